@@ -1,0 +1,148 @@
+"""The command line. :func:`main` is the one place where exceptions become exit codes.
+
+Exit codes: 0 success, 1 unexpected error (a bug), 2 usage, config or input error,
+3 startup failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import shutil
+import sys
+import traceback
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
+
+from rich.console import Console
+
+from . import __version__
+from .engine.margin import compute
+from .errors import AlertdError, InputError
+from .report import metrics_json, render
+from .snapshot import load_snapshot
+
+EXIT_OK = 0
+EXIT_BUG = 1
+EXIT_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse exits on its own; raise instead so main() maps every input error the same way.
+        raise InputError(f"{self.prog}: {message}")
+
+
+def _decimal_arg(text: str, what: str) -> Decimal:
+    try:
+        value = Decimal(text.strip().rstrip("%"))
+    except InvalidOperation:
+        raise InputError(f"{what}: not a number: {text!r}") from None
+    if not value.is_finite():
+        raise InputError(f"{what}: must be a finite number (got {text!r})")
+    return value
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="alertd",
+        description="Margin alerts for leveraged crypto futures: warns before liquidation.",
+    )
+    parser.add_argument("--version", action="version", version=f"alertd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    calc = sub.add_parser(
+        "calc",
+        help="margin metrics of a snapshot file, with what-if prices",
+        description="Compute an account's margin from a snapshot (JSON, schema 1).",
+    )
+    calc.add_argument("snapshot", metavar="SNAPSHOT.json")
+    calc.add_argument(
+        "--mark",
+        action="append",
+        default=[],
+        metavar="SYMBOL=PRICE",
+        help="replace a symbol's mark price (repeatable)",
+    )
+    calc.add_argument(
+        "--move",
+        metavar="PCT",
+        help="move every mark by PCT percent after --mark, e.g. -10 for a 10%% drop",
+    )
+    calc.add_argument(
+        "--target-ratio",
+        metavar="R",
+        default="0.5",
+        help="ratio that 'margin to add' and 'size to cut' aim for (default 0.5)",
+    )
+    calc.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser
+
+
+def _cmd_calc(args: argparse.Namespace) -> int:
+    loaded = load_snapshot(args.snapshot)
+    account = loaded.account
+    symbols = account.symbols
+
+    marks: dict[str, Decimal] = {}
+    for item in args.mark:
+        symbol, sep, price_text = item.rpartition("=")
+        if not sep or not symbol:
+            raise InputError(f"--mark {item!r}: expected SYMBOL=PRICE")
+        price = _decimal_arg(price_text, f"--mark {symbol}")
+        if price <= 0:
+            raise InputError(f"--mark {symbol}: price must be positive (got {price_text})")
+        if symbol not in symbols:
+            close = difflib.get_close_matches(symbol, symbols, n=1, cutoff=0.4)
+            hint = f" (did you mean {close[0]}?)" if close else f" (held: {', '.join(symbols)})"
+            raise InputError(f"--mark {symbol}: no position in that symbol{hint}")
+        marks[symbol] = price
+    if marks:
+        account = account.with_marks(marks)
+    if args.move is not None:
+        pct = _decimal_arg(args.move, "--move")
+        if pct <= -100:
+            raise InputError(f"--move: a price cannot fall by {pct}% (must be above -100)")
+        account = account.moved(pct / 100)
+    target = _decimal_arg(args.target_ratio, "--target-ratio")
+    if not 0 < target <= 1:
+        raise InputError(f"--target-ratio: must be above 0 and at most 1 (got {target})")
+
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    metrics = compute(account, target)
+    if args.json:
+        print(json.dumps(metrics_json(metrics), indent=2))
+    else:
+        width = None if sys.stdout.isatty() else max(shutil.get_terminal_size((200, 24))[0], 200)
+        render(metrics, Console(width=width, highlight=False))
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = _build_parser().parse_args(argv)
+        if args.command == "calc":
+            return _cmd_calc(args)
+        raise InputError(f"unknown command {args.command!r}")
+    except SystemExit as exc:  # --help and --version
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    except AlertdError as exc:
+        problems = exc.problems if isinstance(exc, InputError) else [str(exc)]
+        for line in problems:
+            print(f"alertd: {line}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception:
+        traceback.print_exc()
+        print(
+            "alertd: internal error (a bug: please report it with the lines above)", file=sys.stderr
+        )
+        return EXIT_BUG
+
+
+def run() -> None:
+    sys.exit(main())

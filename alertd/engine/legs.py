@@ -1,0 +1,220 @@
+"""Positions as "legs" in a space where every margin formula is linear, and a root finder.
+
+For a linear contract the price ``P`` itself is that space. For an inverse contract it is
+``u = 1 / P``: unrealized PnL ``s * Q * (1/entry - 1/P)`` and notional ``Q / P`` (in the base
+coin) are both linear in ``u``, with the side's sign flipped. So one set of formulas serves both:
+
+    notional(u) = Q * u
+    upnl(u)     = sign * Q * (u - entry_u)
+    mm(u)       = Q * u * (mmr + fee) - deduction        (tier chosen by Q * u)
+
+A pool's ``equity - requirement`` is then piecewise linear in ``u`` (the pieces are the tiers),
+so the price where the margin ratio is exactly 1 is found segment by segment, exactly, with no
+iteration: this also settles "the liquidation price falls in another tier, solve again".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from .model import Position
+from .profiles import ExchangeProfile
+from .tiers import Tier, TierBasis, TierTable
+
+ZERO = Decimal(0)
+ONE = Decimal(1)
+
+
+def to_u(price: Decimal, inverse: bool) -> Decimal:
+    return ONE / price if inverse else price
+
+
+def from_u(u: Decimal, inverse: bool) -> Decimal:
+    return ONE / u if inverse else u
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    sign: int  # +1 when the leg gains as u rises
+    quantity: Decimal  # contracts * contract size
+    entry_u: Decimal
+    tiers: TierTable
+    fee_rate: Decimal
+    # A requirement that does not move with price: Bybit values an isolated position's
+    # maintenance margin at its entry price.
+    fixed_mm: Decimal | None
+    # Tiers sized in contracts (OKX) do not change with price.
+    fixed_tier: int | None
+
+    @classmethod
+    def of(cls, position: Position, profile: ExchangeProfile) -> Leg:
+        quantity = position.quantity
+        entry_u = to_u(position.entry_price, position.inverse)
+        tiers = position.tiers
+        fixed_tier = (
+            tiers.index_for(position.contracts) if tiers.basis is TierBasis.CONTRACTS else None
+        )
+        fixed_mm = None
+        if position.is_isolated and profile.isolated_mm_at_entry:
+            entry_notional = quantity * entry_u
+            tier = (
+                tiers.tiers[fixed_tier]
+                if fixed_tier is not None
+                else tiers.tier_for(entry_notional)
+            )
+            fixed_mm = entry_notional * (tier.mmr + position.fee_rate) - tier.deduction
+        sign = -int(position.side) if position.inverse else int(position.side)
+        return cls(sign, quantity, entry_u, tiers, position.fee_rate, fixed_mm, fixed_tier)
+
+    @property
+    def moves_tier(self) -> bool:
+        return self.fixed_mm is None and self.fixed_tier is None
+
+    def tier_index(self, u: Decimal) -> int:
+        if self.fixed_tier is not None:
+            return self.fixed_tier
+        return self.tiers.index_for(self.quantity * u)
+
+    def tier(self, u: Decimal) -> Tier:
+        return self.tiers.tiers[self.tier_index(u)]
+
+    def upnl(self, u: Decimal) -> Decimal:
+        return self.sign * self.quantity * (u - self.entry_u)
+
+    def mm(self, u: Decimal) -> Decimal:
+        if self.fixed_mm is not None:
+            return self.fixed_mm
+        tier = self.tier(u)
+        return self.quantity * u * (tier.mmr + self.fee_rate) - tier.deduction
+
+    def mm_for_quantity(self, quantity: Decimal, u: Decimal, contract_size: Decimal) -> Decimal:
+        """Maintenance margin if the leg had ``quantity`` instead (for "size to cut")."""
+        price_u = self.entry_u if self.fixed_mm is not None else u
+        if self.tiers.basis is TierBasis.CONTRACTS:
+            tier = self.tiers.tier_for(quantity / contract_size)
+        else:
+            tier = self.tiers.tier_for(quantity * price_u)
+        return quantity * price_u * (tier.mmr + self.fee_rate) - tier.deduction
+
+
+# A term is a leg and the factor that maps the solved variable x to the leg's u: u = c * x.
+# Solving for one symbol's price, c = 1 for that symbol's legs; for a uniform move of all
+# prices, x is the move factor and c is each leg's current u.
+Term = tuple[Leg, Decimal]
+
+
+def _breakpoints(terms: Sequence[Term]) -> list[Decimal]:
+    points: set[Decimal] = set()
+    for leg, c in terms:
+        if not leg.moves_tier:
+            continue
+        for cap in leg.tiers.caps:
+            points.add(cap / (leg.quantity * c))
+    return sorted(points)
+
+
+def _line(
+    const: Decimal, terms: Sequence[Term], probe: Decimal, with_mm: bool
+) -> tuple[Decimal, Decimal]:
+    """``(a, b)`` with ``f(x) = a + b * x`` on the segment holding ``probe``."""
+    a = const
+    b = ZERO
+    for leg, c in terms:
+        sq = leg.sign * leg.quantity
+        a -= sq * leg.entry_u
+        b += sq * c
+        if not with_mm:
+            continue
+        if leg.fixed_mm is not None:
+            a -= leg.fixed_mm
+            continue
+        tier = leg.tier(c * probe)
+        a += tier.deduction
+        b -= leg.quantity * c * (tier.mmr + leg.fee_rate)
+    return a, b
+
+
+def _sign(v: Decimal) -> int:
+    return (v > 0) - (v < 0)
+
+
+def nearest_root(
+    const: Decimal,
+    terms: Sequence[Term],
+    x0: Decimal,
+    inverse: bool,
+    with_mm: bool = True,
+) -> Decimal | None:
+    """The positive x nearest to ``x0`` (in price terms) where ``f`` reaches zero.
+
+    ``f(x) = const + sum(upnl - mm)`` over the terms: equity minus requirement, or with
+    ``with_mm=False`` equity alone (for bankruptcy). Where step tiers make ``f`` jump across
+    zero at a boundary, that boundary is the root. ``None`` when no positive root exists
+    (a long that cannot be liquidated above a zero price, say).
+    """
+    points = _breakpoints(terms)
+    # segment k is (edges[k], edges[k + 1]]; edges[0] = 0, the last upper edge is None = infinity
+    edges: list[Decimal | None] = [ZERO, *points, None]
+
+    def probe(k: int) -> Decimal:
+        lo, hi = edges[k], edges[k + 1]
+        assert lo is not None
+        return lo * 2 + 1 if hi is None else (lo + hi) / 2
+
+    def line(k: int) -> tuple[Decimal, Decimal]:
+        return _line(const, terms, probe(k), with_mm)
+
+    def value(k: int, x: Decimal) -> Decimal:
+        a, b = line(k)
+        return a + b * x
+
+    k0 = 0
+    while True:
+        hi0 = edges[k0 + 1]
+        if hi0 is None or x0 <= hi0:
+            break
+        k0 += 1
+    s0 = _sign(value(k0, x0))
+    if s0 == 0:
+        return x0
+
+    down: Decimal | None = None
+    for k in range(k0, -1, -1):
+        lo, hi = edges[k], edges[k + 1]
+        assert lo is not None
+        upper = x0 if k == k0 else hi
+        assert upper is not None
+        a, b = line(k)
+        if b != 0:
+            root = -a / b
+            if lo < root <= upper:
+                down = root
+                break
+        if k > 0 and _sign(value(k - 1, lo)) != s0:
+            down = lo  # a step in the requirement crosses zero at the boundary
+            break
+
+    up: Decimal | None = None
+    for k in range(k0, len(edges) - 1):
+        lo, hi = edges[k], edges[k + 1]
+        assert lo is not None
+        lower = x0 if k == k0 else lo
+        a, b = line(k)
+        if b != 0:
+            root = -a / b
+            if lower < root and (hi is None or root <= hi):
+                up = root
+                break
+        if hi is not None and _sign(value(k + 1, hi)) != s0:
+            up = hi
+            break
+
+    if down is None or up is None:
+        return down if up is None else up
+
+    def distance(x: Decimal) -> Decimal:
+        return abs(from_u(x, inverse) / from_u(x0, inverse) - 1)
+
+    return down if distance(down) <= distance(up) else up

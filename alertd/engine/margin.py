@@ -1,0 +1,343 @@
+"""Margin metrics of an account: per position, per cross pool, and account-wide.
+
+Pure: takes an :class:`~alertd.engine.model.Account` and returns frozen results. One direction
+for every exchange: ``margin_ratio = maintenance margin / margin balance``; higher is riskier,
+1 is liquidation, and a margin balance at or below zero is reported as ``Infinity``
+(liquidated), so a rule comparing "above" can never miss it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+
+from .legs import Leg, Term, from_u, nearest_root, to_u
+from .model import Account, Position, Side
+from .profiles import DisplayedRatio, ExchangeProfile
+from .tiers import TierBasis
+
+ZERO = Decimal(0)
+ONE = Decimal(1)
+INFINITY = Decimal("Infinity")
+
+
+def margin_ratio(requirement: Decimal, equity: Decimal) -> Decimal:
+    if equity <= 0:
+        return INFINITY
+    return requirement / equity
+
+
+def displayed_ratio(
+    profile: ExchangeProfile, requirement: Decimal, equity: Decimal
+) -> Decimal | None:
+    """The figure the exchange's own screen shows for the same pool or position."""
+    if profile.displayed_ratio is DisplayedRatio.REQUIREMENT_OVER_EQUITY:
+        return margin_ratio(requirement, equity)
+    if profile.displayed_ratio is DisplayedRatio.EQUITY_OVER_REQUIREMENT:
+        return equity / requirement if requirement > 0 else None
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class PositionMetrics:
+    position: Position
+    notional: Decimal  # settle currency (base coin for inverse)
+    unrealized_pnl: Decimal
+    tier: int  # 0-based index into the position's tier table
+    mmr: Decimal
+    maintenance_margin: Decimal
+    initial_margin: Decimal | None  # None when the snapshot gives no leverage
+    margin_balance: Decimal  # the equity behind the position: its own if isolated, else the pool's
+    margin_ratio: Decimal
+    displayed_ratio: Decimal | None
+    liquidation_price: Decimal | None
+    bankruptcy_price: Decimal | None
+    liquidation_distance: Decimal | None  # fraction of mark; negative once past it
+    effective_leverage: Decimal | None
+    margin_to_add: Decimal | None  # isolated only: margin that restores the target ratio
+    size_to_cut: Decimal | None  # contracts to close to restore the target ratio
+
+
+@dataclass(frozen=True, slots=True)
+class PoolMetrics:
+    """The cross margin pool: wallet balance shared by every cross position."""
+
+    wallet_balance: Decimal
+    unrealized_pnl: Decimal
+    margin_balance: Decimal
+    maintenance_margin: Decimal
+    margin_ratio: Decimal
+    displayed_ratio: Decimal | None
+    buffer: Decimal
+    notional: Decimal
+    effective_leverage: Decimal | None
+    margin_to_add: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountMetrics:
+    account: Account
+    pool: PoolMetrics
+    positions: tuple[PositionMetrics, ...]
+    worst_ratio: Decimal
+    # The uniform relative move of every mark (-0.15 = all fall 15%) at which the account's
+    # first liquidation happens: the cross pool's, or an isolated position's.
+    crash_distance: Decimal | None
+    target_ratio: Decimal | None
+
+
+def _round_to_tick(price: Decimal, side: Side, tick: Decimal) -> Decimal:
+    # Bybit rounds towards the mark: a long's liquidation price up, a short's down.
+    rounding = ROUND_CEILING if side is Side.LONG else ROUND_FLOOR
+    return (price / tick).to_integral_value(rounding=rounding) * tick
+
+
+def _price_from_root(x: Decimal | None, inverse: bool) -> Decimal | None:
+    if x is None or x <= 0:
+        return None
+    return from_u(x, inverse)
+
+
+def _distance(mark: Decimal, liq: Decimal | None, ratio: Decimal) -> Decimal | None:
+    if liq is None:
+        return None
+    d = abs(mark - liq) / mark
+    return -d if ratio >= 1 else d
+
+
+def _leverage(notional: Decimal, equity: Decimal) -> Decimal | None:
+    if notional == 0:
+        return ZERO
+    return notional / equity if equity > 0 else INFINITY
+
+
+def _quantity_within(
+    leg: Leg, u: Decimal, contract_size: Decimal, quantity: Decimal, budget: Decimal
+) -> Decimal:
+    """The largest quantity <= ``quantity`` whose maintenance margin fits ``budget`` (>= 0).
+
+    Walks the tiers upwards: maintenance margin grows with size, continuously for bracket
+    tiers and in steps for OKX-style ones (where the answer may be a tier's upper edge).
+    """
+    price_u = leg.entry_u if leg.fixed_mm is not None else u
+    table = leg.tiers
+    per_unit = contract_size if table.basis is TierBasis.CONTRACTS else ONE / price_u
+    best = ZERO
+    for i, tier in enumerate(table.tiers):
+        lo = table.floor(i) * per_unit
+        if lo >= quantity:
+            break
+        hi = quantity if tier.cap is None else min(tier.cap * per_unit, quantity)
+        rate = price_u * (tier.mmr + leg.fee_rate)
+        fits = hi if rate == 0 else (budget + tier.deduction) / rate
+        if fits >= hi:
+            best = hi
+            continue
+        return fits if fits > lo else best
+    return best
+
+
+def _isolated_quantity_within(
+    leg: Leg,
+    u: Decimal,
+    contract_size: Decimal,
+    quantity: Decimal,
+    equity: Decimal,
+    target: Decimal,
+) -> Decimal | None:
+    """Largest quantity at which an isolated position meets ``target`` if cut at the mark.
+
+    Cutting an isolated position releases its margin pro rata, so equity scales with size;
+    only the deduction makes a smaller position safer. ``None`` when no cut helps.
+    """
+    price_u = leg.entry_u if leg.fixed_mm is not None else u
+    table = leg.tiers
+    per_unit = contract_size if table.basis is TierBasis.CONTRACTS else ONE / price_u
+    equity_per_unit = equity / quantity
+    for i in range(len(table.tiers) - 1, -1, -1):
+        tier = table.tiers[i]
+        lo = table.floor(i) * per_unit
+        if lo >= quantity:
+            continue
+        hi = quantity if tier.cap is None else min(tier.cap * per_unit, quantity)
+        # need q * (price_u * rate - target * equity_per_unit) <= deduction
+        slope = price_u * (tier.mmr + leg.fee_rate) - target * equity_per_unit
+        if slope <= 0:
+            return hi
+        fits = tier.deduction / slope
+        if fits > lo:
+            return min(fits, hi)
+    return None
+
+
+def compute(account: Account, target_ratio: Decimal | None = None) -> AccountMetrics:
+    """All metrics of ``account`` at its current marks."""
+    profile = account.profile
+    legs = [Leg.of(p, profile) for p in account.positions]
+    us = [to_u(p.mark_price, p.inverse) for p in account.positions]
+    upnls = [leg.upnl(u) for leg, u in zip(legs, us, strict=True)]
+    mms = [leg.mm(u) for leg, u in zip(legs, us, strict=True)]
+    cross = [i for i, p in enumerate(account.positions) if not p.is_isolated]
+
+    pool_upnl = sum((upnls[i] for i in cross), ZERO)
+    pool_mm = sum((mms[i] for i in cross), ZERO)
+    pool_equity = account.wallet_balance + pool_upnl
+    pool_ratio = margin_ratio(pool_mm, pool_equity)
+    pool_notional = sum((legs[i].quantity * us[i] for i in cross), ZERO)
+    pool = PoolMetrics(
+        wallet_balance=account.wallet_balance,
+        unrealized_pnl=pool_upnl,
+        margin_balance=pool_equity,
+        maintenance_margin=pool_mm,
+        margin_ratio=pool_ratio,
+        displayed_ratio=displayed_ratio(profile, pool_mm, pool_equity) if cross else None,
+        buffer=pool_equity - pool_mm,
+        notional=pool_notional,
+        effective_leverage=_leverage(pool_notional, pool_equity),
+        margin_to_add=(
+            max(ZERO, pool_mm / target_ratio - pool_equity)
+            if target_ratio is not None and cross
+            else None
+        ),
+    )
+
+    # Cross liquidation prices: per symbol, every cross leg of that symbol moves together
+    # (both legs in hedge mode) while the other symbols stay at their marks.
+    cross_liq: dict[str, tuple[Decimal | None, Decimal | None]] = {}
+    for symbol in dict.fromkeys(account.positions[i].symbol for i in cross):
+        mine = [i for i in cross if account.positions[i].symbol == symbol]
+        others = [i for i in cross if account.positions[i].symbol != symbol]
+        rest = sum((upnls[i] - mms[i] for i in others), ZERO)
+        terms: list[Term] = [(legs[i], ONE) for i in mine]
+        inverse = account.positions[mine[0]].inverse
+        u0 = us[mine[0]]
+        const = account.wallet_balance + rest
+        others_upnl = sum((upnls[i] for i in others), ZERO)
+        cross_liq[symbol] = (
+            _price_from_root(nearest_root(const, terms, u0, inverse), inverse),
+            _price_from_root(
+                nearest_root(account.wallet_balance + others_upnl, terms, u0, inverse, False),
+                inverse,
+            ),
+        )
+
+    moves: list[Decimal] = []
+    results: list[PositionMetrics] = []
+    for i, p in enumerate(account.positions):
+        leg, u = legs[i], us[i]
+        notional = leg.quantity * u
+        tier_index = leg.tier_index(u)
+        tier = p.tiers.tiers[tier_index]
+        if p.is_isolated:
+            assert p.isolated_margin is not None
+            equity = p.isolated_margin + upnls[i]
+            ratio = margin_ratio(mms[i], equity)
+            own: list[Term] = [(leg, ONE)]
+            liq = _price_from_root(nearest_root(p.isolated_margin, own, u, p.inverse), p.inverse)
+            bankrupt = _price_from_root(
+                nearest_root(p.isolated_margin, own, u, p.inverse, False), p.inverse
+            )
+            shown = displayed_ratio(profile, mms[i], equity)
+            to_add = max(ZERO, mms[i] / target_ratio - equity) if target_ratio is not None else None
+            if liq is not None:
+                moves.append(liq / p.mark_price - 1)
+        else:
+            equity = pool_equity
+            ratio = pool_ratio
+            liq, bankrupt = cross_liq[p.symbol]
+            shown = pool.displayed_ratio
+            to_add = None
+        if liq is not None and profile.rounds_liquidation_to_tick and p.tick_size:
+            liq = _round_to_tick(liq, p.side, p.tick_size)
+
+        cut: Decimal | None = None
+        if target_ratio is not None:
+            cut = _size_to_cut(
+                p,
+                leg,
+                u,
+                mms[i],
+                equity,
+                ratio,
+                target_ratio,
+                pool_mm if not p.is_isolated else None,
+            )
+
+        entry_basis = profile.isolated_mm_at_entry and p.is_isolated
+        im_notional = leg.quantity * leg.entry_u if entry_basis else notional
+        results.append(
+            PositionMetrics(
+                position=p,
+                notional=notional,
+                unrealized_pnl=upnls[i],
+                tier=tier_index,
+                mmr=tier.mmr,
+                maintenance_margin=mms[i],
+                initial_margin=im_notional / p.leverage if p.leverage else None,
+                margin_balance=equity,
+                margin_ratio=ratio,
+                displayed_ratio=shown,
+                liquidation_price=liq,
+                bankruptcy_price=bankrupt,
+                liquidation_distance=_distance(p.mark_price, liq, ratio),
+                effective_leverage=_leverage(notional, equity),
+                margin_to_add=to_add,
+                size_to_cut=cut,
+            )
+        )
+
+    if cross:
+        crash_terms: list[Term] = [(legs[i], us[i]) for i in cross]
+        inverse = account.positions[cross[0]].inverse
+        x = nearest_root(account.wallet_balance, crash_terms, ONE, inverse)
+        if x is not None:
+            moves.append(from_u(x, inverse) - 1)
+
+    ratios = [r.margin_ratio for r in results if r.position.is_isolated]
+    if cross:
+        ratios.append(pool_ratio)
+    worst = max(ratios, default=ZERO)
+    if worst >= 1:
+        crash: Decimal | None = ZERO  # something is already at or past liquidation
+    else:
+        crash = min(moves, key=abs) if moves else None
+    return AccountMetrics(
+        account=account,
+        pool=pool,
+        positions=tuple(results),
+        worst_ratio=worst,
+        crash_distance=crash,
+        target_ratio=target_ratio,
+    )
+
+
+def _size_to_cut(
+    p: Position,
+    leg: Leg,
+    u: Decimal,
+    mm: Decimal,
+    equity: Decimal,
+    ratio: Decimal,
+    target: Decimal,
+    pool_mm: Decimal | None,
+) -> Decimal | None:
+    """Contracts of ``p`` to close at the mark to bring its ratio to ``target``.
+
+    Closing at the mark turns unrealized PnL into wallet balance, so cross equity is unchanged
+    and only the requirement falls. ``None`` when cutting this position cannot get there.
+    """
+    if ratio <= target:
+        return ZERO
+    if equity <= 0:
+        return None
+    quantity = leg.quantity
+    if pool_mm is None:
+        keep = _isolated_quantity_within(leg, u, p.contract_size, quantity, equity, target)
+    else:
+        budget = target * equity - (pool_mm - mm)
+        if budget < 0:
+            return None
+        keep = _quantity_within(leg, u, p.contract_size, quantity, budget)
+    if keep is None:
+        return None
+    return (quantity - keep) / p.contract_size

@@ -1,0 +1,37 @@
+"""alertd's exceptions, and what each means to a user.
+
+    AlertdError                 base of everything alertd raises on purpose
+    ├── InputError              a usage, config or input problem: exit code 2
+    │   └── SnapshotError       a snapshot file that cannot be used; lists every problem
+    └── StartupError            the daemon could not start: exit code 3
+
+Anything else that escapes is a bug in alertd: exit code 1. Only :func:`alertd.cli.main`
+turns exceptions into messages and exit codes. Third-party errors are translated where they
+enter (``raise InputError(...) from exc``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class AlertdError(Exception):
+    exit_code = 1
+
+
+class InputError(AlertdError):
+    """Bad input from the user. ``problems`` holds one line per problem."""
+
+    exit_code = 2
+
+    def __init__(self, problems: str | Sequence[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+class SnapshotError(InputError):
+    """A snapshot file that cannot be used; each problem is ``path: reason``."""
+
+
+class StartupError(AlertdError):
+    exit_code = 3

@@ -1,0 +1,277 @@
+"""The snapshot format (JSON, schema 1): read, validate, and build the engine's account model.
+
+The format is the contract between ``alertd snapshot`` (which writes it) and ``alertd calc``
+(which reads it); ``docs/snapshot.md`` documents every field. Validation reports every problem
+with its path (``positions[1].entry_price: missing``) rather than the first one only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from .engine.model import Account, MarginMode, Position, Side
+from .engine.profiles import ExchangeProfile, UnknownExchangeError, get_profile
+from .engine.tiers import (
+    Tier,
+    TierBasis,
+    TierTable,
+    TierTableError,
+    deduction_warnings,
+    derive_deductions,
+)
+from .errors import SnapshotError
+
+SCHEMA_VERSION = 1
+
+
+def _decimal(value: Any) -> Any:
+    """Accept decimal strings and JSON numbers exactly; refuse bools, NaN and infinities."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true/false")
+    if isinstance(value, int | str | Decimal):
+        try:
+            d = Decimal(value.strip() if isinstance(value, str) else value)
+        except InvalidOperation:
+            raise ValueError(f"not a decimal number: {value!r}") from None
+        if not d.is_finite():
+            raise ValueError(f"must be a finite number (got {value!r})")
+        return d
+    if isinstance(value, float):
+        # Reached only when a caller parsed JSON without parse_float=Decimal.
+        return Decimal(repr(value))
+    return value
+
+
+Dec = Annotated[Decimal, BeforeValidator(_decimal)]
+PositiveDec = Annotated[Decimal, BeforeValidator(_decimal), Field(gt=0)]
+NonNegativeDec = Annotated[Decimal, BeforeValidator(_decimal), Field(ge=0)]
+
+
+class _Model(BaseModel):
+    # Unknown keys are ignored so that newer writers can add fields older readers skip.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class TierIn(_Model):
+    max_notional: PositiveDec | None = None
+    max_contracts: PositiveDec | None = None
+    mmr: Annotated[Decimal, BeforeValidator(_decimal), Field(ge=0, lt=1)] | None = None
+    deduction: NonNegativeDec | None = None
+    max_leverage: PositiveDec | None = None
+
+
+class PositionIn(_Model):
+    symbol: Annotated[str, Field(min_length=1)]
+    side: Literal["long", "short"]
+    contracts: PositiveDec
+    contract_size: PositiveDec = Decimal(1)
+    inverse: bool = False
+    entry_price: PositiveDec
+    mark_price: PositiveDec
+    margin_mode: Literal["cross", "isolated"]
+    isolated_margin: NonNegativeDec | None = None
+    fee_rate: NonNegativeDec | None = None
+    leverage: PositiveDec | None = None
+    tick_size: PositiveDec | None = None
+    tiers: Annotated[list[TierIn], Field(min_length=1)]
+
+
+class CrossIn(_Model):
+    wallet_balance: Dec
+
+
+class SnapshotIn(_Model):
+    schema_: Literal[1] = Field(alias="schema")
+    exchange: str
+    account: str = "default"
+    settle: Annotated[str, Field(min_length=1)]
+    cross: CrossIn
+    positions: list[PositionIn]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedSnapshot:
+    account: Account
+    warnings: tuple[str, ...]
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + ("schema" if part == "schema_" else part)
+    return out or "(top level)"
+
+
+def _describe(err: Any) -> str:
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    got = err.get("input")
+    if kind == "missing":
+        return "missing"
+    if kind == "greater_than":
+        return f"must be greater than {ctx['gt']} (got {got})"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx['ge']} (got {got})"
+    if kind == "less_than":
+        return f"must be less than {ctx['lt']} (got {got})"
+    if kind == "literal_error":
+        return f"must be {ctx['expected']} (got {got!r})"
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    if kind == "too_short":
+        return "must not be empty"
+    return f"{err['msg'][0].lower()}{err['msg'][1:]} (got {got!r})"
+
+
+def _format_validation(exc: ValidationError) -> list[str]:
+    return [f"{_path(tuple(e['loc']))}: {_describe(e)}" for e in exc.errors()]
+
+
+def _build_tiers(
+    raw: list[TierIn], profile: ExchangeProfile, where: str, problems: list[str]
+) -> TierTable | None:
+    by_contracts = [t.max_contracts is not None for t in raw]
+    by_notional = [t.max_notional is not None for t in raw]
+    for k, t in enumerate(raw):
+        if t.max_contracts is not None and t.max_notional is not None:
+            problems.append(f"{where}[{k}]: give max_notional or max_contracts, not both")
+            return None
+    if any(by_contracts) and any(by_notional):
+        problems.append(f"{where}: tiers mix max_notional and max_contracts; use one basis")
+        return None
+    basis = TierBasis.CONTRACTS if any(by_contracts) else TierBasis.NOTIONAL
+    cap_field = "max_contracts" if basis is TierBasis.CONTRACTS else "max_notional"
+
+    mmrs: list[Decimal] = []
+    for k, t in enumerate(raw):
+        if t.mmr is not None:
+            mmrs.append(t.mmr)
+        elif profile.mmr_from_max_leverage and t.max_leverage is not None:
+            # Hyperliquid: maintenance rate is half the initial rate at max leverage.
+            mmrs.append(1 / (2 * t.max_leverage))
+        else:
+            need = " (or max_leverage)" if profile.mmr_from_max_leverage else ""
+            problems.append(f"{where}[{k}].mmr: missing{need}")
+            return None
+    caps = [t.max_contracts if basis is TierBasis.CONTRACTS else t.max_notional for t in raw]
+    derived = derive_deductions([c if c is not None else Decimal(0) for c in caps], mmrs)
+    tiers = []
+    for k, t in enumerate(raw):
+        if t.deduction is not None:
+            deduction = t.deduction
+        elif profile.deduction_tiers:
+            deduction = derived[k]
+        else:
+            deduction = Decimal(0)
+        tiers.append(Tier(caps[k], mmrs[k], deduction, t.max_leverage))
+    try:
+        return TierTable.build(tiers, basis)
+    except TierTableError as exc:
+        field = cap_field if exc.field == "cap" else exc.field
+        problems.append(f"{where}[{exc.index}].{field}: {exc.reason}")
+        return None
+
+
+def build_account(snap: SnapshotIn) -> LoadedSnapshot:
+    """Semantic checks and the engine model; raises :class:`SnapshotError` listing all."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    try:
+        profile = get_profile(snap.exchange)
+    except UnknownExchangeError as exc:
+        raise SnapshotError(f"exchange: {exc}") from None
+
+    seen: dict[tuple[str, str], int] = {}
+    positions: list[Position] = []
+    warned_symbols: set[str] = set()
+    inverse_kinds = {p.inverse for p in snap.positions}
+    if len(inverse_kinds) > 1:
+        problems.append(
+            "positions: linear and inverse positions cannot share one snapshot "
+            "(they settle in different currencies)"
+        )
+    for i, p in enumerate(snap.positions):
+        where = f"positions[{i}]"
+        if (p.symbol, p.side) in seen:
+            problems.append(
+                f"{where}: duplicate {p.side} position in {p.symbol} "
+                f"(also positions[{seen[(p.symbol, p.side)]}])"
+            )
+        seen[(p.symbol, p.side)] = i
+        if p.margin_mode == "isolated" and p.isolated_margin is None:
+            problems.append(f"{where}.isolated_margin: required for an isolated position")
+        table = _build_tiers(p.tiers, profile, f"{where}.tiers", problems)
+        if table is None:
+            continue
+        explicit = all(t.deduction is not None for t in p.tiers)
+        if profile.deduction_tiers and explicit and p.symbol not in warned_symbols:
+            warned_symbols.add(p.symbol)
+            for _, message in deduction_warnings(table):
+                warnings.append(f"{where}.tiers ({p.symbol}): {message}")
+        positions.append(
+            Position(
+                symbol=p.symbol,
+                side=Side.LONG if p.side == "long" else Side.SHORT,
+                contracts=p.contracts,
+                contract_size=p.contract_size,
+                inverse=p.inverse,
+                entry_price=p.entry_price,
+                mark_price=p.mark_price,
+                margin_mode=MarginMode(p.margin_mode),
+                tiers=table,
+                fee_rate=p.fee_rate if p.fee_rate is not None else profile.default_fee_rate,
+                isolated_margin=p.isolated_margin,
+                leverage=p.leverage,
+                tick_size=p.tick_size,
+            )
+        )
+    if problems:
+        raise SnapshotError(problems)
+    account = Account(
+        profile=profile,
+        name=snap.account,
+        settle=snap.settle,
+        wallet_balance=snap.cross.wallet_balance,
+        positions=tuple(positions),
+    )
+    return LoadedSnapshot(account, tuple(warnings))
+
+
+def parse_snapshot(text: str, source: str = "snapshot") -> LoadedSnapshot:
+    try:
+        data = json.loads(text, parse_float=Decimal)
+    except json.JSONDecodeError as exc:
+        raise SnapshotError(
+            f"{source}:{exc.lineno}:{exc.colno}: malformed JSON: {exc.msg}"
+        ) from None
+    if not isinstance(data, dict):
+        raise SnapshotError(f"{source}: a snapshot is a JSON object, got {type(data).__name__}")
+    if "schema" in data and data["schema"] != SCHEMA_VERSION:
+        raise SnapshotError(
+            f"schema: this alertd reads snapshot schema {SCHEMA_VERSION} (got {data['schema']!r})"
+        )
+    try:
+        snap = SnapshotIn.model_validate(data)
+    except ValidationError as exc:
+        raise SnapshotError(_format_validation(exc)) from None
+    return build_account(snap)
+
+
+def load_snapshot(path: str | Path) -> LoadedSnapshot:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SnapshotError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise SnapshotError(f"{path}: not a UTF-8 text file") from None
+    return parse_snapshot(text, str(path))

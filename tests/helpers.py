@@ -1,0 +1,68 @@
+"""Builders for snapshots in tests: the JSON form, so tests exercise validation too."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from alertd.engine.margin import AccountMetrics, compute
+from alertd.engine.model import Account
+from alertd.snapshot import parse_snapshot
+
+Tiers = list[tuple[str | None, str, str | None]]
+
+
+def tiers(rows: Tiers, basis: str = "max_notional") -> list[dict[str, Any]]:
+    return [{basis: cap, "mmr": mmr, "deduction": ded} for cap, mmr, ded in rows]
+
+
+def position(
+    symbol: str,
+    side: str,
+    contracts: str,
+    entry: str,
+    mark: str,
+    tier_rows: list[dict[str, Any]],
+    *,
+    mode: str = "cross",
+    isolated_margin: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "symbol": symbol,
+        "side": side,
+        "contracts": contracts,
+        "entry_price": entry,
+        "mark_price": mark,
+        "margin_mode": mode,
+        "isolated_margin": isolated_margin,
+        "tiers": tier_rows,
+        **extra,
+    }
+
+
+def snapshot(
+    exchange: str, wallet: str, positions: list[dict[str, Any]], settle: str = "USDT"
+) -> dict[str, Any]:
+    return {
+        "schema": 1,
+        "exchange": exchange,
+        "account": "test",
+        "settle": settle,
+        "cross": {"wallet_balance": wallet},
+        "positions": positions,
+    }
+
+
+def account(snap: dict[str, Any]) -> Account:
+    return parse_snapshot(json.dumps(snap, default=str)).account
+
+
+def metrics(snap: dict[str, Any], target: str | None = None) -> AccountMetrics:
+    return compute(account(snap), Decimal(target) if target is not None else None)
+
+
+def q(value: Decimal | None, places: str) -> Decimal | None:
+    """Round half-even to the given exponent, as exchanges display."""
+    return None if value is None else value.quantize(Decimal(places))
