@@ -31,7 +31,9 @@ EXIT_INPUT = 2
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         # argparse exits on its own; raise instead so main() maps every input error the same way.
-        raise InputError(f"{self.prog}: {message}")
+        command = self.prog.removeprefix("alertd").strip()
+        where = f"{command}: " if command else ""
+        raise InputError(f"{where}{message} (see: {self.prog} --help)")
 
 
 def _decimal_arg(text: str, what: str) -> Decimal:

@@ -1,0 +1,245 @@
+"""Invariants of the margin engine, for every profile, side, margin mode and tier.
+
+The central one: at the liquidation price alertd reports, the margin ratio alertd computes is 1.
+Prices, sizes and tables are drawn so that positions land in every tier of the table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from decimal import Decimal
+
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from alertd.engine.margin import compute
+from alertd.engine.model import Account, MarginMode, Position, Side
+from alertd.engine.profiles import PROFILES, ExchangeProfile
+from alertd.engine.tiers import Tier, TierBasis, TierTable, derive_deductions
+
+D = Decimal
+REL = D("1e-12")
+PROFILE_IDS = sorted(PROFILES)
+
+
+def close(a: Decimal, b: Decimal, rel: Decimal = REL) -> bool:
+    return abs(a - b) <= rel * max(abs(a), abs(b), D(1))
+
+
+def dec(lo: int, hi: int, places: int) -> st.SearchStrategy[Decimal]:
+    """Decimals in [lo, hi] with ``places`` decimals, drawn exactly (no floats)."""
+    scale = 10**places
+    return st.integers(lo * scale, hi * scale).map(lambda n: D(n) / scale)
+
+
+@st.composite
+def tier_tables(draw: st.DrawFn, profile: ExchangeProfile) -> TierTable:
+    n = draw(st.integers(1, 6))
+    caps: list[Decimal | None] = []
+    total = D(0)
+    for _ in range(n - 1):
+        total += draw(dec(1_000, 2_000_000, 0))
+        caps.append(total)
+    caps.append(None)
+    mmrs: list[Decimal] = []
+    rate = draw(dec(1, 20, 4)) / 100  # 0.0001 .. 0.2
+    for _ in range(n):
+        mmrs.append(rate)
+        rate = min(rate + draw(dec(1, 500, 4)) / 10000, D("0.45"))
+    if profile.deduction_tiers:
+        deductions = derive_deductions(caps, mmrs)
+        basis = TierBasis.NOTIONAL
+    else:
+        deductions = [D(0)] * n
+        basis = TierBasis.CONTRACTS
+    return TierTable.build(
+        [Tier(c, m, d) for c, m, d in zip(caps, mmrs, deductions, strict=True)], basis
+    )
+
+
+@st.composite
+def positions(
+    draw: st.DrawFn,
+    profile: ExchangeProfile,
+    symbol: str,
+    mode: MarginMode,
+    inverse: bool,
+    side: Side | None = None,
+) -> Position:
+    table = draw(tier_tables(profile))
+    entry = draw(dec(1, 100_000, 2))
+    mark = entry * (1 + draw(dec(-30, 30, 2)) / 100)
+    # a notional anywhere up to past the last finite cap, so every tier is visited
+    top = table.caps[-1] * 2 if table.caps else D(5_000_000)
+    notional = draw(dec(10, 10_000_000, 0)) * top / 10_000_000 + 1
+    contract_size = D(100) if inverse else D(1)
+    contracts = (notional * mark / contract_size) if inverse else notional / mark
+    contracts = contracts.quantize(D("0.001")) or D("0.001")
+    leverage = draw(dec(1, 100, 1)) + 1
+    margin = notional / leverage
+    return Position(
+        symbol=symbol,
+        side=side if side is not None else draw(st.sampled_from(Side)),
+        contracts=contracts,
+        contract_size=contract_size,
+        inverse=inverse,
+        entry_price=entry,
+        mark_price=mark,
+        margin_mode=mode,
+        tiers=table,
+        fee_rate=profile.default_fee_rate,
+        isolated_margin=margin if mode is MarginMode.ISOLATED else None,
+        leverage=leverage,
+    )
+
+
+@st.composite
+def accounts(draw: st.DrawFn, max_positions: int = 4, hedge: bool = False) -> Account:
+    profile = PROFILES[draw(st.sampled_from(PROFILE_IDS))]
+    inverse = profile.id == "binancecoinm"
+    count = draw(st.integers(1, max_positions))
+    held: list[Position] = []
+    for i in range(count):
+        mode = draw(st.sampled_from(MarginMode))
+        held.append(draw(positions(profile, f"S{i}/USDT:USDT", mode, inverse)))
+    if hedge:
+        # the other leg of the first symbol, in cross
+        first = held[0]
+        other = draw(positions(profile, first.symbol, MarginMode.CROSS, inverse, Side(-first.side)))
+        held[0] = replace(first, margin_mode=MarginMode.CROSS, isolated_margin=None)
+        held.append(replace(other, mark_price=first.mark_price))
+    notional = sum(
+        (p.quantity * (1 / p.mark_price if inverse else p.mark_price) for p in held), D(0)
+    )
+    wallet = notional * draw(dec(1, 200, 0)) / 100
+    return Account(profile, "prop", "X", wallet, tuple(held))
+
+
+def _check_liquidation_ratio(account: Account) -> None:
+    result = compute(account)
+    for pm in result.positions:
+        liq = pm.liquidation_price
+        if liq is None:
+            continue
+        moved = compute(account.with_marks({pm.position.symbol: liq}))
+        at_liq = next(r for r in moved.positions if r.position.key == pm.position.key)
+        assert close(at_liq.margin_ratio, D(1)), (pm.position, liq, at_liq.margin_ratio)
+        if not pm.position.is_isolated:
+            # cross liquidation prices agree with the cross pool's ratio
+            assert close(moved.pool.margin_ratio, D(1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(accounts())
+def test_margin_ratio_is_one_at_the_liquidation_price(account: Account) -> None:
+    _check_liquidation_ratio(account)
+
+
+@settings(max_examples=100, deadline=None)
+@given(accounts(max_positions=3, hedge=True))
+def test_hedge_mode_legs_share_a_liquidation_price(account: Account) -> None:
+    _check_liquidation_ratio(account)
+    result = compute(account)
+    first = account.positions[0].symbol
+    legs = [pm.liquidation_price for pm in result.positions if pm.position.symbol == first]
+    assert len(legs) == 2 and legs[0] == legs[1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(accounts())
+def test_equity_is_zero_at_the_bankruptcy_price(account: Account) -> None:
+    for pm in compute(account).positions:
+        if pm.bankruptcy_price is None:
+            continue
+        moved = compute(account.with_marks({pm.position.symbol: pm.bankruptcy_price}))
+        at = next(r for r in moved.positions if r.position.key == pm.position.key)
+        assert abs(at.margin_balance) <= REL * max(pm.notional, D(1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(accounts())
+def test_crash_distance_brings_the_worst_ratio_to_one(account: Account) -> None:
+    result = compute(account)
+    assume(result.crash_distance is not None and result.worst_ratio < 1)
+    assert result.crash_distance is not None
+    moved = compute(account.moved(result.crash_distance))
+    assert close(moved.worst_ratio, D(1), D("1e-10"))
+    # and no smaller move of the same direction liquidates anything
+    half = compute(account.moved(result.crash_distance / 2))
+    assert half.worst_ratio < 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from([p for p in PROFILE_IDS if PROFILES[p].deduction_tiers]), st.data())
+def test_bracket_mm_is_continuous_at_tier_boundaries(profile_id: str, data: st.DataObject) -> None:
+    table = data.draw(tier_tables(PROFILES[profile_id]))
+    for k, cap in enumerate(table.caps):
+        lower, upper = table.tiers[k], table.tiers[k + 1]
+        assert cap * lower.mmr - lower.deduction == cap * upper.mmr - upper.deduction
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(PROFILE_IDS),
+    st.sampled_from(MarginMode),
+    st.data(),
+)
+def test_long_liquidation_is_below_mark_and_rises_with_size(
+    profile_id: str, mode: MarginMode, data: st.DataObject
+) -> None:
+    profile = PROFILES[profile_id]
+    inverse = profile_id == "binancecoinm"
+    p = data.draw(positions(profile, "BTC/USDT:USDT", mode, inverse, Side.LONG))
+    wallet = p.isolated_margin or p.quantity * p.mark_price / 10
+    account = Account(profile, "prop", "X", wallet, (p,))
+    first = compute(account).positions[0]
+    assume(first.margin_ratio < 1 and first.liquidation_price is not None)
+    assert first.liquidation_price is not None
+    assert first.liquidation_price < p.mark_price
+    bigger = replace(p, contracts=p.contracts * data.draw(dec(101, 300, 2)) / 100)
+    second = compute(replace(account, positions=(bigger,))).positions[0]
+    assert second.liquidation_price is not None
+    assert second.liquidation_price > first.liquidation_price
+
+
+@settings(max_examples=200, deadline=None)
+@given(accounts(), dec(5, 95, 2))
+def test_margin_to_add_restores_the_target(account: Account, target_pct: Decimal) -> None:
+    target = target_pct / 100
+    result = compute(account, target)
+    add = result.pool.margin_to_add
+    assume(add is not None and add > 0 and result.pool.margin_balance > 0)
+    assert add is not None
+    topped = compute(replace(account, wallet_balance=account.wallet_balance + add))
+    assert close(topped.pool.margin_ratio, target)
+
+
+@settings(max_examples=200, deadline=None)
+@given(accounts(), dec(5, 95, 2))
+def test_size_to_cut_restores_the_target(account: Account, target_pct: Decimal) -> None:
+    target = target_pct / 100
+    result = compute(account, target)
+    for i, pm in enumerate(result.positions):
+        cut = pm.size_to_cut
+        if cut is None or cut == 0:
+            continue
+        p = pm.position
+        assert 0 < cut <= p.contracts
+        kept = p.contracts - cut
+        if kept == 0:
+            continue  # closing all of it is the best this position can do
+        realized = pm.unrealized_pnl * cut / p.contracts
+        if p.is_isolated:
+            assert p.isolated_margin is not None
+            smaller = replace(
+                p, contracts=kept, isolated_margin=p.isolated_margin * kept / p.contracts
+            )
+            wallet = account.wallet_balance
+        else:
+            smaller = replace(p, contracts=kept)
+            wallet = account.wallet_balance + realized
+        held = list(account.positions)
+        held[i] = smaller
+        after = compute(replace(account, wallet_balance=wallet, positions=tuple(held)))
+        ratio = after.positions[i].margin_ratio
+        assert ratio <= target * (1 + REL)
