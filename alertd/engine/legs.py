@@ -15,6 +15,7 @@ iteration: this also settles "the liquidation price falls in another tier, solve
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -154,67 +155,71 @@ def nearest_root(
     zero at a boundary, that boundary is the root. ``None`` when no positive root exists
     (a long that cannot be liquidated above a zero price, say).
     """
-    points = _breakpoints(terms)
+    # without the requirement, tiers do not matter: one segment
+    points = _breakpoints(terms) if with_mm else []
     # segment k is (edges[k], edges[k + 1]]; edges[0] = 0, the last upper edge is None = infinity
     edges: list[Decimal | None] = [ZERO, *points, None]
-
-    def probe(k: int) -> Decimal:
-        lo, hi = edges[k], edges[k + 1]
-        assert lo is not None
-        return lo * 2 + 1 if hi is None else (lo + hi) / 2
+    lines: dict[int, tuple[Decimal, Decimal]] = {}
 
     def line(k: int) -> tuple[Decimal, Decimal]:
-        return _line(const, terms, probe(k), with_mm)
+        if k not in lines:
+            lo, hi = edges[k], edges[k + 1]
+            assert lo is not None
+            probe = lo * 2 + 1 if hi is None else (lo + hi) / 2
+            lines[k] = _line(const, terms, probe, with_mm)
+        return lines[k]
 
     def value(k: int, x: Decimal) -> Decimal:
         a, b = line(k)
         return a + b * x
 
-    k0 = 0
-    while True:
-        hi0 = edges[k0 + 1]
-        if hi0 is None or x0 <= hi0:
-            break
-        k0 += 1
+    def distance(x: Decimal) -> Decimal:
+        return abs(from_u(x, inverse) / from_u(x0, inverse) - 1)
+
+    k0 = bisect_left(points, x0)  # the segment holding x0: x0 <= its upper edge
     s0 = _sign(value(k0, x0))
     if s0 == 0:
         return x0
 
-    down: Decimal | None = None
-    for k in range(k0, -1, -1):
-        lo, hi = edges[k], edges[k + 1]
-        assert lo is not None
-        upper = x0 if k == k0 else hi
-        assert upper is not None
-        a, b = line(k)
-        if b != 0:
-            root = -a / b
-            if lo < root <= upper:
-                down = root
-                break
-        if k > 0 and _sign(value(k - 1, lo)) != s0:
-            down = lo  # a step in the requirement crosses zero at the boundary
-            break
+    def scan_down(limit: Decimal | None) -> Decimal | None:
+        for k in range(k0, -1, -1):
+            lo, hi = edges[k], edges[k + 1]
+            assert lo is not None
+            upper = x0 if k == k0 else hi
+            assert upper is not None
+            if limit is not None and distance(upper) > limit:
+                return None
+            a, b = line(k)
+            if b != 0:
+                root = -a / b
+                if lo < root <= upper:
+                    return root
+            if k > 0 and _sign(value(k - 1, lo)) != s0:
+                return lo  # a step in the requirement crosses zero at the boundary
+        return None
 
-    up: Decimal | None = None
-    for k in range(k0, len(edges) - 1):
-        lo, hi = edges[k], edges[k + 1]
-        assert lo is not None
-        lower = x0 if k == k0 else lo
-        a, b = line(k)
-        if b != 0:
-            root = -a / b
-            if lower < root and (hi is None or root <= hi):
-                up = root
-                break
-        if hi is not None and _sign(value(k + 1, hi)) != s0:
-            up = hi
-            break
+    def scan_up(limit: Decimal | None) -> Decimal | None:
+        for k in range(k0, len(edges) - 1):
+            lo, hi = edges[k], edges[k + 1]
+            assert lo is not None
+            lower = x0 if k == k0 else lo
+            if limit is not None and distance(lower) > limit:
+                return None
+            a, b = line(k)
+            if b != 0:
+                root = -a / b
+                if lower < root and (hi is None or root <= hi):
+                    return root
+            if hi is not None and _sign(value(k + 1, hi)) != s0:
+                return hi
+        return None
 
-    if down is None or up is None:
-        return down if up is None else up
-
-    def distance(x: Decimal) -> Decimal:
-        return abs(from_u(x, inverse) / from_u(x0, inverse) - 1)
-
-    return down if distance(down) <= distance(up) else up
+    # Look first where f heads towards zero, then the other way only as far as that root.
+    _, slope = line(k0)
+    downhill_first = s0 * slope > 0
+    first = scan_down(None) if downhill_first else scan_up(None)
+    limit = distance(first) if first is not None else None
+    second = scan_up(limit) if downhill_first else scan_down(limit)
+    if first is None or second is None:
+        return first if second is None else second
+    return first if distance(first) <= distance(second) else second
