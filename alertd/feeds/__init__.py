@@ -1,0 +1,1 @@
+"""Live exchange feeds: REST bootstrap and reconcile, websocket streams, reconnects."""

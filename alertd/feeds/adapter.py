@@ -1,0 +1,105 @@
+"""What alertd needs from one exchange, and the parts every exchange shares.
+
+An adapter turns ccxt calls into alertd's own state (:mod:`alertd.feeds.state`): positions,
+wallet balance, tiers with their deductions, marks. It reads raw exchange fields (``info``)
+where ccxt's unified ones are unreliable for margin (ccxt.md), and never computes margin itself.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from ..engine.tiers import TierTable
+from .state import AccountEvent, MarketInfo, PositionState, ReportedAccount, ReportedPosition
+
+
+class FrameError(ValueError):
+    """An exchange message alertd cannot use; the feed logs it once per kind and skips it."""
+
+
+def dec(value: Any, field: str = "value") -> Decimal:
+    """An exchange number (string or float) as an exact Decimal; :class:`FrameError` if not."""
+    if value is None or isinstance(value, bool):
+        raise FrameError(f"{field}: missing")
+    try:
+        d = Decimal(value if isinstance(value, str | int) else repr(value))
+    except InvalidOperation:
+        raise FrameError(f"{field}: not a number: {value!r}") from None
+    if not d.is_finite():
+        raise FrameError(f"{field}: not finite: {value!r}")
+    return d
+
+
+def dec_or_none(value: Any) -> Decimal | None:
+    try:
+        d = dec(value)
+    except FrameError:
+        return None
+    return d if d != 0 else None
+
+
+def market_info(market: dict[str, Any], settle: str) -> MarketInfo:
+    tick = market.get("precision", {}).get("price")
+    return MarketInfo(
+        symbol=market["symbol"],
+        contract_size=dec(market.get("contractSize") or 1, "contractSize"),
+        inverse=bool(market.get("inverse")),
+        settle=settle,
+        tick_size=dec(tick, "tick") if tick else None,
+    )
+
+
+class ExchangeAdapter:
+    """Base: the unified ccxt calls that are sound for what alertd reads."""
+
+    exchange_id = ""
+    settle = "USDT"
+    renews_listen_key = False
+
+    def markets(self, exchange: Any, symbols: list[str] | None) -> dict[str, MarketInfo]:
+        out = {}
+        for symbol, market in exchange.markets.items():
+            if not market.get("contract") or market.get("settle") != self.settle:
+                continue
+            if symbols is not None and symbol not in symbols:
+                continue
+            out[symbol] = market_info(market, self.settle)
+        return out
+
+    async def fetch_tiers(self, exchange: Any, symbols: list[str]) -> dict[str, TierTable]:
+        raise NotImplementedError
+
+    async def fetch_positions(
+        self, exchange: Any
+    ) -> tuple[list[PositionState], dict[tuple[str, Any], ReportedPosition], dict[str, Decimal]]:
+        """Open positions, the exchange's figures for them, and the marks it reported."""
+        raise NotImplementedError
+
+    async def fetch_balance(self, exchange: Any) -> tuple[Decimal, ReportedAccount]:
+        """The cross wallet balance in the settle currency, and the exchange's account figures."""
+        raise NotImplementedError
+
+    async def watch_positions(self, exchange: Any) -> list[PositionState]:
+        raise NotImplementedError
+
+    async def watch_balance(self, exchange: Any) -> Decimal | None:
+        raise NotImplementedError
+
+    async def watch_mark(self, exchange: Any, symbol: str) -> Decimal:
+        ticker = await exchange.watch_ticker(symbol)
+        return dec(ticker.get("markPrice") or (ticker.get("info") or {}).get("markPrice"), "mark")
+
+    async def unwatch_mark(self, exchange: Any, symbol: str) -> None:
+        if exchange.has.get("unWatchTicker"):
+            await exchange.un_watch_ticker(symbol)
+
+    def event(self, message: Any, now: float) -> AccountEvent | None:
+        """An exchange push that ccxt drops, if this frame is one."""
+        return None
+
+    def listen_key_expired(self, message: Any) -> bool:
+        return False
+
+    async def renew(self, exchange: Any) -> None:
+        """Keep private streams authorised (Binance listen keys); nothing elsewhere."""

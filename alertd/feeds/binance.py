@@ -1,0 +1,173 @@
+"""Binance USDⓈ-M: REST bootstrap from raw fields, user-data frames, listen-key renewal.
+
+Raw fields are read from ``info`` because ccxt's unified margin fields ignore ``cum`` and
+back-solve collateral (ccxt.md). Wire formats: developers.binance.com, USDⓈ-M Futures:
+"Position Information V3", "Account Information V3", "Notional and Leverage Brackets",
+user data stream "Event: Balance and Position Update" and "Event: Margin Call".
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from ..engine.model import MarginMode, Side
+from ..engine.tiers import Tier, TierTable
+from .adapter import ExchangeAdapter, FrameError, dec, dec_or_none
+from .state import AccountEvent, PositionState, ReportedAccount, ReportedPosition
+
+
+def _side(position_side: str, amount: Decimal) -> Side:
+    if position_side == "LONG":
+        return Side.LONG
+    if position_side == "SHORT":
+        return Side.SHORT
+    return Side.LONG if amount >= 0 else Side.SHORT  # one-way mode: "BOTH", sign gives side
+
+
+def brackets_to_table(brackets: list[dict[str, Any]]) -> TierTable:
+    """Binance brackets (``notionalCap``, ``maintMarginRatio``, ``cum``) as a tier table."""
+    ordered = sorted(brackets, key=lambda b: dec(b.get("notionalFloor", 0), "notionalFloor"))
+    tiers = []
+    for i, b in enumerate(ordered):
+        cap = None if i == len(ordered) - 1 else dec(b["notionalCap"], "notionalCap")
+        lev = b.get("initialLeverage")
+        tiers.append(
+            Tier(
+                cap,
+                dec(b["maintMarginRatio"], "maintMarginRatio"),
+                dec(b["cum"], "cum"),
+                dec(lev, "initialLeverage") if lev is not None else None,
+            )
+        )
+    return TierTable.build(tiers)
+
+
+class BinanceUSDMAdapter(ExchangeAdapter):
+    exchange_id = "binanceusdm"
+    settle = "USDT"
+    renews_listen_key = True
+
+    async def fetch_tiers(self, exchange: Any, symbols: list[str]) -> dict[str, TierTable]:
+        if not symbols:
+            return {}
+        tiers = await exchange.fetch_leverage_tiers(symbols)
+        out = {}
+        for symbol in symbols:
+            rows = tiers.get(symbol)
+            if not rows:
+                continue
+            # the deduction (cum) is only in the raw bracket
+            out[symbol] = brackets_to_table([row["info"] for row in rows])
+        return out
+
+    def _position(self, exchange: Any, raw: dict[str, Any]) -> tuple[str, PositionState] | None:
+        market = exchange.safe_market(raw.get("symbol") or raw.get("s"), None, None, "swap")
+        symbol = market["symbol"]
+        amount = dec(raw.get("positionAmt", raw.get("pa")), "positionAmt")
+        side = _side(str(raw.get("positionSide", raw.get("ps", "BOTH"))), amount)
+        margin_type = raw.get("marginType", raw.get("mt"))
+        isolated_wallet = dec(raw.get("isolatedWallet", raw.get("iw", "0")), "isolatedWallet")
+        if margin_type is None:
+            margin_type = "isolated" if isolated_wallet != 0 else "cross"
+        mode = MarginMode.ISOLATED if str(margin_type).lower() == "isolated" else MarginMode.CROSS
+        leverage = raw.get("leverage")
+        return symbol, PositionState(
+            symbol=symbol,
+            side=side,
+            contracts=abs(amount),
+            entry_price=dec(raw.get("entryPrice", raw.get("ep")), "entryPrice"),
+            margin_mode=mode,
+            isolated_margin=isolated_wallet if mode is MarginMode.ISOLATED else None,
+            leverage=dec(leverage, "leverage") if leverage is not None else None,
+        )
+
+    async def fetch_positions(
+        self, exchange: Any
+    ) -> tuple[list[PositionState], dict[tuple[str, Any], ReportedPosition], dict[str, Decimal]]:
+        rows = await exchange.fapiPrivateV3GetPositionRisk()
+        positions, reported, marks = [], {}, {}
+        for raw in rows:
+            parsed = self._position(exchange, raw)
+            if parsed is None:
+                continue
+            symbol, p = parsed
+            if p.contracts == 0:
+                continue
+            positions.append(p)
+            reported[(symbol, p.side)] = ReportedPosition(
+                liquidation_price=dec_or_none(raw.get("liquidationPrice")),
+                maintenance_margin=dec_or_none(raw.get("maintMargin")),
+            )
+            mark = dec_or_none(raw.get("markPrice"))
+            if mark is not None:
+                marks[symbol] = mark
+        return positions, reported, marks
+
+    async def fetch_balance(self, exchange: Any) -> tuple[Decimal, ReportedAccount]:
+        info = await exchange.fapiPrivateV3GetAccount()
+        wallet = None
+        for asset in info.get("assets", []):
+            if asset.get("asset") == self.settle:
+                wallet = dec(asset.get("crossWalletBalance"), "crossWalletBalance")
+        if wallet is None:
+            wallet = Decimal(0)  # no USDT asset at all: an empty futures wallet
+        mm = dec_or_none(info.get("totalMaintMargin"))
+        balance = dec_or_none(info.get("totalMarginBalance"))
+        ratio = mm / balance if mm is not None and balance else None
+        return wallet, ReportedAccount(mm, balance, ratio)
+
+    async def watch_positions(self, exchange: Any) -> list[PositionState]:
+        changed = await exchange.watch_positions()
+        out = []
+        for position in changed:
+            raw = position.get("info") or {}
+            if "pa" not in raw and "positionAmt" not in raw:
+                continue
+            parsed = self._position(exchange, raw)
+            if parsed is not None:
+                out.append(parsed[1])
+        return out
+
+    async def watch_balance(self, exchange: Any) -> Decimal | None:
+        balance = await exchange.watch_balance()
+        message = balance.get("info") or {}
+        data = message.get("a") if isinstance(message, dict) else None
+        if not isinstance(data, dict):
+            return None
+        for entry in data.get("B", []):
+            if entry.get("a") == self.settle:
+                return dec(entry.get("cw"), "cw")
+        return None
+
+    async def watch_mark(self, exchange: Any, symbol: str) -> Decimal:
+        ticker = await exchange.watch_mark_price(symbol)
+        info = ticker.get("info") or {}
+        return dec(info.get("p", ticker.get("markPrice")), "markPrice")
+
+    async def unwatch_mark(self, exchange: Any, symbol: str) -> None:
+        await exchange.un_watch_mark_price(symbol)
+
+    def event(self, message: Any, now: float) -> AccountEvent | None:
+        if not isinstance(message, dict) or message.get("e") != "MARGIN_CALL":
+            return None
+        legs = []
+        for p in message.get("p") or []:
+            try:
+                legs.append(
+                    f"{p.get('s')} {p.get('ps')} {p.get('pa')} mark {p.get('mp')} "
+                    f"MM {dec(p.get('mm'), 'mm')}"
+                )
+            except FrameError:
+                legs.append(str(p.get("s")))
+        detail = f"cross wallet {message.get('cw')}; " + "; ".join(legs)
+        return AccountEvent("margin_call", now, detail)
+
+    def listen_key_expired(self, message: Any) -> bool:
+        return isinstance(message, dict) and message.get("e") == "listenKeyExpired"
+
+    async def renew(self, exchange: Any) -> None:
+        # ccxt's own renewal runs once and is not rescheduled (Python port): alertd's timer
+        # calls it. On failure ccxt rejects the private futures and forgets the key, so the
+        # next watch authenticates afresh.
+        await exchange.keep_alive_listen_key({"type": "future"})

@@ -1,0 +1,442 @@
+"""One account's feed: REST bootstrap, websocket streams, reconnects, resyncs, staleness.
+
+    bootstrap:  markets -> positions + balance (REST) -> tier tables for held symbols
+    streams:    positions, balance, one mark stream per held symbol, a staleness watchdog
+    on a NetworkError: back off (jittered, capped, reset after health), resync over REST,
+                       resubscribe (ccxt neither resubscribes nor re-snapshots on its own)
+    on a fatal error (bad key, no permission, banned IP): stop this account, record why
+
+Periodic jobs (reconcile, tier refresh, listen-key renewal) are methods here and are
+scheduled by :class:`~alertd.feeds.manager.FeedManager`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+import ccxt
+
+from ..config import AccountConfig, FeedSettings, Secret
+from ..engine.margin import compute
+from ..engine.profiles import get_profile
+from .adapter import ExchangeAdapter, FrameError
+from .backoff import Backoff
+from .binance import BinanceUSDMAdapter
+from .ccxt_exchange import ErrorKind, classify, describe, make_exchange
+from .state import AccountEvent, AccountState, Stream
+
+log = logging.getLogger(__name__)
+
+ADAPTERS: dict[str, type[ExchangeAdapter]] = {
+    "binanceusdm": BinanceUSDMAdapter,
+}
+
+ExchangeFactory = Callable[[AccountConfig, Mapping[str, Secret], FeedSettings, Any], Any]
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+Listener = Callable[["AccountFeed"], None]
+
+
+class FeedStopped(Exception):
+    """A fatal error ended this account's feed; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def adapter_for(exchange_id: str) -> ExchangeAdapter:
+    try:
+        return ADAPTERS[exchange_id]()
+    except KeyError:
+        raise NotImplementedError(f"live feeds for {exchange_id} are not implemented yet") from None
+
+
+class AccountFeed:
+    def __init__(
+        self,
+        config: AccountConfig,
+        secrets: Mapping[str, Secret],
+        settings: FeedSettings,
+        *,
+        exchange_factory: ExchangeFactory = make_exchange,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        backoff_factory: Callable[[], Backoff] | None = None,
+    ) -> None:
+        self.config = config
+        self.settings = settings
+        self.adapter = adapter_for(config.exchange)
+        profile = get_profile(config.exchange)
+        self.state = AccountState(config.name, profile, self.adapter.settle)
+        self._secrets = secrets
+        self._factory = exchange_factory
+        self._clock = clock
+        self._sleep = sleep
+        b = settings.backoff
+        self._backoff_factory = backoff_factory or (
+            lambda: Backoff(b.initial_s, b.max_s, b.multiplier, b.jitter, b.reset_after_s)
+        )
+        self.exchange: Any = None
+        self.listeners: list[Listener] = []
+        self.malformed: dict[str, int] = {}
+        self.reconnects = 0
+        self.drift: dict[str, Decimal] = {}
+        self._mark_tasks: dict[str, asyncio.Task[None]] = {}
+        self._group: asyncio.TaskGroup | None = None
+        self._resync_lock = asyncio.Lock()
+        self._last_resync = -float("inf")
+        self._forced_at = -float("inf")
+        self._fatal_event = asyncio.Event()
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def _exchange(self) -> Any:
+        if self.exchange is None:
+            self.exchange = self._factory(self.config, self._secrets, self.settings, self)
+        return self.exchange
+
+    async def close(self) -> None:
+        if self.exchange is not None:
+            exchange, self.exchange = self.exchange, None
+            await exchange.close()
+
+    async def bootstrap(self) -> None:
+        """Markets, positions, balance and tiers over REST. Raises ccxt errors as they come."""
+        exchange = self._exchange()
+        await exchange.load_markets()
+        self.state.markets = self.adapter.markets(exchange, self.config.symbols)
+        await self.resync()
+        self.state.bootstrapped = True
+
+    async def run(self) -> None:
+        """Bootstrap (retrying transient errors), then stream until cancelled or fatal."""
+        backoff = self._backoff_factory()
+        while not self.state.bootstrapped:
+            try:
+                await self.bootstrap()
+            except Exception as exc:
+                if self._is_fatal(exc):
+                    return
+                delay = backoff.next_delay()
+                log.warning(
+                    "%s: bootstrap failed (%s); retrying in %.1fs",
+                    self.config.name,
+                    describe(exc),
+                    delay,
+                )
+                await self._sleep(delay)
+        log.info(
+            "%s: bootstrapped: %d positions, wallet %s %s",
+            self.config.name,
+            len(self.state.positions),
+            self.state.wallet_balance,
+            self.state.settle,
+        )
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                group.create_task(self._loop("positions", self._positions_step))
+                group.create_task(self._loop("balance", self._balance_step))
+                group.create_task(self._watchdog())
+                group.create_task(self._stop_on_fatal())
+                self._sync_mark_streams()
+        except* FeedStopped:
+            pass
+        finally:
+            self._group = None
+            self._mark_tasks.clear()
+
+    async def _stop_on_fatal(self) -> None:
+        # a fatal error seen by a periodic job (outside the task group) ends the streams too
+        await self._fatal_event.wait()
+        raise FeedStopped(self.state.fatal or "stopped")
+
+    # --- REST ---------------------------------------------------------------------------
+
+    async def resync(self) -> None:
+        """Positions and balance over REST (a full snapshot), then any missing tiers."""
+        exchange = self._exchange()
+        positions, reported, marks = await self.adapter.fetch_positions(exchange)
+        wanted = self.config.symbols
+        if wanted is not None:
+            positions = [p for p in positions if p.symbol in wanted]
+        wallet, account_figures = await self.adapter.fetch_balance(exchange)
+        now = self._clock()
+        self.state.replace_positions(positions, now)
+        self.state.reported_positions = reported
+        self.state.set_wallet_balance(wallet, now)
+        self.state.reported_account = account_figures
+        for symbol, mark in marks.items():
+            # a REST mark seeds a symbol; the stream keeps it fresh after that
+            if symbol in self.state.held_symbols and symbol not in self.state.marks:
+                self.state.set_mark(symbol, mark, now)
+        await self._ensure_tiers()
+        self._last_resync = now
+        self._measure_drift()
+        self._sync_mark_streams()
+        self._notify()
+
+    async def reconcile(self) -> None:
+        """The periodic REST reconcile; transient errors are logged, fatal ones stop the feed."""
+        if self.state.fatal is not None or not self.state.bootstrapped:
+            return
+        try:
+            async with self._resync_lock:
+                await self.resync()
+        except Exception as exc:
+            if not self._is_fatal(exc):
+                log.warning("%s: reconcile failed: %s", self.config.name, describe(exc))
+
+    async def refresh_tiers(self) -> None:
+        if self.state.fatal is not None or not self.state.bootstrapped:
+            return
+        try:
+            held = sorted(self.state.held_symbols)
+            self.state.tiers.update(await self.adapter.fetch_tiers(self._exchange(), held))
+        except Exception as exc:
+            if not self._is_fatal(exc):
+                log.warning("%s: tier refresh failed: %s", self.config.name, describe(exc))
+
+    async def renew(self) -> None:
+        """Keep the private stream's authorisation alive (Binance listen key)."""
+        if self.state.fatal is not None or self.exchange is None:
+            return
+        try:
+            await self.adapter.renew(self.exchange)
+        except Exception as exc:
+            if not self._is_fatal(exc):
+                log.warning("%s: listen key renewal failed: %s", self.config.name, describe(exc))
+
+    async def _ensure_tiers(self) -> None:
+        missing = sorted(s for s in self.state.held_symbols if s not in self.state.tiers)
+        if missing:
+            self.state.tiers.update(await self.adapter.fetch_tiers(self._exchange(), missing))
+
+    def _measure_drift(self) -> None:
+        """Compare alertd's figures with the exchange's own, for the log and for metrics."""
+        if self.state.missing():
+            return
+        metrics = compute(self.state.to_account())
+        drift: dict[str, Decimal] = {}
+
+        def rel(ours: Decimal | None, theirs: Decimal | None) -> Decimal | None:
+            if ours is None or theirs is None or not ours.is_finite():
+                return None
+            return abs(ours - theirs) / max(abs(theirs), Decimal("1e-12"))
+
+        reported = self.state.reported_account
+        # the exchange's account totals cover isolated positions too
+        total_mm = sum((pm.maintenance_margin for pm in metrics.positions), Decimal(0))
+        pairs: list[tuple[str, Decimal | None, Decimal | None]] = [
+            ("maintenance_margin", total_mm, reported.maintenance_margin),
+        ]
+        if all(not pm.position.is_isolated for pm in metrics.positions):
+            pairs.append(("margin_ratio", metrics.pool.margin_ratio, reported.margin_ratio))
+        for pm in metrics.positions:
+            figures = self.state.reported_positions.get(pm.position.key)
+            if figures is None:
+                continue
+            key = f"{pm.position.symbol} {pm.position.side.label}"
+            pairs.append(
+                (f"{key} maintenance_margin", pm.maintenance_margin, figures.maintenance_margin)
+            )
+            pairs.append(
+                (f"{key} liquidation_price", pm.liquidation_price, figures.liquidation_price)
+            )
+        for name, ours, theirs in pairs:
+            d = rel(ours, theirs)
+            if d is not None:
+                drift[name] = d
+        self.drift = drift
+        worst = max(drift.items(), key=lambda kv: kv[1], default=None)
+        if worst is not None and worst[1] > Decimal("0.005"):
+            log.warning(
+                "%s: alertd differs from the exchange by %.3f%% on %s",
+                self.config.name,
+                worst[1] * 100,
+                worst[0],
+            )
+
+    # --- streams ------------------------------------------------------------------------
+
+    async def _positions_step(self) -> None:
+        changed = await self.adapter.watch_positions(self._exchange())
+        wanted = self.config.symbols
+        if wanted is not None:
+            changed = [p for p in changed if p.symbol in wanted]
+        self.state.update_positions(changed, self._clock())
+        await self._ensure_tiers()
+        self._sync_mark_streams()
+        self._notify()
+
+    async def _balance_step(self) -> None:
+        wallet = await self.adapter.watch_balance(self._exchange())
+        if wallet is not None:
+            self.state.set_wallet_balance(wallet, self._clock())
+            self._notify()
+
+    async def _mark_step(self, symbol: str) -> None:
+        price = await self.adapter.watch_mark(self._exchange(), symbol)
+        if self.state.set_mark(symbol, price, self._clock()):
+            self._notify()
+        else:
+            raise FrameError(f"mark price for {symbol} is not positive: {price}")
+
+    def _sync_mark_streams(self) -> None:
+        """Subscribe to the marks of newly held symbols; drop those no longer held."""
+        group = self._group
+        if group is None:
+            return
+        held = self.state.held_symbols
+        for symbol in sorted(held - self._mark_tasks.keys()):
+            self._mark_tasks[symbol] = group.create_task(
+                self._loop(f"mark {symbol}", lambda s=symbol: self._mark_step(s))  # type: ignore[misc]
+            )
+        for symbol in sorted(self._mark_tasks.keys() - held):
+            self._mark_tasks.pop(symbol).cancel()
+            self.state.marks.pop(symbol, None)
+            self.state.last_seen.pop((Stream.MARK, symbol), None)
+            group.create_task(self._unwatch(symbol))
+
+    async def _unwatch(self, symbol: str) -> None:
+        try:
+            await self.adapter.unwatch_mark(self._exchange(), symbol)
+        except Exception as exc:  # the subscription dies with the next reconnect anyway
+            log.debug("%s: unsubscribing %s failed: %s", self.config.name, symbol, describe(exc))
+
+    async def _loop(self, name: str, step: Callable[[], Awaitable[None]]) -> None:
+        """Run one stream forever: skip bad frames, reconnect on network errors."""
+        backoff = self._backoff_factory()
+        while True:
+            try:
+                await step()
+                self.state.connected = True
+                backoff.healthy(self._clock())
+            except FrameError as exc:
+                self.on_malformed(f"{name}: bad frame", str(exc))
+            except Exception as exc:
+                if isinstance(exc, ccxt.BaseError) and classify(exc) is ErrorKind.FATAL:
+                    self._stop(exc)
+                if not isinstance(exc, ccxt.BaseError):
+                    # not the exchange's doing: a bug of ours, but one stream must not take
+                    # the account down; back off and resync as for a network error
+                    log.exception("%s: %s stream failed unexpectedly", self.config.name, name)
+                elif not isinstance(exc, ccxt.NetworkError):
+                    log.warning("%s: %s stream error: %s", self.config.name, name, describe(exc))
+                failed_at = self._clock()
+                self.state.connected = False
+                delay = backoff.next_delay()
+                log.warning(
+                    "%s: %s stream lost (%s); reconnecting in %.1fs",
+                    self.config.name,
+                    name,
+                    describe(exc),
+                    delay,
+                )
+                await self._sleep(delay)
+                await self._resync_after(failed_at, name)
+
+    async def _resync_after(self, failed_at: float, name: str) -> None:
+        """One REST resync per disconnect, however many streams saw it."""
+        async with self._resync_lock:
+            if self._last_resync >= failed_at:
+                return
+            self.reconnects += 1
+            try:
+                await self.resync()
+                log.info("%s: resynced after losing the %s stream", self.config.name, name)
+            except Exception as exc:
+                if isinstance(exc, ccxt.BaseError) and classify(exc) is ErrorKind.FATAL:
+                    self._stop(exc)
+                log.warning("%s: resync failed: %s", self.config.name, describe(exc))
+
+    async def _watchdog(self) -> None:
+        """Stale marks on a connection that looks open: force a reconnect (and say so)."""
+        period = min(1.0, self.settings.stale_after_s / 4)
+        while True:
+            await self._sleep(period)
+            now = self._clock()
+            stale = [
+                f.key
+                for f in self.state.freshness(now, self.settings.stale_after_s, float("inf"))
+                if f.stream is Stream.MARK and f.stale
+            ]
+            if stale and now - self._forced_at > self.settings.stale_after_s:
+                self._forced_at = now
+                log.warning(
+                    "%s: no mark price for %s in %.0fs; reconnecting",
+                    self.config.name,
+                    ", ".join(stale),
+                    self.settings.stale_after_s,
+                )
+                await self.force_reconnect("stale mark stream")
+
+    async def force_reconnect(self, reason: str) -> None:
+        """Fail every pending watch with a NetworkError and drop the connections."""
+        exchange = self.exchange
+        if exchange is None:
+            return
+        for url, client in list((exchange.clients or {}).items()):
+            client.reject(ccxt.NetworkError(f"alertd: {reason}"))
+            exchange.clients.pop(url, None)
+            try:
+                await client.close()
+            except Exception as exc:
+                log.debug("%s: closing %s: %s", self.config.name, url, exc)
+
+    # --- errors and frames --------------------------------------------------------------
+
+    def _is_fatal(self, exc: BaseException) -> bool:
+        if isinstance(exc, ccxt.BaseError) and classify(exc) is ErrorKind.FATAL:
+            self._record_fatal(exc)
+            return True
+        return False
+
+    def _record_fatal(self, exc: BaseException) -> None:
+        if self.state.fatal is None:
+            self.state.fatal = describe(exc)
+            self.state.connected = False
+            log.error(
+                "%s: feed stopped: %s (check the API key and its permissions)",
+                self.config.name,
+                self.state.fatal,
+            )
+            self._fatal_event.set()
+            self._notify()
+
+    def _stop(self, exc: BaseException) -> None:
+        self._record_fatal(exc)
+        raise FeedStopped(self.state.fatal or "stopped")
+
+    def on_frame(self, message: Any) -> None:
+        """Every decoded frame, before ccxt handles it: catch what ccxt drops."""
+        now = self._clock()
+        event = self.adapter.event(message, now)
+        if event is not None:
+            self._event(event)
+        if self.adapter.listen_key_expired(message):
+            self._event(AccountEvent("listen_key_expired", now, "private stream key expired"))
+            asyncio.get_running_loop().create_task(self.force_reconnect("listen key expired"))
+
+    def _event(self, event: AccountEvent) -> None:
+        self.state.add_event(event)
+        log.warning("%s: exchange pushed %s: %s", self.config.name, event.kind, event.detail)
+        self._notify()
+
+    def on_malformed(self, kind: str, detail: str) -> None:
+        count = self.malformed.get(kind, 0) + 1
+        self.malformed[kind] = count
+        if count == 1:
+            log.warning("%s: skipped a malformed frame (%s): %s", self.config.name, kind, detail)
+        else:
+            log.debug("%s: skipped malformed frame #%d (%s)", self.config.name, count, kind)
+
+    def _notify(self) -> None:
+        for listener in self.listeners:
+            listener(self)

@@ -1,0 +1,198 @@
+"""One account's live state as the feeds see it: plain data, no I/O, times passed in.
+
+Positions are keyed by (symbol, side), never by ccxt's cache entries (see ccxt.md: sparse
+Binance frames and one-way closes leave stale entries there). Zero contracts means closed.
+Every stream's last-message time is kept so that the state can say what is fresh and what is
+stale; the rules alert on it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from ..engine.model import Account, MarginMode, Position, Side
+from ..engine.profiles import ExchangeProfile
+from ..engine.tiers import TierTable
+
+
+class Stream(enum.Enum):
+    MARK = "mark"
+    POSITIONS = "positions"
+    BALANCE = "balance"
+
+
+@dataclass(frozen=True, slots=True)
+class MarketInfo:
+    symbol: str
+    contract_size: Decimal
+    inverse: bool
+    settle: str
+    tick_size: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PositionState:
+    symbol: str
+    side: Side
+    contracts: Decimal  # zero = closed
+    entry_price: Decimal
+    margin_mode: MarginMode
+    isolated_margin: Decimal | None = None
+    leverage: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedPosition:
+    """The exchange's own figures for a position, kept only to cross-check ours."""
+
+    liquidation_price: Decimal | None = None
+    maintenance_margin: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedAccount:
+    maintenance_margin: Decimal | None = None
+    margin_balance: Decimal | None = None
+    margin_ratio: Decimal | None = None  # in alertd's direction: requirement / equity
+
+
+@dataclass(frozen=True, slots=True)
+class AccountEvent:
+    """Something the exchange pushed that ccxt drops: a margin call, a liquidation warning."""
+
+    kind: str  # "margin_call", "liquidation_warning", "listen_key_expired"
+    at: float
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    stream: Stream
+    key: str  # the symbol for marks, "" otherwise
+    age_s: float | None  # None: never heard from
+    stale: bool
+
+
+@dataclass
+class AccountState:
+    name: str
+    profile: ExchangeProfile
+    settle: str
+    markets: dict[str, MarketInfo] = field(default_factory=dict)
+    tiers: dict[str, TierTable] = field(default_factory=dict)
+    positions: dict[tuple[str, Side], PositionState] = field(default_factory=dict)
+    marks: dict[str, Decimal] = field(default_factory=dict)
+    wallet_balance: Decimal | None = None
+    reported_positions: dict[tuple[str, Side], ReportedPosition] = field(default_factory=dict)
+    reported_account: ReportedAccount = ReportedAccount()
+    events: deque[AccountEvent] = field(default_factory=lambda: deque(maxlen=100))
+    # monotonic time of the last message per (stream, key)
+    last_seen: dict[tuple[Stream, str], float] = field(default_factory=dict)
+    connected: bool = False
+    fatal: str | None = None  # why this account's feed stopped for good
+    bootstrapped: bool = False
+
+    # --- updates -------------------------------------------------------------------------
+
+    def replace_positions(self, positions: list[PositionState], now: float) -> None:
+        """A full snapshot (REST): whatever it does not list is closed."""
+        self.positions = {(p.symbol, p.side): p for p in positions if p.contracts > 0}
+        self.last_seen[(Stream.POSITIONS, "")] = now
+
+    def update_positions(self, positions: list[PositionState], now: float) -> None:
+        """Changed positions only (a stream frame); zero contracts closes one."""
+        for p in positions:
+            key = (p.symbol, p.side)
+            if p.contracts > 0:
+                self.positions[key] = p
+            else:
+                self.positions.pop(key, None)
+                self.reported_positions.pop(key, None)
+        self.last_seen[(Stream.POSITIONS, "")] = now
+
+    def set_wallet_balance(self, balance: Decimal, now: float) -> None:
+        self.wallet_balance = balance
+        self.last_seen[(Stream.BALANCE, "")] = now
+
+    def set_mark(self, symbol: str, price: Decimal, now: float) -> bool:
+        """Record a mark; a non-positive or non-finite price is refused (returns False)."""
+        if not price.is_finite() or price <= 0:
+            return False
+        self.marks[symbol] = price
+        self.last_seen[(Stream.MARK, symbol)] = now
+        return True
+
+    def add_event(self, event: AccountEvent) -> None:
+        self.events.append(event)
+
+    # --- views ---------------------------------------------------------------------------
+
+    @property
+    def held_symbols(self) -> set[str]:
+        return {symbol for symbol, _ in self.positions}
+
+    def freshness(
+        self, now: float, stale_after_s: float, private_stale_after_s: float
+    ) -> list[Freshness]:
+        """Per stream: the age of its last message and whether that is stale.
+
+        Marks must tick while positions are open. Private streams are quiet by design (Binance
+        pushes only on changes), so they count as fresh while the REST reconcile keeps
+        confirming them.
+        """
+        out = []
+        for symbol in sorted(self.held_symbols):
+            seen = self.last_seen.get((Stream.MARK, symbol))
+            age = None if seen is None else now - seen
+            out.append(Freshness(Stream.MARK, symbol, age, age is None or age > stale_after_s))
+        for stream in (Stream.POSITIONS, Stream.BALANCE):
+            seen = self.last_seen.get((stream, ""))
+            age = None if seen is None else now - seen
+            out.append(Freshness(stream, "", age, age is None or age > private_stale_after_s))
+        return out
+
+    def missing(self) -> list[str]:
+        """What keeps the state from being a complete account, one reason per item."""
+        problems = []
+        if self.wallet_balance is None:
+            problems.append("no balance yet")
+        for symbol, side in sorted(self.positions, key=lambda k: (k[0], k[1].value)):
+            if symbol not in self.marks:
+                problems.append(f"{symbol} {side.label}: no mark price yet")
+            if symbol not in self.tiers:
+                problems.append(f"{symbol} {side.label}: no tier table")
+            if symbol not in self.markets:
+                problems.append(f"{symbol} {side.label}: unknown market")
+        return problems
+
+    def to_account(self) -> Account:
+        """The engine's account at the current marks; :meth:`missing` must be empty."""
+        if problems := self.missing():
+            raise ValueError("; ".join(problems))
+        assert self.wallet_balance is not None
+        held = []
+        for (symbol, _), p in sorted(self.positions.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+            market = self.markets[symbol]
+            held.append(
+                Position(
+                    symbol=symbol,
+                    side=p.side,
+                    contracts=p.contracts,
+                    contract_size=market.contract_size,
+                    inverse=market.inverse,
+                    entry_price=p.entry_price,
+                    mark_price=self.marks[symbol],
+                    margin_mode=p.margin_mode,
+                    tiers=self.tiers[symbol],
+                    fee_rate=self.profile.default_fee_rate,
+                    isolated_margin=p.isolated_margin
+                    if p.margin_mode is MarginMode.ISOLATED
+                    else None,
+                    leverage=p.leverage,
+                    tick_size=market.tick_size,
+                )
+            )
+        return Account(self.profile, self.name, self.settle, self.wallet_balance, tuple(held))
