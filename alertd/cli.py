@@ -7,8 +7,10 @@ Exit codes: 0 success, 1 unexpected error (a bug), 2 usage, config or input erro
 from __future__ import annotations
 
 import argparse
+import asyncio
 import difflib
 import json
+import logging
 import shutil
 import sys
 import traceback
@@ -18,10 +20,11 @@ from decimal import Decimal, InvalidOperation
 from rich.console import Console
 
 from . import __version__
+from .config import ConfigError, load_config, read_secrets
 from .engine.margin import compute
 from .errors import AlertdError, InputError
-from .report import metrics_json, render
-from .snapshot import load_snapshot
+from .report import metrics_json, render, render_comparison
+from .snapshot import account_to_json, load_snapshot
 
 EXIT_OK = 0
 EXIT_BUG = 1
@@ -80,7 +83,78 @@ def _build_parser() -> argparse.ArgumentParser:
         help="ratio that 'margin to add' and 'size to cut' aim for (default 0.5)",
     )
     calc.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    check = sub.add_parser(
+        "check",
+        help="validate a config file and that its secrets are present",
+        description="Validate the config without running anything; exit 0, or 2 listing "
+        "every problem.",
+    )
+    check.add_argument("-c", "--config", required=True, metavar="CONFIG.yaml")
+
+    snap = sub.add_parser(
+        "snapshot",
+        help="pull a live account from its exchange into the snapshot format",
+        description="Connect, bootstrap over REST, and print the account as a snapshot "
+        "(the format alertd calc reads), with the exchange's own figures beside alertd's.",
+    )
+    snap.add_argument("-c", "--config", required=True, metavar="CONFIG.yaml")
+    snap.add_argument("--account", metavar="NAME", help="only this account")
+    snap.add_argument("--json", action="store_true", help="print the snapshot JSON object")
+    for p in (calc, check, snap):
+        p.add_argument(
+            "-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)"
+        )
     return parser
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING - 10 * min(verbosity, 2)
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # ccxt and apscheduler are chatty at INFO; their warnings still show
+    for noisy in ("ccxt", "apscheduler"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    problems: list[str] = []
+    for i, account in enumerate(config.accounts):
+        if not account.enabled:
+            continue
+        try:
+            read_secrets(account, where=f"accounts[{i}]")
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
+    enabled = [a.name for a in config.accounts if a.enabled]
+    print(f"{args.config}: OK ({len(enabled)} accounts: {', '.join(enabled)})")
+    return EXIT_OK
+
+
+def _cmd_snapshot(args: argparse.Namespace) -> int:
+    from .live_snapshot import take_snapshots
+
+    config = load_config(args.config)
+    accounts = [config.account(args.account)] if args.account else list(config.accounts)
+    if args.json and len(accounts) > 1:
+        names = ", ".join(a.name for a in accounts)
+        raise InputError(f"--json prints one account: add --account NAME (one of {names})")
+    results = asyncio.run(take_snapshots(config, accounts))
+    if args.json:
+        print(json.dumps(account_to_json(results[0].account), indent=2))
+        return EXIT_OK
+    width = None if sys.stdout.isatty() else max(shutil.get_terminal_size((200, 24))[0], 200)
+    console = Console(width=width, highlight=False)
+    for result in results:
+        render(compute(result.account, Decimal("0.5")), console)
+        render_comparison(result, console)
+    return EXIT_OK
 
 
 def _cmd_calc(args: argparse.Namespace) -> int:
@@ -126,8 +200,13 @@ def _cmd_calc(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _build_parser().parse_args(argv)
+        _setup_logging(args.verbose)
         if args.command == "calc":
             return _cmd_calc(args)
+        if args.command == "check":
+            return _cmd_check(args)
+        if args.command == "snapshot":
+            return _cmd_snapshot(args)
         raise InputError(f"unknown command {args.command!r}")
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else EXIT_OK

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import InputError
 
@@ -121,21 +121,6 @@ class AccountConfig(_Model):
             raise ValueError(f"unknown exchange {value!r} ({hint})")
         return value
 
-    @model_validator(mode="after")
-    def _credentials(self) -> AccountConfig:
-        problems = []
-        for secret in SECRET_NAMES:
-            env, file = getattr(self, f"{secret}_env"), getattr(self, f"{secret}_file")
-            if env is not None and file is not None:
-                problems.append(f"give {secret}_env or {secret}_file, not both")
-            elif secret in FEED_EXCHANGES.get(self.exchange, ()) and env is None and file is None:
-                problems.append(f"{self.exchange} needs {secret}_env or {secret}_file")
-        if self.exchange == "hyperliquid" and not self.wallet_address:
-            problems.append("hyperliquid needs wallet_address")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
     def secret_refs(self) -> dict[str, tuple[str, str]]:
         """``{secret: ('env' | 'file', name)}`` for the secrets this account references."""
         refs = {}
@@ -152,18 +137,6 @@ class Config(_Model):
     version: Literal[1]
     accounts: Annotated[list[AccountConfig], Field(min_length=1)]
     feeds: FeedSettings = FeedSettings()
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> Config:
-        seen: dict[str, int] = {}
-        for i, account in enumerate(self.accounts):
-            if account.name in seen:
-                raise ValueError(
-                    f"accounts[{i}].name: {account.name!r} is already used by "
-                    f"accounts[{seen[account.name]}]"
-                )
-            seen[account.name] = i
-        return self
 
     def account(self, name: str) -> AccountConfig:
         for account in self.accounts:
@@ -202,6 +175,35 @@ def _describe(err: Any) -> str:
     return f"{message[0].lower()}{message[1:]} (got {err.get('input')!r})"
 
 
+def _cross_checks(data: dict[str, Any]) -> list[str]:
+    """Rules across fields, run on the raw data so they are reported beside field errors."""
+    problems: list[str] = []
+    accounts = data.get("accounts")
+    if not isinstance(accounts, list):
+        return problems
+    seen: dict[str, int] = {}
+    for i, account in enumerate(accounts):
+        if not isinstance(account, dict):
+            continue
+        name = account.get("name")
+        if isinstance(name, str):
+            if name in seen:
+                problems.append(
+                    f"accounts[{i}].name: {name!r} is already used by accounts[{seen[name]}]"
+                )
+            seen.setdefault(name, i)
+        exchange = account.get("exchange")
+        for secret in SECRET_NAMES:
+            env, file = account.get(f"{secret}_env"), account.get(f"{secret}_file")
+            if env is not None and file is not None:
+                problems.append(f"accounts[{i}]: give {secret}_env or {secret}_file, not both")
+            elif secret in FEED_EXCHANGES.get(str(exchange), ()) and env is None and file is None:
+                problems.append(f"accounts[{i}]: {exchange} needs {secret}_env or {secret}_file")
+        if exchange == "hyperliquid" and not account.get("wallet_address"):
+            problems.append(f"accounts[{i}]: hyperliquid needs wallet_address")
+    return problems
+
+
 def parse_config(text: str, source: str = "config") -> Config:
     try:
         data = yaml.safe_load(text)
@@ -216,16 +218,16 @@ def parse_config(text: str, source: str = "config") -> Config:
         raise ConfigError(
             f"version: this alertd reads config version {CONFIG_VERSION} (got {data['version']!r})"
         )
+    problems = []
+    config = None
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            path = _path(tuple(err["loc"]))
-            message = _describe(err)
-            # whole-model checks carry their own path in the message
-            problems.append(message if not path else f"{path}: {message}")
-        raise ConfigError(problems) from None
+        problems = [f"{_path(tuple(e['loc']))}: {_describe(e)}" for e in exc.errors()]
+    problems += _cross_checks(data)
+    if problems or config is None:
+        raise ConfigError(problems)
+    return config
 
 
 def load_config(path: str | Path) -> Config:
@@ -238,27 +240,27 @@ def load_config(path: str | Path) -> Config:
 
 
 def read_secrets(
-    account: AccountConfig, environ: Mapping[str, str] | None = None
+    account: AccountConfig, environ: Mapping[str, str] | None = None, where: str | None = None
 ) -> dict[str, Secret]:
     """Read the account's secrets from the environment or files; every missing one is listed."""
     env = os.environ if environ is None else environ
     found: dict[str, Secret] = {}
     problems = []
     for secret, (kind, name) in account.secret_refs().items():
-        where = f"accounts[{account.name}].{secret}_{kind}"
+        path = f"{where or 'account ' + account.name}.{secret}_{kind}"
         if kind == "env":
             value = env.get(name)
             if not value:
-                problems.append(f"{where}: environment variable {name} is not set")
+                problems.append(f"{path}: environment variable {name} is not set")
                 continue
         else:
             try:
                 value = Path(name).read_text(encoding="utf-8").strip()
             except OSError as exc:
-                problems.append(f"{where}: cannot read {name}: {exc.strerror or exc}")
+                problems.append(f"{path}: cannot read {name}: {exc.strerror or exc}")
                 continue
             if not value:
-                problems.append(f"{where}: {name} is empty")
+                problems.append(f"{path}: {name} is empty")
                 continue
         found[secret] = Secret(value)
     if problems:

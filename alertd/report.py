@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from .engine.margin import AccountMetrics, PositionMetrics
+
+if TYPE_CHECKING:
+    from .live_snapshot import LiveSnapshot
 
 
 def dec(value: Decimal | None) -> str | None:
@@ -197,4 +200,42 @@ def render(m: AccountMetrics, console: Console) -> None:
             else "-",
             action,
         )
+    console.print(table)
+
+
+def render_comparison(snapshot: LiveSnapshot, console: Console) -> None:
+    """alertd's figures beside the exchange's own, so a user can check them on its screen."""
+    from .engine.margin import compute
+
+    metrics = compute(snapshot.account)
+    state = snapshot.state
+    table = Table(
+        title=f"{snapshot.account.name}: alertd vs {snapshot.account.profile.name}",
+        header_style="bold",
+    )
+    for name in ("Figure", "alertd", "exchange", "difference"):
+        table.add_column(name, justify="left" if name == "Figure" else "right")
+
+    def row(label: str, ours: Decimal | None, theirs: Decimal | None, fmt: Any) -> None:
+        diff = "-"
+        if ours is not None and theirs is not None and ours.is_finite() and theirs != 0:
+            diff = f"{(ours - theirs) / abs(theirs) * 100:+.4f}%"
+        table.add_row(label, fmt(ours), fmt(theirs), diff)
+
+    total_mm = sum((pm.maintenance_margin for pm in metrics.positions), Decimal(0))
+    row(
+        "Maintenance margin (all positions)",
+        total_mm,
+        state.reported_account.maintenance_margin,
+        _money,
+    )
+    if all(not pm.position.is_isolated for pm in metrics.positions):
+        row("Margin ratio", metrics.pool.margin_ratio, state.reported_account.margin_ratio, _pct)
+    for pm in metrics.positions:
+        figures = state.reported_positions.get(pm.position.key)
+        if figures is None:
+            continue
+        label = f"{pm.position.symbol} {pm.position.side.label}"
+        row(f"{label} MM", pm.maintenance_margin, figures.maintenance_margin, _money)
+        row(f"{label} liq. price", pm.liquidation_price, figures.liquidation_price, _price)
     console.print(table)

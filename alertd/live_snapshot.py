@@ -1,0 +1,47 @@
+"""``alertd snapshot``: bootstrap each account once over REST and hand back its state."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from .config import AccountConfig, Config, read_secrets
+from .engine.model import Account
+from .errors import StartupError
+from .feeds.ccxt_exchange import describe
+from .feeds.feed import AccountFeed
+from .feeds.state import AccountState
+
+
+@dataclass(frozen=True)
+class LiveSnapshot:
+    account: Account
+    state: AccountState
+    drift: dict[str, Decimal]
+
+
+async def _one(config: Config, account: AccountConfig) -> LiveSnapshot:
+    feed = AccountFeed(account, read_secrets(account), config.feeds)
+    try:
+        # a bounded wait: ccxt retries inside, and a user at a terminal should get an answer
+        timeout = config.feeds.request_timeout_s * 4
+        await asyncio.wait_for(feed.bootstrap(), timeout)
+    except TimeoutError:
+        raise StartupError(
+            f"{account.name}: no answer from {account.exchange} in {timeout:.0f}s"
+        ) from None
+    except NotImplementedError as exc:
+        raise StartupError(f"{account.name}: {exc}") from None
+    except Exception as exc:
+        raise StartupError(f"{account.name}: cannot read the account: {describe(exc)}") from exc
+    finally:
+        await feed.close()
+    if problems := feed.state.missing():
+        raise StartupError(f"{account.name}: incomplete account: {'; '.join(problems)}")
+    return LiveSnapshot(feed.state.to_account(), feed.state, dict(feed.drift))
+
+
+async def take_snapshots(config: Config, accounts: Sequence[AccountConfig]) -> list[LiveSnapshot]:
+    return list(await asyncio.gather(*(_one(config, a) for a in accounts)))

@@ -1,0 +1,136 @@
+"""The config file: every problem listed with its path, secrets by reference only."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from alertd.config import ConfigError, Secret, load_config, parse_config, read_secrets
+
+ROOT = Path(__file__).resolve().parent.parent
+
+GOOD = """
+version: 1
+accounts:
+  - name: main
+    exchange: binanceusdm
+    api_key_env: BINANCE_API_KEY
+    secret_file: {secret_file}
+  - name: hl
+    exchange: hyperliquid
+    wallet_address: "0xabc"
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    return info.value.problems
+
+
+def test_example_config_is_valid() -> None:
+    config = load_config(ROOT / "config.example.yaml")
+    assert [a.name for a in config.accounts] == ["main"]
+    assert config.feeds.stale_after_s == 30
+    assert config.feeds.backoff.max_s == 60
+
+
+def test_every_problem_is_listed_with_its_path() -> None:
+    found = problems(
+        """
+version: 1
+accounts:
+  - name: main
+    exchange: bianance
+  - name: main
+    exchange: okx
+    api_key_env: K
+    secret_env: S
+    symbolz: [x]
+  - name: "bad name"
+    exchange: hyperliquid
+feeds:
+  stale_after_s: -1
+"""
+    )
+    assert found == [
+        "accounts[0].exchange: unknown exchange 'bianance' (did you mean binanceusdm?)",
+        "accounts[1].symbolz: unknown key (check its spelling and indentation)",
+        "accounts[2].name: 'bad name' is not a usable name: letters, digits, '_', '.', '-' only",
+        "feeds.stale_after_s: input should be greater than 0 (got -1)",
+        "accounts[1].name: 'main' is already used by accounts[0]",
+        "accounts[1]: okx needs password_env or password_file",
+        "accounts[2]: hyperliquid needs wallet_address",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("version: 2\naccounts: []", "version: this alertd reads config version 1 (got 2)"),
+        ("accounts: [", "malformed YAML"),
+        ("- a\n- b", "a config file is a YAML mapping"),
+        ("version: 1\naccounts: []", "accounts: must not be empty"),
+        (
+            "version: 1\naccounts:\n  - {name: a, exchange: gate, api_key_env: K, "
+            "api_key_file: /k, secret_env: S}",
+            "accounts[0]: give api_key_env or api_key_file, not both",
+        ),
+    ],
+)
+def test_bad_files(text: str, expected: str) -> None:
+    assert any(expected in p for p in problems(text))
+
+
+def test_secrets_come_from_env_and_files(tmp_path: Path) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("s3cr3t-value\n")
+    config = parse_config(GOOD.format(secret_file=secret_file))
+    found = read_secrets(config.accounts[0], {"BINANCE_API_KEY": "k3y-value"})
+    assert found == {"api_key": Secret("k3y-value"), "secret": Secret("s3cr3t-value")}
+    assert "k3y-value" not in repr(found) and "s3cr3t-value" not in str(found)
+    assert read_secrets(config.accounts[1], {}) == {}
+
+
+def test_missing_secrets_are_listed(tmp_path: Path) -> None:
+    config = parse_config(GOOD.format(secret_file=tmp_path / "absent"))
+    with pytest.raises(ConfigError) as info:
+        read_secrets(config.accounts[0], {}, where="accounts[0]")
+    assert info.value.problems == [
+        "accounts[0].api_key_env: environment variable BINANCE_API_KEY is not set",
+        f"accounts[0].secret_file: cannot read {tmp_path / 'absent'}: No such file or directory",
+    ]
+
+
+def run_check(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "alertd", "check", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", **env},
+    )
+
+
+def test_check_command(tmp_path: Path) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("s3cr3t-value")
+    path = tmp_path / "config.yaml"
+    path.write_text(GOOD.format(secret_file=secret_file))
+    ok = run_check(path, {"BINANCE_API_KEY": "k3y-value"})
+    assert ok.returncode == 0, ok.stderr
+    assert "OK (2 accounts: main, hl)" in ok.stdout
+    missing = run_check(path, {})
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == (
+        "alertd: accounts[0].api_key_env: environment variable BINANCE_API_KEY is not set"
+    )
+    assert "Traceback" not in missing.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\naccounts:\n  - name: x\n    exchange: bianance\n")
+    result = run_check(bad, {})
+    assert result.returncode == 2
+    assert "did you mean binanceusdm?" in result.stderr
