@@ -27,6 +27,7 @@ from ..engine.profiles import get_profile
 from .adapter import ExchangeAdapter, FrameError
 from .backoff import Backoff
 from .binance import BinanceUSDMAdapter
+from .bybit import BybitAdapter
 from .ccxt_exchange import ErrorKind, classify, describe, make_exchange
 from .state import AccountEvent, AccountState, Stream
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 ADAPTERS: dict[str, type[ExchangeAdapter]] = {
     "binanceusdm": BinanceUSDMAdapter,
+    "bybit": BybitAdapter,
 }
 
 ExchangeFactory = Callable[[AccountConfig, Mapping[str, Secret], FeedSettings, Any], Any]

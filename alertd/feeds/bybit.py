@@ -1,0 +1,164 @@
+"""Bybit v5 (unified trading account), USDT linear perpetuals.
+
+Wire formats: bybit-exchange.github.io/docs/v5: "Get Position Info" (/v5/position/list),
+"Get Wallet Balance" (/v5/account/wallet-balance), "Get Risk Limit" (/v5/market/risk-limit),
+websocket topics ``position``, ``wallet`` and ``tickers.<symbol>`` (markPrice).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from ..engine.model import MarginMode, Side
+from ..engine.tiers import Tier, TierTable, derive_deductions
+from .adapter import ExchangeAdapter, FrameError, dec, dec_or_none
+from .state import PositionState, ReportedAccount, ReportedPosition
+
+
+def risk_limits_to_table(rows: list[dict[str, Any]]) -> TierTable:
+    """Bybit risk limits (``riskLimitValue``, ``maintenanceMargin``, ``mmDeduction``)."""
+    ordered = sorted(rows, key=lambda r: dec(r.get("riskLimitValue"), "riskLimitValue"))
+    caps: list[Decimal | None] = []
+    mmrs = []
+    for i, row in enumerate(ordered):
+        caps.append(None if i == len(ordered) - 1 else dec(row["riskLimitValue"], "riskLimitValue"))
+        mmrs.append(dec(row.get("maintenanceMargin"), "maintenanceMargin"))
+    derived = derive_deductions(caps, mmrs)
+    tiers = []
+    for i, row in enumerate(ordered):
+        given = row.get("mmDeduction")
+        deduction = dec(given, "mmDeduction") if given not in (None, "") else derived[i]
+        lev = row.get("maxLeverage")
+        tiers.append(Tier(caps[i], mmrs[i], deduction, dec(lev, "maxLeverage") if lev else None))
+    return TierTable.build(tiers)
+
+
+def _side(raw: dict[str, Any]) -> Side | None:
+    idx = str(raw.get("positionIdx", "0"))
+    if idx == "1":
+        return Side.LONG
+    if idx == "2":
+        return Side.SHORT
+    side = raw.get("side")
+    if side == "Buy":
+        return Side.LONG
+    if side == "Sell":
+        return Side.SHORT
+    return None  # one-way position with no side: closed
+
+
+class BybitAdapter(ExchangeAdapter):
+    exchange_id = "bybit"
+    settle = "USDT"
+
+    async def fetch_tiers(self, exchange: Any, symbols: list[str]) -> dict[str, TierTable]:
+        out = {}
+        for symbol in symbols:
+            market = exchange.market(symbol)
+            response = await exchange.publicGetV5MarketRiskLimit(
+                {"category": "linear", "symbol": market["id"]}
+            )
+            rows = (response.get("result") or {}).get("list") or []
+            if rows:
+                out[symbol] = risk_limits_to_table(rows)
+        return out
+
+    def _position(self, exchange: Any, raw: dict[str, Any]) -> PositionState | None:
+        market = exchange.safe_market(raw.get("symbol"), None, None, "swap")
+        side = _side(raw)
+        size = dec(raw.get("size", "0"), "size")
+        if side is None:
+            if size != 0:
+                raise FrameError(f"position {raw.get('symbol')}: size {size} without a side")
+            return None
+        isolated = str(raw.get("tradeMode", "0")) == "1"
+        entry = raw.get("avgPrice", raw.get("entryPrice"))
+        leverage = raw.get("leverage")
+        return PositionState(
+            symbol=market["symbol"],
+            side=side,
+            contracts=size,
+            entry_price=dec(entry, "avgPrice") if size else Decimal(1),
+            margin_mode=MarginMode.ISOLATED if isolated else MarginMode.CROSS,
+            isolated_margin=dec(raw.get("positionBalance"), "positionBalance")
+            if isolated
+            else None,
+            leverage=dec(leverage, "leverage") if leverage not in (None, "") else None,
+        )
+
+    async def fetch_positions(
+        self, exchange: Any
+    ) -> tuple[list[PositionState], dict[tuple[str, Any], ReportedPosition], dict[str, Decimal]]:
+        positions, reported, marks = [], {}, {}
+        cursor = None
+        while True:
+            request = {"category": "linear", "settleCoin": self.settle, "limit": 200}
+            if cursor:
+                request["cursor"] = cursor
+            response = await exchange.privateGetV5PositionList(request)
+            result = response.get("result") or {}
+            for raw in result.get("list") or []:
+                p = self._position(exchange, raw)
+                if p is None or p.contracts == 0:
+                    continue
+                positions.append(p)
+                reported[(p.symbol, p.side)] = ReportedPosition(
+                    liquidation_price=dec_or_none(raw.get("liqPrice")),
+                    maintenance_margin=dec_or_none(raw.get("positionMM")),
+                )
+                mark = dec_or_none(raw.get("markPrice"))
+                if mark is not None:
+                    marks[p.symbol] = mark
+            cursor = result.get("nextPageCursor")
+            if not cursor:
+                return positions, reported, marks
+
+    async def fetch_balance(self, exchange: Any) -> tuple[Decimal, ReportedAccount]:
+        response = await exchange.privateGetV5AccountWalletBalance({"accountType": "UNIFIED"})
+        accounts = (response.get("result") or {}).get("list") or []
+        if not accounts:
+            raise FrameError("wallet-balance: no account in the answer")
+        info = accounts[0]
+        wallet = Decimal(0)
+        for coin in info.get("coin") or []:
+            if coin.get("coin") == self.settle:
+                wallet = dec(coin.get("walletBalance"), "walletBalance")
+        return wallet, ReportedAccount(
+            maintenance_margin=dec_or_none(info.get("totalMaintenanceMargin")),
+            margin_balance=dec_or_none(info.get("totalMarginBalance")),
+            margin_ratio=dec_or_none(info.get("accountMMRate")),
+        )
+
+    async def watch_positions(self, exchange: Any) -> list[PositionState]:
+        changed = await exchange.watch_positions()
+        out = []
+        for position in changed:
+            raw = position.get("info") or {}
+            if raw.get("category") not in (None, "linear"):
+                continue
+            p = self._position(exchange, raw)
+            if p is not None:
+                out.append(p)
+            elif raw.get("symbol"):
+                # a one-way close arrives with side "" and size 0: close both possible keys
+                market = exchange.safe_market(raw.get("symbol"), None, None, "swap")
+                for side in Side:
+                    out.append(
+                        PositionState(
+                            market["symbol"], side, Decimal(0), Decimal(1), MarginMode.CROSS
+                        )
+                    )
+        return out
+
+    async def watch_balance(self, exchange: Any) -> Decimal | None:
+        balance = await exchange.watch_balance()
+        info = balance.get("info") or {}
+        accounts = info.get("data") if isinstance(info, dict) else info
+        if isinstance(accounts, dict):
+            accounts = [accounts]
+        for account in accounts or []:
+            for coin in account.get("coin") or []:
+                if coin.get("coin") == self.settle:
+                    return dec(coin.get("walletBalance"), "walletBalance")
+        return None

@@ -1,0 +1,140 @@
+"""The pure parts of the feeds: backoff, error classes, account state and freshness."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import ccxt
+import pytest
+
+from alertd.engine.model import MarginMode, Side
+from alertd.engine.profiles import get_profile
+from alertd.engine.tiers import Tier, TierTable
+from alertd.feeds.backoff import Backoff
+from alertd.feeds.binance import brackets_to_table
+from alertd.feeds.bybit import risk_limits_to_table
+from alertd.feeds.ccxt_exchange import ErrorKind, classify, deep_merge, describe
+from alertd.feeds.state import AccountState, MarketInfo, PositionState, Stream
+
+D = Decimal
+
+
+def test_backoff_grows_caps_and_resets_after_health() -> None:
+    backoff = Backoff(initial_s=1, max_s=8, multiplier=2, jitter=0, reset_after_s=10)
+    assert [backoff.next_delay() for _ in range(6)] == [1, 2, 4, 8, 8, 8]
+    backoff.healthy(100.0)
+    backoff.healthy(105.0)
+    assert backoff.next_delay() == 8  # not healthy for long enough
+    backoff.healthy(200.0)
+    backoff.healthy(210.0)
+    assert backoff.next_delay() == 1
+
+
+def test_backoff_jitter_stays_within_its_band() -> None:
+    values = iter([0.0, 1.0, 0.5])
+    backoff = Backoff(initial_s=10, max_s=100, jitter=0.2, rng=lambda: next(values))
+    assert backoff.next_delay() == pytest.approx(8.0)  # 10 - 20%
+    assert backoff.next_delay() == pytest.approx(24.0)  # 20 + 20%
+    assert backoff.next_delay() == pytest.approx(40.0)
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind"),
+    [
+        (ccxt.AuthenticationError("binanceusdm {-2015 Invalid API-key}"), ErrorKind.FATAL),
+        (ccxt.PermissionDenied("no"), ErrorKind.FATAL),
+        (ccxt.AccountSuspended("no"), ErrorKind.FATAL),
+        (ccxt.DDoSProtection("binanceusdm 418 I'm a teapot {banned until}"), ErrorKind.FATAL),
+        (ccxt.DDoSProtection("binanceusdm 429 Too Many Requests"), ErrorKind.TRANSIENT),
+        (ccxt.NetworkError("Connection closed by remote server"), ErrorKind.TRANSIENT),
+        (ccxt.RequestTimeout("ping"), ErrorKind.TRANSIENT),
+        (ccxt.ExchangeNotAvailable("503"), ErrorKind.TRANSIENT),
+        (ccxt.BadRequest("-1125 This listenKey does not exist."), ErrorKind.TRANSIENT),
+    ],
+)
+def test_error_classes(exc: Exception, kind: ErrorKind) -> None:
+    assert classify(exc) is kind
+
+
+def test_describe_drops_query_strings() -> None:
+    exc = ccxt.AuthenticationError(
+        "binanceusdm GET http://127.0.0.1:1/fapi/v3/account?timestamp=1&signature=abcdef 401"
+    )
+    text = describe(exc)
+    assert "signature" not in text and "abcdef" not in text
+    assert text.startswith(
+        "AuthenticationError: binanceusdm GET http://127.0.0.1:1/fapi/v3/account"
+    )
+
+
+def test_deep_merge_keeps_unmentioned_keys() -> None:
+    base = {"fapiPublic": "https://a", "ws": {"future": "wss://f", "spot": "wss://s"}}
+    merged = deep_merge(base, {"ws": {"future": "ws://127.0.0.1:1/ws"}})
+    assert merged == {
+        "fapiPublic": "https://a",
+        "ws": {"future": "ws://127.0.0.1:1/ws", "spot": "wss://s"},
+    }
+
+
+def test_binance_brackets_keep_cum() -> None:
+    table = brackets_to_table(
+        [
+            {"notionalFloor": 50000, "notionalCap": 600000, "maintMarginRatio": 0.005, "cum": 50.0},
+            {"notionalFloor": 0, "notionalCap": 50000, "maintMarginRatio": 0.004, "cum": 0.0},
+        ]
+    )
+    assert [t.deduction for t in table.tiers] == [D(0), D(50)]
+    assert table.tiers[-1].cap is None
+
+
+def test_bybit_risk_limits_derive_missing_deductions() -> None:
+    table = risk_limits_to_table(
+        [
+            {"riskLimitValue": "2000000", "maintenanceMargin": "0.005", "maxLeverage": "100"},
+            {"riskLimitValue": "2600000", "maintenanceMargin": "0.0056", "maxLeverage": "90"},
+        ]
+    )
+    assert table.tiers[1].deduction == D(1200)
+
+
+def _state() -> AccountState:
+    state = AccountState("main", get_profile("binanceusdm"), "USDT")
+    state.markets["BTC/USDT:USDT"] = MarketInfo("BTC/USDT:USDT", D(1), False, "USDT", D("0.1"))
+    state.tiers["BTC/USDT:USDT"] = TierTable.build([Tier(None, D("0.004"), D(0))])
+    return state
+
+
+def test_state_tracks_positions_by_symbol_and_side() -> None:
+    state = _state()
+    long = PositionState("BTC/USDT:USDT", Side.LONG, D(1), D(50000), MarginMode.CROSS)
+    state.replace_positions([long], now=0)
+    assert state.missing() == ["no balance yet", "BTC/USDT:USDT long: no mark price yet"]
+    state.set_wallet_balance(D(1000), now=0)
+    assert not state.set_mark("BTC/USDT:USDT", D(-1), now=0)
+    assert state.set_mark("BTC/USDT:USDT", D(49000), now=0)
+    account = state.to_account()
+    assert account.positions[0].tick_size == D("0.1")
+    # a one-way close: zero contracts removes it
+    state.update_positions(
+        [PositionState("BTC/USDT:USDT", Side.LONG, D(0), D(1), MarginMode.CROSS)], 1
+    )
+    assert state.positions == {}
+    assert state.to_account().positions == ()
+
+
+def test_freshness_says_what_is_stale() -> None:
+    state = _state()
+    state.replace_positions(
+        [PositionState("BTC/USDT:USDT", Side.LONG, D(1), D(50000), MarginMode.CROSS)], now=100
+    )
+    state.set_wallet_balance(D(1000), now=100)
+    report = {(f.stream, f.key): f for f in state.freshness(110, 30, 150)}
+    assert report[(Stream.MARK, "BTC/USDT:USDT")].age_s is None
+    assert report[(Stream.MARK, "BTC/USDT:USDT")].stale
+    state.set_mark("BTC/USDT:USDT", D(49000), now=105)
+    report = {(f.stream, f.key): f for f in state.freshness(110, 30, 150)}
+    assert not report[(Stream.MARK, "BTC/USDT:USDT")].stale
+    assert report[(Stream.MARK, "BTC/USDT:USDT")].age_s == 5
+    assert not report[(Stream.POSITIONS, "")].stale
+    report = {(f.stream, f.key): f for f in state.freshness(300, 30, 150)}
+    assert all(f.stale for f in report.values())
