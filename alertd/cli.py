@@ -101,7 +101,13 @@ def _build_parser() -> argparse.ArgumentParser:
     snap.add_argument("-c", "--config", required=True, metavar="CONFIG.yaml")
     snap.add_argument("--account", metavar="NAME", help="only this account")
     snap.add_argument("--json", action="store_true", help="print the snapshot JSON object")
-    for p in (calc, check, snap):
+    run = sub.add_parser(
+        "run",
+        help="the daemon: stream every account, until SIGTERM",
+        description="Run alertd: feeds, engine (and, as they arrive, rules and delivery).",
+    )
+    run.add_argument("-c", "--config", required=True, metavar="CONFIG.yaml")
+    for p in (calc, check, snap, run):
         p.add_argument(
             "-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)"
         )
@@ -197,6 +203,15 @@ def _cmd_calc(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .service import Service
+
+    config = load_config(args.config)
+    if args.verbose == 0:
+        logging.getLogger().setLevel(logging.INFO)  # a daemon logs its lifecycle and health
+    return Service(config).run()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _build_parser().parse_args(argv)
@@ -207,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_check(args)
         if args.command == "snapshot":
             return _cmd_snapshot(args)
+        if args.command == "run":
+            return _cmd_run(args)
         raise InputError(f"unknown command {args.command!r}")
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else EXIT_OK

@@ -73,3 +73,22 @@ def test_replacing_and_removing_accounts() -> None:
     assert book.apply_mark("BTC/USDT:USDT", D(48000)) == {"a"}
     book.remove_account("a")
     assert list(book.symbols) == [] and len(book) == 0
+
+
+def test_a_mark_can_be_applied_to_one_account_only() -> None:
+    from .helpers import account, position, snapshot, tiers
+
+    one = account(
+        snapshot(
+            "binanceusdm",
+            "1000",
+            [position("BTC/USDT:USDT", "long", "1", "50000", "50000", tiers([(None, "0.004", "0")]))],
+        )
+    )
+    book = Book()
+    book.set_account("a", one)
+    book.set_account("b", one)
+    book.apply_account_mark("a", "BTC/USDT:USDT", D(49000))
+    assert book.cross_pool("a").upnl == D(-1000)
+    assert book.cross_pool("b").upnl == D(0)
+    assert "a" in book and "c" not in book

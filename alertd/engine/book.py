@@ -165,6 +165,15 @@ class Book:
             touched.add(lp.account)
         return touched
 
+    def apply_account_mark(self, key: Hashable, symbol: str, mark: Decimal) -> None:
+        """Reprice one account's positions in ``symbol`` (each account has its own feed)."""
+        for lp in self._positions[key]:
+            if lp.symbol == symbol:
+                lp.reprice(mark)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._accounts
+
     def worst_ratio(self, key: Hashable) -> Decimal:
         """The highest ratio among the account's pools (the cross pool if it holds positions)."""
         pools = self._pools[key]

@@ -13,6 +13,7 @@ scheduled by :class:`~alertd.feeds.manager.FeedManager`.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -41,7 +42,18 @@ ADAPTERS: dict[str, type[ExchangeAdapter]] = {
 ExchangeFactory = Callable[[AccountConfig, Mapping[str, Secret], FeedSettings, Any], Any]
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
-Listener = Callable[["AccountFeed"], None]
+
+
+class Change(enum.Enum):
+    """What a listener is told changed."""
+
+    MARK = "mark"  # one symbol's mark price: the engine can update incrementally
+    ACCOUNT = "account"  # positions, balance or tiers: rebuild the account
+    EVENT = "event"  # an exchange push (margin call ...)
+    FATAL = "fatal"  # the feed stopped for good
+
+
+Listener = Callable[["AccountFeed", Change, str | None], None]
 
 
 class FeedStopped(Exception):
@@ -182,7 +194,7 @@ class AccountFeed:
         self._last_resync = now
         self._measure_drift()
         self._sync_mark_streams()
-        self._notify()
+        self._notify(Change.ACCOUNT)
 
     async def reconcile(self) -> None:
         """The periodic REST reconcile; transient errors are logged, fatal ones stop the feed."""
@@ -275,18 +287,18 @@ class AccountFeed:
         self.state.update_positions(changed, self._clock())
         await self._ensure_tiers()
         self._sync_mark_streams()
-        self._notify()
+        self._notify(Change.ACCOUNT)
 
     async def _balance_step(self) -> None:
         wallet = await self.adapter.watch_balance(self._exchange())
         if wallet is not None:
             self.state.set_wallet_balance(wallet, self._clock())
-            self._notify()
+            self._notify(Change.ACCOUNT)
 
     async def _mark_step(self, symbol: str) -> None:
         price = await self.adapter.watch_mark(self._exchange(), symbol)
         if self.state.set_mark(symbol, price, self._clock()):
-            self._notify()
+            self._notify(Change.MARK, symbol)
         else:
             raise FrameError(f"mark price for {symbol} is not positive: {price}")
 
@@ -410,7 +422,7 @@ class AccountFeed:
                 self.state.fatal,
             )
             self._fatal_event.set()
-            self._notify()
+            self._notify(Change.FATAL)
 
     def _stop(self, exc: BaseException) -> None:
         self._record_fatal(exc)
@@ -429,7 +441,7 @@ class AccountFeed:
     def _event(self, event: AccountEvent) -> None:
         self.state.add_event(event)
         log.warning("%s: exchange pushed %s: %s", self.config.name, event.kind, event.detail)
-        self._notify()
+        self._notify(Change.EVENT)
 
     def on_malformed(self, kind: str, detail: str) -> None:
         count = self.malformed.get(kind, 0) + 1
@@ -439,6 +451,6 @@ class AccountFeed:
         else:
             log.debug("%s: skipped malformed frame #%d (%s)", self.config.name, count, kind)
 
-    def _notify(self) -> None:
+    def _notify(self, change: Change, symbol: str | None = None) -> None:
         for listener in self.listeners:
-            listener(self)
+            listener(self, change, symbol)
