@@ -50,6 +50,10 @@ def test_backoff_jitter_stays_within_its_band() -> None:
         (ccxt.RequestTimeout("ping"), ErrorKind.TRANSIENT),
         (ccxt.ExchangeNotAvailable("503"), ErrorKind.TRANSIENT),
         (ccxt.BadRequest("-1125 This listenKey does not exist."), ErrorKind.TRANSIENT),
+        (
+            ccxt.AuthenticationError('{"code":-1125,"msg":"This listenKey does not exist."}'),
+            ErrorKind.TRANSIENT,
+        ),
     ],
 )
 def test_error_classes(exc: Exception, kind: ErrorKind) -> None:

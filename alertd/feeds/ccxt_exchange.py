@@ -133,13 +133,17 @@ class ErrorKind(enum.Enum):
 
 def classify(exc: BaseException) -> ErrorKind:
     """Bad key, missing permission, suspended account or banned IP are fatal; the rest retry."""
+    text = str(exc)
+    if "listenKey" in text or "-1125" in text:
+        # an expired Binance listen key: ccxt fails the private watches with it (sometimes as
+        # an AuthenticationError) and the next watch fetches a fresh key
+        return ErrorKind.TRANSIENT
     if isinstance(exc, ccxt.AuthenticationError | ccxt.PermissionDenied | ccxt.AccountSuspended):
         return ErrorKind.FATAL
-    if isinstance(exc, ccxt.DDoSProtection):
-        text = str(exc)
-        # Binance answers 418 once an IP keeps going after 429s: banned until the ban expires
-        if " 418 " in text or "banned" in text.lower():
-            return ErrorKind.FATAL
+    # Binance answers 418 once an IP keeps going after 429s: banned until the ban expires
+    banned = " 418 " in text or "banned" in text.lower()
+    if isinstance(exc, ccxt.DDoSProtection) and banned:
+        return ErrorKind.FATAL
     return ErrorKind.TRANSIENT
 
 

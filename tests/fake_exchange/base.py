@@ -6,30 +6,65 @@ shutdown), the REST request log, scripted REST failures, and the registry of web
 connections with their failure modes (abrupt drop, unanswered pings, ordered outbound queues).
 
 Threading: scripting methods may be called from the loop that runs the server (the usual case in
-tests, where the test and the server share one ``asyncio.run``) or from any other thread; frames
-are then handed to the loop with ``call_soon_threadsafe``. Each connection has its own outbound
-queue drained by one sender task, so frames scripted in order arrive in order.
+tests, where the test and the server share one ``asyncio.run``) or from any other thread (a
+server run on its own loop in a thread). Methods marked ``@scripted`` then run on the server's
+loop while the caller waits, so that state never changes under a request being answered. Each
+connection has its own outbound queue drained by one sender task, so frames scripted in order
+arrive in order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from aiohttp import WSMsgType, web
 
 LOOPBACK = "127.0.0.1"
 SHUTDOWN_TIMEOUT_S = 2.0
 POLL_INTERVAL_S = 0.005
+SCRIPT_TIMEOUT_S = 10.0
+
+P = ParamSpec("P")
+R = TypeVar("R")
+S = TypeVar("S", bound="FakeExchangeServer")
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def scripted(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, P], R]:
+    """Run a synchronous scripting method on the server's loop thread.
+
+    Called on that thread (or before ``start()``), it runs at once. Called from another thread
+    while the loop runs, it is handed to the loop and the caller waits for its result, so that a
+    request handler never sees half-changed state and exceptions reach the caller."""
+
+    def run(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        loop = self._loop
+        if loop is None or not loop.is_running() or threading.get_ident() == self._loop_thread:
+            return method(self, *args, **kwargs)
+        done: concurrent.futures.Future[R] = concurrent.futures.Future()
+
+        def call() -> None:
+            try:
+                done.set_result(method(self, *args, **kwargs))
+            except BaseException as exc:
+                done.set_exception(exc)
+
+        loop.call_soon_threadsafe(call)
+        return done.result(timeout=SCRIPT_TIMEOUT_S)
+
+    functools.update_wrapper(run, method)
+    return run
 
 
 @dataclass
@@ -196,6 +231,7 @@ class FakeExchangeServer:
             return self._error_response(failure.status, failure.retry_after_s)
         return await handler(request)
 
+    @scripted
     def fail_rest(
         self,
         status: int,
@@ -243,8 +279,8 @@ class FakeExchangeServer:
                         await ws.pong(msg.data)
                 elif msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
                     break
-        except (ConnectionError, RuntimeError, asyncio.CancelledError):
-            pass
+        except (ConnectionError, RuntimeError):
+            pass  # the peer vanished: same as a close
         finally:
             self._connections.discard(conn)
             await conn.finish()
@@ -260,6 +296,14 @@ class FakeExchangeServer:
         """Close every websocket. By default abruptly (TCP abort, no closing handshake, as a
         network failure); with ``code`` a server-initiated close frame is sent instead (Binance
         sends one when it ends a connection at the 24-hour mark)."""
+        loop = self._loop
+        if loop is not None and loop is not asyncio.get_running_loop():
+            future = asyncio.run_coroutine_threadsafe(self._drop(code), loop)
+            await asyncio.wrap_future(future)
+        else:
+            await self._drop(code)
+
+    async def _drop(self, code: int | None) -> None:
         conns = list(self._connections)
         for conn in conns:
             if code is None:
@@ -269,6 +313,7 @@ class FakeExchangeServer:
         # let the handlers observe the closed sockets before the caller carries on
         await asyncio.sleep(0)
 
+    @scripted
     def stop_answering_pings(self, stop: bool = True) -> None:
         """Protocol-level pings from clients are no longer answered with pongs (or again, with
         ``stop=False``): a client's keepalive then times out on an otherwise open socket."""

@@ -1,0 +1,1680 @@
+"""A scriptable local Binance USDⓈ-M futures server; ccxt.pro.binanceusdm runs against it as is.
+
+It speaks Binance's real REST and websocket wire formats on one loopback port; point ccxt at it
+with ``fake.apply_to(exchange)`` (or deep-merge ``fake.ccxt_urls()`` over ``exchange.urls['api']``
+and set ``fake.ccxt_options``). Response shapes follow captured Binance responses (ccxt's
+``ts/src/test/static/response/binance.json``, ``.../ws/binance.json``) and the USDⓈ-M API docs.
+
+What it serves (paths as on fapi.binance.com / fstream.binance.com):
+- REST public: ``/fapi/v1/ping``, ``/time``, ``/exchangeInfo``, ``/premiumIndex``,
+  ``/ticker/24hr``, ``/ticker/price``.
+- REST signed (HMAC-SHA256 over the query, ``timestamp`` within ``recvWindow``):
+  ``/fapi/v1/leverageBracket``, ``/fapi/v2|v3/positionRisk``, ``/fapi/v2|v3/account``,
+  ``/fapi/v2|v3/balance``, ``/fapi/v1/positionSide/dual``, ``/fapi/v1/multiAssetsMargin``.
+- REST API-key only: ``POST|PUT|DELETE /fapi/v1/listenKey``.
+- Websocket market streams on ``/market/ws/N``, ``/public/ws/N``, ``/ws``, ``/ws/<stream>`` and
+  combined ``/stream?streams=a/b``: ``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS`` with
+  ``{"result": null, "id": N}``; ``<sym>@markPrice[@1s]`` and ``!markPrice@arr[@1s]``.
+- Websocket user data on ``/private/ws?listenKey=K`` (what ccxt dials) and ``/ws/K``:
+  ``ACCOUNT_UPDATE``, ``MARGIN_CALL``, ``listenKeyExpired``.
+
+The account figures (maintenance margin, liquidation price, account totals) are computed here,
+independently of alertd, with Binance's published formulas: ``MM = |notional at mark| * mmr -
+cum`` with the bracket chosen by notional at mark, and the cross liquidation price
+``LP = (WB - TMM1 + UPNL1 + cum - s*Q*EP) / (Q*mmr - s*Q)``, solved again with the bracket of the
+notional at LP when that differs (Binance FAQ "How to Calculate Liquidation Price of USDⓈ-M
+Futures Contracts"). The account is in single-asset mode (one margin asset, USDT by default).
+
+Test helpers beyond the wire: ``apply_to(exchange)``, ``wait_for_subscription(stream)``,
+``wait_for_user_stream(api_key)``, ``wait_until(predicate)``, ``account_v3(api_key)`` and
+``position_risk_v3(api_key)`` (the REST bodies, for assertions), ``mark(symbol)``, ``unban``.
+Run ``python -m tests.fake_exchange.binance --help`` for a standalone server for benchmarks.
+
+Simplifications, on purpose: no orders or fills (positions are scripted), no fees except the
+break-even price estimate, ADL quantile fixed at 2, the index price equals the mark, any stream
+name is accepted on any public path, and a ban is per API key rather than per IP so that accounts
+sharing the loopback address can be banned one at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import random
+import secrets
+import signal
+import string
+import sys
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from tests.fake_exchange.base import LOOPBACK, FakeExchangeServer, WsConnection, now_ms, scripted
+
+Num = str | int | float | Decimal
+
+BRACKETS_FILE = Path(__file__).with_name("data") / "binance_usdm_brackets.json"
+DEFAULT_RECV_WINDOW_MS = 5000
+MAX_RECV_WINDOW_MS = 60000
+FUTURE_TOLERANCE_MS = 1000  # Binance rejects timestamps more than 1 s ahead of its clock
+BAN_DURATION_MS = 120_000
+FUNDING_PERIOD_MS = 8 * 3600 * 1000
+BREAK_EVEN_FEE_RATE = Decimal("0.0005")  # open + close taker fee, as in captured breakEvenPrice
+DEFAULT_LEVERAGE = 20
+ADL_QUANTILE = 2
+EIGHT_PLACES = Decimal("0.00000001")
+LISTEN_KEY_ALPHABET = string.ascii_letters + string.digits
+OTHER_MARGIN_ASSETS = ("FDUSD", "BTC", "BNB", "ETH", "USDC", "USDT")
+
+ERR_UNKNOWN = (-1000, "An unknown error occured while processing the request.")
+ERR_TOO_MANY = -1003
+ERR_TIMESTAMP = (-1021, "Timestamp for this request is outside of the recvWindow.")
+ERR_SIGNATURE = (-1022, "Signature for this request is not valid.")
+ERR_LISTEN_KEY = (-1125, "This listenKey does not exist.")
+ERR_KEY_FORMAT = (-2014, "API-key format invalid.")
+ERR_BAD_KEY = (-2015, "Invalid API-key, IP, or permissions for action.")
+
+
+# ---- numbers ---------------------------------------------------------------------------------
+
+
+def _dec(value: Num) -> Decimal:
+    try:
+        result = value if isinstance(value, Decimal) else Decimal(str(value))
+    except InvalidOperation as exc:
+        raise ValueError(f"not a number: {value!r}") from exc
+    if not result.is_finite():
+        raise ValueError(f"not a finite number: {value!r}")
+    return result
+
+
+def _f8(value: Decimal) -> str:
+    """Binance's 8-decimal amount format ("607.52416678")."""
+    text = format(value.quantize(EIGHT_PLACES, rounding=ROUND_HALF_EVEN), "f")
+    return text[1:] if text.startswith("-") and not value.quantize(EIGHT_PLACES) else text
+
+
+def _plain(value: Decimal) -> str:
+    """Shortest plain form ("67445.9", "-849"), never an exponent."""
+    if not value:
+        return "0"
+    return format(value.normalize(), "f")
+
+
+def _decimals(step: str) -> int:
+    exponent = Decimal(step).normalize().as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+# ---- markets and brackets --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Tier:
+    floor: Decimal
+    cap: Decimal
+    mmr: Decimal
+    cum: Decimal
+    max_leverage: int
+
+
+def _normalize_brackets(brackets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Raw Binance bracket dicts, sorted; ccxt tier dicts (raw one under ``info``) accepted too.
+    A missing ``cum`` is derived: cum[n] = cum[n-1] + floor[n] * (mmr[n] - mmr[n-1])."""
+    if not brackets:
+        raise ValueError("at least one bracket is required")
+    raw = [dict(b["info"]) if "info" in b else dict(b) for b in brackets]
+    raw.sort(key=lambda b: _dec(b["notionalFloor"]))
+    cum = Decimal(0)
+    previous_mmr = Decimal(0)
+    for number, bracket in enumerate(raw, start=1):
+        for name in ("notionalFloor", "notionalCap", "maintMarginRatio", "initialLeverage"):
+            if name not in bracket:
+                raise ValueError(f"bracket {number} lacks {name!r}")
+        mmr = _dec(bracket["maintMarginRatio"])
+        cum += _dec(bracket["notionalFloor"]) * (mmr - previous_mmr)
+        previous_mmr = mmr
+        bracket.setdefault("bracket", number)
+        bracket.setdefault("cum", float(cum))
+    return raw
+
+
+def _tiers(raw: list[dict[str, Any]]) -> list[_Tier]:
+    return [
+        _Tier(
+            floor=_dec(b["notionalFloor"]),
+            cap=_dec(b["notionalCap"]),
+            mmr=_dec(b["maintMarginRatio"]),
+            cum=_dec(b["cum"]),
+            max_leverage=int(b["initialLeverage"]),
+        )
+        for b in raw
+    ]
+
+
+def _tier_for(tiers: list[_Tier], notional: Decimal) -> _Tier:
+    for tier in tiers:
+        if notional < tier.cap:
+            return tier
+    return tiers[-1]
+
+
+def _generic_brackets() -> list[dict[str, Any]]:
+    """A typical mid-cap USDⓈ-M table, for symbols added without brackets."""
+    rows = [
+        (0, 5_000, 75, 0.005),
+        (5_000, 50_000, 50, 0.01),
+        (50_000, 200_000, 25, 0.02),
+        (200_000, 500_000, 20, 0.025),
+        (500_000, 1_000_000, 10, 0.05),
+        (1_000_000, 2_000_000, 5, 0.1),
+        (2_000_000, 5_000_000, 2, 0.25),
+        (5_000_000, 10_000_000, 1, 0.5),
+    ]
+    return _normalize_brackets(
+        [
+            {"notionalFloor": f, "notionalCap": c, "initialLeverage": lev, "maintMarginRatio": r}
+            for f, c, lev, r in rows
+        ]
+    )
+
+
+def _load_real_brackets() -> dict[str, list[dict[str, Any]]]:
+    data = json.loads(BRACKETS_FILE.read_text())
+    return {k: v for k, v in data.items() if not k.startswith("_")}
+
+
+@dataclass
+class _Market:
+    id: str
+    base: str
+    quote: str
+    mark: Decimal
+    brackets: list[dict[str, Any]]
+    tick_size: str
+    step_size: str
+    min_notional: str
+    sub_type: list[str]
+    funding_rate: Decimal = Decimal("0.00010000")
+    tiers: list[_Tier] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.set_brackets(self.brackets)
+
+    def set_brackets(self, brackets: list[dict[str, Any]]) -> None:
+        self.brackets = _normalize_brackets(brackets)
+        self.tiers = _tiers(self.brackets)
+
+    @property
+    def symbol(self) -> str:
+        return f"{self.base}/{self.quote}:{self.quote}"
+
+    @property
+    def stream_id(self) -> str:
+        return self.id.lower()
+
+    @property
+    def max_leverage(self) -> int:
+        return self.tiers[0].max_leverage
+
+
+# (market id, base, quote, mark, tick size, step size, min notional, underlying sub type)
+_DEFAULT_MARKETS = (
+    ("BTCUSDT", "BTC", "USDT", "97000.00", "0.10", "0.001", "100", ["PoW"]),
+    ("ETHUSDT", "ETH", "USDT", "3400.00", "0.01", "0.001", "20", ["Layer-1"]),
+    ("SOLUSDT", "SOL", "USDT", "180.0000", "0.0100", "1", "5", ["Layer-1"]),
+)
+_KNOWN_QUOTES = ("USDT", "USDC", "FDUSD", "BUSD")
+
+
+def _split_symbol(symbol: str) -> tuple[str, str, str]:
+    """'BTC/USDT:USDT' or 'BTCUSDT' -> ('BTCUSDT', 'BTC', 'USDT')."""
+    if "/" in symbol:
+        base, rest = symbol.split("/", 1)
+        quote, _, settle = rest.partition(":")
+        if settle and settle != quote:
+            raise ValueError(f"{symbol}: only linear perpetuals (settle = quote) are served")
+        return f"{base}{quote}".upper(), base.upper(), quote.upper()
+    upper = symbol.upper()
+    for quote in _KNOWN_QUOTES:
+        if upper.endswith(quote) and len(upper) > len(quote):
+            return upper, upper[: -len(quote)], quote
+    raise ValueError(f"cannot tell base from quote in {symbol!r}; use 'BASE/QUOTE:QUOTE'")
+
+
+def _default_tick(mark: Decimal) -> str:
+    digits = max(0, 6 - len(str(int(mark)))) if mark >= 1 else 6
+    return format(Decimal(1).scaleb(-digits), "f")
+
+
+# ---- accounts and their figures --------------------------------------------------------------
+
+
+@dataclass
+class _Position:
+    market_id: str
+    side: str  # BOTH (one-way mode) or LONG / SHORT (hedge mode)
+    amount: Decimal  # signed: negative is short
+    entry: Decimal
+    margin_type: str  # "cross" or "isolated"
+    isolated_wallet: Decimal
+    leverage: int
+    realized: Decimal
+    update_ms: int
+
+
+@dataclass
+class _Account:
+    api_key: str
+    secret: str
+    asset: str
+    wallet: Decimal  # total wallet balance: cross wallet plus the isolated wallets
+    positions: dict[tuple[str, str], _Position] = field(default_factory=dict)
+    leverage: dict[str, int] = field(default_factory=dict)
+    dual_side: bool = False
+    listen_key: str | None = None
+    banned_until_ms: int | None = None
+    update_ms: int = field(default_factory=now_ms)
+
+    @property
+    def cross_wallet(self) -> Decimal:
+        isolated = sum(
+            (p.isolated_wallet for p in self.positions.values() if p.margin_type == "isolated"),
+            Decimal(0),
+        )
+        return self.wallet - isolated
+
+
+@dataclass
+class _Figures:
+    notional: Decimal  # signed, at mark
+    upnl: Decimal
+    mm: Decimal
+    im: Decimal
+    tier: _Tier
+    liquidation: Decimal | None = None
+
+
+def _solve_liquidation(
+    base: Decimal, legs: list[tuple[Decimal, Decimal, list[_Tier]]], mark: Decimal
+) -> Decimal | None:
+    """The price at which margin balance equals maintenance margin, other positions held at mark.
+
+    ``base`` is WB - TMM1 + UPNL1 for cross (the isolated wallet for isolated); ``legs`` are the
+    position(s) of the symbol as (signed quantity, entry, brackets). Binance's formula, generalised
+    over the BOTH/LONG/SHORT legs of one symbol: LP = (base + sum cum - sum q*EP) /
+    (sum |q|*mmr - sum q). The bracket is re-chosen at the notional at LP until it is stable.
+    None when there is no positive solution (Binance shows 0).
+    """
+    tiers = [_tier_for(t, abs(q) * mark) for q, _, t in legs]
+    price: Decimal | None = None
+    for _ in range(16):
+        numerator = base + sum((t.cum for t in tiers), Decimal(0))
+        numerator -= sum((q * entry for q, entry, _ in legs), Decimal(0))
+        denominator = sum(
+            (abs(q) * t.mmr for (q, _, _), t in zip(legs, tiers, strict=True)), Decimal(0)
+        ) - sum((q for q, _, _ in legs), Decimal(0))
+        if not denominator:
+            return None
+        price = numerator / denominator
+        if price <= 0:
+            return None
+        retiered = [_tier_for(t, abs(q) * price) for q, _, t in legs]
+        if retiered == tiers:
+            break
+        tiers = retiered
+    return price
+
+
+# ---- the server ------------------------------------------------------------------------------
+
+
+class FakeBinanceUSDM(FakeExchangeServer):
+    """Binance USDⓈ-M futures on 127.0.0.1, scripted from tests. See the module docstring."""
+
+    CCXT_OPTIONS: ClassVar[dict[str, Any]] = {
+        # binance's fetchCurrencies calls spot wallet endpoints (sapi/v1/capital/config/getall)
+        # whenever an API key is set; a USDⓈ-M server does not serve them, and load_markets would
+        # fail. Currencies are then derived from the markets, which is all a futures client needs.
+        "fetchCurrencies": False,
+    }
+
+    def __init__(self, *, mark_interval_s: float | None = None) -> None:
+        super().__init__()
+        if mark_interval_s is not None and mark_interval_s <= 0:
+            raise ValueError("mark_interval_s must be positive")
+        self.mark_interval_s = mark_interval_s
+        # PUT /fapi/v1/listenKey requests that reached the endpoint (whatever their answer;
+        # those failed by fail_rest() never reach it)
+        self.listen_key_puts = 0
+        # options alertd must pass to ccxt for this server (see CCXT_OPTIONS for why)
+        self.ccxt_options: dict[str, Any] = dict(self.CCXT_OPTIONS)
+        self._markets: dict[str, _Market] = {}
+        self._accounts: dict[str, _Account] = {}
+        real = _load_real_brackets()
+        for market_id, base, quote, mark, tick, step, min_notional, sub in _DEFAULT_MARKETS:
+            self._markets[market_id] = _Market(
+                market_id,
+                base,
+                quote,
+                _dec(mark),
+                real[market_id],
+                tick,
+                step,
+                min_notional,
+                sub,
+            )
+
+    # ---- ccxt wiring -----------------------------------------------------------------------------
+
+    def ccxt_urls(self) -> dict[str, Any]:
+        """Deep-merge this over ``exchange.urls['api']``. Every REST family is pointed here, not
+        only the ``fapi*`` ones binanceusdm uses, so that nothing can leave the loopback."""
+        if not self.port:
+            raise RuntimeError("start() the server first")
+        http = self.base_url
+        ws = f"ws://{LOOPBACK}:{self.port}"
+        return {
+            "fapiPublic": f"{http}/fapi/v1",
+            "fapiPublicV2": f"{http}/fapi/v2",
+            "fapiPublicV3": f"{http}/fapi/v3",
+            "fapiPrivate": f"{http}/fapi/v1",
+            "fapiPrivateV2": f"{http}/fapi/v2",
+            "fapiPrivateV3": f"{http}/fapi/v3",
+            "fapiData": f"{http}/futures/data",
+            "public": f"{http}/api/v3",
+            "private": f"{http}/api/v3",
+            "v1": f"{http}/api/v1",
+            "sapi": f"{http}/sapi/v1",
+            "sapiV2": f"{http}/sapi/v2",
+            "sapiV3": f"{http}/sapi/v3",
+            "sapiV4": f"{http}/sapi/v4",
+            "dapiPublic": f"{http}/dapi/v1",
+            "dapiPrivate": f"{http}/dapi/v1",
+            "dapiPrivateV2": f"{http}/dapi/v2",
+            "dapiData": f"{http}/futures/data",
+            "eapiPublic": f"{http}/eapi/v1",
+            "eapiPrivate": f"{http}/eapi/v1",
+            "papi": f"{http}/papi/v1",
+            "papiV2": f"{http}/papi/v2",
+            "ws": {
+                # ccxt rewrites a linear URL ending in /ws to /market/ws/N (mark prices, tickers),
+                # /public/ws/N (depth, trades) and /private/ws?listenKey=K (user data)
+                "linear": f"{ws}/ws",
+                "inverse": f"{ws}/ws",
+                "spot": f"{ws}/ws",
+                "margin": f"{ws}/ws",
+                "stock": f"{ws}/equity/ws",
+                "option": f"{ws}/public/ws",
+                "optionMarket": f"{ws}/market/ws",
+                "optionPrivate": f"{ws}/private/ws",
+                "papi": f"{ws}/pm/ws",
+                "ws-api": {
+                    "spot": f"{ws}/ws-api/v3",
+                    "linear": f"{ws}/ws-fapi/v1",
+                    "inverse": f"{ws}/ws-dapi/v1",
+                },
+            },
+        }
+
+    def apply_to(self, exchange: Any) -> None:
+        """Point a ccxt (pro) binanceusdm instance at this server: URLs and options."""
+        exchange.urls["api"] = exchange.deep_extend(exchange.urls["api"], self.ccxt_urls())
+        exchange.options = exchange.deep_extend(exchange.options, self.ccxt_options)
+
+    # ---- markets ---------------------------------------------------------------------------------
+
+    def _market(self, symbol: str) -> _Market:
+        market_id = _split_symbol(symbol)[0]
+        try:
+            return self._markets[market_id]
+        except KeyError:
+            raise KeyError(f"unknown symbol {symbol!r}: add_symbol() it first") from None
+
+    @scripted
+    def add_symbol(
+        self,
+        symbol: str,
+        mark: Num,
+        brackets: list[dict[str, Any]] | None = None,
+        *,
+        tick_size: str | None = None,
+        step_size: str = "0.001",
+        min_notional: str = "5",
+    ) -> None:
+        """Add (or replace) a USDⓈ-M perpetual. ``symbol`` as 'BASE/QUOTE:QUOTE' or 'BASEQUOTE'."""
+        market_id, base, quote = _split_symbol(symbol)
+        price = _dec(mark)
+        if price <= 0:
+            raise ValueError("mark must be positive")
+        self._markets[market_id] = _Market(
+            market_id,
+            base,
+            quote,
+            price,
+            brackets if brackets is not None else _generic_brackets(),
+            tick_size or _default_tick(price),
+            step_size,
+            min_notional,
+            [],
+        )
+
+    @scripted
+    def set_tiers(self, symbol: str, brackets: list[dict[str, Any]]) -> None:
+        """Replace a symbol's leverage brackets (raw Binance dicts; ``cum`` derived if absent)."""
+        self._market(symbol).set_brackets(brackets)
+
+    @scripted
+    def mark(self, symbol: str) -> Decimal:
+        return self._market(symbol).mark
+
+    @scripted
+    def set_mark(self, symbol: str, price: Num, *, push: bool = True) -> None:
+        """Move the mark price; subscribers of ``<sym>@markPrice[@1s]`` and
+        ``!markPrice@arr[@1s]`` get a ``markPriceUpdate`` at once (unless ``push=False``).
+        Binance sends no position update on price moves, and neither does this server."""
+        market = self._market(symbol)
+        value = _dec(price)
+        if value <= 0:
+            raise ValueError("mark must be positive")
+        market.mark = value
+        if push:
+            frame = self._mark_frame(market, now_ms())
+            self._on_loop(self._push_marks, [frame])
+
+    def _mark_frame(self, market: _Market, event_ms: int) -> dict[str, Any]:
+        return {
+            "e": "markPriceUpdate",
+            "E": event_ms,
+            "s": market.id,
+            "p": _f8(market.mark),
+            "i": _f8(market.mark),
+            "P": _f8(market.mark),
+            "r": _f8(market.funding_rate),
+            "T": (event_ms // FUNDING_PERIOD_MS + 1) * FUNDING_PERIOD_MS,
+        }
+
+    def _push_marks(self, frames: list[dict[str, Any]]) -> None:
+        by_stream = {f["s"].lower(): f for f in frames}
+        for conn in self._connections_of():
+            for stream in list(conn.streams):
+                name, _, rest = stream.partition("@")
+                if rest in ("markPrice", "markPrice@1s") and name in by_stream:
+                    self._send(conn, stream, by_stream[name])
+                elif stream in ("!markPrice@arr", "!markPrice@arr@1s"):
+                    self._send(conn, stream, frames)
+
+    async def _mark_loop(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            event_ms = now_ms()
+            self._push_marks([self._mark_frame(m, event_ms) for m in self._markets.values()])
+
+    async def _on_started(self) -> None:
+        if self.mark_interval_s is not None:
+            self._spawn(self._mark_loop(self.mark_interval_s))
+
+    # ---- accounts --------------------------------------------------------------------------------
+
+    @scripted
+    def add_account(
+        self, api_key: str, secret: str, wallet_balance: Num = "1000", asset: str = "USDT"
+    ) -> None:
+        if not api_key or not secret:
+            raise ValueError("api_key and secret must be non-empty")
+        self._accounts[api_key] = _Account(api_key, secret, asset.upper(), _dec(wallet_balance))
+
+    def _account(self, api_key: str) -> _Account:
+        try:
+            return self._accounts[api_key]
+        except KeyError:
+            raise KeyError(f"unknown account {api_key!r}: add_account() it first") from None
+
+    @scripted
+    def ban(self, api_key: str) -> None:
+        """Every later request carrying this API key (signed and listen-key endpoints) gets
+        HTTP 418 with Binance's IP-ban body and a Retry-After header; ``unban`` lifts it."""
+        self._account(api_key).banned_until_ms = now_ms() + BAN_DURATION_MS
+
+    @scripted
+    def unban(self, api_key: str) -> None:
+        self._account(api_key).banned_until_ms = None
+
+    @scripted
+    def open_position(
+        self,
+        api_key: str,
+        symbol: str,
+        side: str,
+        contracts: Num,
+        entry_price: Num,
+        *,
+        margin_mode: str = "cross",
+        isolated_margin: Num | None = None,
+        leverage: int = DEFAULT_LEVERAGE,
+        hedge: bool = False,
+    ) -> None:
+        """Set (not add to) a position and push the ``ACCOUNT_UPDATE`` a fill would cause.
+
+        One-way mode (``hedge=False``) has one slot per symbol (``ps=BOTH``), so opening a short
+        replaces a long. Hedge mode has LONG and SHORT slots; an account is in one mode or the
+        other, as on Binance. Isolated margin defaults to the initial margin at entry
+        (``contracts * entry_price / leverage``) and moves out of the cross wallet.
+        """
+        account = self._account(api_key)
+        market = self._market(symbol)
+        if market.quote != account.asset:
+            raise ValueError(
+                f"{market.symbol} settles in {market.quote}, account in {account.asset}"
+            )
+        direction = {"long": 1, "buy": 1, "short": -1, "sell": -1}.get(side.lower())
+        if direction is None:
+            raise ValueError(f"side must be 'long' or 'short', not {side!r}")
+        if margin_mode not in ("cross", "isolated"):
+            raise ValueError(f"margin_mode must be 'cross' or 'isolated', not {margin_mode!r}")
+        size, entry = _dec(contracts), _dec(entry_price)
+        if size <= 0 or entry <= 0:
+            raise ValueError("contracts and entry_price must be positive")
+        if not 1 <= leverage <= market.max_leverage:
+            raise ValueError(f"leverage must be within 1..{market.max_leverage} for {market.id}")
+        if account.positions and account.dual_side != hedge:
+            raise ValueError("account has open positions in the other position mode")
+        account.dual_side = hedge
+        slot = ("LONG" if direction > 0 else "SHORT") if hedge else "BOTH"
+        wallet = Decimal(0)
+        if margin_mode == "isolated":
+            wallet = (
+                _dec(isolated_margin) if isolated_margin is not None else size * entry / leverage
+            )
+        stamp = now_ms()
+        position = _Position(
+            market.id,
+            slot,
+            size * direction,
+            entry,
+            margin_mode,
+            wallet,
+            leverage,
+            Decimal(0),
+            stamp,
+        )
+        account.positions[(market.id, slot)] = position
+        account.leverage[market.id] = leverage
+        account.update_ms = stamp
+        self._push_account_update(account, "ORDER", [self._ws_position(account, position)])
+
+    @scripted
+    def close_position(
+        self, api_key: str, symbol: str, side: str | None = None, *, realize_pnl: bool = True
+    ) -> None:
+        """Close the symbol's position(s) (``side`` 'long'/'short' picks one) and push the
+        ``ACCOUNT_UPDATE`` with ``pa=0``. The unrealized PnL at the current mark moves into the
+        wallet, as a market close would (``realize_pnl=False`` to keep the wallet as it is)."""
+        account = self._account(api_key)
+        market = self._market(symbol)
+        wanted = None if side is None else {"long": 1, "short": -1}.get(side.lower())
+        if side is not None and wanted is None:
+            raise ValueError(f"side must be 'long', 'short' or None, not {side!r}")
+        closing = [
+            p
+            for (market_id, _), p in account.positions.items()
+            if market_id == market.id and (wanted is None or (p.amount > 0) == (wanted > 0))
+        ]
+        if not closing:
+            raise ValueError(f"{api_key} has no matching open position in {market.id}")
+        stamp = now_ms()
+        rows = []
+        for position in closing:
+            del account.positions[(position.market_id, position.side)]
+            pnl = position.amount * (market.mark - position.entry)
+            if realize_pnl:
+                account.wallet += pnl
+                position.realized += pnl
+            rows.append(
+                {
+                    "s": market.id,
+                    "pa": "0",
+                    "ep": "0.0",
+                    "bep": "0",
+                    "cr": _f8(position.realized),
+                    "up": "0",
+                    "mt": position.margin_type,
+                    "iw": "0",
+                    "ps": position.side,
+                    "ma": account.asset,
+                }
+            )
+        account.update_ms = stamp
+        self._push_account_update(account, "ORDER", rows)
+
+    @scripted
+    def set_balance(self, api_key: str, wallet_balance: Num) -> None:
+        """Set the total wallet balance and push the balance-only ``ACCOUNT_UPDATE`` of a
+        deposit or withdrawal (``m`` DEPOSIT/WITHDRAW, ``bc`` the change, ``P`` empty)."""
+        account = self._account(api_key)
+        new = _dec(wallet_balance)
+        change = new - account.wallet
+        account.wallet = new
+        account.update_ms = now_ms()
+        reason = "DEPOSIT" if change >= 0 else "WITHDRAW"
+        self._push_account_update(account, reason, [], balance_change=change)
+
+    @scripted
+    def push_margin_call(self, api_key: str) -> None:
+        """Push Binance's ``MARGIN_CALL`` event listing the account's open positions."""
+        account = self._account(api_key)
+        figures = self._figures(account)
+        rows = []
+        for key, position in account.positions.items():
+            market = self._markets[position.market_id]
+            rows.append(
+                {
+                    "s": position.market_id,
+                    "ps": position.side,
+                    "pa": _plain(position.amount),
+                    "mt": "CROSSED" if position.margin_type == "cross" else "ISOLATED",
+                    "iw": _f8(position.isolated_wallet),
+                    "mp": _f8(market.mark),
+                    "up": _f8(figures[key].upnl),
+                    "mm": _f8(figures[key].mm),
+                }
+            )
+        event: dict[str, Any] = {"e": "MARGIN_CALL", "E": now_ms()}
+        if any(p.margin_type == "cross" for p in account.positions.values()):
+            event["cw"] = _f8(account.cross_wallet)  # only with crossed positions, as documented
+        event["p"] = rows
+        self._on_loop(self._push_user, account.api_key, event)
+
+    @scripted
+    def expire_listen_key(self, api_key: str) -> None:
+        """Send the real ``listenKeyExpired`` event on the account's user-data streams and
+        invalidate the key: no more events on it, ``PUT /fapi/v1/listenKey`` then answers -1125,
+        and a ``POST`` issues a new key. The socket itself stays open, as on Binance."""
+        account = self._account(api_key)
+        key = account.listen_key
+        if key is None:
+            raise ValueError(f"{api_key} has no listen key (no POST /fapi/v1/listenKey yet)")
+        account.listen_key = None
+        # Binance sends E as a string in this event (unlike every other event)
+        event = {"e": "listenKeyExpired", "E": str(now_ms()), "listenKey": key}
+        self._on_loop(self._expire_streams, key, event)
+
+    def _expire_streams(self, key: str, event: dict[str, Any]) -> None:
+        for conn in self._connections_of("private"):
+            if conn.listen_key == key and conn.live:
+                self._send(conn, key, event)
+                conn.live = False
+
+    def _ws_position(self, account: _Account, position: _Position) -> dict[str, Any]:
+        market = self._markets[position.market_id]
+        sign = 1 if position.amount > 0 else -1
+        return {
+            "s": position.market_id,
+            "pa": _plain(position.amount),
+            "ep": _plain(position.entry),
+            "bep": _plain(position.entry * (1 + sign * BREAK_EVEN_FEE_RATE)),
+            "cr": _f8(position.realized),
+            "up": _f8(position.amount * (market.mark - position.entry)),
+            "mt": position.margin_type,
+            "iw": _f8(position.isolated_wallet),
+            "ps": position.side,
+            "ma": account.asset,
+        }
+
+    def _push_account_update(
+        self,
+        account: _Account,
+        reason: str,
+        positions: list[dict[str, Any]],
+        *,
+        balance_change: Decimal = Decimal(0),
+    ) -> None:
+        stamp = now_ms()
+        event = {
+            "e": "ACCOUNT_UPDATE",
+            "E": stamp,
+            "T": stamp - 1,
+            "a": {
+                "m": reason,
+                "B": [
+                    {
+                        "a": account.asset,
+                        "wb": _f8(account.wallet),
+                        "cw": _f8(account.cross_wallet),
+                        "bc": _f8(balance_change) if balance_change else "0",
+                    }
+                ],
+                "P": positions,
+            },
+        }
+        self._on_loop(self._push_user, account.api_key, event)
+
+    def _push_user(self, api_key: str, event: dict[str, Any]) -> None:
+        account = self._accounts[api_key]
+        for conn in self._connections_of("private"):
+            if conn.owner == api_key and conn.live and conn.listen_key == account.listen_key:
+                self._send(conn, conn.listen_key or "", event)
+
+    def _figures(self, account: _Account) -> dict[tuple[str, str], _Figures]:
+        figures: dict[tuple[str, str], _Figures] = {}
+        for key, position in account.positions.items():
+            market = self._markets[position.market_id]
+            notional = position.amount * market.mark
+            tier = _tier_for(market.tiers, abs(notional))
+            figures[key] = _Figures(
+                notional=notional,
+                upnl=position.amount * (market.mark - position.entry),
+                mm=abs(notional) * tier.mmr - tier.cum,
+                im=abs(notional) / position.leverage,
+                tier=tier,
+            )
+        cross_wallet = account.cross_wallet
+        for key, position in account.positions.items():
+            market = self._markets[position.market_id]
+            if position.margin_type == "isolated":
+                legs = [(position.amount, position.entry, market.tiers)]
+                base = position.isolated_wallet
+            else:
+                same = [
+                    p
+                    for p in account.positions.values()
+                    if p.margin_type == "cross" and p.market_id == position.market_id
+                ]
+                others = [
+                    figures[k]
+                    for k, p in account.positions.items()
+                    if p.margin_type == "cross" and p.market_id != position.market_id
+                ]
+                legs = [(p.amount, p.entry, market.tiers) for p in same]
+                base = cross_wallet - sum((f.mm for f in others), Decimal(0))
+                base += sum((f.upnl for f in others), Decimal(0))
+            figures[key].liquidation = _solve_liquidation(base, legs, market.mark)
+        return figures
+
+    # ---- REST: plumbing --------------------------------------------------------------------------
+
+    def _routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/fapi/v1/ping", self._ping),
+            web.get("/fapi/v1/time", self._time),
+            web.get("/fapi/v1/exchangeInfo", self._exchange_info),
+            web.get("/fapi/v1/premiumIndex", self._premium_index),
+            web.get("/fapi/v1/ticker/24hr", self._ticker_24hr),
+            web.get("/fapi/v1/ticker/price", self._ticker_price),
+            web.get("/fapi/v1/leverageBracket", self._leverage_bracket),
+            web.get("/fapi/v2/positionRisk", self._position_risk_v2),
+            web.get("/fapi/v3/positionRisk", self._position_risk_v3),
+            web.get("/fapi/v2/account", self._account_v2),
+            web.get("/fapi/v3/account", self._account_v3),
+            web.get("/fapi/v2/balance", self._balance),
+            web.get("/fapi/v3/balance", self._balance),
+            web.get("/fapi/v1/positionSide/dual", self._position_mode),
+            web.get("/fapi/v1/multiAssetsMargin", self._multi_assets),
+            web.post("/fapi/v1/listenKey", self._listen_key_post),
+            web.put("/fapi/v1/listenKey", self._listen_key_put),
+            web.delete("/fapi/v1/listenKey", self._listen_key_delete),
+            web.get("/ws", self._ws_entry),
+            web.get("/ws/{target}", self._ws_entry),
+            web.get("/market/ws", self._ws_entry),
+            web.get("/market/ws/{n}", self._ws_entry),
+            web.get("/public/ws", self._ws_entry),
+            web.get("/public/ws/{n}", self._ws_entry),
+            web.get("/private/ws", self._ws_entry),
+            web.get("/stream", self._ws_entry),
+            web.get("/market/stream", self._ws_entry),
+            web.get("/public/stream", self._ws_entry),
+            web.route("*", "/{tail:.*}", self._not_served),
+        ]
+
+    @staticmethod
+    def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+        return web.Response(
+            status=status,
+            text=json.dumps(data, separators=(",", ":")),
+            content_type="application/json",
+            headers=headers,
+        )
+
+    def _error(self, status: int, code: int, msg: str) -> web.Response:
+        return self._json({"code": code, "msg": msg}, status)
+
+    def _ban_response(self, until_ms: int) -> web.Response:
+        msg = (
+            f"Way too many requests; IP({LOOPBACK}) banned until {until_ms}. "
+            "Please use the websocket for live updates to avoid bans."
+        )
+        retry_after = max(1, (until_ms - now_ms()) // 1000)
+        return self._json(
+            {"code": ERR_TOO_MANY, "msg": msg}, 418, {"Retry-After": str(retry_after)}
+        )
+
+    def _error_response(self, status: int, retry_after_s: int | None) -> web.StreamResponse:
+        """Binance's bodies for scripted failures (``fail_rest``)."""
+        if status == 429:
+            msg = (
+                f"Too many requests; current limit of IP({LOOPBACK}) is 2400 requests per "
+                "minute. Please use the websocket for live updates to avoid polling the API."
+            )
+            headers = {"Retry-After": str(retry_after_s if retry_after_s is not None else 1)}
+            return self._json({"code": ERR_TOO_MANY, "msg": msg}, 429, headers)
+        if status == 418:
+            return self._ban_response(now_ms() + 1000 * (retry_after_s or BAN_DURATION_MS // 1000))
+        if status == 401:
+            return self._error(401, *ERR_BAD_KEY)
+        if status >= 500 or status == 403:
+            # gateway and WAF errors arrive as plain text, not Binance JSON
+            return web.Response(status=status, text=f"{status} {_REASONS.get(status, 'Error')}")
+        return self._error(status, *ERR_UNKNOWN)
+
+    async def _not_served(self, request: web.Request) -> web.Response:
+        return self._error(
+            404, ERR_UNKNOWN[0], f"fake Binance USDM does not serve {request.method} {request.path}"
+        )
+
+    def _key_account(self, request: web.Request) -> _Account | web.Response:
+        """API-key check of USER_STREAM and signed endpoints."""
+        api_key = request.headers.get("X-MBX-APIKEY", "")
+        if not api_key:
+            return self._error(401, *ERR_KEY_FORMAT)
+        account = self._accounts.get(api_key)
+        if account is None:
+            return self._error(401, *ERR_BAD_KEY)
+        if account.banned_until_ms is not None:
+            return self._ban_response(account.banned_until_ms)
+        return account
+
+    async def _signed(self, request: web.Request) -> tuple[_Account, dict[str, str]] | web.Response:
+        """Binance's SIGNED check: API key, timestamp within recvWindow, then the HMAC-SHA256
+        of totalParams (query string followed by the body, without the signature)."""
+        account = self._key_account(request)
+        if isinstance(account, web.Response):
+            return account
+        query = request.rel_url.raw_query_string
+        body = await request.text() if request.can_read_body else ""
+        signature = None
+        unsigned: list[str] = []
+        for part in (query, body):
+            kept = []
+            for item in part.split("&") if part else []:
+                if item.startswith("signature="):
+                    signature = item[len("signature=") :]
+                else:
+                    kept.append(item)
+            unsigned.append("&".join(kept))
+        params = dict(parse_qsl(query)) | dict(parse_qsl(body))
+        mandatory = "Mandatory parameter '{}' was not sent, was empty/null, or malformed."
+        try:
+            timestamp = int(params["timestamp"])
+        except (KeyError, ValueError):
+            return self._error(400, -1102, mandatory.format("timestamp"))
+        try:
+            recv_window = int(params.get("recvWindow", DEFAULT_RECV_WINDOW_MS))
+        except ValueError:
+            return self._error(400, -1102, mandatory.format("recvWindow"))
+        if recv_window > MAX_RECV_WINDOW_MS:
+            return self._error(400, -1131, "recvWindow must be less than 60000")
+        server_ms = now_ms()
+        if timestamp >= server_ms + FUTURE_TOLERANCE_MS or server_ms - timestamp > recv_window:
+            return self._error(400, *ERR_TIMESTAMP)
+        if not signature:
+            return self._error(400, -1102, mandatory.format("signature"))
+        expected = hmac.new(
+            account.secret.encode(), "".join(unsigned).encode(), hashlib.sha256
+        ).hexdigest()
+        if not hmac.compare_digest(expected, signature.lower()):
+            return self._error(400, *ERR_SIGNATURE)
+        return account, params
+
+    def _symbol_filter(self, params: dict[str, str]) -> _Market | web.Response | None:
+        market_id = params.get("symbol")
+        if market_id is None:
+            return None
+        market = self._markets.get(market_id.upper())
+        if market is None:
+            return self._error(400, -1121, "Invalid symbol.")
+        return market
+
+    # ---- REST: public ----------------------------------------------------------------------------
+
+    async def _ping(self, request: web.Request) -> web.Response:
+        return self._json({})
+
+    async def _time(self, request: web.Request) -> web.Response:
+        return self._json({"serverTime": now_ms()})
+
+    async def _exchange_info(self, request: web.Request) -> web.Response:
+        assets = sorted({m.quote for m in self._markets.values()} | {"USDT", "USDC", "BTC"})
+        return self._json(
+            {
+                "timezone": "UTC",
+                "serverTime": now_ms(),
+                "futuresType": "U_MARGINED",
+                "rateLimits": [
+                    {
+                        "rateLimitType": "REQUEST_WEIGHT",
+                        "interval": "MINUTE",
+                        "intervalNum": 1,
+                        "limit": 2400,
+                    },
+                    {
+                        "rateLimitType": "ORDERS",
+                        "interval": "MINUTE",
+                        "intervalNum": 1,
+                        "limit": 1200,
+                    },
+                    {
+                        "rateLimitType": "ORDERS",
+                        "interval": "SECOND",
+                        "intervalNum": 10,
+                        "limit": 300,
+                    },
+                ],
+                "exchangeFilters": [],
+                "assets": [
+                    {"asset": a, "marginAvailable": True, "autoAssetExchange": "0"} for a in assets
+                ],
+                "symbols": [self._symbol_info(m) for m in self._markets.values()],
+            }
+        )
+
+    @staticmethod
+    def _symbol_info(market: _Market) -> dict[str, Any]:
+        price_precision = _decimals(market.tick_size)
+        qty_precision = _decimals(market.step_size)
+        return {
+            "symbol": market.id,
+            "pair": market.id,
+            "contractType": "PERPETUAL",
+            "deliveryDate": 4133404800000,
+            "onboardDate": 1569398400000,
+            "status": "TRADING",
+            "maintMarginPercent": "2.5000",
+            "requiredMarginPercent": "5.0000",
+            "baseAsset": market.base,
+            "quoteAsset": market.quote,
+            "marginAsset": market.quote,
+            "pricePrecision": price_precision,
+            "quantityPrecision": qty_precision,
+            "baseAssetPrecision": 8,
+            "quotePrecision": 8,
+            "underlyingType": "COIN",
+            "underlyingSubType": market.sub_type,
+            "settlePlan": 0,
+            "triggerProtect": "0.0500",
+            "liquidationFee": "0.012500",
+            "marketTakeBound": "0.05",
+            "maxMoveOrderLimit": 10000,
+            "filters": [
+                {
+                    "filterType": "PRICE_FILTER",
+                    "minPrice": market.tick_size,
+                    "maxPrice": "4529764",
+                    "tickSize": market.tick_size,
+                },
+                {
+                    "filterType": "LOT_SIZE",
+                    "stepSize": market.step_size,
+                    "maxQty": "1000000",
+                    "minQty": market.step_size,
+                },
+                {
+                    "filterType": "MARKET_LOT_SIZE",
+                    "stepSize": market.step_size,
+                    "maxQty": "100000",
+                    "minQty": market.step_size,
+                },
+                {"filterType": "MAX_NUM_ORDERS", "limit": 200},
+                {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
+                {"filterType": "MIN_NOTIONAL", "notional": market.min_notional},
+                {
+                    "filterType": "PERCENT_PRICE",
+                    "multiplierUp": "1.0500",
+                    "multiplierDown": "0.9500",
+                    "multiplierDecimal": "4",
+                },
+            ],
+            "orderTypes": [
+                "LIMIT",
+                "MARKET",
+                "STOP",
+                "STOP_MARKET",
+                "TAKE_PROFIT",
+                "TAKE_PROFIT_MARKET",
+                "TRAILING_STOP_MARKET",
+            ],
+            "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"],
+            "permissionSets": ["GRID", "COPY"],
+        }
+
+    def _premium(self, market: _Market) -> dict[str, Any]:
+        stamp = now_ms()
+        return {
+            "symbol": market.id,
+            "markPrice": _f8(market.mark),
+            "indexPrice": _f8(market.mark),
+            "estimatedSettlePrice": _f8(market.mark),
+            "lastFundingRate": _f8(market.funding_rate),
+            "interestRate": "0.00010000",
+            "nextFundingTime": (stamp // FUNDING_PERIOD_MS + 1) * FUNDING_PERIOD_MS,
+            "time": stamp,
+        }
+
+    async def _premium_index(self, request: web.Request) -> web.Response:
+        market = self._symbol_filter(dict(request.query))
+        if isinstance(market, web.Response):
+            return market
+        if market is not None:
+            return self._json(self._premium(market))
+        return self._json([self._premium(m) for m in self._markets.values()])
+
+    def _ticker(self, market: _Market) -> dict[str, Any]:
+        stamp = now_ms()
+        price = _plain(market.mark)
+        return {
+            "symbol": market.id,
+            "priceChange": "0",
+            "priceChangePercent": "0.000",
+            "weightedAvgPrice": price,
+            "lastPrice": price,
+            "lastQty": market.step_size,
+            "openPrice": price,
+            "highPrice": price,
+            "lowPrice": price,
+            "volume": "0",
+            "quoteVolume": "0",
+            "openTime": stamp - 86_400_000,
+            "closeTime": stamp,
+            "firstId": 1,
+            "lastId": 1,
+            "count": 1,
+        }
+
+    async def _ticker_24hr(self, request: web.Request) -> web.Response:
+        market = self._symbol_filter(dict(request.query))
+        if isinstance(market, web.Response):
+            return market
+        if market is not None:
+            return self._json(self._ticker(market))
+        return self._json([self._ticker(m) for m in self._markets.values()])
+
+    async def _ticker_price(self, request: web.Request) -> web.Response:
+        market = self._symbol_filter(dict(request.query))
+        if isinstance(market, web.Response):
+            return market
+        rows = [
+            {"symbol": m.id, "price": _plain(m.mark), "time": now_ms()}
+            for m in ([market] if market is not None else self._markets.values())
+        ]
+        return self._json(rows[0] if market is not None else rows)
+
+    # ---- REST: signed ----------------------------------------------------------------------------
+
+    async def _leverage_bracket(self, request: web.Request) -> web.Response:
+        checked = await self._signed(request)
+        if isinstance(checked, web.Response):
+            return checked
+        _, params = checked
+        market = self._symbol_filter(params)
+        if isinstance(market, web.Response):
+            return market
+        if market is not None:  # one object, not a list, when a symbol is sent
+            return self._json({"symbol": market.id, "brackets": market.brackets})
+        return self._json(
+            [{"symbol": m.id, "brackets": m.brackets} for m in self._markets.values()]
+        )
+
+    def _risk_rows(self, account: _Account, version: int) -> list[dict[str, Any]]:
+        figures = self._figures(account)
+        rows: list[dict[str, Any]] = []
+        for key, position in account.positions.items():
+            market = self._markets[position.market_id]
+            fig = figures[key]
+            sign = 1 if position.amount > 0 else -1
+            isolated = position.margin_type == "isolated"
+            isolated_margin = position.isolated_wallet + fig.upnl if isolated else Decimal(0)
+            common = {
+                "symbol": position.market_id,
+                "positionSide": position.side,
+                "positionAmt": _plain(position.amount),
+                "entryPrice": _plain(position.entry),
+                "breakEvenPrice": _plain(position.entry * (1 + sign * BREAK_EVEN_FEE_RATE)),
+                "markPrice": _f8(market.mark),
+                "unRealizedProfit": _f8(fig.upnl),
+                "liquidationPrice": _f8(fig.liquidation) if fig.liquidation else "0",
+                "isolatedMargin": _f8(isolated_margin) if isolated else "0",
+                "notional": _f8(fig.notional),
+            }
+            if version == 3:
+                rows.append(
+                    common
+                    | {
+                        "marginAsset": account.asset,
+                        "isolatedWallet": _f8(position.isolated_wallet) if isolated else "0",
+                        "initialMargin": _f8(fig.im),
+                        "maintMargin": _f8(fig.mm),
+                        "positionInitialMargin": _f8(fig.im),
+                        "openOrderInitialMargin": "0",
+                        "adl": ADL_QUANTILE,
+                        "bidNotional": "0",
+                        "askNotional": "0",
+                        "updateTime": position.update_ms,
+                    }
+                )
+            else:
+                rows.append(
+                    common
+                    | {
+                        "leverage": str(position.leverage),
+                        "maxNotionalValue": self._max_notional(market, position.leverage),
+                        "marginType": position.margin_type,
+                        "isAutoAddMargin": "false",
+                        "isolatedWallet": _f8(position.isolated_wallet) if isolated else "0",
+                        "updateTime": position.update_ms,
+                    }
+                )
+        if version == 2:  # v2 also lists every flat symbol/side
+            sides = ("LONG", "SHORT") if account.dual_side else ("BOTH",)
+            for market in self._markets.values():
+                for slot in sides:
+                    if (market.id, slot) not in account.positions:
+                        rows.append(self._flat_row_v2(account, market, slot))
+        return rows
+
+    @staticmethod
+    def _max_notional(market: _Market, leverage: int) -> str:
+        caps = [t.cap for t in market.tiers if t.max_leverage >= leverage]
+        return _plain(caps[-1] if caps else market.tiers[0].cap)
+
+    def _flat_row_v2(self, account: _Account, market: _Market, slot: str) -> dict[str, Any]:
+        leverage = account.leverage.get(market.id, DEFAULT_LEVERAGE)
+        zero_qty = format(Decimal(0).scaleb(-_decimals(market.step_size)), "f")
+        return {
+            "symbol": market.id,
+            "positionSide": slot,
+            "positionAmt": zero_qty,
+            "entryPrice": "0.0",
+            "breakEvenPrice": "0.0",
+            "markPrice": _f8(market.mark),
+            "unRealizedProfit": "0.00000000",
+            "liquidationPrice": "0",
+            "isolatedMargin": "0.00000000",
+            "notional": "0",
+            "leverage": str(leverage),
+            "maxNotionalValue": self._max_notional(market, leverage),
+            "marginType": "cross",
+            "isAutoAddMargin": "false",
+            "isolatedWallet": "0",
+            "updateTime": 0,
+        }
+
+    async def _position_risk(self, request: web.Request, version: int) -> web.Response:
+        checked = await self._signed(request)
+        if isinstance(checked, web.Response):
+            return checked
+        account, params = checked
+        market = self._symbol_filter(params)
+        if isinstance(market, web.Response):
+            return market
+        rows = self._risk_rows(account, version)
+        if market is not None:
+            rows = [r for r in rows if r["symbol"] == market.id]
+        return self._json(rows)
+
+    async def _position_risk_v2(self, request: web.Request) -> web.Response:
+        return await self._position_risk(request, 2)
+
+    async def _position_risk_v3(self, request: web.Request) -> web.Response:
+        return await self._position_risk(request, 3)
+
+    def _totals(self, account: _Account) -> dict[str, Any]:
+        figures = self._figures(account)
+        cross = [figures[k] for k, p in account.positions.items() if p.margin_type == "cross"]
+        upnl = sum((f.upnl for f in figures.values()), Decimal(0))
+        cross_upnl = sum((f.upnl for f in cross), Decimal(0))
+        mm = sum((f.mm for f in figures.values()), Decimal(0))
+        im = sum((f.im for f in figures.values()), Decimal(0))
+        cross_im = sum((f.im for f in cross), Decimal(0))
+        cross_wallet = account.cross_wallet
+        available = max(Decimal(0), cross_wallet + cross_upnl - cross_im)
+        return {
+            "figures": figures,
+            "wallet": account.wallet,
+            "upnl": upnl,
+            "margin_balance": account.wallet + upnl,
+            "mm": mm,
+            "im": im,
+            "cross_wallet": cross_wallet,
+            "cross_upnl": cross_upnl,
+            "available": available,
+            "max_withdraw": max(Decimal(0), min(available, cross_wallet)),
+        }
+
+    @scripted
+    def account_v3(self, api_key: str) -> dict[str, Any]:
+        """The body ``GET /fapi/v3/account`` returns for this account now (for assertions)."""
+        account = self._account(api_key)
+        t = self._totals(account)
+        figures: dict[tuple[str, str], _Figures] = t["figures"]
+        own = {
+            "asset": account.asset,
+            "walletBalance": _f8(t["wallet"]),
+            "unrealizedProfit": _f8(t["upnl"]),
+            "marginBalance": _f8(t["margin_balance"]),
+            "maintMargin": _f8(t["mm"]),
+            "initialMargin": _f8(t["im"]),
+            "positionInitialMargin": _f8(t["im"]),
+            "openOrderInitialMargin": "0.00000000",
+            "crossWalletBalance": _f8(t["cross_wallet"]),
+            "crossUnPnl": _f8(t["cross_upnl"]),
+            "availableBalance": _f8(t["available"]),
+            "maxWithdrawAmount": _f8(t["max_withdraw"]),
+            "updateTime": account.update_ms,
+        }
+        assets = [own] + [self._empty_asset(a) for a in OTHER_MARGIN_ASSETS if a != account.asset]
+        positions = []
+        for key, position in account.positions.items():
+            fig = figures[key]
+            isolated = position.margin_type == "isolated"
+            positions.append(
+                {
+                    "symbol": position.market_id,
+                    "positionSide": position.side,
+                    "positionAmt": _plain(position.amount),
+                    "unrealizedProfit": _f8(fig.upnl),
+                    "isolatedMargin": _f8(position.isolated_wallet + fig.upnl) if isolated else "0",
+                    "notional": _f8(fig.notional),
+                    "isolatedWallet": _f8(position.isolated_wallet) if isolated else "0",
+                    "initialMargin": _f8(fig.im),
+                    "maintMargin": _f8(fig.mm),
+                    "updateTime": position.update_ms,
+                }
+            )
+        return {
+            "totalInitialMargin": _f8(t["im"]),
+            "totalMaintMargin": _f8(t["mm"]),
+            "totalWalletBalance": _f8(t["wallet"]),
+            "totalUnrealizedProfit": _f8(t["upnl"]),
+            "totalMarginBalance": _f8(t["margin_balance"]),
+            "totalPositionInitialMargin": _f8(t["im"]),
+            "totalOpenOrderInitialMargin": "0.00000000",
+            "totalCrossWalletBalance": _f8(t["cross_wallet"]),
+            "totalCrossUnPnl": _f8(t["cross_upnl"]),
+            "availableBalance": _f8(t["available"]),
+            "maxWithdrawAmount": _f8(t["max_withdraw"]),
+            "assets": assets,
+            "positions": positions,
+        }
+
+    @scripted
+    def position_risk_v3(self, api_key: str) -> list[dict[str, Any]]:
+        """The body ``GET /fapi/v3/positionRisk`` returns for this account now."""
+        return self._risk_rows(self._account(api_key), 3)
+
+    @staticmethod
+    def _empty_asset(asset: str) -> dict[str, Any]:
+        zero = "0.00000000"
+        return {
+            "asset": asset,
+            "walletBalance": zero,
+            "unrealizedProfit": zero,
+            "marginBalance": zero,
+            "maintMargin": zero,
+            "initialMargin": zero,
+            "positionInitialMargin": zero,
+            "openOrderInitialMargin": zero,
+            "crossWalletBalance": zero,
+            "crossUnPnl": zero,
+            "availableBalance": zero,
+            "maxWithdrawAmount": zero,
+            "updateTime": 0,  # Binance's "never used" marker; ccxt skips such assets
+        }
+
+    async def _account_v3(self, request: web.Request) -> web.Response:
+        checked = await self._signed(request)
+        if isinstance(checked, web.Response):
+            return checked
+        return self._json(self.account_v3(checked[0].api_key))
+
+    async def _account_v2(self, request: web.Request) -> web.Response:
+        checked = await self._signed(request)
+        if isinstance(checked, web.Response):
+            return checked
+        account = checked[0]
+        body = self.account_v3(account.api_key)
+        for asset in body["assets"]:
+            asset["marginAvailable"] = True
+        rows = {(r["symbol"], r["positionSide"]): r for r in self._risk_rows(account, 2)}
+        positions = []
+        for (market_id, slot), row in rows.items():
+            raw = next(
+                (
+                    p
+                    for p in body["positions"]
+                    if p["symbol"] == market_id and p["positionSide"] == slot
+                ),
+                None,
+            )
+            positions.append(
+                {
+                    "symbol": market_id,
+                    "initialMargin": raw["initialMargin"] if raw else "0",
+                    "maintMargin": raw["maintMargin"] if raw else "0",
+                    "unrealizedProfit": row["unRealizedProfit"],
+                    "positionInitialMargin": raw["initialMargin"] if raw else "0",
+                    "openOrderInitialMargin": "0",
+                    "leverage": row["leverage"],
+                    "isolated": row["marginType"] == "isolated",
+                    "entryPrice": row["entryPrice"],
+                    "breakEvenPrice": row["breakEvenPrice"],
+                    "maxNotional": row["maxNotionalValue"],
+                    "bidNotional": "0",
+                    "askNotional": "0",
+                    "positionSide": slot,
+                    "positionAmt": row["positionAmt"],
+                    "updateTime": row["updateTime"],
+                }
+            )
+        head = {
+            "feeTier": 0,
+            "feeBurn": True,
+            "canTrade": True,
+            "canDeposit": True,
+            "canWithdraw": True,
+            "updateTime": 0,
+            "multiAssetsMargin": False,
+            "tradeGroupId": -1,
+        }
+        return self._json(head | body | {"positions": positions})
+
+    async def _balance(self, request: web.Request) -> web.Response:
+        checked = await self._signed(request)
+        if isinstance(checked, web.Response):
+            return checked
+        body = self.account_v3(checked[0].api_key)
+        return self._json(
+            [
+                {
+                    "accountAlias": "SgsR",
+                    "asset": a["asset"],
+                    "balance": a["walletBalance"],
+                    "crossWalletBalance": a["crossWalletBalance"],
+                    "crossUnPnl": a["crossUnPnl"],
+                    "availableBalance": a["availableBalance"],
+                    "maxWithdrawAmount": a["maxWithdrawAmount"],
+                    "marginAvailable": True,
+                    "updateTime": a["updateTime"],
+                }
+                for a in body["assets"]
+            ]
+        )
+
+    async def _position_mode(self, request: web.Request) -> web.Response:
+        checked = await self._signed(request)
+        if isinstance(checked, web.Response):
+            return checked
+        return self._json({"dualSidePosition": checked[0].dual_side})
+
+    async def _multi_assets(self, request: web.Request) -> web.Response:
+        checked = await self._signed(request)
+        if isinstance(checked, web.Response):
+            return checked
+        return self._json({"multiAssetsMargin": False})
+
+    # ---- REST: listen keys (USER_STREAM: API key, no signature) ----------------------------------
+
+    async def _listen_key_post(self, request: web.Request) -> web.Response:
+        account = self._key_account(request)
+        if isinstance(account, web.Response):
+            return account
+        # an account with an active key gets the same key back (its validity extended)
+        if account.listen_key is None:
+            account.listen_key = "".join(secrets.choice(LISTEN_KEY_ALPHABET) for _ in range(64))
+        return self._json({"listenKey": account.listen_key})
+
+    async def _listen_key_put(self, request: web.Request) -> web.Response:
+        self.listen_key_puts += 1
+        account = self._key_account(request)
+        if isinstance(account, web.Response):
+            return account
+        if account.listen_key is None:
+            return self._error(400, *ERR_LISTEN_KEY)
+        return self._json({"listenKey": account.listen_key})
+
+    async def _listen_key_delete(self, request: web.Request) -> web.Response:
+        account = self._key_account(request)
+        if isinstance(account, web.Response):
+            return account
+        key, account.listen_key = account.listen_key, None
+        if key is None:
+            return self._error(400, *ERR_LISTEN_KEY)
+        for conn in self._connections_of("private"):
+            if conn.listen_key == key:
+                self._spawn(conn.close(1000))
+        return self._json({})
+
+    # ---- websockets ------------------------------------------------------------------------------
+
+    def _account_by_listen_key(self, key: str) -> _Account | None:
+        return next((a for a in self._accounts.values() if a.listen_key == key), None)
+
+    async def _ws_entry(self, request: web.Request) -> web.StreamResponse:
+        """Route a websocket upgrade: market streams, or the user-data stream of a listen key."""
+        path = request.path
+        streams: list[str] = []
+        listen_key = request.query.get("listenKey")
+        combined = path.endswith("/stream")
+        if combined:
+            streams = [s for s in request.query.get("streams", "").split("/") if s]
+        elif path.startswith("/ws/"):
+            streams = [request.match_info["target"]]
+        for name in list(streams):
+            if "@" not in name and not name.startswith("!"):
+                streams.remove(name)
+                listen_key = name
+        account = None
+        if listen_key is not None or path.startswith("/private"):
+            account = self._account_by_listen_key(listen_key or "")
+            if account is None:
+                return self._error(400, *ERR_LISTEN_KEY)
+        kind = "private" if account is not None else "public"
+
+        def on_open(conn: WsConnection) -> None:
+            conn.combined = combined
+            conn.streams.update(streams)
+            if account is not None:
+                conn.owner = account.api_key
+                conn.listen_key = listen_key
+
+        return await self._serve_ws(request, kind, on_open, self._on_ws_text)
+
+    def _on_ws_text(self, conn: WsConnection, text: str) -> None:
+        try:
+            request = json.loads(text)
+        except ValueError:
+            self._reply(conn, {"error": {"code": 3, "msg": "Invalid JSON"}, "id": None})
+            return
+        if not isinstance(request, dict):
+            self._reply(conn, {"error": {"code": 3, "msg": "Invalid JSON"}, "id": None})
+            return
+        request_id = request.get("id")
+        method = request.get("method")
+        params = request.get("params", [])
+        if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
+            error = {"code": 2, "msg": "Invalid request: params must be a list of strings"}
+            self._reply(conn, {"error": error, "id": request_id})
+            return
+        if method == "SUBSCRIBE":
+            conn.streams.update(params)
+            self._reply(conn, {"result": None, "id": request_id})
+        elif method == "UNSUBSCRIBE":
+            conn.streams.difference_update(params)
+            self._reply(conn, {"result": None, "id": request_id})
+        elif method == "LIST_SUBSCRIPTIONS":
+            self._reply(conn, {"result": sorted(conn.streams), "id": request_id})
+        elif method in ("SET_PROPERTY", "GET_PROPERTY"):
+            self._reply(
+                conn, {"result": None if method == "SET_PROPERTY" else False, "id": request_id}
+            )
+        else:
+            msg = (
+                f"Invalid request: unknown variant `{method}`, expected one of `SUBSCRIBE`, "
+                "`UNSUBSCRIBE`, `LIST_SUBSCRIPTIONS`, `SET_PROPERTY`, `GET_PROPERTY`"
+            )
+            self._reply(conn, {"error": {"code": 2, "msg": msg}, "id": request_id})
+
+    def _reply(self, conn: WsConnection, message: dict[str, Any]) -> None:
+        conn.post(json.dumps(message, separators=(",", ":")))
+
+    def _send(self, conn: WsConnection, stream: str, payload: Any) -> None:
+        """Loop thread: queue an event, wrapped for combined (/stream) connections."""
+        data = {"stream": stream, "data": payload} if conn.combined else payload
+        conn.post(json.dumps(data, separators=(",", ":")))
+
+    @scripted
+    def subscriptions(self) -> set[str]:
+        """Stream names currently subscribed on any connection (e.g. 'btcusdt@markPrice@1s')."""
+        return {s for conn in self._connections_of() for s in conn.streams}
+
+    @scripted
+    def send_malformed(self, kind: str = "json") -> None:
+        """Send a broken frame on every websocket: ``"json"`` text that is not valid JSON (a
+        truncated event), ``"shape"`` valid JSON of a garbled shape (a ``markPriceUpdate`` with
+        ``"p": "abc"`` on market streams, an ``ACCOUNT_UPDATE`` with non-numeric fields on
+        user-data streams)."""
+        if kind not in ("json", "shape"):
+            raise ValueError("kind must be 'json' or 'shape'")
+        self._on_loop(self._send_malformed, kind, now_ms())
+
+    def _send_malformed(self, kind: str, stamp: int) -> None:
+        for conn in self._connections_of():
+            if kind == "json":
+                conn.post('{"e":"markPriceUpdate","E":' + str(stamp) + ',"s":"BTCUSDT","p":"9')
+            elif conn.kind == "private":
+                event = {
+                    "e": "ACCOUNT_UPDATE",
+                    "E": stamp,
+                    "T": stamp,
+                    "a": {"m": "ORDER", "B": "garbled", "P": [{"s": "BTCUSDT", "pa": "abc"}]},
+                }
+                self._send(conn, conn.listen_key or "", event)
+            else:
+                names = [s.partition("@")[0] for s in conn.streams if "@markPrice" in s]
+                market_id = (names[0] if names and names[0] != "!markprice" else "btcusdt").upper()
+                event = {"e": "markPriceUpdate", "E": stamp, "s": market_id, "p": "abc"}
+                self._send(conn, f"{market_id.lower()}@markPrice", event)
+
+    async def wait_for_subscription(self, stream: str, timeout_s: float = 2.0) -> None:
+        """Wait until some connection subscribed ``stream``: pushes before that are not seen."""
+        await self.wait_until(lambda: stream in self.subscriptions(), timeout_s)
+
+    async def wait_for_user_stream(self, api_key: str, timeout_s: float = 2.0) -> None:
+        """Wait until the account has a live user-data connection on its current listen key."""
+        account = self._account(api_key)
+
+        def connected() -> bool:
+            return any(
+                c.owner == api_key and c.live and c.listen_key == account.listen_key
+                for c in self._connections_of("private")
+            )
+
+        await self.wait_until(connected, timeout_s)
+
+
+_REASONS = {
+    403: "Forbidden",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+# ---- command line: a server for benchmarks ---------------------------------------------------
+
+
+def _seed_accounts(fake: FakeBinanceUSDM, count: int) -> None:
+    """Accounts key0..keyN-1 / secret0..: a cross long BTC, a cross short ETH and an isolated
+    long SOL each, sized differently per account so that their risk differs."""
+    btc, eth, sol = (fake.mark(s) for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT"))
+    for i in range(count):
+        key = f"key{i}"
+        fake.add_account(key, f"secret{i}", wallet_balance=10_000 + 250 * (i % 40))
+        scale = Decimal(1 + i % 7)
+        fake.open_position(key, "BTCUSDT", "long", Decimal("0.05") * scale, btc * Decimal("0.99"))
+        fake.open_position(
+            key, "ETHUSDT", "short", Decimal("0.8") * scale, eth * Decimal("1.01"), leverage=10
+        )
+        fake.open_position(
+            key,
+            "SOLUSDT",
+            "long",
+            10 * scale,
+            sol,
+            margin_mode="isolated",
+            leverage=10,
+        )
+
+
+async def _walk_marks(fake: FakeBinanceUSDM, interval_s: float, seed: int) -> None:
+    """Random-walk every mark by up to ±0.1 % per tick; the mark loop pushes them."""
+    rng = random.Random(seed)
+    symbols = [m.id for m in fake._markets.values()]
+    while True:
+        await asyncio.sleep(interval_s)
+        for symbol in symbols:
+            step = Decimal(str(round(rng.uniform(-0.001, 0.001), 6)))
+            market = fake._markets[symbol]
+            price = (market.mark * (1 + step)).quantize(Decimal(market.tick_size))
+            fake.set_mark(symbol, price, push=False)
+
+
+async def _serve(port: int, accounts: int, interval_s: float, seed: int) -> int:
+    fake = FakeBinanceUSDM(mark_interval_s=interval_s)
+    _seed_accounts(fake, accounts)
+    try:
+        await fake.start(port)
+    except OSError as exc:
+        print(f"cannot listen on {LOOPBACK}:{port}: {exc}", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(json.dumps(fake.ccxt_urls(), separators=(",", ":")), flush=True)
+    walker = asyncio.ensure_future(_walk_marks(fake, interval_s, seed))
+    try:
+        await stop.wait()
+    finally:
+        walker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await walker
+        await fake.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fake_exchange.binance",
+        description="Fake Binance USDⓈ-M futures server on 127.0.0.1 for benchmarks. Prints the "
+        "ccxt urls['api'] override as one JSON line, stops on SIGINT/SIGTERM.",
+    )
+    parser.add_argument("--port", type=int, default=0, help="0 = ephemeral (default)")
+    parser.add_argument("--accounts", type=int, default=1, help="accounts key0..keyN-1")
+    parser.add_argument("--mark-interval-s", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=1, help="seed of the mark random walk")
+    args = parser.parse_args(argv)
+    if args.accounts < 0 or args.mark_interval_s <= 0:
+        parser.error("--accounts must be >= 0 and --mark-interval-s > 0")
+    return asyncio.run(_serve(args.port, args.accounts, args.mark_interval_s, args.seed))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

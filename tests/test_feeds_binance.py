@@ -1,0 +1,360 @@
+"""alertd's Binance USDⓈ-M feed against the local fake exchange, through ccxt unmodified."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+from alertd.engine.margin import compute
+from alertd.engine.model import MarginMode, Side
+from alertd.feeds.feed import AccountFeed, Change
+from alertd.feeds.state import Stream
+
+from .fake_exchange.binance import FakeBinanceUSDM
+from .feed_harness import (
+    FAST,
+    account_config,
+    eventually,
+    make_feed,
+    run,
+    running,
+    running_manager,
+    server_in_thread,
+)
+
+D = Decimal
+BTC = "BTC/USDT:USDT"
+ETH = "ETH/USDT:USDT"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def started_fake(**kwargs: object) -> FakeBinanceUSDM:
+    fake = FakeBinanceUSDM(**kwargs)  # type: ignore[arg-type]
+    await fake.start()
+    fake.add_account("key-a", "secret-a", wallet_balance="10000")
+    return fake
+
+
+def test_bootstrap_builds_the_account_from_raw_fields() -> None:
+    async def body() -> None:
+        fake = await started_fake()
+        try:
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-a", BTC, "long", "0.5", "62000")
+            fake.open_position(
+                "key-a", ETH, "short", "4", "3000", margin_mode="isolated", isolated_margin="600"
+            )
+            feed = make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
+            try:
+                await feed.bootstrap()
+            finally:
+                await feed.close()
+            state = feed.state
+            assert state.wallet_balance is not None
+            assert set(state.positions) == {(BTC, Side.LONG), (ETH, Side.SHORT)}
+            eth = state.positions[(ETH, Side.SHORT)]
+            assert eth.margin_mode is MarginMode.ISOLATED and eth.isolated_margin == D(600)
+            assert state.marks[BTC] == D(60000)
+            # tiers come with Binance's cum (the deduction), which ccxt's unified tiers drop
+            assert any(t.deduction > 0 for t in state.tiers[BTC].tiers)
+            assert state.missing() == []
+            metrics = compute(state.to_account())
+            btc = next(p for p in metrics.positions if p.position.symbol == BTC)
+            reported = state.reported_positions[(BTC, Side.LONG)]
+            assert reported.maintenance_margin is not None
+            assert abs(btc.maintenance_margin - reported.maintenance_margin) < D("1e-6")
+            # alertd agrees with the exchange's own figures
+            assert all(d < D("1e-6") for d in feed.drift.values()), feed.drift
+        finally:
+            await fake.stop()
+
+    run(body())
+
+
+def test_streamed_marks_and_positions_reach_the_engine() -> None:
+    async def body() -> None:
+        fake = await started_fake()
+        try:
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-a", BTC, "long", "0.5", "62000")
+            feed = make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
+            seen: list[tuple[Change, str | None]] = []
+            feed.listeners.append(lambda f, change, symbol: seen.append((change, symbol)))
+            async with running(feed):
+                await eventually(lambda: feed.state.bootstrapped, what="bootstrap")
+                await eventually(
+                    lambda: any("btcusdt@markprice" in s.lower() for s in fake.subscriptions()),
+                    what="BTC mark subscription",
+                )
+                fake.set_mark(BTC, "59000")
+                await eventually(lambda: feed.state.marks.get(BTC) == D(59000), what="mark")
+                assert (Change.MARK, BTC) in seen
+                # a position opened on the exchange arrives over the user-data stream
+                fake.set_mark(ETH, "3000")
+                fake.open_position("key-a", ETH, "long", "2", "3000")
+                await eventually(lambda: (ETH, Side.LONG) in feed.state.positions, what="ETH")
+                await eventually(lambda: ETH in feed.state.marks, what="ETH mark")
+                await eventually(
+                    lambda: any("ethusdt@markprice" in s.lower() for s in fake.subscriptions()),
+                    what="ETH mark subscription",
+                )
+                # and closing it unsubscribes its mark
+                fake.close_position("key-a", ETH)
+                await eventually(lambda: (ETH, Side.LONG) not in feed.state.positions, what="close")
+                await eventually(
+                    lambda: not any("ethusdt@markprice" in s.lower() for s in fake.subscriptions()),
+                    what="ETH unsubscribed",
+                )
+                fake.set_balance("key-a", "12345")
+                await eventually(
+                    lambda: feed.state.wallet_balance == D(12345), what="balance update"
+                )
+        finally:
+            await fake.stop()
+
+    run(body())
+
+
+def test_a_drop_mid_stream_reconnects_and_resyncs_without_losing_a_change() -> None:
+    async def body() -> None:
+        fake = await started_fake()
+        try:
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-a", BTC, "long", "0.5", "62000")
+            feed = make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
+            async with running(feed):
+                await eventually(lambda: feed.state.connected, what="streams up")
+                before = fake.ws_connections
+                await fake.drop_connections()
+                # a change while alertd is disconnected: its push reaches nobody
+                fake.set_mark(ETH, "3000")
+                fake.open_position("key-a", ETH, "short", "3", "3100")
+                await eventually(
+                    lambda: (ETH, Side.SHORT) in feed.state.positions, what="resynced position"
+                )
+                assert feed.reconnects >= 1
+                await eventually(lambda: fake.ws_connections > before, what="new connections")
+                fake.set_mark(BTC, "58000")
+                await eventually(lambda: feed.state.marks.get(BTC) == D(58000), what="marks again")
+        finally:
+            await fake.stop()
+
+    run(body())
+
+
+def test_listen_key_is_renewed_and_an_expired_one_replaced() -> None:
+    async def body() -> None:
+        fake = await started_fake()
+        try:
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-a", BTC, "long", "0.5", "62000")
+            config = account_config("a", "binanceusdm", fake)
+            async with running_manager([config], {"a": ("key-a", "secret-a")}) as manager:
+                feed = manager.feeds["a"]
+                await eventually(lambda: feed.state.connected, what="streams up")
+                await eventually(lambda: fake.listen_key_puts >= 2, what="two renewals")
+                fake.expire_listen_key("key-a")
+                await eventually(
+                    lambda: any(e.kind == "listen_key_expired" for e in feed.state.events),
+                    what="expiry seen",
+                )
+                # a change after the expiry still arrives, over a fresh listen key
+                fake.set_mark(ETH, "3000")
+                fake.open_position("key-a", ETH, "long", "1", "3000")
+                await eventually(lambda: (ETH, Side.LONG) in feed.state.positions, what="ETH")
+        finally:
+            await fake.stop()
+
+    run(body())
+
+
+def test_stale_marks_are_reported_and_trigger_a_reconnect() -> None:
+    async def body() -> None:
+        fake = await started_fake()
+        try:
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-a", BTC, "long", "0.5", "62000")
+            feed = make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
+            async with running(feed):
+                await eventually(lambda: feed.state.connected, what="streams up")
+                before = fake.ws_connections
+                # the fake pushes marks only when told to: silence makes the mark stale
+
+                def stale() -> bool:
+                    report = feed.state.freshness(
+                        asyncio.get_running_loop().time(), FAST.stale_after_s, float("inf")
+                    )
+                    return any(f.stream is Stream.MARK and f.stale for f in report)
+
+                await eventually(stale, what="stale mark")
+                await eventually(lambda: fake.ws_connections > before, what="forced reconnect")
+                fake.set_mark(BTC, "61000")
+                await eventually(lambda: not stale(), what="fresh again")
+        finally:
+            await fake.stop()
+
+    run(body())
+
+
+def test_malformed_frames_are_skipped() -> None:
+    async def body() -> None:
+        fake = await started_fake()
+        try:
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-a", BTC, "long", "0.5", "62000")
+            feed = make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
+            async with running(feed):
+                await eventually(lambda: feed.state.connected, what="streams up")
+                connections = fake.ws_connections
+                fake.send_malformed("json")
+                fake.send_malformed("shape")
+                await eventually(lambda: len(feed.malformed) >= 2, what="both counted")
+                fake.set_mark(BTC, "57000")
+                await eventually(lambda: feed.state.marks.get(BTC) == D(57000), what="mark after")
+                assert feed.state.marks[BTC] == D(57000)
+                assert fake.ws_connections == connections  # skipped, not reconnected
+        finally:
+            await fake.stop()
+
+    run(body())
+
+
+def test_a_bad_key_stops_that_account_only() -> None:
+    async def body() -> None:
+        fake = await started_fake()
+        try:
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-a", BTC, "long", "0.5", "62000")
+            good = account_config("good", "binanceusdm", fake)
+            bad = account_config("bad", "binanceusdm", fake)
+            keys = {"good": ("key-a", "secret-a"), "bad": ("key-unknown", "nope")}
+            async with running_manager([good, bad], keys) as manager:
+                await eventually(lambda: manager.feeds["bad"].state.fatal, what="fatal")
+                assert "AuthenticationError" in (manager.feeds["bad"].state.fatal or "")
+                assert "nope" not in (manager.feeds["bad"].state.fatal or "")
+                await eventually(lambda: manager.feeds["good"].state.connected, what="good up")
+                fake.set_mark(BTC, "59500")
+                await eventually(
+                    lambda: manager.feeds["good"].state.marks.get(BTC) == D(59500),
+                    what="good account still streaming",
+                )
+        finally:
+            await fake.stop()
+
+    run(body())
+
+
+def test_rate_limits_and_server_errors_are_retried() -> None:
+    async def body() -> None:
+        fake = await started_fake()
+        try:
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-a", BTC, "long", "0.5", "62000")
+            fake.fail_rest(429, count=2, retry_after_s=1)
+            fake.fail_rest(503, count=1)
+            feed: AccountFeed = make_feed(
+                account_config("a", "binanceusdm", fake), "key-a", "secret-a"
+            )
+            async with running(feed):
+                await eventually(lambda: feed.state.bootstrapped, what="bootstrap after errors")
+            assert feed.state.fatal is None
+        finally:
+            await fake.stop()
+
+    run(body())
+
+
+def test_margin_call_push_is_captured() -> None:
+    async def body() -> None:
+        fake = await started_fake()
+        try:
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-a", BTC, "long", "0.5", "62000")
+            feed = make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
+            async with running(feed):
+                await eventually(lambda: feed.state.connected, what="streams up")
+                await asyncio.sleep(0.2)  # the user-data stream is subscribed
+                fake.push_margin_call("key-a")
+                event = await eventually(
+                    lambda: next((e for e in feed.state.events if e.kind == "margin_call"), None),
+                    what="margin call",
+                )
+                assert "BTCUSDT" in event.detail
+        finally:
+            await fake.stop()
+
+    run(body())
+
+
+def test_snapshot_command_feeds_calc(tmp_path: Path) -> None:
+    fake = FakeBinanceUSDM()
+    with server_in_thread(fake):
+        fake.add_account("key-a", "secret-a", wallet_balance="10000")
+        fake.set_mark(BTC, "60000")
+        fake.open_position("key-a", BTC, "long", "0.5", "62000")
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            json.dumps(
+                {
+                    "version": 1,
+                    "accounts": [
+                        {
+                            "name": "main",
+                            "exchange": "binanceusdm",
+                            "api_key_env": "ALERTD_TEST_KEY",
+                            "secret_env": "ALERTD_TEST_SECRET",
+                            "urls": fake.ccxt_urls(),
+                            "options": fake.ccxt_options,
+                        }
+                    ],
+                }
+            )
+        )
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "ALERTD_TEST_KEY": "key-a",
+            "ALERTD_TEST_SECRET": "secret-a",
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "alertd", "snapshot", "-c", str(config), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert result.returncode == 0, result.stderr
+        snap = tmp_path / "s.json"
+        snap.write_text(result.stdout)
+        assert "secret-a" not in result.stdout + result.stderr
+        calc = subprocess.run(
+            [sys.executable, "-m", "alertd", "calc", str(snap), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert calc.returncode == 0, calc.stderr
+        position = json.loads(calc.stdout)["positions"][0]
+        assert position["symbol"] == BTC and Decimal(position["mark_price"]) == 60000
+        table = subprocess.run(
+            [sys.executable, "-m", "alertd", "snapshot", "-c", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert table.returncode == 0, table.stderr
+        assert "alertd vs Binance" in table.stdout and "liq. price" in table.stdout
+        env["ALERTD_TEST_KEY"] = "wrong-key"
+        denied = subprocess.run(
+            [sys.executable, "-m", "alertd", "snapshot", "-c", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert denied.returncode == 3
+        assert "AuthenticationError" in denied.stderr and "Traceback" not in denied.stderr
