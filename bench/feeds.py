@@ -54,8 +54,10 @@ def main() -> int:
     parser.add_argument("--accounts", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--warmup", type=float, default=15)
+    parser.add_argument("--profile", metavar="OUT", help="run alertd under cProfile into OUT")
     args = parser.parse_args()
 
+    sys.path.insert(0, str(ROOT))  # the local exchange lives with the tests
     from tests.fake_exchange.binance import FakeBinanceUSDM
 
     options = FakeBinanceUSDM().ccxt_options
@@ -98,8 +100,9 @@ def main() -> int:
             config.write_text(json.dumps({"version": 1, "accounts": accounts}))
             log_path = Path(tmp) / "alertd.log"
             with log_path.open("w") as log_file:
+                profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
                 alertd = subprocess.Popen(
-                    [sys.executable, "-m", "alertd", "run", "-c", str(config)],
+                    [sys.executable, *profile, "-m", "alertd", "run", "-c", str(config)],
                     cwd=ROOT,
                     env=env,
                     stdout=log_file,

@@ -82,7 +82,11 @@ def test_a_mark_can_be_applied_to_one_account_only() -> None:
         snapshot(
             "binanceusdm",
             "1000",
-            [position("BTC/USDT:USDT", "long", "1", "50000", "50000", tiers([(None, "0.004", "0")]))],
+            [
+                position(
+                    "BTC/USDT:USDT", "long", "1", "50000", "50000", tiers([(None, "0.004", "0")])
+                )
+            ],
         )
     )
     book = Book()

@@ -86,6 +86,11 @@ class ExchangeAdapter:
     async def watch_balance(self, exchange: Any) -> Decimal | None:
         raise NotImplementedError
 
+    async def fetch_mark(self, exchange: Any, symbol: str) -> Decimal:
+        """The current mark over REST: seeds a newly held symbol before its stream ticks."""
+        ticker = await exchange.fetch_ticker(symbol)
+        return dec(ticker.get("markPrice") or (ticker.get("info") or {}).get("markPrice"), "mark")
+
     async def watch_mark(self, exchange: Any, symbol: str) -> Decimal:
         ticker = await exchange.watch_ticker(symbol)
         return dec(ticker.get("markPrice") or (ticker.get("info") or {}).get("markPrice"), "mark")

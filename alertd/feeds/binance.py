@@ -140,6 +140,10 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                 return dec(entry.get("cw"), "cw")
         return None
 
+    async def fetch_mark(self, exchange: Any, symbol: str) -> Decimal:
+        info = await exchange.fapiPublicGetPremiumIndex({"symbol": exchange.market_id(symbol)})
+        return dec(info.get("markPrice"), "markPrice")
+
     async def watch_mark(self, exchange: Any, symbol: str) -> Decimal:
         ticker = await exchange.watch_mark_price(symbol)
         info = ticker.get("info") or {}

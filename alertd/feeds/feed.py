@@ -30,6 +30,7 @@ from .backoff import Backoff
 from .binance import BinanceUSDMAdapter
 from .bybit import BybitAdapter
 from .ccxt_exchange import ErrorKind, classify, describe, make_exchange
+from .marks import MarkHub, drop_connections
 from .state import AccountEvent, AccountState, Stream
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class AccountFeed:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         backoff_factory: Callable[[], Backoff] | None = None,
+        hub: MarkHub | None = None,
     ) -> None:
         self.config = config
         self.settings = settings
@@ -101,7 +103,17 @@ class AccountFeed:
         self.malformed: dict[str, int] = {}
         self.reconnects = 0
         self.drift: dict[str, Decimal] = {}
-        self._mark_tasks: dict[str, asyncio.Task[None]] = {}
+        # marks come from a hub shared by the accounts of one exchange; alone, a feed owns one
+        self._owns_hub = hub is None
+        self.hub = hub or MarkHub(
+            f"{config.name} marks",
+            lambda sink: self._factory(self.config, {}, self.settings, sink),
+            self.adapter,
+            self._backoff_factory,
+            clock,
+            sleep,
+        )
+        self._subscribed: set[str] = set()
         self._group: asyncio.TaskGroup | None = None
         self._resync_lock = asyncio.Lock()
         self._last_resync = -float("inf")
@@ -116,6 +128,11 @@ class AccountFeed:
         return self.exchange
 
     async def close(self) -> None:
+        for symbol in sorted(self._subscribed):
+            self.hub.unsubscribe(symbol, self)
+        self._subscribed.clear()
+        if self._owns_hub:
+            await self.hub.close()
         if self.exchange is not None:
             exchange, self.exchange = self.exchange, None
             await exchange.close()
@@ -128,8 +145,11 @@ class AccountFeed:
         await self.resync()
         self.state.bootstrapped = True
 
-    async def run(self) -> None:
-        """Bootstrap (retrying transient errors), then stream until cancelled or fatal."""
+    async def run(self, watchdog: bool = True) -> None:
+        """Bootstrap (retrying transient errors), then stream until cancelled or fatal.
+
+        ``watchdog=False`` when a manager checks staleness for many feeds in one loop.
+        """
         backoff = self._backoff_factory()
         while not self.state.bootstrapped:
             try:
@@ -157,14 +177,19 @@ class AccountFeed:
                 self._group = group
                 group.create_task(self._loop("positions", self._positions_step))
                 group.create_task(self._loop("balance", self._balance_step))
-                group.create_task(self._watchdog())
+                if watchdog:
+                    group.create_task(self._watchdog())
+                if self._owns_hub:
+                    group.create_task(self.hub.run())
                 group.create_task(self._stop_on_fatal())
                 self._sync_mark_streams()
         except* FeedStopped:
             pass
         finally:
             self._group = None
-            self._mark_tasks.clear()
+            for symbol in sorted(self._subscribed):
+                self.hub.unsubscribe(symbol, self)
+            self._subscribed.clear()
 
     async def _stop_on_fatal(self) -> None:
         # a fatal error seen by a periodic job (outside the task group) ends the streams too
@@ -227,6 +252,12 @@ class AccountFeed:
             if not self._is_fatal(exc):
                 log.warning("%s: listen key renewal failed: %s", self.config.name, describe(exc))
 
+    async def _seed_marks(self) -> None:
+        """A newly opened position gets its mark over REST at once, not at the next tick."""
+        for symbol in sorted(self.state.held_symbols - self.state.marks.keys()):
+            price = await self.adapter.fetch_mark(self._exchange(), symbol)
+            self.state.set_mark(symbol, price, self._clock())
+
     async def _ensure_tiers(self) -> None:
         missing = sorted(s for s in self.state.held_symbols if s not in self.state.tiers)
         if missing:
@@ -286,6 +317,7 @@ class AccountFeed:
             changed = [p for p in changed if p.symbol in wanted]
         self.state.update_positions(changed, self._clock())
         await self._ensure_tiers()
+        await self._seed_marks()
         self._sync_mark_streams()
         self._notify(Change.ACCOUNT)
 
@@ -295,34 +327,28 @@ class AccountFeed:
             self.state.set_wallet_balance(wallet, self._clock())
             self._notify(Change.ACCOUNT)
 
-    async def _mark_step(self, symbol: str) -> None:
-        price = await self.adapter.watch_mark(self._exchange(), symbol)
+    def on_mark(self, symbol: str, price: Decimal) -> None:
+        """A mark from the hub; symbols this account no longer holds are ignored."""
+        if symbol not in self._subscribed:
+            return
         if self.state.set_mark(symbol, price, self._clock()):
             self._notify(Change.MARK, symbol)
         else:
-            raise FrameError(f"mark price for {symbol} is not positive: {price}")
+            self.on_malformed(f"mark {symbol}: bad frame", f"mark price is not positive: {price}")
 
     def _sync_mark_streams(self) -> None:
         """Subscribe to the marks of newly held symbols; drop those no longer held."""
-        group = self._group
-        if group is None:
+        if self._group is None:
             return
         held = self.state.held_symbols
-        for symbol in sorted(held - self._mark_tasks.keys()):
-            self._mark_tasks[symbol] = group.create_task(
-                self._loop(f"mark {symbol}", lambda s=symbol: self._mark_step(s))  # type: ignore[misc]
-            )
-        for symbol in sorted(self._mark_tasks.keys() - held):
-            self._mark_tasks.pop(symbol).cancel()
+        for symbol in sorted(held - self._subscribed):
+            self._subscribed.add(symbol)
+            self.hub.subscribe(symbol, self)
+        for symbol in sorted(self._subscribed - held):
+            self._subscribed.discard(symbol)
+            self.hub.unsubscribe(symbol, self)
             self.state.marks.pop(symbol, None)
             self.state.last_seen.pop((Stream.MARK, symbol), None)
-            group.create_task(self._unwatch(symbol))
-
-    async def _unwatch(self, symbol: str) -> None:
-        try:
-            await self.adapter.unwatch_mark(self._exchange(), symbol)
-        except Exception as exc:  # the subscription dies with the next reconnect anyway
-            log.debug("%s: unsubscribing %s failed: %s", self.config.name, symbol, describe(exc))
 
     async def _loop(self, name: str, step: Callable[[], Awaitable[None]]) -> None:
         """Run one stream forever: skip bad frames, reconnect on network errors."""
@@ -371,38 +397,35 @@ class AccountFeed:
                 log.warning("%s: resync failed: %s", self.config.name, describe(exc))
 
     async def _watchdog(self) -> None:
-        """Stale marks on a connection that looks open: force a reconnect (and say so)."""
         period = min(1.0, self.settings.stale_after_s / 4)
         while True:
             await self._sleep(period)
-            now = self._clock()
-            stale = [
-                f.key
-                for f in self.state.freshness(now, self.settings.stale_after_s, float("inf"))
-                if f.stream is Stream.MARK and f.stale
-            ]
-            if stale and now - self._forced_at > self.settings.stale_after_s:
-                self._forced_at = now
-                log.warning(
-                    "%s: no mark price for %s in %.0fs; reconnecting",
-                    self.config.name,
-                    ", ".join(stale),
-                    self.settings.stale_after_s,
-                )
-                await self.force_reconnect("stale mark stream")
+            await self.check_stale()
+
+    async def check_stale(self) -> None:
+        """Stale marks on a connection that looks open: force a reconnect (and say so)."""
+        if not self.state.bootstrapped or self.state.fatal is not None:
+            return
+        now = self._clock()
+        stale = [
+            f.key
+            for f in self.state.freshness(now, self.settings.stale_after_s, float("inf"))
+            if f.stream is Stream.MARK and f.stale
+        ]
+        if stale and now - self._forced_at > self.settings.stale_after_s:
+            self._forced_at = now
+            log.warning(
+                "%s: no mark price for %s in %.0fs; reconnecting",
+                self.config.name,
+                ", ".join(stale),
+                self.settings.stale_after_s,
+            )
+            await self.hub.force_reconnect("stale mark stream")
 
     async def force_reconnect(self, reason: str) -> None:
-        """Fail every pending watch with a NetworkError and drop the connections."""
-        exchange = self.exchange
-        if exchange is None:
-            return
-        for url, client in list((exchange.clients or {}).items()):
-            client.reject(ccxt.NetworkError(f"alertd: {reason}"))
-            exchange.clients.pop(url, None)
-            try:
-                await client.close()
-            except Exception as exc:
-                log.debug("%s: closing %s: %s", self.config.name, url, exc)
+        """Fail this account's pending private watches and drop its connections."""
+        if self.exchange is not None:
+            await drop_connections(self.exchange, reason)
 
     # --- errors and frames --------------------------------------------------------------
 

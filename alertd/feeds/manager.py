@@ -6,14 +6,19 @@ One account's fatal error stops that account only; the others keep streaming.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from ..config import Config, Secret
-from .feed import AccountFeed
+from ..config import AccountConfig, Config, Secret
+from .backoff import Backoff
+from .ccxt_exchange import make_exchange
+from .feed import AccountFeed, adapter_for
+from .marks import MarkHub
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +33,49 @@ class FeedManager:
         **feed_options: Any,
     ) -> None:
         self.config = config
-        self.feeds: dict[str, AccountFeed] = {
-            account.name: feed_factory(
-                account, secrets.get(account.name, {}), config.feeds, **feed_options
+        self.hubs: dict[str, MarkHub] = {}
+        self.feeds: dict[str, AccountFeed] = {}
+        for account in config.accounts:
+            if not account.enabled:
+                continue
+            feed = feed_factory(
+                account,
+                secrets.get(account.name, {}),
+                config.feeds,
+                hub=self._hub_for(account, feed_options),
+                **feed_options,
             )
-            for account in config.accounts
-            if account.enabled
-        }
+            self.feeds[account.name] = feed
         self._scheduler: AsyncIOScheduler | None = None
+
+    def _hub_for(self, account: AccountConfig, feed_options: dict[str, Any]) -> MarkHub:
+        """Accounts that reach the same exchange the same way share one mark hub."""
+        key = json.dumps(
+            [account.exchange, account.sandbox, account.urls, account.options],
+            sort_keys=True,
+            default=str,
+        )
+        if key not in self.hubs:
+            settings = self.config.feeds
+            b = settings.backoff
+            factory = feed_options.get("exchange_factory", make_exchange)
+
+            def public_exchange(sink: Any, account: AccountConfig = account) -> Any:
+                return factory(account, {}, settings, sink)  # no secrets: marks are public
+
+            def default_backoff() -> Backoff:
+                return Backoff(b.initial_s, b.max_s, b.multiplier, b.jitter, b.reset_after_s)
+
+            self.hubs[key] = MarkHub(
+                f"{account.exchange} marks" + (f" #{len(self.hubs)}" if self.hubs else ""),
+                public_exchange,
+                adapter_for(account.exchange),
+                feed_options.get("backoff_factory") or default_backoff,
+                feed_options.get("clock", time.monotonic),
+                feed_options.get("sleep", asyncio.sleep),
+                min_reconnect_interval_s=settings.stale_after_s,
+            )
+        return self.hubs[key]
 
     def _schedule(self) -> AsyncIOScheduler:
         settings = self.config.feeds
@@ -74,11 +114,22 @@ class FeedManager:
             async with asyncio.TaskGroup() as group:
                 for name, feed in self.feeds.items():
                     group.create_task(self._run_one(name, feed), name=f"feed:{name}")
+                group.create_task(self._watchdog(), name="staleness watchdog")
+                for hub in self.hubs.values():
+                    group.create_task(hub.run(), name=hub.name)
         finally:
             await self.close()
 
+    async def _watchdog(self) -> None:
+        # one loop for every feed: a wake-up a second, not one per account
+        period = min(1.0, self.config.feeds.stale_after_s / 4)
+        while True:
+            await asyncio.sleep(period)
+            for feed in list(self.feeds.values()):
+                await feed.check_stale()
+
     async def _run_one(self, name: str, feed: AccountFeed) -> None:
-        await feed.run()
+        await feed.run(watchdog=False)
         if feed.state.fatal is not None:
             log.error("%s: feed stopped for good: %s", name, feed.state.fatal)
 
@@ -87,3 +138,4 @@ class FeedManager:
             self._scheduler.shutdown(wait=False)
         self._scheduler = None
         await asyncio.gather(*(feed.close() for feed in self.feeds.values()))
+        await asyncio.gather(*(hub.close() for hub in self.hubs.values()))

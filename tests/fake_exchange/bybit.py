@@ -1,0 +1,1631 @@
+"""A scriptable local Bybit v5 server (unified trading account, USDT linear perpetuals).
+
+ccxt's own ``ccxt.pro.bybit`` runs against it unmodified: deep-merge ``fake.ccxt_urls()`` over
+``exchange.urls['api']`` and pass ``fake.ccxt_options`` as the exchange's options. REST and both
+websocket endpoints share one aiohttp application on one loopback port. Response shapes follow
+captured Bybit answers (ccxt's ``ts/src/test/static/{response,ws}/bybit.json``) and the v5 API
+docs ("Get Instruments Info", "Get Risk Limit", "Get Position Info", "Get Wallet Balance",
+websocket "Connect", "Ticker", "Position", "Wallet").
+
+What it serves (paths as on api.bybit.com / stream.bybit.com):
+- REST public: ``/v5/market/instruments-info`` (linear; every other category answers an empty
+  list), ``/v5/market/risk-limit``, ``/v5/market/tickers``, ``/v5/market/time``.
+- REST signed (``X-BAPI-API-KEY``, ``X-BAPI-TIMESTAMP``, ``X-BAPI-RECV-WINDOW``, ``X-BAPI-SIGN``
+  = HMAC-SHA256 hex of ``timestamp + key + recvWindow + query-or-body``):
+  ``/v5/position/list``, ``/v5/account/wallet-balance``, ``/v5/asset/coin/query-info`` (ccxt's
+  ``fetch_currencies`` inside ``load_markets``), ``/v5/user/query-api`` and
+  ``/v5/account/info`` (ccxt's unified-account probe, skipped with ``ccxt_options``).
+  Errors answer HTTP 200 with Bybit's ``retCode``: 10003 unknown key, 10004 bad signature,
+  10002 timestamp outside ``recvWindow``, 10006 rate limit (with the ``X-Bapi-Limit*`` headers),
+  10001 bad parameters.
+- Websocket public ``/v5/public/{linear,spot,inverse,option}``: ``subscribe`` to
+  ``tickers.<SYMBOL>`` (a snapshot follows the ack, then deltas), JSON ``ping``.
+- Websocket private ``/v5/private``: ``auth`` (``args: [key, expires, hex HMAC of
+  "GET/realtime" + expires]``), ``subscribe`` to ``position`` / ``position.linear`` /
+  ``wallet`` (and, accepted but silent, ``order`` and ``execution``), JSON ``ping``.
+
+Figures are computed here, independently of alertd, from Bybit's published formulas:
+- Risk tier: the first ``riskLimitValue`` at or above the position value. ``MM = value * mmr -
+  mmDeduction`` (deduction as published, or the continuous one where Bybit leaves it empty).
+  Cross positions are valued at the mark (UTA); isolated ones at the entry price (help centre,
+  "Liquidation Price (USDT Contract)"). ``IM = value / leverage`` on the same basis.
+- Isolated liquidation price: long ``LP = entry - (IM - MM)/size - extra/size``, short
+  ``entry + ...``, where ``extra = positionBalance - IM``; long rounded up, short down, to tick.
+- Cross liquidation price (UTA estimate): the mark of that symbol at which the cross margin
+  balance (wallet - isolated position margin + cross unrealised PnL) equals the cross
+  maintenance margin, other marks held; solved exactly per tier, rounded as above.
+- Wallet: ``totalMarginBalance = walletBalance + totalPerpUPL``, ``totalMaintenanceMargin =
+  sum(positionMM)``, ``accountMMRate = totalMaintenanceMargin / totalMarginBalance`` (and the IM
+  analogues), rates cut to four decimals as Bybit shows them.
+
+Simplifications, on purpose: no orders or fills (positions are scripted), no fees or funding,
+index and last price follow the mark, marks are rounded to the instrument's ``priceScale``, one
+margin coin (USDT at 1 USD), and ``tradeMode`` 1 marks an isolated position (on a real UTA it is
+always 0; isolation is the account's ``marginMode``). Frames are pushed only when scripted (or by
+the ``mark_interval_s`` ticker loop), never on price moves.
+
+Scripting methods may be called from the server's loop or from another thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import itertools
+import json
+import random
+import secrets
+import signal
+import string
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import WSMsgType, web
+
+__all__ = ["FakeBybit"]
+
+Num = str | int | float | Decimal
+
+LOOPBACK = "127.0.0.1"
+SHUTDOWN_TIMEOUT_S = 2.0
+SETTLE = "USDT"
+PRIVATE_TOPICS = frozenset(
+    {"position", "position.linear", "wallet", "order", "order.linear", "execution"}
+)
+CATEGORIES = ("linear", "spot", "inverse", "option")
+
+# Bybit's linear risk-limit tables of the default symbols: (riskLimitValue, maintenanceMargin,
+# initialMargin, maxLeverage). Shaped like the published ones (equal steps, mmr +0.5%).
+_DEFAULT_MARKETS: dict[str, dict[str, Any]] = {
+    "BTC/USDT:USDT": {
+        "mark": "65000.00",
+        "price_scale": 2,
+        "tick": "0.10",
+        "qty_step": "0.001",
+        "max_qty": "1190.000",
+        "max_mkt_qty": "500.000",
+        "launch": "1585526400000",
+        "risk": [
+            ("2000000", "0.005", "0.01", "100.00"),
+            ("4000000", "0.01", "0.015", "66.67"),
+            ("6000000", "0.015", "0.02", "50.00"),
+            ("8000000", "0.02", "0.025", "40.00"),
+            ("10000000", "0.025", "0.03", "33.33"),
+        ],
+    },
+    "ETH/USDT:USDT": {
+        "mark": "3500.00",
+        "price_scale": 2,
+        "tick": "0.01",
+        "qty_step": "0.01",
+        "max_qty": "7240.00",
+        "max_mkt_qty": "3620.00",
+        "launch": "1615766400000",
+        "risk": [
+            ("1000000", "0.005", "0.01", "100.00"),
+            ("2000000", "0.01", "0.015", "66.67"),
+            ("3000000", "0.015", "0.02", "50.00"),
+            ("4000000", "0.02", "0.025", "40.00"),
+            ("5000000", "0.025", "0.03", "33.33"),
+        ],
+    },
+    "SOL/USDT:USDT": {
+        "mark": "150.000",
+        "price_scale": 3,
+        "tick": "0.010",
+        "qty_step": "0.1",
+        "max_qty": "79770.0",
+        "max_mkt_qty": "39880.0",
+        "launch": "1633593600000",
+        "risk": [
+            ("200000", "0.01", "0.02", "50.00"),
+            ("400000", "0.015", "0.025", "40.00"),
+            ("600000", "0.02", "0.03", "33.33"),
+            ("800000", "0.025", "0.035", "28.57"),
+            ("1000000", "0.03", "0.04", "25.00"),
+        ],
+    },
+}
+_GENERIC_RISK = _DEFAULT_MARKETS["SOL/USDT:USDT"]["risk"]
+
+
+# ---- numbers ---------------------------------------------------------------------------------
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _dec(value: Num, what: str = "value") -> Decimal:
+    try:
+        out = Decimal(str(value))
+    except (InvalidOperation, ValueError) as exc:
+        raise ValueError(f"{what}: not a number: {value!r}") from exc
+    if not out.is_finite():
+        raise ValueError(f"{what}: not finite: {value!r}")
+    return out
+
+
+def _fmt(value: Decimal, places: int = 8) -> str:
+    """Plain decimal string, at most ``places`` decimals, no trailing zeros (Bybit's style)."""
+    text = format(value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
+
+
+def _rate(part: Decimal, whole: Decimal) -> str:
+    """An account rate as Bybit shows it: cut (not rounded) to four decimals."""
+    if whole <= 0:
+        return "0" if part == 0 else "1"
+    return _fmt((part / whole).quantize(Decimal("0.0001"), rounding=ROUND_DOWN), 4)
+
+
+def _to_tick(value: Decimal, tick: Decimal, up: bool) -> Decimal:
+    steps = (value / tick).to_integral_value(rounding=ROUND_CEILING if up else ROUND_FLOOR)
+    return steps * tick
+
+
+def _decimals(step: str) -> int:
+    return max(0, -Decimal(step).as_tuple().exponent)  # type: ignore[operator]
+
+
+# ---- markets ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Tier:
+    id: int
+    cap: Decimal
+    mmr: Decimal
+    imr: Decimal
+    deduction: Decimal
+
+
+def _normalize_risk_rows(market_id: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Complete caller-given risk-limit rows into Bybit's shape, ordered by riskLimitValue."""
+    if not rows:
+        raise ValueError("risk_limits: at least one row")
+    ordered = sorted(rows, key=lambda r: _dec(r["riskLimitValue"], "riskLimitValue"))
+    out: list[dict[str, Any]] = []
+    prev_cap, prev_mmr, deduction = Decimal(0), Decimal(0), Decimal(0)
+    for i, row in enumerate(ordered):
+        cap = _dec(row["riskLimitValue"], "riskLimitValue")
+        mmr = _dec(row["maintenanceMargin"], "maintenanceMargin")
+        if not Decimal(0) <= mmr < 1:
+            raise ValueError(f"maintenanceMargin {mmr} is not a fraction in [0, 1)")
+        imr = _dec(row.get("initialMargin", mmr * 2), "initialMargin")
+        deduction += prev_cap * (mmr - prev_mmr)
+        given = row.get("mmDeduction")
+        lev = row.get("maxLeverage") or _fmt((1 / imr).quantize(Decimal("0.01")), 2)
+        out.append(
+            {
+                "id": int(row.get("id", i + 1)),
+                "symbol": market_id,
+                "riskLimitValue": _fmt(cap),
+                "maintenanceMargin": _fmt(mmr),
+                "initialMargin": _fmt(imr),
+                "isLowestRisk": 1 if i == 0 else 0,
+                "maxLeverage": str(lev),
+                # Bybit leaves the lowest tier's deduction empty
+                "mmDeduction": str(given)
+                if given is not None
+                else ("" if i == 0 else _fmt(deduction)),
+            }
+        )
+        prev_cap, prev_mmr = cap, mmr
+    return out
+
+
+def _tiers(rows: list[dict[str, Any]]) -> list[_Tier]:
+    tiers, prev_cap, prev_mmr, continuous = [], Decimal(0), Decimal(0), Decimal(0)
+    for row in rows:
+        cap, mmr = Decimal(row["riskLimitValue"]), Decimal(row["maintenanceMargin"])
+        continuous += prev_cap * (mmr - prev_mmr)
+        given = row["mmDeduction"]
+        ded = Decimal(given) if given not in ("", None) else continuous
+        tiers.append(_Tier(row["id"], cap, mmr, Decimal(row["initialMargin"]), ded))
+        prev_cap, prev_mmr = cap, mmr
+    return tiers
+
+
+@dataclass
+class _Market:
+    symbol: str  # unified, e.g. BTC/USDT:USDT
+    id: str  # exchange id, e.g. BTCUSDT
+    base: str
+    mark: Decimal
+    price_scale: int
+    tick: Decimal
+    qty_step: str
+    max_qty: str
+    max_mkt_qty: str
+    launch: str
+    risk_rows: list[dict[str, Any]]
+    tiers: list[_Tier] = field(default_factory=list)
+    cs: int = 0
+
+    def __post_init__(self) -> None:
+        self.tiers = _tiers(self.risk_rows)
+        self.mark = self.round_mark(self.mark)
+
+    def round_mark(self, price: Decimal) -> Decimal:
+        return price.quantize(Decimal(1).scaleb(-self.price_scale), rounding=ROUND_HALF_UP)
+
+    def price(self, value: Decimal) -> str:
+        return format(self.round_mark(value), "f")
+
+    def tier(self, value: Decimal) -> _Tier:
+        for tier in self.tiers:
+            if value <= tier.cap:
+                return tier
+        return self.tiers[-1]
+
+    def mm(self, value: Decimal) -> Decimal:
+        tier = self.tier(value)
+        return max(value * tier.mmr - tier.deduction, Decimal(0))
+
+    def next_cs(self) -> int:
+        self.cs += 1
+        return self.cs
+
+
+def _split_symbol(symbol: str) -> tuple[str, str]:
+    """``BTC/USDT:USDT`` (or ``BTCUSDT``) -> (``BTC``, ``BTCUSDT``)."""
+    if "/" in symbol:
+        base, rest = symbol.split("/", 1)
+        if rest != f"{SETTLE}:{SETTLE}":
+            raise ValueError(f"{symbol}: only USDT-settled linear perpetuals (BASE/USDT:USDT)")
+        return base, base + SETTLE
+    if not symbol.endswith(SETTLE) or len(symbol) <= len(SETTLE):
+        raise ValueError(f"{symbol}: not a USDT linear perpetual id")
+    return symbol[: -len(SETTLE)], symbol
+
+
+def _default_scale(mark: Decimal) -> int:
+    digits = len(str(int(abs(mark))))
+    return max(1, 6 - digits)
+
+
+# ---- accounts --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Position:
+    symbol: str  # exchange id
+    side: str  # "Buy" / "Sell"
+    size: Decimal
+    entry: Decimal
+    isolated: bool
+    balance: Decimal | None  # isolated position margin (positionBalance)
+    leverage: Decimal
+    idx: int  # positionIdx: 0 one-way, 1 hedge long, 2 hedge short
+    created_ms: int
+    updated_ms: int
+    seq: int
+
+    def upl(self, mark: Decimal) -> Decimal:
+        diff = mark - self.entry
+        return self.size * (diff if self.side == "Buy" else -diff)
+
+
+@dataclass
+class _Account:
+    api_key: str
+    secret: str
+    wallet: Decimal
+    cum_realised: Decimal = Decimal(0)
+    positions: dict[tuple[str, int], _Position] = field(default_factory=dict)
+
+
+@dataclass
+class _Figures:
+    value: Decimal  # positionValue (at entry)
+    upl: Decimal
+    im: Decimal
+    mm: Decimal
+    im_mark: Decimal
+    mm_mark: Decimal
+    balance: Decimal
+    tier: _Tier
+    liq: Decimal | None
+
+
+@dataclass
+class _Failure:
+    status: int
+    remaining: int
+    path_prefix: str | None
+    retry_after_s: float | None
+
+
+class _ApiError(Exception):
+    def __init__(self, code: int, msg: str) -> None:
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+
+
+# ---- websocket connections -------------------------------------------------------------------
+
+
+def _conn_id() -> str:
+    alphabet = string.ascii_lowercase + string.digits
+    head = "".join(secrets.choice(alphabet) for _ in range(20))
+    return f"{head}-{''.join(secrets.choice(alphabet) for _ in range(4))}"
+
+
+class _Conn:
+    """One accepted websocket with its topics, owner and an ordered outbound queue."""
+
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse, kind: str) -> None:
+        self.request = request
+        self.ws = ws
+        self.kind = kind  # "public" or "private"
+        self.conn_id = _conn_id()
+        self.topics: set[str] = set()
+        self.api_key: str | None = None  # set once authenticated
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._sender = asyncio.get_running_loop().create_task(self._send_loop())
+
+    def post(self, text: str) -> None:
+        """Queue a text frame; loop thread only."""
+        if not self.ws.closed:
+            self._queue.put_nowait(text)
+
+    async def _send_loop(self) -> None:
+        while True:
+            text = await self._queue.get()
+            if self.ws.closed:
+                return
+            try:
+                await self.ws.send_str(text)
+            except (ConnectionError, RuntimeError):
+                return
+
+    def abort(self) -> None:
+        """Drop the TCP connection without a closing handshake, as a network failure does."""
+        self._sender.cancel()
+        transport = self.request.transport
+        if transport is not None:
+            transport.abort()
+
+    async def finish(self) -> None:
+        self._sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._sender
+
+
+# ---- the server ------------------------------------------------------------------------------
+
+
+class FakeBybit:
+    """Bybit v5 (UTA, USDT linear perpetuals) on ``127.0.0.1``: REST and websockets, one port."""
+
+    def __init__(self, *, mark_interval_s: float | None = None) -> None:
+        if mark_interval_s is not None and mark_interval_s <= 0:
+            raise ValueError("mark_interval_s must be positive")
+        self.port: int = 0
+        self.base_url: str = ""
+        self.requests: list[tuple[str, str]] = []
+        self.ws_connections: int = 0
+        # Options alertd passes to ccxt.pro.bybit for this server (and for Bybit itself):
+        self.ccxt_options: dict[str, Any] = {
+            # ccxt otherwise probes /v5/user/query-api and /v5/account/info before its first
+            # private call to learn the account type; with both set it skips the probe and
+            # uses the UTA endpoints (accountType=UNIFIED, wallet topic, /v5/private).
+            "enableUnifiedAccount": True,
+            "enableUnifiedMargin": False,
+        }
+        self._mark_interval_s = mark_interval_s
+        self._lock = threading.RLock()
+        self._markets: dict[str, _Market] = {}
+        self._accounts: dict[str, _Account] = {}
+        self._conns: set[_Conn] = set()
+        self._failures: list[_Failure] = []
+        self._answer_pings = True
+        self._seq = itertools.count(8_327_597_863)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._runner: web.AppRunner | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        for symbol, spec in _DEFAULT_MARKETS.items():
+            base, market_id = _split_symbol(symbol)
+            rows = [
+                {"riskLimitValue": c, "maintenanceMargin": m, "initialMargin": i, "maxLeverage": lv}
+                for c, m, i, lv in spec["risk"]
+            ]
+            self._markets[market_id] = _Market(
+                symbol=symbol,
+                id=market_id,
+                base=base,
+                mark=Decimal(spec["mark"]),
+                price_scale=spec["price_scale"],
+                tick=Decimal(spec["tick"]),
+                qty_step=spec["qty_step"],
+                max_qty=spec["max_qty"],
+                max_mkt_qty=spec["max_mkt_qty"],
+                launch=spec["launch"],
+                risk_rows=_normalize_risk_rows(market_id, rows),
+            )
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self, port: int = 0) -> None:
+        """Bind 127.0.0.1 (port 0: an ephemeral one) and serve until ``stop()``."""
+        if self._runner is not None:
+            raise RuntimeError("server already started")
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        app = web.Application()
+        app.router.add_get("/v5/private", self._ws_private)
+        app.router.add_get("/v5/public/{category}", self._ws_public)
+        app.router.add_route("*", "/{tail:.*}", self._rest)
+        runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, LOOPBACK, port)
+        await site.start()
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+        self.base_url = f"http://{LOOPBACK}:{self.port}"
+        if self._mark_interval_s is not None:
+            self._spawn(self._mark_loop(self._mark_interval_s))
+
+    async def stop(self) -> None:
+        """Close every connection and the listener; bounded by a few seconds in all cases."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        for task in list(self._background):
+            task.cancel()
+        for conn in self._live_conns():
+            conn.abort()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                asyncio.gather(*self._background, return_exceptions=True), SHUTDOWN_TIMEOUT_S
+            )
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(runner.cleanup(), SHUTDOWN_TIMEOUT_S * 2)
+        self._background.clear()
+        with self._lock:
+            self._conns.clear()
+
+    async def __aenter__(self) -> FakeBybit:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def ccxt_urls(self) -> dict[str, Any]:
+        """Deep-merge over ``exchange.urls['api']``. Every websocket entry points here too, so
+        nothing reaches the real Bybit; only ``public.*`` and ``private.contract`` (=
+        ``private.spot.unified``) are served."""
+        if not self.port:
+            raise RuntimeError("start() the server first")
+        ws = f"ws://{LOOPBACK}:{self.port}"
+        urls: dict[str, Any] = dict.fromkeys(
+            ("spot", "futures", "v2", "public", "private"), self.base_url
+        )
+        urls["ws"] = {
+            "public": {c: f"{ws}/v5/public/{c}" for c in CATEGORIES},
+            "private": {
+                "spot": {"unified": f"{ws}/v5/private", "nonUnified": f"{ws}/spot/private/v3"},
+                "contract": f"{ws}/v5/private",
+                "usdc": f"{ws}/trade/option/usdc/private/v1",
+                "trade": f"{ws}/v5/trade",
+            },
+        }
+        return urls
+
+    # ---- thread hand-off ---------------------------------------------------------------------
+
+    def _on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._loop is None or self._loop.is_closed():
+            return  # not started: nobody is connected
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _live_conns(self) -> list[_Conn]:
+        with self._lock:
+            return list(self._conns)
+
+    def _send(self, conn: _Conn, frame: dict[str, Any] | str) -> None:
+        text = frame if isinstance(frame, str) else json.dumps(frame, separators=(",", ":"))
+        self._on_loop(conn.post, text)
+
+    # ---- markets -----------------------------------------------------------------------------
+
+    def _market(self, symbol: str) -> _Market:
+        _, market_id = _split_symbol(symbol)
+        try:
+            return self._markets[market_id]
+        except KeyError:
+            raise KeyError(f"unknown symbol {symbol}: add_symbol() it first") from None
+
+    def add_symbol(
+        self,
+        symbol: str,
+        mark: Num,
+        risk_limits: list[dict[str, Any]] | None = None,
+        *,
+        tick_size: Num | None = None,
+    ) -> None:
+        """Add (or replace) a USDT perpetual ``BASE/USDT:USDT``. ``risk_limits`` rows need
+        ``riskLimitValue`` and ``maintenanceMargin`` (a fraction); ``initialMargin``,
+        ``maxLeverage``, ``mmDeduction`` and ``id`` are filled in as Bybit would."""
+        base, market_id = _split_symbol(symbol)
+        price = _dec(mark, "mark")
+        if price <= 0:
+            raise ValueError("mark must be positive")
+        if risk_limits is None:
+            risk_limits = [
+                {"riskLimitValue": c, "maintenanceMargin": m, "initialMargin": i, "maxLeverage": lv}
+                for c, m, i, lv in _GENERIC_RISK
+            ]
+        scale = _default_scale(price)
+        tick = _dec(tick_size, "tick_size") if tick_size is not None else Decimal(1).scaleb(-scale)
+        scale = max(scale, _decimals(format(tick, "f")))
+        with self._lock:
+            self._markets[market_id] = _Market(
+                symbol=f"{base}/{SETTLE}:{SETTLE}",
+                id=market_id,
+                base=base,
+                mark=price,
+                price_scale=scale,
+                tick=tick,
+                qty_step="0.01",
+                max_qty="100000.00",
+                max_mkt_qty="50000.00",
+                launch=str(_now_ms() - 86_400_000),
+                risk_rows=_normalize_risk_rows(market_id, list(risk_limits)),
+            )
+
+    def set_mark(self, symbol: str, price: Num) -> None:
+        """Set the mark (and index and last) price; subscribers of ``tickers.<ID>`` get a delta."""
+        value = _dec(price, "price")
+        if value <= 0:
+            raise ValueError("price must be positive")
+        with self._lock:
+            market = self._market(symbol)
+            market.mark = market.round_mark(value)
+            frame = self._ticker_frame(market, delta=True)
+            targets = self._subscribers(f"tickers.{market.id}")
+        for conn in targets:
+            self._send(conn, frame)
+
+    def mark(self, symbol: str) -> Decimal:
+        with self._lock:
+            return self._market(symbol).mark
+
+    def _subscribers(self, topic: str) -> list[_Conn]:
+        return [c for c in self._conns if topic in c.topics]
+
+    def _ticker_data(self, market: _Market) -> dict[str, Any]:
+        mark = market.mark
+        price = market.price
+        return {
+            "symbol": market.id,
+            "tickDirection": "ZeroPlusTick",
+            "price24hPcnt": "0",
+            "lastPrice": price(mark),
+            "prevPrice24h": price(mark),
+            "highPrice24h": price(mark * Decimal("1.01")),
+            "lowPrice24h": price(mark * Decimal("0.99")),
+            "prevPrice1h": price(mark),
+            "markPrice": price(mark),
+            "indexPrice": price(mark),
+            "openInterest": "57798.137",
+            "openInterestValue": _fmt(mark * Decimal("57798.137"), 2),
+            "turnover24h": _fmt(mark * Decimal("61874.639"), 4),
+            "volume24h": "61874.6390",
+            "fundingIntervalHour": "8",
+            "fundingCap": "0.005",
+            "nextFundingTime": str((_now_ms() // 28_800_000 + 1) * 28_800_000),
+            "fundingRate": "0.0001",
+            "bid1Price": price(mark - market.tick),
+            "bid1Size": "6.907",
+            "ask1Price": price(mark + market.tick),
+            "ask1Size": "2.750",
+            "preOpenPrice": "",
+            "preQty": "",
+            "curPreListingPhase": "",
+        }
+
+    def _ticker_frame(self, market: _Market, *, delta: bool) -> dict[str, Any]:
+        if delta:
+            mark = market.price(market.mark)
+            data = {"symbol": market.id, "lastPrice": mark, "markPrice": mark, "indexPrice": mark}
+        else:
+            data = self._ticker_data(market)
+        return {
+            "topic": f"tickers.{market.id}",
+            "type": "delta" if delta else "snapshot",
+            "data": data,
+            "cs": market.next_cs(),
+            "ts": _now_ms(),
+        }
+
+    async def _mark_loop(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            with self._lock:
+                sends = [
+                    (conn, self._ticker_frame(self._markets[t.split(".", 1)[1]], delta=True))
+                    for conn in self._conns
+                    for t in sorted(conn.topics)
+                    if t.startswith("tickers.") and t.split(".", 1)[1] in self._markets
+                ]
+            for conn, frame in sends:
+                self._send(conn, frame)
+
+    # ---- accounts and positions --------------------------------------------------------------
+
+    def add_account(self, api_key: str, secret: str, wallet_balance: Num = "1000") -> None:
+        with self._lock:
+            self._accounts[api_key] = _Account(api_key, secret, _dec(wallet_balance, "wallet"))
+
+    def _account(self, api_key: str) -> _Account:
+        try:
+            return self._accounts[api_key]
+        except KeyError:
+            raise KeyError(f"unknown account {api_key!r}: add_account() it first") from None
+
+    def open_position(
+        self,
+        api_key: str,
+        symbol: str,
+        side: str,
+        contracts: Num,
+        entry_price: Num,
+        *,
+        margin_mode: str = "cross",
+        isolated_margin: Num | None = None,
+        leverage: Num = 10,
+        hedge: bool = False,
+    ) -> None:
+        """Open (or replace) a position and push it on the account's ``position`` topic.
+
+        One-way mode (``positionIdx`` 0) replaces the symbol's position; ``hedge=True`` uses
+        ``positionIdx`` 1 (long) / 2 (short). ``isolated_margin`` defaults to the initial margin
+        ``entry * contracts / leverage``."""
+        side_l = side.lower()
+        if side_l not in ("long", "short", "buy", "sell"):
+            raise ValueError(f"side must be 'long' or 'short', not {side!r}")
+        is_long = side_l in ("long", "buy")
+        if margin_mode not in ("cross", "isolated"):
+            raise ValueError(f"margin_mode must be 'cross' or 'isolated', not {margin_mode!r}")
+        size, entry, lev = (
+            _dec(contracts, "contracts"),
+            _dec(entry_price, "entry_price"),
+            _dec(leverage, "leverage"),
+        )
+        if size <= 0 or entry <= 0 or lev <= 0:
+            raise ValueError("contracts, entry_price and leverage must be positive")
+        isolated = margin_mode == "isolated"
+        balance = None
+        if isolated:
+            balance = (
+                _dec(isolated_margin, "isolated_margin")
+                if isolated_margin is not None
+                else size * entry / lev
+            )
+        elif isolated_margin is not None:
+            raise ValueError("isolated_margin is only for margin_mode='isolated'")
+        now = _now_ms()
+        with self._lock:
+            account = self._account(api_key)
+            market = self._market(symbol)
+            idx = (1 if is_long else 2) if hedge else 0
+            old = account.positions.get((market.id, idx))
+            position = _Position(
+                symbol=market.id,
+                side="Buy" if is_long else "Sell",
+                size=size,
+                entry=entry,
+                isolated=isolated,
+                balance=balance,
+                leverage=lev,
+                idx=idx,
+                created_ms=old.created_ms if old else now,
+                updated_ms=now,
+                seq=next(self._seq),
+            )
+            account.positions[(market.id, idx)] = position
+            row = self._position_row(account, position, ws=True)
+        self._push_private(api_key, "position", [row])
+
+    def close_position(self, api_key: str, symbol: str, side: str | None = None) -> None:
+        """Close and push the close: one-way ``side ""``, ``size "0"``; hedge mode keeps the
+        ``positionIdx``. ``side`` picks one hedge leg; None closes whatever the symbol has."""
+        with self._lock:
+            account = self._account(api_key)
+            market = self._market(symbol)
+            keys = [k for k in account.positions if k[0] == market.id]
+            if side is not None:
+                wanted = "Buy" if side.lower() in ("long", "buy") else "Sell"
+                keys = [k for k in keys if account.positions[k].side == wanted]
+            slots = [(p.idx, p.leverage, p.created_ms) for p in map(account.positions.pop, keys)]
+            if not slots:  # Bybit still reports a flat one-way slot
+                slots = [(0, Decimal(10), _now_ms())]
+            rows = [self._flat_row(account, market, *slot, ws=True) for slot in slots]
+        self._push_private(api_key, "position", rows)
+
+    def set_balance(self, api_key: str, wallet_balance: Num) -> None:
+        """Set the USDT wallet balance and push a ``wallet`` frame."""
+        with self._lock:
+            account = self._account(api_key)
+            account.wallet = _dec(wallet_balance, "wallet_balance")
+            row = self._wallet_row(account)
+        self._push_private(api_key, "wallet", [row])
+
+    def _push_private(self, api_key: str, topic: str, data: list[dict[str, Any]]) -> None:
+        with self._lock:
+            targets = []
+            for conn in self._conns:
+                if conn.kind != "private" or conn.api_key != api_key:
+                    continue
+                for name in (topic, f"{topic}.linear"):
+                    if name in conn.topics:
+                        targets.append((conn, name))
+                        break
+        for conn, name in targets:
+            frame = {
+                "id": f"{secrets.token_hex(16)}:{secrets.token_hex(8)}:0:01",
+                "topic": name,
+                "creationTime": _now_ms(),
+                "data": data,
+            }
+            self._send(conn, frame)
+
+    # ---- figures -----------------------------------------------------------------------------
+
+    def _figures(self, account: _Account, position: _Position) -> _Figures:
+        market = self._markets[position.symbol]
+        mark = market.mark
+        value = position.size * position.entry
+        at_mark = position.size * mark
+        basis = value if position.isolated else at_mark
+        tier = market.tier(basis)
+        im, mm = basis / position.leverage, market.mm(basis)
+        balance = position.balance if position.balance is not None else im
+        if position.isolated:
+            # long: entry - (IM - MM)/size - extra/size with extra = balance - IM
+            loss = (balance - mm) / position.size
+            is_long = position.side == "Buy"
+            raw = position.entry - loss if is_long else position.entry + loss
+            liq = _to_tick(raw, market.tick, up=is_long) if raw > 0 else None
+        else:
+            liq = self._cross_liquidation(account, position)
+        return _Figures(
+            value=value,
+            upl=position.upl(mark),
+            im=im,
+            mm=mm,
+            im_mark=at_mark / position.leverage,
+            mm_mark=market.mm(at_mark),
+            balance=balance,
+            tier=tier,
+            liq=liq,
+        )
+
+    def _cross_liquidation(self, account: _Account, target: _Position) -> Decimal | None:
+        """The mark of ``target``'s symbol at which the cross margin balance meets the cross
+        maintenance margin, all other marks held."""
+        market = self._markets[target.symbol]
+        moving = [p for p in account.positions.values() if not p.isolated and p.symbol == market.id]
+        constant = account.wallet
+        for p in account.positions.values():
+            if p.isolated:
+                constant -= p.balance if p.balance is not None else Decimal(0)
+            elif p.symbol != market.id:
+                other = self._markets[p.symbol]
+                constant += p.upl(other.mark) - other.mm(p.size * other.mark)
+
+        def surplus(price: Decimal) -> Decimal:
+            return constant + sum(
+                (p.upl(price) - market.mm(p.size * price) for p in moving), Decimal(0)
+            )
+
+        is_long = target.side == "Buy"
+        mark = market.mark
+        if surplus(mark) <= 0:
+            return _to_tick(mark, market.tick, up=is_long)
+        if is_long:
+            good, bad = mark, Decimal(0)  # surplus > 0 at good, <= 0 at bad
+            if surplus(bad) > 0:
+                return None
+        else:
+            good, bad = mark, mark * 2
+            while surplus(bad) > 0:
+                good, bad = bad, bad * 2
+                if bad > mark * 1_000_000:
+                    return None
+        for _ in range(200):
+            mid = (good + bad) / 2
+            if surplus(mid) > 0:
+                good = mid
+            else:
+                bad = mid
+            if abs(good - bad) < market.tick * Decimal("1e-9"):
+                break
+        approx = (good + bad) / 2
+        # exact on the linear piece around the root: surplus(P) = a*P + b
+        a, b = Decimal(0), constant
+        for p in moving:
+            sign = 1 if p.side == "Buy" else -1
+            tier = market.tier(p.size * approx)
+            a += sign * p.size
+            b -= sign * p.size * p.entry
+            if p.size * approx * tier.mmr - tier.deduction > 0:
+                a -= p.size * tier.mmr
+                b += tier.deduction
+        root = approx
+        if a != 0:
+            exact = -b / a
+            same_tiers = all(
+                market.tier(p.size * exact) == market.tier(p.size * approx) for p in moving
+            )
+            if exact > 0 and same_tiers and abs(exact - approx) <= market.tick:
+                root = exact
+        return _to_tick(root, market.tick, up=is_long) if root > 0 else None
+
+    def _position_row(self, account: _Account, p: _Position, *, ws: bool) -> dict[str, Any]:
+        market = self._markets[p.symbol]
+        f = self._figures(account, p)
+        row: dict[str, Any] = {
+            "positionIdx": p.idx,
+            "riskId": f.tier.id,
+            "riskLimitValue": _fmt(f.tier.cap),
+            "symbol": p.symbol,
+            "side": p.side,
+            "size": _fmt(p.size),
+            ("entryPrice" if ws else "avgPrice"): _fmt(p.entry),
+            "positionValue": _fmt(f.value),
+            "tradeMode": 1 if p.isolated else 0,
+            "positionStatus": "Normal",
+            "autoAddMargin": 0,
+            "adlRankIndicator": 2,
+            "leverage": _fmt(p.leverage),
+            "positionBalance": _fmt(f.balance),
+            "markPrice": market.price(market.mark),
+            "liqPrice": format(f.liq, "f") if f.liq is not None else "",
+            "bustPrice": "",
+            "positionMM": _fmt(f.mm),
+            "positionIM": _fmt(f.im),
+            "tpslMode": "Full",
+            "takeProfit": "0",
+            "stopLoss": "0",
+            "trailingStop": "0",
+            "unrealisedPnl": _fmt(f.upl),
+            "curRealisedPnl": "0",
+            "cumRealisedPnl": _fmt(account.cum_realised),
+            "sessionAvgPrice": "",
+            "seq": p.seq,
+            "isReduceOnly": False,
+            "mmrSysUpdatedTime": "",
+            "leverageSysUpdatedTime": "",
+            "createdTime": str(p.created_ms),
+            "updatedTime": str(p.updated_ms),
+        }
+        if ws:
+            row["category"] = "linear"
+        else:
+            row["positionIMByMp"] = _fmt(f.im_mark)
+            row["positionMMByMp"] = _fmt(f.mm_mark)
+        return row
+
+    def _flat_row(
+        self,
+        account: _Account,
+        market: _Market,
+        idx: int,
+        leverage: Decimal,
+        created_ms: int,
+        *,
+        ws: bool,
+    ) -> dict[str, Any]:
+        tier = market.tiers[0]
+        row: dict[str, Any] = {
+            "positionIdx": idx,
+            "riskId": tier.id,
+            "riskLimitValue": _fmt(tier.cap),
+            "symbol": market.id,
+            "side": "",
+            "size": "0",
+            ("entryPrice" if ws else "avgPrice"): "0",
+            "positionValue": "0",
+            "tradeMode": 0,
+            "positionStatus": "Normal",
+            "autoAddMargin": 0,
+            "adlRankIndicator": 0,
+            "leverage": _fmt(leverage),
+            "positionBalance": "0",
+            "markPrice": market.price(market.mark),
+            "liqPrice": "",
+            "bustPrice": "",
+            "positionMM": "0",
+            "positionIM": "0",
+            "tpslMode": "Full",
+            "takeProfit": "0",
+            "stopLoss": "0",
+            "trailingStop": "0",
+            "unrealisedPnl": "0",
+            "curRealisedPnl": "0",
+            "cumRealisedPnl": _fmt(account.cum_realised),
+            "sessionAvgPrice": "",
+            "seq": next(self._seq),
+            "isReduceOnly": False,
+            "mmrSysUpdatedTime": "",
+            "leverageSysUpdatedTime": "",
+            "createdTime": str(created_ms),
+            "updatedTime": str(_now_ms()),
+        }
+        if ws:
+            row["category"] = "linear"
+        return row
+
+    def _wallet_row(self, account: _Account, coins: Iterable[str] | None = None) -> dict[str, Any]:
+        upl = im = mm = Decimal(0)
+        for p in account.positions.values():
+            f = self._figures(account, p)
+            upl, im, mm = upl + f.upl, im + f.im, mm + f.mm
+        margin_balance = account.wallet + upl
+        available = max(margin_balance - im, Decimal(0))
+        usdt = {
+            "coin": SETTLE,
+            "equity": _fmt(margin_balance),
+            "usdValue": _fmt(margin_balance),
+            "walletBalance": _fmt(account.wallet),
+            "availableToWithdraw": _fmt(min(available, max(account.wallet, Decimal(0)))),
+            "availableToBorrow": "",
+            "borrowAmount": "0",
+            "accruedInterest": "0",
+            "totalOrderIM": "0",
+            "totalPositionIM": _fmt(im),
+            "totalPositionMM": _fmt(mm),
+            "unrealisedPnl": _fmt(upl),
+            "cumRealisedPnl": _fmt(account.cum_realised),
+            "bonus": "0",
+            "marginCollateral": True,
+            "collateralSwitch": True,
+            "locked": "0",
+            "spotHedgingQty": "0",
+        }
+        wanted = set(coins) if coins is not None else None
+        show = SETTLE in wanted if wanted is not None else (account.wallet != 0 or bool(upl))
+        return {
+            "accountType": "UNIFIED",
+            "accountLTV": "0",
+            "accountIMRate": _rate(im, margin_balance),
+            "accountMMRate": _rate(mm, margin_balance),
+            "totalEquity": _fmt(margin_balance),
+            "totalWalletBalance": _fmt(account.wallet),
+            "totalMarginBalance": _fmt(margin_balance),
+            "totalAvailableBalance": _fmt(available),
+            "totalPerpUPL": _fmt(upl),
+            "totalInitialMargin": _fmt(im),
+            "totalMaintenanceMargin": _fmt(mm),
+            "coin": [usdt] if show else [],
+        }
+
+    # ---- REST --------------------------------------------------------------------------------
+
+    def fail_rest(
+        self,
+        status: int,
+        count: int = 1,
+        *,
+        path_prefix: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        """The next ``count`` REST requests (under ``path_prefix``) fail. 429 answers as Bybit's
+        API rate limit does: HTTP 200, ``retCode`` 10006 "Too many visits", ``X-Bapi-Limit*``
+        headers (reset after ``retry_after_s``, default 1 s). 403 is the IP limit ("access too
+        frequent"); any other status is a plain-text error page with that status."""
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        with self._lock:
+            self._failures.append(_Failure(status, count, path_prefix, retry_after_s))
+
+    def _take_failure(self, path: str) -> _Failure | None:
+        with self._lock:
+            for failure in self._failures:
+                if failure.path_prefix is None or path.startswith(failure.path_prefix):
+                    failure.remaining -= 1
+                    if failure.remaining <= 0:
+                        self._failures.remove(failure)
+                    return failure
+        return None
+
+    @staticmethod
+    def _json(body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
+        now = _now_ms()
+        base_headers = {"Traceid": secrets.token_hex(16), "Timenow": str(now)}
+        base_headers.update(headers or {})
+        return web.Response(
+            text=json.dumps(body, separators=(",", ":")),
+            content_type="application/json",
+            headers=base_headers,
+        )
+
+    def _answer(
+        self, result: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> web.Response:
+        body = {"retCode": 0, "retMsg": "OK", "result": result, "retExtInfo": {}, "time": _now_ms()}
+        return self._json(body, headers)
+
+    def _api_error(self, error: _ApiError, headers: dict[str, str] | None = None) -> web.Response:
+        body = {
+            "retCode": error.code,
+            "retMsg": error.msg,
+            "result": {},
+            "retExtInfo": {},
+            "time": _now_ms(),
+        }
+        return self._json(body, headers)
+
+    def _failure_response(self, failure: _Failure) -> web.Response:
+        now = _now_ms()
+        if failure.status == 429:
+            wait_ms = int(
+                (failure.retry_after_s if failure.retry_after_s is not None else 1) * 1000
+            )
+            headers = {
+                "X-Bapi-Limit": "10",
+                "X-Bapi-Limit-Status": "0",
+                "X-Bapi-Limit-Reset-Timestamp": str(now + wait_ms),
+            }
+            return self._api_error(_ApiError(10006, "Too many visits"), headers)
+        if failure.status == 403:
+            return web.Response(status=403, text="access too frequent")
+        headers = {}
+        if failure.retry_after_s is not None:
+            headers["Retry-After"] = str(int(failure.retry_after_s))
+        return web.Response(status=failure.status, text=f"{failure.status} error", headers=headers)
+
+    async def _rest(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        self.requests.append((request.method, path))
+        failure = self._take_failure(path)
+        if failure is not None:
+            return self._failure_response(failure)
+        params = dict(request.query)
+        public = {
+            "/v5/market/instruments-info": self._instruments,
+            "/v5/market/risk-limit": self._risk_limit,
+            "/v5/market/tickers": self._tickers,
+            "/v5/market/time": self._time,
+        }
+        private = {
+            "/v5/position/list": self._position_list,
+            "/v5/account/wallet-balance": self._wallet_balance,
+            "/v5/asset/coin/query-info": self._coin_info,
+            "/v5/user/query-api": self._query_api,
+            "/v5/account/info": self._account_info,
+        }
+        try:
+            if path in public:
+                with self._lock:
+                    return self._answer(public[path](params))
+            if path in private:
+                body = await request.text() if request.method == "POST" else ""
+                with self._lock:
+                    account = self._authenticate(request, body)
+                    headers = {
+                        "X-Bapi-Limit": "50",
+                        "X-Bapi-Limit-Status": "49",
+                        "X-Bapi-Limit-Reset-Timestamp": str(_now_ms()),
+                    }
+                    return self._answer(private[path](account, params), headers)
+        except _ApiError as error:
+            return self._api_error(error)
+        return web.Response(status=404, text="404 page not found")
+
+    def _authenticate(self, request: web.Request, body: str) -> _Account:
+        headers = request.headers
+        key = headers.get("X-BAPI-API-KEY", "")
+        account = self._accounts.get(key)
+        if account is None:
+            raise _ApiError(10003, "API key is invalid.")
+        stamp, window = (
+            headers.get("X-BAPI-TIMESTAMP", ""),
+            headers.get("X-BAPI-RECV-WINDOW", "5000"),
+        )
+        sign = headers.get("X-BAPI-SIGN", "")
+        if not stamp.isdigit() or not window.isdigit():
+            raise _ApiError(10001, f"empty value: apiTimestamp[{stamp}] apiKey[{key}]")
+        now = _now_ms()
+        if not now - int(window) <= int(stamp) < now + 1000:
+            raise _ApiError(
+                10002,
+                "invalid request, please check your server timestamp or recv_window param. "
+                f"req_timestamp[{stamp}],server_timestamp[{now}],recv_window[{window}]",
+            )
+        raw_query = request.raw_path.partition("?")[2]
+        payloads = [body] if request.method == "POST" else [raw_query, unquote(raw_query)]
+        for payload in payloads:
+            origin = stamp + key + window + payload
+            expected = hmac.new(account.secret.encode(), origin.encode(), hashlib.sha256)
+            if hmac.compare_digest(expected.hexdigest(), sign):
+                return account
+        raise _ApiError(10004, f"error sign! origin_string[{stamp + key + window + payloads[0]}]")
+
+    def _instruments(self, params: dict[str, str]) -> dict[str, Any]:
+        category = params.get("category", "")
+        if category not in CATEGORIES:
+            raise _ApiError(10001, "params error: category is invalid")
+        markets: list[_Market] = []
+        if category == "linear" and params.get("status", "Trading") == "Trading":
+            markets = [m for m in self._markets.values() if params.get("symbol") in (None, m.id)]
+            base = params.get("baseCoin")
+            if base:
+                markets = [m for m in markets if m.base == base]
+        return {
+            "category": category,
+            "list": [self._instrument(m) for m in markets],
+            "nextPageCursor": "",
+        }
+
+    @staticmethod
+    def _instrument(m: _Market) -> dict[str, Any]:
+        return {
+            "symbol": m.id,
+            "contractType": "LinearPerpetual",
+            "status": "Trading",
+            "baseCoin": m.base,
+            "quoteCoin": SETTLE,
+            "launchTime": m.launch,
+            "deliveryTime": "0",
+            "deliveryFeeRate": "",
+            "priceScale": str(m.price_scale),
+            "leverageFilter": {
+                "minLeverage": "1",
+                "maxLeverage": m.risk_rows[0]["maxLeverage"],
+                "leverageStep": "0.01",
+            },
+            "priceFilter": {
+                "minPrice": format(m.tick, "f"),
+                "maxPrice": format(m.tick * 19_999_998, "f"),
+                "tickSize": format(m.tick, "f"),
+            },
+            "lotSizeFilter": {
+                "maxOrderQty": m.max_qty,
+                "minOrderQty": m.qty_step,
+                "qtyStep": m.qty_step,
+                "postOnlyMaxOrderQty": m.max_qty,
+                "maxMktOrderQty": m.max_mkt_qty,
+                "minNotionalValue": "5",
+            },
+            "unifiedMarginTrade": True,
+            "fundingInterval": 480,
+            "settleCoin": SETTLE,
+            "copyTrading": "both",
+            "upperFundingRate": "0.005",
+            "lowerFundingRate": "-0.005",
+            "isPreListing": False,
+            "preListingInfo": None,
+            "riskParameters": {"priceLimitRatioX": "0.01", "priceLimitRatioY": "0.02"},
+            "symbolType": "",
+            "displayName": "",
+        }
+
+    def _risk_limit(self, params: dict[str, str]) -> dict[str, Any]:
+        category = params.get("category", "")
+        if category not in ("linear", "inverse"):
+            raise _ApiError(10001, "params error: category only support linear or inverse")
+        rows: list[dict[str, Any]] = []
+        if category == "linear" and not params.get("cursor"):
+            symbol = params.get("symbol")
+            if symbol is not None and symbol not in self._markets:
+                raise _ApiError(10001, "params error: symbol invalid")
+            for market in self._markets.values():
+                if symbol in (None, market.id):
+                    rows.extend(dict(r) for r in market.risk_rows)
+        return {"category": category, "list": rows, "nextPageCursor": ""}
+
+    def _tickers(self, params: dict[str, str]) -> dict[str, Any]:
+        category = params.get("category", "")
+        if category not in CATEGORIES:
+            raise _ApiError(10001, "params error: category is invalid")
+        symbol = params.get("symbol")
+        if category != "linear":
+            return {"category": category, "list": []}
+        if symbol is not None and symbol not in self._markets:
+            raise _ApiError(10001, "params error: symbol invalid")
+        markets = [m for m in self._markets.values() if symbol in (None, m.id)]
+        return {"category": category, "list": [self._ticker_data(m) for m in markets]}
+
+    @staticmethod
+    def _time(params: dict[str, str]) -> dict[str, Any]:
+        nanos = time.time_ns()
+        return {"timeSecond": str(nanos // 1_000_000_000), "timeNano": str(nanos)}
+
+    def _position_list(self, account: _Account, params: dict[str, str]) -> dict[str, Any]:
+        category = params.get("category")
+        if category not in ("linear", "inverse", "option"):
+            raise _ApiError(10001, "params error: category is invalid")
+        try:
+            limit = int(params.get("limit", "20"))
+            offset = int(params.get("cursor", "p0")[1:] or 0) if params.get("cursor") else 0
+        except ValueError:
+            raise _ApiError(10001, "params error: limit or cursor is invalid") from None
+        if not 1 <= limit <= 200:
+            raise _ApiError(10001, "params error: limit must be in [1, 200]")
+        rows: list[dict[str, Any]] = []
+        if category == "linear":
+            symbol, settle = params.get("symbol"), params.get("settleCoin")
+            if symbol is None and settle is None and params.get("baseCoin") is None:
+                raise _ApiError(
+                    10001, "Missing some parameters that must be filled in, symbol or settleCoin"
+                )
+            if symbol is not None:
+                market = self._markets.get(symbol)
+                if market is None:
+                    raise _ApiError(10001, "params error: symbol invalid")
+                found = sorted(
+                    (p for p in account.positions.values() if p.symbol == symbol),
+                    key=lambda p: p.idx,
+                )
+                rows = [self._position_row(account, p, ws=False) for p in found] or [
+                    self._flat_row(account, market, 0, Decimal(10), _now_ms(), ws=False)
+                ]
+            elif settle in (None, SETTLE):
+                base = params.get("baseCoin")
+                found = sorted(account.positions.values(), key=lambda p: (p.symbol, p.idx))
+                rows = [
+                    self._position_row(account, p, ws=False)
+                    for p in found
+                    if base is None or self._markets[p.symbol].base == base
+                ]
+        page = rows[offset : offset + limit]
+        more = offset + limit < len(rows)
+        return {
+            "category": category,
+            "list": page,
+            "nextPageCursor": f"p{offset + limit}" if more else "",
+        }
+
+    def _wallet_balance(self, account: _Account, params: dict[str, str]) -> dict[str, Any]:
+        if params.get("accountType") != "UNIFIED":
+            raise _ApiError(10001, "accountType only support UNIFIED.")
+        coins = params.get("coin")
+        wanted = [c for c in coins.split(",") if c] if coins else None
+        return {"list": [self._wallet_row(account, wanted)]}
+
+    def _coin_info(self, account: _Account, params: dict[str, str]) -> dict[str, Any]:
+        coins = [SETTLE, *sorted({m.base for m in self._markets.values()})]
+        if params.get("coin"):
+            coins = [c for c in coins if c == params["coin"]]
+        rows = [
+            {
+                "name": coin,
+                "coin": coin,
+                "remainAmount": "50000000000" if coin == SETTLE else "1200",
+                "chains": [
+                    {
+                        "chainType": "Ethereum" if coin == SETTLE else coin,
+                        "confirmation": "6",
+                        "withdrawFee": "1" if coin == SETTLE else "0.001",
+                        "depositMin": "0",
+                        "withdrawMin": "10" if coin == SETTLE else "0.001",
+                        "chain": "ETH" if coin == SETTLE else coin,
+                        "chainDeposit": "1",
+                        "chainWithdraw": "1",
+                        "minAccuracy": "4" if coin == SETTLE else "8",
+                        "withdrawPercentageFee": "0",
+                        "contractAddress": "",
+                    }
+                ],
+            }
+            for coin in coins
+        ]
+        return {"rows": rows}
+
+    @staticmethod
+    def _query_api(account: _Account, params: dict[str, str]) -> dict[str, Any]:
+        return {
+            "id": "13770661",
+            "note": "fake",
+            "apiKey": account.api_key,
+            "readOnly": 1,
+            "secret": "",
+            "permissions": {
+                "ContractTrade": [],
+                "Spot": [],
+                "Wallet": ["AccountTransfer"],
+                "Options": [],
+                "Derivatives": [],
+                "CopyTrading": [],
+                "BlockTrade": [],
+                "Exchange": [],
+                "NFT": [],
+                "Affiliate": [],
+            },
+            "ips": ["*"],
+            "type": 1,
+            "deadlineDay": 83,
+            "expiredAt": "",
+            "createdAt": "2024-01-01T00:00:00Z",
+            "unified": 0,
+            "uta": 1,
+            "userID": 24600000,
+            "inviterID": 0,
+            "vipLevel": "No VIP",
+            "mktMakerLevel": "0",
+            "affiliateID": 0,
+            "rsaPublicKey": "",
+            "isMaster": True,
+        }
+
+    @staticmethod
+    def _account_info(account: _Account, params: dict[str, str]) -> dict[str, Any]:
+        return {
+            "marginMode": "REGULAR_MARGIN",
+            "updatedTime": str(_now_ms()),
+            "unifiedMarginStatus": 5,
+            "dcpStatus": "OFF",
+            "timeWindow": 10,
+            "smpGroup": 0,
+            "isMasterTrader": False,
+            "spotHedgingStatus": "OFF",
+        }
+
+    # ---- websockets ----------------------------------------------------------------------------
+
+    async def _ws_public(self, request: web.Request) -> web.StreamResponse:
+        if request.match_info["category"] not in CATEGORIES:
+            return web.Response(status=404, text="404 page not found")
+        return await self._serve_ws(request, "public")
+
+    async def _ws_private(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve_ws(request, "private")
+
+    async def _serve_ws(self, request: web.Request, kind: str) -> web.StreamResponse:
+        # autoping off: pings reach this loop, so that answering them can be switched off
+        ws = web.WebSocketResponse(autoping=False, heartbeat=None, max_msg_size=1 << 20)
+        await ws.prepare(request)
+        conn = _Conn(request, ws, kind)
+        with self._lock:
+            self.ws_connections += 1
+            self._conns.add(conn)
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    self._on_text(conn, msg.data)
+                elif msg.type == WSMsgType.PING:
+                    if self._answer_pings:
+                        await ws.pong(msg.data)
+                elif msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                    break
+        except (ConnectionError, RuntimeError, asyncio.CancelledError):
+            pass
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            await conn.finish()
+        return ws
+
+    def _on_text(self, conn: _Conn, text: str) -> None:
+        try:
+            msg = json.loads(text)
+        except ValueError:
+            msg = None
+        if not isinstance(msg, dict):
+            self._send(
+                conn, {"success": False, "ret_msg": "error:invalid op", "conn_id": conn.conn_id}
+            )
+            return
+        op = msg.get("op")
+        req_id = msg.get("req_id")
+        reply: dict[str, Any] = {"conn_id": conn.conn_id}
+        if req_id is not None:
+            reply["req_id"] = str(req_id)
+        if op == "ping":
+            if not self._answer_pings:
+                return
+            if conn.kind == "public":
+                reply.update(success=True, ret_msg="pong", op="ping")
+                reply.setdefault("req_id", "")
+            else:
+                reply.update(op="pong", args=[str(_now_ms())])
+            self._send(conn, reply)
+        elif op == "auth" and conn.kind == "private":
+            ok = self._ws_auth(conn, msg.get("args"))
+            reply.update(success=ok, ret_msg="" if ok else "Params Error", op="auth")
+            self._send(conn, reply)
+        elif op in ("subscribe", "unsubscribe"):
+            self._ws_subscribe(conn, op, msg.get("args"), reply)
+        else:
+            reply.update(success=False, ret_msg="error:invalid op", op=op or "")
+            self._send(conn, reply)
+
+    def _ws_auth(self, conn: _Conn, args: Any) -> bool:
+        if not isinstance(args, list) or len(args) != 3:
+            return False
+        key, expires, signature = (str(a) for a in args)
+        with self._lock:
+            account = self._accounts.get(key)
+        if account is None or not expires.isdigit() or int(expires) <= _now_ms():
+            return False
+        origin = f"GET/realtime{expires}"
+        expected = hmac.new(account.secret.encode(), origin.encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, signature):
+            return False
+        conn.api_key = key
+        return True
+
+    def _ws_subscribe(self, conn: _Conn, op: str, args: Any, reply: dict[str, Any]) -> None:
+        reply["op"] = op
+        topics = [str(t) for t in args] if isinstance(args, list) else []
+        error = None
+        if not topics:
+            error = "error:args is empty"
+        elif conn.kind == "private" and conn.api_key is None:
+            error = "Request not authorized"
+        with self._lock:
+            for topic in topics:
+                if error is not None:
+                    break
+                if conn.kind == "private":
+                    if topic not in PRIVATE_TOPICS:
+                        error = f"error:handler not found,topic:{topic}"
+                elif not topic.startswith("tickers."):
+                    error = f"error:handler not found,topic:{topic}"
+                elif topic.split(".", 1)[1] not in self._markets:
+                    error = f"Invalid symbol :[{topic}]"
+                if error is None and op == "subscribe" and topic in conn.topics:
+                    error = f"error:already subscribed,topic:{topic}"
+            if error is None:
+                if op == "subscribe":
+                    conn.topics.update(topics)
+                else:
+                    conn.topics.difference_update(topics)
+            snapshots = [
+                self._ticker_frame(self._markets[t.split(".", 1)[1]], delta=False)
+                for t in topics
+                if error is None and op == "subscribe" and t.startswith("tickers.")
+            ]
+        reply.update(success=error is None, ret_msg=error or "")
+        self._send(conn, reply)
+        for frame in snapshots:
+            self._send(conn, frame)
+
+    # ---- failure injection --------------------------------------------------------------------
+
+    async def drop_connections(self) -> None:
+        """Abort every websocket (TCP abort, no closing handshake), as a network failure does."""
+        for conn in self._live_conns():
+            conn.abort()
+        await asyncio.sleep(0)
+
+    def stop_answering_pings(self, stop: bool = True) -> None:
+        """JSON ``{"op": "ping"}`` (and protocol pings) go unanswered, or again answered."""
+        self._answer_pings = not stop
+
+    def send_malformed(self, kind: str = "json") -> None:
+        """``"json"``: an unparsable text frame (it starts like JSON) to every websocket.
+        ``"shape"``: valid JSON with garbled values: a ``tickers`` delta with ``markPrice
+        "abc"`` to ticker subscribers, a ``position`` row and a ``wallet`` row with "abc"
+        numbers to private subscribers."""
+        if kind not in ("json", "shape"):
+            raise ValueError("kind must be 'json' or 'shape'")
+        sends: list[tuple[_Conn, dict[str, Any] | str]] = []
+        with self._lock:
+            for conn in self._conns:
+                if kind == "json":
+                    sends.append((conn, '{"topic":"tickers.BTCUSDT","type":"delta","data":{"sym'))
+                    continue
+                for topic in sorted(conn.topics):
+                    if topic.startswith("tickers."):
+                        market_id = topic.split(".", 1)[1]
+                        data = {"symbol": market_id, "markPrice": "abc", "indexPrice": "abc"}
+                        frame = {"topic": topic, "type": "delta", "data": data, "cs": 0}
+                        sends.append((conn, {**frame, "ts": _now_ms()}))
+                    elif topic.startswith("position"):
+                        row = {"symbol": "BTCUSDT", "side": "Buy", "size": "abc", "positionIdx": 0}
+                        row.update(entryPrice="abc", markPrice="abc", positionValue="abc")
+                        row.update(category="linear", leverage="abc", liqPrice="abc")
+                        sends.append((conn, self._private_frame(topic, [row])))
+                    elif topic == "wallet":
+                        coin = {"coin": SETTLE, "walletBalance": "abc", "equity": "abc"}
+                        row = {"accountType": "UNIFIED", "accountMMRate": "abc", "coin": [coin]}
+                        sends.append((conn, self._private_frame(topic, [row])))
+        for conn, payload in sends:
+            self._send(conn, payload)
+
+    @staticmethod
+    def _private_frame(topic: str, data: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": f"{secrets.token_hex(16)}:{secrets.token_hex(8)}:0:01",
+            "topic": topic,
+            "creationTime": _now_ms(),
+            "data": data,
+        }
+
+    def subscriptions(self) -> set[str]:
+        """Topics currently subscribed on any live connection."""
+        with self._lock:
+            return {t for conn in self._conns for t in conn.topics}
+
+
+# ---- command line ------------------------------------------------------------------------------
+
+
+def _seed_accounts(fake: FakeBybit, count: int) -> None:
+    for i in range(count):
+        key = f"key{i}"
+        fake.add_account(key, f"secret{i}", wallet_balance=str(5000 + 1000 * i))
+        btc, eth, sol = (fake.mark(s) for s in ("BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT"))
+        fake.open_position(
+            key, "BTC/USDT:USDT", "long", f"{0.01 * (i + 1):.3f}", btc * Decimal("0.99")
+        )
+        fake.open_position(
+            key, "ETH/USDT:USDT", "short", f"{0.5 + 0.1 * i:.2f}", eth * Decimal("1.01")
+        )
+        if i % 2:
+            fake.open_position(
+                key, "SOL/USDT:USDT", "long", f"{10 + i}", sol, margin_mode="isolated", leverage=5
+            )
+
+
+async def _serve(port: int, accounts: int, interval_s: float, seed: int | None) -> None:
+    rng = random.Random(seed)
+    fake = FakeBybit()
+    await fake.start(port)
+    _seed_accounts(fake, accounts)
+    print(json.dumps(fake.ccxt_urls(), separators=(",", ":")), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    symbols = list(_DEFAULT_MARKETS)
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)
+            if stop.is_set():
+                break
+            for symbol in symbols:  # a small random walk, pushed to ticker subscribers
+                step = Decimal(str(round(rng.uniform(-0.0005, 0.0005), 6)))
+                fake.set_mark(symbol, fake.mark(symbol) * (1 + step))
+    finally:
+        await fake.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fake_exchange.bybit",
+        description="Fake Bybit v5 (UTA, USDT perps) on 127.0.0.1; prints ccxt_urls as JSON.",
+    )
+    parser.add_argument("--port", type=int, default=8081, help="port on 127.0.0.1 (0: any)")
+    parser.add_argument("--accounts", type=int, default=1, help="accounts key0/secret0 ...")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between marks")
+    parser.add_argument("--seed", type=int, default=None, help="random-walk seed")
+    args = parser.parse_args(argv)
+    if args.accounts < 0 or args.interval <= 0:
+        parser.error("--accounts must be >= 0 and --interval > 0")
+    asyncio.run(_serve(args.port, args.accounts, args.interval, args.seed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
