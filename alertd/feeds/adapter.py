@@ -56,6 +56,7 @@ class ExchangeAdapter:
     exchange_id = ""
     settle = "USDT"
     renews_listen_key = False
+    wallet_includes_isolated = False
 
     def markets(self, exchange: Any, symbols: list[str] | None) -> dict[str, MarketInfo]:
         out = {}

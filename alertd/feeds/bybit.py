@@ -51,6 +51,13 @@ def _side(raw: dict[str, Any]) -> Side | None:
 class BybitAdapter(ExchangeAdapter):
     exchange_id = "bybit"
     settle = "USDT"
+    wallet_includes_isolated = True  # walletBalance holds isolated positions' margin too
+
+    def __init__(self) -> None:
+        # On a unified account isolation is account-wide ("ISOLATED_MARGIN" in
+        # /v5/account/info) and tradeMode is always 0; classic accounts set tradeMode per
+        # position. Read at every REST snapshot.
+        self.account_isolated = False
 
     async def fetch_tiers(self, exchange: Any, symbols: list[str]) -> dict[str, TierTable]:
         out = {}
@@ -72,7 +79,7 @@ class BybitAdapter(ExchangeAdapter):
             if size != 0:
                 raise FrameError(f"position {raw.get('symbol')}: size {size} without a side")
             return None
-        isolated = str(raw.get("tradeMode", "0")) == "1"
+        isolated = self.account_isolated or str(raw.get("tradeMode", "0")) == "1"
         entry = raw.get("avgPrice", raw.get("entryPrice"))
         leverage = raw.get("leverage")
         return PositionState(
@@ -90,6 +97,9 @@ class BybitAdapter(ExchangeAdapter):
     async def fetch_positions(
         self, exchange: Any
     ) -> tuple[list[PositionState], dict[tuple[str, Any], ReportedPosition], dict[str, Decimal]]:
+        info = await exchange.privateGetV5AccountInfo()
+        mode = (info.get("result") or {}).get("marginMode")
+        self.account_isolated = mode == "ISOLATED_MARGIN"
         positions, reported, marks = [], {}, {}
         cursor = None
         while True:

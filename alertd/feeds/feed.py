@@ -90,6 +90,7 @@ class AccountFeed:
         self.adapter = adapter_for(config.exchange)
         profile = get_profile(config.exchange)
         self.state = AccountState(config.name, profile, self.adapter.settle)
+        self.state.wallet_includes_isolated = self.adapter.wallet_includes_isolated
         self._secrets = secrets
         self._factory = exchange_factory
         self._clock = clock
@@ -118,6 +119,7 @@ class AccountFeed:
         self._resync_lock = asyncio.Lock()
         self._last_resync = -float("inf")
         self._forced_at = -float("inf")
+        self._last_failure = -float("inf")
         self._fatal_event = asyncio.Event()
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -183,6 +185,7 @@ class AccountFeed:
                     group.create_task(self.hub.run())
                 group.create_task(self._stop_on_fatal())
                 self._sync_mark_streams()
+                self._settle_resync(self._clock(), "start")
         except* FeedStopped:
             pass
         finally:
@@ -370,6 +373,9 @@ class AccountFeed:
                 elif not isinstance(exc, ccxt.NetworkError):
                     log.warning("%s: %s stream error: %s", self.config.name, name, describe(exc))
                 failed_at = self._clock()
+                if failed_at - self._last_failure > 1.0:  # one outage, however many streams
+                    self.reconnects += 1
+                self._last_failure = failed_at
                 self.state.connected = False
                 delay = backoff.next_delay()
                 log.warning(
@@ -380,17 +386,35 @@ class AccountFeed:
                     delay,
                 )
                 await self._sleep(delay)
-                await self._resync_after(failed_at, name)
+                self._settle_resync(failed_at, name)
+
+    def _settle_resync(self, since: float, name: str) -> None:
+        """Resync over REST shortly after the streams (re)subscribe.
+
+        ccxt neither re-snapshots after a reconnect nor subscribes on the first
+        ``watch_positions`` call (that call returns a REST snapshot), so a change made while
+        the subscription is being set up would be lost. Snapshot *after* subscribing: the
+        stream and the snapshot then overlap instead of leaving a gap.
+        """
+        group = self._group
+        if group is None:
+            return
+
+        async def later() -> None:
+            await self._sleep(min(1.0, self.settings.stale_after_s / 4))
+            await self._resync_after(since, name)
+
+        group.create_task(later())
 
     async def _resync_after(self, failed_at: float, name: str) -> None:
         """One REST resync per disconnect, however many streams saw it."""
         async with self._resync_lock:
             if self._last_resync >= failed_at:
                 return
-            self.reconnects += 1
             try:
                 await self.resync()
-                log.info("%s: resynced after losing the %s stream", self.config.name, name)
+                if name != "start":
+                    log.info("%s: resynced after losing the %s stream", self.config.name, name)
             except Exception as exc:
                 if isinstance(exc, ccxt.BaseError) and classify(exc) is ErrorKind.FATAL:
                     self._stop(exc)

@@ -86,6 +86,9 @@ class AccountState:
     positions: dict[tuple[str, Side], PositionState] = field(default_factory=dict)
     marks: dict[str, Decimal] = field(default_factory=dict)
     wallet_balance: Decimal | None = None
+    # Bybit reports a wallet balance that still holds isolated positions' margin; Binance
+    # reports the cross wallet alone
+    wallet_includes_isolated: bool = False
     reported_positions: dict[tuple[str, Side], ReportedPosition] = field(default_factory=dict)
     reported_account: ReportedAccount = ReportedAccount()
     events: deque[AccountEvent] = field(default_factory=lambda: deque(maxlen=100))
@@ -173,6 +176,16 @@ class AccountState:
         if problems := self.missing():
             raise ValueError("; ".join(problems))
         assert self.wallet_balance is not None
+        cross_wallet = self.wallet_balance
+        if self.wallet_includes_isolated:
+            cross_wallet -= sum(
+                (
+                    p.isolated_margin or 0
+                    for p in self.positions.values()
+                    if p.margin_mode is MarginMode.ISOLATED
+                ),
+                Decimal(0),
+            )
         held = []
         for (symbol, _), p in sorted(self.positions.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
             market = self.markets[symbol]
@@ -195,4 +208,4 @@ class AccountState:
                     tick_size=market.tick_size,
                 )
             )
-        return Account(self.profile, self.name, self.settle, self.wallet_balance, tuple(held))
+        return Account(self.profile, self.name, self.settle, cross_wallet, tuple(held))

@@ -1,0 +1,123 @@
+"""alertd's Bybit v5 feed against the local fake exchange, through ccxt unmodified."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from alertd.engine.margin import compute
+from alertd.engine.model import MarginMode, Side
+
+from .fake_exchange.bybit import FakeBybit
+from .feed_harness import account_config, eventually, make_feed, run, running, running_manager
+
+D = Decimal
+BTC = "BTC/USDT:USDT"
+ETH = "ETH/USDT:USDT"
+
+
+async def started_fake() -> FakeBybit:
+    fake = FakeBybit()
+    await fake.start()
+    fake.add_account("key-b", "secret-b", wallet_balance="8000")
+    return fake
+
+
+def test_bootstrap_and_figures_agree_with_bybit() -> None:
+    async def body() -> None:
+        fake = await started_fake()
+        try:
+            fake.set_mark(BTC, "20150")
+            fake.open_position(
+                "key-b",
+                BTC,
+                "long",
+                "1",
+                "20000",
+                margin_mode="isolated",
+                isolated_margin="400",
+                leverage=50,
+            )
+            fake.set_mark(ETH, "3250")
+            fake.open_position("key-b", ETH, "long", "10", "3300")
+            feed = make_feed(account_config("b", "bybit", fake), "key-b", "secret-b")
+            try:
+                await feed.bootstrap()
+            finally:
+                await feed.close()
+            state = feed.state
+            assert state.missing() == []
+            btc = state.positions[(BTC, Side.LONG)]
+            assert btc.margin_mode is MarginMode.ISOLATED and btc.isolated_margin == D(400)
+            metrics = compute(state.to_account())
+            for pm in metrics.positions:
+                figures = state.reported_positions[pm.position.key]
+                assert figures.maintenance_margin is not None
+                assert abs(pm.maintenance_margin - figures.maintenance_margin) < D("0.01")
+                if figures.liquidation_price is not None and pm.liquidation_price is not None:
+                    # Bybit rounds liquidation prices to the tick; alertd does too
+                    assert abs(pm.liquidation_price - figures.liquidation_price) <= D("0.1")
+        finally:
+            await fake.stop()
+
+    run(body())
+
+
+def test_streams_drop_and_resync() -> None:
+    async def body() -> None:
+        fake = await started_fake()
+        try:
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-b", BTC, "long", "0.5", "62000")
+            feed = make_feed(account_config("b", "bybit", fake), "key-b", "secret-b")
+            async with running(feed):
+                await eventually(lambda: feed.state.connected, what="streams up")
+                await eventually(
+                    lambda: "tickers.BTCUSDT" in fake.subscriptions(), what="ticker subscription"
+                )
+                fake.set_mark(BTC, "59000")
+                await eventually(lambda: feed.state.marks.get(BTC) == D(59000), what="mark")
+                fake.set_mark(ETH, "3000")
+                fake.open_position("key-b", ETH, "short", "2", "3100")
+                await eventually(lambda: (ETH, Side.SHORT) in feed.state.positions, what="ETH")
+                fake.close_position("key-b", ETH)
+                await eventually(
+                    lambda: (ETH, Side.SHORT) not in feed.state.positions, what="close"
+                )
+                fake.set_balance("key-b", "9000")
+                await eventually(lambda: feed.state.wallet_balance == D(9000), what="balance")
+                await fake.drop_connections()
+                fake.open_position("key-b", ETH, "long", "1", "3000")  # pushed to nobody
+                await eventually(lambda: (ETH, Side.LONG) in feed.state.positions, what="resync")
+                await eventually(lambda: feed.reconnects >= 1, what="a resync after the drop")
+                fake.send_malformed("json")
+                fake.send_malformed("shape")
+                await eventually(lambda: len(feed.malformed) >= 1, what="malformed counted")
+                fake.set_mark(BTC, "58000")
+                await eventually(lambda: feed.state.marks.get(BTC) == D(58000), what="mark after")
+        finally:
+            await fake.stop()
+
+    run(body(), timeout_s=60)
+
+
+def test_bad_key_is_fatal_for_that_account_only() -> None:
+    async def body() -> None:
+        fake = await started_fake()
+        try:
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-b", BTC, "long", "0.5", "62000")
+            good = account_config("good", "bybit", fake)
+            bad = account_config("bad", "bybit", fake)
+            keys = {"good": ("key-b", "secret-b"), "bad": ("nobody", "nothing")}
+            async with running_manager([good, bad], keys) as manager:
+                await eventually(lambda: manager.feeds["bad"].state.fatal, what="fatal")
+                await eventually(lambda: manager.feeds["good"].state.connected, what="good up")
+                fake.set_mark(BTC, "59999")
+                await eventually(
+                    lambda: manager.feeds["good"].state.marks.get(BTC) == D(59999),
+                    what="good account still streaming",
+                )
+        finally:
+            await fake.stop()
+
+    run(body())
