@@ -358,3 +358,30 @@ def test_snapshot_command_feeds_calc(tmp_path: Path) -> None:
         )
         assert denied.returncode == 3
         assert "AuthenticationError" in denied.stderr and "Traceback" not in denied.stderr
+
+
+def test_unanswered_pings_lead_to_a_reconnect() -> None:
+    async def body() -> None:
+        fake = await started_fake()
+        try:
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-a", BTC, "long", "0.5", "62000")
+            # ccxt gives up after two missed pongs; 200 ms keeps the test short
+            config = account_config("a", "binanceusdm", fake)
+            config = config.model_copy(
+                update={"options": {**config.options, "ws": {"keepAlive": 200}}}
+            )
+            feed = make_feed(config, "key-a", "secret-a")
+            async with running(feed):
+                await eventually(lambda: feed.state.connected, what="streams up")
+                fake.stop_answering_pings()
+                await eventually(lambda: feed.reconnects >= 1, what="ping timeout noticed")
+                fake.stop_answering_pings(False)
+                fake.open_position("key-a", ETH, "short", "1", "3000")
+                await eventually(lambda: (ETH, Side.SHORT) in feed.state.positions, what="resync")
+                fake.set_mark(BTC, "61000")
+                await eventually(lambda: feed.state.marks.get(BTC) == D(61000), what="marks")
+        finally:
+            await fake.stop()
+
+    run(body())
