@@ -1,0 +1,1 @@
+"""Alert rules and their lifecycle: pure, driven by observations and a time."""

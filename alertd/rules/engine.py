@@ -1,0 +1,316 @@
+"""The alert lifecycle: inactive -> pending -> firing -> resolved, for each (rule, subject).
+
+Pure: ``evaluate(observations, now)`` returns the notifications to send and updates the
+alert states, which the caller persists (so a restart neither loses an alert nor repeats a
+"firing" burst). Whether a notification goes out is decided here too:
+
+- a silence that matches the alert's labels mutes it;
+- quiet hours hold back info and warning, never critical;
+- a firing critical alert inhibits lower severities on the same subject and metric;
+- a firing alert that was held back for any of these is sent once nothing holds it;
+- "resolved" is sent only for alerts whose "firing" was sent.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from .model import Observation, QuietHours, Rule, Severity, Silence, Subject
+
+
+class Phase(enum.Enum):
+    PENDING = "pending"
+    FIRING = "firing"
+
+
+class Kind(enum.Enum):
+    FIRING = "firing"
+    REPEAT = "repeat"
+    RESOLVED = "resolved"
+    EVENT = "event"  # an exchange push (margin call): one message, nothing to resolve
+
+
+@dataclass
+class AlertState:
+    rule: str
+    subject: Subject
+    phase: Phase
+    since: float  # pending since, or firing since
+    value: Decimal | None = None
+    notified: bool = False  # the "firing" message went out
+    last_notified_at: float | None = None
+    clear_since: float | None = None  # cleared, waiting out keep_firing_for
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.rule, self.subject.key)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "subject": {
+                "account": self.subject.account,
+                "exchange": self.subject.exchange,
+                "symbol": self.subject.symbol,
+                "side": self.subject.side,
+            },
+            "phase": self.phase.value,
+            "since": self.since,
+            "value": None if self.value is None else str(self.value),
+            "notified": self.notified,
+            "last_notified_at": self.last_notified_at,
+            "clear_since": self.clear_since,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AlertState:
+        s = data["subject"]
+        return cls(
+            rule=data["rule"],
+            subject=Subject(s["account"], s["exchange"], s.get("symbol"), s.get("side")),
+            phase=Phase(data["phase"]),
+            since=float(data["since"]),
+            value=None if data.get("value") is None else Decimal(data["value"]),
+            notified=bool(data.get("notified")),
+            last_notified_at=data.get("last_notified_at"),
+            clear_since=data.get("clear_since"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    kind: Kind
+    rule: Rule
+    subject: Subject
+    at: float
+    since: float
+    value: Decimal | None
+    context: Mapping[str, Any] = field(default_factory=dict)
+    detail: str = ""  # for events
+
+    @property
+    def severity(self) -> Severity:
+        return self.rule.severity
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return alert_labels(self.rule, self.subject)
+
+
+def alert_labels(rule: Rule, subject: Subject) -> dict[str, str]:
+    return {
+        **dict(rule.labels),
+        **subject.labels,
+        "alertname": rule.name,
+        "severity": rule.severity.label,
+        "metric": rule.metric,
+    }
+
+
+class AlertEngine:
+    def __init__(
+        self,
+        rules: Sequence[Rule],
+        *,
+        states: Iterable[AlertState] = (),
+        silences: Iterable[Silence] = (),
+        quiet_hours: QuietHours | None = None,
+    ) -> None:
+        self.rules: dict[str, Rule] = {}
+        self.states: dict[tuple[str, str], AlertState] = {s.key: s for s in states}
+        self.silences: list[Silence] = list(silences)
+        self.quiet_hours = quiet_hours
+        self.set_rules(rules)
+
+    def set_rules(self, rules: Sequence[Rule]) -> None:
+        """New rules (a config reload): alerts of rules that still exist keep their state."""
+        # critical first: a gap straight past both thresholds notifies only the critical
+        ordered = sorted(rules, key=lambda r: -r.severity)
+        self.rules = {r.name: r for r in ordered}
+        self.states = {k: s for k, s in self.states.items() if s.rule in self.rules}
+
+    # --- evaluation -----------------------------------------------------------------------
+
+    def evaluate(
+        self,
+        observations: Sequence[Observation],
+        now: float,
+        accounts: Iterable[str] | None = None,
+    ) -> list[Notification]:
+        """Advance every alert of ``accounts`` (default: those observed) to ``now``.
+
+        A subject of those accounts that is no longer observed (a closed position) resolves.
+        """
+        scope = set(accounts) if accounts is not None else {o.subject.account for o in observations}
+        seen: set[tuple[str, str]] = set()
+        out: list[Notification] = []
+        for obs in observations:
+            for rule in self.rules.values():
+                if not rule.applies_to(obs.subject) or rule.metric not in obs.metrics:
+                    continue
+                key = (rule.name, obs.subject.key)
+                seen.add(key)
+                self._step(rule, obs, obs.metrics[rule.metric], now, out)
+        for key, state in list(self.states.items()):
+            if key in seen or state.subject.account not in scope:
+                continue
+            rule = self.rules[state.rule]
+            gone = Observation(state.subject, {})
+            self._resolve(rule, state, gone, now, out, reason="no longer observed")
+        self._release_held(now, out, scope, observations)
+        return out
+
+    def _step(
+        self,
+        rule: Rule,
+        obs: Observation,
+        value: Decimal | None,
+        now: float,
+        out: list[Notification],
+    ) -> None:
+        key = (rule.name, obs.subject.key)
+        state = self.states.get(key)
+        if value is None:
+            # no figure (a long with no liquidation price, say): nothing to alert on
+            if state is not None:
+                self._resolve(rule, state, obs, now, out, reason="no value")
+            return
+        if state is None:
+            if not rule.breached(value):
+                return
+            state = AlertState(rule.name, obs.subject, Phase.PENDING, now, value)
+            self.states[key] = state
+        state.value = value
+        if state.phase is Phase.PENDING:
+            if not rule.breached(value):
+                del self.states[key]
+            elif now - state.since >= rule.for_s:
+                state.phase = Phase.FIRING
+                state.since = now
+                self._send(rule, state, obs, now, out, Kind.FIRING)
+            return
+        # firing
+        if rule.cleared(value):
+            if state.clear_since is None:
+                state.clear_since = now
+            if now - state.clear_since >= rule.keep_firing_for_s:
+                self._resolve(rule, state, obs, now, out, reason="cleared")
+            return
+        state.clear_since = None
+        if not state.notified:
+            self._send(rule, state, obs, now, out, Kind.FIRING)
+        elif (
+            rule.repeat_every_s > 0
+            and state.last_notified_at is not None
+            and now - state.last_notified_at >= rule.repeat_every_s
+        ):
+            self._send(rule, state, obs, now, out, Kind.REPEAT)
+
+    def _resolve(
+        self,
+        rule: Rule,
+        state: AlertState,
+        obs: Observation,
+        now: float,
+        out: list[Notification],
+        reason: str,
+    ) -> None:
+        del self.states[state.key]
+        if state.phase is Phase.FIRING and state.notified:
+            context = {**obs.context, "reason": reason}
+            out.append(
+                Notification(
+                    Kind.RESOLVED, rule, state.subject, now, state.since, state.value, context
+                )
+            )
+
+    def _send(
+        self,
+        rule: Rule,
+        state: AlertState,
+        obs: Observation,
+        now: float,
+        out: list[Notification],
+        kind: Kind,
+    ) -> None:
+        if self.held(rule, state.subject, now):
+            return  # stays un-notified; sent once nothing holds it
+        state.notified = True
+        state.last_notified_at = now
+        out.append(
+            Notification(kind, rule, state.subject, now, state.since, state.value, obs.context)
+        )
+
+    def _release_held(
+        self,
+        now: float,
+        out: list[Notification],
+        scope: set[str],
+        observations: Sequence[Observation],
+    ) -> None:
+        """Held-back firing alerts go out once no silence, quiet hour or critical holds them."""
+        contexts = {o.subject.key: o.context for o in observations}
+        for state in list(self.states.values()):
+            if (
+                state.phase is not Phase.FIRING
+                or state.notified
+                or state.subject.account not in scope
+            ):
+                continue
+            if any(n.rule.name == state.rule and n.subject == state.subject for n in out):
+                continue
+            rule = self.rules[state.rule]
+            obs = Observation(state.subject, {}, contexts.get(state.subject.key, {}))
+            self._send(rule, state, obs, now, out, Kind.FIRING)
+
+    # --- what holds a notification back --------------------------------------------------
+
+    def held(self, rule: Rule, subject: Subject, now: float) -> bool:
+        return (
+            self.silenced(rule, subject, now)
+            or self.quiet(rule.severity, now)
+            or self.inhibited(rule, subject)
+        )
+
+    def silenced(self, rule: Rule, subject: Subject, now: float) -> bool:
+        labels = alert_labels(rule, subject)
+        return any(s.active(now) and s.matches(labels) for s in self.silences)
+
+    def quiet(self, severity: Severity, now: float) -> bool:
+        return (
+            severity < Severity.CRITICAL
+            and self.quiet_hours is not None
+            and self.quiet_hours.active(now)
+        )
+
+    def inhibited(self, rule: Rule, subject: Subject) -> bool:
+        if rule.severity >= Severity.CRITICAL:
+            return False
+        for state in self.states.values():
+            other = self.rules.get(state.rule)
+            if (
+                other is not None
+                and state.phase is Phase.FIRING
+                and other.severity > rule.severity
+                and other.metric == rule.metric
+                and state.subject == subject
+            ):
+                return True
+        return False
+
+    # --- events --------------------------------------------------------------------------
+
+    def event(
+        self, rule: Rule, subject: Subject, detail: str, now: float, context: Mapping[str, Any]
+    ) -> list[Notification]:
+        """An exchange push (a margin call): one notification unless silenced."""
+        if self.silenced(rule, subject, now) or self.quiet(rule.severity, now):
+            return []
+        return [Notification(Kind.EVENT, rule, subject, now, now, None, context, detail)]
+
+    def firing(self) -> list[AlertState]:
+        return [s for s in self.states.values() if s.phase is Phase.FIRING]

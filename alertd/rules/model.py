@@ -1,0 +1,173 @@
+"""What the rule engine works on: rules, subjects, observations, silences, quiet hours.
+
+Pure data. Times are epoch seconds (UTC) passed in by the caller; nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+
+class Severity(enum.IntEnum):
+    INFO = 1
+    WARNING = 2
+    CRITICAL = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+# How often a still-firing alert is sent again, unless a rule says otherwise.
+DEFAULT_REPEAT_S = {
+    Severity.INFO: 86_400.0,
+    Severity.WARNING: 4 * 3600.0,
+    Severity.CRITICAL: 1800.0,
+}
+
+
+class Scope(enum.Enum):
+    ACCOUNT = "account"
+    POSITION = "position"
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """What an alert is about: an account, or one position of it."""
+
+    account: str
+    exchange: str
+    symbol: str | None = None
+    side: str | None = None
+
+    @property
+    def scope(self) -> Scope:
+        return Scope.ACCOUNT if self.symbol is None else Scope.POSITION
+
+    @property
+    def key(self) -> str:
+        if self.symbol is None:
+            return self.account
+        return f"{self.account}/{self.symbol}/{self.side}"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        out = {"account": self.account, "exchange": self.exchange}
+        if self.symbol is not None:
+            out["symbol"] = self.symbol
+            out["side"] = self.side or ""
+        return out
+
+    def describe(self) -> str:
+        if self.symbol is None:
+            return self.account
+        return f"{self.account} {self.symbol} {self.side}"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    metric: str
+    scope: Scope
+    severity: Severity
+    above: Decimal | None = None
+    below: Decimal | None = None
+    clear_above: Decimal | None = None  # hysteresis for a "below" rule
+    clear_below: Decimal | None = None  # hysteresis for an "above" rule
+    for_s: float = 0.0
+    keep_firing_for_s: float = 0.0
+    repeat_s: float | None = None  # None: the severity's default; 0: never repeat
+    accounts: frozenset[str] | None = None
+    exchanges: frozenset[str] | None = None
+    symbols: frozenset[str] | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    message: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.above is None) == (self.below is None):
+            raise ValueError(f"rule {self.name!r}: give exactly one of above/below")
+
+    @property
+    def threshold(self) -> Decimal:
+        value = self.above if self.above is not None else self.below
+        assert value is not None
+        return value
+
+    @property
+    def direction(self) -> str:
+        return "above" if self.above is not None else "below"
+
+    @property
+    def repeat_every_s(self) -> float:
+        return DEFAULT_REPEAT_S[self.severity] if self.repeat_s is None else self.repeat_s
+
+    def applies_to(self, subject: Subject) -> bool:
+        if subject.scope is not self.scope:
+            return False
+        if self.accounts is not None and subject.account not in self.accounts:
+            return False
+        if self.exchanges is not None and subject.exchange not in self.exchanges:
+            return False
+        return self.symbols is None or subject.symbol in self.symbols
+
+    def breached(self, value: Decimal) -> bool:
+        if self.above is not None:
+            return value > self.above
+        assert self.below is not None
+        return value < self.below
+
+    def cleared(self, value: Decimal) -> bool:
+        """Back on the safe side of the clear threshold (the hysteresis band is not)."""
+        if self.above is not None:
+            limit = self.clear_below if self.clear_below is not None else self.above
+            return value <= limit
+        assert self.below is not None
+        limit = self.clear_above if self.clear_above is not None else self.below
+        return value >= limit
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One subject's metric values at one moment, and what a message may quote."""
+
+    subject: Subject
+    metrics: Mapping[str, Decimal | None]
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """Mutes notifications of alerts whose labels match all ``matchers`` until ``ends_at``."""
+
+    id: str
+    matchers: Mapping[str, str]
+    ends_at: float
+    created_at: float = 0.0
+    comment: str = ""
+
+    def active(self, now: float) -> bool:
+        return self.created_at <= now < self.ends_at
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.matchers.items())
+
+
+@dataclass(frozen=True, slots=True)
+class QuietHours:
+    """Daily window in a time zone; ``start > end`` spans midnight (23:00 to 07:00)."""
+
+    start: dt.time
+    end: dt.time
+    timezone: str = "UTC"
+
+    def active(self, now: float) -> bool:
+        local = dt.datetime.fromtimestamp(now, ZoneInfo(self.timezone)).time()
+        if self.start <= self.end:
+            return self.start <= local < self.end
+        return local >= self.start or local < self.end

@@ -1,0 +1,211 @@
+"""The alert lifecycle, with an explicit clock: every transition, hold and release."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from alertd.rules.engine import AlertEngine, AlertState, Kind, Phase
+from alertd.rules.model import Observation, QuietHours, Rule, Scope, Severity, Silence, Subject
+
+D = Decimal
+MAIN = Subject("main", "binanceusdm")
+BTC_LONG = Subject("main", "binanceusdm", "BTC/USDT:USDT", "long")
+
+WARN = Rule(
+    "ratio-warning",
+    "worst_ratio",
+    Scope.ACCOUNT,
+    Severity.WARNING,
+    above=D("0.5"),
+    clear_below=D("0.45"),
+    repeat_s=600,
+)
+CRIT = Rule(
+    "ratio-critical", "worst_ratio", Scope.ACCOUNT, Severity.CRITICAL, above=D("0.8"), repeat_s=300
+)
+DIST = Rule(
+    "liq-distance", "liquidation_distance", Scope.POSITION, Severity.CRITICAL, below=D("0.03")
+)
+
+
+def obs(value: str | None, subject: Subject = MAIN, metric: str = "worst_ratio") -> Observation:
+    return Observation(subject, {metric: None if value is None else D(value)})
+
+
+def kinds(notes: list) -> list[tuple[str, str]]:  # type: ignore[type-arg]
+    return [(n.kind.value, n.rule.name) for n in notes]
+
+
+def test_fires_repeats_and_resolves_with_hysteresis() -> None:
+    engine = AlertEngine([WARN])
+    assert engine.evaluate([obs("0.3")], 0) == []
+    assert kinds(engine.evaluate([obs("0.55")], 10)) == [("firing", "ratio-warning")]
+    assert engine.evaluate([obs("0.6")], 20) == []  # no repeat yet
+    assert engine.evaluate([obs("0.48")], 30) == []  # in the hysteresis band: still firing
+    assert engine.firing()[0].value == D("0.48")
+    assert kinds(engine.evaluate([obs("0.52")], 610)) == [("repeat", "ratio-warning")]
+    notes = engine.evaluate([obs("0.44")], 620)
+    assert kinds(notes) == [("resolved", "ratio-warning")]
+    assert notes[0].since == 10
+    assert engine.states == {}
+
+
+def test_for_debounces_and_a_blip_never_fires() -> None:
+    rule = Rule("r", "worst_ratio", Scope.ACCOUNT, Severity.WARNING, above=D("0.5"), for_s=60)
+    engine = AlertEngine([rule])
+    assert engine.evaluate([obs("0.6")], 0) == []
+    assert engine.states[("r", "main")].phase is Phase.PENDING
+    assert engine.evaluate([obs("0.4")], 30) == []  # back below before 60 s: forgotten
+    assert engine.states == {}
+    engine.evaluate([obs("0.6")], 100)
+    assert engine.evaluate([obs("0.7")], 159) == []
+    assert kinds(engine.evaluate([obs("0.7")], 160)) == [("firing", "r")]
+
+
+def test_keep_firing_for_needs_the_clear_to_last() -> None:
+    rule = Rule(
+        "r", "worst_ratio", Scope.ACCOUNT, Severity.WARNING, above=D("0.5"), keep_firing_for_s=30
+    )
+    engine = AlertEngine([rule])
+    engine.evaluate([obs("0.6")], 0)
+    assert engine.evaluate([obs("0.4")], 10) == []
+    assert engine.evaluate([obs("0.6")], 20) == []  # breached again: the clear timer resets
+    assert engine.evaluate([obs("0.4")], 30) == []
+    assert engine.evaluate([obs("0.4")], 59) == []
+    assert kinds(engine.evaluate([obs("0.4")], 60)) == [("resolved", "r")]
+
+
+def test_escalation_and_inhibition() -> None:
+    engine = AlertEngine([WARN, CRIT])
+    assert kinds(engine.evaluate([obs("0.6")], 0)) == [("firing", "ratio-warning")]
+    assert kinds(engine.evaluate([obs("0.85")], 10)) == [("firing", "ratio-critical")]
+    # the critical inhibits the warning's repeats
+    assert kinds(engine.evaluate([obs("0.9")], 700)) == [("repeat", "ratio-critical")]
+    # back to warning level: the critical resolves and the overdue warning repeat goes out with
+    # it, so "resolved" never reads as "all clear" while the warning still holds
+    assert kinds(engine.evaluate([obs("0.7")], 710)) == [
+        ("resolved", "ratio-critical"),
+        ("repeat", "ratio-warning"),
+    ]
+    assert engine.evaluate([obs("0.7")], 720) == []
+
+
+def test_a_gap_past_both_thresholds_notifies_the_critical_only() -> None:
+    engine = AlertEngine([WARN, CRIT])
+    assert kinds(engine.evaluate([obs("0.95")], 0)) == [("firing", "ratio-critical")]
+    # the warning fires but is held; when the critical clears it is sent
+    assert kinds(engine.evaluate([obs("0.6")], 10)) == [
+        ("resolved", "ratio-critical"),
+        ("firing", "ratio-warning"),
+    ]
+    assert kinds(engine.evaluate([obs("0.2")], 20)) == [("resolved", "ratio-warning")]
+
+
+def test_silence_mutes_and_its_expiry_releases() -> None:
+    silence = Silence("s1", {"account": "main", "severity": "warning"}, ends_at=100, created_at=0)
+    engine = AlertEngine([WARN, CRIT], silences=[silence])
+    assert engine.evaluate([obs("0.6")], 10) == []
+    assert engine.firing()[0].notified is False
+    assert kinds(engine.evaluate([obs("0.9")], 20)) == [("firing", "ratio-critical")]
+    engine.evaluate([obs("0.6")], 30)  # critical resolves; warning still silenced
+    assert kinds(engine.evaluate([obs("0.6")], 100)) == [("firing", "ratio-warning")]
+
+
+def test_a_silenced_alert_that_clears_sends_nothing() -> None:
+    silence = Silence("s1", {"alertname": "ratio-warning"}, ends_at=1000)
+    engine = AlertEngine([WARN], silences=[silence])
+    engine.evaluate([obs("0.6")], 10)
+    assert engine.evaluate([obs("0.1")], 20) == []
+
+
+def test_quiet_hours_hold_warnings_never_criticals() -> None:
+    quiet = QuietHours(dt.time(23, 0), dt.time(7, 0), "UTC")
+    night = dt.datetime(2026, 11, 24, 23, 30, tzinfo=dt.UTC).timestamp()
+    morning = dt.datetime(2026, 11, 25, 7, 0, tzinfo=dt.UTC).timestamp()
+    assert quiet.active(night) and not quiet.active(morning)
+    engine = AlertEngine([WARN, CRIT], quiet_hours=quiet)
+    assert engine.evaluate([obs("0.6")], night) == []
+    assert kinds(engine.evaluate([obs("0.9")], night + 60)) == [("firing", "ratio-critical")]
+    engine.evaluate([obs("0.6")], night + 120)  # critical resolves at night: sent
+    assert kinds(engine.evaluate([obs("0.6")], morning)) == [("firing", "ratio-warning")]
+
+
+def test_a_closed_position_resolves_its_alerts() -> None:
+    engine = AlertEngine([DIST])
+    notes = engine.evaluate([obs("0.02", BTC_LONG, "liquidation_distance")], 0)
+    assert kinds(notes) == [("firing", "liq-distance")]
+    # the account is observed again without that position
+    notes = engine.evaluate([obs("0.1")], 10, accounts=["main"])
+    assert kinds(notes) == [("resolved", "liq-distance")]
+    assert notes[0].context["reason"] == "no longer observed"
+
+
+def test_other_accounts_are_left_alone() -> None:
+    other = Subject("other", "bybit")
+    engine = AlertEngine([WARN])
+    engine.evaluate([obs("0.6"), obs("0.7", other)], 0)
+    assert engine.evaluate([obs("0.6")], 10) == []  # only "main" observed: "other" untouched
+    assert len(engine.firing()) == 2
+
+
+def test_no_value_means_nothing_to_alert_on() -> None:
+    engine = AlertEngine([DIST])
+    engine.evaluate([obs("0.02", BTC_LONG, "liquidation_distance")], 0)
+    notes = engine.evaluate([obs(None, BTC_LONG, "liquidation_distance")], 10)
+    assert kinds(notes) == [("resolved", "liq-distance")]
+
+
+def test_infinity_counts_as_above() -> None:
+    engine = AlertEngine([CRIT])
+    assert kinds(engine.evaluate([obs("Infinity")], 0)) == [("firing", "ratio-critical")]
+
+
+def test_states_survive_a_restart_without_a_second_firing() -> None:
+    engine = AlertEngine([WARN])
+    engine.evaluate([obs("0.6")], 0)
+    saved = [AlertState.from_json(s.to_json()) for s in engine.states.values()]
+    again = AlertEngine([WARN], states=saved)
+    assert again.evaluate([obs("0.6")], 10) == []
+    assert kinds(again.evaluate([obs("0.6")], 600)) == [("repeat", "ratio-warning")]
+
+
+def test_reload_keeps_states_of_rules_that_remain() -> None:
+    engine = AlertEngine([WARN, CRIT])
+    engine.evaluate([obs("0.9")], 0)
+    engine.set_rules([CRIT])
+    assert [s.rule for s in engine.firing()] == ["ratio-critical"]
+    assert engine.evaluate([obs("0.9")], 10) == []
+
+
+def test_filters_pick_subjects() -> None:
+    rule = Rule(
+        "btc-only",
+        "liquidation_distance",
+        Scope.POSITION,
+        Severity.WARNING,
+        below=D("0.1"),
+        symbols=frozenset({"BTC/USDT:USDT"}),
+        accounts=frozenset({"main"}),
+    )
+    eth = Subject("main", "binanceusdm", "ETH/USDT:USDT", "short")
+    engine = AlertEngine([rule])
+    notes = engine.evaluate(
+        [obs("0.05", BTC_LONG, "liquidation_distance"), obs("0.05", eth, "liquidation_distance")], 0
+    )
+    assert [n.subject for n in notes] == [BTC_LONG]
+
+
+def test_events_respect_silences() -> None:
+    rule = Rule("margin-call", "margin_call", Scope.ACCOUNT, Severity.CRITICAL, above=D(0))
+    engine = AlertEngine([rule], silences=[Silence("s", {"account": "main"}, ends_at=50)])
+    assert engine.event(rule, MAIN, "call", 10, {}) == []
+    (note,) = engine.event(rule, MAIN, "call", 60, {})
+    assert note.kind is Kind.EVENT and note.detail == "call"
+
+
+def test_a_rule_needs_one_threshold() -> None:
+    with pytest.raises(ValueError):
+        Rule("x", "worst_ratio", Scope.ACCOUNT, Severity.INFO)
