@@ -12,11 +12,20 @@ import difflib
 import os
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import InputError
 
@@ -133,10 +142,189 @@ class AccountConfig(_Model):
         return refs
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from ``90``, ``"90s"``, ``"5m"``, ``"1h"``, ``"1d"``, ``"250ms"``."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like 30s, 5m, 1h")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"must not be negative (got {value})")
+        return float(value)
+    if isinstance(value, str) and (m := _DURATION.match(value)):
+        return float(m.group(1)) * _UNIT_S[m.group(2)]
+    raise ValueError(f"not a duration: {value!r} (use seconds, or 30s, 5m, 1h, 1d)")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Threshold = Annotated[
+    Decimal,
+    BeforeValidator(
+        lambda v: (
+            Decimal(str(v)) if isinstance(v, int | float | str) and not isinstance(v, bool) else v
+        )
+    ),
+]
+
+
+class RuleConfig(_Model):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str
+    metric: str
+    scope: Literal["account", "position"] | None = None
+    above: Threshold | None = None
+    below: Threshold | None = None
+    clear_above: Threshold | None = None
+    clear_below: Threshold | None = None
+    for_: Duration = Field(0.0, alias="for")
+    keep_firing_for: Duration = 0.0
+    severity: Literal["info", "warning", "critical"] = "warning"
+    repeat: Duration | None = None
+    accounts: list[str] | None = None
+    exchanges: list[str] | None = None
+    symbols: list[str] | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    message: str | None = None
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> RuleConfig:
+        from .rules.observe import ACCOUNT_METRICS, POSITION_METRICS
+
+        known = {**ACCOUNT_METRICS, **POSITION_METRICS}
+        if self.metric not in known:
+            close = difflib.get_close_matches(self.metric, known, n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]}?" if close else "see docs/rules.md"
+            raise ValueError(f"unknown metric {self.metric!r} ({hint})")
+        scope = self.scope
+        if scope == "account" and self.metric not in ACCOUNT_METRICS:
+            raise ValueError(f"{self.metric} is a position metric")
+        if scope == "position" and self.metric not in POSITION_METRICS:
+            raise ValueError(f"{self.metric} is an account metric")
+        if (self.above is None) == (self.below is None):
+            raise ValueError("give exactly one of above or below")
+        if self.above is not None and self.clear_above is not None:
+            raise ValueError("an 'above' rule clears below: use clear_below")
+        if self.below is not None and self.clear_below is not None:
+            raise ValueError("a 'below' rule clears above: use clear_above")
+        if (
+            self.above is not None
+            and self.clear_below is not None
+            and self.clear_below > self.above
+        ):
+            raise ValueError(f"clear_below {self.clear_below} is above the threshold {self.above}")
+        if (
+            self.below is not None
+            and self.clear_above is not None
+            and self.clear_above < self.below
+        ):
+            raise ValueError(f"clear_above {self.clear_above} is below the threshold {self.below}")
+        return self
+
+
+class ReceiverConfig(_Model):
+    """A notification target: an apprise URL; ``${VAR}`` takes a secret from the environment."""
+
+    name: str
+    url: str
+    tags: list[str] = Field(default_factory=list)
+    # at most this many messages a minute (Telegram allows about 20 a minute into one chat)
+    rate_per_min: Annotated[float, Field(gt=0)] | None = None
+
+
+class RouteConfig(_Model):
+    severities: list[Literal["info", "warning", "critical"]] | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    receivers: Annotated[list[str], Field(min_length=1)]
+    fallback: str | None = None
+
+
+class QuietHoursConfig(_Model):
+    start: str
+    end: str
+    timezone: str = "UTC"
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        if not re.match(r"^([01]\d|2[0-3]):[0-5]\d$", value):
+            raise ValueError(f"{value!r} is not a time of day like 23:00")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (e.g. Europe/Berlin, UTC)") from None
+        return value
+
+
+class BuiltinRules(_Model):
+    """Rules that are on unless turned off: alertd watching itself and the exchange's pushes."""
+
+    feed_stale: bool = True  # no mark price for feeds.stale_after_s while positions are open
+    feed_down: bool = True  # streams disconnected for longer than feed_down_after_s
+    feed_down_after_s: Duration = 60.0
+    account_error: bool = True  # a feed stopped for good (bad key, banned IP)
+    margin_call: bool = True  # Binance MARGIN_CALL, OKX liquidation-warning pushes
+
+
+class HeartbeatConfig(_Model):
+    digest_at: str | None = None  # e.g. "08:00": a daily summary, in quiet_hours' time zone
+    deadman_url: str | None = None  # pinged (HTTP GET) while alertd is healthy; ${VAR} allowed
+    deadman_interval: Duration = 60.0
+
+
+class DeliverySettings(_Model):
+    retry_initial: Duration = 2.0
+    retry_max: Duration = 300.0
+    drain_on_shutdown: Duration = 10.0  # SIGTERM: time allowed to flush the outbox
+
+
+DEFAULT_RULES = [
+    RuleConfig(
+        name="margin-ratio-warning",
+        metric="worst_ratio",
+        above=Decimal("0.5"),
+        clear_below=Decimal("0.45"),
+        severity="warning",
+    ),
+    RuleConfig(
+        name="margin-ratio-critical",
+        metric="worst_ratio",
+        above=Decimal("0.8"),
+        clear_below=Decimal("0.75"),
+        severity="critical",
+    ),
+    RuleConfig(
+        name="liquidation-distance-critical",
+        metric="liquidation_distance",
+        below=Decimal("0.03"),
+        clear_above=Decimal("0.04"),
+        severity="critical",
+    ),
+]
+
+
 class Config(_Model):
     version: Literal[1]
     accounts: Annotated[list[AccountConfig], Field(min_length=1)]
     feeds: FeedSettings = FeedSettings()
+    state_path: Path = Path("alertd.sqlite")
+    rules: list[RuleConfig] = Field(default_factory=lambda: list(DEFAULT_RULES))
+    builtin_rules: BuiltinRules = BuiltinRules()
+    receivers: list[ReceiverConfig] = Field(default_factory=list)
+    routes: list[RouteConfig] = Field(default_factory=list)
+    quiet_hours: QuietHoursConfig | None = None
+    heartbeat: HeartbeatConfig = HeartbeatConfig()
+    delivery: DeliverySettings = DeliverySettings()
 
     def account(self, name: str) -> AccountConfig:
         for account in self.accounts:
@@ -179,9 +367,9 @@ def _cross_checks(data: dict[str, Any]) -> list[str]:
     """Rules across fields, run on the raw data so they are reported beside field errors."""
     problems: list[str] = []
     accounts = data.get("accounts")
-    if not isinstance(accounts, list):
-        return problems
     seen: dict[str, int] = {}
+    if not isinstance(accounts, list):
+        accounts = []
     for i, account in enumerate(accounts):
         if not isinstance(account, dict):
             continue
@@ -201,6 +389,41 @@ def _cross_checks(data: dict[str, Any]) -> list[str]:
                 problems.append(f"accounts[{i}]: {exchange} needs {secret}_env or {secret}_file")
         if exchange == "hyperliquid" and not account.get("wallet_address"):
             problems.append(f"accounts[{i}]: hyperliquid needs wallet_address")
+    problems += _unique(data, "rules")
+    problems += _unique(data, "receivers")
+    receivers = data.get("receivers")
+    names = (
+        {r.get("name") for r in receivers if isinstance(r, dict)}
+        if isinstance(receivers, list)
+        else set()
+    )
+    routes = data.get("routes")
+    for i, route in enumerate(routes if isinstance(routes, list) else []):
+        if not isinstance(route, dict):
+            continue
+        for k, name in enumerate(route.get("receivers") or []):
+            if name not in names:
+                problems.append(f"routes[{i}].receivers[{k}]: no receiver named {name!r}")
+        fallback = route.get("fallback")
+        if fallback is not None and fallback not in names:
+            problems.append(f"routes[{i}].fallback: no receiver named {fallback!r}")
+    return problems
+
+
+def _unique(data: dict[str, Any], section: str) -> list[str]:
+    items = data.get(section)
+    if not isinstance(items, list):
+        return []
+    seen: dict[str, int] = {}
+    problems = []
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and isinstance(item.get("name"), str):
+            name = item["name"]
+            if name in seen:
+                problems.append(
+                    f"{section}[{i}].name: {name!r} is already used by {section}[{seen[name]}]"
+                )
+            seen.setdefault(name, i)
     return problems
 
 
@@ -266,3 +489,21 @@ def read_secrets(
     if problems:
         raise ConfigError(problems)
     return found
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(text: str, where: str, environ: Mapping[str, str] | None = None) -> Secret:
+    """``text`` with every ``${VAR}`` replaced from the environment, as a :class:`Secret`.
+
+    Receiver URLs carry tokens (Telegram's bot token, a webhook key): the YAML names the
+    variable, the value only ever lives in memory.
+    """
+    env = os.environ if environ is None else environ
+    missing = [name for name in _ENV_REF.findall(text) if not env.get(name)]
+    if missing:
+        raise ConfigError(
+            [f"{where}: environment variable {name} is not set" for name in dict.fromkeys(missing)]
+        )
+    return Secret(_ENV_REF.sub(lambda m: env[m.group(1)], text))

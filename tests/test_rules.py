@@ -209,3 +209,11 @@ def test_events_respect_silences() -> None:
 def test_a_rule_needs_one_threshold() -> None:
     with pytest.raises(ValueError):
         Rule("x", "worst_ratio", Scope.ACCOUNT, Severity.INFO)
+
+
+def test_missing_data_is_not_all_clear() -> None:
+    engine = AlertEngine([WARN])
+    engine.evaluate([obs("0.6")], 0)
+    # the account is observed, but without a ratio (its data is incomplete): stays firing
+    assert engine.evaluate([Observation(MAIN, {"feed_stale_s": D(40)})], 10) == []
+    assert len(engine.firing()) == 1

@@ -146,17 +146,16 @@ class AlertEngine:
         A subject of those accounts that is no longer observed (a closed position) resolves.
         """
         scope = set(accounts) if accounts is not None else {o.subject.account for o in observations}
-        seen: set[tuple[str, str]] = set()
+        observed = {o.subject.key for o in observations}
         out: list[Notification] = []
         for obs in observations:
             for rule in self.rules.values():
-                if not rule.applies_to(obs.subject) or rule.metric not in obs.metrics:
-                    continue
-                key = (rule.name, obs.subject.key)
-                seen.add(key)
-                self._step(rule, obs, obs.metrics[rule.metric], now, out)
-        for key, state in list(self.states.items()):
-            if key in seen or state.subject.account not in scope:
+                # a metric missing from an observation (an account whose data is incomplete)
+                # leaves its alerts as they are: no data is not "all clear"
+                if rule.applies_to(obs.subject) and rule.metric in obs.metrics:
+                    self._step(rule, obs, obs.metrics[rule.metric], now, out)
+        for state in list(self.states.values()):
+            if state.subject.key in observed or state.subject.account not in scope:
                 continue
             rule = self.rules[state.rule]
             gone = Observation(state.subject, {})

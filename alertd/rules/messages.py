@@ -1,0 +1,193 @@
+"""Notification text: short enough for a phone lock screen, severity and account first,
+then the figure, the threshold, each affected position, and one concrete action.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from ..engine.margin import AccountMetrics, PositionMetrics, compute
+from .engine import Kind, Notification
+
+RATIO_METRICS = {"worst_ratio", "margin_ratio"}
+FRACTION_METRICS = RATIO_METRICS | {"liquidation_distance", "crash_distance"}
+SECONDS_METRICS = {"feed_stale_s", "feed_down_s"}
+MAX_POSITIONS = 3  # lines of positions in one message; the rest are counted
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    title: str
+    body: str
+
+
+def _num(value: Decimal, places: int = 2) -> str:
+    if not value.is_finite():
+        return "∞"
+    magnitude = abs(value)
+    if magnitude >= 1000:
+        return f"{value:,.{min(places, 2)}f}"
+    if magnitude >= 1:
+        return f"{value:,.{max(places, 2)}f}"
+    return f"{value:.6g}"
+
+
+def _qty(value: Decimal) -> str:
+    text = f"{value:.8f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def fmt_metric(metric: str, value: Decimal | None) -> str:
+    if value is None:
+        return "n/a"
+    if metric in FRACTION_METRICS:
+        if not value.is_finite():
+            return "LIQUIDATED" if metric in RATIO_METRICS else "∞"
+        return f"{value * 100:.1f}%"
+    if metric in SECONDS_METRICS:
+        return f"{value:.0f}s"
+    return _num(value)
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 90:
+        return f"{s}s"
+    if s < 5400:
+        return f"{s // 60}m"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def _position_line(pm: PositionMetrics) -> str:
+    p = pm.position
+    liq = "no liq." if pm.liquidation_price is None else f"liq {_num(pm.liquidation_price)}"
+    dist = "" if pm.liquidation_distance is None else f" ({pm.liquidation_distance * 100:.1f}%)"
+    return f"{p.symbol} {p.side.label} {_qty(p.contracts)} @ {_num(p.mark_price)} · {liq}{dist}"
+
+
+def _action(n: Notification, metrics: AccountMetrics, target: Decimal) -> str | None:
+    """One thing to do, computed for the target ratio the user would be happy with."""
+    at_target = compute(metrics.account, target)
+    settle = metrics.account.settle
+    pool = at_target.pool
+    pct = f"{target * 100:.0f}%"
+    focus = n.context.get("position")
+    if isinstance(focus, PositionMetrics) and focus.position.is_isolated:
+        pm = next(p for p in at_target.positions if p.position.key == focus.position.key)
+        if pm.margin_to_add:
+            amount = _num(pm.margin_to_add)
+            return f"add {amount} {settle} to {pm.position.symbol} to get back to {pct}"
+        return None
+    if pool.margin_to_add:
+        cuts = [
+            pm
+            for pm in at_target.positions
+            if not pm.position.is_isolated
+            and pm.size_to_cut
+            and pm.size_to_cut < pm.position.contracts
+        ]
+        text = f"add {_num(pool.margin_to_add)} {settle} to get back to {pct}"
+        if cuts:
+            biggest = max(cuts, key=lambda pm: pm.notional)
+            assert biggest.size_to_cut is not None
+            text += f", or cut {_qty(biggest.size_to_cut)} {biggest.position.symbol}"
+        return text
+    worst = [pm for pm in at_target.positions if pm.position.is_isolated and pm.margin_to_add]
+    if worst:
+        pm = max(worst, key=lambda p: p.margin_ratio)
+        assert pm.margin_to_add is not None
+        return f"add {_num(pm.margin_to_add)} {settle} to {pm.position.symbol} to get back to {pct}"
+    return None
+
+
+def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
+    """The message for ``n``; actions aim at ``target_ratio`` (the lowest ratio that clears
+    every ratio rule, chosen by the caller from the configured rules)."""
+    rule = n.rule
+    metric = rule.metric
+    head = "RESOLVED" if n.kind is Kind.RESOLVED else n.severity.label.upper()
+    who = n.subject.describe()
+    value = fmt_metric(metric, n.value)
+    threshold = fmt_metric(metric, rule.threshold)
+    metrics = n.context.get("metrics")
+    if not isinstance(metrics, AccountMetrics):
+        metrics = None
+
+    if n.kind is Kind.EVENT:
+        title = f"{head} {who}: {rule.name}"
+        return Message(title, n.detail[:400])
+    if rule.message:
+        text = rule.message.format_map(_Fields(n, value, threshold))
+        title, _, rest = text.partition("\n")
+        return Message(f"{head} {title}", rest)
+
+    label = metric.replace("_", " ")
+    if n.kind is Kind.RESOLVED:
+        reason = n.context.get("reason", "cleared")
+        gone = " (position closed)" if reason == "no longer observed" else ""
+        title = f"{head} {who}: {label} {value}{gone}"
+        body = f"was {rule.direction} {threshold} for {_duration(n.at - n.since)} ({rule.name})"
+        return Message(title, body)
+
+    title = f"{head} {who}: {label} {value}"
+    lines = [f"{rule.direction} {threshold} ({rule.name})"]
+    if metric == "account_error":
+        lines = [f"feed stopped: {n.context.get('fatal') or 'unknown error'}"]
+    elif metric in SECONDS_METRICS:
+        lines = [f"no fresh data for {value}: alertd cannot see this account's risk"]
+    if n.kind is Kind.REPEAT:
+        lines[0] += f", firing for {_duration(n.at - n.since)}"
+    if metrics is not None and metric not in SECONDS_METRICS | {"account_error"}:
+        focus = n.context.get("position")
+        shown = (
+            [focus]
+            if isinstance(focus, PositionMetrics)
+            else sorted(metrics.positions, key=lambda pm: -pm.margin_ratio)
+        )
+        for pm in shown[:MAX_POSITIONS]:
+            lines.append(_position_line(pm))
+        if len(shown) > MAX_POSITIONS:
+            lines.append(f"+{len(shown) - MAX_POSITIONS} more positions")
+        action = _action(n, metrics, target_ratio)
+        if action:
+            lines.append("→ " + action)
+    return Message(title, "\n".join(lines))
+
+
+class _Fields(dict[str, Any]):
+    """Template fields for a rule's own ``message``; unknown names stay as written."""
+
+    def __init__(self, n: Notification, value: str, threshold: str) -> None:
+        super().__init__(
+            rule=n.rule.name,
+            severity=n.severity.label,
+            account=n.subject.account,
+            exchange=n.subject.exchange,
+            symbol=n.subject.symbol or "",
+            side=n.subject.side or "",
+            value=value,
+            threshold=threshold,
+            metric=n.rule.metric,
+        )
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def notification_json(n: Notification, message: Message) -> Mapping[str, Any]:
+    """What the outbox stores for one notification (no secrets, plain JSON)."""
+    return {
+        "kind": n.kind.value,
+        "rule": n.rule.name,
+        "severity": n.severity.label,
+        "labels": n.labels,
+        "value": None if n.value is None else str(n.value),
+        "threshold": str(n.rule.threshold),
+        "at": n.at,
+        "since": n.since,
+        "title": message.title,
+        "body": message.body,
+    }

@@ -1,0 +1,255 @@
+"""alertd's state in one SQLite file: alert states, silences, the outbox, account snapshots.
+
+A notification is written to the outbox in the same transaction as the alert state that
+produced it, so after a crash there is never an alert marked "notified" whose message is
+missing, nor a message for a state that was never saved. The outbox row is marked delivered
+once the receiver accepted it; undelivered rows are retried after a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .rules.engine import AlertState
+from .rules.model import Silence
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS alert_states (
+    rule TEXT NOT NULL, subject TEXT NOT NULL, state TEXT NOT NULL,
+    PRIMARY KEY (rule, subject)
+);
+CREATE TABLE IF NOT EXISTS silences (
+    id TEXT PRIMARY KEY, matchers TEXT NOT NULL, created_at REAL NOT NULL,
+    ends_at REAL NOT NULL, comment TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at REAL NOT NULL,
+    receiver TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    title TEXT NOT NULL,
+    body TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    delivered_at REAL,
+    fallback_of INTEGER
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (delivered_at, next_attempt_at);
+CREATE TABLE IF NOT EXISTS snapshots (
+    account TEXT PRIMARY KEY, updated_at REAL NOT NULL, snapshot TEXT NOT NULL
+);
+"""
+SCHEMA_VERSION = "1"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    created_at: float
+    receiver: str
+    severity: str
+    title: str
+    body: str
+    payload: Mapping[str, Any]
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    delivered_at: float | None
+    fallback_of: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    receiver: str
+    severity: str
+    title: str
+    body: str
+    payload: Mapping[str, Any]
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        if str(path) != ":memory:":
+            self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")  # a written alert survives a power cut
+        self.db.executescript(SCHEMA)
+        self.db.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
+        )
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- alert states and their notifications, together ----------------------------------
+
+    def load_states(self) -> list[AlertState]:
+        rows = self.db.execute("SELECT state FROM alert_states").fetchall()
+        return [AlertState.from_json(json.loads(r["state"])) for r in rows]
+
+    def commit_evaluation(
+        self,
+        states: Iterable[AlertState],
+        accounts: Iterable[str],
+        messages: Sequence[NewMessage],
+        now: float,
+    ) -> list[int]:
+        """Replace the states of ``accounts`` and queue ``messages``, atomically."""
+        accounts = list(accounts)
+        ids = []
+        with self._transaction():
+            for account in accounts:
+                self.db.execute(
+                    "DELETE FROM alert_states WHERE subject = ? OR subject LIKE ?",
+                    (account, account + "/%"),
+                )
+            for state in states:
+                if state.subject.account in accounts:
+                    self.db.execute(
+                        "INSERT OR REPLACE INTO alert_states (rule, subject, state) VALUES (?,?,?)",
+                        (state.rule, state.subject.key, json.dumps(state.to_json())),
+                    )
+            for m in messages:
+                ids.append(self._insert(m, now))
+        return ids
+
+    def _insert(self, m: NewMessage, now: float, fallback_of: int | None = None) -> int:
+        cur = self.db.execute(
+            "INSERT INTO outbox (created_at, receiver, severity, title, body, payload, "
+            "next_attempt_at, fallback_of) VALUES (?,?,?,?,?,?,?,?)",
+            (now, m.receiver, m.severity, m.title, m.body, json.dumps(m.payload), now, fallback_of),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def enqueue(
+        self, messages: Sequence[NewMessage], now: float, fallback_of: int | None = None
+    ) -> list[int]:
+        with self._transaction():
+            return [self._insert(m, now, fallback_of) for m in messages]
+
+    # --- the outbox ---------------------------------------------------------------------
+
+    def due(self, now: float, limit: int = 100) -> list[OutboxRow]:
+        rows = self.db.execute(
+            "SELECT * FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= ? "
+            "ORDER BY next_attempt_at, id LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [_row(r) for r in rows]
+
+    def pending(self) -> list[OutboxRow]:
+        rows = self.db.execute(
+            "SELECT * FROM outbox WHERE delivered_at IS NULL ORDER BY id"
+        ).fetchall()
+        return [_row(r) for r in rows]
+
+    def next_due_at(self) -> float | None:
+        row = self.db.execute(
+            "SELECT MIN(next_attempt_at) AS t FROM outbox WHERE delivered_at IS NULL"
+        ).fetchone()
+        return None if row["t"] is None else float(row["t"])
+
+    def mark_delivered(self, row_id: int, now: float) -> None:
+        self.db.execute(
+            "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL "
+            "WHERE id = ? AND delivered_at IS NULL",
+            (now, row_id),
+        )
+
+    def mark_failed(self, row_id: int, error: str, next_attempt_at: float) -> None:
+        self.db.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
+            "WHERE id = ?",
+            (error[:500], next_attempt_at, row_id),
+        )
+
+    def has_fallback(self, row_id: int) -> bool:
+        row = self.db.execute("SELECT 1 FROM outbox WHERE fallback_of = ?", (row_id,)).fetchone()
+        return row is not None
+
+    def history(self, since: float) -> list[OutboxRow]:
+        rows = self.db.execute(
+            "SELECT * FROM outbox WHERE created_at >= ? ORDER BY id", (since,)
+        ).fetchall()
+        return [_row(r) for r in rows]
+
+    # --- silences -----------------------------------------------------------------------
+
+    def add_silence(self, silence: Silence) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO silences (id, matchers, created_at, ends_at, comment) "
+            "VALUES (?,?,?,?,?)",
+            (
+                silence.id,
+                json.dumps(dict(silence.matchers)),
+                silence.created_at,
+                silence.ends_at,
+                silence.comment,
+            ),
+        )
+
+    def silences(self) -> list[Silence]:
+        rows = self.db.execute("SELECT * FROM silences ORDER BY created_at").fetchall()
+        return [
+            Silence(r["id"], json.loads(r["matchers"]), r["ends_at"], r["created_at"], r["comment"])
+            for r in rows
+        ]
+
+    def expire_silence(self, silence_id: str, now: float) -> bool:
+        cur = self.db.execute(
+            "UPDATE silences SET ends_at = ? WHERE id = ? AND ends_at > ?",
+            (now, silence_id, now),
+        )
+        return cur.rowcount > 0
+
+    # --- snapshots ----------------------------------------------------------------------
+
+    def save_snapshot(self, account: str, snapshot: Mapping[str, Any], now: float) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO snapshots (account, updated_at, snapshot) VALUES (?,?,?)",
+            (account, now, json.dumps(snapshot)),
+        )
+
+    def _transaction(self) -> _Tx:
+        return _Tx(self.db)
+
+
+class _Tx:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def _row(r: sqlite3.Row) -> OutboxRow:
+    return OutboxRow(
+        id=r["id"],
+        created_at=r["created_at"],
+        receiver=r["receiver"],
+        severity=r["severity"],
+        title=r["title"],
+        body=r["body"],
+        payload=json.loads(r["payload"]),
+        attempts=r["attempts"],
+        next_attempt_at=r["next_attempt_at"],
+        last_error=r["last_error"],
+        delivered_at=r["delivered_at"],
+        fallback_of=r["fallback_of"],
+    )
