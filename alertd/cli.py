@@ -209,7 +209,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.verbose == 0:
         logging.getLogger().setLevel(logging.INFO)  # a daemon logs its lifecycle and health
-    return Service(config).run()
+    return Service(config, config_path=args.config).run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,28 +1,44 @@
 """The daemon: one object owns startup, the main loop and an ordered, bounded shutdown.
 
-    startup:   read secrets, build the feeds and the engine's book
-    main loop: feeds stream into the book; one health line per interval
-    shutdown:  stop intake (cancel feeds), close exchanges within a bound, one summary line
+    startup:   read secrets and receiver URLs, open the state file (alert states and the
+               outbox resume from it), build feeds, rules and delivery
+    main loop: feeds stream into the engine; changed accounts are evaluated within
+               ``eval_interval_s``, every account once a second (so time-based rules such as
+               "for", repeat and staleness advance without ticks); the outbox is delivered;
+               one health line per interval; the dead-man's switch is pinged while healthy
+    shutdown:  stop intake (cancel feeds), drain the outbox within a bound, close exchanges
+               within a bound, close the state file, one summary line
 
-Signal handlers only set flags (``should_exit``; a second SIGINT sets ``force_exit``). Tests
-drive :meth:`serve` directly with ``install_signals=False`` and set ``should_exit`` themselves.
+Signal handlers only set flags: SIGTERM/SIGINT ``should_exit`` (a second SIGINT
+``force_exit``), SIGHUP ``should_reload`` (rules, receivers, routes, quiet hours; a bad file
+keeps the old config and says why). Tests drive :meth:`serve` directly.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from .config import Config, ConfigError, Secret, read_secrets
+from .alerting import Alerting
+from .config import Config, ConfigError, Secret, expand_env, load_config, read_secrets
+from .delivery import Deliverer, Sender, build_receivers
 from .engine.book import Book
+from .errors import StartupError
 from .feeds.feed import AccountFeed, Change
 from .feeds.manager import FeedManager
+from .rules.engine import Kind, Notification
+from .rules.model import Rule, Scope, Severity, Subject
+from .snapshot import account_to_json
+from .store import NewMessage, Store
 
 log = logging.getLogger(__name__)
 
@@ -43,24 +59,38 @@ class Service:
         self,
         config: Config,
         *,
+        config_path: str | Path | None = None,
         secrets: dict[str, dict[str, Secret]] | None = None,
+        sender: Sender | None = None,
         health_interval_s: float = 60.0,
+        eval_interval_s: float = 0.05,
         shutdown_timeout_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         **feed_options: Any,
     ) -> None:
         self.config = config
+        self.config_path = Path(config_path) if config_path else None
         self.health_interval_s = health_interval_s
+        self.eval_interval_s = eval_interval_s
         self.shutdown_timeout_s = shutdown_timeout_s
         self._clock = clock
+        self._wall = wall_clock
         self._secrets = secrets
+        self._sender = sender
         self._feed_options = feed_options
         self.book = Book()
         self.manager: FeedManager | None = None
+        self.store: Store | None = None
+        self.deliverer: Deliverer | None = None
+        self.alerting: Alerting | None = None
         self.should_exit = False
         self.force_exit = False
+        self.should_reload = False
         self.started = asyncio.Event()
         self.ticks = 0  # engine updates applied, for health and metrics
+        self._dirty: set[str] = set()
+        self._events: list[tuple[AccountFeed, Any]] = []
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -83,45 +113,114 @@ class Service:
             raise ConfigError(problems)
         return found
 
-    async def serve(self, install_signals: bool = True) -> int:
+    def _startup(self) -> None:
         secrets = self._read_secrets()
+        receivers = build_receivers(self.config)
+        if self.config.heartbeat.deadman_url:
+            expand_env(self.config.heartbeat.deadman_url, "heartbeat.deadman_url")
+        try:
+            self.store = Store(self.config.state_path)
+        except Exception as exc:
+            raise StartupError(
+                f"cannot open the state file {self.config.state_path}: {exc}"
+            ) from exc
+        self.deliverer = Deliverer(
+            self.store,
+            receivers,
+            self.config.routes,
+            self.config.delivery,
+            self._sender,
+            clock=self._wall,
+        )
+        self.alerting = Alerting(self.config, self.store, self.deliverer, wall_clock=self._wall)
         self.manager = FeedManager(self.config, secrets, **self._feed_options)
         for feed in self.manager.feeds.values():
             feed.listeners.append(self._on_change)
+        pending = len(self.store.pending())
+        log.info(
+            "starting: %d accounts, %d rules, %d receivers, %d alerts firing, %d messages to "
+            "deliver from before",
+            len(self.manager.feeds),
+            len(self.alerting.rules),
+            len(receivers),
+            len(self.alerting.engine.firing()),
+            pending,
+        )
+        if not receivers:
+            log.warning("no receivers configured: alerts are evaluated and stored, not sent")
+
+    async def serve(self, install_signals: bool = True) -> int:
+        self._startup()
+        assert self.manager is not None and self.deliverer is not None
         if install_signals:
             self._install_signals()
-        log.info("starting: %d accounts", len(self.manager.feeds))
         feeds = asyncio.create_task(self.manager.run(), name="feeds")
+        delivery = asyncio.create_task(self.deliverer.run(), name="delivery")
+        deadman = asyncio.create_task(self._deadman(), name="dead-man's switch")
         self.started.set()
         next_health = self._clock() + self.health_interval_s
+        next_full = self._clock()
+        next_digest = self._next_digest()
         try:
             while not self.should_exit and not feeds.done():
-                await asyncio.sleep(0.1)
-                if self._clock() >= next_health:
+                await asyncio.sleep(self.eval_interval_s)
+                now = self._clock()
+                if self.should_reload:
+                    self.should_reload = False
+                    self.reload()
+                if now >= next_full:
+                    assert self.alerting is not None
+                    self.alerting.refresh_silences()
+                    self._dirty.update(self.manager.feeds)
+                    next_full = now + 1.0
+                self._evaluate_dirty(now)
+                if now >= next_health:
                     self.log_health()
-                    next_health = self._clock() + self.health_interval_s
+                    next_health = now + self.health_interval_s
+                if next_digest is not None and self._wall() >= next_digest:
+                    self._send_digest()
+                    next_digest = self._next_digest()
         finally:
-            await self._shutdown(feeds)
+            await self._shutdown(feeds, delivery, deadman)
         return 0
 
-    async def _shutdown(self, feeds: asyncio.Task[None]) -> None:
+    async def _shutdown(self, *tasks: asyncio.Task[None]) -> None:
         started = self._clock()
         bound = 0.5 if self.force_exit else self.shutdown_timeout_s
+        feeds, delivery, deadman = tasks
+        # 1. stop intake
         feeds.cancel()
+        deadman.cancel()
         try:
-            await asyncio.wait_for(asyncio.gather(feeds, return_exceptions=True), bound)
+            await asyncio.wait_for(asyncio.gather(feeds, deadman, return_exceptions=True), bound)
         except TimeoutError:
             log.warning("shutdown: feeds did not stop within %.1fs", bound)
+        # 2. drain the outbox within its bound
+        delivery.cancel()
+        await asyncio.gather(delivery, return_exceptions=True)
+        left = 0
+        if self.deliverer is not None and self.store is not None:
+            drain = 0.5 if self.force_exit else self.config.delivery.drain_on_shutdown
+            left = await self.deliverer.drain(drain)
+            if left:
+                log.warning("shutdown: %d messages left in the outbox; sent at next start", left)
+        # 3. close exchanges
         if self.manager is not None:
             try:
                 await asyncio.wait_for(self.manager.close(), bound)
             except TimeoutError:
                 log.warning("shutdown: exchanges did not close within %.1fs", bound)
+        if self.store is not None:
+            self.store.close()
         log.info(
-            "stopped in %.1fs: %d accounts, %d engine updates",
+            "stopped in %.1fs: %d accounts, %d engine updates, %d notifications, %d delivered, "
+            "%d undelivered",
             self._clock() - started,
             len(self.manager.feeds) if self.manager else 0,
             self.ticks,
+            self.alerting.notifications if self.alerting else 0,
+            self.deliverer.sent if self.deliverer else 0,
+            left,
         )
 
     def _install_signals(self) -> None:
@@ -135,20 +234,54 @@ class Service:
             self.force_exit = self.should_exit
             self.should_exit = True
 
+        def on_hup() -> None:
+            self.should_reload = True
+
         loop.add_signal_handler(signal.SIGTERM, on_term)
         loop.add_signal_handler(signal.SIGINT, on_int)
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
 
-    # --- engine -------------------------------------------------------------------------
+    def reload(self) -> bool:
+        """SIGHUP: new rules, receivers, routes and quiet hours; alert states are kept."""
+        if self.config_path is None:
+            log.warning("reload: no config file to read")
+            return False
+        try:
+            config = load_config(self.config_path)
+            receivers = build_receivers(config)
+        except ConfigError as exc:
+            log.error("reload: keeping the running config: %s", "; ".join(exc.problems))
+            return False
+        if [a.model_dump() for a in config.accounts] != [
+            a.model_dump() for a in self.config.accounts
+        ]:
+            log.warning("reload: account changes take effect at the next restart")
+        assert self.alerting is not None and self.deliverer is not None
+        self.alerting.reload(config)
+        self.deliverer.receivers = dict(receivers)
+        self.deliverer.routes = list(config.routes)
+        self.config = config.model_copy(update={"accounts": self.config.accounts})
+        log.info(
+            "reloaded %s: %d rules, %d receivers",
+            self.config_path,
+            len(self.alerting.rules),
+            len(receivers),
+        )
+        return True
+
+    # --- engine and alerts --------------------------------------------------------------
 
     def _on_change(self, feed: AccountFeed, change: Change, symbol: str | None) -> None:
         name = feed.config.name
-        if change is Change.MARK and symbol is not None and name in self.book:
+        if change is Change.EVENT:
+            if feed.state.events:
+                self._events.append((feed, feed.state.events[-1]))
+        elif change is Change.MARK and symbol is not None and name in self.book:
             price = feed.state.marks.get(symbol)
             if price is not None:
                 self.book.apply_account_mark(name, symbol, price)
                 self.ticks += 1
-            return
-        if change in (Change.ACCOUNT, Change.MARK):
+        elif change in (Change.ACCOUNT, Change.MARK):
             if not feed.state.missing():
                 self.book.set_account(name, feed.state.to_account())
                 self.ticks += 1
@@ -156,6 +289,101 @@ class Service:
                 self.book.remove_account(name)
         elif change is Change.FATAL:
             self.book.remove_account(name)
+        self._dirty.add(name)
+
+    def _evaluate_dirty(self, now: float) -> None:
+        assert self.manager is not None and self.alerting is not None
+        events, self._events = self._events, []
+        for source, event in events:
+            if event.kind in ("margin_call", "liquidation_warning"):
+                self.alerting.event(source, event)
+        dirty, self._dirty = self._dirty, set()
+        for name in sorted(dirty):
+            feed = self.manager.feeds.get(name)
+            if feed is not None:
+                self.alerting.evaluate(feed, now)
+
+    def save_snapshots(self) -> None:
+        if self.manager is None or self.store is None:
+            return
+        wall = self._wall()
+        for name, feed in self.manager.feeds.items():
+            if feed.state.bootstrapped and not feed.state.missing():
+                self.store.save_snapshot(name, account_to_json(feed.state.to_account()), wall)
+
+    # --- heartbeat ----------------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        report = self.health()
+        return bool(report) and all(h.bootstrapped and not h.fatal and not h.stale for h in report)
+
+    async def _deadman(self) -> None:
+        """Ping the user's external monitor while healthy: silence there means alertd is down."""
+        hb = self.config.heartbeat
+        if not hb.deadman_url:
+            return
+        import aiohttp
+
+        url = expand_env(hb.deadman_url, "heartbeat.deadman_url")
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            while True:
+                if self.healthy():
+                    try:
+                        async with session.get(url.reveal()) as response:
+                            if response.status >= 400:
+                                log.warning("dead-man's switch answered %d", response.status)
+                    except Exception as exc:
+                        log.warning("dead-man's switch not reached: %s", type(exc).__name__)
+                await asyncio.sleep(hb.deadman_interval)
+
+    def _next_digest(self) -> float | None:
+        at = self.config.heartbeat.digest_at
+        if not at:
+            return None
+        zone = ZoneInfo(self.config.quiet_hours.timezone if self.config.quiet_hours else "UTC")
+        now = dt.datetime.fromtimestamp(self._wall(), zone)
+        target = dt.datetime.combine(now.date(), dt.time.fromisoformat(at), zone)
+        if target <= now:
+            target += dt.timedelta(days=1)
+        return target.timestamp()
+
+    def _send_digest(self) -> None:
+        assert self.deliverer is not None and self.store is not None and self.alerting is not None
+        report = self.health()
+        firing = self.alerting.engine.firing()
+        lines = [
+            f"{h.name}: "
+            + (
+                f"STOPPED ({h.fatal})"
+                if h.fatal
+                else f"worst ratio {h.worst_ratio * 100:.1f}%"
+                if h.worst_ratio is not None
+                else "no positions"
+                if h.positions == 0
+                else "incomplete data"
+            )
+            + (f", stale: {', '.join(h.stale)}" if h.stale and not h.fatal else "")
+            for h in report
+        ]
+        lines.append(f"{len(firing)} alerts firing")
+        rule = Rule("daily-digest", "digest", Scope.ACCOUNT, Severity.INFO, above=Decimal(0))
+        note = Notification(
+            Kind.EVENT,
+            rule,
+            Subject("alertd", "-"),
+            self._wall(),
+            self._wall(),
+            None,
+            {},
+            "\n".join(lines),
+        )
+        title = f"INFO alertd daily: {len(report)} accounts, {len(firing)} firing"
+        messages = [
+            NewMessage(m.receiver, "info", title, m.body, m.payload)
+            for m in self.deliverer.messages_for(note, _digest_message(title, lines))
+        ]
+        self.store.enqueue(messages, self._wall())
+        self.deliverer.wake()
 
     # --- health -------------------------------------------------------------------------
 
@@ -187,14 +415,17 @@ class Service:
         return out
 
     def log_health(self) -> None:
+        self.save_snapshots()
         report = self.health()
         fatal = [h.name for h in report if h.fatal]
         stale = [h.name for h in report if h.stale and not h.fatal]
         ratios = [(h.worst_ratio, h.name) for h in report if h.worst_ratio is not None]
         worst = max(ratios, default=None)
+        firing = len(self.alerting.engine.firing()) if self.alerting else 0
+        pending = len(self.store.pending()) if self.store else 0
         log.info(
             "health: %d accounts, %d fresh, %d stale%s, %d stopped%s, %d positions, "
-            "%d engine updates, worst ratio %s",
+            "%d engine updates, worst ratio %s, %d alerts firing, %d messages queued",
             len(report),
             len(report) - len(stale) - len(fatal),
             len(stale),
@@ -204,4 +435,12 @@ class Service:
             sum(h.positions for h in report),
             self.ticks,
             f"{worst[0]:.4f} ({worst[1]})" if worst else "-",
+            firing,
+            pending,
         )
+
+
+def _digest_message(title: str, lines: list[str]) -> Any:
+    from .rules.messages import Message
+
+    return Message(title, "\n".join(lines))

@@ -51,7 +51,7 @@ def make_feed(config: AccountConfig, api_key: str, secret: str) -> AccountFeed:
 
 
 async def eventually(
-    check: Callable[[], Any], timeout_s: float = 5.0, what: str = "condition"
+    check: Callable[[], Any], timeout_s: float = 10.0, what: str = "condition"
 ) -> Any:
     """Poll until ``check()`` is truthy; fail with ``what`` after a bounded wait."""
     deadline = time.monotonic() + timeout_s

@@ -30,7 +30,10 @@ from .backoff import Backoff
 from .binance import BinanceUSDMAdapter
 from .bybit import BybitAdapter
 from .ccxt_exchange import ErrorKind, classify, describe, make_exchange
+from .gate import GateAdapter
+from .hyperliquid import HyperliquidAdapter
 from .marks import MarkHub, drop_connections
+from .okx import OKXAdapter
 from .state import AccountEvent, AccountState, Stream
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,9 @@ log = logging.getLogger(__name__)
 ADAPTERS: dict[str, type[ExchangeAdapter]] = {
     "binanceusdm": BinanceUSDMAdapter,
     "bybit": BybitAdapter,
+    "okx": OKXAdapter,
+    "gate": GateAdapter,
+    "hyperliquid": HyperliquidAdapter,
 }
 
 ExchangeFactory = Callable[[AccountConfig, Mapping[str, Secret], FeedSettings, Any], Any]

@@ -1,0 +1,220 @@
+"""Between the feeds and the phone: evaluate accounts against the rules, render messages,
+and commit alert states and outbox rows together.
+
+The rule engine and the margin engine stay pure; this is the one place that reads the feed
+state, the clocks, and writes to the store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+
+from .config import Config, RuleConfig
+from .delivery import Deliverer
+from .engine.margin import compute
+from .feeds.feed import AccountFeed
+from .feeds.state import AccountEvent, Stream
+from .rules.engine import AlertEngine, Notification
+from .rules.messages import render
+from .rules.model import QuietHours, Rule, Scope, Severity, Subject
+from .rules.observe import FeedStatus, metric_scope, observe
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+MARGIN_CALL_RULE = "margin-call"
+
+
+def _rule(rc: RuleConfig) -> Rule:
+    scope = Scope(rc.scope) if rc.scope else metric_scope(rc.metric)
+    assert scope is not None  # the config model checked the metric
+    return Rule(
+        name=rc.name,
+        metric=rc.metric,
+        scope=scope,
+        severity=Severity[rc.severity.upper()],
+        above=rc.above,
+        below=rc.below,
+        clear_above=rc.clear_above,
+        clear_below=rc.clear_below,
+        for_s=rc.for_,
+        keep_firing_for_s=rc.keep_firing_for,
+        repeat_s=rc.repeat,
+        accounts=frozenset(rc.accounts) if rc.accounts is not None else None,
+        exchanges=frozenset(rc.exchanges) if rc.exchanges is not None else None,
+        symbols=frozenset(rc.symbols) if rc.symbols is not None else None,
+        labels=dict(rc.labels),
+        message=rc.message,
+    )
+
+
+def build_rules(config: Config) -> list[Rule]:
+    """The configured rules plus the built-in ones that watch alertd itself."""
+    rules = [_rule(rc) for rc in config.rules]
+    builtin = config.builtin_rules
+    taken = {r.name for r in rules}
+
+    def add(rule: Rule) -> None:
+        if rule.name not in taken:  # a user rule of the same name replaces the built-in
+            rules.append(rule)
+
+    if builtin.feed_stale:
+        add(
+            Rule(
+                "feed-stale",
+                "feed_stale_s",
+                Scope.ACCOUNT,
+                Severity.WARNING,
+                above=Decimal(str(config.feeds.stale_after_s)),
+            )
+        )
+    if builtin.feed_down:
+        add(
+            Rule(
+                "feed-down",
+                "feed_down_s",
+                Scope.ACCOUNT,
+                Severity.CRITICAL,
+                above=Decimal(str(builtin.feed_down_after_s)),
+            )
+        )
+    if builtin.account_error:
+        add(
+            Rule(
+                "account-error",
+                "account_error",
+                Scope.ACCOUNT,
+                Severity.CRITICAL,
+                above=Decimal(0),
+                repeat_s=4 * 3600,
+            )
+        )
+    if builtin.margin_call:
+        add(
+            Rule(
+                MARGIN_CALL_RULE, "margin_call", Scope.ACCOUNT, Severity.CRITICAL, above=Decimal(0)
+            )
+        )
+    return rules
+
+
+def ratio_target(rules: Sequence[Rule]) -> Decimal:
+    """The ratio that clears every "above" ratio rule: what messages tell the user to reach."""
+    levels = [
+        r.clear_below if r.clear_below is not None else r.threshold
+        for r in rules
+        if r.metric in ("worst_ratio", "margin_ratio") and r.above is not None
+    ]
+    return min(levels, default=Decimal("0.5"))
+
+
+def quiet_hours(config: Config) -> QuietHours | None:
+    import datetime as dt
+
+    q = config.quiet_hours
+    if q is None:
+        return None
+    return QuietHours(dt.time.fromisoformat(q.start), dt.time.fromisoformat(q.end), q.timezone)
+
+
+class Alerting:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        deliverer: Deliverer,
+        *,
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.deliverer = deliverer
+        self._wall = wall_clock
+        self.rules = build_rules(config)
+        self.engine = AlertEngine(
+            self.rules,
+            states=store.load_states(),
+            silences=store.silences(),
+            quiet_hours=quiet_hours(config),
+        )
+        self.target = ratio_target(self.rules)
+        self._down_since: dict[str, float] = {}
+        self.notifications = 0
+
+    def reload(self, config: Config) -> None:
+        self.rules = build_rules(config)
+        self.engine.set_rules(self.rules)
+        self.engine.quiet_hours = quiet_hours(config)
+        self.target = ratio_target(self.rules)
+
+    def refresh_silences(self) -> None:
+        """Silences are added by ``alertd silence`` from another process, through the store."""
+        self.engine.silences = self.store.silences()
+
+    def feed_status(self, feed: AccountFeed, now: float) -> FeedStatus:
+        state = feed.state
+        name = feed.config.name
+        if state.connected or state.fatal is not None:
+            self._down_since.pop(name, None)
+            down = 0.0
+        else:
+            down = now - self._down_since.setdefault(name, now)
+        opened = state.last_seen.get((Stream.POSITIONS, ""), now)
+        ages = [
+            now - state.last_seen.get((Stream.MARK, symbol), opened)
+            for symbol in state.held_symbols
+        ]
+        stale = max(ages, default=0.0) if state.bootstrapped else 0.0
+        return FeedStatus(Decimal(f"{stale:.3f}"), Decimal(f"{down:.3f}"), state.fatal)
+
+    def evaluate(self, feed: AccountFeed, now: float) -> list[Notification]:
+        """Evaluate one account at monotonic ``now``; commit what changed."""
+        state = feed.state
+        name = feed.config.name
+        metrics = None
+        if state.bootstrapped and not state.missing():
+            metrics = compute(state.to_account(), self.target)
+        observations = observe(name, feed.config.exchange, metrics, self.feed_status(feed, now))
+        before = self._states_of(name)
+        wall = self._wall()
+        notes = self.engine.evaluate(observations, wall, accounts=[name])
+        if notes or self._states_of(name) != before:
+            self._commit(name, notes, wall)
+        return notes
+
+    def event(self, feed: AccountFeed, event: AccountEvent) -> list[Notification]:
+        rule = next((r for r in self.rules if r.name == MARGIN_CALL_RULE), None)
+        if rule is None:
+            return []
+        subject = Subject(feed.config.name, feed.config.exchange)
+        wall = self._wall()
+        context: dict[str, object] = {}
+        if feed.state.bootstrapped and not feed.state.missing():
+            context["metrics"] = compute(feed.state.to_account(), self.target)
+        notes = self.engine.event(rule, subject, f"{event.kind}: {event.detail}", wall, context)
+        if notes:
+            self._commit(feed.config.name, notes, wall)
+        return notes
+
+    def _commit(self, account: str, notes: Sequence[Notification], wall: float) -> None:
+        messages = []
+        for n in notes:
+            message = render(n, self.target)
+            messages.extend(self.deliverer.messages_for(n, message))
+            log.info("%s %s: %s", n.kind.value, n.rule.name, message.title)
+        self.store.commit_evaluation(self.engine.states.values(), [account], messages, wall)
+        self.notifications += len(notes)
+        if messages:
+            self.deliverer.wake()
+
+    def _states_of(self, account: str) -> str:
+        """The parts of an account's alert states worth saving (not the moving value)."""
+        states = []
+        for s in self.engine.states.values():
+            if s.subject.account == account:
+                data = s.to_json()
+                data.pop("value")
+                states.append(data)
+        return json.dumps(sorted(states, key=lambda d: (d["rule"], str(d["subject"]))))

@@ -1,0 +1,202 @@
+"""Gate futures, USDT-settled perpetuals (``BTC_USDT``).
+
+Wire formats: gate.com/docs/developers/apiv4: "List all positions of a user"
+(GET /futures/usdt/positions), "Query futures account" (GET /futures/usdt/accounts), "Query
+risk limit tiers" (GET /futures/usdt/risk_limit_tiers), websocket channels
+``futures.positions``, ``futures.balances`` and ``futures.tickers`` (``mark_price``). Field
+descriptions: repository gate/gateapi-python, docs/Position.md, FuturesAccount.md,
+FuturesLimitRiskTiers.md.
+
+Field notes, checked against real answers:
+
+- ``size`` is signed and counted in contracts (``quanto_multiplier`` = ccxt's contractSize);
+  ``mode`` is ``single`` (the sign gives the side) or ``dual_long`` / ``dual_short``.
+- ``leverage`` 0 means cross (its leverage is then ``cross_leverage_limit``); newer answers
+  also say it in ``pos_margin_mode`` and ``lever``.
+- Isolated ``margin`` excludes unrealized PnL: a real position's ``margin_rate`` is
+  ``(margin + unrealised_pnl) / maintenance_margin``.
+- ``total`` is the wallet: "the sum of all historical fund flows" (deposits, realized PnL, fees,
+  funding), so it still holds the margin of isolated positions.
+- A position's ``maintenance_margin`` is ``value * (tier mmr + taker fee)`` less the deduction;
+  in two real answers that fee is 0.075% (the contract's ``taker_fee_rate``).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from ..engine.model import MarginMode, Side
+from ..engine.tiers import Tier, TierTable, derive_deductions
+from .adapter import ExchangeAdapter, FrameError, dec, dec_or_none
+from .state import PositionState, ReportedAccount, ReportedPosition
+
+
+def risk_limit_tiers_to_table(rows: list[dict[str, Any]]) -> TierTable:
+    """Gate risk limit tiers (``risk_limit`` cap in USDT, ``maintenance_rate``, ``deduction``)."""
+    ordered = sorted(rows, key=lambda r: dec(r.get("risk_limit"), "risk_limit"))
+    caps: list[Decimal | None] = []
+    mmrs = []
+    for i, row in enumerate(ordered):
+        caps.append(None if i == len(ordered) - 1 else dec(row["risk_limit"], "risk_limit"))
+        mmrs.append(dec(row.get("maintenance_rate"), "maintenance_rate"))
+    derived = derive_deductions(caps, mmrs)
+    tiers = []
+    for i, row in enumerate(ordered):
+        given = row.get("deduction")
+        deduction = dec(given, "deduction") if given not in (None, "") else derived[i]
+        tiers.append(Tier(caps[i], mmrs[i], deduction, dec_or_none(row.get("leverage_max"))))
+    return TierTable.build(tiers)
+
+
+def _side(raw: dict[str, Any], size: Decimal) -> Side | None:
+    mode = str(raw.get("mode") or "single")
+    if mode == "dual_long":
+        return Side.LONG
+    if mode == "dual_short":
+        return Side.SHORT
+    if size == 0:
+        return None  # a closed one-way position
+    return Side.LONG if size > 0 else Side.SHORT
+
+
+def _isolated(raw: dict[str, Any]) -> bool:
+    mode = raw.get("pos_margin_mode")
+    if mode in ("isolated", "cross"):
+        return bool(mode == "isolated")
+    return dec_or_none(raw.get("leverage")) is not None  # leverage 0 means cross
+
+
+def _closed(symbol: str) -> list[PositionState]:
+    """Both possible keys of a symbol, closed (zero contracts)."""
+    return [PositionState(symbol, s, Decimal(0), Decimal(1), MarginMode.CROSS) for s in Side]
+
+
+class GateAdapter(ExchangeAdapter):
+    exchange_id = "gate"
+    settle = "USDT"
+    wallet_includes_isolated = True  # ``total`` still holds isolated positions' margin
+
+    def _settle_id(self) -> str:
+        return self.settle.lower()
+
+    def _market(self, exchange: Any, contract: Any) -> dict[str, Any] | None:
+        market: dict[str, Any] = exchange.safe_market(contract, None, "_", "swap")
+        if market.get("settle") not in (None, self.settle):
+            return None
+        return market
+
+    async def fetch_tiers(self, exchange: Any, symbols: list[str]) -> dict[str, TierTable]:
+        out = {}
+        for symbol in symbols:
+            market = exchange.market(symbol)
+            rows = await exchange.publicFuturesGetSettleRiskLimitTiers(
+                {"settle": self._settle_id(), "contract": market["id"]}
+            )
+            if rows:
+                out[symbol] = risk_limit_tiers_to_table(list(rows))
+        return out
+
+    def _position(self, exchange: Any, raw: dict[str, Any]) -> list[PositionState]:
+        """One raw position as alertd states; a one-way close closes both possible keys."""
+        market = self._market(exchange, raw.get("contract"))
+        if market is None:
+            return []
+        symbol = market["symbol"]
+        size = dec(raw.get("size", "0"), "size")
+        side = _side(raw, size)
+        if side is None:
+            return _closed(symbol)
+        isolated = _isolated(raw)
+        contracts = abs(size)
+        if isolated:
+            leverage = dec_or_none(raw.get("lever")) or dec_or_none(raw.get("leverage"))
+        else:
+            leverage = dec_or_none(raw.get("lever")) or dec_or_none(raw.get("cross_leverage_limit"))
+        return [
+            PositionState(
+                symbol=symbol,
+                side=side,
+                contracts=contracts,
+                entry_price=dec(raw.get("entry_price"), "entry_price") if contracts else Decimal(1),
+                margin_mode=MarginMode.ISOLATED if isolated else MarginMode.CROSS,
+                isolated_margin=dec(raw.get("margin"), "margin") if isolated else None,
+                leverage=leverage,
+            )
+        ]
+
+    async def fetch_positions(
+        self, exchange: Any
+    ) -> tuple[list[PositionState], dict[tuple[str, Any], ReportedPosition], dict[str, Decimal]]:
+        rows = await exchange.privateFuturesGetSettlePositions(
+            {"settle": self._settle_id(), "holding": True}
+        )
+        positions, reported, marks = [], {}, {}
+        for raw in rows or []:
+            for p in self._position(exchange, raw):
+                if p.contracts == 0:
+                    continue
+                positions.append(p)
+                reported[(p.symbol, p.side)] = ReportedPosition(
+                    liquidation_price=dec_or_none(raw.get("liq_price")),
+                    maintenance_margin=dec_or_none(raw.get("maintenance_margin")),
+                )
+                mark = dec_or_none(raw.get("mark_price"))
+                if mark is not None:
+                    marks[p.symbol] = mark
+        return positions, reported, marks
+
+    async def fetch_balance(self, exchange: Any) -> tuple[Decimal, ReportedAccount]:
+        info = await exchange.privateFuturesGetSettleAccounts({"settle": self._settle_id()})
+        if not isinstance(info, dict):
+            raise FrameError("futures accounts: not an object")
+        wallet = dec(info.get("total") or "0", "total")
+        # The cross figures exist in the "new classic" margin mode; older accounts have only
+        # the account-wide maintenance margin.
+        mm = dec_or_none(info.get("cross_maintenance_margin")) or dec_or_none(
+            info.get("maintenance_margin")
+        )
+        balance = dec_or_none(info.get("cross_margin_balance"))
+        # Gate shows margin balance / maintenance margin; alertd's ratio is the reciprocal
+        ratio = mm / balance if mm is not None and balance else None
+        return wallet, ReportedAccount(mm, balance, ratio)
+
+    async def watch_positions(self, exchange: Any) -> list[PositionState]:
+        changed = await exchange.watch_positions()
+        out: dict[tuple[str, Side], PositionState] = {}
+        for position in changed:
+            raw = position.get("info") or {}
+            if "size" not in raw:
+                continue
+            for p in self._position(exchange, raw):
+                out[(p.symbol, p.side)] = p
+        return list(out.values())
+
+    async def watch_balance(self, exchange: Any) -> Decimal | None:
+        balance = await exchange.watch_balance()
+        entries = balance.get("info")
+        if not isinstance(entries, list):
+            return None
+        for entry in reversed(entries):  # the last change of the push is the newest
+            if not isinstance(entry, dict):
+                continue
+            if entry.get("currency", self.settle).upper() != self.settle:
+                continue
+            # futures.balances: "balance" is the balance after the change, i.e. ``total``
+            value = entry.get("balance", entry.get("total"))
+            if value is not None:
+                return dec(value, "balance")
+        return None
+
+    async def fetch_mark(self, exchange: Any, symbol: str) -> Decimal:
+        rows = await exchange.publicFuturesGetSettleTickers(
+            {"settle": self._settle_id(), "contract": exchange.market_id(symbol)}
+        )
+        if not rows:
+            raise FrameError(f"tickers: no answer for {symbol}")
+        return dec(rows[0].get("mark_price"), "mark_price")
+
+    async def watch_mark(self, exchange: Any, symbol: str) -> Decimal:
+        ticker = await exchange.watch_ticker(symbol)
+        info = ticker.get("info") or {}
+        return dec(info.get("mark_price", ticker.get("markPrice")), "mark_price")

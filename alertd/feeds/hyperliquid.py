@@ -1,0 +1,182 @@
+"""Hyperliquid perpetuals (USDC), read by wallet address: everything alertd needs is public.
+
+Wire formats: hyperliquid.gitbook.io/hyperliquid-docs: "Info endpoint / Perpetuals"
+(``clearinghouseState``), "Websocket / Subscriptions" (``clearinghouseState``,
+``activeAssetCtx``), "Trading / Margining", "Trading / Liquidations", "Trading / Margin tiers".
+
+How Hyperliquid's numbers map onto alertd's model (margin balance = wallet + unrealized PnL of
+the cross positions; isolated margin is the position's own margin without its PnL):
+
+- Hyperliquid keeps a signed "raw USD" per pool: USDC minus the entry value of its positions
+  (``rawUsd`` of an isolated position, ``crossMarginSummary.totalRawUsd`` for cross). Its account
+  value is ``rawUsd + sum(szi * mark)``. So alertd's cross wallet is
+  ``totalRawUsd + sum(szi * entryPx)`` over the cross positions, and an isolated position's
+  margin is ``rawUsd + szi * entryPx``. With alertd's unrealized PnL, ``szi * (mark - entryPx)``,
+  the engine then gives exactly Hyperliquid's account values, even though ``entryPx`` and
+  ``unrealizedPnl`` are rounded for display.
+- ``marginUsed`` of an isolated position is its equity (margin + PnL); of a cross one, its
+  initial margin. ``crossMaintenanceMarginUsed`` covers the cross positions only.
+- Maintenance rate: half the initial rate at max leverage, ``1 / (2 * max_leverage)``; cross
+  liquidation when account value < maintenance margin; liquidation price
+  ``price - side * margin_available / size / (1 - l * side)``.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from ..engine.model import MarginMode, Side
+from ..engine.tiers import Tier, TierTable
+from .adapter import ExchangeAdapter, FrameError, dec, dec_or_none
+from .state import PositionState, ReportedAccount, ReportedPosition
+
+
+def max_leverage_table(max_leverage: Decimal) -> TierTable:
+    """One tier at the market's max leverage: ``mmr = 1 / (2 * max_leverage)``.
+
+    Hyperliquid's API gives a market's max leverage, not its margin tiers: an asset with a
+    tiered margin table is modelled by its first tier only. BTC (late 2025): 40x up to 150M
+    USDC notional and 20x above, so past 150M this understates maintenance margin (1.25%
+    instead of 2.5%, less the tier's deduction). Positions that large are out of scope.
+    """
+    if max_leverage <= 0:
+        raise FrameError(f"max leverage must be positive (got {max_leverage})")
+    return TierTable.build([Tier(None, 1 / (2 * max_leverage), Decimal(0), max_leverage)])
+
+
+class HyperliquidAdapter(ExchangeAdapter):
+    exchange_id = "hyperliquid"
+    settle = "USDC"
+    wallet_includes_isolated = False  # the wallet is built from the cross pool alone
+
+    def __init__(self) -> None:
+        # Every clearinghouseState push lists all open positions: a position missing from a
+        # push has been closed. Remember what the last snapshot held to say so.
+        self._held: set[tuple[str, Side]] = set()
+
+    def _user(self, exchange: Any) -> str:
+        address = getattr(exchange, "walletAddress", None)
+        if not address:
+            raise FrameError("hyperliquid needs the account's wallet address")
+        return str(address)
+
+    async def _state(self, exchange: Any) -> dict[str, Any]:
+        state = await exchange.publicPostInfo(
+            {"type": "clearinghouseState", "user": self._user(exchange)}
+        )
+        if not isinstance(state, dict) or "crossMarginSummary" not in state:
+            raise FrameError("clearinghouseState: not a perpetuals account summary")
+        return state
+
+    def _symbol(self, exchange: Any, coin: Any) -> str:
+        # ccxt maps a coin ("BTC", HIP-3 "xyz:TSLA") to its swap symbol ("BTC/USDC:USDC")
+        return str(exchange.coin_to_market_id(str(coin)))
+
+    async def fetch_tiers(self, exchange: Any, symbols: list[str]) -> dict[str, TierTable]:
+        out = {}
+        for symbol in symbols:
+            market = exchange.market(symbol)
+            limit = ((market.get("limits") or {}).get("leverage") or {}).get("max")
+            if limit is None:
+                limit = (market.get("info") or {}).get("maxLeverage")
+            if limit is None:
+                raise FrameError(f"{symbol}: the market gives no max leverage")
+            out[symbol] = max_leverage_table(dec(limit, "maxLeverage"))
+        return out
+
+    def _parse(
+        self, exchange: Any, state: dict[str, Any]
+    ) -> list[tuple[PositionState, dict[str, Any]]]:
+        out = []
+        for entry in state.get("assetPositions") or []:
+            raw = (entry or {}).get("position") or {}
+            szi = dec(raw.get("szi", "0"), "szi")
+            if szi == 0:
+                continue
+            leverage = raw.get("leverage") or {}
+            isolated = leverage.get("type") == "isolated"
+            entry_px = dec(raw.get("entryPx"), "entryPx")
+            margin = None
+            if isolated:
+                raw_usd = dec_or_none(leverage.get("rawUsd"))
+                if raw_usd is not None:
+                    margin = raw_usd + szi * entry_px
+                else:  # marginUsed is the isolated equity: take its PnL out
+                    margin = dec(raw.get("marginUsed"), "marginUsed") - dec(
+                        raw.get("unrealizedPnl"), "unrealizedPnl"
+                    )
+            p = PositionState(
+                symbol=self._symbol(exchange, raw.get("coin")),
+                side=Side.LONG if szi > 0 else Side.SHORT,
+                contracts=abs(szi),
+                entry_price=entry_px,
+                margin_mode=MarginMode.ISOLATED if isolated else MarginMode.CROSS,
+                isolated_margin=margin,
+                leverage=dec_or_none(leverage.get("value")),
+            )
+            out.append((p, raw))
+        return out
+
+    def _wallet(self, state: dict[str, Any], parsed: list[tuple[PositionState, Any]]) -> Decimal:
+        summary = state.get("crossMarginSummary") or {}
+        wallet = dec(summary.get("totalRawUsd"), "totalRawUsd")
+        for p, _ in parsed:
+            if p.margin_mode is MarginMode.CROSS:
+                wallet += int(p.side) * p.contracts * p.entry_price
+        return wallet
+
+    async def fetch_positions(
+        self, exchange: Any
+    ) -> tuple[list[PositionState], dict[tuple[str, Any], ReportedPosition], dict[str, Decimal]]:
+        parsed = self._parse(exchange, await self._state(exchange))
+        positions, reported, marks = [], {}, {}
+        for p, raw in parsed:
+            positions.append(p)
+            # Hyperliquid reports no per-position maintenance margin
+            reported[(p.symbol, p.side)] = ReportedPosition(
+                liquidation_price=dec_or_none(raw.get("liquidationPx"))
+            )
+            value = dec_or_none(raw.get("positionValue"))
+            if value is not None:
+                marks[p.symbol] = value / p.contracts  # positionValue is |szi| * mark
+        self._held = {(p.symbol, p.side) for p in positions}
+        return positions, reported, marks
+
+    async def fetch_balance(self, exchange: Any) -> tuple[Decimal, ReportedAccount]:
+        state = await self._state(exchange)
+        wallet = self._wallet(state, self._parse(exchange, state))
+        cross_value = dec_or_none((state.get("crossMarginSummary") or {}).get("accountValue"))
+        mm = dec_or_none(state.get("crossMaintenanceMarginUsed"))
+        ratio = mm / cross_value if mm is not None and cross_value else None
+        return wallet, ReportedAccount(mm, cross_value, ratio)
+
+    async def watch_positions(self, exchange: Any) -> list[PositionState]:
+        changed = await exchange.watch_positions()
+        current: list[PositionState] = []
+        for position in changed:
+            info = position.get("info") or {}
+            state = {"assetPositions": [info]}
+            current.extend(p for p, _ in self._parse(exchange, state))
+        held = {(p.symbol, p.side) for p in current}
+        closed = [
+            PositionState(symbol, side, Decimal(0), Decimal(1), MarginMode.CROSS)
+            for symbol, side in sorted(self._held - held, key=lambda k: (k[0], int(k[1])))
+        ]
+        self._held = held
+        return current + closed
+
+    async def watch_balance(self, exchange: Any) -> Decimal | None:
+        balance = await exchange.watch_balance()
+        state = balance.get("info")
+        if not isinstance(state, dict) or "crossMarginSummary" not in state:
+            return None  # a spot (unified account) push: not the perpetuals pool
+        return self._wallet(state, self._parse(exchange, state))
+
+    async def fetch_mark(self, exchange: Any, symbol: str) -> Decimal:
+        ticker = await exchange.fetch_ticker(symbol)
+        return dec((ticker.get("info") or {}).get("markPx"), "markPx")
+
+    async def watch_mark(self, exchange: Any, symbol: str) -> Decimal:
+        ticker = await exchange.watch_ticker(symbol)
+        return dec((ticker.get("info") or {}).get("markPx"), "markPx")

@@ -1,0 +1,266 @@
+"""OKX v5, USDT-margined perpetual swaps (``BTC-USDT-SWAP``).
+
+Wire formats: okx.com/docs-v5/en: "Get positions" (/api/v5/account/positions), "Get balance"
+(/api/v5/account/balance), "Get position tiers" (/api/v5/public/position-tiers), "Get mark
+price" (/api/v5/public/mark-price), websocket channels ``positions``, ``account``,
+``mark-price`` and ``liquidation-warning`` (private; ccxt has no handler for it, so alertd
+subscribes itself and reads the frames through :meth:`OKXAdapter.event`).
+
+Field notes, checked against real answers (ccxt's recorded responses, ts/src/test/static):
+
+- A position's ``mmr`` is ``notional * tier mmr`` at the mark, without the liquidation fee;
+  OKX's ``mgnRatio`` divides by ``mmr + notional * fee``. alertd's OKX profile adds that fee
+  (0.05%), so alertd's maintenance margin is OKX's ``mmr`` plus ``notional * fee``.
+- Isolated ``margin`` excludes unrealized PnL (equity = ``margin + upl``).
+- ``cashBal`` excludes isolated margin: OKX's currency equity is cash balance + cross PnL +
+  isolated margin + isolated PnL (help: "Single-currency margin mode").
+- Tiers are sized in contracts (``minSz``/``maxSz``) with no deduction: MM steps at each cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from decimal import Decimal
+from typing import Any
+
+from ..engine.model import MarginMode, Side
+from ..engine.tiers import Tier, TierBasis, TierTable
+from .adapter import ExchangeAdapter, FrameError, dec, dec_or_none
+from .state import AccountEvent, PositionState, ReportedAccount, ReportedPosition
+
+log = logging.getLogger(__name__)
+
+# The id OKX echoes in its answer to alertd's own subscription: an error answer then rejects
+# only this subscription's future instead of every future on the private connection.
+WARNING_SUBSCRIPTION = "alertdliqwarn"
+
+
+def position_tiers_to_table(rows: list[dict[str, Any]]) -> TierTable:
+    """OKX position tiers (``maxSz`` in contracts, ``mmr``, ``maxLever``): step tiers."""
+    ordered = sorted(rows, key=lambda r: dec(r.get("maxSz"), "maxSz"))
+    tiers = []
+    for i, row in enumerate(ordered):
+        cap = None if i == len(ordered) - 1 else dec(row["maxSz"], "maxSz")
+        lev = dec_or_none(row.get("maxLever"))
+        tiers.append(Tier(cap, dec(row.get("mmr"), "mmr"), Decimal(0), lev))
+    return TierTable.build(tiers, TierBasis.CONTRACTS)
+
+
+def _side(raw: dict[str, Any], pos: Decimal) -> Side | None:
+    pos_side = str(raw.get("posSide") or "net")
+    if pos_side == "long":
+        return Side.LONG
+    if pos_side == "short":
+        return Side.SHORT
+    if pos == 0:
+        return None  # a closed net position: no side left
+    return Side.LONG if pos > 0 else Side.SHORT  # net mode: the sign of pos
+
+
+def _consume(future: Any) -> None:
+    """Retrieve the outcome of the warning subscription's future (it only ever fails)."""
+    if not future.cancelled() and future.exception() is not None:
+        log.debug("okx liquidation-warning subscription ended: %s", future.exception())
+
+
+def _closed(symbol: str) -> list[PositionState]:
+    """Both possible keys of a symbol, closed (zero contracts)."""
+    return [PositionState(symbol, s, Decimal(0), Decimal(1), MarginMode.CROSS) for s in Side]
+
+
+class OKXAdapter(ExchangeAdapter):
+    exchange_id = "okx"
+    settle = "USDT"
+    wallet_includes_isolated = False  # cashBal holds no isolated margin
+
+    def __init__(self) -> None:
+        self._warned_multi_currency = False
+
+    def _market(self, exchange: Any, inst_id: Any) -> dict[str, Any] | None:
+        """The ccxt market of a swap position; None for other settle currencies."""
+        market: dict[str, Any] = exchange.safe_market(inst_id, None, "-", "swap")
+        if market.get("settle") not in (None, self.settle):
+            return None  # coin-margined or USDC swaps belong to another pool
+        return market
+
+    async def fetch_tiers(self, exchange: Any, symbols: list[str]) -> dict[str, TierTable]:
+        out = {}
+        for symbol in symbols:
+            market = exchange.market(symbol)
+            family = (market.get("info") or {}).get("instFamily")
+            if not family:
+                raise FrameError(f"{symbol}: no instFamily in the market, cannot ask for tiers")
+            # cross tiers: OKX publishes the same SWAP table for isolated positions
+            response = await exchange.publicGetPublicPositionTiers(
+                {"instType": "SWAP", "tdMode": "cross", "instFamily": family}
+            )
+            rows = response.get("data") or []
+            if rows:
+                out[symbol] = position_tiers_to_table(rows)
+        return out
+
+    def _position(self, exchange: Any, raw: dict[str, Any]) -> list[PositionState]:
+        """The states one raw position gives: none for other products, both sides on a close."""
+        if raw.get("instType") not in (None, "SWAP"):
+            return []
+        market = self._market(exchange, raw.get("instId"))
+        if market is None:
+            return []
+        symbol = market["symbol"]
+        pos = dec(raw.get("pos") or "0", "pos")
+        side = _side(raw, pos)
+        if side is None:
+            return _closed(symbol)
+        isolated = raw.get("mgnMode") == "isolated"
+        contracts = abs(pos)
+        return [
+            PositionState(
+                symbol=symbol,
+                side=side,
+                contracts=contracts,
+                entry_price=dec(raw.get("avgPx"), "avgPx") if contracts else Decimal(1),
+                margin_mode=MarginMode.ISOLATED if isolated else MarginMode.CROSS,
+                isolated_margin=dec(raw.get("margin"), "margin") if isolated else None,
+                leverage=dec_or_none(raw.get("lever")),
+            )
+        ]
+
+    async def fetch_positions(
+        self, exchange: Any
+    ) -> tuple[list[PositionState], dict[tuple[str, Any], ReportedPosition], dict[str, Decimal]]:
+        response = await exchange.privateGetAccountPositions({"instType": "SWAP"})
+        positions, reported, marks = [], {}, {}
+        for raw in response.get("data") or []:
+            for p in self._position(exchange, raw):
+                if p.contracts == 0:
+                    continue
+                positions.append(p)
+                reported[(p.symbol, p.side)] = ReportedPosition(
+                    liquidation_price=dec_or_none(raw.get("liqPx")),
+                    maintenance_margin=dec_or_none(raw.get("mmr")),
+                )
+                mark = dec_or_none(raw.get("markPx"))
+                if mark is not None:
+                    marks[p.symbol] = mark
+        return positions, reported, marks
+
+    def _detail(self, account: dict[str, Any]) -> dict[str, Any] | None:
+        for detail in account.get("details") or []:
+            if detail.get("ccy") == self.settle:
+                return dict(detail)
+        return None
+
+    async def fetch_balance(self, exchange: Any) -> tuple[Decimal, ReportedAccount]:
+        response = await exchange.privateGetAccountBalance({"ccy": self.settle})
+        accounts = response.get("data") or []
+        if not accounts:
+            raise FrameError("account/balance: no account in the answer")
+        account = accounts[0]
+        detail = self._detail(account) or {}
+        wallet = dec(detail.get("cashBal") or "0", "cashBal")
+        ratio = dec_or_none(detail.get("mgnRatio"))
+        mm = dec_or_none(detail.get("mmr"))
+        if ratio is not None or mm is not None:
+            # Spot-and-futures (single-currency) mode: the USDT cross pool, in USDT. Its
+            # cross equity is the currency's equity without the isolated positions'.
+            eq = dec_or_none(detail.get("eq"))
+            iso = dec_or_none(detail.get("isoEq")) or Decimal(0)
+            balance = eq - iso if eq is not None else None
+        else:
+            # Multi-currency or portfolio margin: one USD pool backed by every currency.
+            # alertd's pool is the USDT wallet alone, which understates the collateral.
+            ratio = dec_or_none(account.get("mgnRatio"))
+            mm = dec_or_none(account.get("mmr"))
+            balance = dec_or_none(account.get("adjEq"))
+            if ratio is not None and not self._warned_multi_currency:
+                self._warned_multi_currency = True
+                log.warning(
+                    "okx: the account is in multi-currency or portfolio margin mode; alertd "
+                    "counts only its %s cash balance as collateral",
+                    self.settle,
+                )
+        # OKX's mgnRatio is equity / (MM + liquidation fee): alertd's ratio is its reciprocal
+        return wallet, ReportedAccount(mm, balance, 1 / ratio if ratio else None)
+
+    def _subscribe_warnings(self, exchange: Any) -> None:
+        """Subscribe the private connection to ``liquidation-warning``, once per connection.
+
+        ccxt neither subscribes to nor handles this channel. The subscription is kept in the
+        connection's own bookkeeping, so a reconnect (a new connection) subscribes again.
+        """
+        url = exchange.get_url("liquidation-warning", "private")
+        client = exchange.client(url)
+        if WARNING_SUBSCRIPTION in client.subscriptions:
+            return
+        request = {
+            "id": WARNING_SUBSCRIPTION,
+            "op": "subscribe",
+            "args": [{"channel": "liquidation-warning", "instType": "ANY"}],
+        }
+        future = exchange.watch(url, WARNING_SUBSCRIPTION, request, WARNING_SUBSCRIPTION)
+        if isinstance(future, asyncio.Future):
+            future.add_done_callback(_consume)
+
+    async def watch_positions(self, exchange: Any) -> list[PositionState]:
+        await exchange.authenticate()
+        self._subscribe_warnings(exchange)
+        changed = await exchange.watch_positions()
+        out: dict[tuple[str, Side], PositionState] = {}
+        for position in changed:
+            raw = position.get("info") or {}
+            if "pos" not in raw:
+                continue
+            for p in self._position(exchange, raw):
+                out[(p.symbol, p.side)] = p
+        return list(out.values())
+
+    async def watch_balance(self, exchange: Any) -> Decimal | None:
+        balance = await exchange.watch_balance()
+        message = balance.get("info")
+        accounts = (message.get("data") if isinstance(message, dict) else None) or []
+        for account in accounts:
+            detail = self._detail(account)
+            if detail is not None and detail.get("cashBal") not in (None, ""):
+                return dec(detail.get("cashBal"), "cashBal")
+        return None  # a push without the settle currency (OKX sends changed currencies only)
+
+    async def fetch_mark(self, exchange: Any, symbol: str) -> Decimal:
+        response = await exchange.publicGetPublicMarkPrice(
+            {"instType": "SWAP", "instId": exchange.market_id(symbol)}
+        )
+        rows = response.get("data") or []
+        if not rows:
+            raise FrameError(f"mark-price: no answer for {symbol}")
+        return dec(rows[0].get("markPx"), "markPx")
+
+    async def watch_mark(self, exchange: Any, symbol: str) -> Decimal:
+        ticker = await exchange.watch_mark_price(symbol)
+        info = ticker.get("info") or {}
+        return dec(info.get("markPx", ticker.get("markPrice")), "markPx")
+
+    async def unwatch_mark(self, exchange: Any, symbol: str) -> None:
+        # ccxt okx has no un_watch_mark_price, and its un_watch_tickers only settles
+        # 'tickers' unsubscriptions: a mark-price one would wait for ever. The subscription
+        # stays; its frames are ignored and it ends with the connection.
+        return None
+
+    def event(self, message: Any, now: float) -> AccountEvent | None:
+        if not isinstance(message, dict) or "event" in message:
+            return None  # subscription answers and errors carry "event"
+        arg = message.get("arg")
+        if not isinstance(arg, dict) or arg.get("channel") != "liquidation-warning":
+            return None
+        legs = []
+        for p in message.get("data") or []:
+            if not isinstance(p, dict):
+                continue
+            ratio = dec_or_none(p.get("mgnRatio"))
+            shown = f"mgnRatio {p.get('mgnRatio')}"
+            if ratio is not None:
+                shown += f" (alertd ratio {1 / ratio:.4f})"
+            legs.append(
+                f"{p.get('instId')} {p.get('posSide')} {p.get('pos')} {p.get('mgnMode')} "
+                f"mark {p.get('markPx')} {shown}"
+            )
+        return AccountEvent("liquidation_warning", now, "; ".join(legs) or "no positions named")
