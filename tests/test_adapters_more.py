@@ -468,7 +468,9 @@ def test_okx_position_stream_subscribes_warnings_once_per_connection() -> None:
         adapter = OKXAdapter()
         exchange = OKXStandIn()
         closed = dict(OKX_XRP_NET, pos="0", avgPx="")  # derived: the push after a close
-        exchange.pushes = [[OKX_XRP_NET], [closed, closed], [OKX_LTC]]
+        # derived: a hedge-mode isolated close (pos 0, no average price, no margin left)
+        hedge_closed = dict(OKX_LTC, mgnMode="isolated", margin="", pos="0", avgPx="")
+        exchange.pushes = [[OKX_XRP_NET], [closed, closed], [hedge_closed]]
         first = await adapter.watch_positions(exchange)
         assert [(p.symbol, p.side, p.contracts) for p in first] == [(XRP, Side.LONG, D(1))]
         # a net close: both keys of the symbol close (ccxt repeats the entry as a short)
@@ -485,7 +487,8 @@ def test_okx_position_stream_subscribes_warnings_once_per_connection() -> None:
             }
         ]
         exchange.clients.clear()  # a reconnect is a new connection: subscribe again
-        await adapter.watch_positions(exchange)
+        third = await adapter.watch_positions(exchange)
+        assert [(p.symbol, p.side, p.contracts) for p in third] == [(LTC, Side.LONG, D(0))]
         assert len(exchange.subscribed) == 2
         assert exchange.calls.count(("authenticate", None)) == 3
 

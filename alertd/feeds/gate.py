@@ -120,7 +120,7 @@ class GateAdapter(ExchangeAdapter):
                 contracts=contracts,
                 entry_price=dec(raw.get("entry_price"), "entry_price") if contracts else Decimal(1),
                 margin_mode=MarginMode.ISOLATED if isolated else MarginMode.CROSS,
-                isolated_margin=dec(raw.get("margin"), "margin") if isolated else None,
+                isolated_margin=dec(raw.get("margin"), "margin") if isolated and size else None,
                 leverage=leverage,
             )
         ]

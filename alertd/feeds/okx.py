@@ -121,7 +121,7 @@ class OKXAdapter(ExchangeAdapter):
                 contracts=contracts,
                 entry_price=dec(raw.get("avgPx"), "avgPx") if contracts else Decimal(1),
                 margin_mode=MarginMode.ISOLATED if isolated else MarginMode.CROSS,
-                isolated_margin=dec(raw.get("margin"), "margin") if isolated else None,
+                isolated_margin=dec(raw.get("margin"), "margin") if isolated and pos else None,
                 leverage=dec_or_none(raw.get("lever")),
             )
         ]

@@ -352,6 +352,7 @@ class FakeBinanceUSDM(FakeExchangeServer):
         if mark_interval_s is not None and mark_interval_s <= 0:
             raise ValueError("mark_interval_s must be positive")
         self.mark_interval_s = mark_interval_s
+        self.marks_paused = False  # the periodic mark push goes quiet (a silent feed)
         # PUT /fapi/v1/listenKey requests that reached the endpoint (whatever their answer;
         # those failed by fail_rest() never reach it)
         self.listen_key_puts = 0
@@ -515,6 +516,8 @@ class FakeBinanceUSDM(FakeExchangeServer):
     async def _mark_loop(self, interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)
+            if self.marks_paused:
+                continue
             event_ms = now_ms()
             self._push_marks([self._mark_frame(m, event_ms) for m in self._markets.values()])
 
