@@ -16,6 +16,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from rich.console import Console
 
@@ -107,7 +108,40 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Run alertd: feeds, engine (and, as they arrive, rules and delivery).",
     )
     run.add_argument("-c", "--config", required=True, metavar="CONFIG.yaml")
-    for p in (calc, check, snap, run):
+
+    notify = sub.add_parser(
+        "test-notify",
+        help="send a test message to each receiver and report each result",
+        description="Send a test message through every receiver (or one) and print the result.",
+    )
+    notify.add_argument("-c", "--config", required=True, metavar="CONFIG.yaml")
+    notify.add_argument("--receiver", metavar="NAME", help="only this receiver")
+
+    silence = sub.add_parser(
+        "silence",
+        help="add, list or expire silences (muted alerts)",
+        description="Silences mute notifications of alerts whose labels match, until they "
+        "expire. They live in the state file, so the running daemon sees them within a second.",
+    )
+    silence.add_argument("-c", "--config", required=True, metavar="CONFIG.yaml")
+    silence_sub = silence.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    silence_sub.required = True
+    add = silence_sub.add_parser("add", help="mute matching alerts for a while")
+    add.add_argument(
+        "--match",
+        action="append",
+        required=True,
+        metavar="LABEL=VALUE",
+        help="e.g. account=main, severity=warning, alertname=feed-stale, symbol=BTC/USDT:USDT",
+    )
+    add.add_argument(
+        "--for", dest="duration", required=True, metavar="DURATION", help="e.g. 30m, 2h, 1d"
+    )
+    add.add_argument("--comment", default="", help="why (shown by list)")
+    silence_sub.add_parser("list", help="active and recently expired silences")
+    expire = silence_sub.add_parser("expire", help="end a silence now")
+    expire.add_argument("id", metavar="ID")
+    for p in (calc, check, snap, run, notify, silence):
         p.add_argument(
             "-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)"
         )
@@ -212,6 +246,99 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return Service(config, config_path=args.config).run()
 
 
+def _cmd_test_notify(args: argparse.Namespace) -> int:
+    from .delivery import ApriseSender, build_receivers
+
+    config = load_config(args.config)
+    receivers = build_receivers(config)
+    if args.receiver:
+        if args.receiver not in receivers:
+            names = ", ".join(receivers) or "none configured"
+            raise InputError(f"--receiver: no receiver named {args.receiver!r} ({names})")
+        receivers = {args.receiver: receivers[args.receiver]}
+    if not receivers:
+        raise InputError(f"{args.config}: no receivers configured")
+    sender = ApriseSender()
+    failed = 0
+
+    async def send_all() -> list[tuple[str, bool, str]]:
+        out = []
+        for name, receiver in receivers.items():
+            result = await sender.send(
+                receiver.url,
+                "INFO alertd test message",
+                f"If you can read this, alertd can reach you through '{name}'.",
+                "info",
+            )
+            out.append((name, result.ok, result.error))
+        return out
+
+    for name, ok, error in asyncio.run(send_all()):
+        print(f"{name}: {'OK' if ok else 'FAILED: ' + error}")
+        failed += not ok
+    if failed:
+        print(f"{failed} of {len(receivers)} receivers failed", file=sys.stderr)
+        return EXIT_BUG
+    return EXIT_OK
+
+
+def _cmd_silence(args: argparse.Namespace) -> int:
+    import time
+    import uuid
+
+    from .config import parse_duration
+    from .rules.model import Silence
+    from .store import Store
+
+    config = load_config(args.config)
+    store = Store(config.state_path)
+    now = time.time()
+    try:
+        if args.action == "add":
+            matchers = {}
+            for item in args.match:
+                label, sep, value = item.partition("=")
+                if not sep or not label:
+                    raise InputError(f"--match {item!r}: expected LABEL=VALUE")
+                matchers[label.strip()] = value.strip()
+            try:
+                seconds = parse_duration(args.duration)
+            except ValueError as exc:
+                raise InputError(f"--for: {exc}") from None
+            if seconds <= 0:
+                raise InputError("--for: must be longer than 0")
+            silence = Silence(uuid.uuid4().hex[:8], matchers, now + seconds, now, args.comment)
+            store.add_silence(silence)
+            print(f"silence {silence.id} until {_local(silence.ends_at)}: {_labels(matchers)}")
+        elif args.action == "list":
+            shown = [s for s in store.silences() if s.ends_at > now - 86400]
+            if not shown:
+                print("no silences")
+            for s in shown:
+                state = "active" if s.active(now) else "expired"
+                print(
+                    f"{s.id}  {state:7}  until {_local(s.ends_at)}  {_labels(s.matchers)}"
+                    + (f"  # {s.comment}" if s.comment else "")
+                )
+        elif args.action == "expire":
+            if not store.expire_silence(args.id, now):
+                raise InputError(f"no active silence {args.id!r} (see: alertd silence list)")
+            print(f"silence {args.id} expired")
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def _local(ts: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _labels(matchers: dict[str, str] | Any) -> str:
+    return ", ".join(f"{k}={v}" for k, v in dict(matchers).items())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _build_parser().parse_args(argv)
@@ -224,6 +351,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_snapshot(args)
         if args.command == "run":
             return _cmd_run(args)
+        if args.command == "test-notify":
+            return _cmd_test_notify(args)
+        if args.command == "silence":
+            return _cmd_silence(args)
         raise InputError(f"unknown command {args.command!r}")
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else EXIT_OK

@@ -755,8 +755,8 @@ def test_gate_balance_and_its_streams() -> None:
 def test_gate_engine_reproduces_gates_figures_with_the_075_taker_fee() -> None:
     """Gate's maintenance margin adds a taker fee to the tier rate: 0.075% in both samples.
 
-    alertd's Gate profile uses 0.05% (the VIP 0 taker rate), which understates Gate's MM by
-    0.025% of the notional; with 0.075% the engine matches Gate to the digit.
+    alertd's Gate profile uses 0.075% for that reason; with it the engine matches Gate to the
+    digit (0.05%, the advertised VIP 0 rate, would understate MM by 0.025% of the notional).
     """
     exchange = GateStandIn()
     exchange.positions = [GATE_AI16Z]
@@ -764,7 +764,7 @@ def test_gate_engine_reproduces_gates_figures_with_the_075_taker_fee() -> None:
     # The account sample (Gate docs) is not this account: only the position is comparable,
     # and an isolated position's figures do not depend on the wallet.
     at_profile = metrics(state).positions[0]
-    assert at_profile.maintenance_margin == D("9.376") * (D("0.006") + D("0.0005"))
+    assert at_profile.maintenance_margin == D("9.376") * (D("0.006") + D("0.00075"))
     pm = metrics(state, fee="0.00075").positions[0]
     assert pm.notional == D("9.376")
     assert pm.unrealized_pnl == D("0.16")

@@ -299,7 +299,7 @@ GATE_MMRS = ["0.004", "0.0045", "0.005", "0.007", "0.01", "0.02", "0.05", "0.5"]
 def test_gate_risk_limit_tiers(notional: str, tier: int, mmr: str) -> None:
     # Gate help "Risk Limit" (22162), BTCUSDT 2025: caps 20k/50k/100k/200k/1M/2M/3M/5M, mmr
     # 0.40/0.45/0.50/0.70/1.00/2.00/5.00/50.00%. Since 2025-07-29 Gate uses gradient tiers, so
-    # alertd derives the deductions and MM stays continuous. Taker fee 0.05% joins the rate.
+    # alertd derives the deductions and MM stays continuous. The taker fee (0.075%) joins the rate.
     snap = snapshot(
         "gate",
         "1000000",
@@ -319,7 +319,7 @@ def test_gate_risk_limit_tiers(notional: str, tier: int, mmr: str) -> None:
     assert p.mmr == D(mmr)
     caps = [D(c) if c else None for c in GATE_CAPS]
     deduction = derive_deductions(caps, [D(m) for m in GATE_MMRS])[tier - 1]
-    assert p.maintenance_margin == D(notional) * (D(mmr) + D("0.0005")) - deduction
+    assert p.maintenance_margin == D(notional) * (D(mmr) + D("0.00075")) - deduction
 
 
 @pytest.mark.parametrize("side", ["long", "short"])
@@ -327,7 +327,8 @@ def test_gate_risk_limit_tiers(notional: str, tier: int, mmr: str) -> None:
 def test_okx_gate_isolated_formula(exchange: str, side: str) -> None:
     # exchanges.md, OKX and Gate isolated (linear), Gate help 27724 and OKX "Tiered maintenance
     # margin ratio rules": LP = (EP -+ margin / (contract_size * size)) / (1 -+ (mmr + fee)).
-    size, cs, entry, margin, mmr, fee = D(120), D("0.01"), D(64000), D(800), D("0.004"), D("0.0005")
+    size, cs, entry, margin, mmr = D(120), D("0.01"), D(64000), D(800), D("0.004")
+    fee = D("0.0005") if exchange == "okx" else D("0.00075")
     cap = "max_contracts" if exchange == "okx" else "max_notional"
     snap = snapshot(
         exchange,

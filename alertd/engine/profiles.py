@@ -99,8 +99,9 @@ PROFILES: dict[str, ExchangeProfile] = {
             name="Gate",
             deduction_tiers=True,
             tier_basis=TierBasis.NOTIONAL,
-            # Gate adds the taker fee rate to the maintenance rate (0.05% at VIP 0).
-            default_fee_rate=Decimal("0.0005"),
+            # Gate adds the taker fee rate to the maintenance rate: 0.075% reproduces Gate's own
+            # figures in its real API responses (ccxt's test data) exactly.
+            default_fee_rate=Decimal("0.00075"),
             isolated_mm_at_entry=False,
             mmr_from_max_leverage=False,
             displayed_ratio=DisplayedRatio.EQUITY_OVER_REQUIREMENT,

@@ -57,6 +57,9 @@ class ExchangeAdapter:
     settle = "USDT"
     renews_listen_key = False
     wallet_includes_isolated = False
+    # how the exchange's own figures are defined, so the drift check compares like with like
+    reported_mm_excludes_fee = False  # OKX: position "mmr" leaves out the liquidation fee
+    reported_account_mm_cross_only = False  # Gate, Hyperliquid: account MM of cross positions
 
     def markets(self, exchange: Any, symbols: list[str] | None) -> dict[str, MarketInfo]:
         out = {}

@@ -285,8 +285,20 @@ class AccountFeed:
             return abs(ours - theirs) / max(abs(theirs), Decimal("1e-12"))
 
         reported = self.state.reported_account
-        # the exchange's account totals cover isolated positions too
-        total_mm = sum((pm.maintenance_margin for pm in metrics.positions), Decimal(0))
+        adapter = self.adapter
+
+        def comparable_mm(pm: Any) -> Decimal:
+            mm: Decimal = pm.maintenance_margin
+            if adapter.reported_mm_excludes_fee:
+                mm -= pm.notional * pm.position.fee_rate
+            return mm
+
+        counted = [
+            pm
+            for pm in metrics.positions
+            if not (adapter.reported_account_mm_cross_only and pm.position.is_isolated)
+        ]
+        total_mm = sum((comparable_mm(pm) for pm in counted), Decimal(0))
         pairs: list[tuple[str, Decimal | None, Decimal | None]] = [
             ("maintenance_margin", total_mm, reported.maintenance_margin),
         ]
@@ -298,7 +310,7 @@ class AccountFeed:
                 continue
             key = f"{pm.position.symbol} {pm.position.side.label}"
             pairs.append(
-                (f"{key} maintenance_margin", pm.maintenance_margin, figures.maintenance_margin)
+                (f"{key} maintenance_margin", comparable_mm(pm), figures.maintenance_margin)
             )
             pairs.append(
                 (f"{key} liquidation_price", pm.liquidation_price, figures.liquidation_price)

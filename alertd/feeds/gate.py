@@ -73,6 +73,7 @@ def _closed(symbol: str) -> list[PositionState]:
 
 
 class GateAdapter(ExchangeAdapter):
+    reported_account_mm_cross_only = True
     exchange_id = "gate"
     settle = "USDT"
     wallet_includes_isolated = True  # ``total`` still holds isolated positions' margin

@@ -46,6 +46,7 @@ def max_leverage_table(max_leverage: Decimal) -> TierTable:
 
 
 class HyperliquidAdapter(ExchangeAdapter):
+    reported_account_mm_cross_only = True
     exchange_id = "hyperliquid"
     settle = "USDC"
     wallet_includes_isolated = False  # the wallet is built from the cross pool alone

@@ -70,6 +70,7 @@ def _closed(symbol: str) -> list[PositionState]:
 
 
 class OKXAdapter(ExchangeAdapter):
+    reported_mm_excludes_fee = True
     exchange_id = "okx"
     settle = "USDT"
     wallet_includes_isolated = False  # cashBal holds no isolated margin

@@ -1,0 +1,284 @@
+"""Routes, the outbox, retries, fallback and rate limits; the CLI's test-notify and silence."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+from alertd.config import ConfigError, DeliverySettings, RouteConfig, Secret, expand_env
+from alertd.delivery import Deliverer, Receiver, SendResult, _why, route
+from alertd.rules.engine import AlertEngine, AlertState, Phase
+from alertd.rules.model import Rule, Scope, Severity, Subject
+from alertd.store import NewMessage, Store
+
+from .receivers import HttpReceiver, SmtpReceiver
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ScriptedSender:
+    """A transport whose answers a test scripts: the seam, as httpx's MockTransport."""
+
+    def __init__(self, *results: SendResult) -> None:
+        self.results = list(results)
+        self.calls: list[tuple[str, str, float]] = []
+        self.now = 0.0
+
+    async def send(self, url: Secret, title: str, body: str, severity: str) -> SendResult:
+        self.calls.append((url.reveal(), title, self.now))
+        return self.results.pop(0) if self.results else SendResult(True)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def deliverer(
+    tmp_path: Path, sender: ScriptedSender, clock: Clock, **receivers: float
+) -> Deliverer:
+    store = Store(tmp_path / "state.sqlite")
+    recv = {
+        name: Receiver(name, Secret(f"json://{name}"), interval, "json")
+        for name, interval in (receivers or {"a": 0.0}).items()
+    }
+    return Deliverer(
+        store, recv, [], DeliverySettings(retry_initial=2, retry_max=60), sender, clock=clock
+    )
+
+
+def msg(receiver: str, title: str = "t", fallback: str | None = None) -> NewMessage:
+    return NewMessage(receiver, "warning", title, "body", {"fallback": fallback})
+
+
+def test_routes_pick_receivers_by_severity_and_labels() -> None:
+    routes = [
+        RouteConfig(severities=["critical"], receivers=["phone", "mail"], fallback="mail"),
+        RouteConfig(labels={"account": "desk"}, receivers=["slack"]),
+    ]
+    assert route(routes, ["phone", "mail", "slack"], {"account": "main"}, "critical") == [
+        ("phone", "mail"),
+        ("mail", "mail"),
+    ]
+    assert route(routes, ["phone", "mail", "slack"], {"account": "desk"}, "warning") == [
+        ("slack", None)
+    ]
+    assert route(routes, ["phone"], {"account": "main"}, "info") == []
+    assert route([], ["a", "b"], {}, "info") == [("a", None), ("b", None)]
+
+
+def test_delivered_once_and_retried_with_backoff(tmp_path: Path) -> None:
+    clock = Clock()
+    sender = ScriptedSender(SendResult(False, "down"), SendResult(False, "down"))
+    d = deliverer(tmp_path, sender, clock)
+    d.store.enqueue([msg("a")], clock())
+
+    async def body() -> None:
+        assert await d.deliver_due() == 0
+        (row,) = d.store.pending()
+        assert row.attempts == 1 and row.next_attempt_at == 1002  # 2 s
+        assert await d.deliver_due() == 0  # not due yet
+        clock.t = 1002
+        await d.deliver_due()
+        assert d.store.pending()[0].next_attempt_at == 1006  # 4 s
+        clock.t = 1006
+        assert await d.deliver_due() == 1
+        assert d.store.pending() == []
+        clock.t = 2000
+        assert await d.deliver_due() == 0  # never sent twice
+
+    asyncio.run(body())
+    assert len(sender.calls) == 3
+
+
+def test_fallback_gets_a_copy_once(tmp_path: Path) -> None:
+    clock = Clock()
+    sender = ScriptedSender(SendResult(False, "down"), SendResult(True), SendResult(False, "down"))
+    d = deliverer(tmp_path, sender, clock, a=0.0, b=0.0)
+    d.store.enqueue([msg("a", fallback="b")], clock())
+
+    async def body() -> None:
+        await d.deliver_due()  # a fails: a copy for b is queued
+        await d.deliver_due()  # b delivers
+        clock.t = 1002
+        await d.deliver_due()  # a fails again: no second copy
+        clock.t = 1010
+        await d.deliver_due()  # a delivers
+
+    asyncio.run(body())
+    assert [c[0] for c in sender.calls] == ["json://a", "json://b", "json://a", "json://a"]
+    assert d.store.pending() == []
+
+
+def test_retry_after_and_rate_limits(tmp_path: Path) -> None:
+    clock = Clock()
+    sender = ScriptedSender(SendResult(False, "Too Many Requests: retry after 7, error=429", 7))
+    d = deliverer(tmp_path, sender, clock, tg=3.0)
+    d.store.enqueue([msg("tg", "one"), msg("tg", "two")], clock())
+
+    async def body() -> None:
+        await d.deliver_due()
+        assert len(sender.calls) == 1
+        rows = d.store.pending()
+        assert rows[0].next_attempt_at == 1007  # retry_after beats the 2 s backoff
+        assert rows[1].next_attempt_at == 1007  # the receiver is blocked as a whole
+        clock.t = 1007
+        await d.deliver_due()
+        assert len(sender.calls) == 2  # then one per 3 s (its rate limit)
+        clock.t = 1010
+        await d.deliver_due()
+        assert len(sender.calls) == 3
+
+    asyncio.run(body())
+    assert d.store.pending() == []
+
+
+def test_why_reads_apprise_log_lines() -> None:
+    class Entry:
+        def __init__(self, message: str) -> None:
+            self.message = message
+
+    class Service:
+        def logs(self) -> list[Entry]:
+            return [
+                Entry(
+                    "Failed to send Telegram notification to 1: Too Many Requests: "
+                    "retry after 7, error=429."
+                )
+            ]
+
+    result = _why([Service()])
+    assert result.retry_after_s == 7 and not result.ok
+
+
+def test_states_and_messages_commit_together_and_survive(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    store = Store(path)
+    state = AlertState(
+        "r",
+        Subject("main", "binanceusdm"),
+        Phase.FIRING,
+        5.0,
+        Decimal("0.6"),
+        notified=True,
+        last_notified_at=5.0,
+    )
+    store.commit_evaluation([state], ["main"], [msg("a", "hello")], 5.0)
+    store.close()
+    again = Store(path)
+    (loaded,) = again.load_states()
+    assert loaded.subject == state.subject and loaded.notified
+    assert [r.title for r in again.pending()] == ["hello"]
+    # another account's commit leaves these alone
+    again.commit_evaluation([], ["other"], [], 6.0)
+    assert len(again.load_states()) == 1
+    again.commit_evaluation([], ["main"], [], 7.0)
+    assert again.load_states() == []
+
+
+def test_expand_env_never_stores_the_secret_in_text() -> None:
+    url = expand_env("tgram://${TG_TOKEN}/42", "receivers[0].url", {"TG_TOKEN": "123:abc"})
+    assert url.reveal() == "tgram://123:abc/42" and "abc" not in repr(url)
+    try:
+        expand_env("tgram://${NOPE}/1", "receivers[0].url", {})
+    except ConfigError as exc:
+        assert exc.problems == ["receivers[0].url: environment variable NOPE is not set"]
+    else:
+        raise AssertionError("a missing variable must be an error")
+
+
+def _config(tmp_path: Path, receivers: list[dict[str, str]]) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "state_path": str(tmp_path / "state.sqlite"),
+                "accounts": [{"name": "hl", "exchange": "hyperliquid", "wallet_address": "0x1"}],
+                "receivers": receivers,
+            }
+        )
+    )
+    return path
+
+
+def alertd(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "alertd", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_test_notify_reaches_real_receivers(tmp_path: Path) -> None:
+    smtp, http = SmtpReceiver(), HttpReceiver()
+    smtp.start()
+    http.start()
+    try:
+        path = _config(
+            tmp_path,
+            [
+                {"name": "mail", "url": smtp.url()},
+                {"name": "hook", "url": http.url()},
+                {"name": "dead", "url": "json://127.0.0.1:9/nothing"},
+            ],
+        )
+        result = alertd("test-notify", "-c", str(path), "--receiver", "mail")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "mail: OK"
+        assert smtp.subjects() == ["INFO alertd test message"]
+        result = alertd("test-notify", "-c", str(path))
+        assert result.returncode == 1
+        lines = result.stdout.strip().splitlines()
+        assert lines[:2] == ["mail: OK", "hook: OK"]
+        assert lines[2].startswith("dead: FAILED")
+        assert http.titles() == ["INFO alertd test message"]
+        assert "1 of 3 receivers failed" in result.stderr
+    finally:
+        http.stop()
+        smtp.stop()
+
+
+def test_silence_commands_and_the_engine_sees_them(tmp_path: Path) -> None:
+    path = _config(tmp_path, [])
+    added = alertd(
+        "silence",
+        "-c",
+        str(path),
+        "add",
+        "--match",
+        "account=hl",
+        "--for",
+        "2h",
+        "--comment",
+        "maintenance",
+    )
+    assert added.returncode == 0, added.stderr
+    silence_id = added.stdout.split()[1]
+    listed = alertd("silence", "-c", str(path), "list")
+    assert silence_id in listed.stdout and "active" in listed.stdout
+    assert "maintenance" in listed.stdout
+
+    store = Store(tmp_path / "state.sqlite")
+    rule = Rule("r", "worst_ratio", Scope.ACCOUNT, Severity.WARNING, above=Decimal("0.5"))
+    engine = AlertEngine([rule], silences=store.silences())
+    import time
+
+    assert engine.silenced(rule, Subject("hl", "hyperliquid"), time.time())
+    store.close()
+
+    expired = alertd("silence", "-c", str(path), "expire", silence_id)
+    assert expired.returncode == 0
+    again = alertd("silence", "-c", str(path), "expire", silence_id)
+    assert again.returncode == 2 and "no active silence" in again.stderr
+    bad = alertd("silence", "-c", str(path), "add", "--match", "nolabel", "--for", "1h")
+    assert bad.returncode == 2 and "expected LABEL=VALUE" in bad.stderr
