@@ -21,7 +21,7 @@ from typing import Any
 from rich.console import Console
 
 from . import __version__
-from .config import ConfigError, load_config, read_secrets
+from .config import ConfigError, expand_env, load_config, read_secrets
 from .engine.margin import compute
 from .errors import AlertdError, InputError
 from .report import metrics_json, render, render_comparison
@@ -158,6 +158,9 @@ def _setup_logging(verbosity: int) -> None:
     # ccxt and apscheduler are chatty at INFO; their warnings still show
     for noisy in ("ccxt", "apscheduler"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    # apprise's own lines can hold a receiver URL with its token ("Unparseable URL tgram://..."):
+    # they stay inside apprise (which reads them into each result); alertd logs the outcome
+    logging.getLogger("apprise").propagate = False
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -170,11 +173,35 @@ def _cmd_check(args: argparse.Namespace) -> int:
             read_secrets(account, where=f"accounts[{i}]")
         except ConfigError as exc:
             problems.extend(exc.problems)
+    for i, receiver in enumerate(config.receivers):
+        where = f"receivers[{i}].url"
+        try:
+            url = expand_env(receiver.url, where)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        if not _apprise_accepts(url.reveal()):
+            scheme = receiver.url.split("://", 1)[0]
+            problems.append(f"{where}: apprise does not understand this {scheme}:// URL")
+    if config.heartbeat.deadman_url:
+        try:
+            expand_env(config.heartbeat.deadman_url, "heartbeat.deadman_url")
+        except ConfigError as exc:
+            problems.extend(exc.problems)
     if problems:
         raise ConfigError(problems)
     enabled = [a.name for a in config.accounts if a.enabled]
-    print(f"{args.config}: OK ({len(enabled)} accounts: {', '.join(enabled)})")
+    print(
+        f"{args.config}: OK ({len(enabled)} accounts: {', '.join(enabled)}; "
+        f"{len(config.rules)} rules; {len(config.receivers)} receivers)"
+    )
     return EXIT_OK
+
+
+def _apprise_accepts(url: str) -> bool:
+    import apprise
+
+    return bool(apprise.Apprise().add(url))
 
 
 def _cmd_snapshot(args: argparse.Namespace) -> int:

@@ -122,7 +122,7 @@ def test_check_command(tmp_path: Path) -> None:
     path.write_text(GOOD.format(secret_file=secret_file))
     ok = run_check(path, {"BINANCE_API_KEY": "k3y-value"})
     assert ok.returncode == 0, ok.stderr
-    assert "OK (2 accounts: main, hl)" in ok.stdout
+    assert "OK (2 accounts: main, hl; 3 rules; 0 receivers)" in ok.stdout
     missing = run_check(path, {})
     assert missing.returncode == 2
     assert missing.stderr.strip() == (
@@ -134,3 +134,25 @@ def test_check_command(tmp_path: Path) -> None:
     result = run_check(bad, {})
     assert result.returncode == 2
     assert "did you mean binanceusdm?" in result.stderr
+
+
+def test_check_validates_receivers(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        GOOD.format(secret_file=tmp_path / "s")
+        + """receivers:
+  - name: phone
+    url: tgram://${TG_TOKEN}/42
+  - name: weird
+    url: nosuchscheme://x
+"""
+    )
+    (tmp_path / "s").write_text("s")
+    result = run_check(path, {"BINANCE_API_KEY": "k"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "alertd: receivers[0].url: environment variable TG_TOKEN is not set",
+        "alertd: receivers[1].url: apprise does not understand this nosuchscheme:// URL",
+    ]
+    ok = run_check(path.parent / "config.yaml", {"BINANCE_API_KEY": "k", "TG_TOKEN": "123:abc"})
+    assert "receivers[1]" in ok.stderr and "TG_TOKEN" not in ok.stderr
