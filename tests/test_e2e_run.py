@@ -252,3 +252,41 @@ def test_bad_config_exits_2_listing_every_error(tmp_path: Path) -> None:
     assert any("rules[0]" in e and "did you mean worst_ratio?" in e for e in errors)
     assert "alertd: routes[0].receivers[0]: no receiver named 'nobody'" in errors
     assert "Traceback" not in result.stderr
+
+
+def test_sighup_reloads_rules_keeps_alert_state_and_refuses_a_bad_file(
+    world: dict[str, Any],
+) -> None:
+    fake, http, daemon = world["fake"], world["http"], world["daemon"]
+    path, config = world["path"], world["config"]
+    started(daemon)
+    fake.set_mark(BTC, "58350")
+    wait_for(lambda: len(http.posts) == 1, what="warning")
+    assert daemon.proc is not None
+
+    path.write_text("version: 1\naccounts: [")  # broken
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload: keeping the running config" in daemon.text(), what="refusal")
+
+    extra = {"name": "ratio-new", "metric": "worst_ratio", "above": 0.6, "severity": "critical"}
+    path.write_text(json.dumps({**config, "rules": [*RULES, extra]}))
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reloaded" in daemon.text(), what="reload")
+    wait_for(lambda: len(http.posts) == 2, what="the new rule's alert")
+    time.sleep(1.5)
+    titles = http.titles()
+    # the new rule fires; the warning that was already firing is not sent again
+    assert len(titles) == 2 and titles[1].startswith("CRITICAL main: worst ratio"), titles
+    assert daemon.stop() == 0
+
+
+def test_secrets_stay_out_of_logs_and_the_state_file(world: dict[str, Any]) -> None:
+    fake, http, daemon = world["fake"], world["http"], world["daemon"]
+    started(daemon)
+    fake.set_mark(BTC, "58350")
+    wait_for(lambda: len(http.posts) == 1, what="warning")
+    assert daemon.stop() == 0
+    state = Path(world["config"]["state_path"]).read_bytes()
+    for secret in ("secret-e2e", "key-e2e"):
+        assert secret not in daemon.text()
+        assert secret.encode() not in state

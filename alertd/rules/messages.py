@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from ..engine.margin import AccountMetrics, PositionMetrics, compute
@@ -38,6 +38,14 @@ def _num(value: Decimal, places: int = 2) -> str:
 def _qty(value: Decimal) -> str:
     text = f"{value:.8f}".rstrip("0").rstrip(".")
     return text or "0"
+
+
+def _qty_up(value: Decimal, digits: int = 4) -> str:
+    """A size to cut, rounded up to ``digits`` significant digits (cutting a bit more is safe)."""
+    if value <= 0:
+        return "0"
+    exponent = value.adjusted() - digits + 1
+    return _qty(value.quantize(Decimal(1).scaleb(exponent), rounding=ROUND_CEILING))
 
 
 def fmt_metric(metric: str, value: Decimal | None) -> str:
@@ -93,7 +101,7 @@ def _action(n: Notification, metrics: AccountMetrics, target: Decimal) -> str | 
         if cuts:
             biggest = max(cuts, key=lambda pm: pm.notional)
             assert biggest.size_to_cut is not None
-            text += f", or cut {_qty(biggest.size_to_cut)} {biggest.position.symbol}"
+            text += f", or cut {_qty_up(biggest.size_to_cut)} {biggest.position.symbol}"
         return text
     worst = [pm for pm in at_target.positions if pm.position.is_isolated and pm.margin_to_add]
     if worst:

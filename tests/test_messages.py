@@ -1,0 +1,83 @@
+"""Messages: severity and account first, the figure and threshold, positions, one action."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from alertd.engine.margin import compute
+from alertd.rules.engine import Kind, Notification
+from alertd.rules.messages import render
+from alertd.rules.model import Rule, Scope, Severity, Subject
+
+from .helpers import account, position, snapshot, tiers
+
+D = Decimal
+MAIN = Subject("main", "binanceusdm")
+WARN = Rule(
+    "margin-ratio-warning",
+    "worst_ratio",
+    Scope.ACCOUNT,
+    Severity.WARNING,
+    above=D("0.5"),
+    clear_below=D("0.45"),
+)
+
+
+def metrics() -> object:
+    snap = snapshot(
+        "binanceusdm",
+        "2000",
+        [position("BTC/USDT:USDT", "long", "1", "60000", "58350", tiers([(None, "0.004", "0")]))],
+    )
+    return compute(account(snap), D("0.45"))
+
+
+def note(kind: Kind, rule: Rule = WARN, value: str = "0.667", **context: object) -> Notification:
+    return Notification(
+        kind, rule, MAIN, 1000.0, 400.0, D(value), {"metrics": metrics(), **context}
+    )
+
+
+def test_firing_leads_with_severity_and_account_and_says_what_to_do() -> None:
+    m = render(note(Kind.FIRING), D("0.45"))
+    assert m.title == "WARNING main: worst ratio 66.7%"
+    lines = m.body.splitlines()
+    assert lines[0] == "above 50.0% (margin-ratio-warning)"
+    assert lines[1] == "BTC/USDT:USDT long 1 @ 58,350.00 · liq 58,232.93 (0.2%)"
+    # MM 233.4 at 45% needs 518.67 of margin balance; the balance is 350
+    assert lines[2] == "→ add 168.67 USDT to get back to 45%, or cut 0.3252 BTC/USDT:USDT"
+    assert len(m.title) <= 60 and len(lines) <= 4
+
+
+def test_repeat_and_resolved() -> None:
+    assert "firing for 10m" in render(note(Kind.REPEAT)).body
+    resolved = render(note(Kind.RESOLVED, value="0.3", reason="cleared"))
+    assert resolved.title == "RESOLVED main: worst ratio 30.0%"
+    assert resolved.body == "was above 50.0% for 10m (margin-ratio-warning)"
+
+
+def test_feed_problems_say_alertd_is_blind() -> None:
+    stale = Rule("feed-stale", "feed_stale_s", Scope.ACCOUNT, Severity.WARNING, above=D(30))
+    m = render(note(Kind.FIRING, stale, "45"))
+    assert m.title == "WARNING main: feed stale s 45s"
+    assert "cannot see this account's risk" in m.body
+    error = Rule("account-error", "account_error", Scope.ACCOUNT, Severity.CRITICAL, above=D(0))
+    m = render(note(Kind.FIRING, error, "1", fatal="AuthenticationError: binanceusdm -2015"))
+    assert m.body == "feed stopped: AuthenticationError: binanceusdm -2015"
+
+
+def test_custom_template_and_events() -> None:
+    rule = Rule(
+        "mine",
+        "worst_ratio",
+        Scope.ACCOUNT,
+        Severity.CRITICAL,
+        above=D("0.8"),
+        message="{account} at {value} (limit {threshold})\nact now {unknown}",
+    )
+    m = render(note(Kind.FIRING, rule, "0.9"))
+    assert m.title == "CRITICAL main at 90.0% (limit 80.0%)"
+    assert m.body == "act now {unknown}"
+    call = Rule("margin-call", "margin_call", Scope.ACCOUNT, Severity.CRITICAL, above=D(0))
+    event = Notification(Kind.EVENT, call, MAIN, 1.0, 1.0, None, {}, "margin_call: BTCUSDT")
+    assert render(event).title == "CRITICAL main: margin-call"
