@@ -238,8 +238,16 @@ class ReceiverConfig(_Model):
 class RouteConfig(_Model):
     severities: list[Literal["info", "warning", "critical"]] | None = None
     labels: dict[str, str] = Field(default_factory=dict)
-    receivers: Annotated[list[str], Field(min_length=1)]
+    # receivers by name, and every receiver carrying one of ``tags``
+    receivers: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
     fallback: str | None = None
+
+    @model_validator(mode="after")
+    def _targets(self) -> RouteConfig:
+        if not self.receivers and not self.tags:
+            raise ValueError("a route needs receivers or tags")
+        return self
 
 
 class QuietHoursConfig(_Model):
@@ -404,6 +412,14 @@ def _cross_checks(data: dict[str, Any]) -> list[str]:
         for k, name in enumerate(route.get("receivers") or []):
             if name not in names:
                 problems.append(f"routes[{i}].receivers[{k}]: no receiver named {name!r}")
+        tags = (
+            {t for r in receivers if isinstance(r, dict) for t in r.get("tags") or []}
+            if isinstance(receivers, list)
+            else set()
+        )
+        for k, tag in enumerate(route.get("tags") or []):
+            if tag not in tags:
+                problems.append(f"routes[{i}].tags[{k}]: no receiver has the tag {tag!r}")
         fallback = route.get("fallback")
         if fallback is not None and fallback not in names:
             problems.append(f"routes[{i}].fallback: no receiver named {fallback!r}")

@@ -114,6 +114,7 @@ class Receiver:
     url: Secret
     min_interval_s: float
     scheme: str
+    tags: tuple[str, ...] = ()
 
 
 def build_receivers(
@@ -124,26 +125,35 @@ def build_receivers(
         url = expand_env(r.url, f"receivers[{i}].url", environ)
         scheme = r.url.split("://", 1)[0].lower()
         rate = r.rate_per_min or DEFAULT_RATE_PER_MIN.get(scheme)
-        out[r.name] = Receiver(r.name, url, 60.0 / rate if rate else 0.0, scheme)
+        out[r.name] = Receiver(r.name, url, 60.0 / rate if rate else 0.0, scheme, tuple(r.tags))
     return out
 
 
 def route(
     routes: Sequence[RouteConfig],
-    receivers: Sequence[str],
+    receivers: Sequence[str] | Mapping[str, Sequence[str]],
     labels: Mapping[str, str],
     severity: str,
 ) -> list[tuple[str, str | None]]:
-    """``(receiver, fallback)`` pairs for a message; no routes at all sends to every receiver."""
+    """``(receiver, fallback)`` pairs for a message; no routes at all sends to every receiver.
+
+    ``receivers`` maps each receiver's name to its tags (a plain list: no tags).
+    """
+    tags: Mapping[str, Sequence[str]] = (
+        receivers if isinstance(receivers, Mapping) else {name: () for name in receivers}
+    )
     if not routes:
-        return [(name, None) for name in receivers]
+        return [(name, None) for name in tags]
     out: list[tuple[str, str | None]] = []
     for r in routes:
         if r.severities is not None and severity not in r.severities:
             continue
         if any(labels.get(k) != v for k, v in r.labels.items()):
             continue
-        for name in r.receivers:
+        chosen = list(r.receivers) + [
+            name for name, own in tags.items() if any(t in own for t in r.tags)
+        ]
+        for name in chosen:
             if all(name != done for done, _ in out):
                 out.append((name, r.fallback))
     return out
@@ -177,7 +187,8 @@ class Deliverer:
     def messages_for(self, n: Notification, message: Message) -> list[NewMessage]:
         payload = notification_json(n, message)
         out = []
-        for name, fallback in route(self.routes, list(self.receivers), n.labels, n.severity.label):
+        tags = {name: r.tags for name, r in self.receivers.items()}
+        for name, fallback in route(self.routes, tags, n.labels, n.severity.label):
             out.append(
                 NewMessage(
                     name,

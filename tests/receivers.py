@@ -67,6 +67,7 @@ class HttpReceiver:
 
     def __init__(self) -> None:
         self.posts: list[dict[str, Any]] = []
+        self.pings: list[float] = []  # GETs: a dead-man's switch
         self.fail_with: int | None = None
         self.port = 0
         self._loop = asyncio.new_event_loop()
@@ -79,12 +80,17 @@ class HttpReceiver:
         self.posts.append({**json.loads(await request.text()), "received_at": time.time()})
         return web.Response(text="ok")
 
+    async def _ping(self, request: web.Request) -> web.Response:
+        self.pings.append(time.time())
+        return web.Response(text="ok")
+
     def start(self) -> None:
         ready = threading.Event()
 
         async def serve() -> None:
             app = web.Application()
             app.router.add_post("/{tail:.*}", self._handle)
+            app.router.add_get("/{tail:.*}", self._ping)
             self._runner = web.AppRunner(app)
             await self._runner.setup()
             site = web.TCPSite(self._runner, "127.0.0.1", 0)

@@ -72,6 +72,13 @@ def test_routes_pick_receivers_by_severity_and_labels() -> None:
     ]
     assert route(routes, ["phone"], {"account": "main"}, "info") == []
     assert route([], ["a", "b"], {}, "info") == [("a", None), ("b", None)]
+    by_tag = [RouteConfig(tags=["oncall"], receivers=["mail"])]
+    tagged = {"mail": (), "phone": ("oncall",), "pager": ("oncall", "night")}
+    assert route(by_tag, tagged, {}, "warning") == [
+        ("mail", None),
+        ("phone", None),
+        ("pager", None),
+    ]
 
 
 def test_delivered_once_and_retried_with_backoff(tmp_path: Path) -> None:

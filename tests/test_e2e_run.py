@@ -290,3 +290,21 @@ def test_secrets_stay_out_of_logs_and_the_state_file(world: dict[str, Any]) -> N
     for secret in ("secret-e2e", "key-e2e"):
         assert secret not in daemon.text()
         assert secret.encode() not in state
+
+
+def test_deadmans_switch_is_pinged_only_while_healthy(world: dict[str, Any]) -> None:
+    fake, http, daemon = world["fake"], world["http"], world["daemon"]
+    path, config = world["path"], world["config"]
+    url = f"http://127.0.0.1:{http.port}/ping"
+    path.write_text(
+        json.dumps({**config, "heartbeat": {"deadman_url": url, "deadman_interval": 0.3}})
+    )
+    started(daemon)
+    wait_for(lambda: len(http.pings) >= 3, what="pings while healthy")
+    fake.marks_paused = True  # the mark goes stale: alertd is no longer healthy
+    wait_for(lambda: any("feed stale" in t for t in http.titles()), what="stale", timeout_s=30)
+    time.sleep(1.0)
+    count = len(http.pings)
+    time.sleep(1.5)
+    assert len(http.pings) == count  # silence at the monitor: it will raise the alarm
+    assert daemon.stop() == 0
