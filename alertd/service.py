@@ -351,20 +351,7 @@ class Service:
         assert self.deliverer is not None and self.store is not None and self.alerting is not None
         report = self.health()
         firing = self.alerting.engine.firing()
-        lines = [
-            f"{h.name}: "
-            + (
-                f"STOPPED ({h.fatal})"
-                if h.fatal
-                else f"worst ratio {h.worst_ratio * 100:.1f}%"
-                if h.worst_ratio is not None
-                else "no positions"
-                if h.positions == 0
-                else "incomplete data"
-            )
-            + (f", stale: {', '.join(h.stale)}" if h.stale and not h.fatal else "")
-            for h in report
-        ]
+        lines = [f"{h.name}: {_digest_line(h)}" for h in report]
         lines.append(f"{len(firing)} alerts firing")
         rule = Rule("daily-digest", "digest", Scope.ACCOUNT, Severity.INFO, above=Decimal(0))
         note = Notification(
@@ -438,6 +425,18 @@ class Service:
             firing,
             pending,
         )
+
+
+def _digest_line(h: AccountHealth) -> str:
+    if h.fatal:
+        return f"STOPPED ({h.fatal})"
+    if not h.bootstrapped:
+        return "not connected"
+    if h.worst_ratio is not None:
+        text = f"worst ratio {h.worst_ratio * 100:.1f}%"
+    else:
+        text = "no positions" if h.positions == 0 else "incomplete data"
+    return text + (f", stale: {', '.join(h.stale)}" if h.stale else "")
 
 
 def _digest_message(title: str, lines: list[str]) -> Any:
