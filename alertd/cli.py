@@ -141,7 +141,20 @@ def _build_parser() -> argparse.ArgumentParser:
     silence_sub.add_parser("list", help="active and recently expired silences")
     expire = silence_sub.add_parser("expire", help="end a silence now")
     expire.add_argument("id", metavar="ID")
-    for p in (calc, check, snap, run, notify, silence):
+    status = sub.add_parser(
+        "status",
+        help="what the running daemon sees",
+        description="Accounts, positions, feed freshness, firing alerts and "
+        "undelivered messages, from the daemon (http enabled) or its state file.",
+    )
+    status.add_argument("-c", "--config", required=True, metavar="CONFIG.yaml")
+    status.add_argument("--json", action="store_true")
+    hist = sub.add_parser("history", help="recent alerts and their deliveries")
+    hist.add_argument("-c", "--config", required=True, metavar="CONFIG.yaml")
+    hist.add_argument("--since", default="24h", metavar="DURATION", help="e.g. 2h, 7d (24h)")
+    hist.add_argument("--json", action="store_true")
+    sub.add_parser("schema", help="print the config file's JSON Schema (for editors)")
+    for p in (calc, check, snap, run, notify, silence, status, hist):
         p.add_argument(
             "-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)"
         )
@@ -356,6 +369,42 @@ def _cmd_silence(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _console() -> Console:
+    width = None if sys.stdout.isatty() else max(shutil.get_terminal_size((200, 24))[0], 200)
+    return Console(width=width, highlight=False)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from .status import fetch_status, render_status, status_from_store
+
+    config = load_config(args.config)
+    data = fetch_status(config) or status_from_store(config)
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        render_status(data, _console())
+    return EXIT_OK
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    import time
+
+    from .config import parse_duration
+    from .status import history, render_history
+
+    config = load_config(args.config)
+    try:
+        since = parse_duration(args.since)
+    except ValueError as exc:
+        raise InputError(f"--since: {exc}") from None
+    rows = history(config, since, time.time())
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        render_history(rows, _console())
+    return EXIT_OK
+
+
 def _local(ts: float) -> str:
     import datetime as dt
 
@@ -369,7 +418,7 @@ def _labels(matchers: dict[str, str] | Any) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _build_parser().parse_args(argv)
-        _setup_logging(args.verbose)
+        _setup_logging(getattr(args, "verbose", 0))
         if args.command == "calc":
             return _cmd_calc(args)
         if args.command == "check":
@@ -382,6 +431,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_test_notify(args)
         if args.command == "silence":
             return _cmd_silence(args)
+        if args.command == "status":
+            return _cmd_status(args)
+        if args.command == "history":
+            return _cmd_history(args)
+        if args.command == "schema":
+            from .config import Config
+
+            print(json.dumps(Config.model_json_schema(by_alias=True), indent=2))
+            return EXIT_OK
         raise InputError(f"unknown command {args.command!r}")
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else EXIT_OK

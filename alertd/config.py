@@ -296,6 +296,30 @@ class DeliverySettings(_Model):
     drain_on_shutdown: Duration = 10.0  # SIGTERM: time allowed to flush the outbox
 
 
+class HttpConfig(_Model):
+    """The local endpoint: /healthz, /metrics, /status. Off unless enabled."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 9108
+    token_env: str | None = None  # required for a non-loopback host: "Authorization: Bearer"
+
+    @model_validator(mode="after")
+    def _loopback_or_token(self) -> HttpConfig:
+        import ipaddress
+
+        try:
+            loopback = self.host == "localhost" or ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback and self.token_env is None:
+            raise ValueError(
+                f"host {self.host} is reachable from other machines: set token_env "
+                "(a bearer token every request must carry), or keep 127.0.0.1"
+            )
+        return self
+
+
 DEFAULT_RULES = [
     RuleConfig(
         name="margin-ratio-warning",
@@ -333,6 +357,7 @@ class Config(_Model):
     quiet_hours: QuietHoursConfig | None = None
     heartbeat: HeartbeatConfig = HeartbeatConfig()
     delivery: DeliverySettings = DeliverySettings()
+    http: HttpConfig = HttpConfig()
 
     def account(self, name: str) -> AccountConfig:
         for account in self.accounts:

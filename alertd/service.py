@@ -37,6 +37,7 @@ from .feeds.feed import AccountFeed, Change
 from .feeds.manager import FeedManager
 from .rules.engine import Kind, Notification
 from .rules.model import Rule, Scope, Severity, Subject
+from .sdnotify import Notifier
 from .snapshot import account_to_json
 from .store import NewMessage, Store
 
@@ -91,6 +92,9 @@ class Service:
         self.ticks = 0  # engine updates applied, for health and metrics
         self._dirty: set[str] = set()
         self._events: list[tuple[AccountFeed, Any]] = []
+        self.notifier = Notifier()
+        self.http_port: int | None = None
+        self._ready_sent = False
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -157,14 +161,31 @@ class Service:
         feeds = asyncio.create_task(self.manager.run(), name="feeds")
         delivery = asyncio.create_task(self.deliverer.run(), name="delivery")
         deadman = asyncio.create_task(self._deadman(), name="dead-man's switch")
+        runner = await self._start_http()
         self.started.set()
-        next_health = self._clock() + self.health_interval_s
-        next_full = self._clock()
+        start = self._clock()
+        next_health = start + self.health_interval_s
+        next_full = start
+        next_status = start
+        next_watchdog = start
         next_digest = self._next_digest()
         try:
             while not self.should_exit and not feeds.done():
                 await asyncio.sleep(self.eval_interval_s)
                 now = self._clock()
+                # systemd: READY once every feed has bootstrapped (or stopped for good), or after
+                # a bound so one unreachable exchange cannot hold the whole service in "starting"
+                if not self._ready_sent and (self._all_started() or now - start > 60):
+                    self._ready_sent = True
+                    self.notifier.ready(self.status_line())
+                if now >= next_status:
+                    self.notifier.status(self.status_line())
+                    next_status = now + 5.0
+                # the watchdog is fed from this loop only: if evaluation stalls, pings stop
+                interval = self.notifier.watchdog_interval_s
+                if interval and now >= next_watchdog:
+                    self.notifier.watchdog()
+                    next_watchdog = now + interval / 3
                 if self.should_reload:
                     self.should_reload = False
                     self.reload()
@@ -181,8 +202,42 @@ class Service:
                     self._send_digest()
                     next_digest = self._next_digest()
         finally:
+            self.notifier.stopping()
+            if runner is not None:
+                await runner.cleanup()
             await self._shutdown(feeds, delivery, deadman)
         return 0
+
+    async def _start_http(self) -> Any:
+        settings = self.config.http
+        if not settings.enabled:
+            return None
+        from .http import serve_http
+
+        token = None
+        if settings.token_env:
+            token = expand_env("${" + settings.token_env + "}", "http.token_env").reveal()
+        try:
+            runner = await serve_http(self, settings.host, settings.port, token)
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
+        for site in runner.sites:
+            server = getattr(site, "_server", None)
+            if server is not None and server.sockets:
+                self.http_port = server.sockets[0].getsockname()[1]
+        return runner
+
+    def _all_started(self) -> bool:
+        assert self.manager is not None
+        return all(f.state.bootstrapped or f.state.fatal for f in self.manager.feeds.values())
+
+    def status_line(self) -> str:
+        report = self.health()
+        firing = len(self.alerting.engine.firing()) if self.alerting else 0
+        stale = sum(1 for h in report if h.stale and not h.fatal)
+        stopped = sum(1 for h in report if h.fatal)
+        feeds = "feeds fresh" if not stale and not stopped else f"{stale} stale, {stopped} stopped"
+        return f"{len(report)} accounts, {firing} firing, {feeds}"
 
     async def _shutdown(self, *tasks: asyncio.Task[None]) -> None:
         started = self._clock()

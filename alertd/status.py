@@ -1,0 +1,245 @@
+"""``alertd status`` and ``alertd history``: what the running daemon sees, for a terminal.
+
+``status`` asks the daemon's local endpoint when it is enabled and answering; otherwise it
+reads the state file the daemon keeps (last snapshots, alert states, the outbox).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import urllib.error
+import urllib.request
+from decimal import Decimal
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .config import Config, expand_env
+from .engine.margin import compute
+from .report import dec
+from .snapshot import parse_snapshot
+from .store import Store
+
+
+def fetch_status(config: Config) -> dict[str, Any] | None:
+    settings = config.http
+    if not settings.enabled:
+        return None
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    request = urllib.request.Request(f"http://{host}:{settings.port}/status")
+    if settings.token_env:
+        token = expand_env("${" + settings.token_env + "}", "http.token_env").reveal()
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            data: dict[str, Any] = json.loads(response.read())
+            data["source"] = "daemon"
+            return data
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def status_from_store(config: Config) -> dict[str, Any]:
+    store = Store(config.state_path)
+    try:
+        accounts = []
+        rows = store.db.execute("SELECT account, updated_at, snapshot FROM snapshots").fetchall()
+        saved = {r["account"]: r for r in rows}
+        for account in config.accounts:
+            row = saved.get(account.name)
+            entry: dict[str, Any] = {
+                "name": account.name,
+                "saved_at": None,
+                "positions": [],
+                "margin_ratio": None,
+                "buffer": None,
+                "crash_distance": None,
+                "settle": None,
+                "stale": [],
+                "fatal": None,
+            }
+            if row is not None:
+                metrics = compute(parse_snapshot(row["snapshot"]).account)
+                entry.update(
+                    saved_at=row["updated_at"],
+                    margin_ratio=dec(metrics.worst_ratio),
+                    buffer=dec(metrics.pool.buffer),
+                    crash_distance=dec(metrics.crash_distance),
+                    settle=metrics.account.settle,
+                    positions=[
+                        {
+                            "symbol": pm.position.symbol,
+                            "side": pm.position.side.label,
+                            "contracts": dec(pm.position.contracts),
+                            "mark_price": dec(pm.position.mark_price),
+                            "liquidation_price": dec(pm.liquidation_price),
+                            "liquidation_distance": dec(pm.liquidation_distance),
+                            "margin_ratio": dec(pm.margin_ratio),
+                        }
+                        for pm in metrics.positions
+                    ],
+                )
+            accounts.append(entry)
+        firing = [
+            {
+                "rule": s.rule,
+                "severity": None,
+                "subject": s.subject.key,
+                "since": s.since,
+                "value": dec(s.value),
+                "notified": s.notified,
+            }
+            for s in store.load_states()
+            if s.phase.value == "firing"
+        ]
+        undelivered = [
+            {
+                "id": r.id,
+                "receiver": r.receiver,
+                "title": r.title,
+                "attempts": r.attempts,
+                "last_error": r.last_error,
+                "created_at": r.created_at,
+            }
+            for r in store.pending()
+        ]
+    finally:
+        store.close()
+    return {
+        "source": "state file",
+        "healthy": None,
+        "reasons": [],
+        "accounts": accounts,
+        "firing": firing,
+        "undelivered": undelivered,
+    }
+
+
+def _t(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _pct(text: str | None) -> str:
+    if text is None:
+        return "-"
+    value = Decimal(text)
+    return "LIQUIDATED" if not value.is_finite() else f"{value * 100:.2f}%"
+
+
+def render_status(data: dict[str, Any], console: Console) -> None:
+    source = data["source"]
+    health = data.get("healthy")
+    head = (
+        "from the running daemon"
+        if source == "daemon"
+        else ("from the state file (the daemon's endpoint is off or not answering)")
+    )
+    console.print(f"[bold]alertd status[/bold] {head}")
+    if health is not None:
+        console.print("healthy" if health else "UNHEALTHY: " + "; ".join(data["reasons"]))
+    accounts = Table(title="Accounts", header_style="bold")
+    for col in ("Account", "Worst ratio", "Buffer", "Crash distance", "Feed"):
+        accounts.add_column(col, justify="left" if col in ("Account", "Feed") else "right")
+    positions = Table(title="Positions", header_style="bold")
+    for col in ("Account", "Symbol", "Side", "Size", "Mark", "Liq. price", "Distance", "Ratio"):
+        positions.add_column(
+            col, justify="left" if col in ("Account", "Symbol", "Side") else "right"
+        )
+    for a in data["accounts"]:
+        if a.get("fatal"):
+            feed = f"STOPPED: {a['fatal']}"
+        elif "saved_at" in a:
+            feed = f"saved {_t(a['saved_at'])}"
+        else:
+            feed = "stale: " + ", ".join(a["stale"]) if a["stale"] else "fresh"
+        buffer = "-" if a["buffer"] is None else f"{Decimal(a['buffer']):,.2f} {a['settle']}"
+        crash = (
+            "-" if a["crash_distance"] is None else f"{Decimal(a['crash_distance']) * 100:+.2f}%"
+        )
+        accounts.add_row(a["name"], _pct(a["margin_ratio"]), buffer, crash, feed)
+        for p in a["positions"]:
+            liq = p["liquidation_price"]
+            positions.add_row(
+                a["name"],
+                p["symbol"],
+                p["side"],
+                p["contracts"],
+                p["mark_price"],
+                "--" if liq is None else f"{Decimal(liq):,.4f}",
+                _pct(p["liquidation_distance"]),
+                _pct(p["margin_ratio"]),
+            )
+    console.print(accounts)
+    console.print(positions)
+    firing = Table(title=f"Firing alerts ({len(data['firing'])})", header_style="bold")
+    for col in ("Rule", "Severity", "Subject", "Since", "Value", "Sent"):
+        firing.add_column(col)
+    for f in data["firing"]:
+        firing.add_row(
+            f["rule"],
+            f["severity"] or "-",
+            f["subject"],
+            _t(f["since"]),
+            f["value"] or "-",
+            "yes" if f["notified"] else "held",
+        )
+    console.print(firing)
+    outbox = Table(title=f"Undelivered messages ({len(data['undelivered'])})", header_style="bold")
+    for col in ("#", "Receiver", "Title", "Attempts", "Last error"):
+        outbox.add_column(col)
+    for u in data["undelivered"]:
+        outbox.add_row(
+            str(u["id"]),
+            u["receiver"],
+            u["title"],
+            str(u["attempts"]),
+            (u["last_error"] or "-")[:60],
+        )
+    console.print(outbox)
+
+
+def history(config: Config, since_s: float, now: float) -> list[dict[str, Any]]:
+    store = Store(config.state_path)
+    try:
+        return [
+            {
+                "id": r.id,
+                "created_at": r.created_at,
+                "receiver": r.receiver,
+                "severity": r.severity,
+                "title": r.title,
+                "kind": r.payload.get("kind"),
+                "rule": r.payload.get("rule"),
+                "delivered_at": r.delivered_at,
+                "attempts": r.attempts,
+                "last_error": r.last_error,
+            }
+            for r in store.history(now - since_s)
+        ]
+    finally:
+        store.close()
+
+
+def render_history(rows: list[dict[str, Any]], console: Console) -> None:
+    table = Table(title=f"Alerts and deliveries ({len(rows)})", header_style="bold")
+    for col in ("Time", "Severity", "Title", "Receiver", "Delivered", "Attempts"):
+        table.add_column(col)
+    for r in rows:
+        delivered = (
+            _t(r["delivered_at"])
+            if r["delivered_at"]
+            else (f"pending: {r['last_error']}" if r["last_error"] else "pending")
+        )
+        table.add_row(
+            _t(r["created_at"]),
+            r["severity"],
+            r["title"],
+            r["receiver"],
+            delivered,
+            str(r["attempts"]),
+        )
+    console.print(table)
