@@ -92,6 +92,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "every problem.",
     )
     check.add_argument("-c", "--config", required=True, metavar="CONFIG.yaml")
+    check.add_argument(
+        "--env-file",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="also check that this file of secrets (systemd EnvironmentFile) is private",
+    )
 
     snap = sub.add_parser(
         "snapshot",
@@ -203,12 +210,53 @@ def _cmd_check(args: argparse.Namespace) -> int:
             problems.extend(exc.problems)
     if problems:
         raise ConfigError(problems)
+    for warning in _permission_warnings(config, args.config, args.env_file):
+        print(f"warning: {warning}", file=sys.stderr)
     enabled = [a.name for a in config.accounts if a.enabled]
     print(
         f"{args.config}: OK ({len(enabled)} accounts: {', '.join(enabled)}; "
         f"{len(config.rules)} rules; {len(config.receivers)} receivers)"
     )
     return EXIT_OK
+
+
+def _permission_warnings(config: Any, config_path: str, env_files: list[str]) -> list[str]:
+    """Files of secrets others can read, and a config others can change."""
+    import os
+    import stat
+
+    out = []
+
+    def mode(path: str) -> int | None:
+        try:
+            return stat.S_IMODE(os.stat(path).st_mode)
+        except OSError:
+            return None
+
+    for i, account in enumerate(config.accounts):
+        for secret, (kind, name) in account.secret_refs().items():
+            m = mode(name) if kind == "file" else None
+            if m is not None and m & 0o077:
+                out.append(
+                    f"accounts[{i}].{secret}_file: {name} is readable by other users "
+                    f"(mode {m:o}; chmod 600 {name})"
+                )
+    for path in env_files:
+        m = mode(path)
+        if m is None:
+            out.append(f"--env-file {path}: cannot read it")
+        elif m & 0o077:
+            out.append(
+                f"{path} holds secrets and is readable by other users "
+                f"(mode {m:o}; chmod 600 {path})"
+            )
+    m = mode(config_path)
+    if m is not None and m & 0o022:
+        out.append(
+            f"{config_path} can be changed by other users (mode {m:o}): they could "
+            "redirect your alerts; chmod 644 or stricter"
+        )
+    return out
 
 
 def _apprise_accepts(url: str) -> bool:

@@ -156,3 +156,33 @@ def test_check_validates_receivers(tmp_path: Path) -> None:
     ]
     ok = run_check(path.parent / "config.yaml", {"BINANCE_API_KEY": "k", "TG_TOKEN": "123:abc"})
     assert "receivers[1]" in ok.stderr and "TG_TOKEN" not in ok.stderr
+
+
+def test_check_warns_about_files_others_can_read(tmp_path: Path) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("s3cr3t")
+    secret_file.chmod(0o644)
+    env_file = tmp_path / "alertd.env"
+    env_file.write_text("BINANCE_API_KEY=k\n")
+    env_file.chmod(0o640)
+    path = tmp_path / "config.yaml"
+    path.write_text(GOOD.format(secret_file=secret_file))
+    path.chmod(0o666)
+    result = subprocess.run(
+        [sys.executable, "-m", "alertd", "check", "-c", str(path), "--env-file", str(env_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "BINANCE_API_KEY": "k"},
+    )
+    assert result.returncode == 0, result.stderr
+    warnings = result.stderr.strip().splitlines()
+    assert warnings == [
+        f"warning: accounts[0].secret_file: {secret_file} is readable by other users "
+        f"(mode 644; chmod 600 {secret_file})",
+        f"warning: {env_file} holds secrets and is readable by other users "
+        f"(mode 640; chmod 600 {env_file})",
+        f"warning: {path} can be changed by other users (mode 666): they could redirect your "
+        "alerts; chmod 644 or stricter",
+    ]
+    assert "s3cr3t" not in result.stderr + result.stdout
