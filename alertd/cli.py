@@ -99,6 +99,11 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="also check that this file of secrets (systemd EnvironmentFile) is private",
     )
+    check.add_argument(
+        "--keys",
+        action="store_true",
+        help="also connect and warn about API keys that can do more than read",
+    )
 
     snap = sub.add_parser(
         "snapshot",
@@ -210,7 +215,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
             problems.extend(exc.problems)
     if problems:
         raise ConfigError(problems)
-    for warning in _permission_warnings(config, args.config, args.env_file):
+    warnings = _permission_warnings(config, args.config, args.env_file)
+    if args.keys:
+        warnings += asyncio.run(_key_warnings(config))
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     enabled = [a.name for a in config.accounts if a.enabled]
     print(
@@ -256,6 +264,32 @@ def _permission_warnings(config: Any, config_path: str, env_files: list[str]) ->
             f"{config_path} can be changed by other users (mode {m:o}): they could "
             "redirect your alerts; chmod 644 or stricter"
         )
+    return out
+
+
+async def _key_warnings(config: Any) -> list[str]:
+    """Keys that can trade or withdraw, where the exchange reports a key's permissions."""
+    from .feeds.ccxt_exchange import describe, make_exchange
+    from .feeds.feed import adapter_for
+
+    out = []
+    for i, account in enumerate(config.accounts):
+        if not account.enabled or not account.secret_refs():
+            continue
+        where = f"accounts[{i}] ({account.name})"
+        exchange = make_exchange(account, read_secrets(account), config.feeds)
+        try:
+            granted = await adapter_for(account.exchange).key_permissions(exchange)
+        except Exception as exc:
+            out.append(f"{where}: could not read the key's permissions: {describe(exc)}")
+            continue
+        finally:
+            await exchange.close()
+        if granted:
+            out.append(
+                f"{where}: the API key also allows {', '.join(granted)}; alertd only "
+                "reads, so a read-only key is safer"
+            )
     return out
 
 

@@ -390,3 +390,51 @@ def test_unanswered_pings_lead_to_a_reconnect() -> None:
             await fake.stop()
 
     run(body())
+
+
+def test_check_keys_warns_about_a_key_that_can_trade(tmp_path: Path) -> None:
+    fake = FakeBinanceUSDM()
+    with server_in_thread(fake):
+        fake.add_account("key-a", "secret-a")
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            json.dumps(
+                {
+                    "version": 1,
+                    "accounts": [
+                        {
+                            "name": "main",
+                            "exchange": "binanceusdm",
+                            "api_key_env": "ALERTD_TEST_KEY",
+                            "secret_env": "ALERTD_TEST_SECRET",
+                            "urls": fake.ccxt_urls(),
+                            "options": fake.ccxt_options,
+                        }
+                    ],
+                }
+            )
+        )
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "ALERTD_TEST_KEY": "key-a",
+            "ALERTD_TEST_SECRET": "secret-a",
+        }
+
+        def check() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "alertd", "check", "-c", str(config), "--keys"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=env,
+            )
+
+        quiet = check()
+        assert quiet.returncode == 0 and quiet.stderr == ""
+        fake.set_can_trade("key-a")
+        loud = check()
+        assert loud.returncode == 0
+        assert loud.stderr.strip() == (
+            "warning: accounts[0] (main): the API key also allows futures trading, spot and "
+            "margin trading; alertd only reads, so a read-only key is safer"
+        )

@@ -110,5 +110,9 @@ class ExchangeAdapter:
     def listen_key_expired(self, message: Any) -> bool:
         return False
 
+    async def key_permissions(self, exchange: Any) -> list[str] | None:
+        """What the API key may do beyond reading (["trade", ...]); None: cannot tell here."""
+        return None
+
     async def renew(self, exchange: Any) -> None:
         """Keep private streams authorised (Binance listen keys); nothing elsewhere."""

@@ -167,6 +167,19 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         detail = f"cross wallet {message.get('cw')}; " + "; ".join(legs)
         return AccountEvent("margin_call", now, detail)
 
+    async def key_permissions(self, exchange: Any) -> list[str] | None:
+        info = await exchange.sapiGetAccountApiRestrictions()
+        flags = {
+            "enableFutures": "futures trading",
+            "enableSpotAndMarginTrading": "spot and margin trading",
+            "enableWithdrawals": "withdrawals",
+            "enableInternalTransfer": "internal transfers",
+            "enableMargin": "margin loans",
+            "permitsUniversalTransfer": "universal transfers",
+            "enableVanillaOptions": "options trading",
+        }
+        return [label for key, label in flags.items() if info.get(key)]
+
     def listen_key_expired(self, message: Any) -> bool:
         return isinstance(message, dict) and message.get("e") == "listenKeyExpired"
 

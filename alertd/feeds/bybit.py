@@ -140,6 +140,13 @@ class BybitAdapter(ExchangeAdapter):
             margin_ratio=dec_or_none(info.get("accountMMRate")),
         )
 
+    async def key_permissions(self, exchange: Any) -> list[str] | None:
+        info = (await exchange.privateGetV5UserQueryApi()).get("result") or {}
+        if str(info.get("readOnly")) == "1":
+            return []
+        granted = info.get("permissions") or {}
+        return sorted(f"{area}: {', '.join(perms)}" for area, perms in granted.items() if perms)
+
     async def watch_positions(self, exchange: Any) -> list[PositionState]:
         changed = await exchange.watch_positions()
         out = []

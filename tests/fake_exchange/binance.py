@@ -283,6 +283,7 @@ class _Account:
     listen_key: str | None = None
     banned_until_ms: int | None = None
     update_ms: int = field(default_factory=now_ms)
+    can_trade: bool = False  # the key's permissions (GET /sapi/v1/account/apiRestrictions)
 
     @property
     def cross_wallet(self) -> Decimal:
@@ -542,6 +543,10 @@ class FakeBinanceUSDM(FakeExchangeServer):
             raise KeyError(f"unknown account {api_key!r}: add_account() it first") from None
 
     @scripted
+    def set_can_trade(self, api_key: str, can_trade: bool = True) -> None:
+        """The key's permissions as apiRestrictions reports them (read-only by default)."""
+        self._account(api_key).can_trade = can_trade
+
     def ban(self, api_key: str) -> None:
         """Every later request carrying this API key (signed and listen-key endpoints) gets
         HTTP 418 with Binance's IP-ban body and a Retry-After header; ``unban`` lifts it."""
@@ -821,6 +826,7 @@ class FakeBinanceUSDM(FakeExchangeServer):
             web.get("/fapi/v3/balance", self._balance),
             web.get("/fapi/v1/positionSide/dual", self._position_mode),
             web.get("/fapi/v1/multiAssetsMargin", self._multi_assets),
+            web.get("/sapi/v1/account/apiRestrictions", self._api_restrictions),
             web.post("/fapi/v1/listenKey", self._listen_key_post),
             web.put("/fapi/v1/listenKey", self._listen_key_put),
             web.delete("/fapi/v1/listenKey", self._listen_key_delete),
@@ -1430,6 +1436,30 @@ class FakeBinanceUSDM(FakeExchangeServer):
         if isinstance(checked, web.Response):
             return checked
         return self._json({"multiAssetsMargin": False})
+
+    async def _api_restrictions(self, request: web.Request) -> web.Response:
+        # Binance "Get API Key Permission" (wallet endpoints): the fields alertd reads
+        checked = await self._signed(request)
+        if isinstance(checked, web.Response):
+            return checked
+        trade = checked[0].can_trade
+        return self._json(
+            {
+                "ipRestrict": True,
+                "createTime": 1698645219000,
+                "enableReading": True,
+                "enableWithdrawals": False,
+                "enableInternalTransfer": False,
+                "enableMargin": False,
+                "enableFutures": trade,
+                "permitsUniversalTransfer": False,
+                "enableVanillaOptions": False,
+                "enableFixApiTrade": False,
+                "enableFixReadOnly": False,
+                "enableSpotAndMarginTrading": trade,
+                "enablePortfolioMarginTrading": False,
+            }
+        )
 
     # ---- REST: listen keys (USER_STREAM: API key, no signature) ----------------------------------
 
