@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from .errors import InputError
+from .validation import problems as validation_problems
 
 CONFIG_VERSION = 1
 
@@ -369,33 +370,6 @@ class Config(_Model):
         raise InputError(f"no account named {name!r}{hint}")
 
 
-def _path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + part
-    return out
-
-
-def _describe(err: Any) -> str:
-    kind = err["type"]
-    ctx = err.get("ctx") or {}
-    if kind == "missing":
-        return "missing"
-    if kind == "extra_forbidden":
-        return "unknown key (check its spelling and indentation)"
-    if kind == "value_error":
-        return str(ctx.get("error", err["msg"]))
-    if kind == "literal_error":
-        return f"must be {ctx['expected']} (got {err.get('input')!r})"
-    if kind == "too_short":
-        return "must not be empty"
-    message: str = err["msg"]
-    return f"{message[0].lower()}{message[1:]} (got {err.get('input')!r})"
-
-
 def _cross_checks(data: dict[str, Any]) -> list[str]:
     """Rules across fields, run on the raw data so they are reported beside field errors."""
     problems: list[str] = []
@@ -487,7 +461,7 @@ def parse_config(text: str, source: str = "config") -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        problems = [f"{_path(tuple(e['loc']))}: {_describe(e)}" for e in exc.errors()]
+        problems = validation_problems(exc)
     problems += _cross_checks(data)
     if problems or config is None:
         raise ConfigError(problems)

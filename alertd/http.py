@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from .engine.margin import compute
 from .report import dec
+from .status import account_figures
 
 if TYPE_CHECKING:
     from .service import Service
@@ -73,25 +74,7 @@ def status_json(service: Service) -> dict[str, Any]:
         }
         feed = manager.feeds.get(h.name) if manager else None
         if feed is not None and feed.state.bootstrapped and not feed.state.missing():
-            metrics = compute(feed.state.to_account())
-            entry.update(
-                margin_ratio=dec(metrics.worst_ratio),
-                buffer=dec(metrics.pool.buffer),
-                crash_distance=dec(metrics.crash_distance),
-                settle=metrics.account.settle,
-                positions=[
-                    {
-                        "symbol": pm.position.symbol,
-                        "side": pm.position.side.label,
-                        "contracts": dec(pm.position.contracts),
-                        "mark_price": dec(pm.position.mark_price),
-                        "liquidation_price": dec(pm.liquidation_price),
-                        "liquidation_distance": dec(pm.liquidation_distance),
-                        "margin_ratio": dec(pm.margin_ratio),
-                    }
-                    for pm in metrics.positions
-                ],
-            )
+            entry.update(account_figures(compute(feed.state.to_account())))
         accounts.append(entry)
     firing = []
     if service.alerting is not None:

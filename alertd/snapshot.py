@@ -26,6 +26,7 @@ from .engine.tiers import (
     derive_deductions,
 )
 from .errors import SnapshotError
+from .validation import problems as validation_problems
 
 SCHEMA_VERSION = 1
 
@@ -99,41 +100,6 @@ class SnapshotIn(_Model):
 class LoadedSnapshot:
     account: Account
     warnings: tuple[str, ...]
-
-
-def _path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + ("schema" if part == "schema_" else part)
-    return out or "(top level)"
-
-
-def _describe(err: Any) -> str:
-    kind = err["type"]
-    ctx = err.get("ctx") or {}
-    got = err.get("input")
-    if kind == "missing":
-        return "missing"
-    if kind == "greater_than":
-        return f"must be greater than {ctx['gt']} (got {got})"
-    if kind == "greater_than_equal":
-        return f"must be at least {ctx['ge']} (got {got})"
-    if kind == "less_than":
-        return f"must be less than {ctx['lt']} (got {got})"
-    if kind == "literal_error":
-        return f"must be {ctx['expected']} (got {got!r})"
-    if kind == "value_error":
-        return str(ctx.get("error", err["msg"]))
-    if kind == "too_short":
-        return "must not be empty"
-    return f"{err['msg'][0].lower()}{err['msg'][1:]} (got {got!r})"
-
-
-def _format_validation(exc: ValidationError) -> list[str]:
-    return [f"{_path(tuple(e['loc']))}: {_describe(e)}" for e in exc.errors()]
 
 
 def _build_tiers(
@@ -262,7 +228,7 @@ def parse_snapshot(text: str, source: str = "snapshot") -> LoadedSnapshot:
     try:
         snap = SnapshotIn.model_validate(data)
     except ValidationError as exc:
-        raise SnapshotError(_format_validation(exc)) from None
+        raise SnapshotError(validation_problems(exc, {"schema_": "schema"})) from None
     return build_account(snap)
 
 

@@ -17,10 +17,32 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import Config, expand_env
-from .engine.margin import compute
+from .engine.margin import AccountMetrics, compute
 from .report import dec
 from .snapshot import parse_snapshot
 from .store import Store
+
+
+def account_figures(metrics: AccountMetrics) -> dict[str, Any]:
+    """An account's figures as ``status`` shows them (the daemon's and the state file's)."""
+    return {
+        "margin_ratio": dec(metrics.worst_ratio),
+        "buffer": dec(metrics.pool.buffer),
+        "crash_distance": dec(metrics.crash_distance),
+        "settle": metrics.account.settle,
+        "positions": [
+            {
+                "symbol": pm.position.symbol,
+                "side": pm.position.side.label,
+                "contracts": dec(pm.position.contracts),
+                "mark_price": dec(pm.position.mark_price),
+                "liquidation_price": dec(pm.liquidation_price),
+                "liquidation_distance": dec(pm.liquidation_distance),
+                "margin_ratio": dec(pm.margin_ratio),
+            }
+            for pm in metrics.positions
+        ],
+    }
 
 
 def fetch_status(config: Config) -> dict[str, Any] | None:
@@ -62,25 +84,7 @@ def status_from_store(config: Config) -> dict[str, Any]:
             }
             if row is not None:
                 metrics = compute(parse_snapshot(row["snapshot"]).account)
-                entry.update(
-                    saved_at=row["updated_at"],
-                    margin_ratio=dec(metrics.worst_ratio),
-                    buffer=dec(metrics.pool.buffer),
-                    crash_distance=dec(metrics.crash_distance),
-                    settle=metrics.account.settle,
-                    positions=[
-                        {
-                            "symbol": pm.position.symbol,
-                            "side": pm.position.side.label,
-                            "contracts": dec(pm.position.contracts),
-                            "mark_price": dec(pm.position.mark_price),
-                            "liquidation_price": dec(pm.liquidation_price),
-                            "liquidation_distance": dec(pm.liquidation_distance),
-                            "margin_ratio": dec(pm.margin_ratio),
-                        }
-                        for pm in metrics.positions
-                    ],
-                )
+                entry.update(saved_at=row["updated_at"], **account_figures(metrics))
             accounts.append(entry)
         firing = [
             {

@@ -60,7 +60,7 @@ feeds:
         "accounts[0].exchange: unknown exchange 'bianance' (did you mean binanceusdm?)",
         "accounts[1].symbolz: unknown key (check its spelling and indentation)",
         "accounts[2].name: 'bad name' is not a usable name: letters, digits, '_', '.', '-' only",
-        "feeds.stale_after_s: input should be greater than 0 (got -1)",
+        "feeds.stale_after_s: must be greater than 0.0 (got -1)",
         "accounts[1].name: 'main' is already used by accounts[0]",
         "accounts[1]: okx needs password_env or password_file",
         "accounts[2]: hyperliquid needs wallet_address",

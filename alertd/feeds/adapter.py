@@ -7,6 +7,7 @@ where ccxt's unified ones are unreliable for margin (ccxt.md), and never compute
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -89,6 +90,23 @@ class ExchangeAdapter:
 
     async def watch_balance(self, exchange: Any) -> Decimal | None:
         raise NotImplementedError
+
+    def _changed_positions(
+        self,
+        changed: list[dict[str, Any]],
+        marker: str,
+        parse: Callable[[dict[str, Any]], Iterable[PositionState]],
+    ) -> list[PositionState]:
+        """Positions from a ``watch_positions`` batch: raw entries carrying ``marker``, the
+        last word per (symbol, side) winning."""
+        out: dict[tuple[str, object], PositionState] = {}
+        for position in changed:
+            raw = position.get("info") or {}
+            if marker not in raw:
+                continue
+            for p in parse(raw):
+                out[(p.symbol, p.side)] = p
+        return list(out.values())
 
     async def fetch_mark(self, exchange: Any, symbol: str) -> Decimal:
         """The current mark over REST: seeds a newly held symbol before its stream ticks."""

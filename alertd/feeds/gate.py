@@ -164,14 +164,7 @@ class GateAdapter(ExchangeAdapter):
 
     async def watch_positions(self, exchange: Any) -> list[PositionState]:
         changed = await exchange.watch_positions()
-        out: dict[tuple[str, Side], PositionState] = {}
-        for position in changed:
-            raw = position.get("info") or {}
-            if "size" not in raw:
-                continue
-            for p in self._position(exchange, raw):
-                out[(p.symbol, p.side)] = p
-        return list(out.values())
+        return self._changed_positions(changed, "size", lambda raw: self._position(exchange, raw))
 
     async def watch_balance(self, exchange: Any) -> Decimal | None:
         balance = await exchange.watch_balance()

@@ -207,14 +207,7 @@ class OKXAdapter(ExchangeAdapter):
         await exchange.authenticate()
         self._subscribe_warnings(exchange)
         changed = await exchange.watch_positions()
-        out: dict[tuple[str, Side], PositionState] = {}
-        for position in changed:
-            raw = position.get("info") or {}
-            if "pos" not in raw:
-                continue
-            for p in self._position(exchange, raw):
-                out[(p.symbol, p.side)] = p
-        return list(out.values())
+        return self._changed_positions(changed, "pos", lambda raw: self._position(exchange, raw))
 
     async def watch_balance(self, exchange: Any) -> Decimal | None:
         balance = await exchange.watch_balance()
