@@ -166,7 +166,33 @@ def _build_parser() -> argparse.ArgumentParser:
     hist.add_argument("--since", default="24h", metavar="DURATION", help="e.g. 2h, 7d (24h)")
     hist.add_argument("--json", action="store_true")
     sub.add_parser("schema", help="print the config file's JSON Schema (for editors)")
-    for p in (calc, check, snap, run, notify, silence, status, hist):
+    rp = sub.add_parser(
+        "replay",
+        help="run a price history through the engine and rules: alerts, liquidation, lead time",
+        description="Replay historical prices (JSON, CSV, zipped CSV or feather) for a position "
+        "or a snapshot, through the same engine and rules as alertd run.",
+    )
+    rp.add_argument("prices", metavar="PRICES")
+    what = rp.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--position", metavar="SPEC", help="e.g. 'BTC/USDT:USDT long 0.5 @ 62000 x20 isolated'"
+    )
+    what.add_argument(
+        "--snapshot", metavar="FILE", help="an account snapshot (alertd calc's input)"
+    )
+    rp.add_argument(
+        "--config",
+        metavar="FILE",
+        help="take the rules from this config (default: the rules of config.example.yaml)",
+    )
+    rp.add_argument(
+        "--symbol", help="the symbol the prices are for (default: the first position's)"
+    )
+    rp.add_argument("--exchange", default="binanceusdm", help="profile for --position")
+    rp.add_argument("--start", metavar="ISO", help="e.g. 2021-05-19T12:00:00Z")
+    rp.add_argument("--end", metavar="ISO")
+    rp.add_argument("--json", action="store_true")
+    for p in (calc, check, snap, run, notify, silence, status, hist, rp):
         p.add_argument(
             "-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)"
         )
@@ -517,6 +543,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_status(args)
         if args.command == "history":
             return _cmd_history(args)
+        if args.command == "replay":
+            from .replay.cli import cmd_replay
+
+            return cmd_replay(args)
         if args.command == "schema":
             from .config import Config
 

@@ -98,7 +98,8 @@ def _price_from_root(x: Decimal | None, inverse: bool) -> Decimal | None:
     return from_u(x, inverse)
 
 
-def _distance(mark: Decimal, liq: Decimal | None, ratio: Decimal) -> Decimal | None:
+def liquidation_distance(mark: Decimal, liq: Decimal | None, ratio: Decimal) -> Decimal | None:
+    """abs(mark - liq) / mark, negative once the position is past it; None without a price."""
     if liq is None:
         return None
     d = abs(mark - liq) / mark
@@ -279,7 +280,7 @@ def compute(account: Account, target_ratio: Decimal | None = None) -> AccountMet
                 displayed_ratio=shown,
                 liquidation_price=liq,
                 bankruptcy_price=bankrupt,
-                liquidation_distance=_distance(p.mark_price, liq, ratio),
+                liquidation_distance=liquidation_distance(p.mark_price, liq, ratio),
                 effective_leverage=_leverage(notional, equity),
                 margin_to_add=to_add,
                 size_to_cut=cut,

@@ -1,0 +1,1 @@
+"""Replaying price history through the engine and rules: lead times before liquidation."""

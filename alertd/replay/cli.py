@@ -1,0 +1,127 @@
+"""``alertd replay``: load, replay, print (a table, or JSON for machines)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from decimal import Decimal
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from ..alerting import _rule
+from ..config import DEFAULT_RULES, load_config
+from ..errors import InputError
+from ..report import dec
+from ..snapshot import load_snapshot
+from .history import iso, load_history, window
+from .run import ReplayResult, position_from_spec, replay
+
+
+def _when(text: str | None, flag: str) -> int | None:
+    if text is None:
+        return None
+    try:
+        stamp = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(
+            f"{flag}: not an ISO-8601 time: {text!r} (e.g. 2021-05-19T12:00:00Z)"
+        ) from None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.UTC)
+    return int(stamp.timestamp() * 1000)
+
+
+def result_json(result: ReplayResult, gaps: list[dict[str, Any]], source: str) -> dict[str, Any]:
+    return {
+        "prices": source,
+        "symbol": result.symbol,
+        "start": iso(result.start_ms),
+        "end": iso(result.end_ms),
+        "points": result.points,
+        "intra_candle_path": f"open, {result.adverse_first}, "
+        f"{'high' if result.adverse_first == 'low' else 'low'}, close (worst first)",
+        "liquidated_at": iso(result.liquidated_at_ms) if result.liquidated_at_ms else None,
+        "liquidation_mark": dec(result.liquidation_mark),
+        "alerts": [
+            {
+                "at": iso(a.at_ms),
+                "rule": a.rule,
+                "severity": a.severity,
+                "kind": a.kind,
+                "subject": a.subject,
+                "value": dec(a.value),
+                "lead_time_s": result.lead_time_s(a),
+            }
+            for a in result.alerts
+        ],
+        "gaps": gaps,
+    }
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    history = load_history(args.prices)
+    history = window(history, _when(args.start, "--start"), _when(args.end, "--end"))
+    if args.snapshot:
+        account = load_snapshot(args.snapshot).account
+    else:
+        account = position_from_spec(args.position, args.exchange)
+    rules = load_config(args.config).rules if args.config else DEFAULT_RULES
+    engine_rules = [_rule(rc) for rc in rules]
+    show_progress = sys.stderr.isatty() and len(history.candles) > 5000
+    if show_progress:
+        with Progress(console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task("replaying", total=len(history.candles))
+            result = replay(
+                account,
+                history,
+                engine_rules,
+                args.symbol,
+                progress=lambda i: bar.update(task, completed=i),
+            )
+    else:
+        result = replay(account, history, engine_rules, args.symbol)
+    gaps = [
+        {"after": iso(g.start_ms), "before": iso(g.end_ms), "missing_candles": g.missing}
+        for g in history.gaps
+    ]
+    data = result_json(result, gaps, history.source)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    console.print(
+        f"[bold]{result.symbol}[/bold] {data['start']} to {data['end']}: "
+        f"{result.points} price points; inside a candle: {data['intra_candle_path']}"
+    )
+    for g in gaps:
+        console.print(
+            f"gap: no prices between {g['after']} and {g['before']} "
+            f"({g['missing_candles']} candles missing; not interpolated)"
+        )
+    table = Table(title="Alerts", header_style="bold")
+    for col in ("Time (UTC)", "Rule", "Severity", "Kind", "Value", "Lead time"):
+        table.add_column(col)
+    for a in data["alerts"]:
+        lead = a["lead_time_s"]
+        table.add_row(
+            a["at"],
+            a["rule"],
+            a["severity"],
+            a["kind"],
+            "-" if a["value"] is None else f"{Decimal(a['value']):.4g}",
+            "-" if lead is None else f"{lead / 60:.0f} min",
+        )
+    console.print(table)
+    if result.liquidated_at_ms:
+        console.print(
+            f"[bold red]liquidated[/bold red] at {data['liquidated_at']} "
+            f"(mark {data['liquidation_mark']})"
+        )
+    else:
+        console.print("not liquidated in this history")
+    return 0
