@@ -165,37 +165,34 @@ def replay(
         adverse_first="low" if adverse_low else "high",
     )
 
-    def observations(current: Account | None) -> list[Observation]:
+    used = {r.metric for r in rules}
+    position_subjects = [
+        Subject(KEY, exchange, p.symbol, side)
+        for p, side in zip(start.positions, sides, strict=True)
+    ]
+    pool = book.cross_pool(KEY)
+
+    def observations(current: Account | None, worst: Decimal) -> list[Observation]:
         if not fast:
             assert current is not None
             return observe(KEY, exchange, compute(current), quiet)
-        pool = book.cross_pool(KEY)
-        out = [
-            Observation(
-                account_subject,
-                {
-                    "worst_ratio": book.worst_ratio(KEY),
-                    "margin_ratio": pool.ratio,
-                    "buffer": pool.margin_balance - pool.mm,
-                    "margin_balance": pool.margin_balance,
-                    "maintenance_margin": pool.mm,
-                    "feed_stale_s": ZERO,
-                    "feed_down_s": ZERO,
-                    "account_error": ZERO,
-                },
-            )
-        ]
-        for lp, side, p in zip(live, sides, start.positions, strict=True):
-            ratio = lp.pool.ratio
-            out.append(
-                Observation(
-                    Subject(KEY, exchange, p.symbol, side),
-                    {
-                        "margin_ratio": ratio,
-                        "liquidation_distance": liquidation_distance(lp.mark, liq[p.key], ratio),
-                    },
+        values: dict[str, Decimal | None] = {"worst_ratio": worst}
+        if "margin_ratio" in used:
+            values["margin_ratio"] = pool.ratio
+        if "buffer" in used:
+            values["buffer"] = pool.margin_balance - pool.mm
+        if "margin_balance" in used:
+            values["margin_balance"] = pool.margin_balance
+        if "maintenance_margin" in used:
+            values["maintenance_margin"] = pool.mm
+        out = [Observation(account_subject, values)]
+        if "margin_ratio" in used or "liquidation_distance" in used:
+            for lp, subject, p in zip(live, position_subjects, start.positions, strict=True):
+                ratio = lp.pool.ratio
+                distance = liquidation_distance(lp.mark, liq[p.key], ratio)
+                out.append(
+                    Observation(subject, {"margin_ratio": ratio, "liquidation_distance": distance})
                 )
-            )
         return out
 
     for i, candle in enumerate(history.candles):
@@ -208,8 +205,15 @@ def replay(
             previous = price
             result.points += 1
             book.apply_account_mark(KEY, symbol, price)
+            worst = book.worst_ratio(KEY)
             current = None if fast else start.with_marks({symbol: price})
-            notes = engine.evaluate(observations(current), candle.t_ms / 1000, accounts=[KEY])
+            observed = observations(current, worst)
+            # nothing firing, nothing breached: evaluate would change nothing
+            notes = (
+                []
+                if engine.idle(observed)
+                else engine.evaluate(observed, candle.t_ms / 1000, accounts=[KEY])
+            )
             for n in notes:
                 if n.kind in (Kind.FIRING, Kind.RESOLVED):
                     result.alerts.append(
@@ -222,7 +226,7 @@ def replay(
                             n.subject.key,
                         )
                     )
-            if book.worst_ratio(KEY) >= 1:
+            if worst >= 1:
                 result.liquidated_at_ms = candle.t_ms
                 result.liquidation_mark = price
                 result.end_ms = candle.t_ms
