@@ -192,6 +192,7 @@ def _build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--start", metavar="ISO", help="e.g. 2021-05-19T12:00:00Z")
     rp.add_argument("--end", metavar="ISO")
     rp.add_argument("--json", action="store_true")
+    rp.add_argument("--plot", metavar="OUT.png", help="draw price, liquidation price and alerts")
     for p in (calc, check, snap, run, notify, silence, status, hist, rp):
         p.add_argument(
             "-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)"

@@ -52,6 +52,8 @@ def test_hand_built_path_gives_known_minutes(tmp_path: Path) -> None:
     leads = [result.lead_time_s(a) for a in result.alerts if a.kind == "firing"]
     assert leads == [240.0, 120.0, 60.0]
     assert result.liquidation_mark == Decimal("90.3")
+    (liq,) = result.liquidation_prices.values()
+    assert liq is not None and abs(liq - Decimal("90.36144578313253")) < Decimal("1e-12")
 
 
 def test_worst_order_inside_a_candle(tmp_path: Path) -> None:
@@ -149,3 +151,31 @@ def test_cli_json_and_errors(tmp_path: Path) -> None:
         timeout=60,
     )
     assert "liquidated at 2023-11-14T22:19:00Z" in table.stdout
+
+
+def test_plot_is_a_png_of_the_expected_size(tmp_path: Path) -> None:
+    from alertd.replay.plot import png_size
+
+    prices = flat(tmp_path, PATH)
+    out = tmp_path / "replay.png"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "alertd",
+            "replay",
+            str(prices),
+            "--position",
+            SPEC,
+            "--plot",
+            str(out),
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert png_size(out) == (1600, 900)
+    assert out.stat().st_size > 10_000  # a drawn chart, not an empty canvas

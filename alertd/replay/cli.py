@@ -90,6 +90,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         for g in history.gaps
     ]
     data = result_json(result, gaps, history.source)
+    if args.plot:
+        from .plot import plot
+
+        plot(result, history, args.plot)
     if args.json:
         print(json.dumps(data, indent=2))
         return 0

@@ -115,6 +115,7 @@ class ReplayResult:
     liquidated_at_ms: int | None = None
     liquidation_mark: Decimal | None = None
     adverse_first: str = "low"
+    liquidation_prices: dict[str, Decimal | None] = field(default_factory=dict)
 
     def lead_time_s(self, alert: ReplayAlert) -> float | None:
         if self.liquidated_at_ms is None or alert.kind != "firing":
@@ -164,6 +165,9 @@ def replay(
         0,
         adverse_first="low" if adverse_low else "high",
     )
+    result.liquidation_prices = {
+        f"{p.symbol} {p.side.label}": liq[p.key] for p in start.positions if p.symbol == symbol
+    }
 
     used = {r.metric for r in rules}
     position_subjects = [
