@@ -193,6 +193,14 @@ def _build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--end", metavar="ISO")
     rp.add_argument("--json", action="store_true")
     rp.add_argument("--plot", metavar="OUT.png", help="draw price, liquidation price and alerts")
+    rp.add_argument(
+        "--sweep",
+        action="store_true",
+        help="replay many entries (every --every) at 5x to 100x for --window each and report "
+        "per rule: fired before liquidation, lead times, false alarms",
+    )
+    rp.add_argument("--every", default="24h", metavar="DURATION", help="sweep entry spacing")
+    rp.add_argument("--window", default="24h", metavar="DURATION", help="sweep replay length")
     for p in (calc, check, snap, run, notify, silence, status, hist, rp):
         p.add_argument(
             "-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)"

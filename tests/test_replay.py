@@ -179,3 +179,47 @@ def test_plot_is_a_png_of_the_expected_size(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert png_size(out) == (1600, 900)
     assert out.stat().st_size > 10_000  # a drawn chart, not an empty canvas
+
+
+def test_sweep_counts_leads_and_false_alarms(tmp_path: Path) -> None:
+    # two days of a slow 10% fall then a recovery: high leverage liquidates, low does not
+    prices = [str(100 - i * 0.01) for i in range(1000)] + ["90"] * 440 + ["100"] * 1440
+    history = load_history(flat(tmp_path, prices))
+    from alertd.engine.model import MarginMode
+    from alertd.replay.sweep import sweep
+
+    rows = sweep(
+        "BTC/USDT:USDT",
+        "long",
+        MarginMode.CROSS,
+        history,
+        [_rule(r) for r in DEFAULT_RULES],
+        leverages=(5, 20),
+        every_s=86_400,
+        window_s=86_400,
+    )
+    five, twenty = rows
+    assert (five.runs, five.liquidated) == (2, 0)
+    assert twenty.runs == 2 and twenty.liquidated == 1  # the entry during the fall
+    distance = twenty.rules["liquidation-distance-critical"]
+    assert distance.fired_before_liquidation == 1 and distance.lead_times_s[0] > 0
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "alertd",
+            "replay",
+            str(flat(tmp_path, prices)),
+            "--position",
+            SPEC,
+            "--sweep",
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert [row["leverage"] for row in data] == [5, 10, 20, 50, 100]

@@ -66,6 +66,8 @@ def result_json(result: ReplayResult, gaps: list[dict[str, Any]], source: str) -
 def cmd_replay(args: argparse.Namespace) -> int:
     history = load_history(args.prices)
     history = window(history, _when(args.start, "--start"), _when(args.end, "--end"))
+    if args.sweep:
+        return _cmd_sweep(args, history)
     if args.snapshot:
         account = load_snapshot(args.snapshot).account
     else:
@@ -128,4 +130,83 @@ def cmd_replay(args: argparse.Namespace) -> int:
         )
     else:
         console.print("not liquidated in this history")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace, history: Any) -> int:
+    from ..config import parse_duration
+    from .sweep import median_or_none, sweep
+
+    if not args.position:
+        raise InputError("--sweep needs --position (its symbol, side and margin mode are swept)")
+    template = position_from_spec(args.position, args.exchange).positions[0]
+    rules = load_config(args.config).rules if args.config else DEFAULT_RULES
+    try:
+        every, length = parse_duration(args.every), parse_duration(args.window)
+    except ValueError as exc:
+        raise InputError(f"--every/--window: {exc}") from None
+    if every <= 0 or length <= 0:
+        raise InputError("--every and --window must be longer than 0")
+    rows = sweep(
+        template.symbol,
+        template.side.label,
+        template.margin_mode,
+        history,
+        [_rule(r) for r in rules],
+        exchange=args.exchange,
+        every_s=every,
+        window_s=length,
+    )
+    data: list[dict[str, Any]] = [
+        {
+            "leverage": row.leverage,
+            "runs": row.runs,
+            "liquidated": row.liquidated,
+            "rules": {
+                name: {
+                    "fired_before_liquidation": st.fired_before_liquidation,
+                    "median_lead_time_s": median_or_none(st.lead_times_s),
+                    "worst_lead_time_s": min(st.lead_times_s) if st.lead_times_s else None,
+                    "false_alarms": st.false_alarms,
+                }
+                for name, st in row.rules.items()
+            },
+        }
+        for row in rows
+    ]
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    table = Table(
+        title=f"Sweep: {template.symbol} {template.side.label}, entries every "
+        f"{args.every}, {args.window} each",
+        header_style="bold",
+    )
+    for col in (
+        "Leverage",
+        "Rule",
+        "Liquidated",
+        "Fired before",
+        "Median lead",
+        "Worst lead",
+        "False alarms",
+    ):
+        table.add_column(col, justify="left" if col == "Rule" else "right")
+
+    def minutes(seconds: float | None) -> str:
+        return "-" if seconds is None else f"{seconds / 60:.0f} min"
+
+    for row in data:
+        for name, st in row["rules"].items():
+            table.add_row(
+                f"{row['leverage']}x",
+                name,
+                f"{row['liquidated']}/{row['runs']}",
+                f"{st['fired_before_liquidation']}/{row['liquidated']}",
+                minutes(st["median_lead_time_s"]),
+                minutes(st["worst_lead_time_s"]),
+                str(st["false_alarms"]),
+            )
+    console.print(table)
     return 0
