@@ -308,3 +308,60 @@ def test_deadmans_switch_is_pinged_only_while_healthy(world: dict[str, Any]) -> 
     time.sleep(1.5)
     assert len(http.pings) == count  # silence at the monitor: it will raise the alarm
     assert daemon.stop() == 0
+
+
+def test_the_daemon_and_replay_agree_on_the_same_prices(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    import re
+
+    fake, http, daemon, path = world["fake"], world["http"], world["daemon"], world["path"]
+    marks = ["60000", "58350", "58250", "58350", "60000"]
+    started(daemon)
+    for i, mark in enumerate(marks[1:], start=1):
+        fake.set_mark(BTC, mark)
+        wait_for(lambda i=i: len(http.posts) >= i, what=f"message {i}")  # type: ignore[misc]
+    assert daemon.stop() == 0
+
+    def live(post: dict[str, Any]) -> tuple[str, str]:
+        rule = re.search(r"\((ratio-[a-z]+)\)", post["message"])
+        assert rule is not None, post
+        return rule.group(1), "resolved" if post["title"].startswith("RESOLVED") else "firing"
+
+    prices = tmp_path / "prices.csv"
+    start = 1_700_000_040_000
+    prices.write_text(
+        "timestamp,price\n" + "".join(f"{start + i * 60_000},{m}\n" for i, m in enumerate(marks))
+    )
+    # the same account: 1 BTC long at 60,000 with 2,000 USDT of cross margin (30x)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "alertd",
+            "replay",
+            str(prices),
+            "--config",
+            str(path),
+            "--position",
+            "BTC/USDT:USDT long 1 @ 60000 x30 cross",
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=daemon.env,
+    )
+    assert result.returncode == 0, result.stderr
+    replayed = [(a["rule"], a["kind"]) for a in json.loads(result.stdout)["alerts"]]
+    assert (
+        [live(p) for p in http.posts]
+        == replayed
+        == [
+            ("ratio-warning", "firing"),
+            ("ratio-critical", "firing"),
+            ("ratio-critical", "resolved"),
+            ("ratio-warning", "resolved"),
+        ]
+    )
