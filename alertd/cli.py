@@ -23,7 +23,7 @@ from rich.console import Console
 from . import __version__
 from .config import ConfigError, expand_env, load_config, read_secrets
 from .engine.margin import compute
-from .errors import AlertdError, InputError
+from .errors import AlertdError, InputError, StartupError
 from .report import metrics_json, render, render_comparison
 from .snapshot import account_to_json, load_snapshot
 
@@ -201,7 +201,25 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("--every", default="24h", metavar="DURATION", help="sweep entry spacing")
     rp.add_argument("--window", default="24h", metavar="DURATION", help="sweep replay length")
-    for p in (calc, check, snap, run, notify, silence, status, hist, rp):
+    fh = sub.add_parser(
+        "fetch-history",
+        help="download a symbol's mark-price (or trade) candles into the CSV replay reads",
+    )
+    fh.add_argument("symbol", metavar="SYMBOL", help="ccxt symbol, e.g. BTC/USDT:USDT")
+    fh.add_argument("--exchange", default="binanceusdm")
+    fh.add_argument("--since", required=True, metavar="ISO")
+    fh.add_argument("--until", required=True, metavar="ISO")
+    fh.add_argument("--timeframe", default="1m")
+    fh.add_argument("--trades", action="store_true", help="trade candles even where marks exist")
+    fh.add_argument("-o", "--output", required=True, metavar="OUT.csv")
+    fh.add_argument(
+        "-c",
+        "--config",
+        metavar="CONFIG.yaml",
+        help="reach the exchange as this config's --account does (urls, options)",
+    )
+    fh.add_argument("--account", metavar="NAME")
+    for p in (calc, check, snap, run, notify, silence, status, hist, rp, fh):
         p.add_argument(
             "-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)"
         )
@@ -522,6 +540,70 @@ def _cmd_history(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_fetch_history(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.progress import Progress
+
+    from .config import AccountConfig, FeedSettings
+    from .feeds.ccxt_exchange import make_exchange
+    from .replay.cli import _when
+    from .replay.fetch import fetch_history
+
+    since, until = _when(args.since, "--since"), _when(args.until, "--until")
+    assert since is not None and until is not None
+    if until < since:
+        raise InputError("--until is before --since")
+    if args.config:
+        config = load_config(args.config)
+        account = config.account(args.account) if args.account else config.accounts[0]
+        account = account.model_copy(
+            update={"api_key_env": None, "secret_env": None, "password_env": None}
+        )
+        settings = config.feeds
+    else:
+        account = AccountConfig(
+            name="history",
+            exchange=args.exchange,
+            api_key_env="-",
+            secret_env="-",
+            password_env="-",
+            wallet_address="-",
+        )
+        settings = FeedSettings()
+
+    async def go() -> tuple[int, str]:
+        exchange = make_exchange(account, {}, settings)
+        try:
+            with Progress(
+                console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty()
+            ) as bar:
+                task = bar.add_task("downloading", total=until - since)
+                return await fetch_history(
+                    exchange,
+                    args.symbol,
+                    since,
+                    until,
+                    Path(args.output),
+                    timeframe=args.timeframe,
+                    prefer_mark=not args.trades,
+                    progress=lambda t: bar.update(task, completed=min(t, until) - since),
+                )
+        finally:
+            await exchange.close()
+
+    try:
+        rows, kind = asyncio.run(go())
+    except AlertdError:
+        raise
+    except Exception as exc:
+        from .feeds.ccxt_exchange import describe
+
+        raise StartupError(f"fetch-history: {describe(exc)}") from exc
+    print(f"{args.output}: {rows} {args.timeframe} {kind} candles of {args.symbol}")
+    return EXIT_OK
+
+
 def _local(ts: float) -> str:
     import datetime as dt
 
@@ -556,6 +638,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .replay.cli import cmd_replay
 
             return cmd_replay(args)
+        if args.command == "fetch-history":
+            return _cmd_fetch_history(args)
         if args.command == "schema":
             from .config import Config
 

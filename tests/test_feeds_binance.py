@@ -438,3 +438,64 @@ def test_check_keys_warns_about_a_key_that_can_trade(tmp_path: Path) -> None:
             "warning: accounts[0] (main): the API key also allows futures trading, spot and "
             "margin trading; alertd only reads, so a read-only key is safer"
         )
+
+
+def test_fetch_history_pages_through_mark_candles(tmp_path: Path) -> None:
+    fake = FakeBinanceUSDM()
+    start = 1_700_000_040_000
+    candles = [
+        (start + i * 60_000, str(100 + i % 7), str(101 + i % 7), str(99 + i % 7), str(100 + i % 5))
+        for i in range(2500)
+    ]
+    with server_in_thread(fake):
+        fake.set_klines(BTC, candles)
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            json.dumps(
+                {
+                    "version": 1,
+                    "accounts": [
+                        {
+                            "name": "main",
+                            "exchange": "binanceusdm",
+                            "api_key_env": "UNUSED",
+                            "secret_env": "UNUSED",
+                            "urls": fake.ccxt_urls(),
+                            "options": fake.ccxt_options,
+                        }
+                    ],
+                }
+            )
+        )
+        out = tmp_path / "btc.csv"
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "alertd",
+                "fetch-history",
+                BTC,
+                "-c",
+                str(config),
+                "--since",
+                "2023-11-14T22:14:00Z",
+                "--until",
+                "2023-11-16T11:53:00Z",
+                "-o",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        assert result.returncode == 0, result.stderr
+        # 22:14 on the 14th to 11:53 on the 16th, both ends included: 2,260 minutes
+        assert result.stdout.strip() == f"{out}: 2260 1m mark candles of {BTC}"
+        assert {m for m, p in fake.requests if p == "/fapi/v1/markPriceKlines"} == {"GET"}
+        assert sum(p == "/fapi/v1/markPriceKlines" for _, p in fake.requests) >= 3  # paged
+    from alertd.replay.history import load_history
+
+    history = load_history(out)
+    assert len(history.candles) == 2260 and history.gaps == ()
+    assert history.candles[0].t_ms == start and history.candles[0].open == D(100)

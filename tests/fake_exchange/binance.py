@@ -354,6 +354,7 @@ class FakeBinanceUSDM(FakeExchangeServer):
             raise ValueError("mark_interval_s must be positive")
         self.mark_interval_s = mark_interval_s
         self.marks_paused = False  # the periodic mark push goes quiet (a silent feed)
+        self.klines: dict[str, list[tuple[int, str, str, str, str]]] = {}
         # PUT /fapi/v1/listenKey requests that reached the endpoint (whatever their answer;
         # those failed by fail_rest() never reach it)
         self.listen_key_puts = 0
@@ -543,6 +544,11 @@ class FakeBinanceUSDM(FakeExchangeServer):
             raise KeyError(f"unknown account {api_key!r}: add_account() it first") from None
 
     @scripted
+    def set_klines(self, symbol: str, candles: list[tuple[int, str, str, str, str]]) -> None:
+        """1-minute candles (open time ms, open, high, low, close) that the kline endpoints
+        (trades and mark price alike) serve for ``symbol``."""
+        self.klines[self._market(symbol).id] = sorted(candles)
+
     def set_can_trade(self, api_key: str, can_trade: bool = True) -> None:
         """The key's permissions as apiRestrictions reports them (read-only by default)."""
         self._account(api_key).can_trade = can_trade
@@ -827,6 +833,8 @@ class FakeBinanceUSDM(FakeExchangeServer):
             web.get("/fapi/v1/positionSide/dual", self._position_mode),
             web.get("/fapi/v1/multiAssetsMargin", self._multi_assets),
             web.get("/sapi/v1/account/apiRestrictions", self._api_restrictions),
+            web.get("/fapi/v1/klines", self._klines),
+            web.get("/fapi/v1/markPriceKlines", self._klines),
             web.post("/fapi/v1/listenKey", self._listen_key_post),
             web.put("/fapi/v1/listenKey", self._listen_key_put),
             web.delete("/fapi/v1/listenKey", self._listen_key_delete),
@@ -1436,6 +1444,21 @@ class FakeBinanceUSDM(FakeExchangeServer):
         if isinstance(checked, web.Response):
             return checked
         return self._json({"multiAssetsMargin": False})
+
+    async def _klines(self, request: web.Request) -> web.Response:
+        # Binance "Kline/Candlestick Data" and "Mark Price Kline": startTime, endTime, limit
+        params = request.query
+        rows = self.klines.get(params.get("symbol", ""), [])
+        start = int(params.get("startTime", 0))
+        end = int(params.get("endTime", 2**62))
+        limit = min(int(params.get("limit", 500)), 1500)
+        chosen = [r for r in rows if start <= r[0] <= end][:limit]
+        return self._json(
+            [
+                [t, o, h, low, c, "0", t + 59_999, "0", 60, "0", "0", "0"]
+                for t, o, h, low, c in chosen
+            ]
+        )
 
     async def _api_restrictions(self, request: web.Request) -> web.Response:
         # Binance "Get API Key Permission" (wallet endpoints): the fields alertd reads
