@@ -54,6 +54,17 @@ def main() -> int:
         f"{platform.python_version()}"
     )
     print(f"history : {len(history.candles)} candles loaded in {load_s:.2f} s")
+    # one position that does meet the rules: 3x cross, entered at the start, through the month
+    busy = position_from_spec(f"BTC/USDT:USDT long 1 @ {history.candles[0].open} x3 cross")
+    for label, shortcut in (("with", True), ("without", False)):
+        start = time.perf_counter()
+        result = replay(busy, history, rules, "BTC/USDT:USDT", shortcut=shortcut)
+        elapsed = time.perf_counter() - start
+        print(
+            f"  1 position 3x cross, {label} the idle shortcut: {result.points} points in "
+            f"{elapsed:.2f} s = {result.points / elapsed:,.0f} points/s, "
+            f"{len(result.alerts)} alerts, liquidated: {result.liquidated_at_ms is not None}"
+        )
     for n in (1, 10, 100):
         acct = account(n)
         start = time.perf_counter()

@@ -223,3 +223,27 @@ def test_sweep_counts_leads_and_false_alarms(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert [row["leverage"] for row in data] == [5, 10, 20, 50, 100]
+
+
+@pytest.mark.parametrize(
+    ("spec", "start"),
+    [
+        ("BTC/USDT:USDT long 1 @ 38700 x20 cross", "2021-05-19T12:00:00Z"),
+        ("BTC/USDT:USDT long 1 @ 43000 x10 isolated", "2021-05-19T00:00:00Z"),
+        ("BTC/USDT:USDT short 1 @ 30000 x20 cross", "2021-05-19T13:10:00Z"),
+    ],
+)
+def test_the_idle_shortcut_changes_nothing(spec: str, start: str) -> None:
+    from alertd.replay.cli import _when
+    from alertd.replay.history import window
+
+    history = load_history(DATA / "2021-05-19_binance-spot_BTC_USDT-1m_2021-04-20_2021-05-20.json")
+    begin = _when(start, "--start")
+    assert begin is not None
+    history = window(history, begin, begin + 2 * 86_400_000)
+    rules = [_rule(r) for r in DEFAULT_RULES]
+    fast = replay(position_from_spec(spec), history, rules)
+    slow = replay(position_from_spec(spec), history, rules, shortcut=False)
+    assert fast.alerts == slow.alerts and fast.alerts
+    assert fast.liquidated_at_ms == slow.liquidated_at_ms
+    assert fast.points == slow.points

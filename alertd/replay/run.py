@@ -134,6 +134,7 @@ def replay(
     rules: Sequence[Rule],
     symbol: str | None = None,
     progress: Callable[[int], None] | None = None,
+    shortcut: bool = True,
 ) -> ReplayResult:
     symbol = symbol or account.positions[0].symbol
     held = [p for p in account.positions if p.symbol == symbol]
@@ -199,6 +200,20 @@ def replay(
                 )
         return out
 
+    def at(price: Decimal) -> tuple[Decimal, list[Observation]]:
+        book.apply_account_mark(KEY, symbol, price)
+        worst = book.worst_ratio(KEY)
+        return worst, observations(None, worst)
+
+    def troubled(price: Decimal) -> bool:
+        worst, observed = at(price)
+        return worst >= 1 or not engine.idle(observed)
+
+    safe = _safe_side(start, fast, held, troubled, liq, adverse_low) if shortcut else None
+    book.set_account(KEY, start)  # fresh sums after the search
+    live = book._positions[KEY]
+    pool = book.cross_pool(KEY)
+
     for i, candle in enumerate(history.candles):
         if progress is not None and i % 1000 == 0:
             progress(i)
@@ -208,6 +223,12 @@ def replay(
                 continue
             previous = price
             result.points += 1
+            if (
+                safe is not None
+                and not engine.states
+                and (price > safe if adverse_low else price < safe)
+            ):
+                continue  # beyond the last price at which any rule could breach: idle
             book.apply_account_mark(KEY, symbol, price)
             worst = book.worst_ratio(KEY)
             current = None if fast else start.with_marks({symbol: price})
@@ -236,6 +257,48 @@ def replay(
                 result.end_ms = candle.t_ms
                 return result
     return result
+
+
+def _safe_side(
+    start: Account,
+    fast: bool,
+    held: list[Position],
+    troubled: Callable[[Decimal], bool],
+    liq: dict[tuple[str, Side], Decimal | None],
+    adverse_low: bool,
+) -> Decimal | None:
+    """For a one-position account: the price past which no rule breaches and nothing is
+    liquidated, so points beyond it can skip the engine. ``None`` when that cannot be shown.
+
+    Found by bisection on the same observations the replay evaluates, then checked on a grid:
+    the shortcut is used only where the breach region is one side of one price.
+    """
+    if not fast or len(start.positions) != 1:
+        return None
+    p = held[0]
+    entry = p.entry_price
+    lp = liq[p.key]
+    near = lp if lp is not None else entry / 1000
+    far = entry * 1000 if adverse_low else entry / 1000
+    if adverse_low and lp is None:
+        near = entry / 10**6
+    if troubled(far) or not troubled(near):
+        return None
+    lo, hi = near, far
+    for _ in range(90):  # the boundary to about 1e-25 of the price
+        mid = (lo + hi) / 2
+        if troubled(mid):
+            lo = mid
+        else:
+            hi = mid
+    bound = hi
+    # the shortcut holds only if every price on the safe side is calm
+    steps = 400
+    for k in range(1, steps + 1):
+        probe = bound + (far - bound) * k / steps
+        if troubled(probe):
+            return None
+    return bound
 
 
 def metrics_at_start(account: Account, history: History, symbol: str | None) -> AccountMetrics:
