@@ -293,9 +293,11 @@ def _safe_side(
             hi = mid
     bound = hi
     # the shortcut holds only if every price on the safe side is calm
+    # geometric steps: dense next to the boundary, where a second breach region would hide
     steps = 400
+    ratio = far / bound
     for k in range(1, steps + 1):
-        probe = bound + (far - bound) * k / steps
+        probe = bound * ratio ** (Decimal(k) / steps)
         if troubled(probe):
             return None
     return bound
