@@ -32,6 +32,21 @@ ETH = "ETH/USDT:USDT"
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def write_config(tmp_path: Path, fake: FakeBinanceUSDM, key_env: str, secret_env: str) -> Path:
+    """A config with one account that reaches ``fake`` (secrets from the named variables)."""
+    config = tmp_path / "config.yaml"
+    account = {
+        "name": "main",
+        "exchange": "binanceusdm",
+        "api_key_env": key_env,
+        "secret_env": secret_env,
+        "urls": fake.ccxt_urls(),
+        "options": fake.ccxt_options,
+    }
+    config.write_text(json.dumps({"version": 1, "accounts": [account]}))
+    return config
+
+
 async def started_fake(**kwargs: object) -> FakeBinanceUSDM:
     fake = FakeBinanceUSDM(**kwargs)  # type: ignore[arg-type]
     await fake.start()
@@ -301,24 +316,7 @@ def test_snapshot_command_feeds_calc(tmp_path: Path) -> None:
         fake.add_account("key-a", "secret-a", wallet_balance="10000")
         fake.set_mark(BTC, "60000")
         fake.open_position("key-a", BTC, "long", "0.5", "62000")
-        config = tmp_path / "config.yaml"
-        config.write_text(
-            json.dumps(
-                {
-                    "version": 1,
-                    "accounts": [
-                        {
-                            "name": "main",
-                            "exchange": "binanceusdm",
-                            "api_key_env": "ALERTD_TEST_KEY",
-                            "secret_env": "ALERTD_TEST_SECRET",
-                            "urls": fake.ccxt_urls(),
-                            "options": fake.ccxt_options,
-                        }
-                    ],
-                }
-            )
-        )
+        config = write_config(tmp_path, fake, "ALERTD_TEST_KEY", "ALERTD_TEST_SECRET")
         env = {
             "PATH": "/usr/bin:/bin",
             "ALERTD_TEST_KEY": "key-a",
@@ -396,24 +394,7 @@ def test_check_keys_warns_about_a_key_that_can_trade(tmp_path: Path) -> None:
     fake = FakeBinanceUSDM()
     with server_in_thread(fake):
         fake.add_account("key-a", "secret-a")
-        config = tmp_path / "config.yaml"
-        config.write_text(
-            json.dumps(
-                {
-                    "version": 1,
-                    "accounts": [
-                        {
-                            "name": "main",
-                            "exchange": "binanceusdm",
-                            "api_key_env": "ALERTD_TEST_KEY",
-                            "secret_env": "ALERTD_TEST_SECRET",
-                            "urls": fake.ccxt_urls(),
-                            "options": fake.ccxt_options,
-                        }
-                    ],
-                }
-            )
-        )
+        config = write_config(tmp_path, fake, "ALERTD_TEST_KEY", "ALERTD_TEST_SECRET")
         env = {
             "PATH": "/usr/bin:/bin",
             "ALERTD_TEST_KEY": "key-a",
@@ -449,24 +430,7 @@ def test_fetch_history_pages_through_mark_candles(tmp_path: Path) -> None:
     ]
     with server_in_thread(fake):
         fake.set_klines(BTC, candles)
-        config = tmp_path / "config.yaml"
-        config.write_text(
-            json.dumps(
-                {
-                    "version": 1,
-                    "accounts": [
-                        {
-                            "name": "main",
-                            "exchange": "binanceusdm",
-                            "api_key_env": "UNUSED",
-                            "secret_env": "UNUSED",
-                            "urls": fake.ccxt_urls(),
-                            "options": fake.ccxt_options,
-                        }
-                    ],
-                }
-            )
-        )
+        config = write_config(tmp_path, fake, "UNUSED", "UNUSED")
         out = tmp_path / "btc.csv"
         result = subprocess.run(
             [
