@@ -14,7 +14,7 @@ from decimal import Decimal
 
 from .config import Config, RuleConfig
 from .delivery import Deliverer
-from .engine.margin import compute
+from .engine.margin import AccountMetrics, compute
 from .feeds.feed import AccountFeed
 from .feeds.state import AccountEvent, Stream
 from .rules.engine import AlertEngine, Notification
@@ -140,14 +140,18 @@ class Alerting:
             quiet_hours=quiet_hours(config),
         )
         self.target = ratio_target(self.rules)
+        self._needs_crash = any(r.metric == "crash_distance" for r in self.rules)
         self._down_since: dict[str, float] = {}
+        self._metrics: dict[str, AccountMetrics | None] = {}
         self.notifications = 0
 
     def reload(self, config: Config) -> None:
+        self._metrics.clear()  # the target ratio may change
         self.rules = build_rules(config)
         self.engine.set_rules(self.rules)
         self.engine.quiet_hours = quiet_hours(config)
         self.target = ratio_target(self.rules)
+        self._needs_crash = any(r.metric == "crash_distance" for r in self.rules)
 
     def refresh_silences(self) -> None:
         """Silences are added by ``alertd silence`` from another process, through the store."""
@@ -169,13 +173,20 @@ class Alerting:
         stale = max(ages, default=0.0) if state.bootstrapped else 0.0
         return FeedStatus(Decimal(f"{stale:.3f}"), Decimal(f"{down:.3f}"), state.fatal)
 
-    def evaluate(self, feed: AccountFeed, now: float) -> list[Notification]:
-        """Evaluate one account at monotonic ``now``; commit what changed."""
+    def evaluate(self, feed: AccountFeed, now: float, changed: bool = True) -> list[Notification]:
+        """Evaluate one account at monotonic ``now``; commit what changed.
+
+        ``changed=False`` (the once-a-second sweep that advances "for", repeats and staleness)
+        reuses the account's last figures: nothing in them moved since.
+        """
         state = feed.state
         name = feed.config.name
-        metrics = None
-        if state.bootstrapped and not state.missing():
-            metrics = compute(state.to_account(), self.target)
+        if changed or name not in self._metrics:
+            metrics = None
+            if state.bootstrapped and not state.missing():
+                metrics = compute(state.to_account(), self.target, crash=self._needs_crash)
+            self._metrics[name] = metrics
+        metrics = self._metrics[name]
         observations = observe(name, feed.config.exchange, metrics, self.feed_status(feed, now))
         before = self._states_of(name)
         wall = self._wall()

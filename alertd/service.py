@@ -90,7 +90,8 @@ class Service:
         self.should_reload = False
         self.started = asyncio.Event()
         self.ticks = 0  # engine updates applied, for health and metrics
-        self._dirty: set[str] = set()
+        self._dirty: set[str] = set()  # to evaluate this cycle
+        self._changed: set[str] = set()  # ... of which the figures changed
         self._events: list[tuple[AccountFeed, Any]] = []
         self.notifier = Notifier()
         self.http_port: int | None = None
@@ -345,6 +346,7 @@ class Service:
         elif change is Change.FATAL:
             self.book.remove_account(name)
         self._dirty.add(name)
+        self._changed.add(name)
 
     def _evaluate_dirty(self, now: float) -> None:
         assert self.manager is not None and self.alerting is not None
@@ -353,10 +355,11 @@ class Service:
             if event.kind in ("margin_call", "liquidation_warning"):
                 self.alerting.event(source, event)
         dirty, self._dirty = self._dirty, set()
+        changed, self._changed = self._changed, set()
         for name in sorted(dirty):
             feed = self.manager.feeds.get(name)
             if feed is not None:
-                self.alerting.evaluate(feed, now)
+                self.alerting.evaluate(feed, now, changed=name in changed)
 
     def save_snapshots(self) -> None:
         if self.manager is None or self.store is None:

@@ -218,6 +218,11 @@ def nearest_root(
     _, slope = line(k0)
     downhill_first = s0 * slope > 0
     first = scan_down(None) if downhill_first else scan_up(None)
+    if len(terms) == 1:
+        leg = terms[0][0]
+        if not leg.moves_tier or leg.tiers.continuous:
+            # one leg with a continuous requirement: f is monotone, there is no other root
+            return first
     limit = distance(first) if first is not None else None
     second = scan_up(limit) if downhill_first else scan_down(limit)
     if first is None or second is None:

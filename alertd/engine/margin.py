@@ -171,8 +171,14 @@ def _isolated_quantity_within(
     return None
 
 
-def compute(account: Account, target_ratio: Decimal | None = None) -> AccountMetrics:
-    """All metrics of ``account`` at its current marks."""
+def compute(
+    account: Account, target_ratio: Decimal | None = None, *, crash: bool = True
+) -> AccountMetrics:
+    """All metrics of ``account`` at its current marks.
+
+    ``crash=False`` leaves out the crash distance (``None``): solving it moves every position
+    at once and costs the most; the daemon asks for it only when a rule uses it.
+    """
     profile = account.profile
     legs = [Leg.of(p, profile) for p in account.positions]
     us = [to_u(p.mark_price, p.inverse) for p in account.positions]
@@ -287,7 +293,7 @@ def compute(account: Account, target_ratio: Decimal | None = None) -> AccountMet
             )
         )
 
-    if cross:
+    if cross and crash:
         crash_terms: list[Term] = [(legs[i], us[i]) for i in cross]
         inverse = account.positions[cross[0]].inverse
         x = nearest_root(account.wallet_balance, crash_terms, ONE, inverse)
@@ -298,16 +304,19 @@ def compute(account: Account, target_ratio: Decimal | None = None) -> AccountMet
     if cross:
         ratios.append(pool_ratio)
     worst = max(ratios, default=ZERO)
-    if worst >= 1:
-        crash: Decimal | None = ZERO  # something is already at or past liquidation
+    crash_distance: Decimal | None
+    if not crash:
+        crash_distance = None
+    elif worst >= 1:
+        crash_distance = ZERO  # something is already at or past liquidation
     else:
-        crash = min(moves, key=abs) if moves else None
+        crash_distance = min(moves, key=abs) if moves else None
     return AccountMetrics(
         account=account,
         pool=pool,
         positions=tuple(results),
         worst_ratio=worst,
-        crash_distance=crash,
+        crash_distance=crash_distance,
         target_ratio=target_ratio,
     )
 

@@ -53,6 +53,8 @@ class TierTable:
     tiers: tuple[Tier, ...]
     basis: TierBasis
     caps: tuple[Decimal, ...]  # the finite caps, ascending, for bisection
+    # MM is continuous in size (bracket deductions that satisfy the recursion exactly)
+    continuous: bool = False
 
     @classmethod
     def build(cls, tiers: Sequence[Tier], basis: TierBasis = TierBasis.NOTIONAL) -> TierTable:
@@ -78,7 +80,13 @@ class TierTable:
                     f"tiers out of order: cap {tier.cap} is not above the previous cap {caps[-1]}",
                 )
             caps.append(tier.cap)
-        return cls(tuple(tiers), basis, tuple(caps))
+        continuous = all(
+            tiers[i].cap is not None
+            and tiers[i].cap * (tiers[i + 1].mmr - tiers[i].mmr)  # type: ignore[operator]
+            == tiers[i + 1].deduction - tiers[i].deduction
+            for i in range(len(tiers) - 1)
+        )
+        return cls(tuple(tiers), basis, tuple(caps), continuous)
 
     def index_for(self, size: Decimal) -> int:
         """Index of the tier covering ``size`` (notional or contracts, per ``basis``).
