@@ -97,7 +97,8 @@ def main() -> int:
             )
         with tempfile.TemporaryDirectory() as tmp:
             config = Path(tmp) / "config.yaml"
-            config.write_text(json.dumps({"version": 1, "accounts": accounts}))
+            state = str(Path(tmp) / "state.sqlite")
+            config.write_text(json.dumps({"version": 1, "accounts": accounts, "state_path": state}))
             log_path = Path(tmp) / "alertd.log"
             with log_path.open("w") as log_file:
                 profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
