@@ -14,6 +14,9 @@ from typing import Any
 from ..engine.tiers import TierTable
 from .state import AccountEvent, MarketInfo, PositionState, ReportedAccount, ReportedPosition
 
+# open positions, the exchange's own figures for them, and the marks it reported
+Snapshot = tuple[list[PositionState], dict[tuple[str, Any], ReportedPosition], dict[str, Decimal]]
+
 
 class FrameError(ValueError):
     """An exchange message alertd cannot use; the feed logs it once per kind and skips it."""
@@ -75,9 +78,7 @@ class ExchangeAdapter:
     async def fetch_tiers(self, exchange: Any, symbols: list[str]) -> dict[str, TierTable]:
         raise NotImplementedError
 
-    async def fetch_positions(
-        self, exchange: Any
-    ) -> tuple[list[PositionState], dict[tuple[str, Any], ReportedPosition], dict[str, Decimal]]:
+    async def fetch_positions(self, exchange: Any) -> Snapshot:
         """Open positions, the exchange's figures for them, and the marks it reported."""
         raise NotImplementedError
 
@@ -90,6 +91,30 @@ class ExchangeAdapter:
 
     async def watch_balance(self, exchange: Any) -> Decimal | None:
         raise NotImplementedError
+
+    def _snapshot_into(
+        self,
+        rows: Iterable[dict[str, Any]],
+        parse: Callable[[dict[str, Any]], Iterable[PositionState]],
+        fields: tuple[str, str, str],
+        snapshot: Snapshot,
+    ) -> None:
+        """Add the open positions of raw REST ``rows`` to ``snapshot``, with the exchange's
+        own figures named by ``fields`` = (liquidation price, maintenance margin, mark)."""
+        liq_field, mm_field, mark_field = fields
+        positions, reported, marks = snapshot
+        for raw in rows:
+            for p in parse(raw):
+                if p.contracts == 0:
+                    continue
+                positions.append(p)
+                reported[(p.symbol, p.side)] = ReportedPosition(
+                    liquidation_price=dec_or_none(raw.get(liq_field)),
+                    maintenance_margin=dec_or_none(raw.get(mm_field)),
+                )
+                mark = dec_or_none(raw.get(mark_field))
+                if mark is not None:
+                    marks[p.symbol] = mark
 
     def _changed_positions(
         self,

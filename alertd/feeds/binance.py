@@ -13,8 +13,8 @@ from typing import Any
 
 from ..engine.model import MarginMode, Side
 from ..engine.tiers import Tier, TierTable
-from .adapter import ExchangeAdapter, FrameError, dec, dec_or_none
-from .state import AccountEvent, PositionState, ReportedAccount, ReportedPosition
+from .adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
+from .state import AccountEvent, PositionState, ReportedAccount
 
 
 def _side(position_side: str, amount: Decimal) -> Side:
@@ -61,7 +61,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             out[symbol] = brackets_to_table([row["info"] for row in rows])
         return out
 
-    def _position(self, exchange: Any, raw: dict[str, Any]) -> tuple[str, PositionState] | None:
+    def _position(self, exchange: Any, raw: dict[str, Any]) -> PositionState:
         market = exchange.safe_market(raw.get("symbol") or raw.get("s"), None, None, "swap")
         symbol = market["symbol"]
         amount = dec(raw.get("positionAmt", raw.get("pa")), "positionAmt")
@@ -72,7 +72,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             margin_type = "isolated" if isolated_wallet != 0 else "cross"
         mode = MarginMode.ISOLATED if str(margin_type).lower() == "isolated" else MarginMode.CROSS
         leverage = raw.get("leverage")
-        return symbol, PositionState(
+        return PositionState(
             symbol=symbol,
             side=side,
             contracts=abs(amount),
@@ -82,27 +82,16 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             leverage=dec(leverage, "leverage") if leverage is not None else None,
         )
 
-    async def fetch_positions(
-        self, exchange: Any
-    ) -> tuple[list[PositionState], dict[tuple[str, Any], ReportedPosition], dict[str, Decimal]]:
+    async def fetch_positions(self, exchange: Any) -> Snapshot:
         rows = await exchange.fapiPrivateV3GetPositionRisk()
-        positions, reported, marks = [], {}, {}
-        for raw in rows:
-            parsed = self._position(exchange, raw)
-            if parsed is None:
-                continue
-            symbol, p = parsed
-            if p.contracts == 0:
-                continue
-            positions.append(p)
-            reported[(symbol, p.side)] = ReportedPosition(
-                liquidation_price=dec_or_none(raw.get("liquidationPrice")),
-                maintenance_margin=dec_or_none(raw.get("maintMargin")),
-            )
-            mark = dec_or_none(raw.get("markPrice"))
-            if mark is not None:
-                marks[symbol] = mark
-        return positions, reported, marks
+        snapshot: Snapshot = ([], {}, {})
+        self._snapshot_into(
+            rows,
+            lambda raw: [self._position(exchange, raw)],
+            ("liquidationPrice", "maintMargin", "markPrice"),
+            snapshot,
+        )
+        return snapshot
 
     async def fetch_balance(self, exchange: Any) -> tuple[Decimal, ReportedAccount]:
         info = await exchange.fapiPrivateV3GetAccount()
@@ -124,9 +113,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             raw = position.get("info") or {}
             if "pa" not in raw and "positionAmt" not in raw:
                 continue
-            parsed = self._position(exchange, raw)
-            if parsed is not None:
-                out.append(parsed[1])
+            out.append(self._position(exchange, raw))
         return out
 
     async def watch_balance(self, exchange: Any) -> Decimal | None:

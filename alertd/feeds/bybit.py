@@ -12,8 +12,8 @@ from typing import Any
 
 from ..engine.model import MarginMode, Side
 from ..engine.tiers import Tier, TierTable, derive_deductions
-from .adapter import ExchangeAdapter, FrameError, dec, dec_or_none
-from .state import PositionState, ReportedAccount, ReportedPosition
+from .adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
+from .state import PositionState, ReportedAccount
 
 
 def risk_limits_to_table(rows: list[dict[str, Any]]) -> TierTable:
@@ -94,13 +94,16 @@ class BybitAdapter(ExchangeAdapter):
             leverage=dec(leverage, "leverage") if leverage not in (None, "") else None,
         )
 
-    async def fetch_positions(
-        self, exchange: Any
-    ) -> tuple[list[PositionState], dict[tuple[str, Any], ReportedPosition], dict[str, Decimal]]:
+    async def fetch_positions(self, exchange: Any) -> Snapshot:
         info = await exchange.privateGetV5AccountInfo()
         mode = (info.get("result") or {}).get("marginMode")
         self.account_isolated = mode == "ISOLATED_MARGIN"
-        positions, reported, marks = [], {}, {}
+        snapshot: Snapshot = ([], {}, {})
+
+        def parse(raw: dict[str, Any]) -> list[PositionState]:
+            p = self._position(exchange, raw)
+            return [] if p is None else [p]
+
         cursor = None
         while True:
             request = {"category": "linear", "settleCoin": self.settle, "limit": 200}
@@ -108,21 +111,12 @@ class BybitAdapter(ExchangeAdapter):
                 request["cursor"] = cursor
             response = await exchange.privateGetV5PositionList(request)
             result = response.get("result") or {}
-            for raw in result.get("list") or []:
-                p = self._position(exchange, raw)
-                if p is None or p.contracts == 0:
-                    continue
-                positions.append(p)
-                reported[(p.symbol, p.side)] = ReportedPosition(
-                    liquidation_price=dec_or_none(raw.get("liqPrice")),
-                    maintenance_margin=dec_or_none(raw.get("positionMM")),
-                )
-                mark = dec_or_none(raw.get("markPrice"))
-                if mark is not None:
-                    marks[p.symbol] = mark
+            self._snapshot_into(
+                result.get("list") or [], parse, ("liqPrice", "positionMM", "markPrice"), snapshot
+            )
             cursor = result.get("nextPageCursor")
             if not cursor:
-                return positions, reported, marks
+                return snapshot
 
     async def fetch_balance(self, exchange: Any) -> tuple[Decimal, ReportedAccount]:
         response = await exchange.privateGetV5AccountWalletBalance({"accountType": "UNIFIED"})

@@ -28,8 +28,8 @@ from typing import Any
 
 from ..engine.model import MarginMode, Side
 from ..engine.tiers import Tier, TierTable, derive_deductions
-from .adapter import ExchangeAdapter, FrameError, dec, dec_or_none
-from .state import PositionState, ReportedAccount, ReportedPosition
+from .adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
+from .state import PositionState, ReportedAccount
 
 
 def risk_limit_tiers_to_table(rows: list[dict[str, Any]]) -> TierTable:
@@ -126,26 +126,18 @@ class GateAdapter(ExchangeAdapter):
             )
         ]
 
-    async def fetch_positions(
-        self, exchange: Any
-    ) -> tuple[list[PositionState], dict[tuple[str, Any], ReportedPosition], dict[str, Decimal]]:
+    async def fetch_positions(self, exchange: Any) -> Snapshot:
         rows = await exchange.privateFuturesGetSettlePositions(
             {"settle": self._settle_id(), "holding": True}
         )
-        positions, reported, marks = [], {}, {}
-        for raw in rows or []:
-            for p in self._position(exchange, raw):
-                if p.contracts == 0:
-                    continue
-                positions.append(p)
-                reported[(p.symbol, p.side)] = ReportedPosition(
-                    liquidation_price=dec_or_none(raw.get("liq_price")),
-                    maintenance_margin=dec_or_none(raw.get("maintenance_margin")),
-                )
-                mark = dec_or_none(raw.get("mark_price"))
-                if mark is not None:
-                    marks[p.symbol] = mark
-        return positions, reported, marks
+        snapshot: Snapshot = ([], {}, {})
+        self._snapshot_into(
+            rows or [],
+            lambda raw: self._position(exchange, raw),
+            ("liq_price", "maintenance_margin", "mark_price"),
+            snapshot,
+        )
+        return snapshot
 
     async def fetch_balance(self, exchange: Any) -> tuple[Decimal, ReportedAccount]:
         info = await exchange.privateFuturesGetSettleAccounts({"settle": self._settle_id()})

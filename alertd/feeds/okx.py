@@ -26,8 +26,8 @@ from typing import Any
 
 from ..engine.model import MarginMode, Side
 from ..engine.tiers import Tier, TierBasis, TierTable
-from .adapter import ExchangeAdapter, FrameError, dec, dec_or_none
-from .state import AccountEvent, PositionState, ReportedAccount, ReportedPosition
+from .adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
+from .state import AccountEvent, PositionState, ReportedAccount
 
 log = logging.getLogger(__name__)
 
@@ -127,24 +127,16 @@ class OKXAdapter(ExchangeAdapter):
             )
         ]
 
-    async def fetch_positions(
-        self, exchange: Any
-    ) -> tuple[list[PositionState], dict[tuple[str, Any], ReportedPosition], dict[str, Decimal]]:
+    async def fetch_positions(self, exchange: Any) -> Snapshot:
         response = await exchange.privateGetAccountPositions({"instType": "SWAP"})
-        positions, reported, marks = [], {}, {}
-        for raw in response.get("data") or []:
-            for p in self._position(exchange, raw):
-                if p.contracts == 0:
-                    continue
-                positions.append(p)
-                reported[(p.symbol, p.side)] = ReportedPosition(
-                    liquidation_price=dec_or_none(raw.get("liqPx")),
-                    maintenance_margin=dec_or_none(raw.get("mmr")),
-                )
-                mark = dec_or_none(raw.get("markPx"))
-                if mark is not None:
-                    marks[p.symbol] = mark
-        return positions, reported, marks
+        snapshot: Snapshot = ([], {}, {})
+        self._snapshot_into(
+            response.get("data") or [],
+            lambda raw: self._position(exchange, raw),
+            ("liqPx", "mmr", "markPx"),
+            snapshot,
+        )
+        return snapshot
 
     def _detail(self, account: dict[str, Any]) -> dict[str, Any] | None:
         for detail in account.get("details") or []:
