@@ -47,6 +47,13 @@ def write_config(tmp_path: Path, fake: FakeBinanceUSDM, key_env: str, secret_env
     return config
 
 
+def btc_long_feed(fake: FakeBinanceUSDM) -> AccountFeed:
+    """Account "a" holding 0.5 BTC long at 62,000, the mark at 60,000, and a feed for it."""
+    fake.set_mark(BTC, "60000")
+    fake.open_position("key-a", BTC, "long", "0.5", "62000")
+    return make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
+
+
 async def started_fake(**kwargs: object) -> FakeBinanceUSDM:
     fake = FakeBinanceUSDM(**kwargs)  # type: ignore[arg-type]
     await fake.start()
@@ -94,9 +101,7 @@ def test_streamed_marks_and_positions_reach_the_engine() -> None:
     async def body() -> None:
         fake = await started_fake()
         try:
-            fake.set_mark(BTC, "60000")
-            fake.open_position("key-a", BTC, "long", "0.5", "62000")
-            feed = make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
+            feed = btc_long_feed(fake)
             seen: list[tuple[Change, str | None]] = []
             feed.listeners.append(lambda f, change, symbol: seen.append((change, symbol)))
             async with running(feed):
@@ -138,9 +143,7 @@ def test_a_drop_mid_stream_reconnects_and_resyncs_without_losing_a_change() -> N
     async def body() -> None:
         fake = await started_fake()
         try:
-            fake.set_mark(BTC, "60000")
-            fake.open_position("key-a", BTC, "long", "0.5", "62000")
-            feed = make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
+            feed = btc_long_feed(fake)
             async with running(feed):
                 await eventually(lambda: feed.state.connected, what="streams up")
                 before = fake.ws_connections
@@ -191,9 +194,7 @@ def test_stale_marks_are_reported_and_trigger_a_reconnect() -> None:
     async def body() -> None:
         fake = await started_fake()
         try:
-            fake.set_mark(BTC, "60000")
-            fake.open_position("key-a", BTC, "long", "0.5", "62000")
-            feed = make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
+            feed = btc_long_feed(fake)
             async with running(feed):
                 await eventually(lambda: feed.state.connected, what="streams up")
                 before = fake.ws_connections
@@ -224,9 +225,7 @@ def test_malformed_frames_are_skipped() -> None:
     async def body() -> None:
         fake = await started_fake()
         try:
-            fake.set_mark(BTC, "60000")
-            fake.open_position("key-a", BTC, "long", "0.5", "62000")
-            feed = make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
+            feed = btc_long_feed(fake)
             async with running(feed):
                 await eventually(lambda: feed.state.connected, what="streams up")
                 connections = fake.ws_connections
@@ -292,9 +291,7 @@ def test_margin_call_push_is_captured() -> None:
     async def body() -> None:
         fake = await started_fake()
         try:
-            fake.set_mark(BTC, "60000")
-            fake.open_position("key-a", BTC, "long", "0.5", "62000")
-            feed = make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
+            feed = btc_long_feed(fake)
             async with running(feed):
                 await eventually(lambda: feed.state.connected, what="streams up")
                 await asyncio.sleep(0.2)  # the user-data stream is subscribed
