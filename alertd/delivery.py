@@ -272,11 +272,3 @@ class Deliverer:
                 break
             await self._sleep(max(0.05, min(next_at, deadline) - self._clock()))
         return len(self.store.pending())
-
-
-def describe_receivers(receivers: Mapping[str, Receiver]) -> list[dict[str, Any]]:
-    """Receivers as they may be shown: no URL (it holds the token)."""
-    return [
-        {"name": r.name, "scheme": r.scheme, "min_interval_s": r.min_interval_s}
-        for r in receivers.values()
-    ]

@@ -90,15 +90,6 @@ class Leg:
         tier = self.tier(u)
         return self.quantity * u * (tier.mmr + self.fee_rate) - tier.deduction
 
-    def mm_for_quantity(self, quantity: Decimal, u: Decimal, contract_size: Decimal) -> Decimal:
-        """Maintenance margin if the leg had ``quantity`` instead (for "size to cut")."""
-        price_u = self.entry_u if self.fixed_mm is not None else u
-        if self.tiers.basis is TierBasis.CONTRACTS:
-            tier = self.tiers.tier_for(quantity / contract_size)
-        else:
-            tier = self.tiers.tier_for(quantity * price_u)
-        return quantity * price_u * (tier.mmr + self.fee_rate) - tier.deduction
-
 
 # A term is a leg and the factor that maps the solved variable x to the leg's u: u = c * x.
 # Solving for one symbol's price, c = 1 for that symbol's legs; for a uniform move of all

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from ..engine.book import Book
-from ..engine.margin import AccountMetrics, compute, liquidation_distance
+from ..engine.margin import compute, liquidation_distance
 from ..engine.model import Account, MarginMode, Position, Side
 from ..engine.profiles import get_profile
 from ..engine.tiers import Tier, TierTable
@@ -301,8 +301,3 @@ def _safe_side(
         if troubled(probe):
             return None
     return bound
-
-
-def metrics_at_start(account: Account, history: History, symbol: str | None) -> AccountMetrics:
-    symbol = symbol or account.positions[0].symbol
-    return compute(replace(account).with_marks({symbol: history.candles[0].open}))
