@@ -1,3 +1,3 @@
-from alertd.cli import run
+from alertd.cli.main import run
 
 run()

@@ -27,8 +27,8 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import InputError
-from .validation import problems as validation_problems
+from alertd.errors import InputError
+from alertd.validation import problems as validation_problems
 
 CONFIG_VERSION = 1
 
@@ -193,7 +193,7 @@ class RuleConfig(_Model):
 
     @model_validator(mode="after")
     def _thresholds(self) -> RuleConfig:
-        from .rules.observe import ACCOUNT_METRICS, POSITION_METRICS
+        from alertd.rules.metrics import ACCOUNT_METRICS, POSITION_METRICS
 
         known = {**ACCOUNT_METRICS, **POSITION_METRICS}
         if self.metric not in known:

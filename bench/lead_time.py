@@ -13,8 +13,8 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from alertd.alerting import _rule
 from alertd.config import DEFAULT_RULES
+from alertd.daemon.evaluation import _rule
 from alertd.replay.history import iso, load_history, window
 from alertd.replay.run import position_from_spec, replay
 

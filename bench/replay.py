@@ -19,8 +19,8 @@ from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
-from alertd.alerting import _rule
 from alertd.config import DEFAULT_RULES
+from alertd.daemon.evaluation import _rule
 from alertd.replay.history import load_history
 from alertd.replay.run import position_from_spec, replay
 

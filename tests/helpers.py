@@ -8,7 +8,7 @@ from typing import Any
 
 from alertd.engine.margin import AccountMetrics, compute
 from alertd.engine.model import Account
-from alertd.snapshot import parse_snapshot
+from alertd.snapshot.format import parse_snapshot
 
 Tiers = list[tuple[str | None, str, str | None]]
 

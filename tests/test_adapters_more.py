@@ -21,11 +21,11 @@ from alertd.engine.margin import AccountMetrics, compute
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.profiles import get_profile
 from alertd.engine.tiers import Tier, TierBasis, TierTable, deduction_warnings
+from alertd.exchanges.gate import GateAdapter, risk_limit_tiers_to_table
+from alertd.exchanges.hyperliquid import HyperliquidAdapter
+from alertd.exchanges.okx import WARNING_SUBSCRIPTION, OKXAdapter, position_tiers_to_table
 from alertd.feeds.adapter import ExchangeAdapter
 from alertd.feeds.feed import ADAPTERS
-from alertd.feeds.gate import GateAdapter, risk_limit_tiers_to_table
-from alertd.feeds.hyperliquid import HyperliquidAdapter
-from alertd.feeds.okx import WARNING_SUBSCRIPTION, OKXAdapter, position_tiers_to_table
 from alertd.feeds.state import AccountState, PositionState, ReportedAccount, ReportedPosition
 
 D = Decimal

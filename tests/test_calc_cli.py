@@ -269,7 +269,7 @@ def test_console_script_entry_point() -> None:
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
 def test_snapshot_json_round_trips(example: Path) -> None:
     from alertd.engine.margin import compute
-    from alertd.snapshot import account_to_json, parse_snapshot
+    from alertd.snapshot.format import account_to_json, parse_snapshot
 
     first = parse_snapshot(example.read_text()).account
     again = parse_snapshot(json.dumps(account_to_json(first))).account

@@ -10,10 +10,10 @@ from decimal import Decimal
 from pathlib import Path
 
 from alertd.config import ConfigError, DeliverySettings, RouteConfig, Secret, expand_env
-from alertd.delivery import Deliverer, Receiver, SendResult, _why, route
-from alertd.rules.engine import AlertEngine, AlertState, Phase
+from alertd.daemon.store import NewMessage, Store
+from alertd.delivery.deliverer import Deliverer, Receiver, SendResult, _why, route
+from alertd.rules.lifecycle import AlertEngine, AlertState, Phase
 from alertd.rules.model import Rule, Scope, Severity, Subject
-from alertd.store import NewMessage, Store
 
 from .receivers import HttpReceiver, SmtpReceiver
 

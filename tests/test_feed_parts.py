@@ -10,9 +10,9 @@ import pytest
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.profiles import get_profile
 from alertd.engine.tiers import Tier, TierTable
+from alertd.exchanges.binance import brackets_to_table
+from alertd.exchanges.bybit import risk_limits_to_table
 from alertd.feeds.backoff import Backoff
-from alertd.feeds.binance import brackets_to_table
-from alertd.feeds.bybit import risk_limits_to_table
 from alertd.feeds.ccxt_exchange import ErrorKind, classify, deep_merge, describe
 from alertd.feeds.state import AccountState, MarketInfo, PositionState, Stream
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from alertd.engine.margin import compute
-from alertd.rules.engine import Kind, Notification
+from alertd.rules.lifecycle import Kind, Notification
 from alertd.rules.messages import render
 from alertd.rules.model import Rule, Scope, Severity, Subject
 

@@ -153,7 +153,7 @@ def test_schema_is_json_schema_of_the_config() -> None:
 
 
 def test_notify_never_blocks_on_a_reader_that_does_not_read(tmp_path: Path) -> None:
-    from alertd.sdnotify import Notifier
+    from alertd.daemon.sdnotify import Notifier
 
     path = tmp_path / "n.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from alertd.alerting import _rule
 from alertd.config import DEFAULT_RULES
+from alertd.daemon.evaluation import _rule
 from alertd.errors import InputError
 from alertd.replay.history import load_history
 from alertd.replay.run import position_from_spec, replay

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from alertd.rules.engine import AlertEngine, AlertState, Kind, Phase
+from alertd.rules.lifecycle import AlertEngine, AlertState, Kind, Phase
 from alertd.rules.model import Observation, QuietHours, Rule, Scope, Severity, Silence, Subject
 
 D = Decimal

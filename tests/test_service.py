@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from alertd.config import load_config
-from alertd.service import Service
+from alertd.daemon.service import Service
 
 
 def make(tmp_path: Path, **extra: object) -> Service:

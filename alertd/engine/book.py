@@ -14,9 +14,9 @@ from collections.abc import Hashable, Iterable
 from dataclasses import replace
 from decimal import Decimal
 
-from .legs import Leg
-from .margin import AccountMetrics, compute, margin_ratio
-from .model import Account, Position
+from alertd.engine.legs import Leg
+from alertd.engine.margin import AccountMetrics, compute, margin_ratio
+from alertd.engine.model import Account, Position
 
 ZERO = Decimal(0)
 INFINITY = Decimal("Infinity")

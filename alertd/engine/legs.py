@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from .model import Position
-from .profiles import ExchangeProfile
-from .tiers import Tier, TierBasis, TierTable
+from alertd.engine.model import Position
+from alertd.engine.profiles import ExchangeProfile
+from alertd.engine.tiers import Tier, TierBasis, TierTable
 
 ZERO = Decimal(0)
 ONE = Decimal(1)

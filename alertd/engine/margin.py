@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
-from .legs import Leg, Term, from_u, nearest_root, to_u
-from .model import Account, Position, Side
-from .profiles import DisplayedRatio, ExchangeProfile
-from .tiers import TierBasis
+from alertd.engine.legs import Leg, Term, from_u, nearest_root, to_u
+from alertd.engine.model import Account, Position, Side
+from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
+from alertd.engine.tiers import TierBasis
 
 ZERO = Decimal(0)
 ONE = Decimal(1)

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
-from .profiles import ExchangeProfile
-from .tiers import TierTable
+from alertd.engine.profiles import ExchangeProfile
+from alertd.engine.tiers import TierTable
 
 
 class Side(enum.IntEnum):

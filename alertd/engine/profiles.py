@@ -13,7 +13,7 @@ import enum
 from dataclasses import dataclass
 from decimal import Decimal
 
-from .tiers import TierBasis
+from alertd.engine.tiers import TierBasis
 
 
 class DisplayedRatio(enum.Enum):

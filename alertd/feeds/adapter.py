@@ -11,8 +11,14 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from ..engine.tiers import TierTable
-from .state import AccountEvent, MarketInfo, PositionState, ReportedAccount, ReportedPosition
+from alertd.engine.tiers import TierTable
+from alertd.feeds.state import (
+    AccountEvent,
+    MarketInfo,
+    PositionState,
+    ReportedAccount,
+    ReportedPosition,
+)
 
 # open positions, the exchange's own figures for them, and the marks it reported
 Snapshot = tuple[list[PositionState], dict[tuple[str, Any], ReportedPosition], dict[str, Decimal]]

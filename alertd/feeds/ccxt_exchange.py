@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import ccxt
 import ccxt.pro as ccxtpro
 
-from ..config import AccountConfig, FeedSettings, Secret
+from alertd.config import AccountConfig, FeedSettings, Secret
 
 
 class FrameSink(Protocol):

@@ -22,19 +22,19 @@ from typing import Any
 
 import ccxt
 
-from ..config import AccountConfig, FeedSettings, Secret
-from ..engine.margin import compute
-from ..engine.profiles import get_profile
-from .adapter import ExchangeAdapter, FrameError
-from .backoff import Backoff
-from .binance import BinanceUSDMAdapter
-from .bybit import BybitAdapter
-from .ccxt_exchange import ErrorKind, classify, describe, make_exchange
-from .gate import GateAdapter
-from .hyperliquid import HyperliquidAdapter
-from .marks import MarkHub, drop_connections
-from .okx import OKXAdapter
-from .state import AccountEvent, AccountState, Stream
+from alertd.config import AccountConfig, FeedSettings, Secret
+from alertd.engine.margin import compute
+from alertd.engine.profiles import get_profile
+from alertd.exchanges.binance import BinanceUSDMAdapter
+from alertd.exchanges.bybit import BybitAdapter
+from alertd.exchanges.gate import GateAdapter
+from alertd.exchanges.hyperliquid import HyperliquidAdapter
+from alertd.exchanges.okx import OKXAdapter
+from alertd.feeds.adapter import ExchangeAdapter, FrameError
+from alertd.feeds.backoff import Backoff
+from alertd.feeds.ccxt_exchange import ErrorKind, classify, describe, make_exchange
+from alertd.feeds.marks import MarkHub, drop_connections
+from alertd.feeds.state import AccountEvent, AccountState, Stream
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from ..config import AccountConfig, Config, Secret
-from .backoff import Backoff
-from .ccxt_exchange import make_exchange
-from .feed import AccountFeed, adapter_for
-from .marks import MarkHub
+from alertd.config import AccountConfig, Config, Secret
+from alertd.feeds.backoff import Backoff
+from alertd.feeds.ccxt_exchange import make_exchange
+from alertd.feeds.feed import AccountFeed, adapter_for
+from alertd.feeds.marks import MarkHub
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from typing import Any, Protocol
 
 import ccxt
 
-from .adapter import ExchangeAdapter, FrameError
-from .backoff import Backoff
-from .ccxt_exchange import describe
+from alertd.feeds.adapter import ExchangeAdapter, FrameError
+from alertd.feeds.backoff import Backoff
+from alertd.feeds.ccxt_exchange import describe
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from ..engine.model import Account, MarginMode, Position, Side
-from ..engine.profiles import ExchangeProfile
-from ..engine.tiers import TierTable
+from alertd.engine.model import Account, MarginMode, Position, Side
+from alertd.engine.profiles import ExchangeProfile
+from alertd.engine.tiers import TierTable
 
 
 class Stream(enum.Enum):

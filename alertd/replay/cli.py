@@ -13,13 +13,13 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from ..alerting import _rule
-from ..config import DEFAULT_RULES, load_config
-from ..errors import InputError
-from ..report import dec
-from ..snapshot import load_snapshot
-from .history import iso, load_history, window
-from .run import ReplayResult, position_from_spec, replay
+from alertd.config import DEFAULT_RULES, load_config
+from alertd.daemon.evaluation import _rule
+from alertd.errors import InputError
+from alertd.replay.history import iso, load_history, window
+from alertd.replay.run import ReplayResult, position_from_spec, replay
+from alertd.snapshot.format import load_snapshot
+from alertd.views.report import dec
 
 
 def _when(text: str | None, flag: str) -> int | None:
@@ -93,7 +93,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     ]
     data = result_json(result, gaps, history.source)
     if args.plot:
-        from .plot import plot
+        from alertd.replay.plot import plot
 
         plot(result, history, args.plot)
     if args.json:
@@ -134,8 +134,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace, history: Any) -> int:
-    from ..config import parse_duration
-    from .sweep import median_or_none, sweep
+    from alertd.config import parse_duration
+    from alertd.replay.sweep import median_or_none, sweep
 
     if not args.position:
         raise InputError("--sweep needs --position (its symbol, side and margin mode are swept)")

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from .history import iso
+from alertd.errors import InputError
+from alertd.replay.history import iso
 
 
 async def fetch_history(

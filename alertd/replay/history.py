@@ -24,7 +24,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from alertd.errors import InputError
 
 TIME_COLUMNS = ("open_time", "timestamp", "time", "date", "datetime", "t")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from .history import History
-from .run import ReplayResult
+from alertd.replay.history import History
+from alertd.replay.run import ReplayResult
 
 WIDTH_PX, HEIGHT_PX, DPI = 1600, 900, 100
 COLOURS = {"info": "tab:blue", "warning": "tab:orange", "critical": "tab:red"}

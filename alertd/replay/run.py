@@ -2,7 +2,7 @@
 
 The same parts as ``alertd run``: the engine's incremental book prices every point, the
 liquidation prices come from the engine's exact solver, and the rule engine
-(:class:`~alertd.rules.engine.AlertEngine`) decides what fires and when. Only the clock and the
+(:class:`~alertd.rules.lifecycle.AlertEngine`) decides what fires and when. Only the clock and the
 source of marks differ.
 
 Inside a candle only open, high, low and close are known; the path walks
@@ -18,16 +18,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from ..engine.book import Book
-from ..engine.margin import compute, liquidation_distance
-from ..engine.model import Account, MarginMode, Position, Side
-from ..engine.profiles import get_profile
-from ..engine.tiers import Tier, TierTable
-from ..errors import InputError
-from ..rules.engine import AlertEngine, Kind
-from ..rules.model import Observation, Rule, Subject
-from ..rules.observe import FeedStatus, observe
-from .history import History
+from alertd.engine.book import Book
+from alertd.engine.margin import compute, liquidation_distance
+from alertd.engine.model import Account, MarginMode, Position, Side
+from alertd.engine.profiles import get_profile
+from alertd.engine.tiers import Tier, TierTable
+from alertd.errors import InputError
+from alertd.replay.history import History
+from alertd.rules.lifecycle import AlertEngine, Kind
+from alertd.rules.metrics import FeedStatus, observe
+from alertd.rules.model import Observation, Rule, Subject
 
 KEY = "replay"
 ZERO = Decimal(0)

@@ -12,10 +12,10 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from ..engine.model import MarginMode
-from ..rules.model import Rule
-from .history import History
-from .run import position_from_spec, replay
+from alertd.engine.model import MarginMode
+from alertd.replay.history import History
+from alertd.replay.run import position_from_spec, replay
+from alertd.rules.model import Rule
 
 LEVERAGES = (5, 10, 20, 50, 100)
 

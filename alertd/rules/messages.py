@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
-from ..engine.margin import AccountMetrics, PositionMetrics, compute
-from .engine import Kind, Notification
+from alertd.engine.margin import AccountMetrics, PositionMetrics, compute
+from alertd.rules.lifecycle import Kind, Notification
 
 RATIO_METRICS = {"worst_ratio", "margin_ratio"}
 FRACTION_METRICS = RATIO_METRICS | {"liquidation_distance", "crash_distance"}

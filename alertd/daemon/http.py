@@ -17,12 +17,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .engine.margin import compute
-from .report import dec
-from .status import account_figures
+from alertd.engine.margin import compute
+from alertd.views.report import dec
+from alertd.views.status import account_figures
 
 if TYPE_CHECKING:
-    from .service import Service
+    from alertd.daemon.service import Service
 
 log = logging.getLogger(__name__)
 

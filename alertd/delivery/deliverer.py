@@ -18,10 +18,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .config import Config, DeliverySettings, RouteConfig, Secret, expand_env
-from .rules.engine import Notification
-from .rules.messages import Message, notification_json
-from .store import NewMessage, OutboxRow, Store
+from alertd.config import Config, DeliverySettings, RouteConfig, Secret, expand_env
+from alertd.daemon.store import NewMessage, OutboxRow, Store
+from alertd.rules.lifecycle import Notification
+from alertd.rules.messages import Message, notification_json
 
 log = logging.getLogger(__name__)
 

@@ -12,16 +12,16 @@ import logging
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 
-from .config import Config, RuleConfig
-from .delivery import Deliverer
-from .engine.margin import AccountMetrics, compute
-from .feeds.feed import AccountFeed
-from .feeds.state import AccountEvent, Stream
-from .rules.engine import AlertEngine, Notification
-from .rules.messages import render
-from .rules.model import QuietHours, Rule, Scope, Severity, Subject
-from .rules.observe import FeedStatus, metric_scope, observe
-from .store import Store
+from alertd.config import Config, RuleConfig
+from alertd.daemon.store import Store
+from alertd.delivery.deliverer import Deliverer
+from alertd.engine.margin import AccountMetrics, compute
+from alertd.feeds.feed import AccountFeed
+from alertd.feeds.state import AccountEvent, Stream
+from alertd.rules.lifecycle import AlertEngine, Notification
+from alertd.rules.messages import render
+from alertd.rules.metrics import FeedStatus, metric_scope, observe
+from alertd.rules.model import QuietHours, Rule, Scope, Severity, Subject
 
 log = logging.getLogger(__name__)
 

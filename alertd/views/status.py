@@ -16,11 +16,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .config import Config, expand_env
-from .engine.margin import AccountMetrics, compute
-from .report import dec
-from .snapshot import parse_snapshot
-from .store import Store
+from alertd.config import Config, expand_env
+from alertd.daemon.store import Store
+from alertd.engine.margin import AccountMetrics, compute
+from alertd.snapshot.format import parse_snapshot
+from alertd.views.report import dec
 
 
 def account_figures(metrics: AccountMetrics) -> dict[str, Any]:

@@ -26,10 +26,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from ..engine.model import MarginMode, Side
-from ..engine.tiers import Tier, TierTable, derive_deductions
-from .adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
-from .state import PositionState, ReportedAccount
+from alertd.engine.model import MarginMode, Side
+from alertd.engine.tiers import Tier, TierTable, derive_deductions
+from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
+from alertd.feeds.state import PositionState, ReportedAccount
 
 
 def risk_limit_tiers_to_table(rows: list[dict[str, Any]]) -> TierTable:

@@ -15,9 +15,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from .engine.model import Account, MarginMode, Position, Side
-from .engine.profiles import ExchangeProfile, UnknownExchangeError, get_profile
-from .engine.tiers import (
+from alertd.engine.model import Account, MarginMode, Position, Side
+from alertd.engine.profiles import ExchangeProfile, UnknownExchangeError, get_profile
+from alertd.engine.tiers import (
     Tier,
     TierBasis,
     TierTable,
@@ -25,8 +25,8 @@ from .engine.tiers import (
     deduction_warnings,
     derive_deductions,
 )
-from .errors import SnapshotError
-from .validation import problems as validation_problems
+from alertd.errors import SnapshotError
+from alertd.validation import problems as validation_problems
 
 SCHEMA_VERSION = 1
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from ..engine.margin import AccountMetrics
-from .model import Observation, Scope, Subject
+from alertd.engine.margin import AccountMetrics
+from alertd.rules.model import Observation, Scope, Subject
 
 ACCOUNT_METRICS: dict[str, str] = {
     "worst_ratio": "highest margin ratio in the account (cross pool or any isolated position); "

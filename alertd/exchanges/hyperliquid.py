@@ -26,10 +26,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from ..engine.model import MarginMode, Side
-from ..engine.tiers import Tier, TierTable
-from .adapter import ExchangeAdapter, FrameError, dec, dec_or_none
-from .state import PositionState, ReportedAccount, ReportedPosition
+from alertd.engine.model import MarginMode, Side
+from alertd.engine.tiers import Tier, TierTable
+from alertd.feeds.adapter import ExchangeAdapter, FrameError, dec, dec_or_none
+from alertd.feeds.state import PositionState, ReportedAccount, ReportedPosition
 
 
 def max_leverage_table(max_leverage: Decimal) -> TierTable:

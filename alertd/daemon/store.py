@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .rules.engine import AlertState
-from .rules.model import Silence
+from alertd.rules.lifecycle import AlertState
+from alertd.rules.model import Silence
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from .config import AccountConfig, Config, read_secrets
-from .engine.model import Account
-from .errors import StartupError
-from .feeds.ccxt_exchange import describe
-from .feeds.feed import AccountFeed
-from .feeds.state import AccountState
+from alertd.config import AccountConfig, Config, read_secrets
+from alertd.engine.model import Account
+from alertd.errors import StartupError
+from alertd.feeds.ccxt_exchange import describe
+from alertd.feeds.feed import AccountFeed
+from alertd.feeds.state import AccountState
 
 
 @dataclass(frozen=True)

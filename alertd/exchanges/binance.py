@@ -11,10 +11,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from ..engine.model import MarginMode, Side
-from ..engine.tiers import Tier, TierTable
-from .adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
-from .state import AccountEvent, PositionState, ReportedAccount
+from alertd.engine.model import MarginMode, Side
+from alertd.engine.tiers import Tier, TierTable
+from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
+from alertd.feeds.state import AccountEvent, PositionState, ReportedAccount
 
 
 def _side(position_side: str, amount: Decimal) -> Side:

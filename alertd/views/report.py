@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from .engine.margin import AccountMetrics, PositionMetrics
+from alertd.engine.margin import AccountMetrics, PositionMetrics
 
 if TYPE_CHECKING:
-    from .live_snapshot import LiveSnapshot
+    from alertd.snapshot.live import LiveSnapshot
 
 
 def dec(value: Decimal | None) -> str | None:
@@ -106,7 +106,7 @@ def _pct(value: Decimal | None) -> str:
 
 
 def _shown_ratio(value: Decimal | None, m: AccountMetrics) -> str:
-    from .engine.profiles import DisplayedRatio
+    from alertd.engine.profiles import DisplayedRatio
 
     kind = m.account.profile.displayed_ratio
     if value is None or kind is DisplayedRatio.NONE:
@@ -205,7 +205,7 @@ def render(m: AccountMetrics, console: Console) -> None:
 
 def render_comparison(snapshot: LiveSnapshot, console: Console) -> None:
     """alertd's figures beside the exchange's own, so a user can check them on its screen."""
-    from .engine.margin import compute
+    from alertd.engine.margin import compute
 
     metrics = compute(snapshot.account)
     state = snapshot.state

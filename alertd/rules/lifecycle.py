@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from .model import Observation, QuietHours, Rule, Severity, Silence, Subject
+from alertd.rules.model import Observation, QuietHours, Rule, Severity, Silence, Subject
 
 
 class Phase(enum.Enum):

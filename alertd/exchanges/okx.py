@@ -24,10 +24,10 @@ import logging
 from decimal import Decimal
 from typing import Any
 
-from ..engine.model import MarginMode, Side
-from ..engine.tiers import Tier, TierBasis, TierTable
-from .adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
-from .state import AccountEvent, PositionState, ReportedAccount
+from alertd.engine.model import MarginMode, Side
+from alertd.engine.tiers import Tier, TierBasis, TierTable
+from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
+from alertd.feeds.state import AccountEvent, PositionState, ReportedAccount
 
 log = logging.getLogger(__name__)
 

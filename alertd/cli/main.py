@@ -20,12 +20,12 @@ from typing import Any
 
 from rich.console import Console
 
-from . import __version__
-from .config import ConfigError, expand_env, load_config, read_secrets
-from .engine.margin import compute
-from .errors import AlertdError, InputError, StartupError
-from .report import metrics_json, render, render_comparison
-from .snapshot import account_to_json, load_snapshot
+from alertd import __version__
+from alertd.config import ConfigError, expand_env, load_config, read_secrets
+from alertd.engine.margin import compute
+from alertd.errors import AlertdError, InputError, StartupError
+from alertd.snapshot.format import account_to_json, load_snapshot
+from alertd.views.report import metrics_json, render, render_comparison
 
 EXIT_OK = 0
 EXIT_BUG = 1
@@ -322,8 +322,8 @@ def _permission_warnings(config: Any, config_path: str, env_files: list[str]) ->
 
 async def _key_warnings(config: Any) -> list[str]:
     """Keys that can trade or withdraw, where the exchange reports a key's permissions."""
-    from .feeds.ccxt_exchange import describe, make_exchange
-    from .feeds.feed import adapter_for
+    from alertd.feeds.ccxt_exchange import describe, make_exchange
+    from alertd.feeds.feed import adapter_for
 
     out = []
     for i, account in enumerate(config.accounts):
@@ -353,7 +353,7 @@ def _apprise_accepts(url: str) -> bool:
 
 
 def _cmd_snapshot(args: argparse.Namespace) -> int:
-    from .live_snapshot import take_snapshots
+    from alertd.snapshot.live import take_snapshots
 
     config = load_config(args.config)
     accounts = [config.account(args.account)] if args.account else list(config.accounts)
@@ -413,7 +413,7 @@ def _cmd_calc(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .service import Service
+    from alertd.daemon.service import Service
 
     config = load_config(args.config)
     if args.verbose == 0:
@@ -422,7 +422,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_test_notify(args: argparse.Namespace) -> int:
-    from .delivery import ApriseSender, build_receivers
+    from alertd.delivery.deliverer import ApriseSender, build_receivers
 
     config = load_config(args.config)
     receivers = build_receivers(config)
@@ -461,9 +461,9 @@ def _cmd_silence(args: argparse.Namespace) -> int:
     import time
     import uuid
 
-    from .config import parse_duration
-    from .rules.model import Silence
-    from .store import Store
+    from alertd.config import parse_duration
+    from alertd.daemon.store import Store
+    from alertd.rules.model import Silence
 
     config = load_config(args.config)
     store = Store(config.state_path)
@@ -510,7 +510,7 @@ def _console() -> Console:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from .status import fetch_status, render_status, status_from_store
+    from alertd.views.status import fetch_status, render_status, status_from_store
 
     config = load_config(args.config)
     data = fetch_status(config) or status_from_store(config)
@@ -524,8 +524,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_history(args: argparse.Namespace) -> int:
     import time
 
-    from .config import parse_duration
-    from .status import history, render_history
+    from alertd.config import parse_duration
+    from alertd.views.status import history, render_history
 
     config = load_config(args.config)
     try:
@@ -545,10 +545,10 @@ def _cmd_fetch_history(args: argparse.Namespace) -> int:
 
     from rich.progress import Progress
 
-    from .config import AccountConfig, FeedSettings
-    from .feeds.ccxt_exchange import make_exchange
-    from .replay.cli import _when
-    from .replay.fetch import fetch_history
+    from alertd.config import AccountConfig, FeedSettings
+    from alertd.feeds.ccxt_exchange import make_exchange
+    from alertd.replay.cli import _when
+    from alertd.replay.fetch import fetch_history
 
     since, until = _when(args.since, "--since"), _when(args.until, "--until")
     assert since is not None and until is not None
@@ -597,7 +597,7 @@ def _cmd_fetch_history(args: argparse.Namespace) -> int:
     except AlertdError:
         raise
     except Exception as exc:
-        from .feeds.ccxt_exchange import describe
+        from alertd.feeds.ccxt_exchange import describe
 
         raise StartupError(f"fetch-history: {describe(exc)}") from exc
     print(f"{args.output}: {rows} {args.timeframe} {kind} candles of {args.symbol}")
@@ -635,13 +635,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "history":
             return _cmd_history(args)
         if args.command == "replay":
-            from .replay.cli import cmd_replay
+            from alertd.replay.cli import cmd_replay
 
             return cmd_replay(args)
         if args.command == "fetch-history":
             return _cmd_fetch_history(args)
         if args.command == "schema":
-            from .config import Config
+            from alertd.config import Config
 
             print(json.dumps(Config.model_json_schema(by_alias=True), indent=2))
             return EXIT_OK

@@ -28,18 +28,18 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from .alerting import Alerting
-from .config import Config, ConfigError, Secret, expand_env, load_config, read_secrets
-from .delivery import Deliverer, Sender, build_receivers
-from .engine.book import Book
-from .errors import StartupError
-from .feeds.feed import AccountFeed, Change
-from .feeds.manager import FeedManager
-from .rules.engine import Kind, Notification
-from .rules.model import Rule, Scope, Severity, Subject
-from .sdnotify import Notifier
-from .snapshot import account_to_json
-from .store import NewMessage, Store
+from alertd.config import Config, ConfigError, Secret, expand_env, load_config, read_secrets
+from alertd.daemon.evaluation import Alerting
+from alertd.daemon.sdnotify import Notifier
+from alertd.daemon.store import NewMessage, Store
+from alertd.delivery.deliverer import Deliverer, Sender, build_receivers
+from alertd.engine.book import Book
+from alertd.errors import StartupError
+from alertd.feeds.feed import AccountFeed, Change
+from alertd.feeds.manager import FeedManager
+from alertd.rules.lifecycle import Kind, Notification
+from alertd.rules.model import Rule, Scope, Severity, Subject
+from alertd.snapshot.format import account_to_json
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ class Service:
         settings = self.config.http
         if not settings.enabled:
             return None
-        from .http import serve_http
+        from alertd.daemon.http import serve_http
 
         token = None
         if settings.token_env:
@@ -498,6 +498,6 @@ def _digest_line(h: AccountHealth) -> str:
 
 
 def _digest_message(title: str, lines: list[str]) -> Any:
-    from .rules.messages import Message
+    from alertd.rules.messages import Message
 
     return Message(title, "\n".join(lines))
