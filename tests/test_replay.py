@@ -234,7 +234,7 @@ def test_sweep_counts_leads_and_false_alarms(tmp_path: Path) -> None:
     ],
 )
 def test_the_idle_shortcut_changes_nothing(spec: str, start: str) -> None:
-    from alertd.replay.cli import _when
+    from alertd.cli.replay import parse_time as _when
     from alertd.replay.history import window
 
     history = load_history(DATA / "2021-05-19_binance-spot_BTC_USDT-1m_2021-04-20_2021-05-20.json")

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from alertd.cli.common import Subparsers
 from alertd.config import DEFAULT_RULES, load_config
 from alertd.daemon.evaluation import _rule
 from alertd.errors import InputError
@@ -22,7 +23,46 @@ from alertd.snapshot.format import load_snapshot
 from alertd.views.report import dec
 
 
-def _when(text: str | None, flag: str) -> int | None:
+def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
+    rp = sub.add_parser(
+        "replay",
+        help="run a price history through the engine and rules: alerts, liquidation, lead time",
+        description="Replay historical prices (JSON, CSV, zipped CSV or feather) for a position "
+        "or a snapshot, through the same engine and rules as alertd run.",
+    )
+    rp.add_argument("prices", metavar="PRICES")
+    what = rp.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--position", metavar="SPEC", help="e.g. 'BTC/USDT:USDT long 0.5 @ 62000 x20 isolated'"
+    )
+    what.add_argument(
+        "--snapshot", metavar="FILE", help="an account snapshot (alertd calc's input)"
+    )
+    rp.add_argument(
+        "--config",
+        metavar="FILE",
+        help="take the rules from this config (default: the rules of config.example.yaml)",
+    )
+    rp.add_argument(
+        "--symbol", help="the symbol the prices are for (default: the first position's)"
+    )
+    rp.add_argument("--exchange", default="binanceusdm", help="profile for --position")
+    rp.add_argument("--start", metavar="ISO", help="e.g. 2021-05-19T12:00:00Z")
+    rp.add_argument("--end", metavar="ISO")
+    rp.add_argument("--json", action="store_true")
+    rp.add_argument("--plot", metavar="OUT.png", help="draw price, liquidation price and alerts")
+    rp.add_argument(
+        "--sweep",
+        action="store_true",
+        help="replay many entries (every --every) at 5x to 100x for --window each and report "
+        "per rule: fired before liquidation, lead times, false alarms",
+    )
+    rp.add_argument("--every", default="24h", metavar="DURATION", help="sweep entry spacing")
+    rp.add_argument("--window", default="24h", metavar="DURATION", help="sweep replay length")
+    return rp
+
+
+def parse_time(text: str | None, flag: str) -> int | None:
     if text is None:
         return None
     try:
@@ -63,9 +103,9 @@ def result_json(result: ReplayResult, gaps: list[dict[str, Any]], source: str) -
     }
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     history = load_history(args.prices)
-    history = window(history, _when(args.start, "--start"), _when(args.end, "--end"))
+    history = window(history, parse_time(args.start, "--start"), parse_time(args.end, "--end"))
     if args.sweep:
         return _cmd_sweep(args, history)
     if args.snapshot:

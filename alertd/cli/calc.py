@@ -1,0 +1,88 @@
+"""``alertd calc``: an account's margin from a snapshot, with what-if prices."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import sys
+from decimal import Decimal
+
+from alertd.cli.common import (
+    EXIT_OK,
+    Subparsers,
+    console,
+    decimal_arg,
+)
+from alertd.engine.margin import compute
+from alertd.errors import InputError
+from alertd.snapshot.format import load_snapshot
+from alertd.views.report import metrics_json, render
+
+
+def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
+    calc = sub.add_parser(
+        "calc",
+        help="margin metrics of a snapshot file, with what-if prices",
+        description="Compute an account's margin from a snapshot (JSON, schema 1).",
+    )
+    calc.add_argument("snapshot", metavar="SNAPSHOT.json")
+    calc.add_argument(
+        "--mark",
+        action="append",
+        default=[],
+        metavar="SYMBOL=PRICE",
+        help="replace a symbol's mark price (repeatable)",
+    )
+    calc.add_argument(
+        "--move",
+        metavar="PCT",
+        help="move every mark by PCT percent after --mark, e.g. -10 for a 10%% drop",
+    )
+    calc.add_argument(
+        "--target-ratio",
+        metavar="R",
+        default="0.5",
+        help="ratio that 'margin to add' and 'size to cut' aim for (default 0.5)",
+    )
+    calc.add_argument("--json", action="store_true", help="print the result as JSON")
+    return calc
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded = load_snapshot(args.snapshot)
+    account = loaded.account
+    symbols = account.symbols
+
+    marks: dict[str, Decimal] = {}
+    for item in args.mark:
+        symbol, sep, price_text = item.rpartition("=")
+        if not sep or not symbol:
+            raise InputError(f"--mark {item!r}: expected SYMBOL=PRICE")
+        price = decimal_arg(price_text, f"--mark {symbol}")
+        if price <= 0:
+            raise InputError(f"--mark {symbol}: price must be positive (got {price_text})")
+        if symbol not in symbols:
+            close = difflib.get_close_matches(symbol, symbols, n=1, cutoff=0.4)
+            hint = f" (did you mean {close[0]}?)" if close else f" (held: {', '.join(symbols)})"
+            raise InputError(f"--mark {symbol}: no position in that symbol{hint}")
+        marks[symbol] = price
+    if marks:
+        account = account.with_marks(marks)
+    if args.move is not None:
+        pct = decimal_arg(args.move, "--move")
+        if pct <= -100:
+            raise InputError(f"--move: a price cannot fall by {pct}% (must be above -100)")
+        account = account.moved(pct / 100)
+    target = decimal_arg(args.target_ratio, "--target-ratio")
+    if not 0 < target <= 1:
+        raise InputError(f"--target-ratio: must be above 0 and at most 1 (got {target})")
+
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    metrics = compute(account, target)
+    if args.json:
+        print(json.dumps(metrics_json(metrics), indent=2))
+    else:
+        render(metrics, console())
+    return EXIT_OK

@@ -1,0 +1,148 @@
+"""``alertd check``: validate a config without running anything; warn about risky files and keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from alertd.cli.common import (
+    EXIT_OK,
+    Subparsers,
+)
+from alertd.config import ConfigError, expand_env, load_config, read_secrets
+
+
+def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
+    check = sub.add_parser(
+        "check",
+        help="validate a config file and that its secrets are present",
+        description="Validate the config without running anything; exit 0, or 2 listing "
+        "every problem.",
+    )
+    check.add_argument("-c", "--config", required=True, metavar="CONFIG.yaml")
+    check.add_argument(
+        "--env-file",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="also check that this file of secrets (systemd EnvironmentFile) is private",
+    )
+    check.add_argument(
+        "--keys",
+        action="store_true",
+        help="also connect and warn about API keys that can do more than read",
+    )
+    return check
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    problems: list[str] = []
+    for i, account in enumerate(config.accounts):
+        if not account.enabled:
+            continue
+        try:
+            read_secrets(account, where=f"accounts[{i}]")
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    for i, receiver in enumerate(config.receivers):
+        where = f"receivers[{i}].url"
+        try:
+            url = expand_env(receiver.url, where)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        if not _apprise_accepts(url.reveal()):
+            scheme = receiver.url.split("://", 1)[0]
+            problems.append(f"{where}: apprise does not understand this {scheme}:// URL")
+    if config.heartbeat.deadman_url:
+        try:
+            expand_env(config.heartbeat.deadman_url, "heartbeat.deadman_url")
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
+    warnings = _permission_warnings(config, args.config, args.env_file)
+    if args.keys:
+        warnings += asyncio.run(_key_warnings(config))
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    enabled = [a.name for a in config.accounts if a.enabled]
+    print(
+        f"{args.config}: OK ({len(enabled)} accounts: {', '.join(enabled)}; "
+        f"{len(config.rules)} rules; {len(config.receivers)} receivers)"
+    )
+    return EXIT_OK
+
+
+def _permission_warnings(config: Any, config_path: str, env_files: list[str]) -> list[str]:
+    """Files of secrets others can read, and a config others can change."""
+    import os
+    import stat
+
+    out = []
+
+    def mode(path: str) -> int | None:
+        try:
+            return stat.S_IMODE(os.stat(path).st_mode)
+        except OSError:
+            return None
+
+    for i, account in enumerate(config.accounts):
+        for secret, (kind, name) in account.secret_refs().items():
+            m = mode(name) if kind == "file" else None
+            if m is not None and m & 0o077:
+                out.append(
+                    f"accounts[{i}].{secret}_file: {name} is readable by other users "
+                    f"(mode {m:o}; chmod 600 {name})"
+                )
+    for path in env_files:
+        m = mode(path)
+        if m is None:
+            out.append(f"--env-file {path}: cannot read it")
+        elif m & 0o077:
+            out.append(
+                f"{path} holds secrets and is readable by other users "
+                f"(mode {m:o}; chmod 600 {path})"
+            )
+    m = mode(config_path)
+    if m is not None and m & 0o022:
+        out.append(
+            f"{config_path} can be changed by other users (mode {m:o}): they could "
+            "redirect your alerts; chmod 644 or stricter"
+        )
+    return out
+
+
+async def _key_warnings(config: Any) -> list[str]:
+    """Keys that can trade or withdraw, where the exchange reports a key's permissions."""
+    from alertd.feeds.ccxt_exchange import describe, make_exchange
+    from alertd.feeds.feed import adapter_for
+
+    out = []
+    for i, account in enumerate(config.accounts):
+        if not account.enabled or not account.secret_refs():
+            continue
+        where = f"accounts[{i}] ({account.name})"
+        exchange = make_exchange(account, read_secrets(account), config.feeds)
+        try:
+            granted = await adapter_for(account.exchange).key_permissions(exchange)
+        except Exception as exc:
+            out.append(f"{where}: could not read the key's permissions: {describe(exc)}")
+            continue
+        finally:
+            await exchange.close()
+        if granted:
+            out.append(
+                f"{where}: the API key also allows {', '.join(granted)}; alertd only "
+                "reads, so a read-only key is safer"
+            )
+    return out
+
+
+def _apprise_accepts(url: str) -> bool:
+    import apprise
+
+    return bool(apprise.Apprise().add(url))

@@ -1,0 +1,62 @@
+"""``alertd test-notify``: a test message through each receiver, with each result."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from alertd.cli.common import (
+    EXIT_BUG,
+    EXIT_OK,
+    Subparsers,
+)
+from alertd.config import load_config
+from alertd.errors import InputError
+
+
+def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
+    notify = sub.add_parser(
+        "test-notify",
+        help="send a test message to each receiver and report each result",
+        description="Send a test message through every receiver (or one) and print the result.",
+    )
+    notify.add_argument("-c", "--config", required=True, metavar="CONFIG.yaml")
+    notify.add_argument("--receiver", metavar="NAME", help="only this receiver")
+    return notify
+
+
+def run(args: argparse.Namespace) -> int:
+    from alertd.delivery.deliverer import ApriseSender, build_receivers
+
+    config = load_config(args.config)
+    receivers = build_receivers(config)
+    if args.receiver:
+        if args.receiver not in receivers:
+            names = ", ".join(receivers) or "none configured"
+            raise InputError(f"--receiver: no receiver named {args.receiver!r} ({names})")
+        receivers = {args.receiver: receivers[args.receiver]}
+    if not receivers:
+        raise InputError(f"{args.config}: no receivers configured")
+    sender = ApriseSender()
+    failed = 0
+
+    async def send_all() -> list[tuple[str, bool, str]]:
+        out = []
+        for name, receiver in receivers.items():
+            result = await sender.send(
+                receiver.url,
+                "INFO alertd test message",
+                f"If you can read this, alertd can reach you through '{name}'.",
+                "info",
+            )
+            out.append((name, result.ok, result.error))
+        return out
+
+    for name, ok, error in asyncio.run(send_all()):
+        print(f"{name}: {'OK' if ok else 'FAILED: ' + error}")
+        failed += not ok
+    if failed:
+        print(f"{failed} of {len(receivers)} receivers failed", file=sys.stderr)
+        return EXIT_BUG
+    return EXIT_OK

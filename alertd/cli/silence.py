@@ -1,0 +1,90 @@
+"""``alertd silence``: add, list and expire silences in the state file."""
+
+from __future__ import annotations
+
+import argparse
+
+from alertd.cli.common import (
+    EXIT_OK,
+    Parser,
+    Subparsers,
+    labels,
+    local_time,
+)
+from alertd.config import load_config
+from alertd.errors import InputError
+
+
+def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
+    silence = sub.add_parser(
+        "silence",
+        help="add, list or expire silences (muted alerts)",
+        description="Silences mute notifications of alerts whose labels match, until they "
+        "expire. They live in the state file, so the running daemon sees them within a second.",
+    )
+    silence.add_argument("-c", "--config", required=True, metavar="CONFIG.yaml")
+    silence_sub = silence.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
+    silence_sub.required = True
+    add = silence_sub.add_parser("add", help="mute matching alerts for a while")
+    add.add_argument(
+        "--match",
+        action="append",
+        required=True,
+        metavar="LABEL=VALUE",
+        help="e.g. account=main, severity=warning, alertname=feed-stale, symbol=BTC/USDT:USDT",
+    )
+    add.add_argument(
+        "--for", dest="duration", required=True, metavar="DURATION", help="e.g. 30m, 2h, 1d"
+    )
+    add.add_argument("--comment", default="", help="why (shown by list)")
+    silence_sub.add_parser("list", help="active and recently expired silences")
+    expire = silence_sub.add_parser("expire", help="end a silence now")
+    expire.add_argument("id", metavar="ID")
+    return silence
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+    import uuid
+
+    from alertd.config import parse_duration
+    from alertd.daemon.store import Store
+    from alertd.rules.model import Silence
+
+    config = load_config(args.config)
+    store = Store(config.state_path)
+    now = time.time()
+    try:
+        if args.action == "add":
+            matchers = {}
+            for item in args.match:
+                label, sep, value = item.partition("=")
+                if not sep or not label:
+                    raise InputError(f"--match {item!r}: expected LABEL=VALUE")
+                matchers[label.strip()] = value.strip()
+            try:
+                seconds = parse_duration(args.duration)
+            except ValueError as exc:
+                raise InputError(f"--for: {exc}") from None
+            if seconds <= 0:
+                raise InputError("--for: must be longer than 0")
+            silence = Silence(uuid.uuid4().hex[:8], matchers, now + seconds, now, args.comment)
+            store.add_silence(silence)
+            print(f"silence {silence.id} until {local_time(silence.ends_at)}: {labels(matchers)}")
+        elif args.action == "list":
+            shown = [s for s in store.silences() if s.ends_at > now - 86400]
+            if not shown:
+                print("no silences")
+            for s in shown:
+                state = "active" if s.active(now) else "expired"
+                print(
+                    f"{s.id}  {state:7}  until {local_time(s.ends_at)}  {labels(s.matchers)}"
+                    + (f"  # {s.comment}" if s.comment else "")
+                )
+        elif args.action == "expire":
+            if not store.expire_silence(args.id, now):
+                raise InputError(f"no active silence {args.id!r} (see: alertd silence list)")
+            print(f"silence {args.id} expired")
+    finally:
+        store.close()
+    return EXIT_OK
