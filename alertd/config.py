@@ -28,19 +28,12 @@ from pydantic import (
 )
 
 from alertd.errors import InputError
+from alertd.exchanges.registry import SPECS, UnknownExchangeError, get_spec
+from alertd.exchanges.spec import Credential
 from alertd.validation import problems as validation_problems
 
 CONFIG_VERSION = 1
 
-# Exchanges alertd can stream from, with what each needs to authenticate.
-FEED_EXCHANGES: dict[str, tuple[str, ...]] = {
-    "binanceusdm": ("api_key", "secret"),
-    "bybit": ("api_key", "secret"),
-    "okx": ("api_key", "secret", "password"),
-    "gate": ("api_key", "secret"),
-    "hyperliquid": (),  # a wallet address is enough: everything alertd reads is public
-}
-SECRET_NAMES = ("api_key", "secret", "password")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -125,16 +118,17 @@ class AccountConfig(_Model):
     @field_validator("exchange")
     @classmethod
     def _exchange(cls, value: str) -> str:
-        if value not in FEED_EXCHANGES:
-            close = difflib.get_close_matches(value, FEED_EXCHANGES, n=1, cutoff=0.5)
-            hint = f"did you mean {close[0]}?" if close else f"one of {', '.join(FEED_EXCHANGES)}"
-            raise ValueError(f"unknown exchange {value!r} ({hint})")
+        try:
+            get_spec(value, live=True)
+        except UnknownExchangeError as exc:
+            raise ValueError(str(exc)) from None
         return value
 
     def secret_refs(self) -> dict[str, tuple[str, str]]:
         """``{secret: ('env' | 'file', name)}`` for the secrets this account references."""
         refs = {}
-        for secret in SECRET_NAMES:
+        for credential in Credential:
+            secret = credential.value
             env, file = getattr(self, f"{secret}_env"), getattr(self, f"{secret}_file")
             if env is not None:
                 refs[secret] = ("env", env)
@@ -388,14 +382,17 @@ def _cross_checks(data: dict[str, Any]) -> list[str]:
                 )
             seen.setdefault(name, i)
         exchange = account.get("exchange")
-        for secret in SECRET_NAMES:
+        spec = SPECS.get(exchange) if isinstance(exchange, str) else None
+        needed = spec.credentials if spec is not None else ()
+        for credential in Credential:
+            secret = credential.value
             env, file = account.get(f"{secret}_env"), account.get(f"{secret}_file")
             if env is not None and file is not None:
                 problems.append(f"accounts[{i}]: give {secret}_env or {secret}_file, not both")
-            elif secret in FEED_EXCHANGES.get(str(exchange), ()) and env is None and file is None:
+            elif credential in needed and env is None and file is None:
                 problems.append(f"accounts[{i}]: {exchange} needs {secret}_env or {secret}_file")
-        if exchange == "hyperliquid" and not account.get("wallet_address"):
-            problems.append(f"accounts[{i}]: hyperliquid needs wallet_address")
+        if spec is not None and spec.wallet_address and not account.get("wallet_address"):
+            problems.append(f"accounts[{i}]: {exchange} needs wallet_address")
     problems += _unique(data, "rules")
     problems += _unique(data, "receivers")
     receivers = data.get("receivers")

@@ -25,8 +25,8 @@ from alertd.engine.book import Book
 from alertd.engine.legs import Leg
 from alertd.engine.margin import compute, margin_ratio
 from alertd.engine.model import Account, MarginMode, Position, Side
-from alertd.engine.profiles import get_profile
 from alertd.engine.tiers import Tier, TierTable, derive_deductions
+from alertd.exchanges.registry import get_spec
 
 TIERS_FILE = (
     Path(__file__).resolve().parents[2]
@@ -68,7 +68,7 @@ def build(
     symbols: list[str],
     tables: dict[str, TierTable],
 ) -> tuple[list[Account], dict[str, Decimal]]:
-    profile = get_profile("binanceusdm")
+    profile = get_spec("binanceusdm").profile
     marks = {s: Decimal(rng.randint(100, 10_000_000)) / 100 for s in symbols}
     out = []
     for a in range(accounts):

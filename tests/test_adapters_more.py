@@ -19,13 +19,13 @@ import pytest
 
 from alertd.engine.margin import AccountMetrics, compute
 from alertd.engine.model import MarginMode, Side
-from alertd.engine.profiles import get_profile
 from alertd.engine.tiers import Tier, TierBasis, TierTable, deduction_warnings
 from alertd.exchanges.gate import GateAdapter, risk_limit_tiers_to_table
 from alertd.exchanges.hyperliquid import HyperliquidAdapter
 from alertd.exchanges.okx import WARNING_SUBSCRIPTION, OKXAdapter, position_tiers_to_table
+from alertd.exchanges.registry import get_spec
+from alertd.exchanges.spec import MarketFilter
 from alertd.feeds.adapter import ExchangeAdapter
-from alertd.feeds.feed import ADAPTERS
 from alertd.feeds.state import AccountState, PositionState, ReportedAccount, ReportedPosition
 
 D = Decimal
@@ -96,7 +96,7 @@ def swap(
 
 async def load(adapter: ExchangeAdapter, exchange: Any) -> AccountState:
     """An account state filled the way AccountFeed.bootstrap/resync fill it."""
-    state = AccountState("test", get_profile(adapter.exchange_id), adapter.settle)
+    state = AccountState("test", get_spec(adapter.exchange_id).profile, adapter.settle)
     state.wallet_includes_isolated = adapter.wallet_includes_isolated
     state.markets = adapter.markets(exchange, None)
     positions, reported, marks = await adapter.fetch_positions(exchange)
@@ -118,9 +118,9 @@ def metrics(state: AccountState, fee: str | None = None) -> AccountMetrics:
 
 
 def test_the_three_adapters_are_registered() -> None:
-    assert ADAPTERS["okx"] is OKXAdapter
-    assert ADAPTERS["gate"] is GateAdapter
-    assert ADAPTERS["hyperliquid"] is HyperliquidAdapter
+    assert get_spec("okx").adapter is OKXAdapter
+    assert get_spec("gate").adapter is GateAdapter
+    assert get_spec("hyperliquid").adapter is HyperliquidAdapter
 
 
 # --- OKX --------------------------------------------------------------------------------------
@@ -364,7 +364,7 @@ def test_okx_isolated_margin_and_mgn_ratio_agree_with_the_engine() -> None:
     and the fee belongs in the requirement.
     """
     adapter = OKXAdapter()
-    adapter.settle = "BTC"
+    adapter.market_filter = MarketFilter(settle="BTC")
     exchange = OKXStandIn()
     # BTC-USD tier 1: the sample's own mmr / notional (0.0000043300962256 / 0.0010825240564)
     exchange.tiers["BTC-USD"] = [{"minSz": "0", "maxSz": "5000", "mmr": "0.004", "maxLever": "100"}]

@@ -8,10 +8,10 @@ import ccxt
 import pytest
 
 from alertd.engine.model import MarginMode, Side
-from alertd.engine.profiles import get_profile
 from alertd.engine.tiers import Tier, TierTable
 from alertd.exchanges.binance import brackets_to_table
 from alertd.exchanges.bybit import risk_limits_to_table
+from alertd.exchanges.registry import get_spec
 from alertd.feeds.backoff import Backoff
 from alertd.feeds.ccxt_exchange import ErrorKind, classify, deep_merge, describe
 from alertd.feeds.state import AccountState, MarketInfo, PositionState, Stream
@@ -102,7 +102,7 @@ def test_bybit_risk_limits_derive_missing_deductions() -> None:
 
 
 def _state() -> AccountState:
-    state = AccountState("main", get_profile("binanceusdm"), "USDT")
+    state = AccountState("main", get_spec("binanceusdm").profile, "USDT")
     state.markets["BTC/USDT:USDT"] = MarketInfo("BTC/USDT:USDT", D(1), False, "USDT", D("0.1"))
     state.tiers["BTC/USDT:USDT"] = TierTable.build([Tier(None, D("0.004"), D(0))])
     return state

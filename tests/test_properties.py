@@ -14,11 +14,13 @@ from hypothesis import strategies as st
 
 from alertd.engine.margin import compute
 from alertd.engine.model import Account, MarginMode, Position, Side
-from alertd.engine.profiles import PROFILES, ExchangeProfile
+from alertd.engine.profiles import ExchangeProfile
 from alertd.engine.tiers import Tier, TierBasis, TierTable, derive_deductions
+from alertd.exchanges.registry import specs
 
 D = Decimal
 REL = D("1e-12")
+PROFILES = {spec.id: spec.profile for spec in specs()}
 PROFILE_IDS = sorted(PROFILES)
 
 

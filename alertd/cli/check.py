@@ -118,17 +118,18 @@ def _permission_warnings(config: Any, config_path: str, env_files: list[str]) ->
 
 async def _key_warnings(config: Any) -> list[str]:
     """Keys that can trade or withdraw, where the exchange reports a key's permissions."""
+    from alertd.exchanges.registry import get_spec
     from alertd.feeds.ccxt_exchange import describe, make_exchange
-    from alertd.feeds.feed import adapter_for
 
     out = []
     for i, account in enumerate(config.accounts):
-        if not account.enabled or not account.secret_refs():
+        check = get_spec(account.exchange).capabilities.key_permissions
+        if not account.enabled or not account.secret_refs() or check is None:
             continue
         where = f"accounts[{i}] ({account.name})"
         exchange = make_exchange(account, read_secrets(account), config.feeds)
         try:
-            granted = await adapter_for(account.exchange).key_permissions(exchange)
+            granted = await check(exchange)
         except Exception as exc:
             out.append(f"{where}: could not read the key's permissions: {describe(exc)}")
             continue

@@ -1,4 +1,5 @@
-"""Binance USDⓈ-M: REST bootstrap from raw fields, user-data frames, listen-key renewal.
+"""Binance USDⓈ-M: REST bootstrap from raw fields, user-data frames, listen-key renewal; and
+Binance COIN-M, a margin profile without a live feed (``alertd calc`` and replay).
 
 Raw fields are read from ``info`` because ccxt's unified margin fields ignore ``cum`` and
 back-solve collateral (ccxt.md). Wire formats: developers.binance.com, USDⓈ-M Futures:
@@ -8,13 +9,27 @@ user data stream "Event: Balance and Position Update" and "Event: Margin Call".
 
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal
 from typing import Any
 
 from alertd.engine.model import MarginMode, Side
+from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.tiers import Tier, TierTable
+from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
 from alertd.feeds.state import AccountEvent, PositionState, ReportedAccount
+
+USDM_PROFILE = ExchangeProfile(
+    id="binanceusdm",
+    name="Binance USDⓈ-M",
+    displayed_ratio=DisplayedRatio.REQUIREMENT_OVER_EQUITY,
+    displayed_ratio_name="Margin Ratio",
+)
+# COIN-M margin is the same arithmetic on inverse contracts, settled in the coin
+COINM_PROFILE = dataclasses.replace(USDM_PROFILE, id="binancecoinm", name="Binance COIN-M")
+USDM_MARKETS = MarketFilter(settle="USDT")
+MARGIN_CALL = "margin_call"  # the event kind of a MARGIN_CALL push
 
 
 def _side(position_side: str, amount: Decimal) -> Side:
@@ -45,8 +60,7 @@ def brackets_to_table(brackets: list[dict[str, Any]]) -> TierTable:
 
 class BinanceUSDMAdapter(ExchangeAdapter):
     exchange_id = "binanceusdm"
-    settle = "USDT"
-    renews_listen_key = True
+    market_filter = USDM_MARKETS
 
     async def fetch_tiers(self, exchange: Any, symbols: list[str]) -> dict[str, TierTable]:
         if not symbols:
@@ -152,20 +166,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             except FrameError:
                 legs.append(str(p.get("s")))
         detail = f"cross wallet {message.get('cw')}; " + "; ".join(legs)
-        return AccountEvent("margin_call", now, detail)
-
-    async def key_permissions(self, exchange: Any) -> list[str] | None:
-        info = await exchange.sapiGetAccountApiRestrictions()
-        flags = {
-            "enableFutures": "futures trading",
-            "enableSpotAndMarginTrading": "spot and margin trading",
-            "enableWithdrawals": "withdrawals",
-            "enableInternalTransfer": "internal transfers",
-            "enableMargin": "margin loans",
-            "permitsUniversalTransfer": "universal transfers",
-            "enableVanillaOptions": "options trading",
-        }
-        return [label for key, label in flags.items() if info.get(key)]
+        return AccountEvent(MARGIN_CALL, now, detail)
 
     def listen_key_expired(self, message: Any) -> bool:
         return isinstance(message, dict) and message.get("e") == "listenKeyExpired"
@@ -175,3 +176,40 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         # calls it. On failure ccxt rejects the private futures and forgets the key, so the
         # next watch authenticates afresh.
         await exchange.keep_alive_listen_key({"type": "future"})
+
+
+async def key_permissions(exchange: Any) -> list[str]:
+    """What the key allows beyond reading, from GET /sapi/v1/account/apiRestrictions."""
+    info = await exchange.sapiGetAccountApiRestrictions()
+    flags = {
+        "enableFutures": "futures trading",
+        "enableSpotAndMarginTrading": "spot and margin trading",
+        "enableWithdrawals": "withdrawals",
+        "enableInternalTransfer": "internal transfers",
+        "enableMargin": "margin loans",
+        "permitsUniversalTransfer": "universal transfers",
+        "enableVanillaOptions": "options trading",
+    }
+    return [label for key, label in flags.items() if info.get(key)]
+
+
+USDM = ExchangeSpec(
+    profile=USDM_PROFILE,
+    adapter=BinanceUSDMAdapter,
+    capabilities=Capabilities(
+        tier_source=TierSource.LEVERAGE_BRACKETS,
+        margin_call_push=MARGIN_CALL,
+        renews_listen_key=True,
+        key_permissions=key_permissions,
+    ),
+    markets=USDM_MARKETS,
+    credentials=(Credential.API_KEY, Credential.SECRET),
+    # fetchCurrencies would call spot wallet endpoints that a futures-only key cannot read
+    ccxt_options={"fetchCurrencies": False, "defaultType": "future"},
+    inverse_spec="binancecoinm",
+)
+COINM = ExchangeSpec(
+    profile=COINM_PROFILE,
+    adapter=None,
+    capabilities=Capabilities(tier_source=TierSource.SNAPSHOT),
+)

@@ -11,9 +11,21 @@ from decimal import Decimal
 from typing import Any
 
 from alertd.engine.model import MarginMode, Side
+from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.tiers import Tier, TierTable, derive_deductions
+from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
 from alertd.feeds.state import PositionState, ReportedAccount
+
+PROFILE = ExchangeProfile(
+    id="bybit",
+    name="Bybit",
+    isolated_mm_at_entry=True,
+    displayed_ratio=DisplayedRatio.REQUIREMENT_OVER_EQUITY,
+    displayed_ratio_name="Account MM Rate",
+    rounds_liquidation_to_tick=True,
+)
+MARKETS = MarketFilter(settle="USDT")
 
 
 def risk_limits_to_table(rows: list[dict[str, Any]]) -> TierTable:
@@ -50,7 +62,7 @@ def _side(raw: dict[str, Any]) -> Side | None:
 
 class BybitAdapter(ExchangeAdapter):
     exchange_id = "bybit"
-    settle = "USDT"
+    market_filter = MARKETS
     wallet_includes_isolated = True  # walletBalance holds isolated positions' margin too
 
     def __init__(self) -> None:
@@ -134,13 +146,6 @@ class BybitAdapter(ExchangeAdapter):
             margin_ratio=dec_or_none(info.get("accountMMRate")),
         )
 
-    async def key_permissions(self, exchange: Any) -> list[str] | None:
-        info = (await exchange.privateGetV5UserQueryApi()).get("result") or {}
-        if str(info.get("readOnly")) == "1":
-            return []
-        granted = info.get("permissions") or {}
-        return sorted(f"{area}: {', '.join(perms)}" for area, perms in granted.items() if perms)
-
     async def watch_positions(self, exchange: Any) -> list[PositionState]:
         changed = await exchange.watch_positions()
         out = []
@@ -173,3 +178,23 @@ class BybitAdapter(ExchangeAdapter):
                 if coin.get("coin") == self.settle:
                     return dec(coin.get("walletBalance"), "walletBalance")
         return None
+
+
+async def key_permissions(exchange: Any) -> list[str]:
+    """What the key allows beyond reading, from GET /v5/user/query-api."""
+    info = (await exchange.privateGetV5UserQueryApi()).get("result") or {}
+    if str(info.get("readOnly")) == "1":
+        return []
+    granted = info.get("permissions") or {}
+    return sorted(f"{area}: {', '.join(perms)}" for area, perms in granted.items() if perms)
+
+
+SPEC = ExchangeSpec(
+    profile=PROFILE,
+    adapter=BybitAdapter,
+    capabilities=Capabilities(tier_source=TierSource.RISK_LIMITS, key_permissions=key_permissions),
+    markets=MARKETS,
+    credentials=(Credential.API_KEY, Credential.SECRET),
+    # linear markets only: load_markets makes 3 requests instead of 11
+    ccxt_options={"defaultType": "swap", "fetchMarkets": {"types": ["linear"]}},
+)

@@ -27,9 +27,20 @@ from decimal import Decimal
 from typing import Any
 
 from alertd.engine.model import MarginMode, Side
+from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.tiers import Tier, TierTable
+from alertd.exchanges.spec import Capabilities, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, dec, dec_or_none
 from alertd.feeds.state import PositionState, ReportedAccount, ReportedPosition
+
+PROFILE = ExchangeProfile(
+    id="hyperliquid",
+    name="Hyperliquid",
+    mmr_from_max_leverage=True,
+    displayed_ratio=DisplayedRatio.NONE,
+    displayed_ratio_name="",
+)
+MARKETS = MarketFilter(settle="USDC")
 
 
 def max_leverage_table(max_leverage: Decimal) -> TierTable:
@@ -48,7 +59,7 @@ def max_leverage_table(max_leverage: Decimal) -> TierTable:
 class HyperliquidAdapter(ExchangeAdapter):
     reported_account_mm_cross_only = True
     exchange_id = "hyperliquid"
-    settle = "USDC"
+    market_filter = MARKETS
     wallet_includes_isolated = False  # the wallet is built from the cross pool alone
 
     def __init__(self) -> None:
@@ -181,3 +192,14 @@ class HyperliquidAdapter(ExchangeAdapter):
     async def watch_mark(self, exchange: Any, symbol: str) -> Decimal:
         ticker = await exchange.watch_ticker(symbol)
         return dec((ticker.get("info") or {}).get("markPx"), "markPx")
+
+
+SPEC = ExchangeSpec(
+    profile=PROFILE,
+    adapter=HyperliquidAdapter,
+    capabilities=Capabilities(tier_source=TierSource.MAX_LEVERAGE, private_streams=False),
+    markets=MARKETS,
+    # no credentials: the wallet address is enough, everything alertd reads is public
+    wallet_address=True,
+    ccxt_options={"defaultType": "swap"},
+)

@@ -25,11 +25,26 @@ from decimal import Decimal
 from typing import Any
 
 from alertd.engine.model import MarginMode, Side
+from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.tiers import Tier, TierBasis, TierTable
+from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
 from alertd.feeds.state import AccountEvent, PositionState, ReportedAccount
 
 log = logging.getLogger(__name__)
+
+PROFILE = ExchangeProfile(
+    id="okx",
+    name="OKX",
+    deduction_tiers=False,
+    tier_basis=TierBasis.CONTRACTS,
+    # OKX adds the liquidation fee (the taker rate; 0.05% at the base fee level).
+    default_fee_rate=Decimal("0.0005"),
+    displayed_ratio=DisplayedRatio.EQUITY_OVER_REQUIREMENT,
+    displayed_ratio_name="mgnRatio",
+)
+MARKETS = MarketFilter(settle="USDT")
+LIQUIDATION_WARNING = "liquidation_warning"  # the event kind of a liquidation-warning push
 
 # The id OKX echoes in its answer to alertd's own subscription: an error answer then rejects
 # only this subscription's future instead of every future on the private connection.
@@ -72,7 +87,7 @@ def _closed(symbol: str) -> list[PositionState]:
 class OKXAdapter(ExchangeAdapter):
     reported_mm_excludes_fee = True
     exchange_id = "okx"
-    settle = "USDT"
+    market_filter = MARKETS
     wallet_includes_isolated = False  # cashBal holds no isolated margin
 
     def __init__(self) -> None:
@@ -81,7 +96,7 @@ class OKXAdapter(ExchangeAdapter):
     def _market(self, exchange: Any, inst_id: Any) -> dict[str, Any] | None:
         """The ccxt market of a swap position; None for other settle currencies."""
         market: dict[str, Any] = exchange.safe_market(inst_id, None, "-", "swap")
-        if market.get("settle") not in (None, self.settle):
+        if not self.market_filter.same_pool(market.get("settle")):
             return None  # coin-margined or USDC swaps belong to another pool
         return market
 
@@ -249,4 +264,16 @@ class OKXAdapter(ExchangeAdapter):
                 f"{p.get('instId')} {p.get('posSide')} {p.get('pos')} {p.get('mgnMode')} "
                 f"mark {p.get('markPx')} {shown}"
             )
-        return AccountEvent("liquidation_warning", now, "; ".join(legs) or "no positions named")
+        return AccountEvent(LIQUIDATION_WARNING, now, "; ".join(legs) or "no positions named")
+
+
+SPEC = ExchangeSpec(
+    profile=PROFILE,
+    adapter=OKXAdapter,
+    capabilities=Capabilities(
+        tier_source=TierSource.POSITION_TIERS, margin_call_push=LIQUIDATION_WARNING
+    ),
+    markets=MARKETS,
+    credentials=(Credential.API_KEY, Credential.SECRET, Credential.PASSWORD),
+    ccxt_options={"defaultType": "swap"},
+)

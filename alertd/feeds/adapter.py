@@ -12,6 +12,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from alertd.engine.tiers import TierTable
+from alertd.exchanges.spec import MarketFilter
 from alertd.feeds.state import (
     AccountEvent,
     MarketInfo,
@@ -64,17 +65,22 @@ class ExchangeAdapter:
     """Base: the unified ccxt calls that are sound for what alertd reads."""
 
     exchange_id = ""
-    settle = "USDT"
-    renews_listen_key = False
+    # the markets one account reads: the exchange's spec names the same filter
+    market_filter = MarketFilter(settle="USDT")
     wallet_includes_isolated = False
     # how the exchange's own figures are defined, so the drift check compares like with like
     reported_mm_excludes_fee = False  # OKX: position "mmr" leaves out the liquidation fee
     reported_account_mm_cross_only = False  # Gate, Hyperliquid: account MM of cross positions
 
+    @property
+    def settle(self) -> str:
+        """The settle currency of the account's margin pool."""
+        return self.market_filter.settle
+
     def markets(self, exchange: Any, symbols: list[str] | None) -> dict[str, MarketInfo]:
         out = {}
         for symbol, market in exchange.markets.items():
-            if not market.get("contract") or market.get("settle") != self.settle:
+            if not self.market_filter.accepts(market):
                 continue
             if symbols is not None and symbol not in symbols:
                 continue
@@ -158,10 +164,6 @@ class ExchangeAdapter:
 
     def listen_key_expired(self, message: Any) -> bool:
         return False
-
-    async def key_permissions(self, exchange: Any) -> list[str] | None:
-        """What the API key may do beyond reading (["trade", ...]); None: cannot tell here."""
-        return None
 
     async def renew(self, exchange: Any) -> None:
         """Keep private streams authorised (Binance listen keys); nothing elsewhere."""

@@ -13,6 +13,7 @@ This is the only module that builds ccxt exchanges. Two of ccxt's behaviours are
 
 from __future__ import annotations
 
+import copy
 import enum
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -21,24 +22,14 @@ import ccxt
 import ccxt.pro as ccxtpro
 
 from alertd.config import AccountConfig, FeedSettings, Secret
+from alertd.exchanges.registry import get_spec
+from alertd.exchanges.spec import Credential
 
 
 class FrameSink(Protocol):
     def on_frame(self, message: Any) -> None: ...
 
     def on_malformed(self, kind: str, detail: str) -> None: ...
-
-
-# Options each exchange needs so that alertd reads futures accounts and nothing else.
-DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
-    # fetchCurrencies would call spot wallet endpoints that a futures-only key cannot read
-    "binanceusdm": {"fetchCurrencies": False, "defaultType": "future"},
-    # linear markets only: load_markets makes 3 requests instead of 11
-    "bybit": {"defaultType": "swap", "fetchMarkets": {"types": ["linear"]}},
-    "okx": {"defaultType": "swap"},
-    "gate": {"defaultType": "swap"},
-    "hyperliquid": {"defaultType": "swap"},
-}
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -104,18 +95,17 @@ def make_exchange(
     sink: FrameSink | None = None,
 ) -> Any:
     """A ccxt.pro exchange for ``account``, guarded, with its url and option overrides."""
-    options = deep_merge(DEFAULT_OPTIONS.get(account.exchange, {}), account.options)
+    # the spec's options are futures-only settings (its own comments say why); a deep copy,
+    # so that ccxt cannot change the spec's nested values
+    options = copy.deepcopy(deep_merge(get_spec(account.exchange).ccxt_options, account.options))
     params: dict[str, Any] = {
         "enableRateLimit": True,
         "timeout": int(settings.request_timeout_s * 1000),
         "options": options,
     }
-    if "api_key" in secrets:
-        params["apiKey"] = secrets["api_key"].reveal()
-    if "secret" in secrets:
-        params["secret"] = secrets["secret"].reveal()
-    if "password" in secrets:
-        params["password"] = secrets["password"].reveal()
+    for credential in Credential:
+        if credential.value in secrets:
+            params[credential.ccxt_param] = secrets[credential.value].reveal()
     if account.wallet_address:
         params["walletAddress"] = account.wallet_address
     exchange = _guarded_class(account.exchange)(params)

@@ -24,27 +24,14 @@ import ccxt
 
 from alertd.config import AccountConfig, FeedSettings, Secret
 from alertd.engine.margin import compute
-from alertd.engine.profiles import get_profile
-from alertd.exchanges.binance import BinanceUSDMAdapter
-from alertd.exchanges.bybit import BybitAdapter
-from alertd.exchanges.gate import GateAdapter
-from alertd.exchanges.hyperliquid import HyperliquidAdapter
-from alertd.exchanges.okx import OKXAdapter
-from alertd.feeds.adapter import ExchangeAdapter, FrameError
+from alertd.exchanges.registry import get_spec
+from alertd.feeds.adapter import FrameError
 from alertd.feeds.backoff import Backoff
 from alertd.feeds.ccxt_exchange import ErrorKind, classify, describe, make_exchange
 from alertd.feeds.marks import MarkHub, drop_connections
 from alertd.feeds.state import AccountEvent, AccountState, Stream
 
 log = logging.getLogger(__name__)
-
-ADAPTERS: dict[str, type[ExchangeAdapter]] = {
-    "binanceusdm": BinanceUSDMAdapter,
-    "bybit": BybitAdapter,
-    "okx": OKXAdapter,
-    "gate": GateAdapter,
-    "hyperliquid": HyperliquidAdapter,
-}
 
 ExchangeFactory = Callable[[AccountConfig, Mapping[str, Secret], FeedSettings, Any], Any]
 Clock = Callable[[], float]
@@ -71,13 +58,6 @@ class FeedStopped(Exception):
         self.reason = reason
 
 
-def adapter_for(exchange_id: str) -> ExchangeAdapter:
-    try:
-        return ADAPTERS[exchange_id]()
-    except KeyError:
-        raise NotImplementedError(f"live feeds for {exchange_id} are not implemented yet") from None
-
-
 class AccountFeed:
     def __init__(
         self,
@@ -93,9 +73,9 @@ class AccountFeed:
     ) -> None:
         self.config = config
         self.settings = settings
-        self.adapter = adapter_for(config.exchange)
-        profile = get_profile(config.exchange)
-        self.state = AccountState(config.name, profile, self.adapter.settle)
+        self.spec = get_spec(config.exchange)
+        self.adapter = self.spec.new_adapter()
+        self.state = AccountState(config.name, self.spec.profile, self.adapter.settle)
         self.state.wallet_includes_isolated = self.adapter.wallet_includes_isolated
         self._secrets = secrets
         self._factory = exchange_factory

@@ -15,9 +15,10 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from alertd.config import AccountConfig, Config, Secret
+from alertd.exchanges.registry import get_spec
 from alertd.feeds.backoff import Backoff
 from alertd.feeds.ccxt_exchange import make_exchange
-from alertd.feeds.feed import AccountFeed, adapter_for
+from alertd.feeds.feed import AccountFeed
 from alertd.feeds.marks import MarkHub
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class FeedManager:
             self.hubs[key] = MarkHub(
                 f"{account.exchange} marks" + (f" #{len(self.hubs)}" if self.hubs else ""),
                 public_exchange,
-                adapter_for(account.exchange),
+                get_spec(account.exchange).new_adapter(),
                 feed_options.get("backoff_factory") or default_backoff,
                 feed_options.get("clock", time.monotonic),
                 feed_options.get("sleep", asyncio.sleep),
@@ -96,7 +97,7 @@ class FeedManager:
                 id=f"tiers:{name}",
                 **jobs,
             )
-            if feed.adapter.renews_listen_key:
+            if feed.spec.capabilities.renews_listen_key:
                 scheduler.add_job(
                     feed.renew,
                     "interval",

@@ -21,9 +21,9 @@ from decimal import Decimal
 from alertd.engine.book import Book
 from alertd.engine.margin import compute, liquidation_distance
 from alertd.engine.model import Account, MarginMode, Position, Side
-from alertd.engine.profiles import get_profile
 from alertd.engine.tiers import Tier, TierTable
 from alertd.errors import InputError
+from alertd.exchanges.registry import get_spec
 from alertd.replay.history import History
 from alertd.rules.lifecycle import AlertEngine, Kind
 from alertd.rules.metrics import FeedStatus, observe
@@ -71,9 +71,10 @@ def position_from_spec(spec: str, exchange: str = "binanceusdm") -> Account:
     leverage = Decimal(m["lev"] or "10")
     if size <= 0 or entry <= 0 or leverage <= 0:
         raise InputError(f"--position {spec!r}: size, entry and leverage must be positive")
-    profile = get_profile(exchange)
-    if inverse and exchange == "binanceusdm":
-        profile = get_profile("binancecoinm")
+    venue = get_spec(exchange)
+    if inverse and venue.inverse_spec is not None:
+        venue = get_spec(venue.inverse_spec)  # binanceusdm: BTC/USD:BTC is a COIN-M market
+    profile = venue.profile
     notional = size * contract_size / entry if inverse else size * entry
     margin = notional / leverage
     isolated = (m["mode"] or "cross").lower() == "isolated"

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from alertd.engine.model import Account, MarginMode, Position, Side
-from alertd.engine.profiles import ExchangeProfile, UnknownExchangeError, get_profile
+from alertd.engine.profiles import ExchangeProfile
 from alertd.engine.tiers import (
     Tier,
     TierBasis,
@@ -26,6 +26,7 @@ from alertd.engine.tiers import (
     derive_deductions,
 )
 from alertd.errors import SnapshotError
+from alertd.exchanges.registry import UnknownExchangeError, get_spec
 from alertd.validation import problems as validation_problems
 
 SCHEMA_VERSION = 1
@@ -152,7 +153,7 @@ def build_account(snap: SnapshotIn) -> LoadedSnapshot:
     problems: list[str] = []
     warnings: list[str] = []
     try:
-        profile = get_profile(snap.exchange)
+        profile = get_spec(snap.exchange).profile
     except UnknownExchangeError as exc:
         raise SnapshotError(f"exchange: {exc}") from None
 

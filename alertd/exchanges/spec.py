@@ -1,0 +1,131 @@
+"""What alertd knows about one exchange, as one frozen record: :class:`ExchangeSpec`.
+
+Each exchange module (``alertd/exchanges/<exchange>.py``) builds its own spec from its margin
+profile, its feed adapter, the ccxt options it needs, the credentials a user must give, the
+markets an account reads and what the exchange can do (push a margin call, stream privately,
+report a key's permissions). :mod:`alertd.exchanges.registry` lists the specs; config
+validation, the feeds, the CLI and replay look exchanges up there and nowhere else.
+
+This module imports neither ccxt nor any exchange module, so that a spec can be built (and
+``alertd calc`` can start) without loading ccxt.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from alertd.engine.profiles import ExchangeProfile
+
+if TYPE_CHECKING:
+    from alertd.feeds.adapter import ExchangeAdapter
+
+
+class Credential(enum.Enum):
+    """A secret an account can reference (``<value>_env`` or ``<value>_file`` in the config)."""
+
+    API_KEY = "api_key"
+    SECRET = "secret"
+    PASSWORD = "password"  # OKX calls it the passphrase
+
+    @property
+    def ccxt_param(self) -> str:
+        """The name of the ccxt exchange constructor's parameter that takes it."""
+        return {"api_key": "apiKey"}.get(self.value, self.value)
+
+
+class TierSource(enum.Enum):
+    """Where an account's margin tiers come from."""
+
+    LEVERAGE_BRACKETS = "leverage brackets"  # Binance: notional brackets with their ``cum``
+    RISK_LIMITS = "risk limits"  # Bybit, Gate: risk limit tiers with their deductions
+    POSITION_TIERS = "position tiers"  # OKX: step tiers sized in contracts
+    MAX_LEVERAGE = "max leverage"  # Hyperliquid: one tier from the market's max leverage
+    SNAPSHOT = "snapshot"  # no live feed: the tiers come with the snapshot file
+
+
+# Reads an API key's permissions through a ccxt exchange: what the key allows beyond reading
+# (``["withdrawals", ...]``), empty for a read-only key.
+KeyPermissionCheck = Callable[[Any], Awaitable[list[str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class MarketFilter:
+    """The markets one account reads: contracts settled in one currency (one margin pool)."""
+
+    settle: str
+
+    def accepts(self, market: Mapping[str, Any]) -> bool:
+        """A ccxt market of this pool."""
+        return bool(market.get("contract")) and market.get("settle") == self.settle
+
+    def same_pool(self, settle: object) -> bool:
+        """A position's market settles in this pool (None: ccxt does not know the market)."""
+        return settle is None or settle == self.settle
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    tier_source: TierSource
+    # False where everything alertd reads is public (Hyperliquid, read by wallet address)
+    private_streams: bool = True
+    # The kind of the AccountEvent the adapter makes of the exchange's margin-call push
+    # (Binance ``MARGIN_CALL``, OKX ``liquidation-warning``); None: the exchange pushes none.
+    margin_call_push: str | None = None
+    # The private stream's key expires unless renewed on a timer (Binance listen key).
+    renews_listen_key: bool = False
+    # How to read the API key's permissions, where the exchange reports them.
+    key_permissions: KeyPermissionCheck | None = None
+
+
+def _no_options() -> Mapping[str, Any]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeSpec:
+    """One exchange: everything alertd needs to know about it. ``id`` is ccxt's id."""
+
+    profile: ExchangeProfile
+    # None for a profile-only exchange (alertd calc and replay, no live feed)
+    adapter: type[ExchangeAdapter] | None
+    capabilities: Capabilities
+    markets: MarketFilter | None = None
+    credentials: tuple[Credential, ...] = ()
+    wallet_address: bool = False  # the account is read by its wallet address (Hyperliquid)
+    # Options merged under the account's own ``options`` into the ccxt exchange
+    ccxt_options: Mapping[str, Any] = field(default_factory=_no_options)
+    # The spec whose profile models this exchange's coin-margined (inverse) markets, where a
+    # separate ccxt id serves them (binanceusdm -> binancecoinm)
+    inverse_spec: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ccxt_options", MappingProxyType(dict(self.ccxt_options)))
+        if self.adapter is not None:
+            if self.markets is None:
+                raise ValueError(f"{self.id}: an exchange with a feed adapter needs markets")
+            if self.adapter.market_filter != self.markets:
+                raise ValueError(
+                    f"{self.id}: {self.adapter.__name__}.market_filter is not the spec's markets"
+                )
+
+    @property
+    def id(self) -> str:
+        return self.profile.id
+
+    @property
+    def name(self) -> str:
+        return self.profile.name
+
+    @property
+    def has_feed(self) -> bool:
+        return self.adapter is not None
+
+    def new_adapter(self) -> ExchangeAdapter:
+        """A fresh adapter for one account (adapters keep per-account parsing state)."""
+        if self.adapter is None:
+            raise NotImplementedError(f"live feeds for {self.id} are not implemented yet")
+        return self.adapter()
