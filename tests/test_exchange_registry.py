@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from alertd.config import ConfigError, FeedSettings, parse_config
+from alertd.config import ConfigError, FeedSettings, Secret, parse_config
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.errors import InputError
 from alertd.exchanges import binance, okx
@@ -29,6 +30,7 @@ from alertd.exchanges.registry import (
 )
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter
+from alertd.feeds.ccxt_exchange import make_exchange
 from alertd.feeds.feed import AccountFeed
 from alertd.replay.run import position_from_spec
 from alertd.snapshot.format import parse_snapshot
@@ -103,6 +105,28 @@ def test_a_spec_is_frozen_and_its_options_read_only() -> None:
         SPECS["stub"] = spec  # type: ignore[index]
 
 
+def test_ccxt_exchanges_get_the_spec_options_and_credentials() -> None:
+    config = parse_config(
+        "version: 1\naccounts:\n  - {name: b, exchange: bybit, api_key_env: K, secret_env: S,"
+        " options: {fetchMarkets: {x: 1}}}\n"
+    )
+    secrets = {"api_key": Secret("k"), "secret": Secret("s")}
+
+    async def build() -> None:
+        exchange = make_exchange(config.accounts[0], secrets, FeedSettings())
+        try:
+            assert (exchange.apiKey, exchange.secret) == ("k", "s")
+            assert exchange.options["defaultType"] == "swap"
+            fetch_markets = exchange.options["fetchMarkets"]
+            assert fetch_markets["types"] == ["linear"] and fetch_markets["x"] == 1
+            fetch_markets["types"].append("spot")  # the spec's own options stay as they were
+        finally:
+            await exchange.close()
+
+    asyncio.run(build())
+    assert get_spec("bybit").ccxt_options["fetchMarkets"] == {"types": ["linear"]}
+
+
 def test_unknown_ids_get_did_you_mean() -> None:
     with pytest.raises(UnknownExchangeError) as info:
         get_spec("bianance")
@@ -114,6 +138,15 @@ def test_unknown_ids_get_did_you_mean() -> None:
     with pytest.raises(NoLiveFeedError) as live:
         get_spec("binancecoinm", live=True)
     assert "binancecoinm has no live feed" in str(live.value)
+
+
+def test_replay_takes_its_profile_from_the_registry() -> None:
+    assert position_from_spec("BTC/USDT:USDT long 1 @ 100").profile is binance.USDM_PROFILE
+    # an inverse symbol on binanceusdm is modelled by the spec it names for inverse markets
+    inverse = position_from_spec("BTC/USD:BTC long 10 @ 60000 x5", "binanceusdm")
+    assert inverse.profile is binance.COINM_PROFILE
+    with pytest.raises(UnknownExchangeError, match="did you mean okx"):
+        position_from_spec("BTC/USDT:USDT long 1 @ 100", "okxx")
 
 
 def test_config_rejects_a_profile_only_exchange() -> None:

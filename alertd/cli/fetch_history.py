@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     from alertd.cli.replay import parse_time
     from alertd.config import AccountConfig, FeedSettings
+    from alertd.exchanges.spec import Credential
     from alertd.feeds.ccxt_exchange import make_exchange
     from alertd.replay.fetch import fetch_history
 
@@ -55,9 +56,8 @@ def run(args: argparse.Namespace) -> int:
     if args.config:
         config = load_config(args.config)
         account = config.account(args.account) if args.account else config.accounts[0]
-        account = account.model_copy(
-            update={"api_key_env": None, "secret_env": None, "password_env": None}
-        )
+        # candles are public: no credentials
+        account = account.model_copy(update={f"{c.value}_env": None for c in Credential})
         settings = config.feeds
     else:
         account = AccountConfig(

@@ -17,6 +17,7 @@ from alertd.cli.common import Subparsers
 from alertd.config import DEFAULT_RULES, load_config
 from alertd.daemon.evaluation import _rule
 from alertd.errors import InputError
+from alertd.exchanges.registry import specs
 from alertd.replay.history import iso, load_history, window
 from alertd.replay.run import ReplayResult, position_from_spec, replay
 from alertd.snapshot.format import load_snapshot
@@ -46,7 +47,11 @@ def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
     rp.add_argument(
         "--symbol", help="the symbol the prices are for (default: the first position's)"
     )
-    rp.add_argument("--exchange", default="binanceusdm", help="profile for --position")
+    rp.add_argument(
+        "--exchange",
+        default="binanceusdm",
+        help=f"margin profile for --position: {', '.join(s.id for s in specs())}",
+    )
     rp.add_argument("--start", metavar="ISO", help="e.g. 2021-05-19T12:00:00Z")
     rp.add_argument("--end", metavar="ISO")
     rp.add_argument("--json", action="store_true")
