@@ -6,13 +6,13 @@ import argparse
 import datetime as dt
 import json
 import sys
-from decimal import Decimal
 from typing import Any
 
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+import alertd.views.format as fmt
 from alertd.cli.common import Subparsers
 from alertd.config import DEFAULT_RULES, load_config
 from alertd.daemon.evaluation import _rule
@@ -20,8 +20,9 @@ from alertd.errors import InputError
 from alertd.exchanges.registry import specs
 from alertd.replay.history import iso, load_history, window
 from alertd.replay.run import ReplayResult, position_from_spec, replay
+from alertd.rules.messages import fmt_metric
 from alertd.snapshot.format import load_snapshot
-from alertd.views.report import dec
+from alertd.views.format import decimal_str
 
 
 def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
@@ -91,7 +92,7 @@ def result_json(result: ReplayResult, gaps: list[dict[str, Any]], source: str) -
         "intra_candle_path": f"open, {result.adverse_first}, "
         f"{'high' if result.adverse_first == 'low' else 'low'}, close (worst first)",
         "liquidated_at": iso(result.liquidated_at_ms) if result.liquidated_at_ms else None,
-        "liquidation_mark": dec(result.liquidation_mark),
+        "liquidation_mark": decimal_str(result.liquidation_mark),
         "alerts": [
             {
                 "at": iso(a.at_ms),
@@ -99,7 +100,7 @@ def result_json(result: ReplayResult, gaps: list[dict[str, Any]], source: str) -
                 "severity": a.severity,
                 "kind": a.kind,
                 "subject": a.subject,
-                "value": dec(a.value),
+                "value": decimal_str(a.value),
                 "lead_time_s": result.lead_time_s(a),
             }
             for a in result.alerts
@@ -154,18 +155,18 @@ def run(args: argparse.Namespace) -> int:
             f"gap: no prices between {g['after']} and {g['before']} "
             f"({g['missing_candles']} candles missing; not interpolated)"
         )
+    metric_of = {r.name: r.metric for r in engine_rules}
     table = Table(title="Alerts", header_style="bold")
     for col in ("Time (UTC)", "Rule", "Severity", "Kind", "Value", "Lead time"):
         table.add_column(col)
-    for a in data["alerts"]:
-        lead = a["lead_time_s"]
+    for alert, a in zip(result.alerts, data["alerts"], strict=True):
         table.add_row(
             a["at"],
             a["rule"],
             a["severity"],
             a["kind"],
-            "-" if a["value"] is None else f"{Decimal(a['value']):.4g}",
-            "-" if lead is None else f"{lead / 60:.0f} min",
+            fmt.NONE if alert.value is None else fmt_metric(metric_of[alert.rule], alert.value),
+            fmt.minutes(a["lead_time_s"]),
         )
     console.print(table)
     if result.liquidated_at_ms:
@@ -239,9 +240,6 @@ def _cmd_sweep(args: argparse.Namespace, history: Any) -> int:
     ):
         table.add_column(col, justify="left" if col == "Rule" else "right")
 
-    def minutes(seconds: float | None) -> str:
-        return "-" if seconds is None else f"{seconds / 60:.0f} min"
-
     for row in data:
         for name, st in row["rules"].items():
             table.add_row(
@@ -249,8 +247,8 @@ def _cmd_sweep(args: argparse.Namespace, history: Any) -> int:
                 name,
                 f"{row['liquidated']}/{row['runs']}",
                 f"{st['fired_before_liquidation']}/{row['liquidated']}",
-                minutes(st["median_lead_time_s"]),
-                minutes(st["worst_lead_time_s"]),
+                fmt.minutes(st["median_lead_time_s"]),
+                fmt.minutes(st["worst_lead_time_s"]),
                 str(st["false_alarms"]),
             )
     console.print(table)

@@ -18,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from alertd.engine.margin import compute
-from alertd.views.report import dec
+from alertd.views.format import decimal_str as dec
 from alertd.views.status import account_figures
 
 if TYPE_CHECKING:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 from typing import Any
 
+import alertd.views.format as fmt
 from alertd.engine.margin import AccountMetrics, PositionMetrics, compute
 from alertd.rules.lifecycle import Kind, Notification
 
@@ -24,56 +25,30 @@ class Message:
     body: str
 
 
-def _num(value: Decimal, places: int = 2) -> str:
-    if not value.is_finite():
-        return "∞"
-    magnitude = abs(value)
-    if magnitude >= 1000:
-        return f"{value:,.{min(places, 2)}f}"
-    if magnitude >= 1:
-        return f"{value:,.{max(places, 2)}f}"
-    return f"{value:.6g}"
-
-
-def _qty(value: Decimal) -> str:
-    text = f"{value:.8f}".rstrip("0").rstrip(".")
-    return text or "0"
-
-
-def _qty_up(value: Decimal, digits: int = 4) -> str:
-    """A size to cut, rounded up to ``digits`` significant digits (cutting a bit more is safe)."""
-    if value <= 0:
-        return "0"
-    exponent = value.adjusted() - digits + 1
-    return _qty(value.quantize(Decimal(1).scaleb(exponent), rounding=ROUND_CEILING))
-
-
-def fmt_metric(metric: str, value: Decimal | None) -> str:
+def fmt_metric(metric: str, value: Decimal | None, beside: Decimal | None = None) -> str:
+    """``value`` as the metric's unit shows it; ``beside`` a threshold, never rounded onto it."""
     if value is None:
         return "n/a"
     if metric in FRACTION_METRICS:
-        if not value.is_finite():
-            return "LIQUIDATED" if metric in RATIO_METRICS else "∞"
-        return f"{value * 100:.1f}%"
+        infinite = fmt.LIQUIDATED if metric in RATIO_METRICS else fmt.INFINITE
+        if beside is None:
+            return fmt.percent(value, 1, infinite=infinite)
+        return fmt.apart(
+            value, beside, lambda v, p, r: fmt.percent(v, p, infinite=infinite, rounding=r), 1
+        )
     if metric in SECONDS_METRICS:
-        return f"{value:.0f}s"
-    return _num(value)
-
-
-def _duration(seconds: float) -> str:
-    s = int(seconds)
-    if s < 90:
-        return f"{s}s"
-    if s < 5400:
-        return f"{s // 60}m"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+        return fmt.seconds(value)
+    return fmt.money(value)
 
 
 def _position_line(pm: PositionMetrics) -> str:
     p = pm.position
-    liq = "no liq." if pm.liquidation_price is None else f"liq {_num(pm.liquidation_price)}"
-    dist = "" if pm.liquidation_distance is None else f" ({pm.liquidation_distance * 100:.1f}%)"
-    return f"{p.symbol} {p.side.label} {_qty(p.contracts)} @ {_num(p.mark_price)} · {liq}{dist}"
+    liq = "no liq." if pm.liquidation_price is None else f"liq {fmt.price(pm.liquidation_price)}"
+    dist = (
+        "" if pm.liquidation_distance is None else f" ({fmt.percent(pm.liquidation_distance, 1)})"
+    )
+    size = fmt.quantity(p.contracts)
+    return f"{p.symbol} {p.side.label} {size} @ {fmt.price(p.mark_price)} · {liq}{dist}"
 
 
 def _action(n: Notification, metrics: AccountMetrics, target: Decimal) -> str | None:
@@ -81,12 +56,12 @@ def _action(n: Notification, metrics: AccountMetrics, target: Decimal) -> str | 
     at_target = compute(metrics.account, target)
     settle = metrics.account.settle
     pool = at_target.pool
-    pct = f"{target * 100:.0f}%"
+    pct = fmt.percent(target, 0)
     focus = n.context.get("position")
     if isinstance(focus, PositionMetrics) and focus.position.is_isolated:
         pm = next(p for p in at_target.positions if p.position.key == focus.position.key)
         if pm.margin_to_add:
-            amount = _num(pm.margin_to_add)
+            amount = fmt.money(pm.margin_to_add, up=True)
             return f"add {amount} {settle} to {pm.position.symbol} to get back to {pct}"
         return None
     if pool.margin_to_add:
@@ -97,17 +72,18 @@ def _action(n: Notification, metrics: AccountMetrics, target: Decimal) -> str | 
             and pm.size_to_cut
             and pm.size_to_cut < pm.position.contracts
         ]
-        text = f"add {_num(pool.margin_to_add)} {settle} to get back to {pct}"
+        text = f"add {fmt.money(pool.margin_to_add, settle, up=True)} to get back to {pct}"
         if cuts:
             biggest = max(cuts, key=lambda pm: pm.notional)
             assert biggest.size_to_cut is not None
-            text += f", or cut {_qty_up(biggest.size_to_cut)} {biggest.position.symbol}"
+            text += f", or cut {fmt.size_to_cut(biggest.size_to_cut)} {biggest.position.symbol}"
         return text
     worst = [pm for pm in at_target.positions if pm.position.is_isolated and pm.margin_to_add]
     if worst:
         pm = max(worst, key=lambda p: p.margin_ratio)
         assert pm.margin_to_add is not None
-        return f"add {_num(pm.margin_to_add)} {settle} to {pm.position.symbol} to get back to {pct}"
+        amount = fmt.money(pm.margin_to_add, settle, up=True)
+        return f"add {amount} to {pm.position.symbol} to get back to {pct}"
     return None
 
 
@@ -118,7 +94,7 @@ def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
     metric = rule.metric
     head = "RESOLVED" if n.kind is Kind.RESOLVED else n.severity.label.upper()
     who = n.subject.describe()
-    value = fmt_metric(metric, n.value)
+    value = fmt_metric(metric, n.value, beside=rule.threshold)
     threshold = fmt_metric(metric, rule.threshold)
     metrics = n.context.get("metrics")
     if not isinstance(metrics, AccountMetrics):
@@ -137,7 +113,7 @@ def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
         reason = n.context.get("reason", "cleared")
         gone = " (position closed)" if reason == "no longer observed" else ""
         title = f"{head} {who}: {label} {value}{gone}"
-        body = f"was {rule.direction} {threshold} for {_duration(n.at - n.since)} ({rule.name})"
+        body = f"was {rule.direction} {threshold} for {fmt.duration(n.at - n.since)} ({rule.name})"
         return Message(title, body)
 
     title = f"{head} {who}: {label} {value}"
@@ -147,7 +123,7 @@ def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
     elif metric in SECONDS_METRICS:
         lines = [f"no fresh data for {value}: alertd cannot see this account's risk"]
     if n.kind is Kind.REPEAT:
-        lines[0] += f", firing for {_duration(n.at - n.since)}"
+        lines[0] += f", firing for {fmt.duration(n.at - n.since)}"
     if metrics is not None and metric not in SECONDS_METRICS | {"account_error"}:
         focus = n.context.get("position")
         shown = (

@@ -28,6 +28,7 @@ from alertd.engine.tiers import (
 from alertd.errors import SnapshotError
 from alertd.exchanges.registry import UnknownExchangeError, get_spec
 from alertd.validation import problems as validation_problems
+from alertd.views.format import decimal_str
 
 SCHEMA_VERSION = 1
 
@@ -245,21 +246,14 @@ def load_snapshot(path: str | Path) -> LoadedSnapshot:
 
 
 def _tier_json(tier: Tier, basis: TierBasis) -> dict[str, str | None]:
-    cap = _dec_str(tier.cap)
+    cap = decimal_str(tier.cap)
     out: dict[str, str | None] = (
         {"max_contracts": cap} if basis is TierBasis.CONTRACTS else {"max_notional": cap}
     )
-    out["mmr"] = _dec_str(tier.mmr)
-    out["deduction"] = _dec_str(tier.deduction)
-    out["max_leverage"] = _dec_str(tier.max_leverage)
+    out["mmr"] = decimal_str(tier.mmr)
+    out["deduction"] = decimal_str(tier.deduction)
+    out["max_leverage"] = decimal_str(tier.max_leverage)
     return out
-
-
-def _dec_str(value: Decimal | None) -> str | None:
-    if value is None:
-        return None
-    text = format(value.normalize(), "f")
-    return "0" if text == "-0" else text
 
 
 def account_to_json(account: Account) -> dict[str, Any]:
@@ -269,21 +263,21 @@ def account_to_json(account: Account) -> dict[str, Any]:
         "exchange": account.profile.id,
         "account": account.name,
         "settle": account.settle,
-        "cross": {"wallet_balance": _dec_str(account.wallet_balance)},
+        "cross": {"wallet_balance": decimal_str(account.wallet_balance)},
         "positions": [
             {
                 "symbol": p.symbol,
                 "side": p.side.label,
-                "contracts": _dec_str(p.contracts),
-                "contract_size": _dec_str(p.contract_size),
+                "contracts": decimal_str(p.contracts),
+                "contract_size": decimal_str(p.contract_size),
                 "inverse": p.inverse,
-                "entry_price": _dec_str(p.entry_price),
-                "mark_price": _dec_str(p.mark_price),
+                "entry_price": decimal_str(p.entry_price),
+                "mark_price": decimal_str(p.mark_price),
                 "margin_mode": p.margin_mode.value,
-                "isolated_margin": _dec_str(p.isolated_margin),
-                "fee_rate": _dec_str(p.fee_rate),
-                "leverage": _dec_str(p.leverage),
-                "tick_size": _dec_str(p.tick_size),
+                "isolated_margin": decimal_str(p.isolated_margin),
+                "fee_rate": decimal_str(p.fee_rate),
+                "leverage": decimal_str(p.leverage),
+                "tick_size": decimal_str(p.tick_size),
                 "tiers": [_tier_json(t, p.tiers.basis) for t in p.tiers.tiers],
             }
             for p in account.positions

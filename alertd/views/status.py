@@ -6,7 +6,6 @@ reads the state file the daemon keeps (last snapshots, alert states, the outbox)
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import urllib.error
 import urllib.request
@@ -16,11 +15,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+import alertd.views.format as fmt
 from alertd.config import Config, expand_env
 from alertd.daemon.store import Store
 from alertd.engine.margin import AccountMetrics, compute
 from alertd.snapshot.format import parse_snapshot
-from alertd.views.report import dec
+from alertd.views.format import decimal_str as dec
 
 
 def account_figures(metrics: AccountMetrics) -> dict[str, Any]:
@@ -121,17 +121,9 @@ def status_from_store(config: Config) -> dict[str, Any]:
     }
 
 
-def _t(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return dt.datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _pct(text: str | None) -> str:
-    if text is None:
-        return "-"
-    value = Decimal(text)
-    return "LIQUIDATED" if not value.is_finite() else f"{value * 100:.2f}%"
+def _d(text: str | None) -> Decimal | None:
+    """A figure from the status JSON (decimal strings) back to a Decimal."""
+    return None if text is None else Decimal(text)
 
 
 def render_status(data: dict[str, Any], console: Console) -> None:
@@ -157,25 +149,22 @@ def render_status(data: dict[str, Any], console: Console) -> None:
         if a.get("fatal"):
             feed = f"STOPPED: {a['fatal']}"
         elif "saved_at" in a:
-            feed = f"saved {_t(a['saved_at'])}"
+            feed = f"saved {fmt.timestamp(a['saved_at'])}"
         else:
             feed = "stale: " + ", ".join(a["stale"]) if a["stale"] else "fresh"
-        buffer = "-" if a["buffer"] is None else f"{Decimal(a['buffer']):,.2f} {a['settle']}"
-        crash = (
-            "-" if a["crash_distance"] is None else f"{Decimal(a['crash_distance']) * 100:+.2f}%"
-        )
-        accounts.add_row(a["name"], _pct(a["margin_ratio"]), buffer, crash, feed)
+        buffer = fmt.money(_d(a["buffer"]), a["settle"] or "")
+        crash = fmt.percent(_d(a["crash_distance"]), signed=True)
+        accounts.add_row(a["name"], fmt.ratio(_d(a["margin_ratio"])), buffer, crash, feed)
         for p in a["positions"]:
-            liq = p["liquidation_price"]
             positions.add_row(
                 a["name"],
                 p["symbol"],
                 p["side"],
-                p["contracts"],
-                p["mark_price"],
-                "--" if liq is None else f"{Decimal(liq):,.4f}",
-                _pct(p["liquidation_distance"]),
-                _pct(p["margin_ratio"]),
+                fmt.quantity(_d(p["contracts"])),
+                fmt.price(_d(p["mark_price"])),
+                fmt.price(_d(p["liquidation_price"])),
+                fmt.percent(_d(p["liquidation_distance"])),
+                fmt.ratio(_d(p["margin_ratio"])),
             )
     console.print(accounts)
     console.print(positions)
@@ -187,7 +176,7 @@ def render_status(data: dict[str, Any], console: Console) -> None:
             f["rule"],
             f["severity"] or "-",
             f["subject"],
-            _t(f["since"]),
+            fmt.timestamp(f["since"]),
             f["value"] or "-",
             "yes" if f["notified"] else "held",
         )
@@ -234,12 +223,12 @@ def render_history(rows: list[dict[str, Any]], console: Console) -> None:
         table.add_column(col)
     for r in rows:
         delivered = (
-            _t(r["delivered_at"])
+            fmt.timestamp(r["delivered_at"])
             if r["delivered_at"]
             else (f"pending: {r['last_error']}" if r["last_error"] else "pending")
         )
         table.add_row(
-            _t(r["created_at"]),
+            fmt.timestamp(r["created_at"]),
             r["severity"],
             r["title"],
             r["receiver"],
