@@ -91,6 +91,9 @@ def test_bootstrap_builds_the_account_from_raw_fields() -> None:
             assert abs(btc.maintenance_margin - reported.maintenance_margin) < D("1e-6")
             # alertd agrees with the exchange's own figures
             assert all(d < D("1e-6") for d in feed.drift.values()), feed.drift
+            # the drift check is the comparison `alertd snapshot` shows: nothing disagrees
+            assert feed.comparison is not None and feed.comparison.mismatches == ()
+            assert feed.drift == feed.comparison.drift
         finally:
             await fake.stop()
 
@@ -348,6 +351,7 @@ def test_snapshot_command_feeds_calc(tmp_path: Path) -> None:
         )
         assert table.returncode == 0, table.stderr
         assert "alertd vs Binance" in table.stdout and "liq. price" in table.stdout
+        assert "Agrees" in table.stdout and " NO " not in table.stdout
         env["ALERTD_TEST_KEY"] = "wrong-key"
         denied = subprocess.run(
             [sys.executable, "-m", "alertd", "snapshot", "-c", str(config)],

@@ -30,6 +30,7 @@ from alertd.feeds.backoff import Backoff
 from alertd.feeds.ccxt_exchange import ErrorKind, classify, describe, make_exchange
 from alertd.feeds.marks import MarkHub, drop_connections
 from alertd.feeds.state import AccountEvent, AccountState, Stream
+from alertd.snapshot.compare import Comparison, compare
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class AccountFeed:
         self.malformed: dict[str, int] = {}
         self.reconnects = 0
         self.drift: dict[str, Decimal] = {}
+        self.comparison: Comparison | None = None
         # marks come from a hub shared by the accounts of one exchange; alone, a feed owns one
         self._owns_hub = hub is None
         self.hub = hub or MarkHub(
@@ -256,57 +258,21 @@ class AccountFeed:
         """Compare alertd's figures with the exchange's own, for the log and for metrics."""
         if self.state.missing():
             return
-        metrics = compute(self.state.to_account())
-        drift: dict[str, Decimal] = {}
-
-        def rel(ours: Decimal | None, theirs: Decimal | None) -> Decimal | None:
-            if ours is None or theirs is None or not ours.is_finite():
-                return None
-            return abs(ours - theirs) / max(abs(theirs), Decimal("1e-12"))
-
-        reported = self.state.reported_account
-        adapter = self.adapter
-
-        def comparable_mm(pm: Any) -> Decimal:
-            mm: Decimal = pm.maintenance_margin
-            if adapter.reported_mm_excludes_fee:
-                mm -= pm.notional * pm.position.fee_rate
-            return mm
-
-        counted = [
-            pm
-            for pm in metrics.positions
-            if not (adapter.reported_account_mm_cross_only and pm.position.is_isolated)
-        ]
-        total_mm = sum((comparable_mm(pm) for pm in counted), Decimal(0))
-        pairs: list[tuple[str, Decimal | None, Decimal | None]] = [
-            ("maintenance_margin", total_mm, reported.maintenance_margin),
-        ]
-        if all(not pm.position.is_isolated for pm in metrics.positions):
-            pairs.append(("margin_ratio", metrics.pool.margin_ratio, reported.margin_ratio))
-        for pm in metrics.positions:
-            figures = self.state.reported_positions.get(pm.position.key)
-            if figures is None:
-                continue
-            key = f"{pm.position.symbol} {pm.position.side.label}"
-            pairs.append(
-                (f"{key} maintenance_margin", comparable_mm(pm), figures.maintenance_margin)
-            )
-            pairs.append(
-                (f"{key} liquidation_price", pm.liquidation_price, figures.liquidation_price)
-            )
-        for name, ours, theirs in pairs:
-            d = rel(ours, theirs)
-            if d is not None:
-                drift[name] = d
-        self.drift = drift
-        worst = max(drift.items(), key=lambda kv: kv[1], default=None)
-        if worst is not None and worst[1] > Decimal("0.005"):
+        self.comparison = compare(
+            compute(self.state.to_account()),
+            self.state.reported_account,
+            self.state.reported_positions,
+            self.adapter,
+        )
+        self.drift = self.comparison.drift
+        worst = self.comparison.worst()
+        if worst is not None:
             log.warning(
-                "%s: alertd differs from the exchange by %.3f%% on %s",
+                "%s: alertd differs from the exchange on %s: alertd %s, exchange %s",
                 self.config.name,
-                worst[1] * 100,
-                worst[0],
+                worst.key,
+                worst.ours,
+                worst.theirs,
             )
 
     # --- streams ------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 
 from alertd.config import AccountConfig, Config, read_secrets
 from alertd.engine.model import Account
@@ -13,13 +12,14 @@ from alertd.errors import StartupError
 from alertd.feeds.ccxt_exchange import describe
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.state import AccountState
+from alertd.snapshot.compare import Comparison
 
 
 @dataclass(frozen=True)
 class LiveSnapshot:
     account: Account
     state: AccountState
-    drift: dict[str, Decimal]
+    comparison: Comparison  # alertd's figures beside the exchange's own, as the daemon checks
 
 
 async def _one(config: Config, account: AccountConfig) -> LiveSnapshot:
@@ -40,7 +40,9 @@ async def _one(config: Config, account: AccountConfig) -> LiveSnapshot:
         await feed.close()
     if problems := feed.state.missing():
         raise StartupError(f"{account.name}: incomplete account: {'; '.join(problems)}")
-    return LiveSnapshot(feed.state.to_account(), feed.state, dict(feed.drift))
+    # the bootstrap's resync compared the complete account, as every reconcile does
+    assert feed.comparison is not None
+    return LiveSnapshot(feed.state.to_account(), feed.state, feed.comparison)
 
 
 async def take_snapshots(config: Config, accounts: Sequence[AccountConfig]) -> list[LiveSnapshot]:

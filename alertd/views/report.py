@@ -8,20 +8,14 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+import alertd.views.format as fmt
 from alertd.engine.margin import AccountMetrics, PositionMetrics
+from alertd.engine.profiles import DisplayedRatio
+from alertd.snapshot.compare import Figure, Row
+from alertd.views.format import decimal_str
 
 if TYPE_CHECKING:
     from alertd.snapshot.live import LiveSnapshot
-
-
-def dec(value: Decimal | None) -> str | None:
-    """A decimal string with no exponent; ``"Infinity"`` for a liquidated ratio."""
-    if value is None:
-        return None
-    if not value.is_finite():
-        return "Infinity" if value > 0 else "-Infinity"
-    text = format(value.normalize(), "f")
-    return "0" if text in ("-0", "0") else text
 
 
 def position_json(pm: PositionMetrics) -> dict[str, Any]:
@@ -30,24 +24,24 @@ def position_json(pm: PositionMetrics) -> dict[str, Any]:
         "symbol": p.symbol,
         "side": p.side.label,
         "margin_mode": p.margin_mode.value,
-        "contracts": dec(p.contracts),
-        "entry_price": dec(p.entry_price),
-        "mark_price": dec(p.mark_price),
-        "notional": dec(pm.notional),
-        "unrealized_pnl": dec(pm.unrealized_pnl),
+        "contracts": decimal_str(p.contracts),
+        "entry_price": decimal_str(p.entry_price),
+        "mark_price": decimal_str(p.mark_price),
+        "notional": decimal_str(pm.notional),
+        "unrealized_pnl": decimal_str(pm.unrealized_pnl),
         "tier": pm.tier + 1,
-        "mmr": dec(pm.mmr),
-        "maintenance_margin": dec(pm.maintenance_margin),
-        "initial_margin": dec(pm.initial_margin),
-        "margin_balance": dec(pm.margin_balance),
-        "margin_ratio": dec(pm.margin_ratio),
-        "exchange_margin_ratio": dec(pm.displayed_ratio),
-        "liquidation_price": dec(pm.liquidation_price),
-        "bankruptcy_price": dec(pm.bankruptcy_price),
-        "liquidation_distance": dec(pm.liquidation_distance),
-        "effective_leverage": dec(pm.effective_leverage),
-        "margin_to_add": dec(pm.margin_to_add),
-        "size_to_cut": dec(pm.size_to_cut),
+        "mmr": decimal_str(pm.mmr),
+        "maintenance_margin": decimal_str(pm.maintenance_margin),
+        "initial_margin": decimal_str(pm.initial_margin),
+        "margin_balance": decimal_str(pm.margin_balance),
+        "margin_ratio": decimal_str(pm.margin_ratio),
+        "exchange_margin_ratio": decimal_str(pm.displayed_ratio),
+        "liquidation_price": decimal_str(pm.liquidation_price),
+        "bankruptcy_price": decimal_str(pm.bankruptcy_price),
+        "liquidation_distance": decimal_str(pm.liquidation_distance),
+        "effective_leverage": decimal_str(pm.effective_leverage),
+        "margin_to_add": decimal_str(pm.margin_to_add),
+        "size_to_cut": decimal_str(pm.size_to_cut),
     }
 
 
@@ -60,64 +54,33 @@ def metrics_json(m: AccountMetrics) -> dict[str, Any]:
             "exchange": a.profile.id,
             "account": a.name,
             "settle": a.settle,
-            "wallet_balance": dec(pool.wallet_balance),
-            "unrealized_pnl": dec(pool.unrealized_pnl),
-            "margin_balance": dec(pool.margin_balance),
-            "maintenance_margin": dec(pool.maintenance_margin),
-            "margin_ratio": dec(pool.margin_ratio),
-            "exchange_margin_ratio": dec(pool.displayed_ratio),
+            "wallet_balance": decimal_str(pool.wallet_balance),
+            "unrealized_pnl": decimal_str(pool.unrealized_pnl),
+            "margin_balance": decimal_str(pool.margin_balance),
+            "maintenance_margin": decimal_str(pool.maintenance_margin),
+            "margin_ratio": decimal_str(pool.margin_ratio),
+            "exchange_margin_ratio": decimal_str(pool.displayed_ratio),
             "exchange_margin_ratio_name": a.profile.displayed_ratio_name or None,
-            "buffer": dec(pool.buffer),
-            "crash_distance": dec(m.crash_distance),
-            "worst_ratio": dec(m.worst_ratio),
-            "notional": dec(pool.notional),
-            "effective_leverage": dec(pool.effective_leverage),
-            "target_ratio": dec(m.target_ratio),
-            "margin_to_add": dec(pool.margin_to_add),
+            "buffer": decimal_str(pool.buffer),
+            "crash_distance": decimal_str(m.crash_distance),
+            "worst_ratio": decimal_str(m.worst_ratio),
+            "notional": decimal_str(pool.notional),
+            "effective_leverage": decimal_str(pool.effective_leverage),
+            "target_ratio": decimal_str(m.target_ratio),
+            "margin_to_add": decimal_str(pool.margin_to_add),
         },
         "positions": [position_json(pm) for pm in m.positions],
     }
 
 
-def _money(value: Decimal | None, unit: str = "") -> str:
-    if value is None:
-        return "-"
-    if not value.is_finite():
-        return "∞"
-    suffix = f" {unit}" if unit else ""
-    places = 2 if abs(value) >= 1 or value == 0 else 8
-    return f"{value:,.{places}f}{suffix}"
-
-
-def _price(value: Decimal | None) -> str:
-    if value is None:
-        return "--"  # the exchanges' own way of showing "no liquidation price"
-    magnitude = abs(value)
-    places = 2 if magnitude >= 1000 else 4 if magnitude >= 1 else 8
-    return f"{value:,.{places}f}"
-
-
-def _pct(value: Decimal | None) -> str:
-    if value is None:
-        return "-"
-    if not value.is_finite():
-        return "LIQUIDATED"
-    return f"{value * 100:,.2f}%"
-
-
 def _shown_ratio(value: Decimal | None, m: AccountMetrics) -> str:
-    from alertd.engine.profiles import DisplayedRatio
-
+    """alertd's ratio the way the exchange's screen shows it (its direction and its units)."""
     kind = m.account.profile.displayed_ratio
     if value is None or kind is DisplayedRatio.NONE:
-        return "-"
+        return fmt.NONE
     if kind is DisplayedRatio.EQUITY_OVER_REQUIREMENT:
-        return f"{value:,.2f} ({_pct(value)})"
-    return _pct(value)
-
-
-def _qty(value: Decimal) -> str:
-    return format(value.normalize(), "f")
+        return f"{fmt.money(value)} ({fmt.ratio(value)})"
+    return fmt.ratio(value)
 
 
 def render(m: AccountMetrics, console: Console) -> None:
@@ -129,24 +92,31 @@ def render(m: AccountMetrics, console: Console) -> None:
     )
     summary.add_column(style="bold")
     summary.add_column(justify="right")
-    summary.add_row("Wallet balance", _money(pool.wallet_balance, unit))
-    summary.add_row("Unrealized PnL", _money(pool.unrealized_pnl, unit))
-    summary.add_row("Margin balance", _money(pool.margin_balance, unit))
-    summary.add_row("Maintenance margin", _money(pool.maintenance_margin, unit))
-    summary.add_row("Margin ratio (MM / balance)", _pct(pool.margin_ratio))
+    summary.add_row("Wallet balance", fmt.money(pool.wallet_balance, unit))
+    summary.add_row("Unrealized PnL", fmt.money(pool.unrealized_pnl, unit))
+    summary.add_row("Margin balance", fmt.money(pool.margin_balance, unit))
+    summary.add_row("Maintenance margin", fmt.money(pool.maintenance_margin, unit))
+    summary.add_row("Margin ratio (MM / balance)", fmt.ratio(pool.margin_ratio))
     if a.profile.displayed_ratio_name:
+        # alertd's own figure in the exchange's form: the exchange's number is in the
+        # comparison of ``alertd snapshot``, never here
         summary.add_row(
-            f"{a.profile.name} {a.profile.displayed_ratio_name}",
+            f"{a.profile.displayed_ratio_name} as {a.profile.name} shows it (alertd's)",
             _shown_ratio(pool.displayed_ratio, m),
         )
-    summary.add_row("Buffer", _money(pool.buffer, unit))
-    summary.add_row("Worst ratio", _pct(m.worst_ratio))
+    summary.add_row("Buffer", fmt.money(pool.buffer, unit))
+    summary.add_row("Worst ratio", fmt.ratio(m.worst_ratio))
     summary.add_row(
         "Crash distance",
-        "none" if m.crash_distance is None else f"{m.crash_distance * 100:+.2f}% (all marks)",
+        "none"
+        if m.crash_distance is None
+        else f"{fmt.percent(m.crash_distance, signed=True)} (all marks)",
     )
     if m.target_ratio is not None and pool.margin_to_add is not None:
-        summary.add_row(f"Add to reach {_pct(m.target_ratio)}", _money(pool.margin_to_add, unit))
+        summary.add_row(
+            f"Add to reach {fmt.ratio(m.target_ratio)}",
+            fmt.money(pool.margin_to_add, unit, up=True),
+        )
     console.print(summary)
 
     table = Table(title="Positions", header_style="bold")
@@ -165,16 +135,16 @@ def render(m: AccountMetrics, console: Console) -> None:
         "Distance",
         "Bankruptcy",
         "Lev.",
-        f"To {_pct(m.target_ratio)}" if m.target_ratio is not None else "Action",
+        f"To {fmt.ratio(m.target_ratio)}" if m.target_ratio is not None else "Action",
     ):
         table.add_column(name, justify="left" if name in ("Symbol", "Side", "Mode") else "right")
     for pm in m.positions:
         p = pm.position
-        action = "-"
+        action = fmt.NONE
         if pm.margin_to_add:
-            action = f"add {_money(pm.margin_to_add)}"
+            action = f"add {fmt.money(pm.margin_to_add, up=True)}"
         elif pm.size_to_cut:
-            action = f"cut {_qty(pm.size_to_cut)}"
+            action = f"cut {fmt.size_to_cut(pm.size_to_cut)}"
         elif m.target_ratio is not None and pm.size_to_cut is None:
             action = "add margin"
         elif m.target_ratio is not None:
@@ -183,59 +153,65 @@ def render(m: AccountMetrics, console: Console) -> None:
             p.symbol,
             p.side.label,
             p.margin_mode.value,
-            _qty(p.contracts),
-            _price(p.entry_price),
-            _price(p.mark_price),
-            _money(pm.notional),
-            _money(pm.unrealized_pnl),
-            _money(pm.maintenance_margin),
-            _pct(pm.margin_ratio),
-            _price(pm.liquidation_price),
-            _pct(pm.liquidation_distance),
-            _price(pm.bankruptcy_price),
-            "∞"
-            if pm.effective_leverage is not None and not pm.effective_leverage.is_finite()
-            else f"{pm.effective_leverage:.2f}x"
-            if pm.effective_leverage is not None
-            else "-",
+            fmt.quantity(p.contracts),
+            fmt.price(p.entry_price),
+            fmt.price(p.mark_price),
+            fmt.money(pm.notional),
+            fmt.money(pm.unrealized_pnl),
+            fmt.money(pm.maintenance_margin),
+            fmt.ratio(pm.margin_ratio),
+            fmt.price(pm.liquidation_price),
+            fmt.percent(pm.liquidation_distance),
+            fmt.price(pm.bankruptcy_price),
+            fmt.leverage(pm.effective_leverage),
             action,
         )
     console.print(table)
 
 
+NOT_REPORTED = "not reported"  # the exchange has no such figure: alertd's is not shown for it
+_ACCOUNT_LABELS = {
+    Figure.MAINTENANCE_MARGIN: "Maintenance margin (account)",
+    Figure.MARGIN_BALANCE: "Margin balance",
+    Figure.MARGIN_RATIO: "Margin ratio (MM / balance)",
+}
+_POSITION_LABELS = {Figure.MAINTENANCE_MARGIN: "MM", Figure.LIQUIDATION_PRICE: "liq. price"}
+
+
+def _figure_label(r: Row) -> str:
+    if r.position is None:
+        return _ACCOUNT_LABELS[r.figure]
+    symbol, side = r.position
+    return f"{symbol} {side.label} {_POSITION_LABELS[r.figure]}"
+
+
+def _figure_value(r: Row, value: Decimal | None, unit: str) -> str:
+    if r.figure is Figure.MARGIN_RATIO:
+        return fmt.ratio(value)
+    if r.figure is Figure.LIQUIDATION_PRICE:
+        return "none" if value is None else fmt.price(value)
+    return fmt.money(value, unit)
+
+
 def render_comparison(snapshot: LiveSnapshot, console: Console) -> None:
-    """alertd's figures beside the exchange's own, so a user can check them on its screen."""
-    from alertd.engine.margin import compute
+    """alertd's figures beside the exchange's own, so a user can check them on its screen.
 
-    metrics = compute(snapshot.account)
-    state = snapshot.state
-    table = Table(
-        title=f"{snapshot.account.name}: alertd vs {snapshot.account.profile.name}",
-        header_style="bold",
-    )
-    for name in ("Figure", "alertd", "exchange", "difference"):
-        table.add_column(name, justify="left" if name == "Figure" else "right")
-
-    def row(label: str, ours: Decimal | None, theirs: Decimal | None, fmt: Any) -> None:
-        diff = "-"
-        if ours is not None and theirs is not None and ours.is_finite() and theirs != 0:
-            diff = f"{(ours - theirs) / abs(theirs) * 100:+.4f}%"
-        table.add_row(label, fmt(ours), fmt(theirs), diff)
-
-    total_mm = sum((pm.maintenance_margin for pm in metrics.positions), Decimal(0))
-    row(
-        "Maintenance margin (all positions)",
-        total_mm,
-        state.reported_account.maintenance_margin,
-        _money,
-    )
-    if all(not pm.position.is_isolated for pm in metrics.positions):
-        row("Margin ratio", metrics.pool.margin_ratio, state.reported_account.margin_ratio, _pct)
-    for pm in metrics.positions:
-        figures = state.reported_positions.get(pm.position.key)
-        if figures is None:
-            continue
-        label = f"{pm.position.symbol} {pm.position.side.label}"
-        row(f"{label} MM", pm.maintenance_margin, figures.maintenance_margin, _money)
-        row(f"{label} liq. price", pm.liquidation_price, figures.liquidation_price, _price)
+    The same comparison as the daemon's drift check; the exchange's column shows only the
+    exchange's own numbers.
+    """
+    account = snapshot.account
+    exchange = account.profile.name
+    table = Table(title=f"{account.name}: alertd vs {exchange}", header_style="bold")
+    for name in ("Figure", "alertd", exchange, "Difference", "Agrees"):
+        table.add_column(name, justify="left" if name in ("Figure", "Agrees") else "right")
+    for r in snapshot.comparison:
+        table.add_row(
+            _figure_label(r),
+            _figure_value(r, r.ours, account.settle),
+            NOT_REPORTED if r.theirs is None else _figure_value(r, r.theirs, account.settle),
+            fmt.NONE if r.difference is None else fmt.percent(r.difference, 4, signed=True),
+            {True: "yes", False: "NO", None: fmt.NONE}[r.matches],
+        )
     console.print(table)
+    for adjustment in snapshot.comparison.adjustments:
+        console.print(f"  {exchange}: {adjustment}")

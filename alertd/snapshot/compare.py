@@ -1,0 +1,195 @@
+"""alertd's figures beside the exchange's own: the one comparison behind the daemon's drift
+check and ``alertd snapshot``.
+
+Pure: it takes alertd's computed figures and what the exchange reported (the adapter's
+:class:`~alertd.feeds.state.ReportedAccount` and
+:class:`~alertd.feeds.state.ReportedPosition`), and returns typed rows.
+
+Exchanges define their reported figures in their own ways; the adapter declares how
+(:class:`Conventions`) and alertd's side is adjusted so that like is compared with like:
+
+- ``reported_mm_excludes_fee`` (OKX): the exchange's maintenance margins leave out the
+  liquidation fee that alertd's include, so alertd's are compared less ``notional * fee``.
+- ``reported_account_mm_cross_only`` (Gate, Hyperliquid): the account's maintenance margin
+  covers the cross positions only, so isolated ones are left out of alertd's sum.
+
+The exchange's side of a row is only ever the exchange's own number: where it reports no such
+figure, ``theirs`` is None and the row says so instead of showing alertd's.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol
+
+from alertd.engine.margin import AccountMetrics, PositionMetrics
+from alertd.engine.model import Side
+from alertd.feeds.state import ReportedAccount, ReportedPosition
+
+# Relative difference accepted as agreement: alertd prices at its latest marks while the
+# exchange's REST answer carries the marks of a moment earlier.
+TOLERANCE = Decimal("0.005")
+_TINY = Decimal("1e-12")  # the denominator of a relative difference to a zero figure
+
+PositionKey = tuple[str, Side]
+
+
+class Conventions(Protocol):
+    """How an exchange defines the figures it reports (declared by its feed adapter)."""
+
+    @property
+    def reported_mm_excludes_fee(self) -> bool: ...
+
+    @property
+    def reported_account_mm_cross_only(self) -> bool: ...
+
+
+class Figure(enum.Enum):
+    MAINTENANCE_MARGIN = "maintenance_margin"
+    MARGIN_BALANCE = "margin_balance"
+    MARGIN_RATIO = "margin_ratio"
+    LIQUIDATION_PRICE = "liquidation_price"
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    figure: Figure
+    position: PositionKey | None  # None: the account
+    ours: Decimal | None  # alertd's figure, adjusted to the exchange's definition
+    theirs: Decimal | None  # the exchange's own number; None: it reports no such figure
+    difference: Decimal | None  # relative: (ours - theirs) / |theirs|; None: not computable
+    matches: bool | None  # within tolerance or the exchange's rounding; None: nothing to compare
+
+    @property
+    def key(self) -> str:
+        """The figure's name in the drift metric: ``BTC/USDT:USDT long liquidation_price``."""
+        if self.position is None:
+            return self.figure.value
+        symbol, side = self.position
+        return f"{symbol} {side.label} {self.figure.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    rows: tuple[Row, ...]
+    adjustments: tuple[str, ...]  # what was adjusted on alertd's side, in words
+
+    def __iter__(self) -> Iterator[Row]:
+        return iter(self.rows)
+
+    @property
+    def drift(self) -> dict[str, Decimal]:
+        """Per figure, the absolute relative difference (the daemon's drift metric)."""
+        return {r.key: abs(r.difference) for r in self.rows if r.difference is not None}
+
+    @property
+    def mismatches(self) -> tuple[Row, ...]:
+        return tuple(r for r in self.rows if r.matches is False)
+
+    def worst(self) -> Row | None:
+        """The mismatch with the largest difference (one without a difference first)."""
+        return max(
+            self.mismatches,
+            key=lambda r: Decimal("Infinity") if r.difference is None else abs(r.difference),
+            default=None,
+        )
+
+
+def _step(theirs: Decimal, tick: Decimal | None) -> Decimal:
+    """The exchange's rounding of ``theirs``: the price tick, or its number's last digit."""
+    exponent = theirs.as_tuple().exponent
+    last_digit = Decimal(1).scaleb(exponent) if isinstance(exponent, int) else Decimal(0)
+    return max(tick or Decimal(0), last_digit)
+
+
+def row(
+    figure: Figure,
+    position: PositionKey | None,
+    ours: Decimal | None,
+    theirs: Decimal | None,
+    *,
+    tick: Decimal | None = None,
+    tolerance: Decimal = TOLERANCE,
+) -> Row:
+    """One figure compared: within ``tolerance`` (relative) or within the exchange's rounding."""
+    if theirs is None:
+        return Row(figure, position, ours, None, None, None)
+    if ours is None or not ours.is_finite() or not theirs.is_finite():
+        # alertd has no such figure (or the pool is gone) where the exchange shows one
+        return Row(figure, position, ours, theirs, None, ours == theirs)
+    difference = (ours - theirs) / max(abs(theirs), _TINY)
+    matches = abs(difference) <= tolerance or abs(ours - theirs) <= _step(theirs, tick)
+    return Row(figure, position, ours, theirs, difference, matches)
+
+
+def compare(
+    metrics: AccountMetrics,
+    reported: ReportedAccount,
+    reported_positions: Mapping[PositionKey, ReportedPosition],
+    conventions: Conventions,
+    *,
+    tolerance: Decimal = TOLERANCE,
+) -> Comparison:
+    """alertd's ``metrics`` beside the exchange's reported figures, like for like."""
+    excludes_fee = conventions.reported_mm_excludes_fee
+    cross_only = conventions.reported_account_mm_cross_only
+
+    def comparable_mm(pm: PositionMetrics) -> Decimal:
+        mm = pm.maintenance_margin
+        if excludes_fee:
+            mm -= pm.notional * pm.position.fee_rate
+        return mm
+
+    def add(
+        figure: Figure,
+        key: PositionKey | None,
+        ours: Decimal | None,
+        theirs: Decimal | None,
+        tick: Decimal | None = None,
+    ) -> None:
+        rows.append(row(figure, key, ours, theirs, tick=tick, tolerance=tolerance))
+
+    rows: list[Row] = []
+    counted = [pm for pm in metrics.positions if not (cross_only and pm.position.is_isolated)]
+    total_mm = sum((comparable_mm(pm) for pm in counted), Decimal(0))
+    add(Figure.MAINTENANCE_MARGIN, None, total_mm, reported.maintenance_margin)
+    if all(not pm.position.is_isolated for pm in metrics.positions):
+        # the exchange's account balance and ratio count isolated positions' margin in ways
+        # the cross pool does not reproduce: they are compared when every position is cross
+        add(Figure.MARGIN_BALANCE, None, metrics.pool.margin_balance, reported.margin_balance)
+        add(Figure.MARGIN_RATIO, None, metrics.pool.margin_ratio, reported.margin_ratio)
+    for pm in metrics.positions:
+        figures = reported_positions.get(pm.position.key)
+        if figures is None:
+            continue
+        key = pm.position.key
+        add(Figure.MAINTENANCE_MARGIN, key, comparable_mm(pm), figures.maintenance_margin)
+        add(
+            Figure.LIQUIDATION_PRICE,
+            key,
+            pm.liquidation_price,
+            figures.liquidation_price,
+            pm.position.tick_size,
+        )
+    reported_mm = [
+        r for r in rows if r.figure is Figure.MAINTENANCE_MARGIN and r.theirs is not None
+    ]
+    adjustments = []
+    if excludes_fee and reported_mm:
+        adjustments.append(
+            "the exchange's maintenance margins leave out the liquidation fee: "
+            "alertd's are shown without it"
+        )
+    if (
+        cross_only
+        and len(counted) < len(metrics.positions)
+        and any(r.position is None for r in reported_mm)
+    ):
+        adjustments.append(
+            "the exchange's account maintenance margin covers cross positions only: "
+            "alertd's leaves out the isolated ones"
+        )
+    return Comparison(tuple(rows), tuple(adjustments))
