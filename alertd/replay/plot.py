@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import alertd.views.format as fmt
 from alertd.replay.history import History
 from alertd.replay.run import ReplayResult
 
@@ -52,7 +53,7 @@ def plot(result: ReplayResult, history: History, out: str | Path) -> Path:
                 color="tab:red",
                 linestyle="--",
                 linewidth=1,
-                label=f"liquidation price {label}: {price:.6g}",
+                label=f"liquidation price {label}: {fmt.price(price)}",
             )
     close_at = {c.t_ms: c for c in candles}
     for alert in result.alerts:
