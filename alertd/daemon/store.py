@@ -111,9 +111,11 @@ class Store:
         ids = []
         with self._transaction():
             for account in accounts:
+                # a prefix compare, not LIKE: '_' (legal in names) and '%' are LIKE wildcards
+                prefix = account + "/"
                 self.db.execute(
-                    "DELETE FROM alert_states WHERE subject = ? OR subject LIKE ?",
-                    (account, account + "/%"),
+                    "DELETE FROM alert_states WHERE subject = ? OR substr(subject, 1, ?) = ?",
+                    (account, len(prefix), prefix),
                 )
             for state in states:
                 if state.subject.account in accounts:
