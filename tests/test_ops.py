@@ -168,3 +168,21 @@ def test_notify_never_blocks_on_a_reader_that_does_not_read(tmp_path: Path) -> N
     finally:
         sock.close()
     assert Notifier({}).ready("x") is False  # outside systemd: a no-op
+
+
+def test_notify_keeps_a_bounded_record_of_what_it_sent(tmp_path: Path) -> None:
+    from alertd.daemon.sdnotify import SENT_KEPT, Notifier
+
+    path = tmp_path / "n.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    try:
+        notifier = Notifier({"NOTIFY_SOCKET": str(path)})
+        # a STATUS every 5 s for a day is 17,280 datagrams: the record must not keep them all
+        for i in range(SENT_KEPT * 10):
+            assert notifier.status(f"{i} accounts")
+            sock.recv(100)  # a reader that keeps up, as systemd does
+        assert len(notifier.sent) == SENT_KEPT
+        assert notifier.sent[-1] == f"STATUS={SENT_KEPT * 10 - 1} accounts"
+    finally:
+        sock.close()

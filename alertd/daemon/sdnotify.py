@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import os
 import socket
+from collections import deque
 from collections.abc import Mapping
+
+# The last datagrams sent, for tests and debugging: a STATUS every 5 s and WATCHDOG pings
+# would otherwise grow the list forever (about 2.5 MB a day).
+SENT_KEPT = 64
 
 
 class Notifier:
@@ -19,7 +24,7 @@ class Notifier:
         self.address = "\0" + address[1:] if address.startswith("@") else address
         usec = env.get("WATCHDOG_USEC", "")
         self.watchdog_interval_s = int(usec) / 1_000_000 if usec.isdigit() else None
-        self.sent: list[str] = []
+        self.sent: deque[str] = deque(maxlen=SENT_KEPT)
 
     @property
     def enabled(self) -> bool:
