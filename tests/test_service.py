@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
+import logging
+import socket
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from alertd.config import load_config
 from alertd.daemon.service import Service
+from alertd.delivery.deliverer import Deliverer
+from alertd.errors import StartupError
+from alertd.feeds.feed import AccountFeed
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def make(tmp_path: Path, **extra: object) -> Service:
@@ -61,3 +75,132 @@ def test_reload_keeps_the_old_config_when_the_new_one_is_bad(tmp_path: Path) -> 
     assert service.alerting is not None and len(service.alerting.rules) == 7
     assert service.store is not None
     service.store.close()
+
+
+# --- a task that dies ------------------------------------------------------------------
+
+
+class CrashingFeed(AccountFeed):
+    """A feed with a bug: its task raises instead of streaming."""
+
+    async def run(self, watchdog: bool = True) -> None:
+        await asyncio.sleep(0.05)
+        raise RuntimeError("boom in the feed")
+
+
+class IdleFeed(AccountFeed):
+    async def run(self, watchdog: bool = True) -> None:
+        await asyncio.Event().wait()
+
+
+def unstarted(tmp_path: Path, **extra: Any) -> Service:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "state_path": str(tmp_path / "state.sqlite"),
+                "accounts": [{"name": "hl", "exchange": "hyperliquid", "wallet_address": "0x1"}],
+                **extra,
+            }
+        )
+    )
+    return Service(
+        load_config(path),
+        config_path=path,
+        secrets={"hl": {}},
+        feed_factory=CrashingFeed,
+        shutdown_timeout_s=2,
+    )
+
+
+def serve(service: Service) -> int:
+    return asyncio.run(asyncio.wait_for(service.serve(install_signals=False), 20))
+
+
+def test_a_feed_task_that_dies_stops_the_service_in_order_and_exits_non_zero(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = unstarted(tmp_path)
+    with caplog.at_level(logging.INFO):
+        code = serve(service)
+    assert code != 0  # systemd's Restart=on-failure restarts it
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]  # the reason, once
+    assert "feeds" in errors[0].getMessage() and "boom in the feed" in errors[0].getMessage()
+    messages = [r.getMessage() for r in caplog.records]
+    # the ordered shutdown ran after it (its one summary line), and the state file is closed
+    assert messages.index(errors[0].getMessage()) < next(
+        i for i, m in enumerate(messages) if m.startswith("stopped in")
+    )
+    assert service.store is not None
+    with pytest.raises(sqlite3.ProgrammingError):
+        service.store.db.execute("SELECT 1")
+
+
+def test_a_delivery_task_that_dies_exits_non_zero(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(self: Deliverer) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(Deliverer, "run", broken)
+    monkeypatch.setattr(CrashingFeed, "run", IdleFeed.run)
+    service = unstarted(tmp_path)
+    with caplog.at_level(logging.INFO):
+        assert serve(service) != 0
+    (error,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "delivery" in error.getMessage() and "disk I/O error" in error.getMessage()
+
+
+def test_http_that_cannot_start_still_shuts_the_started_tasks_down(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        service = unstarted(tmp_path, http={"enabled": True, "port": port})
+        with caplog.at_level(logging.INFO), pytest.raises(StartupError, match="cannot listen"):
+            serve(service)
+    assert any(r.getMessage().startswith("stopped in") for r in caplog.records)
+    assert service.manager is not None and service.manager._scheduler is None
+
+
+def test_a_digest_that_cannot_be_scheduled_still_shuts_down_in_order(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: Service) -> float:
+        raise ValueError("no such time")
+
+    monkeypatch.setattr(Service, "_next_digest", broken)
+    service = unstarted(tmp_path)
+    with caplog.at_level(logging.INFO), pytest.raises(ValueError, match="no such time"):
+        serve(service)
+    assert any(r.getMessage().startswith("stopped in") for r in caplog.records)
+
+
+def test_the_real_run_process_exits_non_zero_when_a_feed_task_dies(tmp_path: Path) -> None:
+    service = unstarted(tmp_path)
+    assert service.config_path is not None
+    # the real CLI in its own process, with one bug planted: the feed task raises
+    program = (
+        "import sys\n"
+        "import alertd.feeds.feed as feed\n"
+        "async def run(self, watchdog=True):\n"
+        "    raise RuntimeError('boom in the feed')\n"
+        "feed.AccountFeed.run = run\n"
+        "from alertd.cli.main import main\n"
+        f"sys.exit(main(['run', '-c', {str(service.config_path)!r}]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode not in (0, 2), result.stderr  # 2 would stop systemd restarting
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "boom in the feed" in errors[0], result.stderr
+    assert "stopped in" in result.stderr

@@ -43,6 +43,11 @@ from alertd.snapshot.format import account_to_json
 
 log = logging.getLogger(__name__)
 
+EXIT_OK = 0
+# A long task (feeds, delivery, the dead-man's switch) or the endpoint died: a bug. Not 2,
+# which the systemd unit does not restart after (a bad config).
+EXIT_TASK_DIED = 1
+
 
 @dataclass(frozen=True)
 class AccountHealth:
@@ -155,6 +160,12 @@ class Service:
             log.warning("no receivers configured: alerts are evaluated and stored, not sent")
 
     async def serve(self, install_signals: bool = True) -> int:
+        """Run until told to stop (0), or until a long task dies (:data:`EXIT_TASK_DIED`).
+
+        Everything after the tasks are spawned is inside the guarded region, so whatever
+        fails there (the endpoint's port taken, a bug in the loop) still gets the ordered
+        shutdown before it propagates.
+        """
         self._startup()
         assert self.manager is not None and self.deliverer is not None
         if install_signals:
@@ -162,16 +173,24 @@ class Service:
         feeds = asyncio.create_task(self.manager.run(), name="feeds")
         delivery = asyncio.create_task(self.deliverer.run(), name="delivery")
         deadman = asyncio.create_task(self._deadman(), name="dead-man's switch")
-        runner = await self._start_http()
-        self.started.set()
-        start = self._clock()
-        next_health = start + self.health_interval_s
-        next_full = start
-        next_status = start
-        next_watchdog = start
-        next_digest = self._next_digest()
+        runner = None
+        died: str | None = None
         try:
-            while not self.should_exit and not feeds.done():
+            runner = await self._start_http()
+            self.started.set()
+            start = self._clock()
+            next_health = start + self.health_interval_s
+            next_full = start
+            next_status = start
+            next_watchdog = start
+            next_digest = self._next_digest()
+            while not self.should_exit:
+                death = _died(feeds, delivery, deadman) or _http_died(runner)
+                if death is not None:
+                    # once: the shutdown below reads the tasks' results without logging them
+                    died, exc = death
+                    log.error("stopping: %s", died, exc_info=exc)
+                    break
                 await asyncio.sleep(self.eval_interval_s)
                 now = self._clock()
                 # systemd: READY once every feed has bootstrapped (or stopped for good), or after
@@ -204,10 +223,12 @@ class Service:
                     next_digest = self._next_digest()
         finally:
             self.notifier.stopping()
-            if runner is not None:
-                await runner.cleanup()
-            await self._shutdown(feeds, delivery, deadman)
-        return 0
+            try:
+                if runner is not None:
+                    await runner.cleanup()
+            finally:
+                await self._shutdown(feeds, delivery, deadman)
+        return EXIT_OK if died is None else EXIT_TASK_DIED
 
     async def _start_http(self) -> Any:
         settings = self.config.http
@@ -379,6 +400,7 @@ class Service:
         """Ping the user's external monitor while healthy: silence there means alertd is down."""
         hb = self.config.heartbeat
         if not hb.deadman_url:
+            await asyncio.Event().wait()  # nothing to ping: idle until cancelled
             return
         import aiohttp
 
@@ -483,6 +505,36 @@ class Service:
             firing,
             pending,
         )
+
+
+def _died(*tasks: asyncio.Task[None]) -> tuple[str, BaseException | None] | None:
+    """Why one of the tasks that run until cancelled is no longer running (and what it
+    raised), if one is not."""
+    for task in tasks:
+        if not task.done():
+            continue
+        if task.cancelled():
+            return f"the {task.get_name()} task was cancelled", None
+        exc = task.exception()
+        if exc is None:
+            return f"the {task.get_name()} task returned", None
+        return f"the {task.get_name()} task died: {_reasons(exc)}", exc
+    return None
+
+
+def _reasons(exc: BaseException) -> str:
+    """``Type: message`` for an exception, or for each one a task group gathered."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_reasons(inner) for inner in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _http_died(runner: Any) -> tuple[str, None] | None:
+    for site in runner.sites if runner is not None else ():
+        server = getattr(site, "_server", None)
+        if server is not None and not server.is_serving():
+            return f"the HTTP endpoint {site.name} stopped serving", None
+    return None
 
 
 def _digest_line(h: AccountHealth) -> str:
