@@ -24,7 +24,8 @@ from alertd.feeds.feed import AccountFeed
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def make(tmp_path: Path, **extra: object) -> Service:
+def write_config(tmp_path: Path, **extra: object) -> Path:
+    """One Hyperliquid account (no secrets), the state file in ``tmp_path``."""
     path = tmp_path / "config.yaml"
     path.write_text(
         json.dumps(
@@ -32,11 +33,16 @@ def make(tmp_path: Path, **extra: object) -> Service:
                 "version": 1,
                 "state_path": str(tmp_path / "state.sqlite"),
                 "accounts": [{"name": "hl", "exchange": "hyperliquid", "wallet_address": "0x1"}],
-                "receivers": [{"name": "hook", "url": "json://127.0.0.1:9/x", "tags": ["all"]}],
                 **extra,
             }
         )
     )
+    return path
+
+
+def make(tmp_path: Path, **extra: object) -> Service:
+    hook = {"name": "hook", "url": "json://127.0.0.1:9/x", "tags": ["all"]}
+    path = write_config(tmp_path, receivers=[hook], **extra)
     noon = dt.datetime(2026, 11, 25, 7, 59, 30, tzinfo=dt.UTC).timestamp()
     service = Service(
         load_config(path), config_path=path, secrets={"hl": {}}, wall_clock=lambda: noon
@@ -94,17 +100,7 @@ class IdleFeed(AccountFeed):
 
 
 def unstarted(tmp_path: Path, **extra: Any) -> Service:
-    path = tmp_path / "config.yaml"
-    path.write_text(
-        json.dumps(
-            {
-                "version": 1,
-                "state_path": str(tmp_path / "state.sqlite"),
-                "accounts": [{"name": "hl", "exchange": "hyperliquid", "wallet_address": "0x1"}],
-                **extra,
-            }
-        )
-    )
+    path = write_config(tmp_path, **extra)
     return Service(
         load_config(path),
         config_path=path,
