@@ -30,6 +30,7 @@ from pydantic import (
 from alertd.errors import InputError
 from alertd.exchanges.registry import SPECS, UnknownExchangeError, get_spec
 from alertd.exchanges.spec import Credential
+from alertd.redact import register_secret
 from alertd.validation import problems as validation_problems
 
 CONFIG_VERSION = 1
@@ -50,6 +51,8 @@ class Secret:
         self._value = value
 
     def reveal(self) -> str:
+        # from now on the value may sit in an exception, a URL or a reply: mask it everywhere
+        register_secret(self._value)
         return self._value
 
     def __repr__(self) -> str:

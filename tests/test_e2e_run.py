@@ -56,12 +56,13 @@ def wait_for(check: Callable[[], Any], timeout_s: float = 20, what: str = "condi
 class Daemon:
     def __init__(self, config: Path, env: dict[str, str], log: Path) -> None:
         self.config, self.env, self.log = config, env, log
+        self.args: list[str] = []  # more options for `alertd run`: -vv
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "alertd", "run", "-c", str(self.config)],
+                [sys.executable, "-m", "alertd", "run", "-c", str(self.config), *self.args],
                 cwd=ROOT,
                 env=self.env,
                 stdout=out,

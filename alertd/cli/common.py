@@ -12,6 +12,7 @@ from typing import Any, TypeAlias
 
 from rich.console import Console
 
+from alertd import redact
 from alertd.errors import InputError
 
 EXIT_OK = 0
@@ -61,9 +62,13 @@ def setup_logging(verbosity: int) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # every record that reaches a handler, alertd's and third-party (ccxt, aiohttp, urllib3),
+    # at every level, is masked: URLs with tokens, listen keys, revealed secrets
+    redact.install()
     # ccxt and apscheduler are chatty at INFO; their warnings still show
     for noisy in ("ccxt", "apscheduler"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     # apprise's own lines can hold a receiver URL with its token ("Unparseable URL tgram://..."):
-    # they stay inside apprise (which reads them into each result); alertd logs the outcome
+    # they stay inside apprise (which reads them into each result, redacted there); alertd
+    # logs the outcome
     logging.getLogger("apprise").propagate = False

@@ -30,6 +30,7 @@ from alertd.cli import (
 )
 from alertd.cli.common import EXIT_BUG, Parser, setup_logging
 from alertd.errors import AlertdError, InputError
+from alertd.redact import redact
 
 COMMANDS = (
     calc,
@@ -76,12 +77,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AlertdError as exc:
         problems = exc.problems if isinstance(exc, InputError) else [str(exc)]
         for line in problems:
-            print(f"alertd: {line}", file=sys.stderr)
+            print(f"alertd: {redact(line)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
     except Exception:
-        traceback.print_exc()
+        print(redact(traceback.format_exc()), end="", file=sys.stderr)
         print(
             "alertd: internal error (a bug: please report it with the lines above)", file=sys.stderr
         )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from alertd.redact import redact
 from alertd.rules.lifecycle import AlertState
 from alertd.rules.model import Silence
 
@@ -175,7 +176,7 @@ class Store:
         self.db.execute(
             "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
             "WHERE id = ?",
-            (error[:500], next_attempt_at, row_id),
+            (redact(error)[:500], next_attempt_at, row_id),
         )
 
     def has_fallback(self, row_id: int) -> bool:
@@ -251,7 +252,8 @@ def _row(r: sqlite3.Row) -> OutboxRow:
         payload=json.loads(r["payload"]),
         attempts=r["attempts"],
         next_attempt_at=r["next_attempt_at"],
-        last_error=r["last_error"],
+        # masked again on the way out: a state file written before the mask existed
+        last_error=None if r["last_error"] is None else redact(r["last_error"]),
         delivered_at=r["delivered_at"],
         fallback_of=r["fallback_of"],
     )

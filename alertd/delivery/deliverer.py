@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from alertd import redact
 from alertd.config import Config, DeliverySettings, RouteConfig, Secret, expand_env
 from alertd.daemon.store import NewMessage, OutboxRow, Store
 from alertd.rules.lifecycle import Notification
@@ -84,23 +85,25 @@ class ApriseSender:
             return SendResult(False, f"{type(exc).__name__} in apprise")
         if result:
             return SendResult(True)
-        return _why(result)
+        return _why(result, url)
 
 
 _HTTP_STATUS = re.compile(r"error=(\d{3})")
 _RETRY_AFTER = re.compile(r"retry after (\d+)", re.IGNORECASE)
 
 
-def _why(result: Any) -> SendResult:
-    """What apprise's per-service log lines say about a failure (they hold no secrets at
-    WARNING, which is the level apprise captures into results)."""
+def _why(result: Any, url: Secret | None = None) -> SendResult:
+    """What apprise's per-service log lines say about a failure, redacted: they name the
+    receiver's targets (a Telegram chat id, an ntfy topic, a webhook URL), which are parts
+    of ``url``, so every part of it is masked in them, however short."""
     texts: list[str] = []
     try:
         for service in result:
             texts.extend(entry.message for entry in service.logs())
     except (TypeError, AttributeError):  # an apprise without per-service results
         pass
-    text = " | ".join(texts)[:300] or "the receiver refused or did not answer"
+    parts = redact.url_parts(url.reveal()) if url is not None else []
+    text = redact.redact(" | ".join(texts), parts)[:300] or "the receiver refused or did not answer"
     retry = _RETRY_AFTER.search(text)
     status = _HTTP_STATUS.search(text)
     if status and not retry and status.group(1) == "429":

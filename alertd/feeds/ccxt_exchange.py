@@ -24,6 +24,7 @@ import ccxt.pro as ccxtpro
 from alertd.config import AccountConfig, FeedSettings, Secret
 from alertd.exchanges.registry import get_spec
 from alertd.exchanges.spec import Credential
+from alertd.redact import redact
 
 
 class FrameSink(Protocol):
@@ -143,4 +144,5 @@ def describe(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     # ccxt prefixes "<id> <METHOD> <url> <status> ..."; query strings carry signatures
     words = [w.split("?", 1)[0] if w.startswith("http") else w for w in text.split()]
-    return f"{type(exc).__name__}: {' '.join(words)[:300]}"
+    # and ws URLs carry Binance's listen key (url='wss://...?listenKey=...', or in the path)
+    return redact(f"{type(exc).__name__}: {' '.join(words)[:300]}")

@@ -1,0 +1,186 @@
+"""One redaction layer: what alertd writes (logs, stored errors, status) never holds a secret.
+
+:func:`redact` masks, in any text:
+
+- every secret this process has revealed (:meth:`alertd.config.Secret.reveal` registers the
+  value, and for a URL its credential parts), wherever its literal value appears;
+- URLs: credentials (``user:pass@``), every query value (signatures, ``listenKey=``), the
+  fragment, and path segments that look like tokens (Telegram's ``bot<token>``, webhook
+  tokens, Binance's ``/ws/<listenKey>``); a URL of any other scheme than http(s)/ws(s) is an
+  apprise receiver URL, which is all credentials after ``://``;
+- ``key=value`` / ``"key": "value"`` pairs whose key names a credential (``listenKey``,
+  ``apiKey``, ``signature``, ``password``, ...), ``Bearer`` tokens, Telegram bot tokens;
+- the path of an HTTP request line (urllib3 logs ``"POST /bot<token>/sendMessage HTTP/1.1"``).
+
+:class:`RedactingFilter` applies it to every log record that reaches a handler it is
+installed on (:func:`install` puts it on the root logger's handlers, so third-party loggers
+that propagate, ccxt, aiohttp, urllib3, are covered), tracebacks included.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterable
+
+MASK = "***"
+# Shorter registered values are not masked on their own: "alerts" or "main" would blank out
+# ordinary words. A credential that short is not worth much anyway.
+MIN_SECRET_CHARS = 6
+# A URL part must be this long to be registered: parts of receiver URLs are often words.
+MIN_PART_CHARS = 8
+
+_WEB_SCHEMES = frozenset({"http", "https", "ws", "wss"})
+_URL = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]{1,15})://([^\s'\"<>`]*)")
+_CREDENTIAL_KEYS = (
+    r"listen_?key|api_?key|apikey|api_?secret|secret(?:_?key)?|password|passwd|passphrase"
+    r"|token|access_?token|auth_?token|signature|sign|x-mbx-apikey"
+    r"|ok-access-(?:key|sign|passphrase)|x-bapi-(?:api-key|sign)"
+)
+_KEY_VALUE = re.compile(
+    rf"(?i)([\"']?\b(?:{_CREDENTIAL_KEYS})\b[\"']?\s*[:=]\s*[\"']?)(?!\*\*\*)([^\s\"',&;}}\])]+)"
+)
+_BEARER = re.compile(r"(?i)\b(bearer)\s+(?!\*\*\*)[A-Za-z0-9._~+/=-]+")
+# "Authorization: Basic dXNlcjpwYXNz": the scheme word is not the credential
+_AUTHORIZATION = re.compile(
+    r"(?i)(\bauthorization[\"']?\s*[:=]\s*[\"']?(?:[A-Za-z]+\s+)?)(?!\*\*\*)[^\s\"',;}\])]+"
+)
+_TELEGRAM_TOKEN = re.compile(r"\b\d{6,12}:[A-Za-z0-9_-]{30,}")
+_REQUEST_LINE = re.compile(r"\b(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) /\S* (HTTP/\d)")
+_TOKEN_SEGMENT = re.compile(r"[A-Za-z0-9_.~:=+-]{20,}")
+_PARTS = re.compile(r"[/?&#@,;=]+")
+_SPLIT = re.compile(r"([^/?#]*)([^?#]*)(?:\?([^#]*))?")
+_HOSTNAME = re.compile(
+    r"^(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}$|^\d{1,3}(?:\.\d{1,3}){3}$|^\[[0-9a-fA-F:]+\]$"
+)
+
+_lock = threading.Lock()
+_secrets: frozenset[str] = frozenset()
+_secret_re: re.Pattern[str] | None = None
+
+
+def register(value: str, min_chars: int = MIN_SECRET_CHARS) -> None:
+    """Mask ``value`` wherever it appears from now on (if it is at least ``min_chars`` long)."""
+    global _secrets, _secret_re
+    value = value.strip()
+    if len(value) < min_chars or value in _secrets:
+        return
+    with _lock:
+        secrets = _secrets | {value}
+        # longest first, so a secret that contains another is masked whole
+        pattern = "|".join(re.escape(s) for s in sorted(secrets, key=len, reverse=True))
+        _secret_re = re.compile(pattern)
+        _secrets = secrets
+
+
+def register_secret(value: str) -> None:
+    """A revealed secret: its value, and for a URL each part that can be a credential."""
+    if value in _secrets:
+        return
+    register(value)
+    if "://" in value:
+        # an apprise URL is credentials and targets after the scheme; of a web URL (a
+        # webhook, the dead-man's switch) only what looks like a token
+        web = value.partition("://")[0].lower() in _WEB_SCHEMES
+        for part in url_parts(value):
+            if not web or _looks_like_token(part):
+                register(part, MIN_PART_CHARS)
+
+
+def url_parts(url: str) -> list[str]:
+    """The parts of a URL that can be credentials: user, password, an apprise URL's host
+    (often a token), path segments, query values. Hostnames and query keys are left out."""
+    scheme, _, rest = url.partition("://")
+    split = _SPLIT.match(rest)
+    assert split is not None  # every part of the pattern is optional
+    authority, path, query = split.group(1), split.group(2), split.group(3) or ""
+    parts: list[str] = []
+    if "@" in authority:
+        userinfo, _, authority = authority.rpartition("@")
+        parts.extend(p for p in userinfo.split(":") if p)
+    host = authority.rsplit(":", 1)[0] if authority.count(":") == 1 else authority
+    if scheme.lower() not in _WEB_SCHEMES and not _HOSTNAME.match(host):
+        parts.append(authority)  # tgram://<bot token>, discord://<webhook id>, ntfy://<topic>
+        parts.extend(p for p in authority.split(":") if p)
+    parts.extend(p for p in _PARTS.split(path) if p)
+    for pair in query.split("&"):
+        key, eq, value = pair.partition("=")
+        parts.extend(p for p in _PARTS.split(value if eq else key) if p)
+    return [p for p in dict.fromkeys(parts) if not _HOSTNAME.match(p)]
+
+
+def redact(text: str, extra: Iterable[str] = ()) -> str:
+    """``text`` with every secret masked; ``extra`` adds values to mask in this text only
+    (the parts of the receiver URL an apprise failure message is about, say)."""
+    if not text:
+        return text
+    for value in sorted({e for e in extra if len(e) >= 3}, key=len, reverse=True):
+        text = text.replace(value, MASK)
+    pattern = _secret_re
+    if pattern is not None:
+        text = pattern.sub(MASK, text)
+    text = _REQUEST_LINE.sub(rf"\1 /{MASK} \2", text)
+    text = _URL.sub(_url, text)
+    text = _TELEGRAM_TOKEN.sub(MASK, text)
+    text = _AUTHORIZATION.sub(rf"\1{MASK}", text)
+    text = _BEARER.sub(rf"\1 {MASK}", text)
+    return _KEY_VALUE.sub(rf"\1{MASK}", text)
+
+
+def _url(match: re.Match[str]) -> str:
+    scheme, rest = match.group(1), match.group(2)
+    if scheme.lower() not in _WEB_SCHEMES:
+        return f"{scheme}://{MASK}" if rest else match.group(0)
+    rest, hash_, fragment = rest.partition("#")
+    rest, question, query = rest.partition("?")
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = f"{MASK}@{authority.rpartition('@')[2]}"
+    segments = [MASK if _looks_like_token(s) else s for s in path.split("/")]
+    out = f"{scheme}://{authority}{slash}{'/'.join(segments)}"
+    if question:
+        pairs = []
+        for pair in query.split("&"):
+            key, eq, _ = pair.partition("=")
+            pairs.append(f"{key}={MASK}" if eq else (MASK if key else ""))
+        out += "?" + "&".join(pairs)
+    if hash_:
+        out += "#" + (MASK if fragment else "")
+    return out
+
+
+def _looks_like_token(segment: str) -> bool:
+    if segment.lower().startswith("bot") and ":" in segment:
+        return True  # Telegram: /bot<id>:<secret>/sendMessage
+    if len(segment) >= 32:
+        return True
+    digits = sum(c.isdigit() for c in segment)
+    if digits == len(segment.lstrip("-")) and digits >= 8:
+        return True  # a chat or webhook id
+    return bool(_TOKEN_SEGMENT.fullmatch(segment)) and 0 < digits < len(segment)
+
+
+class RedactingFilter(logging.Filter):
+    """Masks secrets in a record's message, traceback and stack; never drops a record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format: logging reports it, with the raw arguments
+            return True
+        record.msg, record.args = redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+def install(logger: logging.Logger | None = None) -> None:
+    """Put a :class:`RedactingFilter` on each handler of ``logger`` (the root by default)."""
+    for handler in (logger or logging.getLogger()).handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
