@@ -302,15 +302,29 @@ class HttpConfig(_Model):
     port: Annotated[int, Field(ge=0, le=65535)] = 9108
     token_env: str | None = None  # required for a non-loopback host: "Authorization: Bearer"
 
-    @model_validator(mode="after")
-    def _loopback_or_token(self) -> HttpConfig:
+    @field_validator("token_env")
+    @classmethod
+    def _variable_name(cls, value: str | None) -> str | None:
+        # the server would otherwise take the literal "${MY-TOKEN}" as the token, or none
+        if value is not None and not _VARIABLE.match(value):
+            raise ValueError(
+                f"{value!r} is not an environment variable name (letters, digits and '_', "
+                "not starting with a digit), e.g. ALERTD_HTTP_TOKEN"
+            )
+        return value
+
+    @property
+    def loopback(self) -> bool:
         import ipaddress
 
         try:
-            loopback = self.host == "localhost" or ipaddress.ip_address(self.host).is_loopback
+            return self.host == "localhost" or ipaddress.ip_address(self.host).is_loopback
         except ValueError:
-            loopback = False
-        if not loopback and self.token_env is None:
+            return False
+
+    @model_validator(mode="after")
+    def _loopback_or_token(self) -> HttpConfig:
+        if not self.loopback and self.token_env is None:
             raise ValueError(
                 f"host {self.host} is reachable from other machines: set token_env "
                 "(a bearer token every request must carry), or keep 127.0.0.1"
@@ -506,6 +520,7 @@ def read_secrets(
     return found
 
 
+_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 

@@ -62,6 +62,13 @@ def run(args: argparse.Namespace) -> int:
             expand_env(config.heartbeat.deadman_url, "heartbeat.deadman_url")
         except ConfigError as exc:
             problems.extend(exc.problems)
+    http = config.http
+    if http.enabled and http.token_env is not None:
+        # a non-loopback bind needs the token the endpoint checks: a variable that is set
+        try:
+            expand_env("${" + http.token_env + "}", "http.token_env")
+        except ConfigError as exc:
+            problems.extend(exc.problems)
     if problems:
         raise ConfigError(problems)
     warnings = _permission_warnings(config, args.config, args.env_file)

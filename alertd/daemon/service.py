@@ -237,8 +237,10 @@ class Service:
         from alertd.daemon.http import serve_http
 
         token = None
-        if settings.token_env:
+        if settings.token_env is not None:
             token = expand_env("${" + settings.token_env + "}", "http.token_env").reveal()
+        if not settings.loopback and not token:
+            raise StartupError(f"http: refusing to serve {settings.host} without a token")
         try:
             runner = await serve_http(self, settings.host, settings.port, token)
         except OSError as exc:
