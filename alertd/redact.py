@@ -116,7 +116,10 @@ def redact(text: str, extra: Iterable[str] = ()) -> str:
     if not text:
         return text
     for value in sorted({e for e in extra if len(e) >= 3}, key=len, reverse=True):
-        text = text.replace(value, MASK)
+        if len(value) >= MIN_PART_CHARS:
+            text = text.replace(value, MASK)
+        else:  # a short part ("alerts", "on") only as a word of its own, not inside others
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(value)}(?![A-Za-z0-9])", MASK, text)
     pattern = _secret_re
     if pattern is not None:
         text = pattern.sub(MASK, text)

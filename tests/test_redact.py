@@ -192,6 +192,14 @@ def test_apprise_failure_text_loses_the_chat_id_and_topic() -> None:
     result = _why([ntfy], Secret(f"ntfys://{TOPIC}"))
     assert TOPIC not in result.error and "error=429" in result.error
     assert result.retry_after_s == 30.0
+    # a short topic is masked as a word of its own, not inside other words
+    short = Service("Failed to send ntfy notification to topic 'eyes': no eyes here, error=500.")
+    result = _why([short], Secret("ntfy://eyes"))
+    assert (
+        result.error == "Failed to send ntfy notification to topic '***': no *** here, error=500."
+    )
+    result = _why([Service("a topic of keyes")], Secret("ntfy://eyes"))
+    assert result.error == "a topic of keyes"
 
 
 def test_stored_errors_are_masked(tmp_path: Path) -> None:
