@@ -149,6 +149,23 @@ def test_a_delivery_task_that_dies_exits_non_zero(
     assert "delivery" in error.getMessage() and "disk I/O error" in error.getMessage()
 
 
+def test_a_task_that_dies_as_sigterm_arrives_still_exits_non_zero(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = unstarted(tmp_path)
+    service.eval_interval_s = 0.3  # the feed dies while the loop sleeps
+
+    async def die_with_sigterm(self: AccountFeed, watchdog: bool = True) -> None:
+        service.should_exit = True
+        raise RuntimeError("boom as it stops")
+
+    monkeypatch.setattr(CrashingFeed, "run", die_with_sigterm)
+    with caplog.at_level(logging.INFO):
+        assert serve(service) != 0
+    (error,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "boom as it stops" in error.getMessage()
+
+
 def test_http_that_cannot_start_still_shuts_the_started_tasks_down(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -185,11 +185,8 @@ class Service:
             next_watchdog = start
             next_digest = self._next_digest()
             while not self.should_exit:
-                death = _died(feeds, delivery, deadman) or _http_died(runner)
-                if death is not None:
-                    # once: the shutdown below reads the tasks' results without logging them
-                    died, exc = death
-                    log.error("stopping: %s", died, exc_info=exc)
+                died = _log_death(feeds, delivery, deadman, runner=runner)
+                if died is not None:
                     break
                 await asyncio.sleep(self.eval_interval_s)
                 now = self._clock()
@@ -221,6 +218,8 @@ class Service:
                 if next_digest is not None and self._wall() >= next_digest:
                     self._send_digest()
                     next_digest = self._next_digest()
+            else:  # told to stop: a task that died in the same moment still counts
+                died = _log_death(feeds, delivery, deadman, runner=runner)
         finally:
             self.notifier.stopping()
             try:
@@ -507,6 +506,17 @@ class Service:
             firing,
             pending,
         )
+
+
+def _log_death(*tasks: asyncio.Task[None], runner: Any) -> str | None:
+    """Why the daemon must stop with an error, logged (once: the shutdown reads the tasks'
+    results without logging them), or None while every task runs."""
+    death = _died(*tasks) or _http_died(runner)
+    if death is None:
+        return None
+    reason, exc = death
+    log.error("stopping: %s", reason, exc_info=exc)
+    return reason
 
 
 def _died(*tasks: asyncio.Task[None]) -> tuple[str, BaseException | None] | None:
