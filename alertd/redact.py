@@ -38,8 +38,10 @@ _CREDENTIAL_KEYS = (
     r"|token|access_?token|auth_?token|signature|sign|x-mbx-apikey"
     r"|ok-access-(?:key|sign|passphrase)|x-bapi-(?:api-key|sign)"
 )
+# every name in _CREDENTIAL_KEYS contains one of these
+_KEY_HINTS = ("key", "secret", "pass", "token", "sign")
 _KEY_VALUE = re.compile(
-    rf"(?i)([\"']?\b(?:{_CREDENTIAL_KEYS})\b[\"']?\s*[:=]\s*[\"']?)(?!\*\*\*)([^\s\"',&;}}\])]+)"
+    rf"(?i)\b((?:{_CREDENTIAL_KEYS})\b[\"']?\s*[:=]\s*[\"']?)(?!\*\*\*)([^\s\"',&;}}\])]+)"
 )
 _BEARER = re.compile(r"(?i)\b(bearer)\s+(?!\*\*\*)[A-Za-z0-9._~+/=-]+")
 # "Authorization: Basic dXNlcjpwYXNz": the scheme word is not the credential
@@ -123,12 +125,21 @@ def redact(text: str, extra: Iterable[str] = ()) -> str:
     pattern = _secret_re
     if pattern is not None:
         text = pattern.sub(MASK, text)
-    text = _REQUEST_LINE.sub(rf"\1 /{MASK} \2", text)
-    text = _URL.sub(_url, text)
-    text = _TELEGRAM_TOKEN.sub(MASK, text)
-    text = _AUTHORIZATION.sub(rf"\1{MASK}", text)
-    text = _BEARER.sub(rf"\1 {MASK}", text)
-    return _KEY_VALUE.sub(rf"\1{MASK}", text)
+    if "HTTP/" in text:
+        text = _REQUEST_LINE.sub(rf"\1 /{MASK} \2", text)
+    if "://" in text:
+        text = _URL.sub(_url, text)
+    if ":" in text:
+        text = _TELEGRAM_TOKEN.sub(MASK, text)
+    # the patterns below scan every word: a plain substring test first is much cheaper
+    lower = text.lower()
+    if "authorization" in lower:
+        text = _AUTHORIZATION.sub(rf"\1{MASK}", text)
+    if "bearer" in lower:
+        text = _BEARER.sub(rf"\1 {MASK}", text)
+    if any(hint in lower for hint in _KEY_HINTS):
+        text = _KEY_VALUE.sub(rf"\1{MASK}", text)
+    return text
 
 
 def _url(match: re.Match[str]) -> str:
