@@ -48,6 +48,40 @@ def test_ticks_update_pools_like_a_full_recompute(held: list[Account], data: st.
             assert ours == theirs  # both Infinity: liquidated
 
 
+def same(ours: Decimal | None, theirs: Decimal | None) -> bool:
+    if ours is None or theirs is None:
+        return ours is theirs
+    if ours.is_finite() and theirs.is_finite():
+        return close(ours, theirs)
+    return ours == theirs
+
+
+@settings(max_examples=150, deadline=None)
+@given(accounts(hedge=True), st.data())
+def test_liquidation_figures_on_demand_match_a_full_recompute(
+    account: Account, data: st.DataObject
+) -> None:
+    """Liquidation prices and the crash distance, kept and re-solved as marks move, are the
+    ones compute() finds from scratch at every step."""
+    book = Book()
+    book.set_account("a", account)
+    live = book.live("a")
+    symbols = sorted(book.symbols)
+    for _ in range(data.draw(st.integers(1, 12))):
+        symbol = data.draw(st.sampled_from(symbols))
+        current = next(lp.mark for lp in live.positions if lp.symbol == symbol)
+        book.apply_mark(symbol, current * (1 + data.draw(dec(-20, 20, 2)) / 100))
+        full = compute(book.account("a"))
+        for i, pm in enumerate(full.positions):
+            assert same(live.liquidation_price(i), pm.liquidation_price)
+            assert same(live.liquidation_distance(i), pm.liquidation_distance)
+            assert same(live.positions[i].effective_leverage, pm.effective_leverage)
+        assert same(live.crash_distance(), full.crash_distance)
+        assert same(live.cross.effective_leverage, full.pool.effective_leverage)
+        assert close(live.cross.notional, full.pool.notional)
+        assert close(live.cross.buffer, full.pool.buffer)
+
+
 def test_replacing_and_removing_accounts() -> None:
     from .helpers import account, position, snapshot, tiers
 

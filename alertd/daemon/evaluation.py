@@ -15,12 +15,20 @@ from decimal import Decimal
 from alertd.config import Config, RuleConfig
 from alertd.daemon.store import Store
 from alertd.delivery.deliverer import Deliverer
-from alertd.engine.margin import AccountMetrics, compute
+from alertd.engine.book import Book, LiveAccount
+from alertd.engine.margin import compute
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.state import AccountEvent, Stream
 from alertd.rules.lifecycle import AlertEngine, Notification
 from alertd.rules.messages import render
-from alertd.rules.metrics import FeedStatus, metric_scope, observe
+from alertd.rules.metrics import (
+    FeedStatus,
+    Needs,
+    metric_scope,
+    needs_of,
+    observe,
+    with_full_metrics,
+)
 from alertd.rules.model import QuietHours, Rule, Scope, Severity, Subject
 
 log = logging.getLogger(__name__)
@@ -127,10 +135,12 @@ class Alerting:
         store: Store,
         deliverer: Deliverer,
         *,
+        book: Book,
         wall_clock: Callable[[], float],
     ) -> None:
         self.store = store
         self.deliverer = deliverer
+        self.book = book  # kept current by the feeds' changes; the figures rules read
         self._wall = wall_clock
         self.rules = build_rules(config)
         self.engine = AlertEngine(
@@ -139,19 +149,21 @@ class Alerting:
             silences=store.silences(),
             quiet_hours=quiet_hours(config),
         )
-        self.target = ratio_target(self.rules)
-        self._needs_crash = any(r.metric == "crash_distance" for r in self.rules)
         self._down_since: dict[str, float] = {}
-        self._metrics: dict[str, AccountMetrics | None] = {}
+        self._live: dict[str, LiveAccount | None] = {}
         self.notifications = 0
+        self._use_rules()
+
+    def _use_rules(self) -> None:
+        self.target = ratio_target(self.rules)
+        self._wanted = {r.metric for r in self.rules}  # observe only what a rule reads
+        self._needs_crash = needs_of(self.rules) is Needs.CRASH
 
     def reload(self, config: Config) -> None:
-        self._metrics.clear()  # the target ratio may change
         self.rules = build_rules(config)
         self.engine.set_rules(self.rules)
         self.engine.quiet_hours = quiet_hours(config)
-        self.target = ratio_target(self.rules)
-        self._needs_crash = any(r.metric == "crash_distance" for r in self.rules)
+        self._use_rules()
 
     def refresh_silences(self) -> None:
         """Silences are added by ``alertd silence`` from another process, through the store."""
@@ -176,22 +188,33 @@ class Alerting:
     def evaluate(self, feed: AccountFeed, now: float, changed: bool = True) -> list[Notification]:
         """Evaluate one account at monotonic ``now``; commit what changed.
 
-        ``changed=False`` (the once-a-second sweep that advances "for", repeats and staleness)
-        reuses the account's last figures: nothing in them moved since.
+        The figures are the account's in the book (running sums, liquidation prices solved
+        only for a rule that reads them), complete once the feed has bootstrapped with every
+        mark, tier table and market. ``changed=False`` (the once-a-second sweep that advances
+        "for", repeats and staleness) skips re-checking that: nothing arrived since.
         """
         state = feed.state
         name = feed.config.name
-        if changed or name not in self._metrics:
-            metrics = None
-            if state.bootstrapped and not state.missing():
-                metrics = compute(state.to_account(), self.target, crash=self._needs_crash)
-            self._metrics[name] = metrics
-        metrics = self._metrics[name]
-        observations = observe(name, feed.config.exchange, metrics, self.feed_status(feed, now))
+        if changed or name not in self._live:
+            complete = state.bootstrapped and not state.missing()
+            self._live[name] = self.book.get(name) if complete else None
+        return self.evaluate_figures(
+            name, feed.config.exchange, self._live[name], self.feed_status(feed, now)
+        )
+
+    def evaluate_figures(
+        self, name: str, exchange: str, live: LiveAccount | None, status: FeedStatus
+    ) -> list[Notification]:
+        """Evaluate one account from its figures (``None`` while incomplete) and its feed's
+        status; commit what changed. What :meth:`evaluate` does once it has read the feed."""
+        observations = observe(name, exchange, live, status, self._wanted)
+        if self.engine.idle(observations):
+            return []  # no alert of this account, nothing breached: nothing would change
         before = self._states_of(name)
         wall = self._wall()
         notes = self.engine.evaluate(observations, wall, accounts=[name])
         if notes or self._states_of(name) != before:
+            notes = with_full_metrics(notes, self.target, self._needs_crash)
             self._commit(name, notes, wall)
         return notes
 

@@ -142,7 +142,9 @@ class Service:
             self._sender,
             clock=self._wall,
         )
-        self.alerting = Alerting(self.config, self.store, self.deliverer, wall_clock=self._wall)
+        self.alerting = Alerting(
+            self.config, self.store, self.deliverer, book=self.book, wall_clock=self._wall
+        )
         self.manager = FeedManager(self.config, secrets, **self._feed_options)
         for feed in self.manager.feeds.values():
             feed.listeners.append(self._on_change)

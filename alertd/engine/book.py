@@ -1,11 +1,17 @@
 """Incremental margin state for many accounts, fed one mark price at a time.
 
 The daemon sees every mark tick of every held symbol. Recomputing a whole account per tick
-would cost O(positions); instead each cross pool keeps running sums of unrealized PnL and
-maintenance margin, and a tick on a symbol updates only the positions in that symbol and the
-pools that hold them: O(positions in the symbol). Everything else (liquidation prices, crash
-distance, what to add or cut) is computed on demand by :func:`~alertd.engine.margin.compute`
-from the book's current account, so the two paths share one set of formulas (:class:`Leg`).
+would cost O(positions); instead each margin pool keeps running sums of unrealized PnL,
+maintenance margin and notional, and a tick on a symbol updates only the positions in that
+symbol and the pools that hold them: O(positions in the symbol), with :class:`Leg`'s own
+formulas. These running figures are what most rules read.
+
+Liquidation prices and the crash distance are solved only when asked for (a rule or a message
+needs them), with the engine's exact solver (:func:`~alertd.engine.legs.nearest_root`), and a
+liquidation price is kept while it stays valid: an isolated position's depends on nothing that
+moves; a cross symbol's moves with the rest of its pool and, while it stays on the tier segment
+it was found on, is re-solved on that one line. Everything else (bankruptcy prices, what to add
+or cut) is :func:`~alertd.engine.margin.compute` of :meth:`LiveAccount.current`.
 """
 
 from __future__ import annotations
@@ -14,23 +20,33 @@ from collections.abc import Hashable, Iterable
 from dataclasses import replace
 from decimal import Decimal
 
-from alertd.engine.legs import Leg
-from alertd.engine.margin import AccountMetrics, compute, margin_ratio
+from alertd.engine.legs import Leg, MonotoneRoot, Term, monotone, nearest_root, to_u
+from alertd.engine.margin import (
+    AccountMetrics,
+    compute,
+    crash_distance,
+    leverage,
+    liquidation_distance,
+    margin_ratio,
+    price_from_root,
+    round_to_tick,
+)
 from alertd.engine.model import Account, Position
 
 ZERO = Decimal(0)
-INFINITY = Decimal("Infinity")
+ONE = Decimal(1)
 
 
 class LivePool:
     """One margin pool's running sums: the cross pool, or one isolated position."""
 
-    __slots__ = ("balance", "mm", "upnl")
+    __slots__ = ("balance", "mm", "notional", "upnl")
 
     def __init__(self, balance: Decimal) -> None:
         self.balance = balance  # cross wallet balance, or the isolated margin
         self.upnl = ZERO
         self.mm = ZERO
+        self.notional = ZERO
 
     @property
     def margin_balance(self) -> Decimal:
@@ -40,87 +56,171 @@ class LivePool:
     def ratio(self) -> Decimal:
         return margin_ratio(self.mm, self.balance + self.upnl)
 
+    @property
+    def buffer(self) -> Decimal:
+        return self.balance + self.upnl - self.mm
+
+    @property
+    def effective_leverage(self) -> Decimal | None:
+        return leverage(self.notional, self.balance + self.upnl)
+
 
 class LivePosition:
-    __slots__ = (
-        "account",
-        "deduction",
-        "hi",
-        "inverse",
-        "leg",
-        "lo",
-        "mark",
-        "mm",
-        "pool",
-        "rate",
-        "sq",
-        "sq_entry",
-        "symbol",
-        "upnl",
-    )
+    __slots__ = ("account", "leg", "mark", "mm", "notional", "pool", "position", "u", "upnl")
 
     def __init__(self, account: Hashable, position: Position, leg: Leg, pool: LivePool) -> None:
         self.account = account
-        self.symbol = position.symbol
+        self.position = position  # as of the last snapshot: its mark is not kept current
         self.leg = leg
-        self.inverse = position.inverse
         self.pool = pool
-        self.sq = leg.sign * leg.quantity
-        self.sq_entry = self.sq * leg.entry_u
-        self.upnl = ZERO
-        self.mm = ZERO
-        # the current tier's notional range and rate, so most ticks skip the lookup
-        self.lo = self.hi = ZERO
-        self.rate = self.deduction = ZERO
-        self.mark = position.mark_price
+        self.upnl = self.mm = self.notional = ZERO
+        self.mark = self.u = position.mark_price
         self.reprice(position.mark_price)
 
-    def _retier(self, notional: Decimal) -> None:
-        leg = self.leg
-        table = leg.tiers
-        if leg.fixed_tier is not None:
-            i = leg.fixed_tier
-            self.lo, self.hi = Decimal(-1), INFINITY
-        else:
-            i = table.index_for(notional)
-            self.lo = table.floor(i) if i > 0 else Decimal(-1)
-            last = i == len(table.tiers) - 1
-            cap = table.tiers[i].cap
-            self.hi = INFINITY if last or cap is None else cap
-        tier = table.tiers[i]
-        self.rate = tier.mmr + leg.fee_rate
-        self.deduction = tier.deduction
+    @property
+    def symbol(self) -> str:
+        return self.position.symbol
+
+    @property
+    def effective_leverage(self) -> Decimal | None:
+        return leverage(self.notional, self.pool.margin_balance)
 
     def reprice(self, mark: Decimal) -> None:
         """Move to a new mark, updating the pool's sums by the difference."""
-        self.mark = mark
-        u = 1 / mark if self.inverse else mark
-        upnl = self.sq * u - self.sq_entry
-        if self.leg.fixed_mm is not None:
-            mm = self.leg.fixed_mm
-        else:
-            notional = self.leg.quantity * u
-            if not self.lo < notional <= self.hi:
-                self._retier(notional)
-            mm = notional * self.rate - self.deduction
+        leg = self.leg
+        u = to_u(mark, self.position.inverse)
+        upnl = leg.upnl(u)
+        mm = leg.mm(u)
+        notional = leg.quantity * u
         pool = self.pool
         pool.upnl += upnl - self.upnl
         pool.mm += mm - self.mm
-        self.upnl = upnl
-        self.mm = mm
+        pool.notional += notional - self.notional
+        self.mark, self.u = mark, u
+        self.upnl, self.mm, self.notional = upnl, mm, notional
+
+
+class _Liquidation:
+    """The legs that liquidate together (an isolated position, or one symbol's cross legs)
+    and their last solved root."""
+
+    __slots__ = ("const", "inverse", "isolated_margin", "members", "solver", "terms", "u0", "x")
+
+    def __init__(self, members: list[LivePosition], isolated_margin: Decimal | None) -> None:
+        self.members = members
+        self.isolated_margin = isolated_margin
+        self.inverse = members[0].position.inverse
+        self.terms: list[Term] = [(lp.leg, ONE) for lp in members]
+        # one root at most, whatever the mark: kept while it stays valid
+        self.solver = MonotoneRoot(self.terms, self.inverse) if monotone(self.terms) else None
+        self.const: Decimal | None = None
+        self.u0: Decimal | None = None
+        self.x: Decimal | None = None
+
+    def price(self, cross: LivePool) -> Decimal | None:
+        """The mark (of these legs' symbol) at which their pool's ratio reaches 1."""
+        if self.isolated_margin is not None:
+            const = self.isolated_margin
+        else:
+            # the wallet and every other cross leg, at their marks
+            mine = sum((lp.upnl - lp.mm for lp in self.members), ZERO)
+            const = cross.balance + (cross.upnl - cross.mm - mine)
+        u0 = self.members[0].u
+        if const != self.const or (self.solver is None and u0 != self.u0):
+            if self.solver is not None:
+                self.x = self.solver.root(const, u0)
+            else:
+                self.x = nearest_root(const, self.terms, u0, self.inverse)
+            self.const, self.u0 = const, u0
+        return price_from_root(self.x, self.inverse)
+
+
+class LiveAccount:
+    """One account in the book: its last snapshot, its pools and positions at current marks."""
+
+    __slots__ = ("_groups", "account", "cross", "pools", "positions")
+
+    def __init__(self, key: Hashable, account: Account) -> None:
+        self.account = account
+        self.cross = LivePool(account.wallet_balance)
+        self.pools = [self.cross]
+        self.positions: list[LivePosition] = []
+        by_symbol: dict[str, list[LivePosition]] = {}
+        for p in account.positions:
+            pool = self.cross
+            if p.is_isolated:
+                assert p.isolated_margin is not None
+                pool = LivePool(p.isolated_margin)
+                self.pools.append(pool)
+            lp = LivePosition(key, p, Leg.of(p, account.profile), pool)
+            self.positions.append(lp)
+            if not p.is_isolated:
+                by_symbol.setdefault(p.symbol, []).append(lp)
+        # every cross leg of a symbol moves together (both legs in hedge mode)
+        shared = {symbol: _Liquidation(legs, None) for symbol, legs in by_symbol.items()}
+        self._groups = [
+            _Liquidation([lp], lp.position.isolated_margin)
+            if lp.position.is_isolated
+            else shared[lp.symbol]
+            for lp in self.positions
+        ]
+
+    @property
+    def worst_ratio(self) -> Decimal:
+        """The highest ratio among the account's pools (the cross pool if it holds positions)."""
+        ratios = [pool.ratio for pool in self.pools[1:]]
+        if any(lp.pool is self.cross for lp in self.positions):
+            ratios.append(self.cross.ratio)
+        return max(ratios, default=ZERO)
+
+    def liquidation_price(self, index: int) -> Decimal | None:
+        """Position ``index``'s liquidation price, as :func:`compute` gives it."""
+        lp = self.positions[index]
+        liq = self._groups[index].price(self.cross)
+        p = lp.position
+        if liq is not None and self.account.profile.rounds_liquidation_to_tick and p.tick_size:
+            liq = round_to_tick(liq, p.side, p.tick_size)
+        return liq
+
+    def liquidation_distance(self, index: int) -> Decimal | None:
+        lp = self.positions[index]
+        return liquidation_distance(lp.mark, self.liquidation_price(index), lp.pool.ratio)
+
+    def crash_distance(self) -> Decimal | None:
+        """The uniform relative move of every mark that liquidates something (signed)."""
+        moves = []
+        cross_terms: list[Term] = []
+        for lp, group in zip(self.positions, self._groups, strict=True):
+            if lp.pool is self.cross:
+                cross_terms.append((lp.leg, lp.u))
+            elif (liq := group.price(self.cross)) is not None:
+                moves.append(liq / lp.mark - 1)
+        inverse = next(
+            (lp.position.inverse for lp in self.positions if lp.pool is self.cross), False
+        )
+        return crash_distance(self.cross.balance, cross_terms, inverse, moves, self.worst_ratio)
+
+    def current(self) -> Account:
+        """The account at its current marks, for full metrics."""
+        return replace(
+            self.account,
+            positions=tuple(replace(lp.position, mark_price=lp.mark) for lp in self.positions),
+        )
 
 
 class Book:
     """Many accounts' margin, updated incrementally by mark ticks."""
 
     def __init__(self) -> None:
-        self._accounts: dict[Hashable, Account] = {}
-        self._pools: dict[Hashable, list[LivePool]] = {}
+        self._accounts: dict[Hashable, LiveAccount] = {}
         self._by_symbol: dict[str, list[LivePosition]] = {}
         self._positions: dict[Hashable, list[LivePosition]] = {}
 
     def __len__(self) -> int:
         return len(self._accounts)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._accounts
 
     @property
     def symbols(self) -> Iterable[str]:
@@ -129,21 +229,11 @@ class Book:
     def set_account(self, key: Hashable, account: Account) -> None:
         """Add or replace an account (a fresh snapshot after a reconcile, say)."""
         self.remove_account(key)
-        cross = LivePool(account.wallet_balance)
-        pools = [cross]
-        live = []
-        for p in account.positions:
-            pool = cross
-            if p.is_isolated:
-                assert p.isolated_margin is not None
-                pool = LivePool(p.isolated_margin)
-                pools.append(pool)
-            lp = LivePosition(key, p, Leg.of(p, account.profile), pool)
-            live.append(lp)
-            self._by_symbol.setdefault(p.symbol, []).append(lp)
-        self._accounts[key] = account
-        self._pools[key] = pools
-        self._positions[key] = live
+        live = LiveAccount(key, account)
+        for lp in live.positions:
+            self._by_symbol.setdefault(lp.symbol, []).append(lp)
+        self._accounts[key] = live
+        self._positions[key] = live.positions
 
     def remove_account(self, key: Hashable) -> None:
         if key not in self._accounts:
@@ -155,7 +245,6 @@ class Book:
             else:
                 del self._by_symbol[symbol]
         del self._accounts[key]
-        del self._pools[key]
 
     def apply_mark(self, symbol: str, mark: Decimal) -> set[Hashable]:
         """Reprice every position in ``symbol``; returns the accounts it touched."""
@@ -165,36 +254,31 @@ class Book:
             touched.add(lp.account)
         return touched
 
+    def holders(self, symbol: str) -> int:
+        """How many positions (of all accounts) are in ``symbol``."""
+        return len(self._by_symbol.get(symbol, ()))
+
     def apply_account_mark(self, key: Hashable, symbol: str, mark: Decimal) -> None:
         """Reprice one account's positions in ``symbol`` (each account has its own feed)."""
         for lp in self._positions[key]:
-            if lp.symbol == symbol:
+            if lp.position.symbol == symbol:
                 lp.reprice(mark)
 
-    def __contains__(self, key: Hashable) -> bool:
-        return key in self._accounts
+    def live(self, key: Hashable) -> LiveAccount:
+        return self._accounts[key]
+
+    def get(self, key: Hashable) -> LiveAccount | None:
+        return self._accounts.get(key)
 
     def worst_ratio(self, key: Hashable) -> Decimal:
-        """The highest ratio among the account's pools (the cross pool if it holds positions)."""
-        pools = self._pools[key]
-        ratios = [pool.ratio for pool in pools[1:]]
-        if any(lp.pool is pools[0] for lp in self._positions[key]):
-            ratios.append(pools[0].ratio)
-        return max(ratios, default=ZERO)
+        return self._accounts[key].worst_ratio
 
     def cross_pool(self, key: Hashable) -> LivePool:
-        return self._pools[key][0]
+        return self._accounts[key].cross
 
     def account(self, key: Hashable) -> Account:
         """The account at its current marks, for full metrics."""
-        base = self._accounts[key]
-        marks = [lp.mark for lp in self._positions[key]]
-        return replace(
-            base,
-            positions=tuple(
-                replace(p, mark_price=m) for p, m in zip(base.positions, marks, strict=True)
-            ),
-        )
+        return self._accounts[key].current()
 
     def metrics(self, key: Hashable, target_ratio: Decimal | None = None) -> AccountMetrics:
         return compute(self.account(key), target_ratio)

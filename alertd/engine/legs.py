@@ -132,6 +132,80 @@ def _sign(v: Decimal) -> int:
     return (v > 0) - (v < 0)
 
 
+def monotone(terms: Sequence[Term]) -> bool:
+    """One leg with a continuous requirement: ``f`` is monotone, so it has at most one root."""
+    if len(terms) != 1:
+        return False
+    leg = terms[0][0]
+    return not leg.moves_tier or leg.tiers.continuous
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """The piece of ``f`` (between two tier boundaries) that holds a root."""
+
+    lo: Decimal
+    hi: Decimal | None  # None: no upper boundary
+    probe: Decimal  # a point inside, which picks the piece's tiers
+
+    @classmethod
+    def around(cls, terms: Sequence[Term], x: Decimal) -> Segment:
+        points = _breakpoints(terms)
+        k = bisect_left(points, x)  # x <= the segment's upper edge, as in nearest_root
+        lo = points[k - 1] if k > 0 else ZERO
+        hi = points[k] if k < len(points) else None
+        return cls(lo, hi, lo * 2 + 1 if hi is None else (lo + hi) / 2)
+
+    def root(self, const: Decimal, terms: Sequence[Term]) -> Decimal | None:
+        """The root of ``f`` if it lies on this segment (where ``f`` is one line), else None.
+
+        For a :func:`monotone` ``f`` that is the root :func:`nearest_root` finds, solved with
+        the same line; a change of ``const`` (the rest of a cross pool moved) keeps the
+        segment as long as the root stays on it.
+        """
+        a, b = _line(const, terms, self.probe, True)
+        if b == 0:
+            return None
+        root = -a / b
+        if self.lo < root and (self.hi is None or root <= self.hi):
+            return root
+        return None
+
+
+class MonotoneRoot:
+    """The root of a :func:`monotone` ``f`` as its ``const`` changes (the rest of a cross pool
+    moving), without a full search each time: while the root stays on the segment it was found
+    on, one line gives it; while ``f`` keeps one sign over every price, there is none."""
+
+    __slots__ = ("_first", "_last", "_segment", "inverse", "terms")
+
+    def __init__(self, terms: Sequence[Term], inverse: bool) -> None:
+        assert monotone(terms)
+        self.terms = terms
+        self.inverse = inverse
+        points = _breakpoints(terms)
+        self._first = Segment.around(terms, points[0] / 2 if points else ONE)
+        self._last = Segment.around(terms, points[-1] * 2 + 1 if points else ONE)
+        self._segment: Segment | None = None
+
+    def root(self, const: Decimal, x0: Decimal) -> Decimal | None:
+        """What :func:`nearest_root` gives for ``const`` (``x0`` only starts its search)."""
+        if self._segment is not None:
+            x = self._segment.root(const, self.terms)
+            if x is not None:
+                return x
+        # f(0+) and the sign f heads to at infinity: no sign change, no root
+        start, _ = _line(const, self.terms, self._first.probe, True)
+        a, b = _line(const, self.terms, self._last.probe, True)
+        end = _sign(b) if b != 0 else _sign(a)
+        if _sign(start) in (0, end):
+            self._segment = None
+            return None
+        x = nearest_root(const, self.terms, x0, self.inverse)
+        self._segment = Segment.around(self.terms, x) if x is not None else None
+        return x
+
+
 def nearest_root(
     const: Decimal,
     terms: Sequence[Term],
@@ -209,11 +283,8 @@ def nearest_root(
     _, slope = line(k0)
     downhill_first = s0 * slope > 0
     first = scan_down(None) if downhill_first else scan_up(None)
-    if len(terms) == 1:
-        leg = terms[0][0]
-        if not leg.moves_tier or leg.tiers.continuous:
-            # one leg with a continuous requirement: f is monotone, there is no other root
-            return first
+    if monotone(terms):
+        return first
     limit = distance(first) if first is not None else None
     second = scan_up(limit) if downhill_first else scan_down(limit)
     if first is None or second is None:

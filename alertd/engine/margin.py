@@ -8,6 +8,7 @@ for every exchange: ``margin_ratio = maintenance margin / margin balance``; high
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
@@ -86,13 +87,13 @@ class AccountMetrics:
     target_ratio: Decimal | None
 
 
-def _round_to_tick(price: Decimal, side: Side, tick: Decimal) -> Decimal:
+def round_to_tick(price: Decimal, side: Side, tick: Decimal) -> Decimal:
     # Bybit rounds towards the mark: a long's liquidation price up, a short's down.
     rounding = ROUND_CEILING if side is Side.LONG else ROUND_FLOOR
     return (price / tick).to_integral_value(rounding=rounding) * tick
 
 
-def _price_from_root(x: Decimal | None, inverse: bool) -> Decimal | None:
+def price_from_root(x: Decimal | None, inverse: bool) -> Decimal | None:
     if x is None or x <= 0:
         return None
     return from_u(x, inverse)
@@ -106,7 +107,8 @@ def liquidation_distance(mark: Decimal, liq: Decimal | None, ratio: Decimal) -> 
     return -d if ratio >= 1 else d
 
 
-def _leverage(notional: Decimal, equity: Decimal) -> Decimal | None:
+def leverage(notional: Decimal, equity: Decimal) -> Decimal | None:
+    """Notional over the equity behind it; Infinity once the equity is gone."""
     if notional == 0:
         return ZERO
     return notional / equity if equity > 0 else INFINITY
@@ -171,6 +173,28 @@ def _isolated_quantity_within(
     return None
 
 
+def crash_distance(
+    wallet_balance: Decimal,
+    cross_terms: Sequence[Term],
+    inverse: bool,
+    isolated_moves: Sequence[Decimal],
+    worst_ratio: Decimal,
+) -> Decimal | None:
+    """The uniform relative move of every mark that liquidates something first.
+
+    ``cross_terms`` are the cross legs with their current ``u`` (the move factor is solved);
+    ``isolated_moves`` each isolated position's ``liquidation / mark - 1``.
+    """
+    if worst_ratio >= 1:
+        return ZERO  # something is already at or past liquidation
+    moves = list(isolated_moves)
+    if cross_terms:
+        x = nearest_root(wallet_balance, cross_terms, ONE, inverse)
+        if x is not None:
+            moves.append(from_u(x, inverse) - 1)
+    return min(moves, key=abs) if moves else None
+
+
 def compute(
     account: Account, target_ratio: Decimal | None = None, *, crash: bool = True
 ) -> AccountMetrics:
@@ -200,7 +224,7 @@ def compute(
         displayed_ratio=displayed_ratio(profile, pool_mm, pool_equity) if cross else None,
         buffer=pool_equity - pool_mm,
         notional=pool_notional,
-        effective_leverage=_leverage(pool_notional, pool_equity),
+        effective_leverage=leverage(pool_notional, pool_equity),
         margin_to_add=(
             max(ZERO, pool_mm / target_ratio - pool_equity)
             if target_ratio is not None and cross
@@ -221,8 +245,8 @@ def compute(
         const = account.wallet_balance + rest
         others_upnl = sum((upnls[i] for i in others), ZERO)
         cross_liq[symbol] = (
-            _price_from_root(nearest_root(const, terms, u0, inverse), inverse),
-            _price_from_root(
+            price_from_root(nearest_root(const, terms, u0, inverse), inverse),
+            price_from_root(
                 nearest_root(account.wallet_balance + others_upnl, terms, u0, inverse, False),
                 inverse,
             ),
@@ -240,8 +264,8 @@ def compute(
             equity = p.isolated_margin + upnls[i]
             ratio = margin_ratio(mms[i], equity)
             own: list[Term] = [(leg, ONE)]
-            liq = _price_from_root(nearest_root(p.isolated_margin, own, u, p.inverse), p.inverse)
-            bankrupt = _price_from_root(
+            liq = price_from_root(nearest_root(p.isolated_margin, own, u, p.inverse), p.inverse)
+            bankrupt = price_from_root(
                 nearest_root(p.isolated_margin, own, u, p.inverse, False), p.inverse
             )
             shown = displayed_ratio(profile, mms[i], equity)
@@ -255,7 +279,7 @@ def compute(
             shown = pool.displayed_ratio
             to_add = None
         if liq is not None and profile.rounds_liquidation_to_tick and p.tick_size:
-            liq = _round_to_tick(liq, p.side, p.tick_size)
+            liq = round_to_tick(liq, p.side, p.tick_size)
 
         cut: Decimal | None = None
         if target_ratio is not None:
@@ -287,36 +311,28 @@ def compute(
                 liquidation_price=liq,
                 bankruptcy_price=bankrupt,
                 liquidation_distance=liquidation_distance(p.mark_price, liq, ratio),
-                effective_leverage=_leverage(notional, equity),
+                effective_leverage=leverage(notional, equity),
                 margin_to_add=to_add,
                 size_to_cut=cut,
             )
         )
 
-    if cross and crash:
-        crash_terms: list[Term] = [(legs[i], us[i]) for i in cross]
-        inverse = account.positions[cross[0]].inverse
-        x = nearest_root(account.wallet_balance, crash_terms, ONE, inverse)
-        if x is not None:
-            moves.append(from_u(x, inverse) - 1)
-
     ratios = [r.margin_ratio for r in results if r.position.is_isolated]
     if cross:
         ratios.append(pool_ratio)
     worst = max(ratios, default=ZERO)
-    crash_distance: Decimal | None
-    if not crash:
-        crash_distance = None
-    elif worst >= 1:
-        crash_distance = ZERO  # something is already at or past liquidation
-    else:
-        crash_distance = min(moves, key=abs) if moves else None
+    cross_terms: list[Term] = [(legs[i], us[i]) for i in cross]
+    inverse = bool(cross) and account.positions[cross[0]].inverse
     return AccountMetrics(
         account=account,
         pool=pool,
         positions=tuple(results),
         worst_ratio=worst,
-        crash_distance=crash_distance,
+        crash_distance=(
+            crash_distance(account.wallet_balance, cross_terms, inverse, moves, worst)
+            if crash
+            else None
+        ),
         target_ratio=target_ratio,
     )
 

@@ -1,7 +1,8 @@
 """Replaying a price history through the daemon's engine and rules, with the replay's clock.
 
-The same parts as ``alertd run``: the engine's incremental book prices every point, the
-liquidation prices come from the engine's exact solver, and the rule engine
+The same parts as ``alertd run``: the engine's incremental book prices every point, the same
+function (:func:`~alertd.rules.metrics.observe`) turns its figures into observations (solving
+liquidation prices only for the rules that read them), and the rule engine
 (:class:`~alertd.rules.lifecycle.AlertEngine`) decides what fires and when. Only the clock and the
 source of marks differ.
 
@@ -19,30 +20,18 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from alertd.engine.book import Book
-from alertd.engine.margin import compute, liquidation_distance
+from alertd.engine.margin import compute
 from alertd.engine.model import Account, MarginMode, Position, Side
 from alertd.engine.tiers import Tier, TierTable
 from alertd.errors import InputError
 from alertd.exchanges.registry import get_spec
 from alertd.replay.history import History
 from alertd.rules.lifecycle import AlertEngine, Kind
-from alertd.rules.metrics import FeedStatus, observe
-from alertd.rules.model import Observation, Rule, Subject
+from alertd.rules.metrics import FeedStatus, Needs, needs_of, observe
+from alertd.rules.model import Observation, Rule
 
 KEY = "replay"
 ZERO = Decimal(0)
-# What the book and the fixed liquidation prices give without a full recompute per point.
-FAST_ACCOUNT = {
-    "worst_ratio",
-    "margin_ratio",
-    "buffer",
-    "margin_balance",
-    "maintenance_margin",
-    "feed_stale_s",
-    "feed_down_s",
-    "account_error",
-}
-FAST_POSITION = {"margin_ratio", "liquidation_distance"}
 
 _SPEC = re.compile(
     r"^\s*(?P<symbol>\S+)\s+(?P<side>long|short)\s+(?P<size>[\d.]+)\s*@\s*(?P<entry>[\d.]+)"
@@ -147,18 +136,14 @@ def replay(
     adverse_low = (net >= 0) != held[0].inverse
     first = history.candles[0]
     start = account.with_marks({symbol: first.open})
-    # Liquidation prices do not depend on this symbol's own mark: solve them once, exactly.
+    # for the report, and to bound the idle shortcut's search
     base = compute(start)
     liq = {pm.position.key: pm.liquidation_price for pm in base.positions}
     book = Book()
     book.set_account(KEY, start)
-    live = book._positions[KEY]
-    sides = [p.side.label for p in start.positions]
-    fast = all(
-        r.metric in (FAST_ACCOUNT if r.scope.value == "account" else FAST_POSITION) for r in rules
-    )
+    # the shortcut's search evaluates a few hundred prices: not with a crash solve in each
+    fast = needs_of(rules) < Needs.CRASH
     engine = AlertEngine(rules)
-    account_subject = Subject(KEY, exchange)
     quiet = FeedStatus(ZERO, ZERO, None)
     result = ReplayResult(
         symbol,
@@ -170,41 +155,13 @@ def replay(
     result.liquidation_prices = {
         f"{p.symbol} {p.side.label}": liq[p.key] for p in start.positions if p.symbol == symbol
     }
-
     used = {r.metric for r in rules}
-    position_subjects = [
-        Subject(KEY, exchange, p.symbol, side)
-        for p, side in zip(start.positions, sides, strict=True)
-    ]
-    pool = book.cross_pool(KEY)
-
-    def observations(current: Account | None, worst: Decimal) -> list[Observation]:
-        if not fast:
-            assert current is not None
-            return observe(KEY, exchange, compute(current), quiet)
-        values: dict[str, Decimal | None] = {"worst_ratio": worst}
-        if "margin_ratio" in used:
-            values["margin_ratio"] = pool.ratio
-        if "buffer" in used:
-            values["buffer"] = pool.margin_balance - pool.mm
-        if "margin_balance" in used:
-            values["margin_balance"] = pool.margin_balance
-        if "maintenance_margin" in used:
-            values["maintenance_margin"] = pool.mm
-        out = [Observation(account_subject, values)]
-        if "margin_ratio" in used or "liquidation_distance" in used:
-            for lp, subject, p in zip(live, position_subjects, start.positions, strict=True):
-                ratio = lp.pool.ratio
-                distance = liquidation_distance(lp.mark, liq[p.key], ratio)
-                out.append(
-                    Observation(subject, {"margin_ratio": ratio, "liquidation_distance": distance})
-                )
-        return out
 
     def at(price: Decimal) -> tuple[Decimal, list[Observation]]:
+        """The daemon's path: the book at ``price``, then the rules' observations."""
         book.apply_account_mark(KEY, symbol, price)
-        worst = book.worst_ratio(KEY)
-        return worst, observations(None, worst)
+        live = book.live(KEY)
+        return live.worst_ratio, observe(KEY, exchange, live, quiet, used)
 
     def troubled(price: Decimal) -> bool:
         worst, observed = at(price)
@@ -212,8 +169,6 @@ def replay(
 
     safe = _safe_side(start, fast, held, troubled, liq, adverse_low) if shortcut else None
     book.set_account(KEY, start)  # fresh sums after the search
-    live = book._positions[KEY]
-    pool = book.cross_pool(KEY)
 
     for i, candle in enumerate(history.candles):
         if progress is not None and i % 1000 == 0:
@@ -230,10 +185,7 @@ def replay(
                 and (price > safe if adverse_low else price < safe)
             ):
                 continue  # beyond the last price at which any rule could breach: idle
-            book.apply_account_mark(KEY, symbol, price)
-            worst = book.worst_ratio(KEY)
-            current = None if fast else start.with_marks({symbol: price})
-            observed = observations(current, worst)
+            worst, observed = at(price)
             # nothing firing, nothing breached: evaluate would change nothing
             notes = (
                 []

@@ -12,10 +12,8 @@ from typing import Any
 import alertd.views.format as fmt
 from alertd.engine.margin import AccountMetrics, PositionMetrics, compute
 from alertd.rules.lifecycle import Kind, Notification
+from alertd.rules.metrics import Needs, Unit, lookup, unit_of
 
-RATIO_METRICS = {"worst_ratio", "margin_ratio"}
-FRACTION_METRICS = RATIO_METRICS | {"liquidation_distance", "crash_distance"}
-SECONDS_METRICS = {"feed_stale_s", "feed_down_s"}
 MAX_POSITIONS = 3  # lines of positions in one message; the rest are counted
 
 
@@ -29,14 +27,15 @@ def fmt_metric(metric: str, value: Decimal | None, beside: Decimal | None = None
     """``value`` as the metric's unit shows it; ``beside`` a threshold, never rounded onto it."""
     if value is None:
         return "n/a"
-    if metric in FRACTION_METRICS:
-        infinite = fmt.LIQUIDATED if metric in RATIO_METRICS else fmt.INFINITE
+    unit = unit_of(metric)
+    if unit is Unit.RATIO or unit is Unit.FRACTION:
+        infinite = fmt.LIQUIDATED if unit is Unit.RATIO else fmt.INFINITE
         if beside is None:
             return fmt.percent(value, 1, infinite=infinite)
         return fmt.apart(
             value, beside, lambda v, p, r: fmt.percent(v, p, infinite=infinite, rounding=r), 1
         )
-    if metric in SECONDS_METRICS:
+    if unit is Unit.SECONDS:
         return fmt.seconds(value)
     return fmt.money(value)
 
@@ -120,11 +119,13 @@ def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
     lines = [f"{rule.direction} {threshold} ({rule.name})"]
     if metric == "account_error":
         lines = [f"feed stopped: {n.context.get('fatal') or 'unknown error'}"]
-    elif metric in SECONDS_METRICS:
+    elif unit_of(metric) is Unit.SECONDS:
         lines = [f"no fresh data for {value}: alertd cannot see this account's risk"]
     if n.kind is Kind.REPEAT:
         lines[0] += f", firing for {fmt.duration(n.at - n.since)}"
-    if metrics is not None and metric not in SECONDS_METRICS | {"account_error"}:
+    entry = lookup(metric, rule.scope)
+    about_feed = entry is not None and entry.needs is Needs.FEED  # no figures to quote
+    if metrics is not None and not about_feed:
         focus = n.context.get("position")
         shown = (
             [focus]

@@ -1,0 +1,175 @@
+"""The metric registry: one entry per metric, read by observations, messages, config and docs."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+
+from alertd.engine.book import Book
+from alertd.engine.margin import AccountMetrics, compute
+from alertd.engine.model import Account
+from alertd.rules.lifecycle import Kind, Notification
+from alertd.rules.messages import fmt_metric
+from alertd.rules.metrics import (
+    ACCOUNT_METRICS,
+    METRICS,
+    POSITION_METRICS,
+    FeedStatus,
+    Needs,
+    Unit,
+    lookup,
+    metric_scope,
+    needs_of,
+    observe,
+    with_full_metrics,
+    with_tables,
+)
+from alertd.rules.model import Rule, Scope, Severity
+
+from .test_book import same
+from .test_properties import accounts
+
+D = Decimal
+DOC = Path(__file__).resolve().parents[1] / "docs" / "rules.md"
+FEED = FeedStatus(D("1.5"), D(0), None)
+
+
+def test_docs_rules_md_tables_are_generated_from_the_registry() -> None:
+    text = DOC.read_text()
+    assert with_tables(text) == text, (
+        "docs/rules.md is stale: run `python -m alertd.rules.metrics --write`"
+    )
+    for m in METRICS:
+        assert f"| `{m.name}` | {m.description} |" in text
+
+
+def test_every_entry_is_complete_and_shared_names_agree() -> None:
+    assert len({(m.name, m.scope) for m in METRICS}) == len(METRICS)
+    for m in METRICS:
+        assert m.risky in ("above", "below") and m.description and m.name.islower()
+    for name in ACCOUNT_METRICS.keys() & POSITION_METRICS.keys():
+        a, p = ACCOUNT_METRICS[name], POSITION_METRICS[name]
+        assert (a.unit, a.risky) == (p.unit, p.risky), name
+    assert metric_scope("margin_ratio") is Scope.ACCOUNT  # account wins a tie
+    assert metric_scope("liquidation_distance") is Scope.POSITION
+    assert lookup("margin_ratio", Scope.POSITION) is POSITION_METRICS["margin_ratio"]
+    assert lookup("nope") is None
+
+
+def _rule(metric: str, scope: Scope) -> Rule:
+    return Rule(metric, metric, scope, Severity.WARNING, above=D(0))
+
+
+def test_what_rules_need_computed() -> None:
+    assert needs_of([]) is Needs.FEED
+    assert needs_of([_rule("worst_ratio", Scope.ACCOUNT)]) is Needs.POOL
+    assert needs_of([_rule("liquidation_distance", Scope.POSITION)]) is Needs.LIQUIDATION
+    crash = [_rule("feed_down_s", Scope.ACCOUNT), _rule("crash_distance", Scope.ACCOUNT)]
+    assert needs_of(crash) is Needs.CRASH
+
+
+# What each metric meant when observations were built from compute()'s full figures.
+def _expected_account(m: AccountMetrics) -> dict[str, Decimal | None]:
+    pool = m.pool
+    return {
+        "worst_ratio": m.worst_ratio,
+        "margin_ratio": pool.margin_ratio,
+        "buffer": pool.buffer,
+        "crash_distance": None if m.crash_distance is None else abs(m.crash_distance),
+        "effective_leverage": pool.effective_leverage,
+        "margin_balance": pool.margin_balance,
+        "maintenance_margin": pool.maintenance_margin,
+        "feed_stale_s": FEED.stale_s,
+        "feed_down_s": FEED.down_s,
+        "account_error": D(0),
+    }
+
+
+def _btc_long() -> Account:
+    from .helpers import account, position, snapshot, tiers
+
+    btc = position("BTC/USDT:USDT", "long", "1", "50000", "49000", tiers([(None, "0.004", "0")]))
+    return account(snapshot("binanceusdm", "1000", [btc]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(accounts(hedge=True))
+def test_observations_from_the_book_are_the_full_computation_s_figures(account: Account) -> None:
+    book = Book()
+    book.set_account("a", account)
+    observed = observe("a", "binanceusdm", book.live("a"), FEED)
+    full = compute(account)
+    expected = _expected_account(full)
+    assert observed[0].metrics.keys() == ACCOUNT_METRICS.keys()
+    for name, value in observed[0].metrics.items():
+        assert same(value, expected[name]), name
+    assert len(observed) == 1 + len(full.positions)
+    for obs, pm in zip(observed[1:], full.positions, strict=True):
+        assert obs.subject.symbol == pm.position.symbol
+        assert obs.subject.side == pm.position.side.label
+        want = {
+            "margin_ratio": pm.margin_ratio,
+            "liquidation_distance": pm.liquidation_distance,
+            "effective_leverage": pm.effective_leverage,
+            "unrealized_pnl": pm.unrealized_pnl,
+            "notional": pm.notional,
+        }
+        assert obs.metrics.keys() == POSITION_METRICS.keys()
+        for name, value in obs.metrics.items():
+            assert same(value, want[name]), name
+
+
+def test_only_the_wanted_metrics_are_read_and_incomplete_data_gives_feed_metrics_only() -> None:
+    one = _btc_long()
+    book = Book()
+    book.set_account("a", one)
+    wanted = {"worst_ratio", "feed_down_s"}
+    observed = observe("a", "binanceusdm", book.live("a"), FEED, wanted)
+    assert [set(o.metrics) for o in observed] == [wanted]  # no position rule: no positions
+    observed = observe("a", "binanceusdm", book.live("a"), FEED, {"liquidation_distance"})
+    assert [set(o.metrics) for o in observed] == [set(), {"liquidation_distance"}]
+    blind = observe("a", "binanceusdm", None, FeedStatus(D(0), D(75), "banned"))
+    assert len(blind) == 1
+    assert blind[0].metrics == {"feed_stale_s": D(0), "feed_down_s": D(75), "account_error": D(1)}
+    assert blind[0].context["fatal"] == "banned"
+
+
+def test_a_sent_notification_carries_the_full_figures() -> None:
+    one = _btc_long()
+    book = Book()
+    book.set_account("a", one)
+    observed = observe("a", "binanceusdm", book.live("a"), FEED)
+    rule = _rule("liquidation_distance", Scope.POSITION)
+    notes = [
+        Notification(Kind.FIRING, rule, o.subject, 1.0, 1.0, D(0), o.context) for o in observed
+    ]
+    full = with_full_metrics(notes, D("0.5"))
+    assert "live" not in full[0].context and "live" not in full[1].context
+    metrics = full[0].context["metrics"]
+    assert isinstance(metrics, AccountMetrics)
+    assert metrics == compute(one, D("0.5"))
+    assert full[1].context["position"] == metrics.positions[0]
+    assert full[1].context["metrics"] is metrics  # computed once per account
+
+
+@pytest.mark.parametrize(
+    ("metric", "value", "shown"),
+    [
+        ("worst_ratio", D("0.6667"), "66.7%"),
+        ("worst_ratio", D("Infinity"), "LIQUIDATED"),
+        ("crash_distance", D("Infinity"), "∞"),
+        ("liquidation_distance", D("0.031"), "3.1%"),
+        ("feed_down_s", D("75.4"), "75s"),
+        ("buffer", D("1234.5"), "1,234.50"),
+        ("account_error", D(1), "1.00"),
+        ("margin-call", D(1), "1.00"),  # not a metric (an exchange push): a plain number
+    ],
+)
+def test_messages_format_by_unit(metric: str, value: Decimal, shown: str) -> None:
+    assert fmt_metric(metric, value) == shown
+    entry = lookup(metric)
+    if entry is not None and entry.unit in (Unit.RATIO, Unit.FRACTION):
+        assert shown.endswith("%") or not value.is_finite()
