@@ -1,18 +1,26 @@
-"""Tick-path benchmark of the margin engine.
+"""Tick-path benchmark: the path the daemon uses for alerts, per mark update.
 
 1,000 accounts x 10 cross positions on 200 symbols (real Binance USDⓈ-M tier tables from
-../shared/data when present). A stream of mark ticks, one random symbol at a time; each tick
-reprices every position in that symbol and recomputes the ratio of every account it touched,
-which is what the daemon does per tick. Prints ticks/s, position updates/s, and the median and
-p99 cost per tick; then, for reference, the same ticks through a full per-account recompute.
+../shared/data when present). A stream of mark ticks, one random symbol at a time. Per tick,
+what the daemon does: the book reprices every position in that symbol (running pool sums), then
+every account it touched is evaluated by the daemon's own ``Alerting.evaluate_figures`` with
+the default rules and the built-in ones: the one observation function (liquidation prices
+solved for the ``liquidation_distance`` rule, kept while valid), the rule engine, and a commit
+of what changed to the alert store (SQLite in memory here: no disk in the figure). The daemon
+batches a burst of ticks into one evaluation per ``eval_interval_s``; here every tick is
+evaluated, the worst case. Prints position updates/s, ticks/s, the median and p99 cost per
+tick; then, for reference, the book alone, the daemon's path before (a full ``compute()`` of
+every touched account), and a full ``compute()`` of one account.
 
     python bench/engine.py [--accounts 1000] [--positions 10] [--symbols 200] [--ticks 20000]
+                           [--stressed]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import statistics
@@ -21,12 +29,16 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+from alertd.config import AccountConfig, Config
+from alertd.daemon.evaluation import Alerting
+from alertd.daemon.store import Store
+from alertd.delivery.deliverer import Deliverer
 from alertd.engine.book import Book
-from alertd.engine.legs import Leg
-from alertd.engine.margin import compute, margin_ratio
+from alertd.engine.margin import compute
 from alertd.engine.model import Account, MarginMode, Position, Side
 from alertd.engine.tiers import Tier, TierTable, derive_deductions
 from alertd.exchanges.registry import get_spec
+from alertd.rules.metrics import FeedStatus
 
 TIERS_FILE = (
     Path(__file__).resolve().parents[2]
@@ -67,7 +79,12 @@ def build(
     per_account: int,
     symbols: list[str],
     tables: dict[str, TierTable],
+    stressed: bool = False,
 ) -> tuple[list[Account], dict[str, Decimal]]:
+    """Accounts at 2-5x, positions of 1,000-50,000 USDT with entries within 1% of the marks
+    (calm: the rules are mostly idle), or, ``stressed``, at 3-20x, 1,000-400,000 USDT with
+    entries within 5%: with the alts' steep tiers many start near or past liquidation."""
+    spread, low, high, largest = (500, 3, 20, 400_000) if stressed else (100, 2, 5, 50_000)
     profile = get_spec("binanceusdm").profile
     marks = {s: Decimal(rng.randint(100, 10_000_000)) / 100 for s in symbols}
     out = []
@@ -75,7 +92,7 @@ def build(
         held = []
         total = Decimal(0)
         for symbol in rng.sample(symbols, per_account):
-            notional = Decimal(rng.randint(1_000, 400_000))
+            notional = Decimal(rng.randint(1_000, largest))
             mark = marks[symbol]
             contracts = (notional / mark).quantize(Decimal("0.0001")) or Decimal("0.0001")
             held.append(
@@ -85,7 +102,7 @@ def build(
                     contracts=contracts,
                     contract_size=Decimal(1),
                     inverse=False,
-                    entry_price=mark * (1 + Decimal(rng.randint(-500, 500)) / 10_000),
+                    entry_price=mark * (1 + Decimal(rng.randint(-spread, spread)) / 10_000),
                     mark_price=mark,
                     margin_mode=MarginMode.CROSS,
                     tiers=tables[symbol],
@@ -93,7 +110,7 @@ def build(
                 )
             )
             total += notional
-        wallet = (total / rng.randint(3, 20)).quantize(Decimal("0.01"))
+        wallet = (total / rng.randint(low, high)).quantize(Decimal("0.01"))
         out.append(Account(profile, f"acct{a}", "USDT", wallet, tuple(held)))
     return out, marks
 
@@ -102,78 +119,15 @@ def percentile(sorted_values: list[int], fraction: float) -> int:
     return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--accounts", type=int, default=1000)
-    parser.add_argument("--positions", type=int, default=10)
-    parser.add_argument("--symbols", type=int, default=200)
-    parser.add_argument("--ticks", type=int, default=20_000)
-    parser.add_argument("--reference-ticks", type=int, default=2000)
-    parser.add_argument("--full-accounts", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args()
+def alerting(book: Book, wall: list[float]) -> Alerting:
+    """The daemon's evaluation with the default and built-in rules, no receivers."""
+    config = Config(version=1, accounts=[AccountConfig(name="bench", exchange="binanceusdm")])
+    store = Store(":memory:")
+    deliverer = Deliverer(store, {}, config.routes, config.delivery)
+    return Alerting(config, store, deliverer, book=book, wall_clock=lambda: wall[0])
 
-    rng = random.Random(args.seed)
-    symbols, tables, source = load_tables(args.symbols)
-    held, marks = build(rng, args.accounts, args.positions, symbols, tables)
-    book = Book()
-    for account in held:
-        book.set_account(account.name, account)
 
-    ticks = []
-    for _ in range(args.ticks):
-        symbol = rng.choice(symbols)
-        marks[symbol] = (marks[symbol] * (1 + Decimal(rng.randint(-30, 30)) / 10_000)).quantize(
-            Decimal("0.0001")
-        )
-        ticks.append((symbol, marks[symbol]))
-
-    costs: list[int] = []
-    updates = 0
-    worst = Decimal(0)
-    clock = time.perf_counter_ns
-    start = clock()
-    for symbol, mark in ticks:
-        t0 = clock()
-        touched = book.apply_mark(symbol, mark)
-        for key in touched:
-            ratio = book.worst_ratio(key)
-            if ratio > worst:
-                worst = ratio
-        costs.append(clock() - t0)
-        updates += len(book._by_symbol.get(symbol, ()))
-    elapsed = (clock() - start) / 1e9
-
-    # Reference 1: the same ticks, re-summing every position of each touched account.
-    legs = {a.name: [(p.symbol, Leg.of(p, a.profile)) for p in a.positions] for a in held}
-    holders: dict[str, list[str]] = {}
-    for a in held:
-        for p in a.positions:
-            holders.setdefault(p.symbol, []).append(a.name)
-    wallets = {a.name: a.wallet_balance for a in held}
-    now = {a.name: {p.symbol: p.mark_price for p in a.positions} for a in held}
-    reference = ticks[: args.reference_ticks]
-    r0 = clock()
-    for symbol, mark in reference:
-        for name in holders.get(symbol, ()):
-            now[name][symbol] = mark
-            upnl = mm = Decimal(0)
-            for sym, leg in legs[name]:
-                u = now[name][sym]
-                upnl += leg.upnl(u)
-                mm += leg.mm(u)
-            margin_ratio(mm, wallets[name] + upnl)
-    ref_elapsed = (clock() - r0) / 1e9
-
-    # Reference 2: full metrics of one account (liquidation prices, crash distance, ...), the
-    # on-demand path used when a rule or a message needs them.
-    sample = held[: args.full_accounts]
-    f0 = clock()
-    for account in sample:
-        compute(account, Decimal("0.5"))
-    full_each = (clock() - f0) / 1e9 / len(sample)
-
-    costs.sort()
+def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -182,26 +136,115 @@ def main() -> int:
                 break
     except OSError:
         pass
-    print(f"machine      : {cpu}, Python {platform.python_version()}, {platform.system()}")
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--accounts", type=int, default=1000)
+    parser.add_argument("--positions", type=int, default=10)
+    parser.add_argument("--symbols", type=int, default=200)
+    parser.add_argument("--ticks", type=int, default=20_000)
+    parser.add_argument("--reference-ticks", type=int, default=500)
+    parser.add_argument("--full-accounts", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--stressed", action="store_true", help="many accounts near liquidation (alerts firing)"
+    )
+    args = parser.parse_args()
+
+    rng = random.Random(args.seed)
+    symbols, tables, source = load_tables(args.symbols)
+    held, marks = build(rng, args.accounts, args.positions, symbols, tables, args.stressed)
+    exchange = held[0].profile.id
+    ticks = []
+    for _ in range(args.ticks):
+        symbol = rng.choice(symbols)
+        marks[symbol] = (marks[symbol] * (1 + Decimal(rng.randint(-30, 30)) / 10_000)).quantize(
+            Decimal("0.0001")
+        )
+        ticks.append((symbol, marks[symbol]))
+
+    def fresh_book() -> Book:
+        book = Book()
+        for account in held:
+            book.set_account(account.name, account)
+        return book
+
+    clock = time.perf_counter_ns
+    # The daemon's path: book update, then every touched account evaluated.
+    book = fresh_book()
+    wall = [1.0e9]
+    alerts = alerting(book, wall)
+    fresh = FeedStatus(Decimal(0), Decimal(0), None)  # feeds healthy
+    costs: list[int] = []
+    updates = notified = 0
+    start = clock()
+    for symbol, mark in ticks:
+        t0 = clock()
+        wall[0] += 0.005
+        for key in book.apply_mark(symbol, mark):
+            notified += len(alerts.evaluate_figures(str(key), exchange, book.live(key), fresh))
+        costs.append(clock() - t0)
+        updates += book.holders(symbol)
+    elapsed = (clock() - start) / 1e9
+    firing = len(alerts.engine.firing())
+
+    # Reference: the book alone (running sums and the worst ratio, no rules).
+    book = fresh_book()
+    worst = Decimal(0)
+    b0 = clock()
+    for symbol, mark in ticks:
+        for key in book.apply_mark(symbol, mark):
+            worst = max(worst, book.worst_ratio(key))
+    book_elapsed = (clock() - b0) / 1e9
+
+    # Reference: the daemon's path before the book fed the rules: a full compute() (without
+    # the crash distance) of every touched account, before any observation or rule.
+    book = fresh_book()
+    reference = ticks[: args.reference_ticks]
+    reference_updates = 0
+    r0 = clock()
+    for symbol, mark in reference:
+        for key in book.apply_mark(symbol, mark):
+            compute(book.account(key), alerts.target, crash=False)
+        reference_updates += book.holders(symbol)
+    reference_elapsed = (clock() - r0) / 1e9
+
+    # Reference: full metrics of one account (liquidation prices, crash distance, ...), what a
+    # message quotes when one is sent.
+    sample = held[: args.full_accounts]
+    f0 = clock()
+    for account in sample:
+        compute(account, Decimal("0.5"))
+    full_each = (clock() - f0) / 1e9 / len(sample)
+
+    costs.sort()
+    print(f"machine      : {machine()}")
     print(f"tier tables  : {source}")
     print(
         f"book         : {args.accounts} accounts x {args.positions} cross positions "
-        f"on {len(symbols)} symbols"
+        f"on {len(symbols)} symbols ({'stressed' if args.stressed else 'calm'}); "
+        f"rules: {len(alerts.rules)} (defaults + built-ins)"
+    )
+    print(
+        f"daemon path  : {updates} position updates = {updates / elapsed:,.0f} position "
+        f"updates/s ({updates / len(ticks):.1f} per tick)"
     )
     print(f"ticks        : {len(ticks)} in {elapsed:.3f} s = {len(ticks) / elapsed:,.0f} ticks/s")
-    print(
-        f"positions    : {updates} updates = {updates / elapsed:,.0f} position updates/s "
-        f"({updates / len(ticks):.1f} per tick)"
-    )
     print(
         f"per tick     : median {statistics.median(costs) / 1000:.1f} us, "
         f"p99 {percentile(costs, 0.99) / 1000:.1f} us, max {costs[-1] / 1000:.1f} us"
     )
-    print(f"worst ratio  : {worst:.4f} (random walk; some accounts end up liquidated)")
-    ref_rate = len(reference) / ref_elapsed
+    print(f"alerts       : {notified} notifications, {firing} firing at the end (random walk)")
     print(
-        f"reference    : re-summing every position of each touched account: {ref_rate:,.0f} "
-        f"ticks/s over {len(reference)} ticks ({len(ticks) / elapsed / ref_rate:.1f}x slower)"
+        f"book alone   : {updates / book_elapsed:,.0f} position updates/s "
+        f"(the daemon path costs {elapsed / book_elapsed:.1f}x as much)"
+    )
+    print(
+        f"before       : a full compute() per touched account (the daemon's path before): "
+        f"{reference_updates / reference_elapsed:,.0f} position updates/s over "
+        f"{len(reference)} ticks, before any rule"
     )
     print(
         f"full metrics : compute() of one {args.positions}-position account with liquidation "

@@ -77,8 +77,8 @@ def test_liquidation_figures_on_demand_match_a_full_recompute(
             assert same(live.liquidation_distance(i), pm.liquidation_distance)
             assert same(live.positions[i].effective_leverage, pm.effective_leverage)
         assert same(live.crash_distance(), full.crash_distance)
-        assert same(live.cross.effective_leverage, full.pool.effective_leverage)
-        assert close(live.cross.notional, full.pool.notional)
+        assert same(live.effective_leverage, full.pool.effective_leverage)
+        assert close(live.cross_notional, full.pool.notional)
         assert close(live.cross.buffer, full.pool.buffer)
 
 

@@ -40,13 +40,12 @@ ONE = Decimal(1)
 class LivePool:
     """One margin pool's running sums: the cross pool, or one isolated position."""
 
-    __slots__ = ("balance", "mm", "notional", "upnl")
+    __slots__ = ("balance", "mm", "upnl")
 
     def __init__(self, balance: Decimal) -> None:
         self.balance = balance  # cross wallet balance, or the isolated margin
         self.upnl = ZERO
         self.mm = ZERO
-        self.notional = ZERO
 
     @property
     def margin_balance(self) -> Decimal:
@@ -60,26 +59,26 @@ class LivePool:
     def buffer(self) -> Decimal:
         return self.balance + self.upnl - self.mm
 
-    @property
-    def effective_leverage(self) -> Decimal | None:
-        return leverage(self.notional, self.balance + self.upnl)
-
 
 class LivePosition:
-    __slots__ = ("account", "leg", "mark", "mm", "notional", "pool", "position", "u", "upnl")
+    __slots__ = ("account", "leg", "mark", "mm", "pool", "position", "u", "upnl")
 
     def __init__(self, account: Hashable, position: Position, leg: Leg, pool: LivePool) -> None:
         self.account = account
         self.position = position  # as of the last snapshot: its mark is not kept current
         self.leg = leg
         self.pool = pool
-        self.upnl = self.mm = self.notional = ZERO
+        self.upnl = self.mm = ZERO
         self.mark = self.u = position.mark_price
         self.reprice(position.mark_price)
 
     @property
     def symbol(self) -> str:
         return self.position.symbol
+
+    @property
+    def notional(self) -> Decimal:
+        return self.leg.quantity * self.u
 
     @property
     def effective_leverage(self) -> Decimal | None:
@@ -91,13 +90,11 @@ class LivePosition:
         u = to_u(mark, self.position.inverse)
         upnl = leg.upnl(u)
         mm = leg.mm(u)
-        notional = leg.quantity * u
         pool = self.pool
         pool.upnl += upnl - self.upnl
         pool.mm += mm - self.mm
-        pool.notional += notional - self.notional
         self.mark, self.u = mark, u
-        self.upnl, self.mm, self.notional = upnl, mm, notional
+        self.upnl, self.mm = upnl, mm
 
 
 class _Liquidation:
@@ -172,6 +169,15 @@ class LiveAccount:
         if any(lp.pool is self.cross for lp in self.positions):
             ratios.append(self.cross.ratio)
         return max(ratios, default=ZERO)
+
+    @property
+    def cross_notional(self) -> Decimal:
+        return sum((lp.notional for lp in self.positions if lp.pool is self.cross), ZERO)
+
+    @property
+    def effective_leverage(self) -> Decimal | None:
+        """The cross pool's notional / margin balance."""
+        return leverage(self.cross_notional, self.cross.margin_balance)
 
     def liquidation_price(self, index: int) -> Decimal | None:
         """Position ``index``'s liquidation price, as :func:`compute` gives it."""

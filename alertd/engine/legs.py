@@ -87,8 +87,11 @@ class Leg:
     def mm(self, u: Decimal) -> Decimal:
         if self.fixed_mm is not None:
             return self.fixed_mm
-        tier = self.tier(u)
-        return self.quantity * u * (tier.mmr + self.fee_rate) - tier.deduction
+        # tier_index inlined: this runs for every position on every tick
+        notional = self.quantity * u
+        i = self.fixed_tier if self.fixed_tier is not None else self.tiers.index_for(notional)
+        tier = self.tiers.tiers[i]
+        return notional * (tier.mmr + self.fee_rate) - tier.deduction
 
 
 # A term is a leg and the factor that maps the solved variable x to the leg's u: u = c * x.
@@ -156,54 +159,49 @@ class Segment:
         hi = points[k] if k < len(points) else None
         return cls(lo, hi, lo * 2 + 1 if hi is None else (lo + hi) / 2)
 
-    def root(self, const: Decimal, terms: Sequence[Term]) -> Decimal | None:
-        """The root of ``f`` if it lies on this segment (where ``f`` is one line), else None.
-
-        For a :func:`monotone` ``f`` that is the root :func:`nearest_root` finds, solved with
-        the same line; a change of ``const`` (the rest of a cross pool moved) keeps the
-        segment as long as the root stays on it.
-        """
-        a, b = _line(const, terms, self.probe, True)
-        if b == 0:
-            return None
-        root = -a / b
-        if self.lo < root and (self.hi is None or root <= self.hi):
-            return root
-        return None
-
 
 class MonotoneRoot:
     """The root of a :func:`monotone` ``f`` as its ``const`` changes (the rest of a cross pool
-    moving), without a full search each time: while the root stays on the segment it was found
-    on, one line gives it; while ``f`` keeps one sign over every price, there is none."""
+    moving), without a full search each time: ``f`` is ``const`` plus a part that does not
+    change, so while the root stays on the segment it was found on, that segment's line gives
+    it, and while ``f`` keeps one sign over every price there is none."""
 
-    __slots__ = ("_first", "_last", "_segment", "inverse", "terms")
+    __slots__ = ("_at_zero", "_end", "_end_at_zero", "_line", "_segment", "inverse", "terms")
 
     def __init__(self, terms: Sequence[Term], inverse: bool) -> None:
         assert monotone(terms)
         self.terms = terms
         self.inverse = inverse
         points = _breakpoints(terms)
-        self._first = Segment.around(terms, points[0] / 2 if points else ONE)
-        self._last = Segment.around(terms, points[-1] * 2 + 1 if points else ONE)
+        first = Segment.around(terms, points[0] / 2 if points else ONE)
+        last = Segment.around(terms, points[-1] * 2 + 1 if points else ONE)
+        # f(0+) - const, and where f heads at infinity (the slope's sign, or the level's)
+        self._at_zero = _line(ZERO, terms, first.probe, True)[0]
+        self._end_at_zero, slope = _line(ZERO, terms, last.probe, True)
+        self._end = _sign(slope)
         self._segment: Segment | None = None
+        self._line = (ZERO, ZERO)  # the segment's line, without const
 
     def root(self, const: Decimal, x0: Decimal) -> Decimal | None:
         """What :func:`nearest_root` gives for ``const`` (``x0`` only starts its search)."""
-        if self._segment is not None:
-            x = self._segment.root(const, self.terms)
-            if x is not None:
+        segment = self._segment
+        if segment is not None:
+            a, b = self._line
+            x = -(const + a) / b
+            if segment.lo < x and (segment.hi is None or x <= segment.hi):
                 return x
-        # f(0+) and the sign f heads to at infinity: no sign change, no root
-        start, _ = _line(const, self.terms, self._first.probe, True)
-        a, b = _line(const, self.terms, self._last.probe, True)
-        end = _sign(b) if b != 0 else _sign(a)
-        if _sign(start) in (0, end):
-            self._segment = None
+        end = self._end or _sign(const + self._end_at_zero)
+        if _sign(const + self._at_zero) in (0, end):
+            self._segment = None  # one sign over every price: no root
             return None
-        x = nearest_root(const, self.terms, x0, self.inverse)
-        self._segment = Segment.around(self.terms, x) if x is not None else None
-        return x
+        found = nearest_root(const, self.terms, x0, self.inverse)
+        self._segment = None
+        if found is not None:
+            segment = Segment.around(self.terms, found)
+            self._line = _line(ZERO, self.terms, segment.probe, True)
+            if self._line[1] != 0:
+                self._segment = segment
+        return found
 
 
 def nearest_root(

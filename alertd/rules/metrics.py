@@ -139,7 +139,7 @@ METRICS: tuple[Metric, ...] = (
         "above",
         "cross notional / cross margin balance",
         Needs.POOL,
-        lambda f: f.account.cross.effective_leverage,
+        lambda f: f.account.effective_leverage,
     ),
     Metric(
         "margin_balance",
