@@ -4,8 +4,9 @@ Every metric is one :class:`Metric` entry in :data:`METRICS`: its name and scope
 (which decides how a message shows it), the direction in which it gets riskier, its meaning,
 what it needs computed, and how it is read from an account in the book
 (:class:`~alertd.engine.book.LiveAccount`) and the feed's status. Config validation, the
-messages, replay and ``docs/rules.md`` (``python -m alertd.rules.metrics --write``) all read
-this table; adding a metric is one entry.
+messages, replay and ``docs/rules.md``'s metric tables all read this table; adding a metric is
+one entry (then regenerate the doc:
+``ALERTD_WRITE_DOCS=1 pytest tests/test_metric_registry.py``; the test fails while it is stale).
 
 :func:`observe` is the one path from figures to rule observations, for the daemon and replay
 alike. It reads only the metrics asked for, so a liquidation price is solved only when a rule
@@ -344,8 +345,8 @@ def with_full_metrics(
 # --- docs/rules.md ---------------------------------------------------------------------------
 
 DOC_BEGIN = (
-    "<!-- metric tables: generated from alertd/rules/metrics.py by "
-    "`python -m alertd.rules.metrics --write`; edit the registry, not this text -->"
+    "<!-- metric tables: generated from alertd/rules/metrics.py "
+    "(ALERTD_WRITE_DOCS=1 pytest tests/test_metric_registry.py); edit the registry -->"
 )
 DOC_END = "<!-- end of generated metric tables -->"
 
@@ -376,17 +377,3 @@ def with_tables(doc: str) -> str:
     if not begin or not end:
         raise ValueError(f"the markers {DOC_BEGIN!r} and {DOC_END!r} are missing")
     return f"{head}{DOC_BEGIN}\n\n{metric_tables()}\n\n{DOC_END}{tail}"
-
-
-if __name__ == "__main__":  # a developer's tool, not part of the daemon
-    import argparse
-    from pathlib import Path
-
-    parser = argparse.ArgumentParser(description="print or rewrite the metric tables")
-    parser.add_argument("--write", metavar="PATH", nargs="?", const="docs/rules.md")
-    args = parser.parse_args()
-    if args.write is None:
-        print(metric_tables())
-    else:
-        path = Path(args.write)
-        path.write_text(with_tables(path.read_text()))
