@@ -101,7 +101,17 @@ class _Liquidation:
     """The legs that liquidate together (an isolated position, or one symbol's cross legs)
     and their last solved root."""
 
-    __slots__ = ("const", "inverse", "isolated_margin", "members", "solver", "terms", "u0", "x")
+    __slots__ = (
+        "const",
+        "inverse",
+        "isolated_margin",
+        "liq",
+        "members",
+        "solver",
+        "terms",
+        "u0",
+        "x",
+    )
 
     def __init__(self, members: list[LivePosition], isolated_margin: Decimal | None) -> None:
         self.members = members
@@ -113,29 +123,36 @@ class _Liquidation:
         self.const: Decimal | None = None
         self.u0: Decimal | None = None
         self.x: Decimal | None = None
+        self.liq: Decimal | None = None  # the price at x
 
     def price(self, cross: LivePool) -> Decimal | None:
         """The mark (of these legs' symbol) at which their pool's ratio reaches 1."""
+        members = self.members
         if self.isolated_margin is not None:
             const = self.isolated_margin
         else:
             # the wallet and every other cross leg, at their marks
-            mine = sum((lp.upnl - lp.mm for lp in self.members), ZERO)
+            if len(members) == 1:
+                mine = members[0].upnl - members[0].mm
+            else:
+                mine = sum((lp.upnl - lp.mm for lp in members), ZERO)
             const = cross.balance + (cross.upnl - cross.mm - mine)
-        u0 = self.members[0].u
+        u0 = members[0].u
         if const != self.const or (self.solver is None and u0 != self.u0):
             if self.solver is not None:
-                self.x = self.solver.root(const, u0)
+                x = self.solver.root(const, u0)
             else:
-                self.x = nearest_root(const, self.terms, u0, self.inverse)
+                x = nearest_root(const, self.terms, u0, self.inverse)
             self.const, self.u0 = const, u0
-        return price_from_root(self.x, self.inverse)
+            if x != self.x:
+                self.x, self.liq = x, price_from_root(x, self.inverse)
+        return self.liq
 
 
 class LiveAccount:
     """One account in the book: its last snapshot, its pools and positions at current marks."""
 
-    __slots__ = ("_groups", "account", "cross", "pools", "positions")
+    __slots__ = ("_cross_held", "_groups", "account", "cross", "pools", "positions")
 
     def __init__(self, key: Hashable, account: Account) -> None:
         self.account = account
@@ -153,6 +170,7 @@ class LiveAccount:
             self.positions.append(lp)
             if not p.is_isolated:
                 by_symbol.setdefault(p.symbol, []).append(lp)
+        self._cross_held = bool(by_symbol)
         # every cross leg of a symbol moves together (both legs in hedge mode)
         shared = {symbol: _Liquidation(legs, None) for symbol, legs in by_symbol.items()}
         self._groups = [
@@ -166,7 +184,7 @@ class LiveAccount:
     def worst_ratio(self) -> Decimal:
         """The highest ratio among the account's pools (the cross pool if it holds positions)."""
         ratios = [pool.ratio for pool in self.pools[1:]]
-        if any(lp.pool is self.cross for lp in self.positions):
+        if self._cross_held:
             ratios.append(self.cross.ratio)
         return max(ratios, default=ZERO)
 

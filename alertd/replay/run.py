@@ -161,7 +161,9 @@ def replay(
         """The daemon's path: the book at ``price``, then the rules' observations."""
         book.apply_account_mark(KEY, symbol, price)
         live = book.live(KEY)
-        return live.worst_ratio, observe(KEY, exchange, live, quiet, used)
+        observed = observe(KEY, exchange, live, quiet, used)
+        worst = observed[0].metrics.get("worst_ratio")  # read once when a rule reads it
+        return live.worst_ratio if worst is None else worst, observed
 
     def troubled(price: Decimal) -> bool:
         worst, observed = at(price)

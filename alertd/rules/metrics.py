@@ -16,6 +16,7 @@ needs one; :func:`with_full_metrics` adds the full figures a message quotes, whe
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -271,6 +272,18 @@ def needs_of(rules: Iterable[Rule]) -> Needs:
 # --- observations ---------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)  # one entry per rule set in use
+def _selection(
+    wanted: frozenset[str] | None,
+) -> tuple[tuple[Metric, ...], tuple[Metric, ...]]:
+    """The account and position metrics among ``wanted`` (all of them for ``None``)."""
+
+    def pick(metrics: dict[str, Metric]) -> tuple[Metric, ...]:
+        return tuple(m for m in metrics.values() if wanted is None or m.name in wanted)
+
+    return pick(ACCOUNT_METRICS), pick(POSITION_METRICS)
+
+
 def observe(
     account: str,
     exchange: str,
@@ -286,11 +299,8 @@ def observe(
     message that quotes full figures gets them from :func:`with_full_metrics`.
     """
 
-    def chosen(metrics: dict[str, Metric]) -> list[Metric]:
-        return [m for m in metrics.values() if wanted is None or m.name in wanted]
-
+    account_metrics, position_metrics = _selection(None if wanted is None else frozenset(wanted))
     subject = Subject(account, exchange)
-    account_metrics = chosen(ACCOUNT_METRICS)
     if live is None:
         idle = Figures(feed)
         values = {m.name: m.extract(idle) for m in account_metrics if m.needs is Needs.FEED}
@@ -298,7 +308,6 @@ def observe(
     figures = Figures(feed, live)
     values = {m.name: m.extract(figures) for m in account_metrics}
     out = [Observation(subject, values, {"fatal": feed.fatal, "live": live})]
-    position_metrics = chosen(POSITION_METRICS)
     if not position_metrics:
         return out  # no position rule: no position alert to advance or resolve
     for i, lp in enumerate(live.positions):
