@@ -1,9 +1,24 @@
-"""Machinery shared by the scriptable fake exchange servers (Binance now, Bybit later).
+"""What every scriptable fake exchange server shares; an exchange module adds its wire format.
 
 One aiohttp application serves REST and websockets on one loopback port. This module knows
-nothing about any exchange's wire format: it owns the lifecycle (bind ``127.0.0.1:0``, bounded
-shutdown), the REST request log, scripted REST failures, and the registry of websocket
-connections with their failure modes (abrupt drop, unanswered pings, ordered outbound queues).
+nothing about any exchange's wire format. It owns:
+
+- the lifecycle: bind ``127.0.0.1:0``, bounded shutdown, background tasks, a command line for
+  benchmarks (``serve_main``);
+- the REST request log and scripted REST failures (``fail_rest``: 429, 5xx, ...);
+- API keys: the account registry, unknown and revoked keys (``revoke_key``) and bans (``ban``),
+  each answered with the exchange's own error by ``_key_rejected``;
+- the registry of websocket connections with one ordered outbound queue each, and their failure
+  modes: abrupt drops (``drop_connections``), unanswered pings (``stop_answering_pings``, which
+  an exchange's application-level ping handler also honours through ``answers_pings``), and
+  malformed frames (``send_malformed``, the frames themselves from ``_malformed_frames``);
+- marks: validation, the periodic push (``mark_interval_s``, paused with ``marks_paused``) and
+  the random walk of the command line.
+
+An exchange module provides ``_routes()``, ``_error_response()``, ``_key_rejected()``,
+``_malformed_frames()``, ``_push_periodic_marks()``, ``ccxt_urls()``, ``symbols()``, ``mark()``,
+``tick()`` and ``set_mark()``; its account and connection types extend ``Credentials`` and
+``WsConnection``.
 
 Threading: scripting methods may be called from the loop that runs the server (the usual case in
 tests, where the test and the server share one ``asyncio.run``) or from any other thread (a
@@ -15,30 +30,72 @@ arrive in order.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import concurrent.futures
 import contextlib
+import enum
 import functools
+import json
+import random
+import secrets
+import signal
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar
 
 from aiohttp import WSMsgType, web
 
+from tests.support.poll import eventually
+
 LOOPBACK = "127.0.0.1"
 SHUTDOWN_TIMEOUT_S = 2.0
-POLL_INTERVAL_S = 0.005
 SCRIPT_TIMEOUT_S = 10.0
+MALFORMED_KINDS = ("json", "shape")
 
+Num = str | int | float | Decimal
 P = ParamSpec("P")
 R = TypeVar("R")
-S = TypeVar("S", bound="FakeExchangeServer")
+S = TypeVar("S", bound="FakeExchangeServer[Any, Any]")
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def compact(data: Any) -> str:
+    """JSON as exchanges send it: no spaces."""
+    return json.dumps(data, separators=(",", ":"))
+
+
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status, text=compact(data), content_type="application/json", headers=headers
+    )
+
+
+def to_decimal(value: Num, what: str = "value") -> Decimal:
+    """A finite Decimal from a scripted number (strings as written, floats by their repr)."""
+    try:
+        result = value if isinstance(value, Decimal) else Decimal(str(value))
+    except (InvalidOperation, ValueError) as exc:
+        raise ValueError(f"{what}: not a number: {value!r}") from exc
+    if not result.is_finite():
+        raise ValueError(f"{what}: not a finite number: {value!r}")
+    return result
+
+
+def positive(value: Num, what: str) -> Decimal:
+    result = to_decimal(value, what)
+    if result <= 0:
+        raise ValueError(f"{what} must be positive")
+    return result
 
 
 def scripted(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, P], R]:
@@ -74,21 +131,106 @@ class RestFailure:
     status: int
     remaining: int
     path_prefix: str | None
-    retry_after_s: int | None
+    retry_after_s: float | None
+
+
+# ---- positions -------------------------------------------------------------------------------
+
+_SIDES = {"long": True, "buy": True, "short": False, "sell": False}
+
+
+def parse_side(side: str) -> bool:
+    """True for a long ('long' / 'buy'), False for a short ('short' / 'sell')."""
+    try:
+        return _SIDES[side.lower()]
+    except KeyError:
+        raise ValueError(f"side must be 'long' or 'short', not {side!r}") from None
+
+
+@dataclass(frozen=True)
+class PositionOrder:
+    """The checked arguments of ``open_position``."""
+
+    long: bool
+    size: Decimal
+    entry: Decimal
+    isolated: bool
+    isolated_margin: Decimal  # the isolated position's own margin; 0 for cross
+    leverage: Decimal
+
+
+def position_order(
+    side: str,
+    contracts: Num,
+    entry_price: Num,
+    margin_mode: str,
+    isolated_margin: Num | None,
+    leverage: Num,
+) -> PositionOrder:
+    """Validate ``open_position``'s arguments. Isolated margin defaults to the initial margin
+    at entry (``contracts * entry_price / leverage``)."""
+    is_long = parse_side(side)
+    if margin_mode not in ("cross", "isolated"):
+        raise ValueError(f"margin_mode must be 'cross' or 'isolated', not {margin_mode!r}")
+    size = positive(contracts, "contracts")
+    entry = positive(entry_price, "entry_price")
+    lev = positive(leverage, "leverage")
+    isolated = margin_mode == "isolated"
+    margin = Decimal(0)
+    if isolated:
+        margin = (
+            to_decimal(isolated_margin, "isolated_margin")
+            if isolated_margin is not None
+            else size * entry / lev
+        )
+    elif isolated_margin is not None:
+        raise ValueError("isolated_margin is only for margin_mode='isolated'")
+    return PositionOrder(is_long, size, entry, isolated, margin, lev)
+
+
+# ---- API keys --------------------------------------------------------------------------------
+
+
+@dataclass
+class Credentials:
+    """An API key pair and what was scripted about it; an exchange's account extends it."""
+
+    api_key: str
+    secret: str
+    banned_until_ms: int | None = field(default=None, kw_only=True)
+    revoked: bool = field(default=False, kw_only=True)
+
+
+class KeyProblem(enum.Enum):
+    MISSING = "no API key sent"
+    UNKNOWN = "unknown or revoked API key"
+    BANNED = "banned"
+
+
+@dataclass(frozen=True)
+class KeyRejection:
+    problem: KeyProblem
+    banned_until_ms: int | None = None
+
+
+A = TypeVar("A", bound=Credentials)
+
+
+# ---- websocket connections -------------------------------------------------------------------
 
 
 class WsConnection:
-    """One accepted websocket: its streams, its owner and an ordered outbound queue."""
+    """One accepted websocket: its streams, its owner and an ordered outbound queue.
+
+    An exchange subclasses it for what its protocol adds (a listen key, a connection id)."""
 
     def __init__(self, request: web.Request, ws: web.WebSocketResponse, kind: str) -> None:
         self.request = request
         self.ws = ws
         self.kind = kind  # "public" or "private"
-        self.streams: set[str] = set()
-        self.combined = False  # /stream endpoints wrap payloads as {"stream": ..., "data": ...}
-        self.owner: str | None = None  # API key of a private connection
-        self.listen_key: str | None = None
-        self.live = True  # False once a private stream's listen key expired: no more events
+        self.streams: set[str] = set()  # stream names or topics, in the exchange's spelling
+        self.owner: str | None = None  # API key of an authenticated private connection
+        self.live = True  # False once the exchange stopped sending on it (an expired key)
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._sender = asyncio.get_running_loop().create_task(self._send_loop())
 
@@ -96,6 +238,10 @@ class WsConnection:
         """Queue a text frame. Loop thread only (the server wraps it for other threads)."""
         if not self.ws.closed:
             self._queue.put_nowait(text)
+
+    def send(self, data: Any) -> None:
+        """Queue a JSON frame. Loop thread only."""
+        self.post(compact(data))
 
     async def _send_loop(self) -> None:
         while True:
@@ -125,18 +271,33 @@ class WsConnection:
             await self._sender
 
 
-class FakeExchangeServer:
-    """Lifecycle, REST log, scripted failures and websocket registry for one fake exchange.
+C = TypeVar("C", bound=WsConnection)
 
-    Subclasses provide ``_routes()`` and ``_error_response()`` and may extend ``_on_started()``.
-    """
 
-    def __init__(self) -> None:
+# ---- the server ------------------------------------------------------------------------------
+
+
+class FakeExchangeServer(Generic[A, C]):
+    """Lifecycle, REST log and failures, keys, websocket registry and marks of one fake exchange.
+
+    See the module docstring for what a subclass provides."""
+
+    BAN_DURATION_S: ClassVar[float] = 120.0
+    # options alertd must pass to ccxt for this exchange's server (``ccxt_options``)
+    CCXT_OPTIONS: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, *, mark_interval_s: float | None = None) -> None:
+        if mark_interval_s is not None and mark_interval_s <= 0:
+            raise ValueError("mark_interval_s must be positive")
+        self.mark_interval_s = mark_interval_s
+        self.marks_paused = False  # the periodic mark push goes quiet (a silent feed)
         self.port: int = 0
         self.base_url: str = ""
         self.requests: list[tuple[str, str]] = []
         self.ws_connections: int = 0
-        self._connections: set[WsConnection] = set()
+        self.ccxt_options: dict[str, Any] = dict(self.CCXT_OPTIONS)
+        self._accounts: dict[str, A] = {}
+        self._connections: set[C] = set()
         self._failures: list[RestFailure] = []
         self._answer_pings = True
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -149,11 +310,53 @@ class FakeExchangeServer:
     def _routes(self) -> Iterable[web.RouteDef]:
         raise NotImplementedError
 
-    def _error_response(self, status: int, retry_after_s: int | None) -> web.StreamResponse:
+    def _error_response(self, status: int, retry_after_s: float | None) -> web.StreamResponse:
+        """The exchange's answer to a scripted failure (``fail_rest``)."""
+        raise NotImplementedError
+
+    def _malformed_frames(self, conn: C, kind: str) -> list[str]:
+        """The broken frames ``send_malformed(kind)`` sends on ``conn``."""
+        raise NotImplementedError
+
+    def _push_periodic_marks(self) -> None:
+        """Loop thread: push the current marks to their subscribers (every ``mark_interval_s``)."""
+        raise NotImplementedError
+
+    def ccxt_urls(self) -> dict[str, Any]:
+        """Deep-merge this over ``exchange.urls['api']``."""
+        raise NotImplementedError
+
+    def symbols(self) -> list[str]:
+        raise NotImplementedError
+
+    def mark(self, symbol: str) -> Decimal:
+        raise NotImplementedError
+
+    def tick(self, symbol: str) -> Decimal:
+        raise NotImplementedError
+
+    def set_mark(self, symbol: str, price: Num, *, push: bool = True) -> None:
+        """Move the mark; its subscribers get the exchange's mark event (unless ``push=False``:
+        the periodic push carries it later)."""
+        raise NotImplementedError
+
+    # the scripting API of accounts, the same on every exchange (extra keywords allowed); also
+    # open_position(api_key, symbol, side, contracts, entry_price, *, margin_mode="cross",
+    # isolated_margin=None, leverage=..., hedge=False), its arguments checked by position_order
+
+    def add_account(self, api_key: str, secret: str, wallet_balance: Num = "1000") -> None:
+        raise NotImplementedError
+
+    def close_position(self, api_key: str, symbol: str, side: str | None = None) -> None:
+        """Close the symbol's position(s) (``side`` picks one hedge leg) and push the close."""
+        raise NotImplementedError
+
+    def set_balance(self, api_key: str, wallet_balance: Num) -> None:
+        """Set the wallet balance and push the balance event of a deposit or withdrawal."""
         raise NotImplementedError
 
     async def _on_started(self) -> None:
-        """Hook: start periodic tasks with ``self._spawn``."""
+        """Hook: start an exchange's own periodic tasks with ``self._spawn``."""
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -174,6 +377,8 @@ class FakeExchangeServer:
         self._runner = runner
         self.port = int(runner.addresses[0][1])
         self.base_url = f"http://{LOOPBACK}:{self.port}"
+        if self.mark_interval_s is not None:
+            self._spawn(self._mark_loop(self.mark_interval_s))
         await self._on_started()
 
     async def stop(self) -> None:
@@ -194,7 +399,7 @@ class FakeExchangeServer:
         self._background.clear()
         self._connections.clear()
 
-    async def __aenter__(self) -> FakeExchangeServer:
+    async def __aenter__(self: S) -> S:
         await self.start()
         return self
 
@@ -208,12 +413,17 @@ class FakeExchangeServer:
 
     def _on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the server's loop: now if we are on it, else thread-safely."""
-        if self._loop is None:
+        if self._loop is None or self._loop.is_closed():
             return  # not started: nobody is connected, nothing to deliver
         if threading.get_ident() == self._loop_thread:
             fn(*args)
         else:
             self._loop.call_soon_threadsafe(fn, *args)
+
+    def apply_to(self, exchange: Any) -> None:
+        """Point a ccxt (pro) instance at this server: URLs and options."""
+        exchange.urls["api"] = exchange.deep_extend(exchange.urls["api"], self.ccxt_urls())
+        exchange.options = exchange.deep_extend(exchange.options, self.ccxt_options)
 
     # ---- REST ------------------------------------------------------------------------------------
 
@@ -238,9 +448,10 @@ class FakeExchangeServer:
         count: int = 1,
         *,
         path_prefix: str | None = None,
-        retry_after_s: int | None = None,
+        retry_after_s: float | None = None,
     ) -> None:
-        """Make the next ``count`` REST requests (under ``path_prefix``) fail with ``status``."""
+        """Make the next ``count`` REST requests (under ``path_prefix``) fail with ``status``,
+        answered as the exchange answers it (``_error_response``)."""
         if count < 1:
             raise ValueError("count must be at least 1")
         self._failures.append(RestFailure(status, count, path_prefix, retry_after_s))
@@ -254,26 +465,69 @@ class FakeExchangeServer:
                 return failure
         return None
 
+    # ---- API keys --------------------------------------------------------------------------------
+
+    def _account(self, api_key: str) -> A:
+        try:
+            return self._accounts[api_key]
+        except KeyError:
+            raise KeyError(f"unknown account {api_key!r}: add_account() it first") from None
+
+    def _authorize(self, api_key: str | None) -> A | KeyRejection:
+        """The account of a key a request carries, or why the exchange refuses it."""
+        if not api_key:
+            return KeyRejection(KeyProblem.MISSING)
+        account = self._accounts.get(api_key)
+        if account is None or account.revoked:
+            return KeyRejection(KeyProblem.UNKNOWN)
+        until = account.banned_until_ms
+        if until is not None and until > now_ms():
+            return KeyRejection(KeyProblem.BANNED, until)
+        return account
+
+    def _key_rejected(self, rejection: KeyRejection) -> web.Response:
+        """The exchange's REST answer to a refused key."""
+        raise NotImplementedError
+
+    @scripted
+    def ban(self, api_key: str, duration_s: float | None = None) -> None:
+        """Every later request carrying this API key (REST and websocket logins) is refused as
+        the exchange refuses a banned client, for ``duration_s`` (the exchange's usual ban by
+        default); ``unban`` lifts it. Per key rather than per IP, so that accounts sharing the
+        loopback address can be banned one at a time."""
+        seconds = self.BAN_DURATION_S if duration_s is None else duration_s
+        self._account(api_key).banned_until_ms = now_ms() + int(seconds * 1000)
+
+    @scripted
+    def unban(self, api_key: str) -> None:
+        self._account(api_key).banned_until_ms = None
+
+    @scripted
+    def revoke_key(self, api_key: str, revoked: bool = True) -> None:
+        """The key stops working (deleted or expired on the exchange): requests with it get the
+        exchange's invalid-key error, as an unknown key does; ``revoked=False`` restores it."""
+        self._account(api_key).revoked = revoked
+
     # ---- websockets ------------------------------------------------------------------------------
 
     async def _serve_ws(
         self,
         request: web.Request,
-        kind: str,
-        on_open: Callable[[WsConnection], None],
-        on_text: Callable[[WsConnection, str], None],
+        conn: Callable[[web.Request, web.WebSocketResponse], C],
+        on_text: Callable[[C, str], None],
     ) -> web.WebSocketResponse:
+        """Accept a websocket, register ``conn(request, ws)`` and feed its text frames to
+        ``on_text`` until it closes."""
         # autoping off: pings reach this loop, so that answering them can be switched off
         ws = web.WebSocketResponse(autoping=False, heartbeat=None, max_msg_size=1 << 20)
         await ws.prepare(request)
-        conn = WsConnection(request, ws, kind)
+        connection = conn(request, ws)
         self.ws_connections += 1
-        self._connections.add(conn)
-        on_open(conn)
+        self._connections.add(connection)
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
-                    on_text(conn, msg.data)
+                    on_text(connection, msg.data)
                 elif msg.type == WSMsgType.PING:
                     if self._answer_pings:
                         await ws.pong(msg.data)
@@ -282,15 +536,27 @@ class FakeExchangeServer:
         except (ConnectionError, RuntimeError):
             pass  # the peer vanished: same as a close
         finally:
-            self._connections.discard(conn)
-            await conn.finish()
+            self._connections.discard(connection)
+            await connection.finish()
         return ws
 
-    def _connections_of(self, kind: str | None = None) -> list[WsConnection]:
+    def _connections_of(self, kind: str | None = None) -> list[C]:
         return [c for c in self._connections if kind is None or c.kind == kind]
 
-    def _post(self, conn: WsConnection, text: str) -> None:
+    def _subscribers(self, stream: str) -> list[C]:
+        return [c for c in self._connections if stream in c.streams]
+
+    def _post(self, conn: C, text: str) -> None:
         self._on_loop(conn.post, text)
+
+    @scripted
+    def subscriptions(self) -> set[str]:
+        """Streams (topics) currently subscribed on any connection."""
+        return {s for conn in self._connections for s in conn.streams}
+
+    async def wait_for_subscription(self, stream: str, timeout_s: float = 2.0) -> None:
+        """Wait until some connection subscribed ``stream``: pushes before that are not seen."""
+        await self.wait_until(lambda: stream in self.subscriptions(), timeout_s)
 
     async def drop_connections(self, *, code: int | None = None) -> None:
         """Close every websocket. By default abruptly (TCP abort, no closing handshake, as a
@@ -304,8 +570,7 @@ class FakeExchangeServer:
             await self._drop(code)
 
     async def _drop(self, code: int | None) -> None:
-        conns = list(self._connections)
-        for conn in conns:
+        for conn in list(self._connections):
             if code is None:
                 conn.abort()
             else:
@@ -315,12 +580,120 @@ class FakeExchangeServer:
 
     @scripted
     def stop_answering_pings(self, stop: bool = True) -> None:
-        """Protocol-level pings from clients are no longer answered with pongs (or again, with
-        ``stop=False``): a client's keepalive then times out on an otherwise open socket."""
+        """Client pings are no longer answered (or again, with ``stop=False``): protocol-level
+        pings here, JSON ones by the exchange's handler through ``answers_pings``. A client's
+        keepalive then times out on an otherwise open socket."""
         self._answer_pings = not stop
 
+    @property
+    def answers_pings(self) -> bool:
+        return self._answer_pings
+
+    @scripted
+    def send_malformed(self, kind: str = "json") -> None:
+        """Send broken frames on every websocket: ``"json"`` text that is not valid JSON (a
+        truncated event), ``"shape"`` valid JSON of a garbled shape (the exchange's mark and
+        account events with non-numeric fields)."""
+        if kind not in MALFORMED_KINDS:
+            raise ValueError(f"kind must be one of {MALFORMED_KINDS}")
+        for conn in self._connections_of():
+            for text in self._malformed_frames(conn, kind):
+                conn.post(text)
+
     async def wait_until(self, predicate: Callable[[], bool], timeout_s: float = 2.0) -> None:
-        """Poll ``predicate`` until true; ``TimeoutError`` after ``timeout_s``."""
-        async with asyncio.timeout(timeout_s):
-            while not predicate():
-                await asyncio.sleep(POLL_INTERVAL_S)
+        """Poll ``predicate`` until true; fails after ``timeout_s``."""
+        await eventually(predicate, timeout_s, "the fake exchange's condition", interval_s=0.005)
+
+    # ---- marks -----------------------------------------------------------------------------------
+
+    async def _mark_loop(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            if not self.marks_paused:
+                self._push_periodic_marks()
+
+    async def walk_marks(self, interval_s: float, seed: int | None, max_step: float) -> None:
+        """Random-walk every mark by up to ``max_step`` (a fraction) per tick, rounded to the
+        tick; the periodic push carries them (a live exchange's mark stream, for benchmarks)."""
+        rng = random.Random(seed)
+        while True:
+            await asyncio.sleep(interval_s)
+            for symbol in self.symbols():
+                step = Decimal(str(round(rng.uniform(-max_step, max_step), 6)))
+                price = (self.mark(symbol) * (1 + step)).quantize(self.tick(symbol))
+                self.set_mark(symbol, price, push=False)
+
+
+# ---- command line: a server for benchmarks ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    port: int
+    accounts: int
+    mark_interval_s: float
+    seed: int | None
+
+
+F = TypeVar("F", bound=FakeExchangeServer[Any, Any])
+
+
+def serve_main(
+    argv: list[str] | None,
+    *,
+    prog: str,
+    name: str,
+    factory: Callable[[float], F],
+    seed_accounts: Callable[[F, int], None],
+    max_step: float,
+) -> int:
+    """``python -m tests.fake_exchange.X``: a fake with accounts key0..keyN-1 / secret0.. on
+    127.0.0.1; prints its ccxt ``urls['api']`` override as one JSON line; marks walk randomly and
+    are pushed every interval; stops on SIGINT/SIGTERM."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=f"Fake {name} server on 127.0.0.1 for benchmarks. Prints the ccxt "
+        "urls['api'] override as one JSON line, stops on SIGINT/SIGTERM.",
+    )
+    parser.add_argument("--port", type=int, default=0, help="0 = ephemeral (default)")
+    parser.add_argument("--accounts", type=int, default=1, help="accounts key0..keyN-1")
+    parser.add_argument("--mark-interval-s", "--interval", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=1, help="seed of the mark random walk")
+    args = parser.parse_args(argv)
+    if args.accounts < 0 or args.mark_interval_s <= 0:
+        parser.error("--accounts must be >= 0 and --mark-interval-s > 0")
+    options = ServeOptions(args.port, args.accounts, args.mark_interval_s, args.seed)
+    return asyncio.run(_serve(options, factory, seed_accounts, max_step))
+
+
+async def _serve(
+    options: ServeOptions,
+    factory: Callable[[float], F],
+    seed_accounts: Callable[[F, int], None],
+    max_step: float,
+) -> int:
+    fake = factory(options.mark_interval_s)
+    seed_accounts(fake, options.accounts)
+    try:
+        await fake.start(options.port)
+    except OSError as exc:
+        print(f"cannot listen on {LOOPBACK}:{options.port}: {exc}", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(compact(fake.ccxt_urls()), flush=True)
+    walker = asyncio.ensure_future(fake.walk_marks(options.mark_interval_s, options.seed, max_step))
+    try:
+        await stop.wait()
+    finally:
+        walker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await walker
+        await fake.stop()
+    return 0
+
+
+def random_id(alphabet: str, length: int) -> str:
+    return "".join(secrets.choice(alphabet) for _ in range(length))

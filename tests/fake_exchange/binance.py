@@ -25,47 +25,57 @@ cum`` with the bracket chosen by notional at mark, and the cross liquidation pri
 notional at LP when that differs (Binance FAQ "How to Calculate Liquidation Price of USDⓈ-M
 Futures Contracts"). The account is in single-asset mode (one margin asset, USDT by default).
 
-Test helpers beyond the wire: ``apply_to(exchange)``, ``wait_for_subscription(stream)``,
+Connections, queues, drops, unanswered pings, scripted REST failures, bans and revoked keys
+are the shared machinery of ``base.py``; this module adds Binance's wire format. Test helpers
+beyond the wire: ``apply_to(exchange)``, ``wait_for_subscription(stream)``,
 ``wait_for_user_stream(api_key)``, ``wait_until(predicate)``, ``account_v3(api_key)`` and
 ``position_risk_v3(api_key)`` (the REST bodies, for assertions), ``mark(symbol)``, ``unban``.
 Run ``python -m tests.fake_exchange.binance --help`` for a standalone server for benchmarks.
 
 Simplifications, on purpose: no orders or fills (positions are scripted), no fees except the
 break-even price estimate, ADL quantile fixed at 2, the index price equals the mark, any stream
-name is accepted on any public path, and a ban is per API key rather than per IP so that accounts
-sharing the loopback address can be banned one at a time.
+name is accepted on any public path, and a ban is per API key rather than per IP (see ``base.ban``).
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
-import random
-import secrets
-import signal
 import string
 import sys
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from tests.fake_exchange.base import LOOPBACK, FakeExchangeServer, WsConnection, now_ms, scripted
-
-Num = str | int | float | Decimal
+from tests.fake_exchange.base import (
+    LOOPBACK,
+    Credentials,
+    FakeExchangeServer,
+    KeyProblem,
+    KeyRejection,
+    Num,
+    WsConnection,
+    compact,
+    json_response,
+    now_ms,
+    parse_side,
+    position_order,
+    positive,
+    random_id,
+    scripted,
+    serve_main,
+)
+from tests.fake_exchange.base import to_decimal as _dec
 
 BRACKETS_FILE = Path(__file__).with_name("data") / "binance_usdm_brackets.json"
 DEFAULT_RECV_WINDOW_MS = 5000
 MAX_RECV_WINDOW_MS = 60000
 FUTURE_TOLERANCE_MS = 1000  # Binance rejects timestamps more than 1 s ahead of its clock
-BAN_DURATION_MS = 120_000
 FUNDING_PERIOD_MS = 8 * 3600 * 1000
 BREAK_EVEN_FEE_RATE = Decimal("0.0005")  # open + close taker fee, as in captured breakEvenPrice
 DEFAULT_LEVERAGE = 20
@@ -84,16 +94,6 @@ ERR_BAD_KEY = (-2015, "Invalid API-key, IP, or permissions for action.")
 
 
 # ---- numbers ---------------------------------------------------------------------------------
-
-
-def _dec(value: Num) -> Decimal:
-    try:
-        result = value if isinstance(value, Decimal) else Decimal(str(value))
-    except InvalidOperation as exc:
-        raise ValueError(f"not a number: {value!r}") from exc
-    if not result.is_finite():
-        raise ValueError(f"not a finite number: {value!r}")
-    return result
 
 
 def _f8(value: Decimal) -> str:
@@ -272,16 +272,13 @@ class _Position:
 
 
 @dataclass
-class _Account:
-    api_key: str
-    secret: str
+class _Account(Credentials):
     asset: str
     wallet: Decimal  # total wallet balance: cross wallet plus the isolated wallets
     positions: dict[tuple[str, str], _Position] = field(default_factory=dict)
     leverage: dict[str, int] = field(default_factory=dict)
     dual_side: bool = False
     listen_key: str | None = None
-    banned_until_ms: int | None = None
     update_ms: int = field(default_factory=now_ms)
     can_trade: bool = False  # the key's permissions (GET /sapi/v1/account/apiRestrictions)
 
@@ -335,10 +332,19 @@ def _solve_liquidation(
     return price
 
 
+class _Connection(WsConnection):
+    """A Binance websocket: market streams, or the user-data stream of one listen key."""
+
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse, kind: str) -> None:
+        super().__init__(request, ws, kind)
+        self.combined = False  # /stream endpoints wrap payloads as {"stream": ..., "data": ...}
+        self.listen_key: str | None = None
+
+
 # ---- the server ------------------------------------------------------------------------------
 
 
-class FakeBinanceUSDM(FakeExchangeServer):
+class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
     """Binance USDⓈ-M futures on 127.0.0.1, scripted from tests. See the module docstring."""
 
     CCXT_OPTIONS: ClassVar[dict[str, Any]] = {
@@ -348,20 +354,15 @@ class FakeBinanceUSDM(FakeExchangeServer):
         "fetchCurrencies": False,
     }
 
+    BAN_DURATION_S: ClassVar[float] = 120.0
+
     def __init__(self, *, mark_interval_s: float | None = None) -> None:
-        super().__init__()
-        if mark_interval_s is not None and mark_interval_s <= 0:
-            raise ValueError("mark_interval_s must be positive")
-        self.mark_interval_s = mark_interval_s
-        self.marks_paused = False  # the periodic mark push goes quiet (a silent feed)
+        super().__init__(mark_interval_s=mark_interval_s)
         self.klines: dict[str, list[tuple[int, str, str, str, str]]] = {}
         # PUT /fapi/v1/listenKey requests that reached the endpoint (whatever their answer;
         # those failed by fail_rest() never reach it)
         self.listen_key_puts = 0
-        # options alertd must pass to ccxt for this server (see CCXT_OPTIONS for why)
-        self.ccxt_options: dict[str, Any] = dict(self.CCXT_OPTIONS)
         self._markets: dict[str, _Market] = {}
-        self._accounts: dict[str, _Account] = {}
         real = _load_real_brackets()
         for market_id, base, quote, mark, tick, step, min_notional, sub in _DEFAULT_MARKETS:
             self._markets[market_id] = _Market(
@@ -428,11 +429,6 @@ class FakeBinanceUSDM(FakeExchangeServer):
             },
         }
 
-    def apply_to(self, exchange: Any) -> None:
-        """Point a ccxt (pro) binanceusdm instance at this server: URLs and options."""
-        exchange.urls["api"] = exchange.deep_extend(exchange.urls["api"], self.ccxt_urls())
-        exchange.options = exchange.deep_extend(exchange.options, self.ccxt_options)
-
     # ---- markets ---------------------------------------------------------------------------------
 
     def _market(self, symbol: str) -> _Market:
@@ -455,9 +451,7 @@ class FakeBinanceUSDM(FakeExchangeServer):
     ) -> None:
         """Add (or replace) a USDⓈ-M perpetual. ``symbol`` as 'BASE/QUOTE:QUOTE' or 'BASEQUOTE'."""
         market_id, base, quote = _split_symbol(symbol)
-        price = _dec(mark)
-        if price <= 0:
-            raise ValueError("mark must be positive")
+        price = positive(mark, "mark")
         self._markets[market_id] = _Market(
             market_id,
             base,
@@ -476,8 +470,15 @@ class FakeBinanceUSDM(FakeExchangeServer):
         self._market(symbol).set_brackets(brackets)
 
     @scripted
+    def symbols(self) -> list[str]:
+        return [m.id for m in self._markets.values()]
+
+    @scripted
     def mark(self, symbol: str) -> Decimal:
         return self._market(symbol).mark
+
+    def tick(self, symbol: str) -> Decimal:
+        return Decimal(self._market(symbol).tick_size)
 
     @scripted
     def set_mark(self, symbol: str, price: Num, *, push: bool = True) -> None:
@@ -485,10 +486,7 @@ class FakeBinanceUSDM(FakeExchangeServer):
         ``!markPrice@arr[@1s]`` get a ``markPriceUpdate`` at once (unless ``push=False``).
         Binance sends no position update on price moves, and neither does this server."""
         market = self._market(symbol)
-        value = _dec(price)
-        if value <= 0:
-            raise ValueError("mark must be positive")
-        market.mark = value
+        market.mark = positive(price, "mark")
         if push:
             frame = self._mark_frame(market, now_ms())
             self._on_loop(self._push_marks, [frame])
@@ -515,17 +513,9 @@ class FakeBinanceUSDM(FakeExchangeServer):
                 elif stream in ("!markPrice@arr", "!markPrice@arr@1s"):
                     self._send(conn, stream, frames)
 
-    async def _mark_loop(self, interval_s: float) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            if self.marks_paused:
-                continue
-            event_ms = now_ms()
-            self._push_marks([self._mark_frame(m, event_ms) for m in self._markets.values()])
-
-    async def _on_started(self) -> None:
-        if self.mark_interval_s is not None:
-            self._spawn(self._mark_loop(self.mark_interval_s))
+    def _push_periodic_marks(self) -> None:
+        event_ms = now_ms()
+        self._push_marks([self._mark_frame(m, event_ms) for m in self._markets.values()])
 
     # ---- accounts --------------------------------------------------------------------------------
 
@@ -537,12 +527,6 @@ class FakeBinanceUSDM(FakeExchangeServer):
             raise ValueError("api_key and secret must be non-empty")
         self._accounts[api_key] = _Account(api_key, secret, asset.upper(), _dec(wallet_balance))
 
-    def _account(self, api_key: str) -> _Account:
-        try:
-            return self._accounts[api_key]
-        except KeyError:
-            raise KeyError(f"unknown account {api_key!r}: add_account() it first") from None
-
     @scripted
     def set_klines(self, symbol: str, candles: list[tuple[int, str, str, str, str]]) -> None:
         """1-minute candles (open time ms, open, high, low, close) that the kline endpoints
@@ -552,15 +536,6 @@ class FakeBinanceUSDM(FakeExchangeServer):
     def set_can_trade(self, api_key: str, can_trade: bool = True) -> None:
         """The key's permissions as apiRestrictions reports them (read-only by default)."""
         self._account(api_key).can_trade = can_trade
-
-    def ban(self, api_key: str) -> None:
-        """Every later request carrying this API key (signed and listen-key endpoints) gets
-        HTTP 418 with Binance's IP-ban body and a Retry-After header; ``unban`` lifts it."""
-        self._account(api_key).banned_until_ms = now_ms() + BAN_DURATION_MS
-
-    @scripted
-    def unban(self, api_key: str) -> None:
-        self._account(api_key).banned_until_ms = None
 
     @scripted
     def open_position(
@@ -589,33 +564,22 @@ class FakeBinanceUSDM(FakeExchangeServer):
             raise ValueError(
                 f"{market.symbol} settles in {market.quote}, account in {account.asset}"
             )
-        direction = {"long": 1, "buy": 1, "short": -1, "sell": -1}.get(side.lower())
-        if direction is None:
-            raise ValueError(f"side must be 'long' or 'short', not {side!r}")
-        if margin_mode not in ("cross", "isolated"):
-            raise ValueError(f"margin_mode must be 'cross' or 'isolated', not {margin_mode!r}")
-        size, entry = _dec(contracts), _dec(entry_price)
-        if size <= 0 or entry <= 0:
-            raise ValueError("contracts and entry_price must be positive")
+        order = position_order(side, contracts, entry_price, margin_mode, isolated_margin, leverage)
+        direction = 1 if order.long else -1
         if not 1 <= leverage <= market.max_leverage:
             raise ValueError(f"leverage must be within 1..{market.max_leverage} for {market.id}")
         if account.positions and account.dual_side != hedge:
             raise ValueError("account has open positions in the other position mode")
         account.dual_side = hedge
-        slot = ("LONG" if direction > 0 else "SHORT") if hedge else "BOTH"
-        wallet = Decimal(0)
-        if margin_mode == "isolated":
-            wallet = (
-                _dec(isolated_margin) if isolated_margin is not None else size * entry / leverage
-            )
+        slot = ("LONG" if order.long else "SHORT") if hedge else "BOTH"
         stamp = now_ms()
         position = _Position(
             market.id,
             slot,
-            size * direction,
-            entry,
+            order.size * direction,
+            order.entry,
             margin_mode,
-            wallet,
+            order.isolated_margin,
             leverage,
             Decimal(0),
             stamp,
@@ -634,13 +598,11 @@ class FakeBinanceUSDM(FakeExchangeServer):
         wallet, as a market close would (``realize_pnl=False`` to keep the wallet as it is)."""
         account = self._account(api_key)
         market = self._market(symbol)
-        wanted = None if side is None else {"long": 1, "short": -1}.get(side.lower())
-        if side is not None and wanted is None:
-            raise ValueError(f"side must be 'long', 'short' or None, not {side!r}")
+        wanted = None if side is None else parse_side(side)
         closing = [
             p
             for (market_id, _), p in account.positions.items()
-            if market_id == market.id and (wanted is None or (p.amount > 0) == (wanted > 0))
+            if market_id == market.id and (wanted is None or (p.amount > 0) == wanted)
         ]
         if not closing:
             raise ValueError(f"{api_key} has no matching open position in {market.id}")
@@ -851,14 +813,7 @@ class FakeBinanceUSDM(FakeExchangeServer):
             web.route("*", "/{tail:.*}", self._not_served),
         ]
 
-    @staticmethod
-    def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-        return web.Response(
-            status=status,
-            text=json.dumps(data, separators=(",", ":")),
-            content_type="application/json",
-            headers=headers,
-        )
+    _json = staticmethod(json_response)
 
     def _error(self, status: int, code: int, msg: str) -> web.Response:
         return self._json({"code": code, "msg": msg}, status)
@@ -873,17 +828,18 @@ class FakeBinanceUSDM(FakeExchangeServer):
             {"code": ERR_TOO_MANY, "msg": msg}, 418, {"Retry-After": str(retry_after)}
         )
 
-    def _error_response(self, status: int, retry_after_s: int | None) -> web.StreamResponse:
+    def _error_response(self, status: int, retry_after_s: float | None) -> web.StreamResponse:
         """Binance's bodies for scripted failures (``fail_rest``)."""
         if status == 429:
             msg = (
                 f"Too many requests; current limit of IP({LOOPBACK}) is 2400 requests per "
                 "minute. Please use the websocket for live updates to avoid polling the API."
             )
-            headers = {"Retry-After": str(retry_after_s if retry_after_s is not None else 1)}
+            headers = {"Retry-After": str(int(retry_after_s if retry_after_s is not None else 1))}
             return self._json({"code": ERR_TOO_MANY, "msg": msg}, 429, headers)
         if status == 418:
-            return self._ban_response(now_ms() + 1000 * (retry_after_s or BAN_DURATION_MS // 1000))
+            seconds = retry_after_s or self.BAN_DURATION_S
+            return self._ban_response(now_ms() + int(1000 * seconds))
         if status == 401:
             return self._error(401, *ERR_BAD_KEY)
         if status >= 500 or status == 403:
@@ -896,17 +852,17 @@ class FakeBinanceUSDM(FakeExchangeServer):
             404, ERR_UNKNOWN[0], f"fake Binance USDM does not serve {request.method} {request.path}"
         )
 
+    def _key_rejected(self, rejection: KeyRejection) -> web.Response:
+        if rejection.problem is KeyProblem.MISSING:
+            return self._error(401, *ERR_KEY_FORMAT)
+        if rejection.problem is KeyProblem.BANNED and rejection.banned_until_ms is not None:
+            return self._ban_response(rejection.banned_until_ms)
+        return self._error(401, *ERR_BAD_KEY)
+
     def _key_account(self, request: web.Request) -> _Account | web.Response:
         """API-key check of USER_STREAM and signed endpoints."""
-        api_key = request.headers.get("X-MBX-APIKEY", "")
-        if not api_key:
-            return self._error(401, *ERR_KEY_FORMAT)
-        account = self._accounts.get(api_key)
-        if account is None:
-            return self._error(401, *ERR_BAD_KEY)
-        if account.banned_until_ms is not None:
-            return self._ban_response(account.banned_until_ms)
-        return account
+        checked = self._authorize(request.headers.get("X-MBX-APIKEY"))
+        return self._key_rejected(checked) if isinstance(checked, KeyRejection) else checked
 
     async def _signed(self, request: web.Request) -> tuple[_Account, dict[str, str]] | web.Response:
         """Binance's SIGNED check: API key, timestamp within recvWindow, then the HMAC-SHA256
@@ -1492,7 +1448,7 @@ class FakeBinanceUSDM(FakeExchangeServer):
             return account
         # an account with an active key gets the same key back (its validity extended)
         if account.listen_key is None:
-            account.listen_key = "".join(secrets.choice(LISTEN_KEY_ALPHABET) for _ in range(64))
+            account.listen_key = random_id(LISTEN_KEY_ALPHABET, 64)
         return self._json({"listenKey": account.listen_key})
 
     async def _listen_key_put(self, request: web.Request) -> web.Response:
@@ -1542,16 +1498,18 @@ class FakeBinanceUSDM(FakeExchangeServer):
                 return self._error(400, *ERR_LISTEN_KEY)
         kind = "private" if account is not None else "public"
 
-        def on_open(conn: WsConnection) -> None:
+        def connection(request: web.Request, ws: web.WebSocketResponse) -> _Connection:
+            conn = _Connection(request, ws, kind)
             conn.combined = combined
             conn.streams.update(streams)
             if account is not None:
                 conn.owner = account.api_key
                 conn.listen_key = listen_key
+            return conn
 
-        return await self._serve_ws(request, kind, on_open, self._on_ws_text)
+        return await self._serve_ws(request, connection, self._on_ws_text)
 
-    def _on_ws_text(self, conn: WsConnection, text: str) -> None:
+    def _on_ws_text(self, conn: _Connection, text: str) -> None:
         try:
             request = json.loads(text)
         except ValueError:
@@ -1586,50 +1544,37 @@ class FakeBinanceUSDM(FakeExchangeServer):
             )
             self._reply(conn, {"error": {"code": 2, "msg": msg}, "id": request_id})
 
-    def _reply(self, conn: WsConnection, message: dict[str, Any]) -> None:
-        conn.post(json.dumps(message, separators=(",", ":")))
+    def _reply(self, conn: _Connection, message: dict[str, Any]) -> None:
+        conn.send(message)
 
-    def _send(self, conn: WsConnection, stream: str, payload: Any) -> None:
-        """Loop thread: queue an event, wrapped for combined (/stream) connections."""
-        data = {"stream": stream, "data": payload} if conn.combined else payload
-        conn.post(json.dumps(data, separators=(",", ":")))
+    @staticmethod
+    def _framed(conn: _Connection, stream: str, payload: Any) -> str:
+        """An event as sent on ``conn``: wrapped for combined (/stream) connections."""
+        return compact({"stream": stream, "data": payload} if conn.combined else payload)
 
-    @scripted
-    def subscriptions(self) -> set[str]:
-        """Stream names currently subscribed on any connection (e.g. 'btcusdt@markPrice@1s')."""
-        return {s for conn in self._connections_of() for s in conn.streams}
+    def _send(self, conn: _Connection, stream: str, payload: Any) -> None:
+        """Loop thread: queue an event."""
+        conn.post(self._framed(conn, stream, payload))
 
-    @scripted
-    def send_malformed(self, kind: str = "json") -> None:
-        """Send a broken frame on every websocket: ``"json"`` text that is not valid JSON (a
-        truncated event), ``"shape"`` valid JSON of a garbled shape (a ``markPriceUpdate`` with
+    def _malformed_frames(self, conn: _Connection, kind: str) -> list[str]:
+        """``"json"``: a truncated ``markPriceUpdate``; ``"shape"``: a ``markPriceUpdate`` with
         ``"p": "abc"`` on market streams, an ``ACCOUNT_UPDATE`` with non-numeric fields on
-        user-data streams)."""
-        if kind not in ("json", "shape"):
-            raise ValueError("kind must be 'json' or 'shape'")
-        self._on_loop(self._send_malformed, kind, now_ms())
-
-    def _send_malformed(self, kind: str, stamp: int) -> None:
-        for conn in self._connections_of():
-            if kind == "json":
-                conn.post('{"e":"markPriceUpdate","E":' + str(stamp) + ',"s":"BTCUSDT","p":"9')
-            elif conn.kind == "private":
-                event = {
-                    "e": "ACCOUNT_UPDATE",
-                    "E": stamp,
-                    "T": stamp,
-                    "a": {"m": "ORDER", "B": "garbled", "P": [{"s": "BTCUSDT", "pa": "abc"}]},
-                }
-                self._send(conn, conn.listen_key or "", event)
-            else:
-                names = [s.partition("@")[0] for s in conn.streams if "@markPrice" in s]
-                market_id = (names[0] if names and names[0] != "!markprice" else "btcusdt").upper()
-                event = {"e": "markPriceUpdate", "E": stamp, "s": market_id, "p": "abc"}
-                self._send(conn, f"{market_id.lower()}@markPrice", event)
-
-    async def wait_for_subscription(self, stream: str, timeout_s: float = 2.0) -> None:
-        """Wait until some connection subscribed ``stream``: pushes before that are not seen."""
-        await self.wait_until(lambda: stream in self.subscriptions(), timeout_s)
+        user-data streams."""
+        stamp = now_ms()
+        if kind == "json":
+            return ['{"e":"markPriceUpdate","E":' + str(stamp) + ',"s":"BTCUSDT","p":"9']
+        if conn.kind == "private":
+            event = {
+                "e": "ACCOUNT_UPDATE",
+                "E": stamp,
+                "T": stamp,
+                "a": {"m": "ORDER", "B": "garbled", "P": [{"s": "BTCUSDT", "pa": "abc"}]},
+            }
+            return [self._framed(conn, conn.listen_key or "", event)]
+        names = [s.partition("@")[0] for s in conn.streams if "@markPrice" in s]
+        market_id = (names[0] if names and names[0] != "!markprice" else "btcusdt").upper()
+        event = {"e": "markPriceUpdate", "E": stamp, "s": market_id, "p": "abc"}
+        return [self._framed(conn, f"{market_id.lower()}@markPrice", event)]
 
     async def wait_for_user_stream(self, api_key: str, timeout_s: float = 2.0) -> None:
         """Wait until the account has a live user-data connection on its current listen key."""
@@ -1679,57 +1624,15 @@ def _seed_accounts(fake: FakeBinanceUSDM, count: int) -> None:
         )
 
 
-async def _walk_marks(fake: FakeBinanceUSDM, interval_s: float, seed: int) -> None:
-    """Random-walk every mark by up to ±0.1 % per tick; the mark loop pushes them."""
-    rng = random.Random(seed)
-    symbols = [m.id for m in fake._markets.values()]
-    while True:
-        await asyncio.sleep(interval_s)
-        for symbol in symbols:
-            step = Decimal(str(round(rng.uniform(-0.001, 0.001), 6)))
-            market = fake._markets[symbol]
-            price = (market.mark * (1 + step)).quantize(Decimal(market.tick_size))
-            fake.set_mark(symbol, price, push=False)
-
-
-async def _serve(port: int, accounts: int, interval_s: float, seed: int) -> int:
-    fake = FakeBinanceUSDM(mark_interval_s=interval_s)
-    _seed_accounts(fake, accounts)
-    try:
-        await fake.start(port)
-    except OSError as exc:
-        print(f"cannot listen on {LOOPBACK}:{port}: {exc}", file=sys.stderr)
-        return 2
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    print(json.dumps(fake.ccxt_urls(), separators=(",", ":")), flush=True)
-    walker = asyncio.ensure_future(_walk_marks(fake, interval_s, seed))
-    try:
-        await stop.wait()
-    finally:
-        walker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await walker
-        await fake.stop()
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    return serve_main(
+        argv,
         prog="python -m tests.fake_exchange.binance",
-        description="Fake Binance USDⓈ-M futures server on 127.0.0.1 for benchmarks. Prints the "
-        "ccxt urls['api'] override as one JSON line, stops on SIGINT/SIGTERM.",
+        name="Binance USDⓈ-M futures",
+        factory=lambda interval_s: FakeBinanceUSDM(mark_interval_s=interval_s),
+        seed_accounts=_seed_accounts,
+        max_step=0.001,
     )
-    parser.add_argument("--port", type=int, default=0, help="0 = ephemeral (default)")
-    parser.add_argument("--accounts", type=int, default=1, help="accounts key0..keyN-1")
-    parser.add_argument("--mark-interval-s", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=1, help="seed of the mark random walk")
-    args = parser.parse_args(argv)
-    if args.accounts < 0 or args.mark_interval_s <= 0:
-        parser.error("--accounts must be >= 0 and --mark-interval-s > 0")
-    return asyncio.run(_serve(args.port, args.accounts, args.mark_interval_s, args.seed))
 
 
 if __name__ == "__main__":

@@ -44,39 +44,53 @@ margin coin (USDT at 1 USD), and ``tradeMode`` 1 marks an isolated position (on 
 always 0; isolation is the account's ``marginMode``). Frames are pushed only when scripted (or by
 the ``mark_interval_s`` ticker loop), never on price moves.
 
-Scripting methods may be called from the server's loop or from another thread.
+Connections, queues, drops, unanswered pings (protocol and JSON ``ping``), malformed frames,
+scripted REST failures, bans and revoked keys are the shared machinery of ``base.py``; this
+module adds Bybit's wire format. A banned key gets HTTP 403 "access too frequent" (Bybit's IP
+ban); an unknown or revoked one ``retCode`` 10003. Scripting methods may be called from the
+server's loop or from another thread.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
 import hashlib
 import hmac
 import itertools
 import json
-import random
 import secrets
-import signal
 import string
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any
+from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from typing import Any, ClassVar
 from urllib.parse import unquote
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
+
+from tests.fake_exchange.base import (
+    LOOPBACK,
+    Credentials,
+    FakeExchangeServer,
+    KeyProblem,
+    KeyRejection,
+    Num,
+    WsConnection,
+    compact,
+    json_response,
+    now_ms,
+    parse_side,
+    position_order,
+    positive,
+    random_id,
+    scripted,
+    serve_main,
+)
+from tests.fake_exchange.base import to_decimal as _dec
 
 __all__ = ["FakeBybit"]
 
-Num = str | int | float | Decimal
-
-LOOPBACK = "127.0.0.1"
-SHUTDOWN_TIMEOUT_S = 2.0
 SETTLE = "USDT"
 PRIVATE_TOPICS = frozenset(
     {"position", "position.linear", "wallet", "order", "order.linear", "execution"}
@@ -139,20 +153,6 @@ _GENERIC_RISK = _DEFAULT_MARKETS["SOL/USDT:USDT"]["risk"]
 
 
 # ---- numbers ---------------------------------------------------------------------------------
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _dec(value: Num, what: str = "value") -> Decimal:
-    try:
-        out = Decimal(str(value))
-    except (InvalidOperation, ValueError) as exc:
-        raise ValueError(f"{what}: not a number: {value!r}") from exc
-    if not out.is_finite():
-        raise ValueError(f"{what}: not finite: {value!r}")
-    return out
 
 
 def _fmt(value: Decimal, places: int = 8) -> str:
@@ -319,9 +319,7 @@ class _Position:
 
 
 @dataclass
-class _Account:
-    api_key: str
-    secret: str
+class _Account(Credentials):
     wallet: Decimal
     cum_realised: Decimal = Decimal(0)
     positions: dict[tuple[str, int], _Position] = field(default_factory=dict)
@@ -340,14 +338,6 @@ class _Figures:
     liq: Decimal | None
 
 
-@dataclass
-class _Failure:
-    status: int
-    remaining: int
-    path_prefix: str | None
-    retry_after_s: float | None
-
-
 class _ApiError(Exception):
     def __init__(self, code: int, msg: str) -> None:
         super().__init__(msg)
@@ -358,86 +348,35 @@ class _ApiError(Exception):
 # ---- websocket connections -------------------------------------------------------------------
 
 
-def _conn_id() -> str:
-    alphabet = string.ascii_lowercase + string.digits
-    head = "".join(secrets.choice(alphabet) for _ in range(20))
-    return f"{head}-{''.join(secrets.choice(alphabet) for _ in range(4))}"
-
-
-class _Conn:
-    """One accepted websocket with its topics, owner and an ordered outbound queue."""
+class _Connection(WsConnection):
+    """A Bybit websocket; Bybit names each connection in its replies (``conn_id``)."""
 
     def __init__(self, request: web.Request, ws: web.WebSocketResponse, kind: str) -> None:
-        self.request = request
-        self.ws = ws
-        self.kind = kind  # "public" or "private"
-        self.conn_id = _conn_id()
-        self.topics: set[str] = set()
-        self.api_key: str | None = None  # set once authenticated
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
-        self._sender = asyncio.get_running_loop().create_task(self._send_loop())
-
-    def post(self, text: str) -> None:
-        """Queue a text frame; loop thread only."""
-        if not self.ws.closed:
-            self._queue.put_nowait(text)
-
-    async def _send_loop(self) -> None:
-        while True:
-            text = await self._queue.get()
-            if self.ws.closed:
-                return
-            try:
-                await self.ws.send_str(text)
-            except (ConnectionError, RuntimeError):
-                return
-
-    def abort(self) -> None:
-        """Drop the TCP connection without a closing handshake, as a network failure does."""
-        self._sender.cancel()
-        transport = self.request.transport
-        if transport is not None:
-            transport.abort()
-
-    async def finish(self) -> None:
-        self._sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._sender
+        super().__init__(request, ws, kind)
+        alphabet = string.ascii_lowercase + string.digits
+        self.conn_id = f"{random_id(alphabet, 20)}-{random_id(alphabet, 4)}"
 
 
 # ---- the server ------------------------------------------------------------------------------
 
 
-class FakeBybit:
+class FakeBybit(FakeExchangeServer[_Account, _Connection]):
     """Bybit v5 (UTA, USDT linear perpetuals) on ``127.0.0.1``: REST and websockets, one port."""
 
+    BAN_DURATION_S: ClassVar[float] = 600.0  # Bybit's IP ban lasts at least 10 minutes
+    # Options alertd passes to ccxt.pro.bybit for this server (and for Bybit itself):
+    CCXT_OPTIONS: ClassVar[dict[str, Any]] = {
+        # ccxt otherwise probes /v5/user/query-api and /v5/account/info before its first
+        # private call to learn the account type; with both set it skips the probe and
+        # uses the UTA endpoints (accountType=UNIFIED, wallet topic, /v5/private).
+        "enableUnifiedAccount": True,
+        "enableUnifiedMargin": False,
+    }
+
     def __init__(self, *, mark_interval_s: float | None = None) -> None:
-        if mark_interval_s is not None and mark_interval_s <= 0:
-            raise ValueError("mark_interval_s must be positive")
-        self.port: int = 0
-        self.base_url: str = ""
-        self.requests: list[tuple[str, str]] = []
-        self.ws_connections: int = 0
-        # Options alertd passes to ccxt.pro.bybit for this server (and for Bybit itself):
-        self.ccxt_options: dict[str, Any] = {
-            # ccxt otherwise probes /v5/user/query-api and /v5/account/info before its first
-            # private call to learn the account type; with both set it skips the probe and
-            # uses the UTA endpoints (accountType=UNIFIED, wallet topic, /v5/private).
-            "enableUnifiedAccount": True,
-            "enableUnifiedMargin": False,
-        }
-        self._mark_interval_s = mark_interval_s
-        self._lock = threading.RLock()
+        super().__init__(mark_interval_s=mark_interval_s)
         self._markets: dict[str, _Market] = {}
-        self._accounts: dict[str, _Account] = {}
-        self._conns: set[_Conn] = set()
-        self._failures: list[_Failure] = []
-        self._answer_pings = True
         self._seq = itertools.count(8_327_597_863)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
-        self._runner: web.AppRunner | None = None
-        self._background: set[asyncio.Task[Any]] = set()
         for symbol, spec in _DEFAULT_MARKETS.items():
             base, market_id = _split_symbol(symbol)
             rows = [
@@ -458,60 +397,12 @@ class FakeBybit:
                 risk_rows=_normalize_risk_rows(market_id, rows),
             )
 
-    # ---- lifecycle -------------------------------------------------------------------------------
-
-    async def start(self, port: int = 0) -> None:
-        """Bind 127.0.0.1 (port 0: an ephemeral one) and serve until ``stop()``."""
-        if self._runner is not None:
-            raise RuntimeError("server already started")
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
-        app = web.Application()
-        app.router.add_get("/v5/private", self._ws_private)
-        app.router.add_get("/v5/public/{category}", self._ws_public)
-        app.router.add_route("*", "/{tail:.*}", self._rest)
-        runner = web.AppRunner(
-            app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
-        )
-        await runner.setup()
-        site = web.TCPSite(runner, LOOPBACK, port)
-        await site.start()
-        self._runner = runner
-        self.port = int(runner.addresses[0][1])
-        self.base_url = f"http://{LOOPBACK}:{self.port}"
-        if self._mark_interval_s is not None:
-            self._spawn(self._mark_loop(self._mark_interval_s))
-
-    async def stop(self) -> None:
-        """Close every connection and the listener; bounded by a few seconds in all cases."""
-        runner, self._runner = self._runner, None
-        if runner is None:
-            return
-        for task in list(self._background):
-            task.cancel()
-        for conn in self._live_conns():
-            conn.abort()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(
-                asyncio.gather(*self._background, return_exceptions=True), SHUTDOWN_TIMEOUT_S
-            )
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(runner.cleanup(), SHUTDOWN_TIMEOUT_S * 2)
-        self._background.clear()
-        with self._lock:
-            self._conns.clear()
-
-    async def __aenter__(self) -> FakeBybit:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    def _routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/v5/private", self._ws_private),
+            web.get("/v5/public/{category}", self._ws_public),
+            web.route("*", "/{tail:.*}", self._rest),
+        ]
 
     def ccxt_urls(self) -> dict[str, Any]:
         """Deep-merge over ``exchange.urls['api']``. Every websocket entry points here too, so
@@ -534,24 +425,6 @@ class FakeBybit:
         }
         return urls
 
-    # ---- thread hand-off ---------------------------------------------------------------------
-
-    def _on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
-        if self._loop is None or self._loop.is_closed():
-            return  # not started: nobody is connected
-        if threading.get_ident() == self._loop_thread:
-            fn(*args)
-        else:
-            self._loop.call_soon_threadsafe(fn, *args)
-
-    def _live_conns(self) -> list[_Conn]:
-        with self._lock:
-            return list(self._conns)
-
-    def _send(self, conn: _Conn, frame: dict[str, Any] | str) -> None:
-        text = frame if isinstance(frame, str) else json.dumps(frame, separators=(",", ":"))
-        self._on_loop(conn.post, text)
-
     # ---- markets -----------------------------------------------------------------------------
 
     def _market(self, symbol: str) -> _Market:
@@ -561,6 +434,7 @@ class FakeBybit:
         except KeyError:
             raise KeyError(f"unknown symbol {symbol}: add_symbol() it first") from None
 
+    @scripted
     def add_symbol(
         self,
         symbol: str,
@@ -573,9 +447,7 @@ class FakeBybit:
         ``riskLimitValue`` and ``maintenanceMargin`` (a fraction); ``initialMargin``,
         ``maxLeverage``, ``mmDeduction`` and ``id`` are filled in as Bybit would."""
         base, market_id = _split_symbol(symbol)
-        price = _dec(mark, "mark")
-        if price <= 0:
-            raise ValueError("mark must be positive")
+        price = positive(mark, "mark")
         if risk_limits is None:
             risk_limits = [
                 {"riskLimitValue": c, "maintenanceMargin": m, "initialMargin": i, "maxLeverage": lv}
@@ -584,40 +456,41 @@ class FakeBybit:
         scale = _default_scale(price)
         tick = _dec(tick_size, "tick_size") if tick_size is not None else Decimal(1).scaleb(-scale)
         scale = max(scale, _decimals(format(tick, "f")))
-        with self._lock:
-            self._markets[market_id] = _Market(
-                symbol=f"{base}/{SETTLE}:{SETTLE}",
-                id=market_id,
-                base=base,
-                mark=price,
-                price_scale=scale,
-                tick=tick,
-                qty_step="0.01",
-                max_qty="100000.00",
-                max_mkt_qty="50000.00",
-                launch=str(_now_ms() - 86_400_000),
-                risk_rows=_normalize_risk_rows(market_id, list(risk_limits)),
-            )
+        self._markets[market_id] = _Market(
+            symbol=f"{base}/{SETTLE}:{SETTLE}",
+            id=market_id,
+            base=base,
+            mark=price,
+            price_scale=scale,
+            tick=tick,
+            qty_step="0.01",
+            max_qty="100000.00",
+            max_mkt_qty="50000.00",
+            launch=str(now_ms() - 86_400_000),
+            risk_rows=_normalize_risk_rows(market_id, list(risk_limits)),
+        )
 
-    def set_mark(self, symbol: str, price: Num) -> None:
-        """Set the mark (and index and last) price; subscribers of ``tickers.<ID>`` get a delta."""
-        value = _dec(price, "price")
-        if value <= 0:
-            raise ValueError("price must be positive")
-        with self._lock:
-            market = self._market(symbol)
-            market.mark = market.round_mark(value)
+    @scripted
+    def set_mark(self, symbol: str, price: Num, *, push: bool = True) -> None:
+        """Set the mark (and index and last) price, rounded to the ``priceScale``; subscribers
+        of ``tickers.<ID>`` get a delta (unless ``push=False``)."""
+        market = self._market(symbol)
+        market.mark = market.round_mark(positive(price, "price"))
+        if push:
             frame = self._ticker_frame(market, delta=True)
-            targets = self._subscribers(f"tickers.{market.id}")
-        for conn in targets:
-            self._send(conn, frame)
+            for conn in self._subscribers(f"tickers.{market.id}"):
+                conn.send(frame)
 
+    @scripted
+    def symbols(self) -> list[str]:
+        return [m.symbol for m in self._markets.values()]
+
+    @scripted
     def mark(self, symbol: str) -> Decimal:
-        with self._lock:
-            return self._market(symbol).mark
+        return self._market(symbol).mark
 
-    def _subscribers(self, topic: str) -> list[_Conn]:
-        return [c for c in self._conns if topic in c.topics]
+    def tick(self, symbol: str) -> Decimal:
+        return self._market(symbol).tick
 
     def _ticker_data(self, market: _Market) -> dict[str, Any]:
         mark = market.mark
@@ -639,7 +512,7 @@ class FakeBybit:
             "volume24h": "61874.6390",
             "fundingIntervalHour": "8",
             "fundingCap": "0.005",
-            "nextFundingTime": str((_now_ms() // 28_800_000 + 1) * 28_800_000),
+            "nextFundingTime": str((now_ms() // 28_800_000 + 1) * 28_800_000),
             "fundingRate": "0.0001",
             "bid1Price": price(mark - market.tick),
             "bid1Size": "6.907",
@@ -661,34 +534,23 @@ class FakeBybit:
             "type": "delta" if delta else "snapshot",
             "data": data,
             "cs": market.next_cs(),
-            "ts": _now_ms(),
+            "ts": now_ms(),
         }
 
-    async def _mark_loop(self, interval_s: float) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            with self._lock:
-                sends = [
-                    (conn, self._ticker_frame(self._markets[t.split(".", 1)[1]], delta=True))
-                    for conn in self._conns
-                    for t in sorted(conn.topics)
-                    if t.startswith("tickers.") and t.split(".", 1)[1] in self._markets
-                ]
-            for conn, frame in sends:
-                self._send(conn, frame)
+    def _push_periodic_marks(self) -> None:
+        for conn in list(self._connections):
+            for topic in sorted(conn.streams):
+                market = self._markets.get(topic.removeprefix("tickers."))
+                if topic.startswith("tickers.") and market is not None:
+                    conn.send(self._ticker_frame(market, delta=True))
 
     # ---- accounts and positions --------------------------------------------------------------
 
+    @scripted
     def add_account(self, api_key: str, secret: str, wallet_balance: Num = "1000") -> None:
-        with self._lock:
-            self._accounts[api_key] = _Account(api_key, secret, _dec(wallet_balance, "wallet"))
+        self._accounts[api_key] = _Account(api_key, secret, _dec(wallet_balance, "wallet"))
 
-    def _account(self, api_key: str) -> _Account:
-        try:
-            return self._accounts[api_key]
-        except KeyError:
-            raise KeyError(f"unknown account {api_key!r}: add_account() it first") from None
-
+    @scripted
     def open_position(
         self,
         api_key: str,
@@ -707,94 +569,64 @@ class FakeBybit:
         One-way mode (``positionIdx`` 0) replaces the symbol's position; ``hedge=True`` uses
         ``positionIdx`` 1 (long) / 2 (short). ``isolated_margin`` defaults to the initial margin
         ``entry * contracts / leverage``."""
-        side_l = side.lower()
-        if side_l not in ("long", "short", "buy", "sell"):
-            raise ValueError(f"side must be 'long' or 'short', not {side!r}")
-        is_long = side_l in ("long", "buy")
-        if margin_mode not in ("cross", "isolated"):
-            raise ValueError(f"margin_mode must be 'cross' or 'isolated', not {margin_mode!r}")
-        size, entry, lev = (
-            _dec(contracts, "contracts"),
-            _dec(entry_price, "entry_price"),
-            _dec(leverage, "leverage"),
+        order = position_order(side, contracts, entry_price, margin_mode, isolated_margin, leverage)
+        now = now_ms()
+        account = self._account(api_key)
+        market = self._market(symbol)
+        idx = (1 if order.long else 2) if hedge else 0
+        old = account.positions.get((market.id, idx))
+        position = _Position(
+            symbol=market.id,
+            side="Buy" if order.long else "Sell",
+            size=order.size,
+            entry=order.entry,
+            isolated=order.isolated,
+            balance=order.isolated_margin if order.isolated else None,
+            leverage=order.leverage,
+            idx=idx,
+            created_ms=old.created_ms if old else now,
+            updated_ms=now,
+            seq=next(self._seq),
         )
-        if size <= 0 or entry <= 0 or lev <= 0:
-            raise ValueError("contracts, entry_price and leverage must be positive")
-        isolated = margin_mode == "isolated"
-        balance = None
-        if isolated:
-            balance = (
-                _dec(isolated_margin, "isolated_margin")
-                if isolated_margin is not None
-                else size * entry / lev
-            )
-        elif isolated_margin is not None:
-            raise ValueError("isolated_margin is only for margin_mode='isolated'")
-        now = _now_ms()
-        with self._lock:
-            account = self._account(api_key)
-            market = self._market(symbol)
-            idx = (1 if is_long else 2) if hedge else 0
-            old = account.positions.get((market.id, idx))
-            position = _Position(
-                symbol=market.id,
-                side="Buy" if is_long else "Sell",
-                size=size,
-                entry=entry,
-                isolated=isolated,
-                balance=balance,
-                leverage=lev,
-                idx=idx,
-                created_ms=old.created_ms if old else now,
-                updated_ms=now,
-                seq=next(self._seq),
-            )
-            account.positions[(market.id, idx)] = position
-            row = self._position_row(account, position, ws=True)
+        account.positions[(market.id, idx)] = position
+        row = self._position_row(account, position, ws=True)
         self._push_private(api_key, "position", [row])
 
+    @scripted
     def close_position(self, api_key: str, symbol: str, side: str | None = None) -> None:
         """Close and push the close: one-way ``side ""``, ``size "0"``; hedge mode keeps the
         ``positionIdx``. ``side`` picks one hedge leg; None closes whatever the symbol has."""
-        with self._lock:
-            account = self._account(api_key)
-            market = self._market(symbol)
-            keys = [k for k in account.positions if k[0] == market.id]
-            if side is not None:
-                wanted = "Buy" if side.lower() in ("long", "buy") else "Sell"
-                keys = [k for k in keys if account.positions[k].side == wanted]
-            slots = [(p.idx, p.leverage, p.created_ms) for p in map(account.positions.pop, keys)]
-            if not slots:  # Bybit still reports a flat one-way slot
-                slots = [(0, Decimal(10), _now_ms())]
-            rows = [self._flat_row(account, market, *slot, ws=True) for slot in slots]
+        account = self._account(api_key)
+        market = self._market(symbol)
+        keys = [k for k in account.positions if k[0] == market.id]
+        if side is not None:
+            wanted = "Buy" if parse_side(side) else "Sell"
+            keys = [k for k in keys if account.positions[k].side == wanted]
+        slots = [(p.idx, p.leverage, p.created_ms) for p in map(account.positions.pop, keys)]
+        if not slots:  # Bybit still reports a flat one-way slot
+            slots = [(0, Decimal(10), now_ms())]
+        rows = [self._flat_row(account, market, *slot, ws=True) for slot in slots]
         self._push_private(api_key, "position", rows)
 
+    @scripted
     def set_balance(self, api_key: str, wallet_balance: Num) -> None:
         """Set the USDT wallet balance and push a ``wallet`` frame."""
-        with self._lock:
-            account = self._account(api_key)
-            account.wallet = _dec(wallet_balance, "wallet_balance")
-            row = self._wallet_row(account)
+        account = self._account(api_key)
+        account.wallet = _dec(wallet_balance, "wallet_balance")
+        row = self._wallet_row(account)
         self._push_private(api_key, "wallet", [row])
 
     def _push_private(self, api_key: str, topic: str, data: list[dict[str, Any]]) -> None:
-        with self._lock:
-            targets = []
-            for conn in self._conns:
-                if conn.kind != "private" or conn.api_key != api_key:
-                    continue
-                for name in (topic, f"{topic}.linear"):
-                    if name in conn.topics:
-                        targets.append((conn, name))
-                        break
+        targets = []
+        for conn in self._connections:
+            if conn.kind != "private" or conn.owner != api_key:
+                continue
+            for name in (topic, f"{topic}.linear"):
+                if name in conn.streams:
+                    targets.append((conn, name))
+                    break
         for conn, name in targets:
-            frame = {
-                "id": f"{secrets.token_hex(16)}:{secrets.token_hex(8)}:0:01",
-                "topic": name,
-                "creationTime": _now_ms(),
-                "data": data,
-            }
-            self._send(conn, frame)
+            conn.send(self._private_frame(name, data))
 
     # ---- figures -----------------------------------------------------------------------------
 
@@ -977,7 +809,7 @@ class FakeBybit:
             "mmrSysUpdatedTime": "",
             "leverageSysUpdatedTime": "",
             "createdTime": str(created_ms),
-            "updatedTime": str(_now_ms()),
+            "updatedTime": str(now_ms()),
         }
         if ws:
             row["category"] = "linear"
@@ -1029,48 +861,15 @@ class FakeBybit:
 
     # ---- REST --------------------------------------------------------------------------------
 
-    def fail_rest(
-        self,
-        status: int,
-        count: int = 1,
-        *,
-        path_prefix: str | None = None,
-        retry_after_s: float | None = None,
-    ) -> None:
-        """The next ``count`` REST requests (under ``path_prefix``) fail. 429 answers as Bybit's
-        API rate limit does: HTTP 200, ``retCode`` 10006 "Too many visits", ``X-Bapi-Limit*``
-        headers (reset after ``retry_after_s``, default 1 s). 403 is the IP limit ("access too
-        frequent"); any other status is a plain-text error page with that status."""
-        if count < 1:
-            raise ValueError("count must be at least 1")
-        with self._lock:
-            self._failures.append(_Failure(status, count, path_prefix, retry_after_s))
-
-    def _take_failure(self, path: str) -> _Failure | None:
-        with self._lock:
-            for failure in self._failures:
-                if failure.path_prefix is None or path.startswith(failure.path_prefix):
-                    failure.remaining -= 1
-                    if failure.remaining <= 0:
-                        self._failures.remove(failure)
-                    return failure
-        return None
-
     @staticmethod
     def _json(body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
-        now = _now_ms()
-        base_headers = {"Traceid": secrets.token_hex(16), "Timenow": str(now)}
-        base_headers.update(headers or {})
-        return web.Response(
-            text=json.dumps(body, separators=(",", ":")),
-            content_type="application/json",
-            headers=base_headers,
-        )
+        base_headers = {"Traceid": secrets.token_hex(16), "Timenow": str(now_ms())}
+        return json_response(body, headers=base_headers | (headers or {}))
 
     def _answer(
         self, result: dict[str, Any], headers: dict[str, str] | None = None
     ) -> web.Response:
-        body = {"retCode": 0, "retMsg": "OK", "result": result, "retExtInfo": {}, "time": _now_ms()}
+        body = {"retCode": 0, "retMsg": "OK", "result": result, "retExtInfo": {}, "time": now_ms()}
         return self._json(body, headers)
 
     def _api_error(self, error: _ApiError, headers: dict[str, str] | None = None) -> web.Response:
@@ -1079,35 +878,37 @@ class FakeBybit:
             "retMsg": error.msg,
             "result": {},
             "retExtInfo": {},
-            "time": _now_ms(),
+            "time": now_ms(),
         }
         return self._json(body, headers)
 
-    def _failure_response(self, failure: _Failure) -> web.Response:
-        now = _now_ms()
-        if failure.status == 429:
-            wait_ms = int(
-                (failure.retry_after_s if failure.retry_after_s is not None else 1) * 1000
-            )
+    def _error_response(self, status: int, retry_after_s: float | None) -> web.Response:
+        """Scripted failures (``fail_rest``). 429 answers as Bybit's API rate limit does: HTTP
+        200, ``retCode`` 10006 "Too many visits", ``X-Bapi-Limit*`` headers (reset after
+        ``retry_after_s``, default 1 s). 403 is the IP limit ("access too frequent"); any other
+        status is a plain-text error page with that status."""
+        if status == 429:
+            wait_ms = int((retry_after_s if retry_after_s is not None else 1) * 1000)
             headers = {
                 "X-Bapi-Limit": "10",
                 "X-Bapi-Limit-Status": "0",
-                "X-Bapi-Limit-Reset-Timestamp": str(now + wait_ms),
+                "X-Bapi-Limit-Reset-Timestamp": str(now_ms() + wait_ms),
             }
             return self._api_error(_ApiError(10006, "Too many visits"), headers)
-        if failure.status == 403:
+        if status == 403:
             return web.Response(status=403, text="access too frequent")
         headers = {}
-        if failure.retry_after_s is not None:
-            headers["Retry-After"] = str(int(failure.retry_after_s))
-        return web.Response(status=failure.status, text=f"{failure.status} error", headers=headers)
+        if retry_after_s is not None:
+            headers["Retry-After"] = str(int(retry_after_s))
+        return web.Response(status=status, text=f"{status} error", headers=headers)
+
+    def _key_rejected(self, rejection: KeyRejection) -> web.Response:
+        if rejection.problem is KeyProblem.BANNED:
+            return web.Response(status=403, text="access too frequent")
+        return self._api_error(_ApiError(10003, "API key is invalid."))
 
     async def _rest(self, request: web.Request) -> web.StreamResponse:
         path = request.path
-        self.requests.append((request.method, path))
-        failure = self._take_failure(path)
-        if failure is not None:
-            return self._failure_response(failure)
         params = dict(request.query)
         public = {
             "/v5/market/instruments-info": self._instruments,
@@ -1124,28 +925,28 @@ class FakeBybit:
         }
         try:
             if path in public:
-                with self._lock:
-                    return self._answer(public[path](params))
+                return self._answer(public[path](params))
             if path in private:
                 body = await request.text() if request.method == "POST" else ""
-                with self._lock:
-                    account = self._authenticate(request, body)
-                    headers = {
-                        "X-Bapi-Limit": "50",
-                        "X-Bapi-Limit-Status": "49",
-                        "X-Bapi-Limit-Reset-Timestamp": str(_now_ms()),
-                    }
-                    return self._answer(private[path](account, params), headers)
+                account = self._authenticate(request, body)
+                if isinstance(account, web.Response):
+                    return account
+                headers = {
+                    "X-Bapi-Limit": "50",
+                    "X-Bapi-Limit-Status": "49",
+                    "X-Bapi-Limit-Reset-Timestamp": str(now_ms()),
+                }
+                return self._answer(private[path](account, params), headers)
         except _ApiError as error:
             return self._api_error(error)
         return web.Response(status=404, text="404 page not found")
 
-    def _authenticate(self, request: web.Request, body: str) -> _Account:
+    def _authenticate(self, request: web.Request, body: str) -> _Account | web.Response:
         headers = request.headers
         key = headers.get("X-BAPI-API-KEY", "")
-        account = self._accounts.get(key)
-        if account is None:
-            raise _ApiError(10003, "API key is invalid.")
+        account = self._authorize(key)
+        if isinstance(account, KeyRejection):
+            return self._key_rejected(account)
         stamp, window = (
             headers.get("X-BAPI-TIMESTAMP", ""),
             headers.get("X-BAPI-RECV-WINDOW", "5000"),
@@ -1153,7 +954,7 @@ class FakeBybit:
         sign = headers.get("X-BAPI-SIGN", "")
         if not stamp.isdigit() or not window.isdigit():
             raise _ApiError(10001, f"empty value: apiTimestamp[{stamp}] apiKey[{key}]")
-        now = _now_ms()
+        now = now_ms()
         if not now - int(window) <= int(stamp) < now + 1000:
             raise _ApiError(
                 10002,
@@ -1286,7 +1087,7 @@ class FakeBybit:
                     key=lambda p: p.idx,
                 )
                 rows = [self._position_row(account, p, ws=False) for p in found] or [
-                    self._flat_row(account, market, 0, Decimal(10), _now_ms(), ws=False)
+                    self._flat_row(account, market, 0, Decimal(10), now_ms(), ws=False)
                 ]
             elif settle in (None, SETTLE):
                 base = params.get("baseCoin")
@@ -1380,7 +1181,7 @@ class FakeBybit:
     def _account_info(account: _Account, params: dict[str, str]) -> dict[str, Any]:
         return {
             "marginMode": "REGULAR_MARGIN",
-            "updatedTime": str(_now_ms()),
+            "updatedTime": str(now_ms()),
             "unifiedMarginStatus": 5,
             "dcpStatus": "OFF",
             "timeWindow": 10,
@@ -1394,45 +1195,22 @@ class FakeBybit:
     async def _ws_public(self, request: web.Request) -> web.StreamResponse:
         if request.match_info["category"] not in CATEGORIES:
             return web.Response(status=404, text="404 page not found")
-        return await self._serve_ws(request, "public")
+        return await self._serve_ws(request, self._connection("public"), self._on_text)
 
     async def _ws_private(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve_ws(request, "private")
+        return await self._serve_ws(request, self._connection("private"), self._on_text)
 
-    async def _serve_ws(self, request: web.Request, kind: str) -> web.StreamResponse:
-        # autoping off: pings reach this loop, so that answering them can be switched off
-        ws = web.WebSocketResponse(autoping=False, heartbeat=None, max_msg_size=1 << 20)
-        await ws.prepare(request)
-        conn = _Conn(request, ws, kind)
-        with self._lock:
-            self.ws_connections += 1
-            self._conns.add(conn)
-        try:
-            async for msg in ws:
-                if msg.type == WSMsgType.TEXT:
-                    self._on_text(conn, msg.data)
-                elif msg.type == WSMsgType.PING:
-                    if self._answer_pings:
-                        await ws.pong(msg.data)
-                elif msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
-                    break
-        except (ConnectionError, RuntimeError, asyncio.CancelledError):
-            pass
-        finally:
-            with self._lock:
-                self._conns.discard(conn)
-            await conn.finish()
-        return ws
+    @staticmethod
+    def _connection(kind: str) -> Callable[[web.Request, web.WebSocketResponse], _Connection]:
+        return lambda request, ws: _Connection(request, ws, kind)
 
-    def _on_text(self, conn: _Conn, text: str) -> None:
+    def _on_text(self, conn: _Connection, text: str) -> None:
         try:
             msg = json.loads(text)
         except ValueError:
             msg = None
         if not isinstance(msg, dict):
-            self._send(
-                conn, {"success": False, "ret_msg": "error:invalid op", "conn_id": conn.conn_id}
-            )
+            conn.send({"success": False, "ret_msg": "error:invalid op", "conn_id": conn.conn_id})
             return
         op = msg.get("op")
         req_id = msg.get("req_id")
@@ -1440,131 +1218,108 @@ class FakeBybit:
         if req_id is not None:
             reply["req_id"] = str(req_id)
         if op == "ping":
-            if not self._answer_pings:
+            if not self.answers_pings:
                 return
             if conn.kind == "public":
                 reply.update(success=True, ret_msg="pong", op="ping")
                 reply.setdefault("req_id", "")
             else:
-                reply.update(op="pong", args=[str(_now_ms())])
-            self._send(conn, reply)
+                reply.update(op="pong", args=[str(now_ms())])
+            conn.send(reply)
         elif op == "auth" and conn.kind == "private":
             ok = self._ws_auth(conn, msg.get("args"))
             reply.update(success=ok, ret_msg="" if ok else "Params Error", op="auth")
-            self._send(conn, reply)
+            conn.send(reply)
         elif op in ("subscribe", "unsubscribe"):
             self._ws_subscribe(conn, op, msg.get("args"), reply)
         else:
             reply.update(success=False, ret_msg="error:invalid op", op=op or "")
-            self._send(conn, reply)
+            conn.send(reply)
 
-    def _ws_auth(self, conn: _Conn, args: Any) -> bool:
+    def _ws_auth(self, conn: _Connection, args: Any) -> bool:
         if not isinstance(args, list) or len(args) != 3:
             return False
         key, expires, signature = (str(a) for a in args)
-        with self._lock:
-            account = self._accounts.get(key)
-        if account is None or not expires.isdigit() or int(expires) <= _now_ms():
+        account = self._authorize(key)
+        if isinstance(account, KeyRejection) or not expires.isdigit() or int(expires) <= now_ms():
             return False
         origin = f"GET/realtime{expires}"
         expected = hmac.new(account.secret.encode(), origin.encode(), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, signature):
             return False
-        conn.api_key = key
+        conn.owner = key
         return True
 
-    def _ws_subscribe(self, conn: _Conn, op: str, args: Any, reply: dict[str, Any]) -> None:
+    def _ws_subscribe(self, conn: _Connection, op: str, args: Any, reply: dict[str, Any]) -> None:
         reply["op"] = op
         topics = [str(t) for t in args] if isinstance(args, list) else []
         error = None
         if not topics:
             error = "error:args is empty"
-        elif conn.kind == "private" and conn.api_key is None:
+        elif conn.kind == "private" and conn.owner is None:
             error = "Request not authorized"
-        with self._lock:
-            for topic in topics:
-                if error is not None:
-                    break
-                if conn.kind == "private":
-                    if topic not in PRIVATE_TOPICS:
-                        error = f"error:handler not found,topic:{topic}"
-                elif not topic.startswith("tickers."):
+        for topic in topics:
+            if error is not None:
+                break
+            if conn.kind == "private":
+                if topic not in PRIVATE_TOPICS:
                     error = f"error:handler not found,topic:{topic}"
-                elif topic.split(".", 1)[1] not in self._markets:
-                    error = f"Invalid symbol :[{topic}]"
-                if error is None and op == "subscribe" and topic in conn.topics:
-                    error = f"error:already subscribed,topic:{topic}"
-            if error is None:
-                if op == "subscribe":
-                    conn.topics.update(topics)
-                else:
-                    conn.topics.difference_update(topics)
-            snapshots = [
-                self._ticker_frame(self._markets[t.split(".", 1)[1]], delta=False)
-                for t in topics
-                if error is None and op == "subscribe" and t.startswith("tickers.")
-            ]
+            elif not topic.startswith("tickers."):
+                error = f"error:handler not found,topic:{topic}"
+            elif topic.split(".", 1)[1] not in self._markets:
+                error = f"Invalid symbol :[{topic}]"
+            if error is None and op == "subscribe" and topic in conn.streams:
+                error = f"error:already subscribed,topic:{topic}"
+        if error is None:
+            if op == "subscribe":
+                conn.streams.update(topics)
+            else:
+                conn.streams.difference_update(topics)
+        snapshots = [
+            self._ticker_frame(self._markets[t.split(".", 1)[1]], delta=False)
+            for t in topics
+            if error is None and op == "subscribe" and t.startswith("tickers.")
+        ]
         reply.update(success=error is None, ret_msg=error or "")
-        self._send(conn, reply)
+        conn.send(reply)
         for frame in snapshots:
-            self._send(conn, frame)
+            conn.send(frame)
 
     # ---- failure injection --------------------------------------------------------------------
 
-    async def drop_connections(self) -> None:
-        """Abort every websocket (TCP abort, no closing handshake), as a network failure does."""
-        for conn in self._live_conns():
-            conn.abort()
-        await asyncio.sleep(0)
-
-    def stop_answering_pings(self, stop: bool = True) -> None:
-        """JSON ``{"op": "ping"}`` (and protocol pings) go unanswered, or again answered."""
-        self._answer_pings = not stop
-
-    def send_malformed(self, kind: str = "json") -> None:
-        """``"json"``: an unparsable text frame (it starts like JSON) to every websocket.
-        ``"shape"``: valid JSON with garbled values: a ``tickers`` delta with ``markPrice
-        "abc"`` to ticker subscribers, a ``position`` row and a ``wallet`` row with "abc"
-        numbers to private subscribers."""
-        if kind not in ("json", "shape"):
-            raise ValueError("kind must be 'json' or 'shape'")
-        sends: list[tuple[_Conn, dict[str, Any] | str]] = []
-        with self._lock:
-            for conn in self._conns:
-                if kind == "json":
-                    sends.append((conn, '{"topic":"tickers.BTCUSDT","type":"delta","data":{"sym'))
-                    continue
-                for topic in sorted(conn.topics):
-                    if topic.startswith("tickers."):
-                        market_id = topic.split(".", 1)[1]
-                        data = {"symbol": market_id, "markPrice": "abc", "indexPrice": "abc"}
-                        frame = {"topic": topic, "type": "delta", "data": data, "cs": 0}
-                        sends.append((conn, {**frame, "ts": _now_ms()}))
-                    elif topic.startswith("position"):
-                        row = {"symbol": "BTCUSDT", "side": "Buy", "size": "abc", "positionIdx": 0}
-                        row.update(entryPrice="abc", markPrice="abc", positionValue="abc")
-                        row.update(category="linear", leverage="abc", liqPrice="abc")
-                        sends.append((conn, self._private_frame(topic, [row])))
-                    elif topic == "wallet":
-                        coin = {"coin": SETTLE, "walletBalance": "abc", "equity": "abc"}
-                        row = {"accountType": "UNIFIED", "accountMMRate": "abc", "coin": [coin]}
-                        sends.append((conn, self._private_frame(topic, [row])))
-        for conn, payload in sends:
-            self._send(conn, payload)
+    def _malformed_frames(self, conn: _Connection, kind: str) -> list[str]:
+        """``"json"``: an unparsable text frame (it starts like JSON). ``"shape"``: valid JSON
+        with garbled values: a ``tickers`` delta with ``markPrice "abc"`` to ticker
+        subscribers, a ``position`` row and a ``wallet`` row with "abc" numbers to private
+        subscribers."""
+        if kind == "json":
+            return ['{"topic":"tickers.BTCUSDT","type":"delta","data":{"sym']
+        frames: list[dict[str, Any]] = []
+        for topic in sorted(conn.streams):
+            if topic.startswith("tickers."):
+                market_id = topic.split(".", 1)[1]
+                data = {"symbol": market_id, "markPrice": "abc", "indexPrice": "abc"}
+                frames.append({"topic": topic, "type": "delta", "data": data, "cs": 0})
+                frames[-1]["ts"] = now_ms()
+            elif topic.startswith("position"):
+                row = {"symbol": "BTCUSDT", "side": "Buy", "size": "abc", "positionIdx": 0}
+                row.update(entryPrice="abc", markPrice="abc", positionValue="abc")
+                row.update(category="linear", leverage="abc", liqPrice="abc")
+                frames.append(self._private_frame(topic, [row]))
+            elif topic == "wallet":
+                coin = {"coin": SETTLE, "walletBalance": "abc", "equity": "abc"}
+                wallet = {"accountType": "UNIFIED", "accountMMRate": "abc", "coin": [coin]}
+                frames.append(self._private_frame(topic, [wallet]))
+        return [compact(frame) for frame in frames]
 
     @staticmethod
     def _private_frame(topic: str, data: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "id": f"{secrets.token_hex(16)}:{secrets.token_hex(8)}:0:01",
             "topic": topic,
-            "creationTime": _now_ms(),
+            "creationTime": now_ms(),
             "data": data,
         }
-
-    def subscriptions(self) -> set[str]:
-        """Topics currently subscribed on any live connection."""
-        with self._lock:
-            return {t for conn in self._conns for t in conn.topics}
 
 
 # ---- command line ------------------------------------------------------------------------------
@@ -1587,44 +1342,15 @@ def _seed_accounts(fake: FakeBybit, count: int) -> None:
             )
 
 
-async def _serve(port: int, accounts: int, interval_s: float, seed: int | None) -> None:
-    rng = random.Random(seed)
-    fake = FakeBybit()
-    await fake.start(port)
-    _seed_accounts(fake, accounts)
-    print(json.dumps(fake.ccxt_urls(), separators=(",", ":")), flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    symbols = list(_DEFAULT_MARKETS)
-    try:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval_s)
-            if stop.is_set():
-                break
-            for symbol in symbols:  # a small random walk, pushed to ticker subscribers
-                step = Decimal(str(round(rng.uniform(-0.0005, 0.0005), 6)))
-                fake.set_mark(symbol, fake.mark(symbol) * (1 + step))
-    finally:
-        await fake.stop()
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    return serve_main(
+        argv,
         prog="python -m tests.fake_exchange.bybit",
-        description="Fake Bybit v5 (UTA, USDT perps) on 127.0.0.1; prints ccxt_urls as JSON.",
+        name="Bybit v5 (UTA, USDT perpetuals)",
+        factory=lambda interval_s: FakeBybit(mark_interval_s=interval_s),
+        seed_accounts=_seed_accounts,
+        max_step=0.0005,
     )
-    parser.add_argument("--port", type=int, default=8081, help="port on 127.0.0.1 (0: any)")
-    parser.add_argument("--accounts", type=int, default=1, help="accounts key0/secret0 ...")
-    parser.add_argument("--interval", type=float, default=1.0, help="seconds between marks")
-    parser.add_argument("--seed", type=int, default=None, help="random-walk seed")
-    args = parser.parse_args(argv)
-    if args.accounts < 0 or args.interval <= 0:
-        parser.error("--accounts must be >= 0 and --interval > 0")
-    asyncio.run(_serve(args.port, args.accounts, args.interval, args.seed))
-    return 0
 
 
 if __name__ == "__main__":

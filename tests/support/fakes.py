@@ -1,0 +1,95 @@
+"""Starting the fake exchanges, by ccxt id, and pointing ccxt clients at them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import Any, TypeVar
+
+import ccxt.pro as ccxtpro
+
+from tests.fake_exchange.base import FakeExchangeServer, Num
+from tests.fake_exchange.binance import FakeBinanceUSDM
+from tests.fake_exchange.bybit import FakeBybit
+
+# the fake exchange server of each ccxt exchange id
+FAKES: dict[str, type[FakeExchangeServer[Any, Any]]] = {
+    "binanceusdm": FakeBinanceUSDM,
+    "bybit": FakeBybit,
+}
+
+F = TypeVar("F", bound=FakeExchangeServer[Any, Any])
+Accounts = Iterable[tuple[str, str, Num]]  # (api key, secret, wallet balance)
+
+
+def make_fake(exchange: str, **kwargs: Any) -> FakeExchangeServer[Any, Any]:
+    try:
+        return FAKES[exchange](**kwargs)
+    except KeyError:
+        raise ValueError(f"no fake exchange for {exchange!r}; known: {sorted(FAKES)}") from None
+
+
+def _add_accounts(fake: FakeExchangeServer[Any, Any], accounts: Accounts) -> None:
+    for api_key, secret, wallet in accounts:
+        fake.add_account(api_key, secret, wallet_balance=wallet)
+
+
+@contextlib.asynccontextmanager
+async def started(fake: F, accounts: Accounts = ()) -> AsyncIterator[F]:
+    """Serve ``fake`` on this loop with ``accounts`` until the block ends."""
+    await fake.start()
+    try:
+        _add_accounts(fake, accounts)
+        yield fake
+    finally:
+        await fake.stop()
+
+
+@contextlib.contextmanager
+def server_in_thread(fake: F, accounts: Accounts = ()) -> Iterator[F]:
+    """Serve ``fake`` on its own loop in a thread, for tests that start alertd processes or
+    block; scripting it from the test's thread is handed to that loop."""
+    loop = asyncio.new_event_loop()
+    started_event = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(fake.start())
+        started_event.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    if not started_event.wait(10):
+        raise RuntimeError("fake exchange did not start")
+    try:
+        _add_accounts(fake, accounts)
+        yield fake
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        if not thread.is_alive():
+            loop.close()
+
+
+@contextlib.asynccontextmanager
+async def ccxt_client(
+    fake: FakeExchangeServer[Any, Any],
+    exchange: str,
+    api_key: str | None = None,
+    secret: str | None = None,
+    **config: Any,
+) -> AsyncIterator[Any]:
+    """ccxt.pro's own ``exchange`` client, unmodified, with only its URLs and the fake's
+    options pointed at the fake; always closed."""
+    if api_key is not None:
+        config.update(apiKey=api_key, secret=secret)
+    client = getattr(ccxtpro, exchange)(config)
+    fake.apply_to(client)
+    try:
+        yield client
+    finally:
+        await client.close()
