@@ -36,8 +36,8 @@ def main() -> int:
 
     sys.path.insert(0, str(ROOT))  # the local exchange and receiver live with the tests
     from tests.fake_exchange.binance import FakeBinanceUSDM
-    from tests.feed_harness import server_in_thread
     from tests.receivers import HttpReceiver
+    from tests.support.fakes import server_in_thread
 
     fake = FakeBinanceUSDM()
     http = HttpReceiver()

@@ -1,3 +1,8 @@
-"""Fixtures shared by test modules."""
+"""Fixtures shared by test modules (defined in tests/support/fixtures.py)."""
 
-from .test_e2e_run import world  # noqa: F401  (the end-to-end fixture, for test_ops too)
+from tests.support.fixtures import (  # noqa: F401
+    fake_in_thread,
+    http_receiver,
+    smtp_receiver,
+    world,
+)

@@ -4,15 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 from alertd.config import AccountConfig, BackoffSettings, Config, FeedSettings, Secret
 from alertd.feeds.backoff import Backoff
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.manager import FeedManager
+
+# the generic helpers, here for the modules that import them from this one
+from tests.support.aio import run
+from tests.support.fakes import server_in_thread
+from tests.support.poll import eventually
+
+__all__ = [
+    "BTC",
+    "FAST",
+    "account_config",
+    "btc_long",
+    "eventually",
+    "fast_backoff",
+    "make_feed",
+    "run",
+    "running",
+    "running_manager",
+    "secrets",
+    "server_in_thread",
+]
+
+BTC = "BTC/USDT:USDT"
 
 # One constant scales the daemon's clock-driven behaviour for tests (websockets' habit).
 FAST = FeedSettings(
@@ -37,6 +57,12 @@ def account_config(name: str, exchange: str, fake: Any, **extra: Any) -> Account
     )
 
 
+def btc_long(fake: Any, api_key: str) -> None:
+    """The account holds 0.5 BTC long at 62,000, the mark at 60,000."""
+    fake.set_mark(BTC, "60000")
+    fake.open_position(api_key, BTC, "long", "0.5", "62000")
+
+
 def secrets(api_key: str, secret: str) -> dict[str, Secret]:
     return {"api_key": Secret(api_key), "secret": Secret(secret)}
 
@@ -48,20 +74,6 @@ def fast_backoff() -> Backoff:
 
 def make_feed(config: AccountConfig, api_key: str, secret: str) -> AccountFeed:
     return AccountFeed(config, secrets(api_key, secret), FAST, backoff_factory=fast_backoff)
-
-
-async def eventually(
-    check: Callable[[], Any], timeout_s: float = 10.0, what: str = "condition"
-) -> Any:
-    """Poll until ``check()`` is truthy; fail with ``what`` after a bounded wait."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @contextlib.asynccontextmanager
@@ -93,36 +105,3 @@ async def running_manager(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(task, 5)
-
-
-@contextlib.contextmanager
-def server_in_thread(fake: Any) -> Iterator[Any]:
-    """Run a fake exchange on its own loop in a thread, for tests that start alertd processes."""
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(fake.start())
-        started.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    if not started.wait(10):
-        raise RuntimeError("fake exchange did not start")
-    try:
-        yield fake
-    finally:
-        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-
-
-def run(coro: Awaitable[Any], timeout_s: float = 30) -> Any:
-    """Run one async test body with a hard bound."""
-
-    async def bounded() -> Any:
-        return await asyncio.wait_for(coro, timeout_s)
-
-    return asyncio.run(bounded())

@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
-from collections.abc import Coroutine
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -28,12 +27,9 @@ from alertd.exchanges.spec import MarketFilter
 from alertd.feeds.adapter import ExchangeAdapter
 from alertd.feeds.state import AccountState, PositionState, ReportedAccount, ReportedPosition
 
+from .support.aio import run
+
 D = Decimal
-T = TypeVar("T")
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
 
 
 # --- a stand-in exchange ----------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from .helpers import position, snapshot, tiers
+from .support.process import alertd
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.json"))
@@ -33,16 +34,6 @@ POSITION_FIELDS = {
     "bankruptcy_price",
     "liquidation_distance",
 }
-
-
-def alertd(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "alertd", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def write(tmp_path: Path, data: Any, name: str = "snap.json") -> Path:

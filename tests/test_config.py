@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from alertd.config import ConfigError, Secret, load_config, parse_config, read_secrets
+
+from .support.process import alertd
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,13 +107,7 @@ def test_missing_secrets_are_listed(tmp_path: Path) -> None:
 
 
 def run_check(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "alertd", "check", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": "/usr/bin:/bin", **env},
-    )
+    return alertd("check", "-c", str(config), env={"PATH": "/usr/bin:/bin", **env})
 
 
 def test_check_command(tmp_path: Path) -> None:
@@ -168,11 +163,12 @@ def test_check_warns_about_files_others_can_read(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(GOOD.format(secret_file=secret_file))
     path.chmod(0o666)
-    result = subprocess.run(
-        [sys.executable, "-m", "alertd", "check", "-c", str(path), "--env-file", str(env_file)],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = alertd(
+        "check",
+        "-c",
+        str(path),
+        "--env-file",
+        str(env_file),
         env={"PATH": "/usr/bin:/bin", "BINANCE_API_KEY": "k"},
     )
     assert result.returncode == 0, result.stderr

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import subprocess
-import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,8 +13,8 @@ from alertd.rules.lifecycle import AlertEngine, AlertState, Phase
 from alertd.rules.model import Rule, Scope, Severity, Subject
 
 from .receivers import HttpReceiver, SmtpReceiver
-
-ROOT = Path(__file__).resolve().parent.parent
+from .support.aio import run
+from .support.process import alertd
 
 
 class ScriptedSender:
@@ -101,7 +98,7 @@ def test_delivered_once_and_retried_with_backoff(tmp_path: Path) -> None:
         clock.t = 2000
         assert await d.deliver_due() == 0  # never sent twice
 
-    asyncio.run(body())
+    run(body())
     assert len(sender.calls) == 3
 
 
@@ -119,7 +116,7 @@ def test_fallback_gets_a_copy_once(tmp_path: Path) -> None:
         clock.t = 1010
         await d.deliver_due()  # a delivers
 
-    asyncio.run(body())
+    run(body())
     assert [c[0] for c in sender.calls] == ["json://a", "json://b", "json://a", "json://a"]
     assert d.store.pending() == []
 
@@ -143,7 +140,7 @@ def test_retry_after_and_rate_limits(tmp_path: Path) -> None:
         await d.deliver_due()
         assert len(sender.calls) == 3
 
-    asyncio.run(body())
+    run(body())
     assert d.store.pending() == []
 
 
@@ -216,43 +213,29 @@ def _config(tmp_path: Path, receivers: list[dict[str, str]]) -> Path:
     return path
 
 
-def alertd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "alertd", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
+def test_test_notify_reaches_real_receivers(
+    tmp_path: Path, smtp_receiver: SmtpReceiver, http_receiver: HttpReceiver
+) -> None:
+    smtp, http = smtp_receiver, http_receiver
+    path = _config(
+        tmp_path,
+        [
+            {"name": "mail", "url": smtp.url()},
+            {"name": "hook", "url": http.url()},
+            {"name": "dead", "url": "json://127.0.0.1:9/nothing"},
+        ],
     )
-
-
-def test_test_notify_reaches_real_receivers(tmp_path: Path) -> None:
-    smtp, http = SmtpReceiver(), HttpReceiver()
-    smtp.start()
-    http.start()
-    try:
-        path = _config(
-            tmp_path,
-            [
-                {"name": "mail", "url": smtp.url()},
-                {"name": "hook", "url": http.url()},
-                {"name": "dead", "url": "json://127.0.0.1:9/nothing"},
-            ],
-        )
-        result = alertd("test-notify", "-c", str(path), "--receiver", "mail")
-        assert result.returncode == 0, result.stderr
-        assert result.stdout.strip() == "mail: OK"
-        assert smtp.subjects() == ["INFO alertd test message"]
-        result = alertd("test-notify", "-c", str(path))
-        assert result.returncode == 1
-        lines = result.stdout.strip().splitlines()
-        assert lines[:2] == ["mail: OK", "hook: OK"]
-        assert lines[2].startswith("dead: FAILED")
-        assert http.titles() == ["INFO alertd test message"]
-        assert "1 of 3 receivers failed" in result.stderr
-    finally:
-        http.stop()
-        smtp.stop()
+    result = alertd("test-notify", "-c", str(path), "--receiver", "mail")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "mail: OK"
+    assert smtp.subjects() == ["INFO alertd test message"]
+    result = alertd("test-notify", "-c", str(path))
+    assert result.returncode == 1
+    lines = result.stdout.strip().splitlines()
+    assert lines[:2] == ["mail: OK", "hook: OK"]
+    assert lines[2].startswith("dead: FAILED")
+    assert http.titles() == ["INFO alertd test message"]
+    assert "1 of 3 receivers failed" in result.stderr
 
 
 def test_silence_commands_and_the_engine_sees_them(tmp_path: Path) -> None:

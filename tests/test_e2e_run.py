@@ -4,148 +4,15 @@ real HTTP receiver. A price falls, recovers; a receiver goes down; the daemon is
 from __future__ import annotations
 
 import json
-import os
+import re
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from .fake_exchange.binance import FakeBinanceUSDM
-from .feed_harness import server_in_thread
-from .receivers import HttpReceiver, SmtpReceiver
-
-ROOT = Path(__file__).resolve().parent.parent
-BTC = "BTC/USDT:USDT"
-
-# A 1 BTC long at 60,000 with 2,000 USDT: the ratio is 0.12 at 60,000, about 0.67 at 58,350
-# and about 0.93 at 58,250 (maintenance margin 0.4% of notional, no deduction in tier 1).
-RULES = [
-    {
-        "name": "ratio-warning",
-        "metric": "worst_ratio",
-        "above": 0.5,
-        "clear_below": 0.45,
-        "severity": "warning",
-    },
-    {
-        "name": "ratio-critical",
-        "metric": "worst_ratio",
-        "above": 0.8,
-        "clear_below": 0.75,
-        "severity": "critical",
-    },
-]
-
-
-def wait_for(check: Callable[[], Any], timeout_s: float = 20, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.05)
-
-
-class Daemon:
-    def __init__(self, config: Path, env: dict[str, str], log: Path) -> None:
-        self.config, self.env, self.log = config, env, log
-        self.args: list[str] = []  # more options for `alertd run`: -vv
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "alertd", "run", "-c", str(self.config), *self.args],
-                cwd=ROOT,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(30)
-        finally:
-            self.proc = None
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    fake = FakeBinanceUSDM(mark_interval_s=0.2)
-    smtp = SmtpReceiver()
-    http = HttpReceiver()
-    smtp.start()
-    http.start()
-    with server_in_thread(fake):
-        fake.add_account("key-e2e", "secret-e2e", wallet_balance="2000")
-        fake.set_mark(BTC, "60000")
-        fake.open_position("key-e2e", BTC, "long", "1", "60000")
-        config = {
-            "version": 1,
-            "state_path": str(tmp_path / "state.sqlite"),
-            "accounts": [
-                {
-                    "name": "main",
-                    "exchange": "binanceusdm",
-                    "api_key_env": "E2E_KEY",
-                    "secret_env": "E2E_SECRET",
-                    "urls": fake.ccxt_urls(),
-                    "options": fake.ccxt_options,
-                }
-            ],
-            "feeds": {
-                "stale_after_s": 3,
-                "reconcile_interval_s": 5,
-                "backoff": {"initial_s": 0.1, "max_s": 1},
-            },
-            "rules": RULES,
-            "receivers": [
-                {"name": "mail", "url": smtp.url()},
-                {"name": "hook", "url": "${E2E_HOOK_URL}"},
-            ],
-            "delivery": {"retry_initial": 0.2, "retry_max": 1, "drain_on_shutdown": 5},
-        }
-        path = tmp_path / "config.yaml"
-        path.write_text(json.dumps(config))
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "E2E_KEY": "key-e2e",
-            "E2E_SECRET": "secret-e2e",
-            "E2E_HOOK_URL": http.url(),
-        }
-        daemon = Daemon(path, env, tmp_path / "alertd.log")
-        try:
-            yield {
-                "fake": fake,
-                "smtp": smtp,
-                "http": http,
-                "daemon": daemon,
-                "path": path,
-                "config": config,
-            }
-        finally:
-            if daemon.proc is not None:
-                daemon.stop(signal.SIGKILL)
-            http.stop()
-            smtp.stop()
-
-
-def started(daemon: Daemon) -> None:
-    daemon.start()
-    wait_for(lambda: "bootstrapped" in daemon.text(), what="bootstrap\n" + daemon.text())
+from .support.fixtures import BTC, RULES, started
+from .support.poll import wait_for
+from .support.process import alertd
 
 
 def test_price_falls_and_recovers_each_message_once(world: dict[str, Any]) -> None:
@@ -237,13 +104,7 @@ def test_bad_config_exits_2_listing_every_error(tmp_path: Path) -> None:
             }
         )
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "alertd", "run", "-c", str(path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = alertd("run", "-c", str(path))
     assert result.returncode == 2
     errors = result.stderr.strip().splitlines()
     assert (
@@ -314,8 +175,6 @@ def test_deadmans_switch_is_pinged_only_while_healthy(world: dict[str, Any]) -> 
 def test_the_daemon_and_replay_agree_on_the_same_prices(
     world: dict[str, Any], tmp_path: Path
 ) -> None:
-    import re
-
     fake, http, daemon, path = world["fake"], world["http"], world["daemon"], world["path"]
     marks = ["60000", "58350", "58250", "58350", "60000"]
     started(daemon)
@@ -335,23 +194,14 @@ def test_the_daemon_and_replay_agree_on_the_same_prices(
         "timestamp,price\n" + "".join(f"{start + i * 60_000},{m}\n" for i, m in enumerate(marks))
     )
     # the same account: 1 BTC long at 60,000 with 2,000 USDT of cross margin (30x)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "alertd",
-            "replay",
-            str(prices),
-            "--config",
-            str(path),
-            "--position",
-            "BTC/USDT:USDT long 1 @ 60000 x30 cross",
-            "--json",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = alertd(
+        "replay",
+        str(prices),
+        "--config",
+        str(path),
+        "--position",
+        "BTC/USDT:USDT long 1 @ 60000 x30 cross",
+        "--json",
         env=daemon.env,
     )
     assert result.returncode == 0, result.stderr

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
 import hmac
 import json
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -30,22 +27,19 @@ import ccxt.pro as ccxtpro
 import pytest
 
 from tests.fake_exchange import FakeBinanceUSDM
+from tests.support import aio
+from tests.support.aio import settle, spawn
+from tests.support.fakes import ccxt_client, server_in_thread, started
+from tests.support.poll import eventually
+from tests.support.process import ROOT
 
 TEST_TIMEOUT_S = 10.0
 WAIT_S = 2.0
-REPO = Path(__file__).resolve().parent.parent
-BRACKETS = json.loads((REPO / "tests/fake_exchange/data/binance_usdm_brackets.json").read_text())
+BRACKETS = json.loads((ROOT / "tests/fake_exchange/data/binance_usdm_brackets.json").read_text())
 KEY, SECRET = "key-a", "secret-a"
 
 
-def async_test(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """Run an async test body in a fresh loop, bounded by TEST_TIMEOUT_S."""
-
-    @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(asyncio.wait_for(fn(*args, **kwargs), TEST_TIMEOUT_S))
-
-    return run
+async_test = aio.async_test(TEST_TIMEOUT_S)
 
 
 @contextlib.asynccontextmanager
@@ -54,34 +48,22 @@ async def harness(
 ) -> AsyncIterator[tuple[FakeBinanceUSDM, Any]]:
     """A started fake with one account, and a ccxt.pro binanceusdm pointed at it."""
     fake = FakeBinanceUSDM(mark_interval_s=mark_interval_s)
-    await fake.start()
-    fake.add_account(KEY, SECRET, wallet)
-    exchange = ccxtpro.binanceusdm({"apiKey": KEY, "secret": SECRET, **config})
-    fake.apply_to(exchange)
-    try:
+    async with (
+        started(fake, [(KEY, SECRET, wallet)]),
+        ccxt_client(fake, "binanceusdm", KEY, SECRET, **config) as exchange,
+    ):
         yield fake, exchange
-    finally:
-        await exchange.close()
-        await fake.stop()
-
-
-async def shielded(task: Awaitable[Any], timeout_s: float = WAIT_S) -> Any:
-    return await asyncio.wait_for(asyncio.shield(task), timeout_s)
-
-
-def spawn(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-    task = asyncio.ensure_future(coro)
-    # a watch rejected by exchange.close() at teardown must not warn "never retrieved"
-    task.add_done_callback(lambda t: t.cancelled() or t.exception())
-    return task
 
 
 async def watching(exchange: Any, message_hash: str) -> None:
     """Wait until a ccxt websocket client holds a future for ``message_hash`` (read-only look at
     ccxt's client registry), so that a frame pushed next cannot arrive before anyone waits."""
-    async with asyncio.timeout(WAIT_S):
-        while not any(message_hash in c.futures for c in (exchange.clients or {}).values()):
-            await asyncio.sleep(0.001)
+    await eventually(
+        lambda: any(message_hash in c.futures for c in (exchange.clients or {}).values()),
+        WAIT_S,
+        f"a ccxt watch on {message_hash}",
+        interval_s=0.001,
+    )
 
 
 def record_frames(exchange: Any) -> list[Any]:
@@ -304,7 +286,7 @@ async def test_watch_mark_price_receives_set_mark() -> None:
         pending = spawn(exchange.watch_mark_price("BTC/USDT:USDT"))
         await fake.wait_for_subscription("btcusdt@markPrice@1s", WAIT_S)
         fake.set_mark("BTC/USDT:USDT", "91234.5")
-        ticker = await shielded(pending)
+        ticker = await settle(pending)
         assert (ticker["symbol"], ticker["markPrice"]) == ("BTC/USDT:USDT", 91234.5)
         assert ticker["info"]["e"] == "markPriceUpdate"
         assert fake.ws_connections == 1
@@ -330,7 +312,7 @@ async def test_watch_positions_receives_open_and_close() -> None:
         pending = spawn(exchange.watch_positions())
         await fake.wait_for_user_stream(KEY, WAIT_S)
         fake.open_position(KEY, "ETH/USDT:USDT", "short", "2", "3500", leverage=10)
-        (opened,) = await shielded(pending)
+        (opened,) = await settle(pending)
         assert (opened["symbol"], opened["side"], opened["contracts"]) == (
             "ETH/USDT:USDT",
             "short",
@@ -343,7 +325,7 @@ async def test_watch_positions_receives_open_and_close() -> None:
         pending = spawn(exchange.watch_positions())
         await watching(exchange, "linear:positions")
         fake.close_position(KEY, "ETHUSDT")
-        (closed,) = await shielded(pending)
+        (closed,) = await settle(pending)
         assert (closed["symbol"], closed["contracts"], closed["info"]["pa"]) == (
             "ETH/USDT:USDT",
             0,
@@ -359,7 +341,7 @@ async def test_watch_balance_receives_set_balance() -> None:
         pending = spawn(exchange.watch_balance())
         await fake.wait_for_user_stream(KEY, WAIT_S)
         fake.set_balance(KEY, "12345.67")
-        balance = await shielded(pending)
+        balance = await settle(pending)
         assert balance["USDT"]["total"] == 12345.67
         event = balance["info"]
         assert (event["e"], event["a"]["m"], event["a"]["P"]) == ("ACCOUNT_UPDATE", "DEPOSIT", [])
@@ -375,12 +357,12 @@ async def test_drop_connections_fails_pending_watch_with_network_error() -> None
         await fake.wait_for_subscription("btcusdt@markPrice@1s", WAIT_S)
         await fake.drop_connections()
         with pytest.raises(ccxt.NetworkError):
-            await shielded(pending)
+            await settle(pending)
         # the next watch dials again and subscribes again
         pending = spawn(exchange.watch_mark_price("BTC/USDT:USDT"))
         await fake.wait_for_subscription("btcusdt@markPrice@1s", WAIT_S)
         fake.set_mark("BTCUSDT", "90000")
-        assert (await shielded(pending))["markPrice"] == 90000
+        assert (await settle(pending))["markPrice"] == 90000
         assert fake.ws_connections == 2
 
 
@@ -392,7 +374,7 @@ async def test_unanswered_pings_time_out_the_stream() -> None:
         await fake.wait_for_subscription("btcusdt@markPrice@1s", WAIT_S)
         fake.stop_answering_pings()
         with pytest.raises(ccxt.RequestTimeout):
-            await shielded(pending)
+            await settle(pending)
 
 
 @async_test
@@ -415,12 +397,12 @@ async def test_expire_listen_key_sends_the_event_and_invalidates_the_key() -> No
         await exchange.keep_alive_listen_key()
         assert fake.listen_key_puts == 1
         with pytest.raises(ccxt.AuthenticationError, match="-1125"):
-            await shielded(pending)
+            await settle(pending)
         pending = spawn(exchange.watch_positions())
         await fake.wait_for_user_stream(KEY, WAIT_S)
         assert exchange.options["linear"]["listenKey"] != old_key
         fake.open_position(KEY, "BTCUSDT", "long", "0.01", "96000")
-        assert (await shielded(pending))[0]["contracts"] == 0.01
+        assert (await settle(pending))[0]["contracts"] == 0.01
 
 
 @async_test
@@ -507,138 +489,117 @@ def signed_query(secret: str, **params: Any) -> str:
 
 @async_test
 async def test_raw_rest_errors_have_binance_status_and_body() -> None:
-    fake = FakeBinanceUSDM()
-    await fake.start()
-    fake.add_account(KEY, SECRET)
-    try:
-        async with aiohttp.ClientSession(base_url=fake.base_url) as http:
-            url = "/fapi/v3/account?" + signed_query(SECRET)
-            async with http.get(url, headers={"X-MBX-APIKEY": "nope"}) as response:
-                assert response.status == 401
-                assert await response.json() == {
-                    "code": -2015,
-                    "msg": "Invalid API-key, IP, or permissions for action.",
-                }
-            async with http.get(url, headers={"X-MBX-APIKEY": KEY}) as response:
-                assert response.status == 200
-            stale = "/fapi/v3/account?" + signed_query(SECRET, timestamp=1)
-            async with http.get(stale, headers={"X-MBX-APIKEY": KEY}) as response:
-                assert (response.status, (await response.json())["code"]) == (400, -1021)
-            fake.fail_rest(429, retry_after_s=3)
-            async with http.get("/fapi/v1/time") as response:
-                assert (response.status, response.headers["Retry-After"]) == (429, "3")
-                assert (await response.json())["code"] == -1003
-            fake.ban(KEY)
-            async with http.post("/fapi/v1/listenKey", headers={"X-MBX-APIKEY": KEY}) as response:
-                assert response.status == 418
-            fake.unban(KEY)
-            headers = {"X-MBX-APIKEY": KEY}
-            async with http.post("/fapi/v1/listenKey", headers=headers) as response:
-                key = (await response.json())["listenKey"]
-            async with http.post("/fapi/v1/listenKey", headers=headers) as response:
-                assert (await response.json())["listenKey"] == key  # active key returned again
-            fake.expire_listen_key(KEY)
-            async with http.put("/fapi/v1/listenKey", headers=headers) as response:
-                assert response.status == 400
-                assert await response.json() == {
-                    "code": -1125,
-                    "msg": "This listenKey does not exist.",
-                }
-            assert fake.listen_key_puts == 1
-            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-                await http.ws_connect(f"/private/ws?listenKey={key}")
-            assert refused.value.status == 400
-    finally:
-        await fake.stop()
+    async with (
+        started(FakeBinanceUSDM(), [(KEY, SECRET, "1000")]) as fake,
+        aiohttp.ClientSession(base_url=fake.base_url) as http,
+    ):
+        url = "/fapi/v3/account?" + signed_query(SECRET)
+        async with http.get(url, headers={"X-MBX-APIKEY": "nope"}) as response:
+            assert response.status == 401
+            assert await response.json() == {
+                "code": -2015,
+                "msg": "Invalid API-key, IP, or permissions for action.",
+            }
+        async with http.get(url, headers={"X-MBX-APIKEY": KEY}) as response:
+            assert response.status == 200
+        stale = "/fapi/v3/account?" + signed_query(SECRET, timestamp=1)
+        async with http.get(stale, headers={"X-MBX-APIKEY": KEY}) as response:
+            assert (response.status, (await response.json())["code"]) == (400, -1021)
+        fake.fail_rest(429, retry_after_s=3)
+        async with http.get("/fapi/v1/time") as response:
+            assert (response.status, response.headers["Retry-After"]) == (429, "3")
+            assert (await response.json())["code"] == -1003
+        fake.ban(KEY)
+        async with http.post("/fapi/v1/listenKey", headers={"X-MBX-APIKEY": KEY}) as response:
+            assert response.status == 418
+        fake.unban(KEY)
+        headers = {"X-MBX-APIKEY": KEY}
+        async with http.post("/fapi/v1/listenKey", headers=headers) as response:
+            key = (await response.json())["listenKey"]
+        async with http.post("/fapi/v1/listenKey", headers=headers) as response:
+            assert (await response.json())["listenKey"] == key  # active key returned again
+        fake.expire_listen_key(KEY)
+        async with http.put("/fapi/v1/listenKey", headers=headers) as response:
+            assert response.status == 400
+            assert await response.json() == {
+                "code": -1125,
+                "msg": "This listenKey does not exist.",
+            }
+        assert fake.listen_key_puts == 1
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(f"/private/ws?listenKey={key}")
+        assert refused.value.status == 400
     assert ("GET", "/fapi/v1/time") in fake.requests
 
 
 @async_test
 async def test_raw_websocket_subscription_protocol_and_malformed_frames() -> None:
-    fake = FakeBinanceUSDM()
-    await fake.start()
-    try:
-        async with (
-            aiohttp.ClientSession(base_url=fake.base_url) as http,
-            http.ws_connect("/market/ws/0") as ws,
-            http.ws_connect("/stream?streams=ethusdt@markPrice") as combined,
-        ):
-            await ws.send_json({"method": "SUBSCRIBE", "params": ["btcusdt@markPrice"], "id": 7})
-            assert await ws.receive_json(timeout=WAIT_S) == {"result": None, "id": 7}
-            await ws.send_json({"method": "LIST_SUBSCRIPTIONS", "id": 8})
-            assert await ws.receive_json(timeout=WAIT_S) == {
-                "result": ["btcusdt@markPrice"],
-                "id": 8,
-            }
-            assert fake.subscriptions() == {"btcusdt@markPrice", "ethusdt@markPrice"}
+    async with (
+        started(FakeBinanceUSDM()) as fake,
+        aiohttp.ClientSession(base_url=fake.base_url) as http,
+        http.ws_connect("/market/ws/0") as ws,
+        http.ws_connect("/stream?streams=ethusdt@markPrice") as combined,
+    ):
+        await ws.send_json({"method": "SUBSCRIBE", "params": ["btcusdt@markPrice"], "id": 7})
+        assert await ws.receive_json(timeout=WAIT_S) == {"result": None, "id": 7}
+        await ws.send_json({"method": "LIST_SUBSCRIPTIONS", "id": 8})
+        assert await ws.receive_json(timeout=WAIT_S) == {
+            "result": ["btcusdt@markPrice"],
+            "id": 8,
+        }
+        assert fake.subscriptions() == {"btcusdt@markPrice", "ethusdt@markPrice"}
 
-            fake.set_mark("BTCUSDT", "95000.1")
-            frame = await ws.receive_json(timeout=WAIT_S)
-            assert (frame["e"], frame["s"], frame["p"]) == (
-                "markPriceUpdate",
-                "BTCUSDT",
-                "95000.10000000",
-            )
-            fake.set_mark("ETHUSDT", "3000")
-            wrapped = await combined.receive_json(timeout=WAIT_S)
-            assert wrapped["stream"] == "ethusdt@markPrice"
-            assert wrapped["data"]["p"] == "3000.00000000"
+        fake.set_mark("BTCUSDT", "95000.1")
+        frame = await ws.receive_json(timeout=WAIT_S)
+        assert (frame["e"], frame["s"], frame["p"]) == (
+            "markPriceUpdate",
+            "BTCUSDT",
+            "95000.10000000",
+        )
+        fake.set_mark("ETHUSDT", "3000")
+        wrapped = await combined.receive_json(timeout=WAIT_S)
+        assert wrapped["stream"] == "ethusdt@markPrice"
+        assert wrapped["data"]["p"] == "3000.00000000"
 
-            fake.send_malformed("shape")
-            assert (await ws.receive_json(timeout=WAIT_S))["p"] == "abc"
-            fake.send_malformed("json")
-            text = await ws.receive_str(timeout=WAIT_S)
-            with pytest.raises(json.JSONDecodeError):
-                json.loads(text)
+        fake.send_malformed("shape")
+        assert (await ws.receive_json(timeout=WAIT_S))["p"] == "abc"
+        fake.send_malformed("json")
+        text = await ws.receive_str(timeout=WAIT_S)
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(text)
 
-            await ws.send_json({"method": "UNSUBSCRIBE", "params": ["btcusdt@markPrice"], "id": 9})
-            while (reply := await ws.receive_json(timeout=WAIT_S)).get("id") != 9:
-                pass
-            assert reply == {"result": None, "id": 9}
-            assert fake.subscriptions() == {"ethusdt@markPrice"}
-    finally:
-        await fake.stop()
+        await ws.send_json({"method": "UNSUBSCRIBE", "params": ["btcusdt@markPrice"], "id": 9})
+        while (reply := await ws.receive_json(timeout=WAIT_S)).get("id") != 9:
+            pass
+        assert reply == {"result": None, "id": 9}
+        assert fake.subscriptions() == {"ethusdt@markPrice"}
 
 
 def test_server_on_its_own_thread_is_scriptable_from_another_loop() -> None:
-    fake = FakeBinanceUSDM()
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(fake.start(), loop).result(WAIT_S)
-    try:
+    with server_in_thread(FakeBinanceUSDM()) as fake:
         fake.add_account(KEY, SECRET)  # from this thread: run on the server's loop
         fake.open_position(KEY, "BTCUSDT", "long", "0.2", "95000")
 
         async def body() -> None:
-            exchange = ccxtpro.binanceusdm({"apiKey": KEY, "secret": SECRET})
-            fake.apply_to(exchange)
-            try:
+            async with ccxt_client(fake, "binanceusdm", KEY, SECRET) as exchange:
                 (position,) = await exchange.fetch_positions()
                 assert position["contracts"] == 0.2
                 pending = spawn(exchange.watch_mark_price("BTC/USDT:USDT"))
                 await fake.wait_for_subscription("btcusdt@markPrice@1s", WAIT_S)
                 fake.set_mark("BTCUSDT", "94000")
-                assert (await shielded(pending))["markPrice"] == 94000
+                assert (await settle(pending))["markPrice"] == 94000
                 pending = spawn(exchange.watch_mark_price("BTC/USDT:USDT"))
                 await watching(exchange, "markPrice:markPrice@BTC/USDT:USDT")
                 await fake.drop_connections()  # awaited on this loop, done on the server's
                 with pytest.raises(ccxt.NetworkError):
-                    await shielded(pending)
-            finally:
-                await exchange.close()
+                    await settle(pending)
 
-        asyncio.run(asyncio.wait_for(body(), TEST_TIMEOUT_S))
-    finally:
-        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(WAIT_S * 3)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(WAIT_S)
-        loop.close()
+        aio.run(body(), TEST_TIMEOUT_S)
 
 
 def test_command_line_server_prints_urls_and_stops_on_sigint() -> None:
     command = [sys.executable, "-m", "tests.fake_exchange.binance", "--accounts", "3"]
-    with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True) as process:
+    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True) as process:
         try:
             assert process.stdout is not None
             urls = json.loads(process.stdout.readline())
@@ -657,7 +618,7 @@ def test_command_line_server_prints_urls_and_stops_on_sigint() -> None:
                 finally:
                     await exchange.close()
 
-            asyncio.run(asyncio.wait_for(check(), TEST_TIMEOUT_S))
+            aio.run(check(), TEST_TIMEOUT_S)
             process.send_signal(signal.SIGINT)
             assert process.wait(timeout=5) == 0
         finally:

@@ -7,15 +7,13 @@ runs in its own ``asyncio.run`` under an overall timeout and always closes the e
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
-from pathlib import Path
 from typing import Any
 
 import ccxt
@@ -23,63 +21,33 @@ import ccxt.pro as ccxtpro
 import pytest
 
 from tests.fake_exchange.bybit import FakeBybit
+from tests.support.aio import run, settle
+from tests.support.fakes import ccxt_client, started
+from tests.support.poll import eventually
+from tests.support.process import ROOT
 
 KEY, SECRET = "test-key", "test-secret"
 BTC, ETH, SOL = "BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT"
 TEST_TIMEOUT_S = 15.0
-REPO = Path(__file__).resolve().parents[1]
 
 
-def run(body: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        await asyncio.wait_for(body(), TEST_TIMEOUT_S)
-
-    asyncio.run(bounded())
+def fake_server(**kwargs: Any) -> AbstractAsyncContextManager[FakeBybit]:
+    return started(FakeBybit(**kwargs), [(KEY, SECRET, "10000")])
 
 
-@contextlib.asynccontextmanager
-async def fake_server(**kwargs: Any) -> AsyncIterator[FakeBybit]:
-    fake = FakeBybit(**kwargs)
-    await fake.start()
-    try:
-        fake.add_account(KEY, SECRET, wallet_balance="10000")
-        yield fake
-    finally:
-        await fake.stop()
-
-
-@contextlib.asynccontextmanager
-async def exchange(
+def exchange(
     fake: FakeBybit,
     key: str | None = KEY,
     secret: str | None = SECRET,
     *,
     keep_alive_ms: int | None = None,
-) -> AsyncIterator[Any]:
+) -> AbstractAsyncContextManager[Any]:
     # enableRateLimit off: ccxt's client-side throttle spaces load_markets' 11 requests ~0.1 s
     # apart (instruments-info costs 5 x rateLimit); the fake itself has no limits to respect
-    config: dict[str, Any] = {"options": dict(fake.ccxt_options), "enableRateLimit": False}
-    if key is not None:
-        config.update(apiKey=key, secret=secret)
-    ex = ccxtpro.bybit(config)
-    ex.urls["api"] = ex.deep_extend(ex.urls["api"], fake.ccxt_urls())
-    if keep_alive_ms is not None:
-        ex.options["ws"] = {"keepAlive": keep_alive_ms}  # ccxt's ping period; 2 misses time out
-    try:
-        yield ex
-    finally:
-        await ex.close()
-
-
-async def settle(future: Awaitable[Any], timeout_s: float = 3.0) -> Any:
-    """Await a watch future without cancelling it on timeout (ccxt shares it between callers)."""
-    return await asyncio.wait_for(asyncio.shield(future), timeout_s)
-
-
-async def until(predicate: Callable[[], bool], timeout_s: float = 3.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not predicate():
-            await asyncio.sleep(0.01)
+    config: dict[str, Any] = {"enableRateLimit": False}
+    if keep_alive_ms is not None:  # ccxt's ping period; 2 misses time out
+        config["options"] = {"ws": {"keepAlive": keep_alive_ms}}
+    return ccxt_client(fake, "bybit", key, secret, **config)
 
 
 def floor_to(value: Decimal, tick: str) -> Decimal:
@@ -117,7 +85,7 @@ def test_load_markets_serves_linear_perps_without_account_probes() -> None:
                 assert "/v5/user/query-api" not in {p for _, p in fake.requests}
                 assert "/v5/account/info" not in {p for _, p in fake.requests}
 
-    run(body)
+    run(body, TEST_TIMEOUT_S)
 
 
 def test_risk_limit_rows_as_bybit_publishes_them() -> None:
@@ -168,7 +136,7 @@ def test_risk_limit_rows_as_bybit_publishes_them() -> None:
                 assert tiers[ETH][0]["maxNotional"] == 1_000_000
                 assert tiers[ETH][1]["maintenanceMarginRate"] == 0.01
 
-    run(body)
+    run(body, TEST_TIMEOUT_S)
 
 
 def test_fetch_positions_reports_figures_from_published_formulas() -> None:
@@ -227,7 +195,7 @@ def test_fetch_positions_reports_figures_from_published_formulas() -> None:
                 )
                 assert [(r["side"], r["size"]) for r in flat["result"]["list"]] == [("", "0")]
 
-    run(body)
+    run(body, TEST_TIMEOUT_S)
 
 
 def test_fetch_balance_reports_account_totals() -> None:
@@ -262,7 +230,7 @@ def test_fetch_balance_reports_account_totals() -> None:
                 )
                 assert wallet_only["result"]["list"][0]["coin"] == []
 
-    run(body)
+    run(body, TEST_TIMEOUT_S)
 
 
 def test_fail_rest_rate_limit_and_server_errors() -> None:
@@ -287,7 +255,7 @@ def test_fail_rest_rate_limit_and_server_errors() -> None:
                 await ex.fetch_positions()
             assert (await ex.fetch_ticker(BTC))["markPrice"] == 65000
 
-    run(body)
+    run(body, TEST_TIMEOUT_S)
 
 
 def test_bad_credentials() -> None:
@@ -311,7 +279,7 @@ def test_bad_credentials() -> None:
                 with pytest.raises(ccxt.ExchangeError, match="Params Error"):
                     await settle(ex.watch_balance())
 
-    run(body)
+    run(body, TEST_TIMEOUT_S)
 
 
 # ---- websockets ------------------------------------------------------------------------------
@@ -336,7 +304,7 @@ def test_watch_ticker_receives_marks() -> None:
             await asyncio.to_thread(fake.set_mark, BTC, 64000)
             assert (await settle(pending))["markPrice"] == 64000
 
-    run(body)
+    run(body, TEST_TIMEOUT_S)
 
 
 def test_mark_interval_pushes_subscribed_tickers() -> None:
@@ -349,7 +317,7 @@ def test_mark_interval_pushes_subscribed_tickers() -> None:
                 assert ticker["markPrice"] == 3500
             assert time.monotonic() - started < 1.0
 
-    run(body)
+    run(body, TEST_TIMEOUT_S)
 
 
 def test_watch_positions_receives_open_and_close() -> None:
@@ -361,7 +329,7 @@ def test_watch_positions_receives_open_and_close() -> None:
                 (BTC, "long", 0.5)
             ]
             pending = asyncio.ensure_future(ex.watch_positions())
-            await until(lambda: "position" in fake.subscriptions())
+            await eventually(lambda: "position" in fake.subscriptions())
             fake.open_position(KEY, SOL, "short", "10", "150", margin_mode="isolated")
             (opened,) = await settle(pending)
             assert (opened["symbol"], opened["side"], opened["contracts"]) == (SOL, "short", 10)
@@ -392,7 +360,7 @@ def test_watch_positions_receives_open_and_close() -> None:
             (hedged,) = await settle(pending)
             assert (hedged["side"], hedged["info"]["positionIdx"]) == ("short", 2)
 
-    run(body)
+    run(body, TEST_TIMEOUT_S)
 
 
 def test_watch_balance_receives_set_balance() -> None:
@@ -400,7 +368,7 @@ def test_watch_balance_receives_set_balance() -> None:
         async with fake_server() as fake, exchange(fake) as ex:
             fake.open_position(KEY, BTC, "long", "0.1", "64000")
             pending = asyncio.ensure_future(ex.watch_balance())
-            await until(lambda: "wallet" in fake.subscriptions())
+            await eventually(lambda: "wallet" in fake.subscriptions())
             fake.set_balance(KEY, "12345.6")
             balance = await settle(pending)
             (account,) = balance["info"]
@@ -409,7 +377,7 @@ def test_watch_balance_receives_set_balance() -> None:
             assert account["totalMaintenanceMargin"] == "32.5"
             assert balance["USDT"]["total"] == 12445.6  # ccxt's websocket total is the equity
 
-    run(body)
+    run(body, TEST_TIMEOUT_S)
 
 
 def test_drop_connections_fails_pending_watch_with_network_error() -> None:
@@ -418,18 +386,18 @@ def test_drop_connections_fails_pending_watch_with_network_error() -> None:
             await settle(ex.watch_ticker(BTC))
             pending_ticker = asyncio.ensure_future(ex.watch_ticker(BTC))
             pending_balance = asyncio.ensure_future(ex.watch_balance())
-            await until(lambda: fake.subscriptions() == {"tickers.BTCUSDT", "wallet"})
+            await eventually(lambda: fake.subscriptions() == {"tickers.BTCUSDT", "wallet"})
             assert fake.ws_connections == 2
             await fake.drop_connections()
             for pending in (pending_ticker, pending_balance):
                 with pytest.raises(ccxt.NetworkError, match="closed"):
                     await settle(pending)
-            await until(lambda: not fake.subscriptions())
+            await eventually(lambda: not fake.subscriptions())
             again = await settle(ex.watch_ticker(BTC))  # a new dial, a new subscribe
             assert again["markPrice"] == 65000
             assert fake.ws_connections == 3
 
-    run(body)
+    run(body, TEST_TIMEOUT_S)
 
 
 def test_unanswered_pings_time_out() -> None:
@@ -445,7 +413,7 @@ def test_unanswered_pings_time_out() -> None:
             fake.stop_answering_pings(False)
             assert (await settle(ex.watch_ticker(BTC)))["markPrice"] == 65000
 
-    run(body)
+    run(body, TEST_TIMEOUT_S)
 
 
 def test_malformed_frames() -> None:
@@ -468,7 +436,7 @@ def test_malformed_frames() -> None:
             with pytest.raises(ccxt.RequestTimeout):
                 await settle(pending, 2.0)
 
-    run(body)
+    run(body, TEST_TIMEOUT_S)
 
 
 # ---- command line ------------------------------------------------------------------------------
@@ -486,9 +454,9 @@ def test_command_line_server() -> None:
             "2",
             "--interval",
             "0.1",
-            cwd=REPO,
+            cwd=ROOT,
             stdout=asyncio.subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
         try:
             assert proc.stdout is not None
@@ -518,7 +486,7 @@ def test_command_line_server() -> None:
                 proc.kill()
                 await proc.wait()
 
-    run(body)
+    run(body, TEST_TIMEOUT_S)
 
 
 def test_stop_is_bounded_with_clients_connected() -> None:
@@ -532,4 +500,4 @@ def test_stop_is_bounded_with_clients_connected() -> None:
             await fake.stop()
             assert time.monotonic() - started < 3
 
-    run(body)
+    run(body, TEST_TIMEOUT_S)

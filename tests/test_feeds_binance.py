@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
+from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,21 +15,14 @@ from alertd.feeds.feed import AccountFeed, Change
 from alertd.feeds.state import Stream
 
 from .fake_exchange.binance import FakeBinanceUSDM
-from .feed_harness import (
-    FAST,
-    account_config,
-    eventually,
-    make_feed,
-    run,
-    running,
-    running_manager,
-    server_in_thread,
-)
+from .feed_harness import BTC, FAST, account_config, btc_long, make_feed, running, running_manager
+from .support.aio import run
+from .support.fakes import server_in_thread, started
+from .support.poll import eventually
+from .support.process import alertd
 
 D = Decimal
-BTC = "BTC/USDT:USDT"
 ETH = "ETH/USDT:USDT"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_config(tmp_path: Path, fake: FakeBinanceUSDM, key_env: str, secret_env: str) -> Path:
@@ -49,24 +42,19 @@ def write_config(tmp_path: Path, fake: FakeBinanceUSDM, key_env: str, secret_env
 
 def btc_long_feed(fake: FakeBinanceUSDM) -> AccountFeed:
     """Account "a" holding 0.5 BTC long at 62,000, the mark at 60,000, and a feed for it."""
-    fake.set_mark(BTC, "60000")
-    fake.open_position("key-a", BTC, "long", "0.5", "62000")
+    btc_long(fake, "key-a")
     return make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
 
 
-async def started_fake(**kwargs: object) -> FakeBinanceUSDM:
-    fake = FakeBinanceUSDM(**kwargs)  # type: ignore[arg-type]
-    await fake.start()
-    fake.add_account("key-a", "secret-a", wallet_balance="10000")
-    return fake
+def started_fake() -> AbstractAsyncContextManager[FakeBinanceUSDM]:
+    """The fake Binance, serving account "key-a" with 10,000 USDT."""
+    return started(FakeBinanceUSDM(), [("key-a", "secret-a", "10000")])
 
 
 def test_bootstrap_builds_the_account_from_raw_fields() -> None:
     async def body() -> None:
-        fake = await started_fake()
-        try:
-            fake.set_mark(BTC, "60000")
-            fake.open_position("key-a", BTC, "long", "0.5", "62000")
+        async with started_fake() as fake:
+            btc_long(fake, "key-a")
             fake.open_position(
                 "key-a", ETH, "short", "4", "3000", margin_mode="isolated", isolated_margin="600"
             )
@@ -94,16 +82,13 @@ def test_bootstrap_builds_the_account_from_raw_fields() -> None:
             # the drift check is the comparison `alertd snapshot` shows: nothing disagrees
             assert feed.comparison is not None and feed.comparison.mismatches == ()
             assert feed.drift == feed.comparison.drift
-        finally:
-            await fake.stop()
 
     run(body())
 
 
 def test_streamed_marks_and_positions_reach_the_engine() -> None:
     async def body() -> None:
-        fake = await started_fake()
-        try:
+        async with started_fake() as fake:
             feed = btc_long_feed(fake)
             seen: list[tuple[Change, str | None]] = []
             feed.listeners.append(lambda f, change, symbol: seen.append((change, symbol)))
@@ -136,16 +121,13 @@ def test_streamed_marks_and_positions_reach_the_engine() -> None:
                 await eventually(
                     lambda: feed.state.wallet_balance == D(12345), what="balance update"
                 )
-        finally:
-            await fake.stop()
 
     run(body())
 
 
 def test_a_drop_mid_stream_reconnects_and_resyncs_without_losing_a_change() -> None:
     async def body() -> None:
-        fake = await started_fake()
-        try:
+        async with started_fake() as fake:
             feed = btc_long_feed(fake)
             async with running(feed):
                 await eventually(lambda: feed.state.connected, what="streams up")
@@ -161,18 +143,14 @@ def test_a_drop_mid_stream_reconnects_and_resyncs_without_losing_a_change() -> N
                 await eventually(lambda: fake.ws_connections > before, what="new connections")
                 fake.set_mark(BTC, "58000")
                 await eventually(lambda: feed.state.marks.get(BTC) == D(58000), what="marks again")
-        finally:
-            await fake.stop()
 
     run(body())
 
 
 def test_listen_key_is_renewed_and_an_expired_one_replaced() -> None:
     async def body() -> None:
-        fake = await started_fake()
-        try:
-            fake.set_mark(BTC, "60000")
-            fake.open_position("key-a", BTC, "long", "0.5", "62000")
+        async with started_fake() as fake:
+            btc_long(fake, "key-a")
             config = account_config("a", "binanceusdm", fake)
             async with running_manager([config], {"a": ("key-a", "secret-a")}) as manager:
                 feed = manager.feeds["a"]
@@ -187,16 +165,13 @@ def test_listen_key_is_renewed_and_an_expired_one_replaced() -> None:
                 fake.set_mark(ETH, "3000")
                 fake.open_position("key-a", ETH, "long", "1", "3000")
                 await eventually(lambda: (ETH, Side.LONG) in feed.state.positions, what="ETH")
-        finally:
-            await fake.stop()
 
     run(body())
 
 
 def test_stale_marks_are_reported_and_trigger_a_reconnect() -> None:
     async def body() -> None:
-        fake = await started_fake()
-        try:
+        async with started_fake() as fake:
             feed = btc_long_feed(fake)
             async with running(feed):
                 await eventually(lambda: feed.state.connected, what="streams up")
@@ -218,16 +193,13 @@ def test_stale_marks_are_reported_and_trigger_a_reconnect() -> None:
                     return not stale()
 
                 await eventually(tick_and_check, what="fresh again")
-        finally:
-            await fake.stop()
 
     run(body())
 
 
 def test_malformed_frames_are_skipped() -> None:
     async def body() -> None:
-        fake = await started_fake()
-        try:
+        async with started_fake() as fake:
             feed = btc_long_feed(fake)
             async with running(feed):
                 await eventually(lambda: feed.state.connected, what="streams up")
@@ -239,18 +211,14 @@ def test_malformed_frames_are_skipped() -> None:
                 await eventually(lambda: feed.state.marks.get(BTC) == D(57000), what="mark after")
                 assert feed.state.marks[BTC] == D(57000)
                 assert fake.ws_connections == connections  # skipped, not reconnected
-        finally:
-            await fake.stop()
 
     run(body())
 
 
 def test_a_bad_key_stops_that_account_only() -> None:
     async def body() -> None:
-        fake = await started_fake()
-        try:
-            fake.set_mark(BTC, "60000")
-            fake.open_position("key-a", BTC, "long", "0.5", "62000")
+        async with started_fake() as fake:
+            btc_long(fake, "key-a")
             good = account_config("good", "binanceusdm", fake)
             bad = account_config("bad", "binanceusdm", fake)
             keys = {"good": ("key-a", "secret-a"), "bad": ("key-unknown", "nope")}
@@ -264,18 +232,14 @@ def test_a_bad_key_stops_that_account_only() -> None:
                     lambda: manager.feeds["good"].state.marks.get(BTC) == D(59500),
                     what="good account still streaming",
                 )
-        finally:
-            await fake.stop()
 
     run(body())
 
 
 def test_rate_limits_and_server_errors_are_retried() -> None:
     async def body() -> None:
-        fake = await started_fake()
-        try:
-            fake.set_mark(BTC, "60000")
-            fake.open_position("key-a", BTC, "long", "0.5", "62000")
+        async with started_fake() as fake:
+            btc_long(fake, "key-a")
             fake.fail_rest(429, count=2, retry_after_s=1)
             fake.fail_rest(503, count=1)
             feed: AccountFeed = make_feed(
@@ -284,16 +248,13 @@ def test_rate_limits_and_server_errors_are_retried() -> None:
             async with running(feed):
                 await eventually(lambda: feed.state.bootstrapped, what="bootstrap after errors")
             assert feed.state.fatal is None
-        finally:
-            await fake.stop()
 
     run(body())
 
 
 def test_margin_call_push_is_captured() -> None:
     async def body() -> None:
-        fake = await started_fake()
-        try:
+        async with started_fake() as fake:
             feed = btc_long_feed(fake)
             async with running(feed):
                 await eventually(lambda: feed.state.connected, what="streams up")
@@ -304,8 +265,6 @@ def test_margin_call_push_is_captured() -> None:
                     what="margin call",
                 )
                 assert "BTCUSDT" in event.detail
-        finally:
-            await fake.stop()
 
     run(body())
 
@@ -314,62 +273,36 @@ def test_snapshot_command_feeds_calc(tmp_path: Path) -> None:
     fake = FakeBinanceUSDM()
     with server_in_thread(fake):
         fake.add_account("key-a", "secret-a", wallet_balance="10000")
-        fake.set_mark(BTC, "60000")
-        fake.open_position("key-a", BTC, "long", "0.5", "62000")
+        btc_long(fake, "key-a")
         config = write_config(tmp_path, fake, "ALERTD_TEST_KEY", "ALERTD_TEST_SECRET")
         env = {
             "PATH": "/usr/bin:/bin",
             "ALERTD_TEST_KEY": "key-a",
             "ALERTD_TEST_SECRET": "secret-a",
         }
-        result = subprocess.run(
-            [sys.executable, "-m", "alertd", "snapshot", "-c", str(config), "--json"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-        )
+        result = alertd("snapshot", "-c", str(config), "--json", env=env)
         assert result.returncode == 0, result.stderr
         snap = tmp_path / "s.json"
         snap.write_text(result.stdout)
         assert "secret-a" not in result.stdout + result.stderr
-        calc = subprocess.run(
-            [sys.executable, "-m", "alertd", "calc", str(snap), "--json"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        calc = alertd("calc", str(snap), "--json")
         assert calc.returncode == 0, calc.stderr
         position = json.loads(calc.stdout)["positions"][0]
         assert position["symbol"] == BTC and Decimal(position["mark_price"]) == 60000
-        table = subprocess.run(
-            [sys.executable, "-m", "alertd", "snapshot", "-c", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-        )
+        table = alertd("snapshot", "-c", str(config), env=env)
         assert table.returncode == 0, table.stderr
         assert "alertd vs Binance" in table.stdout and "liq. price" in table.stdout
         assert "Agrees" in table.stdout and " NO " not in table.stdout
         env["ALERTD_TEST_KEY"] = "wrong-key"
-        denied = subprocess.run(
-            [sys.executable, "-m", "alertd", "snapshot", "-c", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-        )
+        denied = alertd("snapshot", "-c", str(config), env=env)
         assert denied.returncode == 3
         assert "AuthenticationError" in denied.stderr and "Traceback" not in denied.stderr
 
 
 def test_unanswered_pings_lead_to_a_reconnect() -> None:
     async def body() -> None:
-        fake = await started_fake()
-        try:
-            fake.set_mark(BTC, "60000")
-            fake.open_position("key-a", BTC, "long", "0.5", "62000")
+        async with started_fake() as fake:
+            btc_long(fake, "key-a")
             # ccxt gives up after two missed pongs; 200 ms keeps the test short
             config = account_config("a", "binanceusdm", fake)
             config = config.model_copy(
@@ -385,8 +318,6 @@ def test_unanswered_pings_lead_to_a_reconnect() -> None:
                 await eventually(lambda: (ETH, Side.SHORT) in feed.state.positions, what="resync")
                 fake.set_mark(BTC, "61000")
                 await eventually(lambda: feed.state.marks.get(BTC) == D(61000), what="marks")
-        finally:
-            await fake.stop()
 
     run(body())
 
@@ -403,13 +334,7 @@ def test_check_keys_warns_about_a_key_that_can_trade(tmp_path: Path) -> None:
         }
 
         def check() -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [sys.executable, "-m", "alertd", "check", "-c", str(config), "--keys"],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                env=env,
-            )
+            return alertd("check", "-c", str(config), "--keys", env=env)
 
         quiet = check()
         assert quiet.returncode == 0 and quiet.stderr == ""
@@ -433,26 +358,18 @@ def test_fetch_history_pages_through_mark_candles(tmp_path: Path) -> None:
         fake.set_klines(BTC, candles)
         config = write_config(tmp_path, fake, "UNUSED", "UNUSED")
         out = tmp_path / "btc.csv"
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "alertd",
-                "fetch-history",
-                BTC,
-                "-c",
-                str(config),
-                "--since",
-                "2023-11-14T22:14:00Z",
-                "--until",
-                "2023-11-16T11:53:00Z",
-                "-o",
-                str(out),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=Path(__file__).resolve().parent.parent,
+        result = alertd(
+            "fetch-history",
+            BTC,
+            "-c",
+            str(config),
+            "--since",
+            "2023-11-14T22:14:00Z",
+            "--until",
+            "2023-11-16T11:53:00Z",
+            "-o",
+            str(out),
+            timeout_s=120,
         )
         assert result.returncode == 0, result.stderr
         # 22:14 on the 14th to 11:53 on the 16th, both ends included: 2,260 minutes

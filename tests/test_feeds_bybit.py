@@ -2,30 +2,30 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
 
 from alertd.engine.margin import compute
 from alertd.engine.model import MarginMode, Side
 
 from .fake_exchange.bybit import FakeBybit
-from .feed_harness import account_config, eventually, make_feed, run, running, running_manager
+from .feed_harness import BTC, account_config, btc_long, make_feed, running, running_manager
+from .support.aio import run
+from .support.fakes import started
+from .support.poll import eventually
 
 D = Decimal
-BTC = "BTC/USDT:USDT"
 ETH = "ETH/USDT:USDT"
 
 
-async def started_fake() -> FakeBybit:
-    fake = FakeBybit()
-    await fake.start()
-    fake.add_account("key-b", "secret-b", wallet_balance="8000")
-    return fake
+def started_fake() -> AbstractAsyncContextManager[FakeBybit]:
+    """The fake Bybit, serving account "key-b" with 8,000 USDT."""
+    return started(FakeBybit(), [("key-b", "secret-b", "8000")])
 
 
 def test_bootstrap_and_figures_agree_with_bybit() -> None:
     async def body() -> None:
-        fake = await started_fake()
-        try:
+        async with started_fake() as fake:
             fake.set_mark(BTC, "20150")
             fake.open_position(
                 "key-b",
@@ -56,18 +56,14 @@ def test_bootstrap_and_figures_agree_with_bybit() -> None:
                 if figures.liquidation_price is not None and pm.liquidation_price is not None:
                     # Bybit rounds liquidation prices to the tick; alertd does too
                     assert abs(pm.liquidation_price - figures.liquidation_price) <= D("0.1")
-        finally:
-            await fake.stop()
 
     run(body())
 
 
 def test_streams_drop_and_resync() -> None:
     async def body() -> None:
-        fake = await started_fake()
-        try:
-            fake.set_mark(BTC, "60000")
-            fake.open_position("key-b", BTC, "long", "0.5", "62000")
+        async with started_fake() as fake:
+            btc_long(fake, "key-b")
             feed = make_feed(account_config("b", "bybit", fake), "key-b", "secret-b")
             async with running(feed):
                 await eventually(lambda: feed.state.connected, what="streams up")
@@ -94,18 +90,14 @@ def test_streams_drop_and_resync() -> None:
                 await eventually(lambda: len(feed.malformed) >= 1, what="malformed counted")
                 fake.set_mark(BTC, "58000")
                 await eventually(lambda: feed.state.marks.get(BTC) == D(58000), what="mark after")
-        finally:
-            await fake.stop()
 
     run(body(), timeout_s=60)
 
 
 def test_bad_key_is_fatal_for_that_account_only() -> None:
     async def body() -> None:
-        fake = await started_fake()
-        try:
-            fake.set_mark(BTC, "60000")
-            fake.open_position("key-b", BTC, "long", "0.5", "62000")
+        async with started_fake() as fake:
+            btc_long(fake, "key-b")
             good = account_config("good", "bybit", fake)
             bad = account_config("bad", "bybit", fake)
             keys = {"good": ("key-b", "secret-b"), "bad": ("nobody", "nothing")}
@@ -117,7 +109,5 @@ def test_bad_key_is_fatal_for_that_account_only() -> None:
                     lambda: manager.feeds["good"].state.marks.get(BTC) == D(59999),
                     what="good account still streaming",
                 )
-        finally:
-            await fake.stop()
 
     run(body())

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,7 +13,9 @@ import pytest
 
 from alertd.config import ConfigError, parse_config
 
-from .test_e2e_run import BTC, ROOT, started, wait_for
+from .support.fixtures import BTC, started
+from .support.poll import wait_for
+from .support.process import alertd
 
 
 def free_port() -> int:
@@ -34,17 +34,6 @@ def get(url: str, token: str | None = None) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
-
-
-def alertd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "alertd", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
 
 
 def test_endpoint_sd_notify_status_and_history(world: dict[str, Any], tmp_path: Path) -> None:

@@ -4,8 +4,6 @@ bad input, and the CLI."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,7 +15,8 @@ from alertd.errors import InputError
 from alertd.replay.history import load_history
 from alertd.replay.run import position_from_spec, replay
 
-ROOT = Path(__file__).resolve().parent.parent
+from .support.process import ROOT, alertd
+
 DATA = ROOT.parent / "shared" / "data"
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % 60_000
 MIN = 60_000
@@ -115,13 +114,7 @@ def test_unknown_columns_and_gaps(tmp_path: Path) -> None:
 
 def test_cli_json_and_errors(tmp_path: Path) -> None:
     prices = flat(tmp_path, PATH)
-    result = subprocess.run(
-        [sys.executable, "-m", "alertd", "replay", str(prices), "--position", SPEC, "--json"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = alertd("replay", str(prices), "--position", SPEC, "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["liquidated_at"] == "2023-11-14T22:19:00Z"
@@ -135,21 +128,9 @@ def test_cli_json_and_errors(tmp_path: Path) -> None:
         "value": first["value"],
         "lead_time_s": 240.0,
     }
-    bad = subprocess.run(
-        [sys.executable, "-m", "alertd", "replay", str(prices), "--position", "BTC long lots"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    bad = alertd("replay", str(prices), "--position", "BTC long lots")
     assert bad.returncode == 2 and "expected 'SYMBOL long|short SIZE @ ENTRY" in bad.stderr
-    table = subprocess.run(
-        [sys.executable, "-m", "alertd", "replay", str(prices), "--position", SPEC],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    table = alertd("replay", str(prices), "--position", SPEC)
     assert "liquidated at 2023-11-14T22:19:00Z" in table.stdout
 
 
@@ -158,23 +139,8 @@ def test_plot_is_a_png_of_the_expected_size(tmp_path: Path) -> None:
 
     prices = flat(tmp_path, PATH)
     out = tmp_path / "replay.png"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "alertd",
-            "replay",
-            str(prices),
-            "--position",
-            SPEC,
-            "--plot",
-            str(out),
-            "--json",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = alertd(
+        "replay", str(prices), "--position", SPEC, "--plot", str(out), "--json", timeout_s=120
     )
     assert result.returncode == 0, result.stderr
     assert png_size(out) == (1600, 900)
@@ -203,22 +169,14 @@ def test_sweep_counts_leads_and_false_alarms(tmp_path: Path) -> None:
     assert twenty.runs == 2 and twenty.liquidated == 1  # the entry during the fall
     distance = twenty.rules["liquidation-distance-critical"]
     assert distance.fired_before_liquidation == 1 and distance.lead_times_s[0] > 0
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "alertd",
-            "replay",
-            str(flat(tmp_path, prices)),
-            "--position",
-            SPEC,
-            "--sweep",
-            "--json",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = alertd(
+        "replay",
+        str(flat(tmp_path, prices)),
+        "--position",
+        SPEC,
+        "--sweep",
+        "--json",
+        timeout_s=300,
     )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)

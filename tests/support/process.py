@@ -39,12 +39,13 @@ class Daemon:
 
     def __init__(self, config: Path, env: dict[str, str], log: Path) -> None:
         self.config, self.env, self.log = config, env, log
+        self.args: list[str] = []  # more options for `alertd run`: -vv
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                alertd_command("run", "-c", str(self.config)),
+                alertd_command("run", "-c", str(self.config), *self.args),
                 cwd=ROOT,
                 env=self.env,
                 stdout=out,

@@ -1,0 +1,146 @@
+"""pytest fixtures: the local receivers, fakes on their own threads, and the end-to-end world
+(the real ``alertd run`` process against the fake Binance, a real SMTP server and a real HTTP
+receiver). ``tests/conftest.py`` makes them available to every test module."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from tests.fake_exchange.base import FakeExchangeServer
+from tests.fake_exchange.binance import FakeBinanceUSDM
+from tests.receivers import HttpReceiver, SmtpReceiver
+from tests.support.fakes import make_fake, server_in_thread
+from tests.support.poll import wait_for
+from tests.support.process import Daemon
+
+BTC = "BTC/USDT:USDT"
+
+# A 1 BTC long at 60,000 with 2,000 USDT: the ratio is 0.12 at 60,000, about 0.67 at 58,350
+# and about 0.93 at 58,250 (maintenance margin 0.4% of notional, no deduction in tier 1).
+RULES = [
+    {
+        "name": "ratio-warning",
+        "metric": "worst_ratio",
+        "above": 0.5,
+        "clear_below": 0.45,
+        "severity": "warning",
+    },
+    {
+        "name": "ratio-critical",
+        "metric": "worst_ratio",
+        "above": 0.8,
+        "clear_below": 0.75,
+        "severity": "critical",
+    },
+]
+
+
+R = TypeVar("R", HttpReceiver, SmtpReceiver)
+
+
+def _running(receiver: R) -> Iterator[R]:
+    receiver.start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
+
+
+@pytest.fixture
+def http_receiver() -> Iterator[HttpReceiver]:
+    """An HTTP endpoint recording apprise's JSON posts (``posts``, ``titles()``)."""
+    yield from _running(HttpReceiver())
+
+
+@pytest.fixture
+def smtp_receiver() -> Iterator[SmtpReceiver]:
+    """An SMTP server recording mails (``mails``, ``subjects()``); can stop and start again."""
+    yield from _running(SmtpReceiver())
+
+
+@pytest.fixture
+def fake_in_thread() -> Iterator[Callable[..., FakeExchangeServer[Any, Any]]]:
+    """``fake_in_thread("bybit", mark_interval_s=0.2)``: a started fake exchange (by ccxt id) on
+    its own thread, stopped at the end of the test."""
+    with contextlib.ExitStack() as stack:
+
+        def serve(exchange: str, **kwargs: Any) -> FakeExchangeServer[Any, Any]:
+            return stack.enter_context(server_in_thread(make_fake(exchange, **kwargs)))
+
+        yield serve
+
+
+def started(daemon: Daemon) -> None:
+    """Start the daemon and wait until it has bootstrapped its accounts."""
+    daemon.start()
+    wait_for(lambda: "bootstrapped" in daemon.text(), what="bootstrap\n" + daemon.text())
+
+
+@pytest.fixture
+def world(
+    tmp_path: Path,
+    fake_in_thread: Callable[..., FakeExchangeServer[Any, Any]],
+    smtp_receiver: SmtpReceiver,
+    http_receiver: HttpReceiver,
+) -> Iterator[dict[str, Any]]:
+    """One account holding 1 BTC long at 60,000 on the fake Binance, the ``RULES``, both
+    receivers, and a ``Daemon`` for its config (not started)."""
+    fake = fake_in_thread("binanceusdm", mark_interval_s=0.2)
+    assert isinstance(fake, FakeBinanceUSDM)
+    fake.add_account("key-e2e", "secret-e2e", wallet_balance="2000")
+    fake.set_mark(BTC, "60000")
+    fake.open_position("key-e2e", BTC, "long", "1", "60000")
+    config = {
+        "version": 1,
+        "state_path": str(tmp_path / "state.sqlite"),
+        "accounts": [
+            {
+                "name": "main",
+                "exchange": "binanceusdm",
+                "api_key_env": "E2E_KEY",
+                "secret_env": "E2E_SECRET",
+                "urls": fake.ccxt_urls(),
+                "options": fake.ccxt_options,
+            }
+        ],
+        "feeds": {
+            "stale_after_s": 3,
+            "reconcile_interval_s": 5,
+            "backoff": {"initial_s": 0.1, "max_s": 1},
+        },
+        "rules": RULES,
+        "receivers": [
+            {"name": "mail", "url": smtp_receiver.url()},
+            {"name": "hook", "url": "${E2E_HOOK_URL}"},
+        ],
+        "delivery": {"retry_initial": 0.2, "retry_max": 1, "drain_on_shutdown": 5},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps(config))
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "E2E_KEY": "key-e2e",
+        "E2E_SECRET": "secret-e2e",
+        "E2E_HOOK_URL": http_receiver.url(),
+    }
+    daemon = Daemon(path, env, tmp_path / "alertd.log")
+    try:
+        yield {
+            "fake": fake,
+            "smtp": smtp_receiver,
+            "http": http_receiver,
+            "daemon": daemon,
+            "path": path,
+            "config": config,
+        }
+    finally:
+        if daemon.proc is not None:
+            daemon.stop(signal.SIGKILL)
