@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 from alertd.config import AccountConfig, BackoffSettings, Config, FeedSettings, Secret
@@ -13,7 +14,7 @@ from alertd.feeds.feed import AccountFeed
 from alertd.feeds.manager import FeedManager
 
 # the generic helpers, here for the modules that import them from this one
-from tests.support.aio import run
+from tests.support.aio import background, run
 from tests.support.fakes import server_in_thread
 from tests.support.poll import eventually
 
@@ -24,12 +25,15 @@ __all__ = [
     "btc_long",
     "eventually",
     "fast_backoff",
+    "good_and_bad_accounts",
     "make_feed",
+    "mark_arrives",
     "run",
     "running",
     "running_manager",
     "secrets",
     "server_in_thread",
+    "streaming",
 ]
 
 BTC = "BTC/USDT:USDT"
@@ -78,14 +82,40 @@ def make_feed(config: AccountConfig, api_key: str, secret: str) -> AccountFeed:
 
 @contextlib.asynccontextmanager
 async def running(feed: AccountFeed) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(feed.run())
     try:
-        yield task
+        async with background(feed.run()) as task:
+            yield task
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(task, 5)
         await feed.close()
+
+
+@contextlib.asynccontextmanager
+async def streaming(feed: AccountFeed) -> AsyncIterator[asyncio.Task[None]]:
+    """``running``, once the feed's streams are up."""
+    async with running(feed) as task:
+        await eventually(lambda: feed.state.connected, what="streams up")
+        yield task
+
+
+async def mark_arrives(fake: Any, feed: AccountFeed, price: str, what: str = "mark") -> None:
+    """Move BTC's mark on the exchange and wait until the feed has it."""
+    fake.set_mark(BTC, price)
+    await eventually(lambda: feed.state.marks.get(BTC) == Decimal(price), what=what)
+
+
+@contextlib.asynccontextmanager
+async def good_and_bad_accounts(
+    fake: Any, exchange: str, api_key: str, secret: str
+) -> AsyncIterator[FeedManager]:
+    """One manager for two accounts on ``fake``: "good" (``api_key``, holding the BTC long) and
+    "bad" (a key the exchange does not know); yields once "bad" is fatal and "good" is up."""
+    btc_long(fake, api_key)
+    accounts = [account_config(name, exchange, fake) for name in ("good", "bad")]
+    keys = {"good": (api_key, secret), "bad": ("key-unknown", "nope")}
+    async with running_manager(accounts, keys) as manager:
+        await eventually(lambda: manager.feeds["bad"].state.fatal, what="fatal")
+        await eventually(lambda: manager.feeds["good"].state.connected, what="good up")
+        yield manager
 
 
 @contextlib.asynccontextmanager
@@ -98,10 +128,5 @@ async def running_manager(
         {name: secrets(*pair) for name, pair in keys.items()},
         backoff_factory=fast_backoff,
     )
-    task = asyncio.create_task(manager.run())
-    try:
+    async with background(manager.run()):
         yield manager
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(task, 5)

@@ -15,7 +15,18 @@ from alertd.feeds.feed import AccountFeed, Change
 from alertd.feeds.state import Stream
 
 from .fake_exchange.binance import FakeBinanceUSDM
-from .feed_harness import BTC, FAST, account_config, btc_long, make_feed, running, running_manager
+from .feed_harness import (
+    BTC,
+    FAST,
+    account_config,
+    btc_long,
+    good_and_bad_accounts,
+    make_feed,
+    mark_arrives,
+    running,
+    running_manager,
+    streaming,
+)
 from .support.aio import run
 from .support.fakes import server_in_thread, started
 from .support.poll import eventually
@@ -98,8 +109,7 @@ def test_streamed_marks_and_positions_reach_the_engine() -> None:
                     lambda: any("btcusdt@markprice" in s.lower() for s in fake.subscriptions()),
                     what="BTC mark subscription",
                 )
-                fake.set_mark(BTC, "59000")
-                await eventually(lambda: feed.state.marks.get(BTC) == D(59000), what="mark")
+                await mark_arrives(fake, feed, "59000", "mark")
                 assert (Change.MARK, BTC) in seen
                 # a position opened on the exchange arrives over the user-data stream
                 fake.set_mark(ETH, "3000")
@@ -129,8 +139,7 @@ def test_a_drop_mid_stream_reconnects_and_resyncs_without_losing_a_change() -> N
     async def body() -> None:
         async with started_fake() as fake:
             feed = btc_long_feed(fake)
-            async with running(feed):
-                await eventually(lambda: feed.state.connected, what="streams up")
+            async with streaming(feed):
                 before = fake.ws_connections
                 await fake.drop_connections()
                 # a change while alertd is disconnected: its push reaches nobody
@@ -141,8 +150,7 @@ def test_a_drop_mid_stream_reconnects_and_resyncs_without_losing_a_change() -> N
                 )
                 await eventually(lambda: feed.reconnects >= 1, what="a resync after the drop")
                 await eventually(lambda: fake.ws_connections > before, what="new connections")
-                fake.set_mark(BTC, "58000")
-                await eventually(lambda: feed.state.marks.get(BTC) == D(58000), what="marks again")
+                await mark_arrives(fake, feed, "58000", "marks again")
 
     run(body())
 
@@ -173,8 +181,7 @@ def test_stale_marks_are_reported_and_trigger_a_reconnect() -> None:
     async def body() -> None:
         async with started_fake() as fake:
             feed = btc_long_feed(fake)
-            async with running(feed):
-                await eventually(lambda: feed.state.connected, what="streams up")
+            async with streaming(feed):
                 before = fake.ws_connections
                 # the fake pushes marks only when told to: silence makes the mark stale
 
@@ -201,14 +208,12 @@ def test_malformed_frames_are_skipped() -> None:
     async def body() -> None:
         async with started_fake() as fake:
             feed = btc_long_feed(fake)
-            async with running(feed):
-                await eventually(lambda: feed.state.connected, what="streams up")
+            async with streaming(feed):
                 connections = fake.ws_connections
                 fake.send_malformed("json")
                 fake.send_malformed("shape")
                 await eventually(lambda: len(feed.malformed) >= 2, what="both counted")
-                fake.set_mark(BTC, "57000")
-                await eventually(lambda: feed.state.marks.get(BTC) == D(57000), what="mark after")
+                await mark_arrives(fake, feed, "57000", "mark after")
                 assert feed.state.marks[BTC] == D(57000)
                 assert fake.ws_connections == connections  # skipped, not reconnected
 
@@ -217,21 +222,14 @@ def test_malformed_frames_are_skipped() -> None:
 
 def test_a_bad_key_stops_that_account_only() -> None:
     async def body() -> None:
-        async with started_fake() as fake:
-            btc_long(fake, "key-a")
-            good = account_config("good", "binanceusdm", fake)
-            bad = account_config("bad", "binanceusdm", fake)
-            keys = {"good": ("key-a", "secret-a"), "bad": ("key-unknown", "nope")}
-            async with running_manager([good, bad], keys) as manager:
-                await eventually(lambda: manager.feeds["bad"].state.fatal, what="fatal")
-                assert "AuthenticationError" in (manager.feeds["bad"].state.fatal or "")
-                assert "nope" not in (manager.feeds["bad"].state.fatal or "")
-                await eventually(lambda: manager.feeds["good"].state.connected, what="good up")
-                fake.set_mark(BTC, "59500")
-                await eventually(
-                    lambda: manager.feeds["good"].state.marks.get(BTC) == D(59500),
-                    what="good account still streaming",
-                )
+        async with (
+            started_fake() as fake,
+            good_and_bad_accounts(fake, "binanceusdm", "key-a", "secret-a") as manager,
+        ):
+            assert "AuthenticationError" in (manager.feeds["bad"].state.fatal or "")
+            assert "nope" not in (manager.feeds["bad"].state.fatal or "")
+            good = manager.feeds["good"]
+            await mark_arrives(fake, good, "59500", "good account still streaming")
 
     run(body())
 
@@ -256,8 +254,7 @@ def test_margin_call_push_is_captured() -> None:
     async def body() -> None:
         async with started_fake() as fake:
             feed = btc_long_feed(fake)
-            async with running(feed):
-                await eventually(lambda: feed.state.connected, what="streams up")
+            async with streaming(feed):
                 await asyncio.sleep(0.2)  # the user-data stream is subscribed
                 fake.push_margin_call("key-a")
                 event = await eventually(
@@ -309,15 +306,13 @@ def test_unanswered_pings_lead_to_a_reconnect() -> None:
                 update={"options": {**config.options, "ws": {"keepAlive": 200}}}
             )
             feed = make_feed(config, "key-a", "secret-a")
-            async with running(feed):
-                await eventually(lambda: feed.state.connected, what="streams up")
+            async with streaming(feed):
                 fake.stop_answering_pings()
                 await eventually(lambda: feed.reconnects >= 1, what="ping timeout noticed")
                 fake.stop_answering_pings(False)
                 fake.open_position("key-a", ETH, "short", "1", "3000")
                 await eventually(lambda: (ETH, Side.SHORT) in feed.state.positions, what="resync")
-                fake.set_mark(BTC, "61000")
-                await eventually(lambda: feed.state.marks.get(BTC) == D(61000), what="marks")
+                await mark_arrives(fake, feed, "61000", "marks")
 
     run(body())
 

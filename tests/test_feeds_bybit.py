@@ -9,7 +9,15 @@ from alertd.engine.margin import compute
 from alertd.engine.model import MarginMode, Side
 
 from .fake_exchange.bybit import FakeBybit
-from .feed_harness import BTC, account_config, btc_long, make_feed, running, running_manager
+from .feed_harness import (
+    BTC,
+    account_config,
+    btc_long,
+    good_and_bad_accounts,
+    make_feed,
+    mark_arrives,
+    streaming,
+)
 from .support.aio import run
 from .support.fakes import started
 from .support.poll import eventually
@@ -65,13 +73,11 @@ def test_streams_drop_and_resync() -> None:
         async with started_fake() as fake:
             btc_long(fake, "key-b")
             feed = make_feed(account_config("b", "bybit", fake), "key-b", "secret-b")
-            async with running(feed):
-                await eventually(lambda: feed.state.connected, what="streams up")
+            async with streaming(feed):
                 await eventually(
                     lambda: "tickers.BTCUSDT" in fake.subscriptions(), what="ticker subscription"
                 )
-                fake.set_mark(BTC, "59000")
-                await eventually(lambda: feed.state.marks.get(BTC) == D(59000), what="mark")
+                await mark_arrives(fake, feed, "59000", "mark")
                 fake.set_mark(ETH, "3000")
                 fake.open_position("key-b", ETH, "short", "2", "3100")
                 await eventually(lambda: (ETH, Side.SHORT) in feed.state.positions, what="ETH")
@@ -88,26 +94,18 @@ def test_streams_drop_and_resync() -> None:
                 fake.send_malformed("json")
                 fake.send_malformed("shape")
                 await eventually(lambda: len(feed.malformed) >= 1, what="malformed counted")
-                fake.set_mark(BTC, "58000")
-                await eventually(lambda: feed.state.marks.get(BTC) == D(58000), what="mark after")
+                await mark_arrives(fake, feed, "58000", "mark after")
 
     run(body(), timeout_s=60)
 
 
 def test_bad_key_is_fatal_for_that_account_only() -> None:
     async def body() -> None:
-        async with started_fake() as fake:
-            btc_long(fake, "key-b")
-            good = account_config("good", "bybit", fake)
-            bad = account_config("bad", "bybit", fake)
-            keys = {"good": ("key-b", "secret-b"), "bad": ("nobody", "nothing")}
-            async with running_manager([good, bad], keys) as manager:
-                await eventually(lambda: manager.feeds["bad"].state.fatal, what="fatal")
-                await eventually(lambda: manager.feeds["good"].state.connected, what="good up")
-                fake.set_mark(BTC, "59999")
-                await eventually(
-                    lambda: manager.feeds["good"].state.marks.get(BTC) == D(59999),
-                    what="good account still streaming",
-                )
+        async with (
+            started_fake() as fake,
+            good_and_bad_accounts(fake, "bybit", "key-b", "secret-b") as manager,
+        ):
+            good = manager.feeds["good"]
+            await mark_arrives(fake, good, "59999", "good account still streaming")
 
     run(body())

@@ -282,7 +282,9 @@ class FakeExchangeServer(Generic[A, C]):
 
     See the module docstring for what a subclass provides."""
 
+    NAME: ClassVar[str] = ""  # what the command line calls it
     BAN_DURATION_S: ClassVar[float] = 120.0
+    DEFAULT_LEVERAGE: ClassVar[int] = 10
     # options alertd must pass to ccxt for this exchange's server (``ccxt_options``)
     CCXT_OPTIONS: ClassVar[dict[str, Any]] = {}
 
@@ -297,6 +299,7 @@ class FakeExchangeServer(Generic[A, C]):
         self.ws_connections: int = 0
         self.ccxt_options: dict[str, Any] = dict(self.CCXT_OPTIONS)
         self._accounts: dict[str, A] = {}
+        self._markets: dict[str, Any] = {}  # by exchange id; an exchange's market type
         self._connections: set[C] = set()
         self._failures: list[RestFailure] = []
         self._answer_pings = True
@@ -326,10 +329,8 @@ class FakeExchangeServer(Generic[A, C]):
         """Deep-merge this over ``exchange.urls['api']``."""
         raise NotImplementedError
 
-    def symbols(self) -> list[str]:
-        raise NotImplementedError
-
-    def mark(self, symbol: str) -> Decimal:
+    def _market_id(self, symbol: str) -> str:
+        """The exchange's id of a unified symbol ('BTC/USDT:USDT') or of an id."""
         raise NotImplementedError
 
     def tick(self, symbol: str) -> Decimal:
@@ -340,12 +341,36 @@ class FakeExchangeServer(Generic[A, C]):
         the periodic push carries it later)."""
         raise NotImplementedError
 
-    # the scripting API of accounts, the same on every exchange (extra keywords allowed); also
-    # open_position(api_key, symbol, side, contracts, entry_price, *, margin_mode="cross",
-    # isolated_margin=None, leverage=..., hedge=False), its arguments checked by position_order
+    def _open_position(self, account: A, market: Any, order: PositionOrder, hedge: bool) -> None:
+        """Loop thread: store the checked position and push what the exchange pushes."""
+        raise NotImplementedError
+
+    # the scripting API of accounts, the same on every exchange (extra keywords allowed)
 
     def add_account(self, api_key: str, secret: str, wallet_balance: Num = "1000") -> None:
         raise NotImplementedError
+
+    @scripted
+    def open_position(
+        self,
+        api_key: str,
+        symbol: str,
+        side: str,
+        contracts: Num,
+        entry_price: Num,
+        *,
+        margin_mode: str = "cross",
+        isolated_margin: Num | None = None,
+        leverage: Num | None = None,
+        hedge: bool = False,
+    ) -> None:
+        """Set (not add to) a position and push the account event a fill would cause. ``side``
+        'long' / 'short'; ``hedge`` picks a hedge-mode leg; ``leverage`` defaults to the
+        exchange's ``DEFAULT_LEVERAGE``; isolated margin to the initial margin at entry."""
+        if leverage is None:
+            leverage = self.DEFAULT_LEVERAGE
+        order = position_order(side, contracts, entry_price, margin_mode, isolated_margin, leverage)
+        self._open_position(self._account(api_key), self._market(symbol), order, hedge)
 
     def close_position(self, api_key: str, symbol: str, side: str | None = None) -> None:
         """Close the symbol's position(s) (``side`` picks one hedge leg) and push the close."""
@@ -465,7 +490,23 @@ class FakeExchangeServer(Generic[A, C]):
                 return failure
         return None
 
-    # ---- API keys --------------------------------------------------------------------------------
+    # ---- markets and API keys --------------------------------------------------------------------
+
+    def _market(self, symbol: str) -> Any:
+        try:
+            return self._markets[self._market_id(symbol)]
+        except KeyError:
+            raise KeyError(f"unknown symbol {symbol!r}: add_symbol() it first") from None
+
+    @scripted
+    def symbols(self) -> list[str]:
+        """The exchange ids of the markets served."""
+        return list(self._markets)
+
+    @scripted
+    def mark(self, symbol: str) -> Decimal:
+        mark: Decimal = self._market(symbol).mark
+        return mark
 
     def _account(self, api_key: str) -> A:
         try:
@@ -639,20 +680,19 @@ F = TypeVar("F", bound=FakeExchangeServer[Any, Any])
 
 
 def serve_main(
-    argv: list[str] | None,
-    *,
-    prog: str,
-    name: str,
-    factory: Callable[[float], F],
+    fake_class: type[F],
     seed_accounts: Callable[[F, int], None],
+    argv: list[str] | None = None,
+    *,
     max_step: float,
 ) -> int:
     """``python -m tests.fake_exchange.X``: a fake with accounts key0..keyN-1 / secret0.. on
-    127.0.0.1; prints its ccxt ``urls['api']`` override as one JSON line; marks walk randomly and
-    are pushed every interval; stops on SIGINT/SIGTERM."""
+    127.0.0.1 (``seed_accounts``); prints its ccxt ``urls['api']`` override as one JSON line;
+    marks walk randomly by up to ``max_step`` and are pushed every interval; stops on SIGINT or
+    SIGTERM."""
     parser = argparse.ArgumentParser(
-        prog=prog,
-        description=f"Fake {name} server on 127.0.0.1 for benchmarks. Prints the ccxt "
+        prog=f"python -m {fake_class.__module__}",
+        description=f"Fake {fake_class.NAME} server on 127.0.0.1 for benchmarks. Prints the ccxt "
         "urls['api'] override as one JSON line, stops on SIGINT/SIGTERM.",
     )
     parser.add_argument("--port", type=int, default=0, help="0 = ephemeral (default)")
@@ -663,16 +703,16 @@ def serve_main(
     if args.accounts < 0 or args.mark_interval_s <= 0:
         parser.error("--accounts must be >= 0 and --mark-interval-s > 0")
     options = ServeOptions(args.port, args.accounts, args.mark_interval_s, args.seed)
-    return asyncio.run(_serve(options, factory, seed_accounts, max_step))
+    return asyncio.run(_serve(options, fake_class, seed_accounts, max_step))
 
 
 async def _serve(
     options: ServeOptions,
-    factory: Callable[[float], F],
+    fake_class: type[F],
     seed_accounts: Callable[[F, int], None],
     max_step: float,
 ) -> int:
-    fake = factory(options.mark_interval_s)
+    fake = fake_class(mark_interval_s=options.mark_interval_s)
     seed_accounts(fake, options.accounts)
     try:
         await fake.start(options.port)

@@ -59,12 +59,12 @@ from tests.fake_exchange.base import (
     KeyProblem,
     KeyRejection,
     Num,
+    PositionOrder,
     WsConnection,
     compact,
     json_response,
     now_ms,
     parse_side,
-    position_order,
     positive,
     random_id,
     scripted,
@@ -354,7 +354,9 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         "fetchCurrencies": False,
     }
 
+    NAME: ClassVar[str] = "Binance USDⓈ-M futures"
     BAN_DURATION_S: ClassVar[float] = 120.0
+    DEFAULT_LEVERAGE: ClassVar[int] = DEFAULT_LEVERAGE
 
     def __init__(self, *, mark_interval_s: float | None = None) -> None:
         super().__init__(mark_interval_s=mark_interval_s)
@@ -431,12 +433,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
 
     # ---- markets ---------------------------------------------------------------------------------
 
-    def _market(self, symbol: str) -> _Market:
-        market_id = _split_symbol(symbol)[0]
-        try:
-            return self._markets[market_id]
-        except KeyError:
-            raise KeyError(f"unknown symbol {symbol!r}: add_symbol() it first") from None
+    def _market_id(self, symbol: str) -> str:
+        return _split_symbol(symbol)[0]
 
     @scripted
     def add_symbol(
@@ -468,14 +466,6 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
     def set_tiers(self, symbol: str, brackets: list[dict[str, Any]]) -> None:
         """Replace a symbol's leverage brackets (raw Binance dicts; ``cum`` derived if absent)."""
         self._market(symbol).set_brackets(brackets)
-
-    @scripted
-    def symbols(self) -> list[str]:
-        return [m.id for m in self._markets.values()]
-
-    @scripted
-    def mark(self, symbol: str) -> Decimal:
-        return self._market(symbol).mark
 
     def tick(self, symbol: str) -> Decimal:
         return Decimal(self._market(symbol).tick_size)
@@ -537,36 +527,20 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         """The key's permissions as apiRestrictions reports them (read-only by default)."""
         self._account(api_key).can_trade = can_trade
 
-    @scripted
-    def open_position(
-        self,
-        api_key: str,
-        symbol: str,
-        side: str,
-        contracts: Num,
-        entry_price: Num,
-        *,
-        margin_mode: str = "cross",
-        isolated_margin: Num | None = None,
-        leverage: int = DEFAULT_LEVERAGE,
-        hedge: bool = False,
+    def _open_position(
+        self, account: _Account, market: _Market, order: PositionOrder, hedge: bool
     ) -> None:
-        """Set (not add to) a position and push the ``ACCOUNT_UPDATE`` a fill would cause.
-
-        One-way mode (``hedge=False``) has one slot per symbol (``ps=BOTH``), so opening a short
-        replaces a long. Hedge mode has LONG and SHORT slots; an account is in one mode or the
-        other, as on Binance. Isolated margin defaults to the initial margin at entry
-        (``contracts * entry_price / leverage``) and moves out of the cross wallet.
-        """
-        account = self._account(api_key)
-        market = self._market(symbol)
+        """Pushes the ``ACCOUNT_UPDATE`` a fill would cause. One-way mode (``hedge=False``) has
+        one slot per symbol (``ps=BOTH``), so opening a short replaces a long. Hedge mode has
+        LONG and SHORT slots; an account is in one mode or the other, as on Binance. Isolated
+        margin moves out of the cross wallet."""
         if market.quote != account.asset:
             raise ValueError(
                 f"{market.symbol} settles in {market.quote}, account in {account.asset}"
             )
-        order = position_order(side, contracts, entry_price, margin_mode, isolated_margin, leverage)
         direction = 1 if order.long else -1
-        if not 1 <= leverage <= market.max_leverage:
+        leverage = int(order.leverage)
+        if leverage != order.leverage or not 1 <= leverage <= market.max_leverage:
             raise ValueError(f"leverage must be within 1..{market.max_leverage} for {market.id}")
         if account.positions and account.dual_side != hedge:
             raise ValueError("account has open positions in the other position mode")
@@ -578,7 +552,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             slot,
             order.size * direction,
             order.entry,
-            margin_mode,
+            "isolated" if order.isolated else "cross",
             order.isolated_margin,
             leverage,
             Decimal(0),
@@ -1625,14 +1599,7 @@ def _seed_accounts(fake: FakeBinanceUSDM, count: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return serve_main(
-        argv,
-        prog="python -m tests.fake_exchange.binance",
-        name="Binance USDⓈ-M futures",
-        factory=lambda interval_s: FakeBinanceUSDM(mark_interval_s=interval_s),
-        seed_accounts=_seed_accounts,
-        max_step=0.001,
-    )
+    return serve_main(FakeBinanceUSDM, _seed_accounts, argv, max_step=0.001)
 
 
 if __name__ == "__main__":

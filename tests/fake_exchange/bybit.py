@@ -76,12 +76,12 @@ from tests.fake_exchange.base import (
     KeyProblem,
     KeyRejection,
     Num,
+    PositionOrder,
     WsConnection,
     compact,
     json_response,
     now_ms,
     parse_side,
-    position_order,
     positive,
     random_id,
     scripted,
@@ -363,6 +363,7 @@ class _Connection(WsConnection):
 class FakeBybit(FakeExchangeServer[_Account, _Connection]):
     """Bybit v5 (UTA, USDT linear perpetuals) on ``127.0.0.1``: REST and websockets, one port."""
 
+    NAME: ClassVar[str] = "Bybit v5 (UTA, USDT perpetuals)"
     BAN_DURATION_S: ClassVar[float] = 600.0  # Bybit's IP ban lasts at least 10 minutes
     # Options alertd passes to ccxt.pro.bybit for this server (and for Bybit itself):
     CCXT_OPTIONS: ClassVar[dict[str, Any]] = {
@@ -427,12 +428,8 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
 
     # ---- markets -----------------------------------------------------------------------------
 
-    def _market(self, symbol: str) -> _Market:
-        _, market_id = _split_symbol(symbol)
-        try:
-            return self._markets[market_id]
-        except KeyError:
-            raise KeyError(f"unknown symbol {symbol}: add_symbol() it first") from None
+    def _market_id(self, symbol: str) -> str:
+        return _split_symbol(symbol)[1]
 
     @scripted
     def add_symbol(
@@ -480,14 +477,6 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             frame = self._ticker_frame(market, delta=True)
             for conn in self._subscribers(f"tickers.{market.id}"):
                 conn.send(frame)
-
-    @scripted
-    def symbols(self) -> list[str]:
-        return [m.symbol for m in self._markets.values()]
-
-    @scripted
-    def mark(self, symbol: str) -> Decimal:
-        return self._market(symbol).mark
 
     def tick(self, symbol: str) -> Decimal:
         return self._market(symbol).tick
@@ -550,29 +539,13 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
     def add_account(self, api_key: str, secret: str, wallet_balance: Num = "1000") -> None:
         self._accounts[api_key] = _Account(api_key, secret, _dec(wallet_balance, "wallet"))
 
-    @scripted
-    def open_position(
-        self,
-        api_key: str,
-        symbol: str,
-        side: str,
-        contracts: Num,
-        entry_price: Num,
-        *,
-        margin_mode: str = "cross",
-        isolated_margin: Num | None = None,
-        leverage: Num = 10,
-        hedge: bool = False,
+    def _open_position(
+        self, account: _Account, market: _Market, order: PositionOrder, hedge: bool
     ) -> None:
-        """Open (or replace) a position and push it on the account's ``position`` topic.
-
-        One-way mode (``positionIdx`` 0) replaces the symbol's position; ``hedge=True`` uses
-        ``positionIdx`` 1 (long) / 2 (short). ``isolated_margin`` defaults to the initial margin
-        ``entry * contracts / leverage``."""
-        order = position_order(side, contracts, entry_price, margin_mode, isolated_margin, leverage)
+        """Pushes the position on the account's ``position`` topic. One-way mode
+        (``positionIdx`` 0) replaces the symbol's position; ``hedge=True`` uses ``positionIdx``
+        1 (long) / 2 (short)."""
         now = now_ms()
-        account = self._account(api_key)
-        market = self._market(symbol)
         idx = (1 if order.long else 2) if hedge else 0
         old = account.positions.get((market.id, idx))
         position = _Position(
@@ -590,7 +563,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         )
         account.positions[(market.id, idx)] = position
         row = self._position_row(account, position, ws=True)
-        self._push_private(api_key, "position", [row])
+        self._push_private(account.api_key, "position", [row])
 
     @scripted
     def close_position(self, api_key: str, symbol: str, side: str | None = None) -> None:
@@ -1343,14 +1316,7 @@ def _seed_accounts(fake: FakeBybit, count: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return serve_main(
-        argv,
-        prog="python -m tests.fake_exchange.bybit",
-        name="Bybit v5 (UTA, USDT perpetuals)",
-        factory=lambda interval_s: FakeBybit(mark_interval_s=interval_s),
-        seed_accounts=_seed_accounts,
-        max_step=0.0005,
-    )
+    return serve_main(FakeBybit, _seed_accounts, argv, max_step=0.0005)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -49,3 +50,18 @@ def spawn(coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
     task = asyncio.ensure_future(coro)
     task.add_done_callback(lambda t: t.cancelled() or t.exception())
     return task
+
+
+@contextlib.asynccontextmanager
+async def background(
+    coro: Coroutine[Any, Any, T], stop_timeout_s: float = 5.0
+) -> AsyncIterator[asyncio.Task[T]]:
+    """Run ``coro`` as a task for the block; cancel it afterwards and wait (bounded) for it to
+    end, whatever it raised."""
+    task = asyncio.create_task(coro)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(task, stop_timeout_s)
