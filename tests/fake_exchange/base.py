@@ -124,6 +124,15 @@ def scripted(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, 
     return run
 
 
+class Reject(Exception):
+    """Raised by a REST handler's checks (key, signature, parameters): the request is answered
+    with ``response``, the exchange's error, instead."""
+
+    def __init__(self, response: web.StreamResponse) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
 @dataclass
 class RestFailure:
     """A scripted failure: the next ``remaining`` REST requests under ``path_prefix`` fail."""
@@ -458,13 +467,15 @@ class FakeExchangeServer(Generic[A, C]):
         request: web.Request,
         handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
     ) -> web.StreamResponse:
-        if request.headers.get("Upgrade", "").lower() == "websocket":
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            self.requests.append((request.method, request.path))
+            failure = self._take_failure(request.path)
+            if failure is not None:
+                return self._error_response(failure.status, failure.retry_after_s)
+        try:
             return await handler(request)
-        self.requests.append((request.method, request.path))
-        failure = self._take_failure(request.path)
-        if failure is not None:
-            return self._error_response(failure.status, failure.retry_after_s)
-        return await handler(request)
+        except Reject as rejected:
+            return rejected.response
 
     @scripted
     def fail_rest(

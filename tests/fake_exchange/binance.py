@@ -60,6 +60,7 @@ from tests.fake_exchange.base import (
     KeyRejection,
     Num,
     PositionOrder,
+    Reject,
     WsConnection,
     compact,
     json_response,
@@ -833,17 +834,17 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             return self._ban_response(rejection.banned_until_ms)
         return self._error(401, *ERR_BAD_KEY)
 
-    def _key_account(self, request: web.Request) -> _Account | web.Response:
+    def _key_account(self, request: web.Request) -> _Account:
         """API-key check of USER_STREAM and signed endpoints."""
         checked = self._authorize(request.headers.get("X-MBX-APIKEY"))
-        return self._key_rejected(checked) if isinstance(checked, KeyRejection) else checked
+        if isinstance(checked, KeyRejection):
+            raise Reject(self._key_rejected(checked))
+        return checked
 
-    async def _signed(self, request: web.Request) -> tuple[_Account, dict[str, str]] | web.Response:
+    async def _signed(self, request: web.Request) -> tuple[_Account, dict[str, str]]:
         """Binance's SIGNED check: API key, timestamp within recvWindow, then the HMAC-SHA256
         of totalParams (query string followed by the body, without the signature)."""
         account = self._key_account(request)
-        if isinstance(account, web.Response):
-            return account
         query = request.rel_url.raw_query_string
         body = await request.text() if request.can_read_body else ""
         signature = None
@@ -861,32 +862,32 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         try:
             timestamp = int(params["timestamp"])
         except (KeyError, ValueError):
-            return self._error(400, -1102, mandatory.format("timestamp"))
+            raise Reject(self._error(400, -1102, mandatory.format("timestamp"))) from None
         try:
             recv_window = int(params.get("recvWindow", DEFAULT_RECV_WINDOW_MS))
         except ValueError:
-            return self._error(400, -1102, mandatory.format("recvWindow"))
+            raise Reject(self._error(400, -1102, mandatory.format("recvWindow"))) from None
         if recv_window > MAX_RECV_WINDOW_MS:
-            return self._error(400, -1131, "recvWindow must be less than 60000")
+            raise Reject(self._error(400, -1131, "recvWindow must be less than 60000"))
         server_ms = now_ms()
         if timestamp >= server_ms + FUTURE_TOLERANCE_MS or server_ms - timestamp > recv_window:
-            return self._error(400, *ERR_TIMESTAMP)
+            raise Reject(self._error(400, *ERR_TIMESTAMP))
         if not signature:
-            return self._error(400, -1102, mandatory.format("signature"))
+            raise Reject(self._error(400, -1102, mandatory.format("signature")))
         expected = hmac.new(
             account.secret.encode(), "".join(unsigned).encode(), hashlib.sha256
         ).hexdigest()
         if not hmac.compare_digest(expected, signature.lower()):
-            return self._error(400, *ERR_SIGNATURE)
+            raise Reject(self._error(400, *ERR_SIGNATURE))
         return account, params
 
-    def _symbol_filter(self, params: dict[str, str]) -> _Market | web.Response | None:
+    def _symbol_filter(self, params: dict[str, str]) -> _Market | None:
         market_id = params.get("symbol")
         if market_id is None:
             return None
         market = self._markets.get(market_id.upper())
         if market is None:
-            return self._error(400, -1121, "Invalid symbol.")
+            raise Reject(self._error(400, -1121, "Invalid symbol."))
         return market
 
     # ---- REST: public ----------------------------------------------------------------------------
@@ -1016,8 +1017,6 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
 
     async def _premium_index(self, request: web.Request) -> web.Response:
         market = self._symbol_filter(dict(request.query))
-        if isinstance(market, web.Response):
-            return market
         if market is not None:
             return self._json(self._premium(market))
         return self._json([self._premium(m) for m in self._markets.values()])
@@ -1046,16 +1045,12 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
 
     async def _ticker_24hr(self, request: web.Request) -> web.Response:
         market = self._symbol_filter(dict(request.query))
-        if isinstance(market, web.Response):
-            return market
         if market is not None:
             return self._json(self._ticker(market))
         return self._json([self._ticker(m) for m in self._markets.values()])
 
     async def _ticker_price(self, request: web.Request) -> web.Response:
         market = self._symbol_filter(dict(request.query))
-        if isinstance(market, web.Response):
-            return market
         rows = [
             {"symbol": m.id, "price": _plain(m.mark), "time": now_ms()}
             for m in ([market] if market is not None else self._markets.values())
@@ -1066,12 +1061,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
 
     async def _leverage_bracket(self, request: web.Request) -> web.Response:
         checked = await self._signed(request)
-        if isinstance(checked, web.Response):
-            return checked
         _, params = checked
         market = self._symbol_filter(params)
-        if isinstance(market, web.Response):
-            return market
         if market is not None:  # one object, not a list, when a symbol is sent
             return self._json({"symbol": market.id, "brackets": market.brackets})
         return self._json(
@@ -1164,12 +1155,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
 
     async def _position_risk(self, request: web.Request, version: int) -> web.Response:
         checked = await self._signed(request)
-        if isinstance(checked, web.Response):
-            return checked
         account, params = checked
         market = self._symbol_filter(params)
-        if isinstance(market, web.Response):
-            return market
         rows = self._risk_rows(account, version)
         if market is not None:
             rows = [r for r in rows if r["symbol"] == market.id]
@@ -1286,14 +1273,10 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
 
     async def _account_v3(self, request: web.Request) -> web.Response:
         checked = await self._signed(request)
-        if isinstance(checked, web.Response):
-            return checked
         return self._json(self.account_v3(checked[0].api_key))
 
     async def _account_v2(self, request: web.Request) -> web.Response:
         checked = await self._signed(request)
-        if isinstance(checked, web.Response):
-            return checked
         account = checked[0]
         body = self.account_v3(account.api_key)
         for asset in body["assets"]:
@@ -1343,8 +1326,6 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
 
     async def _balance(self, request: web.Request) -> web.Response:
         checked = await self._signed(request)
-        if isinstance(checked, web.Response):
-            return checked
         body = self.account_v3(checked[0].api_key)
         return self._json(
             [
@@ -1365,14 +1346,10 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
 
     async def _position_mode(self, request: web.Request) -> web.Response:
         checked = await self._signed(request)
-        if isinstance(checked, web.Response):
-            return checked
         return self._json({"dualSidePosition": checked[0].dual_side})
 
     async def _multi_assets(self, request: web.Request) -> web.Response:
-        checked = await self._signed(request)
-        if isinstance(checked, web.Response):
-            return checked
+        await self._signed(request)
         return self._json({"multiAssetsMargin": False})
 
     async def _klines(self, request: web.Request) -> web.Response:
@@ -1393,8 +1370,6 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
     async def _api_restrictions(self, request: web.Request) -> web.Response:
         # Binance "Get API Key Permission" (wallet endpoints): the fields alertd reads
         checked = await self._signed(request)
-        if isinstance(checked, web.Response):
-            return checked
         trade = checked[0].can_trade
         return self._json(
             {
@@ -1418,8 +1393,6 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
 
     async def _listen_key_post(self, request: web.Request) -> web.Response:
         account = self._key_account(request)
-        if isinstance(account, web.Response):
-            return account
         # an account with an active key gets the same key back (its validity extended)
         if account.listen_key is None:
             account.listen_key = random_id(LISTEN_KEY_ALPHABET, 64)
@@ -1428,16 +1401,12 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
     async def _listen_key_put(self, request: web.Request) -> web.Response:
         self.listen_key_puts += 1
         account = self._key_account(request)
-        if isinstance(account, web.Response):
-            return account
         if account.listen_key is None:
             return self._error(400, *ERR_LISTEN_KEY)
         return self._json({"listenKey": account.listen_key})
 
     async def _listen_key_delete(self, request: web.Request) -> web.Response:
         account = self._key_account(request)
-        if isinstance(account, web.Response):
-            return account
         key, account.listen_key = account.listen_key, None
         if key is None:
             return self._error(400, *ERR_LISTEN_KEY)

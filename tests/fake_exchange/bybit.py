@@ -77,6 +77,7 @@ from tests.fake_exchange.base import (
     KeyRejection,
     Num,
     PositionOrder,
+    Reject,
     WsConnection,
     compact,
     json_response,
@@ -97,59 +98,37 @@ PRIVATE_TOPICS = frozenset(
 )
 CATEGORIES = ("linear", "spot", "inverse", "option")
 
-# Bybit's linear risk-limit tables of the default symbols: (riskLimitValue, maintenanceMargin,
-# initialMargin, maxLeverage). Shaped like the published ones (equal steps, mmr +0.5%).
-_DEFAULT_MARKETS: dict[str, dict[str, Any]] = {
-    "BTC/USDT:USDT": {
-        "mark": "65000.00",
-        "price_scale": 2,
-        "tick": "0.10",
-        "qty_step": "0.001",
-        "max_qty": "1190.000",
-        "max_mkt_qty": "500.000",
-        "launch": "1585526400000",
-        "risk": [
-            ("2000000", "0.005", "0.01", "100.00"),
-            ("4000000", "0.01", "0.015", "66.67"),
-            ("6000000", "0.015", "0.02", "50.00"),
-            ("8000000", "0.02", "0.025", "40.00"),
-            ("10000000", "0.025", "0.03", "33.33"),
-        ],
-    },
-    "ETH/USDT:USDT": {
-        "mark": "3500.00",
-        "price_scale": 2,
-        "tick": "0.01",
-        "qty_step": "0.01",
-        "max_qty": "7240.00",
-        "max_mkt_qty": "3620.00",
-        "launch": "1615766400000",
-        "risk": [
-            ("1000000", "0.005", "0.01", "100.00"),
-            ("2000000", "0.01", "0.015", "66.67"),
-            ("3000000", "0.015", "0.02", "50.00"),
-            ("4000000", "0.02", "0.025", "40.00"),
-            ("5000000", "0.025", "0.03", "33.33"),
-        ],
-    },
-    "SOL/USDT:USDT": {
-        "mark": "150.000",
-        "price_scale": 3,
-        "tick": "0.010",
-        "qty_step": "0.1",
-        "max_qty": "79770.0",
-        "max_mkt_qty": "39880.0",
-        "launch": "1633593600000",
-        "risk": [
-            ("200000", "0.01", "0.02", "50.00"),
-            ("400000", "0.015", "0.025", "40.00"),
-            ("600000", "0.02", "0.03", "33.33"),
-            ("800000", "0.025", "0.035", "28.57"),
-            ("1000000", "0.03", "0.04", "25.00"),
-        ],
-    },
-}
-_GENERIC_RISK = _DEFAULT_MARKETS["SOL/USDT:USDT"]["risk"]
+
+def _risk_table(step: int, first_mmr: str, im_over_mm: str) -> list[dict[str, Any]]:
+    """A linear risk-limit table shaped like Bybit's published ones: five equal steps of
+    ``riskLimitValue``, the maintenance rate up 0.5% a step, the initial rate ``im_over_mm``
+    above it and ``maxLeverage`` its inverse."""
+    rows = []
+    for n in range(5):
+        mmr = Decimal(first_mmr) + Decimal("0.005") * n
+        imr = mmr + Decimal(im_over_mm)
+        leverage = format((1 / imr).quantize(Decimal("0.01")), "f")
+        rows.append(
+            {
+                "riskLimitValue": str(step * (n + 1)),
+                "maintenanceMargin": str(mmr),
+                "initialMargin": str(imr),
+                "maxLeverage": leverage,
+            }
+        )
+    return rows
+
+
+_GENERIC_RISK = _risk_table(200_000, "0.01", "0.01")  # a mid-cap's, for added symbols
+# (symbol, mark, priceScale, tickSize, qtyStep, maxOrderQty, maxMktOrderQty, launchTime, risk)
+_DEFAULT_MARKETS = (
+    ("BTC/USDT:USDT", "65000.00", 2, "0.10", "0.001", "1190.000", "500.000", "1585526400000",
+     _risk_table(2_000_000, "0.005", "0.005")),
+    ("ETH/USDT:USDT", "3500.00", 2, "0.01", "0.01", "7240.00", "3620.00", "1615766400000",
+     _risk_table(1_000_000, "0.005", "0.005")),
+    ("SOL/USDT:USDT", "150.000", 3, "0.010", "0.1", "79770.0", "39880.0", "1633593600000",
+     _GENERIC_RISK),
+)  # fmt: skip
 
 
 # ---- numbers ---------------------------------------------------------------------------------
@@ -378,24 +357,20 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         super().__init__(mark_interval_s=mark_interval_s)
         self._markets: dict[str, _Market] = {}
         self._seq = itertools.count(8_327_597_863)
-        for symbol, spec in _DEFAULT_MARKETS.items():
+        for symbol, mark, scale, tick, step, max_qty, max_mkt, launch, risk in _DEFAULT_MARKETS:
             base, market_id = _split_symbol(symbol)
-            rows = [
-                {"riskLimitValue": c, "maintenanceMargin": m, "initialMargin": i, "maxLeverage": lv}
-                for c, m, i, lv in spec["risk"]
-            ]
             self._markets[market_id] = _Market(
                 symbol=symbol,
                 id=market_id,
                 base=base,
-                mark=Decimal(spec["mark"]),
-                price_scale=spec["price_scale"],
-                tick=Decimal(spec["tick"]),
-                qty_step=spec["qty_step"],
-                max_qty=spec["max_qty"],
-                max_mkt_qty=spec["max_mkt_qty"],
-                launch=spec["launch"],
-                risk_rows=_normalize_risk_rows(market_id, rows),
+                mark=Decimal(mark),
+                price_scale=scale,
+                tick=Decimal(tick),
+                qty_step=step,
+                max_qty=max_qty,
+                max_mkt_qty=max_mkt,
+                launch=launch,
+                risk_rows=_normalize_risk_rows(market_id, risk),
             )
 
     def _routes(self) -> list[web.RouteDef]:
@@ -446,10 +421,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         base, market_id = _split_symbol(symbol)
         price = positive(mark, "mark")
         if risk_limits is None:
-            risk_limits = [
-                {"riskLimitValue": c, "maintenanceMargin": m, "initialMargin": i, "maxLeverage": lv}
-                for c, m, i, lv in _GENERIC_RISK
-            ]
+            risk_limits = _GENERIC_RISK
         scale = _default_scale(price)
         tick = _dec(tick_size, "tick_size") if tick_size is not None else Decimal(1).scaleb(-scale)
         scale = max(scale, _decimals(format(tick, "f")))
@@ -902,8 +874,6 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             if path in private:
                 body = await request.text() if request.method == "POST" else ""
                 account = self._authenticate(request, body)
-                if isinstance(account, web.Response):
-                    return account
                 headers = {
                     "X-Bapi-Limit": "50",
                     "X-Bapi-Limit-Status": "49",
@@ -914,12 +884,12 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             return self._api_error(error)
         return web.Response(status=404, text="404 page not found")
 
-    def _authenticate(self, request: web.Request, body: str) -> _Account | web.Response:
+    def _authenticate(self, request: web.Request, body: str) -> _Account:
         headers = request.headers
         key = headers.get("X-BAPI-API-KEY", "")
         account = self._authorize(key)
         if isinstance(account, KeyRejection):
-            return self._key_rejected(account)
+            raise Reject(self._key_rejected(account))
         stamp, window = (
             headers.get("X-BAPI-TIMESTAMP", ""),
             headers.get("X-BAPI-RECV-WINDOW", "5000"),
