@@ -474,6 +474,16 @@ async def test_banned_key_gets_418() -> None:
         fake.ban(KEY)
         with pytest.raises(ccxt.DDoSProtection, match="banned until"):
             await exchange.fetch_balance()
+        fake.unban(KEY)
+        fake.revoke_key(KEY)  # a key deleted on the exchange reads as an unknown one
+        with pytest.raises(ccxt.AuthenticationError, match="-2015"):
+            await exchange.fetch_balance()
+        fake.revoke_key(KEY, revoked=False)
+        fake.ban(KEY, duration_s=0.2)  # a ban ends by itself
+        with pytest.raises(ccxt.DDoSProtection):
+            await exchange.fetch_balance()
+        await asyncio.sleep(0.3)
+        assert (await exchange.fetch_balance())["USDT"]["total"] == 10000
 
 
 # ---- raw wire protocol -----------------------------------------------------------------------

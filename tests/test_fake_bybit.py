@@ -282,6 +282,40 @@ def test_bad_credentials() -> None:
     run(body, TEST_TIMEOUT_S)
 
 
+def test_banned_and_revoked_keys() -> None:
+    async def body() -> None:
+        async with fake_server() as fake, exchange(fake) as ex:
+            await ex.load_markets()
+            fake.ban(KEY)  # Bybit's IP ban: HTTP 403 "access too frequent"
+            with pytest.raises(ccxt.RateLimitExceeded):
+                await ex.fetch_balance()
+            with pytest.raises(ccxt.ExchangeError, match="Params Error"):
+                await settle(ex.watch_balance())  # the websocket login is refused too
+            fake.unban(KEY)
+            assert (await ex.fetch_balance())["USDT"]["total"] == 10000
+            fake.revoke_key(KEY)
+            with pytest.raises(ccxt.AuthenticationError, match="10003"):
+                await ex.fetch_positions()
+
+    run(body, TEST_TIMEOUT_S)
+
+
+def test_paused_marks_go_quiet() -> None:
+    async def body() -> None:
+        async with fake_server(mark_interval_s=0.05) as fake, exchange(fake) as ex:
+            await settle(ex.watch_ticker(ETH))
+            await settle(ex.watch_ticker(ETH), 1.0)  # the periodic push
+            fake.marks_paused = True
+            await asyncio.sleep(0.1)  # a push already queued may still arrive
+            pending = asyncio.ensure_future(ex.watch_ticker(ETH))
+            await asyncio.sleep(0.3)
+            assert not pending.done()
+            fake.marks_paused = False
+            assert (await settle(pending, 1.0))["markPrice"] == 3500
+
+    run(body, TEST_TIMEOUT_S)
+
+
 # ---- websockets ------------------------------------------------------------------------------
 
 

@@ -541,6 +541,14 @@ class FakeExchangeServer(Generic[A, C]):
         """The exchange's REST answer to a refused key."""
         raise NotImplementedError
 
+    def _authorized(self, api_key: str | None) -> A:
+        """REST: the account of the key a request carries; else the exchange's refusal is
+        raised (``Reject``)."""
+        checked = self._authorize(api_key)
+        if isinstance(checked, KeyRejection):
+            raise Reject(self._key_rejected(checked))
+        return checked
+
     @scripted
     def ban(self, api_key: str, duration_s: float | None = None) -> None:
         """Every later request carrying this API key (REST and websocket logins) is refused as

@@ -52,25 +52,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from tests.fake_exchange.base import (
-    LOOPBACK,
-    Credentials,
-    FakeExchangeServer,
-    KeyProblem,
-    KeyRejection,
-    Num,
-    PositionOrder,
-    Reject,
-    WsConnection,
-    compact,
-    json_response,
-    now_ms,
-    parse_side,
-    positive,
-    random_id,
-    scripted,
-    serve_main,
-)
+from tests.fake_exchange import base as shared
+from tests.fake_exchange.base import LOOPBACK, FakeExchangeServer, Num, Reject, now_ms, scripted
 from tests.fake_exchange.base import to_decimal as _dec
 
 BRACKETS_FILE = Path(__file__).with_name("data") / "binance_usdm_brackets.json"
@@ -273,7 +256,7 @@ class _Position:
 
 
 @dataclass
-class _Account(Credentials):
+class _Account(shared.Credentials):
     asset: str
     wallet: Decimal  # total wallet balance: cross wallet plus the isolated wallets
     positions: dict[tuple[str, str], _Position] = field(default_factory=dict)
@@ -333,7 +316,7 @@ def _solve_liquidation(
     return price
 
 
-class _Connection(WsConnection):
+class _Connection(shared.WsConnection):
     """A Binance websocket: market streams, or the user-data stream of one listen key."""
 
     def __init__(self, request: web.Request, ws: web.WebSocketResponse, kind: str) -> None:
@@ -450,7 +433,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
     ) -> None:
         """Add (or replace) a USDⓈ-M perpetual. ``symbol`` as 'BASE/QUOTE:QUOTE' or 'BASEQUOTE'."""
         market_id, base, quote = _split_symbol(symbol)
-        price = positive(mark, "mark")
+        price = shared.positive(mark, "mark")
         self._markets[market_id] = _Market(
             market_id,
             base,
@@ -477,7 +460,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         ``!markPrice@arr[@1s]`` get a ``markPriceUpdate`` at once (unless ``push=False``).
         Binance sends no position update on price moves, and neither does this server."""
         market = self._market(symbol)
-        market.mark = positive(price, "mark")
+        market.mark = shared.positive(price, "mark")
         if push:
             frame = self._mark_frame(market, now_ms())
             self._on_loop(self._push_marks, [frame])
@@ -529,7 +512,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         self._account(api_key).can_trade = can_trade
 
     def _open_position(
-        self, account: _Account, market: _Market, order: PositionOrder, hedge: bool
+        self, account: _Account, market: _Market, order: shared.PositionOrder, hedge: bool
     ) -> None:
         """Pushes the ``ACCOUNT_UPDATE`` a fill would cause. One-way mode (``hedge=False``) has
         one slot per symbol (``ps=BOTH``), so opening a short replaces a long. Hedge mode has
@@ -573,7 +556,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         wallet, as a market close would (``realize_pnl=False`` to keep the wallet as it is)."""
         account = self._account(api_key)
         market = self._market(symbol)
-        wanted = None if side is None else parse_side(side)
+        wanted = None if side is None else shared.parse_side(side)
         closing = [
             p
             for (market_id, _), p in account.positions.items()
@@ -788,7 +771,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             web.route("*", "/{tail:.*}", self._not_served),
         ]
 
-    _json = staticmethod(json_response)
+    _json = staticmethod(shared.json_response)
 
     def _error(self, status: int, code: int, msg: str) -> web.Response:
         return self._json({"code": code, "msg": msg}, status)
@@ -827,19 +810,16 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             404, ERR_UNKNOWN[0], f"fake Binance USDM does not serve {request.method} {request.path}"
         )
 
-    def _key_rejected(self, rejection: KeyRejection) -> web.Response:
-        if rejection.problem is KeyProblem.MISSING:
+    def _key_rejected(self, rejection: shared.KeyRejection) -> web.Response:
+        if rejection.problem is shared.KeyProblem.MISSING:
             return self._error(401, *ERR_KEY_FORMAT)
-        if rejection.problem is KeyProblem.BANNED and rejection.banned_until_ms is not None:
+        if rejection.problem is shared.KeyProblem.BANNED and rejection.banned_until_ms is not None:
             return self._ban_response(rejection.banned_until_ms)
         return self._error(401, *ERR_BAD_KEY)
 
     def _key_account(self, request: web.Request) -> _Account:
         """API-key check of USER_STREAM and signed endpoints."""
-        checked = self._authorize(request.headers.get("X-MBX-APIKEY"))
-        if isinstance(checked, KeyRejection):
-            raise Reject(self._key_rejected(checked))
-        return checked
+        return self._authorized(request.headers.get("X-MBX-APIKEY"))
 
     async def _signed(self, request: web.Request) -> tuple[_Account, dict[str, str]]:
         """Binance's SIGNED check: API key, timestamp within recvWindow, then the HMAC-SHA256
@@ -1395,7 +1375,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         account = self._key_account(request)
         # an account with an active key gets the same key back (its validity extended)
         if account.listen_key is None:
-            account.listen_key = random_id(LISTEN_KEY_ALPHABET, 64)
+            account.listen_key = shared.random_id(LISTEN_KEY_ALPHABET, 64)
         return self._json({"listenKey": account.listen_key})
 
     async def _listen_key_put(self, request: web.Request) -> web.Response:
@@ -1493,7 +1473,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
     @staticmethod
     def _framed(conn: _Connection, stream: str, payload: Any) -> str:
         """An event as sent on ``conn``: wrapped for combined (/stream) connections."""
-        return compact({"stream": stream, "data": payload} if conn.combined else payload)
+        return shared.compact({"stream": stream, "data": payload} if conn.combined else payload)
 
     def _send(self, conn: _Connection, stream: str, payload: Any) -> None:
         """Loop thread: queue an event."""
@@ -1568,7 +1548,7 @@ def _seed_accounts(fake: FakeBinanceUSDM, count: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return serve_main(FakeBinanceUSDM, _seed_accounts, argv, max_step=0.001)
+    return shared.serve_main(FakeBinanceUSDM, _seed_accounts, argv, max_step=0.001)
 
 
 if __name__ == "__main__":

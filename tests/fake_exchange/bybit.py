@@ -69,25 +69,8 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from tests.fake_exchange.base import (
-    LOOPBACK,
-    Credentials,
-    FakeExchangeServer,
-    KeyProblem,
-    KeyRejection,
-    Num,
-    PositionOrder,
-    Reject,
-    WsConnection,
-    compact,
-    json_response,
-    now_ms,
-    parse_side,
-    positive,
-    random_id,
-    scripted,
-    serve_main,
-)
+from tests.fake_exchange import base as shared
+from tests.fake_exchange.base import LOOPBACK, FakeExchangeServer, Num, now_ms, scripted
 from tests.fake_exchange.base import to_decimal as _dec
 
 __all__ = ["FakeBybit"]
@@ -298,7 +281,7 @@ class _Position:
 
 
 @dataclass
-class _Account(Credentials):
+class _Account(shared.Credentials):
     wallet: Decimal
     cum_realised: Decimal = Decimal(0)
     positions: dict[tuple[str, int], _Position] = field(default_factory=dict)
@@ -327,13 +310,13 @@ class _ApiError(Exception):
 # ---- websocket connections -------------------------------------------------------------------
 
 
-class _Connection(WsConnection):
+class _Connection(shared.WsConnection):
     """A Bybit websocket; Bybit names each connection in its replies (``conn_id``)."""
 
     def __init__(self, request: web.Request, ws: web.WebSocketResponse, kind: str) -> None:
         super().__init__(request, ws, kind)
         alphabet = string.ascii_lowercase + string.digits
-        self.conn_id = f"{random_id(alphabet, 20)}-{random_id(alphabet, 4)}"
+        self.conn_id = f"{shared.random_id(alphabet, 20)}-{shared.random_id(alphabet, 4)}"
 
 
 # ---- the server ------------------------------------------------------------------------------
@@ -419,7 +402,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         ``riskLimitValue`` and ``maintenanceMargin`` (a fraction); ``initialMargin``,
         ``maxLeverage``, ``mmDeduction`` and ``id`` are filled in as Bybit would."""
         base, market_id = _split_symbol(symbol)
-        price = positive(mark, "mark")
+        price = shared.positive(mark, "mark")
         if risk_limits is None:
             risk_limits = _GENERIC_RISK
         scale = _default_scale(price)
@@ -444,7 +427,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         """Set the mark (and index and last) price, rounded to the ``priceScale``; subscribers
         of ``tickers.<ID>`` get a delta (unless ``push=False``)."""
         market = self._market(symbol)
-        market.mark = market.round_mark(positive(price, "price"))
+        market.mark = market.round_mark(shared.positive(price, "price"))
         if push:
             frame = self._ticker_frame(market, delta=True)
             for conn in self._subscribers(f"tickers.{market.id}"):
@@ -512,7 +495,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         self._accounts[api_key] = _Account(api_key, secret, _dec(wallet_balance, "wallet"))
 
     def _open_position(
-        self, account: _Account, market: _Market, order: PositionOrder, hedge: bool
+        self, account: _Account, market: _Market, order: shared.PositionOrder, hedge: bool
     ) -> None:
         """Pushes the position on the account's ``position`` topic. One-way mode
         (``positionIdx`` 0) replaces the symbol's position; ``hedge=True`` uses ``positionIdx``
@@ -545,7 +528,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         market = self._market(symbol)
         keys = [k for k in account.positions if k[0] == market.id]
         if side is not None:
-            wanted = "Buy" if parse_side(side) else "Sell"
+            wanted = "Buy" if shared.parse_side(side) else "Sell"
             keys = [k for k in keys if account.positions[k].side == wanted]
         slots = [(p.idx, p.leverage, p.created_ms) for p in map(account.positions.pop, keys)]
         if not slots:  # Bybit still reports a flat one-way slot
@@ -809,7 +792,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
     @staticmethod
     def _json(body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
         base_headers = {"Traceid": secrets.token_hex(16), "Timenow": str(now_ms())}
-        return json_response(body, headers=base_headers | (headers or {}))
+        return shared.json_response(body, headers=base_headers | (headers or {}))
 
     def _answer(
         self, result: dict[str, Any], headers: dict[str, str] | None = None
@@ -847,8 +830,8 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             headers["Retry-After"] = str(int(retry_after_s))
         return web.Response(status=status, text=f"{status} error", headers=headers)
 
-    def _key_rejected(self, rejection: KeyRejection) -> web.Response:
-        if rejection.problem is KeyProblem.BANNED:
+    def _key_rejected(self, rejection: shared.KeyRejection) -> web.Response:
+        if rejection.problem is shared.KeyProblem.BANNED:
             return web.Response(status=403, text="access too frequent")
         return self._api_error(_ApiError(10003, "API key is invalid."))
 
@@ -887,9 +870,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
     def _authenticate(self, request: web.Request, body: str) -> _Account:
         headers = request.headers
         key = headers.get("X-BAPI-API-KEY", "")
-        account = self._authorize(key)
-        if isinstance(account, KeyRejection):
-            raise Reject(self._key_rejected(account))
+        account = self._authorized(key)
         stamp, window = (
             headers.get("X-BAPI-TIMESTAMP", ""),
             headers.get("X-BAPI-RECV-WINDOW", "5000"),
@@ -1184,7 +1165,11 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             return False
         key, expires, signature = (str(a) for a in args)
         account = self._authorize(key)
-        if isinstance(account, KeyRejection) or not expires.isdigit() or int(expires) <= now_ms():
+        if (
+            isinstance(account, shared.KeyRejection)
+            or not expires.isdigit()
+            or int(expires) <= now_ms()
+        ):
             return False
         origin = f"GET/realtime{expires}"
         expected = hmac.new(account.secret.encode(), origin.encode(), hashlib.sha256).hexdigest()
@@ -1253,7 +1238,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
                 coin = {"coin": SETTLE, "walletBalance": "abc", "equity": "abc"}
                 wallet = {"accountType": "UNIFIED", "accountMMRate": "abc", "coin": [coin]}
                 frames.append(self._private_frame(topic, [wallet]))
-        return [compact(frame) for frame in frames]
+        return [shared.compact(frame) for frame in frames]
 
     @staticmethod
     def _private_frame(topic: str, data: list[dict[str, Any]]) -> dict[str, Any]:
@@ -1286,7 +1271,7 @@ def _seed_accounts(fake: FakeBybit, count: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return serve_main(FakeBybit, _seed_accounts, argv, max_step=0.0005)
+    return shared.serve_main(FakeBybit, _seed_accounts, argv, max_step=0.0005)
 
 
 if __name__ == "__main__":
