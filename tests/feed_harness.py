@@ -22,6 +22,7 @@ __all__ = [
     "BTC",
     "FAST",
     "account_config",
+    "bootstrapped",
     "btc_long",
     "eventually",
     "fast_backoff",
@@ -78,6 +79,15 @@ def fast_backoff() -> Backoff:
 
 def make_feed(config: AccountConfig, api_key: str, secret: str) -> AccountFeed:
     return AccountFeed(config, secrets(api_key, secret), FAST, backoff_factory=fast_backoff)
+
+
+async def bootstrapped(feed: AccountFeed) -> AccountFeed:
+    """The feed after one bootstrap (its REST reads only), its exchange client closed."""
+    try:
+        await feed.bootstrap()
+    finally:
+        await feed.close()
+    return feed
 
 
 @contextlib.asynccontextmanager

@@ -19,6 +19,7 @@ from .feed_harness import (
     BTC,
     FAST,
     account_config,
+    bootstrapped,
     btc_long,
     good_and_bad_accounts,
     make_feed,
@@ -69,11 +70,9 @@ def test_bootstrap_builds_the_account_from_raw_fields() -> None:
             fake.open_position(
                 "key-a", ETH, "short", "4", "3000", margin_mode="isolated", isolated_margin="600"
             )
-            feed = make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
-            try:
-                await feed.bootstrap()
-            finally:
-                await feed.close()
+            feed = await bootstrapped(
+                make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
+            )
             state = feed.state
             assert state.wallet_balance is not None
             assert set(state.positions) == {(BTC, Side.LONG), (ETH, Side.SHORT)}

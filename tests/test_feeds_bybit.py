@@ -12,6 +12,7 @@ from .fake_exchange.bybit import FakeBybit
 from .feed_harness import (
     BTC,
     account_config,
+    bootstrapped,
     btc_long,
     good_and_bad_accounts,
     make_feed,
@@ -47,11 +48,9 @@ def test_bootstrap_and_figures_agree_with_bybit() -> None:
             )
             fake.set_mark(ETH, "3250")
             fake.open_position("key-b", ETH, "long", "10", "3300")
-            feed = make_feed(account_config("b", "bybit", fake), "key-b", "secret-b")
-            try:
-                await feed.bootstrap()
-            finally:
-                await feed.close()
+            feed = await bootstrapped(
+                make_feed(account_config("b", "bybit", fake), "key-b", "secret-b")
+            )
             state = feed.state
             assert state.missing() == []
             btc = state.positions[(BTC, Side.LONG)]

@@ -67,6 +67,20 @@ ADL_QUANTILE = 2
 EIGHT_PLACES = Decimal("0.00000001")
 LISTEN_KEY_ALPHABET = string.ascii_letters + string.digits
 OTHER_MARGIN_ASSETS = ("FDUSD", "BTC", "BNB", "ETH", "USDC", "USDT")
+# GET /fapi/v3/account: (an asset's field, the account's total, the figure of both)
+ACCOUNT_FIGURES = (
+    ("walletBalance", "totalWalletBalance", "wallet"),
+    ("unrealizedProfit", "totalUnrealizedProfit", "upnl"),
+    ("marginBalance", "totalMarginBalance", "margin_balance"),
+    ("maintMargin", "totalMaintMargin", "mm"),
+    ("initialMargin", "totalInitialMargin", "im"),
+    ("positionInitialMargin", "totalPositionInitialMargin", "im"),
+    ("openOrderInitialMargin", "totalOpenOrderInitialMargin", "open_order_im"),
+    ("crossWalletBalance", "totalCrossWalletBalance", "cross_wallet"),
+    ("crossUnPnl", "totalCrossUnPnl", "cross_upnl"),
+    ("availableBalance", "availableBalance", "available"),
+    ("maxWithdrawAmount", "maxWithdrawAmount", "max_withdraw"),
+)
 
 ERR_UNKNOWN = (-1000, "An unknown error occured while processing the request.")
 ERR_TOO_MANY = -1003
@@ -1165,6 +1179,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             "margin_balance": account.wallet + upnl,
             "mm": mm,
             "im": im,
+            "open_order_im": Decimal(0),  # no orders
             "cross_wallet": cross_wallet,
             "cross_upnl": cross_upnl,
             "available": available,
@@ -1179,17 +1194,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         figures: dict[tuple[str, str], _Figures] = t["figures"]
         own = {
             "asset": account.asset,
-            "walletBalance": _f8(t["wallet"]),
-            "unrealizedProfit": _f8(t["upnl"]),
-            "marginBalance": _f8(t["margin_balance"]),
-            "maintMargin": _f8(t["mm"]),
-            "initialMargin": _f8(t["im"]),
-            "positionInitialMargin": _f8(t["im"]),
-            "openOrderInitialMargin": "0.00000000",
-            "crossWalletBalance": _f8(t["cross_wallet"]),
-            "crossUnPnl": _f8(t["cross_upnl"]),
-            "availableBalance": _f8(t["available"]),
-            "maxWithdrawAmount": _f8(t["max_withdraw"]),
+            **{field: _f8(t[figure]) for field, _, figure in ACCOUNT_FIGURES},
             "updateTime": account.update_ms,
         }
         assets = [own] + [self._empty_asset(a) for a in OTHER_MARGIN_ASSETS if a != account.asset]
@@ -1212,17 +1217,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
                 }
             )
         return {
-            "totalInitialMargin": _f8(t["im"]),
-            "totalMaintMargin": _f8(t["mm"]),
-            "totalWalletBalance": _f8(t["wallet"]),
-            "totalUnrealizedProfit": _f8(t["upnl"]),
-            "totalMarginBalance": _f8(t["margin_balance"]),
-            "totalPositionInitialMargin": _f8(t["im"]),
-            "totalOpenOrderInitialMargin": "0.00000000",
-            "totalCrossWalletBalance": _f8(t["cross_wallet"]),
-            "totalCrossUnPnl": _f8(t["cross_upnl"]),
-            "availableBalance": _f8(t["available"]),
-            "maxWithdrawAmount": _f8(t["max_withdraw"]),
+            **{total: _f8(t[figure]) for _, total, figure in ACCOUNT_FIGURES},
             "assets": assets,
             "positions": positions,
         }
@@ -1234,20 +1229,9 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
 
     @staticmethod
     def _empty_asset(asset: str) -> dict[str, Any]:
-        zero = "0.00000000"
         return {
             "asset": asset,
-            "walletBalance": zero,
-            "unrealizedProfit": zero,
-            "marginBalance": zero,
-            "maintMargin": zero,
-            "initialMargin": zero,
-            "positionInitialMargin": zero,
-            "openOrderInitialMargin": zero,
-            "crossWalletBalance": zero,
-            "crossUnPnl": zero,
-            "availableBalance": zero,
-            "maxWithdrawAmount": zero,
+            **dict.fromkeys((field for field, _, _ in ACCOUNT_FIGURES), "0.00000000"),
             "updateTime": 0,  # Binance's "never used" marker; ccxt skips such assets
         }
 
