@@ -15,10 +15,14 @@ nothing about any exchange's wire format. It owns:
 - marks: validation, the periodic push (``mark_interval_s``, paused with ``marks_paused``) and
   the random walk of the command line.
 
-An exchange module provides ``_routes()``, ``_error_response()``, ``_key_rejected()``,
-``_malformed_frames()``, ``_push_periodic_marks()``, ``ccxt_urls()``, ``symbols()``, ``mark()``,
-``tick()`` and ``set_mark()``; its account and connection types extend ``Credentials`` and
-``WsConnection``.
+An exchange module provides its wire format only: ``_routes()`` (REST paths and websocket
+endpoints; its handlers raise ``Reject`` with the exchange's error body), ``_error_response()``
+(scripted failures), ``_key_rejected()`` (unknown, revoked and banned keys), the account and
+connection types (extending ``Credentials`` and ``WsConnection``), ``_malformed_frames()``,
+``_push_periodic_marks()``, ``_market_id()``, ``tick()``, ``set_mark()``, ``add_account()``,
+``_open_position()`` (``open_position`` checks the arguments once, in ``position_order``),
+``close_position()``, ``set_balance()`` and ``ccxt_urls()``. A new exchange is one module and
+one entry in ``tests/support/fakes.py``'s ``FAKES``.
 
 Threading: scripting methods may be called from the loop that runs the server (the usual case in
 tests, where the test and the server share one ``asyncio.run``) or from any other thread (a
@@ -709,8 +713,12 @@ def serve_main(
     127.0.0.1 (``seed_accounts``); prints its ccxt ``urls['api']`` override as one JSON line;
     marks walk randomly by up to ``max_step`` and are pushed every interval; stops on SIGINT or
     SIGTERM."""
+    module = fake_class.__module__
+    if module == "__main__":  # run as python -m: the module's own name
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec is not None else module
     parser = argparse.ArgumentParser(
-        prog=f"python -m {fake_class.__module__}",
+        prog=f"python -m {module}",
         description=f"Fake {fake_class.NAME} server on 127.0.0.1 for benchmarks. Prints the ccxt "
         "urls['api'] override as one JSON line, stops on SIGINT/SIGTERM.",
     )
