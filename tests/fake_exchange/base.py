@@ -610,9 +610,6 @@ class FakeExchangeServer(Generic[A, C]):
     def _subscribers(self, stream: str) -> list[C]:
         return [c for c in self._connections if stream in c.streams]
 
-    def _post(self, conn: C, text: str) -> None:
-        self._on_loop(conn.post, text)
-
     @scripted
     def subscriptions(self) -> set[str]:
         """Streams (topics) currently subscribed on any connection."""
