@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from alertd.rules.model import Rule, Scope, Severity, Subject
 
 from .receivers import HttpReceiver, SmtpReceiver
 from .support.aio import run
+from .support.configs import write_config
 from .support.process import alertd
 
 
@@ -199,18 +199,7 @@ def test_expand_env_never_stores_the_secret_in_text() -> None:
 
 
 def _config(tmp_path: Path, receivers: list[dict[str, str]]) -> Path:
-    path = tmp_path / "config.yaml"
-    path.write_text(
-        json.dumps(
-            {
-                "version": 1,
-                "state_path": str(tmp_path / "state.sqlite"),
-                "accounts": [{"name": "hl", "exchange": "hyperliquid", "wallet_address": "0x1"}],
-                "receivers": receivers,
-            }
-        )
-    )
-    return path
+    return write_config(tmp_path, receivers=receivers)
 
 
 def test_test_notify_reaches_real_receivers(

@@ -28,6 +28,7 @@ from .feed_harness import (
     running_manager,
     streaming,
 )
+from .support import configs
 from .support.aio import run
 from .support.fakes import server_in_thread, started
 from .support.poll import eventually
@@ -39,17 +40,9 @@ ETH = "ETH/USDT:USDT"
 
 def write_config(tmp_path: Path, fake: FakeBinanceUSDM, key_env: str, secret_env: str) -> Path:
     """A config with one account that reaches ``fake`` (secrets from the named variables)."""
-    config = tmp_path / "config.yaml"
-    account = {
-        "name": "main",
-        "exchange": "binanceusdm",
-        "api_key_env": key_env,
-        "secret_env": secret_env,
-        "urls": fake.ccxt_urls(),
-        "options": fake.ccxt_options,
-    }
-    config.write_text(json.dumps({"version": 1, "accounts": [account]}))
-    return config
+    return configs.write_config(
+        tmp_path, [configs.fake_account(fake, "main", "binanceusdm", key_env, secret_env)]
+    )
 
 
 def btc_long_feed(fake: FakeBinanceUSDM) -> AccountFeed:

@@ -17,6 +17,7 @@ import pytest
 from tests.fake_exchange.base import FakeExchangeServer
 from tests.fake_exchange.binance import FakeBinanceUSDM
 from tests.receivers import HttpReceiver, SmtpReceiver
+from tests.support.configs import fake_account, write_config
 from tests.support.fakes import make_fake, server_in_thread
 from tests.support.poll import wait_for
 from tests.support.process import Daemon
@@ -98,33 +99,22 @@ def world(
     fake.add_account("key-e2e", "secret-e2e", wallet_balance="2000")
     fake.set_mark(BTC, "60000")
     fake.open_position("key-e2e", BTC, "long", "1", "60000")
-    config = {
-        "version": 1,
-        "state_path": str(tmp_path / "state.sqlite"),
-        "accounts": [
-            {
-                "name": "main",
-                "exchange": "binanceusdm",
-                "api_key_env": "E2E_KEY",
-                "secret_env": "E2E_SECRET",
-                "urls": fake.ccxt_urls(),
-                "options": fake.ccxt_options,
-            }
-        ],
-        "feeds": {
+    path = write_config(
+        tmp_path,
+        [fake_account(fake, "main", "binanceusdm", "E2E_KEY", "E2E_SECRET")],
+        feeds={
             "stale_after_s": 3,
             "reconcile_interval_s": 5,
             "backoff": {"initial_s": 0.1, "max_s": 1},
         },
-        "rules": RULES,
-        "receivers": [
+        rules=RULES,
+        receivers=[
             {"name": "mail", "url": smtp_receiver.url()},
             {"name": "hook", "url": "${E2E_HOOK_URL}"},
         ],
-        "delivery": {"retry_initial": 0.2, "retry_max": 1, "drain_on_shutdown": 5},
-    }
-    path = tmp_path / "config.yaml"
-    path.write_text(json.dumps(config))
+        delivery={"retry_initial": 0.2, "retry_max": 1, "drain_on_shutdown": 5},
+    )
+    config = json.loads(path.read_text())
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "E2E_KEY": "key-e2e",
