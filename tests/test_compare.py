@@ -4,7 +4,6 @@ on the recorded OKX and Gate answers of test_adapters_more.py (their sources are
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import dataclasses
 import io
@@ -23,6 +22,7 @@ from alertd.snapshot.compare import Comparison, Figure, compare, row
 from alertd.snapshot.live import LiveSnapshot
 from alertd.views.report import NOT_REPORTED, render_comparison
 
+from .support.aio import run
 from .test_adapters_more import (
     AI16Z,
     BTC_INV,
@@ -51,7 +51,7 @@ class Plain:
 
 
 def compared(adapter: ExchangeAdapter, exchange: object) -> tuple[AccountState, Comparison]:
-    state = asyncio.run(load(adapter, exchange))
+    state = run(load(adapter, exchange))
     comparison = compare(
         compute(state.to_account()), state.reported_account, state.reported_positions, adapter
     )
@@ -139,7 +139,7 @@ def test_a_real_mismatch_is_reported() -> None:
     detail = exchange.balance["data"][0]["details"][0]
     detail.update(cashBal="90", eq="90.03731", mgnRatio="63468.23673711071")
     adapter = OKXAdapter()
-    state = asyncio.run(load(adapter, exchange))
+    state = run(load(adapter, exchange))
     state.wallet_balance = D(100)  # alertd's wallet before the transfer
     comparison = compare(
         compute(state.to_account()), state.reported_account, state.reported_positions, adapter
@@ -208,7 +208,7 @@ def test_gate_account_mm_leaves_out_isolated_positions() -> None:
 
 
 def test_the_exchange_column_is_the_exchanges_own_number() -> None:
-    state = asyncio.run(load(OKXAdapter(), okx_ltc()))
+    state = run(load(OKXAdapter(), okx_ltc()))
     # derived: OKX reports a liquidation price alertd does not reproduce
     state.reported_positions[(LTC, Side.LONG)] = ReportedPosition(D("12.34"), D("0.00131729"))
     state.reported_account = ReportedAccount(D("0.00131729"), None, None)

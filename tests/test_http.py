@@ -16,7 +16,8 @@ from aiohttp import web
 from alertd.config import ConfigError, parse_config
 from alertd.daemon.http import GuardedSite, serve_http
 
-from .test_ops import alertd
+from .support import aio
+from .support.process import alertd
 from .test_service import make
 
 TOKEN = "Zk3pQ9vX2mL7nR4sT8wYb6Jd"
@@ -45,7 +46,7 @@ def with_endpoint(
 ) -> None:
     service = make(tmp_path)
 
-    async def run() -> None:
+    async def serve() -> None:
         runner = await serve_http(service, "127.0.0.1", 0, TOKEN, **limits)  # type: ignore[arg-type]
         site = next(iter(runner.sites))
         assert isinstance(site, GuardedSite)
@@ -55,7 +56,7 @@ def with_endpoint(
             await runner.cleanup()
 
     try:
-        asyncio.run(run())
+        aio.run(serve())
     finally:
         assert service.store is not None
         service.store.close()

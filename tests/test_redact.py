@@ -3,7 +3,6 @@ libraries' text, at every log level, in stored errors and in feed reasons."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
@@ -23,10 +22,13 @@ from alertd.delivery.deliverer import _why
 from alertd.feeds.ccxt_exchange import describe
 
 from .fake_exchange.binance import FakeBinanceUSDM
-from .feed_harness import server_in_thread
 from .receivers import HttpReceiver
-from .test_e2e_run import BTC, started, wait_for
-from .test_ops import alertd, free_port, get
+from .support.aio import run
+from .support.fakes import server_in_thread
+from .support.fixtures import BTC, started
+from .support.poll import wait_for
+from .support.process import alertd
+from .test_ops import free_port, get
 
 # Shaped like the real thing: a Telegram bot token and a group chat id, a Binance listen key
 # (64 characters), Binance API key and secret (64 each), a Slack and a Discord webhook.
@@ -228,7 +230,7 @@ def test_a_feeds_reason_loses_the_listen_key_aiohttp_puts_in_its_url() -> None:
                     return exc
             raise AssertionError("the fake accepted an unknown listen key")
 
-        exc = asyncio.run(dial())
+        exc = run(dial())
     assert LISTEN_KEY in str(exc)
     reason = describe(ccxt.NetworkError(f"binanceusdm {exc!r}"))
     assert LISTEN_KEY not in reason and "NetworkError" in reason
