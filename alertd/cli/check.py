@@ -11,7 +11,7 @@ from alertd.cli.common import (
     EXIT_OK,
     Subparsers,
 )
-from alertd.config import ConfigError, expand_env, load_config, read_secrets
+from alertd.config import ConfigError, config_warnings, expand_env, load_config, read_secrets
 
 
 def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
@@ -69,9 +69,12 @@ def run(args: argparse.Namespace) -> int:
             expand_env("${" + http.token_env + "}", "http.token_env")
         except ConfigError as exc:
             problems.extend(exc.problems)
+    if config.state_path.is_dir():
+        problems.append(f"state_path: {config.state_path} is a directory, not a file")
     if problems:
         raise ConfigError(problems)
-    warnings = _permission_warnings(config, args.config, args.env_file)
+    warnings = config_warnings(config)
+    warnings += _permission_warnings(config, args.config, args.env_file)
     if args.keys:
         warnings += asyncio.run(_key_warnings(config))
     for warning in warnings:

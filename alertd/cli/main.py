@@ -28,7 +28,7 @@ from alertd.cli import (
 from alertd.cli import (
     run as run_command,
 )
-from alertd.cli.common import EXIT_BUG, Parser, setup_logging
+from alertd.cli.common import EXIT_BUG, Parser, safe_output, setup_logging
 from alertd.errors import AlertdError, InputError
 from alertd.redact import redact
 
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    safe_output()
     try:
         args = build_parser().parse_args(argv)
         setup_logging(getattr(args, "verbose", 0))
