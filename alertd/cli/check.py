@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from typing import Any
 
 from alertd.cli.common import (
     EXIT_OK,
     Subparsers,
+    warn,
 )
 from alertd.config import ConfigError, config_warnings, expand_env, load_config, read_secrets
 
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if args.keys:
         warnings += asyncio.run(_key_warnings(config))
     for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        warn(warning)
     enabled = [a.name for a in config.accounts if a.enabled]
     print(
         f"{args.config}: OK ({len(enabled)} accounts: {', '.join(enabled)}; "

@@ -58,6 +58,20 @@ def text_arg(text: str, what: str) -> str:
     return text
 
 
+def one_line(text: str) -> str:
+    """``text`` with line breaks and control characters escaped: one problem, one line,
+    whatever a file name or a value holds (and no terminal escape sequences from files)."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+
+
+def warn(text: str) -> None:
+    print(f"warning: {one_line(text)}", file=sys.stderr)
+
+
 def safe_output() -> None:
     """Make stdout and stderr print anything: text alertd did not write (names from files,
     a lone surrogate) is escaped, never an UnicodeEncodeError."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from alertd.cli.common import (
     EXIT_OK,
@@ -13,6 +12,7 @@ from alertd.cli.common import (
     local_time,
     state_file,
     text_arg,
+    warn,
 )
 from alertd.config import Config, did_you_mean, load_config
 from alertd.errors import InputError
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
             uuid.uuid4().hex[:8], matchers, now + seconds, now, text_arg(args.comment, "--comment")
         )
         for warning in match_warnings(config, matchers):
-            print(f"warning: {warning}", file=sys.stderr)
+            warn(warning)
     with state_file(config.state_path):
         store = Store(config.state_path)
         try:

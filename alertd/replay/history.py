@@ -258,8 +258,9 @@ def _from_zip(path: Path, source: str) -> list[Candle]:
         raise InputError(f"{source}: not a readable zip file: {short(str(exc))}") from None
     except NotImplementedError as exc:  # a compression method zipfile does not have
         raise InputError(f"{source}: {exc}") from None
-    except RuntimeError as exc:  # encrypted: "File ... is encrypted, password required"
-        raise InputError(f"{source}: {short(str(exc))}: alertd reads unencrypted zips") from None
+    except RuntimeError as exc:  # "File ... is encrypted, password required for extraction"
+        reason = "it is encrypted" if "encrypted" in str(exc) else short(str(exc))
+        raise InputError(f"{source}: {reason} (alertd reads unencrypted zips)") from None
     if len(data) > MAX_HISTORY_BYTES:
         raise InputError(f"{inner}: larger than {size_text(MAX_HISTORY_BYTES)} uncompressed")
     try:
