@@ -323,6 +323,12 @@ def test_unusable_state_files_exit_3(tmp_path: Path, kind: str, argv: tuple[str,
     assert run.problems[0].startswith(f"alertd: state file {state}: ")
 
 
+def test_status_from_the_state_file_prints_markup_as_written(tmp_path: Path) -> None:
+    run = alertd("status", "-c", str(config(tmp_path)))
+    assert run.code == 0, run.err
+    assert run.out.startswith("alertd status from the state file")
+
+
 # --- calc -------------------------------------------------------------------------------
 
 
