@@ -6,9 +6,9 @@ alertd promises: exit 0 or 2 (3 for a state file that cannot be used), every std
 problem (``alertd: ...``) or a warning (``warning: ...``), never a traceback, within a
 deadline. Output goes through strict UTF-8 streams, as a real terminal's would.
 
-The example budget is small for CI (``ALERTD_HOSTILE_EXAMPLES``, default 100 per input kind, about 15 s);
-a larger run locally: ``ALERTD_HOSTILE_EXAMPLES=2000 ALERTD_HOSTILE_REPORT=out.json pytest
-tests/test_hostile.py`` also writes the outcomes per input kind.
+The example budget is small for CI (``ALERTD_HOSTILE_EXAMPLES``, default 100 per input kind,
+about 10 s). A larger run locally, which also writes the outcomes per input kind:
+``ALERTD_HOSTILE_EXAMPLES=2000 ALERTD_HOSTILE_REPORT=out.json pytest tests/test_hostile.py``.
 """
 
 from __future__ import annotations
