@@ -480,7 +480,7 @@ def test_replay_a_zip_bomb_is_refused_by_its_size(tmp_path: Path) -> None:
             ["--position", "BTC/USDT:USDT long . @ 60000"],
             "--position 'BTC/USDT:USDT long . @ 60000'",
         ),
-        (["--position", SPEC, "--exchange", "nope"], "--exchange: unknown exchange 'nope'"),
+        (["--position", SPEC, "--exchange", "nope"], "unknown exchange 'nope'"),
         (["--position", SPEC, "--plot", "/nonexistent/out.png"], "--plot /nonexistent/out.png: no"),
         (["--position", SPEC, "--start", "0001-01-01T00:00:00+01:00"], "--start: "),
         (["--position", SPEC, "--sweep", "--every", "1ms"], ""),

@@ -24,7 +24,7 @@ from alertd.engine.margin import compute
 from alertd.engine.model import Account, MarginMode, Position, Side
 from alertd.engine.tiers import Tier, TierTable
 from alertd.errors import InputError
-from alertd.exchanges.registry import UnknownExchangeError, get_spec
+from alertd.exchanges.registry import get_spec
 from alertd.replay.history import History
 from alertd.rules.lifecycle import AlertEngine, Kind
 from alertd.rules.metrics import FeedStatus, Needs, needs_of, observe
@@ -64,10 +64,7 @@ def position_from_spec(spec: str, exchange: str = "binanceusdm") -> Account:
         raise InputError(f"--position {short(spec)}: {exc}") from None
     if size <= 0 or entry <= 0 or leverage <= 0:
         raise InputError(f"--position {spec!r}: size, entry and leverage must be positive")
-    try:
-        venue = get_spec(exchange)
-    except UnknownExchangeError as exc:
-        raise InputError(f"--exchange: {exc}") from None
+    venue = get_spec(exchange)  # UnknownExchangeError is an InputError: one line, exit 2
     if inverse and venue.inverse_spec is not None:
         venue = get_spec(venue.inverse_spec)  # binanceusdm: BTC/USD:BTC is a COIN-M market
     profile = venue.profile
