@@ -102,6 +102,18 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def scratch_cwd(files: dict[str, Path]) -> Iterator[None]:
+    """Relative paths a generated config names (``state_path: 0.5``) land in the scratch
+    folder, not in the repository."""
+    before = os.getcwd()
+    os.chdir(files["base"])
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
 # --- hostile values ---------------------------------------------------------------------
 
 WORDS = [
