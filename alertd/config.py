@@ -9,6 +9,7 @@ are read into :class:`Secret` values that do not print.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -27,15 +29,26 @@ from pydantic import (
     model_validator,
 )
 
+from alertd import safe_yaml
 from alertd.errors import InputError
 from alertd.exchanges.registry import SPECS, UnknownExchangeError, get_spec
 from alertd.exchanges.spec import Credential
+from alertd.limits import (
+    MAX_CONFIG_BYTES,
+    MAX_DURATION_S,
+    MAX_NUMBER_CHARS,
+    MAX_SECRET_BYTES,
+    ReadError,
+    read_text,
+)
 from alertd.redact import register_secret
+from alertd.validation import decimal_value, short
 from alertd.validation import problems as validation_problems
 
 CONFIG_VERSION = 1
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ConfigError(InputError):
@@ -68,10 +81,12 @@ class Secret:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-PositiveSeconds = Annotated[float, Field(gt=0)]
+PositiveSeconds = Annotated[float, Field(gt=0, le=MAX_DURATION_S)]
+# The shortest interval a loop may be configured to wait: zero would spin.
+MIN_INTERVAL_S = 0.1
 
 
 class BackoffSettings(_Model):
@@ -79,9 +94,15 @@ class BackoffSettings(_Model):
 
     initial_s: PositiveSeconds = 1.0
     max_s: PositiveSeconds = 60.0
-    multiplier: Annotated[float, Field(ge=1)] = 2.0
+    multiplier: Annotated[float, Field(ge=1, le=100)] = 2.0
     jitter: Annotated[float, Field(ge=0, le=1)] = 0.2
     reset_after_s: PositiveSeconds = 60.0
+
+    @model_validator(mode="after")
+    def _order(self) -> BackoffSettings:
+        if self.initial_s > self.max_s:
+            raise ValueError(f"initial_s {self.initial_s} is above max_s {self.max_s}")
+        return self
 
 
 class FeedSettings(_Model):
@@ -89,7 +110,7 @@ class FeedSettings(_Model):
     tier_refresh_interval_s: PositiveSeconds = 86_400.0
     listen_key_renew_interval_s: PositiveSeconds = 1_800.0
     stale_after_s: PositiveSeconds = 30.0
-    request_timeout_s: PositiveSeconds = 10.0
+    request_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
     backoff: BackoffSettings = BackoffSettings()
 
 
@@ -115,7 +136,18 @@ class AccountConfig(_Model):
     @classmethod
     def _name(cls, value: str) -> str:
         if not _NAME.match(value):
-            raise ValueError(f"{value!r} is not a usable name: letters, digits, '_', '.', '-' only")
+            raise ValueError(
+                f"{short(value)} is not a usable name: letters, digits, '_', '.', '-' only"
+            )
+        return value
+
+    @field_validator("api_key_env", "secret_env", "password_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.fullmatch(value):
+            raise ValueError(
+                f"{short(value)} is not an environment variable name (letters, digits, '_')"
+            )
         return value
 
     @field_validator("exchange")
@@ -145,27 +177,40 @@ _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.
 
 
 def parse_duration(value: Any) -> float:
-    """Seconds from ``90``, ``"90s"``, ``"5m"``, ``"1h"``, ``"1d"``, ``"250ms"``."""
+    """Seconds from ``90``, ``"90s"``, ``"5m"``, ``"1h"``, ``"1d"``, ``"250ms"``.
+
+    Finite, not negative, and at most ``MAX_DURATION_S`` (ten years): a time that far ahead
+    is still a date every clock and every ``datetime`` can show.
+    """
     if isinstance(value, bool):
         raise ValueError("a duration is a number of seconds or a string like 30s, 5m, 1h")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"must not be negative (got {value})")
-        return float(value)
-    if isinstance(value, str) and (m := _DURATION.match(value)):
-        return float(m.group(1)) * _UNIT_S[m.group(2)]
-    raise ValueError(f"not a duration: {value!r} (use seconds, or 30s, 5m, 1h, 1d)")
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
+    elif (
+        isinstance(value, str)
+        and len(value) <= MAX_NUMBER_CHARS
+        and (m := _DURATION.fullmatch(value))
+    ):
+        seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
+    else:
+        raise ValueError(f"not a duration: {short(value)} (use seconds, or 30s, 5m, 1h, 1d)")
+    if math.isnan(seconds):
+        raise ValueError("not a duration: NaN (use seconds, or 30s, 5m, 1h, 1d)")
+    if seconds < 0:
+        raise ValueError(f"must not be negative (got {short(value)})")
+    if seconds > MAX_DURATION_S:
+        raise ValueError(
+            f"longer than {MAX_DURATION_S / 86400:.0f} days, alertd's limit (got {short(value)})"
+        )
+    return seconds
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-Threshold = Annotated[
-    Decimal,
-    BeforeValidator(
-        lambda v: (
-            Decimal(str(v)) if isinstance(v, int | float | str) and not isinstance(v, bool) else v
-        )
-    ),
-]
+Interval = Annotated[float, BeforeValidator(parse_duration), Field(ge=MIN_INTERVAL_S)]
+Threshold = Annotated[Decimal, BeforeValidator(decimal_value)]
 
 
 class RuleConfig(_Model):
@@ -188,6 +233,16 @@ class RuleConfig(_Model):
     labels: dict[str, str] = Field(default_factory=dict)
     message: str | None = None
 
+    @field_validator("message")
+    @classmethod
+    def _message(cls, value: str | None) -> str | None:
+        from alertd.rules.messages import template_problem
+
+        problem = None if value is None else template_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
     @model_validator(mode="after")
     def _thresholds(self) -> RuleConfig:
         from alertd.rules.metrics import ACCOUNT_METRICS, POSITION_METRICS
@@ -196,7 +251,7 @@ class RuleConfig(_Model):
         if self.metric not in known:
             close = difflib.get_close_matches(self.metric, known, n=1, cutoff=0.5)
             hint = f"did you mean {close[0]}?" if close else "see docs/rules.md"
-            raise ValueError(f"unknown metric {self.metric!r} ({hint})")
+            raise ValueError(f"unknown metric {short(self.metric)} ({hint})")
         scope = self.scope
         if scope == "account" and self.metric not in ACCOUNT_METRICS:
             raise ValueError(f"{self.metric} is a position metric")
@@ -248,28 +303,34 @@ class RouteConfig(_Model):
         return self
 
 
+_CLOCK = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
+
+
+def _clock(value: str) -> str:
+    """A time of day, ``HH:MM`` exactly (``"23:00\\n"`` is not one)."""
+    if not _CLOCK.fullmatch(value):
+        raise ValueError(f"{short(value)} is not a time of day like 23:00")
+    return value
+
+
+def _zone(value: str) -> str:
+    from zoneinfo import ZoneInfo
+
+    # ZoneInfo reads the file a key names: a folder ("Europe"), an over-long name or a NUL
+    # raise OSError or ValueError; an unknown key raises ZoneInfoNotFoundError (a KeyError).
+    try:
+        if len(value) > 64:
+            raise ValueError(value)
+        ZoneInfo(value)
+    except (OSError, ValueError, KeyError):
+        raise ValueError(f"unknown time zone {short(value)} (e.g. Europe/Berlin, UTC)") from None
+    return value
+
+
 class QuietHoursConfig(_Model):
-    start: str
-    end: str
-    timezone: str = "UTC"
-
-    @field_validator("start", "end")
-    @classmethod
-    def _clock(cls, value: str) -> str:
-        if not re.match(r"^([01]\d|2[0-3]):[0-5]\d$", value):
-            raise ValueError(f"{value!r} is not a time of day like 23:00")
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (e.g. Europe/Berlin, UTC)") from None
-        return value
+    start: Annotated[str, AfterValidator(_clock)]
+    end: Annotated[str, AfterValidator(_clock)]
+    timezone: Annotated[str, AfterValidator(_zone)] = "UTC"
 
 
 class BuiltinRules(_Model):
@@ -283,15 +344,24 @@ class BuiltinRules(_Model):
 
 
 class HeartbeatConfig(_Model):
-    digest_at: str | None = None  # e.g. "08:00": a daily summary, in quiet_hours' time zone
+    # e.g. "08:00": a daily summary, in quiet_hours' time zone
+    digest_at: Annotated[str, AfterValidator(_clock)] | None = None
     deadman_url: str | None = None  # pinged (HTTP GET) while alertd is healthy; ${VAR} allowed
-    deadman_interval: Duration = 60.0
+    deadman_interval: Interval = 60.0
 
 
 class DeliverySettings(_Model):
-    retry_initial: Duration = 2.0
-    retry_max: Duration = 300.0
+    retry_initial: Interval = 2.0
+    retry_max: Interval = 300.0
     drain_on_shutdown: Duration = 10.0  # SIGTERM: time allowed to flush the outbox
+
+    @model_validator(mode="after")
+    def _order(self) -> DeliverySettings:
+        if self.retry_initial > self.retry_max:
+            raise ValueError(
+                f"retry_initial {self.retry_initial:g}s is above retry_max {self.retry_max:g}s"
+            )
+        return self
 
 
 class HttpConfig(_Model):
@@ -371,6 +441,19 @@ class Config(_Model):
     delivery: DeliverySettings = DeliverySettings()
     http: HttpConfig = HttpConfig()
 
+    @field_validator("state_path")
+    @classmethod
+    def _state_path(cls, value: Path) -> Path:
+        text = str(value)
+        if text in ("", ".", ":memory:") or text.startswith("file:"):
+            raise ValueError(
+                f"{short(text)} is not a file: silences, alert states and the outbox must "
+                "survive a restart (e.g. /var/lib/alertd/alertd.sqlite)"
+            )
+        if "\0" in text:
+            raise ValueError("a file name cannot hold a NUL character")
+        return value
+
     def account(self, name: str) -> AccountConfig:
         for account in self.accounts:
             if account.name == name:
@@ -378,7 +461,38 @@ class Config(_Model):
         known = [a.name for a in self.accounts]
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
         hint = f" (did you mean {close[0]}?)" if close else f" (configured: {', '.join(known)})"
-        raise InputError(f"no account named {name!r}{hint}")
+        raise InputError(f"no account named {short(name)}{hint}")
+
+
+def config_warnings(config: Config) -> list[str]:
+    """What is valid but cannot be meant: rule filters that match no configured account."""
+    names = [a.name for a in config.accounts]
+    exchanges = sorted({a.exchange for a in config.accounts})
+    out = []
+    for i, rule in enumerate(config.rules):
+        for field, wanted, known, what in (
+            ("accounts", rule.accounts, names, "no account named"),
+            ("exchanges", rule.exchanges, exchanges, "no account is on"),
+        ):
+            if wanted is None:
+                continue
+            if not wanted:
+                out.append(f"rules[{i}].{field}: an empty list: this rule applies to nothing")
+            for k, name in enumerate(wanted):
+                if name not in known:
+                    out.append(
+                        f"rules[{i}].{field}[{k}]: {what} {short(name)}{did_you_mean(name, known)}"
+                        ": the filter matches nothing there"
+                    )
+    return out
+
+
+def did_you_mean(name: str, known: list[str]) -> str:
+    """`` (did you mean x?)`` or `` (known: a, b)``, for a name that matches nothing."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6) if len(name) < 100 else []
+    if close:
+        return f" (did you mean {close[0]}?)"
+    return f" (known: {', '.join(known)})" if known else ""
 
 
 def _cross_checks(data: dict[str, Any]) -> list[str]:
@@ -412,31 +526,35 @@ def _cross_checks(data: dict[str, Any]) -> list[str]:
             problems.append(f"accounts[{i}]: {exchange} needs wallet_address")
     problems += _unique(data, "rules")
     problems += _unique(data, "receivers")
-    receivers = data.get("receivers")
-    names = (
-        {r.get("name") for r in receivers if isinstance(r, dict)}
-        if isinstance(receivers, list)
-        else set()
-    )
+    receivers = _dicts(data.get("receivers"))
+    names = {r["name"] for r in receivers if isinstance(r.get("name"), str)}
+    tags = {t for r in receivers for _, t in _strings(r.get("tags"))}
     routes = data.get("routes")
     for i, route in enumerate(routes if isinstance(routes, list) else []):
         if not isinstance(route, dict):
             continue
-        for k, name in enumerate(route.get("receivers") or []):
+        for k, name in _strings(route.get("receivers")):
             if name not in names:
-                problems.append(f"routes[{i}].receivers[{k}]: no receiver named {name!r}")
-        tags = (
-            {t for r in receivers if isinstance(r, dict) for t in r.get("tags") or []}
-            if isinstance(receivers, list)
-            else set()
-        )
-        for k, tag in enumerate(route.get("tags") or []):
+                problems.append(f"routes[{i}].receivers[{k}]: no receiver named {short(name)}")
+        for k, tag in _strings(route.get("tags")):
             if tag not in tags:
-                problems.append(f"routes[{i}].tags[{k}]: no receiver has the tag {tag!r}")
+                problems.append(f"routes[{i}].tags[{k}]: no receiver has the tag {short(tag)}")
         fallback = route.get("fallback")
-        if fallback is not None and fallback not in names:
-            problems.append(f"routes[{i}].fallback: no receiver named {fallback!r}")
+        if isinstance(fallback, str) and fallback not in names:
+            problems.append(f"routes[{i}].fallback: no receiver named {short(fallback)}")
     return problems
+
+
+def _dicts(value: Any) -> list[dict[Any, Any]]:
+    """The mappings in a list from the raw file (anything else is a field error already)."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _strings(value: Any) -> list[tuple[int, str]]:
+    """``(index, item)`` for the strings in a list from the raw file."""
+    if not isinstance(value, list):
+        return []
+    return [(k, v) for k, v in enumerate(value) if isinstance(v, str)]
 
 
 def _unique(data: dict[str, Any], section: str) -> list[str]:
@@ -457,25 +575,32 @@ def _unique(data: dict[str, Any], section: str) -> list[str]:
 
 
 def parse_config(text: str, source: str = "config") -> Config:
+    """The config in ``text``, or :class:`ConfigError` listing every problem.
+
+    YAML is read with aliases, nesting and numbers bounded (:mod:`alertd.safe_yaml`), so a
+    hostile file costs milliseconds, here and at a SIGHUP reload alike.
+    """
     try:
-        data = yaml.safe_load(text)
+        data, duplicates = safe_yaml.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}: malformed YAML: {problem}") from None
+        kind = "" if isinstance(exc, safe_yaml.Refused) else "malformed YAML: "
+        raise ConfigError(f"{where}: {kind}{problem}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a config file is a YAML mapping (with version: 1)")
     if "version" in data and data["version"] != CONFIG_VERSION:
         raise ConfigError(
-            f"version: this alertd reads config version {CONFIG_VERSION} (got {data['version']!r})"
+            f"version: this alertd reads config version {CONFIG_VERSION} "
+            f"(got {short(data['version'])})"
         )
-    problems = []
+    problems = list(duplicates)
     config = None
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        problems = validation_problems(exc)
+        problems += validation_problems(exc)
     problems += _cross_checks(data)
     if problems or config is None:
         raise ConfigError(problems)
@@ -485,9 +610,9 @@ def parse_config(text: str, source: str = "config") -> Config:
 def load_config(path: str | Path) -> Config:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        text = read_text(path, MAX_CONFIG_BYTES)
+    except ReadError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.reason}") from None
     return parse_config(text, str(path))
 
 
@@ -507,9 +632,9 @@ def read_secrets(
                 continue
         else:
             try:
-                value = Path(name).read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                problems.append(f"{path}: cannot read {name}: {exc.strerror or exc}")
+                value = read_text(name, MAX_SECRET_BYTES).strip()
+            except ReadError as exc:
+                problems.append(f"{path}: cannot read {name}: {exc.reason}")
                 continue
             if not value:
                 problems.append(f"{path}: {name} is empty")

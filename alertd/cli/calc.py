@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-import sys
 from decimal import Decimal
 
 from alertd.cli.common import (
@@ -13,6 +12,7 @@ from alertd.cli.common import (
     Subparsers,
     console,
     decimal_arg,
+    warn,
 )
 from alertd.engine.margin import compute
 from alertd.errors import InputError
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--target-ratio: must be above 0 and at most 1 (got {target})")
 
     for warning in loaded.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        warn(warning)
     metrics = compute(account, target)
     if args.json:
         print(json.dumps(metrics_json(metrics), indent=2))

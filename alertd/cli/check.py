@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from typing import Any
 
 from alertd.cli.common import (
     EXIT_OK,
     Subparsers,
+    warn,
 )
-from alertd.config import ConfigError, expand_env, load_config, read_secrets
+from alertd.config import ConfigError, config_warnings, expand_env, load_config, read_secrets
 
 
 def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
@@ -69,13 +69,16 @@ def run(args: argparse.Namespace) -> int:
             expand_env("${" + http.token_env + "}", "http.token_env")
         except ConfigError as exc:
             problems.extend(exc.problems)
+    if config.state_path.is_dir():
+        problems.append(f"state_path: {config.state_path} is a directory, not a file")
     if problems:
         raise ConfigError(problems)
-    warnings = _permission_warnings(config, args.config, args.env_file)
+    warnings = config_warnings(config)
+    warnings += _permission_warnings(config, args.config, args.env_file)
     if args.keys:
         warnings += asyncio.run(_key_warnings(config))
     for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        warn(warning)
     enabled = [a.name for a in config.accounts if a.enabled]
     print(
         f"{args.config}: OK ({len(enabled)} accounts: {', '.join(enabled)}; "

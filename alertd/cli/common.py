@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import json
 import logging
 import shutil
+import sqlite3
 import sys
-from decimal import Decimal, InvalidOperation
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
 from typing import Any, TypeAlias
 
 from rich.console import Console
 
 from alertd import redact
-from alertd.errors import InputError
+from alertd.errors import InputError, StartupError
+from alertd.validation import decimal_value, short
 
 EXIT_OK = 0
 EXIT_BUG = 1
@@ -32,23 +38,78 @@ class Parser(argparse.ArgumentParser):
 
 
 def decimal_arg(text: str, what: str) -> Decimal:
+    """A number on the command line (``-10``, ``0.5``, ``5%``) within alertd's range."""
     try:
-        value = Decimal(text.strip().rstrip("%"))
-    except InvalidOperation:
-        raise InputError(f"{what}: not a number: {text!r}") from None
-    if not value.is_finite():
-        raise InputError(f"{what}: must be a finite number (got {text!r})")
-    return value
+        return decimal_value(text.strip().removesuffix("%"))
+    except ValueError as exc:
+        raise InputError(f"{what}: {exc}") from None
+
+
+def text_arg(text: str, what: str) -> str:
+    """A string from the command line that can be stored and printed: valid Unicode.
+
+    Bytes that are not UTF-8 reach Python as lone surrogates, which SQLite and every
+    encoder refuse.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"{what}: not valid UTF-8 text: {short(text)}") from None
+    return text
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and control characters escaped: one problem, one line,
+    whatever a file name or a value holds (and no terminal escape sequences from files)."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+
+
+def warn(text: str) -> None:
+    print(f"warning: {one_line(text)}", file=sys.stderr)
+
+
+def safe_output() -> None:
+    """Make stdout and stderr print anything: text alertd did not write (names from files,
+    a lone surrogate) is escaped, never an UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="backslashreplace")
 
 
 def console() -> Console:
-    """A console as wide as the terminal, or 200 columns when the output is not one."""
+    """A console as wide as the terminal, or 200 columns when the output is not one.
+
+    Markup and emoji codes are off: account names, symbols and rule names come from files,
+    and ``[/]`` in one must print as written, not raise rich's MarkupError.
+    """
     width = None if sys.stdout.isatty() else max(shutil.get_terminal_size((200, 24))[0], 200)
-    return Console(width=width, highlight=False)
+    return Console(width=width, highlight=False, markup=False, emoji=False)
 
 
 def local_time(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    """``ts`` as local time; a time no calendar can show (a silence stored by an older
+    alertd for 99999999d) prints as its number instead of failing."""
+    try:
+        return dt.datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    except (OverflowError, OSError, ValueError):
+        return f"{ts:.0f} (epoch seconds)"
+
+
+@contextlib.contextmanager
+def state_file(path: Path) -> Iterator[None]:
+    """Reading or writing the state file: what SQLite or the OS refuses is a startup
+    failure (exit 3) in one line, as for ``alertd run``, not a traceback."""
+    try:
+        yield
+    except (sqlite3.Error, OSError, json.JSONDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise StartupError(f"state file {path}: {reason}") from None
 
 
 def labels(matchers: dict[str, str] | Any) -> str:

@@ -9,6 +9,7 @@ from alertd.cli.common import (
     EXIT_OK,
     Subparsers,
     console,
+    state_file,
 )
 from alertd.config import load_config
 from alertd.errors import InputError
@@ -33,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
         since = parse_duration(args.since)
     except ValueError as exc:
         raise InputError(f"--since: {exc}") from None
-    rows = history(config, since, time.time())
+    with state_file(config.state_path):
+        rows = history(config, since, time.time())
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

@@ -28,7 +28,7 @@ from alertd.cli import (
 from alertd.cli import (
     run as run_command,
 )
-from alertd.cli.common import EXIT_BUG, Parser, setup_logging
+from alertd.cli.common import EXIT_BUG, Parser, one_line, safe_output, setup_logging
 from alertd.errors import AlertdError, InputError
 from alertd.redact import redact
 
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    safe_output()
     try:
         args = build_parser().parse_args(argv)
         setup_logging(getattr(args, "verbose", 0))
@@ -77,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AlertdError as exc:
         problems = exc.problems if isinstance(exc, InputError) else [str(exc)]
         for line in problems:
-            print(f"alertd: {redact(line)}", file=sys.stderr)
+            print(f"alertd: {one_line(redact(line))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

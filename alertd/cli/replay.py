@@ -6,11 +6,14 @@ import argparse
 import datetime as dt
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
+from rich.text import Text
 
 import alertd.views.format as fmt
 from alertd.cli.common import Subparsers
@@ -18,10 +21,12 @@ from alertd.config import DEFAULT_RULES, load_config
 from alertd.daemon.evaluation import _rule
 from alertd.errors import InputError
 from alertd.exchanges.registry import specs
+from alertd.limits import MAX_TIME_MS
 from alertd.replay.history import iso, load_history, window
 from alertd.replay.run import ReplayResult, position_from_spec, replay
 from alertd.rules.messages import fmt_metric
 from alertd.snapshot.format import load_snapshot
+from alertd.validation import short
 from alertd.views.format import decimal_str
 
 
@@ -75,11 +80,17 @@ def parse_time(text: str | None, flag: str) -> int | None:
         stamp = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise InputError(
-            f"{flag}: not an ISO-8601 time: {text!r} (e.g. 2021-05-19T12:00:00Z)"
+            f"{flag}: not an ISO-8601 time: {short(text)} (e.g. 2021-05-19T12:00:00Z)"
         ) from None
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=dt.UTC)
-    return int(stamp.timestamp() * 1000)
+    try:
+        ms = int(stamp.timestamp() * 1000)
+    except (OverflowError, OSError, ValueError):
+        ms = -1
+    if not 0 <= ms <= MAX_TIME_MS:
+        raise InputError(f"{flag}: {short(text)} is outside 1970 to 9999")
+    return ms
 
 
 def result_json(result: ReplayResult, gaps: list[dict[str, Any]], source: str) -> dict[str, Any]:
@@ -109,7 +120,20 @@ def result_json(result: ReplayResult, gaps: list[dict[str, Any]], source: str) -
     }
 
 
+def _plot_target(path: str | None) -> Path | None:
+    """``--plot``'s file, checked before a long replay: its folder must exist."""
+    if path is None:
+        return None
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise InputError(f"--plot {path}: no folder {target.parent}")
+    if target.is_dir():
+        raise InputError(f"--plot {path}: that is a folder; name a file like out.png")
+    return target
+
+
 def run(args: argparse.Namespace) -> int:
+    plot_to = _plot_target(args.plot)
     history = load_history(args.prices)
     history = window(history, parse_time(args.start, "--start"), parse_time(args.end, "--end"))
     if args.sweep:
@@ -138,16 +162,19 @@ def run(args: argparse.Namespace) -> int:
         for g in history.gaps
     ]
     data = result_json(result, gaps, history.source)
-    if args.plot:
+    if plot_to is not None:
         from alertd.replay.plot import plot
 
-        plot(result, history, args.plot)
+        try:
+            plot(result, history, str(plot_to))
+        except (OSError, ValueError) as exc:  # matplotlib: a format it cannot write, a full disk
+            raise InputError(f"--plot {args.plot}: cannot write it: {exc}") from None
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     console.print(
-        f"[bold]{result.symbol}[/bold] {data['start']} to {data['end']}: "
+        f"[bold]{escape(result.symbol)}[/bold] {data['start']} to {data['end']}: "
         f"{result.points} price points; inside a candle: {data['intra_candle_path']}"
     )
     for g in gaps:
@@ -162,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     for alert, a in zip(result.alerts, data["alerts"], strict=True):
         table.add_row(
             a["at"],
-            a["rule"],
+            Text(a["rule"]),  # names from the config print as written, never as markup
             a["severity"],
             a["kind"],
             fmt.NONE if alert.value is None else fmt_metric(metric_of[alert.rule], alert.value),
@@ -225,8 +252,10 @@ def _cmd_sweep(args: argparse.Namespace, history: Any) -> int:
         return 0
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     table = Table(
-        title=f"Sweep: {template.symbol} {template.side.label}, entries every "
-        f"{args.every}, {args.window} each",
+        title=Text(
+            f"Sweep: {template.symbol} {template.side.label}, entries every "
+            f"{args.every}, {args.window} each"
+        ),
         header_style="bold",
     )
     for col in (
@@ -244,7 +273,7 @@ def _cmd_sweep(args: argparse.Namespace, history: Any) -> int:
         for name, st in row["rules"].items():
             table.add_row(
                 f"{row['leverage']}x",
-                name,
+                Text(name),
                 f"{row['liquidated']}/{row['runs']}",
                 f"{st['fired_before_liquidation']}/{row['liquidated']}",
                 fmt.minutes(st["median_lead_time_s"]),

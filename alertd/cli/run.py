@@ -8,7 +8,9 @@ import logging
 from alertd.cli.common import (
     Subparsers,
 )
-from alertd.config import load_config
+from alertd.config import config_warnings, load_config
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
@@ -27,4 +29,6 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.verbose == 0:
         logging.getLogger().setLevel(logging.INFO)  # a daemon logs its lifecycle and health
+    for warning in config_warnings(config):  # what check warns about, in the journal too
+        log.warning("config: %s", warning)
     return Service(config, config_path=args.config).run()

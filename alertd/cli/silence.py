@@ -10,9 +10,13 @@ from alertd.cli.common import (
     Subparsers,
     labels,
     local_time,
+    state_file,
+    text_arg,
+    warn,
 )
-from alertd.config import load_config
+from alertd.config import Config, did_you_mean, load_config
 from alertd.errors import InputError
+from alertd.validation import short
 
 
 def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
@@ -52,39 +56,88 @@ def run(args: argparse.Namespace) -> int:
     from alertd.rules.model import Silence
 
     config = load_config(args.config)
-    store = Store(config.state_path)
     now = time.time()
-    try:
-        if args.action == "add":
-            matchers = {}
-            for item in args.match:
-                label, sep, value = item.partition("=")
-                if not sep or not label:
-                    raise InputError(f"--match {item!r}: expected LABEL=VALUE")
-                matchers[label.strip()] = value.strip()
-            try:
-                seconds = parse_duration(args.duration)
-            except ValueError as exc:
-                raise InputError(f"--for: {exc}") from None
-            if seconds <= 0:
-                raise InputError("--for: must be longer than 0")
-            silence = Silence(uuid.uuid4().hex[:8], matchers, now + seconds, now, args.comment)
-            store.add_silence(silence)
-            print(f"silence {silence.id} until {local_time(silence.ends_at)}: {labels(matchers)}")
-        elif args.action == "list":
-            shown = [s for s in store.silences() if s.ends_at > now - 86400]
-            if not shown:
-                print("no silences")
-            for s in shown:
-                state = "active" if s.active(now) else "expired"
+    if args.action == "add":
+        matchers = {}
+        for item in args.match:
+            label, sep, value = text_arg(item, "--match").partition("=")
+            if not sep or not label.strip():
+                raise InputError(f"--match {short(item)}: expected LABEL=VALUE")
+            matchers[label.strip()] = value.strip()
+        try:
+            seconds = parse_duration(args.duration)
+        except ValueError as exc:
+            raise InputError(f"--for: {exc}") from None
+        if seconds <= 0:
+            raise InputError("--for: must be longer than 0")
+        silence = Silence(
+            uuid.uuid4().hex[:8], matchers, now + seconds, now, text_arg(args.comment, "--comment")
+        )
+        for warning in match_warnings(config, matchers):
+            warn(warning)
+    with state_file(config.state_path):
+        store = Store(config.state_path)
+        try:
+            if args.action == "add":
+                store.add_silence(silence)
                 print(
-                    f"{s.id}  {state:7}  until {local_time(s.ends_at)}  {labels(s.matchers)}"
-                    + (f"  # {s.comment}" if s.comment else "")
+                    f"silence {silence.id} until {local_time(silence.ends_at)}: {labels(matchers)}"
                 )
-        elif args.action == "expire":
-            if not store.expire_silence(args.id, now):
-                raise InputError(f"no active silence {args.id!r} (see: alertd silence list)")
-            print(f"silence {args.id} expired")
-    finally:
-        store.close()
+            elif args.action == "list":
+                shown = [s for s in store.silences() if s.ends_at > now - 86400]
+                if not shown:
+                    print("no silences")
+                for s in shown:
+                    state = "active" if s.active(now) else "expired"
+                    print(
+                        f"{s.id}  {state:7}  until {local_time(s.ends_at)}  {labels(s.matchers)}"
+                        + (f"  # {s.comment}" if s.comment else "")
+                    )
+            elif args.action == "expire":
+                silence_id = text_arg(args.id, "ID")
+                if not store.expire_silence(silence_id, now):
+                    raise InputError(
+                        f"no active silence {short(silence_id)} (see: alertd silence list)"
+                    )
+                print(f"silence {silence_id} expired")
+        finally:
+            store.close()
     return EXIT_OK
+
+
+def match_warnings(config: Config, matchers: dict[str, str]) -> list[str]:
+    """``--match`` labels and values no alert of this config can carry: such a silence
+    mutes nothing, which the user should hear now rather than during the next alert."""
+    from alertd.daemon.evaluation import build_rules
+
+    rules = build_rules(config)
+    known: dict[str, list[str] | None] = {
+        "account": [a.name for a in config.accounts],
+        "exchange": sorted({a.exchange for a in config.accounts}),
+        "alertname": [r.name for r in rules],
+        "severity": ["info", "warning", "critical"],
+        "metric": sorted({r.metric for r in rules}),
+        "side": ["long", "short"],
+        "symbol": None,  # any symbol an account may hold
+    }
+    for rule in rules:
+        for key, value in rule.labels.items():
+            values = known.setdefault(key, [])
+            if values is not None and value not in values:
+                values.append(value)
+    out = []
+    for label, value in matchers.items():
+        where = f"--match {label}={value}"[:80]
+        if label not in known:
+            out.append(
+                f"{where}: no alert has the label {short(label)}"
+                f"{did_you_mean(label, sorted(known))}: this silence mutes nothing"
+            )
+            continue
+        values = known[label]
+        if values is not None and value not in values:
+            out.append(
+                f"{where}: no {label} {short(value)} in this config"
+                f"{did_you_mean(value, values)}: this silence mutes nothing"
+            )
+    return out

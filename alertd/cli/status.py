@@ -9,8 +9,10 @@ from alertd.cli.common import (
     EXIT_OK,
     Subparsers,
     console,
+    state_file,
 )
 from alertd.config import load_config
+from alertd.errors import SnapshotError, StartupError
 
 
 def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
@@ -29,7 +31,15 @@ def run(args: argparse.Namespace) -> int:
     from alertd.views.status import fetch_status, render_status, status_from_store
 
     config = load_config(args.config)
-    data = fetch_status(config) or status_from_store(config)
+    data = fetch_status(config)
+    if data is None:
+        with state_file(config.state_path):
+            try:
+                data = status_from_store(config)
+            except SnapshotError as exc:
+                raise StartupError(
+                    f"state file {config.state_path}: a saved snapshot is unreadable: {exc}"
+                ) from None
     if args.json:
         print(json.dumps(data, indent=2))
     else:

@@ -16,15 +16,28 @@ import csv
 import datetime as dt
 import io
 import itertools
-import json
 import statistics
 import zipfile
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from alertd.errors import InputError
+from alertd.limits import (
+    MAX_HISTORY_BYTES,
+    MAX_HISTORY_ROWS,
+    MAX_TIME_MS,
+    ReadError,
+    decode_utf8,
+    load_json,
+    read_text,
+    regular_file,
+    size_text,
+)
+from alertd.validation import NotANumber, decimal_value, short
 
 TIME_COLUMNS = ("open_time", "timestamp", "time", "date", "datetime", "t")
 
@@ -58,43 +71,63 @@ def iso(ms: int) -> str:
 
 
 def _num(value: Any, where: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
+        raise InputError(f"{where}: not a number: {short(value)}")
     try:
-        d = Decimal(value if isinstance(value, str | int | Decimal) else repr(value))
-    except (InvalidOperation, TypeError):
-        raise InputError(f"{where}: not a number: {value!r}") from None
-    if not d.is_finite() or d <= 0:
-        raise InputError(f"{where}: a price must be positive (got {value!r})")
+        d = decimal_value(value)
+    except NotANumber:
+        raise InputError(f"{where}: not a number: {short(value)}") from None
+    except ValueError as exc:
+        raise InputError(f"{where}: {exc}") from None
+    if d <= 0:
+        raise InputError(f"{where}: a price must be positive (got {short(value)})")
     return d
 
 
 def _time_ms(value: Any, where: str) -> int:
+    """Epoch milliseconds from a datetime, epoch seconds or milliseconds, or an ISO time;
+    within 1970 to 9999 (times outside cannot be shown or compared with a clock)."""
+    ms = _parse_time_ms(value, where)
+    if not 0 <= ms <= MAX_TIME_MS:
+        raise InputError(f"{where}: time {short(value)} is outside 1970 to 9999")
+    return ms
+
+
+def _parse_time_ms(value: Any, where: str) -> int:
     if isinstance(value, dt.datetime):
         stamp = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-        return int(stamp.timestamp() * 1000)
+        try:
+            return int(stamp.timestamp() * 1000)
+        except (OverflowError, OSError, ValueError):
+            raise InputError(f"{where}: time {short(value)} is outside 1970 to 9999") from None
     if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
-        number = int(value)
+        if isinstance(value, int) and abs(value) > MAX_TIME_MS:
+            return -1
+        try:
+            number = int(value)
+        except (OverflowError, ValueError, ArithmeticError):  # inf, NaN
+            raise InputError(f"{where}: not a time: {short(value)}") from None
         return number * 1000 if number < 10**11 else number  # seconds or milliseconds
     if isinstance(value, str):
         text = value.strip()
-        if text.isdigit():
-            return _time_ms(int(text), where)
+        if text.isdigit() and text.isascii():
+            return _parse_time_ms(int(text) if len(text) <= 20 else -1, where)
         try:
             parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
-            raise InputError(f"{where}: not a time: {value!r}") from None
-        return _time_ms(parsed, where)
-    raise InputError(f"{where}: not a time: {value!r}")
+            raise InputError(f"{where}: not a time: {short(value)}") from None
+        return _parse_time_ms(parsed, where)
+    raise InputError(f"{where}: not a time: {short(value)}")
 
 
-def _from_rows(rows: list[dict[str, Any]], source: str) -> list[Candle]:
-    if not rows:
-        raise InputError(f"{source}: no prices in the file")
-    columns = {k.lower(): k for k in rows[0]}
+def _from_rows(header: list[str], rows: Iterable[dict[str, Any]], source: str) -> list[Candle]:
+    """Candles from rows keyed by ``header`` (the first row's keys: one pass, no copies)."""
+    columns = {k.lower(): k for k in header}
+    found = ", ".join(header)[:200]
     time_col = next((columns[c] for c in TIME_COLUMNS if c in columns), None)
     if time_col is None:
         raise InputError(
-            f"{source}: no time column (expected one of {', '.join(TIME_COLUMNS)}; "
-            f"found {', '.join(rows[0])})"
+            f"{source}: no time column (expected one of {', '.join(TIME_COLUMNS)}; found {found})"
         )
     if all(c in columns for c in ("open", "high", "low", "close")):
         names = [columns[c] for c in ("open", "high", "low", "close")]
@@ -102,24 +135,37 @@ def _from_rows(rows: list[dict[str, Any]], source: str) -> list[Candle]:
         names = [columns.get("price") or columns["mark_price"]] * 4
     else:
         raise InputError(
-            f"{source}: no price columns (expected open, high, low, close, or price; "
-            f"found {', '.join(rows[0])})"
+            f"{source}: no price columns (expected open, high, low, close, or price; found {found})"
         )
     out = []
     for i, row in enumerate(rows):
         where = f"{source}: row {i + 1}"
-        o, h, low, c = (_num(row[n], f"{where} {n}") for n in names)
-        out.append(Candle(_time_ms(row[time_col], f"{where} {time_col}"), o, h, low, c))
+        o, h, low, c = (_num(_cell(row, n, where), f"{where} {n}") for n in names)
+        out.append(
+            Candle(_time_ms(_cell(row, time_col, where), f"{where} {time_col}"), o, h, low, c)
+        )
     return out
 
 
+def _cell(row: dict[str, Any], column: str, where: str) -> Any:
+    if column not in row:
+        raise InputError(f"{where}: no {short(column)} value")
+    return row[column]
+
+
+def _rows_bounded(count: int, source: str) -> None:
+    if count > MAX_HISTORY_ROWS:
+        raise InputError(
+            f"{source}: more than {MAX_HISTORY_ROWS:,} rows (alertd's limit); "
+            "replay a shorter span or a coarser timeframe"
+        )
+
+
 def _from_json(text: str, source: str) -> list[Candle]:
-    try:
-        data = json.loads(text, parse_float=Decimal)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{source}:{exc.lineno}:{exc.colno}: malformed JSON: {exc.msg}") from None
+    data = load_json(text, source)
     if not isinstance(data, list) or not data:
         raise InputError(f"{source}: expected a JSON list of candles")
+    _rows_bounded(len(data), source)
     if isinstance(data[0], list):
         out = []
         for i, row in enumerate(data):
@@ -131,23 +177,97 @@ def _from_json(text: str, source: str) -> list[Candle]:
             o, h, low, c = (_num(v, where) for v in row[1:5])
             out.append(Candle(_time_ms(row[0], where), o, h, low, c))
         return out
-    return _from_rows([dict(r) for r in data], source)
+    for i, row in enumerate(data):
+        if not isinstance(row, dict):
+            raise InputError(
+                f"{source}: row {i + 1}: expected an object like "
+                '{"time": ..., "open": ..., "high": ..., "low": ..., "close": ...}'
+            )
+    return _from_rows(list(data[0]), data, source)
 
 
 def _from_csv(text: str, source: str) -> list[Candle]:
-    reader = csv.DictReader(io.StringIO(text))
-    return _from_rows(list(reader), source)
+    """Rows of a CSV with a header; every row has the header's number of fields."""
+    # blank lines are skipped, as csv.DictReader does
+    lines = (line for line in csv.reader(io.StringIO(text, newline="")) if line)
+    try:
+        header = next(lines, None)
+        if header is None:
+            raise InputError(f"{source}: no prices in the file")
+
+        def rows() -> Iterator[dict[str, str]]:
+            for i, line in enumerate(lines):
+                if len(line) != len(header):
+                    raise InputError(
+                        f"{source}: row {i + 1}: {len(line)} fields, "
+                        f"but the header has {len(header)}"
+                    )
+                _rows_bounded(i, source)
+                yield dict(zip(header, line, strict=True))
+
+        candles = _from_rows(header, rows(), source)
+    except csv.Error as exc:
+        raise InputError(f"{source}: not a readable CSV file: {exc}") from None
+    if not candles:
+        raise InputError(f"{source}: no prices in the file")
+    return candles
 
 
 def _from_feather(path: Path) -> list[Candle]:
     try:
+        import pyarrow as pa
         import pyarrow.feather as feather
     except ImportError:
         raise InputError(
             f"{path}: reading feather files needs pyarrow (pip install pyarrow)"
         ) from None
-    table = feather.read_table(str(path))
-    return _from_rows(table.to_pylist(), str(path))
+    try:
+        table = feather.read_table(str(path))
+        _rows_bounded(table.num_rows, str(path))
+        rows = table.to_pylist()
+    except (pa.ArrowException, OSError, ValueError, TypeError, OverflowError) as exc:
+        # pyarrow raises its own errors for files that are not Arrow, and ValueError /
+        # OverflowError converting values Python cannot hold (a date past year 9999)
+        raise InputError(f"{path}: not a readable feather file: {short(str(exc))}") from None
+    if not rows:
+        raise InputError(f"{path}: no prices in the file")
+    return _from_rows(table.column_names, rows, str(path))
+
+
+def _from_zip(path: Path, source: str) -> list[Candle]:
+    """The one CSV or JSON member of a zip, its uncompressed size bounded before reading."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = [
+                info
+                for info in archive.infolist()
+                if info.filename.lower().endswith((".csv", ".json"))
+            ]
+            if len(members) != 1:
+                raise InputError(f"{source}: expected one CSV or JSON file inside the zip")
+            member = members[0]
+            inner = f"{source}!{member.filename}"
+            if member.file_size > MAX_HISTORY_BYTES:
+                raise InputError(
+                    f"{inner}: larger than {size_text(MAX_HISTORY_BYTES)} uncompressed, "
+                    "alertd's limit for a price history"
+                )
+            with archive.open(member) as handle:
+                data = handle.read(MAX_HISTORY_BYTES + 1)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error) as exc:
+        raise InputError(f"{source}: not a readable zip file: {short(str(exc))}") from None
+    except NotImplementedError as exc:  # a compression method zipfile does not have
+        raise InputError(f"{source}: {exc}") from None
+    except RuntimeError as exc:  # "File ... is encrypted, password required for extraction"
+        reason = "it is encrypted" if "encrypted" in str(exc) else short(str(exc))
+        raise InputError(f"{source}: {reason} (alertd reads unencrypted zips)") from None
+    if len(data) > MAX_HISTORY_BYTES:
+        raise InputError(f"{inner}: larger than {size_text(MAX_HISTORY_BYTES)} uncompressed")
+    try:
+        text = decode_utf8(data)
+    except ReadError as exc:
+        raise InputError(f"{inner}: {exc.reason}") from None
+    return (_from_json if member.filename.lower().endswith(".json") else _from_csv)(text, inner)
 
 
 def load_history(path: str | Path) -> History:
@@ -156,23 +276,19 @@ def load_history(path: str | Path) -> History:
     try:
         suffix = path.suffix.lower()
         if suffix in (".feather", ".arrow", ".ipc"):
+            regular_file(path, MAX_HISTORY_BYTES)
             candles = _from_feather(path)
         elif suffix == ".zip":
-            with zipfile.ZipFile(path) as archive:
-                members = [n for n in archive.namelist() if n.lower().endswith((".csv", ".json"))]
-                if len(members) != 1:
-                    raise InputError(f"{source}: expected one CSV or JSON file inside the zip")
-                text = archive.read(members[0]).decode("utf-8")
-                inner = f"{source}!{members[0]}"
-                candles = (_from_json if members[0].endswith(".json") else _from_csv)(text, inner)
+            regular_file(path, MAX_HISTORY_BYTES)
+            candles = _from_zip(path, source)
         elif suffix == ".json":
-            candles = _from_json(path.read_text(encoding="utf-8"), source)
+            candles = _from_json(read_text(path, MAX_HISTORY_BYTES), source)
         else:
-            candles = _from_csv(path.read_text(encoding="utf-8"), source)
+            candles = _from_csv(read_text(path, MAX_HISTORY_BYTES), source)
+    except ReadError as exc:
+        raise InputError(f"{source}: cannot read: {exc.reason}") from None
     except OSError as exc:
         raise InputError(f"{source}: cannot read: {exc.strerror or exc}") from None
-    except zipfile.BadZipFile:
-        raise InputError(f"{source}: not a zip file") from None
     return _checked(candles, source)
 
 

@@ -29,6 +29,7 @@ from alertd.replay.history import History
 from alertd.rules.lifecycle import AlertEngine, Kind
 from alertd.rules.metrics import FeedStatus, Needs, needs_of, observe
 from alertd.rules.model import Observation, Rule
+from alertd.validation import decimal_value, short
 
 KEY = "replay"
 ZERO = Decimal(0)
@@ -56,11 +57,14 @@ def position_from_spec(spec: str, exchange: str = "binanceusdm") -> Account:
     symbol = m["symbol"]
     inverse = symbol.endswith(":" + symbol.split("/")[0])  # BTC/USD:BTC settles in the base
     contract_size = Decimal(100) if inverse else Decimal(1)
-    size, entry = Decimal(m["size"]), Decimal(m["entry"])
-    leverage = Decimal(m["lev"] or "10")
+    try:
+        size, entry = decimal_value(m["size"]), decimal_value(m["entry"])
+        leverage = decimal_value(m["lev"] or "10")
+    except ValueError as exc:
+        raise InputError(f"--position {short(spec)}: {exc}") from None
     if size <= 0 or entry <= 0 or leverage <= 0:
         raise InputError(f"--position {spec!r}: size, entry and leverage must be positive")
-    venue = get_spec(exchange)
+    venue = get_spec(exchange)  # UnknownExchangeError is an InputError: one line, exit 2
     if inverse and venue.inverse_spec is not None:
         venue = get_spec(venue.inverse_spec)  # binanceusdm: BTC/USD:BTC is a COIN-M market
     profile = venue.profile
@@ -126,6 +130,8 @@ def replay(
     progress: Callable[[int], None] | None = None,
     shortcut: bool = True,
 ) -> ReplayResult:
+    if not account.positions:
+        raise InputError("nothing to replay: the account holds no positions")
     symbol = symbol or account.positions[0].symbol
     held = [p for p in account.positions if p.symbol == symbol]
     if not held:

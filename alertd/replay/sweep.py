@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from alertd.engine.model import MarginMode
+from alertd.errors import InputError
+from alertd.limits import MAX_SWEEP_ENTRIES
 from alertd.replay.history import History
 from alertd.replay.run import position_from_spec, replay
 from alertd.rules.model import Rule
@@ -50,7 +52,12 @@ def sweep(
 ) -> list[SweepRow]:
     step = max(1, int(every_s * 1000 // history.interval_ms))
     span = int(window_s * 1000)
-    entries = list(range(0, len(history.candles), step))
+    entries = range(0, len(history.candles), step)
+    if len(entries) > MAX_SWEEP_ENTRIES:
+        raise InputError(
+            f"--every: {len(entries):,} entries per leverage (alertd's limit is "
+            f"{MAX_SWEEP_ENTRIES:,}): choose a longer --every or a shorter history"
+        )
     rows = []
     total = len(entries) * len(leverages)
     done = 0

@@ -4,6 +4,8 @@ then the figure, the threshold, each affected position, and one concrete action.
 
 from __future__ import annotations
 
+import re
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -103,7 +105,7 @@ def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
         title = f"{head} {who}: {rule.name}"
         return Message(title, n.detail[:400])
     if rule.message:
-        text = rule.message.format_map(_Fields(n, value, threshold))
+        text = rule.message.format_map(_fields(n, value, threshold))
         title, _, rest = text.partition("\n")
         return Message(f"{head} {title}", rest)
 
@@ -142,24 +144,72 @@ def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
     return Message(title, "\n".join(lines))
 
 
+# The fields a rule's own ``message`` may name; each is a string when the message is rendered.
+TEMPLATE_FIELDS = (
+    "rule",
+    "severity",
+    "account",
+    "exchange",
+    "symbol",
+    "side",
+    "value",
+    "threshold",
+    "metric",
+)
+MAX_TEMPLATE_WIDTH = 200  # widths and precisions in a template's format specs
+
+
 class _Fields(dict[str, Any]):
     """Template fields for a rule's own ``message``; unknown names stay as written."""
 
-    def __init__(self, n: Notification, value: str, threshold: str) -> None:
-        super().__init__(
-            rule=n.rule.name,
-            severity=n.severity.label,
-            account=n.subject.account,
-            exchange=n.subject.exchange,
-            symbol=n.subject.symbol or "",
-            side=n.subject.side or "",
-            value=value,
-            threshold=threshold,
-            metric=n.rule.metric,
-        )
-
     def __missing__(self, key: str) -> str:
         return "{" + key + "}"
+
+
+def _fields(n: Notification, value: str, threshold: str) -> _Fields:
+    return _Fields(
+        rule=n.rule.name,
+        severity=n.severity.label,
+        account=n.subject.account,
+        exchange=n.subject.exchange,
+        symbol=n.subject.symbol or "",
+        side=n.subject.side or "",
+        value=value,
+        threshold=threshold,
+        metric=n.rule.metric,
+    )
+
+
+def template_problem(template: str) -> str | None:
+    """Why ``template`` cannot be a rule's ``message``, or None when it can.
+
+    The template is rendered when the alert fires; an error there would lose the alert, so
+    everything that could fail is refused up front: positional, indexed and attribute fields
+    (``{}``, ``{symbol[9]}``, ``{value.x}``), nested or huge format specs, and specs that do
+    not apply to strings (``{value:d}``), found by rendering it once with string fields.
+    """
+    hint = f"fields: {', '.join(TEMPLATE_FIELDS)}; write {{{{ and }}}} for braces"
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        return f"not a usable message template: {exc} ({hint})"
+    for _, name, spec, _ in parts:
+        if name is None:
+            continue
+        if not name.isidentifier():
+            return f"{{{name[:40]}}} is not a field name ({hint})"
+        spec = spec or ""
+        widths = re.findall(r"[0-9]+", spec)
+        if "{" in spec or any(len(w) > 3 or int(w) > MAX_TEMPLATE_WIDTH for w in widths):
+            return (
+                f"{{{name}:{spec[:20]}}}: a format spec is plain (no nested fields), widths and "
+                f"precisions at most {MAX_TEMPLATE_WIDTH}"
+            )
+    try:
+        template.format_map(_Fields(dict.fromkeys(TEMPLATE_FIELDS, "x")))
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        return f"not a usable message template: {exc} ({hint})"
+    return None
 
 
 def notification_json(n: Notification, message: Message) -> Mapping[str, Any]:

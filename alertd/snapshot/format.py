@@ -7,9 +7,8 @@ with its path (``positions[1].entry_price: missing``) rather than the first one 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,8 +24,10 @@ from alertd.engine.tiers import (
     deduction_warnings,
     derive_deductions,
 )
-from alertd.errors import SnapshotError
+from alertd.errors import InputError, SnapshotError
 from alertd.exchanges.registry import UnknownExchangeError, get_spec
+from alertd.limits import MAX_SNAPSHOT_BYTES, ReadError, load_json, read_text
+from alertd.validation import decimal_value, short
 from alertd.validation import problems as validation_problems
 from alertd.views.format import decimal_str
 
@@ -34,20 +35,11 @@ SCHEMA_VERSION = 1
 
 
 def _decimal(value: Any) -> Any:
-    """Accept decimal strings and JSON numbers exactly; refuse bools, NaN and infinities."""
-    if isinstance(value, bool):
-        raise ValueError("must be a number, not true/false")
-    if isinstance(value, int | str | Decimal):
-        try:
-            d = Decimal(value.strip() if isinstance(value, str) else value)
-        except InvalidOperation:
-            raise ValueError(f"not a decimal number: {value!r}") from None
-        if not d.is_finite():
-            raise ValueError(f"must be a finite number (got {value!r})")
-        return d
-    if isinstance(value, float):
-        # Reached only when a caller parsed JSON without parse_float=Decimal.
-        return Decimal(repr(value))
+    """Accept decimal strings and JSON numbers exactly; refuse bools, NaN, infinities and
+    numbers beyond alertd's digit and exponent limits (so no figure can overflow)."""
+    if isinstance(value, bool | int | str | Decimal | float):
+        # floats are reached only when a caller parsed JSON without parse_float=Decimal
+        return decimal_value(value)
     return value
 
 
@@ -216,16 +208,15 @@ def build_account(snap: SnapshotIn) -> LoadedSnapshot:
 
 def parse_snapshot(text: str, source: str = "snapshot") -> LoadedSnapshot:
     try:
-        data = json.loads(text, parse_float=Decimal)
-    except json.JSONDecodeError as exc:
-        raise SnapshotError(
-            f"{source}:{exc.lineno}:{exc.colno}: malformed JSON: {exc.msg}"
-        ) from None
+        data = load_json(text, source)
+    except InputError as exc:
+        raise SnapshotError(exc.problems) from None
     if not isinstance(data, dict):
         raise SnapshotError(f"{source}: a snapshot is a JSON object, got {type(data).__name__}")
     if "schema" in data and data["schema"] != SCHEMA_VERSION:
         raise SnapshotError(
-            f"schema: this alertd reads snapshot schema {SCHEMA_VERSION} (got {data['schema']!r})"
+            f"schema: this alertd reads snapshot schema {SCHEMA_VERSION} "
+            f"(got {short(data['schema'])})"
         )
     try:
         snap = SnapshotIn.model_validate(data)
@@ -237,11 +228,9 @@ def parse_snapshot(text: str, source: str = "snapshot") -> LoadedSnapshot:
 def load_snapshot(path: str | Path) -> LoadedSnapshot:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SnapshotError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise SnapshotError(f"{path}: not a UTF-8 text file") from None
+        text = read_text(path, MAX_SNAPSHOT_BYTES)
+    except ReadError as exc:
+        raise SnapshotError(f"{path}: cannot read: {exc.reason}") from None
     return parse_snapshot(text, str(path))
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 import alertd.views.format as fmt
 from alertd.config import Config, expand_env
@@ -134,7 +135,7 @@ def render_status(data: dict[str, Any], console: Console) -> None:
         if source == "daemon"
         else ("from the state file (the daemon's endpoint is off or not answering)")
     )
-    console.print(f"[bold]alertd status[/bold] {head}")
+    console.print(Text.assemble(("alertd status", "bold"), f" {head}"))
     if health is not None:
         console.print("healthy" if health else "UNHEALTHY: " + "; ".join(data["reasons"]))
     accounts = Table(title="Accounts", header_style="bold")
