@@ -20,8 +20,7 @@ import pytest
 from alertd.config import ConfigError, parse_config
 from alertd.daemon.store import Store
 from alertd.rules.model import Silence
-
-from .inprocess import Run, alertd
+from tests.support.inprocess import Run, alertd
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = """version: 1

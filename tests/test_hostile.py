@@ -30,8 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alertd.config import load_config
-
-from .inprocess import Run, alertd
+from tests.support.inprocess import Run, alertd
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = int(os.environ.get("ALERTD_HOSTILE_EXAMPLES", "100"))
