@@ -1,4 +1,7 @@
-"""``alertd calc``: an account's margin from a snapshot, with what-if prices."""
+"""``alertd calc``: margin metrics of a snapshot file, with what-if prices.
+
+Compute an account's margin from a snapshot (JSON, schema 1).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ from decimal import Decimal
 
 from alertd.cli.common import (
     EXIT_OK,
-    Subparsers,
     console,
     decimal_arg,
     warn,
@@ -19,34 +21,30 @@ from alertd.errors import InputError
 from alertd.snapshot.format import load_snapshot
 from alertd.views.report import metrics_json, render
 
+NEEDS_CONFIG = False
+JSON_HELP = "print the result as JSON"
 
-def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
-    calc = sub.add_parser(
-        "calc",
-        help="margin metrics of a snapshot file, with what-if prices",
-        description="Compute an account's margin from a snapshot (JSON, schema 1).",
-    )
-    calc.add_argument("snapshot", metavar="SNAPSHOT.json")
-    calc.add_argument(
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("snapshot", metavar="SNAPSHOT.json")
+    parser.add_argument(
         "--mark",
         action="append",
         default=[],
         metavar="SYMBOL=PRICE",
         help="replace a symbol's mark price (repeatable)",
     )
-    calc.add_argument(
+    parser.add_argument(
         "--move",
         metavar="PCT",
         help="move every mark by PCT percent after --mark, e.g. -10 for a 10%% drop",
     )
-    calc.add_argument(
+    parser.add_argument(
         "--target-ratio",
         metavar="R",
         default="0.5",
-        help="ratio that 'margin to add' and 'size to cut' aim for (default 0.5)",
+        help="ratio that 'margin to add' and 'size to cut' aim for",
     )
-    calc.add_argument("--json", action="store_true", help="print the result as JSON")
-    return calc
 
 
 def run(args: argparse.Namespace) -> int:

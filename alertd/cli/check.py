@@ -1,4 +1,9 @@
-"""``alertd check``: validate a config without running anything; warn about risky files and keys."""
+"""``alertd check``: validate a config file and that its secrets are present.
+
+Validate the config without running anything; exit 0, or 2 listing every problem. Also warns
+about files of secrets others can read and, with --keys, about API keys that can do more than
+read.
+"""
 
 from __future__ import annotations
 
@@ -8,33 +13,24 @@ from typing import Any
 
 from alertd.cli.common import (
     EXIT_OK,
-    Subparsers,
     warn,
 )
 from alertd.config import ConfigError, config_warnings, expand_env, load_config, read_secrets
 
 
-def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
-    check = sub.add_parser(
-        "check",
-        help="validate a config file and that its secrets are present",
-        description="Validate the config without running anything; exit 0, or 2 listing "
-        "every problem.",
-    )
-    check.add_argument("-c", "--config", required=True, metavar="CONFIG.yaml")
-    check.add_argument(
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--env-file",
         action="append",
         default=[],
         metavar="PATH",
         help="also check that this file of secrets (systemd EnvironmentFile) is private",
     )
-    check.add_argument(
+    parser.add_argument(
         "--keys",
         action="store_true",
         help="also connect and warn about API keys that can do more than read",
     )
-    return check
 
 
 def run(args: argparse.Namespace) -> int:

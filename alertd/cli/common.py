@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeAlias
 
 from rich.console import Console
@@ -26,7 +27,7 @@ EXIT_BUG = 1
 EXIT_INPUT = 2
 
 # argparse's type for the object ``add_subparsers`` returns
-Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+Subparsers: TypeAlias = "argparse._SubParsersAction[Parser]"
 
 
 class Parser(argparse.ArgumentParser):
@@ -35,6 +36,49 @@ class Parser(argparse.ArgumentParser):
         command = self.prog.removeprefix("alertd").strip()
         where = f"{command}: " if command else ""
         raise InputError(f"{where}{message} (see: {self.prog} --help)")
+
+
+CONFIG_FLAGS = ("-c", "--config")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default where it says something (not for flags and counters)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, 0, [], "") or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def command(sub: Subparsers, module: ModuleType) -> argparse.ArgumentParser:
+    """A command's parser, from its module: the docstring's first line (after the command's
+    name) is the summary ``alertd --help`` lists and the rest its description; ``NEEDS_CONFIG``
+    (default true) adds ``-c CONFIG``, ``JSON_HELP`` a ``--json`` flag, ``add_arguments`` the
+    command's own options.
+
+    ``-c`` is accepted before the command too (``alertd -c x.yaml run``): here its default is
+    suppressed so that a value given there survives, and :func:`alertd.cli.main` checks that a
+    command that needs a config got one."""
+    first, _, rest = (module.__doc__ or "").strip().partition("\n")
+    name, _, summary = first.removeprefix("``alertd ").partition("``: ")
+    parser = sub.add_parser(
+        name,
+        help=summary.rstrip("."),
+        description=" ".join(rest.split()) or summary,
+        formatter_class=HelpFormatter,
+    )
+    if getattr(module, "NEEDS_CONFIG", True):
+        parser.add_argument(
+            *CONFIG_FLAGS, metavar="CONFIG.yaml", default=argparse.SUPPRESS, help="the config file"
+        )
+        parser.set_defaults(needs_config=True)
+    json_help = getattr(module, "JSON_HELP", None)
+    if json_help is not None:
+        parser.add_argument("--json", action="store_true", help=json_help)
+    add_arguments = getattr(module, "add_arguments", None)
+    if add_arguments is not None:
+        add_arguments(parser)
+    return parser
 
 
 def decimal_arg(text: str, what: str) -> Decimal:

@@ -1,4 +1,8 @@
-"""``alertd fetch-history``: mark-price (or trade) candles into the CSV that replay reads."""
+"""``alertd fetch-history``: download mark-price (or trade) candles into the CSV replay reads.
+
+Download candles through ccxt, paged, into the CSV that alertd replay reads: the mark price
+where the exchange publishes it, else trades.
+"""
 
 from __future__ import annotations
 
@@ -10,32 +14,31 @@ from rich.console import Console
 
 from alertd.cli.common import (
     EXIT_OK,
-    Subparsers,
 )
 from alertd.config import load_config
 from alertd.errors import AlertdError, InputError, StartupError
 
+NEEDS_CONFIG = False
 
-def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
-    fh = sub.add_parser(
-        "fetch-history",
-        help="download a symbol's mark-price (or trade) candles into the CSV replay reads",
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("symbol", metavar="SYMBOL", help="ccxt symbol, e.g. BTC/USDT:USDT")
+    parser.add_argument("--exchange", default="binanceusdm", help="ccxt exchange id")
+    parser.add_argument("--since", required=True, metavar="ISO")
+    parser.add_argument("--until", required=True, metavar="ISO")
+    parser.add_argument("--timeframe", default="1m", help="candle length")
+    parser.add_argument(
+        "--trades", action="store_true", help="trade candles even where marks exist"
     )
-    fh.add_argument("symbol", metavar="SYMBOL", help="ccxt symbol, e.g. BTC/USDT:USDT")
-    fh.add_argument("--exchange", default="binanceusdm")
-    fh.add_argument("--since", required=True, metavar="ISO")
-    fh.add_argument("--until", required=True, metavar="ISO")
-    fh.add_argument("--timeframe", default="1m")
-    fh.add_argument("--trades", action="store_true", help="trade candles even where marks exist")
-    fh.add_argument("-o", "--output", required=True, metavar="OUT.csv")
-    fh.add_argument(
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.csv")
+    parser.add_argument(
         "-c",
         "--config",
         metavar="CONFIG.yaml",
+        default=argparse.SUPPRESS,  # keeps a -c given before the command
         help="reach the exchange as this config's --account does (urls, options)",
     )
-    fh.add_argument("--account", metavar="NAME")
-    return fh
+    parser.add_argument("--account", metavar="NAME")
 
 
 def run(args: argparse.Namespace) -> int:

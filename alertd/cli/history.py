@@ -1,4 +1,7 @@
-"""``alertd history``: recent alerts and their deliveries."""
+"""``alertd history``: recent alerts and their deliveries.
+
+Alerts that fired or resolved, and what became of each message, from the state file.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +10,17 @@ import json
 
 from alertd.cli.common import (
     EXIT_OK,
-    Subparsers,
     console,
     state_file,
 )
 from alertd.config import load_config
 from alertd.errors import InputError
 
+JSON_HELP = "print the rows as JSON"
 
-def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
-    hist = sub.add_parser("history", help="recent alerts and their deliveries")
-    hist.add_argument("-c", "--config", required=True, metavar="CONFIG.yaml")
-    hist.add_argument("--since", default="24h", metavar="DURATION", help="e.g. 2h, 7d (24h)")
-    hist.add_argument("--json", action="store_true")
-    return hist
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--since", default="24h", metavar="DURATION", help="e.g. 2h, 7d")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -28,7 +28,15 @@ from alertd.cli import (
 from alertd.cli import (
     run as run_command,
 )
-from alertd.cli.common import EXIT_BUG, Parser, one_line, safe_output, setup_logging
+from alertd.cli.common import (
+    CONFIG_FLAGS,
+    EXIT_BUG,
+    Parser,
+    command,
+    one_line,
+    safe_output,
+    setup_logging,
+)
 from alertd.errors import AlertdError, InputError
 from alertd.redact import redact
 
@@ -53,13 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Margin alerts for leveraged crypto futures: warns before liquidation.",
     )
     parser.add_argument("--version", action="version", version=f"alertd {__version__}")
+    parser.add_argument(
+        *CONFIG_FLAGS,
+        metavar="CONFIG.yaml",
+        default=None,
+        help="the config file (here or after COMMAND)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-    for command in COMMANDS:
-        p = command.add_parser(sub)
-        handler: Callable[[argparse.Namespace], int] = command.run
+    for module in COMMANDS:
+        p = command(sub, module)
+        handler: Callable[[argparse.Namespace], int] = module.run
         p.set_defaults(handler=handler)
-        if command is not schema:
+        if module is not schema:
             p.add_argument(
                 "-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)"
             )
@@ -70,6 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     safe_output()
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "needs_config", False) and args.config is None:
+            raise InputError(
+                f"{args.command}: the following arguments are required: -c/--config "
+                f"(see: alertd {args.command} --help)"
+            )
         setup_logging(getattr(args, "verbose", 0))
         code: int = args.handler(args)
         return code

@@ -1,4 +1,7 @@
-"""``alertd test-notify``: a test message through each receiver, with each result."""
+"""``alertd test-notify``: send a test message to each receiver and report each result.
+
+Send a test message through every receiver (or one) and print the result.
+"""
 
 from __future__ import annotations
 
@@ -9,21 +12,13 @@ import sys
 from alertd.cli.common import (
     EXIT_BUG,
     EXIT_OK,
-    Subparsers,
 )
 from alertd.config import load_config
 from alertd.errors import InputError
 
 
-def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
-    notify = sub.add_parser(
-        "test-notify",
-        help="send a test message to each receiver and report each result",
-        description="Send a test message through every receiver (or one) and print the result.",
-    )
-    notify.add_argument("-c", "--config", required=True, metavar="CONFIG.yaml")
-    notify.add_argument("--receiver", metavar="NAME", help="only this receiver")
-    return notify
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--receiver", metavar="NAME", help="only this receiver")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,8 @@
-"""``alertd replay``: load, replay, print (a table, or JSON for machines)."""
+"""``alertd replay``: run a price history through the rules: alerts, liquidation, lead time.
+
+Replay historical prices (JSON, CSV, zipped CSV or feather) for a position or a snapshot,
+through the same engine and rules as alertd run; print a table, or JSON for machines.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,6 @@ from rich.table import Table
 from rich.text import Text
 
 import alertd.views.format as fmt
-from alertd.cli.common import Subparsers
 from alertd.config import DEFAULT_RULES, load_config
 from alertd.daemon.evaluation import _rule
 from alertd.errors import InputError
@@ -29,48 +32,46 @@ from alertd.snapshot.format import load_snapshot
 from alertd.validation import short
 from alertd.views.format import decimal_str
 
+NEEDS_CONFIG = False
+JSON_HELP = "print the result as JSON"
 
-def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
-    rp = sub.add_parser(
-        "replay",
-        help="run a price history through the engine and rules: alerts, liquidation, lead time",
-        description="Replay historical prices (JSON, CSV, zipped CSV or feather) for a position "
-        "or a snapshot, through the same engine and rules as alertd run.",
-    )
-    rp.add_argument("prices", metavar="PRICES")
-    what = rp.add_mutually_exclusive_group(required=True)
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prices", metavar="PRICES")
+    what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument(
         "--position", metavar="SPEC", help="e.g. 'BTC/USDT:USDT long 0.5 @ 62000 x20 isolated'"
     )
     what.add_argument(
         "--snapshot", metavar="FILE", help="an account snapshot (alertd calc's input)"
     )
-    rp.add_argument(
+    parser.add_argument(
         "--config",
         metavar="FILE",
+        default=argparse.SUPPRESS,  # keeps a -c given before the command
         help="take the rules from this config (default: the rules of config.example.yaml)",
     )
-    rp.add_argument(
+    parser.add_argument(
         "--symbol", help="the symbol the prices are for (default: the first position's)"
     )
-    rp.add_argument(
+    parser.add_argument(
         "--exchange",
         default="binanceusdm",
         help=f"margin profile for --position: {', '.join(s.id for s in specs())}",
     )
-    rp.add_argument("--start", metavar="ISO", help="e.g. 2021-05-19T12:00:00Z")
-    rp.add_argument("--end", metavar="ISO")
-    rp.add_argument("--json", action="store_true")
-    rp.add_argument("--plot", metavar="OUT.png", help="draw price, liquidation price and alerts")
-    rp.add_argument(
+    parser.add_argument("--start", metavar="ISO", help="e.g. 2021-05-19T12:00:00Z")
+    parser.add_argument("--end", metavar="ISO")
+    parser.add_argument(
+        "--plot", metavar="OUT.png", help="draw price, liquidation price and alerts"
+    )
+    parser.add_argument(
         "--sweep",
         action="store_true",
         help="replay many entries (every --every) at 5x to 100x for --window each and report "
         "per rule: fired before liquidation, lead times, false alarms",
     )
-    rp.add_argument("--every", default="24h", metavar="DURATION", help="sweep entry spacing")
-    rp.add_argument("--window", default="24h", metavar="DURATION", help="sweep replay length")
-    return rp
+    parser.add_argument("--every", default="24h", metavar="DURATION", help="sweep entry spacing")
+    parser.add_argument("--window", default="24h", metavar="DURATION", help="sweep replay length")
 
 
 def parse_time(text: str | None, flag: str) -> int | None:

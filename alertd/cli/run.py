@@ -1,26 +1,17 @@
-"""``alertd run``: the daemon, until SIGTERM."""
+"""``alertd run``: the daemon: stream every account, until SIGTERM.
+
+Run alertd: feeds, engine, rules and delivery, until SIGTERM (SIGHUP reloads the rules and
+receivers).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 
-from alertd.cli.common import (
-    Subparsers,
-)
 from alertd.config import config_warnings, load_config
 
 log = logging.getLogger(__name__)
-
-
-def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
-    run = sub.add_parser(
-        "run",
-        help="the daemon: stream every account, until SIGTERM",
-        description="Run alertd: feeds, engine (and, as they arrive, rules and delivery).",
-    )
-    run.add_argument("-c", "--config", required=True, metavar="CONFIG.yaml")
-    return run
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,15 +1,16 @@
-"""``alertd schema``: the config file's JSON Schema, for editors."""
+"""``alertd schema``: print the config file's JSON Schema (for editors).
+
+Print the JSON Schema of config.yaml, for editors that complete and check YAML.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from alertd.cli.common import EXIT_OK, Subparsers
+from alertd.cli.common import EXIT_OK
 
-
-def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
-    return sub.add_parser("schema", help="print the config file's JSON Schema (for editors)")
+NEEDS_CONFIG = False
 
 
 def run(args: argparse.Namespace) -> int:

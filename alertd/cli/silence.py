@@ -1,4 +1,8 @@
-"""``alertd silence``: add, list and expire silences in the state file."""
+"""``alertd silence``: add, list or expire silences (muted alerts).
+
+Silences mute notifications of alerts whose labels match, until they expire. They live in the
+state file, so the running daemon sees them within a second.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ import argparse
 from alertd.cli.common import (
     EXIT_OK,
     Parser,
-    Subparsers,
     labels,
     local_time,
     state_file,
@@ -19,15 +22,8 @@ from alertd.errors import InputError
 from alertd.validation import short
 
 
-def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
-    silence = sub.add_parser(
-        "silence",
-        help="add, list or expire silences (muted alerts)",
-        description="Silences mute notifications of alerts whose labels match, until they "
-        "expire. They live in the state file, so the running daemon sees them within a second.",
-    )
-    silence.add_argument("-c", "--config", required=True, metavar="CONFIG.yaml")
-    silence_sub = silence.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    silence_sub = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
     silence_sub.required = True
     add = silence_sub.add_parser("add", help="mute matching alerts for a while")
     add.add_argument(
@@ -44,7 +40,6 @@ def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
     silence_sub.add_parser("list", help="active and recently expired silences")
     expire = silence_sub.add_parser("expire", help="end a silence now")
     expire.add_argument("id", metavar="ID")
-    return silence
 
 
 def run(args: argparse.Namespace) -> int:

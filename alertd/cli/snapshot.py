@@ -1,4 +1,8 @@
-"""``alertd snapshot``: live accounts in the snapshot format, beside the exchange's own figures."""
+"""``alertd snapshot``: pull a live account from its exchange into the snapshot format.
+
+Connect, bootstrap over REST, and print the account as a snapshot (the format alertd calc
+reads), with the exchange's own figures beside alertd's.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ from decimal import Decimal
 
 from alertd.cli.common import (
     EXIT_OK,
-    Subparsers,
     console,
 )
 from alertd.config import load_config
@@ -18,18 +21,11 @@ from alertd.errors import InputError
 from alertd.snapshot.format import account_to_json
 from alertd.views.report import render, render_comparison
 
+JSON_HELP = "print the snapshot JSON object"
 
-def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
-    snap = sub.add_parser(
-        "snapshot",
-        help="pull a live account from its exchange into the snapshot format",
-        description="Connect, bootstrap over REST, and print the account as a snapshot "
-        "(the format alertd calc reads), with the exchange's own figures beside alertd's.",
-    )
-    snap.add_argument("-c", "--config", required=True, metavar="CONFIG.yaml")
-    snap.add_argument("--account", metavar="NAME", help="only this account")
-    snap.add_argument("--json", action="store_true", help="print the snapshot JSON object")
-    return snap
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--account", metavar="NAME", help="only this account")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,8 @@
-"""``alertd status``: what the running daemon sees (from its endpoint or its state file)."""
+"""``alertd status``: what the running daemon sees.
+
+Accounts, positions, feed freshness, firing alerts and undelivered messages, from the daemon
+(http enabled) or its state file.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +11,13 @@ import json
 
 from alertd.cli.common import (
     EXIT_OK,
-    Subparsers,
     console,
     state_file,
 )
 from alertd.config import load_config
 from alertd.errors import SnapshotError, StartupError
 
-
-def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
-    status = sub.add_parser(
-        "status",
-        help="what the running daemon sees",
-        description="Accounts, positions, feed freshness, firing alerts and "
-        "undelivered messages, from the daemon (http enabled) or its state file.",
-    )
-    status.add_argument("-c", "--config", required=True, metavar="CONFIG.yaml")
-    status.add_argument("--json", action="store_true")
-    return status
+JSON_HELP = "print the status as JSON"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,64 @@
+"""The command line's shared conventions, in-process: where ``-c`` may stand, what a command
+without its config says, and help that shows the defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.inprocess import alertd
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    text = (ROOT / "config.example.yaml").read_text()
+    assert "\nstate_path: alertd.sqlite\n" in text
+    path = tmp_path / "config.yaml"
+    state = tmp_path / "state.sqlite"
+    path.write_text(text.replace("\nstate_path: alertd.sqlite\n", f"\nstate_path: {state}\n"))
+    return path
+
+
+@pytest.mark.parametrize("before", [True, False], ids=["-c before", "-c after"])
+def test_config_flag_before_or_after_the_command(config: Path, before: bool) -> None:
+    args = ["-c", str(config), "check"] if before else ["check", "-c", str(config)]
+    result = alertd(*args)
+    assert result.code in (0, 2), result.err  # secrets of the example are not set here
+    assert "required" not in result.err
+
+
+def test_config_flag_before_a_nested_command(config: Path) -> None:
+    before = alertd("-c", str(config), "silence", "list")
+    after = alertd("silence", "-c", str(config), "list")
+    assert (before.code, before.out) == (after.code, after.out) == (0, "no silences\n")
+
+
+@pytest.mark.parametrize("command", ["run", "check", "status", "history", "test-notify"])
+def test_a_command_without_its_config_says_so(command: str) -> None:
+    result = alertd(command)
+    assert result.code == 2
+    assert result.problems == [
+        f"alertd: {command}: the following arguments are required: -c/--config "
+        f"(see: alertd {command} --help)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (["replay", "--help"], ["sweep entry spacing (default: 24h)", "(default: binanceusdm)"]),
+        (["fetch-history", "--help"], ["candle length (default: 1m)"]),
+        (["history", "--help"], ["(default: 24h)", "Alerts that fired or resolved"]),
+        (["schema", "--help"], ["JSON Schema of config.yaml"]),
+    ],
+)
+def test_help_describes_the_command_and_shows_defaults(argv: list[str], shown: list[str]) -> None:
+    result = alertd(*argv)
+    assert result.code == 0
+    text = " ".join(result.out.split())
+    for words in shown:
+        assert words in text, text
+    assert "(default: False)" not in text and "(default: 0)" not in text
