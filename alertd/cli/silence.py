@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from alertd.cli.common import (
+    CONFIG_FLAGS,
     EXIT_OK,
     Parser,
     labels,
@@ -37,9 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--for", dest="duration", required=True, metavar="DURATION", help="e.g. 30m, 2h, 1d"
     )
     add.add_argument("--comment", default="", help="why (shown by list)")
-    silence_sub.add_parser("list", help="active and recently expired silences")
+    listing = silence_sub.add_parser("list", help="active and recently expired silences")
     expire = silence_sub.add_parser("expire", help="end a silence now")
     expire.add_argument("id", metavar="ID")
+    for action in (add, listing, expire):  # `silence add -c config.yaml ...` as well
+        action.add_argument(
+            *CONFIG_FLAGS, metavar="CONFIG.yaml", default=argparse.SUPPRESS, help="the config file"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
