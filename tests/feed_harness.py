@@ -12,6 +12,7 @@ from alertd.config import AccountConfig, BackoffSettings, Config, FeedSettings, 
 from alertd.feeds.backoff import Backoff
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.manager import FeedManager
+from alertd.feeds.options import FeedOptions
 
 # the generic helpers, here for the modules that import them from this one
 from tests.support.aio import background, run
@@ -77,8 +78,11 @@ def fast_backoff() -> Backoff:
     return Backoff(b.initial_s, b.max_s, b.multiplier, b.jitter, b.reset_after_s)
 
 
+FAST_OPTIONS = FeedOptions(backoff=fast_backoff)
+
+
 def make_feed(config: AccountConfig, api_key: str, secret: str) -> AccountFeed:
-    return AccountFeed(config, secrets(api_key, secret), FAST, backoff_factory=fast_backoff)
+    return AccountFeed(config, secrets(api_key, secret), FAST, FAST_OPTIONS)
 
 
 async def bootstrapped(feed: AccountFeed) -> AccountFeed:
@@ -136,7 +140,7 @@ async def running_manager(
     manager = FeedManager(
         config,
         {name: secrets(*pair) for name, pair in keys.items()},
-        backoff_factory=fast_backoff,
+        FAST_OPTIONS,
     )
     async with background(manager.run()):
         yield manager

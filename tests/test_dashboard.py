@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from alertd.daemon.http import ServiceCollector
+from alertd.daemon.http import ViewCollector
+from alertd.daemon.view import EMPTY
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 DASHBOARD = DOCS / "grafana-dashboard.json"
@@ -21,16 +21,8 @@ METRIC = re.compile(r"alertd_[a-z_]+")
 
 def exported() -> dict[str, str]:
     """Metric name as exposed on /metrics (counters with ``_total``) -> type."""
-    service = SimpleNamespace(
-        manager=SimpleNamespace(feeds={}),
-        alerting=None,
-        deliverer=None,
-        store=None,
-        ticks=0,
-        _clock=lambda: 0.0,
-    )
     registry = CollectorRegistry()
-    registry.register(ServiceCollector(service))  # type: ignore[arg-type]
+    registry.register(ViewCollector(lambda: EMPTY))
     text = generate_latest(registry).decode()
     # Every family gets a TYPE line even when it has no samples (no accounts here).
     return dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE))

@@ -47,7 +47,7 @@ def with_endpoint(
     service = make(tmp_path)
 
     async def serve() -> None:
-        runner = await serve_http(service, "127.0.0.1", 0, TOKEN, **limits)  # type: ignore[arg-type]
+        runner = await serve_http(service.view, "127.0.0.1", 0, TOKEN, **limits)
         site = next(iter(runner.sites))
         assert isinstance(site, GuardedSite)
         try:

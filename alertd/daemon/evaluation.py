@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 
+from alertd.clock import Clock
 from alertd.config import Config, RuleConfig
 from alertd.daemon.store import Store
 from alertd.delivery.deliverer import Deliverer
@@ -136,7 +137,7 @@ class Alerting:
         deliverer: Deliverer,
         *,
         book: Book,
-        wall_clock: Callable[[], float],
+        wall_clock: Clock,
     ) -> None:
         self.store = store
         self.deliverer = deliverer
@@ -152,6 +153,7 @@ class Alerting:
         self._down_since: dict[str, float] = {}
         self._live: dict[str, LiveAccount | None] = {}
         self.notifications = 0
+        self.commits = 0  # store commits of alert states: the firing alerts may have changed
         self._use_rules()
 
     def _use_rules(self) -> None:
@@ -239,6 +241,7 @@ class Alerting:
             messages.extend(self.deliverer.messages_for(n, message))
             log.info("%s %s: %s", n.kind.value, n.rule.name, message.title)
         self.store.commit_evaluation(self.engine.states.values(), [account], messages, wall)
+        self.commits += 1
         self.notifications += len(notes)
         if messages:
             self.deliverer.wake()

@@ -1,5 +1,8 @@
 """The local HTTP endpoint: ``/healthz``, ``/metrics`` (Prometheus) and ``/status`` (JSON).
 
+Each request renders the daemon's latest published :class:`~alertd.daemon.view.DaemonView`,
+taken from a callable: the endpoint knows nothing of the service and computes nothing.
+
 Bound to 127.0.0.1 by default. A non-loopback address is refused by the config unless a
 bearer token is configured, and then every request must carry it: the token is checked
 before anything else (an unknown path or method without it is a 401 too).
@@ -17,9 +20,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -27,18 +30,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from alertd.engine.margin import compute
+from alertd.daemon.view import DaemonView
 from alertd.redact import redact
-from alertd.views.format import decimal_str as dec
-from alertd.views.status import account_figures
-
-if TYPE_CHECKING:
-    from alertd.daemon.service import Service
+from alertd.views.status import status_json
 
 log = logging.getLogger(__name__)
 
-# An undelivered message older than this means delivery is stuck, not just busy.
-OUTBOX_STUCK_AFTER_S = 300.0
+# The daemon's latest published view; reading it costs nothing (no computation per scrape).
+ViewSource = Callable[[], DaemonView]
 # A scraper sends its request in one packet; a client that takes longer is not one.
 HEADER_TIMEOUT_S = 5.0
 # Prometheus, `alertd status` and a person with curl: a few at a time.
@@ -53,91 +52,14 @@ def _f(value: Decimal | None) -> float:
     return float(value) if value.is_finite() else float("inf")
 
 
-def health_report(service: Service) -> tuple[bool, list[str]]:
-    """(healthy, reasons): healthy only when every enabled feed is fresh and the outbox drains."""
-    reasons = []
-    report = service.health()
-    if not report:
-        reasons.append("no accounts")
-    for h in report:
-        if h.fatal:
-            reasons.append(f"{h.name}: stopped: {h.fatal}")
-        elif h.stale:
-            reasons.append(f"{h.name}: stale: {', '.join(h.stale)}")
-    if service.store is not None:
-        now = service._wall()
-        stuck = [r for r in service.store.pending() if now - r.created_at > OUTBOX_STUCK_AFTER_S]
-        if stuck:
-            reasons.append(f"outbox: {len(stuck)} messages undelivered for over 5 minutes")
-    return not reasons, reasons
+class ViewCollector(Collector):
+    """Renders the published view at each scrape: no bookkeeping on the hot path."""
 
-
-def status_json(service: Service) -> dict[str, Any]:
-    """What ``alertd status`` prints: accounts, positions, feeds, alerts, the outbox."""
-    accounts = []
-    manager = service.manager
-    for h in service.health():
-        entry: dict[str, Any] = {
-            "name": h.name,
-            "bootstrapped": h.bootstrapped,
-            "connected": h.connected,
-            "fatal": h.fatal,
-            "stale": list(h.stale),
-            "margin_ratio": None,
-            "buffer": None,
-            "crash_distance": None,
-            "settle": None,
-            "positions": [],
-        }
-        feed = manager.feeds.get(h.name) if manager else None
-        if feed is not None and feed.state.bootstrapped and not feed.state.missing():
-            entry.update(account_figures(compute(feed.state.to_account())))
-        accounts.append(entry)
-    firing = []
-    if service.alerting is not None:
-        for state in service.alerting.engine.firing():
-            rule = service.alerting.engine.rules.get(state.rule)
-            firing.append(
-                {
-                    "rule": state.rule,
-                    "severity": rule.severity.label if rule else None,
-                    "subject": state.subject.key,
-                    "since": state.since,
-                    "value": dec(state.value),
-                    "notified": state.notified,
-                }
-            )
-    undelivered = []
-    if service.store is not None:
-        undelivered = [
-            {
-                "id": r.id,
-                "receiver": r.receiver,
-                "title": r.title,
-                "attempts": r.attempts,
-                "last_error": r.last_error,
-                "created_at": r.created_at,
-            }
-            for r in service.store.pending()
-        ]
-    healthy, reasons = health_report(service)
-    return {
-        "healthy": healthy,
-        "reasons": reasons,
-        "accounts": accounts,
-        "firing": firing,
-        "undelivered": undelivered,
-    }
-
-
-class ServiceCollector(Collector):
-    """Reads the service's state at each scrape: no bookkeeping on the hot path."""
-
-    def __init__(self, service: Service) -> None:
-        self.service = service
+    def __init__(self, view: ViewSource) -> None:
+        self.view = view
 
     def collect(self) -> Iterator[Metric]:
-        s = self.service
+        view = self.view()
         ratio = GaugeMetricFamily(
             "alertd_margin_ratio", "Worst margin ratio (1 = liquidation)", labels=["account"]
         )
@@ -180,44 +102,36 @@ class ServiceCollector(Collector):
             "Relative difference from the exchange's own figure",
             labels=["account", "figure"],
         )
-        manager = s.manager
-        now = s._clock()
-        for name, feed in manager.feeds.items() if manager else []:
-            state = feed.state
-            up.add_metric([name], 1.0 if state.connected else 0.0)
-            reconnects.add_metric([name], float(feed.reconnects))
-            for (stream, key), seen in state.last_seen.items():
-                age.add_metric([name, stream.value, key], now - seen)
-            for figure, value in feed.drift.items():
+        for a in view.accounts:
+            name = a.name
+            up.add_metric([name], 1.0 if a.connected else 0.0)
+            reconnects.add_metric([name], float(a.reconnects))
+            for seen in a.ages:
+                age.add_metric([name, seen.stream, seen.key], seen.age_s)
+            for figure, value in a.drift:
                 drift.add_metric([name, figure], float(value))
-            if not state.bootstrapped or state.missing():
+            f = a.figures
+            if f is None:
                 continue
-            m = compute(state.to_account())
-            ratio.add_metric([name], _f(m.worst_ratio))
-            pool.add_metric([name], _f(m.pool.margin_ratio))
-            buffer.add_metric([name, m.account.settle], _f(m.pool.buffer))
-            crash.add_metric([name], _f(m.crash_distance))
-            for pm in m.positions:
-                labels = [name, pm.position.symbol, pm.position.side.label]
-                dist.add_metric(labels, _f(pm.liquidation_distance))
-                pratio.add_metric(labels, _f(pm.margin_ratio))
+            ratio.add_metric([name], _f(f.worst_ratio))
+            pool.add_metric([name], _f(f.pool_ratio))
+            buffer.add_metric([name, f.settle], _f(f.buffer))
+            crash.add_metric([name], _f(f.crash_distance))
+            for p in f.positions:
+                labels = [name, p.symbol, p.side]
+                dist.add_metric(labels, _f(p.liquidation_distance))
+                pratio.add_metric(labels, _f(p.margin_ratio))
         firing = GaugeMetricFamily("alertd_alerts_firing", "Alerts firing", labels=["severity"])
-        counts = {"info": 0, "warning": 0, "critical": 0}
-        if s.alerting is not None:
-            for alert in s.alerting.engine.firing():
-                rule = s.alerting.engine.rules.get(alert.rule)
-                if rule is not None:
-                    counts[rule.severity.label] += 1
-        for severity, count in counts.items():
+        for severity, count in view.firing_by_severity().items():
             firing.add_metric([severity], float(count))
         sent = CounterMetricFamily("alertd_notifications_sent", "Messages delivered")
         failed = CounterMetricFamily("alertd_notifications_failed", "Delivery attempts that failed")
         queued = GaugeMetricFamily("alertd_notifications_queued", "Messages in the outbox")
-        sent.add_metric([], float(s.deliverer.sent if s.deliverer else 0))
-        failed.add_metric([], float(s.deliverer.failed if s.deliverer else 0))
-        queued.add_metric([], float(len(s.store.pending()) if s.store else 0))
+        sent.add_metric([], float(view.counters.sent))
+        failed.add_metric([], float(view.counters.failed))
+        queued.add_metric([], float(len(view.undelivered)))
         ticks = CounterMetricFamily("alertd_engine_updates", "Engine updates applied")
-        ticks.add_metric([], float(s.ticks))
+        ticks.add_metric([], float(view.counters.engine_updates))
         yield from (
             ratio,
             pool,
@@ -237,9 +151,9 @@ class ServiceCollector(Collector):
         )
 
 
-def make_app(service: Service, token: str | None) -> web.Application:
+def make_app(view: ViewSource, token: str | None) -> web.Application:
     registry = CollectorRegistry()
-    registry.register(ServiceCollector(service))
+    registry.register(ViewCollector(view))
 
     expected = f"Bearer {token}".encode() if token is not None else None
 
@@ -268,10 +182,10 @@ def make_app(service: Service, token: str | None) -> web.Application:
         return response
 
     async def healthz(request: web.Request) -> web.Response:
-        healthy, reasons = health_report(service)
+        current = view()
         return web.json_response(
-            {"status": "ok" if healthy else "unhealthy", "reasons": reasons},
-            status=200 if healthy else 503,
+            {"status": "ok" if current.healthy else "unhealthy", "reasons": list(current.reasons)},
+            status=200 if current.healthy else 503,
         )
 
     async def metrics(request: web.Request) -> web.Response:
@@ -280,7 +194,7 @@ def make_app(service: Service, token: str | None) -> web.Application:
         )
 
     async def status(request: web.Request) -> web.Response:
-        return web.json_response(status_json(service))
+        return web.json_response(status_json(view()))
 
     app = web.Application(middlewares=[auth, redacted])
     app.router.add_get("/healthz", healthz)
@@ -290,7 +204,7 @@ def make_app(service: Service, token: str | None) -> web.Application:
 
 
 async def serve_http(
-    service: Service,
+    view: ViewSource,
     host: str,
     port: int,
     token: str | None,
@@ -299,7 +213,7 @@ async def serve_http(
     header_timeout_s: float = HEADER_TIMEOUT_S,
 ) -> web.AppRunner:
     runner = web.AppRunner(
-        make_app(service, token),
+        make_app(view, token),
         access_log=None,
         keepalive_timeout=KEEPALIVE_TIMEOUT_S,
         logger=_ServerLog(logging.getLogger("aiohttp.server"), {}),
@@ -429,3 +343,11 @@ class GuardedSite(web.TCPSite):
         )
         if self._server.sockets:
             self._bound_port = self._server.sockets[0].getsockname()[1]
+
+
+def bound_port(runner: web.AppRunner) -> int | None:
+    """The port the endpoint listens on (the configured one, or the system's pick for 0)."""
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return None

@@ -12,9 +12,19 @@ import socket
 from collections import deque
 from collections.abc import Mapping
 
+from alertd.daemon.view import DaemonView
+
 # The last datagrams sent, for tests and debugging: a STATUS every 5 s and WATCHDOG pings
 # would otherwise grow the list forever (about 2.5 MB a day).
 SENT_KEPT = 64
+
+
+def status_line(view: DaemonView) -> str:
+    """The one line systemd shows for the service (``systemctl status``)."""
+    stale = sum(1 for a in view.accounts if a.stale and not a.fatal)
+    stopped = sum(1 for a in view.accounts if a.fatal)
+    feeds = "feeds fresh" if not stale and not stopped else f"{stale} stale, {stopped} stopped"
+    return f"{len(view.accounts)} accounts, {len(view.firing)} firing, {feeds}"
 
 
 class Notifier:

@@ -21,22 +21,27 @@ import datetime as dt
 import logging
 import signal
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from aiohttp import web
+
+from alertd.clock import Clock
 from alertd.config import Config, ConfigError, Secret, expand_env, load_config, read_secrets
 from alertd.daemon.evaluation import Alerting
-from alertd.daemon.sdnotify import Notifier
+from alertd.daemon.http import bound_port, serve_http
+from alertd.daemon.publisher import Publisher
+from alertd.daemon.sdnotify import Notifier, status_line
 from alertd.daemon.store import NewMessage, Store
+from alertd.daemon.view import EMPTY, AccountView, DaemonView
 from alertd.delivery.deliverer import Deliverer, Sender, build_receivers
 from alertd.engine.book import Book
 from alertd.errors import StartupError
 from alertd.feeds.feed import AccountFeed, Change
-from alertd.feeds.manager import FeedManager
+from alertd.feeds.manager import FeedFactory, FeedManager
+from alertd.feeds.options import PRODUCTION, FeedOptions
 from alertd.rules.lifecycle import Kind, Notification
 from alertd.rules.model import Rule, Scope, Severity, Subject
 from alertd.snapshot.format import account_to_json
@@ -49,18 +54,12 @@ EXIT_OK = 0
 EXIT_TASK_DIED = 1
 
 
-@dataclass(frozen=True)
-class AccountHealth:
-    name: str
-    bootstrapped: bool
-    connected: bool
-    fatal: str | None
-    positions: int
-    stale: tuple[str, ...]  # "mark BTC/USDT:USDT", "balance", ...
-    worst_ratio: Decimal | None
-
-
 class Service:
+    """The daemon. Its seams are typed constructor arguments: ``feeds`` (how feeds reach an
+    exchange, back off, and the monotonic clock and sleep they and the service run on),
+    ``feed_factory`` (a test's own feed class), ``sender`` (the transport to receivers) and
+    ``wall_clock`` (epoch seconds for what is stored and shown)."""
+
     def __init__(
         self,
         config: Config,
@@ -68,28 +67,31 @@ class Service:
         config_path: str | Path | None = None,
         secrets: dict[str, dict[str, Secret]] | None = None,
         sender: Sender | None = None,
+        feeds: FeedOptions = PRODUCTION,
+        feed_factory: FeedFactory = AccountFeed,
+        wall_clock: Clock = time.time,
         health_interval_s: float = 60.0,
         eval_interval_s: float = 0.05,
         shutdown_timeout_s: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-        **feed_options: Any,
     ) -> None:
         self.config = config
         self.config_path = Path(config_path) if config_path else None
         self.health_interval_s = health_interval_s
         self.eval_interval_s = eval_interval_s
         self.shutdown_timeout_s = shutdown_timeout_s
-        self._clock = clock
+        # one monotonic clock for the feeds and the service: staleness compares the two
+        self._clock = feeds.clock
         self._wall = wall_clock
         self._secrets = secrets
         self._sender = sender
-        self._feed_options = feed_options
+        self._feed_options = feeds
+        self._feed_factory = feed_factory
         self.book = Book()
         self.manager: FeedManager | None = None
         self.store: Store | None = None
         self.deliverer: Deliverer | None = None
         self.alerting: Alerting | None = None
+        self.publisher: Publisher | None = None
         self.should_exit = False
         self.force_exit = False
         self.should_reload = False
@@ -145,9 +147,22 @@ class Service:
         self.alerting = Alerting(
             self.config, self.store, self.deliverer, book=self.book, wall_clock=self._wall
         )
-        self.manager = FeedManager(self.config, secrets, **self._feed_options)
+        self.manager = FeedManager(
+            self.config, secrets, self._feed_options, feed_factory=self._feed_factory
+        )
         for feed in self.manager.feeds.values():
             feed.listeners.append(self._on_change)
+        self.publisher = Publisher(
+            self.manager.feeds,
+            self.config.feeds,
+            self.alerting,
+            self.store,
+            self.deliverer,
+            clock=self._clock,
+            wall_clock=self._wall,
+            crash=self.config.http.enabled,  # the endpoint shows it
+        )
+        self.deliverer.on_attempt = lambda: self._publish(set(), full=False)
         pending = len(self.store.pending())
         log.info(
             "starting: %d accounts, %d rules, %d receivers, %d alerts firing, %d messages to "
@@ -192,28 +207,30 @@ class Service:
                     break
                 await asyncio.sleep(self.eval_interval_s)
                 now = self._clock()
+                if self.should_reload:
+                    self.should_reload = False
+                    self.reload()
+                full = now >= next_full
+                if full:
+                    assert self.alerting is not None
+                    self.alerting.refresh_silences()
+                    self._dirty.update(self.manager.feeds)
+                    next_full = now + 1.0
+                self._publish(self._evaluate_dirty(now), full)
+                view = self.view()
                 # systemd: READY once every feed has bootstrapped (or stopped for good), or after
                 # a bound so one unreachable exchange cannot hold the whole service in "starting"
-                if not self._ready_sent and (self._all_started() or now - start > 60):
+                if not self._ready_sent and (self._all_started(view) or now - start > 60):
                     self._ready_sent = True
-                    self.notifier.ready(self.status_line())
+                    self.notifier.ready(status_line(view))
                 if now >= next_status:
-                    self.notifier.status(self.status_line())
+                    self.notifier.status(status_line(view))
                     next_status = now + 5.0
                 # the watchdog is fed from this loop only: if evaluation stalls, pings stop
                 interval = self.notifier.watchdog_interval_s
                 if interval and now >= next_watchdog:
                     self.notifier.watchdog()
                     next_watchdog = now + interval / 3
-                if self.should_reload:
-                    self.should_reload = False
-                    self.reload()
-                if now >= next_full:
-                    assert self.alerting is not None
-                    self.alerting.refresh_silences()
-                    self._dirty.update(self.manager.feeds)
-                    next_full = now + 1.0
-                self._evaluate_dirty(now)
                 if now >= next_health:
                     self.log_health()
                     next_health = now + self.health_interval_s
@@ -231,38 +248,35 @@ class Service:
                 await self._shutdown(feeds, delivery, deadman)
         return EXIT_OK if died is None else EXIT_TASK_DIED
 
-    async def _start_http(self) -> Any:
+    async def _start_http(self) -> web.AppRunner | None:
         settings = self.config.http
         if not settings.enabled:
             return None
-        from alertd.daemon.http import serve_http
-
         token = None
         if settings.token_env is not None:
             token = expand_env("${" + settings.token_env + "}", "http.token_env").reveal()
         if not settings.loopback and not token:
             raise StartupError(f"http: refusing to serve {settings.host} without a token")
         try:
-            runner = await serve_http(self, settings.host, settings.port, token)
+            runner = await serve_http(self.view, settings.host, settings.port, token)
         except OSError as exc:
             raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
-        for site in runner.sites:
-            server = getattr(site, "_server", None)
-            if server is not None and server.sockets:
-                self.http_port = server.sockets[0].getsockname()[1]
+        self.http_port = bound_port(runner)
         return runner
 
-    def _all_started(self) -> bool:
-        assert self.manager is not None
-        return all(f.state.bootstrapped or f.state.fatal for f in self.manager.feeds.values())
+    @staticmethod
+    def _all_started(view: DaemonView) -> bool:
+        return all(a.bootstrapped or a.fatal for a in view.accounts)
 
-    def status_line(self) -> str:
-        report = self.health()
-        firing = len(self.alerting.engine.firing()) if self.alerting else 0
-        stale = sum(1 for h in report if h.stale and not h.fatal)
-        stopped = sum(1 for h in report if h.fatal)
-        feeds = "feeds fresh" if not stale and not stopped else f"{stale} stale, {stopped} stopped"
-        return f"{len(report)} accounts, {firing} firing, {feeds}"
+    # --- the published view -------------------------------------------------------------
+
+    def view(self) -> DaemonView:
+        """The latest published view: what every reader of the daemon's state renders."""
+        return self.publisher.view if self.publisher is not None else EMPTY
+
+    def _publish(self, changed: set[str], full: bool) -> None:
+        if self.publisher is not None:
+            self.publisher.publish(changed, engine_updates=self.ticks, full=full)
 
     async def _shutdown(self, *tasks: asyncio.Task[None]) -> None:
         started = self._clock()
@@ -326,6 +340,7 @@ class Service:
         if self.config_path is None:
             log.warning("reload: no config file to read")
             return False
+        assert self.manager is not None
         try:
             config = load_config(self.config_path)
             receivers = build_receivers(config)
@@ -338,6 +353,7 @@ class Service:
             log.warning("reload: account changes take effect at the next restart")
         assert self.alerting is not None and self.deliverer is not None
         self.alerting.reload(config)
+        self._dirty.update(self.manager.feeds)  # the figures of every account, at once
         self.deliverer.receivers = dict(receivers)
         self.deliverer.routes = list(config.routes)
         self.config = config.model_copy(update={"accounts": self.config.accounts})
@@ -372,7 +388,8 @@ class Service:
         self._dirty.add(name)
         self._changed.add(name)
 
-    def _evaluate_dirty(self, now: float) -> None:
+    def _evaluate_dirty(self, now: float) -> set[str]:
+        """Evaluate the accounts that changed (all, at the sweep); returns their names."""
         assert self.manager is not None and self.alerting is not None
         events, self._events = self._events, []
         for source, event in events:
@@ -384,6 +401,7 @@ class Service:
             feed = self.manager.feeds.get(name)
             if feed is not None:
                 self.alerting.evaluate(feed, now, changed=name in changed)
+        return dirty
 
     def save_snapshots(self) -> None:
         if self.manager is None or self.store is None:
@@ -396,8 +414,7 @@ class Service:
     # --- heartbeat ----------------------------------------------------------------------
 
     def healthy(self) -> bool:
-        report = self.health()
-        return bool(report) and all(h.bootstrapped and not h.fatal and not h.stale for h in report)
+        return self.view().feeds_fresh
 
     async def _deadman(self) -> None:
         """Ping the user's external monitor while healthy: silence there means alertd is down."""
@@ -432,8 +449,9 @@ class Service:
 
     def _send_digest(self) -> None:
         assert self.deliverer is not None and self.store is not None and self.alerting is not None
-        report = self.health()
-        firing = self.alerting.engine.firing()
+        view = self.view()
+        report = view.accounts
+        firing = view.firing
         lines = [f"{h.name}: {_digest_line(h)}" for h in report]
         lines.append(f"{len(firing)} alerts firing")
         rule = Rule("daily-digest", "digest", Scope.ACCOUNT, Severity.INFO, above=Decimal(0))
@@ -457,42 +475,17 @@ class Service:
 
     # --- health -------------------------------------------------------------------------
 
-    def health(self) -> list[AccountHealth]:
-        out: list[AccountHealth] = []
-        if self.manager is None:
-            return out
-        settings = self.config.feeds
-        now = self._clock()
-        private_after = 2 * settings.reconcile_interval_s + settings.stale_after_s
-        for name, feed in self.manager.feeds.items():
-            state = feed.state
-            stale = tuple(
-                f"{f.stream.value} {f.key}".strip()
-                for f in state.freshness(now, settings.stale_after_s, private_after)
-                if f.stale
-            )
-            out.append(
-                AccountHealth(
-                    name=name,
-                    bootstrapped=state.bootstrapped,
-                    connected=state.connected,
-                    fatal=state.fatal,
-                    positions=len(state.positions),
-                    stale=stale if state.bootstrapped else ("not bootstrapped",),
-                    worst_ratio=self.book.worst_ratio(name) if name in self.book else None,
-                )
-            )
-        return out
+    def health(self) -> list[AccountView]:
+        return list(self.view().accounts)
 
     def log_health(self) -> None:
         self.save_snapshots()
-        report = self.health()
+        view = self.view()
+        report = view.accounts
         fatal = [h.name for h in report if h.fatal]
         stale = [h.name for h in report if h.stale and not h.fatal]
         ratios = [(h.worst_ratio, h.name) for h in report if h.worst_ratio is not None]
         worst = max(ratios, default=None)
-        firing = len(self.alerting.engine.firing()) if self.alerting else 0
-        pending = len(self.store.pending()) if self.store else 0
         log.info(
             "health: %d accounts, %d fresh, %d stale%s, %d stopped%s, %d positions, "
             "%d engine updates, worst ratio %s, %d alerts firing, %d messages queued",
@@ -502,11 +495,11 @@ class Service:
             f" ({', '.join(stale[:5])})" if stale else "",
             len(fatal),
             f" ({', '.join(fatal[:5])})" if fatal else "",
-            sum(h.positions for h in report),
+            sum(h.open_positions for h in report),
             self.ticks,
             f"{worst[0]:.4f} ({worst[1]})" if worst else "-",
-            firing,
-            pending,
+            len(view.firing),
+            len(view.undelivered),
         )
 
 
@@ -551,7 +544,7 @@ def _http_died(runner: Any) -> tuple[str, None] | None:
     return None
 
 
-def _digest_line(h: AccountHealth) -> str:
+def _digest_line(h: AccountView) -> str:
     if h.fatal:
         return f"STOPPED ({h.fatal})"
     if not h.bootstrapped:
@@ -559,7 +552,7 @@ def _digest_line(h: AccountHealth) -> str:
     if h.worst_ratio is not None:
         text = f"worst ratio {h.worst_ratio * 100:.1f}%"
     else:
-        text = "no positions" if h.positions == 0 else "incomplete data"
+        text = "no positions" if h.open_positions == 0 else "incomplete data"
     return text + (f", stale: {', '.join(h.stale)}" if h.stale else "")
 
 

@@ -76,6 +76,12 @@ class NewMessage:
     payload: Mapping[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class SavedSnapshot:
+    updated_at: float
+    snapshot: str  # JSON, as alertd snapshot writes it
+
+
 class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -90,6 +96,8 @@ class Store:
         self.db.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
         )
+        # bumped by every write to the outbox from this process: readers re-read it only then
+        self.outbox_changes = 0
 
     def close(self) -> None:
         self.db.close()
@@ -129,6 +137,7 @@ class Store:
         return ids
 
     def _insert(self, m: NewMessage, now: float, fallback_of: int | None = None) -> int:
+        self.outbox_changes += 1
         cur = self.db.execute(
             "INSERT INTO outbox (created_at, receiver, severity, title, body, payload, "
             "next_attempt_at, fallback_of) VALUES (?,?,?,?,?,?,?,?)",
@@ -166,6 +175,7 @@ class Store:
         return None if row["t"] is None else float(row["t"])
 
     def mark_delivered(self, row_id: int, now: float) -> None:
+        self.outbox_changes += 1
         self.db.execute(
             "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL "
             "WHERE id = ? AND delivered_at IS NULL",
@@ -173,6 +183,7 @@ class Store:
         )
 
     def mark_failed(self, row_id: int, error: str, next_attempt_at: float) -> None:
+        self.outbox_changes += 1
         self.db.execute(
             "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
             "WHERE id = ?",
@@ -219,6 +230,10 @@ class Store:
         return cur.rowcount > 0
 
     # --- snapshots ----------------------------------------------------------------------
+
+    def snapshots(self) -> dict[str, SavedSnapshot]:
+        rows = self.db.execute("SELECT account, updated_at, snapshot FROM snapshots").fetchall()
+        return {r["account"]: SavedSnapshot(r["updated_at"], r["snapshot"]) for r in rows}
 
     def save_snapshot(self, account: str, snapshot: Mapping[str, Any], now: float) -> None:
         self.db.execute(

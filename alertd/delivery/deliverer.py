@@ -186,6 +186,8 @@ class Deliverer:
         self._fallbacks: dict[int, str] = {}
         self.sent = 0
         self.failed = 0
+        # called after each delivery attempt (the service republishes its view)
+        self.on_attempt: Callable[[], None] | None = None
 
     def messages_for(self, n: Notification, message: Message) -> list[NewMessage]:
         payload = notification_json(n, message)
@@ -221,6 +223,8 @@ class Deliverer:
         for row in self.store.due(self._clock()):
             if await self._deliver(row):
                 delivered += 1
+            if self.on_attempt is not None:
+                self.on_attempt()
         return delivered
 
     async def _deliver(self, row: OutboxRow) -> bool:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import Any
@@ -26,17 +25,13 @@ from alertd.config import AccountConfig, FeedSettings, Secret
 from alertd.engine.margin import compute
 from alertd.exchanges.registry import get_spec
 from alertd.feeds.adapter import FrameError
-from alertd.feeds.backoff import Backoff
-from alertd.feeds.ccxt_exchange import ErrorKind, classify, describe, make_exchange
+from alertd.feeds.ccxt_exchange import ErrorKind, classify, describe
 from alertd.feeds.marks import MarkHub, drop_connections
+from alertd.feeds.options import PRODUCTION, FeedOptions
 from alertd.feeds.state import AccountEvent, AccountState, Stream
 from alertd.snapshot.compare import Comparison, compare
 
 log = logging.getLogger(__name__)
-
-ExchangeFactory = Callable[[AccountConfig, Mapping[str, Secret], FeedSettings, Any], Any]
-Clock = Callable[[], float]
-Sleep = Callable[[float], Awaitable[None]]
 
 
 class Change(enum.Enum):
@@ -65,11 +60,8 @@ class AccountFeed:
         config: AccountConfig,
         secrets: Mapping[str, Secret],
         settings: FeedSettings,
+        options: FeedOptions = PRODUCTION,
         *,
-        exchange_factory: ExchangeFactory = make_exchange,
-        clock: Clock = time.monotonic,
-        sleep: Sleep = asyncio.sleep,
-        backoff_factory: Callable[[], Backoff] | None = None,
         hub: MarkHub | None = None,
     ) -> None:
         self.config = config
@@ -79,13 +71,10 @@ class AccountFeed:
         self.state = AccountState(config.name, self.spec.profile, self.adapter.settle)
         self.state.wallet_includes_isolated = self.adapter.wallet_includes_isolated
         self._secrets = secrets
-        self._factory = exchange_factory
-        self._clock = clock
-        self._sleep = sleep
-        b = settings.backoff
-        self._backoff_factory = backoff_factory or (
-            lambda: Backoff(b.initial_s, b.max_s, b.multiplier, b.jitter, b.reset_after_s)
-        )
+        self._factory = options.exchange_factory
+        self._clock = options.clock
+        self._sleep = options.sleep
+        self._backoff_factory = options.backoff_factory(settings.backoff)
         self.exchange: Any = None
         self.listeners: list[Listener] = []
         self.malformed: dict[str, int] = {}
@@ -99,8 +88,8 @@ class AccountFeed:
             lambda sink: self._factory(self.config, {}, self.settings, sink),
             self.adapter,
             self._backoff_factory,
-            clock,
-            sleep,
+            options.clock,
+            options.sleep,
         )
         self._subscribed: set[str] = set()
         self._group: asyncio.TaskGroup | None = None

@@ -8,20 +8,32 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from alertd.config import AccountConfig, Config, Secret
+from alertd.config import AccountConfig, Config, FeedSettings, Secret
 from alertd.exchanges.registry import get_spec
-from alertd.feeds.backoff import Backoff
-from alertd.feeds.ccxt_exchange import make_exchange
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.marks import MarkHub
+from alertd.feeds.options import PRODUCTION, FeedOptions
 
 log = logging.getLogger(__name__)
+
+
+class FeedFactory(Protocol):
+    """Builds one account's feed: :class:`AccountFeed`, or a test's subclass of it."""
+
+    def __call__(
+        self,
+        config: AccountConfig,
+        secrets: Mapping[str, Secret],
+        settings: FeedSettings,
+        options: FeedOptions = ...,
+        *,
+        hub: MarkHub | None = ...,
+    ) -> AccountFeed: ...
 
 
 class FeedManager:
@@ -29,11 +41,12 @@ class FeedManager:
         self,
         config: Config,
         secrets: Mapping[str, Mapping[str, Secret]],
+        options: FeedOptions = PRODUCTION,
         *,
-        feed_factory: Callable[..., AccountFeed] = AccountFeed,
-        **feed_options: Any,
+        feed_factory: FeedFactory = AccountFeed,
     ) -> None:
         self.config = config
+        self.options = options
         self.hubs: dict[str, MarkHub] = {}
         self.feeds: dict[str, AccountFeed] = {}
         for account in config.accounts:
@@ -43,13 +56,13 @@ class FeedManager:
                 account,
                 secrets.get(account.name, {}),
                 config.feeds,
-                hub=self._hub_for(account, feed_options),
-                **feed_options,
+                options,
+                hub=self._hub_for(account),
             )
             self.feeds[account.name] = feed
         self._scheduler: AsyncIOScheduler | None = None
 
-    def _hub_for(self, account: AccountConfig, feed_options: dict[str, Any]) -> MarkHub:
+    def _hub_for(self, account: AccountConfig) -> MarkHub:
         """Accounts that reach the same exchange the same way share one mark hub."""
         key = json.dumps(
             [account.exchange, account.sandbox, account.urls, account.options],
@@ -58,22 +71,18 @@ class FeedManager:
         )
         if key not in self.hubs:
             settings = self.config.feeds
-            b = settings.backoff
-            factory = feed_options.get("exchange_factory", make_exchange)
+            factory = self.options.exchange_factory
 
             def public_exchange(sink: Any, account: AccountConfig = account) -> Any:
                 return factory(account, {}, settings, sink)  # no secrets: marks are public
-
-            def default_backoff() -> Backoff:
-                return Backoff(b.initial_s, b.max_s, b.multiplier, b.jitter, b.reset_after_s)
 
             self.hubs[key] = MarkHub(
                 f"{account.exchange} marks" + (f" #{len(self.hubs)}" if self.hubs else ""),
                 public_exchange,
                 get_spec(account.exchange).new_adapter(),
-                feed_options.get("backoff_factory") or default_backoff,
-                feed_options.get("clock", time.monotonic),
-                feed_options.get("sleep", asyncio.sleep),
+                self.options.backoff_factory(settings.backoff),
+                self.options.clock,
+                self.options.sleep,
                 min_reconnect_interval_s=settings.stale_after_s,
             )
         return self.hubs[key]

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Protocol
 
 import ccxt
 
+from alertd.clock import Clock, Sleep
 from alertd.feeds.adapter import ExchangeAdapter, FrameError
 from alertd.feeds.backoff import Backoff
 from alertd.feeds.ccxt_exchange import describe
@@ -36,8 +37,8 @@ class MarkHub:
         exchange_factory: Callable[[MarkHub], Any],
         adapter: ExchangeAdapter,
         backoff_factory: Callable[[], Backoff],
-        clock: Callable[[], float],
-        sleep: Callable[[float], Awaitable[None]],
+        clock: Clock,
+        sleep: Sleep,
         min_reconnect_interval_s: float = 1.0,
     ) -> None:
         self.name = name

@@ -7,6 +7,7 @@ reads the state file the daemon keeps (last snapshots, alert states, the outbox)
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from decimal import Decimal
@@ -19,29 +20,99 @@ from rich.text import Text
 import alertd.views.format as fmt
 from alertd.config import Config, expand_env
 from alertd.daemon.store import Store
-from alertd.engine.margin import AccountMetrics, compute
+from alertd.daemon.view import (
+    AccountFigures,
+    AccountView,
+    Counters,
+    DaemonView,
+    FiringAlert,
+    Source,
+    Undelivered,
+)
+from alertd.engine.margin import compute
 from alertd.snapshot.format import parse_snapshot
 from alertd.views.format import decimal_str as dec
 
 
-def account_figures(metrics: AccountMetrics) -> dict[str, Any]:
+def figures_json(figures: AccountFigures | None) -> dict[str, Any]:
     """An account's figures as ``status`` shows them (the daemon's and the state file's)."""
+    if figures is None:
+        return {
+            "margin_ratio": None,
+            "buffer": None,
+            "crash_distance": None,
+            "settle": None,
+            "positions": [],
+        }
     return {
-        "margin_ratio": dec(metrics.worst_ratio),
-        "buffer": dec(metrics.pool.buffer),
-        "crash_distance": dec(metrics.crash_distance),
-        "settle": metrics.account.settle,
+        "margin_ratio": dec(figures.worst_ratio),
+        "buffer": dec(figures.buffer),
+        "crash_distance": dec(figures.crash_distance),
+        "settle": figures.settle,
         "positions": [
             {
-                "symbol": pm.position.symbol,
-                "side": pm.position.side.label,
-                "contracts": dec(pm.position.contracts),
-                "mark_price": dec(pm.position.mark_price),
-                "liquidation_price": dec(pm.liquidation_price),
-                "liquidation_distance": dec(pm.liquidation_distance),
-                "margin_ratio": dec(pm.margin_ratio),
+                "symbol": p.symbol,
+                "side": p.side,
+                "contracts": dec(p.contracts),
+                "mark_price": dec(p.mark_price),
+                "liquidation_price": dec(p.liquidation_price),
+                "liquidation_distance": dec(p.liquidation_distance),
+                "margin_ratio": dec(p.margin_ratio),
             }
-            for pm in metrics.positions
+            for p in figures.positions
+        ],
+    }
+
+
+def _account_json(a: AccountView, source: Source) -> dict[str, Any]:
+    figures = figures_json(a.figures)
+    if source is Source.STATE_FILE:
+        return {
+            "name": a.name,
+            "saved_at": a.saved_at,
+            "positions": figures.pop("positions"),
+            **figures,
+            "stale": list(a.stale),
+            "fatal": a.fatal,
+        }
+    return {
+        "name": a.name,
+        "bootstrapped": a.bootstrapped,
+        "connected": a.connected,
+        "fatal": a.fatal,
+        "stale": list(a.stale),
+        **figures,
+    }
+
+
+def status_json(view: DaemonView) -> dict[str, Any]:
+    """What ``alertd status`` prints: accounts, positions, feeds, alerts, the outbox."""
+    return {
+        "source": view.source.value,
+        "healthy": view.healthy,
+        "reasons": list(view.reasons),
+        "accounts": [_account_json(a, view.source) for a in view.accounts],
+        "firing": [
+            {
+                "rule": f.rule,
+                "severity": f.severity,
+                "subject": f.subject,
+                "since": f.since,
+                "value": dec(f.value),
+                "notified": f.notified,
+            }
+            for f in view.firing
+        ],
+        "undelivered": [
+            {
+                "id": u.id,
+                "receiver": u.receiver,
+                "title": u.title,
+                "attempts": u.attempts,
+                "last_error": u.last_error,
+                "created_at": u.created_at,
+            }
+            for u in view.undelivered
         ],
     }
 
@@ -64,62 +135,42 @@ def fetch_status(config: Config) -> dict[str, Any] | None:
         return None
 
 
-def status_from_store(config: Config) -> dict[str, Any]:
+def view_from_store(config: Config, now: float) -> DaemonView:
+    """The daemon's view as its state file keeps it: last snapshots, alert states, outbox."""
     store = Store(config.state_path)
     try:
+        saved = store.snapshots()
         accounts = []
-        rows = store.db.execute("SELECT account, updated_at, snapshot FROM snapshots").fetchall()
-        saved = {r["account"]: r for r in rows}
         for account in config.accounts:
             row = saved.get(account.name)
-            entry: dict[str, Any] = {
-                "name": account.name,
-                "saved_at": None,
-                "positions": [],
-                "margin_ratio": None,
-                "buffer": None,
-                "crash_distance": None,
-                "settle": None,
-                "stale": [],
-                "fatal": None,
-            }
+            figures = None
             if row is not None:
-                metrics = compute(parse_snapshot(row["snapshot"]).account)
-                entry.update(saved_at=row["updated_at"], **account_figures(metrics))
-            accounts.append(entry)
-        firing = [
-            {
-                "rule": s.rule,
-                "severity": None,
-                "subject": s.subject.key,
-                "since": s.since,
-                "value": dec(s.value),
-                "notified": s.notified,
-            }
-            for s in store.load_states()
-            if s.phase.value == "firing"
-        ]
-        undelivered = [
-            {
-                "id": r.id,
-                "receiver": r.receiver,
-                "title": r.title,
-                "attempts": r.attempts,
-                "last_error": r.last_error,
-                "created_at": r.created_at,
-            }
-            for r in store.pending()
-        ]
+                figures = AccountFigures.of(compute(parse_snapshot(row.snapshot).account))
+            accounts.append(
+                AccountView(
+                    name=account.name,
+                    exchange=account.exchange,
+                    bootstrapped=False,
+                    connected=False,
+                    fatal=None,
+                    stale=(),
+                    open_positions=0 if figures is None else len(figures.positions),
+                    figures=figures,
+                    saved_at=None if row is None else row.updated_at,
+                )
+            )
+        # severity unknown here: the rules are the daemon's
+        firing = tuple(
+            FiringAlert.of(s, None) for s in store.load_states() if s.phase.value == "firing"
+        )
+        undelivered = tuple(Undelivered.of(row) for row in store.pending())
     finally:
         store.close()
-    return {
-        "source": "state file",
-        "healthy": None,
-        "reasons": [],
-        "accounts": accounts,
-        "firing": firing,
-        "undelivered": undelivered,
-    }
+    return DaemonView(Source.STATE_FILE, now, tuple(accounts), firing, undelivered, Counters(), ())
+
+
+def status_from_store(config: Config, now: float | None = None) -> dict[str, Any]:
+    return status_json(view_from_store(config, time.time() if now is None else now))
 
 
 def _d(text: str | None) -> Decimal | None:

@@ -1,0 +1,170 @@
+"""Builds the daemon's :class:`~alertd.daemon.view.DaemonView` from the feeds, the evaluation
+and the store, and replaces it whole.
+
+Cost follows what changed: an account's part is rebuilt when its feed changed (or at the
+once-a-second sweep, which ages every stream), its figures are read from the book the
+evaluation reads (running sums; liquidation prices solved once per rebuild, the crash distance
+only with ``crash``), and the firing alerts and the outbox are read again only when a commit,
+a delivery or the sweep may have changed them. A scrape reads the result and computes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+
+from alertd.clock import Clock
+from alertd.config import FeedSettings
+from alertd.daemon.evaluation import Alerting
+from alertd.daemon.store import Store
+from alertd.daemon.view import (
+    AccountFigures,
+    AccountView,
+    Counters,
+    DaemonView,
+    FiringAlert,
+    PositionFigures,
+    Source,
+    StreamAge,
+    Undelivered,
+    health_reasons,
+)
+from alertd.delivery.deliverer import Deliverer
+from alertd.engine.book import LiveAccount
+from alertd.feeds.feed import AccountFeed
+
+
+class Publisher:
+    def __init__(
+        self,
+        feeds: Mapping[str, AccountFeed],
+        settings: FeedSettings,
+        alerting: Alerting,
+        store: Store,
+        deliverer: Deliverer,
+        *,
+        clock: Clock,
+        wall_clock: Clock,
+        crash: bool = False,
+    ) -> None:
+        self.feeds = feeds
+        self.settings = settings
+        self.alerting = alerting
+        self.store = store
+        self.deliverer = deliverer
+        self._clock = clock
+        self._wall = wall_clock
+        self._crash = crash  # the crash distance (it moves every position: the costliest)
+        self._accounts: dict[str, AccountView] = {}
+        self._firing: tuple[FiringAlert, ...] = ()
+        self._undelivered: tuple[Undelivered, ...] = ()
+        self._stamp: tuple[int, ...] | None = None
+        self.published = 0
+        self.view = self.publish(self.feeds, engine_updates=0, full=True)
+
+    def publish(
+        self, changed: Collection[str], *, engine_updates: int, full: bool = False
+    ) -> DaemonView:
+        """Rebuild the accounts in ``changed`` (``full``: everything) and replace the view.
+
+        Returns the current view, the same object when nothing changed.
+        """
+        stamp = (
+            self.alerting.commits,
+            self.store.outbox_changes,
+            self.deliverer.sent,
+            self.deliverer.failed,
+        )
+        if not full and not changed and stamp == self._stamp and self.published:
+            return self.view
+        now = self._clock()
+        for name in self.feeds if full else changed:
+            feed = self.feeds.get(name)
+            if feed is not None:
+                self._accounts[name] = self._account(feed, now)
+        if full or stamp != self._stamp:
+            self._firing = self._read_firing()
+            self._undelivered = self._read_undelivered()
+        self._stamp = stamp
+        wall = self._wall()
+        accounts = tuple(self._accounts[name] for name in self.feeds if name in self._accounts)
+        self.view = DaemonView(
+            source=Source.DAEMON,
+            at=wall,
+            accounts=accounts,
+            firing=self._firing,
+            undelivered=self._undelivered,
+            counters=Counters(
+                engine_updates=engine_updates,
+                notifications=self.alerting.notifications,
+                sent=self.deliverer.sent,
+                failed=self.deliverer.failed,
+            ),
+            reasons=health_reasons(accounts, self._undelivered, wall),
+        )
+        self.published += 1
+        return self.view
+
+    def _account(self, feed: AccountFeed, now: float) -> AccountView:
+        state = feed.state
+        name = feed.config.name
+        settings = self.settings
+        private_after = 2 * settings.reconcile_interval_s + settings.stale_after_s
+        stale = tuple(
+            f"{f.stream.value} {f.key}".strip()
+            for f in state.freshness(now, settings.stale_after_s, private_after)
+            if f.stale
+        )
+        return AccountView(
+            name=name,
+            exchange=feed.config.exchange,
+            bootstrapped=state.bootstrapped,
+            connected=state.connected,
+            fatal=state.fatal,
+            stale=stale if state.bootstrapped else ("not bootstrapped",),
+            open_positions=len(state.positions),
+            figures=self._figures_of(feed),
+            reconnects=feed.reconnects,
+            ages=tuple(
+                StreamAge(stream.value, key, now - seen)
+                for (stream, key), seen in state.last_seen.items()
+            ),
+            drift=tuple(feed.drift.items()),
+        )
+
+    def _figures_of(self, feed: AccountFeed) -> AccountFigures | None:
+        """The account's figures in the book, once its data is complete (as the evaluation)."""
+        state = feed.state
+        if not state.bootstrapped or state.missing():
+            return None
+        live = self.alerting.book.get(feed.config.name)
+        return None if live is None else figures(live, crash=self._crash)
+
+    def _read_firing(self) -> tuple[FiringAlert, ...]:
+        engine = self.alerting.engine
+        return tuple(FiringAlert.of(s, engine.rules.get(s.rule)) for s in engine.firing())
+
+    def _read_undelivered(self) -> tuple[Undelivered, ...]:
+        return tuple(Undelivered.of(row) for row in self.store.pending())
+
+
+def figures(live: LiveAccount, crash: bool) -> AccountFigures:
+    """An immutable copy of a book account's figures at this moment."""
+    return AccountFigures(
+        worst_ratio=live.worst_ratio,
+        pool_ratio=live.cross.ratio,
+        buffer=live.cross.buffer,
+        crash_distance=live.crash_distance() if crash else None,
+        settle=live.account.settle,
+        positions=tuple(
+            PositionFigures(
+                symbol=lp.symbol,
+                side=lp.position.side.label,
+                contracts=lp.position.contracts,
+                mark_price=lp.mark,
+                liquidation_price=live.liquidation_price(i),
+                liquidation_distance=live.liquidation_distance(i),
+                margin_ratio=lp.pool.ratio,
+            )
+            for i, lp in enumerate(live.positions)
+        ),
+    )

@@ -1,0 +1,199 @@
+"""What the daemon sees, as one immutable value: accounts, their figures, positions, feed
+health, firing alerts, the outbox and the counters.
+
+The service publishes a new :class:`DaemonView` (replacing the old one whole) when something
+changed and at least once a second; the HTTP endpoint (``/healthz``, ``/metrics``,
+``/status``), ``alertd status``, the sd_notify STATUS line, the health log line and the daily
+digest render it. Nothing that renders a view computes margin figures: they are the ones the
+evaluation computed. ``alertd status`` with the daemon down renders a view read from the state
+file (:data:`Source.STATE_FILE`).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from alertd.daemon.store import OutboxRow
+from alertd.engine.margin import AccountMetrics
+from alertd.rules.lifecycle import AlertState
+from alertd.rules.model import Rule
+
+# An undelivered message older than this means delivery is stuck, not just busy.
+OUTBOX_STUCK_AFTER_S = 300.0
+
+
+class Source(enum.Enum):
+    DAEMON = "daemon"
+    STATE_FILE = "state file"
+
+
+@dataclass(frozen=True, slots=True)
+class PositionFigures:
+    symbol: str
+    side: str
+    contracts: Decimal
+    mark_price: Decimal
+    liquidation_price: Decimal | None
+    liquidation_distance: Decimal | None
+    margin_ratio: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class AccountFigures:
+    """The figures of one account from one margin computation."""
+
+    worst_ratio: Decimal
+    pool_ratio: Decimal  # the cross pool's margin ratio
+    buffer: Decimal
+    crash_distance: Decimal | None  # None when the computation left it out
+    settle: str
+    positions: tuple[PositionFigures, ...]
+
+    @classmethod
+    def of(cls, metrics: AccountMetrics) -> AccountFigures:
+        return cls(
+            worst_ratio=metrics.worst_ratio,
+            pool_ratio=metrics.pool.margin_ratio,
+            buffer=metrics.pool.buffer,
+            crash_distance=metrics.crash_distance,
+            settle=metrics.account.settle,
+            positions=tuple(
+                PositionFigures(
+                    symbol=pm.position.symbol,
+                    side=pm.position.side.label,
+                    contracts=pm.position.contracts,
+                    mark_price=pm.position.mark_price,
+                    liquidation_price=pm.liquidation_price,
+                    liquidation_distance=pm.liquidation_distance,
+                    margin_ratio=pm.margin_ratio,
+                )
+                for pm in metrics.positions
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAge:
+    stream: str  # "mark", "positions", "balance"
+    key: str  # the symbol for marks, "" otherwise
+    age_s: float  # seconds since its last message, when the view was built
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    name: str
+    exchange: str
+    bootstrapped: bool
+    connected: bool
+    fatal: str | None
+    stale: tuple[str, ...]  # "mark BTC/USDT:USDT", "balance", "not bootstrapped", ...
+    open_positions: int  # positions the feed holds (figures may be missing: incomplete data)
+    figures: AccountFigures | None  # None: no complete data yet
+    reconnects: int = 0
+    ages: tuple[StreamAge, ...] = ()
+    drift: tuple[tuple[str, Decimal], ...] = ()  # (figure, relative difference) vs the exchange
+    saved_at: float | None = None  # from the state file: when these figures were saved
+
+    @property
+    def worst_ratio(self) -> Decimal | None:
+        return None if self.figures is None else self.figures.worst_ratio
+
+    @property
+    def problem(self) -> str | None:
+        """Why this account counts against health, or None when its feed is fresh."""
+        if self.fatal:
+            return f"stopped: {self.fatal}"
+        if self.stale:
+            return f"stale: {', '.join(self.stale)}"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class FiringAlert:
+    rule: str
+    severity: str | None  # None: the rule is not known here (read from the state file)
+    subject: str
+    since: float
+    value: Decimal | None
+    notified: bool
+
+    @classmethod
+    def of(cls, state: AlertState, rule: Rule | None) -> FiringAlert:
+        severity = rule.severity.label if rule is not None else None
+        return cls(
+            state.rule, severity, state.subject.key, state.since, state.value, state.notified
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Undelivered:
+    id: int
+    receiver: str
+    title: str
+    attempts: int
+    last_error: str | None
+    created_at: float
+
+    @classmethod
+    def of(cls, row: OutboxRow) -> Undelivered:
+        return cls(row.id, row.receiver, row.title, row.attempts, row.last_error, row.created_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    engine_updates: int = 0
+    notifications: int = 0
+    sent: int = 0  # messages delivered
+    failed: int = 0  # delivery attempts that failed
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonView:
+    source: Source
+    at: float  # epoch seconds when it was built
+    accounts: tuple[AccountView, ...]
+    firing: tuple[FiringAlert, ...]
+    undelivered: tuple[Undelivered, ...]
+    counters: Counters
+    reasons: tuple[str, ...]  # why the daemon is unhealthy; empty when healthy
+
+    @property
+    def healthy(self) -> bool | None:
+        """Every feed fresh and the outbox draining; None when read from the state file."""
+        if self.source is Source.STATE_FILE:
+            return None
+        return not self.reasons
+
+    @property
+    def feeds_fresh(self) -> bool:
+        """Every account bootstrapped with fresh streams (what the dead-man's switch needs)."""
+        return bool(self.accounts) and all(a.problem is None for a in self.accounts)
+
+    def firing_by_severity(self) -> dict[str, int]:
+        counts = {"info": 0, "warning": 0, "critical": 0}
+        for alert in self.firing:
+            if alert.severity in counts:
+                counts[alert.severity] += 1
+        return counts
+
+
+def health_reasons(
+    accounts: Sequence[AccountView], undelivered: Sequence[Undelivered], now: float
+) -> tuple[str, ...]:
+    """Why the daemon is not healthy: a stopped or stale feed, or a stuck outbox."""
+    reasons = []
+    if not accounts:
+        reasons.append("no accounts")
+    for account in accounts:
+        if account.problem is not None:
+            reasons.append(f"{account.name}: {account.problem}")
+    stuck = sum(1 for u in undelivered if now - u.created_at > OUTBOX_STUCK_AFTER_S)
+    if stuck:
+        reasons.append(f"outbox: {stuck} messages undelivered for over 5 minutes")
+    return tuple(reasons)
+
+
+EMPTY = DaemonView(Source.DAEMON, 0.0, (), (), (), Counters(), ("no accounts",))

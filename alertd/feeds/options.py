@@ -1,0 +1,44 @@
+"""How feeds reach an exchange and wait: the typed seam the service passes to its feeds.
+
+Production uses the defaults; tests pass tiny backoffs, and a factory or clock of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from alertd.clock import Clock, Sleep
+from alertd.config import AccountConfig, BackoffSettings, FeedSettings, Secret
+from alertd.feeds.backoff import Backoff
+from alertd.feeds.ccxt_exchange import make_exchange
+
+# (account, its secrets, the feed settings, the frame sink) -> a ccxt.pro exchange; the mark
+# hubs call it with no secrets.
+ExchangeFactory = Callable[[AccountConfig, Mapping[str, Secret], FeedSettings, Any], Any]
+BackoffFactory = Callable[[], Backoff]
+
+
+@dataclass(frozen=True, slots=True)
+class FeedOptions:
+    exchange_factory: ExchangeFactory = make_exchange
+    backoff: BackoffFactory | None = None  # None: from the config's ``feeds.backoff``
+    # monotonic: when each stream was last heard from; the service reads staleness with it
+    clock: Clock = time.monotonic
+    sleep: Sleep = asyncio.sleep
+
+    def backoff_factory(self, settings: BackoffSettings) -> BackoffFactory:
+        if self.backoff is not None:
+            return self.backoff
+        b = settings
+
+        def configured() -> Backoff:
+            return Backoff(b.initial_s, b.max_s, b.multiplier, b.jitter, b.reset_after_s)
+
+        return configured
+
+
+PRODUCTION = FeedOptions()

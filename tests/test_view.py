@@ -1,0 +1,183 @@
+"""The daemon's published view: what the endpoint, ``alertd status`` and sd_notify render."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from alertd.daemon import http
+from alertd.daemon.http import make_app
+from alertd.daemon.sdnotify import status_line
+from alertd.daemon.store import NewMessage
+from alertd.daemon.view import (
+    AccountFigures,
+    AccountView,
+    Counters,
+    DaemonView,
+    FiringAlert,
+    PositionFigures,
+    Source,
+    StreamAge,
+    Undelivered,
+    health_reasons,
+)
+from alertd.views.status import status_json
+
+from .test_service import make
+
+D = Decimal
+FIGURES = AccountFigures(
+    worst_ratio=D("0.66"),
+    pool_ratio=D("0.66"),
+    buffer=D("118.5"),
+    crash_distance=D("-0.0021"),
+    settle="USDT",
+    positions=(
+        PositionFigures(
+            "BTC/USDT:USDT", "long", D("1"), D("58350"), D("58232.93"), D("0.002"), D("0.66")
+        ),
+    ),
+)
+
+
+def account(name: str = "main", **changes: Any) -> AccountView:
+    base: dict[str, Any] = dict(
+        name=name,
+        exchange="binanceusdm",
+        bootstrapped=True,
+        connected=True,
+        fatal=None,
+        stale=(),
+        open_positions=1,
+        figures=FIGURES,
+        reconnects=2,
+        ages=(StreamAge("mark", "BTC/USDT:USDT", 0.25),),
+        drift=(("margin_balance", D("0.0001")),),
+    )
+    base.update(changes)
+    return AccountView(**base)
+
+
+def view(*accounts: AccountView, undelivered: tuple[Undelivered, ...] = ()) -> DaemonView:
+    now = 10_000.0
+    return DaemonView(
+        source=Source.DAEMON,
+        at=now,
+        accounts=accounts,
+        firing=(FiringAlert("ratio-warning", "warning", "main", 9_000.0, D("0.66"), True),),
+        undelivered=undelivered,
+        counters=Counters(engine_updates=7, notifications=1, sent=1, failed=0),
+        reasons=health_reasons(accounts, undelivered, now),
+    )
+
+
+def test_the_endpoint_does_not_import_the_service() -> None:
+    tree = ast.parse(Path(http.__file__).read_text())
+    imported = {
+        node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert "alertd.daemon.service" not in imported
+    assert "alertd.engine.margin" not in imported  # it renders figures, never computes them
+
+
+def test_health_reasons_name_the_feed_and_a_stuck_outbox() -> None:
+    stuck = Undelivered(1, "hook", "t", 3, "refused", 1_000.0)
+    v = view(account(), account("desk", stale=("mark ETH/USDT:USDT",)), undelivered=(stuck,))
+    assert v.reasons == (
+        "desk: stale: mark ETH/USDT:USDT",
+        "outbox: 1 messages undelivered for over 5 minutes",
+    )
+    assert v.healthy is False and not v.feeds_fresh
+    assert view(account()).healthy is True and view(account()).feeds_fresh
+    assert view().reasons == ("no accounts",)
+    assert status_line(view(account(), account("x", fatal="AuthenticationError"))) == (
+        "2 accounts, 1 firing, 0 stale, 1 stopped"
+    )
+
+
+def test_endpoint_renders_the_view_it_is_given() -> None:
+    calls = []
+
+    def current() -> DaemonView:
+        calls.append(1)
+        return view(
+            account(),
+            account("down", bootstrapped=False, stale=("not bootstrapped",), figures=None),
+        )
+
+    async def scrape() -> tuple[str, int, dict[str, Any], dict[str, Any]]:
+        server = TestServer(make_app(current, None), host="127.0.0.1")
+        async with TestClient(server) as client:
+            metrics = await (await client.get("/metrics")).text()
+            health = await client.get("/healthz")
+            status = await (await client.get("/status")).json()
+            return metrics, health.status, await health.json(), status
+
+    metrics, code, health, status = asyncio.run(scrape())
+    assert len(calls) == 3  # one view per request, nothing else read
+    assert 'alertd_margin_ratio{account="main"} 0.66' in metrics
+    assert 'alertd_buffer{account="main",settle="USDT"} 118.5' in metrics
+    assert 'alertd_reconnects_total{account="main"} 2.0' in metrics
+    assert 'alertd_feed_age_seconds{account="main",key="BTC/USDT:USDT",stream="mark"} 0.25' in (
+        metrics
+    )
+    assert 'alertd_alerts_firing{severity="warning"} 1.0' in metrics
+    assert "alertd_engine_updates_total 7.0" in metrics
+    assert 'alertd_margin_ratio{account="down"}' not in metrics  # no figures yet: no sample
+    assert code == 503 and health["reasons"] == ["down: stale: not bootstrapped"]
+    assert status["accounts"][0]["positions"][0]["liquidation_price"] == "58232.93"
+    assert status["accounts"][1]["margin_ratio"] is None
+    assert status["firing"][0]["severity"] == "warning"
+
+
+def test_status_json_keeps_its_shape_for_both_sources() -> None:
+    live = status_json(view(account()))
+    assert list(live) == ["source", "healthy", "reasons", "accounts", "firing", "undelivered"]
+    assert list(live["accounts"][0]) == [
+        "name",
+        "bootstrapped",
+        "connected",
+        "fatal",
+        "stale",
+        "margin_ratio",
+        "buffer",
+        "crash_distance",
+        "settle",
+        "positions",
+    ]
+    saved = DaemonView(Source.STATE_FILE, 0.0, (account(saved_at=5.0),), (), (), Counters(), ())
+    offline = status_json(saved)
+    assert offline["source"] == "state file" and offline["healthy"] is None
+    assert list(offline["accounts"][0]) == [
+        "name",
+        "saved_at",
+        "positions",
+        "margin_ratio",
+        "buffer",
+        "crash_distance",
+        "settle",
+        "stale",
+        "fatal",
+    ]
+    assert json.loads(json.dumps(offline)) == offline
+
+
+def test_the_view_is_replaced_only_when_something_changed(tmp_path: Path) -> None:
+    service = make(tmp_path)
+    publisher = service.publisher
+    assert publisher is not None and service.store is not None
+    first = service.view()
+    assert publisher.publish(set(), engine_updates=0) is first  # nothing changed
+    service.store.enqueue([NewMessage("hook", "info", "t", "b", {})], 1.0)
+    second = publisher.publish(set(), engine_updates=0)
+    assert second is not first and [u.title for u in second.undelivered] == ["t"]
+    assert first.undelivered == ()  # a published view never changes
+    assert publisher.publish({"hl"}, engine_updates=0) is not second  # an account changed
+    assert service.view().accounts[0].stale == ("not bootstrapped",)
+    service.store.close()
