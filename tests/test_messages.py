@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from alertd.engine.margin import compute
-from alertd.rules.lifecycle import Kind, Notification
+from alertd.engine.margin import AccountMetrics, compute
+from alertd.rules.lifecycle import Kind, Notification, Resolution
 from alertd.rules.messages import render
-from alertd.rules.model import Rule, Scope, Severity, Subject
+from alertd.rules.model import Context, Rule, Scope, Severity, Subject
 
 from .helpers import account, position, snapshot, tiers
 
@@ -23,7 +23,7 @@ WARN = Rule(
 )
 
 
-def metrics() -> object:
+def metrics() -> AccountMetrics:
     snap = snapshot(
         "binanceusdm",
         "2000",
@@ -32,10 +32,15 @@ def metrics() -> object:
     return compute(account(snap), D("0.45"))
 
 
-def note(kind: Kind, rule: Rule = WARN, value: str = "0.667", **context: object) -> Notification:
-    return Notification(
-        kind, rule, MAIN, 1000.0, 400.0, D(value), {"metrics": metrics(), **context}
-    )
+def note(
+    kind: Kind,
+    rule: Rule = WARN,
+    value: str = "0.667",
+    reason: Resolution | None = None,
+    fatal: str | None = None,
+) -> Notification:
+    context = Context(metrics(), fatal=fatal)
+    return Notification(kind, rule, MAIN, 1000.0, 400.0, D(value), context, reason)
 
 
 def test_firing_leads_with_severity_and_account_and_says_what_to_do() -> None:
@@ -51,7 +56,7 @@ def test_firing_leads_with_severity_and_account_and_says_what_to_do() -> None:
 
 def test_repeat_and_resolved() -> None:
     assert "firing for 10m" in render(note(Kind.REPEAT)).body
-    resolved = render(note(Kind.RESOLVED, value="0.3", reason="cleared"))
+    resolved = render(note(Kind.RESOLVED, value="0.3", reason=Resolution.CLEARED))
     assert resolved.title == "RESOLVED main: worst ratio 30.0%"
     assert resolved.body == "was above 50.0% for 10m (margin-ratio-warning)"
 
@@ -66,7 +71,7 @@ def test_feed_problems_say_alertd_is_blind() -> None:
     assert m.body == "feed stopped: AuthenticationError: binanceusdm -2015"
 
 
-def test_custom_template_and_events() -> None:
+def test_custom_template() -> None:
     rule = Rule(
         "mine",
         "worst_ratio",
@@ -78,6 +83,9 @@ def test_custom_template_and_events() -> None:
     m = render(note(Kind.FIRING, rule, "0.9"))
     assert m.title == "CRITICAL main at 90.0% (limit 80.0%)"
     assert m.body == "act now {unknown}"
-    call = Rule("margin-call", "margin_call", Scope.ACCOUNT, Severity.CRITICAL, above=D(0))
-    event = Notification(Kind.EVENT, call, MAIN, 1.0, 1.0, None, {}, "margin_call: BTCUSDT")
-    assert render(event).title == "CRITICAL main: margin-call"
+    # exchange pushes (margin calls) are system messages now: tests/test_system_messages.py
+
+
+def test_a_closed_position_says_so() -> None:
+    resolved = render(note(Kind.RESOLVED, value="0.3", reason=Resolution.GONE))
+    assert resolved.title == "RESOLVED main: worst ratio 30.0% (position closed)"

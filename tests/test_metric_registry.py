@@ -138,7 +138,7 @@ def test_only_the_wanted_metrics_are_read_and_incomplete_data_gives_feed_metrics
     blind = observe("a", "binanceusdm", None, FeedStatus(D(0), D(75), "banned"))
     assert len(blind) == 1
     assert blind[0].metrics == {"feed_stale_s": D(0), "feed_down_s": D(75), "account_error": D(1)}
-    assert blind[0].context["fatal"] == "banned"
+    assert blind[0].context.fatal == "banned"
 
 
 def test_a_sent_notification_carries_the_full_figures() -> None:
@@ -151,12 +151,12 @@ def test_a_sent_notification_carries_the_full_figures() -> None:
         Notification(Kind.FIRING, rule, o.subject, 1.0, 1.0, D(0), o.context) for o in observed
     ]
     full = with_full_metrics(notes, D("0.5"))
-    assert "live" not in full[0].context and "live" not in full[1].context
-    metrics = full[0].context["metrics"]
+    assert full[0].context.live is None and full[1].context.live is None
+    metrics = full[0].context.metrics
     assert isinstance(metrics, AccountMetrics)
     assert metrics == compute(one, D("0.5"))
-    assert full[1].context["position"] == metrics.positions[0]
-    assert full[1].context["metrics"] is metrics  # computed once per account
+    assert full[1].context.position == metrics.positions[0]
+    assert full[1].context.metrics is metrics  # computed once per account
 
 
 @pytest.mark.parametrize(

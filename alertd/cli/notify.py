@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 
 from alertd.cli.common import (
     EXIT_BUG,
@@ -23,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from alertd.delivery.deliverer import ApriseSender, build_receivers
+    from alertd.delivery.system import receiver_check
 
     config = load_config(args.config)
     receivers = build_receivers(config)
@@ -39,12 +41,10 @@ def run(args: argparse.Namespace) -> int:
     async def send_all() -> list[tuple[str, bool, str]]:
         out = []
         for name, receiver in receivers.items():
-            result = await sender.send(
-                receiver.url,
-                "INFO alertd test message",
-                f"If you can read this, alertd can reach you through '{name}'.",
-                "info",
-            )
+            # straight to each receiver, not through routes or the outbox: this is a check of
+            # every receiver, answered here and now
+            m = receiver_check(name, time.time())
+            result = await sender.send(receiver.url, m.title, m.body, m.severity.label)
             out.append((name, result.ok, result.error))
         return out
 

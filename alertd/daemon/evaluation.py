@@ -16,8 +16,8 @@ from alertd.clock import Clock
 from alertd.config import Config, RuleConfig
 from alertd.daemon.store import Store
 from alertd.delivery.deliverer import Deliverer
+from alertd.delivery.system import PUSHES, SystemMessage, exchange_push
 from alertd.engine.book import Book, LiveAccount
-from alertd.engine.margin import compute
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.state import AccountEvent, Stream
 from alertd.rules.lifecycle import AlertEngine, Notification
@@ -30,11 +30,9 @@ from alertd.rules.metrics import (
     observe,
     with_full_metrics,
 )
-from alertd.rules.model import QuietHours, Rule, Scope, Severity, Subject
+from alertd.rules.model import QuietHours, Rule, Scope, Severity
 
 log = logging.getLogger(__name__)
-
-MARGIN_CALL_RULE = "margin-call"
 
 
 def _rule(rc: RuleConfig) -> Rule:
@@ -61,7 +59,8 @@ def _rule(rc: RuleConfig) -> Rule:
 
 
 def build_rules(config: Config) -> list[Rule]:
-    """The configured rules plus the built-in ones that watch alertd itself."""
+    """The configured rules plus the built-in ones that watch alertd itself (an exchange's
+    margin call is no rule: it is a system message, see :meth:`Alerting.event`)."""
     rules = [_rule(rc) for rc in config.rules]
     builtin = config.builtin_rules
     taken = {r.name for r in rules}
@@ -99,12 +98,6 @@ def build_rules(config: Config) -> list[Rule]:
                 Severity.CRITICAL,
                 above=Decimal(0),
                 repeat_s=4 * 3600,
-            )
-        )
-    if builtin.margin_call:
-        add(
-            Rule(
-                MARGIN_CALL_RULE, "margin_call", Scope.ACCOUNT, Severity.CRITICAL, above=Decimal(0)
             )
         )
     return rules
@@ -154,6 +147,7 @@ class Alerting:
         self._live: dict[str, LiveAccount | None] = {}
         self.notifications = 0
         self.commits = 0  # store commits of alert states: the firing alerts may have changed
+        self.margin_calls = config.builtin_rules.margin_call
         self._use_rules()
 
     def _use_rules(self) -> None:
@@ -165,6 +159,7 @@ class Alerting:
         self.rules = build_rules(config)
         self.engine.set_rules(self.rules)
         self.engine.quiet_hours = quiet_hours(config)
+        self.margin_calls = config.builtin_rules.margin_call
         self._use_rules()
 
     def refresh_silences(self) -> None:
@@ -220,19 +215,20 @@ class Alerting:
             self._commit(name, notes, wall)
         return notes
 
-    def event(self, feed: AccountFeed, event: AccountEvent) -> list[Notification]:
-        rule = next((r for r in self.rules if r.name == MARGIN_CALL_RULE), None)
-        if rule is None:
-            return []
-        subject = Subject(feed.config.name, feed.config.exchange)
+    def event(self, feed: AccountFeed, event: AccountEvent) -> SystemMessage | None:
+        """An exchange push (margin call, liquidation warning): one message, unless silenced
+        (``builtin_rules.margin_call: false`` turns them off)."""
+        kind = PUSHES.get(event.kind)
+        if kind is None or not self.margin_calls:
+            return None
         wall = self._wall()
-        context: dict[str, object] = {}
-        if feed.state.bootstrapped and not feed.state.missing():
-            context["metrics"] = compute(feed.state.to_account(), self.target)
-        notes = self.engine.event(rule, subject, f"{event.kind}: {event.detail}", wall, context)
-        if notes:
-            self._commit(feed.config.name, notes, wall)
-        return notes
+        m = exchange_push(kind, feed.config.name, feed.config.exchange, event.detail, wall)
+        if self.engine.muted(m.labels, wall) or self.engine.quiet(m.severity, wall):
+            return None
+        self.deliverer.enqueue(m)
+        self.notifications += 1
+        log.info("%s %s: %s", m.kind.value, m.name, m.title)
+        return m
 
     def _commit(self, account: str, notes: Sequence[Notification], wall: float) -> None:
         messages = []

@@ -21,7 +21,6 @@ import datetime as dt
 import logging
 import signal
 import time
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -34,16 +33,15 @@ from alertd.daemon.evaluation import Alerting
 from alertd.daemon.http import bound_port, serve_http
 from alertd.daemon.publisher import Publisher
 from alertd.daemon.sdnotify import Notifier, status_line
-from alertd.daemon.store import NewMessage, Store
+from alertd.daemon.store import Store
 from alertd.daemon.view import EMPTY, AccountView, DaemonView
 from alertd.delivery.deliverer import Deliverer, Sender, build_receivers
+from alertd.delivery.system import digest
 from alertd.engine.book import Book
 from alertd.errors import StartupError
 from alertd.feeds.feed import AccountFeed, Change
 from alertd.feeds.manager import FeedFactory, FeedManager
 from alertd.feeds.options import PRODUCTION, FeedOptions
-from alertd.rules.lifecycle import Kind, Notification
-from alertd.rules.model import Rule, Scope, Severity, Subject
 from alertd.snapshot.format import account_to_json
 
 log = logging.getLogger(__name__)
@@ -393,8 +391,7 @@ class Service:
         assert self.manager is not None and self.alerting is not None
         events, self._events = self._events, []
         for source, event in events:
-            if event.kind in ("margin_call", "liquidation_warning"):
-                self.alerting.event(source, event)
+            self.alerting.event(source, event)
         dirty, self._dirty = self._dirty, set()
         changed, self._changed = self._changed, set()
         for name in sorted(dirty):
@@ -448,30 +445,11 @@ class Service:
         return target.timestamp()
 
     def _send_digest(self) -> None:
-        assert self.deliverer is not None and self.store is not None and self.alerting is not None
+        assert self.deliverer is not None
         view = self.view()
-        report = view.accounts
-        firing = view.firing
-        lines = [f"{h.name}: {_digest_line(h)}" for h in report]
-        lines.append(f"{len(firing)} alerts firing")
-        rule = Rule("daily-digest", "digest", Scope.ACCOUNT, Severity.INFO, above=Decimal(0))
-        note = Notification(
-            Kind.EVENT,
-            rule,
-            Subject("alertd", "-"),
-            self._wall(),
-            self._wall(),
-            None,
-            {},
-            "\n".join(lines),
-        )
-        title = f"INFO alertd daily: {len(report)} accounts, {len(firing)} firing"
-        messages = [
-            NewMessage(m.receiver, "info", title, m.body, m.payload)
-            for m in self.deliverer.messages_for(note, _digest_message(title, lines))
-        ]
-        self.store.enqueue(messages, self._wall())
-        self.deliverer.wake()
+        lines = [f"{h.name}: {_digest_line(h)}" for h in view.accounts]
+        lines.append(f"{len(view.firing)} alerts firing")
+        self.deliverer.enqueue(digest(len(view.accounts), len(view.firing), lines, self._wall()))
 
     # --- health -------------------------------------------------------------------------
 
@@ -554,9 +532,3 @@ def _digest_line(h: AccountView) -> str:
     else:
         text = "no positions" if h.open_positions == 0 else "incomplete data"
     return text + (f", stale: {', '.join(h.stale)}" if h.stale else "")
-
-
-def _digest_message(title: str, lines: list[str]) -> Any:
-    from alertd.rules.messages import Message
-
-    return Message(title, "\n".join(lines))

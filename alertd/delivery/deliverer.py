@@ -2,7 +2,9 @@
 receiver accepted it, failed sends are retried with backoff (and copied to the route's
 fallback receiver), and each receiver's rate limit is respected.
 
-The transport is a :class:`Sender`; production uses apprise (``ApriseSender``), whose
+What goes out is a rule's :class:`~alertd.rules.lifecycle.Notification` (rendered) or a
+:class:`~alertd.delivery.system.SystemMessage`; both take the same path. The transport is a
+:class:`Sender`; production uses apprise (``ApriseSender``), whose
 ``notify`` only says yes or no, so a receiver's own "slow down" (Telegram's 429
 ``retry_after``) is honoured by the rate limit and the backoff, not by parsing replies.
 """
@@ -14,13 +16,15 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from alertd import redact
+from alertd.clock import Clock, Sleep
 from alertd.config import Config, DeliverySettings, RouteConfig, Secret, expand_env
 from alertd.daemon.store import NewMessage, OutboxRow, Store
+from alertd.delivery.system import SystemMessage
 from alertd.rules.lifecycle import Notification
 from alertd.rules.messages import Message, notification_json
 
@@ -171,8 +175,8 @@ class Deliverer:
         settings: DeliverySettings,
         sender: Sender | None = None,
         *,
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Clock = time.time,  # wall: outbox times are epoch seconds
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.store = store
         self.receivers = dict(receivers)
@@ -190,20 +194,35 @@ class Deliverer:
         self.on_attempt: Callable[[], None] | None = None
 
     def messages_for(self, n: Notification, message: Message) -> list[NewMessage]:
+        """Outbox rows for a rule's notification, one per receiver its routes pick."""
         payload = notification_json(n, message)
-        out = []
+        return self._routed(n.labels, n.severity.label, message.title, message.body, payload)
+
+    def system_messages_for(self, m: SystemMessage) -> list[NewMessage]:
+        """Outbox rows for a system message, routed by its labels like any alert."""
+        return self._routed(m.labels, m.severity.label, m.title, m.body, m.payload())
+
+    def enqueue(self, m: SystemMessage) -> list[int]:
+        """Write a system message to the outbox (it has no alert state to commit with)."""
+        rows = self.system_messages_for(m)
+        ids = self.store.enqueue(rows, self._clock())
+        if rows:
+            self.wake()
+        return ids
+
+    def _routed(
+        self,
+        labels: Mapping[str, str],
+        severity: str,
+        title: str,
+        body: str,
+        payload: Mapping[str, Any],
+    ) -> list[NewMessage]:
         tags = {name: r.tags for name, r in self.receivers.items()}
-        for name, fallback in route(self.routes, tags, n.labels, n.severity.label):
-            out.append(
-                NewMessage(
-                    name,
-                    n.severity.label,
-                    message.title,
-                    message.body,
-                    {**payload, "fallback": fallback},
-                )
-            )
-        return out
+        return [
+            NewMessage(name, severity, title, body, {**payload, "fallback": fallback})
+            for name, fallback in route(self.routes, tags, labels, severity)
+        ]
 
     def wake(self) -> None:
         self._wake.set()

@@ -15,11 +15,20 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from alertd.rules.model import Observation, QuietHours, Rule, Severity, Silence, Subject
+from alertd.rules.model import (
+    NO_CONTEXT,
+    Context,
+    Observation,
+    QuietHours,
+    Rule,
+    Severity,
+    Silence,
+    Subject,
+)
 
 
 class Phase(enum.Enum):
@@ -31,7 +40,14 @@ class Kind(enum.Enum):
     FIRING = "firing"
     REPEAT = "repeat"
     RESOLVED = "resolved"
-    EVENT = "event"  # an exchange push (margin call): one message, nothing to resolve
+
+
+class Resolution(enum.Enum):
+    """Why an alert resolved."""
+
+    CLEARED = "cleared"  # back on the safe side of its clear threshold
+    NO_VALUE = "no value"  # the metric has no figure any more (no liquidation price, say)
+    GONE = "no longer observed"  # its subject went away: a closed position
 
 
 @dataclass
@@ -89,8 +105,8 @@ class Notification:
     at: float
     since: float
     value: Decimal | None
-    context: Mapping[str, Any] = field(default_factory=dict)
-    detail: str = ""  # for events
+    context: Context = NO_CONTEXT
+    reason: Resolution | None = None  # for RESOLVED
 
     @property
     def severity(self) -> Severity:
@@ -159,7 +175,7 @@ class AlertEngine:
                 continue
             rule = self.rules[state.rule]
             gone = Observation(state.subject, {})
-            self._resolve(rule, state, gone, now, out, reason="no longer observed")
+            self._resolve(rule, state, gone, now, out, Resolution.GONE)
         self._release_held(now, out, scope, observations)
         return out
 
@@ -189,7 +205,7 @@ class AlertEngine:
         if value is None:
             # no figure (a long with no liquidation price, say): nothing to alert on
             if state is not None:
-                self._resolve(rule, state, obs, now, out, reason="no value")
+                self._resolve(rule, state, obs, now, out, Resolution.NO_VALUE)
             return
         if state is None:
             if not rule.breached(value):
@@ -210,7 +226,7 @@ class AlertEngine:
             if state.clear_since is None:
                 state.clear_since = now
             if now - state.clear_since >= rule.keep_firing_for_s:
-                self._resolve(rule, state, obs, now, out, reason="cleared")
+                self._resolve(rule, state, obs, now, out, Resolution.CLEARED)
             return
         state.clear_since = None
         if not state.notified:
@@ -229,14 +245,14 @@ class AlertEngine:
         obs: Observation,
         now: float,
         out: list[Notification],
-        reason: str,
+        reason: Resolution,
     ) -> None:
         del self.states[state.key]
         if state.phase is Phase.FIRING and state.notified:
-            context = {**obs.context, "reason": reason}
+            s = state
             out.append(
                 Notification(
-                    Kind.RESOLVED, rule, state.subject, now, state.since, state.value, context
+                    Kind.RESOLVED, rule, s.subject, now, s.since, s.value, obs.context, reason
                 )
             )
 
@@ -276,7 +292,7 @@ class AlertEngine:
             if any(n.rule.name == state.rule and n.subject == state.subject for n in out):
                 continue
             rule = self.rules[state.rule]
-            obs = Observation(state.subject, {}, contexts.get(state.subject.key, {}))
+            obs = Observation(state.subject, {}, contexts.get(state.subject.key, NO_CONTEXT))
             self._send(rule, state, obs, now, out, Kind.FIRING)
 
     # --- what holds a notification back --------------------------------------------------
@@ -289,7 +305,10 @@ class AlertEngine:
         )
 
     def silenced(self, rule: Rule, subject: Subject, now: float) -> bool:
-        labels = alert_labels(rule, subject)
+        return self.muted(alert_labels(rule, subject), now)
+
+    def muted(self, labels: Mapping[str, str], now: float) -> bool:
+        """An active silence matches ``labels`` (an alert's, or a system message's)."""
         return any(s.active(now) and s.matches(labels) for s in self.silences)
 
     def quiet(self, severity: Severity, now: float) -> bool:
@@ -313,16 +332,6 @@ class AlertEngine:
             ):
                 return True
         return False
-
-    # --- events --------------------------------------------------------------------------
-
-    def event(
-        self, rule: Rule, subject: Subject, detail: str, now: float, context: Mapping[str, Any]
-    ) -> list[Notification]:
-        """An exchange push (a margin call): one notification unless silenced."""
-        if self.silenced(rule, subject, now) or self.quiet(rule.severity, now):
-            return []
-        return [Notification(Kind.EVENT, rule, subject, now, now, None, context, detail)]
 
     def firing(self) -> list[AlertState]:
         return [s for s in self.states.values() if s.phase is Phase.FIRING]

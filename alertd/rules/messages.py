@@ -13,7 +13,7 @@ from typing import Any
 
 import alertd.views.format as fmt
 from alertd.engine.margin import AccountMetrics, PositionMetrics, compute
-from alertd.rules.lifecycle import Kind, Notification
+from alertd.rules.lifecycle import Kind, Notification, Resolution
 from alertd.rules.metrics import Needs, Unit, lookup, unit_of
 
 MAX_POSITIONS = 3  # lines of positions in one message; the rest are counted
@@ -58,8 +58,8 @@ def _action(n: Notification, metrics: AccountMetrics, target: Decimal) -> str | 
     settle = metrics.account.settle
     pool = at_target.pool
     pct = fmt.percent(target, 0)
-    focus = n.context.get("position")
-    if isinstance(focus, PositionMetrics) and focus.position.is_isolated:
+    focus = n.context.position
+    if focus is not None and focus.position.is_isolated:
         pm = next(p for p in at_target.positions if p.position.key == focus.position.key)
         if pm.margin_to_add:
             amount = fmt.money(pm.margin_to_add, up=True)
@@ -97,13 +97,8 @@ def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
     who = n.subject.describe()
     value = fmt_metric(metric, n.value, beside=rule.threshold)
     threshold = fmt_metric(metric, rule.threshold)
-    metrics = n.context.get("metrics")
-    if not isinstance(metrics, AccountMetrics):
-        metrics = None
+    metrics = n.context.metrics
 
-    if n.kind is Kind.EVENT:
-        title = f"{head} {who}: {rule.name}"
-        return Message(title, n.detail[:400])
     if rule.message:
         text = rule.message.format_map(_fields(n, value, threshold))
         title, _, rest = text.partition("\n")
@@ -111,8 +106,7 @@ def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
 
     label = metric.replace("_", " ")
     if n.kind is Kind.RESOLVED:
-        reason = n.context.get("reason", "cleared")
-        gone = " (position closed)" if reason == "no longer observed" else ""
+        gone = " (position closed)" if n.reason is Resolution.GONE else ""
         title = f"{head} {who}: {label} {value}{gone}"
         body = f"was {rule.direction} {threshold} for {fmt.duration(n.at - n.since)} ({rule.name})"
         return Message(title, body)
@@ -120,7 +114,7 @@ def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
     title = f"{head} {who}: {label} {value}"
     lines = [f"{rule.direction} {threshold} ({rule.name})"]
     if metric == "account_error":
-        lines = [f"feed stopped: {n.context.get('fatal') or 'unknown error'}"]
+        lines = [f"feed stopped: {n.context.fatal or 'unknown error'}"]
     elif unit_of(metric) is Unit.SECONDS:
         lines = [f"no fresh data for {value}: alertd cannot see this account's risk"]
     if n.kind is Kind.REPEAT:
@@ -128,10 +122,10 @@ def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
     entry = lookup(metric, rule.scope)
     about_feed = entry is not None and entry.needs is Needs.FEED  # no figures to quote
     if metrics is not None and not about_feed:
-        focus = n.context.get("position")
+        focus = n.context.position
         shown = (
             [focus]
-            if isinstance(focus, PositionMetrics)
+            if focus is not None
             else sorted(metrics.positions, key=lambda pm: -pm.margin_ratio)
         )
         for pm in shown[:MAX_POSITIONS]:

@@ -24,7 +24,7 @@ from decimal import Decimal
 from alertd.engine.book import LiveAccount, LivePosition
 from alertd.engine.margin import AccountMetrics, compute
 from alertd.rules.lifecycle import Notification
-from alertd.rules.model import Observation, Rule, Scope, Subject
+from alertd.rules.model import Context, Observation, Rule, Scope, Subject
 
 
 class Unit(enum.Enum):
@@ -295,8 +295,8 @@ def observe(
     (default: all). ``live`` is ``None`` while the account's data is incomplete: then only the
     feed's metrics are observed, and alerts on the others stay as they are.
 
-    The contexts hold the live account (``"live"``, and ``"index"`` for a position): a
-    message that quotes full figures gets them from :func:`with_full_metrics`.
+    The contexts hold the live account (``live``, and ``index`` for a position): a message
+    that quotes full figures gets them from :func:`with_full_metrics`.
     """
 
     account_metrics, position_metrics = _selection(None if wanted is None else frozenset(wanted))
@@ -304,10 +304,10 @@ def observe(
     if live is None:
         idle = Figures(feed)
         values = {m.name: m.extract(idle) for m in account_metrics if m.needs is Needs.FEED}
-        return [Observation(subject, values, {"fatal": feed.fatal})]
+        return [Observation(subject, values, Context(fatal=feed.fatal))]
     figures = Figures(feed, live)
     values = {m.name: m.extract(figures) for m in account_metrics}
-    out = [Observation(subject, values, {"fatal": feed.fatal, "live": live})]
+    out = [Observation(subject, values, Context(fatal=feed.fatal, live=live))]
     if not position_metrics:
         return out  # no position rule: no position alert to advance or resolve
     for i, lp in enumerate(live.positions):
@@ -317,7 +317,7 @@ def observe(
             Observation(
                 Subject(account, exchange, p.symbol, p.side.label),
                 {m.name: m.extract(figures) for m in position_metrics},
-                {"live": live, "index": i},
+                Context(live=live, index=i),
             )
         )
     return out
@@ -326,8 +326,8 @@ def observe(
 def with_full_metrics(
     notes: Sequence[Notification], target_ratio: Decimal | None = None, crash: bool = True
 ) -> list[Notification]:
-    """``notes`` with the full figures a message quotes (``"metrics"``: liquidation prices,
-    what to add or cut; ``"position"`` for a position's alert) in place of the live account.
+    """``notes`` with the full figures a message quotes (``metrics``: liquidation prices,
+    what to add or cut; ``position`` for a position's alert) in place of the live account.
 
     Call it right after the evaluation that produced ``notes``, while the book is at the same
     marks; the full computation runs once per account, and only when something is sent.
@@ -335,18 +335,16 @@ def with_full_metrics(
     full: dict[int, AccountMetrics] = {}
     out = []
     for n in notes:
-        live = n.context.get("live")
-        if not isinstance(live, LiveAccount):
+        live = n.context.live
+        if live is None:
             out.append(n)
             continue
         if id(live) not in full:
             full[id(live)] = compute(live.current(), target_ratio, crash=crash)
         metrics = full[id(live)]
-        context = {k: v for k, v in n.context.items() if k not in ("live", "index")}
-        context["metrics"] = metrics
-        index = n.context.get("index")
-        if isinstance(index, int):
-            context["position"] = metrics.positions[index]
+        index = n.context.index
+        position = None if index is None else metrics.positions[index]
+        context = replace(n.context, live=None, index=None, metrics=metrics, position=position)
         out.append(replace(n, context=context))
     return out
 

@@ -10,8 +10,10 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 from zoneinfo import ZoneInfo
+
+from alertd.engine.book import LiveAccount
+from alertd.engine.margin import AccountMetrics, PositionMetrics
 
 
 class Severity(enum.IntEnum):
@@ -133,12 +135,28 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class Context:
+    """What a message may quote about an observation, besides its metric values."""
+
+    metrics: AccountMetrics | None = None  # the account's figures (None: incomplete data)
+    position: PositionMetrics | None = None  # the position a position alert is about
+    fatal: str | None = None  # why the account's feed stopped for good
+    # the book's account the values came from (and the position's index in it), until
+    # rules.metrics.with_full_metrics puts the full figures above in their place
+    live: LiveAccount | None = None
+    index: int | None = None
+
+
+NO_CONTEXT = Context()
+
+
+@dataclass(frozen=True, slots=True)
 class Observation:
     """One subject's metric values at one moment, and what a message may quote."""
 
     subject: Subject
     metrics: Mapping[str, Decimal | None]
-    context: Mapping[str, Any] = field(default_factory=dict)
+    context: Context = NO_CONTEXT
 
 
 @dataclass(frozen=True, slots=True)
