@@ -15,11 +15,13 @@ from typing import Any
 
 import pytest
 
-from alertd.config import load_config
+from alertd.config import BackoffSettings, load_config
 from alertd.daemon.service import Service
 from alertd.delivery.deliverer import Deliverer
 from alertd.errors import StartupError
+from alertd.feeds.backoff import Backoff
 from alertd.feeds.feed import AccountFeed
+from alertd.feeds.options import PRODUCTION, FeedOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -220,3 +222,18 @@ def test_the_real_run_process_exits_non_zero_when_a_feed_task_dies(tmp_path: Pat
     errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "boom in the feed" in errors[0], result.stderr
     assert "stopped in" in result.stderr
+
+
+def test_feed_options_are_one_typed_seam(tmp_path: Path) -> None:
+    service = make(tmp_path)
+    assert service.manager is not None and service.manager.options is PRODUCTION
+    settings = BackoffSettings(initial_s=0.5, max_s=4, multiplier=2, jitter=0, reset_after_s=1)
+    configured = PRODUCTION.backoff_factory(settings)()
+    assert (configured.initial_s, configured.max_s) == (0.5, 4)
+
+    def tiny() -> Backoff:
+        return Backoff(0.01, 0.02)
+
+    assert FeedOptions(backoff=tiny).backoff_factory(settings) is tiny
+    assert service.store is not None
+    service.store.close()
