@@ -438,7 +438,7 @@ def check_run_would_start(path: Path) -> None:
     for rule in build_rules(config):
         for kind in (Kind.FIRING, Kind.RESOLVED, Kind.REPEAT):
             note = Notification(
-                kind, rule, Subject("main", "hyperliquid"), 1e9, 1e9 - 60, Decimal("0.6"), {}, ""
+                kind, rule, Subject("main", "hyperliquid"), 1e9, 1e9 - 60, Decimal("0.6")
             )
             render(note)
 
