@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -31,12 +32,14 @@ from aiohttp import web
 from alertd.config import AccountConfig, Secret
 from alertd.errors import AccountRefused
 from alertd.exchanges.gate import GateAdapter
+from alertd.exchanges.hyperliquid import HyperliquidAdapter, check_abstraction
+from alertd.exchanges.registry import get_spec
 from alertd.feeds.adapter import FrameError
 from alertd.feeds.ccxt_exchange import ErrorKind, classify, make_exchange
 from alertd.feeds.feed import AccountFeed, Change
 
 from .feed_harness import FAST, eventually, run
-from .test_adapters_more import GateStandIn
+from .test_adapters_more import ADDRESS, HL_CROSS, GateStandIn, HLStandIn
 
 BTC = "BTC/USDT:USDT"
 
@@ -340,5 +343,139 @@ def test_gate_feed_without_a_user_id_stops_with_the_reason() -> None:
         assert changes == [Change.FATAL]  # the account-error alert's signal
         assert exchange.subscribed_with == []  # no private watch was tried
         assert [name for name, _ in exchange.calls] == ["detail"]
+
+    run(body())
+
+
+# --- Hyperliquid: the account's abstraction ------------------------------------------------
+
+
+def hyperliquid_exchange(answers: Answers) -> Any:
+    account = AccountConfig(
+        name="h",
+        exchange="hyperliquid",
+        wallet_address=ADDRESS,
+        urls={"public": answers.url, "private": answers.url},
+    )
+    exchange = make_exchange(account, {}, FAST)
+    exchange.set_markets([])
+    return exchange
+
+
+@pytest.mark.parametrize("mode", ["unifiedAccount", "portfolioMargin", "someNewMode"])
+def test_hyperliquid_unified_abstractions_are_refused_naming_the_mode(mode: str) -> None:
+    def info(request: dict[str, Any]) -> Any:
+        return mode if request.get("type") == "userAbstraction" else HL_CROSS
+
+    async def body() -> None:
+        async with serving({"/info": info}) as answers:
+            exchange = hyperliquid_exchange(answers)
+            try:
+                with pytest.raises(AccountRefused) as caught:
+                    await HyperliquidAdapter().fetch_positions(exchange)
+            finally:
+                await exchange.close()
+        text = str(caught.value)
+        assert ADDRESS in text and mode in text and "standard" in text
+        assert classify(caught.value) is ErrorKind.FATAL
+        # asked first, with ccxt's own request; the perpetuals state was never read
+        assert answers.paths() == ["/info"]
+
+    run(body())
+
+
+@pytest.mark.parametrize("mode", ["disabled", "default", "dexAbstraction"])
+def test_hyperliquid_standard_abstractions_pass_through_ccxts_parsing(mode: str) -> None:
+    async def body() -> None:
+        async with serving({"/info": lambda _: mode}) as answers:
+            exchange = hyperliquid_exchange(answers)
+            try:
+                answer = await exchange.publicPostInfo({"type": "userAbstraction", "user": ADDRESS})
+            finally:
+                await exchange.close()
+        assert answer == f'"{mode}"'  # ccxt hands the bare JSON string back as text
+        check_abstraction(ADDRESS, answer)
+
+    run(body())
+
+
+def test_hyperliquid_balance_stream_never_yields_none_for_a_spot_state() -> None:
+    async def body() -> None:
+        # ccxt's own handler turns the spotState push into the balance watch_balance returns
+        pro = make_exchange(AccountConfig(name="h", exchange="hyperliquid"), {}, FAST)
+        resolved: list[Any] = []
+
+        class Client:
+            def resolve(self, result: Any, message_hash: str) -> None:
+                resolved.append(copy.deepcopy(result))
+
+        try:
+            pro.handle_balance(Client(), copy.deepcopy(HL_SPOT_PUSH))
+        finally:
+            await pro.close()
+        (spot_balance,) = resolved
+
+        exchange = HLStandIn(HL_CROSS)
+
+        async def watch_balance() -> Any:
+            return spot_balance
+
+        exchange.watch_balance = watch_balance  # type: ignore[attr-defined]
+        with pytest.raises(AccountRefused, match="spot clearinghouse state"):
+            await HyperliquidAdapter().watch_balance(exchange)
+
+    run(body())
+
+
+def test_hyperliquid_ccxt_keeps_the_balance_stream_on_the_perpetuals_state() -> None:
+    """alertd checks the abstraction itself: ccxt must not switch to ``spotState`` on its own."""
+
+    async def body() -> None:
+        assert get_spec("hyperliquid").ccxt_options["enableUnifiedMargin"] is False
+        async with serving({"/info": lambda _: "unifiedAccount"}) as answers:
+            exchange = hyperliquid_exchange(answers)
+            try:
+                frame = await subscribe_frame(exchange, "balance")
+            finally:
+                await exchange.close()
+        assert frame["subscription"] == {"type": "clearinghouseState", "user": ADDRESS}
+        assert answers.requests == []  # ccxt did not probe the abstraction itself
+
+    run(body())
+
+
+class HLLike(HLStandIn):
+    def __init__(self, abstraction: str) -> None:
+        super().__init__(HL_CROSS)
+        self.abstraction = f'"{abstraction}"'
+        self.watched: list[str] = []
+
+    async def load_markets(self) -> Any:
+        return self.markets
+
+    async def watch_balance(self) -> Any:
+        self.watched.append("balance")
+        await asyncio.Event().wait()
+
+    async def watch_positions(self) -> Any:
+        self.watched.append("positions")
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        pass
+
+
+def test_hyperliquid_unified_account_stops_the_feed_with_the_mode() -> None:
+    async def body() -> None:
+        exchange = HLLike("unifiedAccount")
+        config = AccountConfig(name="h", exchange="hyperliquid", wallet_address=ADDRESS)
+        feed = AccountFeed(config, {}, FAST, hub=StillHub())  # type: ignore[arg-type]
+        feed.exchange = exchange
+        changes = watched(feed)
+        await asyncio.wait_for(feed.run(watchdog=False), 5)
+        assert feed.state.fatal is not None and "unifiedAccount" in feed.state.fatal
+        assert changes == [Change.FATAL]
+        assert exchange.watched == []  # no balance stream, so no None from it
+        assert not feed.state.bootstrapped
 
     run(body())
