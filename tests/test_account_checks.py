@@ -31,6 +31,7 @@ from aiohttp import web
 
 from alertd.config import AccountConfig, Secret
 from alertd.errors import AccountRefused
+from alertd.exchanges.bybit import require_uta
 from alertd.exchanges.gate import GateAdapter
 from alertd.exchanges.hyperliquid import HyperliquidAdapter, check_abstraction
 from alertd.exchanges.registry import get_spec
@@ -38,7 +39,11 @@ from alertd.feeds.adapter import FrameError
 from alertd.feeds.ccxt_exchange import ErrorKind, classify, make_exchange
 from alertd.feeds.feed import AccountFeed, Change
 
-from .feed_harness import FAST, eventually, run
+from .fake_exchange.bybit import FakeBybit
+from .feed_harness import FAST, account_config, make_feed
+from .support.aio import run
+from .support.fakes import started
+from .support.poll import eventually
 from .test_adapters_more import ADDRESS, HL_CROSS, GateStandIn, HLStandIn
 
 BTC = "BTC/USDT:USDT"
@@ -477,5 +482,69 @@ def test_hyperliquid_unified_account_stops_the_feed_with_the_mode() -> None:
         assert changes == [Change.FATAL]
         assert exchange.watched == []  # no balance stream, so no None from it
         assert not feed.state.bootstrapped
+
+    run(body())
+
+
+# --- Bybit: the account type ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "refused"),
+    [
+        (4, None),  # the recorded answer: UTA 1.0 pro
+        (3, None), (5, None), (6, None), ("5", None),  # derived: other UTA versions
+        (1, "a classic (non-UTA) account (unifiedMarginStatus 1)"),  # derived
+        (2, "a unified margin account (UMA, not UTA)"),  # derived
+        (None, "an account of unknown type (unifiedMarginStatus None)"),  # derived
+        ("abc", "an account of unknown type"),  # derived
+    ],
+)  # fmt: skip
+def test_bybit_account_types(status: Any, refused: str | None) -> None:
+    info = dict(BYBIT_ACCOUNT_INFO, unifiedMarginStatus=status)
+    if refused is None:
+        require_uta(info)
+        return
+    with pytest.raises(AccountRefused) as caught:
+        require_uta(info)
+    assert refused in str(caught.value) and "Unified Trading Accounts only" in str(caught.value)
+
+
+def test_bybit_classic_account_stops_with_the_mode_named() -> None:
+    async def body() -> None:
+        async with started(FakeBybit(), [("key-c", "secret-c", "500")]) as fake:
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-c", BTC, "long", "0.1", "61000")
+            fake.set_unified_margin_status("key-c", 1)
+            feed = make_feed(account_config("c", "bybit", fake), "key-c", "secret-c")
+            changes = watched(feed)
+            try:
+                await asyncio.wait_for(feed.run(), 10)  # returns: no retry loop
+            finally:
+                await feed.close()
+            assert feed.state.fatal is not None
+            assert "classic (non-UTA) account (unifiedMarginStatus 1)" in feed.state.fatal
+            assert changes == [Change.FATAL]
+            paths = [path for _, path in fake.requests]
+            assert paths.count("/v5/account/info") == 1
+            assert "/v5/account/wallet-balance" not in paths
+
+    run(body())
+
+
+def test_bybit_account_turned_classic_stops_at_the_next_reconcile() -> None:
+    async def body() -> None:
+        async with started(FakeBybit(), [("key-u", "secret-u", "500")]) as fake:
+            feed = make_feed(account_config("u", "bybit", fake), "key-u", "secret-u")
+            changes = watched(feed)
+            try:
+                await feed.bootstrap()
+                assert feed.state.fatal is None
+                fake.set_unified_margin_status("key-u", 1)
+                await feed.reconcile()
+            finally:
+                await feed.close()
+            assert feed.state.fatal is not None and "classic" in feed.state.fatal
+            assert changes[-1] is Change.FATAL
 
     run(body())
