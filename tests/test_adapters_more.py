@@ -874,8 +874,12 @@ class HLStandIn(StandIn):
         )
         self.walletAddress = ADDRESS
         self.state = state
+        # ccxt returns userAbstraction's bare JSON string as the response text, quotes included
+        self.abstraction: Any = '"disabled"'
 
     async def publicPostInfo(self, params: Any) -> Any:
+        if params.get("type") == "userAbstraction":
+            return self.answer("abstraction", params, self.abstraction)
         return self.answer("info", params, self.state)
 
     def coin_to_market_id(self, coin: str) -> str:
@@ -895,7 +899,10 @@ def test_hyperliquid_tiers_come_from_max_leverage() -> None:
 def test_hyperliquid_cross_account_reproduces_account_value_and_maintenance_margin() -> None:
     exchange = HLStandIn(HL_CROSS)
     state = run(load(HyperliquidAdapter(), exchange))
-    assert exchange.calls[0] == ("info", {"type": "clearinghouseState", "user": ADDRESS})
+    assert exchange.calls[:2] == [
+        ("abstraction", {"type": "userAbstraction", "user": ADDRESS}),
+        ("info", {"type": "clearinghouseState", "user": ADDRESS}),
+    ]
     cross = MarginMode.CROSS
     assert sorted(state.positions.values(), key=lambda p: p.symbol) == [
         PositionState(ETH_H, Side.LONG, D("3.6"), D("1100.0"), cross, None, D(20)),

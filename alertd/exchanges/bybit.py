@@ -2,7 +2,12 @@
 
 Wire formats: bybit-exchange.github.io/docs/v5: "Get Position Info" (/v5/position/list),
 "Get Wallet Balance" (/v5/account/wallet-balance), "Get Risk Limit" (/v5/market/risk-limit),
-websocket topics ``position``, ``wallet`` and ``tickers.<symbol>`` (markPrice).
+"Get Account Info" (/v5/account/info), websocket topics ``position``, ``wallet`` and
+``tickers.<symbol>`` (markPrice).
+
+alertd reads unified trading accounts only (``accountType=UNIFIED``). Bybit answers a classic
+account's UNIFIED request with an empty 404 (pybit issues #140, #173), which ccxt takes for an
+outage and alertd would retry forever: the account type is checked first, at every snapshot.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Any
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.tiers import Tier, TierTable, derive_deductions
+from alertd.errors import AccountRefused
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
 from alertd.feeds.state import PositionState, ReportedAccount
@@ -26,6 +32,24 @@ PROFILE = ExchangeProfile(
     rounds_liquidation_to_tick=True,
 )
 MARKETS = MarketFilter(settle="USDT")
+
+# /v5/account/info ``unifiedMarginStatus`` below 3 is not a unified trading account (docs v5,
+# "Different Account Modes": 1 classic, 3 UTA 1.0, 4 UTA 1.0 pro, 5 UTA 2.0, 6 UTA 2.0 pro; 2
+# was the retired unified margin account).
+NOT_UTA = {1: "a classic (non-UTA) account", 2: "a unified margin account (UMA, not UTA)"}
+
+
+def require_uta(account_info: dict[str, Any]) -> None:
+    """Refuse an account that is not a unified trading account, naming its mode."""
+    status = account_info.get("unifiedMarginStatus")
+    code = int(status) if isinstance(status, int | str) and str(status).isdigit() else None
+    if code is not None and code >= 3:
+        return
+    what = NOT_UTA.get(code or 0, "an account of unknown type")
+    raise AccountRefused(
+        f"bybit: {what} (unifiedMarginStatus {status!r}): alertd reads Unified Trading "
+        "Accounts only; upgrade the account to UTA on Bybit, or remove it from the config"
+    )
 
 
 def risk_limits_to_table(rows: list[dict[str, Any]]) -> TierTable:
@@ -107,8 +131,9 @@ class BybitAdapter(ExchangeAdapter):
         )
 
     async def fetch_positions(self, exchange: Any) -> Snapshot:
-        info = await exchange.privateGetV5AccountInfo()
-        mode = (info.get("result") or {}).get("marginMode")
+        info = (await exchange.privateGetV5AccountInfo()).get("result") or {}
+        require_uta(info)
+        mode = info.get("marginMode")
         self.account_isolated = mode == "ISOLATED_MARGIN"
         snapshot: Snapshot = ([], {}, {})
 

@@ -19,6 +19,10 @@ Field notes, checked against real answers:
   funding), so it still holds the margin of isolated positions.
 - A position's ``maintenance_margin`` is ``value * (tier mmr + taker fee)`` less the deduction;
   in two real answers that fee is 0.075% (the contract's ``taker_fee_rate``).
+- The private channels subscribe with the user id (``payload: [uid, ...]``); ccxt raises
+  ``ArgumentsRequired`` without ``exchange.uid``. alertd reads it once at bootstrap from "Get
+  account detail" (GET /account/detail, ``user_id``) unless the account's ``options`` give
+  ``uid``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.tiers import Tier, TierTable, derive_deductions
+from alertd.errors import AccountRefused
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
 from alertd.feeds.state import PositionState, ReportedAccount
@@ -80,6 +85,17 @@ def _isolated(raw: dict[str, Any]) -> bool:
     return dec_or_none(raw.get("leverage")) is not None  # leverage 0 means cross
 
 
+def _user_id(value: Any, source: str) -> str:
+    """Gate's numeric user id as the string ccxt wants; a missing one refuses the account."""
+    text = "" if isinstance(value, bool) or value is None else str(value).strip()
+    if not text.isdigit() or int(text) == 0:
+        raise AccountRefused(
+            f"gate: no user id ({source} is {value!r}): Gate's private streams subscribe with "
+            "it; set options.uid to the account's numeric Gate UID"
+        )
+    return text
+
+
 def _closed(symbol: str) -> list[PositionState]:
     """Both possible keys of a symbol, closed (zero contracts)."""
     return [PositionState(symbol, s, Decimal(0), Decimal(1), MarginMode.CROSS) for s in Side]
@@ -93,6 +109,18 @@ class GateAdapter(ExchangeAdapter):
 
     def _settle_id(self) -> str:
         return self.settle.lower()
+
+    async def prepare(self, exchange: Any) -> None:
+        """Set ``exchange.uid``, which ccxt needs to subscribe to Gate's private channels."""
+        configured = (exchange.options or {}).get("uid")
+        if configured not in (None, ""):
+            exchange.uid = _user_id(configured, "options.uid")
+            return
+        if exchange.uid:
+            return  # read by an earlier bootstrap attempt
+        detail = await exchange.privateAccountGetDetail()
+        found = detail.get("user_id") if isinstance(detail, dict) else None
+        exchange.uid = _user_id(found, "GET /api/v4/account/detail: user_id")
 
     def _market(self, exchange: Any, contract: Any) -> dict[str, Any] | None:
         market: dict[str, Any] = exchange.safe_market(contract, None, "_", "swap")

@@ -19,6 +19,12 @@ the cross positions; isolated margin is the position's own margin without its Pn
 - Maintenance rate: half the initial rate at max leverage, ``1 / (2 * max_leverage)``; cross
   liquidation when account value < maintenance margin; liquidation price
   ``price - side * margin_available / size / (1 - l * side)``.
+
+Account abstraction ("Info endpoint": "Query a user's abstraction state", ``userAbstraction``):
+in the ``unifiedAccount`` and ``portfolioMargin`` modes the collateral lives in the spot
+clearinghouse state, and ccxt's ``watch_balance`` switches to it (``spotState``), so the
+perpetuals state alertd reads is not the account's margin. alertd checks the mode at every
+snapshot and refuses those accounts, naming the mode, until it models them.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.tiers import Tier, TierTable
+from alertd.errors import AccountRefused
 from alertd.exchanges.spec import Capabilities, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, dec, dec_or_none
 from alertd.feeds.state import PositionState, ReportedAccount, ReportedPosition
@@ -41,6 +48,28 @@ PROFILE = ExchangeProfile(
     displayed_ratio_name="",
 )
 MARKETS = MarketFilter(settle="USDC")
+
+# userAbstraction answers one bare JSON string: "unifiedAccount" | "portfolioMargin" |
+# "disabled" | "default" | "dexAbstraction" (ccxt's hyperliquid.is_unified_enabled). The
+# legacy dexAbstraction moves USDC to HIP-3 dexes; the native perpetuals keep their own pool.
+STANDARD_ABSTRACTIONS = frozenset({"disabled", "default", "dexAbstraction"})
+UNIFIED_ABSTRACTIONS = frozenset({"unifiedAccount", "portfolioMargin"})
+
+
+def check_abstraction(user: str, answer: Any) -> None:
+    """Refuse an account whose margin is not in its perpetuals clearinghouse state."""
+    # ccxt hands a bare JSON string back as the response text, quotes included
+    mode = answer.strip().strip('"') if isinstance(answer, str) else None
+    if mode in STANDARD_ABSTRACTIONS:
+        return
+    if mode in UNIFIED_ABSTRACTIONS:
+        why = f"is in the {mode} abstraction, whose balances live in the spot clearinghouse state"
+    else:
+        why = f"answered an abstraction alertd does not know ({str(answer)[:40]!r})"
+    raise AccountRefused(
+        f"hyperliquid: account {user} {why}; alertd reads standard (abstraction disabled) "
+        "accounts only"
+    )
 
 
 def max_leverage_table(max_leverage: Decimal) -> TierTable:
@@ -70,7 +99,7 @@ class HyperliquidAdapter(ExchangeAdapter):
     def _user(self, exchange: Any) -> str:
         address = getattr(exchange, "walletAddress", None)
         if not address:
-            raise FrameError("hyperliquid needs the account's wallet address")
+            raise AccountRefused("hyperliquid: the account needs its wallet_address")
         return str(address)
 
     async def _state(self, exchange: Any) -> dict[str, Any]:
@@ -141,6 +170,10 @@ class HyperliquidAdapter(ExchangeAdapter):
     async def fetch_positions(
         self, exchange: Any
     ) -> tuple[list[PositionState], dict[tuple[str, Any], ReportedPosition], dict[str, Decimal]]:
+        user = self._user(exchange)
+        check_abstraction(
+            user, await exchange.publicPostInfo({"type": "userAbstraction", "user": user})
+        )
         parsed = self._parse(exchange, await self._state(exchange))
         positions, reported, marks = [], {}, {}
         for p, raw in parsed:
@@ -182,7 +215,12 @@ class HyperliquidAdapter(ExchangeAdapter):
         balance = await exchange.watch_balance()
         state = balance.get("info")
         if not isinstance(state, dict) or "crossMarginSummary" not in state:
-            return None  # a spot (unified account) push: not the perpetuals pool
+            # ccxt subscribed to the spot state: it found the account unified after alertd's
+            # own check (or the options ask for it). That push is not the perpetuals pool.
+            raise AccountRefused(
+                "hyperliquid: the balance stream carries the spot clearinghouse state (a "
+                "unifiedAccount or portfolioMargin account); alertd reads standard accounts only"
+            )
         return self._wallet(state, self._parse(exchange, state))
 
     async def fetch_mark(self, exchange: Any, symbol: str) -> Decimal:
@@ -201,5 +239,8 @@ SPEC = ExchangeSpec(
     markets=MARKETS,
     # no credentials: the wallet address is enough, everything alertd reads is public
     wallet_address=True,
-    ccxt_options={"defaultType": "swap"},
+    # alertd checks the abstraction itself (and refuses the unified modes): ccxt's own probe,
+    # one more request per watch_balance whose errors it takes for "standard", must not move
+    # the balance stream to the spot state
+    ccxt_options={"defaultType": "swap", "enableUnifiedMargin": False},
 )

@@ -87,6 +87,11 @@ class ExchangeAdapter:
             out[symbol] = market_info(market, self.settle)
         return out
 
+    async def prepare(self, exchange: Any) -> None:
+        """Once per exchange, at bootstrap, after the markets and before the first snapshot and
+        any private watch: read what the streams need (Gate's user id). Raises
+        :class:`~alertd.errors.AccountRefused` when the account cannot be served."""
+
     async def fetch_tiers(self, exchange: Any, symbols: list[str]) -> dict[str, TierTable]:
         raise NotImplementedError
 

@@ -22,6 +22,7 @@ import ccxt
 import ccxt.pro as ccxtpro
 
 from alertd.config import AccountConfig, FeedSettings, Secret
+from alertd.errors import AccountRefused
 from alertd.exchanges.registry import get_spec
 from alertd.exchanges.spec import Credential
 from alertd.redact import redact
@@ -124,13 +125,30 @@ class ErrorKind(enum.Enum):
 
 
 def classify(exc: BaseException) -> ErrorKind:
-    """Bad key, missing permission, suspended account or banned IP are fatal; the rest retry."""
+    """Fatal: what no retry can change; the rest retry with backoff.
+
+    - a bad key, a missing permission, a suspended account, a banned IP;
+    - an account alertd refuses as it is (:class:`~alertd.errors.AccountRefused`: a mode it
+      does not model, a user id it cannot get);
+    - a request the exchange rejects as malformed (``BadRequest``: a wrong account type, a bad
+      parameter) or that ccxt will not send (``ArgumentsRequired``: Gate's private streams
+      without a user id; ``NotSupported``): the same request gets the same answer.
+
+    An expired Binance listen key stays transient (the next watch fetches a fresh key), as do
+    network errors, timeouts, rate limits, 5xx answers and errors of alertd's own.
+    """
+    if isinstance(exc, AccountRefused):
+        return ErrorKind.FATAL
+    if not isinstance(exc, ccxt.BaseError):
+        return ErrorKind.TRANSIENT
     text = str(exc)
     if "listenKey" in text or "-1125" in text:
-        # an expired Binance listen key: ccxt fails the private watches with it (sometimes as
-        # an AuthenticationError) and the next watch fetches a fresh key
+        # an expired Binance listen key: ccxt fails the private watches with it (as a
+        # BadRequest, sometimes as an AuthenticationError) and the next watch fetches a new key
         return ErrorKind.TRANSIENT
     if isinstance(exc, ccxt.AuthenticationError | ccxt.PermissionDenied | ccxt.AccountSuspended):
+        return ErrorKind.FATAL
+    if isinstance(exc, ccxt.BadRequest | ccxt.ArgumentsRequired | ccxt.NotSupported):
         return ErrorKind.FATAL
     # Binance answers 418 once an IP keeps going after 429s: banned until the ban expires
     banned = " 418 " in text or "banned" in text.lower()

@@ -1,10 +1,12 @@
 """One account's feed: REST bootstrap, websocket streams, reconnects, resyncs, staleness.
 
-    bootstrap:  markets -> positions + balance (REST) -> tier tables for held symbols
+    bootstrap:  markets -> what the streams need (Gate's user id) -> positions + balance
+                (REST), the account's mode checked -> tier tables for held symbols
     streams:    positions, balance, one mark stream per held symbol, a staleness watchdog
     on a NetworkError: back off (jittered, capped, reset after health), resync over REST,
                        resubscribe (ccxt neither resubscribes nor re-snapshots on its own)
-    on a fatal error (bad key, no permission, banned IP): stop this account, record why
+    on a fatal error (bad key, no permission, banned IP, an account alertd refuses as it is:
+                      see ``classify``): stop this account, record why
 
 Periodic jobs (reconcile, tier refresh, listen-key renewal) are methods here and are
 scheduled by :class:`~alertd.feeds.manager.FeedManager`.
@@ -121,6 +123,7 @@ class AccountFeed:
         exchange = self._exchange()
         await exchange.load_markets()
         self.state.markets = self.adapter.markets(exchange, self.config.symbols)
+        await self.adapter.prepare(exchange)
         await self.resync()
         self.state.bootstrapped = True
 
@@ -317,7 +320,7 @@ class AccountFeed:
             except FrameError as exc:
                 self.on_malformed(f"{name}: bad frame", str(exc))
             except Exception as exc:
-                if isinstance(exc, ccxt.BaseError) and classify(exc) is ErrorKind.FATAL:
+                if classify(exc) is ErrorKind.FATAL:
                     self._stop(exc)
                 if not isinstance(exc, ccxt.BaseError):
                     # not the exchange's doing: a bug of ours, but one stream must not take
@@ -369,7 +372,7 @@ class AccountFeed:
                 if name != "start":
                     log.info("%s: resynced after losing the %s stream", self.config.name, name)
             except Exception as exc:
-                if isinstance(exc, ccxt.BaseError) and classify(exc) is ErrorKind.FATAL:
+                if classify(exc) is ErrorKind.FATAL:
                     self._stop(exc)
                 log.warning("%s: resync failed: %s", self.config.name, describe(exc))
 
@@ -407,7 +410,7 @@ class AccountFeed:
     # --- errors and frames --------------------------------------------------------------
 
     def _is_fatal(self, exc: BaseException) -> bool:
-        if isinstance(exc, ccxt.BaseError) and classify(exc) is ErrorKind.FATAL:
+        if classify(exc) is ErrorKind.FATAL:
             self._record_fatal(exc)
             return True
         return False
@@ -416,11 +419,10 @@ class AccountFeed:
         if self.state.fatal is None:
             self.state.fatal = describe(exc)
             self.state.connected = False
-            log.error(
-                "%s: feed stopped: %s (check the API key and its permissions)",
-                self.config.name,
-                self.state.fatal,
-            )
+            # a refused account or a rejected request says what is wrong itself
+            key = isinstance(exc, ccxt.AuthenticationError)
+            hint = " (check the API key and its permissions)" if key else ""
+            log.error("%s: feed stopped: %s%s", self.config.name, self.state.fatal, hint)
             self._fatal_event.set()
             self._notify(Change.FATAL)
 

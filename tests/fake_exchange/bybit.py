@@ -285,6 +285,9 @@ class _Account(shared.Credentials):
     wallet: Decimal
     cum_realised: Decimal = Decimal(0)
     positions: dict[tuple[str, int], _Position] = field(default_factory=dict)
+    # /v5/account/info: 1 classic account, 3-6 unified trading account versions (docs v5,
+    # "Different Account Modes"); the fake serves the UTA endpoints whatever it says
+    unified_margin_status: int = 5
 
 
 @dataclass
@@ -543,6 +546,11 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         account.wallet = _dec(wallet_balance, "wallet_balance")
         row = self._wallet_row(account)
         self._push_private(api_key, "wallet", [row])
+
+    @scripted
+    def set_unified_margin_status(self, api_key: str, status: int) -> None:
+        """Script the account type ``/v5/account/info`` reports (1: a classic account)."""
+        self._account(api_key).unified_margin_status = status
 
     def _push_private(self, api_key: str, topic: str, data: list[dict[str, Any]]) -> None:
         targets = []
@@ -1106,7 +1114,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         return {
             "marginMode": "REGULAR_MARGIN",
             "updatedTime": str(now_ms()),
-            "unifiedMarginStatus": 5,
+            "unifiedMarginStatus": account.unified_margin_status,
             "dcpStatus": "OFF",
             "timeWindow": 10,
             "smpGroup": 0,
