@@ -29,6 +29,7 @@ snapshot and refuses those accounts, naming the mode, until it models them.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -48,6 +49,7 @@ PROFILE = ExchangeProfile(
     displayed_ratio_name="",
 )
 MARKETS = MarketFilter(settle="USDC")
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 
 # userAbstraction answers one bare JSON string: "unifiedAccount" | "portfolioMargin" |
 # "disabled" | "default" | "dexAbstraction" (ccxt's hyperliquid.is_unified_enabled). The
@@ -100,6 +102,13 @@ class HyperliquidAdapter(ExchangeAdapter):
         address = getattr(exchange, "walletAddress", None)
         if not address:
             raise AccountRefused("hyperliquid: the account needs its wallet_address")
+        if not _ADDRESS.fullmatch(str(address)):
+            # Hyperliquid answers 422 "Failed to deserialize" to it, which ccxt raises as a
+            # plain ExchangeError: retried forever unless refused here, as a bad key is
+            raise AccountRefused(
+                f"hyperliquid: wallet_address {str(address)[:60]!r} is not a wallet address "
+                "(0x and 40 hex digits)"
+            )
         return str(address)
 
     async def _state(self, exchange: Any) -> dict[str, Any]:

@@ -1,0 +1,341 @@
+"""The local Hyperliquid server: ccxt's own REST and websocket code against it, and alertd's
+feed for Hyperliquid (``AccountFeed``) bootstrapping and streaming from it."""
+
+from __future__ import annotations
+
+import json
+from contextlib import AbstractAsyncContextManager
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import ccxt
+
+from alertd.engine.margin import compute
+from alertd.engine.model import MarginMode, Side
+from alertd.feeds.feed import AccountFeed
+
+from .fake_exchange.hyperliquid import FakeHyperliquid
+from .feed_harness import (
+    FAST,
+    account_config,
+    bootstrapped,
+    fast_backoff,
+    running_manager,
+    streaming,
+)
+from .support.aio import run
+from .support.fakes import FAKES, ccxt_client, started
+from .support.poll import eventually
+
+D = Decimal
+BTC = "BTC/USDC:USDC"
+ETH = "ETH/USDC:USDC"
+USER = "0x" + "5e" * 20
+OTHER = "0x" + "a1" * 20
+
+
+def started_fake(mark_interval_s: float = 0.2) -> AbstractAsyncContextManager[FakeHyperliquid]:
+    """The fake Hyperliquid, serving wallet ``USER`` with 10,000 USDC; marks and user states
+    are pushed every ``mark_interval_s`` (the feed's stale limit is 0.8 s)."""
+    return started(FakeHyperliquid(mark_interval_s=mark_interval_s), [(USER, "", "10000")])
+
+
+def btc_long(fake: FakeHyperliquid) -> None:
+    """``USER`` holds 0.5 BTC long (cross, 20x) at 62,000, the mark at 60,000."""
+    fake.set_mark(BTC, "60000")
+    fake.open_position(USER, BTC, "long", "0.5", "62000")
+
+
+def eth_isolated_short(fake: FakeHyperliquid) -> None:
+    """``USER`` holds 2 ETH short at 3,100 on 600 USDC of isolated margin, the mark 3,000."""
+    fake.set_mark(ETH, "3000")
+    fake.open_position(
+        USER, ETH, "short", "2", "3100", margin_mode="isolated", isolated_margin="600"
+    )
+
+
+async def mark_arrives(fake: FakeHyperliquid, feed: AccountFeed, price: str, what: str) -> None:
+    """Move BTC's mark on the exchange and wait until the feed has it."""
+    fake.set_mark(BTC, price)
+    await eventually(lambda: feed.state.marks.get(BTC) == D(price), what=what)
+
+
+def client(fake: FakeHyperliquid, address: str = USER) -> Any:
+    return ccxt_client(fake, "hyperliquid", walletAddress=address)
+
+
+def hl_feed(fake: FakeHyperliquid, address: str = USER, name: str = "h") -> AccountFeed:
+    config = account_config(name, "hyperliquid", fake, wallet_address=address)
+    return AccountFeed(config, {}, FAST, backoff_factory=fast_backoff)
+
+
+async def info(fake: FakeHyperliquid, body: Any) -> tuple[int, str]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{fake.base_url}/info", data=json.dumps(body)) as response,
+    ):
+        return response.status, await response.text()
+
+
+def test_registered_by_ccxt_id() -> None:
+    assert FAKES["hyperliquid"] is FakeHyperliquid
+
+
+# ---- ccxt's own calls --------------------------------------------------------------------------
+
+
+def test_ccxt_rest_markets_positions_balance_and_mark() -> None:
+    async def body() -> None:
+        async with started_fake() as fake, client(fake) as ex:
+            btc_long(fake)
+            eth_isolated_short(fake)
+            await ex.load_markets()
+            market = ex.market(BTC)
+            assert market["swap"] and market["settle"] == "USDC"
+            assert market["limits"]["leverage"]["max"] == 40  # meta's maxLeverage
+            positions = {p["symbol"]: p for p in await ex.fetch_positions()}
+            btc, eth = positions[BTC], positions[ETH]
+            assert (btc["side"], btc["contracts"], btc["entryPrice"]) == ("long", 0.5, 62000)
+            assert btc["marginMode"] == "cross" and btc["unrealizedPnl"] == -1000
+            assert btc["markPrice"] == 60000
+            assert eth["marginMode"] == "isolated" and eth["side"] == "short"
+            assert eth["initialMargin"] == 600  # marginUsed less the PnL: the own margin
+            # cross liquidation: 60000 - (9000 - 375) / 0.5 / (1 - 1/80)
+            expected = D(60000) - D(8625) / D("0.5") / (1 - D(1) / 80)
+            assert abs(D(str(btc["liquidationPrice"])) - expected) < D("1e-6")
+            balance = await ex.fetch_balance()
+            assert balance["USDC"]["total"] == 9000 + 600 + 200  # cross + isolated equity
+            ticker = await ex.fetch_ticker(BTC)
+            assert ticker["info"]["markPx"] == "60000"
+            assert ("POST", "/info") in fake.requests
+
+    run(body())
+
+
+def test_ccxt_watch_ticker_positions_and_balance() -> None:
+    async def body() -> None:
+        # the user state streams on (every 0.1 s here), as Hyperliquid's does
+        async with started_fake(0.1) as fake, client(fake) as ex:
+            btc_long(fake)
+            ticker = await ex.watch_ticker(BTC)  # the snapshot after the ack
+            assert ticker["info"]["markPx"] == "60000"
+            fake.set_mark(BTC, "59000")
+            ticker = await ex.watch_ticker(BTC)
+            assert ticker["info"]["markPx"] == "59000"
+            positions = await ex.watch_positions()
+            assert [(p["symbol"], p["contracts"]) for p in positions] == [(BTC, 0.5)]
+            fake.set_balance(USER, "12000")
+            balance = await ex.watch_balance()
+            assert balance["USDC"]["total"] == 12000 - 1500  # accountValue, PnL -1500
+            fake.open_position(USER, BTC, "long", "1", "61000")
+            positions = await ex.watch_positions()
+            assert [(p["symbol"], p["contracts"]) for p in positions] == [(BTC, 1)]
+
+    run(body())
+
+
+def test_ping_pong_errors_and_unanswered_pings() -> None:
+    async def body() -> None:
+        async with (
+            started_fake() as fake,
+            aiohttp.ClientSession() as session,
+            session.ws_connect(fake.ccxt_urls()["ws"]["public"]) as ws,
+        ):
+            await ws.send_str('{"method":"ping"}')
+            assert json.loads(await ws.receive_str()) == {"channel": "pong"}
+            sub = {"type": "activeAssetCtx", "coin": "BTC"}
+            await ws.send_json({"method": "subscribe", "subscription": sub})
+            ack = json.loads(await ws.receive_str())
+            assert ack == {
+                "channel": "subscriptionResponse",
+                "data": {"method": "subscribe", "subscription": sub},
+            }
+            assert json.loads(await ws.receive_str())["channel"] == "activeAssetCtx"
+            await ws.send_json({"method": "subscribe", "subscription": sub})
+            error = json.loads(await ws.receive_str())
+            assert error["channel"] == "error" and error["data"].startswith("Already subscribed")
+            await ws.send_json({"method": "subscribe", "subscription": {"type": "nope"}})
+            error = json.loads(await ws.receive_str())
+            assert "Error parsing JSON into valid websocket request" in error["data"]
+            fake.stop_answering_pings()
+            await ws.send_str('{"method":"ping"}')
+            fake.set_mark(BTC, "61000")  # the next frame is the push, not a pong
+            assert json.loads(await ws.receive_str())["channel"] == "activeAssetCtx"
+
+    run(body())
+
+
+def test_rest_errors_as_hyperliquid_answers_them() -> None:
+    async def body() -> None:
+        async with started_fake() as fake:
+            status, text = await info(fake, {"type": "clearinghouseState", "user": "0x12"})
+            assert status == 422 and text.startswith("Failed to deserialize")
+            status, _ = await info(fake, {"type": "noSuchType"})
+            assert status == 422
+            status, text = await info(fake, {"type": "clearinghouseState", "user": OTHER})
+            state = json.loads(text)  # an address without state: an empty account
+            assert status == 200 and state["assetPositions"] == []
+            assert state["marginSummary"]["accountValue"] == "0.0"
+            async with client(fake) as ex:
+                await ex.load_markets()
+                fake.fail_rest(429)
+                try:
+                    await ex.fetch_positions()
+                    raise AssertionError("429 not raised")
+                except ccxt.RateLimitExceeded:
+                    pass
+                fake.fail_rest(502)
+                try:
+                    await ex.fetch_positions()
+                    raise AssertionError("502 not raised")
+                except ccxt.ExchangeNotAvailable:
+                    pass
+                fake.ban(USER)
+                try:
+                    await ex.fetch_positions()
+                    raise AssertionError("ban not raised")
+                except ccxt.RateLimitExceeded:
+                    pass
+                fake.unban(USER)
+                assert await ex.fetch_positions() == []
+
+    run(body())
+
+
+# ---- alertd's feed -----------------------------------------------------------------------------
+
+
+def test_feed_bootstrap_agrees_with_hyperliquid() -> None:
+    async def body() -> None:
+        async with started_fake() as fake:
+            btc_long(fake)
+            eth_isolated_short(fake)
+            feed = await bootstrapped(hl_feed(fake))
+            state = feed.state
+            assert state.missing() == []
+            assert state.wallet_balance == D(10000)
+            eth = state.positions[(ETH, Side.SHORT)]
+            assert eth.margin_mode is MarginMode.ISOLATED and eth.isolated_margin == D(600)
+            metrics = compute(state.to_account())
+            for pm in metrics.positions:
+                reported = state.reported_positions[pm.position.key].liquidation_price
+                assert reported is not None and pm.liquidation_price is not None
+                assert abs(pm.liquidation_price - reported) / reported < D("1e-6")
+
+    run(body())
+
+
+def test_feed_streams_drop_and_resync() -> None:
+    async def body() -> None:
+        async with started_fake() as fake:
+            btc_long(fake)
+            feed = hl_feed(fake)
+            async with streaming(feed):
+                await fake.wait_for_subscription("activeAssetCtx:BTC")
+                await mark_arrives(fake, feed, "59000", "mark")
+                fake.set_mark(ETH, "3000")
+                fake.open_position(USER, ETH, "short", "2", "3100")
+                await eventually(lambda: (ETH, Side.SHORT) in feed.state.positions, what="ETH")
+                fake.close_position(USER, ETH)
+                await eventually(
+                    lambda: (ETH, Side.SHORT) not in feed.state.positions, what="close"
+                )
+                fake.set_balance(USER, "9000")
+                await eventually(lambda: feed.state.wallet_balance == D(9000), what="balance")
+                await fake.drop_connections()
+                fake.open_position(USER, ETH, "long", "1", "3000")  # pushed to nobody
+                await eventually(lambda: (ETH, Side.LONG) in feed.state.positions, what="resync")
+                await eventually(lambda: feed.reconnects >= 1, what="a resync after the drop")
+                await fake.wait_for_subscription("activeAssetCtx:BTC")
+                await mark_arrives(fake, feed, "58000", "after")
+
+    run(body(), timeout_s=60)
+
+
+def test_feed_skips_malformed_frames() -> None:
+    async def body() -> None:
+        async with started_fake() as fake:
+            btc_long(fake)
+            feed = hl_feed(fake)
+            async with streaming(feed):
+                await fake.wait_for_subscription("activeAssetCtx:BTC")
+                await fake.wait_for_subscription(f"clearinghouseState:{USER}")
+                fake.send_malformed("json")
+                fake.send_malformed("shape")
+                await eventually(lambda: len(feed.malformed) >= 2, what="malformed counted")
+                await mark_arrives(fake, feed, "57000", "mark")
+                assert feed.state.positions[(BTC, Side.LONG)].contracts == D("0.5")
+                assert feed.state.fatal is None
+
+    run(body(), timeout_s=60)
+
+
+def test_malformed_wallet_address_stops_only_that_account() -> None:
+    """Hyperliquid has no keys: a wallet address that is not one is its "bad key". The real
+    API answers 422 "Failed to deserialize"; alertd must stop that account with a reason that
+    names the address problem, and keep the good one streaming."""
+
+    async def body() -> None:
+        async with started_fake() as fake:
+            btc_long(fake)
+            accounts = [
+                account_config("good", "hyperliquid", fake, wallet_address=USER),
+                account_config("bad", "hyperliquid", fake, wallet_address="0xnot-an-address"),
+            ]
+            async with running_manager(accounts, {}) as manager:
+                bad, good = manager.feeds["bad"], manager.feeds["good"]
+                await eventually(lambda: bad.state.fatal is not None, what="bad account fatal")
+                assert "wallet address" in (bad.state.fatal or "")
+                await eventually(lambda: good.state.connected, what="good up")
+                await mark_arrives(fake, good, "59500", "good")
+
+    run(body(), timeout_s=60)
+
+
+# ---- unified and portfolio-margin accounts -----------------------------------------------------
+
+
+def test_unified_account_served_from_the_spot_state() -> None:
+    async def body() -> None:
+        async with started_fake() as fake:
+            btc_long(fake)
+            fake.set_abstraction(USER, "unifiedAccount")
+            status, text = await info(fake, {"type": "userAbstraction", "user": USER})
+            assert (status, json.loads(text)) == (200, "unifiedAccount")
+            async with client(fake) as ex:
+                balance = await ex.fetch_balance()  # ccxt reads the spot state
+                assert balance["USDC"]["total"] == 10000
+                assert balance["USDC"]["used"] == 1500
+                watched = await ex.watch_balance()
+                assert watched["USDC"]["total"] == 10000
+                assert isinstance(watched["info"], list)  # spotState's balances
+
+    run(body())
+
+
+def test_unified_account_what_alertd_does_today() -> None:
+    """Issue 10: in ``unifiedAccount`` mode ccxt's ``watch_balance`` streams the spot state and
+    alertd's adapter returns None for every push; its REST balance reads the perpetuals state,
+    which holds no USDC of its own. Recorded as observed today (branch ``live-fixes`` changes
+    alertd's side): the balance is wrong (0, not 10,000) and the stream never corrects it."""
+
+    async def body() -> None:
+        async with started_fake() as fake:
+            btc_long(fake)
+            fake.set_abstraction(USER, "unifiedAccount")
+            feed = hl_feed(fake)
+            adapter_pushes: list[Any] = []
+            async with streaming(feed):
+                await fake.wait_for_subscription(f"spotState:{USER}")
+                exchange = feed.exchange
+                assert exchange is not None
+                adapter_pushes.append(await feed.adapter.watch_balance(exchange))
+                fake.set_balance(USER, "11000")
+                adapter_pushes.append(await feed.adapter.watch_balance(exchange))
+                assert feed.state.positions[(BTC, Side.LONG)].contracts == D("0.5")
+                observed = feed.state.wallet_balance
+            assert adapter_pushes == [None, None]
+            assert observed == D(0)  # the spot USDC (10,000, then 11,000) is never seen
+
+    run(body(), timeout_s=60)
