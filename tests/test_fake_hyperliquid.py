@@ -3,7 +3,9 @@ feed for Hyperliquid (``AccountFeed``) bootstrapping and streaming from it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
 from typing import Any
@@ -45,6 +47,14 @@ def btc_long(fake: FakeHyperliquid) -> None:
     """``USER`` holds 0.5 BTC long (cross, 20x) at 62,000, the mark at 60,000."""
     fake.set_mark(BTC, "60000")
     fake.open_position(USER, BTC, "long", "0.5", "62000")
+
+
+@contextlib.asynccontextmanager
+async def holding_btc() -> AsyncIterator[FakeHyperliquid]:
+    """``started_fake()`` with ``btc_long``."""
+    async with started_fake() as fake:
+        btc_long(fake)
+        yield fake
 
 
 def eth_isolated_short(fake: FakeHyperliquid) -> None:
@@ -208,8 +218,7 @@ def test_rest_errors_as_hyperliquid_answers_them() -> None:
 
 def test_feed_bootstrap_agrees_with_hyperliquid() -> None:
     async def body() -> None:
-        async with started_fake() as fake:
-            btc_long(fake)
+        async with holding_btc() as fake:
             eth_isolated_short(fake)
             feed = await bootstrapped(hl_feed(fake))
             state = feed.state
@@ -228,8 +237,7 @@ def test_feed_bootstrap_agrees_with_hyperliquid() -> None:
 
 def test_feed_streams_drop_and_resync() -> None:
     async def body() -> None:
-        async with started_fake() as fake:
-            btc_long(fake)
+        async with holding_btc() as fake:
             feed = hl_feed(fake)
             async with streaming(feed):
                 await fake.wait_for_subscription("activeAssetCtx:BTC")
@@ -255,8 +263,7 @@ def test_feed_streams_drop_and_resync() -> None:
 
 def test_feed_skips_malformed_frames() -> None:
     async def body() -> None:
-        async with started_fake() as fake:
-            btc_long(fake)
+        async with holding_btc() as fake:
             feed = hl_feed(fake)
             async with streaming(feed):
                 await fake.wait_for_subscription("activeAssetCtx:BTC")
@@ -277,8 +284,7 @@ def test_malformed_wallet_address_stops_only_that_account() -> None:
     names the address problem, and keep the good one streaming."""
 
     async def body() -> None:
-        async with started_fake() as fake:
-            btc_long(fake)
+        async with holding_btc() as fake:
             accounts = [
                 account_config("good", "hyperliquid", fake, wallet_address=USER),
                 account_config("bad", "hyperliquid", fake, wallet_address="0xnot-an-address"),
@@ -298,8 +304,7 @@ def test_malformed_wallet_address_stops_only_that_account() -> None:
 
 def test_unified_account_served_from_the_spot_state() -> None:
     async def body() -> None:
-        async with started_fake() as fake:
-            btc_long(fake)
+        async with holding_btc() as fake:
             fake.set_abstraction(USER, "unifiedAccount")
             status, text = await info(fake, {"type": "userAbstraction", "user": USER})
             assert (status, json.loads(text)) == (200, "unifiedAccount")
@@ -321,8 +326,7 @@ def test_unified_account_what_alertd_does_today() -> None:
     alertd's side): the balance is wrong (0, not 10,000) and the stream never corrects it."""
 
     async def body() -> None:
-        async with started_fake() as fake:
-            btc_long(fake)
+        async with holding_btc() as fake:
             fake.set_abstraction(USER, "unifiedAccount")
             feed = hl_feed(fake)
             adapter_pushes: list[Any] = []
