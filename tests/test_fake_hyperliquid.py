@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import ccxt
+import pytest
 
 from alertd.engine.margin import compute
 from alertd.engine.model import MarginMode, Side
@@ -319,19 +320,27 @@ def test_unified_account_served_from_the_spot_state() -> None:
     run(body())
 
 
-def test_unified_account_what_alertd_does_today() -> None:
+@pytest.mark.parametrize(
+    ("abstraction", "stream", "pushed"),
+    [("unifiedAccount", "spotState", None), ("portfolioMargin", "clearinghouseState", D(0))],
+)
+def test_spot_collateral_accounts_what_alertd_does_today(
+    abstraction: str, stream: str, pushed: Decimal | None
+) -> None:
     """Issue 10: in ``unifiedAccount`` mode ccxt's ``watch_balance`` streams the spot state and
-    alertd's adapter returns None for every push; its REST balance reads the perpetuals state,
-    which holds no USDC of its own. Recorded as observed today (branch ``live-fixes`` changes
-    alertd's side): the balance is wrong (0, not 10,000) and the stream never corrects it."""
+    alertd's adapter returns None for every push; ccxt treats only ``unifiedAccount`` as
+    unified, so a ``portfolioMargin`` account streams the perpetuals state, which holds no
+    USDC of its own there (0). alertd's REST balance reads the perpetuals state in both modes.
+    Recorded as observed today (branch ``live-fixes`` changes alertd's side): the wallet is
+    0, not the 10,000 (then 11,000) USDC the spot state holds, and nothing corrects it."""
 
     async def body() -> None:
         async with holding_btc() as fake:
-            fake.set_abstraction(USER, "unifiedAccount")
+            fake.set_abstraction(USER, abstraction)
             feed = hl_feed(fake)
-            adapter_pushes: list[Any] = []
+            adapter_pushes: list[Decimal | None] = []
             async with streaming(feed):
-                await fake.wait_for_subscription(f"spotState:{USER}")
+                await fake.wait_for_subscription(f"{stream}:{USER}")
                 exchange = feed.exchange
                 assert exchange is not None
                 adapter_pushes.append(await feed.adapter.watch_balance(exchange))
@@ -339,7 +348,7 @@ def test_unified_account_what_alertd_does_today() -> None:
                 adapter_pushes.append(await feed.adapter.watch_balance(exchange))
                 assert feed.state.positions[(BTC, Side.LONG)].contracts == D("0.5")
                 observed = feed.state.wallet_balance
-            assert adapter_pushes == [None, None]
-            assert observed == D(0)  # the spot USDC (10,000, then 11,000) is never seen
+            assert adapter_pushes == [pushed, pushed]
+            assert observed == D(0)
 
     run(body(), timeout_s=60)

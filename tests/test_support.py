@@ -52,7 +52,7 @@ def test_alertd_returns_code_and_output() -> None:
 
 
 def test_fakes_by_exchange_id() -> None:
-    assert {"binanceusdm": FakeBinanceUSDM, "bybit": FakeBybit} == FAKES
+    assert {"binanceusdm": FakeBinanceUSDM, "bybit": FakeBybit}.items() <= FAKES.items()
     assert isinstance(make_fake("bybit", mark_interval_s=1), FakeBybit)
     with pytest.raises(ValueError, match="no fake exchange for 'kraken'"):
         make_fake("kraken")
