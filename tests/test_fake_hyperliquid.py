@@ -21,9 +21,9 @@ from alertd.feeds.feed import AccountFeed
 from .fake_exchange.hyperliquid import FakeHyperliquid
 from .feed_harness import (
     FAST,
+    FAST_OPTIONS,
     account_config,
     bootstrapped,
-    fast_backoff,
     running_manager,
     streaming,
 )
@@ -78,7 +78,7 @@ def client(fake: FakeHyperliquid, address: str = USER) -> Any:
 
 def hl_feed(fake: FakeHyperliquid, address: str = USER, name: str = "h") -> AccountFeed:
     config = account_config(name, "hyperliquid", fake, wallet_address=address)
-    return AccountFeed(config, {}, FAST, backoff_factory=fast_backoff)
+    return AccountFeed(config, {}, FAST, FAST_OPTIONS)
 
 
 async def info(fake: FakeHyperliquid, body: Any) -> tuple[int, str]:
@@ -320,35 +320,25 @@ def test_unified_account_served_from_the_spot_state() -> None:
     run(body())
 
 
-@pytest.mark.parametrize(
-    ("abstraction", "stream", "pushed"),
-    [("unifiedAccount", "spotState", None), ("portfolioMargin", "clearinghouseState", D(0))],
-)
-def test_spot_collateral_accounts_what_alertd_does_today(
-    abstraction: str, stream: str, pushed: Decimal | None
-) -> None:
-    """Issue 10: in ``unifiedAccount`` mode ccxt's ``watch_balance`` streams the spot state and
-    alertd's adapter returns None for every push; ccxt treats only ``unifiedAccount`` as
-    unified, so a ``portfolioMargin`` account streams the perpetuals state, which holds no
-    USDC of its own there (0). alertd's REST balance reads the perpetuals state in both modes.
-    Recorded as observed today (branch ``live-fixes`` changes alertd's side): the wallet is
-    0, not the 10,000 (then 11,000) USDC the spot state holds, and nothing corrects it."""
+@pytest.mark.parametrize("abstraction", ["unifiedAccount", "portfolioMargin"])
+def test_spot_collateral_accounts_are_refused_naming_the_mode(abstraction: str) -> None:
+    """Issue 10: in these modes the collateral is in the spot state (ccxt's ``watch_balance``
+    streams it, see above, and alertd's adapter used to get None from every push). alertd now
+    (branch ``live-fixes``) refuses the account, naming the mode, and keeps the other one."""
 
     async def body() -> None:
         async with holding_btc() as fake:
-            fake.set_abstraction(USER, abstraction)
-            feed = hl_feed(fake)
-            adapter_pushes: list[Decimal | None] = []
-            async with streaming(feed):
-                await fake.wait_for_subscription(f"{stream}:{USER}")
-                exchange = feed.exchange
-                assert exchange is not None
-                adapter_pushes.append(await feed.adapter.watch_balance(exchange))
-                fake.set_balance(USER, "11000")
-                adapter_pushes.append(await feed.adapter.watch_balance(exchange))
-                assert feed.state.positions[(BTC, Side.LONG)].contracts == D("0.5")
-                observed = feed.state.wallet_balance
-            assert adapter_pushes == [pushed, pushed]
-            assert observed == D(0)
+            fake.add_account(OTHER, "", "5000")
+            fake.set_abstraction(OTHER, abstraction)
+            accounts = [
+                account_config("std", "hyperliquid", fake, wallet_address=USER),
+                account_config("uni", "hyperliquid", fake, wallet_address=OTHER),
+            ]
+            async with running_manager(accounts, {}) as manager:
+                uni, std = manager.feeds["uni"], manager.feeds["std"]
+                await eventually(lambda: uni.state.fatal is not None, what="refused")
+                assert abstraction in (uni.state.fatal or "")
+                await eventually(lambda: std.state.connected, what="standard account up")
+                await mark_arrives(fake, std, "59100", "standard account streaming")
 
     run(body(), timeout_s=60)

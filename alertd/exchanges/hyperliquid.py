@@ -103,8 +103,6 @@ class HyperliquidAdapter(ExchangeAdapter):
         if not address:
             raise AccountRefused("hyperliquid: the account needs its wallet_address")
         if not _ADDRESS.fullmatch(str(address)):
-            import ccxt  # here: the registry imports this module and must not load ccxt
-
             # Hyperliquid answers 422 "Failed to deserialize" to it, which ccxt raises as a
             # plain ExchangeError: retried forever unless refused here, as a bad key is
             raise AccountRefused(
