@@ -13,12 +13,14 @@ import ccxt.pro as ccxtpro
 from tests.fake_exchange.base import FakeExchangeServer, Num
 from tests.fake_exchange.binance import FakeBinanceUSDM
 from tests.fake_exchange.bybit import FakeBybit
+from tests.fake_exchange.gate import FakeGate
 from tests.fake_exchange.hyperliquid import FakeHyperliquid
 
 # the fake exchange server of each ccxt exchange id
 FAKES: dict[str, type[FakeExchangeServer[Any, Any]]] = {
     "binanceusdm": FakeBinanceUSDM,
     "bybit": FakeBybit,
+    "gate": FakeGate,
     "hyperliquid": FakeHyperliquid,
 }
 

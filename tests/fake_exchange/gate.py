@@ -1,0 +1,945 @@
+"""A scriptable local Gate v4 server (futures, USDT-settled perpetuals such as ``BTC_USDT``).
+
+ccxt's own ``ccxt.pro.gate`` runs against it unmodified: deep-merge ``fake.ccxt_urls()`` over
+``exchange.urls['api']``. REST and the futures websocket share one aiohttp application on one
+loopback port. Shapes follow Gate's API v4 documentation (gate.com/docs/developers/apiv4: "List
+all futures contracts", "List all positions of a user", "Query futures account", "List risk
+limit tiers", "List futures tickers", "Get account detail"; futures websocket docs:
+"Authentication", "Ping/pong", "Tickers", "Positions", "Balances", error codes) and the real
+answers quoted in ccxt (``ccxt/gate.py`` and ``ccxt/pro/gate.py`` response comments,
+``ts/src/test/static/response/gate.json``; the same payloads alertd's adapter tests use).
+
+What it serves (paths as on api.gateio.ws / fx-ws.gateio.ws):
+- REST public under ``/api/v4``: ``/futures/usdt/contracts``, ``/futures/usdt/tickers``,
+  ``/futures/usdt/risk_limit_tiers`` (``offset`` / ``limit`` paging, as Gate pages it),
+  ``/spot/currencies`` and, empty, the markets of the other types ccxt's ``load_markets`` asks
+  for (``/spot/currency_pairs``, ``/futures/btc/contracts``, ``/delivery/*/contracts``,
+  ``/options/underlyings``).
+- REST signed (headers ``KEY``, ``Timestamp``, ``SIGN`` = hex HMAC-SHA512 of
+  ``METHOD\\n/api/v4/PATH\\nQUERY\\nsha512(body)\\nTIMESTAMP``): ``/account/detail``
+  (``user_id``, ccxt's unified-account probe in ``load_markets``), ``/futures/usdt/positions``
+  (``holding``, ``limit`` / ``offset``), ``/futures/usdt/accounts``. Errors are Gate's
+  ``{"label": ..., "message": ...}`` bodies: 401 ``INVALID_KEY`` (unknown or revoked),
+  ``INVALID_SIGNATURE``, ``REQUEST_EXPIRED`` (a timestamp more than 60 s off), 429
+  ``TOO_MANY_REQUESTS`` (with Gate's ``X-Gate-RateLimit-*`` headers; also a banned key), 5xx
+  ``SERVER_ERROR``, 400 ``INVALID_PARAM_VALUE``, 404 ``NOT_FOUND``.
+- Websocket ``/v4/ws/futures/usdt``: ``futures.tickers`` (payload: contract ids; the current
+  ticker follows the ack, then updates), private ``futures.positions`` (payload ``[user_id,
+  "!all"]`` or a contract) and ``futures.balances`` (payload ``[user_id]``), each with
+  ``auth: {method: api_key, KEY, SIGN}``, SIGN the hex HMAC-SHA512 of
+  ``channel=<c>&event=subscribe&time=<t>``. Gate's error codes: 2 invalid argument (unknown
+  contract; a missing or foreign user id in a private payload), 4 authentication failed (with
+  the REST error JSON as its message, as Gate sends it). JSON ``futures.ping`` is answered with
+  ``futures.pong``. ``X-Gate-Size-Decimal: 1`` on a request or a websocket handshake makes sizes
+  decimal strings; without it they are integers rounded toward zero, as Gate does.
+
+Figures are computed here, independently of alertd, from Gate's published rules:
+- value = |size| * quanto_multiplier * mark; tier = the first ``risk_limit`` at or above it;
+  maintenance margin = value * (maintenance_rate + taker fee) - deduction (Gate adds the taker
+  fee; both real samples in alertd's adapter tests confirm it); initial margin = value /
+  leverage.
+- Isolated liquidation: the mark at which margin + unrealised PnL equals the maintenance
+  margin (tier held). Cross: the mark at which the cross margin balance (wallet - isolated
+  margin + cross unrealised PnL) equals the cross maintenance margin, other marks held. Longs
+  rounded up, shorts down, to ``order_price_round``.
+- Account: ``total`` is the wallet (it still holds isolated margin), ``cross_margin_balance``
+  = total - isolated margin + cross unrealised PnL, ``cross_maintenance_margin`` the cross
+  positions' sum, ``cross_mmr`` = cross_margin_balance / cross_maintenance_margin.
+
+Simplifications, on purpose: no orders, fills, fees charged or funding; index and last follow
+the mark; one-way ``single`` mode unless ``hedge=True`` (``dual_long`` / ``dual_short``); one
+settle currency (USDT). Connections, queues, drops, unanswered pings, malformed frames, scripted
+REST failures, bans and revoked keys are ``base.py``'s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import json
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
+from typing import Any, ClassVar
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from tests.fake_exchange import base as shared
+from tests.fake_exchange.base import LOOPBACK, FakeExchangeServer, Num, Reject, now_ms, scripted
+from tests.fake_exchange.base import to_decimal as _dec
+
+__all__ = ["FakeGate"]
+
+SETTLE = "USDT"
+API = "/api/v4"
+WS_PATH = "/v4/ws/futures/usdt"
+PRIVATE_CHANNELS = frozenset({"futures.positions", "futures.balances"})
+TAKER_FEE = Decimal("0.00075")  # Gate's futures taker fee rate, in both real samples
+SIGNATURE_WINDOW_S = 60  # Gate: "gap between request Timestamp and server time exceeds 60"
+FIRST_USER_ID = 10406147  # the user id in ccxt's recorded Gate answers
+DEFAULT_LIMIT = 100  # Gate's default page size
+
+
+def _fmt(value: Decimal, places: int = 12) -> str:
+    """Plain decimal string, no exponent, no trailing zeros (Gate's style)."""
+    text = format(value.quantize(Decimal(1).scaleb(-places)), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
+
+
+def _to_tick(value: Decimal, tick: Decimal, up: bool) -> Decimal:
+    steps = (value / tick).to_integral_value(rounding=ROUND_CEILING if up else ROUND_FLOOR)
+    return steps * tick
+
+
+def _tier_rows(contract: str, base: int, first_mmr: str, first_lev: int) -> list[dict[str, Any]]:
+    """Risk limit tiers shaped like Gate's: equal ``risk_limit`` steps, the maintenance rate up
+    a step each tier, the initial rate twice it and deductions continuous (Gate's rows for
+    BTC_USDT start at 1,000,000 / 0.004 / 125x, ccxt's ``fetch_market_leverage_tiers``)."""
+    rows, prev_cap, prev_mmr, deduction = [], Decimal(0), Decimal(0), Decimal(0)
+    for n in range(5):
+        cap = Decimal(base * (n + 1))
+        mmr = Decimal(first_mmr) * (n + 1)
+        deduction += prev_cap * (mmr - prev_mmr)
+        lev = max(1, first_lev // (n + 1))
+        rows.append(
+            {
+                "tier": n + 1,
+                "risk_limit": _fmt(cap),
+                "initial_rate": _fmt(1 / Decimal(lev), 6),
+                "maintenance_rate": _fmt(mmr),
+                "leverage_max": str(lev),
+                "contract": contract,
+                "deduction": _fmt(deduction),
+            }
+        )
+        prev_cap, prev_mmr = cap, mmr
+    return rows
+
+
+# (contract, mark, quanto_multiplier, order_price_round, first tier cap, first mmr, max lev)
+_DEFAULT_MARKETS = (
+    ("BTC_USDT", "65000", "0.0001", "0.1", 1_000_000, "0.004", 125),
+    ("ETH_USDT", "3500", "0.01", "0.01", 1_000_000, "0.005", 100),
+    ("SOL_USDT", "150", "1", "0.001", 200_000, "0.01", 50),
+)
+
+
+@dataclass
+class _Market:
+    id: str  # BTC_USDT
+    base: str
+    mark: Decimal
+    quanto: Decimal
+    tick: Decimal
+    tiers: list[dict[str, Any]]
+
+    @property
+    def symbol(self) -> str:
+        return f"{self.base}/{SETTLE}:{SETTLE}"
+
+    def tier(self, value: Decimal) -> dict[str, Any]:
+        for row in self.tiers:
+            if value <= Decimal(row["risk_limit"]):
+                return row
+        return self.tiers[-1]
+
+    def mm(self, value: Decimal) -> tuple[Decimal, Decimal, Decimal]:
+        """(maintenance margin, rate incl. the taker fee, deduction) of a position value."""
+        row = self.tier(value)
+        rate = Decimal(row["maintenance_rate"]) + TAKER_FEE
+        deduction = Decimal(row["deduction"])
+        return max(value * rate - deduction, Decimal(0)), rate, deduction
+
+
+def _contract_id(symbol: str) -> tuple[str, str]:
+    """``BTC/USDT:USDT`` or ``BTC_USDT`` -> (``BTC``, ``BTC_USDT``)."""
+    if "/" in symbol:
+        base, rest = symbol.split("/", 1)
+        if rest != f"{SETTLE}:{SETTLE}":
+            raise ValueError(f"{symbol}: only USDT-settled perpetuals (BASE/USDT:USDT)")
+        return base, f"{base}_{SETTLE}"
+    base, _, quote = symbol.partition("_")
+    if quote != SETTLE or not base:
+        raise ValueError(f"{symbol}: not a USDT perpetual contract id")
+    return base, symbol
+
+
+@dataclass
+class _Position:
+    contract: str
+    size: Decimal  # signed, in contracts
+    entry: Decimal
+    isolated: bool
+    margin: Decimal  # isolated margin; 0 for cross
+    leverage: Decimal
+    mode: str  # single / dual_long / dual_short
+    open_time: int
+    update_id: int
+
+
+@dataclass
+class _Account(shared.Credentials):
+    wallet: Decimal
+    user_id: int
+    positions: dict[tuple[str, str], _Position] = field(default_factory=dict)
+
+
+class _Connection(shared.WsConnection):
+    """A Gate futures websocket: Gate names each in its replies (``conn_id``)."""
+
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse, kind: str) -> None:
+        super().__init__(request, ws, kind)
+        self.conn_id = secrets.token_hex(8)
+        self.size_decimal = request.headers.get("X-Gate-Size-Decimal") == "1"
+
+
+def _error(status: int, label: str, message: str, **headers: str) -> web.Response:
+    return shared.json_response({"label": label, "message": message}, status, headers or None)
+
+
+def _auth_failed(label: str, message: str) -> dict[str, Any]:
+    """Gate's websocket code 4: the REST error body as its message, newline and all (ccxt's
+    ``handle_error_message`` sample: ``{"label":"INVALID_KEY","message":"Invalid key
+    provided"}\\n``)."""
+    return {"code": 4, "message": shared.compact({"label": label, "message": message}) + "\n"}
+
+
+class FakeGate(FakeExchangeServer[_Account, _Connection]):
+    """Gate v4 futures (USDT perpetuals) on ``127.0.0.1``: REST and websocket, one port."""
+
+    NAME: ClassVar[str] = "Gate v4 (USDT perpetual futures)"
+    BAN_DURATION_S: ClassVar[float] = 300.0
+
+    def __init__(self, *, mark_interval_s: float | None = None) -> None:
+        super().__init__(mark_interval_s=mark_interval_s)
+        self._markets: dict[str, _Market] = {}
+        self._user_ids = itertools.count(FIRST_USER_ID)
+        self._update_ids = itertools.count(1)
+        for contract, mark, quanto, tick, cap, mmr, lev in _DEFAULT_MARKETS:
+            self._markets[contract] = _Market(
+                contract,
+                contract.split("_")[0],
+                Decimal(mark),
+                Decimal(quanto),
+                Decimal(tick),
+                _tier_rows(contract, cap, mmr, lev),
+            )
+
+    def _routes(self) -> list[web.RouteDef]:
+        return [
+            web.get(WS_PATH, self._ws),
+            web.route("*", "/{tail:.*}", self._rest),
+        ]
+
+    def ccxt_urls(self) -> dict[str, Any]:
+        """Deep-merge over ``exchange.urls['api']``: every REST section and websocket entry
+        points here, so nothing reaches the real Gate; only USDT futures are served."""
+        if not self.port:
+            raise RuntimeError("start() the server first")
+        rest = self.base_url + API
+        ws = f"ws://{LOOPBACK}:{self.port}"
+        sections = (
+            "withdrawals", "wallet", "futures", "margin", "delivery", "spot", "options",
+            "sub_accounts", "subAccounts", "earn", "unified", "rebate", "account", "loan", "otc",
+        )  # fmt: skip
+        return {
+            "public": dict.fromkeys(sections, rest),
+            "private": dict.fromkeys(sections, rest),
+            "ws": f"{ws}/v4",
+            "spot": f"{ws}/ws/v4/",
+            # ccxt tells the market type from the URL: "/ws/futures/" means swap
+            "swap": {"usdt": f"{ws}{WS_PATH}", "btc": f"{ws}/v4/ws/futures/btc"},
+            "future": {
+                "usdt": f"{ws}/v4/ws/delivery/usdt",
+                "btc": f"{ws}/v4/ws/delivery/btc",
+            },
+            "option": {"usdt": f"{ws}/v4/ws/options/usdt", "btc": f"{ws}/v4/ws/options/btc"},
+        }
+
+    # ---- markets -------------------------------------------------------------------------------
+
+    def _market_id(self, symbol: str) -> str:
+        return _contract_id(symbol)[1]
+
+    def tick(self, symbol: str) -> Decimal:
+        return self._market(symbol).tick
+
+    @scripted
+    def add_symbol(
+        self, symbol: str, mark: Num, *, quanto_multiplier: Num = "1", tick_size: Num = "0.0001"
+    ) -> None:
+        """Add (or replace) a USDT perpetual with generic tiers (cap 200,000, 1%, 50x)."""
+        base, contract = _contract_id(symbol)
+        self._markets[contract] = _Market(
+            contract,
+            base,
+            shared.positive(mark, "mark"),
+            shared.positive(quanto_multiplier, "quanto_multiplier"),
+            shared.positive(tick_size, "tick_size"),
+            _tier_rows(contract, 200_000, "0.01", 50),
+        )
+
+    @scripted
+    def set_mark(self, symbol: str, price: Num, *, push: bool = True) -> None:
+        """Set the mark (and index and last); ``futures.tickers`` subscribers get an update."""
+        market = self._market(symbol)
+        market.mark = shared.positive(price, "price")
+        if push:
+            self._push_ticker(market)
+
+    def _push_ticker(self, market: _Market) -> None:
+        frame = self._update("futures.tickers", [self._ticker(market)])
+        for conn in self._subscribers(f"futures.tickers:{market.id}"):
+            conn.send(frame)
+
+    def _push_periodic_marks(self) -> None:
+        for market in self._markets.values():
+            self._push_ticker(market)
+
+    def _ticker(self, market: _Market) -> dict[str, Any]:
+        """A ``futures.tickers`` entry (Gate's futures websocket docs, "Tickers")."""
+        mark = _fmt(market.mark)
+        return {
+            "contract": market.id,
+            "last": mark,
+            "change_percentage": "0",
+            "funding_rate": "0.0001",
+            "funding_rate_indicative": "0.0001",
+            "mark_price": mark,
+            "index_price": mark,
+            "total_size": "73648",
+            "volume_24h": "745487577",
+            "volume_24h_btc": "117",
+            "volume_24h_usd": "419950",
+            "quanto_base_rate": "",
+            "volume_24h_quote": "1665006",
+            "volume_24h_settle": "178",
+            "volume_24h_base": "5526",
+            "low_24h": _fmt(market.mark * Decimal("0.99")),
+            "high_24h": _fmt(market.mark * Decimal("1.01")),
+        }
+
+    def _contract_row(self, market: _Market) -> dict[str, Any]:
+        """A "List all futures contracts" entry (Gate API docs' response example)."""
+        first = market.tiers[0]
+        return {
+            "name": market.id,
+            "type": "direct",
+            "quanto_multiplier": _fmt(market.quanto),
+            "ref_discount_rate": "0",
+            "order_price_deviate": "0.5",
+            "maintenance_rate": first["maintenance_rate"],
+            "mark_type": "index",
+            "last_price": _fmt(market.mark),
+            "mark_price": _fmt(market.mark),
+            "index_price": _fmt(market.mark),
+            "funding_rate_indicative": "0.0001",
+            "mark_price_round": _fmt(market.tick),
+            "funding_offset": 0,
+            "in_delisting": False,
+            "risk_limit_base": first["risk_limit"],
+            "interest_rate": "0.0003",
+            "order_price_round": _fmt(market.tick),
+            "order_size_min": 1,
+            "ref_rebate_rate": "0.2",
+            "funding_interval": 28800,
+            "risk_limit_step": first["risk_limit"],
+            "leverage_min": "1",
+            "leverage_max": first["leverage_max"],
+            "risk_limit_max": market.tiers[-1]["risk_limit"],
+            "maker_fee_rate": "-0.00025",
+            "taker_fee_rate": _fmt(TAKER_FEE),
+            "funding_rate": "0.0001",
+            "order_size_max": 1000000,
+            "funding_next_apply": (int(time.time()) // 28800 + 1) * 28800,
+            "short_users": 977,
+            "config_change_time": 1609899548,
+            "trade_size": 28530850594,
+            "position_size": 5223816,
+            "long_users": 455,
+            "funding_impact_value": "60000",
+            "orders_limit": 50,
+            "trade_id": 10851092,
+            "orderbook_id": 2129638396,
+            "enable_bonus": True,
+            "enable_credit": True,
+            "create_time": 1669688556,
+            "funding_cap_ratio": "0.75",
+            "status": "trading",
+            "launch_time": 1609899548,
+            "enable_decimal": True,
+        }
+
+    # ---- accounts and positions ----------------------------------------------------------------
+
+    @scripted
+    def add_account(
+        self,
+        api_key: str,
+        secret: str,
+        wallet_balance: Num = "1000",
+        *,
+        user_id: int | None = None,
+    ) -> None:
+        """An account; its Gate user id (``/account/detail``'s ``user_id``) is numbered from
+        10406147 unless given."""
+        uid = next(self._user_ids) if user_id is None else user_id
+        self._accounts[api_key] = _Account(api_key, secret, _dec(wallet_balance, "wallet"), uid)
+
+    @scripted
+    def user_id(self, api_key: str) -> int:
+        return self._account(api_key).user_id
+
+    @scripted
+    def open_position(
+        self,
+        api_key: str,
+        symbol: str,
+        side: str,
+        contracts: Num,
+        entry_price: Num,
+        *,
+        margin_mode: str = "cross",
+        isolated_margin: Num | None = None,
+        leverage: Num | None = None,
+        hedge: bool = False,
+    ) -> None:
+        """The base's, with ``contracts`` in Gate contracts: an isolated position's default
+        margin is the initial margin of ``contracts * quanto_multiplier`` at entry."""
+        if margin_mode == "isolated" and isolated_margin is None:
+            lev = shared.positive(leverage or self.DEFAULT_LEVERAGE, "leverage")
+            qty = shared.positive(contracts, "contracts") * self._market(symbol).quanto
+            isolated_margin = qty * shared.positive(entry_price, "entry_price") / lev
+        super().open_position(
+            api_key,
+            symbol,
+            side,
+            contracts,
+            entry_price,
+            margin_mode=margin_mode,
+            isolated_margin=isolated_margin,
+            leverage=leverage,
+            hedge=hedge,
+        )
+
+    def _open_position(
+        self, account: _Account, market: _Market, order: shared.PositionOrder, hedge: bool
+    ) -> None:
+        """One-way (``single``) replaces the contract's position; ``hedge`` uses
+        ``dual_long`` / ``dual_short``. Pushes the row on ``futures.positions``."""
+        mode = ("dual_long" if order.long else "dual_short") if hedge else "single"
+        old = account.positions.get((market.id, mode))
+        position = _Position(
+            contract=market.id,
+            size=order.size if order.long else -order.size,
+            entry=order.entry,
+            isolated=order.isolated,
+            margin=order.isolated_margin,
+            leverage=order.leverage,
+            mode=mode,
+            open_time=old.open_time if old else int(time.time()),
+            update_id=next(self._update_ids),
+        )
+        if hedge:
+            account.positions.pop((market.id, "single"), None)
+        else:
+            account.positions.pop((market.id, "dual_long"), None)
+            account.positions.pop((market.id, "dual_short"), None)
+        account.positions[(market.id, mode)] = position
+        self._push_position(account, position)
+
+    @scripted
+    def close_position(self, api_key: str, symbol: str, side: str | None = None) -> None:
+        """Close the contract's position(s) (``side`` picks a hedge leg); pushes size 0."""
+        account = self._account(api_key)
+        market = self._market(symbol)
+        modes = ["single", "dual_long", "dual_short"]
+        if side is not None:
+            modes = ["dual_long" if shared.parse_side(side) else "dual_short", "single"]
+        for mode in modes:
+            position = account.positions.pop((market.id, mode), None)
+            if position is not None:
+                position.size = Decimal(0)
+                position.update_id = next(self._update_ids)
+                self._push_position(account, position)
+                return
+
+    @scripted
+    def set_balance(self, api_key: str, wallet_balance: Num) -> None:
+        """Set ``total``; ``futures.balances`` subscribers get the change (type ``dnw``)."""
+        account = self._account(api_key)
+        new = _dec(wallet_balance, "wallet")
+        change, account.wallet = new - account.wallet, new
+        now = now_ms()
+        entry = {
+            "balance": float(new),
+            "change": float(change),
+            "text": "-",
+            "time": now // 1000,
+            "time_ms": now,
+            "type": "dnw",
+            "user": str(account.user_id),
+        }
+        frame = self._update("futures.balances", [entry])
+        for conn in self._private_subscribers(account, "futures.balances"):
+            conn.send(frame)
+
+    def _push_position(self, account: _Account, position: _Position) -> None:
+        for conn in self._private_subscribers(account, "futures.positions"):
+            row = self._position_row(account, position, conn.size_decimal, ws=True)
+            conn.send(self._update("futures.positions", [row]))
+
+    def _private_subscribers(self, account: _Account, channel: str) -> list[_Connection]:
+        return [c for c in self._subscribers(channel) if c.owner == account.api_key and c.live]
+
+    # ---- figures -------------------------------------------------------------------------------
+
+    def _upl(self, position: _Position) -> Decimal:
+        market = self._markets[position.contract]
+        return position.size * market.quanto * (market.mark - position.entry)
+
+    def _value(self, position: _Position) -> Decimal:
+        market = self._markets[position.contract]
+        return abs(position.size) * market.quanto * market.mark
+
+    def _liq_price(self, account: _Account, position: _Position) -> Decimal:
+        market = self._markets[position.contract]
+        qty = position.size * market.quanto  # signed, in base units
+        if qty == 0:
+            return Decimal(0)
+        _, rate, deduction = market.mm(self._value(position))
+        if position.isolated:
+            cushion = position.margin
+        else:  # the rest of the cross account, held fixed at today's marks
+            others = [p for p in account.positions.values() if p is not position]
+            cross = [p for p in others if not p.isolated]
+            cushion = (
+                account.wallet
+                - sum((p.margin for p in others if p.isolated), Decimal(0))
+                + sum((self._upl(p) for p in cross), Decimal(0))
+                - sum((self._markets[p.contract].mm(self._value(p))[0] for p in cross), Decimal(0))
+            )
+        # cushion + qty * (P - entry) = |qty| * P * rate - deduction
+        price = (qty * position.entry - cushion - deduction) / (qty - abs(qty) * rate)
+        return max(_to_tick(price, market.tick, up=qty > 0), Decimal(0))
+
+    def _position_row(
+        self, account: _Account, position: _Position, size_decimal: bool, *, ws: bool = False
+    ) -> dict[str, Any]:
+        """A position as "List all positions of a user" answers it (real answer: ccxt's
+        gate.json ``fetchPositions``), or as a ``futures.positions`` push (ccxt's
+        ``handle_positions`` sample: numbers, not strings)."""
+        market = self._markets[position.contract]
+        value = self._value(position)
+        mm, _, _ = market.mm(value)
+        tier = market.tier(value)
+        upl = self._upl(position)
+        im = value / position.leverage
+        lev_field = _fmt(position.leverage) if position.isolated else "0"
+        size: Any = position.size
+        if not size_decimal:
+            size = int(size.to_integral_value(rounding=ROUND_DOWN))
+        row: dict[str, Any] = {
+            "value": _fmt(value, 8),
+            "leverage": lev_field,
+            "mode": position.mode,
+            "realised_point": "0",
+            "contract": position.contract,
+            "entry_price": _fmt(position.entry) if position.size else "0",
+            "mark_price": _fmt(market.mark),
+            "history_point": "0",
+            "realised_pnl": "0",
+            "close_order": None,
+            "size": _fmt(size) if size_decimal else size,
+            "cross_leverage_limit": "0" if position.isolated else _fmt(position.leverage),
+            "pending_orders": "0",
+            "adl_ranking": "5",
+            "maintenance_rate": tier["maintenance_rate"],
+            "unrealised_pnl": _fmt(upl, 8),
+            "user": str(account.user_id),
+            "leverage_max": tier["leverage_max"],
+            "history_pnl": "0",
+            "risk_limit": tier["risk_limit"],
+            "margin": _fmt(position.margin if position.isolated else im, 8),
+            "last_close_pnl": "0",
+            "liq_price": _fmt(self._liq_price(account, position)),
+            "update_time": int(time.time()),
+            "update_id": str(position.update_id),
+            "initial_margin": _fmt(im, 8),
+            "maintenance_margin": _fmt(mm, 8),
+            "open_time": str(position.open_time),
+            "trade_max_size": "0",
+            "pos_margin_mode": "isolated" if position.isolated else "cross",
+            "lever": _fmt(position.leverage),
+        }
+        if ws:
+            now = now_ms()
+            numeric = ("entry_price", "leverage", "cross_leverage_limit", "liq_price", "margin")
+            row = {k: v for k, v in row.items() if k not in ("value", "mark_price", "close_order")}
+            for key in (*numeric, "maintenance_rate", "leverage_max", "risk_limit"):
+                row[key] = float(row[key])
+            if not size_decimal:
+                row["size"] = size
+            row.update(time=now // 1000, time_ms=now, update_id=position.update_id)
+        return row
+
+    def _futures_account(self, account: _Account) -> dict[str, Any]:
+        """ "Query futures account" (Gate API docs' example, a new-classic account)."""
+        positions = list(account.positions.values())
+        cross = [p for p in positions if not p.isolated]
+        isolated_margin = sum((p.margin for p in positions if p.isolated), Decimal(0))
+        upl = sum((self._upl(p) for p in positions), Decimal(0))
+        cross_upl = sum((self._upl(p) for p in cross), Decimal(0))
+        cross_mm = sum((self._markets[p.contract].mm(self._value(p))[0] for p in cross), Decimal(0))
+        cross_im = sum((self._value(p) / p.leverage for p in cross), Decimal(0))
+        balance = account.wallet - isolated_margin + cross_upl
+        available = max(balance - cross_im, Decimal(0))
+        return {
+            "user": account.user_id,
+            "currency": SETTLE,
+            "total": _fmt(account.wallet),
+            "unrealised_pnl": _fmt(upl, 8),
+            "position_margin": _fmt(isolated_margin, 8),
+            "order_margin": "0",
+            "available": _fmt(available, 8),
+            "point": "0",
+            "bonus": "0",
+            "in_dual_mode": any(p.mode != "single" for p in positions),
+            "enable_evolved_classic": False,
+            "cross_initial_margin": _fmt(cross_im, 8),
+            "cross_maintenance_margin": _fmt(cross_mm, 8),
+            "cross_order_margin": "0",
+            "cross_unrealised_pnl": _fmt(cross_upl, 8),
+            "cross_available": _fmt(available, 8),
+            "cross_margin_balance": _fmt(balance, 8),
+            "cross_mmr": _fmt(balance / cross_mm, 4) if cross_mm else "0",
+            "cross_imr": _fmt(balance / cross_im, 4) if cross_im else "0",
+            "isolated_position_margin": _fmt(isolated_margin, 8),
+            "enable_tiered_mm": True,
+        }
+
+    # ---- REST ----------------------------------------------------------------------------------
+
+    def _error_response(self, status: int, retry_after_s: float | None) -> web.StreamResponse:
+        if status == 429:
+            reset = now_ms() + int((retry_after_s or 1) * 1000)
+            return _error(
+                429,
+                "TOO_MANY_REQUESTS",
+                "Request Rate limit Exceeded",
+                **{
+                    "X-Gate-RateLimit-Requests-Remain": "0",
+                    "X-Gate-RateLimit-Limit": "200",
+                    "X-Gate-RateLimit-Reset-Timestamp": str(reset),
+                },
+            )
+        if status >= 500:
+            return _error(status, "SERVER_ERROR", "Internal server error")
+        return _error(status, "INVALID_PARAM_VALUE", "invalid argument")
+
+    def _key_rejected(self, rejection: shared.KeyRejection) -> web.Response:
+        if rejection.problem is shared.KeyProblem.BANNED:
+            return _error(
+                429,
+                "TOO_MANY_REQUESTS",
+                "Request Rate limit Exceeded",
+                **{"X-Gate-RateLimit-Reset-Timestamp": str(rejection.banned_until_ms)},
+            )
+        if rejection.problem is shared.KeyProblem.MISSING:
+            return _error(401, "MISSING_REQUIRED_HEADER", "Missing required header: KEY")
+        return _error(401, "INVALID_KEY", "Invalid key provided")
+
+    async def _rest(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        if not path.startswith(API + "/"):
+            raise Reject(_error(404, "NOT_FOUND", f"{request.method} {path} not found"))
+        route = path[len(API) :]
+        params = dict(request.query)
+        body = await request.text()
+        public: dict[str, Callable[[dict[str, str]], Any]] = {
+            "/futures/usdt/contracts": self._contracts,
+            "/futures/usdt/tickers": self._tickers,
+            "/futures/usdt/risk_limit_tiers": self._risk_limit_tiers,
+            "/spot/currencies": self._currencies,
+            "/spot/currency_pairs": lambda p: [],
+            "/margin/currency_pairs": lambda p: [],
+            "/futures/btc/contracts": lambda p: [],
+            "/delivery/usdt/contracts": lambda p: [],
+            "/delivery/btc/contracts": lambda p: [],
+            "/options/underlyings": lambda p: [],
+        }
+        private: dict[str, Callable[[_Account, dict[str, str]], Any]] = {
+            "/account/detail": self._account_detail,
+            "/futures/usdt/positions": self._positions,
+            "/futures/usdt/accounts": lambda account, p: self._futures_account(account),
+        }
+        if request.method == "GET" and route in public:
+            return shared.json_response(public[route](params))
+        if request.method == "GET" and route in private:
+            account = self._signed(request, body)
+            answer = private[route](account, params)
+            return shared.json_response(answer)
+        raise Reject(_error(404, "NOT_FOUND", f"{request.method} {path} not found"))
+
+    def _signed(self, request: web.Request, body: str) -> _Account:
+        """The account of a signed request (``KEY``, ``Timestamp``, ``SIGN``), else Gate's
+        refusal (``Reject``)."""
+        account = self._authorized(request.headers.get("KEY"))
+        stamp = request.headers.get("Timestamp", "")
+        try:
+            skew = abs(time.time() - float(stamp))
+        except ValueError:
+            skew = float("inf")
+        if skew > SIGNATURE_WINDOW_S:
+            raise Reject(
+                _error(
+                    401,
+                    "REQUEST_EXPIRED",
+                    f"gap between request Timestamp and server time exceeds {SIGNATURE_WINDOW_S}",
+                )
+            )
+        body_hash = hashlib.sha512(body.encode()).hexdigest()
+        query = unquote(request.query_string)
+        payload = "\n".join([request.method, request.path, query, body_hash, stamp])
+        expected = hmac.new(account.secret.encode(), payload.encode(), hashlib.sha512).hexdigest()
+        if not hmac.compare_digest(expected, request.headers.get("SIGN", "")):
+            raise Reject(_error(401, "INVALID_SIGNATURE", "Signature mismatch"))
+        return account
+
+    @staticmethod
+    def _page(rows: list[Any], params: dict[str, str]) -> list[Any]:
+        try:
+            limit = int(params.get("limit", DEFAULT_LIMIT))
+            offset = int(params.get("offset", 0))
+        except ValueError:
+            raise Reject(_error(400, "INVALID_PARAM_VALUE", "invalid argument: limit")) from None
+        if limit < 1 or offset < 0:
+            raise Reject(_error(400, "INVALID_PARAM_VALUE", "invalid argument: limit"))
+        return rows[offset : offset + limit]
+
+    def _known(self, contract: str | None) -> _Market:
+        market = self._markets.get(contract or "")
+        if market is None:
+            raise Reject(_error(400, "CONTRACT_NOT_FOUND", f"Contract {contract} not found"))
+        return market
+
+    def _contracts(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        rows = [self._contract_row(m) for m in self._markets.values()]
+        return list(self._page(rows, params))
+
+    def _tickers(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        contract = params.get("contract")
+        markets = [self._known(contract)] if contract else list(self._markets.values())
+        return [self._ticker(m) for m in markets]
+
+    def _risk_limit_tiers(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        contract = params.get("contract")
+        markets = [self._known(contract)] if contract else list(self._markets.values())
+        rows = [row for m in markets for row in m.tiers]
+        return list(self._page(rows, params))
+
+    def _currencies(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        coins = [SETTLE, *sorted({m.base for m in self._markets.values()})]
+        return [
+            {
+                "currency": coin,
+                "name": coin,
+                "delisted": False,
+                "withdraw_disabled": False,
+                "withdraw_delayed": False,
+                "deposit_disabled": False,
+                "trade_disabled": False,
+                "fixed_rate": "",
+                "chain": "ETH" if coin == SETTLE else coin,
+                "chains": [
+                    {
+                        "name": "ETH" if coin == SETTLE else coin,
+                        "addr": "",
+                        "withdraw_disabled": False,
+                        "withdraw_delayed": False,
+                        "deposit_disabled": False,
+                    }
+                ],
+            }
+            for coin in coins
+        ]
+
+    @staticmethod
+    def _account_detail(account: _Account, params: dict[str, str]) -> dict[str, Any]:
+        """ "Get account detail" (Gate API docs): ``key.mode`` 1 is a classic account."""
+        return {
+            "user_id": account.user_id,
+            "ip_whitelist": [],
+            "currency_pairs": [],
+            "key": {"mode": 1},
+            "tier": 0,
+            "copy_trading_role": 0,
+        }
+
+    def _positions(self, account: _Account, params: dict[str, str]) -> list[dict[str, Any]]:
+        size_decimal = True  # ccxt sends X-Gate-Size-Decimal: 1 on every futures request
+        rows = [
+            self._position_row(account, p, size_decimal)
+            for p in sorted(account.positions.values(), key=lambda p: (p.contract, p.mode))
+        ]
+        return list(self._page(rows, params))
+
+    # ---- websocket -----------------------------------------------------------------------------
+
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve_ws(
+            request, lambda req, ws: _Connection(req, ws, "public"), self._on_text
+        )
+
+    @staticmethod
+    def _update(channel: str, result: Any) -> dict[str, Any]:
+        now = now_ms()
+        return {
+            "time": now // 1000,
+            "time_ms": now,
+            "channel": channel,
+            "event": "update",
+            "result": result,
+        }
+
+    def _reply(self, conn: _Connection, msg: dict[str, Any], event: str) -> dict[str, Any]:
+        now = now_ms()
+        trace = secrets.token_hex(16)
+        reply: dict[str, Any] = {"time": now // 1000, "time_ms": now}
+        if msg.get("id") is not None:
+            reply["id"] = msg["id"]
+        reply.update(conn_id=conn.conn_id, trace_id=trace, channel=msg.get("channel", ""))
+        reply["event"] = event
+        if "payload" in msg:
+            reply["payload"] = msg["payload"]
+        return reply
+
+    def _on_text(self, conn: _Connection, text: str) -> None:
+        try:
+            msg = json.loads(text)
+        except ValueError:
+            msg = None
+        if not isinstance(msg, dict):
+            reply = self._reply(conn, {}, "")
+            reply.update(error={"code": 1, "message": "invalid request body format"})
+            conn.send(reply)
+            return
+        channel = str(msg.get("channel", ""))
+        event = str(msg.get("event", ""))
+        if channel == "futures.ping":
+            if self.answers_pings:
+                reply = self._reply(conn, msg, "")
+                reply.update(channel="futures.pong", result=None)
+                conn.send(reply)
+            return
+        if event in ("subscribe", "unsubscribe"):
+            self._subscribe(conn, msg, channel, event)
+            return
+        reply = self._reply(conn, msg, event)
+        reply.update(error={"code": 1, "message": "unknown channel or event"}, result=None)
+        conn.send(reply)
+
+    def _subscribe(self, conn: _Connection, msg: dict[str, Any], channel: str, event: str) -> None:
+        reply = self._reply(conn, msg, event)
+        payload = msg.get("payload")
+        items = [str(p) for p in payload] if isinstance(payload, list) else []
+        streams, error, account = self._streams(conn, msg, channel, items)
+        if error is not None:
+            reply.update(error=error, result={"status": "fail"})
+            conn.send(reply)
+            return
+        if event == "subscribe":
+            conn.streams.update(streams)
+            if account is not None:
+                conn.owner = account.api_key
+        else:
+            conn.streams.difference_update(streams)
+        reply.update(result={"status": "success"}, requestId=reply["trace_id"])
+        conn.send(reply)
+        if event == "subscribe" and channel == "futures.tickers":
+            conn.send(self._update(channel, [self._ticker(self._markets[c]) for c in items]))
+
+    def _streams(
+        self, conn: _Connection, msg: dict[str, Any], channel: str, items: list[str]
+    ) -> tuple[list[str], dict[str, Any] | None, _Account | None]:
+        """(streams, Gate's error, the authenticated account) of a (un)subscribe request."""
+        if channel == "futures.tickers":
+            unknown = [c for c in items if c not in self._markets]
+            if not items or unknown:
+                return [], {"code": 2, "message": f"unknown contract {','.join(unknown)}"}, None
+            return [f"futures.tickers:{c}" for c in items], None, None
+        if channel not in PRIVATE_CHANNELS:
+            return [], {"code": 2, "message": f"unknown channel {channel}"}, None
+        checked = self._ws_auth(msg, channel)
+        if isinstance(checked, dict):
+            return [], checked, None
+        # Gate's futures docs: the private channels' payload starts with the user id
+        if not items or items[0] != str(checked.user_id):
+            return [], {"code": 2, "message": "invalid argument: user_id"}, None
+        return [channel], None, checked
+
+    def _ws_auth(self, msg: dict[str, Any], channel: str) -> _Account | dict[str, Any]:
+        """The account of a private request's ``auth``, or Gate's code-4 error (its message the
+        REST error body, as Gate sends it: ccxt's ``handle_error_message`` sample)."""
+        auth = msg.get("auth")
+        if not isinstance(auth, dict) or auth.get("method") != "api_key":
+            return _auth_failed("MISSING_REQUIRED_HEADER", "Missing required header: KEY")
+        checked = self._authorize(str(auth.get("KEY") or ""))
+        if isinstance(checked, shared.KeyRejection):
+            if checked.problem is shared.KeyProblem.BANNED:
+                return _auth_failed("TOO_MANY_REQUESTS", "Request Rate limit Exceeded")
+            return _auth_failed("INVALID_KEY", "Invalid key provided")
+        stamp = str(msg.get("time", ""))
+        origin = f"channel={channel}&event={msg.get('event')}&time={stamp}"
+        expected = hmac.new(checked.secret.encode(), origin.encode(), hashlib.sha512).hexdigest()
+        if not hmac.compare_digest(expected, str(auth.get("SIGN", ""))):
+            return _auth_failed("INVALID_SIGNATURE", "Signature mismatch")
+        return checked
+
+    # ---- failure injection ---------------------------------------------------------------------
+
+    def _malformed_frames(self, conn: _Connection, kind: str) -> list[str]:
+        """``"json"``: a truncated ticker update. ``"shape"``: valid JSON with "abc" numbers: a
+        ticker to ticker subscribers, a position and a balance to private subscribers."""
+        if kind == "json":
+            return ['{"time":1,"channel":"futures.tickers","event":"update","result":[{"cont']
+        frames: list[dict[str, Any]] = []
+        for stream in sorted(conn.streams):
+            if stream.startswith("futures.tickers:"):
+                contract = stream.split(":", 1)[1]
+                row = {"contract": contract, "mark_price": "abc", "last": "abc"}
+                frames.append(self._update("futures.tickers", [row]))
+            elif stream == "futures.positions":
+                row = {"contract": "BTC_USDT", "size": "abc", "entry_price": "abc"}
+                row.update(leverage="abc", margin="abc", mode="single", user="0")
+                frames.append(self._update(stream, [row]))
+            elif stream == "futures.balances":
+                frames.append(self._update(stream, [{"balance": "abc", "change": "abc"}]))
+        return [shared.compact(frame) for frame in frames]
+
+
+# ---- command line --------------------------------------------------------------------------------
+
+
+def _seed_accounts(fake: FakeGate, count: int) -> None:
+    for i in range(count):
+        key = f"key{i}"
+        fake.add_account(key, f"secret{i}", wallet_balance=str(5000 + 1000 * i))
+        btc, eth = fake.mark("BTC_USDT"), fake.mark("ETH_USDT")
+        fake.open_position(key, "BTC_USDT", "long", str(100 * (i + 1)), btc * Decimal("0.99"))
+        fake.open_position(key, "ETH_USDT", "short", str(50 + 10 * i), eth * Decimal("1.01"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return shared.serve_main(FakeGate, _seed_accounts, argv, max_step=0.0005)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
