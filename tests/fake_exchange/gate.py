@@ -30,8 +30,9 @@ What it serves (paths as on api.gateio.ws / fx-ws.gateio.ws):
   ``channel=<c>&event=subscribe&time=<t>``. Gate's error codes: 2 invalid argument (unknown
   contract; a missing or foreign user id in a private payload), 4 authentication failed (with
   the REST error JSON as its message, as Gate sends it). JSON ``futures.ping`` is answered with
-  ``futures.pong``. ``X-Gate-Size-Decimal: 1`` on a request or a websocket handshake makes sizes
-  decimal strings; without it they are integers rounded toward zero, as Gate does.
+  ``futures.pong``. ``X-Gate-Size-Decimal: 1`` on a positions request or on the websocket
+  handshake (ccxt sends it on both) makes sizes decimal strings; without it they are integers
+  rounded toward zero, as Gate does.
 
 Figures are computed here, independently of alertd, from Gate's published rules:
 - value = |size| * quanto_multiplier * mark; tier = the first ``risk_limit`` at or above it;
@@ -684,6 +685,8 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
             return shared.json_response(public[route](params))
         if request.method == "GET" and route in private:
             account = self._signed(request, body)
+            if route == "/futures/usdt/positions":
+                params["size_decimal"] = request.headers.get("X-Gate-Size-Decimal", "")
             answer = private[route](account, params)
             return shared.json_response(answer)
         raise Reject(_error(404, "NOT_FOUND", f"{request.method} {path} not found"))
@@ -784,7 +787,7 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
         }
 
     def _positions(self, account: _Account, params: dict[str, str]) -> list[dict[str, Any]]:
-        size_decimal = True  # ccxt sends X-Gate-Size-Decimal: 1 on every futures request
+        size_decimal = params.get("size_decimal") == "1"  # the X-Gate-Size-Decimal header
         rows = [
             self._position_row(account, p, size_decimal)
             for p in sorted(account.positions.values(), key=lambda p: (p.contract, p.mode))
