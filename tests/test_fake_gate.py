@@ -22,11 +22,10 @@ from tests.feed_harness import (
     BTC,
     account_config,
     bootstrapped,
-    btc_long,
+    good_and_bad_accounts,
     make_feed,
     mark_arrives,
     running,
-    running_manager,
 )
 from tests.support.aio import run, settle
 from tests.support.fakes import ccxt_client, started
@@ -313,18 +312,14 @@ def test_feed_bootstraps_a_gate_account() -> None:
     run(body(), timeout_s=30)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 10: alertd never sets exchange.uid, so ccxt cannot subscribe Gate's private "
-    "channels (ArgumentsRequired: gate requires uid to subscribe); strict: passes once fixed",
-)
 def test_feed_streams_gate_marks_and_positions() -> None:
-    """alertd's real feed against Gate's private channels.
+    """alertd's real feed against Gate's private channels, through a drop and a resync.
 
-    FINDING (issue 10): on ``main`` alertd never sets ``exchange.uid``, so ccxt's
-    ``subscribe_private`` raises ``ArgumentsRequired("gate requires uid to subscribe")``: the
-    position and balance streams never come up and the feed never counts as connected. Marks
-    still stream, and positions change only through the REST reconcile."""
+    Issue 10's finding: before the live-fixes merge alertd never set ``exchange.uid``, so
+    ccxt's ``subscribe_private`` raised ``ArgumentsRequired("gate requires uid to subscribe")``
+    and the position and balance streams never came up; alertd now reads ``user_id`` from
+    ``/api/v4/account/detail`` at bootstrap, and this server refuses private payloads without
+    it."""
 
     async def body() -> None:
         async with started_fake() as fake:
@@ -371,24 +366,14 @@ def test_feed_skips_a_malformed_ticker() -> None:
 
 
 def test_bad_key_is_fatal_for_that_account_only() -> None:
-    """A key Gate does not know stops that account with Gate's own reason; the other account
-    keeps streaming marks. (The shared ``good_and_bad_accounts`` also waits for "good" to count
-    as connected, which on ``main`` it never does on Gate: the uid finding above.)"""
-
     async def body() -> None:
-        async with started_fake() as fake:
-            btc_long(fake, "key-g")
-            accounts = [account_config(name, "gate", fake) for name in ("good", "bad")]
-            keys = {"good": ("key-g", "secret-g"), "bad": ("key-unknown", "nope")}
-            async with running_manager(accounts, keys) as manager:
-                bad = manager.feeds["bad"].state
-                await eventually(lambda: bad.fatal, what="fatal")
-                assert "INVALID_KEY" in str(bad.fatal)
-                good = manager.feeds["good"].state
-                assert not good.fatal
-                await eventually(lambda: good.marks.get(BTC) == D(60000), what="good bootstrap")
-                fake.set_mark(BTC, "59999")
-                await eventually(lambda: good.marks.get(BTC) == D("59999"), what="good mark")
-                assert not good.fatal
+        async with (
+            started_fake() as fake,
+            good_and_bad_accounts(fake, "gate", "key-g", "secret-g") as manager,
+        ):
+            assert "INVALID_KEY" in str(manager.feeds["bad"].state.fatal)
+            good = manager.feeds["good"]
+            assert not good.state.fatal
+            await mark_arrives(fake, good, "59999", "good account still streaming")
 
     run(body(), timeout_s=30)
