@@ -14,12 +14,14 @@ from tests.fake_exchange.base import FakeExchangeServer, Num
 from tests.fake_exchange.binance import FakeBinanceUSDM
 from tests.fake_exchange.bybit import FakeBybit
 from tests.fake_exchange.hyperliquid import FakeHyperliquid
+from tests.fake_exchange.okx import FakeOKX
 
 # the fake exchange server of each ccxt exchange id
 FAKES: dict[str, type[FakeExchangeServer[Any, Any]]] = {
     "binanceusdm": FakeBinanceUSDM,
     "bybit": FakeBybit,
     "hyperliquid": FakeHyperliquid,
+    "okx": FakeOKX,
 }
 
 F = TypeVar("F", bound=FakeExchangeServer[Any, Any])
