@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
+import aiohttp
 import ccxt.async_support as ccxt_async
 import pytest
 
 from alertd.config import Config, Secret
+from alertd.engine.margin import compute
 from alertd.engine.model import Side
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.manager import FeedManager
@@ -179,3 +182,55 @@ def test_bad_key_is_fatal_for_that_account_only() -> None:
             await mark_arrives(fake, manager.feeds["good"], "59999", "good still streaming")
 
     run(body(), timeout_s=30)
+
+
+def test_scripted_rest_failures_bans_and_pings() -> None:
+    async def body() -> None:
+        async with started_fake() as fake:
+            async with ccxt_client(fake, "okx", "key-o", "secret-o", password=PASS) as ex:
+                fake.fail_rest(429, path_prefix="/api/v5/account")
+                with pytest.raises(ccxt_async.RateLimitExceeded, match="50011"):
+                    await ex.fetch_balance()
+                fake.fail_rest(503, path_prefix="/api/v5/account")
+                with pytest.raises(ccxt_async.ExchangeNotAvailable, match="50001"):
+                    await ex.fetch_balance()
+                fake.ban("key-o")
+                with pytest.raises(ccxt_async.RateLimitExceeded):
+                    await ex.fetch_balance()
+                fake.unban("key-o")
+                assert (await ex.fetch_balance())["info"]["code"] == "0"
+            async with aiohttp.ClientSession() as session:
+                url = fake.ccxt_urls()["ws"] + "/public"
+                async with session.ws_connect(url, autoping=False) as ws:
+                    await ws.send_str("ping")
+                    assert await ws.receive_str(timeout=2) == "pong"
+                    fake.stop_answering_pings()
+                    await ws.send_str("ping")
+                    with pytest.raises(asyncio.TimeoutError):
+                        await ws.receive_str(timeout=0.3)
+
+    run(body())
+
+
+def test_bootstrap_figures_agree_with_okx() -> None:
+    async def body() -> None:
+        async with started_fake() as fake:
+            fake.set_mark(BTC, "60150")
+            fake.open_position(
+                "key-o", BTC, "long", "100", "60000", margin_mode="isolated", leverage=50
+            )
+            fake.set_mark(ETH, "3250")
+            fake.open_position("key-o", ETH, "short", "20", "3300")
+            state = (await bootstrapped(okx_feed(fake))).state
+            assert state.missing() == []
+            metrics = compute(state.to_account())
+            for pm in metrics.positions:
+                figures = state.reported_positions[pm.position.key]
+                assert figures.maintenance_margin is not None
+                # alertd's MM is OKX's mmr plus the liquidation fee on the notional
+                expected = figures.maintenance_margin + pm.notional * D("0.0005")
+                assert abs(pm.maintenance_margin - expected) < D("0.01"), pm
+            notionals = {pm.position.symbol: pm.notional for pm in metrics.positions}
+            assert notionals == {BTC: D("60150"), ETH: D("6500")}  # pos * ctVal * mark
+
+    run(body())
