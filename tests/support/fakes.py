@@ -15,6 +15,7 @@ from tests.fake_exchange.binance import FakeBinanceUSDM
 from tests.fake_exchange.bybit import FakeBybit
 from tests.fake_exchange.gate import FakeGate
 from tests.fake_exchange.hyperliquid import FakeHyperliquid
+from tests.fake_exchange.okx import FakeOKX
 
 # the fake exchange server of each ccxt exchange id
 FAKES: dict[str, type[FakeExchangeServer[Any, Any]]] = {
@@ -22,6 +23,7 @@ FAKES: dict[str, type[FakeExchangeServer[Any, Any]]] = {
     "bybit": FakeBybit,
     "gate": FakeGate,
     "hyperliquid": FakeHyperliquid,
+    "okx": FakeOKX,
 }
 
 F = TypeVar("F", bound=FakeExchangeServer[Any, Any])

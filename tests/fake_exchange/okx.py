@@ -1,0 +1,790 @@
+"""A scriptable local OKX v5 server (single-currency margin, USDT-margined perpetual swaps).
+
+ccxt's own ``ccxt.pro.okx`` runs against it unmodified: deep-merge ``fake.ccxt_urls()`` over
+``exchange.urls['api']`` and pass ``fake.ccxt_options``. Wire formats follow the OKX v5 API
+docs (okx.com/docs-v5/en: "Get instruments", "Get position tiers", "Get mark price", "Get
+positions", "Get balance", "Get currencies", websocket "Login", "Subscribe", "Mark price
+channel", "Positions channel", "Account channel", "Liquidation warning channel") and the
+payload examples there, which ccxt's ``ts/src/test/static/response/okx.json`` records too.
+
+What it serves (paths as on www.okx.com / ws.okx.com):
+- REST public: ``/api/v5/public/instruments`` (SWAP; other types answer an empty list),
+  ``/api/v5/public/position-tiers``, ``/api/v5/public/mark-price``, ``/api/v5/public/time``.
+- REST signed (``OK-ACCESS-KEY``, ``OK-ACCESS-SIGN`` = base64 HMAC-SHA256 of ``timestamp +
+  method + requestPath + body``, ``OK-ACCESS-TIMESTAMP`` ISO 8601, ``OK-ACCESS-PASSPHRASE``):
+  ``/api/v5/account/positions``, ``/api/v5/account/balance``, ``/api/v5/asset/currencies``
+  (ccxt's ``fetch_currencies`` inside ``load_markets``). Errors: HTTP 401 ``50111`` invalid
+  key, ``50105`` wrong passphrase, ``50113`` invalid sign; 429 ``50011`` (rate limit and bans).
+- Websocket ``/ws/v5/public`` (``mark-price``) and ``/ws/v5/private`` (``login`` with
+  ``sign`` = base64 HMAC of ``timestamp + "GET/users/self/verify"``, then ``positions``,
+  ``account`` and ``liquidation-warning``); text ``ping`` answered by ``pong``.
+
+Figures, independently of alertd: ``notional = |pos| * ctVal * mark``; a position's ``mmr`` is
+``notional * tier mmr`` (tier by ``|pos|`` against ``maxSz``); ``mgnRatio`` of the USDT cross
+pool is ``crossEq / (cross mmr + notional * 0.05%)``; liquidation prices solve equity = MM for
+one position (isolated: its own margin; cross: the cross equity, other marks held).
+Simplifications: no orders, fees or funding; one margin currency; marks are pushed only when
+scripted or by the ``mark_interval_s`` loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from aiohttp import web
+
+from tests.fake_exchange import base as shared
+from tests.fake_exchange.base import LOOPBACK, FakeExchangeServer, Num, now_ms, scripted
+from tests.fake_exchange.base import to_decimal as _dec
+
+__all__ = ["FakeOKX"]
+
+SETTLE = "USDT"
+LIQ_FEE = Decimal("0.0005")  # OKX adds the taker fee to the MM in mgnRatio
+PRIVATE_CHANNELS = frozenset({"positions", "account", "liquidation-warning", "orders"})
+UID = "448097284125409280"  # the uid in OKX's websocket doc examples
+
+# (instId, mark, tickSz, ctVal, position tiers as (maxSz, mmr, imr, maxLever)); the tier rows
+# as in the docs' "Get position tiers" example for BTC-USDT (SWAP, cross)
+_MARKETS = (
+    (
+        "BTC-USDT-SWAP",
+        "60000",
+        "0.1",
+        "0.01",
+        (
+            ("10000", "0.004", "0.008", "125"),
+            ("20000", "0.005", "0.01", "100"),
+            ("30000", "0.01", "0.02", "50"),
+        ),
+    ),
+    (
+        "ETH-USDT-SWAP",
+        "3000",
+        "0.01",
+        "0.1",
+        (("10000", "0.004", "0.008", "100"), ("50000", "0.01", "0.02", "50")),
+    ),
+)
+
+
+def _s(value: Decimal) -> str:
+    return format(value.normalize(), "f") if value else "0"
+
+
+@dataclass
+class _Market:
+    symbol: str
+    id: str
+    base: str
+    mark: Decimal
+    tick: Decimal
+    ct_val: Decimal
+    tiers: tuple[tuple[str, str, str, str], ...]
+
+    def mmr_rate(self, contracts: Decimal) -> Decimal:
+        for max_sz, mmr, _imr, _lever in self.tiers:
+            if contracts <= Decimal(max_sz):
+                return Decimal(mmr)
+        return Decimal(self.tiers[-1][1])
+
+
+@dataclass
+class _Position:
+    market: _Market
+    pos_side: str  # net, long, short
+    pos: Decimal  # signed in net mode
+    entry: Decimal
+    isolated: bool
+    margin: Decimal
+    leverage: Decimal
+    pos_id: str
+    c_time: int
+
+    @property
+    def sign(self) -> int:
+        if self.pos_side == "net":
+            return 1 if self.pos > 0 else -1
+        return 1 if self.pos_side == "long" else -1
+
+    def upl(self) -> Decimal:
+        return abs(self.pos) * self.market.ct_val * (self.market.mark - self.entry) * self.sign
+
+    def notional(self) -> Decimal:
+        return abs(self.pos) * self.market.ct_val * self.market.mark
+
+    def mm(self) -> Decimal:
+        return self.notional() * self.market.mmr_rate(abs(self.pos))
+
+
+@dataclass
+class _Account(shared.Credentials):
+    passphrase: str
+    wallet: Decimal
+    positions: dict[tuple[str, str], _Position] = field(default_factory=dict)
+
+
+class _Connection(shared.WsConnection):
+    """An OKX websocket; OKX names each connection in its replies (``connId``)."""
+
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse, kind: str) -> None:
+        super().__init__(request, ws, kind)
+        self.conn_id = shared.random_id("0123456789abcdef", 8)
+
+
+class FakeOKX(FakeExchangeServer[_Account, _Connection]):
+    """OKX v5 (single-currency margin, USDT swaps) on ``127.0.0.1``: REST and websockets."""
+
+    NAME: ClassVar[str] = "OKX v5 (USDT swaps)"
+    BAN_DURATION_S: ClassVar[float] = 300.0
+    PASSPHRASE: ClassVar[str] = "fake-passphrase"  # every account's unless add_account says
+    CCXT_OPTIONS: ClassVar[dict[str, Any]] = {"defaultType": "swap"}
+
+    def __init__(self, *, mark_interval_s: float | None = None) -> None:
+        super().__init__(mark_interval_s=mark_interval_s)
+        self._markets: dict[str, _Market] = {}
+        self._next_id = 1_000_000_000_000_000_000
+        for inst_id, mark, tick, ct_val, tiers in _MARKETS:
+            base = inst_id.split("-")[0]
+            self._markets[inst_id] = _Market(
+                f"{base}/USDT:USDT",
+                inst_id,
+                base,
+                Decimal(mark),
+                Decimal(tick),
+                Decimal(ct_val),
+                tiers,
+            )
+
+    def _routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/ws/v5/public", self._ws("public")),
+            web.get("/ws/v5/private", self._ws("private")),
+            web.get("/ws/v5/business", self._ws("business")),
+            web.route("*", "/{tail:.*}", self._rest),
+        ]
+
+    def ccxt_urls(self) -> dict[str, Any]:
+        if not self.port:
+            raise RuntimeError("start() the server first")
+        return {"rest": self.base_url, "ws": f"ws://{LOOPBACK}:{self.port}/ws/v5"}
+
+    # ---- markets and scripting --------------------------------------------------------------
+
+    def _market_id(self, symbol: str) -> str:
+        if symbol in self._markets:
+            return symbol
+        base = symbol.split("/")[0]
+        return f"{base}-USDT-SWAP"
+
+    def tick(self, symbol: str) -> Decimal:
+        return self._market(symbol).tick
+
+    @scripted
+    def set_mark(self, symbol: str, price: Num, *, push: bool = True) -> None:
+        market = self._market(symbol)
+        market.mark = shared.positive(price, "mark").quantize(market.tick)
+        if push:
+            self._push_mark(market)
+
+    def _mark_frame(self, market: _Market) -> dict[str, Any]:
+        row = {"instType": "SWAP", "instId": market.id, "markPx": _s(market.mark)}
+        row["ts"] = str(now_ms())
+        return {"arg": {"channel": "mark-price", "instId": market.id}, "data": [row]}
+
+    def _push_mark(self, market: _Market) -> None:
+        for conn in self._subscribers(f"mark-price:{market.id}"):
+            conn.send(self._mark_frame(market))
+
+    def _push_periodic_marks(self) -> None:
+        for market in self._markets.values():
+            self._push_mark(market)
+
+    @scripted
+    def add_account(
+        self, api_key: str, secret: str, wallet_balance: Num = "1000", *, passphrase: str = ""
+    ) -> None:
+        self._accounts[api_key] = _Account(
+            api_key, secret, passphrase or self.PASSPHRASE, _dec(wallet_balance, "wallet")
+        )
+
+    def _open_position(
+        self, account: _Account, market: Any, order: shared.PositionOrder, hedge: bool
+    ) -> None:
+        side = ("long" if order.long else "short") if hedge else "net"
+        pos = order.size if order.long or hedge else -order.size
+        margin = order.isolated_margin
+        if order.isolated and not margin:
+            margin = order.size * market.ct_val * order.entry / order.leverage
+        self._next_id += 1
+        account.positions[(market.id, side)] = _Position(
+            market,
+            side,
+            pos,
+            order.entry,
+            order.isolated,
+            margin,
+            order.leverage,
+            str(self._next_id),
+            now_ms(),
+        )
+        self._push_positions(account, [account.positions[(market.id, side)]])
+        self._push_account(account)
+
+    @scripted
+    def close_position(self, api_key: str, symbol: str, side: str | None = None) -> None:
+        account = self._account(api_key)
+        market = self._market(symbol)
+        closed = [
+            p
+            for key, p in account.positions.items()
+            if key[0] == market.id and (side is None or p.pos_side in (side, "net"))
+        ]
+        for p in closed:
+            del account.positions[(market.id, p.pos_side)]
+            p.pos = Decimal(0)
+        self._push_positions(account, closed)
+        self._push_account(account)
+
+    @scripted
+    def set_balance(self, api_key: str, wallet_balance: Num) -> None:
+        account = self._account(api_key)
+        account.wallet = _dec(wallet_balance, "wallet")
+        self._push_account(account)
+
+    @scripted
+    def push_liquidation_warning(self, api_key: str) -> None:
+        """Push OKX's ``liquidation-warning`` frame (the positions channel's row format) for
+        every open position of the account to its subscribed private connections."""
+        account = self._account(api_key)
+        rows = [self._position_row(account, p) for p in account.positions.values()]
+        self._push_private(account, "liquidation-warning", rows)
+
+    def _private_frame(self, channel: str, data: list[Any]) -> dict[str, Any]:
+        arg = {"channel": channel, "uid": UID}
+        if channel != "account":
+            arg["instType"] = "ANY"
+        return {"arg": arg, "eventType": "event_update", "data": data}
+
+    def _push_private(self, account: _Account, channel: str, data: list[Any]) -> None:
+        for conn in self._subscribers(channel):
+            if conn.owner == account.api_key and conn.live:
+                conn.send(self._private_frame(channel, data))
+
+    def _push_positions(self, account: _Account, positions: list[_Position]) -> None:
+        self._push_private(
+            account, "positions", [self._position_row(account, p) for p in positions]
+        )
+
+    def _push_account(self, account: _Account) -> None:
+        self._push_private(account, "account", [self._balance_row(account)])
+
+    # ---- figures ------------------------------------------------------------------------------
+
+    def _cross(self, account: _Account) -> tuple[Decimal, Decimal, Decimal]:
+        """(cross equity, cross MM, cross notional) of the USDT pool."""
+        cross = [p for p in account.positions.values() if not p.isolated]
+        iso_margin = sum((p.margin for p in account.positions.values() if p.isolated), Decimal(0))
+        eq = account.wallet - iso_margin + sum((p.upl() for p in cross), Decimal(0))
+        return (
+            eq,
+            sum((p.mm() for p in cross), Decimal(0)),
+            sum((p.notional() for p in cross), Decimal(0)),
+        )
+
+    def _liq(self, account: _Account, p: _Position) -> Decimal | None:
+        size = abs(p.pos) * p.market.ct_val
+        if not size:
+            return None
+        rate = p.market.mmr_rate(abs(p.pos)) + LIQ_FEE
+        if p.isolated:
+            others = Decimal(0)
+            cash = p.margin - p.sign * size * p.entry
+        else:
+            eq, _mm, _n = self._cross(account)
+            others = sum(
+                (
+                    q.mm() + q.notional() * LIQ_FEE
+                    for q in account.positions.values()
+                    if not q.isolated and q is not p
+                ),
+                Decimal(0),
+            )
+            cash = eq - p.upl() - p.sign * size * p.entry
+        # cash + sign*size*L = others + size*L*rate
+        denom = size * (rate - p.sign)
+        price = (cash - others) / denom
+        return price.quantize(p.market.tick) if price > 0 else None
+
+    def _position_row(self, account: _Account, p: _Position) -> dict[str, Any]:
+        """A row as in the docs' "Get positions" example (SWAP)."""
+        m = p.market
+        liq = self._liq(account, p) if p.pos else None
+        open_ = bool(p.pos)
+        return {
+            "adl": "1",
+            "availPos": "",
+            "avgPx": _s(p.entry) if open_ else "",
+            "cTime": str(p.c_time),
+            "ccy": SETTLE,
+            "deltaBS": "",
+            "deltaPA": "",
+            "gammaBS": "",
+            "gammaPA": "",
+            "imr": _s(p.notional() / p.leverage) if open_ and not p.isolated else "",
+            "instId": m.id,
+            "instType": "SWAP",
+            "interest": "0",
+            "idxPx": _s(m.mark),
+            "last": _s(m.mark),
+            "usdPx": "",
+            "lever": _s(p.leverage),
+            "liab": "",
+            "liabCcy": "",
+            "liqPx": _s(liq) if liq is not None else "",
+            "markPx": _s(m.mark),
+            "margin": _s(p.margin) if p.isolated and open_ else "",
+            "mgnMode": "isolated" if p.isolated else "cross",
+            "mgnRatio": "",
+            "mmr": _s(p.mm()) if open_ else "",
+            "notionalUsd": _s(p.notional()),
+            "optVal": "",
+            "pendingCloseOrdLiabVal": "",
+            "pTime": str(now_ms()),
+            "pos": _s(p.pos),
+            "posCcy": "",
+            "posId": p.pos_id,
+            "posSide": p.pos_side,
+            "spotInUseAmt": "",
+            "spotInUseCcy": "",
+            "thetaBS": "",
+            "thetaPA": "",
+            "tradeId": "",
+            "bizRefId": "",
+            "bizRefType": "",
+            "quoteBal": "",
+            "baseBal": "",
+            "baseBorrowed": "",
+            "baseInterest": "",
+            "quoteBorrowed": "",
+            "quoteInterest": "",
+            "uTime": str(now_ms()),
+            "upl": _s(p.upl()),
+            "uplLastPx": _s(p.upl()),
+            "uplRatio": "",
+            "vegaBS": "",
+            "vegaPA": "",
+            "realizedPnl": "0",
+            "pnl": "0",
+            "fee": "0",
+            "fundingFee": "0",
+            "liqPenalty": "0",
+            "closeOrderAlgo": [],
+        }
+
+    def _balance_row(self, account: _Account) -> dict[str, Any]:
+        """An account as in the docs' "Get balance" example (single-currency margin)."""
+        eq, mm, notional = self._cross(account)
+        iso = [p for p in account.positions.values() if p.isolated]
+        iso_eq = sum((p.margin + p.upl() for p in iso), Decimal(0))
+        denom = mm + notional * LIQ_FEE
+        ratio = _s((eq / denom).quantize(Decimal("0.0001"))) if denom else ""
+        upl = sum((p.upl() for p in account.positions.values()), Decimal(0))
+        total = eq + iso_eq
+        detail = {
+            "availBal": _s(eq - mm),
+            "availEq": _s(eq - mm),
+            "borrowFroz": "",
+            "cashBal": _s(account.wallet),
+            "ccy": SETTLE,
+            "crossLiab": "",
+            "disEq": _s(total),
+            "eq": _s(total),
+            "eqUsd": _s(total),
+            "fixedBal": "0",
+            "frozenBal": "0",
+            "imr": "",
+            "interest": "",
+            "isoEq": _s(iso_eq),
+            "isoLiab": "",
+            "isoUpl": "0",
+            "liab": "",
+            "maxLoan": "",
+            "mgnRatio": ratio,
+            "mmr": _s(mm),
+            "notionalLever": "",
+            "ordFrozen": "0",
+            "spotInUseAmt": "",
+            "stgyEq": "0",
+            "twap": "0",
+            "uTime": str(now_ms()),
+            "upl": _s(upl),
+            "uplLiab": "",
+        }
+        return {
+            "adjEq": "",
+            "borrowFroz": "",
+            "details": [detail],
+            "imr": "",
+            "isoEq": _s(iso_eq),
+            "mgnRatio": "",
+            "mmr": "",
+            "notionalUsd": _s(notional),
+            "ordFroz": "",
+            "totalEq": _s(total),
+            "uTime": str(now_ms()),
+            "upl": _s(upl),
+        }
+
+    # ---- REST ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _error(code: str, msg: str, status: int = 200) -> web.Response:
+        return shared.json_response({"code": code, "msg": msg, "data": []}, status=status)
+
+    def _error_response(self, status: int, retry_after_s: float | None) -> web.Response:
+        """429: OKX's ``50011`` "Too Many Requests"; other statuses OKX's system error body."""
+        if status == 429:
+            return self._error("50011", "Too Many Requests", 429)
+        return self._error("50001", "Service temporarily unavailable. Try again later.", status)
+
+    def _key_rejected(self, rejection: shared.KeyRejection) -> web.Response:
+        if rejection.problem is shared.KeyProblem.BANNED:
+            return self._error("50011", "Too Many Requests", 429)
+        if rejection.problem is shared.KeyProblem.MISSING:
+            return self._error("50103", "Request header OK-ACCESS-KEY cannot be empty.", 401)
+        return self._error("50111", "Invalid OK-ACCESS-KEY", 401)
+
+    async def _rest(self, request: web.Request) -> web.StreamResponse:
+        public: dict[str, Callable[[dict[str, str]], list[Any]]] = {
+            "/api/v5/public/instruments": self._instruments,
+            "/api/v5/public/position-tiers": self._position_tiers,
+            "/api/v5/public/mark-price": self._mark_price,
+            "/api/v5/public/time": lambda _p: [{"ts": str(now_ms())}],
+        }
+        private: dict[str, Callable[[_Account, dict[str, str]], list[Any]]] = {
+            "/api/v5/account/positions": self._positions,
+            "/api/v5/account/balance": lambda a, _p: [self._balance_row(a)],
+            "/api/v5/asset/currencies": self._currencies,
+        }
+        params = dict(request.query)
+        path = request.path
+        if path in public:
+            data = public[path](params)
+        elif path in private:
+            body = await request.text()
+            checked = self._authenticate(request, body)
+            if isinstance(checked, web.Response):
+                return checked
+            data = private[path](checked, params)
+        else:
+            return self._error("404", "Not Found", 404)
+        return shared.json_response({"code": "0", "msg": "", "data": data})
+
+    def _authenticate(self, request: web.Request, body: str) -> _Account | web.Response:
+        headers = request.headers
+        account = self._authorized(headers.get("OK-ACCESS-KEY"))
+        stamp = headers.get("OK-ACCESS-TIMESTAMP", "")
+        try:
+            when = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        except ValueError:
+            return self._error("50107", "Invalid OK-ACCESS-TIMESTAMP", 401)
+        if abs(when.timestamp() - time.time()) > 30:
+            return self._error("50102", "Timestamp request expired", 401)
+        if headers.get("OK-ACCESS-PASSPHRASE") != account.passphrase:
+            return self._error("50105", "Invalid OK-ACCESS-PASSPHRASE", 401)
+        prehash = stamp + request.method + request.raw_path + body
+        if not hmac.compare_digest(
+            _sign(account.secret, prehash), headers.get("OK-ACCESS-SIGN", "")
+        ):
+            return self._error("50113", "Invalid Sign", 401)
+        return account
+
+    def _instruments(self, params: dict[str, str]) -> list[Any]:
+        if params.get("instType") != "SWAP":
+            return []
+        return [self._instrument(m) for m in self._markets.values()]
+
+    @staticmethod
+    def _instrument(m: _Market) -> dict[str, Any]:
+        """As in the docs' "Get instruments" example (BTC-USDT-SWAP)."""
+        family = f"{m.base}-USDT"
+        return {
+            "alias": "",
+            "baseCcy": "",
+            "category": "1",
+            "ctMult": "1",
+            "ctType": "linear",
+            "ctVal": _s(m.ct_val),
+            "ctValCcy": m.base,
+            "expTime": "",
+            "instFamily": family,
+            "instId": m.id,
+            "instType": "SWAP",
+            "lever": "100",
+            "listTime": "1611916828000",
+            "lotSz": "0.01",
+            "maxIcebergSz": "100000000",
+            "maxLmtAmt": "20000000",
+            "maxLmtSz": "100000000",
+            "maxMktAmt": "",
+            "maxMktSz": "12000",
+            "maxStopSz": "12000",
+            "maxTriggerSz": "100000000",
+            "maxTwapSz": "100000000",
+            "minSz": "0.01",
+            "optType": "",
+            "quoteCcy": "",
+            "ruleType": "normal",
+            "settleCcy": SETTLE,
+            "state": "live",
+            "stk": "",
+            "tickSz": _s(m.tick),
+            "uly": family,
+        }
+
+    def _position_tiers(self, params: dict[str, str]) -> list[Any]:
+        family = params.get("instFamily") or params.get("uly") or ""
+        rows = []
+        for m in self._markets.values():
+            if f"{m.base}-USDT" != family:
+                continue
+            low = "0"
+            for tier, (max_sz, mmr, imr, lever) in enumerate(m.tiers, 1):
+                rows.append(
+                    {
+                        "baseMaxLoan": "",
+                        "imr": imr,
+                        "instFamily": family,
+                        "instId": "",
+                        "maxLever": lever,
+                        "maxSz": max_sz,
+                        "minSz": low,
+                        "mmr": mmr,
+                        "optMgnFactor": "0",
+                        "quoteMaxLoan": "",
+                        "tier": str(tier),
+                        "uly": family,
+                    }
+                )
+                low = max_sz
+        return rows
+
+    def _mark_price(self, params: dict[str, str]) -> list[Any]:
+        inst = params.get("instId")
+        return [
+            self._mark_frame(m)["data"][0] for m in self._markets.values() if inst in (None, m.id)
+        ]
+
+    def _positions(self, account: _Account, params: dict[str, str]) -> list[Any]:
+        return [self._position_row(account, p) for p in account.positions.values()]
+
+    @staticmethod
+    def _currencies(account: _Account, params: dict[str, str]) -> list[Any]:
+        row = {
+            "canDep": True,
+            "canInternal": True,
+            "canWd": True,
+            "ccy": SETTLE,
+            "chain": "USDT-TRC20",
+            "depQuotaFixed": "",
+            "depQuoteDailyLayer2": "",
+            "logoLink": "",
+            "mainNet": False,
+            "maxFee": "1.6",
+            "maxFeeForCtAddr": "",
+            "maxWd": "8852150",
+            "minDep": "0.00000001",
+            "minDepArrivalConfirm": "1",
+            "minFee": "0.8",
+            "minFeeForCtAddr": "",
+            "minWd": "2",
+            "minWdUnlockConfirm": "1",
+            "name": "Tether",
+            "needTag": False,
+            "usedDepQuotaFixed": "",
+            "usedWdQuota": "0",
+            "wdQuota": "10000000",
+            "wdTickSz": "4",
+        }
+        return [row]
+
+    # ---- websockets ---------------------------------------------------------------------------
+
+    def _ws(self, kind: str) -> Callable[[web.Request], Any]:
+        async def serve(request: web.Request) -> web.StreamResponse:
+            return await self._serve_ws(
+                request, lambda r, ws: _Connection(r, ws, kind), self._on_text
+            )
+
+        return serve
+
+    def _on_text(self, conn: _Connection, text: str) -> None:
+        if text == "ping":
+            if self.answers_pings:
+                conn.post("pong")
+            return
+        try:
+            msg = json.loads(text)
+        except ValueError:
+            msg = None
+        if not isinstance(msg, dict):
+            self._ws_error(conn, "60012", f"Illegal request: {text}")
+            return
+        op = msg.get("op")
+        if op == "login" and conn.kind == "private":
+            self._ws_login(conn, msg.get("args"))
+        elif op in ("subscribe", "unsubscribe"):
+            self._ws_subscribe(conn, msg, op)
+        else:
+            self._ws_error(conn, "60012", f"Illegal request: {text}")
+
+    def _ws_error(self, conn: _Connection, code: str, msg: str, req_id: Any = None) -> None:
+        reply: dict[str, Any] = {"event": "error", "code": code, "msg": msg, "connId": conn.conn_id}
+        if req_id is not None:
+            reply["id"] = req_id
+        conn.send(reply)
+
+    def _ws_login(self, conn: _Connection, args: Any) -> None:
+        arg = args[0] if isinstance(args, list) and args and isinstance(args[0], dict) else {}
+        checked = self._authorize(arg.get("apiKey"))
+        if isinstance(checked, shared.KeyRejection):
+            if checked.problem is shared.KeyProblem.BANNED:
+                self._ws_error(conn, "60014", "Requests too frequent.")
+            else:
+                self._ws_error(conn, "60005", "Invalid OK-ACCESS-KEY")
+            return
+        stamp = str(arg.get("timestamp", ""))
+        if not stamp.isdigit() or abs(int(stamp) - time.time()) > 30:
+            self._ws_error(conn, "60006", "Timestamp request expired")
+            return
+        if arg.get("passphrase") != checked.passphrase:
+            self._ws_error(conn, "60024", "Wrong passphrase")
+            return
+        if not hmac.compare_digest(
+            _sign(checked.secret, stamp + "GET/users/self/verify"), str(arg.get("sign", ""))
+        ):
+            self._ws_error(conn, "60007", "Invalid sign")
+            return
+        conn.owner = checked.api_key
+        conn.send({"event": "login", "code": "0", "msg": "", "connId": conn.conn_id})
+
+    def _ws_subscribe(self, conn: _Connection, msg: dict[str, Any], op: str) -> None:
+        req_id = msg.get("id")
+        args = msg.get("args")
+        if not isinstance(args, list) or not args:
+            self._ws_error(conn, "60012", f"Illegal request: {shared.compact(msg)}", req_id)
+            return
+        acks: list[dict[str, Any]] = []
+        snapshots: list[dict[str, Any]] = []
+        for arg in args:
+            channel = arg.get("channel") if isinstance(arg, dict) else None
+            if conn.kind == "public" and channel == "mark-price":
+                inst = arg.get("instId")
+                if inst not in self._markets:
+                    self._ws_error(
+                        conn,
+                        "60018",
+                        f"Wrong URL or channel:{channel},instId:{inst} doesn't exist. Please "
+                        "use the correct URL, channel and parameters referring to API document.",
+                        req_id,
+                    )
+                    return
+                stream = f"mark-price:{inst}"
+                snapshots.append(self._mark_frame(self._markets[inst]))
+            elif conn.kind == "private" and channel in PRIVATE_CHANNELS:
+                if conn.owner is None:
+                    self._ws_error(conn, "60011", "Please log in", req_id)
+                    return
+                stream = str(channel)
+            else:
+                self._ws_error(
+                    conn, "60018", f"Wrong URL or channel:{channel} doesn't exist.", req_id
+                )
+                return
+            if op == "subscribe":
+                conn.streams.add(stream)
+            else:
+                conn.streams.discard(stream)
+            ack: dict[str, Any] = {"event": op, "arg": arg, "connId": conn.conn_id}
+            if req_id is not None:
+                ack["id"] = req_id
+            acks.append(ack)
+        for ack in acks:
+            conn.send(ack)
+        if op == "subscribe":
+            for frame in snapshots:
+                conn.send(frame)
+            account = self._accounts.get(conn.owner or "")
+            if account is not None:
+                for arg in args:
+                    if arg.get("channel") == "positions":
+                        rows = [self._position_row(account, p) for p in account.positions.values()]
+                        frame = self._private_frame("positions", rows)
+                        frame["eventType"] = "snapshot"
+                        conn.send(frame)
+                    elif arg.get("channel") == "account":
+                        frame = self._private_frame("account", [self._balance_row(account)])
+                        frame["eventType"] = "snapshot"
+                        conn.send(frame)
+
+    def _malformed_frames(self, conn: _Connection, kind: str) -> list[str]:
+        """``"json"``: an unparsable frame. ``"shape"``: a ``mark-price`` push with ``markPx``
+        "abc" to mark subscribers; ``positions`` / ``account`` rows with "abc" numbers."""
+        if kind == "json":
+            return ['{"arg":{"channel":"mark-price","instId":"BTC-USDT-SWAP"},"data":[{"ma']
+        frames: list[dict[str, Any]] = []
+        for stream in sorted(conn.streams):
+            if stream.startswith("mark-price:"):
+                inst = stream.split(":", 1)[1]
+                row = {"instType": "SWAP", "instId": inst, "markPx": "abc", "ts": str(now_ms())}
+                frames.append({"arg": {"channel": "mark-price", "instId": inst}, "data": [row]})
+            elif stream == "positions":
+                row = {
+                    "instType": "SWAP",
+                    "instId": "BTC-USDT-SWAP",
+                    "pos": "abc",
+                    "posSide": "net",
+                    "avgPx": "abc",
+                    "mgnMode": "cross",
+                    "lever": "abc",
+                }
+                frames.append(self._private_frame("positions", [row]))
+            elif stream == "account":
+                detail = {"ccy": SETTLE, "cashBal": "abc", "eq": "abc", "mgnRatio": "abc"}
+                frames.append(self._private_frame("account", [{"details": [detail]}]))
+        return [shared.compact(frame) for frame in frames]
+
+
+def _sign(secret: str, prehash: str) -> str:
+    digest = hmac.new(secret.encode(), prehash.encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+# ---- command line ------------------------------------------------------------------------------
+
+
+def _seed_accounts(fake: FakeOKX, count: int) -> None:
+    for i in range(count):
+        key = f"key{i}"
+        fake.add_account(key, f"secret{i}", wallet_balance=str(5000 + 1000 * i))
+        btc = fake.mark("BTC/USDT:USDT")
+        fake.open_position(key, "BTC/USDT:USDT", "long", f"{1 + i}", btc * Decimal("0.99"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return shared.serve_main(FakeOKX, _seed_accounts, argv, max_step=0.0005)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
