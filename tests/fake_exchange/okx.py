@@ -5,7 +5,8 @@ ccxt's own ``ccxt.pro.okx`` runs against it unmodified: deep-merge ``fake.ccxt_u
 docs (okx.com/docs-v5/en: "Get instruments", "Get position tiers", "Get mark price", "Get
 positions", "Get balance", "Get currencies", websocket "Login", "Subscribe", "Mark price
 channel", "Positions channel", "Account channel", "Liquidation warning channel") and the
-payload examples there, which ccxt's ``ts/src/test/static/response/okx.json`` records too.
+payload examples there (not yet checked field by field against ccxt's recorded responses,
+``ts/src/test/static/response/okx.json``; the tier rows are illustrative values).
 
 What it serves (paths as on www.okx.com / ws.okx.com):
 - REST public: ``/api/v5/public/instruments`` (SWAP; other types answer an empty list),
