@@ -179,9 +179,10 @@ def position_order(
     margin_mode: str,
     isolated_margin: Num | None,
     leverage: Num,
+    contract_size: Decimal = Decimal(1),
 ) -> PositionOrder:
     """Validate ``open_position``'s arguments. Isolated margin defaults to the initial margin
-    at entry (``contracts * entry_price / leverage``)."""
+    at entry (``contracts * contract_size * entry_price / leverage``)."""
     is_long = parse_side(side)
     if margin_mode not in ("cross", "isolated"):
         raise ValueError(f"margin_mode must be 'cross' or 'isolated', not {margin_mode!r}")
@@ -194,7 +195,7 @@ def position_order(
         margin = (
             to_decimal(isolated_margin, "isolated_margin")
             if isolated_margin is not None
-            else size * entry / lev
+            else size * contract_size * entry / lev
         )
     elif isolated_margin is not None:
         raise ValueError("isolated_margin is only for margin_mode='isolated'")
@@ -382,8 +383,21 @@ class FakeExchangeServer(Generic[A, C]):
         exchange's ``DEFAULT_LEVERAGE``; isolated margin to the initial margin at entry."""
         if leverage is None:
             leverage = self.DEFAULT_LEVERAGE
-        order = position_order(side, contracts, entry_price, margin_mode, isolated_margin, leverage)
-        self._open_position(self._account(api_key), self._market(symbol), order, hedge)
+        market = self._market(symbol)
+        order = position_order(
+            side,
+            contracts,
+            entry_price,
+            margin_mode,
+            isolated_margin,
+            leverage,
+            self._contract_size(market),
+        )
+        self._open_position(self._account(api_key), market, order, hedge)
+
+    def _contract_size(self, market: Any) -> Decimal:
+        """Base units per contract, where an exchange counts positions in contracts."""
+        return Decimal(1)
 
     def close_position(self, api_key: str, symbol: str, side: str | None = None) -> None:
         """Close the symbol's position(s) (``side`` picks one hedge leg) and push the close."""

@@ -398,37 +398,8 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
     def user_id(self, api_key: str) -> int:
         return self._account(api_key).user_id
 
-    @scripted
-    def open_position(
-        self,
-        api_key: str,
-        symbol: str,
-        side: str,
-        contracts: Num,
-        entry_price: Num,
-        *,
-        margin_mode: str = "cross",
-        isolated_margin: Num | None = None,
-        leverage: Num | None = None,
-        hedge: bool = False,
-    ) -> None:
-        """The base's, with ``contracts`` in Gate contracts: an isolated position's default
-        margin is the initial margin of ``contracts * quanto_multiplier`` at entry."""
-        if margin_mode == "isolated" and isolated_margin is None:
-            lev = shared.positive(leverage or self.DEFAULT_LEVERAGE, "leverage")
-            qty = shared.positive(contracts, "contracts") * self._market(symbol).quanto
-            isolated_margin = qty * shared.positive(entry_price, "entry_price") / lev
-        super().open_position(
-            api_key,
-            symbol,
-            side,
-            contracts,
-            entry_price,
-            margin_mode=margin_mode,
-            isolated_margin=isolated_margin,
-            leverage=leverage,
-            hedge=hedge,
-        )
+    def _contract_size(self, market: Any) -> Decimal:
+        return Decimal(market.quanto)
 
     def _open_position(
         self, account: _Account, market: _Market, order: shared.PositionOrder, hedge: bool

@@ -219,6 +219,9 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             api_key, secret, passphrase or self.PASSPHRASE, _dec(wallet_balance, "wallet")
         )
 
+    def _contract_size(self, market: Any) -> Decimal:
+        return Decimal(market.ct_val)  # positions count contracts of ctVal base units
+
     def _open_position(
         self, account: _Account, market: Any, order: shared.PositionOrder, hedge: bool
     ) -> None:
