@@ -184,7 +184,8 @@ METRICS: tuple[Metric, ...] = (
         A,
         Unit.FLAG,
         "above",
-        "1 when the account's feed stopped for good (bad key, banned IP), else 0",
+        "1 when the account's feed stopped for good (bad key, banned IP, an account mode alertd "
+        "refuses), else 0",
         Needs.FEED,
         lambda f: Decimal(1 if f.feed.fatal else 0),
     ),
