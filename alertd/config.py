@@ -343,10 +343,15 @@ class BuiltinRules(_Model):
     margin_call: bool = True  # Binance MARGIN_CALL, OKX liquidation-warning pushes
 
 
+# the receiver ``heartbeat.deadman_url`` becomes (delivery/routing.py); no other may take it
+DEADMAN = "deadman"
+
+
 class HeartbeatConfig(_Model):
     # e.g. "08:00": a daily summary, in quiet_hours' time zone
     digest_at: Annotated[str, AfterValidator(_clock)] | None = None
-    deadman_url: str | None = None  # pinged (HTTP GET) while alertd is healthy; ${VAR} allowed
+    # pinged (HTTP GET, the receiver "deadman") while alertd is healthy; ${VAR} allowed
+    deadman_url: str | None = None
     deadman_interval: Interval = 60.0
 
 
@@ -528,6 +533,13 @@ def _cross_checks(data: dict[str, Any]) -> list[str]:
     problems += _unique(data, "receivers")
     receivers = _dicts(data.get("receivers"))
     names = {r["name"] for r in receivers if isinstance(r.get("name"), str)}
+    heartbeat = data.get("heartbeat")
+    if isinstance(heartbeat, dict) and heartbeat.get("deadman_url") and DEADMAN in names:
+        i = next(i for i, r in enumerate(receivers) if r.get("name") == DEADMAN)
+        problems.append(
+            f"receivers[{i}].name: {DEADMAN!r} is the dead-man's switch's receiver "
+            "(heartbeat.deadman_url): pick another name"
+        )
     tags = {t for r in receivers for _, t in _strings(r.get("tags"))}
     routes = data.get("routes")
     for i, route in enumerate(routes if isinstance(routes, list) else []):

@@ -68,19 +68,30 @@ class HttpReceiver:
     def __init__(self) -> None:
         self.posts: list[dict[str, Any]] = []
         self.pings: list[float] = []  # GETs: a dead-man's switch
-        self.fail_with: int | None = None
+        self.fail_with: int | None = None  # answer every request with this status
+        self.retry_after: str | None = None  # ... and this Retry-After header
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
 
+    def _refusal(self) -> web.Response | None:
+        if self.fail_with is None:
+            return None
+        headers = {"Retry-After": self.retry_after} if self.retry_after is not None else None
+        return web.Response(status=self.fail_with, text="refused", headers=headers)
+
     async def _handle(self, request: web.Request) -> web.Response:
-        if self.fail_with is not None:
-            return web.Response(status=self.fail_with, text="refused")
+        refusal = self._refusal()
+        if refusal is not None:
+            return refusal
         self.posts.append({**json.loads(await request.text()), "received_at": time.time()})
         return web.Response(text="ok")
 
     async def _ping(self, request: web.Request) -> web.Response:
+        refusal = self._refusal()
+        if refusal is not None:
+            return refusal
         self.pings.append(time.time())
         return web.Response(text="ok")
 

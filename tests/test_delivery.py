@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import socket
 from decimal import Decimal
 from pathlib import Path
 
-from alertd.config import ConfigError, DeliverySettings, RouteConfig, Secret, expand_env
+from alertd.config import DEADMAN, ConfigError, DeliverySettings, RouteConfig, Secret, expand_env
 from alertd.daemon.store import NewMessage, Store
-from alertd.delivery.deliverer import Deliverer, Receiver, SendResult, _why, route
+from alertd.delivery.deliverer import Deliverer
+from alertd.delivery.routing import Receiver, route
+from alertd.delivery.senders import SendResult, Transport
+from alertd.delivery.senders.apprise import why_refused
+from alertd.delivery.senders.ping import PingSender
+from alertd.delivery.system import digest, heartbeat
 from alertd.rules.lifecycle import AlertEngine, AlertState, Phase
 from alertd.rules.model import Rule, Scope, Severity, Subject
 
@@ -47,7 +53,12 @@ def deliverer(
         for name, interval in (receivers or {"a": 0.0}).items()
     }
     return Deliverer(
-        store, recv, [], DeliverySettings(retry_initial=2, retry_max=60), sender, clock=clock
+        store,
+        recv,
+        [],
+        DeliverySettings(retry_initial=2, retry_max=60),
+        {transport: sender for transport in Transport},
+        clock=clock,
     )
 
 
@@ -144,6 +155,58 @@ def test_retry_after_and_rate_limits(tmp_path: Path) -> None:
     assert d.store.pending() == []
 
 
+def test_a_heartbeat_replaces_the_one_before_and_expires_undelivered(tmp_path: Path) -> None:
+    clock = Clock()
+    sender = ScriptedSender(SendResult(False, "down"), SendResult(True))
+    d = deliverer(tmp_path, sender, clock)
+    monitor = Receiver(DEADMAN, Secret("http://monitor/ping"), 0.0, "http", (), Transport.PING)
+    d.receivers[DEADMAN] = monitor
+    # routed messages never go to the dead-man's switch; the heartbeat goes only there
+    assert [r.receiver for r in d.system_messages_for(digest(1, 0, [], clock()))] == ["a"]
+    d.enqueue(heartbeat(DEADMAN, clock(), 60.0))
+    (first,) = d.store.pending()
+    assert first.receiver == DEADMAN and first.payload["expires_at"] == 1060.0
+
+    async def body() -> None:
+        await d.deliver_due()  # the monitor is down: retried in 2 s
+        clock.t = 1059
+        d.enqueue(heartbeat(DEADMAN, clock(), 60.0))  # the next one replaces it
+        (second,) = d.store.history(0)
+        assert second.id != first.id and second.attempts == 0
+        await d.deliver_due()  # delivered
+        clock.t = 1119
+        d.enqueue(heartbeat(DEADMAN, clock(), 60.0))
+        assert len(d.store.history(0)) == 1  # a delivered one is replaced too: one row
+        clock.t = 1180  # not delivered within its interval: dropped, not sent late
+        assert await d.deliver_due() == 0
+
+    run(body())
+    assert [c[0] for c in sender.calls] == ["http://monitor/ping"] * 2
+    assert d.store.pending() == [] and d.store.history(0) == []
+
+
+def test_the_ping_sender_against_a_real_monitor(http_receiver: HttpReceiver) -> None:
+    sender = PingSender(timeout_s=5)
+    url = Secret(f"http://127.0.0.1:{http_receiver.port}/ping/uuid-1234")
+    assert run(sender.send(url, "INFO alertd heartbeat", "body", "info")).ok
+    assert len(http_receiver.pings) == 1 and http_receiver.posts == []  # a GET, nothing posted
+    http_receiver.fail_with, http_receiver.retry_after = 429, "7"
+    limited = run(sender.send(url, "t", "b", "info"))
+    assert (limited.ok, limited.retry_after_s) == (False, 7.0) and "429" in limited.error
+    http_receiver.retry_after = None
+    assert run(sender.send(url, "t", "b", "info")).retry_after_s == 30.0  # 429 alone
+    http_receiver.fail_with = 503
+    down = run(sender.send(url, "t", "b", "info"))
+    assert (down.ok, down.retry_after_s) == (False, None) and "503" in down.error
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        closed = Secret(f"http://127.0.0.1:{free.getsockname()[1]}/ping/uuid-1234")
+    refused = run(sender.send(closed, "t", "b", "info"))
+    assert not refused.ok and "not reached" in refused.error
+    assert all("uuid" not in r.error for r in (limited, down, refused))
+    assert len(http_receiver.pings) == 1
+
+
 def test_why_reads_apprise_log_lines() -> None:
     class Entry:
         def __init__(self, message: str) -> None:
@@ -158,7 +221,7 @@ def test_why_reads_apprise_log_lines() -> None:
                 )
             ]
 
-    result = _why([Service()])
+    result = why_refused([Service()])
     assert result.retry_after_s == 7 and not result.ok
 
 

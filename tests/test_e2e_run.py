@@ -3,9 +3,11 @@ real HTTP receiver. A price falls, recovers; a receiver goes down; the daemon is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -163,12 +165,30 @@ def test_deadmans_switch_is_pinged_only_while_healthy(world: dict[str, Any]) -> 
     )
     started(daemon)
     wait_for(lambda: len(http.pings) >= 3, what="pings while healthy")
+    # each heartbeat went through the outbox, replacing the one before: one row, delivered
+    with contextlib.closing(sqlite3.connect(config["state_path"])) as db:
+        rows = db.execute("SELECT delivered_at FROM outbox WHERE receiver = 'deadman'").fetchall()
+    assert len(rows) == 1, rows
+    # a silence on the heartbeat stops it like any message (the monitor then raises the alarm)
+    silence = alertd(
+        "silence", "add", "-c", str(path), "--match", "alertname=heartbeat", "--for", "1h"
+    )
+    assert silence.returncode == 0 and silence.stderr == "", silence.stderr
+    silenced_id = silence.stdout.split()[1]
+    time.sleep(1.5)  # the daemon reads silences once a second
+    count = len(http.pings)
+    time.sleep(1.5)
+    assert len(http.pings) == count
+    assert alertd("silence", "expire", "-c", str(path), silenced_id).returncode == 0
+    wait_for(lambda: len(http.pings) > count, what="pings again once the silence expired")
     fake.marks_paused = True  # the mark goes stale: alertd is no longer healthy
     wait_for(lambda: any("feed stale" in t for t in http.titles()), what="stale", timeout_s=30)
     time.sleep(1.0)
     count = len(http.pings)
     time.sleep(1.5)
     assert len(http.pings) == count  # silence at the monitor: it will raise the alarm
+    # the user's receivers never got a heartbeat
+    assert not any("heartbeat" in t for t in http.titles())
     assert daemon.stop() == 0
 
 

@@ -425,7 +425,7 @@ def check_run_would_start(path: Path) -> None:
     from decimal import Decimal
 
     from alertd.daemon.evaluation import build_rules, quiet_hours
-    from alertd.delivery.deliverer import build_receivers
+    from alertd.delivery.routing import build_receivers
     from alertd.rules.lifecycle import Kind, Notification
     from alertd.rules.messages import render
     from alertd.rules.model import Subject

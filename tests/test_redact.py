@@ -18,7 +18,7 @@ import pytest
 from alertd import redact
 from alertd.config import Secret
 from alertd.daemon.store import NewMessage, Store
-from alertd.delivery.deliverer import _why
+from alertd.delivery.senders.apprise import why_refused
 from alertd.feeds.ccxt_exchange import describe
 
 from .fake_exchange.binance import FakeBinanceUSDM
@@ -185,22 +185,22 @@ def test_apprise_failure_text_loses_the_chat_id_and_topic() -> None:
         f"Failed to send Telegram notification to {CHAT_ID}: Bad Request: chat not found, "
         "error=400."
     )
-    result = _why([telegram], Secret(f"tgram://{BOT_TOKEN}/{CHAT_ID}"))
+    result = why_refused([telegram], Secret(f"tgram://{BOT_TOKEN}/{CHAT_ID}"))
     assert CHAT_ID not in result.error and "chat not found" in result.error
     ntfy = Service(
         f"Failed to send ntfy notification to topic '{TOPIC}': Too Many Requests, error=429.",
         f"A Connection error occurred sending ntfy:https://ntfy.sh/{TOPIC} notification.",
     )
-    result = _why([ntfy], Secret(f"ntfys://{TOPIC}"))
+    result = why_refused([ntfy], Secret(f"ntfys://{TOPIC}"))
     assert TOPIC not in result.error and "error=429" in result.error
     assert result.retry_after_s == 30.0
     # a short topic is masked as a word of its own, not inside other words
     short = Service("Failed to send ntfy notification to topic 'eyes': no eyes here, error=500.")
-    result = _why([short], Secret("ntfy://eyes"))
+    result = why_refused([short], Secret("ntfy://eyes"))
     assert (
         result.error == "Failed to send ntfy notification to topic '***': no *** here, error=500."
     )
-    result = _why([Service("a topic of keyes")], Secret("ntfy://eyes"))
+    result = why_refused([Service("a topic of keyes")], Secret("ntfy://eyes"))
     assert result.error == "a topic of keyes"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from pathlib import Path
 
 from alertd.config import RouteConfig
@@ -10,7 +11,10 @@ from alertd.delivery.system import SystemKind, digest, exchange_push, receiver_c
 from alertd.feeds.state import AccountEvent
 from alertd.rules.model import Severity, Silence
 
-from .test_service import make
+from .receivers import HttpReceiver
+from .support.aio import run
+from .support.process import alertd
+from .test_service import make, write_config
 
 NOON = dt.datetime(2026, 11, 25, 7, 59, 30, tzinfo=dt.UTC).timestamp()  # make()'s wall clock
 
@@ -82,3 +86,46 @@ def test_system_messages_are_routed_by_their_labels(tmp_path: Path) -> None:
     assert row.receiver == "hook" and row.payload["fallback"] == "hook"
     assert deliverer.system_messages_for(digest(1, 0, [], NOON)) == []  # no route takes it
     service.store.close()
+
+
+def test_the_heartbeat_goes_to_the_dead_mans_switch_while_fresh_unless_silenced(
+    tmp_path: Path, http_receiver: HttpReceiver
+) -> None:
+    url = f"http://127.0.0.1:{http_receiver.port}/ping"
+    service = make(tmp_path, heartbeat={"deadman_url": url, "deadman_interval": 60})
+    store, deliverer = service.store, service.deliverer
+    assert store is not None and deliverer is not None and service.alerting is not None
+    view = service.view()
+    assert not view.feeds_fresh and service._send_heartbeat(view) is None  # not bootstrapped
+    fresh = replace(view, accounts=tuple(replace(a, stale=()) for a in view.accounts))
+    beat = service._send_heartbeat(fresh)
+    assert beat is not None and beat.kind is SystemKind.HEARTBEAT
+    assert beat.labels == {"alertname": "heartbeat", "severity": "info"}
+    (row,) = store.pending()
+    assert (row.receiver, row.title, row.payload["expires_at"]) == (
+        "deadman",
+        "INFO alertd heartbeat",
+        NOON + 60,
+    )
+    assert run(deliverer.deliver_due()) == 1  # the real monitor got its GET; "hook" nothing
+    assert len(http_receiver.pings) == 1 and http_receiver.posts == []
+    store.add_silence(Silence("s", {"alertname": "heartbeat"}, NOON + 50, NOON - 10))
+    service.alerting.refresh_silences()
+    assert service._send_heartbeat(fresh) is None  # silenced: the monitor will notice
+    assert [r.receiver for r in store.history(0)] == ["deadman"]  # the delivered one, kept
+    store.close()
+
+
+def test_the_dead_mans_switch_is_an_http_url_and_owns_its_receiver_name(tmp_path: Path) -> None:
+    hook = {"name": "deadman", "url": "json://127.0.0.1:9/x"}
+    path = write_config(
+        tmp_path, receivers=[hook], heartbeat={"deadman_url": "http://127.0.0.1:9/ping"}
+    )
+    result = alertd("check", "-c", str(path))
+    assert result.returncode == 2
+    assert "receivers[0].name: 'deadman' is the dead-man's switch's receiver" in result.stderr
+    path = write_config(tmp_path, heartbeat={"deadman_url": "ntfy://topic"})
+    for command in ("check", "run"):
+        result = alertd(command, "-c", str(path))
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert "heartbeat.deadman_url: an http:// or https:// URL" in result.stderr

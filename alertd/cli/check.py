@@ -16,6 +16,7 @@ from alertd.cli.common import (
     warn,
 )
 from alertd.config import ConfigError, config_warnings, expand_env, load_config, read_secrets
+from alertd.delivery.routing import deadman_receiver
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,11 +54,10 @@ def run(args: argparse.Namespace) -> int:
         if not _apprise_accepts(url.reveal()):
             scheme = receiver.url.split("://", 1)[0]
             problems.append(f"{where}: apprise does not understand this {scheme}:// URL")
-    if config.heartbeat.deadman_url:
-        try:
-            expand_env(config.heartbeat.deadman_url, "heartbeat.deadman_url")
-        except ConfigError as exc:
-            problems.extend(exc.problems)
+    try:
+        deadman_receiver(config)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
     http = config.http
     if http.enabled and http.token_env is not None:
         # a non-loopback bind needs the token the endpoint checks: a variable that is set

@@ -1,6 +1,7 @@
 """``alertd test-notify``: send a test message to each receiver and report each result.
 
-Send a test message through every receiver (or one) and print the result.
+Send a test message through every receiver (or one) and print the result. The dead-man's
+switch (``heartbeat.deadman_url``), if set, is the receiver ``deadman``: it gets one ping.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alertd.delivery.deliverer import ApriseSender, build_receivers
+    from alertd.delivery.routing import build_receivers
+    from alertd.delivery.senders import production_senders
     from alertd.delivery.system import receiver_check
 
     config = load_config(args.config)
@@ -35,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         receivers = {args.receiver: receivers[args.receiver]}
     if not receivers:
         raise InputError(f"{args.config}: no receivers configured")
-    sender = ApriseSender()
+    senders = production_senders()
     failed = 0
 
     async def send_all() -> list[tuple[str, bool, str]]:
@@ -44,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
             # straight to each receiver, not through routes or the outbox: this is a check of
             # every receiver, answered here and now
             m = receiver_check(name, time.time())
+            sender = senders[receiver.transport]
             result = await sender.send(receiver.url, m.title, m.body, m.severity.label)
             out.append((name, result.ok, result.error))
         return out

@@ -109,12 +109,13 @@ def match_warnings(config: Config, matchers: dict[str, str]) -> list[str]:
     """``--match`` labels and values no alert of this config can carry: such a silence
     mutes nothing, which the user should hear now rather than during the next alert."""
     from alertd.daemon.evaluation import build_rules
+    from alertd.delivery.system import alertnames
 
     rules = build_rules(config)
     known: dict[str, list[str] | None] = {
         "account": [a.name for a in config.accounts],
         "exchange": sorted({a.exchange for a in config.accounts}),
-        "alertname": [r.name for r in rules],
+        "alertname": [r.name for r in rules] + alertnames(config),
         "severity": ["info", "warning", "critical"],
         "metric": sorted({r.metric for r in rules}),
         "side": ["long", "short"],

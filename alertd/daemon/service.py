@@ -5,7 +5,8 @@
     main loop: feeds stream into the engine; changed accounts are evaluated within
                ``eval_interval_s``, every account once a second (so time-based rules such as
                "for", repeat and staleness advance without ticks); the outbox is delivered;
-               one health line per interval; the dead-man's switch is pinged while healthy
+               one health line per interval; while every feed is fresh, a heartbeat to the
+               dead-man's switch every ``deadman_interval`` (through the outbox)
     shutdown:  stop intake (cancel feeds), drain the outbox within a bound, close exchanges
                within a bound, close the state file, one summary line
 
@@ -28,15 +29,25 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from alertd.clock import Clock
-from alertd.config import Config, ConfigError, Secret, expand_env, load_config, read_secrets
+from alertd.config import (
+    DEADMAN,
+    Config,
+    ConfigError,
+    Secret,
+    expand_env,
+    load_config,
+    read_secrets,
+)
 from alertd.daemon.evaluation import Alerting
 from alertd.daemon.http import bound_port, serve_http
 from alertd.daemon.publisher import Publisher
 from alertd.daemon.sdnotify import Notifier, status_line
 from alertd.daemon.store import Store
 from alertd.daemon.view import EMPTY, AccountView, DaemonView
-from alertd.delivery.deliverer import Deliverer, Sender, build_receivers
-from alertd.delivery.system import digest
+from alertd.delivery.deliverer import Deliverer
+from alertd.delivery.routing import build_receivers
+from alertd.delivery.senders import Senders
+from alertd.delivery.system import SystemMessage, digest, heartbeat
 from alertd.engine.book import Book
 from alertd.errors import StartupError
 from alertd.feeds.feed import AccountFeed, Change
@@ -47,7 +58,7 @@ from alertd.snapshot.format import account_to_json
 log = logging.getLogger(__name__)
 
 EXIT_OK = 0
-# A long task (feeds, delivery, the dead-man's switch) or the endpoint died: a bug. Not 2,
+# A long task (feeds, delivery) or the endpoint died: a bug. Not 2,
 # which the systemd unit does not restart after (a bad config).
 EXIT_TASK_DIED = 1
 
@@ -55,7 +66,7 @@ EXIT_TASK_DIED = 1
 class Service:
     """The daemon. Its seams are typed constructor arguments: ``feeds`` (how feeds reach an
     exchange, back off, and the monotonic clock and sleep they and the service run on),
-    ``feed_factory`` (a test's own feed class), ``sender`` (the transport to receivers) and
+    ``feed_factory`` (a test's own feed class), ``senders`` (one per transport) and
     ``wall_clock`` (epoch seconds for what is stored and shown)."""
 
     def __init__(
@@ -64,7 +75,7 @@ class Service:
         *,
         config_path: str | Path | None = None,
         secrets: dict[str, dict[str, Secret]] | None = None,
-        sender: Sender | None = None,
+        senders: Senders | None = None,
         feeds: FeedOptions = PRODUCTION,
         feed_factory: FeedFactory = AccountFeed,
         wall_clock: Clock = time.time,
@@ -81,7 +92,7 @@ class Service:
         self._clock = feeds.clock
         self._wall = wall_clock
         self._secrets = secrets
-        self._sender = sender
+        self._senders = senders
         self._feed_options = feeds
         self._feed_factory = feed_factory
         self.book = Book()
@@ -126,8 +137,6 @@ class Service:
     def _startup(self) -> None:
         secrets = self._read_secrets()
         receivers = build_receivers(self.config)
-        if self.config.heartbeat.deadman_url:
-            expand_env(self.config.heartbeat.deadman_url, "heartbeat.deadman_url")
         try:
             self.store = Store(self.config.state_path)
         except Exception as exc:
@@ -139,7 +148,7 @@ class Service:
             receivers,
             self.config.routes,
             self.config.delivery,
-            self._sender,
+            self._senders,
             clock=self._wall,
         )
         self.alerting = Alerting(
@@ -187,7 +196,6 @@ class Service:
             self._install_signals()
         feeds = asyncio.create_task(self.manager.run(), name="feeds")
         delivery = asyncio.create_task(self.deliverer.run(), name="delivery")
-        deadman = asyncio.create_task(self._deadman(), name="dead-man's switch")
         runner = None
         died: str | None = None
         try:
@@ -199,8 +207,9 @@ class Service:
             next_status = start
             next_watchdog = start
             next_digest = self._next_digest()
+            next_heartbeat = start
             while not self.should_exit:
-                died = _log_death(feeds, delivery, deadman, runner=runner)
+                died = _log_death(feeds, delivery, runner=runner)
                 if died is not None:
                     break
                 await asyncio.sleep(self.eval_interval_s)
@@ -235,15 +244,18 @@ class Service:
                 if next_digest is not None and self._wall() >= next_digest:
                     self._send_digest()
                     next_digest = self._next_digest()
+                if now >= next_heartbeat:
+                    self._send_heartbeat(view)
+                    next_heartbeat = now + self.config.heartbeat.deadman_interval
             else:  # told to stop: a task that died in the same moment still counts
-                died = _log_death(feeds, delivery, deadman, runner=runner)
+                died = _log_death(feeds, delivery, runner=runner)
         finally:
             self.notifier.stopping()
             try:
                 if runner is not None:
                     await runner.cleanup()
             finally:
-                await self._shutdown(feeds, delivery, deadman)
+                await self._shutdown(feeds, delivery)
         return EXIT_OK if died is None else EXIT_TASK_DIED
 
     async def _start_http(self) -> web.AppRunner | None:
@@ -279,12 +291,11 @@ class Service:
     async def _shutdown(self, *tasks: asyncio.Task[None]) -> None:
         started = self._clock()
         bound = 0.5 if self.force_exit else self.shutdown_timeout_s
-        feeds, delivery, deadman = tasks
+        feeds, delivery = tasks
         # 1. stop intake
         feeds.cancel()
-        deadman.cancel()
         try:
-            await asyncio.wait_for(asyncio.gather(feeds, deadman, return_exceptions=True), bound)
+            await asyncio.wait_for(asyncio.gather(feeds, return_exceptions=True), bound)
         except TimeoutError:
             log.warning("shutdown: feeds did not stop within %.1fs", bound)
         # 2. drain the outbox within its bound
@@ -413,25 +424,20 @@ class Service:
     def healthy(self) -> bool:
         return self.view().feeds_fresh
 
-    async def _deadman(self) -> None:
-        """Ping the user's external monitor while healthy: silence there means alertd is down."""
-        hb = self.config.heartbeat
-        if not hb.deadman_url:
-            await asyncio.Event().wait()  # nothing to ping: idle until cancelled
-            return
-        import aiohttp
-
-        url = expand_env(hb.deadman_url, "heartbeat.deadman_url")
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-            while True:
-                if self.healthy():
-                    try:
-                        async with session.get(url.reveal()) as response:
-                            if response.status >= 400:
-                                log.warning("dead-man's switch answered %d", response.status)
-                    except Exception as exc:
-                        log.warning("dead-man's switch not reached: %s", type(exc).__name__)
-                await asyncio.sleep(hb.deadman_interval)
+    def _send_heartbeat(self, view: DaemonView) -> SystemMessage | None:
+        """The dead-man's switch: a heartbeat to its receiver while every feed is fresh (its
+        monitor raises the alarm when they stop), unless a silence matches it (``alertname=
+        heartbeat``: the monitor will notice). Quiet hours do not hold it: the monitor
+        expects it at night too."""
+        assert self.deliverer is not None and self.alerting is not None
+        if DEADMAN not in self.deliverer.receivers or not view.feeds_fresh:
+            return None
+        wall = self._wall()
+        m = heartbeat(DEADMAN, wall, self.config.heartbeat.deadman_interval)
+        if self.alerting.engine.muted(m.labels, wall):
+            return None
+        self.deliverer.enqueue(m)
+        return m
 
     def _next_digest(self) -> float | None:
         at = self.config.heartbeat.digest_at

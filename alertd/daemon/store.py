@@ -147,10 +147,29 @@ class Store:
         return cur.lastrowid
 
     def enqueue(
-        self, messages: Sequence[NewMessage], now: float, fallback_of: int | None = None
+        self,
+        messages: Sequence[NewMessage],
+        now: float,
+        fallback_of: int | None = None,
+        *,
+        replace_kind: str | None = None,
     ) -> list[int]:
+        """Queue ``messages``; with ``replace_kind``, first remove every earlier row of that
+        payload kind to the same receivers (delivered or not: the heartbeat keeps one row)."""
         with self._transaction():
+            if replace_kind is not None:
+                for receiver in {m.receiver for m in messages}:
+                    self.db.execute(
+                        "DELETE FROM outbox WHERE receiver = ? "
+                        "AND json_extract(payload, '$.kind') = ?",
+                        (receiver, replace_kind),
+                    )
             return [self._insert(m, now, fallback_of) for m in messages]
+
+    def discard(self, row_id: int) -> None:
+        """Remove an undelivered row that is no longer worth sending (an expired heartbeat)."""
+        self.outbox_changes += 1
+        self.db.execute("DELETE FROM outbox WHERE id = ? AND delivered_at IS NULL", (row_id,))
 
     # --- the outbox ---------------------------------------------------------------------
 

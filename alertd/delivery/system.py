@@ -1,10 +1,16 @@
-"""Messages that come from no rule: alertd's own (the test message, the daily digest) and the
-exchange's pushes (a margin call, a liquidation warning).
+"""Messages that come from no rule: alertd's own (the test message, the daily digest, the
+dead-man's switch's heartbeat) and the exchange's pushes (a margin call, a liquidation warning).
 
 A :class:`SystemMessage` carries its text and labels; it is routed, written to the outbox and
 delivered exactly like a rule's notification (retries, fallback, rate limits), and silences
 match its labels (``alertname=margin-call``, ``account=main``). It never enters the rule
 engine: it has nothing to resolve or repeat.
+
+The heartbeat differs in two ways, both because it says "alertd is healthy *now*": it is
+addressed to the dead-man's switch's own receiver rather than routed to the user's, and it
+is worth sending only until the next one is due (``expires_at``), each one replacing the one
+before in the outbox (``replaces_earlier``), so a monitor that is down for a day leaves one
+row, not 1,440, and a restart does not deliver a ping from before the crash.
 """
 
 from __future__ import annotations
@@ -14,11 +20,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from alertd.config import Config
 from alertd.rules.model import Severity
 
 MARGIN_CALL = "margin-call"  # the alertname of every exchange push
 DIGEST = "daily-digest"
 TEST = "test-message"
+HEARTBEAT = "heartbeat"
 MAX_PUSH_CHARS = 400  # of an exchange's own text in a message
 
 
@@ -27,6 +35,7 @@ class SystemKind(enum.Enum):
     DIGEST = "digest"
     MARGIN_CALL = "margin_call"
     LIQUIDATION_WARNING = "liquidation_warning"
+    HEARTBEAT = "heartbeat"
 
 
 # what each exchange push is called in feeds/ (AccountEvent.kind)
@@ -34,6 +43,17 @@ PUSHES = {
     "margin_call": SystemKind.MARGIN_CALL,
     "liquidation_warning": SystemKind.LIQUIDATION_WARNING,
 }
+
+
+def alertnames(config: Config) -> list[str]:
+    """The ``alertname`` of each system message this config can send (what a silence may
+    match besides the rules)."""
+    names = [MARGIN_CALL] if config.builtin_rules.margin_call else []
+    if config.heartbeat.digest_at:
+        names.append(DIGEST)
+    if config.heartbeat.deadman_url:
+        names.append(HEARTBEAT)
+    return names
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +66,13 @@ class SystemMessage:
     at: float  # epoch seconds
     account: str | None = None  # None: about alertd itself
     exchange: str | None = None
+    receiver: str | None = None  # addressed to this receiver, not routed
+    expires_at: float | None = None  # epoch seconds: not delivered by then, not delivered
+
+    @property
+    def replaces_earlier(self) -> bool:
+        """A newer one makes the older pointless: the outbox keeps only the latest."""
+        return self.kind is SystemKind.HEARTBEAT
 
     @property
     def labels(self) -> dict[str, str]:
@@ -68,6 +95,7 @@ class SystemMessage:
             "since": self.at,
             "title": self.title,
             "body": self.body,
+            "expires_at": self.expires_at,
         }
 
 
@@ -90,3 +118,20 @@ def receiver_check(receiver: str, at: float) -> SystemMessage:
     body = f"If you can read this, alertd can reach you through '{receiver}'."
     title = "INFO alertd test message"
     return SystemMessage(SystemKind.TEST, TEST, Severity.INFO, title, body, at)
+
+
+def heartbeat(receiver: str, at: float, interval_s: float) -> SystemMessage:
+    """The dead-man's switch: alertd is running and every feed is fresh. Its monitor raises
+    the alarm when these stop; one not delivered before the next is due is dropped."""
+    title = "INFO alertd heartbeat"
+    body = "alertd is running and every feed is fresh."
+    return SystemMessage(
+        SystemKind.HEARTBEAT,
+        HEARTBEAT,
+        Severity.INFO,
+        title,
+        body,
+        at,
+        receiver=receiver,
+        expires_at=at + interval_s,
+    )
