@@ -22,6 +22,7 @@ from alertd.errors import StartupError
 from alertd.feeds.backoff import Backoff
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.options import PRODUCTION, FeedOptions
+from alertd.rules.model import Silence
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,6 +57,7 @@ def make(tmp_path: Path, **extra: object) -> Service:
 def test_daily_digest_is_scheduled_and_queued(tmp_path: Path) -> None:
     service = make(tmp_path, heartbeat={"digest_at": "08:00"})
     assert service.store is not None
+    noon = dt.datetime(2026, 11, 25, 7, 59, 30, tzinfo=dt.UTC).timestamp()  # make()'s wall clock
     expected = dt.datetime(2026, 11, 25, 8, 0, tzinfo=dt.UTC).timestamp()
     assert service._next_digest() == expected
     service._send_digest()
@@ -63,6 +65,12 @@ def test_daily_digest_is_scheduled_and_queued(tmp_path: Path) -> None:
     assert row.title == "INFO alertd daily: 1 accounts, 0 firing"
     assert row.body.splitlines() == ["hl: not connected", "0 alerts firing"]
     assert row.receiver == "hook"
+    # silenced like any message
+    service.store.add_silence(Silence("d", {"alertname": "daily-digest"}, noon + 60, noon - 60))
+    assert service.alerting is not None
+    service.alerting.refresh_silences()
+    service._send_digest()
+    assert len(service.store.pending()) == 1
     service.store.close()
 
 

@@ -426,15 +426,21 @@ class Service:
 
     def _send_heartbeat(self, view: DaemonView) -> SystemMessage | None:
         """The dead-man's switch: a heartbeat to its receiver while every feed is fresh (its
-        monitor raises the alarm when they stop), unless a silence matches it (``alertname=
-        heartbeat``: the monitor will notice). Quiet hours do not hold it: the monitor
-        expects it at night too."""
-        assert self.deliverer is not None and self.alerting is not None
+        monitor raises the alarm when they stop)."""
+        assert self.deliverer is not None
         if DEADMAN not in self.deliverer.receivers or not view.feeds_fresh:
             return None
         wall = self._wall()
-        m = heartbeat(DEADMAN, wall, self.config.heartbeat.deadman_interval)
-        if self.alerting.engine.muted(m.labels, wall):
+        return self._send_system(heartbeat(DEADMAN, wall, self.config.heartbeat.deadman_interval))
+
+    def _send_system(self, m: SystemMessage) -> SystemMessage | None:
+        """alertd's own messages (heartbeat, digest) to the outbox, unless a silence matches
+        them (``alertname=heartbeat``: the monitor will notice). Quiet hours do not hold them:
+        each is due at its time (the monitor expects heartbeats at night too), and a system
+        message held back would never be sent."""
+        assert self.deliverer is not None and self.alerting is not None
+        if self.alerting.engine.muted(m.labels, m.at):
+            log.info("%s silenced", m.name)
             return None
         self.deliverer.enqueue(m)
         return m
@@ -455,7 +461,7 @@ class Service:
         view = self.view()
         lines = [f"{h.name}: {_digest_line(h)}" for h in view.accounts]
         lines.append(f"{len(view.firing)} alerts firing")
-        self.deliverer.enqueue(digest(len(view.accounts), len(view.firing), lines, self._wall()))
+        self._send_system(digest(len(view.accounts), len(view.firing), lines, self._wall()))
 
     # --- health -------------------------------------------------------------------------
 
