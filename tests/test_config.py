@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
+import typing
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from alertd.config import ConfigError, Secret, load_config, parse_config, read_secrets
+from alertd.config import (
+    Config,
+    ConfigError,
+    Secret,
+    load_config,
+    parse_config,
+    read_secrets,
+)
 
 from .support.process import alertd
 
@@ -37,6 +47,33 @@ def test_example_config_is_valid() -> None:
     assert [a.name for a in config.accounts] == ["main"]
     assert config.feeds.stale_after_s == 30
     assert config.feeds.backoff.max_s == 60
+
+
+def _models_in(annotation: object) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def test_every_config_key_is_in_the_example() -> None:
+    """The README says every key is commented in config.example.yaml: each field of the
+    config model, nested ones too, appears there as a key (set or commented out)."""
+    text = (ROOT / "config.example.yaml").read_text()
+    missing: list[str] = []
+    seen: set[type[BaseModel]] = set()
+
+    def walk(model: type[BaseModel], path: str) -> None:
+        seen.add(model)
+        for name, field in model.model_fields.items():
+            key = field.alias or name
+            if not re.search(rf"(^|[\s#{{,-]){re.escape(key)}:", text, re.M):
+                missing.append(path + key)
+            for sub in _models_in(field.annotation):
+                if sub not in seen:
+                    walk(sub, f"{path}{key}.")
+
+    walk(Config, "")
+    assert missing == []
 
 
 def test_every_problem_is_listed_with_its_path() -> None:
