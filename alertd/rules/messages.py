@@ -104,14 +104,20 @@ def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
         title, _, rest = text.partition("\n")
         return Message(f"{head} {title}", rest)
 
-    label = metric.replace("_", " ")
-    if n.kind is Kind.RESOLVED:
+    entry = lookup(metric, rule.scope)
+    resolved = n.kind is Kind.RESOLVED
+    words = (
+        entry.headline(value, resolved)
+        if entry is not None
+        else f"{metric.replace('_', ' ')} {value}"
+    )
+    if resolved:
         gone = " (position closed)" if n.reason is Resolution.GONE else ""
-        title = f"{head} {who}: {label} {value}{gone}"
+        title = f"{head} {who}: {words}{gone}"
         body = f"was {rule.direction} {threshold} for {fmt.duration(n.at - n.since)} ({rule.name})"
         return Message(title, body)
 
-    title = f"{head} {who}: {label} {value}"
+    title = f"{head} {who}: {words}"
     lines = [f"{rule.direction} {threshold} ({rule.name})"]
     if metric == "account_error":
         lines = [f"feed stopped: {n.context.fatal or 'unknown error'}"]
@@ -119,7 +125,6 @@ def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
         lines = [f"no fresh data for {value}: alertd cannot see this account's risk"]
     if n.kind is Kind.REPEAT:
         lines[0] += f", firing for {fmt.duration(n.at - n.since)}"
-    entry = lookup(metric, rule.scope)
     about_feed = entry is not None and entry.needs is Needs.FEED  # no figures to quote
     if metrics is not None and not about_feed:
         focus = n.context.position
