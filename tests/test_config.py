@@ -219,3 +219,30 @@ def test_check_warns_about_files_others_can_read(tmp_path: Path) -> None:
         "alerts; chmod 644 or stricter",
     ]
     assert "s3cr3t" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90", 90.0),
+        ("250ms", 0.25),
+        ("30s", 30.0),
+        ("5m", 300.0),
+        ("1h", 3600.0),
+        ("1d", 86400.0),
+        ("1w", 604800.0),
+        ("1.5h", 5400.0),
+    ],
+)
+def test_durations(text: str, seconds: float) -> None:
+    from alertd.config import parse_duration
+
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["1y", "w", "-1h", "nan", "1 week"])
+def test_durations_refused(text: str) -> None:
+    from alertd.config import parse_duration
+
+    with pytest.raises(ValueError):
+        parse_duration(text)
