@@ -172,12 +172,12 @@ class AccountConfig(_Model):
         return refs
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
 
 
 def parse_duration(value: Any) -> float:
-    """Seconds from ``90``, ``"90s"``, ``"5m"``, ``"1h"``, ``"1d"``, ``"250ms"``.
+    """Seconds from ``90``, ``"90s"``, ``"5m"``, ``"1h"``, ``"1d"``, ``"1w"``, ``"250ms"``.
 
     Finite, not negative, and at most ``MAX_DURATION_S`` (ten years): a time that far ahead
     is still a date every clock and every ``datetime`` can show.
@@ -196,9 +196,9 @@ def parse_duration(value: Any) -> float:
     ):
         seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
     else:
-        raise ValueError(f"not a duration: {short(value)} (use seconds, or 30s, 5m, 1h, 1d)")
+        raise ValueError(f"not a duration: {short(value)} (use seconds, or 30s, 5m, 1h, 1d, 1w)")
     if math.isnan(seconds):
-        raise ValueError("not a duration: NaN (use seconds, or 30s, 5m, 1h, 1d)")
+        raise ValueError("not a duration: NaN (use seconds, or 30s, 5m, 1h, 1d, 1w)")
     if seconds < 0:
         raise ValueError(f"must not be negative (got {short(value)})")
     if seconds > MAX_DURATION_S:

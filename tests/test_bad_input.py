@@ -321,7 +321,9 @@ def test_unusable_state_files_exit_3(tmp_path: Path, kind: str, argv: tuple[str,
 
 
 def test_status_from_the_state_file_prints_markup_as_written(tmp_path: Path) -> None:
-    run = alertd("status", "-c", str(config(tmp_path)))
+    path = config(tmp_path)
+    assert alertd("silence", "-c", str(path), "list").code == 0  # the state file is made
+    run = alertd("status", "-c", str(path))
     assert run.code == 0, run.err
     assert run.out.startswith("alertd status from the state file")
 

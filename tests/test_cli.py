@@ -72,3 +72,17 @@ def test_help_describes_the_command_and_shows_defaults(argv: list[str], shown: l
     for words in shown:
         assert words in text, text
     assert "(default: False)" not in text and "(default: 0)" not in text
+
+
+@pytest.mark.parametrize("command", ["status", "history"])
+def test_status_before_any_run_says_there_is_no_state(config: Path, command: str) -> None:
+    """A state file that is not there is not created empty: empty tables would read as
+    "all is well" where alertd has never run with this config."""
+    state = config.parent / "state.sqlite"
+    result = alertd(command, "-c", str(config))
+    assert result.code == 3
+    assert result.problems == [
+        f"alertd: state file {state}: no state yet: has alertd run with this config? "
+        "(alertd run -c CONFIG keeps its state there)"
+    ]
+    assert not state.exists()

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
+import typing
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from alertd.config import ConfigError, Secret, load_config, parse_config, read_secrets
+from alertd.config import (
+    Config,
+    ConfigError,
+    Secret,
+    load_config,
+    parse_config,
+    read_secrets,
+)
 
 from .support.process import alertd
 
@@ -37,6 +47,33 @@ def test_example_config_is_valid() -> None:
     assert [a.name for a in config.accounts] == ["main"]
     assert config.feeds.stale_after_s == 30
     assert config.feeds.backoff.max_s == 60
+
+
+def _models_in(annotation: object) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def test_every_config_key_is_in_the_example() -> None:
+    """The README says every key is commented in config.example.yaml: each field of the
+    config model, nested ones too, appears there as a key (set or commented out)."""
+    text = (ROOT / "config.example.yaml").read_text()
+    missing: list[str] = []
+    seen: set[type[BaseModel]] = set()
+
+    def walk(model: type[BaseModel], path: str) -> None:
+        seen.add(model)
+        for name, field in model.model_fields.items():
+            key = field.alias or name
+            if not re.search(rf"(^|[\s#{{,-]){re.escape(key)}:", text, re.M):
+                missing.append(path + key)
+            for sub in _models_in(field.annotation):
+                if sub not in seen:
+                    walk(sub, f"{path}{key}.")
+
+    walk(Config, "")
+    assert missing == []
 
 
 def test_every_problem_is_listed_with_its_path() -> None:
@@ -182,3 +219,30 @@ def test_check_warns_about_files_others_can_read(tmp_path: Path) -> None:
         "alerts; chmod 644 or stricter",
     ]
     assert "s3cr3t" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90", 90.0),
+        ("250ms", 0.25),
+        ("30s", 30.0),
+        ("5m", 300.0),
+        ("1h", 3600.0),
+        ("1d", 86400.0),
+        ("1w", 604800.0),
+        ("1.5h", 5400.0),
+    ],
+)
+def test_durations(text: str, seconds: float) -> None:
+    from alertd.config import parse_duration
+
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["1y", "w", "-1h", "nan", "1 week"])
+def test_durations_refused(text: str) -> None:
+    from alertd.config import parse_duration
+
+    with pytest.raises(ValueError):
+        parse_duration(text)

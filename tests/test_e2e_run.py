@@ -50,7 +50,7 @@ def test_a_silent_feed_raises_a_stale_alert(world: dict[str, Any]) -> None:
     started(daemon)
     fake.marks_paused = True  # the exchange stops pushing marks, the connection stays up
     wait_for(
-        lambda: any("feed stale s" in t for t in http.titles()), what="stale alert", timeout_s=30
+        lambda: any("feed stale for" in t for t in http.titles()), what="stale alert", timeout_s=30
     )
     assert daemon.stop() == 0
 

@@ -64,10 +64,16 @@ def test_repeat_and_resolved() -> None:
 def test_feed_problems_say_alertd_is_blind() -> None:
     stale = Rule("feed-stale", "feed_stale_s", Scope.ACCOUNT, Severity.WARNING, above=D(30))
     m = render(note(Kind.FIRING, stale, "45"))
-    assert m.title == "WARNING main: feed stale s 45s"
+    assert m.title == "WARNING main: feed stale for 45s"
     assert "cannot see this account's risk" in m.body
+    fresh = render(note(Kind.RESOLVED, stale, "0.4", reason=Resolution.CLEARED))
+    assert fresh.title == "RESOLVED main: feed fresh again"
+    assert fresh.body == "was above 30s for 10m (feed-stale)"
+    down = Rule("feed-down", "feed_down_s", Scope.ACCOUNT, Severity.CRITICAL, above=D(60))
+    assert render(note(Kind.FIRING, down, "75")).title == "CRITICAL main: feed down for 75s"
     error = Rule("account-error", "account_error", Scope.ACCOUNT, Severity.CRITICAL, above=D(0))
     m = render(note(Kind.FIRING, error, "1", fatal="AuthenticationError: binanceusdm -2015"))
+    assert m.title == "CRITICAL main: feed stopped"
     assert m.body == "feed stopped: AuthenticationError: binanceusdm -2015"
 
 
@@ -89,3 +95,26 @@ def test_custom_template() -> None:
 def test_a_closed_position_says_so() -> None:
     resolved = render(note(Kind.RESOLVED, value="0.3", reason=Resolution.GONE))
     assert resolved.title == "RESOLVED main: worst ratio 30.0% (position closed)"
+
+
+def test_a_distance_alert_says_how_to_get_back_to_its_clear_level() -> None:
+    """The critical distance alert's advice targets its own clear level (4%), not a ratio."""
+    rule = Rule(
+        "liquidation-distance-critical",
+        "liquidation_distance",
+        Scope.POSITION,
+        Severity.CRITICAL,
+        below=D("0.03"),
+        clear_above=D("0.04"),
+    )
+    m = metrics()
+    (pm,) = m.positions
+    context = Context(m, position=pm)
+    subject = Subject("main", "binanceusdm", "BTC/USDT:USDT", "long")
+    n = Notification(Kind.FIRING, rule, subject, 1000.0, 400.0, D("0.002"), context, None)
+    lines = render(n).body.splitlines()
+    # at 58,350 x 0.96 = 56,016: equity 2,000 - 3,984 = -1,984 against MM 224.064: 2,208.064
+    # short; or close c with -1,984 + 2,334c >= 224.064 (1 - c): c >= 0.86318...
+    assert lines[-1] == (
+        "→ add 2,208.07 USDT to move liq. to 56,016.00 (4.0% away), or cut 0.8632 BTC/USDT:USDT"
+    )

@@ -118,6 +118,7 @@ def test_endpoint_sd_notify_status_and_history(world: dict[str, Any], tmp_path: 
     data = json.loads(offline.stdout)
     assert data["source"] == "state file"
     assert data["firing"][0]["rule"] == "ratio-warning"
+    assert data["firing"][0]["severity"] == "warning"  # the rule's, from the config
     history = alertd("history", "-c", str(path), "--since", "1h", "--json")
     rows = json.loads(history.stdout)
     assert {r["receiver"] for r in rows} == {"mail", "hook"}

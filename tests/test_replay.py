@@ -134,6 +134,25 @@ def test_cli_json_and_errors(tmp_path: Path) -> None:
     assert "liquidated at 2023-11-14T22:19:00Z" in table.stdout
 
 
+def test_cli_table_names_subjects_and_says_when_nothing_fired(tmp_path: Path) -> None:
+    # a gap after the liquidation (at minute 6) is outside what was replayed: not reported
+    rows = [f"{T0 + i * MIN},{p}" for i, p in enumerate(PATH)]
+    rows += [f"{T0 + 20 * MIN},95", f"{T0 + 21 * MIN},95"]
+    table = alertd("replay", str(csv_file(tmp_path, rows)), "--position", SPEC)
+    assert table.returncode == 0, table.stderr
+    assert "Subject" in table.stdout and "replay/BTC/USDT:USDT/long" in table.stdout
+    assert "gap:" not in table.stdout
+    calm = flat(tmp_path, ["100", "101", "100.5"])
+    quiet = alertd("replay", str(calm), "--position", SPEC)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "no alert fired (3 rules watched)" in quiet.stdout
+    assert "Alerts" not in quiet.stdout
+    # a gap inside the replayed window is still reported
+    minutes = [0, 1, 2, 6, 7]
+    gapped = csv_file(tmp_path, [f"{T0 + m * MIN},100" for m in minutes], "g.csv")
+    assert "3 candles missing" in alertd("replay", str(gapped), "--position", SPEC).stdout
+
+
 def test_plot_is_a_png_of_the_expected_size(tmp_path: Path) -> None:
     from alertd.replay.plot import png_size
 

@@ -62,7 +62,7 @@ def test_daily_digest_is_scheduled_and_queued(tmp_path: Path) -> None:
     assert service._next_digest() == expected
     service._send_digest()
     (row,) = service.store.pending()
-    assert row.title == "INFO alertd daily: 1 accounts, 0 firing"
+    assert row.title == "INFO alertd daily: 1 account, 0 firing"
     assert row.body.splitlines() == ["hl: not connected", "0 alerts firing"]
     assert row.receiver == "hook"
     # silenced like any message

@@ -71,3 +71,19 @@ def test_unit_keeps_what_the_daemon_relies_on() -> None:
         "MemoryMax=512M",
     ):
         assert line in text.splitlines(), line
+
+
+def test_the_units_pointers_lead_somewhere() -> None:
+    """The unit's comments send the reader to a README section and docs: they exist."""
+    text = UNIT.read_text()
+    headings = {
+        line.lstrip("#").strip()
+        for line in (ROOT / "README.md").read_text().splitlines()
+        if line.startswith("#")
+    }
+    sections = re.findall(r'README\.md, "([^"]+)"', text)
+    assert sections, "the unit names the README section with the install steps"
+    for section in sections:
+        assert any(h.startswith(section) for h in headings), section
+    for doc in re.findall(r"file:///opt/alertd/(\S+)", text):
+        assert (ROOT / doc).is_file(), doc

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 from typing import Any
 
+import alertd.views.format as fmt
 from alertd.cli.common import (
     EXIT_OK,
     warn,
@@ -77,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
         warn(warning)
     enabled = [a.name for a in config.accounts if a.enabled]
     print(
-        f"{args.config}: OK ({len(enabled)} accounts: {', '.join(enabled)}; "
-        f"{len(config.rules)} rules; {len(config.receivers)} receivers)"
+        f"{args.config}: OK ({fmt.count(len(enabled), 'account')}: {', '.join(enabled)}; "
+        f"{fmt.count(len(config.rules), 'rule')}; "
+        f"{fmt.count(len(config.receivers), 'receiver')})"
     )
     return EXIT_OK
 

@@ -161,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
     gaps = [
         {"after": iso(g.start_ms), "before": iso(g.end_ms), "missing_candles": g.missing}
         for g in history.gaps
+        # only the gaps inside what was replayed (the replay starts at the position's entry)
+        if g.start_ms >= result.start_ms and g.end_ms <= result.end_ms
     ]
     data = result_json(result, gaps, history.source)
     if plot_to is not None:
@@ -185,18 +187,22 @@ def run(args: argparse.Namespace) -> int:
         )
     metric_of = {r.name: r.metric for r in engine_rules}
     table = Table(title="Alerts", header_style="bold")
-    for col in ("Time (UTC)", "Rule", "Severity", "Kind", "Value", "Lead time"):
+    for col in ("Time (UTC)", "Rule", "Subject", "Severity", "Kind", "Value", "Lead time"):
         table.add_column(col)
     for alert, a in zip(result.alerts, data["alerts"], strict=True):
         table.add_row(
             a["at"],
             Text(a["rule"]),  # names from the config print as written, never as markup
+            Text(a["subject"]),  # which position: several can fire the same rule
             a["severity"],
             a["kind"],
             fmt.NONE if alert.value is None else fmt_metric(metric_of[alert.rule], alert.value),
             fmt.minutes(a["lead_time_s"]),
         )
-    console.print(table)
+    if result.alerts:
+        console.print(table)
+    else:
+        console.print(f"no alert fired ({fmt.count(len(engine_rules), 'rule')} watched)")
     if result.liquidated_at_ms:
         console.print(
             f"[bold red]liquidated[/bold red] at {data['liquidated_at']} "

@@ -18,8 +18,8 @@ def run(args: argparse.Namespace) -> int:
     from alertd.daemon.service import Service
 
     config = load_config(args.config)
-    if args.verbose == 0:
-        logging.getLogger().setLevel(logging.INFO)  # a daemon logs its lifecycle and health
+    # a daemon logs its lifecycle and health line (INFO) by default; -v adds every message (DEBUG)
+    logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
     for warning in config_warnings(config):  # what check warns about, in the journal too
         log.warning("config: %s", warning)
     return Service(config, config_path=args.config).run()

@@ -12,6 +12,7 @@ import socket
 from collections import deque
 from collections.abc import Mapping
 
+import alertd.views.format as fmt
 from alertd.daemon.view import DaemonView
 
 # The last datagrams sent, for tests and debugging: a STATUS every 5 s and WATCHDOG pings
@@ -24,7 +25,7 @@ def status_line(view: DaemonView) -> str:
     stale = sum(1 for a in view.accounts if a.stale and not a.fatal)
     stopped = sum(1 for a in view.accounts if a.fatal)
     feeds = "feeds fresh" if not stale and not stopped else f"{stale} stale, {stopped} stopped"
-    return f"{len(view.accounts)} accounts, {len(view.firing)} firing, {feeds}"
+    return f"{fmt.count(len(view.accounts), 'account')}, {len(view.firing)} firing, {feeds}"
 
 
 class Notifier:

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
+import alertd.views.format as fmt
 from alertd.clock import Clock
 from alertd.config import (
     DEADMAN,
@@ -460,7 +461,7 @@ class Service:
         assert self.deliverer is not None
         view = self.view()
         lines = [f"{h.name}: {_digest_line(h)}" for h in view.accounts]
-        lines.append(f"{len(view.firing)} alerts firing")
+        lines.append(f"{fmt.count(len(view.firing), 'alert')} firing")
         self._send_system(digest(len(view.accounts), len(view.firing), lines, self._wall()))
 
     # --- health -------------------------------------------------------------------------

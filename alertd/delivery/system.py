@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import alertd.views.format as fmt
 from alertd.config import Config
 from alertd.rules.model import Severity
 
@@ -110,7 +111,7 @@ def exchange_push(
 
 
 def digest(accounts: int, firing: int, lines: list[str], at: float) -> SystemMessage:
-    title = f"INFO alertd daily: {accounts} accounts, {firing} firing"
+    title = f"INFO alertd daily: {fmt.count(accounts, 'account')}, {firing} firing"
     return SystemMessage(SystemKind.DIGEST, DIGEST, Severity.INFO, title, "\n".join(lines), at)
 
 

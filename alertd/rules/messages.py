@@ -13,10 +13,14 @@ from typing import Any
 
 import alertd.views.format as fmt
 from alertd.engine.margin import AccountMetrics, PositionMetrics, compute
+from alertd.engine.remedy import Remedy, for_crash_distance, for_liquidation_distance
 from alertd.rules.lifecycle import Kind, Notification, Resolution
 from alertd.rules.metrics import Needs, Unit, lookup, unit_of
+from alertd.rules.model import Rule
 
 MAX_POSITIONS = 3  # lines of positions in one message; the rest are counted
+# metrics whose remedy is a distance to the liquidation, not a margin ratio
+DISTANCE_METRICS = frozenset({"liquidation_distance", "crash_distance"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +56,50 @@ def _position_line(pm: PositionMetrics) -> str:
     return f"{p.symbol} {p.side.label} {size} @ {fmt.price(p.mark_price)} · {liq}{dist}"
 
 
+def _clear_level(rule: Rule) -> Decimal:
+    """Where the rule's alert resolves: its hysteresis level, else its threshold."""
+    level = rule.clear_above if rule.direction == "below" else rule.clear_below
+    return rule.threshold if level is None else level
+
+
+def _remedy_text(remedy: Remedy, settle: str, goal: str) -> str | None:
+    if remedy.margin_to_add == 0 and not remedy.size_to_cut:
+        return None
+    p = remedy.cut
+    where = f" to {p.symbol}'s margin" if p is not None and p.is_isolated else ""
+    text = f"add {fmt.money(remedy.margin_to_add, settle, up=True)}{where} {goal}"
+    if remedy.size_to_cut and p is not None and remedy.size_to_cut < p.contracts:
+        text += f", or cut {fmt.size_to_cut(remedy.size_to_cut)} {p.symbol}"
+    return text
+
+
+def _distance_action(n: Notification, metrics: AccountMetrics) -> str | None:
+    """For a distance rule: what moves the liquidation back to the rule's clear level."""
+    rule = n.rule
+    level = _clear_level(rule)
+    settle = metrics.account.settle
+    away = fmt.percent(level, 1)
+    if rule.metric == "liquidation_distance" and n.context.position is not None:
+        remedy = for_liquidation_distance(metrics, n.context.position.position.key, level)
+        if remedy is None or remedy.price is None:
+            return None
+        return _remedy_text(
+            remedy, settle, f"to move liq. to {fmt.price(remedy.price)} ({away} away)"
+        )
+    if rule.metric == "crash_distance":
+        remedy = for_crash_distance(metrics, level)
+        if remedy is None or remedy.move is None:
+            return None
+        way = "fall" if remedy.move < 0 else "rise"
+        return _remedy_text(remedy, settle, f"to survive a {away} {way} of every mark")
+    return None
+
+
 def _action(n: Notification, metrics: AccountMetrics, target: Decimal) -> str | None:
-    """One thing to do, computed for the target ratio the user would be happy with."""
+    """One thing to do: for a distance rule, back to its clear level; otherwise computed for
+    the target ratio the user would be happy with."""
+    if n.rule.metric in DISTANCE_METRICS:
+        return _distance_action(n, metrics)
     at_target = compute(metrics.account, target)
     settle = metrics.account.settle
     pool = at_target.pool
@@ -104,14 +150,20 @@ def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
         title, _, rest = text.partition("\n")
         return Message(f"{head} {title}", rest)
 
-    label = metric.replace("_", " ")
-    if n.kind is Kind.RESOLVED:
+    entry = lookup(metric, rule.scope)
+    resolved = n.kind is Kind.RESOLVED
+    words = (
+        entry.headline(value, resolved)
+        if entry is not None
+        else f"{metric.replace('_', ' ')} {value}"
+    )
+    if resolved:
         gone = " (position closed)" if n.reason is Resolution.GONE else ""
-        title = f"{head} {who}: {label} {value}{gone}"
+        title = f"{head} {who}: {words}{gone}"
         body = f"was {rule.direction} {threshold} for {fmt.duration(n.at - n.since)} ({rule.name})"
         return Message(title, body)
 
-    title = f"{head} {who}: {label} {value}"
+    title = f"{head} {who}: {words}"
     lines = [f"{rule.direction} {threshold} ({rule.name})"]
     if metric == "account_error":
         lines = [f"feed stopped: {n.context.fatal or 'unknown error'}"]
@@ -119,7 +171,6 @@ def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
         lines = [f"no fresh data for {value}: alertd cannot see this account's risk"]
     if n.kind is Kind.REPEAT:
         lines[0] += f", firing for {fmt.duration(n.at - n.since)}"
-    entry = lookup(metric, rule.scope)
     about_feed = entry is not None and entry.needs is Needs.FEED  # no figures to quote
     if metrics is not None and not about_feed:
         focus = n.context.position

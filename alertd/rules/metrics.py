@@ -88,6 +88,16 @@ class Metric:
     description: str
     needs: Needs
     extract: Callable[[Figures], Decimal | None]
+    # what a message's title says, in words: "{value}" is the figure as its unit shows it;
+    # None: the metric's name in words, then the figure ("worst ratio 66.7%")
+    title: str | None = None
+    resolved_title: str | None = None  # when it resolves; None: as ``title``
+
+    def headline(self, value: str, resolved: bool = False) -> str:
+        template = (self.resolved_title if resolved else None) or self.title
+        if template is None:
+            return f"{self.name.replace('_', ' ')} {value}"
+        return template.replace("{value}", value)
 
 
 def _abs(value: Decimal | None) -> Decimal | None:
@@ -169,6 +179,8 @@ METRICS: tuple[Metric, ...] = (
         "seconds since the oldest held symbol's last mark price",
         Needs.FEED,
         lambda f: f.feed.stale_s,
+        title="feed stale for {value}",
+        resolved_title="feed fresh again",
     ),
     Metric(
         "feed_down_s",
@@ -178,6 +190,8 @@ METRICS: tuple[Metric, ...] = (
         "seconds the account's streams have been disconnected",
         Needs.FEED,
         lambda f: f.feed.down_s,
+        title="feed down for {value}",
+        resolved_title="feed connected again",
     ),
     Metric(
         "account_error",
@@ -188,6 +202,8 @@ METRICS: tuple[Metric, ...] = (
         "refuses), else 0",
         Needs.FEED,
         lambda f: Decimal(1 if f.feed.fatal else 0),
+        title="feed stopped",
+        resolved_title="feed running again",
     ),
     Metric(
         "margin_ratio",

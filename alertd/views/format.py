@@ -35,6 +35,11 @@ MAX_APART_PLACES = 8  # decimals a value may gain to read differently from its t
 _WIDE = Context(prec=80)
 
 
+def count(n: int, noun: str) -> str:
+    """``1 account``, ``2 accounts``, ``0 alerts``: a number of things, in English."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def decimal_str(value: Decimal | None) -> str | None:
     """A JSON decimal string: exact, no exponent; ``"Infinity"`` for a liquidated ratio."""
     if value is None:

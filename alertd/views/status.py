@@ -19,6 +19,7 @@ from rich.text import Text
 
 import alertd.views.format as fmt
 from alertd.config import Config, expand_env
+from alertd.daemon.evaluation import build_rules
 from alertd.daemon.store import Store
 from alertd.daemon.view import (
     AccountFigures,
@@ -30,6 +31,7 @@ from alertd.daemon.view import (
     Undelivered,
 )
 from alertd.engine.margin import compute
+from alertd.errors import StartupError
 from alertd.snapshot.format import parse_snapshot
 from alertd.views.format import decimal_str as dec
 
@@ -135,9 +137,20 @@ def fetch_status(config: Config) -> dict[str, Any] | None:
         return None
 
 
+def _saved_state(config: Config) -> Store:
+    """The daemon's state file, to read: one that is not there is not created empty (that
+    would print empty tables as if all were well)."""
+    if not config.state_path.exists():
+        raise StartupError(
+            f"state file {config.state_path}: no state yet: has alertd run with this config? "
+            f"(alertd run -c CONFIG keeps its state there)"
+        )
+    return Store(config.state_path)
+
+
 def view_from_store(config: Config, now: float) -> DaemonView:
     """The daemon's view as its state file keeps it: last snapshots, alert states, outbox."""
-    store = Store(config.state_path)
+    store = _saved_state(config)
     try:
         saved = store.snapshots()
         accounts = []
@@ -159,9 +172,12 @@ def view_from_store(config: Config, now: float) -> DaemonView:
                     saved_at=None if row is None else row.updated_at,
                 )
             )
-        # severity unknown here: the rules are the daemon's
+        # the daemon's rules are the config's plus the built-in ones: the same list here
+        rules = {rule.name: rule for rule in build_rules(config)}
         firing = tuple(
-            FiringAlert.of(s, None) for s in store.load_states() if s.phase.value == "firing"
+            FiringAlert.of(s, rules.get(s.rule))
+            for s in store.load_states()
+            if s.phase.value == "firing"
         )
         undelivered = tuple(Undelivered.of(row) for row in store.pending())
     finally:
@@ -248,7 +264,7 @@ def render_status(data: dict[str, Any], console: Console) -> None:
 
 
 def history(config: Config, since_s: float, now: float) -> list[dict[str, Any]]:
-    store = Store(config.state_path)
+    store = _saved_state(config)
     try:
         return [
             {

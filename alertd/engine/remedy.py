@@ -1,0 +1,139 @@
+"""What to do about a distance alert: the margin to add, or the size to cut, that puts the
+liquidation back at a chosen distance from the mark.
+
+A ratio alert's remedy comes with ``compute()`` (``margin_to_add`` and ``size_to_cut`` for a
+target ratio). A distance alert's target is a price instead: the position is safe enough when,
+with the marks moved to that price, its margin ratio is still at most 1 (the liquidation then
+lies at or beyond it). Both remedies are solved on the engine's own figures at that price, so
+they follow every convention the engine knows (tiers, fees in the requirement, isolated margin,
+hedge mode) without a second formula.
+
+Assumed, as for the ratio remedies: a cut closes at the current mark (its unrealized PnL becomes
+wallet balance), without the closing fee; a smaller position is never riskier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from decimal import Decimal
+
+from alertd.engine.margin import AccountMetrics, compute
+from alertd.engine.model import Account, Position, Side
+
+ZERO = Decimal(0)
+ONE = Decimal(1)
+# bisection of a cut stops when the bracket is this fraction of the position's size
+CUT_PRECISION = Decimal("1e-12")
+MAX_STEPS = 200
+
+Scenario = Callable[[Account], Account]
+
+
+@dataclass(frozen=True, slots=True)
+class Remedy:
+    """Either action alone brings the liquidation to ``price`` (a position's) or the account's
+    first liquidation to a uniform move of ``move`` (a crash distance)."""
+
+    price: Decimal | None  # the mark at the target distance (liquidation-distance remedies)
+    move: Decimal | None  # the uniform move at the target distance (crash-distance remedies)
+    margin_to_add: Decimal  # settle currency, >= 0; isolated: to the position's own margin
+    size_to_cut: Decimal | None  # contracts of ``cut``; None: closing it alone cannot get there
+    cut: Position | None  # the position the cut applies to
+
+
+def _shortfall(account: Account, isolated: tuple[str, Side] | None) -> Decimal:
+    """How much equity is missing for a margin ratio of exactly 1 (negative: to spare)."""
+    metrics = compute(account, crash=False)
+    if isolated is None:
+        return metrics.pool.maintenance_margin - metrics.pool.margin_balance
+    pm = next(pm for pm in metrics.positions if pm.position.key == isolated)
+    return pm.maintenance_margin - pm.margin_balance
+
+
+def _after_cut(
+    account: Account, metrics: AccountMetrics, key: tuple[str, Side], c: Decimal
+) -> Account:
+    """``account`` after closing ``c`` contracts of the cross position ``key`` at its mark."""
+    pm = next(pm for pm in metrics.positions if pm.position.key == key)
+    p = pm.position
+    realized = pm.unrealized_pnl * c / p.contracts
+    kept = p.contracts - c
+    positions = tuple(
+        (replace(q, contracts=kept) if q.key == key else q)
+        for q in account.positions
+        if q.key != key or kept > 0
+    )
+    return replace(account, wallet_balance=account.wallet_balance + realized, positions=positions)
+
+
+def _cross_cut(
+    metrics: AccountMetrics, key: tuple[str, Side], scenario: Scenario
+) -> Decimal | None:
+    """The fewest contracts of ``key`` to close so that the pool survives ``scenario``."""
+    account = metrics.account
+    contracts = next(p.contracts for p in account.positions if p.key == key)
+
+    def safe(c: Decimal) -> bool:
+        return _shortfall(scenario(_after_cut(account, metrics, key, c)), None) <= 0
+
+    if safe(ZERO):
+        return ZERO
+    if not safe(contracts):
+        return None
+    low, high = ZERO, contracts
+    for _ in range(MAX_STEPS):
+        if high - low <= contracts * CUT_PRECISION:
+            break
+        middle = (low + high) / 2
+        if safe(middle):
+            high = middle
+        else:
+            low = middle
+    return high  # the safe end of the bracket
+
+
+def for_liquidation_distance(
+    metrics: AccountMetrics, key: tuple[str, Side], distance: Decimal
+) -> Remedy | None:
+    """Margin to add, or contracts of ``key`` to close, so that the position's liquidation is at
+    least ``distance`` (fraction of the mark) away. None when it has no liquidation price."""
+    pm = next(pm for pm in metrics.positions if pm.position.key == key)
+    p = pm.position
+    if pm.liquidation_price is None:
+        return None
+    towards = -1 if pm.liquidation_price < p.mark_price else 1
+    price = p.mark_price * (ONE + towards * distance)
+    if price <= 0:
+        return None
+
+    def scenario(account: Account) -> Account:
+        return account.with_marks({p.symbol: price})
+
+    isolated = key if p.is_isolated else None
+    to_add = max(ZERO, _shortfall(scenario(metrics.account), isolated))
+    # an isolated position's margin shrinks with it: cutting does not move its liquidation
+    cut = None if p.is_isolated else _cross_cut(metrics, key, scenario)
+    return Remedy(price, None, to_add, cut, p)
+
+
+def for_crash_distance(metrics: AccountMetrics, distance: Decimal) -> Remedy | None:
+    """Margin to add to the cross pool, or contracts of its largest cross position to close,
+    so that every mark can move ``distance`` (in the crash's direction) before the first
+    liquidation. None when the account has no crash distance, or isolated positions set it."""
+    move = metrics.crash_distance
+    if move is None or move == 0:
+        return None
+    target = distance if move > 0 else -distance
+    if any(pm.position.is_isolated for pm in metrics.positions):
+        return None  # each isolated position has its own liquidation: its own alert says it
+
+    def scenario(account: Account) -> Account:
+        return account.moved(target)
+
+    to_add = max(ZERO, _shortfall(scenario(metrics.account), None))
+    biggest = max(metrics.positions, key=lambda pm: pm.notional, default=None)
+    if biggest is None:
+        return None
+    cut = _cross_cut(metrics, biggest.position.key, scenario)
+    return Remedy(None, target, to_add, cut, biggest.position)

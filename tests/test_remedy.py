@@ -1,0 +1,167 @@
+"""Remedies for distance alerts: the margin to add or the size to cut that puts the liquidation
+at the rule's clear level. Checked by doing it: the account after the remedy, recomputed by the
+engine, has its liquidation exactly there, and a little less is not enough."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alertd.engine.margin import compute
+from alertd.engine.model import Account, Side
+from alertd.engine.remedy import for_crash_distance, for_liquidation_distance
+
+from .helpers import account, position, snapshot, tiers
+
+D = Decimal
+BTC = "BTC/USDT:USDT"
+ETH = "ETH/USDT:USDT"
+# bracket tiers, deductions by the bracket recursion d[n] = d[n-1] + floor[n] * (mmr[n] - mmr[n-1])
+BTC_TIERS = tiers(
+    [
+        ("300000", "0.004", "0"),
+        ("800000", "0.005", "300"),
+        ("3000000", "0.0065", "1500"),
+        (None, "0.01", "12000"),
+    ]
+)
+ETH_TIERS = tiers([("300000", "0.005", "0"), (None, "0.0065", "450")])
+
+
+def cross_account(wallet: str, btc_side: str = "long", btc_size: str = "2") -> Account:
+    return account(
+        snapshot(
+            "binanceusdm",
+            wallet,
+            [
+                position(BTC, btc_side, btc_size, "60000", "58000", BTC_TIERS),
+                position(ETH, "long", "10", "3000", "2900", ETH_TIERS),
+            ],
+        )
+    )
+
+
+def distance_of(acct: Account, key: tuple[str, Side]) -> Decimal:
+    pm = next(pm for pm in compute(acct, crash=False).positions if pm.position.key == key)
+    assert pm.liquidation_distance is not None
+    return pm.liquidation_distance
+
+
+def with_wallet(acct: Account, add: Decimal) -> Account:
+    return replace(acct, wallet_balance=acct.wallet_balance + add)
+
+
+def cut(acct: Account, key: tuple[str, Side], contracts: Decimal) -> Account:
+    """Close ``contracts`` of ``key`` at the mark: the realized PnL goes to the wallet."""
+    metrics = compute(acct, crash=False)
+    pm = next(pm for pm in metrics.positions if pm.position.key == key)
+    realized = pm.unrealized_pnl * contracts / pm.position.contracts
+    positions = tuple(
+        replace(p, contracts=p.contracts - contracts) if p.key == key else p for p in acct.positions
+    )
+    return replace(acct, wallet_balance=acct.wallet_balance + realized, positions=positions)
+
+
+def test_cross_long_add_margin_puts_liquidation_at_the_target() -> None:
+    acct = cross_account("9000")
+    key = (BTC, Side.LONG)
+    before = distance_of(acct, key)
+    target = D("0.10")
+    assert before < target
+    remedy = for_liquidation_distance(compute(acct), key, target)
+    assert remedy is not None and remedy.margin_to_add > 0
+    assert remedy.price == D("58000") * D("0.90")
+    after = distance_of(with_wallet(acct, remedy.margin_to_add), key)
+    assert abs(after - target) < D("1e-18")
+    assert distance_of(with_wallet(acct, remedy.margin_to_add * D("0.999")), key) < target
+    # cutting instead: at least the target, and a little less is not enough
+    assert remedy.size_to_cut is not None and 0 < remedy.size_to_cut < 2
+    assert distance_of(cut(acct, key, remedy.size_to_cut), key) >= target - D("1e-9")
+    assert distance_of(cut(acct, key, remedy.size_to_cut * D("0.99")), key) < target
+
+
+def test_cross_short_moves_the_other_way() -> None:
+    acct = cross_account("6000", btc_side="short", btc_size="1")
+    key = (BTC, Side.SHORT)
+    remedy = for_liquidation_distance(compute(acct), key, D("0.25"))
+    assert remedy is not None and remedy.price == D("58000") * D("1.25")
+    after = distance_of(with_wallet(acct, remedy.margin_to_add), key)
+    assert abs(after - D("0.25")) < D("1e-18")
+
+
+def test_already_far_enough_needs_nothing() -> None:
+    acct = cross_account("60000")
+    key = (BTC, Side.LONG)
+    remedy = for_liquidation_distance(compute(acct), key, D("0.03"))
+    assert remedy is not None
+    assert remedy.margin_to_add == 0 and remedy.size_to_cut == 0
+
+
+def test_isolated_margin_to_add_and_no_cut() -> None:
+    acct = account(
+        snapshot(
+            "binanceusdm",
+            "0",
+            [
+                position(
+                    BTC,
+                    "long",
+                    "1",
+                    "60000",
+                    "58000",
+                    BTC_TIERS,
+                    mode="isolated",
+                    isolated_margin="4000",
+                )
+            ],
+        )
+    )
+    key = (BTC, Side.LONG)
+    remedy = for_liquidation_distance(compute(acct), key, D("0.05"))
+    assert remedy is not None and remedy.size_to_cut is None  # a smaller isolated position
+    p = acct.positions[0]  # keeps its liquidation price: only margin helps
+    assert p.isolated_margin is not None
+    added = replace(
+        acct, positions=(replace(p, isolated_margin=p.isolated_margin + remedy.margin_to_add),)
+    )
+    assert abs(distance_of(added, key) - D("0.05")) < D("1e-18")
+
+
+def test_crash_distance_remedy() -> None:
+    acct = cross_account("9000")
+    metrics = compute(acct)
+    assert metrics.crash_distance is not None and metrics.crash_distance < 0
+    remedy = for_crash_distance(metrics, D("0.15"))
+    assert remedy is not None and remedy.move == D("-0.15") and remedy.margin_to_add > 0
+    moved = compute(with_wallet(acct, remedy.margin_to_add)).crash_distance
+    assert moved is not None and abs(moved + D("0.15")) < D("1e-18")
+    assert remedy.cut is not None and remedy.cut.symbol == BTC  # the largest notional
+    assert remedy.size_to_cut is None or remedy.size_to_cut <= remedy.cut.contracts
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    wallet=st.integers(min_value=3000, max_value=60000),
+    size=st.sampled_from(["0.5", "1", "2", "5", "12"]),
+    side=st.sampled_from(["long", "short"]),
+    target=st.sampled_from(["0.02", "0.05", "0.1", "0.2"]),
+)
+def test_added_margin_puts_the_liquidation_exactly_at_the_target(
+    wallet: int, size: str, side: str, target: str
+) -> None:
+    acct = cross_account(str(wallet), btc_side=side, btc_size=size)
+    key = (BTC, Side.LONG if side == "long" else Side.SHORT)
+    metrics = compute(acct)
+    pm = next(pm for pm in metrics.positions if pm.position.key == key)
+    if pm.liquidation_price is None or pm.margin_ratio >= 1:
+        return
+    remedy = for_liquidation_distance(metrics, key, D(target))
+    assert remedy is not None
+    after = distance_of(with_wallet(acct, remedy.margin_to_add), key)
+    if remedy.margin_to_add == 0:
+        assert after >= D(target)
+    else:
+        assert abs(after - D(target)) < D("1e-18")
