@@ -279,13 +279,33 @@ class RuleConfig(_Model):
 
 
 class ReceiverConfig(_Model):
-    """A notification target: an apprise URL; ``${VAR}`` takes a secret from the environment."""
+    """A notification target: an apprise URL; ``${VAR}`` takes a secret from the environment.
+    ``type: alertmanager``: a Prometheus Alertmanager (its base URL, http or https), sent
+    structured alerts through its v2 API and kept firing by re-sending every
+    ``resend_interval``."""
 
     name: str
     url: str
+    type: Literal["apprise", "alertmanager"] = "apprise"
     tags: list[str] = Field(default_factory=list)
     # at most this many messages a minute (Telegram allows about 20 a minute into one chat)
     rate_per_min: Annotated[float, Field(gt=0)] | None = None
+    # alertmanager: how often firing alerts are re-sent (Prometheus' own default is 1m); each
+    # is valid for 4 intervals, so Alertmanager resolves it only after 4 missed re-sends
+    resend_interval: Interval | None = None
+
+    @model_validator(mode="after")
+    def _alertmanager(self) -> ReceiverConfig:
+        if self.type == "alertmanager":
+            scheme = self.url.split("://", 1)[0].lower() if "://" in self.url else ""
+            if scheme not in ("http", "https"):
+                raise ValueError(
+                    "an alertmanager receiver's url is Alertmanager's http:// or https:// "
+                    "address, e.g. http://127.0.0.1:9093"
+                )
+        elif self.resend_interval is not None:
+            raise ValueError("resend_interval is for type: alertmanager only")
+        return self
 
 
 class RouteConfig(_Model):

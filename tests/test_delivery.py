@@ -10,7 +10,7 @@ from alertd.config import DEADMAN, ConfigError, DeliverySettings, RouteConfig, S
 from alertd.daemon.store import NewMessage, Store
 from alertd.delivery.deliverer import Deliverer
 from alertd.delivery.routing import Receiver, route
-from alertd.delivery.senders import SendResult, Transport
+from alertd.delivery.senders import Outgoing, SendResult, Transport
 from alertd.delivery.senders.apprise import why_refused
 from alertd.delivery.senders.ping import PingSender
 from alertd.delivery.system import digest, heartbeat
@@ -31,8 +31,8 @@ class ScriptedSender:
         self.calls: list[tuple[str, str, float]] = []
         self.now = 0.0
 
-    async def send(self, url: Secret, title: str, body: str, severity: str) -> SendResult:
-        self.calls.append((url.reveal(), title, self.now))
+    async def send(self, url: Secret, message: Outgoing) -> SendResult:
+        self.calls.append((url.reveal(), message.title, self.now))
         return self.results.pop(0) if self.results else SendResult(True)
 
 
@@ -188,20 +188,20 @@ def test_a_heartbeat_replaces_the_one_before_and_expires_undelivered(tmp_path: P
 def test_the_ping_sender_against_a_real_monitor(http_receiver: HttpReceiver) -> None:
     sender = PingSender(timeout_s=5)
     url = Secret(f"http://127.0.0.1:{http_receiver.port}/ping/uuid-1234")
-    assert run(sender.send(url, "INFO alertd heartbeat", "body", "info")).ok
+    assert run(sender.send(url, Outgoing("INFO alertd heartbeat", "body", "info"))).ok
     assert len(http_receiver.pings) == 1 and http_receiver.posts == []  # a GET, nothing posted
     http_receiver.fail_with, http_receiver.retry_after = 429, "7"
-    limited = run(sender.send(url, "t", "b", "info"))
+    limited = run(sender.send(url, Outgoing("t", "b", "info")))
     assert (limited.ok, limited.retry_after_s) == (False, 7.0) and "429" in limited.error
     http_receiver.retry_after = None
-    assert run(sender.send(url, "t", "b", "info")).retry_after_s == 30.0  # 429 alone
+    assert run(sender.send(url, Outgoing("t", "b", "info"))).retry_after_s == 30.0  # 429 alone
     http_receiver.fail_with = 503
-    down = run(sender.send(url, "t", "b", "info"))
+    down = run(sender.send(url, Outgoing("t", "b", "info")))
     assert (down.ok, down.retry_after_s) == (False, None) and "503" in down.error
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         closed = Secret(f"http://127.0.0.1:{free.getsockname()[1]}/ping/uuid-1234")
-    refused = run(sender.send(closed, "t", "b", "info"))
+    refused = run(sender.send(closed, Outgoing("t", "b", "info")))
     assert not refused.ok and "not reached" in refused.error
     assert all("uuid" not in r.error for r in (limited, down, refused))
     assert len(http_receiver.pings) == 1

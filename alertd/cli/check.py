@@ -17,7 +17,7 @@ from alertd.cli.common import (
     warn,
 )
 from alertd.config import ConfigError, config_warnings, expand_env, load_config, read_secrets
-from alertd.delivery.routing import deadman_receiver
+from alertd.delivery.routing import alertmanager_problem, deadman_receiver
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +52,11 @@ def run(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             problems.extend(exc.problems)
             continue
-        if not _apprise_accepts(url.reveal()):
+        if receiver.type == "alertmanager":
+            problem = alertmanager_problem(url)
+            if problem is not None:
+                problems.append(f"{where}: {problem}")
+        elif not _apprise_accepts(url.reveal()):
             scheme = receiver.url.split("://", 1)[0]
             problems.append(f"{where}: apprise does not understand this {scheme}:// URL")
     try:

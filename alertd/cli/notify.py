@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from alertd.delivery.routing import build_receivers
-    from alertd.delivery.senders import production_senders
+    from alertd.delivery.senders import Outgoing, production_senders
     from alertd.delivery.system import receiver_check
 
     config = load_config(args.config)
@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
             # every receiver, answered here and now
             m = receiver_check(name, time.time())
             sender = senders[receiver.transport]
-            result = await sender.send(receiver.url, m.title, m.body, m.severity.label)
+            message = Outgoing(m.title, m.body, m.severity.label, m.payload())
+            result = await sender.send(receiver.url, message)
             out.append((name, result.ok, result.error))
         return out
 

@@ -213,6 +213,14 @@ class Store:
         row = self.db.execute("SELECT 1 FROM outbox WHERE fallback_of = ?", (row_id,)).fetchone()
         return row is not None
 
+    def delivered_to(self, receiver: str) -> list[OutboxRow]:
+        """Every message delivered to ``receiver``, oldest first."""
+        rows = self.db.execute(
+            "SELECT * FROM outbox WHERE receiver = ? AND delivered_at IS NOT NULL ORDER BY id",
+            (receiver,),
+        ).fetchall()
+        return [_row(r) for r in rows]
+
     def history(self, since: float) -> list[OutboxRow]:
         rows = self.db.execute(
             "SELECT * FROM outbox WHERE created_at >= ? ORDER BY id", (since,)

@@ -21,7 +21,13 @@ from alertd.clock import Clock, Sleep
 from alertd.config import DeliverySettings, RouteConfig
 from alertd.daemon.store import NewMessage, OutboxRow, Store
 from alertd.delivery.routing import Receiver, route
-from alertd.delivery.senders import Sender, Senders, production_senders
+from alertd.delivery.senders import (
+    KeepsAlive,
+    Outgoing,
+    Sender,
+    Senders,
+    production_senders,
+)
 from alertd.delivery.system import SystemMessage
 from alertd.rules.lifecycle import Notification
 from alertd.rules.messages import Message, notification_json
@@ -52,6 +58,7 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._next_send: dict[str, float] = {}  # receiver -> earliest next send (rate limit)
         self._fallbacks: dict[int, str] = {}
+        self._next_refresh: dict[str, float] = {}  # receiver -> next re-send of what fires
         self.sent = 0
         self.failed = 0
         # called after each delivery attempt (the service republishes its view)
@@ -101,9 +108,10 @@ class Deliverer:
     async def run(self) -> None:
         while True:
             await self.deliver_due()
+            await self.refresh_due()
             now = self._clock()
-            next_at = self.store.next_due_at()
-            wait = 5.0 if next_at is None else max(0.05, min(5.0, next_at - now))
+            next_at = min([*self._next_refresh.values(), self.store.next_due_at() or now + 5.0])
+            wait = max(0.05, min(5.0, next_at - now))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
@@ -116,6 +124,26 @@ class Deliverer:
             if self.on_attempt is not None:
                 self.on_attempt()
         return delivered
+
+    async def refresh_due(self) -> None:
+        """Re-send what is firing to each receiver that forgets otherwise (Alertmanager),
+        every ``refresh_every_s``; the first time, from what the outbox delivered to it."""
+        for receiver in self.receivers.values():
+            every = receiver.refresh_every_s
+            sender = self.senders.get(receiver.transport)
+            if every is None or not isinstance(sender, KeepsAlive):
+                continue
+            name = receiver.name
+            if name not in self._next_refresh:
+                rows = self.store.delivered_to(name)
+                delivered = [Outgoing(r.title, r.body, r.severity, r.payload) for r in rows]
+                sender.seed(receiver.url, delivered, every)
+            elif self._clock() < self._next_refresh[name]:
+                continue
+            result = await sender.refresh(receiver.url)
+            self._next_refresh[name] = self._clock() + every
+            if not result.ok:
+                log.warning("re-sending firing alerts to %s failed: %s", name, result.error)
 
     async def _deliver(self, row: OutboxRow) -> bool:
         receiver = self.receivers.get(row.receiver)
@@ -135,7 +163,8 @@ class Deliverer:
             self.store.mark_failed(row.id, row.last_error or "rate limited", ready_at)
             return False
         self._next_send[receiver.name] = now + receiver.min_interval_s
-        result = await self._sender(receiver).send(receiver.url, row.title, row.body, row.severity)
+        message = Outgoing(row.title, row.body, row.severity, row.payload)
+        result = await self._sender(receiver).send(receiver.url, message)
         now = self._clock()
         if result.ok:
             self.store.mark_delivered(row.id, now)

@@ -1,6 +1,7 @@
 """Who gets a message: the receivers the config names, and the routes that pick them.
 
-A receiver is an apprise URL from ``receivers:``, or the dead-man's switch
+A receiver is an apprise URL from ``receivers:`` (or, with ``type: alertmanager``, a
+Prometheus Alertmanager's address), or the dead-man's switch
 (``heartbeat.deadman_url``), which is a receiver of its own named ``deadman``: only the
 heartbeat is addressed to it, and no route sends anything else there.
 """
@@ -14,6 +15,9 @@ from urllib.parse import urlsplit
 from alertd.config import DEADMAN, Config, ConfigError, RouteConfig, Secret, expand_env
 from alertd.delivery.senders import Transport
 
+# Prometheus re-sends firing alerts to Alertmanager every minute by default: so does alertd
+ALERTMANAGER_RESEND_S = 60.0
+
 # Messages a minute a receiver accepts before it starts refusing, when the config says nothing.
 DEFAULT_RATE_PER_MIN = {"tgram": 20.0, "telegram": 20.0, "slack": 60.0, "discord": 30.0}
 
@@ -26,6 +30,8 @@ class Receiver:
     scheme: str
     tags: tuple[str, ...] = ()
     transport: Transport = Transport.APPRISE
+    # re-send what is firing this often (Alertmanager forgets an alert that is not re-sent)
+    refresh_every_s: float | None = None
 
     @property
     def routable(self) -> bool:
@@ -38,14 +44,37 @@ def build_receivers(
 ) -> dict[str, Receiver]:
     out = {}
     for i, r in enumerate(config.receivers):
-        url = expand_env(r.url, f"receivers[{i}].url", environ)
+        where = f"receivers[{i}].url"
+        url = expand_env(r.url, where, environ)
         scheme = r.url.split("://", 1)[0].lower()
         rate = r.rate_per_min or DEFAULT_RATE_PER_MIN.get(scheme)
-        out[r.name] = Receiver(r.name, url, 60.0 / rate if rate else 0.0, scheme, tuple(r.tags))
+        interval = 60.0 / rate if rate else 0.0
+        if r.type == "alertmanager":
+            problem = alertmanager_problem(url)
+            if problem is not None:
+                raise ConfigError([f"{where}: {problem}"])
+            every = r.resend_interval or ALERTMANAGER_RESEND_S
+            out[r.name] = Receiver(
+                r.name, url, interval, scheme, tuple(r.tags), Transport.ALERTMANAGER, every
+            )
+            continue
+        out[r.name] = Receiver(r.name, url, interval, scheme, tuple(r.tags))
     deadman = deadman_receiver(config, environ)
     if deadman is not None:
         out[DEADMAN] = deadman
     return out
+
+
+def alertmanager_problem(url: Secret) -> str | None:
+    """What is wrong with an Alertmanager address once its variables are filled in."""
+    parts = urlsplit(url.reveal())
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return (
+            "an alertmanager receiver's url is Alertmanager's address, e.g. http://127.0.0.1:9093"
+        )
+    if parts.query or parts.fragment:
+        return "an alertmanager receiver's url is a base address, without ?query or #fragment"
+    return None
 
 
 def deadman_receiver(config: Config, environ: Mapping[str, str] | None = None) -> Receiver | None:

@@ -1,6 +1,8 @@
 """Senders: the last step, one message to one receiver. Each sender has its own module here.
 
-A sender implements :class:`Sender`: ``send(url, title, body, severity) -> SendResult``. It
+A sender implements :class:`Sender`: ``send(url, message) -> SendResult``, ``message`` an
+:class:`Outgoing` (title, body, severity, and the outbox row's JSON payload: kind, labels,
+times, for a receiver that takes structured alerts such as Alertmanager). It
 sends once and says how it went; it never retries, waits or queues (the outbox worker in
 ``delivery/deliverer.py`` owns retries, backoff, fallback receivers and rate limits). A
 receiver that tells alertd to slow down (an HTTP 429, Telegram's ``retry_after``) says so in
@@ -13,6 +15,7 @@ Which sender serves a receiver is its :class:`Transport`, chosen in
 
 - ``apprise.py``: every receiver in ``receivers:`` (Telegram, mail, Slack, webhooks, ...).
 - ``ping.py``: the dead-man's switch (``heartbeat.deadman_url``), an HTTP GET.
+- ``alertmanager.py``: receivers of ``type: alertmanager``, Prometheus Alertmanager's v2 API.
 
 A new channel (a Telegram bot that also answers commands, say) is a new module here with a
 class implementing :class:`Sender`, a new :class:`Transport` member, and an entry in
@@ -22,9 +25,9 @@ class implementing :class:`Sender`, a new :class:`Transport` member, and an entr
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 from alertd.config import Secret
 
@@ -36,8 +39,20 @@ class SendResult:
     retry_after_s: float | None = None  # the receiver asked alertd to wait this long
 
 
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message to one receiver, as the outbox holds it."""
+
+    title: str
+    body: str
+    severity: str
+    # the outbox row's payload: "kind" (firing, repeat, resolved, or a system message's kind),
+    # "labels", "since", "at", ...; empty for a message that has none (the test message)
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
 class Sender(Protocol):
-    async def send(self, url: Secret, title: str, body: str, severity: str) -> SendResult: ...
+    async def send(self, url: Secret, message: Outgoing) -> SendResult: ...
 
 
 class Transport(enum.Enum):
@@ -45,15 +60,63 @@ class Transport(enum.Enum):
 
     APPRISE = "apprise"
     PING = "ping"
+    ALERTMANAGER = "alertmanager"
 
 
 Senders = Mapping[Transport, Sender]
 
 
+@runtime_checkable
+class KeepsAlive(Sender, Protocol):
+    """A sender whose receiver forgets what is not re-sent (Alertmanager): the outbox worker
+    seeds it once from what was delivered to the receiver, then calls ``refresh`` every
+    ``Receiver.refresh_every_s``."""
+
+    def seed(self, url: Secret, delivered: Iterable[Outgoing], resend_s: float) -> None: ...
+
+    async def refresh(self, url: Secret) -> SendResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAnswer:
+    status: int
+    text: str  # the start of the body, for an error message
+    retry_after_s: float | None  # the receiver's Retry-After, in seconds
+
+
+async def http_call(
+    method: str, url: str, timeout_s: float, json: Any = None, max_chars: int = 300
+) -> HttpAnswer:
+    """One HTTP request in its own session (a few a minute: nothing left open to close at
+    shutdown). Raises what aiohttp raises; the caller words it without the URL."""
+    import aiohttp
+
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.request(method, url, json=json, allow_redirects=True) as response,
+    ):
+        text = (await response.text(errors="replace"))[:max_chars]
+        return HttpAnswer(response.status, text, retry_after_s(response.headers.get("Retry-After")))
+
+
+def retry_after_s(header: str | None) -> float | None:
+    """An HTTP ``Retry-After`` in seconds, at most an hour; the HTTP-date form is ignored
+    (the outbox's backoff applies)."""
+    if header is None or not header.strip().isdigit():
+        return None
+    return float(min(int(header.strip()), 3600))
+
+
 def production_senders() -> dict[Transport, Sender]:
     """One sender per transport, as ``alertd run`` uses them (imported here, on demand: the
     CLI's other commands do not load apprise or aiohttp)."""
+    from alertd.delivery.senders.alertmanager import AlertmanagerSender
     from alertd.delivery.senders.apprise import ApriseSender
     from alertd.delivery.senders.ping import PingSender
 
-    return {Transport.APPRISE: ApriseSender(), Transport.PING: PingSender()}
+    return {
+        Transport.APPRISE: ApriseSender(),
+        Transport.PING: PingSender(),
+        Transport.ALERTMANAGER: AlertmanagerSender(),
+    }

@@ -14,7 +14,7 @@ from typing import Any
 
 from alertd import redact
 from alertd.config import Secret
-from alertd.delivery.senders import SendResult
+from alertd.delivery.senders import Outgoing, SendResult
 
 
 class ApriseSender:
@@ -28,8 +28,10 @@ class ApriseSender:
     def __init__(self) -> None:
         self._instances: dict[str, Any] = {}
 
-    async def send(self, url: Secret, title: str, body: str, severity: str) -> SendResult:
-        return await asyncio.to_thread(self._send, url, title, body, severity)
+    async def send(self, url: Secret, message: Outgoing) -> SendResult:
+        return await asyncio.to_thread(
+            self._send, url, message.title, message.body, message.severity
+        )
 
     def _instance(self, url: Secret) -> Any:
         import apprise

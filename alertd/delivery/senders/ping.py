@@ -9,7 +9,7 @@ handed to the outbox worker as the receiver's own delay.
 from __future__ import annotations
 
 from alertd.config import Secret
-from alertd.delivery.senders import SendResult
+from alertd.delivery.senders import Outgoing, SendResult, http_call
 
 TIMEOUT_S = 10.0  # a monitor that does not answer within this is down for this ping
 RATE_LIMITED_S = 30.0  # a 429 without a usable Retry-After
@@ -19,29 +19,14 @@ class PingSender:
     def __init__(self, timeout_s: float = TIMEOUT_S) -> None:
         self.timeout_s = timeout_s
 
-    async def send(self, url: Secret, title: str, body: str, severity: str) -> SendResult:
-        import aiohttp
-
-        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+    async def send(self, url: Secret, message: Outgoing) -> SendResult:
         try:
-            # a session per ping: one a minute, and nothing left open to close at shutdown
-            async with (
-                aiohttp.ClientSession(timeout=timeout) as session,
-                session.get(url.reveal(), allow_redirects=True) as response,
-            ):
-                status = response.status
-                retry_after = _seconds(response.headers.get("Retry-After"))
+            answer = await http_call("GET", url.reveal(), self.timeout_s)
         except Exception as exc:  # the URL's parts never reach the text: only the class
             return SendResult(False, f"the dead-man's switch was not reached: {type(exc).__name__}")
+        status, retry_after = answer.status, answer.retry_after_s
         if status < 400:
             return SendResult(True)
         if status == 429 and retry_after is None:
             retry_after = RATE_LIMITED_S
         return SendResult(False, f"the dead-man's switch answered HTTP {status}", retry_after)
-
-
-def _seconds(header: str | None) -> float | None:
-    """``Retry-After`` in seconds; the HTTP-date form is ignored (the backoff applies)."""
-    if header is None or not header.strip().isdigit():
-        return None
-    return float(min(int(header.strip()), 3600))

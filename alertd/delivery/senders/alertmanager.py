@@ -1,0 +1,166 @@
+"""The Alertmanager sender: receivers of ``type: alertmanager`` get structured alerts through
+Prometheus Alertmanager's v2 API (``POST /api/v2/alerts``), so that Alertmanager's own
+grouping, deduplication, silences, inhibition and routing serve alertd's alerts, and several
+alertd instances (a hot standby, or accounts split between instances) yield one notification
+per alert.
+
+What is sent, per message (the outbox row's payload):
+
+- ``labels``: the alert's labels (``alertname`` = the rule, ``severity``, ``metric``,
+  ``account``, ``exchange``, ``symbol``, ``side`` and the rule's own labels). Nothing that
+  differs between instances (no host, no instance name): two instances watching the same
+  account send the same label set, which Alertmanager deduplicates.
+- ``annotations``: ``summary`` (the message's title), ``description`` (its body), and the
+  ``value`` and ``threshold`` where a rule has them.
+- ``startsAt``: when the alert started firing. ``endsAt``: for a firing alert, now plus four
+  re-send intervals (as Prometheus does: Alertmanager resolves an alert that stops being
+  re-sent, after that); for a resolved one, when it resolved. A system message (an exchange's
+  margin call, the digest, the test message) has no resolution: it is sent valid for four
+  intervals and then expires.
+
+Alertmanager forgets a firing alert whose ``endsAt`` passes, so every firing alert is re-sent
+every ``resend_interval`` (:meth:`AlertmanagerSender.refresh`, called by the outbox worker);
+after a restart the alerts still firing are found in the outbox's history
+(:meth:`AlertmanagerSender.seed`). Re-sends are idempotent and not written to the outbox: a
+failed one is simply followed by the next.
+
+Answers: 2xx delivered; 429 or 503 with ``Retry-After`` handed to the outbox worker as the
+receiver's own delay; anything else a failure the outbox retries, with Alertmanager's error
+text (it names the offending field, never a secret: the URL is not echoed).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from alertd.clock import Clock
+from alertd.config import Secret
+from alertd.delivery.senders import Outgoing, SendResult, http_call
+
+TIMEOUT_S = 10.0
+DEFAULT_RESEND_S = 60.0
+VALID_FOR_RESENDS = 4  # an alert not re-sent for this many intervals is resolved by Alertmanager
+RATE_LIMITED_S = 30.0
+FIRING_KINDS = frozenset({"firing", "repeat"})
+RESOLVED = "resolved"
+API_PATH = "/api/v2/alerts"
+_LABEL_NAME = re.compile(r"[^a-zA-Z0-9_]")
+
+Alert = dict[str, Any]
+
+
+def iso(epoch_s: float) -> str:
+    """RFC 3339 in UTC, as Alertmanager's API takes times."""
+    return (
+        datetime.fromtimestamp(epoch_s, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def label_name(name: str) -> str:
+    """Alertmanager's label names are ``[a-zA-Z_][a-zA-Z0-9_]*``: other characters become _."""
+    clean = _LABEL_NAME.sub("_", name) or "_"
+    return "_" + clean if clean[0].isdigit() else clean
+
+
+def alert_of(message: Outgoing) -> tuple[Alert, bool]:
+    """The alert ``message`` says, without ``endsAt``, and whether it is a firing rule alert
+    (to be re-sent until it resolves)."""
+    payload = message.payload
+    raw = payload.get("labels") or {"alertname": "alertd", "severity": message.severity}
+    labels = {label_name(str(k)): str(v) for k, v in raw.items()}
+    annotations = {"summary": message.title, "description": message.body}
+    for key in ("value", "threshold"):
+        if payload.get(key) is not None:
+            annotations[key] = str(payload[key])
+    started = payload.get("since") or payload.get("at")
+    alert: Alert = {"labels": labels, "annotations": annotations}
+    if started is not None:
+        alert["startsAt"] = iso(float(started))
+    return alert, payload.get("kind") in FIRING_KINDS
+
+
+def fingerprint(alert: Alert) -> str:
+    """What makes two alerts the same alert: their labels (as Alertmanager sees it)."""
+    return json.dumps(alert["labels"], sort_keys=True)
+
+
+def endpoint(url: Secret) -> str:
+    base = url.reveal().rstrip("/")
+    return base if base.endswith(API_PATH) else base + API_PATH
+
+
+class AlertmanagerSender:
+    """Posts alerts to Alertmanager and keeps the firing ones alive.
+
+    ``active`` holds, per receiver URL, each alert last sent as firing and not yet resolved:
+    what :meth:`refresh` re-sends.
+    """
+
+    def __init__(self, clock: Clock = time.time, timeout_s: float = TIMEOUT_S) -> None:
+        self._clock = clock  # wall clock: Alertmanager's times are absolute
+        self.timeout_s = timeout_s
+        self.active: dict[str, dict[str, Alert]] = {}
+        self.resend_s: dict[str, float] = {}
+
+    def _valid_s(self, key: str) -> float:
+        return VALID_FOR_RESENDS * self.resend_s.get(key, DEFAULT_RESEND_S)
+
+    async def send(self, url: Secret, message: Outgoing) -> SendResult:
+        key = url.reveal()
+        alert, firing = alert_of(message)
+        now = self._clock()
+        kind = message.payload.get("kind")
+        if kind == RESOLVED:
+            alert["endsAt"] = iso(float(message.payload.get("at") or now))
+        else:
+            alert["endsAt"] = iso(now + self._valid_s(key))
+        result = await self._post(url, [alert])
+        if result.ok:
+            mine = self.active.setdefault(key, {})
+            if firing:
+                mine[fingerprint(alert)] = {k: v for k, v in alert.items() if k != "endsAt"}
+            elif kind == RESOLVED:
+                mine.pop(fingerprint(alert), None)
+        return result
+
+    def seed(self, url: Secret, delivered: Iterable[Outgoing], resend_s: float) -> None:
+        """After a start: the alerts this receiver was last sent as firing, from the outbox's
+        delivered messages to it (oldest first), become the ones :meth:`refresh` re-sends."""
+        key = url.reveal()
+        self.resend_s[key] = resend_s
+        mine = self.active.setdefault(key, {})
+        for message in delivered:
+            alert, firing = alert_of(message)
+            if firing:
+                mine[fingerprint(alert)] = alert
+            elif message.payload.get("kind") == RESOLVED:
+                mine.pop(fingerprint(alert), None)
+
+    async def refresh(self, url: Secret) -> SendResult:
+        """Re-send every firing alert with a fresh ``endsAt`` (nothing to send: nothing done)."""
+        key = url.reveal()
+        alerts = list(self.active.get(key, {}).values())
+        if not alerts:
+            return SendResult(True)
+        ends = iso(self._clock() + self._valid_s(key))
+        return await self._post(url, [{**a, "endsAt": ends} for a in alerts])
+
+    async def _post(self, url: Secret, alerts: list[Alert]) -> SendResult:
+        try:
+            answer = await http_call("POST", endpoint(url), self.timeout_s, alerts)
+        except Exception as exc:  # the URL's parts never reach the text: only the class
+            return SendResult(False, f"Alertmanager was not reached: {type(exc).__name__}")
+        status, retry_after = answer.status, answer.retry_after_s
+        if status < 300:
+            return SendResult(True)
+        if status == 429 and retry_after is None:
+            retry_after = RATE_LIMITED_S
+        detail = " ".join(answer.text.split())
+        return SendResult(False, f"Alertmanager answered HTTP {status}: {detail}", retry_after)

@@ -1,0 +1,220 @@
+"""Alertmanager receivers, against a real Prometheus Alertmanager started by the test (Debian's
+``prometheus-alertmanager``; ``.ci/run`` installs it) with a local webhook behind it.
+
+End to end: two real ``alertd run`` processes watch the same account (a hot standby) and post
+to one Alertmanager: one alert gives exactly one webhook notification; one instance killed,
+the other keeps the alert firing past the time Alertmanager would have resolved it alone; the
+recovery gives exactly one "resolved".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alertd.config import DeliverySettings, Secret
+from alertd.daemon.store import NewMessage, Store
+from alertd.delivery.deliverer import Deliverer
+from alertd.delivery.routing import Receiver
+from alertd.delivery.senders import Outgoing, Transport
+from alertd.delivery.senders.alertmanager import AlertmanagerSender, alert_of, label_name
+from tests.fake_exchange.binance import FakeBinanceUSDM
+from tests.receivers import HttpReceiver
+from tests.support.alertmanager import LocalAlertmanager, alertmanager_binary
+from tests.support.configs import fake_account, write_config
+from tests.support.fixtures import BTC, RULES
+from tests.support.poll import wait_for
+from tests.support.process import Daemon
+
+needs_alertmanager = pytest.mark.skipif(
+    alertmanager_binary() is None,
+    reason="prometheus-alertmanager is not installed (.ci/run installs Debian's package)",
+)
+
+LABELS = {
+    "alertname": "ratio-warning",
+    "severity": "warning",
+    "metric": "worst_ratio",
+    "account": "main",
+    "exchange": "binanceusdm",
+}
+
+
+def firing(kind: str = "firing", at: float | None = None) -> Outgoing:
+    now = time.time() if at is None else at
+    payload = {"kind": kind, "labels": LABELS, "since": now - 60, "at": now, "value": "0.66"}
+    return Outgoing("WARNING main: worst ratio 66.0%", "above 50.0%", "warning", payload)
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path, http_receiver: HttpReceiver) -> Iterator[LocalAlertmanager]:
+    am = LocalAlertmanager(tmp_path / "am", f"http://127.0.0.1:{http_receiver.port}/am")
+    am.start()
+    try:
+        yield am
+    finally:
+        am.stop()
+
+
+def webhooks(http: HttpReceiver, status: str) -> list[dict[str, Any]]:
+    """Alertmanager's webhook posts with this status (firing / resolved)."""
+    return [p for p in http.posts if p.get("status") == status]
+
+
+def test_alerts_are_what_alertmanager_takes() -> None:
+    alert, is_firing = alert_of(firing())
+    assert is_firing and alert["labels"] == LABELS
+    assert alert["annotations"]["summary"] == "WARNING main: worst ratio 66.0%"
+    assert alert["annotations"]["value"] == "0.66"
+    assert alert["startsAt"].endswith("Z")
+    # a rule's own label names with characters Alertmanager refuses
+    odd = Outgoing("t", "b", "info", {"kind": "firing", "labels": {"team-a": "x", "9x": "y"}})
+    assert alert_of(odd)[0]["labels"] == {"team_a": "x", "_9x": "y"}
+    assert label_name("ok_name") == "ok_name"
+    # a system message (a margin call) is not kept alive: it expires
+    push = Outgoing("CRITICAL main: margin call", "x", "critical", {"kind": "margin_call"})
+    assert alert_of(push)[1] is False
+
+
+@needs_alertmanager
+def test_sender_fires_refreshes_and_resolves(
+    alertmanager: LocalAlertmanager, http_receiver: HttpReceiver
+) -> None:
+    url = Secret(alertmanager.url)
+    sender = AlertmanagerSender()
+    assert asyncio.run(sender.send(url, firing())).ok
+    wait_for(lambda: webhooks(http_receiver, "firing"), what="firing webhook", timeout_s=30)
+    held = alertmanager.alerts()
+    assert [a["labels"]["alertname"] for a in held] == ["ratio-warning"]
+    first_end = held[0]["endsAt"]
+    time.sleep(0.05)
+    assert asyncio.run(sender.refresh(url)).ok  # the same alert, valid for longer
+    assert alertmanager.alerts()[0]["endsAt"] > first_end
+    assert len(webhooks(http_receiver, "firing")) == 1  # a refresh notifies nobody
+    assert asyncio.run(sender.send(url, firing("resolved"))).ok
+    wait_for(lambda: webhooks(http_receiver, "resolved"), what="resolved webhook", timeout_s=30)
+    assert sender.active[url.reveal()] == {}
+    assert asyncio.run(sender.refresh(url)).ok  # nothing left to re-send
+
+
+@needs_alertmanager
+def test_refused_alerts_and_an_unreachable_alertmanager_are_failures(
+    alertmanager: LocalAlertmanager,
+) -> None:
+    sender = AlertmanagerSender()
+    now = time.time()  # an alert that ends an hour before it started
+    bad = Outgoing("t", "b", "info", {"kind": "resolved", "labels": LABELS, "since": now})
+    bad = Outgoing("t", "b", "info", {**bad.payload, "at": now - 3600})
+    refused = asyncio.run(sender.send(Secret(alertmanager.url), bad))
+    assert not refused.ok and "HTTP 400" in refused.error
+    closed = asyncio.run(sender.send(Secret("http://127.0.0.1:9"), firing()))
+    assert not closed.ok and closed.error == "Alertmanager was not reached: ClientConnectorError"
+
+
+@needs_alertmanager
+def test_after_a_restart_what_still_fires_is_re_sent(
+    tmp_path: Path, alertmanager: LocalAlertmanager
+) -> None:
+    """The outbox's history says what this receiver was last told is firing: a new process
+    re-sends it (Alertmanager would otherwise resolve it after four missed re-sends)."""
+    store = Store(tmp_path / "state.sqlite")
+    now = time.time()
+    other = {**LABELS, "alertname": "ratio-critical", "severity": "critical"}
+    rows = [
+        NewMessage("am", "warning", "w", "b", {"kind": "firing", "labels": LABELS, "since": now}),
+        NewMessage("am", "critical", "c", "b", {"kind": "firing", "labels": other, "since": now}),
+        NewMessage("am", "critical", "c", "b", {"kind": "resolved", "labels": other, "at": now}),
+    ]
+    for row_id in store.enqueue(rows, now):
+        store.mark_delivered(row_id, now)
+    receiver = Receiver(
+        "am", Secret(alertmanager.url), 0.0, "http", (), Transport.ALERTMANAGER, 0.5
+    )
+    sender = AlertmanagerSender()
+    deliverer = Deliverer(
+        store, {"am": receiver}, [], DeliverySettings(), {Transport.ALERTMANAGER: sender}
+    )
+    asyncio.run(deliverer.refresh_due())
+    held = alertmanager.alerts()
+    assert [a["labels"]["alertname"] for a in held] == ["ratio-warning"]
+    store.close()
+
+
+def _instance(tmp_path: Path, name: str, fake: FakeBinanceUSDM, am: LocalAlertmanager) -> Daemon:
+    folder = tmp_path / name
+    folder.mkdir()
+    path = write_config(
+        folder,
+        [fake_account(fake, "main", "binanceusdm", "E2E_KEY", "E2E_SECRET")],
+        feeds={"stale_after_s": 5, "reconcile_interval_s": 5, "backoff": {"max_s": 1}},
+        rules=RULES,
+        receivers=[{"name": "am", "type": "alertmanager", "url": am.url, "resend_interval": "1s"}],
+        delivery={"retry_initial": 0.2, "retry_max": 1, "drain_on_shutdown": 5},
+    )
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "E2E_KEY": "key-e2e",
+        "E2E_SECRET": "secret-e2e",
+    }
+    return Daemon(path, env, folder / "alertd.log")
+
+
+@needs_alertmanager
+def test_two_instances_one_notification_and_a_survivor_keeps_it_firing(
+    tmp_path: Path,
+    fake_in_thread: Any,
+    http_receiver: HttpReceiver,
+    alertmanager: LocalAlertmanager,
+) -> None:
+    fake = fake_in_thread("binanceusdm", mark_interval_s=0.2)
+    assert isinstance(fake, FakeBinanceUSDM)
+    fake.add_account("key-e2e", "secret-e2e", wallet_balance="2000")
+    fake.set_mark(BTC, "60000")
+    fake.open_position("key-e2e", BTC, "long", "1", "60000")
+    first = _instance(tmp_path, "a", fake, alertmanager)
+    second = _instance(tmp_path, "b", fake, alertmanager)
+    try:
+        for daemon in (first, second):
+            daemon.start()
+        for daemon in (first, second):
+            wait_for(lambda d=daemon: "bootstrapped" in d.text(), what="bootstrap", timeout_s=60)
+
+        fake.set_mark(BTC, "58350")  # ratio about 0.67: the warning, in both instances
+        wait_for(
+            lambda: "delivered" in first.text() and "delivered" in second.text(),
+            what="both instances delivered the warning to Alertmanager",
+            timeout_s=60,
+        )
+        wait_for(lambda: webhooks(http_receiver, "firing"), what="firing webhook", timeout_s=30)
+        held = alertmanager.alerts()
+        assert [a["labels"]["alertname"] for a in held] == ["ratio-warning"]
+        assert held[0]["labels"]["account"] == "main"
+
+        assert first.stop(signal.SIGKILL) != 0  # one instance dies without a word
+        # Alertmanager would resolve an alert no one re-sends after 4 intervals (4 s): the
+        # survivor's re-sends keep it firing through twice that
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            assert not webhooks(http_receiver, "resolved"), "resolved while still firing"
+            assert [a["status"]["state"] for a in alertmanager.alerts()] == ["active"]
+            time.sleep(0.5)
+
+        fake.set_mark(BTC, "60000")  # recovered: the survivor resolves it
+        wait_for(lambda: webhooks(http_receiver, "resolved"), what="resolved", timeout_s=60)
+        time.sleep(3)  # room for a duplicate to show up (group_interval is 1 s)
+        firing_alerts = [a for p in webhooks(http_receiver, "firing") for a in p["alerts"]]
+        resolved_alerts = [a for p in webhooks(http_receiver, "resolved") for a in p["alerts"]]
+        assert [a["labels"]["alertname"] for a in firing_alerts] == ["ratio-warning"]
+        assert [a["labels"]["alertname"] for a in resolved_alerts] == ["ratio-warning"]
+        assert second.stop() == 0
+    finally:
+        for daemon in (first, second):
+            if daemon.proc is not None:
+                daemon.stop(signal.SIGKILL)
