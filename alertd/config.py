@@ -285,8 +285,9 @@ class ReceiverConfig(_Model):
     ``resend_interval``."""
 
     name: str
-    url: str
-    type: Literal["apprise", "alertmanager"] = "apprise"
+    url: str | None = None  # apprise and alertmanager receivers
+    type: Literal["apprise", "alertmanager", "telegram"] = "apprise"
+    chat: int | None = None  # telegram: the chat id the bot writes to (one of telegram.chats)
     tags: list[str] = Field(default_factory=list)
     # at most this many messages a minute (Telegram allows about 20 a minute into one chat)
     rate_per_min: Annotated[float, Field(gt=0)] | None = None
@@ -295,7 +296,18 @@ class ReceiverConfig(_Model):
     resend_interval: Interval | None = None
 
     @model_validator(mode="after")
-    def _alertmanager(self) -> ReceiverConfig:
+    def _by_type(self) -> ReceiverConfig:
+        if self.type == "telegram":
+            if self.chat is None or self.url is not None:
+                raise ValueError(
+                    "a telegram receiver names the chat the bot writes to (chat: 123456789), "
+                    "not a url; the bot's token is in the telegram: section"
+                )
+            return self
+        if self.chat is not None:
+            raise ValueError("chat is for type: telegram only")
+        if self.url is None:
+            raise ValueError("url: required (an apprise URL, or Alertmanager's address)")
         if self.type == "alertmanager":
             scheme = self.url.split("://", 1)[0].lower() if "://" in self.url else ""
             if scheme not in ("http", "https"):
@@ -373,6 +385,54 @@ class HeartbeatConfig(_Model):
     # pinged (HTTP GET, the receiver "deadman") while alertd is healthy; ${VAR} allowed
     deadman_url: str | None = None
     deadman_interval: Interval = 60.0
+
+
+class TelegramConfig(_Model):
+    """alertd's own Telegram bot (receivers of ``type: telegram``): the bot's token by
+    reference, and the chats it may write to and answer (everything else is ignored)."""
+
+    token_env: str | None = None
+    token_file: Path | None = None
+    chats: Annotated[list[int], Field(min_length=1)]
+    # the Bot API's address: Telegram's, or a local Bot API server (the tests run one)
+    api_url: str = "https://api.telegram.org"
+
+    @field_validator("token_env")
+    @classmethod
+    def _token_variable(cls, value: str | None) -> str | None:
+        if value is not None and not _VARIABLE.match(value):
+            raise ValueError(f"{value!r} is not an environment variable name")
+        return value
+
+    @model_validator(mode="after")
+    def _one_token(self) -> TelegramConfig:
+        if (self.token_env is None) == (self.token_file is None):
+            raise ValueError("give the bot's token as exactly one of token_env or token_file")
+        scheme = self.api_url.split("://", 1)[0].lower() if "://" in self.api_url else ""
+        if scheme not in ("http", "https"):
+            raise ValueError(f"api_url: an http:// or https:// address (got {short(self.api_url)})")
+        return self
+
+    def read_token(self, environ: Mapping[str, str] | None = None) -> Secret:
+        """The bot's token, from the environment or its file; missing or empty is a problem."""
+        env = os.environ if environ is None else environ
+        if self.token_env is not None:
+            value = env.get(self.token_env, "")
+            if not value:
+                raise ConfigError(
+                    [f"telegram.token_env: environment variable {self.token_env} is not set"]
+                )
+            return Secret(value)
+        assert self.token_file is not None
+        try:
+            value = read_text(str(self.token_file), MAX_SECRET_BYTES).strip()
+        except ReadError as exc:
+            raise ConfigError(
+                [f"telegram.token_file: cannot read {self.token_file}: {exc.reason}"]
+            ) from None
+        if not value:
+            raise ConfigError([f"telegram.token_file: {self.token_file} is empty"])
+        return Secret(value)
 
 
 class DeliverySettings(_Model):
@@ -465,6 +525,7 @@ class Config(_Model):
     heartbeat: HeartbeatConfig = HeartbeatConfig()
     delivery: DeliverySettings = DeliverySettings()
     http: HttpConfig = HttpConfig()
+    telegram: TelegramConfig | None = None
 
     @field_validator("state_path")
     @classmethod
@@ -560,6 +621,18 @@ def _cross_checks(data: dict[str, Any]) -> list[str]:
             f"receivers[{i}].name: {DEADMAN!r} is the dead-man's switch's receiver "
             "(heartbeat.deadman_url): pick another name"
         )
+    telegram = data.get("telegram")
+    allowed = telegram.get("chats") if isinstance(telegram, dict) else None
+    for i, receiver in enumerate(receivers):
+        if receiver.get("type") != "telegram":
+            continue
+        if not isinstance(telegram, dict):
+            problems.append(f"receivers[{i}]: a telegram receiver needs the telegram: section")
+        elif isinstance(allowed, list) and receiver.get("chat") not in allowed:
+            problems.append(
+                f"receivers[{i}].chat: {short(receiver.get('chat'))} is not in telegram.chats "
+                "(the chats the bot may write to)"
+            )
     tags = {t for r in receivers for _, t in _strings(r.get("tags"))}
     routes = data.get("routes")
     for i, route in enumerate(routes if isinstance(routes, list) else []):

@@ -62,18 +62,65 @@ class SmtpReceiver:
         return [m["subject"] for m in self.mails]
 
 
-class HttpReceiver:
-    """An HTTP endpoint in its own thread, recording apprise's JSON posts."""
+class LoopbackServer:
+    """An aiohttp app on 127.0.0.1, on its own event loop in its own thread (so that a test's
+    synchronous code and the real daemon can both talk to it); :meth:`routes` says what it
+    serves."""
 
     def __init__(self) -> None:
-        self.posts: list[dict[str, Any]] = []
-        self.pings: list[float] = []  # GETs: a dead-man's switch
-        self.fail_with: int | None = None  # answer every request with this status
-        self.retry_after: str | None = None  # ... and this Retry-After header
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
+
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        ready = threading.Event()
+
+        async def serve() -> None:
+            app = web.Application()
+            self.routes(app)
+            self._runner = web.AppRunner(app)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            await site.start()
+            server = site._server
+            assert server is not None
+            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            ready.set()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(serve())
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError(f"{type(self).__name__} did not start")
+
+    def stop(self) -> None:
+        async def shutdown() -> None:
+            if self._runner is not None:
+                await self._runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+
+
+class HttpReceiver(LoopbackServer):
+    """An HTTP endpoint in its own thread, recording apprise's JSON posts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.posts: list[dict[str, Any]] = []
+        self.pings: list[float] = []  # GETs: a dead-man's switch
+        self.fail_with: int | None = None  # answer every request with this status
+        self.retry_after: str | None = None  # ... and this Retry-After header
 
     def _refusal(self) -> web.Response | None:
         if self.fail_with is None:
@@ -95,41 +142,9 @@ class HttpReceiver:
         self.pings.append(time.time())
         return web.Response(text="ok")
 
-    def start(self) -> None:
-        ready = threading.Event()
-
-        async def serve() -> None:
-            app = web.Application()
-            app.router.add_post("/{tail:.*}", self._handle)
-            app.router.add_get("/{tail:.*}", self._ping)
-            self._runner = web.AppRunner(app)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
-            await site.start()
-            server = site._server
-            assert server is not None
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            ready.set()
-
-        def run() -> None:
-            asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(serve())
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("HTTP receiver did not start")
-
-    def stop(self) -> None:
-        async def shutdown() -> None:
-            if self._runner is not None:
-                await self._runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/{tail:.*}", self._handle)
+        app.router.add_get("/{tail:.*}", self._ping)
 
     def url(self) -> str:
         return f"json://127.0.0.1:{self.port}/hook"

@@ -29,7 +29,7 @@ from tests.fake_exchange.binance import FakeBinanceUSDM
 from tests.receivers import HttpReceiver
 from tests.support.alertmanager import LocalAlertmanager, alertmanager_binary
 from tests.support.configs import fake_account, write_config
-from tests.support.fixtures import BTC, RULES
+from tests.support.fixtures import BTC, RULES, btc_long
 from tests.support.poll import wait_for
 from tests.support.process import Daemon
 
@@ -173,11 +173,7 @@ def test_two_instances_one_notification_and_a_survivor_keeps_it_firing(
     http_receiver: HttpReceiver,
     alertmanager: LocalAlertmanager,
 ) -> None:
-    fake = fake_in_thread("binanceusdm", mark_interval_s=0.2)
-    assert isinstance(fake, FakeBinanceUSDM)
-    fake.add_account("key-e2e", "secret-e2e", wallet_balance="2000")
-    fake.set_mark(BTC, "60000")
-    fake.open_position("key-e2e", BTC, "long", "1", "60000")
+    fake = btc_long(fake_in_thread)
     first = _instance(tmp_path, "a", fake, alertmanager)
     second = _instance(tmp_path, "b", fake, alertmanager)
     try:

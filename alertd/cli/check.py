@@ -46,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             problems.extend(exc.problems)
     for i, receiver in enumerate(config.receivers):
+        if receiver.url is None:  # a telegram receiver: a chat of the telegram: section's bot
+            continue
         where = f"receivers[{i}].url"
         try:
             url = expand_env(receiver.url, where)
@@ -59,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
         elif not _apprise_accepts(url.reveal()):
             scheme = receiver.url.split("://", 1)[0]
             problems.append(f"{where}: apprise does not understand this {scheme}:// URL")
+    if config.telegram is not None:
+        try:
+            config.telegram.read_token()
+        except ConfigError as exc:
+            problems.extend(exc.problems)
     try:
         deadman_receiver(config)
     except ConfigError as exc:

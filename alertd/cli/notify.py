@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         receivers = {args.receiver: receivers[args.receiver]}
     if not receivers:
         raise InputError(f"{args.config}: no receivers configured")
-    senders = production_senders()
+    senders = production_senders(config)
     failed = 0
 
     async def send_all() -> list[tuple[str, bool, str]]:

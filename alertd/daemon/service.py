@@ -47,7 +47,7 @@ from alertd.daemon.store import Store
 from alertd.daemon.view import EMPTY, AccountView, DaemonView
 from alertd.delivery.deliverer import Deliverer
 from alertd.delivery.routing import build_receivers
-from alertd.delivery.senders import Senders
+from alertd.delivery.senders import Senders, production_senders
 from alertd.delivery.system import SystemMessage, digest, heartbeat
 from alertd.engine.book import Book
 from alertd.errors import StartupError
@@ -149,7 +149,7 @@ class Service:
             receivers,
             self.config.routes,
             self.config.delivery,
-            self._senders,
+            self._senders if self._senders is not None else production_senders(self.config),
             clock=self._wall,
         )
         self.alerting = Alerting(

@@ -18,6 +18,9 @@ from alertd.delivery.senders import Transport
 # Prometheus re-sends firing alerts to Alertmanager every minute by default: so does alertd
 ALERTMANAGER_RESEND_S = 60.0
 
+# Telegram lets a bot write about 20 messages a minute into one chat
+TELEGRAM_MESSAGES_PER_MIN = 20.0
+
 # Messages a minute a receiver accepts before it starts refusing, when the config says nothing.
 DEFAULT_RATE_PER_MIN = {"tgram": 20.0, "telegram": 20.0, "slack": 60.0, "discord": 30.0}
 
@@ -44,6 +47,18 @@ def build_receivers(
 ) -> dict[str, Receiver]:
     out = {}
     for i, r in enumerate(config.receivers):
+        if r.type == "telegram":
+            assert r.chat is not None  # the config says so
+            out[r.name] = Receiver(
+                r.name,
+                Secret(str(r.chat)),
+                60.0 / (r.rate_per_min or TELEGRAM_MESSAGES_PER_MIN),
+                "telegram",
+                tuple(r.tags),
+                Transport.TELEGRAM,
+            )
+            continue
+        assert r.url is not None  # the config says so for every other type
         where = f"receivers[{i}].url"
         url = expand_env(r.url, where, environ)
         scheme = r.url.split("://", 1)[0].lower()

@@ -85,6 +85,17 @@ def started(daemon: Daemon) -> None:
     wait_for(lambda: "bootstrapped" in daemon.text(), what="bootstrap\n" + daemon.text())
 
 
+def btc_long(fake_in_thread: Callable[..., FakeExchangeServer[Any, Any]]) -> FakeBinanceUSDM:
+    """The fake Binance with one account (keys ``key-e2e``/``secret-e2e``): 2,000 USDT and
+    1 BTC long at 60,000, the mark at 60,000 and pushed every 0.2 s."""
+    fake = fake_in_thread("binanceusdm", mark_interval_s=0.2)
+    assert isinstance(fake, FakeBinanceUSDM)
+    fake.add_account("key-e2e", "secret-e2e", wallet_balance="2000")
+    fake.set_mark(BTC, "60000")
+    fake.open_position("key-e2e", BTC, "long", "1", "60000")
+    return fake
+
+
 @pytest.fixture
 def world(
     tmp_path: Path,
@@ -94,11 +105,7 @@ def world(
 ) -> Iterator[dict[str, Any]]:
     """One account holding 1 BTC long at 60,000 on the fake Binance, the ``RULES``, both
     receivers, and a ``Daemon`` for its config (not started)."""
-    fake = fake_in_thread("binanceusdm", mark_interval_s=0.2)
-    assert isinstance(fake, FakeBinanceUSDM)
-    fake.add_account("key-e2e", "secret-e2e", wallet_balance="2000")
-    fake.set_mark(BTC, "60000")
-    fake.open_position("key-e2e", BTC, "long", "1", "60000")
+    fake = btc_long(fake_in_thread)
     path = write_config(
         tmp_path,
         [fake_account(fake, "main", "binanceusdm", "E2E_KEY", "E2E_SECRET")],

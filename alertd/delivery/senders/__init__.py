@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from alertd.config import Secret
+from alertd.config import Config, Secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +61,7 @@ class Transport(enum.Enum):
     APPRISE = "apprise"
     PING = "ping"
     ALERTMANAGER = "alertmanager"
+    TELEGRAM = "telegram"
 
 
 Senders = Mapping[Transport, Sender]
@@ -108,15 +109,22 @@ def retry_after_s(header: str | None) -> float | None:
     return float(min(int(header.strip()), 3600))
 
 
-def production_senders() -> dict[Transport, Sender]:
+def production_senders(config: Config | None = None) -> dict[Transport, Sender]:
     """One sender per transport, as ``alertd run`` uses them (imported here, on demand: the
-    CLI's other commands do not load apprise or aiohttp)."""
+    CLI's other commands do not load apprise or aiohttp). The Telegram bot's sender needs the
+    config's ``telegram:`` section (its token is read here)."""
     from alertd.delivery.senders.alertmanager import AlertmanagerSender
     from alertd.delivery.senders.apprise import ApriseSender
     from alertd.delivery.senders.ping import PingSender
 
-    return {
+    senders: dict[Transport, Sender] = {
         Transport.APPRISE: ApriseSender(),
         Transport.PING: PingSender(),
         Transport.ALERTMANAGER: AlertmanagerSender(),
     }
+    if config is not None and config.telegram is not None:
+        from alertd.delivery.senders.telegram import TelegramSender
+
+        token = config.telegram.read_token()
+        senders[Transport.TELEGRAM] = TelegramSender(token, config.telegram.api_url)
+    return senders

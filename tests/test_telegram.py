@@ -1,0 +1,231 @@
+"""Telegram through alertd's own bot, against a local Telegram Bot API server
+(tests/fake_telegram.py) that python-telegram-bot's own client code talks to unmodified."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alertd.config import ConfigError, DeliverySettings, Secret, parse_config
+from alertd.daemon.store import NewMessage, Store
+from alertd.delivery.deliverer import Deliverer
+from alertd.delivery.routing import Receiver, build_receivers
+from alertd.delivery.senders import Outgoing, Transport
+from alertd.delivery.senders.telegram import TelegramSender, render_html
+from tests.fake_telegram import TOKEN, LocalBotApi
+from tests.receivers import HttpReceiver
+from tests.support.configs import fake_account, write_config
+from tests.support.fixtures import BTC, RULES, btc_long
+from tests.support.poll import wait_for
+from tests.support.process import Daemon
+
+CHAT = 424242
+STRANGER = 999
+
+
+@pytest.fixture
+def bot_api() -> Iterator[LocalBotApi]:
+    api = LocalBotApi()
+    api.start()
+    api.add_chat(CHAT)
+    try:
+        yield api
+    finally:
+        api.stop()
+
+
+def sender(api: LocalBotApi) -> TelegramSender:
+    return TelegramSender(Secret(TOKEN), f"http://127.0.0.1:{api.port}")
+
+
+WARNING = Outgoing(
+    "WARNING main: worst ratio 66.0%",
+    "above 50.0% (ratio-warning)\nBTC/USDT:USDT long 1 @ 58,350.00 · liq 58,232.93 (0.2%)",
+    "warning",
+    {"kind": "firing"},
+)
+
+
+def test_html_first_line_is_the_title_and_text_is_escaped() -> None:
+    text = render_html(Outgoing("CRITICAL a<b>: 1 & 2", "x < y", "critical"))
+    assert text == "<b>CRITICAL a&lt;b&gt;: 1 &amp; 2</b>\nx &lt; y"
+    long = render_html(Outgoing("t", "x" * 5000, "info"))
+    assert len(long) == 4096 and long.endswith("…")
+
+
+def test_a_message_reaches_the_chat(bot_api: LocalBotApi) -> None:
+    result = asyncio.run(sender(bot_api).send(Secret(str(CHAT)), WARNING))
+    assert result.ok, result.error
+    (message,) = bot_api.messages_to(CHAT)
+    assert message["text"].startswith("<b>WARNING main: worst ratio 66.0%</b>\n")
+    assert message["parse_mode"] == "HTML"
+
+
+def test_rate_limits_blocks_and_unknown_chats_are_failures_with_reasons(
+    bot_api: LocalBotApi,
+) -> None:
+    s = sender(bot_api)
+    bot_api.limit_next = [7]
+    limited = asyncio.run(s.send(Secret(str(CHAT)), WARNING))
+    assert not limited.ok and limited.retry_after_s == 7.0
+    assert "retry after 7s" in limited.error
+    bot_api.block(CHAT)
+    blocked = asyncio.run(s.send(Secret(str(CHAT)), WARNING))
+    assert not blocked.ok and "bot was blocked by the user" in blocked.error
+    unknown = asyncio.run(s.send(Secret(str(STRANGER)), WARNING))
+    assert not unknown.ok and "chat not found" in unknown.error.lower()
+    for result in (limited, blocked, unknown):
+        assert TOKEN not in result.error
+    wrong = TelegramSender(Secret("1:wrong"), f"http://127.0.0.1:{bot_api.port}")
+    refused = asyncio.run(wrong.send(Secret(str(CHAT)), WARNING))
+    assert not refused.ok and "1:wrong" not in refused.error
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_the_outbox_waits_out_retry_after_and_loses_nothing(
+    tmp_path: Path, bot_api: LocalBotApi
+) -> None:
+    store = Store(tmp_path / "state.sqlite")
+    clock = Clock()
+    phone = Receiver("phone", Secret(str(CHAT)), 0.0, "telegram", (), Transport.TELEGRAM)
+    deliverer = Deliverer(
+        store,
+        {"phone": phone},
+        [],
+        DeliverySettings(retry_initial=1, retry_max=5),
+        {Transport.TELEGRAM: sender(bot_api)},
+        clock=clock,
+    )
+    bot_api.limit_next = [30]
+    store.enqueue([NewMessage("phone", "warning", WARNING.title, WARNING.body, {})], clock.t)
+    assert asyncio.run(deliverer.deliver_due()) == 0
+    (row,) = store.pending()
+    assert row.next_attempt_at == 1030.0  # Telegram's retry_after, not the 1 s backoff
+    clock.t = 1010.0
+    assert asyncio.run(deliverer.deliver_due()) == 0 and bot_api.messages_to(CHAT) == []
+    clock.t = 1031.0
+    assert asyncio.run(deliverer.deliver_due()) == 1
+    assert len(bot_api.messages_to(CHAT)) == 1 and store.pending() == []
+    store.close()
+
+
+def test_a_blocked_bot_falls_back_to_the_routes_fallback(
+    tmp_path: Path, bot_api: LocalBotApi, http_receiver: HttpReceiver
+) -> None:
+    bot_api.block(CHAT)
+    config = parse_config(
+        json.dumps(
+            {
+                "version": 1,
+                "accounts": [{"name": "hl", "exchange": "hyperliquid", "wallet_address": "0x1"}],
+                "telegram": {"token_env": "TG_TOKEN", "chats": [CHAT], "api_url": "http://x"},
+                "receivers": [
+                    {"name": "phone", "type": "telegram", "chat": CHAT},
+                    {"name": "hook", "url": http_receiver.url()},
+                ],
+                "routes": [{"receivers": ["phone"], "fallback": "hook"}],
+            }
+        )
+    )
+    receivers = build_receivers(config)
+    assert receivers["phone"].transport is Transport.TELEGRAM
+    from alertd.delivery.senders.apprise import ApriseSender
+
+    store = Store(tmp_path / "state.sqlite")
+    deliverer = Deliverer(
+        store,
+        receivers,
+        config.routes,
+        DeliverySettings(retry_initial=60, retry_max=60),
+        {Transport.TELEGRAM: sender(bot_api), Transport.APPRISE: ApriseSender()},
+    )
+    rows = deliverer._routed({"alertname": "x"}, "warning", WARNING.title, WARNING.body, {})
+    store.enqueue(rows, 0.0)
+    asyncio.run(deliverer.deliver_due())  # the bot is blocked: the fallback copy is queued
+    asyncio.run(deliverer.deliver_due())
+    assert http_receiver.titles() == [WARNING.title]
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("telegram", "receiver", "problem"),
+    [
+        (None, {"chat": CHAT}, "receivers[0]: a telegram receiver needs the telegram: section"),
+        (
+            {"token_env": "TG", "chats": [1]},
+            {"chat": CHAT},
+            f"receivers[0].chat: {CHAT} is not in telegram.chats",
+        ),
+        (
+            {"token_env": "TG", "chats": [CHAT]},
+            {"url": "tgram://x/y"},
+            "a telegram receiver names the chat the bot writes to",
+        ),
+        ({"chats": [CHAT]}, {"chat": CHAT}, "exactly one of token_env or token_file"),
+        ({"token_env": "TG", "chats": []}, {"chat": CHAT}, "telegram.chats"),
+    ],
+)
+def test_config_problems(
+    telegram: dict[str, Any] | None, receiver: dict[str, Any], problem: str
+) -> None:
+    data: dict[str, Any] = {
+        "version": 1,
+        "accounts": [{"name": "hl", "exchange": "hyperliquid", "wallet_address": "0x1"}],
+        "receivers": [{"name": "phone", "type": "telegram", **receiver}],
+    }
+    if telegram is not None:
+        data["telegram"] = telegram
+    with pytest.raises(ConfigError) as info:
+        parse_config(json.dumps(data))
+    assert any(problem in p for p in info.value.problems), info.value.problems
+
+
+def test_alertd_run_sends_the_alert_to_the_chat_once(
+    tmp_path: Path, fake_in_thread: Any, bot_api: LocalBotApi
+) -> None:
+    """The real daemon: the price falls past the warning; one message in the chat; the
+    token is nowhere in the log."""
+    fake = btc_long(fake_in_thread)
+    path = write_config(
+        tmp_path,
+        [fake_account(fake, "main", "binanceusdm", "E2E_KEY", "E2E_SECRET")],
+        feeds={"stale_after_s": 10, "reconcile_interval_s": 5, "backoff": {"max_s": 1}},
+        rules=RULES,
+        telegram={"token_env": "TG_TOKEN", "chats": [CHAT], "api_url": bot_api.base_url[:-4]},
+        receivers=[{"name": "phone", "type": "telegram", "chat": CHAT}],
+        delivery={"retry_initial": 0.2, "retry_max": 1, "drain_on_shutdown": 5},
+    )
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "E2E_KEY": "key-e2e",
+        "E2E_SECRET": "secret-e2e",
+        "TG_TOKEN": TOKEN,
+    }
+    daemon = Daemon(path, env, tmp_path / "alertd.log")
+    daemon.args = ["-v"]
+    try:
+        daemon.start()
+        wait_for(lambda: "bootstrapped" in daemon.text(), what="bootstrap", timeout_s=60)
+        fake.set_mark(BTC, "58350")
+        wait_for(lambda: bot_api.messages_to(CHAT), what="the warning in the chat", timeout_s=60)
+        assert daemon.stop() == 0
+    finally:
+        if daemon.proc is not None:
+            daemon.stop(signal.SIGKILL)
+    texts = [m["text"] for m in bot_api.messages_to(CHAT)]
+    assert len(texts) == 1 and texts[0].startswith("<b>WARNING main: worst ratio")
+    assert TOKEN not in daemon.text()
