@@ -68,7 +68,7 @@ def test_endpoint_sd_notify_status_and_history(world: dict[str, Any], tmp_path: 
         assert get(f"{base}/healthz")[0] == 401  # the token is required
         wait_for(lambda: any("READY=1" in m for m in drain()), what="READY")
         ready = next(m for m in received if "READY=1" in m)
-        assert "STATUS=1 accounts, 0 firing, feeds fresh" in ready
+        assert "STATUS=1 account, 0 firing, feeds fresh" in ready
         wait_for(lambda: sum("WATCHDOG=1" in m for m in drain()) >= 3, what="watchdog pings")
 
         fake.set_mark(BTC, "58350")
