@@ -245,6 +245,14 @@ class LocalBotApi(LoopbackServer):
     def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/bot{token}/{method}", self._method)
 
+    def stop(self) -> None:
+        def release() -> None:  # a long poll still waiting answers now, so the server can stop
+            if self._new_update is not None:
+                self._new_update.set()
+
+        self._loop.call_soon_threadsafe(release)
+        super().stop()
+
 
 class _ApiError(Exception):
     def __init__(self, code: int, description: str, retry_after: int | None = None) -> None:

@@ -24,7 +24,7 @@ from tests.receivers import HttpReceiver
 from tests.support.configs import fake_account, write_config
 from tests.support.fixtures import BTC, RULES, btc_long
 from tests.support.poll import wait_for
-from tests.support.process import Daemon
+from tests.support.process import Daemon, alertd
 
 CHAT = 424242
 STRANGER = 999
@@ -194,7 +194,7 @@ def test_config_problems(
     assert any(problem in p for p in info.value.problems), info.value.problems
 
 
-def test_alertd_run_sends_the_alert_to_the_chat_once(
+def test_alertd_run_sends_the_alert_and_answers_the_allowed_chat(
     tmp_path: Path, fake_in_thread: Any, bot_api: LocalBotApi
 ) -> None:
     """The real daemon: the price falls past the warning; one message in the chat; the
@@ -217,15 +217,85 @@ def test_alertd_run_sends_the_alert_to_the_chat_once(
     }
     daemon = Daemon(path, env, tmp_path / "alertd.log")
     daemon.args = ["-v"]
+
+    def replies() -> list[str]:
+        return [m["text"] for m in bot_api.messages_to(CHAT)]
+
     try:
         daemon.start()
         wait_for(lambda: "bootstrapped" in daemon.text(), what="bootstrap", timeout_s=60)
         fake.set_mark(BTC, "58350")
-        wait_for(lambda: bot_api.messages_to(CHAT), what="the warning in the chat", timeout_s=60)
+        wait_for(replies, what="the warning in the chat", timeout_s=60)
+        (warning,) = replies()
+        assert warning.startswith("<b>WARNING main: worst ratio")
+
+        # asking: the figures the daemon sees
+        bot_api.user_says(CHAT, "/positions")
+        wait_for(lambda: len(replies()) == 2, what="/positions answered", timeout_s=30)
+        assert "BTC/USDT:USDT long 1 @ 58,350.00 · liq 58,232.93" in replies()[1]
+        bot_api.user_says(CHAT, "/status")
+        wait_for(lambda: len(replies()) == 3, what="/status answered", timeout_s=30)
+        assert "main (binanceusdm): ratio" in replies()[2] and "1 alert firing" in replies()[2]
+        # a stranger gets nothing
+        bot_api.user_says(STRANGER, "/status")
+        bot_api.user_says(CHAT, "/silence account=main 2h")
+        wait_for(lambda: len(replies()) == 4, what="/silence answered", timeout_s=30)
+        assert replies()[3].startswith("silence ")
+        assert bot_api.messages_to(STRANGER) == []
+        assert "ignoring a chat not in telegram.chats" in daemon.text()
         assert daemon.stop() == 0
     finally:
         if daemon.proc is not None:
             daemon.stop(signal.SIGKILL)
-    texts = [m["text"] for m in bot_api.messages_to(CHAT)]
-    assert len(texts) == 1 and texts[0].startswith("<b>WARNING main: worst ratio")
+    # the bot's silence is alertd's silence: the CLI lists it
+    listed = alertd("silence", "-c", str(path), "list")
+    assert "account=main" in listed.stdout and "active" in listed.stdout
     assert TOKEN not in daemon.text()
+
+
+def test_command_answers_are_built_from_the_view() -> None:
+    from decimal import Decimal
+
+    from alertd.daemon.bot import answer
+    from alertd.daemon.view import (
+        AccountFigures,
+        AccountView,
+        Counters,
+        DaemonView,
+        FiringAlert,
+        PositionFigures,
+        Source,
+    )
+
+    position = PositionFigures(
+        "BTC/USDT:USDT",
+        "long",
+        Decimal(1),
+        Decimal("58350"),
+        Decimal("58232.93"),
+        Decimal("0.002"),
+        Decimal("0.66"),
+    )
+    figures = AccountFigures(
+        Decimal("0.66"), Decimal("0.66"), Decimal(100), None, "USDT", (position,)
+    )
+    account = AccountView("main", "binanceusdm", True, True, None, (), 1, figures)
+    firing = FiringAlert("ratio-warning", "warning", "main", 900.0, Decimal("0.66"), True)
+    view = DaemonView(Source.DAEMON, 1000.0, (account,), (firing,), (), Counters(), ())
+    status = answer("/status", view, [], 1000.0)
+    assert status is not None
+    assert "main (binanceusdm): ratio 66.0%, feed fresh" in status.text
+    alerts = answer("/alerts@alertd_test_bot", view, [], 1000.0)
+    assert alerts is not None and "warning ratio-warning main for 1m" in alerts.text
+    assert answer("hello", view, [], 1000.0) is None  # not a command: no answer
+    silence = answer("/silence account=main severity=warning 2h", view, [], 1000.0, "Ann")
+    assert silence is not None and silence.silence is not None
+    assert dict(silence.silence.matchers) == {"account": "main", "severity": "warning"}
+    assert silence.silence.ends_at == 1000.0 + 7200 and silence.silence.comment == "telegram: Ann"
+    for bad in ("/silence 2h", "/silence account 2h", "/silence account=main forever"):
+        reply = answer(bad, view, [], 1000.0)
+        assert reply is not None and reply.silence is None
+    positions = answer("/positions other", view, [], 1000.0)
+    assert positions is not None and positions.text == "no account named other"
+    help_text = answer("/help", view, [], 1000.0)
+    assert help_text is not None and "/silence" in help_text.text

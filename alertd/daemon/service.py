@@ -197,6 +197,8 @@ class Service:
             self._install_signals()
         feeds = asyncio.create_task(self.manager.run(), name="feeds")
         delivery = asyncio.create_task(self.deliverer.run(), name="delivery")
+        # the Telegram bot's commands: a task like the others (its death stops the daemon)
+        others = [asyncio.create_task(self._command_bot(), name="telegram")]
         runner = None
         died: str | None = None
         try:
@@ -210,7 +212,7 @@ class Service:
             next_digest = self._next_digest()
             next_heartbeat = start
             while not self.should_exit:
-                died = _log_death(feeds, delivery, runner=runner)
+                died = _log_death(feeds, delivery, *others, runner=runner)
                 if died is not None:
                     break
                 await asyncio.sleep(self.eval_interval_s)
@@ -249,15 +251,37 @@ class Service:
                     self._send_heartbeat(view)
                     next_heartbeat = now + self.config.heartbeat.deadman_interval
             else:  # told to stop: a task that died in the same moment still counts
-                died = _log_death(feeds, delivery, runner=runner)
+                died = _log_death(feeds, delivery, *others, runner=runner)
         finally:
             self.notifier.stopping()
             try:
                 if runner is not None:
                     await runner.cleanup()
             finally:
+                for task in others:  # nothing to drain: they only answer questions
+                    task.cancel()
+                await asyncio.gather(*others, return_exceptions=True)
                 await self._shutdown(feeds, delivery)
         return EXIT_OK if died is None else EXIT_TASK_DIED
+
+    async def _command_bot(self) -> None:
+        """The Telegram bot's command loop, when a ``telegram:`` section is configured; with
+        none, this task waits until the daemon stops."""
+        settings = self.config.telegram
+        if settings is None or self.store is None:
+            await asyncio.Event().wait()
+            return
+        from alertd.daemon.bot import CommandBot
+
+        bot = CommandBot(
+            settings.read_token(),
+            settings.api_url,
+            settings.chats,
+            self.view,
+            self.store,
+            self._wall,
+        )
+        await bot.run()
 
     async def _start_http(self) -> web.AppRunner | None:
         settings = self.config.http

@@ -1,0 +1,233 @@
+"""alertd's Telegram bot, the asking half: commands from the allowed chats, answered from the
+daemon's published view and its state file.
+
+Long polling (``getUpdates``), so nothing listens on the VPS. Only the chats in
+``telegram.chats`` are answered; anything else is ignored and logged once per chat. Commands:
+
+- ``/status``: every account's worst margin ratio and feed state, and what is firing;
+- ``/positions [account]``: each position's size, mark, liquidation price and distance;
+- ``/alerts``: the firing alerts;
+- ``/silence LABEL=VALUE... DURATION``: mute matching alerts (the same silences as
+  ``alertd silence add``: in the state file, listed by ``alertd silence list``);
+- ``/silences``, ``/expire ID``;
+- ``/help``.
+
+The texts are built by :func:`answer` (pure: a view, the silences and a time in, text out); the
+loop (:class:`CommandBot`) only fetches updates and sends answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import alertd.views.format as fmt
+from alertd.config import Secret, parse_duration
+from alertd.daemon.store import Store
+from alertd.daemon.view import DaemonView
+from alertd.rules.model import Silence
+
+log = logging.getLogger(__name__)
+
+POLL_TIMEOUT_S = 30  # getUpdates' long-polling wait
+RETRY_S = 5.0  # after a failed poll
+MAX_SILENCE_S = 30 * 86400.0
+COMMANDS = {
+    "status": "accounts, worst ratio, feeds, what is firing",
+    "positions": "positions: size, mark, liq. price, distance (/positions ACCOUNT)",
+    "alerts": "what is firing",
+    "silence": "mute alerts: /silence account=main 2h",
+    "silences": "active silences",
+    "expire": "end a silence: /expire ID",
+    "help": "this list",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    text: str  # HTML
+    silence: Silence | None = None  # to add to the store
+    expire: str | None = None  # a silence id to expire
+
+
+def _status(view: DaemonView) -> str:
+    lines = ["<b>alertd status</b>"]
+    for a in view.accounts:
+        ratio = "no data" if a.worst_ratio is None else fmt.percent(a.worst_ratio, 1)
+        feed = a.problem or "fresh"
+        lines.append(f"{html.escape(a.name)} ({a.exchange}): ratio {ratio}, feed {feed}")
+    lines.append(f"{fmt.count(len(view.firing), 'alert')} firing")
+    lines += [f"• {html.escape(f.rule)} {html.escape(f.subject)}" for f in view.firing[:10]]
+    return "\n".join(lines)
+
+
+def _positions(view: DaemonView, account: str | None) -> str:
+    lines = []
+    for a in view.accounts:
+        if account is not None and a.name != account:
+            continue
+        lines.append(f"<b>{html.escape(a.name)}</b>")
+        if a.figures is None:
+            lines.append("no complete data yet")
+            continue
+        if not a.figures.positions:
+            lines.append("no positions")
+        for p in a.figures.positions:
+            liq = "no liq." if p.liquidation_price is None else fmt.price(p.liquidation_price)
+            distance = p.liquidation_distance
+            dist = "" if distance is None else f" ({fmt.percent(distance, 1)})"
+            ratio = fmt.percent(p.margin_ratio, 1)
+            lines.append(
+                f"{html.escape(p.symbol)} {p.side} {fmt.quantity(p.contracts)} @ "
+                f"{fmt.price(p.mark_price)} · liq {liq}{dist} · ratio {ratio}"
+            )
+    if not lines:
+        return f"no account named {html.escape(account or '')}"
+    return "\n".join(lines)
+
+
+def _alerts(view: DaemonView, now: float) -> str:
+    if not view.firing:
+        return "nothing is firing"
+    lines = [f"<b>{fmt.count(len(view.firing), 'alert')} firing</b>"]
+    for f in view.firing:
+        severity = f.severity or "-"
+        since = fmt.duration(now - f.since)
+        lines.append(f"{severity} {html.escape(f.rule)} {html.escape(f.subject)} for {since}")
+    return "\n".join(lines)
+
+
+def _silences(silences: Sequence[Silence], now: float) -> str:
+    active = [s for s in silences if s.active(now)]
+    if not active:
+        return "no active silences"
+    return "\n".join(
+        f"{s.id} until {fmt.timestamp(s.ends_at)}: "
+        + html.escape(", ".join(f"{k}={v}" for k, v in s.matchers.items()))
+        for s in active
+    )
+
+
+def _silence(args: list[str], now: float, who: str) -> Reply:
+    usage = "usage: /silence LABEL=VALUE... DURATION (e.g. /silence account=main 2h)"
+    if len(args) < 2:
+        return Reply(usage)
+    matchers: dict[str, str] = {}
+    for item in args[:-1]:
+        label, sep, value = item.partition("=")
+        if not sep or not label:
+            return Reply(f"{html.escape(item)}: expected LABEL=VALUE\n{usage}")
+        matchers[label] = value
+    try:
+        seconds = parse_duration(args[-1])
+    except ValueError as exc:
+        return Reply(f"{html.escape(args[-1])}: {html.escape(str(exc))}")
+    if not 0 < seconds <= MAX_SILENCE_S:
+        return Reply("a silence lasts more than 0 and at most 30 days")
+    silence = Silence(uuid.uuid4().hex[:8], matchers, now + seconds, now, f"telegram: {who}")
+    text = ", ".join(f"{k}={v}" for k, v in matchers.items())
+    return Reply(
+        f"silence {silence.id} until {fmt.timestamp(silence.ends_at)}: {html.escape(text)}",
+        silence=silence,
+    )
+
+
+def answer(
+    text: str, view: DaemonView, silences: Sequence[Silence], now: float, who: str = ""
+) -> Reply | None:
+    """The reply to a message from an allowed chat; None for what is not a command."""
+    words = text.split()
+    if not words or not words[0].startswith("/"):
+        return None
+    command = words[0][1:].split("@", 1)[0].lower()  # /status@alertd_bot in groups
+    args = words[1:]
+    if command == "status":
+        return Reply(_status(view))
+    if command == "positions":
+        return Reply(_positions(view, args[0] if args else None))
+    if command == "alerts":
+        return Reply(_alerts(view, now))
+    if command == "silences":
+        return Reply(_silences(silences, now))
+    if command == "silence":
+        return _silence(args, now, who)
+    if command == "expire":
+        if len(args) != 1:
+            return Reply("usage: /expire ID (see /silences)")
+        return Reply(f"silence {html.escape(args[0])} expired", expire=args[0])
+    return Reply("\n".join(f"/{name}: {what}" for name, what in COMMANDS.items()))
+
+
+class CommandBot:
+    """Polls the Bot API and answers the allowed chats; everything it changes goes through
+    the store, as ``alertd silence`` does."""
+
+    def __init__(
+        self,
+        token: Secret,
+        api_url: str,
+        chats: Sequence[int],
+        view: Callable[[], DaemonView],
+        store: Store,
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self._token = token
+        self._api_url = api_url.rstrip("/")
+        self.chats = frozenset(chats)
+        self._view = view
+        self._store = store
+        self._wall = wall_clock
+        self._ignored: set[int] = set()
+        self.answered = 0
+
+    async def run(self) -> None:
+        from telegram import Bot
+        from telegram.constants import ParseMode
+        from telegram.error import NetworkError, RetryAfter, TimedOut
+
+        bot = Bot(self._token.reveal(), base_url=f"{self._api_url}/bot")
+        async with bot:
+            await bot.set_my_commands(list(COMMANDS.items()))
+            offset: int | None = None
+            while True:
+                try:
+                    updates = await bot.get_updates(
+                        offset=offset,
+                        timeout=POLL_TIMEOUT_S,
+                        allowed_updates=["message"],
+                    )
+                except (TimedOut, NetworkError, RetryAfter) as exc:
+                    log.warning("telegram: polling failed (%s); trying again", type(exc).__name__)
+                    await asyncio.sleep(RETRY_S)
+                    continue
+                for update in updates:
+                    offset = update.update_id + 1
+                    message = update.message
+                    if message is None or message.text is None:
+                        continue
+                    chat = message.chat.id
+                    if chat not in self.chats:
+                        if chat not in self._ignored:
+                            self._ignored.add(chat)
+                            log.warning("telegram: ignoring a chat not in telegram.chats")
+                        continue
+                    user = message.from_user
+                    reply = self.handle(message.text, user.first_name if user else "")
+                    if reply is not None:
+                        await bot.send_message(chat, reply.text, parse_mode=ParseMode.HTML)
+                        self.answered += 1
+
+    def handle(self, text: str, who: str) -> Reply | None:
+        now = self._wall()
+        reply = answer(text, self._view(), self._store.silences(), now, who)
+        if reply is None:
+            return None
+        if reply.silence is not None:
+            self._store.add_silence(reply.silence)
+        if reply.expire is not None and not self._store.expire_silence(reply.expire, now):
+            return Reply(f"no active silence {html.escape(reply.expire)} (see /silences)")
+        return reply
