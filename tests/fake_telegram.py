@@ -25,6 +25,7 @@ import itertools
 import json
 import threading
 import time
+from html.parser import HTMLParser
 from typing import Any
 
 from aiohttp import web
@@ -33,6 +34,46 @@ from tests.receivers import LoopbackServer
 
 TOKEN = "123456:TEST-local-bot-token"
 BOT_USER = {"id": 123456, "is_bot": True, "first_name": "alertd", "username": "alertd_test_bot"}
+
+
+ENTITY_TAGS = {"b": "bold", "strong": "bold", "i": "italic", "em": "italic", "code": "code"}
+
+
+def _utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2  # the Bot API counts offsets in UTF-16 units
+
+
+class _Html(HTMLParser):
+    """Telegram's HTML parse mode: the text without tags, and the tags as entities."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.text = ""
+        self.entities: list[dict[str, Any]] = []
+        self._open: list[tuple[str, int]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in ENTITY_TAGS:
+            raise _ApiError(400, f"Bad Request: can't parse entities: unsupported tag {tag}")
+        self._open.append((tag, _utf16_len(self.text)))
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self._open or self._open[-1][0] != tag:
+            raise _ApiError(400, f"Bad Request: can't parse entities: unmatched end tag {tag}")
+        _, start = self._open.pop()
+        length = _utf16_len(self.text) - start
+        if length:
+            self.entities.append({"type": ENTITY_TAGS[tag], "offset": start, "length": length})
+
+    def handle_data(self, data: str) -> None:
+        self.text += data
+
+
+def parse_html(text: str) -> tuple[str, list[dict[str, Any]]]:
+    parser = _Html()
+    parser.feed(text)
+    parser.close()
+    return parser.text, sorted(parser.entities, key=lambda e: e["offset"])
 
 
 class LocalBotApi(LoopbackServer):
@@ -196,10 +237,8 @@ class LocalBotApi(LoopbackServer):
             "from": BOT_USER,
             "chat": chat,
             "date": int(time.time()),
-            "text": text,
         }
-        if params.get("parse_mode"):
-            message["parse_mode"] = params["parse_mode"]  # kept for the test to read
+        self._set_text(message, text, params.get("parse_mode"))
         if params.get("reply_markup"):
             message["reply_markup"] = params["reply_markup"]
         with self._lock:
@@ -213,14 +252,26 @@ class LocalBotApi(LoopbackServer):
             raise _ApiError(400, "Bad Request: message to edit not found")
         return message
 
+    @staticmethod
+    def _set_text(message: dict[str, Any], text: str, parse_mode: Any) -> None:
+        """As the real server stores it: HTML becomes plain text and entities."""
+        if parse_mode == "HTML":
+            message["text"], entities = parse_html(text)
+            if entities:
+                message["entities"] = entities
+        else:
+            message["text"] = text
+            message.pop("entities", None)
+
     async def _m_editMessageText(self, params: dict[str, Any]) -> Any:
         message = self._message(params)
         text = str(params.get("text", ""))
         markup = params.get("reply_markup")
-        if text == message["text"] and markup == message.get("reply_markup"):
+        plain = parse_html(text)[0] if params.get("parse_mode") == "HTML" else text
+        if plain == message["text"] and markup == message.get("reply_markup"):
             raise _ApiError(400, "Bad Request: message is not modified")
         with self._lock:
-            message["text"] = text
+            self._set_text(message, text, params.get("parse_mode"))
             message["edit_date"] = int(time.time())
             if markup:
                 message["reply_markup"] = markup

@@ -39,3 +39,29 @@ def test_an_accounts_commit_leaves_accounts_whose_names_match_its_like_pattern(
         assert [s.subject.account for s in store.load_states()] == ["mainX"]
     finally:
         store.close()
+
+
+def test_acknowledgements_in_a_state_file_from_before_them(tmp_path: Path) -> None:
+    """A state file whose silences table predates acknowledgements gains the column; an
+    acknowledgement ends when its alert resolves, a plain silence does not."""
+    import sqlite3
+
+    from alertd.rules.model import Silence
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE silences (id TEXT PRIMARY KEY, matchers TEXT NOT NULL, "
+        "created_at REAL NOT NULL, ends_at REAL NOT NULL, comment TEXT NOT NULL DEFAULT '')"
+    )
+    db.execute("INSERT INTO silences VALUES ('old', '{\"account\": \"main\"}', 0, 9000, 'x')")
+    db.commit()
+    db.close()
+    store = Store(path)
+    key = "ratio-warning|main"
+    store.add_silence(Silence("ack", {"alertname": "ratio-warning"}, 9000, 0, "ack", key))
+    assert {s.id: s.until_resolved for s in store.silences()} == {"old": None, "ack": key}
+    assert store.end_acknowledgements(key, 100.0) == 1
+    ends = {s.id: s.ends_at for s in store.silences()}
+    assert ends == {"old": 9000, "ack": 100.0}
+    store.close()

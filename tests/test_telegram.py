@@ -64,8 +64,10 @@ def test_a_message_reaches_the_chat(bot_api: LocalBotApi) -> None:
     result = asyncio.run(sender(bot_api).send(Secret(str(CHAT)), WARNING))
     assert result.ok, result.error
     (message,) = bot_api.messages_to(CHAT)
-    assert message["text"].startswith("<b>WARNING main: worst ratio 66.0%</b>\n")
-    assert message["parse_mode"] == "HTML"
+    title = "WARNING main: worst ratio 66.0%"
+    assert message["text"].startswith(title + "\n")  # HTML, as Telegram shows it
+    assert message["entities"] == [{"type": "bold", "offset": 0, "length": len(title)}]
+    assert "reply_markup" not in message  # no alert behind it: no buttons
 
 
 def test_rate_limits_blocks_and_unknown_chats_are_failures_with_reasons(
@@ -226,8 +228,11 @@ def test_alertd_run_sends_the_alert_and_answers_the_allowed_chat(
         wait_for(lambda: "bootstrapped" in daemon.text(), what="bootstrap", timeout_s=60)
         fake.set_mark(BTC, "58350")
         wait_for(replies, what="the warning in the chat", timeout_s=60)
-        (warning,) = replies()
-        assert warning.startswith("<b>WARNING main: worst ratio")
+        (warning,) = bot_api.messages_to(CHAT)
+        assert warning["text"].startswith("WARNING main: worst ratio")
+        assert warning["entities"][0]["type"] == "bold"
+        labels = [text for text, _ in bot_api.buttons(warning)]
+        assert labels == ["Ack", "Silence 1h", "Silence until resolved"]
 
         # asking: the figures the daemon sees
         bot_api.user_says(CHAT, "/positions")
@@ -236,11 +241,24 @@ def test_alertd_run_sends_the_alert_and_answers_the_allowed_chat(
         bot_api.user_says(CHAT, "/status")
         wait_for(lambda: len(replies()) == 3, what="/status answered", timeout_s=30)
         assert "main (binanceusdm): ratio" in replies()[2] and "1 alert firing" in replies()[2]
+        # Ack: no more repeats; the message says who and when, its buttons go
+        (ack,) = [data for text, data in bot_api.buttons(warning) if text == "Ack"]
+        bot_api.user_presses(CHAT, warning["message_id"], ack)
+        wait_for(lambda: bot_api.answers, what="the button answered", timeout_s=30)
+        assert bot_api.answers[0]["text"] == "acknowledged"
+        wait_for(lambda: "edit_date" in warning, what="the message edited", timeout_s=30)
+        assert "Trader: acknowledged at" in warning["text"] and "reply_markup" not in warning
         # a stranger gets nothing
         bot_api.user_says(STRANGER, "/status")
+        # the alert resolves: the resolution is news, and the acknowledgement ends with it
+        fake.set_mark(BTC, "60000")
+        wait_for(
+            lambda: any(t.startswith("RESOLVED main") for t in replies()),
+            what="the resolution",
+            timeout_s=60,
+        )
         bot_api.user_says(CHAT, "/silence account=main 2h")
-        wait_for(lambda: len(replies()) == 4, what="/silence answered", timeout_s=30)
-        assert replies()[3].startswith("silence ")
+        wait_for(lambda: replies()[-1].startswith("silence "), what="/silence", timeout_s=30)
         assert bot_api.messages_to(STRANGER) == []
         assert "ignoring a chat not in telegram.chats" in daemon.text()
         assert daemon.stop() == 0
@@ -248,8 +266,11 @@ def test_alertd_run_sends_the_alert_and_answers_the_allowed_chat(
         if daemon.proc is not None:
             daemon.stop(signal.SIGKILL)
     # the bot's silence is alertd's silence: the CLI lists it
-    listed = alertd("silence", "-c", str(path), "list")
-    assert "account=main" in listed.stdout and "active" in listed.stdout
+    listed = alertd("silence", "-c", str(path), "list").stdout.splitlines()
+    (acked,) = [line for line in listed if "alertname=ratio-warning, account=main" in line]
+    assert " expired " in acked and "# ack: Trader" in acked  # ended when the alert resolved
+    (muted,) = [line for line in listed if line.endswith("account=main  # telegram: Trader")]
+    assert " active " in muted
     assert TOKEN not in daemon.text()
 
 

@@ -10,7 +10,15 @@ Long polling (``getUpdates``), so nothing listens on the VPS. Only the chats in
 - ``/silence LABEL=VALUE... DURATION``: mute matching alerts (the same silences as
   ``alertd silence add``: in the state file, listed by ``alertd silence list``);
 - ``/silences``, ``/expire ID``;
+- ``/ack N``: acknowledge the N-th alert of ``/alerts``;
 - ``/help``.
+
+The buttons under a firing alert's message (``delivery/senders/telegram.py``): **Ack** (no
+more repeats of this alert until it resolves; an escalation, another rule, still comes),
+**Silence 1h** (every alert of that account or position, for an hour), **Silence until
+resolved** (every alert of it until this one resolves). Each is a silence in the state file,
+like ``alertd silence add`` (acknowledgements end when the alert resolves), and the message
+is edited to say who did what, and when.
 
 The texts are built by :func:`answer` (pure: a view, the silences and a time in, text out); the
 loop (:class:`CommandBot`) only fetches updates and sends answers.
@@ -24,18 +32,22 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import alertd.views.format as fmt
 from alertd.config import Secret, parse_duration
 from alertd.daemon.store import Store
-from alertd.daemon.view import DaemonView
-from alertd.rules.model import Silence
+from alertd.daemon.view import DaemonView, FiringAlert
+from alertd.delivery.senders.telegram import alert_token
+from alertd.rules.lifecycle import alert_key
+from alertd.rules.model import Silence, Subject
 
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_S = 30  # getUpdates' long-polling wait
 RETRY_S = 5.0  # after a failed poll
-MAX_SILENCE_S = 30 * 86400.0
+MAX_SILENCE_S = 30 * 86400.0  # also how long an acknowledgement lasts at most
+HOUR_S = 3600.0
 COMMANDS = {
     "status": "accounts, worst ratio, feeds, what is firing",
     "positions": "positions: size, mark, liq. price, distance (/positions ACCOUNT)",
@@ -43,6 +55,7 @@ COMMANDS = {
     "silence": "mute alerts: /silence account=main 2h",
     "silences": "active silences",
     "expire": "end a silence: /expire ID",
+    "ack": "acknowledge an alert: /ack N (its number in /alerts)",
     "help": "this list",
 }
 
@@ -94,10 +107,11 @@ def _alerts(view: DaemonView, now: float) -> str:
     if not view.firing:
         return "nothing is firing"
     lines = [f"<b>{fmt.count(len(view.firing), 'alert')} firing</b>"]
-    for f in view.firing:
+    for i, f in enumerate(view.firing, 1):
         severity = f.severity or "-"
         since = fmt.duration(now - f.since)
-        lines.append(f"{severity} {html.escape(f.rule)} {html.escape(f.subject)} for {since}")
+        what = f"{html.escape(f.rule)} {html.escape(f.subject)}"
+        lines.append(f"{i}. {severity} {what} for {since}")
     return "\n".join(lines)
 
 
@@ -136,6 +150,34 @@ def _silence(args: list[str], now: float, who: str) -> Reply:
     )
 
 
+def silence_for(action: str, alert: FiringAlert, now: float, who: str) -> Silence | None:
+    """What a button (or ``/ack``) does to ``alert``, as a silence; None for an unknown one."""
+    subject = Subject.from_key(alert.subject)
+    key = alert_key(alert.rule, alert.subject)
+    new_id = uuid.uuid4().hex[:8]
+    if action == "ack":
+        matchers = {"alertname": alert.rule, **subject.matchers}
+        return Silence(new_id, matchers, now + MAX_SILENCE_S, now, f"ack: {who}", key)
+    if action == "s1h":
+        return Silence(new_id, subject.matchers, now + HOUR_S, now, f"telegram: {who}")
+    if action == "sur":
+        comment = f"until {alert.rule} resolves: {who}"
+        return Silence(new_id, subject.matchers, now + MAX_SILENCE_S, now, comment, key)
+    return None
+
+
+DONE = {"ack": "acknowledged", "s1h": "silenced for 1h", "sur": "silenced until resolved"}
+
+
+def _ack(args: list[str], view: DaemonView, now: float, who: str) -> Reply:
+    if len(args) != 1 or not args[0].isdigit() or not 1 <= int(args[0]) <= len(view.firing):
+        return Reply("usage: /ack N, N the alert's number in /alerts")
+    alert = view.firing[int(args[0]) - 1]
+    silence = silence_for("ack", alert, now, who)
+    what = f"{html.escape(alert.rule)} {html.escape(alert.subject)}"
+    return Reply(f"acknowledged {what}: no repeats until it resolves", silence=silence)
+
+
 def answer(
     text: str, view: DaemonView, silences: Sequence[Silence], now: float, who: str = ""
 ) -> Reply | None:
@@ -155,6 +197,8 @@ def answer(
         return Reply(_silences(silences, now))
     if command == "silence":
         return _silence(args, now, who)
+    if command == "ack":
+        return _ack(args, view, now, who)
     if command == "expire":
         if len(args) != 1:
             return Reply("usage: /expire ID (see /silences)")
@@ -198,7 +242,7 @@ class CommandBot:
                     updates = await bot.get_updates(
                         offset=offset,
                         timeout=POLL_TIMEOUT_S,
-                        allowed_updates=["message"],
+                        allowed_updates=["message", "callback_query"],
                     )
                 except (TimedOut, NetworkError, RetryAfter) as exc:
                     log.warning("telegram: polling failed (%s); trying again", type(exc).__name__)
@@ -206,20 +250,63 @@ class CommandBot:
                     continue
                 for update in updates:
                     offset = update.update_id + 1
+                    if update.callback_query is not None:
+                        await self._pressed(bot, update.callback_query)
+                        continue
                     message = update.message
                     if message is None or message.text is None:
                         continue
                     chat = message.chat.id
-                    if chat not in self.chats:
-                        if chat not in self._ignored:
-                            self._ignored.add(chat)
-                            log.warning("telegram: ignoring a chat not in telegram.chats")
+                    if not self._allowed(chat):
                         continue
                     user = message.from_user
                     reply = self.handle(message.text, user.first_name if user else "")
                     if reply is not None:
                         await bot.send_message(chat, reply.text, parse_mode=ParseMode.HTML)
                         self.answered += 1
+
+    def _allowed(self, chat: int) -> bool:
+        if chat in self.chats:
+            return True
+        if chat not in self._ignored:
+            self._ignored.add(chat)
+            log.warning("telegram: ignoring a chat not in telegram.chats")
+        return False
+
+    async def _pressed(self, bot: Any, query: Any) -> None:
+        """A button under an alert: the silence it stands for, then the message says so."""
+        message = query.message
+        if message is None or not self._allowed(message.chat.id):
+            return
+        who = query.from_user.first_name if query.from_user else "someone"
+        result = self.press(str(query.data or ""), who)
+        await bot.answer_callback_query(query.id, text=result)
+        if result.startswith("no longer") or result.startswith("unknown"):
+            return
+        stamp = fmt.timestamp(self._wall())
+        text = f"{message.text_html}\n<i>{html.escape(who)}: {result} at {stamp}</i>"
+        from telegram.constants import ParseMode
+
+        await bot.edit_message_text(
+            text, chat_id=message.chat.id, message_id=message.message_id, parse_mode=ParseMode.HTML
+        )
+
+    def press(self, data: str, who: str) -> str:
+        """What pressing the button with ``data`` did (the store now has the silence)."""
+        action, _, token = data.partition(":")
+        if action not in DONE:
+            return "unknown button"
+        now = self._wall()
+        view = self._view()
+        alert = next(
+            (f for f in view.firing if alert_token(alert_key(f.rule, f.subject)) == token), None
+        )
+        if alert is None:
+            return "no longer firing: nothing to do"
+        silence = silence_for(action, alert, now, who)
+        assert silence is not None
+        self._store.add_silence(silence)
+        return DONE[action]
 
     def handle(self, text: str, who: str) -> Reply | None:
         now = self._wall()

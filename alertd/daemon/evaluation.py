@@ -20,7 +20,7 @@ from alertd.delivery.system import PUSHES, SystemMessage, exchange_push
 from alertd.engine.book import Book, LiveAccount
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.state import AccountEvent, Stream
-from alertd.rules.lifecycle import AlertEngine, Notification
+from alertd.rules.lifecycle import AlertEngine, Kind, Notification
 from alertd.rules.messages import render
 from alertd.rules.metrics import (
     FeedStatus,
@@ -237,6 +237,9 @@ class Alerting:
             messages.extend(self.deliverer.messages_for(n, message))
             log.info("%s %s: %s", n.kind.value, n.rule.name, message.title)
         self.store.commit_evaluation(self.engine.states.values(), [account], messages, wall)
+        resolved = [n.alert_key for n in notes if n.kind is Kind.RESOLVED]
+        if sum(self.store.end_acknowledgements(key, wall) for key in resolved):
+            self.refresh_silences()  # an acknowledged alert resolved: its next firing is news
         self.commits += 1
         self.notifications += len(notes)
         if messages:

@@ -93,6 +93,9 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")  # a written alert survives a power cut
         self.db.executescript(SCHEMA)
+        columns = {r["name"] for r in self.db.execute("PRAGMA table_info(silences)")}
+        if "until_resolved" not in columns:  # a state file from before acknowledgements
+            self.db.execute("ALTER TABLE silences ADD COLUMN until_resolved TEXT")
         self.db.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
         )
@@ -231,23 +234,39 @@ class Store:
 
     def add_silence(self, silence: Silence) -> None:
         self.db.execute(
-            "INSERT OR REPLACE INTO silences (id, matchers, created_at, ends_at, comment) "
-            "VALUES (?,?,?,?,?)",
+            "INSERT OR REPLACE INTO silences "
+            "(id, matchers, created_at, ends_at, comment, until_resolved) VALUES (?,?,?,?,?,?)",
             (
                 silence.id,
                 json.dumps(dict(silence.matchers)),
                 silence.created_at,
                 silence.ends_at,
                 silence.comment,
+                silence.until_resolved,
             ),
         )
 
     def silences(self) -> list[Silence]:
         rows = self.db.execute("SELECT * FROM silences ORDER BY created_at").fetchall()
         return [
-            Silence(r["id"], json.loads(r["matchers"]), r["ends_at"], r["created_at"], r["comment"])
+            Silence(
+                r["id"],
+                json.loads(r["matchers"]),
+                r["ends_at"],
+                r["created_at"],
+                r["comment"],
+                r["until_resolved"],
+            )
             for r in rows
         ]
+
+    def end_acknowledgements(self, alert_key: str, now: float) -> int:
+        """The alert ``alert_key`` resolved: the silences that were to last until then end."""
+        cur = self.db.execute(
+            "UPDATE silences SET ends_at = ? WHERE until_resolved = ? AND ends_at > ?",
+            (now, alert_key, now),
+        )
+        return cur.rowcount
 
     def expire_silence(self, silence_id: str, now: float) -> bool:
         cur = self.db.execute(

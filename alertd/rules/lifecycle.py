@@ -116,6 +116,15 @@ class Notification:
     def labels(self) -> dict[str, str]:
         return alert_labels(self.rule, self.subject)
 
+    @property
+    def alert_key(self) -> str:
+        return alert_key(self.rule.name, self.subject.key)
+
+
+def alert_key(rule: str, subject_key: str) -> str:
+    """One alert (a rule on a subject) as one string: what an acknowledgement names."""
+    return f"{rule}|{subject_key}"
+
 
 def alert_labels(rule: Rule, subject: Subject) -> dict[str, str]:
     return {

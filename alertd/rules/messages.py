@@ -262,6 +262,7 @@ def notification_json(n: Notification, message: Message) -> Mapping[str, Any]:
     return {
         "kind": n.kind.value,
         "rule": n.rule.name,
+        "alert": n.alert_key,
         "severity": n.severity.label,
         "labels": n.labels,
         "value": None if n.value is None else str(n.value),

@@ -58,6 +58,24 @@ class Subject:
             return self.account
         return f"{self.account}/{self.symbol}/{self.side}"
 
+    @classmethod
+    def from_key(cls, key: str, exchange: str = "") -> Subject:
+        """The subject whose :attr:`key` is ``key`` (account names hold no "/"; symbols may)."""
+        account, sep, rest = key.partition("/")
+        if not sep:
+            return cls(account, exchange)
+        symbol, _, side = rest.rpartition("/")
+        return cls(account, exchange, symbol, side)
+
+    @property
+    def matchers(self) -> dict[str, str]:
+        """The labels that pick out this subject's alerts (not the exchange: it adds nothing)."""
+        out = {"account": self.account}
+        if self.symbol is not None:
+            out["symbol"] = self.symbol
+            out["side"] = self.side or ""
+        return out
+
     @property
     def labels(self) -> dict[str, str]:
         out = {"account": self.account, "exchange": self.exchange}
@@ -168,6 +186,9 @@ class Silence:
     ends_at: float
     created_at: float = 0.0
     comment: str = ""
+    # an acknowledgement: it ends when this alert resolves (its key: "rule|subject"), or at
+    # ``ends_at``, whichever comes first
+    until_resolved: str | None = None
 
     def active(self, now: float) -> bool:
         return self.created_at <= now < self.ends_at

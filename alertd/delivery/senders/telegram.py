@@ -15,6 +15,7 @@ errors and timeouts likewise. Error texts name the Bot API's reason, never the t
 
 from __future__ import annotations
 
+import hashlib
 import html
 import warnings
 from typing import Any
@@ -25,6 +26,28 @@ from alertd.delivery.senders import Outgoing, SendResult
 
 MAX_MESSAGE_CHARS = 4096  # the Bot API's limit for one message's text
 TIMEOUT_S = 10.0
+
+
+# the buttons under a firing alert: (callback action, label); the bot (daemon/bot.py) acts on them
+BUTTONS = (("ack", "Ack"), ("s1h", "Silence 1h"), ("sur", "Silence until resolved"))
+FIRING_KINDS = frozenset({"firing", "repeat"})
+
+
+def alert_token(alert_key: str) -> str:
+    """A short stand-in for an alert's key in a button (Telegram allows 64 bytes of data)."""
+    return hashlib.sha256(alert_key.encode()).hexdigest()[:16]
+
+
+def keyboard(message: Outgoing) -> Any:
+    """Ack / Silence 1h / Silence until resolved under a firing alert; nothing under others."""
+    alert = message.payload.get("alert")
+    if message.payload.get("kind") not in FIRING_KINDS or not isinstance(alert, str):
+        return None
+    from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+
+    token = alert_token(alert)
+    row = [InlineKeyboardButton(text, callback_data=f"{a}:{token}") for a, text in BUTTONS]
+    return InlineKeyboardMarkup([row])
 
 
 def render_html(message: Outgoing) -> str:
@@ -79,7 +102,12 @@ class TelegramSender:
             # open for one send and closed after it (a few messages a minute: nothing is left
             # open to close at shutdown)
             async with self.bot as bot:
-                await bot.send_message(chat_id, render_html(message), parse_mode=ParseMode.HTML)
+                await bot.send_message(
+                    chat_id,
+                    render_html(message),
+                    parse_mode=ParseMode.HTML,
+                    reply_markup=keyboard(message),
+                )
         except RetryAfter as exc:
             with warnings.catch_warnings():
                 # python-telegram-bot 22 warns that this becomes a timedelta: both are read
