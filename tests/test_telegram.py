@@ -241,6 +241,11 @@ def test_alertd_run_sends_the_alert_and_answers_the_allowed_chat(
         bot_api.user_says(CHAT, "/status")
         wait_for(lambda: len(replies()) == 3, what="/status answered", timeout_s=30)
         assert "main (binanceusdm): ratio" in replies()[2] and "1 alert firing" in replies()[2]
+        # what if: the engine on the account as the feed holds it
+        bot_api.user_says(CHAT, "   ")  # nothing to answer, and nothing breaks
+        bot_api.user_says(CHAT, "/calc main BTC/USDT:USDT=58200")
+        wait_for(lambda: len(replies()) == 4, what="/calc answered", timeout_s=30)
+        assert replies()[3].startswith("main: ratio 66.") and "(liquidated)" in replies()[3]
         # Ack: no more repeats; the message says who and when, its buttons go
         (ack,) = [data for text, data in bot_api.buttons(warning) if text == "Ack"]
         bot_api.user_presses(CHAT, warning["message_id"], ack)
@@ -320,3 +325,29 @@ def test_command_answers_are_built_from_the_view() -> None:
     assert positions is not None and positions.text == "no account named other"
     help_text = answer("/help", view, [], 1000.0)
     assert help_text is not None and "/silence" in help_text.text
+
+
+def test_what_if_on_the_live_account() -> None:
+    from alertd.daemon.bot import what_if
+    from tests.helpers import account, position, snapshot, tiers
+
+    main = account(
+        snapshot(
+            "binanceusdm",
+            "2000",
+            [position(BTC, "long", "1", "60000", "58350", tiers([(None, "0.004", "0")]))],
+        )
+    )
+    accounts = {"main": main, "new": None}
+    moved = what_if("move", ["-1%", "main"], accounts)
+    # at 58,350 x 0.99 = 57,766.50 the equity is 2,000 - 2,233.50 < 0: liquidated
+    assert moved.splitlines()[0].startswith("<b>main</b>: ratio 66.")
+    assert "(liquidated)" in moved and "@ 57,766.50" in moved
+    calm = what_if("calc", ["main", f"{BTC}=60000"], accounts)
+    assert calm.splitlines()[0] == "<b>main</b>: ratio 66.7% → 12.0%"
+    assert what_if("move", ["-5%"], accounts).endswith("new: no complete data yet")
+    assert what_if("calc", ["nope", f"{BTC}=1"], accounts) == "no account named nope"
+    for bad in (["x"], ["-100%"], ["nan"], ["-5%", "main", "extra"]):
+        assert what_if("move", bad, accounts).startswith(("usage", "a move"))
+    for bad in (["main"], ["main", "BTC=abc"], ["main", f"{BTC}=-1"], ["main", "55000"]):
+        assert what_if("calc", bad, accounts).startswith("usage")

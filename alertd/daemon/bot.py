@@ -11,6 +11,8 @@ Long polling (``getUpdates``), so nothing listens on the VPS. Only the chats in
   ``alertd silence add``: in the state file, listed by ``alertd silence list``);
 - ``/silences``, ``/expire ID``;
 - ``/ack N``: acknowledge the N-th alert of ``/alerts``;
+- ``/move PCT [account]`` and ``/calc ACCOUNT SYMBOL=PRICE...``: what if the marks moved
+  (the engine on the account as the feed holds it now);
 - ``/help``.
 
 The buttons under a firing alert's message (``delivery/senders/telegram.py``): **Ack** (no
@@ -30,8 +32,9 @@ import asyncio
 import html
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import alertd.views.format as fmt
@@ -39,6 +42,8 @@ from alertd.config import Secret, parse_duration
 from alertd.daemon.store import Store
 from alertd.daemon.view import DaemonView, FiringAlert
 from alertd.delivery.senders.telegram import alert_token
+from alertd.engine.margin import compute
+from alertd.engine.model import Account
 from alertd.rules.lifecycle import alert_key
 from alertd.rules.model import Silence, Subject
 
@@ -56,6 +61,8 @@ COMMANDS = {
     "silences": "active silences",
     "expire": "end a silence: /expire ID",
     "ack": "acknowledge an alert: /ack N (its number in /alerts)",
+    "move": "what if every mark moved: /move -10% [account]",
+    "calc": "what if: /calc ACCOUNT BTC/USDT:USDT=55000",
     "help": "this list",
 }
 
@@ -178,8 +185,79 @@ def _ack(args: list[str], view: DaemonView, now: float, who: str) -> Reply:
     return Reply(f"acknowledged {what}: no repeats until it resolves", silence=silence)
 
 
+def _what_if_lines(name: str, before: Account, after: Account) -> list[str]:
+    was, now_ = compute(before, crash=False), compute(after, crash=False)
+    ratio = fmt.percent(now_.worst_ratio, 1)
+    head = f"<b>{html.escape(name)}</b>: ratio {fmt.percent(was.worst_ratio, 1)} → {ratio}"
+    if now_.worst_ratio >= 1:
+        head += " (liquidated)"
+    lines = [head]
+    for pm in now_.positions:
+        p = pm.position
+        liq = "no liq." if pm.liquidation_price is None else fmt.price(pm.liquidation_price)
+        distance = pm.liquidation_distance
+        dist = "" if distance is None else f" ({fmt.percent(distance, 1)})"
+        where = f"{html.escape(p.symbol)} {p.side.label} @ {fmt.price(p.mark_price)}"
+        lines.append(f"{where} · liq {liq}{dist}")
+    return lines
+
+
+def what_if(command: str, args: list[str], accounts: Mapping[str, Account | None]) -> str:
+    """``/move PCT [account]`` or ``/calc ACCOUNT SYMBOL=PRICE...`` on the accounts as they
+    are now (None: no complete data)."""
+    if command == "move":
+        usage = "usage: /move PCT [account], e.g. /move -10%"
+        if not 1 <= len(args) <= 2:
+            return usage
+        try:
+            pct = Decimal(args[0].rstrip("%"))
+        except InvalidOperation:
+            return usage
+        if not pct.is_finite() or not -100 < pct <= 1000:
+            return "a move is more than -100% and at most 1000%"
+        names = [args[1]] if len(args) == 2 else list(accounts)
+        fraction = pct / 100
+
+        def change(account: Account) -> Account:
+            return account.moved(fraction)
+    else:
+        usage = "usage: /calc ACCOUNT SYMBOL=PRICE..., e.g. /calc main BTC/USDT:USDT=55000"
+        if len(args) < 2:
+            return usage
+        marks: dict[str, Decimal] = {}
+        for item in args[1:]:
+            symbol, sep, price_text = item.rpartition("=")
+            try:
+                price = Decimal(price_text)
+            except InvalidOperation:
+                return usage
+            if not sep or not price.is_finite() or price <= 0:
+                return usage
+            marks[symbol] = price
+        names = [args[0]]
+
+        def change(account: Account) -> Account:
+            return account.with_marks(marks)
+
+    lines: list[str] = []
+    for name in names:
+        if name not in accounts:
+            return f"no account named {html.escape(name)}"
+        account = accounts[name]
+        if account is None:
+            lines.append(f"{html.escape(name)}: no complete data yet")
+            continue
+        lines += _what_if_lines(name, account, change(account))
+    return "\n".join(lines) or "no accounts"
+
+
 def answer(
-    text: str, view: DaemonView, silences: Sequence[Silence], now: float, who: str = ""
+    text: str,
+    view: DaemonView,
+    silences: Sequence[Silence],
+    now: float,
+    who: str = "",
+    accounts: Mapping[str, Account | None] | None = None,
 ) -> Reply | None:
     """The reply to a message from an allowed chat; None for what is not a command."""
     words = text.split()
@@ -199,6 +277,8 @@ def answer(
         return _silence(args, now, who)
     if command == "ack":
         return _ack(args, view, now, who)
+    if command in ("move", "calc"):
+        return Reply(what_if(command, args, accounts or {}))
     if command == "expire":
         if len(args) != 1:
             return Reply("usage: /expire ID (see /silences)")
@@ -218,6 +298,7 @@ class CommandBot:
         view: Callable[[], DaemonView],
         store: Store,
         wall_clock: Callable[[], float],
+        accounts: Callable[[], Mapping[str, Account | None]] = dict,
     ) -> None:
         self._token = token
         self._api_url = api_url.rstrip("/")
@@ -225,13 +306,13 @@ class CommandBot:
         self._view = view
         self._store = store
         self._wall = wall_clock
+        self._accounts = accounts  # each account as its feed holds it now (None: incomplete)
         self._ignored: set[int] = set()
         self.answered = 0
 
     async def run(self) -> None:
         from telegram import Bot
-        from telegram.constants import ParseMode
-        from telegram.error import NetworkError, RetryAfter, TimedOut
+        from telegram.error import NetworkError, RetryAfter, TelegramError, TimedOut
 
         bot = Bot(self._token.reveal(), base_url=f"{self._api_url}/bot")
         async with bot:
@@ -249,21 +330,31 @@ class CommandBot:
                     await asyncio.sleep(RETRY_S)
                     continue
                 for update in updates:
-                    offset = update.update_id + 1
-                    if update.callback_query is not None:
-                        await self._pressed(bot, update.callback_query)
-                        continue
-                    message = update.message
-                    if message is None or message.text is None:
-                        continue
-                    chat = message.chat.id
-                    if not self._allowed(chat):
-                        continue
-                    user = message.from_user
-                    reply = self.handle(message.text, user.first_name if user else "")
-                    if reply is not None:
-                        await bot.send_message(chat, reply.text, parse_mode=ParseMode.HTML)
-                        self.answered += 1
+                    offset = update.update_id + 1  # confirmed at the next poll, come what may
+                    try:
+                        await self._update(bot, update)
+                    except TelegramError as exc:  # the answer was refused: the next one may not be
+                        log.warning("telegram: answering failed: %s", type(exc).__name__)
+                    except Exception:  # a bug: logged, and the bot goes on with the next update
+                        log.exception("telegram: an update could not be handled")
+
+    async def _update(self, bot: Any, update: Any) -> None:
+        from telegram.constants import ParseMode
+
+        if update.callback_query is not None:
+            await self._pressed(bot, update.callback_query)
+            return
+        message = update.message
+        if message is None or message.text is None:
+            return
+        chat = message.chat.id
+        if not self._allowed(chat):
+            return
+        user = message.from_user
+        reply = self.handle(message.text, user.first_name if user else "")
+        if reply is not None:
+            await bot.send_message(chat, reply.text, parse_mode=ParseMode.HTML)
+            self.answered += 1
 
     def _allowed(self, chat: int) -> bool:
         if chat in self.chats:
@@ -310,7 +401,9 @@ class CommandBot:
 
     def handle(self, text: str, who: str) -> Reply | None:
         now = self._wall()
-        reply = answer(text, self._view(), self._store.silences(), now, who)
+        asks_what_if = text.lstrip().lower().startswith(("/move", "/calc"))
+        accounts = self._accounts() if asks_what_if else {}
+        reply = answer(text, self._view(), self._store.silences(), now, who, accounts)
         if reply is None:
             return None
         if reply.silence is not None:

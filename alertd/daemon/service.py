@@ -50,6 +50,7 @@ from alertd.delivery.routing import build_receivers
 from alertd.delivery.senders import Senders, production_senders
 from alertd.delivery.system import SystemMessage, digest, heartbeat
 from alertd.engine.book import Book
+from alertd.engine.model import Account
 from alertd.errors import StartupError
 from alertd.feeds.feed import AccountFeed, Change
 from alertd.feeds.manager import FeedFactory, FeedManager
@@ -280,8 +281,17 @@ class Service:
             self.view,
             self.store,
             self._wall,
+            self._live_accounts,
         )
         await bot.run()
+
+    def _live_accounts(self) -> dict[str, Account | None]:
+        """Every account as its feed holds it now (None while its data is incomplete)."""
+        feeds = self.manager.feeds if self.manager is not None else {}
+        return {
+            name: None if feed.state.missing() else feed.state.to_account()
+            for name, feed in feeds.items()
+        }
 
     async def _start_http(self) -> web.AppRunner | None:
         settings = self.config.http
