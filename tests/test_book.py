@@ -83,7 +83,7 @@ def test_liquidation_figures_on_demand_match_a_full_recompute(
 
 
 def test_replacing_and_removing_accounts() -> None:
-    from .helpers import account, position, snapshot, tiers
+    from .support.snapshots import account, position, snapshot, tiers
 
     one = account(
         snapshot(
@@ -110,7 +110,7 @@ def test_replacing_and_removing_accounts() -> None:
 
 
 def test_a_mark_can_be_applied_to_one_account_only() -> None:
-    from .helpers import account, position, snapshot, tiers
+    from .support.snapshots import account, position, snapshot, tiers
 
     one = account(
         snapshot(

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from .helpers import position, snapshot, tiers
 from .support.process import alertd
+from .support.snapshots import position, snapshot, tiers
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.json"))

@@ -12,7 +12,7 @@ import pytest
 
 from alertd.engine.tiers import Tier, TierTable, deduction_warnings, derive_deductions
 
-from .helpers import metrics, position, q, snapshot, tiers
+from .support.snapshots import metrics, position, q, snapshot, tiers
 
 D = Decimal
 
