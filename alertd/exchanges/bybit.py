@@ -19,15 +19,9 @@ from alertd.engine.model import MarginMode, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.tiers import TierTable
 from alertd.errors import AccountRefused
+from alertd.exchanges.common import closed_both_sides, risk_tiers
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
-from alertd.feeds.adapter import (
-    ExchangeAdapter,
-    FrameError,
-    Snapshot,
-    dec,
-    dec_or_none,
-    risk_tiers,
-)
+from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
 from alertd.feeds.state import PositionState, ReportedAccount
 
 PROFILE = ExchangeProfile(
@@ -189,12 +183,7 @@ class BybitAdapter(ExchangeAdapter):
             elif raw.get("symbol"):
                 # a one-way close arrives with side "" and size 0: close both possible keys
                 market = exchange.safe_market(raw.get("symbol"), None, None, "swap")
-                for side in Side:
-                    out.append(
-                        PositionState(
-                            market["symbol"], side, Decimal(0), Decimal(1), MarginMode.CROSS
-                        )
-                    )
+                out.extend(closed_both_sides(market["symbol"]))
         return out
 
     async def watch_balance(self, exchange: Any) -> Decimal | None:

@@ -30,21 +30,13 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from alertd.engine.model import MarginMode, Side
+from alertd.engine.model import Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.tiers import TierTable
 from alertd.errors import AccountRefused
+from alertd.exchanges.common import closed_both_sides, risk_tiers, side_of, signed_position
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
-from alertd.feeds.adapter import (
-    ExchangeAdapter,
-    FrameError,
-    Snapshot,
-    closed_both_sides,
-    dec,
-    dec_or_none,
-    risk_tiers,
-    side_of,
-)
+from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
 from alertd.feeds.state import PositionState, ReportedAccount
 
 PROFILE = ExchangeProfile(
@@ -141,20 +133,13 @@ class GateAdapter(ExchangeAdapter):
         if side is None:
             return closed_both_sides(symbol)
         isolated = _isolated(raw)
-        contracts = abs(size)
         if isolated:
             leverage = dec_or_none(raw.get("lever")) or dec_or_none(raw.get("leverage"))
         else:
             leverage = dec_or_none(raw.get("lever")) or dec_or_none(raw.get("cross_leverage_limit"))
         return [
-            PositionState(
-                symbol=symbol,
-                side=side,
-                contracts=contracts,
-                entry_price=dec(raw.get("entry_price"), "entry_price") if contracts else Decimal(1),
-                margin_mode=MarginMode.ISOLATED if isolated else MarginMode.CROSS,
-                isolated_margin=dec(raw.get("margin"), "margin") if isolated and size else None,
-                leverage=leverage,
+            signed_position(
+                raw, symbol, side, size, entry="entry_price", isolated=isolated, leverage=leverage
             )
         ]
 

@@ -24,19 +24,12 @@ import logging
 from decimal import Decimal
 from typing import Any
 
-from alertd.engine.model import MarginMode, Side
+from alertd.engine.model import Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.tiers import Tier, TierBasis, TierTable
+from alertd.exchanges.common import closed_both_sides, side_of, signed_position
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
-from alertd.feeds.adapter import (
-    ExchangeAdapter,
-    FrameError,
-    Snapshot,
-    closed_both_sides,
-    dec,
-    dec_or_none,
-    side_of,
-)
+from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
 from alertd.feeds.state import AccountEvent, PositionState, ReportedAccount
 
 log = logging.getLogger(__name__)
@@ -125,16 +118,10 @@ class OKXAdapter(ExchangeAdapter):
         if side is None:
             return closed_both_sides(symbol)
         isolated = raw.get("mgnMode") == "isolated"
-        contracts = abs(pos)
+        leverage = dec_or_none(raw.get("lever"))
         return [
-            PositionState(
-                symbol=symbol,
-                side=side,
-                contracts=contracts,
-                entry_price=dec(raw.get("avgPx"), "avgPx") if contracts else Decimal(1),
-                margin_mode=MarginMode.ISOLATED if isolated else MarginMode.CROSS,
-                isolated_margin=dec(raw.get("margin"), "margin") if isolated and pos else None,
-                leverage=dec_or_none(raw.get("lever")),
+            signed_position(
+                raw, symbol, side, pos, entry="avgPx", isolated=isolated, leverage=leverage
             )
         ]
 
