@@ -39,6 +39,7 @@ from alertd.limits import (
     MAX_NUMBER_CHARS,
     MAX_SECRET_BYTES,
     ReadError,
+    read_input,
     read_text,
 )
 from alertd.redact import register_secret
@@ -714,11 +715,7 @@ def parse_config(text: str, source: str = "config") -> Config:
 
 def load_config(path: str | Path) -> Config:
     path = Path(path)
-    try:
-        text = read_text(path, MAX_CONFIG_BYTES)
-    except ReadError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.reason}") from None
-    return parse_config(text, str(path))
+    return parse_config(read_input(path, MAX_CONFIG_BYTES, ConfigError), str(path))
 
 
 def read_secrets(

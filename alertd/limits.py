@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,16 @@ def decode_utf8(data: bytes) -> str:
 def read_text(path: str | Path, limit: int) -> str:
     """``path`` as UTF-8 text of at most ``limit`` bytes, or :class:`ReadError`."""
     return decode_utf8(read_bytes(path, limit))
+
+
+def read_input(path: str | Path, limit: int, error: Callable[[str], Exception] = InputError) -> str:
+    """:func:`read_text` for a file the user named: a failure is ``error`` with one line,
+    ``<path>: cannot read: <reason>``."""
+    path = Path(path)
+    try:
+        return read_text(path, limit)
+    except ReadError as exc:
+        raise error(f"{path}: cannot read: {exc.reason}") from None
 
 
 class _LongNumber(ValueError):

@@ -40,9 +40,9 @@ from alertd.feeds.ccxt_exchange import ErrorKind, classify, make_exchange
 from alertd.feeds.feed import AccountFeed, Change
 
 from .fake_exchange.bybit import FakeBybit
-from .feed_harness import FAST, account_config, make_feed
 from .support.aio import run
 from .support.fakes import started
+from .support.feeds import FAST, account_config, make_feed
 from .support.poll import eventually
 from .test_adapters_more import ADDRESS, HL_CROSS, GateStandIn, HLStandIn
 

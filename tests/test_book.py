@@ -11,6 +11,7 @@ from alertd.engine.book import Book
 from alertd.engine.margin import compute
 from alertd.engine.model import Account
 
+from .support import snapshots
 from .test_properties import accounts, close, dec
 
 D = Decimal
@@ -82,26 +83,26 @@ def test_liquidation_figures_on_demand_match_a_full_recompute(
         assert close(live.cross.buffer, full.pool.buffer)
 
 
-def test_replacing_and_removing_accounts() -> None:
-    from .helpers import account, position, snapshot, tiers
+def one_btc_long() -> Account:
+    """1 BTC long at 50,000 (mark 50,000) on Binance with 1,000 USDT."""
+    tiers = snapshots.tiers([(None, "0.004", "0")])
+    btc = snapshots.position("BTC/USDT:USDT", "long", "1", "50000", "50000", tiers)
+    return snapshots.account(snapshots.snapshot("binanceusdm", "1000", [btc]))
 
-    one = account(
-        snapshot(
-            "binanceusdm",
-            "1000",
-            [
-                position(
-                    "BTC/USDT:USDT", "long", "1", "50000", "50000", tiers([(None, "0.004", "0")])
-                )
-            ],
-        )
-    )
+
+def two_accounts_long_btc() -> Book:
+    """A book with accounts "a" and "b", each :func:`one_btc_long`."""
     book = Book()
-    book.set_account("a", one)
-    book.set_account("b", one)
+    book.set_account("a", one_btc_long())
+    book.set_account("b", one_btc_long())
+    return book
+
+
+def test_replacing_and_removing_accounts() -> None:
+    book = two_accounts_long_btc()
     assert book.apply_mark("BTC/USDT:USDT", D(49000)) == {"a", "b"}
     assert book.cross_pool("a").upnl == D(-1000)
-    book.set_account("a", one)  # a fresh snapshot replaces the old state
+    book.set_account("a", one_btc_long())  # a fresh snapshot replaces the old state
     assert book.cross_pool("a").upnl == D(0)
     book.remove_account("b")
     assert book.apply_mark("BTC/USDT:USDT", D(48000)) == {"a"}
@@ -110,22 +111,7 @@ def test_replacing_and_removing_accounts() -> None:
 
 
 def test_a_mark_can_be_applied_to_one_account_only() -> None:
-    from .helpers import account, position, snapshot, tiers
-
-    one = account(
-        snapshot(
-            "binanceusdm",
-            "1000",
-            [
-                position(
-                    "BTC/USDT:USDT", "long", "1", "50000", "50000", tiers([(None, "0.004", "0")])
-                )
-            ],
-        )
-    )
-    book = Book()
-    book.set_account("a", one)
-    book.set_account("b", one)
+    book = two_accounts_long_btc()
     book.apply_account_mark("a", "BTC/USDT:USDT", D(49000))
     assert book.cross_pool("a").upnl == D(-1000)
     assert book.cross_pool("b").upnl == D(0)

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from .helpers import position, snapshot, tiers
 from .support.process import alertd
+from .support.snapshots import position, snapshot, tiers
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.json"))
@@ -81,17 +81,14 @@ def test_table_output_names_account_and_positions(example: Path) -> None:
     assert "Margin ratio" in result.stdout and "Liq. price" in result.stdout
 
 
+def faq_long() -> dict[str, Any]:
+    """Binance's single-position FAQ: 500 USDT, 0.02 BTC long at 50,000 (liquidation 25,100.40)."""
+    btc = position("BTC/USDT:USDT", "long", "0.02", "50000", "50000", tiers([(None, "0.004", "0")]))
+    return snapshot("binanceusdm", "500", [btc])
+
+
 def test_table_shows_the_same_numbers_as_json(tmp_path: Path) -> None:
-    snap = snapshot(
-        "binanceusdm",
-        "500",
-        [
-            position(
-                "BTC/USDT:USDT", "long", "0.02", "50000", "50000", tiers([(None, "0.004", "0")])
-            )
-        ],
-    )
-    path = write(tmp_path, snap)
+    path = write(tmp_path, faq_long())
     out = calc_json(str(path))
     assert Decimal(out["positions"][0]["liquidation_price"]).quantize(Decimal("0.01")) == Decimal(
         "25100.40"
@@ -102,16 +99,7 @@ def test_table_shows_the_same_numbers_as_json(tmp_path: Path) -> None:
 
 
 def test_mark_and_move_what_ifs(tmp_path: Path) -> None:
-    snap = snapshot(
-        "binanceusdm",
-        "500",
-        [
-            position(
-                "BTC/USDT:USDT", "long", "0.02", "50000", "50000", tiers([(None, "0.004", "0")])
-            )
-        ],
-    )
-    path = write(tmp_path, snap)
+    path = write(tmp_path, faq_long())
     liq = calc_json(str(path))["positions"][0]["liquidation_price"]
     at_liq = calc_json(str(path), "--mark", f"BTC/USDT:USDT={liq}")
     assert abs(Decimal(at_liq["account"]["margin_ratio"]) - 1) < Decimal("1e-20")

@@ -288,6 +288,14 @@ def test_test_notify_reaches_real_receivers(
     assert lines[2].startswith("dead: FAILED")
     assert http.titles() == ["INFO alertd test message"]
     assert "1 of 3 receivers failed" in result.stderr
+    # the dead-man's switch is the receiver "deadman": one ping, no message posted
+    monitor = {"deadman_url": f"http://127.0.0.1:{http.port}/ping/check-1"}
+    path = write_config(
+        tmp_path, receivers=[{"name": "mail", "url": smtp.url()}], heartbeat=monitor
+    )
+    result = alertd("test-notify", "-c", str(path), "--receiver", "deadman")
+    assert (result.returncode, result.stdout.strip()) == (0, "deadman: OK"), result.stderr
+    assert len(http.pings) == 1 and len(http.posts) == 1
 
 
 def test_silence_commands_and_the_engine_sees_them(tmp_path: Path) -> None:

@@ -18,7 +18,9 @@ import pytest
 from alertd.engine.model import MarginMode, Side
 from alertd.feeds.feed import AccountFeed
 from tests.fake_exchange.gate import FakeGate
-from tests.feed_harness import (
+from tests.support.aio import run, settle
+from tests.support.fakes import ccxt_client, started
+from tests.support.feeds import (
     BTC,
     account_config,
     bootstrapped,
@@ -27,8 +29,6 @@ from tests.feed_harness import (
     mark_arrives,
     running,
 )
-from tests.support.aio import run, settle
-from tests.support.fakes import ccxt_client, started
 from tests.support.poll import eventually
 
 KEY, SECRET = "test-key", "test-secret"

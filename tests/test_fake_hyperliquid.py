@@ -19,7 +19,9 @@ from alertd.engine.model import MarginMode, Side
 from alertd.feeds.feed import AccountFeed
 
 from .fake_exchange.hyperliquid import FakeHyperliquid
-from .feed_harness import (
+from .support.aio import run
+from .support.fakes import FAKES, ccxt_client, started
+from .support.feeds import (
     FAST,
     FAST_OPTIONS,
     account_config,
@@ -27,8 +29,6 @@ from .feed_harness import (
     running_manager,
     streaming,
 )
-from .support.aio import run
-from .support.fakes import FAKES, ccxt_client, started
 from .support.poll import eventually
 
 D = Decimal

@@ -18,7 +18,9 @@ from alertd.feeds.feed import AccountFeed
 from alertd.feeds.manager import FeedManager
 
 from .fake_exchange.okx import FakeOKX
-from .feed_harness import (
+from .support.aio import background, run
+from .support.fakes import ccxt_client, started
+from .support.feeds import (
     BTC,
     FAST,
     FAST_OPTIONS,
@@ -28,8 +30,6 @@ from .feed_harness import (
     mark_arrives,
     streaming,
 )
-from .support.aio import background, run
-from .support.fakes import ccxt_client, started
 from .support.poll import eventually
 
 D = Decimal

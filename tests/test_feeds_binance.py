@@ -15,7 +15,10 @@ from alertd.feeds.feed import AccountFeed, Change
 from alertd.feeds.state import Stream
 
 from .fake_exchange.binance import FakeBinanceUSDM
-from .feed_harness import (
+from .support import configs
+from .support.aio import run
+from .support.fakes import server_in_thread, started
+from .support.feeds import (
     BTC,
     FAST,
     account_config,
@@ -28,9 +31,6 @@ from .feed_harness import (
     running_manager,
     streaming,
 )
-from .support import configs
-from .support.aio import run
-from .support.fakes import server_in_thread, started
 from .support.poll import eventually
 from .support.process import alertd
 

@@ -9,7 +9,9 @@ from alertd.engine.margin import compute
 from alertd.engine.model import MarginMode, Side
 
 from .fake_exchange.bybit import FakeBybit
-from .feed_harness import (
+from .support.aio import run
+from .support.fakes import started
+from .support.feeds import (
     BTC,
     account_config,
     bootstrapped,
@@ -19,8 +21,6 @@ from .feed_harness import (
     mark_arrives,
     streaming,
 )
-from .support.aio import run
-from .support.fakes import started
 from .support.poll import eventually
 
 D = Decimal

@@ -18,7 +18,7 @@ from alertd.daemon.http import GuardedSite, serve_http
 
 from .support import aio
 from .support.process import alertd
-from .test_service import make
+from .support.service import make
 
 TOKEN = "Zk3pQ9vX2mL7nR4sT8wYb6Jd"
 

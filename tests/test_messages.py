@@ -9,7 +9,7 @@ from alertd.rules.lifecycle import Kind, Notification, Resolution
 from alertd.rules.messages import render
 from alertd.rules.model import Context, Rule, Scope, Severity, Subject
 
-from .helpers import account, position, snapshot, tiers
+from .support.snapshots import account, position, snapshot, tiers
 
 D = Decimal
 MAIN = Subject("main", "binanceusdm")

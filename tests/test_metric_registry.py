@@ -93,7 +93,7 @@ def _expected_account(m: AccountMetrics) -> dict[str, Decimal | None]:
 
 
 def _btc_long() -> Account:
-    from .helpers import account, position, snapshot, tiers
+    from .support.snapshots import account, position, snapshot, tiers
 
     btc = position("BTC/USDT:USDT", "long", "1", "50000", "49000", tiers([(None, "0.004", "0")]))
     return account(snapshot("binanceusdm", "1000", [btc]))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import logging
 import socket
 import sqlite3
@@ -24,40 +23,15 @@ from alertd.feeds.feed import AccountFeed
 from alertd.feeds.options import PRODUCTION, FeedOptions
 from alertd.rules.model import Silence
 
+from .support.configs import write_config
+from .support.service import NOON, make
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def write_config(tmp_path: Path, **extra: object) -> Path:
-    """One Hyperliquid account (no secrets), the state file in ``tmp_path``."""
-    path = tmp_path / "config.yaml"
-    path.write_text(
-        json.dumps(
-            {
-                "version": 1,
-                "state_path": str(tmp_path / "state.sqlite"),
-                "accounts": [{"name": "hl", "exchange": "hyperliquid", "wallet_address": "0x1"}],
-                **extra,
-            }
-        )
-    )
-    return path
-
-
-def make(tmp_path: Path, **extra: object) -> Service:
-    hook = {"name": "hook", "url": "json://127.0.0.1:9/x", "tags": ["all"]}
-    path = write_config(tmp_path, receivers=[hook], **extra)
-    noon = dt.datetime(2026, 11, 25, 7, 59, 30, tzinfo=dt.UTC).timestamp()
-    service = Service(
-        load_config(path), config_path=path, secrets={"hl": {}}, wall_clock=lambda: noon
-    )
-    service._startup()
-    return service
 
 
 def test_daily_digest_is_scheduled_and_queued(tmp_path: Path) -> None:
     service = make(tmp_path, heartbeat={"digest_at": "08:00"})
     assert service.store is not None
-    noon = dt.datetime(2026, 11, 25, 7, 59, 30, tzinfo=dt.UTC).timestamp()  # make()'s wall clock
     expected = dt.datetime(2026, 11, 25, 8, 0, tzinfo=dt.UTC).timestamp()
     assert service._next_digest() == expected
     service._send_digest()
@@ -66,7 +40,7 @@ def test_daily_digest_is_scheduled_and_queued(tmp_path: Path) -> None:
     assert row.body.splitlines() == ["hl: not connected", "0 alerts firing"]
     assert row.receiver == "hook"
     # silenced like any message
-    service.store.add_silence(Silence("d", {"alertname": "daily-digest"}, noon + 60, noon - 60))
+    service.store.add_silence(Silence("d", {"alertname": "daily-digest"}, NOON + 60, NOON - 60))
     assert service.alerting is not None
     service.alerting.refresh_silences()
     service._send_digest()

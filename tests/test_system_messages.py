@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,10 +12,9 @@ from alertd.rules.model import Severity, Silence
 
 from .receivers import HttpReceiver
 from .support.aio import run
+from .support.configs import write_config
 from .support.process import alertd
-from .test_service import make, write_config
-
-NOON = dt.datetime(2026, 11, 25, 7, 59, 30, tzinfo=dt.UTC).timestamp()  # make()'s wall clock
+from .support.service import NOON, make
 
 
 def test_an_exchange_push_leads_with_severity_and_account() -> None:

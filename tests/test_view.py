@@ -29,7 +29,7 @@ from alertd.daemon.view import (
 )
 from alertd.views.status import status_json
 
-from .test_service import make
+from .support.service import make
 
 D = Decimal
 FIGURES = AccountFigures(

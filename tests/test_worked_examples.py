@@ -10,9 +10,10 @@ from decimal import ROUND_DOWN, Decimal
 
 import pytest
 
+from alertd.engine.margin import PositionMetrics
 from alertd.engine.tiers import Tier, TierTable, deduction_warnings, derive_deductions
 
-from .helpers import metrics, position, q, snapshot, tiers
+from .support.snapshots import metrics, one_position, position, q, snapshot, tiers
 
 D = Decimal
 
@@ -55,22 +56,17 @@ def test_binance_position_risk_sample_adausdt() -> None:
     # developers.binance.com, USDⓈ-M "Position Information V3" sample response: ADAUSDT,
     # positionAmt 30, entryPrice 0.385, markPrice 0.41047590, notional 12.31427700,
     # unRealizedProfit 0.76427700, maintMargin 0.08004280 (mmr 0.65%), initialMargin 0.61571385.
-    snap = snapshot(
+    p = one_position(
         "binanceusdm",
         "100",
-        [
-            position(
-                "ADA/USDT:USDT",
-                "long",
-                "30",
-                "0.385",
-                "0.41047590",
-                tiers([("50000", "0.0065", "0"), (None, "0.01", "175")]),
-                leverage="20",
-            )
-        ],
+        "ADA/USDT:USDT",
+        "long",
+        "30",
+        "0.385",
+        "0.41047590",
+        tiers([("50000", "0.0065", "0"), (None, "0.01", "175")]),
+        leverage="20",
     )
-    p = metrics(snap).positions[0]
     assert p.notional == D("12.31427700")
     assert p.unrealized_pnl == D("0.76427700")
     assert q(p.maintenance_margin, "1e-8") == D("0.08004280")
@@ -81,22 +77,17 @@ def test_binance_position_risk_sample_compusdt_hedge_short() -> None:
     # Same page, hedge-mode sample: COMPUSDT SHORT, positionAmt -1.000, entryPrice 70.92841,
     # markPrice 49.72023376, unRealizedProfit 21.20817624, maintMargin 0.49720233 (mmr 1%),
     # initialMargin 2.48601168 (20x). Binance truncates these amounts to 8 decimals.
-    snap = snapshot(
+    p = one_position(
         "binanceusdm",
         "100",
-        [
-            position(
-                "COMP/USDT:USDT",
-                "short",
-                "1",
-                "70.92841",
-                "49.72023376",
-                tiers([("5000", "0.01", "0"), (None, "0.025", "75")]),
-                leverage="20",
-            )
-        ],
+        "COMP/USDT:USDT",
+        "short",
+        "1",
+        "70.92841",
+        "49.72023376",
+        tiers([("5000", "0.01", "0"), (None, "0.025", "75")]),
+        leverage="20",
     )
-    p = metrics(snap).positions[0]
     assert p.notional == D("49.72023376")
     assert p.unrealized_pnl == D("21.20817624")
     assert p.maintenance_margin.quantize(D("1e-8"), ROUND_DOWN) == D("0.49720233")
@@ -137,35 +128,35 @@ def test_binance_cross_liquidation_prices_faq() -> None:
 def test_binance_single_position_liquidation_faq() -> None:
     # Binance FAQ 25edcd7fe0e544839d0847b8cbb2e400 ("avoid liquidation"): wallet 500 USDT, long
     # 1,000 USDT of BTCUSDT at 50,000 (0.02 BTC), mmr 0.4%, cum 0: liquidation price 25,100.40.
-    snap = snapshot(
+    p = one_position(
         "binanceusdm",
         "500",
-        [position("BTC/USDT:USDT", "long", "0.02", "50000", "50000", tiers(BINANCE_BTC_2021))],
+        "BTC/USDT:USDT",
+        "long",
+        "0.02",
+        "50000",
+        "50000",
+        tiers(BINANCE_BTC_2021),
     )
-    assert q(metrics(snap).positions[0].liquidation_price, "1e-2") == D("25100.40")
+    assert q(p.liquidation_price, "1e-2") == D("25100.40")
 
 
 def test_binance_coinm_maintenance_margin() -> None:
     # Binance COIN-M FAQ ceccfcfb4e3a45e3b48b0b1bb1a8ae46: 100 BTCUSD contracts of 100 USD at
     # mark 25,000 is 0.4 BTC of notional; maintenance margin at 0.4% = 0.0016 BTC.
-    snap = snapshot(
+    p = one_position(
         "binancecoinm",
         "1",
-        [
-            position(
-                "BTC/USD:BTC",
-                "long",
-                "100",
-                "25000",
-                "25000",
-                tiers([("5", "0.004", "0"), (None, "0.005", "0.005")]),
-                contract_size="100",
-                inverse=True,
-            )
-        ],
+        "BTC/USD:BTC",
+        "long",
+        "100",
+        "25000",
+        "25000",
+        tiers([("5", "0.004", "0"), (None, "0.005", "0.005")]),
+        contract_size="100",
+        inverse=True,
         settle="BTC",
     )
-    p = metrics(snap).positions[0]
     assert p.notional == D("0.4")
     assert p.maintenance_margin == D("0.0016")
 
@@ -182,6 +173,16 @@ def test_binance_coinm_maintenance_amount_level_5() -> None:
 BYBIT_TIERS = tiers([("2000000", "0.005", "0"), ("2600000", "0.0056", "1200")])
 
 
+def bybit_isolated_btc(
+    side: str, entry: str, mark: str, margin: str, **extra: str
+) -> PositionMetrics:
+    """1 BTCUSDT on Bybit, isolated with ``margin``, in the tiers above."""
+    return one_position(
+        "bybit", "0", "BTC/USDT:USDT", side, "1", entry, mark, BYBIT_TIERS,
+        mode="isolated", isolated_margin=margin, **extra,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("side", "margin", "published"),
     [
@@ -196,24 +197,7 @@ BYBIT_TIERS = tiers([("2000000", "0.005", "0"), ("2600000", "0.0056", "1200")])
 )
 def test_bybit_isolated_liquidation(side: str, margin: str, published: str) -> None:
     # The mark is away from entry on purpose: Bybit values MM at the entry price.
-    snap = snapshot(
-        "bybit",
-        "0",
-        [
-            position(
-                "BTC/USDT:USDT",
-                side,
-                "1",
-                "20000",
-                "20150",
-                BYBIT_TIERS,
-                mode="isolated",
-                isolated_margin=margin,
-                leverage="50",
-            )
-        ],
-    )
-    p = metrics(snap).positions[0]
+    p = bybit_isolated_btc(side, "20000", "20150", margin, leverage="50")
     assert p.liquidation_price == D(published)
     assert p.maintenance_margin == D(100)
     assert p.initial_margin == D(400)
@@ -222,46 +206,15 @@ def test_bybit_isolated_liquidation(side: str, margin: str, published: str) -> N
 def test_bybit_bankruptcy_price() -> None:
     # Bybit help "Bankruptcy Price (USDT Contract)": a 50x long at 10,000 goes bankrupt at
     # 10,000 * (1 - 1/50) = 9,800.
-    snap = snapshot(
-        "bybit",
-        "0",
-        [
-            position(
-                "BTC/USDT:USDT",
-                "long",
-                "1",
-                "10000",
-                "10000",
-                BYBIT_TIERS,
-                mode="isolated",
-                isolated_margin="200",
-            )
-        ],
-    )
-    assert metrics(snap).positions[0].bankruptcy_price == D(9800)
+    p = bybit_isolated_btc("long", "10000", "10000", "200")
+    assert p.bankruptcy_price == D(9800)
 
 
 def test_bybit_rounds_liquidation_towards_mark() -> None:
     # Bybit rounds a long's liquidation price up, a short's down, to the tick.
     for side, margin, rounded in (("long", "400.05", "19700"), ("short", "399.95", "20299.5")):
-        snap = snapshot(
-            "bybit",
-            "0",
-            [
-                position(
-                    "BTC/USDT:USDT",
-                    side,
-                    "1",
-                    "20000",
-                    "20000",
-                    BYBIT_TIERS,
-                    mode="isolated",
-                    isolated_margin=margin,
-                    tick_size="0.5",
-                )
-            ],
-        )
-        assert metrics(snap).positions[0].liquidation_price == D(rounded)
+        p = bybit_isolated_btc(side, "20000", "20000", margin, tick_size="0.5")
+        assert p.liquidation_price == D(rounded)
 
 
 def test_bybit_tier_2_deduction() -> None:
@@ -300,21 +253,16 @@ def test_gate_risk_limit_tiers(notional: str, tier: int, mmr: str) -> None:
     # Gate help "Risk Limit" (22162), BTCUSDT 2025: caps 20k/50k/100k/200k/1M/2M/3M/5M, mmr
     # 0.40/0.45/0.50/0.70/1.00/2.00/5.00/50.00%. Since 2025-07-29 Gate uses gradient tiers, so
     # alertd derives the deductions and MM stays continuous. The taker fee (0.075%) joins the rate.
-    snap = snapshot(
+    p = one_position(
         "gate",
         "1000000",
-        [
-            position(
-                "BTC/USDT:USDT",
-                "long",
-                notional,
-                "1",
-                "1",
-                [{"max_notional": c, "mmr": m} for c, m in zip(GATE_CAPS, GATE_MMRS, strict=True)],
-            )
-        ],
+        "BTC/USDT:USDT",
+        "long",
+        notional,
+        "1",
+        "1",
+        [{"max_notional": c, "mmr": m} for c, m in zip(GATE_CAPS, GATE_MMRS, strict=True)],
     )
-    p = metrics(snap).positions[0]
     assert p.tier + 1 == tier
     assert p.mmr == D(mmr)
     caps = [D(c) if c else None for c in GATE_CAPS]
@@ -330,26 +278,22 @@ def test_okx_gate_isolated_formula(exchange: str, side: str) -> None:
     size, cs, entry, margin, mmr = D(120), D("0.01"), D(64000), D(800), D("0.004")
     fee = D("0.0005") if exchange == "okx" else D("0.00075")
     cap = "max_contracts" if exchange == "okx" else "max_notional"
-    snap = snapshot(
+    p = one_position(
         exchange,
         "0",
-        [
-            position(
-                "BTC/USDT:USDT",
-                side,
-                str(size),
-                str(entry),
-                "63500",
-                [{cap: None, "mmr": str(mmr), "deduction": "0"}],
-                mode="isolated",
-                isolated_margin=str(margin),
-                contract_size=str(cs),
-            )
-        ],
+        "BTC/USDT:USDT",
+        side,
+        str(size),
+        str(entry),
+        "63500",
+        [{cap: None, "mmr": str(mmr), "deduction": "0"}],
+        mode="isolated",
+        isolated_margin=str(margin),
+        contract_size=str(cs),
     )
     s = 1 if side == "long" else -1
     expected = (entry - s * margin / (cs * size)) / (1 - s * (mmr + fee))
-    assert metrics(snap).positions[0].liquidation_price == expected
+    assert p.liquidation_price == expected
 
 
 @pytest.mark.parametrize(
@@ -362,24 +306,19 @@ def test_hyperliquid_liquidation_formula(side: str, mode: str, margin: str) -> N
     # margin_available = account value - maintenance margin. "Margin tiers": BTC 40x.
     price, size, max_lev = D(100000), D(1), D(40)
     wallet = margin if mode == "cross" else "0"
-    snap = snapshot(
+    p = one_position(
         "hyperliquid",
         wallet,
-        [
-            position(
-                "BTC/USDC:USDC",
-                side,
-                str(size),
-                str(price),
-                str(price),
-                [{"max_notional": None, "max_leverage": str(max_lev)}],
-                mode=mode,
-                isolated_margin=margin if mode == "isolated" else None,
-            )
-        ],
+        "BTC/USDC:USDC",
+        side,
+        str(size),
+        str(price),
+        str(price),
+        [{"max_notional": None, "max_leverage": str(max_lev)}],
+        mode=mode,
+        isolated_margin=margin if mode == "isolated" else None,
         settle="USDC",
     )
-    p = metrics(snap).positions[0]
     s = 1 if side == "long" else -1
     l_rate = 1 / (2 * max_lev)
     assert p.mmr == l_rate

@@ -17,8 +17,9 @@ from typing import Any
 
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
-from alertd.engine.tiers import Tier, TierTable, derive_deductions
+from alertd.engine.tiers import TierTable
 from alertd.errors import AccountRefused
+from alertd.exchanges.common import closed_both_sides, risk_tiers
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
 from alertd.feeds.state import PositionState, ReportedAccount
@@ -54,20 +55,18 @@ def require_uta(account_info: dict[str, Any]) -> None:
 
 def risk_limits_to_table(rows: list[dict[str, Any]]) -> TierTable:
     """Bybit risk limits (``riskLimitValue``, ``maintenanceMargin``, ``mmDeduction``)."""
-    ordered = sorted(rows, key=lambda r: dec(r.get("riskLimitValue"), "riskLimitValue"))
-    caps: list[Decimal | None] = []
-    mmrs = []
-    for i, row in enumerate(ordered):
-        caps.append(None if i == len(ordered) - 1 else dec(row["riskLimitValue"], "riskLimitValue"))
-        mmrs.append(dec(row.get("maintenanceMargin"), "maintenanceMargin"))
-    derived = derive_deductions(caps, mmrs)
-    tiers = []
-    for i, row in enumerate(ordered):
-        given = row.get("mmDeduction")
-        deduction = dec(given, "mmDeduction") if given not in (None, "") else derived[i]
+
+    def leverage(row: dict[str, Any]) -> Decimal | None:
         lev = row.get("maxLeverage")
-        tiers.append(Tier(caps[i], mmrs[i], deduction, dec(lev, "maxLeverage") if lev else None))
-    return TierTable.build(tiers)
+        return dec(lev, "maxLeverage") if lev else None
+
+    return risk_tiers(
+        rows,
+        cap="riskLimitValue",
+        mmr="maintenanceMargin",
+        deduction="mmDeduction",
+        leverage=leverage,
+    )
 
 
 def _side(raw: dict[str, Any]) -> Side | None:
@@ -184,12 +183,7 @@ class BybitAdapter(ExchangeAdapter):
             elif raw.get("symbol"):
                 # a one-way close arrives with side "" and size 0: close both possible keys
                 market = exchange.safe_market(raw.get("symbol"), None, None, "swap")
-                for side in Side:
-                    out.append(
-                        PositionState(
-                            market["symbol"], side, Decimal(0), Decimal(1), MarginMode.CROSS
-                        )
-                    )
+                out.extend(closed_both_sides(market["symbol"]))
         return out
 
     async def watch_balance(self, exchange: Any) -> Decimal | None:

@@ -30,10 +30,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from alertd.engine.model import MarginMode, Side
+from alertd.engine.model import Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
-from alertd.engine.tiers import Tier, TierTable, derive_deductions
+from alertd.engine.tiers import TierTable
 from alertd.errors import AccountRefused
+from alertd.exchanges.common import closed_both_sides, risk_tiers, side_of, signed_position
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
 from alertd.feeds.state import PositionState, ReportedAccount
@@ -52,30 +53,17 @@ MARKETS = MarketFilter(settle="USDT")
 
 def risk_limit_tiers_to_table(rows: list[dict[str, Any]]) -> TierTable:
     """Gate risk limit tiers (``risk_limit`` cap in USDT, ``maintenance_rate``, ``deduction``)."""
-    ordered = sorted(rows, key=lambda r: dec(r.get("risk_limit"), "risk_limit"))
-    caps: list[Decimal | None] = []
-    mmrs = []
-    for i, row in enumerate(ordered):
-        caps.append(None if i == len(ordered) - 1 else dec(row["risk_limit"], "risk_limit"))
-        mmrs.append(dec(row.get("maintenance_rate"), "maintenance_rate"))
-    derived = derive_deductions(caps, mmrs)
-    tiers = []
-    for i, row in enumerate(ordered):
-        given = row.get("deduction")
-        deduction = dec(given, "deduction") if given not in (None, "") else derived[i]
-        tiers.append(Tier(caps[i], mmrs[i], deduction, dec_or_none(row.get("leverage_max"))))
-    return TierTable.build(tiers)
+    return risk_tiers(
+        rows,
+        cap="risk_limit",
+        mmr="maintenance_rate",
+        deduction="deduction",
+        leverage=lambda row: dec_or_none(row.get("leverage_max")),
+    )
 
 
-def _side(raw: dict[str, Any], size: Decimal) -> Side | None:
-    mode = str(raw.get("mode") or "single")
-    if mode == "dual_long":
-        return Side.LONG
-    if mode == "dual_short":
-        return Side.SHORT
-    if size == 0:
-        return None  # a closed one-way position
-    return Side.LONG if size > 0 else Side.SHORT
+# Gate's ``mode``: "single" (one-way: the sign of ``size``), or a hedge-mode side
+_MODES = {"dual_long": Side.LONG, "dual_short": Side.SHORT}
 
 
 def _isolated(raw: dict[str, Any]) -> bool:
@@ -94,11 +82,6 @@ def _user_id(value: Any, source: str) -> str:
             "it; set options.uid to the account's numeric Gate UID"
         )
     return text
-
-
-def _closed(symbol: str) -> list[PositionState]:
-    """Both possible keys of a symbol, closed (zero contracts)."""
-    return [PositionState(symbol, s, Decimal(0), Decimal(1), MarginMode.CROSS) for s in Side]
 
 
 class GateAdapter(ExchangeAdapter):
@@ -146,24 +129,17 @@ class GateAdapter(ExchangeAdapter):
             return []
         symbol = market["symbol"]
         size = dec(raw.get("size", "0"), "size")
-        side = _side(raw, size)
+        side = side_of(_MODES.get(str(raw.get("mode") or "single")), size)
         if side is None:
-            return _closed(symbol)
+            return closed_both_sides(symbol)
         isolated = _isolated(raw)
-        contracts = abs(size)
         if isolated:
             leverage = dec_or_none(raw.get("lever")) or dec_or_none(raw.get("leverage"))
         else:
             leverage = dec_or_none(raw.get("lever")) or dec_or_none(raw.get("cross_leverage_limit"))
         return [
-            PositionState(
-                symbol=symbol,
-                side=side,
-                contracts=contracts,
-                entry_price=dec(raw.get("entry_price"), "entry_price") if contracts else Decimal(1),
-                margin_mode=MarginMode.ISOLATED if isolated else MarginMode.CROSS,
-                isolated_margin=dec(raw.get("margin"), "margin") if isolated and size else None,
-                leverage=leverage,
+            signed_position(
+                raw, symbol, side, size, entry="entry_price", isolated=isolated, leverage=leverage
             )
         ]
 

@@ -24,9 +24,10 @@ import logging
 from decimal import Decimal
 from typing import Any
 
-from alertd.engine.model import MarginMode, Side
+from alertd.engine.model import Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.tiers import Tier, TierBasis, TierTable
+from alertd.exchanges.common import closed_both_sides, side_of, signed_position
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
 from alertd.feeds.state import AccountEvent, PositionState, ReportedAccount
@@ -62,26 +63,14 @@ def position_tiers_to_table(rows: list[dict[str, Any]]) -> TierTable:
     return TierTable.build(tiers, TierBasis.CONTRACTS)
 
 
-def _side(raw: dict[str, Any], pos: Decimal) -> Side | None:
-    pos_side = str(raw.get("posSide") or "net")
-    if pos_side == "long":
-        return Side.LONG
-    if pos_side == "short":
-        return Side.SHORT
-    if pos == 0:
-        return None  # a closed net position: no side left
-    return Side.LONG if pos > 0 else Side.SHORT  # net mode: the sign of pos
+# OKX's ``posSide``: "net" (net mode: the sign of ``pos``), or a long/short mode side
+_POS_SIDES = {"long": Side.LONG, "short": Side.SHORT}
 
 
 def _consume(future: Any) -> None:
     """Retrieve the outcome of the warning subscription's future (it only ever fails)."""
     if not future.cancelled() and future.exception() is not None:
         log.debug("okx liquidation-warning subscription ended: %s", future.exception())
-
-
-def _closed(symbol: str) -> list[PositionState]:
-    """Both possible keys of a symbol, closed (zero contracts)."""
-    return [PositionState(symbol, s, Decimal(0), Decimal(1), MarginMode.CROSS) for s in Side]
 
 
 class OKXAdapter(ExchangeAdapter):
@@ -125,20 +114,14 @@ class OKXAdapter(ExchangeAdapter):
             return []
         symbol = market["symbol"]
         pos = dec(raw.get("pos") or "0", "pos")
-        side = _side(raw, pos)
+        side = side_of(_POS_SIDES.get(str(raw.get("posSide") or "net")), pos)
         if side is None:
-            return _closed(symbol)
+            return closed_both_sides(symbol)
         isolated = raw.get("mgnMode") == "isolated"
-        contracts = abs(pos)
+        leverage = dec_or_none(raw.get("lever"))
         return [
-            PositionState(
-                symbol=symbol,
-                side=side,
-                contracts=contracts,
-                entry_price=dec(raw.get("avgPx"), "avgPx") if contracts else Decimal(1),
-                margin_mode=MarginMode.ISOLATED if isolated else MarginMode.CROSS,
-                isolated_margin=dec(raw.get("margin"), "margin") if isolated and pos else None,
-                leverage=dec_or_none(raw.get("lever")),
+            signed_position(
+                raw, symbol, side, pos, entry="avgPx", isolated=isolated, leverage=leverage
             )
         ]
 

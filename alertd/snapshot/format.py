@@ -26,7 +26,7 @@ from alertd.engine.tiers import (
 )
 from alertd.errors import InputError, SnapshotError
 from alertd.exchanges.registry import UnknownExchangeError, get_spec
-from alertd.limits import MAX_SNAPSHOT_BYTES, ReadError, load_json, read_text
+from alertd.limits import MAX_SNAPSHOT_BYTES, load_json, read_input
 from alertd.validation import decimal_value, short
 from alertd.validation import problems as validation_problems
 from alertd.views.format import decimal_str
@@ -227,11 +227,7 @@ def parse_snapshot(text: str, source: str = "snapshot") -> LoadedSnapshot:
 
 def load_snapshot(path: str | Path) -> LoadedSnapshot:
     path = Path(path)
-    try:
-        text = read_text(path, MAX_SNAPSHOT_BYTES)
-    except ReadError as exc:
-        raise SnapshotError(f"{path}: cannot read: {exc.reason}") from None
-    return parse_snapshot(text, str(path))
+    return parse_snapshot(read_input(path, MAX_SNAPSHOT_BYTES, SnapshotError), str(path))
 
 
 def _tier_json(tier: Tier, basis: TierBasis) -> dict[str, str | None]:

@@ -8,6 +8,13 @@
 - ``fakes``: the fake exchanges by ccxt id, started in this loop (``started``) or on a thread of
   their own (``server_in_thread``), and a ccxt.pro client pointed at one (``ccxt_client``).
 - ``fixtures``: pytest fixtures for the receivers and the end-to-end ``world``.
+- ``configs``: config files written as a user writes them (``write_config``, ``fake_account``).
+- ``feeds``: alertd's feeds against a local fake with every delay scaled down (``FAST``,
+  ``account_config``, ``make_feed``, ``running``, ``streaming``, ``running_manager``, ...).
+- ``snapshots``: snapshot builders in the JSON form ``alertd calc`` reads (``position``,
+  ``snapshot``, ``tiers``, ``account``, ``metrics``, ``q``).
+- ``service``: the daemon's ``Service`` in-process, started up but not served (``make``).
+- ``inprocess``: ``alertd(*args)`` in this process, output through strict UTF-8 streams.
 
 Nothing is imported here, so that the fake exchanges can use ``poll`` without a cycle.
 """

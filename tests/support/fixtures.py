@@ -82,7 +82,8 @@ def fake_in_thread() -> Iterator[Callable[..., FakeExchangeServer[Any, Any]]]:
 def started(daemon: Daemon) -> None:
     """Start the daemon and wait until it has bootstrapped its accounts."""
     daemon.start()
-    wait_for(lambda: "bootstrapped" in daemon.text(), what="bootstrap\n" + daemon.text())
+    # importing ccxt and loading markets takes seconds on a loaded machine: a generous bound
+    wait_for(lambda: "bootstrapped" in daemon.text(), 60, what="bootstrap\n" + daemon.text())
 
 
 def btc_long(fake_in_thread: Callable[..., FakeExchangeServer[Any, Any]]) -> FakeBinanceUSDM:

@@ -6,7 +6,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from alertd.engine.margin import AccountMetrics, compute
+from alertd.engine.margin import AccountMetrics, PositionMetrics, compute
 from alertd.engine.model import Account
 from alertd.snapshot.format import parse_snapshot
 
@@ -66,3 +66,11 @@ def metrics(snap: dict[str, Any], target: str | None = None) -> AccountMetrics:
 def q(value: Decimal | None, places: str) -> Decimal | None:
     """Round half-even to the given exponent, as exchanges display."""
     return None if value is None else value.quantize(Decimal(places))
+
+
+def one_position(
+    exchange: str, wallet: str, *args: Any, settle: str = "USDT", **kwargs: Any
+) -> PositionMetrics:
+    """The figures of the only position of a snapshot: ``position(*args, **kwargs)`` in an
+    account on ``exchange`` holding ``wallet``."""
+    return metrics(snapshot(exchange, wallet, [position(*args, **kwargs)], settle)).positions[0]

@@ -13,30 +13,8 @@ from alertd.feeds.backoff import Backoff
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.manager import FeedManager
 from alertd.feeds.options import FeedOptions
-
-# the generic helpers, here for the modules that import them from this one
-from tests.support.aio import background, run
-from tests.support.fakes import server_in_thread
+from tests.support.aio import background
 from tests.support.poll import eventually
-
-__all__ = [
-    "BTC",
-    "FAST",
-    "account_config",
-    "bootstrapped",
-    "btc_long",
-    "eventually",
-    "fast_backoff",
-    "good_and_bad_accounts",
-    "make_feed",
-    "mark_arrives",
-    "run",
-    "running",
-    "running_manager",
-    "secrets",
-    "server_in_thread",
-    "streaming",
-]
 
 BTC = "BTC/USDT:USDT"
 
