@@ -14,7 +14,7 @@ from alertd.engine.margin import compute
 from alertd.engine.model import Account, Side
 from alertd.engine.remedy import for_crash_distance, for_liquidation_distance
 
-from .helpers import account, position, snapshot, tiers
+from .support.snapshots import account, position, snapshot, tiers
 
 D = Decimal
 BTC = "BTC/USDT:USDT"

@@ -329,7 +329,7 @@ def test_command_answers_are_built_from_the_view() -> None:
 
 def test_what_if_on_the_live_account() -> None:
     from alertd.daemon.bot import what_if
-    from tests.helpers import account, position, snapshot, tiers
+    from tests.support.snapshots import account, position, snapshot, tiers
 
     main = account(
         snapshot(
