@@ -399,6 +399,11 @@ class FakeExchangeServer(Generic[A, C]):
         """Base units per contract, where an exchange counts positions in contracts."""
         return Decimal(1)
 
+    @scripted
+    def contract_size(self, symbol: str) -> Decimal:
+        """Base units per contract of ``symbol`` (OKX's ctVal, Gate's quanto; 1 elsewhere)."""
+        return self._contract_size(self._market(symbol))
+
     def close_position(self, api_key: str, symbol: str, side: str | None = None) -> None:
         """Close the symbol's position(s) (``side`` picks one hedge leg) and push the close."""
         raise NotImplementedError
