@@ -413,6 +413,12 @@ def test_marks_positions_and_balance_stream_into_the_state(venue: Venue) -> None
             await w.until(lambda: state.marks.get(venue.eth) == D(3000), "ETH mark")
             w.fake.close_position(venue.key, venue.eth)
             await w.until(lambda: (venue.eth, Side.LONG) not in state.positions, "ETH closed")
+            # and its mark stream is given up, on the exchange too
+            await w.until(
+                lambda: not any("eth" in s.lower() for s in w.fake.subscriptions()),
+                "ETH mark unsubscribed",
+            )
+            assert venue.eth not in state.marks
             w.fake.set_balance(venue.key, "12345")
             await w.until(lambda: state.wallet_balance == D(12345), "balance update")
             assert state.positions[(venue.btc, Side.LONG)].contracts == w.contracts(
@@ -440,27 +446,14 @@ def test_a_drop_mid_stream_resyncs_what_changed_while_disconnected(venue: Venue)
             await w.until(lambda: state.wallet_balance == D(9000), "resynced balance")
             assert w.feed.reconnects >= 1
             assert w.fake.ws_connections > connections
-            await w.mark_reaches("58000")  # the mark stream is subscribed again
-            assert state.fatal is None
-
-    run(body(), TEST_TIMEOUT_S)
-
-
-@pytest.mark.parametrize("venue", every_exchange())
-def test_private_pushes_flow_again_after_a_drop(venue: Venue) -> None:
-    async def body() -> None:
-        async with streaming(venue) as w:
-            state = w.feed.state
-            await w.private_ready()
-            await w.fake.drop_connections()
-            await w.until(lambda: w.feed.reconnects >= 1, "the drop noticed")
+            # the streams are subscribed again: marks and private pushes flow
             await w.mark_reaches("58000")
             await w.private_ready()
             w.fake.set_balance(venue.key, "9500")
             await w.until(lambda: state.wallet_balance == D(9500), "balance pushed")
-            w.fake.set_mark(venue.eth, "3000")
-            w.open(venue.eth, "long", "1", "3000")
-            await w.until(lambda: (venue.eth, Side.LONG) in state.positions, "ETH pushed")
+            # closing the short: a one-way close names no side (Binance "pa": "0", "ps": "BOTH")
+            w.fake.close_position(venue.key, venue.eth)
+            await w.until(lambda: (venue.eth, Side.SHORT) not in state.positions, "ETH closed")
             assert state.fatal is None
 
     run(body(), TEST_TIMEOUT_S)

@@ -21,7 +21,7 @@ from alertd.engine.tiers import Tier, TierTable, derive_deductions
 from alertd.errors import AccountRefused
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
-from alertd.feeds.state import PositionState, ReportedAccount
+from alertd.feeds.state import PositionState, ReportedAccount, closed_both_sides
 
 PROFILE = ExchangeProfile(
     id="bybit",
@@ -184,12 +184,7 @@ class BybitAdapter(ExchangeAdapter):
             elif raw.get("symbol"):
                 # a one-way close arrives with side "" and size 0: close both possible keys
                 market = exchange.safe_market(raw.get("symbol"), None, None, "swap")
-                for side in Side:
-                    out.append(
-                        PositionState(
-                            market["symbol"], side, Decimal(0), Decimal(1), MarginMode.CROSS
-                        )
-                    )
+                out.extend(closed_both_sides(market["symbol"]))
         return out
 
     async def watch_balance(self, exchange: Any) -> Decimal | None:

@@ -36,7 +36,7 @@ from alertd.engine.tiers import Tier, TierTable, derive_deductions
 from alertd.errors import AccountRefused
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
-from alertd.feeds.state import PositionState, ReportedAccount
+from alertd.feeds.state import PositionState, ReportedAccount, closed_both_sides
 
 PROFILE = ExchangeProfile(
     id="gate",
@@ -96,11 +96,6 @@ def _user_id(value: Any, source: str) -> str:
     return text
 
 
-def _closed(symbol: str) -> list[PositionState]:
-    """Both possible keys of a symbol, closed (zero contracts)."""
-    return [PositionState(symbol, s, Decimal(0), Decimal(1), MarginMode.CROSS) for s in Side]
-
-
 class GateAdapter(ExchangeAdapter):
     reported_account_mm_cross_only = True
     exchange_id = "gate"
@@ -148,7 +143,7 @@ class GateAdapter(ExchangeAdapter):
         size = dec(raw.get("size", "0"), "size")
         side = _side(raw, size)
         if side is None:
-            return _closed(symbol)
+            return closed_both_sides(symbol)
         isolated = _isolated(raw)
         contracts = abs(size)
         if isolated:

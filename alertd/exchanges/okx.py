@@ -29,7 +29,7 @@ from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.tiers import Tier, TierBasis, TierTable
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
-from alertd.feeds.state import AccountEvent, PositionState, ReportedAccount
+from alertd.feeds.state import AccountEvent, PositionState, ReportedAccount, closed_both_sides
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +77,6 @@ def _consume(future: Any) -> None:
     """Retrieve the outcome of the warning subscription's future (it only ever fails)."""
     if not future.cancelled() and future.exception() is not None:
         log.debug("okx liquidation-warning subscription ended: %s", future.exception())
-
-
-def _closed(symbol: str) -> list[PositionState]:
-    """Both possible keys of a symbol, closed (zero contracts)."""
-    return [PositionState(symbol, s, Decimal(0), Decimal(1), MarginMode.CROSS) for s in Side]
 
 
 class OKXAdapter(ExchangeAdapter):
@@ -134,7 +129,7 @@ class OKXAdapter(ExchangeAdapter):
         pos = dec(raw.get("pos") or "0", "pos")
         side = _side(raw, pos)
         if side is None:
-            return _closed(symbol)
+            return closed_both_sides(symbol)
         isolated = raw.get("mgnMode") == "isolated"
         contracts = abs(pos)
         return [

@@ -18,7 +18,8 @@ nothing about any exchange's wire format. It owns:
 An exchange module provides its wire format only: ``_routes()`` (REST paths and websocket
 endpoints; its handlers raise ``Reject`` with the exchange's error body), ``_error_response()``
 (scripted failures), ``_key_rejected()`` (unknown, revoked and banned keys), the account and
-connection types (extending ``Credentials`` and ``WsConnection``), ``_malformed_frames()``,
+connection types (extending ``Credentials`` and ``WsConnection``), ``MALFORMED_JSON`` and
+``_garbled_frame()`` (or ``_malformed_frames()`` where frames depend on the connection),
 ``_push_periodic_marks()``, ``_market_id()``, ``tick()``, ``set_mark()``, ``add_account()``,
 ``_open_position()`` (``open_position`` checks the arguments once, in ``position_order``),
 ``close_position()``, ``set_balance()`` and ``ccxt_urls()``. A new exchange is one module and
@@ -331,8 +332,21 @@ class FakeExchangeServer(Generic[A, C]):
         """The exchange's answer to a scripted failure (``fail_rest``)."""
         raise NotImplementedError
 
+    # the truncated event ``send_malformed("json")`` sends: text that starts like JSON
+    MALFORMED_JSON: ClassVar[str] = ""
+
     def _malformed_frames(self, conn: C, kind: str) -> list[str]:
-        """The broken frames ``send_malformed(kind)`` sends on ``conn``."""
+        """The broken frames ``send_malformed(kind)`` sends on ``conn``: ``MALFORMED_JSON``, or
+        for each stream ``conn`` subscribes (in order) the exchange's push on it with garbled
+        values (``_garbled_frame``)."""
+        if kind == "json":
+            return [self.MALFORMED_JSON]
+        frames = (self._garbled_frame(stream) for stream in sorted(conn.streams))
+        return [compact(frame) for frame in frames if frame is not None]
+
+    def _garbled_frame(self, stream: str) -> dict[str, Any] | None:
+        """The exchange's push on ``stream`` with "abc" where numbers belong (None: nothing
+        is sent on that stream)."""
         raise NotImplementedError
 
     def _push_periodic_marks(self) -> None:

@@ -1223,30 +1223,25 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
 
     # ---- failure injection --------------------------------------------------------------------
 
-    def _malformed_frames(self, conn: _Connection, kind: str) -> list[str]:
-        """``"json"``: an unparsable text frame (it starts like JSON). ``"shape"``: valid JSON
-        with garbled values: a ``tickers`` delta with ``markPrice "abc"`` to ticker
-        subscribers, a ``position`` row and a ``wallet`` row with "abc" numbers to private
-        subscribers."""
-        if kind == "json":
-            return ['{"topic":"tickers.BTCUSDT","type":"delta","data":{"sym']
-        frames: list[dict[str, Any]] = []
-        for topic in sorted(conn.streams):
-            if topic.startswith("tickers."):
-                market_id = topic.split(".", 1)[1]
-                data = {"symbol": market_id, "markPrice": "abc", "indexPrice": "abc"}
-                frames.append({"topic": topic, "type": "delta", "data": data, "cs": 0})
-                frames[-1]["ts"] = now_ms()
-            elif topic.startswith("position"):
-                row = {"symbol": "BTCUSDT", "side": "Buy", "size": "abc", "positionIdx": 0}
-                row.update(entryPrice="abc", markPrice="abc", positionValue="abc")
-                row.update(category="linear", leverage="abc", liqPrice="abc")
-                frames.append(self._private_frame(topic, [row]))
-            elif topic == "wallet":
-                coin = {"coin": SETTLE, "walletBalance": "abc", "equity": "abc"}
-                wallet = {"accountType": "UNIFIED", "accountMMRate": "abc", "coin": [coin]}
-                frames.append(self._private_frame(topic, [wallet]))
-        return [shared.compact(frame) for frame in frames]
+    MALFORMED_JSON = '{"topic":"tickers.BTCUSDT","type":"delta","data":{"sym'
+
+    def _garbled_frame(self, topic: str) -> dict[str, Any] | None:
+        """A ``tickers`` delta with ``markPrice "abc"``; a ``position`` row and a ``wallet``
+        row with "abc" numbers."""
+        if topic.startswith("tickers."):
+            market_id = topic.split(".", 1)[1]
+            data = {"symbol": market_id, "markPrice": "abc", "indexPrice": "abc"}
+            return {"topic": topic, "type": "delta", "data": data, "cs": 0, "ts": now_ms()}
+        if topic.startswith("position"):
+            row = {"symbol": "BTCUSDT", "side": "Buy", "size": "abc", "positionIdx": 0}
+            row.update(entryPrice="abc", markPrice="abc", positionValue="abc")
+            row.update(category="linear", leverage="abc", liqPrice="abc")
+            return self._private_frame(topic, [row])
+        if topic == "wallet":
+            coin = {"coin": SETTLE, "walletBalance": "abc", "equity": "abc"}
+            wallet = {"accountType": "UNIFIED", "accountMMRate": "abc", "coin": [coin]}
+            return self._private_frame(topic, [wallet])
+        return None
 
     @staticmethod
     def _private_frame(topic: str, data: list[dict[str, Any]]) -> dict[str, Any]:

@@ -879,24 +879,21 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
 
     # ---- failure injection ---------------------------------------------------------------------
 
-    def _malformed_frames(self, conn: _Connection, kind: str) -> list[str]:
-        """``"json"``: a truncated ticker update. ``"shape"``: valid JSON with "abc" numbers: a
-        ticker to ticker subscribers, a position and a balance to private subscribers."""
-        if kind == "json":
-            return ['{"time":1,"channel":"futures.tickers","event":"update","result":[{"cont']
-        frames: list[dict[str, Any]] = []
-        for stream in sorted(conn.streams):
-            if stream.startswith("futures.tickers:"):
-                contract = stream.split(":", 1)[1]
-                row = {"contract": contract, "mark_price": "abc", "last": "abc"}
-                frames.append(self._update("futures.tickers", [row]))
-            elif stream == "futures.positions":
-                row = {"contract": "BTC_USDT", "size": "abc", "entry_price": "abc"}
-                row.update(leverage="abc", margin="abc", mode="single", user="0")
-                frames.append(self._update(stream, [row]))
-            elif stream == "futures.balances":
-                frames.append(self._update(stream, [{"balance": "abc", "change": "abc"}]))
-        return [shared.compact(frame) for frame in frames]
+    MALFORMED_JSON = '{"time":1,"channel":"futures.tickers","event":"update","result":[{"cont'
+
+    def _garbled_frame(self, stream: str) -> dict[str, Any] | None:
+        """A ticker, a position and a balance update with "abc" numbers."""
+        if stream.startswith("futures.tickers:"):
+            contract = stream.split(":", 1)[1]
+            row = {"contract": contract, "mark_price": "abc", "last": "abc"}
+            return self._update("futures.tickers", [row])
+        if stream == "futures.positions":
+            row = {"contract": "BTC_USDT", "size": "abc", "entry_price": "abc"}
+            row.update(leverage="abc", margin="abc", mode="single", user="0")
+            return self._update(stream, [row])
+        if stream == "futures.balances":
+            return self._update(stream, [{"balance": "abc", "change": "abc"}])
+        return None
 
 
 # ---- command line --------------------------------------------------------------------------------

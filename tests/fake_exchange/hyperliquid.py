@@ -657,25 +657,22 @@ class FakeHyperliquid(FakeExchangeServer[_Account, _Connection]):
 
     # ---- failure injection --------------------------------------------------------------------
 
-    def _malformed_frames(self, conn: _Connection, kind: str) -> list[str]:
-        """``"json"``: a truncated ``activeAssetCtx`` frame. ``"shape"``: an
-        ``activeAssetCtx`` with ``markPx "abc"`` to its subscribers, a ``clearinghouseState``
-        whose position has ``szi "abc"`` to user-state subscribers."""
-        if kind == "json":
-            return ['{"channel":"activeAssetCtx","data":{"coin":"BT']
-        frames: list[dict[str, Any]] = []
-        for key in sorted(conn.streams):
-            stream, _, name = key.partition(":")
-            if stream == "activeAssetCtx":
-                ctx = {"markPx": "abc", "oraclePx": "abc", "midPx": "abc", "prevDayPx": "abc"}
-                frames.append({"channel": stream, "data": {"coin": name, "ctx": ctx}})
-            elif stream == "clearinghouseState":
-                row: dict[str, Any] = {"coin": "BTC", "szi": "abc", "entryPx": "abc"}
-                row.update(leverage={"type": "cross", "value": "abc"}, unrealizedPnl="abc")
-                state: dict[str, Any] = {"assetPositions": [{"type": "oneWay", "position": row}]}
-                state["crossMarginSummary"] = {"accountValue": "abc", "totalRawUsd": "abc"}
-                frames.append({"channel": stream, "data": self._user_data(name, state)})
-        return [shared.compact(frame) for frame in frames]
+    MALFORMED_JSON = '{"channel":"activeAssetCtx","data":{"coin":"BT'
+
+    def _garbled_frame(self, key: str) -> dict[str, Any] | None:
+        """An ``activeAssetCtx`` with ``markPx "abc"``; a ``clearinghouseState`` whose
+        position has ``szi "abc"``."""
+        stream, _, name = key.partition(":")
+        if stream == "activeAssetCtx":
+            ctx = {"markPx": "abc", "oraclePx": "abc", "midPx": "abc", "prevDayPx": "abc"}
+            return {"channel": stream, "data": {"coin": name, "ctx": ctx}}
+        if stream == "clearinghouseState":
+            row: dict[str, Any] = {"coin": "BTC", "szi": "abc", "entryPx": "abc"}
+            row.update(leverage={"type": "cross", "value": "abc"}, unrealizedPnl="abc")
+            state: dict[str, Any] = {"assetPositions": [{"type": "oneWay", "position": row}]}
+            state["crossMarginSummary"] = {"accountValue": "abc", "totalRawUsd": "abc"}
+            return {"channel": stream, "data": self._user_data(name, state)}
+        return None
 
 
 # ---- command line ------------------------------------------------------------------------------

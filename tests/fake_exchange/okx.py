@@ -742,32 +742,23 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
                         frame["eventType"] = "snapshot"
                         conn.send(frame)
 
-    def _malformed_frames(self, conn: _Connection, kind: str) -> list[str]:
-        """``"json"``: an unparsable frame. ``"shape"``: a ``mark-price`` push with ``markPx``
-        "abc" to mark subscribers; ``positions`` / ``account`` rows with "abc" numbers."""
-        if kind == "json":
-            return ['{"arg":{"channel":"mark-price","instId":"BTC-USDT-SWAP"},"data":[{"ma']
-        frames: list[dict[str, Any]] = []
-        for stream in sorted(conn.streams):
-            if stream.startswith("mark-price:"):
-                inst = stream.split(":", 1)[1]
-                row = {"instType": "SWAP", "instId": inst, "markPx": "abc", "ts": str(now_ms())}
-                frames.append({"arg": {"channel": "mark-price", "instId": inst}, "data": [row]})
-            elif stream == "positions":
-                row = {
-                    "instType": "SWAP",
-                    "instId": "BTC-USDT-SWAP",
-                    "pos": "abc",
-                    "posSide": "net",
-                    "avgPx": "abc",
-                    "mgnMode": "cross",
-                    "lever": "abc",
-                }
-                frames.append(self._private_frame("positions", [row]))
-            elif stream == "account":
-                detail = {"ccy": SETTLE, "cashBal": "abc", "eq": "abc", "mgnRatio": "abc"}
-                frames.append(self._private_frame("account", [{"details": [detail]}]))
-        return [shared.compact(frame) for frame in frames]
+    MALFORMED_JSON = '{"arg":{"channel":"mark-price","instId":"BTC-USDT-SWAP"},"data":[{"ma'
+
+    def _garbled_frame(self, stream: str) -> dict[str, Any] | None:
+        """A ``mark-price`` push with ``markPx`` "abc"; ``positions`` / ``account`` rows with
+        "abc" numbers."""
+        if stream.startswith("mark-price:"):
+            inst = stream.split(":", 1)[1]
+            row = {"instType": "SWAP", "instId": inst, "markPx": "abc", "ts": str(now_ms())}
+            return {"arg": {"channel": "mark-price", "instId": inst}, "data": [row]}
+        if stream == "positions":
+            row = {"instType": "SWAP", "instId": "BTC-USDT-SWAP", "pos": "abc", "posSide": "net"}
+            row.update(avgPx="abc", mgnMode="cross", lever="abc")
+            return self._private_frame("positions", [row])
+        if stream == "account":
+            detail = {"ccy": SETTLE, "cashBal": "abc", "eq": "abc", "mgnRatio": "abc"}
+            return self._private_frame("account", [{"details": [detail]}])
+        return None
 
 
 def _sign(secret: str, prehash: str) -> str:
