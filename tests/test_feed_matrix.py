@@ -39,7 +39,7 @@ from alertd.feeds.state import Stream
 from tests.fake_exchange.base import FakeExchangeServer
 from tests.fake_exchange.binance import FakeBinanceUSDM
 from tests.fake_exchange.okx import FakeOKX
-from tests.support.aio import background, run
+from tests.support.aio import async_test, background
 from tests.support.fakes import make_fake, started
 from tests.support.poll import eventually
 
@@ -366,7 +366,8 @@ def test_the_matrix_states_what_alertd_declares() -> None:
 
 
 @pytest.mark.parametrize("venue", every_exchange())
-def test_bootstrap_reads_the_whole_account(venue: Venue) -> None:
+@async_test(TEST_TIMEOUT_S)
+async def test_bootstrap_reads_the_whole_account(venue: Venue) -> None:
     expected: dict[str, Decimal] = {}
 
     def setup(w: World) -> None:
@@ -376,221 +377,202 @@ def test_bootstrap_reads_the_whole_account(venue: Venue) -> None:
         )
         expected["btc"] = w.contracts(venue.btc, "0.5")
 
-    async def body() -> None:
-        async with world(venue, setup=setup) as w:
-            state = w.feed.state
-            await w.until(lambda: state.bootstrapped, "bootstrap")
-            assert set(state.positions) == {(venue.btc, Side.LONG), (venue.eth, Side.SHORT)}
-            btc = state.positions[(venue.btc, Side.LONG)]
-            eth = state.positions[(venue.eth, Side.SHORT)]
-            assert (btc.contracts, btc.margin_mode) == (expected["btc"], MarginMode.CROSS)
-            assert (eth.contracts, eth.margin_mode) == (expected["eth"], MarginMode.ISOLATED)
-            assert eth.isolated_margin == D(600)
-            assert state.marks[venue.btc] == D(60000) and state.marks[venue.eth] == D(3000)
-            assert state.wallet_balance is not None
-            assert state.missing() == []  # markets, marks and tier tables of what is held
-            # alertd's figures agree with the exchange's own: nothing to report as a mismatch
-            assert w.feed.comparison is not None
-            assert w.feed.comparison.mismatches == (), w.feed.comparison.mismatches
-            assert state.fatal is None
-
-    run(body(), TEST_TIMEOUT_S)
+    async with world(venue, setup=setup) as w:
+        state = w.feed.state
+        await w.until(lambda: state.bootstrapped, "bootstrap")
+        assert set(state.positions) == {(venue.btc, Side.LONG), (venue.eth, Side.SHORT)}
+        btc = state.positions[(venue.btc, Side.LONG)]
+        eth = state.positions[(venue.eth, Side.SHORT)]
+        assert (btc.contracts, btc.margin_mode) == (expected["btc"], MarginMode.CROSS)
+        assert (eth.contracts, eth.margin_mode) == (expected["eth"], MarginMode.ISOLATED)
+        assert eth.isolated_margin == D(600)
+        assert state.marks[venue.btc] == D(60000) and state.marks[venue.eth] == D(3000)
+        assert state.wallet_balance is not None
+        assert state.missing() == []  # markets, marks and tier tables of what is held
+        # alertd's figures agree with the exchange's own: nothing to report as a mismatch
+        assert w.feed.comparison is not None
+        assert w.feed.comparison.mismatches == (), w.feed.comparison.mismatches
+        assert state.fatal is None
 
 
 @pytest.mark.parametrize("venue", every_exchange())
-def test_marks_positions_and_balance_stream_into_the_state(venue: Venue) -> None:
-    async def body() -> None:
-        async with streaming(venue) as w:
-            state = w.feed.state
-            await w.mark_reaches("59000")
-            assert ("main", Change.MARK) in w.changes
-            await w.private_ready()
-            # a position opened on the exchange arrives over the private stream, with its mark
-            w.fake.set_mark(venue.eth, "3000")
-            eth = w.open(venue.eth, "long", "2", "3000")
-            await w.until(lambda: (venue.eth, Side.LONG) in state.positions, "ETH opened")
-            assert state.positions[(venue.eth, Side.LONG)].contracts == eth
-            await w.until(lambda: state.marks.get(venue.eth) == D(3000), "ETH mark")
-            w.fake.close_position(venue.key, venue.eth)
-            await w.until(lambda: (venue.eth, Side.LONG) not in state.positions, "ETH closed")
-            # and its mark stream is given up, on the exchange too
-            await w.until(
-                lambda: not any("eth" in s.lower() for s in w.fake.subscriptions()),
-                "ETH mark unsubscribed",
-            )
-            assert venue.eth not in state.marks
-            w.fake.set_balance(venue.key, "12345")
-            await w.until(lambda: state.wallet_balance == D(12345), "balance update")
-            assert state.positions[(venue.btc, Side.LONG)].contracts == w.contracts(
-                venue.btc, "0.5"
-            )
-            assert w.feed.reconnects == 0 and state.fatal is None
-
-    run(body(), TEST_TIMEOUT_S)
+@async_test(TEST_TIMEOUT_S)
+async def test_marks_positions_and_balance_stream_into_the_state(venue: Venue) -> None:
+    async with streaming(venue) as w:
+        state = w.feed.state
+        await w.mark_reaches("59000")
+        assert ("main", Change.MARK) in w.changes
+        await w.private_ready()
+        # a position opened on the exchange arrives over the private stream, with its mark
+        w.fake.set_mark(venue.eth, "3000")
+        eth = w.open(venue.eth, "long", "2", "3000")
+        await w.until(lambda: (venue.eth, Side.LONG) in state.positions, "ETH opened")
+        assert state.positions[(venue.eth, Side.LONG)].contracts == eth
+        await w.until(lambda: state.marks.get(venue.eth) == D(3000), "ETH mark")
+        w.fake.close_position(venue.key, venue.eth)
+        await w.until(lambda: (venue.eth, Side.LONG) not in state.positions, "ETH closed")
+        # and its mark stream is given up, on the exchange too
+        await w.until(
+            lambda: not any("eth" in s.lower() for s in w.fake.subscriptions()),
+            "ETH mark unsubscribed",
+        )
+        assert venue.eth not in state.marks
+        w.fake.set_balance(venue.key, "12345")
+        await w.until(lambda: state.wallet_balance == D(12345), "balance update")
+        assert state.positions[(venue.btc, Side.LONG)].contracts == w.contracts(venue.btc, "0.5")
+        assert w.feed.reconnects == 0 and state.fatal is None
 
 
 @pytest.mark.parametrize("venue", every_exchange())
-def test_a_drop_mid_stream_resyncs_what_changed_while_disconnected(venue: Venue) -> None:
-    async def body() -> None:
-        async with streaming(venue) as w:
-            state = w.feed.state
-            await w.private_ready()
-            connections = w.fake.ws_connections
-            await w.fake.drop_connections()
-            # changes while alertd is disconnected: their pushes reach nobody
-            w.fake.set_mark(venue.eth, "3000")
-            eth = w.open(venue.eth, "short", "3", "3100")
-            w.fake.set_balance(venue.key, "9000")
-            await w.until(lambda: (venue.eth, Side.SHORT) in state.positions, "resynced ETH")
-            assert state.positions[(venue.eth, Side.SHORT)].contracts == eth
-            await w.until(lambda: state.wallet_balance == D(9000), "resynced balance")
-            assert w.feed.reconnects >= 1
-            assert w.fake.ws_connections > connections
-            # the streams are subscribed again: marks and private pushes flow
-            await w.mark_reaches("58000")
-            await w.private_ready()
-            w.fake.set_balance(venue.key, "9500")
-            await w.until(lambda: state.wallet_balance == D(9500), "balance pushed")
-            # closing the short: a one-way close names no side (Binance "pa": "0", "ps": "BOTH")
-            w.fake.close_position(venue.key, venue.eth)
-            await w.until(lambda: (venue.eth, Side.SHORT) not in state.positions, "ETH closed")
-            assert state.fatal is None
-
-    run(body(), TEST_TIMEOUT_S)
+@async_test(TEST_TIMEOUT_S)
+async def test_a_drop_mid_stream_resyncs_what_changed_while_disconnected(venue: Venue) -> None:
+    async with streaming(venue) as w:
+        state = w.feed.state
+        await w.private_ready()
+        connections = w.fake.ws_connections
+        await w.fake.drop_connections()
+        # changes while alertd is disconnected: their pushes reach nobody
+        w.fake.set_mark(venue.eth, "3000")
+        eth = w.open(venue.eth, "short", "3", "3100")
+        w.fake.set_balance(venue.key, "9000")
+        await w.until(lambda: (venue.eth, Side.SHORT) in state.positions, "resynced ETH")
+        assert state.positions[(venue.eth, Side.SHORT)].contracts == eth
+        await w.until(lambda: state.wallet_balance == D(9000), "resynced balance")
+        assert w.feed.reconnects >= 1
+        assert w.fake.ws_connections > connections
+        # the streams are subscribed again: marks and private pushes flow
+        await w.mark_reaches("58000")
+        await w.private_ready()
+        w.fake.set_balance(venue.key, "9500")
+        await w.until(lambda: state.wallet_balance == D(9500), "balance pushed")
+        # closing the short: a one-way close names no side (Binance "pa": "0", "ps": "BOTH")
+        w.fake.close_position(venue.key, venue.eth)
+        await w.until(lambda: (venue.eth, Side.SHORT) not in state.positions, "ETH closed")
+        assert state.fatal is None
 
 
 @pytest.mark.parametrize("venue", every_exchange())
-def test_a_silent_exchange_makes_the_feed_stale_until_marks_return(venue: Venue) -> None:
-    async def body() -> None:
-        async with streaming(venue) as w:
-            assert not w.mark_stale()
-            connections = w.fake.ws_connections
-            # the exchange goes silent; time passes beyond the limit (again if a mark that was
-            # already on its way arrives after the clock moved)
-            w.fake.marks_paused = True
-            seen_stale = []
+@async_test(TEST_TIMEOUT_S)
+async def test_a_silent_exchange_makes_the_feed_stale_until_marks_return(venue: Venue) -> None:
+    async with streaming(venue) as w:
+        assert not w.mark_stale()
+        connections = w.fake.ws_connections
+        # the exchange goes silent; time passes beyond the limit (again if a mark that was
+        # already on its way arrives after the clock moved)
+        w.fake.marks_paused = True
+        seen_stale = []
 
-            def silent_past_the_limit_then_reconnected() -> bool:
-                if not w.mark_stale():
-                    w.clock.advance(STALE_AFTER_S + 1)
-                seen_stale.append(w.mark_stale())
-                # alertd notices on its own (the watchdog) and reconnects the mark stream
-                return w.fake.ws_connections > connections
+        def silent_past_the_limit_then_reconnected() -> bool:
+            if not w.mark_stale():
+                w.clock.advance(STALE_AFTER_S + 1)
+            seen_stale.append(w.mark_stale())
+            # alertd notices on its own (the watchdog) and reconnects the mark stream
+            return w.fake.ws_connections > connections
 
-            await eventually(
-                silent_past_the_limit_then_reconnected,
-                WAIT_S,
-                "stale marks, then a forced reconnect",
-                interval_s=REPUSH_S,
-            )
-            assert any(seen_stale)
-            w.fake.marks_paused = False
-            await w.until(lambda: not w.mark_stale(), "fresh again")
-            await w.mark_reaches("61000")
-            assert w.feed.state.fatal is None
-
-    run(body(), TEST_TIMEOUT_S)
+        await eventually(
+            silent_past_the_limit_then_reconnected,
+            WAIT_S,
+            "stale marks, then a forced reconnect",
+            interval_s=REPUSH_S,
+        )
+        assert any(seen_stale)
+        w.fake.marks_paused = False
+        await w.until(lambda: not w.mark_stale(), "fresh again")
+        await w.mark_reaches("61000")
+        assert w.feed.state.fatal is None
 
 
 @pytest.mark.parametrize("venue", every_exchange())
-def test_a_fatal_account_error_stops_only_that_account(venue: Venue) -> None:
-    async def body() -> None:
-        async with world(venue, with_bad_account=True) as w:
-            bad, good = w.manager.feeds["bad"], w.feed
-            reason = await w.until(lambda: bad.state.fatal, "the refused account stopped")
-            assert venue.bad_reason in reason, reason
-            assert ("bad", Change.FATAL) in w.changes
-            assert not bad.state.connected and not bad.state.bootstrapped
-            for secret in venue.bad_secrets.values():
-                assert secret not in reason or secret == FakeOKX.PASSPHRASE
-            # the other account on the same exchange keeps streaming
-            await w.until(lambda: good.state.connected, "the good account streaming")
-            await w.mark_reaches("59500", good)
-            await w.private_ready()
-            w.fake.set_mark(venue.eth, "3000")
-            w.open(venue.eth, "short", "1", "3000")
-            await w.until(lambda: (venue.eth, Side.SHORT) in good.state.positions, "ETH")
-            assert good.state.fatal is None
-            assert ("good", Change.FATAL) not in w.changes
-
-    run(body(), TEST_TIMEOUT_S)
+@async_test(TEST_TIMEOUT_S)
+async def test_a_fatal_account_error_stops_only_that_account(venue: Venue) -> None:
+    async with world(venue, with_bad_account=True) as w:
+        bad, good = w.manager.feeds["bad"], w.feed
+        reason = await w.until(lambda: bad.state.fatal, "the refused account stopped")
+        assert venue.bad_reason in reason, reason
+        assert ("bad", Change.FATAL) in w.changes
+        assert not bad.state.connected and not bad.state.bootstrapped
+        for secret in venue.bad_secrets.values():
+            assert secret not in reason or secret == FakeOKX.PASSPHRASE
+        # the other account on the same exchange keeps streaming
+        await w.until(lambda: good.state.connected, "the good account streaming")
+        await w.mark_reaches("59500", good)
+        await w.private_ready()
+        w.fake.set_mark(venue.eth, "3000")
+        w.open(venue.eth, "short", "1", "3000")
+        await w.until(lambda: (venue.eth, Side.SHORT) in good.state.positions, "ETH")
+        assert good.state.fatal is None
+        assert ("good", Change.FATAL) not in w.changes
 
 
 @pytest.mark.parametrize("venue", every_exchange())
-def test_malformed_frames_are_logged_and_skipped(
+@async_test(TEST_TIMEOUT_S)
+async def test_malformed_frames_are_logged_and_skipped(
     venue: Venue, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def body() -> None:
-        async with streaming(venue) as w:
-            state, feed = w.feed.state, w.feed
-            await w.private_ready()
-            positions, wallet = dict(state.positions), state.wallet_balance
-            connections = w.fake.ws_connections
-            w.fake.send_malformed("json")
-            await w.until(lambda: "invalid JSON" in feed.malformed, "the broken frame counted")
-            w.fake.send_malformed("shape")
-            await w.until(lambda: len(feed.malformed) >= 2, "the garbled frames counted")
-            # skipped: the state is what it was, the streams go on, nothing reconnected
-            await w.mark_reaches("57000")
-            assert state.positions == positions
-            assert state.wallet_balance == wallet
-            assert w.fake.ws_connections == connections and feed.reconnects == 0
-            assert state.fatal is None
-            logged = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
-            assert any("invalid JSON" in line for line in logged), logged
-
-    run(body(), TEST_TIMEOUT_S)
+    async with streaming(venue) as w:
+        state, feed = w.feed.state, w.feed
+        await w.private_ready()
+        positions, wallet = dict(state.positions), state.wallet_balance
+        connections = w.fake.ws_connections
+        w.fake.send_malformed("json")
+        await w.until(lambda: "invalid JSON" in feed.malformed, "the broken frame counted")
+        w.fake.send_malformed("shape")
+        await w.until(lambda: len(feed.malformed) >= 2, "the garbled frames counted")
+        # skipped: the state is what it was, the streams go on, nothing reconnected
+        await w.mark_reaches("57000")
+        assert state.positions == positions
+        assert state.wallet_balance == wallet
+        assert w.fake.ws_connections == connections and feed.reconnects == 0
+        assert state.fatal is None
+        logged = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+        assert any("invalid JSON" in line for line in logged), logged
 
 
 @pytest.mark.parametrize("venue", every_exchange())
-def test_rate_limits_and_server_errors_are_retried_with_backoff(venue: Venue) -> None:
+@async_test(TEST_TIMEOUT_S)
+async def test_rate_limits_and_server_errors_are_retried_with_backoff(venue: Venue) -> None:
     def setup(w: World) -> None:
         # the bootstrap's first requests are answered 429 (with Retry-After), then 503
         w.fake.fail_rest(429, count=2, retry_after_s=1)
         w.fake.fail_rest(503, count=1)
 
-    async def body() -> None:
-        async with world(venue, setup=setup) as w:
-            state = w.feed.state
-            await w.until(lambda: state.bootstrapped, "bootstrap after the errors")
-            assert len(w.delays) >= 3, w.delays  # one backoff per failed attempt
-            assert state.fatal is None
-            await w.until(lambda: state.connected, "streams up")
-            await w.private_ready()
-            # a reconnect whose resync is answered 429 and 502: retried until it succeeds
-            before = len(w.delays)
-            await w.fake.drop_connections()
-            w.fake.fail_rest(429, count=2)
-            w.fake.fail_rest(502, count=2)
-            w.fake.set_mark(venue.eth, "3000")
-            w.open(venue.eth, "long", "1", "3000")
-            await w.until(lambda: (venue.eth, Side.LONG) in state.positions, "resynced ETH")
-            assert len(w.delays) > before
-            assert state.fatal is None
-            await w.mark_reaches("59000")
-
-    run(body(), TEST_TIMEOUT_S)
+    async with world(venue, setup=setup) as w:
+        state = w.feed.state
+        await w.until(lambda: state.bootstrapped, "bootstrap after the errors")
+        assert len(w.delays) >= 3, w.delays  # one backoff per failed attempt
+        assert state.fatal is None
+        await w.until(lambda: state.connected, "streams up")
+        await w.private_ready()
+        # a reconnect whose resync is answered 429 and 502: retried until it succeeds
+        before = len(w.delays)
+        await w.fake.drop_connections()
+        w.fake.fail_rest(429, count=2)
+        w.fake.fail_rest(502, count=2)
+        w.fake.set_mark(venue.eth, "3000")
+        w.open(venue.eth, "long", "1", "3000")
+        await w.until(lambda: (venue.eth, Side.LONG) in state.positions, "resynced ETH")
+        assert len(w.delays) > before
+        assert state.fatal is None
+        await w.mark_reaches("59000")
 
 
 @pytest.mark.parametrize("venue", margin_call_entries())
-def test_the_exchanges_margin_call_push_reaches_alertd_as_an_event(venue: Venue) -> None:
+@async_test(TEST_TIMEOUT_S)
+async def test_the_exchanges_margin_call_push_reaches_alertd_as_an_event(venue: Venue) -> None:
     assert venue.margin_call is not None
     kind = get_spec(venue.exchange).capabilities.margin_call_push
     push = venue.margin_call
 
-    async def body() -> None:
-        async with streaming(venue) as w:
-            await w.private_ready()
-            events = w.feed.state.events
+    async with streaming(venue) as w:
+        await w.private_ready()
+        events = w.feed.state.events
 
-            def pushed() -> bool:
-                push(w.fake, venue.key)  # again until seen: one sent mid-subscribe is lost
-                return any(e.kind == kind for e in events)
+        def pushed() -> bool:
+            push(w.fake, venue.key)  # again until seen: one sent mid-subscribe is lost
+            return any(e.kind == kind for e in events)
 
-            await eventually(pushed, WAIT_S, f"{kind} event", interval_s=REPUSH_S)
-            event = next(e for e in events if e.kind == kind)
-            assert "BTC" in event.detail, event.detail
-            assert ("main", Change.EVENT) in w.changes
-            assert w.feed.state.fatal is None
-
-    run(body(), TEST_TIMEOUT_S)
+        await eventually(pushed, WAIT_S, f"{kind} event", interval_s=REPUSH_S)
+        event = next(e for e in events if e.kind == kind)
+        assert "BTC" in event.detail, event.detail
+        assert ("main", Change.EVENT) in w.changes
+        assert w.feed.state.fatal is None
