@@ -22,8 +22,8 @@ connection types (extending ``Credentials`` and ``WsConnection``), ``MALFORMED_J
 ``_garbled_frame()`` (or ``_malformed_frames()`` where frames depend on the connection),
 ``_push_periodic_marks()``, ``_market_id()``, ``tick()``, ``set_mark()``, ``add_account()``,
 ``_open_position()`` (``open_position`` checks the arguments once, in ``position_order``),
-``close_position()``, ``set_balance()`` and ``ccxt_urls()``. A new exchange is one module and
-one entry in ``tests/support/fakes.py``'s ``FAKES``.
+``close_position()``, ``set_balance()`` and ``_urls()`` (what ``ccxt_urls()`` returns). A new
+exchange is one module and one entry in ``tests/support/fakes.py``'s ``FAKES``.
 
 Threading: scripting methods may be called from the loop that runs the server (the usual case in
 tests, where the test and the server share one ``asyncio.run``) or from any other thread (a
@@ -355,6 +355,12 @@ class FakeExchangeServer(Generic[A, C]):
 
     def ccxt_urls(self) -> dict[str, Any]:
         """Deep-merge this over ``exchange.urls['api']``."""
+        if not self.port:
+            raise RuntimeError("start() the server first")
+        return self._urls(self.base_url, f"ws://{LOOPBACK}:{self.port}")
+
+    def _urls(self, http: str, ws: str) -> dict[str, Any]:
+        """``ccxt_urls`` of the running server (``http://`` and ``ws://`` host and port)."""
         raise NotImplementedError
 
     def _market_id(self, symbol: str) -> str:

@@ -379,13 +379,9 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
 
     # ---- ccxt wiring -----------------------------------------------------------------------------
 
-    def ccxt_urls(self) -> dict[str, Any]:
-        """Deep-merge this over ``exchange.urls['api']``. Every REST family is pointed here, not
-        only the ``fapi*`` ones binanceusdm uses, so that nothing can leave the loopback."""
-        if not self.port:
-            raise RuntimeError("start() the server first")
-        http = self.base_url
-        ws = f"ws://{LOOPBACK}:{self.port}"
+    def _urls(self, http: str, ws: str) -> dict[str, Any]:
+        """Every REST family is pointed here, not only the ``fapi*`` ones binanceusdm uses, so
+        that nothing can leave the loopback."""
         return {
             "fapiPublic": f"{http}/fapi/v1",
             "fapiPublicV2": f"{http}/fapi/v2",

@@ -70,7 +70,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from tests.fake_exchange import base as shared
-from tests.fake_exchange.base import LOOPBACK, FakeExchangeServer, Num, now_ms, scripted
+from tests.fake_exchange.base import FakeExchangeServer, Num, now_ms, scripted
 from tests.fake_exchange.base import to_decimal as _dec
 
 __all__ = ["FakeBybit"]
@@ -366,16 +366,10 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             web.route("*", "/{tail:.*}", self._rest),
         ]
 
-    def ccxt_urls(self) -> dict[str, Any]:
-        """Deep-merge over ``exchange.urls['api']``. Every websocket entry points here too, so
-        nothing reaches the real Bybit; only ``public.*`` and ``private.contract`` (=
-        ``private.spot.unified``) are served."""
-        if not self.port:
-            raise RuntimeError("start() the server first")
-        ws = f"ws://{LOOPBACK}:{self.port}"
-        urls: dict[str, Any] = dict.fromkeys(
-            ("spot", "futures", "v2", "public", "private"), self.base_url
-        )
+    def _urls(self, http: str, ws: str) -> dict[str, Any]:
+        """Every websocket entry points here too, so nothing reaches the real Bybit; only
+        ``public.*`` and ``private.contract`` (= ``private.spot.unified``) are served."""
+        urls: dict[str, Any] = dict.fromkeys(("spot", "futures", "v2", "public", "private"), http)
         urls["ws"] = {
             "public": {c: f"{ws}/v5/public/{c}" for c in CATEGORIES},
             "private": {

@@ -71,7 +71,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from tests.fake_exchange import base as shared
-from tests.fake_exchange.base import LOOPBACK, FakeExchangeServer, Num, Reject, now_ms, scripted
+from tests.fake_exchange.base import FakeExchangeServer, Num, Reject, now_ms, scripted
 from tests.fake_exchange.base import to_decimal as _dec
 
 __all__ = ["FakeGate"]
@@ -239,13 +239,10 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
             web.route("*", "/{tail:.*}", self._rest),
         ]
 
-    def ccxt_urls(self) -> dict[str, Any]:
-        """Deep-merge over ``exchange.urls['api']``: every REST section and websocket entry
-        points here, so nothing reaches the real Gate; only USDT futures are served."""
-        if not self.port:
-            raise RuntimeError("start() the server first")
-        rest = self.base_url + API
-        ws = f"ws://{LOOPBACK}:{self.port}"
+    def _urls(self, http: str, ws: str) -> dict[str, Any]:
+        """Every REST section and websocket entry points here, so nothing reaches the real
+        Gate; only USDT futures are served."""
+        rest = http + API
         sections = (
             "withdrawals", "wallet", "futures", "margin", "delivery", "spot", "options",
             "sub_accounts", "subAccounts", "earn", "unified", "rebate", "account", "loan", "otc",

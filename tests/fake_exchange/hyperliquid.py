@@ -77,7 +77,7 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from tests.fake_exchange import base as shared
-from tests.fake_exchange.base import LOOPBACK, FakeExchangeServer, Num, now_ms, scripted
+from tests.fake_exchange.base import FakeExchangeServer, Num, now_ms, scripted
 from tests.fake_exchange.base import to_decimal as _dec
 
 __all__ = ["FakeHyperliquid"]
@@ -244,14 +244,8 @@ class FakeHyperliquid(FakeExchangeServer[_Account, _Connection]):
             web.route("*", "/{tail:.*}", self._not_found),
         ]
 
-    def ccxt_urls(self) -> dict[str, Any]:
-        if not self.port:
-            raise RuntimeError("start() the server first")
-        return {
-            "public": self.base_url,
-            "private": self.base_url,
-            "ws": {"public": f"ws://{LOOPBACK}:{self.port}/ws"},
-        }
+    def _urls(self, http: str, ws: str) -> dict[str, Any]:
+        return {"public": http, "private": http, "ws": {"public": f"{ws}/ws"}}
 
     # ---- markets -----------------------------------------------------------------------------
 

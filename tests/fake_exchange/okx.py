@@ -45,7 +45,7 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from tests.fake_exchange import base as shared
-from tests.fake_exchange.base import LOOPBACK, FakeExchangeServer, Num, now_ms, scripted
+from tests.fake_exchange.base import FakeExchangeServer, Num, now_ms, scripted
 from tests.fake_exchange.base import to_decimal as _dec
 
 __all__ = ["FakeOKX"]
@@ -175,10 +175,8 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             web.route("*", "/{tail:.*}", self._rest),
         ]
 
-    def ccxt_urls(self) -> dict[str, Any]:
-        if not self.port:
-            raise RuntimeError("start() the server first")
-        return {"rest": self.base_url, "ws": f"ws://{LOOPBACK}:{self.port}/ws/v5"}
+    def _urls(self, http: str, ws: str) -> dict[str, Any]:
+        return {"rest": http, "ws": f"{ws}/ws/v5"}
 
     # ---- markets and scripting --------------------------------------------------------------
 
