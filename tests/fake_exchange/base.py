@@ -85,6 +85,15 @@ def json_response(
     )
 
 
+def json_object(text: str) -> dict[str, Any] | None:
+    """A client's websocket request: a JSON object, or None for anything else."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def to_decimal(value: Num, what: str = "value") -> Decimal:
     """A finite Decimal from a scripted number (strings as written, floats by their repr)."""
     try:
@@ -368,7 +377,9 @@ class FakeExchangeServer(Generic[A, C]):
         raise NotImplementedError
 
     def tick(self, symbol: str) -> Decimal:
-        raise NotImplementedError
+        """The symbol's price tick (an exchange's market type keeps it as ``.tick``)."""
+        tick: Decimal = self._market(symbol).tick
+        return tick
 
     def set_mark(self, symbol: str, price: Num, *, push: bool = True) -> None:
         """Move the mark; its subscribers get the exchange's mark event (unless ``push=False``:

@@ -56,7 +56,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
-import json
 import secrets
 import string
 import sys
@@ -429,9 +428,6 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             frame = self._ticker_frame(market, delta=True)
             for conn in self._subscribers(f"tickers.{market.id}"):
                 conn.send(frame)
-
-    def tick(self, symbol: str) -> Decimal:
-        return self._market(symbol).tick
 
     def _ticker_data(self, market: _Market) -> dict[str, Any]:
         mark = market.mark
@@ -1131,11 +1127,8 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         return lambda request, ws: _Connection(request, ws, kind)
 
     def _on_text(self, conn: _Connection, text: str) -> None:
-        try:
-            msg = json.loads(text)
-        except ValueError:
-            msg = None
-        if not isinstance(msg, dict):
+        msg = shared.json_object(text)
+        if msg is None:
             conn.send({"success": False, "ret_msg": "error:invalid op", "conn_id": conn.conn_id})
             return
         op = msg.get("op")

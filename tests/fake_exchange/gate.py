@@ -58,7 +58,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
-import json
 import secrets
 import sys
 import time
@@ -265,9 +264,6 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
 
     def _market_id(self, symbol: str) -> str:
         return _contract_id(symbol)[1]
-
-    def tick(self, symbol: str) -> Decimal:
-        return self._market(symbol).tick
 
     @scripted
     def add_symbol(
@@ -793,11 +789,8 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
         return reply
 
     def _on_text(self, conn: _Connection, text: str) -> None:
-        try:
-            msg = json.loads(text)
-        except ValueError:
-            msg = None
-        if not isinstance(msg, dict):
+        msg = shared.json_object(text)
+        if msg is None:
             reply = self._reply(conn, {}, "")
             reply.update(error={"code": 1, "message": "invalid request body format"})
             conn.send(reply)

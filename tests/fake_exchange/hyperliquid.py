@@ -586,16 +586,13 @@ class FakeHyperliquid(FakeExchangeServer[_Account, _Connection]):
         conn.send({"channel": "error", "data": text})
 
     def _on_text(self, conn: _Connection, text: str) -> None:
-        try:
-            msg = json.loads(text)
-        except ValueError:
-            msg = None
-        method = msg.get("method") if isinstance(msg, dict) else None
+        msg = shared.json_object(text) or {}
+        method = msg.get("method")
         if method == "ping":
             if self.answers_pings:
                 conn.send({"channel": "pong"})
             return
-        subscription = msg.get("subscription") if isinstance(msg, dict) else None
+        subscription = msg.get("subscription")
         key = self._stream_key(subscription) if method in ("subscribe", "unsubscribe") else None
         if key is None:
             self._ws_error(conn, f"Error parsing JSON into valid websocket request: {text}")

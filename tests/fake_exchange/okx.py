@@ -33,7 +33,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -185,9 +184,6 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             return symbol
         base = symbol.split("/")[0]
         return f"{base}-USDT-SWAP"
-
-    def tick(self, symbol: str) -> Decimal:
-        return self._market(symbol).tick
 
     @scripted
     def set_mark(self, symbol: str, price: Num, *, push: bool = True) -> None:
@@ -636,11 +632,8 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             if self.answers_pings:
                 conn.post("pong")
             return
-        try:
-            msg = json.loads(text)
-        except ValueError:
-            msg = None
-        if not isinstance(msg, dict):
+        msg = shared.json_object(text)
+        if msg is None:
             self._ws_error(conn, "60012", f"Illegal request: {text}")
             return
         op = msg.get("op")
