@@ -134,7 +134,7 @@ class FeedManager:
         # one loop for every feed: a wake-up a second, not one per account
         period = min(1.0, self.config.feeds.stale_after_s / 4)
         while True:
-            await asyncio.sleep(period)
+            await self.options.sleep(period)
             for feed in list(self.feeds.values()):
                 await feed.check_stale()
 
