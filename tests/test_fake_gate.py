@@ -15,19 +15,11 @@ from typing import Any
 import ccxt
 import pytest
 
-from alertd.engine.model import MarginMode, Side
-from alertd.feeds.feed import AccountFeed
 from tests.fake_exchange.gate import FakeGate
 from tests.support.aio import run, settle
 from tests.support.fakes import ccxt_client, started
 from tests.support.feeds import (
     BTC,
-    account_config,
-    bootstrapped,
-    good_and_bad_accounts,
-    make_feed,
-    mark_arrives,
-    running,
 )
 from tests.support.poll import eventually
 
@@ -276,104 +268,3 @@ def test_paused_marks_go_quiet() -> None:
             assert (await settle(pending, 1.0))["markPrice"] == 3500
 
     run(body, TEST_TIMEOUT_S)
-
-
-# ---- alertd's feed ---------------------------------------------------------------------------
-
-
-def started_fake() -> AbstractAsyncContextManager[FakeGate]:
-    return started(FakeGate(), [("key-g", "secret-g", "8000")])
-
-
-def holding_btc(fake: FakeGate) -> AccountFeed:
-    """A feed of account "key-g", holding 0.5 BTC (5,000 contracts) long at 62,000, mark 60,000."""
-    fake.set_mark(BTC, "60000")
-    fake.open_position("key-g", BTC, "long", "5000", "62000")
-    return make_feed(account_config("g", "gate", fake), "key-g", "secret-g")
-
-
-def test_feed_bootstraps_a_gate_account() -> None:
-    async def body() -> None:
-        async with started_fake() as fake:
-            feed = holding_btc(fake)
-            fake.open_position(
-                "key-g", ETH, "short", "100", "3500", margin_mode="isolated", leverage=20
-            )
-            await bootstrapped(feed)
-            state = feed.state
-            assert state.missing() == []
-            btc = state.positions[(BTC, Side.LONG)]
-            assert (btc.contracts, btc.margin_mode) == (D(5000), MarginMode.CROSS)
-            eth = state.positions[(ETH, Side.SHORT)]
-            assert eth.margin_mode is MarginMode.ISOLATED and eth.isolated_margin == D(175)
-            assert state.wallet_balance == D(8000)
-            assert state.marks[BTC] == D(60000)
-
-    run(body(), timeout_s=30)
-
-
-def test_feed_streams_gate_marks_and_positions() -> None:
-    """alertd's real feed against Gate's private channels, through a drop and a resync.
-
-    Issue 10's finding: before the live-fixes merge alertd never set ``exchange.uid``, so
-    ccxt's ``subscribe_private`` raised ``ArgumentsRequired("gate requires uid to subscribe")``
-    and the position and balance streams never came up; alertd now reads ``user_id`` from
-    ``/api/v4/account/detail`` at bootstrap, and this server refuses private payloads without
-    it."""
-
-    async def body() -> None:
-        async with started_fake() as fake:
-            feed = holding_btc(fake)
-            async with running(feed):
-                await fake.wait_for_subscription("futures.tickers:BTC_USDT", 10)
-                await mark_arrives(fake, feed, "59000")
-                await eventually(
-                    lambda: {"futures.positions", "futures.balances"} <= fake.subscriptions(),
-                    timeout_s=5,
-                    what="private channels subscribed (needs the Gate uid)",
-                )
-                await eventually(lambda: feed.state.connected, what="streams up")
-                fake.open_position("key-g", ETH, "short", "100", "3000")
-                await eventually(lambda: (ETH, Side.SHORT) in feed.state.positions, what="ETH")
-                fake.set_balance("key-g", "9000")
-                await eventually(lambda: feed.state.wallet_balance == D(9000), what="balance")
-                await fake.drop_connections()
-                fake.open_position("key-g", ETH, "long", "7", "3000")  # pushed to nobody
-                await eventually(lambda: (ETH, Side.LONG) in feed.state.positions, what="resync")
-                await eventually(lambda: feed.reconnects >= 1, what="a resync after the drop")
-                await eventually(
-                    lambda: "futures.positions" in fake.subscriptions(), what="resubscribed"
-                )
-                fake.send_malformed("json")
-                fake.send_malformed("shape")
-                await eventually(lambda: len(feed.malformed) >= 1, what="malformed counted")
-                await mark_arrives(fake, feed, "58000", "mark after")
-
-    run(body(), timeout_s=60)
-
-
-def test_feed_skips_a_malformed_ticker() -> None:
-    async def body() -> None:
-        async with started_fake() as fake:
-            feed = holding_btc(fake)
-            async with running(feed):
-                await fake.wait_for_subscription("futures.tickers:BTC_USDT", 10)
-                fake.send_malformed("shape")
-                await eventually(lambda: len(feed.malformed) >= 1, what="malformed counted")
-                await mark_arrives(fake, feed, "58000", "mark after")
-
-    run(body(), timeout_s=30)
-
-
-def test_bad_key_is_fatal_for_that_account_only() -> None:
-    async def body() -> None:
-        async with (
-            started_fake() as fake,
-            good_and_bad_accounts(fake, "gate", "key-g", "secret-g") as manager,
-        ):
-            assert "INVALID_KEY" in str(manager.feeds["bad"].state.fatal)
-            good = manager.feeds["good"]
-            assert not good.state.fatal
-            await mark_arrives(fake, good, "59999", "good account still streaming")
-
-    run(body(), timeout_s=30)

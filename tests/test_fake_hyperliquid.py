@@ -27,7 +27,6 @@ from .support.feeds import (
     account_config,
     bootstrapped,
     running_manager,
-    streaming,
 )
 from .support.poll import eventually
 
@@ -234,73 +233,6 @@ def test_feed_bootstrap_agrees_with_hyperliquid() -> None:
                 assert abs(pm.liquidation_price - reported) / reported < D("1e-6")
 
     run(body())
-
-
-def test_feed_streams_drop_and_resync() -> None:
-    async def body() -> None:
-        async with holding_btc() as fake:
-            feed = hl_feed(fake)
-            async with streaming(feed):
-                await fake.wait_for_subscription("activeAssetCtx:BTC")
-                await mark_arrives(fake, feed, "59000", "mark")
-                fake.set_mark(ETH, "3000")
-                fake.open_position(USER, ETH, "short", "2", "3100")
-                await eventually(lambda: (ETH, Side.SHORT) in feed.state.positions, what="ETH")
-                fake.close_position(USER, ETH)
-                await eventually(
-                    lambda: (ETH, Side.SHORT) not in feed.state.positions, what="close"
-                )
-                fake.set_balance(USER, "9000")
-                await eventually(lambda: feed.state.wallet_balance == D(9000), what="balance")
-                await fake.drop_connections()
-                fake.open_position(USER, ETH, "long", "1", "3000")  # pushed to nobody
-                await eventually(lambda: (ETH, Side.LONG) in feed.state.positions, what="resync")
-                await eventually(lambda: feed.reconnects >= 1, what="a resync after the drop")
-                await fake.wait_for_subscription("activeAssetCtx:BTC")
-                await mark_arrives(fake, feed, "58000", "after")
-
-    run(body(), timeout_s=60)
-
-
-def test_feed_skips_malformed_frames() -> None:
-    async def body() -> None:
-        async with holding_btc() as fake:
-            feed = hl_feed(fake)
-            async with streaming(feed):
-                await fake.wait_for_subscription("activeAssetCtx:BTC")
-                await fake.wait_for_subscription(f"clearinghouseState:{USER}")
-                fake.send_malformed("json")
-                fake.send_malformed("shape")
-                await eventually(lambda: len(feed.malformed) >= 2, what="malformed counted")
-                await mark_arrives(fake, feed, "57000", "mark")
-                assert feed.state.positions[(BTC, Side.LONG)].contracts == D("0.5")
-                assert feed.state.fatal is None
-
-    run(body(), timeout_s=60)
-
-
-def test_malformed_wallet_address_stops_only_that_account() -> None:
-    """Hyperliquid has no keys: a wallet address that is not one is its "bad key". The real
-    API answers 422 "Failed to deserialize"; alertd must stop that account with a reason that
-    names the address problem, and keep the good one streaming."""
-
-    async def body() -> None:
-        async with holding_btc() as fake:
-            accounts = [
-                account_config("good", "hyperliquid", fake, wallet_address=USER),
-                account_config("bad", "hyperliquid", fake, wallet_address="0xnot-an-address"),
-            ]
-            async with running_manager(accounts, {}) as manager:
-                bad, good = manager.feeds["bad"], manager.feeds["good"]
-                await eventually(lambda: bad.state.fatal is not None, what="bad account fatal")
-                assert "wallet address" in (bad.state.fatal or "")
-                await eventually(lambda: good.state.connected, what="good up")
-                await mark_arrives(fake, good, "59500", "good")
-
-    run(body(), timeout_s=60)
-
-
-# ---- unified and portfolio-margin accounts -----------------------------------------------------
 
 
 def test_unified_account_served_from_the_spot_state() -> None:

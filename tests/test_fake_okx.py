@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import aiohttp
 import ccxt.async_support as ccxt_async
 import pytest
 
-from alertd.config import Config, Secret
+from alertd.config import Secret
 from alertd.engine.margin import compute
-from alertd.engine.model import Side
 from alertd.feeds.feed import AccountFeed
-from alertd.feeds.manager import FeedManager
 
 from .fake_exchange.okx import FakeOKX
-from .support.aio import background, run
+from .support.aio import run
 from .support.fakes import ccxt_client, started
 from .support.feeds import (
     BTC,
@@ -26,11 +23,7 @@ from .support.feeds import (
     FAST_OPTIONS,
     account_config,
     bootstrapped,
-    btc_long,
-    mark_arrives,
-    streaming,
 )
-from .support.poll import eventually
 
 D = Decimal
 ETH = "ETH/USDT:USDT"
@@ -107,81 +100,6 @@ def test_bad_key_and_passphrase_are_authentication_errors() -> None:
                     await ex.watch_balance()
 
     run(body())
-
-
-def test_feed_bootstraps_streams_and_resyncs_after_a_drop() -> None:
-    async def body() -> None:
-        async with started_fake() as fake:
-            btc_long(fake, "key-o")
-            state = (await bootstrapped(okx_feed(fake))).state
-            assert state.missing() == []
-            assert state.positions[(BTC, Side.LONG)].contracts == D("0.5")
-            feed = okx_feed(fake)
-            async with streaming(feed):
-                await eventually(
-                    lambda: "mark-price:BTC-USDT-SWAP" in fake.subscriptions(), what="marks"
-                )
-                await mark_arrives(fake, feed, "59000")
-                fake.set_mark(ETH, "3000")
-                fake.open_position("key-o", ETH, "short", "2", "3100")
-                await eventually(lambda: (ETH, Side.SHORT) in feed.state.positions, what="ETH")
-                fake.set_balance("key-o", "9000")
-                await eventually(lambda: feed.state.wallet_balance == D(9000), what="balance")
-                await fake.drop_connections()
-                fake.close_position("key-o", ETH)  # pushed to nobody
-                await eventually(
-                    lambda: (ETH, Side.SHORT) not in feed.state.positions, what="resync"
-                )
-                await eventually(lambda: feed.reconnects >= 1, what="a resync after the drop")
-                fake.send_malformed("json")
-                fake.send_malformed("shape")
-                await eventually(lambda: len(feed.malformed) >= 1, what="malformed counted")
-                await mark_arrives(fake, feed, "58000", "mark after malformed")
-
-    run(body(), timeout_s=60)
-
-
-def test_liquidation_warning_push_is_captured() -> None:
-    async def body() -> None:
-        async with started_fake() as fake:
-            btc_long(fake, "key-o")
-            feed = okx_feed(fake)
-            async with streaming(feed):
-                await eventually(
-                    lambda: "liquidation-warning" in fake.subscriptions(), what="subscribed"
-                )
-                fake.push_liquidation_warning("key-o")
-                event = await eventually(
-                    lambda: next(
-                        (e for e in feed.state.events if e.kind == "liquidation_warning"), None
-                    ),
-                    what="liquidation warning",
-                )
-                assert "BTC-USDT-SWAP" in event.detail
-
-    run(body(), timeout_s=30)
-
-
-@contextlib.asynccontextmanager
-async def good_and_bad(fake: FakeOKX) -> AsyncIterator[FeedManager]:
-    btc_long(fake, "key-o")
-    accounts = [account_config(name, "okx", fake) for name in ("good", "bad")]
-    keys = {"good": okx_secrets("key-o", "secret-o"), "bad": okx_secrets("key-unknown", "x")}
-    manager = FeedManager(Config(version=1, accounts=accounts, feeds=FAST), keys, FAST_OPTIONS)
-    async with background(manager.run()):
-        await eventually(lambda: manager.feeds["bad"].state.fatal, what="fatal")
-        await eventually(lambda: manager.feeds["good"].state.connected, what="good up")
-        yield manager
-
-
-def test_bad_key_is_fatal_for_that_account_only() -> None:
-    async def body() -> None:
-        async with started_fake() as fake, good_and_bad(fake) as manager:
-            reason = str(manager.feeds["bad"].state.fatal)
-            assert "50111" in reason or "OK-ACCESS-KEY" in reason, reason
-            await mark_arrives(fake, manager.feeds["good"], "59999", "good still streaming")
-
-    run(body(), timeout_s=30)
 
 
 def test_scripted_rest_failures_bans_and_pings() -> None:

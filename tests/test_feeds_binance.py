@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 from contextlib import AbstractAsyncContextManager
@@ -11,8 +10,6 @@ from pathlib import Path
 
 from alertd.engine.margin import compute
 from alertd.engine.model import MarginMode, Side
-from alertd.feeds.feed import AccountFeed, Change
-from alertd.feeds.state import Stream
 
 from .fake_exchange.binance import FakeBinanceUSDM
 from .support import configs
@@ -20,14 +17,11 @@ from .support.aio import run
 from .support.fakes import server_in_thread, started
 from .support.feeds import (
     BTC,
-    FAST,
     account_config,
     bootstrapped,
     btc_long,
-    good_and_bad_accounts,
     make_feed,
     mark_arrives,
-    running,
     running_manager,
     streaming,
 )
@@ -43,12 +37,6 @@ def write_config(tmp_path: Path, fake: FakeBinanceUSDM, key_env: str, secret_env
     return configs.write_config(
         tmp_path, [configs.fake_account(fake, "main", "binanceusdm", key_env, secret_env)]
     )
-
-
-def btc_long_feed(fake: FakeBinanceUSDM) -> AccountFeed:
-    """Account "a" holding 0.5 BTC long at 62,000, the mark at 60,000, and a feed for it."""
-    btc_long(fake, "key-a")
-    return make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
 
 
 def started_fake() -> AbstractAsyncContextManager[FakeBinanceUSDM]:
@@ -89,64 +77,6 @@ def test_bootstrap_builds_the_account_from_raw_fields() -> None:
     run(body())
 
 
-def test_streamed_marks_and_positions_reach_the_engine() -> None:
-    async def body() -> None:
-        async with started_fake() as fake:
-            feed = btc_long_feed(fake)
-            seen: list[tuple[Change, str | None]] = []
-            feed.listeners.append(lambda f, change, symbol: seen.append((change, symbol)))
-            async with running(feed):
-                await eventually(lambda: feed.state.bootstrapped, what="bootstrap")
-                await eventually(
-                    lambda: any("btcusdt@markprice" in s.lower() for s in fake.subscriptions()),
-                    what="BTC mark subscription",
-                )
-                await mark_arrives(fake, feed, "59000", "mark")
-                assert (Change.MARK, BTC) in seen
-                # a position opened on the exchange arrives over the user-data stream
-                fake.set_mark(ETH, "3000")
-                fake.open_position("key-a", ETH, "long", "2", "3000")
-                await eventually(lambda: (ETH, Side.LONG) in feed.state.positions, what="ETH")
-                await eventually(lambda: ETH in feed.state.marks, what="ETH mark")
-                await eventually(
-                    lambda: any("ethusdt@markprice" in s.lower() for s in fake.subscriptions()),
-                    what="ETH mark subscription",
-                )
-                # and closing it unsubscribes its mark
-                fake.close_position("key-a", ETH)
-                await eventually(lambda: (ETH, Side.LONG) not in feed.state.positions, what="close")
-                await eventually(
-                    lambda: not any("ethusdt@markprice" in s.lower() for s in fake.subscriptions()),
-                    what="ETH unsubscribed",
-                )
-                fake.set_balance("key-a", "12345")
-                await eventually(
-                    lambda: feed.state.wallet_balance == D(12345), what="balance update"
-                )
-
-    run(body())
-
-
-def test_a_drop_mid_stream_reconnects_and_resyncs_without_losing_a_change() -> None:
-    async def body() -> None:
-        async with started_fake() as fake:
-            feed = btc_long_feed(fake)
-            async with streaming(feed):
-                before = fake.ws_connections
-                await fake.drop_connections()
-                # a change while alertd is disconnected: its push reaches nobody
-                fake.set_mark(ETH, "3000")
-                fake.open_position("key-a", ETH, "short", "3", "3100")
-                await eventually(
-                    lambda: (ETH, Side.SHORT) in feed.state.positions, what="resynced position"
-                )
-                await eventually(lambda: feed.reconnects >= 1, what="a resync after the drop")
-                await eventually(lambda: fake.ws_connections > before, what="new connections")
-                await mark_arrives(fake, feed, "58000", "marks again")
-
-    run(body())
-
-
 def test_listen_key_is_renewed_and_an_expired_one_replaced() -> None:
     async def body() -> None:
         async with started_fake() as fake:
@@ -165,95 +95,6 @@ def test_listen_key_is_renewed_and_an_expired_one_replaced() -> None:
                 fake.set_mark(ETH, "3000")
                 fake.open_position("key-a", ETH, "long", "1", "3000")
                 await eventually(lambda: (ETH, Side.LONG) in feed.state.positions, what="ETH")
-
-    run(body())
-
-
-def test_stale_marks_are_reported_and_trigger_a_reconnect() -> None:
-    async def body() -> None:
-        async with started_fake() as fake:
-            feed = btc_long_feed(fake)
-            async with streaming(feed):
-                before = fake.ws_connections
-                # the fake pushes marks only when told to: silence makes the mark stale
-
-                def stale() -> bool:
-                    report = feed.state.freshness(
-                        asyncio.get_running_loop().time(), FAST.stale_after_s, float("inf")
-                    )
-                    return any(f.stream is Stream.MARK and f.stale for f in report)
-
-                await eventually(stale, what="stale mark")
-                await eventually(lambda: fake.ws_connections > before, what="forced reconnect")
-
-                def tick_and_check() -> bool:
-                    # a live exchange pushes every second; a push during the reconnect is lost
-                    fake.set_mark(BTC, "61000")
-                    return not stale()
-
-                await eventually(tick_and_check, what="fresh again")
-
-    run(body())
-
-
-def test_malformed_frames_are_skipped() -> None:
-    async def body() -> None:
-        async with started_fake() as fake:
-            feed = btc_long_feed(fake)
-            async with streaming(feed):
-                connections = fake.ws_connections
-                fake.send_malformed("json")
-                fake.send_malformed("shape")
-                await eventually(lambda: len(feed.malformed) >= 2, what="both counted")
-                await mark_arrives(fake, feed, "57000", "mark after")
-                assert feed.state.marks[BTC] == D(57000)
-                assert fake.ws_connections == connections  # skipped, not reconnected
-
-    run(body())
-
-
-def test_a_bad_key_stops_that_account_only() -> None:
-    async def body() -> None:
-        async with (
-            started_fake() as fake,
-            good_and_bad_accounts(fake, "binanceusdm", "key-a", "secret-a") as manager,
-        ):
-            assert "AuthenticationError" in (manager.feeds["bad"].state.fatal or "")
-            assert "nope" not in (manager.feeds["bad"].state.fatal or "")
-            good = manager.feeds["good"]
-            await mark_arrives(fake, good, "59500", "good account still streaming")
-
-    run(body())
-
-
-def test_rate_limits_and_server_errors_are_retried() -> None:
-    async def body() -> None:
-        async with started_fake() as fake:
-            btc_long(fake, "key-a")
-            fake.fail_rest(429, count=2, retry_after_s=1)
-            fake.fail_rest(503, count=1)
-            feed: AccountFeed = make_feed(
-                account_config("a", "binanceusdm", fake), "key-a", "secret-a"
-            )
-            async with running(feed):
-                await eventually(lambda: feed.state.bootstrapped, what="bootstrap after errors")
-            assert feed.state.fatal is None
-
-    run(body())
-
-
-def test_margin_call_push_is_captured() -> None:
-    async def body() -> None:
-        async with started_fake() as fake:
-            feed = btc_long_feed(fake)
-            async with streaming(feed):
-                await asyncio.sleep(0.2)  # the user-data stream is subscribed
-                fake.push_margin_call("key-a")
-                event = await eventually(
-                    lambda: next((e for e in feed.state.events if e.kind == "margin_call"), None),
-                    what="margin call",
-                )
-                assert "BTCUSDT" in event.detail
 
     run(body())
 

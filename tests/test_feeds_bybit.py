@@ -15,13 +15,8 @@ from .support.feeds import (
     BTC,
     account_config,
     bootstrapped,
-    btc_long,
-    good_and_bad_accounts,
     make_feed,
-    mark_arrives,
-    streaming,
 )
-from .support.poll import eventually
 
 D = Decimal
 ETH = "ETH/USDT:USDT"
@@ -63,48 +58,5 @@ def test_bootstrap_and_figures_agree_with_bybit() -> None:
                 if figures.liquidation_price is not None and pm.liquidation_price is not None:
                     # Bybit rounds liquidation prices to the tick; alertd does too
                     assert abs(pm.liquidation_price - figures.liquidation_price) <= D("0.1")
-
-    run(body())
-
-
-def test_streams_drop_and_resync() -> None:
-    async def body() -> None:
-        async with started_fake() as fake:
-            btc_long(fake, "key-b")
-            feed = make_feed(account_config("b", "bybit", fake), "key-b", "secret-b")
-            async with streaming(feed):
-                await eventually(
-                    lambda: "tickers.BTCUSDT" in fake.subscriptions(), what="ticker subscription"
-                )
-                await mark_arrives(fake, feed, "59000", "mark")
-                fake.set_mark(ETH, "3000")
-                fake.open_position("key-b", ETH, "short", "2", "3100")
-                await eventually(lambda: (ETH, Side.SHORT) in feed.state.positions, what="ETH")
-                fake.close_position("key-b", ETH)
-                await eventually(
-                    lambda: (ETH, Side.SHORT) not in feed.state.positions, what="close"
-                )
-                fake.set_balance("key-b", "9000")
-                await eventually(lambda: feed.state.wallet_balance == D(9000), what="balance")
-                await fake.drop_connections()
-                fake.open_position("key-b", ETH, "long", "1", "3000")  # pushed to nobody
-                await eventually(lambda: (ETH, Side.LONG) in feed.state.positions, what="resync")
-                await eventually(lambda: feed.reconnects >= 1, what="a resync after the drop")
-                fake.send_malformed("json")
-                fake.send_malformed("shape")
-                await eventually(lambda: len(feed.malformed) >= 1, what="malformed counted")
-                await mark_arrives(fake, feed, "58000", "mark after")
-
-    run(body(), timeout_s=60)
-
-
-def test_bad_key_is_fatal_for_that_account_only() -> None:
-    async def body() -> None:
-        async with (
-            started_fake() as fake,
-            good_and_bad_accounts(fake, "bybit", "key-b", "secret-b") as manager,
-        ):
-            good = manager.feeds["good"]
-            await mark_arrives(fake, good, "59999", "good account still streaming")
 
     run(body())

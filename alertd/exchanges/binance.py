@@ -18,7 +18,7 @@ from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.tiers import Tier, TierTable
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
-from alertd.feeds.state import AccountEvent, PositionState, ReportedAccount
+from alertd.feeds.state import AccountEvent, PositionState, ReportedAccount, closed_both_sides
 
 USDM_PROFILE = ExchangeProfile(
     id="binanceusdm",
@@ -122,12 +122,19 @@ class BinanceUSDMAdapter(ExchangeAdapter):
 
     async def watch_positions(self, exchange: Any) -> list[PositionState]:
         changed = await exchange.watch_positions()
-        out = []
+        out: list[PositionState] = []
         for position in changed:
             raw = position.get("info") or {}
             if "pa" not in raw and "positionAmt" not in raw:
                 continue
-            out.append(self._position(exchange, raw))
+            p = self._position(exchange, raw)
+            one_way = str(raw.get("positionSide", raw.get("ps", "BOTH"))) == "BOTH"
+            if one_way and p.contracts == 0:
+                # a one-way close ("pa": "0", "ps": "BOTH") says nothing of the side it closes:
+                # a short closed must not stay open as the long that "0" would parse to
+                out.extend(closed_both_sides(p.symbol))
+            else:
+                out.append(p)
         return out
 
     async def watch_balance(self, exchange: Any) -> Decimal | None:

@@ -30,7 +30,7 @@ from alertd.engine.tiers import Tier, TierBasis, TierTable
 from alertd.exchanges.common import closed_both_sides, side_of, signed_position
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
-from alertd.feeds.state import AccountEvent, PositionState, ReportedAccount
+from alertd.feeds.state import AccountEvent, PositionState, ReportedAccount, closed_both_sides
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +75,16 @@ def _consume(future: Any) -> None:
 
 class OKXAdapter(ExchangeAdapter):
     reported_mm_excludes_fee = True
+    # the settle currency's ``mmr`` in the balance details is "Cross maintenance margin
+    # requirement at the currency level" (OKX v5 docs, GET /api/v5/account/balance): isolated
+    # positions are not in it
+    reported_account_mm_cross_only = True
     exchange_id = "okx"
     market_filter = MARKETS
-    wallet_includes_isolated = False  # cashBal holds no isolated margin
+    # cashBal holds the isolated positions' margin too (it is frozen in it: frozenBal, and
+    # availBal = cashBal - frozenBal); OKX's eq = cashBal + upl of every position, and the
+    # adapter's cross equity eq - isoEq is cashBal less the isolated margin plus the cross upl
+    wallet_includes_isolated = True
 
     def __init__(self) -> None:
         self._warned_multi_currency = False

@@ -363,18 +363,30 @@ class AccountFeed:
         group.create_task(later())
 
     async def _resync_after(self, failed_at: float, name: str) -> None:
-        """One REST resync per disconnect, however many streams saw it."""
-        async with self._resync_lock:
-            if self._last_resync >= failed_at:
-                return
-            try:
-                await self.resync()
-                if name != "start":
-                    log.info("%s: resynced after losing the %s stream", self.config.name, name)
-            except Exception as exc:
-                if classify(exc) is ErrorKind.FATAL:
-                    self._stop(exc)
-                log.warning("%s: resync failed: %s", self.config.name, describe(exc))
+        """One REST resync per disconnect, however many streams saw it, retried with backoff
+        until it succeeds: what changed while the streams were down is only there (a 429 or
+        a 5xx must not leave it missing until the next periodic reconcile)."""
+        backoff = self._backoff_factory()
+        while True:
+            async with self._resync_lock:
+                if self._last_resync >= failed_at:
+                    return
+                try:
+                    await self.resync()
+                    if name != "start":
+                        log.info("%s: resynced after losing the %s stream", self.config.name, name)
+                    return
+                except Exception as exc:
+                    if classify(exc) is ErrorKind.FATAL:
+                        self._stop(exc)
+                    delay = backoff.next_delay()
+                    log.warning(
+                        "%s: resync failed (%s); retrying in %.1fs",
+                        self.config.name,
+                        describe(exc),
+                        delay,
+                    )
+            await self._sleep(delay)
 
     async def _watchdog(self) -> None:
         period = min(1.0, self.settings.stale_after_s / 4)

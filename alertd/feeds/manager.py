@@ -6,9 +6,10 @@ One account's fatal error stops that account only; the others keep streaming.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -61,6 +62,7 @@ class FeedManager:
             )
             self.feeds[account.name] = feed
         self._scheduler: AsyncIOScheduler | None = None
+        self._stopping = False  # close() began: jobs cancelled now are stopped, not crashed
 
     def _hub_for(self, account: AccountConfig) -> MarkHub:
         """Accounts that reach the same exchange the same way share one mark hub."""
@@ -87,20 +89,38 @@ class FeedManager:
             )
         return self.hubs[key]
 
+    def _job(self, step: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """A periodic job that ends quietly when the feeds stop under it.
+
+        apscheduler cancels a job still running at shutdown and logs the cancellation as the
+        job's crash, with a traceback: a reconcile in flight when the daemon stops is not one.
+        """
+
+        @functools.wraps(step)
+        async def job() -> None:
+            try:
+                await step()
+            except asyncio.CancelledError:
+                if not self._stopping:
+                    raise  # cancelled for another reason than the shutdown
+                log.debug("%s: stopped with the feeds", getattr(step, "__qualname__", step))
+
+        return job
+
     def _schedule(self) -> AsyncIOScheduler:
         settings = self.config.feeds
         scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
         jobs = dict(max_instances=1, coalesce=True, misfire_grace_time=None)
         for name, feed in self.feeds.items():
             scheduler.add_job(
-                feed.reconcile,
+                self._job(feed.reconcile),
                 "interval",
                 seconds=settings.reconcile_interval_s,
                 id=f"reconcile:{name}",
                 **jobs,
             )
             scheduler.add_job(
-                feed.refresh_tiers,
+                self._job(feed.refresh_tiers),
                 "interval",
                 seconds=settings.tier_refresh_interval_s,
                 id=f"tiers:{name}",
@@ -108,7 +128,7 @@ class FeedManager:
             )
             if feed.spec.capabilities.renews_listen_key:
                 scheduler.add_job(
-                    feed.renew,
+                    self._job(feed.renew),
                     "interval",
                     seconds=settings.listen_key_renew_interval_s,
                     id=f"listen-key:{name}",
@@ -134,7 +154,7 @@ class FeedManager:
         # one loop for every feed: a wake-up a second, not one per account
         period = min(1.0, self.config.feeds.stale_after_s / 4)
         while True:
-            await asyncio.sleep(period)
+            await self.options.sleep(period)
             for feed in list(self.feeds.values()):
                 await feed.check_stale()
 
@@ -144,8 +164,9 @@ class FeedManager:
             log.error("%s: feed stopped for good: %s", name, feed.state.fatal)
 
     async def close(self) -> None:
-        if self._scheduler is not None and self._scheduler.running:
-            self._scheduler.shutdown(wait=False)
-        self._scheduler = None
+        self._stopping = True
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None and scheduler.running:
+            scheduler.shutdown(wait=False)
         await asyncio.gather(*(feed.close() for feed in self.feeds.values()))
         await asyncio.gather(*(hub.close() for hub in self.hubs.values()))

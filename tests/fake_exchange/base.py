@@ -18,11 +18,12 @@ nothing about any exchange's wire format. It owns:
 An exchange module provides its wire format only: ``_routes()`` (REST paths and websocket
 endpoints; its handlers raise ``Reject`` with the exchange's error body), ``_error_response()``
 (scripted failures), ``_key_rejected()`` (unknown, revoked and banned keys), the account and
-connection types (extending ``Credentials`` and ``WsConnection``), ``_malformed_frames()``,
+connection types (extending ``Credentials`` and ``WsConnection``), ``MALFORMED_JSON`` and
+``_garbled_frame()`` (or ``_malformed_frames()`` where frames depend on the connection),
 ``_push_periodic_marks()``, ``_market_id()``, ``tick()``, ``set_mark()``, ``add_account()``,
 ``_open_position()`` (``open_position`` checks the arguments once, in ``position_order``),
-``close_position()``, ``set_balance()`` and ``ccxt_urls()``. A new exchange is one module and
-one entry in ``tests/support/fakes.py``'s ``FAKES``.
+``close_position()``, ``set_balance()`` and ``_urls()`` (what ``ccxt_urls()`` returns). A new
+exchange is one module and one entry in ``tests/support/fakes.py``'s ``FAKES``.
 
 Threading: scripting methods may be called from the loop that runs the server (the usual case in
 tests, where the test and the server share one ``asyncio.run``) or from any other thread (a
@@ -82,6 +83,15 @@ def json_response(
     return web.Response(
         status=status, text=compact(data), content_type="application/json", headers=headers
     )
+
+
+def json_object(text: str) -> dict[str, Any] | None:
+    """A client's websocket request: a JSON object, or None for anything else."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def to_decimal(value: Num, what: str = "value") -> Decimal:
@@ -331,8 +341,21 @@ class FakeExchangeServer(Generic[A, C]):
         """The exchange's answer to a scripted failure (``fail_rest``)."""
         raise NotImplementedError
 
+    # the truncated event ``send_malformed("json")`` sends: text that starts like JSON
+    MALFORMED_JSON: ClassVar[str] = ""
+
     def _malformed_frames(self, conn: C, kind: str) -> list[str]:
-        """The broken frames ``send_malformed(kind)`` sends on ``conn``."""
+        """The broken frames ``send_malformed(kind)`` sends on ``conn``: ``MALFORMED_JSON``, or
+        for each stream ``conn`` subscribes (in order) the exchange's push on it with garbled
+        values (``_garbled_frame``)."""
+        if kind == "json":
+            return [self.MALFORMED_JSON]
+        frames = (self._garbled_frame(stream) for stream in sorted(conn.streams))
+        return [compact(frame) for frame in frames if frame is not None]
+
+    def _garbled_frame(self, stream: str) -> dict[str, Any] | None:
+        """The exchange's push on ``stream`` with "abc" where numbers belong (None: nothing
+        is sent on that stream)."""
         raise NotImplementedError
 
     def _push_periodic_marks(self) -> None:
@@ -341,6 +364,12 @@ class FakeExchangeServer(Generic[A, C]):
 
     def ccxt_urls(self) -> dict[str, Any]:
         """Deep-merge this over ``exchange.urls['api']``."""
+        if not self.port:
+            raise RuntimeError("start() the server first")
+        return self._urls(self.base_url, f"ws://{LOOPBACK}:{self.port}")
+
+    def _urls(self, http: str, ws: str) -> dict[str, Any]:
+        """``ccxt_urls`` of the running server (``http://`` and ``ws://`` host and port)."""
         raise NotImplementedError
 
     def _market_id(self, symbol: str) -> str:
@@ -348,7 +377,9 @@ class FakeExchangeServer(Generic[A, C]):
         raise NotImplementedError
 
     def tick(self, symbol: str) -> Decimal:
-        raise NotImplementedError
+        """The symbol's price tick (an exchange's market type keeps it as ``.tick``)."""
+        tick: Decimal = self._market(symbol).tick
+        return tick
 
     def set_mark(self, symbol: str, price: Num, *, push: bool = True) -> None:
         """Move the mark; its subscribers get the exchange's mark event (unless ``push=False``:
@@ -398,6 +429,11 @@ class FakeExchangeServer(Generic[A, C]):
     def _contract_size(self, market: Any) -> Decimal:
         """Base units per contract, where an exchange counts positions in contracts."""
         return Decimal(1)
+
+    @scripted
+    def contract_size(self, symbol: str) -> Decimal:
+        """Base units per contract of ``symbol`` (OKX's ctVal, Gate's quanto; 1 elsewhere)."""
+        return self._contract_size(self._market(symbol))
 
     def close_position(self, api_key: str, symbol: str, side: str | None = None) -> None:
         """Close the symbol's position(s) (``side`` picks one hedge leg) and push the close."""

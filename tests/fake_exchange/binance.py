@@ -379,13 +379,9 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
 
     # ---- ccxt wiring -----------------------------------------------------------------------------
 
-    def ccxt_urls(self) -> dict[str, Any]:
-        """Deep-merge this over ``exchange.urls['api']``. Every REST family is pointed here, not
-        only the ``fapi*`` ones binanceusdm uses, so that nothing can leave the loopback."""
-        if not self.port:
-            raise RuntimeError("start() the server first")
-        http = self.base_url
-        ws = f"ws://{LOOPBACK}:{self.port}"
+    def _urls(self, http: str, ws: str) -> dict[str, Any]:
+        """Every REST family is pointed here, not only the ``fapi*`` ones binanceusdm uses, so
+        that nothing can leave the loopback."""
         return {
             "fapiPublic": f"{http}/fapi/v1",
             "fapiPublicV2": f"{http}/fapi/v2",
@@ -1483,17 +1479,18 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         event = {"e": "markPriceUpdate", "E": stamp, "s": market_id, "p": "abc"}
         return [self._framed(conn, f"{market_id.lower()}@markPrice", event)]
 
+    @scripted
+    def has_user_stream(self, api_key: str) -> bool:
+        """The account has a live user-data connection on its current listen key."""
+        account = self._account(api_key)
+        return any(
+            c.owner == api_key and c.live and c.listen_key == account.listen_key
+            for c in self._connections_of("private")
+        )
+
     async def wait_for_user_stream(self, api_key: str, timeout_s: float = 2.0) -> None:
         """Wait until the account has a live user-data connection on its current listen key."""
-        account = self._account(api_key)
-
-        def connected() -> bool:
-            return any(
-                c.owner == api_key and c.live and c.listen_key == account.listen_key
-                for c in self._connections_of("private")
-            )
-
-        await self.wait_until(connected, timeout_s)
+        await self.wait_until(lambda: self.has_user_stream(api_key), timeout_s)
 
 
 _REASONS = {

@@ -56,7 +56,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
-import json
 import secrets
 import string
 import sys
@@ -70,7 +69,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from tests.fake_exchange import base as shared
-from tests.fake_exchange.base import LOOPBACK, FakeExchangeServer, Num, now_ms, scripted
+from tests.fake_exchange.base import FakeExchangeServer, Num, now_ms, scripted
 from tests.fake_exchange.base import to_decimal as _dec
 
 __all__ = ["FakeBybit"]
@@ -366,16 +365,10 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             web.route("*", "/{tail:.*}", self._rest),
         ]
 
-    def ccxt_urls(self) -> dict[str, Any]:
-        """Deep-merge over ``exchange.urls['api']``. Every websocket entry points here too, so
-        nothing reaches the real Bybit; only ``public.*`` and ``private.contract`` (=
-        ``private.spot.unified``) are served."""
-        if not self.port:
-            raise RuntimeError("start() the server first")
-        ws = f"ws://{LOOPBACK}:{self.port}"
-        urls: dict[str, Any] = dict.fromkeys(
-            ("spot", "futures", "v2", "public", "private"), self.base_url
-        )
+    def _urls(self, http: str, ws: str) -> dict[str, Any]:
+        """Every websocket entry points here too, so nothing reaches the real Bybit; only
+        ``public.*`` and ``private.contract`` (= ``private.spot.unified``) are served."""
+        urls: dict[str, Any] = dict.fromkeys(("spot", "futures", "v2", "public", "private"), http)
         urls["ws"] = {
             "public": {c: f"{ws}/v5/public/{c}" for c in CATEGORIES},
             "private": {
@@ -435,9 +428,6 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             frame = self._ticker_frame(market, delta=True)
             for conn in self._subscribers(f"tickers.{market.id}"):
                 conn.send(frame)
-
-    def tick(self, symbol: str) -> Decimal:
-        return self._market(symbol).tick
 
     def _ticker_data(self, market: _Market) -> dict[str, Any]:
         mark = market.mark
@@ -1137,11 +1127,8 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         return lambda request, ws: _Connection(request, ws, kind)
 
     def _on_text(self, conn: _Connection, text: str) -> None:
-        try:
-            msg = json.loads(text)
-        except ValueError:
-            msg = None
-        if not isinstance(msg, dict):
+        msg = shared.json_object(text)
+        if msg is None:
             conn.send({"success": False, "ret_msg": "error:invalid op", "conn_id": conn.conn_id})
             return
         op = msg.get("op")
@@ -1223,30 +1210,25 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
 
     # ---- failure injection --------------------------------------------------------------------
 
-    def _malformed_frames(self, conn: _Connection, kind: str) -> list[str]:
-        """``"json"``: an unparsable text frame (it starts like JSON). ``"shape"``: valid JSON
-        with garbled values: a ``tickers`` delta with ``markPrice "abc"`` to ticker
-        subscribers, a ``position`` row and a ``wallet`` row with "abc" numbers to private
-        subscribers."""
-        if kind == "json":
-            return ['{"topic":"tickers.BTCUSDT","type":"delta","data":{"sym']
-        frames: list[dict[str, Any]] = []
-        for topic in sorted(conn.streams):
-            if topic.startswith("tickers."):
-                market_id = topic.split(".", 1)[1]
-                data = {"symbol": market_id, "markPrice": "abc", "indexPrice": "abc"}
-                frames.append({"topic": topic, "type": "delta", "data": data, "cs": 0})
-                frames[-1]["ts"] = now_ms()
-            elif topic.startswith("position"):
-                row = {"symbol": "BTCUSDT", "side": "Buy", "size": "abc", "positionIdx": 0}
-                row.update(entryPrice="abc", markPrice="abc", positionValue="abc")
-                row.update(category="linear", leverage="abc", liqPrice="abc")
-                frames.append(self._private_frame(topic, [row]))
-            elif topic == "wallet":
-                coin = {"coin": SETTLE, "walletBalance": "abc", "equity": "abc"}
-                wallet = {"accountType": "UNIFIED", "accountMMRate": "abc", "coin": [coin]}
-                frames.append(self._private_frame(topic, [wallet]))
-        return [shared.compact(frame) for frame in frames]
+    MALFORMED_JSON = '{"topic":"tickers.BTCUSDT","type":"delta","data":{"sym'
+
+    def _garbled_frame(self, topic: str) -> dict[str, Any] | None:
+        """A ``tickers`` delta with ``markPrice "abc"``; a ``position`` row and a ``wallet``
+        row with "abc" numbers."""
+        if topic.startswith("tickers."):
+            market_id = topic.split(".", 1)[1]
+            data = {"symbol": market_id, "markPrice": "abc", "indexPrice": "abc"}
+            return {"topic": topic, "type": "delta", "data": data, "cs": 0, "ts": now_ms()}
+        if topic.startswith("position"):
+            row = {"symbol": "BTCUSDT", "side": "Buy", "size": "abc", "positionIdx": 0}
+            row.update(entryPrice="abc", markPrice="abc", positionValue="abc")
+            row.update(category="linear", leverage="abc", liqPrice="abc")
+            return self._private_frame(topic, [row])
+        if topic == "wallet":
+            coin = {"coin": SETTLE, "walletBalance": "abc", "equity": "abc"}
+            wallet = {"accountType": "UNIFIED", "accountMMRate": "abc", "coin": [coin]}
+            return self._private_frame(topic, [wallet])
+        return None
 
     @staticmethod
     def _private_frame(topic: str, data: list[dict[str, Any]]) -> dict[str, Any]:

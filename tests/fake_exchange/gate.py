@@ -58,7 +58,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
-import json
 import secrets
 import sys
 import time
@@ -71,7 +70,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from tests.fake_exchange import base as shared
-from tests.fake_exchange.base import LOOPBACK, FakeExchangeServer, Num, Reject, now_ms, scripted
+from tests.fake_exchange.base import FakeExchangeServer, Num, Reject, now_ms, scripted
 from tests.fake_exchange.base import to_decimal as _dec
 
 __all__ = ["FakeGate"]
@@ -239,13 +238,10 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
             web.route("*", "/{tail:.*}", self._rest),
         ]
 
-    def ccxt_urls(self) -> dict[str, Any]:
-        """Deep-merge over ``exchange.urls['api']``: every REST section and websocket entry
-        points here, so nothing reaches the real Gate; only USDT futures are served."""
-        if not self.port:
-            raise RuntimeError("start() the server first")
-        rest = self.base_url + API
-        ws = f"ws://{LOOPBACK}:{self.port}"
+    def _urls(self, http: str, ws: str) -> dict[str, Any]:
+        """Every REST section and websocket entry points here, so nothing reaches the real
+        Gate; only USDT futures are served."""
+        rest = http + API
         sections = (
             "withdrawals", "wallet", "futures", "margin", "delivery", "spot", "options",
             "sub_accounts", "subAccounts", "earn", "unified", "rebate", "account", "loan", "otc",
@@ -268,9 +264,6 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
 
     def _market_id(self, symbol: str) -> str:
         return _contract_id(symbol)[1]
-
-    def tick(self, symbol: str) -> Decimal:
-        return self._market(symbol).tick
 
     @scripted
     def add_symbol(
@@ -796,11 +789,8 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
         return reply
 
     def _on_text(self, conn: _Connection, text: str) -> None:
-        try:
-            msg = json.loads(text)
-        except ValueError:
-            msg = None
-        if not isinstance(msg, dict):
+        msg = shared.json_object(text)
+        if msg is None:
             reply = self._reply(conn, {}, "")
             reply.update(error={"code": 1, "message": "invalid request body format"})
             conn.send(reply)
@@ -879,24 +869,21 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
 
     # ---- failure injection ---------------------------------------------------------------------
 
-    def _malformed_frames(self, conn: _Connection, kind: str) -> list[str]:
-        """``"json"``: a truncated ticker update. ``"shape"``: valid JSON with "abc" numbers: a
-        ticker to ticker subscribers, a position and a balance to private subscribers."""
-        if kind == "json":
-            return ['{"time":1,"channel":"futures.tickers","event":"update","result":[{"cont']
-        frames: list[dict[str, Any]] = []
-        for stream in sorted(conn.streams):
-            if stream.startswith("futures.tickers:"):
-                contract = stream.split(":", 1)[1]
-                row = {"contract": contract, "mark_price": "abc", "last": "abc"}
-                frames.append(self._update("futures.tickers", [row]))
-            elif stream == "futures.positions":
-                row = {"contract": "BTC_USDT", "size": "abc", "entry_price": "abc"}
-                row.update(leverage="abc", margin="abc", mode="single", user="0")
-                frames.append(self._update(stream, [row]))
-            elif stream == "futures.balances":
-                frames.append(self._update(stream, [{"balance": "abc", "change": "abc"}]))
-        return [shared.compact(frame) for frame in frames]
+    MALFORMED_JSON = '{"time":1,"channel":"futures.tickers","event":"update","result":[{"cont'
+
+    def _garbled_frame(self, stream: str) -> dict[str, Any] | None:
+        """A ticker, a position and a balance update with "abc" numbers."""
+        if stream.startswith("futures.tickers:"):
+            contract = stream.split(":", 1)[1]
+            row = {"contract": contract, "mark_price": "abc", "last": "abc"}
+            return self._update("futures.tickers", [row])
+        if stream == "futures.positions":
+            row = {"contract": "BTC_USDT", "size": "abc", "entry_price": "abc"}
+            row.update(leverage="abc", margin="abc", mode="single", user="0")
+            return self._update(stream, [row])
+        if stream == "futures.balances":
+            return self._update(stream, [{"balance": "abc", "change": "abc"}])
+        return None
 
 
 # ---- command line --------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from tests.fake_exchange import base as shared
-from tests.fake_exchange.base import LOOPBACK, FakeExchangeServer, Num, now_ms, scripted
+from tests.fake_exchange.base import FakeExchangeServer, Num, now_ms, scripted
 from tests.fake_exchange.base import to_decimal as _dec
 
 __all__ = ["FakeHyperliquid"]
@@ -244,14 +244,8 @@ class FakeHyperliquid(FakeExchangeServer[_Account, _Connection]):
             web.route("*", "/{tail:.*}", self._not_found),
         ]
 
-    def ccxt_urls(self) -> dict[str, Any]:
-        if not self.port:
-            raise RuntimeError("start() the server first")
-        return {
-            "public": self.base_url,
-            "private": self.base_url,
-            "ws": {"public": f"ws://{LOOPBACK}:{self.port}/ws"},
-        }
+    def _urls(self, http: str, ws: str) -> dict[str, Any]:
+        return {"public": http, "private": http, "ws": {"public": f"{ws}/ws"}}
 
     # ---- markets -----------------------------------------------------------------------------
 
@@ -592,16 +586,13 @@ class FakeHyperliquid(FakeExchangeServer[_Account, _Connection]):
         conn.send({"channel": "error", "data": text})
 
     def _on_text(self, conn: _Connection, text: str) -> None:
-        try:
-            msg = json.loads(text)
-        except ValueError:
-            msg = None
-        method = msg.get("method") if isinstance(msg, dict) else None
+        msg = shared.json_object(text) or {}
+        method = msg.get("method")
         if method == "ping":
             if self.answers_pings:
                 conn.send({"channel": "pong"})
             return
-        subscription = msg.get("subscription") if isinstance(msg, dict) else None
+        subscription = msg.get("subscription")
         key = self._stream_key(subscription) if method in ("subscribe", "unsubscribe") else None
         if key is None:
             self._ws_error(conn, f"Error parsing JSON into valid websocket request: {text}")
@@ -657,25 +648,22 @@ class FakeHyperliquid(FakeExchangeServer[_Account, _Connection]):
 
     # ---- failure injection --------------------------------------------------------------------
 
-    def _malformed_frames(self, conn: _Connection, kind: str) -> list[str]:
-        """``"json"``: a truncated ``activeAssetCtx`` frame. ``"shape"``: an
-        ``activeAssetCtx`` with ``markPx "abc"`` to its subscribers, a ``clearinghouseState``
-        whose position has ``szi "abc"`` to user-state subscribers."""
-        if kind == "json":
-            return ['{"channel":"activeAssetCtx","data":{"coin":"BT']
-        frames: list[dict[str, Any]] = []
-        for key in sorted(conn.streams):
-            stream, _, name = key.partition(":")
-            if stream == "activeAssetCtx":
-                ctx = {"markPx": "abc", "oraclePx": "abc", "midPx": "abc", "prevDayPx": "abc"}
-                frames.append({"channel": stream, "data": {"coin": name, "ctx": ctx}})
-            elif stream == "clearinghouseState":
-                row: dict[str, Any] = {"coin": "BTC", "szi": "abc", "entryPx": "abc"}
-                row.update(leverage={"type": "cross", "value": "abc"}, unrealizedPnl="abc")
-                state: dict[str, Any] = {"assetPositions": [{"type": "oneWay", "position": row}]}
-                state["crossMarginSummary"] = {"accountValue": "abc", "totalRawUsd": "abc"}
-                frames.append({"channel": stream, "data": self._user_data(name, state)})
-        return [shared.compact(frame) for frame in frames]
+    MALFORMED_JSON = '{"channel":"activeAssetCtx","data":{"coin":"BT'
+
+    def _garbled_frame(self, key: str) -> dict[str, Any] | None:
+        """An ``activeAssetCtx`` with ``markPx "abc"``; a ``clearinghouseState`` whose
+        position has ``szi "abc"``."""
+        stream, _, name = key.partition(":")
+        if stream == "activeAssetCtx":
+            ctx = {"markPx": "abc", "oraclePx": "abc", "midPx": "abc", "prevDayPx": "abc"}
+            return {"channel": stream, "data": {"coin": name, "ctx": ctx}}
+        if stream == "clearinghouseState":
+            row: dict[str, Any] = {"coin": "BTC", "szi": "abc", "entryPx": "abc"}
+            row.update(leverage={"type": "cross", "value": "abc"}, unrealizedPnl="abc")
+            state: dict[str, Any] = {"assetPositions": [{"type": "oneWay", "position": row}]}
+            state["crossMarginSummary"] = {"accountValue": "abc", "totalRawUsd": "abc"}
+            return {"channel": stream, "data": self._user_data(name, state)}
+        return None
 
 
 # ---- command line ------------------------------------------------------------------------------

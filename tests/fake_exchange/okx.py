@@ -33,7 +33,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -45,7 +44,7 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from tests.fake_exchange import base as shared
-from tests.fake_exchange.base import LOOPBACK, FakeExchangeServer, Num, now_ms, scripted
+from tests.fake_exchange.base import FakeExchangeServer, Num, now_ms, scripted
 from tests.fake_exchange.base import to_decimal as _dec
 
 __all__ = ["FakeOKX"]
@@ -175,10 +174,8 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             web.route("*", "/{tail:.*}", self._rest),
         ]
 
-    def ccxt_urls(self) -> dict[str, Any]:
-        if not self.port:
-            raise RuntimeError("start() the server first")
-        return {"rest": self.base_url, "ws": f"ws://{LOOPBACK}:{self.port}/ws/v5"}
+    def _urls(self, http: str, ws: str) -> dict[str, Any]:
+        return {"rest": http, "ws": f"{ws}/ws/v5"}
 
     # ---- markets and scripting --------------------------------------------------------------
 
@@ -187,9 +184,6 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             return symbol
         base = symbol.split("/")[0]
         return f"{base}-USDT-SWAP"
-
-    def tick(self, symbol: str) -> Decimal:
-        return self._market(symbol).tick
 
     @scripted
     def set_mark(self, symbol: str, price: Num, *, push: bool = True) -> None:
@@ -638,11 +632,8 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             if self.answers_pings:
                 conn.post("pong")
             return
-        try:
-            msg = json.loads(text)
-        except ValueError:
-            msg = None
-        if not isinstance(msg, dict):
+        msg = shared.json_object(text)
+        if msg is None:
             self._ws_error(conn, "60012", f"Illegal request: {text}")
             return
         op = msg.get("op")
@@ -742,32 +733,23 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
                         frame["eventType"] = "snapshot"
                         conn.send(frame)
 
-    def _malformed_frames(self, conn: _Connection, kind: str) -> list[str]:
-        """``"json"``: an unparsable frame. ``"shape"``: a ``mark-price`` push with ``markPx``
-        "abc" to mark subscribers; ``positions`` / ``account`` rows with "abc" numbers."""
-        if kind == "json":
-            return ['{"arg":{"channel":"mark-price","instId":"BTC-USDT-SWAP"},"data":[{"ma']
-        frames: list[dict[str, Any]] = []
-        for stream in sorted(conn.streams):
-            if stream.startswith("mark-price:"):
-                inst = stream.split(":", 1)[1]
-                row = {"instType": "SWAP", "instId": inst, "markPx": "abc", "ts": str(now_ms())}
-                frames.append({"arg": {"channel": "mark-price", "instId": inst}, "data": [row]})
-            elif stream == "positions":
-                row = {
-                    "instType": "SWAP",
-                    "instId": "BTC-USDT-SWAP",
-                    "pos": "abc",
-                    "posSide": "net",
-                    "avgPx": "abc",
-                    "mgnMode": "cross",
-                    "lever": "abc",
-                }
-                frames.append(self._private_frame("positions", [row]))
-            elif stream == "account":
-                detail = {"ccy": SETTLE, "cashBal": "abc", "eq": "abc", "mgnRatio": "abc"}
-                frames.append(self._private_frame("account", [{"details": [detail]}]))
-        return [shared.compact(frame) for frame in frames]
+    MALFORMED_JSON = '{"arg":{"channel":"mark-price","instId":"BTC-USDT-SWAP"},"data":[{"ma'
+
+    def _garbled_frame(self, stream: str) -> dict[str, Any] | None:
+        """A ``mark-price`` push with ``markPx`` "abc"; ``positions`` / ``account`` rows with
+        "abc" numbers."""
+        if stream.startswith("mark-price:"):
+            inst = stream.split(":", 1)[1]
+            row = {"instType": "SWAP", "instId": inst, "markPx": "abc", "ts": str(now_ms())}
+            return {"arg": {"channel": "mark-price", "instId": inst}, "data": [row]}
+        if stream == "positions":
+            row = {"instType": "SWAP", "instId": "BTC-USDT-SWAP", "pos": "abc", "posSide": "net"}
+            row.update(avgPx="abc", mgnMode="cross", lever="abc")
+            return self._private_frame("positions", [row])
+        if stream == "account":
+            detail = {"ccy": SETTLE, "cashBal": "abc", "eq": "abc", "mgnRatio": "abc"}
+            return self._private_frame("account", [{"details": [detail]}])
+        return None
 
 
 def _sign(secret: str, prehash: str) -> str:
