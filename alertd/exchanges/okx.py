@@ -13,7 +13,11 @@ Field notes, checked against real answers (ccxt's recorded responses, ts/src/tes
   (0.05%), so alertd's maintenance margin is OKX's ``mmr`` plus ``notional * fee``.
 - Isolated ``margin`` excludes unrealized PnL (equity = ``margin + upl``).
 - ``cashBal`` excludes isolated margin: OKX's currency equity is cash balance + cross PnL +
-  isolated margin + isolated PnL (help: "Single-currency margin mode").
+  isolated margin + isolated PnL (help: "Single-currency margin mode"; a real answer with one
+  isolated position reads cashBal 4920.0718, isoEq 60.3833, eq 4980.4551 = cashBal + isoEq).
+- The currency's ``mmr`` (and ``mgnRatio``) in "Get balance" cover the cross positions only
+  (docs: "Cross maintenance margin requirement at the currency level"; the same real answer,
+  with only the isolated position open, reads ``mmr`` "0").
 - Tiers are sized in contracts (``minSz``/``maxSz``) with no deduction: MM steps at each cap.
 """
 
@@ -86,6 +90,7 @@ def _closed(symbol: str) -> list[PositionState]:
 
 class OKXAdapter(ExchangeAdapter):
     reported_mm_excludes_fee = True
+    reported_account_mm_cross_only = True  # the currency's mmr: cross positions only
     exchange_id = "okx"
     market_filter = MARKETS
     wallet_includes_isolated = False  # cashBal holds no isolated margin
