@@ -63,8 +63,8 @@ Book = dict[str, Holding]  # by account name
 # Tier boundaries, per local server: Binance's real BTCUSDT brackets (300k / 800k notional),
 # SOLUSDT (50k / 400k); Bybit BTC risk limits in steps of 2,000,000, ETH 1,000,000; OKX BTC
 # tiers at 10,000 / 20,000 contracts (ctVal 0.01 BTC), ETH 10,000 (ctVal 0.1 ETH); Gate BTC
-# risk limits in steps of 1,000,000 (quanto 0.0001 BTC), SOL 200,000 (quanto 1). Hyperliquid's
-# local server serves one margin tier per coin (its first tier reaches 150M for BTC).
+# risk limits in steps of 1,000,000 (quanto 0.0001 BTC), SOL 200,000 (quanto 1); Hyperliquid
+# BTC's margin table, 40x up to 150M notional and 20x above.
 BOOKS: dict[str, Book] = {
     "binanceusdm": {
         "a": Holding(
@@ -143,10 +143,11 @@ BOOKS: dict[str, Book] = {
             ),
         ),
         "b": Holding(
-            "15000",
+            "300000",  # the cross pool's USDC; the isolated margin is on top
             (
-                Leg("BTC", "short", "2", "isolated", "-0.005", leverage=20),
-                Leg("ETH", "long", "10", entry_move="0.01", leverage=10),
+                # 156M notional: the second tier of BTC's table (20x from 150M)
+                Leg("BTC", "short", "2400", "isolated", "-0.005", leverage=20),
+                Leg("ETH", "long", "100", entry_move="0.01", leverage=10),
             ),
         ),
     },
