@@ -1,16 +1,16 @@
 """End to end on every exchange: the real ``alertd run`` process against each local exchange,
 with the default rules, a real HTTP receiver, and SIGTERM at the end.
 
-One cross long of about 10x leverage; the exchange's mark then falls in steps, each step held
-until its message arrives: inside 3% of the liquidation price (the default
+One cross long of one BTC at about 10x leverage; the exchange's mark then falls in steps, each
+step held until its message arrives: inside 3% of the liquidation price (the default
 ``liquidation-distance-critical``), into the warning band of the margin ratio (0.5 to 0.8),
 into its critical band (0.8 to 1), and back to the entry price. Each of the three alerts must
 fire once and resolve once, and nothing else may arrive.
 
 The marks of each step come from the exchange's own margin rule for a first-tier position
-(``MM = notional * rate``): with wallet ``W``, ``q`` base units entered at ``e`` and
-``rate`` = the tier's maintenance rate plus the fee the exchange adds, the margin ratio
-``MM / (W + q * (p - e))`` equals ``r`` at ``p = r * (q * e - W) / (q * (r - rate))``.
+(``MM = notional * rate``): with wallet ``W``, one BTC entered at ``e`` and ``rate`` = the
+tier's maintenance rate plus the fee the exchange adds, the margin ratio ``MM / (W + p - e)``
+equals ``r`` at ``p = r * (e - W) / (r - rate)``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import pytest
 from tests.fake_exchange.base import FakeExchangeServer
 from tests.receivers import HttpReceiver
 from tests.support.configs import exchange_account, write_config
-from tests.support.fixtures import started
 from tests.support.poll import wait_for
 from tests.support.process import Daemon
 
@@ -44,22 +43,21 @@ class Market:
     """Where the position is opened on one exchange's local server."""
 
     symbol: str
-    contracts: str  # the exchange's contracts for ``base`` units (ctVal, quanto)
-    base: Decimal  # base units held
+    contracts: str  # the exchange's contracts for one BTC (ctVal, quanto_multiplier)
     rate: Decimal  # first-tier maintenance rate plus the fee the exchange adds to it
 
 
 MARKETS: dict[str, Market] = {
     # BTCUSDT's first bracket: 0.4% (Binance's published brackets, in the local server's data)
-    "binanceusdm": Market("BTC/USDT:USDT", "1", Decimal(1), Decimal("0.004")),
+    "binanceusdm": Market("BTC/USDT:USDT", "1", Decimal("0.004")),
     # Bybit's first BTCUSDT risk limit on the local server: 0.5%
-    "bybit": Market("BTC/USDT:USDT", "1", Decimal(1), Decimal("0.005")),
+    "bybit": Market("BTC/USDT:USDT", "1", Decimal("0.005")),
     # OKX: tier 1 mmr 0.4% plus the 0.05% liquidation fee; ctVal 0.01 BTC
-    "okx": Market("BTC/USDT:USDT", "100", Decimal(1), Decimal("0.0045")),
+    "okx": Market("BTC/USDT:USDT", "100", Decimal("0.0045")),
     # Gate: 0.4% plus the 0.075% taker fee; quanto_multiplier 0.0001 BTC
-    "gate": Market("BTC/USDT:USDT", "10000", Decimal(1), Decimal("0.00475")),
+    "gate": Market("BTC/USDT:USDT", "10000", Decimal("0.00475")),
     # Hyperliquid: half the initial rate at BTC's 40x maximum leverage
-    "hyperliquid": Market("BTC/USDC:USDC", "1", Decimal(1), Decimal(1) / 80),
+    "hyperliquid": Market("BTC/USDC:USDC", "1", Decimal(1) / 80),
 }
 
 RULE = re.compile(r"\(([a-z-]+)\)")
@@ -71,8 +69,8 @@ EXPECTED = [
 
 
 def _mark_at_ratio(ratio: Decimal, wallet: Decimal, entry: Decimal, market: Market) -> Decimal:
-    q = market.base
-    return ratio * (q * entry - wallet) / (q * (ratio - market.rate))
+    """The mark at which one BTC long entered at ``entry`` has this margin ratio."""
+    return ratio * (entry - wallet) / (ratio - market.rate)
 
 
 def _alerts(http: HttpReceiver) -> list[tuple[str, str]]:
@@ -83,6 +81,14 @@ def _alerts(http: HttpReceiver) -> list[tuple[str, str]]:
         assert rule, post
         out.append((rule[-1], "resolved" if post["title"].startswith("RESOLVED") else "firing"))
     return out
+
+
+def _await(daemon: Daemon, check: Callable[[], bool], what: str) -> None:
+    """``wait_for`` with the step's bound; on timeout the daemon's log tail is in the error."""
+    try:
+        wait_for(check, timeout_s=STEP_TIMEOUT_S, what=what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- alertd log ---\n{daemon.text()[-4000:]}") from None
 
 
 @pytest.fixture
@@ -112,7 +118,7 @@ def test_default_rules_warn_escalate_and_resolve_once_each(
     fake = fake_in_thread(exchange, mark_interval_s=0.3)
     entry = fake.mark(market.symbol)
     tick = fake.tick(market.symbol)
-    wallet = (market.base * entry / 10).quantize(Decimal(1))  # about 10x
+    wallet = (entry / 10).quantize(Decimal(1))  # one BTC at about 10x
     key = "0x" + "5e" * 20 if exchange == "hyperliquid" else "key-e2e"
     account, env = exchange_account(fake, "main", exchange, key, "secret-e2e")
     env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
@@ -130,26 +136,23 @@ def test_default_rules_warn_escalate_and_resolve_once_each(
         delivery={"retry_initial": 0.2, "retry_max": 1, "drain_on_shutdown": 5},
     )
     daemon = daemon_for(config, env)
-    started(daemon)
+    daemon.start()
+    _await(daemon, lambda: "bootstrapped" in daemon.text(), "bootstrap")
     time.sleep(1.0)
     assert http_receiver.posts == [], http_receiver.titles()  # healthy: silence
 
     for step, ratio in enumerate((Decimal("0.35"), Decimal("0.65"), Decimal("0.9")), start=1):
         mark = _mark_at_ratio(ratio, wallet, entry, market).quantize(tick)
         fake.set_mark(market.symbol, mark)
-        wait_for(
+        _await(
+            daemon,
             lambda step=step: len(http_receiver.posts) >= step,  # type: ignore[misc]
-            timeout_s=STEP_TIMEOUT_S,
-            what=f"{EXPECTED[step - 1]} at mark {mark}\n{daemon.text()[-3000:]}",
+            f"{EXPECTED[step - 1]} at mark {mark}",
         )
         assert _alerts(http_receiver) == EXPECTED[:step], http_receiver.titles()
 
     fake.set_mark(market.symbol, entry)
-    wait_for(
-        lambda: len(http_receiver.posts) >= 6,
-        timeout_s=STEP_TIMEOUT_S,
-        what=f"three resolved messages\n{daemon.text()[-3000:]}",
-    )
+    _await(daemon, lambda: len(http_receiver.posts) >= 6, "three resolved messages")
     time.sleep(QUIET_S)
     alerts = _alerts(http_receiver)
     assert alerts[:3] == EXPECTED, http_receiver.titles()
