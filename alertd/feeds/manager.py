@@ -6,9 +6,10 @@ One account's fatal error stops that account only; the others keep streaming.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -34,6 +35,21 @@ class FeedFactory(Protocol):
         *,
         hub: MarkHub | None = ...,
     ) -> AccountFeed: ...
+
+
+def _stoppable(job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """``job`` for the scheduler: stopping the daemon cancels a job still waiting on its
+    exchange, and apscheduler would log that cancellation as the job's failure, traceback
+    and all. A stop is no failure: the job just ends. (The jobs handle their own errors.)"""
+
+    @functools.wraps(job)
+    async def run() -> None:
+        try:
+            await job()
+        except asyncio.CancelledError:
+            log.debug("%s: stopped while running", getattr(job, "__qualname__", job))
+
+    return run
 
 
 class FeedManager:
@@ -93,14 +109,14 @@ class FeedManager:
         jobs = dict(max_instances=1, coalesce=True, misfire_grace_time=None)
         for name, feed in self.feeds.items():
             scheduler.add_job(
-                feed.reconcile,
+                _stoppable(feed.reconcile),
                 "interval",
                 seconds=settings.reconcile_interval_s,
                 id=f"reconcile:{name}",
                 **jobs,
             )
             scheduler.add_job(
-                feed.refresh_tiers,
+                _stoppable(feed.refresh_tiers),
                 "interval",
                 seconds=settings.tier_refresh_interval_s,
                 id=f"tiers:{name}",
@@ -108,7 +124,7 @@ class FeedManager:
             )
             if feed.spec.capabilities.renews_listen_key:
                 scheduler.add_job(
-                    feed.renew,
+                    _stoppable(feed.renew),
                     "interval",
                     seconds=settings.listen_key_renew_interval_s,
                     id=f"listen-key:{name}",
