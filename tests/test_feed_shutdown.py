@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
-from alertd.config import AccountConfig, Config, FeedSettings, Secret
+from alertd.config import Config
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.manager import FeedManager
-from alertd.feeds.marks import MarkHub
-from alertd.feeds.options import FeedOptions
 from tests.fake_exchange.binance import FakeBinanceUSDM
 from tests.feed_harness import FAST, FAST_OPTIONS, account_config, btc_long, secrets
 from tests.support.aio import run
@@ -30,17 +27,7 @@ from tests.support.poll import eventually
 class HeldReconcile(AccountFeed):
     """A feed whose periodic reconcile waits, as one waiting on a slow exchange does."""
 
-    def __init__(
-        self,
-        config: AccountConfig,
-        secrets: Mapping[str, Secret],
-        settings: FeedSettings,
-        options: FeedOptions = FAST_OPTIONS,
-        *,
-        hub: MarkHub | None = None,
-    ) -> None:
-        super().__init__(config, secrets, settings, options, hub=hub)
-        self.reconciling = False
+    reconciling = False
 
     async def reconcile(self) -> None:
         self.reconciling = True
