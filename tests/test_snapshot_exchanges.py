@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -253,7 +254,18 @@ def test_snapshot_then_calc_reproduces_the_exchanges_liquidation_prices(
     _open_book(fake, exchange, book)
     config, env = _config(tmp_path, fake, exchange, book)
 
-    table = alertd("snapshot", "-c", str(config), env=env)
+    # the table of every account and each account's snapshot file: independent processes,
+    # run side by side
+    with ThreadPoolExecutor(1 + len(book)) as pool:
+        pending_table = pool.submit(alertd, "snapshot", "-c", str(config), env=env)
+        pending_files = {
+            name: pool.submit(
+                alertd, "snapshot", "-c", str(config), "--json", "--account", name, env=env
+            )
+            for name in book
+        }
+        table = pending_table.result()
+        written_files = {name: pending.result() for name, pending in pending_files.items()}
     assert table.returncode == 0, table.stderr
     assert "Traceback" not in table.stderr
     tables = _comparison_tables(table.stdout)
@@ -268,7 +280,7 @@ def test_snapshot_then_calc_reproduces_the_exchanges_liquidation_prices(
             assert len(liquidation) == 1 and liquidation[0][-1] == "yes", (name, table.stdout)
 
     for name, holding in book.items():
-        written = alertd("snapshot", "-c", str(config), "--json", "--account", name, env=env)
+        written = written_files[name]
         assert written.returncode == 0, written.stderr
         path = tmp_path / f"{name}.json"
         path.write_text(written.stdout)
