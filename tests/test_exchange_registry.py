@@ -161,6 +161,15 @@ def test_the_registry_does_not_load_ccxt() -> None:
     assert out.stdout.strip() == "False"
 
 
+def test_the_command_line_does_not_load_ccxt_before_a_command_needs_it() -> None:
+    """Every ``alertd`` command loads the command line's modules: ccxt (seconds to import)
+    waits for the commands that talk to exchanges (``replay`` once imported the daemon's
+    evaluation module, and with it the feeds and ccxt, for ``calc`` too)."""
+    code = "import alertd.cli.main, sys; print('ccxt' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 # --- a newcomer's exchange, defined here and registered the documented way --------------------
 
 STUB_PROFILE = ExchangeProfile(

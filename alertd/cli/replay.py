@@ -10,6 +10,7 @@ import argparse
 import datetime as dt
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +21,28 @@ from rich.table import Table
 from rich.text import Text
 
 import alertd.views.format as fmt
-from alertd.config import DEFAULT_RULES, load_config
-from alertd.daemon.evaluation import _rule
+from alertd.config import DEFAULT_RULES, RuleConfig, load_config
 from alertd.errors import InputError
 from alertd.exchanges.registry import specs
 from alertd.limits import MAX_TIME_MS
 from alertd.replay.history import iso, load_history, window
 from alertd.replay.run import ReplayResult, position_from_spec, replay
 from alertd.rules.messages import fmt_metric
+from alertd.rules.model import Rule
 from alertd.snapshot.format import load_snapshot
 from alertd.validation import short
 from alertd.views.format import decimal_str
 
 NEEDS_CONFIG = False
 JSON_HELP = "print the result as JSON"
+
+
+def _engine_rules(rules: Sequence[RuleConfig]) -> list[Rule]:
+    # imported here: the daemon's module loads the feeds and ccxt (seconds), which every
+    # other command (``alertd calc`` above all) would otherwise pay at startup
+    from alertd.daemon.evaluation import _rule
+
+    return [_rule(rc) for rc in rules]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -144,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         account = position_from_spec(args.position, args.exchange)
     rules = load_config(args.config).rules if args.config else DEFAULT_RULES
-    engine_rules = [_rule(rc) for rc in rules]
+    engine_rules = _engine_rules(rules)
     show_progress = sys.stderr.isatty() and len(history.candles) > 5000
     if show_progress:
         with Progress(console=Console(stderr=True), transient=True) as bar:
@@ -232,7 +241,7 @@ def _cmd_sweep(args: argparse.Namespace, history: Any) -> int:
         template.side.label,
         template.margin_mode,
         history,
-        [_rule(r) for r in rules],
+        _engine_rules(rules),
         exchange=args.exchange,
         every_s=every,
         window_s=length,

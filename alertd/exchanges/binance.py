@@ -16,9 +16,10 @@ from typing import Any
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.tiers import Tier, TierTable
+from alertd.exchanges.common import closed_both_sides
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
-from alertd.feeds.state import AccountEvent, PositionState, ReportedAccount, closed_both_sides
+from alertd.feeds.state import AccountEvent, PositionState, ReportedAccount
 
 USDM_PROFILE = ExchangeProfile(
     id="binanceusdm",

@@ -22,7 +22,7 @@ from alertd.errors import AccountRefused
 from alertd.exchanges.common import closed_both_sides, risk_tiers
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
-from alertd.feeds.state import PositionState, ReportedAccount, closed_both_sides
+from alertd.feeds.state import PositionState, ReportedAccount
 
 PROFILE = ExchangeProfile(
     id="bybit",

@@ -16,7 +16,8 @@ the cross positions; isolated margin is the position's own margin without its Pn
   ``unrealizedPnl`` are rounded for display.
 - ``marginUsed`` of an isolated position is its equity (margin + PnL); of a cross one, its
   initial margin. ``crossMaintenanceMarginUsed`` covers the cross positions only.
-- Maintenance rate: half the initial rate at max leverage, ``1 / (2 * max_leverage)``; cross
+- Maintenance margin: ``notional * rate - deduction`` in the position's margin tier (``meta``'s
+  ``marginTables``), the rate half the initial rate at the tier's max leverage; cross
   liquidation when account value < maintenance margin; liquidation price
   ``price - side * margin_available / size / (1 - l * side)``.
 
@@ -35,7 +36,7 @@ from typing import Any
 
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
-from alertd.engine.tiers import Tier, TierTable
+from alertd.engine.tiers import Tier, TierTable, derive_deductions
 from alertd.errors import AccountRefused
 from alertd.exchanges.spec import Capabilities, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, dec, dec_or_none
@@ -50,6 +51,7 @@ PROFILE = ExchangeProfile(
 )
 MARKETS = MarketFilter(settle="USDC")
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+FLAT_TABLES_BELOW = 50  # a margin table id under 50 is one tier at that leverage, not listed
 
 # userAbstraction answers one bare JSON string: "unifiedAccount" | "portfolioMargin" |
 # "disabled" | "default" | "dexAbstraction" (ccxt's hyperliquid.is_unified_enabled). The
@@ -75,16 +77,52 @@ def check_abstraction(user: str, answer: Any) -> None:
 
 
 def max_leverage_table(max_leverage: Decimal) -> TierTable:
-    """One tier at the market's max leverage: ``mmr = 1 / (2 * max_leverage)``.
-
-    Hyperliquid's API gives a market's max leverage, not its margin tiers: an asset with a
-    tiered margin table is modelled by its first tier only. BTC (late 2025): 40x up to 150M
-    USDC notional and 20x above, so past 150M this understates maintenance margin (1.25%
-    instead of 2.5%, less the tier's deduction). Positions that large are out of scope.
-    """
+    """One tier at the market's max leverage: ``mmr = 1 / (2 * max_leverage)`` (a margin
+    table id under 50 is such a flat table, and ``meta`` does not list it)."""
     if max_leverage <= 0:
         raise FrameError(f"max leverage must be positive (got {max_leverage})")
     return TierTable.build([Tier(None, 1 / (2 * max_leverage), Decimal(0), max_leverage)])
+
+
+def margin_table_to_tiers(table: Any) -> TierTable:
+    """A table of ``meta``'s ``marginTables`` ("Trading / Margin tiers"): from each tier's
+    ``lowerBound`` of notional on, at most ``maxLeverage``. The maintenance rate is half the
+    initial rate at that leverage and ``MM = notional * rate - deduction``, with
+    ``deduction(n) = deduction(n - 1) + lowerBound(n) * (rate(n) - rate(n - 1))``: the
+    tax-bracket form, so each tier's cap is the next tier's lower bound. BTC (table 56):
+    40x up to 150M USDC, 20x above."""
+    rows = table.get("marginTiers") if isinstance(table, dict) else None
+    if not isinstance(rows, list) or not rows:
+        raise FrameError("marginTables: a table without marginTiers")
+    tiers = sorted(
+        (
+            (dec(row.get("lowerBound"), "lowerBound"), dec(row.get("maxLeverage"), "maxLeverage"))
+            for row in rows
+            if isinstance(row, dict)
+        ),
+        key=lambda tier: tier[0],
+    )
+    if not tiers or any(leverage <= 0 for _, leverage in tiers):
+        raise FrameError("marginTables: max leverage must be positive")
+    caps: list[Decimal | None] = [lower for lower, _ in tiers[1:]] + [None]
+    mmrs = [1 / (2 * leverage) for _, leverage in tiers]
+    deductions = derive_deductions(caps, mmrs)
+    return TierTable.build(
+        [
+            Tier(cap, mmr, deduction, leverage)
+            for cap, mmr, deduction, (_, leverage) in zip(
+                caps, mmrs, deductions, tiers, strict=True
+            )
+        ]
+    )
+
+
+def _listed(table_id: Any) -> bool:
+    """Whether ``meta`` lists the table: ids under 50 are flat tables at that leverage."""
+    try:
+        return int(table_id) >= FLAT_TABLES_BELOW
+    except (TypeError, ValueError):
+        return False
 
 
 class HyperliquidAdapter(ExchangeAdapter):
@@ -124,8 +162,27 @@ class HyperliquidAdapter(ExchangeAdapter):
         return str(exchange.coin_to_market_id(str(coin)))
 
     async def fetch_tiers(self, exchange: Any, symbols: list[str]) -> dict[str, TierTable]:
+        """Each market's margin table: ccxt's market keeps the asset's ``marginTableId``; the
+        tiered tables themselves are listed only in ``meta`` (read once, when a market names
+        one). A table ``meta`` does not list (a flat one, id under 50) is one tier at the
+        market's max leverage."""
+        table_ids = {
+            symbol: (exchange.market(symbol).get("info") or {}).get("marginTableId")
+            for symbol in symbols
+        }
+        tables: dict[str, Any] = {}
+        if any(_listed(table_id) for table_id in table_ids.values()):
+            meta = await exchange.publicPostInfo({"type": "meta"})
+            listed = meta.get("marginTables") if isinstance(meta, dict) else None
+            for entry in listed or []:
+                if isinstance(entry, list) and len(entry) == 2:
+                    tables[str(entry[0])] = entry[1]
         out = {}
         for symbol in symbols:
+            table = tables.get(str(table_ids[symbol]))
+            if table is not None:
+                out[symbol] = margin_table_to_tiers(table)
+                continue
             market = exchange.market(symbol)
             limit = ((market.get("limits") or {}).get("leverage") or {}).get("max")
             if limit is None:

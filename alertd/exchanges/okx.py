@@ -13,7 +13,11 @@ Field notes, checked against real answers (ccxt's recorded responses, ts/src/tes
   (0.05%), so alertd's maintenance margin is OKX's ``mmr`` plus ``notional * fee``.
 - Isolated ``margin`` excludes unrealized PnL (equity = ``margin + upl``).
 - ``cashBal`` excludes isolated margin: OKX's currency equity is cash balance + cross PnL +
-  isolated margin + isolated PnL (help: "Single-currency margin mode").
+  isolated margin + isolated PnL (help: "Single-currency margin mode"; a real answer with one
+  isolated position reads cashBal 4920.0718, isoEq 60.3833, eq 4980.4551 = cashBal + isoEq).
+- The currency's ``mmr`` (and ``mgnRatio``) in "Get balance" cover the cross positions only
+  (docs: "Cross maintenance margin requirement at the currency level"; the same real answer,
+  with only the isolated position open, reads ``mmr`` "0").
 - Tiers are sized in contracts (``minSz``/``maxSz``) with no deduction: MM steps at each cap.
 """
 
@@ -30,7 +34,7 @@ from alertd.engine.tiers import Tier, TierBasis, TierTable
 from alertd.exchanges.common import closed_both_sides, side_of, signed_position
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
-from alertd.feeds.state import AccountEvent, PositionState, ReportedAccount, closed_both_sides
+from alertd.feeds.state import AccountEvent, PositionState, ReportedAccount
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +85,9 @@ class OKXAdapter(ExchangeAdapter):
     reported_account_mm_cross_only = True
     exchange_id = "okx"
     market_filter = MARKETS
-    # cashBal holds the isolated positions' margin too (it is frozen in it: frozenBal, and
-    # availBal = cashBal - frozenBal); OKX's eq = cashBal + upl of every position, and the
-    # adapter's cross equity eq - isoEq is cashBal less the isolated margin plus the cross upl
-    wallet_includes_isolated = True
+    # cashBal holds no isolated margin: a real single-currency answer with one isolated
+    # position (cited in tests/fake_exchange/okx.py) reads eq = cashBal + isoEq
+    wallet_includes_isolated = False
 
     def __init__(self) -> None:
         self._warned_multi_currency = False

@@ -70,7 +70,8 @@ class ExchangeAdapter:
     wallet_includes_isolated = False
     # how the exchange's own figures are defined, so the drift check compares like with like
     reported_mm_excludes_fee = False  # OKX: position "mmr" leaves out the liquidation fee
-    reported_account_mm_cross_only = False  # Gate, Hyperliquid: account MM of cross positions
+    # OKX, Gate, Hyperliquid: the account's MM covers the cross positions only
+    reported_account_mm_cross_only = False
 
     @property
     def settle(self) -> str:

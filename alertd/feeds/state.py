@@ -44,12 +44,6 @@ class PositionState:
     leverage: Decimal | None = None
 
 
-def closed_both_sides(symbol: str) -> list[PositionState]:
-    """A one-way position's close: the exchange names no side (size 0, side "" or "BOTH"),
-    so both keys the position could be held under are closed."""
-    return [PositionState(symbol, side, Decimal(0), Decimal(1), MarginMode.CROSS) for side in Side]
-
-
 @dataclass(frozen=True, slots=True)
 class ReportedPosition:
     """The exchange's own figures for a position, kept only to cross-check ours."""

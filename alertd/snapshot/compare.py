@@ -10,7 +10,7 @@ Exchanges define their reported figures in their own ways; the adapter declares 
 
 - ``reported_mm_excludes_fee`` (OKX): the exchange's maintenance margins leave out the
   liquidation fee that alertd's include, so alertd's are compared less ``notional * fee``.
-- ``reported_account_mm_cross_only`` (Gate, Hyperliquid): the account's maintenance margin
+- ``reported_account_mm_cross_only`` (OKX, Gate, Hyperliquid): the account's maintenance margin
   covers the cross positions only, so isolated ones are left out of alertd's sum.
 
 The exchange's side of a row is only ever the exchange's own number: where it reports no such

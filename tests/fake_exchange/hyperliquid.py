@@ -44,18 +44,19 @@ value). That split is this fake's model of what the docs say ("balances live in 
 clearinghouse state"); the exact perp-side figures of a live unified account are not proven.
 
 Figures are computed here from Hyperliquid's published rules ("Trading / Margining",
-"Trading / Liquidations"), independently of alertd:
+"Trading / Liquidations", "Trading / Margin tiers"), independently of alertd:
 - ``positionValue = |szi| * mark``, ``unrealizedPnl = szi * (mark - entryPx)``; maintenance
-  rate ``1 / (2 * maxLeverage)`` (first margin tier: positions past a tier's lower bound are
-  out of scope).
+  margin ``positionValue * mmr - deduction`` in the position's margin tier (``meta``'s
+  ``marginTables``; ``mmr`` is ``1 / (2 * maxLeverage)`` of the tier, the deduction keeps it
+  continuous across tiers; see ``_Market.maintenance``).
 - Cross: ``marginUsed = positionValue / leverage``; the cross pool's ``totalRawUsd`` is USDC
   minus ``sum(szi * entryPx)``, ``accountValue = totalRawUsd + sum(szi * mark)``;
-  ``crossMaintenanceMarginUsed = sum(positionValue * mmr)``.
+  ``crossMaintenanceMarginUsed`` the sum of the cross positions' maintenance margins.
 - Isolated: ``rawUsd = margin - szi * entryPx``, ``marginUsed`` the position's equity
   (``margin + unrealizedPnl``).
 - ``liquidationPx = mark - side * margin_available / |szi| / (1 - mmr * side)`` with
   ``margin_available`` the pool's value less its maintenance margin (``null`` when not
-  positive).
+  positive), ``mmr`` the rate of the position's current tier.
 
 Simplifications: no orders, fills, fees or funding (positions are scripted); one-way positions
 only (Hyperliquid has no hedge mode); oracle, mid and impact prices follow the mark; marks are
@@ -95,7 +96,7 @@ _DEFAULT_MARKETS = (
     ("SOL", "150.00", 2, 20, 54),
 )
 # marginTables as ``meta`` gives them: one tier per plain table, BTC's tiered table
-_MARGIN_TABLES = [
+_MARGIN_TABLES: list[list[Any]] = [
     [50, {"description": "", "marginTiers": [{"lowerBound": "0.0", "maxLeverage": 50}]}],
     [
         56,
@@ -108,6 +109,10 @@ _MARGIN_TABLES = [
         },
     ],
 ]
+_TABLE_TIERS = {
+    table_id: [(t["lowerBound"], t["maxLeverage"]) for t in body["marginTiers"]]
+    for table_id, body in _MARGIN_TABLES
+}
 # spotMeta's tokens and the one canonical pair, as mainnet lists them
 _TOKENS = [
     {
@@ -170,9 +175,22 @@ class _Market:
     def symbol(self) -> str:
         return f"{self.coin}/{SETTLE}:{SETTLE}"
 
-    @property
-    def mmr(self) -> Decimal:
-        return 1 / (2 * Decimal(self.max_leverage))
+    def maintenance(self, ntl: Decimal) -> tuple[Decimal, Decimal]:
+        """(maintenance margin, maintenance rate) of a position of notional ``ntl``, from
+        Hyperliquid's "Trading / Margin tiers": the tier is the last whose ``lowerBound`` the
+        notional reaches, its rate half the initial rate at its max leverage, and
+        ``MM = ntl * rate - deduction`` with ``deduction(0) = 0``, ``deduction(n) =
+        deduction(n - 1) + lowerBound(n) * (rate(n) - rate(n - 1))``. A table id missing from
+        ``meta.marginTables`` (ids under 50) is one tier at the asset's max leverage."""
+        tiers = _TABLE_TIERS.get(self.margin_table, [("0", self.max_leverage)])
+        rate = deduction = Decimal(0)
+        for lower, leverage in tiers:
+            if ntl < Decimal(lower) and rate:
+                break
+            tier_rate = 1 / (2 * Decimal(leverage))
+            deduction += Decimal(lower) * (tier_rate - rate)
+            rate = tier_rate
+        return ntl * rate - deduction, rate
 
     def tick(self, price: Decimal | None = None) -> Decimal:
         """5 significant figures, at most ``6 - szDecimals`` decimals."""
@@ -408,7 +426,7 @@ class FakeHyperliquid(FakeExchangeServer[_Account, _Connection]):
                 cross_value += p.szi * market.mark
                 cross_ntl += ntl
                 cross_used += ntl / p.leverage
-                cross_mm += ntl * market.mmr
+                cross_mm += market.maintenance(ntl)[0]
         cross_value += cross_raw
         rows = [self._position_row(p, cross_value - cross_mm) for p in positions]
 
@@ -441,13 +459,16 @@ class FakeHyperliquid(FakeExchangeServer[_Account, _Connection]):
         leverage["value"] = int(p.leverage)
         if p.isolated:
             leverage["rawUsd"] = _num(p.margin - p.szi * p.entry)
+        mm, rate = market.maintenance(ntl)
+        if p.isolated:
             used = p.margin + upl
-            available = used - ntl * market.mmr
+            available = used - mm
         else:
             used = ntl / p.leverage
             available = cross_available
         side = 1 if p.szi > 0 else -1
-        liq = mark - side * available / size / (1 - market.mmr * side)
+        # exact while the tier holds: MM is linear in the price within a tier
+        liq = mark - side * available / size / (1 - rate * side)
         return {
             "type": "oneWay",
             "position": {

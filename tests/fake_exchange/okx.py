@@ -399,11 +399,16 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
         ratio = _s((eq / denom).quantize(Decimal("0.0001"))) if denom else ""
         upl = sum((p.upl() for p in account.positions.values()), Decimal(0))
         total = eq + iso_eq
+        # the cash balance leaves out what isolated positions hold: a real single-currency
+        # answer with one isolated SOL-USDT-SWAP (2024-04, quoted in a public okx-bot log)
+        # reads cashBal 4920.0718, isoEq 60.3833 (isoUpl 0.38), eq 4980.4551 = cashBal + isoEq
+        # and, with no cross position, mmr "0": the currency's mmr is the cross positions' only
+        iso_margin = sum((p.margin for p in iso), Decimal(0))
         detail = {
             "availBal": _s(eq - mm),
             "availEq": _s(eq - mm),
             "borrowFroz": "",
-            "cashBal": _s(account.wallet),
+            "cashBal": _s(account.wallet - iso_margin),
             "ccy": SETTLE,
             "crossLiab": "",
             "disEq": _s(total),
@@ -415,7 +420,7 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             "interest": "",
             "isoEq": _s(iso_eq),
             "isoLiab": "",
-            "isoUpl": "0",
+            "isoUpl": _s(iso_eq - iso_margin),
             "liab": "",
             "maxLoan": "",
             "mgnRatio": ratio,

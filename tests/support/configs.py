@@ -39,3 +39,26 @@ def write_config(
     }
     path.write_text(json.dumps(config))
     return path
+
+
+def exchange_account(
+    fake: Any, name: str, exchange: str, key: str, secret: str
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """An account on any fake exchange as a user configures it, and the environment holding
+    its secrets: ``key`` is the wallet address on Hyperliquid (no secrets), an API key
+    elsewhere; OKX's passphrase is the fake's. Variables are named after the account."""
+    account: dict[str, Any] = {
+        "name": name,
+        "exchange": exchange,
+        "urls": fake.ccxt_urls(),
+        "options": fake.ccxt_options,
+    }
+    if exchange == "hyperliquid":
+        return {**account, "wallet_address": key}, {}
+    prefix = "ALERTD_" + "".join(c if c.isalnum() else "_" for c in name).upper()
+    env = {f"{prefix}_KEY": key, f"{prefix}_SECRET": secret}
+    account.update(api_key_env=f"{prefix}_KEY", secret_env=f"{prefix}_SECRET")
+    if exchange == "okx":
+        account["password_env"] = f"{prefix}_PASSPHRASE"
+        env[f"{prefix}_PASSPHRASE"] = fake.PASSPHRASE
+    return account, env

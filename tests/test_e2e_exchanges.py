@@ -1,0 +1,164 @@
+"""End to end on every exchange: the real ``alertd run`` process against each local exchange,
+with the default rules, a real HTTP receiver, and SIGTERM at the end.
+
+One cross long of one BTC at about 10x leverage; the exchange's mark then falls in steps, each
+step held until its message arrives: inside 3% of the liquidation price (the default
+``liquidation-distance-critical``), into the warning band of the margin ratio (0.5 to 0.8),
+into its critical band (0.8 to 1), and back to the entry price. Each of the three alerts must
+fire once and resolve once, and nothing else may arrive.
+
+The marks of each step come from the exchange's own margin rule for a first-tier position
+(``MM = notional * rate``): with wallet ``W``, one BTC entered at ``e`` and ``rate`` = the
+tier's maintenance rate plus the fee the exchange adds, the margin ratio ``MM / (W + p - e)``
+equals ``r`` at ``p = r * (e - W) / (r - rate)``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fake_exchange.base import FakeExchangeServer
+from tests.receivers import HttpReceiver
+from tests.support.configs import exchange_account, write_config
+from tests.support.poll import wait_for
+from tests.support.process import Daemon
+
+# generous for a loaded 2-core machine; every wait is still bounded
+STEP_TIMEOUT_S = 60.0
+QUIET_S = 2.0  # after the last message: nothing more may arrive
+
+
+@dataclass(frozen=True)
+class Market:
+    """Where the position is opened on one exchange's local server."""
+
+    symbol: str
+    contracts: str  # the exchange's contracts for one BTC (ctVal, quanto_multiplier)
+    rate: Decimal  # first-tier maintenance rate plus the fee the exchange adds to it
+
+
+MARKETS: dict[str, Market] = {
+    # BTCUSDT's first bracket: 0.4% (Binance's published brackets, in the local server's data)
+    "binanceusdm": Market("BTC/USDT:USDT", "1", Decimal("0.004")),
+    # Bybit's first BTCUSDT risk limit on the local server: 0.5%
+    "bybit": Market("BTC/USDT:USDT", "1", Decimal("0.005")),
+    # OKX: tier 1 mmr 0.4% plus the 0.05% liquidation fee; ctVal 0.01 BTC
+    "okx": Market("BTC/USDT:USDT", "100", Decimal("0.0045")),
+    # Gate: 0.4% plus the 0.075% taker fee; quanto_multiplier 0.0001 BTC
+    "gate": Market("BTC/USDT:USDT", "10000", Decimal("0.00475")),
+    # Hyperliquid: half the initial rate at BTC's 40x maximum leverage
+    "hyperliquid": Market("BTC/USDC:USDC", "1", Decimal(1) / 80),
+}
+
+RULE = re.compile(r"\(([a-z-]+)\)")
+EXPECTED = [
+    ("liquidation-distance-critical", "firing"),
+    ("margin-ratio-warning", "firing"),
+    ("margin-ratio-critical", "firing"),
+]
+
+
+def _mark_at_ratio(ratio: Decimal, wallet: Decimal, entry: Decimal, market: Market) -> Decimal:
+    """The mark at which one BTC long entered at ``entry`` has this margin ratio."""
+    return ratio * (entry - wallet) / (ratio - market.rate)
+
+
+def _alerts(http: HttpReceiver) -> list[tuple[str, str]]:
+    """(rule, firing or resolved) of every message received, in order."""
+    out = []
+    for post in http.posts:
+        rule = RULE.findall(post["message"])
+        assert rule, post
+        out.append((rule[-1], "resolved" if post["title"].startswith("RESOLVED") else "firing"))
+    return out
+
+
+def _await(daemon: Daemon, check: Callable[[], bool], what: str) -> None:
+    """``wait_for`` with the step's bound; on timeout the daemon's log tail is in the error."""
+    try:
+        wait_for(check, timeout_s=STEP_TIMEOUT_S, what=what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- alertd log ---\n{daemon.text()[-4000:]}") from None
+
+
+@pytest.fixture
+def daemon_for(tmp_path: Path) -> Iterator[Callable[[Path, dict[str, str]], Daemon]]:
+    daemons: list[Daemon] = []
+
+    def make(config: Path, env: dict[str, str]) -> Daemon:
+        daemon = Daemon(config, env, tmp_path / "alertd.log")
+        daemons.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in daemons:
+        if daemon.proc is not None:
+            daemon.stop(signal.SIGKILL)
+
+
+@pytest.mark.parametrize("exchange", sorted(MARKETS))
+def test_default_rules_warn_escalate_and_resolve_once_each(
+    exchange: str,
+    tmp_path: Path,
+    fake_in_thread: Callable[..., FakeExchangeServer[Any, Any]],
+    http_receiver: HttpReceiver,
+    daemon_for: Callable[[Path, dict[str, str]], Daemon],
+) -> None:
+    market = MARKETS[exchange]
+    fake = fake_in_thread(exchange, mark_interval_s=0.3)
+    entry = fake.mark(market.symbol)
+    tick = fake.tick(market.symbol)
+    wallet = (entry / 10).quantize(Decimal(1))  # one BTC at about 10x
+    key = "0x" + "5e" * 20 if exchange == "hyperliquid" else "key-e2e"
+    account, env = exchange_account(fake, "main", exchange, key, "secret-e2e")
+    env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
+    fake.add_account(key, "secret-e2e", wallet_balance=wallet)
+    fake.open_position(key, market.symbol, "long", market.contracts, entry)
+    config = write_config(
+        tmp_path,
+        [account],  # no rules: the defaults
+        feeds={
+            "stale_after_s": 30,
+            "reconcile_interval_s": 10,
+            "backoff": {"initial_s": 0.1, "max_s": 1},
+        },
+        receivers=[{"name": "hook", "url": http_receiver.url()}],
+        delivery={"retry_initial": 0.2, "retry_max": 1, "drain_on_shutdown": 5},
+    )
+    daemon = daemon_for(config, env)
+    daemon.start()
+    _await(daemon, lambda: "bootstrapped" in daemon.text(), "bootstrap")
+    time.sleep(1.0)
+    assert http_receiver.posts == [], http_receiver.titles()  # healthy: silence
+
+    for step, ratio in enumerate((Decimal("0.35"), Decimal("0.65"), Decimal("0.9")), start=1):
+        mark = _mark_at_ratio(ratio, wallet, entry, market).quantize(tick)
+        fake.set_mark(market.symbol, mark)
+        _await(
+            daemon,
+            lambda step=step: len(http_receiver.posts) >= step,  # type: ignore[misc]
+            f"{EXPECTED[step - 1]} at mark {mark}",
+        )
+        assert _alerts(http_receiver) == EXPECTED[:step], http_receiver.titles()
+
+    fake.set_mark(market.symbol, entry)
+    _await(daemon, lambda: len(http_receiver.posts) >= 6, "three resolved messages")
+    time.sleep(QUIET_S)
+    alerts = _alerts(http_receiver)
+    assert alerts[:3] == EXPECTED, http_receiver.titles()
+    assert sorted(alerts[3:]) == sorted((rule, "resolved") for rule, _ in EXPECTED), alerts
+    assert len(alerts) == 6, http_receiver.titles()
+
+    assert daemon.stop(signal.SIGTERM) == 0
+    log = daemon.text()
+    assert "Traceback" not in log, log[-3000:]
