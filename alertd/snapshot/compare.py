@@ -86,6 +86,15 @@ class Comparison:
         return {r.key: abs(r.difference) for r in self.rows if r.difference is not None}
 
     @property
+    def margin_ratio(self) -> tuple[Decimal, Decimal] | None:
+        """(alertd's, the exchange's) account margin ratio, where both are known."""
+        for r in self.rows:
+            account_ratio = r.figure is Figure.MARGIN_RATIO and r.position is None
+            if account_ratio and r.ours is not None and r.theirs is not None:
+                return r.ours, r.theirs
+        return None
+
+    @property
     def mismatches(self) -> tuple[Row, ...]:
         return tuple(r for r in self.rows if r.matches is False)
 
