@@ -129,7 +129,7 @@ def futures_mode(account: dict[str, Any]) -> ModeReading:
         return ModeReading(mode, detail, Coverage.EXCHANGE_RATIO, _UNIFIED_LIMITS.format(what=what))
     if code not in (0, None):
         raise FrameError(f"futures accounts: margin_mode {raw!r} is not a margin mode")
-    if account.get("enable_tiered_mm") is False or "cross_margin_balance" not in account:
+    if account.get("enable_tiered_mm") is False or "cross_maintenance_margin" not in account:
         return ModeReading(
             AccountMode.LEGACY,
             detail + ", old classic",
