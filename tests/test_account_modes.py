@@ -375,6 +375,14 @@ def test_gate_unified_modes_read_the_unified_account() -> None:
                 assert reported.margin_balance is not None and reported.margin_ratio is not None
                 assert reported.margin_ratio == computed_mm / reported.margin_balance
 
+                fake.set_margin_mode("key-g", 3, other_equity="2500")
+                await feed.reconcile()
+                assert state.mode.mode is M.UNIFIED_SINGLE_CURRENCY
+                assert state.mode.coverage is C.EXCHANGE_RATIO
+                usdt = state.reported_account  # the USDT pool of the unified account alone
+                assert usdt.margin_balance is not None and usdt.maintenance_margin == computed_mm
+                assert usdt.margin_balance < reported.margin_balance
+
                 fake.set_margin_mode("key-g", 0, tiered_mm=False)
                 await feed.reconcile()
                 assert state.mode.mode is M.LEGACY and state.mode.coverage is C.NOT_COMPUTED
@@ -403,3 +411,34 @@ def test_hyperliquid_refusal_records_the_mode() -> None:
             assert feed.state.fatal is not None and "portfolioMargin" in feed.state.fatal
 
     run(body())
+
+
+# --- the built-in rules that watch alertd's own figures ----------------------------------------
+
+BASE_CONFIG = """
+version: 1
+accounts: [{name: hl, exchange: hyperliquid, wallet_address: "0x1"}]
+"""
+
+
+def test_builtin_watch_rules_have_defaults_and_can_be_tuned_or_turned_off() -> None:
+    from alertd.config import parse_config
+    from alertd.daemon.evaluation import build_rules
+
+    rules = {r.name: r for r in build_rules(parse_config(BASE_CONFIG))}
+    drift, mode, incomplete = rules["ratio-drift"], rules["account-mode"], rules["incomplete-data"]
+    assert (drift.metric, drift.above, drift.for_s) == ("ratio_drift", D("0.1"), 600.0)
+    assert (mode.metric, mode.above, mode.severity.label) == ("mode_not_computed", 0, "warning")
+    assert (incomplete.metric, incomplete.for_s) == ("incomplete_data", 30.0)
+    assert incomplete.for_s <= 60  # "within a minute"
+
+    tuned = parse_config(
+        BASE_CONFIG
+        + "builtin_rules: {ratio_drift_above: 0.25, ratio_drift_for: 2m, incomplete_data: false,"
+        " account_mode: false}\n"
+    )
+    rules = {r.name: r for r in build_rules(tuned)}
+    assert (rules["ratio-drift"].above, rules["ratio-drift"].for_s) == (D("0.25"), 120.0)
+    assert "incomplete-data" not in rules and "account-mode" not in rules
+    off = parse_config(BASE_CONFIG + "builtin_rules: {ratio_drift: false}\n")
+    assert "ratio-drift" not in {r.name for r in build_rules(off)}

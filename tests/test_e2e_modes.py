@@ -10,6 +10,7 @@ from typing import Any
 
 from .support.fixtures import BTC, started
 from .support.poll import wait_for
+from .support.process import alertd
 from .test_ops import free_port, get
 
 USDC_BTC = "BTC/USDC:USDC"
@@ -60,6 +61,16 @@ def test_multi_assets_account_shows_binances_ratio_and_alerts_at_binances_marks(
     assert "assetIndex" in body and f"{BINANCE}'s own margin ratio: 9.75%" in body
     account = _account(base)
     assert account["mode"] == "multi-assets (multiAssetsMargin true)"
+    status = alertd("status", "-c", str(world["path"]), env=daemon.env)
+    assert status.returncode == 0, status.stderr
+    assert "multi-assets" in status.stdout and "own)" in status.stdout  # "9.75% (...'s own)"
+    snapshot = alertd("snapshot", "-c", str(world["path"]), env=daemon.env)
+    assert snapshot.returncode == 0, snapshot.stderr
+    text = " ".join(snapshot.stdout.split())  # rich wraps long lines
+    assert "main: account mode multi-assets (multiAssetsMargin true)" in text
+    assert f"warning: main: alertd does not compute {BINANCE} multi-assets" in text
+    assert f"are not {BINANCE}'s; {BINANCE}'s own margin ratio: 9.75%" in text
+    account = _account(base)
     assert account["coverage"] == "exchange's own ratio"
     assert account["margin_ratio_source"] == "exchange"
     assert account["margin_ratio"] == account["exchange_margin_ratio"]
