@@ -442,3 +442,46 @@ def test_builtin_watch_rules_have_defaults_and_can_be_tuned_or_turned_off() -> N
     assert "incomplete-data" not in rules and "account-mode" not in rules
     off = parse_config(BASE_CONFIG + "builtin_rules: {ratio_drift: false}\n")
     assert "ratio-drift" not in {r.name for r in build_rules(off)}
+
+
+def test_drift_is_relative_and_nothing_within_the_exchange_s_rounding() -> None:
+    from alertd.rules.model import FeedStatus
+    from alertd.snapshot.compare import rounding
+
+    def drift(ours: str, theirs: str) -> Decimal | None:
+        pair = (D(ours), D(theirs))
+        return FeedStatus(
+            D(0), D(0), None, ratios=pair, ratio_rounding=rounding(pair[1])
+        ).ratio_drift
+
+    assert drift("0.573", "0.0925") == (D("0.573") - D("0.0925")) / D("0.0925")  # the issue's
+    assert drift("0.12", "0.18") == D("0.06") / D("0.18")
+    # Bybit's accountMMRate has four decimals: 0.00044 against "0.0004" is its rounding
+    assert drift("0.00044", "0.0004") == 0
+    assert drift("0.0006", "0.0004") == D("0.5")
+    assert FeedStatus(D(0), D(0), None).ratio_drift is None
+    assert drift("Infinity", "0.5") is None
+
+
+def test_the_exchange_s_ratio_stands_in_only_while_alertd_has_none() -> None:
+    from alertd.rules.metrics import observe
+    from alertd.rules.model import FeedStatus
+
+    feed = FeedStatus(
+        D(0),
+        D(0),
+        None,
+        exchange_name="Binance USDⓈ-M",
+        mode="multi-assets (multiAssetsMargin true)",
+        mode_limits="one USD pool",
+        exchange_ratio=D("0.0925"),
+        exchange_ratio_stands_in=True,
+    )
+    [account] = observe("a", "binanceusdm", None, feed)
+    assert account.metrics["worst_ratio"] == account.metrics["margin_ratio"] == D("0.0925")
+    assert account.metrics["mode_not_computed"] == 1
+    assert account.metrics["exchange_margin_ratio"] == D("0.0925")
+    assert "buffer" not in account.metrics  # alertd's own figures: none
+    quiet = FeedStatus(D(0), D(0), None, exchange_ratio=D("0.0925"))
+    [account] = observe("a", "binanceusdm", None, quiet)
+    assert "worst_ratio" not in account.metrics  # not standing in: no ratio while incomplete

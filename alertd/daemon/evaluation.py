@@ -31,6 +31,7 @@ from alertd.rules.metrics import (
     with_full_metrics,
 )
 from alertd.rules.model import QuietHours, Rule, Scope, Severity
+from alertd.snapshot.compare import rounding
 
 log = logging.getLogger(__name__)
 ZERO = Decimal(0)
@@ -208,6 +209,7 @@ class Alerting:
         computed = state.mode.coverage is Coverage.COMPUTED
         watched = state.bootstrapped and state.fatal is None
         exchange_ratio = state.reported_account.margin_ratio
+        ratios = feed.ratios if computed else None
         return FeedStatus(
             Decimal(f"{stale:.3f}"),
             Decimal(f"{down:.3f}"),
@@ -219,7 +221,8 @@ class Alerting:
             exchange_ratio_stands_in=(
                 watched and exchange_ratio is not None and not state.computable
             ),
-            ratios=feed.ratios if computed else None,
+            ratios=ratios,
+            ratio_rounding=Decimal(0) if ratios is None else rounding(ratios[1]),
             missing=tuple(state.missing()) if watched and computed else (),
         )
 

@@ -153,16 +153,22 @@ class FeedStatus:
     exchange_ratio_stands_in: bool = False
     # (alertd's, the exchange's) margin ratio compared at the last reconcile
     ratios: tuple[Decimal, Decimal] | None = None
+    # the exchange's rounding of its ratio (Bybit shows four decimals): a difference within
+    # it is no drift
+    ratio_rounding: Decimal = Decimal(0)
     missing: tuple[str, ...] = ()  # what keeps the account's data incomplete
 
     @property
     def ratio_drift(self) -> Decimal | None:
-        """|alertd's - the exchange's| / the exchange's margin ratio; None: nothing to compare."""
+        """|alertd's - the exchange's| / the exchange's margin ratio, 0 within the exchange's
+        rounding; None: nothing to compare."""
         if self.ratios is None:
             return None
         ours, theirs = self.ratios
         if not ours.is_finite() or not theirs.is_finite() or theirs <= 0:
             return None
+        if abs(ours - theirs) <= self.ratio_rounding:
+            return Decimal(0)
         return abs(ours - theirs) / theirs
 
 
