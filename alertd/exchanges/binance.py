@@ -67,7 +67,8 @@ def brackets_to_table(brackets: list[dict[str, Any]]) -> TierTable:
 
 def usdm_mode(answer: Any, portfolio_margin: bool = False) -> ModeReading:
     """The account's mode from "Get Current Multi-Assets Mode" (GET /fapi/v1/multiAssetsMargin,
-    ``{"multiAssetsMargin": true}``: true multi-assets, false single-asset).
+    ``{"multiAssetsMargin": true}``: true multi-assets, false single-asset; developers.binance.com
+    /docs/derivatives/usds-margined-futures/account/rest-api/Get-Current-Multi-Assets-Mode).
 
     A portfolio margin account (ccxt's ``options.portfolioMargin``) keeps its USDⓈ-M positions
     and its uniMMR under /papi, which alertd does not read yet: refused, naming the mode.
@@ -159,8 +160,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                 wallet = dec(asset.get("crossWalletBalance"), "crossWalletBalance")
         if wallet is None:
             wallet = Decimal(0)  # no USDT asset at all: an empty futures wallet
-        # single-asset mode: the USDT pool's figures; multi-assets: sums over every asset in
-        # USD ("Account Information V3")
+        # single-asset mode: the USDT pool's figures ("only for USDT asset"); multi-assets:
+        # sums over every asset in USD ("Account Information V2/V3", both modes' examples)
         mm = dec_or_none(info.get("totalMaintMargin"))
         balance = dec_or_none(info.get("totalMarginBalance"))
         ratio = mm / balance if mm is not None and balance else None
