@@ -171,6 +171,7 @@ class Alerting:
         )
         self._down_since: dict[str, float] = {}
         self._live: dict[str, LiveAccount | None] = {}
+        self._missing: dict[str, tuple[str, ...]] = {}  # what keeps each account incomplete
         self.notifications = 0
         self.commits = 0  # store commits of alert states: the firing alerts may have changed
         self.margin_calls = config.builtin_rules.margin_call
@@ -192,7 +193,11 @@ class Alerting:
         """Silences are added by ``alertd silence`` from another process, through the store."""
         self.engine.silences = self.store.silences()
 
-    def feed_status(self, feed: AccountFeed, now: float) -> FeedStatus:
+    def feed_status(
+        self, feed: AccountFeed, now: float, missing: tuple[str, ...] = ()
+    ) -> FeedStatus:
+        """The feed's status and the exchange's own figures; ``missing``: what keeps the
+        account's data incomplete (read by :meth:`evaluate` when something arrived)."""
         state = feed.state
         name = feed.config.name
         if state.connected or state.fatal is not None:
@@ -219,11 +224,11 @@ class Alerting:
             mode_limits=state.mode.limits if watched and not computed else None,
             exchange_ratio=exchange_ratio if watched else None,
             exchange_ratio_stands_in=(
-                watched and exchange_ratio is not None and not state.computable
+                watched and exchange_ratio is not None and (bool(missing) or not computed)
             ),
             ratios=ratios,
             ratio_rounding=Decimal(0) if ratios is None else rounding(ratios[1]),
-            missing=tuple(state.missing()) if watched and computed else (),
+            missing=missing if watched and computed else (),
         )
 
     def evaluate(self, feed: AccountFeed, now: float, changed: bool = True) -> list[Notification]:
@@ -237,10 +242,15 @@ class Alerting:
         state = feed.state
         name = feed.config.name
         if changed or name not in self._live:
-            self._live[name] = self.book.get(name) if state.computable else None
-        return self.evaluate_figures(
-            name, feed.config.exchange, self._live[name], self.feed_status(feed, now)
-        )
+            self._missing[name] = tuple(state.missing()) if state.bootstrapped else ()
+            computable = (
+                state.bootstrapped
+                and state.mode.coverage is Coverage.COMPUTED
+                and not self._missing[name]
+            )
+            self._live[name] = self.book.get(name) if computable else None
+        status = self.feed_status(feed, now, self._missing[name])
+        return self.evaluate_figures(name, feed.config.exchange, self._live[name], status)
 
     def evaluate_figures(
         self, name: str, exchange: str, live: LiveAccount | None, status: FeedStatus
