@@ -373,6 +373,18 @@ class BuiltinRules(_Model):
     feed_down: bool = True  # streams disconnected for longer than feed_down_after_s
     feed_down_after_s: Duration = 60.0
     account_error: bool = True  # a feed stopped for good (bad key, banned IP)
+    # an account in a mode alertd does not compute (its figures withheld, the exchange's ratio
+    # shown where it reports one)
+    account_mode: bool = True
+    # alertd's margin ratio differs from the exchange's own by more than ratio_drift_above
+    # (relative) at every reconcile for ratio_drift_for: alertd's numbers need checking
+    ratio_drift: bool = True
+    ratio_drift_above: Annotated[Threshold, Field(gt=0)] = Decimal("0.1")
+    ratio_drift_for: Duration = 600.0
+    # something held cannot be computed (unknown market, missing tier table or price) for
+    # incomplete_data_for: the account's figures are missing, never silently
+    incomplete_data: bool = True
+    incomplete_data_for: Duration = 30.0
     margin_call: bool = True  # Binance MARGIN_CALL, OKX liquidation-warning pushes
 
 

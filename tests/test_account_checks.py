@@ -31,13 +31,14 @@ from aiohttp import web
 
 from alertd.config import AccountConfig, Secret
 from alertd.errors import AccountRefused
-from alertd.exchanges.bybit import require_uta
+from alertd.exchanges.bybit import account_mode as bybit_mode
 from alertd.exchanges.gate import GateAdapter
-from alertd.exchanges.hyperliquid import HyperliquidAdapter, check_abstraction
+from alertd.exchanges.hyperliquid import HyperliquidAdapter, abstraction_mode
 from alertd.exchanges.registry import get_spec
 from alertd.feeds.adapter import FrameError
 from alertd.feeds.ccxt_exchange import ErrorKind, classify, make_exchange
 from alertd.feeds.feed import AccountFeed, Change
+from alertd.feeds.state import AccountMode, Coverage
 
 from .fake_exchange.bybit import FakeBybit
 from .support.aio import run
@@ -376,14 +377,18 @@ def test_hyperliquid_unified_abstractions_are_refused_naming_the_mode(mode: str)
         async with serving({"/info": info}) as answers:
             exchange = hyperliquid_exchange(answers)
             try:
-                with pytest.raises(AccountRefused) as caught:
-                    await HyperliquidAdapter().fetch_positions(exchange)
+                reading = await HyperliquidAdapter().fetch_mode(exchange)
             finally:
                 await exchange.close()
-        text = str(caught.value)
+        assert reading.coverage is Coverage.REFUSED
+        text = reading.limits
         assert ADDRESS in text and mode in text and "standard" in text
-        assert classify(caught.value) is ErrorKind.FATAL
-        # asked first, with ccxt's own request; the perpetuals state was never read
+        assert classify(AccountRefused(text)) is ErrorKind.FATAL
+        assert reading.mode is {
+            "unifiedAccount": AccountMode.UNIFIED_ACCOUNT,
+            "portfolioMargin": AccountMode.PORTFOLIO,
+        }.get(mode, AccountMode.UNKNOWN)
+        # asked with ccxt's own request alone; the perpetuals state was never read
         assert answers.paths() == ["/info"]
 
     run(body())
@@ -399,7 +404,9 @@ def test_hyperliquid_standard_abstractions_pass_through_ccxts_parsing(mode: str)
             finally:
                 await exchange.close()
         assert answer == f'"{mode}"'  # ccxt hands the bare JSON string back as text
-        check_abstraction(ADDRESS, answer)
+        reading = abstraction_mode(ADDRESS, answer)
+        assert reading.mode is AccountMode.SINGLE_ASSET
+        assert reading.coverage is Coverage.COMPUTED and reading.detail == f"userAbstraction {mode}"
 
     run(body())
 
@@ -502,12 +509,13 @@ def test_hyperliquid_unified_account_stops_the_feed_with_the_mode() -> None:
 )  # fmt: skip
 def test_bybit_account_types(status: Any, refused: str | None) -> None:
     info = dict(BYBIT_ACCOUNT_INFO, unifiedMarginStatus=status)
+    reading = bybit_mode(info)
     if refused is None:
-        require_uta(info)
+        assert reading.mode is AccountMode.UNIFIED_CROSS  # the recorded marginMode
+        assert reading.coverage is Coverage.COMPUTED and reading.settle_only
         return
-    with pytest.raises(AccountRefused) as caught:
-        require_uta(info)
-    assert refused in str(caught.value) and "Unified Trading Accounts only" in str(caught.value)
+    assert reading.coverage is Coverage.REFUSED
+    assert refused in reading.limits and "Unified Trading Accounts only" in reading.limits
 
 
 def test_bybit_classic_account_stops_with_the_mode_named() -> None:

@@ -899,10 +899,8 @@ def test_hyperliquid_tiers_come_from_max_leverage() -> None:
 def test_hyperliquid_cross_account_reproduces_account_value_and_maintenance_margin() -> None:
     exchange = HLStandIn(HL_CROSS)
     state = run(load(HyperliquidAdapter(), exchange))
-    assert exchange.calls[:2] == [
-        ("abstraction", {"type": "userAbstraction", "user": ADDRESS}),
-        ("info", {"type": "clearinghouseState", "user": ADDRESS}),
-    ]
+    # the abstraction is the mode, read by fetch_mode (tests/test_account_modes.py)
+    assert exchange.calls[:1] == [("info", {"type": "clearinghouseState", "user": ADDRESS})]
     cross = MarginMode.CROSS
     assert sorted(state.positions.values(), key=lambda p: p.symbol) == [
         PositionState(ETH_H, Side.LONG, D("3.6"), D("1100.0"), cross, None, D(20)),

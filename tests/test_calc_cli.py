@@ -61,8 +61,13 @@ def test_json_output_has_the_contract_fields(example: Path) -> None:
     assert set(out["account"]) >= ACCOUNT_FIELDS
     snap = json.loads(example.read_text())
     assert len(out["positions"]) == len(snap["positions"])
+    # alertd's ratio in the exchange's form is alertd's number, named as such: no field
+    # claims to be the exchange's own (only `alertd snapshot` shows the exchange's numbers)
+    assert "margin_ratio_in_exchange_form" in out["account"]
+    assert not any(key.startswith("exchange_margin") for key in out["account"])
     for pos in out["positions"]:
         assert set(pos) >= POSITION_FIELDS
+        assert "margin_ratio_in_exchange_form" in pos and "exchange_margin_ratio" not in pos
         for name in POSITION_FIELDS:
             value = pos[name]
             assert value is None or isinstance(value, str)

@@ -89,6 +89,10 @@ def _expected_account(m: AccountMetrics) -> dict[str, Decimal | None]:
         "feed_stale_s": FEED.stale_s,
         "feed_down_s": FEED.down_s,
         "account_error": D(0),
+        "exchange_margin_ratio": None,  # FEED reports none
+        "ratio_drift": None,
+        "mode_not_computed": D(0),
+        "incomplete_data": D(0),
     }
 
 
@@ -137,7 +141,15 @@ def test_only_the_wanted_metrics_are_read_and_incomplete_data_gives_feed_metrics
     assert [set(o.metrics) for o in observed] == [set(), {"liquidation_distance"}]
     blind = observe("a", "binanceusdm", None, FeedStatus(D(0), D(75), "banned"))
     assert len(blind) == 1
-    assert blind[0].metrics == {"feed_stale_s": D(0), "feed_down_s": D(75), "account_error": D(1)}
+    assert blind[0].metrics == {
+        "feed_stale_s": D(0),
+        "feed_down_s": D(75),
+        "account_error": D(1),
+        "exchange_margin_ratio": None,
+        "ratio_drift": None,
+        "mode_not_computed": D(0),
+        "incomplete_data": D(0),
+    }
     assert blind[0].context.fatal == "banned"
 
 

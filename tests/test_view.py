@@ -150,6 +150,13 @@ def test_status_json_keeps_its_shape_for_both_sources() -> None:
         "crash_distance",
         "settle",
         "positions",
+        "exchange",
+        "mode",
+        "coverage",
+        "mode_limits",
+        "incomplete",
+        "margin_ratio_source",
+        "exchange_margin_ratio",
     ]
     saved = DaemonView(Source.STATE_FILE, 0.0, (account(saved_at=5.0),), (), (), Counters(), ())
     offline = status_json(saved)

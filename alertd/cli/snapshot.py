@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
+import alertd.views.format as fmt
 from alertd.cli.common import (
     EXIT_OK,
     console,
@@ -18,8 +21,12 @@ from alertd.cli.common import (
 from alertd.config import load_config
 from alertd.engine.margin import compute
 from alertd.errors import InputError
+from alertd.feeds.state import Coverage
 from alertd.snapshot.format import account_to_json
 from alertd.views.report import render, render_comparison
+
+if TYPE_CHECKING:
+    from alertd.snapshot.live import LiveSnapshot
 
 JSON_HELP = "print the snapshot JSON object"
 
@@ -38,10 +45,31 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--json prints one account: add --account NAME (one of {names})")
     results = asyncio.run(take_snapshots(config, accounts))
     if args.json:
+        if (note := mode_note(results[0])) is not None:
+            print(note, file=sys.stderr)  # the JSON itself stays the snapshot calc reads
         print(json.dumps(account_to_json(results[0].account), indent=2))
         return EXIT_OK
     screen = console()
     for result in results:
+        screen.print(f"{result.account.name}: account mode {result.state.mode.label}")
+        if (note := mode_note(result)) is not None:
+            screen.print(note, markup=False, highlight=False)
         render(compute(result.account, Decimal("0.5")), screen)
         render_comparison(result, screen)
     return EXIT_OK
+
+
+def mode_note(result: LiveSnapshot) -> str | None:
+    """What a user must know before reading alertd's figures of an account whose mode alertd
+    does not compute; None when it computes it."""
+    mode = result.state.mode
+    if mode.coverage is Coverage.COMPUTED:
+        return None
+    exchange = result.account.profile.name
+    theirs = result.state.reported_account.margin_ratio
+    shown = fmt.ratio(theirs) if theirs is not None else "not reported"
+    return (
+        f"warning: {result.account.name}: alertd does not compute {exchange} {mode.label} "
+        f"accounts ({mode.limits}). The figures below count the {result.account.settle} "
+        f"wallet alone and are not {exchange}'s; {exchange}'s own margin ratio: {shown}"
+    )

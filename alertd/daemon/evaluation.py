@@ -19,7 +19,7 @@ from alertd.delivery.deliverer import Deliverer
 from alertd.delivery.system import PUSHES, SystemMessage, exchange_push
 from alertd.engine.book import Book, LiveAccount
 from alertd.feeds.feed import AccountFeed
-from alertd.feeds.state import AccountEvent, Stream
+from alertd.feeds.state import AccountEvent, Coverage, Stream
 from alertd.rules.lifecycle import AlertEngine, Kind, Notification
 from alertd.rules.messages import render
 from alertd.rules.metrics import (
@@ -31,8 +31,10 @@ from alertd.rules.metrics import (
     with_full_metrics,
 )
 from alertd.rules.model import QuietHours, Rule, Scope, Severity
+from alertd.snapshot.compare import rounding
 
 log = logging.getLogger(__name__)
+ZERO = Decimal(0)
 
 
 def _rule(rc: RuleConfig) -> Rule:
@@ -96,8 +98,32 @@ def build_rules(config: Config) -> list[Rule]:
                 "account_error",
                 Scope.ACCOUNT,
                 Severity.CRITICAL,
-                above=Decimal(0),
+                above=ZERO,
                 repeat_s=4 * 3600,
+            )
+        )
+    if builtin.account_mode:
+        add(Rule("account-mode", "mode_not_computed", Scope.ACCOUNT, Severity.WARNING, above=ZERO))
+    if builtin.ratio_drift:
+        add(
+            Rule(
+                "ratio-drift",
+                "ratio_drift",
+                Scope.ACCOUNT,
+                Severity.WARNING,
+                above=builtin.ratio_drift_above,
+                for_s=builtin.ratio_drift_for,
+            )
+        )
+    if builtin.incomplete_data:
+        add(
+            Rule(
+                "incomplete-data",
+                "incomplete_data",
+                Scope.ACCOUNT,
+                Severity.WARNING,
+                above=ZERO,
+                for_s=builtin.incomplete_data_for,
             )
         )
     return rules
@@ -145,6 +171,7 @@ class Alerting:
         )
         self._down_since: dict[str, float] = {}
         self._live: dict[str, LiveAccount | None] = {}
+        self._missing: dict[str, tuple[str, ...]] = {}  # what keeps each account incomplete
         self.notifications = 0
         self.commits = 0  # store commits of alert states: the firing alerts may have changed
         self.margin_calls = config.builtin_rules.margin_call
@@ -166,7 +193,11 @@ class Alerting:
         """Silences are added by ``alertd silence`` from another process, through the store."""
         self.engine.silences = self.store.silences()
 
-    def feed_status(self, feed: AccountFeed, now: float) -> FeedStatus:
+    def feed_status(
+        self, feed: AccountFeed, now: float, missing: tuple[str, ...] = ()
+    ) -> FeedStatus:
+        """The feed's status and the exchange's own figures; ``missing``: what keeps the
+        account's data incomplete (read by :meth:`evaluate` when something arrived)."""
         state = feed.state
         name = feed.config.name
         if state.connected or state.fatal is not None:
@@ -180,7 +211,25 @@ class Alerting:
             for symbol in state.held_symbols
         ]
         stale = max(ages, default=0.0) if state.bootstrapped else 0.0
-        return FeedStatus(Decimal(f"{stale:.3f}"), Decimal(f"{down:.3f}"), state.fatal)
+        computed = state.mode.coverage is Coverage.COMPUTED
+        watched = state.bootstrapped and state.fatal is None
+        exchange_ratio = state.reported_account.margin_ratio
+        ratios = feed.ratios if computed else None
+        return FeedStatus(
+            Decimal(f"{stale:.3f}"),
+            Decimal(f"{down:.3f}"),
+            state.fatal,
+            exchange_name=feed.spec.name,
+            mode=state.mode.label,
+            mode_limits=state.mode.limits if watched and not computed else None,
+            exchange_ratio=exchange_ratio if watched else None,
+            exchange_ratio_stands_in=(
+                watched and exchange_ratio is not None and (bool(missing) or not computed)
+            ),
+            ratios=ratios,
+            ratio_rounding=Decimal(0) if ratios is None else rounding(ratios[1]),
+            missing=missing if watched and computed else (),
+        )
 
     def evaluate(self, feed: AccountFeed, now: float, changed: bool = True) -> list[Notification]:
         """Evaluate one account at monotonic ``now``; commit what changed.
@@ -193,11 +242,15 @@ class Alerting:
         state = feed.state
         name = feed.config.name
         if changed or name not in self._live:
-            complete = state.bootstrapped and not state.missing()
-            self._live[name] = self.book.get(name) if complete else None
-        return self.evaluate_figures(
-            name, feed.config.exchange, self._live[name], self.feed_status(feed, now)
-        )
+            self._missing[name] = tuple(state.missing()) if state.bootstrapped else ()
+            computable = (
+                state.bootstrapped
+                and state.mode.coverage is Coverage.COMPUTED
+                and not self._missing[name]
+            )
+            self._live[name] = self.book.get(name) if computable else None
+        status = self.feed_status(feed, now, self._missing[name])
+        return self.evaluate_figures(name, feed.config.exchange, self._live[name], status)
 
     def evaluate_figures(
         self, name: str, exchange: str, live: LiveAccount | None, status: FeedStatus

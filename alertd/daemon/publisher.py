@@ -31,6 +31,7 @@ from alertd.daemon.view import (
 from alertd.delivery.deliverer import Deliverer
 from alertd.engine.book import LiveAccount
 from alertd.feeds.feed import AccountFeed
+from alertd.feeds.state import Coverage
 
 
 class Publisher:
@@ -129,12 +130,16 @@ class Publisher:
                 for (stream, key), seen in state.last_seen.items()
             ),
             drift=tuple(feed.drift.items()),
+            mode=state.mode.label if state.bootstrapped or state.fatal else "",
+            coverage=state.mode.coverage.value,
+            mode_limits=None if state.mode.coverage is Coverage.COMPUTED else state.mode.limits,
+            exchange_ratio=state.reported_account.margin_ratio if state.bootstrapped else None,
+            missing=tuple(state.missing()) if state.bootstrapped else (),
         )
 
     def _figures_of(self, feed: AccountFeed) -> AccountFigures | None:
         """The account's figures in the book, once its data is complete (as the evaluation)."""
-        state = feed.state
-        if not state.bootstrapped or state.missing():
+        if not feed.state.computable:
             return None
         live = self.alerting.book.get(feed.config.name)
         return None if live is None else figures(live, crash=self._crash)

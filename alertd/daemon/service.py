@@ -451,7 +451,8 @@ class Service:
             return
         wall = self._wall()
         for name, feed in self.manager.feeds.items():
-            if feed.state.bootstrapped and not feed.state.missing():
+            # an account in a mode alertd does not compute keeps no figures of alertd's
+            if feed.state.computable:
                 self.store.save_snapshot(name, account_to_json(feed.state.to_account()), wall)
 
     # --- heartbeat ----------------------------------------------------------------------

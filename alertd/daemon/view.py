@@ -96,6 +96,12 @@ class AccountView:
     ages: tuple[StreamAge, ...] = ()
     drift: tuple[tuple[str, Decimal], ...] = ()  # (figure, relative difference) vs the exchange
     saved_at: float | None = None  # from the state file: when these figures were saved
+    mode: str = ""  # the account's mode as the exchange reported it ("" : not read)
+    coverage: str = ""  # what alertd does with that mode (Coverage's value)
+    mode_limits: str | None = None  # what alertd cannot compute in this mode, and why
+    # the exchange's own account margin ratio (requirement / equity) at the last reconcile
+    exchange_ratio: Decimal | None = None
+    missing: tuple[str, ...] = ()  # what keeps the account's data incomplete
 
     @property
     def worst_ratio(self) -> Decimal | None:

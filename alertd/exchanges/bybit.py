@@ -7,7 +7,8 @@ Wire formats: bybit-exchange.github.io/docs/v5: "Get Position Info" (/v5/positio
 
 alertd reads unified trading accounts only (``accountType=UNIFIED``). Bybit answers a classic
 account's UNIFIED request with an empty 404 (pybit issues #140, #173), which ccxt takes for an
-outage and alertd would retry forever: the account type is checked first, at every snapshot.
+outage and alertd would retry forever: the account type is checked first, at every snapshot
+(:func:`account_mode`, which also reads the margin mode).
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ from typing import Any
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.tiers import TierTable
-from alertd.errors import AccountRefused
 from alertd.exchanges.common import closed_both_sides, risk_tiers
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
-from alertd.feeds.state import PositionState, ReportedAccount
+from alertd.feeds.state import AccountMode, Coverage, ModeReading, PositionState, ReportedAccount
 
 PROFILE = ExchangeProfile(
     id="bybit",
@@ -40,16 +40,43 @@ MARKETS = MarketFilter(settle="USDT")
 NOT_UTA = {1: "a classic (non-UTA) account", 2: "a unified margin account (UMA, not UTA)"}
 
 
-def require_uta(account_info: dict[str, Any]) -> None:
-    """Refuse an account that is not a unified trading account, naming its mode."""
+def account_mode(account_info: dict[str, Any]) -> ModeReading:
+    """The account's mode from "Get Account Info" (/v5/account/info): ``unifiedMarginStatus``
+    (below 3: not a unified trading account, refused naming it) and ``marginMode``."""
     status = account_info.get("unifiedMarginStatus")
     code = int(status) if isinstance(status, int | str) and str(status).isdigit() else None
-    if code is not None and code >= 3:
-        return
-    what = NOT_UTA.get(code or 0, "an account of unknown type")
-    raise AccountRefused(
-        f"bybit: {what} (unifiedMarginStatus {status!r}): alertd reads Unified Trading "
-        "Accounts only; upgrade the account to UTA on Bybit, or remove it from the config"
+    if code is None or code < 3:
+        what = NOT_UTA.get(code or 0, "an account of unknown type")
+        return ModeReading(
+            AccountMode.LEGACY if code in NOT_UTA else AccountMode.UNKNOWN,
+            f"unifiedMarginStatus {status!r}",
+            Coverage.REFUSED,
+            f"bybit: {what} (unifiedMarginStatus {status!r}): alertd reads Unified Trading "
+            "Accounts only; upgrade the account to UTA on Bybit, or remove it from the config",
+        )
+    margin_mode = account_info.get("marginMode")
+    detail = f"unifiedMarginStatus {code}, marginMode {margin_mode}"
+    if margin_mode == "REGULAR_MARGIN":
+        # every collateral coin counts in the cross pool at its USD value times a tiered
+        # collateral ratio: alertd's USDT-wallet computation holds while USDT is all it holds
+        return ModeReading(AccountMode.UNIFIED_CROSS, detail, settle_only=True)
+    if margin_mode == "ISOLATED_MARGIN":
+        return ModeReading(AccountMode.UNIFIED_ISOLATED, detail)
+    if margin_mode == "PORTFOLIO_MARGIN":
+        return ModeReading(
+            AccountMode.PORTFOLIO,
+            detail,
+            Coverage.EXCHANGE_RATIO,
+            "portfolio margin requirements are scenario-based and not reproducible from public "
+            "data: the margin ratio is Bybit's own accountMMRate, read at every reconcile; "
+            "liquidation prices, crash distance and margin to add are not computed",
+        )
+    return ModeReading(
+        AccountMode.UNKNOWN,
+        detail,
+        Coverage.EXCHANGE_RATIO,
+        f"a margin mode alertd does not know ({str(margin_mode)[:40]!r}): the margin ratio is "
+        "Bybit's own accountMMRate",
     )
 
 
@@ -129,11 +156,13 @@ class BybitAdapter(ExchangeAdapter):
             leverage=dec(leverage, "leverage") if leverage not in (None, "") else None,
         )
 
-    async def fetch_positions(self, exchange: Any) -> Snapshot:
+    async def fetch_mode(self, exchange: Any) -> ModeReading:
         info = (await exchange.privateGetV5AccountInfo()).get("result") or {}
-        require_uta(info)
-        mode = info.get("marginMode")
-        self.account_isolated = mode == "ISOLATED_MARGIN"
+        mode = account_mode(info)
+        self.account_isolated = mode.mode is AccountMode.UNIFIED_ISOLATED
+        return mode
+
+    async def fetch_positions(self, exchange: Any) -> Snapshot:
         snapshot: Snapshot = ([], {}, {})
 
         def parse(raw: dict[str, Any]) -> list[PositionState]:
@@ -161,13 +190,17 @@ class BybitAdapter(ExchangeAdapter):
             raise FrameError("wallet-balance: no account in the answer")
         info = accounts[0]
         wallet = Decimal(0)
+        others = []
         for coin in info.get("coin") or []:
             if coin.get("coin") == self.settle:
                 wallet = dec(coin.get("walletBalance"), "walletBalance")
+            elif any(dec_or_none(coin.get(f)) for f in ("walletBalance", "equity", "borrowAmount")):
+                others.append(str(coin.get("coin")))
         return wallet, ReportedAccount(
             maintenance_margin=dec_or_none(info.get("totalMaintenanceMargin")),
             margin_balance=dec_or_none(info.get("totalMarginBalance")),
             margin_ratio=dec_or_none(info.get("accountMMRate")),
+            other_collateral=tuple(sorted(others)),
         )
 
     async def watch_positions(self, exchange: Any) -> list[PositionState]:

@@ -37,7 +37,7 @@ from alertd.errors import AccountRefused
 from alertd.exchanges.common import closed_both_sides, risk_tiers, side_of, signed_position
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
-from alertd.feeds.state import PositionState, ReportedAccount
+from alertd.feeds.state import AccountMode, Coverage, ModeReading, PositionState, ReportedAccount
 
 PROFILE = ExchangeProfile(
     id="gate",
@@ -84,14 +84,87 @@ def _user_id(value: Any, source: str) -> str:
     return text
 
 
+_UNIFIED_LIMITS = (
+    "the futures account's balance is not the pool: Gate margins it in the unified account "
+    "(GET /unified/accounts), over {what}, which alertd does not model yet; the margin ratio "
+    "is Gate's own (maintenance margin / margin balance there), read at every reconcile; "
+    "liquidation prices, crash distance and margin to add are not computed"
+)
+UNIFIED_MODES = {
+    1: (AccountMode.MULTI_ASSETS, "every currency at discounted USD values"),
+    2: (AccountMode.PORTFOLIO, "scenario-based portfolio requirements"),
+    3: (AccountMode.UNIFIED_SINGLE_CURRENCY, "the currency's unified balance"),
+}
+
+
+def futures_mode(account: dict[str, Any]) -> ModeReading:
+    """The account's mode from "Query futures account" (GET /futures/usdt/accounts).
+
+    ``margin_mode``: 0 classic futures account (or the unified account's classic spot margin
+    mode), 1 multi-currency, 2 portfolio, 3 single-currency margin. A classic account is
+    alertd's model when Gate computes it the "new classic" way: tiered maintenance margin
+    (``enable_tiered_mm``) and one cross pool (the ``cross_*`` fields, "applicable to new
+    classic account margin mode"). Gate API v4 docs, FuturesAccount.
+    """
+    raw = account.get("margin_mode")
+    name = account.get("margin_mode_name")
+    code = int(raw) if isinstance(raw, int | str) and str(raw).isdigit() else None
+    detail = "margin_mode " + (f"{code}" if code is not None else "not given")
+    if name:
+        detail += f" ({name})"
+    if code in UNIFIED_MODES:
+        mode, what = UNIFIED_MODES[code]
+        return ModeReading(mode, detail, Coverage.EXCHANGE_RATIO, _UNIFIED_LIMITS.format(what=what))
+    if code not in (0, None):
+        raise FrameError(f"futures accounts: margin_mode {raw!r} is not a margin mode")
+    if account.get("enable_tiered_mm") is False or "cross_maintenance_margin" not in account:
+        return ModeReading(
+            AccountMode.LEGACY,
+            detail + ", old classic",
+            Coverage.NOT_COMPUTED,
+            "Gate's old classic futures account (no tiered maintenance margin or no cross "
+            "margin pool) margins each position on its own in ways alertd does not model, and "
+            "reports no account ratio; switch the account to the new classic mode on Gate",
+        )
+    return ModeReading(AccountMode.SINGLE_ASSET, detail)
+
+
 class GateAdapter(ExchangeAdapter):
     reported_account_mm_cross_only = True
     exchange_id = "gate"
     market_filter = MARKETS
     wallet_includes_isolated = True  # ``total`` still holds isolated positions' margin
 
+    def __init__(self) -> None:
+        self.mode = AccountMode.UNKNOWN  # read at every snapshot: where the ratio comes from
+
     def _settle_id(self) -> str:
         return self.settle.lower()
+
+    async def _futures_account(self, exchange: Any) -> dict[str, Any]:
+        info = await exchange.privateFuturesGetSettleAccounts({"settle": self._settle_id()})
+        if not isinstance(info, dict):
+            raise FrameError("futures accounts: not an object")
+        return info
+
+    async def fetch_mode(self, exchange: Any) -> ModeReading:
+        reading = futures_mode(await self._futures_account(exchange))
+        self.mode = reading.mode
+        return reading
+
+    async def _unified_ratio(self, exchange: Any) -> ReportedAccount:
+        """The unified account's own figures ("Get unified account information"): the whole
+        account's, or the settle currency's in single-currency mode."""
+        info = await exchange.privateUnifiedGetAccounts()
+        if not isinstance(info, dict):
+            raise FrameError("unified accounts: not an object")
+        if self.mode is AccountMode.UNIFIED_SINGLE_CURRENCY:
+            coin = (info.get("balances") or {}).get(self.settle) or {}
+            mm, balance = dec_or_none(coin.get("mm")), dec_or_none(coin.get("margin_balance"))
+        else:
+            mm = dec_or_none(info.get("total_maintenance_margin"))
+            balance = dec_or_none(info.get("total_margin_balance"))
+        return ReportedAccount(mm, balance, mm / balance if mm is not None and balance else None)
 
     async def prepare(self, exchange: Any) -> None:
         """Set ``exchange.uid``, which ccxt needs to subscribe to Gate's private channels."""
@@ -157,10 +230,10 @@ class GateAdapter(ExchangeAdapter):
         return snapshot
 
     async def fetch_balance(self, exchange: Any) -> tuple[Decimal, ReportedAccount]:
-        info = await exchange.privateFuturesGetSettleAccounts({"settle": self._settle_id()})
-        if not isinstance(info, dict):
-            raise FrameError("futures accounts: not an object")
+        info = await self._futures_account(exchange)
         wallet = dec(info.get("total") or "0", "total")
+        if self.mode in (mode for mode, _ in UNIFIED_MODES.values()):
+            return wallet, await self._unified_ratio(exchange)
         # The cross figures exist in the "new classic" margin mode; older accounts have only
         # the account-wide maintenance margin.
         mm = dec_or_none(info.get("cross_maintenance_margin")) or dec_or_none(

@@ -40,7 +40,14 @@ from alertd.engine.tiers import Tier, TierTable, derive_deductions
 from alertd.errors import AccountRefused
 from alertd.exchanges.spec import Capabilities, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, dec, dec_or_none
-from alertd.feeds.state import PositionState, ReportedAccount, ReportedPosition
+from alertd.feeds.state import (
+    AccountMode,
+    Coverage,
+    ModeReading,
+    PositionState,
+    ReportedAccount,
+    ReportedPosition,
+)
 
 PROFILE = ExchangeProfile(
     id="hyperliquid",
@@ -60,19 +67,26 @@ STANDARD_ABSTRACTIONS = frozenset({"disabled", "default", "dexAbstraction"})
 UNIFIED_ABSTRACTIONS = frozenset({"unifiedAccount", "portfolioMargin"})
 
 
-def check_abstraction(user: str, answer: Any) -> None:
-    """Refuse an account whose margin is not in its perpetuals clearinghouse state."""
+def abstraction_mode(user: str, answer: Any) -> ModeReading:
+    """The account's mode from ``userAbstraction``; the unified modes are refused, naming the
+    mode, because their margin is not in the perpetuals clearinghouse state alertd reads."""
     # ccxt hands a bare JSON string back as the response text, quotes included
     mode = answer.strip().strip('"') if isinstance(answer, str) else None
     if mode in STANDARD_ABSTRACTIONS:
-        return
+        return ModeReading(AccountMode.SINGLE_ASSET, f"userAbstraction {mode}")
     if mode in UNIFIED_ABSTRACTIONS:
         why = f"is in the {mode} abstraction, whose balances live in the spot clearinghouse state"
+        kind = AccountMode.PORTFOLIO if mode == "portfolioMargin" else AccountMode.UNIFIED_ACCOUNT
+        detail = f"userAbstraction {mode}"
     else:
         why = f"answered an abstraction alertd does not know ({str(answer)[:40]!r})"
-    raise AccountRefused(
+        kind, detail = AccountMode.UNKNOWN, "userAbstraction unknown"
+    return ModeReading(
+        kind,
+        detail,
+        Coverage.REFUSED,
         f"hyperliquid: account {user} {why}; alertd reads standard (abstraction disabled) "
-        "accounts only"
+        "accounts only",
     )
 
 
@@ -161,6 +175,12 @@ class HyperliquidAdapter(ExchangeAdapter):
         # ccxt maps a coin ("BTC", HIP-3 "xyz:TSLA") to its swap symbol ("BTC/USDC:USDC")
         return str(exchange.coin_to_market_id(str(coin)))
 
+    async def fetch_mode(self, exchange: Any) -> ModeReading:
+        user = self._user(exchange)
+        return abstraction_mode(
+            user, await exchange.publicPostInfo({"type": "userAbstraction", "user": user})
+        )
+
     async def fetch_tiers(self, exchange: Any, symbols: list[str]) -> dict[str, TierTable]:
         """Each market's margin table: ccxt's market keeps the asset's ``marginTableId``; the
         tiered tables themselves are listed only in ``meta`` (read once, when a market names
@@ -236,10 +256,6 @@ class HyperliquidAdapter(ExchangeAdapter):
     async def fetch_positions(
         self, exchange: Any
     ) -> tuple[list[PositionState], dict[tuple[str, Any], ReportedPosition], dict[str, Decimal]]:
-        user = self._user(exchange)
-        check_abstraction(
-            user, await exchange.publicPostInfo({"type": "userAbstraction", "user": user})
-        )
         parsed = self._parse(exchange, await self._state(exchange))
         positions, reported, marks = [], {}, {}
         for p, raw in parsed:

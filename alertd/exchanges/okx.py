@@ -34,7 +34,14 @@ from alertd.engine.tiers import Tier, TierBasis, TierTable
 from alertd.exchanges.common import closed_both_sides, side_of, signed_position
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
-from alertd.feeds.state import AccountEvent, PositionState, ReportedAccount
+from alertd.feeds.state import (
+    AccountEvent,
+    AccountMode,
+    Coverage,
+    ModeReading,
+    PositionState,
+    ReportedAccount,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +78,44 @@ def position_tiers_to_table(rows: list[dict[str, Any]]) -> TierTable:
 _POS_SIDES = {"long": Side.LONG, "short": Side.SHORT}
 
 
+_NOT_COMPUTED = (
+    "one USD pool over every currency at discounted values (adjEq), which alertd does not "
+    "model yet: the margin ratio is OKX's own account mgnRatio, read at every reconcile; "
+    "liquidation prices, crash distance and margin to add are not computed"
+)
+
+
+def account_mode(config: Any) -> ModeReading:
+    """The account's mode from "Get account configuration" (/api/v5/account/config,
+    ``acctLv``: 1 spot, 2 spot and futures (single-currency margin), 3 multi-currency margin,
+    4 portfolio margin)."""
+    rows = config.get("data") if isinstance(config, dict) else None
+    row = rows[0] if isinstance(rows, list) and rows and isinstance(rows[0], dict) else {}
+    level = str(row.get("acctLv"))
+    detail = f"acctLv {level}"
+    if level == "2":
+        return ModeReading(AccountMode.SINGLE_ASSET, detail)
+    if level == "3":
+        return ModeReading(AccountMode.MULTI_ASSETS, detail, Coverage.EXCHANGE_RATIO, _NOT_COMPUTED)
+    if level == "4":
+        return ModeReading(
+            AccountMode.PORTFOLIO,
+            detail,
+            Coverage.EXCHANGE_RATIO,
+            "portfolio margin requirements are scenario-based and not reproducible from public "
+            "data; " + _NOT_COMPUTED.partition(": ")[2],
+        )
+    if level == "1":
+        return ModeReading(
+            AccountMode.SIMPLE,
+            detail,
+            Coverage.REFUSED,
+            "okx: the account is in spot mode (acctLv 1), which holds no derivatives: nothing "
+            "for alertd to watch; switch it to a margin mode on OKX, or remove it from the config",
+        )
+    raise FrameError(f"account/config: acctLv {level!r} is not an account mode")
+
+
 def _consume(future: Any) -> None:
     """Retrieve the outcome of the warning subscription's future (it only ever fails)."""
     if not future.cancelled() and future.exception() is not None:
@@ -89,8 +134,8 @@ class OKXAdapter(ExchangeAdapter):
     # position (cited in tests/fake_exchange/okx.py) reads eq = cashBal + isoEq
     wallet_includes_isolated = False
 
-    def __init__(self) -> None:
-        self._warned_multi_currency = False
+    async def fetch_mode(self, exchange: Any) -> ModeReading:
+        return account_mode(await exchange.privateGetAccountConfig())
 
     def _market(self, exchange: Any, inst_id: Any) -> dict[str, Any] | None:
         """The ccxt market of a swap position; None for other settle currencies."""
@@ -169,18 +214,11 @@ class OKXAdapter(ExchangeAdapter):
             iso = dec_or_none(detail.get("isoEq")) or Decimal(0)
             balance = eq - iso if eq is not None else None
         else:
-            # Multi-currency or portfolio margin: one USD pool backed by every currency.
-            # alertd's pool is the USDT wallet alone, which understates the collateral.
+            # Multi-currency or portfolio margin (acctLv 3, 4): one USD pool backed by every
+            # currency; its ratio is the account's (see account_mode)
             ratio = dec_or_none(account.get("mgnRatio"))
             mm = dec_or_none(account.get("mmr"))
             balance = dec_or_none(account.get("adjEq"))
-            if ratio is not None and not self._warned_multi_currency:
-                self._warned_multi_currency = True
-                log.warning(
-                    "okx: the account is in multi-currency or portfolio margin mode; alertd "
-                    "counts only its %s cash balance as collateral",
-                    self.settle,
-                )
         # OKX's mgnRatio is equity / (MM + liquidation fee): alertd's ratio is its reciprocal
         return wallet, ReportedAccount(mm, balance, 1 / ratio if ratio else None)
 

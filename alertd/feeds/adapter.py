@@ -15,7 +15,9 @@ from alertd.engine.tiers import TierTable
 from alertd.exchanges.spec import MarketFilter
 from alertd.feeds.state import (
     AccountEvent,
+    AccountMode,
     MarketInfo,
+    ModeReading,
     PositionState,
     ReportedAccount,
     ReportedPosition,
@@ -92,6 +94,12 @@ class ExchangeAdapter:
         """Once per exchange, at bootstrap, after the markets and before the first snapshot and
         any private watch: read what the streams need (Gate's user id). Raises
         :class:`~alertd.errors.AccountRefused` when the account cannot be served."""
+
+    async def fetch_mode(self, exchange: Any) -> ModeReading:
+        """The account's mode as the exchange reports it, read first at every snapshot (the
+        other ``fetch_*`` calls may depend on it). A reading with
+        :attr:`~alertd.feeds.state.Coverage.REFUSED` stops the account with its reason."""
+        return ModeReading(AccountMode.SINGLE_ASSET, "")
 
     async def fetch_tiers(self, exchange: Any, symbols: list[str]) -> dict[str, TierTable]:
         raise NotImplementedError

@@ -1,7 +1,8 @@
 """One account's feed: REST bootstrap, websocket streams, reconnects, resyncs, staleness.
 
-    bootstrap:  markets -> what the streams need (Gate's user id) -> positions + balance
-                (REST), the account's mode checked -> tier tables for held symbols
+    bootstrap:  markets -> what the streams need (Gate's user id) -> the account's mode
+                (refused, computed, or the exchange's own ratio) -> positions + balance
+                (REST) -> tier tables for held symbols; every reconcile reads the mode again
     streams:    positions, balance, one mark stream per held symbol, a staleness watchdog
     on a NetworkError: back off (jittered, capped, reset after health), resync over REST,
                        resubscribe (ccxt neither resubscribes nor re-snapshots on its own)
@@ -15,6 +16,7 @@ scheduled by :class:`~alertd.feeds.manager.FeedManager`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -25,12 +27,20 @@ import ccxt
 
 from alertd.config import AccountConfig, FeedSettings, Secret
 from alertd.engine.margin import compute
+from alertd.errors import AccountRefused
 from alertd.exchanges.registry import get_spec
 from alertd.feeds.adapter import FrameError
 from alertd.feeds.ccxt_exchange import ErrorKind, classify, describe
 from alertd.feeds.marks import MarkHub, drop_connections
 from alertd.feeds.options import PRODUCTION, FeedOptions
-from alertd.feeds.state import AccountEvent, AccountState, Stream
+from alertd.feeds.state import (
+    AccountEvent,
+    AccountState,
+    Coverage,
+    ModeReading,
+    ReportedAccount,
+    Stream,
+)
 from alertd.snapshot.compare import Comparison, compare
 
 log = logging.getLogger(__name__)
@@ -83,6 +93,8 @@ class AccountFeed:
         self.reconnects = 0
         self.drift: dict[str, Decimal] = {}
         self.comparison: Comparison | None = None
+        # (alertd's, the exchange's) account margin ratio at the last reconcile
+        self.ratios: tuple[Decimal, Decimal] | None = None
         # marks come from a hub shared by the accounts of one exchange; alone, a feed owns one
         self._owns_hub = hub is None
         self.hub = hub or MarkHub(
@@ -184,6 +196,10 @@ class AccountFeed:
     async def resync(self) -> None:
         """Positions and balance over REST (a full snapshot), then any missing tiers."""
         exchange = self._exchange()
+        mode = await self.adapter.fetch_mode(exchange)
+        if mode.coverage is Coverage.REFUSED:
+            self._set_mode(mode)
+            raise AccountRefused(mode.limits)
         positions, reported, marks = await self.adapter.fetch_positions(exchange)
         wanted = self.config.symbols
         if wanted is not None:
@@ -194,6 +210,7 @@ class AccountFeed:
         self.state.reported_positions = reported
         self.state.set_wallet_balance(wallet, now)
         self.state.reported_account = account_figures
+        self._set_mode(self._settled(mode, account_figures))
         for symbol, mark in marks.items():
             # a REST mark seeds a symbol; the stream keeps it fresh after that
             if symbol in self.state.held_symbols and symbol not in self.state.marks:
@@ -246,9 +263,38 @@ class AccountFeed:
         if missing:
             self.state.tiers.update(await self.adapter.fetch_tiers(self._exchange(), missing))
 
+    def _settled(self, mode: ModeReading, reported: ReportedAccount) -> ModeReading:
+        """The mode's reading once the balance is known."""
+        mode = mode.given(reported, self.state.settle)
+        if mode.coverage is Coverage.EXCHANGE_RATIO and reported.margin_ratio is None:
+            return dataclasses.replace(
+                mode,
+                coverage=Coverage.NOT_COMPUTED,
+                limits=f"{mode.limits}; {self.spec.name} reported no account margin ratio",
+            )
+        return mode
+
+    def _set_mode(self, mode: ModeReading) -> None:
+        """Record the account's mode; a change (a user switching modes) is logged once."""
+        before = self.state.mode
+        self.state.mode = mode
+        if mode == before:
+            return
+        if mode.coverage is Coverage.COMPUTED:
+            log.info("%s: account mode %s: computed by alertd", self.config.name, mode.label)
+        else:
+            log.warning(
+                "%s: account mode %s: %s: %s",
+                self.config.name,
+                mode.label,
+                mode.coverage.value,
+                mode.limits,
+            )
+
     def _measure_drift(self) -> None:
         """Compare alertd's figures with the exchange's own, for the log and for metrics."""
         if self.state.missing():
+            self.ratios = None
             return
         self.comparison = compare(
             compute(self.state.to_account()),
@@ -257,8 +303,9 @@ class AccountFeed:
             self.adapter,
         )
         self.drift = self.comparison.drift
+        self.ratios = self.comparison.margin_ratio
         worst = self.comparison.worst()
-        if worst is not None:
+        if worst is not None and self.state.mode.coverage is Coverage.COMPUTED:
             log.warning(
                 "%s: alertd differs from the exchange on %s: alertd %s, exchange %s",
                 self.config.name,

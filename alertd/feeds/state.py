@@ -18,6 +18,76 @@ from alertd.engine.profiles import ExchangeProfile
 from alertd.engine.tiers import TierTable
 
 
+class AccountMode(enum.Enum):
+    """How the exchange pools an account's margin (``docs/exchanges.md``, "Account modes").
+
+    Read at bootstrap and at every reconcile; the value is what status and messages show.
+    """
+
+    UNKNOWN = "not read yet"
+    # one pool per margin asset: Binance single-asset, OKX single-currency (acctLv 2), Gate's
+    # classic futures account with tiered MM, Hyperliquid's standard perpetuals account
+    SINGLE_ASSET = "single-asset"
+    # one USD pool over several collateral coins at haircut values: Binance multi-assets,
+    # OKX multi-currency (acctLv 3), Gate unified multi-currency
+    MULTI_ASSETS = "multi-assets"
+    # Gate unified single-currency: each currency's pool inside the unified account
+    UNIFIED_SINGLE_CURRENCY = "unified single-currency"
+    UNIFIED_CROSS = "unified cross"  # Bybit UTA REGULAR_MARGIN: every collateral coin, one pool
+    UNIFIED_ISOLATED = "unified isolated"  # Bybit UTA ISOLATED_MARGIN
+    UNIFIED_ACCOUNT = "unified account"  # Hyperliquid unifiedAccount: spot clearinghouse state
+    PORTFOLIO = "portfolio margin"  # scenario-based requirements (every exchange)
+    LEGACY = "legacy"  # Bybit classic / UMA accounts, Gate's old non-tiered classic account
+    SIMPLE = "simple"  # OKX acctLv 1: spot only, no derivatives margin
+
+
+class Coverage(enum.Enum):
+    """What alertd does with an account in its mode."""
+
+    COMPUTED = "computed by alertd"  # alertd reproduces the exchange's figures
+    EXCHANGE_RATIO = "exchange's own ratio"  # the exchange's account ratio is the figure shown
+    NOT_COMPUTED = "not computed"  # neither: the account is flagged, its figures withheld
+    REFUSED = "refused"  # the feed stops with the reason
+
+
+@dataclass(frozen=True, slots=True)
+class ModeReading:
+    """An account's mode as the exchange answered it, and what alertd can do with it.
+
+    ``detail`` is the exchange's own words (``multiAssetsMargin true``, ``acctLv 3``);
+    ``limits`` says, for anything but :attr:`Coverage.COMPUTED`, what alertd cannot compute
+    and why (the refusal's reason for :attr:`Coverage.REFUSED`).
+    """
+
+    mode: AccountMode
+    detail: str
+    coverage: Coverage = Coverage.COMPUTED
+    limits: str = ""
+    # alertd's computation holds only while the pool holds the settle currency alone (Bybit's
+    # unified cross pool counts every coin): other collateral moves it to the exchange's ratio
+    settle_only: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.mode.value} ({self.detail})" if self.detail else self.mode.value
+
+    def given(self, reported: ReportedAccount, settle: str) -> ModeReading:
+        """This reading once the balance is known: other collateral in a settle-only pool."""
+        if not self.settle_only or not reported.other_collateral:
+            return self
+        coins = ", ".join(reported.other_collateral)
+        return ModeReading(
+            self.mode,
+            self.detail,
+            Coverage.EXCHANGE_RATIO if reported.margin_ratio is not None else Coverage.NOT_COMPUTED,
+            f"the pool holds collateral in {coins}, valued by the exchange at haircut prices; "
+            f"alertd counts the {settle} wallet alone",
+        )
+
+
+NOT_READ = ModeReading(AccountMode.UNKNOWN, "")
+
+
 class Stream(enum.Enum):
     MARK = "mark"
     POSITIONS = "positions"
@@ -57,6 +127,8 @@ class ReportedAccount:
     maintenance_margin: Decimal | None = None
     margin_balance: Decimal | None = None
     margin_ratio: Decimal | None = None  # in alertd's direction: requirement / equity
+    # collateral coins besides the settle currency with a balance or a liability
+    other_collateral: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +163,7 @@ class AccountState:
     wallet_includes_isolated: bool = False
     reported_positions: dict[tuple[str, Side], ReportedPosition] = field(default_factory=dict)
     reported_account: ReportedAccount = ReportedAccount()
+    mode: ModeReading = NOT_READ  # read at bootstrap and at every reconcile
     events: deque[AccountEvent] = field(default_factory=lambda: deque(maxlen=100))
     # monotonic time of the last message per (stream, key)
     last_seen: dict[tuple[Stream, str], float] = field(default_factory=dict)
@@ -163,13 +236,29 @@ class AccountState:
         if self.wallet_balance is None:
             problems.append("no balance yet")
         for symbol, side in sorted(self.positions, key=lambda k: (k[0], k[1].value)):
-            if symbol not in self.marks:
-                problems.append(f"{symbol} {side.label}: no mark price yet")
-            if symbol not in self.tiers:
-                problems.append(f"{symbol} {side.label}: no tier table")
+            held = f"{symbol} {side.label}"
             if symbol not in self.markets:
-                problems.append(f"{symbol} {side.label}: unknown market")
+                # ccxt's unified symbol ends in the settle currency ("BTC/USDC:USDC")
+                settle = symbol.rpartition(":")[2] if ":" in symbol else ""
+                if settle and settle != self.settle:
+                    problems.append(
+                        f"{held}: settles in {settle}, a margin pool alertd does not compute "
+                        f"yet (it computes the {self.settle} pool)"
+                    )
+                else:
+                    problems.append(f"{held}: unknown market")
+                continue
+            if symbol not in self.marks:
+                problems.append(f"{held}: no mark price yet")
+            if symbol not in self.tiers:
+                problems.append(f"{held}: no tier table")
         return problems
+
+    @property
+    def computable(self) -> bool:
+        """alertd computes this account's figures: bootstrapped, in a mode it models, with
+        every market, mark and tier table it holds."""
+        return self.bootstrapped and self.mode.coverage is Coverage.COMPUTED and not self.missing()
 
     def to_account(self) -> Account:
         """The engine's account at the current marks; :meth:`missing` must be empty."""

@@ -16,7 +16,7 @@ from alertd.engine.margin import AccountMetrics, PositionMetrics, compute
 from alertd.engine.remedy import Remedy, for_crash_distance, for_liquidation_distance
 from alertd.rules.lifecycle import Kind, Notification, Resolution
 from alertd.rules.metrics import Needs, Unit, lookup, unit_of
-from alertd.rules.model import Rule
+from alertd.rules.model import FeedStatus, Rule
 
 MAX_POSITIONS = 3  # lines of positions in one message; the rest are counted
 # metrics whose remedy is a distance to the liquidation, not a margin ratio
@@ -157,6 +157,10 @@ def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
         if entry is not None
         else f"{metric.replace('_', ' ')} {value}"
     )
+    feed = n.context.feed
+    own = _about_alertd(n, head, who, value, feed)
+    if own is not None:
+        return own
     if resolved:
         gone = " (position closed)" if n.reason is Resolution.GONE else ""
         title = f"{head} {who}: {words}{gone}"
@@ -171,6 +175,10 @@ def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
         lines = [f"no fresh data for {value}: alertd cannot see this account's risk"]
     if n.kind is Kind.REPEAT:
         lines[0] += f", firing for {fmt.duration(n.at - n.since)}"
+    if feed is not None and feed.exchange_ratio_stands_in and unit_of(metric) is Unit.RATIO:
+        # no figures of alertd's own: the value is the exchange's, and the message says so
+        why = feed.mode_limits or "incomplete data: " + "; ".join(feed.missing)
+        lines.append(f"the ratio is {feed.exchange_name}'s own, read over REST ({why})")
     about_feed = entry is not None and entry.needs is Needs.FEED  # no figures to quote
     if metrics is not None and not about_feed:
         focus = n.context.position
@@ -187,6 +195,52 @@ def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
         if action:
             lines.append("→ " + action)
     return Message(title, "\n".join(lines))
+
+
+def _about_alertd(
+    n: Notification, head: str, who: str, value: str, feed: FeedStatus | None
+) -> Message | None:
+    """The messages of the built-in rules that watch alertd's own figures: a mode it does not
+    compute, a drift from the exchange's numbers, incomplete data. None for any other."""
+    metric = n.rule.metric
+    if metric not in ("mode_not_computed", "ratio_drift", "incomplete_data") or feed is None:
+        return None
+    exchange = feed.exchange_name or n.subject.exchange
+    since = fmt.duration(n.at - n.since)
+    if metric == "ratio_drift":
+        if n.kind is Kind.RESOLVED:
+            return Message(
+                f"{head} {who}: alertd's margin ratio agrees with {exchange}'s again",
+                f"differed by more than {fmt_metric(metric, n.rule.threshold)} for {since}",
+            )
+        ours, theirs = feed.ratios if feed.ratios is not None else (None, None)
+        title = f"{head} {who}: alertd's margin ratio differs from {exchange}'s by {value}"
+        body = (
+            f"alertd {fmt.ratio(ours)}, {exchange} {fmt.ratio(theirs)}, for {since}: check "
+            f"alertd's numbers (`alertd snapshot` shows each figure beside {exchange}'s)"
+        )
+        return Message(title, body)
+    if metric == "mode_not_computed":
+        if n.kind is Kind.RESOLVED:
+            return Message(
+                f"{head} {who}: alertd computes the account again",
+                f"account mode {feed.mode or 'changed'}",
+            )
+        title = f"{head} {who}: alertd does not compute {exchange} {feed.mode} accounts"
+        lines = [feed.mode_limits or "the account's figures are withheld"]
+        if feed.exchange_ratio_stands_in and feed.exchange_ratio is not None:
+            lines.append(f"{exchange}'s own margin ratio: {fmt.ratio(feed.exchange_ratio)}")
+        return Message(title, "\n".join(lines))
+    if n.kind is Kind.RESOLVED:
+        return Message(f"{head} {who}: data complete again", f"was incomplete for {since}")
+    lines = ["alertd cannot compute this account: " + ("; ".join(feed.missing) or "unknown")]
+    if feed.exchange_ratio_stands_in and feed.exchange_ratio is not None:
+        lines.append(
+            f"{exchange}'s own margin ratio stands in meanwhile: {fmt.ratio(feed.exchange_ratio)}"
+        )
+    else:
+        lines.append("no margin figures for it until then")
+    return Message(f"{head} {who}: incomplete data", "\n".join(lines))
 
 
 # The fields a rule's own ``message`` may name; each is a string when the message is rendered.

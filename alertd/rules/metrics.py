@@ -24,7 +24,9 @@ from decimal import Decimal
 from alertd.engine.book import LiveAccount, LivePosition
 from alertd.engine.margin import AccountMetrics, compute
 from alertd.rules.lifecycle import Notification
-from alertd.rules.model import Context, Observation, Rule, Scope, Subject
+from alertd.rules.model import Context, FeedStatus, Observation, Rule, Scope, Subject
+
+__all__ = ["FeedStatus"]  # defined with the rules' data; imported from here by the daemon
 
 
 class Unit(enum.Enum):
@@ -49,15 +51,6 @@ class Needs(enum.IntEnum):
     @property
     def label(self) -> str:
         return ("feed status", "running pool figures", "liquidation prices", "crash solve")[self]
-
-
-@dataclass(frozen=True, slots=True)
-class FeedStatus:
-    """What the rules need to know about an account's feed, at one moment."""
-
-    stale_s: Decimal  # age of the oldest held mark; 0 with nothing held
-    down_s: Decimal  # disconnected for this long; 0 when connected
-    fatal: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +92,33 @@ class Metric:
             return f"{self.name.replace('_', ' ')} {value}"
         return template.replace("{value}", value)
 
+    # an account ratio for which the exchange's own stands in while alertd has no figures
+    # of its own for the account (a mode it does not compute, incomplete data)
+    exchange_stands_in: bool = False
+
+    def observable(self, feed: FeedStatus) -> bool:
+        """Whether it has a value while alertd has no figures of its own for the account."""
+        stands_in = self.exchange_stands_in and feed.exchange_ratio_stands_in
+        return self.needs is Needs.FEED or stands_in
+
 
 def _abs(value: Decimal | None) -> Decimal | None:
     return None if value is None else abs(value)
+
+
+def _flag(on: bool) -> Decimal:
+    return Decimal(1 if on else 0)
+
+
+def _ratio(of_account: Callable[[LiveAccount], Decimal]) -> Callable[[Figures], Decimal | None]:
+    """An account ratio: alertd's, or the exchange's own where alertd has none of its own."""
+
+    def extract(f: Figures) -> Decimal | None:
+        if f.live is not None:
+            return of_account(f.live)
+        return f.feed.exchange_ratio if f.feed.exchange_ratio_stands_in else None
+
+    return extract
 
 
 A, P = Scope.ACCOUNT, Scope.POSITION
@@ -112,18 +129,22 @@ METRICS: tuple[Metric, ...] = (
         Unit.RATIO,
         "above",
         "highest margin ratio in the account: the cross pool's, or any isolated position's; "
-        "1 = liquidation",
+        "1 = liquidation. Where alertd cannot compute the account (a mode it does not model, "
+        "incomplete data) the exchange's own account ratio stands in, labelled as such",
         Needs.POOL,
-        lambda f: f.account.worst_ratio,
+        _ratio(lambda live: live.worst_ratio),
+        exchange_stands_in=True,
     ),
     Metric(
         "margin_ratio",
         A,
         Unit.RATIO,
         "above",
-        "the cross pool's maintenance margin / margin balance; 1 = liquidation",
+        "the cross pool's maintenance margin / margin balance; 1 = liquidation (the exchange's "
+        "own account ratio stands in as for `worst_ratio`)",
         Needs.POOL,
-        lambda f: f.account.cross.ratio,
+        _ratio(lambda live: live.cross.ratio),
+        exchange_stands_in=True,
     ),
     Metric(
         "buffer",
@@ -204,6 +225,48 @@ METRICS: tuple[Metric, ...] = (
         lambda f: Decimal(1 if f.feed.fatal else 0),
         title="feed stopped",
         resolved_title="feed running again",
+    ),
+    Metric(
+        "exchange_margin_ratio",
+        A,
+        Unit.RATIO,
+        "above",
+        "the exchange's own account margin ratio, as alertd's (requirement / equity), read at "
+        "every reconcile; no value where the exchange reports none",
+        Needs.FEED,
+        lambda f: f.feed.exchange_ratio,
+    ),
+    Metric(
+        "ratio_drift",
+        A,
+        Unit.FRACTION,
+        "above",
+        "relative difference between alertd's margin ratio and the exchange's own at the last "
+        "reconcile, |alertd - exchange| / exchange; no value where alertd does not compute "
+        "the account or the exchange reports no ratio",
+        Needs.FEED,
+        lambda f: f.feed.ratio_drift,
+    ),
+    Metric(
+        "mode_not_computed",
+        A,
+        Unit.FLAG,
+        "above",
+        "1 while the account is in a mode alertd does not compute (portfolio margin, "
+        "multi-collateral pools, legacy accounts): its figures are withheld and the exchange's "
+        "own ratio shown where it reports one; else 0",
+        Needs.FEED,
+        lambda f: _flag(f.feed.mode_limits is not None),
+    ),
+    Metric(
+        "incomplete_data",
+        A,
+        Unit.FLAG,
+        "above",
+        "1 while the account holds something alertd cannot compute (an unknown market, a "
+        "margin pool it does not compute, a missing tier table or price), else 0",
+        Needs.FEED,
+        lambda f: _flag(bool(f.feed.missing)),
     ),
     Metric(
         "margin_ratio",
@@ -320,11 +383,11 @@ def observe(
     subject = Subject(account, exchange)
     if live is None:
         idle = Figures(feed)
-        values = {m.name: m.extract(idle) for m in account_metrics if m.needs is Needs.FEED}
-        return [Observation(subject, values, Context(fatal=feed.fatal))]
+        values = {m.name: m.extract(idle) for m in account_metrics if m.observable(feed)}
+        return [Observation(subject, values, Context(fatal=feed.fatal, feed=feed))]
     figures = Figures(feed, live)
     values = {m.name: m.extract(figures) for m in account_metrics}
-    out = [Observation(subject, values, Context(fatal=feed.fatal, live=live))]
+    out = [Observation(subject, values, Context(fatal=feed.fatal, live=live, feed=feed))]
     if not position_metrics:
         return out  # no position rule: no position alert to advance or resolve
     for i, lp in enumerate(live.positions):

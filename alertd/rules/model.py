@@ -153,12 +153,51 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class FeedStatus:
+    """What the rules need to know about an account's feed and what the exchange itself
+    reported, at one moment (the feed-status metrics read it; messages quote it)."""
+
+    stale_s: Decimal  # age of the oldest held mark; 0 with nothing held
+    down_s: Decimal  # disconnected for this long; 0 when connected
+    fatal: str | None
+    exchange_name: str = ""  # the exchange's name as messages show it ("Binance USDⓈ-M")
+    mode: str = ""  # the account's mode as read from the exchange ("multi-assets (...)")
+    # what alertd cannot compute in this mode, and why; None: alertd computes the account
+    mode_limits: str | None = None
+    # the exchange's own account margin ratio (requirement / equity) at the last reconcile
+    exchange_ratio: Decimal | None = None
+    # True: alertd has no figures of its own for the account (a mode it does not compute, or
+    # incomplete data), so the exchange's ratio stands in as the account's ratio
+    exchange_ratio_stands_in: bool = False
+    # (alertd's, the exchange's) margin ratio compared at the last reconcile
+    ratios: tuple[Decimal, Decimal] | None = None
+    # the exchange's rounding of its ratio (Bybit shows four decimals): a difference within
+    # it is no drift
+    ratio_rounding: Decimal = Decimal(0)
+    missing: tuple[str, ...] = ()  # what keeps the account's data incomplete
+
+    @property
+    def ratio_drift(self) -> Decimal | None:
+        """|alertd's - the exchange's| / the exchange's margin ratio, 0 within the exchange's
+        rounding; None: nothing to compare."""
+        if self.ratios is None:
+            return None
+        ours, theirs = self.ratios
+        if not ours.is_finite() or not theirs.is_finite() or theirs <= 0:
+            return None
+        if abs(ours - theirs) <= self.ratio_rounding:
+            return Decimal(0)
+        return abs(ours - theirs) / theirs
+
+
+@dataclass(frozen=True, slots=True)
 class Context:
     """What a message may quote about an observation, besides its metric values."""
 
     metrics: AccountMetrics | None = None  # the account's figures (None: incomplete data)
     position: PositionMetrics | None = None  # the position a position alert is about
     fatal: str | None = None  # why the account's feed stopped for good
+    feed: FeedStatus | None = None  # the account's feed status (account observations)
     # the book's account the values came from (and the position's index in it), until
     # rules.metrics.with_full_metrics puts the full figures above in their place
     live: LiveAccount | None = None

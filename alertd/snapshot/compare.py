@@ -86,6 +86,15 @@ class Comparison:
         return {r.key: abs(r.difference) for r in self.rows if r.difference is not None}
 
     @property
+    def margin_ratio(self) -> tuple[Decimal, Decimal] | None:
+        """(alertd's, the exchange's) account margin ratio, where both are known."""
+        for r in self.rows:
+            account_ratio = r.figure is Figure.MARGIN_RATIO and r.position is None
+            if account_ratio and r.ours is not None and r.theirs is not None:
+                return r.ours, r.theirs
+        return None
+
+    @property
     def mismatches(self) -> tuple[Row, ...]:
         return tuple(r for r in self.rows if r.matches is False)
 
@@ -98,7 +107,7 @@ class Comparison:
         )
 
 
-def _step(theirs: Decimal, tick: Decimal | None) -> Decimal:
+def rounding(theirs: Decimal, tick: Decimal | None = None) -> Decimal:
     """The exchange's rounding of ``theirs``: the price tick, or its number's last digit."""
     exponent = theirs.as_tuple().exponent
     last_digit = Decimal(1).scaleb(exponent) if isinstance(exponent, int) else Decimal(0)
@@ -121,7 +130,7 @@ def row(
         # alertd has no such figure (or the pool is gone) where the exchange shows one
         return Row(figure, position, ours, theirs, None, ours == theirs)
     difference = (ours - theirs) / max(abs(theirs), _TINY)
-    matches = abs(difference) <= tolerance or abs(ours - theirs) <= _step(theirs, tick)
+    matches = abs(difference) <= tolerance or abs(ours - theirs) <= rounding(theirs, tick)
     return Row(figure, position, ours, theirs, difference, matches)
 
 

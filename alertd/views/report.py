@@ -35,7 +35,9 @@ def position_json(pm: PositionMetrics) -> dict[str, Any]:
         "initial_margin": decimal_str(pm.initial_margin),
         "margin_balance": decimal_str(pm.margin_balance),
         "margin_ratio": decimal_str(pm.margin_ratio),
-        "exchange_margin_ratio": decimal_str(pm.displayed_ratio),
+        # alertd's own ratio in the form the exchange's screen shows it (never the exchange's
+        # number: ``alertd snapshot`` compares that)
+        "margin_ratio_in_exchange_form": decimal_str(pm.displayed_ratio),
         "liquidation_price": decimal_str(pm.liquidation_price),
         "bankruptcy_price": decimal_str(pm.bankruptcy_price),
         "liquidation_distance": decimal_str(pm.liquidation_distance),
@@ -59,8 +61,8 @@ def metrics_json(m: AccountMetrics) -> dict[str, Any]:
             "margin_balance": decimal_str(pool.margin_balance),
             "maintenance_margin": decimal_str(pool.maintenance_margin),
             "margin_ratio": decimal_str(pool.margin_ratio),
-            "exchange_margin_ratio": decimal_str(pool.displayed_ratio),
-            "exchange_margin_ratio_name": a.profile.displayed_ratio_name or None,
+            "margin_ratio_in_exchange_form": decimal_str(pool.displayed_ratio),
+            "exchange_form_name": a.profile.displayed_ratio_name or None,
             "buffer": decimal_str(pool.buffer),
             "crash_distance": decimal_str(m.crash_distance),
             "worst_ratio": decimal_str(m.worst_ratio),

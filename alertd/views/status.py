@@ -77,6 +77,10 @@ def _account_json(a: AccountView, source: Source) -> dict[str, Any]:
             "stale": list(a.stale),
             "fatal": a.fatal,
         }
+    computed = a.figures is not None
+    if not computed and a.exchange_ratio is not None and a.bootstrapped and not a.fatal:
+        # no figures of alertd's own: the account's ratio is the exchange's, and says so
+        figures["margin_ratio"] = dec(a.exchange_ratio)
     return {
         "name": a.name,
         "bootstrapped": a.bootstrapped,
@@ -84,6 +88,16 @@ def _account_json(a: AccountView, source: Source) -> dict[str, Any]:
         "fatal": a.fatal,
         "stale": list(a.stale),
         **figures,
+        "exchange": a.exchange,
+        "mode": a.mode or None,
+        "coverage": a.coverage or None,
+        "mode_limits": a.mode_limits,
+        "incomplete": list(a.missing),
+        # whose number "margin_ratio" is: alertd's own, the exchange's, or none
+        "margin_ratio_source": "alertd"
+        if computed
+        else ("exchange" if figures["margin_ratio"] is not None else None),
+        "exchange_margin_ratio": dec(a.exchange_ratio),
     }
 
 
@@ -206,8 +220,8 @@ def render_status(data: dict[str, Any], console: Console) -> None:
     if health is not None:
         console.print("healthy" if health else "UNHEALTHY: " + "; ".join(data["reasons"]))
     accounts = Table(title="Accounts", header_style="bold")
-    for col in ("Account", "Worst ratio", "Buffer", "Crash distance", "Feed"):
-        accounts.add_column(col, justify="left" if col in ("Account", "Feed") else "right")
+    for col in ("Account", "Mode", "Worst ratio", "Buffer", "Crash distance", "Feed"):
+        accounts.add_column(col, justify="left" if col in ("Account", "Mode", "Feed") else "right")
     positions = Table(title="Positions", header_style="bold")
     for col in ("Account", "Symbol", "Side", "Size", "Mark", "Liq. price", "Distance", "Ratio"):
         positions.add_column(
@@ -220,9 +234,17 @@ def render_status(data: dict[str, Any], console: Console) -> None:
             feed = f"saved {fmt.timestamp(a['saved_at'])}"
         else:
             feed = "stale: " + ", ".join(a["stale"]) if a["stale"] else "fresh"
+        if a.get("incomplete"):
+            feed += "; incomplete: " + "; ".join(a["incomplete"])
         buffer = fmt.money(_d(a["buffer"]), a["settle"] or "")
         crash = fmt.percent(_d(a["crash_distance"]), signed=True)
-        accounts.add_row(a["name"], fmt.ratio(_d(a["margin_ratio"])), buffer, crash, feed)
+        ratio = fmt.ratio(_d(a["margin_ratio"]))
+        if a.get("margin_ratio_source") == "exchange":
+            ratio += f" ({a.get('exchange', 'exchange')}'s own)"
+        mode = a.get("mode") or "-"
+        if a.get("coverage") and a.get("mode_limits"):
+            mode += f": {a['coverage']}"
+        accounts.add_row(a["name"], mode, ratio, buffer, crash, feed)
         for p in a["positions"]:
             positions.add_row(
                 a["name"],

@@ -279,6 +279,14 @@ class _Account(shared.Credentials):
     listen_key: str | None = None
     update_ms: int = field(default_factory=now_ms)
     can_trade: bool = False  # the key's permissions (GET /sapi/v1/account/apiRestrictions)
+    # Multi-assets mode (GET /fapi/v1/multiAssetsMargin): other assets in the one USD pool,
+    # asset -> (amount, USD value per unit after the haircut); the account's total* fields
+    # then sum them in USD ("Account Information V3", multi-assets example)
+    multi_assets: bool = False
+    collateral: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)
+    # a maintenance margin the exchange adds that alertd does not model (a rule change):
+    # the reported totalMaintMargin is the fake's own times this factor
+    reported_mm_factor: Decimal = Decimal(1)
 
     @property
     def cross_wallet(self) -> Decimal:
@@ -517,6 +525,31 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         (trades and mark price alike) serve for ``symbol``."""
         self.klines[self._market(symbol).id] = sorted(candles)
 
+    @scripted
+    def set_multi_assets(
+        self, api_key: str, on: bool = True, collateral: dict[str, tuple[Num, Num]] | None = None
+    ) -> None:
+        """Script the account's mode: multi-assets with ``collateral`` (asset -> (amount, USD
+        value per unit after its haircut)), or single-asset (``on=False``)."""
+        account = self._account(api_key)
+        account.multi_assets = on
+        account.collateral = {
+            asset: (_dec(amount), _dec(value))
+            for asset, (amount, value) in (collateral or {}).items()
+        }
+
+    @scripted
+    def set_asset_wallet(self, api_key: str, asset: str, amount: Num) -> None:
+        """A wallet in another margin asset (single-asset mode: its own pool), so that the
+        account can hold that asset's perpetuals (a USDC-M position on a USDT account)."""
+        self._account(api_key).collateral[asset.upper()] = (_dec(amount), Decimal(1))
+
+    @scripted
+    def set_reported_mm_factor(self, api_key: str, factor: Num) -> None:
+        """Report ``totalMaintMargin`` as the fake's own times ``factor``: an exchange rule
+        alertd does not know, which its drift check must notice."""
+        self._account(api_key).reported_mm_factor = _dec(factor)
+
     def set_can_trade(self, api_key: str, can_trade: bool = True) -> None:
         """The key's permissions as apiRestrictions reports them (read-only by default)."""
         self._account(api_key).can_trade = can_trade
@@ -528,7 +561,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         one slot per symbol (``ps=BOTH``), so opening a short replaces a long. Hedge mode has
         LONG and SHORT slots; an account is in one mode or the other, as on Binance. Isolated
         margin moves out of the cross wallet."""
-        if market.quote != account.asset:
+        if market.quote != account.asset and market.quote not in account.collateral:
             raise ValueError(
                 f"{market.symbol} settles in {market.quote}, account in {account.asset}"
             )
@@ -1159,8 +1192,15 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         return await self._position_risk(request, 3)
 
     def _totals(self, account: _Account) -> dict[str, Any]:
-        figures = self._figures(account)
-        cross = [figures[k] for k, p in account.positions.items() if p.margin_type == "cross"]
+        every = self._figures(account)
+        # single-asset mode: the totals are the account asset's pool alone
+        figures = {
+            key: f
+            for key, f in every.items()
+            if account.multi_assets
+            or self._markets[account.positions[key].market_id].quote == account.asset
+        }
+        cross = [f for k, f in figures.items() if account.positions[k].margin_type == "cross"]
         upnl = sum((f.upnl for f in figures.values()), Decimal(0))
         cross_upnl = sum((f.upnl for f in cross), Decimal(0))
         mm = sum((f.mm for f in figures.values()), Decimal(0))
@@ -1169,7 +1209,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         cross_wallet = account.cross_wallet
         available = max(Decimal(0), cross_wallet + cross_upnl - cross_im)
         return {
-            "figures": figures,
+            "figures": every,
             "wallet": account.wallet,
             "upnl": upnl,
             "margin_balance": account.wallet + upnl,
@@ -1193,7 +1233,18 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             **{field: _f8(t[figure]) for field, _, figure in ACCOUNT_FIGURES},
             "updateTime": account.update_ms,
         }
-        assets = [own] + [self._empty_asset(a) for a in OTHER_MARGIN_ASSETS if a != account.asset]
+        pooled = account.collateral if account.multi_assets else {}
+        assets = [own] + [
+            self._empty_asset(a) | self._held_asset(*pooled[a])
+            if a in pooled
+            else self._empty_asset(a)
+            for a in OTHER_MARGIN_ASSETS
+            if a != account.asset
+        ]
+        usd = sum((amount * value for amount, value in pooled.values()), Decimal(0))
+        for figure in ("wallet", "margin_balance", "cross_wallet", "available", "max_withdraw"):
+            t[figure] += usd
+        t["mm"] *= account.reported_mm_factor
         positions = []
         for key, position in account.positions.items():
             fig = figures[key]
@@ -1222,6 +1273,17 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
     def position_risk_v3(self, api_key: str) -> list[dict[str, Any]]:
         """The body ``GET /fapi/v3/positionRisk`` returns for this account now."""
         return self._risk_rows(self._account(api_key), 3)
+
+    @staticmethod
+    def _held_asset(amount: Decimal, value: Decimal) -> dict[str, Any]:
+        return {
+            "walletBalance": _f8(amount),
+            "marginBalance": _f8(amount),
+            "crossWalletBalance": _f8(amount),
+            "availableBalance": _f8(amount),
+            "maxWithdrawAmount": _f8(amount),
+            "updateTime": now_ms(),
+        }
 
     @staticmethod
     def _empty_asset(asset: str) -> dict[str, Any]:
@@ -1279,7 +1341,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             "canDeposit": True,
             "canWithdraw": True,
             "updateTime": 0,
-            "multiAssetsMargin": False,
+            "multiAssetsMargin": account.multi_assets,
             "tradeGroupId": -1,
         }
         return self._json(head | body | {"positions": positions})
@@ -1309,8 +1371,9 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         return self._json({"dualSidePosition": checked[0].dual_side})
 
     async def _multi_assets(self, request: web.Request) -> web.Response:
-        await self._signed(request)
-        return self._json({"multiAssetsMargin": False})
+        # "Get Current Multi-Assets Mode": {"multiAssetsMargin": true} (developers.binance.com)
+        checked = await self._signed(request)
+        return self._json({"multiAssetsMargin": checked[0].multi_assets})
 
     async def _klines(self, request: web.Request) -> web.Response:
         # Binance "Kline/Candlestick Data" and "Mark Price Kline": startTime, endTime, limit

@@ -287,6 +287,11 @@ class _Account(shared.Credentials):
     # /v5/account/info: 1 classic account, 3-6 unified trading account versions (docs v5,
     # "Different Account Modes"); the fake serves the UTA endpoints whatever it says
     unified_margin_status: int = 5
+    # /v5/account/info marginMode: REGULAR_MARGIN, ISOLATED_MARGIN or PORTFOLIO_MARGIN
+    margin_mode: str = "REGULAR_MARGIN"
+    # other collateral coins: coin -> (amount, USD price, collateral value ratio); the cross
+    # pool counts amount * price * ratio (help centre: "Collateral Value")
+    collateral: dict[str, tuple[Decimal, Decimal, Decimal]] = field(default_factory=dict)
 
 
 @dataclass
@@ -542,6 +547,24 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         """Script the account type ``/v5/account/info`` reports (1: a classic account)."""
         self._account(api_key).unified_margin_status = status
 
+    @scripted
+    def set_margin_mode(self, api_key: str, margin_mode: str) -> None:
+        """Script the ``marginMode`` ``/v5/account/info`` reports."""
+        self._account(api_key).margin_mode = margin_mode
+
+    @scripted
+    def set_collateral(
+        self, api_key: str, coin: str, amount: Num, usd_price: Num, ratio: Num = "1"
+    ) -> None:
+        """Hold ``amount`` of ``coin`` as collateral (0 removes it): wallet-balance lists it and
+        the account's totals count it at ``amount * usd_price * ratio``."""
+        account = self._account(api_key)
+        value = _dec(amount, "amount")
+        if value == 0:
+            account.collateral.pop(coin, None)
+            return
+        account.collateral[coin] = (value, _dec(usd_price, "usd_price"), _dec(ratio, "ratio"))
+
     def _push_private(self, api_key: str, topic: str, data: list[dict[str, Any]]) -> None:
         targets = []
         for conn in self._connections:
@@ -770,19 +793,43 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         }
         wanted = set(coins) if coins is not None else None
         show = SETTLE in wanted if wanted is not None else (account.wallet != 0 or bool(upl))
+        rows = [usdt] if show else []
+        equity, wallet = margin_balance, account.wallet
+        for coin, (amount, price, ratio) in sorted(account.collateral.items()):
+            usd = amount * price
+            equity, wallet, margin_balance = (
+                equity + usd,
+                wallet + usd,
+                margin_balance + usd * ratio,
+            )
+            if wanted is None or coin in wanted:
+                rows.append(
+                    usdt
+                    | {
+                        "coin": coin,
+                        "equity": _fmt(amount),
+                        "usdValue": _fmt(usd),
+                        "walletBalance": _fmt(amount),
+                        "availableToWithdraw": _fmt(amount),
+                        "totalPositionIM": "0",
+                        "totalPositionMM": "0",
+                        "unrealisedPnl": "0",
+                        "cumRealisedPnl": "0",
+                    }
+                )
         return {
             "accountType": "UNIFIED",
             "accountLTV": "0",
             "accountIMRate": _rate(im, margin_balance),
             "accountMMRate": _rate(mm, margin_balance),
-            "totalEquity": _fmt(margin_balance),
-            "totalWalletBalance": _fmt(account.wallet),
+            "totalEquity": _fmt(equity),
+            "totalWalletBalance": _fmt(wallet),
             "totalMarginBalance": _fmt(margin_balance),
-            "totalAvailableBalance": _fmt(available),
+            "totalAvailableBalance": _fmt(max(margin_balance - im, Decimal(0))),
             "totalPerpUPL": _fmt(upl),
             "totalInitialMargin": _fmt(im),
             "totalMaintenanceMargin": _fmt(mm),
-            "coin": [usdt] if show else [],
+            "coin": rows,
         }
 
     # ---- REST --------------------------------------------------------------------------------
@@ -1102,7 +1149,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
     @staticmethod
     def _account_info(account: _Account, params: dict[str, str]) -> dict[str, Any]:
         return {
-            "marginMode": "REGULAR_MARGIN",
+            "marginMode": account.margin_mode,
             "updatedTime": str(now_ms()),
             "unifiedMarginStatus": account.unified_margin_status,
             "dcpStatus": "OFF",

@@ -184,11 +184,20 @@ class _Position:
     update_id: int
 
 
+MARGIN_MODE_NAMES = {0: "classic", 1: "multi_currency", 2: "portfolio", 3: "single_currency"}
+
+
 @dataclass
 class _Account(shared.Credentials):
     wallet: Decimal
     user_id: int
     positions: dict[tuple[str, str], _Position] = field(default_factory=dict)
+    # the futures account's margin_mode: 0 classic, 1 multi-currency, 2 portfolio, 3
+    # single-currency (unified account); in 1-3 GET /unified/accounts reports the pool, whose
+    # margin balance adds ``other_equity`` (USD) to the USDT account's
+    margin_mode: int = 0
+    tiered_mm: bool = True  # False: an old classic account
+    other_equity: Decimal = Decimal(0)
 
 
 class _Connection(shared.WsConnection):
@@ -555,6 +564,52 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
             row.update(time=now // 1000, time_ms=now, update_id=position.update_id)
         return row
 
+    @scripted
+    def set_margin_mode(
+        self, api_key: str, margin_mode: int, *, tiered_mm: bool = True, other_equity: Num = "0"
+    ) -> None:
+        """Script the account's mode as its futures account reports it (``margin_mode``,
+        ``enable_tiered_mm``) and, in the unified modes, other collateral in USD."""
+        account = self._account(api_key)
+        account.margin_mode = margin_mode
+        account.tiered_mm = tiered_mm
+        account.other_equity = _dec(other_equity)
+
+    def _unified_account(self, account: _Account) -> dict[str, Any]:
+        """ "Get unified account information" (gateapi-python UnifiedAccount, UnifiedBalance)."""
+        futures = self._futures_account(account)
+        mm = Decimal(futures["cross_maintenance_margin"])
+        usdt = Decimal(futures["cross_margin_balance"])
+        total = usdt + account.other_equity
+        return {
+            "user_id": account.user_id,
+            "refresh_time": now_ms(),
+            "locked": False,
+            "balances": {
+                SETTLE: {
+                    "available": futures["available"],
+                    "freeze": "0",
+                    "borrowed": "0",
+                    "equity": _fmt(usdt, 8),
+                    "margin_balance": _fmt(usdt, 8),
+                    "mm": _fmt(mm, 8),
+                    "mmr": _fmt(usdt / mm, 4) if mm else "0",
+                }
+            },
+            "total": _fmt(total, 8),
+            "borrowed": "0",
+            "total_initial_margin": futures["cross_initial_margin"],
+            "total_margin_balance": _fmt(total, 8),
+            "total_maintenance_margin": _fmt(mm, 8),
+            "total_initial_margin_rate": "0",
+            "total_maintenance_margin_rate": _fmt(total / mm, 4) if mm else "0",
+            "total_available_margin": futures["available"],
+            "unified_account_total": _fmt(total, 8),
+            "unified_account_total_liab": "0",
+            "unified_account_total_equity": _fmt(total, 8),
+            "leverage": "3",
+        }
+
     def _futures_account(self, account: _Account) -> dict[str, Any]:
         """ "Query futures account" (Gate API docs' example, a new-classic account)."""
         positions = list(account.positions.values())
@@ -587,7 +642,11 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
             "cross_mmr": _fmt(balance / cross_mm, 4) if cross_mm else "0",
             "cross_imr": _fmt(balance / cross_im, 4) if cross_im else "0",
             "isolated_position_margin": _fmt(isolated_margin, 8),
-            "enable_tiered_mm": True,
+            "enable_tiered_mm": account.tiered_mm,
+            # Gate API v4 docs, futures account: 0 classic, 1 multi-currency, 2 portfolio,
+            # 3 single-currency margin
+            "margin_mode": account.margin_mode,
+            "margin_mode_name": MARGIN_MODE_NAMES[account.margin_mode],
         }
 
     # ---- REST ----------------------------------------------------------------------------------
@@ -644,6 +703,7 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
             "/account/detail": self._account_detail,
             "/futures/usdt/positions": self._positions,
             "/futures/usdt/accounts": lambda account, p: self._futures_account(account),
+            "/unified/accounts": lambda account, p: self._unified_account(account),
         }
         if request.method == "GET" and route in public:
             return shared.json_response(public[route](params))

@@ -132,6 +132,11 @@ class _Account(shared.Credentials):
     passphrase: str
     wallet: Decimal
     positions: dict[tuple[str, str], _Position] = field(default_factory=dict)
+    # "Get account configuration" acctLv: 2 single-currency, 3 multi-currency, 4 portfolio;
+    # in 3 and 4 the balance reports the USD pool: adjEq is the other currencies' discounted
+    # USD value (``other_adj_eq``) plus the USDT equity
+    acct_lv: str = "2"
+    other_adj_eq: Decimal = Decimal(0)
 
 
 class _Connection(shared.WsConnection):
@@ -253,6 +258,40 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             p.pos = Decimal(0)
         self._push_positions(account, closed)
         self._push_account(account)
+
+    @scripted
+    def set_account_level(self, api_key: str, acct_lv: str, other_adj_eq: Num = "0") -> None:
+        """Script the account mode (``acctLv``) and, for 3 and 4, the discounted USD value of
+        the currencies other than USDT in the pool."""
+        account = self._account(api_key)
+        account.acct_lv = acct_lv
+        account.other_adj_eq = _dec(other_adj_eq, "other_adj_eq")
+
+    def _config_row(self, account: _Account, _params: dict[str, str]) -> list[Any]:
+        """ "Get account configuration", the row of ccxt's okx.fetch_accounts docstring."""
+        return [
+            {
+                "acctLv": account.acct_lv,
+                "acctStpMode": "cancel_maker",
+                "autoLoan": False,
+                "ctIsoMode": "automatic",
+                "enableSpotBorrow": False,
+                "greeksType": "PA",
+                "ip": "",
+                "kycLv": "3",
+                "label": "alertd",
+                "level": "Lv1",
+                "levelTmp": "",
+                "liquidationGear": "-1",
+                "mainUid": account.api_key[:17],
+                "mgnIsoMode": "automatic",
+                "perm": "read_only",
+                "posMode": "long_short_mode",
+                "roleType": "0",
+                "spotRoleType": "0",
+                "uid": account.api_key[:17],
+            }
+        ]
 
     @scripted
     def set_balance(self, api_key: str, wallet_balance: Num) -> None:
@@ -434,14 +473,22 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             "upl": _s(upl),
             "uplLiab": "",
         }
+        pool = {"adjEq": "", "mgnRatio": "", "mmr": ""}
+        if account.acct_lv in ("3", "4"):
+            # the USD pool's figures are the account's; the currency's own are empty
+            adj_eq = eq + account.other_adj_eq
+            detail.update(mgnRatio="", mmr="")
+            pool = {
+                "adjEq": _s(adj_eq),
+                "mgnRatio": _s((adj_eq / denom).quantize(Decimal("0.0001"))) if denom else "",
+                "mmr": _s(denom),
+            }
         return {
-            "adjEq": "",
+            **pool,
             "borrowFroz": "",
             "details": [detail],
             "imr": "",
             "isoEq": _s(iso_eq),
-            "mgnRatio": "",
-            "mmr": "",
             "notionalUsd": _s(notional),
             "ordFroz": "",
             "totalEq": _s(total),
@@ -478,6 +525,7 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
         private: dict[str, Callable[[_Account, dict[str, str]], list[Any]]] = {
             "/api/v5/account/positions": self._positions,
             "/api/v5/account/balance": lambda a, _p: [self._balance_row(a)],
+            "/api/v5/account/config": self._config_row,
             "/api/v5/asset/currencies": self._currencies,
         }
         params = dict(request.query)

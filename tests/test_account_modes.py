@@ -1,0 +1,487 @@
+"""Account modes (issue 11): each exchange's mode read from its real answer at bootstrap and at
+every reconcile, what alertd does with it (computed, the exchange's own ratio, not computed,
+refused), and a change of mode picked up without a restart.
+
+The pure readers are checked on the exchanges' documented answers (cited); the feeds on the
+local exchanges, which serve the modes in the exchanges' own formats.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from alertd.config import AccountConfig, Secret
+from alertd.exchanges import binance, bybit, gate, hyperliquid, okx
+from alertd.feeds.adapter import FrameError
+from alertd.feeds.feed import AccountFeed, Change
+from alertd.feeds.state import AccountMode, AccountState, Coverage, ModeReading, ReportedAccount
+
+from .fake_exchange.binance import FakeBinanceUSDM
+from .fake_exchange.bybit import FakeBybit
+from .fake_exchange.gate import FakeGate
+from .fake_exchange.hyperliquid import FakeHyperliquid
+from .fake_exchange.okx import FakeOKX
+from .support.aio import run
+from .support.fakes import started
+from .support.feeds import BTC, FAST, FAST_OPTIONS, account_config, make_feed
+
+D = Decimal
+USDC_BTC = "BTC/USDC:USDC"
+HL_USER = "0x" + "5e" * 20
+M = AccountMode
+C = Coverage
+
+
+# --- the readers, on the exchanges' documented answers -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "mode", "coverage"),
+    [
+        # developers.binance.com, USDⓈ-M "Get Current Multi-Assets Mode": the documented answer
+        ({"multiAssetsMargin": True}, M.MULTI_ASSETS, C.EXCHANGE_RATIO),
+        ({"multiAssetsMargin": False}, M.SINGLE_ASSET, C.COMPUTED),
+    ],
+)
+def test_binance_mode_from_its_answer(answer: Any, mode: AccountMode, coverage: Coverage) -> None:
+    reading = binance.usdm_mode(answer)
+    assert (reading.mode, reading.coverage) == (mode, coverage)
+    assert reading.detail == f"multiAssetsMargin {str(answer['multiAssetsMargin']).lower()}"
+    with pytest.raises(FrameError):
+        binance.usdm_mode({"multiAssetsMargin": None})
+    pm = binance.usdm_mode(None, portfolio_margin=True)
+    assert (pm.mode, pm.coverage) == (M.PORTFOLIO, C.REFUSED) and "/papi" in pm.limits
+
+
+# ccxt bybit.py, is_unified_enabled: a real "Get Account Info" answer (UTA 1.0 pro); the other
+# margin modes are the values Bybit's "Set Margin Mode" documents
+BYBIT_INFO = {
+    "marginMode": "REGULAR_MARGIN", "updatedTime": "1697078946000", "unifiedMarginStatus": 4,
+    "dcpStatus": "OFF", "timeWindow": 10, "smpGroup": 0, "isMasterTrader": False,
+    "spotHedgingStatus": "OFF",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("margin_mode", "mode", "coverage"),
+    [
+        ("REGULAR_MARGIN", M.UNIFIED_CROSS, C.COMPUTED),
+        ("ISOLATED_MARGIN", M.UNIFIED_ISOLATED, C.COMPUTED),
+        ("PORTFOLIO_MARGIN", M.PORTFOLIO, C.EXCHANGE_RATIO),
+        ("SOMETHING_NEW", M.UNKNOWN, C.EXCHANGE_RATIO),
+    ],
+)
+def test_bybit_mode_from_account_info(
+    margin_mode: str, mode: AccountMode, coverage: Coverage
+) -> None:
+    reading = bybit.account_mode(dict(BYBIT_INFO, marginMode=margin_mode))
+    assert (reading.mode, reading.coverage) == (mode, coverage)
+    assert reading.detail == f"unifiedMarginStatus 4, marginMode {margin_mode}"
+
+
+def test_bybit_cross_pool_with_other_collateral_is_the_exchange_s_ratio() -> None:
+    cross = bybit.account_mode(BYBIT_INFO)
+    alone = ReportedAccount(margin_ratio=D("0.05"))
+    assert cross.given(alone, "USDT") is cross  # USDT only: alertd computes it
+    with_btc = ReportedAccount(margin_ratio=D("0.05"), other_collateral=("BTC", "USDC"))
+    moved = cross.given(with_btc, "USDT")
+    assert moved.coverage is C.EXCHANGE_RATIO and moved.mode is M.UNIFIED_CROSS
+    assert "BTC, USDC" in moved.limits and "USDT wallet alone" in moved.limits
+    unreported = cross.given(ReportedAccount(other_collateral=("BTC",)), "USDT")
+    assert unreported.coverage is C.NOT_COMPUTED
+    isolated = bybit.account_mode(dict(BYBIT_INFO, marginMode="ISOLATED_MARGIN"))
+    assert isolated.given(with_btc, "USDT") is isolated  # each position on its own margin
+
+
+# ccxt okx.py, fetch_accounts: a real "Get account configuration" row (acctLv "2")
+OKX_CONFIG_ROW = {
+    "acctLv": "2", "acctStpMode": "cancel_maker", "autoLoan": False, "ctIsoMode": "automatic",
+    "enableSpotBorrow": False, "greeksType": "PA", "feeType": "0", "ip": "", "type": "0",
+    "kycLv": "3", "label": "v5 test", "level": "Lv1", "levelTmp": "", "liquidationGear": "-1",
+    "mainUid": "44705892343619584", "mgnIsoMode": "automatic", "opAuth": "1",
+    "perm": "read_only,withdraw,trade", "posMode": "long_short_mode", "roleType": "0",
+    "spotBorrowAutoRepay": False, "spotOffsetType": "", "spotRoleType": "0",
+    "spotTraderInsts": [], "traderInsts": [], "uid": "44705892343619584", "settleCcy": "USDT",
+    "settleCcyList": ["USD", "USDC", "USDG"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("level", "mode", "coverage"),
+    [
+        ("2", M.SINGLE_ASSET, C.COMPUTED),  # the recorded answer
+        ("3", M.MULTI_ASSETS, C.EXCHANGE_RATIO),  # OKX docs: acctLv 3 multi-currency margin
+        ("4", M.PORTFOLIO, C.EXCHANGE_RATIO),  # 4 portfolio margin
+        ("1", M.SIMPLE, C.REFUSED),  # 1 spot mode: no derivatives
+    ],
+)
+def test_okx_mode_from_account_config(level: str, mode: AccountMode, coverage: Coverage) -> None:
+    reading = okx.account_mode({"code": "0", "data": [dict(OKX_CONFIG_ROW, acctLv=level)]})
+    assert (reading.mode, reading.coverage, reading.detail) == (mode, coverage, f"acctLv {level}")
+    with pytest.raises(FrameError):
+        okx.account_mode({"code": "0", "data": []})
+
+
+# Gate API v4 docs, "List sub-accounts' futures account balances": the usdt futures account of
+# the documented example (a unified multi-currency account), trimmed to the mode's fields
+GATE_UNIFIED_USDT = {
+    "available": "500.7", "cross_available": "500.7", "cross_initial_margin": "0",
+    "cross_maintenance_margin": "0", "cross_order_margin": "0", "cross_unrealised_pnl": "0",
+    "currency": "USDT", "enable_credit": True, "enable_evolved_classic": True,
+    "enable_new_dual_mode": True, "in_dual_mode": True, "isolated_position_margin": "0",
+    "maintenance_margin": "0", "margin_mode": 1, "margin_mode_name": "multi_currency",
+    "order_margin": "0", "point": "0", "position_initial_margin": "0", "position_margin": "0",
+    "total": "0.000000005", "unrealised_pnl": "0", "update_id": 37, "update_time": 1741766400,
+    "user": 10003,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("changes", "mode", "coverage"),
+    [
+        ({}, M.MULTI_ASSETS, C.EXCHANGE_RATIO),  # the documented answer
+        ({"margin_mode": 2, "margin_mode_name": "portfolio"}, M.PORTFOLIO, C.EXCHANGE_RATIO),
+        (
+            {"margin_mode": 3, "margin_mode_name": "single_currency"},
+            M.UNIFIED_SINGLE_CURRENCY,
+            C.EXCHANGE_RATIO,
+        ),
+        (
+            {"margin_mode": 0, "margin_mode_name": "classic", "enable_tiered_mm": True},
+            M.SINGLE_ASSET,
+            C.COMPUTED,
+        ),
+        (  # derived: the classic account without tiered MM
+            {"margin_mode": 0, "margin_mode_name": "classic", "enable_tiered_mm": False},
+            M.LEGACY,
+            C.NOT_COMPUTED,
+        ),
+    ],
+)
+def test_gate_mode_from_the_futures_account(
+    changes: dict[str, Any], mode: AccountMode, coverage: Coverage
+) -> None:
+    reading = gate.futures_mode(GATE_UNIFIED_USDT | changes)
+    assert (reading.mode, reading.coverage) == (mode, coverage)
+    code = (GATE_UNIFIED_USDT | changes)["margin_mode"]
+    assert reading.detail.startswith(f"margin_mode {code} (")
+    # an account from before these fields: no cross pool, no tiers said -> old classic
+    old = gate.futures_mode({"total": "10", "maintenance_margin": "1"})
+    assert old.mode is M.LEGACY and old.detail.startswith("margin_mode not given")
+
+
+@pytest.mark.parametrize(
+    ("answer", "mode", "coverage"),
+    [
+        ('"default"', M.SINGLE_ASSET, C.COMPUTED),
+        ('"disabled"', M.SINGLE_ASSET, C.COMPUTED),
+        ('"unifiedAccount"', M.UNIFIED_ACCOUNT, C.REFUSED),
+        ('"portfolioMargin"', M.PORTFOLIO, C.REFUSED),
+        ('"newThing"', M.UNKNOWN, C.REFUSED),
+    ],
+)
+def test_hyperliquid_mode_from_user_abstraction(
+    answer: str, mode: AccountMode, coverage: Coverage
+) -> None:
+    reading = hyperliquid.abstraction_mode(HL_USER, answer)
+    assert (reading.mode, reading.coverage) == (mode, coverage)
+
+
+def test_reading_labels() -> None:
+    assert ModeReading(M.MULTI_ASSETS, "acctLv 3").label == "multi-assets (acctLv 3)"
+    assert ModeReading(M.UNKNOWN, "").label == "not read yet"
+
+
+# --- the feeds against the local exchanges -----------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def bootstrapped(feed: AccountFeed) -> AsyncIterator[AccountState]:
+    """The feed's state after its bootstrap, its exchange client open for reconciles."""
+    try:
+        await feed.bootstrap()
+        yield feed.state
+    finally:
+        await feed.close()
+
+
+def watched(feed: AccountFeed) -> list[Change]:
+    changes: list[Change] = []
+    feed.listeners.append(lambda _feed, change, _symbol: changes.append(change))
+    return changes
+
+
+def test_binance_switch_to_multi_assets_and_back_without_a_restart() -> None:
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [("key-b", "secret-b", "2000")]) as fake:
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-b", BTC, "long", "1", "60000")
+            feed = make_feed(account_config("b", "binanceusdm", fake), "key-b", "secret-b")
+            async with bootstrapped(feed) as state:
+                assert state.mode.mode is M.SINGLE_ASSET and state.mode.coverage is C.COMPUTED
+                assert state.computable and feed.ratios is not None
+                ours, theirs = feed.ratios
+                assert abs(ours - theirs) / theirs < D("0.001")  # alertd reproduces Binance
+
+                fake.set_multi_assets("key-b", True, {"USDC": ("22", "0.9999")})
+                await feed.reconcile()  # the next reconcile, same feed, no restart
+                assert state.fatal is None
+                assert state.mode.mode is M.MULTI_ASSETS
+                assert state.mode.coverage is C.EXCHANGE_RATIO
+                assert "totalMaintMargin / totalMarginBalance" in state.mode.limits
+                assert not state.computable  # alertd's USDT-only figures are withheld
+                served = fake.account_v3("key-b")
+                expected = D(served["totalMaintMargin"]) / D(served["totalMarginBalance"])
+                assert state.reported_account.margin_ratio == expected
+
+                fake.set_multi_assets("key-b", False)
+                await feed.reconcile()
+                assert state.mode.mode is M.SINGLE_ASSET and state.computable
+
+    run(body())
+
+
+def test_binance_portfolio_margin_is_refused_naming_the_mode() -> None:
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [("key-p", "secret-p", "500")]) as fake:
+            config = account_config("p", "binanceusdm", fake)
+            config = config.model_copy(
+                update={"options": {**config.options, "portfolioMargin": True}}
+            )
+            feed = make_feed(config, "key-p", "secret-p")
+            changes = watched(feed)
+            try:
+                await feed.run()  # returns: refused, no retry loop
+            finally:
+                await feed.close()
+            assert feed.state.fatal is not None and "portfolio margin" in feed.state.fatal
+            assert feed.state.mode.mode is M.PORTFOLIO
+            assert changes == [Change.FATAL]
+
+    run(body())
+
+
+def test_binance_single_asset_with_a_usdc_position_says_what_is_missing() -> None:
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [("key-u", "secret-u", "2000")]) as fake:
+            fake.add_symbol(USDC_BTC, "60000")
+            fake.set_asset_wallet("key-u", "USDC", "500")
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-u", BTC, "long", "0.1", "60000")
+            fake.open_position("key-u", USDC_BTC, "long", "0.1", "60000")
+            feed = make_feed(account_config("u", "binanceusdm", fake), "key-u", "secret-u")
+            try:
+                await feed.bootstrap()
+            finally:
+                await feed.close()
+            state = feed.state
+            assert state.mode.coverage is C.COMPUTED and not state.computable
+            assert state.missing() == [
+                "BTC/USDC:USDC long: settles in USDC, a margin pool alertd does not compute yet "
+                "(it computes the USDT pool)"
+            ]
+            assert state.reported_account.margin_ratio is not None  # Binance's, to stand in
+
+    run(body())
+
+
+def test_bybit_collateral_and_margin_modes_follow_the_account() -> None:
+    async def body() -> None:
+        async with started(FakeBybit(), [("key-y", "secret-y", "1000")]) as fake:
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-y", BTC, "long", "0.1", "60000")
+            feed = make_feed(account_config("y", "bybit", fake), "key-y", "secret-y")
+            async with bootstrapped(feed) as state:
+                assert state.mode.mode is M.UNIFIED_CROSS and state.computable
+
+                # BTC collateral at 60,000 USD valued at 95% (Bybit's tiered collateral ratio)
+                fake.set_collateral("key-y", "BTC", "0.01", "60000", "0.95")
+                await feed.reconcile()
+                assert state.mode.coverage is C.EXCHANGE_RATIO and "BTC" in state.mode.limits
+                assert not state.computable
+                mm, balance = D("0.1") * 60000 * D("0.005"), 1000 + D("0.01") * 60000 * D("0.95")
+                # Bybit shows accountMMRate cut to four decimals
+                assert state.reported_account.margin_ratio == (mm / balance).quantize(D("0.0001"))
+
+                fake.set_margin_mode("key-y", "PORTFOLIO_MARGIN")
+                await feed.reconcile()
+                assert state.mode.mode is M.PORTFOLIO and state.mode.coverage is C.EXCHANGE_RATIO
+
+                fake.set_collateral("key-y", "BTC", "0", "60000")
+                fake.set_margin_mode("key-y", "REGULAR_MARGIN")
+                await feed.reconcile()
+                assert state.mode.coverage is C.COMPUTED and state.computable
+
+    run(body())
+
+
+def okx_feed(fake: FakeOKX) -> AccountFeed:
+    secrets = {
+        "api_key": Secret("key-o"),
+        "secret": Secret("secret-o"),
+        "password": Secret(FakeOKX.PASSPHRASE),
+    }
+    return AccountFeed(account_config("o", "okx", fake), secrets, FAST, FAST_OPTIONS)
+
+
+def test_okx_multi_currency_and_portfolio_show_okx_s_mgn_ratio() -> None:
+    async def body() -> None:
+        async with started(FakeOKX(), [("key-o", "secret-o", "8000")]) as fake:
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-o", BTC, "long", "10", "60000")
+            feed = okx_feed(fake)
+            async with bootstrapped(feed) as state:
+                assert state.mode.mode is M.SINGLE_ASSET and state.computable
+                fake.set_account_level("key-o", "3", other_adj_eq="5000")
+                await feed.reconcile()
+                assert state.mode.mode is M.MULTI_ASSETS and not state.computable
+                assert state.mode.detail == "acctLv 3"
+                ratio = state.reported_account.margin_ratio
+                assert ratio is not None and state.reported_account.margin_balance is not None
+                # OKX's mgnRatio is adjEq / (mmr): alertd shows its reciprocal
+                assert state.reported_account.margin_balance > D(8000)  # the USD pool's adjEq
+                fake.set_account_level("key-o", "4", other_adj_eq="5000")
+                await feed.reconcile()
+                assert state.mode.mode is M.PORTFOLIO and state.mode.coverage is C.EXCHANGE_RATIO
+                fake.set_account_level("key-o", "1")
+                await feed.reconcile()
+                assert state.fatal is not None and "spot mode (acctLv 1)" in state.fatal
+
+    run(body())
+
+
+def test_gate_unified_modes_read_the_unified_account() -> None:
+    async def body() -> None:
+        async with started(FakeGate(), [("key-g", "secret-g", "1000")]) as fake:
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-g", BTC, "long", "100", "60000")
+            feed = make_feed(account_config("g", "gate", fake), "key-g", "secret-g")
+            async with bootstrapped(feed) as state:
+                assert state.mode.mode is M.SINGLE_ASSET and state.computable
+                computed_mm = state.reported_account.maintenance_margin
+                assert computed_mm is not None
+
+                fake.set_margin_mode("key-g", 1, other_equity="2500")
+                await feed.reconcile()
+                assert state.mode.mode is M.MULTI_ASSETS and not state.computable
+                assert state.mode.detail == "margin_mode 1 (multi_currency)"
+                reported = state.reported_account
+                assert reported.maintenance_margin == computed_mm
+                assert reported.margin_balance is not None and reported.margin_ratio is not None
+                assert reported.margin_ratio == computed_mm / reported.margin_balance
+
+                fake.set_margin_mode("key-g", 3, other_equity="2500")
+                await feed.reconcile()
+                assert state.mode.mode is M.UNIFIED_SINGLE_CURRENCY
+                assert state.mode.coverage is C.EXCHANGE_RATIO
+                usdt = state.reported_account  # the USDT pool of the unified account alone
+                assert usdt.margin_balance is not None and usdt.maintenance_margin == computed_mm
+                assert usdt.margin_balance < reported.margin_balance
+
+                fake.set_margin_mode("key-g", 0, tiered_mm=False)
+                await feed.reconcile()
+                assert state.mode.mode is M.LEGACY and state.mode.coverage is C.NOT_COMPUTED
+                assert state.fatal is None and not state.computable
+
+    run(body())
+
+
+def test_hyperliquid_refusal_records_the_mode() -> None:
+    async def body() -> None:
+        async with started(FakeHyperliquid(), [(HL_USER, "", "1000")]) as fake:
+            fake.set_abstraction(HL_USER, "portfolioMargin")
+            config = AccountConfig(
+                name="h",
+                exchange="hyperliquid",
+                wallet_address=HL_USER,
+                urls=fake.ccxt_urls(),
+                options=dict(fake.ccxt_options),
+            )
+            feed = AccountFeed(config, {}, FAST, FAST_OPTIONS)
+            try:
+                await feed.run()
+            finally:
+                await feed.close()
+            assert feed.state.mode.mode is M.PORTFOLIO
+            assert feed.state.fatal is not None and "portfolioMargin" in feed.state.fatal
+
+    run(body())
+
+
+# --- the built-in rules that watch alertd's own figures ----------------------------------------
+
+BASE_CONFIG = """
+version: 1
+accounts: [{name: hl, exchange: hyperliquid, wallet_address: "0x1"}]
+"""
+
+
+def test_builtin_watch_rules_have_defaults_and_can_be_tuned_or_turned_off() -> None:
+    from alertd.config import parse_config
+    from alertd.daemon.evaluation import build_rules
+
+    rules = {r.name: r for r in build_rules(parse_config(BASE_CONFIG))}
+    drift, mode, incomplete = rules["ratio-drift"], rules["account-mode"], rules["incomplete-data"]
+    assert (drift.metric, drift.above, drift.for_s) == ("ratio_drift", D("0.1"), 600.0)
+    assert (mode.metric, mode.above, mode.severity.label) == ("mode_not_computed", 0, "warning")
+    assert (incomplete.metric, incomplete.for_s) == ("incomplete_data", 30.0)
+    assert incomplete.for_s <= 60  # "within a minute"
+
+    tuned = parse_config(
+        BASE_CONFIG
+        + "builtin_rules: {ratio_drift_above: 0.25, ratio_drift_for: 2m, incomplete_data: false,"
+        " account_mode: false}\n"
+    )
+    rules = {r.name: r for r in build_rules(tuned)}
+    assert (rules["ratio-drift"].above, rules["ratio-drift"].for_s) == (D("0.25"), 120.0)
+    assert "incomplete-data" not in rules and "account-mode" not in rules
+    off = parse_config(BASE_CONFIG + "builtin_rules: {ratio_drift: false}\n")
+    assert "ratio-drift" not in {r.name for r in build_rules(off)}
+
+
+def test_drift_is_relative_and_nothing_within_the_exchange_s_rounding() -> None:
+    from alertd.rules.model import FeedStatus
+    from alertd.snapshot.compare import rounding
+
+    def drift(ours: str, theirs: str) -> Decimal | None:
+        pair = (D(ours), D(theirs))
+        return FeedStatus(
+            D(0), D(0), None, ratios=pair, ratio_rounding=rounding(pair[1])
+        ).ratio_drift
+
+    assert drift("0.573", "0.0925") == (D("0.573") - D("0.0925")) / D("0.0925")  # the issue's
+    assert drift("0.12", "0.18") == D("0.06") / D("0.18")
+    # Bybit's accountMMRate has four decimals: 0.00044 against "0.0004" is its rounding
+    assert drift("0.00044", "0.0004") == 0
+    assert drift("0.0006", "0.0004") == D("0.5")
+    assert FeedStatus(D(0), D(0), None).ratio_drift is None
+    assert drift("Infinity", "0.5") is None
+
+
+def test_the_exchange_s_ratio_stands_in_only_while_alertd_has_none() -> None:
+    from alertd.rules.metrics import observe
+    from alertd.rules.model import FeedStatus
+
+    feed = FeedStatus(
+        D(0),
+        D(0),
+        None,
+        exchange_name="Binance USDⓈ-M",
+        mode="multi-assets (multiAssetsMargin true)",
+        mode_limits="one USD pool",
+        exchange_ratio=D("0.0925"),
+        exchange_ratio_stands_in=True,
+    )
+    [account] = observe("a", "binanceusdm", None, feed)
+    assert account.metrics["worst_ratio"] == account.metrics["margin_ratio"] == D("0.0925")
+    assert account.metrics["mode_not_computed"] == 1
+    assert account.metrics["exchange_margin_ratio"] == D("0.0925")
+    assert "buffer" not in account.metrics  # alertd's own figures: none
+    quiet = FeedStatus(D(0), D(0), None, exchange_ratio=D("0.0925"))
+    [account] = observe("a", "binanceusdm", None, quiet)
+    assert "worst_ratio" not in account.metrics  # not standing in: no ratio while incomplete
