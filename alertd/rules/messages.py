@@ -30,7 +30,18 @@ def fmt_metric(metric: str, value: Decimal | None, beside: Decimal | None = None
     if value is None:
         return "n/a"
     unit = unit_of(metric)
-    if unit is Unit.RATIO or unit is Unit.FRACTION:
+    if unit is Unit.SIGMAS:
+        if beside is None:
+            return fmt.sigmas(value, 1)
+        return fmt.apart(value, beside, lambda v, p, r: fmt.sigmas(v, p, rounding=r), 1)
+    if unit is Unit.DURATION:
+        text = fmt.duration(float(value))
+        return (
+            fmt.seconds(value)
+            if beside is not None and text == fmt.duration(float(beside))
+            else text
+        )
+    if unit is Unit.RATIO or unit is Unit.FRACTION or unit is Unit.PROBABILITY:
         infinite = fmt.LIQUIDATED if unit is Unit.RATIO else fmt.INFINITE
         if beside is None:
             return fmt.percent(value, 1, infinite=infinite)

@@ -133,6 +133,15 @@ def percent(
     return _fixed(value * 100, places, rounding, "+" if signed else "") + "%"
 
 
+def sigmas(value: Decimal | None, places: int = 1, *, rounding: str = ROUND_HALF_EVEN) -> str:
+    """A distance in standard deviations (``2.4σ``); ``∞`` with no volatility."""
+    if value is None:
+        return NONE
+    if not value.is_finite():
+        return INFINITE
+    return _fixed(value, places, rounding) + "σ"
+
+
 def ratio(value: Decimal | None, places: int = 2) -> str:
     """A margin ratio as a percent; ``LIQUIDATED`` once the margin balance is gone."""
     return percent(value, places, infinite=LIQUIDATED)
