@@ -36,11 +36,9 @@ def fmt_metric(metric: str, value: Decimal | None, beside: Decimal | None = None
         return fmt.apart(value, beside, lambda v, p, r: fmt.sigmas(v, p, rounding=r), 1)
     if unit is Unit.DURATION:
         text = fmt.duration(float(value))
-        return (
-            fmt.seconds(value)
-            if beside is not None and text == fmt.duration(float(beside))
-            else text
-        )
+        if beside is None or text != fmt.duration(float(beside)):
+            return text
+        return fmt.apart(value, beside, fmt.seconds, 0)  # "30m" beside "below 30m": seconds
     if unit is Unit.RATIO or unit is Unit.FRACTION or unit is Unit.PROBABILITY:
         infinite = fmt.LIQUIDATED if unit is Unit.RATIO else fmt.INFINITE
         if beside is None:

@@ -168,9 +168,9 @@ def apart(
     return text
 
 
-def seconds(value: Decimal) -> str:
-    """A whole number of seconds, as the feed-age metrics show them (``45s``)."""
-    return f"{_fixed(value, 0)}s"
+def seconds(value: Decimal, places: int = 0, rounding: str = ROUND_HALF_EVEN) -> str:
+    """Seconds, whole as the feed-age metrics show them (``45s``)."""
+    return f"{_fixed(value, places, rounding)}s"
 
 
 def duration(total_s: float) -> str:
