@@ -233,7 +233,8 @@ def observed(account: Account, windows: dict[str, MarkWindow] | None, *rules: Ru
     book = Book()
     book.set_account("a", account)
     obs = observe("a", "binanceusdm", book.live("a"), FEED, wanted_of(rules), windows)
-    return {**obs[0].metrics, **obs[1].metrics}
+    # each rule's series in its own scope: no key is in both
+    return {k: v for o in obs for k, v in o.metrics.items()}
 
 
 def test_position_probability_from_the_liquidation_price() -> None:

@@ -19,16 +19,21 @@ Estimators (``docs/rules.md`` states them with their limits):
   time, so a gap neither inflates nor deflates the rate. Its square root is the volatility per
   square-root second.
 - **a bad tick** is a sample that jumps away from both neighbours by more than
-  ``SPIKE_SIGMAS`` robust standard deviations (from the median absolute normalized return) in
-  opposite directions, with the neighbours close to each other: it is dropped, its two returns
+  ``SPIKE_SIGMAS`` robust standard deviations (from the median absolute normalized return over
+  the whole window) in opposite directions, with the neighbours close to each other: it is dropped, its two returns
   merged. The newest sample cannot be judged yet: while its return is that large it is held
   out until the next sample confirms or refutes it (a real move counts one sample late).
 - **velocity**: the least-squares slope of log price against time over the window, on the same
   cleaned samples: a smoothed relative rate of change per second.
+
+The samples are cleaned once per change of the window and kept with running sums, so every
+lookback's volatility and velocity then costs a bisection and a few subtractions.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import statistics
 from collections import deque
@@ -47,7 +52,7 @@ SQRT2 = math.sqrt(2.0)
 class MarkWindow:
     """The recent marks of one symbol, and their statistics (cached until the next sample)."""
 
-    __slots__ = ("_cache", "_t", "_x", "resolution_s", "span_s", "version")
+    __slots__ = ("_cleaned", "_t", "_x", "resolution_s", "span_s", "version")
 
     def __init__(self, span_s: float, resolution_s: float = DEFAULT_RESOLUTION_S) -> None:
         if not (span_s > 0 and resolution_s > 0):
@@ -57,7 +62,7 @@ class MarkWindow:
         self._t: deque[float] = deque()
         self._x: deque[float] = deque()  # log prices
         self.version = 0  # bumped by every change: caches compare it
-        self._cache: dict[tuple[str, float], float | None] = {}
+        self._cleaned: _Cleaned | None = None
 
     @property
     def capacity(self) -> int:
@@ -95,6 +100,8 @@ class MarkWindow:
             if t_s < last:
                 return False
             if t_s // res == last // res:  # same bucket: its last price stands for it
+                if t_s == last and x == self._x[-1]:
+                    return False  # the same sample again: nothing changes
                 t[-1] = t_s
                 self._x[-1] = x
                 self._changed()
@@ -120,7 +127,7 @@ class MarkWindow:
 
     def _changed(self) -> None:
         self.version += 1
-        self._cache.clear()
+        self._cleaned = None
 
     def _trim(self) -> None:
         t, x = self._t, self._x
@@ -131,84 +138,99 @@ class MarkWindow:
 
     # --- statistics ---------------------------------------------------------------------
 
-    def _cleaned(self, lookback_s: float) -> tuple[list[float], list[float]]:
-        """The samples within ``lookback_s`` of the newest, without bad ticks and without an
-        unconfirmed outlier at the end: (times, log prices)."""
-        t, x = self._t, self._x
-        if not t:
-            return [], []
-        start = t[-1] - lookback_s
-        i = len(t)
-        while i > 0 and t[i - 1] >= start:
-            i -= 1
-        # one sample before the lookback too: a bad tick on its first sample is judged
-        context = 1 if i > 0 else 0
-        ts = [t[k] for k in range(i - context, len(t))]
-        xs = [x[k] for k in range(i - context, len(x))]
+    def _clean(self) -> _Cleaned:
+        """Every sample without bad ticks and without an unconfirmed outlier at the end, with
+        the running sums the statistics read; worked out once per change."""
+        cached = self._cleaned
+        if cached is not None:
+            return cached
+        ts, xs = list(self._t), list(self._x)
         n = len(ts)
-        if n < 3:
-            return ts[context:], xs[context:]
-        z = [(xs[k] - xs[k - 1]) / math.sqrt(ts[k] - ts[k - 1] or 1e-9) for k in range(1, n)]
-        limit = SPIKE_SIGMAS * MAD_TO_SIGMA * statistics.median(abs(v) for v in z)
-        keep = [True] * n
-        k = 1
-        while k < n - 1:
-            a, b = z[k - 1], z[k]  # into sample k, out of it
-            r_in, r_out = xs[k] - xs[k - 1], xs[k + 1] - xs[k]
-            if (
-                abs(a) > limit
-                and abs(b) > limit
-                and a * b < 0
-                and abs(r_in + r_out) < 0.5 * min(abs(r_in), abs(r_out))
-            ):
-                keep[k] = False
-                k += 2  # one bad tick at a time: its neighbour is the reference
-                continue
-            k += 1
-        if abs(z[-1]) > limit:
-            keep[-1] = False  # not confirmed yet
-        return (
-            [v for v, ok in zip(ts[context:], keep[context:], strict=True) if ok],
-            [v for v, ok in zip(xs[context:], keep[context:], strict=True) if ok],
-        )
+        if n >= 3:
+            sqrt = math.sqrt
+            r = [xs[k] - xs[k - 1] for k in range(1, n)]
+            z = [r[k - 1] / sqrt(ts[k] - ts[k - 1] or 1e-9) for k in range(1, n)]
+            limit = SPIKE_SIGMAS * MAD_TO_SIGMA * statistics.median([abs(v) for v in z])
+            keep = [True] * n
+            k = 1
+            while k < n - 1:
+                a, b = z[k - 1], z[k]  # into sample k, out of it
+                if (
+                    abs(a) > limit
+                    and abs(b) > limit
+                    and a * b < 0
+                    and abs(r[k - 1] + r[k]) < 0.5 * min(abs(r[k - 1]), abs(r[k]))
+                ):
+                    keep[k] = False
+                    k += 2  # one bad tick at a time: its neighbour is the reference
+                    continue
+                k += 1
+            if abs(z[-1]) > limit:
+                keep[-1] = False  # not confirmed yet
+            if not all(keep):
+                ts = [v for v, ok in zip(ts, keep, strict=True) if ok]
+                xs = [v for v, ok in zip(xs, keep, strict=True) if ok]
+        self._cleaned = cleaned = _Cleaned(ts, xs)
+        return cleaned
+
+    def _since(self, lookback_s: float) -> tuple[_Cleaned, int]:
+        """The cleaned samples, and the index of the first within ``lookback_s`` of the
+        newest sample."""
+        cleaned = self._clean()
+        if not cleaned.t:
+            return cleaned, 0
+        return cleaned, bisect.bisect_left(cleaned.t, self._t[-1] - lookback_s)
 
     def volatility(self, lookback_s: float) -> float | None:
         """Realized volatility of log price per square-root second over the last
         ``lookback_s``; ``None`` until there are enough returns covering enough of it."""
-        key = ("vol", lookback_s)
-        if key in self._cache:
-            return self._cache[key]
-        ts, xs = self._cleaned(lookback_s)
-        value: float | None = None
-        if len(ts) > MIN_RETURNS and ts[-1] - ts[0] >= MIN_COVERAGE * lookback_s:
-            squares = sum((xs[k] - xs[k - 1]) ** 2 for k in range(1, len(xs)))
-            value = math.sqrt(squares / (ts[-1] - ts[0]))
-        self._cache[key] = value
-        return value
+        c, i = self._since(lookback_s)
+        n = len(c.t)
+        if n - i <= MIN_RETURNS:
+            return None
+        span = c.t[-1] - c.t[i]
+        if span < MIN_COVERAGE * lookback_s:
+            return None
+        return math.sqrt(max(c.r2[n - 1] - c.r2[i], 0.0) / span)
 
     def velocity(self, window_s: float) -> float | None:
         """The smoothed rate of change of log price per second over the last ``window_s``
         (least-squares slope); ``None`` until the samples cover enough of it."""
-        key = ("vel", window_s)
-        if key in self._cache:
-            return self._cache[key]
-        ts, xs = self._cleaned(window_s)
-        value: float | None = None
-        if len(ts) >= 3 and ts[-1] - ts[0] >= MIN_COVERAGE * window_s:
-            value = slope(ts, xs)
-        self._cache[key] = value
-        return value
+        c, i = self._since(window_s)
+        n = len(c.t)
+        if n - i < 3 or c.t[-1] - c.t[i] < MIN_COVERAGE * window_s:
+            return None
+        return c.slope(i)
 
 
-def slope(ts: list[float], xs: list[float]) -> float:
-    """The least-squares slope of ``xs`` against ``ts`` (at least two distinct times)."""
-    n = len(ts)
-    t0 = ts[0]  # centred for precision: epoch seconds squared lose digits
-    mt = sum(t - t0 for t in ts) / n
-    mx = sum(xs) / n
-    num = sum((t - t0 - mt) * (x - mx) for t, x in zip(ts, xs, strict=True))
-    den = sum((t - t0 - mt) ** 2 for t in ts)
-    return num / den
+class _Cleaned:
+    """Cleaned samples with running sums: any suffix's realized variance and least-squares
+    slope in constant time. Times and log prices are taken relative to the first sample, so
+    the sums keep their digits."""
+
+    __slots__ = ("r2", "st", "stt", "stx", "sx", "t", "x")
+
+    def __init__(self, ts: list[float], xs: list[float]) -> None:
+        self.t, self.x = ts, xs
+        t0 = ts[0] if ts else 0.0
+        x0 = xs[0] if xs else 0.0
+        dt = [t - t0 for t in ts]
+        dx = [x - x0 for x in xs]
+        # r2[k]: squared returns up to sample k; the others: sums over samples before k
+        self.r2 = [0.0, *itertools.accumulate((b - a) ** 2 for a, b in itertools.pairwise(xs))]
+        self.st = [0.0, *itertools.accumulate(dt)]
+        self.sx = [0.0, *itertools.accumulate(dx)]
+        self.stt = [0.0, *itertools.accumulate(t * t for t in dt)]
+        self.stx = [0.0, *itertools.accumulate(t * x for t, x in zip(dt, dx, strict=True))]
+
+    def slope(self, i: int) -> float:
+        """The least-squares slope of log price against time over samples ``i`` onwards."""
+        n = len(self.t)
+        m = n - i
+        st, sx = self.st[n] - self.st[i], self.sx[n] - self.sx[i]
+        stt, stx = self.stt[n] - self.stt[i], self.stx[n] - self.stx[i]
+        den = m * stt - st * st
+        return (m * stx - st * sx) / den if den > 0 else 0.0
 
 
 def log_distance(mark: Decimal, target: Decimal) -> float:

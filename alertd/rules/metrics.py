@@ -464,8 +464,13 @@ def needs_of(rules: Iterable[Rule]) -> Needs:
 
 def wanted_of(rules: Iterable[Rule]) -> frozenset[str]:
     """What :func:`observe` must read for ``rules``: each rule's series (its metric, with its
-    parameters for a price-dynamics metric)."""
-    return frozenset(r.series for r in rules)
+    parameters for a price-dynamics metric). A price-dynamics series is asked for in the
+    rule's scope only (``position:...``): the account's figure needs a crash solve."""
+    out = set()
+    for r in rules:
+        m = lookup(r.metric, r.scope)
+        out.add(f"{r.scope.value}:{r.series}" if m is not None and m.dynamic else r.series)
+    return frozenset(out)
 
 
 def reads_dynamics(rules: Iterable[Rule]) -> bool:
@@ -499,8 +504,15 @@ def _selection(
             m for m in metrics.values() if not m.dynamic and (wanted is None or m.name in wanted)
         )
 
-    def series(metrics: dict[str, Metric]) -> tuple[_Series, ...]:
-        keys = [m.name for m in metrics.values() if m.dynamic] if wanted is None else sorted(wanted)
+    def series(scope: Scope) -> tuple[_Series, ...]:
+        metrics = _BY_SCOPE[scope]
+        if wanted is None:
+            keys = [m.name for m in metrics.values() if m.dynamic]
+        else:  # this scope's, and those asked for in no scope
+            prefix = scope.value + ":"
+            keys = sorted(
+                k.removeprefix(prefix) for k in wanted if k.startswith(prefix) or ":" not in k
+            )
         out = []
         for key in keys:
             name, horizon, window = parse_series(key)
@@ -514,8 +526,8 @@ def _selection(
     return (
         pick(ACCOUNT_METRICS),
         pick(POSITION_METRICS),
-        series(ACCOUNT_METRICS),
-        series(POSITION_METRICS),
+        series(Scope.ACCOUNT),
+        series(Scope.POSITION),
     )
 
 
