@@ -20,9 +20,10 @@ Estimators (``docs/rules.md`` states them with their limits):
   square-root second.
 - **a bad tick** is a sample that jumps away from both neighbours by more than
   ``SPIKE_SIGMAS`` robust standard deviations (from the median absolute normalized return over
-  the whole window) in opposite directions, with the neighbours close to each other: it is dropped, its two returns
-  merged. The newest sample cannot be judged yet: while its return is that large it is held
-  out until the next sample confirms or refutes it (a real move counts one sample late).
+  the whole window) in opposite directions, with the neighbours close to each other: it is
+  dropped, its two returns merged. The newest sample cannot be judged yet: while its return
+  is that large it is held out until the next sample confirms or refutes it (a real move
+  counts one sample late).
 - **velocity**: the least-squares slope of log price against time over the window, on the same
   cleaned samples: a smoothed relative rate of change per second.
 
