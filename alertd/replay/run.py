@@ -9,8 +9,8 @@ source of marks differ.
 Rules on price dynamics (``liquidation_probability`` and the like) read the same
 :class:`~alertd.engine.dynamics.MarkWindow` the daemon keeps per symbol, rebuilt as the history
 is replayed and never ahead of it: a candle's open enters it at the candle's first point, its
-close at its last (the daemon seeds the same way from the exchange's candles). ``warmup``, the
-candles just before the replay's start, seed it as the daemon's startup does.
+close once the candle is over (the daemon seeds the same way from the exchange's candles).
+``warmup``, the candles just before the replay's start, seed it as the daemon's startup does.
 
 Inside a candle only open, high, low and close are known; the path walks
 open -> adverse extreme -> favourable extreme -> close, adverse being the side that hurts the
@@ -207,16 +207,11 @@ def replay(
     for i, candle in enumerate(history.candles):
         if progress is not None and i % 1000 == 0:
             progress(i)
+        if marks is not None:  # what the daemon's window holds by the candle's first point
+            marks.add(candle.t_ms / 1000, candle.open)
         previous = None
-        path = _path(candle, adverse_low)
-        last = len(path) - 1
-        for k, price in enumerate(path):
-            moved = False
-            if marks is not None and (k == 0 or k == last):
-                # what the daemon's window would hold by now: the open, then the close
-                t_s = (candle.t_ms + (interval_ms if k else 0)) / 1000
-                moved = marks.add(t_s, price)
-            if price == previous and not moved:
+        for price in _path(candle, adverse_low):
+            if price == previous:
                 continue
             previous = price
             result.points += 1
@@ -250,6 +245,8 @@ def replay(
                 result.liquidation_mark = price
                 result.end_ms = candle.t_ms
                 return result
+        if marks is not None:  # the close, known once the candle ends: for the next points
+            marks.add((candle.t_ms + interval_ms) / 1000, candle.close)
     return result
 
 
