@@ -175,3 +175,28 @@ def test_no_rule_on_dynamics_keeps_no_window_and_asks_for_no_candles() -> None:
                 await hub.close()
 
     run(main())
+
+
+def test_a_reload_resizes_or_drops_the_windows() -> None:
+    walls = [1_700_000_000.0]
+    hub = MarkHub(
+        "reload",
+        lambda sink: None,
+        get_spec("bybit").new_adapter(),
+        lambda: Backoff(0.01, 0.05, 2, 0, 1),
+        time.monotonic,
+        asyncio.sleep,
+        wall_clock=lambda: walls[0],
+        dynamics_span_s=3600,
+    )
+    for k in range(400):  # 400 marks, one every 10 s
+        walls[0] += 10
+        hub._record("BTC/USDT:USDT", D(50_000 + k % 3))
+    window = hub.dynamics["BTC/USDT:USDT"]
+    assert len(window) == 361  # an hour at one sample per 10 s, both ends
+    hub.set_dynamics_span(600)  # a rule's window shortened
+    assert len(window) == 61 and window.capacity == 62
+    hub.set_dynamics_span(0)  # no rule reads the dynamics any more
+    assert hub.dynamics == {}
+    hub._record("BTC/USDT:USDT", D(50_000))
+    assert hub.dynamics == {}
