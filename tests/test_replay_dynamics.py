@@ -140,3 +140,30 @@ def test_sweep_reads_the_dynamics_rules(full_history: History) -> None:
     (row,) = rows
     assert row.runs == 7 and row.liquidated >= 1  # entries 10:00 to 16:00
     assert row.rules["p-pos"].fired_before_liquidation >= row.rules["dist"].fired_before_liquidation
+
+
+def test_a_sweep_entry_is_seeded_from_the_history_before_the_cut(full_history: History) -> None:
+    # a 50x long entered at 12:00 starts within 2% of liquidation: with the hour before as
+    # seed the probability is known at entry; without, not before a quarter hour of prices
+    start = at("2021-05-19T12:00:00Z")
+    history = window(full_history, start, start + 120 * MIN)
+    only = [r for r in rules() if r.name == "p-pos"]
+
+    def lead(before: History | None) -> float:
+        (row,) = sweep(
+            "BTC/USDT:USDT",
+            "long",
+            MarginMode.ISOLATED,
+            history,
+            only,
+            leverages=(50,),
+            every_s=3 * 3600,
+            window_s=7200,
+            before=before,
+        )
+        assert row.runs == 1 and row.liquidated == 1
+        (value,) = row.rules["p-pos"].lead_times_s
+        return value
+
+    cold, seeded = lead(None), lead(full_history)
+    assert seeded > cold and cold <= (30 - 14) * 60

@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     full = load_history(args.prices)
     history = window(full, parse_time(args.start, "--start"), parse_time(args.end, "--end"))
     if args.sweep:
-        return _cmd_sweep(args, history)
+        return _cmd_sweep(args, history, full)
     if args.snapshot:
         account = load_snapshot(args.snapshot).account
     else:
@@ -211,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_sweep(args: argparse.Namespace, history: Any) -> int:
+def _cmd_sweep(args: argparse.Namespace, history: Any, full: Any) -> int:
     from alertd.config import parse_duration
     from alertd.replay.sweep import median_or_none, sweep
 
@@ -234,6 +234,7 @@ def _cmd_sweep(args: argparse.Namespace, history: Any) -> int:
         exchange=args.exchange,
         every_s=every,
         window_s=length,
+        before=full,
     )
     data: list[dict[str, Any]] = [
         {

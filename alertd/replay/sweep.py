@@ -49,7 +49,10 @@ def sweep(
     every_s: float = 86_400,
     window_s: float = 86_400,
     progress: Callable[[int, int], None] | None = None,
+    before: History | None = None,
 ) -> list[SweepRow]:
+    """``before``: the whole history ``history`` was cut from, whose candles before an entry
+    seed the price dynamics (default: ``history`` itself)."""
     step = max(1, int(every_s * 1000 // history.interval_ms))
     span = int(window_s * 1000)
     entries = range(0, len(history.candles), step)
@@ -72,7 +75,7 @@ def sweep(
             account = position_from_spec(
                 f"{spec_symbol} {side} 1 @ {first.open} x{lev} {mode}", exchange
             )
-            warmup = warmup_before(history, first.t_ms, rules)
+            warmup = warmup_before(before or history, first.t_ms, rules)
             result = replay(account, window, rules, spec_symbol, warmup=warmup)
             row.runs += 1
             liquidated = result.liquidated_at_ms is not None
