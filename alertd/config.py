@@ -25,6 +25,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -233,6 +234,9 @@ class RuleConfig(_Model):
     symbols: list[str] | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     message: str | None = None
+    # the price-dynamics metrics' parameters (docs/rules.md, "Predictive metrics")
+    horizon: Duration | None = None
+    window: Duration | None = None
 
     @field_validator("message")
     @classmethod
@@ -260,6 +264,7 @@ class RuleConfig(_Model):
             raise ValueError(f"{self.metric} is an account metric")
         if (self.above is None) == (self.below is None):
             raise ValueError("give exactly one of above or below")
+        self._probability_threshold()
         if self.above is not None and self.clear_above is not None:
             raise ValueError("an 'above' rule clears below: use clear_below")
         if self.below is not None and self.clear_below is not None:
@@ -277,6 +282,55 @@ class RuleConfig(_Model):
         ):
             raise ValueError(f"clear_above {self.clear_above} is below the threshold {self.below}")
         return self
+
+    @field_validator("horizon", "window")
+    @classmethod
+    def _dynamics_parameter(cls, value: float | None, info: ValidationInfo) -> float | None:
+        """``horizon`` and ``window`` only where the metric reads them, within bounds."""
+        from alertd.rules.metrics import lookup
+
+        name = info.field_name or ""
+        metric = lookup(info.data.get("metric", ""), _scope(info.data.get("scope")))
+        if value is None or metric is None:
+            return value  # an unknown metric is reported on its own line
+        takes = {"horizon": metric.horizon_s, "window": metric.window_s}
+        if takes[name] is None:
+            taken = [n for n, default in takes.items() if default is not None]
+            raise ValueError(
+                f"{metric.name} takes no {name}"
+                + (f" (it takes {' and '.join(taken)})" if taken else "")
+            )
+        low, high = DYNAMICS_BOUNDS_S[name]
+        if not low <= value <= high:
+            raise ValueError(f"{value:g}s is outside {low:g}s..{high:g}s ({_SPAN_REASON[name]})")
+        return value
+
+    def _probability_threshold(self) -> None:
+        from alertd.rules.metrics import Unit, lookup
+
+        metric = lookup(self.metric, _scope(self.scope))
+        threshold = self.above if self.above is not None else self.below
+        probability = metric is not None and metric.unit is Unit.PROBABILITY
+        if probability and threshold is not None and not 0 <= threshold < 1:
+            raise ValueError(
+                f"{self.metric} is a probability: a threshold of {threshold} can never be "
+                "crossed (use a value from 0 to 1, e.g. 0.05 for 5%)"
+            )
+
+
+def _scope(value: object) -> Any:
+    from alertd.rules.model import Scope
+
+    return Scope(value) if value in ("account", "position") else None
+
+
+# bounds of the price-dynamics parameters, in seconds (a mark window's memory grows with the
+# longest window)
+DYNAMICS_BOUNDS_S = {"horizon": (60.0, 7 * 86_400.0), "window": (60.0, 86_400.0)}
+_SPAN_REASON = {
+    "horizon": "from a minute to a week ahead",
+    "window": "from a minute to a day of mark prices kept per symbol",
+}
 
 
 class ReceiverConfig(_Model):

@@ -19,7 +19,7 @@ from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
-from alertd.config import DEFAULT_RULES
+from alertd.config import DEFAULT_RULES, RuleConfig
 from alertd.daemon.evaluation import _rule
 from alertd.replay.history import load_history
 from alertd.replay.run import position_from_spec, replay
@@ -65,6 +65,21 @@ def main() -> int:
             f"{elapsed:.2f} s = {result.points / elapsed:,.0f} points/s, "
             f"{len(result.alerts)} alerts, liquidated: {result.liquidated_at_ms is not None}"
         )
+    # the price-dynamics rules: the dynamics rebuilt as the history is replayed; no shortcut
+    predictive = rules + [
+        _rule(RuleConfig(name=m, metric=m, scope="position", above=Decimal("0.05")))
+        if m == "liquidation_probability"
+        else _rule(RuleConfig(name=m, metric=m, scope="position", below=Decimal(2)))
+        for m in ("liquidation_probability", "time_to_liquidation", "liquidation_distance_sigma")
+    ]
+    start = time.perf_counter()
+    result = replay(busy, history, predictive, "BTC/USDT:USDT")
+    elapsed = time.perf_counter() - start
+    print(
+        f"  1 position 3x cross, default + price-dynamics rules: {result.points} points in "
+        f"{elapsed:.2f} s = {result.points / elapsed:,.0f} points/s, "
+        f"{len(result.alerts)} alerts, liquidated: {result.liquidated_at_ms is not None}"
+    )
     for n in (1, 10, 100):
         acct = account(n)
         start = time.perf_counter()

@@ -246,3 +246,63 @@ def test_durations_refused(text: str) -> None:
 
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+PREDICTIVE = """
+version: 1
+accounts:
+  - {{name: main, exchange: hyperliquid, wallet_address: "0xabc"}}
+rules:
+{rules}
+"""
+
+
+def test_predictive_rule_parameters_are_read_and_checked() -> None:
+    from alertd.daemon.evaluation import build_rules
+
+    good = parse_config(
+        PREDICTIVE.format(
+            rules="  - {name: p, metric: liquidation_probability, scope: position, above: 0.05,"
+            " horizon: 30m, window: 2h}\n"
+            "  - {name: t, metric: time_to_liquidation, below: 900, window: 10m}\n"
+            "  - {name: s, metric: liquidation_distance_sigma, below: 2}"
+        )
+    )
+    p, t, s = build_rules(good)[:3]
+    assert (p.horizon_s, p.window_s, t.horizon_s, t.window_s) == (1800, 7200, None, 600)
+    assert (s.horizon_s, s.window_s) == (None, None)  # the metric's defaults, when read
+    assert len({p.series, t.series, s.series}) == 3
+    found = problems(
+        PREDICTIVE.format(
+            rules="  - {name: a, metric: liquidation_probability, above: 5}\n"
+            "  - {name: b, metric: time_to_liquidation, below: 900, horizon: 1h}\n"
+            "  - {name: c, metric: liquidation_distance_sigma, below: 2, window: 2d}\n"
+            "  - {name: d, metric: margin_ratio, above: 0.5, window: 1h}\n"
+            "  - {name: e, metric: liquidation_probability, above: 0.1, horizon: 10s}\n"
+            "  - {name: f, metric: liquidation_probability, above: 0.1, horizon: soon}"
+        )
+    )
+    assert found == [
+        "rules[0]: liquidation_probability is a probability: a threshold of 5 can never be "
+        "crossed (use a value from 0 to 1, e.g. 0.05 for 5%)",
+        "rules[1].horizon: time_to_liquidation takes no horizon (it takes window)",
+        "rules[2].window: 172800s is outside 60s..86400s (from a minute to a day of mark "
+        "prices kept per symbol)",
+        "rules[3].window: margin_ratio takes no window",
+        "rules[4].horizon: 10s is outside 60s..604800s (from a minute to a week ahead)",
+        "rules[5].horizon: not a duration: 'soon' (use seconds, or 30s, 5m, 1h, 1d, 1w)",
+    ]
+
+
+def test_check_refuses_a_bad_horizon_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        PREDICTIVE.format(
+            rules="  - {name: p, metric: liquidation_probability, above: 0.05, horizon: -1h}"
+        )
+    )
+    result = run_check(path, {})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "alertd: rules[0].horizon: not a duration: '-1h' (use seconds, or 30s, 5m, 1h, 1d, 1w)"
+    ]

@@ -254,3 +254,38 @@ def test_the_daemon_and_replay_agree_on_the_same_prices(
             ("ratio-warning", "resolved"),
         ]
     )
+
+
+def test_a_predictive_rule_fires_from_the_seeded_history(world: dict[str, Any]) -> None:
+    # the real process: at startup the mark hub seeds BTC's window from the exchange's
+    # mark-price candles, so the probability means something before a minute of marks
+    fake, http, daemon = world["fake"], world["http"], world["daemon"]
+    path, config = world["path"], world["config"]
+    now_ms = int(time.time() * 1000) // 60_000 * 60_000
+    # an hour of 1-minute candles swinging 0.5% a minute around 60,000: about 3.9% an hour
+    candles = []
+    for k in range(90):
+        o, c = ("60000", "60300") if k % 2 else ("60300", "60000")
+        candles.append((now_ms - (89 - k) * 60_000, o, "60300", "60000", c))
+    fake.set_klines(BTC, candles)
+    likely = {
+        "name": "liquidation-likely",
+        "metric": "liquidation_probability",
+        "scope": "position",
+        "above": 0.2,
+        "horizon": "1h",
+        "severity": "warning",
+    }
+    path.write_text(json.dumps({**config, "rules": [likely]}))
+    started(daemon)
+    wait_for(lambda: len(http.posts) >= 1, what="the probability alert", timeout_s=30)
+    title = http.titles()[0]
+    # liquidation near 58,233 from 60,000: 3.0% away, about 0.77 hourly deviations: ~44%
+    assert re.fullmatch(
+        r"WARNING main BTC/USDT:USDT long: liquidation probability (\d+\.\d)%", title
+    ), title
+    value = float(title.rsplit(" ", 1)[1].rstrip("%"))
+    assert 40 < value < 48, title
+    assert "/fapi/v1/markPriceKlines" in {p for _, p in fake.requests}
+    assert daemon.stop() == 0
+    assert "Traceback" not in daemon.text()

@@ -118,3 +118,30 @@ def test_a_distance_alert_says_how_to_get_back_to_its_clear_level() -> None:
     assert lines[-1] == (
         "→ add 2,208.07 USDT to move liq. to 56,016.00 (4.0% away), or cut 0.8632 BTC/USDT:USDT"
     )
+
+
+def predictive(metric: str, **threshold: Decimal) -> Rule:
+    return Rule(metric, metric, Scope.ACCOUNT, Severity.WARNING, **threshold)  # type: ignore[arg-type]
+
+
+def test_predictive_metrics_read_in_their_units() -> None:
+    likely = render(
+        note(Kind.FIRING, predictive("liquidation_probability", above=D("0.05")), "0.0512")
+    )
+    assert likely.title == "WARNING main: liquidation probability 5.1%"
+    assert likely.body.splitlines()[0] == "above 5.0% (liquidation_probability)"
+    # a value beside its threshold is never shown rounded onto it
+    near = render(
+        note(Kind.FIRING, predictive("liquidation_probability", above=D("0.05")), "0.05004")
+    )
+    assert near.title == "WARNING main: liquidation probability 5.01%"
+    soon = render(note(Kind.FIRING, predictive("time_to_liquidation", below=D(1800)), "754.2"))
+    assert soon.title == "WARNING main: time to liquidation 12m"
+    lines = soon.body.splitlines()
+    assert lines[0] == "below 30m (time_to_liquidation)"  # not a feed-staleness message
+    assert lines[1].startswith("BTC/USDT:USDT long 1 @ 58,350.00")
+    close = render(note(Kind.FIRING, predictive("time_to_liquidation", below=D(1800)), "1800.4"))
+    assert close.title == "WARNING main: time to liquidation 1,800.4s"  # not "30m"
+    sigma = render(note(Kind.FIRING, predictive("liquidation_distance_sigma", below=D(2)), "1.96"))
+    assert sigma.title == "WARNING main: liquidation distance sigma 1.96σ"  # not 2.0σ
+    assert sigma.body.splitlines()[0] == "below 2.0σ (liquidation_distance_sigma)"

@@ -26,7 +26,7 @@ from alertd.errors import InputError
 from alertd.exchanges.registry import specs
 from alertd.limits import MAX_TIME_MS
 from alertd.replay.history import iso, load_history, window
-from alertd.replay.run import ReplayResult, position_from_spec, replay
+from alertd.replay.run import ReplayResult, position_from_spec, replay, warmup_before
 from alertd.rules.messages import fmt_metric
 from alertd.rules.model import Rule
 from alertd.snapshot.format import load_snapshot
@@ -144,16 +144,19 @@ def _plot_target(path: str | None) -> Path | None:
 
 def run(args: argparse.Namespace) -> int:
     plot_to = _plot_target(args.plot)
-    history = load_history(args.prices)
-    history = window(history, parse_time(args.start, "--start"), parse_time(args.end, "--end"))
+    full = load_history(args.prices)
+    history = window(full, parse_time(args.start, "--start"), parse_time(args.end, "--end"))
     if args.sweep:
-        return _cmd_sweep(args, history)
+        return _cmd_sweep(args, history, full)
     if args.snapshot:
         account = load_snapshot(args.snapshot).account
     else:
         account = position_from_spec(args.position, args.exchange)
     rules = load_config(args.config).rules if args.config else DEFAULT_RULES
     engine_rules = _engine_rules(rules)
+    # the price dynamics start from the candles before --start, as the daemon's from the
+    # exchange's recent candles
+    warmup = warmup_before(full, history.candles[0].t_ms, engine_rules)
     show_progress = sys.stderr.isatty() and len(history.candles) > 5000
     if show_progress:
         with Progress(console=Console(stderr=True), transient=True) as bar:
@@ -164,9 +167,10 @@ def run(args: argparse.Namespace) -> int:
                 engine_rules,
                 args.symbol,
                 progress=lambda i: bar.update(task, completed=i),
+                warmup=warmup,
             )
     else:
-        result = replay(account, history, engine_rules, args.symbol)
+        result = replay(account, history, engine_rules, args.symbol, warmup=warmup)
     gaps = [
         {"after": iso(g.start_ms), "before": iso(g.end_ms), "missing_candles": g.missing}
         for g in history.gaps
@@ -222,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_sweep(args: argparse.Namespace, history: Any) -> int:
+def _cmd_sweep(args: argparse.Namespace, history: Any, full: Any) -> int:
     from alertd.config import parse_duration
     from alertd.replay.sweep import median_or_none, sweep
 
@@ -245,6 +249,7 @@ def _cmd_sweep(args: argparse.Namespace, history: Any) -> int:
         exchange=args.exchange,
         every_s=every,
         window_s=length,
+        before=full,
     )
     data: list[dict[str, Any]] = [
         {

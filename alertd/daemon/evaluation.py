@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
 from alertd.clock import Clock
@@ -18,6 +18,7 @@ from alertd.daemon.store import Store
 from alertd.delivery.deliverer import Deliverer
 from alertd.delivery.system import PUSHES, SystemMessage, exchange_push
 from alertd.engine.book import Book, LiveAccount
+from alertd.engine.dynamics import MarkWindow
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.state import AccountEvent, Coverage, Stream
 from alertd.rules.lifecycle import AlertEngine, Kind, Notification
@@ -28,6 +29,7 @@ from alertd.rules.metrics import (
     metric_scope,
     needs_of,
     observe,
+    wanted_of,
     with_full_metrics,
 )
 from alertd.rules.model import QuietHours, Rule, Scope, Severity
@@ -57,6 +59,8 @@ def _rule(rc: RuleConfig) -> Rule:
         symbols=frozenset(rc.symbols) if rc.symbols is not None else None,
         labels=dict(rc.labels),
         message=rc.message,
+        horizon_s=rc.horizon,
+        window_s=rc.window,
     )
 
 
@@ -179,7 +183,7 @@ class Alerting:
 
     def _use_rules(self) -> None:
         self.target = ratio_target(self.rules)
-        self._wanted = {r.metric for r in self.rules}  # observe only what a rule reads
+        self._wanted = wanted_of(self.rules)  # observe only what a rule reads
         self._needs_crash = needs_of(self.rules) is Needs.CRASH
 
     def reload(self, config: Config) -> None:
@@ -250,14 +254,22 @@ class Alerting:
             )
             self._live[name] = self.book.get(name) if computable else None
         status = self.feed_status(feed, now, self._missing[name])
-        return self.evaluate_figures(name, feed.config.exchange, self._live[name], status)
+        return self.evaluate_figures(
+            name, feed.config.exchange, self._live[name], status, feed.hub.dynamics
+        )
 
     def evaluate_figures(
-        self, name: str, exchange: str, live: LiveAccount | None, status: FeedStatus
+        self,
+        name: str,
+        exchange: str,
+        live: LiveAccount | None,
+        status: FeedStatus,
+        dynamics: Mapping[str, MarkWindow] | None = None,
     ) -> list[Notification]:
-        """Evaluate one account from its figures (``None`` while incomplete) and its feed's
-        status; commit what changed. What :meth:`evaluate` does once it has read the feed."""
-        observations = observe(name, exchange, live, status, self._wanted)
+        """Evaluate one account from its figures (``None`` while incomplete), its feed's
+        status and its exchange's price dynamics; commit what changed. What :meth:`evaluate`
+        does once it has read the feed."""
+        observations = observe(name, exchange, live, status, self._wanted, dynamics)
         if self.engine.idle(observations):
             return []  # no alert of this account, nothing breached: nothing would change
         before = self._states_of(name)

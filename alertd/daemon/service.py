@@ -55,6 +55,7 @@ from alertd.errors import StartupError
 from alertd.feeds.feed import AccountFeed, Change
 from alertd.feeds.manager import FeedFactory, FeedManager
 from alertd.feeds.options import PRODUCTION, FeedOptions
+from alertd.rules.metrics import dynamics_span_s
 from alertd.snapshot.format import account_to_json
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,11 @@ class Service:
             self.config, self.store, self.deliverer, book=self.book, wall_clock=self._wall
         )
         self.manager = FeedManager(
-            self.config, secrets, self._feed_options, feed_factory=self._feed_factory
+            self.config,
+            secrets,
+            self._feed_options,
+            feed_factory=self._feed_factory,
+            dynamics_span_s=dynamics_span_s(self.alerting.rules),
         )
         for feed in self.manager.feeds.values():
             feed.listeners.append(self._on_change)
@@ -397,6 +402,7 @@ class Service:
             log.warning("reload: account changes take effect at the next restart")
         assert self.alerting is not None and self.deliverer is not None
         self.alerting.reload(config)
+        self.manager.set_dynamics_span(dynamics_span_s(self.alerting.rules))
         self._dirty.update(self.manager.feeds)  # the figures of every account, at once
         self.deliverer.receivers = dict(receivers)
         self.deliverer.routes = list(config.routes)

@@ -168,6 +168,23 @@ class ExchangeAdapter:
         ticker = await exchange.watch_ticker(symbol)
         return dec(ticker.get("markPrice") or (ticker.get("info") or {}).get("markPrice"), "mark")
 
+    async def fetch_mark_candles(
+        self, exchange: Any, symbol: str, timeframe: str, since_ms: int, limit: int
+    ) -> list[tuple[int, Decimal, Decimal]]:
+        """Recent mark-price candles, ``(open time ms, open, close)``, oldest first: ccxt's
+        ``fetch_mark_ohlcv`` where the exchange serves them; an exchange without mark candles
+        (Hyperliquid) gives its trade candles, the nearest it has."""
+        if exchange.has.get("fetchMarkOHLCV"):
+            rows = await exchange.fetch_mark_ohlcv(symbol, timeframe, since_ms, limit)
+        else:
+            rows = await exchange.fetch_ohlcv(symbol, timeframe, since_ms, limit)
+        out = []
+        for row in rows or ():
+            if not isinstance(row, list | tuple) or len(row) < 5 or not isinstance(row[0], int):
+                raise FrameError(f"{symbol} candle: not [time, open, high, low, close]: {row!r}")
+            out.append((row[0], dec(row[1], "candle open"), dec(row[4], "candle close")))
+        return out
+
     async def unwatch_mark(self, exchange: Any, symbol: str) -> None:
         if exchange.has.get("unWatchTicker"):
             await exchange.un_watch_ticker(symbol)

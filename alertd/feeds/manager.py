@@ -45,9 +45,11 @@ class FeedManager:
         options: FeedOptions = PRODUCTION,
         *,
         feed_factory: FeedFactory = AccountFeed,
+        dynamics_span_s: float = 0.0,
     ) -> None:
         self.config = config
         self.options = options
+        self.dynamics_span_s = dynamics_span_s  # the rules' longest price-dynamics window
         self.hubs: dict[str, MarkHub] = {}
         self.feeds: dict[str, AccountFeed] = {}
         for account in config.accounts:
@@ -86,6 +88,8 @@ class FeedManager:
                 self.options.clock,
                 self.options.sleep,
                 min_reconnect_interval_s=settings.stale_after_s,
+                wall_clock=self.options.wall_clock,
+                dynamics_span_s=self.dynamics_span_s,
             )
         return self.hubs[key]
 
@@ -106,6 +110,12 @@ class FeedManager:
                 log.debug("%s: stopped with the feeds", getattr(step, "__qualname__", step))
 
         return job
+
+    def set_dynamics_span(self, span_s: float) -> None:
+        """The rules changed (a reload): every hub keeps price windows this long."""
+        self.dynamics_span_s = span_s
+        for hub in self.hubs.values():
+            hub.set_dynamics_span(span_s)
 
     def _schedule(self) -> AsyncIOScheduler:
         settings = self.config.feeds

@@ -4,12 +4,18 @@ Fifty accounts holding BTC need one BTC mark stream, not fifty: the hub subscrib
 union of the symbols its accounts hold (and drops a symbol when the last holder closes it),
 and hands each mark to every holder. A hub has its own unauthenticated ccxt exchange, so a bad
 key on one account cannot take the marks of the others with it.
+
+The hub also keeps each streamed symbol's price dynamics (:class:`~alertd.engine.dynamics.
+MarkWindow`), when a rule reads them: seeded from the exchange's recent mark-price candles
+when the symbol's stream starts, so the figures mean something from the first minute, then fed
+every mark at the wall-clock time it arrived; dropped with the symbol.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Protocol
@@ -17,6 +23,7 @@ from typing import Any, Protocol
 import ccxt
 
 from alertd.clock import Clock, Sleep
+from alertd.engine.dynamics import MAX_SEED_CANDLES, MarkWindow, seed_timeframe, seeded
 from alertd.feeds.adapter import ExchangeAdapter, FrameError
 from alertd.feeds.backoff import Backoff
 from alertd.feeds.ccxt_exchange import describe
@@ -40,6 +47,9 @@ class MarkHub:
         clock: Clock,
         sleep: Sleep,
         min_reconnect_interval_s: float = 1.0,
+        *,
+        wall_clock: Clock = time.time,
+        dynamics_span_s: float = 0.0,
     ) -> None:
         self.name = name
         self._factory = exchange_factory
@@ -54,6 +64,59 @@ class MarkHub:
         self._group: asyncio.TaskGroup | None = None
         self._forced_at = -float("inf")
         self.reconnects = 0
+        self._wall = wall_clock
+        # per symbol, while some rule reads price dynamics (a span of 0: none does)
+        self.dynamics: dict[str, MarkWindow] = {}
+        self.dynamics_span_s = dynamics_span_s
+
+    def set_dynamics_span(self, span_s: float) -> None:
+        """The longest lookback the rules read (a reload): windows resized; a longer span
+        seeds the held symbols again, so it is covered at once."""
+        grew = span_s > self.dynamics_span_s
+        self.dynamics_span_s = span_s
+        if span_s <= 0:
+            self.dynamics.clear()
+            return
+        for window in self.dynamics.values():
+            window.resize(span_s)
+        if grew and self._group is not None:
+            for symbol in sorted(self._tasks):
+                self._group.create_task(self._seed(symbol), name=f"seed {symbol}")
+
+    async def _seed(self, symbol: str) -> None:
+        """The symbol's window from its recent mark-price candles; without them (an error,
+        an exchange that has none) the window fills from the stream alone."""
+        span = self.dynamics_span_s
+        if span <= 0:
+            return
+        timeframe, interval_ms = seed_timeframe(span)
+        now = self._wall()
+        since = int((now - span) * 1000) - interval_ms
+        try:
+            candles = await self.adapter.fetch_mark_candles(
+                self._exchange(), symbol, timeframe, since, MAX_SEED_CANDLES
+            )
+        except Exception as exc:
+            log.warning(
+                "%s: no recent mark candles for %s (%s): its price dynamics start from the "
+                "stream, and have no value until they cover a quarter of a rule's window",
+                self.name,
+                symbol,
+                describe(exc),
+            )
+            return
+        if symbol in self.subscribers and self.dynamics_span_s > 0:
+            live = self.dynamics.get(symbol)
+            window = seeded(self.dynamics_span_s, candles, interval_ms, self._wall(), live)
+            self.dynamics[symbol] = window
+            log.debug("%s: %s seeded with %d candles", self.name, symbol, len(candles))
+
+    def _record(self, symbol: str, price: Decimal) -> None:
+        if self.dynamics_span_s > 0:
+            window = self.dynamics.get(symbol)
+            if window is None:
+                window = self.dynamics[symbol] = MarkWindow(self.dynamics_span_s)
+            window.add(self._wall(), price)
 
     def _exchange(self) -> Any:
         if self.exchange is None:
@@ -96,6 +159,7 @@ class MarkHub:
             self._tasks[symbol] = group.create_task(self._stream(symbol), name=f"mark {symbol}")
         for symbol in sorted(self._tasks.keys() - self.subscribers.keys()):
             self._tasks.pop(symbol).cancel()
+            self.dynamics.pop(symbol, None)
             group.create_task(self._unwatch(symbol))
 
     async def _unwatch(self, symbol: str) -> None:
@@ -106,6 +170,9 @@ class MarkHub:
 
     async def _stream(self, symbol: str) -> None:
         backoff = self._backoff_factory()
+        if self.dynamics_span_s > 0 and self._group is not None:
+            # beside the stream, not before it: a slow candle request delays no mark
+            self._group.create_task(self._seed(symbol), name=f"seed {symbol}")
         while True:
             try:
                 price = await self.adapter.watch_mark(self._exchange(), symbol)
@@ -127,6 +194,7 @@ class MarkHub:
                 self.reconnects += 1
                 await self._sleep(delay)
                 continue
+            self._record(symbol, price)
             for subscriber in list(self.subscribers.get(symbol, ())):
                 subscriber.on_mark(symbol, price)
 

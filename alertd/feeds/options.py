@@ -29,6 +29,8 @@ class FeedOptions:
     # monotonic: when each stream was last heard from; the service reads staleness with it
     clock: Clock = time.monotonic
     sleep: Sleep = asyncio.sleep
+    # epoch seconds: when a mark arrived, for the price dynamics (which candles seed)
+    wall_clock: Clock = time.time
 
     def backoff_factory(self, settings: BackoffSettings) -> BackoffFactory:
         if self.backoff is not None:

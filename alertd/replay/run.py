@@ -6,6 +6,12 @@ liquidation prices only for the rules that read them), and the rule engine
 (:class:`~alertd.rules.lifecycle.AlertEngine`) decides what fires and when. Only the clock and the
 source of marks differ.
 
+Rules on price dynamics (``liquidation_probability`` and the like) read the same
+:class:`~alertd.engine.dynamics.MarkWindow` the daemon keeps per symbol, rebuilt as the history
+is replayed and never ahead of it: a candle's open enters it at the candle's first point, its
+close once the candle is over (the daemon seeds the same way from the exchange's candles).
+``warmup``, the candles just before the replay's start, seed it as the daemon's startup does.
+
 Inside a candle only open, high, low and close are known; the path walks
 open -> adverse extreme -> favourable extreme -> close, adverse being the side that hurts the
 account (low first for a net long). Alerts and liquidation are stamped with the candle's open
@@ -20,14 +26,23 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from alertd.engine.book import Book
+from alertd.engine.dynamics import MarkWindow
 from alertd.engine.margin import compute
 from alertd.engine.model import Account, MarginMode, Position, Side
 from alertd.engine.tiers import Tier, TierTable
 from alertd.errors import InputError
 from alertd.exchanges.registry import get_spec
-from alertd.replay.history import History
+from alertd.replay.history import Candle, History
 from alertd.rules.lifecycle import AlertEngine, Kind
-from alertd.rules.metrics import FeedStatus, Needs, needs_of, observe
+from alertd.rules.metrics import (
+    FeedStatus,
+    Needs,
+    dynamics_span_s,
+    needs_of,
+    observe,
+    reads_dynamics,
+    wanted_of,
+)
 from alertd.rules.model import Observation, Rule
 from alertd.validation import decimal_value, short
 
@@ -129,6 +144,7 @@ def replay(
     symbol: str | None = None,
     progress: Callable[[int], None] | None = None,
     shortcut: bool = True,
+    warmup: Sequence[Candle] = (),
 ) -> ReplayResult:
     if not account.positions:
         raise InputError("nothing to replay: the account holds no positions")
@@ -147,8 +163,18 @@ def replay(
     liq = {pm.position.key: pm.liquidation_price for pm in base.positions}
     book = Book()
     book.set_account(KEY, start)
-    # the shortcut's search evaluates a few hundred prices: not with a crash solve in each
-    fast = needs_of(rules) < Needs.CRASH
+    # the shortcut's search evaluates a few hundred prices: not with a crash solve in each;
+    # and a rule on price dynamics breaches by history, not by price alone
+    fast = needs_of(rules) < Needs.CRASH and not reads_dynamics(rules)
+    interval_ms = history.interval_ms
+    span = dynamics_span_s(rules)
+    marks = MarkWindow(span) if span > 0 else None  # kept only when a rule reads it
+    dynamics = None if marks is None else {symbol: marks}
+    if marks is not None:
+        end_s = first.t_ms / 1000
+        for c in warmup:
+            if c.t_ms < first.t_ms:
+                marks.add_candle(c.t_ms, interval_ms, c.open, c.close, end_s)
     engine = AlertEngine(rules)
     quiet = FeedStatus(ZERO, ZERO, None)
     result = ReplayResult(
@@ -161,13 +187,13 @@ def replay(
     result.liquidation_prices = {
         f"{p.symbol} {p.side.label}": liq[p.key] for p in start.positions if p.symbol == symbol
     }
-    used = {r.metric for r in rules}
+    used = wanted_of(rules)
 
     def at(price: Decimal) -> tuple[Decimal, list[Observation]]:
         """The daemon's path: the book at ``price``, then the rules' observations."""
         book.apply_account_mark(KEY, symbol, price)
         live = book.live(KEY)
-        observed = observe(KEY, exchange, live, quiet, used)
+        observed = observe(KEY, exchange, live, quiet, used, dynamics)
         worst = observed[0].metrics.get("worst_ratio")  # read once when a rule reads it
         return live.worst_ratio if worst is None else worst, observed
 
@@ -181,6 +207,8 @@ def replay(
     for i, candle in enumerate(history.candles):
         if progress is not None and i % 1000 == 0:
             progress(i)
+        if marks is not None:  # what the daemon's window holds by the candle's first point
+            marks.add(candle.t_ms / 1000, candle.open)
         previous = None
         for price in _path(candle, adverse_low):
             if price == previous:
@@ -217,7 +245,19 @@ def replay(
                 result.liquidation_mark = price
                 result.end_ms = candle.t_ms
                 return result
+        if marks is not None:  # the close, known once the candle ends: for the next points
+            marks.add((candle.t_ms + interval_ms) / 1000, candle.close)
     return result
+
+
+def warmup_before(history: History, start_ms: int, rules: Sequence[Rule]) -> tuple[Candle, ...]:
+    """The candles of ``history`` in the price-dynamics span before ``start_ms``: what the
+    daemon would have seeded its windows with had it started then (none when no rule reads
+    price dynamics)."""
+    span_ms = dynamics_span_s(rules) * 1000
+    if span_ms <= 0:
+        return ()
+    return tuple(c for c in history.candles if start_ms - span_ms <= c.t_ms < start_ms)
 
 
 def _safe_side(

@@ -16,7 +16,7 @@ from alertd.engine.model import MarginMode
 from alertd.errors import InputError
 from alertd.limits import MAX_SWEEP_ENTRIES
 from alertd.replay.history import History
-from alertd.replay.run import position_from_spec, replay
+from alertd.replay.run import position_from_spec, replay, warmup_before
 from alertd.rules.model import Rule
 
 LEVERAGES = (5, 10, 20, 50, 100)
@@ -49,7 +49,10 @@ def sweep(
     every_s: float = 86_400,
     window_s: float = 86_400,
     progress: Callable[[int, int], None] | None = None,
+    before: History | None = None,
 ) -> list[SweepRow]:
+    """``before``: the whole history ``history`` was cut from, whose candles before an entry
+    seed the price dynamics (default: ``history`` itself)."""
     step = max(1, int(every_s * 1000 // history.interval_ms))
     span = int(window_s * 1000)
     entries = range(0, len(history.candles), step)
@@ -72,7 +75,8 @@ def sweep(
             account = position_from_spec(
                 f"{spec_symbol} {side} 1 @ {first.open} x{lev} {mode}", exchange
             )
-            result = replay(account, window, rules, spec_symbol)
+            warmup = warmup_before(before or history, first.t_ms, rules)
+            result = replay(account, window, rules, spec_symbol, warmup=warmup)
             row.runs += 1
             liquidated = result.liquidated_at_ms is not None
             row.liquidated += liquidated

@@ -177,8 +177,8 @@ class AlertEngine:
             for rule in self.rules.values():
                 # a metric missing from an observation (an account whose data is incomplete)
                 # leaves its alerts as they are: no data is not "all clear"
-                if rule.applies_to(obs.subject) and rule.metric in obs.metrics:
-                    self._step(rule, obs, obs.metrics[rule.metric], now, out)
+                if rule.applies_to(obs.subject) and rule.series in obs.metrics:
+                    self._step(rule, obs, obs.metrics[rule.series], now, out)
         for state in list(self.states.values()):
             if state.subject.key in observed or state.subject.account not in scope:
                 continue
@@ -196,7 +196,7 @@ class AlertEngine:
             return False
         for obs in observations:
             for rule in self.rules.values():
-                value = obs.metrics.get(rule.metric)
+                value = obs.metrics.get(rule.series)
                 if value is not None and rule.applies_to(obs.subject) and rule.breached(value):
                     return False
         return True

@@ -34,7 +34,16 @@ def fmt_metric(metric: str, value: Decimal | None, beside: Decimal | None = None
     if value is None:
         return "n/a"
     unit = unit_of(metric)
-    if unit is Unit.RATIO or unit is Unit.FRACTION:
+    if unit is Unit.SIGMAS:
+        if beside is None:
+            return fmt.sigmas(value, 1)
+        return fmt.apart(value, beside, lambda v, p, r: fmt.sigmas(v, p, rounding=r), 1)
+    if unit is Unit.DURATION:
+        text = fmt.duration(float(value))
+        if beside is None or text != fmt.duration(float(beside)):
+            return text
+        return fmt.apart(value, beside, fmt.seconds, 0)  # "30m" beside "below 30m": seconds
+    if unit is Unit.RATIO or unit is Unit.FRACTION or unit is Unit.PROBABILITY:
         infinite = fmt.LIQUIDATED if unit is Unit.RATIO else fmt.INFINITE
         if beside is None:
             return fmt.percent(value, 1, infinite=infinite)

@@ -17,14 +17,32 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Callable, Collection, Iterable, Sequence
+import math
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from alertd.engine.book import LiveAccount, LivePosition
+from alertd.engine.dynamics import (
+    MarkWindow,
+    log_distance,
+    max_or_none,
+    sigmas,
+    time_to_reach,
+    to_decimal,
+    touch_probability,
+)
 from alertd.engine.margin import AccountMetrics, compute
 from alertd.rules.lifecycle import Notification
-from alertd.rules.model import Context, FeedStatus, Observation, Rule, Scope, Subject
+from alertd.rules.model import (
+    Context,
+    FeedStatus,
+    Observation,
+    Rule,
+    Scope,
+    Subject,
+    parse_series,
+)
 
 __all__ = ["FeedStatus"]  # defined with the rules' data; imported from here by the daemon
 
@@ -38,6 +56,9 @@ class Unit(enum.Enum):
     LEVERAGE = "x"  # notional / margin balance
     SECONDS = "seconds"
     FLAG = "0 or 1"
+    PROBABILITY = "probability (shown as %)"
+    DURATION = "time (seconds; shown as 12m)"
+    SIGMAS = "standard deviations (shown as 2.5σ)"
 
 
 class Needs(enum.IntEnum):
@@ -61,6 +82,11 @@ class Figures:
     feed: FeedStatus
     live: LiveAccount | None = None
     index: int = -1
+    # the price dynamics of the symbols (of the account's exchange), and the parameters a
+    # price-dynamics metric is read with
+    dynamics: Mapping[str, MarkWindow] | None = None
+    horizon_s: float = 0.0
+    window_s: float = 0.0
 
     @property
     def account(self) -> LiveAccount:
@@ -101,6 +127,20 @@ class Metric:
         stands_in = self.exchange_stands_in and feed.exchange_ratio_stands_in
         return self.needs is Needs.FEED or stands_in
 
+    # a price-dynamics metric's rule parameters, with their defaults (None: not taken)
+    horizon_s: float | None = None
+    window_s: float | None = None
+
+    @property
+    def dynamic(self) -> bool:
+        """Reads the price dynamics (its value depends on the marks' history, not only the
+        current mark)."""
+        return self.window_s is not None
+
+    @property
+    def computed_from(self) -> str:
+        return self.needs.label + (", price dynamics" if self.dynamic else "")
+
 
 def _abs(value: Decimal | None) -> Decimal | None:
     return None if value is None else abs(value)
@@ -119,6 +159,162 @@ def _ratio(of_account: Callable[[LiveAccount], Decimal]) -> Callable[[Figures], 
         return f.feed.exchange_ratio if f.feed.exchange_ratio_stands_in else None
 
     return extract
+
+
+# --- price-dynamics metrics (docs/rules.md, "Predictive metrics", states the model) ----------
+
+
+def _window(f: Figures, symbol: str) -> MarkWindow | None:
+    return None if f.dynamics is None else f.dynamics.get(symbol)
+
+
+def _position_barrier(f: Figures) -> tuple[float, int] | None:
+    """The log distance from the position's mark to its liquidation price (0 once at or past
+    it) and the direction of the move that reaches it (+1 up, -1 down)."""
+    liq = f.account.liquidation_price(f.index)
+    if liq is None:
+        return None
+    lp = f.position
+    direction = 1 if liq > lp.mark else -1
+    return (0.0 if lp.pool.ratio >= 1 else log_distance(lp.mark, liq)), direction
+
+
+def _account_barrier(f: Figures) -> tuple[float, int] | None:
+    """The same for the account: its crash distance, the uniform move of every mark that
+    liquidates something first (a cross pool's with every leg moving at once)."""
+    crash = f.account.crash_distance()
+    if crash is None:
+        return None
+    direction = 1 if crash > 0 else -1
+    if crash <= -1:
+        return math.inf, direction  # only a price of zero would do it
+    return abs(math.log1p(float(crash))), direction
+
+
+def _symbols(f: Figures) -> Iterable[str]:
+    return [f.position.symbol] if f.index >= 0 else {lp.symbol for lp in f.account.positions}
+
+
+def _volatility(f: Figures) -> float | None:
+    """The symbol's realized volatility; the account's highest among its symbols (every mark
+    taken to move as fast as the fastest)."""
+    return max_or_none(
+        w.volatility(f.window_s) for s in _symbols(f) if (w := _window(f, s)) is not None
+    )
+
+
+def _adverse_speed(f: Figures, direction: int) -> float | None:
+    """The smoothed velocity of the mark towards liquidation (log per second); the account's
+    fastest among its symbols."""
+    return max_or_none(
+        None if (v := w.velocity(f.window_s)) is None else v * direction
+        for s in _symbols(f)
+        if (w := _window(f, s)) is not None
+    )
+
+
+def _barrier(f: Figures) -> tuple[float, int] | None:
+    return _position_barrier(f) if f.index >= 0 else _account_barrier(f)
+
+
+def _predictive(
+    at_liquidation: int, figure: Callable[[Figures, float, int], float | None]
+) -> Callable[[Figures], Decimal | None]:
+    """An extractor: ``figure(f, log distance, direction)``, or ``at_liquidation`` once the
+    mark is at or past the liquidation price (no dynamics needed to know that)."""
+
+    def extract(f: Figures) -> Decimal | None:
+        barrier = _barrier(f)
+        if barrier is None:
+            return None
+        if barrier[0] == 0:
+            return Decimal(at_liquidation)
+        value = figure(f, *barrier)
+        return None if value is None else to_decimal(value)
+
+    return extract
+
+
+def _probability(f: Figures, distance: float, direction: int) -> float | None:
+    sigma = _volatility(f)
+    return None if sigma is None else touch_probability(distance, sigma, f.horizon_s)
+
+
+def _sigmas(f: Figures, distance: float, direction: int) -> float | None:
+    sigma = _volatility(f)
+    return None if sigma is None else sigmas(distance, sigma, f.horizon_s)
+
+
+def _seconds(f: Figures, distance: float, direction: int) -> float | None:
+    return time_to_reach(distance, _adverse_speed(f, direction))
+
+
+_liquidation_probability = _predictive(1, _probability)
+_distance_sigma = _predictive(0, _sigmas)
+_time_to_liquidation = _predictive(0, _seconds)
+
+
+HOUR = 3600.0
+VELOCITY_WINDOW_S = 900.0
+_PROBABILITY = (
+    "probability that the mark touches the liquidation price within `horizon` (default 1h) "
+    "at the realized volatility of the last `window` (default 1h); 1 at or past it"
+)
+_TIME = (
+    "seconds until the mark reaches the liquidation price at its smoothed velocity over the "
+    "last `window` (default 15m); 0 at or past it; no value while it moves away"
+)
+_SIGMA = (
+    "distance to the liquidation price (in log terms) in standard deviations of the mark's "
+    "move over `horizon` (default 1h), at the realized volatility of the last `window` "
+    "(default 1h)"
+)
+_ACCOUNT = (
+    " (account: to its crash distance, every mark moving together, at the pace of its "
+    "fastest symbol)"
+)
+
+
+def _predictive_metrics(scope: Scope) -> tuple[Metric, ...]:
+    """The price-dynamics metrics, the same in both scopes but for what they are measured to:
+    a position's liquidation price, or the account's crash distance."""
+    account = scope is Scope.ACCOUNT
+    needs = Needs.CRASH if account else Needs.LIQUIDATION
+    tail = _ACCOUNT if account else ""
+    return (
+        Metric(
+            "liquidation_probability",
+            scope,
+            Unit.PROBABILITY,
+            "above",
+            _PROBABILITY + tail,
+            needs,
+            _liquidation_probability,
+            horizon_s=HOUR,
+            window_s=HOUR,
+        ),
+        Metric(
+            "time_to_liquidation",
+            scope,
+            Unit.DURATION,
+            "below",
+            _TIME + tail,
+            needs,
+            _time_to_liquidation,
+            window_s=VELOCITY_WINDOW_S,
+        ),
+        Metric(
+            "liquidation_distance_sigma",
+            scope,
+            Unit.SIGMAS,
+            "below",
+            _SIGMA + tail,
+            needs,
+            _distance_sigma,
+            horizon_s=HOUR,
+            window_s=HOUR,
+        ),
+    )
 
 
 A, P = Scope.ACCOUNT, Scope.POSITION
@@ -268,6 +464,7 @@ METRICS: tuple[Metric, ...] = (
         Needs.FEED,
         lambda f: _flag(bool(f.feed.missing)),
     ),
+    *_predictive_metrics(A),
     Metric(
         "margin_ratio",
         P,
@@ -314,6 +511,7 @@ METRICS: tuple[Metric, ...] = (
         Needs.POOL,
         lambda f: f.position.notional,
     ),
+    *_predictive_metrics(P),
 )
 del A, P
 
@@ -352,16 +550,73 @@ def needs_of(rules: Iterable[Rule]) -> Needs:
 # --- observations ---------------------------------------------------------------------------
 
 
+def wanted_of(rules: Iterable[Rule]) -> frozenset[str]:
+    """What :func:`observe` must read for ``rules``: each rule's series (its metric, with its
+    parameters for a price-dynamics metric). A price-dynamics series is asked for in the
+    rule's scope only (``position:...``): the account's figure needs a crash solve."""
+    out = set()
+    for r in rules:
+        m = lookup(r.metric, r.scope)
+        out.add(f"{r.scope.value}:{r.series}" if m is not None and m.dynamic else r.series)
+    return frozenset(out)
+
+
+def reads_dynamics(rules: Iterable[Rule]) -> bool:
+    """Whether any of ``rules`` reads the price dynamics."""
+    return any((m := lookup(r.metric, r.scope)) is not None and m.dynamic for r in rules)
+
+
+def dynamics_span_s(rules: Iterable[Rule]) -> float:
+    """The longest lookback any of ``rules`` reads the price dynamics over (0 for none)."""
+    spans = [
+        r.window_s if r.window_s is not None else m.window_s or 0.0
+        for r in rules
+        if (m := lookup(r.metric, r.scope)) is not None and m.dynamic
+    ]
+    return max(spans, default=0.0)
+
+
+# a price-dynamics metric read with its parameters: (observation key, metric, horizon, window)
+_Series = tuple[str, Metric, float, float]
+
+
 @functools.lru_cache(maxsize=64)  # one entry per rule set in use
 def _selection(
     wanted: frozenset[str] | None,
-) -> tuple[tuple[Metric, ...], tuple[Metric, ...]]:
-    """The account and position metrics among ``wanted`` (all of them for ``None``)."""
+) -> tuple[tuple[Metric, ...], tuple[Metric, ...], tuple[_Series, ...], tuple[_Series, ...]]:
+    """The account and position metrics among ``wanted`` (all of them for ``None``, the
+    price-dynamics ones at their defaults), then the price-dynamics series of each scope."""
 
     def pick(metrics: dict[str, Metric]) -> tuple[Metric, ...]:
-        return tuple(m for m in metrics.values() if wanted is None or m.name in wanted)
+        return tuple(
+            m for m in metrics.values() if not m.dynamic and (wanted is None or m.name in wanted)
+        )
 
-    return pick(ACCOUNT_METRICS), pick(POSITION_METRICS)
+    def series(scope: Scope) -> tuple[_Series, ...]:
+        metrics = _BY_SCOPE[scope]
+        if wanted is None:
+            keys = [m.name for m in metrics.values() if m.dynamic]
+        else:  # this scope's, and those asked for in no scope
+            prefix = scope.value + ":"
+            keys = sorted(
+                k.removeprefix(prefix) for k in wanted if k.startswith(prefix) or ":" not in k
+            )
+        out = []
+        for key in keys:
+            name, horizon, window = parse_series(key)
+            m = metrics.get(name)
+            if m is None or not m.dynamic:
+                continue
+            assert m.window_s is not None
+            out.append((key, m, horizon or m.horizon_s or 0.0, window or m.window_s))
+        return tuple(out)
+
+    return (
+        pick(ACCOUNT_METRICS),
+        pick(POSITION_METRICS),
+        series(Scope.ACCOUNT),
+        series(Scope.POSITION),
+    )
 
 
 def observe(
@@ -370,16 +625,21 @@ def observe(
     live: LiveAccount | None,
     feed: FeedStatus,
     wanted: Collection[str] | None = None,
+    dynamics: Mapping[str, MarkWindow] | None = None,
 ) -> list[Observation]:
     """One observation for the account and one per position, with the ``wanted`` metrics
-    (default: all). ``live`` is ``None`` while the account's data is incomplete: then only the
-    feed's metrics are observed, and alerts on the others stay as they are.
+    (rules' series, see :func:`wanted_of`; default: all). ``live`` is ``None`` while the
+    account's data is incomplete: then only the feed's metrics are observed, and alerts on the
+    others stay as they are. ``dynamics`` are the price windows of the exchange's symbols,
+    which the price-dynamics metrics read (without them those have no value).
 
     The contexts hold the live account (``live``, and ``index`` for a position): a message
     that quotes full figures gets them from :func:`with_full_metrics`.
     """
 
-    account_metrics, position_metrics = _selection(None if wanted is None else frozenset(wanted))
+    account_metrics, position_metrics, account_series, position_series = _selection(
+        None if wanted is None else frozenset(wanted)
+    )
     subject = Subject(account, exchange)
     if live is None:
         idle = Figures(feed)
@@ -387,16 +647,21 @@ def observe(
         return [Observation(subject, values, Context(fatal=feed.fatal, feed=feed))]
     figures = Figures(feed, live)
     values = {m.name: m.extract(figures) for m in account_metrics}
+    for key, m, horizon, window in account_series:
+        values[key] = m.extract(Figures(feed, live, -1, dynamics, horizon, window))
     out = [Observation(subject, values, Context(fatal=feed.fatal, live=live, feed=feed))]
-    if not position_metrics:
+    if not position_metrics and not position_series:
         return out  # no position rule: no position alert to advance or resolve
     for i, lp in enumerate(live.positions):
         figures = Figures(feed, live, i)
         p = lp.position
+        values = {m.name: m.extract(figures) for m in position_metrics}
+        for key, m, horizon, window in position_series:
+            values[key] = m.extract(Figures(feed, live, i, dynamics, horizon, window))
         out.append(
             Observation(
                 Subject(account, exchange, p.symbol, p.side.label),
-                {m.name: m.extract(figures) for m in position_metrics},
+                values,
                 Context(live=live, index=i),
             )
         )
@@ -451,7 +716,7 @@ def metric_tables() -> str:
             "|---|---|---|---|---|",
         ]
         lines += [
-            f"| `{m.name}` | {m.description} | {m.unit.value} | {m.risky} | {m.needs.label} |"
+            f"| `{m.name}` | {m.description} | {m.unit.value} | {m.risky} | {m.computed_from} |"
             for m in metrics.values()
         ]
     return "\n".join(lines)

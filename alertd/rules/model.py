@@ -90,6 +90,30 @@ class Subject:
         return f"{self.account} {self.symbol} {self.side}"
 
 
+def series_key(metric: str, horizon_s: float | None, window_s: float | None) -> str:
+    """What an observation calls a metric read with parameters: two rules on the same metric
+    with different horizons read two values
+    (``liquidation_probability[horizon=3600.0s,window=3600.0s]``)."""
+    params = [
+        f"{name}={value!r}s"
+        for name, value in (("horizon", horizon_s), ("window", window_s))
+        if value is not None
+    ]
+    return f"{metric}[{','.join(params)}]" if params else metric
+
+
+def parse_series(key: str) -> tuple[str, float | None, float | None]:
+    """:func:`series_key`'s inverse: (metric, horizon_s, window_s)."""
+    metric, _, rest = key.partition("[")
+    params = dict(p.split("=") for p in rest.rstrip("]").split(",") if p)
+    horizon, window = params.get("horizon"), params.get("window")
+    return (
+        metric,
+        None if horizon is None else float(horizon[:-1]),
+        None if window is None else float(window[:-1]),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     name: str
@@ -108,10 +132,16 @@ class Rule:
     symbols: frozenset[str] | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     message: str | None = None
+    # parameters of the price-dynamics metrics (None: the metric takes none, or its default)
+    horizon_s: float | None = None  # how far ahead a probability looks
+    window_s: float | None = None  # how far back volatility or velocity is measured
+    # the observation key this rule reads: the metric, with its parameters when it has any
+    series: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if (self.above is None) == (self.below is None):
             raise ValueError(f"rule {self.name!r}: give exactly one of above/below")
+        object.__setattr__(self, "series", series_key(self.metric, self.horizon_s, self.window_s))
 
     @property
     def threshold(self) -> Decimal:

@@ -138,6 +138,15 @@ def percent(
     return _fixed(value * 100, places, rounding, "+" if signed else "") + "%"
 
 
+def sigmas(value: Decimal | None, places: int = 1, *, rounding: str = ROUND_HALF_EVEN) -> str:
+    """A distance in standard deviations (``2.4σ``); ``∞`` with no volatility."""
+    if value is None:
+        return NONE
+    if not value.is_finite():
+        return INFINITE
+    return _fixed(value, places, rounding) + "σ"
+
+
 def ratio(value: Decimal | None, places: int = 2) -> str:
     """A margin ratio as a percent; ``LIQUIDATED`` once the margin balance is gone."""
     return percent(value, places, infinite=LIQUIDATED)
@@ -164,9 +173,9 @@ def apart(
     return text
 
 
-def seconds(value: Decimal) -> str:
-    """A whole number of seconds, as the feed-age metrics show them (``45s``)."""
-    return f"{_fixed(value, 0)}s"
+def seconds(value: Decimal, places: int = 0, rounding: str = ROUND_HALF_EVEN) -> str:
+    """Seconds, whole as the feed-age metrics show them (``45s``)."""
+    return f"{_fixed(value, places, rounding)}s"
 
 
 def duration(total_s: float) -> str:

@@ -296,6 +296,7 @@ class WsConnection:
 
 
 C = TypeVar("C", bound=WsConnection)
+Candle = tuple[int, str, str, str, str]  # open time ms, open, high, low, close
 
 
 # ---- the server ------------------------------------------------------------------------------
@@ -331,6 +332,8 @@ class FakeExchangeServer(Generic[A, C]):
         self._loop_thread: int | None = None
         self._runner: web.AppRunner | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        # 1-minute mark-price candles by market id (open time ms, open, high, low, close)
+        self._mark_candles: dict[str, list[Candle]] = {}
 
     # ---- to be provided by an exchange ----------------------------------------------------------
 
@@ -572,6 +575,44 @@ class FakeExchangeServer(Generic[A, C]):
     def mark(self, symbol: str) -> Decimal:
         mark: Decimal = self._market(symbol).mark
         return mark
+
+    @scripted
+    def set_mark_candles(self, symbol: str, candles: list[Candle]) -> None:
+        """1-minute mark-price candles ``(open time ms, open, high, low, close)`` that the
+        exchange's mark-price candle endpoint serves for ``symbol`` (a market with none set
+        has no history: an empty answer, as for a new listing)."""
+        self._mark_candles[self._market_id(symbol)] = sorted(candles)
+
+    def mark_candles(
+        self,
+        market_id: str,
+        interval_ms: int,
+        start_ms: int,
+        end_ms: int,
+        limit: int,
+        *,
+        first: bool = False,
+    ) -> list[Candle]:
+        """The set candles of ``market_id`` merged into ``interval_ms`` candles (open of the
+        first minute, highest high, lowest low, close of the last), those opening within
+        ``start_ms..end_ms``, oldest first, at most the ``limit`` latest of them (the
+        ``limit`` first with ``first``)."""
+        merged: dict[int, list[str]] = {}
+        for t, o, h, low, c in self._mark_candles.get(market_id, []):
+            key = t - t % interval_ms
+            row = merged.get(key)
+            if row is None:
+                merged[key] = [o, h, low, c]
+            else:
+                row[1] = max(row[1], h, key=Decimal)
+                row[2] = min(row[2], low, key=Decimal)
+                row[3] = c
+        rows: list[Candle] = [
+            (t, o, h, low, c)
+            for t, (o, h, low, c) in sorted(merged.items())
+            if start_ms <= t <= end_ms
+        ]
+        return rows[:limit] if first else rows[-limit:] if limit > 0 else []
 
     def _account(self, api_key: str) -> A:
         try:

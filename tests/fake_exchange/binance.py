@@ -366,7 +366,6 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
 
     def __init__(self, *, mark_interval_s: float | None = None) -> None:
         super().__init__(mark_interval_s=mark_interval_s)
-        self.klines: dict[str, list[tuple[int, str, str, str, str]]] = {}
         # PUT /fapi/v1/listenKey requests that reached the endpoint (whatever their answer;
         # those failed by fail_rest() never reach it)
         self.listen_key_puts = 0
@@ -523,7 +522,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
     def set_klines(self, symbol: str, candles: list[tuple[int, str, str, str, str]]) -> None:
         """1-minute candles (open time ms, open, high, low, close) that the kline endpoints
         (trades and mark price alike) serve for ``symbol``."""
-        self.klines[self._market(symbol).id] = sorted(candles)
+        self._mark_candles[self._market(symbol).id] = sorted(candles)
 
     @scripted
     def set_multi_assets(
@@ -1376,16 +1375,26 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         return self._json({"multiAssetsMargin": checked[0].multi_assets})
 
     async def _klines(self, request: web.Request) -> web.Response:
-        # Binance "Kline/Candlestick Data" and "Mark Price Kline": startTime, endTime, limit
+        # Binance "Kline/Candlestick Data" and "Mark Price Kline": symbol, interval, startTime,
+        # endTime, limit (default 500, at most 1500); oldest first
         params = request.query
-        rows = self.klines.get(params.get("symbol", ""), [])
-        start = int(params.get("startTime", 0))
-        end = int(params.get("endTime", 2**62))
-        limit = min(int(params.get("limit", 500)), 1500)
-        chosen = [r for r in rows if start <= r[0] <= end][:limit]
+        minutes = {"1m": 1, "3m": 3, "5m": 5, "15m": 15, "30m": 30, "1h": 60, "4h": 240}.get(
+            params.get("interval", "")
+        )
+        if minutes is None:
+            return self._error(400, -1120, "Invalid interval.")
+        step = minutes * 60_000
+        chosen = self.mark_candles(
+            params.get("symbol", ""),
+            step,
+            int(params.get("startTime", 0)),
+            int(params.get("endTime", 2**62)),
+            min(int(params.get("limit", 500)), 1500),
+            first="startTime" in params,  # from the start forwards, as Binance pages
+        )
         return self._json(
             [
-                [t, o, h, low, c, "0", t + 59_999, "0", 60, "0", "0", "0"]
+                [t, o, h, low, c, "0", t + step - 1, "0", 60, "0", "0", "0"]
                 for t, o, h, low, c in chosen
             ]
         )

@@ -888,6 +888,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             "/v5/market/risk-limit": self._risk_limit,
             "/v5/market/tickers": self._tickers,
             "/v5/market/time": self._time,
+            "/v5/market/mark-price-kline": self._mark_kline,
         }
         private = {
             "/v5/position/list": self._position_list,
@@ -938,6 +939,29 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             if hmac.compare_digest(expected.hexdigest(), sign):
                 return account
         raise _ApiError(10004, f"error sign! origin_string[{stamp + key + window + payloads[0]}]")
+
+    def _mark_kline(self, params: dict[str, str]) -> dict[str, Any]:
+        # Bybit v5 "Get Mark Price Kline": category, symbol, interval (minutes, or D/W/M),
+        # start, end, limit (default 200, at most 1000); rows newest first, as strings
+        # [startTime, open, high, low, close] (bybit-exchange.github.io/docs/v5/market/mark-kline)
+        symbol, interval = params.get("symbol", ""), params.get("interval", "")
+        if symbol not in self._markets:
+            raise _ApiError(10001, "params error: symbol invalid")
+        if not interval.isdigit():
+            raise _ApiError(10001, "Invalid period!")
+        limit = min(int(params.get("limit", 200)), 1000)
+        rows = self.mark_candles(
+            symbol,
+            int(interval) * 60_000,
+            int(params.get("start", 0)),
+            int(params.get("end", 2**62)),
+            limit,
+        )
+        return {
+            "symbol": symbol,
+            "category": params.get("category", ""),
+            "list": [[str(t), o, h, low, c] for t, o, h, low, c in reversed(rows)],
+        }
 
     def _instruments(self, params: dict[str, str]) -> dict[str, Any]:
         category = params.get("category", "")

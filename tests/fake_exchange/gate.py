@@ -691,6 +691,7 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
             "/futures/usdt/contracts": self._contracts,
             "/futures/usdt/tickers": self._tickers,
             "/futures/usdt/risk_limit_tiers": self._risk_limit_tiers,
+            "/futures/usdt/candlesticks": self._candlesticks,
             "/spot/currencies": self._currencies,
             "/spot/currency_pairs": lambda p: [],
             "/margin/currency_pairs": lambda p: [],
@@ -714,6 +715,29 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
             answer = private[route](account, params)
             return shared.json_response(answer)
         raise Reject(_error(404, "NOT_FOUND", f"{request.method} {path} not found"))
+
+    def _candlesticks(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        # Gate v4 "Get futures candlesticks": contract ("mark_" + id for mark prices),
+        # interval (1m, 5m, 15m, 1h, ...), from/to (seconds) or limit (not both); oldest first,
+        # {t (seconds), o, h, l, c} (gate.com/docs/developers/apiv4, futures-market-k-line-chart)
+        minutes = {"1m": 1, "5m": 5, "15m": 15, "30m": 30, "1h": 60, "4h": 240}.get(
+            params.get("interval", "5m")
+        )
+        contract = params.get("contract", "")
+        if minutes is None:
+            raise Reject(_error(400, "INVALID_PARAM_VALUE", "invalid interval"))
+        if "limit" in params and ("from" in params or "to" in params):
+            raise Reject(_error(400, "INVALID_PARAM_VALUE", "limit is conflicted with from/to"))
+        if not contract.startswith("mark_"):
+            return []  # only mark-price candles are served
+        rows = self.mark_candles(
+            contract.removeprefix("mark_"),
+            minutes * 60_000,
+            int(params.get("from", 0)) * 1000,
+            int(params.get("to", 2**40)) * 1000,
+            min(int(params.get("limit", 100)), 2000),
+        )
+        return [{"t": t // 1000, "o": o, "h": h, "l": low, "c": c} for t, o, h, low, c in rows]
 
     def _signed(self, request: web.Request, body: str) -> _Account:
         """The account of a signed request (``KEY``, ``Timestamp``, ``SIGN``), else Gate's

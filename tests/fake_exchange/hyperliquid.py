@@ -547,6 +547,7 @@ class FakeHyperliquid(FakeExchangeServer[_Account, _Connection]):
             "spotMetaAndAssetCtxs": lambda: [self._spot_meta(), self._spot_ctxs()],
             "perpDexs": lambda: [None],
             "allMids": self._mids,
+            "candleSnapshot": lambda: self._candles(body.get("req")),
         }
         by_user: dict[str, Callable[[_Account | None], Any]] = {
             "clearinghouseState": self._clearinghouse,
@@ -562,6 +563,25 @@ class FakeHyperliquid(FakeExchangeServer[_Account, _Connection]):
                 return self._unprocessable("unknown dex")
             return shared.json_response(by_user[kind](self._user(body)))
         return self._unprocessable(f"unknown variant `{kind}`")
+
+    def _candles(self, req: Any) -> list[dict[str, Any]]:
+        # "candleSnapshot": req {coin, interval, startTime, endTime} -> oldest first
+        # {t, T, s, i, o, c, h, l, v, n} (hyperliquid-docs, info endpoint, perpetuals). Hyperliquid
+        # has no mark-price candles: alertd seeds from these, the candles it serves; the fake
+        # serves the scripted mark candles in their place.
+        intervals = {"1m": 1, "5m": 5, "15m": 15, "30m": 30, "1h": 60, "4h": 240}
+        if not isinstance(req, dict) or req.get("interval") not in intervals:
+            return []
+        coin = str(req.get("coin", ""))
+        step = intervals[req["interval"]] * 60_000
+        rows = self.mark_candles(
+            coin, step, int(req.get("startTime") or 0), int(req.get("endTime") or 2**62), 5000
+        )
+        return [
+            {"t": t, "T": t + step - 1, "s": coin, "i": req["interval"], "o": o, "c": c,
+             "h": h, "l": low, "v": "0.0", "n": 0}
+            for t, o, h, low, c in rows
+        ]  # fmt: skip
 
     def _meta(self) -> dict[str, Any]:
         universe = [

@@ -521,6 +521,8 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             "/api/v5/public/position-tiers": self._position_tiers,
             "/api/v5/public/mark-price": self._mark_price,
             "/api/v5/public/time": lambda _p: [{"ts": str(now_ms())}],
+            "/api/v5/market/mark-price-candles": self._mark_candles_answer,
+            "/api/v5/market/history-mark-price-candles": self._mark_candles_answer,
         }
         private: dict[str, Callable[[_Account, dict[str, str]], list[Any]]] = {
             "/api/v5/account/positions": self._positions,
@@ -560,6 +562,27 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
         ):
             return self._error("50113", "Invalid Sign", 401)
         return account
+
+    def _mark_candles_answer(self, params: dict[str, str]) -> list[Any]:
+        # OKX v5 "Get mark price candlesticks" (and its history twin): instId, bar (1m, 5m,
+        # 15m, 1H, ...), after (older than, ms), before (newer than, ms), limit (at most 100);
+        # rows newest first, [ts, o, h, l, c, confirm] (okx.com/docs-v5, market data)
+        bars = {"1m": 1, "3m": 3, "5m": 5, "15m": 15, "30m": 30, "1H": 60, "2H": 120, "4H": 240}
+        minutes = bars.get(params.get("bar", "1m"))
+        if minutes is None or params.get("instId") not in self._markets:
+            return []
+        rows = self.mark_candles(
+            params["instId"],
+            minutes * 60_000,
+            int(params.get("before", -1)) + 1,
+            int(params.get("after", 2**62)) - 1,
+            min(int(params.get("limit", 100)), 100),
+        )
+        last_open = now_ms() - now_ms() % (minutes * 60_000)
+        return [
+            [str(t), o, h, low, c, "0" if t >= last_open else "1"]
+            for t, o, h, low, c in reversed(rows)
+        ]
 
     def _instruments(self, params: dict[str, str]) -> list[Any]:
         if params.get("instType") != "SWAP":

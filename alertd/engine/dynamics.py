@@ -1,0 +1,314 @@
+"""How a symbol's mark moves: a bounded window of its recent mark prices, the realized
+volatility and the smoothed velocity it shows, and the barrier arithmetic the predictive rules
+read (how likely, and how soon, the mark reaches a liquidation price).
+
+Pure: every time is epoch seconds passed in by the caller (the daemon's wall clock for a live
+mark, a candle's time for a seed or a replay); nothing here reads a clock. The statistics are
+floats on log prices: they are estimates of a random process, not money; they become
+``Decimal`` only as a metric's value.
+
+The window keeps at most one sample per ``resolution_s`` (the last price seen in it) and none
+older than ``span_s`` before the newest, so its memory is bounded by ``span_s / resolution_s``
+samples per symbol whatever the tick rate; one window per symbol and exchange serves every
+account holding it.
+
+Estimators (``docs/rules.md`` states them with their limits):
+
+- **volatility**: the time-scaled realized variance of log returns, ``sum(r_i^2) / sum(dt_i)``
+  over the lookback, after removing isolated spikes; returns over a gap count with their full
+  time, so a gap neither inflates nor deflates the rate. Its square root is the volatility per
+  square-root second.
+- **a bad tick** is a sample that jumps away from both neighbours by more than
+  ``SPIKE_SIGMAS`` robust standard deviations (from the median absolute normalized return over
+  the whole window) in opposite directions, with the neighbours close to each other: it is
+  dropped, its two returns merged. The newest sample cannot be judged yet: while its return
+  is that large it is held out until the next sample confirms or refutes it (a real move
+  counts one sample late).
+- **velocity**: the least-squares slope of log price against time over the window, on the same
+  cleaned samples: a smoothed relative rate of change per second.
+
+The samples are cleaned once per change of the window and kept with running sums, so every
+lookback's volatility and velocity then costs a bisection and a few subtractions.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+import statistics
+from collections import deque
+from collections.abc import Iterable
+from decimal import Decimal
+
+# a normal variable's standard deviation is 1.4826 times its median absolute deviation
+MAD_TO_SIGMA = 1.482602218505602
+SPIKE_SIGMAS = 8.0  # how far past the typical move a reverting jump is taken for a bad tick
+MIN_RETURNS = 8  # fewer returns in a lookback: no volatility
+MIN_COVERAGE = 0.25  # of a lookback the samples must span before a figure is given
+DEFAULT_RESOLUTION_S = 10.0
+SQRT2 = math.sqrt(2.0)
+
+
+class MarkWindow:
+    """The recent marks of one symbol, and their statistics (cached until the next sample)."""
+
+    __slots__ = ("_cleaned", "_t", "_x", "resolution_s", "span_s", "version")
+
+    def __init__(self, span_s: float, resolution_s: float = DEFAULT_RESOLUTION_S) -> None:
+        if not (span_s > 0 and resolution_s > 0):
+            raise ValueError("a window needs a positive span and resolution")
+        self.resolution_s = resolution_s
+        self.span_s = span_s
+        self._t: deque[float] = deque()
+        self._x: deque[float] = deque()  # log prices
+        self.version = 0  # bumped by every change: caches compare it
+        self._cleaned: _Cleaned | None = None
+
+    @property
+    def capacity(self) -> int:
+        """The most samples the window can hold: its memory bound."""
+        return int(self.span_s // self.resolution_s) + 2
+
+    def __len__(self) -> int:
+        return len(self._t)
+
+    @property
+    def last_time(self) -> float | None:
+        return self._t[-1] if self._t else None
+
+    def samples(self) -> list[tuple[float, float]]:
+        """(time, price) of every sample, oldest first."""
+        return [(t, math.exp(x)) for t, x in zip(self._t, self._x, strict=True)]
+
+    def resize(self, span_s: float) -> None:
+        """A new span (a reload asked for a longer or shorter lookback)."""
+        if not span_s > 0:
+            raise ValueError("a window needs a positive span")
+        self.span_s = span_s
+        self._trim()
+
+    def add(self, t_s: float, price: Decimal | float) -> bool:
+        """One mark at ``t_s``; a sample older than the newest is ignored (a seed candle behind
+        a live mark), as is a price that is not positive and finite. True when it was kept."""
+        p = float(price)
+        if not (p > 0 and math.isfinite(p) and math.isfinite(t_s)):
+            return False
+        x = math.log(p)
+        t, res = self._t, self.resolution_s
+        if t:
+            last = t[-1]
+            if t_s < last:
+                return False
+            if t_s // res == last // res:  # same bucket: its last price stands for it
+                if t_s == last and x == self._x[-1]:
+                    return False  # the same sample again: nothing changes
+                t[-1] = t_s
+                self._x[-1] = x
+                self._changed()
+                return True
+        t.append(t_s)
+        self._x.append(x)
+        self._trim()
+        self._changed()
+        return True
+
+    def add_candle(
+        self, t_ms: int, interval_ms: int, open_: Decimal, close: Decimal, now_s: float
+    ) -> None:
+        """A candle as what it tells with its times: the open at its start, the close at its
+        end (the next candle's open takes the close's place when it comes: same time). Its
+        high and low come with no time, and a path through them would overstate the
+        variance, so they are left out. A candle still running at ``now_s`` gives its open
+        only: its close is not known yet."""
+        self.add(t_ms / 1000, open_)
+        end = (t_ms + interval_ms) / 1000
+        if end <= now_s:
+            self.add(end, close)
+
+    def _changed(self) -> None:
+        self.version += 1
+        self._cleaned = None
+
+    def _trim(self) -> None:
+        t, x = self._t, self._x
+        oldest = t[-1] - self.span_s if t else 0.0
+        while t and (t[0] < oldest or len(t) > self.capacity):
+            t.popleft()
+            x.popleft()
+
+    # --- statistics ---------------------------------------------------------------------
+
+    def _clean(self) -> _Cleaned:
+        """Every sample without bad ticks and without an unconfirmed outlier at the end, with
+        the running sums the statistics read; worked out once per change."""
+        cached = self._cleaned
+        if cached is not None:
+            return cached
+        ts, xs = list(self._t), list(self._x)
+        n = len(ts)
+        if n >= 3:
+            sqrt = math.sqrt
+            r = [xs[k] - xs[k - 1] for k in range(1, n)]
+            z = [r[k - 1] / sqrt(ts[k] - ts[k - 1] or 1e-9) for k in range(1, n)]
+            limit = SPIKE_SIGMAS * MAD_TO_SIGMA * statistics.median([abs(v) for v in z])
+            keep = [True] * n
+            k = 1
+            while k < n - 1:
+                a, b = z[k - 1], z[k]  # into sample k, out of it
+                if (
+                    abs(a) > limit
+                    and abs(b) > limit
+                    and a * b < 0
+                    and abs(r[k - 1] + r[k]) < 0.5 * min(abs(r[k - 1]), abs(r[k]))
+                ):
+                    keep[k] = False
+                    k += 2  # one bad tick at a time: its neighbour is the reference
+                    continue
+                k += 1
+            if abs(z[-1]) > limit:
+                keep[-1] = False  # not confirmed yet
+            if not all(keep):
+                ts = [v for v, ok in zip(ts, keep, strict=True) if ok]
+                xs = [v for v, ok in zip(xs, keep, strict=True) if ok]
+        self._cleaned = cleaned = _Cleaned(ts, xs)
+        return cleaned
+
+    def _since(self, lookback_s: float) -> tuple[_Cleaned, int]:
+        """The cleaned samples, and the index of the first within ``lookback_s`` of the
+        newest sample."""
+        cleaned = self._clean()
+        if not cleaned.t:
+            return cleaned, 0
+        return cleaned, bisect.bisect_left(cleaned.t, self._t[-1] - lookback_s)
+
+    def volatility(self, lookback_s: float) -> float | None:
+        """Realized volatility of log price per square-root second over the last
+        ``lookback_s``; ``None`` until there are enough returns covering enough of it."""
+        c, i = self._since(lookback_s)
+        n = len(c.t)
+        if n - i <= MIN_RETURNS:
+            return None
+        span = c.t[-1] - c.t[i]
+        if span < MIN_COVERAGE * lookback_s:
+            return None
+        return math.sqrt(max(c.r2[n - 1] - c.r2[i], 0.0) / span)
+
+    def velocity(self, window_s: float) -> float | None:
+        """The smoothed rate of change of log price per second over the last ``window_s``
+        (least-squares slope); ``None`` until the samples cover enough of it."""
+        c, i = self._since(window_s)
+        n = len(c.t)
+        if n - i < 3 or c.t[-1] - c.t[i] < MIN_COVERAGE * window_s:
+            return None
+        return c.slope(i)
+
+
+class _Cleaned:
+    """Cleaned samples with running sums: any suffix's realized variance and least-squares
+    slope in constant time. Times and log prices are taken relative to the first sample, so
+    the sums keep their digits."""
+
+    __slots__ = ("r2", "st", "stt", "stx", "sx", "t", "x")
+
+    def __init__(self, ts: list[float], xs: list[float]) -> None:
+        self.t, self.x = ts, xs
+        t0 = ts[0] if ts else 0.0
+        x0 = xs[0] if xs else 0.0
+        dt = [t - t0 for t in ts]
+        dx = [x - x0 for x in xs]
+        # r2[k]: squared returns up to sample k; the others: sums over samples before k
+        self.r2 = [0.0, *itertools.accumulate((b - a) ** 2 for a, b in itertools.pairwise(xs))]
+        self.st = [0.0, *itertools.accumulate(dt)]
+        self.sx = [0.0, *itertools.accumulate(dx)]
+        self.stt = [0.0, *itertools.accumulate(t * t for t in dt)]
+        self.stx = [0.0, *itertools.accumulate(t * x for t, x in zip(dt, dx, strict=True))]
+
+    def slope(self, i: int) -> float:
+        """The least-squares slope of log price against time over samples ``i`` onwards."""
+        n = len(self.t)
+        m = n - i
+        st, sx = self.st[n] - self.st[i], self.sx[n] - self.sx[i]
+        stt, stx = self.stt[n] - self.stt[i], self.stx[n] - self.stx[i]
+        den = m * stt - st * st
+        return (m * stx - st * sx) / den if den > 0 else 0.0
+
+
+def log_distance(mark: Decimal, target: Decimal) -> float:
+    """``|ln(target / mark)|``: how far, in log terms, the mark is from ``target``."""
+    if target <= 0:
+        return math.inf  # a price cannot fall to zero or below
+    return abs(math.log(float(target) / float(mark)))
+
+
+def touch_probability(distance: float, sigma: float, horizon_s: float) -> float:
+    """The probability that a driftless Brownian log price with volatility ``sigma`` (per
+    square-root second) touches a level ``distance`` away (in log terms) within
+    ``horizon_s``: by the reflection principle ``2 * (1 - Phi(d / (sigma * sqrt(T))))``,
+    which is ``erfc(d / (sigma * sqrt(2 T)))``. 1 at the level; 0 with no volatility."""
+    if distance <= 0:
+        return 1.0
+    scale = sigma * math.sqrt(horizon_s)
+    if scale <= 0 or math.isinf(distance):
+        return 0.0
+    return math.erfc(distance / (scale * SQRT2))
+
+
+def sigmas(distance: float, sigma: float, horizon_s: float) -> float:
+    """``distance`` in units of the horizon's volatility, ``sigma * sqrt(horizon_s)``;
+    infinite with no volatility (and a positive distance)."""
+    if distance <= 0:
+        return 0.0
+    scale = sigma * math.sqrt(horizon_s)
+    return math.inf if scale <= 0 else distance / scale
+
+
+def time_to_reach(distance: float, speed: float | None) -> float | None:
+    """Seconds to cover ``distance`` (log terms) at ``speed`` towards it (log per second);
+    ``None`` when not moving towards it."""
+    if speed is None or speed <= 0:
+        return None
+    return distance / speed
+
+
+def to_decimal(value: float) -> Decimal:
+    """A statistic as a metric's value: the float's shortest exact text (``inf`` as
+    ``Infinity``)."""
+    return Decimal(repr(value)) if math.isfinite(value) else Decimal("Infinity")
+
+
+def max_or_none(values: Iterable[float | None]) -> float | None:
+    found = [v for v in values if v is not None]
+    return max(found) if found else None
+
+
+# Seeding a window from an exchange's candles: one request per symbol. OKX serves at most 100
+# mark-price candles a request (Bybit 1,000, Binance 1,500): the finest timeframe whose candles
+# over the span fit in that.
+SEED_TIMEFRAMES = (("1m", 60_000), ("5m", 300_000), ("15m", 900_000), ("1h", 3_600_000))
+MAX_SEED_CANDLES = 100
+
+
+def seed_timeframe(span_s: float) -> tuple[str, int]:
+    """The candle timeframe (ccxt's name, and in ms) to seed a window of ``span_s`` with."""
+    for name, ms in SEED_TIMEFRAMES:
+        if span_s * 1000 / ms <= MAX_SEED_CANDLES - 2:
+            return name, ms
+    return SEED_TIMEFRAMES[-1]
+
+
+def seeded(
+    span_s: float,
+    candles: Iterable[tuple[int, Decimal, Decimal]],
+    interval_ms: int,
+    now_s: float,
+    live: MarkWindow | None = None,
+) -> MarkWindow:
+    """A window of ``span_s`` from recent candles ``(open time ms, open, close)``, then the
+    samples ``live`` already holds (which are newer)."""
+    window = MarkWindow(span_s)
+    for t_ms, open_, close in sorted(candles, key=lambda c: c[0]):
+        window.add_candle(t_ms, interval_ms, open_, close, now_s)
+    for t, price in live.samples() if live is not None else ():
+        window.add(t, price)
+    return window
