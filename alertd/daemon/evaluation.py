@@ -7,7 +7,6 @@ state, the clocks, and writes to the store.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from decimal import Decimal
@@ -28,6 +27,7 @@ from alertd.rules.metrics import (
     metric_scope,
     needs_of,
     observe,
+    shortcuts,
     with_full_metrics,
 )
 from alertd.rules.model import QuietHours, Rule, Scope, Severity
@@ -153,6 +153,7 @@ class Alerting:
     def _use_rules(self) -> None:
         self.target = ratio_target(self.rules)
         self._wanted = {r.metric for r in self.rules}  # observe only what a rule reads
+        self._proofs = shortcuts(self.rules)  # and solve nothing that provably breaches none
         self._needs_crash = needs_of(self.rules) is Needs.CRASH
 
     def reload(self, config: Config) -> None:
@@ -204,13 +205,16 @@ class Alerting:
     ) -> list[Notification]:
         """Evaluate one account from its figures (``None`` while incomplete) and its feed's
         status; commit what changed. What :meth:`evaluate` does once it has read the feed."""
-        observations = observe(name, exchange, live, status, self._wanted)
-        if self.engine.idle(observations):
+        engine = self.engine
+        alerted = engine.alerted(name)
+        observations = observe(
+            name, exchange, live, status, self._wanted, proofs=self._proofs, alerted=alerted
+        )
+        if not alerted and engine.idle(observations):
             return []  # no alert of this account, nothing breached: nothing would change
-        before = self._states_of(name)
         wall = self._wall()
-        notes = self.engine.evaluate(observations, wall, accounts=[name])
-        if notes or self._states_of(name) != before:
+        notes = engine.evaluate(observations, wall, accounts=[name])
+        if notes or name in engine.changed:
             notes = with_full_metrics(notes, self.target, self._needs_crash)
             self._commit(name, notes, wall)
         return notes
@@ -236,18 +240,8 @@ class Alerting:
             message = render(n, self.target)
             messages.extend(self.deliverer.messages_for(n, message))
             log.info("%s %s: %s", n.kind.value, n.rule.name, message.title)
-        self.store.commit_evaluation(self.engine.states.values(), [account], messages, wall)
+        self.store.commit_evaluation(self.engine.states_of(account), [account], messages, wall)
         self.commits += 1
         self.notifications += len(notes)
         if messages:
             self.deliverer.wake()
-
-    def _states_of(self, account: str) -> str:
-        """The parts of an account's alert states worth saving (not the moving value)."""
-        states = []
-        for s in self.engine.states.values():
-            if s.subject.account == account:
-                data = s.to_json()
-                data.pop("value")
-                states.append(data)
-        return json.dumps(sorted(states, key=lambda d: (d["rule"], str(d["subject"]))))

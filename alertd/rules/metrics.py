@@ -88,10 +88,23 @@ class Metric:
     description: str
     needs: Needs
     extract: Callable[[Figures], Decimal | None]
+    # For a costly position metric: a cheap proof that its value cannot breach a rule (then
+    # it need not be computed for a subject with no alert), of one position (``index``) or of
+    # every position of the account (``index`` -1). ``False`` proves nothing.
+    clear: Callable[[Figures, Rule], bool] | None = None
 
 
 def _abs(value: Decimal | None) -> Decimal | None:
     return None if value is None else abs(value)
+
+
+def _liquidation_clear(f: Figures, rule: Rule) -> bool:
+    """Every distance (or this position's) provably above a "below" rule's threshold."""
+    if rule.below is None:
+        return False
+    if f.index < 0:
+        return f.account.liquidations_beyond(rule.below)
+    return f.account.liquidation_beyond(f.index, rule.below)
 
 
 A, P = Scope.ACCOUNT, Scope.POSITION
@@ -207,6 +220,7 @@ METRICS: tuple[Metric, ...] = (
         "past it; no value when no price liquidates it",
         Needs.LIQUIDATION,
         lambda f: f.account.liquidation_distance(f.index),
+        _liquidation_clear,
     ),
     Metric(
         "effective_leverage",
@@ -285,16 +299,48 @@ def _selection(
     return pick(ACCOUNT_METRICS), pick(POSITION_METRICS)
 
 
+Shortcuts = Sequence[tuple[Metric, Sequence[Rule]]]
+
+
+def shortcuts(rules: Iterable[Rule]) -> Shortcuts:
+    """The position metrics with a :attr:`Metric.clear` proof, each with the rules on it."""
+    rules = list(rules)
+    found = []
+    for m in POSITION_METRICS.values():
+        on = [r for r in rules if r.scope is Scope.POSITION and r.metric == m.name]
+        if m.clear is not None and on:
+            found.append((m, tuple(on)))
+    return tuple(found)
+
+
+def _cleared(figures: Figures, proofs: Shortcuts) -> set[str]:
+    """The metrics among ``proofs`` that provably breach none of their rules."""
+    found = set()
+    for m, on in proofs:
+        clear = m.clear
+        if clear is not None and all(clear(figures, r) for r in on):
+            found.add(m.name)
+    return found
+
+
 def observe(
     account: str,
     exchange: str,
     live: LiveAccount | None,
     feed: FeedStatus,
     wanted: Collection[str] | None = None,
+    *,
+    proofs: Shortcuts = (),
+    alerted: Collection[str] = (),
 ) -> list[Observation]:
     """One observation for the account and one per position, with the ``wanted`` metrics
     (default: all). ``live`` is ``None`` while the account's data is incomplete: then only the
     feed's metrics are observed, and alerts on the others stay as they are.
+
+    With ``proofs`` (from :func:`shortcuts`), a position metric that provably breaches none
+    of its rules is left out for a subject with no alert state (``alerted``: the subject keys
+    that have one), and a position left with no metric is not observed at all: for the rule
+    engine that is the same as computing it (nothing to start, nothing to advance).
 
     The contexts hold the live account (``live``, and ``index`` for a position): a message
     that quotes full figures gets them from :func:`with_full_metrics`.
@@ -311,16 +357,23 @@ def observe(
     out = [Observation(subject, values, Context(fatal=feed.fatal, live=live))]
     if not position_metrics:
         return out  # no position rule: no position alert to advance or resolve
+    proofs = [(m, on) for m, on in proofs if m in position_metrics]
+    everywhere = _cleared(figures, proofs) if proofs else set()
+    if len(everywhere) == len(position_metrics) and not any(k != account for k in alerted):
+        return out  # nothing can breach, and no position alert to advance or resolve
+    proofs = [(m, on) for m, on in proofs if m.name not in everywhere]
     for i, lp in enumerate(live.positions):
         figures = Figures(feed, live, i)
         p = lp.position
-        out.append(
-            Observation(
-                Subject(account, exchange, p.symbol, p.side.label),
-                {m.name: m.extract(figures) for m in position_metrics},
-                Context(live=live, index=i),
-            )
-        )
+        subject = Subject(account, exchange, p.symbol, p.side.label)
+        if subject.key in alerted or not (everywhere or proofs):
+            values = {m.name: m.extract(figures) for m in position_metrics}
+        else:
+            spared = everywhere | _cleared(figures, proofs) if proofs else everywhere
+            values = {m.name: m.extract(figures) for m in position_metrics if m.name not in spared}
+            if not values:
+                continue
+        out.append(Observation(subject, values, Context(live=live, index=i)))
     return out
 
 
