@@ -267,3 +267,22 @@ def test_states_are_found_by_account_and_subject() -> None:
     assert kinds(notes) == [("resolved", "liq-distance")]
     assert engine.alerted("main") == {"main"}
     assert engine.alerted("b") == {"b"}
+
+
+def test_the_ratio_to_reach_is_never_zero() -> None:
+    """A rule firing above 0 (legal in the config) once made every message divide by 0."""
+    from alertd.daemon.evaluation import ratio_target
+
+    def above(level: str, clear: str | None = None) -> Rule:
+        return Rule(
+            "r",
+            "worst_ratio",
+            Scope.ACCOUNT,
+            Severity.WARNING,
+            above=D(level),
+            clear_below=None if clear is None else D(clear),
+        )
+
+    assert ratio_target([above("0")]) == D("0.5")
+    assert ratio_target([above("0.6", "-0.1"), above("0.8", "0.7")]) == D("0.7")
+    assert ratio_target([above("0.6", "0.55"), WARN]) == D("0.45")

@@ -104,13 +104,16 @@ def build_rules(config: Config) -> list[Rule]:
 
 
 def ratio_target(rules: Sequence[Rule]) -> Decimal:
-    """The ratio that clears every "above" ratio rule: what messages tell the user to reach."""
+    """The ratio that clears every "above" ratio rule: what messages tell the user to reach.
+
+    Only a positive ratio can be reached (and divided by: what to add is ``mm / target``); a
+    rule that fires above 0, or clears below 0, sets no target."""
     levels = [
         r.clear_below if r.clear_below is not None else r.threshold
         for r in rules
         if r.metric in ("worst_ratio", "margin_ratio") and r.above is not None
     ]
-    return min(levels, default=Decimal("0.5"))
+    return min((level for level in levels if level > 0), default=Decimal("0.5"))
 
 
 def quiet_hours(config: Config) -> QuietHours | None:
