@@ -155,7 +155,7 @@ class Alerting:
 
     def _use_rules(self) -> None:
         self.target = ratio_target(self.rules)
-        self._wanted = {r.metric for r in self.rules}  # observe only what a rule reads
+        self._wanted = frozenset(r.metric for r in self.rules)  # observe only what a rule reads
         self._proofs = shortcuts(self.rules)  # and solve nothing that provably breaches none
         self._needs_crash = needs_of(self.rules) is Needs.CRASH
 

@@ -101,7 +101,13 @@ Term = tuple[Leg, Decimal]
 
 
 def _breakpoints(terms: Sequence[Term]) -> list[Decimal]:
-    return sorted(_crossings(terms))
+    points: set[Decimal] = set()
+    for leg, c in terms:
+        if not leg.moves_tier:
+            continue
+        for cap in leg.tiers.caps:
+            points.add(cap / (leg.quantity * c))
+    return sorted(points)
 
 
 def _crossings(terms: Sequence[Term]) -> dict[Decimal, list[Term]]:

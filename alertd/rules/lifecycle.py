@@ -246,9 +246,10 @@ class AlertEngine:
         if any(o.subject.account in self._by_account for o in observations):
             return False
         for obs in observations:
+            metrics = obs.metrics
             for rule in self.rules.values():
-                value = obs.metrics.get(rule.metric)
-                if value is not None and rule.applies_to(obs.subject) and rule.breached(value):
+                value = metrics.get(rule.metric)
+                if value is not None and rule.breached(value) and rule.applies_to(obs.subject):
                     return False
         return True
 

@@ -357,9 +357,12 @@ def observe(
     out = [Observation(subject, values, Context(fatal=feed.fatal, live=live))]
     if not position_metrics:
         return out  # no position rule: no position alert to advance or resolve
-    proofs = [(m, on) for m, on in proofs if m in position_metrics]
     everywhere = _cleared(figures, proofs) if proofs else set()
-    if len(everywhere) == len(position_metrics) and not any(k != account for k in alerted):
+    if (
+        everywhere
+        and all(m.name in everywhere for m in position_metrics)
+        and not any(k != account for k in alerted)
+    ):
         return out  # nothing can breach, and no position alert to advance or resolve
     proofs = [(m, on) for m, on in proofs if m.name not in everywhere]
     for i, lp in enumerate(live.positions):
