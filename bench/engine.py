@@ -4,13 +4,20 @@
 ../shared/data when present). A stream of mark ticks, one random symbol at a time. Per tick,
 what the daemon does: the book reprices every position in that symbol (running pool sums), then
 every account it touched is evaluated by the daemon's own ``Alerting.evaluate_figures`` with
-the default rules and the built-in ones: the one observation function (liquidation prices
-solved for the ``liquidation_distance`` rule, kept while valid), the rule engine, and a commit
-of what changed to the alert store (SQLite in memory here: no disk in the figure). The daemon
-batches a burst of ticks into one evaluation per ``eval_interval_s``; here every tick is
-evaluated, the worst case. Prints position updates/s, ticks/s, the median and p99 cost per
-tick; then, for reference, the book alone, the daemon's path before (a full ``compute()`` of
-every touched account), and a full ``compute()`` of one account.
+the default rules and the built-in ones: the one observation function (a liquidation price is
+solved for the ``liquidation_distance`` rule only where the pool's running figures cannot prove
+it beyond the threshold, or the position has an alert), the rule engine (alert states indexed
+by account and subject), and a commit of what changed to the alert store (SQLite in memory
+here: no disk in the figure). The daemon batches a burst of ticks into one evaluation per
+``eval_interval_s``; here every tick is evaluated, the worst case. Times are this thread's CPU
+time (on a shared machine, what the work costs, not how long others held the core); the wall
+time of the daemon's path is printed too, with the load average before and after.
+
+Prints position updates/s, ticks/s, the median and p99 cost per tick; then, for reference, the
+book alone, the daemon's path of an earlier version (a full ``compute()`` of every touched
+account), and a full ``compute()`` of one account. ``--stressed`` (3-20x, entries within 5%,
+up to 400,000 USDT: many accounts near or past liquidation, alerts firing) measures the firing
+path: messages with full figures, commits.
 
     python bench/engine.py [--accounts 1000] [--positions 10] [--symbols 200] [--ticks 20000]
                            [--stressed]

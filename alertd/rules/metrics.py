@@ -60,7 +60,7 @@ class FeedStatus:
     fatal: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built for every evaluation, and frozen costs twice
 class Figures:
     """What an extractor reads: the feed's status and, once the account's data is complete,
     the account in the book; for a position metric, which position."""
@@ -287,6 +287,13 @@ def needs_of(rules: Iterable[Rule]) -> Needs:
 # --- observations ---------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=65_536)  # subjects are immutable: one per account and position
+def _subject(
+    account: str, exchange: str, symbol: str | None = None, side: str | None = None
+) -> Subject:
+    return Subject(account, exchange, symbol, side)
+
+
 @functools.lru_cache(maxsize=64)  # one entry per rule set in use
 def _selection(
     wanted: frozenset[str] | None,
@@ -347,7 +354,7 @@ def observe(
     """
 
     account_metrics, position_metrics = _selection(None if wanted is None else frozenset(wanted))
-    subject = Subject(account, exchange)
+    subject = _subject(account, exchange)
     if live is None:
         idle = Figures(feed)
         values = {m.name: m.extract(idle) for m in account_metrics if m.needs is Needs.FEED}
@@ -368,7 +375,7 @@ def observe(
     for i, lp in enumerate(live.positions):
         figures = Figures(feed, live, i)
         p = lp.position
-        subject = Subject(account, exchange, p.symbol, p.side.label)
+        subject = _subject(account, exchange, p.symbol, p.side.label)
         if subject.key in alerted or not (everywhere or proofs):
             values = {m.name: m.extract(figures) for m in position_metrics}
         else:
