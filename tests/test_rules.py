@@ -219,3 +219,70 @@ def test_missing_data_is_not_all_clear() -> None:
     # the account is observed, but without a ratio (its data is incomplete): stays firing
     assert engine.evaluate([Observation(MAIN, {"feed_stale_s": D(40)})], 10) == []
     assert len(engine.firing()) == 1
+
+
+def test_changed_names_the_accounts_whose_saved_states_moved() -> None:
+    """What the daemon commits: every change but the moving value, and only those."""
+    rule = Rule(
+        "r",
+        "worst_ratio",
+        Scope.ACCOUNT,
+        Severity.WARNING,
+        above=D("0.5"),
+        clear_below=D("0.45"),
+        keep_firing_for_s=30,
+        repeat_s=100,
+    )
+    engine = AlertEngine([rule])
+    steps = [
+        ("0.3", 0, False),  # nothing
+        ("0.6", 1, True),  # fires
+        ("0.7", 2, False),  # the value moves: not saved
+        ("0.4", 3, True),  # cleared: the keep-firing timer starts
+        ("0.41", 4, False),  # still cleared, timer running
+        ("0.48", 5, True),  # back in the band: the timer is reset
+        ("0.6", 105, True),  # repeat: last_notified_at
+        ("0.4", 106, True),
+        ("0.4", 136, True),  # resolved
+    ]
+    for value, at, changed in steps:
+        engine.evaluate([obs(value)], at)
+        assert engine.changed == ({"main"} if changed else set()), (value, at)
+    assert engine.states == {}
+    assert engine.states_of("main") == [] and engine.alerted("main") == set()
+
+
+def test_states_are_found_by_account_and_subject() -> None:
+    engine = AlertEngine([WARN, DIST])
+    eth = Subject("main", "binanceusdm", "ETH/USDT:USDT", "short")
+    engine.evaluate(
+        [obs("0.6"), obs("0.01", BTC_LONG, "liquidation_distance"), obs("0.9", Subject("b", "x"))],
+        0,
+    )
+    assert engine.alerted("main") == {"main", BTC_LONG.key}
+    assert engine.alerted("b") == {"b"}
+    assert [s.rule for s in engine.states_of("main")] == ["ratio-warning", "liq-distance"]
+    # the position closed: its alert resolves, the account's stays
+    notes = engine.evaluate([obs("0.6"), obs("0.2", eth, "liquidation_distance")], 1, ["main"])
+    assert kinds(notes) == [("resolved", "liq-distance")]
+    assert engine.alerted("main") == {"main"}
+    assert engine.alerted("b") == {"b"}
+
+
+def test_the_ratio_to_reach_is_never_zero() -> None:
+    """A rule firing above 0 (legal in the config) once made every message divide by 0."""
+    from alertd.daemon.evaluation import ratio_target
+
+    def above(level: str, clear: str | None = None) -> Rule:
+        return Rule(
+            "r",
+            "worst_ratio",
+            Scope.ACCOUNT,
+            Severity.WARNING,
+            above=D(level),
+            clear_below=None if clear is None else D(clear),
+        )
+
+    assert ratio_target([above("0")]) == D("0.5")
+    assert ratio_target([above("0.6", "-0.1"), above("0.8", "0.7")]) == D("0.7")
+    assert ratio_target([above("0.6", "0.55"), WARN]) == D("0.45")

@@ -188,3 +188,87 @@ def test_the_view_is_replaced_only_when_something_changed(tmp_path: Path) -> Non
     assert publisher.publish({"hl"}, engine_updates=0) is not second  # an account changed
     assert service.view().accounts[0].stale == ("not bootstrapped",)
     service.store.close()
+
+
+def test_figures_are_reused_while_nothing_moves_and_the_crash_distance_says_when(
+    tmp_path: Path,
+) -> None:
+    """A ticking account's liquidation prices are current at every rebuild; its crash
+    distance (the costliest figure) is solved at most once a second and carries that time;
+    an account whose marks did not move keeps its figures without a solve."""
+    from alertd.daemon.publisher import Publisher
+    from alertd.engine.book import Book
+    from alertd.engine.model import Account, MarginMode, Position, Side
+    from alertd.engine.tiers import Tier, TierTable
+    from alertd.exchanges.registry import get_spec
+
+    service = make(tmp_path)
+    assert service.manager and service.alerting and service.store and service.deliverer
+    feed = service.manager.feeds["hl"]
+    feed.state.bootstrapped = True  # as after a bootstrap (no position held in the feed:
+    feed.state.wallet_balance = D(20_000)  # no mark or table missing)
+    book: Book = service.alerting.book
+    tiers = TierTable.build([Tier(D(100_000), D("0.01"), D(0)), Tier(None, D("0.02"), D(1_000))])
+    profile = get_spec("hyperliquid").profile
+
+    def leg(symbol: str, side: Side, contracts: str, price: str) -> Position:
+        return Position(
+            symbol,
+            side,
+            D(contracts),
+            D(1),
+            False,
+            D(price),
+            D(price),
+            MarginMode.CROSS,
+            tiers,
+            profile.default_fee_rate,
+        )
+
+    held = (
+        leg("BTC/USDC:USDC", Side.LONG, "1", "60000"),
+        leg("ETH/USDC:USDC", Side.SHORT, "10", "3000"),
+    )
+    book.set_account("hl", Account(profile, "hl", "USDC", D(20_000), held))
+    clock, wall = [100.0], [5_000.0]
+    publisher = Publisher(
+        service.manager.feeds,
+        service.config.feeds,
+        service.alerting,
+        service.store,
+        service.deliverer,
+        clock=lambda: clock[0],
+        wall_clock=lambda: wall[0],
+        crash=True,
+    )
+    live = book.live("hl")
+    first = publisher.view.accounts[0].figures
+    assert first is not None and first.crash_at == 5_000.0
+    assert first.crash_distance == live.crash_distance()
+
+    clock[0] += 0.3
+    wall[0] += 0.3
+    again = publisher.publish({"hl"}, engine_updates=0).accounts[0].figures
+    assert again is first  # nothing moved: the same figures, no solve
+
+    symbol = live.positions[0].symbol
+    book.apply_mark(symbol, live.positions[0].mark * D("0.99"))
+    clock[0] += 0.3
+    wall[0] += 0.3
+    moved = publisher.publish({"hl"}, engine_updates=0).accounts[0].figures
+    assert moved is not None
+    # the liquidation prices and ratios are the book's, at the new marks
+    assert [p.liquidation_price for p in moved.positions] == [
+        live.liquidation_price(i) for i in range(len(live.positions))
+    ]
+    assert moved.positions[0].mark_price == live.positions[0].mark
+    # the crash distance is the one solved 0.6 s ago, and says so
+    assert moved.crash_distance == first.crash_distance and moved.crash_at == 5_000.0
+
+    clock[0] += 0.8
+    wall[0] += 0.8
+    book.apply_mark(symbol, live.positions[0].mark * D("0.99"))
+    later = publisher.publish({"hl"}, engine_updates=0).accounts[0].figures
+    assert later is not None and later.crash_at == wall[0]
+    assert later.crash_distance == live.crash_distance() != first.crash_distance
+    service.store.close()

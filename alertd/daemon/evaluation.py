@@ -7,7 +7,6 @@ state, the clocks, and writes to the store.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
@@ -29,6 +28,7 @@ from alertd.rules.metrics import (
     metric_scope,
     needs_of,
     observe,
+    shortcuts,
     wanted_of,
     with_full_metrics,
 )
@@ -134,13 +134,16 @@ def build_rules(config: Config) -> list[Rule]:
 
 
 def ratio_target(rules: Sequence[Rule]) -> Decimal:
-    """The ratio that clears every "above" ratio rule: what messages tell the user to reach."""
+    """The ratio that clears every "above" ratio rule: what messages tell the user to reach.
+
+    Only a positive ratio can be reached (and divided by: what to add is ``mm / target``); a
+    rule that fires above 0, or clears below 0, sets no target."""
     levels = [
         r.clear_below if r.clear_below is not None else r.threshold
         for r in rules
         if r.metric in ("worst_ratio", "margin_ratio") and r.above is not None
     ]
-    return min(levels, default=Decimal("0.5"))
+    return min((level for level in levels if level > 0), default=Decimal("0.5"))
 
 
 def quiet_hours(config: Config) -> QuietHours | None:
@@ -184,6 +187,7 @@ class Alerting:
     def _use_rules(self) -> None:
         self.target = ratio_target(self.rules)
         self._wanted = wanted_of(self.rules)  # observe only what a rule reads
+        self._proofs = shortcuts(self.rules)  # and solve nothing that provably breaches none
         self._needs_crash = needs_of(self.rules) is Needs.CRASH
 
     def reload(self, config: Config) -> None:
@@ -269,13 +273,23 @@ class Alerting:
         """Evaluate one account from its figures (``None`` while incomplete), its feed's
         status and its exchange's price dynamics; commit what changed. What :meth:`evaluate`
         does once it has read the feed."""
-        observations = observe(name, exchange, live, status, self._wanted, dynamics)
-        if self.engine.idle(observations):
+        engine = self.engine
+        alerted = engine.alerted(name)
+        observations = observe(
+            name,
+            exchange,
+            live,
+            status,
+            self._wanted,
+            dynamics,
+            proofs=self._proofs,
+            alerted=alerted,
+        )
+        if not alerted and engine.idle(observations):
             return []  # no alert of this account, nothing breached: nothing would change
-        before = self._states_of(name)
         wall = self._wall()
-        notes = self.engine.evaluate(observations, wall, accounts=[name])
-        if notes or self._states_of(name) != before:
+        notes = engine.evaluate(observations, wall, accounts=[name])
+        if notes or name in engine.changed:
             notes = with_full_metrics(notes, self.target, self._needs_crash)
             self._commit(name, notes, wall)
         return notes
@@ -301,7 +315,7 @@ class Alerting:
             message = render(n, self.target)
             messages.extend(self.deliverer.messages_for(n, message))
             log.info("%s %s: %s", n.kind.value, n.rule.name, message.title)
-        self.store.commit_evaluation(self.engine.states.values(), [account], messages, wall)
+        self.store.commit_evaluation(self.engine.states_of(account), [account], messages, wall)
         resolved = [n.alert_key for n in notes if n.kind is Kind.RESOLVED]
         if sum(self.store.end_acknowledgements(key, wall) for key in resolved):
             self.refresh_silences()  # an acknowledged alert resolved: its next firing is news
@@ -309,13 +323,3 @@ class Alerting:
         self.notifications += len(notes)
         if messages:
             self.deliverer.wake()
-
-    def _states_of(self, account: str) -> str:
-        """The parts of an account's alert states worth saving (not the moving value)."""
-        states = []
-        for s in self.engine.states.values():
-            if s.subject.account == account:
-                data = s.to_json()
-                data.pop("value")
-                states.append(data)
-        return json.dumps(sorted(states, key=lambda d: (d["rule"], str(d["subject"]))))

@@ -116,7 +116,8 @@ class ViewCollector(Collector):
             ratio.add_metric([name], _f(f.worst_ratio))
             pool.add_metric([name], _f(f.pool_ratio))
             buffer.add_metric([name, f.settle], _f(f.buffer))
-            crash.add_metric([name], _f(f.crash_distance))
+            # solved at most once a second: the sample carries the time it is of
+            crash.add_metric([name], _f(f.crash_distance), timestamp=f.crash_at)
             for p in f.positions:
                 labels = [name, p.symbol, p.side]
                 dist.add_metric(labels, _f(p.liquidation_distance))

@@ -2,15 +2,24 @@
 and the store, and replaces it whole.
 
 Cost follows what changed: an account's part is rebuilt when its feed changed (or at the
-once-a-second sweep, which ages every stream), its figures are read from the book the
-evaluation reads (running sums; liquidation prices solved once per rebuild, the crash distance
-only with ``crash``), and the firing alerts and the outbox are read again only when a commit,
-a delivery or the sweep may have changed them. A scrape reads the result and computes nothing.
+once-a-second sweep, which ages every stream), and the firing alerts and the outbox are read
+again only when a commit, a delivery or the sweep may have changed them. A scrape reads the
+result and computes nothing.
+
+An account's figures are read from the book the evaluation reads, and only when its marks or
+its snapshot moved since the last rebuild (else the same figures, which are still exact). The
+running sums are current; each liquidation price comes from the book's kept solution (re-solved
+on its tier segment's line, or searched again only when it leaves it). The crash distance (the
+costliest: every mark moved at once; only with ``crash``) is solved at most once per
+``crash_every_s`` for a ticking account, and published with the time it was solved
+(``AccountFigures.crash_at``): an older figure is never shown as the current one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
+from decimal import Decimal
 
 from alertd.clock import Clock
 from alertd.config import FeedSettings
@@ -46,6 +55,7 @@ class Publisher:
         clock: Clock,
         wall_clock: Clock,
         crash: bool = False,
+        crash_every_s: float = 1.0,
     ) -> None:
         self.feeds = feeds
         self.settings = settings
@@ -55,6 +65,8 @@ class Publisher:
         self._clock = clock
         self._wall = wall_clock
         self._crash = crash  # the crash distance (it moves every position: the costliest)
+        self._crash_every_s = crash_every_s
+        self._kept: dict[str, _Kept] = {}  # each account's last figures, and what they are of
         self._accounts: dict[str, AccountView] = {}
         self._firing: tuple[FiringAlert, ...] = ()
         self._undelivered: tuple[Undelivered, ...] = ()
@@ -78,15 +90,15 @@ class Publisher:
         if not full and not changed and stamp == self._stamp and self.published:
             return self.view
         now = self._clock()
+        wall = self._wall()
         for name in self.feeds if full else changed:
             feed = self.feeds.get(name)
             if feed is not None:
-                self._accounts[name] = self._account(feed, now)
+                self._accounts[name] = self._account(feed, now, wall)
         if full or stamp != self._stamp:
             self._firing = self._read_firing()
             self._undelivered = self._read_undelivered()
         self._stamp = stamp
-        wall = self._wall()
         accounts = tuple(self._accounts[name] for name in self.feeds if name in self._accounts)
         self.view = DaemonView(
             source=Source.DAEMON,
@@ -105,7 +117,7 @@ class Publisher:
         self.published += 1
         return self.view
 
-    def _account(self, feed: AccountFeed, now: float) -> AccountView:
+    def _account(self, feed: AccountFeed, now: float, wall: float) -> AccountView:
         state = feed.state
         name = feed.config.name
         settings = self.settings
@@ -123,7 +135,7 @@ class Publisher:
             fatal=state.fatal,
             stale=stale if state.bootstrapped else ("not bootstrapped",),
             open_positions=len(state.positions),
-            figures=self._figures_of(feed),
+            figures=self._figures_of(feed, now, wall),
             reconnects=feed.reconnects,
             ages=tuple(
                 StreamAge(stream.value, key, now - seen)
@@ -137,12 +149,35 @@ class Publisher:
             missing=tuple(state.missing()) if state.bootstrapped else (),
         )
 
-    def _figures_of(self, feed: AccountFeed) -> AccountFigures | None:
+    def _figures_of(self, feed: AccountFeed, now: float, wall: float) -> AccountFigures | None:
         """The account's figures in the book, once its data is complete (as the evaluation)."""
-        if not feed.state.computable:
+        state = feed.state
+        name = feed.config.name
+        live = self.alerting.book.get(name)
+        if not state.computable or live is None:
+            self._kept.pop(name, None)
             return None
-        live = self.alerting.book.get(feed.config.name)
-        return None if live is None else figures(live, crash=self._crash)
+        marks = tuple(lp.mark for lp in live.positions)
+        kept = self._kept.get(name)
+        if kept is not None and kept.live is live and kept.marks == marks:
+            return kept.figures  # nothing moved: the same figures, still exact
+        crash: Decimal | None = None
+        crash_at: float | None = None
+        solved = now
+        if self._crash:
+            if kept is not None and kept.live is live and now - kept.solved < self._crash_every_s:
+                # solved less than crash_every_s ago at other marks: shown with that time
+                crash, crash_at, solved = (
+                    kept.figures.crash_distance,
+                    kept.figures.crash_at,
+                    kept.solved,
+                )
+            else:
+                crash, crash_at = live.crash_distance(), wall
+        result = figures(live, crash=False)
+        result = replace(result, crash_distance=crash, crash_at=crash_at)
+        self._kept[name] = _Kept(live, marks, result, solved)
+        return result
 
     def _read_firing(self) -> tuple[FiringAlert, ...]:
         engine = self.alerting.engine
@@ -150,6 +185,16 @@ class Publisher:
 
     def _read_undelivered(self) -> tuple[Undelivered, ...]:
         return tuple(Undelivered.of(row) for row in self.store.pending())
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """An account's last published figures and what they were computed from."""
+
+    live: LiveAccount  # the book's account (a new snapshot is a new one)
+    marks: tuple[Decimal, ...]
+    figures: AccountFigures
+    solved: float  # monotonic time the crash distance in ``figures`` was solved
 
 
 def figures(live: LiveAccount, crash: bool) -> AccountFigures:

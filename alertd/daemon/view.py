@@ -51,6 +51,9 @@ class AccountFigures:
     crash_distance: Decimal | None  # None when the computation left it out
     settle: str
     positions: tuple[PositionFigures, ...]
+    # when the crash distance was solved (epoch seconds): the daemon solves it at most once a
+    # second for a ticking account, so it may be older than the other figures (None: now)
+    crash_at: float | None = None
 
     @classmethod
     def of(cls, metrics: AccountMetrics) -> AccountFigures:

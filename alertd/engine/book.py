@@ -12,6 +12,14 @@ liquidation price is kept while it stays valid: an isolated position's depends o
 moves; a cross symbol's moves with the rest of its pool and, while it stays on the tier segment
 it was found on, is re-solved on that one line. Everything else (bankruptcy prices, what to add
 or cut) is :func:`~alertd.engine.margin.compute` of :meth:`LiveAccount.current`.
+
+Most of the time no liquidation price is anywhere near its mark, and a rule on the distance
+need not know where it is, only that it is not within the rule's threshold:
+:meth:`LiveAccount.liquidations_beyond` proves that from running figures, in O(1) per pool.
+A leg's ``upnl - mm`` changes by at most ``slope`` per unit of ``u`` (its PnL's quantity plus
+the steepest tier's requirement), plus the tier table's steps where its requirement is not
+continuous. So while a pool's buffer (equity minus requirement) exceeds the most a move of
+``d`` in every mark can take from it, no price within ``d`` of its mark liquidates anything.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable
 from dataclasses import replace
 from decimal import Decimal
+from itertools import pairwise
 
 from alertd.engine.legs import Leg, MonotoneRoot, Term, monotone, nearest_root, to_u
 from alertd.engine.margin import (
@@ -37,15 +46,48 @@ ZERO = Decimal(0)
 ONE = Decimal(1)
 
 
+# Head room over the bounds below: far above Decimal's rounding in the running sums and the
+# solver, far below anything a threshold could tell apart.
+SAFETY = Decimal("1.000000001")
+
+
+def slope_bound(leg: Leg) -> Decimal:
+    """The most the leg's ``upnl - mm`` changes per unit of ``u``, between tier steps."""
+    if leg.fixed_mm is not None:
+        return leg.quantity
+    steepest = max(t.mmr for t in leg.tiers.tiers)
+    return leg.quantity * (ONE + steepest + leg.fee_rate)
+
+
+def step_bound(leg: Leg) -> Decimal:
+    """The most the leg's requirement jumps in all, crossing every tier boundary (0 where the
+    deductions make it continuous)."""
+    table = leg.tiers
+    if not leg.moves_tier or table.continuous:
+        return ZERO
+    tiers = table.tiers
+    total = ZERO
+    for lower, upper in pairwise(tiers):
+        assert lower.cap is not None  # only the last tier is uncapped
+        total += abs(lower.cap * (upper.mmr - lower.mmr) - (upper.deduction - lower.deduction))
+    return total
+
+
 class LivePool:
     """One margin pool's running sums: the cross pool, or one isolated position."""
 
-    __slots__ = ("balance", "mm", "upnl")
+    __slots__ = ("balance", "leeway", "linear", "mm", "sensitivity", "upnl")
 
     def __init__(self, balance: Decimal) -> None:
         self.balance = balance  # cross wallet balance, or the isolated margin
         self.upnl = ZERO
         self.mm = ZERO
+        # sum of the legs' slope_bound * u: the most the buffer falls per unit of relative move
+        self.sensitivity = ZERO
+        # sum of the legs' tier steps and tick rounding (slope_bound * tick): what a move of
+        # any size may cost on top of ``sensitivity``
+        self.leeway = ZERO
+        self.linear = True  # no inverse leg (their u is not proportional to the price)
 
     @property
     def margin_balance(self) -> Decimal:
@@ -59,17 +101,42 @@ class LivePool:
     def buffer(self) -> Decimal:
         return self.balance + self.upnl - self.mm
 
+    def beyond(self, d: Decimal) -> bool:
+        """True when no mark of this pool's linear legs moving by up to a fraction ``d``
+        (each, in any direction) can bring its ratio to 1: a bound, ``False`` proves nothing.
+        """
+        equity = self.balance + self.upnl
+        buffer = equity - self.mm
+        if equity <= 0 or buffer <= 0:
+            return False  # at or past liquidation
+        if d <= 0:
+            return True  # the ratio is below 1: no distance is negative
+        return self.linear and buffer > (d * self.sensitivity + self.leeway) * SAFETY
+
 
 class LivePosition:
-    __slots__ = ("account", "leg", "mark", "mm", "pool", "position", "u", "upnl")
+    __slots__ = ("account", "leg", "mark", "mm", "pool", "position", "slope", "u", "upnl")
 
-    def __init__(self, account: Hashable, position: Position, leg: Leg, pool: LivePool) -> None:
+    def __init__(
+        self,
+        account: Hashable,
+        position: Position,
+        leg: Leg,
+        pool: LivePool,
+        tick: Decimal = ZERO,
+    ) -> None:
         self.account = account
         self.position = position  # as of the last snapshot: its mark is not kept current
         self.leg = leg
         self.pool = pool
         self.upnl = self.mm = ZERO
         self.mark = self.u = position.mark_price
+        self.slope = slope_bound(leg)
+        pool.leeway += self.slope * tick + step_bound(leg)
+        if position.inverse:
+            pool.linear = False
+        self.u = to_u(position.mark_price, position.inverse)
+        pool.sensitivity += self.slope * self.u
         self.reprice(position.mark_price)
 
     @property
@@ -93,6 +160,7 @@ class LivePosition:
         pool = self.pool
         pool.upnl += upnl - self.upnl
         pool.mm += mm - self.mm
+        pool.sensitivity += self.slope * (u - self.u)
         self.mark, self.u = mark, u
         self.upnl, self.mm = upnl, mm
 
@@ -107,16 +175,24 @@ class _Liquidation:
         "isolated_margin",
         "liq",
         "members",
+        "slope",
         "solver",
+        "steps",
         "terms",
+        "tick",
         "u0",
         "x",
     )
 
-    def __init__(self, members: list[LivePosition], isolated_margin: Decimal | None) -> None:
+    def __init__(
+        self, members: list[LivePosition], isolated_margin: Decimal | None, tick: Decimal
+    ) -> None:
         self.members = members
         self.isolated_margin = isolated_margin
         self.inverse = members[0].position.inverse
+        self.tick = tick  # how far rounding may move the price towards the mark (0: none)
+        self.slope = sum((lp.slope for lp in members), ZERO)
+        self.steps = sum((step_bound(lp.leg) for lp in members), ZERO)
         self.terms: list[Term] = [(lp.leg, ONE) for lp in members]
         # one root at most, whatever the mark: kept while it stays valid
         self.solver = MonotoneRoot(self.terms, self.inverse) if monotone(self.terms) else None
@@ -148,6 +224,27 @@ class _Liquidation:
                 self.x, self.liq = x, price_from_root(x, self.inverse)
         return self.liq
 
+    def beyond(self, pool: LivePool, d: Decimal) -> bool:
+        """True when no price of these legs' symbol within a fraction ``d`` of the mark (after
+        rounding to the tick) brings their pool's ratio to 1: a bound, as :meth:`LivePool.beyond`
+        but for this one symbol, inverse or not."""
+        equity = pool.balance + pool.upnl
+        buffer = equity - pool.mm
+        if equity <= 0 or buffer <= 0:
+            return False
+        if d <= 0:
+            return True
+        u = self.members[0].u
+        if self.inverse:
+            # prices mark * (1 +- reach) are u / (1 +- reach): the wider side is below the mark
+            reach = d + self.tick * u  # tick / price
+            if reach >= 1:
+                return False
+            move = u * reach / (1 - reach)
+        else:
+            move = d * u + self.tick
+        return buffer > (self.slope * move + self.steps) * SAFETY
+
 
 class LiveAccount:
     """One account in the book: its last snapshot, its pools and positions at current marks."""
@@ -160,24 +257,33 @@ class LiveAccount:
         self.pools = [self.cross]
         self.positions: list[LivePosition] = []
         by_symbol: dict[str, list[LivePosition]] = {}
+        ticks: list[Decimal] = []
+        cross_ticks: dict[str, list[Decimal]] = {}
         for p in account.positions:
             pool = self.cross
             if p.is_isolated:
                 assert p.isolated_margin is not None
                 pool = LivePool(p.isolated_margin)
                 self.pools.append(pool)
-            lp = LivePosition(key, p, Leg.of(p, account.profile), pool)
+            rounds = account.profile.rounds_liquidation_to_tick and p.tick_size
+            tick = p.tick_size if rounds and p.tick_size is not None else ZERO
+            ticks.append(tick)
+            lp = LivePosition(key, p, Leg.of(p, account.profile), pool, tick)
             self.positions.append(lp)
             if not p.is_isolated:
                 by_symbol.setdefault(p.symbol, []).append(lp)
+                cross_ticks.setdefault(p.symbol, []).append(tick)
         self._cross_held = bool(by_symbol)
         # every cross leg of a symbol moves together (both legs in hedge mode)
-        shared = {symbol: _Liquidation(legs, None) for symbol, legs in by_symbol.items()}
+        shared = {
+            symbol: _Liquidation(legs, None, max(cross_ticks[symbol]))
+            for symbol, legs in by_symbol.items()
+        }
         self._groups = [
-            _Liquidation([lp], lp.position.isolated_margin)
+            _Liquidation([lp], lp.position.isolated_margin, ticks[i])
             if lp.position.is_isolated
             else shared[lp.symbol]
-            for lp in self.positions
+            for i, lp in enumerate(self.positions)
         ]
 
     @property
@@ -209,6 +315,19 @@ class LiveAccount:
     def liquidation_distance(self, index: int) -> Decimal | None:
         lp = self.positions[index]
         return liquidation_distance(lp.mark, self.liquidation_price(index), lp.pool.ratio)
+
+    def liquidation_beyond(self, index: int, d: Decimal) -> bool:
+        """True when position ``index``'s :meth:`liquidation_distance` is provably above ``d``
+        (or it has no liquidation price), from running figures, with no solve. ``False``
+        proves nothing: solve it."""
+        return self._groups[index].beyond(self.positions[index].pool, d)
+
+    def liquidations_beyond(self, d: Decimal) -> bool:
+        """:meth:`liquidation_beyond` of every position at once, in O(1) per pool. ``False``
+        proves nothing: ask per position."""
+        if self._cross_held and not self.cross.beyond(d):
+            return False
+        return all(pool.beyond(d) for pool in self.pools[1:])
 
     def crash_distance(self) -> Decimal | None:
         """The uniform relative move of every mark that liquidates something (signed)."""

@@ -110,6 +110,17 @@ def _breakpoints(terms: Sequence[Term]) -> list[Decimal]:
     return sorted(points)
 
 
+def _crossings(terms: Sequence[Term]) -> dict[Decimal, list[Term]]:
+    """Each tier boundary (in x) and the terms whose tier changes there."""
+    found: dict[Decimal, list[Term]] = {}
+    for leg, c in terms:
+        if not leg.moves_tier:
+            continue
+        for cap in leg.tiers.caps:
+            found.setdefault(cap / (leg.quantity * c), []).append((leg, c))
+    return found
+
+
 def _line(
     const: Decimal, terms: Sequence[Term], probe: Decimal, with_mm: bool
 ) -> tuple[Decimal, Decimal]:
@@ -219,17 +230,36 @@ def nearest_root(
     (a long that cannot be liquidated above a zero price, say).
     """
     # without the requirement, tiers do not matter: one segment
-    points = _breakpoints(terms) if with_mm else []
+    crossings = _crossings(terms) if with_mm else {}
+    points = sorted(crossings)
     # segment k is (edges[k], edges[k + 1]]; edges[0] = 0, the last upper edge is None = infinity
     edges: list[Decimal | None] = [ZERO, *points, None]
     lines: dict[int, tuple[Decimal, Decimal]] = {}
 
+    def probe(k: int) -> Decimal:
+        lo, hi = edges[k], edges[k + 1]
+        assert lo is not None
+        return lo * 2 + 1 if hi is None else (lo + hi) / 2
+
     def line(k: int) -> tuple[Decimal, Decimal]:
-        if k not in lines:
-            lo, hi = edges[k], edges[k + 1]
-            assert lo is not None
-            probe = lo * 2 + 1 if hi is None else (lo + hi) / 2
-            lines[k] = _line(const, terms, probe, with_mm)
+        if k in lines:
+            return lines[k]
+        # A scan walks from segment to segment: the next line is this one with the terms
+        # that change tier at the edge between them (a fresh line each time, over every
+        # term, made a scan over many legs quadratic).
+        near = k - 1 if k - 1 in lines else k + 1 if k + 1 in lines else None
+        if near is None:
+            lines[k] = _line(const, terms, probe(k), with_mm)
+            return lines[k]
+        a, b = lines[near]
+        edge = edges[max(k, near)]
+        assert edge is not None
+        here, there = probe(k), probe(near)
+        for leg, c in crossings[edge]:
+            new, old = leg.tier(c * here), leg.tier(c * there)
+            a += new.deduction - old.deduction
+            b -= leg.quantity * c * (new.mmr - old.mmr)
+        lines[k] = (a, b)
         return lines[k]
 
     def value(k: int, x: Decimal) -> Decimal:

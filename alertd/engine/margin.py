@@ -234,16 +234,23 @@ def compute(
 
     # Cross liquidation prices: per symbol, every cross leg of that symbol moves together
     # (both legs in hedge mode) while the other symbols stay at their marks.
+    # One pass groups the legs and sums the pool; each symbol's "rest of the pool" is the
+    # total less its own legs (linear in positions, where a sum per symbol was quadratic).
+    by_symbol: dict[str, list[int]] = {}
+    for i in cross:
+        by_symbol.setdefault(account.positions[i].symbol, []).append(i)
+    pool_net = sum((upnls[i] - mms[i] for i in cross), ZERO)
     cross_liq: dict[str, tuple[Decimal | None, Decimal | None]] = {}
-    for symbol in dict.fromkeys(account.positions[i].symbol for i in cross):
-        mine = [i for i in cross if account.positions[i].symbol == symbol]
-        others = [i for i in cross if account.positions[i].symbol != symbol]
-        rest = sum((upnls[i] - mms[i] for i in others), ZERO)
+    for symbol, mine in by_symbol.items():
+        if len(by_symbol) == 1:
+            rest = others_upnl = ZERO  # no other symbol: nothing else moves the pool
+        else:
+            rest = pool_net - sum((upnls[i] - mms[i] for i in mine), ZERO)
+            others_upnl = pool_upnl - sum((upnls[i] for i in mine), ZERO)
         terms: list[Term] = [(legs[i], ONE) for i in mine]
         inverse = account.positions[mine[0]].inverse
         u0 = us[mine[0]]
         const = account.wallet_balance + rest
-        others_upnl = sum((upnls[i] for i in others), ZERO)
         cross_liq[symbol] = (
             price_from_root(nearest_root(const, terms, u0, inverse), inverse),
             price_from_root(

@@ -14,7 +14,7 @@ alert states, which the caller persists (so a restart neither loses an alert nor
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -137,6 +137,13 @@ def alert_labels(rule: Rule, subject: Subject) -> dict[str, str]:
 
 
 class AlertEngine:
+    """The alert states of every (rule, subject), and how observations move them.
+
+    The states are indexed by account and by subject, so an evaluation touches only the
+    states of the accounts it evaluates, and :attr:`changed` says which accounts' saved
+    states (everything but the moving value) it changed: what the caller commits.
+    """
+
     def __init__(
         self,
         rules: Sequence[Rule],
@@ -146,7 +153,16 @@ class AlertEngine:
         quiet_hours: QuietHours | None = None,
     ) -> None:
         self.rules: dict[str, Rule] = {}
-        self.states: dict[tuple[str, str], AlertState] = {s.key: s for s in states}
+        self.states: dict[tuple[str, str], AlertState] = {}
+        # account -> its states' keys, in the order of ``states`` (insertion order)
+        self._by_account: dict[str, dict[tuple[str, str], AlertState]] = {}
+        # subject key -> rule name -> state: what inhibition looks up
+        self._by_subject: dict[str, dict[str, AlertState]] = {}
+        self._seq: dict[tuple[str, str], int] = {}  # insertion order, across accounts
+        self._next_seq = 0
+        self.changed: set[str] = set()  # accounts whose saved states the last evaluation changed
+        for state in states:
+            self._add(state)
         self.silences: list[Silence] = list(silences)
         self.quiet_hours = quiet_hours
         self.set_rules(rules)
@@ -156,7 +172,49 @@ class AlertEngine:
         # critical first: a gap straight past both thresholds notifies only the critical
         ordered = sorted(rules, key=lambda r: -r.severity)
         self.rules = {r.name: r for r in ordered}
-        self.states = {k: s for k, s in self.states.items() if s.rule in self.rules}
+        for state in [s for s in self.states.values() if s.rule not in self.rules]:
+            self._drop(state)
+
+    # --- the index ------------------------------------------------------------------------
+
+    def _add(self, state: AlertState) -> None:
+        key = state.key
+        if key in self.states:
+            self._drop(self.states[key])
+        self.states[key] = state
+        self._by_account.setdefault(state.subject.account, {})[key] = state
+        self._by_subject.setdefault(state.subject.key, {})[state.rule] = state
+        self._seq[key] = self._next_seq
+        self._next_seq += 1
+
+    def _drop(self, state: AlertState) -> None:
+        key = state.key
+        del self.states[key]
+        del self._seq[key]
+        account = state.subject.account
+        mine = self._by_account[account]
+        del mine[key]
+        if not mine:
+            del self._by_account[account]
+        subject = self._by_subject[state.subject.key]
+        del subject[state.rule]
+        if not subject:
+            del self._by_subject[state.subject.key]
+
+    def states_of(self, account: str) -> list[AlertState]:
+        """The alert states of ``account``, oldest first."""
+        return list(self._by_account.get(account, {}).values())
+
+    def alerted(self, account: str) -> set[str]:
+        """The keys of the subjects of ``account`` that have an alert state."""
+        return {key for _, key in self._by_account.get(account, ())}
+
+    def _in_scope(self, scope: Collection[str]) -> list[AlertState]:
+        """The states of the accounts in ``scope``, in insertion order (as ``states``)."""
+        found = [s for a in scope for s in self._by_account.get(a, {}).values()]
+        if len(scope) > 1:
+            found.sort(key=lambda s: self._seq[s.key])
+        return found
 
     # --- evaluation -----------------------------------------------------------------------
 
@@ -169,8 +227,11 @@ class AlertEngine:
         """Advance every alert of ``accounts`` (default: those observed) to ``now``.
 
         A subject of those accounts that is no longer observed (a closed position) resolves.
+        An observation without a rule's metric leaves that rule's alert on it as it is; a
+        subject with no alert state may be left out when none of its values breaches a rule.
         """
         scope = set(accounts) if accounts is not None else {o.subject.account for o in observations}
+        self.changed = set()
         observed = {o.subject.key for o in observations}
         out: list[Notification] = []
         for obs in observations:
@@ -179,8 +240,8 @@ class AlertEngine:
                 # leaves its alerts as they are: no data is not "all clear"
                 if rule.applies_to(obs.subject) and rule.series in obs.metrics:
                     self._step(rule, obs, obs.metrics[rule.series], now, out)
-        for state in list(self.states.values()):
-            if state.subject.key in observed or state.subject.account not in scope:
+        for state in self._in_scope(scope):
+            if state.subject.key in observed:
                 continue
             rule = self.rules[state.rule]
             gone = Observation(state.subject, {})
@@ -190,14 +251,14 @@ class AlertEngine:
 
     def idle(self, observations: Sequence[Observation]) -> bool:
         """True when :meth:`evaluate` would do nothing: no alert of these accounts exists and
-        no observed value breaches a rule. Lets a replay skip most points cheaply."""
-        accounts = {o.subject.account for o in observations}
-        if any(s.subject.account in accounts for s in self.states.values()):
+        no observed value breaches a rule. Lets a caller skip most evaluations cheaply."""
+        if any(o.subject.account in self._by_account for o in observations):
             return False
         for obs in observations:
+            metrics = obs.metrics
             for rule in self.rules.values():
-                value = obs.metrics.get(rule.series)
-                if value is not None and rule.applies_to(obs.subject) and rule.breached(value):
+                value = metrics.get(rule.series)
+                if value is not None and rule.breached(value) and rule.applies_to(obs.subject):
                     return False
         return True
 
@@ -220,24 +281,30 @@ class AlertEngine:
             if not rule.breached(value):
                 return
             state = AlertState(rule.name, obs.subject, Phase.PENDING, now, value)
-            self.states[key] = state
+            self._add(state)
+            self.changed.add(state.subject.account)
         state.value = value
         if state.phase is Phase.PENDING:
             if not rule.breached(value):
-                del self.states[key]
+                self._drop(state)
+                self.changed.add(state.subject.account)
             elif now - state.since >= rule.for_s:
                 state.phase = Phase.FIRING
                 state.since = now
+                self.changed.add(state.subject.account)
                 self._send(rule, state, obs, now, out, Kind.FIRING)
             return
         # firing
         if rule.cleared(value):
             if state.clear_since is None:
                 state.clear_since = now
+                self.changed.add(state.subject.account)
             if now - state.clear_since >= rule.keep_firing_for_s:
                 self._resolve(rule, state, obs, now, out, Resolution.CLEARED)
             return
-        state.clear_since = None
+        if state.clear_since is not None:
+            state.clear_since = None
+            self.changed.add(state.subject.account)
         if not state.notified:
             self._send(rule, state, obs, now, out, Kind.FIRING)
         elif (
@@ -256,7 +323,8 @@ class AlertEngine:
         out: list[Notification],
         reason: Resolution,
     ) -> None:
-        del self.states[state.key]
+        self._drop(state)
+        self.changed.add(state.subject.account)
         if state.phase is Phase.FIRING and state.notified:
             s = state
             out.append(
@@ -278,6 +346,7 @@ class AlertEngine:
             return  # stays un-notified; sent once nothing holds it
         state.notified = True
         state.last_notified_at = now
+        self.changed.add(state.subject.account)
         out.append(
             Notification(kind, rule, state.subject, now, state.since, state.value, obs.context)
         )
@@ -290,15 +359,13 @@ class AlertEngine:
         observations: Sequence[Observation],
     ) -> None:
         """Held-back firing alerts go out once no silence, quiet hour or critical holds them."""
+        waiting = [s for s in self._in_scope(scope) if s.phase is Phase.FIRING and not s.notified]
+        if not waiting:
+            return
         contexts = {o.subject.key: o.context for o in observations}
-        for state in list(self.states.values()):
-            if (
-                state.phase is not Phase.FIRING
-                or state.notified
-                or state.subject.account not in scope
-            ):
-                continue
-            if any(n.rule.name == state.rule and n.subject == state.subject for n in out):
+        sent = {(n.rule.name, n.subject.key) for n in out}
+        for state in waiting:
+            if state.key in sent:
                 continue
             rule = self.rules[state.rule]
             obs = Observation(state.subject, {}, contexts.get(state.subject.key, NO_CONTEXT))
@@ -330,7 +397,7 @@ class AlertEngine:
     def inhibited(self, rule: Rule, subject: Subject) -> bool:
         if rule.severity >= Severity.CRITICAL:
             return False
-        for state in self.states.values():
+        for state in self._by_subject.get(subject.key, {}).values():
             other = self.rules.get(state.rule)
             if (
                 other is not None

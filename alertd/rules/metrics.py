@@ -74,7 +74,7 @@ class Needs(enum.IntEnum):
         return ("feed status", "running pool figures", "liquidation prices", "crash solve")[self]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built for every evaluation, and frozen costs twice
 class Figures:
     """What an extractor reads: the feed's status and, once the account's data is complete,
     the account in the book; for a position metric, which position."""
@@ -140,6 +140,11 @@ class Metric:
     @property
     def computed_from(self) -> str:
         return self.needs.label + (", price dynamics" if self.dynamic else "")
+
+    # For a costly position metric: a cheap proof that its value cannot breach a rule (then
+    # it need not be computed for a subject with no alert), of one position (``index``) or of
+    # every position of the account (``index`` -1). ``False`` proves nothing.
+    clear: Callable[[Figures, Rule], bool] | None = None
 
 
 def _abs(value: Decimal | None) -> Decimal | None:
@@ -317,6 +322,15 @@ def _predictive_metrics(scope: Scope) -> tuple[Metric, ...]:
     )
 
 
+def _liquidation_clear(f: Figures, rule: Rule) -> bool:
+    """Every distance (or this position's) provably above a "below" rule's threshold."""
+    if rule.below is None:
+        return False
+    if f.index < 0:
+        return f.account.liquidations_beyond(rule.below)
+    return f.account.liquidation_beyond(f.index, rule.below)
+
+
 A, P = Scope.ACCOUNT, Scope.POSITION
 METRICS: tuple[Metric, ...] = (
     Metric(
@@ -483,6 +497,7 @@ METRICS: tuple[Metric, ...] = (
         "past it; no value when no price liquidates it",
         Needs.LIQUIDATION,
         lambda f: f.account.liquidation_distance(f.index),
+        clear=_liquidation_clear,
     ),
     Metric(
         "effective_leverage",
@@ -580,6 +595,13 @@ def dynamics_span_s(rules: Iterable[Rule]) -> float:
 _Series = tuple[str, Metric, float, float]
 
 
+@functools.lru_cache(maxsize=65_536)  # subjects are immutable: one per account and position
+def _subject(
+    account: str, exchange: str, symbol: str | None = None, side: str | None = None
+) -> Subject:
+    return Subject(account, exchange, symbol, side)
+
+
 @functools.lru_cache(maxsize=64)  # one entry per rule set in use
 def _selection(
     wanted: frozenset[str] | None,
@@ -619,6 +641,30 @@ def _selection(
     )
 
 
+Shortcuts = Sequence[tuple[Metric, Sequence[Rule]]]
+
+
+def shortcuts(rules: Iterable[Rule]) -> Shortcuts:
+    """The position metrics with a :attr:`Metric.clear` proof, each with the rules on it."""
+    rules = list(rules)
+    found = []
+    for m in POSITION_METRICS.values():
+        on = [r for r in rules if r.scope is Scope.POSITION and r.metric == m.name]
+        if m.clear is not None and on:
+            found.append((m, tuple(on)))
+    return tuple(found)
+
+
+def _cleared(figures: Figures, proofs: Shortcuts) -> set[str]:
+    """The metrics among ``proofs`` that provably breach none of their rules."""
+    found = set()
+    for m, on in proofs:
+        clear = m.clear
+        if clear is not None and all(clear(figures, r) for r in on):
+            found.add(m.name)
+    return found
+
+
 def observe(
     account: str,
     exchange: str,
@@ -626,12 +672,20 @@ def observe(
     feed: FeedStatus,
     wanted: Collection[str] | None = None,
     dynamics: Mapping[str, MarkWindow] | None = None,
+    *,
+    proofs: Shortcuts = (),
+    alerted: Collection[str] = (),
 ) -> list[Observation]:
     """One observation for the account and one per position, with the ``wanted`` metrics
     (rules' series, see :func:`wanted_of`; default: all). ``live`` is ``None`` while the
     account's data is incomplete: then only the feed's metrics are observed, and alerts on the
     others stay as they are. ``dynamics`` are the price windows of the exchange's symbols,
     which the price-dynamics metrics read (without them those have no value).
+
+    With ``proofs`` (from :func:`shortcuts`), a position metric that provably breaches none
+    of its rules is left out for a subject with no alert state (``alerted``: the subject keys
+    that have one), and a position left with no metric is not observed at all: for the rule
+    engine that is the same as computing it (nothing to start, nothing to advance).
 
     The contexts hold the live account (``live``, and ``index`` for a position): a message
     that quotes full figures gets them from :func:`with_full_metrics`.
@@ -640,7 +694,7 @@ def observe(
     account_metrics, position_metrics, account_series, position_series = _selection(
         None if wanted is None else frozenset(wanted)
     )
-    subject = Subject(account, exchange)
+    subject = _subject(account, exchange)
     if live is None:
         idle = Figures(feed)
         values = {m.name: m.extract(idle) for m in account_metrics if m.observable(feed)}
@@ -652,19 +706,29 @@ def observe(
     out = [Observation(subject, values, Context(fatal=feed.fatal, live=live, feed=feed))]
     if not position_metrics and not position_series:
         return out  # no position rule: no position alert to advance or resolve
+    everywhere = _cleared(figures, proofs) if proofs else set()
+    if (
+        everywhere
+        and not position_series  # the price-dynamics series have no proof: always read
+        and all(m.name in everywhere for m in position_metrics)
+        and not any(k != account for k in alerted)
+    ):
+        return out  # nothing can breach, and no position alert to advance or resolve
+    proofs = [(m, on) for m, on in proofs if m.name not in everywhere]
     for i, lp in enumerate(live.positions):
         figures = Figures(feed, live, i)
         p = lp.position
-        values = {m.name: m.extract(figures) for m in position_metrics}
+        subject = _subject(account, exchange, p.symbol, p.side.label)
+        if subject.key in alerted or not (everywhere or proofs):
+            values = {m.name: m.extract(figures) for m in position_metrics}
+        else:
+            spared = everywhere | _cleared(figures, proofs) if proofs else everywhere
+            values = {m.name: m.extract(figures) for m in position_metrics if m.name not in spared}
+            if not values and not position_series:
+                continue
         for key, m, horizon, window in position_series:
             values[key] = m.extract(Figures(feed, live, i, dynamics, horizon, window))
-        out.append(
-            Observation(
-                Subject(account, exchange, p.symbol, p.side.label),
-                values,
-                Context(live=live, index=i),
-            )
-        )
+        out.append(Observation(subject, values, Context(live=live, index=i)))
     return out
 
 

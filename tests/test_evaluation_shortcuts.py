@@ -1,0 +1,503 @@
+"""The daemon's evaluation, with its shortcuts, against the straightforward one.
+
+The daemon (``Alerting.evaluate_figures``) skips work that cannot change an alert: states
+indexed by account and subject, a liquidation distance not solved where running pool figures
+prove it beyond every rule's threshold, no commit where nothing saved changed. The
+straightforward path below observes every metric of every position and runs the rule engine
+as it was before the index (every state scanned, saved states compared as JSON). Random
+books, rules, silences, quiet hours, ticks, sweeps with no new value, closing positions and
+feed troubles: both must send the same notifications (kind, rule, subject, times, value,
+reason, rendered message), keep the same states and commit at the same moments.
+
+And the bounds themselves: where the book says a liquidation distance is beyond ``d``, the
+solved distance is beyond ``d`` (or there is no liquidation price).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alertd.config import AccountConfig, Config, QuietHoursConfig, RuleConfig
+from alertd.daemon.evaluation import Alerting
+from alertd.daemon.store import Store
+from alertd.delivery.deliverer import Deliverer
+from alertd.engine.book import Book
+from alertd.engine.model import Account, MarginMode, Position, Side
+from alertd.engine.tiers import Tier, TierBasis, TierTable, derive_deductions
+from alertd.exchanges.registry import get_spec
+from alertd.rules.lifecycle import (
+    AlertEngine,
+    AlertState,
+    Kind,
+    Notification,
+    Phase,
+    Resolution,
+)
+from alertd.rules.messages import render
+from alertd.rules.metrics import FeedStatus, Needs, needs_of, observe, with_full_metrics
+from alertd.rules.model import (
+    NO_CONTEXT,
+    Observation,
+    Rule,
+    Severity,
+    Silence,
+    Subject,
+)
+
+D = Decimal
+
+
+# --- the straightforward rule engine: every state scanned, as before the index ---------------
+
+
+class ScanningEngine(AlertEngine):
+    """The rule engine with every index lookup replaced by a scan of every state, as before
+    the index: the transitions themselves (``_step``) are the engine's own."""
+
+    def evaluate(
+        self,
+        observations: Sequence[Observation],
+        now: float,
+        accounts: Iterable[str] | None = None,
+    ) -> list[Notification]:
+        scope = set(accounts or ())
+        observed = {o.subject.key for o in observations}
+        out: list[Notification] = []
+        for obs in observations:
+            for rule in self.rules.values():
+                if rule.applies_to(obs.subject) and rule.metric in obs.metrics:
+                    self._step(rule, obs, obs.metrics[rule.metric], now, out)
+        for state in list(self.states.values()):
+            if state.subject.key in observed or state.subject.account not in scope:
+                continue
+            gone = Observation(state.subject, {})
+            self._resolve(self.rules[state.rule], state, gone, now, out, Resolution.GONE)
+        contexts = {o.subject.key: o.context for o in observations}
+        for state in list(self.states.values()):
+            if state.phase is not Phase.FIRING or state.notified:
+                continue
+            if state.subject.account not in scope:
+                continue
+            if any(n.rule.name == state.rule and n.subject == state.subject for n in out):
+                continue
+            obs = Observation(state.subject, {}, contexts.get(state.subject.key, NO_CONTEXT))
+            self._send(self.rules[state.rule], state, obs, now, out, Kind.FIRING)
+        return out
+
+    def idle(self, observations: Sequence[Observation]) -> bool:
+        accounts = {o.subject.account for o in observations}
+        if any(s.subject.account in accounts for s in self.states.values()):
+            return False
+        return not any(
+            (value := obs.metrics.get(rule.metric)) is not None
+            and rule.applies_to(obs.subject)
+            and rule.breached(value)
+            for obs in observations
+            for rule in self.rules.values()
+        )
+
+    def inhibited(self, rule: Rule, subject: Subject) -> bool:
+        return rule.severity < Severity.CRITICAL and any(
+            (other := self.rules.get(s.rule)) is not None
+            and s.phase is Phase.FIRING
+            and other.severity > rule.severity
+            and other.metric == rule.metric
+            and s.subject == subject
+            for s in self.states.values()
+        )
+
+
+@dataclass
+class Straightforward:
+    """The daemon's evaluation without shortcuts: every metric observed, JSON compared."""
+
+    engine: ScanningEngine
+    wanted: set[str]
+    target: Decimal
+    crash: bool
+    commits: int = 0
+
+    def saved(self, account: str) -> str:
+        states = []
+        for s in self.engine.states.values():
+            if s.subject.account == account:
+                data = s.to_json()
+                data.pop("value")
+                states.append(data)
+        return json.dumps(sorted(states, key=lambda d: (d["rule"], str(d["subject"]))))
+
+    def evaluate(
+        self, name: str, exchange: str, live: object, status: FeedStatus, wall: float
+    ) -> list[Notification]:
+        observations = observe(name, exchange, live, status, self.wanted)  # type: ignore[arg-type]
+        if self.engine.idle(observations):
+            return []
+        before = self.saved(name)
+        notes = self.engine.evaluate(observations, wall, [name])
+        if notes or self.saved(name) != before:
+            notes = with_full_metrics(notes, self.target, self.crash)
+            self.commits += 1
+        return notes
+
+
+# --- random worlds ---------------------------------------------------------------------------
+
+
+def table(rng: random.Random, basis: TierBasis, continuous: bool) -> TierTable:
+    n = rng.randint(1, 5)
+    caps: list[Decimal | None] = []
+    total = D(0)
+    for _ in range(n - 1):
+        total += D(rng.randint(500, 200_000))
+        caps.append(total)
+    caps.append(None)
+    mmrs = []
+    rate = D(rng.randint(4, 200)) / 10_000
+    for _ in range(n):
+        mmrs.append(rate)
+        rate = min(rate + D(rng.randint(1, 300)) / 10_000, D("0.45"))
+    if basis is TierBasis.CONTRACTS:
+        deductions = [D(0)] * n
+    elif continuous:
+        deductions = derive_deductions(caps, mmrs)
+    else:  # deductions off the recursion: the requirement steps at the caps
+        deductions = [d + D(rng.randint(-50, 50)) for d in derive_deductions(caps, mmrs)]
+        deductions[0] = D(0)
+    return TierTable.build(
+        [Tier(c, m, d) for c, m, d in zip(caps, mmrs, deductions, strict=True)], basis
+    )
+
+
+EXCHANGES = ("binanceusdm", "binancecoinm", "bybit", "okx", "gate")
+
+
+def account(rng: random.Random, name: str, marks: dict[str, Decimal], exchange: str) -> Account:
+    profile = get_spec(exchange).profile
+    inverse = exchange == "binancecoinm"
+    basis = TierBasis.NOTIONAL if profile.deduction_tiers else TierBasis.CONTRACTS
+    held: list[Position] = []
+    taken: set[tuple[str, Side]] = set()
+    for _ in range(rng.randint(1, 5)):
+        symbol = rng.choice(sorted(marks))
+        side = rng.choice(list(Side))
+        if (symbol, side) in taken:
+            continue
+        taken.add((symbol, side))
+        mark = marks[symbol]
+        notional = D(rng.randint(200, 300_000))
+        contract_size = D(10) if inverse else D(1)
+        contracts = (notional / contract_size) if inverse else notional / mark
+        contracts = contracts.quantize(D("0.001")) or D("0.001")
+        isolated = rng.random() < 0.3
+        leverage = D(rng.randint(2, 50))
+        entry = mark * (1 + D(rng.randint(-800, 800)) / 10_000)
+        size = notional / mark if inverse else notional
+        held.append(
+            Position(
+                symbol=symbol,
+                side=side,
+                contracts=contracts,
+                contract_size=contract_size,
+                inverse=inverse,
+                entry_price=entry.quantize(D("0.01")),
+                mark_price=mark,
+                margin_mode=MarginMode.ISOLATED if isolated else MarginMode.CROSS,
+                tiers=table(rng, basis, rng.random() < 0.7),
+                fee_rate=profile.default_fee_rate,
+                isolated_margin=(size / leverage).quantize(D("0.0001")) if isolated else None,
+                leverage=leverage,
+                tick_size=rng.choice([None, D("0.01"), D("0.5")]),
+            )
+        )
+    total = sum(
+        (p.quantity / p.mark_price if inverse else p.quantity * p.mark_price for p in held), D(0)
+    )
+    wallet = (total * D(rng.randint(3, 60)) / 100).quantize(D("0.0001"))
+    return Account(profile, name, "X", wallet, tuple(held))
+
+
+def rule(
+    rng: random.Random,
+    i: int,
+    accounts: list[str],
+    symbols: list[str],
+    seen: Mapping[str, list[Decimal]],
+) -> RuleConfig:
+    """A random rule; most thresholds near a value ``seen`` in the world, so they are crossed."""
+    metric = rng.choice(
+        [
+            "liquidation_distance",
+            "liquidation_distance",
+            "liquidation_distance",
+            "worst_ratio",
+            "margin_ratio",
+            "crash_distance",
+            "notional",
+        ]
+    )
+    near = seen.get(metric)
+    if near and rng.random() < 0.8:
+        level = rng.choice(near) * (1 + D(rng.randint(-400, 400)) / 10_000)
+    else:
+        level = D(rng.randint(-20, 1200)) / 1000
+    level = level.quantize(D("0.0001"))
+    band = abs(level) * D(rng.randint(0, 600)) / 10_000
+    risky_below = metric in ("liquidation_distance", "crash_distance")
+    kw: dict[str, object]
+    if risky_below and rng.random() < 0.85:
+        kw = {"below": level}
+        if rng.random() < 0.6:
+            kw["clear_above"] = level + band
+    else:  # for a distance an odd rule, but a legal one: no proof applies
+        kw = {"above": level}
+        if rng.random() < 0.6:
+            kw["clear_below"] = level - band
+    if rng.random() < 0.4:
+        kw["for"] = float(rng.choice([1, 5, 30, 120]))
+    if rng.random() < 0.5:
+        kw["keep_firing_for"] = float(rng.choice([0.5, 3, 10, 60]))
+    if rng.random() < 0.5:
+        kw["repeat"] = float(rng.choice([0, 20, 90, 600]))
+    if rng.random() < 0.2:
+        kw["accounts"] = rng.sample(accounts, 1)
+    if rng.random() < 0.15 and metric in ("liquidation_distance", "margin_ratio", "notional"):
+        kw["symbols"] = rng.sample(symbols, 2)
+    severity = rng.choice(["info", "warning", "critical", "critical"])
+    return RuleConfig.model_validate(
+        {"name": f"r{i}", "metric": metric, "severity": severity, **kw}
+    )
+
+
+def silences(rng: random.Random, accounts: list[str], start: float) -> list[Silence]:
+    found = []
+    for i in range(rng.randint(0, 3)):
+        key, value = rng.choice(
+            [
+                ("account", rng.choice(accounts)),
+                ("severity", rng.choice(["info", "warning", "critical"])),
+                ("alertname", f"r{rng.randint(0, 5)}"),
+            ]
+        )
+        begin = start + rng.randint(0, 2_000)
+        found.append(Silence(f"s{i}", {key: value}, begin + rng.randint(10, 1_500), begin))
+    return found
+
+
+def signature(notes: Sequence[Notification], target: Decimal) -> list[tuple[object, ...]]:
+    out: list[tuple[object, ...]] = []
+    for n in notes:
+        message = render(n, target)
+        out.append(
+            (
+                n.kind,
+                n.rule.name,
+                n.subject,
+                n.at,
+                n.since,
+                n.value,
+                n.reason,
+                message.title,
+                message.body,
+            )
+        )
+    return out
+
+
+def states(engine_states: Mapping[tuple[str, str], AlertState]) -> dict[tuple[str, str], object]:
+    return {k: s.to_json() for k, s in engine_states.items()}
+
+
+def run_world(seed: int, steps: int) -> tuple[int, int]:
+    """Both paths through one random world; returns (notifications, commits) to show it was
+    not a quiet one."""
+    rng = random.Random(seed)
+    symbols = [f"S{i}/USDT:USDT" for i in range(rng.randint(2, 5))]
+    marks = {s: D(rng.randint(50, 100_000)) for s in symbols}
+    names = [f"a{i}" for i in range(rng.randint(1, 4))]
+    exchanges = {name: rng.choice(EXCHANGES) for name in names}
+    held = {name: account(rng, name, marks, exchanges[name]) for name in names}
+    seen: dict[str, list[Decimal]] = {}
+    for name, a in held.items():
+        book = Book()
+        book.set_account(name, a)
+        for o in observe(name, exchanges[name], book.live(name), FeedStatus(D(0), D(0), None)):
+            for metric, value in o.metrics.items():
+                if value is not None and value.is_finite():
+                    seen.setdefault(metric, []).append(value)
+    rules = [rule(rng, i, names, symbols, seen) for i in range(rng.randint(1, 6))]
+    quiet = None
+    if rng.random() < 0.3:
+        quiet = QuietHoursConfig(start="00:10", end="00:40")
+    config = Config(
+        version=1,
+        # (the config's exchange matters only to the feeds, and coin-M has none)
+        accounts=[AccountConfig(name=n, exchange="binanceusdm") for n in names],
+        rules=rules,
+        quiet_hours=quiet,
+    )
+    wall = [86_400.0 * 20_000 + rng.randint(0, 3_600)]
+    store = Store(":memory:")
+    for s in silences(rng, names, wall[0]):
+        store.add_silence(s)
+    daemon_book, plain_book = Book(), Book()
+    for name, a in held.items():
+        daemon_book.set_account(name, a)
+        plain_book.set_account(name, a)
+    deliverer = Deliverer(store, {}, config.routes, config.delivery)
+    daemon = Alerting(config, store, deliverer, book=daemon_book, wall_clock=lambda: wall[0])
+    plain = Straightforward(
+        ScanningEngine(
+            daemon.rules, silences=store.silences(), quiet_hours=daemon.engine.quiet_hours
+        ),
+        {r.metric for r in daemon.rules},
+        daemon.target,
+        needs_of(daemon.rules) is Needs.CRASH,
+    )
+    healthy = FeedStatus(D(0), D(0), None)
+    status = dict.fromkeys(names, healthy)
+    notified = 0
+
+    def evaluate(name: str) -> None:
+        nonlocal notified
+        commits, plain_commits = daemon.commits, plain.commits
+        ours = daemon.evaluate_figures(name, exchanges[name], daemon_book.get(name), status[name])
+        theirs = plain.evaluate(name, exchanges[name], plain_book.get(name), status[name], wall[0])
+        assert signature(ours, daemon.target) == signature(theirs, plain.target), (seed, name)
+        assert states(daemon.engine.states) == states(plain.engine.states), (seed, name)
+        # a commit exactly where the saved states changed or something was sent
+        assert daemon.commits - commits == plain.commits - plain_commits, (seed, name)
+        notified += len(ours)
+
+    for _ in range(steps):
+        wall[0] += rng.choice([0.1, 0.5, 1.0, 3.0, 15.0, 60.0])
+        roll = rng.random()
+        if roll < 0.6:  # a mark tick: the accounts it touched
+            symbol = rng.choice(symbols)
+            big = rng.random() < 0.15
+            step = rng.randint(-1500, 1500) if big else rng.randint(-80, 80)
+            marks[symbol] = max(D("0.5"), marks[symbol] * (1 + D(step) / 10_000)).quantize(
+                D("0.0001")
+            )
+            touched = daemon_book.apply_mark(symbol, marks[symbol])
+            assert touched == plain_book.apply_mark(symbol, marks[symbol])
+            for key in sorted(touched, key=str):
+                evaluate(str(key))
+        elif roll < 0.8:  # the sweep: time passes, no new value
+            for name in names:
+                evaluate(name)
+        elif roll < 0.88:  # a reconcile: a fresh snapshot, maybe a position closed
+            name = rng.choice(names)
+            a = held[name]
+            kept = tuple(
+                replace(p, mark_price=marks[p.symbol])
+                for p in a.positions
+                if len(a.positions) == 1 or rng.random() < 0.8
+            )
+            held[name] = replace(a, positions=kept)
+            daemon_book.set_account(name, held[name])
+            plain_book.set_account(name, held[name])
+            evaluate(name)
+        elif roll < 0.94:  # the feed goes incomplete, or comes back
+            name = rng.choice(names)
+            if rng.random() < 0.5:
+                daemon_book.remove_account(name)
+                plain_book.remove_account(name)
+            elif name not in daemon_book:
+                a = held[name]
+                held[name] = replace(
+                    a, positions=tuple(replace(p, mark_price=marks[p.symbol]) for p in a.positions)
+                )
+                daemon_book.set_account(name, held[name])
+                plain_book.set_account(name, held[name])
+            evaluate(name)
+        else:  # the feed's own troubles
+            name = rng.choice(names)
+            status[name] = rng.choice(
+                [
+                    healthy,
+                    FeedStatus(D(rng.randint(0, 200)), D(0), None),
+                    FeedStatus(D(0), D(rng.randint(0, 200)), None),
+                    FeedStatus(D(0), D(0), "bad key"),
+                ]
+            )
+            evaluate(name)
+    return notified, daemon.commits
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_the_daemon_path_alerts_exactly_as_the_straightforward_one(seed: int) -> None:
+    run_world(seed, 120)
+
+
+def test_the_worlds_compared_are_not_quiet_ones() -> None:
+    """The comparison above means something only if alerts fire, repeat and resolve there."""
+    notified = commits = 0
+    for seed in range(12):
+        n, c = run_world(seed, 120)
+        notified += n
+        commits += c
+    assert notified > 40 and commits > 40, (notified, commits)
+
+
+# --- the bounds --------------------------------------------------------------------------------
+
+THRESHOLDS = [D(x) for x in ("-0.01", "0", "0.005", "0.03", "0.1", "0.25")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_a_distance_proven_beyond_a_threshold_is_beyond_it(seed: int) -> None:
+    rng = random.Random(seed)
+    symbols = [f"S{i}/USDT:USDT" for i in range(rng.randint(1, 4))]
+    marks = {s: D(rng.randint(50, 100_000)) for s in symbols}
+    a = account(rng, "a", marks, rng.choice(EXCHANGES))
+    book = Book()
+    book.set_account("a", a)
+    for _ in range(rng.randint(0, 6)):
+        symbol = rng.choice(symbols)
+        marks[symbol] = max(D("0.5"), marks[symbol] * (1 + D(rng.randint(-2000, 2000)) / 10_000))
+        book.apply_mark(symbol, marks[symbol])
+    live = book.live("a")
+    for d in THRESHOLDS:
+        every = live.liquidations_beyond(d)
+        for i in range(len(live.positions)):
+            distance = live.liquidation_distance(i)  # what the rules would read
+            if every or live.liquidation_beyond(i, d):
+                assert distance is None or distance > d, (seed, d, i, distance)
+
+
+def test_the_bound_proves_a_calm_account_and_not_one_near_liquidation() -> None:
+    profile = get_spec("binanceusdm").profile
+    tiers = TierTable.build([Tier(D(50_000), D("0.004"), D(0)), Tier(None, D("0.01"), D(300))])
+
+    def at(wallet: str) -> Account:
+        btc = Position(
+            symbol="BTC/USDT:USDT",
+            side=Side.LONG,
+            contracts=D(1),
+            contract_size=D(1),
+            inverse=False,
+            entry_price=D(60_000),
+            mark_price=D(60_000),
+            margin_mode=MarginMode.CROSS,
+            tiers=tiers,
+            fee_rate=profile.default_fee_rate,
+        )
+        return Account(profile, "a", "USDT", D(wallet), (btc,))
+
+    book = Book()
+    book.set_account("calm", at("20000"))  # liquidation about 67% below
+    book.set_account("close", at("1500"))  # about 2% below
+    calm, close = book.live("calm"), book.live("close")
+    assert calm.liquidations_beyond(D("0.03")) and calm.liquidation_beyond(0, D("0.03"))
+    assert not close.liquidations_beyond(D("0.03")) and not close.liquidation_beyond(0, D("0.03"))
+    distance = close.liquidation_distance(0)
+    assert distance is not None and distance < D("0.03")
