@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from alertd.engine.collateral import CollateralTerm
 from alertd.engine.model import Position
 from alertd.engine.profiles import ExchangeProfile
 from alertd.engine.tiers import Tier, TierBasis, TierTable
@@ -100,22 +101,32 @@ class Leg:
 Term = tuple[Leg, Decimal]
 
 
-def _breakpoints(terms: Sequence[Term]) -> list[Decimal]:
+def _breakpoints(terms: Sequence[Term], collateral: Sequence[CollateralTerm] = ()) -> list[Decimal]:
     points: set[Decimal] = set()
     for leg, c in terms:
         if not leg.moves_tier:
             continue
         for cap in leg.tiers.caps:
             points.add(cap / (leg.quantity * c))
+    for coin, c in collateral:
+        points.update(coin.breakpoints(c))
     return sorted(points)
 
 
 def _line(
-    const: Decimal, terms: Sequence[Term], probe: Decimal, with_mm: bool
+    const: Decimal,
+    terms: Sequence[Term],
+    probe: Decimal,
+    with_mm: bool,
+    collateral: Sequence[CollateralTerm] = (),
 ) -> tuple[Decimal, Decimal]:
     """``(a, b)`` with ``f(x) = a + b * x`` on the segment holding ``probe``."""
     a = const
     b = ZERO
+    for coin, c in collateral:
+        ca, cb = coin.line(c, probe)
+        a += ca
+        b += cb
     for leg, c in terms:
         sq = leg.sign * leg.quantity
         a -= sq * leg.entry_u
@@ -210,16 +221,18 @@ def nearest_root(
     x0: Decimal,
     inverse: bool,
     with_mm: bool = True,
+    collateral: Sequence[CollateralTerm] = (),
 ) -> Decimal | None:
     """The positive x nearest to ``x0`` (in price terms) where ``f`` reaches zero.
 
-    ``f(x) = const + sum(upnl - mm)`` over the terms: equity minus requirement, or with
-    ``with_mm=False`` equity alone (for bankruptcy). Where step tiers make ``f`` jump across
-    zero at a boundary, that boundary is the root. ``None`` when no positive root exists
-    (a long that cannot be liquidated above a zero price, say).
+    ``f(x) = const + sum(upnl - mm)`` over the terms, plus the value of the ``collateral``
+    that moves with x: equity minus requirement, or with ``with_mm=False`` equity alone (for
+    bankruptcy). Where step tiers make ``f`` jump across zero at a boundary, that boundary is
+    the root. ``None`` when no positive root exists (a long that cannot be liquidated above
+    a zero price, say).
     """
-    # without the requirement, tiers do not matter: one segment
-    points = _breakpoints(terms) if with_mm else []
+    # without the requirement, position tiers do not matter (collateral tiers still do)
+    points = _breakpoints(terms if with_mm else (), collateral)
     # segment k is (edges[k], edges[k + 1]]; edges[0] = 0, the last upper edge is None = infinity
     edges: list[Decimal | None] = [ZERO, *points, None]
     lines: dict[int, tuple[Decimal, Decimal]] = {}
@@ -229,7 +242,7 @@ def nearest_root(
             lo, hi = edges[k], edges[k + 1]
             assert lo is not None
             probe = lo * 2 + 1 if hi is None else (lo + hi) / 2
-            lines[k] = _line(const, terms, probe, with_mm)
+            lines[k] = _line(const, terms, probe, with_mm, collateral)
         return lines[k]
 
     def value(k: int, x: Decimal) -> Decimal:
@@ -281,7 +294,7 @@ def nearest_root(
     _, slope = line(k0)
     downhill_first = s0 * slope > 0
     first = scan_down(None) if downhill_first else scan_up(None)
-    if monotone(terms):
+    if monotone(terms) and not collateral:
         return first
     limit = distance(first) if first is not None else None
     second = scan_up(limit) if downhill_first else scan_down(limit)
