@@ -124,3 +124,9 @@ class Account:
     @property
     def symbols(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(p.symbol for p in self.positions))
+
+    @property
+    def price_symbols(self) -> tuple[str, ...]:
+        """Every symbol whose price moves the account: its positions' and its collateral's."""
+        coins = (c.price_symbol for c in self.collateral if c.price_symbol)
+        return tuple(dict.fromkeys((*self.symbols, *coins)))
