@@ -387,3 +387,13 @@ def test_calc_shows_collateral_and_each_pool(tmp_path: Path) -> None:
     out = json.loads(alertd("calc", str(path), "--json", "--mark", "ETH/USDT:USDT=2000").stdout)
     eth = out["account"]["collateral"][1]
     assert (eth["price"], eth["value"]) == ("2000", "18")
+
+
+def test_schema_command_shows_the_snapshot_schema() -> None:
+    result = alertd("schema", "--snapshot")
+    assert result.returncode == 0, result.stderr
+    schema = json.loads(result.stdout)
+    assert schema["title"] == "Snapshot"
+    assert schema["properties"]["schema"]["const"] == 2
+    coin_fields = schema["$defs"]["CollateralIn"]["properties"]
+    assert {"asset", "amount", "price", "price_symbol", "ratio", "ratio_tiers"} <= set(coin_fields)

@@ -132,6 +132,9 @@ class PositionInV2(PositionIn):
 
 
 class SnapshotInV2(_Model):
+    """A snapshot file (schema 2): what ``alertd calc`` reads and ``alertd snapshot`` writes."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, title="Snapshot")
     schema_: Literal[2] = Field(alias="schema")
     exchange: str
     account: str = "default"
