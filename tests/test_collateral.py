@@ -16,6 +16,8 @@ from alertd.engine.collateral import Collateral, CollateralRatio, RatioBasis, Ra
 from alertd.engine.margin import compute
 from alertd.engine.model import Account
 from alertd.errors import SnapshotError
+from alertd.exchanges.binance import multi_assets_collateral
+from alertd.feeds.adapter import FrameError
 from alertd.snapshot.format import account_to_json, load_snapshot, parse_snapshot
 
 from .helpers import account, position, snapshot, tiers
@@ -397,3 +399,40 @@ def test_schema_command_shows_the_snapshot_schema() -> None:
     assert schema["properties"]["schema"]["const"] == 2
     coin_fields = schema["$defs"]["CollateralIn"]["properties"]
     assert {"asset", "amount", "price", "price_symbol", "ratio", "ratio_tiers"} <= set(coin_fields)
+
+
+# Binance USDⓈ-M docs, "Multi-Assets Mode Asset Index" (GET /fapi/v1/assetIndex), response
+# example.
+ADA_INDEX = {
+    "symbol": "ADAUSD",
+    "time": 1635740268004,
+    "index": "1.92957370",
+    "bidBuffer": "0.10000000",
+    "askBuffer": "0.10000000",
+    "bidRate": "1.73661633",
+    "askRate": "2.12253107",
+    "autoExchangeBidBuffer": "0.05000000",
+    "autoExchangeAskBuffer": "0.05000000",
+    "autoExchangeBidRate": "1.83309501",
+    "autoExchangeAskRate": "2.02605238",
+}
+
+
+def test_binance_asset_index_rows_value_coins_at_their_bid_and_ask_rates() -> None:
+    account_info = {
+        "assets": [
+            {"asset": "USDT", "crossWalletBalance": "100.00000000"},
+            {"asset": "ADA", "crossWalletBalance": "1000.00000000"},
+            {"asset": "BNB", "crossWalletBalance": "0.00000000"},  # never used: skipped
+        ]
+    }
+    markets = {"ADA/USDT:USDT": {}}
+    (ada,) = multi_assets_collateral(account_info, [ADA_INDEX], "USDT", markets)
+    assert (ada.asset, ada.price_symbol) == ("ADA", "ADA/USDT:USDT")
+    # held: amount x bidRate (the docs' rates are rounded to 8 places)
+    assert abs(ada.value - 1000 * D("1.73661633")) < D("1e-5")
+    owed = replace(ada, amount=D("-1000"))
+    assert abs(owed.value + 1000 * D("2.12253107")) < D("1e-5")  # a liability at the ask rate
+    no_index = {"assets": [{"asset": "ETH", "crossWalletBalance": "1"}]}
+    with pytest.raises(FrameError, match="no ETHUSD index for the ETH balance"):
+        multi_assets_collateral(no_index, [ADA_INDEX], "USDT", markets)
