@@ -4,7 +4,9 @@ The daemon sees every mark tick of every held symbol. Recomputing a whole accoun
 would cost O(positions); instead each margin pool keeps running sums of unrealized PnL,
 maintenance margin and notional, and a tick on a symbol updates only the positions in that
 symbol and the pools that hold them: O(positions in the symbol), with :class:`Leg`'s own
-formulas. These running figures are what most rules read.
+formulas. These running figures are what most rules read. A collateral coin valued at a symbol
+(:class:`LiveCollateral`) moves with that symbol's ticks the same way: its value is part of its
+pool's balance.
 
 Liquidation prices and the crash distance are solved only when asked for (a rule or a message
 needs them), with the engine's exact solver (:func:`~alertd.engine.legs.nearest_root`), and a
