@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -20,6 +20,19 @@ from alertd.feeds.marks import MarkHub
 from alertd.feeds.options import PRODUCTION, FeedOptions
 
 log = logging.getLogger(__name__)
+
+
+def _job(step: Callable[[], Awaitable[None]], what: str) -> Callable[[], Awaitable[None]]:
+    """A periodic job that ends quietly when the daemon stops with it in flight: the
+    scheduler would otherwise log the cancellation as a failure, with a traceback."""
+
+    async def run() -> None:
+        try:
+            await step()
+        except asyncio.CancelledError:
+            log.debug("%s: stopped in flight (shutting down)", what)
+
+    return run
 
 
 class FeedFactory(Protocol):
@@ -93,14 +106,14 @@ class FeedManager:
         jobs = dict(max_instances=1, coalesce=True, misfire_grace_time=None)
         for name, feed in self.feeds.items():
             scheduler.add_job(
-                feed.reconcile,
+                _job(feed.reconcile, f"reconcile:{name}"),
                 "interval",
                 seconds=settings.reconcile_interval_s,
                 id=f"reconcile:{name}",
                 **jobs,
             )
             scheduler.add_job(
-                feed.refresh_tiers,
+                _job(feed.refresh_tiers, f"tiers:{name}"),
                 "interval",
                 seconds=settings.tier_refresh_interval_s,
                 id=f"tiers:{name}",
@@ -108,7 +121,7 @@ class FeedManager:
             )
             if feed.spec.capabilities.renews_listen_key:
                 scheduler.add_job(
-                    feed.renew,
+                    _job(feed.renew, f"listen-key:{name}"),
                     "interval",
                     seconds=settings.listen_key_renew_interval_s,
                     id=f"listen-key:{name}",
