@@ -7,7 +7,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alertd.engine.book import Book
+from alertd.engine.book import Book, LiveAccount
 from alertd.engine.margin import compute
 from alertd.engine.model import Account
 
@@ -15,6 +15,17 @@ from .support import snapshots
 from .test_properties import accounts, close, dec
 
 D = Decimal
+
+
+def mark_of(live: LiveAccount, symbol: str) -> Decimal | None:
+    """The current mark of ``symbol`` in one account: a position's, or a coin's price."""
+    for lp in live.positions:
+        if lp.symbol == symbol:
+            return lp.mark
+    for coin in live.coins:
+        if coin.symbol == symbol:
+            return coin.price / coin.scale
+    return None
 
 
 @settings(max_examples=150, deadline=None)
@@ -27,21 +38,23 @@ def test_ticks_update_pools_like_a_full_recompute(held: list[Account], data: st.
     for _ in range(data.draw(st.integers(1, 25))):
         symbol = data.draw(st.sampled_from(symbols))
         current = next(
-            lp.mark
-            for key in range(len(held))
-            for lp in book._positions[key]
-            if lp.symbol == symbol
+            m for key in range(len(held)) if (m := mark_of(book.live(key), symbol)) is not None
         )
         mark = current * (1 + data.draw(dec(-25, 25, 2)) / 100)
         touched = book.apply_mark(symbol, mark)
         assert touched == {
-            key for key, a in enumerate(held) if any(p.symbol == symbol for p in a.positions)
+            key
+            for key, a in enumerate(held)
+            if any(p.symbol == symbol for p in a.positions)
+            or any(c.price_symbol == symbol for c in a.collateral)
         }
     for key in range(len(held)):
         full = compute(book.account(key))
         pool = book.cross_pool(key)
         assert close(pool.mm, full.pool.maintenance_margin)
         assert close(pool.upnl, full.pool.unrealized_pnl)
+        # collateral moved with its marks: the pool's balance is wallet + coins' value
+        assert close(pool.margin_balance, full.pool.margin_balance)
         ours, theirs = book.worst_ratio(key), full.worst_ratio
         if ours.is_finite() and theirs.is_finite():
             assert close(ours, theirs)
@@ -70,7 +83,8 @@ def test_liquidation_figures_on_demand_match_a_full_recompute(
     symbols = sorted(book.symbols)
     for _ in range(data.draw(st.integers(1, 12))):
         symbol = data.draw(st.sampled_from(symbols))
-        current = next(lp.mark for lp in live.positions if lp.symbol == symbol)
+        current = mark_of(live, symbol)
+        assert current is not None
         book.apply_mark(symbol, current * (1 + data.draw(dec(-20, 20, 2)) / 100))
         full = compute(book.account("a"))
         for i, pm in enumerate(full.positions):

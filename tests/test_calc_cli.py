@@ -220,7 +220,10 @@ def test_missing_file_and_bad_arguments(tmp_path: Path) -> None:
     assert result.returncode == 2 and "cannot read" in result.stderr
     path = write(tmp_path, snapshot("binanceusdm", "1000", [good_position()]))
     for args, message in (
-        (["--mark", "BTC/USDT=1"], "no position in that symbol (did you mean BTC/USDT:USDT?)"),
+        (
+            ["--mark", "BTC/USDT=1"],
+            "no position or collateral at that symbol (did you mean BTC/USDT:USDT?)",
+        ),
         (["--mark", "BTC/USDT:USDT=-5"], "price must be positive"),
         (["--move", "-100"], "must be above -100"),
         (["--target-ratio", "2"], "must be above 0 and at most 1"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from contextlib import AbstractAsyncContextManager
@@ -209,3 +210,61 @@ def test_fetch_history_pages_through_mark_candles(tmp_path: Path) -> None:
     history = load_history(out)
     assert len(history.candles) == 2260 and history.gaps == ()
     assert history.candles[0].t_ms == start and history.candles[0].open == D(100)
+
+
+def test_multi_assets_pool_is_read_live_and_matches_binance_totals() -> None:
+    """A multi-assets account (the accounts.md shape: 3.73 USDT, 22 USDC, long 0.009 BTC, plus
+    some BTC collateral): alertd reads the mode and the asset index, counts each coin at
+    ``index x (1 - bidBuffer)``, and its pool equals Binance's USD totals."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [("key-a", "secret-a", "3.73")]) as fake:
+            fake.set_mark(BTC, "67502.68")
+            fake.open_position("key-a", BTC, "long", "0.009", "67445.9")
+            fake.set_asset_index("USDC", "0.99977", "0", "0")
+            fake.set_asset_index("BTC", "67480.1", "0.05", "0.05")
+            fake.set_multi_assets_coins("key-a", {"USDC": "22", "BTC": "0.001"})
+            feed = await bootstrapped(
+                make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
+            )
+            coins = {c.asset: c for c in feed.state.collateral}
+            assert set(coins) == {"USDC", "BTC"}
+            assert coins["USDC"].value == D("22") * D("0.99977")
+            btc = coins["BTC"]
+            assert (btc.price, btc.price_symbol) == (D("67480.1"), BTC)
+            assert btc.value == D("0.001") * D("67480.1") * D("0.95")
+            account = feed.state.to_account()
+            metrics = compute(account)
+            reported = feed.state.reported_account
+            assert reported.margin_balance is not None
+            assert abs(metrics.pool.margin_balance - reported.margin_balance) < D("1e-6")
+            # the BTC coin falls with the long: liquidated sooner than if it held its value,
+            # later than on the USDC alone. The fake (like Binance's liquidationPrice, as far
+            # as its docs say) holds other coins at their value: that one figure differs.
+            liq = metrics.positions[0].liquidation_price
+            usdc_only = compute(dataclasses.replace(account, collateral=(coins["USDC"],)))
+            held = dataclasses.replace(btc, price_symbol=None)
+            fixed = compute(dataclasses.replace(account, collateral=(coins["USDC"], held)))
+            low, high = (
+                fixed.positions[0].liquidation_price,
+                usdc_only.positions[0].liquidation_price,
+            )
+            assert low is not None and liq is not None and high is not None
+            assert low < liq < high
+            assert feed.comparison is not None
+            assert [r.figure.value for r in feed.comparison.mismatches] == ["liquidation_price"]
+            theirs = feed.comparison.mismatches[0].theirs
+            assert theirs is not None and abs(theirs - low) < D("0.01")
+            # single-asset mode again: the USDT wallet alone
+            fake.set_multi_assets_coins("key-a", {}, on=False)
+            await feed.resync()
+            assert feed.state.collateral == ()
+            fake.set_multi_assets_coins("key-a", {"USDC": "22"})
+            await feed.resync()
+            # with a stablecoin only every figure agrees; at USDC 0.99977 the liquidation price is
+            # accounts.md's 64,846.99
+            assert feed.comparison is not None and feed.comparison.mismatches == ()
+            liq = compute(feed.state.to_account()).positions[0].liquidation_price
+            assert liq is not None and abs(liq / D("64846.99") - 1) < D("1e-6")
+
+    run(body())

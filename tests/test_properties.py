@@ -12,6 +12,7 @@ from decimal import Decimal
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from alertd.engine.collateral import Collateral, CollateralRatio, RatioBasis, RatioTier
 from alertd.engine.margin import compute
 from alertd.engine.model import Account, MarginMode, Position, Side
 from alertd.engine.profiles import ExchangeProfile
@@ -96,8 +97,60 @@ def positions(
 
 
 @st.composite
-def accounts(draw: st.DrawFn, max_positions: int = 4, hedge: bool = False) -> Account:
-    profile = PROFILES[draw(st.sampled_from(PROFILE_IDS))]
+def ratio_tables(draw: st.DrawFn, amount: Decimal, price: Decimal) -> CollateralRatio:
+    """A flat ratio, or tiers (by quantity or by value) with caps around the holding, so
+    that moves of its price cross them."""
+    if draw(st.booleans()):
+        return CollateralRatio.flat(draw(dec(0, 100, 2)) / 100)
+    basis = draw(st.sampled_from(RatioBasis))
+    size = abs(amount) * (price if basis is RatioBasis.VALUE else 1)
+    tiers = []
+    cap = D(0)
+    ratio = draw(dec(50, 100, 2)) / 100
+    for _ in range(draw(st.integers(1, 3))):
+        cap += size * draw(dec(10, 150, 2)) / 100
+        tiers.append(RatioTier(cap, ratio))
+        ratio = max(D(0), ratio - draw(dec(0, 40, 2)) / 100)
+    # an uncapped last tier, or a fully capped table (nothing past it counts)
+    if draw(st.booleans()):
+        tiers.append(RatioTier(None, ratio))
+    return CollateralRatio.build(tiers, basis)
+
+
+@st.composite
+def collaterals(draw: st.DrawFn, held: list[Position], notional: Decimal) -> Collateral:
+    """A coin: fixed in price (a stablecoin), valued at a held symbol (at a small basis to its
+    mark), or at a symbol no position holds; an asset or a liability."""
+    kind = draw(st.sampled_from(["fixed", "linked", "other"]))
+    if kind == "linked":
+        p = draw(st.sampled_from(held))
+        symbol: str | None = p.symbol
+        price = p.mark_price * (1 + draw(dec(-50, 50, 0)) / 10000)
+    else:
+        symbol = None if kind == "fixed" else "COIN/USDT:USDT"
+        price = draw(dec(1, 100_000, 2)) if kind == "other" else draw(dec(98, 101, 0)) / 100
+    value = notional * draw(dec(1, 150, 0)) / 100
+    if draw(st.integers(0, 4)) == 0:
+        value = -value / 4  # a liability
+    amount = (value / price).quantize(D("0.00001")) or D("0.00001")
+    return Collateral(
+        asset=f"C{kind}",
+        amount=amount,
+        price=price,
+        ratio=draw(ratio_tables(amount, price)),
+        price_symbol=symbol,
+        liability_ratio=draw(st.sampled_from([D(1), D("1.005")])),
+    )
+
+
+@st.composite
+def accounts(
+    draw: st.DrawFn, max_positions: int = 4, hedge: bool = False, collateral: bool | None = None
+) -> Account:
+    """``collateral``: True always gives the cross pool coins (linear profiles), False never,
+    None sometimes."""
+    linear = [p for p in PROFILE_IDS if p != "binancecoinm"]
+    profile = PROFILES[draw(st.sampled_from(linear if collateral else PROFILE_IDS))]
     inverse = profile.id == "binancecoinm"
     count = draw(st.integers(1, max_positions))
     held: list[Position] = []
@@ -114,7 +167,12 @@ def accounts(draw: st.DrawFn, max_positions: int = 4, hedge: bool = False) -> Ac
         (p.quantity * (1 / p.mark_price if inverse else p.mark_price) for p in held), D(0)
     )
     wallet = notional * draw(dec(1, 200, 0)) / 100
-    return Account(profile, "prop", "X", wallet, tuple(held))
+    coins: list[Collateral] = []
+    if not inverse and (collateral or (collateral is None and draw(st.booleans()))):
+        # collateral in the cross pool: part of the equity, moving with its price
+        coins = draw(st.lists(collaterals(held, notional), min_size=1, max_size=3))
+        wallet = wallet * draw(dec(-50, 100, 0)) / 100
+    return Account(profile, "prop", "X", wallet, tuple(held), tuple(coins))
 
 
 def _check_liquidation_ratio(account: Account) -> None:
@@ -134,6 +192,14 @@ def _check_liquidation_ratio(account: Account) -> None:
 @settings(max_examples=300, deadline=None)
 @given(accounts())
 def test_margin_ratio_is_one_at_the_liquidation_price(account: Account) -> None:
+    _check_liquidation_ratio(account)
+
+
+@settings(max_examples=300, deadline=None)
+@given(accounts(collateral=True))
+def test_pool_ratio_is_one_at_the_liquidation_price_with_collateral(account: Account) -> None:
+    """Coins valued at the liquidated symbol move with it (tiered ratios, liabilities, a basis
+    between their price and the mark); at the price alertd reports the pool's ratio is 1."""
     _check_liquidation_ratio(account)
 
 

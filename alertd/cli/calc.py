@@ -1,6 +1,7 @@
 """``alertd calc``: margin metrics of a snapshot file, with what-if prices.
 
-Compute an account's margin from a snapshot (JSON, schema 1).
+Compute an account's margin from a snapshot (JSON, schema 2 or 1): every cross pool, with its
+collateral; --mark moves positions and the coins valued at that symbol.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     loaded = load_snapshot(args.snapshot)
-    account = loaded.account
-    symbols = account.symbols
+    pools = loaded.pools or (loaded.account,)
+    symbols = list(dict.fromkeys(s for pool in pools for s in pool.price_symbols))
 
     marks: dict[str, Decimal] = {}
     for item in args.mark:
@@ -63,24 +64,29 @@ def run(args: argparse.Namespace) -> int:
         if symbol not in symbols:
             close = difflib.get_close_matches(symbol, symbols, n=1, cutoff=0.4)
             hint = f" (did you mean {close[0]}?)" if close else f" (held: {', '.join(symbols)})"
-            raise InputError(f"--mark {symbol}: no position in that symbol{hint}")
+            raise InputError(f"--mark {symbol}: no position or collateral at that symbol{hint}")
         marks[symbol] = price
     if marks:
-        account = account.with_marks(marks)
+        pools = tuple(pool.with_marks(marks) for pool in pools)
     if args.move is not None:
         pct = decimal_arg(args.move, "--move")
         if pct <= -100:
             raise InputError(f"--move: a price cannot fall by {pct}% (must be above -100)")
-        account = account.moved(pct / 100)
+        pools = tuple(pool.moved(pct / 100) for pool in pools)
     target = decimal_arg(args.target_ratio, "--target-ratio")
     if not 0 < target <= 1:
         raise InputError(f"--target-ratio: must be above 0 and at most 1 (got {target})")
 
     for warning in loaded.warnings:
         warn(warning)
-    metrics = compute(account, target)
+    main, *more = [compute(pool, target) for pool in pools]
     if args.json:
-        print(json.dumps(metrics_json(metrics), indent=2))
+        out = metrics_json(main)
+        if more:
+            # the other margin assets' pools, each computed on its own
+            out["pools"] = [metrics_json(m) for m in more]
+        print(json.dumps(out, indent=2))
     else:
-        render(metrics, console())
+        for m in (main, *more):
+            render(m, console())
     return EXIT_OK

@@ -4,7 +4,9 @@ The daemon sees every mark tick of every held symbol. Recomputing a whole accoun
 would cost O(positions); instead each margin pool keeps running sums of unrealized PnL,
 maintenance margin and notional, and a tick on a symbol updates only the positions in that
 symbol and the pools that hold them: O(positions in the symbol), with :class:`Leg`'s own
-formulas. These running figures are what most rules read.
+formulas. These running figures are what most rules read. A collateral coin valued at a symbol
+(:class:`LiveCollateral`) moves with that symbol's ticks the same way: its value is part of its
+pool's balance.
 
 Liquidation prices and the crash distance are solved only when asked for (a rule or a message
 needs them), with the engine's exact solver (:func:`~alertd.engine.legs.nearest_root`), and a
@@ -29,6 +31,7 @@ from dataclasses import replace
 from decimal import Decimal
 from itertools import pairwise
 
+from alertd.engine.collateral import Collateral, CollateralTerm
 from alertd.engine.legs import Leg, MonotoneRoot, Term, monotone, nearest_root, to_u
 from alertd.engine.margin import (
     AccountMetrics,
@@ -114,6 +117,37 @@ class LivePool:
         return self.linear and buffer > (d * self.sensitivity + self.leeway) * SAFETY
 
 
+class LiveCollateral:
+    """A coin of the cross pool that moves with a symbol's price: its value is in the pool's
+    ``balance`` and follows the marks of ``price_symbol``."""
+
+    __slots__ = ("account", "coin", "pool", "price", "scale", "value")
+
+    def __init__(self, account: Hashable, coin: Collateral, scale: Decimal, pool: LivePool) -> None:
+        self.account = account
+        self.coin = coin  # as of the last snapshot: its price is not kept current
+        self.scale = scale  # price / the symbol's mark (see Account.collateral_scale)
+        self.pool = pool
+        self.price = coin.price
+        self.value = coin.value
+
+    @property
+    def symbol(self) -> str:
+        assert self.coin.price_symbol is not None
+        return self.coin.price_symbol
+
+    def reprice(self, mark: Decimal) -> None:
+        price = self.scale * mark
+        value = self.coin.value_at(price)
+        self.pool.balance += value - self.value
+        self.price, self.value = price, value
+
+    def term(self, per_mark: bool) -> CollateralTerm:
+        """As a solver term: in the symbol's mark, or (``per_mark=False``) in a uniform move
+        factor of every price."""
+        return (self.coin, self.scale if per_mark else self.price)
+
+
 class LivePosition:
     __slots__ = ("account", "leg", "mark", "mm", "pool", "position", "slope", "u", "upnl")
 
@@ -170,6 +204,7 @@ class _Liquidation:
     and their last solved root."""
 
     __slots__ = (
+        "coins",
         "const",
         "inverse",
         "isolated_margin",
@@ -185,17 +220,26 @@ class _Liquidation:
     )
 
     def __init__(
-        self, members: list[LivePosition], isolated_margin: Decimal | None, tick: Decimal
+        self,
+        members: list[LivePosition],
+        isolated_margin: Decimal | None,
+        tick: Decimal,
+        coins: list[LiveCollateral] | None = None,
     ) -> None:
         self.members = members
         self.isolated_margin = isolated_margin
+        self.coins = coins or []  # cross coins valued at these legs' symbol: they move too
         self.inverse = members[0].position.inverse
         self.tick = tick  # how far rounding may move the price towards the mark (0: none)
         self.slope = sum((lp.slope for lp in members), ZERO)
         self.steps = sum((step_bound(lp.leg) for lp in members), ZERO)
         self.terms: list[Term] = [(lp.leg, ONE) for lp in members]
         # one root at most, whatever the mark: kept while it stays valid
-        self.solver = MonotoneRoot(self.terms, self.inverse) if monotone(self.terms) else None
+        self.solver = (
+            MonotoneRoot(self.terms, self.inverse)
+            if monotone(self.terms) and not self.coins
+            else None
+        )
         self.const: Decimal | None = None
         self.u0: Decimal | None = None
         self.x: Decimal | None = None
@@ -213,12 +257,15 @@ class _Liquidation:
             else:
                 mine = sum((lp.upnl - lp.mm for lp in members), ZERO)
             const = cross.balance + (cross.upnl - cross.mm - mine)
+            for coin in self.coins:
+                const -= coin.value  # solved as moving with the price below
         u0 = members[0].u
         if const != self.const or (self.solver is None and u0 != self.u0):
             if self.solver is not None:
                 x = self.solver.root(const, u0)
             else:
-                x = nearest_root(const, self.terms, u0, self.inverse)
+                linked = [coin.term(per_mark=True) for coin in self.coins]
+                x = nearest_root(const, self.terms, u0, self.inverse, True, linked)
             self.const, self.u0 = const, u0
             if x != self.x:
                 self.x, self.liq = x, price_from_root(x, self.inverse)
@@ -249,12 +296,18 @@ class _Liquidation:
 class LiveAccount:
     """One account in the book: its last snapshot, its pools and positions at current marks."""
 
-    __slots__ = ("_cross_held", "_groups", "account", "cross", "pools", "positions")
+    __slots__ = ("_cross_held", "_groups", "account", "coins", "cross", "pools", "positions")
 
     def __init__(self, key: Hashable, account: Account) -> None:
         self.account = account
-        self.cross = LivePool(account.wallet_balance)
+        self.cross = LivePool(account.wallet_balance + account.collateral_value)
         self.pools = [self.cross]
+        # coins that move with a price; the others' value stays in the balance as it is
+        self.coins = [
+            LiveCollateral(key, c, account.collateral_scale(c), self.cross)
+            for c in account.collateral
+            if c.price_symbol
+        ]
         self.positions: list[LivePosition] = []
         by_symbol: dict[str, list[LivePosition]] = {}
         ticks: list[Decimal] = []
@@ -274,9 +327,12 @@ class LiveAccount:
                 by_symbol.setdefault(p.symbol, []).append(lp)
                 cross_ticks.setdefault(p.symbol, []).append(tick)
         self._cross_held = bool(by_symbol)
-        # every cross leg of a symbol moves together (both legs in hedge mode)
+        # every cross leg of a symbol moves together (both legs in hedge mode), and so do
+        # the coins valued at that symbol
         shared = {
-            symbol: _Liquidation(legs, None, max(cross_ticks[symbol]))
+            symbol: _Liquidation(
+                legs, None, max(cross_ticks[symbol]), [c for c in self.coins if c.symbol == symbol]
+            )
             for symbol, legs in by_symbol.items()
         }
         self._groups = [
@@ -320,12 +376,14 @@ class LiveAccount:
         """True when position ``index``'s :meth:`liquidation_distance` is provably above ``d``
         (or it has no liquidation price), from running figures, with no solve. ``False``
         proves nothing: solve it."""
+        if self.coins and self.positions[index].pool is self.cross:
+            return False  # coins that move with marks: the bound does not cover them
         return self._groups[index].beyond(self.positions[index].pool, d)
 
     def liquidations_beyond(self, d: Decimal) -> bool:
         """:meth:`liquidation_beyond` of every position at once, in O(1) per pool. ``False``
         proves nothing: ask per position."""
-        if self._cross_held and not self.cross.beyond(d):
+        if self._cross_held and (self.coins or not self.cross.beyond(d)):
             return False
         return all(pool.beyond(d) for pool in self.pools[1:])
 
@@ -341,13 +399,20 @@ class LiveAccount:
         inverse = next(
             (lp.position.inverse for lp in self.positions if lp.pool is self.cross), False
         )
-        return crash_distance(self.cross.balance, cross_terms, inverse, moves, self.worst_ratio)
+        fixed = self.cross.balance - sum((coin.value for coin in self.coins), ZERO)
+        moving = [coin.term(per_mark=False) for coin in self.coins]
+        return crash_distance(fixed, cross_terms, inverse, moves, self.worst_ratio, moving)
 
     def current(self) -> Account:
         """The account at its current marks, for full metrics."""
+        moving = iter(self.coins)  # in the snapshot's order
         return replace(
             self.account,
             positions=tuple(replace(lp.position, mark_price=lp.mark) for lp in self.positions),
+            collateral=tuple(
+                replace(c, price=next(moving).price) if c.price_symbol else c
+                for c in self.account.collateral
+            ),
         )
 
 
@@ -358,6 +423,8 @@ class Book:
         self._accounts: dict[Hashable, LiveAccount] = {}
         self._by_symbol: dict[str, list[LivePosition]] = {}
         self._positions: dict[Hashable, list[LivePosition]] = {}
+        # collateral valued at a symbol's price, by symbol (kept apart from the positions)
+        self._coins_by_symbol: dict[str, list[LiveCollateral]] = {}
 
     def __len__(self) -> int:
         return len(self._accounts)
@@ -367,7 +434,10 @@ class Book:
 
     @property
     def symbols(self) -> Iterable[str]:
-        return self._by_symbol.keys()
+        """Every symbol whose mark moves something: held positions and collateral."""
+        if not self._coins_by_symbol:
+            return self._by_symbol.keys()
+        return self._by_symbol.keys() | self._coins_by_symbol.keys()
 
     def set_account(self, key: Hashable, account: Account) -> None:
         """Add or replace an account (a fresh snapshot after a reconcile, say)."""
@@ -375,6 +445,8 @@ class Book:
         live = LiveAccount(key, account)
         for lp in live.positions:
             self._by_symbol.setdefault(lp.symbol, []).append(lp)
+        for coin in live.coins:
+            self._coins_by_symbol.setdefault(coin.symbol, []).append(coin)
         self._accounts[key] = live
         self._positions[key] = live.positions
 
@@ -387,6 +459,12 @@ class Book:
                 self._by_symbol[symbol] = kept
             else:
                 del self._by_symbol[symbol]
+        for symbol in {coin.symbol for coin in self._accounts[key].coins}:
+            kept_coins = [c for c in self._coins_by_symbol[symbol] if c.account != key]
+            if kept_coins:
+                self._coins_by_symbol[symbol] = kept_coins
+            else:
+                del self._coins_by_symbol[symbol]
         del self._accounts[key]
 
     def apply_mark(self, symbol: str, mark: Decimal) -> set[Hashable]:
@@ -395,6 +473,9 @@ class Book:
         for lp in self._by_symbol.get(symbol, ()):
             lp.reprice(mark)
             touched.add(lp.account)
+        for coin in self._coins_by_symbol.get(symbol, ()):
+            coin.reprice(mark)
+            touched.add(coin.account)
         return touched
 
     def holders(self, symbol: str) -> int:
@@ -406,6 +487,9 @@ class Book:
         for lp in self._positions[key]:
             if lp.position.symbol == symbol:
                 lp.reprice(mark)
+        for coin in self._accounts[key].coins:
+            if coin.symbol == symbol:
+                coin.reprice(mark)
 
     def live(self, key: Hashable) -> LiveAccount:
         return self._accounts[key]

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from alertd.engine.collateral import CollateralTerm
 from alertd.engine.model import Position
 from alertd.engine.profiles import ExchangeProfile
 from alertd.engine.tiers import Tier, TierBasis, TierTable
@@ -100,13 +101,15 @@ class Leg:
 Term = tuple[Leg, Decimal]
 
 
-def _breakpoints(terms: Sequence[Term]) -> list[Decimal]:
+def _breakpoints(terms: Sequence[Term], collateral: Sequence[CollateralTerm] = ()) -> list[Decimal]:
     points: set[Decimal] = set()
     for leg, c in terms:
         if not leg.moves_tier:
             continue
         for cap in leg.tiers.caps:
             points.add(cap / (leg.quantity * c))
+    for coin, c in collateral:
+        points.update(coin.breakpoints(c))
     return sorted(points)
 
 
@@ -122,11 +125,19 @@ def _crossings(terms: Sequence[Term]) -> dict[Decimal, list[Term]]:
 
 
 def _line(
-    const: Decimal, terms: Sequence[Term], probe: Decimal, with_mm: bool
+    const: Decimal,
+    terms: Sequence[Term],
+    probe: Decimal,
+    with_mm: bool,
+    collateral: Sequence[CollateralTerm] = (),
 ) -> tuple[Decimal, Decimal]:
     """``(a, b)`` with ``f(x) = a + b * x`` on the segment holding ``probe``."""
     a = const
     b = ZERO
+    for coin, c in collateral:
+        ca, cb = coin.line(c, probe)
+        a += ca
+        b += cb
     for leg, c in terms:
         sq = leg.sign * leg.quantity
         a -= sq * leg.entry_u
@@ -221,17 +232,19 @@ def nearest_root(
     x0: Decimal,
     inverse: bool,
     with_mm: bool = True,
+    collateral: Sequence[CollateralTerm] = (),
 ) -> Decimal | None:
     """The positive x nearest to ``x0`` (in price terms) where ``f`` reaches zero.
 
-    ``f(x) = const + sum(upnl - mm)`` over the terms: equity minus requirement, or with
-    ``with_mm=False`` equity alone (for bankruptcy). Where step tiers make ``f`` jump across
-    zero at a boundary, that boundary is the root. ``None`` when no positive root exists
-    (a long that cannot be liquidated above a zero price, say).
+    ``f(x) = const + sum(upnl - mm)`` over the terms, plus the value of the ``collateral``
+    that moves with x: equity minus requirement, or with ``with_mm=False`` equity alone (for
+    bankruptcy). Where step tiers make ``f`` jump across zero at a boundary, that boundary is
+    the root. ``None`` when no positive root exists (a long that cannot be liquidated above
+    a zero price, say).
     """
-    # without the requirement, tiers do not matter: one segment
+    # without the requirement, position tiers do not matter (collateral tiers still do)
     crossings = _crossings(terms) if with_mm else {}
-    points = sorted(crossings)
+    points = _breakpoints(terms if with_mm else (), collateral) if collateral else sorted(crossings)
     # segment k is (edges[k], edges[k + 1]]; edges[0] = 0, the last upper edge is None = infinity
     edges: list[Decimal | None] = [ZERO, *points, None]
     lines: dict[int, tuple[Decimal, Decimal]] = {}
@@ -246,10 +259,11 @@ def nearest_root(
             return lines[k]
         # A scan walks from segment to segment: the next line is this one with the terms
         # that change tier at the edge between them (a fresh line each time, over every
-        # term, made a scan over many legs quadratic).
+        # term, made a scan over many legs quadratic). Collateral tiers change the line at
+        # edges of their own: with collateral, each line is made afresh.
         near = k - 1 if k - 1 in lines else k + 1 if k + 1 in lines else None
-        if near is None:
-            lines[k] = _line(const, terms, probe(k), with_mm)
+        if near is None or collateral:
+            lines[k] = _line(const, terms, probe(k), with_mm, collateral)
             return lines[k]
         a, b = lines[near]
         edge = edges[max(k, near)]
@@ -311,7 +325,7 @@ def nearest_root(
     _, slope = line(k0)
     downhill_first = s0 * slope > 0
     first = scan_down(None) if downhill_first else scan_up(None)
-    if monotone(terms):
+    if monotone(terms) and not collateral:
         return first
     limit = distance(first) if first is not None else None
     second = scan_up(limit) if downhill_first else scan_down(limit)

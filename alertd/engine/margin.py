@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
+from alertd.engine.collateral import Collateral, CollateralTerm
 from alertd.engine.legs import Leg, Term, from_u, nearest_root, to_u
 from alertd.engine.model import Account, Position, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
@@ -60,8 +61,15 @@ class PositionMetrics:
 
 
 @dataclass(frozen=True, slots=True)
+class CollateralMetrics:
+    collateral: Collateral
+    market_value: Decimal  # amount x price
+    value: Decimal  # what it adds to the pool's equity: after its ratio (liabilities in full)
+
+
+@dataclass(frozen=True, slots=True)
 class PoolMetrics:
-    """The cross margin pool: wallet balance shared by every cross position."""
+    """The cross margin pool: wallet balance (and collateral) shared by every cross position."""
 
     wallet_balance: Decimal
     unrealized_pnl: Decimal
@@ -73,6 +81,9 @@ class PoolMetrics:
     notional: Decimal
     effective_leverage: Decimal | None
     margin_to_add: Decimal | None
+    # coins besides the wallet balance, and their sum after ratios (in margin_balance)
+    collateral: tuple[CollateralMetrics, ...] = ()
+    collateral_value: Decimal = ZERO
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,20 +190,49 @@ def crash_distance(
     inverse: bool,
     isolated_moves: Sequence[Decimal],
     worst_ratio: Decimal,
+    collateral_terms: Sequence[CollateralTerm] = (),
 ) -> Decimal | None:
     """The uniform relative move of every mark that liquidates something first.
 
     ``cross_terms`` are the cross legs with their current ``u`` (the move factor is solved);
-    ``isolated_moves`` each isolated position's ``liquidation / mark - 1``.
+    ``collateral_terms`` the coins that move with a price, with their current prices
+    (``wallet_balance`` holds the value of those that do not); ``isolated_moves`` each
+    isolated position's ``liquidation / mark - 1``.
     """
     if worst_ratio >= 1:
         return ZERO  # something is already at or past liquidation
     moves = list(isolated_moves)
     if cross_terms:
-        x = nearest_root(wallet_balance, cross_terms, ONE, inverse)
+        x = nearest_root(wallet_balance, cross_terms, ONE, inverse, collateral=collateral_terms)
         if x is not None:
             moves.append(from_u(x, inverse) - 1)
     return min(moves, key=abs) if moves else None
+
+
+def linked_collateral(account: Account, symbol: str) -> tuple[list[CollateralTerm], Decimal]:
+    """The coins valued at ``symbol`` (as terms in its price) and the wallet balance plus the
+    value of every other coin."""
+    linked: list[CollateralTerm] = []
+    held = account.wallet_balance
+    for c in account.collateral:
+        if c.price_symbol == symbol:
+            linked.append((c, account.collateral_scale(c)))
+        else:
+            held += c.value
+    return linked, held
+
+
+def moving_collateral(coins: Sequence[Collateral]) -> tuple[list[CollateralTerm], Decimal]:
+    """The coins that move in a uniform move of every price (as terms in the move factor),
+    and the value of those that do not."""
+    moving: list[CollateralTerm] = []
+    fixed = ZERO
+    for c in coins:
+        if c.price_symbol:
+            moving.append((c, c.price))
+        else:
+            fixed += c.value
+    return moving, fixed
 
 
 def compute(
@@ -212,7 +252,9 @@ def compute(
 
     pool_upnl = sum((upnls[i] for i in cross), ZERO)
     pool_mm = sum((mms[i] for i in cross), ZERO)
-    pool_equity = account.wallet_balance + pool_upnl
+    coins = [CollateralMetrics(c, c.market_value, c.value) for c in account.collateral]
+    collateral_value = sum((c.value for c in coins), ZERO)
+    pool_equity = account.wallet_balance + collateral_value + pool_upnl
     pool_ratio = margin_ratio(pool_mm, pool_equity)
     pool_notional = sum((legs[i].quantity * us[i] for i in cross), ZERO)
     pool = PoolMetrics(
@@ -230,6 +272,8 @@ def compute(
             if target_ratio is not None and cross
             else None
         ),
+        collateral=tuple(coins),
+        collateral_value=collateral_value,
     )
 
     # Cross liquidation prices: per symbol, every cross leg of that symbol moves together
@@ -250,11 +294,13 @@ def compute(
         terms: list[Term] = [(legs[i], ONE) for i in mine]
         inverse = account.positions[mine[0]].inverse
         u0 = us[mine[0]]
-        const = account.wallet_balance + rest
+        # coins valued at this symbol move with it; the others hold their value
+        linked, held = linked_collateral(account, symbol)
+        const = held + rest
         cross_liq[symbol] = (
-            price_from_root(nearest_root(const, terms, u0, inverse), inverse),
+            price_from_root(nearest_root(const, terms, u0, inverse, True, linked), inverse),
             price_from_root(
-                nearest_root(account.wallet_balance + others_upnl, terms, u0, inverse, False),
+                nearest_root(held + others_upnl, terms, u0, inverse, False, linked),
                 inverse,
             ),
         )
@@ -330,13 +376,16 @@ def compute(
     worst = max(ratios, default=ZERO)
     cross_terms: list[Term] = [(legs[i], us[i]) for i in cross]
     inverse = bool(cross) and account.positions[cross[0]].inverse
+    moving, fixed = moving_collateral(account.collateral)
     return AccountMetrics(
         account=account,
         pool=pool,
         positions=tuple(results),
         worst_ratio=worst,
         crash_distance=(
-            crash_distance(account.wallet_balance, cross_terms, inverse, moves, worst)
+            crash_distance(
+                account.wallet_balance + fixed, cross_terms, inverse, moves, worst, moving
+            )
             if crash
             else None
         ),

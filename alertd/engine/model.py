@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
+from alertd.engine.collateral import Collateral
 from alertd.engine.profiles import ExchangeProfile
 from alertd.engine.tiers import TierTable
 
@@ -64,24 +65,57 @@ class Account:
     settle: str
     wallet_balance: Decimal  # the cross pool's wallet balance, without unrealized PnL
     positions: tuple[Position, ...]
+    # coins in the cross pool besides the wallet balance (multi-collateral modes)
+    collateral: tuple[Collateral, ...] = ()
+
+    def __post_init__(self) -> None:
+        if any(c.price_symbol for c in self.collateral) and any(p.inverse for p in self.positions):
+            # an inverse pool is solved in 1/price, where a coin's value is not piecewise linear
+            raise ValueError("collateral that moves with a price needs linear positions")
+
+    def mark_of(self, symbol: str) -> Decimal | None:
+        """The mark of ``symbol``'s positions, None when none is held."""
+        return next((p.mark_price for p in self.positions if p.symbol == symbol), None)
+
+    def collateral_scale(self, c: Collateral) -> Decimal:
+        """``c``'s price over the mark of its price symbol: a coin valued at an index keeps
+        its basis to the mark of the same symbol's positions as that mark moves (1 when none
+        is held: the coin's price is the symbol's)."""
+        mark = self.mark_of(c.price_symbol) if c.price_symbol else None
+        return c.price / mark if mark else Decimal(1)
 
     def with_marks(self, marks: Mapping[str, Decimal]) -> Account:
-        """The same account with some symbols' mark prices replaced."""
+        """The same account with some symbols' mark prices replaced (collateral valued at
+        those symbols moves with them)."""
         return replace(
             self,
             positions=tuple(
                 replace(p, mark_price=marks[p.symbol]) if p.symbol in marks else p
                 for p in self.positions
             ),
+            collateral=tuple(
+                replace(c, price=self.collateral_scale(c) * marks[c.price_symbol])
+                if c.price_symbol is not None and c.price_symbol in marks
+                else c
+                for c in self.collateral
+            ),
         )
 
     def moved(self, fraction: Decimal) -> Account:
-        """The same account with every mark moved by ``fraction`` (-0.1 = down 10%)."""
+        """The same account with every mark moved by ``fraction`` (-0.1 = down 10%), and
+        every coin that moves with a price."""
         factor = 1 + fraction
         return replace(
             self,
             positions=tuple(replace(p, mark_price=p.mark_price * factor) for p in self.positions),
+            collateral=tuple(
+                replace(c, price=c.price * factor) if c.price_symbol else c for c in self.collateral
+            ),
         )
+
+    @property
+    def collateral_value(self) -> Decimal:
+        return sum((c.value for c in self.collateral), Decimal(0))
 
     @property
     def cross_positions(self) -> tuple[Position, ...]:
@@ -90,3 +124,9 @@ class Account:
     @property
     def symbols(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(p.symbol for p in self.positions))
+
+    @property
+    def price_symbols(self) -> tuple[str, ...]:
+        """Every symbol whose price moves the account: its positions' and its collateral's."""
+        coins = (c.price_symbol for c in self.collateral if c.price_symbol)
+        return tuple(dict.fromkeys((*self.symbols, *coins)))

@@ -4,7 +4,10 @@ Binance COIN-M, a margin profile without a live feed (``alertd calc`` and replay
 Raw fields are read from ``info`` because ccxt's unified margin fields ignore ``cum`` and
 back-solve collateral (ccxt.md). Wire formats: developers.binance.com, USDⓈ-M Futures:
 "Position Information V3", "Account Information V3", "Notional and Leverage Brackets",
-user data stream "Event: Balance and Position Update" and "Event: Margin Call".
+user data stream "Event: Balance and Position Update" and "Event: Margin Call"; multi-assets
+mode: "Account Information V2" (its ``multiAssetsMargin`` flag, the same as "Get Current
+Multi-Assets Mode", ``GET /fapi/v1/multiAssetsMargin``, at a sixth of the request weight) and
+"Multi-Assets Mode Asset Index" (``GET /fapi/v1/assetIndex``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import dataclasses
 from decimal import Decimal
 from typing import Any
 
+from alertd.engine.collateral import Collateral, CollateralRatio
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.tiers import Tier, TierTable
@@ -100,6 +104,52 @@ def usdm_mode(answer: Any, portfolio_margin: bool = False) -> ModeReading:
     raise FrameError(f"multiAssetsMargin: not a boolean: {flag!r}")
 
 
+def multi_assets_collateral(
+    account: dict[str, Any],
+    asset_index: list[dict[str, Any]],
+    settle: str,
+    markets: dict[str, Any],
+) -> tuple[Collateral, ...]:
+    """The coins of a multi-assets account's USD pool besides ``settle`` (its wallet balance).
+
+    ``account`` is ``GET /fapi/v3/account``, ``asset_index`` ``GET /fapi/v1/assetIndex``. Each
+    coin counts ``min(equity x bidRate, equity x askRate)`` (Binance FAQ "How to Calculate
+    Margin in Multi-Assets Mode"), with ``bidRate = index x (1 - bidBuffer)`` and ``askRate =
+    index x (1 + askBuffer)``: at its index, with ratio ``1 - bidBuffer`` when held and
+    ``1 + askBuffer`` as a liability. A coin with a USDⓈ-M perpetual moves with that
+    perpetual's mark (the index keeps its basis to it); raises :class:`FrameError` naming a
+    held coin the index does not price.
+    """
+    index = {row.get("symbol"): row for row in asset_index if isinstance(row, dict)}
+    coins = []
+    for entry in account.get("assets") or []:
+        asset = entry.get("asset")
+        if not isinstance(asset, str) or asset == settle:
+            continue
+        # multi-assets mode is cross only: the cross wallet is the coin's whole balance
+        amount = dec(entry.get("crossWalletBalance"), f"assets[{asset}].crossWalletBalance")
+        if amount == 0:
+            continue
+        row = index.get(f"{asset}USD")
+        if row is None:
+            raise FrameError(f"assetIndex: no {asset}USD index for the {asset} balance")
+        price = dec(row.get("index"), f"assetIndex {asset}USD index")
+        if price <= 0:
+            raise FrameError(f"assetIndex: {asset}USD index is {price}")
+        perpetual = f"{asset}/{settle}:{settle}"
+        coins.append(
+            Collateral(
+                asset=asset,
+                amount=amount,
+                price=price,
+                ratio=CollateralRatio.flat(1 - dec(row.get("bidBuffer"), "bidBuffer")),
+                price_symbol=perpetual if perpetual in markets else None,
+                liability_ratio=1 + dec(row.get("askBuffer"), "askBuffer"),
+            )
+        )
+    return tuple(coins)
+
+
 class BinanceUSDMAdapter(ExchangeAdapter):
     exchange_id = "binanceusdm"
     market_filter = USDM_MARKETS
@@ -171,6 +221,28 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         balance = dec_or_none(info.get("totalMarginBalance"))
         ratio = mm / balance if mm is not None and balance else None
         return wallet, ReportedAccount(mm, balance, ratio)
+
+    async def fetch_collateral(self, exchange: Any) -> tuple[Collateral, ...]:
+        # V2 account information carries the mode flag (weight 5, where
+        # GET /fapi/v1/multiAssetsMargin weighs 30) and every coin's balance
+        account = await exchange.fapiPrivateV2GetAccount()
+        if not account.get("multiAssetsMargin"):
+            return ()  # single-asset: the settle wallet alone backs the pool
+        held = [
+            a["asset"]
+            for a in account.get("assets") or []
+            if isinstance(a, dict)
+            and a.get("asset") != self.settle
+            and dec_or_none(a.get("crossWalletBalance"))
+        ]
+        if not held:
+            return ()
+        # every index in one request: a coin Binance does not price is then named in the
+        # account's problem, where asking for it alone would be refused as a bad symbol
+        asset_index = await exchange.fapiPublicGetAssetIndex()
+        if not isinstance(asset_index, list):
+            raise FrameError("assetIndex: expected a list of indices")
+        return multi_assets_collateral(account, asset_index, self.settle, exchange.markets)
 
     async def watch_positions(self, exchange: Any) -> list[PositionState]:
         changed = await exchange.watch_positions()

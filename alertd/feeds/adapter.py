@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from alertd.engine.collateral import Collateral
 from alertd.engine.tiers import TierTable
 from alertd.exchanges.spec import MarketFilter
 from alertd.feeds.state import (
@@ -111,6 +112,11 @@ class ExchangeAdapter:
     async def fetch_balance(self, exchange: Any) -> tuple[Decimal, ReportedAccount]:
         """The cross wallet balance in the settle currency, and the exchange's account figures."""
         raise NotImplementedError
+
+    async def fetch_collateral(self, exchange: Any) -> tuple[Collateral, ...]:
+        """The cross pool's coins besides the settle wallet (multi-collateral modes), read at
+        every snapshot; none by default."""
+        return ()
 
     async def watch_positions(self, exchange: Any) -> list[PositionState]:
         raise NotImplementedError

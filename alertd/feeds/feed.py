@@ -205,10 +205,12 @@ class AccountFeed:
         if wanted is not None:
             positions = [p for p in positions if p.symbol in wanted]
         wallet, account_figures = await self.adapter.fetch_balance(exchange)
+        collateral = await self.adapter.fetch_collateral(exchange)
         now = self._clock()
         self.state.replace_positions(positions, now)
         self.state.reported_positions = reported
         self.state.set_wallet_balance(wallet, now)
+        self.state.collateral = collateral
         self.state.reported_account = account_figures
         self._set_mode(self._settled(mode, account_figures))
         for symbol, mark in marks.items():

@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from alertd.engine.collateral import Collateral
 from alertd.engine.model import Account, MarginMode, Position, Side
 from alertd.engine.profiles import ExchangeProfile
 from alertd.engine.tiers import TierTable
@@ -158,6 +159,8 @@ class AccountState:
     positions: dict[tuple[str, Side], PositionState] = field(default_factory=dict)
     marks: dict[str, Decimal] = field(default_factory=dict)
     wallet_balance: Decimal | None = None
+    # the cross pool's other coins (multi-collateral modes), as of the last REST snapshot
+    collateral: tuple[Collateral, ...] = ()
     # Bybit reports a wallet balance that still holds isolated positions' margin; Binance
     # reports the cross wallet alone
     wallet_includes_isolated: bool = False
@@ -297,4 +300,6 @@ class AccountState:
                     tick_size=market.tick_size,
                 )
             )
-        return Account(self.profile, self.name, self.settle, cross_wallet, tuple(held))
+        return Account(
+            self.profile, self.name, self.settle, cross_wallet, tuple(held), self.collateral
+        )

@@ -1,8 +1,13 @@
-"""The snapshot format (JSON, schema 1): read, validate, and build the engine's account model.
+"""The snapshot format (JSON, schema 2; schema 1 still read): read, validate, and build the
+engine's account model.
 
 The format is the contract between ``alertd snapshot`` (which writes it) and ``alertd calc``
 (which reads it); ``docs/snapshot.md`` documents every field. Validation reports every problem
 with its path (``positions[1].entry_price: missing``) rather than the first one only.
+
+Schema 2 adds collateral coins to the cross pool, more cross pools (one per margin asset where
+the account's mode keeps them apart) and an optional ``cross`` for isolated-only accounts.
+A schema 1 file is read exactly as before (its unknown keys ignored).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from alertd.engine.collateral import Collateral, CollateralRatio, RatioBasis, RatioTier
 from alertd.engine.model import Account, MarginMode, Position, Side
 from alertd.engine.profiles import ExchangeProfile
 from alertd.engine.tiers import (
@@ -31,7 +37,8 @@ from alertd.validation import decimal_value, short
 from alertd.validation import problems as validation_problems
 from alertd.views.format import decimal_str
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
 
 
 def _decimal(value: Any) -> Any:
@@ -82,6 +89,8 @@ class CrossIn(_Model):
 
 
 class SnapshotIn(_Model):
+    """Schema 1."""
+
     schema_: Literal[1] = Field(alias="schema")
     exchange: str
     account: str = "default"
@@ -90,10 +99,117 @@ class SnapshotIn(_Model):
     positions: list[PositionIn]
 
 
+Ratio = Annotated[Decimal, BeforeValidator(_decimal), Field(ge=0, le=1)]
+
+
+class RatioTierIn(_Model):
+    max_amount: PositiveDec | None = None
+    max_value: PositiveDec | None = None
+    ratio: Ratio
+
+
+class CollateralIn(_Model):
+    asset: Annotated[str, Field(min_length=1)]
+    amount: Dec
+    price: PositiveDec
+    price_symbol: Annotated[str, Field(min_length=1)] | None = None
+    ratio: Ratio | None = None
+    ratio_tiers: Annotated[list[RatioTierIn], Field(min_length=1)] | None = None
+    liability_ratio: PositiveDec = Decimal(1)
+
+
+class PoolIn(_Model):
+    wallet_balance: Dec = Decimal(0)
+    collateral: list[CollateralIn] = []
+
+
+class MorePoolIn(PoolIn):
+    asset: Annotated[str, Field(min_length=1)]
+
+
+class PositionInV2(PositionIn):
+    pool: Annotated[str, Field(min_length=1)] | None = None
+
+
+class SnapshotInV2(_Model):
+    """A snapshot file (schema 2): what ``alertd calc`` reads and ``alertd snapshot`` writes."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, title="Snapshot")
+    schema_: Literal[2] = Field(alias="schema")
+    exchange: str
+    account: str = "default"
+    settle: Annotated[str, Field(min_length=1)]
+    cross: PoolIn | None = None
+    pools: list[MorePoolIn] = []
+    positions: list[PositionInV2]
+
+
 @dataclass(frozen=True, slots=True)
 class LoadedSnapshot:
-    account: Account
+    account: Account  # the settle currency's pool: the first of ``pools``
     warnings: tuple[str, ...]
+    # every cross pool as its own account: one per margin asset where the mode keeps them
+    # apart (Binance single-asset: USDT-M against USDT, USDC-M against USDC)
+    pools: tuple[Account, ...] = ()
+
+
+def _build_ratio(c: CollateralIn, where: str, problems: list[str]) -> CollateralRatio | None:
+    if c.ratio is not None and c.ratio_tiers is not None:
+        problems.append(f"{where}: give ratio or ratio_tiers, not both")
+        return None
+    if c.ratio_tiers is None:
+        if c.ratio is None and c.amount > 0:
+            problems.append(f"{where}.ratio: missing (or ratio_tiers)")
+            return None
+        # a liability counts in full whatever its ratio
+        return CollateralRatio.flat(c.ratio if c.ratio is not None else Decimal(1))
+    raw = c.ratio_tiers
+    if any(t.max_amount is not None and t.max_value is not None for t in raw):
+        problems.append(f"{where}.ratio_tiers: give max_amount or max_value, not both")
+        return None
+    by_value = any(t.max_value is not None for t in raw)
+    if by_value and any(t.max_amount is not None for t in raw):
+        problems.append(f"{where}.ratio_tiers: tiers mix max_amount and max_value; use one basis")
+        return None
+    basis = RatioBasis.VALUE if by_value else RatioBasis.AMOUNT
+    tiers = [RatioTier(t.max_value if by_value else t.max_amount, t.ratio) for t in raw]
+    try:
+        return CollateralRatio.build(tiers, basis)
+    except TierTableError as exc:
+        field = ("max_value" if by_value else "max_amount") if exc.field == "cap" else exc.field
+        problems.append(f"{where}.ratio_tiers[{exc.index}].{field}: {exc.reason}")
+        return None
+
+
+def _build_collateral(
+    raw: list[CollateralIn], where: str, inverse: bool, problems: list[str]
+) -> tuple[Collateral, ...]:
+    out: list[Collateral] = []
+    seen: dict[str, int] = {}
+    for k, c in enumerate(raw):
+        here = f"{where}[{k}]"
+        if c.asset in seen:
+            problems.append(f"{here}.asset: {c.asset} twice (also {where}[{seen[c.asset]}])")
+        seen[c.asset] = k
+        if c.price_symbol is not None and inverse:
+            problems.append(
+                f"{here}.price_symbol: collateral that moves with a price needs linear "
+                "positions (an inverse pool is solved in 1/price)"
+            )
+        ratio = _build_ratio(c, here, problems)
+        if ratio is None:
+            continue
+        out.append(
+            Collateral(
+                asset=c.asset,
+                amount=c.amount,
+                price=c.price,
+                ratio=ratio,
+                price_symbol=c.price_symbol,
+                liability_ratio=c.liability_ratio,
+            )
+        )
+    return tuple(out)
 
 
 def _build_tiers(
@@ -141,7 +257,7 @@ def _build_tiers(
         return None
 
 
-def build_account(snap: SnapshotIn) -> LoadedSnapshot:
+def build_account(snap: SnapshotIn | SnapshotInV2) -> LoadedSnapshot:
     """Semantic checks and the engine model; raises :class:`SnapshotError` listing all."""
     problems: list[str] = []
     warnings: list[str] = []
@@ -152,6 +268,12 @@ def build_account(snap: SnapshotIn) -> LoadedSnapshot:
 
     seen: dict[tuple[str, str], int] = {}
     positions: list[Position] = []
+    more_pools = snap.pools if isinstance(snap, SnapshotInV2) else []
+    pool_positions: dict[str, list[Position]] = {}
+    for k, pool in enumerate(more_pools):
+        if pool.asset == snap.settle or pool.asset in pool_positions:
+            problems.append(f"pools[{k}].asset: {pool.asset} is already a pool")
+        pool_positions[pool.asset] = []
     warned_symbols: set[str] = set()
     inverse_kinds = {p.inverse for p in snap.positions}
     if len(inverse_kinds) > 1:
@@ -177,7 +299,14 @@ def build_account(snap: SnapshotIn) -> LoadedSnapshot:
             warned_symbols.add(p.symbol)
             for _, message in deduction_warnings(table):
                 warnings.append(f"{where}.tiers ({p.symbol}): {message}")
-        positions.append(
+        position_list = positions
+        if isinstance(p, PositionInV2) and p.pool is not None and p.pool != snap.settle:
+            if p.pool not in pool_positions:
+                known = ", ".join([snap.settle, *pool_positions])
+                problems.append(f"{where}.pool: no pool {p.pool!r} (pools: {known})")
+                continue
+            position_list = pool_positions[p.pool]
+        position_list.append(
             Position(
                 symbol=p.symbol,
                 side=Side.LONG if p.side == "long" else Side.SHORT,
@@ -194,16 +323,35 @@ def build_account(snap: SnapshotIn) -> LoadedSnapshot:
                 tick_size=p.tick_size,
             )
         )
+    inverse = any(inverse_kinds)
+    if isinstance(snap, SnapshotIn):
+        cross: PoolIn | None = PoolIn(wallet_balance=snap.cross.wallet_balance)
+    else:
+        cross = snap.cross
+    if cross is None:
+        cross = PoolIn()
+        if any(p.margin_mode == "cross" for p in snap.positions):
+            problems.append("cross: required when a position is in cross margin")
+    coins = _build_collateral(cross.collateral, "cross.collateral", inverse, problems)
+    more = [
+        (pool, _build_collateral(pool.collateral, f"pools[{k}].collateral", inverse, problems))
+        for k, pool in enumerate(more_pools)
+    ]
     if problems:
         raise SnapshotError(problems)
-    account = Account(
-        profile=profile,
-        name=snap.account,
-        settle=snap.settle,
-        wallet_balance=snap.cross.wallet_balance,
-        positions=tuple(positions),
-    )
-    return LoadedSnapshot(account, tuple(warnings))
+    # the settle currency's pool first, then one per other margin asset
+    pools = [
+        Account(profile, snap.account, asset, wallet, tuple(held), pool_coins)
+        for asset, wallet, held, pool_coins in (
+            (snap.settle, cross.wallet_balance, positions, coins),
+            *(
+                (pool.asset, pool.wallet_balance, pool_positions[pool.asset], pool_coins)
+                for pool, pool_coins in more
+            ),
+        )
+    ]
+    account = pools[0]
+    return LoadedSnapshot(account, tuple(warnings), tuple(pools))
 
 
 def parse_snapshot(text: str, source: str = "snapshot") -> LoadedSnapshot:
@@ -213,13 +361,15 @@ def parse_snapshot(text: str, source: str = "snapshot") -> LoadedSnapshot:
         raise SnapshotError(exc.problems) from None
     if not isinstance(data, dict):
         raise SnapshotError(f"{source}: a snapshot is a JSON object, got {type(data).__name__}")
-    if "schema" in data and data["schema"] != SCHEMA_VERSION:
+    schema = data.get("schema")
+    if "schema" in data and (isinstance(schema, bool) or schema not in READABLE_SCHEMAS):
+        readable = " and ".join(str(v) for v in READABLE_SCHEMAS)
         raise SnapshotError(
-            f"schema: this alertd reads snapshot schema {SCHEMA_VERSION} "
-            f"(got {short(data['schema'])})"
+            f"schema: this alertd reads snapshot schemas {readable} (got {short(schema)})"
         )
+    model: type[SnapshotIn] | type[SnapshotInV2] = SnapshotIn if schema == 1 else SnapshotInV2
     try:
-        snap = SnapshotIn.model_validate(data)
+        snap = model.model_validate(data)
     except ValidationError as exc:
         raise SnapshotError(validation_problems(exc, {"schema_": "schema"})) from None
     return build_account(snap)
@@ -241,6 +391,24 @@ def _tier_json(tier: Tier, basis: TierBasis) -> dict[str, str | None]:
     return out
 
 
+def _collateral_json(c: Collateral) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "asset": c.asset,
+        "amount": decimal_str(c.amount),
+        "price": decimal_str(c.price),
+        "price_symbol": c.price_symbol,
+    }
+    if c.ratio.is_flat:
+        out["ratio"] = decimal_str(c.ratio.tiers[0].ratio)
+    else:
+        cap = "max_value" if c.ratio.basis is RatioBasis.VALUE else "max_amount"
+        out["ratio_tiers"] = [
+            {cap: decimal_str(t.cap), "ratio": decimal_str(t.ratio)} for t in c.ratio.tiers
+        ]
+    out["liability_ratio"] = decimal_str(c.liability_ratio)
+    return out
+
+
 def account_to_json(account: Account) -> dict[str, Any]:
     """The snapshot object for ``account``: what :func:`parse_snapshot` reads back."""
     return {
@@ -248,7 +416,10 @@ def account_to_json(account: Account) -> dict[str, Any]:
         "exchange": account.profile.id,
         "account": account.name,
         "settle": account.settle,
-        "cross": {"wallet_balance": decimal_str(account.wallet_balance)},
+        "cross": {
+            "wallet_balance": decimal_str(account.wallet_balance),
+            "collateral": [_collateral_json(c) for c in account.collateral],
+        },
         "positions": [
             {
                 "symbol": p.symbol,

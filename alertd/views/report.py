@@ -9,7 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 import alertd.views.format as fmt
-from alertd.engine.margin import AccountMetrics, PositionMetrics
+from alertd.engine.collateral import RatioBasis
+from alertd.engine.margin import AccountMetrics, CollateralMetrics, PositionMetrics
 from alertd.engine.profiles import DisplayedRatio
 from alertd.snapshot.compare import Figure, Row
 from alertd.views.format import decimal_str
@@ -47,8 +48,22 @@ def position_json(pm: PositionMetrics) -> dict[str, Any]:
     }
 
 
+def collateral_json(cm: CollateralMetrics) -> dict[str, Any]:
+    c = cm.collateral
+    return {
+        "asset": c.asset,
+        "amount": decimal_str(c.amount),
+        "price": decimal_str(c.price),
+        "price_symbol": c.price_symbol,
+        "market_value": decimal_str(cm.market_value),
+        "value": decimal_str(cm.value),
+    }
+
+
 def metrics_json(m: AccountMetrics) -> dict[str, Any]:
-    """The ``alertd calc --json`` object: ``{"account": {...}, "positions": [...]}``."""
+    """The ``alertd calc --json`` object: ``{"account": {...}, "positions": [...]}``; the
+    account's ``collateral`` lists the cross pool's coins (their ``value`` is in
+    ``margin_balance``)."""
     a = m.account
     pool = m.pool
     return {
@@ -57,6 +72,8 @@ def metrics_json(m: AccountMetrics) -> dict[str, Any]:
             "account": a.name,
             "settle": a.settle,
             "wallet_balance": decimal_str(pool.wallet_balance),
+            "collateral_value": decimal_str(pool.collateral_value),
+            "collateral": [collateral_json(cm) for cm in pool.collateral],
             "unrealized_pnl": decimal_str(pool.unrealized_pnl),
             "margin_balance": decimal_str(pool.margin_balance),
             "maintenance_margin": decimal_str(pool.maintenance_margin),
@@ -95,6 +112,8 @@ def render(m: AccountMetrics, console: Console) -> None:
     summary.add_column(style="bold")
     summary.add_column(justify="right")
     summary.add_row("Wallet balance", fmt.money(pool.wallet_balance, unit))
+    if pool.collateral:
+        summary.add_row("Collateral value (after ratios)", fmt.money(pool.collateral_value, unit))
     summary.add_row("Unrealized PnL", fmt.money(pool.unrealized_pnl, unit))
     summary.add_row("Margin balance", fmt.money(pool.margin_balance, unit))
     summary.add_row("Maintenance margin", fmt.money(pool.maintenance_margin, unit))
@@ -120,6 +139,8 @@ def render(m: AccountMetrics, console: Console) -> None:
             fmt.money(pool.margin_to_add, unit, up=True),
         )
     console.print(summary)
+    if pool.collateral:
+        render_collateral(m, console)
 
     table = Table(title="Positions", header_style="bold")
     for name in (
@@ -167,6 +188,36 @@ def render(m: AccountMetrics, console: Console) -> None:
             fmt.price(pm.bankruptcy_price),
             fmt.leverage(pm.effective_leverage),
             action,
+        )
+    console.print(table)
+
+
+def _ratio_text(cm: CollateralMetrics) -> str:
+    c = cm.collateral
+    if c.amount <= 0:
+        return "liability" + ("" if c.liability_ratio == 1 else f" x{c.liability_ratio}")
+    if c.ratio.is_flat:
+        return fmt.ratio(c.ratio.tiers[0].ratio)
+    kind = "by value" if c.ratio.basis is RatioBasis.VALUE else "by amount"
+    # the ratio the whole holding gets at this price, from its tiers
+    return f"{fmt.ratio(cm.value / cm.market_value)} (tiered {kind})"
+
+
+def render_collateral(m: AccountMetrics, console: Console) -> None:
+    unit = m.account.settle
+    table = Table(title="Collateral", header_style="bold")
+    for name in ("Asset", "Amount", "Price", "Moves with", "Market value", "Ratio", "Value"):
+        table.add_column(name, justify="left" if name in ("Asset", "Moves with") else "right")
+    for cm in m.pool.collateral:
+        c = cm.collateral
+        table.add_row(
+            c.asset,
+            fmt.quantity(c.amount),
+            fmt.price(c.price),
+            c.price_symbol or "(fixed)",
+            fmt.money(cm.market_value, unit),
+            _ratio_text(cm),
+            fmt.money(cm.value, unit),
         )
     console.print(table)
 

@@ -11,6 +11,8 @@ What it serves (paths as on fapi.binance.com / fstream.binance.com):
 - REST signed (HMAC-SHA256 over the query, ``timestamp`` within ``recvWindow``):
   ``/fapi/v1/leverageBracket``, ``/fapi/v2|v3/positionRisk``, ``/fapi/v2|v3/account``,
   ``/fapi/v2|v3/balance``, ``/fapi/v1/positionSide/dual``, ``/fapi/v1/multiAssetsMargin``.
+- REST public: ``/fapi/v1/assetIndex`` (multi-assets mode indices, "Multi-Assets Mode Asset
+  Index": a list, or one object with ``symbol``).
 - REST API-key only: ``POST|PUT|DELETE /fapi/v1/listenKey``.
 - Websocket market streams on ``/market/ws/N``, ``/public/ws/N``, ``/ws``, ``/ws/<stream>`` and
   combined ``/stream?streams=a/b``: ``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS`` with
@@ -23,7 +25,11 @@ independently of alertd, with Binance's published formulas: ``MM = |notional at 
 cum`` with the bracket chosen by notional at mark, and the cross liquidation price
 ``LP = (WB - TMM1 + UPNL1 + cum - s*Q*EP) / (Q*mmr - s*Q)``, solved again with the bracket of the
 notional at LP when that differs (Binance FAQ "How to Calculate Liquidation Price of USDⓈ-M
-Futures Contracts"). The account is in single-asset mode (one margin asset, USDT by default).
+Futures Contracts"). The account is in single-asset mode (one margin asset, USDT by default),
+or with ``set_multi_assets`` in multi-assets mode: its other coins are listed in the account's
+``assets`` and counted in the ``total*`` figures at ``min(amount x bidRate, amount x askRate)``
+(Binance FAQ "How to Calculate Margin in Multi-Assets Mode"; the settle coin at par), and in the
+cross liquidation prices at their current value (a coin does not move with the position here).
 
 Connections, queues, drops, unanswered pings, scripted REST failures, bans and revoked keys
 are the shared machinery of ``base.py``; this module adds Binance's wire format. Test helpers
@@ -287,6 +293,7 @@ class _Account(shared.Credentials):
     # a maintenance margin the exchange adds that alertd does not model (a rule change):
     # the reported totalMaintMargin is the fake's own times this factor
     reported_mm_factor: Decimal = Decimal(1)
+    coins: dict[str, Decimal] = field(default_factory=dict)  # multi-assets, priced by assetIndex
 
     @property
     def cross_wallet(self) -> Decimal:
@@ -370,6 +377,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         # those failed by fail_rest() never reach it)
         self.listen_key_puts = 0
         self._markets: dict[str, _Market] = {}
+        # GET /fapi/v1/assetIndex rows by symbol ("BTCUSD")
+        self._asset_index: dict[str, dict[str, Any]] = {}
         real = _load_real_brackets()
         for market_id, base, quote, mark, tick, step, min_notional, sub in _DEFAULT_MARKETS:
             self._markets[market_id] = _Market(
@@ -519,6 +528,44 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         self._accounts[api_key] = _Account(api_key, secret, asset.upper(), _dec(wallet_balance))
 
     @scripted
+    def set_multi_assets_coins(self, api_key: str, coins: dict[str, Num], on: bool = True) -> None:
+        """Multi-assets mode with these other coins (negative: borrowed) beside the settle
+        wallet, valued by ``assetIndex``: each needs an index (``set_asset_index``) to count
+        in the totals. (``set_multi_assets`` instead gives each coin its USD value.)"""
+        account = self._account(api_key)
+        account.multi_assets = on
+        account.coins = {asset.upper(): _dec(amount) for asset, amount in coins.items()}
+
+    @scripted
+    def set_asset_index(self, asset: str, index: Num, bid_buffer: Num, ask_buffer: Num) -> None:
+        """One row of ``GET /fapi/v1/assetIndex`` (``<asset>USD``), in Binance's format."""
+        self._index_row(asset, _dec(index), _dec(bid_buffer), _dec(ask_buffer))
+
+    def _index_row(self, asset: str, price: Decimal, bid: Decimal, ask: Decimal) -> None:
+        self._asset_index[f"{asset.upper()}USD"] = {
+            "symbol": f"{asset.upper()}USD",
+            "time": now_ms(),
+            "index": _f8(price),
+            "bidBuffer": _f8(bid),
+            "askBuffer": _f8(ask),
+            "bidRate": _f8(price * (1 - bid)),
+            "askRate": _f8(price * (1 + ask)),
+            "autoExchangeBidBuffer": _f8(bid / 2),
+            "autoExchangeAskBuffer": _f8(ask / 2),
+            "autoExchangeBidRate": _f8(price * (1 - bid / 2)),
+            "autoExchangeAskRate": _f8(price * (1 + ask / 2)),
+        }
+
+    def _coins_usd(self, account: _Account) -> Decimal:
+        """The other coins' USD value in multi-assets mode: min(amount x bid, amount x ask)."""
+        total = Decimal(0)
+        for asset, amount in account.coins.items():
+            row = self._asset_index.get(f"{asset}USD")
+            if row is not None:
+                total += min(amount * _dec(row["bidRate"]), amount * _dec(row["askRate"]))
+        return total
+
+    @scripted
     def set_klines(self, symbol: str, candles: list[tuple[int, str, str, str, str]]) -> None:
         """1-minute candles (open time ms, open, high, low, close) that the kline endpoints
         (trades and mark price alike) serve for ``symbol``."""
@@ -536,6 +583,10 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             asset: (_dec(amount), _dec(value))
             for asset, (amount, value) in (collateral or {}).items()
         }
+        for asset, (_, value) in account.collateral.items():
+            # Binance indexes every collateral asset: here at its value, no buffers
+            if f"{asset.upper()}USD" not in self._asset_index:
+                self._index_row(asset, value, Decimal(0), Decimal(0))
 
     @scripted
     def set_asset_wallet(self, api_key: str, asset: str, amount: Num) -> None:
@@ -753,6 +804,9 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
                 tier=tier,
             )
         cross_wallet = account.cross_wallet
+        if account.multi_assets:
+            # multi-assets: the other coins back the cross positions too, held at their value
+            cross_wallet += self._coins_usd(account)
         for key, position in account.positions.items():
             market = self._markets[position.market_id]
             if position.margin_type == "isolated":
@@ -794,6 +848,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             web.get("/fapi/v3/balance", self._balance),
             web.get("/fapi/v1/positionSide/dual", self._position_mode),
             web.get("/fapi/v1/multiAssetsMargin", self._multi_assets),
+            web.get("/fapi/v1/assetIndex", self._asset_index_get),
             web.get("/sapi/v1/account/apiRestrictions", self._api_restrictions),
             web.get("/fapi/v1/klines", self._klines),
             web.get("/fapi/v1/markPriceKlines", self._klines),
@@ -1244,6 +1299,18 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         for figure in ("wallet", "margin_balance", "cross_wallet", "available", "max_withdraw"):
             t[figure] += usd
         t["mm"] *= account.reported_mm_factor
+        if account.multi_assets:
+            for asset in assets[1:]:
+                if asset["asset"] in account.coins:
+                    amount = _f8(account.coins[asset["asset"]])
+                    for field in ("walletBalance", "marginBalance", "crossWalletBalance"):
+                        asset[field] = amount
+        totals = {total: _f8(t[figure]) for _, total, figure in ACCOUNT_FIGURES}
+        if account.multi_assets:
+            # the account's totals are one USD pool in multi-assets mode
+            coins = self._coins_usd(account)
+            for total in ("totalWalletBalance", "totalMarginBalance", "totalCrossWalletBalance"):
+                totals[total] = _f8(_dec(totals[total]) + coins)
         positions = []
         for key, position in account.positions.items():
             fig = figures[key]
@@ -1263,7 +1330,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
                 }
             )
         return {
-            **{total: _f8(t[figure]) for _, total, figure in ACCOUNT_FIGURES},
+            **totals,
             "assets": assets,
             "positions": positions,
         }
@@ -1373,6 +1440,14 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         # "Get Current Multi-Assets Mode": {"multiAssetsMargin": true} (developers.binance.com)
         checked = await self._signed(request)
         return self._json({"multiAssetsMargin": checked[0].multi_assets})
+
+    async def _asset_index_get(self, request: web.Request) -> web.Response:
+        symbol = request.query.get("symbol")
+        if symbol is None:
+            return self._json(list(self._asset_index.values()))
+        if symbol not in self._asset_index:
+            return self._error(400, -1121, "Invalid symbol.")
+        return self._json(self._asset_index[symbol])
 
     async def _klines(self, request: web.Request) -> web.Response:
         # Binance "Kline/Candlestick Data" and "Mark Price Kline": symbol, interval, startTime,

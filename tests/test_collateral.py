@@ -1,0 +1,438 @@
+"""Multi-collateral pools: published worked examples (each with its source), the one real
+Binance multi-assets account we have figures for, the direction of the exposure, and the
+snapshot format (schema 2, schema 1 still read)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alertd.engine.collateral import Collateral, CollateralRatio, RatioBasis, RatioTier
+from alertd.engine.margin import compute
+from alertd.engine.model import Account
+from alertd.errors import SnapshotError
+from alertd.exchanges.binance import multi_assets_collateral
+from alertd.feeds.adapter import FrameError
+from alertd.snapshot.format import account_to_json, load_snapshot, parse_snapshot
+
+from .support.process import alertd
+from .support.snapshots import account, position, snapshot, tiers
+
+D = Decimal
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "binanceusdm-multi-assets.json"
+
+
+def coin(
+    asset: str,
+    amount: str,
+    price: str,
+    ratio: str = "1",
+    symbol: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "asset": asset,
+        "amount": amount,
+        "price": price,
+        "price_symbol": symbol,
+        "ratio": ratio,
+        **extra,
+    }
+
+
+def snapshot2(
+    exchange: str,
+    wallet: str,
+    positions: list[dict[str, Any]],
+    collateral: list[dict[str, Any]],
+    settle: str = "USDT",
+    **extra: Any,
+) -> dict[str, Any]:
+    snap = snapshot(exchange, wallet, positions, settle)
+    snap["schema"] = 2
+    snap["cross"]["collateral"] = collateral
+    snap.update(extra)
+    return snap
+
+
+def held(asset: str, amount: str, price: str, tier_rows: list[tuple[str | None, str]], by: str):
+    return Collateral(
+        asset,
+        D(amount),
+        D(price),
+        CollateralRatio.build(
+            [RatioTier(D(cap) if cap else None, D(r)) for cap, r in tier_rows], RatioBasis(by)
+        ),
+    )
+
+
+# --- published worked examples -----------------------------------------------------------
+
+
+def test_binance_multi_assets_faq_account_equity() -> None:
+    # Binance FAQ "How to Calculate Margin in Multi-Assets Mode" (c983a9268cfa4e70a4916c276bb3b7bc),
+    # example 1: USDTUSD index 0.99 with a bid buffer of 0.01 (bid rate 0.9801), USDCUSD 1;
+    # 200 USDT and 220 USDC, no positions: "Account Equity = 200 * 0.9801 + 220 * 1 = 416.02".
+    # Each coin is valued at its index and discounted by (1 - bid buffer).
+    snap = snapshot2(
+        "binanceusdm",
+        "0",
+        [],
+        [coin("USDT", "200", "0.99", "0.99"), coin("USDC", "220", "1", "1")],
+        settle="USD",
+    )
+    m = compute(account(snap))
+    assert m.pool.margin_balance == D("416.02")
+    assert m.pool.margin_ratio == 0
+
+
+def test_binance_multi_assets_faq_margin_ratio_does_not_reproduce_exactly() -> None:
+    # Same FAQ, example 2: long 0.5 BTCUSDT at 20,000 (MMR 0.8%) and 20 ETHUSDC at 600 (MMR 1%),
+    # marks at entry: "Margin Ratio = 199.596 / 416.02 = 47.98%", where 199.596 is the USDT
+    # position's 80 USDT of maintenance margin converted at USDT's ask rate (0.99495) plus
+    # 120 USDC at 1. alertd counts a position's maintenance margin and PnL in the pool at par
+    # with the pool's currency (it does not convert them at the settle coin's bid/ask rate),
+    # so it finds 200 / 416.02 = 48.07%: higher (safer side), by 80 x (1 - 0.99495) = 0.404
+    # of maintenance margin. With USDT at its usual ~1.000 index the difference vanishes; the
+    # FAQ's 0.99 index is a depeg scenario.
+    btc = position("BTC/USDT:USDT", "long", "0.5", "20000", "20000", tiers([(None, "0.008", "0")]))
+    eth = position("ETH/USDC:USDC", "long", "20", "600", "600", tiers([(None, "0.01", "0")]))
+    snap = snapshot2(
+        "binanceusdm",
+        "0",
+        [btc, eth],
+        [coin("USDT", "200", "0.99", "0.99"), coin("USDC", "220", "1", "1")],
+        settle="USD",
+    )
+    m = compute(account(snap))
+    assert m.pool.margin_balance == D("416.02")
+    assert m.pool.maintenance_margin == D("200")
+    binance_mm = D("199.596")
+    assert m.pool.maintenance_margin - binance_mm == D("80") * (1 - D("0.99495"))
+    assert round(m.pool.margin_ratio * 100, 2) == D("48.07")  # Binance: 47.98
+
+
+def test_bitget_tiered_collateral_by_quantity_and_by_value() -> None:
+    # Bitget, "Cross margin collateral ratios" (bgportable.com/en/spot/introduction/margininfo/
+    # cross-discount), example 1: 1 BTC at 50,000 (ratio 1 up to 5,000,000 USD) and 60,000 APT
+    # at 1 (ratio 0.8 for the first 50,000 APT, 0 past it): "1 x 50,000 x 1 + 50,000 x 1 x
+    # 0.8 + 10,000 x 1 x 0 = 90,000 USD". Example 2: 11,000,000 USDT at 1, by value: "5,000,000
+    # x 1 + 5,000,000 x 0.98 + 1,000,000 x 0.975 = 10,875,000 USD".
+    btc = held("BTC", "1", "50000", [("5000000", "1"), (None, "0")], "value")
+    apt = held("APT", "60000", "1", [("50000", "0.8"), (None, "0")], "amount")
+    assert btc.value + apt.value == D("90000")
+    usdt = held(
+        "USDT", "11000000", "1", [("5000000", "1"), ("10000000", "0.98"), (None, "0.975")], "value"
+    )
+    assert usdt.value == D("10875000")
+
+
+def test_okx_discount_tiers_by_usd_value() -> None:
+    # OKX multi-currency margin discount rates, example of OKX's 2022-06 LUNA discount-rate
+    # announcement as retold at casscams.com/152.html ("USDT-Only Collateral"): 11M USDT,
+    # tiers 0-5M at 1, 5M-10M at 0.9, above 10M at 0.8 (by USD value): "$10.3M"; and 1 BTC at
+    # a 50,000 USD index with ratio 1 beside 50K ZRX at ratio 0: "$50,000".
+    usdt = held(
+        "USDT", "11000000", "1", [("5000000", "1"), ("10000000", "0.9"), (None, "0.8")], "value"
+    )
+    assert usdt.value == D("10300000")
+    btc = held("BTC", "1", "50000", [(None, "1")], "amount")
+    zrx = held("ZRX", "50000", "0.3", [(None, "0")], "amount")
+    assert btc.value + zrx.value == D("50000")
+    # OKX's BETH tiers after 2024-07-18 (GlobeNewswire "OKX Adjusts Discount Rates for BETH"):
+    # 0-2M USD 0.95, 2M-4M 0.85, 4M-8M 0.5, above 0. 5M USD of BETH counts
+    # 2M x 0.95 + 2M x 0.85 + 1M x 0.5 = 4.1M.
+    beth = held(
+        "BETH",
+        "2000",
+        "2500",
+        [("2000000", "0.95"), ("4000000", "0.85"), ("8000000", "0.5"), (None, "0")],
+        "value",
+    )
+    assert beth.value == D("4100000")
+
+
+def test_bybit_tiered_collateral_value_ratio_and_liabilities() -> None:
+    # Bybit help centre, "Understanding Collateral Value Ratios in Unified Trading Account"
+    # (2025-09-18): tiers by quantity, BTC 0-10 at 0.98, >10-20 0.95, >20-30 0.9, >30-40 0.85,
+    # >40-50 0.8, >50 0; "The Collateral Value Ratio only applies to assets with a positive
+    # balance. For assets with a negative balance default to a 100% collateral value ratio."
+    # The page's own holding and result were not retrievable (the stored copy stops at the
+    # table), so the holdings here are ours: the checks are of the table's semantics.
+    rows: list[tuple[str | None, str]] = [
+        ("10", "0.98"),
+        ("20", "0.95"),
+        ("30", "0.9"),
+        ("40", "0.85"),
+        ("50", "0.8"),
+        (None, "0"),
+    ]
+    btc = held("BTC", "25", "60000", rows, "amount")
+    assert btc.value == (10 * D("0.98") + 10 * D("0.95") + 5 * D("0.9")) * 60000
+    # 60 BTC at 1: 10 x (0.98 + 0.95 + 0.9 + 0.85 + 0.8), nothing past 50
+    assert held("BTC", "60", "1", rows, "amount").value == D("44.8")
+    borrowed = replace(btc, amount=D("-2"))
+    assert borrowed.value == D("-120000")  # a liability counts in full
+
+
+# --- the real Binance multi-assets account ------------------------------------------------
+
+
+def test_real_binance_multi_assets_account() -> None:
+    # ../shared/design/accounts.md: a real multi-assets account with 3.73 USDT and 22 USDC,
+    # long 0.009 BTCUSDT at 67,445.9; Binance showed margin ratio 9.25% and liquidation price
+    # 64,846.99, where USDT-only math gave 57.30% and 67,300.70.
+    # Assumptions (the data has no index prices and no mark): USDT at par as the pool's
+    # currency, USDC valued at 1 with ratio 1 (Binance's USDC haircut is 0; its index was
+    # within a few 1e-4 of 1), BTCUSDT bracket 1 (MMR 0.4%, ../shared/data's 2026 brackets).
+    # The mark at the time is not recorded: it is taken as the one at which the USDT-only
+    # computation shows 57.30% (the issue's own reading), 67,502.68.
+    example = load_snapshot(EXAMPLE).account
+    m = compute(example)
+    liq = m.positions[0].liquidation_price
+    assert liq is not None
+    # A single cross position's liquidation price does not depend on the mark: reproduced to
+    # 1e-5 (the rest is USDC's index: 0.99977 would give Binance's figure to the cent).
+    assert abs(liq / D("64846.99") - 1) < D("1e-5")
+    # USDT-only, as alertd computed before (the issue's figures): 57.30% and 67,300.70.
+    usdt_only = compute(replace(example, collateral=()))
+    assert round(usdt_only.pool.margin_ratio * 100, 2) == D("57.30")
+    assert round(usdt_only.positions[0].liquidation_price or 0, 1) == D("67300.7")
+    # The ratio with the USDC counted: 9.26% at the inferred mark; Binance's 9.25% is what
+    # this computation gives at a mark 0.006% higher (the screen and the API reading were
+    # not taken at the same instant), so the two published figures are consistent.
+    assert round(m.pool.margin_ratio * 100, 2) == D("9.26")
+    later = compute(example.with_marks({"BTC/USDT:USDT": D("67506.5")}))
+    assert round(later.pool.margin_ratio * 100, 2) == D("9.25")
+
+
+# --- the collateral is a position too -----------------------------------------------------
+
+
+def _btc_account(side: str, collateral: list[dict[str, Any]], wallet: str = "0") -> Account:
+    pos = position("BTC/USDT:USDT", side, "1", "60000", "60000", tiers([(None, "0.005", "0")]))
+    return account(snapshot2("bybit", wallet, [pos], collateral))
+
+
+def test_btc_long_on_btc_collateral_is_doubly_exposed() -> None:
+    on_usdc = compute(_btc_account("long", [coin("USDC", "12000", "1")]))
+    on_btc = compute(_btc_account("long", [coin("BTC", "0.2", "60000", "1", "BTC/USDT:USDT")]))
+    assert on_usdc.pool.margin_balance == on_btc.pool.margin_balance == D("12000")
+    usdc_liq = on_usdc.positions[0].liquidation_price
+    btc_liq = on_btc.positions[0].liquidation_price
+    assert usdc_liq is not None and btc_liq is not None
+    # the collateral falls with the position: liquidated much sooner
+    assert btc_liq > usdc_liq
+    # equity at the liquidation price: 0.2 BTC + 1 BTC long both at the price = MM
+    # 0.2 x P + (P - 60000) = 0.005 x P  ->  P = 60000 / 1.195
+    assert btc_liq == D(60000) / D("1.195")
+    assert on_btc.crash_distance is not None and on_usdc.crash_distance is not None
+    assert abs(on_btc.crash_distance) < abs(on_usdc.crash_distance)
+
+
+def test_btc_short_hedged_by_btc_collateral_is_nearly_neutral() -> None:
+    on_usdc = compute(_btc_account("short", [coin("USDC", "60000", "1")]))
+    hedged = compute(_btc_account("short", [coin("BTC", "1", "60000", "1", "BTC/USDT:USDT")]))
+    usdc_liq = on_usdc.positions[0].liquidation_price
+    hedged_liq = hedged.positions[0].liquidation_price
+    assert usdc_liq is not None and hedged_liq is not None
+    # 60000 + P + (60000 - P) = 0.005 P: only the requirement grows with the price
+    assert hedged_liq == D(60000) / D("0.005")
+    assert hedged_liq > 10 * usdc_liq
+    # a move down never liquidates it either: the crash distance is the upward one
+    assert hedged.crash_distance is not None and hedged.crash_distance > 100
+
+
+def test_a_coin_at_a_basis_to_the_mark_keeps_it() -> None:
+    # BTC collateral at the index 59,940 while the perpetual's mark is 60,000: as the mark
+    # moves, the coin moves in proportion (it stays 0.1% under the mark).
+    acc = _btc_account("long", [coin("BTC", "0.2", "59940", "1", "BTC/USDT:USDT")])
+    moved = acc.with_marks({"BTC/USDT:USDT": D("50000")})
+    assert moved.collateral[0].price == D("49950")
+    liq = compute(acc).positions[0].liquidation_price
+    assert liq is not None
+    at = compute(acc.with_marks({"BTC/USDT:USDT": liq}))
+    assert abs(at.pool.margin_ratio - 1) < D("1e-20")
+
+
+# --- snapshot format ---------------------------------------------------------------------
+
+
+def test_schema_1_is_read_as_before_and_schema_2_round_trips() -> None:
+    pos = position("BTC/USDT:USDT", "long", "1", "60000", "59000", tiers([(None, "0.005", "0")]))
+    v1 = snapshot("bybit", "1000", [pos])
+    v1["cross"]["collateral"] = [coin("BTC", "1", "59000")]  # unknown to schema 1: ignored
+    assert account(v1).collateral == ()
+    tiered = coin("BTC", "2", "59000", symbol="BTC/USDT:USDT")
+    del tiered["ratio"]
+    tiered["ratio_tiers"] = [{"max_amount": "1", "ratio": "0.95"}, {"ratio": "0.9"}]
+    v2 = snapshot2("bybit", "1000", [pos], [tiered, coin("USDC", "-50", "1")])
+    first = account(v2)
+    again = parse_snapshot(json.dumps(account_to_json(first))).account
+    assert again == first
+    assert first.collateral[0].value == (D("0.95") + D("0.9")) * 59000
+    assert compute(first).pool.margin_balance == 1000 + D("1.85") * 59000 - 50 - 1000
+
+
+def test_cross_is_optional_for_isolated_only_accounts_and_pools_per_margin_asset() -> None:
+    iso = position(
+        "BTC/USDT:USDT",
+        "long",
+        "1",
+        "60000",
+        "59000",
+        tiers([(None, "0.005", "0")]),
+        mode="isolated",
+        isolated_margin="3000",
+    )
+    snap = snapshot2("binanceusdm", "0", [iso], [])
+    del snap["cross"]
+    assert compute(account(snap)).positions[0].liquidation_price is not None
+    usdc = position("ETH/USDC:USDC", "short", "2", "3000", "3100", tiers([(None, "0.01", "0")]))
+    usdc["pool"] = "USDC"
+    cross_btc = dict(iso, margin_mode="cross", isolated_margin=None)
+    snap = snapshot2(
+        "binanceusdm",
+        "500",
+        [cross_btc, usdc],
+        [],
+        pools=[{"asset": "USDC", "wallet_balance": "400"}],
+    )
+    loaded = parse_snapshot(json.dumps(snap))
+    usdt_pool, usdc_pool = loaded.pools
+    assert [p.symbol for p in usdt_pool.positions] == ["BTC/USDT:USDT"]
+    assert usdc_pool.settle == "USDC" and usdc_pool.wallet_balance == 400
+    # each pool on its own: the USDC short's loss does not touch the USDT pool
+    assert compute(usdc_pool).pool.margin_balance == 400 - 200
+    assert compute(usdt_pool).pool.margin_balance == 500 - 1000
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s: s.pop("cross"), "cross: required when a position is in cross margin"),
+        (lambda s: s["cross"]["collateral"][0].pop("ratio"), "cross.collateral[0].ratio: missing"),
+        (
+            lambda s: s["cross"]["collateral"][0].update(ratio_tiers=[{"ratio": "1"}]),
+            "cross.collateral[0]: give ratio or ratio_tiers, not both",
+        ),
+        (
+            lambda s: s["cross"]["collateral"][0].update(
+                ratio=None,
+                ratio_tiers=[{"max_amount": "2", "ratio": "1"}, {"max_amount": "1", "ratio": "1"}],
+            ),
+            "cross.collateral[0].ratio_tiers[1].max_amount: must be above the previous cap 2",
+        ),
+        (
+            lambda s: s["cross"]["collateral"][0].update(ratio="1.5"),
+            "cross.collateral[0].ratio",
+        ),
+        (lambda s: s["positions"][0].update(pool="BUSD"), "positions[0].pool: no pool 'BUSD'"),
+        (lambda s: s.update(schema=3), "this alertd reads snapshot schemas 1 and 2 (got 3)"),
+    ],
+)
+def test_bad_collateral_is_named_by_path(change: Any, message: str) -> None:
+    pos = position("BTC/USDT:USDT", "long", "1", "60000", "59000", tiers([(None, "0.005", "0")]))
+    snap = snapshot2("bybit", "1000", [pos], [coin("BTC", "1", "59000", "0.9")])
+    change(snap)
+    with pytest.raises(SnapshotError) as info:
+        parse_snapshot(json.dumps(snap))
+    assert any(message in p for p in info.value.problems), info.value.problems
+
+
+def test_moving_collateral_is_refused_with_inverse_positions() -> None:
+    pos = position(
+        "BTC/USD:BTC",
+        "long",
+        "100",
+        "60000",
+        "59000",
+        tiers([(None, "0.005", "0")]),
+        inverse=True,
+        contract_size="100",
+    )
+    snap = snapshot2(
+        "binancecoinm", "1", [pos], [coin("ETH", "1", "0.05", "0.9", "ETH/BTC")], settle="BTC"
+    )
+    with pytest.raises(SnapshotError) as info:
+        parse_snapshot(json.dumps(snap))
+    assert "cross.collateral[0].price_symbol: collateral that moves with a price" in str(
+        info.value.problems
+    )
+
+
+def test_calc_shows_collateral_and_each_pool(tmp_path: Path) -> None:
+    result = alertd("calc", str(EXAMPLE))
+    assert result.returncode == 0, result.stderr
+    assert "Collateral" in result.stdout and "USDC" in result.stdout
+    assert "64,846.40" in result.stdout
+    out = json.loads(alertd("calc", str(EXAMPLE), "--json").stdout)
+    assert out["account"]["collateral"][0] == {
+        "asset": "USDC",
+        "amount": "22",
+        "price": "1",
+        "price_symbol": None,
+        "market_value": "22",
+        "value": "22",
+    }
+    # --mark moves a coin valued at a symbol no position holds
+    snap = json.loads(EXAMPLE.read_text())
+    snap["cross"]["collateral"].append(coin("ETH", "0.01", "3000", "0.9", "ETH/USDT:USDT"))
+    path = tmp_path / "eth.json"
+    path.write_text(json.dumps(snap))
+    out = json.loads(alertd("calc", str(path), "--json", "--mark", "ETH/USDT:USDT=2000").stdout)
+    eth = out["account"]["collateral"][1]
+    assert (eth["price"], eth["value"]) == ("2000", "18")
+
+
+def test_schema_command_shows_the_snapshot_schema() -> None:
+    result = alertd("schema", "--snapshot")
+    assert result.returncode == 0, result.stderr
+    schema = json.loads(result.stdout)
+    assert schema["title"] == "Snapshot"
+    assert schema["properties"]["schema"]["const"] == 2
+    coin_fields = schema["$defs"]["CollateralIn"]["properties"]
+    assert {"asset", "amount", "price", "price_symbol", "ratio", "ratio_tiers"} <= set(coin_fields)
+
+
+# Binance USDⓈ-M docs, "Multi-Assets Mode Asset Index" (GET /fapi/v1/assetIndex), response
+# example.
+ADA_INDEX = {
+    "symbol": "ADAUSD",
+    "time": 1635740268004,
+    "index": "1.92957370",
+    "bidBuffer": "0.10000000",
+    "askBuffer": "0.10000000",
+    "bidRate": "1.73661633",
+    "askRate": "2.12253107",
+    "autoExchangeBidBuffer": "0.05000000",
+    "autoExchangeAskBuffer": "0.05000000",
+    "autoExchangeBidRate": "1.83309501",
+    "autoExchangeAskRate": "2.02605238",
+}
+
+
+def test_binance_asset_index_rows_value_coins_at_their_bid_and_ask_rates() -> None:
+    account_info = {
+        "assets": [
+            {"asset": "USDT", "crossWalletBalance": "100.00000000"},
+            {"asset": "ADA", "crossWalletBalance": "1000.00000000"},
+            {"asset": "BNB", "crossWalletBalance": "0.00000000"},  # never used: skipped
+        ]
+    }
+    markets = {"ADA/USDT:USDT": {}}
+    (ada,) = multi_assets_collateral(account_info, [ADA_INDEX], "USDT", markets)
+    assert (ada.asset, ada.price_symbol) == ("ADA", "ADA/USDT:USDT")
+    # held: amount x bidRate (the docs' rates are rounded to 8 places)
+    assert abs(ada.value - 1000 * D("1.73661633")) < D("1e-5")
+    owed = replace(ada, amount=D("-1000"))
+    assert abs(owed.value + 1000 * D("2.12253107")) < D("1e-5")  # a liability at the ask rate
+    no_index = {"assets": [{"asset": "ETH", "crossWalletBalance": "1"}]}
+    with pytest.raises(FrameError, match="no ETHUSD index for the ETH balance"):
+        multi_assets_collateral(no_index, [ADA_INDEX], "USDT", markets)
