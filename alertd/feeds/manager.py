@@ -1,6 +1,12 @@
 """All accounts' feeds, and their periodic jobs on one apscheduler scheduler.
 
 One account's fatal error stops that account only; the others keep streaming.
+
+Accounts that reach one exchange the same way share a mark hub and a
+:class:`~alertd.feeds.ccxt_exchange.SharedExchange` (market catalogue, HTTP pool, SSL context,
+per-IP rate limiter, REST slots): the manager owns both and closes them after the feeds. Each
+account's periodic jobs start at its own offset within the interval, so that a thousand
+reconciles do not hit the exchange in the same second.
 """
 
 from __future__ import annotations
@@ -8,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from alertd.config import AccountConfig, Config, FeedSettings, Secret
 from alertd.exchanges.registry import get_spec
+from alertd.feeds.ccxt_exchange import SharedExchange, new_ssl_context
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.marks import MarkHub
 from alertd.feeds.options import PRODUCTION, FeedOptions
@@ -33,7 +42,14 @@ class FeedFactory(Protocol):
         options: FeedOptions = ...,
         *,
         hub: MarkHub | None = ...,
+        shared: SharedExchange | None = ...,
     ) -> AccountFeed: ...
+
+
+def spread_starts(count: int, interval_s: float) -> list[float]:
+    """First-run delays of ``count`` jobs with one interval: spread evenly over one interval
+    after the first (job i at interval * (1 + i / count)), not all at once."""
+    return [interval_s * (1 + i / count) for i in range(count)]
 
 
 class FeedManager:
@@ -48,33 +64,61 @@ class FeedManager:
         self.config = config
         self.options = options
         self.hubs: dict[str, MarkHub] = {}
+        self.shared: dict[str, SharedExchange] = {}
         self.feeds: dict[str, AccountFeed] = {}
+        self._ssl_context: ssl.SSLContext | None = None
         for account in config.accounts:
             if not account.enabled:
                 continue
+            key = self._key(account)
             feed = feed_factory(
                 account,
                 secrets.get(account.name, {}),
                 config.feeds,
                 options,
-                hub=self._hub_for(account),
+                hub=self._hub_for(key, account),
+                shared=self._shared_for(key, account),
             )
             self.feeds[account.name] = feed
         self._scheduler: AsyncIOScheduler | None = None
 
-    def _hub_for(self, account: AccountConfig) -> MarkHub:
-        """Accounts that reach the same exchange the same way share one mark hub."""
-        key = json.dumps(
+    @staticmethod
+    def _key(account: AccountConfig) -> str:
+        """Accounts with the same key reach the same exchange the same way."""
+        return json.dumps(
             [account.exchange, account.sandbox, account.urls, account.options],
             sort_keys=True,
             default=str,
         )
-        if key not in self.hubs:
+
+    def _shared_for(self, key: str, account: AccountConfig) -> SharedExchange:
+        if key not in self.shared:
+            if self._ssl_context is None:
+                self._ssl_context = new_ssl_context()
             settings = self.config.feeds
             factory = self.options.exchange_factory
 
+            def catalogue_exchange(shared: SharedExchange, account: AccountConfig = account) -> Any:
+                return factory(account, {}, settings, None, shared)  # markets are public
+
+            self.shared[key] = SharedExchange(
+                f"{account.exchange} shared" + (f" #{len(self.shared)}" if self.shared else ""),
+                catalogue_exchange,
+                self._ssl_context,
+                rest_concurrency=settings.rest_concurrency,
+                rest_limit_per_ip=get_spec(account.exchange).capabilities.rest_limit_per_ip,
+            )
+        return self.shared[key]
+
+    def _hub_for(self, key: str, account: AccountConfig) -> MarkHub:
+        """Accounts that reach the same exchange the same way share one mark hub."""
+        if key not in self.hubs:
+            settings = self.config.feeds
+            factory = self.options.exchange_factory
+            shared = self._shared_for(key, account)
+
             def public_exchange(sink: Any, account: AccountConfig = account) -> Any:
-                return factory(account, {}, settings, sink)  # no secrets: marks are public
+                return factory(account, {}, settings, sink, shared)  # no secrets: marks are public
 
             self.hubs[key] = MarkHub(
                 f"{account.exchange} marks" + (f" #{len(self.hubs)}" if self.hubs else ""),
@@ -84,41 +128,55 @@ class FeedManager:
                 self.options.clock,
                 self.options.sleep,
                 min_reconnect_interval_s=settings.stale_after_s,
+                shared=shared,
             )
         return self.hubs[key]
 
-    def _schedule(self) -> AsyncIOScheduler:
+    def schedule(self) -> AsyncIOScheduler:
+        """The periodic jobs (not started): per account reconcile, tier refresh and listen-key
+        renewal, each account at its own offset within the interval; per shared exchange the
+        market catalogue's refresh, with the tiers'."""
         settings = self.config.feeds
         scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
-        jobs = dict(max_instances=1, coalesce=True, misfire_grace_time=None)
-        for name, feed in self.feeds.items():
+        now = datetime.now(UTC)
+
+        def add(
+            job: Callable[[], Awaitable[None]], job_id: str, interval: float, delay: float
+        ) -> None:
             scheduler.add_job(
-                feed.reconcile,
+                job,
                 "interval",
-                seconds=settings.reconcile_interval_s,
-                id=f"reconcile:{name}",
-                **jobs,
+                seconds=interval,
+                start_date=now + timedelta(seconds=delay),
+                id=job_id,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
             )
-            scheduler.add_job(
-                feed.refresh_tiers,
-                "interval",
-                seconds=settings.tier_refresh_interval_s,
-                id=f"tiers:{name}",
-                **jobs,
-            )
-            if feed.spec.capabilities.renews_listen_key:
-                scheduler.add_job(
-                    feed.renew,
-                    "interval",
-                    seconds=settings.listen_key_renew_interval_s,
-                    id=f"listen-key:{name}",
-                    **jobs,
-                )
+
+        feeds = list(self.feeds.items())
+        jobs = [
+            ("reconcile", settings.reconcile_interval_s, [(n, f.reconcile) for n, f in feeds]),
+            ("tiers", settings.tier_refresh_interval_s, [(n, f.refresh_tiers) for n, f in feeds]),
+            (
+                "listen-key",
+                settings.listen_key_renew_interval_s,
+                [(n, f.renew) for n, f in feeds if f.spec.capabilities.renews_listen_key],
+            ),
+            (
+                "markets",
+                settings.tier_refresh_interval_s,
+                [(s.name, s.refresh_markets) for s in self.shared.values()],
+            ),
+        ]
+        for kind, interval, calls in jobs:
+            for (name, call), delay in zip(calls, spread_starts(len(calls), interval), strict=True):
+                add(call, f"{kind}:{name}", interval, delay)
         return scheduler
 
     async def run(self) -> None:
         """Run every feed until cancelled; then stop the jobs and close the exchanges."""
-        self._scheduler = self._schedule()
+        self._scheduler = self.schedule()
         self._scheduler.start()
         try:
             async with asyncio.TaskGroup() as group:
@@ -149,3 +207,5 @@ class FeedManager:
         self._scheduler = None
         await asyncio.gather(*(feed.close() for feed in self.feeds.values()))
         await asyncio.gather(*(hub.close() for hub in self.hubs.values()))
+        # last: every account's and hub's exchange is closed, nothing uses the pools any more
+        await asyncio.gather(*(shared.close() for shared in self.shared.values()))

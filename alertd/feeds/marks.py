@@ -19,7 +19,7 @@ import ccxt
 from alertd.clock import Clock, Sleep
 from alertd.feeds.adapter import ExchangeAdapter, FrameError
 from alertd.feeds.backoff import Backoff
-from alertd.feeds.ccxt_exchange import describe
+from alertd.feeds.ccxt_exchange import SharedExchange, describe, load_markets
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,10 @@ class MarkHub:
         clock: Clock,
         sleep: Sleep,
         min_reconnect_interval_s: float = 1.0,
+        shared: SharedExchange | None = None,
     ) -> None:
         self.name = name
+        self._shared = shared  # the exchange's market catalogue, given to this hub's exchange
         self._factory = exchange_factory
         self.adapter = adapter
         self._backoff_factory = backoff_factory
@@ -108,7 +110,9 @@ class MarkHub:
         backoff = self._backoff_factory()
         while True:
             try:
-                price = await self.adapter.watch_mark(self._exchange(), symbol)
+                exchange = self._exchange()
+                await load_markets(exchange, self._shared)
+                price = await self.adapter.watch_mark(exchange, symbol)
                 backoff.healthy(self._clock())
             except FrameError as exc:
                 self.on_malformed(f"mark {symbol}: bad frame", str(exc))
