@@ -170,6 +170,8 @@ def main() -> int:
         timeouts = len(re.findall(r"RequestTimeout", log))
         failed = log.count("bootstrap failed")
         reconcile_failed = log.count("reconcile failed")
+        # a periodic job still running when its next run is due (apscheduler skips that run)
+        skipped = log.count("maximum number of running instances reached")
         errors = [line for line in log.splitlines() if " ERROR " in line]
         cpu_pct = (c1 - c0) / (t1 - t0) * 100
         mode = "firing" if args.firing else "calm"
@@ -187,6 +189,7 @@ def main() -> int:
             f"errors       : {timeouts} REST timeouts, {failed} failed bootstraps, "
             f"{reconcile_failed} failed reconciles, {len(errors)} ERROR lines"
         )
+        print(f"jobs skipped : {skipped} periodic runs (the previous one still running)")
         print(f"exit         : {code}")
         print(f"fake server  : {fake_cpu:.1f} CPU s in total (not counted above)")
         for line in errors[:5]:

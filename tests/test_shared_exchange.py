@@ -109,6 +109,15 @@ def test_many_binance_accounts_load_markets_once_and_share_pool_context_and_rate
                 await feeds[1].reconcile()
                 assert feeds[1].state.fatal is None
                 assert len(fake.requests) > sent  # the reconcile went out on the shared pool
+                # a listing after start reaches every client at the catalogue's refresh
+                fake.add_symbol("NEWCOIN/USDT:USDT", "1.5")
+                await shared.refresh_markets()
+                assert market_requests(fake, "/fapi/v1/exchangeInfo") == 2
+                refreshed = accounts[0].markets
+                assert refreshed is not catalogue and "NEWCOIN/USDT:USDT" in refreshed
+                for exchange in [*accounts, hub.exchange]:
+                    assert exchange.markets is refreshed
+                    assert exchange.market_id("NEWCOIN/USDT:USDT") == "NEWCOINUSDT"
             # shutdown: every exchange object closed, then the pool, once
             assert shared.closed and shared._session is None
             assert len(built.exchanges) == ACCOUNTS + 2  # the accounts', the hub's, the catalogue's
