@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from typing import Any
 
 import pytest
@@ -269,3 +270,32 @@ def test_a_config_of_a_thousand_accounts_with_their_own_urls_and_options_loads()
     config = parse_config(text)
     assert len(config.accounts) == 1000
     assert config.accounts[-1].urls["ws"]["linear"] == "ws://127.0.0.1:9/ws"
+
+
+def test_skipped_periodic_runs_are_summed_up_not_logged_one_by_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A reconcile still running when its next run is due: apscheduler skips the run; the
+    manager counts the skips and writes one line per period, not one per skip."""
+
+    class SlowFeed(AccountFeed):
+        async def reconcile(self) -> None:
+            await asyncio.sleep(1.5)  # three intervals of the test's 0.5 s
+
+    async def body() -> None:
+        fake = FAKES["binanceusdm"]()
+        async with started(fake):
+            manager = manager_for(
+                fake, "binanceusdm", Built(), 3, settings=FAST, feed_factory=SlowFeed
+            )
+            async with background(manager.run()):
+                await eventually(lambda: manager.skipped.get("reconcile", 0) >= 3, what="skips")
+                manager.report_skips(every_s=0)
+                assert manager.skipped == {}
+
+    with caplog.at_level(logging.WARNING):
+        run(body(), timeout_s=60)
+    lines = [r.getMessage() for r in caplog.records]
+    assert not [m for m in lines if "maximum number of running instances" in m]
+    (summary,) = [m for m in lines if "reconcile runs skipped" in m]
+    assert "still going after feeds.reconcile_interval_s (0.5 s)" in summary

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from alertd.config import AccountConfig, Config, FeedSettings, Secret
@@ -29,6 +30,32 @@ from alertd.feeds.marks import MarkHub
 from alertd.feeds.options import PRODUCTION, FeedOptions
 
 log = logging.getLogger(__name__)
+
+# How often skipped periodic runs are summed up in the log (at most one line per kind).
+SKIPS_REPORTED_EVERY_S = 600.0
+
+
+class _NoSkipWarnings(logging.Filter):
+    """apscheduler warns once per skipped run (its previous run still going); with a thousand
+    accounts past their REST budget that is several lines a second. The manager counts the
+    skips instead and sums them up every ``SKIPS_REPORTED_EVERY_S``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
+# the setting that paces each kind of periodic job
+_INTERVAL_SETTING = {
+    "reconcile": "reconcile_interval_s",
+    "tiers": "tier_refresh_interval_s",
+    "listen-key": "listen_key_renew_interval_s",
+    "markets": "tier_refresh_interval_s",
+}
+
+# the feeds scheduler's own logger, under apscheduler's (whose level the CLI sets), the skip
+# warnings filtered
+_scheduler_log = logging.getLogger("apscheduler.scheduler.feeds")
+_scheduler_log.addFilter(_NoSkipWarnings())
 
 
 class FeedFactory(Protocol):
@@ -81,6 +108,8 @@ class FeedManager:
             )
             self.feeds[account.name] = feed
         self._scheduler: AsyncIOScheduler | None = None
+        self.skipped: dict[str, int] = {}  # periodic runs skipped since the last report, by kind
+        self._skips_reported_at = options.clock()
 
     @staticmethod
     def _key(account: AccountConfig) -> str:
@@ -137,7 +166,8 @@ class FeedManager:
         renewal, each account at its own offset within the interval; per shared exchange the
         market catalogue's refresh, with the tiers'."""
         settings = self.config.feeds
-        scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
+        scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), logger=_scheduler_log)
+        scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES)
         now = datetime.now(UTC)
 
         def add(
@@ -195,6 +225,32 @@ class FeedManager:
             await asyncio.sleep(period)
             for feed in list(self.feeds.values()):
                 await feed.check_stale()
+            self.report_skips()
+
+    def _on_skipped(self, event: JobSubmissionEvent) -> None:
+        kind = str(event.job_id).split(":", 1)[0]
+        self.skipped[kind] = self.skipped.get(kind, 0) + 1
+
+    def report_skips(self, every_s: float = SKIPS_REPORTED_EVERY_S) -> None:
+        """One line per kind of periodic job whose runs were skipped since the last report."""
+        now = self.options.clock()
+        if now - self._skips_reported_at < every_s:
+            return
+        self._skips_reported_at = now
+        settings = self.config.feeds
+        for kind, count in sorted(self.skipped.items()):
+            setting = _INTERVAL_SETTING.get(kind, "reconcile_interval_s")
+            log.warning(
+                "%d %s runs skipped in the last %.0f s: an account's previous run was still "
+                "going after feeds.%s (%g s): the exchange's rate limit or the REST slots "
+                "(feeds.rest_concurrency) are saturated",
+                count,
+                kind,
+                every_s,
+                setting,
+                getattr(settings, setting),
+            )
+        self.skipped.clear()
 
     async def _run_one(self, name: str, feed: AccountFeed) -> None:
         await feed.run(watchdog=False)
