@@ -170,11 +170,23 @@ class FeedManager:
         scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES)
         now = datetime.now(UTC)
 
+        def quiet_at_shutdown(job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+            async def run() -> None:
+                try:
+                    await job()
+                except asyncio.CancelledError:
+                    # shutdown cancels the runs in progress (waiting for a REST slot or the
+                    # rate limiter, mid-request): not a failure of the job, which apscheduler
+                    # would log as an error for each of a thousand accounts
+                    return
+
+            return run
+
         def add(
             job: Callable[[], Awaitable[None]], job_id: str, interval: float, delay: float
         ) -> None:
             scheduler.add_job(
-                job,
+                quiet_at_shutdown(job),
                 "interval",
                 seconds=interval,
                 start_date=now + timedelta(seconds=delay),
