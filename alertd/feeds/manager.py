@@ -12,6 +12,7 @@ reconciles do not hit the exchange in the same second.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import ssl
@@ -171,6 +172,7 @@ class FeedManager:
         now = datetime.now(UTC)
 
         def quiet_at_shutdown(job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+            @functools.wraps(job)  # apscheduler names the job after it
             async def run() -> None:
                 try:
                     await job()
