@@ -26,8 +26,8 @@ import logging
 import socket
 import ssl
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import ccxt
@@ -41,6 +41,8 @@ from alertd.exchanges.spec import Credential
 from alertd.redact import redact
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class FrameSink(Protocol):
@@ -148,6 +150,10 @@ class SharedExchange:
         self._loading = asyncio.Lock()
         # every exchange object given the catalogue, to re-point after a refresh
         self._clients: weakref.WeakSet[Any] = weakref.WeakSet()
+        # what accounts derive from the catalogue alike (alertd's market info), until a refresh
+        self._derived: dict[Hashable, Any] = {}
+        # accounts waiting for or in their bootstrap: periodic reconciles give way to them
+        self.bootstrapping = 0
         self.closed = False
 
     def session(self) -> aiohttp.ClientSession:
@@ -207,8 +213,16 @@ class SharedExchange:
         except Exception as exc:
             log.warning("%s: market refresh failed: %s", self.name, describe(exc))
             return
+        self._derived.clear()
         for exchange in list(self._clients):
             exchange.set_markets_from_exchange(self._catalogue)
+
+    def derived(self, key: Hashable, build: Callable[[], T]) -> T:
+        """What every account derives alike from the catalogue, built once per catalogue."""
+        if key not in self._derived:
+            self._derived[key] = build()
+        value: T = self._derived[key]
+        return value
 
     @contextlib.asynccontextmanager
     async def rest_slot(self) -> AsyncIterator[None]:
@@ -261,6 +275,10 @@ def make_exchange(
             params[credential.ccxt_param] = secrets[credential.value].reveal()
     if account.wallet_address:
         params["walletAddress"] = account.wallet_address
+    # ccxt offers permessage-deflate on every websocket: where a server accepts, each
+    # connection holds a zlib compressor and decompressor (about 300 KB with aiohttp's
+    # defaults), a thousand accounts 300 MB, for frames of a few hundred bytes of JSON
+    options.setdefault("ws", {}).setdefault("compress", 0)
     if shared is not None:
         # given a session, ccxt neither makes one nor closes it (own_session is False); given
         # an SSL context, it does not build its own

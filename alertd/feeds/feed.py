@@ -37,7 +37,7 @@ from alertd.feeds.ccxt_exchange import (
 )
 from alertd.feeds.marks import MarkHub, drop_connections
 from alertd.feeds.options import PRODUCTION, FeedOptions
-from alertd.feeds.state import AccountEvent, AccountState, Stream
+from alertd.feeds.state import AccountEvent, AccountState, MarketInfo, Stream
 from alertd.snapshot.compare import Comparison, compare
 
 log = logging.getLogger(__name__)
@@ -137,13 +137,29 @@ class AccountFeed:
 
         With many accounts on one exchange, at most ``feeds.rest_concurrency`` bootstrap at
         once (the rest wait their turn), on the exchange's one market catalogue."""
-        async with rest_slot(self.shared):
-            exchange = self._exchange()
-            await load_markets(exchange, self.shared)
-            self.state.markets = self.adapter.markets(exchange, self.config.symbols)
-            await self.adapter.prepare(exchange)
-            await self.resync()
-            self.state.bootstrapped = True
+        shared = self.shared
+        if shared is not None:
+            shared.bootstrapping += 1
+        try:
+            async with rest_slot(shared):
+                exchange = self._exchange()
+                await load_markets(exchange, shared)
+                self.state.markets = self._market_infos(exchange)
+                await self.adapter.prepare(exchange)
+                await self.resync()
+                self.state.bootstrapped = True
+        finally:
+            if shared is not None:
+                shared.bootstrapping -= 1
+
+    def _market_infos(self, exchange: Any) -> dict[str, MarketInfo]:
+        symbols = self.config.symbols
+        if self.shared is None:
+            return self.adapter.markets(exchange, symbols)
+        # the same for every account with the same symbols (read-only): one dict, not one
+        # per account (about 170 KB each at 550 markets)
+        key = ("market infos", None if symbols is None else tuple(symbols))
+        return self.shared.derived(key, lambda: self.adapter.markets(exchange, symbols))
 
     async def run(self, watchdog: bool = True) -> None:
         """Bootstrap (retrying transient errors), then stream until cancelled or fatal.
@@ -225,6 +241,10 @@ class AccountFeed:
     async def reconcile(self) -> None:
         """The periodic REST reconcile; transient errors are logged, fatal ones stop the feed."""
         if self.state.fatal is not None or not self.state.bootstrapped:
+            return
+        if self.shared is not None and self.shared.bootstrapping:
+            # accounts on this exchange are still bootstrapping (blind until then); this one
+            # bootstrapped a moment ago and streams: its safety net can wait a round
             return
         try:
             async with self._resync_lock, rest_slot(self.shared):
