@@ -98,6 +98,17 @@ def test_many_binance_accounts_load_markets_once_and_share_pool_context_and_rate
                     # Binance counts request weight per IP: one budget for all
                     assert exchange.throttler is accounts[0].throttler
                 assert {e.apiKey for e in accounts} == {f"key{i}" for i in range(ACCOUNTS)}
+                # alertd's own market info: one read-only dict for all, not one per account
+                assert all(f.state.markets is feeds[0].state.markets for f in feeds)
+                assert "BTC/USDT:USDT" in feeds[0].state.markets
+                # no permessage-deflate offered: no zlib pair per connection
+                assert all(e.options["ws"]["compress"] == 0 for e in accounts)
+                # while an account on the exchange bootstraps, reconciles give way
+                shared.bootstrapping += 1
+                sent = len(fake.requests)
+                await feeds[3].reconcile()
+                assert len(fake.requests) == sent
+                shared.bootstrapping -= 1
                 # an account's client closing leaves the pool open for the others
                 extra = make_exchange(
                     account_config("extra", "binanceusdm", fake), {}, FAST, None, shared
