@@ -267,6 +267,11 @@ def make_exchange(
     options = copy.deepcopy(deep_merge(get_spec(account.exchange).ccxt_options, account.options))
     params: dict[str, Any] = {
         "enableRateLimit": True,
+        # ccxt keeps each exchange object's last response text and headers (alertd reads
+        # neither): an account whose last request was Binance's all-symbol leverage brackets
+        # held about 1 MB of JSON text until its next request
+        "enableLastHttpResponse": False,
+        "enableLastResponseHeaders": False,
         "timeout": int(settings.request_timeout_s * 1000),
         "options": options,
     }
