@@ -113,6 +113,8 @@ class FeedSettings(_Model):
     listen_key_renew_interval_s: PositiveSeconds = 1_800.0
     stale_after_s: PositiveSeconds = 30.0
     request_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    # at most this many accounts per exchange bootstrap or resync over REST at once
+    rest_concurrency: Annotated[int, Field(ge=1, le=1000)] = 8
     backoff: BackoffSettings = BackoffSettings()
 
 

@@ -28,8 +28,9 @@ MAX_HISTORY_BYTES = 128 * MIB  # about four years of one-minute candles as JSON
 MAX_HISTORY_ROWS = 2_000_000  # about 3.8 years of one-minute candles
 
 # YAML: values after aliases are expanded (a "billion laughs" file is refused before it is
-# built), and nesting depth (text and aliases alike); JSON: nesting depth.
-MAX_YAML_VALUES = 20_000
+# built), and nesting depth (text and aliases alike); JSON: nesting depth. A desk's config of
+# 1,000 accounts, each with its own urls (a proxy) and options, is about 60,000 values.
+MAX_YAML_VALUES = 100_000
 MAX_DEPTH = 32
 # A number in any input: digits and the decimal exponent. Far inside what Decimal's context
 # can multiply and divide without overflow, and far outside any price, size or rate.

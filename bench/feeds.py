@@ -1,14 +1,22 @@
-"""Footprint of the feeds: one alertd process streaming 50 accounts from the local exchange.
+"""Footprint of the feeds: one alertd process streaming N accounts from the local exchange.
 
 Starts the local fake Binance USDⓈ-M server (tests/fake_exchange) with N accounts, each
-holding a few positions, pushing every held symbol's mark price once a second (the rate of
+holding three positions, listing ``--markets`` markets (Binance lists about 550; the fake's own
+three by default) and pushing every held symbol's mark price once a second (the rate of
 Binance's all-market mark stream); then starts ``alertd run`` on a config with those N
-accounts, lets it bootstrap, and measures its CPU use and peak RSS over a window. Reports the
-engine updates per second too (from alertd's own shutdown summary line).
+accounts and measures:
 
-    python bench/feeds.py [--accounts 50] [--seconds 60] [--warmup 15]
+- time until every account is live (bootstrapped), from the start of the process;
+- alertd's CPU use (% of one core) and RSS (peak and now) over a window once all are live;
+- errors: REST timeouts and failed bootstraps during the run (the log's lines), ERROR lines.
 
-Everything runs on 127.0.0.1 and stops by itself.
+``--firing`` adds rules every account and every position breaches (a crash day: all alerts
+firing), so that the rule engine's work under load shows in the CPU figure.
+
+    python bench/feeds.py [--accounts 50] [--markets 550] [--firing] [--seconds 30]
+
+Everything runs on 127.0.0.1 and stops by itself (at most ``--live-timeout`` seconds of
+bootstrap, then ``--seconds`` of measurement).
 """
 
 from __future__ import annotations
@@ -25,9 +33,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
+
+# rules every account (its worst maintenance ratio is above zero with any position open) and
+# every position (well within 1,000% of its liquidation price) breaches
+FIRING_RULES = [
+    {"name": "bench-account-firing", "metric": "worst_ratio", "above": 0.000001},
+    {"name": "bench-position-firing", "metric": "liquidation_distance", "below": 10},
+]
 
 
 def free_port() -> int:
@@ -49,11 +67,54 @@ def status_kb(pid: int, key: str) -> int:
     return 0
 
 
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"{model}, nproc {os.cpu_count()}, load {load}, Python {platform.python_version()}"
+
+
+def bench_config(args: argparse.Namespace, urls: Any, options: Any, state: str) -> dict[str, Any]:
+    accounts = [
+        {
+            "name": f"acct{i}",
+            "exchange": "binanceusdm",
+            "api_key_env": f"BENCH_KEY_{i}",
+            "secret_env": f"BENCH_SECRET_{i}",
+            "urls": urls,
+            "options": options,
+        }
+        for i in range(args.accounts)
+    ]
+    config: dict[str, Any] = {"version": 1, "accounts": accounts, "state_path": state}
+    if args.firing:
+        config["rules"] = FIRING_RULES
+    return config
+
+
+def wait_live(alertd: subprocess.Popen[bytes], log_path: Path, want: int, limit_s: float) -> float:
+    """Seconds from now until the log shows ``want`` bootstrapped accounts (inf past limit)."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit_s:
+        if alertd.poll() is not None:
+            print(log_path.read_text()[-3000:])
+            raise SystemExit("alertd exited while bootstrapping")
+        if log_path.read_text().count(": bootstrapped: ") >= want:
+            return time.monotonic() - start
+        time.sleep(0.25)
+    return float("inf")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=50)
-    parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--warmup", type=float, default=15)
+    parser.add_argument("--markets", type=int, default=0, help="markets listed (0: 3)")
+    parser.add_argument("--firing", action="store_true", help="every account past a threshold")
+    parser.add_argument("--seconds", type=float, default=30, help="measurement window")
+    parser.add_argument("--live-timeout", type=float, default=180, help="bootstrap limit")
     parser.add_argument("--profile", metavar="OUT", help="run alertd under cProfile into OUT")
     args = parser.parse_args()
 
@@ -62,16 +123,10 @@ def main() -> int:
 
     options = FakeBinanceUSDM().ccxt_options
     port = free_port()
+    fake_args = ["--port", str(port), "--accounts", str(args.accounts)]
+    fake_args += ["--markets", str(args.markets)]
     fake = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.fake_exchange.binance",
-            "--port",
-            str(port),
-            "--accounts",
-            str(args.accounts),
-        ],
+        [sys.executable, "-m", "tests.fake_exchange.binance", *fake_args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -81,24 +136,15 @@ def main() -> int:
         assert fake.stdout is not None
         urls = json.loads(fake.stdout.readline())
         env = dict(os.environ)
-        accounts = []
         for i in range(args.accounts):
             env[f"BENCH_KEY_{i}"] = f"key{i}"
             env[f"BENCH_SECRET_{i}"] = f"secret{i}"
-            accounts.append(
-                {
-                    "name": f"acct{i}",
-                    "exchange": "binanceusdm",
-                    "api_key_env": f"BENCH_KEY_{i}",
-                    "secret_env": f"BENCH_SECRET_{i}",
-                    "urls": urls,
-                    "options": options,
-                }
-            )
         with tempfile.TemporaryDirectory() as tmp:
             config = Path(tmp) / "config.yaml"
             state = str(Path(tmp) / "state.sqlite")
-            config.write_text(json.dumps({"version": 1, "accounts": accounts, "state_path": state}))
+            # YAML, so that every account's urls and options are one anchor and aliases (a
+            # thousand copies written out would pass alertd's 256 KiB limit on the file)
+            config.write_text(yaml.safe_dump(bench_config(args, urls, options, state)))
             log_path = Path(tmp) / "alertd.log"
             with log_path.open("w") as log_file:
                 profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
@@ -109,10 +155,8 @@ def main() -> int:
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
                 )
-                time.sleep(args.warmup)
-                if alertd.poll() is not None:
-                    print(log_path.read_text())
-                    raise SystemExit("alertd exited during warm-up")
+                live_s = wait_live(alertd, log_path, args.accounts, args.live_timeout)
+                rss_live = status_kb(alertd.pid, "VmHWM")
                 c0, t0 = cpu_seconds(alertd.pid), time.monotonic()
                 time.sleep(args.seconds)
                 c1, t1 = cpu_seconds(alertd.pid), time.monotonic()
@@ -120,27 +164,33 @@ def main() -> int:
                 rss_now = status_kb(alertd.pid, "VmRSS")
                 fake_cpu = cpu_seconds(fake.pid)
                 alertd.send_signal(signal.SIGTERM)
-                code = alertd.wait(30)
+                code = alertd.wait(60)
             log = log_path.read_text()
-        bootstrapped = len(re.findall(r": bootstrapped: ", log))
-        summary = re.search(r"stopped in ([\d.]+)s: (\d+) accounts, (\d+) engine updates", log)
+        bootstrapped = log.count(": bootstrapped: ")
+        timeouts = len(re.findall(r"RequestTimeout", log))
+        failed = log.count("bootstrap failed")
+        reconcile_failed = log.count("reconcile failed")
+        # a periodic job still running when its next run is due (apscheduler skips that run)
+        skipped = log.count("maximum number of running instances reached")
         errors = [line for line in log.splitlines() if " ERROR " in line]
         cpu_pct = (c1 - c0) / (t1 - t0) * 100
-        print(
-            f"machine      : {platform.processor() or platform.machine()}, "
-            f"{os.cpu_count()} cores, Python {platform.python_version()}"
-        )
-        print(f"accounts     : {args.accounts} ({bootstrapped} bootstrapped)")
-        print(f"window       : {t1 - t0:.1f} s after {args.warmup:.0f} s warm-up")
+        mode = "firing" if args.firing else "calm"
+        print(f"machine      : {machine()}")
+        print(f"accounts     : {args.accounts} ({bootstrapped} bootstrapped), {mode}")
+        print(f"markets      : {args.markets or 3} listed")
+        print(f"all live     : {live_s:.1f} s after start (limit {args.live_timeout:.0f} s)")
+        print(f"window       : {t1 - t0:.1f} s once all live")
         print(f"alertd CPU   : {cpu_pct:.2f}% of one core")
-        print(f"alertd RSS   : peak {rss_peak / 1024:.1f} MB, now {rss_now / 1024:.1f} MB")
-        if summary:
-            total = int(summary.group(3))
-            print(
-                f"engine       : {total} updates in total, "
-                f"{total / (args.warmup + args.seconds):.0f}/s average"
-            )
-        print(f"exit         : {code} (errors logged: {len(errors)})")
+        print(
+            f"alertd RSS   : peak {rss_peak / 1024:.0f} MB (at all-live {rss_live / 1024:.0f} MB), "
+            f"now {rss_now / 1024:.0f} MB"
+        )
+        print(
+            f"errors       : {timeouts} REST timeouts, {failed} failed bootstraps, "
+            f"{reconcile_failed} failed reconciles, {len(errors)} ERROR lines"
+        )
+        print(f"jobs skipped : {skipped} periodic runs (the previous one still running)")
+        print(f"exit         : {code}")
         print(f"fake server  : {fake_cpu:.1f} CPU s in total (not counted above)")
         for line in errors[:5]:
             print("  " + line)

@@ -539,7 +539,10 @@ async def test_rate_limits_and_server_errors_are_retried_with_backoff(venue: Ven
     async with world(venue, setup=setup) as w:
         state = w.feed.state
         await w.until(lambda: state.bootstrapped, "bootstrap after the errors")
-        assert len(w.delays) >= 3, w.delays  # one backoff per failed attempt
+        assert not w.fake._failures  # every scripted error was answered
+        # a backoff per failed attempt; one attempt may meet several of the errors (ccxt loads
+        # the shared market catalogue with concurrent requests, one per market type)
+        assert w.delays, "the bootstrap was retried after a backoff"
         assert state.fatal is None
         await w.until(lambda: state.connected, "streams up")
         await w.private_ready()

@@ -48,9 +48,9 @@ def minute_candles(now_s: float, count: int) -> list[tuple[int, str, str, str, s
 
 def listed(fake: Any, symbol: str) -> None:
     """``symbol`` served at 50,000 (OKX's fake lists its markets from the start)."""
-    if hasattr(fake, "add_symbol"):
+    try:
         fake.add_symbol(symbol, "50000")
-    else:
+    except NotImplementedError:  # a fake whose market list is fixed: only the mark is set
         fake.set_mark(symbol, "50000")
 
 

@@ -332,6 +332,9 @@ USDM = ExchangeSpec(
         margin_call_push=MARGIN_CALL,
         renews_listen_key=True,
         key_permissions=key_permissions,
+        # "The limits on the API are based on the IPs, not the API keys" (Binance USDⓈ-M
+        # futures docs, General Info, Limits): REQUEST_WEIGHT 2400 per minute per IP
+        rest_limit_per_ip=True,
     ),
     markets=USDM_MARKETS,
     credentials=(Credential.API_KEY, Credential.SECRET),

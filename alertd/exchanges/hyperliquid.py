@@ -317,7 +317,11 @@ class HyperliquidAdapter(ExchangeAdapter):
 SPEC = ExchangeSpec(
     profile=PROFILE,
     adapter=HyperliquidAdapter,
-    capabilities=Capabilities(tier_source=TierSource.MAX_LEVERAGE, private_streams=False),
+    # "REST requests share an aggregated weight limit of 1200 per minute" per IP (Hyperliquid
+    # docs, API, Rate limits and user limits)
+    capabilities=Capabilities(
+        tier_source=TierSource.MAX_LEVERAGE, private_streams=False, rest_limit_per_ip=True
+    ),
     markets=MARKETS,
     # no credentials: the wallet address is enough, everything alertd reads is public
     wallet_address=True,

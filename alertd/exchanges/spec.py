@@ -79,6 +79,10 @@ class Capabilities:
     renews_listen_key: bool = False
     # How to read the API key's permissions, where the exchange reports them.
     key_permissions: KeyPermissionCheck | None = None
+    # The exchange counts REST requests per IP, private ones too (Binance's request weight,
+    # Hyperliquid's): every account from this host shares one budget, so its accounts share
+    # one ccxt rate limiter. False where private limits are per account (Bybit, OKX, Gate).
+    rest_limit_per_ip: bool = False
 
 
 def _no_options() -> Mapping[str, Any]:

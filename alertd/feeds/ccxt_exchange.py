@@ -9,23 +9,40 @@ This is the only module that builds ccxt exchanges. Two of ccxt's behaviours are
 - Frames ccxt has no handler for (Binance ``MARGIN_CALL``, ``listenKeyExpired``; OKX
   ``liquidation-warning``) are dropped by ccxt. The guard shows every decoded frame to a sink
   first, so the feed can capture them.
+
+Many accounts on one exchange share what is not theirs (:class:`SharedExchange`): the market
+catalogue, the SSL context, the HTTP connection pool and, where the exchange limits requests
+per IP, ccxt's rate limiter. An account's exchange object keeps only its credentials and its
+own streams (and, on Binance, its listen key).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import enum
-from collections.abc import Mapping
-from typing import Any, Protocol
+import logging
+import socket
+import ssl
+import weakref
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping
+from typing import Any, Protocol, TypeVar
 
+import aiohttp
 import ccxt
 import ccxt.pro as ccxtpro
+import certifi
 
 from alertd.config import AccountConfig, FeedSettings, Secret
 from alertd.errors import AccountRefused
 from alertd.exchanges.registry import get_spec
 from alertd.exchanges.spec import Credential
 from alertd.redact import redact
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class FrameSink(Protocol):
@@ -90,18 +107,171 @@ def _guarded_class(exchange_id: str) -> type:
     return Guarded
 
 
+def new_ssl_context() -> ssl.SSLContext:
+    """What ccxt builds for every exchange object (certifi's CA bundle; about 0.8 MB and 17 ms
+    each): one serves every account."""
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+class SharedExchange:
+    """What the accounts that reach one exchange the same way share; the feed manager owns it.
+
+    - One market catalogue: loaded once by a public exchange object of its own, handed to
+      every account's ccxt object with ccxt's ``set_markets_from_exchange`` (the same dicts,
+      not a parsed copy each: about 9 MB per account at Binance's 550 markets), refreshed by
+      :meth:`refresh_markets`.
+    - One HTTP connection pool (an aiohttp session) for REST and websockets. ccxt does not
+      close a session it was given (``own_session`` is False): closing an account's exchange
+      leaves it open for the others; :meth:`close` closes it, last.
+    - One SSL context, given by the manager (one for every exchange).
+    - Where the exchange limits requests per IP (``Capabilities.rest_limit_per_ip``: Binance's
+      request weight, Hyperliquid's), one ccxt rate limiter, so that a thousand accounts
+      together stay within what one of them may send; elsewhere each account keeps its own.
+    - A bound on concurrent REST work (bootstraps, resyncs, reconciles): :meth:`rest_slot`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        build_public: Callable[[SharedExchange], Any],
+        ssl_context: ssl.SSLContext,
+        *,
+        rest_concurrency: int,
+        rest_limit_per_ip: bool,
+    ) -> None:
+        self.name = name
+        self.ssl_context = ssl_context
+        self._build_public = build_public
+        self._rest_limit_per_ip = rest_limit_per_ip
+        self._rest = asyncio.Semaphore(rest_concurrency)
+        self._session: aiohttp.ClientSession | None = None
+        self._throttler: Any = None
+        self._catalogue: Any = None  # the public exchange object that holds the markets
+        self._loading = asyncio.Lock()
+        # every exchange object given the catalogue, to re-point after a refresh
+        self._clients: weakref.WeakSet[Any] = weakref.WeakSet()
+        # what accounts derive from the catalogue alike (alertd's market info), until a refresh
+        self._derived: dict[Hashable, Any] = {}
+        # accounts waiting for or in their bootstrap: periodic reconciles give way to them
+        self.bootstrapping = 0
+        self.closed = False
+
+    def session(self) -> aiohttp.ClientSession:
+        """The shared pool; made on first use (on the running loop)."""
+        if self.closed:
+            raise RuntimeError(f"{self.name}: shared resources already closed")
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                ssl=self.ssl_context,
+                # ccxt's own settings (dual stack, happy eyeballs), but no cap on connections:
+                # every account's websockets live in this pool (aiohttp's default cap of 100
+                # would leave the 101st stream waiting forever); REST is bounded by rest_slot
+                limit=0,
+                enable_cleanup_closed=True,
+                family=socket.AF_UNSPEC,
+                happy_eyeballs_delay=0,
+            )
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    def adopt(self, exchange: Any) -> None:
+        """Give a new exchange object the shared rate limiter (where limits are per IP)."""
+        if not self._rest_limit_per_ip:
+            return
+        if self._throttler is None:
+            self._throttler = exchange.throttler
+        else:
+            exchange.throttler = self._throttler
+
+    async def share_markets(self, exchange: Any) -> None:
+        """Give ``exchange`` the catalogue, loading it first if nobody has yet."""
+        catalogue = self._catalogue
+        if catalogue is not None and catalogue.markets and exchange.markets is catalogue.markets:
+            return  # already given (the mark hub asks before every watch)
+        catalogue = await self._loaded()
+        if exchange.markets is not catalogue.markets:
+            exchange.set_markets_from_exchange(catalogue)
+            self._clients.add(exchange)
+
+    async def _loaded(self) -> Any:
+        async with self._loading:  # many accounts bootstrapping at once: one request
+            if self._catalogue is None:
+                self._catalogue = self._build_public(self)
+            if not self._catalogue.markets:
+                await self._catalogue.load_markets()
+            return self._catalogue
+
+    async def refresh_markets(self) -> None:
+        """Reload the catalogue (new listings, changed precisions) and re-point every client.
+
+        A failure keeps the catalogue as it was; the next refresh tries again."""
+        if self._catalogue is None or not self._catalogue.markets:
+            return  # not loaded yet: the first account to bootstrap loads it
+        try:
+            async with self._loading:
+                await self._catalogue.load_markets(reload=True)
+        except Exception as exc:
+            log.warning("%s: market refresh failed: %s", self.name, describe(exc))
+            return
+        self._derived.clear()
+        for exchange in list(self._clients):
+            exchange.set_markets_from_exchange(self._catalogue)
+
+    def derived(self, key: Hashable, build: Callable[[], T]) -> T:
+        """What every account derives alike from the catalogue, built once per catalogue."""
+        if key not in self._derived:
+            self._derived[key] = build()
+        value: T = self._derived[key]
+        return value
+
+    @contextlib.asynccontextmanager
+    async def rest_slot(self) -> AsyncIterator[None]:
+        """Hold one of the exchange's concurrent REST slots."""
+        async with self._rest:
+            yield
+
+    async def close(self) -> None:
+        """Close the catalogue's exchange and the pool; after every account has closed."""
+        self.closed = True
+        if self._catalogue is not None:
+            catalogue, self._catalogue = self._catalogue, None
+            await catalogue.close()
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+
+async def load_markets(exchange: Any, shared: SharedExchange | None) -> None:
+    """The exchange's markets: the shared catalogue, or a load of its own when alone."""
+    if shared is not None:
+        await shared.share_markets(exchange)
+    else:
+        await exchange.load_markets()
+
+
+def rest_slot(shared: SharedExchange | None) -> contextlib.AbstractAsyncContextManager[None]:
+    return shared.rest_slot() if shared is not None else contextlib.nullcontext()
+
+
 def make_exchange(
     account: AccountConfig,
     secrets: Mapping[str, Secret],
     settings: FeedSettings,
     sink: FrameSink | None = None,
+    shared: SharedExchange | None = None,
 ) -> Any:
-    """A ccxt.pro exchange for ``account``, guarded, with its url and option overrides."""
+    """A ccxt.pro exchange for ``account``, guarded, with its url and option overrides; with
+    ``shared``, on the shared pool, SSL context and (where per IP) rate limiter."""
     # the spec's options are futures-only settings (its own comments say why); a deep copy,
     # so that ccxt cannot change the spec's nested values
     options = copy.deepcopy(deep_merge(get_spec(account.exchange).ccxt_options, account.options))
     params: dict[str, Any] = {
         "enableRateLimit": True,
+        # ccxt keeps each exchange object's last response text and headers (alertd reads
+        # neither): an account whose last request was Binance's all-symbol leverage brackets
+        # held about 1 MB of JSON text until its next request
+        "enableLastHttpResponse": False,
+        "enableLastResponseHeaders": False,
         "timeout": int(settings.request_timeout_s * 1000),
         "options": options,
     }
@@ -110,8 +280,19 @@ def make_exchange(
             params[credential.ccxt_param] = secrets[credential.value].reveal()
     if account.wallet_address:
         params["walletAddress"] = account.wallet_address
+    # ccxt offers permessage-deflate on every websocket: where a server accepts, each
+    # connection holds a zlib compressor and decompressor (about 300 KB with aiohttp's
+    # defaults), a thousand accounts 300 MB, for frames of a few hundred bytes of JSON
+    options.setdefault("ws", {}).setdefault("compress", 0)
+    if shared is not None:
+        # given a session, ccxt neither makes one nor closes it (own_session is False); given
+        # an SSL context, it does not build its own
+        params["session"] = shared.session()
+        params["ssl_context"] = shared.ssl_context
     exchange = _guarded_class(account.exchange)(params)
     exchange.alertd_sink = sink
+    if shared is not None:
+        shared.adopt(exchange)
     if account.sandbox:
         exchange.set_sandbox_mode(True)
     if account.urls:

@@ -30,13 +30,21 @@ from alertd.engine.margin import compute
 from alertd.errors import AccountRefused
 from alertd.exchanges.registry import get_spec
 from alertd.feeds.adapter import FrameError
-from alertd.feeds.ccxt_exchange import ErrorKind, classify, describe
+from alertd.feeds.ccxt_exchange import (
+    ErrorKind,
+    SharedExchange,
+    classify,
+    describe,
+    load_markets,
+    rest_slot,
+)
 from alertd.feeds.marks import MarkHub, drop_connections
 from alertd.feeds.options import PRODUCTION, FeedOptions
 from alertd.feeds.state import (
     AccountEvent,
     AccountState,
     Coverage,
+    MarketInfo,
     ModeReading,
     ReportedAccount,
     Stream,
@@ -75,8 +83,12 @@ class AccountFeed:
         options: FeedOptions = PRODUCTION,
         *,
         hub: MarkHub | None = None,
+        shared: SharedExchange | None = None,
     ) -> None:
         self.config = config
+        # what this account shares with the others on its exchange (markets, HTTP pool, rate
+        # limiter, REST slots); None: alone, it owns all of it (alertd snapshot, tests)
+        self.shared = shared
         self.settings = settings
         self.spec = get_spec(config.exchange)
         self.adapter = self.spec.new_adapter()
@@ -99,11 +111,12 @@ class AccountFeed:
         self._owns_hub = hub is None
         self.hub = hub or MarkHub(
             f"{config.name} marks",
-            lambda sink: self._factory(self.config, {}, self.settings, sink),
+            lambda sink: self._factory(self.config, {}, self.settings, sink, shared),
             self.adapter,
             self._backoff_factory,
             options.clock,
             options.sleep,
+            shared=shared,
         )
         self._subscribed: set[str] = set()
         self._group: asyncio.TaskGroup | None = None
@@ -117,7 +130,9 @@ class AccountFeed:
 
     def _exchange(self) -> Any:
         if self.exchange is None:
-            self.exchange = self._factory(self.config, self._secrets, self.settings, self)
+            self.exchange = self._factory(
+                self.config, self._secrets, self.settings, self, self.shared
+            )
         return self.exchange
 
     async def close(self) -> None:
@@ -131,13 +146,33 @@ class AccountFeed:
             await exchange.close()
 
     async def bootstrap(self) -> None:
-        """Markets, positions, balance and tiers over REST. Raises ccxt errors as they come."""
-        exchange = self._exchange()
-        await exchange.load_markets()
-        self.state.markets = self.adapter.markets(exchange, self.config.symbols)
-        await self.adapter.prepare(exchange)
-        await self.resync()
-        self.state.bootstrapped = True
+        """Markets, positions, balance and tiers over REST. Raises ccxt errors as they come.
+
+        With many accounts on one exchange, at most ``feeds.rest_concurrency`` bootstrap at
+        once (the rest wait their turn), on the exchange's one market catalogue."""
+        shared = self.shared
+        if shared is not None:
+            shared.bootstrapping += 1
+        try:
+            async with rest_slot(shared):
+                exchange = self._exchange()
+                await load_markets(exchange, shared)
+                self.state.markets = self._market_infos(exchange)
+                await self.adapter.prepare(exchange)
+                await self.resync()
+                self.state.bootstrapped = True
+        finally:
+            if shared is not None:
+                shared.bootstrapping -= 1
+
+    def _market_infos(self, exchange: Any) -> dict[str, MarketInfo]:
+        symbols = self.config.symbols
+        if self.shared is None:
+            return self.adapter.markets(exchange, symbols)
+        # the same for every account with the same symbols (read-only): one dict, not one
+        # per account (about 170 KB each at 550 markets)
+        key = ("market infos", None if symbols is None else tuple(symbols))
+        return self.shared.derived(key, lambda: self.adapter.markets(exchange, symbols))
 
     async def run(self, watchdog: bool = True) -> None:
         """Bootstrap (retrying transient errors), then stream until cancelled or fatal.
@@ -227,8 +262,12 @@ class AccountFeed:
         """The periodic REST reconcile; transient errors are logged, fatal ones stop the feed."""
         if self.state.fatal is not None or not self.state.bootstrapped:
             return
+        if self.shared is not None and self.shared.bootstrapping:
+            # accounts on this exchange are still bootstrapping (blind until then); this one
+            # bootstrapped a moment ago and streams: its safety net can wait a round
+            return
         try:
-            async with self._resync_lock:
+            async with self._resync_lock, rest_slot(self.shared):
                 await self.resync()
         except Exception as exc:
             if not self._is_fatal(exc):
@@ -239,7 +278,9 @@ class AccountFeed:
             return
         try:
             held = sorted(self.state.held_symbols)
-            self.state.tiers.update(await self.adapter.fetch_tiers(self._exchange(), held))
+            async with rest_slot(self.shared):
+                tiers = await self.adapter.fetch_tiers(self._exchange(), held)
+            self.state.tiers.update(tiers)
         except Exception as exc:
             if not self._is_fatal(exc):
                 log.warning("%s: tier refresh failed: %s", self.config.name, describe(exc))
@@ -421,7 +462,8 @@ class AccountFeed:
                 if self._last_resync >= failed_at:
                     return
                 try:
-                    await self.resync()
+                    async with rest_slot(self.shared):
+                        await self.resync()
                     if name != "start":
                         log.info("%s: resynced after losing the %s stream", self.config.name, name)
                     return

@@ -1,6 +1,12 @@
 """All accounts' feeds, and their periodic jobs on one apscheduler scheduler.
 
 One account's fatal error stops that account only; the others keep streaming.
+
+Accounts that reach one exchange the same way share a mark hub and a
+:class:`~alertd.feeds.ccxt_exchange.SharedExchange` (market catalogue, HTTP pool, SSL context,
+per-IP rate limiter, REST slots): the manager owns both and closes them after the feeds. Each
+account's periodic jobs start at its own offset within the interval, so that a thousand
+reconciles do not hit the exchange in the same second.
 """
 
 from __future__ import annotations
@@ -9,18 +15,48 @@ import asyncio
 import functools
 import json
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from alertd.config import AccountConfig, Config, FeedSettings, Secret
 from alertd.exchanges.registry import get_spec
+from alertd.feeds.ccxt_exchange import SharedExchange, new_ssl_context
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.marks import MarkHub
 from alertd.feeds.options import PRODUCTION, FeedOptions
 
 log = logging.getLogger(__name__)
+
+# How often skipped periodic runs are summed up in the log (at most one line per kind).
+SKIPS_REPORTED_EVERY_S = 600.0
+
+
+class _NoSkipWarnings(logging.Filter):
+    """apscheduler warns once per skipped run (its previous run still going); with a thousand
+    accounts past their REST budget that is several lines a second. The manager counts the
+    skips instead and sums them up every ``SKIPS_REPORTED_EVERY_S``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
+# the setting that paces each kind of periodic job
+_INTERVAL_SETTING = {
+    "reconcile": "reconcile_interval_s",
+    "tiers": "tier_refresh_interval_s",
+    "listen-key": "listen_key_renew_interval_s",
+    "markets": "tier_refresh_interval_s",
+}
+
+# the feeds scheduler's own logger, under apscheduler's (whose level the CLI sets), the skip
+# warnings filtered
+_scheduler_log = logging.getLogger("apscheduler.scheduler.feeds")
+_scheduler_log.addFilter(_NoSkipWarnings())
 
 
 class FeedFactory(Protocol):
@@ -34,7 +70,14 @@ class FeedFactory(Protocol):
         options: FeedOptions = ...,
         *,
         hub: MarkHub | None = ...,
+        shared: SharedExchange | None = ...,
     ) -> AccountFeed: ...
+
+
+def spread_starts(count: int, interval_s: float) -> list[float]:
+    """First-run delays of ``count`` jobs with one interval: spread evenly over one interval
+    after the first (job i at interval * (1 + i / count)), not all at once."""
+    return [interval_s * (1 + i / count) for i in range(count)]
 
 
 class FeedManager:
@@ -51,34 +94,64 @@ class FeedManager:
         self.options = options
         self.dynamics_span_s = dynamics_span_s  # the rules' longest price-dynamics window
         self.hubs: dict[str, MarkHub] = {}
+        self.shared: dict[str, SharedExchange] = {}
         self.feeds: dict[str, AccountFeed] = {}
+        self._ssl_context: ssl.SSLContext | None = None
         for account in config.accounts:
             if not account.enabled:
                 continue
+            key = self._key(account)
             feed = feed_factory(
                 account,
                 secrets.get(account.name, {}),
                 config.feeds,
                 options,
-                hub=self._hub_for(account),
+                hub=self._hub_for(key, account),
+                shared=self._shared_for(key, account),
             )
             self.feeds[account.name] = feed
         self._scheduler: AsyncIOScheduler | None = None
         self._stopping = False  # close() began: jobs cancelled now are stopped, not crashed
+        self.skipped: dict[str, int] = {}  # periodic runs skipped since the last report, by kind
+        self._skips_reported_at = options.clock()
 
-    def _hub_for(self, account: AccountConfig) -> MarkHub:
-        """Accounts that reach the same exchange the same way share one mark hub."""
-        key = json.dumps(
+    @staticmethod
+    def _key(account: AccountConfig) -> str:
+        """Accounts with the same key reach the same exchange the same way."""
+        return json.dumps(
             [account.exchange, account.sandbox, account.urls, account.options],
             sort_keys=True,
             default=str,
         )
-        if key not in self.hubs:
+
+    def _shared_for(self, key: str, account: AccountConfig) -> SharedExchange:
+        if key not in self.shared:
+            if self._ssl_context is None:
+                self._ssl_context = new_ssl_context()
             settings = self.config.feeds
             factory = self.options.exchange_factory
 
+            def catalogue_exchange(shared: SharedExchange, account: AccountConfig = account) -> Any:
+                return factory(account, {}, settings, None, shared)  # markets are public
+
+            self.shared[key] = SharedExchange(
+                f"{account.exchange} shared" + (f" #{len(self.shared)}" if self.shared else ""),
+                catalogue_exchange,
+                self._ssl_context,
+                rest_concurrency=settings.rest_concurrency,
+                rest_limit_per_ip=get_spec(account.exchange).capabilities.rest_limit_per_ip,
+            )
+        return self.shared[key]
+
+    def _hub_for(self, key: str, account: AccountConfig) -> MarkHub:
+        """Accounts that reach the same exchange the same way share one mark hub."""
+        if key not in self.hubs:
+            settings = self.config.feeds
+            factory = self.options.exchange_factory
+            shared = self._shared_for(key, account)
+
             def public_exchange(sink: Any, account: AccountConfig = account) -> Any:
-                return factory(account, {}, settings, sink)  # no secrets: marks are public
+                return factory(account, {}, settings, sink, shared)  # no secrets: marks are public
 
             self.hubs[key] = MarkHub(
                 f"{account.exchange} marks" + (f" #{len(self.hubs)}" if self.hubs else ""),
@@ -90,6 +163,7 @@ class FeedManager:
                 min_reconnect_interval_s=settings.stale_after_s,
                 wall_clock=self.options.wall_clock,
                 dynamics_span_s=self.dynamics_span_s,
+                shared=shared,
             )
         return self.hubs[key]
 
@@ -117,38 +191,52 @@ class FeedManager:
         for hub in self.hubs.values():
             hub.set_dynamics_span(span_s)
 
-    def _schedule(self) -> AsyncIOScheduler:
+    def schedule(self) -> AsyncIOScheduler:
+        """The periodic jobs (not started): per account reconcile, tier refresh and listen-key
+        renewal, each account at its own offset within the interval; per shared exchange the
+        market catalogue's refresh, with the tiers'."""
         settings = self.config.feeds
-        scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
-        jobs = dict(max_instances=1, coalesce=True, misfire_grace_time=None)
-        for name, feed in self.feeds.items():
+        scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), logger=_scheduler_log)
+        scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES)
+        now = datetime.now(UTC)
+
+        def add(
+            job: Callable[[], Awaitable[None]], job_id: str, interval: float, delay: float
+        ) -> None:
             scheduler.add_job(
-                self._job(feed.reconcile),
+                self._job(job),
                 "interval",
-                seconds=settings.reconcile_interval_s,
-                id=f"reconcile:{name}",
-                **jobs,
+                seconds=interval,
+                start_date=now + timedelta(seconds=delay),
+                id=job_id,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
             )
-            scheduler.add_job(
-                self._job(feed.refresh_tiers),
-                "interval",
-                seconds=settings.tier_refresh_interval_s,
-                id=f"tiers:{name}",
-                **jobs,
-            )
-            if feed.spec.capabilities.renews_listen_key:
-                scheduler.add_job(
-                    self._job(feed.renew),
-                    "interval",
-                    seconds=settings.listen_key_renew_interval_s,
-                    id=f"listen-key:{name}",
-                    **jobs,
-                )
+
+        feeds = list(self.feeds.items())
+        jobs = [
+            ("reconcile", settings.reconcile_interval_s, [(n, f.reconcile) for n, f in feeds]),
+            ("tiers", settings.tier_refresh_interval_s, [(n, f.refresh_tiers) for n, f in feeds]),
+            (
+                "listen-key",
+                settings.listen_key_renew_interval_s,
+                [(n, f.renew) for n, f in feeds if f.spec.capabilities.renews_listen_key],
+            ),
+            (
+                "markets",
+                settings.tier_refresh_interval_s,
+                [(s.name, s.refresh_markets) for s in self.shared.values()],
+            ),
+        ]
+        for kind, interval, calls in jobs:
+            for (name, call), delay in zip(calls, spread_starts(len(calls), interval), strict=True):
+                add(call, f"{kind}:{name}", interval, delay)
         return scheduler
 
     async def run(self) -> None:
         """Run every feed until cancelled; then stop the jobs and close the exchanges."""
-        self._scheduler = self._schedule()
+        self._scheduler = self.schedule()
         self._scheduler.start()
         try:
             async with asyncio.TaskGroup() as group:
@@ -167,6 +255,32 @@ class FeedManager:
             await self.options.sleep(period)
             for feed in list(self.feeds.values()):
                 await feed.check_stale()
+            self.report_skips()
+
+    def _on_skipped(self, event: JobSubmissionEvent) -> None:
+        kind = str(event.job_id).split(":", 1)[0]
+        self.skipped[kind] = self.skipped.get(kind, 0) + 1
+
+    def report_skips(self, every_s: float = SKIPS_REPORTED_EVERY_S) -> None:
+        """One line per kind of periodic job whose runs were skipped since the last report."""
+        now = self.options.clock()
+        if now - self._skips_reported_at < every_s:
+            return
+        self._skips_reported_at = now
+        settings = self.config.feeds
+        for kind, count in sorted(self.skipped.items()):
+            setting = _INTERVAL_SETTING.get(kind, "reconcile_interval_s")
+            log.warning(
+                "%d %s runs skipped in the last %.0f s: an account's previous run was still "
+                "going after feeds.%s (%g s): the exchange's rate limit or the REST slots "
+                "(feeds.rest_concurrency) are saturated",
+                count,
+                kind,
+                every_s,
+                setting,
+                getattr(settings, setting),
+            )
+        self.skipped.clear()
 
     async def _run_one(self, name: str, feed: AccountFeed) -> None:
         await feed.run(watchdog=False)
@@ -180,3 +294,5 @@ class FeedManager:
             scheduler.shutdown(wait=False)
         await asyncio.gather(*(feed.close() for feed in self.feeds.values()))
         await asyncio.gather(*(hub.close() for hub in self.hubs.values()))
+        # last: every account's and hub's exchange is closed, nothing uses the pools any more
+        await asyncio.gather(*(shared.close() for shared in self.shared.values()))

@@ -26,7 +26,7 @@ from alertd.clock import Clock, Sleep
 from alertd.engine.dynamics import MAX_SEED_CANDLES, MarkWindow, seed_timeframe, seeded
 from alertd.feeds.adapter import ExchangeAdapter, FrameError
 from alertd.feeds.backoff import Backoff
-from alertd.feeds.ccxt_exchange import describe
+from alertd.feeds.ccxt_exchange import SharedExchange, describe, load_markets
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,10 @@ class MarkHub:
         *,
         wall_clock: Clock = time.time,
         dynamics_span_s: float = 0.0,
+        shared: SharedExchange | None = None,
     ) -> None:
         self.name = name
+        self._shared = shared  # the exchange's market catalogue, given to this hub's exchange
         self._factory = exchange_factory
         self.adapter = adapter
         self._backoff_factory = backoff_factory
@@ -175,7 +177,9 @@ class MarkHub:
             self._group.create_task(self._seed(symbol), name=f"seed {symbol}")
         while True:
             try:
-                price = await self.adapter.watch_mark(self._exchange(), symbol)
+                exchange = self._exchange()
+                await load_markets(exchange, self._shared)
+                price = await self.adapter.watch_mark(exchange, symbol)
                 backoff.healthy(self._clock())
             except FrameError as exc:
                 self.on_malformed(f"mark {symbol}: bad frame", str(exc))

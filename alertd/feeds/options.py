@@ -9,16 +9,28 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from alertd.clock import Clock, Sleep
 from alertd.config import AccountConfig, BackoffSettings, FeedSettings, Secret
 from alertd.feeds.backoff import Backoff
-from alertd.feeds.ccxt_exchange import make_exchange
+from alertd.feeds.ccxt_exchange import SharedExchange, make_exchange
 
-# (account, its secrets, the feed settings, the frame sink) -> a ccxt.pro exchange; the mark
-# hubs call it with no secrets.
-ExchangeFactory = Callable[[AccountConfig, Mapping[str, Secret], FeedSettings, Any], Any]
+
+class ExchangeFactory(Protocol):
+    """(account, its secrets, the feed settings, the frame sink, what it shares with the other
+    accounts on its exchange) -> a ccxt.pro exchange; the mark hubs call it with no secrets."""
+
+    def __call__(
+        self,
+        account: AccountConfig,
+        secrets: Mapping[str, Secret],
+        settings: FeedSettings,
+        sink: Any = None,
+        shared: SharedExchange | None = None,
+    ) -> Any: ...
+
+
 BackoffFactory = Callable[[], Backoff]
 
 

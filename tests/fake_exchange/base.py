@@ -393,6 +393,10 @@ class FakeExchangeServer(Generic[A, C]):
         """Loop thread: store the checked position and push what the exchange pushes."""
         raise NotImplementedError
 
+    def add_symbol(self, symbol: str, mark: Num) -> None:
+        """Add (or replace) a perpetual 'BASE/QUOTE:SETTLE' with the exchange's generic tiers."""
+        raise NotImplementedError
+
     # the scripting API of accounts, the same on every exchange (extra keywords allowed)
 
     def add_account(self, api_key: str, secret: str, wallet_balance: Num = "1000") -> None:
@@ -565,6 +569,16 @@ class FakeExchangeServer(Generic[A, C]):
             return self._markets[self._market_id(symbol)]
         except KeyError:
             raise KeyError(f"unknown symbol {symbol!r}: add_symbol() it first") from None
+
+    @scripted
+    def list_markets(self, count: int, quote: str = "USDT") -> None:
+        """Serve ``count`` markets in all, as a real exchange lists hundreds (Binance USDⓈ-M
+        about 550): the scripted ones plus generic perpetuals XAAA, XAAB, ... (marks spread
+        from 0.01 to about 1,000), so that market loading costs what it costs live."""
+        for i in range(max(0, count - len(self._markets))):
+            letters = "".join(chr(65 + i // 26**k % 26) for k in (2, 1, 0))
+            mark = Decimal(10 + i * 7919 % 100_000).scaleb(-2)
+            self.add_symbol(f"X{letters}/{quote}:{quote}", mark)
 
     @scripted
     def symbols(self) -> list[str]:
@@ -785,6 +799,7 @@ class ServeOptions:
     accounts: int
     mark_interval_s: float
     seed: int | None
+    markets: int = 0
 
 
 F = TypeVar("F", bound=FakeExchangeServer[Any, Any])
@@ -814,10 +829,13 @@ def serve_main(
     parser.add_argument("--accounts", type=int, default=1, help="accounts key0..keyN-1")
     parser.add_argument("--mark-interval-s", "--interval", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=1, help="seed of the mark random walk")
+    parser.add_argument(
+        "--markets", type=int, default=0, help="list this many markets in all (0: the seeded ones)"
+    )
     args = parser.parse_args(argv)
-    if args.accounts < 0 or args.mark_interval_s <= 0:
-        parser.error("--accounts must be >= 0 and --mark-interval-s > 0")
-    options = ServeOptions(args.port, args.accounts, args.mark_interval_s, args.seed)
+    if args.accounts < 0 or args.mark_interval_s <= 0 or args.markets < 0:
+        parser.error("--accounts and --markets must be >= 0 and --mark-interval-s > 0")
+    options = ServeOptions(args.port, args.accounts, args.mark_interval_s, args.seed, args.markets)
     return asyncio.run(_serve(options, fake_class, seed_accounts, max_step))
 
 
@@ -829,6 +847,7 @@ async def _serve(
 ) -> int:
     fake = fake_class(mark_interval_s=options.mark_interval_s)
     seed_accounts(fake, options.accounts)
+    fake.list_markets(options.markets)
     try:
         await fake.start(options.port)
     except OSError as exc:

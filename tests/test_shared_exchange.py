@@ -1,0 +1,316 @@
+"""Many accounts on one exchange share what is not theirs (issue 14, item 1).
+
+Against the local exchanges: one market catalogue per exchange (the fake counts the market
+requests), one HTTP pool and SSL context, one rate limiter where the exchange limits per IP,
+bounded concurrent REST work, periodic jobs spread over their interval, and a shutdown that
+closes every exchange object and then the shared pool, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import Any
+
+import pytest
+import yaml
+
+from alertd.config import AccountConfig, Config, FeedSettings, parse_config
+from alertd.feeds.ccxt_exchange import make_exchange
+from alertd.feeds.feed import AccountFeed
+from alertd.feeds.manager import FeedManager, spread_starts
+from alertd.feeds.marks import MarkHub
+from alertd.feeds.options import FeedOptions
+from tests.support.aio import background, run
+from tests.support.fakes import FAKES, started
+from tests.support.feeds import FAST, account_config, btc_long, fast_backoff, secrets
+from tests.support.poll import eventually
+
+ACCOUNTS = 6
+# the test's fast settings, but periodic jobs no more often than Binance's per-IP budget (as
+# ccxt models it, 20 weight a second) can serve for all the accounts together
+SETTINGS = FAST.model_copy(update={"reconcile_interval_s": 20, "listen_key_renew_interval_s": 20})
+INSTRUMENTS = "/v5/market/instruments-info"
+MARKETS = 200  # enough that a parsed copy per account would show; a real list is ~550
+
+
+class Built:
+    """An exchange factory that remembers every ccxt object it built (the seam tests use)."""
+
+    def __init__(self) -> None:
+        self.exchanges: list[Any] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:  # the ExchangeFactory signature
+        exchange = make_exchange(*args, **kwargs)
+        self.exchanges.append(exchange)
+        return exchange
+
+
+def manager_for(
+    fake: Any,
+    exchange: str,
+    built: Built,
+    count: int = ACCOUNTS,
+    settings: FeedSettings = SETTINGS,
+    **feed_factory: Any,
+) -> FeedManager:
+    for i in range(count):
+        fake.add_account(f"key{i}", f"secret{i}", wallet_balance=100_000)
+        btc_long(fake, f"key{i}")  # a position: the mark hub streams BTC
+    accounts = [account_config(f"a{i}", exchange, fake) for i in range(count)]
+    keys = {f"a{i}": secrets(f"key{i}", f"secret{i}") for i in range(count)}
+    options = FeedOptions(exchange_factory=built, backoff=fast_backoff)
+    config = Config(version=1, accounts=accounts, feeds=settings)
+    return FeedManager(config, keys, options, **feed_factory)
+
+
+def market_requests(fake: Any, path: str) -> int:
+    return sum(1 for _, p in fake.requests if p == path)
+
+
+def test_many_binance_accounts_load_markets_once_and_share_pool_context_and_rate_limiter() -> None:
+    async def body() -> None:
+        fake = FAKES["binanceusdm"]()
+        fake.list_markets(MARKETS)
+        built = Built()
+        async with started(fake):
+            manager = manager_for(fake, "binanceusdm", built)
+            async with background(manager.run()):
+                feeds = list(manager.feeds.values())
+                await eventually(
+                    lambda: all(f.state.connected for f in feeds),
+                    what="all streaming",
+                    timeout_s=60,
+                )
+                assert market_requests(fake, "/fapi/v1/exchangeInfo") == 1
+                (shared,) = manager.shared.values()
+                accounts = [f.exchange for f in feeds]
+                catalogue = accounts[0].markets
+                assert len(catalogue) == MARKETS
+                # every account's and the mark hub's client holds the one catalogue, not a copy
+                (hub,) = manager.hubs.values()
+                for exchange in [*accounts, hub.exchange]:
+                    assert exchange.markets is catalogue
+                    assert exchange.markets_by_id is accounts[0].markets_by_id
+                    assert exchange.session is shared.session()
+                    assert exchange.ssl_context is shared.ssl_context
+                    # Binance counts request weight per IP: one budget for all
+                    assert exchange.throttler is accounts[0].throttler
+                assert {e.apiKey for e in accounts} == {f"key{i}" for i in range(ACCOUNTS)}
+                # alertd's own market info: one read-only dict for all, not one per account
+                assert all(f.state.markets is feeds[0].state.markets for f in feeds)
+                assert "BTC/USDT:USDT" in feeds[0].state.markets
+                # no permessage-deflate offered: no zlib pair per connection
+                assert all(e.options["ws"]["compress"] == 0 for e in accounts)
+                # while an account on the exchange bootstraps, reconciles give way
+                shared.bootstrapping += 1
+                sent = len(fake.requests)
+                await feeds[3].reconcile()
+                assert len(fake.requests) == sent
+                shared.bootstrapping -= 1
+                # an account's client closing leaves the pool open for the others
+                extra = make_exchange(
+                    account_config("extra", "binanceusdm", fake), {}, FAST, None, shared
+                )
+                await shared.share_markets(extra)
+                assert extra.markets is catalogue
+                await extra.close()
+                assert not shared.session().closed
+                sent = len(fake.requests)
+                await feeds[1].reconcile()
+                assert feeds[1].state.fatal is None
+                assert len(fake.requests) > sent  # the reconcile went out on the shared pool
+                # a listing after start reaches every client at the catalogue's refresh
+                fake.add_symbol("NEWCOIN/USDT:USDT", "1.5")
+                await shared.refresh_markets()
+                assert market_requests(fake, "/fapi/v1/exchangeInfo") == 2
+                refreshed = accounts[0].markets
+                assert refreshed is not catalogue and "NEWCOIN/USDT:USDT" in refreshed
+                for exchange in [*accounts, hub.exchange]:
+                    assert exchange.markets is refreshed
+                    assert exchange.market_id("NEWCOIN/USDT:USDT") == "NEWCOINUSDT"
+            # shutdown: every exchange object closed, then the pool, once
+            assert shared.closed and shared._session is None
+            assert len(built.exchanges) == ACCOUNTS + 2  # the accounts', the hub's, the catalogue's
+            assert all(e.session is None and e.closed_by_user for e in built.exchanges)
+            await manager.close()  # a second close is harmless
+
+    run(body(), timeout_s=120)
+
+
+def test_bybit_accounts_share_markets_but_keep_their_own_rate_limiters() -> None:
+    async def body() -> None:
+        fake = FAKES["bybit"]()
+        fake.list_markets(MARKETS)
+        built = Built()
+        async with started(fake):
+            # what one load of the markets asks for (ccxt pages through the categories)
+            alone = make_exchange(account_config("x", "bybit", fake), {}, FAST)
+            try:
+                await alone.load_markets()
+            finally:
+                await alone.close()
+            one_load = market_requests(fake, INSTRUMENTS)
+            assert one_load >= 1
+            manager = manager_for(fake, "bybit", built, count=5)
+            async with background(manager.run()):
+                feeds = list(manager.feeds.values())
+                await eventually(
+                    lambda: all(f.state.bootstrapped for f in feeds), what="all up", timeout_s=60
+                )
+                # five accounts and their mark hub: one more load, not five
+                assert market_requests(fake, INSTRUMENTS) == 2 * one_load
+                exchanges = [f.exchange for f in feeds]
+                assert all(e.markets is exchanges[0].markets for e in exchanges)
+                assert all(e.session is exchanges[0].session for e in exchanges)
+                # Bybit limits private requests per account: no shared budget
+                assert len({id(e.throttler) for e in exchanges}) == len(exchanges)
+
+    run(body(), timeout_s=120)
+
+
+def test_concurrent_rest_work_is_bounded_per_exchange(caplog: pytest.LogCaptureFixture) -> None:
+    peak = 0
+    active = 0
+
+    class CountingFeed(AccountFeed):
+        async def resync(self) -> None:
+            nonlocal peak, active
+            active += 1
+            peak = max(peak, active)
+            try:
+                await asyncio.sleep(0.05)  # long enough for the others to pile up
+                await super().resync()
+            finally:
+                active -= 1
+
+    async def body() -> None:
+        fake = FAKES["bybit"]()  # limits per account: only the REST slots hold them back
+        built = Built()
+        async with started(fake):
+            settings = FAST.model_copy(update={"rest_concurrency": 2})
+            manager = manager_for(
+                fake, "bybit", built, 10, settings=settings, feed_factory=CountingFeed
+            )
+            async with background(manager.run()):
+                feeds = list(manager.feeds.values())
+                await eventually(
+                    lambda: all(f.state.bootstrapped for f in feeds), what="all up", timeout_s=60
+                )
+                # reconciles (every 0.5 s here) go through the same slots
+                await asyncio.sleep(1.2)
+        assert peak == 2, peak
+
+    with caplog.at_level(logging.WARNING):
+        run(body(), timeout_s=120)
+    # the reconciles still waiting for a slot at shutdown are cancelled quietly
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
+
+
+def test_periodic_jobs_are_spread_over_their_interval() -> None:
+    starts = spread_starts(100, 60.0)
+    assert starts[0] == 60.0 and max(starts) < 120.0
+    assert len(set(starts)) == 100
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert gaps == pytest.approx([0.6] * 99)  # evenly: 100 reconciles, one every 0.6 s
+
+    async def body() -> None:
+        accounts = [
+            AccountConfig(name=f"a{i}", exchange="binanceusdm", api_key_env="K", secret_env="S")
+            for i in range(50)
+        ]
+        settings = FeedSettings(reconcile_interval_s=60)
+        manager = FeedManager(Config(version=1, accounts=accounts, feeds=settings), {})
+        try:
+            scheduler = manager.schedule()
+            reconciles = sorted(
+                job.trigger.start_date.timestamp()
+                for job in scheduler.get_jobs()
+                if job.id.startswith("reconcile:")
+            )
+            assert len(reconciles) == 50
+            # all within one interval after the first, none in the same second as another
+            assert 58 < reconciles[-1] - reconciles[0] < 60
+            assert min(b - a for a, b in itertools.pairwise(reconciles)) > 1.0
+            kinds = {job.id.split(":", 1)[0] for job in scheduler.get_jobs()}
+            assert kinds == {"reconcile", "tiers", "listen-key", "markets"}
+        finally:
+            await manager.close()
+
+    run(body(), timeout_s=30)
+
+
+def test_a_lone_feed_still_owns_its_exchange_and_markets() -> None:
+    """alertd snapshot and a single feed build no shared parts: ccxt's own session."""
+
+    async def body() -> None:
+        fake = FAKES["binanceusdm"]()
+        async with started(fake, [("k", "s", 1000)]):
+            feed = AccountFeed(
+                account_config("solo", "binanceusdm", fake),
+                secrets("k", "s"),
+                FAST,
+                FeedOptions(backoff=fast_backoff),
+            )
+            assert feed.shared is None and isinstance(feed.hub, MarkHub)
+            try:
+                await feed.bootstrap()
+                assert feed.exchange.own_session and feed.exchange.markets
+            finally:
+                await feed.close()
+
+    run(body(), timeout_s=30)
+
+
+def test_a_config_of_a_thousand_accounts_with_their_own_urls_and_options_loads() -> None:
+    """A desk's config: 1,000 accounts, each with its urls (a proxy) and options, written with
+    one anchor, as bench/feeds.py writes it (about 60,000 values once aliases expand)."""
+    urls = {f"family{i}": f"http://127.0.0.1:9/{i}" for i in range(20)}
+    urls["ws"] = {"linear": "ws://127.0.0.1:9/ws", "inverse": "ws://127.0.0.1:9/ws"}
+    accounts = [
+        {
+            "name": f"acct{i}",
+            "exchange": "binanceusdm",
+            "api_key_env": f"KEY_{i}",
+            "secret_env": f"SECRET_{i}",
+            "urls": urls,
+            "options": {"fetchCurrencies": False},
+        }
+        for i in range(1000)
+    ]
+    text = yaml.safe_dump({"version": 1, "accounts": accounts, "state_path": "s.sqlite"})
+    assert "*id" in text  # aliases, not 1,000 copies
+    config = parse_config(text)
+    assert len(config.accounts) == 1000
+    assert config.accounts[-1].urls["ws"]["linear"] == "ws://127.0.0.1:9/ws"
+
+
+def test_skipped_periodic_runs_are_summed_up_not_logged_one_by_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A reconcile still running when its next run is due: apscheduler skips the run; the
+    manager counts the skips and writes one line per period, not one per skip."""
+
+    class SlowFeed(AccountFeed):
+        async def reconcile(self) -> None:
+            await asyncio.sleep(1.5)  # three intervals of the test's 0.5 s
+
+    async def body() -> None:
+        fake = FAKES["binanceusdm"]()
+        async with started(fake):
+            manager = manager_for(
+                fake, "binanceusdm", Built(), 3, settings=FAST, feed_factory=SlowFeed
+            )
+            async with background(manager.run()):
+                await eventually(lambda: manager.skipped.get("reconcile", 0) >= 3, what="skips")
+                manager.report_skips(every_s=0)
+                assert manager.skipped == {}
+
+    with caplog.at_level(logging.WARNING):
+        run(body(), timeout_s=60)
+    lines = [r.getMessage() for r in caplog.records]
+    assert not [m for m in lines if "maximum number of running instances" in m]
+    (summary,) = [m for m in lines if "reconcile runs skipped" in m]
+    assert "still going after feeds.reconcile_interval_s (0.5 s)" in summary
