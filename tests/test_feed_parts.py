@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
 
 import ccxt
@@ -15,10 +14,7 @@ from alertd.exchanges.bybit import risk_limits_to_table
 from alertd.exchanges.registry import get_spec
 from alertd.feeds.backoff import Backoff
 from alertd.feeds.ccxt_exchange import ErrorKind, classify, deep_merge, describe
-from alertd.feeds.manager import _job
 from alertd.feeds.state import AccountState, MarketInfo, PositionState, Stream
-
-from .support.aio import run
 
 D = Decimal
 
@@ -146,22 +142,3 @@ def test_freshness_says_what_is_stale() -> None:
     assert not report[(Stream.POSITIONS, "")].stale
     report = {(f.stream, f.key): f for f in state.freshness(300, 30, 150)}
     assert all(f.stale for f in report.values())
-
-
-def test_a_periodic_job_stopped_in_flight_ends_quietly() -> None:
-    """At shutdown a reconcile may be mid-request: its cancellation is not a job failure
-    (the scheduler would log it with a traceback)."""
-
-    async def body() -> None:
-        started = asyncio.Event()
-
-        async def step() -> None:
-            started.set()
-            await asyncio.sleep(3600)
-
-        task = asyncio.create_task(_job(step, "reconcile:a")())
-        await started.wait()
-        task.cancel()
-        assert await task is None  # ends normally: nothing for the scheduler to report
-
-    run(body())
