@@ -262,3 +262,36 @@ def test_snapshot_json_round_trips(example: Path) -> None:
     again = parse_snapshot(json.dumps(account_to_json(first))).account
     assert again == first
     assert compute(again) == compute(first)
+
+
+@pytest.mark.parametrize("width", [80, 100, 120])
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_the_key_figures_fit_the_terminal(example: Path, width: int) -> None:
+    """In 80 to 149 columns the positions' key figures (position, size, mark, liquidation
+    price, distance, ratio) are one table that fits, every figure whole."""
+    import io
+    from decimal import Decimal
+
+    from rich.console import Console
+
+    from alertd.engine.margin import compute
+    from alertd.snapshot.format import load_snapshot
+    from alertd.views import format as fmt
+    from alertd.views.report import render
+
+    metrics = compute(load_snapshot(example).account, Decimal("0.5"))
+    out = io.StringIO()
+    render(metrics, Console(file=out, width=width, highlight=False, markup=False, emoji=False))
+    text = out.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= width
+    key = text.split("Positions", 1)[1].split("Position details", 1)[0]
+    assert "…" not in key
+    for pm in metrics.positions:
+        row = next(
+            line
+            for line in key.splitlines()
+            if f"{pm.position.symbol} {pm.position.side.label} " in line
+        )
+        assert fmt.price(pm.liquidation_price) in row
+        assert fmt.price(pm.position.mark_price) in row
+        assert fmt.percent(pm.liquidation_distance) in row

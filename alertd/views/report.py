@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -142,6 +143,9 @@ def render(m: AccountMetrics, console: Console) -> None:
     if pool.collateral:
         render_collateral(m, console)
 
+    if console.width < WIDE_COLUMNS:
+        _render_narrow(m, console)
+        return
     table = Table(title="Positions", header_style="bold")
     for name in (
         "Symbol",
@@ -163,15 +167,6 @@ def render(m: AccountMetrics, console: Console) -> None:
         table.add_column(name, justify="left" if name in ("Symbol", "Side", "Mode") else "right")
     for pm in m.positions:
         p = pm.position
-        action = fmt.NONE
-        if pm.margin_to_add:
-            action = f"add {fmt.money(pm.margin_to_add, up=True)}"
-        elif pm.size_to_cut:
-            action = f"cut {fmt.size_to_cut(pm.size_to_cut)}"
-        elif m.target_ratio is not None and pm.size_to_cut is None:
-            action = "add margin"
-        elif m.target_ratio is not None:
-            action = "ok"
         table.add_row(
             p.symbol,
             p.side.label,
@@ -187,9 +182,62 @@ def render(m: AccountMetrics, console: Console) -> None:
             fmt.percent(pm.liquidation_distance),
             fmt.price(pm.bankruptcy_price),
             fmt.leverage(pm.effective_leverage),
-            action,
+            _action(pm, m),
         )
     console.print(table)
+
+
+# the positions table with every column needs about this many; a narrower terminal gets the
+# key figures in one table that fits 80 columns and the rest in a second
+WIDE_COLUMNS = 150
+
+
+def _action(pm: PositionMetrics, m: AccountMetrics) -> str:
+    if pm.margin_to_add:
+        return f"add {fmt.money(pm.margin_to_add, up=True)}"
+    if pm.size_to_cut:
+        return f"cut {fmt.size_to_cut(pm.size_to_cut)}"
+    if m.target_ratio is not None and pm.size_to_cut is None:
+        return "add margin"
+    if m.target_ratio is not None:
+        return "ok"
+    return fmt.NONE
+
+
+def _render_narrow(m: AccountMetrics, console: Console) -> None:
+    """Positions for a terminal of 80 to 149 columns: what decides the next move (size, mark,
+    liquidation price, distance, ratio) in one table that fits 80 columns, never cut; the
+    rest in a second (notional, maintenance margin and leverage: in the wide table and
+    ``--json``). The symbol and side share one column."""
+    key = Table(title="Positions", header_style="bold", box=box.SIMPLE_HEAD)
+    for name in ("Position", "Size", "Mark", "Liq. price", "Distance", "Ratio"):
+        key.add_column(name, justify="left" if name == "Position" else "right", no_wrap=True)
+    rest = Table(title="Position details", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    target = f"To {fmt.ratio(m.target_ratio)}" if m.target_ratio is not None else "Action"
+    for name in ("Position", "Mode", "Entry", "uPnL", "Bankr.", target):
+        left = name in ("Position", "Mode")
+        rest.add_column(name, justify="left" if left else "right", no_wrap=left)
+    for pm in m.positions:
+        p = pm.position
+        position = f"{p.symbol} {p.side.label}"
+        key.add_row(
+            position,
+            fmt.quantity(p.contracts),
+            fmt.price(p.mark_price),
+            fmt.price(pm.liquidation_price),
+            fmt.percent(pm.liquidation_distance),
+            fmt.ratio(pm.margin_ratio),
+        )
+        rest.add_row(
+            position,
+            p.margin_mode.value,
+            fmt.price(p.entry_price),
+            fmt.money(pm.unrealized_pnl),
+            fmt.price(pm.bankruptcy_price),
+            _action(pm, m),
+        )
+    console.print(key)
+    console.print(rest)
 
 
 def _ratio_text(cm: CollateralMetrics) -> str:
