@@ -142,3 +142,20 @@ def test_freshness_says_what_is_stale() -> None:
     assert not report[(Stream.POSITIONS, "")].stale
     report = {(f.stream, f.key): f for f in state.freshness(300, 30, 150)}
     assert all(f.stale for f in report.values())
+
+
+def test_market_info_reads_the_tick_and_the_lot() -> None:
+    """ccxt's precisions are steps (TICK_SIZE mode): the price's tick, the amount's lot."""
+    from alertd.feeds.adapter import market_info
+
+    # ccxt's binanceusdm BTC/USDT:USDT market (precision from exchangeInfo's PRICE_FILTER
+    # tickSize 0.10 and LOT_SIZE stepSize 0.001)
+    market = {
+        "symbol": "BTC/USDT:USDT",
+        "contractSize": 1,
+        "inverse": False,
+        "precision": {"price": 0.1, "amount": 0.001},
+    }
+    info = market_info(market, "USDT")
+    assert info.tick_size == Decimal("0.1") and info.lot_size == Decimal("0.001")
+    assert market_info({**market, "precision": {}}, "USDT").lot_size is None

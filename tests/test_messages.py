@@ -145,3 +145,28 @@ def test_predictive_metrics_read_in_their_units() -> None:
     sigma = render(note(Kind.FIRING, predictive("liquidation_distance_sigma", below=D(2)), "1.96"))
     assert sigma.title == "WARNING main: liquidation distance sigma 1.96σ"  # not 2.0σ
     assert sigma.body.splitlines()[0] == "below 2.0σ (liquidation_distance_sigma)"
+
+
+def test_a_size_to_cut_is_in_the_markets_lot_size() -> None:
+    """The action line's cut is rounded up to the market's lot (0.3252 BTC -> 0.326 at a
+    0.001 lot), so cutting what it says is enough; without a lot, four significant digits."""
+    snap = snapshot(
+        "binanceusdm",
+        "2000",
+        [
+            position(
+                "BTC/USDT:USDT",
+                "long",
+                "1",
+                "60000",
+                "58350",
+                tiers([(None, "0.004", "0")]),
+                lot_size="0.001",
+            )
+        ],
+    )
+    context = Context(compute(account(snap), D("0.45")))
+    n = Notification(Kind.FIRING, WARN, MAIN, 1000.0, 400.0, D("0.667"), context, None)
+    assert render(n, D("0.45")).body.splitlines()[-1] == (
+        "→ add 168.67 USDT to get back to 45%, or cut 0.326 BTC/USDT:USDT"
+    )

@@ -43,6 +43,7 @@ class Position:
     isolated_margin: Decimal | None = None  # isolated only: margin held, without unrealized PnL
     leverage: Decimal | None = None  # the position's set leverage, for initial margin
     tick_size: Decimal | None = None
+    lot_size: Decimal | None = None  # the smallest step of an order's size, in contracts
 
     @property
     def quantity(self) -> Decimal:

@@ -54,13 +54,16 @@ def dec_or_none(value: Any) -> Decimal | None:
 
 
 def market_info(market: dict[str, Any], settle: str) -> MarketInfo:
-    tick = market.get("precision", {}).get("price")
+    # ccxt's precisions are steps (its TICK_SIZE mode): the price's tick, the amount's lot
+    precision = market.get("precision") or {}
+    tick, lot = precision.get("price"), precision.get("amount")
     return MarketInfo(
         symbol=market["symbol"],
         contract_size=dec(market.get("contractSize") or 1, "contractSize"),
         inverse=bool(market.get("inverse")),
         settle=settle,
         tick_size=dec(tick, "tick") if tick else None,
+        lot_size=dec(lot, "lot") if lot else None,
     )
 
 

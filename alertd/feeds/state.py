@@ -102,6 +102,7 @@ class MarketInfo:
     inverse: bool
     settle: str
     tick_size: Decimal | None = None
+    lot_size: Decimal | None = None  # the smallest step of an order's size, in contracts
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +299,7 @@ class AccountState:
                     else None,
                     leverage=p.leverage,
                     tick_size=market.tick_size,
+                    lot_size=market.lot_size,
                 )
             )
         return Account(

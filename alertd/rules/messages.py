@@ -78,7 +78,7 @@ def _remedy_text(remedy: Remedy, settle: str, goal: str) -> str | None:
     where = f" to {p.symbol}'s margin" if p is not None and p.is_isolated else ""
     text = f"add {fmt.money(remedy.margin_to_add, settle, up=True)}{where} {goal}"
     if remedy.size_to_cut and p is not None and remedy.size_to_cut < p.contracts:
-        text += f", or cut {fmt.size_to_cut(remedy.size_to_cut)} {p.symbol}"
+        text += f", or cut {fmt.size_to_cut(remedy.size_to_cut, p.lot_size)} {p.symbol}"
     return text
 
 
@@ -132,7 +132,8 @@ def _action(n: Notification, metrics: AccountMetrics, target: Decimal) -> str | 
         if cuts:
             biggest = max(cuts, key=lambda pm: pm.notional)
             assert biggest.size_to_cut is not None
-            text += f", or cut {fmt.size_to_cut(biggest.size_to_cut)} {biggest.position.symbol}"
+            cut = fmt.size_to_cut(biggest.size_to_cut, biggest.position.lot_size)
+            text += f", or cut {cut} {biggest.position.symbol}"
         return text
     worst = [pm for pm in at_target.positions if pm.position.is_isolated and pm.margin_to_add]
     if worst:

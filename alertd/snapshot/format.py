@@ -81,6 +81,7 @@ class PositionIn(_Model):
     fee_rate: NonNegativeDec | None = None
     leverage: PositiveDec | None = None
     tick_size: PositiveDec | None = None
+    lot_size: PositiveDec | None = None  # the smallest order size step, in contracts
     tiers: Annotated[list[TierIn], Field(min_length=1)]
 
 
@@ -321,6 +322,7 @@ def build_account(snap: SnapshotIn | SnapshotInV2) -> LoadedSnapshot:
                 isolated_margin=p.isolated_margin,
                 leverage=p.leverage,
                 tick_size=p.tick_size,
+                lot_size=p.lot_size,
             )
         )
     inverse = any(inverse_kinds)
@@ -434,6 +436,7 @@ def account_to_json(account: Account) -> dict[str, Any]:
                 "fee_rate": decimal_str(p.fee_rate),
                 "leverage": decimal_str(p.leverage),
                 "tick_size": decimal_str(p.tick_size),
+                "lot_size": decimal_str(p.lot_size),
                 "tiers": [_tier_json(t, p.tiers.basis) for t in p.tiers.tiers],
             }
             for p in account.positions

@@ -196,7 +196,7 @@ def _action(pm: PositionMetrics, m: AccountMetrics) -> str:
     if pm.margin_to_add:
         return f"add {fmt.money(pm.margin_to_add, up=True)}"
     if pm.size_to_cut:
-        return f"cut {fmt.size_to_cut(pm.size_to_cut)}"
+        return f"cut {fmt.size_to_cut(pm.size_to_cut, pm.position.lot_size)}"
     if m.target_ratio is not None and pm.size_to_cut is None:
         return "add margin"
     if m.target_ratio is not None:
