@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -351,3 +352,61 @@ def test_what_if_on_the_live_account() -> None:
         assert what_if("move", bad, accounts).startswith(("usage", "a move"))
     for bad in (["main"], ["main", "BTC=abc"], ["main", f"{BTC}=-1"], ["main", "55000"]):
         assert what_if("calc", bad, accounts).startswith("usage")
+
+
+def test_ack_stops_repeats_an_escalation_still_comes_and_silence_1h_holds_it(
+    tmp_path: Path, fake_in_thread: Any, bot_api: LocalBotApi
+) -> None:
+    """Through the real daemon, with repeats every 2 s: Ack ends the warning's repeats; the
+    critical (another rule) still comes; Silence 1h on it holds its repeats."""
+    fake = btc_long(fake_in_thread)
+    rules = [{**rule, "repeat": "2s"} for rule in RULES]
+    path = write_config(
+        tmp_path,
+        [fake_account(fake, "main", "binanceusdm", "E2E_KEY", "E2E_SECRET")],
+        feeds={"stale_after_s": 10, "reconcile_interval_s": 5, "backoff": {"max_s": 1}},
+        rules=rules,
+        telegram={"token_env": "TG_TOKEN", "chats": [CHAT], "api_url": bot_api.base_url[:-4]},
+        receivers=[{"name": "phone", "type": "telegram", "chat": CHAT}],
+        delivery={"retry_initial": 0.2, "retry_max": 1, "drain_on_shutdown": 5},
+    )
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "E2E_KEY": "key-e2e",
+        "E2E_SECRET": "secret-e2e",
+        "TG_TOKEN": TOKEN,
+    }
+    daemon = Daemon(path, env, tmp_path / "alertd.log")
+
+    def sent(head: str) -> list[dict[str, Any]]:
+        return [m for m in bot_api.messages_to(CHAT) if m["text"].startswith(head)]
+
+    def press(message: dict[str, Any], label: str, answered: int) -> None:
+        (data,) = [d for text, d in bot_api.buttons(message) if text == label]
+        bot_api.user_presses(CHAT, message["message_id"], data)
+        wait_for(lambda: len(bot_api.answers) == answered, what=f"{label} answered", timeout_s=30)
+
+    try:
+        daemon.start()
+        wait_for(lambda: "bootstrapped" in daemon.text(), what="bootstrap", timeout_s=60)
+        fake.set_mark(BTC, "58350")  # ratio about 0.67: the warning, then its repeats
+        wait_for(lambda: len(sent("WARNING main")) >= 2, what="a repeat", timeout_s=60)
+        press(sent("WARNING main")[0], "Ack", 1)
+        assert bot_api.answers[0]["text"] == "acknowledged"
+        time.sleep(0.5)  # a repeat already on its way when the press landed
+        warnings = len(sent("WARNING main"))
+        time.sleep(6)  # three repeat intervals
+        assert len(sent("WARNING main")) == warnings, "the acknowledged alert repeated"
+
+        fake.set_mark(BTC, "58250")  # ratio about 0.93: the critical rule, not acknowledged
+        wait_for(lambda: sent("CRITICAL main"), what="the escalation", timeout_s=60)
+        press(sent("CRITICAL main")[0], "Silence 1h", 2)
+        assert bot_api.answers[1]["text"] == "silenced for 1h"
+        time.sleep(0.5)
+        criticals = len(sent("CRITICAL main"))
+        time.sleep(6)
+        assert len(sent("CRITICAL main")) == criticals, "the silenced alert repeated"
+        assert daemon.stop() == 0
+    finally:
+        if daemon.proc is not None:
+            daemon.stop(signal.SIGKILL)
