@@ -197,17 +197,15 @@ def test_config_problems(
     assert any(problem in p for p in info.value.problems), info.value.problems
 
 
-def test_alertd_run_sends_the_alert_and_answers_the_allowed_chat(
-    tmp_path: Path, fake_in_thread: Any, bot_api: LocalBotApi
-) -> None:
-    """The real daemon: the price falls past the warning; one message in the chat; the
-    token is nowhere in the log."""
-    fake = btc_long(fake_in_thread)
+def bot_daemon(
+    tmp_path: Path, fake: Any, bot_api: LocalBotApi, rules: list[dict[str, Any]]
+) -> tuple[Path, Daemon]:
+    """``alertd run`` (not started) on the fake's account, its alerts to the bot's chat."""
     path = write_config(
         tmp_path,
         [fake_account(fake, "main", "binanceusdm", "E2E_KEY", "E2E_SECRET")],
         feeds={"stale_after_s": 10, "reconcile_interval_s": 5, "backoff": {"max_s": 1}},
-        rules=RULES,
+        rules=rules,
         telegram={"token_env": "TG_TOKEN", "chats": [CHAT], "api_url": bot_api.base_url[:-4]},
         receivers=[{"name": "phone", "type": "telegram", "chat": CHAT}],
         delivery={"retry_initial": 0.2, "retry_max": 1, "drain_on_shutdown": 5},
@@ -218,7 +216,16 @@ def test_alertd_run_sends_the_alert_and_answers_the_allowed_chat(
         "E2E_SECRET": "secret-e2e",
         "TG_TOKEN": TOKEN,
     }
-    daemon = Daemon(path, env, tmp_path / "alertd.log")
+    return path, Daemon(path, env, tmp_path / "alertd.log")
+
+
+def test_alertd_run_sends_the_alert_and_answers_the_allowed_chat(
+    tmp_path: Path, fake_in_thread: Any, bot_api: LocalBotApi
+) -> None:
+    """The real daemon: the price falls past the warning; one message in the chat; the
+    token is nowhere in the log."""
+    fake = btc_long(fake_in_thread)
+    path, daemon = bot_daemon(tmp_path, fake, bot_api, RULES)
     daemon.args = ["-v"]
 
     def replies() -> list[str]:
@@ -361,22 +368,7 @@ def test_ack_stops_repeats_an_escalation_still_comes_and_silence_1h_holds_it(
     critical (another rule) still comes; Silence 1h on it holds its repeats."""
     fake = btc_long(fake_in_thread)
     rules = [{**rule, "repeat": "2s"} for rule in RULES]
-    path = write_config(
-        tmp_path,
-        [fake_account(fake, "main", "binanceusdm", "E2E_KEY", "E2E_SECRET")],
-        feeds={"stale_after_s": 10, "reconcile_interval_s": 5, "backoff": {"max_s": 1}},
-        rules=rules,
-        telegram={"token_env": "TG_TOKEN", "chats": [CHAT], "api_url": bot_api.base_url[:-4]},
-        receivers=[{"name": "phone", "type": "telegram", "chat": CHAT}],
-        delivery={"retry_initial": 0.2, "retry_max": 1, "drain_on_shutdown": 5},
-    )
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "E2E_KEY": "key-e2e",
-        "E2E_SECRET": "secret-e2e",
-        "TG_TOKEN": TOKEN,
-    }
-    daemon = Daemon(path, env, tmp_path / "alertd.log")
+    _, daemon = bot_daemon(tmp_path, fake, bot_api, rules)
 
     def sent(head: str) -> list[dict[str, Any]]:
         return [m for m in bot_api.messages_to(CHAT) if m["text"].startswith(head)]
