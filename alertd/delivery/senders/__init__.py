@@ -84,6 +84,17 @@ class HttpAnswer:
     text: str  # the start of the body, for an error message
     retry_after_s: float | None  # the receiver's Retry-After, in seconds
 
+    @property
+    def wait_s(self) -> float | None:
+        """How long the receiver asked alertd to wait: its Retry-After, or for a 429 without
+        a usable one, :data:`RATE_LIMITED_S`."""
+        if self.status == 429 and self.retry_after_s is None:
+            return RATE_LIMITED_S
+        return self.retry_after_s
+
+
+RATE_LIMITED_S = 30.0  # a 429 without a usable Retry-After
+
 
 async def http_call(
     method: str, url: str, timeout_s: float, json: Any = None, max_chars: int = 300

@@ -45,7 +45,6 @@ from alertd.delivery.senders import Outgoing, SendResult, http_call
 TIMEOUT_S = 10.0
 DEFAULT_RESEND_S = 60.0
 VALID_FOR_RESENDS = 4  # an alert not re-sent for this many intervals is resolved by Alertmanager
-RATE_LIMITED_S = 30.0
 FIRING_KINDS = frozenset({"firing", "repeat"})
 RESOLVED = "resolved"
 API_PATH = "/api/v2/alerts"
@@ -157,10 +156,8 @@ class AlertmanagerSender:
             answer = await http_call("POST", endpoint(url), self.timeout_s, alerts)
         except Exception as exc:  # the URL's parts never reach the text: only the class
             return SendResult(False, f"Alertmanager was not reached: {type(exc).__name__}")
-        status, retry_after = answer.status, answer.retry_after_s
-        if status < 300:
+        if answer.status < 300:
             return SendResult(True)
-        if status == 429 and retry_after is None:
-            retry_after = RATE_LIMITED_S
         detail = " ".join(answer.text.split())
-        return SendResult(False, f"Alertmanager answered HTTP {status}: {detail}", retry_after)
+        why = f"Alertmanager answered HTTP {answer.status}: {detail}"
+        return SendResult(False, why, answer.wait_s)

@@ -12,7 +12,6 @@ from alertd.config import Secret
 from alertd.delivery.senders import Outgoing, SendResult, http_call
 
 TIMEOUT_S = 10.0  # a monitor that does not answer within this is down for this ping
-RATE_LIMITED_S = 30.0  # a 429 without a usable Retry-After
 
 
 class PingSender:
@@ -24,9 +23,7 @@ class PingSender:
             answer = await http_call("GET", url.reveal(), self.timeout_s)
         except Exception as exc:  # the URL's parts never reach the text: only the class
             return SendResult(False, f"the dead-man's switch was not reached: {type(exc).__name__}")
-        status, retry_after = answer.status, answer.retry_after_s
-        if status < 400:
+        if answer.status < 400:
             return SendResult(True)
-        if status == 429 and retry_after is None:
-            retry_after = RATE_LIMITED_S
-        return SendResult(False, f"the dead-man's switch answered HTTP {status}", retry_after)
+        why = f"the dead-man's switch answered HTTP {answer.status}"
+        return SendResult(False, why, answer.wait_s)
