@@ -1,4 +1,10 @@
-"""The feed manager's periodic jobs across a shutdown."""
+"""Stopping the feeds while a periodic job is in flight is a stop, not a failure.
+
+Seen in a full CI run under load: the daemon got SIGTERM while its REST reconcile was waiting
+for the exchange; apscheduler cancelled the job and logged the CancelledError at ERROR with its
+traceback ("Job ... raised an exception"), so a clean stop left a traceback in the log. Here the
+reconcile is held in flight (a feed subclass, passed as the manager's feed factory) and the
+manager stopped."""
 
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ class SlowReconcileFeed(AccountFeed):
 
 
 @async_test()
-async def test_a_job_running_at_shutdown_ends_without_a_crash_report(
+async def test_stopping_with_a_job_in_flight_logs_no_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     account: dict[str, Any] = {"name": "main", "exchange": "binanceusdm"}
@@ -39,12 +45,16 @@ async def test_a_job_running_at_shutdown_ends_without_a_crash_report(
     )
     manager = FeedManager(config, {}, feed_factory=SlowReconcileFeed)
     IN_FLIGHT.clear()
-    caplog.set_level(logging.INFO, logger="apscheduler")
+    caplog.set_level(logging.INFO)
     task = asyncio.create_task(manager.run())
     await eventually(lambda: IN_FLIGHT, what="a reconcile in flight")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     await asyncio.sleep(0.05)  # the cancelled job's callbacks run
-    crashes = [r for r in caplog.records if r.exc_info or "raised an exception" in r.message]
-    assert crashes == [], [r.getMessage() for r in crashes]
+    crashes = [
+        r
+        for r in caplog.records
+        if r.exc_info or r.levelno >= logging.ERROR or "raised an exception" in r.getMessage()
+    ]
+    assert crashes == [], [(r.name, r.getMessage()) for r in crashes]

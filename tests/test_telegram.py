@@ -288,50 +288,26 @@ def test_alertd_run_sends_the_alert_and_answers_the_allowed_chat(
 
 
 def test_command_answers_are_built_from_the_view() -> None:
-    from decimal import Decimal
-
     from alertd.daemon.bot import answer
-    from alertd.daemon.view import (
-        AccountFigures,
-        AccountView,
-        Counters,
-        DaemonView,
-        FiringAlert,
-        PositionFigures,
-        Source,
-    )
+    from tests.support.views import account, view
 
-    position = PositionFigures(
-        "BTC/USDT:USDT",
-        "long",
-        Decimal(1),
-        Decimal("58350"),
-        Decimal("58232.93"),
-        Decimal("0.002"),
-        Decimal("0.66"),
-    )
-    figures = AccountFigures(
-        Decimal("0.66"), Decimal("0.66"), Decimal(100), None, "USDT", (position,)
-    )
-    account = AccountView("main", "binanceusdm", True, True, None, (), 1, figures)
-    firing = FiringAlert("ratio-warning", "warning", "main", 900.0, Decimal("0.66"), True)
-    view = DaemonView(Source.DAEMON, 1000.0, (account,), (firing,), (), Counters(), ())
-    status = answer("/status", view, [], 1000.0)
+    current = view(account(), now=1000.0)  # a warning firing on main for 1,000 s
+    status = answer("/status", current, [], 1000.0)
     assert status is not None
     assert "main (binanceusdm): ratio 66.0%, feed fresh" in status.text
-    alerts = answer("/alerts@alertd_test_bot", view, [], 1000.0)
-    assert alerts is not None and "warning ratio-warning main for 1m" in alerts.text
-    assert answer("hello", view, [], 1000.0) is None  # not a command: no answer
-    silence = answer("/silence account=main severity=warning 2h", view, [], 1000.0, "Ann")
+    alerts = answer("/alerts@alertd_test_bot", current, [], 1000.0)
+    assert alerts is not None and "warning ratio-warning main for 16m" in alerts.text
+    assert answer("hello", current, [], 1000.0) is None  # not a command: no answer
+    silence = answer("/silence account=main severity=warning 2h", current, [], 1000.0, "Ann")
     assert silence is not None and silence.silence is not None
     assert dict(silence.silence.matchers) == {"account": "main", "severity": "warning"}
     assert silence.silence.ends_at == 1000.0 + 7200 and silence.silence.comment == "telegram: Ann"
     for bad in ("/silence 2h", "/silence account 2h", "/silence account=main forever"):
-        reply = answer(bad, view, [], 1000.0)
+        reply = answer(bad, current, [], 1000.0)
         assert reply is not None and reply.silence is None
-    positions = answer("/positions other", view, [], 1000.0)
+    positions = answer("/positions other", current, [], 1000.0)
     assert positions is not None and positions.text == "no account named other"
-    help_text = answer("/help", view, [], 1000.0)
+    help_text = answer("/help", current, [], 1000.0)
     assert help_text is not None and "/silence" in help_text.text
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import asyncio
 import json
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -16,65 +15,15 @@ from alertd.daemon.http import make_app
 from alertd.daemon.sdnotify import status_line
 from alertd.daemon.store import NewMessage
 from alertd.daemon.view import (
-    AccountFigures,
-    AccountView,
     Counters,
     DaemonView,
-    FiringAlert,
-    PositionFigures,
     Source,
-    StreamAge,
     Undelivered,
-    health_reasons,
 )
 from alertd.views.status import status_json
 
 from .support.service import make
-
-D = Decimal
-FIGURES = AccountFigures(
-    worst_ratio=D("0.66"),
-    pool_ratio=D("0.66"),
-    buffer=D("118.5"),
-    crash_distance=D("-0.0021"),
-    settle="USDT",
-    positions=(
-        PositionFigures(
-            "BTC/USDT:USDT", "long", D("1"), D("58350"), D("58232.93"), D("0.002"), D("0.66")
-        ),
-    ),
-)
-
-
-def account(name: str = "main", **changes: Any) -> AccountView:
-    base: dict[str, Any] = dict(
-        name=name,
-        exchange="binanceusdm",
-        bootstrapped=True,
-        connected=True,
-        fatal=None,
-        stale=(),
-        open_positions=1,
-        figures=FIGURES,
-        reconnects=2,
-        ages=(StreamAge("mark", "BTC/USDT:USDT", 0.25),),
-        drift=(("margin_balance", D("0.0001")),),
-    )
-    base.update(changes)
-    return AccountView(**base)
-
-
-def view(*accounts: AccountView, undelivered: tuple[Undelivered, ...] = ()) -> DaemonView:
-    now = 10_000.0
-    return DaemonView(
-        source=Source.DAEMON,
-        at=now,
-        accounts=accounts,
-        firing=(FiringAlert("ratio-warning", "warning", "main", 9_000.0, D("0.66"), True),),
-        undelivered=undelivered,
-        counters=Counters(engine_updates=7, notifications=1, sent=1, failed=0),
-        reasons=health_reasons(accounts, undelivered, now),
-    )
+from .support.views import D, account, view
 
 
 def test_the_endpoint_does_not_import_the_service() -> None:

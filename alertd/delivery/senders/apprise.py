@@ -14,7 +14,7 @@ from typing import Any
 
 from alertd import redact
 from alertd.config import Secret
-from alertd.delivery.senders import Outgoing, SendResult
+from alertd.delivery.senders import RATE_LIMITED_S, Outgoing, SendResult
 
 
 class ApriseSender:
@@ -85,5 +85,5 @@ def why_refused(result: Any, url: Secret | None = None) -> SendResult:
     retry = _RETRY_AFTER.search(text)
     status = _HTTP_STATUS.search(text)
     if status and not retry and status.group(1) == "429":
-        return SendResult(False, text, 30.0)  # rate limited without a stated delay
+        return SendResult(False, text, RATE_LIMITED_S)
     return SendResult(False, text, float(retry.group(1)) if retry else None)
