@@ -76,8 +76,8 @@ LEAKS = [
 ]
 
 KEPT = [
-    "health: 1 accounts, 1 fresh, 0 stale, 0 stopped, 1 positions, 52 engine updates, "
-    "worst ratio 0.1200 (main), 0 alerts firing, 0 messages queued",
+    "health: 1 account, 1 fresh, 0 stale, 0 stopped, 1 position, 52 engine updates, "
+    "worst ratio 12.00% (main), 0 alerts firing, 0 messages queued",
     "HTTP endpoint on http://127.0.0.1:9108 (/healthz, /metrics, /status)",
     "binanceusdm GET https://fapi.binance.com/fapi/v2/positionRisk 401",
     "mark stream wss://fstream.binance.com/ws/btcusdt@markPrice@1s lost",

@@ -120,6 +120,11 @@ def test_a_feed_task_that_dies_stops_the_service_in_order_and_exits_non_zero(
     assert service.store is not None
     with pytest.raises(sqlite3.ProgrammingError):
         service.store.db.execute("SELECT 1")
+    # one account is "1 account" in the start and stop lines
+    starting = next(m for m in messages if m.startswith("starting: "))
+    assert starting.startswith("starting: 1 account, "), starting
+    stopped = next(m for m in messages if m.startswith("stopped in"))
+    assert ": 1 account, " in stopped and "0 notifications" in stopped, stopped
 
 
 def test_a_delivery_task_that_dies_exits_non_zero(

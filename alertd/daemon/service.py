@@ -179,13 +179,12 @@ class Service:
         self.deliverer.on_attempt = lambda: self._publish(set(), full=False)
         pending = len(self.store.pending())
         log.info(
-            "starting: %d accounts, %d rules, %d receivers, %d alerts firing, %d messages to "
-            "deliver from before",
-            len(self.manager.feeds),
-            len(self.alerting.rules),
-            len(receivers),
-            len(self.alerting.engine.firing()),
-            pending,
+            "starting: %s, %s, %s, %s firing, %s to deliver from before",
+            fmt.count(len(self.manager.feeds), "account"),
+            fmt.count(len(self.alerting.rules), "rule"),
+            fmt.count(len(receivers), "receiver"),
+            fmt.count(len(self.alerting.engine.firing()), "alert"),
+            fmt.count(pending, "message"),
         )
         if not receivers:
             log.warning("no receivers configured: alerts are evaluated and stored, not sent")
@@ -356,12 +355,11 @@ class Service:
         if self.store is not None:
             self.store.close()
         log.info(
-            "stopped in %.1fs: %d accounts, %d engine updates, %d notifications, %d delivered, "
-            "%d undelivered",
+            "stopped in %.1fs: %s, %s, %s, %d delivered, %d undelivered",
             self._clock() - started,
-            len(self.manager.feeds) if self.manager else 0,
-            self.ticks,
-            self.alerting.notifications if self.alerting else 0,
+            fmt.count(len(self.manager.feeds) if self.manager else 0, "account"),
+            fmt.count(self.ticks, "engine update"),
+            fmt.count(self.alerting.notifications if self.alerting else 0, "notification"),
             self.deliverer.sent if self.deliverer else 0,
             left,
         )
@@ -519,19 +517,19 @@ class Service:
         ratios = [(h.worst_ratio, h.name) for h in report if h.worst_ratio is not None]
         worst = max(ratios, default=None)
         log.info(
-            "health: %d accounts, %d fresh, %d stale%s, %d stopped%s, %d positions, "
-            "%d engine updates, worst ratio %s, %d alerts firing, %d messages queued",
-            len(report),
+            "health: %s, %d fresh, %d stale%s, %d stopped%s, %s, %s, worst ratio %s, "
+            "%s firing, %s queued",
+            fmt.count(len(report), "account"),
             len(report) - len(stale) - len(fatal),
             len(stale),
             f" ({', '.join(stale[:5])})" if stale else "",
             len(fatal),
             f" ({', '.join(fatal[:5])})" if fatal else "",
-            sum(h.open_positions for h in report),
-            self.ticks,
-            f"{worst[0]:.4f} ({worst[1]})" if worst else "-",
-            len(view.firing),
-            len(view.undelivered),
+            fmt.count(sum(h.open_positions for h in report), "position"),
+            fmt.count(self.ticks, "engine update"),
+            f"{fmt.ratio(worst[0])} ({worst[1]})" if worst else "-",
+            fmt.count(len(view.firing), "alert"),
+            fmt.count(len(view.undelivered), "message"),
         )
 
 
