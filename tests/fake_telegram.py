@@ -86,6 +86,8 @@ class LocalBotApi(LoopbackServer):
         self.answers: list[dict[str, Any]] = []  # answerCallbackQuery calls
         self.calls: list[tuple[str, dict[str, Any]]] = []  # every method call, in order
         self.limit_next: list[int] = []  # retry_after seconds for the next sendMessage calls
+        self.limited_at: list[float] = []  # time.monotonic() of each 429 answered
+        self.sent_at: dict[int, float] = {}  # message id -> time.monotonic() it was sent
         self.commands: list[dict[str, Any]] = []
         self._updates: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1)
@@ -226,6 +228,7 @@ class LocalBotApi(LoopbackServer):
         chat = self._chat(params)
         if self.limit_next:
             retry_after = self.limit_next.pop(0)
+            self.limited_at.append(time.monotonic())
             raise _ApiError(429, f"Too Many Requests: retry after {retry_after}", retry_after)
         text = str(params.get("text", ""))
         if not text.strip():
@@ -243,6 +246,7 @@ class LocalBotApi(LoopbackServer):
             message["reply_markup"] = params["reply_markup"]
         with self._lock:
             self.sent[message["message_id"]] = message
+            self.sent_at[message["message_id"]] = time.monotonic()
         return message
 
     def _message(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -186,7 +186,15 @@ class Deliverer:
             delay,
         )
         fallback = row.payload.get("fallback")
-        if fallback and fallback in self.receivers and not self.store.has_fallback(row.id):
+        # a receiver that says "wait N s" is up and will take the message then: only when it
+        # fails again after that wait is the message copied to the fallback
+        rate_limited_once = result.retry_after_s is not None and row.attempts == 0
+        if (
+            fallback
+            and fallback in self.receivers
+            and not rate_limited_once
+            and not self.store.has_fallback(row.id)
+        ):
             copy = NewMessage(
                 fallback, row.severity, row.title, row.body, {**row.payload, "fallback": None}
             )
