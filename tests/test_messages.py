@@ -170,3 +170,26 @@ def test_a_size_to_cut_is_in_the_markets_lot_size() -> None:
     assert render(n, D("0.45")).body.splitlines()[-1] == (
         "→ add 168.67 USDT to get back to 45%, or cut 0.326 BTC/USDT:USDT"
     )
+
+
+def test_buffer_and_leverage_alerts_say_how_to_get_back_to_their_clear_level() -> None:
+    """Equity 350 (2,000 - 1,650 of loss), MM 233.4: a buffer of 116.6, leverage 166.7x."""
+    buffer = Rule(
+        "buffer", "buffer", Scope.ACCOUNT, Severity.WARNING, below=D(500), clear_above=D(600)
+    )
+    # closing all of BTC leaves a buffer of 350 at most: only margin gets to 600
+    lines = render(note(Kind.FIRING, buffer, "116.6")).body.splitlines()
+    assert lines[-1] == "→ add 483.40 USDT for a buffer of 600.00 USDT"
+    leverage = Rule(
+        "leverage",
+        "effective_leverage",
+        Scope.ACCOUNT,
+        Severity.WARNING,
+        above=D(20),
+        clear_below=D(15),
+    )
+    lines = render(note(Kind.FIRING, leverage, "166.7")).body.splitlines()
+    # 58,350 / 15 - 350 = 3,540 to add; or keep 350 x 15 / 58,350 = 0.08997 BTC: cut 0.91003
+    assert lines[-1] == (
+        "→ add 3,540.00 USDT for 15.00x effective leverage, or cut 0.9101 BTC/USDT:USDT"
+    )

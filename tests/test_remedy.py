@@ -1,6 +1,7 @@
-"""Remedies for distance alerts: the margin to add or the size to cut that puts the liquidation
-at the rule's clear level. Checked by doing it: the account after the remedy, recomputed by the
-engine, has its liquidation exactly there, and a little less is not enough."""
+"""Remedies for distance, buffer and leverage alerts: the margin to add or the size to cut that
+puts the liquidation (or the buffer, or the effective leverage) at the rule's clear level. Checked
+by doing it: the account after the remedy, recomputed by the engine, is exactly there, and a
+little less is not enough."""
 
 from __future__ import annotations
 
@@ -12,7 +13,12 @@ from hypothesis import strategies as st
 
 from alertd.engine.margin import compute
 from alertd.engine.model import Account, Side
-from alertd.engine.remedy import for_crash_distance, for_liquidation_distance
+from alertd.engine.remedy import (
+    for_buffer,
+    for_crash_distance,
+    for_effective_leverage,
+    for_liquidation_distance,
+)
 
 from .support.snapshots import account, position, snapshot, tiers
 
@@ -165,3 +171,90 @@ def test_added_margin_puts_the_liquidation_exactly_at_the_target(
         assert after >= D(target)
     else:
         assert abs(after - D(target)) < D("1e-18")
+
+
+TINY = D("1e-9")  # a cut this much smaller (in contracts) than the remedy's is not enough
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    wallet=st.integers(min_value=3000, max_value=60000),
+    size=st.sampled_from(["0.5", "2", "5"]),
+    side=st.sampled_from(["long", "short"]),
+    level=st.sampled_from(["500", "2000", "10000"]),
+)
+def test_buffer_remedy_reaches_the_level_exactly(
+    wallet: int, size: str, side: str, level: str
+) -> None:
+    acct = cross_account(str(wallet), btc_side=side, btc_size=size)
+    metrics = compute(acct, crash=False)
+    remedy = for_buffer(metrics, D(level))
+    assert remedy is not None and remedy.cut is not None
+    biggest = max(metrics.positions, key=lambda pm: pm.notional)
+    assert remedy.cut.key == biggest.position.key  # the largest cross position
+    added = compute(with_wallet(acct, remedy.margin_to_add), crash=False).pool.buffer
+    if metrics.pool.buffer >= D(level):
+        assert remedy.margin_to_add == 0 and not remedy.size_to_cut
+    else:
+        assert added == D(level)  # margin adds to the buffer one for one
+    key = remedy.cut.key
+    if remedy.size_to_cut and remedy.size_to_cut > TINY * 1000:
+        after = compute(cut(acct, key, remedy.size_to_cut), crash=False).pool.buffer
+        assert after >= D(level) - TINY
+        less = compute(cut(acct, key, remedy.size_to_cut - TINY * 1000), crash=False).pool.buffer
+        assert less < D(level)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    wallet=st.integers(min_value=3000, max_value=60000),
+    size=st.sampled_from(["0.5", "2", "5"]),
+    level=st.sampled_from(["2", "5", "10"]),
+)
+def test_leverage_remedy_reaches_the_level_exactly(wallet: int, size: str, level: str) -> None:
+    acct = cross_account(str(wallet), btc_size=size)
+    metrics = compute(acct, crash=False)
+    remedy = for_effective_leverage(metrics, D(level))
+    assert remedy is not None and remedy.cut is not None
+    before = metrics.pool.effective_leverage
+    assert before is not None
+    added = compute(with_wallet(acct, remedy.margin_to_add), crash=False).pool.effective_leverage
+    if before <= D(level):
+        assert remedy.margin_to_add == 0
+    else:
+        assert added is not None and abs(added - D(level)) < D("1e-24")
+    if remedy.size_to_cut and remedy.size_to_cut < remedy.cut.contracts:
+        key = remedy.cut.key
+        after = compute(cut(acct, key, remedy.size_to_cut), crash=False).pool.effective_leverage
+        assert after is not None and after <= D(level)
+        less = cut(acct, key, remedy.size_to_cut * (1 - D("1e-6")))
+        lev = compute(less, crash=False).pool.effective_leverage
+        assert lev is not None and lev > D(level)
+
+
+def test_isolated_leverage_remedy_is_margin_only() -> None:
+    acct = account(
+        snapshot(
+            "binanceusdm",
+            "1000",
+            [
+                position(
+                    BTC,
+                    "long",
+                    "1",
+                    "60000",
+                    "60000",
+                    BTC_TIERS,
+                    mode="isolated",
+                    isolated_margin="3000",
+                )
+            ],
+        )
+    )
+    metrics = compute(acct, crash=False)
+    (pm,) = metrics.positions
+    assert pm.effective_leverage == 20  # 60,000 on 3,000
+    remedy = for_effective_leverage(metrics, D(10), pm.position.key)
+    assert remedy is not None and remedy.size_to_cut is None
+    assert remedy.margin_to_add == 3000  # 60,000 / 10 - 3,000
+    assert for_effective_leverage(metrics, D(0), pm.position.key) is None

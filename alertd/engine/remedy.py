@@ -71,11 +71,19 @@ def _cross_cut(
     metrics: AccountMetrics, key: tuple[str, Side], scenario: Scenario
 ) -> Decimal | None:
     """The fewest contracts of ``key`` to close so that the pool survives ``scenario``."""
+    return _fewest_cut(metrics, key, lambda a: _shortfall(scenario(a), None) <= 0)
+
+
+def _fewest_cut(
+    metrics: AccountMetrics, key: tuple[str, Side], good: Callable[[Account], bool]
+) -> Decimal | None:
+    """The fewest contracts of ``key`` to close (at its mark) for the account to be ``good``;
+    None when closing all of it is not enough. ``good`` must hold for every larger cut."""
     account = metrics.account
     contracts = next(p.contracts for p in account.positions if p.key == key)
 
     def safe(c: Decimal) -> bool:
-        return _shortfall(scenario(_after_cut(account, metrics, key, c)), None) <= 0
+        return good(_after_cut(account, metrics, key, c))
 
     if safe(ZERO):
         return ZERO
@@ -137,3 +145,60 @@ def for_crash_distance(metrics: AccountMetrics, distance: Decimal) -> Remedy | N
         return None
     cut = _cross_cut(metrics, biggest.position.key, scenario)
     return Remedy(None, target, to_add, cut, biggest.position)
+
+
+def _biggest_cross(metrics: AccountMetrics) -> Position | None:
+    cross = [pm for pm in metrics.positions if not pm.position.is_isolated]
+    return max(cross, key=lambda pm: pm.notional).position if cross else None
+
+
+def for_buffer(metrics: AccountMetrics, level: Decimal) -> Remedy | None:
+    """Margin to add to the cross pool, or contracts of its largest cross position to close,
+    so that the pool's buffer (margin balance minus maintenance margin) is at least ``level``.
+    Added margin raises the buffer one for one; a cut lowers the requirement. None without a
+    cross position."""
+    biggest = _biggest_cross(metrics)
+    if biggest is None:
+        return None
+    to_add = max(ZERO, level - metrics.pool.buffer)
+
+    def good(account: Account) -> bool:
+        return compute(account, crash=False).pool.buffer >= level
+
+    return Remedy(None, None, to_add, _fewest_cut(metrics, biggest.key, good), biggest)
+
+
+def for_effective_leverage(
+    metrics: AccountMetrics, level: Decimal, key: tuple[str, Side] | None = None
+) -> Remedy | None:
+    """Margin to add, or contracts to close, so that effective leverage (notional over the
+    margin balance behind it) is at most ``level``: the cross pool's (``key`` None: the cut is
+    of its largest cross position) or one position's. An isolated position's leverage does
+    not change with a cut (its margin shrinks with it): only margin to add is given. None
+    without such a position, or for ``level`` <= 0."""
+    if level <= 0:
+        return None
+    if key is None:
+        target = _biggest_cross(metrics)
+        notional, equity = metrics.pool.notional, metrics.pool.margin_balance
+    else:
+        pm = next(pm for pm in metrics.positions if pm.position.key == key)
+        target = pm.position
+        notional, equity = pm.notional, pm.margin_balance
+    if target is None:
+        return None
+    to_add = max(ZERO, notional / level - equity)
+    if target.is_isolated:
+        return Remedy(None, None, to_add, None, target)
+    at = target.key if key is not None else None
+
+    def good(account: Account) -> bool:
+        after = compute(account, crash=False)
+        if at is None:
+            lev = after.pool.effective_leverage
+        else:
+            kept = (p.effective_leverage for p in after.positions if p.position.key == at)
+            lev = next(kept, ZERO)  # closed entirely: no leverage left
+        return lev is not None and lev <= level
+
+    return Remedy(None, None, to_add, _fewest_cut(metrics, target.key, good), target)

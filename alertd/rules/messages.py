@@ -13,7 +13,13 @@ from typing import Any
 
 import alertd.views.format as fmt
 from alertd.engine.margin import AccountMetrics, PositionMetrics, compute
-from alertd.engine.remedy import Remedy, for_crash_distance, for_liquidation_distance
+from alertd.engine.remedy import (
+    Remedy,
+    for_buffer,
+    for_crash_distance,
+    for_effective_leverage,
+    for_liquidation_distance,
+)
 from alertd.rules.lifecycle import Kind, Notification, Resolution
 from alertd.rules.metrics import Needs, Unit, lookup, unit_of
 from alertd.rules.model import FeedStatus, Rule
@@ -21,6 +27,8 @@ from alertd.rules.model import FeedStatus, Rule
 MAX_POSITIONS = 3  # lines of positions in one message; the rest are counted
 # metrics whose remedy is a distance to the liquidation, not a margin ratio
 DISTANCE_METRICS = frozenset({"liquidation_distance", "crash_distance"})
+# metrics whose remedy brings the figure itself back to the rule's clear level
+LEVEL_METRICS = frozenset({"buffer", "effective_leverage"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +112,29 @@ def _distance_action(n: Notification, metrics: AccountMetrics) -> str | None:
     return None
 
 
+def _level_action(n: Notification, metrics: AccountMetrics) -> str | None:
+    """For a buffer or leverage rule: what brings the figure back to the rule's clear level."""
+    level = _clear_level(n.rule)
+    settle = metrics.account.settle
+    if n.rule.metric == "buffer":
+        remedy = for_buffer(metrics, level)
+        goal = f"for a buffer of {fmt.money(level, settle)}"
+    else:
+        focus = n.context.position
+        remedy = for_effective_leverage(
+            metrics, level, focus.position.key if focus is not None else None
+        )
+        goal = f"for {fmt.leverage(level)} effective leverage"
+    return None if remedy is None else _remedy_text(remedy, settle, goal)
+
+
 def _action(n: Notification, metrics: AccountMetrics, target: Decimal) -> str | None:
-    """One thing to do: for a distance rule, back to its clear level; otherwise computed for
-    the target ratio the user would be happy with."""
+    """One thing to do: for a distance, buffer or leverage rule, back to its clear level;
+    otherwise computed for the target ratio the user would be happy with."""
     if n.rule.metric in DISTANCE_METRICS:
         return _distance_action(n, metrics)
+    if n.rule.metric in LEVEL_METRICS:
+        return _level_action(n, metrics)
     at_target = compute(metrics.account, target)
     settle = metrics.account.settle
     pool = at_target.pool
