@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from alertd.engine.margin import AccountMetrics, compute
 from alertd.rules.lifecycle import Kind, Notification, Resolution
@@ -41,6 +42,29 @@ def note(
 ) -> Notification:
     context = Context(metrics(), fatal=fatal)
     return Notification(kind, rule, MAIN, 1000.0, 400.0, D(value), context, reason)
+
+
+def rule(
+    metric: str,
+    scope: Scope = Scope.ACCOUNT,
+    severity: Severity = Severity.WARNING,
+    name: str | None = None,
+    **levels: Any,
+) -> Rule:
+    """A rule on ``metric`` named after it, with ``levels`` (above=, clear_below=, ...)."""
+    return Rule(name or metric, metric, scope, severity, **levels)
+
+
+BTC_LONG = Subject("main", "binanceusdm", "BTC/USDT:USDT", "long")
+
+
+def position_note(rule: Rule, value: str) -> Notification:
+    """A firing alert of ``rule`` on the account's one position (BTC long)."""
+    m = metrics()
+    (pm,) = m.positions
+    return Notification(
+        Kind.FIRING, rule, BTC_LONG, 1000.0, 400.0, D(value), Context(m, position=pm)
+    )
 
 
 def test_firing_leads_with_severity_and_account_and_says_what_to_do() -> None:
@@ -99,20 +123,8 @@ def test_a_closed_position_says_so() -> None:
 
 def test_a_distance_alert_says_how_to_get_back_to_its_clear_level() -> None:
     """The critical distance alert's advice targets its own clear level (4%), not a ratio."""
-    rule = Rule(
-        "liquidation-distance-critical",
-        "liquidation_distance",
-        Scope.POSITION,
-        Severity.CRITICAL,
-        below=D("0.03"),
-        clear_above=D("0.04"),
-    )
-    m = metrics()
-    (pm,) = m.positions
-    context = Context(m, position=pm)
-    subject = Subject("main", "binanceusdm", "BTC/USDT:USDT", "long")
-    n = Notification(Kind.FIRING, rule, subject, 1000.0, 400.0, D("0.002"), context, None)
-    lines = render(n).body.splitlines()
+    distance = rule("liquidation_distance", Scope.POSITION, below=D("0.03"), clear_above=D("0.04"))
+    lines = render(position_note(distance, "0.002")).body.splitlines()
     # at 58,350 x 0.96 = 56,016: equity 2,000 - 3,984 = -1,984 against MM 224.064: 2,208.064
     # short; or close c with -1,984 + 2,334c >= 224.064 (1 - c): c >= 0.86318...
     assert lines[-1] == (
@@ -121,7 +133,7 @@ def test_a_distance_alert_says_how_to_get_back_to_its_clear_level() -> None:
 
 
 def predictive(metric: str, **threshold: Decimal) -> Rule:
-    return Rule(metric, metric, Scope.ACCOUNT, Severity.WARNING, **threshold)  # type: ignore[arg-type]
+    return rule(metric, **threshold)
 
 
 def test_predictive_metrics_read_in_their_units() -> None:
@@ -174,22 +186,54 @@ def test_a_size_to_cut_is_in_the_markets_lot_size() -> None:
 
 def test_buffer_and_leverage_alerts_say_how_to_get_back_to_their_clear_level() -> None:
     """Equity 350 (2,000 - 1,650 of loss), MM 233.4: a buffer of 116.6, leverage 166.7x."""
-    buffer = Rule(
-        "buffer", "buffer", Scope.ACCOUNT, Severity.WARNING, below=D(500), clear_above=D(600)
-    )
+    buffer = rule("buffer", below=D(500), clear_above=D(600))
     # closing all of BTC leaves a buffer of 350 at most: only margin gets to 600
     lines = render(note(Kind.FIRING, buffer, "116.6")).body.splitlines()
     assert lines[-1] == "→ add 483.40 USDT for a buffer of 600.00 USDT"
-    leverage = Rule(
-        "leverage",
-        "effective_leverage",
-        Scope.ACCOUNT,
-        Severity.WARNING,
-        above=D(20),
-        clear_below=D(15),
-    )
+    leverage = rule("effective_leverage", above=D(20), clear_below=D(15))
     lines = render(note(Kind.FIRING, leverage, "166.7")).body.splitlines()
     # 58,350 / 15 - 350 = 3,540 to add; or keep 350 x 15 / 58,350 = 0.08997 BTC: cut 0.91003
     assert lines[-1] == (
         "→ add 3,540.00 USDT for 15.00x effective leverage, or cut 0.9101 BTC/USDT:USDT"
     )
+
+
+def test_predictive_alerts_say_what_brings_them_back_to_their_clear_level() -> None:
+    """Liq. 58,232.93 under a 58,350 mark: a log distance d. At a touch probability of 40%
+    the volatility over the horizon is d / z(40%); the 3% clear level needs the distance
+    z(3%) / z(40%) times d. Doing what the line says gets there: recomputed below."""
+    import math
+    from dataclasses import replace
+
+    from alertd.engine.dynamics import sigmas_for_probability, touch_probability
+
+    likely = rule("liquidation_probability", Scope.POSITION, above=D("0.05"), clear_below=D("0.03"))
+    m = metrics()
+    (pm,) = m.positions
+    action = render(position_note(likely, "0.4")).body.splitlines()[-1]
+    assert action.startswith("→ add ") and " USDT to move liq. to " in action, action
+    added = D(action.split()[2].replace(",", ""))
+    assert pm.liquidation_price is not None
+    d = math.log(float(pm.position.mark_price / pm.liquidation_price))
+    z = sigmas_for_probability(0.4)
+    assert z is not None
+    scale = d / z  # sigma * sqrt(horizon), implied by today's figure
+    after = compute(replace(m.account, wallet_balance=m.account.wallet_balance + added))
+    (moved,) = after.positions
+    assert moved.liquidation_price is not None
+    d_after = math.log(float(moved.position.mark_price / moved.liquidation_price))
+    assert 0.029 < touch_probability(d_after, scale, 1.0) <= 0.03
+    # the same from the seconds and sigma figures: proportional to the distance
+    for metric, value, clear in (
+        ("time_to_liquidation", "120", "600"),
+        ("liquidation_distance_sigma", "0.4", "2"),
+    ):
+        timed = rule(metric, Scope.POSITION, below=D(clear))
+        line = render(position_note(timed, value)).body.splitlines()[-1]
+        assert line.startswith("→ add ") and "(1.0% away)" in line, line  # 5 x 0.2%
+    # at or past the clear level already: no line of its own
+    assert not render(position_note(likely, "0.02")).body.splitlines()[-1].startswith("→ add")
+    # the account's figure is measured to its crash distance: the same, as a fall of every mark
+    whole = rule("liquidation_probability", above=D("0.05"))
+    line = render(note(Kind.FIRING, whole, "0.4")).body.splitlines()[-1]
+    assert line.startswith("→ add ") and "fall of every mark" in line, line

@@ -263,6 +263,15 @@ def sigmas(distance: float, sigma: float, horizon_s: float) -> float:
     return math.inf if scale <= 0 else distance / scale
 
 
+def sigmas_for_probability(probability: float) -> float | None:
+    """The inverse of :func:`touch_probability` in units of the horizon's volatility: the
+    distance (over ``sigma * sqrt(T)``) whose touch probability is ``probability``; None
+    outside (0, 1), where no finite positive distance has it."""
+    if not 0 < probability < 1:
+        return None
+    return statistics.NormalDist().inv_cdf(1 - probability / 2)
+
+
 def time_to_reach(distance: float, speed: float | None) -> float | None:
     """Seconds to cover ``distance`` (log terms) at ``speed`` towards it (log per second);
     ``None`` when not moving towards it."""

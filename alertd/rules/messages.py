@@ -4,14 +4,16 @@ then the figure, the threshold, each affected position, and one concrete action.
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 import alertd.views.format as fmt
+from alertd.engine.dynamics import log_distance, sigmas_for_probability
 from alertd.engine.margin import AccountMetrics, PositionMetrics, compute
 from alertd.engine.remedy import (
     Remedy,
@@ -29,6 +31,10 @@ MAX_POSITIONS = 3  # lines of positions in one message; the rest are counted
 DISTANCE_METRICS = frozenset({"liquidation_distance", "crash_distance"})
 # metrics whose remedy brings the figure itself back to the rule's clear level
 LEVEL_METRICS = frozenset({"buffer", "effective_leverage"})
+# metrics of the price dynamics: their remedy is a liquidation distance found from their level
+PREDICTIVE_METRICS = frozenset(
+    {"liquidation_probability", "liquidation_distance_sigma", "time_to_liquidation"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,26 +96,68 @@ def _remedy_text(remedy: Remedy, settle: str, goal: str) -> str | None:
     return text
 
 
-def _distance_action(n: Notification, metrics: AccountMetrics) -> str | None:
-    """For a distance rule: what moves the liquidation back to the rule's clear level."""
+def _distance_action(
+    n: Notification, metrics: AccountMetrics, level: Decimal | None = None
+) -> str | None:
+    """For a distance rule: what moves the liquidation back to the rule's clear level (or to
+    ``level``, a distance found for a predictive rule)."""
     rule = n.rule
-    level = _clear_level(rule)
+    level = _clear_level(rule) if level is None else level
     settle = metrics.account.settle
     away = fmt.percent(level, 1)
-    if rule.metric == "liquidation_distance" and n.context.position is not None:
+    if n.context.position is not None:
         remedy = for_liquidation_distance(metrics, n.context.position.position.key, level)
         if remedy is None or remedy.price is None:
             return None
         return _remedy_text(
             remedy, settle, f"to move liq. to {fmt.price(remedy.price)} ({away} away)"
         )
-    if rule.metric == "crash_distance":
+    # an account's predictive figures are measured to its crash distance
+    if rule.metric == "crash_distance" or rule.metric in PREDICTIVE_METRICS:
         remedy = for_crash_distance(metrics, level)
         if remedy is None or remedy.move is None:
             return None
         way = "fall" if remedy.move < 0 else "rise"
         return _remedy_text(remedy, settle, f"to survive a {away} {way} of every mark")
     return None
+
+
+def _predictive_action(n: Notification, metrics: AccountMetrics) -> str | None:
+    """For a predictive rule: the liquidation distance at which, at today's volatility (or
+    velocity), the rule's figure is at its clear level, then the distance remedy for it.
+    The volatility need not be known: the figures scale with the log distance, so the target
+    is today's distance times the ratio of the two levels (in sigmas, for a probability)."""
+    level, value = _clear_level(n.rule), n.value
+    if value is None or value <= 0:
+        return None
+    if n.rule.metric == "liquidation_probability":
+        now, then = sigmas_for_probability(float(value)), sigmas_for_probability(float(level))
+        if now is None or then is None:
+            return None
+        scale = then / now
+    else:  # sigmas and seconds are both proportional to the log distance
+        scale = float(level) / float(value)
+    focus = n.context.position
+    if focus is not None:
+        liq = focus.liquidation_price
+        if liq is None:
+            return None
+        mark = focus.position.mark_price
+        falls = liq < mark
+        distance = log_distance(mark, liq)
+    else:
+        crash = metrics.crash_distance
+        if crash is None or crash == 0 or crash <= -1:
+            return None
+        falls = crash < 0
+        distance = abs(math.log1p(float(crash)))
+    if not math.isfinite(distance * scale) or scale <= 1:
+        return None
+    log_target = distance * scale
+    target = -math.expm1(-log_target) if falls else math.expm1(log_target)
+    # the fraction of the mark, rounded up so that following the action is enough
+    fraction = Decimal(repr(target)).quantize(Decimal("0.000001"), rounding=ROUND_CEILING)
+    return _distance_action(n, metrics, fraction)
 
 
 def _level_action(n: Notification, metrics: AccountMetrics) -> str | None:
@@ -135,6 +183,8 @@ def _action(n: Notification, metrics: AccountMetrics, target: Decimal) -> str | 
         return _distance_action(n, metrics)
     if n.rule.metric in LEVEL_METRICS:
         return _level_action(n, metrics)
+    if n.rule.metric in PREDICTIVE_METRICS:
+        return _predictive_action(n, metrics)
     at_target = compute(metrics.account, target)
     settle = metrics.account.settle
     pool = at_target.pool
