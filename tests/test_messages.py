@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
-from typing import Any
 
 from alertd.engine.margin import AccountMetrics, compute
 from alertd.rules.lifecycle import Kind, Notification, Resolution
 from alertd.rules.messages import render
-from alertd.rules.model import Context, Rule, Scope, Severity, Subject
+from alertd.rules.model import Context, Rule, Scope, Severity
 
+from .support.rules import BTC_LONG, MAIN, RATIO_WARNING, D, rule
 from .support.snapshots import account, position, snapshot, tiers
 
-D = Decimal
-MAIN = Subject("main", "binanceusdm")
-WARN = Rule(
-    "margin-ratio-warning",
-    "worst_ratio",
-    Scope.ACCOUNT,
-    Severity.WARNING,
-    above=D("0.5"),
-    clear_below=D("0.45"),
-)
+WARN = replace(RATIO_WARNING, name="margin-ratio-warning")
 
 
 def metrics() -> AccountMetrics:
@@ -42,20 +34,6 @@ def note(
 ) -> Notification:
     context = Context(metrics(), fatal=fatal)
     return Notification(kind, rule, MAIN, 1000.0, 400.0, D(value), context, reason)
-
-
-def rule(
-    metric: str,
-    scope: Scope = Scope.ACCOUNT,
-    severity: Severity = Severity.WARNING,
-    name: str | None = None,
-    **levels: Any,
-) -> Rule:
-    """A rule on ``metric`` named after it, with ``levels`` (above=, clear_below=, ...)."""
-    return Rule(name or metric, metric, scope, severity, **levels)
-
-
-BTC_LONG = Subject("main", "binanceusdm", "BTC/USDT:USDT", "long")
 
 
 def position_note(rule: Rule, value: str) -> Notification:

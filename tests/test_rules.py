@@ -3,31 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
+from dataclasses import replace
 
 import pytest
 
 from alertd.rules.lifecycle import AlertEngine, AlertState, Phase, Resolution
 from alertd.rules.model import Observation, QuietHours, Rule, Scope, Severity, Silence, Subject
 
-D = Decimal
-MAIN = Subject("main", "binanceusdm")
-BTC_LONG = Subject("main", "binanceusdm", "BTC/USDT:USDT", "long")
+from .support.rules import BTC_LONG, MAIN, RATIO_WARNING, D, rule
 
-WARN = Rule(
-    "ratio-warning",
-    "worst_ratio",
-    Scope.ACCOUNT,
-    Severity.WARNING,
-    above=D("0.5"),
-    clear_below=D("0.45"),
-    repeat_s=600,
+WARN = replace(RATIO_WARNING, repeat_s=600)
+CRIT = rule(
+    "worst_ratio", severity=Severity.CRITICAL, name="ratio-critical", above=D("0.8"), repeat_s=300
 )
-CRIT = Rule(
-    "ratio-critical", "worst_ratio", Scope.ACCOUNT, Severity.CRITICAL, above=D("0.8"), repeat_s=300
-)
-DIST = Rule(
-    "liq-distance", "liquidation_distance", Scope.POSITION, Severity.CRITICAL, below=D("0.03")
+DIST = rule(
+    "liquidation_distance", Scope.POSITION, Severity.CRITICAL, "liq-distance", below=D("0.03")
 )
 
 
@@ -66,10 +56,8 @@ def test_for_debounces_and_a_blip_never_fires() -> None:
 
 
 def test_keep_firing_for_needs_the_clear_to_last() -> None:
-    rule = Rule(
-        "r", "worst_ratio", Scope.ACCOUNT, Severity.WARNING, above=D("0.5"), keep_firing_for_s=30
-    )
-    engine = AlertEngine([rule])
+    held = rule("worst_ratio", name="r", above=D("0.5"), keep_firing_for_s=30)
+    engine = AlertEngine([held])
     engine.evaluate([obs("0.6")], 0)
     assert engine.evaluate([obs("0.4")], 10) == []
     assert engine.evaluate([obs("0.6")], 20) == []  # breached again: the clear timer resets
@@ -223,17 +211,8 @@ def test_missing_data_is_not_all_clear() -> None:
 
 def test_changed_names_the_accounts_whose_saved_states_moved() -> None:
     """What the daemon commits: every change but the moving value, and only those."""
-    rule = Rule(
-        "r",
-        "worst_ratio",
-        Scope.ACCOUNT,
-        Severity.WARNING,
-        above=D("0.5"),
-        clear_below=D("0.45"),
-        keep_firing_for_s=30,
-        repeat_s=100,
-    )
-    engine = AlertEngine([rule])
+    held = replace(RATIO_WARNING, name="r", keep_firing_for_s=30, repeat_s=100)
+    engine = AlertEngine([held])
     steps = [
         ("0.3", 0, False),  # nothing
         ("0.6", 1, True),  # fires
