@@ -6,35 +6,24 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from alertd.daemon.view import (
-    AccountFigures,
-    AccountView,
-    Counters,
-    DaemonView,
-    FiringAlert,
-    PositionFigures,
-    Source,
-    StreamAge,
-    Undelivered,
-    health_reasons,
-)
+import alertd.daemon.view as v
 
 D = Decimal
-FIGURES = AccountFigures(
+FIGURES = v.AccountFigures(
     worst_ratio=D("0.66"),
     pool_ratio=D("0.66"),
     buffer=D("118.5"),
     crash_distance=D("-0.0021"),
     settle="USDT",
     positions=(
-        PositionFigures(
+        v.PositionFigures(
             "BTC/USDT:USDT", "long", D("1"), D("58350"), D("58232.93"), D("0.002"), D("0.66")
         ),
     ),
 )
 
 
-def account(name: str = "main", **changes: Any) -> AccountView:
+def account(name: str = "main", **changes: Any) -> v.AccountView:
     base: dict[str, Any] = dict(
         name=name,
         exchange="binanceusdm",
@@ -45,23 +34,23 @@ def account(name: str = "main", **changes: Any) -> AccountView:
         open_positions=1,
         figures=FIGURES,
         reconnects=2,
-        ages=(StreamAge("mark", "BTC/USDT:USDT", 0.25),),
+        ages=(v.StreamAge("mark", "BTC/USDT:USDT", 0.25),),
         drift=(("margin_balance", D("0.0001")),),
     )
     base.update(changes)
-    return AccountView(**base)
+    return v.AccountView(**base)
 
 
 def view(
-    *accounts: AccountView, undelivered: tuple[Undelivered, ...] = (), now: float = 10_000.0
-) -> DaemonView:
+    *accounts: v.AccountView, undelivered: tuple[v.Undelivered, ...] = (), now: float = 10_000.0
+) -> v.DaemonView:
     """The view at ``now``, with one warning firing on ``main`` since 1,000 s before."""
-    return DaemonView(
-        source=Source.DAEMON,
+    return v.DaemonView(
+        source=v.Source.DAEMON,
         at=now,
         accounts=accounts,
-        firing=(FiringAlert("ratio-warning", "warning", "main", now - 1_000, D("0.66"), True),),
+        firing=(v.FiringAlert("ratio-warning", "warning", "main", now - 1_000, D("0.66"), True),),
         undelivered=undelivered,
-        counters=Counters(engine_updates=7, notifications=1, sent=1, failed=0),
-        reasons=health_reasons(accounts, undelivered, now),
+        counters=v.Counters(engine_updates=7, notifications=1, sent=1, failed=0),
+        reasons=v.health_reasons(accounts, undelivered, now),
     )
