@@ -351,33 +351,6 @@ async def test_watch_balance_receives_set_balance() -> None:
 
 
 @async_test
-async def test_drop_connections_fails_pending_watch_with_network_error() -> None:
-    async with harness() as (fake, exchange):
-        pending = spawn(exchange.watch_mark_price("BTC/USDT:USDT"))
-        await fake.wait_for_subscription("btcusdt@markPrice@1s", WAIT_S)
-        await fake.drop_connections()
-        with pytest.raises(ccxt.NetworkError):
-            await settle(pending)
-        # the next watch dials again and subscribes again
-        pending = spawn(exchange.watch_mark_price("BTC/USDT:USDT"))
-        await fake.wait_for_subscription("btcusdt@markPrice@1s", WAIT_S)
-        fake.set_mark("BTCUSDT", "90000")
-        assert (await settle(pending))["markPrice"] == 90000
-        assert fake.ws_connections == 2
-
-
-@async_test
-async def test_unanswered_pings_time_out_the_stream() -> None:
-    async with harness() as (fake, exchange):
-        exchange.streaming["keepAlive"] = 100  # ms; ccxt gives up after two missed pongs
-        pending = spawn(exchange.watch_mark_price("BTC/USDT:USDT"))
-        await fake.wait_for_subscription("btcusdt@markPrice@1s", WAIT_S)
-        fake.stop_answering_pings()
-        with pytest.raises(ccxt.RequestTimeout):
-            await settle(pending)
-
-
-@async_test
 async def test_expire_listen_key_sends_the_event_and_invalidates_the_key() -> None:
     async with harness() as (fake, exchange):
         frames = record_frames(exchange)

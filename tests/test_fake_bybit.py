@@ -300,22 +300,6 @@ def test_banned_and_revoked_keys() -> None:
     run(body, TEST_TIMEOUT_S)
 
 
-def test_paused_marks_go_quiet() -> None:
-    async def body() -> None:
-        async with fake_server(mark_interval_s=0.05) as fake, exchange(fake) as ex:
-            await settle(ex.watch_ticker(ETH))
-            await settle(ex.watch_ticker(ETH), 1.0)  # the periodic push
-            fake.marks_paused = True
-            await asyncio.sleep(0.1)  # a push already queued may still arrive
-            pending = asyncio.ensure_future(ex.watch_ticker(ETH))
-            await asyncio.sleep(0.3)
-            assert not pending.done()
-            fake.marks_paused = False
-            assert (await settle(pending, 1.0))["markPrice"] == 3500
-
-    run(body, TEST_TIMEOUT_S)
-
-
 # ---- websockets ------------------------------------------------------------------------------
 
 
@@ -410,42 +394,6 @@ def test_watch_balance_receives_set_balance() -> None:
             assert (usdt["walletBalance"], usdt["equity"]) == ("12345.6", "12445.6")
             assert account["totalMaintenanceMargin"] == "32.5"
             assert balance["USDT"]["total"] == 12445.6  # ccxt's websocket total is the equity
-
-    run(body, TEST_TIMEOUT_S)
-
-
-def test_drop_connections_fails_pending_watch_with_network_error() -> None:
-    async def body() -> None:
-        async with fake_server() as fake, exchange(fake) as ex:
-            await settle(ex.watch_ticker(BTC))
-            pending_ticker = asyncio.ensure_future(ex.watch_ticker(BTC))
-            pending_balance = asyncio.ensure_future(ex.watch_balance())
-            await eventually(lambda: fake.subscriptions() == {"tickers.BTCUSDT", "wallet"})
-            assert fake.ws_connections == 2
-            await fake.drop_connections()
-            for pending in (pending_ticker, pending_balance):
-                with pytest.raises(ccxt.NetworkError, match="closed"):
-                    await settle(pending)
-            await eventually(lambda: not fake.subscriptions())
-            again = await settle(ex.watch_ticker(BTC))  # a new dial, a new subscribe
-            assert again["markPrice"] == 65000
-            assert fake.ws_connections == 3
-
-    run(body, TEST_TIMEOUT_S)
-
-
-def test_unanswered_pings_time_out() -> None:
-    async def body() -> None:
-        async with fake_server() as fake, exchange(fake, keep_alive_ms=250) as ex:
-            await settle(ex.watch_ticker(BTC))
-            pending = asyncio.ensure_future(ex.watch_ticker(BTC))
-            await asyncio.sleep(0.8)  # three ping periods, all answered
-            assert not pending.done()
-            fake.stop_answering_pings()
-            with pytest.raises(ccxt.RequestTimeout, match="ping-pong"):
-                await settle(pending, 2.0)
-            fake.stop_answering_pings(False)
-            assert (await settle(ex.watch_ticker(BTC)))["markPrice"] == 65000
 
     run(body, TEST_TIMEOUT_S)
 

@@ -226,45 +226,15 @@ def test_bad_key_on_the_websocket() -> None:
     run(body, TEST_TIMEOUT_S)
 
 
-def test_drop_pings_and_malformed_frames() -> None:
+def test_malformed_frames() -> None:
+    # dropped connections, pings and paused marks: tests/test_fakes_common.py
     async def body() -> None:
-        async with fake_server() as fake, exchange(fake, keep_alive_ms=250) as ex:
+        async with fake_server() as fake, exchange(fake) as ex:
             await settle(ex.watch_ticker(BTC))
-            pending = asyncio.ensure_future(ex.watch_ticker(BTC))
-            await asyncio.sleep(0.05)
-            await fake.drop_connections()
-            with pytest.raises(ccxt.NetworkError):
-                await settle(pending)
-            assert (await settle(ex.watch_ticker(BTC)))["markPrice"] == 65000
-            assert fake.ws_connections == 2
-
             pending = asyncio.ensure_future(ex.watch_ticker(BTC))
             await asyncio.sleep(0.05)
             fake.send_malformed("shape")
             garbled = await settle(pending)
             assert garbled["info"]["mark_price"] == "abc"
-
-            pending = asyncio.ensure_future(ex.watch_ticker(BTC))
-            await asyncio.sleep(0.6)  # keepalive pings answered
-            assert not pending.done()
-            fake.stop_answering_pings()
-            with pytest.raises(ccxt.RequestTimeout):
-                await settle(pending, 2.0)
-
-    run(body, TEST_TIMEOUT_S)
-
-
-def test_paused_marks_go_quiet() -> None:
-    async def body() -> None:
-        async with fake_server(mark_interval_s=0.05) as fake, exchange(fake) as ex:
-            await settle(ex.watch_ticker(ETH))
-            await settle(ex.watch_ticker(ETH), 1.0)  # the periodic push
-            fake.marks_paused = True
-            await asyncio.sleep(0.1)
-            pending = asyncio.ensure_future(ex.watch_ticker(ETH))
-            await asyncio.sleep(0.3)
-            assert not pending.done()
-            fake.marks_paused = False
-            assert (await settle(pending, 1.0))["markPrice"] == 3500
 
     run(body, TEST_TIMEOUT_S)
