@@ -106,6 +106,7 @@ def test_status_json_keeps_its_shape_for_both_sources() -> None:
         "incomplete",
         "margin_ratio_source",
         "exchange_margin_ratio",
+        "exchange_margin_ratio_moved",
     ]
     saved = DaemonView(Source.STATE_FILE, 0.0, (account(saved_at=5.0),), (), (), Counters(), ())
     offline = status_json(saved)

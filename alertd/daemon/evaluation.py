@@ -221,7 +221,7 @@ class Alerting:
         stale = max(ages, default=0.0) if state.bootstrapped else 0.0
         computed = state.mode.coverage is Coverage.COMPUTED
         watched = state.bootstrapped and state.fatal is None
-        exchange_ratio = state.reported_account.margin_ratio
+        exchange_ratio, moved = state.exchange_ratio()
         ratios = feed.ratios if computed else None
         return FeedStatus(
             Decimal(f"{stale:.3f}"),
@@ -231,6 +231,7 @@ class Alerting:
             mode=state.mode.label,
             mode_limits=state.mode.limits if watched and not computed else None,
             exchange_ratio=exchange_ratio if watched else None,
+            exchange_ratio_moved=moved,
             exchange_ratio_stands_in=(
                 watched and exchange_ratio is not None and (bool(missing) or not computed)
             ),

@@ -127,6 +127,7 @@ class Publisher:
             for f in state.freshness(now, settings.stale_after_s, private_after)
             if f.stale
         )
+        exchange_ratio, moved = state.exchange_ratio()
         return AccountView(
             name=name,
             exchange=feed.config.exchange,
@@ -145,7 +146,8 @@ class Publisher:
             mode=state.mode.label if state.bootstrapped or state.fatal else "",
             coverage=state.mode.coverage.value,
             mode_limits=None if state.mode.coverage is Coverage.COMPUTED else state.mode.limits,
-            exchange_ratio=state.reported_account.margin_ratio if state.bootstrapped else None,
+            exchange_ratio=exchange_ratio if state.bootstrapped else None,
+            exchange_ratio_moved=moved and state.bootstrapped,
             missing=tuple(state.missing()) if state.bootstrapped else (),
         )
 

@@ -102,8 +102,10 @@ class AccountView:
     mode: str = ""  # the account's mode as the exchange reported it ("" : not read)
     coverage: str = ""  # what alertd does with that mode (Coverage's value)
     mode_limits: str | None = None  # what alertd cannot compute in this mode, and why
-    # the exchange's own account margin ratio (requirement / equity) at the last reconcile
+    # the exchange's own account margin ratio (requirement / equity) at the last reconcile,
+    # moved with the marks since when ``exchange_ratio_moved``
     exchange_ratio: Decimal | None = None
+    exchange_ratio_moved: bool = False
     missing: tuple[str, ...] = ()  # what keeps the account's data incomplete
 
     @property

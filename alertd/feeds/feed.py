@@ -252,6 +252,8 @@ class AccountFeed:
             # a REST mark seeds a symbol; the stream keeps it fresh after that
             if symbol in self.state.held_symbols and symbol not in self.state.marks:
                 self.state.set_mark(symbol, mark, now)
+        # the exchange's figures were read at about these marks: they move from here
+        self.state.reported_marks = dict(self.state.marks)
         await self._ensure_tiers()
         self._last_resync = now
         self._measure_drift()

@@ -16,6 +16,7 @@ from decimal import Decimal
 from alertd.engine.collateral import Collateral
 from alertd.engine.model import Account, MarginMode, Position, Side
 from alertd.engine.profiles import ExchangeProfile
+from alertd.engine.reported import Exposure, moved_ratio
 from alertd.engine.tiers import TierTable
 
 
@@ -167,6 +168,8 @@ class AccountState:
     wallet_includes_isolated: bool = False
     reported_positions: dict[tuple[str, Side], ReportedPosition] = field(default_factory=dict)
     reported_account: ReportedAccount = ReportedAccount()
+    # the marks alertd held when reported_account was read: the exchange's ratio moves from them
+    reported_marks: dict[str, Decimal] = field(default_factory=dict)
     mode: ModeReading = NOT_READ  # read at bootstrap and at every reconcile
     events: deque[AccountEvent] = field(default_factory=lambda: deque(maxlen=100))
     # monotonic time of the last message per (stream, key)
@@ -257,6 +260,27 @@ class AccountState:
             if symbol not in self.tiers:
                 problems.append(f"{held}: no tier table")
         return problems
+
+    def exchange_ratio(self) -> tuple[Decimal | None, bool]:
+        """The exchange's own account ratio, and whether it was moved with the marks since it
+        was read (``alertd/engine/reported.py``); as read when it cannot be moved (an unknown
+        market, a mark missing, no margin balance reported)."""
+        read = self.reported_account
+        if read.margin_ratio is None or read.margin_balance is None:
+            return read.margin_ratio, False
+        exposures = []
+        for (symbol, side), p in self.positions.items():
+            if p.margin_mode is MarginMode.ISOLATED:
+                continue
+            market = self.markets.get(symbol)
+            if market is None:
+                return read.margin_ratio, False
+            size = side * p.contracts * market.contract_size
+            exposures.append(Exposure(symbol, size, market.inverse))
+        moved = moved_ratio(
+            read.margin_ratio, read.margin_balance, exposures, self.reported_marks, self.marks
+        )
+        return (read.margin_ratio, False) if moved is None else (moved, True)
 
     @property
     def computable(self) -> bool:

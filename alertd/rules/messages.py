@@ -264,7 +264,10 @@ def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
     if feed is not None and feed.exchange_ratio_stands_in and unit_of(metric) is Unit.RATIO:
         # no figures of alertd's own: the value is the exchange's, and the message says so
         why = feed.mode_limits or "incomplete data: " + "; ".join(feed.missing)
-        lines.append(f"the ratio is {feed.exchange_name}'s own, read over REST ({why})")
+        how = "read over REST" + (
+            ", moved with the marks since" if feed.exchange_ratio_moved else ""
+        )
+        lines.append(f"the ratio is {feed.exchange_name}'s own, {how} ({why})")
     about_feed = entry is not None and entry.needs is Needs.FEED  # no figures to quote
     if metrics is not None and not about_feed:
         focus = n.context.position
@@ -315,18 +318,21 @@ def _about_alertd(
         title = f"{head} {who}: alertd does not compute {exchange} {feed.mode} accounts"
         lines = [feed.mode_limits or "the account's figures are withheld"]
         if feed.exchange_ratio_stands_in and feed.exchange_ratio is not None:
-            lines.append(f"{exchange}'s own margin ratio: {fmt.ratio(feed.exchange_ratio)}")
+            lines.append(f"{exchange}'s own margin ratio: {_exchange_ratio(feed)}")
         return Message(title, "\n".join(lines))
     if n.kind is Kind.RESOLVED:
         return Message(f"{head} {who}: data complete again", f"was incomplete for {since}")
     lines = ["alertd cannot compute this account: " + ("; ".join(feed.missing) or "unknown")]
     if feed.exchange_ratio_stands_in and feed.exchange_ratio is not None:
-        lines.append(
-            f"{exchange}'s own margin ratio stands in meanwhile: {fmt.ratio(feed.exchange_ratio)}"
-        )
+        lines.append(f"{exchange}'s own margin ratio stands in meanwhile: {_exchange_ratio(feed)}")
     else:
         lines.append("no margin figures for it until then")
     return Message(f"{head} {who}: incomplete data", "\n".join(lines))
+
+
+def _exchange_ratio(feed: FeedStatus) -> str:
+    moved = " (moved with the marks since its last read)" if feed.exchange_ratio_moved else ""
+    return fmt.ratio(feed.exchange_ratio) + moved
 
 
 # The fields a rule's own ``message`` may name; each is a string when the message is rendered.

@@ -442,7 +442,8 @@ METRICS: tuple[Metric, ...] = (
         Unit.RATIO,
         "above",
         "the exchange's own account margin ratio, as alertd's (requirement / equity), read at "
-        "every reconcile; no value where the exchange reports none",
+        "every reconcile and moved with the marks in between; no value where the exchange "
+        "reports none",
         Needs.FEED,
         lambda f: f.feed.exchange_ratio,
     ),

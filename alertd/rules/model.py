@@ -194,8 +194,10 @@ class FeedStatus:
     mode: str = ""  # the account's mode as read from the exchange ("multi-assets (...)")
     # what alertd cannot compute in this mode, and why; None: alertd computes the account
     mode_limits: str | None = None
-    # the exchange's own account margin ratio (requirement / equity) at the last reconcile
+    # the exchange's own account margin ratio (requirement / equity) at the last reconcile,
+    # moved with the marks since when ``exchange_ratio_moved`` (alertd/engine/reported.py)
     exchange_ratio: Decimal | None = None
+    exchange_ratio_moved: bool = False
     # True: alertd has no figures of its own for the account (a mode it does not compute, or
     # incomplete data), so the exchange's ratio stands in as the account's ratio
     exchange_ratio_stands_in: bool = False

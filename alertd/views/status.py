@@ -98,6 +98,8 @@ def _account_json(a: AccountView, source: Source) -> dict[str, Any]:
         if computed
         else ("exchange" if figures["margin_ratio"] is not None else None),
         "exchange_margin_ratio": dec(a.exchange_ratio),
+        # the exchange's ratio as read at the last reconcile, moved with the marks since
+        "exchange_margin_ratio_moved": a.exchange_ratio_moved,
     }
 
 

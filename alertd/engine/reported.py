@@ -1,0 +1,69 @@
+"""The exchange's own account ratio between two reads, moved with the marks.
+
+Where alertd does not compute an account's requirement (portfolio margin, a mode it does not
+model, a margin pool it does not know yet), the exchange's own ratio stands in; it is read over
+REST at every reconcile. Between two reads the marks move, and a ratio read a minute ago can
+be far from today's in a crash. So the ratio is moved with the marks the way a linear account
+moves: the margin balance by each cross position's PnL since the read, the requirement in
+proportion to the cross positions' notional (the exchange's own rates, unchanged). Isolated
+positions are left out: their PnL and requirement are their own margin's, not the pool's.
+
+Its limits, stated wherever the figure is shown ("moved with the marks since ..."): a tier
+crossed since the read, portfolio margin's cross-asset offsets and scenario requirements, and
+collateral coins' haircuts are not re-applied; collateral coins themselves are not moved
+(alertd sees their prices only in the modes it computes). The next read replaces the estimate.
+A position whose market or mark alertd does not know leaves the figure as read: half a move is
+not given as a whole one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from alertd.engine.margin import margin_ratio
+
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class Exposure:
+    """A position as far as its PnL and notional move with its mark."""
+
+    symbol: str
+    quantity: Decimal  # signed: positive long; base units (linear) or quote units (inverse)
+    inverse: bool
+
+
+def moved_ratio(
+    ratio: Decimal,
+    margin_balance: Decimal,
+    exposures: Sequence[Exposure],
+    then: Mapping[str, Decimal],
+    now: Mapping[str, Decimal],
+) -> Decimal | None:
+    """The exchange's ratio (requirement over ``margin_balance``) read at the marks ``then``,
+    at the marks ``now``: the requirement scaled with the notional, the balance moved by the
+    PnL. None when a mark is missing on either side, or nothing is held (nothing moves it:
+    the figure stands as read)."""
+    if not exposures or margin_balance <= 0:
+        return None
+    pnl = ZERO
+    notional_then = notional_now = ZERO
+    for e in exposures:
+        before, after = then.get(e.symbol), now.get(e.symbol)
+        if before is None or after is None or before <= 0 or after <= 0:
+            return None
+        if e.inverse:  # PnL and notional in the coin: quantity is in quote units
+            pnl += e.quantity * (1 / before - 1 / after)
+            notional_then += abs(e.quantity) / before
+            notional_now += abs(e.quantity) / after
+        else:
+            pnl += e.quantity * (after - before)
+            notional_then += abs(e.quantity) * before
+            notional_now += abs(e.quantity) * after
+    if notional_then == 0:
+        return None
+    requirement = ratio * margin_balance * notional_now / notional_then
+    return margin_ratio(requirement, margin_balance + pnl)

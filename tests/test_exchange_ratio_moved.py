@@ -1,0 +1,122 @@
+"""The exchange's own ratio, where it stands in for alertd's, moves with the marks between two
+REST reads (alertd/engine/reported.py): exact where the requirement is proportional to the
+notional (one tier), as read where it cannot be moved."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alertd.engine.margin import compute
+from alertd.engine.model import MarginMode, Side
+from alertd.engine.reported import Exposure, moved_ratio
+from alertd.exchanges.registry import get_spec
+from alertd.feeds.state import AccountState, MarketInfo, PositionState, ReportedAccount
+
+from .support.snapshots import account, position, snapshot, tiers
+
+D = Decimal
+BTC, ETH = "BTC/USDT:USDT", "ETH/USDT:USDT"
+FLAT = tiers([(None, "0.005", "0")])  # one tier: the requirement is proportional to notional
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    wallet=st.integers(min_value=2_000, max_value=50_000),
+    btc=st.sampled_from(["0.5", "1", "-1", "2"]),
+    eth=st.sampled_from(["0", "10", "-20"]),
+    move=st.integers(min_value=-30, max_value=30),
+)
+def test_one_tier_moved_ratio_is_the_engines_own_at_the_new_marks(
+    wallet: int, btc: str, eth: str, move: int
+) -> None:
+    """Read at the old marks, moved to the new ones: what the engine computes there."""
+
+    def legs(btc_mark: Decimal, eth_mark: Decimal) -> list[dict[str, object]]:
+        out = []
+        for symbol, size, entry, mark in (
+            (BTC, btc, "60000", btc_mark),
+            (ETH, eth, "3000", eth_mark),
+        ):
+            if D(size):
+                side = "long" if D(size) > 0 else "short"
+                out.append(position(symbol, side, str(abs(D(size))), entry, str(mark), FLAT))
+        return out
+
+    then = {BTC: D(60_000), ETH: D(3_000)}
+    now = {BTC: D(60_000) * (1 + D(move) / 100), ETH: D(3_000) * (1 - D(move) / 200)}
+    before = compute(account(snapshot("binanceusdm", str(wallet), legs(then[BTC], then[ETH]))))
+    after = compute(account(snapshot("binanceusdm", str(wallet), legs(now[BTC], now[ETH]))))
+    exposures = [
+        Exposure(p.position.symbol, p.position.side * p.position.quantity, False)
+        for p in before.positions
+    ]
+    pool = before.pool
+    if pool.margin_balance <= 0:
+        return
+    moved = moved_ratio(pool.margin_ratio, pool.margin_balance, exposures, then, now)
+    assert moved is not None
+    if not moved.is_finite():  # the balance gone: both say liquidated
+        assert after.pool.margin_ratio == moved
+    else:
+        assert abs(moved - after.pool.margin_ratio) < D("1e-24")
+
+
+def test_no_move_is_the_figure_as_read_and_a_missing_mark_is_no_figure() -> None:
+    long = [Exposure(BTC, D("0.009"), False)]
+    at = {BTC: D("67350")}
+    assert moved_ratio(D("0.0975"), D("24.8669"), long, at, at) == D("0.0975")
+    assert moved_ratio(D("0.0975"), D("24.8669"), long, at, {}) is None
+    assert moved_ratio(D("0.0975"), D("24.8669"), [], at, at) is None  # nothing moves it
+
+
+def test_the_real_multi_assets_account_moves_as_binance_computes_it() -> None:
+    """accounts.md: 3.73 USDT + 22 USDC (at 1), long 0.009 BTC from 67,445.9; Binance's ratio
+    9.75% at 67,350 (MM 2.4246 / equity 24.8669). At 65,000 Binance's own is MM 2.34 over
+    25.73 - 22.0131 = 3.7169: 62.96% (tests/test_e2e_modes.py reads it from the exchange)."""
+    ratio = D("2.4246") / D("24.8669")
+    moved = moved_ratio(
+        ratio,
+        D("24.8669"),
+        [Exposure(BTC, D("0.009"), False)],
+        {BTC: D("67350")},
+        {BTC: D("65000")},
+    )
+    assert moved is not None
+    assert abs(moved - D("2.34") / D("3.7169")) < D("1e-24")  # 62.96%
+
+
+def test_inverse_moves_in_the_coin() -> None:
+    """A 10,000 USD inverse long at 50,000 -> 40,000 loses 10,000 x (1/40,000 - 1/50,000)
+    = 0.05 BTC; its notional grows from 0.2 to 0.25 BTC."""
+    moved = moved_ratio(
+        D("0.01"),
+        D("1"),
+        [Exposure("BTC/USD:BTC", D(10_000), True)],
+        {"BTC/USD:BTC": D(50_000)},
+        {"BTC/USD:BTC": D(40_000)},
+    )
+    assert moved == D("0.01") * D("0.25") / D("0.2") / D("0.95")
+
+
+def test_the_account_state_moves_cross_positions_and_keeps_an_unknown_market_as_read() -> None:
+    state = AccountState("main", get_spec("bybit").profile, "USDT")
+    state.markets[BTC] = MarketInfo(BTC, D(1), False, "USDT")
+    state.positions[(BTC, Side.LONG)] = PositionState(
+        BTC, Side.LONG, D(1), D(60_000), MarginMode.CROSS
+    )
+    state.positions[(ETH, Side.SHORT)] = PositionState(
+        ETH, Side.SHORT, D(10), D(3_000), MarginMode.ISOLATED, isolated_margin=D(1_000)
+    )
+    state.reported_account = ReportedAccount(D(300), D(10_000), D("0.03"))
+    state.reported_marks = {BTC: D(60_000), ETH: D(3_000)}
+    state.marks = {BTC: D(57_000), ETH: D(3_300)}
+    ratio, moved = state.exchange_ratio()
+    # BTC alone (ETH is isolated): requirement 300 x 0.95 over 10,000 - 3,000
+    assert moved and ratio == D(285) / D(7_000)
+    state.markets.pop(BTC)  # a market alertd does not know: no half-moves
+    assert state.exchange_ratio() == (D("0.03"), False)
+    state.reported_account = ReportedAccount(margin_ratio=D("0.03"))  # no balance reported
+    assert state.exchange_ratio() == (D("0.03"), False)
