@@ -119,6 +119,9 @@ def test_endpoint_sd_notify_status_and_history(world: dict[str, Any], tmp_path: 
     assert data["source"] == "state file"
     assert data["firing"][0]["rule"] == "ratio-warning"
     assert data["firing"][0]["severity"] == "warning"  # the rule's, from the config
+    (main,) = data["accounts"]
+    assert main["mode"] == "single-asset (multiAssetsMargin false)"  # the mode as last read
+    assert main["coverage"] == "computed by alertd" and main["margin_ratio_source"] == "alertd"
     history = alertd("history", "-c", str(path), "--since", "1h", "--json")
     rows = json.loads(history.stdout)
     assert {r["receiver"] for r in rows} == {"mail", "hook"}

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
+from rich.console import Console
 
 from alertd.daemon import http
 from alertd.daemon.http import make_app
@@ -121,6 +122,12 @@ def test_status_json_keeps_its_shape_for_both_sources() -> None:
         "settle",
         "stale",
         "fatal",
+        "exchange",
+        "mode",
+        "coverage",
+        "mode_limits",
+        "margin_ratio_source",
+        "exchange_margin_ratio",
     ]
     assert json.loads(json.dumps(offline)) == offline
 
@@ -222,3 +229,42 @@ def test_figures_are_reused_while_nothing_moves_and_the_crash_distance_says_when
     assert later is not None and later.crash_at == wall[0]
     assert later.crash_distance == live.crash_distance() != first.crash_distance
     service.store.close()
+
+
+def test_the_state_file_keeps_each_accounts_mode_and_the_exchanges_ratio(tmp_path: Path) -> None:
+    """``alertd status`` without the daemon: the mode as last read; where alertd did not
+    compute the account, the exchange's ratio as last read stands in (and says so), and a
+    snapshot from before the switch is not shown as today's figures."""
+    from alertd.config import load_config
+    from alertd.daemon.store import SavedMode, Store
+    from alertd.views.status import render_status, status_from_store
+    from tests.support.configs import write_config
+    from tests.support.snapshots import position, snapshot, tiers
+
+    accounts = [
+        {"name": "a", "exchange": "hyperliquid", "wallet_address": "0x1"},
+        {"name": "b", "exchange": "hyperliquid", "wallet_address": "0x2"},
+    ]
+    config = load_config(write_config(tmp_path, accounts))
+    store = Store(config.state_path)
+    btc = position("BTC/USDC:USDC", "long", "1", "60000", "58350", tiers([(None, "0.004", "0")]))
+    for name in ("a", "b"):
+        store.save_snapshot(name, snapshot("hyperliquid", "2000", [btc], "USDC"), 100.0)
+    store.save_mode("a", SavedMode(100.0, "standard", "computed by alertd", None, D("0.6")))
+    unified = SavedMode(200.0, "unified", "exchange's own ratio", "spot collateral", D("0.0975"))
+    store.save_mode("b", unified)
+    store.close()
+    a, b = status_from_store(config, now=300.0)["accounts"]
+    assert a["mode"] == "standard" and a["margin_ratio_source"] == "alertd"
+    assert a["positions"] and a["margin_ratio"].startswith("0.66")  # alertd's, not the 0.6 read
+    assert (b["mode"], b["coverage"], b["mode_limits"]) == (
+        "unified",
+        "exchange's own ratio",
+        "spot collateral",
+    )
+    assert b["margin_ratio"] == "0.0975" and b["margin_ratio_source"] == "exchange"
+    assert b["positions"] == [] and b["saved_at"] == 200.0
+    console = Console(record=True, width=160)
+    render_status({"source": "state file", **status_from_store(config, now=300.0)}, console)
+    text = console.export_text()
+    assert "9.75% (hyperliquid's own)" in text and "unified: exchange's own ratio" in text

@@ -43,7 +43,7 @@ from alertd.daemon.evaluation import Alerting
 from alertd.daemon.http import bound_port, serve_http
 from alertd.daemon.publisher import Publisher
 from alertd.daemon.sdnotify import Notifier, status_line
-from alertd.daemon.store import Store
+from alertd.daemon.store import SavedMode, Store
 from alertd.daemon.view import EMPTY, AccountView, DaemonView
 from alertd.delivery.deliverer import Deliverer
 from alertd.delivery.routing import build_receivers
@@ -55,6 +55,7 @@ from alertd.errors import StartupError
 from alertd.feeds.feed import AccountFeed, Change
 from alertd.feeds.manager import FeedFactory, FeedManager
 from alertd.feeds.options import PRODUCTION, FeedOptions
+from alertd.feeds.state import Coverage
 from alertd.rules.metrics import dynamics_span_s
 from alertd.snapshot.format import account_to_json
 
@@ -353,6 +354,11 @@ class Service:
             except TimeoutError:
                 log.warning("shutdown: exchanges did not close within %.1fs", bound)
         if self.store is not None:
+            # the accounts as last seen, for `alertd status` while the daemon is down
+            try:
+                self.save_snapshots()
+            except Exception as exc:  # a broken account must not block the stop
+                log.warning("shutdown: accounts not saved to the state file: %s", exc)
             self.store.close()
         log.info(
             "stopped in %.1fs: %s, %s, %s, %d delivered, %d undelivered",
@@ -455,9 +461,16 @@ class Service:
             return
         wall = self._wall()
         for name, feed in self.manager.feeds.items():
+            state = feed.state
             # an account in a mode alertd does not compute keeps no figures of alertd's
-            if feed.state.computable:
-                self.store.save_snapshot(name, account_to_json(feed.state.to_account()), wall)
+            if state.computable:
+                self.store.save_snapshot(name, account_to_json(state.to_account()), wall)
+            if state.bootstrapped:  # its mode, for `alertd status` without the daemon
+                mode = state.mode
+                limits = None if mode.coverage is Coverage.COMPUTED else mode.limits
+                ratio = state.reported_account.margin_ratio  # as read at the last reconcile
+                saved = SavedMode(wall, mode.label, mode.coverage.value, limits, ratio)
+                self.store.save_mode(name, saved)
 
     # --- heartbeat ----------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""alertd's state in one SQLite file: alert states, silences, the outbox, account snapshots.
+"""alertd's state in one SQLite file: alert states, silences, the outbox, account snapshots and
+modes.
 
 A notification is written to the outbox in the same transaction as the alert state that
 produced it, so after a crash there is never an alert marked "notified" whose message is
@@ -12,6 +13,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,9 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox (delivered_at, next_attempt_at);
 CREATE TABLE IF NOT EXISTS snapshots (
     account TEXT PRIMARY KEY, updated_at REAL NOT NULL, snapshot TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS modes (
+    account TEXT PRIMARY KEY, updated_at REAL NOT NULL, mode TEXT NOT NULL
+);
 """
 SCHEMA_VERSION = "1"
 
@@ -80,6 +85,17 @@ class NewMessage:
 class SavedSnapshot:
     updated_at: float
     snapshot: str  # JSON, as alertd snapshot writes it
+
+
+@dataclass(frozen=True, slots=True)
+class SavedMode:
+    """An account's mode as the exchange last reported it, and what alertd did with it."""
+
+    updated_at: float
+    mode: str  # the mode's label ("multi-assets (multiAssetsMargin true)")
+    coverage: str  # Coverage's value ("computed by alertd", "exchange's own ratio", ...)
+    limits: str | None  # what alertd does not compute in it; None where it computes all
+    exchange_ratio: Decimal | None  # the exchange's own account ratio, where it reports one
 
 
 class Store:
@@ -285,6 +301,33 @@ class Store:
         self.db.execute(
             "INSERT OR REPLACE INTO snapshots (account, updated_at, snapshot) VALUES (?,?,?)",
             (account, now, json.dumps(snapshot)),
+        )
+
+    def modes(self) -> dict[str, SavedMode]:
+        rows = self.db.execute("SELECT account, updated_at, mode FROM modes").fetchall()
+        found = {}
+        for r in rows:
+            saved = json.loads(r["mode"])
+            ratio = saved.get("exchange_ratio")
+            found[r["account"]] = SavedMode(
+                r["updated_at"],
+                saved["mode"],
+                saved["coverage"],
+                saved.get("limits"),
+                None if ratio is None else Decimal(ratio),
+            )
+        return found
+
+    def save_mode(self, account: str, mode: SavedMode) -> None:
+        saved = {
+            "mode": mode.mode,
+            "coverage": mode.coverage,
+            "limits": mode.limits,
+            "exchange_ratio": None if mode.exchange_ratio is None else str(mode.exchange_ratio),
+        }
+        self.db.execute(
+            "INSERT OR REPLACE INTO modes (account, updated_at, mode) VALUES (?,?,?)",
+            (account, mode.updated_at, json.dumps(saved)),
         )
 
     def _transaction(self) -> _Tx:

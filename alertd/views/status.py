@@ -68,7 +68,10 @@ def figures_json(figures: AccountFigures | None) -> dict[str, Any]:
 
 def _account_json(a: AccountView, source: Source) -> dict[str, Any]:
     figures = figures_json(a.figures)
+    computed = a.figures is not None
     if source is Source.STATE_FILE:
+        if not computed and a.exchange_ratio is not None:
+            figures["margin_ratio"] = dec(a.exchange_ratio)  # as last read, and says so
         return {
             "name": a.name,
             "saved_at": a.saved_at,
@@ -76,8 +79,13 @@ def _account_json(a: AccountView, source: Source) -> dict[str, Any]:
             **figures,
             "stale": list(a.stale),
             "fatal": a.fatal,
+            "exchange": a.exchange,
+            "mode": a.mode or None,
+            "coverage": a.coverage or None,
+            "mode_limits": a.mode_limits,
+            "margin_ratio_source": _ratio_source(computed, figures["margin_ratio"]),
+            "exchange_margin_ratio": dec(a.exchange_ratio),
         }
-    computed = a.figures is not None
     if not computed and a.exchange_ratio is not None and a.bootstrapped and not a.fatal:
         # no figures of alertd's own: the account's ratio is the exchange's, and says so
         figures["margin_ratio"] = dec(a.exchange_ratio)
@@ -93,14 +101,18 @@ def _account_json(a: AccountView, source: Source) -> dict[str, Any]:
         "coverage": a.coverage or None,
         "mode_limits": a.mode_limits,
         "incomplete": list(a.missing),
-        # whose number "margin_ratio" is: alertd's own, the exchange's, or none
-        "margin_ratio_source": "alertd"
-        if computed
-        else ("exchange" if figures["margin_ratio"] is not None else None),
+        "margin_ratio_source": _ratio_source(computed, figures["margin_ratio"]),
         "exchange_margin_ratio": dec(a.exchange_ratio),
         # the exchange's ratio as read at the last reconcile, moved with the marks since
         "exchange_margin_ratio_moved": a.exchange_ratio_moved,
     }
+
+
+def _ratio_source(computed: bool, ratio: str | None) -> str | None:
+    """Whose number "margin_ratio" is: alertd's own, the exchange's, or none."""
+    if computed:
+        return "alertd"
+    return "exchange" if ratio is not None else None
 
 
 def status_json(view: DaemonView) -> dict[str, Any]:
@@ -169,12 +181,15 @@ def view_from_store(config: Config, now: float) -> DaemonView:
     store = _saved_state(config)
     try:
         saved = store.snapshots()
+        modes = store.modes()
         accounts = []
         for account in config.accounts:
             row = saved.get(account.name)
+            mode = modes.get(account.name)
             figures = None
-            if row is not None:
+            if row is not None and (mode is None or mode.limits is None):
                 figures = AccountFigures.of(compute(parse_snapshot(row.snapshot).account))
+            times = [t.updated_at for t in (row, mode) if t is not None]
             accounts.append(
                 AccountView(
                     name=account.name,
@@ -185,7 +200,11 @@ def view_from_store(config: Config, now: float) -> DaemonView:
                     stale=(),
                     open_positions=0 if figures is None else len(figures.positions),
                     figures=figures,
-                    saved_at=None if row is None else row.updated_at,
+                    saved_at=max(times, default=None),
+                    mode="" if mode is None else mode.mode,
+                    coverage="" if mode is None else mode.coverage,
+                    mode_limits=None if mode is None else mode.limits,
+                    exchange_ratio=None if mode is None else mode.exchange_ratio,
                 )
             )
         # the daemon's rules are the config's plus the built-in ones: the same list here
