@@ -44,7 +44,7 @@ C = Coverage
     ("answer", "mode", "coverage"),
     [
         # developers.binance.com, USDⓈ-M "Get Current Multi-Assets Mode": the documented answer
-        ({"multiAssetsMargin": True}, M.MULTI_ASSETS, C.EXCHANGE_RATIO),
+        ({"multiAssetsMargin": True}, M.MULTI_ASSETS, C.COMPUTED),
         ({"multiAssetsMargin": False}, M.SINGLE_ASSET, C.COMPUTED),
     ],
 )
@@ -232,12 +232,14 @@ def test_binance_switch_to_multi_assets_and_back_without_a_restart() -> None:
                 await feed.reconcile()  # the next reconcile, same feed, no restart
                 assert state.fatal is None
                 assert state.mode.mode is M.MULTI_ASSETS
-                assert state.mode.coverage is C.EXCHANGE_RATIO
-                assert "totalMaintMargin / totalMarginBalance" in state.mode.limits
-                assert not state.computable  # alertd's USDT-only figures are withheld
+                # the USD pool: the USDT wallet and the USDC at its index, computed by alertd
+                assert state.mode.coverage is C.COMPUTED and state.computable
+                assert [(c.asset, c.amount) for c in state.collateral] == [("USDC", D(22))]
                 served = fake.account_v3("key-b")
                 expected = D(served["totalMaintMargin"]) / D(served["totalMarginBalance"])
                 assert state.reported_account.margin_ratio == expected
+                assert feed.ratios is not None and feed.ratios[1] == expected
+                assert abs(feed.ratios[0] / expected - 1) < D("1e-9")
 
                 fake.set_multi_assets("key-b", False)
                 await feed.reconcile()

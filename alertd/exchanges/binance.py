@@ -90,15 +90,11 @@ def usdm_mode(answer: Any, portfolio_margin: bool = False) -> ModeReading:
         )
     flag = answer.get("multiAssetsMargin") if isinstance(answer, dict) else None
     if flag is True or flag == "true":
-        return ModeReading(
-            AccountMode.MULTI_ASSETS,
-            "multiAssetsMargin true",
-            Coverage.EXCHANGE_RATIO,
-            "one USD pool over every asset at index prices less haircuts (assetIndex), which "
-            "alertd does not model yet: the margin ratio is Binance's own "
-            "(totalMaintMargin / totalMarginBalance), read at every reconcile; liquidation "
-            "prices, crash distance and margin to add are not computed",
-        )
+        # one USD pool: the settle wallet, every other coin at its assetIndex index less its
+        # haircut (moving with its perpetual's mark), the USDⓈ-M positions (see
+        # multi_assets_collateral); a position in another margin asset's market is named as
+        # missing by the account state, with Binance's ratio standing in
+        return ModeReading(AccountMode.MULTI_ASSETS, "multiAssetsMargin true")
     if flag is False or flag == "false":
         return ModeReading(AccountMode.SINGLE_ASSET, "multiAssetsMargin false")
     raise FrameError(f"multiAssetsMargin: not a boolean: {flag!r}")
