@@ -20,7 +20,7 @@ from alertd.engine.collateral import Collateral, CollateralRatio
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.tiers import Tier, TierTable
-from alertd.exchanges.common import closed_both_sides
+from alertd.exchanges.common import closed_both_sides, coin_price_symbol
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
 from alertd.feeds.state import (
@@ -132,14 +132,13 @@ def multi_assets_collateral(
         price = dec(row.get("index"), f"assetIndex {asset}USD index")
         if price <= 0:
             raise FrameError(f"assetIndex: {asset}USD index is {price}")
-        perpetual = f"{asset}/{settle}:{settle}"
         coins.append(
             Collateral(
                 asset=asset,
                 amount=amount,
                 price=price,
                 ratio=CollateralRatio.flat(1 - dec(row.get("bidBuffer"), "bidBuffer")),
-                price_symbol=perpetual if perpetual in markets else None,
+                price_symbol=coin_price_symbol(asset, settle, markets),
                 liability_ratio=1 + dec(row.get("askBuffer"), "askBuffer"),
             )
         )

@@ -314,7 +314,6 @@ class AccountFeed:
 
     def _settled(self, mode: ModeReading, reported: ReportedAccount) -> ModeReading:
         """The mode's reading once the balance is known."""
-        mode = mode.given(reported, self.state.settle)
         if mode.coverage is Coverage.EXCHANGE_RATIO and reported.margin_ratio is None:
             return dataclasses.replace(
                 mode,

@@ -64,26 +64,10 @@ class ModeReading:
     detail: str
     coverage: Coverage = Coverage.COMPUTED
     limits: str = ""
-    # alertd's computation holds only while the pool holds the settle currency alone (Bybit's
-    # unified cross pool counts every coin): other collateral moves it to the exchange's ratio
-    settle_only: bool = False
 
     @property
     def label(self) -> str:
         return f"{self.mode.value} ({self.detail})" if self.detail else self.mode.value
-
-    def given(self, reported: ReportedAccount, settle: str) -> ModeReading:
-        """This reading once the balance is known: other collateral in a settle-only pool."""
-        if not self.settle_only or not reported.other_collateral:
-            return self
-        coins = ", ".join(reported.other_collateral)
-        return ModeReading(
-            self.mode,
-            self.detail,
-            Coverage.EXCHANGE_RATIO if reported.margin_ratio is not None else Coverage.NOT_COMPUTED,
-            f"the pool holds collateral in {coins}, valued by the exchange at haircut prices; "
-            f"alertd counts the {settle} wallet alone",
-        )
 
 
 NOT_READ = ModeReading(AccountMode.UNKNOWN, "")
@@ -129,8 +113,6 @@ class ReportedAccount:
     maintenance_margin: Decimal | None = None
     margin_balance: Decimal | None = None
     margin_ratio: Decimal | None = None  # in alertd's direction: requirement / equity
-    # collateral coins besides the settle currency with a balance or a liability
-    other_collateral: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +252,7 @@ class AccountState:
                 if settle and settle != self.settle:
                     problems.append(
                         f"{held}: settles in {settle}, a margin pool alertd does not compute "
-                        f"yet (it computes the {self.settle} pool)"
+                        f"yet (it computes {self.settle}-settled positions)"
                     )
                 else:
                     problems.append(f"{held}: unknown market")
