@@ -20,7 +20,12 @@ from alertd.engine.collateral import CollateralRatio
 from alertd.engine.margin import AccountMetrics, compute
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.tiers import Tier, TierBasis, TierTable, deduction_warnings
-from alertd.exchanges.bybit import BybitAdapter, collateral_ratio, unified_collateral
+from alertd.exchanges.bybit import (
+    BybitAdapter,
+    collateral_ratio,
+    isolated_margin,
+    unified_collateral,
+)
 from alertd.exchanges.gate import GateAdapter, risk_limit_tiers_to_table
 from alertd.exchanges.hyperliquid import HyperliquidAdapter
 from alertd.exchanges.okx import WARNING_SUBSCRIPTION, OKXAdapter, position_tiers_to_table
@@ -1067,3 +1072,14 @@ def test_bybit_lists_usdc_perpetuals_of_the_unified_pool_as_missing() -> None:
     state.markets = adapter.markets(exchange, None)
     state.replace_positions(positions, 0.0)
     assert any("BTC/USDC:USDC long: settles in USDC" in m for m in state.missing())
+
+
+def test_bybit_isolated_margin_without_the_deprecated_position_balance() -> None:
+    # bybit-exchange docs, "Get Position Info": positionBalance "Deprecated, can refer to
+    # positionIM or positionIMByMp"; its response example (inverse BTCUSD, both present)
+    example = {"positionBalance": "0.00139186", "positionIM": "0.00010923"}
+    assert isolated_margin(example) == Decimal("0.00139186")
+    assert isolated_margin({**example, "positionBalance": ""}) == Decimal("0.00010923")
+    assert isolated_margin({"positionIM": "0.00010923"}) == Decimal("0.00010923")
+    with pytest.raises(FrameError, match="positionIM: missing"):
+        isolated_margin({})

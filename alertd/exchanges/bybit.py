@@ -175,6 +175,16 @@ def unified_collateral(
     return tuple(out)
 
 
+def isolated_margin(raw: dict[str, Any]) -> Decimal:
+    """An isolated position's margin: ``positionBalance`` while Bybit still sends it; the
+    docs deprecate it ("Get Position Info": "can refer to ``positionIM`` or
+    ``positionIMByMp``"), so an answer without it gives ``positionIM``."""
+    balance = raw.get("positionBalance")
+    if balance not in (None, ""):
+        return dec(balance, "positionBalance")
+    return dec(raw.get("positionIM"), "positionIM")
+
+
 def _side(raw: dict[str, Any]) -> Side | None:
     idx = str(raw.get("positionIdx", "0"))
     if idx == "1":
@@ -233,9 +243,7 @@ class BybitAdapter(ExchangeAdapter):
             contracts=size,
             entry_price=dec(entry, "avgPrice") if size else Decimal(1),
             margin_mode=MarginMode.ISOLATED if isolated else MarginMode.CROSS,
-            isolated_margin=dec(raw.get("positionBalance"), "positionBalance")
-            if isolated
-            else None,
+            isolated_margin=isolated_margin(raw) if isolated else None,
             leverage=dec(leverage, "leverage") if leverage not in (None, "") else None,
         )
 
