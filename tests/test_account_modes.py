@@ -289,14 +289,18 @@ def test_bybit_collateral_and_margin_modes_follow_the_account() -> None:
 
                 # BTC collateral at 60,000 USD valued at 95% (Bybit's tiered collateral ratio):
                 # alertd counts it in the pool and agrees with Bybit's accountMMRate
-                fake.set_collateral("key-y", "BTC", "0.01", "60000", "0.95")
+                fake.set_collateral("key-y", "BTC", "0.01", "60000", "0.95", follows=BTC)
                 await feed.reconcile()
                 assert state.mode.coverage is C.COMPUTED and state.computable
                 assert [(c.asset, c.value) for c in state.collateral] == [("BTC", D(570))]
-                mm, balance = D("0.1") * 60000 * D("0.005"), 1000 + D("0.01") * 60000 * D("0.95")
+                # MM: 0.5% of the notional plus the fee to close at the bankruptcy price (10x)
+                fee = D("0.1") * 60000 * D("0.9") * D("0.00055")
+                mm = D("0.1") * 60000 * D("0.005") + fee
+                balance = 1000 + D("0.01") * 60000 * D("0.95")
                 # Bybit shows accountMMRate cut to four decimals
                 assert state.reported_account.margin_ratio == (mm / balance).quantize(D("0.0001"))
                 assert feed.ratios is not None and feed.ratios[0] == mm / balance
+                assert feed.comparison is not None and feed.comparison.mismatches == ()
 
                 fake.set_margin_mode("key-y", "PORTFOLIO_MARGIN")
                 await feed.reconcile()

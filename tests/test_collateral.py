@@ -218,7 +218,7 @@ def test_real_binance_multi_assets_account() -> None:
 
 def _btc_account(side: str, collateral: list[dict[str, Any]], wallet: str = "0") -> Account:
     pos = position("BTC/USDT:USDT", side, "1", "60000", "60000", tiers([(None, "0.005", "0")]))
-    return account(snapshot2("bybit", wallet, [pos], collateral))
+    return account(snapshot2("binanceusdm", wallet, [pos], collateral))
 
 
 def test_btc_long_on_btc_collateral_is_doubly_exposed() -> None:

@@ -45,13 +45,16 @@ class Market:
     symbol: str
     contracts: str  # the exchange's contracts for one BTC (ctVal, quanto_multiplier)
     rate: Decimal  # first-tier maintenance rate plus the fee the exchange adds to it
+    # a requirement that does not move with the price (Bybit's fee to close at bankruptcy)
+    fixed: Decimal = Decimal(0)
 
 
 MARKETS: dict[str, Market] = {
     # BTCUSDT's first bracket: 0.4% (Binance's published brackets, in the local server's data)
     "binanceusdm": Market("BTC/USDT:USDT", "1", Decimal("0.004")),
-    # Bybit's first BTCUSDT risk limit on the local server: 0.5%
-    "bybit": Market("BTC/USDT:USDT", "1", Decimal("0.005")),
+    # Bybit's first BTCUSDT risk limit on the local server: 0.5%, plus the fee to close one
+    # BTC at its bankruptcy price (10x: 0.9 x the entry, 0.055%)
+    "bybit": Market("BTC/USDT:USDT", "1", Decimal("0.005"), Decimal("0.9") * Decimal("0.00055")),
     # OKX: tier 1 mmr 0.4% plus the 0.05% liquidation fee; ctVal 0.01 BTC
     "okx": Market("BTC/USDT:USDT", "100", Decimal("0.0045")),
     # Gate: 0.4% plus the 0.075% taker fee; quanto_multiplier 0.0001 BTC
@@ -69,8 +72,9 @@ EXPECTED = [
 
 
 def _mark_at_ratio(ratio: Decimal, wallet: Decimal, entry: Decimal, market: Market) -> Decimal:
-    """The mark at which one BTC long entered at ``entry`` has this margin ratio."""
-    return ratio * (entry - wallet) / (ratio - market.rate)
+    """The mark at which one BTC long entered at ``entry`` has this margin ratio (``fixed``
+    is per unit of the entry price)."""
+    return (ratio * (entry - wallet) + market.fixed * entry) / (ratio - market.rate)
 
 
 def _alerts(http: HttpReceiver) -> list[tuple[str, str]]:
@@ -212,10 +216,13 @@ def test_bybit_btc_collateral_falls_with_a_btc_long(
         tmp_path, account, env, http_receiver, daemon_for, reconcile_interval_s=3600
     )
     # equity(p) = -2000 + (0.2 x 0.95 + 0.3 x 0.9) x 0.999 p + 0.3 (p - 60000), MM = 0.3 p
-    # 0.5% (tier 1): the ratio is r at p = 20000 r / (0.75954 r - 0.0015). Held at its value,
-    # the coin would give 0.26% at the first mark (26,481.1), 0.53% at the last.
+    # 0.5% (tier 1) + 8.91 (the fee to close at the bankruptcy price, 0.3 x 54,000 x 0.055%):
+    # the ratio is r at p = (20000 r + 8.91) / (0.75954 r - 0.0015). Held at its value, the
+    # coin would give 0.31% at each of these marks (26,514.9 to 26,402.7): no alert at all.
     marks = [
-        (20000 * r / (Decimal("0.75954") * r - Decimal("0.0015"))).quantize(Decimal("0.1"))
+        ((20000 * r + Decimal("8.91")) / (Decimal("0.75954") * r - Decimal("0.0015"))).quantize(
+            Decimal("0.1")
+        )
         for r in (Decimal("0.35"), Decimal("0.65"), Decimal("0.9"))
     ]
     _escalate(daemon, fake, btc, http_receiver, marks)

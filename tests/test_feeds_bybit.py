@@ -94,8 +94,12 @@ def test_btc_collateral_and_a_btc_long_in_the_unified_cross_pool() -> None:
             assert metrics.pool.margin_ratio < 1  # far from liquidated
             assert feed.comparison is not None and feed.comparison.mismatches == ()
             # liquidation: -2000 + 0.46 x 0.999 P + 0.3 (P - 60000) = 0.3 P x 0.005 (tier 1)
+            # + the fee to close at the bankruptcy price (10x: 0.3 x 54,000 x 0.055%)
             liq = metrics.positions[0].liquidation_price
-            expected = (2000 + D("0.3") * 60000) / (D("0.46") * D("0.999") + D("0.3") * D("0.995"))
+            fee = D("0.3") * 54000 * D("0.00055")
+            expected = (2000 + D("0.3") * 60000 + fee) / (
+                D("0.46") * D("0.999") + D("0.3") * D("0.995")
+            )
             tick = D("0.1")
             assert liq is not None and liq - tick < expected <= liq
             # the USDT wallet alone (alertd before) is past liquidation: a false critical

@@ -29,7 +29,11 @@ from alertd.feeds.state import AccountMode, Coverage, ModeReading, PositionState
 PROFILE = ExchangeProfile(
     id="bybit",
     name="Bybit",
-    isolated_mm_at_entry=True,
+    # since 2025-09-02 MM is valued at the mark in cross and isolated margin alike, plus the
+    # estimated fee to close at the bankruptcy price ("The New Margin Calculation:
+    # Adjustments and Implications"); the base taker fee rate of perpetuals, 0.055%, as a
+    # recorded position answer confirms (see tests/test_worked_examples.py)
+    close_fee_rate=Decimal("0.00055"),
     displayed_ratio=DisplayedRatio.REQUIREMENT_OVER_EQUITY,
     displayed_ratio_name="Account MM Rate",
     rounds_liquidation_to_tick=True,

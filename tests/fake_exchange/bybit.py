@@ -28,10 +28,12 @@ What it serves (paths as on api.bybit.com / stream.bybit.com):
 Figures are computed here, independently of alertd, from Bybit's published formulas:
 - Risk tier: the first ``riskLimitValue`` at or above the position value. ``MM = value * mmr -
   mmDeduction`` (deduction as published, or the continuous one where Bybit leaves it empty).
-  Cross positions are valued at the mark (UTA); isolated ones at the entry price (help centre,
-  "Liquidation Price (USDT Contract)"). ``IM = value / leverage`` on the same basis.
-- Isolated liquidation price: long ``LP = entry - (IM - MM)/size - extra/size``, short
-  ``entry + ...``, where ``extra = positionBalance - IM``; long rounded up, short down, to tick.
+  Since 2025-09-02 ("The New Margin Calculation: Adjustments and Implications") MM is valued
+  at the mark for cross and isolated positions alike, IM at the mark for cross and at the
+  entry for isolated ones, and both hold the estimated fee to close at the bankruptcy price,
+  ``size x entry x (1 -+ 1/leverage) x taker fee`` (long -, short +; 0.055%).
+- Isolated liquidation price: where ``positionBalance + upl`` meets the MM at that price,
+  solved per tier; long rounded up, short down, to tick (fixed: it does not move with the mark).
 - Cross liquidation price (UTA estimate): the mark of that symbol at which the cross margin
   balance (wallet - isolated position margin + cross unrealised PnL) equals the cross
   maintenance margin, other marks held (collateral coins whose price follows that market move
@@ -44,7 +46,8 @@ Figures are computed here, independently of alertd, from Bybit's published formu
   sum(positionMM)``, ``accountMMRate = totalMaintenanceMargin / totalMarginBalance`` (and the IM
   analogues), rates cut to four decimals as Bybit shows them.
 
-Simplifications, on purpose: no orders or fills (positions are scripted), no fees or funding,
+Simplifications, on purpose: no orders or fills (positions are scripted), no fees charged or
+funding,
 index and last price follow the mark, marks are rounded to the instrument's ``priceScale``, one
 margin coin (USDT at 1 USD), and ``tradeMode`` 1 marks an isolated position (on a real UTA it is
 always 0; isolation is the account's ``marginMode``). Frames are pushed only when scripted (or by
@@ -81,6 +84,9 @@ from tests.fake_exchange.base import to_decimal as _dec
 __all__ = ["FakeBybit"]
 
 SETTLE = "USDT"
+# the base taker fee rate of perpetuals (non-VIP): the estimated fee to close a position at
+# its bankruptcy price joins IM and MM ("The New Margin Calculation", 2025-09-02)
+TAKER_FEE = Decimal("0.00055")
 PRIVATE_TOPICS = frozenset(
     {"position", "position.linear", "wallet", "order", "order.linear", "execution"}
 )
@@ -283,6 +289,12 @@ class _Position:
     def upl(self, mark: Decimal) -> Decimal:
         diff = mark - self.entry
         return self.size * (diff if self.side == "Buy" else -diff)
+
+    @property
+    def close_fee(self) -> Decimal:
+        """The estimated fee to close at the bankruptcy price, in IM and MM alike."""
+        shift = -1 if self.side == "Buy" else 1
+        return self.size * self.entry * (1 + shift / self.leverage) * TAKER_FEE
 
 
 @dataclass
@@ -655,16 +667,14 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         mark = market.mark
         value = position.size * position.entry
         at_mark = position.size * mark
-        basis = value if position.isolated else at_mark
-        tier = market.tier(basis)
-        im, mm = basis / position.leverage, market.mm(basis)
+        fee = position.close_fee
+        # IM at entry for isolated positions, at the mark for cross; MM at the mark for both
+        tier = market.tier(at_mark)
+        im = (value if position.isolated else at_mark) / position.leverage + fee
+        mm = market.mm(at_mark) + fee
         balance = position.balance if position.balance is not None else im
         if position.isolated:
-            # long: entry - (IM - MM)/size - extra/size with extra = balance - IM
-            loss = (balance - mm) / position.size
-            is_long = position.side == "Buy"
-            raw = position.entry - loss if is_long else position.entry + loss
-            liq = _to_tick(raw, market.tick, up=is_long) if raw > 0 else None
+            liq = self._isolated_liquidation(market, position, balance)
         else:
             liq = self._cross_liquidation(account, position)
         return _Figures(
@@ -672,12 +682,32 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             upl=position.upl(mark),
             im=im,
             mm=mm,
-            im_mark=at_mark / position.leverage,
-            mm_mark=market.mm(at_mark),
+            im_mark=at_mark / position.leverage + fee,
+            mm_mark=mm,
             balance=balance,
             tier=tier,
             liq=liq,
         )
+
+    @staticmethod
+    def _isolated_liquidation(market: _Market, p: _Position, balance: Decimal) -> Decimal | None:
+        """The price where the position's margin, ``balance + upl``, meets its MM at that
+        price (``size x P x mmr - deduction + fee to close``): fixed, it does not move with the
+        mark. Solved per tier, the tier of the notional at the answer kept."""
+        is_long = p.side == "Buy"
+        for tier in market.tiers:
+            # long: balance + size (P - entry) = size P mmr - ded + fee
+            if is_long:
+                raw = (p.size * p.entry - balance - tier.deduction + p.close_fee) / (
+                    p.size * (1 - tier.mmr)
+                )
+            else:
+                raw = (balance + p.size * p.entry + tier.deduction - p.close_fee) / (
+                    p.size * (1 + tier.mmr)
+                )
+            if raw > 0 and market.tier(p.size * raw) == tier:
+                return _to_tick(raw, market.tick, up=is_long)
+        return None
 
     def _cross_liquidation(self, account: _Account, target: _Position) -> Decimal | None:
         """The mark of ``target``'s symbol at which the cross margin balance meets the cross
@@ -699,7 +729,9 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
                 constant -= p.balance if p.balance is not None else Decimal(0)
             elif p.symbol != market.id:
                 other = self._markets[p.symbol]
-                constant += p.upl(other.mark) - other.mm(p.size * other.mark)
+                constant += p.upl(other.mark) - other.mm(p.size * other.mark) - p.close_fee
+            else:
+                constant -= p.close_fee  # does not move with the price
 
         def surplus(price: Decimal) -> Decimal:
             return (
