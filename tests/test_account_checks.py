@@ -512,7 +512,7 @@ def test_bybit_account_types(status: Any, refused: str | None) -> None:
     reading = bybit_mode(info)
     if refused is None:
         assert reading.mode is AccountMode.UNIFIED_CROSS  # the recorded marginMode
-        assert reading.coverage is Coverage.COMPUTED and reading.settle_only
+        assert reading.coverage is Coverage.COMPUTED
         return
     assert reading.coverage is Coverage.REFUSED
     assert refused in reading.limits and "Unified Trading Accounts only" in reading.limits

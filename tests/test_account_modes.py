@@ -19,7 +19,7 @@ from alertd.config import AccountConfig, Secret
 from alertd.exchanges import binance, bybit, gate, hyperliquid, okx
 from alertd.feeds.adapter import FrameError
 from alertd.feeds.feed import AccountFeed, Change
-from alertd.feeds.state import AccountMode, AccountState, Coverage, ModeReading, ReportedAccount
+from alertd.feeds.state import AccountMode, AccountState, Coverage, ModeReading
 
 from .fake_exchange.binance import FakeBinanceUSDM
 from .fake_exchange.bybit import FakeBybit
@@ -44,7 +44,7 @@ C = Coverage
     ("answer", "mode", "coverage"),
     [
         # developers.binance.com, USDⓈ-M "Get Current Multi-Assets Mode": the documented answer
-        ({"multiAssetsMargin": True}, M.MULTI_ASSETS, C.EXCHANGE_RATIO),
+        ({"multiAssetsMargin": True}, M.MULTI_ASSETS, C.COMPUTED),
         ({"multiAssetsMargin": False}, M.SINGLE_ASSET, C.COMPUTED),
     ],
 )
@@ -82,20 +82,6 @@ def test_bybit_mode_from_account_info(
     reading = bybit.account_mode(dict(BYBIT_INFO, marginMode=margin_mode))
     assert (reading.mode, reading.coverage) == (mode, coverage)
     assert reading.detail == f"unifiedMarginStatus 4, marginMode {margin_mode}"
-
-
-def test_bybit_cross_pool_with_other_collateral_is_the_exchange_s_ratio() -> None:
-    cross = bybit.account_mode(BYBIT_INFO)
-    alone = ReportedAccount(margin_ratio=D("0.05"))
-    assert cross.given(alone, "USDT") is cross  # USDT only: alertd computes it
-    with_btc = ReportedAccount(margin_ratio=D("0.05"), other_collateral=("BTC", "USDC"))
-    moved = cross.given(with_btc, "USDT")
-    assert moved.coverage is C.EXCHANGE_RATIO and moved.mode is M.UNIFIED_CROSS
-    assert "BTC, USDC" in moved.limits and "USDT wallet alone" in moved.limits
-    unreported = cross.given(ReportedAccount(other_collateral=("BTC",)), "USDT")
-    assert unreported.coverage is C.NOT_COMPUTED
-    isolated = bybit.account_mode(dict(BYBIT_INFO, marginMode="ISOLATED_MARGIN"))
-    assert isolated.given(with_btc, "USDT") is isolated  # each position on its own margin
 
 
 # ccxt okx.py, fetch_accounts: a real "Get account configuration" row (acctLv "2")
@@ -232,12 +218,14 @@ def test_binance_switch_to_multi_assets_and_back_without_a_restart() -> None:
                 await feed.reconcile()  # the next reconcile, same feed, no restart
                 assert state.fatal is None
                 assert state.mode.mode is M.MULTI_ASSETS
-                assert state.mode.coverage is C.EXCHANGE_RATIO
-                assert "totalMaintMargin / totalMarginBalance" in state.mode.limits
-                assert not state.computable  # alertd's USDT-only figures are withheld
+                # the USD pool: the USDT wallet and the USDC at its index, computed by alertd
+                assert state.mode.coverage is C.COMPUTED and state.computable
+                assert [(c.asset, c.amount) for c in state.collateral] == [("USDC", D(22))]
                 served = fake.account_v3("key-b")
                 expected = D(served["totalMaintMargin"]) / D(served["totalMarginBalance"])
                 assert state.reported_account.margin_ratio == expected
+                assert feed.ratios is not None and feed.ratios[1] == expected
+                assert abs(feed.ratios[0] / expected - 1) < D("1e-9")
 
                 fake.set_multi_assets("key-b", False)
                 await feed.reconcile()
@@ -283,7 +271,7 @@ def test_binance_single_asset_with_a_usdc_position_says_what_is_missing() -> Non
             assert state.mode.coverage is C.COMPUTED and not state.computable
             assert state.missing() == [
                 "BTC/USDC:USDC long: settles in USDC, a margin pool alertd does not compute yet "
-                "(it computes the USDT pool)"
+                "(it computes USDT-settled positions)"
             ]
             assert state.reported_account.margin_ratio is not None  # Binance's, to stand in
 
@@ -299,14 +287,20 @@ def test_bybit_collateral_and_margin_modes_follow_the_account() -> None:
             async with bootstrapped(feed) as state:
                 assert state.mode.mode is M.UNIFIED_CROSS and state.computable
 
-                # BTC collateral at 60,000 USD valued at 95% (Bybit's tiered collateral ratio)
-                fake.set_collateral("key-y", "BTC", "0.01", "60000", "0.95")
+                # BTC collateral at 60,000 USD valued at 95% (Bybit's tiered collateral ratio):
+                # alertd counts it in the pool and agrees with Bybit's accountMMRate
+                fake.set_collateral("key-y", "BTC", "0.01", "60000", "0.95", follows=BTC)
                 await feed.reconcile()
-                assert state.mode.coverage is C.EXCHANGE_RATIO and "BTC" in state.mode.limits
-                assert not state.computable
-                mm, balance = D("0.1") * 60000 * D("0.005"), 1000 + D("0.01") * 60000 * D("0.95")
+                assert state.mode.coverage is C.COMPUTED and state.computable
+                assert [(c.asset, c.value) for c in state.collateral] == [("BTC", D(570))]
+                # MM: 0.5% of the notional plus the fee to close at the bankruptcy price (10x)
+                fee = D("0.1") * 60000 * D("0.9") * D("0.00055")
+                mm = D("0.1") * 60000 * D("0.005") + fee
+                balance = 1000 + D("0.01") * 60000 * D("0.95")
                 # Bybit shows accountMMRate cut to four decimals
                 assert state.reported_account.margin_ratio == (mm / balance).quantize(D("0.0001"))
+                assert feed.ratios is not None and feed.ratios[0] == mm / balance
+                assert feed.comparison is not None and feed.comparison.mismatches == ()
 
                 fake.set_margin_mode("key-y", "PORTFOLIO_MARGIN")
                 await feed.reconcile()
@@ -316,6 +310,7 @@ def test_bybit_collateral_and_margin_modes_follow_the_account() -> None:
                 fake.set_margin_mode("key-y", "REGULAR_MARGIN")
                 await feed.reconcile()
                 assert state.mode.coverage is C.COMPUTED and state.computable
+                assert state.collateral == ()
 
     run(body())
 

@@ -16,15 +16,22 @@ from typing import Any
 
 import pytest
 
+from alertd.engine.collateral import CollateralRatio
 from alertd.engine.margin import AccountMetrics, compute
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.tiers import Tier, TierBasis, TierTable, deduction_warnings
+from alertd.exchanges.bybit import (
+    BybitAdapter,
+    collateral_ratio,
+    isolated_margin,
+    unified_collateral,
+)
 from alertd.exchanges.gate import GateAdapter, risk_limit_tiers_to_table
 from alertd.exchanges.hyperliquid import HyperliquidAdapter
 from alertd.exchanges.okx import WARNING_SUBSCRIPTION, OKXAdapter, position_tiers_to_table
 from alertd.exchanges.registry import get_spec
 from alertd.exchanges.spec import MarketFilter
-from alertd.feeds.adapter import ExchangeAdapter
+from alertd.feeds.adapter import ExchangeAdapter, FrameError
 from alertd.feeds.state import AccountState, PositionState, ReportedAccount, ReportedPosition
 
 from .support.aio import run
@@ -986,3 +993,93 @@ def test_hyperliquid_streams_close_what_a_snapshot_no_longer_lists() -> None:
         assert await adapter.fetch_mark(exchange, ETH_H) == D("3464.7")
 
     run(body())
+
+
+# --- Bybit unified cross pool: collateral coins ------------------------------------------
+
+# A recorded Bybit "Get Wallet Balance" answer (UNIFIED, time 1725754584140 = 2024-09-08) as
+# ccxt returned it in fetch_balance's info, quoted in a public project's docstring (found
+# with the code search: "collateralSwitch": true): USDC and USDT switched on as collateral,
+# BTC and ETH held but switched off. totalWalletBalance 100012.7 = 50007.2 + 50005.5: the
+# switched-off coins are left out.
+BYBIT_WALLET_2024_09_08 = [
+    {"coin": "USDC", "equity": "50000", "usdValue": "50007.2", "walletBalance": "50000",
+     "borrowAmount": "0.000000000000000000", "collateralSwitch": True, "marginCollateral": True},
+    {"coin": "BTC", "equity": "1", "usdValue": "54120.930771", "walletBalance": "1",
+     "borrowAmount": "0.000000000000000000", "collateralSwitch": False, "marginCollateral": True},
+    {"coin": "ETH", "equity": "1", "usdValue": "2272.283393", "walletBalance": "1",
+     "borrowAmount": "0.000000000000000000", "collateralSwitch": False, "marginCollateral": True},
+    {"coin": "USDT", "equity": "50000", "usdValue": "50005.5", "walletBalance": "50000",
+     "borrowAmount": "0.000000000000000000", "collateralSwitch": True, "marginCollateral": True},
+]  # fmt: skip
+
+# bybit-exchange.github.io/docs/v5/spot-margin-uta/tier-collateral-ratio, response example
+BYBIT_BTC_COLLATERAL_TIERS = [
+    {"minQty": "0", "maxQty": "1000000", "collateralRatio": "0.85"},
+    {"minQty": "1000000", "maxQty": "", "collateralRatio": "0"},
+]
+
+
+def test_bybit_unified_pool_reproduces_bybit_s_margin_balance() -> None:
+    ratios = {"USDC": CollateralRatio.flat(Decimal(1))}
+    (usdc,) = unified_collateral(BYBIT_WALLET_2024_09_08, ratios, "USDT", {})
+    assert (usdc.asset, usdc.amount, usdc.price_symbol) == ("USDC", Decimal(50000), None)
+    # USDC's USD price over USDT's: the pool in USDT, times USDT's USD rate, is Bybit's USD
+    usdt_usd = Decimal("50005.5") / 50000
+    assert (50000 + usdc.value) * usdt_usd == Decimal("100012.7")  # totalMarginBalance
+    btc = collateral_ratio(BYBIT_BTC_COLLATERAL_TIERS)
+    assert btc.counted(Decimal(2)) == Decimal("1.70")
+    assert btc.counted(Decimal(1_500_000)) == Decimal(850_000)  # nothing counts above 1M BTC
+    with pytest.raises(FrameError, match="no collateral ratio for USDC"):
+        unified_collateral(BYBIT_WALLET_2024_09_08, {}, "USDT", {})
+
+
+class BybitStandIn(StandIn):
+    """A unified account holding a USDT and a USDC perpetual (``/v5/position/list`` by
+    ``settleCoin``, the rows in "Get Position Info"'s shape)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            [
+                swap("BTC/USDT:USDT", "BTCUSDT", "USDT", "1"),
+                swap("BTC/USDC:USDC", "BTCPERP", "USDC", "1"),
+            ]
+        )
+
+    async def privateGetV5PositionList(self, params: dict[str, Any]) -> Any:
+        def row(symbol: str, size: str) -> dict[str, Any]:
+            return {"symbol": symbol, "side": "Buy", "size": size, "avgPrice": "60000",
+                    "positionIdx": 0, "markPrice": "60000", "liqPrice": "",
+                    "positionMM": "30", "leverage": "10"}  # fmt: skip
+
+        rows = {"USDT": [row("BTCUSDT", "0.1")], "USDC": [row("BTCPERP", "0.2")]}
+        return self.answer(
+            "position/list", params, {"result": {"list": rows[params["settleCoin"]]}}
+        )
+
+
+def test_bybit_lists_usdc_perpetuals_of_the_unified_pool_as_missing() -> None:
+    """A USDC perpetual shares the unified pool: its position is listed (settleCoin USDC) and
+    named as what alertd misses, never left out unseen (Bybit's ratio then stands in)."""
+    exchange = BybitStandIn()
+    adapter = BybitAdapter()
+    positions, _, _ = asyncio.run(adapter.fetch_positions(exchange))
+    assert [(p.symbol, p.contracts) for p in positions] == [
+        ("BTC/USDT:USDT", Decimal("0.1")),
+        ("BTC/USDC:USDC", Decimal("0.2")),
+    ]
+    state = AccountState("b", get_spec("bybit").profile, "USDT")
+    state.markets = adapter.markets(exchange, None)
+    state.replace_positions(positions, 0.0)
+    assert any("BTC/USDC:USDC long: settles in USDC" in m for m in state.missing())
+
+
+def test_bybit_isolated_margin_without_the_deprecated_position_balance() -> None:
+    # bybit-exchange docs, "Get Position Info": positionBalance "Deprecated, can refer to
+    # positionIM or positionIMByMp"; its response example (inverse BTCUSD, both present)
+    example = {"positionBalance": "0.00139186", "positionIM": "0.00010923"}
+    assert isolated_margin(example) == Decimal("0.00139186")
+    assert isolated_margin({**example, "positionBalance": ""}) == Decimal("0.00010923")
+    assert isolated_margin({"positionIM": "0.00010923"}) == Decimal("0.00010923")
+    with pytest.raises(FrameError, match="positionIM: missing"):
+        isolated_margin({})

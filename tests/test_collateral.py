@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from alertd.engine.book import Book
 from alertd.engine.collateral import Collateral, CollateralRatio, RatioBasis, RatioTier
 from alertd.engine.margin import compute
 from alertd.engine.model import Account
@@ -217,7 +218,7 @@ def test_real_binance_multi_assets_account() -> None:
 
 def _btc_account(side: str, collateral: list[dict[str, Any]], wallet: str = "0") -> Account:
     pos = position("BTC/USDT:USDT", side, "1", "60000", "60000", tiers([(None, "0.005", "0")]))
-    return account(snapshot2("bybit", wallet, [pos], collateral))
+    return account(snapshot2("binanceusdm", wallet, [pos], collateral))
 
 
 def test_btc_long_on_btc_collateral_is_doubly_exposed() -> None:
@@ -259,6 +260,28 @@ def test_a_coin_at_a_basis_to_the_mark_keeps_it() -> None:
     assert liq is not None
     at = compute(acc.with_marks({"BTC/USDT:USDT": liq}))
     assert abs(at.pool.margin_ratio - 1) < D("1e-20")
+
+
+def test_a_coin_of_a_symbol_nobody_holds_keeps_the_basis_read_with_it() -> None:
+    # ETH collateral at Binance's index 3,003 read when ETH's perpetual marked 3,000 (no ETH
+    # position): it keeps its 0.1% over the mark as the mark moves, in the live book as in
+    # the full computation, and the basis survives a snapshot round trip.
+    eth = coin("ETH", "2", "3003", "0.9", "ETH/USDT:USDT")
+    eth["price_over_mark"] = "1.001"
+    first = account(snapshot2("binanceusdm", "1000", [], [eth]))
+    again = parse_snapshot(json.dumps(account_to_json(first))).account
+    assert again == first and first.collateral[0].price_over_mark == D("1.001")
+    moved = first.with_marks({"ETH/USDT:USDT": D("2000")})
+    assert moved.collateral[0].price == D("2002")
+    book = Book()
+    book.set_account("a", first)
+    book.apply_mark("ETH/USDT:USDT", D("2000"))
+    assert book.account("a").collateral[0].price == D("2002")
+    assert book.cross_pool("a").margin_balance == 1000 + 2 * D("2002") * D("0.9")
+    # held in a position, the position's mark gives the basis (the value on the solver's line)
+    acc = _btc_account("long", [coin("BTC", "0.2", "59940", "1", "BTC/USDT:USDT")])
+    acc = replace(acc, collateral=(replace(acc.collateral[0], price_over_mark=D(2)),))
+    assert acc.with_marks({"BTC/USDT:USDT": D("50000")}).collateral[0].price == D("49950")
 
 
 # --- snapshot format ---------------------------------------------------------------------

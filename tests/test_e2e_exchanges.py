@@ -45,13 +45,16 @@ class Market:
     symbol: str
     contracts: str  # the exchange's contracts for one BTC (ctVal, quanto_multiplier)
     rate: Decimal  # first-tier maintenance rate plus the fee the exchange adds to it
+    # a requirement that does not move with the price (Bybit's fee to close at bankruptcy)
+    fixed: Decimal = Decimal(0)
 
 
 MARKETS: dict[str, Market] = {
     # BTCUSDT's first bracket: 0.4% (Binance's published brackets, in the local server's data)
     "binanceusdm": Market("BTC/USDT:USDT", "1", Decimal("0.004")),
-    # Bybit's first BTCUSDT risk limit on the local server: 0.5%
-    "bybit": Market("BTC/USDT:USDT", "1", Decimal("0.005")),
+    # Bybit's first BTCUSDT risk limit on the local server: 0.5%, plus the fee to close one
+    # BTC at its bankruptcy price (10x: 0.9 x the entry, 0.055%)
+    "bybit": Market("BTC/USDT:USDT", "1", Decimal("0.005"), Decimal("0.9") * Decimal("0.00055")),
     # OKX: tier 1 mmr 0.4% plus the 0.05% liquidation fee; ctVal 0.01 BTC
     "okx": Market("BTC/USDT:USDT", "100", Decimal("0.0045")),
     # Gate: 0.4% plus the 0.075% taker fee; quanto_multiplier 0.0001 BTC
@@ -69,8 +72,9 @@ EXPECTED = [
 
 
 def _mark_at_ratio(ratio: Decimal, wallet: Decimal, entry: Decimal, market: Market) -> Decimal:
-    """The mark at which one BTC long entered at ``entry`` has this margin ratio."""
-    return ratio * (entry - wallet) / (ratio - market.rate)
+    """The mark at which one BTC long entered at ``entry`` has this margin ratio (``fixed``
+    is per unit of the entry price)."""
+    return (ratio * (entry - wallet) + market.fixed * entry) / (ratio - market.rate)
 
 
 def _alerts(http: HttpReceiver) -> list[tuple[str, str]]:
@@ -89,6 +93,50 @@ def _await(daemon: Daemon, check: Callable[[], bool], what: str) -> None:
         wait_for(check, timeout_s=STEP_TIMEOUT_S, what=what)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n--- alertd log ---\n{daemon.text()[-4000:]}") from None
+
+
+def _silent_daemon(
+    tmp_path: Path,
+    account: dict[str, Any],
+    env: dict[str, str],
+    http: HttpReceiver,
+    daemon_for: Callable[[Path, dict[str, str]], Daemon],
+    reconcile_interval_s: float = 10,
+) -> Daemon:
+    """``alertd run`` on ``account`` with the default rules, bootstrapped, and silent (a
+    healthy account sends nothing)."""
+    env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
+    config = write_config(
+        tmp_path,
+        [account],  # no rules: the defaults
+        feeds={
+            "stale_after_s": 30,
+            "reconcile_interval_s": reconcile_interval_s,
+            "backoff": {"initial_s": 0.1, "max_s": 1},
+        },
+        receivers=[{"name": "hook", "url": http.url()}],
+        delivery={"retry_initial": 0.2, "retry_max": 1, "drain_on_shutdown": 5},
+    )
+    daemon = daemon_for(config, env)
+    daemon.start()
+    _await(daemon, lambda: "bootstrapped" in daemon.text(), "bootstrap")
+    time.sleep(1.0)
+    assert http.posts == [], http.titles()  # healthy: silence
+    return daemon
+
+
+def _escalate(
+    daemon: Daemon, fake: Any, symbol: str, http: HttpReceiver, marks: list[Decimal]
+) -> None:
+    """Set each mark in turn; each must bring the next of ``EXPECTED``, nothing else."""
+    for step, mark in enumerate(marks, start=1):
+        fake.set_mark(symbol, mark)
+        _await(
+            daemon,
+            lambda step=step: len(http.posts) >= step,  # type: ignore[misc]
+            f"{EXPECTED[step - 1]} at mark {mark}",
+        )
+        assert _alerts(http) == EXPECTED[:step], http.titles()
 
 
 @pytest.fixture
@@ -121,35 +169,14 @@ def test_default_rules_warn_escalate_and_resolve_once_each(
     wallet = (entry / 10).quantize(Decimal(1))  # one BTC at about 10x
     key = "0x" + "5e" * 20 if exchange == "hyperliquid" else "key-e2e"
     account, env = exchange_account(fake, "main", exchange, key, "secret-e2e")
-    env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
     fake.add_account(key, "secret-e2e", wallet_balance=wallet)
     fake.open_position(key, market.symbol, "long", market.contracts, entry)
-    config = write_config(
-        tmp_path,
-        [account],  # no rules: the defaults
-        feeds={
-            "stale_after_s": 30,
-            "reconcile_interval_s": 10,
-            "backoff": {"initial_s": 0.1, "max_s": 1},
-        },
-        receivers=[{"name": "hook", "url": http_receiver.url()}],
-        delivery={"retry_initial": 0.2, "retry_max": 1, "drain_on_shutdown": 5},
-    )
-    daemon = daemon_for(config, env)
-    daemon.start()
-    _await(daemon, lambda: "bootstrapped" in daemon.text(), "bootstrap")
-    time.sleep(1.0)
-    assert http_receiver.posts == [], http_receiver.titles()  # healthy: silence
-
-    for step, ratio in enumerate((Decimal("0.35"), Decimal("0.65"), Decimal("0.9")), start=1):
-        mark = _mark_at_ratio(ratio, wallet, entry, market).quantize(tick)
-        fake.set_mark(market.symbol, mark)
-        _await(
-            daemon,
-            lambda step=step: len(http_receiver.posts) >= step,  # type: ignore[misc]
-            f"{EXPECTED[step - 1]} at mark {mark}",
-        )
-        assert _alerts(http_receiver) == EXPECTED[:step], http_receiver.titles()
+    daemon = _silent_daemon(tmp_path, account, env, http_receiver, daemon_for)
+    marks = [
+        _mark_at_ratio(ratio, wallet, entry, market).quantize(tick)
+        for ratio in (Decimal("0.35"), Decimal("0.65"), Decimal("0.9"))
+    ]
+    _escalate(daemon, fake, market.symbol, http_receiver, marks)
 
     fake.set_mark(market.symbol, entry)
     _await(daemon, lambda: len(http_receiver.posts) >= 6, "three resolved messages")
@@ -162,3 +189,42 @@ def test_default_rules_warn_escalate_and_resolve_once_each(
     assert daemon.stop(signal.SIGTERM) == 0
     log = daemon.text()
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_bybit_btc_collateral_falls_with_a_btc_long(
+    tmp_path: Path,
+    fake_in_thread: Callable[..., FakeExchangeServer[Any, Any]],
+    http_receiver: HttpReceiver,
+    daemon_for: Callable[[Path, dict[str, str]], Daemon],
+) -> None:
+    """A Bybit unified cross account backed by BTC: 0.5 BTC of collateral (Bybit's tiered
+    collateral value ratio: 95% of the first 0.2 BTC, 90% above; its index 0.1% under the
+    mark), 2,000 USDT borrowed, a 0.3 BTC long at 60,000. No alert at bootstrap (the USDT
+    wallet alone is negative: "liquidated"); as BTC falls, the coin falls with the long and
+    the default rules fire at the marks that only a moving coin gives."""
+    fake = fake_in_thread("bybit", mark_interval_s=0.3)
+    btc = "BTC/USDT:USDT"
+    fake.set_mark(btc, "60000")
+    account, env = exchange_account(fake, "main", "bybit", "key-e2e", "secret-e2e")
+    fake.add_account("key-e2e", "secret-e2e", wallet_balance="-2000")
+    fake.set_collateral_tiers("BTC", [("0.2", "0.95"), (None, "0.9")])
+    fake.set_collateral("key-e2e", "BTC", "0.5", "59940", None, follows=btc)
+    fake.open_position("key-e2e", btc, "long", "0.3", "60000")
+    # no reconcile during the test: alertd moves the coin with the marks itself; at
+    # bootstrap the ratio is 0.35%: silence
+    daemon = _silent_daemon(
+        tmp_path, account, env, http_receiver, daemon_for, reconcile_interval_s=3600
+    )
+    # equity(p) = -2000 + (0.2 x 0.95 + 0.3 x 0.9) x 0.999 p + 0.3 (p - 60000), MM = 0.3 p
+    # 0.5% (tier 1) + 8.91 (the fee to close at the bankruptcy price, 0.3 x 54,000 x 0.055%):
+    # the ratio is r at p = (20000 r + 8.91) / (0.75954 r - 0.0015). Held at its value, the
+    # coin would give 0.31% at each of these marks (26,514.9 to 26,402.7): no alert at all.
+    marks = [
+        ((20000 * r + Decimal("8.91")) / (Decimal("0.75954") * r - Decimal("0.0015"))).quantize(
+            Decimal("0.1")
+        )
+        for r in (Decimal("0.35"), Decimal("0.65"), Decimal("0.9"))
+    ]
+    _escalate(daemon, fake, btc, http_receiver, marks)
+    assert daemon.stop(signal.SIGTERM) == 0
+    assert "Traceback" not in daemon.text()

@@ -61,6 +61,13 @@ def ceil_to(value: Decimal, tick: str) -> Decimal:
 # ---- REST ------------------------------------------------------------------------------------
 
 
+def close_fee(size: Decimal, entry: Decimal, side: str, leverage: int) -> Decimal:
+    """Bybit's estimated fee to close at the bankruptcy price (0.055% taker), in IM and MM
+    since 2025-09-02 ("The New Margin Calculation: Adjustments and Implications")."""
+    shift = -1 if side == "long" else 1
+    return size * entry * (1 + Decimal(shift) / leverage) * Decimal("0.00055")
+
+
 def test_load_markets_serves_linear_perps_without_account_probes() -> None:
     async def body() -> None:
         async with fake_server() as fake:
@@ -151,24 +158,34 @@ def test_fetch_positions_reports_figures_from_published_formulas() -> None:
             fake.add_account("iso", "s4", "5000")
             fake.open_position("iso", ETH, "short", "2", "3600", margin_mode="isolated", leverage=5)
 
-            # Bybit's formulas restated: cross LP where W + upl(P) = value(P) * mmr - ded
+            # Bybit's formulas restated (2025-09-02): cross LP where W + upl(P) = value(P) *
+            # mmr - ded + fee, the fee to close at the bankruptcy price (10x by default)
             w, s, e, mmr = Decimal(1000), Decimal(1), Decimal(65000), Decimal("0.005")
-            expected_long = ceil_to((s * e - w) / (s * (1 - mmr)), "0.1")
+            fee_long = close_fee(s, e, "long", 10)
+            expected_long = ceil_to((s * e - w + fee_long) / (s * (1 - mmr)), "0.1")
             w, s, e = Decimal(1000), Decimal(10), Decimal(3500)
-            expected_short = floor_to((w + s * e) / (s * (1 + mmr)), "0.01")
+            fee_short = close_fee(s, e, "short", 10)
+            expected_short = floor_to((w + s * e - fee_short) / (s * (1 + mmr)), "0.01")
             w, s, e = Decimal(200000), Decimal(40), Decimal(65000)
             ded, mmr2 = Decimal(10000), Decimal("0.01")
-            expected_tier2 = ceil_to((s * e - ded - w) / (s * (1 - mmr2)), "0.1")
-            # isolated short: entry + (IM - MM)/size with IM = 7200/5, MM = 7200 * 0.005
-            expected_iso = Decimal(3600) + (Decimal(1440) - Decimal(36)) / 2
-            assert (expected_long, expected_short) == (Decimal("64321.7"), Decimal("3582.08"))
-            assert (expected_tier2, expected_iso) == (Decimal("60353.6"), Decimal("4302"))
+            fee_tier2 = close_fee(s, e, "long", 10)
+            expected_tier2 = ceil_to((s * e - ded - w + fee_tier2) / (s * (1 - mmr2)), "0.1")
+            # isolated short, margin = IM = 7200/5: where 1440 + 2 (3600 - P) = 2 P 0.005 + fee
+            fee_iso = close_fee(Decimal(2), Decimal(3600), "short", 5)
+            expected_iso = floor_to((1440 + 7200 - fee_iso) / (2 * (1 + mmr)), "0.01")
+            assert (expected_long, expected_short) == (Decimal("64354"), Decimal("3579.98"))
+            assert expected_iso == Decimal("4296.14")
+            btc_mark, eth_mark = fake.mark(BTC), fake.mark(ETH)
+            mm_long = btc_mark * mmr + fee_long
+            mm_short = 10 * eth_mark * mmr + fee_short
+            mm_tier2 = 40 * btc_mark * mmr2 - ded + fee_tier2
+            mm_iso = 2 * eth_mark * mmr + fee_iso
 
             cases = [
-                ("cross-long", "s1", BTC, expected_long, "325", 0),
-                ("cross-short", "s2", ETH, expected_short, "175", 0),
-                ("tier2", "s3", BTC, expected_tier2, "16000", 0),
-                ("iso", "s4", ETH, expected_iso, "36", 1),
+                ("cross-long", "s1", BTC, expected_long, mm_long, 0),
+                ("cross-short", "s2", ETH, expected_short, mm_short, 0),
+                ("tier2", "s3", BTC, expected_tier2, mm_tier2, 0),
+                ("iso", "s4", ETH, expected_iso, mm_iso, 1),
             ]
             for key, secret, symbol, liq, mm, trade_mode in cases:
                 async with exchange(fake, key, secret) as ex:
@@ -177,7 +194,7 @@ def test_fetch_positions_reports_figures_from_published_formulas() -> None:
                     )
                     (row,) = raw["result"]["list"]
                     assert Decimal(row["liqPrice"]) == liq, key
-                    assert (row["positionMM"], row["tradeMode"]) == (mm, trade_mode), key
+                    assert (Decimal(row["positionMM"]), row["tradeMode"]) == (mm, trade_mode), key
                     (position,) = await ex.fetch_positions()
                     assert position["symbol"] == symbol
                     assert position["liquidationPrice"] == float(liq)
@@ -212,7 +229,12 @@ def test_fetch_balance_reports_account_totals() -> None:
                 balance = await ex.fetch_balance()
                 (info,) = balance["info"]["result"]["list"]
                 assert info["accountType"] == "UNIFIED"
-                assert Decimal(info["totalMaintenanceMargin"]) == mm == Decimal("68.5")
+                # 0.1 x 65,000 x 0.5% and 2 x 3,500 x 0.5% at the marks, plus the fees to close
+                fees = close_fee(Decimal("0.1"), Decimal(64000), "long", 10) + close_fee(
+                    Decimal(2), Decimal(3600), "short", 5
+                )
+                assert fake.mark(ETH) == 3500
+                assert Decimal(info["totalMaintenanceMargin"]) == mm == Decimal("67.5") + fees
                 margin = Decimal(info["totalMarginBalance"])
                 assert margin == Decimal(10000) + upl == Decimal(10300)
                 assert info["accountMMRate"] == str(
@@ -363,7 +385,11 @@ def test_watch_positions_receives_open_and_close() -> None:
                 "150",
                 "10",
             )
-            assert Decimal(raw["liqPrice"]) == Decimal("163.50")  # 150 + (150 - 1500*0.01)/10
+            # where 150 + 10 (150 - P) = 10 P 1% + fee to close: 163.2764..., down to the tick
+            fee = close_fee(Decimal(10), Decimal(150), "short", 10)
+            assert Decimal(raw["liqPrice"]) == floor_to(
+                (150 + 1500 - fee) / Decimal("10.1"), "0.01"
+            )
 
             pending = asyncio.ensure_future(ex.watch_positions())
             await asyncio.sleep(0.05)
@@ -392,7 +418,8 @@ def test_watch_balance_receives_set_balance() -> None:
             (account,) = balance["info"]
             (usdt,) = account["coin"]
             assert (usdt["walletBalance"], usdt["equity"]) == ("12345.6", "12445.6")
-            assert account["totalMaintenanceMargin"] == "32.5"
+            fee = close_fee(Decimal("0.1"), Decimal(64000), "long", 10)
+            assert Decimal(account["totalMaintenanceMargin"]) == Decimal("32.5") + fee
             assert balance["USDT"]["total"] == 12445.6  # ccxt's websocket total is the equity
 
     run(body, TEST_TIMEOUT_S)

@@ -268,3 +268,49 @@ def test_multi_assets_pool_is_read_live_and_matches_binance_totals() -> None:
             assert liq is not None and abs(liq / D("64846.99") - 1) < D("1e-6")
 
     run(body())
+
+
+def test_multi_assets_coins_move_with_their_marks_between_reconciles() -> None:
+    """Coins of a multi-assets pool follow their perpetual's mark stream between reconciles,
+    keeping the basis of Binance's index to the mark: a coin whose symbol no position holds
+    (ETH) gets a mark stream of its own; at the next reconcile the index read agrees."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [("key-a", "secret-a", "100")]) as fake:
+            fake.set_mark(BTC, "60000")
+            fake.set_mark(ETH, "3000")
+            fake.open_position("key-a", BTC, "long", "0.05", "60000")
+            # indices a little off the marks (an index is not the perpetual's mark)
+            fake.set_asset_index("BTC", "59970", "0.05", "0.05", follows=BTC)
+            fake.set_asset_index("ETH", "3003", "0.06", "0.06", follows=ETH)
+            fake.set_multi_assets_coins("key-a", {"BTC": "0.01", "ETH": "0.5"})
+            feed = make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
+            async with streaming(feed):
+                state = feed.state
+                assert state.computable and state.price_symbols == {BTC, ETH}
+                assert ETH in {f.key for f in state.freshness(0, 1, 1)}  # its staleness counts
+                await eventually(lambda: ETH in feed.hub.subscribers, what="ETH marks")
+                before = {c.asset: c for c in state.to_account().collateral}
+                assert before["ETH"].price == D("3003") and before["BTC"].price == D("59970")
+
+                fake.set_mark(ETH, "2700")  # down 10%: the index follows, no reconcile yet
+                await eventually(lambda: state.marks.get(ETH) == D("2700"), what="ETH mark")
+                await mark_arrives(fake, feed, "57000")  # BTC down 5%
+                coins = {c.asset: c for c in state.to_account().collateral}
+                assert coins["ETH"].price == D("3003") * D("0.9")
+                assert coins["BTC"].price == D("59970") * D("0.95")
+                assert coins["ETH"].value == D("0.5") * D("3003") * D("0.9") * D("0.94")
+
+                await feed.reconcile()  # Binance's index read again: the same prices
+                assert {c.asset: c.price for c in state.to_account().collateral} == {
+                    "BTC": D("59970") * D("0.95"),
+                    "ETH": D("3003") * D("0.9"),
+                }
+                assert feed.comparison is not None
+                reported = state.reported_account.margin_balance
+                ours = compute(state.to_account()).pool.margin_balance
+                assert reported is not None and abs(ours - reported) < D("1e-6")
+                assert feed.ratios is not None
+                assert abs(feed.ratios[0] / feed.ratios[1] - 1) < D("1e-9")
+
+    run(body())

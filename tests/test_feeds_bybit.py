@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
 
@@ -58,5 +59,53 @@ def test_bootstrap_and_figures_agree_with_bybit() -> None:
                 if figures.liquidation_price is not None and pm.liquidation_price is not None:
                     # Bybit rounds liquidation prices to the tick; alertd does too
                     assert abs(pm.liquidation_price - figures.liquidation_price) <= D("0.1")
+
+    run(body())
+
+
+def test_btc_collateral_and_a_btc_long_in_the_unified_cross_pool() -> None:
+    """A UTA cross account whose USDT is borrowed (-2,000) and whose collateral is 0.5 BTC
+    (tiered: 95% of the first 0.2 BTC, 90% above) holding a 0.3 BTC long: the pool counts
+    the BTC at its tiered value, the coin falls with the long, and alertd's ratio and
+    liquidation price are Bybit's (no false "liquidated" from the negative USDT wallet)."""
+
+    async def body() -> None:
+        async with started(FakeBybit(), [("key-c", "secret-c", "-2000")]) as fake:
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-c", BTC, "long", "0.3", "60000")
+            fake.set_collateral_tiers("BTC", [("0.2", "0.95"), (None, "0.9")])
+            fake.set_collateral("key-c", "BTC", "0.5", "59940", None, follows=BTC)
+            feed = await bootstrapped(
+                make_feed(account_config("c", "bybit", fake), "key-c", "secret-c")
+            )
+            state = feed.state
+            assert state.computable and state.wallet_balance == D(-2000)
+            (btc,) = state.collateral
+            assert (btc.asset, btc.amount, btc.price, btc.price_symbol) == (
+                "BTC",
+                D("0.5"),
+                D("59940"),
+                BTC,
+            )
+            # 0.2 x 0.95 + 0.3 x 0.9 = 0.46 BTC counted at 59,940
+            assert btc.value == D("0.46") * D("59940")
+            metrics = compute(state.to_account())
+            assert metrics.pool.margin_balance == -2000 + D("0.46") * D("59940")
+            assert metrics.pool.margin_ratio < 1  # far from liquidated
+            assert feed.comparison is not None and feed.comparison.mismatches == ()
+            # liquidation: -2000 + 0.46 x 0.999 P + 0.3 (P - 60000) = 0.3 P x 0.005 (tier 1)
+            # + the fee to close at the bankruptcy price (10x: 0.3 x 54,000 x 0.055%)
+            liq = metrics.positions[0].liquidation_price
+            fee = D("0.3") * 54000 * D("0.00055")
+            expected = (2000 + D("0.3") * 60000 + fee) / (
+                D("0.46") * D("0.999") + D("0.3") * D("0.995")
+            )
+            tick = D("0.1")
+            assert liq is not None and liq - tick < expected <= liq
+            # the USDT wallet alone (alertd before) is past liquidation: a false critical
+            usdt_only = compute(dataclasses.replace(state.to_account(), collateral=()))
+            assert usdt_only.pool.margin_balance < 0
+            reported = state.reported_positions[(BTC, Side.LONG)].liquidation_price
+            assert reported == liq  # Bybit's (the fake's) estimate moves the coin too
 
     run(body())

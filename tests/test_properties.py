@@ -120,7 +120,8 @@ def ratio_tables(draw: st.DrawFn, amount: Decimal, price: Decimal) -> Collateral
 @st.composite
 def collaterals(draw: st.DrawFn, held: list[Position], notional: Decimal) -> Collateral:
     """A coin: fixed in price (a stablecoin), valued at a held symbol (at a small basis to its
-    mark), or at a symbol no position holds; an asset or a liability."""
+    mark), or at a symbol no position holds (with or without its basis to that symbol's mark);
+    an asset or a liability."""
     kind = draw(st.sampled_from(["fixed", "linked", "other"]))
     if kind == "linked":
         p = draw(st.sampled_from(held))
@@ -140,6 +141,10 @@ def collaterals(draw: st.DrawFn, held: list[Position], notional: Decimal) -> Col
         ratio=draw(ratio_tables(amount, price)),
         price_symbol=symbol,
         liability_ratio=draw(st.sampled_from([D(1), D("1.005")])),
+        # a coin of a symbol no position holds, read at an index beside that symbol's mark
+        price_over_mark=draw(st.sampled_from([None, D("0.9993"), D("1.0021")]))
+        if kind == "other"
+        else None,
     )
 
 

@@ -6,14 +6,17 @@ shows it (2 decimals for prices on the help pages, 8 decimals for Binance API am
 
 from __future__ import annotations
 
-from decimal import ROUND_DOWN, Decimal
+from dataclasses import replace
+from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
 
 import pytest
 
-from alertd.engine.margin import PositionMetrics
+from alertd.engine.margin import PositionMetrics, compute
+from alertd.engine.profiles import ExchangeProfile
 from alertd.engine.tiers import Tier, TierTable, deduction_warnings, derive_deductions
+from alertd.exchanges.bybit import PROFILE as BYBIT
 
-from .support.snapshots import metrics, one_position, position, q, snapshot, tiers
+from .support.snapshots import account, metrics, one_position, position, q, snapshot, tiers
 
 D = Decimal
 
@@ -173,14 +176,26 @@ def test_binance_coinm_maintenance_amount_level_5() -> None:
 BYBIT_TIERS = tiers([("2000000", "0.005", "0"), ("2600000", "0.0056", "1200")])
 
 
+# Bybit's rules before 2025-09-02 (the help centre's worked examples): isolated MM at the
+# entry price, no fee to close in it
+BYBIT_BEFORE_2025_09 = replace(BYBIT, close_fee_rate=D(0), isolated_mm_at_entry=True)
+
+
 def bybit_isolated_btc(
-    side: str, entry: str, mark: str, margin: str, **extra: str
+    side: str,
+    entry: str,
+    mark: str,
+    margin: str,
+    profile: ExchangeProfile = BYBIT,
+    **extra: str,
 ) -> PositionMetrics:
     """1 BTCUSDT on Bybit, isolated with ``margin``, in the tiers above."""
-    return one_position(
-        "bybit", "0", "BTC/USDT:USDT", side, "1", entry, mark, BYBIT_TIERS,
+    held = position(
+        "BTC/USDT:USDT", side, "1", entry, mark, BYBIT_TIERS,
         mode="isolated", isolated_margin=margin, **extra,
     )  # fmt: skip
+    acc = account(snapshot("bybit", "0", [held]))
+    return compute(replace(acc, profile=profile)).positions[0]
 
 
 @pytest.mark.parametrize(
@@ -195,12 +210,46 @@ def bybit_isolated_btc(
         ("long", "200", "19900"),
     ],
 )
-def test_bybit_isolated_liquidation(side: str, margin: str, published: str) -> None:
-    # The mark is away from entry on purpose: Bybit values MM at the entry price.
-    p = bybit_isolated_btc(side, "20000", "20150", margin, leverage="50")
+def test_bybit_isolated_liquidation_before_2025_09(side: str, margin: str, published: str) -> None:
+    # The mark is away from entry on purpose: Bybit valued MM at the entry price then.
+    p = bybit_isolated_btc(side, "20000", "20150", margin, BYBIT_BEFORE_2025_09, leverage="50")
     assert p.liquidation_price == D(published)
     assert p.maintenance_margin == D(100)
     assert p.initial_margin == D(400)
+
+
+@pytest.mark.parametrize(("side", "margin"), [("long", "400"), ("short", "3400"), ("long", "200")])
+def test_bybit_isolated_liquidation_since_2025_09(side: str, margin: str) -> None:
+    # "The New Margin Calculation: Adjustments and Implications" (Bybit help, 2025-09-02),
+    # isolated USDT contracts: Position MM = (size x mark x MM rate - MM deduction) + size x
+    # entry x (1 -+ 1/leverage) x taker fee rate. The examples above under these rules: the
+    # liquidation price is where margin + upl(P) = MM(P), fixed (not moving with the mark).
+    p = bybit_isolated_btc(side, "20000", "20150", margin, leverage="50")
+    sign = 1 if side == "long" else -1
+    fee = 20000 * (1 - sign * D(1) / 50) * D("0.00055")  # 10.78 long, 11.22 short
+    assert p.maintenance_margin == 20150 * D("0.005") + fee
+    liq = (sign * 20000 - D(margin) + fee) / (sign - D("0.005"))
+    assert p.liquidation_price == liq
+    assert (
+        p.liquidation_price
+        == bybit_isolated_btc(side, "20000", "19000", margin, leverage="50").liquidation_price
+    )
+
+
+def test_bybit_close_fee_from_a_recorded_position() -> None:
+    # A recorded Bybit BTCUSDT cross position (ccxt fetch_positions info, 2024-10-05, quoted in
+    # a public project's docstring): short 0.37 at 61,748.39486486, 10x, mark 61,804.1,
+    # positionValue 22,846.9061, positionIM 2,298.5129882, positionMM 128.0569087. Both hold
+    # the same fee to close at the bankruptcy price, 0.37 x entry x (1 + 1/10) x 0.055%:
+    # IM - value / 10 = 13.8223782 and MM - value x 0.5% = 13.8223782.
+    held = position(
+        "BTC/USDT:USDT", "short", "0.37", "61748.39486486", "61804.1", BYBIT_TIERS,
+        leverage="10",
+    )  # fmt: skip
+    p = metrics(snapshot("bybit", "10000", [held])).positions[0]
+    fee = p.maintenance_margin - D("0.37") * D("61804.1") * D("0.005")
+    assert abs(fee - D("13.8223782")) < D("1e-7")
+    assert abs(D("2298.5129882") - D("22846.9061") / 10 - fee) < D("1e-7")
 
 
 def test_bybit_bankruptcy_price() -> None:
@@ -211,10 +260,15 @@ def test_bybit_bankruptcy_price() -> None:
 
 
 def test_bybit_rounds_liquidation_towards_mark() -> None:
-    # Bybit rounds a long's liquidation price up, a short's down, to the tick.
-    for side, margin, rounded in (("long", "400.05", "19700"), ("short", "399.95", "20299.5")):
+    # Bybit rounds a long's liquidation price up, a short's down, to the tick (no leverage
+    # given: the fee to close counts at the entry price, 11)
+    for side, margin in (("long", "400.05"), ("short", "399.95")):
         p = bybit_isolated_btc(side, "20000", "20000", margin, tick_size="0.5")
-        assert p.liquidation_price == D(rounded)
+        sign = 1 if side == "long" else -1
+        raw = (sign * 20000 - D(margin) + 11) / (sign - D("0.005"))
+        up = ROUND_CEILING if side == "long" else ROUND_FLOOR
+        assert p.liquidation_price == (raw * 2).to_integral_value(rounding=up) / 2
+        assert p.liquidation_price != raw
 
 
 def test_bybit_tier_2_deduction() -> None:

@@ -216,7 +216,7 @@ class Alerting:
         opened = state.last_seen.get((Stream.POSITIONS, ""), now)
         ages = [
             now - state.last_seen.get((Stream.MARK, symbol), opened)
-            for symbol in state.held_symbols
+            for symbol in state.price_symbols
         ]
         stale = max(ages, default=0.0) if state.bootstrapped else 0.0
         computed = state.mode.coverage is Coverage.COMPUTED

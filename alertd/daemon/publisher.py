@@ -159,7 +159,8 @@ class Publisher:
         if not state.computable or live is None:
             self._kept.pop(name, None)
             return None
-        marks = tuple(lp.mark for lp in live.positions)
+        # the coins that move with a mark move the figures too
+        marks = (*(lp.mark for lp in live.positions), *(coin.price for coin in live.coins))
         kept = self._kept.get(name)
         if kept is not None and kept.live is live and kept.marks == marks:
             return kept.figures  # nothing moved: the same figures, still exact

@@ -117,6 +117,10 @@ class Collateral:
     # currency, a pegged coin valued at its index between snapshots)
     price_symbol: str | None = None
     liability_ratio: Decimal = ONE  # a liability's value is amount x price x this
+    # ``price`` over the mark of ``price_symbol`` when both were read: the coin keeps that
+    # basis as the mark moves (an index beside a perpetual's mark). None: the mark of the
+    # account's position in that symbol gives it (1 when none is held)
+    price_over_mark: Decimal | None = None
 
     @property
     def market_value(self) -> Decimal:

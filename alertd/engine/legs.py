@@ -6,7 +6,7 @@ coin) are both linear in ``u``, with the side's sign flipped. So one set of form
 
     notional(u) = Q * u
     upnl(u)     = sign * Q * (u - entry_u)
-    mm(u)       = Q * u * (mmr + fee) - deduction        (tier chosen by Q * u)
+    mm(u)       = Q * u * (mmr + fee) - deduction + Q * close_fee   (tier chosen by Q * u)
 
 A pool's ``equity - requirement`` is then piecewise linear in ``u`` (the pieces are the tiers),
 so the price where the margin ratio is exactly 1 is found segment by segment, exactly, with no
@@ -49,6 +49,9 @@ class Leg:
     fixed_mm: Decimal | None
     # Tiers sized in contracts (OKX) do not change with price.
     fixed_tier: int | None
+    # The fee to close at the bankruptcy price, per unit of quantity (Bybit): part of the
+    # requirement that does not move with price.
+    close_fee: Decimal = ZERO
 
     @classmethod
     def of(cls, position: Position, profile: ExchangeProfile) -> Leg:
@@ -58,6 +61,12 @@ class Leg:
         fixed_tier = (
             tiers.index_for(position.contracts) if tiers.basis is TierBasis.CONTRACTS else None
         )
+        close_fee = ZERO
+        if profile.close_fee_rate and not position.inverse:
+            # bankruptcy price: where the position's initial margin is gone
+            lev = position.leverage
+            shift = ONE - int(position.side) / lev if lev else ONE
+            close_fee = position.entry_price * shift * profile.close_fee_rate
         fixed_mm = None
         if position.is_isolated and profile.isolated_mm_at_entry:
             entry_notional = quantity * entry_u
@@ -67,8 +76,11 @@ class Leg:
                 else tiers.tier_for(entry_notional)
             )
             fixed_mm = entry_notional * (tier.mmr + position.fee_rate) - tier.deduction
+            fixed_mm += quantity * close_fee
         sign = -int(position.side) if position.inverse else int(position.side)
-        return cls(sign, quantity, entry_u, tiers, position.fee_rate, fixed_mm, fixed_tier)
+        return cls(
+            sign, quantity, entry_u, tiers, position.fee_rate, fixed_mm, fixed_tier, close_fee
+        )
 
     @property
     def moves_tier(self) -> bool:
@@ -92,7 +104,9 @@ class Leg:
         notional = self.quantity * u
         i = self.fixed_tier if self.fixed_tier is not None else self.tiers.index_for(notional)
         tier = self.tiers.tiers[i]
-        return notional * (tier.mmr + self.fee_rate) - tier.deduction
+        return (
+            notional * (tier.mmr + self.fee_rate) - tier.deduction + self.quantity * self.close_fee
+        )
 
 
 # A term is a leg and the factor that maps the solved variable x to the leg's u: u = c * x.
@@ -148,7 +162,7 @@ def _line(
             a -= leg.fixed_mm
             continue
         tier = leg.tier(c * probe)
-        a += tier.deduction
+        a += tier.deduction - leg.quantity * leg.close_fee
         b -= leg.quantity * c * (tier.mmr + leg.fee_rate)
     return a, b
 

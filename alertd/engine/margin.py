@@ -142,7 +142,7 @@ def _quantity_within(
         if lo >= quantity:
             break
         hi = quantity if tier.cap is None else min(tier.cap * per_unit, quantity)
-        rate = price_u * (tier.mmr + leg.fee_rate)
+        rate = price_u * (tier.mmr + leg.fee_rate) + leg.close_fee
         fits = hi if rate == 0 else (budget + tier.deduction) / rate
         if fits >= hi:
             best = hi
@@ -175,7 +175,7 @@ def _isolated_quantity_within(
             continue
         hi = quantity if tier.cap is None else min(tier.cap * per_unit, quantity)
         # need q * (price_u * rate - target * equity_per_unit) <= deduction
-        slope = price_u * (tier.mmr + leg.fee_rate) - target * equity_per_unit
+        slope = price_u * (tier.mmr + leg.fee_rate) + leg.close_fee - target * equity_per_unit
         if slope <= 0:
             return hi
         fits = tier.deduction / slope

@@ -80,10 +80,14 @@ class Account:
 
     def collateral_scale(self, c: Collateral) -> Decimal:
         """``c``'s price over the mark of its price symbol: a coin valued at an index keeps
-        its basis to the mark of the same symbol's positions as that mark moves (1 when none
-        is held: the coin's price is the symbol's)."""
+        its basis to that mark as the mark moves. The mark of the same symbol's positions
+        gives it (so that the coin's value now is its value on the solver's line); where none
+        is held, the basis read with the coin (``price_over_mark``), else 1 (the coin's
+        price is the symbol's)."""
         mark = self.mark_of(c.price_symbol) if c.price_symbol else None
-        return c.price / mark if mark else Decimal(1)
+        if mark:
+            return c.price / mark
+        return c.price_over_mark if c.price_over_mark is not None else Decimal(1)
 
     def with_marks(self, marks: Mapping[str, Decimal]) -> Account:
         """The same account with some symbols' mark prices replaced (collateral valued at

@@ -41,9 +41,14 @@ class ExchangeProfile:
     # Fee rate added to the maintenance rate when a position gives none (OKX liquidation fee,
     # Gate taker fee). Zero where the exchange adds none.
     default_fee_rate: Decimal = Decimal(0)
-    # Bybit values an isolated position's MM at its entry price (help: "Liquidation Price (USDT
-    # Contract)"); everyone else at the mark.
+    # An isolated position's MM valued at its entry price (Bybit before 2025-09-02, help:
+    # "Liquidation Price (USDT Contract)"); everyone now at the mark.
     isolated_mm_at_entry: bool = False
+    # Bybit: the MM holds the estimated fee to close the position at its bankruptcy price,
+    # ``quantity x entry x (1 -+ 1/leverage) x taker fee rate`` (long -, short +), a term
+    # that does not move with the mark ("The New Margin Calculation: Adjustments and
+    # Implications", 2025-09-02). Zero where the exchange adds none.
+    close_fee_rate: Decimal = Decimal(0)
     # Hyperliquid: mmr = 1 / (2 * max leverage) of the tier.
     mmr_from_max_leverage: bool = False
     # Bybit rounds a long's liquidation price up and a short's down to the tick.

@@ -20,7 +20,7 @@ from alertd.engine.collateral import Collateral, CollateralRatio
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.tiers import Tier, TierTable
-from alertd.exchanges.common import closed_both_sides
+from alertd.exchanges.common import closed_both_sides, coin_price_symbol
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
 from alertd.feeds.state import (
@@ -90,15 +90,11 @@ def usdm_mode(answer: Any, portfolio_margin: bool = False) -> ModeReading:
         )
     flag = answer.get("multiAssetsMargin") if isinstance(answer, dict) else None
     if flag is True or flag == "true":
-        return ModeReading(
-            AccountMode.MULTI_ASSETS,
-            "multiAssetsMargin true",
-            Coverage.EXCHANGE_RATIO,
-            "one USD pool over every asset at index prices less haircuts (assetIndex), which "
-            "alertd does not model yet: the margin ratio is Binance's own "
-            "(totalMaintMargin / totalMarginBalance), read at every reconcile; liquidation "
-            "prices, crash distance and margin to add are not computed",
-        )
+        # one USD pool: the settle wallet, every other coin at its assetIndex index less its
+        # haircut (moving with its perpetual's mark), the USDⓈ-M positions (see
+        # multi_assets_collateral); a position in another margin asset's market is named as
+        # missing by the account state, with Binance's ratio standing in
+        return ModeReading(AccountMode.MULTI_ASSETS, "multiAssetsMargin true")
     if flag is False or flag == "false":
         return ModeReading(AccountMode.SINGLE_ASSET, "multiAssetsMargin false")
     raise FrameError(f"multiAssetsMargin: not a boolean: {flag!r}")
@@ -136,14 +132,13 @@ def multi_assets_collateral(
         price = dec(row.get("index"), f"assetIndex {asset}USD index")
         if price <= 0:
             raise FrameError(f"assetIndex: {asset}USD index is {price}")
-        perpetual = f"{asset}/{settle}:{settle}"
         coins.append(
             Collateral(
                 asset=asset,
                 amount=amount,
                 price=price,
                 ratio=CollateralRatio.flat(1 - dec(row.get("bidBuffer"), "bidBuffer")),
-                price_symbol=perpetual if perpetual in markets else None,
+                price_symbol=coin_price_symbol(asset, settle, markets),
                 liability_ratio=1 + dec(row.get("askBuffer"), "askBuffer"),
             )
         )

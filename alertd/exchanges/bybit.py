@@ -2,7 +2,8 @@
 
 Wire formats: bybit-exchange.github.io/docs/v5: "Get Position Info" (/v5/position/list),
 "Get Wallet Balance" (/v5/account/wallet-balance), "Get Risk Limit" (/v5/market/risk-limit),
-"Get Account Info" (/v5/account/info), websocket topics ``position``, ``wallet`` and
+"Get Account Info" (/v5/account/info), "Get Tiered Collateral Ratio"
+(/v5/spot-margin-trade/collateral), websocket topics ``position``, ``wallet`` and
 ``tickers.<symbol>`` (markPrice).
 
 alertd reads unified trading accounts only (``accountType=UNIFIED``). Bybit answers a classic
@@ -16,10 +17,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from alertd.engine.collateral import Collateral, CollateralRatio, RatioBasis, RatioTier
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
-from alertd.engine.tiers import TierTable
-from alertd.exchanges.common import closed_both_sides, risk_tiers
+from alertd.engine.tiers import TierTable, TierTableError
+from alertd.exchanges.common import closed_both_sides, coin_price_symbol, risk_tiers
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
 from alertd.feeds.state import AccountMode, Coverage, ModeReading, PositionState, ReportedAccount
@@ -27,12 +29,18 @@ from alertd.feeds.state import AccountMode, Coverage, ModeReading, PositionState
 PROFILE = ExchangeProfile(
     id="bybit",
     name="Bybit",
-    isolated_mm_at_entry=True,
+    # since 2025-09-02 MM is valued at the mark in cross and isolated margin alike, plus the
+    # estimated fee to close at the bankruptcy price ("The New Margin Calculation:
+    # Adjustments and Implications"); the base taker fee rate of perpetuals, 0.055%, as a
+    # recorded position answer confirms (see tests/test_worked_examples.py)
+    close_fee_rate=Decimal("0.00055"),
     displayed_ratio=DisplayedRatio.REQUIREMENT_OVER_EQUITY,
     displayed_ratio_name="Account MM Rate",
     rounds_liquidation_to_tick=True,
 )
 MARKETS = MarketFilter(settle="USDT")
+# linear perpetuals settled in another coin, in the same unified pool (listed, not computed)
+OTHER_SETTLE_COINS = ("USDC",)
 
 # /v5/account/info ``unifiedMarginStatus`` below 3 is not a unified trading account (docs v5,
 # "Different Account Modes": 1 classic, 3 UTA 1.0, 4 UTA 1.0 pro, 5 UTA 2.0, 6 UTA 2.0 pro; 2
@@ -57,9 +65,9 @@ def account_mode(account_info: dict[str, Any]) -> ModeReading:
     margin_mode = account_info.get("marginMode")
     detail = f"unifiedMarginStatus {code}, marginMode {margin_mode}"
     if margin_mode == "REGULAR_MARGIN":
-        # every collateral coin counts in the cross pool at its USD value times a tiered
-        # collateral ratio: alertd's USDT-wallet computation holds while USDT is all it holds
-        return ModeReading(AccountMode.UNIFIED_CROSS, detail, settle_only=True)
+        # every collateral coin counts in the cross pool at its USD value times its tiered
+        # collateral value ratio (unified_collateral)
+        return ModeReading(AccountMode.UNIFIED_CROSS, detail)
     if margin_mode == "ISOLATED_MARGIN":
         return ModeReading(AccountMode.UNIFIED_ISOLATED, detail)
     if margin_mode == "PORTFOLIO_MARGIN":
@@ -96,6 +104,91 @@ def risk_limits_to_table(rows: list[dict[str, Any]]) -> TierTable:
     )
 
 
+def collateral_ratio(rows: list[dict[str, Any]]) -> CollateralRatio:
+    """A coin's tiered collateral value ratio from "Get Tiered Collateral Ratio"
+    (``GET /v5/spot-margin-trade/collateral``: ``collateralRatioList`` of ``minQty``,
+    ``maxQty`` in coins, "" for no upper limit, ``collateralRatio``)."""
+    ordered = sorted(rows, key=lambda r: dec(r.get("minQty") or "0", "minQty"))
+    tiers = []
+    for row in ordered:
+        cap = row.get("maxQty")
+        tiers.append(
+            RatioTier(
+                dec(cap, "maxQty") if cap not in (None, "") else None,
+                dec(row.get("collateralRatio"), "collateralRatio"),
+            )
+        )
+    try:
+        return CollateralRatio.build(tiers, RatioBasis.AMOUNT)
+    except TierTableError as exc:
+        raise FrameError(f"collateralRatioList: {exc}") from None
+
+
+def unified_collateral(
+    coins: list[dict[str, Any]],
+    ratios: dict[str, CollateralRatio],
+    settle: str,
+    markets: dict[str, Any],
+) -> tuple[Collateral, ...]:
+    """The coins of a unified cross pool besides ``settle`` (its wallet balance), from "Get
+    Wallet Balance" ``coin`` rows and each coin's tiered collateral value ratio.
+
+    A coin counts when the platform takes it as collateral (``marginCollateral``) and the user
+    switched it on (``collateralSwitch``). Its amount is ``walletBalance - spotBorrow`` (the
+    docs' "Old walletBalance = New walletBalance - spotBorrow"; negative: a liability, counted
+    in full); its price is its USD value per coin (``usdValue / equity``) over the settle
+    coin's (Bybit values the pool in USD, alertd in the settle coin: the ratio is the same).
+    A coin with a USDT perpetual moves with that perpetual's mark between reads. Raises
+    :class:`FrameError` naming a counted coin without a price or a ratio table.
+    """
+
+    def usd_per_coin(row: dict[str, Any]) -> Decimal | None:
+        equity, usd = dec_or_none(row.get("equity")), dec_or_none(row.get("usdValue"))
+        return usd / equity if equity is not None and usd is not None else None
+
+    settle_usd = next(
+        (usd_per_coin(row) for row in coins if row.get("coin") == settle), None
+    ) or Decimal(1)
+    out = []
+    for row in coins:
+        coin = row.get("coin")
+        if not isinstance(coin, str) or coin == settle:
+            continue
+        if row.get("marginCollateral") is not True or row.get("collateralSwitch") is not True:
+            continue  # not collateral: Bybit leaves it out of the margin balance
+        amount = dec(row.get("walletBalance") or "0", f"{coin} walletBalance") - dec(
+            row.get("spotBorrow") or "0", f"{coin} spotBorrow"
+        )
+        if amount == 0:
+            continue
+        price = usd_per_coin(row)
+        if price is None or price <= 0:
+            raise FrameError(f"wallet-balance: no USD value for the {coin} balance")
+        ratio = ratios.get(coin)
+        if ratio is None:
+            raise FrameError(f"spot-margin-trade/collateral: no collateral ratio for {coin}")
+        out.append(
+            Collateral(
+                asset=coin,
+                amount=amount,
+                price=price / settle_usd,
+                ratio=ratio,
+                price_symbol=coin_price_symbol(coin, settle, markets),
+            )
+        )
+    return tuple(out)
+
+
+def isolated_margin(raw: dict[str, Any]) -> Decimal:
+    """An isolated position's margin: ``positionBalance`` while Bybit still sends it; the
+    docs deprecate it ("Get Position Info": "can refer to ``positionIM`` or
+    ``positionIMByMp``"), so an answer without it gives ``positionIM``."""
+    balance = raw.get("positionBalance")
+    if balance not in (None, ""):
+        return dec(balance, "positionBalance")
+    return dec(raw.get("positionIM"), "positionIM")
+
+
 def _side(raw: dict[str, Any]) -> Side | None:
     idx = str(raw.get("positionIdx", "0"))
     if idx == "1":
@@ -120,6 +213,10 @@ class BybitAdapter(ExchangeAdapter):
         # /v5/account/info) and tradeMode is always 0; classic accounts set tradeMode per
         # position. Read at every REST snapshot.
         self.account_isolated = False
+        self.account_cross = False
+        # the wallet's coin rows of the last snapshot: the cross pool's coins are read from
+        # the same answer as the settle wallet
+        self._coins: list[dict[str, Any]] = []
 
     async def fetch_tiers(self, exchange: Any, symbols: list[str]) -> dict[str, TierTable]:
         out = {}
@@ -150,9 +247,7 @@ class BybitAdapter(ExchangeAdapter):
             contracts=size,
             entry_price=dec(entry, "avgPrice") if size else Decimal(1),
             margin_mode=MarginMode.ISOLATED if isolated else MarginMode.CROSS,
-            isolated_margin=dec(raw.get("positionBalance"), "positionBalance")
-            if isolated
-            else None,
+            isolated_margin=isolated_margin(raw) if isolated else None,
             leverage=dec(leverage, "leverage") if leverage not in (None, "") else None,
         )
 
@@ -160,6 +255,7 @@ class BybitAdapter(ExchangeAdapter):
         info = (await exchange.privateGetV5AccountInfo()).get("result") or {}
         mode = account_mode(info)
         self.account_isolated = mode.mode is AccountMode.UNIFIED_ISOLATED
+        self.account_cross = mode.mode is AccountMode.UNIFIED_CROSS
         return mode
 
     async def fetch_positions(self, exchange: Any) -> Snapshot:
@@ -169,19 +265,23 @@ class BybitAdapter(ExchangeAdapter):
             p = self._position(exchange, raw)
             return [] if p is None else [p]
 
-        cursor = None
-        while True:
-            request = {"category": "linear", "settleCoin": self.settle, "limit": 200}
-            if cursor:
-                request["cursor"] = cursor
-            response = await exchange.privateGetV5PositionList(request)
-            result = response.get("result") or {}
-            self._snapshot_into(
-                result.get("list") or [], parse, ("liqPrice", "positionMM", "markPrice"), snapshot
-            )
-            cursor = result.get("nextPageCursor")
-            if not cursor:
-                return snapshot
+        # USDC perpetuals share the unified pool; alertd does not load their markets yet, but
+        # lists their positions so that the account says what it misses (Bybit's accountMMRate
+        # then stands in) instead of leaving them out unseen
+        for settle in (self.settle, *OTHER_SETTLE_COINS):
+            cursor = None
+            while True:
+                request = {"category": "linear", "settleCoin": settle, "limit": 200}
+                if cursor:
+                    request["cursor"] = cursor
+                response = await exchange.privateGetV5PositionList(request)
+                result = response.get("result") or {}
+                fields = ("liqPrice", "positionMM", "markPrice")
+                self._snapshot_into(result.get("list") or [], parse, fields, snapshot)
+                cursor = result.get("nextPageCursor")
+                if not cursor:
+                    break
+        return snapshot
 
     async def fetch_balance(self, exchange: Any) -> tuple[Decimal, ReportedAccount]:
         response = await exchange.privateGetV5AccountWalletBalance({"accountType": "UNIFIED"})
@@ -190,18 +290,40 @@ class BybitAdapter(ExchangeAdapter):
             raise FrameError("wallet-balance: no account in the answer")
         info = accounts[0]
         wallet = Decimal(0)
-        others = []
-        for coin in info.get("coin") or []:
+        coins = [c for c in info.get("coin") or [] if isinstance(c, dict)]
+        for coin in coins:
             if coin.get("coin") == self.settle:
-                wallet = dec(coin.get("walletBalance"), "walletBalance")
-            elif any(dec_or_none(coin.get(f)) for f in ("walletBalance", "equity", "borrowAmount")):
-                others.append(str(coin.get("coin")))
+                # spot borrowing counts in walletBalance since manual borrowing (docs: "Old
+                # walletBalance = New walletBalance - spotBorrow")
+                wallet = dec(coin.get("walletBalance"), "walletBalance") - dec(
+                    coin.get("spotBorrow") or "0", "spotBorrow"
+                )
+        self._coins = coins
+        # Bybit's margin balance is in USD after the collateral value ratios; its MM rate
+        # (accountMMRate) is MM / margin balance: alertd's direction
         return wallet, ReportedAccount(
             maintenance_margin=dec_or_none(info.get("totalMaintenanceMargin")),
             margin_balance=dec_or_none(info.get("totalMarginBalance")),
             margin_ratio=dec_or_none(info.get("accountMMRate")),
-            other_collateral=tuple(sorted(others)),
         )
+
+    async def fetch_collateral(self, exchange: Any) -> tuple[Collateral, ...]:
+        if not self.account_cross:
+            return ()  # isolated: each position on its own margin; portfolio: Bybit's ratio
+        held = [
+            str(c.get("coin"))
+            for c in self._coins
+            if c.get("coin") != self.settle
+            and c.get("marginCollateral") is True
+            and c.get("collateralSwitch") is True
+        ]
+        ratios = {}
+        for coin in sorted(set(held)):
+            response = await exchange.publicGetV5SpotMarginTradeCollateral({"currency": coin})
+            for row in (response.get("result") or {}).get("list") or []:
+                if isinstance(row, dict) and row.get("currency") == coin:
+                    ratios[coin] = collateral_ratio(row.get("collateralRatioList") or [])
+        return unified_collateral(self._coins, ratios, self.settle, exchange.markets)
 
     async def watch_positions(self, exchange: Any) -> list[PositionState]:
         changed = await exchange.watch_positions()

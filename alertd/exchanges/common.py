@@ -4,7 +4,7 @@ risk-limit tier rows. Each exchange module names its own fields."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -79,3 +79,10 @@ def risk_tiers(
         ded = dec(given, deduction) if given not in (None, "") else derived[i]
         tiers.append(Tier(caps[i], mmrs[i], ded, leverage(row)))
     return TierTable.build(tiers)
+
+
+def coin_price_symbol(coin: str, settle: str, markets: Mapping[str, Any]) -> str | None:
+    """The perpetual whose mark moves a collateral coin between reads (``BTC/USDT:USDT`` for
+    BTC in a USDT pool), None where the exchange lists none (the coin keeps its price)."""
+    perpetual = f"{coin}/{settle}:{settle}"
+    return perpetual if perpetual in markets else None

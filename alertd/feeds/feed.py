@@ -245,13 +245,19 @@ class AccountFeed:
         self.state.replace_positions(positions, now)
         self.state.reported_positions = reported
         self.state.set_wallet_balance(wallet, now)
-        self.state.collateral = collateral
         self.state.reported_account = account_figures
         self._set_mode(self._settled(mode, account_figures))
+        coin_symbols = {c.price_symbol for c in collateral if c.price_symbol is not None}
         for symbol, mark in marks.items():
             # a REST mark seeds a symbol; the stream keeps it fresh after that
-            if symbol in self.state.held_symbols and symbol not in self.state.marks:
+            wanted_mark = symbol in self.state.held_symbols or symbol in coin_symbols
+            if wanted_mark and symbol not in self.state.marks:
                 self.state.set_mark(symbol, mark, now)
+        for symbol in sorted(coin_symbols - self.state.marks.keys()):
+            # a coin that moves with a symbol nobody holds: its mark over REST, so that the
+            # coin's index keeps its basis to the mark the stream then moves
+            self.state.set_mark(symbol, await self.adapter.fetch_mark(exchange, symbol), now)
+        self.state.set_collateral(collateral)
         # the exchange's figures were read at about these marks: they move from here
         self.state.reported_marks = dict(self.state.marks)
         await self._ensure_tiers()
@@ -310,7 +316,6 @@ class AccountFeed:
 
     def _settled(self, mode: ModeReading, reported: ReportedAccount) -> ModeReading:
         """The mode's reading once the balance is known."""
-        mode = mode.given(reported, self.state.settle)
         if mode.coverage is Coverage.EXCHANGE_RATIO and reported.margin_ratio is None:
             return dataclasses.replace(
                 mode,
@@ -388,10 +393,11 @@ class AccountFeed:
             self.on_malformed(f"mark {symbol}: bad frame", f"mark price is not positive: {price}")
 
     def _sync_mark_streams(self) -> None:
-        """Subscribe to the marks of newly held symbols; drop those no longer held."""
+        """Subscribe to the marks of newly held symbols (positions and coins that move with
+        a symbol); drop those no longer held."""
         if self._group is None:
             return
-        held = self.state.held_symbols
+        held = self.state.price_symbols
         for symbol in sorted(held - self._subscribed):
             self._subscribed.add(symbol)
             self.hub.subscribe(symbol, self)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from alertd.engine.collateral import Collateral
@@ -65,26 +65,10 @@ class ModeReading:
     detail: str
     coverage: Coverage = Coverage.COMPUTED
     limits: str = ""
-    # alertd's computation holds only while the pool holds the settle currency alone (Bybit's
-    # unified cross pool counts every coin): other collateral moves it to the exchange's ratio
-    settle_only: bool = False
 
     @property
     def label(self) -> str:
         return f"{self.mode.value} ({self.detail})" if self.detail else self.mode.value
-
-    def given(self, reported: ReportedAccount, settle: str) -> ModeReading:
-        """This reading once the balance is known: other collateral in a settle-only pool."""
-        if not self.settle_only or not reported.other_collateral:
-            return self
-        coins = ", ".join(reported.other_collateral)
-        return ModeReading(
-            self.mode,
-            self.detail,
-            Coverage.EXCHANGE_RATIO if reported.margin_ratio is not None else Coverage.NOT_COMPUTED,
-            f"the pool holds collateral in {coins}, valued by the exchange at haircut prices; "
-            f"alertd counts the {settle} wallet alone",
-        )
 
 
 NOT_READ = ModeReading(AccountMode.UNKNOWN, "")
@@ -130,8 +114,6 @@ class ReportedAccount:
     maintenance_margin: Decimal | None = None
     margin_balance: Decimal | None = None
     margin_ratio: Decimal | None = None  # in alertd's direction: requirement / equity
-    # collateral coins besides the settle currency with a balance or a liability
-    other_collateral: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +190,19 @@ class AccountState:
         self.last_seen[(Stream.MARK, symbol)] = now
         return True
 
+    def set_collateral(self, coins: tuple[Collateral, ...]) -> None:
+        """The pool's coins as read over REST. A coin that moves with a symbol keeps the basis
+        of its price (an index) to that symbol's mark as known now, and follows the mark
+        from there until the next read."""
+        self.collateral = tuple(
+            replace(c, price_over_mark=c.price / mark)
+            if c.price_symbol is not None
+            and c.price_over_mark is None
+            and (mark := self.marks.get(c.price_symbol)) is not None
+            else c
+            for c in coins
+        )
+
     def add_event(self, event: AccountEvent) -> None:
         self.events.append(event)
 
@@ -217,17 +212,27 @@ class AccountState:
     def held_symbols(self) -> set[str]:
         return {symbol for symbol, _ in self.positions}
 
+    @property
+    def coin_symbols(self) -> set[str]:
+        """The symbols whose marks move the pool's coins."""
+        return {c.price_symbol for c in self.collateral if c.price_symbol is not None}
+
+    @property
+    def price_symbols(self) -> set[str]:
+        """Every symbol whose mark moves the account: its positions' and its coins'."""
+        return self.held_symbols | self.coin_symbols
+
     def freshness(
         self, now: float, stale_after_s: float, private_stale_after_s: float
     ) -> list[Freshness]:
         """Per stream: the age of its last message and whether that is stale.
 
-        Marks must tick while positions are open. Private streams are quiet by design (Binance
-        pushes only on changes), so they count as fresh while the REST reconcile keeps
-        confirming them.
+        Marks must tick while positions are open and while coins move with them. Private
+        streams are quiet by design (Binance pushes only on changes), so they count as fresh
+        while the REST reconcile keeps confirming them.
         """
         out = []
-        for symbol in sorted(self.held_symbols):
+        for symbol in sorted(self.price_symbols):
             seen = self.last_seen.get((Stream.MARK, symbol))
             age = None if seen is None else now - seen
             out.append(Freshness(Stream.MARK, symbol, age, age is None or age > stale_after_s))
@@ -250,7 +255,7 @@ class AccountState:
                 if settle and settle != self.settle:
                     problems.append(
                         f"{held}: settles in {settle}, a margin pool alertd does not compute "
-                        f"yet (it computes the {self.settle} pool)"
+                        f"yet (it computes {self.settle}-settled positions)"
                     )
                 else:
                     problems.append(f"{held}: unknown market")
@@ -326,6 +331,12 @@ class AccountState:
                     lot_size=market.lot_size,
                 )
             )
-        return Account(
-            self.profile, self.name, self.settle, cross_wallet, tuple(held), self.collateral
+        coins = tuple(
+            replace(c, price=c.price_over_mark * mark)
+            if c.price_over_mark is not None
+            and c.price_symbol is not None
+            and (mark := self.marks.get(c.price_symbol)) is not None
+            else c
+            for c in self.collateral
         )
+        return Account(self.profile, self.name, self.settle, cross_wallet, tuple(held), coins)

@@ -117,6 +117,8 @@ class CollateralIn(_Model):
     ratio: Ratio | None = None
     ratio_tiers: Annotated[list[RatioTierIn], Field(min_length=1)] | None = None
     liability_ratio: PositiveDec = Decimal(1)
+    # the coin's price over its price symbol's mark when read (an index beside the mark)
+    price_over_mark: PositiveDec | None = None
 
 
 class PoolIn(_Model):
@@ -208,6 +210,7 @@ def _build_collateral(
                 ratio=ratio,
                 price_symbol=c.price_symbol,
                 liability_ratio=c.liability_ratio,
+                price_over_mark=c.price_over_mark if c.price_symbol is not None else None,
             )
         )
     return tuple(out)
@@ -408,6 +411,8 @@ def _collateral_json(c: Collateral) -> dict[str, Any]:
             {cap: decimal_str(t.cap), "ratio": decimal_str(t.ratio)} for t in c.ratio.tiers
         ]
     out["liability_ratio"] = decimal_str(c.liability_ratio)
+    if c.price_over_mark is not None:
+        out["price_over_mark"] = decimal_str(c.price_over_mark)
     return out
 
 

@@ -29,7 +29,8 @@ Futures Contracts"). The account is in single-asset mode (one margin asset, USDT
 or with ``set_multi_assets`` in multi-assets mode: its other coins are listed in the account's
 ``assets`` and counted in the ``total*`` figures at ``min(amount x bidRate, amount x askRate)``
 (Binance FAQ "How to Calculate Margin in Multi-Assets Mode"; the settle coin at par), and in the
-cross liquidation prices at their current value (a coin does not move with the position here).
+cross liquidation prices at their current value (a coin does not move with the position here);
+an index may follow a market's mark (``set_asset_index(..., follows=symbol)``).
 
 Connections, queues, drops, unanswered pings, scripted REST failures, bans and revoked keys
 are the shared machinery of ``base.py``; this module adds Binance's wire format. Test helpers
@@ -379,6 +380,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         self._markets: dict[str, _Market] = {}
         # GET /fapi/v1/assetIndex rows by symbol ("BTCUSD")
         self._asset_index: dict[str, dict[str, Any]] = {}
+        # assetIndex rows that follow a market's mark: (market id, index / mark)
+        self._index_follows: dict[str, tuple[str, Decimal]] = {}
         real = _load_real_brackets()
         for market_id, base, quote, mark, tick, step, min_notional, sub in _DEFAULT_MARKETS:
             self._markets[market_id] = _Market(
@@ -487,6 +490,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         Binance sends no position update on price moves, and neither does this server."""
         market = self._market(symbol)
         market.mark = shared.positive(price, "mark")
+        self._move_indices(market)
         if push:
             frame = self._mark_frame(market, now_ms())
             self._on_loop(self._push_marks, [frame])
@@ -537,9 +541,35 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         account.coins = {asset.upper(): _dec(amount) for asset, amount in coins.items()}
 
     @scripted
-    def set_asset_index(self, asset: str, index: Num, bid_buffer: Num, ask_buffer: Num) -> None:
-        """One row of ``GET /fapi/v1/assetIndex`` (``<asset>USD``), in Binance's format."""
-        self._index_row(asset, _dec(index), _dec(bid_buffer), _dec(ask_buffer))
+    def set_asset_index(
+        self,
+        asset: str,
+        index: Num,
+        bid_buffer: Num,
+        ask_buffer: Num,
+        *,
+        follows: str | None = None,
+    ) -> None:
+        """One row of ``GET /fapi/v1/assetIndex`` (``<asset>USD``), in Binance's format.
+        ``follows``: a symbol whose mark moves the index from now on (the index keeps its
+        ratio to that mark, as a coin's index follows its market)."""
+        price = _dec(index)
+        self._index_row(asset, price, _dec(bid_buffer), _dec(ask_buffer))
+        key = f"{asset.upper()}USD"
+        if follows is None:
+            self._index_follows.pop(key, None)
+        else:
+            market = self._market(follows)
+            self._index_follows[key] = (market.id, price / market.mark)
+
+    def _move_indices(self, market: _Market) -> None:
+        for key, (market_id, basis) in self._index_follows.items():
+            if market_id == market.id:
+                row = self._asset_index[key]
+                price = basis * market.mark
+                self._index_row(
+                    key.removesuffix("USD"), price, _dec(row["bidBuffer"]), _dec(row["askBuffer"])
+                )
 
     def _index_row(self, asset: str, price: Decimal, bid: Decimal, ask: Decimal) -> None:
         self._asset_index[f"{asset.upper()}USD"] = {

@@ -9,7 +9,8 @@ websocket "Connect", "Ticker", "Position", "Wallet").
 
 What it serves (paths as on api.bybit.com / stream.bybit.com):
 - REST public: ``/v5/market/instruments-info`` (linear; every other category answers an empty
-  list), ``/v5/market/risk-limit``, ``/v5/market/tickers``, ``/v5/market/time``.
+  list), ``/v5/market/risk-limit``, ``/v5/market/tickers``, ``/v5/market/time``,
+  ``/v5/spot-margin-trade/collateral`` (tiered collateral value ratios).
 - REST signed (``X-BAPI-API-KEY``, ``X-BAPI-TIMESTAMP``, ``X-BAPI-RECV-WINDOW``, ``X-BAPI-SIGN``
   = HMAC-SHA256 hex of ``timestamp + key + recvWindow + query-or-body``):
   ``/v5/position/list``, ``/v5/account/wallet-balance``, ``/v5/asset/coin/query-info`` (ccxt's
@@ -27,18 +28,26 @@ What it serves (paths as on api.bybit.com / stream.bybit.com):
 Figures are computed here, independently of alertd, from Bybit's published formulas:
 - Risk tier: the first ``riskLimitValue`` at or above the position value. ``MM = value * mmr -
   mmDeduction`` (deduction as published, or the continuous one where Bybit leaves it empty).
-  Cross positions are valued at the mark (UTA); isolated ones at the entry price (help centre,
-  "Liquidation Price (USDT Contract)"). ``IM = value / leverage`` on the same basis.
-- Isolated liquidation price: long ``LP = entry - (IM - MM)/size - extra/size``, short
-  ``entry + ...``, where ``extra = positionBalance - IM``; long rounded up, short down, to tick.
+  Since 2025-09-02 ("The New Margin Calculation: Adjustments and Implications") MM is valued
+  at the mark for cross and isolated positions alike, IM at the mark for cross and at the
+  entry for isolated ones, and both hold the estimated fee to close at the bankruptcy price,
+  ``size x entry x (1 -+ 1/leverage) x taker fee`` (long -, short +; 0.055%).
+- Isolated liquidation price: where ``positionBalance + upl`` meets the MM at that price,
+  solved per tier; long rounded up, short down, to tick (fixed: it does not move with the mark).
 - Cross liquidation price (UTA estimate): the mark of that symbol at which the cross margin
   balance (wallet - isolated position margin + cross unrealised PnL) equals the cross
-  maintenance margin, other marks held; solved exactly per tier, rounded as above.
+  maintenance margin, other marks held (collateral coins whose price follows that market move
+  with it); solved exactly per tier, rounded as above.
+- Collateral coins (``set_collateral``): each counts ``quantity after its tiered collateral
+  value ratio x USD price`` in the margin balance, a liability in full (help centre, "Key
+  Terms and Formulas in Unified Trading Account": margin balance "after considering the
+  collateral value ratio"; docs "Get Tiered Collateral Ratio").
 - Wallet: ``totalMarginBalance = walletBalance + totalPerpUPL``, ``totalMaintenanceMargin =
   sum(positionMM)``, ``accountMMRate = totalMaintenanceMargin / totalMarginBalance`` (and the IM
   analogues), rates cut to four decimals as Bybit shows them.
 
-Simplifications, on purpose: no orders or fills (positions are scripted), no fees or funding,
+Simplifications, on purpose: no orders or fills (positions are scripted), no fees charged or
+funding,
 index and last price follow the mark, marks are rounded to the instrument's ``priceScale``, one
 margin coin (USDT at 1 USD), and ``tradeMode`` 1 marks an isolated position (on a real UTA it is
 always 0; isolation is the account's ``marginMode``). Frames are pushed only when scripted (or by
@@ -75,6 +84,9 @@ from tests.fake_exchange.base import to_decimal as _dec
 __all__ = ["FakeBybit"]
 
 SETTLE = "USDT"
+# the base taker fee rate of perpetuals (non-VIP): the estimated fee to close a position at
+# its bankruptcy price joins IM and MM ("The New Margin Calculation", 2025-09-02)
+TAKER_FEE = Decimal("0.00055")
 PRIVATE_TOPICS = frozenset(
     {"position", "position.linear", "wallet", "order", "order.linear", "execution"}
 )
@@ -278,6 +290,12 @@ class _Position:
         diff = mark - self.entry
         return self.size * (diff if self.side == "Buy" else -diff)
 
+    @property
+    def close_fee(self) -> Decimal:
+        """The estimated fee to close at the bankruptcy price, in IM and MM alike."""
+        shift = -1 if self.side == "Buy" else 1
+        return self.size * self.entry * (1 + shift / self.leverage) * TAKER_FEE
+
 
 @dataclass
 class _Account(shared.Credentials):
@@ -289,9 +307,9 @@ class _Account(shared.Credentials):
     unified_margin_status: int = 5
     # /v5/account/info marginMode: REGULAR_MARGIN, ISOLATED_MARGIN or PORTFOLIO_MARGIN
     margin_mode: str = "REGULAR_MARGIN"
-    # other collateral coins: coin -> (amount, USD price, collateral value ratio); the cross
-    # pool counts amount * price * ratio (help centre: "Collateral Value")
-    collateral: dict[str, tuple[Decimal, Decimal, Decimal]] = field(default_factory=dict)
+    # other collateral coins: coin -> amount (wallet balance less spot borrow; negative: a
+    # liability); priced and tiered by the server (``_coin_price``, ``_collateral_tiers``)
+    collateral: dict[str, Decimal] = field(default_factory=dict)
 
 
 @dataclass
@@ -347,6 +365,10 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         super().__init__(mark_interval_s=mark_interval_s)
         self._markets: dict[str, _Market] = {}
         self._seq = itertools.count(8_327_597_863)
+        # collateral coins' USD prices: coin -> (price, market id whose mark moves it, or None)
+        self._coin_prices: dict[str, tuple[Decimal, str | None]] = {}
+        # GET /v5/spot-margin-trade/collateral: coin -> [(maxQty or None, collateralRatio)]
+        self._collateral_tiers: dict[str, list[tuple[Decimal | None, Decimal]]] = {}
         for symbol, mark, scale, tick, step, max_qty, max_mkt, launch, risk in _DEFAULT_MARKETS:
             base, market_id = _split_symbol(symbol)
             self._markets[market_id] = _Market(
@@ -554,16 +576,77 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
 
     @scripted
     def set_collateral(
-        self, api_key: str, coin: str, amount: Num, usd_price: Num, ratio: Num = "1"
+        self,
+        api_key: str,
+        coin: str,
+        amount: Num,
+        usd_price: Num,
+        ratio: Num | None = "1",
+        *,
+        follows: str | None = None,
     ) -> None:
-        """Hold ``amount`` of ``coin`` as collateral (0 removes it): wallet-balance lists it and
-        the account's totals count it at ``amount * usd_price * ratio``."""
+        """Hold ``amount`` of ``coin`` as collateral (0 removes it; negative: borrowed):
+        wallet-balance lists it and the account's totals count it at its USD value times the
+        tiered collateral value ratio (a held amount; a liability counts in full). ``ratio``
+        sets a flat table (None keeps ``set_collateral_tiers``'); ``follows``: a symbol whose
+        mark moves the coin's USD price from now on (its index follows its market)."""
         account = self._account(api_key)
         value = _dec(amount, "amount")
+        price = _dec(usd_price, "usd_price")
+        market_id = None
+        if follows is not None:
+            market = self._markets[self._market_id(follows)]
+            market_id = market.id
+            price = price / market.mark  # kept as the basis to the mark
+        self._coin_prices[coin] = (price, market_id)
+        if ratio is not None:
+            self._collateral_tiers[coin] = [(None, _dec(ratio, "ratio"))]
         if value == 0:
             account.collateral.pop(coin, None)
-            return
-        account.collateral[coin] = (value, _dec(usd_price, "usd_price"), _dec(ratio, "ratio"))
+        else:
+            account.collateral[coin] = value
+
+    @scripted
+    def set_collateral_tiers(self, coin: str, tiers: list[tuple[Num | None, Num]]) -> None:
+        """``coin``'s tiered collateral value ratio, as ``GET /v5/spot-margin-trade/collateral``
+        serves it: ``[(maxQty in coins, or None for the last, collateralRatio), ...]``."""
+        self._collateral_tiers[coin] = [
+            (None if cap is None else _dec(cap, "maxQty"), _dec(ratio, "collateralRatio"))
+            for cap, ratio in tiers
+        ]
+
+    def _coin_price(self, coin: str, mark: Decimal | None = None) -> Decimal:
+        """``coin``'s USD price now (or with its market's mark at ``mark``)."""
+        price, market_id = self._coin_prices[coin]
+        if market_id is None:
+            return price
+        return price * (mark if mark is not None else self._markets[market_id].mark)
+
+    def _counted(self, coin: str, amount: Decimal) -> Decimal:
+        """The quantity of ``coin`` that counts after its tiered ratios (a liability: all)."""
+        if amount <= 0:
+            return amount
+        counted, floor = Decimal(0), Decimal(0)
+        for cap, ratio in self._collateral_tiers.get(coin, [(None, Decimal(0))]):
+            top = amount if cap is None else min(amount, cap)
+            if top > floor:
+                counted += (top - floor) * ratio
+            if cap is None or amount <= cap:
+                break
+            floor = cap
+        return counted
+
+    def _collateral_value(self, account: _Account, skip: str | None = None) -> Decimal:
+        """The USD value the coins add to the margin balance, those moved by market ``skip``
+        left out."""
+        return sum(
+            (
+                self._counted(coin, amount) * self._coin_price(coin)
+                for coin, amount in account.collateral.items()
+                if skip is None or self._coin_prices[coin][1] != skip
+            ),
+            Decimal(0),
+        )
 
     def _push_private(self, api_key: str, topic: str, data: list[dict[str, Any]]) -> None:
         targets = []
@@ -584,16 +667,14 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         mark = market.mark
         value = position.size * position.entry
         at_mark = position.size * mark
-        basis = value if position.isolated else at_mark
-        tier = market.tier(basis)
-        im, mm = basis / position.leverage, market.mm(basis)
+        fee = position.close_fee
+        # IM at entry for isolated positions, at the mark for cross; MM at the mark for both
+        tier = market.tier(at_mark)
+        im = (value if position.isolated else at_mark) / position.leverage + fee
+        mm = market.mm(at_mark) + fee
         balance = position.balance if position.balance is not None else im
         if position.isolated:
-            # long: entry - (IM - MM)/size - extra/size with extra = balance - IM
-            loss = (balance - mm) / position.size
-            is_long = position.side == "Buy"
-            raw = position.entry - loss if is_long else position.entry + loss
-            liq = _to_tick(raw, market.tick, up=is_long) if raw > 0 else None
+            liq = self._isolated_liquidation(market, position, balance)
         else:
             liq = self._cross_liquidation(account, position)
         return _Figures(
@@ -601,29 +682,62 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             upl=position.upl(mark),
             im=im,
             mm=mm,
-            im_mark=at_mark / position.leverage,
-            mm_mark=market.mm(at_mark),
+            im_mark=at_mark / position.leverage + fee,
+            mm_mark=mm,
             balance=balance,
             tier=tier,
             liq=liq,
         )
+
+    @staticmethod
+    def _isolated_liquidation(market: _Market, p: _Position, balance: Decimal) -> Decimal | None:
+        """The price where the position's margin, ``balance + upl``, meets its MM at that
+        price (``size x P x mmr - deduction + fee to close``): fixed, it does not move with the
+        mark. Solved per tier, the tier of the notional at the answer kept."""
+        is_long = p.side == "Buy"
+        for tier in market.tiers:
+            # long: balance + size (P - entry) = size P mmr - ded + fee
+            if is_long:
+                raw = (p.size * p.entry - balance - tier.deduction + p.close_fee) / (
+                    p.size * (1 - tier.mmr)
+                )
+            else:
+                raw = (balance + p.size * p.entry + tier.deduction - p.close_fee) / (
+                    p.size * (1 + tier.mmr)
+                )
+            if raw > 0 and market.tier(p.size * raw) == tier:
+                return _to_tick(raw, market.tick, up=is_long)
+        return None
 
     def _cross_liquidation(self, account: _Account, target: _Position) -> Decimal | None:
         """The mark of ``target``'s symbol at which the cross margin balance meets the cross
         maintenance margin, all other marks held."""
         market = self._markets[target.symbol]
         moving = [p for p in account.positions.values() if not p.isolated and p.symbol == market.id]
-        constant = account.wallet
+        # coins whose price follows this market move with it: quantity counted x basis
+        coin_slope = sum(
+            (
+                self._counted(coin, amount) * self._coin_prices[coin][0]
+                for coin, amount in account.collateral.items()
+                if self._coin_prices[coin][1] == market.id
+            ),
+            Decimal(0),
+        )
+        constant = account.wallet + self._collateral_value(account, skip=market.id)
         for p in account.positions.values():
             if p.isolated:
                 constant -= p.balance if p.balance is not None else Decimal(0)
             elif p.symbol != market.id:
                 other = self._markets[p.symbol]
-                constant += p.upl(other.mark) - other.mm(p.size * other.mark)
+                constant += p.upl(other.mark) - other.mm(p.size * other.mark) - p.close_fee
+            else:
+                constant -= p.close_fee  # does not move with the price
 
         def surplus(price: Decimal) -> Decimal:
-            return constant + sum(
-                (p.upl(price) - market.mm(p.size * price) for p in moving), Decimal(0)
+            return (
+                constant
+                + coin_slope * price
+                + sum((p.upl(price) - market.mm(p.size * price) for p in moving), Decimal(0))
             )
 
         is_long = target.side == "Buy"
@@ -650,7 +764,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
                 break
         approx = (good + bad) / 2
         # exact on the linear piece around the root: surplus(P) = a*P + b
-        a, b = Decimal(0), constant
+        a, b = coin_slope, constant
         for p in moving:
             sign = 1 if p.side == "Buy" else -1
             tier = market.tier(p.size * approx)
@@ -790,27 +904,33 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             "collateralSwitch": True,
             "locked": "0",
             "spotHedgingQty": "0",
+            "spotBorrow": "0",
         }
         wanted = set(coins) if coins is not None else None
         show = SETTLE in wanted if wanted is not None else (account.wallet != 0 or bool(upl))
         rows = [usdt] if show else []
         equity, wallet = margin_balance, account.wallet
-        for coin, (amount, price, ratio) in sorted(account.collateral.items()):
+        for coin, amount in sorted(account.collateral.items()):
+            price = self._coin_price(coin)
             usd = amount * price
             equity, wallet, margin_balance = (
                 equity + usd,
                 wallet + usd,
-                margin_balance + usd * ratio,
+                margin_balance + self._counted(coin, amount) * price,
             )
             if wanted is None or coin in wanted:
+                borrowed = max(-amount, Decimal(0))
                 rows.append(
                     usdt
                     | {
                         "coin": coin,
                         "equity": _fmt(amount),
                         "usdValue": _fmt(usd),
-                        "walletBalance": _fmt(amount),
-                        "availableToWithdraw": _fmt(amount),
+                        # a borrowed coin: walletBalance - spotBorrow is the net amount
+                        "walletBalance": _fmt(max(amount, Decimal(0))),
+                        "spotBorrow": _fmt(borrowed),
+                        "borrowAmount": _fmt(borrowed),
+                        "availableToWithdraw": _fmt(max(amount, Decimal(0))),
                         "totalPositionIM": "0",
                         "totalPositionMM": "0",
                         "unrealisedPnl": "0",
@@ -889,6 +1009,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             "/v5/market/tickers": self._tickers,
             "/v5/market/time": self._time,
             "/v5/market/mark-price-kline": self._mark_kline,
+            "/v5/spot-margin-trade/collateral": self._collateral_ratios,
         }
         private = {
             "/v5/position/list": self._position_list,
@@ -939,6 +1060,27 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             if hmac.compare_digest(expected.hexdigest(), sign):
                 return account
         raise _ApiError(10004, f"error sign! origin_string[{stamp + key + window + payloads[0]}]")
+
+    def _collateral_ratios(self, params: dict[str, str]) -> dict[str, Any]:
+        # "Get Tiered Collateral Ratio" (docs v5, spot-margin-uta/tier-collateral-ratio):
+        # minQty/maxQty in coins, "" for no upper limit
+        wanted = params.get("currency")
+        rows = []
+        for coin, tiers in sorted(self._collateral_tiers.items()):
+            if wanted and coin != wanted:
+                continue
+            floor, ratios = Decimal(0), []
+            for cap, ratio in tiers:
+                ratios.append(
+                    {
+                        "minQty": _fmt(floor),
+                        "maxQty": "" if cap is None else _fmt(cap),
+                        "collateralRatio": _fmt(ratio),
+                    }
+                )
+                floor = cap if cap is not None else floor
+            rows.append({"currency": coin, "collateralRatioList": ratios})
+        return {"list": rows}
 
     def _mark_kline(self, params: dict[str, str]) -> dict[str, Any]:
         # Bybit v5 "Get Mark Price Kline": category, symbol, interval (minutes, or D/W/M),
