@@ -12,6 +12,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from alertd.engine.collateral import Collateral
+from alertd.engine.stops import StopOrder
 from alertd.engine.tiers import TierTable
 from alertd.exchanges.spec import MarketFilter
 from alertd.feeds.state import (
@@ -120,6 +121,12 @@ class ExchangeAdapter:
         """The cross pool's coins besides the settle wallet (multi-collateral modes), read at
         every snapshot; none by default."""
         return ()
+
+    async def fetch_stops(self, exchange: Any) -> list[StopOrder] | None:
+        """The account's open conditional orders (stops, take-profits, trailing stops and a
+        position's own TP/SL), read at every snapshot; ``None`` where the adapter reads none
+        (then no stop rule has a value: not reading them is not "no stop")."""
+        return None
 
     async def watch_positions(self, exchange: Any) -> list[PositionState]:
         raise NotImplementedError

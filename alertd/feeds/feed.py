@@ -241,11 +241,20 @@ class AccountFeed:
             positions = [p for p in positions if p.symbol in wanted]
         wallet, account_figures = await self.adapter.fetch_balance(exchange)
         collateral = await self.adapter.fetch_collateral(exchange)
+        try:
+            stops = await self.adapter.fetch_stops(exchange)
+        except FrameError as exc:
+            # an order alertd cannot read: no stop figures (not "no stop") until it can
+            self.on_malformed("open orders: bad entry", str(exc))
+            stops = None
+        if stops is not None and wanted is not None:
+            stops = [s for s in stops if s.symbol in wanted]
         now = self._clock()
         self.state.replace_positions(positions, now)
         self.state.reported_positions = reported
         self.state.set_wallet_balance(wallet, now)
         self.state.collateral = collateral
+        self.state.stops = None if stops is None else tuple(stops)
         self.state.reported_account = account_figures
         self._set_mode(self._settled(mode, account_figures))
         for symbol, mark in marks.items():

@@ -16,6 +16,7 @@ from decimal import Decimal
 from alertd.engine.collateral import Collateral
 from alertd.engine.model import Account, MarginMode, Position, Side
 from alertd.engine.profiles import ExchangeProfile
+from alertd.engine.stops import StopOrder
 from alertd.engine.tiers import TierTable
 
 
@@ -168,6 +169,8 @@ class AccountState:
     reported_positions: dict[tuple[str, Side], ReportedPosition] = field(default_factory=dict)
     reported_account: ReportedAccount = ReportedAccount()
     mode: ModeReading = NOT_READ  # read at bootstrap and at every reconcile
+    # open conditional orders, read at every snapshot (None: the adapter reads none)
+    stops: tuple[StopOrder, ...] | None = None
     events: deque[AccountEvent] = field(default_factory=lambda: deque(maxlen=100))
     # monotonic time of the last message per (stream, key)
     last_seen: dict[tuple[Stream, str], float] = field(default_factory=dict)
@@ -303,5 +306,11 @@ class AccountState:
                 )
             )
         return Account(
-            self.profile, self.name, self.settle, cross_wallet, tuple(held), self.collateral
+            self.profile,
+            self.name,
+            self.settle,
+            cross_wallet,
+            tuple(held),
+            self.collateral,
+            self.stops,
         )
