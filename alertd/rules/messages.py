@@ -309,13 +309,15 @@ def _about_stop(n: Notification, head: str, who: str) -> Message | None:
     if metric == "stop_loss":
         most = n.rule.threshold
         share = ""
+        limit = f"the {fmt.money(most, settle)} maximum"
     else:
         if not n.value:
             return None
         most = n.rule.threshold * loss / n.value  # the share's limit in money
         share = f" ({fmt.percent(n.value, 1)} of equity)"
+        limit = f"the {fmt.percent(n.rule.threshold, 1)} maximum ({fmt.money(most, settle)})"
     title = f"{head} {who}: stop {fmt.price(stop)} loses {fmt.money(loss, settle)}{share}"
-    lines = [f"more than the {fmt.money(most, settle)} maximum ({n.rule.name})", line]
+    lines = [f"more than {limit} ({n.rule.name})", line]
     target = price_for_loss(most, p.side, p.quantity, p.entry_price, p.inverse)
     if target is not None and target > 0:
         lines.append(f"→ move the stop {toward} {fmt.price(target)}")
