@@ -201,7 +201,9 @@ def usdm_stop(raw: dict[str, Any], symbol: str) -> StopOrder | None:
         trigger_price=None if kind is StopKind.TRAILING else trigger_price,
         contracts=contracts,
         order_id=str(raw.get("algoId", raw.get("orderId", ""))),
-        reduce_only=raw.get("reduceOnly") in (True, "true") or position_side != "BOTH",
+        reduce_only=raw.get("reduceOnly") in (True, "true")
+        or position_side != "BOTH"
+        or contracts is None,
     )
 
 
@@ -298,6 +300,13 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         if not isinstance(asset_index, list):
             raise FrameError("assetIndex: expected a list of indices")
         return multi_assets_collateral(account, asset_index, self.settle, exchange.markets)
+
+    watches_stops = True
+
+    def is_stop_event(self, raw: dict[str, Any]) -> bool:
+        # ALGO_UPDATE carries the algo id ("aid"); a legacy conditional order's
+        # ORDER_TRADE_UPDATE its original type ("ot": STOP_MARKET ...)
+        return "aid" in raw or str(raw.get("ot", raw.get("o"))) in _STOP_KINDS
 
     async def fetch_stops(self, exchange: Any) -> list[StopOrder]:
         # conditional orders moved to the Algo Service (openAlgoOrders); openOrders still

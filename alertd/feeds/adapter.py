@@ -128,6 +128,22 @@ class ExchangeAdapter:
         (then no stop rule has a value: not reading them is not "no stop")."""
         return None
 
+    # the exchange pushes changes of conditional orders on a private stream ccxt.pro watches
+    # (``watch_orders``); elsewhere the stops are read at every snapshot (reconcile) only
+    watches_stops = False
+
+    async def watch_stop_changes(self, exchange: Any) -> bool:
+        """Wait for the next batch of order events; True when one of them is a conditional
+        order (placed, amended, triggered, cancelled): the stops are then read again over
+        REST, so that the stream only says *when* and the one parser of each exchange's
+        REST answer says *what* (a missed push is caught by the next reconcile)."""
+        orders = await exchange.watch_orders()
+        return any(self.is_stop_event(order.get("info") or {}) for order in orders or ())
+
+    def is_stop_event(self, raw: dict[str, Any]) -> bool:
+        """Whether one raw order push is about a conditional order."""
+        return False
+
     async def watch_positions(self, exchange: Any) -> list[PositionState]:
         raise NotImplementedError
 

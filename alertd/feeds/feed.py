@@ -27,6 +27,7 @@ import ccxt
 
 from alertd.config import AccountConfig, FeedSettings, Secret
 from alertd.engine.margin import compute
+from alertd.engine.stops import StopOrder
 from alertd.errors import AccountRefused
 from alertd.exchanges.registry import get_spec
 from alertd.feeds.adapter import FrameError
@@ -206,6 +207,8 @@ class AccountFeed:
                 self._group = group
                 group.create_task(self._loop("positions", self._positions_step))
                 group.create_task(self._loop("balance", self._balance_step))
+                if self.adapter.watches_stops:
+                    group.create_task(self._loop("orders", self._orders_step))
                 if watchdog:
                     group.create_task(self._watchdog())
                 if self._owns_hub:
@@ -241,20 +244,13 @@ class AccountFeed:
             positions = [p for p in positions if p.symbol in wanted]
         wallet, account_figures = await self.adapter.fetch_balance(exchange)
         collateral = await self.adapter.fetch_collateral(exchange)
-        try:
-            stops = await self.adapter.fetch_stops(exchange)
-        except FrameError as exc:
-            # an order alertd cannot read: no stop figures (not "no stop") until it can
-            self.on_malformed("open orders: bad entry", str(exc))
-            stops = None
-        if stops is not None and wanted is not None:
-            stops = [s for s in stops if s.symbol in wanted]
+        stops = await self._fetch_stops(exchange)
         now = self._clock()
         self.state.replace_positions(positions, now)
         self.state.reported_positions = reported
         self.state.set_wallet_balance(wallet, now)
         self.state.collateral = collateral
-        self.state.stops = None if stops is None else tuple(stops)
+        self.state.stops = stops
         self.state.reported_account = account_figures
         self._set_mode(self._settled(mode, account_figures))
         for symbol, mark in marks.items():
@@ -377,6 +373,27 @@ class AccountFeed:
         await self._ensure_tiers()
         await self._seed_marks()
         self._sync_mark_streams()
+        self._notify(Change.ACCOUNT)
+
+    async def _fetch_stops(self, exchange: Any) -> tuple[StopOrder, ...] | None:
+        """The account's open conditional orders (None: not read, or unreadable)."""
+        try:
+            stops = await self.adapter.fetch_stops(exchange)
+        except FrameError as exc:
+            # an order alertd cannot read: no stop figures (not "no stop") until it can
+            self.on_malformed("open orders: bad entry", str(exc))
+            return None
+        if stops is None:
+            return None
+        wanted = self.config.symbols
+        return tuple(s for s in stops if wanted is None or s.symbol in wanted)
+
+    async def _orders_step(self) -> None:
+        """A conditional order changed on the order stream: read the stops again."""
+        if not await self.adapter.watch_stop_changes(self._exchange()):
+            return
+        async with rest_slot(self.shared):
+            self.state.stops = await self._fetch_stops(self._exchange())
         self._notify(Change.ACCOUNT)
 
     async def _balance_step(self) -> None:
