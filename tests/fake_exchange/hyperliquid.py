@@ -553,6 +553,7 @@ class FakeHyperliquid(FakeExchangeServer[_Account, _Connection]):
             "clearinghouseState": self._clearinghouse,
             "spotClearinghouseState": self._spot,
             "userAbstraction": lambda a: a.abstraction if a is not None else "default",
+            "frontendOpenOrders": self._frontend_open_orders,
         }
         if kind in public:
             if body.get("dex"):  # no HIP-3 dexes are served
@@ -563,6 +564,39 @@ class FakeHyperliquid(FakeExchangeServer[_Account, _Connection]):
                 return self._unprocessable("unknown dex")
             return shared.json_response(by_user[kind](self._user(body)))
         return self._unprocessable(f"unknown variant `{kind}`")
+
+    def _frontend_open_orders(self, account: _Account | None) -> list[Any]:
+        """Open trigger orders as "frontendOpenOrders" lists them (info endpoint): a position
+        TP/SL (``isPositionTpsl``, sz "0.0") or a reduce-only trigger order of a size; side
+        "A" sells."""
+        if account is None:
+            return []
+        out = []
+        for stop in reversed(self.stops(account.api_key)):
+            size = "0.0" if stop.contracts is None else str(stop.contracts)
+            above = "below" if stop.falls else "above"
+            name = "Stop Market" if stop.kind == "stop" else "Take Profit Market"
+            out.append(
+                {
+                    "coin": stop.market.coin,
+                    "side": "A" if stop.sell else "B",
+                    "limitPx": str(stop.trigger),
+                    "sz": size,
+                    "oid": int(stop.order_id),
+                    "timestamp": stop.created_ms,
+                    "triggerCondition": f"Price {above} {stop.trigger}",
+                    "isTrigger": True,
+                    "triggerPx": str(stop.trigger),
+                    "children": [],
+                    "isPositionTpsl": stop.contracts is None,
+                    "reduceOnly": True,
+                    "orderType": name,
+                    "origSz": size,
+                    "tif": None,
+                    "cloid": None,
+                }
+            )
+        return out
 
     def _candles(self, req: Any) -> list[dict[str, Any]]:
         # "candleSnapshot": req {coin, interval, startTime, endTime} -> oldest first
