@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from alertd.engine.model import Side
+from alertd.engine.model import Position, Side
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
@@ -139,3 +139,42 @@ def price_for_loss(
         return entry - side * loss / quantity
     reciprocal = ONE / entry + side * loss / quantity
     return None if reciprocal <= 0 else ONE / reciprocal
+
+
+@dataclass(frozen=True, slots=True)
+class StopFigures:
+    """A position's stop-loss figures, as status, ``calc`` and messages show them."""
+
+    price: Decimal | None  # the closest protective stop's trigger (None: none with a price)
+    coverage: Decimal  # fraction of the position its protective stops close
+    orders: int  # how many protective orders
+    # how far the closest stop lies beyond the liquidation price (fraction of the mark;
+    # positive: it can never trigger); None without a stop price or a liquidation price
+    beyond_liquidation: Decimal | None
+    loss: Decimal | None  # the position's loss from entry at the closest stop
+
+
+def stop_figures(
+    stops: tuple[StopOrder, ...] | None,
+    position: Position,
+    mark: Decimal,
+    liquidation: Decimal | None,
+) -> StopFigures | None:
+    """The figures of one position's protective stops at ``mark``; None where the stops are
+    not read."""
+    if stops is None:
+        return None
+    p = position
+    found = protective(stops, p.symbol, p.side, mark)
+    price = stop_loss_price(found, p.side)
+    return StopFigures(
+        price=price,
+        coverage=stop_coverage(found, p.contracts),
+        orders=len(found),
+        beyond_liquidation=None
+        if price is None or liquidation is None
+        else beyond_liquidation(price, liquidation, p.side, mark),
+        loss=None
+        if price is None
+        else loss_at(price, p.side, p.quantity, p.entry_price, p.inverse),
+    )
