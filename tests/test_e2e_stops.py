@@ -10,6 +10,7 @@ reconcile is an hour away, so only the order stream can carry the changes.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -24,8 +25,9 @@ import pytest
 from tests.fake_exchange.base import FakeExchangeServer
 from tests.receivers import HttpReceiver
 from tests.support.configs import exchange_account, write_config
-from tests.support.process import Daemon
+from tests.support.process import Daemon, alertd
 from tests.test_e2e_exchanges import MARKETS, QUIET_S, _await, daemon_for  # noqa: F401
+from tests.test_ops import free_port
 
 # exchanges whose order stream alertd watches: the test leaves the changes to it alone
 STREAMED = {"binanceusdm"}
@@ -68,6 +70,7 @@ def test_no_stop_then_a_stop_beyond_liquidation_then_a_good_stop(
         },
         builtin_rules={"stops": {"missing": True, "missing_for": "0s"}},
         receivers=[{"name": "hook", "url": http_receiver.url()}],
+        http={"enabled": True, "port": free_port()},
         delivery={"retry_initial": 0.2, "retry_max": 1, "drain_on_shutdown": 5},
     )
     daemon = daemon_for(config, env)
@@ -97,13 +100,26 @@ def test_no_stop_then_a_stop_beyond_liquidation_then_a_good_stop(
 
     # a stop between the liquidation price and the mark (placed before the far one is
     # cancelled, as a trader moves a stop): resolved
-    fake.add_stop(key, market.symbol, "long", ((liq + entry) / 2).quantize(tick))
+    good = ((liq + entry) / 2).quantize(tick)
+    fake.add_stop(key, market.symbol, "long", good)
     fake.cancel_stop(key, order)
     _await(daemon, arrived(4), "stop-beyond-liquidation resolved")
     last = _titles(http_receiver)[3]
     assert last.startswith("RESOLVED") and "fires before liquidation" in last, last
     time.sleep(QUIET_S)  # the cancel of the far stop changes nothing
     assert len(http_receiver.posts) == 4, _titles(http_receiver)
+
+    # status (the daemon's /status, through the real CLI) shows the stop
+    status = alertd("status", "--json", "-c", str(config), env=env)
+    assert status.returncode == 0, status.stderr
+    data = json.loads(status.stdout)
+    assert data["source"] == "daemon", data
+    [position] = data["accounts"][0]["positions"]
+    assert Decimal(position["stop_loss_price"]) == good, position
+    assert Decimal(position["stop_coverage"]) == 1, position
+    assert Decimal(position["stop_beyond_liquidation"]) < 0, position
+    table = alertd("status", "-c", str(config), env={**env, "COLUMNS": "200"})
+    assert f"{good:,.2f} (100%)" in table.stdout, table.stdout
 
     assert daemon.stop(signal.SIGTERM) == 0
     assert "Traceback" not in daemon.text(), daemon.text()[-3000:]

@@ -584,3 +584,59 @@ def test_messages_say_what_is_wrong_and_where_the_stop_goes() -> None:
     assert "move the stop above 63,000" in body
     for text in (title, *body.splitlines()):
         assert len(text) <= 100, text  # a phone lock screen's lines
+
+
+# --- snapshot format and calc ---------------------------------------------------------------
+
+
+def test_snapshot_keeps_orders_and_reads_older_snapshots_without_them() -> None:
+    import json
+
+    from alertd.errors import SnapshotError
+    from alertd.snapshot.format import account_to_json, parse_snapshot
+
+    stops = (
+        stop("60000", "0.5"),
+        stop("80000", kind=StopKind.TAKE_PROFIT, trigger=Trigger.RISE),
+        stop(None, "0.25", kind=StopKind.TRAILING),
+        stop("59000", "1", trigger=Trigger.CROSS),
+    )
+    written = account_to_json(_account(stops))
+    back = parse_snapshot(json.dumps(written)).account
+    assert back.stops == stops
+    assert "orders" not in account_to_json(_account(None))  # not read: absent
+    assert parse_snapshot(json.dumps(account_to_json(_account(())))).account.stops == ()
+    older = {k: v for k, v in written.items() if k != "orders"}
+    assert parse_snapshot(json.dumps(older)).account.stops is None
+    bad = {
+        **written,
+        "orders": [
+            {"symbol": BTC, "side": "long", "trigger": "falls"},
+            {"symbol": BTC, "side": "up", "trigger": "falls", "trigger_price": "1"},
+        ],
+    }
+    with pytest.raises(SnapshotError) as caught:
+        parse_snapshot(json.dumps(bad))
+    text = str(caught.value)
+    assert "orders[1].side" in text and "orders[0].trigger_price: required" not in text
+    del bad["orders"][1]
+    with pytest.raises(SnapshotError, match=r"orders\[0\].trigger_price: required"):
+        parse_snapshot(json.dumps(bad))
+
+
+def test_calc_shows_each_positions_stop(tmp_path: Any) -> None:
+    import json
+
+    from alertd.snapshot.format import account_to_json
+
+    from .support.process import alertd
+
+    path = tmp_path / "snap.json"
+    path.write_text(json.dumps(account_to_json(_account((stop("50000"),)))))
+    table = alertd("calc", str(path), env={"COLUMNS": "100", "PATH": "/usr/bin:/bin"})
+    assert table.returncode == 0, table.stderr
+    assert "Stops" in table.stdout and "BEYOND" in table.stdout, table.stdout
+    as_json = alertd("calc", "--json", str(path))
+    [p] = json.loads(as_json.stdout)["positions"]
+    assert p["stop"]["stop_loss_price"] == "50000" and p["stop"]["stop_coverage"] == "1"
+    assert D(p["stop"]["stop_beyond_liquidation"]) > 0
