@@ -107,10 +107,16 @@ def stop_coverage(stops: Iterable[StopOrder], contracts: Decimal) -> Decimal:
     return min(ONE, covered / contracts)
 
 
-def beyond_liquidation(stop: Decimal, liquidation: Decimal, side: Side, mark: Decimal) -> Decimal:
+def beyond_liquidation(
+    stop: Decimal, liquidation: Decimal, side: Side, mark: Decimal
+) -> Decimal | None:
     """How far ``stop`` lies beyond ``liquidation``, as a fraction of ``mark``: positive when
     the liquidation comes first on an adverse move (a long's stop below its liquidation
-    price never triggers), negative when the stop fires first."""
+    price never triggers), negative when the stop fires first. None unless the liquidation
+    price is on the adverse side of the mark (a long's below it): a cross leg liquidated by
+    the other way's move (hedged legs), or one already past it, has no such race."""
+    if (mark - liquidation) * side <= 0:
+        return None
     return (liquidation - stop) * side / mark
 
 

@@ -369,6 +369,21 @@ def _stop_beyond_liquidation(f: Figures) -> Decimal | None:
     return beyond_liquidation(stop, liq, lp.position.side, lp.mark)
 
 
+def _stop_beyond_clear(f: Figures, rule: Rule) -> bool:
+    """The closest stop provably fires before the liquidation by more than an "above" rule's
+    threshold allows: with the stop a fraction ``S`` of the mark away, the value is ``S - D``
+    (``D`` the liquidation's distance on the adverse side), so a liquidation provably
+    farther than ``S - threshold`` (either way: the book's bound) cannot breach it."""
+    if rule.above is None or f.index < 0:
+        return False
+    stop = _stop_price(f)
+    if stop is None:
+        return True  # no stop with a price: no value, nothing to breach
+    lp = f.position
+    away = (lp.mark - stop) * lp.position.side / lp.mark
+    return f.account.liquidation_beyond(f.index, away - rule.above)
+
+
 def _stop_loss(f: Figures) -> Decimal | None:
     stop = _stop_price(f)
     if stop is None:
@@ -427,9 +442,11 @@ STOP_METRICS: tuple[Metric, ...] = (
         "above",
         "how far the closest protective stop lies beyond the liquidation price, as a fraction "
         "of the mark: positive = the position is liquidated before the stop can trigger; "
-        "negative = the stop fires first",
+        "negative = the stop fires first; no value unless the liquidation price is on the "
+        "adverse side of the mark",
         Needs.LIQUIDATION,
         _stop_beyond_liquidation,
+        clear=_stop_beyond_clear,
     ),
     Metric(
         "stop_loss",
