@@ -253,6 +253,12 @@ class BybitAdapter(ExchangeAdapter):
             if not cursor:
                 return snapshot
 
+    # the private "order" topic carries conditional orders too (stopOrderType)
+    watches_stops = True
+
+    def is_stop_event(self, raw: dict[str, Any]) -> bool:
+        return str(raw.get("stopOrderType") or "") in _STOP_KINDS
+
     async def fetch_stops(self, exchange: Any) -> list[StopOrder]:
         """The open conditional orders of ``/v5/order/realtime`` (every kind by default on a
         unified account), page by page, and the positions' own stop-losses."""

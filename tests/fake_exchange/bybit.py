@@ -1119,6 +1119,15 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             "updatedTime": str(stop.created_ms),
         }
 
+    def _push_stop(self, api_key: str, stop: StopOrderSpec, event: str) -> None:
+        """The private ``order`` topic (v5 websocket, "Order"): the order with its category;
+        a cancelled conditional order is "Deactivated"."""
+        row = self._conditional_order(stop)
+        row["category"] = "linear"
+        if event != "new":
+            row["orderStatus"] = "Deactivated"
+        self._push_private(api_key, "order", [row])
+
     def _order_realtime(self, account: _Account, params: dict[str, str]) -> dict[str, Any]:
         if params.get("category") != "linear":
             raise _ApiError(10001, "params error: category is invalid")
