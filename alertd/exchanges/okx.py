@@ -245,6 +245,13 @@ class OKXAdapter(ExchangeAdapter):
         )
         return snapshot
 
+    # the business connection's "orders-algo" channel (ccxt: watch_orders with trigger)
+    watches_stops = True
+    watch_orders_params = {"trigger": True}  # noqa: RUF012 (read only)
+
+    def is_stop_event(self, raw: dict[str, Any]) -> bool:
+        return raw.get("ordType") in ("conditional", "oco", "trigger", "move_order_stop")
+
     async def fetch_stops(self, exchange: Any) -> list[StopOrder]:
         out = []
         for ord_type in ALGO_TYPES:

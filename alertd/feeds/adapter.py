@@ -131,13 +131,14 @@ class ExchangeAdapter:
     # the exchange pushes changes of conditional orders on a private stream ccxt.pro watches
     # (``watch_orders``); elsewhere the stops are read at every snapshot (reconcile) only
     watches_stops = False
+    watch_orders_params: dict[str, Any] = {}  # noqa: RUF012 (read only)
 
     async def watch_stop_changes(self, exchange: Any) -> bool:
         """Wait for the next batch of order events; True when one of them is a conditional
         order (placed, amended, triggered, cancelled): the stops are then read again over
         REST, so that the stream only says *when* and the one parser of each exchange's
         REST answer says *what* (a missed push is caught by the next reconcile)."""
-        orders = await exchange.watch_orders()
+        orders = await exchange.watch_orders(params=dict(self.watch_orders_params))
         return any(self.is_stop_event(order.get("info") or {}) for order in orders or ())
 
     def is_stop_event(self, raw: dict[str, Any]) -> bool:

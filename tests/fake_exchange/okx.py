@@ -52,6 +52,8 @@ __all__ = ["FakeOKX"]
 SETTLE = "USDT"
 LIQ_FEE = Decimal("0.0005")  # OKX adds the taker fee to the MM in mgnRatio
 PRIVATE_CHANNELS = frozenset({"positions", "account", "liquidation-warning", "orders"})
+# private channels on the business connection (/ws/v5/business, after login): algo orders
+BUSINESS_CHANNELS = frozenset({"orders-algo"})
 UID = "448097284125409280"  # the uid in OKX's websocket doc examples
 
 # (instId, mark, tickSz, ctVal, position tiers as (maxSz, mmr, imr, maxLever)); the tier rows
@@ -714,6 +716,14 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             "triggerTime": "",
         }
 
+    def _push_stop(self, api_key: str, stop: StopOrderSpec, event: str) -> None:
+        """The business connection's ``orders-algo`` channel: the algo order, ``state``
+        "live" when placed, "canceled" when cancelled."""
+        row = {**self._algo_row(stop), "uTime": str(now_ms())}
+        if event != "new":
+            row["state"] = "canceled"
+        self._push_private(self._accounts[api_key], "orders-algo", [row])
+
     def _algo_pending(self, account: _Account, params: dict[str, str]) -> list[Any]:
         # one ordType a request, but "conditional,oco" together
         kinds = set((params.get("ordType") or "").split(","))
@@ -779,7 +789,7 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             self._ws_error(conn, "60012", f"Illegal request: {text}")
             return
         op = msg.get("op")
-        if op == "login" and conn.kind == "private":
+        if op == "login" and conn.kind in ("private", "business"):
             self._ws_login(conn, msg.get("args"))
         elif op in ("subscribe", "unsubscribe"):
             self._ws_subscribe(conn, msg, op)
@@ -839,7 +849,9 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
                     return
                 stream = f"mark-price:{inst}"
                 snapshots.append(self._mark_frame(self._markets[inst]))
-            elif conn.kind == "private" and channel in PRIVATE_CHANNELS:
+            elif (conn.kind == "private" and channel in PRIVATE_CHANNELS) or (
+                conn.kind == "business" and channel in BUSINESS_CHANNELS
+            ):
                 if conn.owner is None:
                     self._ws_error(conn, "60011", "Please log in", req_id)
                     return
