@@ -30,7 +30,7 @@ from tests.test_e2e_exchanges import MARKETS, QUIET_S, _await, daemon_for  # noq
 from tests.test_ops import free_port
 
 # exchanges whose order stream alertd watches: the test leaves the changes to it alone
-STREAMED = {"binanceusdm", "bybit", "okx"}
+STREAMED = {"binanceusdm", "bybit", "gate", "okx"}
 BEYOND = re.compile(r"stop ([\d,.]+) is beyond liq ([\d,.]+)")
 
 

@@ -284,6 +284,13 @@ class GateAdapter(ExchangeAdapter):
         )
         return snapshot
 
+    # the private "futures.autoorders" channel (ccxt: watch_orders with trigger)
+    watches_stops = True
+    watch_orders_params = {"trigger": True, "type": "swap"}  # noqa: RUF012 (read only)
+
+    def is_stop_event(self, raw: dict[str, Any]) -> bool:
+        return isinstance(raw.get("trigger"), dict) and isinstance(raw.get("initial"), dict)
+
     async def fetch_stops(self, exchange: Any) -> list[StopOrder]:
         out = []
         for page in range(MAX_PRICE_ORDER_PAGES):

@@ -85,7 +85,7 @@ __all__ = ["FakeGate"]
 SETTLE = "USDT"
 API = "/api/v4"
 WS_PATH = "/v4/ws/futures/usdt"
-PRIVATE_CHANNELS = frozenset({"futures.positions", "futures.balances"})
+PRIVATE_CHANNELS = frozenset({"futures.positions", "futures.balances", "futures.autoorders"})
 TAKER_FEE = Decimal("0.00075")  # Gate's futures taker fee rate, in both real samples
 SIGNATURE_WINDOW_S = 60  # Gate: "gap between request Timestamp and server time exceeds 60"
 FIRST_USER_ID = 10406147  # the user id in ccxt's recorded Gate answers
@@ -764,6 +764,17 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
             "order_type": f"{plan}close-{stop.side}-position",
             "me_order_id": 0,
         }
+
+    def _push_stop(self, api_key: str, stop: StopOrderSpec, event: str) -> None:
+        """The private ``futures.autoorders`` channel (futures websocket, "Auto orders"): the
+        price-triggered order, "open" when placed, "finished" (``finish_as`` cancelled) when
+        cancelled."""
+        account = self._accounts[api_key]
+        row = self._price_order(account, stop)
+        if event != "new":
+            row.update(status="finished", finish_as="cancelled")
+        for conn in self._private_subscribers(account, "futures.autoorders"):
+            conn.send(self._update("futures.autoorders", [row]))
 
     def _price_orders(self, account: _Account, params: dict[str, str]) -> list[Any]:
         if params.get("status") not in ("open", "finished"):
