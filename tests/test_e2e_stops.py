@@ -4,8 +4,8 @@ open conditional orders in its own format, with the stop rules on.
 One cross long of one BTC at about 10x. No stop: "no stop-loss". A stop placed far below the
 liquidation price: the missing-stop alert resolves and "stop ... is beyond liq ..." fires,
 naming both prices. The stop replaced by one between the liquidation price and the mark:
-that alert resolves. Where the exchange pushes order changes (Binance's ALGO_UPDATE) the
-reconcile is an hour away, so only the order stream can carry the changes.
+that alert resolves. Through each exchange's order stream (the reconcile an hour away, so
+only the stream can carry the changes), and, with the pushes missed, through the reconcile.
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ from tests.support.process import Daemon, alertd
 from tests.test_e2e_exchanges import MARKETS, QUIET_S, _await, daemon_for  # noqa: F401
 from tests.test_ops import free_port
 
-# exchanges whose order stream alertd watches: the test leaves the changes to it alone
-STREAMED = {"binanceusdm", "bybit", "gate", "okx"}
+CASES = [(exchange, "stream") for exchange in sorted(MARKETS)] + [
+    ("bybit", "reconcile"),  # Bybit: also the position's own stopLoss field
+    ("okx", "reconcile"),
+]
 BEYOND = re.compile(r"stop ([\d,.]+) is beyond liq ([\d,.]+)")
 
 
@@ -42,9 +44,10 @@ def _titles(http: HttpReceiver) -> list[str]:
     return [post["title"] for post in http.posts]
 
 
-@pytest.mark.parametrize("exchange", sorted(MARKETS))
+@pytest.mark.parametrize(("exchange", "via"), CASES)
 def test_no_stop_then_a_stop_beyond_liquidation_then_a_good_stop(
     exchange: str,
+    via: str,
     tmp_path: Path,
     fake_in_thread: Callable[..., FakeExchangeServer[Any, Any]],
     http_receiver: HttpReceiver,
@@ -52,6 +55,7 @@ def test_no_stop_then_a_stop_beyond_liquidation_then_a_good_stop(
 ) -> None:
     market = MARKETS[exchange]
     fake = fake_in_thread(exchange, mark_interval_s=0.3)
+    fake.push_stop_orders = via == "stream"
     entry = fake.mark(market.symbol)
     tick = fake.tick(market.symbol)
     wallet = (entry / 10).quantize(Decimal(1))
@@ -65,7 +69,7 @@ def test_no_stop_then_a_stop_beyond_liquidation_then_a_good_stop(
         [account],
         feeds={
             "stale_after_s": 30,
-            "reconcile_interval_s": 3600 if exchange in STREAMED else 1,
+            "reconcile_interval_s": 3600 if via == "stream" else 1,
             "backoff": {"initial_s": 0.1, "max_s": 1},
         },
         builtin_rules={"stops": {"missing": True, "missing_for": "0s"}},

@@ -295,6 +295,13 @@ class HyperliquidAdapter(ExchangeAdapter):
                 wallet += int(p.side) * p.contracts * p.entry_price
         return wallet
 
+    # the "orderUpdates" subscription; its orders carry no trigger fields, so any change of
+    # the account's orders is read again (frontendOpenOrders)
+    watches_stops = True
+
+    def is_stop_event(self, raw: dict[str, Any]) -> bool:
+        return True
+
     async def fetch_stops(self, exchange: Any) -> list[StopOrder]:
         rows = await exchange.publicPostInfo(
             {"type": "frontendOpenOrders", "user": self._user(exchange)}

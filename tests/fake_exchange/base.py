@@ -365,6 +365,7 @@ class FakeExchangeServer(Generic[A, C]):
         # open conditional orders by account key, by order id (``add_stop``)
         self._stops: dict[str, dict[str, StopOrderSpec]] = {}
         self._stop_seq = 0
+        self.push_stop_orders = True  # False: order changes are missed by the stream (REST only)
 
     # ---- to be provided by an exchange ----------------------------------------------------------
 
@@ -510,14 +511,16 @@ class FakeExchangeServer(Generic[A, C]):
             int(time.time() * 1000),
         )
         self._stops.setdefault(api_key, {})[stop.order_id] = stop
-        self._push_stop(api_key, stop, "new")
+        if self.push_stop_orders:
+            self._push_stop(api_key, stop, "new")
         return stop.order_id
 
     @scripted
     def cancel_stop(self, api_key: str, order_id: str) -> None:
         """Cancel an open conditional order (and push the cancel where the exchange does)."""
         stop = self._stops.get(api_key, {}).pop(order_id)
-        self._push_stop(api_key, stop, "canceled")
+        if self.push_stop_orders:
+            self._push_stop(api_key, stop, "canceled")
 
     def stops(self, api_key: str) -> list[StopOrderSpec]:
         """Loop thread: the account's open conditional orders, oldest first."""

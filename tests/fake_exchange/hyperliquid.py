@@ -78,7 +78,7 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from tests.fake_exchange import base as shared
-from tests.fake_exchange.base import FakeExchangeServer, Num, now_ms, scripted
+from tests.fake_exchange.base import FakeExchangeServer, Num, StopOrderSpec, now_ms, scripted
 from tests.fake_exchange.base import to_decimal as _dec
 
 __all__ = ["FakeHyperliquid"]
@@ -565,6 +565,29 @@ class FakeHyperliquid(FakeExchangeServer[_Account, _Connection]):
             return shared.json_response(by_user[kind](self._user(body)))
         return self._unprocessable(f"unknown variant `{kind}`")
 
+    def _push_stop(self, api_key: str, stop: StopOrderSpec, event: str) -> None:
+        """The ``orderUpdates`` subscription (websocket, "Subscriptions": WsOrder): the basic
+        order (no trigger fields: Hyperliquid's push does not say it is a trigger order),
+        "open" when placed, "canceled" when cancelled."""
+        size = "0.0" if stop.contracts is None else str(stop.contracts)
+        update = {
+            "order": {
+                "coin": stop.market.coin,
+                "side": "A" if stop.sell else "B",
+                "limitPx": str(stop.trigger),
+                "sz": size,
+                "oid": int(stop.order_id),
+                "timestamp": stop.created_ms,
+                "origSz": size,
+            },
+            "status": "open" if event == "new" else "canceled",
+            "statusTimestamp": now_ms(),
+        }
+        key = f"orderUpdates:{api_key.lower()}"
+        for conn in list(self._connections):
+            if key in conn.streams:
+                conn.send({"channel": "orderUpdates", "data": [update]})
+
     def _frontend_open_orders(self, account: _Account | None) -> list[Any]:
         """Open trigger orders as "frontendOpenOrders" lists them (info endpoint): a position
         TP/SL (``isPositionTpsl``, sz "0.0") or a reduce-only trigger order of a size; side
@@ -701,7 +724,7 @@ class FakeHyperliquid(FakeExchangeServer[_Account, _Connection]):
         if kind == "activeAssetCtx":
             coin = subscription.get("coin")
             return f"activeAssetCtx:{coin}" if isinstance(coin, str) else None
-        if kind in ("clearinghouseState", "spotState", "webData2"):
+        if kind in ("clearinghouseState", "spotState", "webData2", "orderUpdates"):
             user = _address(subscription.get("user"))
             return f"{kind}:{user}" if user is not None else None
         return None
