@@ -565,21 +565,26 @@ class FakeHyperliquid(FakeExchangeServer[_Account, _Connection]):
             return shared.json_response(by_user[kind](self._user(body)))
         return self._unprocessable(f"unknown variant `{kind}`")
 
+    @staticmethod
+    def _basic_order(stop: StopOrderSpec) -> dict[str, Any]:
+        """A trigger order's basic fields (WsBasicOrder; frontendOpenOrders adds to them)."""
+        size = "0.0" if stop.contracts is None else str(stop.contracts)
+        return {
+            "coin": stop.market.coin,
+            "side": "A" if stop.sell else "B",
+            "limitPx": str(stop.trigger),
+            "sz": size,
+            "oid": int(stop.order_id),
+            "timestamp": stop.created_ms,
+            "origSz": size,
+        }
+
     def _push_stop(self, api_key: str, stop: StopOrderSpec, event: str) -> None:
         """The ``orderUpdates`` subscription (websocket, "Subscriptions": WsOrder): the basic
         order (no trigger fields: Hyperliquid's push does not say it is a trigger order),
         "open" when placed, "canceled" when cancelled."""
-        size = "0.0" if stop.contracts is None else str(stop.contracts)
         update = {
-            "order": {
-                "coin": stop.market.coin,
-                "side": "A" if stop.sell else "B",
-                "limitPx": str(stop.trigger),
-                "sz": size,
-                "oid": int(stop.order_id),
-                "timestamp": stop.created_ms,
-                "origSz": size,
-            },
+            "order": self._basic_order(stop),
             "status": "open" if event == "new" else "canceled",
             "statusTimestamp": now_ms(),
         }
@@ -594,32 +599,21 @@ class FakeHyperliquid(FakeExchangeServer[_Account, _Connection]):
         "A" sells."""
         if account is None:
             return []
-        out = []
-        for stop in reversed(self.stops(account.api_key)):
-            size = "0.0" if stop.contracts is None else str(stop.contracts)
-            above = "below" if stop.falls else "above"
-            name = "Stop Market" if stop.kind == "stop" else "Take Profit Market"
-            out.append(
-                {
-                    "coin": stop.market.coin,
-                    "side": "A" if stop.sell else "B",
-                    "limitPx": str(stop.trigger),
-                    "sz": size,
-                    "oid": int(stop.order_id),
-                    "timestamp": stop.created_ms,
-                    "triggerCondition": f"Price {above} {stop.trigger}",
-                    "isTrigger": True,
-                    "triggerPx": str(stop.trigger),
-                    "children": [],
-                    "isPositionTpsl": stop.contracts is None,
-                    "reduceOnly": True,
-                    "orderType": name,
-                    "origSz": size,
-                    "tif": None,
-                    "cloid": None,
-                }
-            )
-        return out
+        return [
+            {
+                **self._basic_order(stop),
+                "triggerCondition": f"Price {'below' if stop.falls else 'above'} {stop.trigger}",
+                "isTrigger": True,
+                "triggerPx": str(stop.trigger),
+                "children": [],
+                "isPositionTpsl": stop.contracts is None,
+                "reduceOnly": True,
+                "orderType": "Stop Market" if stop.kind == "stop" else "Take Profit Market",
+                "tif": None,
+                "cloid": None,
+            }
+            for stop in reversed(self.stops(account.api_key))
+        ]
 
     def _candles(self, req: Any) -> list[dict[str, Any]]:
         # "candleSnapshot": req {coin, interval, startTime, endTime} -> oldest first
