@@ -640,3 +640,53 @@ def test_calc_shows_each_positions_stop(tmp_path: Any) -> None:
     [p] = json.loads(as_json.stdout)["positions"]
     assert p["stop"]["stop_loss_price"] == "50000" and p["stop"]["stop_coverage"] == "1"
     assert D(p["stop"]["stop_beyond_liquidation"]) > 0
+
+
+# --- each local exchange's open orders through ccxt's own client --------------------------
+
+
+@pytest.mark.parametrize("exchange", ["binanceusdm", "bybit", "gate", "hyperliquid", "okx"])
+def test_each_exchanges_open_orders_read_through_ccxt(exchange: str) -> None:
+    from alertd.exchanges.registry import get_spec
+    from tests.fake_exchange.okx import FakeOKX
+    from tests.test_e2e_exchanges import MARKETS
+
+    from .support.aio import run
+    from .support.fakes import ccxt_client, make_fake, started
+
+    market = MARKETS[exchange]
+    key = "0x" + "6a" * 20 if exchange == "hyperliquid" else "key-orders"
+    spec = get_spec(exchange)
+    contracts = D(market.contracts)
+    half = contracts / 2
+
+    async def body() -> list[StopOrder]:
+        fake = make_fake(exchange)
+        async with started(fake, [(key, "secret-orders", "10000")]):
+            entry = fake.mark(market.symbol)
+            fake.open_position(key, market.symbol, "long", market.contracts, entry)
+            fake.add_stop(key, market.symbol, "long", entry * D("0.9"), half)
+            fake.add_stop(key, market.symbol, "long", entry * D("1.2"), kind="take_profit")
+            config: dict[str, Any] = {"options": {**spec.ccxt_options, **fake.ccxt_options}}
+            keys = (None, None) if exchange == "hyperliquid" else (key, "secret-orders")
+            if exchange == "hyperliquid":
+                config["walletAddress"] = key
+            if exchange == "okx":
+                config["password"] = FakeOKX.PASSPHRASE
+            async with ccxt_client(fake, exchange, *keys, **config) as client:
+                await client.load_markets()
+                adapter = spec.new_adapter()
+                await adapter.prepare(client)
+                await adapter.fetch_positions(client)
+                found = await adapter.fetch_stops(client)
+                assert found is not None
+                return found
+
+    found = run(body)
+    symbol = market.symbol
+    mark = found[0].trigger_price or D(1)  # any price between the stop and the take-profit
+    guarded = protective(found, symbol, LONG, mark / D("0.9"))
+    assert [(s.trigger, s.contracts) for s in guarded] == [(Trigger.FALL, half)], found
+    assert stop_coverage(guarded, contracts) == D("0.5")
+    [tp] = [s for s in found if s.trigger is Trigger.RISE]
+    assert tp.contracts is None and tp.side is LONG
