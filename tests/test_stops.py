@@ -690,3 +690,25 @@ def test_each_exchanges_open_orders_read_through_ccxt(exchange: str) -> None:
     assert stop_coverage(guarded, contracts) == D("0.5")
     [tp] = [s for s in found if s.trigger is Trigger.RISE]
     assert tp.contracts is None and tp.side is LONG
+
+
+def test_status_and_the_bots_positions_show_the_stop() -> None:
+    from alertd.daemon.bot import _positions
+    from alertd.daemon.view import AccountFigures, AccountView, Counters, DaemonView, Source
+    from alertd.engine.margin import compute
+    from alertd.views.status import describe_stop
+
+    assert describe_stop(None, None, None) == "-"  # not read
+    assert describe_stop(None, D(0), None) == "none"
+    assert describe_stop(D(60000), D("0.5"), D("-0.01")) == "60,000.00 (50%)"
+    assert describe_stop(D(50000), D(1), D("0.08")) == "50,000.00 (100%) BEYOND LIQ."
+    assert describe_stop(None, D(1), None) == "trailing (100%)"
+
+    def view(stops: tuple[StopOrder, ...] | None) -> DaemonView:
+        figures = AccountFigures.of(compute(_account(stops)))
+        account = AccountView("a", "binanceusdm", True, True, None, (), 1, figures)
+        return DaemonView(Source.DAEMON, 0.0, (account,), (), (), Counters(), ())
+
+    assert "stop 50,000.00 (100%) BEYOND LIQ." in _positions(view((stop("50000"),)), None)
+    assert "stop none" in _positions(view(()), None)
+    assert "stop" not in _positions(view(None), None)

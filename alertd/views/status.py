@@ -214,18 +214,24 @@ def _d(text: str | None) -> Decimal | None:
     return None if text is None else Decimal(text)
 
 
-def stop_text(p: dict[str, Any]) -> str:
-    """A position's stop as status shows it: "60,000.00 (100%)", "none", "-" (not read), and
-    "BEYOND LIQ." when the liquidation comes first."""
-    coverage = _d(p.get("stop_coverage"))
+def describe_stop(price: Decimal | None, coverage: Decimal | None, beyond: Decimal | None) -> str:
+    """A position's stop in a few characters: "60,000.00 (100%)", "none", "-" (not read),
+    "trailing (50%)" without a price, and "BEYOND LIQ." when the liquidation comes first."""
     if coverage is None:
         return fmt.NONE
-    price = _d(p.get("stop_loss_price"))
     if coverage == 0:
         return "none"
     text = f"{fmt.price(price) if price is not None else 'trailing'} ({fmt.percent(coverage, 0)})"
-    beyond = _d(p.get("stop_beyond_liquidation"))
     return text + (" BEYOND LIQ." if beyond is not None and beyond > 0 else "")
+
+
+def stop_text(p: dict[str, Any]) -> str:
+    """:func:`describe_stop` of a position of ``status --json``."""
+    return describe_stop(
+        _d(p.get("stop_loss_price")),
+        _d(p.get("stop_coverage")),
+        _d(p.get("stop_beyond_liquidation")),
+    )
 
 
 def render_status(data: dict[str, Any], console: Console) -> None:
