@@ -4,6 +4,7 @@ as stops, the metrics read from the book and the stop rules' messages."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from decimal import Decimal as D
 from typing import Any
 
@@ -29,7 +30,7 @@ from alertd.exchanges.bybit import open_stop, position_stop
 from alertd.exchanges.gate import price_order_stops
 from alertd.exchanges.hyperliquid import trigger_stop
 from alertd.exchanges.okx import algo_stops
-from alertd.feeds.adapter import FrameError
+from alertd.feeds.adapter import FrameError, checked_stops
 from alertd.rules.lifecycle import Kind, Notification
 from alertd.rules.messages import render
 from alertd.rules.metrics import FeedStatus, observe, with_full_metrics
@@ -72,6 +73,7 @@ def test_protective_stops_are_adverse_reducing_orders_of_the_same_position() -> 
         stop("60000", "0.5", symbol="ETH/USDT:USDT"),  # another market
         stop("62000", "1", trigger=Trigger.RISE),  # a sell that fires on a rise: not a stop
         stop(None, "0.2", kind=StopKind.TRAILING),  # trailing: protects, no price
+        stop("63000", "0"),  # closes nothing
     ]
     found = protective(orders, BTC, LONG, D(65000))
     assert found == [orders[0], orders[5]]
@@ -712,3 +714,43 @@ def test_status_and_the_bots_positions_show_the_stop() -> None:
     assert "stop 50,000.00 (100%) BEYOND LIQ." in _positions(view((stop("50000"),)), None)
     assert "stop none" in _positions(view(()), None)
     assert "stop" not in _positions(view(None), None)
+
+
+PARSERS: list[tuple[Any, dict[str, Any]]] = [
+    (usdm_stop, BINANCE_ALGO_TP),
+    (usdm_stop, BINANCE_TRAILING),
+    (open_stop, BYBIT_POSITION_SL),
+    (open_stop, BYBIT_LIMIT_WITH_TPSL),
+    (algo_stops, OKX_CONDITIONAL),
+    (price_order_stops, GATE_PRICE_ORDER),
+    (trigger_stop, HL_POSITION_SL),
+]
+HOSTILE = ["abc", None, [], {}, -1, "NaN", "1e999999", True, "", "Infinity"]
+
+
+def _garbled(payload: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """``payload`` with each field, and each field of a nested object, hostile in turn."""
+    for field, value in payload.items():
+        for bad in HOSTILE:
+            yield {**payload, field: bad}
+        if isinstance(value, dict):
+            for inner in _garbled(value):
+                yield {**payload, field: inner}
+
+
+@pytest.mark.parametrize(("parse", "payload"), PARSERS)
+def test_hostile_order_fields_raise_frame_errors_only(parse: Any, payload: dict[str, Any]) -> None:
+    """Every field of a real payload replaced by hostile values: the parser and the feed's
+    check give sane stops (positive prices, sizes not negative) or raise FrameError (logged
+    and skipped by the feed: no stop figures), never anything else."""
+    for garbled in _garbled(payload):
+        try:
+            parsed = parse(garbled, BTC)
+            found = checked_stops(
+                [] if parsed is None else [parsed] if isinstance(parsed, StopOrder) else parsed
+            )
+        except FrameError:
+            continue
+        for s in found:
+            assert s.trigger_price is None or s.trigger_price > 0, garbled
+            assert s.contracts is None or s.contracts >= 0, garbled

@@ -71,6 +71,8 @@ class StopOrder:
         reduces it."""
         if self.symbol != symbol or self.side is not side or self.kind is StopKind.TAKE_PROFIT:
             return False
+        if self.contracts is not None and self.contracts <= 0:
+            return False  # closes nothing
         if self.trigger is Trigger.CROSS:
             # reached by an adverse move: below the mark for a long, above it for a short
             return self.trigger_price is not None and (self.trigger_price - mark) * side < 0

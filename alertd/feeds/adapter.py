@@ -54,6 +54,18 @@ def dec_or_none(value: Any) -> Decimal | None:
     return d if d != 0 else None
 
 
+def checked_stops(stops: Iterable[StopOrder]) -> list[StopOrder]:
+    """``stops`` as parsed, or :class:`FrameError` naming the first with a trigger price that
+    is not positive or a negative size (an exchange's number alertd cannot use)."""
+    out = list(stops)
+    for s in out:
+        if s.trigger_price is not None and s.trigger_price <= 0:
+            raise FrameError(f"order {s.order_id}: trigger price {s.trigger_price} is not positive")
+        if s.contracts is not None and s.contracts < 0:
+            raise FrameError(f"order {s.order_id}: size {s.contracts} is negative")
+    return out
+
+
 def market_info(market: dict[str, Any], settle: str) -> MarketInfo:
     # ccxt's precisions are steps (its TICK_SIZE mode): the price's tick, the amount's lot
     precision = market.get("precision") or {}

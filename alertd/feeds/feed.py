@@ -30,7 +30,7 @@ from alertd.engine.margin import compute
 from alertd.engine.stops import StopOrder
 from alertd.errors import AccountRefused
 from alertd.exchanges.registry import get_spec
-from alertd.feeds.adapter import FrameError
+from alertd.feeds.adapter import FrameError, checked_stops
 from alertd.feeds.ccxt_exchange import (
     ErrorKind,
     SharedExchange,
@@ -379,6 +379,8 @@ class AccountFeed:
         """The account's open conditional orders (None: not read, or unreadable)."""
         try:
             stops = await self.adapter.fetch_stops(exchange)
+            if stops is not None:
+                stops = checked_stops(stops)
         except FrameError as exc:
             # an order alertd cannot read: no stop figures (not "no stop") until it can
             self.on_malformed("open orders: bad entry", str(exc))
