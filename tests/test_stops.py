@@ -754,3 +754,25 @@ def test_hostile_order_fields_raise_frame_errors_only(parse: Any, payload: dict[
         for s in found:
             assert s.trigger_price is None or s.trigger_price > 0, garbled
             assert s.contracts is None or s.contracts >= 0, garbled
+
+
+def test_an_unreadable_order_leaves_the_stops_unread_not_missing() -> None:
+    from tests.fake_exchange.binance import FakeBinanceUSDM
+
+    from .support.aio import run
+    from .support.fakes import started
+    from .support.feeds import account_config, bootstrapped, btc_long, make_feed
+
+    async def body() -> tuple[Any, Any]:
+        async with started(FakeBinanceUSDM(), [("k", "s", "10000")]) as fake:
+            btc_long(fake, "k")
+            fake.add_stop("k", BTC, "long", "55000")
+            good = await bootstrapped(make_feed(account_config("a", "binanceusdm", fake), "k", "s"))
+            fake.add_stop("k", BTC, "long", "0")  # a trigger price of 0: not a usable order
+            bad = await bootstrapped(make_feed(account_config("b", "binanceusdm", fake), "k", "s"))
+            return good, bad
+
+    good, bad = run(body)
+    assert [s.trigger_price for s in good.state.stops] == [D(55000)]
+    assert bad.state.bootstrapped and bad.state.stops is None  # no figures, not "no stop"
+    assert bad.malformed == {"open orders: bad entry": 1}
