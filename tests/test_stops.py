@@ -680,7 +680,7 @@ def test_each_exchanges_open_orders_read_through_ccxt(exchange: str) -> None:
                 adapter = spec.new_adapter()
                 await adapter.prepare(client)
                 await adapter.fetch_positions(client)
-                found = await adapter.fetch_stops(client)
+                found = await adapter.fetch_stops(client, [market.symbol])
                 assert found is not None
                 return found
 
@@ -776,3 +776,39 @@ def test_an_unreadable_order_leaves_the_stops_unread_not_missing() -> None:
     assert [s.trigger_price for s in good.state.stops] == [D(55000)]
     assert bad.state.bootstrapped and bad.state.stops is None  # no figures, not "no stop"
     assert bad.malformed == {"open orders: bad entry": 1}
+
+
+def test_a_stop_placed_before_its_position_is_read_when_the_position_opens() -> None:
+    """Binance's open orders are read per held symbol: a stop placed on a symbol not held yet
+    (its push re-reads nothing there) is read when the position arrives on the stream."""
+    from tests.fake_exchange.binance import FakeBinanceUSDM
+
+    from .support.aio import run
+    from .support.fakes import started
+    from .support.feeds import account_config, btc_long, make_feed, streaming
+    from .support.poll import eventually
+
+    eth = "ETH/USDT:USDT"
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [("k", "s", "10000")]) as fake:
+            btc_long(fake, "k")
+            feed = make_feed(account_config("a", "binanceusdm", fake), "k", "s")
+            async with streaming(feed):
+                await eventually(lambda: feed.state.stops == (), what="no stops")
+
+                def reads() -> int:
+                    return sum(path.endswith("/openAlgoOrders") for _, path in fake.requests)
+
+                before = reads()
+                fake.add_stop("k", eth, "short", fake.mark(eth) * 2)
+                await eventually(lambda: reads() > before, what="the push's re-read")
+                assert feed.state.stops == ()  # BTC's orders only: ETH is not held yet
+                fake.open_position("k", eth, "short", "1", fake.mark(eth))
+
+                def eth_stop() -> bool:
+                    return any(s.symbol == eth for s in feed.state.stops or ())
+
+                await eventually(eth_stop, what="the ETH stop read")
+
+    run(body)

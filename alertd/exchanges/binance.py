@@ -43,6 +43,8 @@ USDM_PROFILE = ExchangeProfile(
 COINM_PROFILE = dataclasses.replace(USDM_PROFILE, id="binancecoinm", name="Binance COIN-M")
 USDM_MARKETS = MarketFilter(settle="USDT")
 MARGIN_CALL = "margin_call"  # the event kind of a MARGIN_CALL push
+# the request weight of an open-orders query without a symbol, in queries with one
+ALL_SYMBOLS_WEIGHT = 40
 
 
 def _side(position_side: str, amount: Decimal) -> Side:
@@ -308,13 +310,20 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         # ORDER_TRADE_UPDATE its original type ("ot": STOP_MARKET ...)
         return "aid" in raw or str(raw.get("ot", raw.get("o"))) in _STOP_KINDS
 
-    async def fetch_stops(self, exchange: Any) -> list[StopOrder]:
-        # conditional orders moved to the Algo Service (openAlgoOrders); openOrders still
-        # lists those placed before the move. Both at weight 40 without a symbol.
-        rows = [
-            *(await exchange.fapiPrivateGetOpenOrders()),
-            *(await exchange.fapiPrivateGetOpenAlgoOrders()),
-        ]
+    async def fetch_stops(self, exchange: Any, symbols: list[str]) -> list[StopOrder]:
+        # Conditional orders moved to the Algo Service (openAlgoOrders); openOrders still lists
+        # those placed before the move. Each weighs 1 with a symbol and 40 without ("Current
+        # All Open Orders", "Current All Algo Open Orders"): per held symbol up to 40 of them,
+        # or 50 accounts' reconciles alone would pass the IP's 2,400 a minute.
+        scopes: list[dict[str, str]] = (
+            [{"symbol": exchange.market_id(s)} for s in symbols]
+            if len(symbols) < ALL_SYMBOLS_WEIGHT
+            else [{}]
+        )
+        rows: list[Any] = []
+        for scope in scopes:
+            rows += await exchange.fapiPrivateGetOpenOrders(scope)
+            rows += await exchange.fapiPrivateGetOpenAlgoOrders(scope)
         out = []
         for raw in rows:
             if not isinstance(raw, dict):

@@ -259,7 +259,7 @@ class BybitAdapter(ExchangeAdapter):
     def is_stop_event(self, raw: dict[str, Any]) -> bool:
         return str(raw.get("stopOrderType") or "") in _STOP_KINDS
 
-    async def fetch_stops(self, exchange: Any) -> list[StopOrder]:
+    async def fetch_stops(self, exchange: Any, symbols: list[str]) -> list[StopOrder]:
         """The open conditional orders of ``/v5/order/realtime`` (every kind by default on a
         unified account), page by page, and the positions' own stop-losses."""
         out = list(self.position_stops)

@@ -291,7 +291,7 @@ class GateAdapter(ExchangeAdapter):
     def is_stop_event(self, raw: dict[str, Any]) -> bool:
         return isinstance(raw.get("trigger"), dict) and isinstance(raw.get("initial"), dict)
 
-    async def fetch_stops(self, exchange: Any) -> list[StopOrder]:
+    async def fetch_stops(self, exchange: Any, symbols: list[str]) -> list[StopOrder]:
         out = []
         for page in range(MAX_PRICE_ORDER_PAGES):
             rows = await exchange.privateFuturesGetSettlePriceOrders(

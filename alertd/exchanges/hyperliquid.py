@@ -302,7 +302,7 @@ class HyperliquidAdapter(ExchangeAdapter):
     def is_stop_event(self, raw: dict[str, Any]) -> bool:
         return True
 
-    async def fetch_stops(self, exchange: Any) -> list[StopOrder]:
+    async def fetch_stops(self, exchange: Any, symbols: list[str]) -> list[StopOrder]:
         rows = await exchange.publicPostInfo(
             {"type": "frontendOpenOrders", "user": self._user(exchange)}
         )

@@ -252,7 +252,7 @@ class OKXAdapter(ExchangeAdapter):
     def is_stop_event(self, raw: dict[str, Any]) -> bool:
         return raw.get("ordType") in ("conditional", "oco", "trigger", "move_order_stop")
 
-    async def fetch_stops(self, exchange: Any) -> list[StopOrder]:
+    async def fetch_stops(self, exchange: Any, symbols: list[str]) -> list[StopOrder]:
         out = []
         for ord_type in ALGO_TYPES:
             after = None

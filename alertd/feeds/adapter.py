@@ -134,10 +134,12 @@ class ExchangeAdapter:
         every snapshot; none by default."""
         return ()
 
-    async def fetch_stops(self, exchange: Any) -> list[StopOrder] | None:
+    async def fetch_stops(self, exchange: Any, symbols: list[str]) -> list[StopOrder] | None:
         """The account's open conditional orders (stops, take-profits, trailing stops and a
-        position's own TP/SL), read at every snapshot; ``None`` where the adapter reads none
-        (then no stop rule has a value: not reading them is not "no stop")."""
+        position's own TP/SL), read at every snapshot; at least those of ``symbols`` (the
+        held ones: an exchange that weighs a request for every market more than one per
+        symbol is asked per symbol). ``None`` where the adapter reads none (then no stop
+        rule has a value: not reading them is not "no stop")."""
         return None
 
     # the exchange pushes changes of conditional orders on a private stream ccxt.pro watches

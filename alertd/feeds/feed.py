@@ -120,6 +120,7 @@ class AccountFeed:
             shared=shared,
         )
         self._subscribed: set[str] = set()
+        self._stops_for: frozenset[str] = frozenset()  # the symbols of the last stops read
         self._group: asyncio.TaskGroup | None = None
         self._resync_lock = asyncio.Lock()
         self._last_resync = -float("inf")
@@ -244,7 +245,7 @@ class AccountFeed:
             positions = [p for p in positions if p.symbol in wanted]
         wallet, account_figures = await self.adapter.fetch_balance(exchange)
         collateral = await self.adapter.fetch_collateral(exchange)
-        stops = await self._fetch_stops(exchange)
+        stops = await self._fetch_stops(exchange, {p.symbol for p in positions})
         now = self._clock()
         self.state.replace_positions(positions, now)
         self.state.reported_positions = reported
@@ -372,13 +373,20 @@ class AccountFeed:
         self.state.update_positions(changed, self._clock())
         await self._ensure_tiers()
         await self._seed_marks()
+        if self.state.held_symbols - self._stops_for:
+            # a newly held symbol: its stops may have been placed before the position (the
+            # exchanges read per symbol know none of them yet)
+            await self._refresh_stops()
         self._sync_mark_streams()
         self._notify(Change.ACCOUNT)
 
-    async def _fetch_stops(self, exchange: Any) -> tuple[StopOrder, ...] | None:
-        """The account's open conditional orders (None: not read, or unreadable)."""
+    async def _fetch_stops(self, exchange: Any, held: set[str]) -> tuple[StopOrder, ...] | None:
+        """The open conditional orders of the account's ``held`` symbols (None: not read, or
+        unreadable)."""
+        symbols = sorted(held)
         try:
-            stops = await self.adapter.fetch_stops(exchange)
+            stops = await self.adapter.fetch_stops(exchange, symbols)
+            self._stops_for = frozenset(symbols)
             if stops is not None:
                 stops = checked_stops(stops)
         except FrameError as exc:
@@ -394,9 +402,12 @@ class AccountFeed:
         """A conditional order changed on the order stream: read the stops again."""
         if not await self.adapter.watch_stop_changes(self._exchange()):
             return
-        async with rest_slot(self.shared):
-            self.state.stops = await self._fetch_stops(self._exchange())
+        await self._refresh_stops()
         self._notify(Change.ACCOUNT)
+
+    async def _refresh_stops(self) -> None:
+        async with rest_slot(self.shared):
+            self.state.stops = await self._fetch_stops(self._exchange(), self.state.held_symbols)
 
     async def _balance_step(self) -> None:
         wallet = await self.adapter.watch_balance(self._exchange())

@@ -1757,7 +1757,8 @@ _REASONS = {
 
 def _seed_accounts(fake: FakeBinanceUSDM, count: int) -> None:
     """Accounts key0..keyN-1 / secret0..: a cross long BTC, a cross short ETH and an isolated
-    long SOL each, sized differently per account so that their risk differs."""
+    long SOL each, sized differently per account so that their risk differs; the BTC long
+    protected by a close-position stop 5% below, the ETH short by half its size 5% above."""
     btc, eth, sol = (fake.mark(s) for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT"))
     for i in range(count):
         key = f"key{i}"
@@ -1776,6 +1777,9 @@ def _seed_accounts(fake: FakeBinanceUSDM, count: int) -> None:
             margin_mode="isolated",
             leverage=10,
         )
+        fake.add_stop(key, "BTCUSDT", "long", (btc * Decimal("0.95")).quantize(Decimal("0.1")))
+        eth_stop = (eth * Decimal("1.05")).quantize(Decimal("0.01"))
+        fake.add_stop(key, "ETHUSDT", "short", eth_stop, Decimal("0.4") * scale)
 
 
 def main(argv: list[str] | None = None) -> int:
