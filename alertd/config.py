@@ -115,6 +115,12 @@ class FeedSettings(_Model):
     request_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
     # at most this many accounts per exchange bootstrap or resync over REST at once
     rest_concurrency: Annotated[int, Field(ge=1, le=1000)] = 8
+    # while an account's order stream is up (it pushes every change of a stop, and each push
+    # reads the stops again), its open orders are also read over REST at every n-th
+    # reconcile, as a net for a missed push; 1: at every reconcile. Each read is one or two
+    # requests per held symbol on Binance: at 50 accounts, every reconcile doubles alertd's
+    # CPU (docs/benchmarks.md)
+    stops_reconcile_every: Annotated[int, Field(ge=1, le=1000)] = 5
     backoff: BackoffSettings = BackoffSettings()
 
 

@@ -121,6 +121,8 @@ class AccountFeed:
         )
         self._subscribed: set[str] = set()
         self._stops_for: frozenset[str] = frozenset()  # the symbols of the last stops read
+        self._reconciles = 0
+        self._stops_read_at = -float("inf")
         self._group: asyncio.TaskGroup | None = None
         self._resync_lock = asyncio.Lock()
         self._last_resync = -float("inf")
@@ -147,8 +149,9 @@ class AccountFeed:
             exchange, self.exchange = self.exchange, None
             await exchange.close()
 
-    async def bootstrap(self) -> None:
-        """Markets, positions, balance and tiers over REST. Raises ccxt errors as they come.
+    async def bootstrap(self, stops: bool = True) -> None:
+        """Markets, positions, balance, tiers and (unless ``stops`` is False) the open stop
+        orders over REST. Raises ccxt errors as they come.
 
         With many accounts on one exchange, at most ``feeds.rest_concurrency`` bootstrap at
         once (the rest wait their turn), on the exchange's one market catalogue."""
@@ -161,7 +164,7 @@ class AccountFeed:
                 await load_markets(exchange, shared)
                 self.state.markets = self._market_infos(exchange)
                 await self.adapter.prepare(exchange)
-                await self.resync()
+                await self.resync(stops=stops)
                 self.state.bootstrapped = True
         finally:
             if shared is not None:
@@ -184,7 +187,9 @@ class AccountFeed:
         backoff = self._backoff_factory()
         while not self.state.bootstrapped:
             try:
-                await self.bootstrap()
+                # the stops are read by the resync once the streams subscribe (the order
+                # stream among them): reading them here as well would only read them twice
+                await self.bootstrap(stops=False)
             except Exception as exc:
                 if self._is_fatal(exc):
                     return
@@ -232,8 +237,9 @@ class AccountFeed:
 
     # --- REST ---------------------------------------------------------------------------
 
-    async def resync(self) -> None:
-        """Positions and balance over REST (a full snapshot), then any missing tiers."""
+    async def resync(self, stops: bool = True) -> None:
+        """Positions and balance over REST (a full snapshot), then any missing tiers; the
+        open stop orders too unless ``stops`` is False (they are then kept as they are)."""
         exchange = self._exchange()
         mode = await self.adapter.fetch_mode(exchange)
         if mode.coverage is Coverage.REFUSED:
@@ -245,13 +251,14 @@ class AccountFeed:
             positions = [p for p in positions if p.symbol in wanted]
         wallet, account_figures = await self.adapter.fetch_balance(exchange)
         collateral = await self.adapter.fetch_collateral(exchange)
-        stops = await self._fetch_stops(exchange, {p.symbol for p in positions})
+        held = {p.symbol for p in positions}
+        if stops or (self.state.stops is not None and held - self._stops_for):
+            self.state.stops = await self._fetch_stops(exchange, held)
         now = self._clock()
         self.state.replace_positions(positions, now)
         self.state.reported_positions = reported
         self.state.set_wallet_balance(wallet, now)
         self.state.collateral = collateral
-        self.state.stops = stops
         self.state.reported_account = account_figures
         self._set_mode(self._settled(mode, account_figures))
         for symbol, mark in marks.items():
@@ -272,9 +279,19 @@ class AccountFeed:
             # accounts on this exchange are still bootstrapping (blind until then); this one
             # bootstrapped a moment ago and streams: its safety net can wait a round
             return
+        # with the order stream up, the stops' REST read is a net for a missed push: every
+        # n-th reconcile (feeds.stops_reconcile_every)
+        self._reconciles += 1
+        # streaming: the order stream runs and no stream failed since the stops were read
+        streamed = (
+            self.adapter.watches_stops
+            and self._group is not None
+            and self._last_failure < self._stops_read_at
+        )
+        stops = not streamed or self._reconciles % self.settings.stops_reconcile_every == 0
         try:
             async with self._resync_lock, rest_slot(self.shared):
-                await self.resync()
+                await self.resync(stops=stops)
         except Exception as exc:
             if not self._is_fatal(exc):
                 log.warning("%s: reconcile failed: %s", self.config.name, describe(exc))
@@ -387,6 +404,7 @@ class AccountFeed:
         try:
             stops = await self.adapter.fetch_stops(exchange, symbols)
             self._stops_for = frozenset(symbols)
+            self._stops_read_at = self._clock()
             if stops is not None:
                 stops = checked_stops(stops)
         except FrameError as exc:
