@@ -115,6 +115,12 @@ class FeedSettings(_Model):
     request_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
     # at most this many accounts per exchange bootstrap or resync over REST at once
     rest_concurrency: Annotated[int, Field(ge=1, le=1000)] = 8
+    # while an account's order stream is up (it pushes every change of a stop, and each push
+    # reads the stops again), its open orders are also read over REST at every n-th
+    # reconcile, as a net for a missed push; 1: at every reconcile. Each read is one or two
+    # requests per held symbol on Binance: at 50 accounts, every reconcile doubles alertd's
+    # CPU (docs/benchmarks.md)
+    stops_reconcile_every: Annotated[int, Field(ge=1, le=1000)] = 5
     backoff: BackoffSettings = BackoffSettings()
 
 
@@ -422,6 +428,23 @@ class QuietHoursConfig(_Model):
     timezone: Annotated[str, AfterValidator(_zone)] = "UTC"
 
 
+class StopRules(_Model):
+    """The stop-loss warnings (docs/rules.md, "Stop-loss coverage"), per position, on the
+    accounts named in ``accounts`` (default: every account)."""
+
+    accounts: list[str] | None = None
+    # a position with no protective stop for missing_for (off by default: many traders exit
+    # by other means, and a warning on every position would be noise for them)
+    missing: bool = False
+    missing_for: Duration = 60.0
+    # a stop beyond the liquidation price: it can never trigger (on: never intended)
+    beyond_liquidation: bool = True
+    # a stop whose loss from entry exceeds this much of the settle currency, or this share
+    # of the account's equity (either or both; off while unset)
+    max_loss: Annotated[Threshold, Field(gt=0)] | None = None
+    max_loss_share: Annotated[Threshold, Field(gt=0, le=1)] | None = None
+
+
 class BuiltinRules(_Model):
     """Rules that are on unless turned off: alertd watching itself and the exchange's pushes."""
 
@@ -442,6 +465,7 @@ class BuiltinRules(_Model):
     incomplete_data: bool = True
     incomplete_data_for: Duration = 30.0
     margin_call: bool = True  # Binance MARGIN_CALL, OKX liquidation-warning pushes
+    stops: StopRules = StopRules()
 
 
 # the receiver ``heartbeat.deadman_url`` becomes (delivery/routing.py); no other may take it
@@ -639,6 +663,12 @@ def config_warnings(config: Config) -> list[str]:
                         f"rules[{i}].{field}[{k}]: {what} {short(name)}{did_you_mean(name, known)}"
                         ": the filter matches nothing there"
                     )
+    for k, name in enumerate(config.builtin_rules.stops.accounts or ()):
+        if name not in names:
+            out.append(
+                f"builtin_rules.stops.accounts[{k}]: no account named {short(name)}"
+                f"{did_you_mean(name, names)}: the stop rules watch nothing there"
+            )
     return out
 
 

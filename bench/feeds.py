@@ -92,6 +92,10 @@ def bench_config(args: argparse.Namespace, urls: Any, options: Any, state: str) 
     config: dict[str, Any] = {"version": 1, "accounts": accounts, "state_path": state}
     if args.firing:
         config["rules"] = FIRING_RULES
+    if args.stops:
+        # every stop rule on (stop-beyond-liquidation is on by default; the rest are not)
+        stops = {"missing": True, "max_loss": 500, "max_loss_share": 0.02}
+        config["builtin_rules"] = {"stops": stops}
     return config
 
 
@@ -113,6 +117,9 @@ def main() -> int:
     parser.add_argument("--accounts", type=int, default=50)
     parser.add_argument("--markets", type=int, default=0, help="markets listed (0: 3)")
     parser.add_argument("--firing", action="store_true", help="every account past a threshold")
+    parser.add_argument(
+        "--stops", action="store_true", help="every stop rule on (stop-missing, maximum loss)"
+    )
     parser.add_argument("--seconds", type=float, default=30, help="measurement window")
     parser.add_argument("--live-timeout", type=float, default=180, help="bootstrap limit")
     parser.add_argument("--profile", metavar="OUT", help="run alertd under cProfile into OUT")

@@ -30,6 +30,7 @@ from alertd.daemon.store import Store
 from alertd.delivery.deliverer import Deliverer
 from alertd.engine.book import Book
 from alertd.engine.model import Account, MarginMode, Position, Side
+from alertd.engine.stops import StopKind, StopOrder, Trigger
 from alertd.engine.tiers import Tier, TierBasis, TierTable, derive_deductions
 from alertd.exchanges.registry import get_spec
 from alertd.rules.lifecycle import (
@@ -220,7 +221,20 @@ def account(rng: random.Random, name: str, marks: dict[str, Decimal], exchange: 
         (p.quantity / p.mark_price if inverse else p.quantity * p.mark_price for p in held), D(0)
     )
     wallet = (total * D(rng.randint(3, 60)) / 100).quantize(D("0.0001"))
-    return Account(profile, name, "X", wallet, tuple(held))
+    # stops from close to the mark to far beyond any liquidation price, on most positions
+    stops = tuple(
+        StopOrder(
+            p.symbol,
+            p.side,
+            StopKind.STOP,
+            Trigger.FALL if p.side is Side.LONG else Trigger.RISE,
+            (p.mark_price * (1 - p.side * D(rng.randint(5, 900)) / 1000)).quantize(D("0.01")),
+            None,
+        )
+        for p in held
+        if rng.random() < 0.7
+    )
+    return Account(profile, name, "X", wallet, tuple(held), stops=stops)
 
 
 def rule(
@@ -240,6 +254,7 @@ def rule(
             "margin_ratio",
             "crash_distance",
             "notional",
+            "stop_beyond_liquidation",
         ]
     )
     near = seen.get(metric)

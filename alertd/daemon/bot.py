@@ -46,6 +46,7 @@ from alertd.engine.margin import compute
 from alertd.engine.model import Account
 from alertd.rules.lifecycle import alert_key
 from alertd.rules.model import Silence, Subject
+from alertd.views.status import describe_stop
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +102,14 @@ def _positions(view: DaemonView, account: str | None) -> str:
             distance = p.liquidation_distance
             dist = "" if distance is None else f" ({fmt.percent(distance, 1)})"
             ratio = fmt.percent(p.margin_ratio, 1)
+            stop = ""
+            if p.stop is not None:  # the account's stops are read
+                stop = " · stop " + describe_stop(
+                    p.stop.price, p.stop.coverage, p.stop.beyond_liquidation
+                )
             lines.append(
                 f"{html.escape(p.symbol)} {p.side} {fmt.quantity(p.contracts)} @ "
-                f"{fmt.price(p.mark_price)} · liq {liq}{dist} · ratio {ratio}"
+                f"{fmt.price(p.mark_price)} · liq {liq}{dist} · ratio {ratio}{stop}"
             )
     if not lines:
         return f"no account named {html.escape(account or '')}"

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
 from alertd.clock import Clock
-from alertd.config import Config, RuleConfig
+from alertd.config import Config, RuleConfig, StopRules
 from alertd.daemon.store import Store
 from alertd.delivery.deliverer import Deliverer
 from alertd.delivery.system import PUSHES, SystemMessage, exchange_push
@@ -130,7 +130,46 @@ def build_rules(config: Config) -> list[Rule]:
                 for_s=builtin.incomplete_data_for,
             )
         )
+    rules.extend(r for r in stop_rules(builtin.stops) if r.name not in taken)
     return rules
+
+
+def stop_rules(stops: StopRules) -> list[Rule]:
+    """The stop-loss warnings (position rules) on the accounts ``stops`` names."""
+    accounts = frozenset(stops.accounts) if stops.accounts is not None else None
+    out = []
+    if stops.missing:
+        out.append(
+            Rule(
+                "stop-missing",
+                "stop_missing",
+                Scope.POSITION,
+                Severity.WARNING,
+                above=ZERO,
+                for_s=stops.missing_for,
+                accounts=accounts,
+            )
+        )
+    if stops.beyond_liquidation:
+        out.append(
+            Rule(
+                "stop-beyond-liquidation",
+                "stop_beyond_liquidation",
+                Scope.POSITION,
+                Severity.WARNING,
+                above=ZERO,
+                accounts=accounts,
+            )
+        )
+    for name, metric, most in (
+        ("stop-max-loss", "stop_loss", stops.max_loss),
+        ("stop-max-loss-share", "stop_loss_share", stops.max_loss_share),
+    ):
+        if most is not None:
+            out.append(
+                Rule(name, metric, Scope.POSITION, Severity.WARNING, above=most, accounts=accounts)
+            )
+    return out
 
 
 def ratio_target(rules: Sequence[Rule]) -> Decimal:

@@ -39,6 +39,7 @@ from alertd.daemon.view import (
 )
 from alertd.delivery.deliverer import Deliverer
 from alertd.engine.book import LiveAccount
+from alertd.engine.stops import stop_figures
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.state import Coverage
 
@@ -217,6 +218,9 @@ def figures(live: LiveAccount, crash: bool) -> AccountFigures:
                 liquidation_price=live.liquidation_price(i),
                 liquidation_distance=live.liquidation_distance(i),
                 margin_ratio=lp.pool.ratio,
+                stop=stop_figures(
+                    live.account.stops, lp.position, lp.mark, live.liquidation_price(i)
+                ),
             )
             for i, lp in enumerate(live.positions)
         ),

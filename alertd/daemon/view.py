@@ -18,6 +18,7 @@ from decimal import Decimal
 
 from alertd.daemon.store import OutboxRow
 from alertd.engine.margin import AccountMetrics
+from alertd.engine.stops import StopFigures, stop_figures
 from alertd.rules.lifecycle import AlertState
 from alertd.rules.model import Rule
 
@@ -39,6 +40,7 @@ class PositionFigures:
     liquidation_price: Decimal | None
     liquidation_distance: Decimal | None
     margin_ratio: Decimal
+    stop: StopFigures | None = None  # None: the account's stops are not read
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,12 @@ class AccountFigures:
                     liquidation_price=pm.liquidation_price,
                     liquidation_distance=pm.liquidation_distance,
                     margin_ratio=pm.margin_ratio,
+                    stop=stop_figures(
+                        metrics.account.stops,
+                        pm.position,
+                        pm.position.mark_price,
+                        pm.liquidation_price,
+                    ),
                 )
                 for pm in metrics.positions
             ),

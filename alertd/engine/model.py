@@ -6,10 +6,14 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from alertd.engine.collateral import Collateral
 from alertd.engine.profiles import ExchangeProfile
 from alertd.engine.tiers import TierTable
+
+if TYPE_CHECKING:
+    from alertd.engine.stops import StopOrder
 
 
 class Side(enum.IntEnum):
@@ -68,6 +72,9 @@ class Account:
     positions: tuple[Position, ...]
     # coins in the cross pool besides the wallet balance (multi-collateral modes)
     collateral: tuple[Collateral, ...] = ()
+    # open conditional orders (stops, take-profits, trailing stops; engine/stops.py); None:
+    # not read (an exchange or a snapshot without them), which is not "no stop"
+    stops: tuple[StopOrder, ...] | None = None
 
     def __post_init__(self) -> None:
         if any(c.price_symbol for c in self.collateral) and any(p.inverse for p in self.positions):

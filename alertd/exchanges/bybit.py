@@ -20,6 +20,7 @@ from typing import Any
 from alertd.engine.collateral import Collateral, CollateralRatio, RatioBasis, RatioTier
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
+from alertd.engine.stops import StopKind, StopOrder, Trigger
 from alertd.engine.tiers import TierTable, TierTableError
 from alertd.exchanges.common import closed_both_sides, coin_price_symbol, risk_tiers
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
@@ -41,6 +42,7 @@ PROFILE = ExchangeProfile(
 MARKETS = MarketFilter(settle="USDT")
 # linear perpetuals settled in another coin, in the same unified pool (listed, not computed)
 OTHER_SETTLE_COINS = ("USDC",)
+MAX_ORDER_PAGES = 20  # of 50 open orders: a bound on one account's order listing
 
 # /v5/account/info ``unifiedMarginStatus`` below 3 is not a unified trading account (docs v5,
 # "Different Account Modes": 1 classic, 3 UTA 1.0, 4 UTA 1.0 pro, 5 UTA 2.0, 6 UTA 2.0 pro; 2
@@ -203,6 +205,65 @@ def _side(raw: dict[str, Any]) -> Side | None:
     return None  # one-way position with no side: closed
 
 
+# /v5/order/realtime ``stopOrderType`` (docs v5, "Enum Definitions", stopOrderType): the
+# position's own TP/SL, partial TP/SL, trailing stops and plain conditional orders ("Stop")
+_STOP_KINDS = {
+    "StopLoss": StopKind.STOP,
+    "PartialStopLoss": StopKind.STOP,
+    "Stop": StopKind.STOP,
+    "TrailingStop": StopKind.TRAILING,
+    "TakeProfit": StopKind.TAKE_PROFIT,
+    "PartialTakeProfit": StopKind.TAKE_PROFIT,
+}
+
+
+def open_stop(raw: dict[str, Any], symbol: str) -> StopOrder | None:
+    """One order of "Get Open & Closed Orders" (``/v5/order/realtime``) as a stop; None for
+    an order with no trigger (``stopOrderType`` empty) or not waiting for one."""
+    kind = _STOP_KINDS.get(str(raw.get("stopOrderType") or ""))
+    if kind is None or raw.get("orderStatus", "Untriggered") != "Untriggered":
+        return None
+    order_side = raw.get("side")
+    if order_side not in ("Buy", "Sell"):
+        raise FrameError(f"side: not Buy or Sell: {order_side!r}")
+    idx = str(raw.get("positionIdx", "0"))
+    # the position a sell reduces is a long: hedge mode names it (positionIdx 1 long, 2 short)
+    side = {"1": Side.LONG, "2": Side.SHORT}.get(
+        idx, Side.LONG if order_side == "Sell" else Side.SHORT
+    )
+    direction = str(raw.get("triggerDirection", "0"))
+    if direction in ("1", "2"):  # 1: triggered by a rise to triggerPrice, 2: by a fall
+        trigger = Trigger.RISE if direction == "1" else Trigger.FALL
+    else:  # a position's TP/SL carries none: a long's stop falls, its take-profit rises
+        adverse = kind is not StopKind.TAKE_PROFIT
+        trigger = Trigger.FALL if (side is Side.LONG) == adverse else Trigger.RISE
+    trigger_price = dec_or_none(raw.get("triggerPrice"))
+    if trigger_price is None:
+        raise FrameError(f"triggerPrice: missing or zero on a {raw.get('stopOrderType')} order")
+    qty = dec_or_none(raw.get("leavesQty")) or dec_or_none(raw.get("qty"))
+    whole = raw.get("tpslMode") == "Full" or (raw.get("closeOnTrigger") is True and qty is None)
+    return StopOrder(
+        symbol=symbol,
+        side=side,
+        kind=kind,
+        trigger=trigger,
+        trigger_price=trigger_price,
+        contracts=None if whole else qty or Decimal(0),
+        order_id=str(raw.get("orderId", "")),
+        reduce_only=bool(raw.get("reduceOnly") or raw.get("closeOnTrigger")) or idx != "0",
+    )
+
+
+def position_stop(raw: dict[str, Any], symbol: str, side: Side) -> StopOrder | None:
+    """A position's own full stop-loss (``stopLoss`` on "Get Position Info", "0" or "" when
+    none): it closes the whole position when the mark passes it."""
+    price = dec_or_none(raw.get("stopLoss"))
+    if price is None:
+        return None
+    trigger = Trigger.FALL if side is Side.LONG else Trigger.RISE
+    return StopOrder(symbol, side, StopKind.STOP, trigger, price, None, "position stopLoss")
+
+
 class BybitAdapter(ExchangeAdapter):
     exchange_id = "bybit"
     market_filter = MARKETS
@@ -217,6 +278,9 @@ class BybitAdapter(ExchangeAdapter):
         # the wallet's coin rows of the last snapshot: the cross pool's coins are read from
         # the same answer as the settle wallet
         self._coins: list[dict[str, Any]] = []
+        # the positions' own stop-losses, from the last position snapshot (fetch_stops adds
+        # them to the open orders)
+        self.position_stops: list[StopOrder] = []
 
     async def fetch_tiers(self, exchange: Any, symbols: list[str]) -> dict[str, TierTable]:
         out = {}
@@ -261,9 +325,15 @@ class BybitAdapter(ExchangeAdapter):
     async def fetch_positions(self, exchange: Any) -> Snapshot:
         snapshot: Snapshot = ([], {}, {})
 
+        self.position_stops = []
+
         def parse(raw: dict[str, Any]) -> list[PositionState]:
             p = self._position(exchange, raw)
-            return [] if p is None else [p]
+            if p is None:
+                return []
+            if p.contracts and (stop := position_stop(raw, p.symbol, p.side)) is not None:
+                self.position_stops.append(stop)
+            return [p]
 
         # USDC perpetuals share the unified pool; alertd does not load their markets yet, but
         # lists their positions so that the account says what it misses (Bybit's accountMMRate
@@ -282,6 +352,33 @@ class BybitAdapter(ExchangeAdapter):
                 if not cursor:
                     break
         return snapshot
+
+    # the private "order" topic carries conditional orders too (stopOrderType)
+    watches_stops = True
+
+    def is_stop_event(self, raw: dict[str, Any]) -> bool:
+        return str(raw.get("stopOrderType") or "") in _STOP_KINDS
+
+    async def fetch_stops(self, exchange: Any, symbols: list[str]) -> list[StopOrder]:
+        """The open conditional orders of ``/v5/order/realtime`` (every kind by default on a
+        unified account), page by page, and the positions' own stop-losses."""
+        out = list(self.position_stops)
+        cursor = None
+        for _ in range(MAX_ORDER_PAGES):
+            request = {"category": "linear", "settleCoin": self.settle, "limit": 50}
+            if cursor:
+                request["cursor"] = cursor
+            response = await exchange.privateGetV5OrderRealtime(request)
+            result = response.get("result") or {}
+            for raw in result.get("list") or []:
+                market = exchange.safe_market(raw.get("symbol"), None, None, "swap")
+                stop = open_stop(raw, market["symbol"])
+                if stop is not None:
+                    out.append(stop)
+            cursor = result.get("nextPageCursor")
+            if not cursor:
+                return out
+        raise FrameError(f"order/realtime: more than {MAX_ORDER_PAGES} pages of open orders")
 
     async def fetch_balance(self, exchange: Any) -> tuple[Decimal, ReportedAccount]:
         response = await exchange.privateGetV5AccountWalletBalance({"accountType": "UNIFIED"})

@@ -32,6 +32,7 @@ from typing import Any
 
 from alertd.engine.model import Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
+from alertd.engine.stops import StopKind, StopOrder, Trigger
 from alertd.engine.tiers import TierTable
 from alertd.errors import AccountRefused
 from alertd.exchanges.common import closed_both_sides, risk_tiers, side_of, signed_position
@@ -127,6 +128,60 @@ def futures_mode(account: dict[str, Any]) -> ModeReading:
             "reports no account ratio; switch the account to the new classic mode on Gate",
         )
     return ModeReading(AccountMode.SINGLE_ASSET, detail)
+
+
+MAX_PRICE_ORDER_PAGES = 10  # of 100 price-triggered orders: a bound on one account's listing
+
+
+def price_order_stops(raw: dict[str, Any], symbol: str) -> list[StopOrder]:
+    """One open price-triggered order (``GET /futures/{settle}/price_orders``,
+    "FuturesPriceTriggeredOrder") as stops. ``trigger.rule`` 1 fires when the price is at or
+    above ``trigger.price``, 2 at or below. ``initial.size`` is signed contracts (negative
+    sells, reducing a long); 0 closes the whole position. The position it closes is in
+    ``order_type`` (``close-long-position``, ``plan-close-short-position`` ...) or
+    ``initial.auto_size`` (``close_long``/``close_short``, dual mode); a single-mode close
+    (``initial.close``, size 0) closes whichever side is held: one stop per side, each judged
+    by its trigger's direction."""
+    trigger = raw.get("trigger") or {}
+    initial = raw.get("initial") or {}
+    if not isinstance(trigger, dict) or not isinstance(initial, dict):
+        raise FrameError("price order: trigger/initial not objects")
+    rule = str(trigger.get("rule"))
+    if rule not in ("1", "2"):
+        raise FrameError(f"trigger.rule: not 1 or 2: {trigger.get('rule')!r}")
+    price = dec_or_none(trigger.get("price"))
+    if price is None:
+        raise FrameError("trigger.price: missing or zero")
+    size = dec(initial.get("size", 0), "initial.size")
+    order_type = str(raw.get("order_type") or "")
+    auto = str(initial.get("auto_size") or "")
+    if "long" in order_type or auto == "close_long":
+        sides = [Side.LONG]
+    elif "short" in order_type or auto == "close_short":
+        sides = [Side.SHORT]
+    elif size != 0:
+        sides = [Side.LONG if size < 0 else Side.SHORT]
+    elif initial.get("close") in (True, "true") or initial.get("is_close"):
+        sides = [Side.LONG, Side.SHORT]
+    else:
+        raise FrameError(f"price order {raw.get('id')}: size 0 and not a close")
+    reduce = (
+        bool(initial.get("reduce_only") or initial.get("is_reduce_only") or initial.get("close"))
+        or "close" in order_type
+    )
+    return [
+        StopOrder(
+            symbol,
+            side,
+            StopKind.STOP,
+            Trigger.RISE if rule == "1" else Trigger.FALL,
+            price,
+            None if size == 0 else abs(size),
+            str(raw.get("id", "")),
+            reduce,
+        )
+        for side in sides
+    ]
 
 
 class GateAdapter(ExchangeAdapter):
@@ -228,6 +283,27 @@ class GateAdapter(ExchangeAdapter):
             snapshot,
         )
         return snapshot
+
+    # the private "futures.autoorders" channel (ccxt: watch_orders with trigger)
+    watches_stops = True
+    watch_orders_params = {"trigger": True, "type": "swap"}  # noqa: RUF012 (read only)
+
+    def is_stop_event(self, raw: dict[str, Any]) -> bool:
+        return isinstance(raw.get("trigger"), dict) and isinstance(raw.get("initial"), dict)
+
+    async def fetch_stops(self, exchange: Any, symbols: list[str]) -> list[StopOrder]:
+        out = []
+        for page in range(MAX_PRICE_ORDER_PAGES):
+            rows = await exchange.privateFuturesGetSettlePriceOrders(
+                {"settle": self._settle_id(), "status": "open", "limit": 100, "offset": page * 100}
+            )
+            for raw in rows or []:
+                market = self._market(exchange, (raw.get("initial") or {}).get("contract"))
+                if market is not None:
+                    out.extend(price_order_stops(raw, market["symbol"]))
+            if len(rows or []) < 100:
+                return out
+        raise FrameError(f"price_orders: more than {MAX_PRICE_ORDER_PAGES} pages of open orders")
 
     async def fetch_balance(self, exchange: Any) -> tuple[Decimal, ReportedAccount]:
         info = await self._futures_account(exchange)

@@ -36,6 +36,7 @@ from typing import Any
 
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
+from alertd.engine.stops import StopKind, StopOrder, Trigger
 from alertd.engine.tiers import Tier, TierTable, derive_deductions
 from alertd.errors import AccountRefused
 from alertd.exchanges.spec import Capabilities, ExchangeSpec, MarketFilter, TierSource
@@ -137,6 +138,47 @@ def _listed(table_id: Any) -> bool:
         return int(table_id) >= FLAT_TABLES_BELOW
     except (TypeError, ValueError):
         return False
+
+
+# frontendOpenOrders ``orderType`` of trigger orders ("Info endpoint", "Retrieve a user's open
+# orders with additional frontend info"): a Stop sell fires when the price falls to
+# triggerPx, a Take Profit sell when it rises to it
+_TRIGGER_KINDS = {
+    "Stop Market": StopKind.STOP,
+    "Stop Limit": StopKind.STOP,
+    "Take Profit Market": StopKind.TAKE_PROFIT,
+    "Take Profit Limit": StopKind.TAKE_PROFIT,
+}
+
+
+def trigger_stop(raw: dict[str, Any], symbol: str) -> StopOrder | None:
+    """One of ``frontendOpenOrders`` as a stop; None for an order with no trigger.
+    ``isPositionTpsl`` closes the whole position (its ``sz`` is 0); ``side`` "A" (ask) sells,
+    reducing a long. Hyperliquid perpetuals are one-way."""
+    if not raw.get("isTrigger"):
+        return None
+    kind = _TRIGGER_KINDS.get(str(raw.get("orderType")))
+    if kind is None:
+        raise FrameError(f"orderType: not a trigger order type: {raw.get('orderType')!r}")
+    order_side = raw.get("side")
+    if order_side not in ("A", "B"):
+        raise FrameError(f"side: not A or B: {order_side!r}")
+    sell = order_side == "A"
+    falls = sell if kind is StopKind.STOP else not sell
+    price = dec_or_none(raw.get("triggerPx"))
+    if price is None:
+        raise FrameError("triggerPx: missing or zero on a trigger order")
+    whole = bool(raw.get("isPositionTpsl")) or dec_or_none(raw.get("sz")) is None
+    return StopOrder(
+        symbol,
+        Side.LONG if sell else Side.SHORT,
+        kind,
+        Trigger.FALL if falls else Trigger.RISE,
+        price,
+        None if whole else dec(raw.get("sz"), "sz"),
+        str(raw.get("oid", "")),
+        bool(raw.get("reduceOnly")) or bool(raw.get("isPositionTpsl")),
+    )
 
 
 class HyperliquidAdapter(ExchangeAdapter):
@@ -252,6 +294,26 @@ class HyperliquidAdapter(ExchangeAdapter):
             if p.margin_mode is MarginMode.CROSS:
                 wallet += int(p.side) * p.contracts * p.entry_price
         return wallet
+
+    # the "orderUpdates" subscription; its orders carry no trigger fields, so any change of
+    # the account's orders is read again (frontendOpenOrders)
+    watches_stops = True
+
+    def is_stop_event(self, raw: dict[str, Any]) -> bool:
+        return True
+
+    async def fetch_stops(self, exchange: Any, symbols: list[str]) -> list[StopOrder]:
+        rows = await exchange.publicPostInfo(
+            {"type": "frontendOpenOrders", "user": self._user(exchange)}
+        )
+        if not isinstance(rows, list):
+            raise FrameError("frontendOpenOrders: not a list")
+        return [
+            stop
+            for raw in rows
+            if isinstance(raw, dict)
+            and (stop := trigger_stop(raw, self._symbol(exchange, raw.get("coin")))) is not None
+        ]
 
     async def fetch_positions(
         self, exchange: Any

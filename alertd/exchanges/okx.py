@@ -30,6 +30,7 @@ from typing import Any
 
 from alertd.engine.model import Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
+from alertd.engine.stops import StopKind, StopOrder, Trigger
 from alertd.engine.tiers import Tier, TierBasis, TierTable
 from alertd.exchanges.common import closed_both_sides, side_of, signed_position
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
@@ -116,6 +117,59 @@ def account_mode(config: Any) -> ModeReading:
     raise FrameError(f"account/config: acctLv {level!r} is not an account mode")
 
 
+# "Get algo order list" (GET /api/v5/trade/orders-algo-pending) takes one ordType a request,
+# but for conditional and oco together: stop-loss/take-profit, plain triggers, trailing stops
+ALGO_TYPES = ("conditional,oco", "trigger", "move_order_stop")
+MAX_ALGO_PAGES = 10  # of 100 orders per type: a bound on one account's listing
+
+
+def algo_stops(raw: dict[str, Any], symbol: str) -> list[StopOrder]:
+    """The stops of one pending algo order: a conditional order's stop-loss and/or
+    take-profit (``slTriggerPx``, ``tpTriggerPx``; an oco has both), a trigger order
+    (``triggerPx``: it fires when the price reaches it, from whichever side it stood), a
+    trailing stop (``moveTriggerPx``, its current trigger, empty before activation).
+    ``closeFraction`` 1 closes the whole position; otherwise ``sz`` contracts."""
+    order_side = raw.get("side")
+    if order_side not in ("buy", "sell"):
+        raise FrameError(f"side: not buy or sell: {order_side!r}")
+    pos_side = raw.get("posSide") or "net"
+    # a sell reduces a long; hedge mode (long/short) names the position
+    side = _POS_SIDES.get(str(pos_side)) or (Side.LONG if order_side == "sell" else Side.SHORT)
+    whole = dec_or_none(raw.get("closeFraction")) == 1
+    contracts = None if whole else dec(raw.get("sz") or "0", "sz")
+    reduce_only = raw.get("reduceOnly") in (True, "true") or pos_side != "net" or whole
+    adverse, favourable = (
+        (Trigger.FALL, Trigger.RISE)
+        if side is Side.LONG
+        else (
+            Trigger.RISE,
+            Trigger.FALL,
+        )
+    )
+    order_id = str(raw.get("algoId", ""))
+    ord_type = raw.get("ordType")
+    out = []
+
+    def add(kind: StopKind, trigger: Trigger, price: Decimal | None) -> None:
+        out.append(StopOrder(symbol, side, kind, trigger, price, contracts, order_id, reduce_only))
+
+    if ord_type in ("conditional", "oco"):
+        if (sl := dec_or_none(raw.get("slTriggerPx"))) is not None:
+            add(StopKind.STOP, adverse, sl)
+        if (tp := dec_or_none(raw.get("tpTriggerPx"))) is not None:
+            add(StopKind.TAKE_PROFIT, favourable, tp)
+        if not out:
+            raise FrameError(f"algo order {order_id}: neither slTriggerPx nor tpTriggerPx")
+    elif ord_type == "trigger":
+        price = dec_or_none(raw.get("triggerPx"))
+        if price is None:
+            raise FrameError(f"algo order {order_id}: triggerPx missing")
+        add(StopKind.STOP, Trigger.CROSS, price)
+    elif ord_type == "move_order_stop":
+        add(StopKind.TRAILING, adverse, dec_or_none(raw.get("moveTriggerPx")))
+    return out
+
+
 def _consume(future: Any) -> None:
     """Retrieve the outcome of the warning subscription's future (it only ever fails)."""
     if not future.cancelled() and future.exception() is not None:
@@ -190,6 +244,34 @@ class OKXAdapter(ExchangeAdapter):
             snapshot,
         )
         return snapshot
+
+    # the business connection's "orders-algo" channel (ccxt: watch_orders with trigger)
+    watches_stops = True
+    watch_orders_params = {"trigger": True}  # noqa: RUF012 (read only)
+
+    def is_stop_event(self, raw: dict[str, Any]) -> bool:
+        return raw.get("ordType") in ("conditional", "oco", "trigger", "move_order_stop")
+
+    async def fetch_stops(self, exchange: Any, symbols: list[str]) -> list[StopOrder]:
+        out = []
+        for ord_type in ALGO_TYPES:
+            after = None
+            for _ in range(MAX_ALGO_PAGES):
+                request = {"instType": "SWAP", "ordType": ord_type, "limit": "100"}
+                if after:
+                    request["after"] = after
+                response = await exchange.privateGetTradeOrdersAlgoPending(request)
+                rows = response.get("data") or []
+                for raw in rows:
+                    market = self._market(exchange, raw.get("instId"))
+                    if market is not None:
+                        out.extend(algo_stops(raw, market["symbol"]))
+                if len(rows) < 100:
+                    break
+                after = rows[-1].get("algoId")
+            else:
+                raise FrameError(f"orders-algo-pending: more than {MAX_ALGO_PAGES} pages")
+        return out
 
     def _detail(self, account: dict[str, Any]) -> dict[str, Any] | None:
         for detail in account.get("details") or []:

@@ -12,6 +12,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from alertd.engine.collateral import Collateral
+from alertd.engine.stops import StopOrder
 from alertd.engine.tiers import TierTable
 from alertd.exchanges.spec import MarketFilter
 from alertd.feeds.state import (
@@ -51,6 +52,18 @@ def dec_or_none(value: Any) -> Decimal | None:
     except FrameError:
         return None
     return d if d != 0 else None
+
+
+def checked_stops(stops: Iterable[StopOrder]) -> list[StopOrder]:
+    """``stops`` as parsed, or :class:`FrameError` naming the first with a trigger price that
+    is not positive or a negative size (an exchange's number alertd cannot use)."""
+    out = list(stops)
+    for s in out:
+        if s.trigger_price is not None and s.trigger_price <= 0:
+            raise FrameError(f"order {s.order_id}: trigger price {s.trigger_price} is not positive")
+        if s.contracts is not None and s.contracts < 0:
+            raise FrameError(f"order {s.order_id}: size {s.contracts} is negative")
+    return out
 
 
 def market_info(market: dict[str, Any], settle: str) -> MarketInfo:
@@ -120,6 +133,31 @@ class ExchangeAdapter:
         """The cross pool's coins besides the settle wallet (multi-collateral modes), read at
         every snapshot; none by default."""
         return ()
+
+    async def fetch_stops(self, exchange: Any, symbols: list[str]) -> list[StopOrder] | None:
+        """The account's open conditional orders (stops, take-profits, trailing stops and a
+        position's own TP/SL), read at every snapshot; at least those of ``symbols`` (the
+        held ones: an exchange that weighs a request for every market more than one per
+        symbol is asked per symbol). ``None`` where the adapter reads none (then no stop
+        rule has a value: not reading them is not "no stop")."""
+        return None
+
+    # the exchange pushes changes of conditional orders on a private stream ccxt.pro watches
+    # (``watch_orders``); elsewhere the stops are read at every snapshot (reconcile) only
+    watches_stops = False
+    watch_orders_params: dict[str, Any] = {}  # noqa: RUF012 (read only)
+
+    async def watch_stop_changes(self, exchange: Any) -> bool:
+        """Wait for the next batch of order events; True when one of them is a conditional
+        order (placed, amended, triggered, cancelled): the stops are then read again over
+        REST, so that the stream only says *when* and the one parser of each exchange's
+        REST answer says *what* (a missed push is caught by the next reconcile)."""
+        orders = await exchange.watch_orders(params=dict(self.watch_orders_params))
+        return any(self.is_stop_event(order.get("info") or {}) for order in orders or ())
+
+    def is_stop_event(self, raw: dict[str, Any]) -> bool:
+        """Whether one raw order push is about a conditional order."""
+        return False
 
     async def watch_positions(self, exchange: Any) -> list[PositionState]:
         raise NotImplementedError

@@ -27,9 +27,10 @@ import ccxt
 
 from alertd.config import AccountConfig, FeedSettings, Secret
 from alertd.engine.margin import compute
+from alertd.engine.stops import StopOrder
 from alertd.errors import AccountRefused
 from alertd.exchanges.registry import get_spec
-from alertd.feeds.adapter import FrameError
+from alertd.feeds.adapter import FrameError, checked_stops
 from alertd.feeds.ccxt_exchange import (
     ErrorKind,
     SharedExchange,
@@ -119,6 +120,9 @@ class AccountFeed:
             shared=shared,
         )
         self._subscribed: set[str] = set()
+        self._stops_for: frozenset[str] = frozenset()  # the symbols of the last stops read
+        self._reconciles = 0
+        self._stops_read_at = -float("inf")
         self._group: asyncio.TaskGroup | None = None
         self._resync_lock = asyncio.Lock()
         self._last_resync = -float("inf")
@@ -145,8 +149,9 @@ class AccountFeed:
             exchange, self.exchange = self.exchange, None
             await exchange.close()
 
-    async def bootstrap(self) -> None:
-        """Markets, positions, balance and tiers over REST. Raises ccxt errors as they come.
+    async def bootstrap(self, stops: bool = True) -> None:
+        """Markets, positions, balance, tiers and (unless ``stops`` is False) the open stop
+        orders over REST. Raises ccxt errors as they come.
 
         With many accounts on one exchange, at most ``feeds.rest_concurrency`` bootstrap at
         once (the rest wait their turn), on the exchange's one market catalogue."""
@@ -159,7 +164,7 @@ class AccountFeed:
                 await load_markets(exchange, shared)
                 self.state.markets = self._market_infos(exchange)
                 await self.adapter.prepare(exchange)
-                await self.resync()
+                await self.resync(stops=stops)
                 self.state.bootstrapped = True
         finally:
             if shared is not None:
@@ -182,7 +187,9 @@ class AccountFeed:
         backoff = self._backoff_factory()
         while not self.state.bootstrapped:
             try:
-                await self.bootstrap()
+                # the stops are read by the resync once the streams subscribe (the order
+                # stream among them): reading them here as well would only read them twice
+                await self.bootstrap(stops=False)
             except Exception as exc:
                 if self._is_fatal(exc):
                     return
@@ -206,6 +213,8 @@ class AccountFeed:
                 self._group = group
                 group.create_task(self._loop("positions", self._positions_step))
                 group.create_task(self._loop("balance", self._balance_step))
+                if self.adapter.watches_stops:
+                    group.create_task(self._loop("orders", self._orders_step))
                 if watchdog:
                     group.create_task(self._watchdog())
                 if self._owns_hub:
@@ -228,8 +237,9 @@ class AccountFeed:
 
     # --- REST ---------------------------------------------------------------------------
 
-    async def resync(self) -> None:
-        """Positions and balance over REST (a full snapshot), then any missing tiers."""
+    async def resync(self, stops: bool = True) -> None:
+        """Positions and balance over REST (a full snapshot), then any missing tiers; the
+        open stop orders too unless ``stops`` is False (they are then kept as they are)."""
         exchange = self._exchange()
         mode = await self.adapter.fetch_mode(exchange)
         if mode.coverage is Coverage.REFUSED:
@@ -241,6 +251,9 @@ class AccountFeed:
             positions = [p for p in positions if p.symbol in wanted]
         wallet, account_figures = await self.adapter.fetch_balance(exchange)
         collateral = await self.adapter.fetch_collateral(exchange)
+        held = {p.symbol for p in positions}
+        if stops or (self.state.stops is not None and held - self._stops_for):
+            self.state.stops = await self._fetch_stops(exchange, held)
         now = self._clock()
         self.state.replace_positions(positions, now)
         self.state.reported_positions = reported
@@ -274,9 +287,19 @@ class AccountFeed:
             # accounts on this exchange are still bootstrapping (blind until then); this one
             # bootstrapped a moment ago and streams: its safety net can wait a round
             return
+        # with the order stream up, the stops' REST read is a net for a missed push: every
+        # n-th reconcile (feeds.stops_reconcile_every)
+        self._reconciles += 1
+        # streaming: the order stream runs and no stream failed since the stops were read
+        streamed = (
+            self.adapter.watches_stops
+            and self._group is not None
+            and self._last_failure < self._stops_read_at
+        )
+        stops = not streamed or self._reconciles % self.settings.stops_reconcile_every == 0
         try:
             async with self._resync_lock, rest_slot(self.shared):
-                await self.resync()
+                await self.resync(stops=stops)
         except Exception as exc:
             if not self._is_fatal(exc):
                 log.warning("%s: reconcile failed: %s", self.config.name, describe(exc))
@@ -374,8 +397,42 @@ class AccountFeed:
         self.state.update_positions(changed, self._clock())
         await self._ensure_tiers()
         await self._seed_marks()
+        if self.state.held_symbols - self._stops_for:
+            # a newly held symbol: its stops may have been placed before the position (the
+            # exchanges read per symbol know none of them yet)
+            await self._refresh_stops()
         self._sync_mark_streams()
         self._notify(Change.ACCOUNT)
+
+    async def _fetch_stops(self, exchange: Any, held: set[str]) -> tuple[StopOrder, ...] | None:
+        """The open conditional orders of the account's ``held`` symbols (None: not read, or
+        unreadable)."""
+        symbols = sorted(held)
+        try:
+            stops = await self.adapter.fetch_stops(exchange, symbols)
+            self._stops_for = frozenset(symbols)
+            self._stops_read_at = self._clock()
+            if stops is not None:
+                stops = checked_stops(stops)
+        except FrameError as exc:
+            # an order alertd cannot read: no stop figures (not "no stop") until it can
+            self.on_malformed("open orders: bad entry", str(exc))
+            return None
+        if stops is None:
+            return None
+        wanted = self.config.symbols
+        return tuple(s for s in stops if wanted is None or s.symbol in wanted)
+
+    async def _orders_step(self) -> None:
+        """A conditional order changed on the order stream: read the stops again."""
+        if not await self.adapter.watch_stop_changes(self._exchange()):
+            return
+        await self._refresh_stops()
+        self._notify(Change.ACCOUNT)
+
+    async def _refresh_stops(self) -> None:
+        async with rest_slot(self.shared):
+            self.state.stops = await self._fetch_stops(self._exchange(), self.state.held_symbols)
 
     async def _balance_step(self) -> None:
         wallet = await self.adapter.watch_balance(self._exchange())

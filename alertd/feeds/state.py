@@ -17,6 +17,7 @@ from alertd.engine.collateral import Collateral
 from alertd.engine.model import Account, MarginMode, Position, Side
 from alertd.engine.profiles import ExchangeProfile
 from alertd.engine.reported import Exposure, moved_ratio
+from alertd.engine.stops import StopOrder
 from alertd.engine.tiers import TierTable
 
 
@@ -153,6 +154,8 @@ class AccountState:
     # the marks alertd held when reported_account was read: the exchange's ratio moves from them
     reported_marks: dict[str, Decimal] = field(default_factory=dict)
     mode: ModeReading = NOT_READ  # read at bootstrap and at every reconcile
+    # open conditional orders, read at every snapshot (None: the adapter reads none)
+    stops: tuple[StopOrder, ...] | None = None
     events: deque[AccountEvent] = field(default_factory=lambda: deque(maxlen=100))
     # monotonic time of the last message per (stream, key)
     last_seen: dict[tuple[Stream, str], float] = field(default_factory=dict)
@@ -339,4 +342,6 @@ class AccountState:
             else c
             for c in self.collateral
         )
-        return Account(self.profile, self.name, self.settle, cross_wallet, tuple(held), coins)
+        return Account(
+            self.profile, self.name, self.settle, cross_wallet, tuple(held), coins, self.stops
+        )

@@ -22,6 +22,7 @@ from alertd.engine.remedy import (
     for_effective_leverage,
     for_liquidation_distance,
 )
+from alertd.engine.stops import loss_at, price_for_loss, protective, stop_loss_price
 from alertd.rules.lifecycle import Kind, Notification, Resolution
 from alertd.rules.metrics import Needs, Unit, lookup, unit_of
 from alertd.rules.model import FeedStatus, Rule
@@ -66,6 +67,8 @@ def fmt_metric(metric: str, value: Decimal | None, beside: Decimal | None = None
         )
     if unit is Unit.SECONDS:
         return fmt.seconds(value)
+    if unit is Unit.PRICE:
+        return fmt.price(value)
     return fmt.money(value)
 
 
@@ -247,6 +250,9 @@ def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
     own = _about_alertd(n, head, who, value, feed)
     if own is not None:
         return own
+    stop = _about_stop(n, head, who)
+    if stop is not None:
+        return stop
     if resolved:
         gone = " (position closed)" if n.reason is Resolution.GONE else ""
         title = f"{head} {who}: {words}{gone}"
@@ -333,6 +339,71 @@ def _about_alertd(
 def _exchange_ratio(feed: FeedStatus) -> str:
     moved = " (moved with the marks since its last read)" if feed.exchange_ratio_moved else ""
     return fmt.ratio(feed.exchange_ratio) + moved
+
+
+# --- stop-loss coverage ---------------------------------------------------------------------
+
+STOP_RULE_METRICS = frozenset(
+    {"stop_missing", "stop_beyond_liquidation", "stop_loss", "stop_loss_share"}
+)
+
+
+def _about_stop(n: Notification, head: str, who: str) -> Message | None:
+    """The messages of the stop-loss rules: what is wrong with the stop, both prices, and
+    where to put it. None for any other metric, or without the position's figures."""
+    metric = n.rule.metric
+    metrics, pm = n.context.metrics, n.context.position
+    if metric not in STOP_RULE_METRICS or metrics is None or pm is None:
+        return None
+    p = pm.position
+    stops = protective(metrics.account.stops or (), p.symbol, p.side, p.mark_price)
+    stop = stop_loss_price(stops, p.side)
+    liq = pm.liquidation_price
+    # a long's stop goes above the liquidation (and below the mark), a short's below
+    toward = "above" if p.side > 0 else "below"
+    line = _position_line(pm)
+    if n.kind is Kind.RESOLVED:
+        now = "no stop" if stop is None else f"stop {fmt.price(stop)}"
+        liq_text = "" if liq is None else f", liq {fmt.price(liq)}"
+        words = {
+            "stop_missing": "stop-loss set",
+            "stop_beyond_liquidation": "stop now fires before liquidation",
+        }.get(metric, "stop-loss within the maximum loss")
+        return Message(f"{head} {who}: {words}", f"{now}{liq_text} ({n.rule.name})")
+    if metric == "stop_missing":
+        where = "" if liq is None else f" {toward} liq {fmt.price(liq)}"
+        return Message(f"{head} {who}: no stop-loss", f"{line}\n→ set a reduce-only stop{where}")
+    if stop is None:
+        return None
+    if metric == "stop_beyond_liquidation":
+        if liq is None:
+            return None
+        gap = abs(liq - stop)
+        title = f"{head} {who}: stop {fmt.price(stop)} is beyond liq {fmt.price(liq)}"
+        body = (
+            f"liquidation comes {fmt.price(gap)} ({fmt.percent(gap / p.mark_price, 1)}) "
+            f"before the stop: it can never trigger\n{line}\n"
+            f"→ move the stop {toward} {fmt.price(liq)}"
+        )
+        return Message(title, body)
+    loss = loss_at(stop, p.side, p.quantity, p.entry_price, p.inverse)
+    settle = metrics.account.settle
+    if metric == "stop_loss":
+        most = n.rule.threshold
+        share = ""
+        limit = f"the {fmt.money(most, settle)} maximum"
+    else:
+        if not n.value:
+            return None
+        most = n.rule.threshold * loss / n.value  # the share's limit in money
+        share = f" ({fmt.percent(n.value, 1)} of equity)"
+        limit = f"the {fmt.percent(n.rule.threshold, 1)} maximum ({fmt.money(most, settle)})"
+    title = f"{head} {who}: stop {fmt.price(stop)} loses {fmt.money(loss, settle)}{share}"
+    lines = [f"more than {limit} ({n.rule.name})", line]
+    target = price_for_loss(most, p.side, p.quantity, p.entry_price, p.inverse)
+    if target is not None and target > 0:
+        lines.append(f"→ move the stop {toward} {fmt.price(target)}")
+    return Message(title, "\n".join(lines))
 
 
 # The fields a rule's own ``message`` may name; each is a string when the message is rendered.

@@ -33,6 +33,14 @@ from alertd.engine.dynamics import (
     touch_probability,
 )
 from alertd.engine.margin import AccountMetrics, compute
+from alertd.engine.stops import (
+    StopOrder,
+    beyond_liquidation,
+    loss_at,
+    protective,
+    stop_coverage,
+    stop_loss_price,
+)
 from alertd.rules.lifecycle import Notification
 from alertd.rules.model import (
     Context,
@@ -59,6 +67,7 @@ class Unit(enum.Enum):
     PROBABILITY = "probability (shown as %)"
     DURATION = "time (seconds; shown as 12m)"
     SIGMAS = "standard deviations (shown as 2.5σ)"
+    PRICE = "price (settle currency per unit)"
 
 
 class Needs(enum.IntEnum):
@@ -322,6 +331,147 @@ def _predictive_metrics(scope: Scope) -> tuple[Metric, ...]:
     )
 
 
+# --- stop-loss coverage (engine/stops.py; docs/rules.md, "Stop-loss coverage") ---------------
+
+
+def _stops(f: Figures) -> list[StopOrder] | None:
+    """The position's protective stops; None where the account's stops are not read."""
+    stops = f.account.account.stops
+    if stops is None:
+        return None
+    lp = f.position
+    return protective(stops, lp.position.symbol, lp.position.side, lp.mark)
+
+
+def _stop_coverage(f: Figures) -> Decimal | None:
+    stops = _stops(f)
+    return None if stops is None else stop_coverage(stops, f.position.position.contracts)
+
+
+def _stop_missing(f: Figures) -> Decimal | None:
+    stops = _stops(f)
+    return None if stops is None else _flag(not stops)
+
+
+def _stop_price(f: Figures) -> Decimal | None:
+    stops = _stops(f)
+    return None if not stops else stop_loss_price(stops, f.position.position.side)
+
+
+def _stop_beyond_liquidation(f: Figures) -> Decimal | None:
+    stop = _stop_price(f)
+    if stop is None:
+        return None
+    liq = f.account.liquidation_price(f.index)
+    if liq is None:
+        return None
+    lp = f.position
+    return beyond_liquidation(stop, liq, lp.position.side, lp.mark)
+
+
+def _stop_beyond_clear(f: Figures, rule: Rule) -> bool:
+    """The closest stop provably fires before the liquidation by more than an "above" rule's
+    threshold allows: with the stop a fraction ``S`` of the mark away, the value is ``S - D``
+    (``D`` the liquidation's distance on the adverse side), so a liquidation provably
+    farther than ``S - threshold`` (either way: the book's bound) cannot breach it."""
+    if rule.above is None or f.index < 0:
+        return False
+    stop = _stop_price(f)
+    if stop is None:
+        return True  # no stop with a price: no value, nothing to breach
+    lp = f.position
+    away = (lp.mark - stop) * lp.position.side / lp.mark
+    return f.account.liquidation_beyond(f.index, away - rule.above)
+
+
+def _stop_loss(f: Figures) -> Decimal | None:
+    stop = _stop_price(f)
+    if stop is None:
+        return None
+    p = f.position.position
+    return loss_at(stop, p.side, p.quantity, p.entry_price, p.inverse)
+
+
+def _stop_loss_share(f: Figures) -> Decimal | None:
+    loss = _stop_loss(f)
+    if loss is None:
+        return None
+    equity = sum((pool.margin_balance for pool in f.account.pools), Decimal(0))
+    return None if equity <= 0 else loss / equity
+
+
+STOP_METRICS: tuple[Metric, ...] = (
+    Metric(
+        "stop_coverage",
+        Scope.POSITION,
+        Unit.FRACTION,
+        "below",
+        "fraction of the position's size its protective stops close (a stop triggering on an "
+        "adverse move that reduces or closes it; a close-position stop: 1; laddered stops add "
+        "up, at most 1); 0 = no protective stop; no value where the stops are not read",
+        Needs.POOL,
+        _stop_coverage,
+    ),
+    Metric(
+        "stop_missing",
+        Scope.POSITION,
+        Unit.FLAG,
+        "above",
+        "1 while the position has no protective stop, else 0; no value where the stops are "
+        "not read",
+        Needs.POOL,
+        _stop_missing,
+        title="no stop-loss",
+        resolved_title="stop-loss set",
+    ),
+    Metric(
+        "stop_loss_price",
+        Scope.POSITION,
+        Unit.PRICE,
+        "below",
+        "trigger price of the protective stop closest to the mark (a long's highest, a "
+        "short's lowest; riskier below for a long, above for a short); no value without one "
+        "or for a trailing stop whose current trigger the exchange does not report",
+        Needs.POOL,
+        _stop_price,
+    ),
+    Metric(
+        "stop_beyond_liquidation",
+        Scope.POSITION,
+        Unit.FRACTION,
+        "above",
+        "how far the closest protective stop lies beyond the liquidation price, as a fraction "
+        "of the mark: positive = the position is liquidated before the stop can trigger; "
+        "negative = the stop fires first; no value unless the liquidation price is on the "
+        "adverse side of the mark",
+        Needs.LIQUIDATION,
+        _stop_beyond_liquidation,
+        clear=_stop_beyond_clear,
+    ),
+    Metric(
+        "stop_loss",
+        Scope.POSITION,
+        Unit.MONEY,
+        "above",
+        "the position's loss from its entry if the mark reaches the closest protective stop "
+        "(the whole position at the trigger price; fees and slippage not counted); negative "
+        "= a stop that locks in profit",
+        Needs.POOL,
+        _stop_loss,
+    ),
+    Metric(
+        "stop_loss_share",
+        Scope.POSITION,
+        Unit.FRACTION,
+        "above",
+        "`stop_loss` as a share of the account's equity (the margin balance of all its "
+        "pools: cross and isolated)",
+        Needs.POOL,
+        _stop_loss_share,
+    ),
+)
+
+
 def _liquidation_clear(f: Figures, rule: Rule) -> bool:
     """Every distance (or this position's) provably above a "below" rule's threshold."""
     if rule.below is None:
@@ -528,6 +678,7 @@ METRICS: tuple[Metric, ...] = (
         lambda f: f.position.notional,
     ),
     *_predictive_metrics(P),
+    *STOP_METRICS,
 )
 del A, P
 

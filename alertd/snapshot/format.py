@@ -6,7 +6,9 @@ The format is the contract between ``alertd snapshot`` (which writes it) and ``a
 with its path (``positions[1].entry_price: missing``) rather than the first one only.
 
 Schema 2 adds collateral coins to the cross pool, more cross pools (one per margin asset where
-the account's mode keeps them apart) and an optional ``cross`` for isolated-only accounts.
+the account's mode keeps them apart) and an optional ``cross`` for isolated-only accounts; an
+optional ``orders`` (open conditional orders: stops) was added later, within schema 2 (older
+readers ignore it; a snapshot without it has its stops "not read").
 A schema 1 file is read exactly as before (its unknown keys ignored).
 """
 
@@ -22,6 +24,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from alertd.engine.collateral import Collateral, CollateralRatio, RatioBasis, RatioTier
 from alertd.engine.model import Account, MarginMode, Position, Side
 from alertd.engine.profiles import ExchangeProfile
+from alertd.engine.stops import StopKind, StopOrder, Trigger
 from alertd.engine.tiers import (
     Tier,
     TierBasis,
@@ -134,6 +137,19 @@ class PositionInV2(PositionIn):
     pool: Annotated[str, Field(min_length=1)] | None = None
 
 
+class StopOrderIn(_Model):
+    """An open conditional order (``docs/snapshot.md``, "orders")."""
+
+    symbol: Annotated[str, Field(min_length=1)]
+    side: Literal["long", "short"]  # the position it closes: a sell closes a long
+    kind: Literal["stop", "take-profit", "trailing stop"] = "stop"
+    trigger: Literal["falls", "rises", "crosses"]
+    trigger_price: PositiveDec | None = None
+    contracts: PositiveDec | None = None  # None: closes the whole position
+    order_id: str = ""
+    reduce_only: bool = True
+
+
 class SnapshotInV2(_Model):
     """A snapshot file (schema 2): what ``alertd calc`` reads and ``alertd snapshot`` writes."""
 
@@ -145,6 +161,9 @@ class SnapshotInV2(_Model):
     cross: PoolIn | None = None
     pools: list[MorePoolIn] = []
     positions: list[PositionInV2]
+    # open conditional orders; absent (older snapshots, exchanges alertd reads none of):
+    # not read, which is not "no stop"
+    orders: list[StopOrderIn] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,11 +361,12 @@ def build_account(snap: SnapshotIn | SnapshotInV2) -> LoadedSnapshot:
         (pool, _build_collateral(pool.collateral, f"pools[{k}].collateral", inverse, problems))
         for k, pool in enumerate(more_pools)
     ]
+    stops = _build_stops(snap.orders if isinstance(snap, SnapshotInV2) else None, problems)
     if problems:
         raise SnapshotError(problems)
     # the settle currency's pool first, then one per other margin asset
     pools = [
-        Account(profile, snap.account, asset, wallet, tuple(held), pool_coins)
+        Account(profile, snap.account, asset, wallet, tuple(held), pool_coins, stops)
         for asset, wallet, held, pool_coins in (
             (snap.settle, cross.wallet_balance, positions, coins),
             *(
@@ -357,6 +377,49 @@ def build_account(snap: SnapshotIn | SnapshotInV2) -> LoadedSnapshot:
     ]
     account = pools[0]
     return LoadedSnapshot(account, tuple(warnings), tuple(pools))
+
+
+def _build_stops(
+    orders: list[StopOrderIn] | None, problems: list[str]
+) -> tuple[StopOrder, ...] | None:
+    if orders is None:
+        return None
+    out = []
+    for i, o in enumerate(orders):
+        kind, trigger = StopKind(o.kind), Trigger(o.trigger)
+        if o.trigger_price is None and kind is not StopKind.TRAILING:
+            problems.append(f"orders[{i}].trigger_price: required for a {o.kind} order")
+            continue
+        if o.trigger_price is None and trigger is Trigger.CROSS:
+            problems.append(f"orders[{i}].trigger_price: required when the trigger crosses")
+            continue
+        side = Side.LONG if o.side == "long" else Side.SHORT
+        out.append(
+            StopOrder(
+                o.symbol,
+                side,
+                kind,
+                trigger,
+                o.trigger_price,
+                o.contracts,
+                o.order_id,
+                o.reduce_only,
+            )
+        )
+    return tuple(out)
+
+
+def _stop_json(s: StopOrder) -> dict[str, Any]:
+    return {
+        "symbol": s.symbol,
+        "side": s.side.label,
+        "kind": s.kind.value,
+        "trigger": s.trigger.value,
+        "trigger_price": decimal_str(s.trigger_price),
+        "contracts": decimal_str(s.contracts),
+        "order_id": s.order_id,
+        "reduce_only": s.reduce_only,
+    }
 
 
 def parse_snapshot(text: str, source: str = "snapshot") -> LoadedSnapshot:
@@ -418,6 +481,13 @@ def _collateral_json(c: Collateral) -> dict[str, Any]:
 
 def account_to_json(account: Account) -> dict[str, Any]:
     """The snapshot object for ``account``: what :func:`parse_snapshot` reads back."""
+    out = _account_json(account)
+    if account.stops is not None:
+        out["orders"] = [_stop_json(s) for s in account.stops]
+    return out
+
+
+def _account_json(account: Account) -> dict[str, Any]:
     return {
         "schema": SCHEMA_VERSION,
         "exchange": account.profile.id,

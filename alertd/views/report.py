@@ -13,6 +13,7 @@ import alertd.views.format as fmt
 from alertd.engine.collateral import RatioBasis
 from alertd.engine.margin import AccountMetrics, CollateralMetrics, PositionMetrics
 from alertd.engine.profiles import DisplayedRatio
+from alertd.engine.stops import StopFigures, stop_figures
 from alertd.snapshot.compare import Figure, Row
 from alertd.views.format import decimal_str
 
@@ -20,7 +21,25 @@ if TYPE_CHECKING:
     from alertd.snapshot.live import LiveSnapshot
 
 
-def position_json(pm: PositionMetrics) -> dict[str, Any]:
+def _stops(m: AccountMetrics, pm: PositionMetrics) -> StopFigures | None:
+    p = pm.position
+    return stop_figures(m.account.stops, p, p.mark_price, pm.liquidation_price)
+
+
+def stop_json(figures: StopFigures | None) -> dict[str, Any] | None:
+    """A position's stop figures in ``calc --json`` (null: the stops were not read)."""
+    if figures is None:
+        return None
+    return {
+        "stop_loss_price": decimal_str(figures.price),
+        "stop_coverage": decimal_str(figures.coverage),
+        "protective_orders": figures.orders,
+        "stop_beyond_liquidation": decimal_str(figures.beyond_liquidation),
+        "stop_loss": decimal_str(figures.loss),
+    }
+
+
+def position_json(pm: PositionMetrics, m: AccountMetrics | None = None) -> dict[str, Any]:
     p = pm.position
     return {
         "symbol": p.symbol,
@@ -46,6 +65,7 @@ def position_json(pm: PositionMetrics) -> dict[str, Any]:
         "effective_leverage": decimal_str(pm.effective_leverage),
         "margin_to_add": decimal_str(pm.margin_to_add),
         "size_to_cut": decimal_str(pm.size_to_cut),
+        "stop": None if m is None else stop_json(_stops(m, pm)),
     }
 
 
@@ -89,7 +109,7 @@ def metrics_json(m: AccountMetrics) -> dict[str, Any]:
             "target_ratio": decimal_str(m.target_ratio),
             "margin_to_add": decimal_str(pool.margin_to_add),
         },
-        "positions": [position_json(pm) for pm in m.positions],
+        "positions": [position_json(pm, m) for pm in m.positions],
     }
 
 
@@ -145,7 +165,44 @@ def render(m: AccountMetrics, console: Console) -> None:
 
     if console.width < WIDE_COLUMNS:
         _render_narrow(m, console)
-        return
+    else:
+        _render_wide(m, console)
+    if m.account.stops is not None:
+        render_stops(m, console)
+
+
+def render_stops(m: AccountMetrics, console: Console) -> None:
+    """Each position's protective stops: the closest, how much they cover, where it stands
+    against the liquidation price, and the loss there (fits 80 columns)."""
+    table = Table(title="Stops", header_style="bold", box=box.SIMPLE_HEAD)
+    for name in ("Position", "Stop", "Covers", "vs liq.", "Loss at stop"):
+        table.add_column(name, justify="left" if name == "Position" else "right", no_wrap=True)
+    for pm in m.positions:
+        p = pm.position
+        figures = _stops(m, pm)
+        assert figures is not None
+        if figures.orders == 0:
+            stop, against = "none", fmt.NONE
+        else:
+            stop = "trailing" if figures.price is None else fmt.price(figures.price)
+            beyond = figures.beyond_liquidation
+            if beyond is None:
+                against = fmt.NONE
+            elif beyond > 0:
+                against = f"{fmt.percent(beyond, 1)} BEYOND"
+            else:
+                against = f"{fmt.percent(-beyond, 1)} before"
+        table.add_row(
+            f"{p.symbol} {p.side.label}",
+            stop,
+            fmt.percent(figures.coverage, 0),
+            against,
+            fmt.money(figures.loss, m.account.settle),
+        )
+    console.print(table)
+
+
+def _render_wide(m: AccountMetrics, console: Console) -> None:
     table = Table(title="Positions", header_style="bold")
     for name in (
         "Symbol",

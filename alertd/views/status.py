@@ -60,6 +60,12 @@ def figures_json(figures: AccountFigures | None) -> dict[str, Any]:
                 "liquidation_price": dec(p.liquidation_price),
                 "liquidation_distance": dec(p.liquidation_distance),
                 "margin_ratio": dec(p.margin_ratio),
+                # null: the account's stops are not read (not "no stop")
+                "stop_loss_price": None if p.stop is None else dec(p.stop.price),
+                "stop_coverage": None if p.stop is None else dec(p.stop.coverage),
+                "stop_beyond_liquidation": None
+                if p.stop is None
+                else dec(p.stop.beyond_liquidation),
             }
             for p in figures.positions
         ],
@@ -229,6 +235,26 @@ def _d(text: str | None) -> Decimal | None:
     return None if text is None else Decimal(text)
 
 
+def describe_stop(price: Decimal | None, coverage: Decimal | None, beyond: Decimal | None) -> str:
+    """A position's stop in a few characters: "60,000.00 (100%)", "none", "-" (not read),
+    "trailing (50%)" without a price, and "BEYOND LIQ." when the liquidation comes first."""
+    if coverage is None:
+        return fmt.NONE
+    if coverage == 0:
+        return "none"
+    text = f"{fmt.price(price) if price is not None else 'trailing'} ({fmt.percent(coverage, 0)})"
+    return text + (" BEYOND LIQ." if beyond is not None and beyond > 0 else "")
+
+
+def stop_text(p: dict[str, Any]) -> str:
+    """:func:`describe_stop` of a position of ``status --json``."""
+    return describe_stop(
+        _d(p.get("stop_loss_price")),
+        _d(p.get("stop_coverage")),
+        _d(p.get("stop_beyond_liquidation")),
+    )
+
+
 def render_status(data: dict[str, Any], console: Console) -> None:
     source = data["source"]
     health = data.get("healthy")
@@ -244,7 +270,17 @@ def render_status(data: dict[str, Any], console: Console) -> None:
     for col in ("Account", "Mode", "Worst ratio", "Buffer", "Crash distance", "Feed"):
         accounts.add_column(col, justify="left" if col in ("Account", "Mode", "Feed") else "right")
     positions = Table(title="Positions", header_style="bold")
-    for col in ("Account", "Symbol", "Side", "Size", "Mark", "Liq. price", "Distance", "Ratio"):
+    for col in (
+        "Account",
+        "Symbol",
+        "Side",
+        "Size",
+        "Mark",
+        "Liq. price",
+        "Distance",
+        "Ratio",
+        "Stop",
+    ):
         positions.add_column(
             col, justify="left" if col in ("Account", "Symbol", "Side") else "right"
         )
@@ -276,6 +312,7 @@ def render_status(data: dict[str, Any], console: Console) -> None:
                 fmt.price(_d(p["liquidation_price"])),
                 fmt.percent(_d(p["liquidation_distance"])),
                 fmt.ratio(_d(p["margin_ratio"])),
+                stop_text(p),
             )
     console.print(accounts)
     console.print(positions)

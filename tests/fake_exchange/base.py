@@ -171,6 +171,34 @@ def parse_side(side: str) -> bool:
 
 
 @dataclass(frozen=True)
+class StopOrderSpec:
+    """An open conditional order on a fake exchange, as the scripting API places it; each
+    exchange serves it in its own wire format (its open-orders REST answer and order push).
+
+    ``side`` is the position it closes ("long": a sell); ``kind`` "stop" fires on a move
+    against that position, "take_profit" on a move for it; ``contracts`` None closes the
+    whole position (close-position / position TP/SL)."""
+
+    order_id: str
+    market: Any  # the exchange's market type
+    side: str
+    kind: str
+    trigger: Decimal
+    contracts: Decimal | None
+    hedge: bool
+    created_ms: int
+
+    @property
+    def sell(self) -> bool:
+        return self.side == "long"
+
+    @property
+    def falls(self) -> bool:
+        """Triggered by a falling price (a long's stop, a short's take-profit)."""
+        return (self.kind == "stop") == self.sell
+
+
+@dataclass(frozen=True)
 class PositionOrder:
     """The checked arguments of ``open_position``."""
 
@@ -334,6 +362,10 @@ class FakeExchangeServer(Generic[A, C]):
         self._background: set[asyncio.Task[Any]] = set()
         # 1-minute mark-price candles by market id (open time ms, open, high, low, close)
         self._mark_candles: dict[str, list[Candle]] = {}
+        # open conditional orders by account key, by order id (``add_stop``)
+        self._stops: dict[str, dict[str, StopOrderSpec]] = {}
+        self._stop_seq = 0
+        self.push_stop_orders = True  # False: order changes are missed by the stream (REST only)
 
     # ---- to be provided by an exchange ----------------------------------------------------------
 
@@ -445,6 +477,58 @@ class FakeExchangeServer(Generic[A, C]):
     def close_position(self, api_key: str, symbol: str, side: str | None = None) -> None:
         """Close the symbol's position(s) (``side`` picks one hedge leg) and push the close."""
         raise NotImplementedError
+
+    # ---- open stop orders (served by each exchange in its own format) ---------------------------
+
+    @scripted
+    def add_stop(
+        self,
+        api_key: str,
+        symbol: str,
+        side: str,
+        trigger: Num,
+        contracts: Num | None = None,
+        *,
+        kind: str = "stop",
+        hedge: bool = False,
+    ) -> str:
+        """Place a conditional order closing ``contracts`` (None: the whole position) of the
+        ``side`` position in ``symbol`` when the price reaches ``trigger``; its id. The
+        exchange's order stream pushes it where the exchange has one."""
+        if side not in ("long", "short") or kind not in ("stop", "take_profit"):
+            raise ValueError(f"side long/short and kind stop/take_profit, not {side}/{kind}")
+        if api_key not in self._accounts:
+            raise KeyError(f"no account {api_key!r}")
+        self._stop_seq += 1
+        stop = StopOrderSpec(
+            str(4_000_000 + self._stop_seq),
+            self._market(symbol),
+            side,
+            kind,
+            Decimal(str(trigger)),
+            None if contracts is None else Decimal(str(contracts)),
+            hedge,
+            int(time.time() * 1000),
+        )
+        self._stops.setdefault(api_key, {})[stop.order_id] = stop
+        if self.push_stop_orders:
+            self._push_stop(api_key, stop, "new")
+        return stop.order_id
+
+    @scripted
+    def cancel_stop(self, api_key: str, order_id: str) -> None:
+        """Cancel an open conditional order (and push the cancel where the exchange does)."""
+        stop = self._stops.get(api_key, {}).pop(order_id)
+        if self.push_stop_orders:
+            self._push_stop(api_key, stop, "canceled")
+
+    def stops(self, api_key: str) -> list[StopOrderSpec]:
+        """Loop thread: the account's open conditional orders, oldest first."""
+        return list(self._stops.get(api_key, {}).values())
+
+    def _push_stop(self, api_key: str, stop: StopOrderSpec, event: str) -> None:
+        """Loop thread: push an order event ("new", "canceled") on the account's private
+        stream, in the exchange's format; exchanges without an order push send nothing."""
 
     def set_balance(self, api_key: str, wallet_balance: Num) -> None:
         """Set the wallet balance and push the balance event of a deposit or withdrawal."""

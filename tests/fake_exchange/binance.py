@@ -60,7 +60,15 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from tests.fake_exchange import base as shared
-from tests.fake_exchange.base import LOOPBACK, FakeExchangeServer, Num, Reject, now_ms, scripted
+from tests.fake_exchange.base import (
+    LOOPBACK,
+    FakeExchangeServer,
+    Num,
+    Reject,
+    StopOrderSpec,
+    now_ms,
+    scripted,
+)
 from tests.fake_exchange.base import to_decimal as _dec
 
 BRACKETS_FILE = Path(__file__).with_name("data") / "binance_usdm_brackets.json"
@@ -878,6 +886,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             web.get("/fapi/v3/balance", self._balance),
             web.get("/fapi/v1/positionSide/dual", self._position_mode),
             web.get("/fapi/v1/multiAssetsMargin", self._multi_assets),
+            web.get("/fapi/v1/openOrders", self._open_orders),
+            web.get("/fapi/v1/openAlgoOrders", self._open_algo_orders),
             web.get("/fapi/v1/assetIndex", self._asset_index_get),
             web.get("/sapi/v1/account/apiRestrictions", self._api_restrictions),
             web.get("/fapi/v1/klines", self._klines),
@@ -1471,6 +1481,99 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         checked = await self._signed(request)
         return self._json({"multiAssetsMargin": checked[0].multi_assets})
 
+    # ---- open conditional orders: Binance's Algo Service since 2025-12 --------------------------
+
+    def _algo_order(self, stop: StopOrderSpec) -> dict[str, Any]:
+        """A conditional order as "Current All Algo Open Orders" (GET /fapi/v1/openAlgoOrders)
+        lists it: the docs' response example's fields."""
+        order_type = "STOP_MARKET" if stop.kind == "stop" else "TAKE_PROFIT_MARKET"
+        return {
+            "algoId": int(stop.order_id),
+            "clientAlgoId": f"alertd-test-{stop.order_id}",
+            "algoType": "CONDITIONAL",
+            "orderType": order_type,
+            "symbol": stop.market.id,
+            "side": "SELL" if stop.sell else "BUY",
+            "positionSide": stop.side.upper() if stop.hedge else "BOTH",
+            "timeInForce": "GTC",
+            "quantity": "0" if stop.contracts is None else _plain(stop.contracts),
+            "algoStatus": "NEW",
+            "actualOrderId": "",
+            "actualPrice": "0.00000",
+            "triggerPrice": _plain(stop.trigger),
+            "price": "0.00",
+            "icebergQuantity": None,
+            "tpTriggerPrice": "0.000",
+            "tpPrice": "0.000",
+            "slTriggerPrice": "0.000",
+            "slPrice": "0.000",
+            "tpOrderType": "",
+            "selfTradePreventionMode": "EXPIRE_MAKER",
+            "workingType": "MARK_PRICE",
+            "priceMatch": "NONE",
+            "closePosition": stop.contracts is None,
+            "priceProtect": False,
+            "reduceOnly": stop.contracts is not None and not stop.hedge,
+            "createTime": stop.created_ms,
+            "updateTime": stop.created_ms,
+            "triggerTime": 0,
+            "goodTillDate": 0,
+        }
+
+    async def _open_orders(self, request: web.Request) -> web.Response:
+        # conditional orders live in the Algo Service: the matching engine holds none here
+        await self._signed(request)
+        return self._json([])
+
+    async def _open_algo_orders(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        wanted = params.get("symbol")
+        rows = [
+            self._algo_order(stop)
+            for stop in self.stops(account.api_key)
+            if wanted is None or stop.market.id == wanted
+        ]
+        return self._json(rows)
+
+    def _push_stop(self, api_key: str, stop: StopOrderSpec, event: str) -> None:
+        """The user data stream's ALGO_UPDATE ("Event: Algo Order Update")."""
+        row = self._algo_order(stop)
+        now = now_ms()
+        self._push_user(
+            api_key,
+            {
+                "e": "ALGO_UPDATE",
+                "T": now,
+                "E": now,
+                "o": {
+                    "caid": row["clientAlgoId"],
+                    "aid": row["algoId"],
+                    "at": "CONDITIONAL",
+                    "o": row["orderType"],
+                    "s": row["symbol"],
+                    "S": row["side"],
+                    "ps": row["positionSide"],
+                    "f": "GTC",
+                    "q": row["quantity"],
+                    "X": "NEW" if event == "new" else "CANCELED",
+                    "ai": "",
+                    "ap": "0.00000",
+                    "aq": "0.00000",
+                    "act": "0",
+                    "tp": row["triggerPrice"],
+                    "p": "0",
+                    "V": "EXPIRE_MAKER",
+                    "wt": "MARK_PRICE",
+                    "pm": "NONE",
+                    "cp": row["closePosition"],
+                    "pP": False,
+                    "R": row["reduceOnly"],
+                    "tt": 0,
+                    "gtd": 0,
+                },
+            },
+        )
+
     async def _asset_index_get(self, request: web.Request) -> web.Response:
         symbol = request.query.get("symbol")
         if symbol is None:
@@ -1684,7 +1787,8 @@ _REASONS = {
 
 def _seed_accounts(fake: FakeBinanceUSDM, count: int) -> None:
     """Accounts key0..keyN-1 / secret0..: a cross long BTC, a cross short ETH and an isolated
-    long SOL each, sized differently per account so that their risk differs."""
+    long SOL each, sized differently per account so that their risk differs; the BTC long
+    protected by a close-position stop 5% below, the ETH short by half its size 5% above."""
     btc, eth, sol = (fake.mark(s) for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT"))
     for i in range(count):
         key = f"key{i}"
@@ -1703,6 +1807,9 @@ def _seed_accounts(fake: FakeBinanceUSDM, count: int) -> None:
             margin_mode="isolated",
             leverage=10,
         )
+        fake.add_stop(key, "BTCUSDT", "long", (btc * Decimal("0.95")).quantize(Decimal("0.1")))
+        eth_stop = (eth * Decimal("1.05")).quantize(Decimal("0.01"))
+        fake.add_stop(key, "ETHUSDT", "short", eth_stop, Decimal("0.4") * scale)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,7 +78,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from tests.fake_exchange import base as shared
-from tests.fake_exchange.base import FakeExchangeServer, Num, now_ms, scripted
+from tests.fake_exchange.base import FakeExchangeServer, Num, StopOrderSpec, now_ms, scripted
 from tests.fake_exchange.base import to_decimal as _dec
 
 __all__ = ["FakeBybit"]
@@ -807,8 +807,8 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             "positionMM": _fmt(f.mm),
             "positionIM": _fmt(f.im),
             "tpslMode": "Full",
-            "takeProfit": "0",
-            "stopLoss": "0",
+            "takeProfit": self._position_tpsl(account, p, "take_profit"),
+            "stopLoss": self._position_tpsl(account, p, "stop"),
             "trailingStop": "0",
             "unrealisedPnl": _fmt(f.upl),
             "curRealisedPnl": "0",
@@ -1017,6 +1017,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             "/v5/asset/coin/query-info": self._coin_info,
             "/v5/user/query-api": self._query_api,
             "/v5/account/info": self._account_info,
+            "/v5/order/realtime": self._order_realtime,
         }
         try:
             if path in public:
@@ -1194,6 +1195,106 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
     def _time(params: dict[str, str]) -> dict[str, Any]:
         nanos = time.time_ns()
         return {"timeSecond": str(nanos // 1_000_000_000), "timeNano": str(nanos)}
+
+    # ---- open conditional orders ("Get Open & Closed Orders", /v5/order/realtime) --------------
+
+    def _position_tpsl(self, account: _Account, p: _Position, kind: str) -> str:
+        """A position's full TP/SL price as "Get Position Info" shows it ("0": none)."""
+        side = "long" if p.side == "Buy" else "short"
+        for stop in self.stops(account.api_key):
+            whole = stop.contracts is None
+            if whole and (stop.market.id, stop.side, stop.kind) == (p.symbol, side, kind):
+                return _fmt(stop.trigger)
+        return "0"
+
+    def _conditional_order(self, stop: StopOrderSpec) -> dict[str, Any]:
+        """An untriggered conditional order as /v5/order/realtime lists it: a position's full
+        TP/SL (``StopLoss``/``TakeProfit``, qty 0, closeOnTrigger) or a reduce-only
+        conditional order (``Stop``) with its triggerDirection (1 rise, 2 fall)."""
+        full = stop.contracts is None
+        qty = "0" if full else _fmt(stop.contracts)
+        kind = {"stop": "StopLoss", "take_profit": "TakeProfit"}[stop.kind] if full else "Stop"
+        return {
+            "orderId": f"{stop.order_id[:8]}-7847-404e-b947-b46980a4d140",
+            "orderLinkId": "",
+            "blockTradeId": "",
+            "symbol": stop.market.id,
+            "price": "0",
+            "qty": qty,
+            "side": "Sell" if stop.sell else "Buy",
+            "isLeverage": "",
+            "positionIdx": {"long": 1, "short": 2}[stop.side] if stop.hedge else 0,
+            "orderStatus": "Untriggered",
+            "createType": "CreateByStopLoss" if full else "CreateByUser",
+            "cancelType": "UNKNOWN",
+            "rejectReason": "EC_NoError",
+            "avgPrice": "",
+            "leavesQty": qty,
+            "leavesValue": "0",
+            "cumExecQty": "0",
+            "cumExecValue": "0",
+            "cumExecFee": "0",
+            "timeInForce": "IOC",
+            "orderType": "Market",
+            "stopOrderType": kind,
+            "orderIv": "",
+            "marketUnit": "",
+            "triggerPrice": _fmt(stop.trigger),
+            "takeProfit": "0",
+            "stopLoss": "0",
+            "tpslMode": "Full" if full else "",
+            "ocoTriggerBy": "",
+            "tpLimitPrice": "",
+            "slLimitPrice": "",
+            "tpTriggerBy": "",
+            "slTriggerBy": "",
+            "triggerDirection": 2 if stop.falls else 1,
+            "triggerBy": "MarkPrice",
+            "lastPriceOnCreated": "",
+            "reduceOnly": True,
+            "closeOnTrigger": full,
+            "placeType": "",
+            "smpType": "None",
+            "smpGroup": 0,
+            "smpOrderId": "",
+            "createdTime": str(stop.created_ms),
+            "updatedTime": str(stop.created_ms),
+        }
+
+    def _push_stop(self, api_key: str, stop: StopOrderSpec, event: str) -> None:
+        """The private ``order`` topic (v5 websocket, "Order"): the order with its category;
+        a cancelled conditional order is "Deactivated"."""
+        row = self._conditional_order(stop)
+        row["category"] = "linear"
+        if event != "new":
+            row["orderStatus"] = "Deactivated"
+        self._push_private(api_key, "order", [row])
+
+    def _order_realtime(self, account: _Account, params: dict[str, str]) -> dict[str, Any]:
+        if params.get("category") != "linear":
+            raise _ApiError(10001, "params error: category is invalid")
+        symbol, settle = params.get("symbol"), params.get("settleCoin")
+        if symbol is None and settle is None and params.get("baseCoin") is None:
+            raise _ApiError(10001, "Missing some parameters that must be filled in")
+        try:
+            limit = int(params.get("limit", "20"))
+            offset = int(params["cursor"]) if params.get("cursor") else 0
+        except ValueError:
+            raise _ApiError(10001, "params error: limit or cursor is invalid") from None
+        if not 1 <= limit <= 50:
+            raise _ApiError(10001, "params error: limit must be in [1, 50]")
+        rows = [
+            self._conditional_order(stop)
+            for stop in reversed(self.stops(account.api_key))  # newest first, as Bybit sorts
+            if symbol is None or stop.market.id == symbol
+        ]
+        page = rows[offset : offset + limit]
+        more = offset + limit < len(rows)
+        return {
+            "category": "linear",
+            "list": page,
+            "nextPageCursor": str(offset + limit) if more else "",
+        }
 
     def _position_list(self, account: _Account, params: dict[str, str]) -> dict[str, Any]:
         category = params.get("category")

@@ -70,7 +70,14 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from tests.fake_exchange import base as shared
-from tests.fake_exchange.base import FakeExchangeServer, Num, Reject, now_ms, scripted
+from tests.fake_exchange.base import (
+    FakeExchangeServer,
+    Num,
+    Reject,
+    StopOrderSpec,
+    now_ms,
+    scripted,
+)
 from tests.fake_exchange.base import to_decimal as _dec
 
 __all__ = ["FakeGate"]
@@ -78,7 +85,7 @@ __all__ = ["FakeGate"]
 SETTLE = "USDT"
 API = "/api/v4"
 WS_PATH = "/v4/ws/futures/usdt"
-PRIVATE_CHANNELS = frozenset({"futures.positions", "futures.balances"})
+PRIVATE_CHANNELS = frozenset({"futures.positions", "futures.balances", "futures.autoorders"})
 TAKER_FEE = Decimal("0.00075")  # Gate's futures taker fee rate, in both real samples
 SIGNATURE_WINDOW_S = 60  # Gate: "gap between request Timestamp and server time exceeds 60"
 FIRST_USER_ID = 10406147  # the user id in ccxt's recorded Gate answers
@@ -705,6 +712,7 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
             "/futures/usdt/positions": self._positions,
             "/futures/usdt/accounts": lambda account, p: self._futures_account(account),
             "/unified/accounts": lambda account, p: self._unified_account(account),
+            "/futures/usdt/price_orders": self._price_orders,
         }
         if request.method == "GET" and route in public:
             return shared.json_response(public[route](params))
@@ -715,6 +723,71 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
             answer = private[route](account, params)
             return shared.json_response(answer)
         raise Reject(_error(404, "NOT_FOUND", f"{request.method} {path} not found"))
+
+    # ---- open price-triggered orders (GET /futures/{settle}/price_orders) ----------------------
+
+    def _price_order(self, account: _Account, stop: StopOrderSpec) -> dict[str, Any]:
+        """A stop as Gate lists an open FuturesPriceTriggeredOrder: a position's full close
+        (size 0, ``close`` in single mode, ``auto_size`` in dual mode) or a partial plan close
+        (size signed: negative sells, closing a long); ``trigger.rule`` 1 is >=, 2 is <=."""
+        full = stop.contracts is None
+        size = 0 if full else int(stop.contracts) * (-1 if stop.sell else 1)  # type: ignore[arg-type]
+        plan = "" if full else "plan-"
+        return {
+            "initial": {
+                "contract": stop.market.id,
+                "size": size,
+                "price": "0",
+                "close": full and not stop.hedge,
+                "tif": "ioc",
+                "text": "api",
+                "reduce_only": not full,
+                "auto_size": f"close_{stop.side}" if full and stop.hedge else "",
+                "is_reduce_only": True,
+                "is_close": full,
+            },
+            "trigger": {
+                "strategy_type": 0,
+                "price_type": 1,
+                "price": str(stop.trigger),
+                "rule": 2 if stop.falls else 1,
+                "expiration": 0,
+            },
+            "id": int(stop.order_id),
+            "user": account.user_id,
+            "create_time": stop.created_ms / 1000,
+            "finish_time": 0,
+            "trade_id": 0,
+            "status": "open",
+            "finish_as": "",
+            "reason": "",
+            "order_type": f"{plan}close-{stop.side}-position",
+            "me_order_id": 0,
+        }
+
+    def _push_stop(self, api_key: str, stop: StopOrderSpec, event: str) -> None:
+        """The private ``futures.autoorders`` channel (futures websocket, "Auto orders"): the
+        price-triggered order, "open" when placed, "finished" (``finish_as`` cancelled) when
+        cancelled."""
+        account = self._accounts[api_key]
+        row = self._price_order(account, stop)
+        if event != "new":
+            row.update(status="finished", finish_as="cancelled")
+        for conn in self._private_subscribers(account, "futures.autoorders"):
+            conn.send(self._update("futures.autoorders", [row]))
+
+    def _price_orders(self, account: _Account, params: dict[str, str]) -> list[Any]:
+        if params.get("status") not in ("open", "finished"):
+            raise Reject(_error(400, "INVALID_PARAM_VALUE", "status is required"))
+        if params["status"] == "finished":
+            return []
+        offset, limit = int(params.get("offset", 0)), int(params.get("limit", 100))
+        rows = [
+            self._price_order(account, stop)
+            for stop in reversed(self.stops(account.api_key))
+            if params.get("contract") in (None, stop.market.id)
+        ]
+        return rows[offset : offset + limit]
 
     def _candlesticks(self, params: dict[str, str]) -> list[dict[str, Any]]:
         # Gate v4 "Get futures candlesticks": contract ("mark_" + id for mark prices),

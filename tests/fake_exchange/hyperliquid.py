@@ -78,7 +78,7 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from tests.fake_exchange import base as shared
-from tests.fake_exchange.base import FakeExchangeServer, Num, now_ms, scripted
+from tests.fake_exchange.base import FakeExchangeServer, Num, StopOrderSpec, now_ms, scripted
 from tests.fake_exchange.base import to_decimal as _dec
 
 __all__ = ["FakeHyperliquid"]
@@ -553,6 +553,7 @@ class FakeHyperliquid(FakeExchangeServer[_Account, _Connection]):
             "clearinghouseState": self._clearinghouse,
             "spotClearinghouseState": self._spot,
             "userAbstraction": lambda a: a.abstraction if a is not None else "default",
+            "frontendOpenOrders": self._frontend_open_orders,
         }
         if kind in public:
             if body.get("dex"):  # no HIP-3 dexes are served
@@ -563,6 +564,56 @@ class FakeHyperliquid(FakeExchangeServer[_Account, _Connection]):
                 return self._unprocessable("unknown dex")
             return shared.json_response(by_user[kind](self._user(body)))
         return self._unprocessable(f"unknown variant `{kind}`")
+
+    @staticmethod
+    def _basic_order(stop: StopOrderSpec) -> dict[str, Any]:
+        """A trigger order's basic fields (WsBasicOrder; frontendOpenOrders adds to them)."""
+        size = "0.0" if stop.contracts is None else str(stop.contracts)
+        return {
+            "coin": stop.market.coin,
+            "side": "A" if stop.sell else "B",
+            "limitPx": str(stop.trigger),
+            "sz": size,
+            "oid": int(stop.order_id),
+            "timestamp": stop.created_ms,
+            "origSz": size,
+        }
+
+    def _push_stop(self, api_key: str, stop: StopOrderSpec, event: str) -> None:
+        """The ``orderUpdates`` subscription (websocket, "Subscriptions": WsOrder): the basic
+        order (no trigger fields: Hyperliquid's push does not say it is a trigger order),
+        "open" when placed, "canceled" when cancelled."""
+        update = {
+            "order": self._basic_order(stop),
+            "status": "open" if event == "new" else "canceled",
+            "statusTimestamp": now_ms(),
+        }
+        key = f"orderUpdates:{api_key.lower()}"
+        for conn in list(self._connections):
+            if key in conn.streams:
+                conn.send({"channel": "orderUpdates", "data": [update]})
+
+    def _frontend_open_orders(self, account: _Account | None) -> list[Any]:
+        """Open trigger orders as "frontendOpenOrders" lists them (info endpoint): a position
+        TP/SL (``isPositionTpsl``, sz "0.0") or a reduce-only trigger order of a size; side
+        "A" sells."""
+        if account is None:
+            return []
+        return [
+            {
+                **self._basic_order(stop),
+                "triggerCondition": f"Price {'below' if stop.falls else 'above'} {stop.trigger}",
+                "isTrigger": True,
+                "triggerPx": str(stop.trigger),
+                "children": [],
+                "isPositionTpsl": stop.contracts is None,
+                "reduceOnly": True,
+                "orderType": "Stop Market" if stop.kind == "stop" else "Take Profit Market",
+                "tif": None,
+                "cloid": None,
+            }
+            for stop in reversed(self.stops(account.api_key))
+        ]
 
     def _candles(self, req: Any) -> list[dict[str, Any]]:
         # "candleSnapshot": req {coin, interval, startTime, endTime} -> oldest first
@@ -667,7 +718,7 @@ class FakeHyperliquid(FakeExchangeServer[_Account, _Connection]):
         if kind == "activeAssetCtx":
             coin = subscription.get("coin")
             return f"activeAssetCtx:{coin}" if isinstance(coin, str) else None
-        if kind in ("clearinghouseState", "spotState", "webData2"):
+        if kind in ("clearinghouseState", "spotState", "webData2", "orderUpdates"):
             user = _address(subscription.get("user"))
             return f"{kind}:{user}" if user is not None else None
         return None

@@ -44,7 +44,7 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from tests.fake_exchange import base as shared
-from tests.fake_exchange.base import FakeExchangeServer, Num, now_ms, scripted
+from tests.fake_exchange.base import FakeExchangeServer, Num, StopOrderSpec, now_ms, scripted
 from tests.fake_exchange.base import to_decimal as _dec
 
 __all__ = ["FakeOKX"]
@@ -52,6 +52,8 @@ __all__ = ["FakeOKX"]
 SETTLE = "USDT"
 LIQ_FEE = Decimal("0.0005")  # OKX adds the taker fee to the MM in mgnRatio
 PRIVATE_CHANNELS = frozenset({"positions", "account", "liquidation-warning", "orders"})
+# private channels on the business connection (/ws/v5/business, after login): algo orders
+BUSINESS_CHANNELS = frozenset({"orders-algo"})
 UID = "448097284125409280"  # the uid in OKX's websocket doc examples
 
 # (instId, mark, tickSz, ctVal, position tiers as (maxSz, mmr, imr, maxLever)); the tier rows
@@ -529,6 +531,7 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             "/api/v5/account/balance": lambda a, _p: [self._balance_row(a)],
             "/api/v5/account/config": self._config_row,
             "/api/v5/asset/currencies": self._currencies,
+            "/api/v5/trade/orders-algo-pending": self._algo_pending,
         }
         params = dict(request.query)
         path = request.path
@@ -660,6 +663,79 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             self._mark_frame(m)["data"][0] for m in self._markets.values() if inst in (None, m.id)
         ]
 
+    # ---- open algo orders ("Get algo order list", GET /api/v5/trade/orders-algo-pending) --------
+
+    def _algo_row(self, stop: StopOrderSpec) -> dict[str, Any]:
+        """A stop as a pending ``conditional`` algo order, the docs' response example's fields:
+        ``slTriggerPx`` for a stop, ``tpTriggerPx`` for a take-profit; ``closeFraction`` 1
+        (and no ``sz``) closes the whole position."""
+        full = stop.contracts is None
+        sl, tp = (stop.trigger, None) if stop.kind == "stop" else (None, stop.trigger)
+        return {
+            "activePx": "",
+            "actualPx": "",
+            "actualSide": "",
+            "actualSz": "0",
+            "algoClOrdId": "",
+            "algoId": f"68109694465527{stop.order_id}",
+            "attachAlgoOrds": [],
+            "cTime": str(stop.created_ms),
+            "callbackRatio": "",
+            "callbackSpread": "",
+            "ccy": "",
+            "clOrdId": "",
+            "closeFraction": "1" if full else "",
+            "failCode": "",
+            "instId": stop.market.id,
+            "instType": "SWAP",
+            "last": str(stop.market.mark),
+            "lever": "10",
+            "linkedOrd": {"ordId": ""},
+            "moveTriggerPx": "",
+            "ordId": "",
+            "ordIdList": [],
+            "ordPx": "",
+            "ordType": "conditional",
+            "posSide": stop.side if stop.hedge else "net",
+            "quickMgnType": "",
+            "reduceOnly": "true",
+            "side": "sell" if stop.sell else "buy",
+            "slOrdPx": "-1" if sl is not None else "",
+            "slTriggerPx": "" if sl is None else str(sl),
+            "slTriggerPxType": "" if sl is None else "mark",
+            "state": "live",
+            "sz": "" if full else str(stop.contracts),
+            "tag": "",
+            "tdMode": "cross",
+            "tgtCcy": "",
+            "tpOrdPx": "-1" if tp is not None else "",
+            "tpTriggerPx": "" if tp is None else str(tp),
+            "tpTriggerPxType": "" if tp is None else "mark",
+            "triggerPx": "",
+            "triggerPxType": "",
+            "triggerTime": "",
+        }
+
+    def _push_stop(self, api_key: str, stop: StopOrderSpec, event: str) -> None:
+        """The business connection's ``orders-algo`` channel: the algo order, ``state``
+        "live" when placed, "canceled" when cancelled."""
+        row = {**self._algo_row(stop), "uTime": str(now_ms())}
+        if event != "new":
+            row["state"] = "canceled"
+        self._push_private(self._accounts[api_key], "orders-algo", [row])
+
+    def _algo_pending(self, account: _Account, params: dict[str, str]) -> list[Any]:
+        # one ordType a request, but "conditional,oco" together
+        kinds = set((params.get("ordType") or "").split(","))
+        if "conditional" not in kinds:
+            return []  # the fake's stops are all conditional orders
+        wanted = params.get("instId")
+        return [
+            self._algo_row(stop)
+            for stop in reversed(self.stops(account.api_key))  # newest first
+            if wanted is None or stop.market.id == wanted
+        ]
+
     def _positions(self, account: _Account, params: dict[str, str]) -> list[Any]:
         return [self._position_row(account, p) for p in account.positions.values()]
 
@@ -713,7 +789,7 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             self._ws_error(conn, "60012", f"Illegal request: {text}")
             return
         op = msg.get("op")
-        if op == "login" and conn.kind == "private":
+        if op == "login" and conn.kind in ("private", "business"):
             self._ws_login(conn, msg.get("args"))
         elif op in ("subscribe", "unsubscribe"):
             self._ws_subscribe(conn, msg, op)
@@ -773,7 +849,9 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
                     return
                 stream = f"mark-price:{inst}"
                 snapshots.append(self._mark_frame(self._markets[inst]))
-            elif conn.kind == "private" and channel in PRIVATE_CHANNELS:
+            elif (conn.kind == "private" and channel in PRIVATE_CHANNELS) or (
+                conn.kind == "business" and channel in BUSINESS_CHANNELS
+            ):
                 if conn.owner is None:
                     self._ws_error(conn, "60011", "Please log in", req_id)
                     return
