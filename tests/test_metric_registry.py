@@ -93,6 +93,8 @@ def _expected_account(m: AccountMetrics) -> dict[str, Decimal | None]:
         "ratio_drift": None,
         "mode_not_computed": D(0),
         "incomplete_data": D(0),
+        "concentration": m.concentration,
+        "margin_concentration": m.margin_concentration,
     }
 
 
@@ -127,6 +129,7 @@ def test_observations_from_the_book_are_the_full_computation_s_figures(account: 
             "effective_leverage": pm.effective_leverage,
             "unrealized_pnl": pm.unrealized_pnl,
             "notional": pm.notional,
+            "adl_rank": pm.position.adl_rank,
         }
         assert obs.metrics.keys() == POSITION_METRICS.keys()
         for name, value in obs.metrics.items():

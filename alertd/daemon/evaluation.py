@@ -130,7 +130,55 @@ def build_rules(config: Config) -> list[Rule]:
                 for_s=builtin.incomplete_data_for,
             )
         )
+    rules += [r for r in defence_rules(config) if r.name not in taken]
     return rules
+
+
+# hysteresis of the defences' built-in rules: a breach clears this far back below its level
+DEFENCE_CLEAR = Decimal("0.9")
+
+
+def defence_rules(config: Config) -> list[Rule]:
+    """The built-in warnings for the guide's defences (``builtin_rules``: leverage,
+    concentration, ADL), each on unless turned off."""
+    builtin = config.builtin_rules
+    out = []
+    if builtin.leverage:
+        out.append(
+            Rule(
+                "leverage-high",
+                "effective_leverage",
+                Scope.ACCOUNT,
+                Severity.WARNING,
+                above=builtin.leverage_above,
+                clear_below=builtin.leverage_above * DEFENCE_CLEAR,
+                for_s=builtin.defences_for,
+            )
+        )
+    if builtin.concentration:
+        out.append(
+            Rule(
+                "concentrated",
+                "concentration",
+                Scope.ACCOUNT,
+                Severity.WARNING,
+                above=builtin.concentration_above,
+                clear_below=builtin.concentration_above * DEFENCE_CLEAR,
+                for_s=builtin.defences_for,
+            )
+        )
+    if builtin.adl:
+        out.append(
+            Rule(
+                "adl-front",
+                "adl_risk",
+                Scope.POSITION,
+                Severity.WARNING,
+                above=builtin.adl_rank_above,
+                window_s=builtin.adl_window,
+            )
+        )
+    return out
 
 
 def ratio_target(rules: Sequence[Rule]) -> Decimal:

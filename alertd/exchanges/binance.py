@@ -20,7 +20,7 @@ from alertd.engine.collateral import Collateral, CollateralRatio
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.tiers import Tier, TierTable
-from alertd.exchanges.common import closed_both_sides
+from alertd.exchanges.common import AdlScale, closed_both_sides, with_adl
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
 from alertd.feeds.state import (
@@ -42,6 +42,9 @@ USDM_PROFILE = ExchangeProfile(
 COINM_PROFILE = dataclasses.replace(USDM_PROFILE, id="binancecoinm", name="Binance COIN-M")
 USDM_MARKETS = MarketFilter(settle="USDT")
 MARGIN_CALL = "margin_call"  # the event kind of a MARGIN_CALL push
+# Position Information V3 ``adl`` (the user-data stream has none: the REST snapshot's stands),
+# the quantile of "Position ADL Quantile Estimation": 0-4, low to high, updated every 30 s
+ADL = AdlScale(lowest=0, highest=4)
 
 
 def _side(position_side: str, amount: Decimal) -> Side:
@@ -186,7 +189,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             margin_type = "isolated" if isolated_wallet != 0 else "cross"
         mode = MarginMode.ISOLATED if str(margin_type).lower() == "isolated" else MarginMode.CROSS
         leverage = raw.get("leverage")
-        return PositionState(
+        state = PositionState(
             symbol=symbol,
             side=side,
             contracts=abs(amount),
@@ -195,6 +198,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             isolated_margin=isolated_wallet if mode is MarginMode.ISOLATED else None,
             leverage=dec(leverage, "leverage") if leverage is not None else None,
         )
+        return with_adl(state, raw, "adl", ADL)
 
     async def fetch_positions(self, exchange: Any) -> Snapshot:
         rows = await exchange.fapiPrivateV3GetPositionRisk()

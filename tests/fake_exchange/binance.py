@@ -39,7 +39,7 @@ beyond the wire: ``apply_to(exchange)``, ``wait_for_subscription(stream)``,
 Run ``python -m tests.fake_exchange.binance --help`` for a standalone server for benchmarks.
 
 Simplifications, on purpose: no orders or fills (positions are scripted), no fees except the
-break-even price estimate, ADL quantile fixed at 2, the index price equals the mark, any stream
+break-even price estimate, ADL quantile 2 unless set (``set_adl``), the index price equals the mark, any stream
 name is accepted on any public path, and a ban is per API key rather than per IP (see ``base.ban``).
 """
 
@@ -379,6 +379,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         self._markets: dict[str, _Market] = {}
         # GET /fapi/v1/assetIndex rows by symbol ("BTCUSD")
         self._asset_index: dict[str, dict[str, Any]] = {}
+        # positionRisk v3 "adl" by symbol (ADL_QUANTILE where none is set)
+        self._adl: dict[str, int] = {}
         real = _load_real_brackets()
         for market_id, base, quote, mark, tick, step, min_notional, sub in _DEFAULT_MARKETS:
             self._markets[market_id] = _Market(
@@ -564,6 +566,11 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             if row is not None:
                 total += min(amount * _dec(row["bidRate"]), amount * _dec(row["askRate"]))
         return total
+
+    @scripted
+    def set_adl(self, symbol: str, quantile: int) -> None:
+        """The ADL quantile (0-4) Position Information V3 reports for ``symbol``'s positions."""
+        self._adl[self._market(symbol).id] = quantile
 
     @scripted
     def set_klines(self, symbol: str, candles: list[tuple[int, str, str, str, str]]) -> None:
@@ -1177,7 +1184,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
                         "maintMargin": _f8(fig.mm),
                         "positionInitialMargin": _f8(fig.im),
                         "openOrderInitialMargin": "0",
-                        "adl": ADL_QUANTILE,
+                        "adl": self._adl.get(position.market_id, ADL_QUANTILE),
                         "bidNotional": "0",
                         "askNotional": "0",
                         "updateTime": position.update_ms,
