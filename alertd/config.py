@@ -312,10 +312,14 @@ class RuleConfig(_Model):
 
         metric = lookup(self.metric, _scope(self.scope))
         threshold = self.above if self.above is not None else self.below
-        what = {
-            Unit.PROBABILITY: "a probability",
-            Unit.RANK: "a queue position (0 last, 1 first in line)",
-        }.get(metric.unit) if metric is not None else None
+        what = (
+            {
+                Unit.PROBABILITY: "a probability",
+                Unit.RANK: "a queue position (0 last, 1 first in line)",
+            }.get(metric.unit)
+            if metric is not None
+            else None
+        )
         if what and threshold is not None and not 0 <= threshold < 1:
             raise ValueError(
                 f"{self.metric} is {what}: a threshold of {threshold} can never be "
@@ -458,8 +462,9 @@ class BuiltinRules(_Model):
     adl: bool = True
     adl_rank_above: Annotated[Threshold, Field(ge=0, lt=1)] = Decimal("0.7")
     adl_window: Annotated[Duration, Field(ge=60.0, le=86_400.0)] = 900.0
-    # how long a leverage or concentration breach must last (marks wobble around a level)
-    defences_for: Duration = 60.0
+    # how long a leverage or concentration breach must last: they describe how the account
+    # is built, not an emergency (the ratio and distance rules are), and marks wobble
+    defences_for: Duration = 300.0
 
 
 # the receiver ``heartbeat.deadman_url`` becomes (delivery/routing.py); no other may take it

@@ -39,8 +39,9 @@ beyond the wire: ``apply_to(exchange)``, ``wait_for_subscription(stream)``,
 Run ``python -m tests.fake_exchange.binance --help`` for a standalone server for benchmarks.
 
 Simplifications, on purpose: no orders or fills (positions are scripted), no fees except the
-break-even price estimate, ADL quantile 2 unless set (``set_adl``), the index price equals the mark, any stream
-name is accepted on any public path, and a ban is per API key rather than per IP (see ``base.ban``).
+break-even price estimate, ADL quantile 2 unless set (``set_adl``), the index price equals the
+mark, any stream name is accepted on any public path, and a ban is per API key rather than per IP
+(see ``base.ban``).
 """
 
 from __future__ import annotations

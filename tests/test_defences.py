@@ -1,0 +1,291 @@
+"""Issue 15 items 2-3: concentration, the ADL rank on one scale, the ADL risk metric and the
+built-in warnings' messages. Pure: the engine, the registry and the message renderer."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from decimal import Decimal as D
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alertd.engine.book import Book
+from alertd.engine.dynamics import MarkWindow
+from alertd.engine.margin import compute, largest_share
+from alertd.engine.model import Account
+from alertd.exchanges import binance, bybit, gate, okx
+from alertd.exchanges.common import AdlScale
+from alertd.rules.lifecycle import AlertEngine
+from alertd.rules.messages import render
+from alertd.rules.metrics import FeedStatus, observe, with_full_metrics
+from alertd.rules.model import Rule, Scope, Severity
+
+from .support.snapshots import account, position, snapshot, tiers
+from .test_properties import accounts
+
+FEED = FeedStatus(D(0), D(0), None)
+SCALES = {"binance": binance.ADL, "bybit": bybit.ADL, "okx": okx.ADL, "gate": gate.ADL}
+# each exchange's levels from last in the queue to first in line, as documented
+LEVELS = {
+    "binance": [0, 1, 2, 3, 4],  # adlQuantile / positionRisk v3 "adl": 0-4, 4 highest
+    "bybit": [1, 2, 3, 4, 5],  # adlRankIndicator 1-5 (0: empty position)
+    "okx": [0, 1, 2, 3, 4, 5],  # adl: 0-5, the smaller the weaker
+    "gate": [5, 4, 3, 2, 1],  # adl_ranking: 1 highest, 5 lowest (6: none)
+}
+
+
+# --- the ADL scale ---------------------------------------------------------------------------
+
+
+def test_each_exchange_s_levels_run_from_0_to_1_in_equal_steps() -> None:
+    for name, levels in LEVELS.items():
+        scale = SCALES[name]
+        ranks = [scale.normalise(level) for level in levels]
+        step = D(1) / (len(levels) - 1)
+        assert ranks == [i * step for i in range(len(levels))], name
+        # as the exchanges send them: JSON numbers (Binance, Bybit) or strings (OKX, Gate)
+        assert [scale.normalise(str(level)) for level in levels] == ranks, name
+
+
+def test_the_levels_that_mean_no_rank_and_garbage_give_no_rank() -> None:
+    assert bybit.ADL.normalise(0) is None  # "default value of empty position"
+    assert gate.ADL.normalise("6") is None  # no position, or in liquidation
+    for scale in SCALES.values():
+        for bad in (None, "", "x", "1.5", 2.5, True, "NaN", "Infinity", -1, 7, [], {}):
+            assert scale.normalise(bad) is None, (scale, bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(-20, 20),
+    st.integers(-20, 20),
+    st.integers(-30, 30),
+    st.integers(-30, 30),
+)
+def test_normalisation_is_monotone_bounded_and_exact_at_the_ends(
+    lowest: int, highest: int, a: int, b: int
+) -> None:
+    if lowest == highest:
+        return
+    scale = AdlScale(lowest, highest)
+    assert scale.normalise(lowest) == 0
+    assert scale.normalise(highest) == 1
+    ra, rb = scale.normalise(a), scale.normalise(b)
+    for level, rank in ((a, ra), (b, rb)):
+        inside = min(lowest, highest) <= level <= max(lowest, highest)
+        assert (rank is not None) == inside
+        assert rank is None or 0 <= rank <= 1
+    if ra is not None and rb is not None:
+        # closer to "first in line" on the exchange's own scale is never lower on alertd's
+        towards = 1 if highest > lowest else -1
+        assert (ra < rb) == (a * towards < b * towards)
+
+
+# --- concentration --------------------------------------------------------------------------
+
+
+def test_largest_share() -> None:
+    assert largest_share([]) is None
+    assert largest_share([D(5)]) is None  # one position is the whole account
+    assert largest_share([D(0), D(0)]) is None
+    assert largest_share([D(3), D(1)]) == D("0.75")
+    assert largest_share([D(1), D(1), D(2)]) == D("0.5")
+
+
+def _two(btc_size: str = "1", eth_size: str = "10") -> Account:
+    t = tiers([(None, "0.01", "0")])
+    btc = position("BTC/USDT:USDT", "long", btc_size, "60000", "60000", t)
+    eth = position("ETH/USDT:USDT", "short", eth_size, "3000", "2000", t)
+    return account(snapshot("binanceusdm", "20000", [btc, eth]))
+
+
+def test_concentration_of_a_hand_built_account() -> None:
+    # BTC 60,000 of notional, ETH 10 x 2,000 = 20,000: BTC holds 75% of the notional and,
+    # at one flat 1% rate, 75% of the maintenance margin too
+    m = compute(_two())
+    assert m.concentration == D("0.75")
+    assert m.margin_concentration == D("0.75")
+
+
+@settings(max_examples=100, deadline=None)
+@given(accounts(hedge=True))
+def test_the_book_s_concentration_is_the_full_computation_s(acc: Account) -> None:
+    book = Book()
+    book.set_account("a", acc)
+    live = book.live("a")
+    full = compute(acc)
+    assert live.concentration == full.concentration
+    assert live.margin_concentration == full.margin_concentration
+    for share in (full.concentration, full.margin_concentration):
+        assert share is None or D(1) / len(acc.positions) <= share <= 1
+
+
+# --- ADL risk: rank while in profit in a fast market ------------------------------------------
+
+
+def _fast_window(hourly: float, now: float = 10_000.0) -> MarkWindow:
+    """A window of marks zigzagging so that their realized volatility is ``hourly`` an hour
+    (each 10 s return of size r: r^2 / 10 s = hourly^2 / 3600 s)."""
+    import math
+
+    window = MarkWindow(3600.0)
+    r = hourly * math.sqrt(10 / 3600)
+    for i in range(120):
+        window.add(now - (120 - i) * 10, 60_000 * math.exp(r if i % 2 else 0.0))
+    return window
+
+
+def _adl_values(acc: Account, window: MarkWindow | None) -> list[D | None]:
+    book = Book()
+    book.set_account("a", acc)
+    dynamics = {} if window is None else {"BTC/USDT:USDT": window}
+    rules = [Rule("adl", "adl_risk", Scope.POSITION, Severity.WARNING, above=D("0.7"))]
+    from alertd.rules.metrics import wanted_of
+
+    seen = observe("a", "binanceusdm", book.live("a"), FEED, wanted_of(rules), dynamics)
+    return [o.metrics.get("adl_risk") for o in seen[1:]]
+
+
+def _with_rank(acc: Account, rank: str | None) -> Account:
+    ranked = tuple(replace(p, adl_rank=None if rank is None else D(rank)) for p in acc.positions)
+    return replace(acc, positions=ranked)
+
+
+def test_adl_risk_is_the_rank_of_a_profitable_position_in_a_fast_market_only() -> None:
+    # BTC long entered at 60,000 marked at 60,000 (flat); ETH short from 3,000 at 2,000 (profit)
+    acc = _with_rank(_two(), "1")
+    fast, calm = _fast_window(0.02), _fast_window(0.002)
+    btc, eth = _adl_values(acc, fast)
+    assert btc == 0  # no profit: never deleveraged
+    assert eth is None  # no window for ETH: how fast it moves is unknown, not calm
+    profitable = replace(acc, positions=(replace(acc.positions[0], entry_price=D(50000)),))
+    assert _adl_values(profitable, fast) == [D(1)]
+    assert _adl_values(profitable, calm) == [D(0)]
+    assert _adl_values(profitable, None) == [None]
+    assert _adl_values(_with_rank(profitable, None), fast) == [None]  # no rank given
+
+
+def test_the_adl_warning_says_what_it_means_and_what_to_do() -> None:
+    acc = _with_rank(_two(), "1")
+    acc = replace(acc, positions=(replace(acc.positions[0], entry_price=D(50000)),))
+    book = Book()
+    book.set_account("a", acc)
+    rule = Rule("adl-front", "adl_risk", Scope.POSITION, Severity.WARNING, above=D("0.7"))
+    engine = AlertEngine([rule])
+    from alertd.rules.metrics import wanted_of
+
+    seen = observe(
+        "a",
+        "binanceusdm",
+        book.live("a"),
+        FEED,
+        wanted_of([rule]),
+        {"BTC/USDT:USDT": _fast_window(0.02)},
+    )
+    (note,) = with_full_metrics(engine.evaluate(seen, 1000.0))
+    message = render(note)
+    assert message.title == (
+        "WARNING a BTC/USDT:USDT long: first in the ADL queue (100.0%) in a fast market"
+    )
+    assert "at the front of the ADL queue" in message.body
+    assert message.body.endswith(
+        "→ take some profit or lower its leverage to move back in the queue"
+    )
+
+
+def test_the_leverage_and_concentration_warnings_give_the_cut_that_clears_them() -> None:
+    acc = _two()  # cross: 80,000 notional on 20,000 + 10,000 PnL = 30,000: 2.67x
+    book = Book()
+    book.set_account("a", acc)
+    rules = [
+        Rule("leverage-high", "effective_leverage", Scope.ACCOUNT, Severity.WARNING, above=D(2)),
+        Rule("concentrated", "concentration", Scope.ACCOUNT, Severity.WARNING, above=D("0.6")),
+    ]
+    engine = AlertEngine(rules)
+    seen = observe("a", "binanceusdm", book.live("a"), FEED)
+    notes = with_full_metrics(engine.evaluate(seen, 1000.0))
+    texts = {n.rule.name: render(n) for n in notes}
+    lev = texts["leverage-high"]
+    assert lev.title == "WARNING a: effective leverage 2.67x"
+    # 80,000 - 2 x 30,000 = 20,000 of BTC at 60,000: 0.3334 BTC (rounded up), or add 10,000
+    assert "a 37.5% move against it wipes out the margin behind it" in lev.body
+    assert lev.body.endswith(
+        "→ cut 0.3334 BTC/USDT:USDT or add 10,000.00 USDT to get back to 2.00x"
+    )
+    conc = texts["concentrated"]
+    assert conc.title == "WARNING a: largest position 75.0% of notional"
+    # (60,000 - x) / (80,000 - x) = 0.6: x = 30,000, half the BTC
+    assert conc.body.endswith("→ cut 0.5 BTC/USDT:USDT to bring it to 60%")
+    for message in texts.values():
+        assert all(len(line) <= 100 for line in message.body.splitlines())
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+DEFENCES = """
+version: 1
+accounts:
+  - {{name: main, exchange: hyperliquid, wallet_address: "0x{wallet}"}}
+builtin_rules: {builtin}
+rules:
+{rules}
+"""
+
+
+def test_the_built_in_defences_and_their_settings() -> None:
+    from alertd.config import parse_config
+    from alertd.daemon.evaluation import build_rules
+
+    text = DEFENCES.format(wallet="ab" * 20, builtin="{}", rules="  []")
+    rules = {r.name: r for r in build_rules(parse_config(text))}
+    lev, conc, adl = rules["leverage-high"], rules["concentrated"], rules["adl-front"]
+    assert (lev.metric, lev.scope, lev.above, lev.clear_below, lev.for_s) == (
+        "effective_leverage",
+        Scope.ACCOUNT,
+        D(10),
+        D(9),
+        300.0,
+    )
+    assert (conc.metric, conc.above, conc.clear_below) == ("concentration", D("0.8"), D("0.72"))
+    assert (adl.metric, adl.scope, adl.above, adl.window_s) == (
+        "adl_risk",
+        Scope.POSITION,
+        D("0.7"),
+        900.0,
+    )
+    builtin = "{leverage_above: 25, concentration: false, adl_window: 1h, defences_for: 2m}"
+    text = DEFENCES.format(wallet="ab" * 20, builtin=builtin, rules="  []")
+    rules = {r.name: r for r in build_rules(parse_config(text))}
+    assert "concentrated" not in rules
+    assert (rules["leverage-high"].above, rules["leverage-high"].for_s) == (D(25), 120.0)
+    assert rules["adl-front"].window_s == 3600.0
+    # a rule of the user's with the same name replaces the built-in
+    mine = "  - {name: adl-front, metric: adl_rank, above: 0.9}"
+    text = DEFENCES.format(wallet="ab" * 20, builtin="{}", rules=mine)
+    assert [r.metric for r in build_rules(parse_config(text)) if r.name == "adl-front"] == [
+        "adl_rank"
+    ]
+
+
+def test_check_names_each_bad_defence_setting_in_one_line(tmp_path: Path) -> None:
+    from .support.process import alertd
+
+    builtin = "{leverage_above: 0.5, concentration_above: 1.2, adl_rank_above: x, adl_window: 5s}"
+    rules = "  - {name: r, metric: adl_rank, above: 4}"
+    path = tmp_path / "config.yaml"
+    path.write_text(DEFENCES.format(wallet="ab" * 20, builtin=builtin, rules=rules))
+    result = alertd("check", "-c", str(path), env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 5, lines
+    for field in (
+        "builtin_rules.leverage_above",
+        "builtin_rules.concentration_above",
+        "builtin_rules.adl_rank_above",
+        "builtin_rules.adl_window",
+        "rules[0]",
+    ):
+        assert sum(line.startswith(f"alertd: {field}") for line in lines) == 1, (field, lines)
+    assert any("queue position (0 last, 1 first in line)" in line for line in lines), lines
