@@ -289,3 +289,31 @@ def test_check_names_each_bad_defence_setting_in_one_line(tmp_path: Path) -> Non
     ):
         assert sum(line.startswith(f"alertd: {field}") for line in lines) == 1, (field, lines)
     assert any("queue position (0 last, 1 first in line)" in line for line in lines), lines
+
+
+def test_status_shows_leverage_concentration_and_the_adl_queue() -> None:
+    import io
+
+    from rich.console import Console
+
+    from alertd.daemon.view import AccountFigures
+    from alertd.views.status import figures_json, render_status
+
+    acc = _with_rank(_two(), "0.75")
+    shown = figures_json(AccountFigures.of(compute(acc)))
+    assert (shown["concentration"], shown["margin_concentration"]) == ("0.75", "0.75")
+    assert shown["effective_leverage"] is not None
+    assert [p["adl_rank"] for p in shown["positions"]] == ["0.75", "0.75"]
+    data = {
+        "source": "daemon",
+        "healthy": True,
+        "reasons": [],
+        "accounts": [{"name": "a", "stale": [], **shown}],
+        "firing": [],
+        "undelivered": [],
+    }
+    out = io.StringIO()
+    render_status(data, Console(file=out, width=160))
+    text = out.getvalue()
+    assert "Lev." in text and "Largest" in text and "ADL" in text
+    assert "75%" in text

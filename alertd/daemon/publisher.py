@@ -214,7 +214,11 @@ def figures(live: LiveAccount, crash: bool) -> AccountFigures:
                 liquidation_price=live.liquidation_price(i),
                 liquidation_distance=live.liquidation_distance(i),
                 margin_ratio=lp.pool.ratio,
+                adl_rank=lp.position.adl_rank,
             )
             for i, lp in enumerate(live.positions)
         ),
+        effective_leverage=live.effective_leverage,
+        concentration=live.concentration,
+        margin_concentration=live.margin_concentration,
     )

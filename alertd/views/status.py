@@ -43,6 +43,9 @@ def figures_json(figures: AccountFigures | None) -> dict[str, Any]:
             "margin_ratio": None,
             "buffer": None,
             "crash_distance": None,
+            "effective_leverage": None,
+            "concentration": None,
+            "margin_concentration": None,
             "settle": None,
             "positions": [],
         }
@@ -50,6 +53,9 @@ def figures_json(figures: AccountFigures | None) -> dict[str, Any]:
         "margin_ratio": dec(figures.worst_ratio),
         "buffer": dec(figures.buffer),
         "crash_distance": dec(figures.crash_distance),
+        "effective_leverage": dec(figures.effective_leverage),
+        "concentration": dec(figures.concentration),
+        "margin_concentration": dec(figures.margin_concentration),
         "settle": figures.settle,
         "positions": [
             {
@@ -60,6 +66,7 @@ def figures_json(figures: AccountFigures | None) -> dict[str, Any]:
                 "liquidation_price": dec(p.liquidation_price),
                 "liquidation_distance": dec(p.liquidation_distance),
                 "margin_ratio": dec(p.margin_ratio),
+                "adl_rank": dec(p.adl_rank),
             }
             for p in figures.positions
         ],
@@ -220,10 +227,29 @@ def render_status(data: dict[str, Any], console: Console) -> None:
     if health is not None:
         console.print("healthy" if health else "UNHEALTHY: " + "; ".join(data["reasons"]))
     accounts = Table(title="Accounts", header_style="bold")
-    for col in ("Account", "Mode", "Worst ratio", "Buffer", "Crash distance", "Feed"):
+    for col in (
+        "Account",
+        "Mode",
+        "Worst ratio",
+        "Buffer",
+        "Crash distance",
+        "Lev.",
+        "Largest",
+        "Feed",
+    ):
         accounts.add_column(col, justify="left" if col in ("Account", "Mode", "Feed") else "right")
     positions = Table(title="Positions", header_style="bold")
-    for col in ("Account", "Symbol", "Side", "Size", "Mark", "Liq. price", "Distance", "Ratio"):
+    for col in (
+        "Account",
+        "Symbol",
+        "Side",
+        "Size",
+        "Mark",
+        "Liq. price",
+        "Distance",
+        "Ratio",
+        "ADL",
+    ):
         positions.add_column(
             col, justify="left" if col in ("Account", "Symbol", "Side") else "right"
         )
@@ -244,7 +270,9 @@ def render_status(data: dict[str, Any], console: Console) -> None:
         mode = a.get("mode") or "-"
         if a.get("coverage") and a.get("mode_limits"):
             mode += f": {a['coverage']}"
-        accounts.add_row(a["name"], mode, ratio, buffer, crash, feed)
+        leverage = fmt.leverage(_d(a.get("effective_leverage")))
+        largest = fmt.percent(_d(a.get("concentration")), 0)
+        accounts.add_row(a["name"], mode, ratio, buffer, crash, leverage, largest, feed)
         for p in a["positions"]:
             positions.add_row(
                 a["name"],
@@ -255,6 +283,7 @@ def render_status(data: dict[str, Any], console: Console) -> None:
                 fmt.price(_d(p["liquidation_price"])),
                 fmt.percent(_d(p["liquidation_distance"])),
                 fmt.ratio(_d(p["margin_ratio"])),
+                fmt.percent(_d(p.get("adl_rank")), 0),
             )
     console.print(accounts)
     console.print(positions)
