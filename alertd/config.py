@@ -465,6 +465,13 @@ class BuiltinRules(_Model):
     # how long a leverage or concentration breach must last: they describe how the account
     # is built, not an emergency (the ratio and distance rules are), and marks wobble
     defences_for: Duration = 300.0
+    # the insurance fund behind a held symbol (where the exchange publishes it: Binance)
+    # fell by more than insurance_fund_drop_above of its high over insurance_fund_window;
+    # off by default: one public request per held symbol every insurance_fund_interval
+    insurance_fund: bool = False
+    insurance_fund_drop_above: Annotated[Threshold, Field(gt=0, lt=1)] = Decimal("0.2")
+    insurance_fund_window: Annotated[Duration, Field(ge=60.0, le=7 * 86_400.0)] = 21_600.0
+    insurance_fund_interval: Annotated[Interval, Field(le=86_400.0)] = 600.0
 
 
 # the receiver ``heartbeat.deadman_url`` becomes (delivery/routing.py); no other may take it

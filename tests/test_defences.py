@@ -317,3 +317,77 @@ def test_status_shows_leverage_concentration_and_the_adl_queue() -> None:
     text = out.getvalue()
     assert "Lev." in text and "Largest" in text and "ADL" in text
     assert "75%" in text
+
+
+# --- the insurance fund -----------------------------------------------------------------------
+
+
+def test_a_fund_history_gives_the_fall_from_its_high_within_the_window() -> None:
+    from alertd.engine.insurance import FundHistory
+
+    h = FundHistory(3600.0)
+    assert h.drop(3600.0) is None
+    assert h.add(0.0, D(1000))
+    assert h.drop(3600.0) is None  # one reading: nothing to compare
+    h.add(600.0, D(1200))
+    assert h.drop(3600.0) == 0  # it rose
+    h.add(1200.0, D(900))
+    assert h.drop(3600.0) == D("0.25")  # 1,200 -> 900
+    assert h.drop(300.0) == 0  # within the last 5 minutes only 900 itself
+    assert not h.add(100.0, D(5))  # older than the newest: refused
+    assert not h.add(1300.0, D(-1)) and not h.add(1300.0, D("NaN"))
+    h.add(4000.0, D(900))  # the 1,000 fell out of the span; the 1,200 is still in
+    assert len(h) == 3 and h.drop(3600.0) == D("0.25")
+    h.add(4801.0, D(900))  # and now the 1,200 too
+    assert len(h) == 2 and h.drop(3600.0) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 10**9), min_size=2, max_size=40), st.integers(1, 30))
+def test_a_fund_s_drop_is_a_fraction_and_memory_stays_bounded(
+    balances: list[int], step_minutes: int
+) -> None:
+    from alertd.engine.insurance import FundHistory
+
+    h = FundHistory(3600.0)
+    for i, b in enumerate(balances):
+        h.add(i * step_minutes * 60.0, D(b))
+        assert len(h) <= 3600 // (step_minutes * 60) + 1
+    drop = h.drop(3600.0)
+    assert drop is None or 0 <= drop <= 1
+    if drop is not None and balances[-1] >= max(balances[-(len(h)) :]):
+        assert drop == 0
+
+
+# Binance "Query Insurance Fund Balance Snapshot" (developers.binance.com, USDⓈ-M futures,
+# market data, GET /fapi/v1/insuranceBalance) response example, with a symbol
+BINANCE_INSURANCE = {
+    "symbols": [
+        "BNBUSDT", "BTCUSDT", "BTCUSDT_250627", "BTCUSDT_250926", "ETHBTC", "ETHUSDT",
+        "ETHUSDT_250627", "ETHUSDT_250926",
+    ],
+    "assets": [
+        {"asset": "USDC", "marginBalance": "299999998.6497832", "updateTime": 1745366402000},
+        {"asset": "USDT", "marginBalance": "793930579.315848", "updateTime": 1745366402000},
+        {"asset": "BTC", "marginBalance": "61.73143554", "updateTime": 1745366402000},
+        {"asset": "BNFCR", "marginBalance": "633223.99396922", "updateTime": 1745366402000},
+    ],
+}  # fmt: skip
+
+
+def test_binance_s_insurance_fund_from_its_published_answer() -> None:
+    import pytest
+
+    from alertd.feeds.adapter import FrameError
+
+    assert binance.insurance_balance(BINANCE_INSURANCE, "USDT") == D("793930579.315848")
+    assert binance.insurance_balance(BINANCE_INSURANCE, "USDC") == D("299999998.6497832")
+    for bad in ([BINANCE_INSURANCE], {"assets": []}, {"assets": [{"asset": "USDT"}]}, None):
+        with pytest.raises(FrameError):
+            binance.insurance_balance(bad, "USDT")
+    assert binance.BinanceUSDMAdapter.reads_insurance_fund
+    assert not any(
+        spec.adapter.reads_insurance_fund
+        for spec in (bybit.SPEC, okx.SPEC, gate.SPEC)
+        if spec.adapter is not None
+    )

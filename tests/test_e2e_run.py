@@ -325,3 +325,35 @@ def test_the_adl_warning_fires_in_a_fast_market_and_resolves(world: dict[str, An
     assert daemon.stop() == 0
     assert len(http.posts) == 2, http.titles()
     assert "Traceback" not in daemon.text()
+
+
+def test_a_sharp_insurance_fund_drop_warns_and_recovers(world: dict[str, Any]) -> None:
+    # the real process polling the local Binance's public insurance fund endpoint (on: it is
+    # off by default) every half second: the fund behind BTC falls 30%, then refills
+    fake, http, daemon = world["fake"], world["http"], world["daemon"]
+    path, config = world["path"], world["config"]
+    fake.set_insurance_fund(BTC, "1000000")
+    builtin = {
+        "leverage": False,
+        "insurance_fund": True,
+        "insurance_fund_interval": 0.5,
+        "insurance_fund_window": "1h",
+        "insurance_fund_drop_above": 0.2,
+    }
+    path.write_text(json.dumps({**config, "rules": [], "builtin_rules": builtin}))
+    started(daemon)
+
+    def polls() -> int:
+        return sum(p == "/fapi/v1/insuranceBalance" for _, p in fake.requests)
+
+    wait_for(lambda: polls() >= 2, STEP_S, "two insurance fund reads")
+    assert http.posts == []  # a steady fund: nothing to say
+    fake.set_insurance_fund(BTC, "700000")
+    wait_for(lambda: len(http.posts) >= 1, STEP_S, "the insurance fund warning")
+    assert http.titles()[0] == "WARNING main BTC/USDT:USDT long: insurance fund down 30.0%"
+    assert "deleverages profitable positions" in http.posts[0]["message"]
+    fake.set_insurance_fund(BTC, "1000000")
+    wait_for(lambda: len(http.posts) >= 2, STEP_S, "the fund refilled")
+    assert http.titles()[1] == "RESOLVED main BTC/USDT:USDT long: insurance fund recovered"
+    assert daemon.stop() == 0
+    assert "Traceback" not in daemon.text()

@@ -130,6 +130,7 @@ def test_observations_from_the_book_are_the_full_computation_s_figures(account: 
             "unrealized_pnl": pm.unrealized_pnl,
             "notional": pm.notional,
             "adl_rank": pm.position.adl_rank,
+            "insurance_fund_drop": None,  # FEED watches no insurance fund
         }
         assert obs.metrics.keys() == POSITION_METRICS.keys()
         for name, value in obs.metrics.items():

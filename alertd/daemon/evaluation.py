@@ -167,6 +167,16 @@ def defence_rules(config: Config) -> list[Rule]:
                 for_s=builtin.defences_for,
             )
         )
+    if builtin.insurance_fund:
+        out.append(
+            Rule(
+                "insurance-fund-drop",
+                "insurance_fund_drop",
+                Scope.POSITION,
+                Severity.WARNING,
+                above=builtin.insurance_fund_drop_above,
+            )
+        )
     if builtin.adl:
         out.append(
             Rule(
@@ -230,6 +240,7 @@ class Alerting:
         self.notifications = 0
         self.commits = 0  # store commits of alert states: the firing alerts may have changed
         self.margin_calls = config.builtin_rules.margin_call
+        self.insurance_window_s = config.builtin_rules.insurance_fund_window
         self._use_rules()
 
     def _use_rules(self) -> None:
@@ -243,6 +254,7 @@ class Alerting:
         self.engine.set_rules(self.rules)
         self.engine.quiet_hours = quiet_hours(config)
         self.margin_calls = config.builtin_rules.margin_call
+        self.insurance_window_s = config.builtin_rules.insurance_fund_window
         self._use_rules()
 
     def refresh_silences(self) -> None:
@@ -285,7 +297,20 @@ class Alerting:
             ratios=ratios,
             ratio_rounding=Decimal(0) if ratios is None else rounding(ratios[1]),
             missing=missing if watched and computed else (),
+            insurance_drops=self._insurance_drops(feed),
         )
+
+    def _insurance_drops(self, feed: AccountFeed) -> dict[str, Decimal]:
+        funds = feed.hub.insurance
+        if not funds:
+            return {}
+        out = {}
+        for symbol in feed.state.held_symbols:
+            history = funds.get(symbol)
+            drop = None if history is None else history.drop(self.insurance_window_s)
+            if drop is not None:
+                out[symbol] = drop
+        return out
 
     def evaluate(self, feed: AccountFeed, now: float, changed: bool = True) -> list[Notification]:
         """Evaluate one account at monotonic ``now``; commit what changed.

@@ -153,9 +153,28 @@ def multi_assets_collateral(
     return tuple(coins)
 
 
+def insurance_balance(answer: Any, settle: str) -> Decimal:
+    """The ``settle`` balance of the insurance fund in "Query Insurance Fund Balance
+    Snapshot" (``GET /fapi/v1/insuranceBalance?symbol=...``, public, weight 1): one pool
+    ``{"symbols": [...], "assets": [{"asset", "marginBalance", "updateTime"}, ...]}`` covering
+    the symbol; a pool holds a balance per margin asset."""
+    if not isinstance(answer, dict):
+        raise FrameError(f"insuranceBalance: not one pool: {type(answer).__name__}")
+    for row in answer.get("assets") or []:
+        if isinstance(row, dict) and row.get("asset") == settle:
+            return dec(row.get("marginBalance"), f"insuranceBalance {settle} marginBalance")
+    raise FrameError(f"insuranceBalance: no {settle} balance in the pool")
+
+
 class BinanceUSDMAdapter(ExchangeAdapter):
     exchange_id = "binanceusdm"
     market_filter = USDM_MARKETS
+    reads_insurance_fund = True
+
+    async def fetch_insurance_fund(self, exchange: Any, symbol: str) -> Decimal:
+        market = exchange.market(symbol)
+        answer = await exchange.fapiPublicGetInsuranceBalance({"symbol": market["id"]})
+        return insurance_balance(answer, self.settle)
 
     async def fetch_mode(self, exchange: Any) -> ModeReading:
         if (exchange.options or {}).get("portfolioMargin"):

@@ -23,7 +23,14 @@ MAX_POSITIONS = 3  # lines of positions in one message; the rest are counted
 DISTANCE_METRICS = frozenset({"liquidation_distance", "crash_distance"})
 # metrics whose action is the guide's defence (leverage, spreading, leaving the ADL queue)
 GUARD_METRICS = frozenset(
-    {"effective_leverage", "concentration", "margin_concentration", "adl_rank", "adl_risk"}
+    {
+        "effective_leverage",
+        "concentration",
+        "margin_concentration",
+        "adl_rank",
+        "adl_risk",
+        "insurance_fund_drop",
+    }
 )
 
 
@@ -151,6 +158,8 @@ def _guard_action(n: Notification, metrics: AccountMetrics) -> str | None:
         return f"reduce {biggest.position.symbol} or spread the margin over other positions"
     if metric in ("adl_rank", "adl_risk"):
         return "take some profit or lower its leverage to move back in the queue"
+    if metric == "insurance_fund_drop":
+        return "check its ADL rank; take some profit if it is near the front of the queue"
     return None
 
 
@@ -165,6 +174,11 @@ def _guard_meaning(n: Notification) -> str | None:
         return "one position holds most of the exposure: one move in it decides the account"
     if metric == "margin_concentration":
         return "one position holds most of the margin requirement: its loss is the account's"
+    if metric == "insurance_fund_drop":
+        return (
+            "the fund that pays for liquidations past bankruptcy is draining: when it runs "
+            "short the exchange deleverages profitable positions"
+        )
     if metric in ("adl_rank", "adl_risk"):
         profit = "in profit in a fast market " if metric == "adl_risk" else ""
         return (

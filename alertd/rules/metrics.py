@@ -401,6 +401,19 @@ _GUARD_POSITION_METRICS = (
         title="first in the ADL queue ({value}) in a fast market",
         resolved_title="out of the ADL danger zone",
     ),
+    Metric(
+        "insurance_fund_drop",
+        Scope.POSITION,
+        Unit.FRACTION,
+        "above",
+        "how far the exchange's insurance fund behind the position's symbol fell from its "
+        "high over `builtin_rules.insurance_fund_window` (0.2 = a fifth of it gone); no value "
+        "unless `builtin_rules.insurance_fund` is on and the exchange publishes it (Binance)",
+        Needs.POOL,
+        lambda f: f.feed.insurance_drops.get(f.position.symbol),
+        title="insurance fund down {value}",
+        resolved_title="insurance fund recovered",
+    ),
 )
 
 

@@ -382,6 +382,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         self._asset_index: dict[str, dict[str, Any]] = {}
         # positionRisk v3 "adl" by symbol (ADL_QUANTILE where none is set)
         self._adl: dict[str, int] = {}
+        # the USDT balance of the insurance fund pool covering each symbol (by market id)
+        self._insurance: dict[str, str] = {}
         real = _load_real_brackets()
         for market_id, base, quote, mark, tick, step, min_notional, sub in _DEFAULT_MARKETS:
             self._markets[market_id] = _Market(
@@ -572,6 +574,11 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
     def set_adl(self, symbol: str, quantile: int) -> None:
         """The ADL quantile (0-4) Position Information V3 reports for ``symbol``'s positions."""
         self._adl[self._market(symbol).id] = quantile
+
+    @scripted
+    def set_insurance_fund(self, symbol: str, usdt: str) -> None:
+        """The USDT balance of the insurance fund pool that covers ``symbol``."""
+        self._insurance[self._market(symbol).id] = usdt
 
     @scripted
     def set_klines(self, symbol: str, candles: list[tuple[int, str, str, str, str]]) -> None:
@@ -859,6 +866,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             web.get("/fapi/v1/assetIndex", self._asset_index_get),
             web.get("/sapi/v1/account/apiRestrictions", self._api_restrictions),
             web.get("/fapi/v1/klines", self._klines),
+            web.get("/fapi/v1/insuranceBalance", self._insurance_balance),
             web.get("/fapi/v1/markPriceKlines", self._klines),
             web.post("/fapi/v1/listenKey", self._listen_key_post),
             web.put("/fapi/v1/listenKey", self._listen_key_put),
@@ -1456,6 +1464,24 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         if symbol not in self._asset_index:
             return self._error(400, -1121, "Invalid symbol.")
         return self._json(self._asset_index[symbol])
+
+    async def _insurance_balance(self, request: web.Request) -> web.Response:
+        # "Query Insurance Fund Balance Snapshot" (public): with a symbol, its pool; each
+        # symbol is its own pool here, holding USDT only
+        market = self._symbol_filter(dict(request.query))
+        pools = [
+            {
+                "symbols": [market_id],
+                "assets": [{"asset": "USDT", "marginBalance": usdt, "updateTime": now_ms()}],
+            }
+            for market_id, usdt in sorted(self._insurance.items())
+            if market is None or market.id == market_id
+        ]
+        if market is not None:
+            if not pools:
+                return self._error(400, -1121, "Invalid symbol.")
+            return self._json(pools[0])
+        return self._json(pools)
 
     async def _klines(self, request: web.Request) -> web.Response:
         # Binance "Kline/Candlestick Data" and "Mark Price Kline": symbol, interval, startTime,
