@@ -71,6 +71,7 @@ FUNDING_PERIOD_MS = 8 * 3600 * 1000
 BREAK_EVEN_FEE_RATE = Decimal("0.0005")  # open + close taker fee, as in captured breakEvenPrice
 DEFAULT_LEVERAGE = 20
 ADL_QUANTILE = 2
+INSURANCE_FUND = "1000000"  # USDT in each symbol's insurance fund pool unless set
 EIGHT_PLACES = Decimal("0.00000001")
 LISTEN_KEY_ALPHABET = string.ascii_letters + string.digits
 OTHER_MARGIN_ASSETS = ("FDUSD", "BTC", "BNB", "ETH", "USDC", "USDT")
@@ -1471,17 +1472,18 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         market = self._symbol_filter(dict(request.query))
         pools = [
             {
-                "symbols": [market_id],
-                "assets": [{"asset": "USDT", "marginBalance": usdt, "updateTime": now_ms()}],
+                "symbols": [m.id],
+                "assets": [
+                    {
+                        "asset": "USDT",
+                        "marginBalance": self._insurance.get(m.id, INSURANCE_FUND),
+                        "updateTime": now_ms(),
+                    }
+                ],
             }
-            for market_id, usdt in sorted(self._insurance.items())
-            if market is None or market.id == market_id
+            for m in ([market] if market is not None else self._markets.values())
         ]
-        if market is not None:
-            if not pools:
-                return self._error(400, -1121, "Invalid symbol.")
-            return self._json(pools[0])
-        return self._json(pools)
+        return self._json(pools[0] if market is not None else pools)
 
     async def _klines(self, request: web.Request) -> web.Response:
         # Binance "Kline/Candlestick Data" and "Mark Price Kline": symbol, interval, startTime,
