@@ -370,11 +370,6 @@ class LiveAccount:
         """The largest position's share of the account's maintenance margin."""
         return largest_share([lp.mm for lp in self.positions])
 
-    def largest(self) -> int:
-        """The index of the position with the largest notional (-1 with none)."""
-        notionals = [lp.notional for lp in self.positions]
-        return notionals.index(max(notionals)) if notionals else -1
-
     def liquidation_price(self, index: int) -> Decimal | None:
         """Position ``index``'s liquidation price, as :func:`compute` gives it."""
         lp = self.positions[index]

@@ -170,10 +170,11 @@ def _guard_meaning(n: Notification) -> str | None:
         if not value.is_finite():
             return "the margin is gone: any move against it is a loss the wallet cannot cover"
         return f"a {fmt.percent(1 / value, 1)} move against it wipes out the margin behind it"
+    share = "n/a" if value is None else fmt.percent(value, 0)
     if metric == "concentration":
-        return "one position holds most of the exposure: one move in it decides the account"
+        return f"one position is {share} of the exposure: a move in it moves the whole account"
     if metric == "margin_concentration":
-        return "one position holds most of the margin requirement: its loss is the account's"
+        return f"one position needs {share} of the margin: its loss is most of the account's"
     if metric == "insurance_fund_drop":
         return (
             "the fund that pays for liquidations past bankruptcy is draining: when it runs "
