@@ -44,6 +44,7 @@ def test_each_exchange_s_levels_run_from_0_to_1_in_equal_steps() -> None:
         ranks = [scale.normalise(level) for level in levels]
         step = D(1) / (len(levels) - 1)
         assert ranks == [i * step for i in range(len(levels))], name
+        assert all(r is not None and r.is_signed() is False for r in ranks), name  # no -0
         # as the exchanges send them: JSON numbers (Binance, Bybit) or strings (OKX, Gate)
         assert [scale.normalise(str(level)) for level in levels] == ranks, name
 
@@ -118,7 +119,8 @@ def test_the_book_s_concentration_is_the_full_computation_s(acc: Account) -> Non
     assert live.concentration == full.concentration
     assert live.margin_concentration == full.margin_concentration
     for share in (full.concentration, full.margin_concentration):
-        assert share is None or D(1) / len(acc.positions) <= share <= 1
+        # the largest of n parts holds at least 1/n (less Decimal's rounding of 1/price)
+        assert share is None or D(1) / len(acc.positions) - D("1e-20") <= share <= 1
 
 
 # --- ADL risk: rank while in profit in a fast market ------------------------------------------
@@ -390,4 +392,44 @@ def test_binance_s_insurance_fund_from_its_published_answer() -> None:
         spec.adapter.reads_insurance_fund
         for spec in (bybit.SPEC, okx.SPEC, gate.SPEC)
         if spec.adapter is not None
+    )
+
+
+def test_a_stream_without_the_adl_field_keeps_the_rank_rest_gave() -> None:
+    from alertd.engine.model import MarginMode, Side
+    from alertd.exchanges.common import with_adl
+    from alertd.feeds.state import AccountState, PositionState
+
+    state = AccountState("a", binance.USDM_PROFILE, "USDT")
+    btc = PositionState("BTC/USDT:USDT", Side.LONG, D(1), D(60000), MarginMode.CROSS)
+    # the REST snapshot (positionRisk v3) carries "adl": 4
+    state.replace_positions([with_adl(btc, {"adl": 4}, "adl", binance.ADL)], 0.0)
+    # Binance's ACCOUNT_UPDATE has no ADL field: the size changes, the rank stays
+    state.update_positions([with_adl(btc, {"pa": "2"}, "adl", binance.ADL)], 1.0)
+    assert state.positions[("BTC/USDT:USDT", Side.LONG)].adl_rank == D(1)
+    # a Bybit-style stream that carries it, with "no rank": the rank goes
+    state.update_positions(
+        [with_adl(btc, {"adlRankIndicator": 0}, "adlRankIndicator", bybit.ADL)], 2.0
+    )
+    assert state.positions[("BTC/USDT:USDT", Side.LONG)].adl_rank is None
+
+
+def test_an_isolated_position_s_leverage_warning_says_what_to_add_to_it_or_cut() -> None:
+    # isolated long 1 BTC at 60,000 on 3,000 of margin: 20x; back to 10x by closing half at
+    # the mark (60,000 - 10 x 3,000 = 30,000 of notional) or adding 3,000 to its margin
+    t = tiers([(None, "0.004", "0")])
+    btc = position(
+        "BTC/USDT:USDT", "long", "1", "60000", "60000", t, mode="isolated", isolated_margin="3000"
+    )
+    acc = account(snapshot("binanceusdm", "10000", [btc]))
+    book = Book()
+    book.set_account("a", acc)
+    rule = Rule("lev", "effective_leverage", Scope.POSITION, Severity.WARNING, above=D(10))
+    seen = observe("a", "binanceusdm", book.live("a"), FEED)
+    (note,) = with_full_metrics(AlertEngine([rule]).evaluate(seen, 1000.0))
+    message = render(note)
+    assert message.title == "WARNING a BTC/USDT:USDT long: effective leverage 20.00x"
+    assert "a 5.0% move against it wipes out the margin behind it" in message.body
+    assert message.body.endswith(
+        "→ cut 0.5 BTC/USDT:USDT or add 3,000.00 USDT to BTC/USDT:USDT to get back to 10.00x"
     )

@@ -112,7 +112,8 @@ class AdlScale:
         low, high = sorted((self.lowest, self.highest))
         if not low <= level <= high:
             return None
-        return (level - self.lowest) / (self.highest - self.lowest)
+        # abs: a scale that counts down gives -0 at its bottom, which would print as "-0"
+        return abs((level - self.lowest) / (self.highest - self.lowest))
 
 
 def with_adl(p: PositionState, raw: dict[str, Any], field: str, scale: AdlScale) -> PositionState:

@@ -132,17 +132,28 @@ def _guard_action(n: Notification, metrics: AccountMetrics) -> str | None:
     the current figures; for ADL, how to leave the front of the queue."""
     metric, level = n.rule.metric, _clear_level(n.rule)
     settle = metrics.account.settle
-    if metric == "effective_leverage" and n.context.position is None:
-        # closing at the mark keeps the pool's equity: notional / equity falls to the level
-        pool = metrics.pool
-        cross = [pm for pm in metrics.positions if not pm.position.is_isolated]
-        if not cross or pool.margin_balance <= 0 or level <= 0:
+    if metric == "effective_leverage":
+        # closing at the mark keeps the equity behind it: notional / equity falls to the level
+        focus = n.context.position
+        if focus is not None:  # the position's notional on the margin behind it
+            notional, equity, biggest = focus.notional, focus.margin_balance, focus
+        else:  # the cross pool's
+            cross = [pm for pm in metrics.positions if not pm.position.is_isolated]
+            if not cross:
+                return None
+            notional, equity = metrics.pool.notional, metrics.pool.margin_balance
+            biggest = max(cross, key=lambda pm: pm.notional)
+        if equity <= 0 or level <= 0:
             return None
-        add = fmt.money(pool.notional / level - pool.margin_balance, settle, up=True)
-        biggest = max(cross, key=lambda pm: pm.notional)
-        excess = pool.notional - level * pool.margin_balance
+        add = fmt.money(notional / level - equity, settle, up=True)
+        where = (
+            f" to {biggest.position.symbol}"
+            if focus is not None and focus.position.is_isolated
+            else ""
+        )
+        excess = notional - level * equity
         cut = f"{_cut_text(biggest, excess)} or " if 0 < excess < biggest.notional else ""
-        return f"{cut}add {add} to get back to {fmt.leverage(level)}"
+        return f"{cut}add {add}{where} to get back to {fmt.leverage(level)}"
     if metric in ("concentration", "margin_concentration") and metrics.positions:
         by_notional = metric == "concentration"
         biggest = max(
