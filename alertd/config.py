@@ -318,10 +318,17 @@ class RuleConfig(_Model):
 
         metric = lookup(self.metric, _scope(self.scope))
         threshold = self.above if self.above is not None else self.below
-        probability = metric is not None and metric.unit is Unit.PROBABILITY
-        if probability and threshold is not None and not 0 <= threshold < 1:
+        what = (
+            {
+                Unit.PROBABILITY: "a probability",
+                Unit.RANK: "a queue position (0 last, 1 first in line)",
+            }.get(metric.unit)
+            if metric is not None
+            else None
+        )
+        if what and threshold is not None and not 0 <= threshold < 1:
             raise ValueError(
-                f"{self.metric} is a probability: a threshold of {threshold} can never be "
+                f"{self.metric} is {what}: a threshold of {threshold} can never be "
                 "crossed (use a value from 0 to 1, e.g. 0.05 for 5%)"
             )
 
@@ -466,6 +473,29 @@ class BuiltinRules(_Model):
     incomplete_data_for: Duration = 30.0
     margin_call: bool = True  # Binance MARGIN_CALL, OKX liquidation-warning pushes
     stops: StopRules = StopRules()
+    # --- the guide's defences: leverage, concentration, ADL (docs/rules.md) ---
+    # the cross pool's effective leverage (notional / margin balance) above leverage_above
+    leverage: bool = True
+    leverage_above: Annotated[Threshold, Field(gt=1)] = Decimal(10)
+    # the largest position's share of the account's notional above concentration_above
+    # (accounts with two or more positions)
+    concentration: bool = True
+    concentration_above: Annotated[Threshold, Field(gt=0, lt=1)] = Decimal("0.8")
+    # a position in profit at the front of the exchange's ADL queue (adl_rank above
+    # adl_rank_above) while its mark's volatility over adl_window is fast (1% an hour)
+    adl: bool = True
+    adl_rank_above: Annotated[Threshold, Field(ge=0, lt=1)] = Decimal("0.7")
+    adl_window: Annotated[Duration, Field(ge=60.0, le=86_400.0)] = 900.0
+    # how long a leverage or concentration breach must last: they describe how the account
+    # is built, not an emergency (the ratio and distance rules are), and marks wobble
+    defences_for: Duration = 300.0
+    # the insurance fund behind a held symbol (where the exchange publishes it: Binance)
+    # fell by more than insurance_fund_drop_above of its high over insurance_fund_window;
+    # off by default: one public request per held symbol every insurance_fund_interval
+    insurance_fund: bool = False
+    insurance_fund_drop_above: Annotated[Threshold, Field(gt=0, lt=1)] = Decimal("0.2")
+    insurance_fund_window: Annotated[Duration, Field(ge=60.0, le=7 * 86_400.0)] = 21_600.0
+    insurance_fund_interval: Annotated[Interval, Field(le=86_400.0)] = 600.0
 
 
 # the receiver ``heartbeat.deadman_url`` becomes (delivery/routing.py); no other may take it

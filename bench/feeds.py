@@ -11,7 +11,9 @@ accounts and measures:
 - errors: REST timeouts and failed bootstraps during the run (the log's lines), ERROR lines.
 
 ``--firing`` adds rules every account and every position breaches (a crash day: all alerts
-firing), so that the rule engine's work under load shows in the CPU figure.
+firing), so that the rule engine's work under load shows in the CPU figure. The built-in
+defences (leverage, concentration, ADL: docs/rules.md) are on as shipped; ``--no-defences``
+turns them off (the figure before them), ``--insurance`` adds the insurance fund poll.
 
     python bench/feeds.py [--accounts 50] [--markets 550] [--firing] [--seconds 30]
 
@@ -92,10 +94,16 @@ def bench_config(args: argparse.Namespace, urls: Any, options: Any, state: str) 
     config: dict[str, Any] = {"version": 1, "accounts": accounts, "state_path": state}
     if args.firing:
         config["rules"] = FIRING_RULES
+    builtin: dict[str, Any] = {}
     if args.stops:
         # every stop rule on (stop-beyond-liquidation is on by default; the rest are not)
-        stops = {"missing": True, "max_loss": 500, "max_loss_share": 0.02}
-        config["builtin_rules"] = {"stops": stops}
+        builtin["stops"] = {"missing": True, "max_loss": 500, "max_loss_share": 0.02}
+    if args.no_defences:
+        builtin.update(leverage=False, concentration=False, adl=False)
+    if args.insurance:
+        builtin.update(insurance_fund=True, insurance_fund_interval=10)
+    if builtin:
+        config["builtin_rules"] = builtin
     return config
 
 
@@ -121,6 +129,8 @@ def main() -> int:
         "--stops", action="store_true", help="every stop rule on (stop-missing, maximum loss)"
     )
     parser.add_argument("--seconds", type=float, default=30, help="measurement window")
+    parser.add_argument("--no-defences", action="store_true", help="leverage/concentration/ADL off")
+    parser.add_argument("--insurance", action="store_true", help="poll insurance funds every 10 s")
     parser.add_argument("--live-timeout", type=float, default=180, help="bootstrap limit")
     parser.add_argument("--profile", metavar="OUT", help="run alertd under cProfile into OUT")
     args = parser.parse_args()
@@ -182,6 +192,8 @@ def main() -> int:
         errors = [line for line in log.splitlines() if " ERROR " in line]
         cpu_pct = (c1 - c0) / (t1 - t0) * 100
         mode = "firing" if args.firing else "calm"
+        mode += ", defences off" if args.no_defences else ", defences on"
+        mode += ", insurance fund every 10 s" if args.insurance else ""
         print(f"machine      : {machine()}")
         print(f"accounts     : {args.accounts} ({bootstrapped} bootstrapped), {mode}")
         print(f"markets      : {args.markets or 3} listed")

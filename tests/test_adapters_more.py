@@ -337,8 +337,11 @@ def test_okx_positions_and_marks_from_the_real_answer() -> None:
     positions, reported, marks = run(OKXAdapter().fetch_positions(exchange))
     assert exchange.calls == [("positions", {"instType": "SWAP"})]
     # the coin-margined BTC-USD-SWAP position belongs to the BTC pool: not this adapter's
+    # "adl": "1" on OKX's 0-5 scale: one step above the back of the queue
     assert positions == [
-        PositionState(LTC, Side.LONG, D(2), D("82.675"), MarginMode.CROSS, None, D(10))
+        PositionState(
+            LTC, Side.LONG, D(2), D("82.675"), MarginMode.CROSS, None, D(10), D("0.2"), True
+        )
     ]
     assert reported == {
         (LTC, Side.LONG): ReportedPosition(
@@ -680,9 +683,12 @@ def test_gate_positions_signed_size_and_hedge_mode() -> None:
     positions, reported, marks = run(GateAdapter().fetch_positions(exchange))
     assert exchange.calls == [("positions", {"settle": "usdt", "holding": True})]
     iso = MarginMode.ISOLATED
+    # "adl_ranking": "5" is the back of Gate's queue (1 is first in line): 0 on alertd's scale;
+    # the 2025 sample carries no ranking: none given
+    back = (D(0), True)
     assert positions == [
-        PositionState(LTC_G, Side.LONG, D(1), D("74.35"), iso, D("1.49257625"), D(5)),
-        PositionState(LTC_G, Side.SHORT, D(3), D("74.35"), iso, D("1.49257625"), D(5)),
+        PositionState(LTC_G, Side.LONG, D(1), D("74.35"), iso, D("1.49257625"), D(5), *back),
+        PositionState(LTC_G, Side.SHORT, D(3), D("74.35"), iso, D("1.49257625"), D(5), *back),
         PositionState(AI16Z, Side.LONG, D(8), D("0.1152"), iso, D("0.19077"), D(50)),
         PositionState(AI16Z, Side.SHORT, D(8), D("0.1152"), iso, D("0.19077"), D(50)),
     ]

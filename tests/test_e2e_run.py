@@ -256,18 +256,24 @@ def test_the_daemon_and_replay_agree_on_the_same_prices(
     )
 
 
+def zigzag_candles(count: int, low: str, high: str) -> list[tuple[int, str, str, str, str]]:
+    """``count`` 1-minute candles up to the running one, each swinging between ``low`` and
+    ``high``, turn by turn."""
+    now_ms = int(time.time() * 1000) // 60_000 * 60_000
+    candles = []
+    for k in range(count):
+        o, c = (low, high) if k % 2 else (high, low)
+        candles.append((now_ms - (count - 1 - k) * 60_000, o, high, low, c))
+    return candles
+
+
 def test_a_predictive_rule_fires_from_the_seeded_history(world: dict[str, Any]) -> None:
     # the real process: at startup the mark hub seeds BTC's window from the exchange's
     # mark-price candles, so the probability means something before a minute of marks
     fake, http, daemon = world["fake"], world["http"], world["daemon"]
     path, config = world["path"], world["config"]
-    now_ms = int(time.time() * 1000) // 60_000 * 60_000
     # an hour of 1-minute candles swinging 0.5% a minute around 60,000: about 3.9% an hour
-    candles = []
-    for k in range(90):
-        o, c = ("60000", "60300") if k % 2 else ("60300", "60000")
-        candles.append((now_ms - (89 - k) * 60_000, o, "60300", "60000", c))
-    fake.set_klines(BTC, candles)
+    fake.set_klines(BTC, zigzag_candles(90, "60000", "60300"))
     likely = {
         "name": "liquidation-likely",
         "metric": "liquidation_probability",
@@ -287,5 +293,67 @@ def test_a_predictive_rule_fires_from_the_seeded_history(world: dict[str, Any]) 
     value = float(title.rsplit(" ", 1)[1].rstrip("%"))
     assert 40 < value < 48, title
     assert "/fapi/v1/markPriceKlines" in {p for _, p in fake.requests}
+    assert daemon.stop() == 0
+    assert "Traceback" not in daemon.text()
+
+
+def test_the_adl_warning_fires_in_a_fast_market_and_resolves(world: dict[str, Any]) -> None:
+    # the real process on the local Binance: 1 BTC long in profit, Binance's ADL quantile at 4
+    # (the top of its 0-4 scale), the mark swinging ~3.9% an hour: the built-in "adl-front"
+    # warning; the quantile back to 1 at the next reconcile: resolved
+    fake, http, daemon = world["fake"], world["http"], world["daemon"]
+    path, config = world["path"], world["config"]
+    fake.set_klines(BTC, zigzag_candles(30, "61000", "61300"))
+    fake.set_mark(BTC, "61000")  # 1,000 USDT of profit on the long
+    fake.set_adl(BTC, 4)
+    # only the built-ins: the ratio rules and the 20x leverage warning are not this test's
+    builtin = {"leverage": False, "adl_window": "15m"}
+    path.write_text(json.dumps({**config, "rules": [], "builtin_rules": builtin}))
+    started(daemon)
+    wait_for(lambda: len(http.posts) >= 1, STEP_S, "the ADL warning")
+    title = http.titles()[0]
+    assert (
+        title == "WARNING main BTC/USDT:USDT long: first in the ADL queue (100.0%) in a fast market"
+    )
+    body = http.posts[0]["message"]
+    assert "at the front of the ADL queue" in body
+    assert "→ take some profit or lower its leverage to move back in the queue" in body
+    fake.set_adl(BTC, 1)  # Binance moved it back in the queue: read at the next reconcile
+    wait_for(lambda: len(http.posts) >= 2, STEP_S, "the ADL warning resolved")
+    assert http.titles()[1] == "RESOLVED main BTC/USDT:USDT long: out of the ADL danger zone"
+    time.sleep(1.0)
+    assert daemon.stop() == 0
+    assert len(http.posts) == 2, http.titles()
+    assert "Traceback" not in daemon.text()
+
+
+def test_a_sharp_insurance_fund_drop_warns_and_recovers(world: dict[str, Any]) -> None:
+    # the real process polling the local Binance's public insurance fund endpoint (on: it is
+    # off by default) every half second: the fund behind BTC falls 30%, then refills
+    fake, http, daemon = world["fake"], world["http"], world["daemon"]
+    path, config = world["path"], world["config"]
+    fake.set_insurance_fund(BTC, "1000000")
+    builtin = {
+        "leverage": False,
+        "insurance_fund": True,
+        "insurance_fund_interval": 0.5,
+        "insurance_fund_window": "1h",
+        "insurance_fund_drop_above": 0.2,
+    }
+    path.write_text(json.dumps({**config, "rules": [], "builtin_rules": builtin}))
+    started(daemon)
+
+    def polls() -> int:
+        return sum(p == "/fapi/v1/insuranceBalance" for _, p in fake.requests)
+
+    wait_for(lambda: polls() >= 2, STEP_S, "two insurance fund reads")
+    assert http.posts == []  # a steady fund: nothing to say
+    fake.set_insurance_fund(BTC, "700000")
+    wait_for(lambda: len(http.posts) >= 1, STEP_S, "the insurance fund warning")
+    assert http.titles()[0] == "WARNING main BTC/USDT:USDT long: insurance fund down 30.0%"
+    assert "deleverages profitable positions" in http.posts[0]["message"]
+    fake.set_insurance_fund(BTC, "1000000")
+    wait_for(lambda: len(http.posts) >= 2, STEP_S, "the fund refilled")
+    assert http.titles()[1] == "RESOLVED main BTC/USDT:USDT long: insurance fund recovered"
     assert daemon.stop() == 0
     assert "Traceback" not in daemon.text()

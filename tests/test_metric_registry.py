@@ -94,6 +94,8 @@ def _expected_account(m: AccountMetrics) -> dict[str, Decimal | None]:
         "ratio_drift": None,
         "mode_not_computed": D(0),
         "incomplete_data": D(0),
+        "concentration": m.concentration,
+        "margin_concentration": m.margin_concentration,
     }
 
 
@@ -130,6 +132,8 @@ def test_observations_from_the_book_are_the_full_computation_s_figures(account: 
             "notional": pm.notional,
             # the generated accounts' stops are not read: no stop figure, not "no stop"
             **dict.fromkeys(m.name for m in STOP_METRICS),
+            "adl_rank": pm.position.adl_rank,
+            "insurance_fund_drop": None,  # FEED watches no insurance fund
         }
         assert obs.metrics.keys() == POSITION_METRICS.keys()
         for name, value in obs.metrics.items():

@@ -243,6 +243,18 @@ def _comparison_tables(text: str) -> dict[str, list[list[str]]]:
     return tables
 
 
+# what the local exchanges serve (their defaults) in each real field: Binance positionRisk v3
+# "adl": 2 of 0-4, Bybit "adlRankIndicator": 2 of 1-5, OKX "adl": "1" of 0-5, Gate
+# "adl_ranking": "5" (the back of its 1-5 queue); Hyperliquid publishes none
+ADL_RANKS = {
+    "binanceusdm": "0.5",
+    "bybit": "0.25",
+    "okx": "0.2",
+    "gate": "0",
+    "hyperliquid": None,
+}
+
+
 @pytest.mark.parametrize("exchange", sorted(BOOKS))
 def test_snapshot_then_calc_reproduces_the_exchanges_liquidation_prices(
     exchange: str,
@@ -290,6 +302,9 @@ def test_snapshot_then_calc_reproduces_the_exchanges_liquidation_prices(
             (p["symbol"], p["side"]): Decimal(p["liquidation_price"])
             for p in json.loads(calc.stdout, parse_float=Decimal)["positions"]
         }
+        # each local exchange's ADL level in its real field and scale, on alertd's 0-1 scale
+        ranks = {p["adl_rank"] for p in json.loads(calc.stdout)["positions"]}
+        assert ranks == {ADL_RANKS[exchange]}, (exchange, ranks)
         theirs = asyncio.run(_reported_liquidations(fake, exchange, name))
         assert sorted(ours) == sorted(theirs) and len(ours) == len(holding.legs)
         for (symbol, side), reported in theirs.items():

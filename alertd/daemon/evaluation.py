@@ -131,6 +131,7 @@ def build_rules(config: Config) -> list[Rule]:
             )
         )
     rules.extend(r for r in stop_rules(builtin.stops) if r.name not in taken)
+    rules += [r for r in defence_rules(config) if r.name not in taken]
     return rules
 
 
@@ -169,6 +170,63 @@ def stop_rules(stops: StopRules) -> list[Rule]:
             out.append(
                 Rule(name, metric, Scope.POSITION, Severity.WARNING, above=most, accounts=accounts)
             )
+    return out
+
+
+# hysteresis of the defences' built-in rules: a breach clears this far back below its level
+DEFENCE_CLEAR = Decimal("0.9")
+
+
+def defence_rules(config: Config) -> list[Rule]:
+    """The built-in warnings for the guide's defences (``builtin_rules``: leverage,
+    concentration, ADL), each on unless turned off."""
+    builtin = config.builtin_rules
+    out = []
+    if builtin.leverage:
+        out.append(
+            Rule(
+                "leverage-high",
+                "effective_leverage",
+                Scope.ACCOUNT,
+                Severity.WARNING,
+                above=builtin.leverage_above,
+                clear_below=builtin.leverage_above * DEFENCE_CLEAR,
+                for_s=builtin.defences_for,
+            )
+        )
+    if builtin.concentration:
+        out.append(
+            Rule(
+                "concentrated",
+                "concentration",
+                Scope.ACCOUNT,
+                Severity.WARNING,
+                above=builtin.concentration_above,
+                clear_below=builtin.concentration_above * DEFENCE_CLEAR,
+                for_s=builtin.defences_for,
+            )
+        )
+    if builtin.insurance_fund:
+        out.append(
+            Rule(
+                "insurance-fund-drop",
+                "insurance_fund_drop",
+                Scope.POSITION,
+                Severity.WARNING,
+                above=builtin.insurance_fund_drop_above,
+            )
+        )
+    if builtin.adl:
+        out.append(
+            Rule(
+                "adl-front",
+                "adl_risk",
+                Scope.POSITION,
+                Severity.WARNING,
+                above=builtin.adl_rank_above,
+                window_s=builtin.adl_window,
+            )
+        )
     return out
 
 
@@ -221,6 +279,7 @@ class Alerting:
         self.notifications = 0
         self.commits = 0  # store commits of alert states: the firing alerts may have changed
         self.margin_calls = config.builtin_rules.margin_call
+        self.insurance_window_s = config.builtin_rules.insurance_fund_window
         self._use_rules()
 
     def _use_rules(self) -> None:
@@ -234,6 +293,7 @@ class Alerting:
         self.engine.set_rules(self.rules)
         self.engine.quiet_hours = quiet_hours(config)
         self.margin_calls = config.builtin_rules.margin_call
+        self.insurance_window_s = config.builtin_rules.insurance_fund_window
         self._use_rules()
 
     def refresh_silences(self) -> None:
@@ -277,7 +337,20 @@ class Alerting:
             ratios=ratios,
             ratio_rounding=Decimal(0) if ratios is None else rounding(ratios[1]),
             missing=missing if watched and computed else (),
+            insurance_drops=self._insurance_drops(feed),
         )
+
+    def _insurance_drops(self, feed: AccountFeed) -> dict[str, Decimal]:
+        funds = feed.hub.insurance
+        if not funds:
+            return {}
+        out = {}
+        for symbol in feed.state.held_symbols:
+            history = funds.get(symbol)
+            drop = None if history is None else history.drop(self.insurance_window_s)
+            if drop is not None:
+                out[symbol] = drop
+        return out
 
     def evaluate(self, feed: AccountFeed, now: float, changed: bool = True) -> list[Notification]:
         """Evaluate one account at monotonic ``now``; commit what changed.

@@ -221,7 +221,11 @@ def figures(live: LiveAccount, crash: bool) -> AccountFigures:
                 stop=stop_figures(
                     live.account.stops, lp.position, lp.mark, live.liquidation_price(i)
                 ),
+                adl_rank=lp.position.adl_rank,
             )
             for i, lp in enumerate(live.positions)
         ),
+        effective_leverage=live.effective_leverage,
+        concentration=live.concentration,
+        margin_concentration=live.margin_concentration,
     )

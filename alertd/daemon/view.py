@@ -41,6 +41,7 @@ class PositionFigures:
     liquidation_distance: Decimal | None
     margin_ratio: Decimal
     stop: StopFigures | None = None  # None: the account's stops are not read
+    adl_rank: Decimal | None = None  # the exchange's ADL queue position, 0 last .. 1 first
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,11 @@ class AccountFigures:
     # when the crash distance was solved (epoch seconds): the daemon solves it at most once a
     # second for a ticking account, so it may be older than the other figures (None: now)
     crash_at: float | None = None
+    # the cross pool's effective leverage, and the largest position's share of the notional
+    # and of the maintenance margin (None with fewer than two positions)
+    effective_leverage: Decimal | None = None
+    concentration: Decimal | None = None
+    margin_concentration: Decimal | None = None
 
     @classmethod
     def of(cls, metrics: AccountMetrics) -> AccountFigures:
@@ -80,9 +86,13 @@ class AccountFigures:
                         pm.position.mark_price,
                         pm.liquidation_price,
                     ),
+                    adl_rank=pm.position.adl_rank,
                 )
                 for pm in metrics.positions
             ),
+            effective_leverage=metrics.pool.effective_leverage,
+            concentration=metrics.concentration,
+            margin_concentration=metrics.margin_concentration,
         )
 
 

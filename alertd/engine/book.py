@@ -37,6 +37,7 @@ from alertd.engine.margin import (
     AccountMetrics,
     compute,
     crash_distance,
+    largest_share,
     leverage,
     liquidation_distance,
     margin_ratio,
@@ -358,6 +359,16 @@ class LiveAccount:
     def effective_leverage(self) -> Decimal | None:
         """The cross pool's notional / margin balance."""
         return leverage(self.cross_notional, self.cross.margin_balance)
+
+    @property
+    def concentration(self) -> Decimal | None:
+        """The largest position's share of the account's notional (as :func:`compute`)."""
+        return largest_share([lp.notional for lp in self.positions])
+
+    @property
+    def margin_concentration(self) -> Decimal | None:
+        """The largest position's share of the account's maintenance margin."""
+        return largest_share([lp.mm for lp in self.positions])
 
     def liquidation_price(self, index: int) -> Decimal | None:
         """Position ``index``'s liquidation price, as :func:`compute` gives it."""

@@ -96,6 +96,10 @@ class AccountMetrics:
     # first liquidation happens: the cross pool's, or an isolated position's.
     crash_distance: Decimal | None
     target_ratio: Decimal | None
+    # the largest position's share of the account's notional, and of its maintenance margin
+    # (every position, cross and isolated; None with fewer than two positions)
+    concentration: Decimal | None = None
+    margin_concentration: Decimal | None = None
 
 
 def round_to_tick(price: Decimal, side: Side, tick: Decimal) -> Decimal:
@@ -116,6 +120,16 @@ def liquidation_distance(mark: Decimal, liq: Decimal | None, ratio: Decimal) -> 
         return None
     d = abs(mark - liq) / mark
     return -d if ratio >= 1 else d
+
+
+def largest_share(parts: Sequence[Decimal]) -> Decimal | None:
+    """The largest of ``parts`` (each >= 0) over their sum: how much of the whole one part
+    holds. None with fewer than two parts (one position is the whole account: concentration
+    says nothing its leverage does not) or a zero sum."""
+    if len(parts) < 2:
+        return None
+    total = sum(parts, ZERO)
+    return max(parts) / total if total > 0 else None
 
 
 def leverage(notional: Decimal, equity: Decimal) -> Decimal | None:
@@ -390,6 +404,8 @@ def compute(
             else None
         ),
         target_ratio=target_ratio,
+        concentration=largest_share([pm.notional for pm in results]),
+        margin_concentration=largest_share([pm.maintenance_margin for pm in results]),
     )
 
 

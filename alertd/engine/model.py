@@ -48,6 +48,9 @@ class Position:
     leverage: Decimal | None = None  # the position's set leverage, for initial margin
     tick_size: Decimal | None = None
     lot_size: Decimal | None = None  # the smallest step of an order's size, in contracts
+    # the exchange's auto-deleveraging queue position, normalised: 0 = last in line, 1 = first
+    # (docs/exchanges.md, "ADL rank": each exchange's scale); None: the exchange gives none
+    adl_rank: Decimal | None = None
 
     @property
     def quantity(self) -> Decimal:

@@ -21,7 +21,7 @@ from alertd.engine.model import MarginMode, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.stops import StopKind, StopOrder, Trigger
 from alertd.engine.tiers import Tier, TierTable
-from alertd.exchanges.common import closed_both_sides, coin_price_symbol
+from alertd.exchanges.common import AdlScale, closed_both_sides, coin_price_symbol, with_adl
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
 from alertd.feeds.state import (
@@ -45,6 +45,9 @@ USDM_MARKETS = MarketFilter(settle="USDT")
 MARGIN_CALL = "margin_call"  # the event kind of a MARGIN_CALL push
 # the request weight of an open-orders query without a symbol, in queries with one
 ALL_SYMBOLS_WEIGHT = 40
+# Position Information V3 ``adl`` (the user-data stream has none: the REST snapshot's stands),
+# the quantile of "Position ADL Quantile Estimation": 0-4, low to high, updated every 30 s
+ADL = AdlScale(lowest=0, highest=4)
 
 
 def _side(position_side: str, amount: Decimal) -> Side:
@@ -204,9 +207,28 @@ def usdm_stop(raw: dict[str, Any], symbol: str) -> StopOrder | None:
     )
 
 
+def insurance_balance(answer: Any, settle: str) -> Decimal:
+    """The ``settle`` balance of the insurance fund in "Query Insurance Fund Balance
+    Snapshot" (``GET /fapi/v1/insuranceBalance?symbol=...``, public, weight 1): one pool
+    ``{"symbols": [...], "assets": [{"asset", "marginBalance", "updateTime"}, ...]}`` covering
+    the symbol; a pool holds a balance per margin asset."""
+    if not isinstance(answer, dict):
+        raise FrameError(f"insuranceBalance: not one pool: {type(answer).__name__}")
+    for row in answer.get("assets") or []:
+        if isinstance(row, dict) and row.get("asset") == settle:
+            return dec(row.get("marginBalance"), f"insuranceBalance {settle} marginBalance")
+    raise FrameError(f"insuranceBalance: no {settle} balance in the pool")
+
+
 class BinanceUSDMAdapter(ExchangeAdapter):
     exchange_id = "binanceusdm"
     market_filter = USDM_MARKETS
+    reads_insurance_fund = True
+
+    async def fetch_insurance_fund(self, exchange: Any, symbol: str) -> Decimal:
+        market = exchange.market(symbol)
+        answer = await exchange.fapiPublicGetInsuranceBalance({"symbol": market["id"]})
+        return insurance_balance(answer, self.settle)
 
     async def fetch_mode(self, exchange: Any) -> ModeReading:
         if (exchange.options or {}).get("portfolioMargin"):
@@ -240,7 +262,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             margin_type = "isolated" if isolated_wallet != 0 else "cross"
         mode = MarginMode.ISOLATED if str(margin_type).lower() == "isolated" else MarginMode.CROSS
         leverage = raw.get("leverage")
-        return PositionState(
+        state = PositionState(
             symbol=symbol,
             side=side,
             contracts=abs(amount),
@@ -249,6 +271,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             isolated_margin=isolated_wallet if mode is MarginMode.ISOLATED else None,
             leverage=dec(leverage, "leverage") if leverage is not None else None,
         )
+        return with_adl(state, raw, "adl", ADL)
 
     async def fetch_positions(self, exchange: Any) -> Snapshot:
         rows = await exchange.fapiPrivateV3GetPositionRisk()

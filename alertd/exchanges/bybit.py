@@ -22,7 +22,13 @@ from alertd.engine.model import MarginMode, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.stops import StopKind, StopOrder, Trigger
 from alertd.engine.tiers import TierTable, TierTableError
-from alertd.exchanges.common import closed_both_sides, coin_price_symbol, risk_tiers
+from alertd.exchanges.common import (
+    AdlScale,
+    closed_both_sides,
+    coin_price_symbol,
+    risk_tiers,
+    with_adl,
+)
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
 from alertd.feeds.state import AccountMode, Coverage, ModeReading, PositionState, ReportedAccount
@@ -43,6 +49,9 @@ MARKETS = MarketFilter(settle="USDT")
 # linear perpetuals settled in another coin, in the same unified pool (listed, not computed)
 OTHER_SETTLE_COINS = ("USDC",)
 MAX_ORDER_PAGES = 20  # of 50 open orders: a bound on one account's order listing
+# Get Position Info ``adlRankIndicator`` (also in the position stream): 1-5, 5 first in line;
+# 0 is the "default value of empty position" (v5 enums, adlRankIndicator): no rank
+ADL = AdlScale(lowest=1, highest=5, none=frozenset({0}))
 
 # /v5/account/info ``unifiedMarginStatus`` below 3 is not a unified trading account (docs v5,
 # "Different Account Modes": 1 classic, 3 UTA 1.0, 4 UTA 1.0 pro, 5 UTA 2.0, 6 UTA 2.0 pro; 2
@@ -305,7 +314,7 @@ class BybitAdapter(ExchangeAdapter):
         isolated = self.account_isolated or str(raw.get("tradeMode", "0")) == "1"
         entry = raw.get("avgPrice", raw.get("entryPrice"))
         leverage = raw.get("leverage")
-        return PositionState(
+        state = PositionState(
             symbol=market["symbol"],
             side=side,
             contracts=size,
@@ -314,6 +323,7 @@ class BybitAdapter(ExchangeAdapter):
             isolated_margin=isolated_margin(raw) if isolated else None,
             leverage=dec(leverage, "leverage") if leverage not in (None, "") else None,
         )
+        return with_adl(state, raw, "adlRankIndicator", ADL)
 
     async def fetch_mode(self, exchange: Any) -> ModeReading:
         info = (await exchange.privateGetV5AccountInfo()).get("result") or {}

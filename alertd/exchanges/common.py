@@ -1,11 +1,13 @@
 """What several exchanges' payloads share, parsed once: the side of a one-way or hedge-mode
-position, a position reported with a signed size, a closed one-way position (both keys), and
-risk-limit tier rows. Each exchange module names its own fields."""
+position, a position reported with a signed size, a closed one-way position (both keys),
+risk-limit tier rows, and an auto-deleveraging rank on the exchange's own scale. Each exchange
+module names its own fields."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from decimal import Decimal
+from dataclasses import dataclass, replace
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from alertd.engine.model import MarginMode, Side
@@ -86,3 +88,44 @@ def coin_price_symbol(coin: str, settle: str, markets: Mapping[str, Any]) -> str
     BTC in a USDT pool), None where the exchange lists none (the coin keeps its price)."""
     perpetual = f"{coin}/{settle}:{settle}"
     return perpetual if perpetual in markets else None
+
+
+@dataclass(frozen=True, slots=True)
+class AdlScale:
+    """An exchange's auto-deleveraging indicator: the level it gives a position last in the
+    queue (``lowest``) and first in line (``highest``; below ``lowest`` where the exchange
+    counts down, as Gate does), and the levels that mean "no rank" (``none``: no position, in
+    liquidation). docs/exchanges.md, "ADL rank", gives each exchange's scale and source."""
+
+    lowest: int
+    highest: int
+    none: frozenset[int] = frozenset()
+
+    def normalise(self, raw: Any) -> Decimal | None:
+        """``raw`` (an int or a numeric string, as the exchanges send it) on alertd's scale:
+        0 = last in the queue, 1 = first in line, in equal steps. None for a level that means
+        no rank, and for anything not on the scale (missing, empty, a fraction, out of range):
+        an unknown rank is shown as unknown, never guessed."""
+        if raw is None or isinstance(raw, bool) or raw == "":
+            return None
+        try:
+            level = Decimal(raw if isinstance(raw, str | int) else repr(raw))
+        except InvalidOperation:
+            return None
+        if not level.is_finite() or level != level.to_integral_value():
+            return None
+        if int(level) in self.none:
+            return None
+        low, high = sorted((self.lowest, self.highest))
+        if not low <= level <= high:
+            return None
+        # abs: a scale that counts down gives -0 at its bottom, which would print as "-0"
+        return abs((level - self.lowest) / (self.highest - self.lowest))
+
+
+def with_adl(p: PositionState, raw: dict[str, Any], field: str, scale: AdlScale) -> PositionState:
+    """``p`` with the ADL rank ``raw[field]`` gives on ``scale``; a frame without the field
+    leaves the rank to the last one given (:meth:`AccountState.update_positions`)."""
+    if field not in raw:
+        return p
+    return replace(p, adl_rank=scale.normalise(raw[field]), adl_given=True)

@@ -35,7 +35,14 @@ from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.stops import StopKind, StopOrder, Trigger
 from alertd.engine.tiers import TierTable
 from alertd.errors import AccountRefused
-from alertd.exchanges.common import closed_both_sides, risk_tiers, side_of, signed_position
+from alertd.exchanges.common import (
+    AdlScale,
+    closed_both_sides,
+    risk_tiers,
+    side_of,
+    signed_position,
+    with_adl,
+)
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
 from alertd.feeds.state import AccountMode, Coverage, ModeReading, PositionState, ReportedAccount
@@ -50,6 +57,9 @@ PROFILE = ExchangeProfile(
     displayed_ratio_name="MMR",
 )
 MARKETS = MarketFilter(settle="USDT")
+# Position ``adl_ranking`` (REST and the positions channel): "1-5, 1 the highest, 5 the
+# lowest; 6 means no position or in liquidation" (API v4 reference, Position): counts down
+ADL = AdlScale(lowest=5, highest=1, none=frozenset({6}))
 
 
 def risk_limit_tiers_to_table(rows: list[dict[str, Any]]) -> TierTable:
@@ -265,11 +275,10 @@ class GateAdapter(ExchangeAdapter):
             leverage = dec_or_none(raw.get("lever")) or dec_or_none(raw.get("leverage"))
         else:
             leverage = dec_or_none(raw.get("lever")) or dec_or_none(raw.get("cross_leverage_limit"))
-        return [
-            signed_position(
-                raw, symbol, side, size, entry="entry_price", isolated=isolated, leverage=leverage
-            )
-        ]
+        state = signed_position(
+            raw, symbol, side, size, entry="entry_price", isolated=isolated, leverage=leverage
+        )
+        return [with_adl(state, raw, "adl_ranking", ADL)]
 
     async def fetch_positions(self, exchange: Any) -> Snapshot:
         rows = await exchange.privateFuturesGetSettlePositions(

@@ -26,6 +26,10 @@ in the ``unifiedAccount`` and ``portfolioMargin`` modes the collateral lives in 
 clearinghouse state, and ccxt's ``watch_balance`` switches to it (``spotState``), so the
 perpetuals state alertd reads is not the account's margin. alertd checks the mode at every
 snapshot and refuses those accounts, naming the mode, until it models them.
+
+ADL: Hyperliquid publishes no per-position auto-deleveraging rank ("Auto-deleveraging" in its
+docs ranks by unrealized PnL and leverage; ``clearinghouseState`` carries no indicator), so
+``adl_rank`` has no value here (docs/exchanges.md, "ADL rank").
 """
 
 from __future__ import annotations

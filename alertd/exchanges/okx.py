@@ -32,7 +32,13 @@ from alertd.engine.model import Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.stops import StopKind, StopOrder, Trigger
 from alertd.engine.tiers import Tier, TierBasis, TierTable
-from alertd.exchanges.common import closed_both_sides, side_of, signed_position
+from alertd.exchanges.common import (
+    AdlScale,
+    closed_both_sides,
+    side_of,
+    signed_position,
+    with_adl,
+)
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
 from alertd.feeds.state import (
@@ -57,6 +63,10 @@ PROFILE = ExchangeProfile(
     displayed_ratio_name="mgnRatio",
 )
 MARKETS = MarketFilter(settle="USDT")
+# Get positions ``adl`` (also in the positions channel): "divided into 6 levels, from 0 to 5,
+# the smaller the number, the weaker the adl intensity" (v5 API reference; older editions
+# said 1 to 5: a 1 then reads as 0.2, one step above the bottom, never above its place)
+ADL = AdlScale(lowest=0, highest=5)
 LIQUIDATION_WARNING = "liquidation_warning"  # the event kind of a liquidation-warning push
 
 # The id OKX echoes in its answer to alertd's own subscription: an error answer then rejects
@@ -228,11 +238,10 @@ class OKXAdapter(ExchangeAdapter):
             return closed_both_sides(symbol)
         isolated = raw.get("mgnMode") == "isolated"
         leverage = dec_or_none(raw.get("lever"))
-        return [
-            signed_position(
-                raw, symbol, side, pos, entry="avgPx", isolated=isolated, leverage=leverage
-            )
-        ]
+        state = signed_position(
+            raw, symbol, side, pos, entry="avgPx", isolated=isolated, leverage=leverage
+        )
+        return [with_adl(state, raw, "adl", ADL)]
 
     async def fetch_positions(self, exchange: Any) -> Snapshot:
         response = await exchange.privateGetAccountPositions({"instType": "SWAP"})

@@ -91,6 +91,9 @@ class ExchangeAdapter:
     reported_mm_excludes_fee = False  # OKX: position "mmr" leaves out the liquidation fee
     # OKX, Gate, Hyperliquid: the account's MM covers the cross positions only
     reported_account_mm_cross_only = False
+    # the exchange publishes the balance of the insurance fund behind each symbol, and
+    # :meth:`fetch_insurance_fund` reads it (docs/exchanges.md, "Insurance funds")
+    reads_insurance_fund = False
 
     @property
     def settle(self) -> str:
@@ -231,6 +234,11 @@ class ExchangeAdapter:
                 raise FrameError(f"{symbol} candle: not [time, open, high, low, close]: {row!r}")
             out.append((row[0], dec(row[1], "candle open"), dec(row[4], "candle close")))
         return out
+
+    async def fetch_insurance_fund(self, exchange: Any, symbol: str) -> Decimal:
+        """The balance, in the settle currency, of the insurance fund that covers ``symbol``
+        (public); only where :attr:`reads_insurance_fund`."""
+        raise NotImplementedError(f"{self.exchange_id}: no insurance fund read")
 
     async def unwatch_mark(self, exchange: Any, symbol: str) -> None:
         if exchange.has.get("unWatchTicker"):

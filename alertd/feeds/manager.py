@@ -80,6 +80,14 @@ def spread_starts(count: int, interval_s: float) -> list[float]:
     return [interval_s * (1 + i / count) for i in range(count)]
 
 
+def _insurance_poll(hub: MarkHub, window_s: float) -> Callable[[], Awaitable[None]]:
+    async def poll() -> None:
+        await hub.refresh_insurance(window_s)
+
+    poll.__qualname__ = f"insurance fund poll of {hub.name}"
+    return poll
+
+
 class FeedManager:
     def __init__(
         self,
@@ -215,7 +223,7 @@ class FeedManager:
             )
 
         feeds = list(self.feeds.items())
-        jobs = [
+        jobs: list[tuple[str, float, list[tuple[str, Callable[[], Awaitable[None]]]]]] = [
             ("reconcile", settings.reconcile_interval_s, [(n, f.reconcile) for n, f in feeds]),
             ("tiers", settings.tier_refresh_interval_s, [(n, f.refresh_tiers) for n, f in feeds]),
             (
@@ -229,6 +237,11 @@ class FeedManager:
                 [(s.name, s.refresh_markets) for s in self.shared.values()],
             ),
         ]
+        builtin = self.config.builtin_rules
+        if builtin.insurance_fund:
+            window = builtin.insurance_fund_window
+            funds = [(h.name, _insurance_poll(h, window)) for h in self.hubs.values()]
+            jobs.append(("insurance", builtin.insurance_fund_interval, funds))
         for kind, interval, calls in jobs:
             for (name, call), delay in zip(calls, spread_starts(len(calls), interval), strict=True):
                 add(call, f"{kind}:{name}", interval, delay)

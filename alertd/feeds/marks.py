@@ -24,6 +24,7 @@ import ccxt
 
 from alertd.clock import Clock, Sleep
 from alertd.engine.dynamics import MAX_SEED_CANDLES, MarkWindow, seed_timeframe, seeded
+from alertd.engine.insurance import FundHistory
 from alertd.feeds.adapter import ExchangeAdapter, FrameError
 from alertd.feeds.backoff import Backoff
 from alertd.feeds.ccxt_exchange import SharedExchange, describe, load_markets
@@ -70,6 +71,9 @@ class MarkHub:
         # per symbol, while some rule reads price dynamics (a span of 0: none does)
         self.dynamics: dict[str, MarkWindow] = {}
         self.dynamics_span_s = dynamics_span_s
+        # per held symbol, where the exchange publishes it and the rules watch it: the
+        # insurance fund's balance (builtin_rules.insurance_fund)
+        self.insurance: dict[str, FundHistory] = {}
 
     def set_dynamics_span(self, span_s: float) -> None:
         """The longest lookback the rules read (a reload): windows resized; a longer span
@@ -112,6 +116,26 @@ class MarkHub:
             window = seeded(self.dynamics_span_s, candles, interval_ms, self._wall(), live)
             self.dynamics[symbol] = window
             log.debug("%s: %s seeded with %d candles", self.name, symbol, len(candles))
+
+    async def refresh_insurance(self, span_s: float) -> None:
+        """Read the insurance fund behind every held symbol (one public request each), kept
+        ``span_s``; a failed read is logged and skipped (the next poll tries again)."""
+        if not self.adapter.reads_insurance_fund:
+            return
+        for symbol in list(self.insurance.keys() - self.subscribers.keys()):
+            del self.insurance[symbol]
+        for symbol in sorted(self.subscribers):
+            try:
+                balance = await self.adapter.fetch_insurance_fund(self._exchange(), symbol)
+            except Exception as exc:
+                log.warning(
+                    "%s: insurance fund of %s not read: %s", self.name, symbol, describe(exc)
+                )
+                continue
+            history = self.insurance.get(symbol)
+            if history is None or history.span_s != span_s:
+                history = self.insurance[symbol] = FundHistory(span_s)
+            history.add(self._wall(), balance)
 
     def _record(self, symbol: str, price: Decimal) -> None:
         if self.dynamics_span_s > 0:

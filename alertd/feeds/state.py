@@ -100,6 +100,11 @@ class PositionState:
     margin_mode: MarginMode
     isolated_margin: Decimal | None = None
     leverage: Decimal | None = None
+    # the exchange's ADL indicator on alertd's scale (0 last in the queue, 1 first in line);
+    # ``adl_given``: the frame carried the field (a stream that does not, Binance's, keeps
+    # the rank the last REST snapshot gave)
+    adl_rank: Decimal | None = None
+    adl_given: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +180,9 @@ class AccountState:
         for p in positions:
             key = (p.symbol, p.side)
             if p.contracts > 0:
+                held = self.positions.get(key)
+                if not p.adl_given and held is not None:
+                    p = replace(p, adl_rank=held.adl_rank, adl_given=held.adl_given)
                 self.positions[key] = p
             else:
                 self.positions.pop(key, None)
@@ -332,6 +340,7 @@ class AccountState:
                     leverage=p.leverage,
                     tick_size=market.tick_size,
                     lot_size=market.lot_size,
+                    adl_rank=p.adl_rank,
                 )
             )
         coins = tuple(

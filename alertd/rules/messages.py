@@ -36,6 +36,17 @@ LEVEL_METRICS = frozenset({"buffer", "effective_leverage"})
 PREDICTIVE_METRICS = frozenset(
     {"liquidation_probability", "liquidation_distance_sigma", "time_to_liquidation"}
 )
+# metrics whose action is the guide's defence (leverage, spreading, leaving the ADL queue)
+GUARD_METRICS = frozenset(
+    {
+        "effective_leverage",
+        "concentration",
+        "margin_concentration",
+        "adl_rank",
+        "adl_risk",
+        "insurance_fund_drop",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +69,9 @@ def fmt_metric(metric: str, value: Decimal | None, beside: Decimal | None = None
         if beside is None or text != fmt.duration(float(beside)):
             return text
         return fmt.apart(value, beside, fmt.seconds, 0)  # "30m" beside "below 30m": seconds
-    if unit is Unit.RATIO or unit is Unit.FRACTION or unit is Unit.PROBABILITY:
+    if unit is Unit.LEVERAGE:
+        return fmt.leverage(value)
+    if unit in (Unit.RATIO, Unit.FRACTION, Unit.PROBABILITY, Unit.RANK):
         infinite = fmt.LIQUIDATED if unit is Unit.RATIO else fmt.INFINITE
         if beside is None:
             return fmt.percent(value, 1, infinite=infinite)
@@ -179,15 +192,78 @@ def _level_action(n: Notification, metrics: AccountMetrics) -> str | None:
     return None if remedy is None else _remedy_text(remedy, settle, goal)
 
 
+# --- concentration, leverage and ADL: what each means, and what to do (one line each) -------
+
+
+def _cut_text(pm: PositionMetrics, notional: Decimal) -> str:
+    """Closing ``notional`` of ``pm`` at the mark, in the market's contracts (rounded up)."""
+    p = pm.position
+    contracts = notional / pm.notional * p.contracts
+    return f"cut {fmt.size_to_cut(contracts, p.lot_size)} {p.symbol}"
+
+
+def _guard_action(n: Notification, metrics: AccountMetrics) -> str | None:
+    """For the guide's defences: back to the rule's clear share, solved on the current
+    figures; for ADL, how to leave the front of the queue (leverage: :func:`_level_action`)."""
+    metric, level = n.rule.metric, _clear_level(n.rule)
+    if metric in ("concentration", "margin_concentration") and metrics.positions:
+        by_notional = metric == "concentration"
+        biggest = max(
+            metrics.positions,
+            key=lambda pm: pm.notional if by_notional else pm.maintenance_margin,
+        )
+        total = sum((pm.notional for pm in metrics.positions), Decimal(0))
+        if by_notional and 0 < level < 1:
+            # closing x of the largest: (largest - x) / (total - x) = level
+            excess = (biggest.notional - level * total) / (1 - level)
+            if 0 < excess < biggest.notional:
+                return f"{_cut_text(biggest, excess)} to bring it to {fmt.percent(level, 0)}"
+        return f"reduce {biggest.position.symbol} or spread the margin over other positions"
+    if metric in ("adl_rank", "adl_risk"):
+        return "take some profit or lower its leverage to move back in the queue"
+    if metric == "insurance_fund_drop":
+        return "check its ADL rank; take some profit if it is near the front of the queue"
+    return None
+
+
+def _guard_meaning(n: Notification) -> str | None:
+    """What the figure means, in one line."""
+    metric, value = n.rule.metric, n.value
+    if metric == "effective_leverage" and value is not None and value > 0:
+        if not value.is_finite():
+            return "the margin is gone: any move against it is a loss the wallet cannot cover"
+        return f"a {fmt.percent(1 / value, 1)} move against it wipes out the margin behind it"
+    share = "n/a" if value is None else fmt.percent(value, 0)
+    if metric == "concentration":
+        return f"one position is {share} of the exposure: a move in it moves the whole account"
+    if metric == "margin_concentration":
+        return f"one position needs {share} of the margin: its loss is most of the account's"
+    if metric == "insurance_fund_drop":
+        return (
+            "the fund that pays for liquidations past bankruptcy is draining: when it runs "
+            "short the exchange deleverages profitable positions"
+        )
+    if metric in ("adl_rank", "adl_risk"):
+        profit = "in profit in a fast market " if metric == "adl_risk" else ""
+        return (
+            f"{profit}at the front of the ADL queue: if the insurance fund runs short the "
+            "exchange closes it at a liquidated trader's price"
+        )
+    return None
+
+
 def _action(n: Notification, metrics: AccountMetrics, target: Decimal) -> str | None:
-    """One thing to do: for a distance, buffer or leverage rule, back to its clear level;
-    otherwise computed for the target ratio the user would be happy with."""
+    """One thing to do: for a distance, buffer, leverage or predictive rule, back to its clear
+    level; for the guide's other defences, their own; otherwise computed for the target ratio
+    the user would be happy with."""
     if n.rule.metric in DISTANCE_METRICS:
         return _distance_action(n, metrics)
     if n.rule.metric in LEVEL_METRICS:
         return _level_action(n, metrics)
     if n.rule.metric in PREDICTIVE_METRICS:
         return _predictive_action(n, metrics)
+    if n.rule.metric in GUARD_METRICS:
+        return _guard_action(n, metrics)
     at_target = compute(metrics.account, target)
     settle = metrics.account.settle
     pool = at_target.pool
@@ -286,6 +362,9 @@ def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
             lines.append(_position_line(pm))
         if len(shown) > MAX_POSITIONS:
             lines.append(f"+{len(shown) - MAX_POSITIONS} more positions")
+        meaning = _guard_meaning(n) if metric in GUARD_METRICS else None
+        if meaning:
+            lines.insert(1, meaning)
         action = _action(n, metrics, target_ratio)
         if action:
             lines.append("→ " + action)

@@ -68,6 +68,7 @@ class Unit(enum.Enum):
     DURATION = "time (seconds; shown as 12m)"
     SIGMAS = "standard deviations (shown as 2.5σ)"
     PRICE = "price (settle currency per unit)"
+    RANK = "queue position, 0 last to 1 first in line (shown as %)"
 
 
 class Needs(enum.IntEnum):
@@ -472,6 +473,100 @@ STOP_METRICS: tuple[Metric, ...] = (
 )
 
 
+# --- concentration and auto-deleveraging (docs/rules.md, "Concentration, leverage, ADL") ----
+
+# "Fast" for the ADL metric: the mark's realized volatility over the rule's `window`, scaled
+# to an hour, at least this. 1% an hour is about three times BTC's usual (0.3-0.5%/h on calm
+# days; the crashes docs/lead-time.md replays ran at 2-6%/h): the markets in which others'
+# liquidations outrun the insurance fund.
+FAST_HOURLY_VOLATILITY = 0.01
+ADL_WINDOW_S = 900.0
+
+
+def _adl_risk(f: Figures) -> Decimal | None:
+    """The position's ADL rank while it is in profit in a fast market, 0 otherwise; no value
+    while the exchange gives no rank or the window cannot tell how fast the market is."""
+    lp = f.position
+    rank = lp.position.adl_rank
+    if rank is None:
+        return None
+    if lp.upnl <= 0:
+        return Decimal(0)  # a losing position is never chosen to be deleveraged
+    window = _window(f, lp.symbol)
+    sigma = None if window is None else window.volatility(f.window_s)
+    if sigma is None:
+        return None
+    return rank if sigma * math.sqrt(HOUR) >= FAST_HOURLY_VOLATILITY else Decimal(0)
+
+
+_GUARD_ACCOUNT_METRICS = (
+    Metric(
+        "concentration",
+        Scope.ACCOUNT,
+        Unit.FRACTION,
+        "above",
+        "the largest position's share of the notional of all the account's positions (cross "
+        "and isolated; a long and a short of one symbol are two positions); no value with "
+        "fewer than two positions",
+        Needs.POOL,
+        lambda f: f.account.concentration,
+        title="largest position {value} of notional",
+    ),
+    Metric(
+        "margin_concentration",
+        Scope.ACCOUNT,
+        Unit.FRACTION,
+        "above",
+        "the largest position's share of the maintenance margin of all the account's "
+        "positions (the one whose loss hurts most); no value with fewer than two positions",
+        Needs.POOL,
+        lambda f: f.account.margin_concentration,
+        title="largest position {value} of margin",
+    ),
+)
+_GUARD_POSITION_METRICS = (
+    Metric(
+        "adl_rank",
+        Scope.POSITION,
+        Unit.RANK,
+        "above",
+        "the exchange's auto-deleveraging queue position, normalised: 0 = last in the queue, "
+        "1 = first in line (docs/exchanges.md gives each exchange's scale); no value where "
+        "the exchange gives none (Hyperliquid)",
+        Needs.POOL,
+        lambda f: f.position.position.adl_rank,
+        title="ADL queue {value}",
+    ),
+    Metric(
+        "adl_risk",
+        Scope.POSITION,
+        Unit.RANK,
+        "above",
+        "`adl_rank` while the position is in profit and the market is fast (the mark's "
+        "realized volatility over `window`, default 15m, at least 1% an hour), else 0: the "
+        "moments the exchange may close it at a liquidated trader's bankruptcy price",
+        Needs.POOL,
+        _adl_risk,
+        window_s=ADL_WINDOW_S,
+        title="first in the ADL queue ({value}) in a fast market",
+        resolved_title="out of the ADL danger zone",
+    ),
+    Metric(
+        "insurance_fund_drop",
+        Scope.POSITION,
+        Unit.FRACTION,
+        "above",
+        "how far the exchange's insurance fund behind the position's symbol fell from its "
+        "high over `builtin_rules.insurance_fund_window` (0.2 = a fifth of it gone); no value "
+        "unless `builtin_rules.insurance_fund` is on and the exchange publishes it (Binance)",
+        Needs.POOL,
+        lambda f: f.feed.insurance_drops.get(f.position.symbol),
+        title="insurance fund down {value}",
+        resolved_title="insurance fund recovered",
+    ),
+)
+
+
 def _liquidation_clear(f: Figures, rule: Rule) -> bool:
     """Every distance (or this position's) provably above a "below" rule's threshold."""
     if rule.below is None:
@@ -630,6 +725,7 @@ METRICS: tuple[Metric, ...] = (
         lambda f: _flag(bool(f.feed.missing)),
     ),
     *_predictive_metrics(A),
+    *_GUARD_ACCOUNT_METRICS,
     Metric(
         "margin_ratio",
         P,
@@ -679,6 +775,7 @@ METRICS: tuple[Metric, ...] = (
     ),
     *_predictive_metrics(P),
     *STOP_METRICS,
+    *_GUARD_POSITION_METRICS,
 )
 del A, P
 

@@ -207,6 +207,9 @@ class FeedStatus:
     # it is no drift
     ratio_rounding: Decimal = Decimal(0)
     missing: tuple[str, ...] = ()  # what keeps the account's data incomplete
+    # per held symbol, the fall of the insurance fund behind it from its high over the
+    # configured window (builtin_rules.insurance_fund; none where it is not watched)
+    insurance_drops: Mapping[str, Decimal] = field(default_factory=dict)
 
     @property
     def ratio_drift(self) -> Decimal | None:

@@ -85,6 +85,8 @@ class PositionIn(_Model):
     leverage: PositiveDec | None = None
     tick_size: PositiveDec | None = None
     lot_size: PositiveDec | None = None  # the smallest order size step, in contracts
+    # the exchange's ADL queue position on alertd's scale: 0 last in line, 1 first
+    adl_rank: Annotated[NonNegativeDec, Field(le=1)] | None = None
     tiers: Annotated[list[TierIn], Field(min_length=1)]
 
 
@@ -345,6 +347,7 @@ def build_account(snap: SnapshotIn | SnapshotInV2) -> LoadedSnapshot:
                 leverage=p.leverage,
                 tick_size=p.tick_size,
                 lot_size=p.lot_size,
+                adl_rank=p.adl_rank,
             )
         )
     inverse = any(inverse_kinds)
@@ -512,6 +515,7 @@ def _account_json(account: Account) -> dict[str, Any]:
                 "leverage": decimal_str(p.leverage),
                 "tick_size": decimal_str(p.tick_size),
                 "lot_size": decimal_str(p.lot_size),
+                "adl_rank": decimal_str(p.adl_rank),
                 "tiers": [_tier_json(t, p.tiers.basis) for t in p.tiers.tiers],
             }
             for p in account.positions

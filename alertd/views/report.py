@@ -66,6 +66,7 @@ def position_json(pm: PositionMetrics, m: AccountMetrics | None = None) -> dict[
         "margin_to_add": decimal_str(pm.margin_to_add),
         "size_to_cut": decimal_str(pm.size_to_cut),
         "stop": None if m is None else stop_json(_stops(m, pm)),
+        "adl_rank": decimal_str(p.adl_rank),
     }
 
 
@@ -108,6 +109,8 @@ def metrics_json(m: AccountMetrics) -> dict[str, Any]:
             "effective_leverage": decimal_str(pool.effective_leverage),
             "target_ratio": decimal_str(m.target_ratio),
             "margin_to_add": decimal_str(pool.margin_to_add),
+            "concentration": decimal_str(m.concentration),
+            "margin_concentration": decimal_str(m.margin_concentration),
         },
         "positions": [position_json(pm, m) for pm in m.positions],
     }
@@ -154,6 +157,20 @@ def render(m: AccountMetrics, console: Console) -> None:
         if m.crash_distance is None
         else f"{fmt.percent(m.crash_distance, signed=True)} (all marks)",
     )
+    summary.add_row("Effective leverage (cross)", fmt.leverage(pool.effective_leverage))
+    if m.concentration is not None and m.margin_concentration is not None:
+        summary.add_row(
+            "Largest position's share",
+            f"{fmt.percent(m.concentration, 1)} of notional, "
+            f"{fmt.percent(m.margin_concentration, 1)} of margin",
+        )
+    ranked = [pm.position for pm in m.positions if pm.position.adl_rank is not None]
+    if ranked:
+        first = max(ranked, key=lambda p: p.adl_rank or 0)
+        summary.add_row(
+            "ADL queue (highest)",
+            f"{fmt.percent(first.adl_rank, 0)} {first.symbol} {first.side.label}",
+        )
     if m.target_ratio is not None and pool.margin_to_add is not None:
         summary.add_row(
             f"Add to reach {fmt.ratio(m.target_ratio)}",

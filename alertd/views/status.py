@@ -43,6 +43,9 @@ def figures_json(figures: AccountFigures | None) -> dict[str, Any]:
             "margin_ratio": None,
             "buffer": None,
             "crash_distance": None,
+            "effective_leverage": None,
+            "concentration": None,
+            "margin_concentration": None,
             "settle": None,
             "positions": [],
         }
@@ -50,6 +53,9 @@ def figures_json(figures: AccountFigures | None) -> dict[str, Any]:
         "margin_ratio": dec(figures.worst_ratio),
         "buffer": dec(figures.buffer),
         "crash_distance": dec(figures.crash_distance),
+        "effective_leverage": dec(figures.effective_leverage),
+        "concentration": dec(figures.concentration),
+        "margin_concentration": dec(figures.margin_concentration),
         "settle": figures.settle,
         "positions": [
             {
@@ -66,6 +72,7 @@ def figures_json(figures: AccountFigures | None) -> dict[str, Any]:
                 "stop_beyond_liquidation": None
                 if p.stop is None
                 else dec(p.stop.beyond_liquidation),
+                "adl_rank": dec(p.adl_rank),
             }
             for p in figures.positions
         ],
@@ -267,7 +274,16 @@ def render_status(data: dict[str, Any], console: Console) -> None:
     if health is not None:
         console.print("healthy" if health else "UNHEALTHY: " + "; ".join(data["reasons"]))
     accounts = Table(title="Accounts", header_style="bold")
-    for col in ("Account", "Mode", "Worst ratio", "Buffer", "Crash distance", "Feed"):
+    for col in (
+        "Account",
+        "Mode",
+        "Worst ratio",
+        "Buffer",
+        "Crash distance",
+        "Lev.",
+        "Largest",
+        "Feed",
+    ):
         accounts.add_column(col, justify="left" if col in ("Account", "Mode", "Feed") else "right")
     positions = Table(title="Positions", header_style="bold")
     for col in (
@@ -280,6 +296,7 @@ def render_status(data: dict[str, Any], console: Console) -> None:
         "Distance",
         "Ratio",
         "Stop",
+        "ADL",
     ):
         positions.add_column(
             col, justify="left" if col in ("Account", "Symbol", "Side") else "right"
@@ -301,7 +318,9 @@ def render_status(data: dict[str, Any], console: Console) -> None:
         mode = a.get("mode") or "-"
         if a.get("coverage") and a.get("mode_limits"):
             mode += f": {a['coverage']}"
-        accounts.add_row(a["name"], mode, ratio, buffer, crash, feed)
+        leverage = fmt.leverage(_d(a.get("effective_leverage")))
+        largest = fmt.percent(_d(a.get("concentration")), 0)
+        accounts.add_row(a["name"], mode, ratio, buffer, crash, leverage, largest, feed)
         for p in a["positions"]:
             positions.add_row(
                 a["name"],
@@ -313,6 +332,7 @@ def render_status(data: dict[str, Any], console: Console) -> None:
                 fmt.percent(_d(p["liquidation_distance"])),
                 fmt.ratio(_d(p["margin_ratio"])),
                 stop_text(p),
+                fmt.percent(_d(p.get("adl_rank")), 0),
             )
     console.print(accounts)
     console.print(positions)

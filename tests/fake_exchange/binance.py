@@ -40,8 +40,9 @@ beyond the wire: ``apply_to(exchange)``, ``wait_for_subscription(stream)``,
 Run ``python -m tests.fake_exchange.binance --help`` for a standalone server for benchmarks.
 
 Simplifications, on purpose: no orders or fills (positions are scripted), no fees except the
-break-even price estimate, ADL quantile fixed at 2, the index price equals the mark, any stream
-name is accepted on any public path, and a ban is per API key rather than per IP (see ``base.ban``).
+break-even price estimate, ADL quantile 2 unless set (``set_adl``), the index price equals the
+mark, any stream name is accepted on any public path, and a ban is per API key rather than per IP
+(see ``base.ban``).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ FUNDING_PERIOD_MS = 8 * 3600 * 1000
 BREAK_EVEN_FEE_RATE = Decimal("0.0005")  # open + close taker fee, as in captured breakEvenPrice
 DEFAULT_LEVERAGE = 20
 ADL_QUANTILE = 2
+INSURANCE_FUND = "1000000"  # USDT in each symbol's insurance fund pool unless set
 EIGHT_PLACES = Decimal("0.00000001")
 LISTEN_KEY_ALPHABET = string.ascii_letters + string.digits
 OTHER_MARGIN_ASSETS = ("FDUSD", "BTC", "BNB", "ETH", "USDC", "USDT")
@@ -390,6 +392,10 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         self._asset_index: dict[str, dict[str, Any]] = {}
         # assetIndex rows that follow a market's mark: (market id, index / mark)
         self._index_follows: dict[str, tuple[str, Decimal]] = {}
+        # positionRisk v3 "adl" by symbol (ADL_QUANTILE where none is set)
+        self._adl: dict[str, int] = {}
+        # the USDT balance of the insurance fund pool covering each symbol (by market id)
+        self._insurance: dict[str, str] = {}
         real = _load_real_brackets()
         for market_id, base, quote, mark, tick, step, min_notional, sub in _DEFAULT_MARKETS:
             self._markets[market_id] = _Market(
@@ -602,6 +608,16 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             if row is not None:
                 total += min(amount * _dec(row["bidRate"]), amount * _dec(row["askRate"]))
         return total
+
+    @scripted
+    def set_adl(self, symbol: str, quantile: int) -> None:
+        """The ADL quantile (0-4) Position Information V3 reports for ``symbol``'s positions."""
+        self._adl[self._market(symbol).id] = quantile
+
+    @scripted
+    def set_insurance_fund(self, symbol: str, usdt: str) -> None:
+        """The USDT balance of the insurance fund pool that covers ``symbol``."""
+        self._insurance[self._market(symbol).id] = usdt
 
     @scripted
     def set_klines(self, symbol: str, candles: list[tuple[int, str, str, str, str]]) -> None:
@@ -891,6 +907,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             web.get("/fapi/v1/assetIndex", self._asset_index_get),
             web.get("/sapi/v1/account/apiRestrictions", self._api_restrictions),
             web.get("/fapi/v1/klines", self._klines),
+            web.get("/fapi/v1/insuranceBalance", self._insurance_balance),
             web.get("/fapi/v1/markPriceKlines", self._klines),
             web.post("/fapi/v1/listenKey", self._listen_key_post),
             web.put("/fapi/v1/listenKey", self._listen_key_put),
@@ -1217,7 +1234,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
                         "maintMargin": _f8(fig.mm),
                         "positionInitialMargin": _f8(fig.im),
                         "openOrderInitialMargin": "0",
-                        "adl": ADL_QUANTILE,
+                        "adl": self._adl.get(position.market_id, ADL_QUANTILE),
                         "bidNotional": "0",
                         "askNotional": "0",
                         "updateTime": position.update_ms,
@@ -1581,6 +1598,25 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         if symbol not in self._asset_index:
             return self._error(400, -1121, "Invalid symbol.")
         return self._json(self._asset_index[symbol])
+
+    async def _insurance_balance(self, request: web.Request) -> web.Response:
+        # "Query Insurance Fund Balance Snapshot" (public): with a symbol, its pool; each
+        # symbol is its own pool here, holding USDT only
+        market = self._symbol_filter(dict(request.query))
+        pools = [
+            {
+                "symbols": [m.id],
+                "assets": [
+                    {
+                        "asset": "USDT",
+                        "marginBalance": self._insurance.get(m.id, INSURANCE_FUND),
+                        "updateTime": now_ms(),
+                    }
+                ],
+            }
+            for m in ([market] if market is not None else self._markets.values())
+        ]
+        return self._json(pools[0] if market is not None else pools)
 
     async def _klines(self, request: web.Request) -> web.Response:
         # Binance "Kline/Candlestick Data" and "Mark Price Kline": symbol, interval, startTime,
