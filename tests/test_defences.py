@@ -213,7 +213,7 @@ def test_the_leverage_and_concentration_warnings_give_the_cut_that_clears_them()
     # 80,000 - 2 x 30,000 = 20,000 of BTC at 60,000: 0.3334 BTC (rounded up), or add 10,000
     assert "a 37.5% move against it wipes out the margin behind it" in lev.body
     assert lev.body.endswith(
-        "→ cut 0.3334 BTC/USDT:USDT or add 10,000.00 USDT to get back to 2.00x"
+        "→ add 10,000.00 USDT for 2.00x effective leverage, or cut 0.3334 BTC/USDT:USDT"
     )
     conc = texts["concentrated"]
     assert conc.title == "WARNING a: largest position 75.0% of notional"
@@ -414,7 +414,7 @@ def test_a_stream_without_the_adl_field_keeps_the_rank_rest_gave() -> None:
     assert state.positions[("BTC/USDT:USDT", Side.LONG)].adl_rank is None
 
 
-def test_an_isolated_position_s_leverage_warning_says_what_to_add_to_it_or_cut() -> None:
+def test_an_isolated_position_s_leverage_warning_says_what_to_add_to_it() -> None:
     # isolated long 1 BTC at 60,000 on 3,000 of margin: 20x; back to 10x by closing half at
     # the mark (60,000 - 10 x 3,000 = 30,000 of notional) or adding 3,000 to its margin
     t = tiers([(None, "0.004", "0")])
@@ -430,6 +430,8 @@ def test_an_isolated_position_s_leverage_warning_says_what_to_add_to_it_or_cut()
     message = render(note)
     assert message.title == "WARNING a BTC/USDT:USDT long: effective leverage 20.00x"
     assert "a 5.0% move against it wipes out the margin behind it" in message.body
+    # closing part of an isolated position releases its margin in proportion: its leverage
+    # stays, so only margin is offered (engine/remedy.py)
     assert message.body.endswith(
-        "→ cut 0.5 BTC/USDT:USDT or add 3,000.00 USDT to BTC/USDT:USDT to get back to 10.00x"
+        "→ add 3,000.00 USDT to BTC/USDT:USDT's margin for 10.00x effective leverage"
     )
