@@ -333,11 +333,11 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         # those placed before the move. Each weighs 1 with a symbol and 40 without ("Current
         # All Open Orders", "Current All Algo Open Orders"): per held symbol up to 40 of them,
         # or 50 accounts' reconciles alone would pass the IP's 2,400 a minute.
-        scopes: list[dict[str, str]] = (
-            [{"symbol": exchange.market_id(s)} for s in symbols]
-            if len(symbols) < ALL_SYMBOLS_WEIGHT
-            else [{}]
-        )
+        markets = exchange.markets or {}
+        ids = [markets[s]["id"] for s in symbols if s in markets]
+        # a symbol ccxt does not know (no catalogue loaded): every symbol at once
+        per_symbol = len(ids) == len(symbols) and len(ids) < ALL_SYMBOLS_WEIGHT
+        scopes: list[dict[str, str]] = [{"symbol": i} for i in ids] if per_symbol else [{}]
         rows: list[Any] = []
         for scope in scopes:
             rows += await exchange.fapiPrivateGetOpenOrders(scope)

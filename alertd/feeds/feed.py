@@ -397,12 +397,14 @@ class AccountFeed:
         self.state.update_positions(changed, self._clock())
         await self._ensure_tiers()
         await self._seed_marks()
-        if self.state.held_symbols - self._stops_for:
-            # a newly held symbol: its stops may have been placed before the position (the
-            # exchanges read per symbol know none of them yet)
-            await self._refresh_stops()
         self._sync_mark_streams()
         self._notify(Change.ACCOUNT)
+        if self.state.held_symbols - self._stops_for and self._group is not None:
+            # a newly held symbol: its stops may have been placed before the position (the
+            # exchanges read per symbol know none of them yet); read them beside the stream,
+            # not in its way
+            self._stops_for |= self.state.held_symbols  # one read, however many frames
+            self._group.create_task(self._read_stops_now())
 
     async def _fetch_stops(self, exchange: Any, held: set[str]) -> tuple[StopOrder, ...] | None:
         """The open conditional orders of the account's ``held`` symbols (None: not read, or
@@ -429,6 +431,16 @@ class AccountFeed:
             return
         await self._refresh_stops()
         self._notify(Change.ACCOUNT)
+
+    async def _read_stops_now(self) -> None:
+        """:meth:`_refresh_stops` as a task of its own: a failure is logged (fatal ones stop
+        the feed); the next reconcile reads them again."""
+        try:
+            await self._refresh_stops()
+            self._notify(Change.ACCOUNT)
+        except Exception as exc:
+            if not self._is_fatal(exc):
+                log.warning("%s: reading the stops failed: %s", self.config.name, describe(exc))
 
     async def _refresh_stops(self) -> None:
         async with rest_slot(self.shared):
