@@ -271,6 +271,21 @@ class _Liquidation:
                 self.x, self.liq = x, price_from_root(x, self.inverse)
         return self.liq
 
+    def bankruptcy(self, cross: LivePool) -> Decimal | None:
+        """The mark (of these legs' symbol) at which the equity behind them is exactly zero
+        (:func:`~alertd.engine.margin.compute`'s bankruptcy price): solved on each call."""
+        members = self.members
+        if self.isolated_margin is not None:
+            const = self.isolated_margin
+        else:
+            # the wallet and every other cross leg's PnL at its mark; no requirement counts
+            const = cross.balance + cross.upnl - sum((lp.upnl for lp in members), ZERO)
+            for coin in self.coins:
+                const -= coin.value  # solved as moving with the price below
+        linked = [coin.term(per_mark=True) for coin in self.coins]
+        x = nearest_root(const, self.terms, members[0].u, self.inverse, False, linked)
+        return price_from_root(x, self.inverse)
+
     def beyond(self, pool: LivePool, d: Decimal) -> bool:
         """True when no price of these legs' symbol within a fraction ``d`` of the mark (after
         rounding to the tick) brings their pool's ratio to 1: a bound, as :meth:`LivePool.beyond`
@@ -367,6 +382,20 @@ class LiveAccount:
         if liq is not None and self.account.profile.rounds_liquidation_to_tick and p.tick_size:
             liq = round_to_tick(liq, p.side, p.tick_size)
         return liq
+
+    def bankruptcy_price(self, index: int) -> Decimal | None:
+        """Position ``index``'s bankruptcy price, as :func:`compute` gives it."""
+        return self._groups[index].bankruptcy(self.cross)
+
+    def bankruptcy_buffer(self, index: int) -> Decimal | None:
+        """The distance between position ``index``'s liquidation and bankruptcy prices, as a
+        fraction of its mark: how far past its liquidation price the close may fill before the
+        account owes more than it holds. ``None`` without both prices."""
+        liq = self.liquidation_price(index)
+        bankrupt = self.bankruptcy_price(index)
+        if liq is None or bankrupt is None:
+            return None
+        return abs(liq - bankrupt) / self.positions[index].mark
 
     def liquidation_distance(self, index: int) -> Decimal | None:
         lp = self.positions[index]

@@ -1,0 +1,219 @@
+"""Closing a position into an order book: average fill, slippage, and gap (negative-balance) risk.
+
+Pure and exact (``Decimal``). A book is the exchange's visible depth, bounded (the feed asks for
+a limited number of levels), with every level's size already in the position's own units:
+contracts x contract size (base coin for a linear contract, quote for an inverse one).
+
+Averages are taken where the margin formulas are linear (:mod:`alertd.engine.legs`): in the
+price for a linear contract, in ``1 / price`` for an inverse one. So the PnL of a fill is
+``sign * quantity * (u_fill - u_entry)`` level by level, exactly as the engine books it.
+
+**Gap model** (docs/rules.md, "Gap risk", states it and its limits). At the liquidation price
+the exchange takes the position over and closes it at market. Nobody knows the book at that
+moment; alertd assumes the book keeps its current shape *relative to its mid*: every level's
+price is scaled by ``liquidation / mid`` and keeps its size. Closing the whole position into
+that shifted book gives an average fill; past the bankruptcy price (where the equity behind
+the position is exactly zero) every unit loses ``|u_fill - u_bankruptcy|``: the **shortfall**,
+in the settle currency, is what the account (or the exchange's insurance fund) is left owing.
+The **size that fits** is the largest size whose close into the shifted book does not cross
+the bankruptcy price on average.
+
+A book too thin to fill the whole size is said so (:attr:`Fill.complete`): what lies beyond
+the visible depth is unknown, so the remainder is valued at the deepest visible price (a lower
+bound on the loss) and the size that fits is at most the visible depth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from alertd.engine.legs import from_u, to_u
+
+ZERO = Decimal(0)
+
+Level = tuple[Decimal, Decimal]  # price, size (in the position's units)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderBook:
+    """The visible depth of one symbol: bids best (highest) first, asks best (lowest) first."""
+
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+
+    def __post_init__(self) -> None:
+        for name, levels in (("bids", self.bids), ("asks", self.asks)):
+            for price, size in levels:
+                if not (price.is_finite() and price > 0 and size.is_finite() and size >= 0):
+                    raise ValueError(f"{name}: a level needs a positive price and size")
+        if any(b[0] < a[0] for b, a in zip(self.bids, self.bids[1:], strict=False)):
+            raise ValueError("bids: not in descending price order")
+        if any(b[0] > a[0] for b, a in zip(self.asks, self.asks[1:], strict=False)):
+            raise ValueError("asks: not in ascending price order")
+
+    @property
+    def mid(self) -> Decimal | None:
+        """Halfway between the best bid and ask; the one side's best price when the other is
+        empty; ``None`` for an empty book."""
+        if self.bids and self.asks:
+            return (self.bids[0][0] + self.asks[0][0]) / 2
+        if self.bids or self.asks:
+            return (self.bids or self.asks)[0][0]
+        return None
+
+    def closing(self, long: bool) -> tuple[Level, ...]:
+        """The side a close takes: a long sells into the bids, a short buys the asks."""
+        return self.bids if long else self.asks
+
+    def depth(self, long: bool) -> Decimal:
+        return sum((size for _, size in self.closing(long)), ZERO)
+
+    def shifted(self, to: Decimal) -> OrderBook:
+        """The same book moved so that its mid is at ``to`` (each price scaled by to / mid,
+        sizes kept)."""
+        mid = self.mid
+        if mid is None:
+            return self
+        scale = to / mid
+        return OrderBook(
+            tuple((p * scale, s) for p, s in self.bids),
+            tuple((p * scale, s) for p, s in self.asks),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """Closing ``wanted`` into a book's levels."""
+
+    wanted: Decimal
+    filled: Decimal  # what the visible depth takes (== wanted unless the book is too thin)
+    u_total: Decimal  # sum of size x u over what filled
+    last: Decimal | None  # the deepest price reached; None: nothing filled
+    inverse: bool
+
+    @property
+    def complete(self) -> bool:
+        return self.filled >= self.wanted
+
+    @property
+    def average(self) -> Decimal | None:
+        """The average fill price of what filled (an inverse contract's harmonic mean)."""
+        if self.filled <= 0:
+            return None
+        return from_u(self.u_total / self.filled, self.inverse)
+
+    @property
+    def bounded_u_total(self) -> Decimal | None:
+        """``u_total`` with the unfilled remainder at the deepest visible price: for a too
+        thin book, the best the whole close can do (``None`` for an empty book)."""
+        if self.last is None:
+            return None
+        rest = self.wanted - self.filled
+        return self.u_total + rest * to_u(self.last, self.inverse)
+
+
+def walk(levels: Sequence[Level], quantity: Decimal, inverse: bool = False) -> Fill:
+    """Take ``quantity`` from ``levels``, best first."""
+    if quantity < 0:
+        raise ValueError("quantity must not be negative")
+    left = quantity
+    u_total = ZERO
+    last: Decimal | None = None
+    for price, size in levels:
+        if left <= 0:
+            break
+        if size <= 0:
+            continue
+        take = size if size < left else left
+        u_total += take * to_u(price, inverse)
+        left -= take
+        last = price
+    return Fill(quantity, quantity - left, u_total, last, inverse)
+
+
+def _sign(long: bool, inverse: bool) -> int:
+    """+1 when the position gains as u rises (legs.Leg.sign)."""
+    return (1 if long else -1) * (-1 if inverse else 1)
+
+
+@dataclass(frozen=True, slots=True)
+class CloseCost:
+    """Closing the whole position at market into the current book."""
+
+    fill: Fill
+    mark: Decimal
+    # adverse distance of the average fill from the mark, as a fraction of the mark (0.002 =
+    # the close fills 0.2% worse than the mark; negative: better); for a too thin book, with
+    # the remainder at the deepest visible price (a lower bound). None: an empty book side.
+    slippage: Decimal | None
+
+
+def close_cost(
+    book: OrderBook, long: bool, quantity: Decimal, mark: Decimal, inverse: bool = False
+) -> CloseCost:
+    fill = walk(book.closing(long), quantity, inverse)
+    total = fill.bounded_u_total
+    if total is None or quantity <= 0:
+        return CloseCost(fill, mark, None)
+    average = from_u(total / quantity, inverse)
+    adverse = (mark - average) if long else (average - mark)
+    return CloseCost(fill, mark, adverse / mark)
+
+
+@dataclass(frozen=True, slots=True)
+class GapRisk:
+    """Closing the whole position at its liquidation price into the book shifted there."""
+
+    fill: Fill  # into the shifted book
+    liquidation: Decimal
+    bankruptcy: Decimal
+    # what the close loses past the bankruptcy price (settle currency, >= 0; a lower bound
+    # when the book is too thin); None: an empty book side
+    shortfall: Decimal | None
+    # the largest size whose close does not cross the bankruptcy price on average, at most
+    # the visible depth (position units); None: an empty book side
+    fits: Decimal | None
+
+    @property
+    def excess(self) -> Decimal | None:
+        """How much of the position is more than the book takes: size minus what fits."""
+        return None if self.fits is None else max(ZERO, self.fill.wanted - self.fits)
+
+
+def gap_risk(
+    book: OrderBook,
+    long: bool,
+    quantity: Decimal,
+    liquidation: Decimal,
+    bankruptcy: Decimal,
+    inverse: bool = False,
+) -> GapRisk:
+    """The gap model of the module's docstring for one position."""
+    levels = book.shifted(liquidation).closing(long)
+    fill = walk(levels, quantity, inverse)
+    if not any(size > 0 for _, size in levels):
+        return GapRisk(fill, liquidation, bankruptcy, None, None)
+    total = fill.bounded_u_total or ZERO  # None only when nothing was asked for
+    sign = _sign(long, inverse)
+    u_b = to_u(bankruptcy, inverse)
+    # PnL against the bankruptcy price: negative is owed
+    shortfall = max(ZERO, -sign * (total - quantity * u_b))
+    return GapRisk(fill, liquidation, bankruptcy, shortfall, _fits(levels, sign, u_b, inverse))
+
+
+def _fits(levels: Sequence[Level], sign: int, u_b: Decimal, inverse: bool) -> Decimal:
+    """The largest size whose PnL against the bankruptcy price, walking ``levels``, stays at
+    or above zero. Each deeper level is worse, so the running sum rises, then falls: its one
+    crossing of zero is the answer (or the whole visible depth)."""
+    total = ZERO  # running PnL against the bankruptcy price
+    taken = ZERO
+    for price, size in levels:
+        per_unit = sign * (to_u(price, inverse) - u_b)
+        after = total + size * per_unit
+        if after < 0:
+            return taken + total / -per_unit  # per_unit < 0 here: the partial level
+        total = after
+        taken += size
+    return taken
