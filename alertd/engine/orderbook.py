@@ -113,6 +113,14 @@ class Fill:
         rest = self.wanted - self.filled
         return self.u_total + rest * to_u(self.last, self.inverse)
 
+    @property
+    def bounded_average(self) -> Decimal | None:
+        """The average price of the whole close, the rest at the deepest visible price."""
+        total = self.bounded_u_total
+        if total is None or self.wanted <= 0:
+            return None
+        return from_u(total / self.wanted, self.inverse)
+
 
 def walk(levels: Sequence[Level], quantity: Decimal, inverse: bool = False) -> Fill:
     """Take ``quantity`` from ``levels``, best first."""
@@ -154,10 +162,9 @@ def close_cost(
     book: OrderBook, long: bool, quantity: Decimal, mark: Decimal, inverse: bool = False
 ) -> CloseCost:
     fill = walk(book.closing(long), quantity, inverse)
-    total = fill.bounded_u_total
-    if total is None or quantity <= 0:
+    average = fill.bounded_average
+    if average is None:
         return CloseCost(fill, mark, None)
-    average = from_u(total / quantity, inverse)
     adverse = (mark - average) if long else (average - mark)
     return CloseCost(fill, mark, adverse / mark)
 
