@@ -153,6 +153,8 @@ def multi_assets_collateral(
 class BinanceUSDMAdapter(ExchangeAdapter):
     exchange_id = "binanceusdm"
     market_filter = USDM_MARKETS
+    # GET /fapi/v1/depth: "limit: Default 500; Valid limits:[5, 10, 20, 50, 100, 500, 1000]"
+    book_limits = (5, 10, 20, 50, 100, 500, 1000)
 
     async def fetch_mode(self, exchange: Any) -> ModeReading:
         if (exchange.options or {}).get("portfolioMargin"):

@@ -422,6 +422,20 @@ def book_rules(rules: Iterable[Rule]) -> list[Rule]:
     return [r for r in rules if (m := lookup(r.metric, r.scope)) is not None and m.reads_book]
 
 
+def book_covers(rules: Iterable[Rule]) -> Callable[[str, str, str], bool] | None:
+    """Whether an order-book rule applies to (account, exchange, symbol); ``None`` when no
+    rule reads an order book (then none is fetched)."""
+    reading = book_rules(rules)
+    if not reading:
+        return None
+
+    def covers(account: str, exchange: str, symbol: str) -> bool:
+        subject = _subject(account, exchange, symbol, "")
+        return any(r.applies_to(subject) for r in reading)
+
+    return covers
+
+
 def _liquidation_clear(f: Figures, rule: Rule) -> bool:
     """Every distance (or this position's) provably above a "below" rule's threshold."""
     if rule.below is None:

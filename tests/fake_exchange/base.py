@@ -105,6 +105,11 @@ def to_decimal(value: Num, what: str = "value") -> Decimal:
     return result
 
 
+def _text(value: Decimal) -> str:
+    """A number as exchanges write it: plain, no exponent."""
+    return format(value.normalize(), "f") if value else "0"
+
+
 def positive(value: Num, what: str) -> Decimal:
     result = to_decimal(value, what)
     if result <= 0:
@@ -297,6 +302,7 @@ class WsConnection:
 
 C = TypeVar("C", bound=WsConnection)
 Candle = tuple[int, str, str, str, str]  # open time ms, open, high, low, close
+BookSides = tuple[list[tuple[str, str]], list[tuple[str, str]]]  # bids, asks: (price, size)
 
 
 # ---- the server ------------------------------------------------------------------------------
@@ -334,6 +340,9 @@ class FakeExchangeServer(Generic[A, C]):
         self._background: set[asyncio.Task[Any]] = set()
         # 1-minute mark-price candles by market id (open time ms, open, high, low, close)
         self._mark_candles: dict[str, list[Candle]] = {}
+        # order books by market id: bids best first, asks best first, (price, size) as text
+        self._books: dict[str, BookSides] = {}
+        self.book_requests = 0  # order book requests answered (the gap-risk tests count them)
 
     # ---- to be provided by an exchange ----------------------------------------------------------
 
@@ -589,6 +598,35 @@ class FakeExchangeServer(Generic[A, C]):
     def mark(self, symbol: str) -> Decimal:
         mark: Decimal = self._market(symbol).mark
         return mark
+
+    # ---- order books (issue 15 item 4: gap risk) -------------------------------------------
+
+    @scripted
+    def set_order_book(
+        self, symbol: str, bids: list[tuple[Num, Num]], asks: list[tuple[Num, Num]]
+    ) -> None:
+        """The symbol's visible order book, served by the exchange's order book endpoint:
+        ``bids`` best (highest) first, ``asks`` best (lowest) first, each ``(price, size)``
+        with the size in the exchange's own unit (contracts on OKX and Gate, the coin on
+        Binance USDⓈ-M, Bybit and Hyperliquid). A market with none set has an empty book."""
+        sides = []
+        for name, levels in (("bids", bids), ("asks", asks)):
+            checked = [
+                (positive(p, f"{name} price"), to_decimal(s, f"{name} size")) for p, s in levels
+            ]
+            prices = [p for p, _ in checked]
+            if prices != sorted(prices, reverse=name == "bids") or len(set(prices)) < len(prices):
+                raise ValueError(f"{name}: best first, one level per price")
+            sides.append([(_text(p), _text(s)) for p, s in checked])
+        self._books[self._market_id(symbol)] = (sides[0], sides[1])
+
+    def order_book(self, market_id: str, limit: int | None) -> BookSides:
+        """The ``limit`` best levels a side of ``market_id``'s book (all for None)."""
+        self.book_requests += 1
+        bids, asks = self._books.get(market_id, ([], []))
+        if limit is None:
+            return list(bids), list(asks)
+        return bids[:limit], asks[:limit]
 
     @scripted
     def set_mark_candles(self, symbol: str, candles: list[Candle]) -> None:
