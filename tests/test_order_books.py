@@ -168,11 +168,11 @@ def test_the_poller_fetches_only_covered_held_symbols_and_drops_old_books(
                     lambda: clock[0],
                 )
                 await books.refresh()  # no rule reads a book: nothing fetched
-                assert books.books == {} and fake.book_requests == 0
+                assert books.books == {} and fake.book_requests == []
                 books.covers = covers
                 await books.refresh()
                 assert set(books.books) == {btc}  # eth is held by b only: no rule covers it
-                assert fake.book_requests == 1
+                assert fake.book_requests == ["BTCUSDT"]
                 assert len(books.books[btc].bids) == 20
                 # the exchange stops answering: the book is kept until max_age, then dropped
                 fake.fail_rest(503, 10, path_prefix="/fapi/v1/depth")

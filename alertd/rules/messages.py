@@ -182,7 +182,7 @@ def book_lines(metric: str, pm: PositionMetrics, book: OrderBook) -> list[str]:
     if risk.shortfall is None:
         return ["the order book is empty on the closing side"]
     lines = [
-        f"closed at liq. {fmt.price(pm.liquidation_price)} into today's book: "
+        f"closed at liq. {fmt.price(pm.liquidation_price)} into the book moved there: "
         f"{fmt.price(risk.fill.bounded_average)} avg, bankruptcy "
         f"{fmt.price(pm.bankruptcy_price)}"
     ]

@@ -342,7 +342,7 @@ class FakeExchangeServer(Generic[A, C]):
         self._mark_candles: dict[str, list[Candle]] = {}
         # order books by market id: bids best first, asks best first, (price, size) as text
         self._books: dict[str, BookSides] = {}
-        self.book_requests = 0  # order book requests answered (the gap-risk tests count them)
+        self.book_requests: list[str] = []  # the market ids whose order book was asked for
 
     # ---- to be provided by an exchange ----------------------------------------------------------
 
@@ -622,7 +622,7 @@ class FakeExchangeServer(Generic[A, C]):
 
     def order_book(self, market_id: str, limit: int | None) -> BookSides:
         """The ``limit`` best levels a side of ``market_id``'s book (all for None)."""
-        self.book_requests += 1
+        self.book_requests.append(market_id)
         bids, asks = self._books.get(market_id, ([], []))
         if limit is None:
             return list(bids), list(asks)

@@ -1,0 +1,78 @@
+"""End to end (issue 15 item 4): the real ``alertd run`` against the local Binance, whose order
+book is thin near the position's liquidation price: the built-in gap-risk warning names the
+shortfall and the size to cut; the book refilled, it resolves. Only the held symbol's book is
+fetched."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from decimal import Decimal
+from typing import Any
+
+from .support.fixtures import BTC, started
+from .support.poll import wait_for
+
+D = Decimal
+STEP_S = 60.0
+
+# 1 BTC long at 60,000 on 2,000 USDT cross, maintenance margin 0.4% of notional: liquidation
+# where 2,000 + (P - 60,000) = 0.004 P, bankruptcy where 2,000 + (P - 60,000) = 0.
+LIQ = D(58000) / D("0.996")
+BANKRUPT = D(58000)
+# a book around 60,000 (mid 60,000) that fills 1 BTC down to 59,000: shifted to the
+# liquidation price it fills past the bankruptcy price
+THIN_BIDS = [("59990", "0.2"), ("59700", "0.2"), ("59000", "0.6")]
+ASKS = [("60010", "5")]
+DEEP_BIDS = [("59990", "10")]
+
+
+def expected_gap() -> tuple[Decimal, Decimal]:
+    """The shortfall and the size that fits, by hand: every bid x LIQ / 60,000."""
+    scale = LIQ / D(60000)
+    levels = [(D(p) * scale, D(s)) for p, s in THIN_BIDS]
+    shortfall = sum(s * (BANKRUPT - p) for p, s in levels)
+    # PnL against the bankruptcy price: +, -, then the third level takes it below zero
+    pnl = sum(s * (p - BANKRUPT) for p, s in levels[:2])
+    fits = D("0.4") + pnl / (BANKRUPT - levels[2][0])
+    return shortfall, fits
+
+
+def test_a_thin_book_near_liquidation_warns_with_the_shortfall_and_resolves(
+    world: dict[str, Any],
+) -> None:
+    fake, http, daemon = world["fake"], world["http"], world["daemon"]
+    path, config = world["path"], world["config"]
+    fake.set_order_book(BTC, THIN_BIDS, ASKS)
+    fake.set_order_book("ETH/USDT:USDT", THIN_BIDS, ASKS)  # not held: never asked for
+    feeds = {**config["feeds"], "stale_after_s": 30, "order_books": {"interval_s": 0.5}}
+    builtin = {"gap_risk_for": 0}
+    path.write_text(json.dumps({**config, "feeds": feeds, "builtin_rules": builtin}))
+    started(daemon)
+
+    wait_for(lambda: len(http.posts) >= 1, STEP_S, "the gap-risk warning")
+    title, body = http.titles()[0], http.posts[0]["message"]
+    shortfall, fits = expected_gap()
+    found = re.fullmatch(
+        r"WARNING main BTC/USDT:USDT long: gap risk: closing at liq\. loses ([\d,.]+) past "
+        r"bankruptcy",
+        title,
+    )
+    assert found, title
+    assert abs(D(found.group(1).replace(",", "")) - shortfall) < D("0.01"), (title, shortfall)
+    assert "bankruptcy 58,000.00" in body, body
+    # the size to cut, rounded up to Binance's 0.001 BTC lot
+    cut = (1 - fits).quantize(D("0.001"), rounding="ROUND_CEILING")
+    assert f"→ cut {cut} BTC/USDT:USDT to fit the book" in body, body
+    assert "book too thin" not in body  # the book holds the whole size
+
+    fake.set_order_book(BTC, DEEP_BIDS, ASKS)
+    wait_for(lambda: len(http.posts) >= 2, STEP_S, "resolved")
+    assert http.titles()[1].startswith("RESOLVED main BTC/USDT:USDT long: gap risk gone")
+    time.sleep(1.0)
+    assert daemon.stop() == 0
+    assert len(http.posts) == 2, http.titles()
+    assert set(fake.book_requests) == {"BTCUSDT"}  # the held symbol's book only
+    log = daemon.text()
+    assert "Traceback" not in log
