@@ -13,6 +13,8 @@ from typing import Any
 
 from .support.fixtures import BTC, started
 from .support.poll import wait_for
+from .support.process import alertd
+from .test_ops import free_port, get
 
 D = Decimal
 STEP_S = 60.0
@@ -48,7 +50,11 @@ def test_a_thin_book_near_liquidation_warns_with_the_shortfall_and_resolves(
     fake.set_order_book("ETH/USDT:USDT", THIN_BIDS, ASKS)  # not held: never asked for
     feeds = {**config["feeds"], "stale_after_s": 30, "order_books": {"interval_s": 0.5}}
     builtin = {"gap_risk_for": 0}
-    path.write_text(json.dumps({**config, "feeds": feeds, "builtin_rules": builtin}))
+    port = free_port()
+    http_on = {"enabled": True, "port": port}
+    path.write_text(
+        json.dumps({**config, "feeds": feeds, "builtin_rules": builtin, "http": http_on})
+    )
     started(daemon)
 
     wait_for(lambda: len(http.posts) >= 1, STEP_S, "the gap-risk warning")
@@ -66,6 +72,15 @@ def test_a_thin_book_near_liquidation_warns_with_the_shortfall_and_resolves(
     cut = (1 - fits).quantize(D("0.001"), rounding="ROUND_CEILING")
     assert f"→ cut {cut} BTC/USDT:USDT to fit the book" in body, body
     assert "book too thin" not in body  # the book holds the whole size
+    # alertd status (the endpoint's JSON, and the command's table) shows both figures
+    code, text = get(f"http://127.0.0.1:{port}/status")
+    assert code == 200, text
+    position = json.loads(text)["accounts"][0]["positions"][0]
+    assert abs(D(position["gap_risk"]) - shortfall) < D("1e-9"), position
+    assert D(position["bankruptcy_buffer"]) == (LIQ - BANKRUPT) / D(60000)
+    status = alertd("status", "-c", str(path), env={**daemon.env, "COLUMNS": "200"})
+    assert status.returncode == 0, status.stderr
+    assert "Gap risk" in status.stdout and f"{shortfall:,.2f}" in status.stdout, status.stdout
 
     fake.set_order_book(BTC, DEEP_BIDS, ASKS)
     wait_for(lambda: len(http.posts) >= 2, STEP_S, "resolved")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from alertd.daemon.store import OutboxRow
-from alertd.engine.margin import AccountMetrics
+from alertd.engine.margin import AccountMetrics, PositionMetrics
 from alertd.rules.lifecycle import AlertState
 from alertd.rules.model import Rule
 
@@ -39,6 +39,10 @@ class PositionFigures:
     liquidation_price: Decimal | None
     liquidation_distance: Decimal | None
     margin_ratio: Decimal
+    # gap risk (issue 15 item 4): liquidation to bankruptcy as a fraction of the mark, and
+    # what a close at liq. loses past bankruptcy into the order book (None: no book read)
+    bankruptcy_buffer: Decimal | None = None
+    gap_risk: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +76,18 @@ class AccountFigures:
                     liquidation_price=pm.liquidation_price,
                     liquidation_distance=pm.liquidation_distance,
                     margin_ratio=pm.margin_ratio,
+                    bankruptcy_buffer=bankruptcy_buffer(pm),
                 )
                 for pm in metrics.positions
             ),
         )
+
+
+def bankruptcy_buffer(pm: PositionMetrics) -> Decimal | None:
+    liq, bankrupt = pm.liquidation_price, pm.bankruptcy_price
+    if liq is None or bankrupt is None:
+        return None
+    return abs(liq - bankrupt) / pm.position.mark_price
 
 
 @dataclass(frozen=True, slots=True)

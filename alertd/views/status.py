@@ -60,6 +60,8 @@ def figures_json(figures: AccountFigures | None) -> dict[str, Any]:
                 "liquidation_price": dec(p.liquidation_price),
                 "liquidation_distance": dec(p.liquidation_distance),
                 "margin_ratio": dec(p.margin_ratio),
+                "bankruptcy_buffer": dec(p.bankruptcy_buffer),
+                "gap_risk": dec(p.gap_risk),
             }
             for p in figures.positions
         ],
@@ -223,7 +225,18 @@ def render_status(data: dict[str, Any], console: Console) -> None:
     for col in ("Account", "Mode", "Worst ratio", "Buffer", "Crash distance", "Feed"):
         accounts.add_column(col, justify="left" if col in ("Account", "Mode", "Feed") else "right")
     positions = Table(title="Positions", header_style="bold")
-    for col in ("Account", "Symbol", "Side", "Size", "Mark", "Liq. price", "Distance", "Ratio"):
+    for col in (
+        "Account",
+        "Symbol",
+        "Side",
+        "Size",
+        "Mark",
+        "Liq. price",
+        "Distance",
+        "Ratio",
+        "Bkr. buffer",
+        "Gap risk",
+    ):
         positions.add_column(
             col, justify="left" if col in ("Account", "Symbol", "Side") else "right"
         )
@@ -255,6 +268,8 @@ def render_status(data: dict[str, Any], console: Console) -> None:
                 fmt.price(_d(p["liquidation_price"])),
                 fmt.percent(_d(p["liquidation_distance"])),
                 fmt.ratio(_d(p["margin_ratio"])),
+                fmt.percent(_d(p.get("bankruptcy_buffer"))),
+                fmt.money(_d(p.get("gap_risk"))),
             )
     console.print(accounts)
     console.print(positions)
