@@ -1,7 +1,7 @@
 """End to end (issue 15 item 4): the real ``alertd run`` against the local Binance, whose order
 book is thin near the position's liquidation price: the built-in gap-risk warning names the
 shortfall and the size to cut; the book refilled, it resolves. Only the held symbol's book is
-fetched."""
+fetched. A replay names the order-book rules it cannot replay."""
 
 from __future__ import annotations
 
@@ -9,8 +9,12 @@ import json
 import re
 import time
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+from alertd.cli.replay import NO_BOOKS
+
+from .support.configs import write_config
 from .support.fixtures import BTC, started
 from .support.poll import wait_for
 from .support.process import alertd
@@ -91,3 +95,27 @@ def test_a_thin_book_near_liquidation_warns_with_the_shortfall_and_resolves(
     assert set(fake.book_requests) == {"BTCUSDT"}  # the held symbol's book only
     log = daemon.text()
     assert "Traceback" not in log
+
+
+def test_replay_says_order_book_rules_do_not_apply_and_replays_the_buffer(tmp_path: Path) -> None:
+    """A replay has prices, not order books: a gap-risk rule is named as not replayed (no
+    silent "no alert"); the bankruptcy buffer is computed from prices alone, so it replays."""
+    rules = [
+        {"name": "gap", "metric": "gap_risk", "above": 0, "severity": "warning"},
+        {"name": "thin-buffer", "metric": "bankruptcy_buffer", "below": 0.5, "severity": "info"},
+    ]
+    config = write_config(tmp_path, rules=rules)
+    t0 = 1_700_000_000_000 - 1_700_000_000_000 % 60_000
+    prices = tmp_path / "p.csv"
+    prices.write_text("timestamp,price\n" + "".join(f"{t0 + i * 60_000},100\n" for i in range(3)))
+    spec = "BTC/USDT:USDT long 1 @ 100 x10 cross"
+    table = alertd("replay", str(prices), "--position", spec, "--config", str(config))
+    assert table.returncode == 0, table.stderr
+    assert "rule gap: not replayed: it reads the exchange's order book" in table.stdout
+    # 10 USDT on 1 BTC at 100: liq. 90/0.996, bankruptcy 90: a buffer of 0.36%, under 50%
+    assert "thin-buffer" in table.stdout, table.stdout
+    data = json.loads(
+        alertd("replay", str(prices), "--position", spec, "--config", str(config), "--json").stdout
+    )
+    assert data["not_replayed"] == [{"rule": "gap", "why": NO_BOOKS}]
+    assert [a["rule"] for a in data["alerts"]] == ["thin-buffer"]
