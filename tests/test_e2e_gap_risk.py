@@ -65,8 +65,7 @@ def test_a_thin_book_near_liquidation_warns_with_the_shortfall_and_resolves(
     title, body = http.titles()[0], http.posts[0]["message"]
     shortfall, fits = expected_gap()
     found = re.fullmatch(
-        r"WARNING main BTC/USDT:USDT long: gap risk: closing at liq\. loses ([\d,.]+) past "
-        r"bankruptcy",
+        r"WARNING main BTC/USDT:USDT long: gap risk: ([\d,.]+) past bankruptcy at liq\.",
         title,
     )
     assert found, title

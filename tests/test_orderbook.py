@@ -15,7 +15,11 @@ from alertd.engine.book import Book
 from alertd.engine.margin import compute
 from alertd.engine.model import Account
 from alertd.engine.orderbook import OrderBook, close_cost, gap_risk, walk
+from alertd.rules.lifecycle import Kind, Notification
+from alertd.rules.messages import render
+from alertd.rules.model import Context, Rule, Scope, Severity, Subject
 
+from .support.snapshots import account, position, snapshot, tiers
 from .test_book import same
 from .test_properties import accounts, close
 
@@ -178,3 +182,57 @@ def test_bankruptcy_prices_in_the_book_are_computes(account: Account, data: st.D
             at.positions[i].margin_balance if pm.position.is_isolated else at.pool.margin_balance
         )
         assert close(equity + 1, D(1), D("1e-12")), equity
+
+
+def _book_note(metric: str, book: OrderBook, value: str) -> Notification:
+    """A position alert on an order-book metric: 1 BTC long at 60,000 on 2,000 USDT (liq.
+    58,232.93, bankruptcy 58,000), mark 60,000."""
+    snap = snapshot(
+        "binanceusdm",
+        "2000",
+        [
+            position(
+                "BTC/USDT:USDT",
+                "long",
+                "1",
+                "60000",
+                "60000",
+                tiers([(None, "0.004", "0")]),
+                lot_size="0.001",
+            )
+        ],
+    )
+    full = compute(account(snap), D("0.45"))
+    rule = Rule("gap", metric, Scope.POSITION, Severity.WARNING, above=D(0))
+    subject = Subject("main", "binanceusdm", "BTC/USDT:USDT", "long")
+    context = Context(full, full.positions[0], book=book)
+    return Notification(Kind.FIRING, rule, subject, 1000.0, 400.0, D(value), context)
+
+
+def test_gap_messages_say_the_fill_a_thin_book_and_the_size_to_cut() -> None:
+    thin = OrderBook(
+        bids=((D("59990"), D("0.2")), (D("59700"), D("0.2")), (D("59000"), D("0.2"))),
+        asks=((D("60010"), D("1")),),
+    )
+    m = render(_book_note("gap_risk", thin, "409.57"))
+    assert m.title == "WARNING main BTC/USDT:USDT long: gap risk: 409.57 past bankruptcy at liq."
+    lines = m.body.splitlines()
+    assert lines[0] == "above 0.00 (gap)"
+    assert lines[2].startswith("at liq. 58,232.93 the book fills ")
+    assert lines[2].endswith(" avg; bankruptcy 58,000.00")
+    assert lines[3] == "book too thin: fills only 0.6 of 1 (the rest at its deepest price)"
+    # what fits: 0.2 + 0.2 and part of the third level, at most the visible 0.6: cut >= 0.4
+    risk = gap_risk(thin, True, D(1), D(58000) / D("0.996"), D(58000))
+    assert risk.fits is not None and D("0.4") < risk.fits < D("0.6")
+    cut = (1 - risk.fits).quantize(D("0.001"), rounding="ROUND_CEILING")
+    assert lines[4] == f"→ cut {cut} BTC/USDT:USDT to fit the book"
+    assert len(lines) <= 5 and all(len(line) <= 80 for line in lines)
+
+    slip = render(_book_note("close_slippage", thin, "0.0053"))
+    body = slip.body.splitlines()
+    # (0.2 x 59,990 + 0.2 x 59,700 + 0.6 x 59,000) / 1 = 59,338
+    assert body[2] == "a market close fills 59,338.00 avg, 1.10% from the mark"
+    assert body[3].startswith("book too thin: fills only 0.6 of 1")
+
+    empty = render(_book_note("gap_risk", OrderBook((), ()), "0"))
+    assert "the order book is empty on the closing side" in empty.body

@@ -157,7 +157,7 @@ def _thin(fill: Fill, pm: PositionMetrics) -> str | None:
     size = pm.position.contract_size
     return (
         f"book too thin: fills only {fmt.quantity(fill.filled / size)} of "
-        f"{fmt.quantity(fill.wanted / size)} (the rest priced at its deepest level)"
+        f"{fmt.quantity(fill.wanted / size)} (the rest at its deepest price)"
     )
 
 
@@ -182,9 +182,8 @@ def book_lines(metric: str, pm: PositionMetrics, book: OrderBook) -> list[str]:
     if risk.shortfall is None:
         return ["the order book is empty on the closing side"]
     lines = [
-        f"closed at liq. {fmt.price(pm.liquidation_price)} into the book moved there: "
-        f"{fmt.price(risk.fill.bounded_average)} avg, bankruptcy "
-        f"{fmt.price(pm.bankruptcy_price)}"
+        f"at liq. {fmt.price(pm.liquidation_price)} the book fills "
+        f"{fmt.price(risk.fill.bounded_average)} avg; bankruptcy {fmt.price(pm.bankruptcy_price)}"
     ]
     thin = _thin(risk.fill, pm)
     if thin:

@@ -410,7 +410,7 @@ def _gap_metrics() -> tuple[Metric, ...]:
             "with a book too thin for the size, a lower bound" + _BOOK_LIMITS,
             Needs.LIQUIDATION,
             _gap_risk,
-            title="gap risk: closing at liq. loses {value} past bankruptcy",
+            title="gap risk: {value} past bankruptcy at liq.",
             resolved_title="gap risk gone: the book takes the position at liq.",
             reads_book=True,
         ),
