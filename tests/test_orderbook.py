@@ -19,7 +19,7 @@ from alertd.rules.lifecycle import Kind, Notification
 from alertd.rules.messages import render
 from alertd.rules.model import Context, Rule, Scope, Severity, Subject
 
-from .support.snapshots import account, position, snapshot, tiers
+from .support.snapshots import btc_long_on_2000
 from .test_book import same
 from .test_properties import accounts, close
 
@@ -187,22 +187,7 @@ def test_bankruptcy_prices_in_the_book_are_computes(account: Account, data: st.D
 def _book_note(metric: str, book: OrderBook, value: str) -> Notification:
     """A position alert on an order-book metric: 1 BTC long at 60,000 on 2,000 USDT (liq.
     58,232.93, bankruptcy 58,000), mark 60,000."""
-    snap = snapshot(
-        "binanceusdm",
-        "2000",
-        [
-            position(
-                "BTC/USDT:USDT",
-                "long",
-                "1",
-                "60000",
-                "60000",
-                tiers([(None, "0.004", "0")]),
-                lot_size="0.001",
-            )
-        ],
-    )
-    full = compute(account(snap), D("0.45"))
+    full = compute(btc_long_on_2000("60000", lot_size="0.001"), D("0.45"))
     rule = Rule("gap", metric, Scope.POSITION, Severity.WARNING, above=D(0))
     subject = Subject("main", "binanceusdm", "BTC/USDT:USDT", "long")
     context = Context(full, full.positions[0], book=book)
