@@ -25,13 +25,14 @@ bound on the loss) and the size that fits is at most the visible depth.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
 from alertd.engine.legs import from_u, to_u
 
 ZERO = Decimal(0)
+ONE = Decimal(1)
 
 Level = tuple[Decimal, Decimal]  # price, size (in the position's units)
 
@@ -122,7 +123,7 @@ class Fill:
         return from_u(total / self.wanted, self.inverse)
 
 
-def walk(levels: Sequence[Level], quantity: Decimal, inverse: bool = False) -> Fill:
+def walk(levels: Iterable[Level], quantity: Decimal, inverse: bool = False) -> Fill:
     """Take ``quantity`` from ``levels``, best first."""
     if quantity < 0:
         raise ValueError("quantity must not be negative")
@@ -179,14 +180,33 @@ class GapRisk:
     # what the close loses past the bankruptcy price (settle currency, >= 0; a lower bound
     # when the book is too thin); None: an empty book side
     shortfall: Decimal | None
-    # the largest size whose close does not cross the bankruptcy price on average, at most
-    # the visible depth (position units); None: an empty book side
-    fits: Decimal | None
+    # the closing side as the exchange shows it, the factor that moves it to the
+    # liquidation price, and the position's sign in u (for :attr:`fits`, read only by
+    # messages: the metric needs the fill alone)
+    levels: tuple[Level, ...]
+    scale: Decimal
+    sign: int
+
+    @property
+    def fits(self) -> Decimal | None:
+        """The largest size whose close does not cross the bankruptcy price on average, at
+        most the visible depth (position units); None: an empty book side."""
+        if self.shortfall is None:
+            return None
+        u_b = to_u(self.bankruptcy, self.fill.inverse)
+        return _fits(_shift(self.levels, self.scale), self.sign, u_b, self.fill.inverse)
 
     @property
     def excess(self) -> Decimal | None:
         """How much of the position is more than the book takes: size minus what fits."""
-        return None if self.fits is None else max(ZERO, self.fill.wanted - self.fits)
+        fits = self.fits
+        return None if fits is None else max(ZERO, self.fill.wanted - fits)
+
+
+def _shift(levels: Iterable[Level], scale: Decimal) -> Iterator[Level]:
+    """``levels`` with every price x ``scale`` (:meth:`OrderBook.shifted`, one side, lazily:
+    a walk reads only the levels it needs)."""
+    return ((price * scale, size) for price, size in levels)
 
 
 def gap_risk(
@@ -198,19 +218,21 @@ def gap_risk(
     inverse: bool = False,
 ) -> GapRisk:
     """The gap model of the module's docstring for one position."""
-    levels = book.shifted(liquidation).closing(long)
-    fill = walk(levels, quantity, inverse)
-    if not any(size > 0 for _, size in levels):
-        return GapRisk(fill, liquidation, bankruptcy, None, None)
-    total = fill.bounded_u_total or ZERO  # None only when nothing was asked for
+    levels = book.closing(long)
+    mid = book.mid
+    scale = ONE if mid is None else liquidation / mid
     sign = _sign(long, inverse)
+    fill = walk(_shift(levels, scale), quantity, inverse)
+    if not any(size > 0 for _, size in levels):
+        return GapRisk(fill, liquidation, bankruptcy, None, levels, scale, sign)
+    total = fill.bounded_u_total or ZERO  # None only when nothing was asked for
     u_b = to_u(bankruptcy, inverse)
     # PnL against the bankruptcy price: negative is owed
     shortfall = max(ZERO, -sign * (total - quantity * u_b))
-    return GapRisk(fill, liquidation, bankruptcy, shortfall, _fits(levels, sign, u_b, inverse))
+    return GapRisk(fill, liquidation, bankruptcy, shortfall, levels, scale, sign)
 
 
-def _fits(levels: Sequence[Level], sign: int, u_b: Decimal, inverse: bool) -> Decimal:
+def _fits(levels: Iterable[Level], sign: int, u_b: Decimal, inverse: bool) -> Decimal:
     """The largest size whose PnL against the bankruptcy price, walking ``levels``, stays at
     or above zero. Each deeper level is worse, so the running sum rises, then falls: its one
     crossing of zero is the answer (or the whole visible depth)."""

@@ -620,6 +620,15 @@ class FakeExchangeServer(Generic[A, C]):
             sides.append([(_text(p), _text(s)) for p, s in checked])
         self._books[self._market_id(symbol)] = (sides[0], sides[1])
 
+    def seed_order_books(self, levels: int) -> None:
+        """Every market: ``levels`` a side, one tick apart from the mark out, 1 each (for
+        benchmarks: the size of a real book, not its shape)."""
+        for market_id in self.symbols():
+            mark, tick = self.mark(market_id), self.tick(market_id)
+            bids = [(mark - tick * (k + 1), 1) for k in range(levels) if mark > tick * (k + 1)]
+            asks = [(mark + tick * (k + 1), 1) for k in range(levels)]
+            self.set_order_book(market_id, bids, asks)
+
     def order_book(self, market_id: str, limit: int | None) -> BookSides:
         """The ``limit`` best levels a side of ``market_id``'s book (all for None)."""
         self.book_requests.append(market_id)
@@ -838,6 +847,7 @@ class ServeOptions:
     mark_interval_s: float
     seed: int | None
     markets: int = 0
+    book_levels: int = 0
 
 
 F = TypeVar("F", bound=FakeExchangeServer[Any, Any])
@@ -870,10 +880,15 @@ def serve_main(
     parser.add_argument(
         "--markets", type=int, default=0, help="list this many markets in all (0: the seeded ones)"
     )
+    parser.add_argument(
+        "--book-levels", type=int, default=0, help="order book levels a side per market (0: none)"
+    )
     args = parser.parse_args(argv)
-    if args.accounts < 0 or args.mark_interval_s <= 0 or args.markets < 0:
-        parser.error("--accounts and --markets must be >= 0 and --mark-interval-s > 0")
-    options = ServeOptions(args.port, args.accounts, args.mark_interval_s, args.seed, args.markets)
+    if args.accounts < 0 or args.mark_interval_s <= 0 or args.markets < 0 or args.book_levels < 0:
+        parser.error("--accounts, --markets, --book-levels >= 0 and --mark-interval-s > 0")
+    options = ServeOptions(
+        args.port, args.accounts, args.mark_interval_s, args.seed, args.markets, args.book_levels
+    )
     return asyncio.run(_serve(options, fake_class, seed_accounts, max_step))
 
 
@@ -886,6 +901,8 @@ async def _serve(
     fake = fake_class(mark_interval_s=options.mark_interval_s)
     seed_accounts(fake, options.accounts)
     fake.list_markets(options.markets)
+    if options.book_levels:
+        fake.seed_order_books(options.book_levels)
     try:
         await fake.start(options.port)
     except OSError as exc:
