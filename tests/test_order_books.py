@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,11 +22,19 @@ from alertd.exchanges.registry import get_spec
 from alertd.feeds.adapter import FrameError, parse_order_book
 from alertd.feeds.books import OrderBooks
 
+from .support import inprocess
 from .support.aio import run
 from .support.fakes import FAKES, ccxt_client, make_fake, started
 from .test_mark_dynamics import SYMBOLS, listed
 
 D = Decimal
+BASE = """version: 1
+state_path: s.sqlite
+accounts:
+  - name: main
+    exchange: hyperliquid
+    wallet_address: "0xabc"
+"""
 ENDPOINTS = {
     "binanceusdm": "/fapi/v1/depth",
     "bybit": "/v5/market/orderbook",
@@ -226,3 +235,34 @@ def test_the_poller_skips_a_malformed_answer(caplog: pytest.LogCaptureFixture) -
                 assert any("skipped a malformed order book" in r.message for r in caplog.records)
 
     run(main())
+
+
+def test_check_names_each_bad_gap_setting_on_its_own_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        BASE
+        + """feeds:
+  order_books: {depth: 1000}
+builtin_rules: {gap_risk_above: -1, gap_risk_for: soon}
+rules:
+  - {name: g, metric: gap_risk, scope: account, above: 0, severity: warning}
+  - {name: s, metric: close_slippage, above: 0.01, severity: warning, horizon: 1h}
+"""
+    )
+    run = inprocess.alertd("check", "-c", str(path))
+    assert run.code == 2 and "Traceback" not in run.err
+    assert run.problems == [
+        "alertd: feeds.order_books.depth: input should be less than or equal to 400 (got 1000)",
+        "alertd: rules[0]: gap_risk is a position metric",
+        "alertd: rules[1].horizon: close_slippage takes no horizon",
+        "alertd: builtin_rules.gap_risk_above: must be at least 0 (got -1)",
+        "alertd: builtin_rules.gap_risk_for: not a duration: 'soon' (use seconds, or 30s, 5m, "
+        "1h, 1d, 1w)",
+    ], run.err
+    path.write_text(BASE + "feeds:\n  order_books: {interval_s: 30, max_age_s: 10}\n")
+    run = inprocess.alertd("check", "-c", str(path))
+    assert run.code == 2
+    assert run.problems == [
+        "alertd: feeds.order_books: max_age_s 10 is below interval_s 30: every book would be "
+        "dropped before the next one arrives"
+    ], run.err
