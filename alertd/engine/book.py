@@ -282,9 +282,22 @@ class _Liquidation:
             const = cross.balance + cross.upnl - sum((lp.upnl for lp in members), ZERO)
             for coin in self.coins:
                 const -= coin.value  # solved as moving with the price below
-        linked = [coin.term(per_mark=True) for coin in self.coins]
-        x = nearest_root(const, self.terms, members[0].u, self.inverse, False, linked)
-        return price_from_root(x, self.inverse)
+        u0 = members[0].u
+        if self.coins:
+            linked = [coin.term(per_mark=True) for coin in self.coins]
+            x = nearest_root(const, self.terms, u0, self.inverse, False, linked)
+            return price_from_root(x, self.inverse)
+        # without the requirement nothing is tiered: equity is one line in u,
+        # const + sum(sign q (u - entry_u)), and its root is nearest_root's (every evaluation
+        # of a gap-risk rule asks for it: no search)
+        slope = sum((lp.leg.sign * lp.leg.quantity for lp in members), ZERO)
+        level = const - sum(
+            (lp.leg.sign * lp.leg.quantity * lp.leg.entry_u for lp in members), ZERO
+        )
+        if slope == 0:
+            return price_from_root(u0, self.inverse) if level == 0 else None
+        x = -level / slope
+        return price_from_root(x if x > 0 else None, self.inverse)
 
     def beyond(self, pool: LivePool, d: Decimal) -> bool:
         """True when no price of these legs' symbol within a fraction ``d`` of the mark (after

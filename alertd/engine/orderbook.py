@@ -26,7 +26,7 @@ bound on the loss) and the size that fits is at most the visible depth.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from alertd.engine.legs import from_u, to_u
@@ -35,6 +35,7 @@ ZERO = Decimal(0)
 ONE = Decimal(1)
 
 Level = tuple[Decimal, Decimal]  # price, size (in the position's units)
+MAX_WALKS = 1024  # walks remembered per book (one per position size held in the symbol)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,11 @@ class OrderBook:
 
     bids: tuple[Level, ...]
     asks: tuple[Level, ...]
+    # walks already done on this book, by (long, quantity, inverse): the daemon evaluates
+    # every position at every mark, and the book changes only when it is fetched again
+    _walks: dict[tuple[bool, Decimal, bool], Fill] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         for name, levels in (("bids", self.bids), ("asks", self.asks)):
@@ -67,6 +73,16 @@ class OrderBook:
     def closing(self, long: bool) -> tuple[Level, ...]:
         """The side a close takes: a long sells into the bids, a short buys the asks."""
         return self.bids if long else self.asks
+
+    def close(self, long: bool, quantity: Decimal, inverse: bool = False) -> Fill:
+        """:func:`walk` of the closing side, remembered for this book."""
+        key = (long, quantity, inverse)
+        found = self._walks.get(key)
+        if found is None:
+            if len(self._walks) >= MAX_WALKS:
+                self._walks.clear()
+            found = self._walks[key] = walk(self.closing(long), quantity, inverse)
+        return found
 
     def depth(self, long: bool) -> Decimal:
         return sum((size for _, size in self.closing(long)), ZERO)
@@ -162,7 +178,7 @@ class CloseCost:
 def close_cost(
     book: OrderBook, long: bool, quantity: Decimal, mark: Decimal, inverse: bool = False
 ) -> CloseCost:
-    fill = walk(book.closing(long), quantity, inverse)
+    fill = book.close(long, quantity, inverse)
     average = fill.bounded_average
     if average is None:
         return CloseCost(fill, mark, None)
@@ -222,7 +238,12 @@ def gap_risk(
     mid = book.mid
     scale = ONE if mid is None else liquidation / mid
     sign = _sign(long, inverse)
-    fill = walk(_shift(levels, scale), quantity, inverse)
+    # the walk of the book as it is, moved: every price x scale is every u x (1 / scale for
+    # an inverse contract), so the sums scale likewise (and the walk is the one remembered)
+    here = book.close(long, quantity, inverse)
+    k = ONE / scale if inverse else scale
+    last = None if here.last is None else here.last * scale
+    fill = Fill(here.wanted, here.filled, here.u_total * k, last, inverse)
     if not any(size > 0 for _, size in levels):
         return GapRisk(fill, liquidation, bankruptcy, None, levels, scale, sign)
     total = fill.bounded_u_total or ZERO  # None only when nothing was asked for

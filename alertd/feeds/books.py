@@ -6,8 +6,8 @@ position's symbol. A mark hub's :class:`OrderBooks` keeps the book of each symbo
 account of the hub holds *and* that an order-book rule applies to (its ``accounts``,
 ``exchanges`` and ``symbols`` filters): nothing else is fetched. Each symbol is read over REST
 (ccxt's ``fetch_order_book``, ``depth`` levels a side) every ``interval_s``: the figures need the
-book's shape near the liquidation price, not every change of it, and a poll every few seconds
-costs a fraction of what keeping a diff stream of a busy book in sync costs (docs/benchmarks.md).
+book's shape near the liquidation price, not every change of it (docs/exchanges.md, "Order
+books", says why no diff stream is kept).
 
 A book older than ``max_age_s`` (the exchange not answering) is dropped, so the metrics have no
 value rather than an old one; a malformed answer is logged once per symbol and skipped.
