@@ -204,6 +204,7 @@ class _Liquidation:
     and their last solved root."""
 
     __slots__ = (
+        "_equity_line",
         "coins",
         "const",
         "inverse",
@@ -233,6 +234,11 @@ class _Liquidation:
         self.tick = tick  # how far rounding may move the price towards the mark (0: none)
         self.slope = sum((lp.slope for lp in members), ZERO)
         self.steps = sum((step_bound(lp.leg) for lp in members), ZERO)
+        # equity without the requirement, sum(sign q (u - entry_u)): (slope, slope x entry)
+        self._equity_line = (
+            sum((lp.leg.sign * lp.leg.quantity for lp in members), ZERO),
+            sum((lp.leg.sign * lp.leg.quantity * lp.leg.entry_u for lp in members), ZERO),
+        )
         self.terms: list[Term] = [(lp.leg, ONE) for lp in members]
         # one root at most, whatever the mark: kept while it stays valid
         self.solver = (
@@ -290,10 +296,8 @@ class _Liquidation:
         # without the requirement nothing is tiered: equity is one line in u,
         # const + sum(sign q (u - entry_u)), and its root is nearest_root's (every evaluation
         # of a gap-risk rule asks for it: no search)
-        slope = sum((lp.leg.sign * lp.leg.quantity for lp in members), ZERO)
-        level = const - sum(
-            (lp.leg.sign * lp.leg.quantity * lp.leg.entry_u for lp in members), ZERO
-        )
+        slope, at_entry = self._equity_line
+        level = const - at_entry
         if slope == 0:
             return price_from_root(u0, self.inverse) if level == 0 else None
         x = -level / slope

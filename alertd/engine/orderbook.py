@@ -87,18 +87,6 @@ class OrderBook:
     def depth(self, long: bool) -> Decimal:
         return sum((size for _, size in self.closing(long)), ZERO)
 
-    def shifted(self, to: Decimal) -> OrderBook:
-        """The same book moved so that its mid is at ``to`` (each price scaled by to / mid,
-        sizes kept)."""
-        mid = self.mid
-        if mid is None:
-            return self
-        scale = to / mid
-        return OrderBook(
-            tuple((p * scale, s) for p, s in self.bids),
-            tuple((p * scale, s) for p, s in self.asks),
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class Fill:
@@ -220,8 +208,8 @@ class GapRisk:
 
 
 def _shift(levels: Iterable[Level], scale: Decimal) -> Iterator[Level]:
-    """``levels`` with every price x ``scale`` (:meth:`OrderBook.shifted`, one side, lazily:
-    a walk reads only the levels it needs)."""
+    """``levels`` with every price x ``scale``, sizes kept: the side moved so that the book's
+    mid is at the liquidation price (lazily: a walk reads only the levels it needs)."""
     return ((price * scale, size) for price, size in levels)
 
 
@@ -244,7 +232,7 @@ def gap_risk(
     k = ONE / scale if inverse else scale
     last = None if here.last is None else here.last * scale
     fill = Fill(here.wanted, here.filled, here.u_total * k, last, inverse)
-    if not any(size > 0 for _, size in levels):
+    if last is None and (quantity > 0 or not any(size > 0 for _, size in levels)):
         return GapRisk(fill, liquidation, bankruptcy, None, levels, scale, sign)
     total = fill.bounded_u_total or ZERO  # None only when nothing was asked for
     u_b = to_u(bankruptcy, inverse)
