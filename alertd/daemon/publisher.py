@@ -42,7 +42,7 @@ from alertd.engine.book import LiveAccount
 from alertd.engine.orderbook import OrderBook
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.state import Coverage
-from alertd.rules.metrics import position_gap
+from alertd.rules.metrics import position_shortfall
 
 
 class Publisher:
@@ -234,5 +234,4 @@ def figures(
 
 def _gap(live: LiveAccount, index: int, books: Mapping[str, OrderBook] | None) -> Decimal | None:
     book = None if books is None else books.get(live.positions[index].symbol)
-    risk = None if book is None else position_gap(live, index, book)
-    return None if risk is None else risk.shortfall
+    return None if book is None else position_shortfall(live, index, book)

@@ -49,6 +49,7 @@ class OrderBook:
     _walks: dict[tuple[bool, Decimal, bool], Fill] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    mid: Decimal | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name, levels in (("bids", self.bids), ("asks", self.asks)):
@@ -59,16 +60,14 @@ class OrderBook:
             raise ValueError("bids: not in descending price order")
         if any(b[0] > a[0] for b, a in zip(self.asks, self.asks[1:], strict=False)):
             raise ValueError("asks: not in ascending price order")
-
-    @property
-    def mid(self) -> Decimal | None:
-        """Halfway between the best bid and ask; the one side's best price when the other is
-        empty; ``None`` for an empty book."""
+        # halfway between the best bid and ask; the one side's best price when the other is
+        # empty; None for an empty book
+        mid = None
         if self.bids and self.asks:
-            return (self.bids[0][0] + self.asks[0][0]) / 2
-        if self.bids or self.asks:
-            return (self.bids or self.asks)[0][0]
-        return None
+            mid = (self.bids[0][0] + self.asks[0][0]) / 2
+        elif self.bids or self.asks:
+            mid = (self.bids or self.asks)[0][0]
+        object.__setattr__(self, "mid", mid)
 
     def closing(self, long: bool) -> tuple[Level, ...]:
         """The side a close takes: a long sells into the bids, a short buys the asks."""
@@ -221,24 +220,45 @@ def gap_risk(
     bankruptcy: Decimal,
     inverse: bool = False,
 ) -> GapRisk:
-    """The gap model of the module's docstring for one position."""
-    levels = book.closing(long)
+    """The gap model of the module's docstring for one position, with what a message says
+    (the fill, the size that fits); the metric needs :func:`gap_shortfall` alone."""
     mid = book.mid
     scale = ONE if mid is None else liquidation / mid
-    sign = _sign(long, inverse)
-    # the walk of the book as it is, moved: every price x scale is every u x (1 / scale for
-    # an inverse contract), so the sums scale likewise (and the walk is the one remembered)
     here = book.close(long, quantity, inverse)
     k = ONE / scale if inverse else scale
     last = None if here.last is None else here.last * scale
     fill = Fill(here.wanted, here.filled, here.u_total * k, last, inverse)
-    if last is None and (quantity > 0 or not any(size > 0 for _, size in levels)):
-        return GapRisk(fill, liquidation, bankruptcy, None, levels, scale, sign)
-    total = fill.bounded_u_total or ZERO  # None only when nothing was asked for
-    u_b = to_u(bankruptcy, inverse)
+    shortfall = gap_shortfall(book, long, quantity, liquidation, bankruptcy, inverse)
+    sign = _sign(long, inverse)
+    return GapRisk(fill, liquidation, bankruptcy, shortfall, book.closing(long), scale, sign)
+
+
+def gap_shortfall(
+    book: OrderBook,
+    long: bool,
+    quantity: Decimal,
+    liquidation: Decimal,
+    bankruptcy: Decimal,
+    inverse: bool = False,
+) -> Decimal | None:
+    """:attr:`GapRisk.shortfall` (the daemon reads it for every position at every mark, so
+    with no more than the remembered walk and a few products). ``None``: an empty side."""
+    here = book.close(long, quantity, inverse)
+    last = here.last
+    mid = book.mid
+    if last is None or mid is None:
+        if quantity > 0 or not any(size > 0 for _, size in book.closing(long)):
+            return None
+        return ZERO  # nothing asked for
+    # the walk of the book as it is, moved: every price x scale is every u x (1 / scale for
+    # an inverse contract), so the sums scale likewise; the rest of a too thin book at the
+    # deepest level, moved
+    scale = liquidation / mid
+    k = ONE / scale if inverse else scale
+    total = here.u_total * k + (quantity - here.filled) * to_u(last * scale, inverse)
     # PnL against the bankruptcy price: negative is owed
-    shortfall = max(ZERO, -sign * (total - quantity * u_b))
-    return GapRisk(fill, liquidation, bankruptcy, shortfall, levels, scale, sign)
+    sign = _sign(long, inverse)
+    return max(ZERO, -sign * (total - quantity * to_u(bankruptcy, inverse)))
 
 
 def _fits(levels: Iterable[Level], sign: int, u_b: Decimal, inverse: bool) -> Decimal:

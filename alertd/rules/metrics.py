@@ -34,7 +34,7 @@ from alertd.engine.dynamics import (
 )
 from alertd.engine.margin import AccountMetrics, compute
 from alertd.engine.model import Side
-from alertd.engine.orderbook import CloseCost, GapRisk, OrderBook, close_cost, gap_risk
+from alertd.engine.orderbook import CloseCost, OrderBook, close_cost, gap_shortfall
 from alertd.rules.lifecycle import Notification
 from alertd.rules.model import (
     Context,
@@ -341,18 +341,6 @@ def position_close(live: LiveAccount, index: int, book: OrderBook) -> CloseCost:
     return close_cost(book, p.side is Side.LONG, lp.leg.quantity, lp.mark, p.inverse)
 
 
-def position_gap(live: LiveAccount, index: int, book: OrderBook) -> GapRisk | None:
-    """Closing position ``index`` whole at its liquidation price into ``book`` shifted there;
-    ``None`` without a liquidation or bankruptcy price."""
-    liq = live.liquidation_price(index)
-    bankrupt = live.bankruptcy_price(index)
-    if liq is None or bankrupt is None:
-        return None
-    lp = live.positions[index]
-    p = lp.position
-    return gap_risk(book, p.side is Side.LONG, lp.leg.quantity, liq, bankrupt, p.inverse)
-
-
 def _book(f: Figures) -> OrderBook | None:
     return None if f.books is None else f.books.get(f.position.symbol)
 
@@ -362,10 +350,22 @@ def _close_slippage(f: Figures) -> Decimal | None:
     return None if book is None else position_close(f.account, f.index, book).slippage
 
 
+def position_shortfall(live: LiveAccount, index: int, book: OrderBook) -> Decimal | None:
+    """What closing position ``index`` whole at its liquidation price into ``book`` moved
+    there loses past its bankruptcy price (:func:`~alertd.engine.orderbook.gap_shortfall`);
+    ``None`` without a liquidation or bankruptcy price, or an empty book side."""
+    liq = live.liquidation_price(index)
+    bankrupt = live.bankruptcy_price(index)
+    if liq is None or bankrupt is None:
+        return None
+    lp = live.positions[index]
+    p = lp.position
+    return gap_shortfall(book, p.side is Side.LONG, lp.leg.quantity, liq, bankrupt, p.inverse)
+
+
 def _gap_risk(f: Figures) -> Decimal | None:
     book = _book(f)
-    risk = None if book is None else position_gap(f.account, f.index, book)
-    return None if risk is None else risk.shortfall
+    return None if book is None else position_shortfall(f.account, f.index, book)
 
 
 _BOOK_LIMITS = (
