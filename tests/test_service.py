@@ -64,8 +64,7 @@ def test_reload_keeps_the_old_config_when_the_new_one_is_bad(tmp_path: Path) -> 
     assert service.reload() is False
     # still the running config: 3 default rules and 7 built-in ones (feed-stale, feed-down,
     # account-error, account-mode, ratio-drift, incomplete-data, gap-risk), with margin calls
-    # on (they
-    # are system messages, not rules)
+    # on (they are system messages, not rules)
     assert service.alerting is not None and len(service.alerting.rules) == 10
     assert service.alerting.margin_calls
     assert service.store is not None
