@@ -107,6 +107,26 @@ class BackoffSettings(_Model):
         return self
 
 
+class OrderBookSettings(_Model):
+    """The exchange's order books the gap-risk metrics read (``close_slippage``, ``gap_risk``):
+    fetched over REST only for held symbols a rule on them covers, one request per symbol per
+    exchange every ``interval_s``, shared by every account."""
+
+    depth: Annotated[int, Field(ge=5, le=400)] = 100  # levels a side (each exchange's limit)
+    interval_s: PositiveSeconds = 10.0
+    # a book older than this (the exchange not answering) is dropped: no figure, not an old one
+    max_age_s: PositiveSeconds = 60.0
+
+    @model_validator(mode="after")
+    def _age(self) -> OrderBookSettings:
+        if self.max_age_s < self.interval_s:
+            raise ValueError(
+                f"max_age_s {self.max_age_s:g} is below interval_s {self.interval_s:g}: every "
+                "book would be dropped before the next one arrives"
+            )
+        return self
+
+
 class FeedSettings(_Model):
     reconcile_interval_s: PositiveSeconds = 60.0
     tier_refresh_interval_s: PositiveSeconds = 86_400.0
@@ -122,6 +142,7 @@ class FeedSettings(_Model):
     # CPU (docs/benchmarks.md)
     stops_reconcile_every: Annotated[int, Field(ge=1, le=1000)] = 5
     backoff: BackoffSettings = BackoffSettings()
+    order_books: OrderBookSettings = OrderBookSettings()
 
 
 class AccountConfig(_Model):
@@ -496,6 +517,12 @@ class BuiltinRules(_Model):
     insurance_fund_drop_above: Annotated[Threshold, Field(gt=0, lt=1)] = Decimal("0.2")
     insurance_fund_window: Annotated[Duration, Field(ge=60.0, le=7 * 86_400.0)] = 21_600.0
     insurance_fund_interval: Annotated[Interval, Field(le=86_400.0)] = 600.0
+    # gap (negative-balance) risk: a position too large for the order book near its
+    # liquidation price, i.e. closing it there would lose more than gap_risk_above (settle
+    # currency) past its bankruptcy price (feeds.order_books: what is fetched)
+    gap_risk: bool = True
+    gap_risk_above: Annotated[Threshold, Field(ge=0)] = Decimal(0)
+    gap_risk_for: Duration = 60.0  # books flicker: only a shortfall that lasts is news
 
 
 # the receiver ``heartbeat.deadman_url`` becomes (delivery/routing.py); no other may take it

@@ -15,7 +15,11 @@ firing), so that the rule engine's work under load shows in the CPU figure. The 
 defences (leverage, concentration, ADL: docs/rules.md) are on as shipped; ``--no-defences``
 turns them off (the figure before them), ``--insurance`` adds the insurance fund poll.
 
-    python bench/feeds.py [--accounts 50] [--markets 550] [--firing] [--seconds 30]
+The built-in gap-risk rule is on (as by default): the exchange serves ``--book-levels`` levels
+a side for every market, and alertd polls the held symbols' books; ``--no-gap`` turns the
+built-in off (no book is then fetched) to measure what it costs.
+
+    python bench/feeds.py [--accounts 50] [--markets 550] [--firing] [--no-gap] [--seconds 30]
 
 Everything runs on 127.0.0.1 and stops by itself (at most ``--live-timeout`` seconds of
 bootstrap, then ``--seconds`` of measurement).
@@ -102,6 +106,8 @@ def bench_config(args: argparse.Namespace, urls: Any, options: Any, state: str) 
         builtin.update(leverage=False, concentration=False, adl=False)
     if args.insurance:
         builtin.update(insurance_fund=True, insurance_fund_interval=10)
+    if args.no_gap:
+        builtin["gap_risk"] = False
     if builtin:
         config["builtin_rules"] = builtin
     return config
@@ -133,6 +139,8 @@ def main() -> int:
     parser.add_argument("--insurance", action="store_true", help="poll insurance funds every 10 s")
     parser.add_argument("--live-timeout", type=float, default=180, help="bootstrap limit")
     parser.add_argument("--profile", metavar="OUT", help="run alertd under cProfile into OUT")
+    parser.add_argument("--book-levels", type=int, default=100, help="order book levels a side")
+    parser.add_argument("--no-gap", action="store_true", help="the gap-risk built-in off")
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))  # the local exchange lives with the tests
@@ -141,7 +149,7 @@ def main() -> int:
     options = FakeBinanceUSDM().ccxt_options
     port = free_port()
     fake_args = ["--port", str(port), "--accounts", str(args.accounts)]
-    fake_args += ["--markets", str(args.markets)]
+    fake_args += ["--markets", str(args.markets), "--book-levels", str(args.book_levels)]
     fake = subprocess.Popen(
         [sys.executable, "-m", "tests.fake_exchange.binance", *fake_args],
         cwd=ROOT,
@@ -194,6 +202,8 @@ def main() -> int:
         mode = "firing" if args.firing else "calm"
         mode += ", defences off" if args.no_defences else ", defences on"
         mode += ", insurance fund every 10 s" if args.insurance else ""
+        mode += ", gap off" if args.no_gap else ", gap on"
+        depth_requests = log.count("order book")  # warnings about books, if any
         print(f"machine      : {machine()}")
         print(f"accounts     : {args.accounts} ({bootstrapped} bootstrapped), {mode}")
         print(f"markets      : {args.markets or 3} listed")
@@ -209,6 +219,7 @@ def main() -> int:
             f"{reconcile_failed} failed reconciles, {len(errors)} ERROR lines"
         )
         print(f"jobs skipped : {skipped} periodic runs (the previous one still running)")
+        print(f"book warnings: {depth_requests} log lines about order books")
         print(f"exit         : {code}")
         print(f"fake server  : {fake_cpu:.1f} CPU s in total (not counted above)")
         for line in errors[:5]:

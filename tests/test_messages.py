@@ -11,7 +11,7 @@ from alertd.rules.messages import render
 from alertd.rules.model import Context, Rule, Scope, Severity
 
 from .support.rules import BTC_LONG, MAIN, RATIO_WARNING, D, rule
-from .support.snapshots import account, position, snapshot, tiers
+from .support.snapshots import account, btc_long_on_2000, position, snapshot, tiers
 
 WARN = replace(RATIO_WARNING, name="margin-ratio-warning")
 
@@ -140,22 +140,7 @@ def test_predictive_metrics_read_in_their_units() -> None:
 def test_a_size_to_cut_is_in_the_markets_lot_size() -> None:
     """The action line's cut is rounded up to the market's lot (0.3252 BTC -> 0.326 at a
     0.001 lot), so cutting what it says is enough; without a lot, four significant digits."""
-    snap = snapshot(
-        "binanceusdm",
-        "2000",
-        [
-            position(
-                "BTC/USDT:USDT",
-                "long",
-                "1",
-                "60000",
-                "58350",
-                tiers([(None, "0.004", "0")]),
-                lot_size="0.001",
-            )
-        ],
-    )
-    context = Context(compute(account(snap), D("0.45")))
+    context = Context(compute(btc_long_on_2000("58350", lot_size="0.001"), D("0.45")))
     n = Notification(Kind.FIRING, WARN, MAIN, 1000.0, 400.0, D("0.667"), context, None)
     assert render(n, D("0.45")).body.splitlines()[-1] == (
         "→ add 168.67 USDT to get back to 45%, or cut 0.326 BTC/USDT:USDT"

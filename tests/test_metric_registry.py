@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 
 from alertd.engine.book import Book
-from alertd.engine.margin import AccountMetrics, compute
+from alertd.engine.margin import AccountMetrics, PositionMetrics, compute
 from alertd.engine.model import Account
 from alertd.rules.lifecycle import Kind, Notification
 from alertd.rules.messages import fmt_metric
@@ -106,6 +106,16 @@ def _btc_long() -> Account:
     return account(snapshot("binanceusdm", "1000", [btc]))
 
 
+def _gap_expected(pm: PositionMetrics) -> dict[str, Decimal | None]:
+    """The gap-risk metrics (issue 15 item 4): the buffer from compute()'s prices; the
+    order-book ones have no value without a book."""
+    liq, bankrupt = pm.liquidation_price, pm.bankruptcy_price
+    buffer = (
+        None if liq is None or bankrupt is None else abs(liq - bankrupt) / pm.position.mark_price
+    )
+    return {"bankruptcy_buffer": buffer, "close_slippage": None, "gap_risk": None}
+
+
 @settings(max_examples=100, deadline=None)
 @given(accounts(hedge=True))
 def test_observations_from_the_book_are_the_full_computation_s_figures(account: Account) -> None:
@@ -135,6 +145,7 @@ def test_observations_from_the_book_are_the_full_computation_s_figures(account: 
             "adl_rank": pm.position.adl_rank,
             "insurance_fund_drop": None,  # FEED watches no insurance fund
         }
+        want |= _gap_expected(pm)
         assert obs.metrics.keys() == POSITION_METRICS.keys()
         for name, value in obs.metrics.items():
             if POSITION_METRICS[name].dynamic:

@@ -28,6 +28,7 @@ from alertd.limits import MAX_TIME_MS
 from alertd.replay.history import iso, load_history, window
 from alertd.replay.run import ReplayResult, position_from_spec, replay, warmup_before
 from alertd.rules.messages import fmt_metric
+from alertd.rules.metrics import book_rules
 from alertd.rules.model import Rule
 from alertd.snapshot.format import load_snapshot
 from alertd.validation import short
@@ -35,6 +36,10 @@ from alertd.views.format import decimal_str
 
 NEEDS_CONFIG = False
 JSON_HELP = "print the result as JSON"
+
+
+# why a rule on an order-book metric (close_slippage, gap_risk) has no value in a replay
+NO_BOOKS = "it reads the exchange's order book, and price histories hold no order books"
 
 
 def _engine_rules(rules: Sequence[RuleConfig]) -> list[Rule]:
@@ -178,6 +183,9 @@ def run(args: argparse.Namespace) -> int:
         if g.start_ms >= result.start_ms and g.end_ms <= result.end_ms
     ]
     data = result_json(result, gaps, history.source)
+    # the order-book metrics (gap risk) need the book at each moment: no history has them
+    unreplayed = [r.name for r in book_rules(engine_rules)]
+    data["not_replayed"] = [{"rule": name, "why": NO_BOOKS} for name in unreplayed]
     if plot_to is not None:
         from alertd.replay.plot import plot
 
@@ -198,6 +206,8 @@ def run(args: argparse.Namespace) -> int:
             f"gap: no prices between {g['after']} and {g['before']} "
             f"({g['missing_candles']} candles missing; not interpolated)"
         )
+    for name in unreplayed:
+        console.print(Text(f"rule {name}: not replayed: {NO_BOOKS}"))
     metric_of = {r.name: r.metric for r in engine_rules}
     table = Table(title="Alerts", header_style="bold")
     for col in ("Time (UTC)", "Rule", "Subject", "Severity", "Kind", "Value", "Lead time"):

@@ -18,6 +18,7 @@ from alertd.delivery.deliverer import Deliverer
 from alertd.delivery.system import PUSHES, SystemMessage, exchange_push
 from alertd.engine.book import Book, LiveAccount
 from alertd.engine.dynamics import MarkWindow
+from alertd.engine.orderbook import OrderBook
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.state import AccountEvent, Coverage, Stream
 from alertd.rules.lifecycle import AlertEngine, Kind, Notification
@@ -132,6 +133,17 @@ def build_rules(config: Config) -> list[Rule]:
         )
     rules.extend(r for r in stop_rules(builtin.stops) if r.name not in taken)
     rules += [r for r in defence_rules(config) if r.name not in taken]
+    if builtin.gap_risk:
+        add(
+            Rule(
+                "gap-risk",
+                "gap_risk",
+                Scope.POSITION,
+                Severity.WARNING,
+                above=builtin.gap_risk_above,
+                for_s=builtin.gap_risk_for,
+            )
+        )
     return rules
 
 
@@ -371,8 +383,9 @@ class Alerting:
             )
             self._live[name] = self.book.get(name) if computable else None
         status = self.feed_status(feed, now, self._missing[name])
+        books = feed.hub.books.books if feed.hub.books is not None else None
         return self.evaluate_figures(
-            name, feed.config.exchange, self._live[name], status, feed.hub.dynamics
+            name, feed.config.exchange, self._live[name], status, feed.hub.dynamics, books
         )
 
     def evaluate_figures(
@@ -382,6 +395,7 @@ class Alerting:
         live: LiveAccount | None,
         status: FeedStatus,
         dynamics: Mapping[str, MarkWindow] | None = None,
+        books: Mapping[str, OrderBook] | None = None,
     ) -> list[Notification]:
         """Evaluate one account from its figures (``None`` while incomplete), its feed's
         status and its exchange's price dynamics; commit what changed. What :meth:`evaluate`
@@ -397,6 +411,7 @@ class Alerting:
             dynamics,
             proofs=self._proofs,
             alerted=alerted,
+            books=books,
         )
         if not alerted and engine.idle(observations):
             return []  # no alert of this account, nothing breached: nothing would change

@@ -39,9 +39,11 @@ from alertd.daemon.view import (
 )
 from alertd.delivery.deliverer import Deliverer
 from alertd.engine.book import LiveAccount
+from alertd.engine.orderbook import OrderBook
 from alertd.engine.stops import stop_figures
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.state import Coverage
+from alertd.rules.metrics import position_shortfall
 
 
 class Publisher:
@@ -160,8 +162,14 @@ class Publisher:
         if not state.computable or live is None:
             self._kept.pop(name, None)
             return None
-        # the coins that move with a mark move the figures too
-        marks = (*(lp.mark for lp in live.positions), *(coin.price for coin in live.coins))
+        books = feed.hub.books.books if feed.hub.books is not None else {}
+        # the coins that move with a mark move the figures too, and the held symbols' order
+        # books (each a new object when fetched again)
+        marks = (
+            *(lp.mark for lp in live.positions),
+            *(coin.price for coin in live.coins),
+            *(books.get(lp.symbol) for lp in live.positions),
+        )
         kept = self._kept.get(name)
         if kept is not None and kept.live is live and kept.marks == marks:
             return kept.figures  # nothing moved: the same figures, still exact
@@ -178,7 +186,7 @@ class Publisher:
                 )
             else:
                 crash, crash_at = live.crash_distance(), wall
-        result = figures(live, crash=False)
+        result = figures(live, crash=False, books=books)
         result = replace(result, crash_distance=crash, crash_at=crash_at)
         self._kept[name] = _Kept(live, marks, result, solved)
         return result
@@ -196,13 +204,16 @@ class _Kept:
     """An account's last published figures and what they were computed from."""
 
     live: LiveAccount  # the book's account (a new snapshot is a new one)
-    marks: tuple[Decimal, ...]
+    marks: tuple[object, ...]  # the marks, then the order books, of its positions
     figures: AccountFigures
     solved: float  # monotonic time the crash distance in ``figures`` was solved
 
 
-def figures(live: LiveAccount, crash: bool) -> AccountFigures:
-    """An immutable copy of a book account's figures at this moment."""
+def figures(
+    live: LiveAccount, crash: bool, books: Mapping[str, OrderBook] | None = None
+) -> AccountFigures:
+    """An immutable copy of a book account's figures at this moment (the gap risk of the
+    positions whose symbol has an order book in ``books``)."""
     return AccountFigures(
         worst_ratio=live.worst_ratio,
         pool_ratio=live.cross.ratio,
@@ -222,6 +233,8 @@ def figures(live: LiveAccount, crash: bool) -> AccountFigures:
                     live.account.stops, lp.position, lp.mark, live.liquidation_price(i)
                 ),
                 adl_rank=lp.position.adl_rank,
+                bankruptcy_buffer=live.bankruptcy_buffer(i),
+                gap_risk=_gap(live, i, books),
             )
             for i, lp in enumerate(live.positions)
         ),
@@ -229,3 +242,8 @@ def figures(live: LiveAccount, crash: bool) -> AccountFigures:
         concentration=live.concentration,
         margin_concentration=live.margin_concentration,
     )
+
+
+def _gap(live: LiveAccount, index: int, books: Mapping[str, OrderBook] | None) -> Decimal | None:
+    book = None if books is None else books.get(live.positions[index].symbol)
+    return None if book is None else position_shortfall(live, index, book)

@@ -56,7 +56,7 @@ from alertd.feeds.feed import AccountFeed, Change
 from alertd.feeds.manager import FeedFactory, FeedManager
 from alertd.feeds.options import PRODUCTION, FeedOptions
 from alertd.feeds.state import Coverage
-from alertd.rules.metrics import dynamics_span_s
+from alertd.rules.metrics import book_covers, dynamics_span_s
 from alertd.snapshot.format import account_to_json
 
 log = logging.getLogger(__name__)
@@ -164,6 +164,7 @@ class Service:
             self._feed_options,
             feed_factory=self._feed_factory,
             dynamics_span_s=dynamics_span_s(self.alerting.rules),
+            book_covers=book_covers(self.alerting.rules),
         )
         for feed in self.manager.feeds.values():
             feed.listeners.append(self._on_change)
@@ -407,6 +408,7 @@ class Service:
         assert self.alerting is not None and self.deliverer is not None
         self.alerting.reload(config)
         self.manager.set_dynamics_span(dynamics_span_s(self.alerting.rules))
+        self.manager.set_book_covers(book_covers(self.alerting.rules))
         self._dirty.update(self.manager.feeds)  # the figures of every account, at once
         self.deliverer.receivers = dict(receivers)
         self.deliverer.routes = list(config.routes)

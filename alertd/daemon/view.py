@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from alertd.daemon.store import OutboxRow
-from alertd.engine.margin import AccountMetrics
+from alertd.engine.margin import AccountMetrics, PositionMetrics
 from alertd.engine.stops import StopFigures, stop_figures
 from alertd.rules.lifecycle import AlertState
 from alertd.rules.model import Rule
@@ -42,6 +42,10 @@ class PositionFigures:
     margin_ratio: Decimal
     stop: StopFigures | None = None  # None: the account's stops are not read
     adl_rank: Decimal | None = None  # the exchange's ADL queue position, 0 last .. 1 first
+    # gap risk (issue 15 item 4): liquidation to bankruptcy as a fraction of the mark, and
+    # what a close at liq. loses past bankruptcy into the order book (None: no book read)
+    bankruptcy_buffer: Decimal | None = None
+    gap_risk: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,7 @@ class AccountFigures:
                         pm.liquidation_price,
                     ),
                     adl_rank=pm.position.adl_rank,
+                    bankruptcy_buffer=bankruptcy_buffer(pm),
                 )
                 for pm in metrics.positions
             ),
@@ -94,6 +99,13 @@ class AccountFigures:
             concentration=metrics.concentration,
             margin_concentration=metrics.margin_concentration,
         )
+
+
+def bankruptcy_buffer(pm: PositionMetrics) -> Decimal | None:
+    liq, bankrupt = pm.liquidation_price, pm.bankruptcy_price
+    if liq is None or bankrupt is None:
+        return None
+    return abs(liq - bankrupt) / pm.position.mark_price
 
 
 @dataclass(frozen=True, slots=True)

@@ -205,6 +205,7 @@ class _Liquidation:
     and their last solved root."""
 
     __slots__ = (
+        "_equity_line",
         "coins",
         "const",
         "inverse",
@@ -234,6 +235,11 @@ class _Liquidation:
         self.tick = tick  # how far rounding may move the price towards the mark (0: none)
         self.slope = sum((lp.slope for lp in members), ZERO)
         self.steps = sum((step_bound(lp.leg) for lp in members), ZERO)
+        # equity without the requirement, sum(sign q (u - entry_u)): (slope, slope x entry)
+        self._equity_line = (
+            sum((lp.leg.sign * lp.leg.quantity for lp in members), ZERO),
+            sum((lp.leg.sign * lp.leg.quantity * lp.leg.entry_u for lp in members), ZERO),
+        )
         self.terms: list[Term] = [(lp.leg, ONE) for lp in members]
         # one root at most, whatever the mark: kept while it stays valid
         self.solver = (
@@ -271,6 +277,32 @@ class _Liquidation:
             if x != self.x:
                 self.x, self.liq = x, price_from_root(x, self.inverse)
         return self.liq
+
+    def bankruptcy(self, cross: LivePool) -> Decimal | None:
+        """The mark (of these legs' symbol) at which the equity behind them is exactly zero
+        (:func:`~alertd.engine.margin.compute`'s bankruptcy price): solved on each call."""
+        members = self.members
+        if self.isolated_margin is not None:
+            const = self.isolated_margin
+        else:
+            # the wallet and every other cross leg's PnL at its mark; no requirement counts
+            const = cross.balance + cross.upnl - sum((lp.upnl for lp in members), ZERO)
+            for coin in self.coins:
+                const -= coin.value  # solved as moving with the price below
+        u0 = members[0].u
+        if self.coins:
+            linked = [coin.term(per_mark=True) for coin in self.coins]
+            x = nearest_root(const, self.terms, u0, self.inverse, False, linked)
+            return price_from_root(x, self.inverse)
+        # without the requirement nothing is tiered: equity is one line in u,
+        # const + sum(sign q (u - entry_u)), and its root is nearest_root's (every evaluation
+        # of a gap-risk rule asks for it: no search)
+        slope, at_entry = self._equity_line
+        level = const - at_entry
+        if slope == 0:
+            return price_from_root(u0, self.inverse) if level == 0 else None
+        x = -level / slope
+        return price_from_root(x if x > 0 else None, self.inverse)
 
     def beyond(self, pool: LivePool, d: Decimal) -> bool:
         """True when no price of these legs' symbol within a fraction ``d`` of the mark (after
@@ -378,6 +410,20 @@ class LiveAccount:
         if liq is not None and self.account.profile.rounds_liquidation_to_tick and p.tick_size:
             liq = round_to_tick(liq, p.side, p.tick_size)
         return liq
+
+    def bankruptcy_price(self, index: int) -> Decimal | None:
+        """Position ``index``'s bankruptcy price, as :func:`compute` gives it."""
+        return self._groups[index].bankruptcy(self.cross)
+
+    def bankruptcy_buffer(self, index: int) -> Decimal | None:
+        """The distance between position ``index``'s liquidation and bankruptcy prices, as a
+        fraction of its mark: how far past its liquidation price the close may fill before the
+        account owes more than it holds. ``None`` without both prices."""
+        liq = self.liquidation_price(index)
+        bankrupt = self.bankruptcy_price(index)
+        if liq is None or bankrupt is None:
+            return None
+        return abs(liq - bankrupt) / self.positions[index].mark
 
     def liquidation_distance(self, index: int) -> Decimal | None:
         lp = self.positions[index]

@@ -230,6 +230,9 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         answer = await exchange.fapiPublicGetInsuranceBalance({"symbol": market["id"]})
         return insurance_balance(answer, self.settle)
 
+    # GET /fapi/v1/depth: "limit: Default 500; Valid limits:[5, 10, 20, 50, 100, 500, 1000]"
+    book_limits = (5, 10, 20, 50, 100, 500, 1000)
+
     async def fetch_mode(self, exchange: Any) -> ModeReading:
         if (exchange.options or {}).get("portfolioMargin"):
             return usdm_mode(None, portfolio_margin=True)

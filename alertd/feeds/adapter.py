@@ -12,6 +12,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from alertd.engine.collateral import Collateral
+from alertd.engine.orderbook import Level, OrderBook
 from alertd.engine.stops import StopOrder
 from alertd.engine.tiers import TierTable
 from alertd.exchanges.spec import MarketFilter
@@ -80,8 +81,44 @@ def market_info(market: dict[str, Any], settle: str) -> MarketInfo:
     )
 
 
+def _levels(raw: Any, side: str, contract_size: Decimal, depth: int) -> tuple[Level, ...]:
+    if not isinstance(raw, list):
+        raise FrameError(f"order book {side}: not a list")
+    out = []
+    for level in raw[:depth]:
+        if not isinstance(level, list | tuple) or len(level) < 2:
+            raise FrameError(f"order book {side}: not [price, amount]: {level!r}"[:200])
+        price, amount = dec(level[0], f"{side} price"), dec(level[1], f"{side} amount")
+        if price <= 0 or amount < 0:
+            raise FrameError(f"order book {side}: a level of {amount} at {price}")
+        if amount > 0:
+            out.append((price, amount * contract_size))
+    return tuple(out)
+
+
+def parse_order_book(raw: Any, contract_size: Decimal, depth: int) -> OrderBook:
+    """ccxt's unified order book as alertd's, the ``depth`` best levels a side, sizes in the
+    position's units: ccxt leaves amounts in contracts where the exchange counts contracts
+    (OKX, Gate, Binance COIN-M), so each is multiplied by the market's contract size (1 on
+    Binance USDⓈ-M, Bybit, Hyperliquid, whose books count the coin)."""
+    if not isinstance(raw, dict):
+        raise FrameError("order book: not an object")
+    bids = _levels(raw.get("bids"), "bids", contract_size, depth)
+    asks = _levels(raw.get("asks"), "asks", contract_size, depth)
+    try:
+        book = OrderBook(bids, asks)
+    except ValueError as exc:
+        raise FrameError(f"order book: {exc}") from None
+    if bids and asks and bids[0][0] >= asks[0][0]:
+        raise FrameError(f"order book: crossed (bid {bids[0][0]} >= ask {asks[0][0]})")
+    return book
+
+
 class ExchangeAdapter:
     """Base: the unified ccxt calls that are sound for what alertd reads."""
+
+    # the depths the exchange's order book endpoint accepts (None: any up to the limit)
+    book_limits: tuple[int, ...] | None = None
 
     exchange_id = ""
     # the markets one account reads: the exchange's spec names the same filter
@@ -239,6 +276,15 @@ class ExchangeAdapter:
         """The balance, in the settle currency, of the insurance fund that covers ``symbol``
         (public); only where :attr:`reads_insurance_fund`."""
         raise NotImplementedError(f"{self.exchange_id}: no insurance fund read")
+
+    async def fetch_order_book(self, exchange: Any, symbol: str, depth: int) -> OrderBook:
+        """The ``depth`` best levels a side of ``symbol``'s order book, over REST."""
+        limits = self.book_limits
+        limit = depth if limits is None else min((n for n in limits if n >= depth), default=None)
+        raw = await exchange.fetch_order_book(symbol, limit)
+        market = exchange.markets.get(symbol) or {}
+        size = dec(market.get("contractSize") or 1, "contractSize")
+        return parse_order_book(raw, size, depth)
 
     async def unwatch_mark(self, exchange: Any, symbol: str) -> None:
         if exchange.has.get("unWatchTicker"):

@@ -25,6 +25,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from alertd.config import AccountConfig, Config, FeedSettings, Secret
 from alertd.exchanges.registry import get_spec
+from alertd.feeds.books import Covers, OrderBooks
 from alertd.feeds.ccxt_exchange import SharedExchange, new_ssl_context
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.marks import MarkHub
@@ -97,8 +98,10 @@ class FeedManager:
         *,
         feed_factory: FeedFactory = AccountFeed,
         dynamics_span_s: float = 0.0,
+        book_covers: Covers | None = None,
     ) -> None:
         self.config = config
+        self.book_covers = book_covers  # which held symbols' order books a rule reads
         self.options = options
         self.dynamics_span_s = dynamics_span_s  # the rules' longest price-dynamics window
         self.hubs: dict[str, MarkHub] = {}
@@ -173,6 +176,18 @@ class FeedManager:
                 dynamics_span_s=self.dynamics_span_s,
                 shared=shared,
             )
+            hub = self.hubs[key]
+            hub.books = OrderBooks(
+                f"{hub.name} books".replace(" marks", ""),
+                account.exchange,
+                hub.ready_exchange,
+                hub.adapter,
+                lambda: hub.subscribers,
+                settings.order_books,
+                self.options.clock,
+                self.options.sleep,
+                covers=self.book_covers,
+            )
         return self.hubs[key]
 
     def _job(self, step: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
@@ -198,6 +213,13 @@ class FeedManager:
         self.dynamics_span_s = span_s
         for hub in self.hubs.values():
             hub.set_dynamics_span(span_s)
+
+    def set_book_covers(self, covers: Covers | None) -> None:
+        """The rules changed (a reload): the order books they read, from the next round on."""
+        self.book_covers = covers
+        for hub in self.hubs.values():
+            if hub.books is not None:
+                hub.books.covers = covers
 
     def schedule(self) -> AsyncIOScheduler:
         """The periodic jobs (not started): per account reconcile, tier refresh and listen-key

@@ -27,6 +27,7 @@ from alertd.engine.dynamics import MAX_SEED_CANDLES, MarkWindow, seed_timeframe,
 from alertd.engine.insurance import FundHistory
 from alertd.feeds.adapter import ExchangeAdapter, FrameError
 from alertd.feeds.backoff import Backoff
+from alertd.feeds.books import OrderBooks
 from alertd.feeds.ccxt_exchange import SharedExchange, describe, load_markets
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ class MarkHub:
         # per held symbol, where the exchange publishes it and the rules watch it: the
         # insurance fund's balance (builtin_rules.insurance_fund)
         self.insurance: dict[str, FundHistory] = {}
+        # the order books of the held symbols an order-book rule covers (set by the manager)
+        self.books: OrderBooks | None = None
 
     def set_dynamics_span(self, span_s: float) -> None:
         """The longest lookback the rules read (a reload): windows resized; a longer span
@@ -149,11 +152,19 @@ class MarkHub:
             self.exchange = self._factory(self)
         return self.exchange
 
+    async def ready_exchange(self) -> Any:
+        """The hub's public exchange with the shared market catalogue loaded."""
+        exchange = self._exchange()
+        await load_markets(exchange, self._shared)
+        return exchange
+
     async def run(self) -> None:
         """Stream every subscribed symbol until cancelled."""
         async with asyncio.TaskGroup() as group:
             self._group = group
             self._sync()
+            if self.books is not None:
+                group.create_task(self.books.run(), name=f"{self.name} order books")
             try:
                 await asyncio.Event().wait()
             finally:

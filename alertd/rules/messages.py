@@ -15,6 +15,8 @@ from typing import Any
 import alertd.views.format as fmt
 from alertd.engine.dynamics import log_distance, sigmas_for_probability
 from alertd.engine.margin import AccountMetrics, PositionMetrics, compute
+from alertd.engine.model import Side
+from alertd.engine.orderbook import Fill, OrderBook, close_cost, gap_risk
 from alertd.engine.remedy import (
     Remedy,
     for_buffer,
@@ -299,6 +301,55 @@ def _action(n: Notification, metrics: AccountMetrics, target: Decimal) -> str | 
     return None
 
 
+# --- order-book metrics (gap risk): what the book does to the close, and the size that fits --
+
+BOOK_METRICS = frozenset({"gap_risk", "close_slippage"})
+
+
+def _thin(fill: Fill, pm: PositionMetrics) -> str | None:
+    if fill.complete:
+        return None
+    size = pm.position.contract_size
+    return (
+        f"book too thin: fills only {fmt.quantity(fill.filled / size)} of "
+        f"{fmt.quantity(fill.wanted / size)} (the rest at its deepest price)"
+    )
+
+
+def book_lines(metric: str, pm: PositionMetrics, book: OrderBook) -> list[str]:
+    """For an order-book metric: the close the figure comes from, and what to do."""
+    p = pm.position
+    long = p.side is Side.LONG
+    if metric == "close_slippage":
+        cost = close_cost(book, long, p.quantity, p.mark_price, p.inverse)
+        if cost.slippage is None:
+            return ["the order book is empty on the closing side"]
+        average = cost.fill.bounded_average
+        lines = [
+            f"a market close fills {fmt.price(average)} avg, {fmt.percent(cost.slippage, 2)} "
+            "from the mark"
+        ]
+        thin = _thin(cost.fill, pm)
+        return lines + ([thin] if thin else [])
+    if pm.liquidation_price is None or pm.bankruptcy_price is None:
+        return []
+    risk = gap_risk(book, long, p.quantity, pm.liquidation_price, pm.bankruptcy_price, p.inverse)
+    if risk.shortfall is None:
+        return ["the order book is empty on the closing side"]
+    lines = [
+        f"at liq. {fmt.price(pm.liquidation_price)} the book fills "
+        f"{fmt.price(risk.fill.bounded_average)} avg; bankruptcy {fmt.price(pm.bankruptcy_price)}"
+    ]
+    thin = _thin(risk.fill, pm)
+    if thin:
+        lines.append(thin)
+    excess = risk.excess
+    if excess:
+        cut = fmt.size_to_cut(excess / p.contract_size, p.lot_size)
+        lines.append(f"→ cut {cut} {p.symbol} to fit the book")
+    return lines
+
+
 def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
     """The message for ``n``; actions aim at ``target_ratio`` (the lowest ratio that clears
     every ratio rule, chosen by the caller from the configured rules)."""
@@ -365,6 +416,11 @@ def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
         meaning = _guard_meaning(n) if metric in GUARD_METRICS else None
         if meaning:
             lines.insert(1, meaning)
+        if metric in BOOK_METRICS:
+            book = n.context.book
+            if focus is not None and book is not None:
+                lines += book_lines(metric, focus, book)
+            return Message(title, "\n".join(lines))
         action = _action(n, metrics, target_ratio)
         if action:
             lines.append("→ " + action)

@@ -33,6 +33,8 @@ from alertd.engine.dynamics import (
     touch_probability,
 )
 from alertd.engine.margin import AccountMetrics, compute
+from alertd.engine.model import Side
+from alertd.engine.orderbook import CloseCost, OrderBook, close_cost, gap_shortfall
 from alertd.engine.stops import (
     StopOrder,
     beyond_liquidation,
@@ -97,6 +99,9 @@ class Figures:
     dynamics: Mapping[str, MarkWindow] | None = None
     horizon_s: float = 0.0
     window_s: float = 0.0
+    # the exchange's order books of the symbols (bounded depth), which the order-book metrics
+    # read; fetched only for symbols a rule on them covers
+    books: Mapping[str, OrderBook] | None = None
 
     @property
     def account(self) -> LiveAccount:
@@ -155,6 +160,9 @@ class Metric:
     # it need not be computed for a subject with no alert), of one position (``index``) or of
     # every position of the account (``index`` -1). ``False`` proves nothing.
     clear: Callable[[Figures, Rule], bool] | None = None
+
+    # reads the exchange's order book of the position's symbol (fetched only for these)
+    reads_book: bool = False
 
 
 def _abs(value: Decimal | None) -> Decimal | None:
@@ -565,6 +573,110 @@ _GUARD_POSITION_METRICS = (
         resolved_title="insurance fund recovered",
     ),
 )
+# --- order-book metrics: gap (negative-balance) risk (docs/rules.md, "Gap risk", states the
+# model and its limits; the walk itself is alertd/engine/orderbook.py) ----------------------
+
+
+def position_close(live: LiveAccount, index: int, book: OrderBook) -> CloseCost:
+    """Closing position ``index`` whole at market into ``book`` now."""
+    lp = live.positions[index]
+    p = lp.position
+    return close_cost(book, p.side is Side.LONG, lp.leg.quantity, lp.mark, p.inverse)
+
+
+def _book(f: Figures) -> OrderBook | None:
+    return None if f.books is None else f.books.get(f.position.symbol)
+
+
+def _close_slippage(f: Figures) -> Decimal | None:
+    book = _book(f)
+    return None if book is None else position_close(f.account, f.index, book).slippage
+
+
+def position_shortfall(live: LiveAccount, index: int, book: OrderBook) -> Decimal | None:
+    """What closing position ``index`` whole at its liquidation price into ``book`` moved
+    there loses past its bankruptcy price (:func:`~alertd.engine.orderbook.gap_shortfall`);
+    ``None`` without a liquidation or bankruptcy price, or an empty book side."""
+    liq = live.liquidation_price(index)
+    bankrupt = live.bankruptcy_price(index)
+    if liq is None or bankrupt is None:
+        return None
+    lp = live.positions[index]
+    p = lp.position
+    return gap_shortfall(book, p.side is Side.LONG, lp.leg.quantity, liq, bankrupt, p.inverse)
+
+
+def _gap_risk(f: Figures) -> Decimal | None:
+    book = _book(f)
+    return None if book is None else position_shortfall(f.account, f.index, book)
+
+
+_BOOK_LIMITS = (
+    '; no value without a fresh order book (docs/rules.md, "Gap risk": the model and its limits)'
+)
+
+
+def _gap_metrics() -> tuple[Metric, ...]:
+    return (
+        Metric(
+            "bankruptcy_buffer",
+            Scope.POSITION,
+            Unit.FRACTION,
+            "below",
+            "distance between the liquidation price and the bankruptcy price (where the equity "
+            "behind the position is zero), as a fraction of the mark: how far past its "
+            "liquidation price a close may fill before the account owes more than it holds",
+            Needs.LIQUIDATION,
+            lambda f: f.account.bankruptcy_buffer(f.index),
+        ),
+        Metric(
+            "close_slippage",
+            Scope.POSITION,
+            Unit.FRACTION,
+            "above",
+            "how much worse than the mark closing the whole position at market fills now, on "
+            "average, as a fraction of the mark (0.002 = 0.2%), from the exchange's order book "
+            "(bounded depth); with a book too thin for the size, the rest is valued at its "
+            "deepest price (a lower bound)" + _BOOK_LIMITS,
+            Needs.POOL,
+            _close_slippage,
+            reads_book=True,
+        ),
+        Metric(
+            "gap_risk",
+            Scope.POSITION,
+            Unit.MONEY,
+            "above",
+            "what closing the whole position at its liquidation price would lose past the "
+            "bankruptcy price (settle currency; 0: the book takes it without a negative "
+            "balance), with the current order book's shape moved to the liquidation price; "
+            "with a book too thin for the size, a lower bound" + _BOOK_LIMITS,
+            Needs.LIQUIDATION,
+            _gap_risk,
+            title="gap risk: {value} past bankruptcy at liq.",
+            resolved_title="gap risk gone: the book takes the position at liq.",
+            reads_book=True,
+        ),
+    )
+
+
+def book_rules(rules: Iterable[Rule]) -> list[Rule]:
+    """The rules that read an order book: their symbols' books are fetched, no others."""
+    return [r for r in rules if (m := lookup(r.metric, r.scope)) is not None and m.reads_book]
+
+
+def book_covers(rules: Iterable[Rule]) -> Callable[[str, str, str], bool] | None:
+    """Whether an order-book rule applies to (account, exchange, symbol); ``None`` when no
+    rule reads an order book (then none is fetched)."""
+    reading = book_rules(rules)
+    if not reading:
+        return None
+
+    def covers(account: str, exchange: str, symbol: str) -> bool:
+        subject = _subject(account, exchange, symbol, "")
+        return any(r.applies_to(subject) for r in reading)
+
+    return covers
 
 
 def _liquidation_clear(f: Figures, rule: Rule) -> bool:
@@ -776,6 +888,7 @@ METRICS: tuple[Metric, ...] = (
     *_predictive_metrics(P),
     *STOP_METRICS,
     *_GUARD_POSITION_METRICS,
+    *_gap_metrics(),
 )
 del A, P
 
@@ -924,12 +1037,15 @@ def observe(
     *,
     proofs: Shortcuts = (),
     alerted: Collection[str] = (),
+    books: Mapping[str, OrderBook] | None = None,
 ) -> list[Observation]:
     """One observation for the account and one per position, with the ``wanted`` metrics
     (rules' series, see :func:`wanted_of`; default: all). ``live`` is ``None`` while the
     account's data is incomplete: then only the feed's metrics are observed, and alerts on the
     others stay as they are. ``dynamics`` are the price windows of the exchange's symbols,
-    which the price-dynamics metrics read (without them those have no value).
+    which the price-dynamics metrics read (without them those have no value); ``books`` the
+    order books the order-book metrics read (likewise), kept in the positions' contexts for
+    the messages.
 
     With ``proofs`` (from :func:`shortcuts`), a position metric that provably breaches none
     of its rules is left out for a subject with no alert state (``alerted``: the subject keys
@@ -965,7 +1081,7 @@ def observe(
         return out  # nothing can breach, and no position alert to advance or resolve
     proofs = [(m, on) for m, on in proofs if m.name not in everywhere]
     for i, lp in enumerate(live.positions):
-        figures = Figures(feed, live, i)
+        figures = Figures(feed, live, i, books=books)
         p = lp.position
         subject = _subject(account, exchange, p.symbol, p.side.label)
         if subject.key in alerted or not (everywhere or proofs):
@@ -977,7 +1093,8 @@ def observe(
                 continue
         for key, m, horizon, window in position_series:
             values[key] = m.extract(Figures(feed, live, i, dynamics, horizon, window))
-        out.append(Observation(subject, values, Context(live=live, index=i)))
+        book = None if books is None else books.get(p.symbol)
+        out.append(Observation(subject, values, Context(live=live, index=i, book=book)))
     return out
 
 

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 from alertd.engine.book import LiveAccount
 from alertd.engine.margin import AccountMetrics, PositionMetrics
+from alertd.engine.orderbook import OrderBook
 
 
 class Severity(enum.IntEnum):
@@ -237,6 +238,8 @@ class Context:
     # rules.metrics.with_full_metrics puts the full figures above in their place
     live: LiveAccount | None = None
     index: int | None = None
+    # the position's symbol's order book, where an order-book metric read one (gap risk)
+    book: OrderBook | None = None
 
 
 NO_CONTEXT = Context()

@@ -73,6 +73,8 @@ def figures_json(figures: AccountFigures | None) -> dict[str, Any]:
                 if p.stop is None
                 else dec(p.stop.beyond_liquidation),
                 "adl_rank": dec(p.adl_rank),
+                "bankruptcy_buffer": dec(p.bankruptcy_buffer),
+                "gap_risk": dec(p.gap_risk),
             }
             for p in figures.positions
         ],
@@ -297,6 +299,8 @@ def render_status(data: dict[str, Any], console: Console) -> None:
         "Ratio",
         "Stop",
         "ADL",
+        "Bkr. buffer",
+        "Gap risk",
     ):
         positions.add_column(
             col, justify="left" if col in ("Account", "Symbol", "Side") else "right"
@@ -333,6 +337,8 @@ def render_status(data: dict[str, Any], console: Console) -> None:
                 fmt.ratio(_d(p["margin_ratio"])),
                 stop_text(p),
                 fmt.percent(_d(p.get("adl_rank")), 0),
+                fmt.percent(_d(p.get("bankruptcy_buffer"))),
+                fmt.money(_d(p.get("gap_risk"))),
             )
     console.print(accounts)
     console.print(positions)

@@ -105,6 +105,11 @@ def to_decimal(value: Num, what: str = "value") -> Decimal:
     return result
 
 
+def _text(value: Decimal) -> str:
+    """A number as exchanges write it: plain, no exponent."""
+    return format(value.normalize(), "f") if value else "0"
+
+
 def positive(value: Num, what: str) -> Decimal:
     result = to_decimal(value, what)
     if result <= 0:
@@ -325,6 +330,7 @@ class WsConnection:
 
 C = TypeVar("C", bound=WsConnection)
 Candle = tuple[int, str, str, str, str]  # open time ms, open, high, low, close
+BookSides = tuple[list[tuple[str, str]], list[tuple[str, str]]]  # bids, asks: (price, size)
 
 
 # ---- the server ------------------------------------------------------------------------------
@@ -366,6 +372,9 @@ class FakeExchangeServer(Generic[A, C]):
         self._stops: dict[str, dict[str, StopOrderSpec]] = {}
         self._stop_seq = 0
         self.push_stop_orders = True  # False: order changes are missed by the stream (REST only)
+        # order books by market id: bids best first, asks best first, (price, size) as text
+        self._books: dict[str, BookSides] = {}
+        self.book_requests: list[str] = []  # the market ids whose order book was asked for
 
     # ---- to be provided by an exchange ----------------------------------------------------------
 
@@ -674,6 +683,44 @@ class FakeExchangeServer(Generic[A, C]):
         mark: Decimal = self._market(symbol).mark
         return mark
 
+    # ---- order books (issue 15 item 4: gap risk) -------------------------------------------
+
+    @scripted
+    def set_order_book(
+        self, symbol: str, bids: list[tuple[Num, Num]], asks: list[tuple[Num, Num]]
+    ) -> None:
+        """The symbol's visible order book, served by the exchange's order book endpoint:
+        ``bids`` best (highest) first, ``asks`` best (lowest) first, each ``(price, size)``
+        with the size in the exchange's own unit (contracts on OKX and Gate, the coin on
+        Binance USDⓈ-M, Bybit and Hyperliquid). A market with none set has an empty book."""
+        sides = []
+        for name, levels in (("bids", bids), ("asks", asks)):
+            checked = [
+                (positive(p, f"{name} price"), to_decimal(s, f"{name} size")) for p, s in levels
+            ]
+            prices = [p for p, _ in checked]
+            if prices != sorted(prices, reverse=name == "bids") or len(set(prices)) < len(prices):
+                raise ValueError(f"{name}: best first, one level per price")
+            sides.append([(_text(p), _text(s)) for p, s in checked])
+        self._books[self._market_id(symbol)] = (sides[0], sides[1])
+
+    def seed_order_books(self, levels: int) -> None:
+        """Every market: ``levels`` a side, one tick apart from the mark out, 1 each (for
+        benchmarks: the size of a real book, not its shape)."""
+        for market_id in self.symbols():
+            mark, tick = self.mark(market_id), self.tick(market_id)
+            bids = [(mark - tick * (k + 1), 1) for k in range(levels) if mark > tick * (k + 1)]
+            asks = [(mark + tick * (k + 1), 1) for k in range(levels)]
+            self.set_order_book(market_id, bids, asks)
+
+    def order_book(self, market_id: str, limit: int | None) -> BookSides:
+        """The ``limit`` best levels a side of ``market_id``'s book (all for None)."""
+        self.book_requests.append(market_id)
+        bids, asks = self._books.get(market_id, ([], []))
+        if limit is None:
+            return list(bids), list(asks)
+        return bids[:limit], asks[:limit]
+
     @scripted
     def set_mark_candles(self, symbol: str, candles: list[Candle]) -> None:
         """1-minute mark-price candles ``(open time ms, open, high, low, close)`` that the
@@ -884,6 +931,7 @@ class ServeOptions:
     mark_interval_s: float
     seed: int | None
     markets: int = 0
+    book_levels: int = 0
 
 
 F = TypeVar("F", bound=FakeExchangeServer[Any, Any])
@@ -916,10 +964,15 @@ def serve_main(
     parser.add_argument(
         "--markets", type=int, default=0, help="list this many markets in all (0: the seeded ones)"
     )
+    parser.add_argument(
+        "--book-levels", type=int, default=0, help="order book levels a side per market (0: none)"
+    )
     args = parser.parse_args(argv)
-    if args.accounts < 0 or args.mark_interval_s <= 0 or args.markets < 0:
-        parser.error("--accounts and --markets must be >= 0 and --mark-interval-s > 0")
-    options = ServeOptions(args.port, args.accounts, args.mark_interval_s, args.seed, args.markets)
+    if args.accounts < 0 or args.mark_interval_s <= 0 or args.markets < 0 or args.book_levels < 0:
+        parser.error("--accounts, --markets, --book-levels >= 0 and --mark-interval-s > 0")
+    options = ServeOptions(
+        args.port, args.accounts, args.mark_interval_s, args.seed, args.markets, args.book_levels
+    )
     return asyncio.run(_serve(options, fake_class, seed_accounts, max_step))
 
 
@@ -932,6 +985,8 @@ async def _serve(
     fake = fake_class(mark_interval_s=options.mark_interval_s)
     seed_accounts(fake, options.accounts)
     fake.list_markets(options.markets)
+    if options.book_levels:
+        fake.seed_order_books(options.book_levels)
     try:
         await fake.start(options.port)
     except OSError as exc:

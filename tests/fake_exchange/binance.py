@@ -908,6 +908,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             web.get("/sapi/v1/account/apiRestrictions", self._api_restrictions),
             web.get("/fapi/v1/klines", self._klines),
             web.get("/fapi/v1/insuranceBalance", self._insurance_balance),
+            web.get("/fapi/v1/depth", self._depth),
             web.get("/fapi/v1/markPriceKlines", self._klines),
             web.post("/fapi/v1/listenKey", self._listen_key_post),
             web.put("/fapi/v1/listenKey", self._listen_key_put),
@@ -1025,6 +1026,39 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         return market
 
     # ---- REST: public ----------------------------------------------------------------------------
+
+    async def _depth(self, request: web.Request) -> web.Response:
+        # USDⓈ-M "Order Book": symbol, limit in [5, 10, 20, 50, 100, 500, 1000] (default 500);
+        # {"lastUpdateId", "E" (message time), "T" (transaction time), "bids", "asks"}, each
+        # level ["price", "qty"] (developers.binance.com/docs/derivatives/usds-margined-futures/
+        # market-data/rest-api/Order-Book)
+        params = dict(request.query)
+        market = self._symbol_filter(params)
+        if market is None:
+            return self._error(
+                400,
+                -1102,
+                "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.",
+            )
+        limit = params.get("limit", "500")
+        if limit not in ("5", "10", "20", "50", "100", "500", "1000"):
+            return self._error(
+                400,
+                -1100,
+                "Illegal characters found in parameter 'limit'; legal range is "
+                "'5, 10, 20, 50, 100, 500, 1000'.",
+            )
+        bids, asks = self.order_book(market.id, int(limit))
+        stamp = now_ms()
+        return self._json(
+            {
+                "lastUpdateId": stamp,
+                "E": stamp,
+                "T": stamp,
+                "bids": [list(level) for level in bids],
+                "asks": [list(level) for level in asks],
+            }
+        )
 
     async def _ping(self, request: web.Request) -> web.Response:
         return self._json({})

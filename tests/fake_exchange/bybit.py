@@ -1010,6 +1010,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             "/v5/market/time": self._time,
             "/v5/market/mark-price-kline": self._mark_kline,
             "/v5/spot-margin-trade/collateral": self._collateral_ratios,
+            "/v5/market/orderbook": self._orderbook,
         }
         private = {
             "/v5/position/list": self._position_list,
@@ -1178,6 +1179,30 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
                 if symbol in (None, market.id):
                     rows.extend(dict(r) for r in market.risk_rows)
         return {"category": category, "list": rows, "nextPageCursor": ""}
+
+    def _orderbook(self, params: dict[str, str]) -> dict[str, Any]:
+        # v5 "Get Orderbook": category, symbol, limit (linear/inverse 1-500, default 25);
+        # result {"s", "b": bids, "a": asks (["price", "size"]), "ts", "u", "seq", "cts"}
+        # (bybit-exchange.github.io/docs/v5/market/orderbook)
+        if params.get("category") != "linear":
+            raise _ApiError(10001, "params error: category is invalid")
+        symbol = params.get("symbol", "")
+        if symbol not in self._markets:
+            raise _ApiError(10001, "params error: symbol invalid")
+        limit = params.get("limit", "25")
+        if not limit.isdigit() or not 1 <= int(limit) <= 500:
+            raise _ApiError(10001, "params error: limit invalid")
+        bids, asks = self.order_book(symbol, int(limit))
+        stamp = now_ms()
+        return {
+            "s": symbol,
+            "b": [list(level) for level in bids],
+            "a": [list(level) for level in asks],
+            "ts": stamp,
+            "u": stamp,
+            "seq": stamp,
+            "cts": stamp,
+        }
 
     def _tickers(self, params: dict[str, str]) -> dict[str, Any]:
         category = params.get("category", "")

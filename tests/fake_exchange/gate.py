@@ -699,6 +699,7 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
             "/futures/usdt/tickers": self._tickers,
             "/futures/usdt/risk_limit_tiers": self._risk_limit_tiers,
             "/futures/usdt/candlesticks": self._candlesticks,
+            "/futures/usdt/order_book": self._order_book,
             "/spot/currencies": self._currencies,
             "/spot/currency_pairs": lambda p: [],
             "/margin/currency_pairs": lambda p: [],
@@ -853,6 +854,27 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
         if market is None:
             raise Reject(_error(400, "CONTRACT_NOT_FOUND", f"Contract {contract} not found"))
         return market
+
+    def _order_book(self, params: dict[str, str]) -> dict[str, Any]:
+        # "Futures order book": contract, interval, limit (1-300, default 10), with_id;
+        # {"id" (with_id), "current", "update" (seconds, float), "asks", "bids"}, each level
+        # {"p": price, "s": size in contracts} (gate.com/docs/developers/apiv4,
+        # #futures-order-book)
+        market = self._known(params.get("contract"))
+        limit = params.get("limit", "10")
+        if not limit.isdigit() or not 1 <= int(limit) <= 300:
+            raise Reject(_error(400, "INVALID_PARAM_VALUE", "invalid argument: limit"))
+        bids, asks = self.order_book(market.id, int(limit))
+        now = time.time()
+        answer: dict[str, Any] = {
+            "current": round(now, 3),
+            "update": round(now, 3),
+            "asks": [{"p": p, "s": int(Decimal(s))} for p, s in asks],
+            "bids": [{"p": p, "s": int(Decimal(s))} for p, s in bids],
+        }
+        if params.get("with_id") == "true":
+            answer = {"id": int(now * 1000), **answer}
+        return answer
 
     def _contracts(self, params: dict[str, str]) -> list[dict[str, Any]]:
         rows = [self._contract_row(m) for m in self._markets.values()]

@@ -532,6 +532,19 @@ class FakeHyperliquid(FakeExchangeServer[_Account, _Connection]):
             return web.Response(status=405, text="Method Not Allowed")
         return web.Response(status=404, text="")
 
+    def _l2_book(self, coin: Any) -> Any:
+        # info "l2Book": {"coin", "time", "levels": [bids, asks]}, up to 20 levels a side,
+        # each {"px", "sz" (coin), "n" (orders)} (hyperliquid.gitbook.io, info endpoint,
+        # "L2 book snapshot"); an unknown coin answers null
+        if not isinstance(coin, str) or coin not in self._markets:
+            return None
+        bids, asks = self.order_book(coin, 20)
+        return {
+            "coin": coin,
+            "time": shared.now_ms(),
+            "levels": [[{"px": p, "sz": s, "n": 1} for p, s in side] for side in (bids, asks)],
+        }
+
     async def _info(self, request: web.Request) -> web.Response:
         try:
             body = json.loads(await request.text())
@@ -548,6 +561,7 @@ class FakeHyperliquid(FakeExchangeServer[_Account, _Connection]):
             "perpDexs": lambda: [None],
             "allMids": self._mids,
             "candleSnapshot": lambda: self._candles(body.get("req")),
+            "l2Book": lambda: self._l2_book(body.get("coin")),
         }
         by_user: dict[str, Callable[[_Account | None], Any]] = {
             "clearinghouseState": self._clearinghouse,

@@ -522,6 +522,7 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             "/api/v5/public/instruments": self._instruments,
             "/api/v5/public/position-tiers": self._position_tiers,
             "/api/v5/public/mark-price": self._mark_price,
+            "/api/v5/market/books": self._books_answer,
             "/api/v5/public/time": lambda _p: [{"ts": str(now_ms())}],
             "/api/v5/market/mark-price-candles": self._mark_candles_answer,
             "/api/v5/market/history-mark-price-candles": self._mark_candles_answer,
@@ -656,6 +657,24 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
                 )
                 low = max_sz
         return rows
+
+    def _books_answer(self, params: dict[str, str]) -> list[Any]:
+        # "Get order book": instId, sz (1-400, default 1); data [{"asks", "bids", "ts"}], each
+        # level [price, size in contracts, "0" (deprecated), number of orders]
+        # (okx.com/docs-v5/en/#order-book-trading-market-data-get-order-book)
+        inst = params.get("instId", "")
+        if inst not in self._markets:
+            return []  # (OKX answers 51001 "Instrument ID does not exist"; no test needs it)
+        size = params.get("sz", "1")
+        limit = int(size) if size.isdigit() and 1 <= int(size) <= 400 else 1
+        bids, asks = self.order_book(inst, limit)
+        return [
+            {
+                "asks": [[p, s, "0", "1"] for p, s in asks],
+                "bids": [[p, s, "0", "1"] for p, s in bids],
+                "ts": str(now_ms()),
+            }
+        ]
 
     def _mark_price(self, params: dict[str, str]) -> list[Any]:
         inst = params.get("instId")

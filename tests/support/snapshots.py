@@ -59,6 +59,15 @@ def account(snap: dict[str, Any]) -> Account:
     return parse_snapshot(json.dumps(snap, default=str)).account
 
 
+def btc_long_on_2000(mark: str, **extra: Any) -> Account:
+    """1 BTC long at 60,000 on 2,000 USDT cross at Binance, 0.4% maintenance margin (liq.
+    58,232.93, bankruptcy 58,000), at ``mark``; ``extra`` position fields (``lot_size``)."""
+    btc = position(
+        "BTC/USDT:USDT", "long", "1", "60000", mark, tiers([(None, "0.004", "0")]), **extra
+    )
+    return account(snapshot("binanceusdm", "2000", [btc]))
+
+
 def metrics(snap: dict[str, Any], target: str | None = None) -> AccountMetrics:
     return compute(account(snap), Decimal(target) if target is not None else None)
 
