@@ -104,6 +104,9 @@ def position_from_spec(spec: str, exchange: str = "binanceusdm") -> Account:
     return Account(profile, "replay", settle, ZERO if isolated else margin, (position,))
 
 
+BEFORE, AT_ENTRY, TOO_LATE = "before", "at entry", "too late"
+
+
 @dataclass(frozen=True, slots=True)
 class ReplayAlert:
     at_ms: int
@@ -112,6 +115,7 @@ class ReplayAlert:
     kind: str  # firing | resolved
     value: Decimal | None
     subject: str
+    point: int = 0  # the price point it fired at (1 = the replay's first)
 
 
 @dataclass
@@ -123,6 +127,7 @@ class ReplayResult:
     alerts: list[ReplayAlert] = field(default_factory=list)
     liquidated_at_ms: int | None = None
     liquidation_mark: Decimal | None = None
+    liquidation_point: int = 0  # the price point that liquidated (see ReplayAlert.point)
     adverse_first: str = "low"
     liquidation_prices: dict[str, Decimal | None] = field(default_factory=dict)
 
@@ -130,6 +135,19 @@ class ReplayResult:
         if self.liquidated_at_ms is None or alert.kind != "firing":
             return None
         return (self.liquidated_at_ms - alert.at_ms) / 1000
+
+    def timing(self, alert: ReplayAlert) -> str | None:
+        """What a firing was worth before the liquidation: ``before`` (at least a candle
+        ahead: a lead time), ``at entry`` (in the entry's candle: the position was opened at
+        risk), ``too late`` (in the liquidation's own candle, or at its price: 0 minutes is
+        not a warning); ``None`` without a liquidation or for a resolution."""
+        if self.liquidated_at_ms is None or alert.kind != "firing":
+            return None
+        if alert.point >= self.liquidation_point:
+            return TOO_LATE
+        if alert.at_ms == self.start_ms:
+            return AT_ENTRY
+        return TOO_LATE if alert.at_ms == self.liquidated_at_ms else BEFORE
 
 
 def _path(c: object, adverse_low: bool) -> tuple[Decimal, ...]:
@@ -238,11 +256,13 @@ def replay(
                             n.kind.value,
                             n.value,
                             n.subject.key,
+                            result.points,
                         )
                     )
             if worst >= 1:
                 result.liquidated_at_ms = candle.t_ms
                 result.liquidation_mark = price
+                result.liquidation_point = result.points
                 result.end_ms = candle.t_ms
                 return result
         if marks is not None:  # the close, known once the candle ends: for the next points
