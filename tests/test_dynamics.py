@@ -380,3 +380,29 @@ def test_observed_probability_rises_as_the_mark_nears_liquidation(vol: float, le
         values.append(observed(moved, {"BTC/USDT:USDT": w}, r)[r.series])
     assert values == sorted(values)
     assert all(D(0) <= v <= D(1) for v in values)
+
+
+def test_status_shows_the_rules_default_outlook() -> None:
+    """``alertd status`` and ``/metrics`` read each position's probability (1h ahead, the
+    last hour's volatility) and time to liquidation (the last 15 minutes' pace) through the
+    same extractors as a rule with the default parameters."""
+    from alertd.daemon.publisher import figures
+
+    account = one_position(Side.LONG, "50000", lev="20")
+    # falling 0.05% every 10 s with some noise: a clear pace towards the liquidation price
+    w = walk([-0.0008, 0.0003] * 200, start=50000)
+    windows = {"BTC/USDT:USDT": w}
+    book = Book()
+    book.set_account("a", account)
+    live = book.live("a")
+    assert live is not None
+    (shown,) = figures(live, crash=False, dynamics=windows).positions
+    p = rule("liquidation_probability")
+    t = Rule("t", "time_to_liquidation", Scope.POSITION, Severity.WARNING, below=D(1))
+    expected = observed(account, windows, p, t)
+    assert shown.liquidation_probability == expected[p.series] is not None
+    assert shown.time_to_liquidation == expected[t.series] is not None
+    assert 0 < shown.liquidation_probability < 1 and shown.time_to_liquidation > 0
+    # without price history (no rule reads it) the daemon shows none
+    (bare,) = figures(live, crash=False).positions
+    assert bare.liquidation_probability is None and bare.time_to_liquidation is None

@@ -39,8 +39,10 @@ from alertd.daemon.view import (
 )
 from alertd.delivery.deliverer import Deliverer
 from alertd.engine.book import LiveAccount
+from alertd.engine.dynamics import MarkWindow
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.state import Coverage
+from alertd.rules.metrics import outlook
 
 
 class Publisher:
@@ -174,7 +176,7 @@ class Publisher:
                 )
             else:
                 crash, crash_at = live.crash_distance(), wall
-        result = figures(live, crash=False)
+        result = figures(live, crash=False, dynamics=feed.hub.dynamics or None)
         result = replace(result, crash_distance=crash, crash_at=crash_at)
         self._kept[name] = _Kept(live, marks, result, solved)
         return result
@@ -197,8 +199,12 @@ class _Kept:
     solved: float  # monotonic time the crash distance in ``figures`` was solved
 
 
-def figures(live: LiveAccount, crash: bool) -> AccountFigures:
-    """An immutable copy of a book account's figures at this moment."""
+def figures(
+    live: LiveAccount, crash: bool, dynamics: Mapping[str, MarkWindow] | None = None
+) -> AccountFigures:
+    """An immutable copy of a book account's figures at this moment; with the symbols' price
+    dynamics, each position's liquidation probability and time to liquidation too."""
+    outlooks = [outlook(live, i, dynamics) for i in range(len(live.positions))]
     return AccountFigures(
         worst_ratio=live.worst_ratio,
         pool_ratio=live.cross.ratio,
@@ -214,6 +220,8 @@ def figures(live: LiveAccount, crash: bool) -> AccountFigures:
                 liquidation_price=live.liquidation_price(i),
                 liquidation_distance=live.liquidation_distance(i),
                 margin_ratio=lp.pool.ratio,
+                liquidation_probability=outlooks[i][0],
+                time_to_liquidation=outlooks[i][1],
             )
             for i, lp in enumerate(live.positions)
         ),

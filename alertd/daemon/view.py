@@ -39,6 +39,10 @@ class PositionFigures:
     liquidation_price: Decimal | None
     liquidation_distance: Decimal | None
     margin_ratio: Decimal
+    # the predictive figures at their default parameters (rules/metrics.py ``outlook``);
+    # None without price history (no rule reads price dynamics, or too little yet)
+    liquidation_probability: Decimal | None = None  # within 1h
+    time_to_liquidation: Decimal | None = None  # seconds, at the last 15 minutes' pace
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,15 @@ from alertd.snapshot.format import parse_snapshot
 from alertd.views.format import decimal_str as dec
 
 
+def _time_to(seconds: str | None) -> str:
+    """Time to liquidation at the current pace: ``-`` while the mark moves away or without
+    price history."""
+    value = _d(seconds)
+    if value is None:
+        return fmt.NONE
+    return fmt.duration(float(value)) if value.is_finite() else fmt.NONE
+
+
 def figures_json(figures: AccountFigures | None) -> dict[str, Any]:
     """An account's figures as ``status`` shows them (the daemon's and the state file's)."""
     if figures is None:
@@ -60,6 +69,8 @@ def figures_json(figures: AccountFigures | None) -> dict[str, Any]:
                 "liquidation_price": dec(p.liquidation_price),
                 "liquidation_distance": dec(p.liquidation_distance),
                 "margin_ratio": dec(p.margin_ratio),
+                "liquidation_probability_1h": dec(p.liquidation_probability),
+                "time_to_liquidation_s": dec(p.time_to_liquidation),
             }
             for p in figures.positions
         ],
@@ -223,7 +234,18 @@ def render_status(data: dict[str, Any], console: Console) -> None:
     for col in ("Account", "Mode", "Worst ratio", "Buffer", "Crash distance", "Feed"):
         accounts.add_column(col, justify="left" if col in ("Account", "Mode", "Feed") else "right")
     positions = Table(title="Positions", header_style="bold")
-    for col in ("Account", "Symbol", "Side", "Size", "Mark", "Liq. price", "Distance", "Ratio"):
+    for col in (
+        "Account",
+        "Symbol",
+        "Side",
+        "Size",
+        "Mark",
+        "Liq. price",
+        "Distance",
+        "Ratio",
+        "P(liq. 1h)",
+        "Liq. in",
+    ):
         positions.add_column(
             col, justify="left" if col in ("Account", "Symbol", "Side") else "right"
         )
@@ -255,6 +277,8 @@ def render_status(data: dict[str, Any], console: Console) -> None:
                 fmt.price(_d(p["liquidation_price"])),
                 fmt.percent(_d(p["liquidation_distance"])),
                 fmt.ratio(_d(p["margin_ratio"])),
+                fmt.percent(_d(p.get("liquidation_probability_1h"))),
+                _time_to(p.get("time_to_liquidation_s")),
             )
     console.print(accounts)
     console.print(positions)
