@@ -174,3 +174,34 @@ def test_a_sweep_entry_is_seeded_from_the_history_before_the_cut(full_history: H
     (lead,) = cold.lead_times_s
     assert cold.warned_at_entry == 0 and lead <= (30 - 14) * 60
     assert seeded.at_entry_lived_s == [lead + 14 * 60] or seeded.at_entry_lived_s[0] > lead
+
+
+@pytest.mark.parametrize(
+    ("spec", "start"),
+    [
+        ("BTC/USDT:USDT long 1 @ 38700 x20 isolated", "2021-05-19T00:00:00Z"),
+        ("BTC/USDT:USDT short 1 @ 30000 x10 cross", "2021-05-19T13:00:00Z"),
+        ("BTC/USD:BTC long 1000 @ 40000 x10 isolated", "2021-05-18T12:00:00Z"),  # inverse
+    ],
+)
+def test_skipping_calm_candles_changes_nothing(
+    full_history: History, spec: str, start: str
+) -> None:
+    # the candle shortcut: with every rule pointing its metric's risky way, a candle whose
+    # adverse extreme breaches nothing is skipped; alerts, points and liquidation the same
+    history = window(full_history, at(start), at(start) + 36 * 3600_000)
+    warmup = warmup_before(full_history, history.candles[0].t_ms, rules())
+    fast = replay(position_from_spec(spec), history, rules(), warmup=warmup)
+    slow = replay(position_from_spec(spec), history, rules(), warmup=warmup, shortcut=False)
+    assert fast.alerts == slow.alerts and fast.alerts
+    assert (fast.points, fast.liquidated_at_ms) == (slow.points, slow.liquidated_at_ms)
+
+
+def test_a_rule_against_the_risky_way_is_not_skipped(full_history: History) -> None:
+    # "alert while far from liquidation": breaches at the candle's favourable extreme only
+    far = _rule(RuleConfig(name="far", metric="liquidation_distance", above=Decimal("0.12")))
+    history = window(full_history, at("2021-05-19T00:00:00Z"), at("2021-05-19T06:00:00Z"))
+    spec = "BTC/USDT:USDT long 1 @ 42000 x10 isolated"
+    fast = replay(position_from_spec(spec), history, [far])
+    slow = replay(position_from_spec(spec), history, [far], shortcut=False)
+    assert fast.alerts == slow.alerts

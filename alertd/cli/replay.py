@@ -318,8 +318,8 @@ def _cmd_sweep(args: argparse.Namespace, history: Any, full: Any, plot_to: Path 
         if durations[flag] <= 0 and flag != "before_move":
             raise InputError(f"{name} must be longer than 0")
     leverages = _leverages(args.leverage)
-    long = template.side.label == "long"
-    adverse_low = long != template.inverse
+    # a long is liquidated below its entry (an inverse long too): the fall is its move
+    adverse_low = template.side.label == "long"
     scenario = f"entries every {args.every}, {args.window} each"
     if args.before_move is not None:
         entry, start, size = before_the_move(

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from alertd.engine.model import MarginMode
 from alertd.errors import InputError
 from alertd.limits import MAX_SWEEP_ENTRIES
-from alertd.replay.history import History
+from alertd.replay.history import Candle, History
 from alertd.replay.run import (
     AT_ENTRY,
     TOO_LATE,
@@ -221,14 +221,18 @@ def replay_entry(
     """One sweep run: a fresh position of 1 at the entry candle's open, replayed to the
     entry's end, its price dynamics seeded from the candles before it."""
     first = history.candles[entry.index]
-    candles = tuple(c for c in history.candles[entry.index :] if c.t_ms <= entry.end_ms)
-    window = replace(history, candles=candles, gaps=())
+    end = bisect.bisect_right(history.candles, entry.end_ms, lo=entry.index, key=_time)
+    window = replace(history, candles=history.candles[entry.index : end], gaps=())
     mode = "isolated" if margin_mode is MarginMode.ISOLATED else "cross"
     account = position_from_spec(
         f"{spec_symbol} {side} 1 @ {first.open} x{leverage} {mode}", exchange
     )
     warmup = warmup_before(before or history, first.t_ms, rules)
     return replay(account, window, rules, spec_symbol, warmup=warmup)
+
+
+def _time(candle: Candle) -> int:
+    return candle.t_ms
 
 
 def _count(row: SweepRow, result: ReplayResult, interval_ms: int) -> None:
