@@ -10,8 +10,10 @@ accounts and measures:
 - alertd's CPU use (% of one core) and RSS (peak and now) over a window once all are live;
 - errors: REST timeouts and failed bootstraps during the run (the log's lines), ERROR lines.
 
-``--firing`` adds rules every account and every position breaches (a crash day: all alerts
-firing), so that the rule engine's work under load shows in the CPU figure.
+``--rules FILE`` runs the rule set of a YAML list instead of the defaults (e.g. one with
+price-dynamics rules, bench/rulesets/). ``--firing`` adds rules every account and every
+position breaches (a crash day: all alerts firing), so that the rule engine's work under
+load shows in the CPU figure.
 
     python bench/feeds.py [--accounts 50] [--markets 550] [--firing] [--seconds 30]
 
@@ -92,6 +94,8 @@ def bench_config(args: argparse.Namespace, urls: Any, options: Any, state: str) 
     config: dict[str, Any] = {"version": 1, "accounts": accounts, "state_path": state}
     if args.firing:
         config["rules"] = FIRING_RULES
+    elif args.rules:
+        config["rules"] = yaml.safe_load(Path(args.rules).read_text())
     return config
 
 
@@ -113,6 +117,9 @@ def main() -> int:
     parser.add_argument("--accounts", type=int, default=50)
     parser.add_argument("--markets", type=int, default=0, help="markets listed (0: 3)")
     parser.add_argument("--firing", action="store_true", help="every account past a threshold")
+    parser.add_argument(
+        "--rules", metavar="YAML", help="these rules (a YAML list) instead of the defaults"
+    )
     parser.add_argument("--seconds", type=float, default=30, help="measurement window")
     parser.add_argument("--live-timeout", type=float, default=180, help="bootstrap limit")
     parser.add_argument("--profile", metavar="OUT", help="run alertd under cProfile into OUT")

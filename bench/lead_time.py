@@ -8,11 +8,11 @@ The issue-13 scenario, through ``alertd replay --sweep``'s own code (:mod:`alert
   A case passes when the rule set's first alert comes at least 15 minutes before the
   liquidation, or at entry (the position was opened at risk);
 - **calm days**: the whole UTC days of each history whose range is at most the median day's
-  (:func:`~alertd.replay.sweep.calm_days`); a position entered every hour, replayed to the end
+  (:func:`~alertd.replay.sweep.calm_days`); a position entered every 4 hours, replayed to the end
   of its day, at 10x and 20x, long and short; every firing in a run with no liquidation is a
   false alarm, counted per position-day.
 
-    python bench/lead_time.py                       # today's defaults vs the shipped ones
+    python bench/lead_time.py                       # the defaults vs the predictive candidate
     python bench/lead_time.py --rules a.yaml b.yaml # any rule sets (a YAML list of rules)
     python bench/lead_time.py --history FILE SYMBOL # another history (e.g. alertd fetch-history)
 
@@ -29,10 +29,11 @@ from pathlib import Path
 import yaml
 from pydantic import TypeAdapter
 
+from alertd.cli.replay import parse_time
 from alertd.config import DEFAULT_RULES, RuleConfig
 from alertd.daemon.evaluation import _rule
 from alertd.engine.model import MarginMode
-from alertd.replay.history import History, iso, load_history
+from alertd.replay.history import History, iso, load_history, window
 from alertd.replay.run import AT_ENTRY, BEFORE
 from alertd.replay.sweep import (
     before_the_move,
@@ -63,12 +64,15 @@ HISTORIES = [
 ]
 NEED_S = 15 * 60
 HOUR = 3600.0
+CALM_EVERY_S = 4 * HOUR  # an entry every 4 hours of each calm day (6 a day)
 
 
 def rule_sets(paths: list[str]) -> list[tuple[str, list[Rule]]]:
     if not paths:
-        baseline = BENCH / "rulesets" / "defaults-2026-11.yaml"
-        return [("defaults 2026-11", _load(baseline)), ("shipped defaults", _engine(DEFAULT_RULES))]
+        return [
+            ("shipped defaults", _engine(DEFAULT_RULES)),
+            ("predictive candidate", _load(BENCH / "rulesets" / "predictive-candidate.yaml")),
+        ]
     return [(Path(p).stem, _load(Path(p))) for p in paths]
 
 
@@ -148,7 +152,7 @@ def calm(histories: list[tuple[str, History, str]], sets: list[tuple[str, list[R
         "false alarms (per position-day)",
     )
     for label, history, symbol in histories:
-        entries = calm_day_entries(history, HOUR)
+        entries = calm_day_entries(history, CALM_EVERY_S)
         days = len({history.candles[e.index].t_ms // 86_400_000 for e in entries})
         if days < 2:
             continue  # a one-day file has no calm days of its own month
@@ -179,6 +183,21 @@ def calm(histories: list[tuple[str, History, str]], sets: list[tuple[str, list[R
             )
 
 
+def given(spec: str, symbol: str) -> tuple[str, History, str]:
+    """``FILE`` or ``FILE@START/END`` (ISO times, either may be empty): a history, or only
+    that part of it (e.g. the weeks before a crash, to check rules on moves they were not
+    chosen on)."""
+    path, _, cut = spec.partition("@")
+    history = load_history(path)
+    label = Path(path).name
+    if cut:
+        first, _, last = cut.partition("/")
+        start, end = parse_time(first or None, "start"), parse_time(last or None, "end")
+        history = window(history, start, end)
+        label += f" ({first or 'start'} to {last or 'end'})"
+    return label, history, symbol
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rules", nargs="*", default=[], metavar="YAML")
@@ -194,7 +213,7 @@ def main() -> int:
     args = parser.parse_args()
     sets = rule_sets(args.rules)
     if args.history:
-        histories = [(Path(f).name, load_history(f), s) for f, s in args.history]
+        histories = [given(f, s) for f, s in args.history]
     else:
         histories = [(label, load_history(DATA / name), s) for label, name, s in HISTORIES]
     began = time.process_time()
