@@ -237,8 +237,13 @@ def replay(
             marks.add(candle.t_ms / 1000, candle.open)
         path = _path(candle, adverse_low)
         if by_candle and not engine.states:
-            worst, observed = at(path[1])
-            if worst < 1 and engine.idle(observed):
+            extreme = path[1]
+            if safe is not None and (extreme > safe if adverse_low else extreme < safe):
+                calm = True  # even the riskiest point is past the last one that could breach
+            else:
+                worst, observed = at(extreme)
+                calm = worst < 1 and engine.idle(observed)
+            if calm:
                 result.points += _distinct(path)
                 if marks is not None:
                     marks.add((candle.t_ms + interval_ms) / 1000, candle.close)
