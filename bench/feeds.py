@@ -10,10 +10,12 @@ accounts and measures:
 - alertd's CPU use (% of one core) and RSS (peak and now) over a window once all are live;
 - errors: REST timeouts and failed bootstraps during the run (the log's lines), ERROR lines.
 
-``--firing`` adds rules every account and every position breaches (a crash day: all alerts
-firing), so that the rule engine's work under load shows in the CPU figure. The built-in
-defences (leverage, concentration, ADL: docs/rules.md) are on as shipped; ``--no-defences``
-turns them off (the figure before them), ``--insurance`` adds the insurance fund poll.
+``--rules FILE`` runs the rule set of a YAML list instead of the defaults (e.g. one with
+price-dynamics rules, bench/rulesets/). ``--firing`` adds rules every account and every
+position breaches (a crash day: all alerts firing), so that the rule engine's work under
+load shows in the CPU figure. The built-in defences (leverage, concentration, ADL:
+docs/rules.md) are on as shipped; ``--no-defences`` turns them off (the figure before them),
+``--insurance`` adds the insurance fund poll.
 
 The built-in gap-risk rule is on (as by default): the exchange serves ``--book-levels`` levels
 a side for every market, and alertd polls the held symbols' books; ``--no-gap`` turns the
@@ -98,6 +100,8 @@ def bench_config(args: argparse.Namespace, urls: Any, options: Any, state: str) 
     config: dict[str, Any] = {"version": 1, "accounts": accounts, "state_path": state}
     if args.firing:
         config["rules"] = FIRING_RULES
+    elif args.rules:
+        config["rules"] = yaml.safe_load(Path(args.rules).read_text())
     builtin: dict[str, Any] = {}
     if args.stops:
         # every stop rule on (stop-beyond-liquidation is on by default; the rest are not)
@@ -133,6 +137,9 @@ def main() -> int:
     parser.add_argument("--firing", action="store_true", help="every account past a threshold")
     parser.add_argument(
         "--stops", action="store_true", help="every stop rule on (stop-missing, maximum loss)"
+    )
+    parser.add_argument(
+        "--rules", metavar="YAML", help="these rules (a YAML list) instead of the defaults"
     )
     parser.add_argument("--seconds", type=float, default=30, help="measurement window")
     parser.add_argument("--no-defences", action="store_true", help="leverage/concentration/ADL off")

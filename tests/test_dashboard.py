@@ -51,7 +51,7 @@ def test_exporter_names() -> None:
     assert names["alertd_margin_ratio"] == "gauge"
     assert names["alertd_reconnects_total"] == "counter"
     assert names["alertd_notifications_sent_total"] == "counter"
-    assert len(names) == 15
+    assert len(names) == 17
 
 
 def test_dashboard_metrics_are_exported(dashboard: dict[str, Any]) -> None:

@@ -139,7 +139,7 @@ def test_a_single_bad_tick_changes_nothing() -> None:
     assert naive > 3 * base
 
 
-def test_an_unconfirmed_jump_waits_for_the_next_sample() -> None:
+def test_an_unconfirmed_jump_waits_for_two_more_samples() -> None:
     r = 0.0005
     w = walk([r, -r] * 60)
     base = w.volatility(HOUR)
@@ -147,7 +147,57 @@ def test_an_unconfirmed_jump_waits_for_the_next_sample() -> None:
     t_last, p_last = w.samples()[-1]
     w.add(t_last + 10, p_last * 0.95)  # a bad tick, or the start of a crash
     assert w.volatility(HOUR) == pytest.approx(base)
-    w.add(t_last + 20, p_last * 0.94)  # it was a crash: the fall counts now
+    w.add(t_last + 20, p_last * 0.948)  # a second bad tick at the same price, or a crash
+    assert w.volatility(HOUR) == pytest.approx(base)
+    w.add(t_last + 30, p_last * 0.94)  # it was a crash: the fall counts now
+    after = w.volatility(HOUR)
+    assert after is not None and after > 2 * base
+
+
+@pytest.mark.parametrize("at", [30, 90, 118])
+def test_two_bad_ticks_in_a_row_change_nothing(at: int) -> None:
+    r = 0.0005
+    returns = [r, -r, r, r, -r, -r] * 20
+    clean = walk(returns)
+    spiked = MarkWindow(4 * HOUR)
+    for k, (t, p) in enumerate(clean.samples()):
+        # two consecutive samples 5% (then 4.9%) off, then back; at 118 the return to the
+        # real price is the newest sample
+        spiked.add(t, p * (1.05 if k == at else 1.049 if k == at + 1 else 1.0))
+    base = clean.volatility(HOUR)
+    assert base is not None
+    assert spiked.volatility(HOUR) == pytest.approx(base, rel=0.03)
+    assert spiked.velocity(900) == pytest.approx(clean.velocity(900), abs=2e-7)
+
+
+def test_two_bad_ticks_at_the_end_are_held_back_then_dropped() -> None:
+    r = 0.0005
+    w = walk([r, -r] * 60)
+    base = w.volatility(HOUR)
+    velocity = w.velocity(900)
+    t_last, p_last = w.samples()[-1]
+    for k, factor in enumerate((0.95, 0.951)):  # two ticks 5% down: not counted yet
+        w.add(t_last + 10 * (k + 1), p_last * factor)
+        assert w.volatility(HOUR) == pytest.approx(base)
+        # the window's end moves with the newest sample: a tiny change, where the ticks
+        # counted would tilt the slope by about 1e-5 a second
+        assert w.velocity(900) == pytest.approx(velocity, abs=1e-7)
+    w.add(t_last + 30, p_last)  # back where it was: they were bad ticks, dropped for good
+    assert w.volatility(HOUR) == pytest.approx(base, rel=0.05)
+    w.add(t_last + 40, p_last * 1.0005)
+    assert w.volatility(HOUR) == pytest.approx(base, rel=0.05)
+
+
+def test_three_ticks_at_a_new_price_are_a_real_move() -> None:
+    r = 0.0005
+    returns = [r, -r] * 60
+    w = walk(returns)
+    base = w.volatility(HOUR)
+    assert base is not None
+    t_last, p_last = w.samples()[-1]
+    for k in range(3):
+        w.add(t_last + 10 * (k + 1), p_last * 0.95)
+    w.add(t_last + 40, p_last * 0.9505)
     after = w.volatility(HOUR)
     assert after is not None and after > 2 * base
 
@@ -330,3 +380,29 @@ def test_observed_probability_rises_as_the_mark_nears_liquidation(vol: float, le
         values.append(observed(moved, {"BTC/USDT:USDT": w}, r)[r.series])
     assert values == sorted(values)
     assert all(D(0) <= v <= D(1) for v in values)
+
+
+def test_status_shows_the_rules_default_outlook() -> None:
+    """``alertd status`` and ``/metrics`` read each position's probability (1h ahead, the
+    last hour's volatility) and time to liquidation (the last 15 minutes' pace) through the
+    same extractors as a rule with the default parameters."""
+    from alertd.daemon.publisher import figures
+
+    account = one_position(Side.LONG, "50000", lev="20")
+    # falling 0.05% every 10 s with some noise: a clear pace towards the liquidation price
+    w = walk([-0.0008, 0.0003] * 200, start=50000)
+    windows = {"BTC/USDT:USDT": w}
+    book = Book()
+    book.set_account("a", account)
+    live = book.live("a")
+    assert live is not None
+    (shown,) = figures(live, crash=False, dynamics=windows).positions
+    p = rule("liquidation_probability")
+    t = Rule("t", "time_to_liquidation", Scope.POSITION, Severity.WARNING, below=D(1))
+    expected = observed(account, windows, p, t)
+    assert shown.liquidation_probability == expected[p.series] is not None
+    assert shown.time_to_liquidation == expected[t.series] is not None
+    assert 0 < shown.liquidation_probability < 1 and shown.time_to_liquidation > 0
+    # without price history (no rule reads it) the daemon shows none
+    (bare,) = figures(live, crash=False).positions
+    assert bare.liquidation_probability is None and bare.time_to_liquidation is None

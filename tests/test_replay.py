@@ -127,6 +127,7 @@ def test_cli_json_and_errors(tmp_path: Path) -> None:
         "subject": "replay/BTC/USDT:USDT/long",
         "value": first["value"],
         "lead_time_s": 240.0,
+        "warning": "before",
     }
     bad = alertd("replay", str(prices), "--position", "BTC long lots")
     assert bad.returncode == 2 and "expected 'SYMBOL long|short SIZE @ ENTRY" in bad.stderr
@@ -199,7 +200,7 @@ def test_sweep_counts_leads_and_false_alarms(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert [row["leverage"] for row in data] == [5, 10, 20, 50, 100]
+    assert [row["leverage"] for row in data["rows"]] == [5, 10, 20, 50, 100]
 
 
 @pytest.mark.parametrize(

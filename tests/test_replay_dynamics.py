@@ -13,7 +13,7 @@ from alertd.daemon.evaluation import _rule
 from alertd.engine.model import MarginMode
 from alertd.replay.history import History, load_history, window
 from alertd.replay.run import position_from_spec, replay, warmup_before
-from alertd.replay.sweep import sweep
+from alertd.replay.sweep import RuleStats, sweep
 from alertd.rules.model import Rule
 
 from .support.process import ROOT
@@ -139,7 +139,10 @@ def test_sweep_reads_the_dynamics_rules(full_history: History) -> None:
     )
     (row,) = rows
     assert row.runs == 7 and row.liquidated >= 1  # entries 10:00 to 16:00
-    assert row.rules["p-pos"].fired_before_liquidation >= row.rules["dist"].fired_before_liquidation
+    p, dist = row.rules["p-pos"], row.rules["dist"]
+    # warned ahead of the liquidation, in a later minute or in the entry's
+    warned = p.fired_before_liquidation + p.warned_at_entry
+    assert warned >= dist.fired_before_liquidation + dist.warned_at_entry
 
 
 def test_a_sweep_entry_is_seeded_from_the_history_before_the_cut(full_history: History) -> None:
@@ -149,7 +152,7 @@ def test_a_sweep_entry_is_seeded_from_the_history_before_the_cut(full_history: H
     history = window(full_history, start, start + 120 * MIN)
     only = [r for r in rules() if r.name == "p-pos"]
 
-    def lead(before: History | None) -> float:
+    def stats(before: History | None) -> RuleStats:
         (row,) = sweep(
             "BTC/USDT:USDT",
             "long",
@@ -162,8 +165,43 @@ def test_a_sweep_entry_is_seeded_from_the_history_before_the_cut(full_history: H
             before=before,
         )
         assert row.runs == 1 and row.liquidated == 1
-        (value,) = row.rules["p-pos"].lead_times_s
-        return value
+        return row.rules["p-pos"]
 
-    cold, seeded = lead(None), lead(full_history)
-    assert seeded > cold and cold <= (30 - 14) * 60
+    cold, seeded = stats(None), stats(full_history)
+    # seeded: the probability is known in the entry's minute (warned at entry: no lead time)
+    assert seeded.warned_at_entry == 1 and seeded.lead_times_s == []
+    # cold: not before a quarter of the hour's lookback is covered
+    (lead,) = cold.lead_times_s
+    assert cold.warned_at_entry == 0 and lead <= (30 - 14) * 60
+    assert seeded.at_entry_lived_s == [lead + 14 * 60] or seeded.at_entry_lived_s[0] > lead
+
+
+@pytest.mark.parametrize(
+    ("spec", "start"),
+    [
+        ("BTC/USDT:USDT long 1 @ 38700 x20 isolated", "2021-05-19T00:00:00Z"),
+        ("BTC/USDT:USDT short 1 @ 30000 x10 cross", "2021-05-19T13:00:00Z"),
+        ("BTC/USD:BTC long 1000 @ 40000 x10 isolated", "2021-05-18T12:00:00Z"),  # inverse
+    ],
+)
+def test_skipping_calm_candles_changes_nothing(
+    full_history: History, spec: str, start: str
+) -> None:
+    # the candle shortcut: with every rule pointing its metric's risky way, a candle whose
+    # adverse extreme breaches nothing is skipped; alerts, points and liquidation the same
+    history = window(full_history, at(start), at(start) + 36 * 3600_000)
+    warmup = warmup_before(full_history, history.candles[0].t_ms, rules())
+    fast = replay(position_from_spec(spec), history, rules(), warmup=warmup)
+    slow = replay(position_from_spec(spec), history, rules(), warmup=warmup, shortcut=False)
+    assert fast.alerts == slow.alerts and fast.alerts
+    assert (fast.points, fast.liquidated_at_ms) == (slow.points, slow.liquidated_at_ms)
+
+
+def test_a_rule_against_the_risky_way_is_not_skipped(full_history: History) -> None:
+    # "alert while far from liquidation": breaches at the candle's favourable extreme only
+    far = _rule(RuleConfig(name="far", metric="liquidation_distance", above=Decimal("0.12")))
+    history = window(full_history, at("2021-05-19T00:00:00Z"), at("2021-05-19T06:00:00Z"))
+    spec = "BTC/USDT:USDT long 1 @ 42000 x10 isolated"
+    fast = replay(position_from_spec(spec), history, [far])
+    slow = replay(position_from_spec(spec), history, [far], shortcut=False)
+    assert fast.alerts == slow.alerts

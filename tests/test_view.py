@@ -80,8 +80,13 @@ def test_endpoint_renders_the_view_it_is_given() -> None:
     assert 'alertd_alerts_firing{severity="warning"} 1.0' in metrics
     assert "alertd_engine_updates_total 7.0" in metrics
     assert 'alertd_margin_ratio{account="down"}' not in metrics  # no figures yet: no sample
+    position = 'account="main",side="long",symbol="BTC/USDT:USDT"'
+    assert f"alertd_position_liquidation_probability{{{position}}} 0.25" in metrics
+    assert f"alertd_position_time_to_liquidation_seconds{{{position}}} 600.0" in metrics
     assert code == 503 and health["reasons"] == ["down: stale: not bootstrapped"]
-    assert status["accounts"][0]["positions"][0]["liquidation_price"] == "58232.93"
+    shown = status["accounts"][0]["positions"][0]
+    assert shown["liquidation_price"] == "58232.93"
+    assert shown["liquidation_probability_1h"] == "0.25" and shown["time_to_liquidation_s"] == "600"
     assert status["accounts"][1]["margin_ratio"] is None
     assert status["firing"][0]["severity"] == "warning"
 

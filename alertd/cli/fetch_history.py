@@ -63,14 +63,9 @@ def run(args: argparse.Namespace) -> int:
         account = account.model_copy(update={f"{c.value}_env": None for c in Credential})
         settings = config.feeds
     else:
-        account = AccountConfig(
-            name="history",
-            exchange=args.exchange,
-            api_key_env="-",
-            secret_env="-",
-            password_env="-",
-            wallet_address="-",
-        )
+        # candles are public: an account with no credentials (built without the checks
+        # that a configured account's credentials are named)
+        account = AccountConfig.model_construct(name="history", exchange=args.exchange)
         settings = FeedSettings()
 
     async def go() -> tuple[int, str]:

@@ -7,10 +7,11 @@ through the same engine and rules as alertd run; print a table, or JSON for mach
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,14 @@ from alertd.errors import InputError
 from alertd.exchanges.registry import specs
 from alertd.limits import MAX_TIME_MS
 from alertd.replay.history import iso, load_history, window
-from alertd.replay.run import ReplayResult, position_from_spec, replay, warmup_before
+from alertd.replay.run import (
+    AT_ENTRY,
+    BEFORE,
+    ReplayResult,
+    position_from_spec,
+    replay,
+    warmup_before,
+)
 from alertd.rules.messages import fmt_metric
 from alertd.rules.metrics import book_rules
 from alertd.rules.model import Rule
@@ -86,6 +94,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--every", default="24h", metavar="DURATION", help="sweep entry spacing")
     parser.add_argument("--window", default="24h", metavar="DURATION", help="sweep replay length")
+    parser.add_argument(
+        "--leverage",
+        metavar="LIST",
+        help="sweep these leverages, e.g. 10,20,50 (default 5,10,20,50,100)",
+    )
+    entries = parser.add_mutually_exclusive_group()
+    entries.add_argument(
+        "--before-move",
+        metavar="DURATION",
+        help="sweep one entry this long before the start of the history's largest adverse "
+        "move within --move (the worst fall for a long, the worst rally for a short)",
+    )
+    entries.add_argument(
+        "--calm",
+        action="store_true",
+        help="sweep entries every --every through the calm days only (whole UTC days whose "
+        "range is at most the median day's), each replayed to the end of its day",
+    )
+    parser.add_argument(
+        "--move", default="1h", metavar="DURATION", help="the move's length for --before-move"
+    )
 
 
 def parse_time(text: str | None, flag: str) -> int | None:
@@ -128,11 +157,34 @@ def result_json(result: ReplayResult, gaps: list[dict[str, Any]], source: str) -
                 "subject": a.subject,
                 "value": decimal_str(a.value),
                 "lead_time_s": result.lead_time_s(a),
+                "warning": result.timing(a),
             }
             for a in result.alerts
         ],
         "gaps": gaps,
     }
+
+
+@contextlib.contextmanager
+def _progress_bar(label: str, total: int, show: bool) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on stderr (for a person at a terminal: ``show``), given as the callback
+    that moves it to a count; ``None`` without one."""
+    if not show:
+        yield None
+        return
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda done: bar.update(task, completed=done)
+
+
+def _lead(result: ReplayResult, alert: Any) -> str:
+    """The lead-time cell: minutes for a warning ahead of the liquidation, else what it was."""
+    timing = result.timing(alert)
+    if timing is None or timing == BEFORE:
+        return fmt.minutes(result.lead_time_s(alert))
+    if timing == AT_ENTRY:
+        return f"at entry (liq. after {fmt.minutes(result.lead_time_s(alert))})"
+    return "too late"
 
 
 def _plot_target(path: str | None) -> Path | None:
@@ -152,7 +204,14 @@ def run(args: argparse.Namespace) -> int:
     full = load_history(args.prices)
     history = window(full, parse_time(args.start, "--start"), parse_time(args.end, "--end"))
     if args.sweep:
-        return _cmd_sweep(args, history, full)
+        return _cmd_sweep(args, history, full, plot_to)
+    for flag, given in (
+        ("--leverage", args.leverage),
+        ("--before-move", args.before_move),
+        ("--calm", args.calm),
+    ):
+        if given:
+            raise InputError(f"{flag} is a sweep option: add --sweep")
     if args.snapshot:
         account = load_snapshot(args.snapshot).account
     else:
@@ -163,19 +222,8 @@ def run(args: argparse.Namespace) -> int:
     # exchange's recent candles
     warmup = warmup_before(full, history.candles[0].t_ms, engine_rules)
     show_progress = sys.stderr.isatty() and len(history.candles) > 5000
-    if show_progress:
-        with Progress(console=Console(stderr=True), transient=True) as bar:
-            task = bar.add_task("replaying", total=len(history.candles))
-            result = replay(
-                account,
-                history,
-                engine_rules,
-                args.symbol,
-                progress=lambda i: bar.update(task, completed=i),
-                warmup=warmup,
-            )
-    else:
-        result = replay(account, history, engine_rules, args.symbol, warmup=warmup)
+    with _progress_bar("replaying", len(history.candles), show_progress) as tick:
+        result = replay(account, history, engine_rules, args.symbol, progress=tick, warmup=warmup)
     gaps = [
         {"after": iso(g.start_ms), "before": iso(g.end_ms), "missing_candles": g.missing}
         for g in history.gaps
@@ -220,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
             a["severity"],
             a["kind"],
             fmt.NONE if alert.value is None else fmt_metric(metric_of[alert.rule], alert.value),
-            fmt.minutes(a["lead_time_s"]),
+            _lead(result, alert),
         )
     if result.alerts:
         console.print(table)
@@ -236,80 +284,159 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_sweep(args: argparse.Namespace, history: Any, full: Any) -> int:
+def _leverages(text: str | None) -> tuple[int, ...]:
+    from alertd.replay.sweep import LEVERAGES
+
+    if text is None:
+        return LEVERAGES
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(
+            f"--leverage {short(text)}: expected whole numbers, e.g. 10,20,50"
+        ) from None
+    if not values or any(not 1 <= v <= 1000 for v in values):
+        raise InputError(f"--leverage {short(text)}: each leverage must be from 1 to 1000")
+    return values
+
+
+def _cmd_sweep(args: argparse.Namespace, history: Any, full: Any, plot_to: Path | None) -> int:
     from alertd.config import parse_duration
-    from alertd.replay.sweep import median_or_none, sweep
+    from alertd.replay.sweep import (
+        FIRST_ALERT,
+        before_the_move,
+        calm_day_entries,
+        every_entries,
+        median_or_none,
+        sweep,
+    )
 
     if not args.position:
         raise InputError("--sweep needs --position (its symbol, side and margin mode are swept)")
     template = position_from_spec(args.position, args.exchange).positions[0]
     rules = load_config(args.config).rules if args.config else DEFAULT_RULES
-    try:
-        every, length = parse_duration(args.every), parse_duration(args.window)
-    except ValueError as exc:
-        raise InputError(f"--every/--window: {exc}") from None
-    if every <= 0 or length <= 0:
-        raise InputError("--every and --window must be longer than 0")
-    rows = sweep(
-        template.symbol,
-        template.side.label,
-        template.margin_mode,
-        history,
-        _engine_rules(rules),
-        exchange=args.exchange,
-        every_s=every,
-        window_s=length,
-        before=full,
-    )
+    durations = {}
+    for flag in ("every", "window", "move", "before_move"):
+        text = getattr(args, flag)
+        if text is None:
+            continue
+        name = "--" + flag.replace("_", "-")
+        try:
+            durations[flag] = parse_duration(text)
+        except ValueError as exc:
+            raise InputError(f"{name}: {exc}") from None
+        if durations[flag] <= 0 and flag != "before_move":
+            raise InputError(f"{name} must be longer than 0")
+    leverages = _leverages(args.leverage)
+    # a long is liquidated below its entry (an inverse long too): the fall is its move
+    adverse_low = template.side.label == "long"
+    scenario = f"entries every {args.every}, {args.window} each"
+    if args.before_move is not None:
+        entry, start, size = before_the_move(
+            history, adverse_low, durations["move"], durations["before_move"], durations["window"]
+        )
+        entries = [entry]
+        scenario = (
+            f"entered {args.before_move} before the largest "
+            f"{'fall' if adverse_low else 'rally'} within {args.move} "
+            f"({size:.1%} from {iso(history.candles[start].t_ms)}), {args.window} each"
+        )
+    elif args.calm:
+        entries = calm_day_entries(history, durations["every"])
+        if not entries:
+            raise InputError("--calm: the history holds no whole UTC day")
+        days = len({history.candles[e.index].t_ms // 86_400_000 for e in entries})
+        scenario = f"calm days ({days}), entries every {args.every}, to the end of the day"
+    else:
+        entries = every_entries(history, durations["every"], durations["window"])
+    engine_rules = _engine_rules(rules)
+    with _progress_bar("sweeping", len(entries) * len(leverages), sys.stderr.isatty()) as tick:
+        rows = sweep(
+            template.symbol,
+            template.side.label,
+            template.margin_mode,
+            history,
+            engine_rules,
+            exchange=args.exchange,
+            leverages=leverages,
+            before=full,
+            entries=entries,
+            progress=None if tick is None else lambda done, _total: tick(done),
+        )
+
+    def stats_json(row: Any, st: Any) -> dict[str, Any]:
+        return {
+            "fired_before_liquidation": st.fired_before_liquidation,
+            "warned_at_entry": st.warned_at_entry,
+            "too_late": st.too_late,
+            "missed": st.missed,
+            "median_lead_time_s": median_or_none(st.lead_times_s),
+            "worst_lead_time_s": min(st.lead_times_s) if st.lead_times_s else None,
+            "at_entry_liquidated_after_s": st.at_entry_lived_s,
+            "false_alarms": st.false_alarms,
+            "false_alarms_per_position_day": row.per_position_day(st),
+        }
+
     data: list[dict[str, Any]] = [
         {
             "leverage": row.leverage,
             "runs": row.runs,
             "liquidated": row.liquidated,
-            "rules": {
-                name: {
-                    "fired_before_liquidation": st.fired_before_liquidation,
-                    "median_lead_time_s": median_or_none(st.lead_times_s),
-                    "worst_lead_time_s": min(st.lead_times_s) if st.lead_times_s else None,
-                    "false_alarms": st.false_alarms,
-                }
-                for name, st in row.rules.items()
-            },
+            "position_days": row.position_days,
+            "rules": {name: stats_json(row, st) for name, st in row.rules.items()},
+            "first_alert": stats_json(row, row.first),
         }
         for row in rows
     ]
+    title = f"{template.symbol} {template.side.label} {template.margin_mode.value}: {scenario}"
+    if plot_to is not None:
+        from alertd.replay.plot import plot_sweep
+
+        try:
+            plot_sweep(rows, plot_to, title)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"--plot {args.plot}: cannot write it: {exc}") from None
     if args.json:
-        print(json.dumps(data, indent=2))
+        print(json.dumps({"scenario": title, "rows": data}, indent=2))
         return 0
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-    table = Table(
-        title=Text(
-            f"Sweep: {template.symbol} {template.side.label}, entries every "
-            f"{args.every}, {args.window} each"
-        ),
-        header_style="bold",
-    )
+    table = Table(title=Text(f"Sweep: {title}"), header_style="bold")
     for col in (
         "Leverage",
         "Rule",
         "Liquidated",
-        "Fired before",
+        "Warned before",
+        "At entry",
+        "Too late",
+        "Missed",
         "Median lead",
         "Worst lead",
         "False alarms",
+        "per position-day",
     ):
         table.add_column(col, justify="left" if col == "Rule" else "right")
 
     for row in data:
-        for name, st in row["rules"].items():
+        named = [*row["rules"].items(), (FIRST_ALERT, row["first_alert"])]
+        for name, st in named:
+            per_day = st["false_alarms_per_position_day"]
             table.add_row(
                 f"{row['leverage']}x",
                 Text(name),
                 f"{row['liquidated']}/{row['runs']}",
                 f"{st['fired_before_liquidation']}/{row['liquidated']}",
+                str(st["warned_at_entry"]),
+                str(st["too_late"]),
+                str(st["missed"]),
                 fmt.minutes(st["median_lead_time_s"]),
                 fmt.minutes(st["worst_lead_time_s"]),
                 str(st["false_alarms"]),
+                fmt.NONE if per_day is None else f"{per_day:.3f}",
             )
     console.print(table)
+    console.print(
+        "Warned before: the first alert came at least a minute before the liquidation's "
+        "candle; at entry: in the entry's candle (opened at risk; no lead time); too late: in "
+        "the liquidation's candle. False alarms: firings in runs not liquidated."
+    )
     return 0

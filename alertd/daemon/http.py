@@ -86,6 +86,18 @@ class ViewCollector(Collector):
             "Position margin ratio",
             labels=["account", "symbol", "side"],
         )
+        probability = GaugeMetricFamily(
+            "alertd_position_liquidation_probability",
+            "Probability that the mark touches the liquidation price within 1h "
+            "(last hour's volatility)",
+            labels=["account", "symbol", "side"],
+        )
+        ttl = GaugeMetricFamily(
+            "alertd_position_time_to_liquidation_seconds",
+            "Seconds until liquidation at the mark's pace over the last 15 minutes "
+            "(absent while it moves away)",
+            labels=["account", "symbol", "side"],
+        )
         age = GaugeMetricFamily(
             "alertd_feed_age_seconds",
             "Seconds since a stream's last message",
@@ -122,6 +134,10 @@ class ViewCollector(Collector):
                 labels = [name, p.symbol, p.side]
                 dist.add_metric(labels, _f(p.liquidation_distance))
                 pratio.add_metric(labels, _f(p.margin_ratio))
+                if p.liquidation_probability is not None:
+                    probability.add_metric(labels, _f(p.liquidation_probability))
+                if p.time_to_liquidation is not None:
+                    ttl.add_metric(labels, _f(p.time_to_liquidation))
         firing = GaugeMetricFamily("alertd_alerts_firing", "Alerts firing", labels=["severity"])
         for severity, count in view.firing_by_severity().items():
             firing.add_metric([severity], float(count))
@@ -140,6 +156,8 @@ class ViewCollector(Collector):
             crash,
             dist,
             pratio,
+            probability,
+            ttl,
             age,
             up,
             reconnects,

@@ -39,11 +39,12 @@ from alertd.daemon.view import (
 )
 from alertd.delivery.deliverer import Deliverer
 from alertd.engine.book import LiveAccount
+from alertd.engine.dynamics import MarkWindow
 from alertd.engine.orderbook import OrderBook
 from alertd.engine.stops import stop_figures
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.state import Coverage
-from alertd.rules.metrics import position_shortfall
+from alertd.rules.metrics import outlook, position_shortfall
 
 
 class Publisher:
@@ -186,7 +187,7 @@ class Publisher:
                 )
             else:
                 crash, crash_at = live.crash_distance(), wall
-        result = figures(live, crash=False, books=books)
+        result = figures(live, crash=False, books=books, dynamics=feed.hub.dynamics or None)
         result = replace(result, crash_distance=crash, crash_at=crash_at)
         self._kept[name] = _Kept(live, marks, result, solved)
         return result
@@ -210,10 +211,15 @@ class _Kept:
 
 
 def figures(
-    live: LiveAccount, crash: bool, books: Mapping[str, OrderBook] | None = None
+    live: LiveAccount,
+    crash: bool,
+    books: Mapping[str, OrderBook] | None = None,
+    dynamics: Mapping[str, MarkWindow] | None = None,
 ) -> AccountFigures:
     """An immutable copy of a book account's figures at this moment (the gap risk of the
-    positions whose symbol has an order book in ``books``)."""
+    positions whose symbol has an order book in ``books``; with the symbols' price
+    dynamics, each position's liquidation probability and time to liquidation too)."""
+    outlooks = [outlook(live, i, dynamics) for i in range(len(live.positions))]
     return AccountFigures(
         worst_ratio=live.worst_ratio,
         pool_ratio=live.cross.ratio,
@@ -235,6 +241,8 @@ def figures(
                 adl_rank=lp.position.adl_rank,
                 bankruptcy_buffer=live.bankruptcy_buffer(i),
                 gap_risk=_gap(live, i, books),
+                liquidation_probability=outlooks[i][0],
+                time_to_liquidation=outlooks[i][1],
             )
             for i, lp in enumerate(live.positions)
         ),

@@ -46,6 +46,10 @@ class PositionFigures:
     # what a close at liq. loses past bankruptcy into the order book (None: no book read)
     bankruptcy_buffer: Decimal | None = None
     gap_risk: Decimal | None = None
+    # the predictive figures at their default parameters (rules/metrics.py ``outlook``);
+    # None without price history (no rule reads price dynamics, or too little yet)
+    liquidation_probability: Decimal | None = None  # within 1h
+    time_to_liquidation: Decimal | None = None  # seconds, at the last 15 minutes' pace
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,12 +18,12 @@ Estimators (``docs/rules.md`` states them with their limits):
   over the lookback, after removing isolated spikes; returns over a gap count with their full
   time, so a gap neither inflates nor deflates the rate. Its square root is the volatility per
   square-root second.
-- **a bad tick** is a sample that jumps away from both neighbours by more than
+- **bad ticks**: one sample, or two in a row, to which the mark jumps by more than
   ``SPIKE_SIGMAS`` robust standard deviations (from the median absolute normalized return over
-  the whole window) in opposite directions, with the neighbours close to each other: it is
-  dropped, its two returns merged. The newest sample cannot be judged yet: while its return
-  is that large it is held out until the next sample confirms or refutes it (a real move
-  counts one sample late).
+  the whole window) and from which it jumps back as far, to about where it was before: they
+  are dropped, their returns merged. The newest samples cannot be judged yet: a jump that
+  large is held out until the two samples after it confirm or refute it (a real move counts
+  two samples, at most about 20 s, late).
 - **velocity**: the least-squares slope of log price against time over the window, on the same
   cleaned samples: a smoothed relative rate of change per second.
 
@@ -155,19 +155,19 @@ class MarkWindow:
             keep = [True] * n
             k = 1
             while k < n - 1:
-                a, b = z[k - 1], z[k]  # into sample k, out of it
-                if (
-                    abs(a) > limit
-                    and abs(b) > limit
-                    and a * b < 0
-                    and abs(r[k - 1] + r[k]) < 0.5 * min(abs(r[k - 1]), abs(r[k]))
-                ):
-                    keep[k] = False
-                    k += 2  # one bad tick at a time: its neighbour is the reference
+                run = _bad_run(r, z, k, n, limit)
+                if run:
+                    for j in range(k, k + run):
+                        keep[j] = False
+                    k += run + 1  # one run at a time: its neighbour is the reference
                     continue
                 k += 1
+            # the newest samples cannot be judged yet: a jump is held back until the two
+            # samples after it stay there (two bad ticks in a row would otherwise pass)
             if abs(z[-1]) > limit:
-                keep[-1] = False  # not confirmed yet
+                keep[-1] = False
+            elif n >= 4 and keep[-2] and abs(z[-2]) > limit:
+                keep[-2] = keep[-1] = False
             if not all(keep):
                 ts = [v for v, ok in zip(ts, keep, strict=True) if ok]
                 xs = [v for v, ok in zip(xs, keep, strict=True) if ok]
@@ -202,6 +202,28 @@ class MarkWindow:
         if n - i < 3 or c.t[-1] - c.t[i] < MIN_COVERAGE * window_s:
             return None
         return c.slope(i)
+
+
+MAX_BAD_RUN = 2  # consecutive bad ticks rejected; a longer stay at a price is a real move
+
+
+def _bad_run(r: list[float], z: list[float], k: int, n: int, limit: float) -> int:
+    """How many samples from ``k`` on (1 or 2, 0 for none) are bad ticks: the mark jumps
+    away by more than ``limit`` (normalized) into sample ``k`` and back by as much out of the
+    run's last sample, in the opposite direction, to about where it was before the run."""
+    into = z[k - 1]
+    if abs(into) <= limit:
+        return 0
+    for run in range(1, MAX_BAD_RUN + 1):
+        last = k + run - 1
+        if last >= n - 1:
+            return 0
+        out = z[last]
+        if abs(out) > limit and into * out < 0:
+            net = sum(r[k - 1 : last + 1])  # from the sample before the run to the one after
+            if abs(net) < 0.5 * min(abs(r[k - 1]), abs(r[last])):
+                return run
+    return 0
 
 
 class _Cleaned:

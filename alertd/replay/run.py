@@ -20,6 +20,8 @@ time: at one-minute resolution a lead time is known to within a minute.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ from alertd.rules.metrics import (
     FeedStatus,
     Needs,
     dynamics_span_s,
+    lookup,
     needs_of,
     observe,
     reads_dynamics,
@@ -104,6 +107,9 @@ def position_from_spec(spec: str, exchange: str = "binanceusdm") -> Account:
     return Account(profile, "replay", settle, ZERO if isolated else margin, (position,))
 
 
+BEFORE, AT_ENTRY, TOO_LATE = "before", "at entry", "too late"
+
+
 @dataclass(frozen=True, slots=True)
 class ReplayAlert:
     at_ms: int
@@ -112,6 +118,7 @@ class ReplayAlert:
     kind: str  # firing | resolved
     value: Decimal | None
     subject: str
+    point: int = 0  # the price point it fired at (1 = the replay's first)
 
 
 @dataclass
@@ -123,6 +130,7 @@ class ReplayResult:
     alerts: list[ReplayAlert] = field(default_factory=list)
     liquidated_at_ms: int | None = None
     liquidation_mark: Decimal | None = None
+    liquidation_point: int = 0  # the price point that liquidated (see ReplayAlert.point)
     adverse_first: str = "low"
     liquidation_prices: dict[str, Decimal | None] = field(default_factory=dict)
 
@@ -130,6 +138,19 @@ class ReplayResult:
         if self.liquidated_at_ms is None or alert.kind != "firing":
             return None
         return (self.liquidated_at_ms - alert.at_ms) / 1000
+
+    def timing(self, alert: ReplayAlert) -> str | None:
+        """What a firing was worth before the liquidation: ``before`` (at least a candle
+        ahead: a lead time), ``at entry`` (in the entry's candle: the position was opened at
+        risk), ``too late`` (in the liquidation's own candle, or at its price: 0 minutes is
+        not a warning); ``None`` without a liquidation or for a resolution."""
+        if self.liquidated_at_ms is None or alert.kind != "firing":
+            return None
+        if alert.point >= self.liquidation_point:
+            return TOO_LATE
+        if alert.at_ms == self.start_ms:
+            return AT_ENTRY
+        return TOO_LATE if alert.at_ms == self.liquidated_at_ms else BEFORE
 
 
 def _path(c: object, adverse_low: bool) -> tuple[Decimal, ...]:
@@ -155,7 +176,8 @@ def replay(
     exchange = account.profile.id
     # the net direction decides which extreme of a candle hurts first
     net = sum((int(p.side) * p.quantity for p in held), ZERO)
-    adverse_low = (net >= 0) != held[0].inverse
+    # (an inverse long loses as the price falls too: its liquidation price is below entry)
+    adverse_low = net >= 0
     first = history.candles[0]
     start = account.with_marks({symbol: first.open})
     # for the report, and to bound the idle shortcut's search
@@ -204,13 +226,30 @@ def replay(
     safe = _safe_side(start, fast, held, troubled, liq, adverse_low) if shortcut else None
     book.set_account(KEY, start)  # fresh sums after the search
 
+    # one position, every rule pointing its metric's risky way: within a candle (the price
+    # dynamics fixed) the candle's adverse extreme is its riskiest point for every rule, so
+    # when nothing is active and nothing breaches there, nothing does at its other points
+    by_candle = shortcut and len(start.positions) == 1 and all(_risk_directed(r) for r in rules)
     for i, candle in enumerate(history.candles):
         if progress is not None and i % 1000 == 0:
             progress(i)
         if marks is not None:  # what the daemon's window holds by the candle's first point
             marks.add(candle.t_ms / 1000, candle.open)
+        path = _path(candle, adverse_low)
+        if by_candle and not engine.states:
+            extreme = path[1]
+            if safe is not None and (extreme > safe if adverse_low else extreme < safe):
+                calm = True  # even the riskiest point is past the last one that could breach
+            else:
+                worst, observed = at(extreme)
+                calm = worst < 1 and engine.idle(observed)
+            if calm:
+                result.points += _distinct(path)
+                if marks is not None:
+                    marks.add((candle.t_ms + interval_ms) / 1000, candle.close)
+                continue
         previous = None
-        for price in _path(candle, adverse_low):
+        for price in path:
             if price == previous:
                 continue
             previous = price
@@ -238,16 +277,31 @@ def replay(
                             n.kind.value,
                             n.value,
                             n.subject.key,
+                            result.points,
                         )
                     )
             if worst >= 1:
                 result.liquidated_at_ms = candle.t_ms
                 result.liquidation_mark = price
+                result.liquidation_point = result.points
                 result.end_ms = candle.t_ms
                 return result
         if marks is not None:  # the close, known once the candle ends: for the next points
             marks.add((candle.t_ms + interval_ms) / 1000, candle.close)
     return result
+
+
+def _distinct(path: tuple[Decimal, ...]) -> int:
+    """The price points a candle's path gives (a repeated price is one point)."""
+    return 1 + sum(1 for a, b in itertools.pairwise(path) if a != b)
+
+
+def _risk_directed(rule: Rule) -> bool:
+    """The rule fires on its metric's risky side (``above`` a figure that is riskier higher):
+    then it breaches at a candle's riskiest point if it breaches anywhere in it."""
+    metric = lookup(rule.metric, rule.scope)
+    side = "above" if rule.above is not None else "below"
+    return metric is not None and metric.risky == side
 
 
 def warmup_before(history: History, start_ms: int, rules: Sequence[Rule]) -> tuple[Candle, ...]:
@@ -257,7 +311,13 @@ def warmup_before(history: History, start_ms: int, rules: Sequence[Rule]) -> tup
     span_ms = dynamics_span_s(rules) * 1000
     if span_ms <= 0:
         return ()
-    return tuple(c for c in history.candles if start_ms - span_ms <= c.t_ms < start_ms)
+    candles = history.candles
+    first = bisect.bisect_left(candles, start_ms - span_ms, key=_time)
+    return candles[first : bisect.bisect_left(candles, start_ms, lo=first, key=_time)]
+
+
+def _time(candle: Candle) -> int:
+    return candle.t_ms
 
 
 def _safe_side(

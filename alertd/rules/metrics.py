@@ -897,6 +897,25 @@ POSITION_METRICS: dict[str, Metric] = {m.name: m for m in METRICS if m.scope is 
 _BY_SCOPE = {Scope.ACCOUNT: ACCOUNT_METRICS, Scope.POSITION: POSITION_METRICS}
 
 
+_QUIET = FeedStatus(Decimal(0), Decimal(0), None)
+
+
+def outlook(
+    live: LiveAccount, index: int, dynamics: Mapping[str, MarkWindow] | None
+) -> tuple[Decimal | None, Decimal | None]:
+    """A position's ``liquidation_probability`` and ``time_to_liquidation`` with the metrics'
+    default parameters (1h ahead at the last hour's volatility; the last 15 minutes' pace),
+    for ``status`` and ``/metrics``; ``None`` where they have no value (no price history)."""
+    if dynamics is None:
+        return None, None
+    prob, ttl = POSITION_METRICS["liquidation_probability"], POSITION_METRICS["time_to_liquidation"]
+    at = Figures(_QUIET, live, index, dynamics)
+    at.horizon_s, at.window_s = prob.horizon_s or HOUR, prob.window_s or HOUR
+    probability = prob.extract(at)
+    at.window_s = ttl.window_s or VELOCITY_WINDOW_S
+    return probability, ttl.extract(at)
+
+
 def metric_scope(metric: str) -> Scope | None:
     """The scope a metric lives in when a rule does not say (account wins a tie)."""
     if metric in ACCOUNT_METRICS:

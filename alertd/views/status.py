@@ -36,6 +36,15 @@ from alertd.snapshot.format import parse_snapshot
 from alertd.views.format import decimal_str as dec
 
 
+def _time_to(seconds: str | None) -> str:
+    """Time to liquidation at the current pace: ``-`` while the mark moves away or without
+    price history."""
+    value = _d(seconds)
+    if value is None:
+        return fmt.NONE
+    return fmt.duration(float(value)) if value.is_finite() else fmt.NONE
+
+
 def figures_json(figures: AccountFigures | None) -> dict[str, Any]:
     """An account's figures as ``status`` shows them (the daemon's and the state file's)."""
     if figures is None:
@@ -75,6 +84,8 @@ def figures_json(figures: AccountFigures | None) -> dict[str, Any]:
                 "adl_rank": dec(p.adl_rank),
                 "bankruptcy_buffer": dec(p.bankruptcy_buffer),
                 "gap_risk": dec(p.gap_risk),
+                "liquidation_probability_1h": dec(p.liquidation_probability),
+                "time_to_liquidation_s": dec(p.time_to_liquidation),
             }
             for p in figures.positions
         ],
@@ -301,6 +312,8 @@ def render_status(data: dict[str, Any], console: Console) -> None:
         "ADL",
         "Bkr. buffer",
         "Gap risk",
+        "P(liq. 1h)",
+        "Liq. in",
     ):
         positions.add_column(
             col, justify="left" if col in ("Account", "Symbol", "Side") else "right"
@@ -339,6 +352,8 @@ def render_status(data: dict[str, Any], console: Console) -> None:
                 fmt.percent(_d(p.get("adl_rank")), 0),
                 fmt.percent(_d(p.get("bankruptcy_buffer"))),
                 fmt.money(_d(p.get("gap_risk"))),
+                fmt.percent(_d(p.get("liquidation_probability_1h"))),
+                _time_to(p.get("time_to_liquidation_s")),
             )
     console.print(accounts)
     console.print(positions)

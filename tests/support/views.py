@@ -17,7 +17,15 @@ FIGURES = v.AccountFigures(
     settle="USDT",
     positions=(
         v.PositionFigures(
-            "BTC/USDT:USDT", "long", D("1"), D("58350"), D("58232.93"), D("0.002"), D("0.66")
+            "BTC/USDT:USDT",
+            "long",
+            D("1"),
+            D("58350"),
+            D("58232.93"),
+            D("0.002"),
+            D("0.66"),
+            liquidation_probability=D("0.25"),
+            time_to_liquidation=D("600"),
         ),
     ),
 )
