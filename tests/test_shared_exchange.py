@@ -9,8 +9,10 @@ closes every exchange object and then the shared pool, once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -69,72 +71,79 @@ def market_requests(fake: Any, path: str) -> int:
     return sum(1 for _, p in fake.requests if p == path)
 
 
+@contextlib.asynccontextmanager
+async def binance_accounts_running(built: Built) -> AsyncIterator[tuple[Any, FeedManager]]:
+    """ACCOUNTS Binance accounts on a listing of MARKETS markets, their manager running."""
+    fake = FAKES["binanceusdm"]()
+    fake.list_markets(MARKETS)
+    async with started(fake):
+        manager = manager_for(fake, "binanceusdm", built)
+        async with background(manager.run()):
+            yield fake, manager
+
+
 def test_many_binance_accounts_load_markets_once_and_share_pool_context_and_rate_limiter() -> None:
     async def body() -> None:
-        fake = FAKES["binanceusdm"]()
-        fake.list_markets(MARKETS)
         built = Built()
-        async with started(fake):
-            manager = manager_for(fake, "binanceusdm", built)
-            async with background(manager.run()):
-                feeds = list(manager.feeds.values())
-                await eventually(
-                    lambda: all(f.state.connected for f in feeds),
-                    what="all streaming",
-                    timeout_s=60,
-                )
-                assert market_requests(fake, "/fapi/v1/exchangeInfo") == 1
-                (shared,) = manager.shared.values()
-                accounts = [f.exchange for f in feeds]
-                catalogue = accounts[0].markets
-                assert len(catalogue) == MARKETS
-                # every account's and the mark hub's client holds the one catalogue, not a copy
-                (hub,) = manager.hubs.values()
-                for exchange in [*accounts, hub.exchange]:
-                    assert exchange.markets is catalogue
-                    assert exchange.markets_by_id is accounts[0].markets_by_id
-                    assert exchange.session is shared.session()
-                    assert exchange.ssl_context is shared.ssl_context
-                    # Binance counts request weight per IP: one budget for all
-                    assert exchange.throttler is accounts[0].throttler
-                assert {e.apiKey for e in accounts} == {f"key{i}" for i in range(ACCOUNTS)}
-                # alertd's own market info: one read-only dict for all, not one per account
-                assert all(f.state.markets is feeds[0].state.markets for f in feeds)
-                assert "BTC/USDT:USDT" in feeds[0].state.markets
-                # no permessage-deflate offered: no zlib pair per connection
-                assert all(e.options["ws"]["compress"] == 0 for e in accounts)
-                # while an account on the exchange bootstraps, reconciles give way
-                shared.bootstrapping += 1
-                sent = len(fake.requests)
-                await feeds[3].reconcile()
-                assert len(fake.requests) == sent
-                shared.bootstrapping -= 1
-                # an account's client closing leaves the pool open for the others
-                extra = make_exchange(
-                    account_config("extra", "binanceusdm", fake), {}, FAST, None, shared
-                )
-                await shared.share_markets(extra)
-                assert extra.markets is catalogue
-                await extra.close()
-                assert not shared.session().closed
-                sent = len(fake.requests)
-                await feeds[1].reconcile()
-                assert feeds[1].state.fatal is None
-                assert len(fake.requests) > sent  # the reconcile went out on the shared pool
-                # a listing after start reaches every client at the catalogue's refresh
-                fake.add_symbol("NEWCOIN/USDT:USDT", "1.5")
-                await shared.refresh_markets()
-                assert market_requests(fake, "/fapi/v1/exchangeInfo") == 2
-                refreshed = accounts[0].markets
-                assert refreshed is not catalogue and "NEWCOIN/USDT:USDT" in refreshed
-                for exchange in [*accounts, hub.exchange]:
-                    assert exchange.markets is refreshed
-                    assert exchange.market_id("NEWCOIN/USDT:USDT") == "NEWCOINUSDT"
-            # shutdown: every exchange object closed, then the pool, once
-            assert shared.closed and shared._session is None
-            assert len(built.exchanges) == ACCOUNTS + 2  # the accounts', the hub's, the catalogue's
-            assert all(e.session is None and e.closed_by_user for e in built.exchanges)
-            await manager.close()  # a second close is harmless
+        async with binance_accounts_running(built) as (fake, manager):
+            feeds = list(manager.feeds.values())
+            await eventually(
+                lambda: all(f.state.connected for f in feeds),
+                what="all streaming",
+                timeout_s=60,
+            )
+            assert market_requests(fake, "/fapi/v1/exchangeInfo") == 1
+            (shared,) = manager.shared.values()
+            accounts = [f.exchange for f in feeds]
+            catalogue = accounts[0].markets
+            assert len(catalogue) == MARKETS
+            # every account's and the mark hub's client holds the one catalogue, not a copy
+            (hub,) = manager.hubs.values()
+            for exchange in [*accounts, hub.exchange]:
+                assert exchange.markets is catalogue
+                assert exchange.markets_by_id is accounts[0].markets_by_id
+                assert exchange.session is shared.session()
+                assert exchange.ssl_context is shared.ssl_context
+                # Binance counts request weight per IP: one budget for all
+                assert exchange.throttler is accounts[0].throttler
+            assert {e.apiKey for e in accounts} == {f"key{i}" for i in range(ACCOUNTS)}
+            # alertd's own market info: one read-only dict for all, not one per account
+            assert all(f.state.markets is feeds[0].state.markets for f in feeds)
+            assert "BTC/USDT:USDT" in feeds[0].state.markets
+            # no permessage-deflate offered: no zlib pair per connection
+            assert all(e.options["ws"]["compress"] == 0 for e in accounts)
+            # while an account on the exchange bootstraps, reconciles give way
+            shared.bootstrapping += 1
+            sent = len(fake.requests)
+            await feeds[3].reconcile()
+            assert len(fake.requests) == sent
+            shared.bootstrapping -= 1
+            # an account's client closing leaves the pool open for the others
+            extra = make_exchange(
+                account_config("extra", "binanceusdm", fake), {}, FAST, None, shared
+            )
+            await shared.share_markets(extra)
+            assert extra.markets is catalogue
+            await extra.close()
+            assert not shared.session().closed
+            sent = len(fake.requests)
+            await feeds[1].reconcile()
+            assert feeds[1].state.fatal is None
+            assert len(fake.requests) > sent  # the reconcile went out on the shared pool
+            # a listing after start reaches every client at the catalogue's refresh
+            fake.add_symbol("NEWCOIN/USDT:USDT", "1.5")
+            await shared.refresh_markets()
+            assert market_requests(fake, "/fapi/v1/exchangeInfo") == 2
+            refreshed = accounts[0].markets
+            assert refreshed is not catalogue and "NEWCOIN/USDT:USDT" in refreshed
+            for exchange in [*accounts, hub.exchange]:
+                assert exchange.markets is refreshed
+                assert exchange.market_id("NEWCOIN/USDT:USDT") == "NEWCOINUSDT"
+        # shutdown: every exchange object closed, then the pool, once
+        assert shared.closed and shared._session is None
+        assert len(built.exchanges) == ACCOUNTS + 2  # the accounts', the hub's, the catalogue's
+        assert all(e.session is None and e.closed_by_user for e in built.exchanges)
+        await manager.close()  # a second close is harmless
 
     run(body(), timeout_s=120)
 
@@ -314,3 +323,53 @@ def test_skipped_periodic_runs_are_summed_up_not_logged_one_by_one(
     assert not [m for m in lines if "maximum number of running instances" in m]
     (summary,) = [m for m in lines if "reconcile runs skipped" in m]
     assert "still going after feeds.reconcile_interval_s (0.5 s)" in summary
+
+
+def test_a_binance_account_goes_live_on_its_own_snapshot_alone_and_keeps_no_bracket_cache() -> None:
+    """The lightest correct bootstrap (Binance weighs requests per IP): per snapshot one
+    Account Information V2 (mode, balance, coins) and one positionRisk; the held symbol's
+    brackets once; ccxt's own positions snapshot (positionRisk plus every symbol's brackets,
+    cached per account) not taken. A quiet account is connected once its stream opens."""
+
+    async def body() -> None:
+        async with binance_accounts_running(Built()) as (fake, manager):
+            feeds = list(manager.feeds.values())
+            # bootstrap and the snapshot after the streams subscribed, per account
+            await eventually(
+                lambda: (
+                    market_requests(fake, "/fapi/v2/account") >= 2 * ACCOUNTS
+                    and all(f.state.connected for f in feeds)
+                ),
+                what="every account live, its streams open, resynced once",
+                timeout_s=60,
+            )
+            # no position or balance frame was pushed: connected by the open stream
+            assert not any(f.state.last_seen.get(("balance", "")) for f in feeds)
+            counts = {
+                path: market_requests(fake, path)
+                for path in (
+                    "/fapi/v2/account",
+                    "/fapi/v3/account",
+                    "/fapi/v3/positionRisk",
+                    "/fapi/v2/positionRisk",
+                    "/fapi/v1/leverageBracket",
+                    "/fapi/v1/multiAssetsMargin",
+                )
+            }
+            assert counts == {
+                "/fapi/v2/account": 2 * ACCOUNTS,
+                "/fapi/v3/account": 0,
+                "/fapi/v3/positionRisk": 2 * ACCOUNTS,
+                "/fapi/v2/positionRisk": 0,
+                "/fapi/v1/leverageBracket": ACCOUNTS,
+                "/fapi/v1/multiAssetsMargin": 0,
+            }
+            for feed in feeds:
+                assert feed.exchange.options.get("leverageBrackets") is None
+                assert feed.exchange.last_json_response is None
+                assert set(feed.state.tiers) == {"BTC/USDT:USDT"}
+                assert feed.state.wallet_balance == 100_000
+                # the adapter keeps no answer between snapshots
+                assert feed.adapter._account is None
+
+    run(body(), timeout_s=120)

@@ -50,6 +50,9 @@ class FrameSink(Protocol):
 
     def on_malformed(self, kind: str, detail: str) -> None: ...
 
+    def on_open(self) -> None:
+        """One of the exchange object's websockets opened (ccxt's ``client.connected``)."""
+
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
@@ -100,7 +103,13 @@ def _guarded_class(exchange_id: str) -> type:
 
                 client.handle_text_or_binary_message = guarded_decode
                 client.alertd_guarded = True
+                client.connected.add_done_callback(self._alertd_opened)
             return client
+
+        def _alertd_opened(self, connected: Any) -> None:
+            sink = self.alertd_sink
+            if sink is not None and not connected.cancelled() and connected.exception() is None:
+                sink.on_open()
 
     Guarded.__name__ = f"Guarded_{exchange_id}"
     _classes[exchange_id] = Guarded

@@ -231,6 +231,8 @@ class AccountFeed:
     async def resync(self) -> None:
         """Positions and balance over REST (a full snapshot), then any missing tiers."""
         exchange = self._exchange()
+        if not exchange.markets:  # a client made afresh after a close: the adapters need them
+            await load_markets(exchange, self.shared)
         mode = await self.adapter.fetch_mode(exchange)
         if mode.coverage is Coverage.REFUSED:
             self._set_mode(mode)
@@ -254,7 +256,7 @@ class AccountFeed:
                 self.state.set_mark(symbol, mark, now)
         await self._ensure_tiers()
         self._last_resync = now
-        self._measure_drift()
+        self._measure_drift(marks)
         self._sync_mark_streams()
         self._notify(Change.ACCOUNT)
 
@@ -334,13 +336,15 @@ class AccountFeed:
                 mode.limits,
             )
 
-    def _measure_drift(self) -> None:
-        """Compare alertd's figures with the exchange's own, for the log and for metrics."""
+    def _measure_drift(self, marks: Mapping[str, Decimal]) -> None:
+        """Compare alertd's figures with the exchange's own, for the log and for metrics: at
+        the marks the exchange reported with them (a streamed mark a tick older or newer moves
+        a cross liquidation price with every other leg's PnL: a difference not of the model)."""
         if self.state.missing():
             self.ratios = None
             return
         self.comparison = compare(
-            compute(self.state.to_account()),
+            compute(self.state.to_account(marks)),
             self.state.reported_account,
             self.state.reported_positions,
             self.adapter,
@@ -542,6 +546,12 @@ class AccountFeed:
         if self.adapter.listen_key_expired(message):
             self._event(AccountEvent("listen_key_expired", now, "private stream key expired"))
             asyncio.get_running_loop().create_task(self.force_reconnect("listen key expired"))
+
+    def on_open(self) -> None:
+        """A private websocket opened: the account streams (a quiet account may send nothing
+        for hours; its first frame is not what says it is connected)."""
+        if self.state.bootstrapped and self.state.fatal is None:
+            self.state.connected = True
 
     def _event(self, event: AccountEvent) -> None:
         self.state.add_event(event)
