@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 from collections.abc import AsyncIterator
@@ -19,7 +20,13 @@ import pytest
 import yaml
 
 from alertd.config import AccountConfig, Config, FeedSettings, parse_config
-from alertd.feeds.ccxt_exchange import make_exchange
+from alertd.exchanges.binance import USDM_WEIGHT_PER_MINUTE
+from alertd.feeds.ccxt_exchange import (
+    REST_BUDGET_SHARE,
+    SharedExchange,
+    make_exchange,
+    new_ssl_context,
+)
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.manager import FeedManager, spread_starts
 from alertd.feeds.marks import MarkHub
@@ -373,3 +380,57 @@ def test_a_binance_account_goes_live_on_its_own_snapshot_alone_and_keeps_no_brac
                 assert feed.adapter._account is None
 
     run(body(), timeout_s=120)
+
+
+def test_binance_requests_are_counted_at_binances_weights_within_its_per_ip_budget() -> None:
+    """ccxt counts positionRisk and account information as 1 where Binance weighs them 5: the
+    shared limiter counts Binance's weights, and holds every account on the IP together
+    within (a share of) Binance's 2,400 a minute over any 60 s."""
+
+    async def body() -> None:
+        new_shared = functools.partial(
+            SharedExchange,
+            "binanceusdm shared",
+            lambda shared: None,
+            new_ssl_context(),
+            rest_concurrency=8,
+            rest_limit_per_ip=True,
+        )
+        shared = new_shared(rest_weight_per_minute=USDM_WEIGHT_PER_MINUTE)
+        config = AccountConfig(name="a", exchange="binanceusdm", api_key_env="K", secret_env="S")
+        one, two = (make_exchange(config, {}, FAST, None, shared) for _ in range(2))
+        try:
+            assert one.throttler is two.throttler
+            limits = one.throttler.config
+            assert limits["algorithm"] == "rollingWindow" and limits["windowSize"] == 60_000
+            assert limits["maxWeight"] == pytest.approx(USDM_WEIGHT_PER_MINUTE * REST_BUDGET_SHARE)
+
+            def cost(api: str, path: str, method: str = "GET", **params: Any) -> float:
+                return float(one.calculate_rate_limiter_cost([api], method, path, params, {}))
+
+            assert cost("fapiPrivateV3", "positionRisk") == 5
+            assert cost("fapiPrivateV2", "account") == 5
+            assert cost("fapiPrivateV3", "account") == 5
+            assert cost("fapiPrivateV2", "balance") == 5
+            # where ccxt already counts as Binance does, its own cost stands
+            assert cost("fapiPrivate", "leverageBracket") == 1
+            assert cost("fapiPrivate", "listenKey", "POST") == 1
+            # a budget of 10 admits two weight-5 requests, and holds the third back
+            small = new_shared(rest_weight_per_minute=10 / REST_BUDGET_SHARE)
+            three = make_exchange(config, {}, FAST, None, small)
+            try:
+                admitted = [three.throttler(5), three.throttler(5), three.throttler(5)]
+                await asyncio.wait_for(asyncio.gather(*admitted[:2]), 10)
+                await asyncio.sleep(0.2)
+                assert not admitted[2].done()
+                admitted[2].cancel()
+            finally:
+                three.throttler.running = False
+                await three.close()
+                await small.close()
+        finally:
+            await one.close()
+            await two.close()
+            await shared.close()
+
+    run(body(), timeout_s=60)

@@ -366,6 +366,24 @@ async def key_permissions(exchange: Any) -> list[str]:
     return [label for key, label in flags.items() if info.get(key)]
 
 
+# Binance's documented weights of the USDⓈ-M requests alertd sends where ccxt's implicit API
+# counts less (developers.binance.com, USDⓈ-M futures: Position Information V2/V3, Account
+# Information V2/V3, Futures Account Balance V2/V3: weight 5 each; ccxt counts 1). The others
+# alertd sends are counted as Binance does by ccxt already: exchangeInfo 1, leverageBracket 1,
+# listenKey 1, premiumIndex with a symbol 1, assetIndex without one 10, klines by limit.
+USDM_WEIGHTS = {
+    (api, "GET", path): 5
+    for api in ("fapiPrivateV2", "fapiPrivateV3")
+    for path in ("positionRisk", "account", "balance")
+}
+# "REQUEST_WEIGHT 2400 per minute" per IP (USDⓈ-M futures, General Info, Limits)
+USDM_WEIGHT_PER_MINUTE = 2400
+
+
+def usdm_request_weight(api: str, method: str, path: str, params: Any) -> float | None:
+    return USDM_WEIGHTS.get((api, method, path))
+
+
 USDM = ExchangeSpec(
     profile=USDM_PROFILE,
     adapter=BinanceUSDMAdapter,
@@ -377,6 +395,8 @@ USDM = ExchangeSpec(
         # "The limits on the API are based on the IPs, not the API keys" (Binance USDⓈ-M
         # futures docs, General Info, Limits): REQUEST_WEIGHT 2400 per minute per IP
         rest_limit_per_ip=True,
+        rest_weight_per_minute=USDM_WEIGHT_PER_MINUTE,
+        request_weight=usdm_request_weight,
     ),
     markets=USDM_MARKETS,
     credentials=(Credential.API_KEY, Credential.SECRET),

@@ -134,12 +134,14 @@ class FeedManager:
             def catalogue_exchange(shared: SharedExchange, account: AccountConfig = account) -> Any:
                 return factory(account, {}, settings, None, shared)  # markets are public
 
+            capabilities = get_spec(account.exchange).capabilities
             self.shared[key] = SharedExchange(
                 f"{account.exchange} shared" + (f" #{len(self.shared)}" if self.shared else ""),
                 catalogue_exchange,
                 self._ssl_context,
                 rest_concurrency=settings.rest_concurrency,
-                rest_limit_per_ip=get_spec(account.exchange).capabilities.rest_limit_per_ip,
+                rest_limit_per_ip=capabilities.rest_limit_per_ip,
+                rest_weight_per_minute=capabilities.rest_weight_per_minute,
             )
         return self.shared[key]
 
