@@ -28,7 +28,7 @@ from alertd.feeds.ccxt_exchange import (
     new_ssl_context,
 )
 from alertd.feeds.feed import AccountFeed
-from alertd.feeds.manager import FeedManager, spread_starts
+from alertd.feeds.manager import RECONCILE_BUDGET_SHARE, FeedManager, spread_starts
 from alertd.feeds.marks import MarkHub
 from alertd.feeds.options import FeedOptions
 from tests.support.aio import background, run
@@ -311,13 +311,15 @@ def test_skipped_periodic_runs_are_summed_up_not_logged_one_by_one(
 
     class SlowFeed(AccountFeed):
         async def reconcile(self) -> None:
-            await asyncio.sleep(1.5)  # three intervals of the test's 0.5 s
+            # four intervals of the test's 0.5 s (one account: its reconcile within Binance's
+            # budget needs 0.56 s)
+            await asyncio.sleep(2.5)
 
     async def body() -> None:
         fake = FAKES["binanceusdm"]()
         async with started(fake):
             manager = manager_for(
-                fake, "binanceusdm", Built(), 3, settings=FAST, feed_factory=SlowFeed
+                fake, "binanceusdm", Built(), 1, settings=FAST, feed_factory=SlowFeed
             )
             async with background(manager.run()):
                 await eventually(lambda: manager.skipped.get("reconcile", 0) >= 3, what="skips")
@@ -432,5 +434,53 @@ def test_binance_requests_are_counted_at_binances_weights_within_its_per_ip_budg
             await one.close()
             await two.close()
             await shared.close()
+
+    run(body(), timeout_s=60)
+
+
+def test_reconciles_of_many_binance_accounts_are_stretched_to_fit_the_per_ip_budget(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """1,000 Binance accounts reconciled every 60 s would send 10,000 weight a minute from one
+    IP, four times Binance's 2,400: their reconciles are spread over as long as half the
+    budget allows, said once; Bybit limits per account: its reconciles keep the setting."""
+
+    def reconcile_intervals(scheduler: Any) -> dict[str, float]:
+        return {
+            job.id.split(":", 1)[1]: job.trigger.interval.total_seconds()
+            for job in scheduler.get_jobs()
+            if job.id.startswith("reconcile:")
+        }
+
+    async def body() -> None:
+        accounts = [
+            AccountConfig(name=f"{exchange}{i}", exchange=exchange, api_key_env="K", **extra)
+            for exchange, count, extra in (
+                ("binanceusdm", 1000, {"secret_env": "S"}),
+                ("bybit", 20, {"secret_env": "S"}),
+            )
+            for i in range(count)
+        ]
+        settings = FeedSettings(reconcile_interval_s=60)
+        manager = FeedManager(Config(version=1, accounts=accounts, feeds=settings), {})
+        try:
+            with caplog.at_level(logging.WARNING, logger="alertd.feeds.manager"):
+                intervals = reconcile_intervals(manager.schedule())
+            budget = USDM_WEIGHT_PER_MINUTE * REST_BUDGET_SHARE * RECONCILE_BUDGET_SHARE
+            stretched = 1000 * 10 / budget * 60
+            assert stretched > 60
+            binance = [intervals[f"binanceusdm{i}"] for i in range(1000)]
+            assert binance == pytest.approx([stretched] * 1000)
+            assert {intervals[f"bybit{i}"] for i in range(20)} == {60}
+            (line,) = [r.getMessage() for r in caplog.records if "reconciled every" in r.message]
+            assert line.startswith("1000 Binance USDⓈ-M accounts share one per-IP")
+            # fifty fit: the setting stands
+            fifty = FeedManager(Config(version=1, accounts=accounts[:50], feeds=settings), {})
+            try:
+                assert set(reconcile_intervals(fifty.schedule()).values()) == {60}
+            finally:
+                await fifty.close()
+        finally:
+            await manager.close()
 
     run(body(), timeout_s=60)

@@ -397,6 +397,9 @@ USDM = ExchangeSpec(
         rest_limit_per_ip=True,
         rest_weight_per_minute=USDM_WEIGHT_PER_MINUTE,
         request_weight=usdm_request_weight,
+        # positionRisk V3 and Account Information V2 (a multi-assets account with coins adds
+        # assetIndex, 10)
+        snapshot_weight=10,
     ),
     markets=USDM_MARKETS,
     credentials=(Credential.API_KEY, Credential.SECRET),

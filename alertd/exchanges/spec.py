@@ -92,6 +92,9 @@ class Capabilities:
     # The documented weight of a request alertd sends where ccxt's cost understates it
     # (ccxt api name, HTTP method, path, params) -> weight; None: ccxt's own cost.
     request_weight: RequestWeight | None = None
+    # The weight of one account's snapshot (a reconcile) in that budget: with many accounts on
+    # one IP, the reconciles are stretched to fit it (FeedManager.reconcile_interval_s).
+    snapshot_weight: int | None = None
 
 
 def _no_options() -> Mapping[str, Any]:
