@@ -145,6 +145,13 @@ def main() -> int:
     parser.add_argument("--no-defences", action="store_true", help="leverage/concentration/ADL off")
     parser.add_argument("--insurance", action="store_true", help="poll insurance funds every 10 s")
     parser.add_argument("--live-timeout", type=float, default=180, help="bootstrap limit")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=0,
+        help="seconds to wait once all are live before measuring (steady state: the start "
+        "resyncs and first reconciles done)",
+    )
     parser.add_argument("--profile", metavar="OUT", help="run alertd under cProfile into OUT")
     parser.add_argument("--book-levels", type=int, default=100, help="order book levels a side")
     parser.add_argument("--no-gap", action="store_true", help="the gap-risk built-in off")
@@ -189,6 +196,8 @@ def main() -> int:
                 )
                 live_s = wait_live(alertd, log_path, args.accounts, args.live_timeout)
                 rss_live = status_kb(alertd.pid, "VmHWM")
+                time.sleep(args.settle)
+                load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
                 c0, t0 = cpu_seconds(alertd.pid), time.monotonic()
                 time.sleep(args.seconds)
                 c1, t1 = cpu_seconds(alertd.pid), time.monotonic()
@@ -215,7 +224,8 @@ def main() -> int:
         print(f"accounts     : {args.accounts} ({bootstrapped} bootstrapped), {mode}")
         print(f"markets      : {args.markets or 3} listed")
         print(f"all live     : {live_s:.1f} s after start (limit {args.live_timeout:.0f} s)")
-        print(f"window       : {t1 - t0:.1f} s once all live")
+        print(f"window       : {t1 - t0:.1f} s, {args.settle:.0f} s after all live")
+        print(f"load average : {load_before} at the window's start (the end's: machine line)")
         print(f"alertd CPU   : {cpu_pct:.2f}% of one core")
         print(
             f"alertd RSS   : peak {rss_peak / 1024:.0f} MB (at all-live {rss_live / 1024:.0f} MB), "

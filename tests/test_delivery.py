@@ -11,7 +11,7 @@ from alertd.daemon.store import NewMessage, Store
 from alertd.delivery.deliverer import Deliverer
 from alertd.delivery.routing import Receiver, route
 from alertd.delivery.senders import Outgoing, SendResult, Transport
-from alertd.delivery.senders.apprise import why_refused
+from alertd.delivery.senders.apprise import ApriseSender, why_refused
 from alertd.delivery.senders.ping import PingSender
 from alertd.delivery.system import digest, heartbeat
 from alertd.rules.lifecycle import AlertEngine, AlertState, Phase
@@ -332,3 +332,27 @@ def test_silence_commands_and_the_engine_sees_them(tmp_path: Path) -> None:
     assert again.returncode == 2 and "no active silence" in again.stderr
     bad = alertd("silence", "-c", str(path), "add", "--match", "nolabel", "--for", "1h")
     assert bad.returncode == 2 and "expected LABEL=VALUE" in bad.stderr
+
+
+def test_the_worker_prepares_apprise_receivers_at_start_not_at_the_first_alert(
+    tmp_path: Path,
+) -> None:
+    """apprise's import and a receiver's plugin cost about 170 ms at first use: the outbox
+    worker has them built when it starts, so the first alert after start does not wait."""
+    sender = ApriseSender()
+    store = Store(tmp_path / "state.sqlite")
+    url = Secret("json://127.0.0.1:9/hook")
+    worker = Deliverer(
+        store,
+        {
+            "hook": Receiver("hook", url, 0.0, "json"),
+            # a URL apprise cannot use is left for sending to report (with its retry)
+            "odd": Receiver("odd", Secret("nosuchscheme://x"), 0.0, "json"),
+        },
+        [],
+        DeliverySettings(),
+        {transport: sender for transport in Transport},
+    )
+    assert sender._instances == {}
+    run(worker.prepare())
+    assert set(sender._instances) == {url.reveal()}

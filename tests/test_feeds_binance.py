@@ -313,4 +313,26 @@ def test_multi_assets_coins_move_with_their_marks_between_reconciles() -> None:
                 assert feed.ratios is not None
                 assert abs(feed.ratios[0] / feed.ratios[1] - 1) < D("1e-9")
 
+
+def test_drift_is_measured_at_the_marks_binance_reported_with_its_figures() -> None:
+    """A cross long BTC and short ETH: BTC's liquidation price moves with ETH's mark. The
+    streamed ETH mark a tick away from the one Binance figured its liquidation price at is no
+    difference of the model: the comparison uses the snapshot's marks."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [("key-a", "secret-a", "20000")]) as fake:
+            fake.set_mark(BTC, "60000")
+            fake.set_mark(ETH, "3000")
+            fake.open_position("key-a", BTC, "long", "1", "61000")
+            fake.open_position("key-a", ETH, "short", "20", "2900")
+            feed = await bootstrapped(
+                make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
+            )
+            assert feed.comparison is not None and feed.comparison.mismatches == ()
+            # the stream moved ETH 3% since Binance answered
+            feed.state.set_mark(ETH, D("3090"), 0.0)
+            await feed.resync()
+            assert feed.comparison.mismatches == ()
+            assert feed.state.marks[ETH] == D("3090")  # the streamed mark stays the state's
+
     run(body())

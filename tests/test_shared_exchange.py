@@ -9,17 +9,26 @@ closes every exchange object and then the shared pool, once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import itertools
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import yaml
 
 from alertd.config import AccountConfig, Config, FeedSettings, parse_config
-from alertd.feeds.ccxt_exchange import make_exchange
+from alertd.exchanges.binance import USDM_WEIGHT_PER_MINUTE
+from alertd.feeds.ccxt_exchange import (
+    REST_BUDGET_SHARE,
+    SharedExchange,
+    make_exchange,
+    new_ssl_context,
+)
 from alertd.feeds.feed import AccountFeed
-from alertd.feeds.manager import FeedManager, spread_starts
+from alertd.feeds.manager import RECONCILE_BUDGET_SHARE, FeedManager, spread_starts
 from alertd.feeds.marks import MarkHub
 from alertd.feeds.options import FeedOptions
 from tests.support.aio import background, run
@@ -69,72 +78,79 @@ def market_requests(fake: Any, path: str) -> int:
     return sum(1 for _, p in fake.requests if p == path)
 
 
+@contextlib.asynccontextmanager
+async def binance_accounts_running(built: Built) -> AsyncIterator[tuple[Any, FeedManager]]:
+    """ACCOUNTS Binance accounts on a listing of MARKETS markets, their manager running."""
+    fake = FAKES["binanceusdm"]()
+    fake.list_markets(MARKETS)
+    async with started(fake):
+        manager = manager_for(fake, "binanceusdm", built)
+        async with background(manager.run()):
+            yield fake, manager
+
+
 def test_many_binance_accounts_load_markets_once_and_share_pool_context_and_rate_limiter() -> None:
     async def body() -> None:
-        fake = FAKES["binanceusdm"]()
-        fake.list_markets(MARKETS)
         built = Built()
-        async with started(fake):
-            manager = manager_for(fake, "binanceusdm", built)
-            async with background(manager.run()):
-                feeds = list(manager.feeds.values())
-                await eventually(
-                    lambda: all(f.state.connected for f in feeds),
-                    what="all streaming",
-                    timeout_s=60,
-                )
-                assert market_requests(fake, "/fapi/v1/exchangeInfo") == 1
-                (shared,) = manager.shared.values()
-                accounts = [f.exchange for f in feeds]
-                catalogue = accounts[0].markets
-                assert len(catalogue) == MARKETS
-                # every account's and the mark hub's client holds the one catalogue, not a copy
-                (hub,) = manager.hubs.values()
-                for exchange in [*accounts, hub.exchange]:
-                    assert exchange.markets is catalogue
-                    assert exchange.markets_by_id is accounts[0].markets_by_id
-                    assert exchange.session is shared.session()
-                    assert exchange.ssl_context is shared.ssl_context
-                    # Binance counts request weight per IP: one budget for all
-                    assert exchange.throttler is accounts[0].throttler
-                assert {e.apiKey for e in accounts} == {f"key{i}" for i in range(ACCOUNTS)}
-                # alertd's own market info: one read-only dict for all, not one per account
-                assert all(f.state.markets is feeds[0].state.markets for f in feeds)
-                assert "BTC/USDT:USDT" in feeds[0].state.markets
-                # no permessage-deflate offered: no zlib pair per connection
-                assert all(e.options["ws"]["compress"] == 0 for e in accounts)
-                # while an account on the exchange bootstraps, reconciles give way
-                shared.bootstrapping += 1
-                sent = len(fake.requests)
-                await feeds[3].reconcile()
-                assert len(fake.requests) == sent
-                shared.bootstrapping -= 1
-                # an account's client closing leaves the pool open for the others
-                extra = make_exchange(
-                    account_config("extra", "binanceusdm", fake), {}, FAST, None, shared
-                )
-                await shared.share_markets(extra)
-                assert extra.markets is catalogue
-                await extra.close()
-                assert not shared.session().closed
-                sent = len(fake.requests)
-                await feeds[1].reconcile()
-                assert feeds[1].state.fatal is None
-                assert len(fake.requests) > sent  # the reconcile went out on the shared pool
-                # a listing after start reaches every client at the catalogue's refresh
-                fake.add_symbol("NEWCOIN/USDT:USDT", "1.5")
-                await shared.refresh_markets()
-                assert market_requests(fake, "/fapi/v1/exchangeInfo") == 2
-                refreshed = accounts[0].markets
-                assert refreshed is not catalogue and "NEWCOIN/USDT:USDT" in refreshed
-                for exchange in [*accounts, hub.exchange]:
-                    assert exchange.markets is refreshed
-                    assert exchange.market_id("NEWCOIN/USDT:USDT") == "NEWCOINUSDT"
-            # shutdown: every exchange object closed, then the pool, once
-            assert shared.closed and shared._session is None
-            assert len(built.exchanges) == ACCOUNTS + 2  # the accounts', the hub's, the catalogue's
-            assert all(e.session is None and e.closed_by_user for e in built.exchanges)
-            await manager.close()  # a second close is harmless
+        async with binance_accounts_running(built) as (fake, manager):
+            feeds = list(manager.feeds.values())
+            await eventually(
+                lambda: all(f.state.connected for f in feeds),
+                what="all streaming",
+                timeout_s=60,
+            )
+            assert market_requests(fake, "/fapi/v1/exchangeInfo") == 1
+            (shared,) = manager.shared.values()
+            accounts = [f.exchange for f in feeds]
+            catalogue = accounts[0].markets
+            assert len(catalogue) == MARKETS
+            # every account's and the mark hub's client holds the one catalogue, not a copy
+            (hub,) = manager.hubs.values()
+            for exchange in [*accounts, hub.exchange]:
+                assert exchange.markets is catalogue
+                assert exchange.markets_by_id is accounts[0].markets_by_id
+                assert exchange.session is shared.session()
+                assert exchange.ssl_context is shared.ssl_context
+                # Binance counts request weight per IP: one budget for all
+                assert exchange.throttler is accounts[0].throttler
+            assert {e.apiKey for e in accounts} == {f"key{i}" for i in range(ACCOUNTS)}
+            # alertd's own market info: one read-only dict for all, not one per account
+            assert all(f.state.markets is feeds[0].state.markets for f in feeds)
+            assert "BTC/USDT:USDT" in feeds[0].state.markets
+            # no permessage-deflate offered: no zlib pair per connection
+            assert all(e.options["ws"]["compress"] == 0 for e in accounts)
+            # while an account on the exchange bootstraps, reconciles give way
+            shared.bootstrapping += 1
+            sent = len(fake.requests)
+            await feeds[3].reconcile()
+            assert len(fake.requests) == sent
+            shared.bootstrapping -= 1
+            # an account's client closing leaves the pool open for the others
+            extra = make_exchange(
+                account_config("extra", "binanceusdm", fake), {}, FAST, None, shared
+            )
+            await shared.share_markets(extra)
+            assert extra.markets is catalogue
+            await extra.close()
+            assert not shared.session().closed
+            sent = len(fake.requests)
+            await feeds[1].reconcile()
+            assert feeds[1].state.fatal is None
+            assert len(fake.requests) > sent  # the reconcile went out on the shared pool
+            # a listing after start reaches every client at the catalogue's refresh
+            fake.add_symbol("NEWCOIN/USDT:USDT", "1.5")
+            await shared.refresh_markets()
+            assert market_requests(fake, "/fapi/v1/exchangeInfo") == 2
+            refreshed = accounts[0].markets
+            assert refreshed is not catalogue and "NEWCOIN/USDT:USDT" in refreshed
+            for exchange in [*accounts, hub.exchange]:
+                assert exchange.markets is refreshed
+                assert exchange.market_id("NEWCOIN/USDT:USDT") == "NEWCOINUSDT"
+        # shutdown: every exchange object closed, then the pool, once
+        assert shared.closed and shared._session is None
+        assert len(built.exchanges) == ACCOUNTS + 2  # the accounts', the hub's, the catalogue's
+        assert all(e.session is None and e.closed_by_user for e in built.exchanges)
+        await manager.close()  # a second close is harmless
 
     run(body(), timeout_s=120)
 
@@ -295,13 +311,15 @@ def test_skipped_periodic_runs_are_summed_up_not_logged_one_by_one(
 
     class SlowFeed(AccountFeed):
         async def reconcile(self) -> None:
-            await asyncio.sleep(1.5)  # three intervals of the test's 0.5 s
+            # four intervals of the test's 0.5 s (one account: its reconcile within Binance's
+            # budget needs 0.56 s)
+            await asyncio.sleep(2.5)
 
     async def body() -> None:
         fake = FAKES["binanceusdm"]()
         async with started(fake):
             manager = manager_for(
-                fake, "binanceusdm", Built(), 3, settings=FAST, feed_factory=SlowFeed
+                fake, "binanceusdm", Built(), 1, settings=FAST, feed_factory=SlowFeed
             )
             async with background(manager.run()):
                 await eventually(lambda: manager.skipped.get("reconcile", 0) >= 3, what="skips")
@@ -314,3 +332,155 @@ def test_skipped_periodic_runs_are_summed_up_not_logged_one_by_one(
     assert not [m for m in lines if "maximum number of running instances" in m]
     (summary,) = [m for m in lines if "reconcile runs skipped" in m]
     assert "still going after feeds.reconcile_interval_s (0.5 s)" in summary
+
+
+def test_a_binance_account_goes_live_on_its_own_snapshot_alone_and_keeps_no_bracket_cache() -> None:
+    """The lightest correct bootstrap (Binance weighs requests per IP): per snapshot one
+    Account Information V2 (mode, balance, coins) and one positionRisk; the held symbol's
+    brackets once; ccxt's own positions snapshot (positionRisk plus every symbol's brackets,
+    cached per account) not taken. A quiet account is connected once its stream opens."""
+
+    async def body() -> None:
+        async with binance_accounts_running(Built()) as (fake, manager):
+            feeds = list(manager.feeds.values())
+            # bootstrap and the snapshot after the streams subscribed, per account
+            await eventually(
+                lambda: (
+                    market_requests(fake, "/fapi/v2/account") >= 2 * ACCOUNTS
+                    and all(f.state.connected for f in feeds)
+                ),
+                what="every account live, its streams open, resynced once",
+                timeout_s=60,
+            )
+            # no position or balance frame was pushed: connected by the open stream
+            assert not any(f.state.last_seen.get(("balance", "")) for f in feeds)
+            counts = {
+                path: market_requests(fake, path)
+                for path in (
+                    "/fapi/v2/account",
+                    "/fapi/v3/account",
+                    "/fapi/v3/positionRisk",
+                    "/fapi/v2/positionRisk",
+                    "/fapi/v1/leverageBracket",
+                    "/fapi/v1/multiAssetsMargin",
+                )
+            }
+            assert counts == {
+                "/fapi/v2/account": 2 * ACCOUNTS,
+                "/fapi/v3/account": 0,
+                "/fapi/v3/positionRisk": 2 * ACCOUNTS,
+                "/fapi/v2/positionRisk": 0,
+                "/fapi/v1/leverageBracket": ACCOUNTS,
+                "/fapi/v1/multiAssetsMargin": 0,
+            }
+            for feed in feeds:
+                assert feed.exchange.options.get("leverageBrackets") is None
+                assert feed.exchange.last_json_response is None
+                assert set(feed.state.tiers) == {"BTC/USDT:USDT"}
+                assert feed.state.wallet_balance == 100_000
+                # the adapter keeps no answer between snapshots
+                assert feed.adapter._account is None
+
+    run(body(), timeout_s=120)
+
+
+def test_binance_requests_are_counted_at_binances_weights_within_its_per_ip_budget() -> None:
+    """ccxt counts positionRisk and account information as 1 where Binance weighs them 5: the
+    shared limiter counts Binance's weights, and holds every account on the IP together
+    within (a share of) Binance's 2,400 a minute over any 60 s."""
+
+    async def body() -> None:
+        new_shared = functools.partial(
+            SharedExchange,
+            "binanceusdm shared",
+            lambda shared: None,
+            new_ssl_context(),
+            rest_concurrency=8,
+            rest_limit_per_ip=True,
+        )
+        shared = new_shared(rest_weight_per_minute=USDM_WEIGHT_PER_MINUTE)
+        config = AccountConfig(name="a", exchange="binanceusdm", api_key_env="K", secret_env="S")
+        one, two = (make_exchange(config, {}, FAST, None, shared) for _ in range(2))
+        try:
+            assert one.throttler is two.throttler
+            limits = one.throttler.config
+            assert limits["algorithm"] == "rollingWindow" and limits["windowSize"] == 60_000
+            assert limits["maxWeight"] == pytest.approx(USDM_WEIGHT_PER_MINUTE * REST_BUDGET_SHARE)
+
+            def cost(api: str, path: str, method: str = "GET", **params: Any) -> float:
+                return float(one.calculate_rate_limiter_cost([api], method, path, params, {}))
+
+            assert cost("fapiPrivateV3", "positionRisk") == 5
+            assert cost("fapiPrivateV2", "account") == 5
+            assert cost("fapiPrivateV3", "account") == 5
+            assert cost("fapiPrivateV2", "balance") == 5
+            # where ccxt already counts as Binance does, its own cost stands
+            assert cost("fapiPrivate", "leverageBracket") == 1
+            assert cost("fapiPrivate", "listenKey", "POST") == 1
+            # a budget of 10 admits two weight-5 requests, and holds the third back
+            small = new_shared(rest_weight_per_minute=10 / REST_BUDGET_SHARE)
+            three = make_exchange(config, {}, FAST, None, small)
+            try:
+                admitted = [three.throttler(5), three.throttler(5), three.throttler(5)]
+                await asyncio.wait_for(asyncio.gather(*admitted[:2]), 10)
+                await asyncio.sleep(0.2)
+                assert not admitted[2].done()
+                admitted[2].cancel()
+            finally:
+                three.throttler.running = False
+                await three.close()
+                await small.close()
+        finally:
+            await one.close()
+            await two.close()
+            await shared.close()
+
+    run(body(), timeout_s=60)
+
+
+def test_reconciles_of_many_binance_accounts_are_stretched_to_fit_the_per_ip_budget(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """1,000 Binance accounts reconciled every 60 s would send 10,000 weight a minute from one
+    IP, four times Binance's 2,400: their reconciles are spread over as long as half the
+    budget allows, said once; Bybit limits per account: its reconciles keep the setting."""
+
+    def reconcile_intervals(scheduler: Any) -> dict[str, float]:
+        return {
+            job.id.split(":", 1)[1]: job.trigger.interval.total_seconds()
+            for job in scheduler.get_jobs()
+            if job.id.startswith("reconcile:")
+        }
+
+    async def body() -> None:
+        accounts = [
+            AccountConfig(name=f"{exchange}{i}", exchange=exchange, api_key_env="K", **extra)
+            for exchange, count, extra in (
+                ("binanceusdm", 1000, {"secret_env": "S"}),
+                ("bybit", 20, {"secret_env": "S"}),
+            )
+            for i in range(count)
+        ]
+        settings = FeedSettings(reconcile_interval_s=60)
+        manager = FeedManager(Config(version=1, accounts=accounts, feeds=settings), {})
+        try:
+            with caplog.at_level(logging.WARNING, logger="alertd.feeds.manager"):
+                intervals = reconcile_intervals(manager.schedule())
+            budget = USDM_WEIGHT_PER_MINUTE * REST_BUDGET_SHARE * RECONCILE_BUDGET_SHARE
+            stretched = 1000 * 10 / budget * 60
+            assert stretched > 60
+            binance = [intervals[f"binanceusdm{i}"] for i in range(1000)]
+            assert binance == pytest.approx([stretched] * 1000)
+            assert {intervals[f"bybit{i}"] for i in range(20)} == {60}
+            (line,) = [r.getMessage() for r in caplog.records if "reconciled every" in r.message]
+            assert line.startswith("1000 Binance USDⓈ-M accounts share one per-IP")
+            # fifty fit: the setting stands
+            fifty = FeedManager(Config(version=1, accounts=accounts[:50], feeds=settings), {})
+            try:
+                assert set(reconcile_intervals(fifty.schedule()).values()) == {60}
+            finally:
+                await fifty.close()
+        finally:
+            await manager.close()
+
+    run(body(), timeout_s=60)

@@ -158,6 +158,26 @@ def test_the_view_is_replaced_only_when_something_changed(tmp_path: Path) -> Non
     service.store.close()
 
 
+def test_evaluations_note_changes_and_the_view_is_built_when_read(tmp_path: Path) -> None:
+    """A thousand accounts ticking every second: the service notes each evaluation's changed
+    accounts; the view is rebuilt once, when read, with everything noted since."""
+    service = make(tmp_path)
+    publisher = service.publisher
+    assert publisher is not None
+    first = service.view()
+    built = publisher.published
+    for ticks in range(1, 6):
+        publisher.note({"hl"}, engine_updates=ticks, full=ticks == 3)
+    assert publisher.published == built  # nothing built yet
+    view = service.view()
+    assert publisher.published == built + 1  # once, for all five
+    assert view is not first and view.counters.engine_updates == 5
+    assert service.view() is view  # nothing noted since: the same view
+    assert publisher.published == built + 1
+    assert service.store is not None
+    service.store.close()
+
+
 def test_figures_are_reused_while_nothing_moves_and_the_crash_distance_says_when(
     tmp_path: Path,
 ) -> None:

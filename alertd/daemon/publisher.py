@@ -76,7 +76,39 @@ class Publisher:
         self._undelivered: tuple[Undelivered, ...] = ()
         self._stamp: tuple[int, ...] | None = None
         self.published = 0
-        self.view = self.publish(self.feeds, engine_updates=0, full=True)
+        # what changed since the view was last built (built when read: see note())
+        self._pending: set[str] = set()
+        self._pending_full = False
+        self._engine_updates = 0
+        self._view = self.publish(self.feeds, engine_updates=0, full=True)
+
+    def note(self, changed: Collection[str], *, engine_updates: int, full: bool = False) -> None:
+        """Record what changed; the view is rebuilt when it is next read, not now.
+
+        The service notes every evaluation (each account whose marks ticked, and everything
+        once a second for the streams' ages); the view is read far less often (a scrape, the
+        status line every 5 s, a command): with a thousand accounts ticking every second,
+        rebuilding each account's view at every evaluation cost more than the evaluation."""
+        self._pending.update(changed)
+        self._pending_full = self._pending_full or full
+        self._engine_updates = engine_updates
+
+    @property
+    def view(self) -> DaemonView:
+        """The current view: rebuilt first for what was noted since it was last built."""
+        if self._pending or self._pending_full or self._stamp != self._current_stamp():
+            changed, self._pending = self._pending, set()
+            full, self._pending_full = self._pending_full, False
+            self.publish(changed, engine_updates=self._engine_updates, full=full)
+        return self._view
+
+    def _current_stamp(self) -> tuple[int, ...]:
+        return (
+            self.alerting.commits,
+            self.store.outbox_changes,
+            self.deliverer.sent,
+            self.deliverer.failed,
+        )
 
     def publish(
         self, changed: Collection[str], *, engine_updates: int, full: bool = False
@@ -85,14 +117,9 @@ class Publisher:
 
         Returns the current view, the same object when nothing changed.
         """
-        stamp = (
-            self.alerting.commits,
-            self.store.outbox_changes,
-            self.deliverer.sent,
-            self.deliverer.failed,
-        )
+        stamp = self._current_stamp()
         if not full and not changed and stamp == self._stamp and self.published:
-            return self.view
+            return self._view
         now = self._clock()
         wall = self._wall()
         for name in self.feeds if full else changed:
@@ -104,7 +131,7 @@ class Publisher:
             self._undelivered = self._read_undelivered()
         self._stamp = stamp
         accounts = tuple(self._accounts[name] for name in self.feeds if name in self._accounts)
-        self.view = DaemonView(
+        self._view = DaemonView(
             source=Source.DAEMON,
             at=wall,
             accounts=accounts,
@@ -119,7 +146,7 @@ class Publisher:
             reasons=health_reasons(accounts, self._undelivered, wall),
         )
         self.published += 1
-        return self.view
+        return self._view
 
     def _account(self, feed: AccountFeed, now: float, wall: float) -> AccountView:
         state = feed.state

@@ -327,7 +327,7 @@ class Service:
 
     def _publish(self, changed: set[str], full: bool) -> None:
         if self.publisher is not None:
-            self.publisher.publish(changed, engine_updates=self.ticks, full=full)
+            self.publisher.note(changed, engine_updates=self.ticks, full=full)
 
     async def _shutdown(self, *tasks: asyncio.Task[None]) -> None:
         started = self._clock()

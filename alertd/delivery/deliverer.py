@@ -24,6 +24,7 @@ from alertd.delivery.routing import Receiver, route
 from alertd.delivery.senders import (
     KeepsAlive,
     Outgoing,
+    Prepares,
     Sender,
     Senders,
     production_senders,
@@ -105,7 +106,18 @@ class Deliverer:
     def wake(self) -> None:
         self._wake.set()
 
+    async def prepare(self) -> None:
+        """Each receiver's sender does its first-use work now, not at the first alert."""
+        for receiver in self.receivers.values():
+            sender = self.senders.get(receiver.transport)
+            if isinstance(sender, Prepares):
+                try:
+                    await sender.prepare(receiver.url)
+                except Exception as exc:  # sending will say what is wrong, with a retry
+                    log.warning("preparing %s failed: %s", receiver.name, type(exc).__name__)
+
     async def run(self) -> None:
+        await self.prepare()
         while True:
             await self.deliver_due()
             await self.refresh_due()

@@ -233,25 +233,64 @@ class BinanceUSDMAdapter(ExchangeAdapter):
     # GET /fapi/v1/depth: "limit: Default 500; Valid limits:[5, 10, 20, 50, 100, 500, 1000]"
     book_limits = (5, 10, 20, 50, 100, 500, 1000)
 
+    def __init__(self) -> None:
+        # one snapshot's two answers, read by fetch_mode (which the feed calls first) and
+        # handed to fetch_positions, fetch_balance and fetch_collateral of the same snapshot
+        self._rows: list[Any] | None = None
+        self._account: dict[str, Any] | None = None
+
+    async def _read_snapshot(self, exchange: Any) -> None:
+        """The two requests of a snapshot, positions first (the balance read after them, as
+        Binance's own figures are): Position Information V3 (weight 5) and Account
+        Information V2 (weight 5), which carries the ``multiAssetsMargin`` flag, every asset's
+        balance and the account's totals in one answer, where the mode (V2), the balance (V3)
+        and the coins (V2) took 15; the dedicated mode endpoint alone weighs 30."""
+        self._rows = self._account = None
+        rows = await exchange.fapiPrivateV3GetPositionRisk()
+        account = await exchange.fapiPrivateV2GetAccount()
+        if not isinstance(rows, list):
+            raise FrameError("positionRisk: expected a list of positions")
+        if not isinstance(account, dict):
+            raise FrameError("account: expected an object")
+        # its every-symbol position list (about 550 rows) is not read: not kept either
+        account.pop("positions", None)
+        self._rows, self._account = rows, account
+
+    async def _snapshot_account(self, exchange: Any) -> dict[str, Any]:
+        if self._account is None:
+            await self._read_snapshot(exchange)
+        assert self._account is not None
+        return self._account
+
     async def fetch_mode(self, exchange: Any) -> ModeReading:
         if (exchange.options or {}).get("portfolioMargin"):
             return usdm_mode(None, portfolio_margin=True)
-        # Account Information V2 carries the flag at weight 5 (ccxt's throttle cost 1); the
-        # dedicated endpoint weighs 30, which ccxt's throttle makes every following request
-        # of the reconcile wait out (about 1.5 s)
-        return usdm_mode(await exchange.fapiPrivateV2GetAccount())
+        await self._read_snapshot(exchange)
+        return usdm_mode(self._account)
 
     async def fetch_tiers(self, exchange: Any, symbols: list[str]) -> dict[str, TierTable]:
+        """The account's brackets of ``symbols`` ("Notional and Leverage Brackets", weight 1
+        with or without a symbol; an account's brackets can differ from the default:
+        ``notionalCoef``). One symbol is asked alone (a small answer); more, in one request
+        for all. Only the raw rows are read (the deduction ``cum`` is only there): ccxt's
+        ``fetch_leverage_tiers`` would parse every listed symbol's tiers for each account."""
         if not symbols:
             return {}
-        tiers = await exchange.fetch_leverage_tiers(symbols)
+        if len(symbols) == 1:
+            answer = await exchange.fapiPrivateGetLeverageBracket(
+                {"symbol": exchange.market_id(symbols[0])}
+            )
+            rows = [answer] if isinstance(answer, dict) else answer
+        else:
+            rows = await exchange.fapiPrivateGetLeverageBracket()
+        if not isinstance(rows, list):
+            raise FrameError("leverageBracket: expected a list of symbols")
+        wanted = {exchange.market_id(symbol): symbol for symbol in symbols}
         out = {}
-        for symbol in symbols:
-            rows = tiers.get(symbol)
-            if not rows:
-                continue
-            # the deduction (cum) is only in the raw bracket
-            out[symbol] = brackets_to_table([row["info"] for row in rows])
+        for row in rows:
+            symbol = wanted.get(row.get("symbol")) if isinstance(row, dict) else None
+            if symbol is not None and row.get("brackets"):
+                out[symbol] = brackets_to_table(row["brackets"])
         return out
 
     def _position(self, exchange: Any, raw: dict[str, Any]) -> PositionState:
@@ -277,7 +316,9 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         return with_adl(state, raw, "adl", ADL)
 
     async def fetch_positions(self, exchange: Any) -> Snapshot:
-        rows = await exchange.fapiPrivateV3GetPositionRisk()
+        if self._rows is None:
+            await self._read_snapshot(exchange)
+        rows, self._rows = self._rows or [], None
         snapshot: Snapshot = ([], {}, {})
         self._snapshot_into(
             rows,
@@ -288,7 +329,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         return snapshot
 
     async def fetch_balance(self, exchange: Any) -> tuple[Decimal, ReportedAccount]:
-        info = await exchange.fapiPrivateV3GetAccount()
+        info = await self._snapshot_account(exchange)
         wallet = None
         for asset in info.get("assets", []):
             if asset.get("asset") == self.settle:
@@ -303,9 +344,10 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         return wallet, ReportedAccount(mm, balance, ratio)
 
     async def fetch_collateral(self, exchange: Any) -> tuple[Collateral, ...]:
-        # V2 account information carries the mode flag (weight 5, where
-        # GET /fapi/v1/multiAssetsMargin weighs 30) and every coin's balance
-        account = await exchange.fapiPrivateV2GetAccount()
+        # V2 account information carries the mode flag and every coin's balance; the last
+        # reader of the snapshot's answer
+        account = await self._snapshot_account(exchange)
+        self._account = None
         if not account.get("multiAssetsMargin"):
             return ()  # single-asset: the settle wallet alone backs the pool
         held = [
@@ -437,6 +479,24 @@ async def key_permissions(exchange: Any) -> list[str]:
     return [label for key, label in flags.items() if info.get(key)]
 
 
+# Binance's documented weights of the USDⓈ-M requests alertd sends where ccxt's implicit API
+# counts less (developers.binance.com, USDⓈ-M futures: Position Information V2/V3, Account
+# Information V2/V3, Futures Account Balance V2/V3: weight 5 each; ccxt counts 1). The others
+# alertd sends are counted as Binance does by ccxt already: exchangeInfo 1, leverageBracket 1,
+# listenKey 1, premiumIndex with a symbol 1, assetIndex without one 10, klines by limit.
+USDM_WEIGHTS = {
+    (api, "GET", path): 5
+    for api in ("fapiPrivateV2", "fapiPrivateV3")
+    for path in ("positionRisk", "account", "balance")
+}
+# "REQUEST_WEIGHT 2400 per minute" per IP (USDⓈ-M futures, General Info, Limits)
+USDM_WEIGHT_PER_MINUTE = 2400
+
+
+def usdm_request_weight(api: str, method: str, path: str, params: Any) -> float | None:
+    return USDM_WEIGHTS.get((api, method, path))
+
+
 USDM = ExchangeSpec(
     profile=USDM_PROFILE,
     adapter=BinanceUSDMAdapter,
@@ -448,11 +508,24 @@ USDM = ExchangeSpec(
         # "The limits on the API are based on the IPs, not the API keys" (Binance USDⓈ-M
         # futures docs, General Info, Limits): REQUEST_WEIGHT 2400 per minute per IP
         rest_limit_per_ip=True,
+        rest_weight_per_minute=USDM_WEIGHT_PER_MINUTE,
+        request_weight=usdm_request_weight,
+        # positionRisk V3 and Account Information V2 (a multi-assets account with coins adds
+        # assetIndex, 10)
+        snapshot_weight=10,
     ),
     markets=USDM_MARKETS,
     credentials=(Credential.API_KEY, Credential.SECRET),
-    # fetchCurrencies would call spot wallet endpoints that a futures-only key cannot read
-    ccxt_options={"fetchCurrencies": False, "defaultType": "future"},
+    ccxt_options={
+        # fetchCurrencies would call spot wallet endpoints that a futures-only key cannot read
+        "fetchCurrencies": False,
+        "defaultType": "future",
+        # ccxt's first watch_positions would fetch its own snapshot: positionRisk (weight 5)
+        # and every symbol's leverage brackets, kept per account (about 0.8 MB at 550
+        # markets); the feed takes its own snapshots (at bootstrap and once the streams are
+        # subscribed), so that one is pure cost
+        "watchPositions": {"fetchPositionsSnapshot": False},
+    },
     inverse_spec="binancecoinm",
 )
 COINM = ExchangeSpec(

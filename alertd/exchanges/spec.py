@@ -51,6 +51,8 @@ class TierSource(enum.Enum):
 # (``["withdrawals", ...]``), empty for a read-only key.
 KeyPermissionCheck = Callable[[Any], Awaitable[list[str]]]
 
+RequestWeight = Callable[[str, str, str, Mapping[str, Any]], float | None]
+
 
 @dataclass(frozen=True, slots=True)
 class MarketFilter:
@@ -83,6 +85,16 @@ class Capabilities:
     # Hyperliquid's): every account from this host shares one budget, so its accounts share
     # one ccxt rate limiter. False where private limits are per account (Bybit, OKX, Gate).
     rest_limit_per_ip: bool = False
+    # The exchange's documented per-IP budget in its own request weight per minute (Binance
+    # USDⓈ-M: 2,400): the accounts sharing an IP are held to it by one rolling 60 s window.
+    # None: ccxt's own pacing.
+    rest_weight_per_minute: int | None = None
+    # The documented weight of a request alertd sends where ccxt's cost understates it
+    # (ccxt api name, HTTP method, path, params) -> weight; None: ccxt's own cost.
+    request_weight: RequestWeight | None = None
+    # The weight of one account's snapshot (a reconcile) in that budget: with many accounts on
+    # one IP, the reconciles are stretched to fit it (FeedManager.reconcile_interval_s).
+    snapshot_weight: int | None = None
 
 
 def _no_options() -> Mapping[str, Any]:

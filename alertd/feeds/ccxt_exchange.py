@@ -33,6 +33,7 @@ import aiohttp
 import ccxt
 import ccxt.pro as ccxtpro
 import certifi
+from ccxt.async_support.base.throttler import Throttler
 
 from alertd.config import AccountConfig, FeedSettings, Secret
 from alertd.errors import AccountRefused
@@ -49,6 +50,9 @@ class FrameSink(Protocol):
     def on_frame(self, message: Any) -> None: ...
 
     def on_malformed(self, kind: str, detail: str) -> None: ...
+
+    def on_open(self) -> None:
+        """One of the exchange object's websockets opened (ccxt's ``client.connected``)."""
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -69,8 +73,21 @@ def _guarded_class(exchange_id: str) -> type:
         return _classes[exchange_id]
     base = getattr(ccxtpro, exchange_id)
 
+    request_weight = get_spec(exchange_id).capabilities.request_weight
+
     class Guarded(base):  # type: ignore[misc, valid-type]
         alertd_sink: FrameSink | None = None
+
+        def calculate_rate_limiter_cost(
+            self, api: Any, method: Any, path: Any, params: Any, config: Any = None
+        ) -> Any:
+            """The exchange's documented weight where ccxt's own cost understates it."""
+            if request_weight is not None:
+                name = api[0] if isinstance(api, list | tuple) and api else str(api)
+                weight = request_weight(name, str(method), str(path), params or {})
+                if weight is not None:
+                    return weight
+            return super().calculate_rate_limiter_cost(api, method, path, params, config or {})
 
         def handle_message(self, client: Any, message: Any) -> None:
             sink = self.alertd_sink
@@ -100,7 +117,13 @@ def _guarded_class(exchange_id: str) -> type:
 
                 client.handle_text_or_binary_message = guarded_decode
                 client.alertd_guarded = True
+                client.connected.add_done_callback(self._alertd_opened)
             return client
+
+        def _alertd_opened(self, connected: Any) -> None:
+            sink = self.alertd_sink
+            if sink is not None and not connected.cancelled() and connected.exception() is None:
+                sink.on_open()
 
     Guarded.__name__ = f"Guarded_{exchange_id}"
     _classes[exchange_id] = Guarded
@@ -138,11 +161,13 @@ class SharedExchange:
         *,
         rest_concurrency: int,
         rest_limit_per_ip: bool,
+        rest_weight_per_minute: int | None = None,
     ) -> None:
         self.name = name
         self.ssl_context = ssl_context
         self._build_public = build_public
         self._rest_limit_per_ip = rest_limit_per_ip
+        self._weight_per_minute = rest_weight_per_minute
         self._rest = asyncio.Semaphore(rest_concurrency)
         self._session: aiohttp.ClientSession | None = None
         self._throttler: Any = None
@@ -180,8 +205,9 @@ class SharedExchange:
             return
         if self._throttler is None:
             self._throttler = exchange.throttler
-        else:
-            exchange.throttler = self._throttler
+            if self._weight_per_minute is not None:
+                self._throttler = weight_window(self._weight_per_minute, exchange.asyncio_loop)
+        exchange.throttler = self._throttler
 
     async def share_markets(self, exchange: Any) -> None:
         """Give ``exchange`` the catalogue, loading it first if nobody has yet."""
@@ -239,6 +265,23 @@ class SharedExchange:
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+
+
+# The share of an exchange's per-IP weight budget alertd spends: the rest is headroom for the
+# other tools a trader runs from the same IP, and for Binance counting by the calendar minute
+# where the window here rolls.
+REST_BUDGET_SHARE = 0.9
+
+
+def weight_window(weight_per_minute: int, loop: Any) -> Any:
+    """ccxt's rolling-window limiter holding every request within ``REST_BUDGET_SHARE`` of the
+    exchange's per-minute weight budget over any 60 s (so within any calendar minute too).
+    A cold start may spend the minute's budget at once (a thousand accounts going live);
+    after that requests wait for the oldest to leave the window."""
+    budget = weight_per_minute * REST_BUDGET_SHARE
+    # ccxt's window allows windowSize / rateLimit weight
+    config = {"algorithm": "rollingWindow", "windowSize": 60_000.0, "rateLimit": 60_000.0 / budget}
+    return Throttler(config, loop)
 
 
 async def load_markets(exchange: Any, shared: SharedExchange | None) -> None:

@@ -126,6 +126,8 @@ class AccountFeed:
         self._group: asyncio.TaskGroup | None = None
         self._resync_lock = asyncio.Lock()
         self._last_resync = -float("inf")
+        # when the last resync began: one begun after a disconnect (or a reopen) covers it
+        self._last_resync_started = -float("inf")
         self._forced_at = -float("inf")
         self._last_failure = -float("inf")
         self._fatal_event = asyncio.Event()
@@ -240,7 +242,10 @@ class AccountFeed:
     async def resync(self, stops: bool = True) -> None:
         """Positions and balance over REST (a full snapshot), then any missing tiers; the
         open stop orders too unless ``stops`` is False (they are then kept as they are)."""
+        self._last_resync_started = self._clock()
         exchange = self._exchange()
+        if not exchange.markets:  # a client made afresh after a close: the adapters need them
+            await load_markets(exchange, self.shared)
         mode = await self.adapter.fetch_mode(exchange)
         if mode.coverage is Coverage.REFUSED:
             self._set_mode(mode)
@@ -275,7 +280,7 @@ class AccountFeed:
         self.state.reported_marks = dict(self.state.marks)
         await self._ensure_tiers()
         self._last_resync = now
-        self._measure_drift()
+        self._measure_drift(marks)
         self._sync_mark_streams()
         self._notify(Change.ACCOUNT)
 
@@ -364,13 +369,15 @@ class AccountFeed:
                 mode.limits,
             )
 
-    def _measure_drift(self) -> None:
-        """Compare alertd's figures with the exchange's own, for the log and for metrics."""
+    def _measure_drift(self, marks: Mapping[str, Decimal]) -> None:
+        """Compare alertd's figures with the exchange's own, for the log and for metrics: at
+        the marks the exchange reported with them (a streamed mark a tick older or newer moves
+        a cross liquidation price with every other leg's PnL: a difference not of the model)."""
         if self.state.missing():
             self.ratios = None
             return
         self.comparison = compare(
-            compute(self.state.to_account()),
+            compute(self.state.to_account(marks)),
             self.state.reported_account,
             self.state.reported_positions,
             self.adapter,
@@ -536,7 +543,7 @@ class AccountFeed:
         backoff = self._backoff_factory()
         while True:
             async with self._resync_lock:
-                if self._last_resync >= failed_at:
+                if self._last_resync_started >= failed_at:
                     return
                 try:
                     async with rest_slot(self.shared):
@@ -619,6 +626,19 @@ class AccountFeed:
         if self.adapter.listen_key_expired(message):
             self._event(AccountEvent("listen_key_expired", now, "private stream key expired"))
             asyncio.get_running_loop().create_task(self.force_reconnect("listen key expired"))
+
+    def on_open(self) -> None:
+        """A private websocket opened: the account streams (a quiet account may send nothing
+        for hours; its first frame is not what says it is connected). Opened again after a
+        lost stream, it is resynced once more, shortly after it subscribes: the resync that
+        followed the loss may have run while the socket was still down, and a change made
+        between that snapshot and the new subscription would be seen by neither."""
+        if not self.state.bootstrapped or self.state.fatal is not None:
+            return
+        reopened = not self.state.connected and self._last_failure > -float("inf")
+        self.state.connected = True
+        if reopened:
+            self._settle_resync(self._clock(), "reopened")
 
     def _event(self, event: AccountEvent) -> None:
         self.state.add_event(event)

@@ -26,7 +26,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from alertd.config import AccountConfig, Config, FeedSettings, Secret
 from alertd.exchanges.registry import get_spec
 from alertd.feeds.books import Covers, OrderBooks
-from alertd.feeds.ccxt_exchange import SharedExchange, new_ssl_context
+from alertd.feeds.ccxt_exchange import REST_BUDGET_SHARE, SharedExchange, new_ssl_context
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.marks import MarkHub
 from alertd.feeds.options import PRODUCTION, FeedOptions
@@ -73,6 +73,11 @@ class FeedFactory(Protocol):
         hub: MarkHub | None = ...,
         shared: SharedExchange | None = ...,
     ) -> AccountFeed: ...
+
+
+# The share of an exchange's per-IP budget the periodic reconciles may use together; the rest
+# serves bootstraps after a restart, resyncs after a reconnect, marks and tiers.
+RECONCILE_BUDGET_SHARE = 0.5
 
 
 def spread_starts(count: int, interval_s: float) -> list[float]:
@@ -145,12 +150,14 @@ class FeedManager:
             def catalogue_exchange(shared: SharedExchange, account: AccountConfig = account) -> Any:
                 return factory(account, {}, settings, None, shared)  # markets are public
 
+            capabilities = get_spec(account.exchange).capabilities
             self.shared[key] = SharedExchange(
                 f"{account.exchange} shared" + (f" #{len(self.shared)}" if self.shared else ""),
                 catalogue_exchange,
                 self._ssl_context,
                 rest_concurrency=settings.rest_concurrency,
-                rest_limit_per_ip=get_spec(account.exchange).capabilities.rest_limit_per_ip,
+                rest_limit_per_ip=capabilities.rest_limit_per_ip,
+                rest_weight_per_minute=capabilities.rest_weight_per_minute,
             )
         return self.shared[key]
 
@@ -245,8 +252,18 @@ class FeedManager:
             )
 
         feeds = list(self.feeds.items())
+        by_shared: dict[int, list[tuple[str, AccountFeed]]] = {}
+        for name, feed in feeds:
+            by_shared.setdefault(id(feed.shared), []).append((name, feed))
         jobs: list[tuple[str, float, list[tuple[str, Callable[[], Awaitable[None]]]]]] = [
-            ("reconcile", settings.reconcile_interval_s, [(n, f.reconcile) for n, f in feeds]),
+            (
+                "reconcile",
+                self.reconcile_interval_s(group[0][1], len(group)),
+                [(n, f.reconcile) for n, f in group],
+            )
+            for group in by_shared.values()
+        ]
+        jobs += [
             ("tiers", settings.tier_refresh_interval_s, [(n, f.refresh_tiers) for n, f in feeds]),
             (
                 "listen-key",
@@ -268,6 +285,33 @@ class FeedManager:
             for (name, call), delay in zip(calls, spread_starts(len(calls), interval), strict=True):
                 add(call, f"{kind}:{name}", interval, delay)
         return scheduler
+
+    def reconcile_interval_s(self, feed: AccountFeed, accounts: int) -> float:
+        """``feeds.reconcile_interval_s``, or longer where ``accounts`` on the same exchange
+        and IP would together exceed ``RECONCILE_BUDGET_SHARE`` of its per-IP weight budget
+        (Binance: 1,000 accounts x 10 weight a minute is 10,000, four times its 2,400). The
+        streams keep every account current; the reconcile is the safety net, and one that
+        overruns the exchange's limit gets the IP banned (418), which stops every account."""
+        configured = self.config.feeds.reconcile_interval_s
+        capabilities = feed.spec.capabilities
+        per_minute, weight = capabilities.rest_weight_per_minute, capabilities.snapshot_weight
+        if feed.shared is None or per_minute is None or weight is None:
+            return configured
+        budget_per_s = per_minute * REST_BUDGET_SHARE * RECONCILE_BUDGET_SHARE / 60
+        needed = accounts * weight / budget_per_s
+        if needed <= configured:
+            return configured
+        log.warning(
+            "%d %s accounts share one per-IP request budget (%d weight a minute): each is "
+            "reconciled every %.0f s, not every %g s (feeds.reconcile_interval_s); the "
+            "streams keep them current meanwhile (docs/scaling.md: splitting accounts over IPs)",
+            accounts,
+            feed.spec.profile.name,
+            per_minute,
+            needed,
+            configured,
+        )
+        return needed
 
     async def run(self) -> None:
         """Run every feed until cancelled; then stop the jobs and close the exchanges."""

@@ -252,6 +252,9 @@ class MarkHub:
     def on_frame(self, message: Any) -> None:
         return None
 
+    def on_open(self) -> None:
+        return None  # a mark stream is alive when its marks arrive (the staleness watchdog)
+
     def on_malformed(self, kind: str, detail: str) -> None:
         holders = {s for subs in self.subscribers.values() for s in subs}
         if not holders:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
@@ -304,8 +305,10 @@ class AccountState:
         every market, mark and tier table it holds."""
         return self.bootstrapped and self.mode.coverage is Coverage.COMPUTED and not self.missing()
 
-    def to_account(self) -> Account:
-        """The engine's account at the current marks; :meth:`missing` must be empty."""
+    def to_account(self, marks: Mapping[str, Decimal] | None = None) -> Account:
+        """The engine's account at the current marks (or at ``marks`` where given: the ones an
+        exchange answer was figured at); :meth:`missing` must be empty."""
+        at = self.marks if not marks else {**self.marks, **marks}
         if problems := self.missing():
             raise ValueError("; ".join(problems))
         assert self.wallet_balance is not None
@@ -330,7 +333,7 @@ class AccountState:
                     contract_size=market.contract_size,
                     inverse=market.inverse,
                     entry_price=p.entry_price,
-                    mark_price=self.marks[symbol],
+                    mark_price=at[symbol],
                     margin_mode=p.margin_mode,
                     tiers=self.tiers[symbol],
                     fee_rate=self.profile.default_fee_rate,

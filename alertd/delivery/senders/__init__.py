@@ -68,6 +68,15 @@ Senders = Mapping[Transport, Sender]
 
 
 @runtime_checkable
+class Prepares(Sender, Protocol):
+    """A sender with costly first-use work (apprise: its import and plugin table, about
+    170 ms): the outbox worker has it done for each receiver at start, so that the first alert
+    after start does not wait for it."""
+
+    async def prepare(self, url: Secret) -> None: ...
+
+
+@runtime_checkable
 class KeepsAlive(Sender, Protocol):
     """A sender whose receiver forgets what is not re-sent (Alertmanager): the outbox worker
     seeds it once from what was delivered to the receiver, then calls ``refresh`` every

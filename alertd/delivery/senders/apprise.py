@@ -33,6 +33,10 @@ class ApriseSender:
             self._send, url, message.title, message.body, message.severity
         )
 
+    async def prepare(self, url: Secret) -> None:
+        """Import apprise and build the receiver's instance in a worker thread, at start."""
+        await asyncio.to_thread(self._instance, url)
+
     def _instance(self, url: Secret) -> Any:
         import apprise
 
