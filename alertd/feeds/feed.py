@@ -126,7 +126,8 @@ class AccountFeed:
         self._group: asyncio.TaskGroup | None = None
         self._resync_lock = asyncio.Lock()
         self._last_resync = -float("inf")
-        # when the last resync began: one begun after a disconnect (or a reopen) covers it
+        # when the last successful resync began: one begun after a disconnect (or a reopen)
+        # covers it; one that failed covers nothing
         self._last_resync_started = -float("inf")
         self._forced_at = -float("inf")
         self._last_failure = -float("inf")
@@ -242,7 +243,7 @@ class AccountFeed:
     async def resync(self, stops: bool = True) -> None:
         """Positions and balance over REST (a full snapshot), then any missing tiers; the
         open stop orders too unless ``stops`` is False (they are then kept as they are)."""
-        self._last_resync_started = self._clock()
+        started = self._clock()
         exchange = self._exchange()
         if not exchange.markets:  # a client made afresh after a close: the adapters need them
             await load_markets(exchange, self.shared)
@@ -280,6 +281,7 @@ class AccountFeed:
         self.state.reported_marks = dict(self.state.marks)
         await self._ensure_tiers()
         self._last_resync = now
+        self._last_resync_started = started  # a snapshot taken entirely after ``started``
         self._measure_drift(marks)
         self._sync_mark_streams()
         self._notify(Change.ACCOUNT)
