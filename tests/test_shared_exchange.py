@@ -175,7 +175,7 @@ def test_concurrent_rest_work_is_bounded_per_exchange(caplog: pytest.LogCaptureF
     active = 0
 
     class CountingFeed(AccountFeed):
-        async def resync(self) -> None:
+        async def resync(self, stops: bool = True) -> None:
             nonlocal peak, active
             active += 1
             peak = max(peak, active)
