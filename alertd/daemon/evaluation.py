@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from typing import Any
 
 from alertd.clock import Clock
 from alertd.config import Config, RuleConfig, StopRules
@@ -66,38 +67,37 @@ def _rule(rc: RuleConfig) -> Rule:
 
 
 def build_rules(config: Config) -> list[Rule]:
-    """The configured rules plus the built-in ones that watch alertd itself (an exchange's
-    margin call is no rule: it is a system message, see :meth:`Alerting.event`)."""
+    """The configured rules plus the built-in ones that watch alertd itself and the guide's
+    defences (an exchange's margin call is no rule: it is a system message, see
+    :meth:`Alerting.event`). A user rule of the same name replaces the built-in."""
     rules = [_rule(rc) for rc in config.rules]
-    builtin = config.builtin_rules
     taken = {r.name for r in rules}
+    rules += [r for r in builtin_rules(config) if r.name not in taken]
+    return rules
 
-    def add(rule: Rule) -> None:
-        if rule.name not in taken:  # a user rule of the same name replaces the built-in
-            rules.append(rule)
 
-    if builtin.feed_stale:
-        add(
-            Rule(
-                "feed-stale",
-                "feed_stale_s",
-                Scope.ACCOUNT,
-                Severity.WARNING,
-                above=Decimal(str(config.feeds.stale_after_s)),
-            )
-        )
-    if builtin.feed_down:
-        add(
-            Rule(
-                "feed-down",
-                "feed_down_s",
-                Scope.ACCOUNT,
-                Severity.CRITICAL,
-                above=Decimal(str(builtin.feed_down_after_s)),
-            )
-        )
-    if builtin.account_error:
-        add(
+def _warning(name: str, metric: str, scope: Scope = Scope.ACCOUNT, **levels: Any) -> Rule:
+    return Rule(name, metric, scope, Severity.WARNING, **levels)
+
+
+# hysteresis of the defences' built-in rules: a breach clears this far back below its level
+DEFENCE_CLEAR = Decimal("0.9")
+
+
+def builtin_rules(config: Config) -> list[Rule]:
+    """The built-in rules ``builtin_rules`` leaves on (docs/rules.md, "Built-in rules")."""
+    b = config.builtin_rules
+    stale_after = Decimal(str(config.feeds.stale_after_s))
+    down_after = Decimal(str(b.feed_down_after_s))
+    position = Scope.POSITION
+    candidates: list[tuple[bool, Rule]] = [
+        (b.feed_stale, _warning("feed-stale", "feed_stale_s", above=stale_after)),
+        (
+            b.feed_down,
+            Rule("feed-down", "feed_down_s", Scope.ACCOUNT, Severity.CRITICAL, above=down_after),
+        ),
+        (
+            b.account_error,
             Rule(
                 "account-error",
                 "account_error",
@@ -105,141 +105,84 @@ def build_rules(config: Config) -> list[Rule]:
                 Severity.CRITICAL,
                 above=ZERO,
                 repeat_s=4 * 3600,
-            )
-        )
-    if builtin.account_mode:
-        add(Rule("account-mode", "mode_not_computed", Scope.ACCOUNT, Severity.WARNING, above=ZERO))
-    if builtin.ratio_drift:
-        add(
-            Rule(
-                "ratio-drift",
-                "ratio_drift",
-                Scope.ACCOUNT,
-                Severity.WARNING,
-                above=builtin.ratio_drift_above,
-                for_s=builtin.ratio_drift_for,
-            )
-        )
-    if builtin.incomplete_data:
-        add(
-            Rule(
-                "incomplete-data",
-                "incomplete_data",
-                Scope.ACCOUNT,
-                Severity.WARNING,
-                above=ZERO,
-                for_s=builtin.incomplete_data_for,
-            )
-        )
-    rules.extend(r for r in stop_rules(builtin.stops) if r.name not in taken)
-    rules += [r for r in defence_rules(config) if r.name not in taken]
-    if builtin.gap_risk:
-        add(
-            Rule(
-                "gap-risk",
-                "gap_risk",
-                Scope.POSITION,
-                Severity.WARNING,
-                above=builtin.gap_risk_above,
-                for_s=builtin.gap_risk_for,
-            )
-        )
-    return rules
+            ),
+        ),
+        (b.account_mode, _warning("account-mode", "mode_not_computed", above=ZERO)),
+        (
+            b.ratio_drift,
+            _warning(
+                "ratio-drift", "ratio_drift", above=b.ratio_drift_above, for_s=b.ratio_drift_for
+            ),
+        ),
+        (
+            b.incomplete_data,
+            _warning("incomplete-data", "incomplete_data", above=ZERO, for_s=b.incomplete_data_for),
+        ),
+        *((True, rule) for rule in stop_rules(b.stops)),
+        (
+            b.leverage,
+            _warning(
+                "leverage-high",
+                "effective_leverage",
+                above=b.leverage_above,
+                clear_below=b.leverage_above * DEFENCE_CLEAR,
+                for_s=b.defences_for,
+            ),
+        ),
+        (
+            b.concentration,
+            _warning(
+                "concentrated",
+                "concentration",
+                above=b.concentration_above,
+                clear_below=b.concentration_above * DEFENCE_CLEAR,
+                for_s=b.defences_for,
+            ),
+        ),
+        (
+            b.insurance_fund,
+            _warning(
+                "insurance-fund-drop",
+                "insurance_fund_drop",
+                position,
+                above=b.insurance_fund_drop_above,
+            ),
+        ),
+        (
+            b.adl,
+            _warning(
+                "adl-front", "adl_risk", position, above=b.adl_rank_above, window_s=b.adl_window
+            ),
+        ),
+        (
+            b.gap_risk,
+            _warning(
+                "gap-risk", "gap_risk", position, above=b.gap_risk_above, for_s=b.gap_risk_for
+            ),
+        ),
+    ]
+    return [rule for on, rule in candidates if on]
 
 
 def stop_rules(stops: StopRules) -> list[Rule]:
     """The stop-loss warnings (position rules) on the accounts ``stops`` names."""
     accounts = frozenset(stops.accounts) if stops.accounts is not None else None
-    out = []
-    if stops.missing:
-        out.append(
-            Rule(
-                "stop-missing",
-                "stop_missing",
-                Scope.POSITION,
-                Severity.WARNING,
-                above=ZERO,
-                for_s=stops.missing_for,
-                accounts=accounts,
-            )
-        )
-    if stops.beyond_liquidation:
-        out.append(
-            Rule(
-                "stop-beyond-liquidation",
-                "stop_beyond_liquidation",
-                Scope.POSITION,
-                Severity.WARNING,
-                above=ZERO,
-                accounts=accounts,
-            )
-        )
-    for name, metric, most in (
-        ("stop-max-loss", "stop_loss", stops.max_loss),
-        ("stop-max-loss-share", "stop_loss_share", stops.max_loss_share),
-    ):
-        if most is not None:
-            out.append(
-                Rule(name, metric, Scope.POSITION, Severity.WARNING, above=most, accounts=accounts)
-            )
-    return out
-
-
-# hysteresis of the defences' built-in rules: a breach clears this far back below its level
-DEFENCE_CLEAR = Decimal("0.9")
-
-
-def defence_rules(config: Config) -> list[Rule]:
-    """The built-in warnings for the guide's defences (``builtin_rules``: leverage,
-    concentration, ADL), each on unless turned off."""
-    builtin = config.builtin_rules
-    out = []
-    if builtin.leverage:
-        out.append(
-            Rule(
-                "leverage-high",
-                "effective_leverage",
-                Scope.ACCOUNT,
-                Severity.WARNING,
-                above=builtin.leverage_above,
-                clear_below=builtin.leverage_above * DEFENCE_CLEAR,
-                for_s=builtin.defences_for,
-            )
-        )
-    if builtin.concentration:
-        out.append(
-            Rule(
-                "concentrated",
-                "concentration",
-                Scope.ACCOUNT,
-                Severity.WARNING,
-                above=builtin.concentration_above,
-                clear_below=builtin.concentration_above * DEFENCE_CLEAR,
-                for_s=builtin.defences_for,
-            )
-        )
-    if builtin.insurance_fund:
-        out.append(
-            Rule(
-                "insurance-fund-drop",
-                "insurance_fund_drop",
-                Scope.POSITION,
-                Severity.WARNING,
-                above=builtin.insurance_fund_drop_above,
-            )
-        )
-    if builtin.adl:
-        out.append(
-            Rule(
-                "adl-front",
-                "adl_risk",
-                Scope.POSITION,
-                Severity.WARNING,
-                above=builtin.adl_rank_above,
-                window_s=builtin.adl_window,
-            )
-        )
-    return out
+    wanted = [
+        ("stop-missing", "stop_missing", ZERO if stops.missing else None, stops.missing_for),
+        (
+            "stop-beyond-liquidation",
+            "stop_beyond_liquidation",
+            ZERO if stops.beyond_liquidation else None,
+            0.0,
+        ),
+        ("stop-max-loss", "stop_loss", stops.max_loss, 0.0),
+        ("stop-max-loss-share", "stop_loss_share", stops.max_loss_share, 0.0),
+    ]
+    return [
+        _warning(name, metric, Scope.POSITION, above=most, for_s=for_s, accounts=accounts)
+        for name, metric, most, for_s in wanted
+        if most is not None
+    ]
 
 
 def ratio_target(rules: Sequence[Rule]) -> Decimal:
