@@ -180,6 +180,13 @@ VENUES = {
     ),
 }
 
+# ccxt cannot unsubscribe a mark stream here: the subscription stays (its frames are ignored)
+# until the connection ends; alertd stops streaming the symbol all the same
+KEEPS_MARK_SUBSCRIPTIONS = {
+    "okx": "ccxt okx has no un_watch_mark_price (alertd/exchanges/okx.py unwatch_mark)",
+    "gate": "ccxt gate has no unWatchTicker (has['unWatchTicker'] is False)",
+}
+
 # What an exchange cannot do, and why: these entries stay in the matrix, skipped with the reason.
 NO_MARGIN_CALL_PUSH = {
     "bybit": "Bybit v5 pushes no margin call: its private topics (position, wallet, order, "
@@ -411,11 +418,14 @@ async def test_marks_positions_and_balance_stream_into_the_state(venue: Venue) -
         await w.until(lambda: state.marks.get(venue.eth) == D(3000), "ETH mark")
         w.fake.close_position(venue.key, venue.eth)
         await w.until(lambda: (venue.eth, Side.LONG) not in state.positions, "ETH closed")
-        # and its mark stream is given up, on the exchange too
-        await w.until(
-            lambda: not any("eth" in s.lower() for s in w.fake.subscriptions()),
-            "ETH mark unsubscribed",
-        )
+        # and its mark stream is given up: alertd stops streaming it, and unsubscribes on the
+        # exchange where ccxt can (elsewhere the subscription ends with the connection)
+        await w.until(lambda: venue.eth not in w.feed.hub.subscribers, "ETH mark given up")
+        if venue.exchange not in KEEPS_MARK_SUBSCRIPTIONS:
+            await w.until(
+                lambda: not any("eth" in s.lower() for s in w.fake.subscriptions()),
+                "ETH mark unsubscribed",
+            )
         assert venue.eth not in state.marks
         w.fake.set_balance(venue.key, "12345")
         await w.until(lambda: state.wallet_balance == D(12345), "balance update")
