@@ -126,8 +126,11 @@ def test_malformed_requests_get_a_4xx_and_no_traceback(
 
     with caplog.at_level(logging.DEBUG):
         with_endpoint(tmp_path, body)
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert not [r for r in caplog.records if r.exc_info]  # no traceback even at DEBUG
+    # the endpoint's own records (alertd's, aiohttp's): a ccxt client another test left to the
+    # garbage collector may warn about its unclosed session at any moment, here too
+    mine = [r for r in caplog.records if r.name.startswith(("alertd", "aiohttp"))]
+    assert not [r for r in mine if r.levelno >= logging.WARNING]
+    assert not [r for r in mine if r.exc_info]  # no traceback even at DEBUG
     assert TOKEN not in caplog.text
 
 
