@@ -637,28 +637,25 @@ class HttpConfig(_Model):
         return self
 
 
+# (name, metric, severity, levels): each level a Decimal in text, as a user writes it in YAML
+_DEFAULT_RULE_TABLE = (
+    ("margin-ratio-warning", "worst_ratio", "warning", {"above": "0.5", "clear_below": "0.45"}),
+    ("margin-ratio-critical", "worst_ratio", "critical", {"above": "0.8", "clear_below": "0.75"}),
+    (
+        "liquidation-distance-critical",
+        "liquidation_distance",
+        "critical",
+        {"below": "0.03", "clear_above": "0.04"},
+    ),
+)
 DEFAULT_RULES = [
     RuleConfig(
-        name="margin-ratio-warning",
-        metric="worst_ratio",
-        above=Decimal("0.5"),
-        clear_below=Decimal("0.45"),
-        severity="warning",
-    ),
-    RuleConfig(
-        name="margin-ratio-critical",
-        metric="worst_ratio",
-        above=Decimal("0.8"),
-        clear_below=Decimal("0.75"),
-        severity="critical",
-    ),
-    RuleConfig(
-        name="liquidation-distance-critical",
-        metric="liquidation_distance",
-        below=Decimal("0.03"),
-        clear_above=Decimal("0.04"),
-        severity="critical",
-    ),
+        name=name,
+        metric=metric,
+        severity=severity,
+        **{level: Decimal(value) for level, value in levels.items()},
+    )
+    for name, metric, severity, levels in _DEFAULT_RULE_TABLE
 ]
 
 

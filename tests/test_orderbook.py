@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from alertd.engine.book import Book
 from alertd.engine.margin import compute
 from alertd.engine.model import Account
-from alertd.engine.orderbook import OrderBook, close_cost, gap_risk, walk
+from alertd.engine.orderbook import ForcedClose, OrderBook, close_cost, gap_risk, walk
 from alertd.rules.lifecycle import Kind, Notification
 from alertd.rules.messages import render
 from alertd.rules.model import Context, Rule, Scope, Severity, Subject
@@ -65,7 +65,7 @@ def test_an_empty_book_has_no_figure() -> None:
     assert empty.mid is None
     assert walk(empty.bids, D("1")).average is None
     assert close_cost(empty, True, D("1"), D("100")).slippage is None
-    risk = gap_risk(empty, True, D("1"), D("90"), D("89"))
+    risk = gap_risk(empty, ForcedClose(True, D("1"), D("90"), D("89")))
     assert risk.shortfall is None and risk.fits is None and risk.excess is None
 
 
@@ -79,7 +79,7 @@ def test_bad_levels_are_refused() -> None:
 def test_gap_risk_is_exact_on_a_hand_built_book() -> None:
     """The book shifted to mid 90 (x 90 / 100.05); a long of 5 with bankruptcy at 89.6."""
     liq, bankrupt = D("90"), D("89.6")
-    risk = gap_risk(BOOK, True, D("5"), liq, bankrupt)
+    risk = gap_risk(BOOK, ForcedClose(True, D("5"), liq, bankrupt))
     scale = liq / BOOK.mid  # type: ignore[operator]
     prices = [D("100.0") * scale, D("99.5") * scale, D("99.0") * scale]
     filled = prices[0] * 1 + prices[1] * 2 + prices[2] * 2
@@ -92,13 +92,13 @@ def test_gap_risk_is_exact_on_a_hand_built_book() -> None:
     assert risk.fits == fits
     assert risk.excess == 5 - fits
     # closing exactly what fits loses nothing past the bankruptcy price
-    at_fit = gap_risk(BOOK, True, fits, liq, bankrupt)
+    at_fit = gap_risk(BOOK, ForcedClose(True, fits, liq, bankrupt))
     assert at_fit.shortfall is not None and abs(at_fit.shortfall) < D("1e-20")
 
 
 def test_a_short_crosses_upwards() -> None:
     # shifted to mid 110.055: every price x 1.1 exactly
-    risk = gap_risk(BOOK, False, D("6"), D("110.055"), D("110.5"))
+    risk = gap_risk(BOOK, ForcedClose(False, D("6"), D("110.055"), D("110.5")))
     paid = D("110.11") * 1 + D("110.66") * 2 + D("111.21") * 3
     assert risk.shortfall == paid - 6 * D("110.5") == D("2.06")
 
@@ -134,7 +134,7 @@ def test_slippage_and_shortfall_grow_with_size(
     if small > 0 and costs[0].slippage is not None:
         assert costs[1].slippage is not None and costs[1].slippage >= costs[0].slippage
     liq, bankrupt = (D("900"), D("896")) if long else (D("1100"), D("1104"))
-    risks = [gap_risk(book, long, q, liq, bankrupt) for q in (small, big)]
+    risks = [gap_risk(book, ForcedClose(long, q, liq, bankrupt)) for q in (small, big)]
     if risks[0].shortfall is not None:
         assert risks[1].shortfall is not None and risks[1].shortfall >= risks[0].shortfall
         # what fits does not depend on the size asked for, and closing it loses nothing
@@ -142,10 +142,10 @@ def test_slippage_and_shortfall_grow_with_size(
         fits = risks[0].fits
         assert fits is not None and fits <= book.depth(long)
         assert (risks[1].excess or 0) >= (risks[0].excess or 0)
-        at_fit = gap_risk(book, long, fits, liq, bankrupt).shortfall
+        at_fit = gap_risk(book, ForcedClose(long, fits, liq, bankrupt)).shortfall
         assert at_fit is not None and at_fit < D("1e-18")
         if big > fits:
-            over = gap_risk(book, long, big, liq, bankrupt)
+            over = gap_risk(book, ForcedClose(long, big, liq, bankrupt))
             assert over.shortfall is not None
             assert over.shortfall > 0 or not over.fill.complete
 
@@ -207,7 +207,7 @@ def test_gap_messages_say_the_fill_a_thin_book_and_the_size_to_cut() -> None:
     assert lines[2].endswith(" avg; bankruptcy 58,000.00")
     assert lines[3] == "book too thin: fills only 0.6 of 1 (the rest at its deepest price)"
     # what fits: 0.2 + 0.2 and part of the third level, at most the visible 0.6: cut >= 0.4
-    risk = gap_risk(thin, True, D(1), D(58000) / D("0.996"), D(58000))
+    risk = gap_risk(thin, ForcedClose(True, D(1), D(58000) / D("0.996"), D(58000)))
     assert risk.fits is not None and D("0.4") < risk.fits < D("0.6")
     cut = (1 - risk.fits).quantize(D("0.001"), rounding="ROUND_CEILING")
     assert lines[4] == f"→ cut {cut} BTC/USDT:USDT to fit the book"

@@ -84,12 +84,17 @@ def _warning(name: str, metric: str, scope: Scope = Scope.ACCOUNT, **levels: Any
 DEFENCE_CLEAR = Decimal("0.9")
 
 
+def _defence(name: str, metric: str, level: Decimal, for_s: float) -> Rule:
+    return _warning(name, metric, above=level, clear_below=level * DEFENCE_CLEAR, for_s=for_s)
+
+
 def builtin_rules(config: Config) -> list[Rule]:
     """The built-in rules ``builtin_rules`` leaves on (docs/rules.md, "Built-in rules")."""
     b = config.builtin_rules
     stale_after = Decimal(str(config.feeds.stale_after_s))
     down_after = Decimal(str(b.feed_down_after_s))
     position = Scope.POSITION
+    defences_for = b.defences_for
     candidates: list[tuple[bool, Rule]] = [
         (b.feed_stale, _warning("feed-stale", "feed_stale_s", above=stale_after)),
         (
@@ -121,23 +126,11 @@ def builtin_rules(config: Config) -> list[Rule]:
         *((True, rule) for rule in stop_rules(b.stops)),
         (
             b.leverage,
-            _warning(
-                "leverage-high",
-                "effective_leverage",
-                above=b.leverage_above,
-                clear_below=b.leverage_above * DEFENCE_CLEAR,
-                for_s=b.defences_for,
-            ),
+            _defence("leverage-high", "effective_leverage", b.leverage_above, defences_for),
         ),
         (
             b.concentration,
-            _warning(
-                "concentrated",
-                "concentration",
-                above=b.concentration_above,
-                clear_below=b.concentration_above * DEFENCE_CLEAR,
-                for_s=b.defences_for,
-            ),
+            _defence("concentrated", "concentration", b.concentration_above, defences_for),
         ),
         (
             b.insurance_fund,

@@ -212,53 +212,57 @@ def _shift(levels: Iterable[Level], scale: Decimal) -> Iterator[Level]:
     return ((price * scale, size) for price, size in levels)
 
 
-def gap_risk(
-    book: OrderBook,
-    long: bool,
-    quantity: Decimal,
-    liquidation: Decimal,
-    bankruptcy: Decimal,
-    inverse: bool = False,
-) -> GapRisk:
+@dataclass(frozen=True, slots=True)
+class ForcedClose:
+    """A position as the exchange closes it: whole, at market, at its liquidation price."""
+
+    long: bool
+    quantity: Decimal  # in the position's units, as the book's sizes
+    liquidation: Decimal
+    bankruptcy: Decimal
+    inverse: bool = False
+
+    @property
+    def sign(self) -> int:
+        return _sign(self.long, self.inverse)
+
+
+def _moved_walk(book: OrderBook, close: ForcedClose) -> tuple[Fill, Decimal, Decimal]:
+    """The walk of the book as it is, the factor that moves its prices to the liquidation
+    price and the one that moves its sums in u: every price x scale is every u x scale, or
+    x (1 / scale) for an inverse contract, so a moved walk is the walk, scaled."""
+    mid = book.mid
+    scale = ONE if mid is None else close.liquidation / mid
+    k = ONE / scale if close.inverse else scale
+    return book.close(close.long, close.quantity, close.inverse), scale, k
+
+
+def gap_risk(book: OrderBook, close: ForcedClose) -> GapRisk:
     """The gap model of the module's docstring for one position, with what a message says
     (the fill, the size that fits); the metric needs :func:`gap_shortfall` alone."""
-    mid = book.mid
-    scale = ONE if mid is None else liquidation / mid
-    here = book.close(long, quantity, inverse)
-    k = ONE / scale if inverse else scale
+    here, scale, k = _moved_walk(book, close)
     last = None if here.last is None else here.last * scale
-    fill = Fill(here.wanted, here.filled, here.u_total * k, last, inverse)
-    shortfall = gap_shortfall(book, long, quantity, liquidation, bankruptcy, inverse)
-    sign = _sign(long, inverse)
-    return GapRisk(fill, liquidation, bankruptcy, shortfall, book.closing(long), scale, sign)
+    fill = Fill(here.wanted, here.filled, here.u_total * k, last, close.inverse)
+    shortfall = gap_shortfall(book, close)
+    levels = book.closing(close.long)
+    return GapRisk(fill, close.liquidation, close.bankruptcy, shortfall, levels, scale, close.sign)
 
 
-def gap_shortfall(
-    book: OrderBook,
-    long: bool,
-    quantity: Decimal,
-    liquidation: Decimal,
-    bankruptcy: Decimal,
-    inverse: bool = False,
-) -> Decimal | None:
+def gap_shortfall(book: OrderBook, close: ForcedClose) -> Decimal | None:
     """:attr:`GapRisk.shortfall` (the daemon reads it for every position at every mark, so
     with no more than the remembered walk and a few products). ``None``: an empty side."""
-    here = book.close(long, quantity, inverse)
+    here, scale, k = _moved_walk(book, close)
     last = here.last
-    mid = book.mid
-    if last is None or mid is None:
-        if quantity > 0 or not any(size > 0 for _, size in book.closing(long)):
+    if last is None or book.mid is None:
+        if close.quantity > 0 or not any(size > 0 for _, size in book.closing(close.long)):
             return None
         return ZERO  # nothing asked for
-    # the walk of the book as it is, moved: every price x scale is every u x (1 / scale for
-    # an inverse contract), so the sums scale likewise; the rest of a too thin book at the
-    # deepest level, moved
-    scale = liquidation / mid
-    k = ONE / scale if inverse else scale
-    total = here.u_total * k + (quantity - here.filled) * to_u(last * scale, inverse)
+    # the rest of a too thin book at the deepest level, moved
+    rest = (close.quantity - here.filled) * to_u(last * scale, close.inverse)
+    total = here.u_total * k + rest
     # PnL against the bankruptcy price: negative is owed
-    sign = _sign(long, inverse)
-    return max(ZERO, -sign * (total - quantity * to_u(bankruptcy, inverse)))
+    owed = -close.sign * (total - close.quantity * to_u(close.bankruptcy, close.inverse))
+    return max(ZERO, owed)
 
 
 def _fits(levels: Iterable[Level], sign: int, u_b: Decimal, inverse: bool) -> Decimal:

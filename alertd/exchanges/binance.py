@@ -21,7 +21,13 @@ from alertd.engine.model import MarginMode, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.stops import StopKind, StopOrder, Trigger
 from alertd.engine.tiers import Tier, TierTable
-from alertd.exchanges.common import AdlScale, closed_both_sides, coin_price_symbol, with_adl
+from alertd.exchanges.common import (
+    AdlScale,
+    closed_both_sides,
+    coin_price_symbol,
+    ticker_mark,
+    with_adl,
+)
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
 from alertd.feeds.state import (
@@ -432,9 +438,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         return dec(info.get("markPrice"), "markPrice")
 
     async def watch_mark(self, exchange: Any, symbol: str) -> Decimal:
-        ticker = await exchange.watch_mark_price(symbol)
-        info = ticker.get("info") or {}
-        return dec(info.get("p", ticker.get("markPrice")), "markPrice")
+        return ticker_mark(await exchange.watch_mark_price(symbol), "p")
 
     async def unwatch_mark(self, exchange: Any, symbol: str) -> None:
         await exchange.un_watch_mark_price(symbol)

@@ -12,7 +12,7 @@ from typing import Any
 
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.tiers import Tier, TierTable, derive_deductions
-from alertd.feeds.adapter import dec
+from alertd.feeds.adapter import FrameError, dec
 from alertd.feeds.state import PositionState
 
 
@@ -129,3 +129,17 @@ def with_adl(p: PositionState, raw: dict[str, Any], field: str, scale: AdlScale)
     if field not in raw:
         return p
     return replace(p, adl_rank=scale.normalise(raw[field]), adl_given=True)
+
+
+def ticker_mark(ticker: Mapping[str, Any], field: str) -> Decimal:
+    """The mark price of a ccxt ticker (or mark-price update): the exchange's own ``field`` in
+    ``info``, else the ``markPrice`` ccxt parsed from it."""
+    info = ticker.get("info") or {}
+    return dec(info.get(field, ticker.get("markPrice")), field)
+
+
+def first_row_mark(rows: list[Any], field: str, endpoint: str, symbol: str) -> Decimal:
+    """The mark price in the first row of a REST answer that lists one row per contract."""
+    if not rows:
+        raise FrameError(f"{endpoint}: no answer for {symbol}")
+    return dec(rows[0].get(field), field)

@@ -38,9 +38,11 @@ from alertd.errors import AccountRefused
 from alertd.exchanges.common import (
     AdlScale,
     closed_both_sides,
+    first_row_mark,
     risk_tiers,
     side_of,
     signed_position,
+    ticker_mark,
     with_adl,
 )
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
@@ -353,14 +355,10 @@ class GateAdapter(ExchangeAdapter):
         rows = await exchange.publicFuturesGetSettleTickers(
             {"settle": self._settle_id(), "contract": exchange.market_id(symbol)}
         )
-        if not rows:
-            raise FrameError(f"tickers: no answer for {symbol}")
-        return dec(rows[0].get("mark_price"), "mark_price")
+        return first_row_mark(rows, "mark_price", "tickers", symbol)
 
     async def watch_mark(self, exchange: Any, symbol: str) -> Decimal:
-        ticker = await exchange.watch_ticker(symbol)
-        info = ticker.get("info") or {}
-        return dec(info.get("mark_price", ticker.get("markPrice")), "mark_price")
+        return ticker_mark(await exchange.watch_ticker(symbol), "mark_price")
 
 
 SPEC = ExchangeSpec(

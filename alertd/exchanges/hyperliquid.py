@@ -43,6 +43,7 @@ from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.stops import StopKind, StopOrder, Trigger
 from alertd.engine.tiers import Tier, TierTable, derive_deductions
 from alertd.errors import AccountRefused
+from alertd.exchanges.common import ticker_mark
 from alertd.exchanges.spec import Capabilities, ExchangeSpec, MarketFilter, TierSource
 from alertd.feeds.adapter import ExchangeAdapter, FrameError, dec, dec_or_none
 from alertd.feeds.state import (
@@ -372,12 +373,10 @@ class HyperliquidAdapter(ExchangeAdapter):
         return self._wallet(state, self._parse(exchange, state))
 
     async def fetch_mark(self, exchange: Any, symbol: str) -> Decimal:
-        ticker = await exchange.fetch_ticker(symbol)
-        return dec((ticker.get("info") or {}).get("markPx"), "markPx")
+        return ticker_mark(await exchange.fetch_ticker(symbol), "markPx")
 
     async def watch_mark(self, exchange: Any, symbol: str) -> Decimal:
-        ticker = await exchange.watch_ticker(symbol)
-        return dec((ticker.get("info") or {}).get("markPx"), "markPx")
+        return ticker_mark(await exchange.watch_ticker(symbol), "markPx")
 
 
 SPEC = ExchangeSpec(

@@ -35,8 +35,10 @@ from alertd.engine.tiers import Tier, TierBasis, TierTable
 from alertd.exchanges.common import (
     AdlScale,
     closed_both_sides,
+    first_row_mark,
     side_of,
     signed_position,
+    ticker_mark,
     with_adl,
 )
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
@@ -352,15 +354,10 @@ class OKXAdapter(ExchangeAdapter):
         response = await exchange.publicGetPublicMarkPrice(
             {"instType": "SWAP", "instId": exchange.market_id(symbol)}
         )
-        rows = response.get("data") or []
-        if not rows:
-            raise FrameError(f"mark-price: no answer for {symbol}")
-        return dec(rows[0].get("markPx"), "markPx")
+        return first_row_mark(response.get("data") or [], "markPx", "mark-price", symbol)
 
     async def watch_mark(self, exchange: Any, symbol: str) -> Decimal:
-        ticker = await exchange.watch_mark_price(symbol)
-        info = ticker.get("info") or {}
-        return dec(info.get("markPx", ticker.get("markPrice")), "markPx")
+        return ticker_mark(await exchange.watch_mark_price(symbol), "markPx")
 
     async def unwatch_mark(self, exchange: Any, symbol: str) -> None:
         # ccxt okx has no un_watch_mark_price, and its un_watch_tickers only settles

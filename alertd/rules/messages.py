@@ -16,7 +16,7 @@ import alertd.views.format as fmt
 from alertd.engine.dynamics import log_distance, sigmas_for_probability
 from alertd.engine.margin import AccountMetrics, PositionMetrics, compute
 from alertd.engine.model import Side
-from alertd.engine.orderbook import Fill, OrderBook, close_cost, gap_risk
+from alertd.engine.orderbook import Fill, ForcedClose, OrderBook, close_cost, gap_risk
 from alertd.engine.remedy import (
     Remedy,
     for_buffer,
@@ -333,7 +333,8 @@ def book_lines(metric: str, pm: PositionMetrics, book: OrderBook) -> list[str]:
         return lines + ([thin] if thin else [])
     if pm.liquidation_price is None or pm.bankruptcy_price is None:
         return []
-    risk = gap_risk(book, long, p.quantity, pm.liquidation_price, pm.bankruptcy_price, p.inverse)
+    close = ForcedClose(long, p.quantity, pm.liquidation_price, pm.bankruptcy_price, p.inverse)
+    risk = gap_risk(book, close)
     if risk.shortfall is None:
         return ["the order book is empty on the closing side"]
     lines = [

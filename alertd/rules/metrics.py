@@ -34,7 +34,7 @@ from alertd.engine.dynamics import (
 )
 from alertd.engine.margin import AccountMetrics, compute
 from alertd.engine.model import Side
-from alertd.engine.orderbook import CloseCost, OrderBook, close_cost, gap_shortfall
+from alertd.engine.orderbook import CloseCost, ForcedClose, OrderBook, close_cost, gap_shortfall
 from alertd.engine.stops import (
     StopOrder,
     beyond_liquidation,
@@ -603,7 +603,8 @@ def position_shortfall(live: LiveAccount, index: int, book: OrderBook) -> Decima
         return None
     lp = live.positions[index]
     p = lp.position
-    return gap_shortfall(book, p.side is Side.LONG, lp.leg.quantity, liq, bankrupt, p.inverse)
+    close = ForcedClose(p.side is Side.LONG, lp.leg.quantity, liq, bankrupt, p.inverse)
+    return gap_shortfall(book, close)
 
 
 def _gap_risk(f: Figures) -> Decimal | None:
