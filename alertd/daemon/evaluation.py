@@ -224,6 +224,8 @@ class Alerting:
         self._down_since: dict[str, float] = {}
         self._live: dict[str, LiveAccount | None] = {}
         self._missing: dict[str, tuple[str, ...]] = {}  # what keeps each account incomplete
+        # each account's feed status at its last evaluation (the published view reads it)
+        self.statuses: dict[str, FeedStatus] = {}
         self.notifications = 0
         self.commits = 0  # store commits of alert states: the firing alerts may have changed
         self.margin_calls = config.builtin_rules.margin_call
@@ -318,7 +320,7 @@ class Alerting:
                 and not self._missing[name]
             )
             self._live[name] = self.book.get(name) if computable else None
-        status = self.feed_status(feed, now, self._missing[name])
+        status = self.statuses[name] = self.feed_status(feed, now, self._missing[name])
         books = feed.hub.books.books if feed.hub.books is not None else None
         return self.evaluate_figures(
             name, feed.config.exchange, self._live[name], status, feed.hub.dynamics, books

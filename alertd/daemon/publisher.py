@@ -158,7 +158,10 @@ class Publisher:
             for f in state.freshness(now, settings.stale_after_s, private_after)
             if f.stale
         )
-        exchange_ratio, moved = state.exchange_ratio()
+        # the exchange's own ratio as the last evaluation read it (moved with the marks)
+        status = self.alerting.statuses.get(name)
+        exchange_ratio = None if status is None else status.exchange_ratio
+        moved = status is not None and status.exchange_ratio_moved
         return AccountView(
             name=name,
             exchange=feed.config.exchange,

@@ -125,7 +125,6 @@ class AccountFeed:
         self._stops_read_at = -float("inf")
         self._group: asyncio.TaskGroup | None = None
         self._resync_lock = asyncio.Lock()
-        self._last_resync = -float("inf")
         # when the last successful resync began: one begun after a disconnect (or a reopen)
         # covers it; one that failed covers nothing
         self._last_resync_started = -float("inf")
@@ -280,7 +279,6 @@ class AccountFeed:
         # the exchange's figures were read at about these marks: they move from here
         self.state.reported_marks = dict(self.state.marks)
         await self._ensure_tiers()
-        self._last_resync = now
         self._last_resync_started = started  # a snapshot taken entirely after ``started``
         self._measure_drift(marks)
         self._sync_mark_streams()
