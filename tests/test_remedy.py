@@ -11,10 +11,11 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alertd.engine.margin import compute
+from alertd.engine.margin import AccountMetrics, compute
 from alertd.engine.model import Account, Side
 from alertd.engine.remedy import (
     for_buffer,
+    for_concentration,
     for_crash_distance,
     for_effective_leverage,
     for_liquidation_distance,
@@ -258,3 +259,61 @@ def test_isolated_leverage_remedy_is_margin_only() -> None:
     assert remedy is not None and remedy.size_to_cut is None
     assert remedy.margin_to_add == 3000  # 60,000 / 10 - 3,000
     assert for_effective_leverage(metrics, D(0), pm.position.key) is None
+
+
+# --- concentration: the cut of the largest position that brings its share to the level ---------
+
+
+def test_concentration_cut_is_the_closed_form_and_lands_on_the_lot() -> None:
+    # BTC 2 x 58,000 = 116,000 of 145,000 notional (80%). (116,000 - x) / (145,000 - x) = 0.6:
+    # x = 72,500, 1.25 BTC, a whole number of 0.001 lots: found exactly, not a hair above it
+    acct = cross_account("20000")
+    lots = tuple(replace(p, lot_size=D("0.001")) for p in acct.positions)
+    metrics = compute(replace(acct, positions=lots), crash=False)
+    assert metrics.concentration == D("0.8")
+    remedy = for_concentration(metrics, D("0.6"))
+    assert remedy is not None and remedy.cut is not None and remedy.cut.symbol == BTC
+    assert remedy.size_to_cut == D("1.25") and remedy.margin_to_add == 0
+    after = compute(cut(acct, remedy.cut.key, remedy.size_to_cut), crash=False)
+    assert after.concentration == D("0.6")
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    size=st.sampled_from(["0.5", "2", "5"]),
+    level=st.sampled_from(["0.3", "0.5", "0.7", "0.9"]),
+    by_margin=st.booleans(),
+)
+def test_concentration_cut_reaches_the_level_and_a_little_less_does_not(
+    size: str, level: str, by_margin: bool
+) -> None:
+    acct = cross_account("30000", btc_size=size)
+    metrics = compute(acct, crash=False)
+
+    def share(m: AccountMetrics) -> Decimal:
+        value = m.margin_concentration if by_margin else m.concentration
+        assert value is not None
+        return value
+
+    remedy = for_concentration(metrics, D(level), by_margin)
+    if share(metrics) <= D(level):
+        assert remedy is not None and remedy.size_to_cut == 0
+        return
+    if remedy is None:
+        # no cut of the largest alone gets there: closing it whole leaves the other above
+        assert D(level) < D("0.5")
+        return
+    assert remedy.cut is not None and remedy.size_to_cut is not None
+    key = remedy.cut.key
+    # at most the level (a tie of the cut position with another at the level: within the cut's
+    # precision)
+    assert share(compute(cut(acct, key, remedy.size_to_cut), crash=False)) <= D(level) + D("1e-9")
+    less = cut(acct, key, remedy.size_to_cut * (1 - D("1e-6")))
+    assert share(compute(less, crash=False)) > D(level)
+
+
+def test_no_concentration_cut_when_another_position_stays_above_the_level() -> None:
+    # cutting BTC to 15% of the notional leaves ETH at 85%: no single cut clears it
+    metrics = compute(cross_account("20000"), crash=False)
+    assert for_concentration(metrics, D("0.15")) is None
+    assert for_concentration(metrics, D("1")) is None  # a share is never above 100%

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 
-from alertd.engine.margin import AccountMetrics, compute
+from alertd.engine.margin import AccountMetrics, PositionMetrics, compute
 from alertd.engine.model import Account, Position, Side
 
 ZERO = Decimal(0)
@@ -98,6 +98,13 @@ def _fewest_cut(
             high = middle
         else:
             low = middle
+    # an exact answer on a lot boundary (a closed form would give it): the bracket's safe end
+    # lies a hair above it, which a message rounding up to the lot would make one lot more
+    lot = next(p.lot_size for p in account.positions if p.key == key)
+    if lot:
+        on_lot = (high / lot).to_integral_value(rounding=ROUND_FLOOR) * lot
+        if low < on_lot < high and safe(on_lot):
+            return on_lot
     return high  # the safe end of the bracket
 
 
@@ -202,3 +209,40 @@ def for_effective_leverage(
         return lev is not None and lev <= level
 
     return Remedy(None, None, to_add, _fewest_cut(metrics, target.key, good), target)
+
+
+def for_concentration(
+    metrics: AccountMetrics, level: Decimal, by_margin: bool = False
+) -> Remedy | None:
+    """Contracts of the largest position (by notional, or by maintenance margin) to close so
+    that the account's concentration is at most ``level``. None for a level outside (0, 1),
+    fewer than two positions, or when no cut of it alone gets there (another position's share
+    is above the level too: a cut only raises the others' shares)."""
+    if not 0 < level < 1 or len(metrics.positions) < 2:
+        return None
+
+    def part(pm: PositionMetrics) -> Decimal:
+        return pm.maintenance_margin if by_margin else pm.notional
+
+    target = max(metrics.positions, key=part).position
+
+    def shares(account: Account) -> tuple[Decimal, Decimal]:
+        """(the target's share, the largest other share) after a cut."""
+        parts = {pm.position.key: part(pm) for pm in compute(account, crash=False).positions}
+        total = sum(parts.values(), ZERO)
+        if total <= 0:
+            return ZERO, ZERO
+        own = parts.pop(target.key, ZERO)
+        return own / total, max(parts.values(), default=ZERO) / total
+
+    # the target's own share falls with every contract closed: its fewest cut is the
+    # account's, if the others are below the level there
+    cut = _fewest_cut(metrics, target.key, lambda a: shares(a)[0] <= level)
+    if cut is None:
+        return None
+    # the others' shares checked at the bracket's other end (at or below the exact cut, where
+    # they are no higher): a tie with the target at the level is a cut that clears it
+    probe = max(ZERO, cut - target.contracts * CUT_PRECISION)
+    if shares(_after_cut(metrics.account, metrics, target.key, probe))[1] > level:
+        return None
+    return Remedy(None, None, ZERO, cut, target)

@@ -20,6 +20,7 @@ from alertd.engine.orderbook import Fill, ForcedClose, OrderBook, close_cost, ga
 from alertd.engine.remedy import (
     Remedy,
     for_buffer,
+    for_concentration,
     for_crash_distance,
     for_effective_leverage,
     for_liquidation_distance,
@@ -197,29 +198,21 @@ def _level_action(n: Notification, metrics: AccountMetrics) -> str | None:
 # --- concentration, leverage and ADL: what each means, and what to do (one line each) -------
 
 
-def _cut_text(pm: PositionMetrics, notional: Decimal) -> str:
-    """Closing ``notional`` of ``pm`` at the mark, in the market's contracts (rounded up)."""
-    p = pm.position
-    contracts = notional / pm.notional * p.contracts
-    return f"cut {fmt.size_to_cut(contracts, p.lot_size)} {p.symbol}"
-
-
 def _guard_action(n: Notification, metrics: AccountMetrics) -> str | None:
     """For the guide's defences: back to the rule's clear share, solved on the current
     figures; for ADL, how to leave the front of the queue (leverage: :func:`_level_action`)."""
     metric, level = n.rule.metric, _clear_level(n.rule)
     if metric in ("concentration", "margin_concentration") and metrics.positions:
-        by_notional = metric == "concentration"
+        by_margin = metric == "margin_concentration"
+        remedy = for_concentration(metrics, level, by_margin)
+        p = remedy.cut if remedy is not None else None
+        if remedy is not None and p is not None and remedy.size_to_cut:
+            size = fmt.size_to_cut(remedy.size_to_cut, p.lot_size)
+            return f"cut {size} {p.symbol} to bring it to {fmt.percent(level, 0)}"
         biggest = max(
             metrics.positions,
-            key=lambda pm: pm.notional if by_notional else pm.maintenance_margin,
+            key=lambda pm: pm.maintenance_margin if by_margin else pm.notional,
         )
-        total = sum((pm.notional for pm in metrics.positions), Decimal(0))
-        if by_notional and 0 < level < 1:
-            # closing x of the largest: (largest - x) / (total - x) = level
-            excess = (biggest.notional - level * total) / (1 - level)
-            if 0 < excess < biggest.notional:
-                return f"{_cut_text(biggest, excess)} to bring it to {fmt.percent(level, 0)}"
         return f"reduce {biggest.position.symbol} or spread the margin over other positions"
     if metric in ("adl_rank", "adl_risk"):
         return "take some profit or lower its leverage to move back in the queue"
