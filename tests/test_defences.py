@@ -319,6 +319,17 @@ def test_status_shows_leverage_concentration_and_the_adl_queue() -> None:
     text = out.getvalue()
     assert "Lev." in text and "Largest" in text and "ADL" in text
     assert "75%" in text
+    assert "Position risks" not in text  # one positions table on a wide terminal
+    # on 100 columns, as `alertd calc`: the key figures and the risks in two tables, each
+    # position in both, nothing cut
+    narrow = io.StringIO()
+    render_status(data, Console(file=narrow, width=100))
+    text = narrow.getvalue()
+    assert "Position risks" in text and "…" not in text
+    assert all(len(line) <= 100 for line in text.splitlines())
+    for p in shown["positions"]:
+        assert text.count(f"a {p['symbol']} {p['side']}") == 2
+    assert "Liq. price" in text and "Bkr. buffer" in text and "P(liq. 1h)" in text
 
 
 # --- the insurance fund -----------------------------------------------------------------------

@@ -34,6 +34,10 @@ MAX_APART_PLACES = 8  # decimals a value may gain to read differently from its t
 # wide enough that rounding a figure to a few decimals never overflows the precision
 _WIDE = Context(prec=80)
 
+# a positions table with every column needs about this many; a narrower terminal (calc, status)
+# gets the key figures in one table that fits 80 columns and the rest in a second
+WIDE_COLUMNS = 150
+
 
 def count(n: int, noun: str) -> str:
     """``1 account``, ``2 accounts``, ``0 alerts``: a number of things, in English."""

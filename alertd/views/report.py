@@ -180,7 +180,7 @@ def render(m: AccountMetrics, console: Console) -> None:
     if pool.collateral:
         render_collateral(m, console)
 
-    if console.width < WIDE_COLUMNS:
+    if console.width < fmt.WIDE_COLUMNS:
         _render_narrow(m, console)
     else:
         _render_wide(m, console)
@@ -259,11 +259,6 @@ def _render_wide(m: AccountMetrics, console: Console) -> None:
             _action(pm, m),
         )
     console.print(table)
-
-
-# the positions table with every column needs about this many; a narrower terminal gets the
-# key figures in one table that fits 80 columns and the rest in a second
-WIDE_COLUMNS = 150
 
 
 def _action(pm: PositionMetrics, m: AccountMetrics) -> str:

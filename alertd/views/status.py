@@ -10,6 +10,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -275,6 +276,48 @@ def stop_text(p: dict[str, Any]) -> str:
     )
 
 
+# a position row of `alertd status`: (header, value from the position's entry in the data)
+PositionColumn = tuple[str, Callable[[dict[str, Any]], str]]
+# what decides the next move
+POSITION_KEY: tuple[PositionColumn, ...] = (
+    ("Size", lambda p: fmt.quantity(_d(p["contracts"]))),
+    ("Mark", lambda p: fmt.price(_d(p["mark_price"]))),
+    ("Liq. price", lambda p: fmt.price(_d(p["liquidation_price"]))),
+    ("Distance", lambda p: fmt.percent(_d(p["liquidation_distance"]))),
+    ("Ratio", lambda p: fmt.ratio(_d(p["margin_ratio"]))),
+)
+# the guide's defences and the predictive figures
+POSITION_RISKS: tuple[PositionColumn, ...] = (
+    ("Stop", stop_text),
+    ("ADL", lambda p: fmt.percent(_d(p.get("adl_rank")), 0)),
+    ("Bkr. buffer", lambda p: fmt.percent(_d(p.get("bankruptcy_buffer")))),
+    ("Gap risk", lambda p: fmt.money(_d(p.get("gap_risk")))),
+    ("P(liq. 1h)", lambda p: fmt.percent(_d(p.get("liquidation_probability_1h")))),
+    ("Liq. in", lambda p: _time_to(p.get("time_to_liquidation_s"))),
+)
+
+
+def _position_tables(accounts: list[dict[str, Any]], width: int) -> list[Table]:
+    """One positions table on a terminal of WIDE_COLUMNS or more; below that (80 to 149
+    columns), as ``alertd calc`` does, what decides the next move in one table and the risks
+    in a second, each row named by account, symbol and side."""
+    groups = [("Positions", POSITION_KEY + POSITION_RISKS)]
+    if width < fmt.WIDE_COLUMNS:
+        groups = [("Positions", POSITION_KEY), ("Position risks", POSITION_RISKS)]
+    tables = []
+    for title, columns in groups:
+        table = Table(title=title, header_style="bold")
+        table.add_column("Position", no_wrap=True)
+        for header, _ in columns:
+            table.add_column(header, justify="right")
+        for a in accounts:
+            for p in a["positions"]:
+                name = f"{a['name']} {p['symbol']} {p['side']}"
+                table.add_row(name, *(value(p) for _, value in columns))
+        tables.append(table)
+    return tables
+
+
 def render_status(data: dict[str, Any], console: Console) -> None:
     source = data["source"]
     health = data.get("healthy")
@@ -298,26 +341,6 @@ def render_status(data: dict[str, Any], console: Console) -> None:
         "Feed",
     ):
         accounts.add_column(col, justify="left" if col in ("Account", "Mode", "Feed") else "right")
-    positions = Table(title="Positions", header_style="bold")
-    for col in (
-        "Account",
-        "Symbol",
-        "Side",
-        "Size",
-        "Mark",
-        "Liq. price",
-        "Distance",
-        "Ratio",
-        "Stop",
-        "ADL",
-        "Bkr. buffer",
-        "Gap risk",
-        "P(liq. 1h)",
-        "Liq. in",
-    ):
-        positions.add_column(
-            col, justify="left" if col in ("Account", "Symbol", "Side") else "right"
-        )
     for a in data["accounts"]:
         if a.get("fatal"):
             feed = f"STOPPED: {a['fatal']}"
@@ -338,25 +361,9 @@ def render_status(data: dict[str, Any], console: Console) -> None:
         leverage = fmt.leverage(_d(a.get("effective_leverage")))
         largest = fmt.percent(_d(a.get("concentration")), 0)
         accounts.add_row(a["name"], mode, ratio, buffer, crash, leverage, largest, feed)
-        for p in a["positions"]:
-            positions.add_row(
-                a["name"],
-                p["symbol"],
-                p["side"],
-                fmt.quantity(_d(p["contracts"])),
-                fmt.price(_d(p["mark_price"])),
-                fmt.price(_d(p["liquidation_price"])),
-                fmt.percent(_d(p["liquidation_distance"])),
-                fmt.ratio(_d(p["margin_ratio"])),
-                stop_text(p),
-                fmt.percent(_d(p.get("adl_rank")), 0),
-                fmt.percent(_d(p.get("bankruptcy_buffer"))),
-                fmt.money(_d(p.get("gap_risk"))),
-                fmt.percent(_d(p.get("liquidation_probability_1h"))),
-                _time_to(p.get("time_to_liquidation_s")),
-            )
     console.print(accounts)
-    console.print(positions)
+    for table in _position_tables(data["accounts"], console.width):
+        console.print(table)
     firing = Table(title=f"Firing alerts ({len(data['firing'])})", header_style="bold")
     for col in ("Rule", "Severity", "Subject", "Since", "Value", "Sent"):
         firing.add_column(col)
