@@ -125,6 +125,13 @@ def redact(text: str, extra: Iterable[str] = ()) -> str:
     pattern = _secret_re
     if pattern is not None:
         text = pattern.sub(MASK, text)
+    return mask_shapes(text)
+
+
+def mask_shapes(text: str) -> str:
+    """``text`` with what looks like a credential masked (URLs' credential parts, request
+    paths, bot tokens, ``key=value`` pairs, ``Bearer`` and ``Authorization`` values), whether
+    or not this process revealed it: :func:`redact` without the registered secrets."""
     if "HTTP/" in text:
         text = _REQUEST_LINE.sub(rf"\1 /{MASK} \2", text)
     if "://" in text:

@@ -97,7 +97,9 @@ def test_secret_shapes_are_masked(text: str, secrets: list[str]) -> None:
 
 @pytest.mark.parametrize("text", KEPT)
 def test_ordinary_lines_are_left_alone(text: str) -> None:
-    assert redact.redact(text) == text
+    # by the shape rules: which values are registered depends on what other tests in this
+    # process revealed (a receiver URL's parts, say), so the registry is tested on its own
+    assert redact.mask_shapes(text) == text
 
 
 def test_revealed_secrets_are_masked_wherever_they_appear() -> None:
