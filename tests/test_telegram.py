@@ -7,8 +7,10 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -402,10 +404,19 @@ def test_ack_stops_repeats_an_escalation_still_comes_and_silence_1h_holds_it(
     def sent(head: str) -> list[dict[str, Any]]:
         return [m for m in bot_api.messages_to(CHAT) if m["text"].startswith(head)]
 
+    def drained() -> bool:
+        with closing(sqlite3.connect(tmp_path / "state.sqlite")) as db:
+            undelivered = "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL"
+            (left,) = db.execute(undelivered).fetchone()
+        return bool(left == 0)
+
     def press(message: dict[str, Any], label: str, answered: int) -> None:
         (data,) = [d for text, d in bot_api.buttons(message) if text == label]
         bot_api.user_presses(CHAT, message["message_id"], data)
         wait_for(lambda: len(bot_api.answers) == answered, what=f"{label} answered", timeout_s=30)
+        # the press took effect before its answer; a repeat queued before it may still be on
+        # its way: counted once the outbox is empty
+        wait_for(drained, what="the outbox drained", timeout_s=30)
 
     try:
         daemon.start()
@@ -414,7 +425,6 @@ def test_ack_stops_repeats_an_escalation_still_comes_and_silence_1h_holds_it(
         wait_for(lambda: len(sent("WARNING main")) >= 2, what="a repeat", timeout_s=60)
         press(sent("WARNING main")[0], "Ack", 1)
         assert bot_api.answers[0]["text"] == "acknowledged"
-        time.sleep(0.5)  # a repeat already on its way when the press landed
         warnings = len(sent("WARNING main"))
         time.sleep(6)  # three repeat intervals
         assert len(sent("WARNING main")) == warnings, "the acknowledged alert repeated"
@@ -423,7 +433,6 @@ def test_ack_stops_repeats_an_escalation_still_comes_and_silence_1h_holds_it(
         wait_for(lambda: sent("CRITICAL main"), what="the escalation", timeout_s=60)
         press(sent("CRITICAL main")[0], "Silence 1h", 2)
         assert bot_api.answers[1]["text"] == "silenced for 1h"
-        time.sleep(0.5)
         criticals = len(sent("CRITICAL main"))
         time.sleep(6)
         assert len(sent("CRITICAL main")) == criticals, "the silenced alert repeated"
