@@ -10,6 +10,10 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 POLL_INTERVAL_S = 0.02
+# generous: a condition that holds returns at once, and the suite runs four workers on two
+# cores, where a daemon's start (ccxt's import alone takes seconds) can be slow
+EVENTUALLY_S = 30.0
+WAIT_FOR_S = 60.0
 
 
 class _Deadline:
@@ -26,7 +30,7 @@ class _Deadline:
 
 async def eventually(
     check: Callable[[], T],
-    timeout_s: float = 10.0,
+    timeout_s: float = EVENTUALLY_S,
     what: str = "condition",
     interval_s: float = POLL_INTERVAL_S,
 ) -> T:
@@ -41,7 +45,7 @@ async def eventually(
 
 def wait_for(
     check: Callable[[], T],
-    timeout_s: float = 20.0,
+    timeout_s: float = WAIT_FOR_S,
     what: str = "condition",
     interval_s: float = 0.05,
 ) -> T:
