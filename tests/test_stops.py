@@ -62,6 +62,13 @@ def stop(
     )
 
 
+def what_it_does(order: StopOrder | None) -> tuple[Any, ...]:
+    """A read stop's side, trigger direction, trigger price and size (None: the whole
+    position)."""
+    assert order is not None
+    return (order.side, order.trigger, order.trigger_price, order.contracts)
+
+
 # --- pure figures -------------------------------------------------------------------------
 
 
@@ -314,13 +321,7 @@ BYBIT_POSITION_SL = {
 def test_bybit_open_orders() -> None:
     assert open_stop(BYBIT_LIMIT_WITH_TPSL, "ETH/USDT:USDT") is None
     sl = open_stop(BYBIT_POSITION_SL, BTC)
-    assert sl is not None
-    assert (sl.side, sl.trigger, sl.trigger_price, sl.contracts) == (
-        LONG,
-        Trigger.FALL,
-        D(60000),
-        None,
-    )
+    assert what_it_does(sl) == (LONG, Trigger.FALL, D(60000), None)
     partial = open_stop(
         {
             **BYBIT_POSITION_SL,
@@ -453,12 +454,7 @@ GATE_PRICE_ORDER = {
 
 def test_gate_price_orders() -> None:
     [tp] = price_order_stops(GATE_PRICE_ORDER, BTC)  # closes a long at >= 3000: not a stop
-    assert (tp.side, tp.trigger, tp.trigger_price, tp.contracts) == (
-        LONG,
-        Trigger.RISE,
-        D(3000),
-        D(100),
-    )
+    assert what_it_does(tp) == (LONG, Trigger.RISE, D(3000), D(100))
     assert protective([tp], BTC, LONG, D(2500)) == []
     full = {
         **GATE_PRICE_ORDER,
@@ -511,13 +507,7 @@ HL_POSITION_SL = {
 def test_hyperliquid_trigger_orders() -> None:
     assert trigger_stop(HL_LIMIT, "BTC/USDC:USDC") is None
     sl = trigger_stop(HL_POSITION_SL, "SOL/USDC:USDC")
-    assert sl is not None
-    assert (sl.side, sl.trigger, sl.trigger_price, sl.contracts) == (
-        LONG,
-        Trigger.FALL,
-        D(185),
-        None,
-    )
+    assert what_it_does(sl) == (LONG, Trigger.FALL, D(185), None)
     tp = trigger_stop({**HL_POSITION_SL, "orderType": "Take Profit Market", "side": "B"}, "X")
     assert tp is not None and (tp.side, tp.trigger) == (SHORT, Trigger.FALL)
     partial = trigger_stop({**HL_POSITION_SL, "isPositionTpsl": False, "sz": "2.5"}, "X")
