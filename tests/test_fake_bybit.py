@@ -22,32 +22,24 @@ import pytest
 
 from tests.fake_exchange.bybit import FakeBybit
 from tests.support.aio import run, settle
-from tests.support.fakes import ccxt_client, started
+from tests.support.fakes import KEY, SECRET, btcusdt_linear_perpetual, ccxt_client, with_one_account
 from tests.support.poll import eventually
 from tests.support.process import ROOT
 
-KEY, SECRET = "test-key", "test-secret"
 BTC, ETH, SOL = "BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT"
 TEST_TIMEOUT_S = 15.0
 
 
 def fake_server(**kwargs: Any) -> AbstractAsyncContextManager[FakeBybit]:
-    return started(FakeBybit(**kwargs), [(KEY, SECRET, "10000")])
+    return with_one_account(FakeBybit(**kwargs))
 
 
 def exchange(
-    fake: FakeBybit,
-    key: str | None = KEY,
-    secret: str | None = SECRET,
-    *,
-    keep_alive_ms: int | None = None,
+    fake: FakeBybit, key: str | None = KEY, secret: str | None = SECRET, **options: Any
 ) -> AbstractAsyncContextManager[Any]:
     # enableRateLimit off: ccxt's client-side throttle spaces load_markets' 11 requests ~0.1 s
     # apart (instruments-info costs 5 x rateLimit); the fake itself has no limits to respect
-    config: dict[str, Any] = {"enableRateLimit": False}
-    if keep_alive_ms is not None:  # ccxt's ping period; 2 misses time out
-        config["options"] = {"ws": {"keepAlive": keep_alive_ms}}
-    return ccxt_client(fake, "bybit", key, secret, **config)
+    return ccxt_client(fake, "bybit", key, secret, enableRateLimit=False, **options)
 
 
 def floor_to(value: Decimal, tick: str) -> Decimal:
@@ -75,14 +67,7 @@ def test_load_markets_serves_linear_perps_without_account_probes() -> None:
             async with exchange(fake) as ex:
                 markets = await ex.load_markets()
                 assert set(markets) == {BTC, ETH, SOL, "XRP/USDT:USDT"}
-                btc = markets[BTC]
-                assert (btc["id"], btc["type"], btc["linear"], btc["settle"]) == (
-                    "BTCUSDT",
-                    "swap",
-                    True,
-                    "USDT",
-                )
-                assert btc["precision"]["price"] == 0.1
+                btc = btcusdt_linear_perpetual(markets)
                 assert btc["limits"]["leverage"]["max"] == 100
                 assert markets["XRP/USDT:USDT"]["precision"]["price"] == 0.00001
                 paths = {path for _, path in fake.requests}

@@ -17,36 +17,27 @@ import pytest
 
 from tests.fake_exchange.gate import FakeGate
 from tests.support.aio import run, settle
-from tests.support.fakes import ccxt_client, started
+from tests.support.fakes import KEY, SECRET, ccxt_client, with_one_account
 from tests.support.feeds import (
     BTC,
 )
 from tests.support.poll import eventually
 
-KEY, SECRET = "test-key", "test-secret"
 ETH, SOL = "ETH/USDT:USDT", "SOL/USDT:USDT"
 TEST_TIMEOUT_S = 15.0
 D = Decimal
 
 
 def fake_server(**kwargs: Any) -> AbstractAsyncContextManager[FakeGate]:
-    return started(FakeGate(**kwargs), [(KEY, SECRET, "10000")])
+    return with_one_account(FakeGate(**kwargs))
 
 
 def exchange(
-    fake: FakeGate,
-    key: str | None = KEY,
-    secret: str | None = SECRET,
-    *,
-    uid: str | None = None,
-    keep_alive_ms: int | None = None,
+    fake: FakeGate, key: str | None = KEY, secret: str | None = SECRET, **options: Any
 ) -> AbstractAsyncContextManager[Any]:
-    config: dict[str, Any] = {"enableRateLimit": False, "options": {"defaultType": "swap"}}
-    if uid is not None:
-        config["uid"] = uid
-    if keep_alive_ms is not None:
-        config["options"]["ws"] = {"keepAlive": keep_alive_ms}
-    return ccxt_client(fake, "gate", key, secret, **config)
+    """ccxt's gate on its swap markets; ``options``: ``uid=``, ``keep_alive_ms=``."""
+    swap = {"defaultType": "swap"}
+    return ccxt_client(fake, "gate", key, secret, enableRateLimit=False, options=swap, **options)
 
 
 # ---- REST ------------------------------------------------------------------------------------

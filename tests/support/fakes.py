@@ -28,6 +28,8 @@ FAKES: dict[str, type[FakeExchangeServer[Any, Any]]] = {
 
 F = TypeVar("F", bound=FakeExchangeServer[Any, Any])
 Accounts = Iterable[tuple[str, str, Num]]  # (api key, secret, wallet balance)
+# the credentials of the one account a fake exchange test starts with
+KEY, SECRET = "test-key", "test-secret"
 
 
 def make_fake(exchange: str, **kwargs: Any) -> FakeExchangeServer[Any, Any]:
@@ -51,6 +53,11 @@ async def started(fake: F, accounts: Accounts = ()) -> AsyncIterator[F]:
         yield fake
     finally:
         await fake.stop()
+
+
+def with_one_account(fake: F, wallet: Num = "10000") -> contextlib.AbstractAsyncContextManager[F]:
+    """``started`` with one account (``KEY``, ``SECRET``) holding ``wallet``."""
+    return started(fake, [(KEY, SECRET, wallet)])
 
 
 @contextlib.contextmanager
@@ -87,15 +94,36 @@ async def ccxt_client(
     exchange: str,
     api_key: str | None = None,
     secret: str | None = None,
+    *,
+    keep_alive_ms: int | None = None,
     **config: Any,
 ) -> AsyncIterator[Any]:
     """ccxt.pro's own ``exchange`` client, unmodified, with only its URLs and the fake's
-    options pointed at the fake; always closed."""
+    options pointed at the fake; always closed. ``keep_alive_ms``: ccxt's websocket ping
+    period (two missed pongs time a connection out)."""
     if api_key is not None:
         config.update(apiKey=api_key, secret=secret)
+    if keep_alive_ms is not None:
+        options = dict(config.get("options", {}))
+        options["ws"] = {**options.get("ws", {}), "keepAlive": keep_alive_ms}
+        config["options"] = options
     client = getattr(ccxtpro, exchange)(config)
     fake.apply_to(client)
     try:
         yield client
     finally:
         await client.close()
+
+
+def btcusdt_linear_perpetual(markets: dict[str, Any]) -> dict[str, Any]:
+    """The BTC/USDT:USDT market ccxt loaded from a fake that names it BTCUSDT (Binance, Bybit),
+    checked to be the linear USDT-settled swap with a 0.1 price tick."""
+    btc = markets["BTC/USDT:USDT"]
+    assert (btc["id"], btc["type"], btc["linear"], btc["settle"]) == (
+        "BTCUSDT",
+        "swap",
+        True,
+        "USDT",
+    )
+    assert btc["precision"]["price"] == 0.1
+    return btc
