@@ -36,6 +36,7 @@ from alertd.rules.messages import render
 from alertd.rules.metrics import FeedStatus, observe, with_full_metrics
 from alertd.rules.model import Context, Rule, Scope, Severity, Subject
 
+from .fake_exchange.binance import ALGO_ORDER_EXAMPLE
 from .support.snapshots import account, position, snapshot, tiers
 
 BTC = "BTC/USDT:USDT"
@@ -163,40 +164,9 @@ def test_loss_at_a_longs_stop_below_entry() -> None:
 
 # --- exchange payloads ----------------------------------------------------------------------
 
-# Binance USDⓈ-M "Current All Algo Open Orders" (GET /fapi/v1/openAlgoOrders), the docs'
-# response example (developers.binance.com, USDⓈ-M futures, trade REST API)
-BINANCE_ALGO_TP = {
-    "algoId": 2148627,
-    "clientAlgoId": "MRumok0dkhrP4kCm12AHaB",
-    "algoType": "CONDITIONAL",
-    "orderType": "TAKE_PROFIT",
-    "symbol": "BNBUSDT",
-    "side": "SELL",
-    "positionSide": "BOTH",
-    "timeInForce": "GTC",
-    "quantity": "0.01",
-    "algoStatus": "NEW",
-    "actualOrderId": "",
-    "actualPrice": "0.00000",
-    "triggerPrice": "750.000",
-    "price": "750.000",
-    "icebergQuantity": None,
-    "tpTriggerPrice": "0.000",
-    "tpPrice": "0.000",
-    "slTriggerPrice": "0.000",
-    "slPrice": "0.000",
-    "tpOrderType": "",
-    "selfTradePreventionMode": "EXPIRE_MAKER",
-    "workingType": "CONTRACT_PRICE",
-    "priceMatch": "NONE",
-    "closePosition": False,
-    "priceProtect": False,
-    "reduceOnly": False,
-    "createTime": 1750514941540,
-    "updateTime": 1750514941540,
-    "triggerTime": 0,
-    "goodTillDate": 0,
-}
+# Binance USDⓈ-M "Current All Algo Open Orders": the docs' response example, a take-profit (the
+# local Binance lists its orders in the same fields)
+BINANCE_ALGO_TP = ALGO_ORDER_EXAMPLE
 # "Current All Open Orders" (GET /fapi/v1/openOrders), the docs' response example
 BINANCE_TRAILING = {
     "avgPrice": "0.00000",
