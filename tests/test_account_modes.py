@@ -9,7 +9,7 @@ local exchanges, which serve the modes in the exchanges' own formats.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -40,24 +40,6 @@ C = Coverage
 # --- the readers, on the exchanges' documented answers -----------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("answer", "mode", "coverage"),
-    [
-        # developers.binance.com, USDⓈ-M "Get Current Multi-Assets Mode": the documented answer
-        ({"multiAssetsMargin": True}, M.MULTI_ASSETS, C.COMPUTED),
-        ({"multiAssetsMargin": False}, M.SINGLE_ASSET, C.COMPUTED),
-    ],
-)
-def test_binance_mode_from_its_answer(answer: Any, mode: AccountMode, coverage: Coverage) -> None:
-    reading = binance.usdm_mode(answer)
-    assert (reading.mode, reading.coverage) == (mode, coverage)
-    assert reading.detail == f"multiAssetsMargin {str(answer['multiAssetsMargin']).lower()}"
-    with pytest.raises(FrameError):
-        binance.usdm_mode({"multiAssetsMargin": None})
-    pm = binance.usdm_mode(None, portfolio_margin=True)
-    assert (pm.mode, pm.coverage) == (M.PORTFOLIO, C.REFUSED) and "/papi" in pm.limits
-
-
 # ccxt bybit.py, is_unified_enabled: a real "Get Account Info" answer (UTA 1.0 pro); the other
 # margin modes are the values Bybit's "Set Margin Mode" documents
 BYBIT_INFO = {
@@ -65,24 +47,6 @@ BYBIT_INFO = {
     "dcpStatus": "OFF", "timeWindow": 10, "smpGroup": 0, "isMasterTrader": False,
     "spotHedgingStatus": "OFF",
 }  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    ("margin_mode", "mode", "coverage"),
-    [
-        ("REGULAR_MARGIN", M.UNIFIED_CROSS, C.COMPUTED),
-        ("ISOLATED_MARGIN", M.UNIFIED_ISOLATED, C.COMPUTED),
-        ("PORTFOLIO_MARGIN", M.PORTFOLIO, C.EXCHANGE_RATIO),
-        ("SOMETHING_NEW", M.UNKNOWN, C.EXCHANGE_RATIO),
-    ],
-)
-def test_bybit_mode_from_account_info(
-    margin_mode: str, mode: AccountMode, coverage: Coverage
-) -> None:
-    reading = bybit.account_mode(dict(BYBIT_INFO, marginMode=margin_mode))
-    assert (reading.mode, reading.coverage) == (mode, coverage)
-    assert reading.detail == f"unifiedMarginStatus 4, marginMode {margin_mode}"
-
 
 # ccxt okx.py, fetch_accounts: a real "Get account configuration" row (acctLv "2")
 OKX_CONFIG_ROW = {
@@ -95,23 +59,6 @@ OKX_CONFIG_ROW = {
     "spotTraderInsts": [], "traderInsts": [], "uid": "44705892343619584", "settleCcy": "USDT",
     "settleCcyList": ["USD", "USDC", "USDG"],
 }  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    ("level", "mode", "coverage"),
-    [
-        ("2", M.SINGLE_ASSET, C.COMPUTED),  # the recorded answer
-        ("3", M.MULTI_ASSETS, C.EXCHANGE_RATIO),  # OKX docs: acctLv 3 multi-currency margin
-        ("4", M.PORTFOLIO, C.EXCHANGE_RATIO),  # 4 portfolio margin
-        ("1", M.SIMPLE, C.REFUSED),  # 1 spot mode: no derivatives
-    ],
-)
-def test_okx_mode_from_account_config(level: str, mode: AccountMode, coverage: Coverage) -> None:
-    reading = okx.account_mode({"code": "0", "data": [dict(OKX_CONFIG_ROW, acctLv=level)]})
-    assert (reading.mode, reading.coverage, reading.detail) == (mode, coverage, f"acctLv {level}")
-    with pytest.raises(FrameError):
-        okx.account_mode({"code": "0", "data": []})
-
 
 # Gate API v4 docs, "List sub-accounts' futures account balances": the usdt futures account of
 # the documented example (a unified multi-currency account), trimmed to the mode's fields
@@ -127,55 +74,96 @@ GATE_UNIFIED_USDT = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("changes", "mode", "coverage"),
-    [
-        ({}, M.MULTI_ASSETS, C.EXCHANGE_RATIO),  # the documented answer
-        ({"margin_mode": 2, "margin_mode_name": "portfolio"}, M.PORTFOLIO, C.EXCHANGE_RATIO),
-        (
-            {"margin_mode": 3, "margin_mode_name": "single_currency"},
-            M.UNIFIED_SINGLE_CURRENCY,
-            C.EXCHANGE_RATIO,
-        ),
-        (
-            {"margin_mode": 0, "margin_mode_name": "classic", "enable_tiered_mm": True},
-            M.SINGLE_ASSET,
-            C.COMPUTED,
-        ),
-        (  # derived: the classic account without tiered MM
-            {"margin_mode": 0, "margin_mode_name": "classic", "enable_tiered_mm": False},
-            M.LEGACY,
-            C.NOT_COMPUTED,
-        ),
-    ],
-)
-def test_gate_mode_from_the_futures_account(
-    changes: dict[str, Any], mode: AccountMode, coverage: Coverage
-) -> None:
-    reading = gate.futures_mode(GATE_UNIFIED_USDT | changes)
-    assert (reading.mode, reading.coverage) == (mode, coverage)
-    code = (GATE_UNIFIED_USDT | changes)["margin_mode"]
-    assert reading.detail.startswith(f"margin_mode {code} (")
+def bybit_info(margin_mode: str) -> dict[str, Any]:
+    return dict(BYBIT_INFO, marginMode=margin_mode)
+
+
+def okx_config(level: str) -> dict[str, Any]:
+    return {"code": "0", "data": [dict(OKX_CONFIG_ROW, acctLv=level)]}
+
+
+def hl_mode(answer: str) -> ModeReading:
+    return hyperliquid.abstraction_mode(HL_USER, answer)
+
+
+CLASSIC = {"margin_mode": 0, "margin_mode_name": "classic"}
+
+
+# (reader, the exchange's answer, mode, coverage, the reading's detail)
+MODE_ANSWERS = {
+    # developers.binance.com, USDⓈ-M "Get Current Multi-Assets Mode": the documented answer
+    "binance-multi": (binance.usdm_mode, {"multiAssetsMargin": True}, M.MULTI_ASSETS, C.COMPUTED,
+                      "multiAssetsMargin true"),
+    "binance-single": (binance.usdm_mode, {"multiAssetsMargin": False}, M.SINGLE_ASSET,
+                       C.COMPUTED, "multiAssetsMargin false"),
+    "bybit-regular": (bybit.account_mode, bybit_info("REGULAR_MARGIN"), M.UNIFIED_CROSS,
+                      C.COMPUTED, "unifiedMarginStatus 4, marginMode REGULAR_MARGIN"),
+    "bybit-isolated": (bybit.account_mode, bybit_info("ISOLATED_MARGIN"), M.UNIFIED_ISOLATED,
+                       C.COMPUTED, "unifiedMarginStatus 4, marginMode ISOLATED_MARGIN"),
+    "bybit-portfolio": (bybit.account_mode, bybit_info("PORTFOLIO_MARGIN"), M.PORTFOLIO,
+                        C.EXCHANGE_RATIO, "unifiedMarginStatus 4, marginMode PORTFOLIO_MARGIN"),
+    "bybit-new": (bybit.account_mode, bybit_info("SOMETHING_NEW"), M.UNKNOWN, C.EXCHANGE_RATIO,
+                  "unifiedMarginStatus 4, marginMode SOMETHING_NEW"),
+    # the recorded answer; OKX docs: acctLv 3 multi-currency margin, 4 portfolio margin, 1 spot
+    # mode (no derivatives)
+    "okx-2": (okx.account_mode, okx_config("2"), M.SINGLE_ASSET, C.COMPUTED, "acctLv 2"),
+    "okx-3": (okx.account_mode, okx_config("3"), M.MULTI_ASSETS, C.EXCHANGE_RATIO, "acctLv 3"),
+    "okx-4": (okx.account_mode, okx_config("4"), M.PORTFOLIO, C.EXCHANGE_RATIO, "acctLv 4"),
+    "okx-1": (okx.account_mode, okx_config("1"), M.SIMPLE, C.REFUSED, "acctLv 1"),
+    # the documented answer, then its other margin modes
+    "gate-multi": (gate.futures_mode, GATE_UNIFIED_USDT, M.MULTI_ASSETS, C.EXCHANGE_RATIO,
+                   "margin_mode 1 (multi_currency)"),
+    "gate-portfolio": (gate.futures_mode,
+                       GATE_UNIFIED_USDT | {"margin_mode": 2, "margin_mode_name": "portfolio"},
+                       M.PORTFOLIO, C.EXCHANGE_RATIO, "margin_mode 2 (portfolio)"),
+    "gate-single": (gate.futures_mode,
+                    GATE_UNIFIED_USDT | {"margin_mode": 3, "margin_mode_name": "single_currency"},
+                    M.UNIFIED_SINGLE_CURRENCY, C.EXCHANGE_RATIO,
+                    "margin_mode 3 (single_currency)"),
+    "gate-classic": (gate.futures_mode, GATE_UNIFIED_USDT | CLASSIC | {"enable_tiered_mm": True},
+                     M.SINGLE_ASSET, C.COMPUTED, "margin_mode 0 (classic)"),
+    # derived: the classic account without tiered MM
+    "gate-old-classic": (gate.futures_mode,
+                         GATE_UNIFIED_USDT | CLASSIC | {"enable_tiered_mm": False}, M.LEGACY,
+                         C.NOT_COMPUTED, "margin_mode 0 (classic), old classic"),
     # an account from before these fields: no cross pool, no tiers said -> old classic
-    old = gate.futures_mode({"total": "10", "maintenance_margin": "1"})
-    assert old.mode is M.LEGACY and old.detail.startswith("margin_mode not given")
+    "gate-no-fields": (gate.futures_mode, {"total": "10", "maintenance_margin": "1"}, M.LEGACY,
+                       C.NOT_COMPUTED, "margin_mode not given, old classic"),
+    "hyperliquid-default": (hl_mode, '"default"', M.SINGLE_ASSET, C.COMPUTED,
+                            "userAbstraction default"),
+    "hyperliquid-disabled": (hl_mode, '"disabled"', M.SINGLE_ASSET, C.COMPUTED,
+                             "userAbstraction disabled"),
+    "hyperliquid-unified": (hl_mode, '"unifiedAccount"', M.UNIFIED_ACCOUNT, C.REFUSED,
+                            "userAbstraction unifiedAccount"),
+    "hyperliquid-portfolio": (hl_mode, '"portfolioMargin"', M.PORTFOLIO, C.REFUSED,
+                              "userAbstraction portfolioMargin"),
+    "hyperliquid-new": (hl_mode, '"newThing"', M.UNKNOWN, C.REFUSED, "userAbstraction unknown"),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    ("answer", "mode", "coverage"),
-    [
-        ('"default"', M.SINGLE_ASSET, C.COMPUTED),
-        ('"disabled"', M.SINGLE_ASSET, C.COMPUTED),
-        ('"unifiedAccount"', M.UNIFIED_ACCOUNT, C.REFUSED),
-        ('"portfolioMargin"', M.PORTFOLIO, C.REFUSED),
-        ('"newThing"', M.UNKNOWN, C.REFUSED),
-    ],
+    ("read", "answer", "mode", "coverage", "detail"),
+    list(MODE_ANSWERS.values()),
+    ids=list(MODE_ANSWERS),
 )
-def test_hyperliquid_mode_from_user_abstraction(
-    answer: str, mode: AccountMode, coverage: Coverage
+def test_mode_read_from_the_exchanges_answer(
+    read: Callable[[Any], ModeReading],
+    answer: Any,
+    mode: AccountMode,
+    coverage: Coverage,
+    detail: str,
 ) -> None:
-    reading = hyperliquid.abstraction_mode(HL_USER, answer)
-    assert (reading.mode, reading.coverage) == (mode, coverage)
+    reading = read(answer)
+    assert (reading.mode, reading.coverage, reading.detail) == (mode, coverage, detail)
+
+
+def test_unreadable_mode_answers_and_binance_portfolio_margin() -> None:
+    with pytest.raises(FrameError):
+        binance.usdm_mode({"multiAssetsMargin": None})
+    with pytest.raises(FrameError):
+        okx.account_mode({"code": "0", "data": []})
+    pm = binance.usdm_mode(None, portfolio_margin=True)
+    assert (pm.mode, pm.coverage) == (M.PORTFOLIO, C.REFUSED) and "/papi" in pm.limits
 
 
 def test_reading_labels() -> None:
