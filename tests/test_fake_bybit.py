@@ -22,7 +22,14 @@ import pytest
 
 from tests.fake_exchange.bybit import FakeBybit
 from tests.support.aio import run, settle
-from tests.support.fakes import KEY, SECRET, btcusdt_linear_perpetual, ccxt_client, with_one_account
+from tests.support.fakes import (
+    KEY,
+    SECRET,
+    btcusdt_linear_perpetual,
+    ccxt_client,
+    snapshot_then_opening,
+    with_one_account,
+)
 from tests.support.poll import eventually
 from tests.support.process import ROOT
 
@@ -348,16 +355,7 @@ def test_mark_interval_pushes_subscribed_tickers() -> None:
 def test_watch_positions_receives_open_and_close() -> None:
     async def body() -> None:
         async with fake_server() as fake, exchange(fake) as ex:
-            fake.open_position(KEY, BTC, "long", "0.5", "64000")
-            snapshot = await settle(ex.watch_positions())  # ccxt's REST snapshot
-            assert [(p["symbol"], p["side"], p["contracts"]) for p in snapshot] == [
-                (BTC, "long", 0.5)
-            ]
-            pending = asyncio.ensure_future(ex.watch_positions())
-            await eventually(lambda: "position" in fake.subscriptions())
-            fake.open_position(KEY, SOL, "short", "10", "150", margin_mode="isolated")
-            (opened,) = await settle(pending)
-            assert (opened["symbol"], opened["side"], opened["contracts"]) == (SOL, "short", 10)
+            opened = await snapshot_then_opening(fake, ex, "0.5", "position")
             raw = opened["info"]
             assert (raw["category"], raw["side"], raw["tradeMode"], raw["positionIdx"]) == (
                 "linear",

@@ -17,7 +17,7 @@ import pytest
 
 from tests.fake_exchange.gate import FakeGate
 from tests.support.aio import run, settle
-from tests.support.fakes import KEY, SECRET, ccxt_client, with_one_account
+from tests.support.fakes import KEY, SECRET, ccxt_client, snapshot_then_opening, with_one_account
 from tests.support.feeds import (
     BTC,
 )
@@ -181,16 +181,7 @@ def test_watch_positions_and_balance_with_the_uid() -> None:
         async with fake_server() as fake:
             uid = str(fake.user_id(KEY))
             async with exchange(fake, uid=uid) as ex:
-                fake.open_position(KEY, BTC, "long", "5000", "64000")
-                snapshot = await settle(ex.watch_positions())  # ccxt's REST snapshot
-                assert [(p["symbol"], p["side"], p["contracts"]) for p in snapshot] == [
-                    (BTC, "long", 5000)
-                ]
-                pending = asyncio.ensure_future(ex.watch_positions())
-                await eventually(lambda: "futures.positions" in fake.subscriptions())
-                fake.open_position(KEY, SOL, "short", "10", "150", margin_mode="isolated")
-                (opened,) = await settle(pending)
-                assert (opened["symbol"], opened["side"], opened["contracts"]) == (SOL, "short", 10)
+                opened = await snapshot_then_opening(fake, ex, "5000", "futures.positions")
                 assert opened["info"]["user"] == uid
                 pending = asyncio.ensure_future(ex.watch_positions())
                 await asyncio.sleep(0.05)

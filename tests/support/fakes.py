@@ -16,6 +16,8 @@ from tests.fake_exchange.bybit import FakeBybit
 from tests.fake_exchange.gate import FakeGate
 from tests.fake_exchange.hyperliquid import FakeHyperliquid
 from tests.fake_exchange.okx import FakeOKX
+from tests.support.aio import settle
+from tests.support.poll import eventually
 
 # the fake exchange server of each ccxt exchange id
 FAKES: dict[str, type[FakeExchangeServer[Any, Any]]] = {
@@ -127,3 +129,20 @@ def btcusdt_linear_perpetual(markets: dict[str, Any]) -> dict[str, Any]:
     )
     assert btc["precision"]["price"] == 0.1
     return btc
+
+
+async def snapshot_then_opening(fake: Any, exchange: Any, btc_contracts: str, channel: str) -> Any:
+    """ccxt's ``watch_positions`` on a fake: first its REST snapshot of a long of
+    ``btc_contracts`` BTC, then the push (on the fake's ``channel``) of a 10 SOL isolated short
+    opened while subscribed; returns that pushed position."""
+    btc, sol = "BTC/USDT:USDT", "SOL/USDT:USDT"
+    fake.open_position(KEY, btc, "long", btc_contracts, "64000")
+    snapshot = await settle(exchange.watch_positions())  # ccxt's REST snapshot
+    held = [(p["symbol"], p["side"], p["contracts"]) for p in snapshot]
+    assert held == [(btc, "long", float(btc_contracts))]
+    pending = asyncio.ensure_future(exchange.watch_positions())
+    await eventually(lambda: channel in fake.subscriptions())
+    fake.open_position(KEY, sol, "short", "10", "150", margin_mode="isolated")
+    (opened,) = await settle(pending)
+    assert (opened["symbol"], opened["side"], opened["contracts"]) == (sol, "short", 10)
+    return opened
