@@ -28,7 +28,7 @@ from .fake_exchange.hyperliquid import FakeHyperliquid
 from .fake_exchange.okx import FakeOKX
 from .support.aio import run
 from .support.fakes import started
-from .support.feeds import BTC, FAST, FAST_OPTIONS, account_config, make_feed
+from .support.feeds import BTC, FAST, FAST_OPTIONS, account_config, kept_open, make_feed
 
 D = Decimal
 USDC_BTC = "BTC/USDC:USDC"
@@ -168,16 +168,6 @@ def test_reading_labels() -> None:
 # --- the feeds against the local exchanges -----------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def bootstrapped(feed: AccountFeed) -> AsyncIterator[AccountState]:
-    """The feed's state after its bootstrap, its exchange client open for reconciles."""
-    try:
-        await feed.bootstrap()
-        yield feed.state
-    finally:
-        await feed.close()
-
-
 def watched(feed: AccountFeed) -> list[Change]:
     changes: list[Change] = []
     feed.listeners.append(lambda _feed, change, _symbol: changes.append(change))
@@ -204,9 +194,8 @@ async def long_btc(
     async with started(fake, [(KEY, SECRET, wallet)]):
         fake.set_mark(BTC, "60000")
         fake.open_position(KEY, BTC, "long", contracts, "60000")
-        feed = feed_on(fake, exchange)
-        async with bootstrapped(feed) as state:
-            yield feed, state
+        async with kept_open(feed_on(fake, exchange)) as feed:
+            yield feed, feed.state
 
 
 def test_binance_switch_to_multi_assets_and_back_without_a_restart() -> None:
