@@ -40,7 +40,7 @@ from alertd.feeds.ccxt_exchange import ErrorKind, classify, make_exchange
 from alertd.feeds.feed import AccountFeed, Change
 from alertd.feeds.state import AccountMode, Coverage
 
-from .fake_exchange.bybit import FakeBybit
+from .fake_exchange.bybit import ACCOUNT_INFO_EXAMPLE, FakeBybit
 from .support.aio import run
 from .support.fakes import started
 from .support.feeds import FAST, account_config, make_feed
@@ -53,12 +53,6 @@ BTC = "BTC/USDT:USDT"
 GATE_DETAIL = {
     "user_id": 10406147, "ip_whitelist": [], "currency_pairs": [], "key": {"mode": 1},
     "tier": 0, "tier_expire_time": "0001-01-01T00:00:00Z", "copy_trading_role": 0,
-}  # fmt: skip
-# ccxt bybit.py, is_unified_enabled: a real "Get Account Info" answer (a UTA 1.0 pro account)
-BYBIT_ACCOUNT_INFO = {
-    "marginMode": "REGULAR_MARGIN", "updatedTime": "1697078946000", "unifiedMarginStatus": 4,
-    "dcpStatus": "OFF", "timeWindow": 10, "smpGroup": 0, "isMasterTrader": False,
-    "spotHedgingStatus": "OFF",
 }  # fmt: skip
 # ccxt pro/hyperliquid.py, handle_balance: a spotState push (the unified modes' balance)
 HL_SPOT_PUSH = {
@@ -508,7 +502,7 @@ def test_hyperliquid_unified_account_stops_the_feed_with_the_mode() -> None:
     ],
 )  # fmt: skip
 def test_bybit_account_types(status: Any, refused: str | None) -> None:
-    info = dict(BYBIT_ACCOUNT_INFO, unifiedMarginStatus=status)
+    info = dict(ACCOUNT_INFO_EXAMPLE, unifiedMarginStatus=status)
     reading = bybit_mode(info)
     if refused is None:
         assert reading.mode is AccountMode.UNIFIED_CROSS  # the recorded marginMode

@@ -9,7 +9,7 @@ local exchanges, which serve the modes in the exchanges' own formats.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -22,13 +22,13 @@ from alertd.feeds.feed import AccountFeed, Change
 from alertd.feeds.state import AccountMode, AccountState, Coverage, ModeReading
 
 from .fake_exchange.binance import FakeBinanceUSDM
-from .fake_exchange.bybit import FakeBybit
+from .fake_exchange.bybit import ACCOUNT_INFO_EXAMPLE, FakeBybit
 from .fake_exchange.gate import FakeGate
 from .fake_exchange.hyperliquid import FakeHyperliquid
 from .fake_exchange.okx import FakeOKX
 from .support.aio import run
 from .support.fakes import started
-from .support.feeds import BTC, FAST, FAST_OPTIONS, account_config, make_feed
+from .support.feeds import BTC, FAST, FAST_OPTIONS, account_config, kept_open, make_feed
 
 D = Decimal
 USDC_BTC = "BTC/USDC:USDC"
@@ -38,50 +38,6 @@ C = Coverage
 
 
 # --- the readers, on the exchanges' documented answers -----------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("answer", "mode", "coverage"),
-    [
-        # developers.binance.com, USDⓈ-M "Get Current Multi-Assets Mode": the documented answer
-        ({"multiAssetsMargin": True}, M.MULTI_ASSETS, C.COMPUTED),
-        ({"multiAssetsMargin": False}, M.SINGLE_ASSET, C.COMPUTED),
-    ],
-)
-def test_binance_mode_from_its_answer(answer: Any, mode: AccountMode, coverage: Coverage) -> None:
-    reading = binance.usdm_mode(answer)
-    assert (reading.mode, reading.coverage) == (mode, coverage)
-    assert reading.detail == f"multiAssetsMargin {str(answer['multiAssetsMargin']).lower()}"
-    with pytest.raises(FrameError):
-        binance.usdm_mode({"multiAssetsMargin": None})
-    pm = binance.usdm_mode(None, portfolio_margin=True)
-    assert (pm.mode, pm.coverage) == (M.PORTFOLIO, C.REFUSED) and "/papi" in pm.limits
-
-
-# ccxt bybit.py, is_unified_enabled: a real "Get Account Info" answer (UTA 1.0 pro); the other
-# margin modes are the values Bybit's "Set Margin Mode" documents
-BYBIT_INFO = {
-    "marginMode": "REGULAR_MARGIN", "updatedTime": "1697078946000", "unifiedMarginStatus": 4,
-    "dcpStatus": "OFF", "timeWindow": 10, "smpGroup": 0, "isMasterTrader": False,
-    "spotHedgingStatus": "OFF",
-}  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    ("margin_mode", "mode", "coverage"),
-    [
-        ("REGULAR_MARGIN", M.UNIFIED_CROSS, C.COMPUTED),
-        ("ISOLATED_MARGIN", M.UNIFIED_ISOLATED, C.COMPUTED),
-        ("PORTFOLIO_MARGIN", M.PORTFOLIO, C.EXCHANGE_RATIO),
-        ("SOMETHING_NEW", M.UNKNOWN, C.EXCHANGE_RATIO),
-    ],
-)
-def test_bybit_mode_from_account_info(
-    margin_mode: str, mode: AccountMode, coverage: Coverage
-) -> None:
-    reading = bybit.account_mode(dict(BYBIT_INFO, marginMode=margin_mode))
-    assert (reading.mode, reading.coverage) == (mode, coverage)
-    assert reading.detail == f"unifiedMarginStatus 4, marginMode {margin_mode}"
 
 
 # ccxt okx.py, fetch_accounts: a real "Get account configuration" row (acctLv "2")
@@ -95,23 +51,6 @@ OKX_CONFIG_ROW = {
     "spotTraderInsts": [], "traderInsts": [], "uid": "44705892343619584", "settleCcy": "USDT",
     "settleCcyList": ["USD", "USDC", "USDG"],
 }  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    ("level", "mode", "coverage"),
-    [
-        ("2", M.SINGLE_ASSET, C.COMPUTED),  # the recorded answer
-        ("3", M.MULTI_ASSETS, C.EXCHANGE_RATIO),  # OKX docs: acctLv 3 multi-currency margin
-        ("4", M.PORTFOLIO, C.EXCHANGE_RATIO),  # 4 portfolio margin
-        ("1", M.SIMPLE, C.REFUSED),  # 1 spot mode: no derivatives
-    ],
-)
-def test_okx_mode_from_account_config(level: str, mode: AccountMode, coverage: Coverage) -> None:
-    reading = okx.account_mode({"code": "0", "data": [dict(OKX_CONFIG_ROW, acctLv=level)]})
-    assert (reading.mode, reading.coverage, reading.detail) == (mode, coverage, f"acctLv {level}")
-    with pytest.raises(FrameError):
-        okx.account_mode({"code": "0", "data": []})
-
 
 # Gate API v4 docs, "List sub-accounts' futures account balances": the usdt futures account of
 # the documented example (a unified multi-currency account), trimmed to the mode's fields
@@ -127,55 +66,98 @@ GATE_UNIFIED_USDT = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("changes", "mode", "coverage"),
-    [
-        ({}, M.MULTI_ASSETS, C.EXCHANGE_RATIO),  # the documented answer
-        ({"margin_mode": 2, "margin_mode_name": "portfolio"}, M.PORTFOLIO, C.EXCHANGE_RATIO),
-        (
-            {"margin_mode": 3, "margin_mode_name": "single_currency"},
-            M.UNIFIED_SINGLE_CURRENCY,
-            C.EXCHANGE_RATIO,
-        ),
-        (
-            {"margin_mode": 0, "margin_mode_name": "classic", "enable_tiered_mm": True},
-            M.SINGLE_ASSET,
-            C.COMPUTED,
-        ),
-        (  # derived: the classic account without tiered MM
-            {"margin_mode": 0, "margin_mode_name": "classic", "enable_tiered_mm": False},
-            M.LEGACY,
-            C.NOT_COMPUTED,
-        ),
-    ],
-)
-def test_gate_mode_from_the_futures_account(
-    changes: dict[str, Any], mode: AccountMode, coverage: Coverage
-) -> None:
-    reading = gate.futures_mode(GATE_UNIFIED_USDT | changes)
-    assert (reading.mode, reading.coverage) == (mode, coverage)
-    code = (GATE_UNIFIED_USDT | changes)["margin_mode"]
-    assert reading.detail.startswith(f"margin_mode {code} (")
+def bybit_info(margin_mode: str) -> dict[str, Any]:
+    """ccxt's recorded "Get Account Info" answer in ``margin_mode`` (the values Bybit's "Set
+    Margin Mode" documents)."""
+    return dict(ACCOUNT_INFO_EXAMPLE, marginMode=margin_mode)
+
+
+def okx_config(level: str) -> dict[str, Any]:
+    return {"code": "0", "data": [dict(OKX_CONFIG_ROW, acctLv=level)]}
+
+
+def hl_mode(answer: str) -> ModeReading:
+    return hyperliquid.abstraction_mode(HL_USER, answer)
+
+
+CLASSIC = {"margin_mode": 0, "margin_mode_name": "classic"}
+
+
+# (reader, the exchange's answer, mode, coverage, the reading's detail)
+MODE_ANSWERS = {
+    # developers.binance.com, USDⓈ-M "Get Current Multi-Assets Mode": the documented answer
+    "binance-multi": (binance.usdm_mode, {"multiAssetsMargin": True}, M.MULTI_ASSETS, C.COMPUTED,
+                      "multiAssetsMargin true"),
+    "binance-single": (binance.usdm_mode, {"multiAssetsMargin": False}, M.SINGLE_ASSET,
+                       C.COMPUTED, "multiAssetsMargin false"),
+    "bybit-regular": (bybit.account_mode, bybit_info("REGULAR_MARGIN"), M.UNIFIED_CROSS,
+                      C.COMPUTED, "unifiedMarginStatus 4, marginMode REGULAR_MARGIN"),
+    "bybit-isolated": (bybit.account_mode, bybit_info("ISOLATED_MARGIN"), M.UNIFIED_ISOLATED,
+                       C.COMPUTED, "unifiedMarginStatus 4, marginMode ISOLATED_MARGIN"),
+    "bybit-portfolio": (bybit.account_mode, bybit_info("PORTFOLIO_MARGIN"), M.PORTFOLIO,
+                        C.EXCHANGE_RATIO, "unifiedMarginStatus 4, marginMode PORTFOLIO_MARGIN"),
+    "bybit-new": (bybit.account_mode, bybit_info("SOMETHING_NEW"), M.UNKNOWN, C.EXCHANGE_RATIO,
+                  "unifiedMarginStatus 4, marginMode SOMETHING_NEW"),
+    # the recorded answer; OKX docs: acctLv 3 multi-currency margin, 4 portfolio margin, 1 spot
+    # mode (no derivatives)
+    "okx-2": (okx.account_mode, okx_config("2"), M.SINGLE_ASSET, C.COMPUTED, "acctLv 2"),
+    "okx-3": (okx.account_mode, okx_config("3"), M.MULTI_ASSETS, C.EXCHANGE_RATIO, "acctLv 3"),
+    "okx-4": (okx.account_mode, okx_config("4"), M.PORTFOLIO, C.EXCHANGE_RATIO, "acctLv 4"),
+    "okx-1": (okx.account_mode, okx_config("1"), M.SIMPLE, C.REFUSED, "acctLv 1"),
+    # the documented answer, then its other margin modes
+    "gate-multi": (gate.futures_mode, GATE_UNIFIED_USDT, M.MULTI_ASSETS, C.EXCHANGE_RATIO,
+                   "margin_mode 1 (multi_currency)"),
+    "gate-portfolio": (gate.futures_mode,
+                       GATE_UNIFIED_USDT | {"margin_mode": 2, "margin_mode_name": "portfolio"},
+                       M.PORTFOLIO, C.EXCHANGE_RATIO, "margin_mode 2 (portfolio)"),
+    "gate-single": (gate.futures_mode,
+                    GATE_UNIFIED_USDT | {"margin_mode": 3, "margin_mode_name": "single_currency"},
+                    M.UNIFIED_SINGLE_CURRENCY, C.EXCHANGE_RATIO,
+                    "margin_mode 3 (single_currency)"),
+    "gate-classic": (gate.futures_mode, GATE_UNIFIED_USDT | CLASSIC | {"enable_tiered_mm": True},
+                     M.SINGLE_ASSET, C.COMPUTED, "margin_mode 0 (classic)"),
+    # derived: the classic account without tiered MM
+    "gate-old-classic": (gate.futures_mode,
+                         GATE_UNIFIED_USDT | CLASSIC | {"enable_tiered_mm": False}, M.LEGACY,
+                         C.NOT_COMPUTED, "margin_mode 0 (classic), old classic"),
     # an account from before these fields: no cross pool, no tiers said -> old classic
-    old = gate.futures_mode({"total": "10", "maintenance_margin": "1"})
-    assert old.mode is M.LEGACY and old.detail.startswith("margin_mode not given")
+    "gate-no-fields": (gate.futures_mode, {"total": "10", "maintenance_margin": "1"}, M.LEGACY,
+                       C.NOT_COMPUTED, "margin_mode not given, old classic"),
+    "hyperliquid-default": (hl_mode, '"default"', M.SINGLE_ASSET, C.COMPUTED,
+                            "userAbstraction default"),
+    "hyperliquid-disabled": (hl_mode, '"disabled"', M.SINGLE_ASSET, C.COMPUTED,
+                             "userAbstraction disabled"),
+    "hyperliquid-unified": (hl_mode, '"unifiedAccount"', M.UNIFIED_ACCOUNT, C.REFUSED,
+                            "userAbstraction unifiedAccount"),
+    "hyperliquid-portfolio": (hl_mode, '"portfolioMargin"', M.PORTFOLIO, C.REFUSED,
+                              "userAbstraction portfolioMargin"),
+    "hyperliquid-new": (hl_mode, '"newThing"', M.UNKNOWN, C.REFUSED, "userAbstraction unknown"),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    ("answer", "mode", "coverage"),
-    [
-        ('"default"', M.SINGLE_ASSET, C.COMPUTED),
-        ('"disabled"', M.SINGLE_ASSET, C.COMPUTED),
-        ('"unifiedAccount"', M.UNIFIED_ACCOUNT, C.REFUSED),
-        ('"portfolioMargin"', M.PORTFOLIO, C.REFUSED),
-        ('"newThing"', M.UNKNOWN, C.REFUSED),
-    ],
+    ("read", "answer", "mode", "coverage", "detail"),
+    list(MODE_ANSWERS.values()),
+    ids=list(MODE_ANSWERS),
 )
-def test_hyperliquid_mode_from_user_abstraction(
-    answer: str, mode: AccountMode, coverage: Coverage
+def test_mode_read_from_the_exchanges_answer(
+    read: Callable[[Any], ModeReading],
+    answer: Any,
+    mode: AccountMode,
+    coverage: Coverage,
+    detail: str,
 ) -> None:
-    reading = hyperliquid.abstraction_mode(HL_USER, answer)
-    assert (reading.mode, reading.coverage) == (mode, coverage)
+    reading = read(answer)
+    assert (reading.mode, reading.coverage, reading.detail) == (mode, coverage, detail)
+
+
+def test_unreadable_mode_answers_and_binance_portfolio_margin() -> None:
+    with pytest.raises(FrameError):
+        binance.usdm_mode({"multiAssetsMargin": None})
+    with pytest.raises(FrameError):
+        okx.account_mode({"code": "0", "data": []})
+    pm = binance.usdm_mode(None, portfolio_margin=True)
+    assert (pm.mode, pm.coverage) == (M.PORTFOLIO, C.REFUSED) and "/papi" in pm.limits
 
 
 def test_reading_labels() -> None:
@@ -186,50 +168,61 @@ def test_reading_labels() -> None:
 # --- the feeds against the local exchanges -----------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def bootstrapped(feed: AccountFeed) -> AsyncIterator[AccountState]:
-    """The feed's state after its bootstrap, its exchange client open for reconciles."""
-    try:
-        await feed.bootstrap()
-        yield feed.state
-    finally:
-        await feed.close()
-
-
 def watched(feed: AccountFeed) -> list[Change]:
     changes: list[Change] = []
     feed.listeners.append(lambda _feed, change, _symbol: changes.append(change))
     return changes
 
 
+KEY, SECRET = "key-a", "secret-a"
+
+
+def feed_on(fake: Any, exchange: str) -> AccountFeed:
+    """The feed of account ``KEY`` on ``fake`` (with OKX's passphrase there)."""
+    keys = {"api_key": Secret(KEY), "secret": Secret(SECRET)}
+    if exchange == "okx":
+        keys["password"] = Secret(FakeOKX.PASSPHRASE)
+    return AccountFeed(account_config("a", exchange, fake), keys, FAST, FAST_OPTIONS)
+
+
+@contextlib.asynccontextmanager
+async def long_btc(
+    fake: Any, exchange: str, wallet: str, contracts: str
+) -> AsyncIterator[tuple[AccountFeed, AccountState]]:
+    """``fake`` serving one account (``KEY``) with ``wallet``, long ``contracts`` of BTC at
+    60,000, and that account's feed after its bootstrap, open for reconciles."""
+    async with started(fake, [(KEY, SECRET, wallet)]):
+        fake.set_mark(BTC, "60000")
+        fake.open_position(KEY, BTC, "long", contracts, "60000")
+        async with kept_open(feed_on(fake, exchange)) as feed:
+            yield feed, feed.state
+
+
 def test_binance_switch_to_multi_assets_and_back_without_a_restart() -> None:
     async def body() -> None:
-        async with started(FakeBinanceUSDM(), [("key-b", "secret-b", "2000")]) as fake:
-            fake.set_mark(BTC, "60000")
-            fake.open_position("key-b", BTC, "long", "1", "60000")
-            feed = make_feed(account_config("b", "binanceusdm", fake), "key-b", "secret-b")
-            async with bootstrapped(feed) as state:
-                assert state.mode.mode is M.SINGLE_ASSET and state.mode.coverage is C.COMPUTED
-                assert state.computable and feed.ratios is not None
-                ours, theirs = feed.ratios
-                assert abs(ours - theirs) / theirs < D("0.001")  # alertd reproduces Binance
+        fake = FakeBinanceUSDM()
+        async with long_btc(fake, "binanceusdm", "2000", "1") as (feed, state):
+            assert state.mode.mode is M.SINGLE_ASSET and state.mode.coverage is C.COMPUTED
+            assert state.computable and feed.ratios is not None
+            ours, theirs = feed.ratios
+            assert abs(ours - theirs) / theirs < D("0.001")  # alertd reproduces Binance
 
-                fake.set_multi_assets("key-b", True, {"USDC": ("22", "0.9999")})
-                await feed.reconcile()  # the next reconcile, same feed, no restart
-                assert state.fatal is None
-                assert state.mode.mode is M.MULTI_ASSETS
-                # the USD pool: the USDT wallet and the USDC at its index, computed by alertd
-                assert state.mode.coverage is C.COMPUTED and state.computable
-                assert [(c.asset, c.amount) for c in state.collateral] == [("USDC", D(22))]
-                served = fake.account_v3("key-b")
-                expected = D(served["totalMaintMargin"]) / D(served["totalMarginBalance"])
-                assert state.reported_account.margin_ratio == expected
-                assert feed.ratios is not None and feed.ratios[1] == expected
-                assert abs(feed.ratios[0] / expected - 1) < D("1e-9")
+            fake.set_multi_assets(KEY, True, {"USDC": ("22", "0.9999")})
+            await feed.reconcile()  # the next reconcile, same feed, no restart
+            assert state.fatal is None
+            assert state.mode.mode is M.MULTI_ASSETS
+            # the USD pool: the USDT wallet and the USDC at its index, computed by alertd
+            assert state.mode.coverage is C.COMPUTED and state.computable
+            assert [(c.asset, c.amount) for c in state.collateral] == [("USDC", D(22))]
+            served = fake.account_v3(KEY)
+            expected = D(served["totalMaintMargin"]) / D(served["totalMarginBalance"])
+            assert state.reported_account.margin_ratio == expected
+            assert feed.ratios is not None and feed.ratios[1] == expected
+            assert abs(feed.ratios[0] / expected - 1) < D("1e-9")
 
-                fake.set_multi_assets("key-b", False)
-                await feed.reconcile()
-                assert state.mode.mode is M.SINGLE_ASSET and state.computable
+            fake.set_multi_assets(KEY, False)
+            await feed.reconcile()
+            assert state.mode.mode is M.SINGLE_ASSET and state.computable
 
     run(body())
 
@@ -280,108 +273,90 @@ def test_binance_single_asset_with_a_usdc_position_says_what_is_missing() -> Non
 
 def test_bybit_collateral_and_margin_modes_follow_the_account() -> None:
     async def body() -> None:
-        async with started(FakeBybit(), [("key-y", "secret-y", "1000")]) as fake:
-            fake.set_mark(BTC, "60000")
-            fake.open_position("key-y", BTC, "long", "0.1", "60000")
-            feed = make_feed(account_config("y", "bybit", fake), "key-y", "secret-y")
-            async with bootstrapped(feed) as state:
-                assert state.mode.mode is M.UNIFIED_CROSS and state.computable
+        fake = FakeBybit()
+        async with long_btc(fake, "bybit", "1000", "0.1") as (feed, state):
+            assert state.mode.mode is M.UNIFIED_CROSS and state.computable
 
-                # BTC collateral at 60,000 USD valued at 95% (Bybit's tiered collateral ratio):
-                # alertd counts it in the pool and agrees with Bybit's accountMMRate
-                fake.set_collateral("key-y", "BTC", "0.01", "60000", "0.95", follows=BTC)
-                await feed.reconcile()
-                assert state.mode.coverage is C.COMPUTED and state.computable
-                assert [(c.asset, c.value) for c in state.collateral] == [("BTC", D(570))]
-                # MM: 0.5% of the notional plus the fee to close at the bankruptcy price (10x)
-                fee = D("0.1") * 60000 * D("0.9") * D("0.00055")
-                mm = D("0.1") * 60000 * D("0.005") + fee
-                balance = 1000 + D("0.01") * 60000 * D("0.95")
-                # Bybit shows accountMMRate cut to four decimals
-                assert state.reported_account.margin_ratio == (mm / balance).quantize(D("0.0001"))
-                assert feed.ratios is not None and feed.ratios[0] == mm / balance
-                assert feed.comparison is not None and feed.comparison.mismatches == ()
+            # BTC collateral at 60,000 USD valued at 95% (Bybit's tiered collateral ratio):
+            # alertd counts it in the pool and agrees with Bybit's accountMMRate
+            fake.set_collateral(KEY, "BTC", "0.01", "60000", "0.95", follows=BTC)
+            await feed.reconcile()
+            assert state.mode.coverage is C.COMPUTED and state.computable
+            assert [(c.asset, c.value) for c in state.collateral] == [("BTC", D(570))]
+            # MM: 0.5% of the notional plus the fee to close at the bankruptcy price (10x)
+            fee = D("0.1") * 60000 * D("0.9") * D("0.00055")
+            mm = D("0.1") * 60000 * D("0.005") + fee
+            balance = 1000 + D("0.01") * 60000 * D("0.95")
+            # Bybit shows accountMMRate cut to four decimals
+            assert state.reported_account.margin_ratio == (mm / balance).quantize(D("0.0001"))
+            assert feed.ratios is not None and feed.ratios[0] == mm / balance
+            assert feed.comparison is not None and feed.comparison.mismatches == ()
 
-                fake.set_margin_mode("key-y", "PORTFOLIO_MARGIN")
-                await feed.reconcile()
-                assert state.mode.mode is M.PORTFOLIO and state.mode.coverage is C.EXCHANGE_RATIO
+            fake.set_margin_mode(KEY, "PORTFOLIO_MARGIN")
+            await feed.reconcile()
+            assert state.mode.mode is M.PORTFOLIO and state.mode.coverage is C.EXCHANGE_RATIO
 
-                fake.set_collateral("key-y", "BTC", "0", "60000")
-                fake.set_margin_mode("key-y", "REGULAR_MARGIN")
-                await feed.reconcile()
-                assert state.mode.coverage is C.COMPUTED and state.computable
-                assert state.collateral == ()
+            fake.set_collateral(KEY, "BTC", "0", "60000")
+            fake.set_margin_mode(KEY, "REGULAR_MARGIN")
+            await feed.reconcile()
+            assert state.mode.coverage is C.COMPUTED and state.computable
+            assert state.collateral == ()
 
     run(body())
 
 
-def okx_feed(fake: FakeOKX) -> AccountFeed:
-    secrets = {
-        "api_key": Secret("key-o"),
-        "secret": Secret("secret-o"),
-        "password": Secret(FakeOKX.PASSPHRASE),
-    }
-    return AccountFeed(account_config("o", "okx", fake), secrets, FAST, FAST_OPTIONS)
-
-
 def test_okx_multi_currency_and_portfolio_show_okx_s_mgn_ratio() -> None:
     async def body() -> None:
-        async with started(FakeOKX(), [("key-o", "secret-o", "8000")]) as fake:
-            fake.set_mark(BTC, "60000")
-            fake.open_position("key-o", BTC, "long", "10", "60000")
-            feed = okx_feed(fake)
-            async with bootstrapped(feed) as state:
-                assert state.mode.mode is M.SINGLE_ASSET and state.computable
-                fake.set_account_level("key-o", "3", other_adj_eq="5000")
-                await feed.reconcile()
-                assert state.mode.mode is M.MULTI_ASSETS and not state.computable
-                assert state.mode.detail == "acctLv 3"
-                ratio = state.reported_account.margin_ratio
-                assert ratio is not None and state.reported_account.margin_balance is not None
-                # OKX's mgnRatio is adjEq / (mmr): alertd shows its reciprocal
-                assert state.reported_account.margin_balance > D(8000)  # the USD pool's adjEq
-                fake.set_account_level("key-o", "4", other_adj_eq="5000")
-                await feed.reconcile()
-                assert state.mode.mode is M.PORTFOLIO and state.mode.coverage is C.EXCHANGE_RATIO
-                fake.set_account_level("key-o", "1")
-                await feed.reconcile()
-                assert state.fatal is not None and "spot mode (acctLv 1)" in state.fatal
+        fake = FakeOKX()
+        async with long_btc(fake, "okx", "8000", "10") as (feed, state):
+            assert state.mode.mode is M.SINGLE_ASSET and state.computable
+            fake.set_account_level(KEY, "3", other_adj_eq="5000")
+            await feed.reconcile()
+            assert state.mode.mode is M.MULTI_ASSETS and not state.computable
+            assert state.mode.detail == "acctLv 3"
+            ratio = state.reported_account.margin_ratio
+            assert ratio is not None and state.reported_account.margin_balance is not None
+            # OKX's mgnRatio is adjEq / (mmr): alertd shows its reciprocal
+            assert state.reported_account.margin_balance > D(8000)  # the USD pool's adjEq
+            fake.set_account_level(KEY, "4", other_adj_eq="5000")
+            await feed.reconcile()
+            assert state.mode.mode is M.PORTFOLIO and state.mode.coverage is C.EXCHANGE_RATIO
+            fake.set_account_level(KEY, "1")
+            await feed.reconcile()
+            assert state.fatal is not None and "spot mode (acctLv 1)" in state.fatal
 
     run(body())
 
 
 def test_gate_unified_modes_read_the_unified_account() -> None:
     async def body() -> None:
-        async with started(FakeGate(), [("key-g", "secret-g", "1000")]) as fake:
-            fake.set_mark(BTC, "60000")
-            fake.open_position("key-g", BTC, "long", "100", "60000")
-            feed = make_feed(account_config("g", "gate", fake), "key-g", "secret-g")
-            async with bootstrapped(feed) as state:
-                assert state.mode.mode is M.SINGLE_ASSET and state.computable
-                computed_mm = state.reported_account.maintenance_margin
-                assert computed_mm is not None
+        fake = FakeGate()
+        async with long_btc(fake, "gate", "1000", "100") as (feed, state):
+            assert state.mode.mode is M.SINGLE_ASSET and state.computable
+            computed_mm = state.reported_account.maintenance_margin
+            assert computed_mm is not None
 
-                fake.set_margin_mode("key-g", 1, other_equity="2500")
-                await feed.reconcile()
-                assert state.mode.mode is M.MULTI_ASSETS and not state.computable
-                assert state.mode.detail == "margin_mode 1 (multi_currency)"
-                reported = state.reported_account
-                assert reported.maintenance_margin == computed_mm
-                assert reported.margin_balance is not None and reported.margin_ratio is not None
-                assert reported.margin_ratio == computed_mm / reported.margin_balance
+            fake.set_margin_mode(KEY, 1, other_equity="2500")
+            await feed.reconcile()
+            assert state.mode.mode is M.MULTI_ASSETS and not state.computable
+            assert state.mode.detail == "margin_mode 1 (multi_currency)"
+            reported = state.reported_account
+            assert reported.maintenance_margin == computed_mm
+            assert reported.margin_balance is not None and reported.margin_ratio is not None
+            assert reported.margin_ratio == computed_mm / reported.margin_balance
 
-                fake.set_margin_mode("key-g", 3, other_equity="2500")
-                await feed.reconcile()
-                assert state.mode.mode is M.UNIFIED_SINGLE_CURRENCY
-                assert state.mode.coverage is C.EXCHANGE_RATIO
-                usdt = state.reported_account  # the USDT pool of the unified account alone
-                assert usdt.margin_balance is not None and usdt.maintenance_margin == computed_mm
-                assert usdt.margin_balance < reported.margin_balance
+            fake.set_margin_mode(KEY, 3, other_equity="2500")
+            await feed.reconcile()
+            assert state.mode.mode is M.UNIFIED_SINGLE_CURRENCY
+            assert state.mode.coverage is C.EXCHANGE_RATIO
+            usdt = state.reported_account  # the USDT pool of the unified account alone
+            assert usdt.margin_balance is not None and usdt.maintenance_margin == computed_mm
+            assert usdt.margin_balance < reported.margin_balance
 
-                fake.set_margin_mode("key-g", 0, tiered_mm=False)
-                await feed.reconcile()
-                assert state.mode.mode is M.LEGACY and state.mode.coverage is C.NOT_COMPUTED
-                assert state.fatal is None and not state.computable
+            fake.set_margin_mode(KEY, 0, tiered_mm=False)
+            await feed.reconcile()
+            assert state.mode.mode is M.LEGACY and state.mode.coverage is C.NOT_COMPUTED
+            assert state.fatal is None and not state.computable
 
     run(body())
 

@@ -19,6 +19,7 @@ from alertd.rules.model import Rule, Scope, Severity, Subject
 
 from .receivers import HttpReceiver, SmtpReceiver
 from .support.aio import run
+from .support.clock import ManualClock
 from .support.configs import write_config
 from .support.process import alertd
 
@@ -36,16 +37,8 @@ class ScriptedSender:
         return self.results.pop(0) if self.results else SendResult(True)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def deliverer(
-    tmp_path: Path, sender: ScriptedSender, clock: Clock, **receivers: float
+    tmp_path: Path, sender: ScriptedSender, clock: ManualClock, **receivers: float
 ) -> Deliverer:
     store = Store(tmp_path / "state.sqlite")
     recv = {
@@ -90,7 +83,7 @@ def test_routes_pick_receivers_by_severity_and_labels() -> None:
 
 
 def test_delivered_once_and_retried_with_backoff(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = ManualClock()
     sender = ScriptedSender(SendResult(False, "down"), SendResult(False, "down"))
     d = deliverer(tmp_path, sender, clock)
     d.store.enqueue([msg("a")], clock())
@@ -114,7 +107,7 @@ def test_delivered_once_and_retried_with_backoff(tmp_path: Path) -> None:
 
 
 def test_fallback_gets_a_copy_once(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = ManualClock()
     sender = ScriptedSender(SendResult(False, "down"), SendResult(True), SendResult(False, "down"))
     d = deliverer(tmp_path, sender, clock, a=0.0, b=0.0)
     d.store.enqueue([msg("a", fallback="b")], clock())
@@ -133,7 +126,7 @@ def test_fallback_gets_a_copy_once(tmp_path: Path) -> None:
 
 
 def test_retry_after_and_rate_limits(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = ManualClock()
     sender = ScriptedSender(SendResult(False, "Too Many Requests: retry after 7, error=429", 7))
     d = deliverer(tmp_path, sender, clock, tg=3.0)
     d.store.enqueue([msg("tg", "one"), msg("tg", "two")], clock())
@@ -156,7 +149,7 @@ def test_retry_after_and_rate_limits(tmp_path: Path) -> None:
 
 
 def test_a_heartbeat_replaces_the_one_before_and_expires_undelivered(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = ManualClock()
     sender = ScriptedSender(SendResult(False, "down"), SendResult(True))
     d = deliverer(tmp_path, sender, clock)
     monitor = Receiver(DEADMAN, Secret("http://monitor/ping"), 0.0, "http", (), Transport.PING)

@@ -29,7 +29,7 @@ import pytest
 from tests.fake_exchange import FakeBinanceUSDM
 from tests.support import aio
 from tests.support.aio import settle, spawn
-from tests.support.fakes import ccxt_client, server_in_thread, started
+from tests.support.fakes import btcusdt_linear_perpetual, ccxt_client, server_in_thread, started
 from tests.support.poll import eventually
 from tests.support.process import ROOT
 
@@ -105,14 +105,7 @@ async def test_load_markets_serves_linear_perpetuals_from_exchange_info() -> Non
     async with harness() as (fake, exchange):
         markets = await exchange.load_markets()
         assert {"BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT"} <= set(markets)
-        btc = markets["BTC/USDT:USDT"]
-        assert (btc["id"], btc["type"], btc["linear"], btc["settle"]) == (
-            "BTCUSDT",
-            "swap",
-            True,
-            "USDT",
-        )
-        assert btc["precision"]["price"] == 0.1
+        btc = btcusdt_linear_perpetual(markets)
         assert btc["precision"]["amount"] == 0.001
         # fetchCurrencies False: only the futures exchangeInfo is asked for, no spot endpoint
         assert fake.requests == [("GET", "/fapi/v1/exchangeInfo")]

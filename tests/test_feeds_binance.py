@@ -21,6 +21,7 @@ from .support.feeds import (
     account_config,
     bootstrapped,
     btc_long,
+    kept_open,
     make_feed,
     mark_arrives,
     running_manager,
@@ -224,48 +225,48 @@ def test_multi_assets_pool_is_read_live_and_matches_binance_totals() -> None:
             fake.set_asset_index("USDC", "0.99977", "0", "0")
             fake.set_asset_index("BTC", "67480.1", "0.05", "0.05")
             fake.set_multi_assets_coins("key-a", {"USDC": "22", "BTC": "0.001"})
-            feed = await bootstrapped(
+            async with kept_open(
                 make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
-            )
-            coins = {c.asset: c for c in feed.state.collateral}
-            assert set(coins) == {"USDC", "BTC"}
-            assert coins["USDC"].value == D("22") * D("0.99977")
-            btc = coins["BTC"]
-            assert (btc.price, btc.price_symbol) == (D("67480.1"), BTC)
-            assert btc.value == D("0.001") * D("67480.1") * D("0.95")
-            account = feed.state.to_account()
-            metrics = compute(account)
-            reported = feed.state.reported_account
-            assert reported.margin_balance is not None
-            assert abs(metrics.pool.margin_balance - reported.margin_balance) < D("1e-6")
-            # the BTC coin falls with the long: liquidated sooner than if it held its value,
-            # later than on the USDC alone. The fake (like Binance's liquidationPrice, as far
-            # as its docs say) holds other coins at their value: that one figure differs.
-            liq = metrics.positions[0].liquidation_price
-            usdc_only = compute(dataclasses.replace(account, collateral=(coins["USDC"],)))
-            held = dataclasses.replace(btc, price_symbol=None)
-            fixed = compute(dataclasses.replace(account, collateral=(coins["USDC"], held)))
-            low, high = (
-                fixed.positions[0].liquidation_price,
-                usdc_only.positions[0].liquidation_price,
-            )
-            assert low is not None and liq is not None and high is not None
-            assert low < liq < high
-            assert feed.comparison is not None
-            assert [r.figure.value for r in feed.comparison.mismatches] == ["liquidation_price"]
-            theirs = feed.comparison.mismatches[0].theirs
-            assert theirs is not None and abs(theirs - low) < D("0.01")
-            # single-asset mode again: the USDT wallet alone
-            fake.set_multi_assets_coins("key-a", {}, on=False)
-            await feed.resync()
-            assert feed.state.collateral == ()
-            fake.set_multi_assets_coins("key-a", {"USDC": "22"})
-            await feed.resync()
-            # with a stablecoin only every figure agrees; at USDC 0.99977 the liquidation price is
-            # accounts.md's 64,846.99
-            assert feed.comparison is not None and feed.comparison.mismatches == ()
-            liq = compute(feed.state.to_account()).positions[0].liquidation_price
-            assert liq is not None and abs(liq / D("64846.99") - 1) < D("1e-6")
+            ) as feed:
+                coins = {c.asset: c for c in feed.state.collateral}
+                assert set(coins) == {"USDC", "BTC"}
+                assert coins["USDC"].value == D("22") * D("0.99977")
+                btc = coins["BTC"]
+                assert (btc.price, btc.price_symbol) == (D("67480.1"), BTC)
+                assert btc.value == D("0.001") * D("67480.1") * D("0.95")
+                account = feed.state.to_account()
+                metrics = compute(account)
+                reported = feed.state.reported_account
+                assert reported.margin_balance is not None
+                assert abs(metrics.pool.margin_balance - reported.margin_balance) < D("1e-6")
+                # the BTC coin falls with the long: liquidated sooner than if it held its value,
+                # later than on the USDC alone. The fake (like Binance's liquidationPrice, as far
+                # as its docs say) holds other coins at their value: that one figure differs.
+                liq = metrics.positions[0].liquidation_price
+                usdc_only = compute(dataclasses.replace(account, collateral=(coins["USDC"],)))
+                held = dataclasses.replace(btc, price_symbol=None)
+                fixed = compute(dataclasses.replace(account, collateral=(coins["USDC"], held)))
+                low, high = (
+                    fixed.positions[0].liquidation_price,
+                    usdc_only.positions[0].liquidation_price,
+                )
+                assert low is not None and liq is not None and high is not None
+                assert low < liq < high
+                assert feed.comparison is not None
+                assert [r.figure.value for r in feed.comparison.mismatches] == ["liquidation_price"]
+                theirs = feed.comparison.mismatches[0].theirs
+                assert theirs is not None and abs(theirs - low) < D("0.01")
+                # single-asset mode again: the USDT wallet alone
+                fake.set_multi_assets_coins("key-a", {}, on=False)
+                await feed.resync()
+                assert feed.state.collateral == ()
+                fake.set_multi_assets_coins("key-a", {"USDC": "22"})
+                await feed.resync()
+                # with a stablecoin only every figure agrees; at USDC 0.99977 the liquidation
+                # price is accounts.md's 64,846.99
+                assert feed.comparison is not None and feed.comparison.mismatches == ()
+                liq = compute(feed.state.to_account()).positions[0].liquidation_price
+                assert liq is not None and abs(liq / D("64846.99") - 1) < D("1e-6")
 
     run(body())
 
@@ -325,14 +326,14 @@ def test_drift_is_measured_at_the_marks_binance_reported_with_its_figures() -> N
             fake.set_mark(ETH, "3000")
             fake.open_position("key-a", BTC, "long", "1", "61000")
             fake.open_position("key-a", ETH, "short", "20", "2900")
-            feed = await bootstrapped(
+            async with kept_open(
                 make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
-            )
-            assert feed.comparison is not None and feed.comparison.mismatches == ()
-            # the stream moved ETH 3% since Binance answered
-            feed.state.set_mark(ETH, D("3090"), 0.0)
-            await feed.resync()
-            assert feed.comparison.mismatches == ()
-            assert feed.state.marks[ETH] == D("3090")  # the streamed mark stays the state's
+            ) as feed:
+                assert feed.comparison is not None and feed.comparison.mismatches == ()
+                # the stream moved ETH 3% since Binance answered
+                feed.state.set_mark(ETH, D("3090"), 0.0)
+                await feed.resync()
+                assert feed.comparison.mismatches == ()
+                assert feed.state.marks[ETH] == D("3090")  # the streamed mark stays the state's
 
     run(body())

@@ -283,68 +283,40 @@ def base_config(files: dict[str, Path]) -> dict[str, Any]:
     }
 
 
+def under(prefix: tuple[Any, ...], keys: str) -> list[tuple[Any, ...]]:
+    """The config paths ``prefix + (key,)``, one per key of the space-separated ``keys``."""
+    return [(*prefix, key) for key in keys.split()]
+
+
+ACCOUNT_KEYS = "name exchange wallet_address api_key_env api_key_file secret_file symbols urls "
+ACCOUNT_KEYS += "enabled sandbox"
+RULE_KEYS = "name metric scope above below clear_above clear_below for keep_firing_for repeat "
+RULE_KEYS += "severity accounts exchanges symbols labels message"
 CONFIG_PATHS: list[tuple[Any, ...]] = [
     ("version",),
     ("accounts",),
     ("accounts", 0),
-    *[
-        ("accounts", i, key)
-        for i in (0, 1)
-        for key in (
-            "name",
-            "exchange",
-            "wallet_address",
-            "api_key_env",
-            "api_key_file",
-            "secret_file",
-            "symbols",
-            "urls",
-            "enabled",
-            "sandbox",
-        )
-    ],
+    *under(("accounts", 0), ACCOUNT_KEYS),
+    *under(("accounts", 1), ACCOUNT_KEYS),
     ("feeds",),
-    *[
-        ("feeds", key)
-        for key in ("reconcile_interval_s", "stale_after_s", "request_timeout_s", "backoff")
-    ],
-    *[("feeds", "backoff", key) for key in ("initial_s", "max_s", "multiplier", "jitter")],
+    *under(("feeds",), "reconcile_interval_s stale_after_s request_timeout_s backoff"),
+    *under(("feeds", "backoff"), "initial_s max_s multiplier jitter"),
     ("state_path",),
     ("rules",),
     ("rules", 0),
-    *[
-        ("rules", i, key)
-        for i in (0, 1)
-        for key in (
-            "name",
-            "metric",
-            "scope",
-            "above",
-            "below",
-            "clear_above",
-            "clear_below",
-            "for",
-            "keep_firing_for",
-            "repeat",
-            "severity",
-            "accounts",
-            "exchanges",
-            "symbols",
-            "labels",
-            "message",
-        )
-    ],
+    *under(("rules", 0), RULE_KEYS),
+    *under(("rules", 1), RULE_KEYS),
     ("builtin_rules",),
     ("builtin_rules", "feed_down_after_s"),
     ("receivers",),
-    *[("receivers", 0, key) for key in ("name", "url", "tags", "rate_per_min")],
+    *under(("receivers", 0), "name url tags rate_per_min"),
     ("routes",),
-    *[("routes", 0, key) for key in ("severities", "labels", "receivers", "tags", "fallback")],
+    *under(("routes", 0), "severities labels receivers tags fallback"),
     ("quiet_hours",),
-    *[("quiet_hours", key) for key in ("start", "end", "timezone")],
-    *[("heartbeat", key) for key in ("digest_at", "deadman_url", "deadman_interval")],
-    *[("delivery", key) for key in ("retry_initial", "retry_max", "drain_on_shutdown")],
-    *[("http", key) for key in ("enabled", "port")],
+    *under(("quiet_hours",), "start end timezone"),
+    *under(("heartbeat",), "digest_at deadman_url deadman_interval"),
+    *under(("delivery",), "retry_initial retry_max drain_on_shutdown"),
+    *under(("http",), "enabled port"),
     ("unknown_key",),
 ]
 

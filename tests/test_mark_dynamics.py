@@ -5,7 +5,9 @@ and feeds it every streamed mark."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -16,7 +18,7 @@ from alertd.exchanges.registry import get_spec
 from alertd.feeds.backoff import Backoff
 from alertd.feeds.marks import MarkHub
 
-from .support.aio import run
+from .support.aio import background, run
 from .support.fakes import FAKES, ccxt_client, make_fake, started
 from .support.poll import eventually
 
@@ -54,27 +56,6 @@ def listed(fake: Any, symbol: str) -> None:
         fake.set_mark(symbol, "50000")
 
 
-def hub_on(fake: Any, exchange: str, **dynamics: Any) -> MarkHub:
-    """A mark hub streaming from ``fake`` through ccxt.pro's own client."""
-
-    def factory(sink: Any) -> Any:
-        import ccxt.pro as ccxtpro
-
-        client = getattr(ccxtpro, exchange)({})
-        fake.apply_to(client)
-        return client
-
-    return MarkHub(
-        "test marks",
-        factory,
-        get_spec(exchange).new_adapter(),
-        lambda: Backoff(0.01, 0.05, 2, 0, 1),
-        time.monotonic,
-        asyncio.sleep,
-        **dynamics,
-    )
-
-
 class Holder:
     def __init__(self) -> None:
         self.marks: list[Decimal] = []
@@ -84,6 +65,37 @@ class Holder:
 
     def on_malformed(self, kind: str, detail: str) -> None:
         raise AssertionError(f"{kind}: {detail}")
+
+
+@contextlib.asynccontextmanager
+async def streaming(
+    fake: Any, exchange: str, symbol: str, holder: Holder, **dynamics: Any
+) -> AsyncIterator[MarkHub]:
+    """A running mark hub streaming ``symbol`` from ``fake`` to ``holder`` through ccxt.pro's
+    own client, for the block; stopped and closed afterwards."""
+
+    def factory(sink: Any) -> Any:
+        import ccxt.pro as ccxtpro
+
+        client = getattr(ccxtpro, exchange)({})
+        fake.apply_to(client)
+        return client
+
+    hub = MarkHub(
+        "test marks",
+        factory,
+        get_spec(exchange).new_adapter(),
+        lambda: Backoff(0.01, 0.05, 2, 0, 1),
+        time.monotonic,
+        asyncio.sleep,
+        **dynamics,
+    )
+    hub.subscribe(symbol, holder)
+    try:
+        async with background(hub.run()):
+            yield hub
+    finally:
+        await hub.close()
 
 
 @pytest.mark.parametrize("exchange", sorted(FAKES))
@@ -125,11 +137,10 @@ def test_the_hub_seeds_from_candles_then_feeds_every_mark() -> None:
         async with started(make_fake(exchange, mark_interval_s=0.05)) as fake:
             listed(fake, symbol)
             fake.set_mark_candles(symbol, minute_candles(walls[0], 120))
-            hub = hub_on(fake, exchange, wall_clock=wall, dynamics_span_s=3600)
             holder = Holder()
-            hub.subscribe(symbol, holder)
-            task = asyncio.create_task(hub.run())
-            try:
+            async with streaming(
+                fake, exchange, symbol, holder, wall_clock=wall, dynamics_span_s=3600
+            ) as hub:
                 await eventually(
                     lambda: symbol in hub.dynamics and len(hub.dynamics[symbol]) > 60,
                     what="the window seeded",
@@ -147,10 +158,6 @@ def test_the_hub_seeds_from_candles_then_feeds_every_mark() -> None:
                 assert holder.marks and holder.marks[-1] == D(49000)
                 hub.unsubscribe(symbol, holder)  # the last holder: the window goes too
                 assert symbol not in hub.dynamics
-            finally:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-                await hub.close()
 
     run(main())
 
@@ -161,18 +168,11 @@ def test_no_rule_on_dynamics_keeps_no_window_and_asks_for_no_candles() -> None:
     async def main() -> None:
         async with started(make_fake(exchange, mark_interval_s=0.05)) as fake:
             listed(fake, symbol)
-            hub = hub_on(fake, exchange)
             holder = Holder()
-            hub.subscribe(symbol, holder)
-            task = asyncio.create_task(hub.run())
-            try:
+            async with streaming(fake, exchange, symbol, holder) as hub:
                 await eventually(lambda: len(holder.marks) >= 3, what="marks streamed")
                 assert hub.dynamics == {}
                 assert not any("candles" in path for _, path in fake.requests)
-            finally:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-                await hub.close()
 
     run(main())
 

@@ -80,15 +80,14 @@ def test_feed_problems_say_alertd_is_blind() -> None:
 
 
 def test_custom_template() -> None:
-    rule = Rule(
-        "mine",
+    mine = rule(
         "worst_ratio",
-        Scope.ACCOUNT,
-        Severity.CRITICAL,
+        severity=Severity.CRITICAL,
+        name="mine",
         above=D("0.8"),
         message="{account} at {value} (limit {threshold})\nact now {unknown}",
     )
-    m = render(note(Kind.FIRING, rule, "0.9"))
+    m = render(note(Kind.FIRING, mine, "0.9"))
     assert m.title == "CRITICAL main at 90.0% (limit 80.0%)"
     assert m.body == "act now {unknown}"
     # exchange pushes (margin calls) are system messages now: tests/test_system_messages.py

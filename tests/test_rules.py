@@ -170,17 +170,16 @@ def test_reload_keeps_states_of_rules_that_remain() -> None:
 
 
 def test_filters_pick_subjects() -> None:
-    rule = Rule(
-        "btc-only",
+    btc_only = rule(
         "liquidation_distance",
         Scope.POSITION,
-        Severity.WARNING,
+        name="btc-only",
         below=D("0.1"),
         symbols=frozenset({"BTC/USDT:USDT"}),
         accounts=frozenset({"main"}),
     )
     eth = Subject("main", "binanceusdm", "ETH/USDT:USDT", "short")
-    engine = AlertEngine([rule])
+    engine = AlertEngine([btc_only])
     notes = engine.evaluate(
         [obs("0.05", BTC_LONG, "liquidation_distance"), obs("0.05", eth, "liquidation_distance")], 0
     )
@@ -253,13 +252,8 @@ def test_the_ratio_to_reach_is_never_zero() -> None:
     from alertd.daemon.evaluation import ratio_target
 
     def above(level: str, clear: str | None = None) -> Rule:
-        return Rule(
-            "r",
-            "worst_ratio",
-            Scope.ACCOUNT,
-            Severity.WARNING,
-            above=D(level),
-            clear_below=None if clear is None else D(clear),
+        return rule(
+            "worst_ratio", name="r", above=D(level), clear_below=None if clear is None else D(clear)
         )
 
     assert ratio_target([above("0")]) == D("0.5")

@@ -36,6 +36,7 @@ from alertd.rules.messages import render
 from alertd.rules.metrics import FeedStatus, observe, with_full_metrics
 from alertd.rules.model import Context, Rule, Scope, Severity, Subject
 
+from .fake_exchange.binance import ALGO_ORDER_EXAMPLE
 from .support.snapshots import account, position, snapshot, tiers
 
 BTC = "BTC/USDT:USDT"
@@ -60,6 +61,13 @@ def stop(
         None if price is None else D(price),
         None if contracts is None else D(contracts),
     )
+
+
+def what_it_does(order: StopOrder | None) -> tuple[Any, ...]:
+    """A read stop's side, trigger direction, trigger price and size (None: the whole
+    position)."""
+    assert order is not None
+    return (order.side, order.trigger, order.trigger_price, order.contracts)
 
 
 # --- pure figures -------------------------------------------------------------------------
@@ -156,40 +164,9 @@ def test_loss_at_a_longs_stop_below_entry() -> None:
 
 # --- exchange payloads ----------------------------------------------------------------------
 
-# Binance USDⓈ-M "Current All Algo Open Orders" (GET /fapi/v1/openAlgoOrders), the docs'
-# response example (developers.binance.com, USDⓈ-M futures, trade REST API)
-BINANCE_ALGO_TP = {
-    "algoId": 2148627,
-    "clientAlgoId": "MRumok0dkhrP4kCm12AHaB",
-    "algoType": "CONDITIONAL",
-    "orderType": "TAKE_PROFIT",
-    "symbol": "BNBUSDT",
-    "side": "SELL",
-    "positionSide": "BOTH",
-    "timeInForce": "GTC",
-    "quantity": "0.01",
-    "algoStatus": "NEW",
-    "actualOrderId": "",
-    "actualPrice": "0.00000",
-    "triggerPrice": "750.000",
-    "price": "750.000",
-    "icebergQuantity": None,
-    "tpTriggerPrice": "0.000",
-    "tpPrice": "0.000",
-    "slTriggerPrice": "0.000",
-    "slPrice": "0.000",
-    "tpOrderType": "",
-    "selfTradePreventionMode": "EXPIRE_MAKER",
-    "workingType": "CONTRACT_PRICE",
-    "priceMatch": "NONE",
-    "closePosition": False,
-    "priceProtect": False,
-    "reduceOnly": False,
-    "createTime": 1750514941540,
-    "updateTime": 1750514941540,
-    "triggerTime": 0,
-    "goodTillDate": 0,
-}
+# Binance USDⓈ-M "Current All Algo Open Orders": the docs' response example, a take-profit (the
+# local Binance lists its orders in the same fields)
+BINANCE_ALGO_TP = ALGO_ORDER_EXAMPLE
 # "Current All Open Orders" (GET /fapi/v1/openOrders), the docs' response example
 BINANCE_TRAILING = {
     "avgPrice": "0.00000",
@@ -314,13 +291,7 @@ BYBIT_POSITION_SL = {
 def test_bybit_open_orders() -> None:
     assert open_stop(BYBIT_LIMIT_WITH_TPSL, "ETH/USDT:USDT") is None
     sl = open_stop(BYBIT_POSITION_SL, BTC)
-    assert sl is not None
-    assert (sl.side, sl.trigger, sl.trigger_price, sl.contracts) == (
-        LONG,
-        Trigger.FALL,
-        D(60000),
-        None,
-    )
+    assert what_it_does(sl) == (LONG, Trigger.FALL, D(60000), None)
     partial = open_stop(
         {
             **BYBIT_POSITION_SL,
@@ -453,12 +424,7 @@ GATE_PRICE_ORDER = {
 
 def test_gate_price_orders() -> None:
     [tp] = price_order_stops(GATE_PRICE_ORDER, BTC)  # closes a long at >= 3000: not a stop
-    assert (tp.side, tp.trigger, tp.trigger_price, tp.contracts) == (
-        LONG,
-        Trigger.RISE,
-        D(3000),
-        D(100),
-    )
+    assert what_it_does(tp) == (LONG, Trigger.RISE, D(3000), D(100))
     assert protective([tp], BTC, LONG, D(2500)) == []
     full = {
         **GATE_PRICE_ORDER,
@@ -511,13 +477,7 @@ HL_POSITION_SL = {
 def test_hyperliquid_trigger_orders() -> None:
     assert trigger_stop(HL_LIMIT, "BTC/USDC:USDC") is None
     sl = trigger_stop(HL_POSITION_SL, "SOL/USDC:USDC")
-    assert sl is not None
-    assert (sl.side, sl.trigger, sl.trigger_price, sl.contracts) == (
-        LONG,
-        Trigger.FALL,
-        D(185),
-        None,
-    )
+    assert what_it_does(sl) == (LONG, Trigger.FALL, D(185), None)
     tp = trigger_stop({**HL_POSITION_SL, "orderType": "Take Profit Market", "side": "B"}, "X")
     assert tp is not None and (tp.side, tp.trigger) == (SHORT, Trigger.FALL)
     partial = trigger_stop({**HL_POSITION_SL, "isPositionTpsl": False, "sz": "2.5"}, "X")

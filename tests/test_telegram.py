@@ -24,6 +24,7 @@ from alertd.delivery.senders import Outgoing, Transport
 from alertd.delivery.senders.telegram import TelegramSender, render_html
 from tests.fake_telegram import TOKEN, LocalBotApi
 from tests.receivers import HttpReceiver
+from tests.support.clock import ManualClock
 from tests.support.configs import fake_account, write_config
 from tests.support.fixtures import BTC, RULES, btc_long
 from tests.support.poll import wait_for
@@ -93,19 +94,11 @@ def test_rate_limits_blocks_and_unknown_chats_are_failures_with_reasons(
     assert not refused.ok and "1:wrong" not in refused.error
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def test_the_outbox_waits_out_retry_after_and_loses_nothing(
     tmp_path: Path, bot_api: LocalBotApi
 ) -> None:
     store = Store(tmp_path / "state.sqlite")
-    clock = Clock()
+    clock = ManualClock()
     phone = Receiver("phone", Secret(str(CHAT)), 0.0, "telegram", (), Transport.TELEGRAM)
     deliverer = Deliverer(
         store,

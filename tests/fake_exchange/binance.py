@@ -72,6 +72,41 @@ from tests.fake_exchange.base import (
 )
 from tests.fake_exchange.base import to_decimal as _dec
 
+# Binance USDⓈ-M "Current All Algo Open Orders" (GET /fapi/v1/openAlgoOrders), the docs'
+# response example (developers.binance.com, USDⓈ-M futures, trade REST API)
+ALGO_ORDER_EXAMPLE: dict[str, Any] = {
+    "algoId": 2148627,
+    "clientAlgoId": "MRumok0dkhrP4kCm12AHaB",
+    "algoType": "CONDITIONAL",
+    "orderType": "TAKE_PROFIT",
+    "symbol": "BNBUSDT",
+    "side": "SELL",
+    "positionSide": "BOTH",
+    "timeInForce": "GTC",
+    "quantity": "0.01",
+    "algoStatus": "NEW",
+    "actualOrderId": "",
+    "actualPrice": "0.00000",
+    "triggerPrice": "750.000",
+    "price": "750.000",
+    "icebergQuantity": None,
+    "tpTriggerPrice": "0.000",
+    "tpPrice": "0.000",
+    "slTriggerPrice": "0.000",
+    "slPrice": "0.000",
+    "tpOrderType": "",
+    "selfTradePreventionMode": "EXPIRE_MAKER",
+    "workingType": "CONTRACT_PRICE",
+    "priceMatch": "NONE",
+    "closePosition": False,
+    "priceProtect": False,
+    "reduceOnly": False,
+    "createTime": 1750514941540,
+    "updateTime": 1750514941540,
+    "triggerTime": 0,
+    "goodTillDate": 0,
+}
+
 BRACKETS_FILE = Path(__file__).with_name("data") / "binance_usdm_brackets.json"
 DEFAULT_RECV_WINDOW_MS = 5000
 MAX_RECV_WINDOW_MS = 60000
@@ -1539,36 +1574,21 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         lists it: the docs' response example's fields."""
         order_type = "STOP_MARKET" if stop.kind == "stop" else "TAKE_PROFIT_MARKET"
         return {
+            **ALGO_ORDER_EXAMPLE,
             "algoId": int(stop.order_id),
             "clientAlgoId": f"alertd-test-{stop.order_id}",
-            "algoType": "CONDITIONAL",
             "orderType": order_type,
             "symbol": stop.market.id,
             "side": "SELL" if stop.sell else "BUY",
             "positionSide": stop.side.upper() if stop.hedge else "BOTH",
-            "timeInForce": "GTC",
             "quantity": "0" if stop.contracts is None else _plain(stop.contracts),
-            "algoStatus": "NEW",
-            "actualOrderId": "",
-            "actualPrice": "0.00000",
             "triggerPrice": _plain(stop.trigger),
             "price": "0.00",
-            "icebergQuantity": None,
-            "tpTriggerPrice": "0.000",
-            "tpPrice": "0.000",
-            "slTriggerPrice": "0.000",
-            "slPrice": "0.000",
-            "tpOrderType": "",
-            "selfTradePreventionMode": "EXPIRE_MAKER",
             "workingType": "MARK_PRICE",
-            "priceMatch": "NONE",
             "closePosition": stop.contracts is None,
-            "priceProtect": False,
             "reduceOnly": stop.contracts is not None and not stop.hedge,
             "createTime": stop.created_ms,
             "updateTime": stop.created_ms,
-            "triggerTime": 0,
-            "goodTillDate": 0,
         }
 
     async def _open_orders(self, request: web.Request) -> web.Response:

@@ -83,6 +83,14 @@ from tests.fake_exchange.base import to_decimal as _dec
 
 __all__ = ["FakeBybit"]
 
+# ccxt bybit.py, is_unified_enabled: a real "Get Account Info" answer (GET /v5/account/info,
+# a UTA 1.0 pro account); the local Bybit answers in its fields
+ACCOUNT_INFO_EXAMPLE: dict[str, Any] = {
+    "marginMode": "REGULAR_MARGIN", "updatedTime": "1697078946000", "unifiedMarginStatus": 4,
+    "dcpStatus": "OFF", "timeWindow": 10, "smpGroup": 0, "isMasterTrader": False,
+    "spotHedgingStatus": "OFF",
+}  # fmt: skip
+
 SETTLE = "USDT"
 # the base taker fee rate of perpetuals (non-VIP): the estimated fee to close a position at
 # its bankruptcy price joins IM and MM ("The New Margin Calculation", 2025-09-02)
@@ -1441,14 +1449,10 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
     @staticmethod
     def _account_info(account: _Account, params: dict[str, str]) -> dict[str, Any]:
         return {
+            **ACCOUNT_INFO_EXAMPLE,
             "marginMode": account.margin_mode,
             "updatedTime": str(now_ms()),
             "unifiedMarginStatus": account.unified_margin_status,
-            "dcpStatus": "OFF",
-            "timeWindow": 10,
-            "smpGroup": 0,
-            "isMasterTrader": False,
-            "spotHedgingStatus": "OFF",
         }
 
     # ---- websockets ----------------------------------------------------------------------------

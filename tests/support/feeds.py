@@ -73,6 +73,18 @@ async def bootstrapped(feed: AccountFeed) -> AccountFeed:
 
 
 @contextlib.asynccontextmanager
+async def kept_open(feed: AccountFeed) -> AsyncIterator[AccountFeed]:
+    """The feed after its bootstrap, its exchange client open for resyncs and reconciles until
+    the block ends, then closed (a resync after ``bootstrapped`` reopens ccxt's session, which
+    nothing would close)."""
+    try:
+        await feed.bootstrap()
+        yield feed
+    finally:
+        await feed.close()
+
+
+@contextlib.asynccontextmanager
 async def running(feed: AccountFeed) -> AsyncIterator[asyncio.Task[None]]:
     try:
         async with background(feed.run()) as task:
