@@ -101,7 +101,7 @@ OKX_CONFIG_ROW = {
     ("level", "mode", "coverage"),
     [
         ("2", M.SINGLE_ASSET, C.COMPUTED),  # the recorded answer
-        ("3", M.MULTI_ASSETS, C.EXCHANGE_RATIO),  # OKX docs: acctLv 3 multi-currency margin
+        ("3", M.MULTI_ASSETS, C.COMPUTED),  # OKX docs: acctLv 3 multi-currency margin
         ("4", M.PORTFOLIO, C.EXCHANGE_RATIO),  # 4 portfolio margin
         ("1", M.SIMPLE, C.REFUSED),  # 1 spot mode: no derivatives
     ],
@@ -324,7 +324,8 @@ def okx_feed(fake: FakeOKX) -> AccountFeed:
     return AccountFeed(account_config("o", "okx", fake), secrets, FAST, FAST_OPTIONS)
 
 
-def test_okx_multi_currency_and_portfolio_show_okx_s_mgn_ratio() -> None:
+def test_okx_portfolio_shows_okx_s_mgn_ratio_and_spot_mode_is_refused() -> None:
+    # multi-currency margin (acctLv 3) is computed: tests/test_okx_multi_currency.py
     async def body() -> None:
         async with started(FakeOKX(), [("key-o", "secret-o", "8000")]) as fake:
             fake.set_mark(BTC, "60000")
@@ -332,17 +333,15 @@ def test_okx_multi_currency_and_portfolio_show_okx_s_mgn_ratio() -> None:
             feed = okx_feed(fake)
             async with bootstrapped(feed) as state:
                 assert state.mode.mode is M.SINGLE_ASSET and state.computable
-                fake.set_account_level("key-o", "3", other_adj_eq="5000")
-                await feed.reconcile()
-                assert state.mode.mode is M.MULTI_ASSETS and not state.computable
-                assert state.mode.detail == "acctLv 3"
-                ratio = state.reported_account.margin_ratio
-                assert ratio is not None and state.reported_account.margin_balance is not None
-                # OKX's mgnRatio is adjEq / (mmr): alertd shows its reciprocal
-                assert state.reported_account.margin_balance > D(8000)  # the USD pool's adjEq
-                fake.set_account_level("key-o", "4", other_adj_eq="5000")
+                fake.set_currency("key-o", "BTC", "0.1", "60000", follows=BTC)
+                fake.set_account_level("key-o", "4")
                 await feed.reconcile()
                 assert state.mode.mode is M.PORTFOLIO and state.mode.coverage is C.EXCHANGE_RATIO
+                assert not state.computable and state.mode.detail == "acctLv 4"
+                ratio = state.reported_account.margin_ratio
+                assert ratio is not None and state.reported_account.margin_balance is not None
+                # the USD pool's adjEq: the USDT and the BTC's discounted value
+                assert state.reported_account.margin_balance > D(8000)
                 fake.set_account_level("key-o", "1")
                 await feed.reconcile()
                 assert state.fatal is not None and "spot mode (acctLv 1)" in state.fatal
