@@ -11,17 +11,21 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import pytest
+
 from alertd.config import Secret
 from alertd.engine.margin import compute
 from alertd.engine.model import Side
 from alertd.exchanges import okx
+from alertd.feeds.adapter import FrameError
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.state import AccountMode, Coverage
 
 from .fake_exchange.okx import FakeOKX
 from .support.aio import run
 from .support.fakes import started
-from .support.feeds import BTC, FAST, FAST_OPTIONS, account_config, bootstrapped
+from .support.feeds import BTC, FAST, FAST_OPTIONS, account_config, bootstrapped, streaming
+from .support.poll import eventually
 
 D = Decimal
 BTC_FUTURE = "BTC/USDT:USDT-261225"
@@ -184,3 +188,37 @@ def test_a_mode_switch_and_a_liability_are_picked_up_at_reconcile() -> None:
                 await feed.close()
 
     run(body())
+
+
+def test_the_expiry_future_and_the_coin_move_with_their_mark_streams() -> None:
+    async def body() -> None:
+        async with started(FakeOKX(), [("key-o", "secret-o", "1000")]) as fake:
+            multi_currency_account(fake)
+            feed = okx_feed(fake)
+            async with streaming(feed):
+                state = feed.state
+                fake.set_mark(BTC_FUTURE, "59000")
+                await eventually(lambda: state.marks.get(BTC_FUTURE) == D(59000), what="future")
+                fake.set_mark(BTC, "59500")
+                await eventually(lambda: state.marks.get(BTC) == D(59500), what="swap")
+                (btc,) = [c for c in state.to_account().collateral if c.asset == "BTC"]
+                # 60,006 / 0.9998 USDT at a mark of 60,000, moved with the mark to 59,500
+                assert btc.price == D(60006) / D("0.9998") * D(59500) / D(60000)
+
+    run(body())
+
+
+def test_bad_discount_tiers_name_the_field_and_missing_ones_keep_okx_s_ratio() -> None:
+    bad_rate = {**DOCS_BTC_DISCOUNT, "details": [
+        {"discountRate": "1.5", "maxAmt": "", "minAmt": "0"}]}  # fmt: skip
+    with pytest.raises(FrameError, match="BTC tier 1 discountRate: must be in"):
+        okx.discount_ratio(bad_rate)
+    not_a_number = {**DOCS_BTC_DISCOUNT, "details": [
+        {"discountRate": "abc", "maxAmt": "", "minAmt": "0"}]}  # fmt: skip
+    with pytest.raises(FrameError, match="BTC discountRate"):
+        okx.discount_ratio(not_a_number)
+    with pytest.raises(FrameError, match="no tiers for BTC"):
+        okx.discount_ratio({"ccy": "BTC", "details": []})
+    # a held currency OKX gave no tiers for: not a silent zero, OKX's ratio stands in
+    pool = okx.multi_currency_pool(RECORDED_MULTI, {"USDT": _flat_usdt()}, "USDT", {})
+    assert pool.not_reproduced == ("BTC held with no discount tiers",) and pool.coins == ()

@@ -171,7 +171,11 @@ def discount_ratio(row: dict[str, Any]) -> CollateralRatio:
     try:
         return CollateralRatio.build(tiers, RatioBasis.AMOUNT)
     except TierTableError as exc:
-        raise FrameError(f"discount-rate-interest-free-quota {ccy}: {exc}") from None
+        # the engine's field names alertd's own: OKX's words for them
+        field = {"ratio": "discountRate", "cap": "maxAmt"}.get(exc.field, exc.field)
+        raise FrameError(
+            f"discount-rate-interest-free-quota {ccy} tier {exc.index + 1} {field}: {exc.reason}"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,9 +213,9 @@ def multi_currency_pool(
     cross PnL) and must lie in a tier discounted at 1. A currency OKX does not take as
     collateral (``collateralEnabled`` false: ``disEq`` 0) counts nothing. Not reproduced:
     a liability (a negative equity carries a borrowing maintenance margin alertd does not
-    model) and a settle equity past a discount of 1; those name themselves in
-    ``not_reproduced``. Raises :class:`FrameError` naming a held currency without a price or
-    a discount table.
+    model), a settle equity past a discount of 1, a held currency without a USD value or
+    discount tiers; those name themselves in ``not_reproduced`` (OKX's own ratio then stands
+    in). Raises :class:`FrameError` naming a field that is not a number.
     """
     details = {d.get("ccy"): d for d in account.get("details") or [] if isinstance(d, dict)}
     not_reproduced: list[str] = []
@@ -234,8 +238,8 @@ def multi_currency_pool(
     elif settle_eq > 0:
         ratio = ratios.get(settle)
         if ratio is None:
-            raise FrameError(f"discount-rate-interest-free-quota: no discount tiers for {settle}")
-        if ratio.counted(settle_eq) != settle_eq:
+            not_reproduced.append(f"{settle} held with no discount tiers")
+        elif ratio.counted(settle_eq) != settle_eq:
             not_reproduced.append(f"{settle} equity past its discount rate of 1")
     coins = []
     for ccy, detail in details.items():
@@ -250,11 +254,12 @@ def multi_currency_pool(
         if detail.get("collateralEnabled") is False:
             continue  # not collateral: OKX counts it at disEq 0
         price = usd_price(detail)
-        if price is None or price <= 0:
-            raise FrameError(f"account/balance: no USD value for the {ccy} balance")
         ratio = ratios.get(ccy)
-        if ratio is None:
-            raise FrameError(f"discount-rate-interest-free-quota: no discount tiers for {ccy}")
+        if price is None or price <= 0 or ratio is None:
+            # OKX values it by figures alertd did not get: its ratio stands in, naming why
+            missing = "a USD value (eqUsd)" if ratio is not None else "discount tiers"
+            not_reproduced.append(f"{ccy} held with no {missing}")
+            continue
         coins.append(
             Collateral(
                 asset=ccy,
