@@ -66,6 +66,7 @@ def okx_world(
             "daemon": daemon,
             "path": path,
             "env": env,
+            "config": json.loads(path.read_text()),
             "base": f"http://127.0.0.1:{port}",
             "tmp": tmp_path,
         }
@@ -162,5 +163,43 @@ def test_a_btc_balance_and_a_btc_long_falling_together_cross_at_the_right_marks(
     fake.set_mark(BTC, "58380")
     wait_for(lambda: len(http.posts) >= 2, what="ratio critical")
     assert http.titles()[1].startswith("CRITICAL main: worst ratio 82.5%"), http.titles()
+    assert daemon.stop() == 0
+    assert "Traceback" not in daemon.text()
+
+
+def test_a_switch_to_multi_currency_and_a_liability_are_picked_up_without_a_restart(
+    okx_world: dict[str, Any],
+) -> None:
+    fake, http, daemon, base = (okx_world[k] for k in ("fake", "http", "daemon", "base"))
+    config = dict(okx_world["config"])
+    config["feeds"] = {**config["feeds"], "reconcile_interval_s": 1}
+    okx_world["path"].write_text(json.dumps(config))
+    # single-currency: 2,000 USDT and a 1 BTC long at 60,000: MM + fee 270 over 2,000
+    fake.set_balance(KEY, "2000")
+    fake.set_mark(BTC, "60000")
+    fake.open_position(KEY, BTC, "long", "100", "60000")
+    started(daemon)
+    account = wait_for(lambda: _computed(base), what="alertd's own figures")
+    assert account["mode"] == "single-asset (acctLv 2)"
+    assert D(account["margin_ratio"]) == D("0.135")
+
+    # 0.1 BTC joins the pool at 0.98: 270 / (2,000 + 0.1 x 60,000 x 0.98)
+    fake.set_currency(KEY, "BTC", "0.1", "60000", follows=BTC)
+    fake.set_account_level(KEY, "3")
+    wait_for(lambda: _account(base)["mode"] == "multi-assets (acctLv 3)", what="the switch")
+    account = wait_for(lambda: _computed(base), what="computed after the switch")
+    assert D(account["margin_ratio"]) == D(270) / D(7880)
+
+    # a USDC liability: its borrowing maintenance margin is not modelled: OKX's ratio stands
+    # in, labelled, with the reason
+    fake.set_currency(KEY, "USDC", "-100", "1")
+    account = wait_for(
+        lambda: (a := _account(base))["coverage"] == "exchange's own ratio" and a,
+        what="OKX's ratio for a liability",
+    )
+    assert account["margin_ratio_source"] == "exchange"
+    fake.set_currency(KEY, "USDC", "0", "1")
+    wait_for(lambda: _computed(base), what="computed again once repaid")
+    assert not [t for t in http.titles() if "ratio" in t and "worst" in t]
     assert daemon.stop() == 0
     assert "Traceback" not in daemon.text()
