@@ -31,6 +31,11 @@ reads BTC eq 1.06126645222, eqUsd 125092.85636955927, disEq 122590.9992421681: e
 the docs' first BTC tier (0 to 20 BTC). The same answer reads adjEq 152550.809, mmr 9.0731
 and mgnRatio 15986.63, below adjEq / mmr (16813.4): the account's ``mmr`` leaves the
 liquidation fee out of the ratio's denominator, as a currency's does in single-currency mode.
+The help centre's account-level terms: a currency's cross equity is "Balance + Floating PnL
+(cross) + Options value - Accrued interest"; the maintenance margin is the sum of position
+values times their tier rates, where the position value includes "potential borrowing": a
+liability carries a maintenance margin of OKX's margin-borrowing tiers, which alertd does not
+model yet, so an account with one keeps OKX's own mgnRatio (:func:`multi_currency_pool`).
 """
 
 from __future__ import annotations
