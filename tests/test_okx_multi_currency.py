@@ -222,3 +222,26 @@ def test_bad_discount_tiers_name_the_field_and_missing_ones_keep_okx_s_ratio() -
     # a held currency OKX gave no tiers for: not a silent zero, OKX's ratio stands in
     pool = okx.multi_currency_pool(RECORDED_MULTI, {"USDT": _flat_usdt()}, "USDT", {})
     assert pool.not_reproduced == ("BTC held with no discount tiers",) and pool.coins == ()
+
+
+def test_single_currency_holds_the_expiry_future_in_the_usdt_pool() -> None:
+    async def body() -> None:
+        async with started(FakeOKX(), [("key-o", "secret-o", "3000")]) as fake:
+            fake.set_mark(BTC, "60000")
+            fake.set_mark(BTC_FUTURE, "60300")
+            fake.open_position("key-o", BTC, "long", "100", "60000")
+            fake.open_position("key-o", BTC_FUTURE, "short", "50", "60300")
+            feed = okx_feed(fake)
+            state = (await bootstrapped(feed)).state
+            assert state.mode.mode is AccountMode.SINGLE_ASSET and state.computable
+            assert {p for p, _ in state.positions} == {BTC, BTC_FUTURE}
+            metrics = compute(state.to_account())
+            # (60,000 x 0.45% + 30,150 x 0.55%) / 3,000 against OKX's USDT mgnRatio
+            assert metrics.pool.margin_ratio == (D(270) + D("165.825")) / D(3000)
+            assert state.reported_account.margin_ratio is not None
+            assert abs(metrics.pool.margin_ratio / state.reported_account.margin_ratio - 1) < D(
+                "1e-4"
+            )
+            assert feed.comparison is not None and feed.comparison.mismatches == ()
+
+    run(body())
