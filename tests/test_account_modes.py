@@ -101,7 +101,7 @@ MODE_ANSWERS = {
     # the recorded answer; OKX docs: acctLv 3 multi-currency margin, 4 portfolio margin, 1 spot
     # mode (no derivatives)
     "okx-2": (okx.account_mode, okx_config("2"), M.SINGLE_ASSET, C.COMPUTED, "acctLv 2"),
-    "okx-3": (okx.account_mode, okx_config("3"), M.MULTI_ASSETS, C.EXCHANGE_RATIO, "acctLv 3"),
+    "okx-3": (okx.account_mode, okx_config("3"), M.MULTI_ASSETS, C.COMPUTED, "acctLv 3"),
     "okx-4": (okx.account_mode, okx_config("4"), M.PORTFOLIO, C.EXCHANGE_RATIO, "acctLv 4"),
     "okx-1": (okx.account_mode, okx_config("1"), M.SIMPLE, C.REFUSED, "acctLv 1"),
     # the documented answer, then its other margin modes
@@ -305,22 +305,21 @@ def test_bybit_collateral_and_margin_modes_follow_the_account() -> None:
     run(body())
 
 
-def test_okx_multi_currency_and_portfolio_show_okx_s_mgn_ratio() -> None:
+def test_okx_portfolio_shows_okx_s_mgn_ratio_and_spot_mode_is_refused() -> None:
+    # multi-currency margin (acctLv 3) is computed: tests/test_okx_multi_currency.py
     async def body() -> None:
         fake = FakeOKX()
         async with long_btc(fake, "okx", "8000", "10") as (feed, state):
             assert state.mode.mode is M.SINGLE_ASSET and state.computable
-            fake.set_account_level(KEY, "3", other_adj_eq="5000")
-            await feed.reconcile()
-            assert state.mode.mode is M.MULTI_ASSETS and not state.computable
-            assert state.mode.detail == "acctLv 3"
-            ratio = state.reported_account.margin_ratio
-            assert ratio is not None and state.reported_account.margin_balance is not None
-            # OKX's mgnRatio is adjEq / (mmr): alertd shows its reciprocal
-            assert state.reported_account.margin_balance > D(8000)  # the USD pool's adjEq
-            fake.set_account_level(KEY, "4", other_adj_eq="5000")
+            fake.set_currency(KEY, "BTC", "0.1", "60000", follows=BTC)
+            fake.set_account_level(KEY, "4")
             await feed.reconcile()
             assert state.mode.mode is M.PORTFOLIO and state.mode.coverage is C.EXCHANGE_RATIO
+            assert not state.computable and state.mode.detail == "acctLv 4"
+            ratio = state.reported_account.margin_ratio
+            assert ratio is not None and state.reported_account.margin_balance is not None
+            # the USD pool's adjEq: the USDT and the BTC's discounted value
+            assert state.reported_account.margin_balance > D(8000)
             fake.set_account_level(KEY, "1")
             await feed.reconcile()
             assert state.fatal is not None and "spot mode (acctLv 1)" in state.fatal

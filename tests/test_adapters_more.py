@@ -335,7 +335,8 @@ def test_okx_tiers_are_step_tiers_in_contracts() -> None:
 def test_okx_positions_and_marks_from_the_real_answer() -> None:
     exchange = OKXStandIn()
     positions, reported, marks = run(OKXAdapter().fetch_positions(exchange))
-    assert exchange.calls == [("positions", {"instType": "SWAP"})]
+    # every product in one request: swaps and expiry futures share the USDT pool
+    assert exchange.calls == [("positions", {})]
     # the coin-margined BTC-USD-SWAP position belongs to the BTC pool: not this adapter's
     # "adl": "1" on OKX's 0-5 scale: one step above the back of the queue
     assert positions == [

@@ -1,4 +1,5 @@
-"""OKX v5, USDT-margined perpetual swaps (``BTC-USDT-SWAP``).
+"""OKX v5, USDT-margined perpetual swaps (``BTC-USDT-SWAP``) and expiry futures
+(``BTC-USDT-261225``, instType FUTURES): one USDT cross pool.
 
 Wire formats: okx.com/docs-v5/en: "Get positions" (/api/v5/account/positions), "Get balance"
 (/api/v5/account/balance), "Get position tiers" (/api/v5/public/position-tiers), "Get mark
@@ -19,22 +20,42 @@ Field notes, checked against real answers (ccxt's recorded responses, ts/src/tes
   (docs: "Cross maintenance margin requirement at the currency level"; the same real answer,
   with only the isolated position open, reads ``mmr`` "0").
 - Tiers are sized in contracts (``minSz``/``maxSz``) with no deduction: MM steps at each cap.
+
+Multi-currency margin (``acctLv`` 3, help centre "Multi-currency margin mode: cross margin
+trading"): one USD pool. Its adjusted equity is the sum over currencies of the equity's USD
+value times the currency's discount rate, tiered by the amount held ("Get discount rate and
+interest-free quota", ``GET /api/v5/public/discount-rate-interest-free-quota``: ``minAmt`` and
+``maxAmt`` "the unit is the currency like BTC", ``""`` no cap; ``minDiscountRate`` past the
+last tier). A recorded multi-currency answer (ccxt okx.json, fetchBalance "spot balance")
+reads BTC eq 1.06126645222, eqUsd 125092.85636955927, disEq 122590.9992421681: eqUsd x 0.98,
+the docs' first BTC tier (0 to 20 BTC). The same answer reads adjEq 152550.809, mmr 9.0731
+and mgnRatio 15986.63, below adjEq / mmr (16813.4): the account's ``mmr`` leaves the
+liquidation fee out of the ratio's denominator, as a currency's does in single-currency mode.
+The help centre's account-level terms: a currency's cross equity is "Balance + Floating PnL
+(cross) + Options value - Accrued interest"; the maintenance margin is the sum of position
+values times their tier rates, where the position value includes "potential borrowing": a
+liability carries a maintenance margin of OKX's margin-borrowing tiers, which alertd does not
+model yet, so an account with one keeps OKX's own mgnRatio (:func:`multi_currency_pool`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from alertd.engine.collateral import Collateral, CollateralRatio, RatioBasis, RatioTier
 from alertd.engine.model import Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.stops import StopKind, StopOrder, Trigger
-from alertd.engine.tiers import Tier, TierBasis, TierTable
+from alertd.engine.tiers import Tier, TierBasis, TierTable, TierTableError
 from alertd.exchanges.common import (
     AdlScale,
     closed_both_sides,
+    coin_price_symbol,
     first_row_mark,
     side_of,
     signed_position,
@@ -92,16 +113,20 @@ _POS_SIDES = {"long": Side.LONG, "short": Side.SHORT}
 
 
 _NOT_COMPUTED = (
-    "one USD pool over every currency at discounted values (adjEq), which alertd does not "
-    "model yet: the margin ratio is OKX's own account mgnRatio, read at every reconcile; "
-    "liquidation prices, crash distance and margin to add are not computed"
+    "the margin ratio is OKX's own account mgnRatio, read at every reconcile and moved with the "
+    "marks in between; liquidation prices, crash distance and margin to add are not computed"
 )
+# the derivative products of the USDT pool: perpetual swaps and expiry futures
+INST_TYPES = ("SWAP", "FUTURES")
+_INST_TYPE = {"swap": "SWAP", "future": "FUTURES"}  # ccxt market type -> OKX instType
 
 
 def account_mode(config: Any) -> ModeReading:
     """The account's mode from "Get account configuration" (/api/v5/account/config,
     ``acctLv``: 1 spot, 2 spot and futures (single-currency margin), 3 multi-currency margin,
-    4 portfolio margin)."""
+    4 portfolio margin). Multi-currency margin is computed by alertd (one USD pool over every
+    currency at its discounted value, :func:`multi_currency_pool`) unless the balance shows
+    a term alertd does not reproduce (:meth:`OKXAdapter.fetch_mode` says which)."""
     rows = config.get("data") if isinstance(config, dict) else None
     row = rows[0] if isinstance(rows, list) and rows and isinstance(rows[0], dict) else {}
     level = str(row.get("acctLv"))
@@ -109,14 +134,14 @@ def account_mode(config: Any) -> ModeReading:
     if level == "2":
         return ModeReading(AccountMode.SINGLE_ASSET, detail)
     if level == "3":
-        return ModeReading(AccountMode.MULTI_ASSETS, detail, Coverage.EXCHANGE_RATIO, _NOT_COMPUTED)
+        return ModeReading(AccountMode.MULTI_ASSETS, detail)
     if level == "4":
         return ModeReading(
             AccountMode.PORTFOLIO,
             detail,
             Coverage.EXCHANGE_RATIO,
             "portfolio margin requirements are scenario-based and not reproducible from public "
-            "data; " + _NOT_COMPUTED.partition(": ")[2],
+            "data: " + _NOT_COMPUTED,
         )
     if level == "1":
         return ModeReading(
@@ -127,6 +152,139 @@ def account_mode(config: Any) -> ModeReading:
             "for alertd to watch; switch it to a margin mode on OKX, or remove it from the config",
         )
     raise FrameError(f"account/config: acctLv {level!r} is not an account mode")
+
+
+def discount_ratio(row: dict[str, Any]) -> CollateralRatio:
+    """A currency's tiered discount rate from one row of "Get discount rate and
+    interest-free quota": ``details`` of ``minAmt``, ``maxAmt`` (in the currency, "" for no
+    cap) and ``discountRate``; above the last capped tier, ``minDiscountRate``."""
+    ccy = row.get("ccy")
+    details = [d for d in row.get("details") or [] if isinstance(d, dict)]
+    if not details:
+        raise FrameError(f"discount-rate-interest-free-quota: no tiers for {ccy}")
+    ordered = sorted(details, key=lambda d: dec(d.get("minAmt") or "0", f"{ccy} minAmt"))
+    tiers = []
+    for d in ordered:
+        cap = d.get("maxAmt")
+        tiers.append(
+            RatioTier(
+                dec(cap, f"{ccy} maxAmt") if cap not in (None, "") else None,
+                dec(d.get("discountRate"), f"{ccy} discountRate"),
+            )
+        )
+    if tiers[-1].cap is not None:
+        floor = dec_or_none(row.get("minDiscountRate")) or Decimal(0)
+        tiers.append(RatioTier(None, floor))
+    try:
+        return CollateralRatio.build(tiers, RatioBasis.AMOUNT)
+    except TierTableError as exc:
+        # the engine's field names alertd's own: OKX's words for them
+        field = {"ratio": "discountRate", "cap": "maxAmt"}.get(exc.field, exc.field)
+        raise FrameError(
+            f"discount-rate-interest-free-quota {ccy} tier {exc.index + 1} {field}: {exc.reason}"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class CurrencyPool:
+    """A multi-currency account's USD pool as alertd models it, in the settle currency:
+    the settle currency's cross cash (its positions' PnL is added at their marks), the other
+    currencies as collateral, OKX's own account figures, and what alertd cannot reproduce
+    (empty when the pool is exact)."""
+
+    wallet: Decimal
+    coins: tuple[Collateral, ...]
+    reported: ReportedAccount
+    not_reproduced: tuple[str, ...]
+
+
+def _cross_equity(detail: dict[str, Any], ccy: str) -> Decimal:
+    """A currency's equity in the cross pool: its equity less its isolated positions'."""
+    eq = dec(detail.get("eq") or "0", f"{ccy} eq")
+    return eq - (dec_or_none(detail.get("isoEq")) or Decimal(0))
+
+
+def multi_currency_pool(
+    account: dict[str, Any],
+    ratios: dict[str, CollateralRatio],
+    settle: str,
+    markets: dict[str, Any],
+) -> CurrencyPool:
+    """The USD pool of a multi-currency account (``acctLv`` 3) from one "Get balance"
+    account (every currency's ``details``) and the discount tiers of the currencies held.
+
+    Each currency counts its cross equity (``eq - isoEq``) at its USD price (``eqUsd / eq``)
+    times its tiered discount rate; the pool is kept in the settle currency (prices over the
+    settle currency's USD price: the ratio is the same in either unit). The settle currency's
+    equity moves with the positions' PnL, so it counts at its cash (``eq - isoEq`` less the
+    cross PnL) and must lie in a tier discounted at 1. A currency OKX does not take as
+    collateral (``collateralEnabled`` false: ``disEq`` 0) counts nothing. Not reproduced:
+    a liability (a negative equity carries a borrowing maintenance margin alertd does not
+    model), a settle equity past a discount of 1, a held currency without a USD value or
+    discount tiers; those name themselves in ``not_reproduced`` (OKX's own ratio then stands
+    in). Raises :class:`FrameError` naming a field that is not a number.
+    """
+    details = {d.get("ccy"): d for d in account.get("details") or [] if isinstance(d, dict)}
+    not_reproduced: list[str] = []
+
+    def usd_price(detail: dict[str, Any]) -> Decimal | None:
+        eq, usd = dec_or_none(detail.get("eq")), dec_or_none(detail.get("eqUsd"))
+        return usd / eq if eq is not None and usd is not None else None
+
+    settle_row = details.get(settle) or {}
+    # with no settle equity to price it, the pool is counted in USD: the ratio, liquidation
+    # prices and crash distance are the same; amounts are then USD, not USDT (a 0.0x% peg)
+    settle_usd = usd_price(settle_row) or Decimal(1)
+    settle_eq = _cross_equity(settle_row, settle) if settle_row else Decimal(0)
+    cross_upl = (dec_or_none(settle_row.get("upl")) or Decimal(0)) - (
+        dec_or_none(settle_row.get("isoUpl")) or Decimal(0)
+    )
+    wallet = settle_eq - cross_upl
+    if settle_eq < 0:
+        not_reproduced.append(f"a {settle} liability (borrowing maintenance margin)")
+    elif settle_eq > 0:
+        ratio = ratios.get(settle)
+        if ratio is None:
+            not_reproduced.append(f"{settle} held with no discount tiers")
+        elif ratio.counted(settle_eq) != settle_eq:
+            not_reproduced.append(f"{settle} equity past its discount rate of 1")
+    coins = []
+    for ccy, detail in details.items():
+        if not isinstance(ccy, str) or ccy == settle:
+            continue
+        amount = _cross_equity(detail, ccy)
+        if amount == 0:
+            continue
+        if amount < 0:
+            not_reproduced.append(f"a {ccy} liability (borrowing maintenance margin)")
+            continue
+        if detail.get("collateralEnabled") is False:
+            continue  # not collateral: OKX counts it at disEq 0
+        price = usd_price(detail)
+        ratio = ratios.get(ccy)
+        if price is None or price <= 0 or ratio is None:
+            # OKX values it by figures alertd did not get: its ratio stands in, naming why
+            missing = "a USD value (eqUsd)" if ratio is not None else "discount tiers"
+            not_reproduced.append(f"{ccy} held with no {missing}")
+            continue
+        coins.append(
+            Collateral(
+                asset=ccy,
+                amount=amount,
+                price=price / settle_usd,
+                ratio=ratio,
+                price_symbol=coin_price_symbol(ccy, settle, markets),
+            )
+        )
+    mgn_ratio = dec_or_none(account.get("mgnRatio"))
+    adj_eq, mmr = dec_or_none(account.get("adjEq")), dec_or_none(account.get("mmr"))
+    reported = ReportedAccount(
+        mmr / settle_usd if mmr is not None else None,
+        adj_eq / settle_usd if adj_eq is not None else None,
+        # OKX's mgnRatio is adjEq / (mmr + liquidation fee): alertd's ratio is its reciprocal
+        1 / mgn_ratio if mgn_ratio else None,
+    )
+    return CurrencyPool(wallet, tuple(coins), reported, tuple(not_reproduced))
 
 
 # "Get algo order list" (GET /api/v5/trade/orders-algo-pending) takes one ordType a request,
@@ -200,15 +358,55 @@ class OKXAdapter(ExchangeAdapter):
     # position (cited in tests/fake_exchange/okx.py) reads eq = cashBal + isoEq
     wallet_includes_isolated = False
 
+    def __init__(self) -> None:
+        # a multi-currency account's pool, read with its mode at every snapshot (None in
+        # the other modes): fetch_balance and fetch_collateral give its parts
+        self._pool: CurrencyPool | None = None
+
     async def fetch_mode(self, exchange: Any) -> ModeReading:
-        return account_mode(await exchange.privateGetAccountConfig())
+        mode = account_mode(await exchange.privateGetAccountConfig())
+        self._pool = None
+        if mode.mode is not AccountMode.MULTI_ASSETS:
+            return mode
+        # the pool decides whether alertd reproduces the account: read it with the mode
+        response = await exchange.privateGetAccountBalance()
+        accounts = response.get("data") or []
+        if not accounts or not isinstance(accounts[0], dict):
+            raise FrameError("account/balance: no account in the answer")
+        account = accounts[0]
+        held = sorted(
+            str(d.get("ccy"))
+            for d in account.get("details") or []
+            if isinstance(d, dict)
+            and d.get("collateralEnabled") is not False
+            and (dec_or_none(d.get("eq")) or Decimal(0)) > 0
+        )
+        ratios = {}
+        for ccy in held:
+            answer = await exchange.publicGetPublicDiscountRateInterestFreeQuota({"ccy": ccy})
+            for row in answer.get("data") or []:
+                if isinstance(row, dict) and row.get("ccy") == ccy:
+                    ratios[ccy] = discount_ratio(row)
+        self._pool = multi_currency_pool(account, ratios, self.settle, exchange.markets)
+        if self._pool.not_reproduced:
+            return dataclasses.replace(
+                mode,
+                coverage=Coverage.EXCHANGE_RATIO,
+                limits=f"{'; '.join(self._pool.not_reproduced)}, which alertd does not "
+                f"reproduce: {_NOT_COMPUTED}",
+            )
+        return mode
 
     def _market(self, exchange: Any, inst_id: Any) -> dict[str, Any] | None:
-        """The ccxt market of a swap position; None for other settle currencies."""
+        """The ccxt market of a swap or future; None for other settle currencies."""
         market: dict[str, Any] = exchange.safe_market(inst_id, None, "-", "swap")
         if not self.market_filter.same_pool(market.get("settle")):
-            return None  # coin-margined or USDC swaps belong to another pool
+            return None  # coin-margined or USDC contracts belong to another pool
         return market
+
+    @staticmethod
+    def _inst_type(exchange: Any, symbol: str) -> str:
+        return _INST_TYPE.get(str(exchange.market(symbol).get("type")), "SWAP")
 
     async def fetch_tiers(self, exchange: Any, symbols: list[str]) -> dict[str, TierTable]:
         out = {}
@@ -217,9 +415,14 @@ class OKXAdapter(ExchangeAdapter):
             family = (market.get("info") or {}).get("instFamily")
             if not family:
                 raise FrameError(f"{symbol}: no instFamily in the market, cannot ask for tiers")
-            # cross tiers: OKX publishes the same SWAP table for isolated positions
+            # cross tiers: OKX publishes the same table for isolated positions; expiry
+            # futures have their own (instType FUTURES, the same instFamily)
             response = await exchange.publicGetPublicPositionTiers(
-                {"instType": "SWAP", "tdMode": "cross", "instFamily": family}
+                {
+                    "instType": self._inst_type(exchange, symbol),
+                    "tdMode": "cross",
+                    "instFamily": family,
+                }
             )
             rows = response.get("data") or []
             if rows:
@@ -228,8 +431,8 @@ class OKXAdapter(ExchangeAdapter):
 
     def _position(self, exchange: Any, raw: dict[str, Any]) -> list[PositionState]:
         """The states one raw position gives: none for other products, both sides on a close."""
-        if raw.get("instType") not in (None, "SWAP"):
-            return []
+        if raw.get("instType") not in (None, *INST_TYPES):
+            return []  # spot margin and options are not in alertd's pool
         market = self._market(exchange, raw.get("instId"))
         if market is None:
             return []
@@ -246,7 +449,8 @@ class OKXAdapter(ExchangeAdapter):
         return [with_adl(state, raw, "adl", ADL)]
 
     async def fetch_positions(self, exchange: Any) -> Snapshot:
-        response = await exchange.privateGetAccountPositions({"instType": "SWAP"})
+        # every product in one answer (no instType): swaps and expiry futures are kept
+        response = await exchange.privateGetAccountPositions({})
         snapshot: Snapshot = ([], {}, {})
         self._snapshot_into(
             response.get("data") or [],
@@ -268,12 +472,15 @@ class OKXAdapter(ExchangeAdapter):
         for ord_type in ALGO_TYPES:
             after = None
             for _ in range(MAX_ALGO_PAGES):
-                request = {"instType": "SWAP", "ordType": ord_type, "limit": "100"}
+                # no instType: swaps' and expiry futures' orders together
+                request = {"ordType": ord_type, "limit": "100"}
                 if after:
                     request["after"] = after
                 response = await exchange.privateGetTradeOrdersAlgoPending(request)
                 rows = response.get("data") or []
                 for raw in rows:
+                    if raw.get("instType") not in (None, *INST_TYPES):
+                        continue
                     market = self._market(exchange, raw.get("instId"))
                     if market is not None:
                         out.extend(algo_stops(raw, market["symbol"]))
@@ -291,6 +498,8 @@ class OKXAdapter(ExchangeAdapter):
         return None
 
     async def fetch_balance(self, exchange: Any) -> tuple[Decimal, ReportedAccount]:
+        if self._pool is not None:  # multi-currency: read with the mode
+            return self._pool.wallet, self._pool.reported
         response = await exchange.privateGetAccountBalance({"ccy": self.settle})
         accounts = response.get("data") or []
         if not accounts:
@@ -307,13 +516,19 @@ class OKXAdapter(ExchangeAdapter):
             iso = dec_or_none(detail.get("isoEq")) or Decimal(0)
             balance = eq - iso if eq is not None else None
         else:
-            # Multi-currency or portfolio margin (acctLv 3, 4): one USD pool backed by every
-            # currency; its ratio is the account's (see account_mode)
+            # portfolio margin (acctLv 4): one USD pool backed by every currency; its ratio
+            # is the account's (see account_mode)
             ratio = dec_or_none(account.get("mgnRatio"))
             mm = dec_or_none(account.get("mmr"))
             balance = dec_or_none(account.get("adjEq"))
         # OKX's mgnRatio is equity / (MM + liquidation fee): alertd's ratio is its reciprocal
         return wallet, ReportedAccount(mm, balance, 1 / ratio if ratio else None)
+
+    async def fetch_collateral(self, exchange: Any) -> tuple[Collateral, ...]:
+        pool = self._pool
+        if pool is None or pool.not_reproduced:
+            return ()  # single-currency: USDT alone; otherwise OKX's own ratio stands
+        return pool.coins
 
     def _subscribe_warnings(self, exchange: Any) -> None:
         """Subscribe the private connection to ``liquidation-warning``, once per connection.
@@ -352,7 +567,7 @@ class OKXAdapter(ExchangeAdapter):
 
     async def fetch_mark(self, exchange: Any, symbol: str) -> Decimal:
         response = await exchange.publicGetPublicMarkPrice(
-            {"instType": "SWAP", "instId": exchange.market_id(symbol)}
+            {"instType": self._inst_type(exchange, symbol), "instId": exchange.market_id(symbol)}
         )
         return first_row_mark(response.get("data") or [], "markPx", "mark-price", symbol)
 

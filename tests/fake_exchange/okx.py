@@ -1,4 +1,5 @@
-"""A scriptable local OKX v5 server (single-currency margin, USDT-margined perpetual swaps).
+"""A scriptable local OKX v5 server (single- and multi-currency margin, USDT-margined
+perpetual swaps and a USDT expiry future).
 
 ccxt's own ``ccxt.pro.okx`` runs against it unmodified: deep-merge ``fake.ccxt_urls()`` over
 ``exchange.urls['api']`` and pass ``fake.ccxt_options``. Wire formats follow the OKX v5 API
@@ -24,7 +25,18 @@ Figures, independently of alertd: ``notional = |pos| * ctVal * mark``; a positio
 ``notional * tier mmr`` (tier by ``|pos|`` against ``maxSz``); ``mgnRatio`` of the USDT cross
 pool is ``crossEq / (cross mmr + notional * 0.05%)``; liquidation prices solve equity = MM for
 one position (isolated: its own margin; cross: the cross equity, other marks held).
-Simplifications: no orders, fees or funding; one margin currency; marks are pushed only when
+Multi-currency margin (``acctLv`` 3, help centre "Multi-currency margin mode: cross margin
+trading"): each currency's equity at its USD price (``eqUsd``) times its discount rate, tiered
+by the amount held in the currency ("Get discount rate and interest-free quota": ``minAmt``,
+``maxAmt`` in the currency; served at ``/api/v5/public/discount-rate-interest-free-quota``),
+summed over the currencies to ``adjEq``; a negative equity is a liability, counted in full.
+``mmr`` is the positions' MM in USD (USDT at ``set_usdt_usd``), ``mgnRatio`` is ``adjEq /
+(mmr + notional * 0.05%)`` (in the recorded answer cited in alertd/exchanges/okx.py the
+account's mgnRatio sits below adjEq / mmr: the fee is not in ``mmr``). A currency scripted to
+follow a market (``set_currency(..., follows=BTC)``) keeps its price to that market's mark
+ratio as the mark moves. A liquidation price solves adjEq = mmr + fee in the position's mark,
+the currency that follows it moving too (linear in the mark: tiers by amount and contracts).
+Simplifications: no orders, fees or funding; no borrowing MMR; marks are pushed only when
 scripted or by the ``mark_interval_s`` loop.
 """
 
@@ -57,7 +69,10 @@ BUSINESS_CHANNELS = frozenset({"orders-algo"})
 UID = "448097284125409280"  # the uid in OKX's websocket doc examples
 
 # (instId, mark, tickSz, ctVal, position tiers as (maxSz, mmr, imr, maxLever)); the tier rows
-# as in the docs' "Get position tiers" example for BTC-USDT (SWAP, cross)
+# as in the docs' "Get position tiers" example for BTC-USDT (SWAP, cross); an instId with an
+# expiry date is a USDT expiry future (instType FUTURES, its own tiers)
+FUTURE = "BTC-USDT-261225"
+FUTURE_EXPIRY_MS = 1798185600000  # 2026-12-25 08:00 UTC, OKX's delivery time
 _MARKETS = (
     (
         "BTC-USDT-SWAP",
@@ -77,7 +92,21 @@ _MARKETS = (
         "0.1",
         (("10000", "0.004", "0.008", "100"), ("50000", "0.01", "0.02", "50")),
     ),
+    (
+        FUTURE,
+        "60300",
+        "0.1",
+        "0.01",
+        (("5000", "0.005", "0.01", "100"), ("20000", "0.008", "0.016", "50")),
+    ),
 )
+# "Get discount rate and interest-free quota" tiers (minAmt, maxAmt or "", discountRate): BTC's
+# first two as in the docs' response example, USDT and USDC illustrative
+DISCOUNTS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "BTC": (("0", "20", "0.98"), ("20", "25", "0.9775"), ("25", "", "0.95")),
+    "USDT": (("0", "5000000", "1"), ("5000000", "", "0.95")),
+    "USDC": (("0", "5000000", "0.98"), ("5000000", "", "0.9")),
+}
 
 
 def _s(value: Decimal) -> str:
@@ -93,6 +122,7 @@ class _Market:
     tick: Decimal
     ct_val: Decimal
     tiers: tuple[tuple[str, str, str, str], ...]
+    inst_type: str = "SWAP"
 
     def mmr_rate(self, contracts: Decimal) -> Decimal:
         for max_sz, mmr, _imr, _lever in self.tiers:
@@ -138,7 +168,8 @@ class _Account(shared.Credentials):
     # in 3 and 4 the balance reports the USD pool: adjEq is the other currencies' discounted
     # USD value (``other_adj_eq``) plus the USDT equity
     acct_lv: str = "2"
-    other_adj_eq: Decimal = Decimal(0)
+    # multi-currency margin: the other currencies' amounts (negative: a liability)
+    coins: dict[str, Decimal] = field(default_factory=dict)
 
 
 class _Connection(shared.WsConnection):
@@ -162,16 +193,22 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
         self._markets: dict[str, _Market] = {}
         self._next_id = 1_000_000_000_000_000_000
         for inst_id, mark, tick, ct_val, tiers in _MARKETS:
-            base = inst_id.split("-")[0]
+            base, _quote, kind = inst_id.split("-")
+            future = kind != "SWAP"
             self._markets[inst_id] = _Market(
-                f"{base}/USDT:USDT",
+                f"{base}/USDT:USDT-{kind}" if future else f"{base}/USDT:USDT",
                 inst_id,
                 base,
                 Decimal(mark),
                 Decimal(tick),
                 Decimal(ct_val),
                 tiers,
+                "FUTURES" if future else "SWAP",
             )
+        # multi-currency margin: each currency's USD price, and the market whose mark it
+        # follows (its price over that mark kept as the mark moves)
+        self._usd: dict[str, tuple[Decimal, str | None]] = {SETTLE: (Decimal(1), None)}
+        self._discounts = {ccy: tuple(rows) for ccy, rows in DISCOUNTS.items()}
 
     def _routes(self) -> list[web.RouteDef]:
         return [
@@ -189,6 +226,9 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
     def _market_id(self, symbol: str) -> str:
         if symbol in self._markets:
             return symbol
+        for market in self._markets.values():
+            if market.symbol == symbol:
+                return market.id
         base = symbol.split("/")[0]
         return f"{base}-USDT-SWAP"
 
@@ -200,7 +240,7 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             self._push_mark(market)
 
     def _mark_frame(self, market: _Market) -> dict[str, Any]:
-        row = {"instType": "SWAP", "instId": market.id, "markPx": _s(market.mark)}
+        row = {"instType": market.inst_type, "instId": market.id, "markPx": _s(market.mark)}
         row["ts"] = str(now_ms())
         return {"arg": {"channel": "mark-price", "instId": market.id}, "data": [row]}
 
@@ -262,12 +302,34 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
         self._push_account(account)
 
     @scripted
-    def set_account_level(self, api_key: str, acct_lv: str, other_adj_eq: Num = "0") -> None:
-        """Script the account mode (``acctLv``) and, for 3 and 4, the discounted USD value of
-        the currencies other than USDT in the pool."""
-        account = self._account(api_key)
-        account.acct_lv = acct_lv
-        account.other_adj_eq = _dec(other_adj_eq, "other_adj_eq")
+    def set_account_level(self, api_key: str, acct_lv: str) -> None:
+        """Script the account mode (``acctLv``: 2 single-currency, 3 multi-currency, 4
+        portfolio; in 3 and 4 the balance reports the USD pool over every currency)."""
+        self._account(api_key).acct_lv = acct_lv
+        self._push_account(self._account(api_key))
+
+    @scripted
+    def set_currency(
+        self, api_key: str, ccy: str, amount: Num, usd_price: Num, *, follows: str | None = None
+    ) -> None:
+        """Give a multi-currency account ``amount`` of ``ccy`` (negative: a liability) priced
+        at ``usd_price``; with ``follows`` (a symbol) the price moves in proportion to that
+        market's mark from here."""
+        price = shared.positive(usd_price, "usd_price")
+        market = self._market(follows) if follows is not None else None
+        self._usd[ccy] = (price / market.mark if market else price, market.id if market else None)
+        self._account(api_key).coins[ccy] = _dec(amount, "amount")
+        self._push_account(self._account(api_key))
+
+    @scripted
+    def set_usdt_usd(self, price: Num) -> None:
+        """USDT's USD price (1 by default): OKX values the multi-currency pool in USD."""
+        self._usd[SETTLE] = (shared.positive(price, "price"), None)
+
+    @scripted
+    def set_discount_tiers(self, ccy: str, tiers: list[tuple[str, str, str]]) -> None:
+        """``ccy``'s discount tiers as (minAmt, maxAmt or "", discountRate)."""
+        self._discounts[ccy] = tuple(tiers)
 
     def _config_row(self, account: _Account, _params: dict[str, str]) -> list[Any]:
         """ "Get account configuration", the row of ccxt's okx.fetch_accounts docstring."""
@@ -330,6 +392,69 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
 
     # ---- figures ------------------------------------------------------------------------------
 
+    def _usd_price(self, ccy: str, moved: dict[str, Decimal] | None = None) -> Decimal:
+        """``ccy``'s USD price; ``moved`` marks (instId -> mark) stand in for the markets'."""
+        price, follows = self._usd.get(ccy, (Decimal(0), None))
+        if follows is None:
+            return price
+        mark = (moved or {}).get(follows, self._markets[follows].mark)
+        return price * mark
+
+    def _discounted(self, ccy: str, amount: Decimal) -> Decimal:
+        """``amount`` of ``ccy`` after its discount tiers (in the currency; a liability in
+        full; a currency without tiers counts nothing, as OKX's non-collateral ones)."""
+        if amount <= 0:
+            return amount
+        out = Decimal(0)
+        for low, high, rate in self._discounts.get(ccy, ()):
+            top = amount if high == "" else min(amount, Decimal(high))
+            if top > Decimal(low):
+                out += (top - Decimal(low)) * Decimal(rate)
+        return out
+
+    def _pool(
+        self, account: _Account, moved: dict[str, Decimal] | None = None
+    ) -> tuple[Decimal, Decimal]:
+        """A multi-currency account's (adjEq, mmr + liquidation fee) in USD, at its marks or
+        at ``moved`` ones."""
+        cross = [p for p in account.positions.values() if not p.isolated]
+        marks = {p.market.id: (moved or {}).get(p.market.id, p.market.mark) for p in cross}
+        iso_margin = sum((p.margin for p in account.positions.values() if p.isolated), Decimal(0))
+        upl = sum(
+            (abs(p.pos) * p.market.ct_val * (marks[p.market.id] - p.entry) * p.sign for p in cross),
+            Decimal(0),
+        )
+        usdt = self._usd_price(SETTLE)
+        usdt_eq = account.wallet - iso_margin + upl
+        adj_eq = self._discounted(SETTLE, usdt_eq) * usdt
+        for ccy, amount in account.coins.items():
+            adj_eq += self._discounted(ccy, amount) * self._usd_price(ccy, moved)
+        requirement = sum(
+            (
+                abs(p.pos)
+                * p.market.ct_val
+                * marks[p.market.id]
+                * (p.market.mmr_rate(abs(p.pos)) + LIQ_FEE)
+                for p in cross
+            ),
+            Decimal(0),
+        )
+        return adj_eq, requirement * usdt
+
+    def _multi_liq(self, account: _Account, p: _Position) -> Decimal | None:
+        """The mark of ``p``'s market at which adjEq = mmr + fee, the currencies following it
+        moving too: linear in that mark, so two evaluations give the root exactly."""
+
+        def surplus(mark: Decimal) -> Decimal:
+            adj_eq, requirement = self._pool(account, {p.market.id: mark})
+            return adj_eq - requirement
+
+        at_zero, at_mark = surplus(Decimal(0)), surplus(p.market.mark)
+        if at_mark == at_zero:
+            return None
+        price = p.market.mark * at_zero / (at_zero - at_mark)
+        return price.quantize(p.market.tick) if price > 0 else None
+
     def _cross(self, account: _Account) -> tuple[Decimal, Decimal, Decimal]:
         """(cross equity, cross MM, cross notional) of the USDT pool."""
         cross = [p for p in account.positions.values() if not p.isolated]
@@ -345,6 +470,8 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
         size = abs(p.pos) * p.market.ct_val
         if not size:
             return None
+        if account.acct_lv in ("3", "4") and not p.isolated:
+            return self._multi_liq(account, p)
         rate = p.market.mmr_rate(abs(p.pos)) + LIQ_FEE
         if p.isolated:
             others = Decimal(0)
@@ -382,7 +509,7 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             "gammaPA": "",
             "imr": _s(p.notional() / p.leverage) if open_ and not p.isolated else "",
             "instId": m.id,
-            "instType": "SWAP",
+            "instType": m.inst_type,
             "interest": "0",
             "idxPx": _s(m.mark),
             "last": _s(m.mark),
@@ -476,19 +603,22 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             "uplLiab": "",
         }
         pool = {"adjEq": "", "mgnRatio": "", "mmr": ""}
+        details = [detail]
         if account.acct_lv in ("3", "4"):
             # the USD pool's figures are the account's; the currency's own are empty
-            adj_eq = eq + account.other_adj_eq
-            detail.update(mgnRatio="", mmr="")
+            details = self._currency_details(account, detail, eq)
+            adj_eq, requirement = self._pool(account)
+            usdt = self._usd_price(SETTLE)
             pool = {
                 "adjEq": _s(adj_eq),
-                "mgnRatio": _s((adj_eq / denom).quantize(Decimal("0.0001"))) if denom else "",
-                "mmr": _s(denom),
+                "mgnRatio": _s(adj_eq / requirement) if requirement else "",
+                "mmr": _s(mm * usdt),
             }
+            total = sum((Decimal(d["eqUsd"]) for d in details), Decimal(0))
         return {
             **pool,
             "borrowFroz": "",
-            "details": [detail],
+            "details": details,
             "imr": "",
             "isoEq": _s(iso_eq),
             "notionalUsd": _s(notional),
@@ -497,6 +627,88 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             "uTime": str(now_ms()),
             "upl": _s(upl),
         }
+
+    def _currency_details(
+        self, account: _Account, settle: dict[str, Any], cross_eq: Decimal
+    ) -> list[dict[str, Any]]:
+        """A multi-currency account's ``details``: the settle currency's row with its USD
+        figures, and a row per other currency (fields as in the recorded answer cited in
+        alertd/exchanges/okx.py)."""
+        usdt = self._usd_price(SETTLE)
+        eq = Decimal(settle["eq"])
+        settle.update(
+            mgnRatio="",
+            mmr="",
+            eqUsd=_s(eq * usdt),
+            disEq=_s(self._discounted(SETTLE, cross_eq) * usdt),
+            liab=_s(max(-cross_eq, Decimal(0))),
+            crossLiab=_s(max(-cross_eq, Decimal(0))),
+            collateralEnabled=True,
+        )
+        rows = [settle]
+        for ccy, amount in sorted(account.coins.items()):
+            price = self._usd_price(ccy)
+            owed = _s(max(-amount, Decimal(0)))
+            rows.append(
+                {
+                    **{key: "" for key in settle},
+                    "availBal": _s(max(amount, Decimal(0))),
+                    "availEq": _s(max(amount, Decimal(0))),
+                    "borrowFroz": "0",
+                    "cashBal": _s(amount),
+                    "ccy": ccy,
+                    "collateralEnabled": ccy in self._discounts,
+                    "crossLiab": owed,
+                    "disEq": _s(self._discounted(ccy, amount) * price),
+                    "eq": _s(amount),
+                    "eqUsd": _s(amount * price),
+                    "fixedBal": "0",
+                    "frozenBal": "0",
+                    "interest": "0",
+                    "isoEq": "0",
+                    "isoLiab": "0",
+                    "isoUpl": "0",
+                    "liab": owed,
+                    "ordFrozen": "0",
+                    "stgyEq": "0",
+                    "twap": "0",
+                    "uTime": str(now_ms()),
+                    "upl": "0",
+                    "uplLiab": "0",
+                }
+            )
+        return rows
+
+    def _discount_answer(self, params: dict[str, str]) -> list[Any]:
+        """ "Get discount rate and interest-free quota" rows, as in the docs' example."""
+        wanted = params.get("ccy")
+        out = []
+        for ccy, tiers in self._discounts.items():
+            if wanted not in (None, ccy):
+                continue
+            details = [
+                {
+                    "discountRate": rate,
+                    "liqPenaltyRate": "0.02",
+                    "maxAmt": high,
+                    "minAmt": low,
+                    "tier": str(i),
+                    "disCcyEq": _s(self._discounted(ccy, Decimal(high))) if high else "",
+                }
+                for i, (low, high, rate) in enumerate(tiers, 1)
+            ]
+            out.append(
+                {
+                    "amt": "0",
+                    "ccy": ccy,
+                    "colRes": "0",
+                    "collateralRestrict": False,
+                    "details": details,
+                    "discountLv": "1",
+                    "minDiscountRate": "0",
+                }
+            )
+        return out
 
     # ---- REST ---------------------------------------------------------------------------------
 
@@ -524,6 +736,7 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             "/api/v5/public/mark-price": self._mark_price,
             "/api/v5/market/books": self._books_answer,
             "/api/v5/public/time": lambda _p: [{"ts": str(now_ms())}],
+            "/api/v5/public/discount-rate-interest-free-quota": self._discount_answer,
             "/api/v5/market/mark-price-candles": self._mark_candles_answer,
             "/api/v5/market/history-mark-price-candles": self._mark_candles_answer,
         }
@@ -589,26 +802,27 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
         ]
 
     def _instruments(self, params: dict[str, str]) -> list[Any]:
-        if params.get("instType") != "SWAP":
-            return []
-        return [self._instrument(m) for m in self._markets.values()]
+        kind = params.get("instType")
+        return [self._instrument(m) for m in self._markets.values() if m.inst_type == kind]
 
     @staticmethod
     def _instrument(m: _Market) -> dict[str, Any]:
-        """As in the docs' "Get instruments" example (BTC-USDT-SWAP)."""
+        """As in the docs' "Get instruments" example (BTC-USDT-SWAP; a future has its
+        ``expTime`` and ``alias``)."""
         family = f"{m.base}-USDT"
+        future = m.inst_type == "FUTURES"
         return {
-            "alias": "",
+            "alias": "quarter" if future else "",
             "baseCcy": "",
             "category": "1",
             "ctMult": "1",
             "ctType": "linear",
             "ctVal": _s(m.ct_val),
             "ctValCcy": m.base,
-            "expTime": "",
+            "expTime": str(FUTURE_EXPIRY_MS) if future else "",
             "instFamily": family,
             "instId": m.id,
-            "instType": "SWAP",
+            "instType": m.inst_type,
             "lever": "100",
             "listTime": "1611916828000",
             "lotSz": "0.01",
@@ -633,9 +847,10 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
 
     def _position_tiers(self, params: dict[str, str]) -> list[Any]:
         family = params.get("instFamily") or params.get("uly") or ""
+        kind = params.get("instType", "SWAP")
         rows = []
         for m in self._markets.values():
-            if f"{m.base}-USDT" != family:
+            if f"{m.base}-USDT" != family or m.inst_type != kind:
                 continue
             low = "0"
             for tier, (max_sz, mmr, imr, lever) in enumerate(m.tiers, 1):

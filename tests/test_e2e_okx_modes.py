@@ -1,0 +1,205 @@
+"""End to end, OKX multi-currency margin (acctLv 3, issue 11): the real ``alertd snapshot``,
+``alertd calc`` and ``alertd run`` processes against the local OKX, which reports OKX's own
+adjEq, mgnRatio and liquidation prices by OKX's documented rules (tests/fake_exchange/okx.py).
+alertd reproduces them with USDT, BTC and USDC in the pool and a swap and an expiry future in
+it; a BTC balance and a BTC long falling together cross the thresholds at the right marks; no
+false alert at bootstrap."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fake_exchange.base import FakeExchangeServer
+from tests.receivers import HttpReceiver
+from tests.support.configs import exchange_account, write_config
+from tests.support.fakes import ccxt_client
+from tests.support.fixtures import BTC, RULES, started
+from tests.support.poll import wait_for
+from tests.support.process import Daemon, alertd
+
+from .test_okx_multi_currency import BTC_FUTURE, multi_currency_account
+from .test_ops import free_port, get
+
+D = Decimal
+KEY, SECRET = "key-main", "secret-main"
+
+
+@pytest.fixture
+def okx_world(
+    tmp_path: Path,
+    fake_in_thread: Callable[..., FakeExchangeServer[Any, Any]],
+    http_receiver: HttpReceiver,
+) -> Iterator[dict[str, Any]]:
+    """The local OKX with one account (``main``), a config with the ``RULES``, the status
+    endpoint and a slow reconcile (alertd moves the coins with the marks itself), and a
+    ``Daemon`` for it (not started)."""
+    fake = fake_in_thread("okx", mark_interval_s=0.2)
+    fake.add_account(KEY, SECRET, "1000")
+    account, env = exchange_account(fake, "main", "okx", KEY, SECRET)
+    port = free_port()
+    path = write_config(
+        tmp_path,
+        [account],
+        feeds={
+            "stale_after_s": 3,
+            "reconcile_interval_s": 3600,
+            "backoff": {"initial_s": 0.1, "max_s": 1},
+        },
+        rules=RULES,
+        receivers=[{"name": "hook", "url": http_receiver.url()}],
+        http={"enabled": True, "port": port},
+        delivery={"retry_initial": 0.2, "retry_max": 1, "drain_on_shutdown": 5},
+    )
+    env = {**env, "PATH": "/usr/bin:/bin"}
+    daemon = Daemon(path, env, tmp_path / "alertd.log")
+    try:
+        yield {
+            "fake": fake,
+            "http": http_receiver,
+            "daemon": daemon,
+            "path": path,
+            "env": env,
+            "config": json.loads(path.read_text()),
+            "base": f"http://127.0.0.1:{port}",
+            "tmp": tmp_path,
+        }
+    finally:
+        if daemon.proc is not None:
+            daemon.stop()
+
+
+async def _okx_figures(fake: Any) -> tuple[dict[str, Decimal], Decimal]:
+    """OKX's own liquidation price of each position and its account mgnRatio."""
+    async with ccxt_client(fake, "okx", KEY, SECRET, password=fake.PASSPHRASE) as client:
+        positions = await client.fetch_positions()
+        balance = await client.privateGetAccountBalance()
+    liquidations = {p["symbol"]: D(p["info"]["liqPx"]) for p in positions}
+    return liquidations, D(balance["data"][0]["mgnRatio"])
+
+
+def test_snapshot_and_calc_reproduce_okx_s_ratio_and_liquidation_prices(
+    okx_world: dict[str, Any],
+) -> None:
+    fake, env = okx_world["fake"], okx_world["env"]
+    multi_currency_account(fake, KEY)
+    config = str(okx_world["path"])
+    table = alertd("snapshot", "-c", config, env=env)
+    assert table.returncode == 0, table.stderr
+    text = " ".join(table.stdout.split())
+    assert "main: account mode multi-assets (acctLv 3)" in text, table.stdout
+    assert "does not compute" not in text
+    written = alertd("snapshot", "-c", config, "--json", "--account", "main", env=env)
+    assert written.returncode == 0, written.stderr
+    path = okx_world["tmp"] / "main.json"
+    path.write_text(written.stdout)
+    snapshot = json.loads(written.stdout)
+    assert {c["asset"] for c in snapshot["cross"]["collateral"]} == {"BTC", "USDC"}
+    calc = alertd("calc", str(path), "--json", env=env)
+    assert calc.returncode == 0, calc.stderr
+    result = json.loads(calc.stdout, parse_float=Decimal)
+    liquidations, mgn_ratio = asyncio.run(_okx_figures(fake))
+    ours = {p["symbol"]: D(p["liquidation_price"]) for p in result["positions"]}
+    assert sorted(ours) == sorted(liquidations) == sorted([BTC, BTC_FUTURE])
+    for symbol, theirs in liquidations.items():
+        assert abs(ours[symbol] / theirs - 1) < D("1e-4"), (symbol, ours[symbol], theirs)
+    # alertd's ratio is MM over equity: OKX's mgnRatio the other way up
+    ratio = D(result["account"]["margin_ratio"])
+    assert abs(ratio * mgn_ratio - 1) < D("1e-4")
+
+
+def _account(base: str) -> dict[str, Any]:
+    status, text = get(f"{base}/status")
+    assert status == 200, text
+    account: dict[str, Any] = json.loads(text)["accounts"][0]
+    return account
+
+
+def _computed(base: str) -> dict[str, Any] | None:
+    account = _account(base)
+    return account if account["margin_ratio_source"] == "alertd" else None
+
+
+def test_a_btc_balance_and_a_btc_long_falling_together_cross_at_the_right_marks(
+    okx_world: dict[str, Any],
+) -> None:
+    fake, http, daemon, base = (okx_world[k] for k in ("fake", "http", "daemon", "base"))
+    # 500 USDT, 0.02 BTC (discount 0.98, following the swap's mark), 300 USDC (0.98) and a
+    # 1 BTC swap long at 60,000; USDT at USD 1. alertd's ratio (MM + fee over adjEq):
+    #   0.0045 m / (500 + (m - 60,000) + 0.02 x 0.98 m + 294) = 0.0045 m / (1.0196 m - 59,206)
+    # 0.137 at 60,000: no alert (USDT-only math: 270 / 500 = 0.54, a false warning)
+    fake.set_mark(BTC, "60000")
+    fake.set_account_level(KEY, "3")
+    fake.set_balance(KEY, "500")
+    fake.set_currency(KEY, "BTC", "0.02", "60000", follows=BTC)
+    fake.set_currency(KEY, "USDC", "300", "1")
+    fake.open_position(KEY, BTC, "long", "100", "60000")
+    started(daemon)
+    account = wait_for(lambda: _computed(base), what="alertd's own figures")
+    assert account["mode"] == "multi-assets (acctLv 3)"
+    assert account["coverage"] == "computed by alertd"
+    assert abs(D(account["margin_ratio"]) - D(270) / D(1970)) < D("1e-12")
+    wait_for(lambda: _account(base)["exchange_margin_ratio"] is not None, what="OKX's ratio")
+    theirs = D(_account(base)["exchange_margin_ratio"])
+    assert abs(D(account["margin_ratio"]) / theirs - 1) < D("1e-6")
+    (position,) = account["positions"]
+    # at the liquidation price the ratio is 1: 59,206 / 1.0151 = 58,325.29 (OKX's liqPx)
+    liquidations, _ = asyncio.run(_okx_figures(fake))
+    assert abs(D(position["liquidation_price"]) / liquidations[BTC] - 1) < D("1e-4")
+    assert abs(D(position["liquidation_price"]) - D(59206) / D("1.0151")) < D("0.01")
+    assert http.posts == []
+
+    # at 58,560: 263.52 / 501.78 = 52.5% (the BTC held at its value: 263.52 / 530 = 49.7%)
+    fake.set_mark(BTC, "58560")
+    wait_for(lambda: len(http.posts) >= 1, what="ratio warning")
+    assert http.titles()[0].startswith("WARNING main: worst ratio 52.5%"), http.titles()
+    # at 58,380: 262.71 / 318.25 = 82.5% (the BTC held at its value: 75.1%, not critical)
+    fake.set_mark(BTC, "58380")
+    wait_for(lambda: len(http.posts) >= 2, what="ratio critical")
+    assert http.titles()[1].startswith("CRITICAL main: worst ratio 82.5%"), http.titles()
+    assert daemon.stop() == 0
+    assert "Traceback" not in daemon.text()
+
+
+def test_a_switch_to_multi_currency_and_a_liability_are_picked_up_without_a_restart(
+    okx_world: dict[str, Any],
+) -> None:
+    fake, http, daemon, base = (okx_world[k] for k in ("fake", "http", "daemon", "base"))
+    config = dict(okx_world["config"])
+    config["feeds"] = {**config["feeds"], "reconcile_interval_s": 1}
+    okx_world["path"].write_text(json.dumps(config))
+    # single-currency: 2,000 USDT and a 1 BTC long at 60,000: MM + fee 270 over 2,000
+    fake.set_balance(KEY, "2000")
+    fake.set_mark(BTC, "60000")
+    fake.open_position(KEY, BTC, "long", "100", "60000")
+    started(daemon)
+    account = wait_for(lambda: _computed(base), what="alertd's own figures")
+    assert account["mode"] == "single-asset (acctLv 2)"
+    assert D(account["margin_ratio"]) == D("0.135")
+
+    # 0.1 BTC joins the pool at 0.98: 270 / (2,000 + 0.1 x 60,000 x 0.98)
+    fake.set_currency(KEY, "BTC", "0.1", "60000", follows=BTC)
+    fake.set_account_level(KEY, "3")
+    wait_for(lambda: _account(base)["mode"] == "multi-assets (acctLv 3)", what="the switch")
+    account = wait_for(lambda: _computed(base), what="computed after the switch")
+    assert D(account["margin_ratio"]) == D(270) / D(7880)
+
+    # a USDC liability: its borrowing maintenance margin is not modelled: OKX's ratio stands
+    # in, labelled, with the reason
+    fake.set_currency(KEY, "USDC", "-100", "1")
+    account = wait_for(
+        lambda: (a := _account(base))["coverage"] == "exchange's own ratio" and a,
+        what="OKX's ratio for a liability",
+    )
+    assert account["margin_ratio_source"] == "exchange"
+    fake.set_currency(KEY, "USDC", "0", "1")
+    wait_for(lambda: _computed(base), what="computed again once repaid")
+    assert not [t for t in http.titles() if "ratio" in t and "worst" in t]
+    assert daemon.stop() == 0
+    assert "Traceback" not in daemon.text()
