@@ -51,11 +51,13 @@ class Leg:
 
 @dataclass(frozen=True)
 class Holding:
-    """One account: its wallet balance (cross positions then have a liquidation price) and
-    its positions."""
+    """One account: its wallet balance (cross positions then have a liquidation price), its
+    positions and, where the exchange's requirement holds the account's taker fee rate
+    (Bybit, Gate), a VIP rate the local exchange computes its own figures with."""
 
     wallet: str
     legs: tuple[Leg, ...]
+    taker_fee: str | None = None
 
 
 Book = dict[str, Holding]  # by account name
@@ -99,6 +101,9 @@ BOOKS: dict[str, Book] = {
                 Leg("BTC", "short", "70", "isolated", "-0.005", leverage=20),  # 4.55M: tier 3
                 Leg("ETH", "long", "400", entry_move="0.01"),  # 1.4M: tier 2
             ),
+            # a VIP taker rate (base 0.055%): Bybit's fee to close moves the BTC short's
+            # liquidation price by about 20 USDT, two hundred ticks
+            taker_fee="0.0004",
         ),
     },
     "okx": {
@@ -132,6 +137,9 @@ BOOKS: dict[str, Book] = {
                 Leg("BTC", "short", "400000", "isolated", "-0.005", leverage=20),  # tier 3
                 Leg("ETH", "long", "5000", entry_move="0.01"),
             ),
+            # a VIP taker rate (base 0.075%), added to the maintenance rate: the BTC short's
+            # liquidation price moves by about 0.045% of the price
+            taker_fee="0.0003",
         ),
     },
     "hyperliquid": {
@@ -152,6 +160,16 @@ BOOKS: dict[str, Book] = {
             ),
         ),
     },
+}
+
+# the fee rate a snapshot carries for an account at the base fee level: the exchange's base
+# taker rate where its requirement holds one (OKX: its liquidation fee), else none
+BASE_FEE: dict[str, str | None] = {
+    "binanceusdm": "0",
+    "bybit": "0.00055",
+    "okx": "0.0005",
+    "gate": "0.00075",
+    "hyperliquid": "0",
 }
 
 # where each exchange's position payload carries its liquidation price
@@ -180,6 +198,8 @@ def _open_book(fake: FakeExchangeServer[Any, Any], exchange: str, book: Book) ->
     for name, holding in book.items():
         key = _key(exchange, name)
         fake.add_account(key, f"secret-{name}", wallet_balance=holding.wallet)
+        if holding.taker_fee is not None:
+            fake.set_fee_rate(key, holding.taker_fee)  # type: ignore[attr-defined]
         for leg in holding.legs:
             symbol = f"{leg.coin}/{settle}:{settle}"
             mark, tick = fake.mark(symbol), fake.tick(symbol)
@@ -296,6 +316,10 @@ def test_snapshot_then_calc_reproduces_the_exchanges_liquidation_prices(
         assert written.returncode == 0, written.stderr
         path = tmp_path / f"{name}.json"
         path.write_text(written.stdout)
+        # the snapshot carries the account's own taker rate where the exchange's formula
+        # uses one (null: the profile's base rate)
+        fees = {p["fee_rate"] for p in json.loads(written.stdout)["positions"]}
+        assert fees == {holding.taker_fee or BASE_FEE[exchange]}, (exchange, name, fees)
         calc = alertd("calc", str(path), "--json", env=env)
         assert calc.returncode == 0, calc.stderr
         ours = {

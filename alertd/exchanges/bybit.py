@@ -19,7 +19,7 @@ from typing import Any
 
 from alertd.engine.collateral import Collateral, CollateralRatio, RatioBasis, RatioTier
 from alertd.engine.model import MarginMode, Side
-from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
+from alertd.engine.profiles import DisplayedRatio, ExchangeProfile, FeeTerm
 from alertd.engine.stops import StopKind, StopOrder, Trigger
 from alertd.engine.tiers import TierTable, TierTableError
 from alertd.exchanges.common import (
@@ -27,6 +27,7 @@ from alertd.exchanges.common import (
     closed_both_sides,
     coin_price_symbol,
     risk_tiers,
+    taker_fee_rates,
     with_adl,
 )
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
@@ -38,9 +39,11 @@ PROFILE = ExchangeProfile(
     name="Bybit",
     # since 2025-09-02 MM is valued at the mark in cross and isolated margin alike, plus the
     # estimated fee to close at the bankruptcy price ("The New Margin Calculation:
-    # Adjustments and Implications"); the base taker fee rate of perpetuals, 0.055%, as a
-    # recorded position answer confirms (see tests/test_worked_examples.py)
-    close_fee_rate=Decimal("0.00055"),
+    # Adjustments and Implications") at the account's taker rate (/v5/account/fee-rate); the
+    # base taker fee rate of perpetuals, 0.055%, where it is not known, as a recorded
+    # position answer confirms (see tests/test_worked_examples.py)
+    default_fee_rate=Decimal("0.00055"),
+    fee_term=FeeTerm.CLOSE_AT_BANKRUPTCY,
     displayed_ratio=DisplayedRatio.REQUIREMENT_OVER_EQUITY,
     displayed_ratio_name="Account MM Rate",
     rounds_liquidation_to_tick=True,
@@ -413,6 +416,19 @@ class BybitAdapter(ExchangeAdapter):
             margin_balance=dec_or_none(info.get("totalMarginBalance")),
             margin_ratio=dec_or_none(info.get("accountMMRate")),
         )
+
+    async def fetch_fee_rates(self, exchange: Any, symbols: list[str]) -> dict[str, Decimal]:
+        """The account's taker rates from "Get Fee Rate" (``GET /v5/account/fee-rate``,
+        category linear: one symbol asked by name, several in one answer for every linear
+        symbol): the rate of Bybit's estimated fee to close in IM and MM."""
+        wanted = {exchange.market(s)["id"]: s for s in symbols}
+        request = {"category": "linear"}
+        if len(wanted) == 1:
+            request["symbol"] = next(iter(wanted))
+        response = await exchange.privateGetV5AccountFeeRate(request)
+        rows = (response.get("result") or {}).get("list") or []
+        by_id = {str(r.get("symbol")): r for r in rows if isinstance(r, dict)}
+        return taker_fee_rates(by_id, "takerFeeRate", wanted)
 
     async def fetch_collateral(self, exchange: Any) -> tuple[Collateral, ...]:
         if not self.account_cross:

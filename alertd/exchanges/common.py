@@ -12,7 +12,7 @@ from typing import Any
 
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.tiers import Tier, TierTable, derive_deductions
-from alertd.feeds.adapter import dec
+from alertd.feeds.adapter import FrameError, dec
 from alertd.feeds.state import PositionState
 
 
@@ -129,3 +129,24 @@ def with_adl(p: PositionState, raw: dict[str, Any], field: str, scale: AdlScale)
     if field not in raw:
         return p
     return replace(p, adl_rank=scale.normalise(raw[field]), adl_given=True)
+
+
+def taker_fee_rates(
+    rows: Mapping[str, Any],
+    field: str,
+    wanted: Mapping[str, str],
+) -> dict[str, Decimal]:
+    """The account's taker fee rates of the ``wanted`` markets (exchange id -> unified
+    symbol) from ``rows`` keyed by exchange id, each row's rate in ``field``. A market the
+    answer leaves out keeps the profile's base rate; a rate that is not a number, or is
+    negative (a taker pays), is a :class:`~alertd.feeds.adapter.FrameError` naming it."""
+    out = {}
+    for market_id, symbol in wanted.items():
+        row = rows.get(market_id)
+        if not isinstance(row, Mapping) or row.get(field) in (None, ""):
+            continue
+        rate = dec(row.get(field), f"{market_id} {field}")
+        if rate < 0:
+            raise FrameError(f"{market_id} {field}: a negative taker fee rate: {rate}")
+        out[symbol] = rate
+    return out

@@ -174,6 +174,12 @@ class ExchangeAdapter:
         every snapshot; none by default."""
         return ()
 
+    async def fetch_fee_rates(self, exchange: Any, symbols: list[str]) -> dict[str, Decimal]:
+        """The account's own taker fee rate of each of ``symbols`` (the held ones), read at
+        every snapshot where the exchange's requirement holds a fee; none by default (the
+        exchange's formula uses none, or the rate is not read: the profile's base rate)."""
+        return {}
+
     async def fetch_stops(self, exchange: Any, symbols: list[str]) -> list[StopOrder] | None:
         """The account's open conditional orders (stops, take-profits, trailing stops and a
         position's own TP/SL), read at every snapshot; at least those of ``symbols`` (the

@@ -160,6 +160,10 @@ class AccountState:
     # the marks alertd held when reported_account was read: the exchange's ratio moves from them
     reported_marks: dict[str, Decimal] = field(default_factory=dict)
     mode: ModeReading = NOT_READ  # read at bootstrap and at every reconcile
+    # the account's own taker fee rate per held symbol, where the exchange's requirement holds
+    # a fee (``ExchangeProfile.uses_fee``), read at every snapshot; a symbol without one (held
+    # since the last read) counts at the profile's base rate until the next
+    fee_rates: dict[str, Decimal] = field(default_factory=dict)
     # open conditional orders, read at every snapshot (None: the adapter reads none)
     stops: tuple[StopOrder, ...] | None = None
     events: deque[AccountEvent] = field(default_factory=lambda: deque(maxlen=100))
@@ -336,7 +340,7 @@ class AccountState:
                     mark_price=at[symbol],
                     margin_mode=p.margin_mode,
                     tiers=self.tiers[symbol],
-                    fee_rate=self.profile.default_fee_rate,
+                    fee_rate=self.fee_rates.get(symbol, self.profile.default_fee_rate),
                     isolated_margin=p.isolated_margin
                     if p.margin_mode is MarginMode.ISOLATED
                     else None,

@@ -82,6 +82,8 @@ def figures_json(figures: AccountFigures | None) -> dict[str, Any]:
                 if p.stop is None
                 else dec(p.stop.beyond_liquidation),
                 "adl_rank": dec(p.adl_rank),
+                # the account's taker rate in the requirement (null: the formula has none)
+                "fee_rate": dec(p.fee_rate),
                 "bankruptcy_buffer": dec(p.bankruptcy_buffer),
                 "gap_risk": dec(p.gap_risk),
                 "liquidation_probability_1h": dec(p.liquidation_probability),
@@ -310,6 +312,7 @@ def render_status(data: dict[str, Any], console: Console) -> None:
         "Ratio",
         "Stop",
         "ADL",
+        "Fee",
         "Bkr. buffer",
         "Gap risk",
         "P(liq. 1h)",
@@ -350,6 +353,7 @@ def render_status(data: dict[str, Any], console: Console) -> None:
                 fmt.ratio(_d(p["margin_ratio"])),
                 stop_text(p),
                 fmt.percent(_d(p.get("adl_rank")), 0),
+                fmt.percent(_d(p.get("fee_rate")), 4),
                 fmt.percent(_d(p.get("bankruptcy_buffer"))),
                 fmt.money(_d(p.get("gap_risk"))),
                 fmt.percent(_d(p.get("liquidation_probability_1h"))),

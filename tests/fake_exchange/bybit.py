@@ -285,6 +285,7 @@ class _Position:
     created_ms: int
     updated_ms: int
     seq: int
+    taker_fee: Decimal = TAKER_FEE  # the account's taker rate (``set_fee_rate``)
 
     def upl(self, mark: Decimal) -> Decimal:
         diff = mark - self.entry
@@ -294,7 +295,7 @@ class _Position:
     def close_fee(self) -> Decimal:
         """The estimated fee to close at the bankruptcy price, in IM and MM alike."""
         shift = -1 if self.side == "Buy" else 1
-        return self.size * self.entry * (1 + shift / self.leverage) * TAKER_FEE
+        return self.size * self.entry * (1 + shift / self.leverage) * self.taker_fee
 
 
 @dataclass
@@ -310,6 +311,9 @@ class _Account(shared.Credentials):
     # other collateral coins: coin -> amount (wallet balance less spot borrow; negative: a
     # liability); priced and tiered by the server (``_coin_price``, ``_collateral_tiers``)
     collateral: dict[str, Decimal] = field(default_factory=dict)
+    # the account's fee rates for linear contracts (VIP levels lower them): /v5/account/fee-rate
+    taker_fee: Decimal = TAKER_FEE
+    maker_fee: Decimal = Decimal("0.0002")
 
 
 @dataclass
@@ -535,6 +539,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             created_ms=old.created_ms if old else now,
             updated_ms=now,
             seq=next(self._seq),
+            taker_fee=account.taker_fee,
         )
         account.positions[(market.id, idx)] = position
         row = self._position_row(account, position, ws=True)
@@ -563,6 +568,17 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         account.wallet = _dec(wallet_balance, "wallet_balance")
         row = self._wallet_row(account)
         self._push_private(api_key, "wallet", [row])
+
+    @scripted
+    def set_fee_rate(self, api_key: str, taker: Num, maker: Num = "0.0002") -> None:
+        """Script the account's fee rates (a VIP level): ``/v5/account/fee-rate`` answers them
+        and the positions' estimated fee to close (IM, MM, liquidation prices) uses the taker
+        rate from now on."""
+        account = self._account(api_key)
+        account.taker_fee = _dec(taker, "taker")
+        account.maker_fee = _dec(maker, "maker")
+        for position in account.positions.values():
+            position.taker_fee = account.taker_fee
 
     @scripted
     def set_unified_margin_status(self, api_key: str, status: int) -> None:
@@ -1018,6 +1034,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             "/v5/asset/coin/query-info": self._coin_info,
             "/v5/user/query-api": self._query_api,
             "/v5/account/info": self._account_info,
+            "/v5/account/fee-rate": self._fee_rate,
             "/v5/order/realtime": self._order_realtime,
         }
         try:
@@ -1436,6 +1453,28 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             "affiliateID": 0,
             "rsaPublicKey": "",
             "isMaster": True,
+        }
+
+    def _fee_rate(self, account: _Account, params: dict[str, str]) -> dict[str, Any]:
+        # "Get Fee Rate" (bybit-exchange/docs, docs/v5/account/fee-rate.mdx): derivatives rows
+        # carry symbol, takerFeeRate and makerFeeRate (no category, no baseCoin)
+        if params.get("category") not in CATEGORIES:
+            raise _ApiError(10001, "params error: category is invalid")
+        if params["category"] != "linear":
+            return {"list": []}
+        wanted = params.get("symbol")
+        if wanted is not None and wanted not in {m.id for m in self._markets.values()}:
+            raise _ApiError(10001, f"params error: symbol {wanted} is invalid")
+        return {
+            "list": [
+                {
+                    "symbol": m.id,
+                    "takerFeeRate": _fmt(account.taker_fee),
+                    "makerFeeRate": _fmt(account.maker_fee),
+                }
+                for m in self._markets.values()
+                if wanted in (None, m.id)
+            ]
         }
 
     @staticmethod
