@@ -1070,9 +1070,9 @@ class BybitStandIn(StandIn):
         )
 
 
-def test_bybit_lists_usdc_perpetuals_of_the_unified_pool_as_missing() -> None:
-    """A USDC perpetual shares the unified pool: its position is listed (settleCoin USDC) and
-    named as what alertd misses, never left out unseen (Bybit's ratio then stands in)."""
+def test_bybit_usdc_perpetuals_join_the_unified_pool() -> None:
+    """A USDC perpetual shares the unified pool: its position is listed (settleCoin USDC), its
+    market loaded with the USDT ones, and the account is complete with both in one pool."""
     exchange = BybitStandIn()
     adapter = BybitAdapter()
     positions, _, _ = asyncio.run(adapter.fetch_positions(exchange))
@@ -1082,8 +1082,17 @@ def test_bybit_lists_usdc_perpetuals_of_the_unified_pool_as_missing() -> None:
     ]
     state = AccountState("b", get_spec("bybit").profile, "USDT")
     state.markets = adapter.markets(exchange, None)
+    assert sorted(state.markets) == ["BTC/USDC:USDC", "BTC/USDT:USDT"]
     state.replace_positions(positions, 0.0)
-    assert any("BTC/USDC:USDC long: settles in USDC" in m for m in state.missing())
+    state.set_wallet_balance(D(1000), 0.0)
+    for symbol in state.markets:
+        state.set_mark(symbol, D(60000), 0.0)
+        state.tiers[symbol] = TierTable.build([Tier(None, D("0.005"), D(0))])
+    assert state.missing() == []
+    assert [p.symbol for p in state.to_account().cross_positions] == [
+        "BTC/USDC:USDC",
+        "BTC/USDT:USDT",
+    ]
 
 
 def test_bybit_isolated_margin_without_the_deprecated_position_balance() -> None:

@@ -47,6 +47,11 @@ class Leg:
     mode: str = "cross"
     entry_move: str = "0"
     leverage: int | None = None
+    settle: str | None = None  # another settle coin of the pool (Bybit's USDC perpetuals)
+
+    def symbol(self, exchange: str) -> str:
+        settle = self.settle or _settle(exchange)
+        return f"{self.coin}/{settle}:{settle}"
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,15 @@ BOOKS: dict[str, Book] = {
             # a VIP taker rate (base 0.055%): Bybit's fee to close moves the BTC short's
             # liquidation price by about 20 USDT, two hundred ticks
             taker_fee="0.0004",
+        ),
+        # USDC perpetuals in the unified account's one pool, beside a USDT one
+        "c": Holding(
+            "150000",
+            (
+                Leg("BTC", "long", "10", entry_move="0.01"),
+                Leg("BTC", "short", "6", entry_move="-0.01", settle="USDC"),  # 390k: tier 2
+                Leg("ETH", "long", "40", "isolated", "0.02", leverage=10, settle="USDC"),
+            ),
         ),
     },
     "okx": {
@@ -201,7 +215,10 @@ def _open_book(fake: FakeExchangeServer[Any, Any], exchange: str, book: Book) ->
         if holding.taker_fee is not None:
             fake.set_fee_rate(key, holding.taker_fee)  # type: ignore[attr-defined]
         for leg in holding.legs:
-            symbol = f"{leg.coin}/{settle}:{settle}"
+            symbol = leg.symbol(exchange)
+            if leg.settle is not None and f"{leg.coin}PERP" not in fake.symbols():
+                # a USDC perpetual beside the USDT one, at its mark
+                fake.add_symbol(symbol, fake.mark(f"{leg.coin}/{settle}:{settle}"))  # type: ignore[attr-defined]
             mark, tick = fake.mark(symbol), fake.tick(symbol)
             entry = (mark * (1 + Decimal(leg.entry_move))).quantize(tick)
             fake.open_position(
@@ -243,6 +260,8 @@ async def _reported_liquidations(
         extra["password"] = fake.PASSPHRASE  # type: ignore[attr-defined]
     async with ccxt_client(fake, exchange, key, secret, **extra) as client:
         positions = await client.fetch_positions()
+        if exchange == "bybit":  # ccxt asks for the USDT-settled ones unless told
+            positions += await client.fetch_positions(None, {"settleCoin": "USDC"})
     return {
         (p["symbol"], p["side"]): Decimal(str(LIQUIDATION_FIELD[exchange](p["info"])))
         for p in positions
@@ -307,7 +326,7 @@ def test_snapshot_then_calc_reproduces_the_exchanges_liquidation_prices(
         # every figure the exchange reports agrees with alertd's: no false mismatch
         assert rows and not [r for r in rows if r[-1] == "NO"], (name, table.stdout)
         for leg in holding.legs:
-            symbol = f"{leg.coin}/{_settle(exchange)}:{_settle(exchange)}"
+            symbol = leg.symbol(exchange)
             liquidation = [r for r in rows if r[0] == f"{symbol} {leg.side} liq. price"]
             assert len(liquidation) == 1 and liquidation[0][-1] == "yes", (name, table.stdout)
 

@@ -1,4 +1,4 @@
-"""Bybit v5 (unified trading account), USDT linear perpetuals.
+"""Bybit v5 (unified trading account), USDT and USDC linear perpetuals in one pool.
 
 Wire formats: bybit-exchange.github.io/docs/v5: "Get Position Info" (/v5/position/list),
 "Get Wallet Balance" (/v5/account/wallet-balance), "Get Risk Limit" (/v5/market/risk-limit),
@@ -48,9 +48,9 @@ PROFILE = ExchangeProfile(
     displayed_ratio_name="Account MM Rate",
     rounds_liquidation_to_tick=True,
 )
-MARKETS = MarketFilter(settle="USDT")
-# linear perpetuals settled in another coin, in the same unified pool (listed, not computed)
-OTHER_SETTLE_COINS = ("USDC",)
+# USDC perpetuals share the unified account's pool ("UTA Trading Rules"): their PnL and margin
+# count at par with USDT's (Bybit values each coin at its USD index price: within about 1e-4)
+MARKETS = MarketFilter(settle="USDT", pooled=("USDC",))
 MAX_ORDER_PAGES = 20  # of 50 open orders: a bound on one account's order listing
 # Get Position Info ``adlRankIndicator`` (also in the position stream): 1-5, 5 first in line;
 # 0 is the "default value of empty position" (v5 enums, adlRankIndicator): no rank
@@ -348,10 +348,8 @@ class BybitAdapter(ExchangeAdapter):
                 self.position_stops.append(stop)
             return [p]
 
-        # USDC perpetuals share the unified pool; alertd does not load their markets yet, but
-        # lists their positions so that the account says what it misses (Bybit's accountMMRate
-        # then stands in) instead of leaving them out unseen
-        for settle in (self.settle, *OTHER_SETTLE_COINS):
+        # USDC perpetuals share the unified pool: Bybit lists positions per settle coin
+        for settle in (self.settle, *MARKETS.pooled):
             cursor = None
             while True:
                 request = {"category": "linear", "settleCoin": settle, "limit": 200}
@@ -376,22 +374,25 @@ class BybitAdapter(ExchangeAdapter):
         """The open conditional orders of ``/v5/order/realtime`` (every kind by default on a
         unified account), page by page, and the positions' own stop-losses."""
         out = list(self.position_stops)
-        cursor = None
-        for _ in range(MAX_ORDER_PAGES):
-            request = {"category": "linear", "settleCoin": self.settle, "limit": 50}
-            if cursor:
-                request["cursor"] = cursor
-            response = await exchange.privateGetV5OrderRealtime(request)
-            result = response.get("result") or {}
-            for raw in result.get("list") or []:
-                market = exchange.safe_market(raw.get("symbol"), None, None, "swap")
-                stop = open_stop(raw, market["symbol"])
-                if stop is not None:
-                    out.append(stop)
-            cursor = result.get("nextPageCursor")
-            if not cursor:
-                return out
-        raise FrameError(f"order/realtime: more than {MAX_ORDER_PAGES} pages of open orders")
+        for settle in (self.settle, *MARKETS.pooled):
+            cursor = None
+            for _ in range(MAX_ORDER_PAGES):
+                request = {"category": "linear", "settleCoin": settle, "limit": 50}
+                if cursor:
+                    request["cursor"] = cursor
+                response = await exchange.privateGetV5OrderRealtime(request)
+                result = response.get("result") or {}
+                for raw in result.get("list") or []:
+                    market = exchange.safe_market(raw.get("symbol"), None, None, "swap")
+                    stop = open_stop(raw, market["symbol"])
+                    if stop is not None:
+                        out.append(stop)
+                cursor = result.get("nextPageCursor")
+                if not cursor:
+                    break
+            else:
+                raise FrameError(f"order/realtime: more than {MAX_ORDER_PAGES} pages of orders")
+        return out
 
     async def fetch_balance(self, exchange: Any) -> tuple[Decimal, ReportedAccount]:
         response = await exchange.privateGetV5AccountWalletBalance({"accountType": "UNIFIED"})

@@ -84,6 +84,9 @@ from tests.fake_exchange.base import to_decimal as _dec
 __all__ = ["FakeBybit"]
 
 SETTLE = "USDT"
+# USDC perpetuals (``BTCPERP``, ccxt's ``BTC/USDC:USDC``) share the unified account's pool;
+# the fake values USDC at 1 USD, as USDT
+USDC = "USDC"
 # the base taker fee rate of perpetuals (non-VIP): the estimated fee to close a position at
 # its bankruptcy price joins IM and MM ("The New Margin Calculation", 2025-09-02)
 TAKER_FEE = Decimal("0.00055")
@@ -226,6 +229,7 @@ class _Market:
     risk_rows: list[dict[str, Any]]
     tiers: list[_Tier] = field(default_factory=list)
     cs: int = 0
+    settle: str = SETTLE  # USDT, or USDC for a USDC perpetual (id ``BASEPERP``)
 
     def __post_init__(self) -> None:
         self.tiers = _tiers(self.risk_rows)
@@ -253,15 +257,25 @@ class _Market:
 
 
 def _split_symbol(symbol: str) -> tuple[str, str]:
-    """``BTC/USDT:USDT`` (or ``BTCUSDT``) -> (``BTC``, ``BTCUSDT``)."""
+    """``BTC/USDT:USDT`` (or ``BTCUSDT``) -> (``BTC``, ``BTCUSDT``); a USDC perpetual
+    ``BTC/USDC:USDC`` (or ``BTCPERP``) -> (``BTC``, ``BTCPERP``), Bybit's id for it."""
     if "/" in symbol:
         base, rest = symbol.split("/", 1)
+        if rest == f"{USDC}:{USDC}":
+            return base, base + "PERP"
         if rest != f"{SETTLE}:{SETTLE}":
-            raise ValueError(f"{symbol}: only USDT-settled linear perpetuals (BASE/USDT:USDT)")
+            raise ValueError(
+                f"{symbol}: only linear perpetuals settled in USDT (BASE/USDT:USDT) or USDC"
+            )
         return base, base + SETTLE
-    if not symbol.endswith(SETTLE) or len(symbol) <= len(SETTLE):
-        raise ValueError(f"{symbol}: not a USDT linear perpetual id")
-    return symbol[: -len(SETTLE)], symbol
+    for suffix in (SETTLE, "PERP"):
+        if symbol.endswith(suffix) and len(symbol) > len(suffix):
+            return symbol[: -len(suffix)], symbol
+    raise ValueError(f"{symbol}: not a USDT or USDC linear perpetual id")
+
+
+def _settle_of(market_id: str) -> str:
+    return USDC if market_id.endswith("PERP") else SETTLE
 
 
 def _default_scale(mark: Decimal) -> int:
@@ -425,7 +439,8 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         *,
         tick_size: Num | None = None,
     ) -> None:
-        """Add (or replace) a USDT perpetual ``BASE/USDT:USDT``. ``risk_limits`` rows need
+        """Add (or replace) a USDT perpetual ``BASE/USDT:USDT`` or a USDC one ``BASE/USDC:USDC``
+        (in the same unified pool). ``risk_limits`` rows need
         ``riskLimitValue`` and ``maintenanceMargin`` (a fraction); ``initialMargin``,
         ``maxLeverage``, ``mmDeduction`` and ``id`` are filled in as Bybit would."""
         base, market_id = _split_symbol(symbol)
@@ -435,8 +450,10 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         scale = _default_scale(price)
         tick = _dec(tick_size, "tick_size") if tick_size is not None else Decimal(1).scaleb(-scale)
         scale = max(scale, _decimals(format(tick, "f")))
+        settle = _settle_of(market_id)
         self._markets[market_id] = _Market(
-            symbol=f"{base}/{SETTLE}:{SETTLE}",
+            symbol=f"{base}/{settle}:{settle}",
+            settle=settle,
             id=market_id,
             base=base,
             mark=price,
@@ -1147,7 +1164,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             "contractType": "LinearPerpetual",
             "status": "Trading",
             "baseCoin": m.base,
-            "quoteCoin": SETTLE,
+            "quoteCoin": m.settle,
             "launchTime": m.launch,
             "deliveryTime": "0",
             "deliveryFeeRate": "",
@@ -1172,7 +1189,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             },
             "unifiedMarginTrade": True,
             "fundingInterval": 480,
-            "settleCoin": SETTLE,
+            "settleCoin": m.settle,
             "copyTrading": "both",
             "upperFundingRate": "0.005",
             "lowerFundingRate": "-0.005",
@@ -1328,7 +1345,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         rows = [
             self._conditional_order(stop)
             for stop in reversed(self.stops(account.api_key))  # newest first, as Bybit sorts
-            if symbol is None or stop.market.id == symbol
+            if symbol in (None, stop.market.id) and settle in (None, _settle_of(stop.market.id))
         ]
         page = rows[offset : offset + limit]
         more = offset + limit < len(rows)
@@ -1367,13 +1384,14 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
                 rows = [self._position_row(account, p, ws=False) for p in found] or [
                     self._flat_row(account, market, 0, Decimal(10), now_ms(), ws=False)
                 ]
-            elif settle in (None, SETTLE):
+            elif settle in (None, SETTLE, USDC):
                 base = params.get("baseCoin")
                 found = sorted(account.positions.values(), key=lambda p: (p.symbol, p.idx))
                 rows = [
                     self._position_row(account, p, ws=False)
                     for p in found
-                    if base is None or self._markets[p.symbol].base == base
+                    if base in (None, self._markets[p.symbol].base)
+                    and settle in (None, self._markets[p.symbol].settle)
                 ]
         page = rows[offset : offset + limit]
         more = offset + limit < len(rows)
