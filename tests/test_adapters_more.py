@@ -647,6 +647,11 @@ class GateStandIn(StandIn):
     async def privateFuturesGetSettleAccounts(self, params: Any) -> Any:
         return self.answer("accounts", params, self.account)
 
+    async def privateFuturesGetSettleFee(self, params: Any) -> Any:
+        # the samples' account pays the base taker rate (their MM holds 0.075%)
+        fees = {"taker_fee": "0.00075", "maker_fee": "-0.00025"}
+        return self.answer("fee", params, {m: dict(fees) for m in self.markets_by_id})
+
     async def publicFuturesGetSettleRiskLimitTiers(self, params: Any) -> Any:
         return self.answer("tiers", params, self.tiers.get(params["contract"], []))
 
