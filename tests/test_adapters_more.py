@@ -33,8 +33,10 @@ from alertd.exchanges.registry import get_spec
 from alertd.exchanges.spec import MarketFilter
 from alertd.feeds.adapter import ExchangeAdapter, FrameError
 from alertd.feeds.state import (
+    AccountMode,
     AccountState,
     MarketInfo,
+    ModeReading,
     PositionState,
     ReportedAccount,
     ReportedPosition,
@@ -1086,6 +1088,7 @@ def test_bybit_usdc_perpetuals_join_the_unified_pool() -> None:
         ("BTC/USDC:USDC", Decimal("0.2")),
     ]
     state = AccountState("b", get_spec("bybit").profile, "USDT")
+    state.mode = ModeReading(AccountMode.UNIFIED_CROSS, "marginMode REGULAR_MARGIN")
     state.markets = adapter.markets(exchange, None)
     assert sorted(state.markets) == ["BTC/USDC:USDC", "BTC/USDT:USDT"]
     state.replace_positions(positions, 0.0)

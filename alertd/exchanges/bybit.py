@@ -374,7 +374,10 @@ class BybitAdapter(ExchangeAdapter):
         """The open conditional orders of ``/v5/order/realtime`` (every kind by default on a
         unified account), page by page, and the positions' own stop-losses."""
         out = list(self.position_stops)
-        for settle in (self.settle, *MARKETS.pooled):
+        # a USDC perpetual's orders are listed under settleCoin USDC: asked only while one is
+        # held (one request, as before, for a USDT-only account)
+        held = {exchange.market(s).get("settle") for s in symbols if s in exchange.markets}
+        for settle in (self.settle, *(c for c in MARKETS.pooled if c in held)):
             cursor = None
             for _ in range(MAX_ORDER_PAGES):
                 request = {"category": "linear", "settleCoin": settle, "limit": 50}

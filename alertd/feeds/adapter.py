@@ -75,7 +75,8 @@ def market_info(market: dict[str, Any], settle: str) -> MarketInfo:
         symbol=market["symbol"],
         contract_size=dec(market.get("contractSize") or 1, "contractSize"),
         inverse=bool(market.get("inverse")),
-        settle=settle,
+        # the market's own settle currency (another than the pool's: a pooled one)
+        settle=str(market.get("settle") or settle),
         tick_size=dec(tick, "tick") if tick else None,
         lot_size=dec(lot, "lot") if lot else None,
     )

@@ -74,6 +74,15 @@ class ModeReading:
 
 
 NOT_READ = ModeReading(AccountMode.UNKNOWN, "")
+# the modes whose one pool holds contracts of several settle coins (USDT and USDC)
+POOLED_MODES = frozenset(
+    {
+        AccountMode.MULTI_ASSETS,
+        AccountMode.UNIFIED_CROSS,
+        AccountMode.UNIFIED_ISOLATED,
+        AccountMode.PORTFOLIO,
+    }
+)
 
 
 class Stream(enum.Enum):
@@ -265,7 +274,8 @@ class AccountState:
             problems.append("no balance yet")
         for symbol, side in sorted(self.positions, key=lambda k: (k[0], k[1].value)):
             held = f"{symbol} {side.label}"
-            if symbol not in self.markets:
+            market = self.markets.get(symbol)
+            if market is None or (market.settle != self.settle and not self.pools_settle_coins):
                 # ccxt's unified symbol ends in the settle currency ("BTC/USDC:USDC")
                 settle = symbol.rpartition(":")[2] if ":" in symbol else ""
                 if settle and settle != self.settle:
@@ -281,6 +291,13 @@ class AccountState:
             if symbol not in self.tiers:
                 problems.append(f"{held}: no tier table")
         return problems
+
+    @property
+    def pools_settle_coins(self) -> bool:
+        """The account's mode margins contracts of every settle coin in one pool (Binance
+        multi-assets, Bybit's unified account); elsewhere each settle coin is a pool of its
+        own (Binance single-asset) and alertd computes the settle currency's alone."""
+        return self.mode.mode in POOLED_MODES
 
     def exchange_ratio(self) -> tuple[Decimal | None, bool]:
         """The exchange's own account ratio, and whether it was moved with the marks since it
