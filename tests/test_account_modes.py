@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from alertd.config import AccountConfig, Secret
+from alertd.engine.margin import compute
 from alertd.exchanges import binance, bybit, gate, hyperliquid, okx
 from alertd.feeds.adapter import FrameError
 from alertd.feeds.feed import AccountFeed, Change
@@ -454,3 +455,50 @@ def test_the_exchange_s_ratio_stands_in_only_while_alertd_has_none() -> None:
     quiet = FeedStatus(D(0), D(0), None, exchange_ratio=D("0.0925"))
     [account] = observe("a", "binanceusdm", None, quiet)
     assert "worst_ratio" not in account.metrics  # not standing in: no ratio while incomplete
+
+
+def test_binance_multi_assets_pools_usdc_m_positions() -> None:
+    """In multi-assets mode a USDC-M perpetual is in the one USD pool with the USDT-M ones
+    (Binance, "Multi-Assets Mode": the assets back every USDⓈ-M position): alertd computes
+    the account with it, and each position's liquidation price is the local Binance's (its
+    pool holds every position); back in single-asset mode the USDC pool is named missing."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [("key-m", "secret-m", "2000")]) as fake:
+            fake.add_symbol(USDC_BTC, "60000")
+            fake.set_mark(BTC, "60000")
+            fake.set_asset_index("USDC", "1", "0", "0")
+            fake.set_multi_assets_coins("key-m", {"USDC": "500"})
+            fake.open_position("key-m", BTC, "long", "0.1", "60000")
+            fake.open_position("key-m", USDC_BTC, "long", "0.2", "59000")
+            feed = make_feed(account_config("m", "binanceusdm", fake), "key-m", "secret-m")
+            try:
+                await feed.bootstrap()
+                state = feed.state
+                assert state.mode.mode is M.MULTI_ASSETS and state.computable, state.missing()
+                theirs = {
+                    symbol: r.liquidation_price
+                    for (symbol, _), r in state.reported_positions.items()
+                }
+                ours = {
+                    pm.position.symbol: pm.liquidation_price
+                    for pm in compute(state.to_account()).positions
+                }
+                assert sorted(ours) == [USDC_BTC, BTC] and sorted(theirs) == sorted(ours)
+                for symbol, reported in theirs.items():
+                    mine = ours[symbol]
+                    assert reported is not None and mine is not None
+                    assert abs(mine / reported - 1) < D("1e-6"), (symbol, mine, reported)
+                assert feed.comparison is not None and feed.comparison.mismatches == ()
+
+                fake.set_multi_assets_coins("key-m", {}, on=False)
+                await feed.resync()
+                assert state.mode.mode is M.SINGLE_ASSET and not state.computable
+                assert state.missing() == [
+                    "BTC/USDC:USDC long: settles in USDC, a margin pool alertd does not "
+                    "compute yet (it computes USDT-settled positions)"
+                ]
+            finally:
+                await feed.close()
+
+    run(body())

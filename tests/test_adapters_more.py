@@ -32,7 +32,15 @@ from alertd.exchanges.okx import WARNING_SUBSCRIPTION, OKXAdapter, position_tier
 from alertd.exchanges.registry import get_spec
 from alertd.exchanges.spec import MarketFilter
 from alertd.feeds.adapter import ExchangeAdapter, FrameError
-from alertd.feeds.state import AccountState, PositionState, ReportedAccount, ReportedPosition
+from alertd.feeds.state import (
+    AccountMode,
+    AccountState,
+    MarketInfo,
+    ModeReading,
+    PositionState,
+    ReportedAccount,
+    ReportedPosition,
+)
 
 from .support.aio import run
 
@@ -642,6 +650,11 @@ class GateStandIn(StandIn):
     async def privateFuturesGetSettleAccounts(self, params: Any) -> Any:
         return self.answer("accounts", params, self.account)
 
+    async def privateFuturesGetSettleFee(self, params: Any) -> Any:
+        # the samples' account pays the base taker rate (their MM holds 0.075%)
+        fees = {"taker_fee": "0.00075", "maker_fee": "-0.00025"}
+        return self.answer("fee", params, {m: dict(fees) for m in self.markets_by_id})
+
     async def publicFuturesGetSettleRiskLimitTiers(self, params: Any) -> Any:
         return self.answer("tiers", params, self.tiers.get(params["contract"], []))
 
@@ -1065,9 +1078,9 @@ class BybitStandIn(StandIn):
         )
 
 
-def test_bybit_lists_usdc_perpetuals_of_the_unified_pool_as_missing() -> None:
-    """A USDC perpetual shares the unified pool: its position is listed (settleCoin USDC) and
-    named as what alertd misses, never left out unseen (Bybit's ratio then stands in)."""
+def test_bybit_usdc_perpetuals_join_the_unified_pool() -> None:
+    """A USDC perpetual shares the unified pool: its position is listed (settleCoin USDC), its
+    market loaded with the USDT ones, and the account is complete with both in one pool."""
     exchange = BybitStandIn()
     adapter = BybitAdapter()
     positions, _, _ = asyncio.run(adapter.fetch_positions(exchange))
@@ -1076,9 +1089,19 @@ def test_bybit_lists_usdc_perpetuals_of_the_unified_pool_as_missing() -> None:
         ("BTC/USDC:USDC", Decimal("0.2")),
     ]
     state = AccountState("b", get_spec("bybit").profile, "USDT")
+    state.mode = ModeReading(AccountMode.UNIFIED_CROSS, "marginMode REGULAR_MARGIN")
     state.markets = adapter.markets(exchange, None)
+    assert sorted(state.markets) == ["BTC/USDC:USDC", "BTC/USDT:USDT"]
     state.replace_positions(positions, 0.0)
-    assert any("BTC/USDC:USDC long: settles in USDC" in m for m in state.missing())
+    state.set_wallet_balance(D(1000), 0.0)
+    for symbol in state.markets:
+        state.set_mark(symbol, D(60000), 0.0)
+        state.tiers[symbol] = TierTable.build([Tier(None, D("0.005"), D(0))])
+    assert state.missing() == []
+    assert [p.symbol for p in state.to_account().cross_positions] == [
+        "BTC/USDC:USDC",
+        "BTC/USDT:USDT",
+    ]
 
 
 def test_bybit_isolated_margin_without_the_deprecated_position_balance() -> None:
@@ -1090,3 +1113,96 @@ def test_bybit_isolated_margin_without_the_deprecated_position_balance() -> None
     assert isolated_margin({"positionIM": "0.00010923"}) == Decimal("0.00010923")
     with pytest.raises(FrameError, match="positionIM: missing"):
         isolated_margin({})
+
+
+# --- the account's own fee rates --------------------------------------------------------------
+
+
+class FeeStandIn(StandIn):
+    """Answers the fee endpoints with the exchanges' documented examples."""
+
+    def __init__(self, bybit_rows: list[Any], gate_rows: Any) -> None:
+        super().__init__(
+            [
+                swap("ETH/USDT:USDT", "ETHUSDT", "USDT", "1"),
+                swap("BTC/USDT:USDT", "BTCUSDT", "USDT", "1"),
+                swap("1INCH/USDT:USDT", "1INCH_USDT", "USDT", "1"),
+                swap("SOL/USDT:USDT", "SOL_USDT", "USDT", "1"),
+            ]
+        )
+        self.bybit_rows, self.gate_rows = bybit_rows, gate_rows
+
+    async def privateGetV5AccountFeeRate(self, params: Any) -> Any:
+        return self.answer("fee-rate", params, {"retCode": 0, "result": {"list": self.bybit_rows}})
+
+    async def privateFuturesGetSettleFee(self, params: Any) -> Any:
+        return self.answer("futures fee", params, self.gate_rows)
+
+
+# bybit-exchange/docs, docs/v5/account/fee-rate.mdx, "Get Fee Rate" response example
+BYBIT_FEE_ROW = {"symbol": "ETHUSDT", "takerFeeRate": "0.0006", "makerFeeRate": "0.0001"}
+# Gate API v4 "Query user trading fee rates" (GET /futures/{settle}/fee), response example: a
+# map of contract to its rates (gateio/gateapi-csharp docs/FuturesFee.md)
+GATE_FEES = {"1INCH_USDT": {"taker_fee": "0.00025", "maker_fee": "-0.00010"}}
+
+
+def test_bybit_reads_the_account_s_taker_rate_of_held_symbols() -> None:
+    exchange = FeeStandIn([BYBIT_FEE_ROW], {})
+    adapter = BybitAdapter()
+    assert run(adapter.fetch_fee_rates(exchange, ["ETH/USDT:USDT"])) == {
+        "ETH/USDT:USDT": D("0.0006")
+    }
+    # one symbol is asked by name; several in one answer for every linear symbol, and a
+    # symbol the answer leaves out keeps the base rate (no entry)
+    assert exchange.calls[-1] == ("fee-rate", {"category": "linear", "symbol": "ETHUSDT"})
+    rates = run(adapter.fetch_fee_rates(exchange, ["ETH/USDT:USDT", "BTC/USDT:USDT"]))
+    assert rates == {"ETH/USDT:USDT": D("0.0006")}
+    assert exchange.calls[-1] == ("fee-rate", {"category": "linear"})
+
+
+def test_gate_reads_the_account_s_futures_taker_rate() -> None:
+    exchange = FeeStandIn([], GATE_FEES)
+    rates = run(GateAdapter().fetch_fee_rates(exchange, ["1INCH/USDT:USDT"]))
+    assert rates == {"1INCH/USDT:USDT": D("0.00025")}
+    assert exchange.calls[-1] == ("futures fee", {"settle": "usdt", "contract": "1INCH_USDT"})
+
+
+@pytest.mark.parametrize(
+    ("bybit_rows", "gate_rows", "field"),
+    [
+        ([{**BYBIT_FEE_ROW, "takerFeeRate": "-0.0001"}], {}, "takerFeeRate"),
+        ([{**BYBIT_FEE_ROW, "takerFeeRate": "abc"}], {}, "takerFeeRate"),
+        ([], {"1INCH_USDT": {"taker_fee": "-1"}}, "taker_fee"),
+    ],
+)
+def test_a_fee_rate_alertd_cannot_use_is_a_frame_error_naming_it(
+    bybit_rows: list[Any], gate_rows: Any, field: str
+) -> None:
+    exchange = FeeStandIn(bybit_rows, gate_rows)
+    adapter: ExchangeAdapter = BybitAdapter() if bybit_rows else GateAdapter()
+    symbol = "ETH/USDT:USDT" if bybit_rows else "1INCH/USDT:USDT"
+    with pytest.raises(FrameError, match=field):
+        run(adapter.fetch_fee_rates(exchange, [symbol]))
+    with pytest.raises(FrameError, match="not an object"):
+        run(GateAdapter().fetch_fee_rates(FeeStandIn([], []), ["1INCH/USDT:USDT"]))
+
+
+def test_the_account_s_rate_enters_the_requirement_where_the_exchange_s_formula_uses_it() -> None:
+    """The state's per-symbol rate replaces the profile's base rate in the engine's account:
+    Bybit's fee to close (in MM, not in the maintenance rate), Gate's taker fee in the rate."""
+    for exchange_id, vip in (("bybit", "0.0002"), ("gate", "0.0002")):
+        profile = get_spec(exchange_id).profile
+        state = AccountState("vip", profile, "USDT")
+        state.markets = {"BTC/USDT:USDT": MarketInfo("BTC/USDT:USDT", D(1), False, "USDT")}
+        state.tiers = {"BTC/USDT:USDT": TierTable.build([Tier(None, D("0.005"), D(0))])}
+        state.replace_positions(
+            [PositionState("BTC/USDT:USDT", Side.LONG, D(2), D(60000), MarginMode.CROSS)], 0.0
+        )
+        state.set_wallet_balance(D(20000), 0.0)
+        state.set_mark("BTC/USDT:USDT", D(60000), 0.0)
+        base = compute(state.to_account()).pool.maintenance_margin
+        state.fee_rates = {"BTC/USDT:USDT": D(vip)}
+        assert state.to_account().positions[0].fee_rate == D(vip)
+        # no leverage: Bybit's fee to close counts at the entry value, as Gate's at the mark
+        saved = D(2) * D(60000) * (profile.default_fee_rate - D(vip))
+        assert compute(state.to_account()).pool.maintenance_margin == base - saved

@@ -228,3 +228,30 @@ def test_bybit_btc_collateral_falls_with_a_btc_long(
     _escalate(daemon, fake, btc, http_receiver, marks)
     assert daemon.stop(signal.SIGTERM) == 0
     assert "Traceback" not in daemon.text()
+
+
+def test_bybit_usdc_perpetual_in_the_unified_pool(
+    tmp_path: Path,
+    fake_in_thread: Callable[..., FakeExchangeServer[Any, Any]],
+    http_receiver: HttpReceiver,
+    daemon_for: Callable[[Path, dict[str, str]], Daemon],
+) -> None:
+    """A unified account holding a USDC perpetual (``BTCPERP``, settleCoin USDC) against its
+    USDT wallet: one pool, computed by alertd (its liquidation price is alertd's own: the
+    liquidation-distance alert needs it), the default rules fire at the marks the pool gives."""
+    fake = fake_in_thread("bybit", mark_interval_s=0.3)
+    usdc = "BTC/USDC:USDC"
+    fake.add_symbol(usdc, "60000")  # the local server's generic table: 1% in the first tier
+    market = Market(usdc, "1", Decimal("0.01"), Decimal("0.9") * Decimal("0.00055"))
+    account, env = exchange_account(fake, "main", "bybit", "key-e2e", "secret-e2e")
+    fake.add_account("key-e2e", "secret-e2e", wallet_balance="6000")
+    fake.open_position("key-e2e", usdc, "long", "1", "60000")
+    daemon = _silent_daemon(tmp_path, account, env, http_receiver, daemon_for)
+    marks = [
+        _mark_at_ratio(ratio, Decimal(6000), Decimal(60000), market).quantize(Decimal("0.01"))
+        for ratio in (Decimal("0.35"), Decimal("0.65"), Decimal("0.9"))
+    ]
+    _escalate(daemon, fake, usdc, http_receiver, marks)
+    assert daemon.stop(signal.SIGTERM) == 0
+    log = daemon.text()
+    assert "Traceback" not in log and "incomplete" not in log, log[-3000:]

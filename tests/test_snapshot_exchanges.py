@@ -47,15 +47,22 @@ class Leg:
     mode: str = "cross"
     entry_move: str = "0"
     leverage: int | None = None
+    settle: str | None = None  # another settle coin of the pool (Bybit's USDC perpetuals)
+
+    def symbol(self, exchange: str) -> str:
+        settle = self.settle or _settle(exchange)
+        return f"{self.coin}/{settle}:{settle}"
 
 
 @dataclass(frozen=True)
 class Holding:
-    """One account: its wallet balance (cross positions then have a liquidation price) and
-    its positions."""
+    """One account: its wallet balance (cross positions then have a liquidation price), its
+    positions and, where the exchange's requirement holds the account's taker fee rate
+    (Bybit, Gate), a VIP rate the local exchange computes its own figures with."""
 
     wallet: str
     legs: tuple[Leg, ...]
+    taker_fee: str | None = None
 
 
 Book = dict[str, Holding]  # by account name
@@ -99,6 +106,18 @@ BOOKS: dict[str, Book] = {
                 Leg("BTC", "short", "70", "isolated", "-0.005", leverage=20),  # 4.55M: tier 3
                 Leg("ETH", "long", "400", entry_move="0.01"),  # 1.4M: tier 2
             ),
+            # a VIP taker rate (base 0.055%): Bybit's fee to close moves the BTC short's
+            # liquidation price by about 20 USDT, two hundred ticks
+            taker_fee="0.0004",
+        ),
+        # USDC perpetuals in the unified account's one pool, beside a USDT one
+        "c": Holding(
+            "150000",
+            (
+                Leg("BTC", "long", "10", entry_move="0.01"),
+                Leg("BTC", "short", "6", entry_move="-0.01", settle="USDC"),  # 390k: tier 2
+                Leg("ETH", "long", "40", "isolated", "0.02", leverage=10, settle="USDC"),
+            ),
         ),
     },
     "okx": {
@@ -132,6 +151,9 @@ BOOKS: dict[str, Book] = {
                 Leg("BTC", "short", "400000", "isolated", "-0.005", leverage=20),  # tier 3
                 Leg("ETH", "long", "5000", entry_move="0.01"),
             ),
+            # a VIP taker rate (base 0.075%), added to the maintenance rate: the BTC short's
+            # liquidation price moves by about 0.045% of the price
+            taker_fee="0.0003",
         ),
     },
     "hyperliquid": {
@@ -152,6 +174,16 @@ BOOKS: dict[str, Book] = {
             ),
         ),
     },
+}
+
+# the fee rate a snapshot carries for an account at the base fee level: the exchange's base
+# taker rate where its requirement holds one (OKX: its liquidation fee), else none
+BASE_FEE: dict[str, str | None] = {
+    "binanceusdm": "0",
+    "bybit": "0.00055",
+    "okx": "0.0005",
+    "gate": "0.00075",
+    "hyperliquid": "0",
 }
 
 # where each exchange's position payload carries its liquidation price
@@ -180,8 +212,13 @@ def _open_book(fake: FakeExchangeServer[Any, Any], exchange: str, book: Book) ->
     for name, holding in book.items():
         key = _key(exchange, name)
         fake.add_account(key, f"secret-{name}", wallet_balance=holding.wallet)
+        if holding.taker_fee is not None:
+            fake.set_fee_rate(key, holding.taker_fee)  # type: ignore[attr-defined]
         for leg in holding.legs:
-            symbol = f"{leg.coin}/{settle}:{settle}"
+            symbol = leg.symbol(exchange)
+            if leg.settle is not None and f"{leg.coin}PERP" not in fake.symbols():
+                # a USDC perpetual beside the USDT one, at its mark
+                fake.add_symbol(symbol, fake.mark(f"{leg.coin}/{settle}:{settle}"))  # type: ignore[attr-defined]
             mark, tick = fake.mark(symbol), fake.tick(symbol)
             entry = (mark * (1 + Decimal(leg.entry_move))).quantize(tick)
             fake.open_position(
@@ -223,6 +260,8 @@ async def _reported_liquidations(
         extra["password"] = fake.PASSPHRASE  # type: ignore[attr-defined]
     async with ccxt_client(fake, exchange, key, secret, **extra) as client:
         positions = await client.fetch_positions()
+        if exchange == "bybit":  # ccxt asks for the USDT-settled ones unless told
+            positions += await client.fetch_positions(None, {"settleCoin": "USDC"})
     return {
         (p["symbol"], p["side"]): Decimal(str(LIQUIDATION_FIELD[exchange](p["info"])))
         for p in positions
@@ -287,7 +326,7 @@ def test_snapshot_then_calc_reproduces_the_exchanges_liquidation_prices(
         # every figure the exchange reports agrees with alertd's: no false mismatch
         assert rows and not [r for r in rows if r[-1] == "NO"], (name, table.stdout)
         for leg in holding.legs:
-            symbol = f"{leg.coin}/{_settle(exchange)}:{_settle(exchange)}"
+            symbol = leg.symbol(exchange)
             liquidation = [r for r in rows if r[0] == f"{symbol} {leg.side} liq. price"]
             assert len(liquidation) == 1 and liquidation[0][-1] == "yes", (name, table.stdout)
 
@@ -296,6 +335,10 @@ def test_snapshot_then_calc_reproduces_the_exchanges_liquidation_prices(
         assert written.returncode == 0, written.stderr
         path = tmp_path / f"{name}.json"
         path.write_text(written.stdout)
+        # the snapshot carries the account's own taker rate where the exchange's formula
+        # uses one (null: the profile's base rate)
+        fees = {p["fee_rate"] for p in json.loads(written.stdout)["positions"]}
+        assert fees == {holding.taker_fee or BASE_FEE[exchange]}, (exchange, name, fees)
         calc = alertd("calc", str(path), "--json", env=env)
         assert calc.returncode == 0, calc.stderr
         ours = {

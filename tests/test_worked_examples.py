@@ -12,7 +12,7 @@ from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
 import pytest
 
 from alertd.engine.margin import PositionMetrics, compute
-from alertd.engine.profiles import ExchangeProfile
+from alertd.engine.profiles import ExchangeProfile, FeeTerm
 from alertd.engine.tiers import Tier, TierTable, deduction_warnings, derive_deductions
 from alertd.exchanges.bybit import PROFILE as BYBIT
 
@@ -178,7 +178,7 @@ BYBIT_TIERS = tiers([("2000000", "0.005", "0"), ("2600000", "0.0056", "1200")])
 
 # Bybit's rules before 2025-09-02 (the help centre's worked examples): isolated MM at the
 # entry price, no fee to close in it
-BYBIT_BEFORE_2025_09 = replace(BYBIT, close_fee_rate=D(0), isolated_mm_at_entry=True)
+BYBIT_BEFORE_2025_09 = replace(BYBIT, fee_term=FeeTerm.NONE, isolated_mm_at_entry=True)
 
 
 def bybit_isolated_btc(

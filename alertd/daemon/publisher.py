@@ -250,6 +250,7 @@ def figures(
     positions whose symbol has an order book in ``books``; with the symbols' price
     dynamics, each position's liquidation probability and time to liquidation too)."""
     outlooks = [outlook(live, i, dynamics) for i in range(len(live.positions))]
+    uses_fee = live.account.profile.uses_fee
     return AccountFigures(
         worst_ratio=live.worst_ratio,
         pool_ratio=live.cross.ratio,
@@ -269,6 +270,7 @@ def figures(
                     live.account.stops, lp.position, lp.mark, live.liquidation_price(i)
                 ),
                 adl_rank=lp.position.adl_rank,
+                fee_rate=lp.position.fee_rate if uses_fee else None,
                 bankruptcy_buffer=live.bankruptcy_buffer(i),
                 gap_risk=_gap(live, i, books),
                 liquidation_probability=outlooks[i][0],

@@ -42,6 +42,8 @@ class PositionFigures:
     margin_ratio: Decimal
     stop: StopFigures | None = None  # None: the account's stops are not read
     adl_rank: Decimal | None = None  # the exchange's ADL queue position, 0 last .. 1 first
+    # the account's taker fee rate in the requirement (None: the exchange's formula has none)
+    fee_rate: Decimal | None = None
     # gap risk (issue 15 item 4): liquidation to bankruptcy as a fraction of the mark, and
     # what a close at liq. loses past bankruptcy into the order book (None: no book read)
     bankruptcy_buffer: Decimal | None = None
@@ -95,6 +97,7 @@ class AccountFigures:
                         pm.liquidation_price,
                     ),
                     adl_rank=pm.position.adl_rank,
+                    fee_rate=pm.position.fee_rate if metrics.account.profile.uses_fee else None,
                     bankruptcy_buffer=bankruptcy_buffer(pm),
                 )
                 for pm in metrics.positions

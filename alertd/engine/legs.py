@@ -22,7 +22,7 @@ from decimal import Decimal
 
 from alertd.engine.collateral import CollateralTerm
 from alertd.engine.model import Position
-from alertd.engine.profiles import ExchangeProfile
+from alertd.engine.profiles import ExchangeProfile, FeeTerm
 from alertd.engine.tiers import Tier, TierBasis, TierTable
 
 ZERO = Decimal(0)
@@ -61,12 +61,13 @@ class Leg:
         fixed_tier = (
             tiers.index_for(position.contracts) if tiers.basis is TierBasis.CONTRACTS else None
         )
+        fee_rate = position.fee_rate if profile.fee_term is FeeTerm.MAINTENANCE_RATE else ZERO
         close_fee = ZERO
-        if profile.close_fee_rate and not position.inverse:
+        if profile.fee_term is FeeTerm.CLOSE_AT_BANKRUPTCY and not position.inverse:
             # bankruptcy price: where the position's initial margin is gone
             lev = position.leverage
             shift = ONE - int(position.side) / lev if lev else ONE
-            close_fee = position.entry_price * shift * profile.close_fee_rate
+            close_fee = position.entry_price * shift * position.fee_rate
         fixed_mm = None
         if position.is_isolated and profile.isolated_mm_at_entry:
             entry_notional = quantity * entry_u
@@ -75,12 +76,10 @@ class Leg:
                 if fixed_tier is not None
                 else tiers.tier_for(entry_notional)
             )
-            fixed_mm = entry_notional * (tier.mmr + position.fee_rate) - tier.deduction
+            fixed_mm = entry_notional * (tier.mmr + fee_rate) - tier.deduction
             fixed_mm += quantity * close_fee
         sign = -int(position.side) if position.inverse else int(position.side)
-        return cls(
-            sign, quantity, entry_u, tiers, position.fee_rate, fixed_mm, fixed_tier, close_fee
-        )
+        return cls(sign, quantity, entry_u, tiers, fee_rate, fixed_mm, fixed_tier, close_fee)
 
     @property
     def moves_tier(self) -> bool:

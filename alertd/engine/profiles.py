@@ -19,6 +19,20 @@ from decimal import Decimal
 from alertd.engine.tiers import TierBasis
 
 
+class FeeTerm(enum.Enum):
+    """Where the account's taker fee rate (``Position.fee_rate``) enters the requirement."""
+
+    # added to the maintenance rate: OKX's liquidation fee, Gate's taker fee (and any rate a
+    # snapshot gives an exchange whose base rate is zero)
+    MAINTENANCE_RATE = "added to the maintenance rate"
+    # Bybit since 2025-09-02: the estimated fee to close the position at its bankruptcy
+    # price, ``quantity x entry x (1 -+ 1/leverage) x rate`` (long -, short +), a term that
+    # does not move with the mark ("The New Margin Calculation: Adjustments and
+    # Implications")
+    CLOSE_AT_BANKRUPTCY = "the fee to close at the bankruptcy price"
+    NONE = "none"  # the rate plays no part (Bybit before 2025-09-02)
+
+
 class DisplayedRatio(enum.Enum):
     """How an exchange's own screen shows the ratio, so users can compare."""
 
@@ -38,18 +52,20 @@ class ExchangeProfile:
     # True: bracket tiers with deductions (MM continuous). False: step tiers (MM jumps).
     deduction_tiers: bool = True
     tier_basis: TierBasis = TierBasis.NOTIONAL
-    # Fee rate added to the maintenance rate when a position gives none (OKX liquidation fee,
-    # Gate taker fee). Zero where the exchange adds none.
+    # The base (non-VIP) taker fee rate, for a position whose account's own rate is not known
+    # (OKX liquidation fee, Gate taker fee, Bybit's fee to close). Zero where the exchange's
+    # requirement holds no fee (Binance, Hyperliquid).
     default_fee_rate: Decimal = Decimal(0)
+    fee_term: FeeTerm = FeeTerm.MAINTENANCE_RATE
     # An isolated position's MM valued at its entry price (Bybit before 2025-09-02, help:
     # "Liquidation Price (USDT Contract)"); everyone now at the mark.
     isolated_mm_at_entry: bool = False
-    # Bybit: the MM holds the estimated fee to close the position at its bankruptcy price,
-    # ``quantity x entry x (1 -+ 1/leverage) x taker fee rate`` (long -, short +), a term
-    # that does not move with the mark ("The New Margin Calculation: Adjustments and
-    # Implications", 2025-09-02). Zero where the exchange adds none.
-    close_fee_rate: Decimal = Decimal(0)
     # Hyperliquid: mmr = 1 / (2 * max leverage) of the tier.
     mmr_from_max_leverage: bool = False
     # Bybit rounds a long's liquidation price up and a short's down to the tick.
     rounds_liquidation_to_tick: bool = False
+
+    @property
+    def uses_fee(self) -> bool:
+        """The exchange's requirement holds a fee term (the account's rate matters)."""
+        return self.default_fee_rate > 0 and self.fee_term is not FeeTerm.NONE

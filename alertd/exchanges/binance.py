@@ -47,7 +47,10 @@ USDM_PROFILE = ExchangeProfile(
 )
 # COIN-M margin is the same arithmetic on inverse contracts, settled in the coin
 COINM_PROFILE = dataclasses.replace(USDM_PROFILE, id="binancecoinm", name="Binance COIN-M")
-USDM_MARKETS = MarketFilter(settle="USDT")
+# USDC-M perpetuals: in multi-assets mode in the one USD pool (their PnL and MM at par with
+# USDT's, as alertd counts USDT's: Binance converts both at their bid/ask rates); in
+# single-asset mode their own USDC pool, which alertd does not compute yet (named missing)
+USDM_MARKETS = MarketFilter(settle="USDT", pooled=("USDC",))
 MARGIN_CALL = "margin_call"  # the event kind of a MARGIN_CALL push
 # the request weight of an open-orders query without a symbol, in queries with one
 ALL_SYMBOLS_WEIGHT = 40

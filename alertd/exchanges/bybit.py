@@ -1,4 +1,4 @@
-"""Bybit v5 (unified trading account), USDT linear perpetuals.
+"""Bybit v5 (unified trading account), USDT and USDC linear perpetuals in one pool.
 
 Wire formats: bybit-exchange.github.io/docs/v5: "Get Position Info" (/v5/position/list),
 "Get Wallet Balance" (/v5/account/wallet-balance), "Get Risk Limit" (/v5/market/risk-limit),
@@ -19,7 +19,7 @@ from typing import Any
 
 from alertd.engine.collateral import Collateral, CollateralRatio, RatioBasis, RatioTier
 from alertd.engine.model import MarginMode, Side
-from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
+from alertd.engine.profiles import DisplayedRatio, ExchangeProfile, FeeTerm
 from alertd.engine.stops import StopKind, StopOrder, Trigger
 from alertd.engine.tiers import TierTable, TierTableError
 from alertd.exchanges.common import (
@@ -27,6 +27,7 @@ from alertd.exchanges.common import (
     closed_both_sides,
     coin_price_symbol,
     risk_tiers,
+    taker_fee_rates,
     with_adl,
 )
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
@@ -38,16 +39,18 @@ PROFILE = ExchangeProfile(
     name="Bybit",
     # since 2025-09-02 MM is valued at the mark in cross and isolated margin alike, plus the
     # estimated fee to close at the bankruptcy price ("The New Margin Calculation:
-    # Adjustments and Implications"); the base taker fee rate of perpetuals, 0.055%, as a
-    # recorded position answer confirms (see tests/test_worked_examples.py)
-    close_fee_rate=Decimal("0.00055"),
+    # Adjustments and Implications") at the account's taker rate (/v5/account/fee-rate); the
+    # base taker fee rate of perpetuals, 0.055%, where it is not known, as a recorded
+    # position answer confirms (see tests/test_worked_examples.py)
+    default_fee_rate=Decimal("0.00055"),
+    fee_term=FeeTerm.CLOSE_AT_BANKRUPTCY,
     displayed_ratio=DisplayedRatio.REQUIREMENT_OVER_EQUITY,
     displayed_ratio_name="Account MM Rate",
     rounds_liquidation_to_tick=True,
 )
-MARKETS = MarketFilter(settle="USDT")
-# linear perpetuals settled in another coin, in the same unified pool (listed, not computed)
-OTHER_SETTLE_COINS = ("USDC",)
+# USDC perpetuals share the unified account's pool ("UTA Trading Rules"): their PnL and margin
+# count at par with USDT's (Bybit values each coin at its USD index price: within about 1e-4)
+MARKETS = MarketFilter(settle="USDT", pooled=("USDC",))
 MAX_ORDER_PAGES = 20  # of 50 open orders: a bound on one account's order listing
 # Get Position Info ``adlRankIndicator`` (also in the position stream): 1-5, 5 first in line;
 # 0 is the "default value of empty position" (v5 enums, adlRankIndicator): no rank
@@ -345,10 +348,8 @@ class BybitAdapter(ExchangeAdapter):
                 self.position_stops.append(stop)
             return [p]
 
-        # USDC perpetuals share the unified pool; alertd does not load their markets yet, but
-        # lists their positions so that the account says what it misses (Bybit's accountMMRate
-        # then stands in) instead of leaving them out unseen
-        for settle in (self.settle, *OTHER_SETTLE_COINS):
+        # USDC perpetuals share the unified pool: Bybit lists positions per settle coin
+        for settle in (self.settle, *MARKETS.pooled):
             cursor = None
             while True:
                 request = {"category": "linear", "settleCoin": settle, "limit": 200}
@@ -373,22 +374,28 @@ class BybitAdapter(ExchangeAdapter):
         """The open conditional orders of ``/v5/order/realtime`` (every kind by default on a
         unified account), page by page, and the positions' own stop-losses."""
         out = list(self.position_stops)
-        cursor = None
-        for _ in range(MAX_ORDER_PAGES):
-            request = {"category": "linear", "settleCoin": self.settle, "limit": 50}
-            if cursor:
-                request["cursor"] = cursor
-            response = await exchange.privateGetV5OrderRealtime(request)
-            result = response.get("result") or {}
-            for raw in result.get("list") or []:
-                market = exchange.safe_market(raw.get("symbol"), None, None, "swap")
-                stop = open_stop(raw, market["symbol"])
-                if stop is not None:
-                    out.append(stop)
-            cursor = result.get("nextPageCursor")
-            if not cursor:
-                return out
-        raise FrameError(f"order/realtime: more than {MAX_ORDER_PAGES} pages of open orders")
+        # a USDC perpetual's orders are listed under settleCoin USDC: asked only while one is
+        # held (one request, as before, for a USDT-only account)
+        held = {exchange.market(s).get("settle") for s in symbols if s in exchange.markets}
+        for settle in (self.settle, *(c for c in MARKETS.pooled if c in held)):
+            cursor = None
+            for _ in range(MAX_ORDER_PAGES):
+                request = {"category": "linear", "settleCoin": settle, "limit": 50}
+                if cursor:
+                    request["cursor"] = cursor
+                response = await exchange.privateGetV5OrderRealtime(request)
+                result = response.get("result") or {}
+                for raw in result.get("list") or []:
+                    market = exchange.safe_market(raw.get("symbol"), None, None, "swap")
+                    stop = open_stop(raw, market["symbol"])
+                    if stop is not None:
+                        out.append(stop)
+                cursor = result.get("nextPageCursor")
+                if not cursor:
+                    break
+            else:
+                raise FrameError(f"order/realtime: more than {MAX_ORDER_PAGES} pages of orders")
+        return out
 
     async def fetch_balance(self, exchange: Any) -> tuple[Decimal, ReportedAccount]:
         response = await exchange.privateGetV5AccountWalletBalance({"accountType": "UNIFIED"})
@@ -413,6 +420,19 @@ class BybitAdapter(ExchangeAdapter):
             margin_balance=dec_or_none(info.get("totalMarginBalance")),
             margin_ratio=dec_or_none(info.get("accountMMRate")),
         )
+
+    async def fetch_fee_rates(self, exchange: Any, symbols: list[str]) -> dict[str, Decimal]:
+        """The account's taker rates from "Get Fee Rate" (``GET /v5/account/fee-rate``,
+        category linear: one symbol asked by name, several in one answer for every linear
+        symbol): the rate of Bybit's estimated fee to close in IM and MM."""
+        wanted = {exchange.market(s)["id"]: s for s in symbols}
+        request = {"category": "linear"}
+        if len(wanted) == 1:
+            request["symbol"] = next(iter(wanted))
+        response = await exchange.privateGetV5AccountFeeRate(request)
+        rows = (response.get("result") or {}).get("list") or []
+        by_id = {str(r.get("symbol")): r for r in rows if isinstance(r, dict)}
+        return taker_fee_rates(by_id, "takerFeeRate", wanted)
 
     async def fetch_collateral(self, exchange: Any) -> tuple[Collateral, ...]:
         if not self.account_cross:

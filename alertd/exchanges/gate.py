@@ -42,6 +42,7 @@ from alertd.exchanges.common import (
     risk_tiers,
     side_of,
     signed_position,
+    taker_fee_rates,
     ticker_mark,
     with_adl,
 )
@@ -301,6 +302,21 @@ class GateAdapter(ExchangeAdapter):
 
     def is_stop_event(self, raw: dict[str, Any]) -> bool:
         return isinstance(raw.get("trigger"), dict) and isinstance(raw.get("initial"), dict)
+
+    async def fetch_fee_rates(self, exchange: Any, symbols: list[str]) -> dict[str, Decimal]:
+        """The account's taker rates from "Query user trading fee rates" (``GET
+        /futures/usdt/fee``: a map of contract to ``taker_fee`` and ``maker_fee``, the VIP
+        level considered; one contract asked by name): the rate Gate adds to the maintenance
+        rate. The contracts' own ``taker_fee_rate`` is the base rate, not the account's
+        (gateio/gateapi-python issue 135)."""
+        wanted = {exchange.market(s)["id"]: s for s in symbols}
+        request = {"settle": self._settle_id()}
+        if len(wanted) == 1:
+            request["contract"] = next(iter(wanted))
+        rows = await exchange.privateFuturesGetSettleFee(request)
+        if not isinstance(rows, dict):
+            raise FrameError("futures fee: not an object")
+        return taker_fee_rates(rows, "taker_fee", wanted)
 
     async def fetch_stops(self, exchange: Any, symbols: list[str]) -> list[StopOrder]:
         out = []

@@ -59,14 +59,17 @@ class MarketFilter:
     """The markets one account reads: contracts settled in one currency (one margin pool)."""
 
     settle: str
+    # other settle currencies whose contracts share the pool (Bybit's unified account: USDC
+    # perpetuals), their PnL and margin counted at par with ``settle``
+    pooled: tuple[str, ...] = ()
 
     def accepts(self, market: Mapping[str, Any]) -> bool:
         """A ccxt market of this pool."""
-        return bool(market.get("contract")) and market.get("settle") == self.settle
+        return bool(market.get("contract")) and self.same_pool(market.get("settle"))
 
     def same_pool(self, settle: object) -> bool:
         """A position's market settles in this pool (None: ccxt does not know the market)."""
-        return settle is None or settle == self.settle
+        return settle is None or settle == self.settle or settle in self.pooled
 
 
 @dataclass(frozen=True, slots=True)

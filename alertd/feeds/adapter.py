@@ -75,7 +75,8 @@ def market_info(market: dict[str, Any], settle: str) -> MarketInfo:
         symbol=market["symbol"],
         contract_size=dec(market.get("contractSize") or 1, "contractSize"),
         inverse=bool(market.get("inverse")),
-        settle=settle,
+        # the market's own settle currency (another than the pool's: a pooled one)
+        settle=str(market.get("settle") or settle),
         tick_size=dec(tick, "tick") if tick else None,
         lot_size=dec(lot, "lot") if lot else None,
     )
@@ -173,6 +174,12 @@ class ExchangeAdapter:
         """The cross pool's coins besides the settle wallet (multi-collateral modes), read at
         every snapshot; none by default."""
         return ()
+
+    async def fetch_fee_rates(self, exchange: Any, symbols: list[str]) -> dict[str, Decimal]:
+        """The account's own taker fee rate of each of ``symbols`` (the held ones), read at
+        every snapshot where the exchange's requirement holds a fee; none by default (the
+        exchange's formula uses none, or the rate is not read: the profile's base rate)."""
+        return {}
 
     async def fetch_stops(self, exchange: Any, symbols: list[str]) -> list[StopOrder] | None:
         """The account's open conditional orders (stops, take-profits, trailing stops and a

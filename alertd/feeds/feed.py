@@ -257,6 +257,7 @@ class AccountFeed:
         wallet, account_figures = await self.adapter.fetch_balance(exchange)
         collateral = await self.adapter.fetch_collateral(exchange)
         held = {p.symbol for p in positions}
+        fee_rates = await self.adapter.fetch_fee_rates(exchange, sorted(held)) if held else {}
         if stops or (self.state.stops is not None and held - self._stops_for):
             self.state.stops = await self._fetch_stops(exchange, held)
         now = self._clock()
@@ -264,6 +265,7 @@ class AccountFeed:
         self.state.reported_positions = reported
         self.state.set_wallet_balance(wallet, now)
         self.state.reported_account = account_figures
+        self.state.fee_rates = fee_rates
         self._set_mode(self._settled(mode, account_figures))
         coin_symbols = {c.price_symbol for c in collateral if c.price_symbol is not None}
         for symbol, mark in marks.items():

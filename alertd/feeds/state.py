@@ -74,6 +74,15 @@ class ModeReading:
 
 
 NOT_READ = ModeReading(AccountMode.UNKNOWN, "")
+# the modes whose one pool holds contracts of several settle coins (USDT and USDC)
+POOLED_MODES = frozenset(
+    {
+        AccountMode.MULTI_ASSETS,
+        AccountMode.UNIFIED_CROSS,
+        AccountMode.UNIFIED_ISOLATED,
+        AccountMode.PORTFOLIO,
+    }
+)
 
 
 class Stream(enum.Enum):
@@ -160,6 +169,10 @@ class AccountState:
     # the marks alertd held when reported_account was read: the exchange's ratio moves from them
     reported_marks: dict[str, Decimal] = field(default_factory=dict)
     mode: ModeReading = NOT_READ  # read at bootstrap and at every reconcile
+    # the account's own taker fee rate per held symbol, where the exchange's requirement holds
+    # a fee (``ExchangeProfile.uses_fee``), read at every snapshot; a symbol without one (held
+    # since the last read) counts at the profile's base rate until the next
+    fee_rates: dict[str, Decimal] = field(default_factory=dict)
     # open conditional orders, read at every snapshot (None: the adapter reads none)
     stops: tuple[StopOrder, ...] | None = None
     events: deque[AccountEvent] = field(default_factory=lambda: deque(maxlen=100))
@@ -261,7 +274,8 @@ class AccountState:
             problems.append("no balance yet")
         for symbol, side in sorted(self.positions, key=lambda k: (k[0], k[1].value)):
             held = f"{symbol} {side.label}"
-            if symbol not in self.markets:
+            market = self.markets.get(symbol)
+            if market is None or (market.settle != self.settle and not self.pools_settle_coins):
                 # ccxt's unified symbol ends in the settle currency ("BTC/USDC:USDC")
                 settle = symbol.rpartition(":")[2] if ":" in symbol else ""
                 if settle and settle != self.settle:
@@ -277,6 +291,13 @@ class AccountState:
             if symbol not in self.tiers:
                 problems.append(f"{held}: no tier table")
         return problems
+
+    @property
+    def pools_settle_coins(self) -> bool:
+        """The account's mode margins contracts of every settle coin in one pool (Binance
+        multi-assets, Bybit's unified account); elsewhere each settle coin is a pool of its
+        own (Binance single-asset) and alertd computes the settle currency's alone."""
+        return self.mode.mode in POOLED_MODES
 
     def exchange_ratio(self) -> tuple[Decimal | None, bool]:
         """The exchange's own account ratio, and whether it was moved with the marks since it
@@ -336,7 +357,7 @@ class AccountState:
                     mark_price=at[symbol],
                     margin_mode=p.margin_mode,
                     tiers=self.tiers[symbol],
-                    fee_rate=self.profile.default_fee_rate,
+                    fee_rate=self.fee_rates.get(symbol, self.profile.default_fee_rate),
                     isolated_margin=p.isolated_margin
                     if p.margin_mode is MarginMode.ISOLATED
                     else None,

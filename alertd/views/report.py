@@ -67,6 +67,8 @@ def position_json(pm: PositionMetrics, m: AccountMetrics | None = None) -> dict[
         "size_to_cut": decimal_str(pm.size_to_cut),
         "stop": None if m is None else stop_json(_stops(m, pm)),
         "adl_rank": decimal_str(p.adl_rank),
+        # the taker fee rate in the requirement (the account's where the feed read it)
+        "fee_rate": decimal_str(p.fee_rate),
     }
 
 
@@ -170,6 +172,12 @@ def render(m: AccountMetrics, console: Console) -> None:
         summary.add_row(
             "ADL queue (highest)",
             f"{fmt.percent(first.adl_rank, 0)} {first.symbol} {first.side.label}",
+        )
+    if a.profile.uses_fee and m.positions:
+        rates = dict.fromkeys(pm.position.fee_rate for pm in m.positions)
+        summary.add_row(
+            "Taker fee rate in MM",
+            f"{', '.join(fmt.percent(r, 4) for r in rates)} ({a.profile.fee_term.value})",
         )
     if m.target_ratio is not None and pool.margin_to_add is not None:
         summary.add_row(

@@ -83,6 +83,8 @@ def figures_json(figures: AccountFigures | None) -> dict[str, Any]:
                 if p.stop is None
                 else dec(p.stop.beyond_liquidation),
                 "adl_rank": dec(p.adl_rank),
+                # the account's taker rate in the requirement (null: the formula has none)
+                "fee_rate": dec(p.fee_rate),
                 "bankruptcy_buffer": dec(p.bankruptcy_buffer),
                 "gap_risk": dec(p.gap_risk),
                 "liquidation_probability_1h": dec(p.liquidation_probability),
@@ -290,6 +292,7 @@ POSITION_KEY: tuple[PositionColumn, ...] = (
 POSITION_RISKS: tuple[PositionColumn, ...] = (
     ("Stop", stop_text),
     ("ADL", lambda p: fmt.percent(_d(p.get("adl_rank")), 0)),
+    ("Fee", lambda p: fmt.percent(_d(p.get("fee_rate")), 4)),
     ("Bkr. buffer", lambda p: fmt.percent(_d(p.get("bankruptcy_buffer")))),
     ("Gap risk", lambda p: fmt.money(_d(p.get("gap_risk")))),
     ("P(liq. 1h)", lambda p: fmt.percent(_d(p.get("liquidation_probability_1h")))),

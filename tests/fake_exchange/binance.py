@@ -700,7 +700,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         one slot per symbol (``ps=BOTH``), so opening a short replaces a long. Hedge mode has
         LONG and SHORT slots; an account is in one mode or the other, as on Binance. Isolated
         margin moves out of the cross wallet."""
-        if market.quote != account.asset and market.quote not in account.collateral:
+        pooled = account.multi_assets  # multi-assets: every USDⓈ-M asset in one pool
+        if not pooled and market.quote != account.asset and market.quote not in account.collateral:
             raise ValueError(
                 f"{market.symbol} settles in {market.quote}, account in {account.asset}"
             )

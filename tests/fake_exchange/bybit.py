@@ -92,6 +92,9 @@ ACCOUNT_INFO_EXAMPLE: dict[str, Any] = {
 }  # fmt: skip
 
 SETTLE = "USDT"
+# USDC perpetuals (``BTCPERP``, ccxt's ``BTC/USDC:USDC``) share the unified account's pool;
+# the fake values USDC at 1 USD, as USDT
+USDC = "USDC"
 # the base taker fee rate of perpetuals (non-VIP): the estimated fee to close a position at
 # its bankruptcy price joins IM and MM ("The New Margin Calculation", 2025-09-02)
 TAKER_FEE = Decimal("0.00055")
@@ -234,6 +237,7 @@ class _Market:
     risk_rows: list[dict[str, Any]]
     tiers: list[_Tier] = field(default_factory=list)
     cs: int = 0
+    settle: str = SETTLE  # USDT, or USDC for a USDC perpetual (id ``BASEPERP``)
 
     def __post_init__(self) -> None:
         self.tiers = _tiers(self.risk_rows)
@@ -261,15 +265,25 @@ class _Market:
 
 
 def _split_symbol(symbol: str) -> tuple[str, str]:
-    """``BTC/USDT:USDT`` (or ``BTCUSDT``) -> (``BTC``, ``BTCUSDT``)."""
+    """``BTC/USDT:USDT`` (or ``BTCUSDT``) -> (``BTC``, ``BTCUSDT``); a USDC perpetual
+    ``BTC/USDC:USDC`` (or ``BTCPERP``) -> (``BTC``, ``BTCPERP``), Bybit's id for it."""
     if "/" in symbol:
         base, rest = symbol.split("/", 1)
+        if rest == f"{USDC}:{USDC}":
+            return base, base + "PERP"
         if rest != f"{SETTLE}:{SETTLE}":
-            raise ValueError(f"{symbol}: only USDT-settled linear perpetuals (BASE/USDT:USDT)")
+            raise ValueError(
+                f"{symbol}: only linear perpetuals settled in USDT (BASE/USDT:USDT) or USDC"
+            )
         return base, base + SETTLE
-    if not symbol.endswith(SETTLE) or len(symbol) <= len(SETTLE):
-        raise ValueError(f"{symbol}: not a USDT linear perpetual id")
-    return symbol[: -len(SETTLE)], symbol
+    for suffix in (SETTLE, "PERP"):
+        if symbol.endswith(suffix) and len(symbol) > len(suffix):
+            return symbol[: -len(suffix)], symbol
+    raise ValueError(f"{symbol}: not a USDT or USDC linear perpetual id")
+
+
+def _settle_of(market_id: str) -> str:
+    return USDC if market_id.endswith("PERP") else SETTLE
 
 
 def _default_scale(mark: Decimal) -> int:
@@ -293,6 +307,7 @@ class _Position:
     created_ms: int
     updated_ms: int
     seq: int
+    taker_fee: Decimal = TAKER_FEE  # the account's taker rate (``set_fee_rate``)
 
     def upl(self, mark: Decimal) -> Decimal:
         diff = mark - self.entry
@@ -302,7 +317,7 @@ class _Position:
     def close_fee(self) -> Decimal:
         """The estimated fee to close at the bankruptcy price, in IM and MM alike."""
         shift = -1 if self.side == "Buy" else 1
-        return self.size * self.entry * (1 + shift / self.leverage) * TAKER_FEE
+        return self.size * self.entry * (1 + shift / self.leverage) * self.taker_fee
 
 
 @dataclass
@@ -318,6 +333,9 @@ class _Account(shared.Credentials):
     # other collateral coins: coin -> amount (wallet balance less spot borrow; negative: a
     # liability); priced and tiered by the server (``_coin_price``, ``_collateral_tiers``)
     collateral: dict[str, Decimal] = field(default_factory=dict)
+    # the account's fee rates for linear contracts (VIP levels lower them): /v5/account/fee-rate
+    taker_fee: Decimal = TAKER_FEE
+    maker_fee: Decimal = Decimal("0.0002")
 
 
 @dataclass
@@ -429,7 +447,8 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         *,
         tick_size: Num | None = None,
     ) -> None:
-        """Add (or replace) a USDT perpetual ``BASE/USDT:USDT``. ``risk_limits`` rows need
+        """Add (or replace) a USDT perpetual ``BASE/USDT:USDT`` or a USDC one ``BASE/USDC:USDC``
+        (in the same unified pool). ``risk_limits`` rows need
         ``riskLimitValue`` and ``maintenanceMargin`` (a fraction); ``initialMargin``,
         ``maxLeverage``, ``mmDeduction`` and ``id`` are filled in as Bybit would."""
         base, market_id = _split_symbol(symbol)
@@ -439,8 +458,10 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         scale = _default_scale(price)
         tick = _dec(tick_size, "tick_size") if tick_size is not None else Decimal(1).scaleb(-scale)
         scale = max(scale, _decimals(format(tick, "f")))
+        settle = _settle_of(market_id)
         self._markets[market_id] = _Market(
-            symbol=f"{base}/{SETTLE}:{SETTLE}",
+            symbol=f"{base}/{settle}:{settle}",
+            settle=settle,
             id=market_id,
             base=base,
             mark=price,
@@ -543,6 +564,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             created_ms=old.created_ms if old else now,
             updated_ms=now,
             seq=next(self._seq),
+            taker_fee=account.taker_fee,
         )
         account.positions[(market.id, idx)] = position
         row = self._position_row(account, position, ws=True)
@@ -571,6 +593,17 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         account.wallet = _dec(wallet_balance, "wallet_balance")
         row = self._wallet_row(account)
         self._push_private(api_key, "wallet", [row])
+
+    @scripted
+    def set_fee_rate(self, api_key: str, taker: Num, maker: Num = "0.0002") -> None:
+        """Script the account's fee rates (a VIP level): ``/v5/account/fee-rate`` answers them
+        and the positions' estimated fee to close (IM, MM, liquidation prices) uses the taker
+        rate from now on."""
+        account = self._account(api_key)
+        account.taker_fee = _dec(taker, "taker")
+        account.maker_fee = _dec(maker, "maker")
+        for position in account.positions.values():
+            position.taker_fee = account.taker_fee
 
     @scripted
     def set_unified_margin_status(self, api_key: str, status: int) -> None:
@@ -1026,6 +1059,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             "/v5/asset/coin/query-info": self._coin_info,
             "/v5/user/query-api": self._query_api,
             "/v5/account/info": self._account_info,
+            "/v5/account/fee-rate": self._fee_rate,
             "/v5/order/realtime": self._order_realtime,
         }
         try:
@@ -1138,7 +1172,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             "contractType": "LinearPerpetual",
             "status": "Trading",
             "baseCoin": m.base,
-            "quoteCoin": SETTLE,
+            "quoteCoin": m.settle,
             "launchTime": m.launch,
             "deliveryTime": "0",
             "deliveryFeeRate": "",
@@ -1163,7 +1197,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             },
             "unifiedMarginTrade": True,
             "fundingInterval": 480,
-            "settleCoin": SETTLE,
+            "settleCoin": m.settle,
             "copyTrading": "both",
             "upperFundingRate": "0.005",
             "lowerFundingRate": "-0.005",
@@ -1319,7 +1353,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         rows = [
             self._conditional_order(stop)
             for stop in reversed(self.stops(account.api_key))  # newest first, as Bybit sorts
-            if symbol is None or stop.market.id == symbol
+            if symbol in (None, stop.market.id) and settle in (None, _settle_of(stop.market.id))
         ]
         page = rows[offset : offset + limit]
         more = offset + limit < len(rows)
@@ -1358,13 +1392,14 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
                 rows = [self._position_row(account, p, ws=False) for p in found] or [
                     self._flat_row(account, market, 0, Decimal(10), now_ms(), ws=False)
                 ]
-            elif settle in (None, SETTLE):
+            elif settle in (None, SETTLE, USDC):
                 base = params.get("baseCoin")
                 found = sorted(account.positions.values(), key=lambda p: (p.symbol, p.idx))
                 rows = [
                     self._position_row(account, p, ws=False)
                     for p in found
-                    if base is None or self._markets[p.symbol].base == base
+                    if base in (None, self._markets[p.symbol].base)
+                    and settle in (None, self._markets[p.symbol].settle)
                 ]
         page = rows[offset : offset + limit]
         more = offset + limit < len(rows)
@@ -1444,6 +1479,28 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             "affiliateID": 0,
             "rsaPublicKey": "",
             "isMaster": True,
+        }
+
+    def _fee_rate(self, account: _Account, params: dict[str, str]) -> dict[str, Any]:
+        # "Get Fee Rate" (bybit-exchange/docs, docs/v5/account/fee-rate.mdx): derivatives rows
+        # carry symbol, takerFeeRate and makerFeeRate (no category, no baseCoin)
+        if params.get("category") not in CATEGORIES:
+            raise _ApiError(10001, "params error: category is invalid")
+        if params["category"] != "linear":
+            return {"list": []}
+        wanted = params.get("symbol")
+        if wanted is not None and wanted not in {m.id for m in self._markets.values()}:
+            raise _ApiError(10001, f"params error: symbol {wanted} is invalid")
+        return {
+            "list": [
+                {
+                    "symbol": m.id,
+                    "takerFeeRate": _fmt(account.taker_fee),
+                    "makerFeeRate": _fmt(account.maker_fee),
+                }
+                for m in self._markets.values()
+                if wanted in (None, m.id)
+            ]
         }
 
     @staticmethod

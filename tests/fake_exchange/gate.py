@@ -157,10 +157,11 @@ class _Market:
                 return row
         return self.tiers[-1]
 
-    def mm(self, value: Decimal) -> tuple[Decimal, Decimal, Decimal]:
-        """(maintenance margin, rate incl. the taker fee, deduction) of a position value."""
+    def mm(self, value: Decimal, taker_fee: Decimal) -> tuple[Decimal, Decimal, Decimal]:
+        """(maintenance margin, rate incl. the account's taker fee, deduction) of a position
+        value."""
         row = self.tier(value)
-        rate = Decimal(row["maintenance_rate"]) + TAKER_FEE
+        rate = Decimal(row["maintenance_rate"]) + taker_fee
         deduction = Decimal(row["deduction"])
         return max(value * rate - deduction, Decimal(0)), rate, deduction
 
@@ -205,6 +206,10 @@ class _Account(shared.Credentials):
     margin_mode: int = 0
     tiered_mm: bool = True  # False: an old classic account
     other_equity: Decimal = Decimal(0)
+    # the account's futures fee rates (VIP levels lower them): GET /futures/usdt/fee, and the
+    # taker rate joins the maintenance rate
+    taker_fee: Decimal = TAKER_FEE
+    maker_fee: Decimal = Decimal("-0.00025")
 
 
 class _Connection(shared.WsConnection):
@@ -490,12 +495,15 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
         market = self._markets[position.contract]
         return abs(position.size) * market.quanto * market.mark
 
+    def _mm(self, account: _Account, position: _Position) -> Decimal:
+        return self._markets[position.contract].mm(self._value(position), account.taker_fee)[0]
+
     def _liq_price(self, account: _Account, position: _Position) -> Decimal:
         market = self._markets[position.contract]
         qty = position.size * market.quanto  # signed, in base units
         if qty == 0:
             return Decimal(0)
-        _, rate, deduction = market.mm(self._value(position))
+        _, rate, deduction = market.mm(self._value(position), account.taker_fee)
         if position.isolated:
             cushion = position.margin
         else:  # the rest of the cross account, held fixed at today's marks
@@ -505,7 +513,7 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
                 account.wallet
                 - sum((p.margin for p in others if p.isolated), Decimal(0))
                 + sum((self._upl(p) for p in cross), Decimal(0))
-                - sum((self._markets[p.contract].mm(self._value(p))[0] for p in cross), Decimal(0))
+                - sum((self._mm(account, p) for p in cross), Decimal(0))
             )
         # cushion + qty * (P - entry) = |qty| * P * rate - deduction
         price = (qty * position.entry - cushion - deduction) / (qty - abs(qty) * rate)
@@ -519,7 +527,7 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
         ``handle_positions`` sample: numbers, not strings)."""
         market = self._markets[position.contract]
         value = self._value(position)
-        mm, _, _ = market.mm(value)
+        mm, _, _ = market.mm(value, account.taker_fee)
         tier = market.tier(value)
         upl = self._upl(position)
         im = value / position.leverage
@@ -582,6 +590,25 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
         account.tiered_mm = tiered_mm
         account.other_equity = _dec(other_equity)
 
+    @scripted
+    def set_fee_rate(self, api_key: str, taker: Num, maker: Num = "-0.00025") -> None:
+        """Script the account's futures fee rates (a VIP level): ``/futures/usdt/fee`` answers
+        them, and the taker rate joins the maintenance rate from now on."""
+        account = self._account(api_key)
+        account.taker_fee = _dec(taker)
+        account.maker_fee = _dec(maker)
+
+    def _fee(self, account: _Account, params: dict[str, str]) -> Any:
+        """ "Query user trading fee rates" (GET /futures/{settle}/fee): a map of contract to
+        its ``taker_fee`` and ``maker_fee`` (gateio/gateapi-csharp docs/FuturesFee.md: "the
+        key represents the market and the value represents the taker and maker fee rates");
+        ``contract`` narrows it to one."""
+        wanted = params.get("contract")
+        if wanted is not None and wanted not in self._markets:
+            raise Reject(_error(400, "CONTRACT_NOT_FOUND", f"contract {wanted} not found"))
+        fee = {"taker_fee": _fmt(account.taker_fee), "maker_fee": _fmt(account.maker_fee)}
+        return {c: dict(fee) for c in self._markets if wanted in (None, c)}
+
     def _unified_account(self, account: _Account) -> dict[str, Any]:
         """ "Get unified account information" (gateapi-python UnifiedAccount, UnifiedBalance)."""
         futures = self._futures_account(account)
@@ -624,7 +651,7 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
         isolated_margin = sum((p.margin for p in positions if p.isolated), Decimal(0))
         upl = sum((self._upl(p) for p in positions), Decimal(0))
         cross_upl = sum((self._upl(p) for p in cross), Decimal(0))
-        cross_mm = sum((self._markets[p.contract].mm(self._value(p))[0] for p in cross), Decimal(0))
+        cross_mm = sum((self._mm(account, p) for p in cross), Decimal(0))
         cross_im = sum((self._value(p) / p.leverage for p in cross), Decimal(0))
         balance = account.wallet - isolated_margin + cross_upl
         available = max(balance - cross_im, Decimal(0))
@@ -714,6 +741,7 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
             "/futures/usdt/accounts": lambda account, p: self._futures_account(account),
             "/unified/accounts": lambda account, p: self._unified_account(account),
             "/futures/usdt/price_orders": self._price_orders,
+            "/futures/usdt/fee": self._fee,
         }
         if request.method == "GET" and route in public:
             return shared.json_response(public[route](params))
