@@ -128,6 +128,7 @@ class FeedManager:
             self.feeds[account.name] = feed
         self._scheduler: AsyncIOScheduler | None = None
         self._stopping = False  # close() began: jobs cancelled now are stopped, not crashed
+        self._running_jobs: set[asyncio.Task[Any]] = set()  # periodic runs in flight
         self.skipped: dict[str, int] = {}  # periodic runs skipped since the last report, by kind
         self._skips_reported_at = options.clock()
 
@@ -202,18 +203,31 @@ class FeedManager:
 
         apscheduler cancels a job still running at shutdown and logs the cancellation as the
         job's crash, with a traceback: a reconcile in flight when the daemon stops is not one.
+        A run it submitted but had not started is logged so too ("Error running job"): the
+        manager's :meth:`close` lets such a run start, and it returns at once.
         """
 
         @functools.wraps(step)
         async def job() -> None:
+            if self.stopping():
+                return  # submitted in the turn the feeds began to stop: nothing to do
+            task = asyncio.current_task()
+            assert task is not None
+            self._running_jobs.add(task)
             try:
                 await step()
             except asyncio.CancelledError:
-                if not self._stopping:
+                if not self.stopping():
                     raise  # cancelled for another reason than the shutdown
                 log.debug("%s: stopped with the feeds", getattr(step, "__qualname__", step))
+            finally:
+                self._running_jobs.discard(task)
 
         return job
+
+    def stopping(self) -> bool:
+        """Whether :meth:`close` began (read afresh after every wait)."""
+        return self._stopping
 
     def set_dynamics_span(self, span_s: float) -> None:
         """The rules changed (a reload): every hub keeps price windows this long."""
@@ -367,10 +381,21 @@ class FeedManager:
             log.error("%s: feed stopped for good: %s", name, feed.state.fatal)
 
     async def close(self) -> None:
+        """Stop in order: no new periodic runs; the runs in flight ended (their requests
+        cancelled); then the feeds, the hubs and last what they share."""
         self._stopping = True
         scheduler, self._scheduler = self._scheduler, None
         if scheduler is not None and scheduler.running:
-            scheduler.shutdown(wait=False)
+            scheduler.pause()  # submits nothing more
+            # a run submitted in this very turn has not started: apscheduler would cancel it
+            # unstarted and log that as an error; one turn of the loop starts it, and it
+            # returns at once (the feeds are stopping)
+            await asyncio.sleep(0)
+            running = list(self._running_jobs)
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            scheduler.shutdown(wait=False)  # nothing left in flight to cancel
         await asyncio.gather(*(feed.close() for feed in self.feeds.values()))
         await asyncio.gather(*(hub.close() for hub in self.hubs.values()))
         # last: every account's and hub's exchange is closed, nothing uses the pools any more
