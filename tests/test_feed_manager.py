@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -21,6 +22,24 @@ from tests.support.aio import async_test
 from tests.support.poll import eventually
 
 IN_FLIGHT: list[AccountFeed] = []
+
+
+def one_account_manager(
+    feed_factory: type[AccountFeed], reconcile_interval_s: float
+) -> FeedManager:
+    account: dict[str, Any] = {"name": "main", "exchange": "binanceusdm"}
+    feeds = {"reconcile_interval_s": reconcile_interval_s}
+    config = Config.model_validate({"version": 1, "accounts": [account], "feeds": feeds})
+    return FeedManager(config, {}, feed_factory=feed_factory)
+
+
+def assert_no_crash(caplog: pytest.LogCaptureFixture) -> None:
+    crashes = [
+        r
+        for r in caplog.records
+        if r.exc_info or r.levelno >= logging.ERROR or "raised an exception" in r.getMessage()
+    ]
+    assert crashes == [], [(r.name, r.getMessage()) for r in crashes]
 
 
 class SlowReconcileFeed(AccountFeed):
@@ -39,11 +58,7 @@ class SlowReconcileFeed(AccountFeed):
 async def test_stopping_with_a_job_in_flight_logs_no_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    account: dict[str, Any] = {"name": "main", "exchange": "binanceusdm"}
-    config = Config.model_validate(
-        {"version": 1, "accounts": [account], "feeds": {"reconcile_interval_s": 0.05}}
-    )
-    manager = FeedManager(config, {}, feed_factory=SlowReconcileFeed)
+    manager = one_account_manager(SlowReconcileFeed, reconcile_interval_s=0.05)
     IN_FLIGHT.clear()
     caplog.set_level(logging.INFO)
     task = asyncio.create_task(manager.run())
@@ -52,9 +67,50 @@ async def test_stopping_with_a_job_in_flight_logs_no_error(
     with pytest.raises(asyncio.CancelledError):
         await task
     await asyncio.sleep(0.05)  # the cancelled job's callbacks run
-    crashes = [
-        r
-        for r in caplog.records
-        if r.exc_info or r.levelno >= logging.ERROR or "raised an exception" in r.getMessage()
-    ]
-    assert crashes == [], [(r.name, r.getMessage()) for r in crashes]
+    assert_no_crash(caplog)
+
+
+RECONCILED: list[AccountFeed] = []
+
+
+class QuickReconcileFeed(AccountFeed):
+    """A feed that never streams, whose reconcile returns at once (and says it ran)."""
+
+    async def run(self, watchdog: bool = True) -> None:
+        await asyncio.Event().wait()
+
+    async def reconcile(self) -> None:
+        RECONCILED.append(self)
+
+
+@pytest.mark.parametrize("turns", [0, 1], ids=["as-it-is-due", "submitted-not-started"])
+@async_test()
+async def test_stopping_as_a_run_is_submitted_logs_no_error(
+    caplog: pytest.LogCaptureFixture, turns: int
+) -> None:
+    """The race left from before: apscheduler's shutdown takes effect a loop turn after it
+    is asked for, so a run it submitted in between (a task created, not yet started) was
+    cancelled unstarted, and its executor logged "Error running job" with the
+    CancelledError. Here a run is made due, and the manager closes either in the same turn
+    (the scheduler's wake-up queued) or one turn later (the run submitted, its first step
+    queued): no error either way, and a run that starts once the feeds stop does nothing."""
+    manager = one_account_manager(QuickReconcileFeed, reconcile_interval_s=3600)
+    RECONCILED.clear()
+    caplog.set_level(logging.DEBUG)
+    task = asyncio.create_task(manager.run())
+    await eventually(lambda: manager._scheduler is not None, what="the scheduler started")
+    scheduler = manager._scheduler
+    assert scheduler is not None
+    # due now: the scheduler wakes in the next turn and submits the run
+    scheduler.modify_job("reconcile:main", next_run_time=datetime.now(UTC))
+    for _ in range(turns):
+        await asyncio.sleep(0)  # the wake-up ran; the run's first step is queued after this
+    assert RECONCILED == []
+    assert not [r for r in caplog.records if "Running job" in r.getMessage()]
+    await manager.close()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.05)  # any callbacks of the run's task, the deferred shutdown
+    assert RECONCILED == []  # the feeds were stopping: the run did nothing
+    assert_no_crash(caplog)

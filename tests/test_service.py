@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from alertd.config import BackoffSettings, load_config
-from alertd.daemon.service import Service
+from alertd.daemon.service import SWEEP_S, Service
 from alertd.delivery.deliverer import Deliverer
 from alertd.errors import StartupError
 from alertd.feeds.backoff import Backoff
@@ -68,6 +68,26 @@ def test_reload_keeps_the_old_config_when_the_new_one_is_bad(tmp_path: Path) -> 
     # system messages, not rules)
     assert service.alerting is not None and len(service.alerting.rules) == 14
     assert service.alerting.margin_calls
+    assert service.store is not None
+    service.store.close()
+
+
+def test_the_sweep_evaluates_an_account_a_second_after_its_last_evaluation(
+    tmp_path: Path,
+) -> None:
+    """Every account is evaluated at least once a second without ticks (time-based rules
+    advance), and an account evaluated for a change is not swept again within that second
+    (with marks ticking every second, it was evaluated twice a second)."""
+    service = make(tmp_path)
+    assert service._due(100.0) == ["hl"]  # never evaluated: at once
+    service._dirty.update(service._due(100.0))
+    assert service._evaluate_dirty(100.0) == {"hl"}
+    assert service._due(100.5) == []
+    assert service._due(100.0 + SWEEP_S) == ["hl"]
+    service._dirty.add("hl")  # a tick, before the sweep was due
+    assert service._evaluate_dirty(100.6) == {"hl"}
+    assert service._due(100.0 + SWEEP_S) == []  # evaluated 0.4 s ago: not swept again
+    assert service._due(100.6 + SWEEP_S) == ["hl"]
     assert service.store is not None
     service.store.close()
 

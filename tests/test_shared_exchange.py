@@ -14,13 +14,15 @@ import functools
 import itertools
 import logging
 from collections.abc import AsyncIterator
+from decimal import Decimal as D
 from typing import Any
 
 import pytest
 import yaml
 
 from alertd.config import AccountConfig, Config, FeedSettings, parse_config
-from alertd.exchanges.binance import USDM_WEIGHT_PER_MINUTE
+from alertd.engine.model import MarginMode, Side
+from alertd.exchanges.binance import ALL_SYMBOLS_WEIGHT, USDM_WEIGHT_PER_MINUTE, usdm_stops_weight
 from alertd.feeds.ccxt_exchange import (
     REST_BUDGET_SHARE,
     SharedExchange,
@@ -31,6 +33,7 @@ from alertd.feeds.feed import AccountFeed
 from alertd.feeds.manager import RECONCILE_BUDGET_SHARE, FeedManager, spread_starts
 from alertd.feeds.marks import MarkHub
 from alertd.feeds.options import FeedOptions
+from alertd.feeds.state import PositionState
 from tests.support.aio import background, run
 from tests.support.fakes import FAKES, started
 from tests.support.feeds import FAST, account_config, btc_long, fast_backoff, secrets
@@ -480,6 +483,86 @@ def test_reconciles_of_many_binance_accounts_are_stretched_to_fit_the_per_ip_bud
                 assert set(reconcile_intervals(fifty.schedule()).values()) == {60}
             finally:
                 await fifty.close()
+        finally:
+            await manager.close()
+
+    run(body(), timeout_s=60)
+
+
+def test_stop_order_reads_count_in_the_per_ip_reconcile_budget(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Binance weighs openOrders and openAlgoOrders 1 each with a symbol, 40 without (ccxt
+    counts the same: checked here); a reconcile reads them for every held symbol every
+    ``stops_reconcile_every``-th time (the order stream watches them between). Once the
+    accounts hold something, the reconciles are fitted to the budget again with those reads
+    counted, and spread over the new interval."""
+
+    async def body() -> None:
+        config = AccountConfig(name="a", exchange="binanceusdm", api_key_env="K", secret_env="S")
+        shared = SharedExchange(
+            "binanceusdm shared",
+            lambda shared: None,
+            new_ssl_context(),
+            rest_concurrency=8,
+            rest_limit_per_ip=True,
+            rest_weight_per_minute=USDM_WEIGHT_PER_MINUTE,
+        )
+        exchange = make_exchange(config, {}, FAST, None, shared)
+        try:
+            for path in ("openOrders", "openAlgoOrders"):
+                limits = exchange.api["fapiPrivate"]["get"][path]  # ccxt's, from Binance's docs
+                one, every = (
+                    exchange.calculate_rate_limiter_cost(["fapiPrivate"], "GET", path, p, limits)
+                    for p in ({"symbol": "BTCUSDT"}, {})
+                )
+                assert (one, every) == (1, ALL_SYMBOLS_WEIGHT)
+        finally:
+            await exchange.close()
+            await shared.close()
+        assert [usdm_stops_weight(n) for n in (0, 3, 39, 40, 200)] == [0, 6, 78, 80, 80]
+
+        accounts = [
+            AccountConfig(name=f"b{i}", exchange="binanceusdm", api_key_env="K", secret_env="S")
+            for i in range(1000)
+        ]
+        settings = FeedSettings(reconcile_interval_s=60, stops_reconcile_every=5)
+        manager = FeedManager(Config(version=1, accounts=accounts, feeds=settings), {})
+        budget_per_s = USDM_WEIGHT_PER_MINUTE * REST_BUDGET_SHARE * RECONCILE_BUDGET_SHARE / 60
+        try:
+            scheduler = manager.schedule()
+            manager._scheduler = scheduler
+            scheduler.start(paused=True)  # the jobs planned, none run
+
+            def reconciles() -> dict[str, Any]:
+                return {j.id: j.trigger for j in scheduler.get_jobs() if "reconcile:" in j.id}
+
+            def intervals() -> list[float]:
+                return [t.interval.total_seconds() for t in reconciles().values()]
+
+            # nothing held yet: the snapshots alone
+            assert intervals() == pytest.approx([1000 * 10 / budget_per_s] * 1000)
+            held = ["BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT"]
+            for feed in manager.feeds.values():
+                positions = [
+                    PositionState(s, Side.LONG, D(1), D(100), MarginMode.CROSS) for s in held
+                ]
+                feed.state.replace_positions(positions, 0.0)
+            with caplog.at_level(logging.INFO, logger="alertd.feeds.manager"):
+                manager.replan_reconciles()
+            # 10 for the snapshot, 2 x 3 symbols every 5th reconcile
+            stretched = 1000 * (10 + 6 / 5) / budget_per_s
+            triggers = reconciles()
+            assert intervals() == pytest.approx([stretched] * 1000)
+            starts = sorted(t.start_date.timestamp() for t in triggers.values())
+            assert stretched * 0.98 < starts[-1] - starts[0] < stretched
+            (line,) = [r.getMessage() for r in caplog.records if "stop-order reads" in r.message]
+            assert "reconciled every" in line
+            # held as before: within the tolerance, left as planned (no line, no reshuffle)
+            caplog.clear()
+            manager.replan_reconciles()
+            assert reconciles() == triggers
+            assert not [r for r in caplog.records if "stop-order reads" in r.message]
         finally:
             await manager.close()
 

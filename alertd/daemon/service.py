@@ -3,8 +3,10 @@
     startup:   read secrets and receiver URLs, open the state file (alert states and the
                outbox resume from it), build feeds, rules and delivery
     main loop: feeds stream into the engine; changed accounts are evaluated within
-               ``eval_interval_s``, every account once a second (so time-based rules such as
-               "for", repeat and staleness advance without ticks); the outbox is delivered;
+               ``eval_interval_s``, and every account at least once a second (one not
+               evaluated for a second is: so time-based rules such as "for", repeat and
+               staleness advance without ticks, and an account whose marks tick every second
+               is not evaluated twice for it); the outbox is delivered;
                one health line per interval; while every feed is fresh, a heartbeat to the
                dead-man's switch every ``deadman_interval`` (through the outbox)
     shutdown:  stop intake (cancel feeds), drain the outbox within a bound, close exchanges
@@ -61,6 +63,10 @@ from alertd.snapshot.format import account_to_json
 
 log = logging.getLogger(__name__)
 
+# The longest an account goes unevaluated: time-based rules ("for", repeat, staleness) advance
+# at least this often without a tick.
+SWEEP_S = 1.0
+
 EXIT_OK = 0
 # A long task (feeds, delivery) or the endpoint died: a bug. Not 2,
 # which the systemd unit does not restart after (a bad config).
@@ -112,6 +118,9 @@ class Service:
         self.ticks = 0  # engine updates applied, for health and metrics
         self._dirty: set[str] = set()  # to evaluate this cycle
         self._changed: set[str] = set()  # ... of which the figures changed
+        # when each account was last evaluated, oldest first (the sweep takes those a second
+        # old from the front)
+        self._evaluated_at: dict[str, float] = {}
         self._events: list[tuple[AccountFeed, Any]] = []
         self.notifier = Notifier()
         self.http_port: int | None = None
@@ -168,6 +177,8 @@ class Service:
         )
         for feed in self.manager.feeds.values():
             feed.listeners.append(self._on_change)
+        # never evaluated: first in line for the sweep
+        self._evaluated_at = dict.fromkeys(self.manager.feeds, -float("inf"))
         self.publisher = Publisher(
             self.manager.feeds,
             self.config.feeds,
@@ -231,17 +242,20 @@ class Service:
                 if full:
                     assert self.alerting is not None
                     self.alerting.refresh_silences()
-                    self._dirty.update(self.manager.feeds)
                     next_full = now + 1.0
+                self._dirty.update(self._due(now))
                 self._publish(self._evaluate_dirty(now), full)
-                view = self.view()
+                # the view is built when read (each account's figures: with a thousand
+                # accounts, reading it every turn cost more than the evaluation), so it is
+                # read here only when something is sent from it
                 # systemd: READY once every feed has bootstrapped (or stopped for good), or after
                 # a bound so one unreachable exchange cannot hold the whole service in "starting"
-                if not self._ready_sent and (self._all_started(view) or now - start > 60):
+                if not self._ready_sent and (self._all_started() or now - start > 60):
                     self._ready_sent = True
-                    self.notifier.ready(status_line(view))
+                    self.notifier.ready(status_line(self.view()))
                 if now >= next_status:
-                    self.notifier.status(status_line(view))
+                    if self.notifier.enabled:
+                        self.notifier.status(status_line(self.view()))
                     next_status = now + 5.0
                 # the watchdog is fed from this loop only: if evaluation stalls, pings stop
                 interval = self.notifier.watchdog_interval_s
@@ -255,7 +269,8 @@ class Service:
                     self._send_digest()
                     next_digest = self._next_digest()
                 if now >= next_heartbeat:
-                    self._send_heartbeat(view)
+                    if DEADMAN in self.deliverer.receivers:
+                        self._send_heartbeat(self.view())
                     next_heartbeat = now + self.config.heartbeat.deadman_interval
             else:  # told to stop: a task that died in the same moment still counts
                 died = _log_death(feeds, delivery, *others, runner=runner)
@@ -315,9 +330,9 @@ class Service:
         self.http_port = bound_port(runner)
         return runner
 
-    @staticmethod
-    def _all_started(view: DaemonView) -> bool:
-        return all(a.bootstrapped or a.fatal for a in view.accounts)
+    def _all_started(self) -> bool:
+        feeds = self.manager.feeds.values() if self.manager is not None else ()
+        return all(f.state.bootstrapped or f.state.fatal for f in feeds)
 
     # --- the published view -------------------------------------------------------------
 
@@ -444,8 +459,18 @@ class Service:
         self._dirty.add(name)
         self._changed.add(name)
 
+    def _due(self, now: float) -> list[str]:
+        """The accounts last evaluated ``SWEEP_S`` or more ago (or never): the sweep."""
+        due = []
+        for name, at in self._evaluated_at.items():  # oldest first
+            if at > now - SWEEP_S:
+                break
+            due.append(name)
+        return due
+
     def _evaluate_dirty(self, now: float) -> set[str]:
-        """Evaluate the accounts that changed (all, at the sweep); returns their names."""
+        """Evaluate the accounts that changed and those due at the sweep; returns their
+        names."""
         assert self.manager is not None and self.alerting is not None
         events, self._events = self._events, []
         for source, event in events:
@@ -456,23 +481,26 @@ class Service:
             feed = self.manager.feeds.get(name)
             if feed is not None:
                 self.alerting.evaluate(feed, now, changed=name in changed)
+            self._evaluated_at.pop(name, None)
+            self._evaluated_at[name] = now  # to the back of the line
         return dirty
 
     def save_snapshots(self) -> None:
         if self.manager is None or self.store is None:
             return
         wall = self._wall()
-        for name, feed in self.manager.feeds.items():
-            state = feed.state
-            # an account in a mode alertd does not compute keeps no figures of alertd's
-            if state.computable:
-                self.store.save_snapshot(name, account_to_json(state.to_account()), wall)
-            if state.bootstrapped:  # its mode, for `alertd status` without the daemon
-                mode = state.mode
-                limits = None if mode.coverage is Coverage.COMPUTED else mode.limits
-                ratio = state.reported_account.margin_ratio  # as read at the last reconcile
-                saved = SavedMode(wall, mode.label, mode.coverage.value, limits, ratio)
-                self.store.save_mode(name, saved)
+        with self.store.batch():
+            for name, feed in self.manager.feeds.items():
+                state = feed.state
+                # an account in a mode alertd does not compute keeps no figures of alertd's
+                if state.computable:
+                    self.store.save_snapshot(name, account_to_json(state.to_account()), wall)
+                if state.bootstrapped:  # its mode, for `alertd status` without the daemon
+                    mode = state.mode
+                    limits = None if mode.coverage is Coverage.COMPUTED else mode.limits
+                    ratio = state.reported_account.margin_ratio  # as read at the last reconcile
+                    saved = SavedMode(wall, mode.label, mode.coverage.value, limits, ratio)
+                    self.store.save_mode(name, saved)
 
     # --- heartbeat ----------------------------------------------------------------------
 

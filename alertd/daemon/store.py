@@ -333,6 +333,11 @@ class Store:
     def _transaction(self) -> _Tx:
         return _Tx(self.db)
 
+    def batch(self) -> _Tx:
+        """Several writes as one commit: one sync of the file, not one per write (every
+        account's snapshot and mode, each health interval)."""
+        return self._transaction()
+
 
 class _Tx:
     def __init__(self, db: sqlite3.Connection) -> None:

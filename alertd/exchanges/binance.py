@@ -504,6 +504,14 @@ def usdm_request_weight(api: str, method: str, path: str, params: Any) -> float 
     return USDM_WEIGHTS.get((api, method, path))
 
 
+def usdm_stops_weight(symbols: int) -> int:
+    """What :meth:`BinanceUSDMAdapter.fetch_stops` spends for ``symbols`` held symbols:
+    openOrders and openAlgoOrders, 1 each per symbol ("Current All Open Orders", "Current All
+    Algo Open Orders"), or the pair without a symbol at 40 each from ``ALL_SYMBOLS_WEIGHT``
+    symbols on."""
+    return 2 * min(symbols, ALL_SYMBOLS_WEIGHT)
+
+
 USDM = ExchangeSpec(
     profile=USDM_PROFILE,
     adapter=BinanceUSDMAdapter,
@@ -520,6 +528,7 @@ USDM = ExchangeSpec(
         # positionRisk V3 and Account Information V2 (a multi-assets account with coins adds
         # assetIndex, 10)
         snapshot_weight=10,
+        stops_weight=usdm_stops_weight,
     ),
     markets=USDM_MARKETS,
     credentials=(Credential.API_KEY, Credential.SECRET),

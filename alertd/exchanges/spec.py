@@ -98,6 +98,10 @@ class Capabilities:
     # The weight of one account's snapshot (a reconcile) in that budget: with many accounts on
     # one IP, the reconciles are stretched to fit it (FeedManager.reconcile_interval_s).
     snapshot_weight: int | None = None
+    # The weight in that budget of reading the open stop orders of an account that holds
+    # ``n`` symbols (a reconcile reads them every ``feeds.stops_reconcile_every``-th time where
+    # an order stream watches them, every time where none does); None: not counted.
+    stops_weight: Callable[[int], int] | None = None
 
 
 def _no_options() -> Mapping[str, Any]:

@@ -311,6 +311,20 @@ class AccountFeed:
             if not self._is_fatal(exc):
                 log.warning("%s: reconcile failed: %s", self.config.name, describe(exc))
 
+    def reconcile_weight(self) -> float | None:
+        """This account's weight per reconcile, on average, in its exchange's per-IP budget:
+        the snapshot, and the stop-order read's share (every ``stops_reconcile_every``-th
+        reconcile where an order stream watches the stops, every one where none does).
+        None: the exchange counts no weight."""
+        capabilities = self.spec.capabilities
+        if capabilities.snapshot_weight is None:
+            return None
+        weight = float(capabilities.snapshot_weight)
+        if capabilities.stops_weight is not None:
+            every = self.settings.stops_reconcile_every if self.adapter.watches_stops else 1
+            weight += capabilities.stops_weight(len(self.state.held_symbols)) / every
+        return weight
+
     async def refresh_tiers(self) -> None:
         if self.state.fatal is not None or not self.state.bootstrapped:
             return

@@ -16,7 +16,7 @@ import functools
 import json
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -78,6 +78,10 @@ class FeedFactory(Protocol):
 # The share of an exchange's per-IP budget the periodic reconciles may use together; the rest
 # serves bootstraps after a restart, resyncs after a reconnect, marks and tiers.
 RECONCILE_BUDGET_SHARE = 0.5
+# How often the reconciles are fitted to the budget again (what the accounts hold changes the
+# weight of their stop reads), and by how much an interval must move to be replaced.
+REPLAN_EVERY_S = 60.0
+REPLAN_TOLERANCE = 0.1
 
 
 def spread_starts(count: int, interval_s: float) -> list[float]:
@@ -128,6 +132,11 @@ class FeedManager:
             self.feeds[account.name] = feed
         self._scheduler: AsyncIOScheduler | None = None
         self._stopping = False  # close() began: jobs cancelled now are stopped, not crashed
+        # the reconcile jobs' groups (accounts sharing one per-IP budget) and their intervals
+        self._reconcile_groups: list[list[AccountFeed]] = []
+        self._reconcile_intervals: list[float] = []
+        self._replanned_at = options.clock()
+        self._running_jobs: set[asyncio.Task[Any]] = set()  # periodic runs in flight
         self.skipped: dict[str, int] = {}  # periodic runs skipped since the last report, by kind
         self._skips_reported_at = options.clock()
 
@@ -202,18 +211,31 @@ class FeedManager:
 
         apscheduler cancels a job still running at shutdown and logs the cancellation as the
         job's crash, with a traceback: a reconcile in flight when the daemon stops is not one.
+        A run it submitted but had not started is logged so too ("Error running job"): the
+        manager's :meth:`close` lets such a run start, and it returns at once.
         """
 
         @functools.wraps(step)
         async def job() -> None:
+            if self.stopping():
+                return  # submitted in the turn the feeds began to stop: nothing to do
+            task = asyncio.current_task()
+            assert task is not None
+            self._running_jobs.add(task)
             try:
                 await step()
             except asyncio.CancelledError:
-                if not self._stopping:
+                if not self.stopping():
                     raise  # cancelled for another reason than the shutdown
                 log.debug("%s: stopped with the feeds", getattr(step, "__qualname__", step))
+            finally:
+                self._running_jobs.discard(task)
 
         return job
+
+    def stopping(self) -> bool:
+        """Whether :meth:`close` began (read afresh after every wait)."""
+        return self._stopping
 
     def set_dynamics_span(self, span_s: float) -> None:
         """The rules changed (a reload): every hub keeps price windows this long."""
@@ -255,13 +277,14 @@ class FeedManager:
         by_shared: dict[int, list[tuple[str, AccountFeed]]] = {}
         for name, feed in feeds:
             by_shared.setdefault(id(feed.shared), []).append((name, feed))
+        self._reconcile_groups = [[f for _, f in group] for group in by_shared.values()]
+        intervals = [self.reconcile_interval_s(g) for g in self._reconcile_groups]
+        self._reconcile_intervals = intervals
+        for group, interval in zip(self._reconcile_groups, intervals, strict=True):
+            self._warn_stretched(group, interval)
         jobs: list[tuple[str, float, list[tuple[str, Callable[[], Awaitable[None]]]]]] = [
-            (
-                "reconcile",
-                self.reconcile_interval_s(group[0][1], len(group)),
-                [(n, f.reconcile) for n, f in group],
-            )
-            for group in by_shared.values()
+            ("reconcile", interval, [(n, f.reconcile) for n, f in group])
+            for group, interval in zip(by_shared.values(), intervals, strict=True)
         ]
         jobs += [
             ("tiers", settings.tier_refresh_interval_s, [(n, f.refresh_tiers) for n, f in feeds]),
@@ -286,32 +309,72 @@ class FeedManager:
                 add(call, f"{kind}:{name}", interval, delay)
         return scheduler
 
-    def reconcile_interval_s(self, feed: AccountFeed, accounts: int) -> float:
-        """``feeds.reconcile_interval_s``, or longer where ``accounts`` on the same exchange
-        and IP would together exceed ``RECONCILE_BUDGET_SHARE`` of its per-IP weight budget
-        (Binance: 1,000 accounts x 10 weight a minute is 10,000, four times its 2,400). The
-        streams keep every account current; the reconcile is the safety net, and one that
-        overruns the exchange's limit gets the IP banned (418), which stops every account."""
+    def reconcile_interval_s(self, group: Sequence[AccountFeed]) -> float:
+        """``feeds.reconcile_interval_s``, or longer where the accounts of ``group`` (on the
+        same exchange and IP) would together exceed ``RECONCILE_BUDGET_SHARE`` of its per-IP
+        weight budget (Binance: 1,000 accounts x 10 weight a minute is 10,000, four times its
+        2,400), counting each account's snapshot and its share of the stop-order reads (2 per
+        held symbol on Binance, every few reconciles: known once the accounts hold
+        something, see :meth:`replan_reconciles`). The streams keep every account current;
+        the reconcile is the safety net, and one that overruns the exchange's limit gets the
+        IP banned (418), which stops every account."""
         configured = self.config.feeds.reconcile_interval_s
-        capabilities = feed.spec.capabilities
-        per_minute, weight = capabilities.rest_weight_per_minute, capabilities.snapshot_weight
-        if feed.shared is None or per_minute is None or weight is None:
+        per_minute = group[0].spec.capabilities.rest_weight_per_minute
+        weights = [f.reconcile_weight() for f in group]
+        if group[0].shared is None or per_minute is None:
+            return configured
+        counted = [w for w in weights if w is not None]
+        if len(counted) < len(weights):
             return configured
         budget_per_s = per_minute * REST_BUDGET_SHARE * RECONCILE_BUDGET_SHARE / 60
-        needed = accounts * weight / budget_per_s
-        if needed <= configured:
-            return configured
+        return max(configured, sum(counted) / budget_per_s)
+
+    def _warn_stretched(self, group: Sequence[AccountFeed], interval: float) -> None:
+        configured = self.config.feeds.reconcile_interval_s
+        if interval <= configured:
+            return
+        capabilities = group[0].spec.capabilities
         log.warning(
             "%d %s accounts share one per-IP request budget (%d weight a minute): each is "
             "reconciled every %.0f s, not every %g s (feeds.reconcile_interval_s); the "
             "streams keep them current meanwhile (docs/scaling.md: splitting accounts over IPs)",
-            accounts,
-            feed.spec.profile.name,
-            per_minute,
-            needed,
+            len(group),
+            group[0].spec.profile.name,
+            capabilities.rest_weight_per_minute,
+            interval,
             configured,
         )
-        return needed
+
+    def replan_reconciles(self) -> None:
+        """Fit the reconciles to the budget again with what the accounts hold now (the stop
+        reads grow with the held symbols, unknown when the jobs were first planned): a
+        group's interval that moved by more than ``REPLAN_TOLERANCE`` is replaced, its
+        accounts' next runs spread over the new interval."""
+        scheduler = self._scheduler
+        if scheduler is None or not scheduler.running:
+            return
+        now = datetime.now(UTC)
+        for i, group in enumerate(self._reconcile_groups):
+            before = self._reconcile_intervals[i]
+            interval = self.reconcile_interval_s(group)
+            if abs(interval - before) <= before * REPLAN_TOLERANCE:
+                continue
+            self._reconcile_intervals[i] = interval
+            log.info(
+                "%d %s accounts: reconciled every %.0f s (was %.0f s), their stop-order "
+                "reads counted in the per-IP budget",
+                len(group),
+                group[0].spec.profile.name,
+                interval,
+                before,
+            )
+            for feed, delay in zip(group, spread_starts(len(group), interval), strict=True):
+                scheduler.reschedule_job(
+                    f"reconcile:{feed.config.name}",
+                    trigger="interval",
+                    seconds=interval,
+                    start_date=now + timedelta(seconds=delay),
+                )
 
     async def run(self) -> None:
         """Run every feed until cancelled; then stop the jobs and close the exchanges."""
@@ -335,6 +398,10 @@ class FeedManager:
             for feed in list(self.feeds.values()):
                 await feed.check_stale()
             self.report_skips()
+            now = self.options.clock()
+            if now - self._replanned_at >= REPLAN_EVERY_S:
+                self._replanned_at = now
+                self.replan_reconciles()
 
     def _on_skipped(self, event: JobSubmissionEvent) -> None:
         kind = str(event.job_id).split(":", 1)[0]
@@ -367,10 +434,21 @@ class FeedManager:
             log.error("%s: feed stopped for good: %s", name, feed.state.fatal)
 
     async def close(self) -> None:
+        """Stop in order: no new periodic runs; the runs in flight ended (their requests
+        cancelled); then the feeds, the hubs and last what they share."""
         self._stopping = True
         scheduler, self._scheduler = self._scheduler, None
         if scheduler is not None and scheduler.running:
-            scheduler.shutdown(wait=False)
+            scheduler.pause()  # submits nothing more
+            # a run submitted in this very turn has not started: apscheduler would cancel it
+            # unstarted and log that as an error; one turn of the loop starts it, and it
+            # returns at once (the feeds are stopping)
+            await asyncio.sleep(0)
+            running = list(self._running_jobs)
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            scheduler.shutdown(wait=False)  # nothing left in flight to cancel
         await asyncio.gather(*(feed.close() for feed in self.feeds.values()))
         await asyncio.gather(*(hub.close() for hub in self.hubs.values()))
         # last: every account's and hub's exchange is closed, nothing uses the pools any more
