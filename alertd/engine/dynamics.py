@@ -54,7 +54,7 @@ SQRT2 = math.sqrt(2.0)
 class MarkWindow:
     """The recent marks of one symbol, and their statistics (cached until the next sample)."""
 
-    __slots__ = ("_cleaned", "_raw", "_spread", "resolution_s", "span_s", "version")
+    __slots__ = ("_cleaned", "_figures", "_raw", "_spread", "resolution_s", "span_s", "version")
 
     def __init__(self, span_s: float, resolution_s: float = DEFAULT_RESOLUTION_S) -> None:
         if not (span_s > 0 and resolution_s > 0):
@@ -67,6 +67,8 @@ class MarkWindow:
         self._spread: list[float] = []
         self.version = 0  # bumped by every change: caches compare it
         self._cleaned: _Sums | None = None
+        # figures already read since the last change: several rules read the same lookback
+        self._figures: dict[tuple[str, float], float | None] = {}
 
     @property
     def capacity(self) -> int:
@@ -79,7 +81,7 @@ class MarkWindow:
     @property
     def last_time(self) -> float | None:
         raw = self._raw
-        return raw.t[-1] if len(raw) else None
+        return raw.t[-1] if len(raw.t) > raw.lo else None
 
     def samples(self) -> list[tuple[float, float]]:
         """(time, price) of every sample, oldest first."""
@@ -102,7 +104,8 @@ class MarkWindow:
             return False
         x = math.log(p)
         raw = self._raw
-        if len(raw):
+        held = len(raw.t) - raw.lo
+        if held:
             last = raw.t[-1]
             if t_s < last:
                 return False
@@ -110,13 +113,15 @@ class MarkWindow:
                 # same bucket: its last price stands for it
                 if t_s == last and x == raw.x[-1]:
                     return False  # the same sample again: nothing changes
-                if len(raw) >= 2:
+                if held >= 2:
                     self._unspread(raw.z[-1])
                 raw.pop()
+                held -= 1
         raw.push(t_s, x)
-        if len(raw) >= 2:
+        if held:
             bisect.insort(self._spread, raw.z[-1])
-        self._trim()
+        if raw.t[raw.lo] < t_s - self.span_s or held >= self.capacity:
+            self._trim()
         self._changed()
         return True
 
@@ -136,6 +141,8 @@ class MarkWindow:
     def _changed(self) -> None:
         self.version += 1
         self._cleaned = None
+        if self._figures:
+            self._figures = {}
 
     def _unspread(self, z: float) -> None:
         spread = self._spread
@@ -165,7 +172,7 @@ class MarkWindow:
         if cached is not None:
             return cached
         raw = self._raw
-        n = len(raw)
+        n = len(raw.t) - raw.lo
         cleaned = raw
         if n >= 3:
             spread = self._spread
@@ -181,7 +188,7 @@ class MarkWindow:
         """The cleaned samples, and the index of the first within ``lookback_s`` of the
         newest sample."""
         cleaned = self._clean()
-        if not len(cleaned):
+        if len(cleaned.t) == cleaned.lo:
             return cleaned, 0
         t = cleaned.t
         return cleaned, bisect.bisect_left(t, self._raw.t[-1] - lookback_s, cleaned.lo, len(t))
@@ -189,23 +196,32 @@ class MarkWindow:
     def volatility(self, lookback_s: float) -> float | None:
         """Realized volatility of log price per square-root second over the last
         ``lookback_s``; ``None`` until there are enough returns covering enough of it."""
+        key = ("volatility", lookback_s)
+        if key in self._figures:
+            return self._figures[key]
         c, i = self._since(lookback_s)
         n = len(c.t)
-        if n - i <= MIN_RETURNS:
-            return None
-        span = c.t[-1] - c.t[i]
-        if span < MIN_COVERAGE * lookback_s:
-            return None
-        return math.sqrt(max(c.r2[n - 1] - c.r2[i], 0.0) / span)
+        figure = None
+        if n - i > MIN_RETURNS:
+            span = c.t[-1] - c.t[i]
+            if span >= MIN_COVERAGE * lookback_s:
+                figure = math.sqrt(max(c.r2[n - 1] - c.r2[i], 0.0) / span)
+        self._figures[key] = figure
+        return figure
 
     def velocity(self, window_s: float) -> float | None:
         """The smoothed rate of change of log price per second over the last ``window_s``
         (least-squares slope); ``None`` until the samples cover enough of it."""
+        key = ("velocity", window_s)
+        if key in self._figures:
+            return self._figures[key]
         c, i = self._since(window_s)
         n = len(c.t)
-        if n - i < 3 or c.t[-1] - c.t[i] < MIN_COVERAGE * window_s:
-            return None
-        return c.slope(i)
+        figure = None
+        if n - i >= 3 and c.t[-1] - c.t[i] >= MIN_COVERAGE * window_s:
+            figure = c.slope(i)
+        self._figures[key] = figure
+        return figure
 
 
 MAX_BAD_RUN = 2  # consecutive bad ticks rejected; a longer stay at a price is a real move
@@ -264,7 +280,7 @@ class _Sums:
     """Samples (time, log price) with running sums: any suffix's realized variance and
     least-squares slope in constant time, a sample added or the oldest dropped in constant
     time. The samples held are those from ``lo`` on; the lists keep the dropped ones until
-    they are half the lists, then start again from the samples held (amortized constant
+    they are four fifths of the lists, then start again from the samples held (amortized constant
     time). Times and log prices are taken relative to the first sample they start from, so
     the sums keep their digits; starting again also drops the rounding a long run of
     additions gathered."""
@@ -318,7 +334,7 @@ class _Sums:
 
     def drop_oldest(self) -> None:
         self.lo += 1
-        if self.lo > 32 and 2 * self.lo > len(self.t):
+        if self.lo > 64 and self.lo > 4 * (len(self.t) - self.lo):
             self._start(self.t[self.lo :], self.x[self.lo :])
 
     def slope(self, i: int) -> float:

@@ -21,14 +21,14 @@ time: at one-minute resolution a lead time is known to within a minute.
 from __future__ import annotations
 
 import bisect
-import itertools
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from alertd.engine.book import Book
-from alertd.engine.dynamics import MarkWindow, log_distance
+from alertd.engine.dynamics import MarkWindow
 from alertd.engine.margin import compute
 from alertd.engine.model import Account, MarginMode, Position, Side
 from alertd.engine.tiers import Tier, TierTable
@@ -241,6 +241,7 @@ def replay(
     # a one-position account's liquidation price does not move with its mark: the distance
     # the rules on price dynamics read at a price is the distance from it to this one
     barrier = liq[held[0].key] if len(start.positions) == 1 else None
+    barrier_f = 0.0 if barrier is None else float(barrier)  # none or <= 0: never reached
     direction = -1 if adverse_low else 1
     reached: list[float] = [0.0, -1.0]  # [reach, the window's version it was read at]
 
@@ -248,16 +249,17 @@ def replay(
         """No rule breaches at ``price``, nor is anything liquidated there, provably."""
         if safe is None or not (price > safe if adverse_low else price < safe):
             return False
-        if reach is None or marks is None or barrier is None:
-            return True
+        if reach is None or marks is None or barrier_f <= 0:
+            return True  # no dynamics read, or no liquidation price: no figure to breach
         if reached[1] != marks.version:
             reached[:] = reach(marks, direction), marks.version
-        return log_distance(price, barrier) > reached[0]
+        return abs(math.log(barrier_f / float(price))) > reached[0]  # as log_distance
 
     # one position, every rule pointing its metric's risky way: within a candle (the price
     # dynamics fixed) the candle's adverse extreme is its riskiest point for every rule, so
     # when nothing is active and nothing breaches there, nothing does at its other points
     by_candle = shortcut and len(start.positions) == 1 and all(_risk_directed(r) for r in rules)
+    opens = {c.t_ms for c in history.candles} if marks is not None else set()
     for i, candle in enumerate(history.candles):
         if progress is not None and i % 1000 == 0:
             progress(i)
@@ -273,7 +275,7 @@ def replay(
                 calm = worst < 1 and engine.idle(observed)
             if calm:
                 result.points += _distinct(path)
-                if marks is not None:
+                if marks is not None and candle.t_ms + interval_ms not in opens:
                     marks.add((candle.t_ms + interval_ms) / 1000, candle.close)
                 continue
         previous = None
@@ -310,14 +312,17 @@ def replay(
                 result.liquidation_point = result.points
                 result.end_ms = candle.t_ms
                 return result
-        if marks is not None:  # the close, known once the candle ends: for the next points
+        # the close, known once the candle ends, for the next points: unless the next candle
+        # opens then, its open taking the close's place before any point is evaluated
+        if marks is not None and candle.t_ms + interval_ms not in opens:
             marks.add((candle.t_ms + interval_ms) / 1000, candle.close)
     return result
 
 
 def _distinct(path: tuple[Decimal, ...]) -> int:
     """The price points a candle's path gives (a repeated price is one point)."""
-    return 1 + sum(1 for a, b in itertools.pairwise(path) if a != b)
+    o, a, b, c = path
+    return 1 + (a != o) + (b != a) + (c != b)
 
 
 def _risk_directed(rule: Rule) -> bool:

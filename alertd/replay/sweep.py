@@ -217,9 +217,11 @@ def replay_entry(
     rules: Sequence[Rule],
     exchange: str = "binanceusdm",
     before: History | None = None,
+    shortcut: bool = True,
 ) -> ReplayResult:
     """One sweep run: a fresh position of 1 at the entry candle's open, replayed to the
-    entry's end, its price dynamics seeded from the candles before it."""
+    entry's end, its price dynamics seeded from the candles before it (``shortcut``: as
+    :func:`~alertd.replay.run.replay`)."""
     first = history.candles[entry.index]
     end = bisect.bisect_right(history.candles, entry.end_ms, lo=entry.index, key=_time)
     window = replace(history, candles=history.candles[entry.index : end], gaps=())
@@ -228,7 +230,7 @@ def replay_entry(
         f"{spec_symbol} {side} 1 @ {first.open} x{leverage} {mode}", exchange
     )
     warmup = warmup_before(before or history, first.t_ms, rules)
-    return replay(account, window, rules, spec_symbol, warmup=warmup)
+    return replay(account, window, rules, spec_symbol, warmup=warmup, shortcut=shortcut)
 
 
 def _time(candle: Candle) -> int:

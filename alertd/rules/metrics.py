@@ -114,6 +114,9 @@ class Figures:
         return self.account.positions[self.index]
 
 
+Reach = Callable[[MarkWindow, int], float]
+
+
 @dataclass(frozen=True, slots=True)
 class Metric:
     name: str
@@ -163,11 +166,11 @@ class Metric:
     clear: Callable[[Figures, Rule], bool] | None = None
 
     # For a position price-dynamics metric: how near liquidation a rule pointing the metric's
-    # risky way can breach, as ``reach(rule, window, direction, horizon_s, window_s)``, the
-    # log distance from the mark to the liquidation price (``direction`` +1 when it is above)
-    # at or beyond which the rule's value cannot breach with these dynamics (see
-    # :func:`dynamics_reach`)
-    reach: Callable[[Rule, MarkWindow, int, float, float], float] | None = None
+    # risky way can breach. ``reach(rule, horizon_s, window_s)`` gives the rule's
+    # ``(window, direction) -> log distance``: from the mark to the liquidation price
+    # (``direction`` +1 when it is above), at or beyond which the rule's value cannot breach
+    # with the window's dynamics (see :func:`dynamics_reach`)
+    reach: Callable[[Rule, float, float], Reach] | None = None
 
     # reads the exchange's order book of the position's symbol (fetched only for these)
     reads_book: bool = False
@@ -284,35 +287,50 @@ def _seconds(f: Figures, distance: float, direction: int) -> float | None:
 # distance d, so a rule breaches exactly below one distance, read off the dynamics once.
 
 
-def _probability_reach(
-    rule: Rule, window: MarkWindow, direction: int, horizon_s: float, window_s: float
-) -> float:
-    # erfc(d / (sigma sqrt(2T))) > p  <=>  d < z_p sigma sqrt(T), z_p = -Phi^-1(p / 2)
-    sigma = window.volatility(window_s)
-    if sigma is None:
-        return 0.0
+def _probability_reach(rule: Rule, horizon_s: float, window_s: float) -> Reach:
+    # erfc(d / (sigma sqrt(2T))) > p  <=>  d < z_p sigma sqrt(T), z_p the distance in sigmas
+    # whose touch probability is p
     p = float(rule.threshold)
     z = sigmas_for_probability(p)
     if z is None:  # at or above 1: never breaches; at or near 0: anywhere
-        return 0.0 if p >= 1 else math.inf
-    return z * sigma * math.sqrt(horizon_s)
+        return _nowhere if p >= 1 else _anywhere
+    scale = z * math.sqrt(horizon_s)
+
+    def reach(window: MarkWindow, direction: int) -> float:
+        sigma = window.volatility(window_s)
+        return 0.0 if sigma is None else scale * sigma
+
+    return reach
 
 
-def _sigmas_reach(
-    rule: Rule, window: MarkWindow, direction: int, horizon_s: float, window_s: float
-) -> float:
+def _sigmas_reach(rule: Rule, horizon_s: float, window_s: float) -> Reach:
     # d / (sigma sqrt(T)) < s  <=>  d < s sigma sqrt(T)
-    sigma = window.volatility(window_s)
-    return 0.0 if sigma is None else max(float(rule.threshold), 0.0) * sigma * math.sqrt(horizon_s)
+    scale = max(float(rule.threshold), 0.0) * math.sqrt(horizon_s)
+
+    def reach(window: MarkWindow, direction: int) -> float:
+        sigma = window.volatility(window_s)
+        return 0.0 if sigma is None else scale * sigma
+
+    return reach
 
 
-def _seconds_reach(
-    rule: Rule, window: MarkWindow, direction: int, horizon_s: float, window_s: float
-) -> float:
+def _seconds_reach(rule: Rule, horizon_s: float, window_s: float) -> Reach:
     # d / speed < X  <=>  d < X speed, moving towards liquidation only
-    velocity = window.velocity(window_s)
-    speed = 0.0 if velocity is None else velocity * direction
-    return max(float(rule.threshold), 0.0) * speed if speed > 0 else 0.0
+    seconds = max(float(rule.threshold), 0.0)
+
+    def reach(window: MarkWindow, direction: int) -> float:
+        velocity = window.velocity(window_s)
+        return 0.0 if velocity is None else max(seconds * velocity * direction, 0.0)
+
+    return reach
+
+
+def _nowhere(window: MarkWindow, direction: int) -> float:
+    return 0.0
+
+
+def _anywhere(window: MarkWindow, direction: int) -> float:
+    return math.inf
 
 
 # how much farther than its reach a distance must be to be called clear, relative and in
@@ -339,11 +357,12 @@ def dynamics_reach(rules: Iterable[Rule]) -> Callable[[MarkWindow, int], float] 
         if m.reach is None or m.risky != r.direction:
             return None
         assert m.window_s is not None
-        horizon = r.horizon_s or m.horizon_s or 0.0
-        parts.append((m.reach, r, horizon, r.window_s or m.window_s))
+        parts.append(m.reach(r, r.horizon_s or m.horizon_s or 0.0, r.window_s or m.window_s))
 
     def reach(window: MarkWindow, direction: int) -> float:
-        found = max((f(r, window, direction, h, w) for f, r, h, w in parts), default=0.0)
+        found = 0.0
+        for part in parts:
+            found = max(found, part(window, direction))
         return found * (1 + REACH_MARGIN) + REACH_FLOOR
 
     return reach
