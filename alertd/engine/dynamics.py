@@ -150,13 +150,17 @@ class MarkWindow:
 
     def _trim(self) -> None:
         raw = self._raw
-        if not len(raw):
+        if len(raw.t) == raw.lo:
             return
         oldest = raw.t[-1] - self.span_s
         capacity = self.capacity
-        while len(raw) and (raw.t[raw.lo] < oldest or len(raw) > capacity):
-            if len(raw) >= 2:  # the return out of the oldest sample leaves with it
-                self._unspread(raw.z[raw.lo + 1])
+        while True:
+            t, lo = raw.t, raw.lo
+            held = len(t) - lo
+            if not (t[lo] < oldest or held > capacity):
+                return
+            if held >= 2:  # the return out of the oldest sample leaves with it
+                self._unspread(raw.z[lo + 1])
             raw.drop_oldest()
 
     # --- statistics ---------------------------------------------------------------------
