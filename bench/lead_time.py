@@ -159,7 +159,7 @@ def calm(histories: list[tuple[str, History, str]], sets: list[tuple[str, list[R
         for lev in (10, 20):
             cells, runs, position_days = [], 0, 0.0
             for _, rules in sets:
-                alarms = 0
+                alarms = at_entry = 0
                 runs, position_days = 0, 0.0
                 for side in ("long", "short"):
                     (row,) = sweep(
@@ -173,9 +173,12 @@ def calm(histories: list[tuple[str, History, str]], sets: list[tuple[str, list[R
                         before=history,
                     )
                     alarms += row.first.false_alarms
+                    at_entry += row.first.false_alarms_at_entry
                     runs += row.runs
                     position_days += row.position_days
-                cells.append(f"{alarms} ({alarms / position_days:.3f})")
+                cells.append(
+                    f"{alarms} ({alarms / position_days:.3f}), {at_entry} of them at entry"
+                )
             print(
                 f"| {label} | {lev}x | {days} | {runs} | {position_days:.1f} | "
                 + " | ".join(cells)

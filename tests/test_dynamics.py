@@ -406,3 +406,66 @@ def test_status_shows_the_rules_default_outlook() -> None:
     # without price history (no rule reads it) the daemon shows none
     (bare,) = figures(live, crash=False).positions
     assert bare.liquidation_probability is None and bare.time_to_liquidation is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    metric=st.sampled_from(
+        ["liquidation_probability", "liquidation_distance_sigma", "time_to_liquidation"]
+    ),
+    threshold=st.floats(1e-4, 0.5),
+    drift=st.floats(-2e-5, 2e-5),
+    seed=st.integers(0, 10_000),
+)
+def test_a_rule_breaches_exactly_within_its_reach(
+    metric: str, threshold: float, drift: float, seed: int
+) -> None:
+    # the replay skips a point when its distance to liquidation is beyond the rules' reach:
+    # the figure must not breach past it, and must breach just inside it (the bound is tight)
+    import random
+
+    from alertd.engine.dynamics import sigmas, time_to_reach, to_decimal, touch_probability
+    from alertd.rules.metrics import REACH_MARGIN, dynamics_reach
+
+    rng = random.Random(seed)
+    window = MarkWindow(3600)
+    price = 100.0
+    for k in range(120):
+        price *= math.exp(drift * 60 + rng.gauss(0, 0.002))
+        window.add(1_000_000 + 60 * k, price)
+    scale = {
+        "liquidation_probability": 1,
+        "liquidation_distance_sigma": 20,
+        "time_to_liquidation": 20_000,
+    }
+    limit = Decimal(repr(threshold * scale[metric]))
+    above = metric == "liquidation_probability"
+    rule = Rule(
+        "r",
+        metric,
+        Scope.POSITION,
+        Severity.WARNING,
+        above=limit if above else None,
+        below=None if above else limit,
+    )
+    direction = -1  # a long: liquidation below the mark
+    reach = dynamics_reach([rule])
+    assert reach is not None
+    bound = reach(window, direction)
+    exact = (bound - 1e-12) / (1 + REACH_MARGIN)
+
+    def breaches(d: float) -> bool:
+        sigma = window.volatility(3600)
+        assert sigma is not None
+        if metric == "liquidation_probability":
+            value: float | None = touch_probability(d, sigma, 3600)
+        elif metric == "liquidation_distance_sigma":
+            value = sigmas(d, sigma, 3600)
+        else:
+            speed = window.velocity(900)
+            value = time_to_reach(d, None if speed is None else speed * direction)
+        return value is not None and rule.breached(to_decimal(value))
+
+    assert not breaches(bound * (1 + 1e-9))
+    if exact > 1e-9:
+        assert breaches(exact * (1 - 1e-6))

@@ -13,7 +13,13 @@ from alertd.daemon.evaluation import _rule
 from alertd.engine.model import MarginMode
 from alertd.replay.history import History, load_history, window
 from alertd.replay.run import position_from_spec, replay, warmup_before
-from alertd.replay.sweep import RuleStats, sweep
+from alertd.replay.sweep import (
+    RuleStats,
+    before_the_move,
+    calm_day_entries,
+    replay_entry,
+    sweep,
+)
 from alertd.rules.model import Rule
 
 from .support.process import ROOT
@@ -205,3 +211,74 @@ def test_a_rule_against_the_risky_way_is_not_skipped(full_history: History) -> N
     fast = replay(position_from_spec(spec), history, [far])
     slow = replay(position_from_spec(spec), history, [far], shortcut=False)
     assert fast.alerts == slow.alerts
+
+
+SHARED = ROOT.parent / "shared" / "data"
+HISTORIES = sorted(
+    p.name for p in SHARED.glob("*-1m*") if p.suffix in (".json", ".feather", ".zip")
+)
+
+
+def position_rules() -> list[Rule]:
+    """The defaults' ratio and distance rules with every price-dynamics metric on the position
+    (the rules whose reach lets a replay skip points)."""
+    configs = [
+        RuleConfig(name="ratio", metric="worst_ratio", above=Decimal("0.5")),
+        RuleConfig(name="dist", metric="liquidation_distance", below=Decimal("0.03")),
+        RuleConfig(
+            name="p",
+            metric="liquidation_probability",
+            scope="position",
+            above=Decimal("0.01"),
+            clear_below=Decimal("0.005"),
+        ),
+        RuleConfig(
+            name="ttl",
+            metric="time_to_liquidation",
+            scope="position",
+            below=Decimal(3600),
+            window=900,
+        ),
+        RuleConfig(
+            name="sigma",
+            metric="liquidation_distance_sigma",
+            scope="position",
+            below=Decimal(3),
+            horizon=14400,
+        ),
+    ]
+    return [_rule(c) for c in configs]
+
+
+@pytest.mark.parametrize("name", HISTORIES)
+def test_the_fast_path_gives_the_same_alerts_on_every_shared_history(name: str) -> None:
+    # the replay skips a candle when, by the window's dynamics, no rule can breach at its
+    # adverse extreme; the straightforward replay evaluates every point. Entered an hour before
+    # the file's largest fall (long) and rally (short), and at the start of its first calm
+    # day, at 10x and 50x isolated and 20x cross: every alert, point and liquidation the same
+    full = load_history(SHARED / name)
+    engine_rules = position_rules()
+    symbol = "BTC/USD:BTC" if "coinm" in name else "BTC/USDT:USDT"
+    compared = alerts = 0
+    for side in ("long", "short"):
+        entry, _, _ = before_the_move(full, side == "long", 3600, 3600, 86_400)
+        entries = [entry, calm_day_entries(full, 86_400)[0]]
+        for lev, mode in (
+            (10, MarginMode.ISOLATED),
+            (50, MarginMode.ISOLATED),
+            (20, MarginMode.CROSS),
+        ):
+            for e in entries:
+                runs = [
+                    replay_entry(symbol, side, mode, lev, full, e, engine_rules, shortcut=fast)
+                    for fast in (True, False)
+                ]
+                fast_run, slow_run = runs
+                assert fast_run.alerts == slow_run.alerts, (side, lev, mode, e)
+                assert (fast_run.points, fast_run.liquidated_at_ms) == (
+                    slow_run.points,
+                    slow_run.liquidated_at_ms,
+                )
+                compared += 1
+                alerts += len(fast_run.alerts)
+    assert compared == 12 and alerts  # the rules did fire: the comparison is not of silences

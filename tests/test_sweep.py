@@ -132,8 +132,12 @@ def test_false_alarms_are_counted_per_position_day(tmp_path: Path) -> None:
     history = load_history(ohlc_file(tmp_path, [flat(p) for p in prices], "dips.csv"))
     row = sweep_one(history, [distance_rule("0.03")], T0 + DAY - MIN)
     assert row.liquidated == 0 and row.rules["dist"].false_alarms == 2
+    assert row.rules["dist"].false_alarms_at_entry == 0
     assert row.position_days == pytest.approx(1.0)
     assert row.per_position_day(row.rules["dist"]) == pytest.approx(2.0)
+    # a rule the position breaches from its entry on (10x: about 9.6% from liquidation)
+    wide = sweep_one(history, [distance_rule("0.12")], T0 + DAY - MIN)
+    assert wide.first.false_alarms == wide.first.false_alarms_at_entry == 1
 
 
 def test_the_largest_move_and_the_entry_before_it(tmp_path: Path) -> None:

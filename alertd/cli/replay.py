@@ -374,6 +374,7 @@ def _cmd_sweep(args: argparse.Namespace, history: Any, full: Any, plot_to: Path 
             "worst_lead_time_s": min(st.lead_times_s) if st.lead_times_s else None,
             "at_entry_liquidated_after_s": st.at_entry_lived_s,
             "false_alarms": st.false_alarms,
+            "false_alarms_at_entry": st.false_alarms_at_entry,
             "false_alarms_per_position_day": row.per_position_day(st),
         }
 
@@ -430,7 +431,7 @@ def _cmd_sweep(args: argparse.Namespace, history: Any, full: Any, plot_to: Path 
                 str(st["missed"]),
                 fmt.minutes(st["median_lead_time_s"]),
                 fmt.minutes(st["worst_lead_time_s"]),
-                str(st["false_alarms"]),
+                f"{st['false_alarms']} ({st['false_alarms_at_entry']} at entry)",
                 fmt.NONE if per_day is None else f"{per_day:.3f}",
             )
     console.print(table)

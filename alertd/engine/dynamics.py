@@ -27,18 +27,19 @@ Estimators (``docs/rules.md`` states them with their limits):
 - **velocity**: the least-squares slope of log price against time over the window, on the same
   cleaned samples: a smoothed relative rate of change per second.
 
-The samples are cleaned once per change of the window and kept with running sums, so every
-lookback's volatility and velocity then costs a bisection and a few subtractions.
+The samples are kept with running sums, updated in constant time as a sample comes and the
+oldest goes, so every lookback's volatility and velocity costs a bisection and a few
+subtractions. The bad-tick test is judged over the whole window only while some return in it
+is large enough to fail it (the sorted returns say so at once); otherwise the samples as they
+came are the cleaned ones.
 """
 
 from __future__ import annotations
 
 import bisect
-import itertools
 import math
 import statistics
-from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
 # a normal variable's standard deviation is 1.4826 times its median absolute deviation
@@ -53,17 +54,21 @@ SQRT2 = math.sqrt(2.0)
 class MarkWindow:
     """The recent marks of one symbol, and their statistics (cached until the next sample)."""
 
-    __slots__ = ("_cleaned", "_t", "_x", "resolution_s", "span_s", "version")
+    __slots__ = ("_cleaned", "_figures", "_raw", "_spread", "resolution_s", "span_s", "version")
 
     def __init__(self, span_s: float, resolution_s: float = DEFAULT_RESOLUTION_S) -> None:
         if not (span_s > 0 and resolution_s > 0):
             raise ValueError("a window needs a positive span and resolution")
         self.resolution_s = resolution_s
         self.span_s = span_s
-        self._t: deque[float] = deque()
-        self._x: deque[float] = deque()  # log prices
+        self._raw = _Sums()  # the samples as they came, with their running sums
+        # the absolute normalized returns between the samples held, sorted: their median
+        # scales the bad-tick test, their largest says whether any return could fail it
+        self._spread: list[float] = []
         self.version = 0  # bumped by every change: caches compare it
-        self._cleaned: _Cleaned | None = None
+        self._cleaned: _Sums | None = None
+        # figures already read since the last change: several rules read the same lookback
+        self._figures: dict[tuple[str, float], float | None] = {}
 
     @property
     def capacity(self) -> int:
@@ -71,15 +76,17 @@ class MarkWindow:
         return int(self.span_s // self.resolution_s) + 2
 
     def __len__(self) -> int:
-        return len(self._t)
+        return len(self._raw)
 
     @property
     def last_time(self) -> float | None:
-        return self._t[-1] if self._t else None
+        raw = self._raw
+        return raw.t[-1] if len(raw.t) > raw.lo else None
 
     def samples(self) -> list[tuple[float, float]]:
         """(time, price) of every sample, oldest first."""
-        return [(t, math.exp(x)) for t, x in zip(self._t, self._x, strict=True)]
+        raw = self._raw
+        return [(raw.t[k], math.exp(raw.x[k])) for k in range(raw.lo, len(raw.t))]
 
     def resize(self, span_s: float) -> None:
         """A new span (a reload asked for a longer or shorter lookback)."""
@@ -87,6 +94,7 @@ class MarkWindow:
             raise ValueError("a window needs a positive span")
         self.span_s = span_s
         self._trim()
+        self._changed()
 
     def add(self, t_s: float, price: Decimal | float) -> bool:
         """One mark at ``t_s``; a sample older than the newest is ignored (a seed candle behind
@@ -95,21 +103,25 @@ class MarkWindow:
         if not (p > 0 and math.isfinite(p) and math.isfinite(t_s)):
             return False
         x = math.log(p)
-        t, res = self._t, self.resolution_s
-        if t:
-            last = t[-1]
+        raw = self._raw
+        held = len(raw.t) - raw.lo
+        if held:
+            last = raw.t[-1]
             if t_s < last:
                 return False
-            if t_s // res == last // res:  # same bucket: its last price stands for it
-                if t_s == last and x == self._x[-1]:
+            if t_s // self.resolution_s == last // self.resolution_s:
+                # same bucket: its last price stands for it
+                if t_s == last and x == raw.x[-1]:
                     return False  # the same sample again: nothing changes
-                t[-1] = t_s
-                self._x[-1] = x
-                self._changed()
-                return True
-        t.append(t_s)
-        self._x.append(x)
-        self._trim()
+                if held >= 2:
+                    self._unspread(raw.z[-1])
+                raw.pop()
+                held -= 1
+        raw.push(t_s, x)
+        if held:
+            bisect.insort(self._spread, raw.z[-1])
+        if raw.t[raw.lo] < t_s - self.span_s or held >= self.capacity:
+            self._trim()
         self._changed()
         return True
 
@@ -129,122 +141,205 @@ class MarkWindow:
     def _changed(self) -> None:
         self.version += 1
         self._cleaned = None
+        if self._figures:
+            self._figures = {}
+
+    def _unspread(self, z: float) -> None:
+        spread = self._spread
+        del spread[bisect.bisect_left(spread, z)]
 
     def _trim(self) -> None:
-        t, x = self._t, self._x
-        oldest = t[-1] - self.span_s if t else 0.0
-        while t and (t[0] < oldest or len(t) > self.capacity):
-            t.popleft()
-            x.popleft()
+        raw = self._raw
+        if len(raw.t) == raw.lo:
+            return
+        oldest = raw.t[-1] - self.span_s
+        capacity = self.capacity
+        while True:
+            t, lo = raw.t, raw.lo
+            held = len(t) - lo
+            if not (t[lo] < oldest or held > capacity):
+                return
+            if held >= 2:  # the return out of the oldest sample leaves with it
+                self._unspread(raw.z[lo + 1])
+            raw.drop_oldest()
 
     # --- statistics ---------------------------------------------------------------------
 
-    def _clean(self) -> _Cleaned:
-        """Every sample without bad ticks and without an unconfirmed outlier at the end, with
-        the running sums the statistics read; worked out once per change."""
+    def _clean(self) -> _Sums:
+        """The samples without bad ticks and without an unconfirmed outlier at the end, with
+        the running sums the statistics read; worked out once per change.
+
+        Every judgment below starts from a return larger than ``limit``: while no return in
+        the window is (the common case, read off the sorted returns), the samples as they
+        came are the cleaned ones, with the running sums kept as they came."""
         cached = self._cleaned
         if cached is not None:
             return cached
-        ts, xs = list(self._t), list(self._x)
-        n = len(ts)
+        raw = self._raw
+        n = len(raw.t) - raw.lo
+        cleaned = raw
         if n >= 3:
-            sqrt = math.sqrt
-            r = [xs[k] - xs[k - 1] for k in range(1, n)]
-            z = [r[k - 1] / sqrt(ts[k] - ts[k - 1] or 1e-9) for k in range(1, n)]
-            limit = SPIKE_SIGMAS * MAD_TO_SIGMA * statistics.median([abs(v) for v in z])
-            keep = [True] * n
-            k = 1
-            while k < n - 1:
-                run = _bad_run(r, z, k, n, limit)
-                if run:
-                    for j in range(k, k + run):
-                        keep[j] = False
-                    k += run + 1  # one run at a time: its neighbour is the reference
-                    continue
-                k += 1
-            # the newest samples cannot be judged yet: a jump is held back until the two
-            # samples after it stay there (two bad ticks in a row would otherwise pass)
-            if abs(z[-1]) > limit:
-                keep[-1] = False
-            elif n >= 4 and keep[-2] and abs(z[-2]) > limit:
-                keep[-2] = keep[-1] = False
-            if not all(keep):
-                ts = [v for v, ok in zip(ts, keep, strict=True) if ok]
-                xs = [v for v, ok in zip(xs, keep, strict=True) if ok]
-        self._cleaned = cleaned = _Cleaned(ts, xs)
+            spread = self._spread
+            m = len(spread)
+            median = spread[m // 2] if m % 2 else (spread[m // 2 - 1] + spread[m // 2]) / 2
+            limit = SPIKE_SIGMAS * MAD_TO_SIGMA * median
+            if spread[-1] > limit:
+                cleaned = _judged(raw, limit)
+        self._cleaned = cleaned
         return cleaned
 
-    def _since(self, lookback_s: float) -> tuple[_Cleaned, int]:
+    def _since(self, lookback_s: float) -> tuple[_Sums, int]:
         """The cleaned samples, and the index of the first within ``lookback_s`` of the
         newest sample."""
         cleaned = self._clean()
-        if not cleaned.t:
+        if len(cleaned.t) == cleaned.lo:
             return cleaned, 0
-        return cleaned, bisect.bisect_left(cleaned.t, self._t[-1] - lookback_s)
+        t = cleaned.t
+        return cleaned, bisect.bisect_left(t, self._raw.t[-1] - lookback_s, cleaned.lo, len(t))
 
     def volatility(self, lookback_s: float) -> float | None:
         """Realized volatility of log price per square-root second over the last
         ``lookback_s``; ``None`` until there are enough returns covering enough of it."""
+        key = ("volatility", lookback_s)
+        if key in self._figures:
+            return self._figures[key]
         c, i = self._since(lookback_s)
         n = len(c.t)
-        if n - i <= MIN_RETURNS:
-            return None
-        span = c.t[-1] - c.t[i]
-        if span < MIN_COVERAGE * lookback_s:
-            return None
-        return math.sqrt(max(c.r2[n - 1] - c.r2[i], 0.0) / span)
+        figure = None
+        if n - i > MIN_RETURNS:
+            span = c.t[-1] - c.t[i]
+            if span >= MIN_COVERAGE * lookback_s:
+                figure = math.sqrt(max(c.r2[n - 1] - c.r2[i], 0.0) / span)
+        self._figures[key] = figure
+        return figure
 
     def velocity(self, window_s: float) -> float | None:
         """The smoothed rate of change of log price per second over the last ``window_s``
         (least-squares slope); ``None`` until the samples cover enough of it."""
+        key = ("velocity", window_s)
+        if key in self._figures:
+            return self._figures[key]
         c, i = self._since(window_s)
         n = len(c.t)
-        if n - i < 3 or c.t[-1] - c.t[i] < MIN_COVERAGE * window_s:
-            return None
-        return c.slope(i)
+        figure = None
+        if n - i >= 3 and c.t[-1] - c.t[i] >= MIN_COVERAGE * window_s:
+            figure = c.slope(i)
+        self._figures[key] = figure
+        return figure
 
 
 MAX_BAD_RUN = 2  # consecutive bad ticks rejected; a longer stay at a price is a real move
+
+
+def _judged(raw: _Sums, limit: float) -> _Sums:
+    """``raw`` without its bad ticks and its unconfirmed outliers (some return is larger than
+    ``limit``): the whole window judged again, as ``limit`` moved with the window."""
+    ts, xs = raw.t[raw.lo :], raw.x[raw.lo :]
+    n = len(ts)
+    r = [xs[k] - xs[k - 1] for k in range(1, n)]
+    z = raw.z[raw.lo + 1 :]
+    keep = [True] * n
+    k = 1
+    while k < n - 1:
+        run = _bad_run(r, z, k, n, limit)
+        if run:
+            for j in range(k, k + run):
+                keep[j] = False
+            k += run + 1  # one run at a time: its neighbour is the reference
+            continue
+        k += 1
+    # the newest samples cannot be judged yet: a jump is held back until the two samples
+    # after it stay there (two bad ticks in a row would otherwise pass)
+    if z[-1] > limit:
+        keep[-1] = False
+    elif n >= 4 and keep[-2] and z[-2] > limit:
+        keep[-2] = keep[-1] = False
+    if all(keep):
+        return raw
+    return _Sums(
+        [v for v, ok in zip(ts, keep, strict=True) if ok],
+        [v for v, ok in zip(xs, keep, strict=True) if ok],
+    )
 
 
 def _bad_run(r: list[float], z: list[float], k: int, n: int, limit: float) -> int:
     """How many samples from ``k`` on (1 or 2, 0 for none) are bad ticks: the mark jumps
     away by more than ``limit`` (normalized) into sample ``k`` and back by as much out of the
     run's last sample, in the opposite direction, to about where it was before the run."""
-    into = z[k - 1]
-    if abs(into) <= limit:
+    if z[k - 1] <= limit:
         return 0
+    into = r[k - 1]
     for run in range(1, MAX_BAD_RUN + 1):
         last = k + run - 1
         if last >= n - 1:
             return 0
-        out = z[last]
-        if abs(out) > limit and into * out < 0:
+        if z[last] > limit and into * r[last] < 0:
             net = sum(r[k - 1 : last + 1])  # from the sample before the run to the one after
             if abs(net) < 0.5 * min(abs(r[k - 1]), abs(r[last])):
                 return run
     return 0
 
 
-class _Cleaned:
-    """Cleaned samples with running sums: any suffix's realized variance and least-squares
-    slope in constant time. Times and log prices are taken relative to the first sample, so
-    the sums keep their digits."""
+class _Sums:
+    """Samples (time, log price) with running sums: any suffix's realized variance and
+    least-squares slope in constant time, a sample added or the oldest dropped in constant
+    time. The samples held are those from ``lo`` on; the lists keep the dropped ones until
+    they are four fifths of the lists, then start again from the samples held (amortized constant
+    time). Times and log prices are taken relative to the first sample they start from, so
+    the sums keep their digits; starting again also drops the rounding a long run of
+    additions gathered."""
 
-    __slots__ = ("r2", "st", "stt", "stx", "sx", "t", "x")
+    __slots__ = ("lo", "r2", "st", "stt", "stx", "sx", "t", "t0", "x", "x0", "z")
 
-    def __init__(self, ts: list[float], xs: list[float]) -> None:
-        self.t, self.x = ts, xs
-        t0 = ts[0] if ts else 0.0
-        x0 = xs[0] if xs else 0.0
-        dt = [t - t0 for t in ts]
-        dx = [x - x0 for x in xs]
-        # r2[k]: squared returns up to sample k; the others: sums over samples before k
-        self.r2 = [0.0, *itertools.accumulate((b - a) ** 2 for a, b in itertools.pairwise(xs))]
-        self.st = [0.0, *itertools.accumulate(dt)]
-        self.sx = [0.0, *itertools.accumulate(dx)]
-        self.stt = [0.0, *itertools.accumulate(t * t for t in dt)]
-        self.stx = [0.0, *itertools.accumulate(t * x for t, x in zip(dt, dx, strict=True))]
+    def __init__(self, ts: Sequence[float] = (), xs: Sequence[float] = ()) -> None:
+        self._start(ts, xs)
+
+    def _start(self, ts: Sequence[float], xs: Sequence[float]) -> None:
+        self.lo = 0
+        self.t: list[float] = []
+        self.x: list[float] = []
+        # r2[k]: squared returns up to sample k; z[k]: sample k's return over the square
+        # root of its time step, absolute; st, sx, stt, stx: sums over samples before k
+        self.r2: list[float] = []
+        self.z: list[float] = []
+        self.st, self.sx, self.stt, self.stx = [0.0], [0.0], [0.0], [0.0]
+        self.t0 = ts[0] if ts else 0.0
+        self.x0 = xs[0] if xs else 0.0
+        for t, x in zip(ts, xs, strict=True):
+            self.push(t, x)
+
+    def __len__(self) -> int:
+        return len(self.t) - self.lo
+
+    def push(self, t: float, x: float) -> None:
+        ts, xs = self.t, self.x
+        if ts:
+            r = x - xs[-1]
+            self.r2.append(self.r2[-1] + r * r)
+            self.z.append(abs(r) / math.sqrt(t - ts[-1] or 1e-9))
+        else:
+            self.t0, self.x0 = t, x
+            self.r2.append(0.0)
+            self.z.append(0.0)
+        dt, dx = t - self.t0, x - self.x0
+        self.st.append(self.st[-1] + dt)
+        self.sx.append(self.sx[-1] + dx)
+        self.stt.append(self.stt[-1] + dt * dt)
+        self.stx.append(self.stx[-1] + dt * dx)
+        ts.append(t)
+        xs.append(x)
+
+    def pop(self) -> None:
+        """Drops the newest sample."""
+        for values in (self.t, self.x, self.r2, self.z, self.st, self.sx, self.stt, self.stx):
+            values.pop()
+        if self.lo >= len(self.t):  # none held: the next sample starts afresh
+            self._start((), ())
+
+    def drop_oldest(self) -> None:
+        self.lo += 1
+        if self.lo > 64 and self.lo > 4 * (len(self.t) - self.lo):
+            self._start(self.t[self.lo :], self.x[self.lo :])
 
     def slope(self, i: int) -> float:
         """The least-squares slope of log price against time over samples ``i`` onwards."""
@@ -289,9 +384,14 @@ def sigmas_for_probability(probability: float) -> float | None:
     """The inverse of :func:`touch_probability` in units of the horizon's volatility: the
     distance (over ``sigma * sqrt(T)``) whose touch probability is ``probability``; None
     outside (0, 1), where no finite positive distance has it."""
-    if not 0 < probability < 1:
+    # Phi^-1(1 - p/2) = -Phi^-1(p/2): the latter keeps its digits for a small p
+    tail = probability / 2
+    if not 0 < tail < 0.5:
         return None
-    return statistics.NormalDist().inv_cdf(1 - probability / 2)
+    return -_STANDARD_NORMAL.inv_cdf(tail)
+
+
+_STANDARD_NORMAL = statistics.NormalDist()
 
 
 def time_to_reach(distance: float, speed: float | None) -> float | None:

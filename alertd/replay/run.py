@@ -21,7 +21,7 @@ time: at one-minute resolution a lead time is known to within a minute.
 from __future__ import annotations
 
 import bisect
-import itertools
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,11 +39,11 @@ from alertd.rules.lifecycle import AlertEngine, Kind
 from alertd.rules.metrics import (
     FeedStatus,
     Needs,
+    dynamics_reach,
     dynamics_span_s,
     lookup,
     needs_of,
     observe,
-    reads_dynamics,
     wanted_of,
 )
 from alertd.rules.model import Observation, Rule
@@ -185,9 +185,6 @@ def replay(
     liq = {pm.position.key: pm.liquidation_price for pm in base.positions}
     book = Book()
     book.set_account(KEY, start)
-    # the shortcut's search evaluates a few hundred prices: not with a crash solve in each;
-    # and a rule on price dynamics breaches by history, not by price alone
-    fast = needs_of(rules) < Needs.CRASH and not reads_dynamics(rules)
     interval_ms = history.interval_ms
     span = dynamics_span_s(rules)
     marks = MarkWindow(span) if span > 0 else None  # kept only when a rule reads it
@@ -219,17 +216,50 @@ def replay(
         worst = observed[0].metrics.get("worst_ratio")  # read once when a rule reads it
         return live.worst_ratio if worst is None else worst, observed
 
-    def troubled(price: Decimal) -> bool:
-        worst, observed = at(price)
-        return worst >= 1 or not engine.idle(observed)
+    # The shortcut: a price past which no rule breaches. The rules on price alone give one
+    # price for the whole replay, found by search (a few hundred prices: not with a crash
+    # solve in each); those on price dynamics give one per candle, from their reach (how
+    # near liquidation they can breach with the window's dynamics, as the candle starts).
+    dynamic = [r for r in rules if (m := lookup(r.metric, r.scope)) is not None and m.dynamic]
+    static = [r for r in rules if r not in dynamic]
+    reach = dynamics_reach(dynamic) if dynamic else None
+    static_engine = AlertEngine(static)
+    static_used = wanted_of(static)
 
+    def troubled(price: Decimal) -> bool:
+        book.apply_account_mark(KEY, symbol, price)
+        live = book.live(KEY)
+        observed = observe(KEY, exchange, live, quiet, static_used)
+        worst = observed[0].metrics.get("worst_ratio")
+        return (live.worst_ratio if worst is None else worst) >= 1 or not static_engine.idle(
+            observed
+        )
+
+    fast = needs_of(static) < Needs.CRASH and (reach is not None or not dynamic)
     safe = _safe_side(start, fast, held, troubled, liq, adverse_low) if shortcut else None
     book.set_account(KEY, start)  # fresh sums after the search
+    # a one-position account's liquidation price does not move with its mark: the distance
+    # the rules on price dynamics read at a price is the distance from it to this one
+    barrier = liq[held[0].key] if len(start.positions) == 1 else None
+    barrier_f = 0.0 if barrier is None else float(barrier)  # none or <= 0: never reached
+    direction = -1 if adverse_low else 1
+    reached: list[float] = [0.0, -1.0]  # [reach, the window's version it was read at]
+
+    def beyond(price: Decimal) -> bool:
+        """No rule breaches at ``price``, nor is anything liquidated there, provably."""
+        if safe is None or not (price > safe if adverse_low else price < safe):
+            return False
+        if reach is None or marks is None or barrier_f <= 0:
+            return True  # no dynamics read, or no liquidation price: no figure to breach
+        if reached[1] != marks.version:
+            reached[:] = reach(marks, direction), marks.version
+        return abs(math.log(barrier_f / float(price))) > reached[0]  # as log_distance
 
     # one position, every rule pointing its metric's risky way: within a candle (the price
     # dynamics fixed) the candle's adverse extreme is its riskiest point for every rule, so
     # when nothing is active and nothing breaches there, nothing does at its other points
     by_candle = shortcut and len(start.positions) == 1 and all(_risk_directed(r) for r in rules)
+    opens = {c.t_ms for c in history.candles} if marks is not None else set()
     for i, candle in enumerate(history.candles):
         if progress is not None and i % 1000 == 0:
             progress(i)
@@ -238,14 +268,14 @@ def replay(
         path = _path(candle, adverse_low)
         if by_candle and not engine.states:
             extreme = path[1]
-            if safe is not None and (extreme > safe if adverse_low else extreme < safe):
+            if beyond(extreme):
                 calm = True  # even the riskiest point is past the last one that could breach
             else:
                 worst, observed = at(extreme)
                 calm = worst < 1 and engine.idle(observed)
             if calm:
                 result.points += _distinct(path)
-                if marks is not None:
+                if marks is not None and candle.t_ms + interval_ms not in opens:
                     marks.add((candle.t_ms + interval_ms) / 1000, candle.close)
                 continue
         previous = None
@@ -254,11 +284,7 @@ def replay(
                 continue
             previous = price
             result.points += 1
-            if (
-                safe is not None
-                and not engine.states
-                and (price > safe if adverse_low else price < safe)
-            ):
+            if not engine.states and beyond(price):
                 continue  # beyond the last price at which any rule could breach: idle
             worst, observed = at(price)
             # nothing firing, nothing breached: evaluate would change nothing
@@ -286,14 +312,17 @@ def replay(
                 result.liquidation_point = result.points
                 result.end_ms = candle.t_ms
                 return result
-        if marks is not None:  # the close, known once the candle ends: for the next points
+        # the close, known once the candle ends, for the next points: unless the next candle
+        # opens then, its open taking the close's place before any point is evaluated
+        if marks is not None and candle.t_ms + interval_ms not in opens:
             marks.add((candle.t_ms + interval_ms) / 1000, candle.close)
     return result
 
 
 def _distinct(path: tuple[Decimal, ...]) -> int:
     """The price points a candle's path gives (a repeated price is one point)."""
-    return 1 + sum(1 for a, b in itertools.pairwise(path) if a != b)
+    o, a, b, c = path
+    return 1 + (a != o) + (b != a) + (c != b)
 
 
 def _risk_directed(rule: Rule) -> bool:

@@ -54,6 +54,7 @@ class RuleStats:
     too_late: int = 0  # first alert in the liquidation's candle
     missed: int = 0
     false_alarms: int = 0  # firings in runs that were not liquidated
+    false_alarms_at_entry: int = 0  # of those, in the entry's candle: opened already near a rule
     lead_times_s: list[float] = field(default_factory=list)  # of fired_before_liquidation
     # for warned_at_entry: how long after the entry the position was liquidated
     at_entry_lived_s: list[float] = field(default_factory=list)
@@ -217,9 +218,11 @@ def replay_entry(
     rules: Sequence[Rule],
     exchange: str = "binanceusdm",
     before: History | None = None,
+    shortcut: bool = True,
 ) -> ReplayResult:
     """One sweep run: a fresh position of 1 at the entry candle's open, replayed to the
-    entry's end, its price dynamics seeded from the candles before it."""
+    entry's end, its price dynamics seeded from the candles before it (``shortcut``: as
+    :func:`~alertd.replay.run.replay`)."""
     first = history.candles[entry.index]
     end = bisect.bisect_right(history.candles, entry.end_ms, lo=entry.index, key=_time)
     window = replace(history, candles=history.candles[entry.index : end], gaps=())
@@ -228,7 +231,7 @@ def replay_entry(
         f"{spec_symbol} {side} 1 @ {first.open} x{leverage} {mode}", exchange
     )
     warmup = warmup_before(before or history, first.t_ms, rules)
-    return replay(account, window, rules, spec_symbol, warmup=warmup)
+    return replay(account, window, rules, spec_symbol, warmup=warmup, shortcut=shortcut)
 
 
 def _time(candle: Candle) -> int:
@@ -241,8 +244,10 @@ def _count(row: SweepRow, result: ReplayResult, interval_ms: int) -> None:
     firing = [a for a in result.alerts if a.kind == "firing"]
     if result.liquidated_at_ms is None:
         for alert in firing:
-            row.rules[alert.rule].false_alarms += 1
-        row.first.false_alarms += len(firing)
+            at_entry = alert.at_ms == result.start_ms
+            for stats in (row.rules[alert.rule], row.first):
+                stats.false_alarms += 1
+                stats.false_alarms_at_entry += at_entry
         return
     row.liquidated += 1
     firsts: dict[str, ReplayAlert] = {}

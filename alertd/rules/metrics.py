@@ -28,6 +28,7 @@ from alertd.engine.dynamics import (
     log_distance,
     max_or_none,
     sigmas,
+    sigmas_for_probability,
     time_to_reach,
     to_decimal,
     touch_probability,
@@ -113,6 +114,9 @@ class Figures:
         return self.account.positions[self.index]
 
 
+Reach = Callable[[MarkWindow, int], float]
+
+
 @dataclass(frozen=True, slots=True)
 class Metric:
     name: str
@@ -160,6 +164,13 @@ class Metric:
     # it need not be computed for a subject with no alert), of one position (``index``) or of
     # every position of the account (``index`` -1). ``False`` proves nothing.
     clear: Callable[[Figures, Rule], bool] | None = None
+
+    # For a position price-dynamics metric: how near liquidation a rule pointing the metric's
+    # risky way can breach. ``reach(rule, horizon_s, window_s)`` gives the rule's
+    # ``(window, direction) -> log distance``: from the mark to the liquidation price
+    # (``direction`` +1 when it is above), at or beyond which the rule's value cannot breach
+    # with the window's dynamics (see :func:`dynamics_reach`)
+    reach: Callable[[Rule, float, float], Reach] | None = None
 
     # reads the exchange's order book of the position's symbol (fetched only for these)
     reads_book: bool = False
@@ -272,6 +283,91 @@ def _seconds(f: Figures, distance: float, direction: int) -> float | None:
     return time_to_reach(distance, _adverse_speed(f, direction))
 
 
+# How near liquidation each breaches (its ``reach``): each figure is monotonic in the log
+# distance d, so a rule breaches exactly below one distance, read off the dynamics once.
+
+
+def _probability_reach(rule: Rule, horizon_s: float, window_s: float) -> Reach:
+    # erfc(d / (sigma sqrt(2T))) > p  <=>  d < z_p sigma sqrt(T), z_p the distance in sigmas
+    # whose touch probability is p
+    p = float(rule.threshold)
+    z = sigmas_for_probability(p)
+    if z is None:  # at or above 1: never breaches; at or near 0: anywhere
+        return _nowhere if p >= 1 else _anywhere
+    scale = z * math.sqrt(horizon_s)
+
+    def reach(window: MarkWindow, direction: int) -> float:
+        sigma = window.volatility(window_s)
+        return 0.0 if sigma is None else scale * sigma
+
+    return reach
+
+
+def _sigmas_reach(rule: Rule, horizon_s: float, window_s: float) -> Reach:
+    # d / (sigma sqrt(T)) < s  <=>  d < s sigma sqrt(T)
+    scale = max(float(rule.threshold), 0.0) * math.sqrt(horizon_s)
+
+    def reach(window: MarkWindow, direction: int) -> float:
+        sigma = window.volatility(window_s)
+        return 0.0 if sigma is None else scale * sigma
+
+    return reach
+
+
+def _seconds_reach(rule: Rule, horizon_s: float, window_s: float) -> Reach:
+    # d / speed < X  <=>  d < X speed, moving towards liquidation only
+    seconds = max(float(rule.threshold), 0.0)
+
+    def reach(window: MarkWindow, direction: int) -> float:
+        velocity = window.velocity(window_s)
+        return 0.0 if velocity is None else max(seconds * velocity * direction, 0.0)
+
+    return reach
+
+
+def _nowhere(window: MarkWindow, direction: int) -> float:
+    return 0.0
+
+
+def _anywhere(window: MarkWindow, direction: int) -> float:
+    return math.inf
+
+
+# how much farther than its reach a distance must be to be called clear, relative and in
+# log terms: far above the float rounding of either side (they agree to about 1e-15)
+REACH_MARGIN = 1e-7
+REACH_FLOOR = 1e-12
+
+
+def dynamics_reach(rules: Iterable[Rule]) -> Callable[[MarkWindow, int], float] | None:
+    """For rules of which some read the price dynamics: ``reach(window, direction)``, the log
+    distance from a position's mark to its liquidation price (``direction`` +1 when above)
+    past which none of them can breach with ``window``'s dynamics, whatever the mark (the
+    distance alone moves with it). ``None`` when some of them give no such bound: an account
+    rule, or one pointing its metric's safe way.
+
+    A replay uses it to skip the points that provably change nothing (the one-position
+    shortcut in ``alertd/replay/run.py``); a distance within :data:`REACH_MARGIN` of the
+    reach is evaluated in full."""
+    parts = []
+    for r in rules:
+        m = lookup(r.metric, r.scope)
+        if m is None or not m.dynamic:
+            continue
+        if m.reach is None or m.risky != r.direction:
+            return None
+        assert m.window_s is not None
+        parts.append(m.reach(r, r.horizon_s or m.horizon_s or 0.0, r.window_s or m.window_s))
+
+    def reach(window: MarkWindow, direction: int) -> float:
+        found = 0.0
+        for part in parts:
+            found = max(found, part(window, direction))
+        return found * (1 + REACH_MARGIN) + REACH_FLOOR
+
+    return reach
+
+
 _liquidation_probability = _predictive(1, _probability)
 _distance_sigma = _predictive(0, _sigmas)
 _time_to_liquidation = _predictive(0, _seconds)
@@ -315,6 +411,7 @@ def _predictive_metrics(scope: Scope) -> tuple[Metric, ...]:
             _liquidation_probability,
             horizon_s=HOUR,
             window_s=HOUR,
+            reach=None if account else _probability_reach,
         ),
         Metric(
             "time_to_liquidation",
@@ -325,6 +422,7 @@ def _predictive_metrics(scope: Scope) -> tuple[Metric, ...]:
             needs,
             _time_to_liquidation,
             window_s=VELOCITY_WINDOW_S,
+            reach=None if account else _seconds_reach,
         ),
         Metric(
             "liquidation_distance_sigma",
@@ -336,6 +434,7 @@ def _predictive_metrics(scope: Scope) -> tuple[Metric, ...]:
             _distance_sigma,
             horizon_s=HOUR,
             window_s=HOUR,
+            reach=None if account else _sigmas_reach,
         ),
     )
 
