@@ -12,8 +12,8 @@ file (:data:`Source.STATE_FILE`).
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from alertd.daemon.store import OutboxRow
@@ -46,10 +46,13 @@ class PositionFigures:
     # what a close at liq. loses past bankruptcy into the order book (None: no book read)
     bankruptcy_buffer: Decimal | None = None
     gap_risk: Decimal | None = None
-    # the predictive figures at their default parameters (rules/metrics.py ``outlook``);
-    # None without price history (no rule reads price dynamics, or too little yet)
+    # the predictive figures at their default parameters; None without price history (no
+    # rule reads price dynamics, or too little yet)
     liquidation_probability: Decimal | None = None  # within 1h
     time_to_liquidation: Decimal | None = None  # seconds, at the last 15 minutes' pace
+    # every published position metric with a value (rules/metrics.py ``published_values``):
+    # what /metrics shows
+    values: Mapping[str, Decimal] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,8 @@ class AccountFigures:
     effective_leverage: Decimal | None = None
     concentration: Decimal | None = None
     margin_concentration: Decimal | None = None
+    # every published account metric with a value (empty for figures read from a snapshot)
+    values: Mapping[str, Decimal] = field(default_factory=dict)
 
     @classmethod
     def of(cls, metrics: AccountMetrics) -> AccountFigures:
@@ -196,6 +201,16 @@ class Counters:
 
 
 @dataclass(frozen=True, slots=True)
+class FundView:
+    """The latest balance of an exchange's insurance fund behind a held symbol, where the
+    rules watch it (``builtin_rules.insurance_fund``) and the exchange publishes it."""
+
+    exchange: str
+    symbol: str
+    balance: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class DaemonView:
     source: Source
     at: float  # epoch seconds when it was built
@@ -204,6 +219,7 @@ class DaemonView:
     undelivered: tuple[Undelivered, ...]
     counters: Counters
     reasons: tuple[str, ...]  # why the daemon is unhealthy; empty when healthy
+    funds: tuple[FundView, ...] = ()
 
     @property
     def healthy(self) -> bool | None:
