@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from alertd.daemon.store import OutboxRow
-from alertd.engine.margin import AccountMetrics, PositionMetrics
+from alertd.engine.margin import AccountMetrics
 from alertd.engine.stops import StopFigures, stop_figures
 from alertd.rules.lifecycle import AlertState
 from alertd.rules.model import Rule
@@ -100,7 +100,7 @@ class AccountFigures:
                         pm.liquidation_price,
                     ),
                     adl_rank=pm.position.adl_rank,
-                    bankruptcy_buffer=bankruptcy_buffer(pm),
+                    bankruptcy_buffer=pm.bankruptcy_buffer,
                 )
                 for pm in metrics.positions
             ),
@@ -108,13 +108,6 @@ class AccountFigures:
             concentration=metrics.concentration,
             margin_concentration=metrics.margin_concentration,
         )
-
-
-def bankruptcy_buffer(pm: PositionMetrics) -> Decimal | None:
-    liq, bankrupt = pm.liquidation_price, pm.bankruptcy_price
-    if liq is None or bankrupt is None:
-        return None
-    return abs(liq - bankrupt) / pm.position.mark_price
 
 
 @dataclass(frozen=True, slots=True)
