@@ -125,6 +125,13 @@ def holder(name: str) -> Holder:
     return Holder(name)
 
 
+def with_books(fake: Any, *symbols: str) -> None:
+    """``symbols`` listed on the local exchange, each with the 30-level book."""
+    for symbol in symbols:
+        listed(fake, symbol)
+        fake.set_order_book(symbol, BIDS, ASKS)
+
+
 def poller(
     client: Any,
     exchange: str,
@@ -164,16 +171,14 @@ def test_the_poller_fetches_only_covered_held_symbols_and_drops_old_books(
 
     async def main() -> None:
         async with started(make_fake(exchange)) as fake:
-            listed(fake, btc)
-            listed(fake, eth)
-            fake.set_order_book(btc, BIDS, ASKS)
-            fake.set_order_book(eth, BIDS, ASKS)
+            with_books(fake, btc, eth)
             async with ccxt_client(fake, exchange) as client:
                 books = poller(
                     client,
                     exchange,
                     lambda: holders,
-                    OrderBookSettings(depth=20, interval_s=5, max_age_s=30),
+                    # the REST path (Binance streams its books where streaming is on)
+                    OrderBookSettings(depth=20, interval_s=5, max_age_s=30, stream=False),
                     lambda: clock[0],
                 )
                 await books.refresh()  # no rule reads a book: nothing fetched
@@ -210,6 +215,72 @@ def test_the_poller_fetches_only_covered_held_symbols_and_drops_old_books(
                 del holders[btc]
                 await books.refresh()
                 assert books.books == {}
+
+    run(main())
+
+
+async def _until(what: Callable[[], bool], why: str, limit_s: float = 15.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not what():
+        assert time.monotonic() < deadline, why
+        await asyncio.sleep(0.02)
+
+
+def test_binance_books_are_streamed_throttled_and_fall_back_to_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Binance's diff depth stream through ccxt pro's own watch_order_book on the local
+    server: subscribed for the covered held symbol only, synced to one REST snapshot, every
+    change applied; the metrics' book replaced at most every ``stream_every_s`` (a held-back
+    update taken at the next round); no REST poll while the stream delivers; a broken stream
+    read over REST until it is back; unsubscribed once the symbol is no longer held."""
+    exchange, btc, eth = "binanceusdm", "BTC/USDT:USDT", "ETH/USDT:USDT"
+    holders: dict[str, set[Any]] = {btc: {holder("a")}, eth: {holder("b")}}
+    moved = [(str(49_990 - 10 * k), "2") for k in range(30)]
+
+    async def main() -> None:
+        async with started(make_fake(exchange)) as fake:
+            with_books(fake, btc, eth)
+            async with ccxt_client(fake, exchange) as client:
+                settings = OrderBookSettings(depth=20, interval_s=5, stream_every_s=3600)
+                books = poller(client, exchange, lambda: holders, settings)
+                books.covers = lambda account, _e, _s: account == "a"
+                await books.refresh()  # the stream starts; REST until it delivers
+                assert books.watched == {btc} and fake.book_requests == ["BTCUSDT"]
+                await _until(lambda: books.stream_updates >= 1, "the stream's first book")
+                await fake.wait_for_subscription("btcusdt@depth@100ms")
+                assert not any(s.startswith("ethusdt@depth") for s in fake.subscriptions())
+                # ccxt synced its copy to one REST snapshot (the diff stream's start)
+                assert fake.book_requests == ["BTCUSDT", "BTCUSDT"]
+                first = books.books[btc]
+                assert first.bids == tuple((D(p), D(q)) for p, q in BIDS[:20])
+                # a change arrives by the stream; held back by the throttle until the round
+                seen = books.stream_updates
+                fake.set_order_book(btc, moved, ASKS)
+                await _until(lambda: books.stream_updates > seen, "the change streamed")
+                assert books.books[btc] is first
+                await books.refresh()
+                assert books.books[btc].bids == tuple((D(p), D(q)) for p, q in moved[:20])
+                assert fake.book_requests == ["BTCUSDT", "BTCUSDT"]  # no REST: streamed
+                # the connection breaks: read over REST at the next round, stream retried
+                with caplog.at_level(logging.WARNING):
+                    await fake.drop_connections()
+                    await _until(lambda: books.stream_errors >= 1, "the broken stream seen")
+                    await books.refresh()
+                assert fake.book_requests.count("BTCUSDT") >= 3
+                assert any(
+                    "order book stream of BTC/USDT:USDT broke" in r.message for r in caplog.records
+                )
+                # the stream is back (retried after interval_s) with the current book
+                again = books.stream_updates
+                await _until(lambda: books.stream_updates > again, "the stream back", 30)
+                assert fake.depth_subscribers(btc) == 1
+                # no longer held: the stream is left on the exchange too
+                del holders[btc]
+                await books.refresh()
+                assert books.watched == set() and books.books == {}
+                await _until(lambda: fake.depth_subscribers(btc) == 0, "unsubscribed")
+                assert fake.depth_events >= 1
 
     run(main())
 

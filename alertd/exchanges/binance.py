@@ -232,6 +232,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
 
     # GET /fapi/v1/depth: "limit: Default 500; Valid limits:[5, 10, 20, 50, 100, 500, 1000]"
     book_limits = (5, 10, 20, 50, 100, 500, 1000)
+    # the diff stream <symbol>@depth@100ms, synced by ccxt to a REST snapshot by update ids
+    streams_order_book = True
 
     def __init__(self) -> None:
         # one snapshot's two answers, read by fetch_mode (which the feed calls first) and

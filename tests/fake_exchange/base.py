@@ -702,7 +702,14 @@ class FakeExchangeServer(Generic[A, C]):
             if prices != sorted(prices, reverse=name == "bids") or len(set(prices)) < len(prices):
                 raise ValueError(f"{name}: best first, one level per price")
             sides.append([(_text(p), _text(s)) for p, s in checked])
-        self._books[self._market_id(symbol)] = (sides[0], sides[1])
+        market_id = self._market_id(symbol)
+        before = self._books.get(market_id, ([], []))
+        self._books[market_id] = (sides[0], sides[1])
+        self._book_changed(market_id, before, self._books[market_id])
+
+    def _book_changed(self, market_id: str, before: BookSides, after: BookSides) -> None:
+        """A book changed (on the loop thread, or before the start): an exchange whose local
+        server streams order books pushes the change to its subscribers."""
 
     def seed_order_books(self, levels: int) -> None:
         """Every market: ``levels`` a side, one tick apart from the mark out, 1 each (for

@@ -63,6 +63,7 @@ from aiohttp import web
 from tests.fake_exchange import base as shared
 from tests.fake_exchange.base import (
     LOOPBACK,
+    BookSides,
     FakeExchangeServer,
     Num,
     Reject,
@@ -250,6 +251,13 @@ _DEFAULT_MARKETS = (
 _KNOWN_QUOTES = ("USDT", "USDC", "FDUSD", "BUSD")
 
 
+def _book_diff(before: list[tuple[str, str]], after: list[tuple[str, str]]) -> list[list[str]]:
+    """The levels of one side that changed, as a depth event lists them: gone ones at "0"."""
+    old, new = dict(before), dict(after)
+    gone = [[price, "0"] for price in old if price not in new]
+    return gone + [[price, size] for price, size in after if old.get(price) != size]
+
+
 def _split_symbol(symbol: str) -> tuple[str, str, str]:
     """'BTC/USDT:USDT' or 'BTCUSDT' -> ('BTCUSDT', 'BTC', 'USDT')."""
     if "/" in symbol:
@@ -394,6 +402,9 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         self._index_follows: dict[str, tuple[str, Decimal]] = {}
         # positionRisk v3 "adl" by symbol (ADL_QUANTILE where none is set)
         self._adl: dict[str, int] = {}
+        # the diff depth stream's last update id per market, and the events sent
+        self._book_update_ids: dict[str, int] = {}
+        self.depth_events = 0
         # the USDT balance of the insurance fund pool covering each symbol (by market id)
         self._insurance: dict[str, str] = {}
         real = _load_real_brackets()
@@ -530,6 +541,53 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
                     self._send(conn, stream, by_stream[name])
                 elif stream in ("!markPrice@arr", "!markPrice@arr@1s"):
                     self._send(conn, stream, frames)
+
+    # ---- the diff depth stream: ``<symbol>@depth``, ``@depth@500ms``, ``@depth@100ms`` -------
+    # (developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams/
+    # Diff-Book-Depth-Streams): each ``depthUpdate`` carries the levels that changed (quantity
+    # "0": the level is gone) and update ids: ``U`` first, ``u`` last, ``pu`` the previous
+    # event's ``u``; the REST book's ``lastUpdateId`` is the ``u`` it is current to, so a client
+    # syncs by dropping events with ``u`` below it (ccxt's watch_order_book does).
+
+    DEPTH_STREAMS = ("depth", "depth@500ms", "depth@100ms", "depth@0ms")
+
+    def _book_changed(self, market_id: str, before: BookSides, after: BookSides) -> None:
+        previous = self._book_update_ids.get(market_id, 0)
+        # a real book moves by many updates between two events: ids advance by more than one
+        last = previous + 3
+        self._book_update_ids[market_id] = last
+        now = now_ms()
+        frame = {
+            "e": "depthUpdate",
+            "E": now,
+            "T": now,
+            "s": market_id,
+            "U": previous + 1,
+            "u": last,
+            "pu": previous,
+            "b": _book_diff(before[0], after[0]),
+            "a": _book_diff(before[1], after[1]),
+        }
+        self.depth_events += 1
+        self._on_loop(self._push_depth, frame)
+
+    def _push_depth(self, frame: dict[str, Any]) -> None:
+        name = frame["s"].lower()
+        for conn in self._connections_of():
+            for stream in list(conn.streams):
+                market, _, rest = stream.partition("@")
+                if market == name and rest in self.DEPTH_STREAMS:
+                    self._send(conn, stream, frame)
+
+    def depth_subscribers(self, symbol: str) -> int:
+        """The connections subscribed to ``symbol``'s diff depth stream."""
+        name = self._market_id(symbol).lower()
+        return sum(
+            1
+            for conn in self._connections_of()
+            for stream in conn.streams
+            if stream.partition("@")[0] == name and stream.partition("@")[2] in self.DEPTH_STREAMS
+        )
 
     def _push_periodic_marks(self) -> None:
         event_ms = now_ms()
@@ -1052,7 +1110,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         stamp = now_ms()
         return self._json(
             {
-                "lastUpdateId": stamp,
+                # the diff stream's update ids continue from it (``<symbol>@depth``)
+                "lastUpdateId": self._book_update_ids.get(market.id, 0),
                 "E": stamp,
                 "T": stamp,
                 "bids": [list(level) for level in bids],
