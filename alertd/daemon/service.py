@@ -234,14 +234,18 @@ class Service:
                     self._dirty.update(self.manager.feeds)
                     next_full = now + 1.0
                 self._publish(self._evaluate_dirty(now), full)
-                view = self.view()
                 # systemd: READY once every feed has bootstrapped (or stopped for good), or after
-                # a bound so one unreachable exchange cannot hold the whole service in "starting"
-                if not self._ready_sent and (self._all_started(view) or now - start > 60):
-                    self._ready_sent = True
-                    self.notifier.ready(status_line(view))
+                # a bound so one unreachable exchange cannot hold the whole service in "starting".
+                # The view is read only when something here needs it: reading it rebuilds the
+                # accounts that changed (every published figure), at most every 5 s this way
+                if not self._ready_sent:
+                    view = self.view()
+                    if self._all_started(view) or now - start > 60:
+                        self._ready_sent = True
+                        self.notifier.ready(status_line(view))
                 if now >= next_status:
-                    self.notifier.status(status_line(view))
+                    if self.notifier.enabled:  # no systemd to tell: no view to build
+                        self.notifier.status(status_line(self.view()))
                     next_status = now + 5.0
                 # the watchdog is fed from this loop only: if evaluation stalls, pings stop
                 interval = self.notifier.watchdog_interval_s
@@ -255,7 +259,7 @@ class Service:
                     self._send_digest()
                     next_digest = self._next_digest()
                 if now >= next_heartbeat:
-                    self._send_heartbeat(view)
+                    self._send_heartbeat(self.view())
                     next_heartbeat = now + self.config.heartbeat.deadman_interval
             else:  # told to stop: a task that died in the same moment still counts
                 died = _log_death(feeds, delivery, *others, runner=runner)
