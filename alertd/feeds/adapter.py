@@ -303,6 +303,15 @@ class ExchangeAdapter:
         between calls."""
         return await exchange.watch_order_book(symbol, self._book_limit(depth))
 
+    def streamed_order_book(self, exchange: Any, symbol: str) -> Any | None:
+        """ccxt pro's copy of ``symbol``'s streamed book as it is now (None: none kept)."""
+        books = getattr(exchange, "orderbooks", None)
+        return books.get(symbol) if isinstance(books, dict) else None
+
+    def book_version(self, raw: Any) -> Any:
+        """What tells two states of a streamed book apart: ccxt's update id (``nonce``)."""
+        return raw.get("nonce") if isinstance(raw, dict) else None
+
     async def unwatch_order_book(self, exchange: Any, symbol: str) -> None:
         """Leave ``symbol``'s book stream (where ccxt can unsubscribe)."""
         if exchange.has.get("unWatchOrderBook"):

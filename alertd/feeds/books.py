@@ -10,8 +10,8 @@ Where alertd streams the exchange's books (``ExchangeAdapter.streams_order_book`
 ``feeds.order_books.stream`` on) each such symbol's book is watched over the websocket (ccxt
 pro's ``watch_order_book``, ``depth`` levels a side): subscribed when the symbol becomes
 wanted, unsubscribed when it no longer is. ccxt applies every update to its copy; the metrics'
-book is replaced from it at most every ``stream_every_s`` (a new book means every position in
-the symbol walked again), and a throttled last update is taken at the next round. Elsewhere,
+book is replaced from it at an update at most every ``stream_every_s`` (a new book means every
+position in the symbol walked again; alertd wakes no more often than that). Elsewhere,
 and for a symbol whose stream has not delivered within ``interval_s`` (not yet synced, broken,
 or quiet), the book is read over REST (``fetch_order_book``) every ``interval_s``; a broken
 stream is retried after ``interval_s``. docs/exchanges.md, "Order books", has the costs.
@@ -88,12 +88,10 @@ class OrderBooks:
         self._failing: set[str] = set()  # symbols whose last fetch failed (logged once)
         self.fetches = 0
         self.errors = 0
-        # streamed books: each wanted symbol's watch task, when its stream last delivered,
-        # and the update it delivered that the throttle has not yet taken
+        # streamed books: each wanted symbol's watch task, and when its stream last delivered
         self._streams: dict[str, asyncio.Task[None]] = {}
         self._streamed_at: dict[str, float] = {}
-        self._unread: dict[str, Any] = {}
-        self.stream_updates = 0
+        self.stream_updates = 0  # streamed books taken
         self.stream_errors = 0
 
     @property
@@ -135,8 +133,6 @@ class OrderBooks:
                 self._streams[symbol] = asyncio.get_running_loop().create_task(
                     self._watch(symbol), name=f"{self.name} {symbol} book stream"
                 )
-            for symbol, raw in list(self._unread.items()):
-                await self._take(symbol, raw)
         lately = now - self.settings.interval_s
         polled = sorted(s for s in wanted if self._streamed_at.get(s, -float("inf")) < lately)
         if polled:
@@ -159,28 +155,33 @@ class OrderBooks:
 
     async def _watch(self, symbol: str) -> None:
         """Follow ``symbol``'s book stream until cancelled; a broken one is retried after
-        ``interval_s`` (REST stands in meanwhile)."""
-        every = self.settings.stream_every_s
+        ``interval_s`` (REST stands in meanwhile).
+
+        ccxt applies every event to its copy of the book whether or not a watch is pending;
+        alertd takes the book, waits ``stream_every_s``, then takes ccxt's copy at once if it
+        changed meanwhile, else waits for the next change: one wake-up per symbol per
+        ``stream_every_s`` at most, however busy the book, and no change left untaken."""
         while True:
-            taken = -float("inf")
             try:
                 exchange = await self._exchange()
+                raw = await self.adapter.watch_order_book(exchange, symbol, self.settings.depth)
                 while True:
-                    raw = await self.adapter.watch_order_book(exchange, symbol, self.settings.depth)
-                    self.stream_updates += 1
-                    now = self._clock()
-                    self._streamed_at[symbol] = now
-                    if now - taken >= every:
-                        taken = now
-                        await self._take(symbol, raw)
+                    self._streamed_at[symbol] = self._clock()
+                    await self._take(symbol, raw)
+                    taken = self.adapter.book_version(raw)
+                    await self._sleep(self.settings.stream_every_s)
+                    current = self.adapter.streamed_order_book(exchange, symbol)
+                    if current is not None and self.adapter.book_version(current) != taken:
+                        raw = current  # changed while alertd slept: ccxt's copy is current
                     else:
-                        self._unread[symbol] = raw  # taken at the next round at the latest
+                        raw = await self.adapter.watch_order_book(
+                            exchange, symbol, self.settings.depth
+                        )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.stream_errors += 1
                 self._streamed_at.pop(symbol, None)
-                self._unread.pop(symbol, None)
                 log.warning(
                     "%s: order book stream of %s broke (%s): read over REST, the stream "
                     "retried in %gs",
@@ -193,7 +194,7 @@ class OrderBooks:
 
     async def _take(self, symbol: str, raw: Any) -> None:
         """A streamed book as the one the metrics read (ccxt's copy: bounded and parsed)."""
-        self._unread.pop(symbol, None)
+        self.stream_updates += 1
         try:
             exchange = await self._exchange()
             book = self.adapter.order_book(exchange, symbol, raw, self.settings.depth)
@@ -217,7 +218,6 @@ class OrderBooks:
         task = self._streams.pop(symbol)
         task.cancel()
         self._streamed_at.pop(symbol, None)
-        self._unread.pop(symbol, None)
         try:
             await self.adapter.unwatch_order_book(await self._exchange(), symbol)
         except asyncio.CancelledError:
