@@ -299,6 +299,44 @@ def test_binance_books_are_streamed_throttled_and_fall_back_to_rest() -> None:
     run(main())
 
 
+def test_a_broken_book_stream_is_logged_read_over_rest_and_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The stream's REST snapshot refused (ccxt's watch fails): one warning, the book read
+    over REST at the next round, the stream retried after ``interval_s`` and delivering."""
+    exchange, btc = "binanceusdm", "BTC/USDT:USDT"
+
+    async def main() -> None:
+        async with started(make_fake(exchange)) as fake:
+            with_books(fake, btc)
+            options = dict(get_spec(exchange).ccxt_options)
+            async with ccxt_client(fake, exchange, options=options) as client:
+                settings = OrderBookSettings(
+                    depth=20, interval_s=0.5, max_age_s=30, stream_every_s=0.2
+                )
+                books = poller(client, exchange, lambda: {btc: {holder("a")}}, settings)
+                books.covers = lambda *_: True
+                # this round's REST read and the stream's snapshot refused (ccxt tries the
+                # snapshot up to its watchOrderBook maxRetries, 3)
+                fake.fail_rest(503, 5, path_prefix="/fapi/v1/depth")
+                with caplog.at_level(logging.WARNING):
+                    await books.refresh()
+                    await _until(lambda: books.stream_errors >= 1, "the stream's failure")
+                assert btc not in books.books
+                assert any(
+                    "order book stream of BTC/USDT:USDT broke" in r.message for r in caplog.records
+                )
+                for _ in range(5):  # REST stands in, past the refusals left
+                    await books.refresh()
+                    if btc in books.books:
+                        break
+                assert btc in books.books
+                await _until(lambda: books.stream_updates >= 1, "the stream retried")
+                assert books.watched == {btc}
+
+    run(main())
+
+
 def test_the_poller_skips_a_malformed_answer(caplog: pytest.LogCaptureFixture) -> None:
     """A book the adapter cannot read (crossed, here) is logged and skipped, the last good one
     kept."""
