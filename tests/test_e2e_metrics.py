@@ -98,11 +98,15 @@ def test_metrics_shows_every_issue_15_figure_as_status_does(world: dict[str, Any
         return account if ready else None
 
     wait_for(lambda: complete() is not None, STEP_S, "both positions with books and stops")
-    wait_for(
-        lambda: any(k[0] == "alertd_insurance_fund_balance" for k in scrape(port)),
-        STEP_S,
-        "the insurance fund read",
-    )
+
+    def funds_read() -> bool:
+        names = [name for name, _ in scrape(port)]
+        # a fall from the high needs two reads of the fund behind each held symbol
+        return names.count("alertd_position_insurance_fund_drop") == 2 and (
+            names.count("alertd_insurance_fund_balance") == 2
+        )
+
+    wait_for(funds_read, STEP_S, "the insurance funds read")
     # the marks are pushed unchanged and the books are fixed: the figures stand still, so a
     # scrape and a status taken one after the other show the same ones
     samples = scrape(port)
