@@ -109,11 +109,18 @@ class BackoffSettings(_Model):
 
 class OrderBookSettings(_Model):
     """The exchange's order books the gap-risk metrics read (``close_slippage``, ``gap_risk``):
-    fetched over REST only for held symbols a rule on them covers, one request per symbol per
-    exchange every ``interval_s``, shared by every account."""
+    only for held symbols a rule on them covers, shared by every account; streamed where
+    alertd can, else fetched over REST, one request per symbol per exchange every
+    ``interval_s``."""
 
     depth: Annotated[int, Field(ge=5, le=400)] = 100  # levels a side (each exchange's limit)
     interval_s: PositiveSeconds = 10.0
+    # where alertd streams the exchange's books (docs/exchanges.md, "Order books"): watched
+    # over its websocket, REST only while a stream has not delivered within interval_s
+    stream: bool = True
+    # a streamed book replaces the one the metrics read at most this often (each new book
+    # means every position in the symbol walked again)
+    stream_every_s: PositiveSeconds = 1.0
     # a book older than this (the exchange not answering) is dropped: no figure, not an old one
     max_age_s: PositiveSeconds = 60.0
 

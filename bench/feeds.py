@@ -19,7 +19,10 @@ docs/rules.md) are on as shipped; ``--no-defences`` turns them off (the figure b
 
 The built-in gap-risk rule is on (as by default): the exchange serves ``--book-levels`` levels
 a side for every market, and alertd polls the held symbols' books; ``--no-gap`` turns the
-built-in off (no book is then fetched) to measure what it costs.
+built-in off (no book is then fetched) to measure what it costs. Binance's books are streamed
+(``--no-book-stream``: polled over REST, as before issue 15's streaming); ``--book-updates N``
+changes every book N times a second (20 levels each; Binance's BTC diff stream sends about 10
+events a second), each change pushed on the depth stream.
 
     python bench/feeds.py [--accounts 50] [--markets 550] [--firing] [--no-gap] [--seconds 30]
 
@@ -98,6 +101,8 @@ def bench_config(args: argparse.Namespace, urls: Any, options: Any, state: str) 
         for i in range(args.accounts)
     ]
     config: dict[str, Any] = {"version": 1, "accounts": accounts, "state_path": state}
+    if args.no_book_stream:
+        config["feeds"] = {"order_books": {"stream": False}}
     if args.firing:
         config["rules"] = FIRING_RULES
     elif args.rules:
@@ -155,6 +160,15 @@ def main() -> int:
     parser.add_argument("--profile", metavar="OUT", help="run alertd under cProfile into OUT")
     parser.add_argument("--book-levels", type=int, default=100, help="order book levels a side")
     parser.add_argument("--no-gap", action="store_true", help="the gap-risk built-in off")
+    parser.add_argument(
+        "--book-updates",
+        type=float,
+        default=0.0,
+        help="changes of every book a second, 20 levels each (Binance's BTC diff stream: 10)",
+    )
+    parser.add_argument(
+        "--no-book-stream", action="store_true", help="order books over REST only (stream: false)"
+    )
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))  # the local exchange lives with the tests
@@ -164,6 +178,7 @@ def main() -> int:
     port = free_port()
     fake_args = ["--port", str(port), "--accounts", str(args.accounts)]
     fake_args += ["--markets", str(args.markets), "--book-levels", str(args.book_levels)]
+    fake_args += ["--book-updates", str(args.book_updates)]
     fake = subprocess.Popen(
         [sys.executable, "-m", "tests.fake_exchange.binance", *fake_args],
         cwd=ROOT,
@@ -219,6 +234,9 @@ def main() -> int:
         mode += ", defences off" if args.no_defences else ", defences on"
         mode += ", insurance fund every 10 s" if args.insurance else ""
         mode += ", gap off" if args.no_gap else ", gap on"
+        mode += ", books over REST" if args.no_book_stream else ", books streamed where possible"
+        mode += f", {args.book_updates:g} book changes/s" if args.book_updates else ""
+        mode += ", every stop rule" if args.stops else ""
         depth_requests = log.count("order book")  # warnings about books, if any
         print(f"machine      : {machine()}")
         print(f"accounts     : {args.accounts} ({bootstrapped} bootstrapped), {mode}")

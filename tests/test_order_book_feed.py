@@ -125,6 +125,13 @@ def holder(name: str) -> Holder:
     return Holder(name)
 
 
+def with_books(fake: Any, *symbols: str) -> None:
+    """``symbols`` listed on the local exchange, each with the 30-level book."""
+    for symbol in symbols:
+        listed(fake, symbol)
+        fake.set_order_book(symbol, BIDS, ASKS)
+
+
 def poller(
     client: Any,
     exchange: str,
@@ -164,16 +171,14 @@ def test_the_poller_fetches_only_covered_held_symbols_and_drops_old_books(
 
     async def main() -> None:
         async with started(make_fake(exchange)) as fake:
-            listed(fake, btc)
-            listed(fake, eth)
-            fake.set_order_book(btc, BIDS, ASKS)
-            fake.set_order_book(eth, BIDS, ASKS)
+            with_books(fake, btc, eth)
             async with ccxt_client(fake, exchange) as client:
                 books = poller(
                     client,
                     exchange,
                     lambda: holders,
-                    OrderBookSettings(depth=20, interval_s=5, max_age_s=30),
+                    # the REST path (Binance streams its books where streaming is on)
+                    OrderBookSettings(depth=20, interval_s=5, max_age_s=30, stream=False),
                     lambda: clock[0],
                 )
                 await books.refresh()  # no rule reads a book: nothing fetched
@@ -210,6 +215,124 @@ def test_the_poller_fetches_only_covered_held_symbols_and_drops_old_books(
                 del holders[btc]
                 await books.refresh()
                 assert books.books == {}
+
+    run(main())
+
+
+async def _until(what: Callable[[], bool], why: str, limit_s: float = 15.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not what():
+        assert time.monotonic() < deadline, why
+        await asyncio.sleep(0.02)
+
+
+def test_binance_books_are_streamed_throttled_and_fall_back_to_rest() -> None:
+    """Binance's diff depth stream through ccxt pro's own watch_order_book on the local
+    server: subscribed for the covered held symbol only, synced to one REST snapshot, every
+    change applied; the metrics' book replaced at most every ``stream_every_s``; no REST poll
+    while the stream delivers, REST for a stream quiet for ``interval_s``; a broken connection
+    caught up; unsubscribed once the symbol is no longer held."""
+    exchange, btc, eth = "binanceusdm", "BTC/USDT:USDT", "ETH/USDT:USDT"
+    holders: dict[str, set[Any]] = {btc: {holder("a")}, eth: {holder("b")}}
+    moved = [(str(49_990 - 10 * k), "2") for k in range(30)]
+
+    async def main() -> None:
+        async with started(make_fake(exchange)) as fake:
+            with_books(fake, btc, eth)
+            # alertd's own ccxt options for Binance: the 500 ms diff stream
+            options = dict(get_spec(exchange).ccxt_options)
+            async with ccxt_client(fake, exchange, options=options) as client:
+                settings = OrderBookSettings(depth=20, interval_s=5, stream_every_s=0.5)
+                offset = [0.0]  # moves the poller's clock past interval_s
+
+                def clock() -> float:
+                    return time.monotonic() + offset[0]
+
+                books = poller(client, exchange, lambda: holders, settings, clock)
+                books.covers = lambda account, _e, _s: account == "a"
+                await books.refresh()  # the stream starts; REST until it delivers
+                assert books.watched == {btc} and fake.book_requests == ["BTCUSDT"]
+                await _until(lambda: books.stream_updates >= 1, "the stream's first book")
+                await fake.wait_for_subscription("btcusdt@depth@500ms")
+                assert not any(s.startswith("ethusdt@depth") for s in fake.subscriptions())
+                # ccxt synced its copy to one REST snapshot (the diff stream's start)
+                assert fake.book_requests == ["BTCUSDT", "BTCUSDT"]
+                assert books.books[btc].bids == tuple((D(p), D(q)) for p, q in BIDS[:20])
+                # twenty changes in a burst: the stream merges them into an event per 500 ms,
+                # ccxt applies each, alertd takes the book at most every stream_every_s, and
+                # the last change arrives
+                taken, events = books.stream_updates, fake.depth_events
+                for k in range(1, 21):
+                    fake.set_order_book(btc, [(p, str(k)) for p, _ in moved], ASKS)
+                last = tuple((D(p), D(20)) for p, _ in moved[:20])
+                await _until(lambda: books.books[btc].bids == last, "the last change streamed")
+                assert 1 <= fake.depth_events - events < 20
+                assert books.stream_updates - taken <= 5
+                await books.refresh()
+                assert fake.book_requests == ["BTCUSDT", "BTCUSDT"]  # no REST: streamed
+                # a quiet stream (nothing within interval_s): REST stands in at the round
+                offset[0] += 6
+                await books.refresh()
+                assert fake.book_requests == ["BTCUSDT"] * 3
+                # the connection breaks: ccxt reconnects and resyncs, or the stream is retried
+                # with REST meanwhile; either way the next change arrives
+                await fake.drop_connections()
+                fake.set_order_book(btc, BIDS, ASKS)
+
+                async def caught_up() -> bool:
+                    await books.refresh()
+                    return books.books[btc].bids == tuple((D(p), D(q)) for p, q in BIDS[:20])
+
+                for _ in range(150):
+                    if await caught_up():
+                        break
+                    await asyncio.sleep(0.1)
+                assert await caught_up()
+                await _until(lambda: fake.depth_subscribers(btc) == 1, "the stream back", 30)
+                # no longer held: the stream is left on the exchange too
+                del holders[btc]
+                await books.refresh()
+                assert books.watched == set() and books.books == {}
+                await _until(lambda: fake.depth_subscribers(btc) == 0, "unsubscribed")
+                assert fake.depth_events >= 1
+
+    run(main())
+
+
+def test_a_broken_book_stream_is_logged_read_over_rest_and_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The stream's REST snapshot refused (ccxt's watch fails): one warning, the book read
+    over REST at the next round, the stream retried after ``interval_s`` and delivering."""
+    exchange, btc = "binanceusdm", "BTC/USDT:USDT"
+
+    async def main() -> None:
+        async with started(make_fake(exchange)) as fake:
+            with_books(fake, btc)
+            options = dict(get_spec(exchange).ccxt_options)
+            async with ccxt_client(fake, exchange, options=options) as client:
+                settings = OrderBookSettings(
+                    depth=20, interval_s=0.5, max_age_s=30, stream_every_s=0.2
+                )
+                books = poller(client, exchange, lambda: {btc: {holder("a")}}, settings)
+                books.covers = lambda *_: True
+                # this round's REST read and the stream's snapshot refused (ccxt tries the
+                # snapshot up to its watchOrderBook maxRetries, 3)
+                fake.fail_rest(503, 5, path_prefix="/fapi/v1/depth")
+                with caplog.at_level(logging.WARNING):
+                    await books.refresh()
+                    await _until(lambda: books.stream_errors >= 1, "the stream's failure")
+                assert btc not in books.books
+                assert any(
+                    "order book stream of BTC/USDT:USDT broke" in r.message for r in caplog.records
+                )
+                for _ in range(5):  # REST stands in, past the refusals left
+                    await books.refresh()
+                    if btc in books.books:
+                        break
+                assert btc in books.books
+                await _until(lambda: books.stream_updates >= 1, "the stream retried")
+                assert books.watched == {btc}
 
     run(main())
 

@@ -272,3 +272,30 @@ def test_the_state_file_keeps_each_accounts_mode_and_the_exchanges_ratio(tmp_pat
     render_status({"source": "state file", **status_from_store(config, now=300.0)}, console)
     text = console.export_text()
     assert "9.75% (hyperliquid's own)" in text and "unified: exchange's own ratio" in text
+
+
+def test_every_published_registry_metric_is_a_gauge_family_of_its_own() -> None:
+    """The endpoint's figures are the registry's published metrics: one family each, under a
+    name no other family takes (a metric added to the registry appears on /metrics)."""
+    from alertd.daemon.http import ViewCollector
+    from alertd.rules.metrics import METRICS, PUBLISHED
+
+    names = [f.name for f in ViewCollector(lambda: view(account())).collect()]
+    published = [m for metrics in PUBLISHED.values() for m in metrics]
+    assert len(names) == len(set(names))
+    assert {m.gauge_name for m in published} <= set(names)
+    assert {m.name for m in published} >= {
+        "stop_coverage",
+        "stop_missing",
+        "stop_loss_price",
+        "stop_beyond_liquidation",
+        "concentration",
+        "effective_leverage",
+        "adl_rank",
+        "bankruptcy_buffer",
+        "close_slippage",
+        "gap_risk",
+        "insurance_fund_drop",
+    }
+    # the feed's own status is shown by its own families (ages, up), not twice
+    assert not any(m.name == "feed_stale_s" for m in published) and METRICS

@@ -19,7 +19,8 @@ from alertd.cli.common import (
 )
 from alertd.engine.margin import compute
 from alertd.errors import InputError
-from alertd.snapshot.format import load_snapshot
+from alertd.rules.messages import book_notes
+from alertd.snapshot.format import load_book, load_snapshot
 from alertd.views.report import metrics_json, render
 
 NEEDS_CONFIG = False
@@ -39,6 +40,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--move",
         metavar="PCT",
         help="move every mark by PCT percent after --mark, e.g. -10 for a 10%% drop",
+    )
+    parser.add_argument(
+        "--book",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="the order book of a held symbol: ccxt's fetch_order_book answer saved as JSON "
+        "(it names its symbol); shows the close slippage and the gap risk (in place of the "
+        "snapshot's order_books entry for that symbol; not moved by --mark/--move)",
     )
     parser.add_argument(
         "--target-ratio",
@@ -77,16 +87,20 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < target <= 1:
         raise InputError(f"--target-ratio: must be above 0 and at most 1 (got {target})")
 
+    held = [p for pool in pools for p in pool.positions]
+    books = dict(loaded.books)
+    books.update(load_book(path, held) for path in args.book)
+
     for warning in loaded.warnings:
         warn(warning)
     main, *more = [compute(pool, target) for pool in pools]
     if args.json:
-        out = metrics_json(main)
+        out = metrics_json(main, books, book_notes)
         if more:
             # the other margin assets' pools, each computed on its own
-            out["pools"] = [metrics_json(m) for m in more]
+            out["pools"] = [metrics_json(m, books, book_notes) for m in more]
         print(json.dumps(out, indent=2))
     else:
         for m in (main, *more):
-            render(m, console())
+            render(m, console(), books, book_notes)
     return EXIT_OK

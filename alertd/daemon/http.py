@@ -27,11 +27,14 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import Metric as Family
 from prometheus_client.registry import Collector
 
 from alertd.daemon.view import DaemonView
 from alertd.redact import redact
+from alertd.rules.metrics import PUBLISHED, Metric, Needs, Unit
+from alertd.rules.model import Scope
 from alertd.views.status import status_json
 
 log = logging.getLogger(__name__)
@@ -46,58 +49,36 @@ MAX_CONNECTIONS = 32
 KEEPALIVE_TIMEOUT_S = 15.0
 
 
-def _f(value: Decimal | None) -> float:
-    if value is None:
-        return float("nan")
-    return float(value) if value.is_finite() else float("inf")
+def _f(value: Decimal) -> float:
+    return float(value)  # an infinite ratio (no margin balance) is +Inf on /metrics too
+
+
+def _labels(metric: Metric) -> list[str]:
+    """A position's gauges carry the position; an account's money, its settle currency."""
+    if metric.scope is Scope.POSITION:
+        return ["account", "symbol", "side"]
+    return ["account", "settle"] if metric.unit is Unit.MONEY else ["account"]
 
 
 class ViewCollector(Collector):
-    """Renders the published view at each scrape: no bookkeeping on the hot path."""
+    """Renders the published view at each scrape: no bookkeeping on the hot path.
+
+    The figures' gauges are the metric registry's published metrics (``PUBLISHED``: one
+    family each, named by :attr:`~alertd.rules.metrics.Metric.gauge_name`, described by the
+    registry): a metric added there appears here."""
 
     def __init__(self, view: ViewSource) -> None:
         self.view = view
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Family]:
         view = self.view()
-        ratio = GaugeMetricFamily(
-            "alertd_margin_ratio", "Worst margin ratio (1 = liquidation)", labels=["account"]
-        )
-        pool = GaugeMetricFamily(
-            "alertd_cross_margin_ratio", "Cross pool margin ratio", labels=["account"]
-        )
-        buffer = GaugeMetricFamily(
-            "alertd_buffer",
-            "Cross margin balance minus maintenance margin",
-            labels=["account", "settle"],
-        )
-        crash = GaugeMetricFamily(
-            "alertd_crash_distance",
-            "Uniform move of all marks that liquidates something",
-            labels=["account"],
-        )
-        dist = GaugeMetricFamily(
-            "alertd_position_liquidation_distance",
-            "Distance from mark to liquidation price, fraction of mark",
-            labels=["account", "symbol", "side"],
-        )
-        pratio = GaugeMetricFamily(
-            "alertd_position_margin_ratio",
-            "Position margin ratio",
-            labels=["account", "symbol", "side"],
-        )
-        probability = GaugeMetricFamily(
-            "alertd_position_liquidation_probability",
-            "Probability that the mark touches the liquidation price within 1h "
-            "(last hour's volatility)",
-            labels=["account", "symbol", "side"],
-        )
-        ttl = GaugeMetricFamily(
-            "alertd_position_time_to_liquidation_seconds",
-            "Seconds until liquidation at the mark's pace over the last 15 minutes "
-            "(absent while it moves away)",
-            labels=["account", "symbol", "side"],
-        )
+        gauges = {
+            scope: [
+                (m, GaugeMetricFamily(m.gauge_name, m.description, labels=_labels(m)))
+                for m in metrics
+            ]
+            for scope, metrics in PUBLISHED.items()
+        }
         age = GaugeMetricFamily(
             "alertd_feed_age_seconds",
             "Seconds since a stream's last message",
@@ -125,19 +106,26 @@ class ViewCollector(Collector):
             f = a.figures
             if f is None:
                 continue
-            ratio.add_metric([name], _f(f.worst_ratio))
-            pool.add_metric([name], _f(f.pool_ratio))
-            buffer.add_metric([name, f.settle], _f(f.buffer))
-            # solved at most once a second: the sample carries the time it is of
-            crash.add_metric([name], _f(f.crash_distance), timestamp=f.crash_at)
+            for m, family in gauges[Scope.ACCOUNT]:
+                of_account = f.values.get(m.name)
+                if of_account is not None:
+                    labels = [name, f.settle] if m.unit is Unit.MONEY else [name]
+                    # the crash distance is solved at most once a second: its time goes along
+                    at = f.crash_at if m.needs is Needs.CRASH else None
+                    family.add_metric(labels, _f(of_account), timestamp=at)
             for p in f.positions:
-                labels = [name, p.symbol, p.side]
-                dist.add_metric(labels, _f(p.liquidation_distance))
-                pratio.add_metric(labels, _f(p.margin_ratio))
-                if p.liquidation_probability is not None:
-                    probability.add_metric(labels, _f(p.liquidation_probability))
-                if p.time_to_liquidation is not None:
-                    ttl.add_metric(labels, _f(p.time_to_liquidation))
+                for m, family in gauges[Scope.POSITION]:
+                    of_position = p.values.get(m.name)
+                    if of_position is not None:
+                        family.add_metric([name, p.symbol, p.side], _f(of_position))
+        funds = GaugeMetricFamily(
+            "alertd_insurance_fund_balance",
+            "Balance of the exchange's insurance fund behind a held symbol, in the settle "
+            "currency (where builtin_rules.insurance_fund watches it)",
+            labels=["exchange", "symbol"],
+        )
+        for fund in view.funds:
+            funds.add_metric([fund.exchange, fund.symbol], _f(fund.balance))
         firing = GaugeMetricFamily("alertd_alerts_firing", "Alerts firing", labels=["severity"])
         for severity, count in view.firing_by_severity().items():
             firing.add_metric([severity], float(count))
@@ -149,25 +137,9 @@ class ViewCollector(Collector):
         queued.add_metric([], float(len(view.undelivered)))
         ticks = CounterMetricFamily("alertd_engine_updates", "Engine updates applied")
         ticks.add_metric([], float(view.counters.engine_updates))
-        yield from (
-            ratio,
-            pool,
-            buffer,
-            crash,
-            dist,
-            pratio,
-            probability,
-            ttl,
-            age,
-            up,
-            reconnects,
-            drift,
-            firing,
-            sent,
-            failed,
-            queued,
-            ticks,
-        )
+        for scope in gauges.values():
+            yield from (family for _, family in scope)
+        yield from (age, up, reconnects, drift, funds, firing, sent, failed, queued, ticks)
 
 
 def make_app(view: ViewSource, token: str | None) -> web.Application:

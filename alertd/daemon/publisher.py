@@ -31,6 +31,7 @@ from alertd.daemon.view import (
     Counters,
     DaemonView,
     FiringAlert,
+    FundView,
     PositionFigures,
     Source,
     StreamAge,
@@ -44,7 +45,8 @@ from alertd.engine.orderbook import OrderBook
 from alertd.engine.stops import stop_figures
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.state import Coverage
-from alertd.rules.metrics import outlook, position_shortfall
+from alertd.rules.metrics import QUIET, published_values
+from alertd.rules.model import FeedStatus
 
 
 class Publisher:
@@ -144,6 +146,7 @@ class Publisher:
                 failed=self.deliverer.failed,
             ),
             reasons=health_reasons(accounts, self._undelivered, wall),
+            funds=self._funds(),
         )
         self.published += 1
         return self._view
@@ -198,6 +201,7 @@ class Publisher:
         # books (each a new object when fetched again)
         marks = (
             *(lp.mark for lp in live.positions),
+            *(fund.latest for fund in feed.hub.insurance.values()),
             *(coin.price for coin in live.coins),
             *(books.get(lp.symbol) for lp in live.positions),
         )
@@ -217,10 +221,27 @@ class Publisher:
                 )
             else:
                 crash, crash_at = live.crash_distance(), wall
-        result = figures(live, crash=False, books=books, dynamics=feed.hub.dynamics or None)
-        result = replace(result, crash_distance=crash, crash_at=crash_at)
+        status = FeedStatus(
+            Decimal(0),
+            Decimal(0),
+            state.fatal,
+            insurance_drops=insurance_drops(feed, self.alerting.insurance_window_s),
+        )
+        result = figures(live, False, books, feed.hub.dynamics or None, status)
+        if crash is not None:
+            values = {**result.values, "crash_distance": crash}
+            result = replace(result, crash_distance=crash, crash_at=crash_at, values=values)
         self._kept[name] = _Kept(live, marks, result, solved)
         return result
+
+    def _funds(self) -> tuple[FundView, ...]:
+        found = {
+            (feed.hub.adapter.exchange_id, symbol): balance
+            for feed in self.feeds.values()
+            for symbol, history in feed.hub.insurance.items()
+            if (balance := history.latest) is not None
+        }
+        return tuple(FundView(e, s, balance) for (e, s), balance in sorted(found.items()))
 
     def _read_firing(self) -> tuple[FiringAlert, ...]:
         engine = self.alerting.engine
@@ -245,17 +266,20 @@ def figures(
     crash: bool,
     books: Mapping[str, OrderBook] | None = None,
     dynamics: Mapping[str, MarkWindow] | None = None,
+    feed: FeedStatus = QUIET,
 ) -> AccountFigures:
-    """An immutable copy of a book account's figures at this moment (the gap risk of the
-    positions whose symbol has an order book in ``books``; with the symbols' price
-    dynamics, each position's liquidation probability and time to liquidation too)."""
-    outlooks = [outlook(live, i, dynamics) for i in range(len(live.positions))]
+    """An immutable copy of a book account's figures at this moment, with every published
+    metric (:func:`~alertd.rules.metrics.published_values`: the order-book ones for the
+    positions whose symbol has a book in ``books``, the price-dynamics ones with the symbols'
+    ``dynamics``, the insurance fund's fall from ``feed``)."""
+    distance = live.crash_distance() if crash else None
+    account, positions = published_values(live, feed, dynamics, books, distance)
     uses_fee = live.account.profile.uses_fee
     return AccountFigures(
         worst_ratio=live.worst_ratio,
         pool_ratio=live.cross.ratio,
         buffer=live.cross.buffer,
-        crash_distance=live.crash_distance() if crash else None,
+        crash_distance=distance,
         settle=live.account.settle,
         positions=tuple(
             PositionFigures(
@@ -271,19 +295,24 @@ def figures(
                 ),
                 adl_rank=lp.position.adl_rank,
                 fee_rate=lp.position.fee_rate if uses_fee else None,
-                bankruptcy_buffer=live.bankruptcy_buffer(i),
-                gap_risk=_gap(live, i, books),
-                liquidation_probability=outlooks[i][0],
-                time_to_liquidation=outlooks[i][1],
+                bankruptcy_buffer=values.get("bankruptcy_buffer"),
+                gap_risk=values.get("gap_risk"),
+                liquidation_probability=values.get("liquidation_probability"),
+                time_to_liquidation=values.get("time_to_liquidation"),
+                values=values,
             )
-            for i, lp in enumerate(live.positions)
+            for (i, lp), values in zip(enumerate(live.positions), positions, strict=True)
         ),
         effective_leverage=live.effective_leverage,
         concentration=live.concentration,
         margin_concentration=live.margin_concentration,
+        values=account,
     )
 
 
-def _gap(live: LiveAccount, index: int, books: Mapping[str, OrderBook] | None) -> Decimal | None:
-    book = None if books is None else books.get(live.positions[index].symbol)
-    return None if book is None else position_shortfall(live, index, book)
+def insurance_drops(feed: AccountFeed, window_s: float) -> dict[str, Decimal]:
+    """Per held symbol, the insurance fund's fall from its high over ``window_s`` (where the
+    rules watch it and the exchange publishes it)."""
+    funds = feed.hub.insurance
+    found = ((s, funds.get(s)) for s in feed.state.held_symbols) if funds else ()
+    return {s: d for s, h in found if h is not None and (d := h.drop(window_s)) is not None}

@@ -12,12 +12,12 @@ file (:data:`Source.STATE_FILE`).
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from alertd.daemon.store import OutboxRow
-from alertd.engine.margin import AccountMetrics, PositionMetrics
+from alertd.engine.margin import AccountMetrics
 from alertd.engine.stops import StopFigures, stop_figures
 from alertd.rules.lifecycle import AlertState
 from alertd.rules.model import Rule
@@ -48,10 +48,13 @@ class PositionFigures:
     # what a close at liq. loses past bankruptcy into the order book (None: no book read)
     bankruptcy_buffer: Decimal | None = None
     gap_risk: Decimal | None = None
-    # the predictive figures at their default parameters (rules/metrics.py ``outlook``);
-    # None without price history (no rule reads price dynamics, or too little yet)
+    # the predictive figures at their default parameters; None without price history (no
+    # rule reads price dynamics, or too little yet)
     liquidation_probability: Decimal | None = None  # within 1h
     time_to_liquidation: Decimal | None = None  # seconds, at the last 15 minutes' pace
+    # every published position metric with a value (rules/metrics.py ``published_values``):
+    # what /metrics shows
+    values: Mapping[str, Decimal] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,8 @@ class AccountFigures:
     effective_leverage: Decimal | None = None
     concentration: Decimal | None = None
     margin_concentration: Decimal | None = None
+    # every published account metric with a value (empty for figures read from a snapshot)
+    values: Mapping[str, Decimal] = field(default_factory=dict)
 
     @classmethod
     def of(cls, metrics: AccountMetrics) -> AccountFigures:
@@ -98,7 +103,7 @@ class AccountFigures:
                     ),
                     adl_rank=pm.position.adl_rank,
                     fee_rate=pm.position.fee_rate if metrics.account.profile.uses_fee else None,
-                    bankruptcy_buffer=bankruptcy_buffer(pm),
+                    bankruptcy_buffer=pm.bankruptcy_buffer,
                 )
                 for pm in metrics.positions
             ),
@@ -106,13 +111,6 @@ class AccountFigures:
             concentration=metrics.concentration,
             margin_concentration=metrics.margin_concentration,
         )
-
-
-def bankruptcy_buffer(pm: PositionMetrics) -> Decimal | None:
-    liq, bankrupt = pm.liquidation_price, pm.bankruptcy_price
-    if liq is None or bankrupt is None:
-        return None
-    return abs(liq - bankrupt) / pm.position.mark_price
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +197,16 @@ class Counters:
 
 
 @dataclass(frozen=True, slots=True)
+class FundView:
+    """The latest balance of an exchange's insurance fund behind a held symbol, where the
+    rules watch it (``builtin_rules.insurance_fund``) and the exchange publishes it."""
+
+    exchange: str
+    symbol: str
+    balance: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class DaemonView:
     source: Source
     at: float  # epoch seconds when it was built
@@ -207,6 +215,7 @@ class DaemonView:
     undelivered: tuple[Undelivered, ...]
     counters: Counters
     reasons: tuple[str, ...]  # why the daemon is unhealthy; empty when healthy
+    funds: tuple[FundView, ...] = ()
 
     @property
     def healthy(self) -> bool | None:

@@ -59,6 +59,15 @@ class PositionMetrics:
     margin_to_add: Decimal | None  # isolated only: margin that restores the target ratio
     size_to_cut: Decimal | None  # contracts to close to restore the target ratio
 
+    @property
+    def bankruptcy_buffer(self) -> Decimal | None:
+        """Liquidation to bankruptcy price as a fraction of the mark (as
+        :meth:`~alertd.engine.book.LiveAccount.bankruptcy_buffer`); ``None`` without both."""
+        liq, bankrupt = self.liquidation_price, self.bankruptcy_price
+        if liq is None or bankrupt is None:
+            return None
+        return abs(liq - bankrupt) / self.position.mark_price
+
 
 @dataclass(frozen=True, slots=True)
 class CollateralMetrics:

@@ -120,6 +120,10 @@ class ExchangeAdapter:
 
     # the depths the exchange's order book endpoint accepts (None: any up to the limit)
     book_limits: tuple[int, ...] | None = None
+    # alertd keeps the exchange's order books from its websocket (ccxt pro's watch_order_book,
+    # served by the local exchange as the exchange documents it), REST as the fallback
+    # (docs/exchanges.md, "Order books")
+    streams_order_book = False
 
     exchange_id = ""
     # the markets one account reads: the exchange's spec names the same filter
@@ -284,14 +288,41 @@ class ExchangeAdapter:
         (public); only where :attr:`reads_insurance_fund`."""
         raise NotImplementedError(f"{self.exchange_id}: no insurance fund read")
 
-    async def fetch_order_book(self, exchange: Any, symbol: str, depth: int) -> OrderBook:
-        """The ``depth`` best levels a side of ``symbol``'s order book, over REST."""
+    def _book_limit(self, depth: int) -> int | None:
+        """What to ask the exchange for: ``depth``, or the next depth it accepts."""
         limits = self.book_limits
-        limit = depth if limits is None else min((n for n in limits if n >= depth), default=None)
-        raw = await exchange.fetch_order_book(symbol, limit)
+        return depth if limits is None else min((n for n in limits if n >= depth), default=None)
+
+    def order_book(self, exchange: Any, symbol: str, raw: Any, depth: int) -> OrderBook:
+        """ccxt's order book of ``symbol`` (fetched or watched) as alertd's, bounded."""
         market = exchange.markets.get(symbol) or {}
         size = dec(market.get("contractSize") or 1, "contractSize")
         return parse_order_book(raw, size, depth)
+
+    async def fetch_order_book(self, exchange: Any, symbol: str, depth: int) -> OrderBook:
+        """The ``depth`` best levels a side of ``symbol``'s order book, over REST."""
+        raw = await exchange.fetch_order_book(symbol, self._book_limit(depth))
+        return self.order_book(exchange, symbol, raw, depth)
+
+    async def watch_order_book(self, exchange: Any, symbol: str, depth: int) -> Any:
+        """ccxt pro's book of ``symbol`` at its next update (raw: :meth:`order_book` reads
+        it); only where :attr:`streams_order_book`. ccxt keeps it current from the stream
+        between calls."""
+        return await exchange.watch_order_book(symbol, self._book_limit(depth))
+
+    def streamed_order_book(self, exchange: Any, symbol: str) -> Any | None:
+        """ccxt pro's copy of ``symbol``'s streamed book as it is now (None: none kept)."""
+        books = getattr(exchange, "orderbooks", None)
+        return books.get(symbol) if isinstance(books, dict) else None
+
+    def book_version(self, raw: Any) -> Any:
+        """What tells two states of a streamed book apart: ccxt's update id (``nonce``)."""
+        return raw.get("nonce") if isinstance(raw, dict) else None
+
+    async def unwatch_order_book(self, exchange: Any, symbol: str) -> None:
+        """Leave ``symbol``'s book stream (where ccxt can unsubscribe)."""
+        if exchange.has.get("unWatchOrderBook"):
+            await exchange.un_watch_order_book(symbol)
 
     async def unwatch_mark(self, exchange: Any, symbol: str) -> None:
         if exchange.has.get("unWatchTicker"):

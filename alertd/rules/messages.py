@@ -344,6 +344,14 @@ def book_lines(metric: str, pm: PositionMetrics, book: OrderBook) -> list[str]:
     return lines
 
 
+def book_notes(pm: PositionMetrics, book: OrderBook) -> list[str]:
+    """What the daemon's close-slippage and gap-risk messages say of closing the position into
+    ``book`` (``alertd calc`` shows them)."""
+    return [
+        line for metric in ("close_slippage", "gap_risk") for line in book_lines(metric, pm, book)
+    ]
+
+
 def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
     """The message for ``n``; actions aim at ``target_ratio`` (the lowest ratio that clears
     every ratio rule, chosen by the caller from the configured rules)."""

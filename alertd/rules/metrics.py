@@ -175,6 +175,27 @@ class Metric:
     # reads the exchange's order book of the position's symbol (fetched only for these)
     reads_book: bool = False
 
+    # its Prometheus name where it predates the rule below (dashboards read it)
+    gauge: str | None = None
+
+    @property
+    def published(self) -> bool:
+        """Whether the daemon publishes it with each account's figures (``/metrics``): every
+        metric of the account's own figures, a price-dynamics one at its default parameters;
+        not the feed's status (the endpoint shows the streams' ages itself) nor an account's
+        price-dynamics metric (one more crash solve per window)."""
+        return self.needs is not Needs.FEED and not (self.dynamic and self.scope is Scope.ACCOUNT)
+
+    @property
+    def gauge_name(self) -> str:
+        """Its name on ``/metrics``: ``alertd_<name>``, ``alertd_position_<name>`` for a
+        position's, ``_seconds`` after a time (Prometheus' base unit)."""
+        if self.gauge is not None:
+            return self.gauge
+        scope = "position_" if self.scope is Scope.POSITION else ""
+        seconds = "_seconds" if self.unit in (Unit.SECONDS, Unit.DURATION) else ""
+        return f"alertd_{scope}{self.name}{seconds}"
+
 
 def _abs(value: Decimal | None) -> Decimal | None:
     return None if value is None else abs(value)
@@ -801,6 +822,7 @@ METRICS: tuple[Metric, ...] = (
         Needs.POOL,
         _ratio(lambda live: live.worst_ratio),
         exchange_stands_in=True,
+        gauge="alertd_margin_ratio",
     ),
     Metric(
         "margin_ratio",
@@ -812,6 +834,7 @@ METRICS: tuple[Metric, ...] = (
         Needs.POOL,
         _ratio(lambda live: live.cross.ratio),
         exchange_stands_in=True,
+        gauge="alertd_cross_margin_ratio",
     ),
     Metric(
         "buffer",
@@ -997,23 +1020,43 @@ POSITION_METRICS: dict[str, Metric] = {m.name: m for m in METRICS if m.scope is 
 _BY_SCOPE = {Scope.ACCOUNT: ACCOUNT_METRICS, Scope.POSITION: POSITION_METRICS}
 
 
-_QUIET = FeedStatus(Decimal(0), Decimal(0), None)
+# a feed with nothing to report: for figures read outside an evaluation (status, /metrics)
+QUIET = FeedStatus(Decimal(0), Decimal(0), None)
 
 
-def outlook(
-    live: LiveAccount, index: int, dynamics: Mapping[str, MarkWindow] | None
-) -> tuple[Decimal | None, Decimal | None]:
-    """A position's ``liquidation_probability`` and ``time_to_liquidation`` with the metrics'
-    default parameters (1h ahead at the last hour's volatility; the last 15 minutes' pace),
-    for ``status`` and ``/metrics``; ``None`` where they have no value (no price history)."""
-    if dynamics is None:
-        return None, None
-    prob, ttl = POSITION_METRICS["liquidation_probability"], POSITION_METRICS["time_to_liquidation"]
-    at = Figures(_QUIET, live, index, dynamics)
-    at.horizon_s, at.window_s = prob.horizon_s or HOUR, prob.window_s or HOUR
-    probability = prob.extract(at)
-    at.window_s = ttl.window_s or VELOCITY_WINDOW_S
-    return probability, ttl.extract(at)
+PUBLISHED: dict[Scope, tuple[Metric, ...]] = {
+    scope: tuple(m for m in metrics.values() if m.published) for scope, metrics in _BY_SCOPE.items()
+}
+Values = dict[str, Decimal]  # metric name -> value, only the metrics with one
+
+
+def published_values(
+    live: LiveAccount,
+    feed: FeedStatus,
+    dynamics: Mapping[str, MarkWindow] | None = None,
+    books: Mapping[str, OrderBook] | None = None,
+    crash: Decimal | None = None,
+) -> tuple[Values, tuple[Values, ...]]:
+    """The account's published metrics (:attr:`Metric.published`), then each position's,
+    read as a rule reads them (a price-dynamics metric at its default parameters); ``crash``:
+    the crash distance where the caller solved it (its own pace), else none is solved."""
+    at = Figures(feed, live)
+    account: Values = {}
+    for m in PUBLISHED[Scope.ACCOUNT]:
+        value = crash if m.needs is Needs.CRASH else m.extract(at)
+        if value is not None:
+            account[m.name] = value
+    positions = []
+    for i in range(len(live.positions)):
+        at = Figures(feed, live, i, dynamics, books=books)
+        values: Values = {}
+        for m in PUBLISHED[Scope.POSITION]:
+            at.horizon_s, at.window_s = m.horizon_s or 0.0, m.window_s or 0.0
+            value = m.extract(at)
+            if value is not None:
+                values[m.name] = value
+        positions.append(values)
+    return account, tuple(positions)
 
 
 def metric_scope(metric: str) -> Scope | None:
@@ -1261,11 +1304,12 @@ def metric_tables() -> str:
         lines += [
             f"## {scope.value.capitalize()} metrics (`scope: {scope.value}`)",
             "",
-            "| metric | meaning | unit | risky direction | computed from |",
-            "|---|---|---|---|---|",
+            "| metric | meaning | unit | risky direction | computed from | `/metrics` |",
+            "|---|---|---|---|---|---|",
         ]
         lines += [
-            f"| `{m.name}` | {m.description} | {m.unit.value} | {m.risky} | {m.computed_from} |"
+            f"| `{m.name}` | {m.description} | {m.unit.value} | {m.risky} | {m.computed_from} "
+            f"| {f'`{m.gauge_name}`' if m.published else '-'} |"
             for m in metrics.values()
         ]
     return "\n".join(lines)

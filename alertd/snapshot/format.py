@@ -14,7 +14,8 @@ A schema 1 file is read exactly as before (its unknown keys ignored).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -23,6 +24,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from alertd.engine.collateral import Collateral, CollateralRatio, RatioBasis, RatioTier
 from alertd.engine.model import Account, MarginMode, Position, Side
+from alertd.engine.orderbook import OrderBook
 from alertd.engine.profiles import ExchangeProfile
 from alertd.engine.stops import StopKind, StopOrder, Trigger
 from alertd.engine.tiers import (
@@ -152,6 +154,27 @@ class StopOrderIn(_Model):
     reduce_only: bool = True
 
 
+# [price, amount] (ccxt may add a third figure, the order count, which is not read)
+BookLevelIn = list[Dec]
+
+
+class BookIn(_Model):
+    """A symbol's order book (``docs/snapshot.md``, "order_books"): ccxt's unified order book,
+    bids best (highest) first, asks best (lowest) first, each ``[price, amount]`` with the
+    amount in the exchange's unit (contracts where it counts contracts, as ccxt leaves it)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    bids: list[BookLevelIn] = []
+    asks: list[BookLevelIn] = []
+
+
+class BookFileIn(BookIn):
+    """``alertd calc --book FILE``: a saved ``fetch_order_book`` answer, which names its
+    symbol."""
+
+    symbol: Annotated[str, Field(min_length=1)]
+
+
 class SnapshotInV2(_Model):
     """A snapshot file (schema 2): what ``alertd calc`` reads and ``alertd snapshot`` writes."""
 
@@ -166,6 +189,8 @@ class SnapshotInV2(_Model):
     # open conditional orders; absent (older snapshots, exchanges alertd reads none of):
     # not read, which is not "no stop"
     orders: list[StopOrderIn] | None = None
+    # the order books of held symbols (optional): calc shows the close slippage and gap risk
+    order_books: dict[str, BookIn] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +200,8 @@ class LoadedSnapshot:
     # every cross pool as its own account: one per margin asset where the mode keeps them
     # apart (Binance single-asset: USDT-M against USDT, USDC-M against USDC)
     pools: tuple[Account, ...] = ()
+    # the order books the snapshot carries, by symbol, sizes in the positions' units
+    books: Mapping[str, OrderBook] = field(default_factory=dict)
 
 
 def _build_ratio(c: CollateralIn, where: str, problems: list[str]) -> CollateralRatio | None:
@@ -365,6 +392,12 @@ def build_account(snap: SnapshotIn | SnapshotInV2) -> LoadedSnapshot:
         for k, pool in enumerate(more_pools)
     ]
     stops = _build_stops(snap.orders if isinstance(snap, SnapshotInV2) else None, problems)
+    held = [*positions, *(p for more_held in pool_positions.values() for p in more_held)]
+    books = {
+        symbol: book
+        for symbol, raw in (snap.order_books if isinstance(snap, SnapshotInV2) else {}).items()
+        if (book := build_book(raw, symbol, held, f"order_books.{symbol}", problems)) is not None
+    }
     if problems:
         raise SnapshotError(problems)
     # the settle currency's pool first, then one per other margin asset
@@ -379,7 +412,43 @@ def build_account(snap: SnapshotIn | SnapshotInV2) -> LoadedSnapshot:
         )
     ]
     account = pools[0]
-    return LoadedSnapshot(account, tuple(warnings), tuple(pools))
+    return LoadedSnapshot(account, tuple(warnings), tuple(pools), books)
+
+
+def build_book(
+    raw: BookIn, symbol: str, held: Sequence[Position], where: str, problems: list[str]
+) -> OrderBook | None:
+    """``raw`` as alertd's order book of ``symbol``, sizes in the held position's units (the
+    amounts times its contract size); one problem per bad level, each named."""
+    sizes = {p.contract_size for p in held if p.symbol == symbol}
+    if not sizes:
+        held_symbols = ", ".join(sorted({p.symbol for p in held})) or "none"
+        problems.append(f"{where}: no position at {symbol} (held: {held_symbols})")
+        return None
+    (size,) = sizes
+    sides = []
+    for name, levels in (("bids", raw.bids), ("asks", raw.asks)):
+        kept: list[tuple[Decimal, Decimal]] = []
+        for i, level in enumerate(levels):
+            if len(level) < 2:
+                problems.append(f"{where}.{name}[{i}]: a level is [price, amount]")
+                return None
+            price, amount = level[0], level[1]
+            problem = None
+            if price <= 0 or amount < 0:
+                problem = "a level needs a positive price and a size of 0 or more"
+            elif kept and (price >= kept[-1][0] if name == "bids" else price <= kept[-1][0]):
+                problem = f"prices must go {'down' if name == 'bids' else 'up'} level by level"
+            if problem:
+                problems.append(f"{where}.{name}[{i}]: {problem} (got {price}, {amount})")
+                return None
+            kept.append((price, amount))
+        sides.append(tuple((p, a * size) for p, a in kept if a > 0))
+    bids, asks = sides
+    if bids and asks and bids[0][0] >= asks[0][0]:
+        problems.append(f"{where}: crossed (best bid {bids[0][0]} >= best ask {asks[0][0]})")
+        return None
+    return OrderBook(bids, asks)
 
 
 def _build_stops(
@@ -444,6 +513,22 @@ def parse_snapshot(text: str, source: str = "snapshot") -> LoadedSnapshot:
     except ValidationError as exc:
         raise SnapshotError(validation_problems(exc, {"schema_": "schema"})) from None
     return build_account(snap)
+
+
+def load_book(path: str | Path, held: Sequence[Position]) -> tuple[str, OrderBook]:
+    """``alertd calc --book FILE``: a saved ccxt ``fetch_order_book`` answer (it names its
+    symbol), as the order book of a held position's symbol; problems name the file."""
+    where = f"--book {path}"
+    data = load_json(read_input(Path(path), MAX_SNAPSHOT_BYTES, InputError), where)
+    try:
+        raw = BookFileIn.model_validate(data)
+    except ValidationError as exc:
+        raise InputError([f"{where}: {p}" for p in validation_problems(exc, {})]) from None
+    problems: list[str] = []
+    book = build_book(raw, raw.symbol, held, where, problems)
+    if book is None:
+        raise InputError(problems)
+    return raw.symbol, book
 
 
 def load_snapshot(path: str | Path) -> LoadedSnapshot:

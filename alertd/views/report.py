@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +14,8 @@ from rich.table import Table
 import alertd.views.format as fmt
 from alertd.engine.collateral import RatioBasis
 from alertd.engine.margin import AccountMetrics, CollateralMetrics, PositionMetrics
+from alertd.engine.model import Side
+from alertd.engine.orderbook import ForcedClose, OrderBook, close_cost, gap_shortfall
 from alertd.engine.profiles import DisplayedRatio
 from alertd.engine.stops import StopFigures, stop_figures
 from alertd.snapshot.compare import Figure, Row
@@ -39,7 +43,58 @@ def stop_json(figures: StopFigures | None) -> dict[str, Any] | None:
     }
 
 
-def position_json(pm: PositionMetrics, m: AccountMetrics | None = None) -> dict[str, Any]:
+# the text lines the daemon's message gives for closing a position into a book (the average
+# fill, a book too thin, "→ cut 0.556 BTC/USDT:USDT to fit the book"): rules/messages.py's
+BookNotes = Callable[[PositionMetrics, OrderBook], list[str]]
+NO_BOOKS: Mapping[str, OrderBook] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class GapFigures:
+    """Closing a position whole into its symbol's order book: now, and at its liquidation
+    price with the book moved there (alertd/engine/orderbook.py's model)."""
+
+    slippage: Decimal | None  # None: the closing side is empty
+    shortfall: Decimal | None  # past the bankruptcy price; None: no liq. or bankruptcy price
+    notes: tuple[str, ...]
+
+    @classmethod
+    def of(cls, pm: PositionMetrics, book: OrderBook, notes: BookNotes | None) -> GapFigures:
+        p = pm.position
+        long = p.side is Side.LONG
+        liq, bankrupt = pm.liquidation_price, pm.bankruptcy_price
+        return cls(
+            close_cost(book, long, p.quantity, p.mark_price, p.inverse).slippage,
+            None
+            if liq is None or bankrupt is None
+            else gap_shortfall(book, ForcedClose(long, p.quantity, liq, bankrupt, p.inverse)),
+            () if notes is None else tuple(notes(pm, book)),
+        )
+
+
+def gap_json(gap: GapFigures | None) -> dict[str, Any]:
+    if gap is None:  # no order book of the symbol
+        return {"close_slippage": None, "gap_risk": None, "book_notes": []}
+    return {
+        "close_slippage": decimal_str(gap.slippage),
+        "gap_risk": decimal_str(gap.shortfall),
+        "book_notes": list(gap.notes),
+    }
+
+
+def _gap(
+    pm: PositionMetrics, books: Mapping[str, OrderBook], notes: BookNotes | None
+) -> GapFigures | None:
+    book = books.get(pm.position.symbol)
+    return None if book is None else GapFigures.of(pm, book, notes)
+
+
+def position_json(
+    pm: PositionMetrics,
+    m: AccountMetrics | None = None,
+    books: Mapping[str, OrderBook] = NO_BOOKS,
+    notes: BookNotes | None = None,
+) -> dict[str, Any]:
     p = pm.position
     return {
         "symbol": p.symbol,
@@ -69,6 +124,8 @@ def position_json(pm: PositionMetrics, m: AccountMetrics | None = None) -> dict[
         "adl_rank": decimal_str(p.adl_rank),
         # the taker fee rate in the requirement (the account's where the feed read it)
         "fee_rate": decimal_str(p.fee_rate),
+        "bankruptcy_buffer": decimal_str(pm.bankruptcy_buffer),
+        **gap_json(_gap(pm, books, notes)),
     }
 
 
@@ -84,7 +141,9 @@ def collateral_json(cm: CollateralMetrics) -> dict[str, Any]:
     }
 
 
-def metrics_json(m: AccountMetrics) -> dict[str, Any]:
+def metrics_json(
+    m: AccountMetrics, books: Mapping[str, OrderBook] = NO_BOOKS, notes: BookNotes | None = None
+) -> dict[str, Any]:
     """The ``alertd calc --json`` object: ``{"account": {...}, "positions": [...]}``; the
     account's ``collateral`` lists the cross pool's coins (their ``value`` is in
     ``margin_balance``)."""
@@ -114,7 +173,7 @@ def metrics_json(m: AccountMetrics) -> dict[str, Any]:
             "concentration": decimal_str(m.concentration),
             "margin_concentration": decimal_str(m.margin_concentration),
         },
-        "positions": [position_json(pm, m) for pm in m.positions],
+        "positions": [position_json(pm, m, books, notes) for pm in m.positions],
     }
 
 
@@ -128,7 +187,12 @@ def _shown_ratio(value: Decimal | None, m: AccountMetrics) -> str:
     return fmt.ratio(value)
 
 
-def render(m: AccountMetrics, console: Console) -> None:
+def render(
+    m: AccountMetrics,
+    console: Console,
+    books: Mapping[str, OrderBook] = NO_BOOKS,
+    notes: BookNotes | None = None,
+) -> None:
     a = m.account
     pool = m.pool
     unit = a.settle
@@ -194,6 +258,35 @@ def render(m: AccountMetrics, console: Console) -> None:
         _render_wide(m, console)
     if m.account.stops is not None:
         render_stops(m, console)
+    render_gap(m, console, books, notes)
+
+
+def render_gap(
+    m: AccountMetrics,
+    console: Console,
+    books: Mapping[str, OrderBook] = NO_BOOKS,
+    notes: BookNotes | None = None,
+) -> None:
+    """Each position's bankruptcy buffer and, with its symbol's order book, the close's
+    slippage now and the shortfall past bankruptcy of a close at liq., then what the
+    daemon's message says to do (fits 80 columns)."""
+    gaps = [(pm, _gap(pm, books, notes)) for pm in m.positions]
+    table = Table(title="Gap risk", header_style="bold", box=box.SIMPLE_HEAD)
+    for name in ("Position", "Bankr. buffer", "Close slippage", "Past bankr. at liq."):
+        table.add_column(name, justify="left" if name == "Position" else "right", no_wrap=True)
+    for pm, gap in gaps:
+        p = pm.position
+        table.add_row(
+            f"{p.symbol} {p.side.label}",
+            fmt.percent(pm.bankruptcy_buffer, 2),
+            "no book" if gap is None else fmt.percent(gap.slippage, 2),
+            "no book" if gap is None else fmt.money(gap.shortfall, m.account.settle),
+        )
+    console.print(table)
+    for pm, gap in gaps:
+        if gap is not None and gap.notes:
+            p = pm.position
+            console.print(f"{p.symbol} {p.side.label}: " + "; ".join(gap.notes), highlight=False)
 
 
 def render_stops(m: AccountMetrics, console: Console) -> None:

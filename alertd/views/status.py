@@ -87,6 +87,7 @@ def figures_json(figures: AccountFigures | None) -> dict[str, Any]:
                 "fee_rate": dec(p.fee_rate),
                 "bankruptcy_buffer": dec(p.bankruptcy_buffer),
                 "gap_risk": dec(p.gap_risk),
+                "close_slippage": dec(p.values.get("close_slippage")),
                 "liquidation_probability_1h": dec(p.liquidation_probability),
                 "time_to_liquidation_s": dec(p.time_to_liquidation),
             }

@@ -702,7 +702,14 @@ class FakeExchangeServer(Generic[A, C]):
             if prices != sorted(prices, reverse=name == "bids") or len(set(prices)) < len(prices):
                 raise ValueError(f"{name}: best first, one level per price")
             sides.append([(_text(p), _text(s)) for p, s in checked])
-        self._books[self._market_id(symbol)] = (sides[0], sides[1])
+        market_id = self._market_id(symbol)
+        before = self._books.get(market_id, ([], []))
+        self._books[market_id] = (sides[0], sides[1])
+        self._book_changed(market_id, before, self._books[market_id])
+
+    def _book_changed(self, market_id: str, before: BookSides, after: BookSides) -> None:
+        """A book changed (on the loop thread, or before the start): an exchange whose local
+        server streams order books pushes the change to its subscribers."""
 
     def seed_order_books(self, levels: int) -> None:
         """Every market: ``levels`` a side, one tick apart from the mark out, 1 each (for
@@ -909,6 +916,22 @@ class FakeExchangeServer(Generic[A, C]):
             if not self.marks_paused:
                 self._push_periodic_marks()
 
+    async def churn_books(self, per_s: float, seed: int | None, levels: int = 20) -> None:
+        """Change the sizes of ``levels`` levels of every book ``per_s`` times a second (a busy
+        book's diff stream, for benchmarks; where the exchange streams books, each change is
+        pushed)."""
+        rng = random.Random(seed)
+        while True:
+            await asyncio.sleep(1 / per_s)
+            for market_id, sides in list(self._books.items()):
+                changed = [list(side) for side in sides]
+                for _ in range(levels):
+                    side = changed[rng.randrange(2)]
+                    if side:
+                        k = rng.randrange(len(side))
+                        side[k] = (side[k][0], str(rng.randint(1, 20)))
+                self.set_order_book(market_id, changed[0], changed[1])
+
     async def walk_marks(self, interval_s: float, seed: int | None, max_step: float) -> None:
         """Random-walk every mark by up to ``max_step`` (a fraction) per tick, rounded to the
         tick; the periodic push carries them (a live exchange's mark stream, for benchmarks)."""
@@ -932,6 +955,7 @@ class ServeOptions:
     seed: int | None
     markets: int = 0
     book_levels: int = 0
+    book_updates: float = 0.0
 
 
 F = TypeVar("F", bound=FakeExchangeServer[Any, Any])
@@ -967,11 +991,27 @@ def serve_main(
     parser.add_argument(
         "--book-levels", type=int, default=0, help="order book levels a side per market (0: none)"
     )
+    parser.add_argument(
+        "--book-updates",
+        type=float,
+        default=0.0,
+        help="changes of every book a second, 20 levels each (0: books stand still)",
+    )
     args = parser.parse_args(argv)
-    if args.accounts < 0 or args.mark_interval_s <= 0 or args.markets < 0 or args.book_levels < 0:
-        parser.error("--accounts, --markets, --book-levels >= 0 and --mark-interval-s > 0")
+    if min(args.accounts, args.markets, args.book_levels, args.book_updates) < 0 or (
+        args.mark_interval_s <= 0
+    ):
+        parser.error(
+            "--accounts, --markets, --book-levels, --book-updates >= 0 and --mark-interval-s > 0"
+        )
     options = ServeOptions(
-        args.port, args.accounts, args.mark_interval_s, args.seed, args.markets, args.book_levels
+        args.port,
+        args.accounts,
+        args.mark_interval_s,
+        args.seed,
+        args.markets,
+        args.book_levels,
+        args.book_updates,
     )
     return asyncio.run(_serve(options, fake_class, seed_accounts, max_step))
 
@@ -998,12 +1038,16 @@ async def _serve(
         loop.add_signal_handler(sig, stop.set)
     print(compact(fake.ccxt_urls()), flush=True)
     walker = asyncio.ensure_future(fake.walk_marks(options.mark_interval_s, options.seed, max_step))
+    churn = [asyncio.ensure_future(fake.churn_books(options.book_updates, options.seed))]
+    if not options.book_updates:
+        churn[0].cancel()
     try:
         await stop.wait()
     finally:
-        walker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await walker
+        for task in (walker, *churn):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await fake.stop()
     return 0
 

@@ -47,11 +47,13 @@ mark, any stream name is accepted on any public path, and a ban is per API key r
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import string
 import sys
+import time
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
@@ -63,6 +65,7 @@ from aiohttp import web
 from tests.fake_exchange import base as shared
 from tests.fake_exchange.base import (
     LOOPBACK,
+    BookSides,
     FakeExchangeServer,
     Num,
     Reject,
@@ -285,6 +288,13 @@ _DEFAULT_MARKETS = (
 _KNOWN_QUOTES = ("USDT", "USDC", "FDUSD", "BUSD")
 
 
+def _book_diff(before: list[tuple[str, str]], after: list[tuple[str, str]]) -> list[list[str]]:
+    """The levels of one side that changed, as a depth event lists them: gone ones at "0"."""
+    old, new = dict(before), dict(after)
+    gone = [[price, "0"] for price in old if price not in new]
+    return gone + [[price, size] for price, size in after if old.get(price) != size]
+
+
 def _split_symbol(symbol: str) -> tuple[str, str, str]:
     """'BTC/USDT:USDT' or 'BTCUSDT' -> ('BTCUSDT', 'BTC', 'USDT')."""
     if "/" in symbol:
@@ -429,6 +439,12 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         self._index_follows: dict[str, tuple[str, Decimal]] = {}
         # positionRisk v3 "adl" by symbol (ADL_QUANTILE where none is set)
         self._adl: dict[str, int] = {}
+        # the diff depth streams: the last update id per market; per stream, the book, id
+        # and time of its last event, and the streams with an event due
+        self._book_update_ids: dict[str, int] = {}
+        self._depth_sent: dict[str, tuple[BookSides, int, float]] = {}
+        self._depth_due: set[str] = set()
+        self.depth_events = 0
         # the USDT balance of the insurance fund pool covering each symbol (by market id)
         self._insurance: dict[str, str] = {}
         real = _load_real_brackets()
@@ -565,6 +581,87 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
                     self._send(conn, stream, by_stream[name])
                 elif stream in ("!markPrice@arr", "!markPrice@arr@1s"):
                     self._send(conn, stream, frames)
+
+    # ---- the diff depth stream: ``<symbol>@depth``, ``@depth@500ms``, ``@depth@100ms`` -------
+    # (developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams/
+    # Diff-Book-Depth-Streams): each ``depthUpdate`` carries the levels that changed since the
+    # stream's previous event (quantity "0": the level is gone), at most one per the stream's
+    # period, and update ids: ``U`` first, ``u`` last, ``pu`` the previous event's ``u``; the
+    # REST book's ``lastUpdateId`` is the ``u`` it is current to, so a client syncs by dropping
+    # events with ``u`` below it (ccxt's watch_order_book does).
+
+    # each diff stream's update rate (ms): "<symbol>@depth" is the 250 ms one
+    DEPTH_STREAMS: ClassVar[dict[str, int]] = {
+        "depth": 250,
+        "depth@500ms": 500,
+        "depth@100ms": 100,
+        "depth@0ms": 0,
+    }
+
+    def _book_changed(self, market_id: str, before: BookSides, after: BookSides) -> None:
+        previous = self._book_update_ids.get(market_id, 0)
+        # a real book moves by many updates between two events: ids advance by more than one
+        self._book_update_ids[market_id] = previous + 3
+        self._on_loop(self._push_depth, market_id, before, previous)
+
+    def _push_depth(self, market_id: str, before: BookSides, previous: int) -> None:
+        """Each stream of ``market_id``'s book sends the changes since its last event (or,
+        for its first, since the book before this change), at once if its period has passed
+        since, else when it has (merged, as Binance does)."""
+        name = market_id.lower()
+        for rest, period_ms in self.DEPTH_STREAMS.items():
+            stream = f"{name}@{rest}"
+            if not self._subscribers(stream):
+                self._depth_sent.pop(stream, None)
+                continue
+            sent = self._depth_sent.setdefault(stream, (before, previous, -float("inf")))
+            wait_s = sent[2] + period_ms / 1000 - time.monotonic()
+            if wait_s <= 0:
+                self._send_depth(stream, market_id)
+            elif stream not in self._depth_due:
+                self._depth_due.add(stream)
+                loop = asyncio.get_running_loop()
+                loop.call_later(wait_s, self._send_due_depth, stream, market_id)
+
+    def _send_due_depth(self, stream: str, market_id: str) -> None:
+        self._depth_due.discard(stream)
+        if self._subscribers(stream):
+            self._send_depth(stream, market_id)
+
+    def _send_depth(self, stream: str, market_id: str) -> None:
+        """One ``depthUpdate`` on ``stream``: the levels changed since its last one (all of
+        the book for its first: the ids tell a client to drop what its REST book has)."""
+        book = self._books.get(market_id, ([], []))
+        last = self._book_update_ids.get(market_id, 0)
+        before, previous, _ = self._depth_sent[stream]
+        self._depth_sent[stream] = (book, last, time.monotonic())
+        if last == previous:
+            return
+        now = now_ms()
+        frame = {
+            "e": "depthUpdate",
+            "E": now,
+            "T": now,
+            "s": market_id,
+            "U": previous + 1,
+            "u": last,
+            "pu": previous,
+            "b": _book_diff(before[0], book[0]),
+            "a": _book_diff(before[1], book[1]),
+        }
+        self.depth_events += 1
+        for conn in self._subscribers(stream):
+            self._send(conn, stream, frame)
+
+    def depth_subscribers(self, symbol: str) -> int:
+        """The connections subscribed to ``symbol``'s diff depth stream."""
+        name = self._market_id(symbol).lower()
+        return sum(
+            1
+            for conn in self._connections_of()
+            for stream in conn.streams
+            if stream.partition("@")[0] == name and stream.partition("@")[2] in self.DEPTH_STREAMS
+        )
 
     def _push_periodic_marks(self) -> None:
         event_ms = now_ms()
@@ -1088,7 +1185,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         stamp = now_ms()
         return self._json(
             {
-                "lastUpdateId": stamp,
+                # the diff stream's update ids continue from it (``<symbol>@depth``)
+                "lastUpdateId": self._book_update_ids.get(market.id, 0),
                 "E": stamp,
                 "T": stamp,
                 "bids": [list(level) for level in bids],

@@ -26,8 +26,21 @@ FIGURES = v.AccountFigures(
             D("0.66"),
             liquidation_probability=D("0.25"),
             time_to_liquidation=D("600"),
+            # what the publisher reads from the metric registry (/metrics renders these)
+            values={
+                "margin_ratio": D("0.66"),
+                "liquidation_distance": D("0.002"),
+                "liquidation_probability": D("0.25"),
+                "time_to_liquidation": D("600"),
+            },
         ),
     ),
+    values={
+        "worst_ratio": D("0.66"),
+        "margin_ratio": D("0.66"),
+        "buffer": D("118.5"),
+        "crash_distance": D("-0.0021"),
+    },
 )
 
 
