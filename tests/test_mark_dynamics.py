@@ -141,8 +141,10 @@ def test_the_hub_seeds_from_candles_then_feeds_every_mark() -> None:
             async with streaming(
                 fake, exchange, symbol, holder, wall_clock=wall, dynamics_span_s=3600
             ) as hub:
+                # an hour of minute candles: 60 samples, or 61 when the hour's both ends
+                # fall on a candle (the window keeps exactly its span, also as marks stream)
                 await eventually(
-                    lambda: symbol in hub.dynamics and len(hub.dynamics[symbol]) > 60,
+                    lambda: symbol in hub.dynamics and len(hub.dynamics[symbol]) >= 60,
                     what="the window seeded",
                 )
                 window: MarkWindow = hub.dynamics[symbol]
