@@ -15,10 +15,10 @@ from typing import Any
 from alertd.cli.replay import NO_BOOKS
 
 from .support.configs import write_config
+from .support.endpoint import free_port, get
 from .support.fixtures import BTC, started
 from .support.poll import wait_for
 from .support.process import alertd
-from .test_ops import free_port, get
 
 D = Decimal
 STEP_S = 60.0

@@ -16,11 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from alertd.rules.metrics import POSITION_METRICS, PUBLISHED
 from alertd.rules.model import Scope
 
+from .support.endpoint import free_port, get
 from .support.fixtures import BTC, started
 from .support.poll import wait_for
 from .support.process import alertd
 from .test_e2e_gap_risk import ASKS, THIN_BIDS
-from .test_ops import free_port, get
 
 D = Decimal
 ETH = "ETH/USDT:USDT"

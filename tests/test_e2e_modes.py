@@ -10,10 +10,10 @@ import json
 from decimal import Decimal
 from typing import Any
 
+from .support.endpoint import computed_account, free_port, status_account
 from .support.fixtures import BTC, started
 from .support.poll import wait_for
 from .support.process import alertd
-from .test_ops import free_port, get
 
 USDC_BTC = "BTC/USDC:USDC"
 BINANCE = "Binance USDⓈ-M"
@@ -29,19 +29,6 @@ def _serve_status(world: dict[str, Any], reconcile_interval_s: float = 1, **buil
     config["builtin_rules"] = builtin
     world["path"].write_text(json.dumps(config))
     return f"http://127.0.0.1:{port}"
-
-
-def _account(base: str) -> dict[str, Any]:
-    status, text = get(f"{base}/status")
-    assert status == 200, text
-    account: dict[str, Any] = json.loads(text)["accounts"][0]
-    return account
-
-
-def _computed(base: str) -> dict[str, Any] | None:
-    """The account's status once alertd computes its figures (None before)."""
-    account = _account(base)
-    return account if account["margin_ratio_source"] == "alertd" else None
 
 
 def test_the_real_multi_assets_account_is_computed_as_binance_shows_it(
@@ -61,15 +48,15 @@ def test_the_real_multi_assets_account_is_computed_as_binance_shows_it(
     base = _serve_status(world)
     started(daemon)
 
-    account = wait_for(lambda: _computed(base), what="alertd's own figures")
+    account = wait_for(lambda: computed_account(base), what="alertd's own figures")
     assert account["mode"] == "multi-assets (multiAssetsMargin true)"
     assert account["coverage"] == "computed by alertd"
     # 2.43009648 / (3.73 + 22 x 0.99977 + 0.009 x (67,502.68 - 67,445.9)) = 9.26% (Binance's
     # 9.25% was read at a mark 0.006% higher), and Binance's own figure beside it agrees
     ratio = Decimal(account["margin_ratio"])
     assert round(ratio * 100, 2) == Decimal("9.26")
-    wait_for(lambda: _account(base)["exchange_margin_ratio"] is not None, what="Binance's")
-    theirs = Decimal(_account(base)["exchange_margin_ratio"])
+    wait_for(lambda: status_account(base)["exchange_margin_ratio"] is not None, what="Binance's")
+    theirs = Decimal(status_account(base)["exchange_margin_ratio"])
     assert abs(ratio / theirs - 1) < Decimal("1e-6")
     (position,) = account["positions"]
     liq = Decimal(position["liquidation_price"])
@@ -80,7 +67,7 @@ def test_the_real_multi_assets_account_is_computed_as_binance_shows_it(
     assert "main: account mode multi-assets (multiAssetsMargin true)" in text
     assert "64,846.9" in text and "does not compute" not in text
     fake.set_mark(BTC, "67400")  # marks keep moving: still no alert on a healthy account
-    wait_for(lambda: _account(base)["positions"][0]["mark_price"] == "67400", what="mark")
+    wait_for(lambda: status_account(base)["positions"][0]["mark_price"] == "67400", what="mark")
     assert http.posts == []
     assert daemon.stop() == 0
     assert "Traceback" not in daemon.text()
@@ -102,7 +89,7 @@ def test_collateral_and_position_falling_together_cross_at_the_right_marks(
     daemon.env.update(E2E_KEY="key-ma", E2E_SECRET="secret-ma")
     base = _serve_status(world, reconcile_interval_s=3600)
     started(daemon)
-    wait_for(lambda: _computed(base), what="alertd's own figures")
+    wait_for(lambda: computed_account(base), what="alertd's own figures")
 
     # ratio = 0.009 m 0.004 / (3.73 + 10 x 0.99977 + 0.0002 x 67,480.1 (m / 67,502.68) 0.95
     #   + 0.009 (m - 67,445.9)). At 65,040: 52.9% (a coin held at its value: 47.8%, no alert)
@@ -121,8 +108,8 @@ def test_a_switch_to_multi_assets_is_picked_up_without_a_restart(world: dict[str
     fake, http, daemon = world["fake"], world["http"], world["daemon"]
     base = _serve_status(world)
     started(daemon)
-    wait_for(lambda: _account(base)["mode"] is not None, what="mode read")
-    account = _account(base)
+    wait_for(lambda: status_account(base)["mode"] is not None, what="mode read")
+    account = status_account(base)
     assert account["mode"] == "single-asset (multiAssetsMargin false)"
     assert account["coverage"] == "computed by alertd"
     assert account["margin_ratio_source"] == "alertd" and account["margin_ratio"] == "0.12"
@@ -130,16 +117,16 @@ def test_a_switch_to_multi_assets_is_picked_up_without_a_restart(world: dict[str
     # 1,000 USDC at 0.9999 joins the pool: MM 240 / (2,000 + 999.9) = 8.0003%
     fake.set_multi_assets("key-e2e", True, {"USDC": ("1000", "0.9999")})
     wait_for(
-        lambda: _account(base)["mode"] == "multi-assets (multiAssetsMargin true)",
+        lambda: status_account(base)["mode"] == "multi-assets (multiAssetsMargin true)",
         what="the switch",
     )
-    account = wait_for(lambda: _computed(base), what="computed after the switch")
+    account = wait_for(lambda: computed_account(base), what="computed after the switch")
     assert account["coverage"] == "computed by alertd"
     assert Decimal(account["margin_ratio"]) == Decimal(240) / Decimal("2999.9")
 
     fake.set_multi_assets("key-e2e", False)
-    wait_for(lambda: _account(base)["margin_ratio"] == "0.12", what="single-asset again")
-    assert _account(base)["mode"] == "single-asset (multiAssetsMargin false)"
+    wait_for(lambda: status_account(base)["margin_ratio"] == "0.12", what="single-asset again")
+    assert status_account(base)["mode"] == "single-asset (multiAssetsMargin false)"
     assert http.posts == []  # computed throughout: no mode warning, no ratio alert
     assert daemon.stop() == 0
 
@@ -175,7 +162,7 @@ def test_an_account_that_stays_incomplete_says_what_is_missing(world: dict[str, 
     body = http.posts[0]["message"]
     assert "BTC/USDC:USDC long: settles in USDC, a margin pool alertd does not compute" in body
     assert f"{BINANCE}'s own margin ratio stands in meanwhile: 12.00%" in body
-    account = _account(base)
+    account = status_account(base)
     assert account["incomplete"] and account["margin_ratio_source"] == "exchange"
 
     # the ratio rules keep watching Binance's ratio of the USDT pool meanwhile
@@ -185,5 +172,5 @@ def test_an_account_that_stays_incomplete_says_what_is_missing(world: dict[str, 
 
     fake.close_position("key-e2e", USDC_BTC)
     wait_for(lambda: "RESOLVED main: data complete again" in http.titles(), what="complete again")
-    assert _account(base)["margin_ratio_source"] == "alertd"
+    assert status_account(base)["margin_ratio_source"] == "alertd"
     assert daemon.stop() == 0

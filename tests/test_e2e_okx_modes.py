@@ -24,8 +24,8 @@ from tests.support.fixtures import BTC, RULES, started
 from tests.support.poll import wait_for
 from tests.support.process import Daemon, alertd
 
+from .support.endpoint import computed_account, free_port, status_account
 from .test_okx_multi_currency import BTC_FUTURE, multi_currency_account
-from .test_ops import free_port, get
 
 D = Decimal
 KEY, SECRET = "key-main", "secret-main"
@@ -114,18 +114,6 @@ def test_snapshot_and_calc_reproduce_okx_s_ratio_and_liquidation_prices(
     assert abs(ratio * mgn_ratio - 1) < D("1e-4")
 
 
-def _account(base: str) -> dict[str, Any]:
-    status, text = get(f"{base}/status")
-    assert status == 200, text
-    account: dict[str, Any] = json.loads(text)["accounts"][0]
-    return account
-
-
-def _computed(base: str) -> dict[str, Any] | None:
-    account = _account(base)
-    return account if account["margin_ratio_source"] == "alertd" else None
-
-
 def test_a_btc_balance_and_a_btc_long_falling_together_cross_at_the_right_marks(
     okx_world: dict[str, Any],
 ) -> None:
@@ -141,12 +129,12 @@ def test_a_btc_balance_and_a_btc_long_falling_together_cross_at_the_right_marks(
     fake.set_currency(KEY, "USDC", "300", "1")
     fake.open_position(KEY, BTC, "long", "100", "60000")
     started(daemon)
-    account = wait_for(lambda: _computed(base), what="alertd's own figures")
+    account = wait_for(lambda: computed_account(base), what="alertd's own figures")
     assert account["mode"] == "multi-assets (acctLv 3)"
     assert account["coverage"] == "computed by alertd"
     assert abs(D(account["margin_ratio"]) - D(270) / D(1970)) < D("1e-12")
-    wait_for(lambda: _account(base)["exchange_margin_ratio"] is not None, what="OKX's ratio")
-    theirs = D(_account(base)["exchange_margin_ratio"])
+    wait_for(lambda: status_account(base)["exchange_margin_ratio"] is not None, what="OKX's ratio")
+    theirs = D(status_account(base)["exchange_margin_ratio"])
     assert abs(D(account["margin_ratio"]) / theirs - 1) < D("1e-6")
     (position,) = account["positions"]
     # at the liquidation price the ratio is 1: 59,206 / 1.0151 = 58,325.29 (OKX's liqPx)
@@ -179,27 +167,27 @@ def test_a_switch_to_multi_currency_and_a_liability_are_picked_up_without_a_rest
     fake.set_mark(BTC, "60000")
     fake.open_position(KEY, BTC, "long", "100", "60000")
     started(daemon)
-    account = wait_for(lambda: _computed(base), what="alertd's own figures")
+    account = wait_for(lambda: computed_account(base), what="alertd's own figures")
     assert account["mode"] == "single-asset (acctLv 2)"
     assert D(account["margin_ratio"]) == D("0.135")
 
     # 0.1 BTC joins the pool at 0.98: 270 / (2,000 + 0.1 x 60,000 x 0.98)
     fake.set_currency(KEY, "BTC", "0.1", "60000", follows=BTC)
     fake.set_account_level(KEY, "3")
-    wait_for(lambda: _account(base)["mode"] == "multi-assets (acctLv 3)", what="the switch")
-    account = wait_for(lambda: _computed(base), what="computed after the switch")
+    wait_for(lambda: status_account(base)["mode"] == "multi-assets (acctLv 3)", what="the switch")
+    account = wait_for(lambda: computed_account(base), what="computed after the switch")
     assert D(account["margin_ratio"]) == D(270) / D(7880)
 
     # a USDC liability: its borrowing maintenance margin is not modelled: OKX's ratio stands
     # in, labelled, with the reason
     fake.set_currency(KEY, "USDC", "-100", "1")
     account = wait_for(
-        lambda: (a := _account(base))["coverage"] == "exchange's own ratio" and a,
+        lambda: (a := status_account(base))["coverage"] == "exchange's own ratio" and a,
         what="OKX's ratio for a liability",
     )
     assert account["margin_ratio_source"] == "exchange"
     fake.set_currency(KEY, "USDC", "0", "1")
-    wait_for(lambda: _computed(base), what="computed again once repaid")
+    wait_for(lambda: computed_account(base), what="computed again once repaid")
     assert not [t for t in http.titles() if "ratio" in t and "worst" in t]
     assert daemon.stop() == 0
     assert "Traceback" not in daemon.text()

@@ -25,9 +25,9 @@ import pytest
 from tests.fake_exchange.base import FakeExchangeServer
 from tests.receivers import HttpReceiver
 from tests.support.configs import exchange_account, write_config
+from tests.support.endpoint import free_port
 from tests.support.process import Daemon, alertd
 from tests.test_e2e_exchanges import MARKETS, QUIET_S, _await, daemon_for  # noqa: F401
-from tests.test_ops import free_port
 
 CASES = [(exchange, "stream") for exchange in sorted(MARKETS)] + [
     ("bybit", "reconcile"),  # Bybit: also the position's own stopLoss field

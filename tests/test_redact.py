@@ -24,11 +24,11 @@ from alertd.feeds.ccxt_exchange import describe
 from .fake_exchange.binance import FakeBinanceUSDM
 from .receivers import HttpReceiver
 from .support.aio import run
+from .support.endpoint import free_port, get
 from .support.fakes import server_in_thread
 from .support.fixtures import BTC, started
 from .support.poll import wait_for
 from .support.process import alertd
-from .test_ops import free_port, get
 
 # Shaped like the real thing: a Telegram bot token and a group chat id, a Binance listen key
 # (64 characters), Binance API key and secret (64 each), a Slack and a Discord webhook.
