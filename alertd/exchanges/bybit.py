@@ -85,14 +85,7 @@ def account_mode(account_info: dict[str, Any]) -> ModeReading:
     if margin_mode == "ISOLATED_MARGIN":
         return ModeReading(AccountMode.UNIFIED_ISOLATED, detail)
     if margin_mode == "PORTFOLIO_MARGIN":
-        return ModeReading(
-            AccountMode.PORTFOLIO,
-            detail,
-            Coverage.EXCHANGE_RATIO,
-            "portfolio margin requirements are scenario-based and not reproducible from public "
-            "data: the margin ratio is Bybit's own accountMMRate, read at every reconcile; "
-            "liquidation prices, crash distance and margin to add are not computed",
-        )
+        return ModeReading.portfolio_margin(detail, "Bybit's own accountMMRate")
     return ModeReading(
         AccountMode.UNKNOWN,
         detail,

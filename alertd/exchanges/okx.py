@@ -136,13 +136,7 @@ def account_mode(config: Any) -> ModeReading:
     if level == "3":
         return ModeReading(AccountMode.MULTI_ASSETS, detail)
     if level == "4":
-        return ModeReading(
-            AccountMode.PORTFOLIO,
-            detail,
-            Coverage.EXCHANGE_RATIO,
-            "portfolio margin requirements are scenario-based and not reproducible from public "
-            "data: " + _NOT_COMPUTED,
-        )
+        return ModeReading.portfolio_margin(detail, "OKX's own account mgnRatio")
     if level == "1":
         return ModeReading(
             AccountMode.SIMPLE,

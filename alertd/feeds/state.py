@@ -72,6 +72,20 @@ class ModeReading:
     def label(self) -> str:
         return f"{self.mode.value} ({self.detail})" if self.detail else self.mode.value
 
+    @classmethod
+    def portfolio_margin(cls, detail: str, own_ratio: str) -> ModeReading:
+        """Portfolio margin, on any exchange: the exchange's own ratio (``own_ratio`` names
+        it) stands in for alertd's."""
+        return cls(
+            AccountMode.PORTFOLIO,
+            detail,
+            Coverage.EXCHANGE_RATIO,
+            "portfolio margin requirements are scenario-based and not reproducible from public "
+            f"data: the margin ratio is {own_ratio}, read at every reconcile and moved with the "
+            "marks in between; liquidation prices, crash distance and margin to add are not "
+            "computed",
+        )
+
 
 NOT_READ = ModeReading(AccountMode.UNKNOWN, "")
 # the modes whose one pool holds contracts of several settle coins (USDT and USDC)
