@@ -59,6 +59,13 @@ ADL = AdlScale(lowest=1, highest=5, none=frozenset({0}))
 # /v5/account/info ``unifiedMarginStatus`` below 3 is not a unified trading account (docs v5,
 # "Different Account Modes": 1 classic, 3 UTA 1.0, 4 UTA 1.0 pro, 5 UTA 2.0, 6 UTA 2.0 pro; 2
 # was the retired unified margin account).
+# /v5/account/info ``marginMode`` of the modes alertd computes; in REGULAR_MARGIN every
+# collateral coin counts in the cross pool at its USD value times its tiered collateral value
+# ratio (unified_collateral)
+COMPUTED_MARGIN_MODES = {
+    "REGULAR_MARGIN": AccountMode.UNIFIED_CROSS,
+    "ISOLATED_MARGIN": AccountMode.UNIFIED_ISOLATED,
+}
 NOT_UTA = {1: "a classic (non-UTA) account", 2: "a unified margin account (UMA, not UTA)"}
 
 
@@ -78,12 +85,8 @@ def account_mode(account_info: dict[str, Any]) -> ModeReading:
         )
     margin_mode = account_info.get("marginMode")
     detail = f"unifiedMarginStatus {code}, marginMode {margin_mode}"
-    if margin_mode == "REGULAR_MARGIN":
-        # every collateral coin counts in the cross pool at its USD value times its tiered
-        # collateral value ratio (unified_collateral)
-        return ModeReading(AccountMode.UNIFIED_CROSS, detail)
-    if margin_mode == "ISOLATED_MARGIN":
-        return ModeReading(AccountMode.UNIFIED_ISOLATED, detail)
+    if margin_mode in COMPUTED_MARGIN_MODES:
+        return ModeReading(COMPUTED_MARGIN_MODES[margin_mode], detail)
     if margin_mode == "PORTFOLIO_MARGIN":
         return ModeReading.portfolio_margin(detail, "Bybit's own accountMMRate")
     return ModeReading(

@@ -112,6 +112,8 @@ def position_tiers_to_table(rows: list[dict[str, Any]]) -> TierTable:
 _POS_SIDES = {"long": Side.LONG, "short": Side.SHORT}
 
 
+# ``acctLv`` of the modes alertd computes: 2 single-currency margin, 3 multi-currency margin
+COMPUTED_LEVELS = {"2": AccountMode.SINGLE_ASSET, "3": AccountMode.MULTI_ASSETS}
 _NOT_COMPUTED = (
     "the margin ratio is OKX's own account mgnRatio, read at every reconcile and moved with the "
     "marks in between; liquidation prices, crash distance and margin to add are not computed"
@@ -131,10 +133,8 @@ def account_mode(config: Any) -> ModeReading:
     row = rows[0] if isinstance(rows, list) and rows and isinstance(rows[0], dict) else {}
     level = str(row.get("acctLv"))
     detail = f"acctLv {level}"
-    if level == "2":
-        return ModeReading(AccountMode.SINGLE_ASSET, detail)
-    if level == "3":
-        return ModeReading(AccountMode.MULTI_ASSETS, detail)
+    if level in COMPUTED_LEVELS:
+        return ModeReading(COMPUTED_LEVELS[level], detail)
     if level == "4":
         return ModeReading.portfolio_margin(detail, "OKX's own account mgnRatio")
     if level == "1":
