@@ -3,6 +3,7 @@ as stops, the metrics read from the book and the stop rules' messages."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Iterator
 from decimal import Decimal as D
@@ -770,5 +771,34 @@ def test_a_stop_placed_before_its_position_is_read_when_the_position_opens() -> 
                     return any(s.symbol == eth for s in feed.state.stops or ())
 
                 await eventually(eth_stop, what="the ETH stop read")
+
+    run(body)
+
+
+def test_a_stop_read_overtaken_by_a_newer_one_does_not_overwrite_it() -> None:
+    """A reconcile's read of the open orders answers slowly; meanwhile a stop is placed, its
+    push re-reads the orders and finds it. The reconcile's older answer (no stop) arrives
+    last: it must not wipe out the stop until the next read."""
+    from tests.fake_exchange.binance import FakeBinanceUSDM
+
+    from .support.aio import run
+    from .support.fakes import started
+    from .support.feeds import account_config, btc_long, make_feed, streaming
+    from .support.poll import eventually
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [("k", "s", "10000")]) as fake:
+            btc_long(fake, "k")
+            feed = make_feed(account_config("a", "binanceusdm", fake), "k", "s")
+            async with streaming(feed):
+                await eventually(lambda: feed.state.stops == (), what="no stops")
+                fake.hold_rest("/openAlgoOrders")
+                resync = asyncio.create_task(feed.resync(stops=True))
+                await eventually(lambda: fake.held_answers() == 1, what="the slow answer")
+                fake.add_stop("k", BTC, "long", "55000")
+                await eventually(lambda: bool(feed.state.stops), what="the push's read")
+                fake.release_rest()
+                await resync
+                assert [s.trigger_price for s in feed.state.stops or ()] == [D(55000)]
 
     run(body)

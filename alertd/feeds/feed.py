@@ -123,6 +123,10 @@ class AccountFeed:
         self._stops_for: frozenset[str] = frozenset()  # the symbols of the last stops read
         self._reconciles = 0
         self._stops_read_at = -float("inf")
+        # stop reads numbered as they begin, and the last one applied: a read overtaken by one
+        # begun after it (an order push's, during a reconcile's) answers older news
+        self._stops_reads = 0
+        self._stops_applied = 0
         self._group: asyncio.TaskGroup | None = None
         self._resync_lock = asyncio.Lock()
         # when the last successful resync began: one begun after a disconnect (or a reopen)
@@ -433,16 +437,25 @@ class AccountFeed:
         """The open conditional orders of the account's ``held`` symbols (None: not read, or
         unreadable)."""
         symbols = sorted(held)
+        self._stops_reads += 1
+        read = self._stops_reads
         try:
             stops = await self.adapter.fetch_stops(exchange, symbols)
-            self._stops_for = frozenset(symbols)
-            self._stops_read_at = self._clock()
             if stops is not None:
                 stops = checked_stops(stops)
         except FrameError as exc:
+            if read < self._stops_applied:
+                return self.state.stops
             # an order alertd cannot read: no stop figures (not "no stop") until it can
             self.on_malformed("open orders: bad entry", str(exc))
+            self._stops_applied = read
             return None
+        if read < self._stops_applied:
+            log.debug("%s: a stop read overtaken by a newer one: dropped", self.config.name)
+            return self.state.stops
+        self._stops_applied = read
+        self._stops_for = frozenset(symbols)
+        self._stops_read_at = self._clock()
         if stops is None:
             return None
         wanted = self.config.symbols

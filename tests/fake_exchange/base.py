@@ -153,6 +153,16 @@ class Reject(Exception):
 
 
 @dataclass
+class HeldAnswer:
+    """A scripted slow answer: the next REST request whose path ends with ``path_suffix`` is
+    answered as of its arrival, but sent only once ``released`` is set."""
+
+    path_suffix: str
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    waiting: bool = False
+
+
+@dataclass
 class RestFailure:
     """A scripted failure: the next ``remaining`` REST requests under ``path_prefix`` fail."""
 
@@ -361,6 +371,7 @@ class FakeExchangeServer(Generic[A, C]):
         self._markets: dict[str, Any] = {}  # by exchange id; an exchange's market type
         self._connections: set[C] = set()
         self._failures: list[RestFailure] = []
+        self._holds: list[HeldAnswer] = []
         self._answer_pings = True
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -627,9 +638,32 @@ class FakeExchangeServer(Generic[A, C]):
             if failure is not None:
                 return self._error_response(failure.status, failure.retry_after_s)
         try:
-            return await handler(request)
+            response = await handler(request)
         except Reject as rejected:
             return rejected.response
+        hold = next((h for h in self._holds if request.path.endswith(h.path_suffix)), None)
+        if hold is not None and not hold.waiting:
+            hold.waiting = True
+            await hold.released.wait()
+            self._holds.remove(hold)
+        return response
+
+    @scripted
+    def hold_rest(self, path_suffix: str) -> None:
+        """Answer the next REST request whose path ends with ``path_suffix`` as the state is
+        when it arrives, but send that answer only at :meth:`release_rest`: a slow answer that
+        later requests overtake."""
+        self._holds.append(HeldAnswer(path_suffix))
+
+    @scripted
+    def held_answers(self) -> int:
+        """How many held answers are waiting to be sent."""
+        return sum(h.waiting for h in self._holds)
+
+    @scripted
+    def release_rest(self) -> None:
+        for hold in self._holds:
+            hold.released.set()
 
     @scripted
     def fail_rest(
