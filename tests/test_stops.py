@@ -4,8 +4,9 @@ as stops, the metrics read from the book and the stop rules' messages."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal as D
 from typing import Any
 
@@ -32,6 +33,7 @@ from alertd.exchanges.gate import price_order_stops
 from alertd.exchanges.hyperliquid import trigger_stop
 from alertd.exchanges.okx import algo_stops
 from alertd.feeds.adapter import FrameError, checked_stops
+from alertd.feeds.feed import AccountFeed
 from alertd.rules.lifecycle import Kind, Notification
 from alertd.rules.messages import render
 from alertd.rules.metrics import FeedStatus, observe, with_full_metrics
@@ -739,38 +741,48 @@ def test_an_unreadable_order_leaves_the_stops_unread_not_missing() -> None:
     assert bad.malformed == {"open orders: bad entry": 1}
 
 
+@contextlib.asynccontextmanager
+async def streaming_btc_long() -> AsyncIterator[tuple[Any, AccountFeed]]:
+    """The local Binance with an account long BTC and no stop, and that account's feed
+    streaming (its stops read: none)."""
+    from tests.fake_exchange.binance import FakeBinanceUSDM
+
+    from .support.fakes import started
+    from .support.feeds import account_config, btc_long, make_feed, streaming
+    from .support.poll import eventually
+
+    async with started(FakeBinanceUSDM(), [("k", "s", "10000")]) as fake:
+        btc_long(fake, "k")
+        feed = make_feed(account_config("a", "binanceusdm", fake), "k", "s")
+        async with streaming(feed):
+            await eventually(lambda: feed.state.stops == (), what="no stops")
+            yield fake, feed
+
+
 def test_a_stop_placed_before_its_position_is_read_when_the_position_opens() -> None:
     """Binance's open orders are read per held symbol: a stop placed on a symbol not held yet
     (its push re-reads nothing there) is read when the position arrives on the stream."""
-    from tests.fake_exchange.binance import FakeBinanceUSDM
-
     from .support.aio import run
-    from .support.fakes import started
-    from .support.feeds import account_config, btc_long, make_feed, streaming
     from .support.poll import eventually
 
     eth = "ETH/USDT:USDT"
 
     async def body() -> None:
-        async with started(FakeBinanceUSDM(), [("k", "s", "10000")]) as fake:
-            btc_long(fake, "k")
-            feed = make_feed(account_config("a", "binanceusdm", fake), "k", "s")
-            async with streaming(feed):
-                await eventually(lambda: feed.state.stops == (), what="no stops")
+        async with streaming_btc_long() as (fake, feed):
 
-                def reads() -> int:
-                    return sum(path.endswith("/openAlgoOrders") for _, path in fake.requests)
+            def reads() -> int:
+                return sum(path.endswith("/openAlgoOrders") for _, path in fake.requests)
 
-                before = reads()
-                fake.add_stop("k", eth, "short", fake.mark(eth) * 2)
-                await eventually(lambda: reads() > before, what="the push's re-read")
-                assert feed.state.stops == ()  # BTC's orders only: ETH is not held yet
-                fake.open_position("k", eth, "short", "1", fake.mark(eth))
+            before = reads()
+            fake.add_stop("k", eth, "short", fake.mark(eth) * 2)
+            await eventually(lambda: reads() > before, what="the push's re-read")
+            assert feed.state.stops == ()  # BTC's orders only: ETH is not held yet
+            fake.open_position("k", eth, "short", "1", fake.mark(eth))
 
-                def eth_stop() -> bool:
-                    return any(s.symbol == eth for s in feed.state.stops or ())
+            def eth_stop() -> bool:
+                return any(s.symbol == eth for s in feed.state.stops or ())
 
-                await eventually(eth_stop, what="the ETH stop read")
+            await eventually(eth_stop, what="the ETH stop read")
 
     run(body)
 
@@ -779,26 +791,18 @@ def test_a_stop_read_overtaken_by_a_newer_one_does_not_overwrite_it() -> None:
     """A reconcile's read of the open orders answers slowly; meanwhile a stop is placed, its
     push re-reads the orders and finds it. The reconcile's older answer (no stop) arrives
     last: it must not wipe out the stop until the next read."""
-    from tests.fake_exchange.binance import FakeBinanceUSDM
-
     from .support.aio import run
-    from .support.fakes import started
-    from .support.feeds import account_config, btc_long, make_feed, streaming
     from .support.poll import eventually
 
     async def body() -> None:
-        async with started(FakeBinanceUSDM(), [("k", "s", "10000")]) as fake:
-            btc_long(fake, "k")
-            feed = make_feed(account_config("a", "binanceusdm", fake), "k", "s")
-            async with streaming(feed):
-                await eventually(lambda: feed.state.stops == (), what="no stops")
-                fake.hold_rest("/openAlgoOrders")
-                resync = asyncio.create_task(feed.resync(stops=True))
-                await eventually(lambda: fake.held_answers() == 1, what="the slow answer")
-                fake.add_stop("k", BTC, "long", "55000")
-                await eventually(lambda: bool(feed.state.stops), what="the push's read")
-                fake.release_rest()
-                await resync
-                assert [s.trigger_price for s in feed.state.stops or ()] == [D(55000)]
+        async with streaming_btc_long() as (fake, feed):
+            fake.hold_rest("/openAlgoOrders")
+            resync = asyncio.create_task(feed.resync(stops=True))
+            await eventually(lambda: fake.held_answers() == 1, what="the slow answer")
+            fake.add_stop("k", BTC, "long", "55000")
+            await eventually(lambda: bool(feed.state.stops), what="the push's read")
+            fake.release_rest()
+            await resync
+            assert [s.trigger_price for s in feed.state.stops or ()] == [D(55000)]
 
     run(body)
