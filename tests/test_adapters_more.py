@@ -1121,22 +1121,27 @@ def test_bybit_isolated_margin_without_the_deprecated_position_balance() -> None
 class FeeStandIn(StandIn):
     """Answers the fee endpoints with the exchanges' documented examples."""
 
-    def __init__(self, bybit_rows: list[Any], gate_rows: Any) -> None:
+    def __init__(self, bybit_rows: list[Any], gate_rows: Any, okx_rows: Any = None) -> None:
         super().__init__(
             [
                 swap("ETH/USDT:USDT", "ETHUSDT", "USDT", "1"),
                 swap("BTC/USDT:USDT", "BTCUSDT", "USDT", "1"),
                 swap("1INCH/USDT:USDT", "1INCH_USDT", "USDT", "1"),
                 swap("SOL/USDT:USDT", "SOL_USDT", "USDT", "1"),
+                swap("BTC/USDC:USDC", "BTC-USDC-SWAP", "USDC", "0.0001"),
+                swap("BTC/USD:BTC", "BTC-USD-SWAP", "BTC", "100", inverse=True),
             ]
         )
-        self.bybit_rows, self.gate_rows = bybit_rows, gate_rows
+        self.bybit_rows, self.gate_rows, self.okx_rows = bybit_rows, gate_rows, okx_rows
 
     async def privateGetV5AccountFeeRate(self, params: Any) -> Any:
         return self.answer("fee-rate", params, {"retCode": 0, "result": {"list": self.bybit_rows}})
 
     async def privateFuturesGetSettleFee(self, params: Any) -> Any:
         return self.answer("futures fee", params, self.gate_rows)
+
+    async def privateGetAccountTradeFee(self, params: Any) -> Any:
+        return self.answer("trade-fee", params, {"code": "0", "msg": "", "data": self.okx_rows})
 
 
 # bybit-exchange/docs, docs/v5/account/fee-rate.mdx, "Get Fee Rate" response example
@@ -1158,6 +1163,36 @@ def test_bybit_reads_the_account_s_taker_rate_of_held_symbols() -> None:
     rates = run(adapter.fetch_fee_rates(exchange, ["ETH/USDT:USDT", "BTC/USDT:USDT"]))
     assert rates == {"ETH/USDT:USDT": D("0.0006")}
     assert exchange.calls[-1] == ("fee-rate", {"category": "linear"})
+
+
+# OKX API v5 "Get fee rates" (GET /api/v5/account/trade-fee?instType=SWAP): the fields of the
+# docs' response; a rate charged is negative; ``taker`` is coin-margined contracts' rate,
+# ``takerU`` USDT-margined and ``takerUSDC`` USDC-margined ones'
+OKX_FEE_ROW = {
+    "category": "1", "delivery": "", "exercise": "", "instType": "SWAP", "level": "Lv3",
+    "maker": "-0.0002", "taker": "-0.0005", "makerU": "-0.00015", "takerU": "-0.0004",
+    "makerUSDC": "-0.0001", "takerUSDC": "-0.0003", "ruleType": "normal",
+    "ts": "1763596800000", "fiat": [],
+}  # fmt: skip
+
+
+def test_okx_reads_the_account_s_taker_rate_by_settle_coin() -> None:
+    exchange = FeeStandIn([], {}, [OKX_FEE_ROW])
+    held = ["BTC/USDT:USDT", "BTC/USDC:USDC", "BTC/USD:BTC"]
+    assert run(OKXAdapter().fetch_fee_rates(exchange, held)) == {
+        "BTC/USDT:USDT": D("0.0004"),
+        "BTC/USDC:USDC": D("0.0003"),
+        "BTC/USD:BTC": D("0.0005"),
+    }
+    assert exchange.calls == [("trade-fee", {"instType": "SWAP"})]  # one request per product
+    # a field left empty keeps the base rate; a rebate or no row is a frame error naming it
+    empty = FeeStandIn([], {}, [{**OKX_FEE_ROW, "takerU": ""}])
+    assert run(OKXAdapter().fetch_fee_rates(empty, ["BTC/USDT:USDT"])) == {}
+    with pytest.raises(FrameError, match="takerU"):
+        rebate = FeeStandIn([], {}, [{**OKX_FEE_ROW, "takerU": "0.0001"}])
+        run(OKXAdapter().fetch_fee_rates(rebate, ["BTC/USDT:USDT"]))
+    with pytest.raises(FrameError, match="trade-fee SWAP: no rates"):
+        run(OKXAdapter().fetch_fee_rates(FeeStandIn([], {}, []), ["BTC/USDT:USDT"]))
 
 
 def test_gate_reads_the_account_s_futures_taker_rate() -> None:
@@ -1189,8 +1224,9 @@ def test_a_fee_rate_alertd_cannot_use_is_a_frame_error_naming_it(
 
 def test_the_account_s_rate_enters_the_requirement_where_the_exchange_s_formula_uses_it() -> None:
     """The state's per-symbol rate replaces the profile's base rate in the engine's account:
-    Bybit's fee to close (in MM, not in the maintenance rate), Gate's taker fee in the rate."""
-    for exchange_id, vip in (("bybit", "0.0002"), ("gate", "0.0002")):
+    Bybit's fee to close (in MM, not in the maintenance rate), OKX's liquidation fee and Gate's
+    taker fee in the rate."""
+    for exchange_id, vip in (("bybit", "0.0002"), ("okx", "0.0002"), ("gate", "0.0002")):
         profile = get_spec(exchange_id).profile
         state = AccountState("vip", profile, "USDT")
         state.markets = {"BTC/USDT:USDT": MarketInfo("BTC/USDT:USDT", D(1), False, "USDT")}

@@ -58,7 +58,7 @@ class Leg:
 class Holding:
     """One account: its wallet balance (cross positions then have a liquidation price), its
     positions and, where the exchange's requirement holds the account's taker fee rate
-    (Bybit, Gate), a VIP rate the local exchange computes its own figures with."""
+    (Bybit, OKX, Gate), a VIP rate the local exchange computes its own figures with."""
 
     wallet: str
     legs: tuple[Leg, ...]
@@ -134,6 +134,9 @@ BOOKS: dict[str, Book] = {
                 Leg("BTC", "short", "25000", "isolated", "-0.005", leverage=20),  # tier 3
                 Leg("ETH", "long", "15000", entry_move="0.01"),  # 1,500 ETH: tier 2
             ),
+            # a lower fee level's taker rate (base 0.05%): OKX's liquidation fee in mgnRatio
+            # and liqPx moves the BTC short's liquidation price by 0.02% of the price
+            taker_fee="0.0003",
         ),
     },
     "gate": {

@@ -112,6 +112,8 @@ def position_tiers_to_table(rows: list[dict[str, Any]]) -> TierTable:
 _POS_SIDES = {"long": Side.LONG, "short": Side.SHORT}
 
 
+# "Get fee rates": the taker rate's field by the contracts' settle coin (coin-margined: "taker")
+FEE_FIELDS = {"USDT": "takerU", "USDC": "takerUSDC"}
 # ``acctLv`` of the modes alertd computes: 2 single-currency margin, 3 multi-currency margin
 COMPUTED_LEVELS = {"2": AccountMode.SINGLE_ASSET, "3": AccountMode.MULTI_ASSETS}
 _NOT_COMPUTED = (
@@ -558,6 +560,33 @@ class OKXAdapter(ExchangeAdapter):
             if detail is not None and detail.get("cashBal") not in (None, ""):
                 return dec(detail.get("cashBal"), "cashBal")
         return None  # a push without the settle currency (OKX sends changed currencies only)
+
+    async def fetch_fee_rates(self, exchange: Any, symbols: list[str]) -> dict[str, Decimal]:
+        """The account's taker rates, the liquidation fee OKX adds to the maintenance margin
+        (its fee level considered), from "Get fee rates" (``GET /api/v5/account/trade-fee``,
+        one request per product held: SWAP, FUTURES). OKX signs a rate charged negative;
+        ``takerU`` is USDT-margined contracts' rate, ``takerUSDC`` USDC-margined ones',
+        ``taker`` coin-margined ones'. A field left empty keeps the profile's base rate."""
+        by_product: dict[str, list[str]] = {}
+        for symbol in symbols:
+            by_product.setdefault(self._inst_type(exchange, symbol), []).append(symbol)
+        out = {}
+        for product, held in sorted(by_product.items()):
+            response = await exchange.privateGetAccountTradeFee({"instType": product})
+            rows = response.get("data") if isinstance(response, dict) else None
+            if not isinstance(rows, list) or not rows or not isinstance(rows[0], dict):
+                raise FrameError(f"trade-fee {product}: no rates in the answer")
+            row = rows[0]
+            for symbol in held:
+                settle = exchange.market(symbol).get("settle")
+                name = FEE_FIELDS.get(settle, "taker")
+                if row.get(name) in (None, ""):
+                    continue
+                rate = -dec(row[name], f"trade-fee {name}")
+                if rate < 0:
+                    raise FrameError(f"trade-fee {name}: a taker rebate ({row[name]}) is no rate")
+                out[symbol] = rate
+        return out
 
     async def fetch_mark(self, exchange: Any, symbol: str) -> Decimal:
         response = await exchange.publicGetPublicMarkPrice(

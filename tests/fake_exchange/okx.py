@@ -170,6 +170,8 @@ class _Account(shared.Credentials):
     acct_lv: str = "2"
     # multi-currency margin: the other currencies' amounts (negative: a liability)
     coins: dict[str, Decimal] = field(default_factory=dict)
+    # the account's taker fee rate (its fee level): OKX's liquidation fee in mgnRatio
+    taker_fee: Decimal = LIQ_FEE
 
 
 class _Connection(shared.WsConnection):
@@ -331,6 +333,38 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
         """``ccy``'s discount tiers as (minAmt, maxAmt or "", discountRate)."""
         self._discounts[ccy] = tuple(tiers)
 
+    @scripted
+    def set_fee_rate(self, api_key: str, taker: Num) -> None:
+        """Script the account's taker fee rate (a fee level's), the liquidation fee OKX adds
+        to the maintenance margin in mgnRatio and liqPx."""
+        account = self._account(api_key)
+        account.taker_fee = _dec(taker)
+        self._push_account(account)
+
+    def _trade_fee(self, account: _Account, params: dict[str, str]) -> list[Any]:
+        """ "Get fee rates" (GET /api/v5/account/trade-fee) as the docs' response lists it:
+        rates as OKX signs them (negative: charged), ``taker`` for coin-margined contracts,
+        ``takerU`` for USDT-margined, ``takerUSDC`` for USDC-margined."""
+        taker = _s(-account.taker_fee)
+        return [
+            {
+                "category": "1",
+                "delivery": "",
+                "exercise": "",
+                "instType": params.get("instType", "SWAP"),
+                "level": "Lv1" if account.taker_fee == LIQ_FEE else "Lv5",
+                "maker": "-0.0002",
+                "taker": taker,
+                "makerU": "-0.0002",
+                "takerU": taker,
+                "makerUSDC": "-0.0002",
+                "takerUSDC": taker,
+                "ruleType": "normal",
+                "ts": str(now_ms()),
+                "fiat": [],
+            }
+        ]
+
     def _config_row(self, account: _Account, _params: dict[str, str]) -> list[Any]:
         """ "Get account configuration", the row of ccxt's okx.fetch_accounts docstring."""
         return [
@@ -434,7 +468,7 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
                 abs(p.pos)
                 * p.market.ct_val
                 * marks[p.market.id]
-                * (p.market.mmr_rate(abs(p.pos)) + LIQ_FEE)
+                * (p.market.mmr_rate(abs(p.pos)) + account.taker_fee)
                 for p in cross
             ),
             Decimal(0),
@@ -472,7 +506,7 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             return None
         if account.acct_lv in ("3", "4") and not p.isolated:
             return self._multi_liq(account, p)
-        rate = p.market.mmr_rate(abs(p.pos)) + LIQ_FEE
+        rate = p.market.mmr_rate(abs(p.pos)) + account.taker_fee
         if p.isolated:
             others = Decimal(0)
             cash = p.margin - p.sign * size * p.entry
@@ -480,7 +514,7 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             eq, _mm, _n = self._cross(account)
             others = sum(
                 (
-                    q.mm() + q.notional() * LIQ_FEE
+                    q.mm() + q.notional() * account.taker_fee
                     for q in account.positions.values()
                     if not q.isolated and q is not p
                 ),
@@ -563,7 +597,7 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
         eq, mm, notional = self._cross(account)
         iso = [p for p in account.positions.values() if p.isolated]
         iso_eq = sum((p.margin + p.upl() for p in iso), Decimal(0))
-        denom = mm + notional * LIQ_FEE
+        denom = mm + notional * account.taker_fee
         ratio = _s((eq / denom).quantize(Decimal("0.0001"))) if denom else ""
         upl = sum((p.upl() for p in account.positions.values()), Decimal(0))
         total = eq + iso_eq
@@ -744,6 +778,7 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             "/api/v5/account/positions": self._positions,
             "/api/v5/account/balance": lambda a, _p: [self._balance_row(a)],
             "/api/v5/account/config": self._config_row,
+            "/api/v5/account/trade-fee": self._trade_fee,
             "/api/v5/asset/currencies": self._currencies,
             "/api/v5/trade/orders-algo-pending": self._algo_pending,
         }
