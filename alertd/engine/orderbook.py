@@ -243,7 +243,7 @@ def gap_risk(book: OrderBook, close: ForcedClose) -> GapRisk:
     here, scale, k = _moved_walk(book, close)
     last = None if here.last is None else here.last * scale
     fill = Fill(here.wanted, here.filled, here.u_total * k, last, close.inverse)
-    shortfall = gap_shortfall(book, close)
+    shortfall = _shortfall(book, close, here, scale, k)
     levels = book.closing(close.long)
     return GapRisk(fill, close.liquidation, close.bankruptcy, shortfall, levels, scale, close.sign)
 
@@ -251,7 +251,14 @@ def gap_risk(book: OrderBook, close: ForcedClose) -> GapRisk:
 def gap_shortfall(book: OrderBook, close: ForcedClose) -> Decimal | None:
     """:attr:`GapRisk.shortfall` (the daemon reads it for every position at every mark, so
     with no more than the remembered walk and a few products). ``None``: an empty side."""
-    here, scale, k = _moved_walk(book, close)
+    return _shortfall(book, close, *_moved_walk(book, close))
+
+
+def _shortfall(
+    book: OrderBook, close: ForcedClose, here: Fill, scale: Decimal, k: Decimal
+) -> Decimal | None:
+    """:func:`gap_shortfall` from the walk :func:`_moved_walk` gave (one walk for a
+    :func:`gap_risk`, which needs it for the fill too)."""
     last = here.last
     if last is None or book.mid is None:
         if close.quantity > 0 or not any(size > 0 for _, size in book.closing(close.long)):

@@ -62,10 +62,6 @@ class StopOrder:
     order_id: str = ""
     reduce_only: bool = True
 
-    @property
-    def closes_position(self) -> bool:
-        return self.contracts is None
-
     def protects(self, symbol: str, side: Side, mark: Decimal) -> bool:
         """Triggers on a move against a ``side`` position in ``symbol`` (at ``mark``) and
         reduces it."""

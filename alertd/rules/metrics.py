@@ -1100,11 +1100,6 @@ def wanted_of(rules: Iterable[Rule]) -> frozenset[str]:
     return frozenset(out)
 
 
-def reads_dynamics(rules: Iterable[Rule]) -> bool:
-    """Whether any of ``rules`` reads the price dynamics."""
-    return any((m := lookup(r.metric, r.scope)) is not None and m.dynamic for r in rules)
-
-
 def dynamics_span_s(rules: Iterable[Rule]) -> float:
     """The longest lookback any of ``rules`` reads the price dynamics over (0 for none)."""
     spans = [
