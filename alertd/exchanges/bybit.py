@@ -25,9 +25,9 @@ from alertd.engine.tiers import TierTable, TierTableError
 from alertd.exchanges.common import (
     AdlScale,
     closed_both_sides,
-    coin_price_symbol,
     risk_tiers,
     taker_fee_rates,
+    usd_pool_coin,
     with_adl,
 )
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
@@ -177,15 +177,7 @@ def unified_collateral(
         ratio = ratios.get(coin)
         if ratio is None:
             raise FrameError(f"spot-margin-trade/collateral: no collateral ratio for {coin}")
-        out.append(
-            Collateral(
-                asset=coin,
-                amount=amount,
-                price=price / settle_usd,
-                ratio=ratio,
-                price_symbol=coin_price_symbol(coin, settle, markets),
-            )
-        )
+        out.append(usd_pool_coin(coin, amount, price, settle_usd, ratio, settle, markets))
     return tuple(out)
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from alertd.engine.collateral import Collateral, CollateralRatio
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.tiers import Tier, TierTable, derive_deductions
 from alertd.feeds.adapter import FrameError, dec
@@ -164,3 +165,24 @@ def taker_fee_rates(
             raise FrameError(f"{market_id} {field}: a negative taker fee rate: {rate}")
         out[symbol] = rate
     return out
+
+
+def usd_pool_coin(
+    coin: str,
+    amount: Decimal,
+    usd_price: Decimal,
+    settle_usd: Decimal,
+    ratio: CollateralRatio,
+    settle: str,
+    markets: Mapping[str, Any],
+) -> Collateral:
+    """A coin of a pool the exchange values in USD (Bybit's unified account, OKX's
+    multi-currency margin), priced in the pool's settle coin (its USD price over the settle
+    coin's: the ratio is the same), moving with its perpetual's mark where one is listed."""
+    return Collateral(
+        asset=coin,
+        amount=amount,
+        price=usd_price / settle_usd,
+        ratio=ratio,
+        price_symbol=coin_price_symbol(coin, settle, markets),
+    )

@@ -55,11 +55,11 @@ from alertd.engine.tiers import Tier, TierBasis, TierTable, TierTableError
 from alertd.exchanges.common import (
     AdlScale,
     closed_both_sides,
-    coin_price_symbol,
     first_row_mark,
     side_of,
     signed_position,
     ticker_mark,
+    usd_pool_coin,
     with_adl,
 )
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
@@ -263,15 +263,7 @@ def multi_currency_pool(
             missing = "a USD value (eqUsd)" if ratio is not None else "discount tiers"
             not_reproduced.append(f"{ccy} held with no {missing}")
             continue
-        coins.append(
-            Collateral(
-                asset=ccy,
-                amount=amount,
-                price=price / settle_usd,
-                ratio=ratio,
-                price_symbol=coin_price_symbol(ccy, settle, markets),
-            )
-        )
+        coins.append(usd_pool_coin(ccy, amount, price, settle_usd, ratio, settle, markets))
     mgn_ratio = dec_or_none(account.get("mgnRatio"))
     adj_eq, mmr = dec_or_none(account.get("adjEq")), dec_or_none(account.get("mmr"))
     reported = ReportedAccount(
