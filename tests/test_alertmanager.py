@@ -10,7 +10,6 @@ recovery gives exactly one "resolved".
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from tests.support.alertmanager import LocalAlertmanager, alertmanager_binary
 from tests.support.configs import fake_account, write_config
 from tests.support.fixtures import BTC, RULES, btc_long
 from tests.support.poll import wait_for
-from tests.support.process import Daemon
+from tests.support.process import Daemon, e2e_env
 
 needs_alertmanager = pytest.mark.skipif(
     alertmanager_binary() is None,
@@ -160,12 +159,7 @@ def _instance(tmp_path: Path, name: str, fake: FakeBinanceUSDM, am: LocalAlertma
         receivers=[{"name": "am", "type": "alertmanager", "url": am.url, "resend_interval": "1s"}],
         delivery={"retry_initial": 0.2, "retry_max": 1, "drain_on_shutdown": 5},
     )
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "E2E_KEY": "key-e2e",
-        "E2E_SECRET": "secret-e2e",
-    }
-    return Daemon(path, env, folder / "alertd.log")
+    return Daemon(path, e2e_env(), folder / "alertd.log")
 
 
 @needs_alertmanager
@@ -214,5 +208,4 @@ def test_two_instances_one_notification_and_a_survivor_keeps_it_firing(
         assert second.stop() == 0
     finally:
         for daemon in (first, second):
-            if daemon.proc is not None:
-                daemon.stop(signal.SIGKILL)
+            daemon.kill()

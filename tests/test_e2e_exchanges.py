@@ -150,8 +150,7 @@ def daemon_for(tmp_path: Path) -> Iterator[Callable[[Path, dict[str, str]], Daem
 
     yield make
     for daemon in daemons:
-        if daemon.proc is not None:
-            daemon.stop(signal.SIGKILL)
+        daemon.kill()
 
 
 @pytest.mark.parametrize("exchange", sorted(MARKETS))

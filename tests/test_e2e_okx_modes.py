@@ -58,8 +58,7 @@ def okx_world(
         delivery={"retry_initial": 0.2, "retry_max": 1, "drain_on_shutdown": 5},
     )
     env = {**env, "PATH": "/usr/bin:/bin"}
-    daemon = Daemon(path, env, tmp_path / "alertd.log")
-    try:
+    with Daemon(path, env, tmp_path / "alertd.log") as daemon:
         yield {
             "fake": fake,
             "http": http_receiver,
@@ -70,9 +69,6 @@ def okx_world(
             "base": f"http://127.0.0.1:{port}",
             "tmp": tmp_path,
         }
-    finally:
-        if daemon.proc is not None:
-            daemon.stop()
 
 
 async def _okx_figures(fake: Any) -> tuple[dict[str, Decimal], Decimal]:

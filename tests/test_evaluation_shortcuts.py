@@ -60,7 +60,7 @@ D = Decimal
 
 class ScanningEngine(AlertEngine):
     """The rule engine with every index lookup replaced by a scan of every state, as before
-    the index: the transitions themselves (``_step``) are the engine's own."""
+    the index: the transitions themselves (``_observe``, ``_step``) are the engine's own."""
 
     def evaluate(
         self,
@@ -71,10 +71,7 @@ class ScanningEngine(AlertEngine):
         scope = set(accounts or ())
         observed = {o.subject.key for o in observations}
         out: list[Notification] = []
-        for obs in observations:
-            for rule in self.rules.values():
-                if rule.applies_to(obs.subject) and rule.metric in obs.metrics:
-                    self._step(rule, obs, obs.metrics[rule.metric], now, out)
+        self._observe(observations, now, out)
         for state in list(self.states.values()):
             if state.subject.key in observed or state.subject.account not in scope:
                 continue

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -28,7 +26,7 @@ from tests.support.clock import ManualClock
 from tests.support.configs import fake_account, write_config
 from tests.support.fixtures import BTC, RULES, btc_long
 from tests.support.poll import wait_for
-from tests.support.process import Daemon, alertd
+from tests.support.process import Daemon, alertd, e2e_env
 
 CHAT = 424242
 STRANGER = 999
@@ -216,13 +214,7 @@ def bot_daemon(
         delivery={"retry_initial": 0.2, "retry_max": 1, "drain_on_shutdown": 5},
         **routes,
     )
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "E2E_KEY": "key-e2e",
-        "E2E_SECRET": "secret-e2e",
-        "TG_TOKEN": TOKEN,
-    }
-    return path, Daemon(path, env, tmp_path / "alertd.log")
+    return path, Daemon(path, e2e_env(TG_TOKEN=TOKEN), tmp_path / "alertd.log")
 
 
 def test_alertd_run_sends_the_alert_and_answers_the_allowed_chat(
@@ -282,8 +274,7 @@ def test_alertd_run_sends_the_alert_and_answers_the_allowed_chat(
         assert "ignoring a chat not in telegram.chats" in daemon.text()
         assert daemon.stop() == 0
     finally:
-        if daemon.proc is not None:
-            daemon.stop(signal.SIGKILL)
+        daemon.kill()
     # the bot's silence is alertd's silence: the CLI lists it
     listed = alertd("silence", "-c", str(path), "list").stdout.splitlines()
     (acked,) = [line for line in listed if "alertname=ratio-warning, account=main" in line]
@@ -327,8 +318,7 @@ def test_alertd_run_waits_out_retry_after_then_falls_back_when_the_bot_is_blocke
         assert "bot was blocked by the user" in daemon.text()
         assert daemon.stop() == 0
     finally:
-        if daemon.proc is not None:
-            daemon.stop(signal.SIGKILL)
+        daemon.kill()
     assert TOKEN not in daemon.text()
     # the warning to the chat and the resolution to the fallback, once each; the resolution's
     # copy for the blocked chat stays in the outbox, retried until the user unblocks the bot
@@ -431,5 +421,4 @@ def test_ack_stops_repeats_an_escalation_still_comes_and_silence_1h_holds_it(
         assert len(sent("CRITICAL main")) == criticals, "the silenced alert repeated"
         assert daemon.stop() == 0
     finally:
-        if daemon.proc is not None:
-            daemon.stop(signal.SIGKILL)
+        daemon.kill()

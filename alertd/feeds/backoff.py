@@ -8,26 +8,34 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from alertd.config import BackoffSettings
 
 
+@dataclass
 class Backoff:
-    def __init__(
-        self,
-        initial_s: float = 1.0,
-        max_s: float = 60.0,
-        multiplier: float = 2.0,
-        jitter: float = 0.2,
-        reset_after_s: float = 60.0,
-        rng: Callable[[], float] = random.random,
-    ) -> None:
-        self.initial_s = initial_s
-        self.max_s = max_s
-        self.multiplier = multiplier
-        self.jitter = jitter
-        self.reset_after_s = reset_after_s
-        self._rng = rng
-        self._attempt = 0
-        self._healthy_since: float | None = None
+    initial_s: float = 1.0
+    max_s: float = 60.0
+    multiplier: float = 2.0
+    jitter: float = 0.2
+    reset_after_s: float = 60.0
+    rng: Callable[[], float] = random.random
+    _attempt: int = field(default=0, init=False)
+    _healthy_since: float | None = field(default=None, init=False)
+
+    @classmethod
+    def configured(cls, settings: BackoffSettings) -> Backoff:
+        """The policy the config's ``feeds.backoff`` describes."""
+        return cls(
+            settings.initial_s,
+            settings.max_s,
+            settings.multiplier,
+            settings.jitter,
+            settings.reset_after_s,
+        )
 
     @property
     def attempt(self) -> int:
@@ -39,7 +47,7 @@ class Backoff:
         self._attempt += 1
         self._healthy_since = None
         # full range [base * (1 - jitter), base * (1 + jitter)], never above the cap
-        spread = base * self.jitter * (2 * self._rng() - 1)
+        spread = base * self.jitter * (2 * self.rng() - 1)
         return max(0.0, min(self.max_s, base + spread))
 
     def healthy(self, now: float) -> None:

@@ -47,12 +47,7 @@ class FeedOptions:
     def backoff_factory(self, settings: BackoffSettings) -> BackoffFactory:
         if self.backoff is not None:
             return self.backoff
-        b = settings  # the config's feeds.backoff
-
-        def configured() -> Backoff:
-            return Backoff(b.initial_s, b.max_s, b.multiplier, b.jitter, b.reset_after_s)
-
-        return configured
+        return lambda: Backoff.configured(settings)
 
 
 PRODUCTION = FeedOptions()

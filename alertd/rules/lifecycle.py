@@ -234,12 +234,7 @@ class AlertEngine:
         self.changed = set()
         observed = {o.subject.key for o in observations}
         out: list[Notification] = []
-        for obs in observations:
-            for rule in self.rules.values():
-                # a metric missing from an observation (an account whose data is incomplete)
-                # leaves its alerts as they are: no data is not "all clear"
-                if rule.applies_to(obs.subject) and rule.series in obs.metrics:
-                    self._step(rule, obs, obs.metrics[rule.series], now, out)
+        self._observe(observations, now, out)
         for state in self._in_scope(scope):
             if state.subject.key in observed:
                 continue
@@ -248,6 +243,17 @@ class AlertEngine:
             self._resolve(rule, state, gone, now, out, Resolution.GONE)
         self._release_held(now, out, scope, observations)
         return out
+
+    def _observe(
+        self, observations: Sequence[Observation], now: float, out: list[Notification]
+    ) -> None:
+        """Step every rule on every observation that carries the rule's metric."""
+        for obs in observations:
+            for rule in self.rules.values():
+                # a metric missing from an observation (an account whose data is incomplete)
+                # leaves its alerts as they are: no data is not "all clear"
+                if rule.applies_to(obs.subject) and rule.series in obs.metrics:
+                    self._step(rule, obs, obs.metrics[rule.series], now, out)
 
     def idle(self, observations: Sequence[Observation]) -> bool:
         """True when :meth:`evaluate` would do nothing: no alert of these accounts exists and

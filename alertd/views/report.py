@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -20,6 +19,7 @@ from alertd.engine.profiles import DisplayedRatio
 from alertd.engine.stops import StopFigures, stop_figures
 from alertd.snapshot.compare import Figure, Row
 from alertd.views.format import decimal_str
+from alertd.views.tables import figures_table
 
 if TYPE_CHECKING:
     from alertd.snapshot.live import LiveSnapshot
@@ -271,9 +271,8 @@ def render_gap(
     slippage now and the shortfall past bankruptcy of a close at liq., then what the
     daemon's message says to do (fits 80 columns)."""
     gaps = [(pm, _gap(pm, books, notes)) for pm in m.positions]
-    table = Table(title="Gap risk", header_style="bold", box=box.SIMPLE_HEAD)
-    for name in ("Position", "Bankr. buffer", "Close slippage", "Past bankr. at liq."):
-        table.add_column(name, justify="left" if name == "Position" else "right", no_wrap=True)
+    columns = ("Position", "Bankr. buffer", "Close slippage", "Past bankr. at liq.")
+    table = figures_table("Gap risk", columns, ("Position",), compact=True, no_wrap=True)
     for pm, gap in gaps:
         p = pm.position
         table.add_row(
@@ -292,9 +291,8 @@ def render_gap(
 def render_stops(m: AccountMetrics, console: Console) -> None:
     """Each position's protective stops: the closest, how much they cover, where it stands
     against the liquidation price, and the loss there (fits 80 columns)."""
-    table = Table(title="Stops", header_style="bold", box=box.SIMPLE_HEAD)
-    for name in ("Position", "Stop", "Covers", "vs liq.", "Loss at stop"):
-        table.add_column(name, justify="left" if name == "Position" else "right", no_wrap=True)
+    columns = ("Position", "Stop", "Covers", "vs liq.", "Loss at stop")
+    table = figures_table("Stops", columns, ("Position",), compact=True, no_wrap=True)
     for pm in m.positions:
         p = pm.position
         figures = _stops(m, pm)
@@ -321,8 +319,7 @@ def render_stops(m: AccountMetrics, console: Console) -> None:
 
 
 def _render_wide(m: AccountMetrics, console: Console) -> None:
-    table = Table(title="Positions", header_style="bold")
-    for name in (
+    columns = (
         "Symbol",
         "Side",
         "Mode",
@@ -338,8 +335,8 @@ def _render_wide(m: AccountMetrics, console: Console) -> None:
         "Bankruptcy",
         "Lev.",
         f"To {fmt.ratio(m.target_ratio)}" if m.target_ratio is not None else "Action",
-    ):
-        table.add_column(name, justify="left" if name in ("Symbol", "Side", "Mode") else "right")
+    )
+    table = figures_table("Positions", columns, ("Symbol", "Side", "Mode"))
     for pm in m.positions:
         p = pm.position
         table.add_row(
@@ -379,14 +376,18 @@ def _render_narrow(m: AccountMetrics, console: Console) -> None:
     liquidation price, distance, ratio) in one table that fits 80 columns, never cut; the
     rest in a second (notional, maintenance margin and leverage: in the wide table and
     ``--json``). The symbol and side share one column."""
-    key = Table(title="Positions", header_style="bold", box=box.SIMPLE_HEAD)
-    for name in ("Position", "Size", "Mark", "Liq. price", "Distance", "Ratio"):
-        key.add_column(name, justify="left" if name == "Position" else "right", no_wrap=True)
-    rest = Table(title="Position details", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    key_columns = ("Position", "Size", "Mark", "Liq. price", "Distance", "Ratio")
+    key = figures_table("Positions", key_columns, ("Position",), compact=True, no_wrap=True)
     target = f"To {fmt.ratio(m.target_ratio)}" if m.target_ratio is not None else "Action"
-    for name in ("Position", "Mode", "Entry", "uPnL", "Bankr.", target):
-        left = name in ("Position", "Mode")
-        rest.add_column(name, justify="left" if left else "right", no_wrap=left)
+    text = ("Position", "Mode")
+    rest = figures_table(
+        "Position details",
+        ("Position", "Mode", "Entry", "uPnL", "Bankr.", target),
+        text,
+        compact=True,
+        no_wrap=text,
+        pad_edge=False,
+    )
     for pm in m.positions:
         p = pm.position
         position = f"{p.symbol} {p.side.label}"
@@ -423,9 +424,8 @@ def _ratio_text(cm: CollateralMetrics) -> str:
 
 def render_collateral(m: AccountMetrics, console: Console) -> None:
     unit = m.account.settle
-    table = Table(title="Collateral", header_style="bold")
-    for name in ("Asset", "Amount", "Price", "Moves with", "Market value", "Ratio", "Value"):
-        table.add_column(name, justify="left" if name in ("Asset", "Moves with") else "right")
+    columns = ("Asset", "Amount", "Price", "Moves with", "Market value", "Ratio", "Value")
+    table = figures_table("Collateral", columns, ("Asset", "Moves with"))
     for cm in m.pool.collateral:
         c = cm.collateral
         table.add_row(
@@ -472,9 +472,8 @@ def render_comparison(snapshot: LiveSnapshot, console: Console) -> None:
     """
     account = snapshot.account
     exchange = account.profile.name
-    table = Table(title=f"{account.name}: alertd vs {exchange}", header_style="bold")
-    for name in ("Figure", "alertd", exchange, "Difference", "Agrees"):
-        table.add_column(name, justify="left" if name in ("Figure", "Agrees") else "right")
+    columns = ("Figure", "alertd", exchange, "Difference", "Agrees")
+    table = figures_table(f"{account.name}: alertd vs {exchange}", columns, ("Figure", "Agrees"))
     for r in snapshot.comparison:
         table.add_row(
             _figure_label(r),

@@ -35,6 +35,7 @@ from alertd.engine.margin import compute
 from alertd.errors import StartupError
 from alertd.snapshot.format import parse_snapshot
 from alertd.views.format import decimal_str as dec
+from alertd.views.tables import figures_table
 
 
 def _time_to(seconds: str | None) -> str:
@@ -310,10 +311,8 @@ def _position_tables(accounts: list[dict[str, Any]], width: int) -> list[Table]:
         groups = [("Positions", POSITION_KEY), ("Position risks", POSITION_RISKS)]
     tables = []
     for title, columns in groups:
-        table = Table(title=title, header_style="bold")
-        table.add_column("Position", no_wrap=True)
-        for header, _ in columns:
-            table.add_column(header, justify="right")
+        headers = ("Position", *(header for header, _ in columns))
+        table = figures_table(title, headers, ("Position",), no_wrap=("Position",))
         for a in accounts:
             for p in a["positions"]:
                 name = f"{a['name']} {p['symbol']} {p['side']}"
@@ -333,8 +332,7 @@ def render_status(data: dict[str, Any], console: Console) -> None:
     console.print(Text.assemble(("alertd status", "bold"), f" {head}"))
     if health is not None:
         console.print("healthy" if health else "UNHEALTHY: " + "; ".join(data["reasons"]))
-    accounts = Table(title="Accounts", header_style="bold")
-    for col in (
+    columns = (
         "Account",
         "Mode",
         "Worst ratio",
@@ -343,8 +341,8 @@ def render_status(data: dict[str, Any], console: Console) -> None:
         "Lev.",
         "Largest",
         "Feed",
-    ):
-        accounts.add_column(col, justify="left" if col in ("Account", "Mode", "Feed") else "right")
+    )
+    accounts = figures_table("Accounts", columns, ("Account", "Mode", "Feed"))
     for a in data["accounts"]:
         if a.get("fatal"):
             feed = f"STOPPED: {a['fatal']}"

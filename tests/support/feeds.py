@@ -52,8 +52,7 @@ def secrets(api_key: str, secret: str) -> dict[str, Secret]:
 
 
 def fast_backoff() -> Backoff:
-    b = FAST.backoff
-    return Backoff(b.initial_s, b.max_s, b.multiplier, b.jitter, b.reset_after_s)
+    return Backoff.configured(FAST.backoff)
 
 
 FAST_OPTIONS = FeedOptions(backoff=fast_backoff)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,7 +18,7 @@ from tests.receivers import HttpReceiver, SmtpReceiver
 from tests.support.configs import fake_account, write_config
 from tests.support.fakes import make_fake, server_in_thread
 from tests.support.poll import wait_for
-from tests.support.process import Daemon
+from tests.support.process import Daemon, e2e_env
 
 BTC = "BTC/USDT:USDT"
 
@@ -123,14 +121,8 @@ def world(
         delivery={"retry_initial": 0.2, "retry_max": 1, "drain_on_shutdown": 5},
     )
     config = json.loads(path.read_text())
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "E2E_KEY": "key-e2e",
-        "E2E_SECRET": "secret-e2e",
-        "E2E_HOOK_URL": http_receiver.url(),
-    }
-    daemon = Daemon(path, env, tmp_path / "alertd.log")
-    try:
+    env = e2e_env(E2E_HOOK_URL=http_receiver.url())
+    with Daemon(path, env, tmp_path / "alertd.log") as daemon:
         yield {
             "fake": fake,
             "smtp": smtp_receiver,
@@ -139,6 +131,3 @@ def world(
             "path": path,
             "config": config,
         }
-    finally:
-        if daemon.proc is not None:
-            daemon.stop(signal.SIGKILL)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -61,5 +62,27 @@ class Daemon:
         finally:
             self.proc = None
 
+    def kill(self) -> None:
+        """Kill the process if it still runs (a test's clean-up, whatever the test left)."""
+        if self.proc is not None:
+            self.stop(signal.SIGKILL)
+
+    def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.kill()
+
     def text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def e2e_env(**more: str) -> dict[str, str]:
+    """The environment of an end-to-end daemon: the caller's PATH and the local exchange's
+    ``key-e2e``/``secret-e2e`` pair as ``E2E_KEY``/``E2E_SECRET`` (plus ``more``)."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "E2E_KEY": "key-e2e",
+        "E2E_SECRET": "secret-e2e",
+        **more,
+    }
