@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
@@ -36,15 +36,12 @@ from alertd.exchanges.registry import get_spec
 from alertd.rules.lifecycle import (
     AlertEngine,
     AlertState,
-    Kind,
     Notification,
     Phase,
-    Resolution,
 )
 from alertd.rules.messages import render
 from alertd.rules.metrics import FeedStatus, Needs, needs_of, observe, with_full_metrics
 from alertd.rules.model import (
-    NO_CONTEXT,
     Observation,
     Rule,
     Severity,
@@ -60,34 +57,11 @@ D = Decimal
 
 class ScanningEngine(AlertEngine):
     """The rule engine with every index lookup replaced by a scan of every state, as before
-    the index: the transitions themselves (``_observe``, ``_step``) are the engine's own."""
+    the index (the states of the accounts in scope, the held alerts to release, the alerts
+    that inhibit): the transitions themselves are the engine's own."""
 
-    def evaluate(
-        self,
-        observations: Sequence[Observation],
-        now: float,
-        accounts: Iterable[str] | None = None,
-    ) -> list[Notification]:
-        scope = set(accounts or ())
-        observed = {o.subject.key for o in observations}
-        out: list[Notification] = []
-        self._observe(observations, now, out)
-        for state in list(self.states.values()):
-            if state.subject.key in observed or state.subject.account not in scope:
-                continue
-            gone = Observation(state.subject, {})
-            self._resolve(self.rules[state.rule], state, gone, now, out, Resolution.GONE)
-        contexts = {o.subject.key: o.context for o in observations}
-        for state in list(self.states.values()):
-            if state.phase is not Phase.FIRING or state.notified:
-                continue
-            if state.subject.account not in scope:
-                continue
-            if any(n.rule.name == state.rule and n.subject == state.subject for n in out):
-                continue
-            obs = Observation(state.subject, {}, contexts.get(state.subject.key, NO_CONTEXT))
-            self._send(self.rules[state.rule], state, obs, now, out, Kind.FIRING)
-        return out
+    def _in_scope(self, scope: Collection[str]) -> list[AlertState]:
+        return [s for s in self.states.values() if s.subject.account in scope]
 
     def idle(self, observations: Sequence[Observation]) -> bool:
         accounts = {o.subject.account for o in observations}

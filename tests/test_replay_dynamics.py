@@ -23,6 +23,7 @@ from alertd.replay.sweep import (
 from alertd.rules.model import Rule
 
 from .support.process import ROOT
+from .support.rules import configured
 
 CRASH = (
     ROOT.parent
@@ -34,35 +35,17 @@ MIN = 60_000
 
 
 def rules() -> list[Rule]:
-    configs = [
-        RuleConfig(
-            name="p-pos",
-            metric="liquidation_probability",
-            scope="position",
-            above=Decimal("0.05"),
-            clear_below=Decimal("0.03"),
-            horizon=1800,
-        ),
-        RuleConfig(
-            name="p-acct", metric="liquidation_probability", above=Decimal("0.2"), window=7200
-        ),
-        RuleConfig(
-            name="ttl",
-            metric="time_to_liquidation",
-            scope="position",
-            below=Decimal(3600),
-            window=600,
-        ),
-        RuleConfig(
-            name="sigma",
-            metric="liquidation_distance_sigma",
-            scope="position",
-            below=Decimal(2),
-            severity="critical",
-        ),
-        RuleConfig(name="dist", metric="liquidation_distance", below=Decimal("0.03")),
-    ]
-    return [_rule(c) for c in configs]
+    return configured(
+        """
+        - {name: p-pos, metric: liquidation_probability, scope: position, above: 0.05,
+           clear_below: 0.03, horizon: 30m}
+        - {name: p-acct, metric: liquidation_probability, above: 0.2, window: 2h}
+        - {name: ttl, metric: time_to_liquidation, scope: position, below: 3600, window: 10m}
+        - {name: sigma, metric: liquidation_distance_sigma, scope: position, below: 2,
+           severity: critical}
+        - {name: dist, metric: liquidation_distance, below: 0.03}
+        """
+    )
 
 
 def at(text: str) -> int:
@@ -222,32 +205,17 @@ HISTORIES = sorted(
 def position_rules() -> list[Rule]:
     """The defaults' ratio and distance rules with every price-dynamics metric on the position
     (the rules whose reach lets a replay skip points)."""
-    configs = [
-        RuleConfig(name="ratio", metric="worst_ratio", above=Decimal("0.5")),
-        RuleConfig(name="dist", metric="liquidation_distance", below=Decimal("0.03")),
-        RuleConfig(
-            name="p",
-            metric="liquidation_probability",
-            scope="position",
-            above=Decimal("0.01"),
-            clear_below=Decimal("0.005"),
-        ),
-        RuleConfig(
-            name="ttl",
-            metric="time_to_liquidation",
-            scope="position",
-            below=Decimal(3600),
-            window=900,
-        ),
-        RuleConfig(
-            name="sigma",
-            metric="liquidation_distance_sigma",
-            scope="position",
-            below=Decimal(3),
-            horizon=14400,
-        ),
-    ]
-    return [_rule(c) for c in configs]
+    return configured(
+        """
+        - {name: ratio, metric: worst_ratio, above: 0.5}
+        - {name: dist, metric: liquidation_distance, below: 0.03}
+        - {name: p, metric: liquidation_probability, scope: position, above: 0.01,
+           clear_below: 0.005}
+        - {name: ttl, metric: time_to_liquidation, scope: position, below: 3600, window: 15m}
+        - {name: sigma, metric: liquidation_distance_sigma, scope: position, below: 3,
+           horizon: 4h}
+        """
+    )
 
 
 @pytest.mark.parametrize("name", HISTORIES)

@@ -5,6 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import yaml
+
+from alertd.config import RuleConfig
+from alertd.daemon.evaluation import _rule
 from alertd.rules.model import Rule, Scope, Severity, Subject
 
 D = Decimal
@@ -26,3 +30,9 @@ def rule(
 
 # the shipped ratio warning's levels: above 50%, clear below 45%
 RATIO_WARNING = rule("worst_ratio", name="ratio-warning", above=D("0.5"), clear_below=D("0.45"))
+
+
+def configured(text: str) -> list[Rule]:
+    """Rules as a user writes them under the config's ``rules:`` (YAML), validated and built
+    as ``alertd run`` builds them."""
+    return [_rule(RuleConfig.model_validate(item)) for item in yaml.safe_load(text)]
