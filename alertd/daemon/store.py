@@ -58,6 +58,8 @@ SCHEMA_VERSION = "1"
 
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
+    """One message in the durable outbox: what to send where, and how delivery has gone."""
+
     id: int
     created_at: float
     receiver: str

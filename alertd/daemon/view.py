@@ -33,6 +33,8 @@ class Source(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class PositionFigures:
+    """One position's figures as the daemon last published them, ready to render."""
+
     symbol: str
     side: str
     contracts: Decimal

@@ -34,6 +34,9 @@ class MarginMode(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Position:
+    """One open position as the engine needs it: size, prices, margin mode and the
+    symbol's tier table, all exact; what the engine computes from it lives in margin.py."""
+
     symbol: str
     side: Side
     contracts: Decimal

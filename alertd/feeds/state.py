@@ -107,6 +107,9 @@ class Stream(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class MarketInfo:
+    """What a feed keeps of one market from the exchange's catalogue: enough to turn a
+    position's contracts into a quantity and to round a remedy to the exchange's steps."""
+
     symbol: str
     contract_size: Decimal
     inverse: bool

@@ -56,6 +56,8 @@ class Figure(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Row:
+    """One figure compared: alertd's, the exchange's, and whether they agree."""
+
     figure: Figure
     position: PositionKey | None  # None: the account
     ours: Decimal | None  # alertd's figure, adjusted to the exchange's definition
