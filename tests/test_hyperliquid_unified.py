@@ -233,3 +233,105 @@ def test_a_unified_account_without_spot_usdc_has_only_its_positions_value() -> N
         assert SOL_H in loaded.marks
 
     run(body())
+
+
+# --- HIP-3 dexes in a unified account ----------------------------------------------------------
+
+# clearinghouseState of a dex without positions, in the shape Hyperliquid answers it
+FLAT = {
+    "marginSummary": {"accountValue": "0.0", "totalNtlPos": "0.0", "totalRawUsd": "0.0",
+                      "totalMarginUsed": "0.0"},
+    "crossMarginSummary": {"accountValue": "0.0", "totalNtlPos": "0.0", "totalRawUsd": "0.0",
+                           "totalMarginUsed": "0.0"},
+    "crossMaintenanceMarginUsed": "0.0", "withdrawable": "0.0", "assetPositions": [],
+    "time": 1790332213000,
+}  # fmt: skip
+# the xyz dex of a unified account: a cross short of xyz:GOLD (25x: MM 2% of 172,112), no USDC
+# of its own (raw USD minus the entry value; the account value its PnL, -52)
+XYZ_GOLD_SHORT = {
+    "marginSummary": {"accountValue": "-52.0", "totalNtlPos": "172112.0",
+                      "totalRawUsd": "172060.0", "totalMarginUsed": "6884.48"},
+    "crossMarginSummary": {"accountValue": "-52.0", "totalNtlPos": "172112.0",
+                           "totalRawUsd": "172060.0", "totalMarginUsed": "6884.48"},
+    "crossMaintenanceMarginUsed": "3442.24", "withdrawable": "0.0",
+    "assetPositions": [{"type": "oneWay", "position": {
+        "coin": "xyz:GOLD", "szi": "-40.0", "leverage": {"type": "cross", "value": 25},
+        "entryPx": "4301.5", "positionValue": "172112.0", "unrealizedPnl": "-52.0",
+        "returnOnEquity": "-0.0075", "liquidationPx": None, "marginUsed": "6884.48",
+        "maxLeverage": 25}}],
+    "time": 1790332213000,
+}  # fmt: skip
+
+
+def hip3_market(name: str, dex: str, token: str, settle: str) -> dict[str, Any]:
+    """A HIP-3 market as ccxt's fetch_hip3_markets keeps it (``info``: dex, collateral)."""
+    base = name.replace(":", "-").upper()
+    info = {"name": name, "dex": dex, "collateralToken": token, "hip3": True}
+    return {"symbol": f"{base}/{settle}:{settle}", "id": name, "info": info}
+
+
+class Hip3StandIn(UnifiedStandIn):
+    def __init__(self, dex_states: dict[str, dict[str, Any]]) -> None:
+        state, spot = unified(HL_CROSS)
+        # the xyz short's PnL is in the one USDC balance
+        total = D(spot["balances"][0]["total"]) + sum(
+            D(s["marginSummary"]["accountValue"]) for s in dex_states.values()
+        )
+        spot["balances"][0]["total"] = str(total)
+        super().__init__(state, spot, "unifiedAccount")
+        self.dex_states = dex_states
+        for market in (
+            hip3_market("xyz:GOLD", "xyz", "0", "USDC"),
+            hip3_market("abcd:ONE", "abcd", "0", "USDC"),
+            hip3_market("flx:CRCL", "flx", "360", "USDH"),  # USDH collateral: its own pool
+        ):
+            self.markets[market["symbol"]] = market
+
+    async def publicPostInfo(self, params: Any) -> Any:
+        if params.get("type") == "clearinghouseState" and params.get("dex"):
+            return self.answer("dex", params, self.dex_states.get(params["dex"], FLAT))
+        return await super().publicPostInfo(params)
+
+
+def test_hip3_positions_in_a_unified_account_show_hyperliquid_s_ratio_over_every_dex() -> None:
+    async def body() -> None:
+        exchange = Hip3StandIn({"xyz": XYZ_GOLD_SHORT})
+        adapter = HyperliquidAdapter()
+        mode = await adapter.fetch_mode(exchange)
+        # the USDC dexes are read, the USDH one is not
+        assert [p["dex"] for name, p in exchange.calls if name == "dex"] == ["abcd", "xyz"]
+        assert (mode.mode, mode.coverage) == (AccountMode.UNIFIED_ACCOUNT, Coverage.EXCHANGE_RATIO)
+        assert "xyz" in mode.limits and "abcd" not in mode.limits
+        _, figures = await adapter.fetch_balance(exchange)
+        mm = D("141.579994") + D("3442.24")
+        balance = D(HL_CROSS["crossMarginSummary"]["accountValue"]) - 52
+        assert figures == ReportedAccount(mm, None, mm / balance)
+
+    run(body())
+
+
+def test_hip3_dexes_without_positions_leave_the_unified_account_computed() -> None:
+    async def body() -> None:
+        exchange = Hip3StandIn({})
+        adapter = HyperliquidAdapter()
+        mode = await adapter.fetch_mode(exchange)
+        assert (mode.mode, mode.coverage) == (AccountMode.UNIFIED_ACCOUNT, Coverage.COMPUTED)
+        _, figures = await adapter.fetch_balance(exchange)
+        assert figures.margin_balance == D(HL_CROSS["crossMarginSummary"]["accountValue"])
+        # a standard account's dexes are its own pools: not read
+        exchange.abstraction = '"disabled"'
+        before = len(exchange.calls)
+        await adapter.fetch_mode(exchange)
+        assert [name for name, _ in exchange.calls[before:]] == ["abstraction"]
+
+    run(body())
+
+
+def test_a_malformed_hip3_dex_state_is_a_frame_error_naming_the_dex() -> None:
+    async def body() -> None:
+        exchange = Hip3StandIn({})
+        exchange.dex_states = {"xyz": {"assetPositions": "x"}}
+        with pytest.raises(FrameError, match="dex xyz"):
+            await HyperliquidAdapter().fetch_mode(exchange)
+
+    run(body())

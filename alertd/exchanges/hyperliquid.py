@@ -47,9 +47,12 @@ Account abstraction ("Info endpoint": "Query a user's abstraction state", ``user
   needs the balance it is a ratio of).
 - anything else is refused, naming the value.
 
-HIP-3 dexes: alertd reads the main dex's perpetuals state. In the unified modes a USDC HIP-3
-dex's positions share the spot balance (their value is in its ``total``); their maintenance
-margin is not read (docs/exchanges.md says so).
+HIP-3 dexes: alertd reads the main dex's positions. In a unified account the USDC HIP-3
+dexes' cross positions share the spot balance (their value is in its ``total``): alertd reads
+each such dex's state (the dexes ccxt loaded, ``info.dex`` with ``collateralToken`` 0) at every
+snapshot, and where one holds positions the account's ratio is Hyperliquid's Unified Account
+Ratio over every USDC dex, read at every reconcile (the exchange's ratio, labelled). Portfolio
+margin's ratio covers every dex already.
 
 ADL: Hyperliquid publishes no per-position auto-deleveraging rank ("Auto-deleveraging" in its
 docs ranks by unrealized PnL and leverage; ``clearinghouseState`` carries no indicator), so
@@ -58,6 +61,7 @@ docs ranks by unrealized PnL and leverage; ``clearinghouseState`` carries no ind
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from decimal import Decimal
 from typing import Any
@@ -132,6 +136,17 @@ def abstraction_mode(user: str, answer: Any) -> ModeReading:
         f"({str(answer)[:40]!r}); alertd reads the standard, unifiedAccount and "
         "portfolioMargin abstractions",
     )
+
+
+def usdc_hip3_dexes(markets: Any) -> list[str]:
+    """The HIP-3 dexes whose collateral is USDC (token 0), from ccxt's markets (its
+    ``fetch_hip3_markets`` keeps each market's ``dex`` and ``collateralToken`` in ``info``)."""
+    dexes = set()
+    for market in (markets or {}).values():
+        info = market.get("info") if isinstance(market, dict) else None
+        if isinstance(info, dict) and info.get("dex") and str(info.get("collateralToken")) == "0":
+            dexes.add(str(info["dex"]))
+    return sorted(dexes)
 
 
 def spot_usdc(spot: Any) -> Decimal:
@@ -251,6 +266,9 @@ class HyperliquidAdapter(ExchangeAdapter):
         # added to what each perpetuals push gives
         self._abstraction: str | None = None
         self._cash = Decimal(0)
+        # a unified account's positions on USDC HIP-3 dexes (their perpetuals states, by dex):
+        # they share the spot balance, and alertd reads the main dex's positions only
+        self._hip3: dict[str, dict[str, Any]] = {}
 
     def _user(self, exchange: Any) -> str:
         address = getattr(exchange, "walletAddress", None)
@@ -284,7 +302,29 @@ class HyperliquidAdapter(ExchangeAdapter):
         )
         unified = mode.mode in (AccountMode.UNIFIED_ACCOUNT, AccountMode.PORTFOLIO)
         self._abstraction = mode.detail.removeprefix("userAbstraction ") if unified else None
-        return mode
+        self._hip3 = {}
+        if self._abstraction != UNIFIED:
+            return mode  # portfolio margin's ratio is the whole account's already
+        for dex in usdc_hip3_dexes(exchange.markets):
+            state = await exchange.publicPostInfo(
+                {"type": "clearinghouseState", "user": user, "dex": dex}
+            )
+            if not isinstance(state, dict) or "crossMarginSummary" not in state:
+                raise FrameError(f"clearinghouseState of dex {dex}: not a perpetuals summary")
+            if any(self._parse(exchange, state)):
+                self._hip3[dex] = state
+        if not self._hip3:
+            return mode
+        return dataclasses.replace(
+            mode,
+            coverage=Coverage.EXCHANGE_RATIO,
+            limits=f"positions on the HIP-3 dex(es) {', '.join(sorted(self._hip3))} share the "
+            "USDC balance and alertd reads the main dex's positions only: the margin ratio is "
+            "Hyperliquid's Unified Account Ratio over every USDC dex (their "
+            "crossMaintenanceMarginUsed over the spot USDC less their isolated margin), read "
+            "at every reconcile and not moved with the marks in between; liquidation prices, "
+            "crash distance and margin to add are not computed",
+        )
 
     async def fetch_tiers(self, exchange: Any, symbols: list[str]) -> dict[str, TierTable]:
         """Each market's margin table: ccxt's market keeps the asset's ``marginTableId``; the
@@ -420,6 +460,13 @@ class HyperliquidAdapter(ExchangeAdapter):
             ),
             Decimal(0),
         )
+        for state in self._hip3.values():  # their margin is in the same USDC balance
+            for p, raw in self._parse(exchange, state):
+                if p.margin_mode is MarginMode.ISOLATED:
+                    isolated += dec(raw.get("marginUsed"), "marginUsed")
+            mm = (mm or Decimal(0)) + dec(
+                state.get("crossMaintenanceMarginUsed"), "crossMaintenanceMarginUsed"
+            )
         balance = spot_usdc(spot) - isolated
         self._cash = balance - cross_value
         wallet += self._cash
@@ -432,6 +479,8 @@ class HyperliquidAdapter(ExchangeAdapter):
                 margin_ratio=None if pm is None else pm / PORTFOLIO_LIQUIDATION_RATIO
             )
         ratio = mm / balance if mm is not None and balance > 0 else None
+        if self._hip3:  # the whole USDC pool's ratio: not moved by the main dex's marks alone
+            return wallet, ReportedAccount(mm, None, ratio)
         return wallet, ReportedAccount(mm, balance, ratio)
 
     async def watch_positions(self, exchange: Any) -> list[PositionState]:
