@@ -17,29 +17,37 @@ example, ``pro.hyperliquid.handle_balance``'s ``spotState`` push)."""
 from __future__ import annotations
 
 import copy
+import json
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from alertd.engine.model import Side
 from alertd.exchanges.hyperliquid import HyperliquidAdapter, spot_usdc
 from alertd.feeds.adapter import FrameError
 from alertd.feeds.state import AccountMode, Coverage, ReportedAccount
 
+from .fake_exchange.hyperliquid import FakeHyperliquid
 from .support.aio import run
 from .test_account_checks import HL_SPOT_PUSH
 from .test_adapters_more import (
     ADDRESS,
+    ETH_H,
     HL_CROSS,
     HL_ISOLATED,
     HL_SHORT,
     HYPE_H,
     SOL_H,
     HLStandIn,
+    hl_market,
     load,
     metrics,
 )
+from .test_properties import _check_liquidation_ratio as check_liquidation_ratio
+from .test_properties import close, dec
 
 D = Decimal
 
@@ -335,3 +343,70 @@ def test_a_malformed_hip3_dex_state_is_a_frame_error_naming_the_dex() -> None:
             await HyperliquidAdapter().fetch_mode(exchange)
 
     run(body())
+
+
+# --- the local Hyperliquid's unified accounts, any of them ----------------------------------------
+
+
+class FakeAnswers(UnifiedStandIn):
+    """The local Hyperliquid's answers for ``address`` (its own figures, through JSON as on
+    the wire), with markets as its ``meta`` lists them (BTC 40x, ETH 25x)."""
+
+    def __init__(self, fake: FakeHyperliquid, address: str) -> None:
+        account = fake._accounts[address.lower()]
+        state, spot = (
+            json.loads(json.dumps(answer))
+            for answer in (fake._clearinghouse(account), fake._spot(account))
+        )
+        super().__init__(state, spot, "unifiedAccount")
+        self.markets = {m["symbol"]: m for m in (hl_market("BTC", "0", 40, "1"),
+                                                  hl_market("ETH", "1", 25, "0.1"))}  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    cash=dec(50, 200000, 2),
+    size=dec(1, 5000, 3),
+    long=st.booleans(),
+    entry=st.integers(40000, 90000),
+    mark=st.integers(40000, 90000),
+    isolated=st.booleans(),
+)
+def test_any_unified_account_reproduces_the_local_hyperliquid_s_figures(
+    cash: Decimal, size: Decimal, long: bool, entry: int, mark: int, isolated: bool
+) -> None:
+    """alertd's ratio is Hyperliquid's Unified Account Ratio from the local exchange's own
+    answers, its liquidation prices are the exchange's, and at each the pool's ratio is 1."""
+    fake = FakeHyperliquid()
+    fake.add_account(ADDRESS, "", str(cash))
+    fake.set_abstraction(ADDRESS, "unifiedAccount")
+    fake.set_mark("BTC/USDC:USDC", mark)
+    fake.open_position(ADDRESS, "BTC/USDC:USDC", "long" if long else "short", size / 1000, entry)
+    if isolated:  # an ETH short on its own margin: in the spot total, not in the cross pool
+        fake.set_mark(ETH_H, "3000")
+        fake.open_position(ADDRESS, ETH_H, "short", "1", "3100", margin_mode="isolated",
+                           isolated_margin="300")  # fmt: skip
+    exchange = FakeAnswers(fake, ADDRESS)
+
+    async def body() -> Any:
+        adapter = HyperliquidAdapter()
+        await adapter.fetch_mode(exchange)
+        return await load(adapter, exchange)
+
+    state = run(body())
+    reported = state.reported_account
+    assume(reported.margin_ratio is not None and reported.margin_ratio < D("0.9"))
+    assert reported.margin_ratio is not None and reported.margin_balance is not None
+    spot_total = D(exchange.spot["balances"][0]["total"])
+    rows = [r["position"] for r in exchange.state["assetPositions"]]
+    iso = sum(D(p["marginUsed"]) for p in rows if p["leverage"]["type"] == "isolated")
+    assert reported.margin_balance == spot_total - iso
+    result = metrics(state)
+    assert close(result.pool.margin_ratio, reported.margin_ratio, D("1e-6"))
+    for pm in result.positions:
+        theirs = state.reported_positions[pm.position.key].liquidation_price
+        if theirs is None or pm.liquidation_price is None:
+            assert theirs == pm.liquidation_price
+            continue
+        assert close(pm.liquidation_price, theirs, D("1e-6")), (pm.position, theirs)
+    check_liquidation_ratio(state.to_account())
