@@ -147,15 +147,17 @@ def test_a_switch_to_portfolio_margin_shows_hyperliquid_s_own_ratio_without_a_re
 
     # portfolio margin: Hyperliquid reports portfolioMarginRatio, liquidatable above 0.95;
     # alertd's ratio (1 at liquidation) is it over 0.95, labelled as Hyperliquid's
-    fake.set_abstraction(USER, "portfolioMargin")
     fake.set_portfolio_margin_ratio(USER, "0.19")
-    account = wait_for(
-        lambda: (a := status_account(base))["coverage"] == "exchange's own ratio" and a,
-        what="Hyperliquid's portfolio margin ratio",
-    )
+    fake.set_abstraction(USER, "portfolioMargin")
+
+    def portfolio_ratio() -> dict[str, Any] | None:
+        account = status_account(base)
+        shown = account["margin_ratio_source"] == "exchange" and account["margin_ratio"]
+        return account if shown and D(account["margin_ratio"]) == D("0.2") else None
+
+    account = wait_for(portfolio_ratio, what="Hyperliquid's portfolio margin ratio")
     assert account["mode"] == "portfolio margin (userAbstraction portfolioMargin)"
-    assert account["margin_ratio_source"] == "exchange"
-    assert D(account["margin_ratio"]) == D("0.2")
+    assert account["coverage"] == "exchange's own ratio"
     # the account-mode warning says what alertd does not compute, and names the figure shown
     wait_for(lambda: len(http.posts) >= 1, what="the account-mode warning")
     (title,) = http.titles()

@@ -99,9 +99,8 @@ FLAT_TABLES_BELOW = 50  # a margin table id under 50 is one tier at that leverag
 # "disabled" | "default" | "dexAbstraction" (ccxt's hyperliquid.is_unified_enabled). The
 # legacy dexAbstraction moves USDC to HIP-3 dexes; the native perpetuals keep their own pool.
 STANDARD_ABSTRACTIONS = frozenset({"disabled", "default", "dexAbstraction"})
-UNIFIED = "unifiedAccount"
+UNIFIED = "unifiedAccount"  # the USDC lives in the spot state, in these two
 PORTFOLIO = "portfolioMargin"
-UNIFIED_ABSTRACTIONS = frozenset({UNIFIED, PORTFOLIO})  # the USDC lives in the spot state
 # "Trading / Portfolio margin": an account is liquidatable when its portfolio margin ratio
 # exceeds 0.95; alertd's ratio is 1 at liquidation
 PORTFOLIO_LIQUIDATION_RATIO = Decimal("0.95")
@@ -460,12 +459,12 @@ class HyperliquidAdapter(ExchangeAdapter):
             ),
             Decimal(0),
         )
-        for state in self._hip3.values():  # their margin is in the same USDC balance
-            for p, raw in self._parse(exchange, state):
+        for dex_state in self._hip3.values():  # their margin is in the same USDC balance
+            for p, raw in self._parse(exchange, dex_state):
                 if p.margin_mode is MarginMode.ISOLATED:
                     isolated += dec(raw.get("marginUsed"), "marginUsed")
             mm = (mm or Decimal(0)) + dec(
-                state.get("crossMaintenanceMarginUsed"), "crossMaintenanceMarginUsed"
+                dex_state.get("crossMaintenanceMarginUsed"), "crossMaintenanceMarginUsed"
             )
         balance = spot_usdc(spot) - isolated
         self._cash = balance - cross_value
