@@ -362,8 +362,8 @@ def hyperliquid_exchange(answers: Answers) -> Any:
     return exchange
 
 
-@pytest.mark.parametrize("mode", ["unifiedAccount", "portfolioMargin", "someNewMode"])
-def test_hyperliquid_unified_abstractions_are_refused_naming_the_mode(mode: str) -> None:
+@pytest.mark.parametrize("mode", ["someNewMode", "UnifiedAccount", ""])
+def test_hyperliquid_unknown_abstractions_are_refused_naming_the_value(mode: str) -> None:
     def info(request: dict[str, Any]) -> Any:
         return mode if request.get("type") == "userAbstraction" else HL_CROSS
 
@@ -378,10 +378,7 @@ def test_hyperliquid_unified_abstractions_are_refused_naming_the_mode(mode: str)
         text = reading.limits
         assert ADDRESS in text and mode in text and "standard" in text
         assert classify(AccountRefused(text)) is ErrorKind.FATAL
-        assert reading.mode is {
-            "unifiedAccount": AccountMode.UNIFIED_ACCOUNT,
-            "portfolioMargin": AccountMode.PORTFOLIO,
-        }.get(mode, AccountMode.UNKNOWN)
+        assert reading.mode is AccountMode.UNKNOWN
         # asked with ccxt's own request alone; the perpetuals state was never read
         assert answers.paths() == ["/info"]
 
@@ -471,15 +468,15 @@ class HLLike(HLStandIn):
         pass
 
 
-def test_hyperliquid_unified_account_stops_the_feed_with_the_mode() -> None:
+def test_hyperliquid_unknown_abstraction_stops_the_feed_naming_it() -> None:
     async def body() -> None:
-        exchange = HLLike("unifiedAccount")
+        exchange = HLLike("someNewMode")
         config = AccountConfig(name="h", exchange="hyperliquid", wallet_address=ADDRESS)
         feed = AccountFeed(config, {}, FAST, hub=StillHub())  # type: ignore[arg-type]
         feed.exchange = exchange
         changes = watched(feed)
         await asyncio.wait_for(feed.run(watchdog=False), 5)
-        assert feed.state.fatal is not None and "unifiedAccount" in feed.state.fatal
+        assert feed.state.fatal is not None and "someNewMode" in feed.state.fatal
         assert changes == [Change.FATAL]
         assert exchange.watched == []  # no balance stream, so no None from it
         assert not feed.state.bootstrapped

@@ -128,10 +128,13 @@ MODE_ANSWERS = {
                             "userAbstraction default"),
     "hyperliquid-disabled": (hl_mode, '"disabled"', M.SINGLE_ASSET, C.COMPUTED,
                              "userAbstraction disabled"),
-    "hyperliquid-unified": (hl_mode, '"unifiedAccount"', M.UNIFIED_ACCOUNT, C.REFUSED,
+    # hyperliquid-docs "Account abstraction modes"; the unified account is one USDC pool
+    "hyperliquid-unified": (hl_mode, '"unifiedAccount"', M.UNIFIED_ACCOUNT, C.COMPUTED,
                             "userAbstraction unifiedAccount"),
-    "hyperliquid-portfolio": (hl_mode, '"portfolioMargin"', M.PORTFOLIO, C.REFUSED,
+    "hyperliquid-portfolio": (hl_mode, '"portfolioMargin"', M.PORTFOLIO, C.EXCHANGE_RATIO,
                               "userAbstraction portfolioMargin"),
+    "hyperliquid-dex": (hl_mode, '"dexAbstraction"', M.SINGLE_ASSET, C.COMPUTED,
+                        "userAbstraction dexAbstraction"),
     "hyperliquid-new": (hl_mode, '"newThing"', M.UNKNOWN, C.REFUSED, "userAbstraction unknown"),
 }  # fmt: skip
 
@@ -361,10 +364,15 @@ def test_gate_unified_modes_read_the_unified_account() -> None:
     run(body())
 
 
-def test_hyperliquid_refusal_records_the_mode() -> None:
+def test_hyperliquid_switches_abstraction_without_a_restart() -> None:
+    """Standard -> unified (computed, Hyperliquid's unified ratio reproduced) -> portfolio
+    margin (Hyperliquid's own ratio, over its 0.95 liquidation level) -> standard."""
+    hl_btc = "BTC/USDC:USDC"
+
     async def body() -> None:
         async with started(FakeHyperliquid(), [(HL_USER, "", "1000")]) as fake:
-            fake.set_abstraction(HL_USER, "portfolioMargin")
+            fake.set_mark(hl_btc, "60000")
+            fake.open_position(HL_USER, hl_btc, "long", "0.1", "60000")
             config = AccountConfig(
                 name="h",
                 exchange="hyperliquid",
@@ -372,13 +380,34 @@ def test_hyperliquid_refusal_records_the_mode() -> None:
                 urls=fake.ccxt_urls(),
                 options=dict(fake.ccxt_options),
             )
-            feed = AccountFeed(config, {}, FAST, FAST_OPTIONS)
-            try:
-                await feed.run()
-            finally:
-                await feed.close()
-            assert feed.state.mode.mode is M.PORTFOLIO
-            assert feed.state.fatal is not None and "portfolioMargin" in feed.state.fatal
+            async with kept_open(AccountFeed(config, {}, FAST, FAST_OPTIONS)) as feed:
+                state = feed.state
+                assert state.mode.mode is M.SINGLE_ASSET and state.computable
+                # BTC at 40x: MM 6,000 x 1.25% = 75 over the 1,000 USDC
+                assert state.reported_account.margin_ratio == D(75) / D(1000)
+
+                fake.set_abstraction(HL_USER, "unifiedAccount")
+                fake.set_mark(hl_btc, "59000")  # the spot balance holds the long's -100
+                await feed.reconcile()
+                assert state.fatal is None and state.computable
+                assert state.mode.mode is M.UNIFIED_ACCOUNT and state.mode.coverage is C.COMPUTED
+                reported = state.reported_account
+                assert reported.margin_balance == 900 and reported.maintenance_margin == D("73.75")
+                assert feed.ratios is not None and feed.ratios == (D("73.75") / 900,) * 2
+                assert feed.comparison is not None and feed.comparison.mismatches == ()
+
+                fake.set_abstraction(HL_USER, "portfolioMargin")
+                fake.set_portfolio_margin_ratio(HL_USER, "0.38")
+                await feed.reconcile()
+                assert state.mode.mode is M.PORTFOLIO and state.mode.coverage is C.EXCHANGE_RATIO
+                assert not state.computable and "0.95" in state.mode.limits
+                assert state.reported_account.margin_ratio == D("0.4")
+                assert state.exchange_ratio() == (D("0.4"), False)  # as read: no equity given
+
+                fake.set_abstraction(HL_USER, "disabled")
+                await feed.reconcile()
+                assert state.mode.mode is M.SINGLE_ASSET and state.computable
+                assert state.reported_account.margin_ratio == D("73.75") / 900
 
     run(body())
 

@@ -18,13 +18,12 @@ import pytest
 
 from tests.fake_exchange.base import FakeExchangeServer
 from tests.receivers import HttpReceiver
-from tests.support.configs import exchange_account, write_config
 from tests.support.fakes import ccxt_client
-from tests.support.fixtures import BTC, RULES, started
+from tests.support.fixtures import BTC, started, status_world
 from tests.support.poll import wait_for
-from tests.support.process import Daemon, alertd
+from tests.support.process import alertd
 
-from .support.endpoint import computed_account, free_port, status_account
+from .support.endpoint import computed_account, status_account
 from .test_okx_multi_currency import BTC_FUTURE, multi_currency_account
 
 D = Decimal
@@ -42,33 +41,7 @@ def okx_world(
     ``Daemon`` for it (not started)."""
     fake = fake_in_thread("okx", mark_interval_s=0.2)
     fake.add_account(KEY, SECRET, "1000")
-    account, env = exchange_account(fake, "main", "okx", KEY, SECRET)
-    port = free_port()
-    path = write_config(
-        tmp_path,
-        [account],
-        feeds={
-            "stale_after_s": 3,
-            "reconcile_interval_s": 3600,
-            "backoff": {"initial_s": 0.1, "max_s": 1},
-        },
-        rules=RULES,
-        receivers=[{"name": "hook", "url": http_receiver.url()}],
-        http={"enabled": True, "port": port},
-        delivery={"retry_initial": 0.2, "retry_max": 1, "drain_on_shutdown": 5},
-    )
-    env = {**env, "PATH": "/usr/bin:/bin"}
-    with Daemon(path, env, tmp_path / "alertd.log") as daemon:
-        yield {
-            "fake": fake,
-            "http": http_receiver,
-            "daemon": daemon,
-            "path": path,
-            "env": env,
-            "config": json.loads(path.read_text()),
-            "base": f"http://127.0.0.1:{port}",
-            "tmp": tmp_path,
-        }
+    yield from status_world(tmp_path, fake, "okx", (KEY, SECRET), http_receiver)
 
 
 async def _okx_figures(fake: Any) -> tuple[dict[str, Decimal], Decimal]:

@@ -234,34 +234,44 @@ def test_unified_account_served_from_the_spot_state() -> None:
             assert (status, json.loads(text)) == (200, "unifiedAccount")
             async with client(fake) as ex:
                 balance = await ex.fetch_balance()  # ccxt reads the spot state
-                assert balance["USDC"]["total"] == 10000
+                # the one USDC balance: 10,000 and the long's -1,000 of PnL; 1,500 in use
+                assert balance["USDC"]["total"] == 9000
                 assert balance["USDC"]["used"] == 1500
                 watched = await ex.watch_balance()
-                assert watched["USDC"]["total"] == 10000
+                assert watched["USDC"]["total"] == 9000
                 assert isinstance(watched["info"], list)  # spotState's balances
+                # the perpetuals state holds no USDC: its account value is the PnL, and its
+                # liquidation price is figured on the spot balance (9,000 less MM 375)
+                state = await ex.publicPostInfo({"type": "clearinghouseState", "user": USER})
+                assert D(state["crossMarginSummary"]["accountValue"]) == -1000
+                liq = D(state["assetPositions"][0]["position"]["liquidationPx"])
+                assert abs(liq - (60000 - D(8625) / D("0.5") / (1 - D("0.0125")))) < D("1e-6")
 
     run(body())
 
 
-@pytest.mark.parametrize("abstraction", ["unifiedAccount", "portfolioMargin"])
-def test_spot_collateral_accounts_are_refused_naming_the_mode(abstraction: str) -> None:
-    """Issue 10: in these modes the collateral is in the spot state (ccxt's ``watch_balance``
-    streams it, see above, and alertd's adapter used to get None from every push). alertd now
-    (branch ``live-fixes``) refuses the account, naming the mode, and keeps the other one."""
+def test_a_unified_account_streams_beside_a_standard_one() -> None:
+    """Issue 10 refused the unified modes (ccxt's ``watch_balance`` moved to the spot state
+    and alertd's adapter got None from every push); issue 11 computes them: the balance
+    stream stays on the perpetuals state, the spot USDC is read over REST."""
 
     async def body() -> None:
         async with holding_btc() as fake:
             fake.add_account(OTHER, "", "5000")
-            fake.set_abstraction(OTHER, abstraction)
+            fake.set_abstraction(OTHER, "unifiedAccount")
+            fake.open_position(OTHER, BTC, "long", "0.1", "60000")
             accounts = [
                 account_config("std", "hyperliquid", fake, wallet_address=USER),
                 account_config("uni", "hyperliquid", fake, wallet_address=OTHER),
             ]
             async with running_manager(accounts, {}) as manager:
                 uni, std = manager.feeds["uni"], manager.feeds["std"]
-                await eventually(lambda: uni.state.fatal is not None, what="refused")
-                assert abstraction in (uni.state.fatal or "")
+                await eventually(lambda: uni.state.computable, what="unified account computed")
+                assert uni.state.fatal is None
                 await eventually(lambda: std.state.connected, what="standard account up")
-                await mark_arrives(fake, std, "59100", "standard account streaming")
+                await mark_arrives(fake, uni, "59100", "unified account streaming")
+                # 5,000 and the long's PnL at the streamed mark, as the spot total has it
+                metrics = compute(uni.state.to_account())
+                assert metrics.pool.margin_balance == 5000 + D("0.1") * (59100 - 60000)
 
     run(body(), timeout_s=60)

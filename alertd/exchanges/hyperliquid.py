@@ -21,11 +21,38 @@ the cross positions; isolated margin is the position's own margin without its Pn
   liquidation when account value < maintenance margin; liquidation price
   ``price - side * margin_available / size / (1 - l * side)``.
 
-Account abstraction ("Info endpoint": "Query a user's abstraction state", ``userAbstraction``):
-in the ``unifiedAccount`` and ``portfolioMargin`` modes the collateral lives in the spot
-clearinghouse state, and ccxt's ``watch_balance`` switches to it (``spotState``), so the
-perpetuals state alertd reads is not the account's margin. alertd checks the mode at every
-snapshot and refuses those accounts, naming the mode, until it models them.
+Account abstraction ("Info endpoint": "Query a user's abstraction state", ``userAbstraction``;
+"Trading / Account abstraction modes"), read at every snapshot:
+
+- standard (``default``, ``disabled``, the legacy ``dexAbstraction``): the perpetuals state
+  holds the USDC, as above.
+- ``unifiedAccount``: one balance per asset, in the spot clearinghouse state, backs every cross
+  position of the dexes that settle in it ("single balance for each asset. This balance
+  collateralizes all cross margin positions in that asset"); the perpetuals state keeps the
+  positions with no USDC of its own (its raw USD is minus their entry value, its account value
+  their PnL). Hyperliquid's own "Unified Account Ratio" (same page) is, per collateral token,
+  ``crossMaintenanceMarginUsed / (spot total - isolated marginUsed)``: the spot ``total`` is
+  the token's whole balance, positions' value included (it is what ccxt's ``fetch_balance``
+  gives as the account's USDC total in that mode, as ``marginSummary.accountValue`` in the
+  standard one), so ``total`` less the isolated positions' equity is the cross pool's margin
+  balance. alertd computes it as a standard cross pool: its wallet is that balance less the
+  cross positions' PnL, and the spot ``total`` is re-read at every reconcile (between reads the
+  perpetuals pushes move the positions' part). USDC is the only collateral of USDC perpetuals
+  in this mode (other coins back their own dexes only), so there are no collateral legs.
+- ``portfolioMargin``: HYPE and BTC back USDC positions at a loan-to-value, borrowing and
+  cross-asset offsets; its requirement is not published. The spot state reports
+  ``portfolioMarginRatio``, liquidatable above 0.95 ("Trading / Portfolio margin"): alertd's
+  ratio (1 at liquidation) is that ratio over 0.95, read at every reconcile. Hyperliquid reports
+  no equity beside it, so it is not moved with the marks in between (``engine/reported.py``
+  needs the balance it is a ratio of).
+- anything else is refused, naming the value.
+
+HIP-3 dexes: alertd reads the main dex's positions. In a unified account the USDC HIP-3
+dexes' cross positions share the spot balance (their value is in its ``total``): alertd reads
+each such dex's state (the dexes ccxt loaded, ``info.dex`` with ``collateralToken`` 0) at every
+snapshot, and where one holds positions the account's ratio is Hyperliquid's Unified Account
+Ratio over every USDC dex, read at every reconcile (the exchange's ratio, labelled). Portfolio
+margin's ratio covers every dex already.
 
 ADL: Hyperliquid publishes no per-position auto-deleveraging rank ("Auto-deleveraging" in its
 docs ranks by unrealized PnL and leverage; ``clearinghouseState`` carries no indicator), so
@@ -34,6 +61,7 @@ docs ranks by unrealized PnL and leverage; ``clearinghouseState`` carries no ind
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from decimal import Decimal
 from typing import Any
@@ -62,7 +90,8 @@ PROFILE = ExchangeProfile(
     displayed_ratio=DisplayedRatio.NONE,
     displayed_ratio_name="",
 )
-MARKETS = MarketFilter(settle="USDC")
+SETTLE = "USDC"
+MARKETS = MarketFilter(settle=SETTLE)
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 FLAT_TABLES_BELOW = 50  # a margin table id under 50 is one tier at that leverage, not listed
 
@@ -70,30 +99,64 @@ FLAT_TABLES_BELOW = 50  # a margin table id under 50 is one tier at that leverag
 # "disabled" | "default" | "dexAbstraction" (ccxt's hyperliquid.is_unified_enabled). The
 # legacy dexAbstraction moves USDC to HIP-3 dexes; the native perpetuals keep their own pool.
 STANDARD_ABSTRACTIONS = frozenset({"disabled", "default", "dexAbstraction"})
-UNIFIED_ABSTRACTIONS = frozenset({"unifiedAccount", "portfolioMargin"})
+UNIFIED = "unifiedAccount"  # the USDC lives in the spot state, in these two
+PORTFOLIO = "portfolioMargin"
+# "Trading / Portfolio margin": an account is liquidatable when its portfolio margin ratio
+# exceeds 0.95; alertd's ratio is 1 at liquidation
+PORTFOLIO_LIQUIDATION_RATIO = Decimal("0.95")
+PORTFOLIO_LIMITS = (
+    "portfolio margin's requirement (HYPE and BTC at a loan-to-value, borrowing, offsets "
+    "across spot and perpetuals) is not published: the margin ratio is Hyperliquid's own "
+    f"portfolioMarginRatio over its liquidation level {PORTFOLIO_LIQUIDATION_RATIO}, read at "
+    "every reconcile; Hyperliquid reports no equity beside it, so it is not moved with the "
+    "marks in between; liquidation prices, crash distance and margin to add are not computed"
+)
 
 
 def abstraction_mode(user: str, answer: Any) -> ModeReading:
-    """The account's mode from ``userAbstraction``; the unified modes are refused, naming the
-    mode, because their margin is not in the perpetuals clearinghouse state alertd reads."""
+    """The account's mode from ``userAbstraction``: standard and unified accounts are
+    computed, portfolio margin shows Hyperliquid's own ratio, anything else is refused."""
     # ccxt hands a bare JSON string back as the response text, quotes included
     mode = answer.strip().strip('"') if isinstance(answer, str) else None
     if mode in STANDARD_ABSTRACTIONS:
         return ModeReading(AccountMode.SINGLE_ASSET, f"userAbstraction {mode}")
-    if mode in UNIFIED_ABSTRACTIONS:
-        why = f"is in the {mode} abstraction, whose balances live in the spot clearinghouse state"
-        kind = AccountMode.PORTFOLIO if mode == "portfolioMargin" else AccountMode.UNIFIED_ACCOUNT
-        detail = f"userAbstraction {mode}"
-    else:
-        why = f"answered an abstraction alertd does not know ({str(answer)[:40]!r})"
-        kind, detail = AccountMode.UNKNOWN, "userAbstraction unknown"
+    if mode == UNIFIED:
+        return ModeReading(AccountMode.UNIFIED_ACCOUNT, f"userAbstraction {mode}")
+    if mode == PORTFOLIO:
+        return ModeReading(
+            AccountMode.PORTFOLIO, f"userAbstraction {mode}", Coverage.EXCHANGE_RATIO,
+            PORTFOLIO_LIMITS,
+        )  # fmt: skip
     return ModeReading(
-        kind,
-        detail,
+        AccountMode.UNKNOWN,
+        "userAbstraction unknown",
         Coverage.REFUSED,
-        f"hyperliquid: account {user} {why}; alertd reads standard (abstraction disabled) "
-        "accounts only",
+        f"hyperliquid: account {user} answered an abstraction alertd does not know "
+        f"({str(answer)[:40]!r}); alertd reads the standard, unifiedAccount and "
+        "portfolioMargin abstractions",
     )
+
+
+def usdc_hip3_dexes(markets: Any) -> list[str]:
+    """The HIP-3 dexes whose collateral is USDC (token 0), from ccxt's markets (its
+    ``fetch_hip3_markets`` keeps each market's ``dex`` and ``collateralToken`` in ``info``)."""
+    dexes = set()
+    for market in (markets or {}).values():
+        info = market.get("info") if isinstance(market, dict) else None
+        if isinstance(info, dict) and info.get("dex") and str(info.get("collateralToken")) == "0":
+            dexes.add(str(info["dex"]))
+    return sorted(dexes)
+
+
+def spot_usdc(spot: Any) -> Decimal:
+    """The USDC ``total`` of a ``spotClearinghouseState`` (token 0; none held: 0)."""
+    balances = spot.get("balances") if isinstance(spot, dict) else None
+    if not isinstance(balances, list):
+        raise FrameError("spotClearinghouseState: no balances")
+    for row in balances:
+        if isinstance(row, dict) and row.get("coin") == SETTLE and row.get("token", 0) == 0:
+            return dec(row.get("total"), "total")
+    return Decimal(0)
 
 
 def max_leverage_table(max_leverage: Decimal) -> TierTable:
@@ -196,6 +259,15 @@ class HyperliquidAdapter(ExchangeAdapter):
         # Every clearinghouseState push lists all open positions: a position missing from a
         # push has been closed. Remember what the last snapshot held to say so.
         self._held: set[tuple[str, Side]] = set()
+        # the unified modes (as fetch_mode read them; None: standard): the account's USDC is
+        # in the spot state, and ``_cash`` is the part of the cross pool's balance outside the
+        # perpetuals state (its ``total`` less the positions' value), as last read over REST,
+        # added to what each perpetuals push gives
+        self._abstraction: str | None = None
+        self._cash = Decimal(0)
+        # a unified account's positions on USDC HIP-3 dexes (their perpetuals states, by dex):
+        # they share the spot balance, and alertd reads the main dex's positions only
+        self._hip3: dict[str, dict[str, Any]] = {}
 
     def _user(self, exchange: Any) -> str:
         address = getattr(exchange, "walletAddress", None)
@@ -224,8 +296,33 @@ class HyperliquidAdapter(ExchangeAdapter):
 
     async def fetch_mode(self, exchange: Any) -> ModeReading:
         user = self._user(exchange)
-        return abstraction_mode(
+        mode = abstraction_mode(
             user, await exchange.publicPostInfo({"type": "userAbstraction", "user": user})
+        )
+        unified = mode.mode in (AccountMode.UNIFIED_ACCOUNT, AccountMode.PORTFOLIO)
+        self._abstraction = mode.detail.removeprefix("userAbstraction ") if unified else None
+        self._hip3 = {}
+        if self._abstraction != UNIFIED:
+            return mode  # portfolio margin's ratio is the whole account's already
+        for dex in usdc_hip3_dexes(exchange.markets):
+            state = await exchange.publicPostInfo(
+                {"type": "clearinghouseState", "user": user, "dex": dex}
+            )
+            if not isinstance(state, dict) or "crossMarginSummary" not in state:
+                raise FrameError(f"clearinghouseState of dex {dex}: not a perpetuals summary")
+            if any(self._parse(exchange, state)):
+                self._hip3[dex] = state
+        if not self._hip3:
+            return mode
+        return dataclasses.replace(
+            mode,
+            coverage=Coverage.EXCHANGE_RATIO,
+            limits=f"positions on the HIP-3 dex(es) {', '.join(sorted(self._hip3))} share the "
+            "USDC balance and alertd reads the main dex's positions only: the margin ratio is "
+            "Hyperliquid's Unified Account Ratio over every USDC dex (their "
+            "crossMaintenanceMarginUsed over the spot USDC less their isolated margin), read "
+            "at every reconcile and not moved with the marks in between; liquidation prices, "
+            "crash distance and margin to add are not computed",
         )
 
     async def fetch_tiers(self, exchange: Any, symbols: list[str]) -> dict[str, TierTable]:
@@ -339,11 +436,51 @@ class HyperliquidAdapter(ExchangeAdapter):
 
     async def fetch_balance(self, exchange: Any) -> tuple[Decimal, ReportedAccount]:
         state = await self._state(exchange)
-        wallet = self._wallet(state, self._parse(exchange, state))
-        cross_value = dec_or_none((state.get("crossMarginSummary") or {}).get("accountValue"))
+        parsed = self._parse(exchange, state)
+        wallet = self._wallet(state, parsed)
+        summary = state.get("crossMarginSummary") or {}
         mm = dec_or_none(state.get("crossMaintenanceMarginUsed"))
-        ratio = mm / cross_value if mm is not None and cross_value else None
-        return wallet, ReportedAccount(mm, cross_value, ratio)
+        if self._abstraction is None:
+            self._cash = Decimal(0)
+            value = dec_or_none(summary.get("accountValue"))
+            ratio = mm / value if mm is not None and value else None
+            return wallet, ReportedAccount(mm, value, ratio)
+        cross_value = dec(summary.get("accountValue"), "accountValue")
+        # the unified modes: the cross pool's balance is the spot USDC total less the isolated
+        # positions' equity (their marginUsed), as Hyperliquid's Unified Account Ratio counts it
+        spot = await exchange.publicPostInfo(
+            {"type": "spotClearinghouseState", "user": self._user(exchange)}
+        )
+        isolated = sum(
+            (
+                dec(raw.get("marginUsed"), "marginUsed")
+                for p, raw in parsed
+                if p.margin_mode is MarginMode.ISOLATED
+            ),
+            Decimal(0),
+        )
+        for dex_state in self._hip3.values():  # their margin is in the same USDC balance
+            for p, raw in self._parse(exchange, dex_state):
+                if p.margin_mode is MarginMode.ISOLATED:
+                    isolated += dec(raw.get("marginUsed"), "marginUsed")
+            mm = (mm or Decimal(0)) + dec(
+                dex_state.get("crossMaintenanceMarginUsed"), "crossMaintenanceMarginUsed"
+            )
+        balance = spot_usdc(spot) - isolated
+        self._cash = balance - cross_value
+        wallet += self._cash
+        if self._abstraction == PORTFOLIO:
+            read = spot.get("portfolioMarginRatio") if isinstance(spot, dict) else None
+            pm = None if read is None else dec(read, "portfolioMarginRatio")
+            if pm is not None and pm < 0:
+                raise FrameError(f"portfolioMarginRatio: negative: {pm}")
+            return wallet, ReportedAccount(
+                margin_ratio=None if pm is None else pm / PORTFOLIO_LIQUIDATION_RATIO
+            )
+        ratio = mm / balance if mm is not None and balance > 0 else None
+        if self._hip3:  # the whole USDC pool's ratio: not moved by the main dex's marks alone
+            return wallet, ReportedAccount(mm, None, ratio)
+        return wallet, ReportedAccount(mm, balance, ratio)
 
     async def watch_positions(self, exchange: Any) -> list[PositionState]:
         changed = await exchange.watch_positions()
@@ -364,13 +501,15 @@ class HyperliquidAdapter(ExchangeAdapter):
         balance = await exchange.watch_balance()
         state = balance.get("info")
         if not isinstance(state, dict) or "crossMarginSummary" not in state:
-            # ccxt subscribed to the spot state: it found the account unified after alertd's
-            # own check (or the options ask for it). That push is not the perpetuals pool.
+            # ccxt subscribed to the spot state (the account's options ask for
+            # enableUnifiedMargin): its pushes carry no positions, alertd cannot follow them
             raise AccountRefused(
-                "hyperliquid: the balance stream carries the spot clearinghouse state (a "
-                "unifiedAccount or portfolioMargin account); alertd reads standard accounts only"
+                "hyperliquid: the balance stream carries the spot clearinghouse state "
+                "(options enableUnifiedMargin); alertd streams the perpetuals state and reads "
+                "the spot state itself: leave enableUnifiedMargin out of the account's options"
             )
-        return self._wallet(state, self._parse(exchange, state))
+        # a unified account's perpetuals push holds no USDC: the spot part, as last read
+        return self._cash + self._wallet(state, self._parse(exchange, state))
 
     async def fetch_mark(self, exchange: Any, symbol: str) -> Decimal:
         return ticker_mark(await exchange.fetch_ticker(symbol), "markPx")
@@ -390,8 +529,8 @@ SPEC = ExchangeSpec(
     markets=MARKETS,
     # no credentials: the wallet address is enough, everything alertd reads is public
     wallet_address=True,
-    # alertd checks the abstraction itself (and refuses the unified modes): ccxt's own probe,
-    # one more request per watch_balance whose errors it takes for "standard", must not move
-    # the balance stream to the spot state
+    # alertd checks the abstraction itself and reads the spot state over REST: ccxt's own
+    # probe, one more request per watch_balance whose errors it takes for "standard", must not
+    # move the balance stream to the spot state (whose pushes carry no positions)
     ccxt_options={"defaultType": "swap", "enableUnifiedMargin": False},
 )

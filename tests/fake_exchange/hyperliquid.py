@@ -36,12 +36,23 @@ an API key (the secret is ignored). Hyperliquid has no keys, so of the base's ke
 ``ban`` answers HTTP 429 (Hyperliquid's rate limit is per IP and answers 429 with an empty
 body) and ``revoke_key`` makes the address read as one the exchange has no state for (an
 empty account), which is what the real API answers for any unknown address.
-``set_abstraction`` scripts the account mode: in ``unifiedAccount`` and ``portfolioMargin``
-the USDC collateral is held in the spot clearinghouse state (``spotClearinghouseState``,
-``spotState``: ``total`` the USDC, ``hold`` the margin in use) and the perpetuals state
-reports the positions with no USDC of its own (its raw USD is minus the positions' entry
-value). That split is this fake's model of what the docs say ("balances live in the spot
-clearinghouse state"); the exact perp-side figures of a live unified account are not proven.
+``set_abstraction`` scripts the account mode ("Trading / Account abstraction modes"): in
+``unifiedAccount`` and ``portfolioMargin`` the USDC is one balance in the spot clearinghouse
+state (``spotClearinghouseState``, ``spotState``) that backs the cross positions, and the
+perpetuals state reports the positions with no USDC of its own (its raw USD is minus the
+positions' entry value, so its account value is their PnL, and an isolated position's equity).
+The spot USDC ``total`` is the whole balance: the scripted USDC plus the perpetuals state's
+``marginSummary.accountValue`` (the positions' value; ccxt's ``fetch_balance`` gives it as the
+account's USDC total, as the perpetuals account value in standard mode); ``hold`` the margin in
+use. So the cross pool is ``total - isolated marginUsed`` against ``crossMaintenanceMarginUsed``,
+Hyperliquid's documented "Unified Account Ratio", and ``liquidationPx`` is figured on it. In
+``portfolioMargin`` the spot state also carries ``portfolioMarginEnabled`` and
+``portfolioMarginRatio`` (liquidatable above 0.95, "Trading / Portfolio margin"): Hyperliquid
+does not publish its requirement, so the ratio is scripted (``set_portfolio_margin_ratio``;
+unscripted, the unified ratio stands in); the fake's positions keep the unified pool's
+``liquidationPx``. That the spot ``total`` includes the positions' value is this fake's reading
+of the docs (the only one under which the documented ratio measures liquidation risk); it is
+not proven against a live unified account.
 
 Figures are computed here from Hyperliquid's published rules ("Trading / Margining",
 "Trading / Liquidations", "Trading / Margin tiers"), independently of alertd:
@@ -218,6 +229,7 @@ class _Account(shared.Credentials):
     usdc: Decimal
     abstraction: str = "default"
     positions: dict[str, _Position] = field(default_factory=dict)
+    portfolio_margin_ratio: Decimal | None = None  # scripted; None: the unified ratio
 
 
 class _Connection(shared.WsConnection):
@@ -364,6 +376,14 @@ class FakeHyperliquid(FakeExchangeServer[_Account, _Connection]):
         account.abstraction = abstraction
         self._push_state(account)
 
+    @scripted
+    def set_portfolio_margin_ratio(self, address: str, ratio: Num | None) -> None:
+        """The ``portfolioMarginRatio`` a portfolio-margin account's spot state reports (None:
+        the unified account ratio stands in)."""
+        account = self._account(address)
+        account.portfolio_margin_ratio = None if ratio is None else _dec(ratio, "ratio")
+        self._push_state(account)
+
     def _open_position(
         self, account: _Account, market: _Market, order: shared.PositionOrder, hedge: bool
     ) -> None:
@@ -428,7 +448,11 @@ class FakeHyperliquid(FakeExchangeServer[_Account, _Connection]):
                 cross_used += ntl / p.leverage
                 cross_mm += market.maintenance(ntl)[0]
         cross_value += cross_raw
-        rows = [self._position_row(p, cross_value - cross_mm) for p in positions]
+        # the cross pool: in the unified modes the spot USDC (scripted ``usdc``) backs it
+        pool = cross_value + (
+            account.usdc if account and account.abstraction in SPOT_COLLATERAL else 0
+        )
+        rows = [self._position_row(p, pool - cross_mm) for p in positions]
 
         def summary(value: Decimal, ntl: Decimal, raw: Decimal, used: Decimal) -> dict[str, str]:
             return {
@@ -487,15 +511,33 @@ class FakeHyperliquid(FakeExchangeServer[_Account, _Connection]):
         }
 
     def _spot(self, account: _Account | None) -> dict[str, Any]:
-        """``spotClearinghouseState``: the USDC of unified accounts (``hold`` the margin in
-        use), else the (empty) spot wallet."""
+        """``spotClearinghouseState``: a unified account's USDC (``total`` the scripted USDC
+        plus the positions' value, ``hold`` the margin in use; see the module docstring),
+        else the (empty) spot wallet."""
         if account is None or account.abstraction not in SPOT_COLLATERAL:
             return {"balances": []}
         state = self._clearinghouse(account)
-        hold = Decimal(state["marginSummary"]["totalMarginUsed"])
-        row = {"coin": SETTLE, "token": 0, "total": _num(account.usdc, 8)}
-        row.update(hold=_num(hold, 8), entryNtl="0.0")
-        return {"balances": [row]}
+        summary = state["marginSummary"]
+        total = account.usdc + Decimal(summary["accountValue"])
+        row = {"coin": SETTLE, "token": 0, "total": _num(total, 8)}
+        row.update(hold=_num(Decimal(summary["totalMarginUsed"]), 8), entryNtl="0.0")
+        spot: dict[str, Any] = {"balances": [row]}
+        if account.abstraction == "portfolioMargin":
+            ratio = account.portfolio_margin_ratio
+            if ratio is None:
+                isolated = sum(
+                    (
+                        Decimal(r["position"]["marginUsed"])
+                        for r in state["assetPositions"]
+                        if r["position"]["leverage"]["type"] == "isolated"
+                    ),
+                    Decimal(0),
+                )
+                pool = total - isolated
+                mm = Decimal(state["crossMaintenanceMarginUsed"])
+                ratio = mm / pool if pool > 0 else Decimal(1)
+            spot.update(portfolioMarginEnabled=True, portfolioMarginRatio=_num(ratio, 8))
+        return spot
 
     # ---- REST --------------------------------------------------------------------------------
 

@@ -15,7 +15,8 @@ import pytest
 from tests.fake_exchange.base import FakeExchangeServer
 from tests.fake_exchange.binance import FakeBinanceUSDM
 from tests.receivers import HttpReceiver, SmtpReceiver
-from tests.support.configs import fake_account, write_config
+from tests.support.configs import exchange_account, fake_account, write_config
+from tests.support.endpoint import free_port
 from tests.support.fakes import make_fake, server_in_thread
 from tests.support.poll import wait_for
 from tests.support.process import Daemon, e2e_env
@@ -130,4 +131,44 @@ def world(
             "daemon": daemon,
             "path": path,
             "config": config,
+        }
+
+
+def status_world(
+    tmp_path: Path,
+    fake: FakeExchangeServer[Any, Any],
+    exchange: str,
+    keys: tuple[str, str],
+    http_receiver: HttpReceiver,
+) -> Iterator[dict[str, Any]]:
+    """One account (``main``, ``keys`` the key and secret; the wallet address on Hyperliquid)
+    on ``fake``, a config with the ``RULES``, the status endpoint and a slow reconcile
+    (alertd moves the account with the marks itself), and a ``Daemon`` for it (not started),
+    stopped at the end. For a fixture: ``yield from status_world(...)``."""
+    account, env = exchange_account(fake, "main", exchange, *keys)
+    port = free_port()
+    path = write_config(
+        tmp_path,
+        [account],
+        feeds={
+            "stale_after_s": 3,
+            "reconcile_interval_s": 3600,
+            "backoff": {"initial_s": 0.1, "max_s": 1},
+        },
+        rules=RULES,
+        receivers=[{"name": "hook", "url": http_receiver.url()}],
+        http={"enabled": True, "port": port},
+        delivery={"retry_initial": 0.2, "retry_max": 1, "drain_on_shutdown": 5},
+    )
+    env = {**env, "PATH": "/usr/bin:/bin"}
+    with Daemon(path, env, tmp_path / "alertd.log") as daemon:
+        yield {
+            "fake": fake,
+            "http": http_receiver,
+            "daemon": daemon,
+            "path": path,
+            "env": env,
+            "config": json.loads(path.read_text()),
+            "base": f"http://127.0.0.1:{port}",
+            "tmp": tmp_path,
         }

@@ -1,0 +1,174 @@
+"""End to end, Hyperliquid's unified account and portfolio margin (issue 11): the real
+``alertd snapshot``, ``alertd calc`` and ``alertd run`` processes against the local Hyperliquid,
+which serves a unified account as Hyperliquid documents it ("Trading / Account abstraction
+modes": one USDC balance in the spot clearinghouse state backs the cross positions; the
+perpetuals state holds none) and figures ``liquidationPx`` on that balance
+(tests/fake_exchange/hyperliquid.py). alertd reproduces Hyperliquid's liquidation prices and its
+"Unified Account Ratio" (``crossMaintenanceMarginUsed / (spot total - isolated marginUsed)``);
+a long losing its PnL out of the spot balance crosses the thresholds at the right marks; no
+alert at bootstrap (the perpetuals state alone, which holds no USDC, would read as liquidated).
+Portfolio margin shows Hyperliquid's own ``portfolioMarginRatio``, labelled."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fake_exchange.base import FakeExchangeServer
+from tests.receivers import HttpReceiver
+from tests.support.fakes import ccxt_client
+from tests.support.fixtures import started, status_world
+from tests.support.poll import wait_for
+from tests.support.process import alertd
+
+from .support.endpoint import computed_account, status_account
+
+D = Decimal
+BTC, ETH = "BTC/USDC:USDC", "ETH/USDC:USDC"
+USER = "0x" + "7c" * 20
+
+
+@pytest.fixture
+def hl_world(
+    tmp_path: Path,
+    fake_in_thread: Callable[..., FakeExchangeServer[Any, Any]],
+    http_receiver: HttpReceiver,
+) -> Iterator[dict[str, Any]]:
+    """The local Hyperliquid with one unified account (``main``, 600 USDC in the spot state)
+    and a daemon for it (``status_world``)."""
+    fake = fake_in_thread("hyperliquid", mark_interval_s=0.2)
+    fake.add_account(USER, "", "600")
+    fake.set_abstraction(USER, "unifiedAccount")
+    yield from status_world(tmp_path, fake, "hyperliquid", (USER, ""), http_receiver)
+
+
+async def _hyperliquid_figures(fake: Any) -> tuple[dict[str, Decimal], Decimal]:
+    """Hyperliquid's own liquidation price of each position and its Unified Account Ratio,
+    as its docs compute it from ``clearinghouseState`` and ``spotClearinghouseState``."""
+    async with ccxt_client(fake, "hyperliquid", walletAddress=USER) as client:
+        state = await client.publicPostInfo({"type": "clearinghouseState", "user": USER})
+        spot = await client.publicPostInfo({"type": "spotClearinghouseState", "user": USER})
+    rows = [r["position"] for r in state["assetPositions"]]
+    liquidations = {f"{p['coin']}/USDC:USDC": D(p["liquidationPx"]) for p in rows}
+    (usdc,) = (b for b in spot["balances"] if b["token"] == 0)
+    isolated = sum(D(p["marginUsed"]) for p in rows if p["leverage"]["type"] == "isolated")
+    ratio = D(state["crossMaintenanceMarginUsed"]) / (D(usdc["total"]) - isolated)
+    return liquidations, ratio
+
+
+def test_snapshot_and_calc_reproduce_hyperliquid_s_unified_ratio_and_liquidation_prices(
+    hl_world: dict[str, Any],
+) -> None:
+    fake, env = hl_world["fake"], hl_world["env"]
+    # a cross BTC long at 20x and an isolated ETH short on 600 USDC of its own margin: the
+    # spot total holds both; the cross pool is the total less the short's equity
+    fake.set_mark(BTC, "59000")
+    fake.set_mark(ETH, "3000")
+    fake.open_position(USER, BTC, "long", "0.2", "60000")
+    fake.open_position(
+        USER, ETH, "short", "2", "3100", margin_mode="isolated", isolated_margin="600"
+    )
+    config = str(hl_world["path"])
+    table = alertd("snapshot", "-c", config, env=env)
+    assert table.returncode == 0, table.stderr
+    text = " ".join(table.stdout.split())
+    assert "main: account mode unified account (userAbstraction unifiedAccount)" in text, text
+    assert "does not compute" not in text
+    written = alertd("snapshot", "-c", config, "--json", "--account", "main", env=env)
+    assert written.returncode == 0, written.stderr
+    path = hl_world["tmp"] / "main.json"
+    path.write_text(written.stdout)
+    calc = alertd("calc", str(path), "--json", env=env)
+    assert calc.returncode == 0, calc.stderr
+    result = json.loads(calc.stdout, parse_float=Decimal)
+    liquidations, ratio = asyncio.run(_hyperliquid_figures(fake))
+    ours = {p["symbol"]: D(p["liquidation_price"]) for p in result["positions"]}
+    assert sorted(ours) == sorted(liquidations) == [BTC, ETH]
+    for symbol, theirs in liquidations.items():
+        assert abs(ours[symbol] / theirs - 1) < D("1e-6"), (symbol, ours[symbol], theirs)
+    # MM 0.2 x 59,000 x 1.25% = 147.5 over 600 - 200 of the long's PnL
+    assert ratio == D("147.5") / 400
+    assert abs(D(result["account"]["margin_ratio"]) / ratio - 1) < D("1e-9")
+
+
+def test_a_long_losing_the_spot_balance_crosses_at_the_right_marks(
+    hl_world: dict[str, Any],
+) -> None:
+    fake, http, daemon, base = (hl_world[k] for k in ("fake", "http", "daemon", "base"))
+    # 600 USDC and a 0.2 BTC long at 60,000 (40x table: MM 1.25% of the notional):
+    #   ratio(m) = 0.0025 m / (600 + 0.2 (m - 60,000)) = 0.0025 m / (0.2 m - 11,400)
+    # 0.25 at 60,000: no alert (the perpetuals state alone holds no USDC: read as a standard
+    # account, its wallet is 0 and the account liquidated)
+    fake.set_mark(BTC, "60000")
+    fake.open_position(USER, BTC, "long", "0.2", "60000")
+    started(daemon)
+    account = wait_for(lambda: computed_account(base), what="alertd's own figures")
+    assert account["mode"] == "unified account (userAbstraction unifiedAccount)"
+    assert account["coverage"] == "computed by alertd"
+    assert D(account["margin_ratio"]) == D("0.25")
+    wait_for(lambda: status_account(base)["exchange_margin_ratio"] is not None, what="HL ratio")
+    assert D(status_account(base)["exchange_margin_ratio"]) == D("0.25")
+    (position,) = account["positions"]
+    # at the liquidation price the ratio is 1: 11,400 / 0.1975 = 57,721.52 (Hyperliquid's)
+    liquidations, _ = asyncio.run(_hyperliquid_figures(fake))
+    assert abs(D(position["liquidation_price"]) / liquidations[BTC] - 1) < D("1e-6")
+    assert abs(D(position["liquidation_price"]) - D(11400) / D("0.1975")) < D("0.01")
+    assert http.posts == []
+
+    # at 58,400: 146 / 280 = 52.1%
+    fake.set_mark(BTC, "58400")
+    wait_for(lambda: len(http.posts) >= 1, what="ratio warning")
+    assert http.titles()[0].startswith("WARNING main: worst ratio 52.1%"), http.titles()
+    # at 57,880: 144.7 / 176 = 82.2%
+    fake.set_mark(BTC, "57880")
+    wait_for(lambda: len(http.posts) >= 2, what="ratio critical")
+    assert http.titles()[1].startswith("CRITICAL main: worst ratio 82.2%"), http.titles()
+    assert daemon.stop() == 0
+    assert "Traceback" not in daemon.text()
+
+
+def test_a_switch_to_portfolio_margin_shows_hyperliquid_s_own_ratio_without_a_restart(
+    hl_world: dict[str, Any],
+) -> None:
+    fake, http, daemon, base = (hl_world[k] for k in ("fake", "http", "daemon", "base"))
+    config = dict(hl_world["config"])
+    config["feeds"] = {**config["feeds"], "reconcile_interval_s": 1}
+    hl_world["path"].write_text(json.dumps(config))
+    fake.set_mark(BTC, "60000")
+    fake.open_position(USER, BTC, "long", "0.2", "60000")
+    started(daemon)
+    wait_for(lambda: computed_account(base), what="the unified account computed")
+
+    # portfolio margin: Hyperliquid reports portfolioMarginRatio, liquidatable above 0.95;
+    # alertd's ratio (1 at liquidation) is it over 0.95, labelled as Hyperliquid's
+    fake.set_portfolio_margin_ratio(USER, "0.19")
+    fake.set_abstraction(USER, "portfolioMargin")
+
+    def portfolio_ratio() -> dict[str, Any] | None:
+        account = status_account(base)
+        shown = account["margin_ratio_source"] == "exchange" and account["margin_ratio"]
+        return account if shown and D(account["margin_ratio"]) == D("0.2") else None
+
+    account = wait_for(portfolio_ratio, what="Hyperliquid's portfolio margin ratio")
+    assert account["mode"] == "portfolio margin (userAbstraction portfolioMargin)"
+    assert account["coverage"] == "exchange's own ratio"
+    # the account-mode warning says what alertd does not compute, and names the figure shown
+    wait_for(lambda: len(http.posts) >= 1, what="the account-mode warning")
+    (title,) = http.titles()
+    assert title.startswith("WARNING main: alertd does not compute Hyperliquid portfolio margin")
+    assert "Hyperliquid's own margin ratio: 20.00%" in http.posts[0]["message"]
+    # Hyperliquid's ratio rises past the warning level at the next read
+    fake.set_portfolio_margin_ratio(USER, "0.5225")
+    wait_for(lambda: len(http.posts) >= 2, what="warning on Hyperliquid's ratio")
+    assert http.titles()[1].startswith("WARNING main: worst ratio 55.0%"), http.titles()
+
+    fake.set_abstraction(USER, "unifiedAccount")
+    wait_for(lambda: computed_account(base), what="computed again in the unified account")
+    assert daemon.stop() == 0
+    assert "Traceback" not in daemon.text()
