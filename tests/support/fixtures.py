@@ -121,17 +121,16 @@ def world(
         ],
         delivery={"retry_initial": 0.2, "retry_max": 1, "drain_on_shutdown": 5},
     )
-    config = json.loads(path.read_text())
     env = e2e_env(E2E_HOOK_URL=http_receiver.url())
     with Daemon(path, env, tmp_path / "alertd.log") as daemon:
-        yield {
-            "fake": fake,
-            "smtp": smtp_receiver,
-            "http": http_receiver,
-            "daemon": daemon,
-            "path": path,
-            "config": config,
-        }
+        yield _world(daemon, fake=fake, smtp=smtp_receiver, http=http_receiver)
+
+
+def _world(daemon: Daemon, **parts: Any) -> dict[str, Any]:
+    """What an end-to-end fixture hands its tests: the daemon, its config file (``path``) and
+    what that file says (``config``), and ``parts`` (the fake, the receivers, ...)."""
+    config = json.loads(daemon.config.read_text())
+    return {"daemon": daemon, "path": daemon.config, "config": config, **parts}
 
 
 def status_world(
@@ -162,13 +161,5 @@ def status_world(
     )
     env = {**env, "PATH": "/usr/bin:/bin"}
     with Daemon(path, env, tmp_path / "alertd.log") as daemon:
-        yield {
-            "fake": fake,
-            "http": http_receiver,
-            "daemon": daemon,
-            "path": path,
-            "env": env,
-            "config": json.loads(path.read_text()),
-            "base": f"http://127.0.0.1:{port}",
-            "tmp": tmp_path,
-        }
+        base = f"http://127.0.0.1:{port}"
+        yield _world(daemon, fake=fake, http=http_receiver, env=env, base=base, tmp=tmp_path)
