@@ -148,10 +148,10 @@ def futures_mode(account: dict[str, Any]) -> ModeReading:
             detail + ", old classic",
             Coverage.NOT_COMPUTED,
             "Gate's old classic futures account (no tiered maintenance margin or no cross "
-            "margin pool) margins each position at the maintenance rate of the risk limit "
-            "the user picked for it, and its cross positions share the available balance by "
-            "rules Gate does not publish; it reports no account ratio; switch the account to "
-            "the new classic mode (or a unified mode) on Gate",
+            "margin pool) margins each position at the maintenance rate of the risk limit set "
+            "on it, by rules alertd has no published formula or worked example to check "
+            "against, and reports no account ratio; switch the account to the new classic "
+            "mode (or a unified margin mode) on Gate",
         )
     return ModeReading(AccountMode.SINGLE_ASSET, detail)
 
