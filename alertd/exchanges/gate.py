@@ -23,6 +23,22 @@ Field notes, checked against real answers:
   ``ArgumentsRequired`` without ``exchange.uid``. alertd reads it once at bootstrap from "Get
   account detail" (GET /account/detail, ``user_id``) unless the account's ``options`` give
   ``uid``.
+
+The unified account ("Get unified account information", GET /unified/accounts; gateapi-python
+UnifiedAccount, UnifiedBalance), read with the mode at every snapshot:
+
+- Single-currency margin (``margin_mode`` 3): the USDT cross pool, ``balances.USDT``
+  ``margin_balance`` and ``mm``; computed by alertd (:func:`single_currency_pool`).
+- Multi-currency margin (1): one USD pool, ``total_margin_balance`` and
+  ``total_maintenance_margin``; computed by alertd while USDT is its only collateral
+  (:func:`multi_currency_pool` says why not otherwise: with other collateral the account is
+  liquidated only once its USDT is gone, and Gate then counts the USDT shortfall as a
+  liability with a borrowing maintenance margin alertd's engine does not add).
+- Portfolio margin (2): scenario-based; Gate's own ratio.
+- The settle currency's equity in the unified account holds the cross positions' unrealized
+  PnL and not the isolated positions' margin: alertd's wallet is that equity less the PnL plus
+  that margin, both as the positions answer of the same snapshot gives them
+  (``wallet_includes_isolated``, as the futures ``total`` is).
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ What it serves (paths as on api.gateio.ws / fx-ws.gateio.ws):
 - REST signed (headers ``KEY``, ``Timestamp``, ``SIGN`` = hex HMAC-SHA512 of
   ``METHOD\\n/api/v4/PATH\\nQUERY\\nsha512(body)\\nTIMESTAMP``): ``/account/detail``
   (``user_id``, ccxt's unified-account probe in ``load_markets``), ``/futures/usdt/positions``
-  (``holding``, ``limit`` / ``offset``), ``/futures/usdt/accounts``. Errors are Gate's
+  (``holding``, ``limit`` / ``offset``), ``/futures/usdt/accounts``, ``/unified/accounts``,
+  ``/unified/currency_discount_tiers``. Errors are Gate's
   ``{"label": ..., "message": ...}`` bodies: 401 ``INVALID_KEY`` (unknown or revoked),
   ``INVALID_SIGNATURE``, ``REQUEST_EXPIRED`` (a timestamp more than 60 s off), 429
   ``TOO_MANY_REQUESTS`` (with Gate's ``X-Gate-RateLimit-*`` headers; also a banned key), 5xx
@@ -46,6 +47,16 @@ Figures are computed here, independently of alertd, from Gate's published rules:
 - Account: ``total`` is the wallet (it still holds isolated margin), ``cross_margin_balance``
   = total - isolated margin + cross unrealised PnL, ``cross_maintenance_margin`` the cross
   positions' sum, ``cross_mmr`` = cross_margin_balance / cross_maintenance_margin.
+- Unified account (``/unified/accounts``, ``set_margin_mode``): single-currency (3) reports
+  the USDT cross pool above in ``balances.USDT`` (``margin_balance``, ``mm``); multi-currency
+  (1) one USD pool: every currency's equity (USDT's = total - isolated margin + cross PnL;
+  others', scripted with ``set_coin``, balance - borrowed) at its price (its USDT perpetual's
+  index, which follows the mark here; USDT at par), a positive one after its discount tiers by
+  USD value (the docs' example answer, served at ``/unified/currency_discount_tiers``), a
+  negative one in full; maintenance margin = the cross positions' plus ``LOAN_MARGIN_RATE`` of
+  every liability (borrowed, a negative balance, a negative USDT equity). A cross position's
+  liquidation price there is bisected: the mark of its contract where margin balance =
+  maintenance margin, the currencies priced by that contract moving with it.
 
 Simplifications, on purpose: no orders, fills, fees charged or funding; index and last follow
 the mark; one-way ``single`` mode unless ``hedge=True`` (``dual_long`` / ``dual_short``); one
