@@ -30,10 +30,11 @@ M = AccountMode
 C = Coverage
 
 
-# Gate, "Gate.io to Launch Gradient Margin Adjustment Factors Algorithm on March 28" (2024): "suppose
-# you hold 200 BTC ... the current BTC index price is 70,000 USD ... Total USD value of ... BTC as
-# collateral = (5 million * 1) + (5 million * 0.97) + (4 million * 0.95) = 13.65 million": the tiers
-# slice the USD value, not the quantity. The rows in "List currency discount tiers"' shape.
+# Gate, "Gate.io to Launch Gradient Margin Adjustment Factors Algorithm on March 28" (2024):
+# "suppose you hold 200 BTC ... the current BTC index price is 70,000 USD ... Total USD value of
+# ... BTC as collateral = (5 million * 1) + (5 million * 0.97) + (4 million * 0.95) = 13.65
+# million": the tiers slice the USD value, not the quantity. The rows in "List currency discount
+# tiers"' shape.
 ANNOUNCED_BTC_TIERS = [
     {
         "currency": "BTC",
