@@ -11,6 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +19,7 @@ from alertd.engine.collateral import Collateral, RatioBasis
 from alertd.engine.margin import compute
 from alertd.engine.model import Account, MarginMode, Position, Side
 from alertd.exchanges import gate
+from alertd.feeds.adapter import FrameError
 from alertd.feeds.state import AccountMode, Coverage
 
 from .fake_exchange.gate import _DEFAULT_MARKETS, FakeGate, _tier_rows
@@ -118,12 +120,8 @@ def test_the_documented_discount_answer_is_read_with_its_open_last_tier() -> Non
 def test_a_bad_discount_tier_names_the_field() -> None:
     rows = [{"currency": "BTC", "discount_tiers": [{"discount": "1.2", "lower_limit": "0",
                                                     "upper_limit": "+"}]}]  # fmt: skip
-    try:
+    with pytest.raises(FrameError, match=r"^currency_discount_tiers BTC tier 1 discount: must be"):
         gate.discount_ratios(rows)
-    except gate.FrameError as exc:
-        assert str(exc).startswith("currency_discount_tiers BTC tier 1 discount: must be in")
-    else:
-        raise AssertionError("a discount above 1 was accepted")
 
 
 def test_the_recorded_unified_answer_names_what_alertd_does_not_reproduce() -> None:
@@ -296,3 +294,23 @@ def test_the_pool_ratio_is_one_at_each_liquidation_price_with_gate_s_collateral(
         return
     moved = compute(account.with_marks({BTC: pm.liquidation_price}))
     assert abs(moved.pool.margin_ratio - 1) < D("1e-18"), (pm.liquidation_price, moved)
+
+
+@pytest.mark.parametrize(
+    ("balances", "expected"),
+    [
+        ({"BTC": {"equity": "lots"}}, "balances.BTC.equity: not a number: 'lots'"),
+        ({"USDT": {"available": "1"}}, "balances.USDT.equity: missing"),
+        ({"BTC": {"equity": "1", "borrowed": "x"}}, "balances.BTC.borrowed: not a number: 'x'"),
+        (["USDT"], "unified accounts: balances not an object"),
+    ],
+)
+def test_a_malformed_unified_answer_names_the_field(balances: Any, expected: str) -> None:
+    with pytest.raises(FrameError) as raised:
+        gate.multi_currency_pool({"balances": balances}, {}, {}, "USDT", MARKETS)
+    assert str(raised.value) == expected
+
+
+def test_a_single_currency_pool_without_its_margin_balance_is_a_frame_error() -> None:
+    with pytest.raises(FrameError, match=r"^balances\.USDT\.margin_balance: missing$"):
+        gate.single_currency_pool({"balances": {"USDT": {"mm": "1"}}}, "USDT")

@@ -237,8 +237,10 @@ def single_currency_pool(info: dict[str, Any], settle: str) -> UnifiedPool:
     margin ratio, margin balance / maintenance margin, of 100%). ``balances.USDT``:
     ``margin_balance`` and ``mm`` ("only effective for USDT in single-currency margin mode",
     gateapi-python UnifiedBalance). Gate's requirement is alertd's new-classic one."""
-    coin = _balances(info).get(settle) or {}
-    balance = dec(coin.get("margin_balance") or "0", f"{settle} margin_balance")
+    coin = _balances(info).get(settle)
+    if coin is None:  # nothing held in the settle currency
+        return UnifiedPool(Decimal(0), (), ReportedAccount(), ())
+    balance = dec(coin.get("margin_balance"), f"balances.{settle}.margin_balance")
     mm = dec_or_none(coin.get("mm"))
     return UnifiedPool(
         balance,
@@ -276,8 +278,8 @@ def multi_currency_pool(
     coins = []
     settle_equity = Decimal(0)
     for ccy, row in sorted(balances.items()):
-        equity = dec(row.get("equity") or "0", f"{ccy} equity")
-        borrowed = dec_or_none(row.get("borrowed")) or Decimal(0)
+        equity = dec(row.get("equity"), f"balances.{ccy}.equity")
+        borrowed = dec(row.get("borrowed") or "0", f"balances.{ccy}.borrowed")
         if borrowed > 0 or equity < 0:
             not_reproduced.append(f"a {ccy} liability (borrowing maintenance margin)")
             continue
