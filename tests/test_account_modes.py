@@ -24,7 +24,6 @@ from alertd.feeds.state import AccountMode, AccountState, Coverage, ModeReading
 
 from .fake_exchange.binance import FakeBinanceUSDM
 from .fake_exchange.bybit import ACCOUNT_INFO_EXAMPLE, FakeBybit
-from .fake_exchange.gate import FakeGate
 from .fake_exchange.hyperliquid import FakeHyperliquid
 from .fake_exchange.okx import FakeOKX
 from .support.aio import run
@@ -106,14 +105,14 @@ MODE_ANSWERS = {
     "okx-4": (okx.account_mode, okx_config("4"), M.PORTFOLIO, C.EXCHANGE_RATIO, "acctLv 4"),
     "okx-1": (okx.account_mode, okx_config("1"), M.SIMPLE, C.REFUSED, "acctLv 1"),
     # the documented answer, then its other margin modes
-    "gate-multi": (gate.futures_mode, GATE_UNIFIED_USDT, M.MULTI_ASSETS, C.EXCHANGE_RATIO,
+    "gate-multi": (gate.futures_mode, GATE_UNIFIED_USDT, M.MULTI_ASSETS, C.COMPUTED,
                    "margin_mode 1 (multi_currency)"),
     "gate-portfolio": (gate.futures_mode,
                        GATE_UNIFIED_USDT | {"margin_mode": 2, "margin_mode_name": "portfolio"},
                        M.PORTFOLIO, C.EXCHANGE_RATIO, "margin_mode 2 (portfolio)"),
     "gate-single": (gate.futures_mode,
                     GATE_UNIFIED_USDT | {"margin_mode": 3, "margin_mode_name": "single_currency"},
-                    M.UNIFIED_SINGLE_CURRENCY, C.EXCHANGE_RATIO,
+                    M.UNIFIED_SINGLE_CURRENCY, C.COMPUTED,
                     "margin_mode 3 (single_currency)"),
     "gate-classic": (gate.futures_mode, GATE_UNIFIED_USDT | CLASSIC | {"enable_tiered_mm": True},
                      M.SINGLE_ASSET, C.COMPUTED, "margin_mode 0 (classic)"),
@@ -327,39 +326,6 @@ def test_okx_portfolio_shows_okx_s_mgn_ratio_and_spot_mode_is_refused() -> None:
             fake.set_account_level(KEY, "1")
             await feed.reconcile()
             assert state.fatal is not None and "spot mode (acctLv 1)" in state.fatal
-
-    run(body())
-
-
-def test_gate_unified_modes_read_the_unified_account() -> None:
-    async def body() -> None:
-        fake = FakeGate()
-        async with long_btc(fake, "gate", "1000", "100") as (feed, state):
-            assert state.mode.mode is M.SINGLE_ASSET and state.computable
-            computed_mm = state.reported_account.maintenance_margin
-            assert computed_mm is not None
-
-            fake.set_margin_mode(KEY, 1, other_equity="2500")
-            await feed.reconcile()
-            assert state.mode.mode is M.MULTI_ASSETS and not state.computable
-            assert state.mode.detail == "margin_mode 1 (multi_currency)"
-            reported = state.reported_account
-            assert reported.maintenance_margin == computed_mm
-            assert reported.margin_balance is not None and reported.margin_ratio is not None
-            assert reported.margin_ratio == computed_mm / reported.margin_balance
-
-            fake.set_margin_mode(KEY, 3, other_equity="2500")
-            await feed.reconcile()
-            assert state.mode.mode is M.UNIFIED_SINGLE_CURRENCY
-            assert state.mode.coverage is C.EXCHANGE_RATIO
-            usdt = state.reported_account  # the USDT pool of the unified account alone
-            assert usdt.margin_balance is not None and usdt.maintenance_margin == computed_mm
-            assert usdt.margin_balance < reported.margin_balance
-
-            fake.set_margin_mode(KEY, 0, tiered_mm=False)
-            await feed.reconcile()
-            assert state.mode.mode is M.LEGACY and state.mode.coverage is C.NOT_COMPUTED
-            assert state.fatal is None and not state.computable
 
     run(body())
 

@@ -23,27 +23,47 @@ Field notes, checked against real answers:
   ``ArgumentsRequired`` without ``exchange.uid``. alertd reads it once at bootstrap from "Get
   account detail" (GET /account/detail, ``user_id``) unless the account's ``options`` give
   ``uid``.
+
+The unified account ("Get unified account information", GET /unified/accounts; gateapi-python
+UnifiedAccount, UnifiedBalance), read with the mode at every snapshot:
+
+- Single-currency margin (``margin_mode`` 3): the USDT cross pool, ``balances.USDT``
+  ``margin_balance`` and ``mm``; computed by alertd (:func:`single_currency_pool`).
+- Multi-currency margin (1): one USD pool, ``total_margin_balance`` and
+  ``total_maintenance_margin``; computed by alertd while USDT is its only collateral
+  (:func:`multi_currency_pool` says why not otherwise: with other collateral the account is
+  liquidated only once its USDT is gone, and Gate then counts the USDT shortfall as a
+  liability with a borrowing maintenance margin alertd's engine does not add).
+- Portfolio margin (2): scenario-based; Gate's own ratio.
+- The settle currency's equity in the unified account holds the cross positions' unrealized
+  PnL and not the isolated positions' margin: alertd's wallet is that equity less the PnL plus
+  that margin, both as the positions answer of the same snapshot gives them
+  (``wallet_includes_isolated``, as the futures ``total`` is).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal
 from typing import Any
 
+from alertd.engine.collateral import Collateral, CollateralRatio, RatioBasis, RatioTier
 from alertd.engine.model import Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.stops import StopKind, StopOrder, Trigger
-from alertd.engine.tiers import TierTable
+from alertd.engine.tiers import TierTable, TierTableError
 from alertd.errors import AccountRefused
 from alertd.exchanges.common import (
     AdlScale,
     closed_both_sides,
+    coin_price_symbol,
     first_row_mark,
     risk_tiers,
     side_of,
     signed_position,
     taker_fee_rates,
     ticker_mark,
+    usd_pool_coin,
     with_adl,
 )
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
@@ -98,17 +118,17 @@ def _user_id(value: Any, source: str) -> str:
     return text
 
 
-_UNIFIED_LIMITS = (
-    "the futures account's balance is not the pool: Gate margins it in the unified account "
-    "(GET /unified/accounts), over {what}, which alertd does not model yet; the margin ratio "
-    "is Gate's own (maintenance margin / margin balance there), read at every reconcile; "
+# the unified account's margin modes in the futures account's ``margin_mode``
+UNIFIED_MODES = {
+    1: AccountMode.MULTI_ASSETS,
+    2: AccountMode.PORTFOLIO,
+    3: AccountMode.UNIFIED_SINGLE_CURRENCY,
+}
+_NOT_COMPUTED = (
+    "the margin ratio is Gate's own (total_maintenance_margin / total_margin_balance of GET "
+    "/unified/accounts), read at every reconcile and moved with the marks in between; "
     "liquidation prices, crash distance and margin to add are not computed"
 )
-UNIFIED_MODES = {
-    1: (AccountMode.MULTI_ASSETS, "every currency at discounted USD values"),
-    2: (AccountMode.PORTFOLIO, "scenario-based portfolio requirements"),
-    3: (AccountMode.UNIFIED_SINGLE_CURRENCY, "the currency's unified balance"),
-}
 
 
 def futures_mode(account: dict[str, Any]) -> ModeReading:
@@ -118,7 +138,11 @@ def futures_mode(account: dict[str, Any]) -> ModeReading:
     mode), 1 multi-currency, 2 portfolio, 3 single-currency margin. A classic account is
     alertd's model when Gate computes it the "new classic" way: tiered maintenance margin
     (``enable_tiered_mm``) and one cross pool (the ``cross_*`` fields, "applicable to new
-    classic account margin mode"). Gate API v4 docs, FuturesAccount.
+    classic account margin mode"). Gate API v4 docs, FuturesAccount. The unified
+    single-currency and multi-currency modes are computed from the unified account
+    (:func:`single_currency_pool`, :func:`multi_currency_pool`; :meth:`GateAdapter.fetch_mode`
+    falls back to Gate's own ratio where the pool holds what alertd does not reproduce);
+    portfolio margin is Gate's own ratio.
     """
     raw = account.get("margin_mode")
     name = account.get("margin_mode_name")
@@ -126,9 +150,12 @@ def futures_mode(account: dict[str, Any]) -> ModeReading:
     detail = "margin_mode " + (f"{code}" if code is not None else "not given")
     if name:
         detail += f" ({name})"
+    if code == 2:
+        return ModeReading.portfolio_margin(
+            detail, "Gate's own (total_maintenance_margin / total_margin_balance)"
+        )
     if code in UNIFIED_MODES:
-        mode, what = UNIFIED_MODES[code]
-        return ModeReading(mode, detail, Coverage.EXCHANGE_RATIO, _UNIFIED_LIMITS.format(what=what))
+        return ModeReading(UNIFIED_MODES[code], detail)
     if code not in (0, None):
         raise FrameError(f"futures accounts: margin_mode {raw!r} is not a margin mode")
     if account.get("enable_tiered_mm") is False or "cross_maintenance_margin" not in account:
@@ -137,10 +164,155 @@ def futures_mode(account: dict[str, Any]) -> ModeReading:
             detail + ", old classic",
             Coverage.NOT_COMPUTED,
             "Gate's old classic futures account (no tiered maintenance margin or no cross "
-            "margin pool) margins each position on its own in ways alertd does not model, and "
-            "reports no account ratio; switch the account to the new classic mode on Gate",
+            "margin pool) margins each position at the maintenance rate of the risk limit set "
+            "on it, by rules alertd has no published formula or worked example to check "
+            "against, and reports no account ratio; switch the account to the new classic "
+            "mode (or a unified margin mode) on Gate",
         )
     return ModeReading(AccountMode.SINGLE_ASSET, detail)
+
+
+def discount_ratios(answer: Any) -> dict[str, CollateralRatio]:
+    """Each currency's tiered discount from "List currency discount tiers" (``GET
+    /unified/currency_discount_tiers``; the docs' example nests the rows in one more list):
+    ``discount`` over ``lower_limit`` to ``upper_limit`` (``+``: no cap), the limits in USD
+    value: Gate's announcement of its gradient margin adjustment factors (2024-03-28) counts
+    200 BTC at 70,000 USD as 5M x 1 + 5M x 0.97 + 4M x 0.95 = 13.65M USD."""
+    rows: list[Any] = list(answer) if isinstance(answer, list) else []
+    while rows and all(isinstance(r, list) for r in rows):
+        rows = [item for r in rows for item in r]
+    out = {}
+    for row in rows:
+        if not isinstance(row, dict) or not isinstance(row.get("currency"), str):
+            continue
+        ccy = row["currency"]
+        details = [d for d in row.get("discount_tiers") or [] if isinstance(d, dict)]
+        if not details:
+            raise FrameError(f"currency_discount_tiers: no tiers for {ccy}")
+        ordered = sorted(details, key=lambda d: dec(d.get("lower_limit") or "0", "lower_limit"))
+        tiers = []
+        for d in ordered:
+            cap = d.get("upper_limit")
+            tiers.append(
+                RatioTier(
+                    None if cap in (None, "", "+") else dec(cap, f"{ccy} upper_limit"),
+                    dec(d.get("discount"), f"{ccy} discount"),
+                )
+            )
+        try:
+            out[ccy] = CollateralRatio.build(tiers, RatioBasis.VALUE)
+        except TierTableError as exc:
+            field = {"ratio": "discount", "cap": "upper_limit"}.get(exc.field, exc.field)
+            raise FrameError(
+                f"currency_discount_tiers {ccy} tier {exc.index + 1} {field}: {exc.reason}"
+            ) from None
+    return out
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UnifiedPool:
+    """The pool of a unified account as alertd models it, in the settle currency: the
+    settle currency's cross equity as Gate reported it (its positions' PnL included: the
+    wallet is this less their PnL), the other currencies as collateral, Gate's own figures
+    and what alertd does not reproduce (empty when the pool is exact)."""
+
+    settle_equity: Decimal
+    coins: tuple[Collateral, ...]
+    reported: ReportedAccount
+    not_reproduced: tuple[str, ...]
+
+
+def _balances(info: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    balances = info.get("balances") or {}
+    if not isinstance(balances, dict):
+        raise FrameError("unified accounts: balances not an object")
+    return {k: v for k, v in balances.items() if isinstance(v, dict)}
+
+
+def single_currency_pool(info: dict[str, Any], settle: str) -> UnifiedPool:
+    """Single-currency margin (``margin_mode`` 3): the settle currency's cross pool inside
+    the unified account (help centre, "Single-Currency Margin Mode - Margin Requirements and
+    Risk Control Rules": unit margin balance = USDT balance - USDT of isolated positions - USDT
+    frozen in spot orders + the cross positions' unrealized PnL; liquidation at a maintenance
+    margin ratio, margin balance / maintenance margin, of 100%). ``balances.USDT``:
+    ``margin_balance`` and ``mm`` ("only effective for USDT in single-currency margin mode",
+    gateapi-python UnifiedBalance). Gate's requirement is alertd's new-classic one."""
+    coin = _balances(info).get(settle)
+    if coin is None:  # nothing held in the settle currency
+        return UnifiedPool(Decimal(0), (), ReportedAccount(), ())
+    balance = dec(coin.get("margin_balance"), f"balances.{settle}.margin_balance")
+    mm = dec_or_none(coin.get("mm"))
+    return UnifiedPool(
+        balance,
+        (),
+        ReportedAccount(mm, balance, mm / balance if balance and mm is not None else None),
+        (),
+    )
+
+
+def multi_currency_pool(
+    info: dict[str, Any],
+    ratios: dict[str, CollateralRatio],
+    index_prices: dict[str, Decimal],
+    settle: str,
+    markets: dict[str, Any],
+) -> UnifiedPool:
+    """Multi-currency margin (``margin_mode`` 1): one USD pool over the unified account
+    (help centre, "Multi-Currency Margin Mode - margin rules"; gateapi-csharp
+    CrossMarginAccount: total margin balance = sum(positive equity x index price x discount)
+    + sum(negative equity x index price)). Each currency counts its cross ``equity`` (coin
+    balance - borrowed + futures unrealized PnL: the settle currency's holds the positions'
+    PnL) at the index price of its USDT perpetual (``index_prices``; it moves with that
+    perpetual's mark between reads) times its tiered discount by USD value
+    (:func:`discount_ratios`); ``enabled_collateral`` false counts nothing. USDT is counted at
+    par with USD. Gate's maintenance margin is the positions' (risk limit tiers, taker fee
+    added) plus a borrowing maintenance margin on liabilities ("tiered borrowing maintenance
+    margin rate", ``GET /unified/loan_margin_tiers``) alertd does not model: a liability
+    (``borrowed``, a negative equity, or the settle currency's equity below zero from futures
+    losses: "Coin Liabilities = Borrowed + ABS(Min(Spot Available + Futures Unrealized PnL +
+    Options Value, 0))") names itself in ``not_reproduced``, as do a held currency with no
+    discount tiers or no USDT perpetual to price it, and settle equity past a discount of 1.
+    """
+    balances = _balances(info)
+    not_reproduced: list[str] = []
+    coins = []
+    settle_equity = Decimal(0)
+    for ccy, row in sorted(balances.items()):
+        equity = dec(row.get("equity"), f"balances.{ccy}.equity")
+        borrowed = dec(row.get("borrowed") or "0", f"balances.{ccy}.borrowed")
+        if borrowed > 0 or equity < 0:
+            not_reproduced.append(f"a {ccy} liability (borrowing maintenance margin)")
+            continue
+        if ccy == settle:
+            settle_equity = equity
+            ratio = ratios.get(ccy)
+            if equity > 0 and ratio is None:
+                not_reproduced.append(f"{ccy} held with no discount tiers")
+            elif ratio is not None and ratio.counted(equity) != equity:
+                not_reproduced.append(f"{ccy} equity past its discount of 1")
+            continue
+        if equity == 0 or row.get("enabled_collateral") is False:
+            continue  # not collateral: Gate counts it at nothing
+        ratio, price = ratios.get(ccy), index_prices.get(ccy)
+        if ratio is None or price is None or price <= 0:
+            missing = "discount tiers" if ratio is None else f"USDT perpetual ({ccy}_{settle})"
+            not_reproduced.append(f"{ccy} held with no {missing} to value it")
+            continue
+        coins.append(usd_pool_coin(ccy, equity, price, Decimal(1), ratio, settle, markets))
+    if coins:
+        # with another currency's value behind the positions, the account outlives its USDT:
+        # at the liquidation price the USDT equity is below zero (margin balance = maintenance
+        # margin > USDT equity), a liability carrying a maintenance margin alertd does not add
+        held = ", ".join(c.asset for c in coins)
+        not_reproduced.append(
+            f"{held} as collateral (the account is liquidated only once futures losses exceed "
+            f"its {settle}, whose shortfall is then a liability with a borrowing maintenance "
+            "margin)"
+        )
+    mm = dec_or_none(info.get("total_maintenance_margin"))
+    balance = dec_or_none(info.get("total_margin_balance"))
+    reported = ReportedAccount(mm, balance, mm / balance if mm is not None and balance else None)
+    return UnifiedPool(settle_equity, tuple(coins), reported, tuple(not_reproduced))
 
 
 MAX_PRICE_ORDER_PAGES = 10  # of 100 price-triggered orders: a bound on one account's listing
@@ -205,6 +377,12 @@ class GateAdapter(ExchangeAdapter):
 
     def __init__(self) -> None:
         self.mode = AccountMode.UNKNOWN  # read at every snapshot: where the ratio comes from
+        # a unified single- or multi-currency account's pool, read with its mode at every
+        # snapshot (None in the other modes); the cross positions' unrealized PnL and the
+        # isolated positions' margin as the positions answer of the same snapshot gives them
+        self._pool: UnifiedPool | None = None
+        self._cross_upl = Decimal(0)
+        self._isolated_margin = Decimal(0)
 
     def _settle_id(self) -> str:
         return self.settle.lower()
@@ -215,23 +393,60 @@ class GateAdapter(ExchangeAdapter):
             raise FrameError("futures accounts: not an object")
         return info
 
-    async def fetch_mode(self, exchange: Any) -> ModeReading:
-        reading = futures_mode(await self._futures_account(exchange))
-        self.mode = reading.mode
-        return reading
-
-    async def _unified_ratio(self, exchange: Any) -> ReportedAccount:
-        """The unified account's own figures ("Get unified account information"): the whole
-        account's, or the settle currency's in single-currency mode."""
+    async def _unified_account(self, exchange: Any) -> dict[str, Any]:
+        """ "Get unified account information" (GET /unified/accounts)."""
         info = await exchange.privateUnifiedGetAccounts()
         if not isinstance(info, dict):
             raise FrameError("unified accounts: not an object")
-        if self.mode is AccountMode.UNIFIED_SINGLE_CURRENCY:
-            coin = (info.get("balances") or {}).get(self.settle) or {}
-            mm, balance = dec_or_none(coin.get("mm")), dec_or_none(coin.get("margin_balance"))
-        else:
-            mm = dec_or_none(info.get("total_maintenance_margin"))
-            balance = dec_or_none(info.get("total_margin_balance"))
+        return info
+
+    async def _index_price(self, exchange: Any, symbol: str) -> Decimal:
+        """The index price of a USDT perpetual ("List futures tickers", ``index_price``)."""
+        rows = await exchange.publicFuturesGetSettleTickers(
+            {"settle": self._settle_id(), "contract": exchange.market_id(symbol)}
+        )
+        return first_row_mark(rows, "index_price", "tickers", symbol)
+
+    async def _multi_currency_pool(self, exchange: Any, info: dict[str, Any]) -> UnifiedPool:
+        held = sorted(
+            ccy
+            for ccy, row in _balances(info).items()
+            if ccy != self.settle
+            and row.get("enabled_collateral") is not False
+            and (dec_or_none(row.get("equity")) or Decimal(0)) > 0
+        )
+        ratios = discount_ratios(await exchange.privateUnifiedGetCurrencyDiscountTiers())
+        prices = {}
+        for ccy in held:
+            symbol = coin_price_symbol(ccy, self.settle, exchange.markets)
+            if symbol is not None:
+                prices[ccy] = await self._index_price(exchange, symbol)
+        return multi_currency_pool(info, ratios, prices, self.settle, exchange.markets)
+
+    async def fetch_mode(self, exchange: Any) -> ModeReading:
+        reading = futures_mode(await self._futures_account(exchange))
+        self.mode = reading.mode
+        self._pool = None
+        if reading.mode is AccountMode.UNIFIED_SINGLE_CURRENCY:
+            self._pool = single_currency_pool(await self._unified_account(exchange), self.settle)
+        elif reading.mode is AccountMode.MULTI_ASSETS:
+            info = await self._unified_account(exchange)
+            self._pool = await self._multi_currency_pool(exchange, info)
+            if self._pool.not_reproduced:
+                return dataclasses.replace(
+                    reading,
+                    coverage=Coverage.EXCHANGE_RATIO,
+                    limits=f"{'; '.join(self._pool.not_reproduced)}, which alertd does not "
+                    f"reproduce: {_NOT_COMPUTED}",
+                )
+        return reading
+
+    async def _unified_ratio(self, exchange: Any) -> ReportedAccount:
+        """Portfolio margin: the unified account's own figures ("Get unified account
+        information")."""
+        info = await self._unified_account(exchange)
+        mm = dec_or_none(info.get("total_maintenance_margin"))
+        balance = dec_or_none(info.get("total_margin_balance"))
         return ReportedAccount(mm, balance, mm / balance if mm is not None and balance else None)
 
     async def prepare(self, exchange: Any) -> None:
@@ -294,6 +509,19 @@ class GateAdapter(ExchangeAdapter):
             ("liq_price", "maintenance_margin", "mark_price"),
             snapshot,
         )
+        # a unified account reports the settle currency's equity with the cross positions'
+        # PnL in it and the isolated positions' margin out of it: the wallet alertd holds is
+        # that equity less the one plus the other, as this answer gives them
+        self._cross_upl = self._isolated_margin = Decimal(0)
+        for raw in rows or []:
+            if not isinstance(raw, dict) or self._market(exchange, raw.get("contract")) is None:
+                continue
+            if not dec(raw.get("size", "0"), "size"):
+                continue
+            if _isolated(raw):
+                self._isolated_margin += dec(raw.get("margin") or "0", "margin")
+            else:
+                self._cross_upl += dec(raw.get("unrealised_pnl") or "0", "unrealised_pnl")
         return snapshot
 
     # the private "futures.autoorders" channel (ccxt: watch_orders with trigger)
@@ -333,9 +561,12 @@ class GateAdapter(ExchangeAdapter):
         raise FrameError(f"price_orders: more than {MAX_PRICE_ORDER_PAGES} pages of open orders")
 
     async def fetch_balance(self, exchange: Any) -> tuple[Decimal, ReportedAccount]:
+        if self._pool is not None:  # unified single- or multi-currency: read with the mode
+            wallet = self._pool.settle_equity - self._cross_upl + self._isolated_margin
+            return wallet, self._pool.reported
         info = await self._futures_account(exchange)
         wallet = dec(info.get("total") or "0", "total")
-        if self.mode in (mode for mode, _ in UNIFIED_MODES.values()):
+        if self.mode is AccountMode.PORTFOLIO:
             return wallet, await self._unified_ratio(exchange)
         # The cross figures exist in the "new classic" margin mode; older accounts have only
         # the account-wide maintenance margin.
@@ -346,6 +577,12 @@ class GateAdapter(ExchangeAdapter):
         # Gate shows margin balance / maintenance margin; alertd's ratio is the reciprocal
         ratio = mm / balance if mm is not None and balance else None
         return wallet, ReportedAccount(mm, balance, ratio)
+
+    async def fetch_collateral(self, exchange: Any) -> tuple[Collateral, ...]:
+        pool = self._pool
+        if pool is None or pool.not_reproduced:
+            return ()  # the settle currency alone, or Gate's own ratio stands in
+        return pool.coins
 
     async def watch_positions(self, exchange: Any) -> list[PositionState]:
         changed = await exchange.watch_positions()

@@ -18,7 +18,8 @@ What it serves (paths as on api.gateio.ws / fx-ws.gateio.ws):
 - REST signed (headers ``KEY``, ``Timestamp``, ``SIGN`` = hex HMAC-SHA512 of
   ``METHOD\\n/api/v4/PATH\\nQUERY\\nsha512(body)\\nTIMESTAMP``): ``/account/detail``
   (``user_id``, ccxt's unified-account probe in ``load_markets``), ``/futures/usdt/positions``
-  (``holding``, ``limit`` / ``offset``), ``/futures/usdt/accounts``. Errors are Gate's
+  (``holding``, ``limit`` / ``offset``), ``/futures/usdt/accounts``, ``/unified/accounts``,
+  ``/unified/currency_discount_tiers``. Errors are Gate's
   ``{"label": ..., "message": ...}`` bodies: 401 ``INVALID_KEY`` (unknown or revoked),
   ``INVALID_SIGNATURE``, ``REQUEST_EXPIRED`` (a timestamp more than 60 s off), 429
   ``TOO_MANY_REQUESTS`` (with Gate's ``X-Gate-RateLimit-*`` headers; also a banned key), 5xx
@@ -46,6 +47,16 @@ Figures are computed here, independently of alertd, from Gate's published rules:
 - Account: ``total`` is the wallet (it still holds isolated margin), ``cross_margin_balance``
   = total - isolated margin + cross unrealised PnL, ``cross_maintenance_margin`` the cross
   positions' sum, ``cross_mmr`` = cross_margin_balance / cross_maintenance_margin.
+- Unified account (``/unified/accounts``, ``set_margin_mode``): single-currency (3) reports
+  the USDT cross pool above in ``balances.USDT`` (``margin_balance``, ``mm``); multi-currency
+  (1) one USD pool: every currency's equity (USDT's = total - isolated margin + cross PnL;
+  others', scripted with ``set_coin``, balance - borrowed) at its price (its USDT perpetual's
+  index, which follows the mark here; USDT at par), a positive one after its discount tiers by
+  USD value (the docs' example answer, served at ``/unified/currency_discount_tiers``), a
+  negative one in full; maintenance margin = the cross positions' plus ``LOAN_MARGIN_RATE`` of
+  every liability (borrowed, a negative balance, a negative USDT equity). A cross position's
+  liquidation price there is bisected: the mark of its contract where margin balance =
+  maintenance margin, the currencies priced by that contract moving with it.
 
 Simplifications, on purpose: no orders, fills, fees charged or funding; index and last follow
 the mark; one-way ``single`` mode unless ``hedge=True`` (``dual_long`` / ``dual_short``); one
@@ -192,6 +203,47 @@ class _Position:
     update_id: int
 
 
+@dataclass
+class _Coin:
+    balance: Decimal
+    borrowed: Decimal = Decimal(0)
+    collateral: bool = True
+    price: Decimal | None = None
+
+
+# "List currency discount tiers" (GET /unified/currency_discount_tiers): the example answer of
+# Gate's API v4 docs, as (lower_limit, upper_limit or "+", discount); the limits are USD
+# values (Gate's 2024-03-28 announcement of the gradient margin adjustment factors: 200 BTC at
+# 70,000 USD count 5M x 1 + 5M x 0.97 + 4M x 0.95)
+DISCOUNT_TIERS = {
+    "USDT": [("0", "+", "1")],
+    "USDC": [
+        ("0", "10000000", "1"),
+        ("10000000", "15000000", "0.98"),
+        ("15000000", "20000000", "0.95"),
+        ("20000000", "50000000", "0.925"),
+        ("50000000", "100000000", "0.9"),
+        ("100000000", "+", "0"),
+    ],
+    "BTC": [
+        ("0", "1000", "0.98"),
+        ("1000", "10000", "0.95"),
+        ("10000", "50000", "0.9"),
+        ("50000", "+", "0.85"),
+    ],
+    "ETH": [
+        ("0", "1000", "0.98"),
+        ("1000", "10000", "0.95"),
+        ("10000", "50000", "0.9"),
+        ("50000", "+", "0.85"),
+    ],
+}
+# Gate's borrowing maintenance margin rate on a liability ("tiered borrowing maintenance
+# margin rate" announcements: 5%-30% by debt size; the first tier, flat, here)
+LOAN_MARGIN_RATE = Decimal("0.05")
+BISECTIONS = 200  # a multi-currency liquidation price: halvings of the bracket (far below a tick)
+
+
 MARGIN_MODE_NAMES = {0: "classic", 1: "multi_currency", 2: "portfolio", 3: "single_currency"}
 
 
@@ -201,11 +253,12 @@ class _Account(shared.Credentials):
     user_id: int
     positions: dict[tuple[str, str], _Position] = field(default_factory=dict)
     # the futures account's margin_mode: 0 classic, 1 multi-currency, 2 portfolio, 3
-    # single-currency (unified account); in 1-3 GET /unified/accounts reports the pool, whose
-    # margin balance adds ``other_equity`` (USD) to the USDT account's
+    # single-currency (unified account); in 1-3 GET /unified/accounts reports the pool
     margin_mode: int = 0
     tiered_mm: bool = True  # False: an old classic account
-    other_equity: Decimal = Decimal(0)
+    # the unified account's other currencies: balance, borrowed, whether it is collateral
+    # and its USD price (None: its USDT perpetual's index, which follows the mark here)
+    coins: dict[str, _Coin] = field(default_factory=dict)
     # the account's futures fee rates (VIP levels lower them): GET /futures/usdt/fee, and the
     # taker rate joins the maintenance rate
     taker_fee: Decimal = TAKER_FEE
@@ -503,6 +556,8 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
         qty = position.size * market.quanto  # signed, in base units
         if qty == 0:
             return Decimal(0)
+        if account.margin_mode == 1 and not position.isolated:
+            return self._multi_currency_liq(account, position)
         _, rate, deduction = market.mm(self._value(position), account.taker_fee)
         if position.isolated:
             cushion = position.margin
@@ -580,15 +635,30 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
         return row
 
     @scripted
-    def set_margin_mode(
-        self, api_key: str, margin_mode: int, *, tiered_mm: bool = True, other_equity: Num = "0"
-    ) -> None:
+    def set_margin_mode(self, api_key: str, margin_mode: int, *, tiered_mm: bool = True) -> None:
         """Script the account's mode as its futures account reports it (``margin_mode``,
-        ``enable_tiered_mm``) and, in the unified modes, other collateral in USD."""
+        ``enable_tiered_mm``)."""
         account = self._account(api_key)
         account.margin_mode = margin_mode
         account.tiered_mm = tiered_mm
-        account.other_equity = _dec(other_equity)
+
+    @scripted
+    def set_coin(
+        self,
+        api_key: str,
+        currency: str,
+        balance: Num,
+        *,
+        borrowed: Num = "0",
+        collateral: bool = True,
+        price: Num | None = None,
+    ) -> None:
+        """Script a currency of the unified account besides USDT: its balance, borrowed
+        amount, whether it is enabled as collateral and its USD price (default: its USDT
+        perpetual's index price, which follows the mark here)."""
+        self._account(api_key).coins[currency] = _Coin(
+            _dec(balance), _dec(borrowed), collateral, None if price is None else _dec(price)
+        )
 
     @scripted
     def set_fee_rate(self, api_key: str, taker: Num, maker: Num = "-0.00025") -> None:
@@ -609,34 +679,180 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
         fee = {"taker_fee": _fmt(account.taker_fee), "maker_fee": _fmt(account.maker_fee)}
         return {c: dict(fee) for c in self._markets if wanted in (None, c)}
 
+    def _coin_price(self, currency: str, coin: _Coin, marks: dict[str, Decimal]) -> Decimal:
+        """A currency's USD price: scripted, or its USDT perpetual's index (= its mark)."""
+        if coin.price is not None:
+            return coin.price
+        market = self._markets.get(f"{currency}_{SETTLE}")
+        if market is None:
+            raise ValueError(f"{currency}: no price and no {currency}_{SETTLE} perpetual")
+        return marks.get(market.id, market.mark)
+
+    @staticmethod
+    def _discounted(currency: str, value: Decimal) -> Decimal:
+        """A positive USD ``value`` of ``currency`` after its discount tiers (a currency with
+        no tiers counts nothing)."""
+        out = Decimal(0)
+        for low, high, rate in DISCOUNT_TIERS.get(currency, ()):
+            top = value if high == "+" else min(value, Decimal(high))
+            if top > Decimal(low):
+                out += (top - Decimal(low)) * Decimal(rate)
+        return out
+
+    def _multi_currency(
+        self, account: _Account, marks: dict[str, Decimal] | None = None
+    ) -> tuple[Decimal, Decimal, Decimal]:
+        """A multi-currency account's (total margin balance, total maintenance margin, USDT
+        equity) at its marks or at ``marks`` (contract -> mark) where given. Margin balance:
+        every currency's equity (balance - borrowed; USDT's holds the cross positions' PnL)
+        at its USD price, a positive one times its discount tiers by USD value, a negative one
+        in full (USDT at par with USD). Maintenance margin: the cross positions' (risk limit
+        tiers, the taker fee added) plus ``LOAN_MARGIN_RATE`` of every liability's USD value
+        (borrowed + a negative balance; USDT's: a negative equity, "Coin Liabilities =
+        Borrowed + ABS(Min(Spot Available + Futures Unrealized PnL + Options Value, 0))")."""
+        moved = marks or {}
+
+        def mark(p: _Position) -> Decimal:
+            return moved.get(p.contract, self._markets[p.contract].mark)
+
+        positions = list(account.positions.values())
+        cross = [p for p in positions if not p.isolated]
+        iso_margin = sum((p.margin for p in positions if p.isolated), Decimal(0))
+        quanto = {p.contract: self._markets[p.contract].quanto for p in positions}
+        upl = sum((p.size * quanto[p.contract] * (mark(p) - p.entry) for p in cross), Decimal(0))
+        usdt = account.wallet - iso_margin + upl
+        mm = sum(
+            (
+                self._markets[p.contract].mm(
+                    abs(p.size) * quanto[p.contract] * mark(p), account.taker_fee
+                )[0]
+                for p in cross
+            ),
+            Decimal(0),
+        )
+        balance = self._discounted(SETTLE, usdt) if usdt > 0 else usdt
+        liabilities = max(-usdt, Decimal(0))
+        for currency, coin in account.coins.items():
+            price = self._coin_price(currency, coin, moved)
+            equity = coin.balance - coin.borrowed
+            if equity < 0:
+                balance += equity * price
+            elif coin.collateral:
+                balance += self._discounted(currency, equity * price)
+            liabilities += (coin.borrowed + max(-coin.balance, Decimal(0))) * price
+        return balance, mm + liabilities * LOAN_MARGIN_RATE, usdt
+
+    def _multi_currency_liq(self, account: _Account, position: _Position) -> Decimal:
+        """The mark of ``position``'s contract at which the multi-currency account's margin
+        balance equals its maintenance margin, the currencies priced by that contract moving
+        too, other marks held: bisected (tiers make it piecewise), longs rounded up and
+        shorts down to the tick; 0 when no mark liquidates it."""
+        market = self._markets[position.contract]
+
+        def surplus(price: Decimal) -> Decimal:
+            balance, mm, _ = self._multi_currency(account, {market.id: price})
+            return balance - mm
+
+        long = position.size > 0
+        unsafe, safe = (Decimal(0), market.mark) if long else (market.mark * 1000, market.mark)
+        if surplus(unsafe) >= 0 or surplus(safe) < 0:
+            return Decimal(0)
+        for _ in range(BISECTIONS):
+            mid = (unsafe + safe) / 2
+            if surplus(mid) < 0:
+                unsafe = mid
+            else:
+                safe = mid
+        return max(_to_tick(safe, market.tick, up=long), Decimal(0))
+
+    def _discount_tiers(self, account: _Account, params: dict[str, str]) -> list[Any]:
+        """ "List currency discount tiers", nested in one more list as the docs' example is."""
+        return [
+            [
+                {
+                    "currency": currency,
+                    "discount_tiers": [
+                        {
+                            "tier": str(i + 1),
+                            "discount": rate,
+                            "lower_limit": low,
+                            "upper_limit": high,
+                            "leverage": "10",
+                        }
+                        for i, (low, high, rate) in enumerate(tiers)
+                    ],
+                }
+                for currency, tiers in DISCOUNT_TIERS.items()
+            ]
+        ]
+
     def _unified_account(self, account: _Account) -> dict[str, Any]:
-        """ "Get unified account information" (gateapi-python UnifiedAccount, UnifiedBalance)."""
+        """ "Get unified account information" (gateapi-python UnifiedAccount, UnifiedBalance):
+        in single-currency mode the USDT cross pool in ``balances.USDT`` (``margin_balance``,
+        ``mm``, ``mmr``) and the totals 0; in the other modes the totals over every currency."""
         futures = self._futures_account(account)
-        mm = Decimal(futures["cross_maintenance_margin"])
-        usdt = Decimal(futures["cross_margin_balance"])
-        total = usdt + account.other_equity
+        iso_margin = futures["isolated_position_margin"]
+        zero = {"margin_balance": "0", "mm": "0", "mmr": "0", "im": "0", "imr": "0"}
+        if account.margin_mode == 3:
+            usdt = Decimal(futures["cross_margin_balance"])
+            mm = Decimal(futures["cross_maintenance_margin"])
+            settle = {
+                "equity": _fmt(usdt, 8),
+                "cross_balance": _fmt(usdt, 8),
+                "margin_balance": _fmt(usdt, 8),
+                "mm": _fmt(mm, 8),
+                "mmr": _fmt(usdt / mm, 4) if mm else "0",
+                "im": futures["cross_initial_margin"],
+            }
+            total, total_mm, coins = Decimal(0), Decimal(0), {}
+        else:
+            total, total_mm, usdt = self._multi_currency(account)
+            settle = {**zero, "equity": _fmt(usdt, 8), "cross_balance": "0"}
+            coins = {
+                currency: {
+                    **zero,
+                    "available": _fmt(max(coin.balance, Decimal(0))),
+                    "freeze": "0",
+                    "borrowed": _fmt(coin.borrowed),
+                    "negative_liab": _fmt(max(-coin.balance, Decimal(0))),
+                    "futures_pos_liab": "0",
+                    "equity": _fmt(coin.balance - coin.borrowed),
+                    "total_liab": _fmt(coin.borrowed + max(-coin.balance, Decimal(0))),
+                    "cross_balance": "0",
+                    "iso_balance": "0",
+                    "enabled_collateral": coin.collateral,
+                }
+                for currency, coin in account.coins.items()
+            }
+        balances = {
+            SETTLE: {
+                "available": futures["available"],
+                "freeze": "0",
+                "borrowed": "0",
+                "negative_liab": "0",
+                "futures_pos_liab": "0",
+                "total_liab": "0",
+                "iso_balance": iso_margin,
+                "enabled_collateral": True,
+                **settle,
+            },
+            **coins,
+        }
         return {
             "user_id": account.user_id,
             "refresh_time": now_ms(),
             "locked": False,
-            "balances": {
-                SETTLE: {
-                    "available": futures["available"],
-                    "freeze": "0",
-                    "borrowed": "0",
-                    "equity": _fmt(usdt, 8),
-                    "margin_balance": _fmt(usdt, 8),
-                    "mm": _fmt(mm, 8),
-                    "mmr": _fmt(usdt / mm, 4) if mm else "0",
-                }
-            },
+            "mode": MARGIN_MODE_NAMES[account.margin_mode],
+            "balances": balances,
             "total": _fmt(total, 8),
             "borrowed": "0",
-            "total_initial_margin": futures["cross_initial_margin"],
+            "total_initial_margin": "0"
+            if account.margin_mode == 3
+            else futures["cross_initial_margin"],
             "total_margin_balance": _fmt(total, 8),
-            "total_maintenance_margin": _fmt(mm, 8),
+            "total_maintenance_margin": _fmt(total_mm, 8),
             "total_initial_margin_rate": "0",
-            "total_maintenance_margin_rate": _fmt(total / mm, 4) if mm else "0",
+            "total_maintenance_margin_rate": _fmt(total / total_mm, 4) if total_mm else "0",
             "total_available_margin": futures["available"],
             "unified_account_total": _fmt(total, 8),
             "unified_account_total_liab": "0",
@@ -740,6 +956,7 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
             "/futures/usdt/positions": self._positions,
             "/futures/usdt/accounts": lambda account, p: self._futures_account(account),
             "/unified/accounts": lambda account, p: self._unified_account(account),
+            "/unified/currency_discount_tiers": self._discount_tiers,
             "/futures/usdt/price_orders": self._price_orders,
             "/futures/usdt/fee": self._fee,
         }

@@ -1,0 +1,316 @@
+"""Gate's unified account computed by alertd (issue 11): single-currency margin (``margin_mode``
+3: the USDT cross pool inside the unified account) and multi-currency margin (1: one USD pool of
+every collateral currency at its index price times its tiered discount by USD value). Checked on
+Gate's published worked example, its documented answers, the local Gate (which reports Gate's own
+figures by the documented rules: tests/fake_exchange/gate.py) and a property: at every
+liquidation price alertd computes for a Gate pool with collateral its ratio is exactly 1.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alertd.engine.collateral import Collateral, RatioBasis
+from alertd.engine.margin import compute
+from alertd.engine.model import Account, MarginMode, Position, Side
+from alertd.exchanges import gate
+from alertd.feeds.adapter import FrameError
+from alertd.feeds.state import AccountMode, Coverage
+
+from .fake_exchange.gate import _DEFAULT_MARKETS, FakeGate, _tier_rows
+from .support.aio import run
+from .support.feeds import BTC
+from .test_account_modes import KEY, long_btc
+
+D = Decimal
+M = AccountMode
+C = Coverage
+
+
+# Gate, "Gate.io to Launch Gradient Margin Adjustment Factors Algorithm on March 28" (2024):
+# "suppose you hold 200 BTC ... the current BTC index price is 70,000 USD ... Total USD value of
+# ... BTC as collateral = (5 million * 1) + (5 million * 0.97) + (4 million * 0.95) = 13.65
+# million": the tiers slice the USD value, not the quantity. The rows in "List currency discount
+# tiers"' shape.
+ANNOUNCED_BTC_TIERS = [
+    {
+        "currency": "BTC",
+        "discount_tiers": [
+            {"tier": "1", "discount": "1", "lower_limit": "0", "upper_limit": "5000000"},
+            {"tier": "2", "discount": "0.97", "lower_limit": "5000000", "upper_limit": "10000000"},
+            {"tier": "3", "discount": "0.95", "lower_limit": "10000000", "upper_limit": "+"},
+        ],
+    }
+]
+
+# Gate API v4 docs, "List currency discount tiers" (GET /unified/currency_discount_tiers): the
+# example answer (nested in one more list, as documented), trimmed to USDT and USDC
+DOCS_DISCOUNT_ANSWER = [
+    [
+        {
+            "currency": "USDT",
+            "discount_tiers": [
+                {"tier": "1", "discount": "1", "lower_limit": "0", "leverage": "10",
+                 "upper_limit": "+"},
+            ],
+        },
+        {
+            "currency": "USDC",
+            "discount_tiers": [
+                {"tier": "1", "discount": "1", "lower_limit": "0", "leverage": "10",
+                 "upper_limit": "10000000"},
+                {"tier": "2", "discount": "0.98", "lower_limit": "10000000", "leverage": "10",
+                 "upper_limit": "15000000"},
+                {"tier": "6", "discount": "0", "lower_limit": "15000000", "leverage": "10",
+                 "upper_limit": "+"},
+            ],
+        },
+    ]
+]  # fmt: skip
+
+# ccxt gate.py, fetch_balance's "unified" answer (Gate's documented example of GET
+# /unified/accounts), the balances as recorded
+CCXT_UNIFIED = {
+    "user_id": 10001,
+    "locked": False,
+    "balances": {
+        "ETH": {"available": "0", "freeze": "0", "borrowed": "0.075393666654",
+                "negative_liab": "0", "futures_pos_liab": "0", "equity": "1016.1",
+                "total_freeze": "0", "total_liab": "0"},
+        "POINT": {"available": "9999999999.017023138734", "freeze": "0", "borrowed": "0",
+                  "negative_liab": "0", "futures_pos_liab": "0", "equity": "12016.1",
+                  "total_freeze": "0", "total_liab": "0"},
+        "USDT": {"available": "0.00000062023", "freeze": "0", "borrowed": "0",
+                 "negative_liab": "0", "futures_pos_liab": "0", "equity": "16.1",
+                 "total_freeze": "0", "total_liab": "0"},
+    },
+    "total": "230.94621713", "borrowed": "161.66395521",
+    "total_initial_margin": "1025.0524665088", "total_margin_balance": "3382495.944473949183",
+    "total_maintenance_margin": "205.01049330176",
+    "total_initial_margin_rate": "3299.827135672679",
+    "total_maintenance_margin_rate": "16499.135678363399",
+    "total_available_margin": "3381470.892007440383",
+    "unified_account_total": "3381470.892007440383", "unified_account_total_liab": "0",
+    "unified_account_total_equity": "100016.1", "leverage": "2",
+}  # fmt: skip
+MARKETS = {BTC: {}, "ETH/USDT:USDT": {}}
+
+
+def test_discount_tiers_slice_the_usd_value_as_gate_s_worked_example() -> None:
+    ratio = gate.discount_ratios(ANNOUNCED_BTC_TIERS)["BTC"]
+    assert ratio.basis is RatioBasis.VALUE
+    btc = Collateral("BTC", D(200), D(70000), ratio, BTC)
+    assert btc.value == D("13650000")
+
+
+def test_the_documented_discount_answer_is_read_with_its_open_last_tier() -> None:
+    ratios = gate.discount_ratios(DOCS_DISCOUNT_ANSWER)
+    assert ratios["USDT"].is_flat and ratios["USDT"].counted(D("1e9")) == D("1e9")
+    usdc = ratios["USDC"]
+    assert [t.cap for t in usdc.tiers] == [D(10_000_000), D(15_000_000), None]
+    # 20M USDC: 10M x 1 + 5M x 0.98 + 5M x 0 (the docs' last tier)
+    assert usdc.counted(D(20_000_000)) == D(14_900_000)
+
+
+def test_a_bad_discount_tier_names_the_field() -> None:
+    rows = [{"currency": "BTC", "discount_tiers": [{"discount": "1.2", "lower_limit": "0",
+                                                    "upper_limit": "+"}]}]  # fmt: skip
+    with pytest.raises(FrameError, match=r"^currency_discount_tiers BTC tier 1 discount: must be"):
+        gate.discount_ratios(rows)
+
+
+def test_the_recorded_unified_answer_names_what_alertd_does_not_reproduce() -> None:
+    ratios = gate.discount_ratios([{"currency": c, "discount_tiers": [{"discount": "1",
+              "lower_limit": "0", "upper_limit": "+"}]} for c in ("USDT", "ETH")])  # fmt: skip
+    pool = gate.multi_currency_pool(CCXT_UNIFIED, ratios, {"ETH": D(3000)}, "USDT", MARKETS)
+    # ETH is borrowed (a borrowing maintenance margin), POINT has no tiers and no perpetual
+    assert pool.not_reproduced == (
+        "a ETH liability (borrowing maintenance margin)",
+        "POINT held with no discount tiers to value it",
+    )
+    assert pool.settle_equity == D("16.1") and pool.coins == ()
+    assert pool.reported.margin_balance == D("3382495.944473949183")
+    assert pool.reported.margin_ratio == D("205.01049330176") / D("3382495.944473949183")
+
+
+def test_the_multi_currency_pool_values_each_coin_at_its_index_and_discount() -> None:
+    info = {
+        "balances": {
+            "USDT": {"equity": "1000", "borrowed": "0"},
+            "BTC": {"equity": "0.05", "borrowed": "0", "enabled_collateral": True},
+            "ETH": {"equity": "2", "borrowed": "0", "enabled_collateral": False},
+        },
+        "total_margin_balance": "3880",
+        "total_maintenance_margin": "38.8",
+    }
+    ratios = gate.discount_ratios(gate_docs_tiers())
+    pool = gate.multi_currency_pool(info, ratios, {"BTC": D(60000)}, "USDT", MARKETS)
+    (btc,) = pool.coins  # ETH is not enabled as collateral: it counts nothing
+    assert (btc.asset, btc.amount, btc.price, btc.price_symbol) == ("BTC", D("0.05"), D(60000), BTC)
+    # 3,000 USD of BTC: 1,000 x 0.98 + 2,000 x 0.95 (the docs' tiers by USD value)
+    assert btc.value == D(2880)
+    assert pool.reported.margin_ratio == D("0.01")
+    # the USDT runs out before the account is liquidated: Gate's borrowing margin then applies
+    (reason,) = pool.not_reproduced
+    assert reason.startswith("BTC as collateral (the account is liquidated only once futures")
+
+
+def gate_docs_tiers() -> list[Any]:
+    """The docs' example discount answer as the local Gate serves it."""
+    return FakeGate()._discount_tiers(None, {})  # type: ignore[arg-type]
+
+
+# --- the feed against the local Gate ------------------------------------------------------------
+
+
+async def gate_liquidations(fake: FakeGate) -> dict[str, Decimal]:
+    rows = fake._positions(fake._account(KEY), {})
+    return {f"{r['contract'].split('_')[0]}/USDT:USDT": D(r["liq_price"]) for r in rows}
+
+
+def test_multi_currency_is_computed_and_reproduces_gate_s_figures() -> None:
+    async def body() -> None:
+        fake = FakeGate()
+        async with long_btc(fake, "gate", "1000", "1000") as (feed, state):
+            fake.set_coin(KEY, "ETH", "2", collateral=False)  # not collateral: counts nothing
+            fake.set_margin_mode(KEY, 1)
+            await feed.reconcile()  # the switch, picked up without a restart
+            assert state.mode.mode is M.MULTI_ASSETS and state.mode.coverage is C.COMPUTED
+            assert state.computable and state.collateral == ()
+            served = fake._unified_account(fake._account(KEY))
+            theirs = D(served["total_maintenance_margin"]) / D(served["total_margin_balance"])
+            # 0.1 BTC at 60,000: MM 6,000 x (0.4% + 0.075%) = 28.5 over the 1,000 USDT
+            assert theirs == D("28.5") / D(1000)
+            assert feed.ratios == (theirs, theirs)
+            (position,) = compute(state.to_account()).positions
+            liq = (await gate_liquidations(fake))[BTC]
+            assert position.liquidation_price is not None
+            assert abs(position.liquidation_price - liq) <= D("0.1")  # Gate's tick
+
+            # BTC collateral: Gate's own ratio, saying why
+            fake.set_coin(KEY, "BTC", "0.05")
+            await feed.reconcile()
+            assert state.mode.coverage is C.EXCHANGE_RATIO and not state.computable
+            assert state.mode.limits.startswith("BTC as collateral (the account is liquidated")
+            served = fake._unified_account(fake._account(KEY))
+            # 0.05 BTC = 3,000 USD: 1,000 x 0.98 + 2,000 x 0.95 (the docs' tiers by USD value)
+            assert D(served["total_margin_balance"]) == D(1000 + 2880)
+            assert state.reported_account.margin_ratio == D("28.5") / D(3880)
+            # a USDC balance with no USDT perpetual to price it
+            fake.set_coin(KEY, "BTC", "0")
+            fake.set_coin(KEY, "USDC", "100", price="1")
+            await feed.reconcile()
+            assert state.mode.limits.startswith("USDC held with no USDT perpetual (USDC_USDT)")
+            # a borrowed currency carries a borrowing maintenance margin alertd does not model
+            fake.set_coin(KEY, "USDC", "0", borrowed="50", price="1")
+            await feed.reconcile()
+            assert state.mode.limits.startswith("a USDC liability (borrowing maintenance")
+            fake.set_coin(KEY, "USDC", "0", price="1")
+            await feed.reconcile()
+            assert state.computable
+
+    run(body())
+
+
+def test_single_currency_and_portfolio_follow_the_account() -> None:
+    async def body() -> None:
+        fake = FakeGate()
+        async with long_btc(fake, "gate", "1000", "1000") as (feed, state):
+            fake.set_coin(KEY, "BTC", "0.05")  # outside the USDT pool in single-currency mode
+            fake.set_margin_mode(KEY, 3)
+            await feed.reconcile()
+            assert state.mode.mode is M.UNIFIED_SINGLE_CURRENCY and state.computable
+            assert state.collateral == ()
+            usdt = fake._unified_account(fake._account(KEY))["balances"]["USDT"]
+            theirs = D(usdt["mm"]) / D(usdt["margin_balance"])
+            assert theirs == D("28.5") / D(1000)
+            assert feed.ratios == (theirs, theirs)
+            (position,) = compute(state.to_account()).positions
+            liq = position.liquidation_price
+            assert liq is not None
+            # Gate rounds a long's up to its tick (0.1)
+            assert liq <= (await gate_liquidations(fake))[BTC] < liq + D("0.1")
+
+            fake.set_margin_mode(KEY, 2)
+            await feed.reconcile()
+            assert state.mode.mode is M.PORTFOLIO and state.mode.coverage is C.EXCHANGE_RATIO
+            assert state.reported_account.margin_ratio is not None
+
+            fake.set_margin_mode(KEY, 0, tiered_mm=False)
+            await feed.reconcile()
+            assert state.mode.mode is M.LEGACY and state.mode.coverage is C.NOT_COMPUTED
+
+    run(body())
+
+
+# --- the property, with Gate's tiers ------------------------------------------------------------
+
+_BTC_ROW = _DEFAULT_MARKETS[0]
+BTC_TIERS = gate.risk_limit_tiers_to_table(_tier_rows("BTC_USDT", *_BTC_ROW[4:]))
+DOCS_RATIOS = gate.discount_ratios(gate_docs_tiers())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    side=st.sampled_from(Side),
+    quantity=st.integers(1, 400).map(lambda n: D(n) / 10),
+    mark=st.integers(20_000, 120_000).map(D),
+    btc=st.integers(0, 300).map(lambda n: D(n) / 100),
+    eth=st.integers(0, 50).map(D),
+    wallet_pct=st.integers(1, 100).map(D),
+    basis=st.integers(-30, 30).map(lambda n: 1 + D(n) / 10000),
+)
+def test_the_pool_ratio_is_one_at_each_liquidation_price_with_gate_s_collateral(
+    side: Side, quantity: D, mark: D, btc: D, eth: D, wallet_pct: D, basis: D
+) -> None:
+    """A BTC perpetual on BTC (at an index a basis off the mark) and ETH collateral, Gate's
+    risk limit tiers and the docs' discount tiers by USD value: at the liquidation price alertd
+    computes the pool's ratio is exactly 1."""
+    position = Position(
+        symbol=BTC,
+        side=side,
+        contracts=quantity,
+        contract_size=D(1),
+        inverse=False,
+        entry_price=mark,
+        mark_price=mark,
+        margin_mode=MarginMode.CROSS,
+        tiers=BTC_TIERS,
+        fee_rate=gate.PROFILE.default_fee_rate,
+    )
+    coins = (
+        Collateral("BTC", btc, mark * basis, DOCS_RATIOS["BTC"], BTC, price_over_mark=basis),
+        Collateral("ETH", eth, D(3000), DOCS_RATIOS["ETH"], "ETH/USDT:USDT"),
+    )
+    wallet = quantity * mark * wallet_pct / 1000
+    account = Account(gate.PROFILE, "p", "USDT", wallet, (position,), coins)
+    (pm,) = compute(account).positions
+    if pm.liquidation_price is None:
+        return
+    moved = compute(account.with_marks({BTC: pm.liquidation_price}))
+    assert abs(moved.pool.margin_ratio - 1) < D("1e-18"), (pm.liquidation_price, moved)
+
+
+@pytest.mark.parametrize(
+    ("balances", "expected"),
+    [
+        ({"BTC": {"equity": "lots"}}, "balances.BTC.equity: not a number: 'lots'"),
+        ({"USDT": {"available": "1"}}, "balances.USDT.equity: missing"),
+        ({"BTC": {"equity": "1", "borrowed": "x"}}, "balances.BTC.borrowed: not a number: 'x'"),
+        (["USDT"], "unified accounts: balances not an object"),
+    ],
+)
+def test_a_malformed_unified_answer_names_the_field(balances: Any, expected: str) -> None:
+    with pytest.raises(FrameError) as raised:
+        gate.multi_currency_pool({"balances": balances}, {}, {}, "USDT", MARKETS)
+    assert str(raised.value) == expected
+
+
+def test_a_single_currency_pool_without_its_margin_balance_is_a_frame_error() -> None:
+    with pytest.raises(FrameError, match=r"^balances\.USDT\.margin_balance: missing$"):
+        gate.single_currency_pool({"balances": {"USDT": {"mm": "1"}}}, "USDT")
