@@ -20,13 +20,12 @@ import pytest
 
 from tests.fake_exchange.base import FakeExchangeServer
 from tests.receivers import HttpReceiver
-from tests.support.configs import exchange_account, write_config
 from tests.support.fakes import ccxt_client
-from tests.support.fixtures import BTC, RULES, started
+from tests.support.fixtures import BTC, started, status_world
 from tests.support.poll import wait_for
-from tests.support.process import Daemon, alertd
+from tests.support.process import alertd
 
-from .support.endpoint import computed_account, free_port, status_account
+from .support.endpoint import computed_account, status_account
 
 D = Decimal
 KEY, SECRET = "key-main", "secret-main"
@@ -44,36 +43,7 @@ def gate_world(
     ``Daemon`` for it (not started)."""
     fake = fake_in_thread("gate", mark_interval_s=0.2)
     fake.add_account(KEY, SECRET, "1000")
-    account, env = exchange_account(fake, "main", "gate", KEY, SECRET)
-    port = free_port()
-    path = write_config(
-        tmp_path,
-        [account],
-        feeds={
-            "stale_after_s": 3,
-            "reconcile_interval_s": 3600,
-            "backoff": {"initial_s": 0.1, "max_s": 1},
-        },
-        rules=RULES,
-        receivers=[{"name": "hook", "url": http_receiver.url()}],
-        http={"enabled": True, "port": port},
-        delivery={"retry_initial": 0.2, "retry_max": 1, "drain_on_shutdown": 5},
-    )
-    env = {**env, "PATH": "/usr/bin:/bin"}
-    daemon = Daemon(path, env, tmp_path / "alertd.log")
-    try:
-        yield {
-            "fake": fake,
-            "http": http_receiver,
-            "daemon": daemon,
-            "path": path,
-            "env": env,
-            "base": f"http://127.0.0.1:{port}",
-            "tmp": tmp_path,
-        }
-    finally:
-        if daemon.proc is not None:
-            daemon.stop()
+    yield from status_world(tmp_path, fake, "gate", (KEY, SECRET), http_receiver)
 
 
 async def _gate_figures(fake: Any, single: bool) -> tuple[dict[str, Decimal], Decimal]:
