@@ -138,6 +138,7 @@ def collateral_json(cm: CollateralMetrics) -> dict[str, Any]:
         "price_symbol": c.price_symbol,
         "market_value": decimal_str(cm.market_value),
         "value": decimal_str(cm.value),
+        "requirement": decimal_str(cm.requirement),
     }
 
 
@@ -413,7 +414,9 @@ def _render_narrow(m: AccountMetrics, console: Console) -> None:
 def _ratio_text(cm: CollateralMetrics) -> str:
     c = cm.collateral
     if c.amount <= 0:
-        return "liability" + ("" if c.liability_ratio == 1 else f" x{c.liability_ratio}")
+        shown = "liability" + ("" if c.liability_ratio == 1 else f" x{c.liability_ratio}")
+        rate = c.liability_rate
+        return shown + (f", MM {fmt.ratio(rate)}" if rate else "")
     if c.ratio.is_flat:
         return fmt.ratio(c.ratio.tiers[0].ratio)
     kind = "by value" if c.ratio.basis is RatioBasis.VALUE else "by amount"
