@@ -119,6 +119,7 @@ BORROWING: dict[str, tuple[tuple[str, str, str, str], ...]] = {
     "BTC": (("5", "0.03", "0.1", "10"), ("20", "0.05", "0.2", "5"), ("100", "0.1", "0.5", "2")),
     "USDC": (("200000", "0.03", "0.1", "10"), ("1000000", "0.06", "0.2", "5")),
     "USDT": (("200000", "0.03", "0.1", "10"), ("1000000", "0.06", "0.2", "5")),
+    "ETH": (("100", "0.03", "0.1", "10"), ("500", "0.05", "0.2", "5")),
 }
 
 
@@ -226,6 +227,9 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
         # follows (its price over that mark kept as the mark moves)
         self._usd: dict[str, tuple[Decimal, str | None]] = {SETTLE: (Decimal(1), None)}
         self._discounts = {ccy: tuple(rows) for ccy, rows in DISCOUNTS.items()}
+        # currencies whose borrowing tiers "Get position tiers" leaves out (OKX still
+        # requires their borrowing MM)
+        self._unlisted_borrowing: set[str] = set()
 
     def _routes(self) -> list[web.RouteDef]:
         return [
@@ -356,6 +360,11 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
     def set_discount_tiers(self, ccy: str, tiers: list[tuple[str, str, str]]) -> None:
         """``ccy``'s discount tiers as (minAmt, maxAmt or "", discountRate)."""
         self._discounts[ccy] = tuple(tiers)
+
+    @scripted
+    def unlist_borrowing_tiers(self, ccy: str) -> None:
+        """Leave ``ccy``'s borrowing tiers out of "Get position tiers" answers."""
+        self._unlisted_borrowing.add(ccy)
 
     @scripted
     def set_fee_rate(self, api_key: str, taker: Num) -> None:
@@ -954,7 +963,8 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
         if kind == "MARGIN" and params.get("ccy"):
             # multi-currency margin: the currency's borrowing tiers, minSz/maxSz amounts
             # borrowed in it
-            return _tier_rows(BORROWING.get(params["ccy"], ()), "")
+            ccy = params["ccy"]
+            return [] if ccy in self._unlisted_borrowing else _tier_rows(BORROWING.get(ccy, ()), "")
         rows = []
         for m in self._markets.values():
             if f"{m.base}-USDT" == family and m.inst_type == kind:
