@@ -9,23 +9,36 @@ adjEq, mmr, mgnRatio and liquidation prices by OKX's documented rules
 from __future__ import annotations
 
 import dataclasses
+import json
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from alertd.config import Secret
+from alertd.config import Config, Secret
 from alertd.engine.margin import compute
 from alertd.engine.model import Side
+from alertd.errors import SnapshotError
 from alertd.exchanges import okx
 from alertd.feeds.adapter import FrameError
 from alertd.feeds.feed import AccountFeed
+from alertd.feeds.manager import FeedManager
+from alertd.feeds.options import FeedOptions
 from alertd.feeds.state import AccountMode, Coverage
+from alertd.snapshot.format import account_to_json, parse_snapshot
 
 from .fake_exchange.okx import FakeOKX
-from .support.aio import run
+from .support.aio import background, run
 from .support.fakes import started
-from .support.feeds import BTC, FAST, FAST_OPTIONS, account_config, bootstrapped, streaming
+from .support.feeds import (
+    BTC,
+    FAST,
+    FAST_OPTIONS,
+    account_config,
+    bootstrapped,
+    fast_backoff,
+    streaming,
+)
 from .support.poll import eventually
 
 D = Decimal
@@ -380,3 +393,95 @@ def test_single_currency_holds_the_expiry_future_in_the_usdt_pool() -> None:
             assert feed.comparison is not None and feed.comparison.mismatches == ()
 
     run(body())
+
+
+DISCOUNT_PATH = "/api/v5/public/discount-rate-interest-free-quota"
+TIERS_PATH = "/api/v5/public/position-tiers"
+
+
+def test_public_tiers_are_read_once_per_exchange_and_again_after_the_market_refresh() -> None:
+    """OKX's discount and borrowing tiers are public and slow to change: every account on the
+    exchange shares one read (was: one per held currency per account per reconcile), until the
+    feeds' market refresh drops them (every ``feeds.tier_refresh_interval_s``)."""
+
+    async def body() -> None:
+        fake = FakeOKX()
+        async with started(fake):
+            keys = {}
+            for i in range(3):
+                fake.add_account(f"key{i}", f"secret{i}", "25000")
+                borrowing_account(fake, f"key{i}")
+                keys[f"a{i}"] = {
+                    "api_key": Secret(f"key{i}"),
+                    "secret": Secret(f"secret{i}"),
+                    "password": Secret(FakeOKX.PASSPHRASE),
+                }
+            accounts = [account_config(name, "okx", fake) for name in keys]
+            config = Config(version=1, accounts=accounts, feeds=FAST)
+            manager = FeedManager(config, keys, FeedOptions(backoff=fast_backoff))
+
+            def reads(path: str) -> int:
+                return sum(1 for _, p in fake.requests if p == path)
+
+            async with background(manager.run()):
+                feeds = list(manager.feeds.values())
+                await eventually(
+                    lambda: all(f.state.bootstrapped for f in feeds), what="all up", timeout_s=60
+                )
+                assert all(f.state.mode.coverage is Coverage.COMPUTED for f in feeds)
+                # USDT and USDC held (BTC owed): one discount read each for the three accounts
+                assert reads(DISCOUNT_PATH) == 2
+                tiers = reads(TIERS_PATH)
+                for feed in feeds:
+                    await feed.reconcile()
+                assert reads(DISCOUNT_PATH) == 2 and reads(TIERS_PATH) == tiers
+                (shared,) = manager.shared.values()
+                await shared.refresh_markets()
+                for feed in feeds:
+                    await feed.reconcile()
+                # read again once: the discount tiers of USDT and USDC, the borrowing tiers of
+                # BTC and USDT (the swap's own tiers are not re-read by a reconcile)
+                assert reads(DISCOUNT_PATH) == 4 and reads(TIERS_PATH) == tiers + 2
+
+    run(body(), timeout_s=120)
+
+
+def test_a_snapshot_keeps_what_is_owed_and_its_tiers() -> None:
+    """``alertd snapshot`` writes the liabilities' borrowing tiers and the settle currency's,
+    and ``alertd calc`` reads them back to the same figures; a bad tier names its field."""
+
+    async def body() -> Any:
+        async with started(FakeOKX(), [("key-o", "secret-o", "25000")]) as fake:
+            borrowing_account(fake)
+            return (await bootstrapped(okx_feed(fake))).state.to_account()
+
+    account = run(body())
+    assert account.wallet_liability_tiers is not None
+    text = json.dumps(account_to_json(account))
+    again = parse_snapshot(text).account
+    ours, theirs = compute(again), compute(account)
+    assert ours.pool == dataclasses.replace(theirs.pool, collateral=ours.pool.collateral)
+    assert [c.requirement for c in ours.pool.collateral] == [
+        c.requirement for c in theirs.pool.collateral
+    ]
+    assert [p.liquidation_price for p in ours.positions] == [
+        p.liquidation_price for p in theirs.positions
+    ]
+    assert ours.crash_distance == theirs.crash_distance
+    data = json.loads(text)
+    data["cross"]["collateral"][0]["liability_tiers"] = [{"max_amount": "1", "mmr": "1.5"}]
+    data["cross"]["liability_tiers"] = [
+        {"max_amount": "10", "mmr": "0.03"},
+        {"max_amount": "5", "mmr": "0.05"},
+        {"mmr": "0.1"},
+    ]
+    with pytest.raises(SnapshotError) as info:
+        parse_snapshot(json.dumps(data))
+    assert info.value.problems == [
+        "cross.collateral[0].liability_tiers[0].mmr: must be less than 1 (got 1.5)"
+    ]
+    del data["cross"]["collateral"][0]["liability_tiers"]
+    with pytest.raises(SnapshotError) as info:
+        parse_snapshot(json.dumps(data))
+    (problem,) = info.value.problems
+    assert problem.startswith("cross.liability_tiers[1].max_amount: tiers out of order")

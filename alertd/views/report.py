@@ -161,6 +161,7 @@ def metrics_json(
             "unrealized_pnl": decimal_str(pool.unrealized_pnl),
             "margin_balance": decimal_str(pool.margin_balance),
             "maintenance_margin": decimal_str(pool.maintenance_margin),
+            "owed_requirement": decimal_str(pool.owed_requirement),
             "margin_ratio": decimal_str(pool.margin_ratio),
             "margin_ratio_in_exchange_form": decimal_str(pool.displayed_ratio),
             "exchange_form_name": a.profile.displayed_ratio_name or None,
@@ -208,6 +209,8 @@ def render(
     summary.add_row("Unrealized PnL", fmt.money(pool.unrealized_pnl, unit))
     summary.add_row("Margin balance", fmt.money(pool.margin_balance, unit))
     summary.add_row("Maintenance margin", fmt.money(pool.maintenance_margin, unit))
+    if pool.owed_requirement:
+        summary.add_row(f"  of it, the {unit} owed", fmt.money(pool.owed_requirement, unit))
     summary.add_row("Margin ratio (MM / balance)", fmt.ratio(pool.margin_ratio))
     if a.profile.displayed_ratio_name:
         # alertd's own figure in the exchange's form: the exchange's number is in the
