@@ -8,7 +8,7 @@ for every exchange: ``margin_ratio = maintenance margin / margin balance``; high
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
@@ -291,10 +291,25 @@ def margin_to_add(
     currency owed (``settle_equity`` below zero, ``owed_tiers`` its borrowing tiers), what is
     added repays it and lowers the requirement (``requirement`` holds what is owed now)."""
     base = requirement - owed_requirement(owed_tiers, settle_equity)
+    # at a rate r on what is owed, base + r (-settle_equity - x) <= target (equity + x)
+    return added_until(
+        settle_equity,
+        owed_tiers,
+        lambda r: (base - r * settle_equity - target * equity) / (target + r),
+    )
+
+
+def added_until(
+    settle_equity: Decimal,
+    owed_tiers: TierTable | None,
+    needed: Callable[[Decimal], Decimal],
+) -> Decimal:
+    """The least margin (>= 0) to add to the wallet for a condition that ``needed(r)`` solves
+    where what is owed of the settle currency carries the rate ``r`` (0 once nothing is
+    owed): walking what is owed down, tier by tier, as the margin added repays it. The
+    requirement steps down at each tier's cap, so the answer may be a cap, past the target."""
     if owed_tiers is None or settle_equity >= 0:
-        return max(ZERO, requirement / target - equity)
-    # walk what is owed down, tier by tier: on each, requirement = base + rate x owed and
-    # owed = -(settle_equity + added); the first added amount that reaches the target
+        return max(ZERO, needed(ZERO))
     owed = -settle_equity
     current = owed_tiers.index_for(owed)
     for i in range(current, -1, -1):
@@ -303,13 +318,11 @@ def margin_to_add(
         cap = owed_tiers.tiers[i].cap
         start = ZERO if i == current or cap is None else owed - cap
         end = owed - owed_tiers.floor(i)
-        rate = owed_tiers.tiers[i].mmr
-        needed = (base - rate * settle_equity - target * equity) / (target + rate)
-        added = max(start, needed)
+        added = max(start, needed(owed_tiers.tiers[i].mmr))
         if added < end:
             return added
-    # all repaid: the requirement is the base
-    return max(-settle_equity, base / target - equity)
+    # all repaid: nothing owed requires anything
+    return max(owed, needed(ZERO))
 
 
 def compute(
