@@ -30,7 +30,7 @@ from alertd.engine.margin import compute
 from alertd.engine.stops import StopOrder
 from alertd.errors import AccountRefused
 from alertd.exchanges.registry import get_spec
-from alertd.feeds.adapter import FrameError, checked_stops
+from alertd.feeds.adapter import FrameError, PublicTables, checked_stops
 from alertd.feeds.ccxt_exchange import (
     ErrorKind,
     SharedExchange,
@@ -93,8 +93,8 @@ class AccountFeed:
         self.settings = settings
         self.spec = get_spec(config.exchange)
         self.adapter = self.spec.new_adapter()
-        if shared is not None:
-            self.adapter.tables = shared.tables  # public tables read once per exchange
+        # the exchange's public tables: read once for every account on it, or alone its own
+        self.adapter.tables = shared.tables if shared is not None else PublicTables()
         self.state = AccountState(config.name, self.spec.profile, self.adapter.settle)
         self.state.wallet_includes_isolated = self.adapter.wallet_includes_isolated
         self._secrets = secrets
