@@ -403,6 +403,7 @@ def test_calc_shows_collateral_and_each_pool(tmp_path: Path) -> None:
         "price_symbol": None,
         "market_value": "22",
         "value": "22",
+        "requirement": "0",
     }
     # --mark moves a coin valued at a symbol no position holds
     snap = json.loads(EXAMPLE.read_text())

@@ -1,9 +1,11 @@
 """End to end, OKX multi-currency margin (acctLv 3, issue 11): the real ``alertd snapshot``,
 ``alertd calc`` and ``alertd run`` processes against the local OKX, which reports OKX's own
-adjEq, mgnRatio and liquidation prices by OKX's documented rules (tests/fake_exchange/okx.py).
-alertd reproduces them with USDT, BTC and USDC in the pool and a swap and an expiry future in
-it; a BTC balance and a BTC long falling together cross the thresholds at the right marks; no
-false alert at bootstrap."""
+adjEq, mmr, mgnRatio and liquidation prices by OKX's documented rules, borrowing maintenance
+margin included (tests/fake_exchange/okx.py). alertd reproduces them with USDT, BTC and USDC
+in the pool and a swap and an expiry future in it, and with BTC owed; a BTC balance and a BTC
+long falling together (USDT owed once the losses pass the USDT held), and BTC owed rising
+against a small BTC long, cross the thresholds at the right marks; no false alert at
+bootstrap."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from tests.support.poll import wait_for
 from tests.support.process import alertd
 
 from .support.endpoint import computed_account, status_account
-from .test_okx_multi_currency import BTC_FUTURE, multi_currency_account
+from .test_okx_multi_currency import BTC_FUTURE, borrowing_account, multi_currency_account
 
 D = Decimal
 KEY, SECRET = "key-main", "secret-main"
@@ -53,11 +55,21 @@ async def _okx_figures(fake: Any) -> tuple[dict[str, Decimal], Decimal]:
     return liquidations, D(balance["data"][0]["mgnRatio"])
 
 
+def _owing_btc(fake: Any, key: str) -> None:
+    fake.set_balance(key, "25000")
+    borrowing_account(fake, key)
+
+
+@pytest.mark.parametrize(
+    ("account", "symbols"),
+    [(multi_currency_account, [BTC, BTC_FUTURE]), (_owing_btc, [BTC])],
+    ids=["held", "owed"],
+)
 def test_snapshot_and_calc_reproduce_okx_s_ratio_and_liquidation_prices(
-    okx_world: dict[str, Any],
+    okx_world: dict[str, Any], account: Callable[[Any, str], None], symbols: list[str]
 ) -> None:
     fake, env = okx_world["fake"], okx_world["env"]
-    multi_currency_account(fake, KEY)
+    account(fake, KEY)
     config = str(okx_world["path"])
     table = alertd("snapshot", "-c", config, env=env)
     assert table.returncode == 0, table.stderr
@@ -75,7 +87,7 @@ def test_snapshot_and_calc_reproduce_okx_s_ratio_and_liquidation_prices(
     result = json.loads(calc.stdout, parse_float=Decimal)
     liquidations, mgn_ratio = asyncio.run(_okx_figures(fake))
     ours = {p["symbol"]: D(p["liquidation_price"]) for p in result["positions"]}
-    assert sorted(ours) == sorted(liquidations) == sorted([BTC, BTC_FUTURE])
+    assert sorted(ours) == sorted(liquidations) == sorted(symbols)
     for symbol, theirs in liquidations.items():
         assert abs(ours[symbol] / theirs - 1) < D("1e-4"), (symbol, ours[symbol], theirs)
     # alertd's ratio is MM over equity: OKX's mgnRatio the other way up
@@ -90,7 +102,9 @@ def test_a_btc_balance_and_a_btc_long_falling_together_cross_at_the_right_marks(
     # 500 USDT, 0.02 BTC (discount 0.98, following the swap's mark), 300 USDC (0.98) and a
     # 1 BTC swap long at 60,000; USDT at USD 1. alertd's ratio (MM + fee over adjEq):
     #   0.0045 m / (500 + (m - 60,000) + 0.02 x 0.98 m + 294) = 0.0045 m / (1.0196 m - 59,206)
-    # 0.137 at 60,000: no alert (USDT-only math: 270 / 500 = 0.54, a false warning)
+    # 0.137 at 60,000: no alert (USDT-only math: 270 / 500 = 0.54, a false warning). Below
+    # 59,500 the losses pass the 500 USDT: 59,500 - m USDT is owed, with OKX's borrowing MM of
+    # 3% on it: (1,785 - 0.0255 m) / (1.0196 m - 59,206)
     fake.set_mark(BTC, "60000")
     fake.set_account_level(KEY, "3")
     fake.set_balance(KEY, "500")
@@ -106,20 +120,21 @@ def test_a_btc_balance_and_a_btc_long_falling_together_cross_at_the_right_marks(
     theirs = D(status_account(base)["exchange_margin_ratio"])
     assert abs(D(account["margin_ratio"]) / theirs - 1) < D("1e-6")
     (position,) = account["positions"]
-    # at the liquidation price the ratio is 1: 59,206 / 1.0151 = 58,325.29 (OKX's liqPx)
+    # at the liquidation price the ratio is 1: 60,991 / 1.0451 = 58,359.01 (OKX's liqPx; the
+    # USDT owed left out, 59,206 / 1.0151 = 58,325.29, 34 lower)
     liquidations, _ = asyncio.run(_okx_figures(fake))
     assert abs(D(position["liquidation_price"]) / liquidations[BTC] - 1) < D("1e-4")
-    assert abs(D(position["liquidation_price"]) - D(59206) / D("1.0151")) < D("0.01")
+    assert abs(D(position["liquidation_price"]) - D(60991) / D("1.0451")) < D("0.01")
     assert http.posts == []
 
-    # at 58,560: 263.52 / 501.78 = 52.5% (the BTC held at its value: 263.52 / 530 = 49.7%)
-    fake.set_mark(BTC, "58560")
+    # at 58,600: 290.70 / 542.56 = 53.6% (without the USDT owed's MM 48.6%: no warning)
+    fake.set_mark(BTC, "58600")
     wait_for(lambda: len(http.posts) >= 1, what="ratio warning")
-    assert http.titles()[0].startswith("WARNING main: worst ratio 52.5%"), http.titles()
-    # at 58,380: 262.71 / 318.25 = 82.5% (the BTC held at its value: 75.1%, not critical)
-    fake.set_mark(BTC, "58380")
+    assert http.titles()[0].startswith("WARNING main: worst ratio 53.6%"), http.titles()
+    # at 58,410: 295.545 / 348.836 = 84.7% (without the USDT owed's MM 75.3%: not critical)
+    fake.set_mark(BTC, "58410")
     wait_for(lambda: len(http.posts) >= 2, what="ratio critical")
-    assert http.titles()[1].startswith("CRITICAL main: worst ratio 82.5%"), http.titles()
+    assert http.titles()[1].startswith("CRITICAL main: worst ratio 84.7%"), http.titles()
     assert daemon.stop() == 0
     assert "Traceback" not in daemon.text()
 
@@ -147,16 +162,61 @@ def test_a_switch_to_multi_currency_and_a_liability_are_picked_up_without_a_rest
     account = wait_for(lambda: computed_account(base), what="computed after the switch")
     assert D(account["margin_ratio"]) == D(270) / D(7880)
 
-    # a USDC liability: its borrowing maintenance margin is not modelled: OKX's ratio stands
-    # in, labelled, with the reason
+    # 100 USDC owed: counted in full, with 3% of it (OKX's first USDC borrowing tier) in the
+    # requirement: 273 / 7,780
     fake.set_currency(KEY, "USDC", "-100", "1")
     account = wait_for(
+        lambda: (a := computed_account(base)) and D(a["margin_ratio"]) == D(273) / D(7780) and a,
+        what="the USDC owed computed",
+    )
+    # ETH owed, a currency OKX lists no borrowing tiers for: OKX's ratio stands in, labelled,
+    # with the reason
+    fake.unlist_borrowing_tiers("ETH")
+    fake.set_currency(KEY, "ETH", "-1", "3000")
+    account = wait_for(
         lambda: (a := status_account(base))["coverage"] == "exchange's own ratio" and a,
-        what="OKX's ratio for a liability",
+        what="OKX's ratio for a liability alertd cannot value",
     )
     assert account["margin_ratio_source"] == "exchange"
-    fake.set_currency(KEY, "USDC", "0", "1")
+    assert "a ETH liability with no borrowing tiers" in account["mode_limits"]
+    fake.set_currency(KEY, "ETH", "0", "3000")
     wait_for(lambda: computed_account(base), what="computed again once repaid")
     assert not [t for t in http.titles() if "ratio" in t and "worst" in t]
+    assert daemon.stop() == 0
+    assert "Traceback" not in daemon.text()
+
+
+def test_btc_owed_rising_against_a_small_long_crosses_at_the_right_marks(
+    okx_world: dict[str, Any],
+) -> None:
+    fake, http, daemon, base = (okx_world[k] for k in ("fake", "http", "daemon", "base"))
+    # 30,000 USDT (the 0.4 BTC borrowed, sold), 0.4 BTC owed following the swap's mark, a
+    # 0.1 BTC swap long at 60,000; USDT at USD 1. At a mark m: adjEq = 30,000 + 0.1 (m -
+    # 60,000) - 0.4 m = 24,000 - 0.3 m; MM + fee = 0.1 m x (0.4% + 0.05%) + 0.4 m x 3% (the
+    # BTC owed, OKX's first BTC borrowing tier) = 0.01245 m. 747 / 6,000 = 12.45% at 60,000
+    fake.set_balance(KEY, "30000")
+    fake.set_mark(BTC, "60000")
+    fake.set_account_level(KEY, "3")
+    fake.set_currency(KEY, "BTC", "-0.4", "60000", follows=BTC)
+    fake.open_position(KEY, BTC, "long", "10", "60000")
+    started(daemon)
+    account = wait_for(lambda: computed_account(base), what="alertd's own figures")
+    assert D(account["margin_ratio"]) == D("0.1245")
+    (position,) = account["positions"]
+    # the long is liquidated as BTC rises: 24,000 / 0.31245 = 76,812.29 (OKX's liqPx)
+    liquidations, mgn_ratio = asyncio.run(_okx_figures(fake))
+    assert abs(D(position["liquidation_price"]) / liquidations[BTC] - 1) < D("1e-4")
+    assert abs(D(position["liquidation_price"]) - D(24000) / D("0.31245")) < D("0.01")
+    assert abs(D(account["margin_ratio"]) * mgn_ratio - 1) < D("1e-6")
+    assert http.posts == []
+
+    # at 74,000: 921.30 / 1,800 = 51.2% (without the borrowing MM 1.9%: no alert at all)
+    fake.set_mark(BTC, "74000")
+    wait_for(lambda: len(http.posts) >= 1, what="ratio warning")
+    assert http.titles()[0].startswith("WARNING main: worst ratio 51.2%"), http.titles()
+    # at 76,100: 947.445 / 1,170 = 81.0%
+    fake.set_mark(BTC, "76100")
+    wait_for(lambda: len(http.posts) >= 2, what="ratio critical")
+    assert http.titles()[1].startswith("CRITICAL main: worst ratio 81.0%"), http.titles()
     assert daemon.stop() == 0
     assert "Traceback" not in daemon.text()

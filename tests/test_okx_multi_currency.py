@@ -8,23 +8,37 @@ adjEq, mmr, mgnRatio and liquidation prices by OKX's documented rules
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from alertd.config import Secret
+from alertd.config import Config, Secret
 from alertd.engine.margin import compute
 from alertd.engine.model import Side
+from alertd.errors import SnapshotError
 from alertd.exchanges import okx
 from alertd.feeds.adapter import FrameError
 from alertd.feeds.feed import AccountFeed
+from alertd.feeds.manager import FeedManager
+from alertd.feeds.options import FeedOptions
 from alertd.feeds.state import AccountMode, Coverage
+from alertd.snapshot.format import account_to_json, parse_snapshot
 
 from .fake_exchange.okx import FakeOKX
-from .support.aio import run
+from .support.aio import background, run
 from .support.fakes import started
-from .support.feeds import BTC, FAST, FAST_OPTIONS, account_config, bootstrapped, streaming
+from .support.feeds import (
+    BTC,
+    FAST,
+    FAST_OPTIONS,
+    account_config,
+    bootstrapped,
+    fast_backoff,
+    streaming,
+)
 from .support.poll import eventually
 
 D = Decimal
@@ -92,17 +106,89 @@ def _flat_usdt() -> Any:
     )
 
 
-def test_a_liability_keeps_okx_s_own_ratio_and_says_why() -> None:
-    answer = {
+# OKX docs, "Get position tiers" with instType MARGIN, tdMode cross and ccy (multi-currency
+# margin: "It will return borrowing amount ... when ccy takes effect"): rows in the shape of the
+# recorded one ccxt's okx.py fetch_market_leverage_tiers quotes (maxSz "500", mmr "0.03",
+# imr "0.1", maxLever "10"); a second tier added to check the steps
+DOCS_USDC_BORROWING = [
+    {"baseMaxLoan": "", "imr": "0.1", "instFamily": "", "instId": "", "maxLever": "10",
+     "maxSz": "500", "minSz": "0", "mmr": "0.03", "optMgnFactor": "0", "quoteMaxLoan": "",
+     "tier": "1", "uly": ""},
+    {"baseMaxLoan": "", "imr": "0.2", "instFamily": "", "instId": "", "maxLever": "5",
+     "maxSz": "2000", "minSz": "500", "mmr": "0.05", "optMgnFactor": "0", "quoteMaxLoan": "",
+     "tier": "2", "uly": ""},
+]  # fmt: skip
+
+
+def _with_usdc(eq: str, eq_usd: str, **more: str) -> dict[str, Any]:
+    """The recorded answer with a USDC row of equity ``eq`` (negative: owed)."""
+    usdc = {"ccy": "USDC", "eq": eq, "eqUsd": eq_usd, "isoEq": "0", **more}
+    return {**RECORDED_MULTI, "details": [*RECORDED_MULTI["details"][:2], usdc]}
+
+
+def test_borrowing_tiers_step_by_the_amount_owed() -> None:
+    table = okx.borrowing_tiers(DOCS_USDC_BORROWING, "USDC")
+    assert table is not None
+    assert [table.tier_for(D(owed)).mmr for owed in ("1", "500", "500.01", "5000")] == [
+        D("0.03"),
+        D("0.03"),
+        D("0.05"),
+        D("0.05"),  # past the last cap its rate holds
+    ]
+    assert okx.borrowing_tiers([], "USDC") is None
+    bad = [{**DOCS_USDC_BORROWING[0], "mmr": "1.2"}]
+    with pytest.raises(FrameError, match="position-tiers MARGIN USDC tier 1 mmr: must be in"):
+        okx.borrowing_tiers(bad, "USDC")
+
+
+def test_a_liability_counts_in_full_with_its_borrowing_maintenance_margin() -> None:
+    # 500 USDC owed (interest accrued in it: eq is the cash less the interest) at USD 0.9999
+    answer = _with_usdc("-500", "-499.95", cashBal="-499.9", interest="0.1", liab="500")
+    ratios = {"BTC": okx.discount_ratio(DOCS_BTC_DISCOUNT), "USDT": _flat_usdt()}
+    borrowing = {"USDC": okx.borrowing_tiers(DOCS_USDC_BORROWING, "USDC")}
+    pool = okx.multi_currency_pool(answer, ratios, "USDT", {}, borrowing)  # type: ignore[arg-type]
+    assert pool.not_reproduced == ()
+    usdc = next(c for c in pool.coins if c.asset == "USDC")
+    assert usdc.amount == D(-500) and usdc.price == D("0.9999")
+    # adjEq counts the liability in full; the MM holds 500 x 0.9999 x 3% (tier 1: up to 500)
+    assert usdc.value == D("-499.95") and usdc.requirement == D("14.9985")
+    # more owed, the next tier's rate on the whole amount (step tiers, as OKX's positions')
+    more = okx.multi_currency_pool(
+        _with_usdc("-600", "-599.94"),
+        ratios,
+        "USDT",
+        {},
+        borrowing,  # type: ignore[arg-type]
+    )
+    assert next(c for c in more.coins if c.asset == "USDC").requirement == D("29.997")
+
+
+def test_what_alertd_does_not_reproduce_keeps_okx_s_own_ratio_and_says_why() -> None:
+    ratios = {"BTC": okx.discount_ratio(DOCS_BTC_DISCOUNT), "USDT": _flat_usdt()}
+    # a liability OKX lists no borrowing tiers for
+    pool = okx.multi_currency_pool(_with_usdc("-500", "-499.95"), ratios, "USDT", {})
+    assert pool.not_reproduced == ("a USDC liability with no borrowing tiers",)
+    # USDT owed: the pool's own currency, lent by its borrowing tiers as the PnL moves
+    owed = {**RECORDED_MULTI, "details": [
+        {"cashBal": "-100", "ccy": "USDT", "eq": "-100", "isoEq": "0", "upl": "0"},
+        RECORDED_MULTI["details"][1]]}  # fmt: skip
+    usdt_tiers = okx.borrowing_tiers(DOCS_USDC_BORROWING, "USDT")
+    lent = okx.multi_currency_pool(owed, ratios, "USDT", {}, {"USDT": usdt_tiers})  # type: ignore[dict-item]
+    assert lent.not_reproduced == () and lent.wallet == D(-100) and lent.wallet_tiers is usdt_tiers
+    (why,) = okx.multi_currency_pool(owed, ratios, "USDT", {}).not_reproduced
+    assert why == "a USDT liability with no borrowing tiers"
+    # USDT equity in a tier discounted below 1: the discount would follow the PnL
+    rich = {
         **RECORDED_MULTI,
         "details": [
-            *RECORDED_MULTI["details"][:2],
-            {"ccy": "USDC", "eq": "-500", "eqUsd": "-499.95", "isoEq": "0", "liab": "500"},
+            {"cashBal": "6000000", "ccy": "USDT", "eq": "6000000", "isoEq": "0", "upl": "0"}
         ],
     }
-    ratios = {"BTC": okx.discount_ratio(DOCS_BTC_DISCOUNT), "USDT": _flat_usdt()}
-    pool = okx.multi_currency_pool(answer, ratios, "USDT", {})
-    assert pool.not_reproduced == ("a USDC liability (borrowing maintenance margin)",)
+    tiered = okx.discount_ratio({"ccy": "USDT", "details": [
+        {"minAmt": "0", "maxAmt": "5000000", "discountRate": "1"},
+        {"minAmt": "5000000", "maxAmt": "", "discountRate": "0.95"}]})  # fmt: skip
+    (why,) = okx.multi_currency_pool(rich, {"USDT": tiered}, "USDT", {}).not_reproduced
+    assert why.startswith("USDT equity past its discount rate of 1")
 
 
 def okx_feed(fake: FakeOKX, key: str = "key-o") -> AccountFeed:
@@ -159,6 +245,50 @@ def test_the_local_okx_multi_currency_account_is_computed_as_okx_reports_it() ->
     run(body())
 
 
+def borrowing_account(fake: FakeOKX, key: str = "key-o") -> None:
+    """acctLv 3 with 25,000 USDT (USD 0.9998; the BTC borrowed was sold for it), 2,000 USDC,
+    0.3 BTC owed with 0.0006 BTC of interest accrued (its USD price 60,006 following the BTC
+    swap's mark) and a 1 BTC swap long at 60,000: a long hedged in part by the BTC owed."""
+    fake.set_usdt_usd("0.9998")
+    fake.set_mark(BTC, "60000")
+    fake.set_account_level(key, "3")
+    fake.set_currency(key, "BTC", "-0.3", "60006", follows=BTC, interest="0.0006")
+    fake.set_currency(key, "USDC", "2000", "0.9999")
+    fake.open_position(key, BTC, "long", "100", "60000")
+
+
+def test_a_liability_is_computed_as_the_local_okx_reports_it() -> None:
+    async def body() -> None:
+        async with started(FakeOKX(), [("key-o", "secret-o", "25000")]) as fake:
+            borrowing_account(fake)
+            feed = okx_feed(fake)
+            state = (await bootstrapped(feed)).state
+            assert state.mode.coverage is Coverage.COMPUTED and state.computable, state.mode
+            (btc,) = [c for c in state.collateral if c.asset == "BTC"]
+            # owed: the cash and the interest on it, at the rate of its borrowing tier (3%)
+            assert btc.amount == D("-0.3006") and btc.liability_rate == D("0.03")
+            metrics = compute(state.to_account())
+            reported = state.reported_account
+            assert reported.margin_ratio is not None and reported.maintenance_margin is not None
+            # OKX's mmr holds the borrowing MM: 60,000 x 0.4% + 0.3006 x 60,006 x 3% (USD)
+            borrowed = D("0.3006") * D(60006) * D("0.03")
+            okx_mmr = reported.maintenance_margin * D("0.9998")  # alertd keeps it in USDT
+            assert abs(okx_mmr - (D(240) * D("0.9998") + borrowed)) < D("1e-9")
+            assert abs(metrics.pool.margin_ratio / reported.margin_ratio - 1) < D("1e-4")
+            assert feed.comparison is not None and feed.comparison.mismatches == ()
+            (position,) = metrics.positions
+            theirs = state.reported_positions[(BTC, Side.LONG)].liquidation_price
+            assert theirs is not None and position.liquidation_price is not None
+            assert abs(position.liquidation_price / theirs - 1) < D("1e-4")
+            # without the borrowing MM the ratio would be off by more than the tolerance
+            account = state.to_account()
+            coins = tuple(dataclasses.replace(c, liability_tiers=None) for c in account.collateral)
+            bare = compute(dataclasses.replace(account, collateral=coins))
+            assert abs(bare.pool.margin_ratio / reported.margin_ratio - 1) > D("1e-2")
+
+    run(body())
+
+
 def test_a_mode_switch_and_a_liability_are_picked_up_at_reconcile() -> None:
     async def body() -> None:
         async with started(FakeOKX(), [("key-o", "secret-o", "1000")]) as fake:
@@ -175,10 +305,28 @@ def test_a_mode_switch_and_a_liability_are_picked_up_at_reconcile() -> None:
                 assert state.mode.mode is AccountMode.MULTI_ASSETS and state.computable
                 assert [c.asset for c in state.collateral] == ["BTC"]
                 assert feed.comparison is not None and feed.comparison.mismatches == ()
+                # a USDC liability: computed with its borrowing MM
                 fake.set_currency("key-o", "USDC", "-500", "1")
                 await feed.reconcile()
+                assert state.mode.coverage is Coverage.COMPUTED and state.computable
+                assert feed.comparison is not None and feed.comparison.mismatches == ()
+                # USDT owed (the settle currency's equity below zero): computed too
+                fake.set_balance("key-o", "-100")
+                await feed.reconcile()
+                assert state.mode.coverage is Coverage.COMPUTED and state.computable
+                assert state.to_account().wallet_liability_tiers is not None
+                assert feed.comparison is not None and feed.comparison.mismatches == ()
+                # USDT equity discounted below 1 (a new table, read after the tables'
+                # refresh): OKX's own ratio, with the reason
+                fake.set_balance("key-o", "1000")
+                fake.set_discount_tiers("USDT", [("0", "500", "1"), ("500", "", "0.95")])
+                await feed.reconcile()
+                assert state.mode.coverage is Coverage.COMPUTED  # the table as first read
+                await feed.refresh_tiers()
+                await feed.reconcile()
                 assert state.mode.coverage is Coverage.EXCHANGE_RATIO
-                assert "a USDC liability" in state.mode.limits and "OKX's own" in state.mode.limits
+                assert "USDT equity past its discount rate of 1" in state.mode.limits
+                assert "OKX's own" in state.mode.limits
                 assert state.reported_account.margin_ratio is not None
                 fake.set_account_level("key-o", "2")
                 await feed.reconcile()
@@ -245,3 +393,95 @@ def test_single_currency_holds_the_expiry_future_in_the_usdt_pool() -> None:
             assert feed.comparison is not None and feed.comparison.mismatches == ()
 
     run(body())
+
+
+DISCOUNT_PATH = "/api/v5/public/discount-rate-interest-free-quota"
+TIERS_PATH = "/api/v5/public/position-tiers"
+
+
+def test_public_tiers_are_read_once_per_exchange_and_again_after_the_market_refresh() -> None:
+    """OKX's discount and borrowing tiers are public and slow to change: every account on the
+    exchange shares one read (was: one per held currency per account per reconcile), until the
+    feeds' market refresh drops them (every ``feeds.tier_refresh_interval_s``)."""
+
+    async def body() -> None:
+        fake = FakeOKX()
+        async with started(fake):
+            keys = {}
+            for i in range(3):
+                fake.add_account(f"key{i}", f"secret{i}", "25000")
+                borrowing_account(fake, f"key{i}")
+                keys[f"a{i}"] = {
+                    "api_key": Secret(f"key{i}"),
+                    "secret": Secret(f"secret{i}"),
+                    "password": Secret(FakeOKX.PASSPHRASE),
+                }
+            accounts = [account_config(name, "okx", fake) for name in keys]
+            config = Config(version=1, accounts=accounts, feeds=FAST)
+            manager = FeedManager(config, keys, FeedOptions(backoff=fast_backoff))
+
+            def reads(path: str) -> int:
+                return sum(1 for _, p in fake.requests if p == path)
+
+            async with background(manager.run()):
+                feeds = list(manager.feeds.values())
+                await eventually(
+                    lambda: all(f.state.bootstrapped for f in feeds), what="all up", timeout_s=60
+                )
+                assert all(f.state.mode.coverage is Coverage.COMPUTED for f in feeds)
+                # USDT and USDC held (BTC owed): one discount read each for the three accounts
+                assert reads(DISCOUNT_PATH) == 2
+                tiers = reads(TIERS_PATH)
+                for feed in feeds:
+                    await feed.reconcile()
+                assert reads(DISCOUNT_PATH) == 2 and reads(TIERS_PATH) == tiers
+                (shared,) = manager.shared.values()
+                await shared.refresh_markets()
+                for feed in feeds:
+                    await feed.reconcile()
+                # read again once: the discount tiers of USDT and USDC, the borrowing tiers of
+                # BTC and USDT (the swap's own tiers are not re-read by a reconcile)
+                assert reads(DISCOUNT_PATH) == 4 and reads(TIERS_PATH) == tiers + 2
+
+    run(body(), timeout_s=120)
+
+
+def test_a_snapshot_keeps_what_is_owed_and_its_tiers() -> None:
+    """``alertd snapshot`` writes the liabilities' borrowing tiers and the settle currency's,
+    and ``alertd calc`` reads them back to the same figures; a bad tier names its field."""
+
+    async def body() -> Any:
+        async with started(FakeOKX(), [("key-o", "secret-o", "25000")]) as fake:
+            borrowing_account(fake)
+            return (await bootstrapped(okx_feed(fake))).state.to_account()
+
+    account = run(body())
+    assert account.wallet_liability_tiers is not None
+    text = json.dumps(account_to_json(account))
+    again = parse_snapshot(text).account
+    ours, theirs = compute(again), compute(account)
+    assert ours.pool == dataclasses.replace(theirs.pool, collateral=ours.pool.collateral)
+    assert [c.requirement for c in ours.pool.collateral] == [
+        c.requirement for c in theirs.pool.collateral
+    ]
+    assert [p.liquidation_price for p in ours.positions] == [
+        p.liquidation_price for p in theirs.positions
+    ]
+    assert ours.crash_distance == theirs.crash_distance
+    data = json.loads(text)
+    data["cross"]["collateral"][0]["liability_tiers"] = [{"max_amount": "1", "mmr": "1.5"}]
+    data["cross"]["liability_tiers"] = [
+        {"max_amount": "10", "mmr": "0.03"},
+        {"max_amount": "5", "mmr": "0.05"},
+        {"mmr": "0.1"},
+    ]
+    with pytest.raises(SnapshotError) as info:
+        parse_snapshot(json.dumps(data))
+    assert info.value.problems == [
+        "cross.collateral[0].liability_tiers[0].mmr: must be less than 1 (got 1.5)"
+    ]
+    del data["cross"]["collateral"][0]["liability_tiers"]
+    with pytest.raises(SnapshotError) as info:
+        parse_snapshot(json.dumps(data))
+    (problem,) = info.value.problems
+    assert problem.startswith("cross.liability_tiers[1].max_amount: tiers out of order")

@@ -145,7 +145,24 @@ def collaterals(draw: st.DrawFn, held: list[Position], notional: Decimal) -> Col
         price_over_mark=draw(st.sampled_from([None, D("0.9993"), D("1.0021")]))
         if kind == "other"
         else None,
+        liability_tiers=draw(st.none() | liability_tables(amount)) if amount < 0 else None,
     )
+
+
+@st.composite
+def liability_tables(draw: st.DrawFn, amount: Decimal) -> TierTable:
+    """Borrowing maintenance rates stepped by the amount owed (OKX's borrowing tiers), with
+    caps around what is owed."""
+    owed = -amount
+    tiers = []
+    cap = D(0)
+    rate = draw(dec(1, 10, 0)) / 100
+    for _ in range(draw(st.integers(0, 2))):
+        cap += owed * draw(dec(30, 150, 0)) / 100
+        tiers.append(Tier(cap, rate, D(0)))
+        rate = min(rate + draw(dec(0, 10, 0)) / 100, D("0.5"))
+    tiers.append(Tier(None, rate, D(0)))
+    return TierTable.build(tiers, TierBasis.CONTRACTS)
 
 
 @st.composite
@@ -177,7 +194,18 @@ def accounts(
         # collateral in the cross pool: part of the equity, moving with its price
         coins = draw(st.lists(collaterals(held, notional), min_size=1, max_size=3))
         wallet = wallet * draw(dec(-50, 100, 0)) / 100
-    return Account(profile, "prop", "X", wallet, tuple(held), tuple(coins))
+    # the settle currency lent below zero (OKX multi-currency margin), caps around the wallet
+    owed = None
+    if coins and draw(st.booleans()):
+        owed = draw(liability_tables(-(abs(wallet) + notional / 10)))
+    return Account(profile, "prop", "X", wallet, tuple(held), tuple(coins), None, owed)
+
+
+def _ratio_at(account: Account, position: Position, price: Decimal) -> tuple[Decimal, Decimal]:
+    """(the position's ratio, the cross pool's) with its symbol's mark at ``price``."""
+    moved = compute(account.with_marks({position.symbol: price}))
+    at = next(r for r in moved.positions if r.position.key == position.key)
+    return at.margin_ratio, moved.pool.margin_ratio
 
 
 def _check_liquidation_ratio(account: Account) -> None:
@@ -186,12 +214,18 @@ def _check_liquidation_ratio(account: Account) -> None:
         liq = pm.liquidation_price
         if liq is None:
             continue
-        moved = compute(account.with_marks({pm.position.symbol: liq}))
-        at_liq = next(r for r in moved.positions if r.position.key == pm.position.key)
-        assert close(at_liq.margin_ratio, D(1)), (pm.position, liq, at_liq.margin_ratio)
+        ratio, pool_ratio = _ratio_at(account, pm.position, liq)
+        if not close(ratio, D(1)) and account.wallet_liability_tiers is not None:
+            # the settle currency owed crossing a borrowing tier's cap there: the requirement
+            # steps, and the ratio jumps across 1 at the price (as OKX's step tiers do)
+            hair = liq * D("1e-18")
+            sides = [_ratio_at(account, pm.position, liq + d)[0] for d in (-hair, hair)]
+            assert min(ratio, *sides) <= 1 < max(ratio, *sides), (pm.position, liq, ratio, sides)
+            continue
+        assert close(ratio, D(1)), (pm.position, liq, ratio)
         if not pm.position.is_isolated:
             # cross liquidation prices agree with the cross pool's ratio
-            assert close(moved.pool.margin_ratio, D(1))
+            assert close(pool_ratio, D(1))
 
 
 @settings(max_examples=300, deadline=None)
@@ -284,6 +318,13 @@ def test_margin_to_add_restores_the_target(account: Account, target_pct: Decimal
     assume(add is not None and add > 0 and result.pool.margin_balance > 0)
     assert add is not None
     topped = compute(replace(account, wallet_balance=account.wallet_balance + add))
+    if account.wallet_liability_tiers is not None and not close(topped.pool.margin_ratio, target):
+        # the settle currency owed repaid down to a borrowing tier's cap (or in full): the
+        # requirement steps there, past the target, and a hair less is not enough
+        assert topped.pool.margin_ratio < target
+        less = replace(account, wallet_balance=account.wallet_balance + add * (1 - REL))
+        assert compute(less).pool.margin_ratio > target
+        return
     assert close(topped.pool.margin_ratio, target)
 
 

@@ -11,6 +11,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from alertd.engine.collateral import Collateral, CollateralRatio
 from alertd.engine.margin import AccountMetrics, compute
 from alertd.engine.model import Account, Side
 from alertd.engine.remedy import (
@@ -20,6 +21,7 @@ from alertd.engine.remedy import (
     for_effective_leverage,
     for_liquidation_distance,
 )
+from alertd.engine.tiers import Tier, TierBasis, TierTable
 
 from .support.snapshots import account, position, snapshot, tiers
 
@@ -317,3 +319,59 @@ def test_no_concentration_cut_when_another_position_stays_above_the_level() -> N
     metrics = compute(cross_account("20000"), crash=False)
     assert for_concentration(metrics, D("0.15")) is None
     assert for_concentration(metrics, D("1")) is None  # a share is never above 100%
+
+
+# the settle currency's borrowing tiers (OKX multi-currency margin lends USDT below zero):
+# step rates by the amount owed
+OWED_TIERS = TierTable.build(
+    [Tier(D(1000), D("0.03"), D(0)), Tier(D(5000), D("0.05"), D(0)), Tier(None, D("0.1"), D(0))],
+    TierBasis.CONTRACTS,
+)
+USDC_HELD = Collateral("USDC", D(30000), D(1), CollateralRatio.flat(D(1)))
+
+
+def _exact_or_at_a_step(value: Decimal, target: Decimal, hair_less: Decimal) -> None:
+    """``value`` (after the remedy) is ``target``, or beyond it where what is owed reaches a
+    tier's cap (the requirement steps down there), a hair less margin not reaching it."""
+    if abs(value - target) >= D("1e-15") * max(abs(target), D(1)):
+        assert value > target and hair_less < target, (value, target, hair_less)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    wallet=st.integers(min_value=-12000, max_value=3000),
+    size=st.sampled_from(["0.5", "2", "5"]),
+    side=st.sampled_from(["long", "short"]),
+    level=st.sampled_from(["500", "2000", "10000"]),
+    distance=st.sampled_from(["0.05", "0.1", "0.2"]),
+)
+def test_margin_added_repays_the_settle_currency_owed_first(
+    wallet: int, size: str, side: str, level: str, distance: str
+) -> None:
+    acct = replace(
+        cross_account(str(wallet), btc_side=side, btc_size=size),
+        collateral=(USDC_HELD,),
+        wallet_liability_tiers=OWED_TIERS,
+    )
+    metrics = compute(acct, crash=False)
+    remedy = for_buffer(metrics, D(level))
+    assert remedy is not None
+    add = remedy.margin_to_add
+
+    def buffer(more: Decimal) -> Decimal:
+        return compute(with_wallet(acct, more), crash=False).pool.buffer
+
+    if metrics.pool.buffer >= D(level):
+        assert add == 0
+    else:
+        _exact_or_at_a_step(buffer(add), D(level), buffer(add * (1 - D("1e-12"))))
+    key = (BTC, Side.LONG if side == "long" else Side.SHORT)
+    pm = next(pm for pm in metrics.positions if pm.position.key == key)
+    if pm.liquidation_price is None or pm.margin_ratio >= 1:
+        return
+    moved = for_liquidation_distance(metrics, key, D(distance))
+    assert moved is not None
+    if moved.margin_to_add > 0:
+        after = distance_of(with_wallet(acct, moved.margin_to_add), key)
+        less = distance_of(with_wallet(acct, moved.margin_to_add * (1 - D("1e-12"))), key)
+        _exact_or_at_a_step(after, D(distance), less)

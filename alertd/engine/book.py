@@ -31,7 +31,7 @@ from dataclasses import replace
 from decimal import Decimal
 from itertools import pairwise
 
-from alertd.engine.collateral import Collateral, CollateralTerm
+from alertd.engine.collateral import Collateral, CollateralTerm, owed_requirement
 from alertd.engine.legs import Leg, MonotoneRoot, Term, monotone, nearest_root, to_u
 from alertd.engine.margin import (
     AccountMetrics,
@@ -41,10 +41,12 @@ from alertd.engine.margin import (
     leverage,
     liquidation_distance,
     margin_ratio,
+    owed_line,
     price_from_root,
     round_to_tick,
 )
 from alertd.engine.model import Account, Position
+from alertd.engine.tiers import TierTable
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
@@ -80,12 +82,27 @@ def step_bound(leg: Leg) -> Decimal:
 class LivePool:
     """One margin pool's running sums: the cross pool, or one isolated position."""
 
-    __slots__ = ("balance", "leeway", "linear", "mm", "sensitivity", "upnl")
+    __slots__ = (
+        "balance",
+        "leeway",
+        "linear",
+        "mm",
+        "owed_mm",
+        "owed_tiers",
+        "sensitivity",
+        "upnl",
+        "wallet",
+    )
 
     def __init__(self, balance: Decimal) -> None:
         self.balance = balance  # cross wallet balance, or the isolated margin
         self.upnl = ZERO
         self.mm = ZERO
+        # the settle currency's borrowing tiers where it is lent below zero (the cross pool of
+        # Account.wallet_liability_tiers), its wallet, and what is owed requires now (in mm)
+        self.owed_tiers: TierTable | None = None
+        self.wallet = balance
+        self.owed_mm = ZERO
         # sum of the legs' slope_bound * u: the most the buffer falls per unit of relative move
         self.sensitivity = ZERO
         # sum of the legs' tier steps and tick rounding (slope_bound * tick): what a move of
@@ -105,10 +122,18 @@ class LivePool:
     def buffer(self) -> Decimal:
         return self.balance + self.upnl - self.mm
 
+    def refresh_owed(self) -> None:
+        """What the settle currency owed requires, after the PnL moved."""
+        owed = owed_requirement(self.owed_tiers, self.wallet + self.upnl)
+        self.mm += owed - self.owed_mm
+        self.owed_mm = owed
+
     def beyond(self, d: Decimal) -> bool:
         """True when no mark of this pool's linear legs moving by up to a fraction ``d``
         (each, in any direction) can bring its ratio to 1: a bound, ``False`` proves nothing.
         """
+        if self.owed_tiers is not None:
+            return False  # what may be owed is not in the bound
         equity = self.balance + self.upnl
         buffer = equity - self.mm
         if equity <= 0 or buffer <= 0:
@@ -122,7 +147,7 @@ class LiveCollateral:
     """A coin of the cross pool that moves with a symbol's price: its value is in the pool's
     ``balance`` and follows the marks of ``price_symbol``."""
 
-    __slots__ = ("account", "coin", "pool", "price", "scale", "value")
+    __slots__ = ("account", "coin", "pool", "price", "requirement", "scale", "value")
 
     def __init__(self, account: Hashable, coin: Collateral, scale: Decimal, pool: LivePool) -> None:
         self.account = account
@@ -131,6 +156,7 @@ class LiveCollateral:
         self.pool = pool
         self.price = coin.price
         self.value = coin.value
+        self.requirement = coin.requirement  # a liability's, in the pool's ``mm``
 
     @property
     def symbol(self) -> str:
@@ -142,6 +168,10 @@ class LiveCollateral:
         value = self.coin.value_at(price)
         self.pool.balance += value - self.value
         self.price, self.value = price, value
+        if self.requirement:
+            requirement = self.coin.requirement_at(price)
+            self.pool.mm += requirement - self.requirement
+            self.requirement = requirement
 
     def term(self, per_mark: bool) -> CollateralTerm:
         """As a solver term: in the symbol's mark, or (``per_mark=False``) in a uniform move
@@ -198,6 +228,8 @@ class LivePosition:
         pool.sensitivity += self.slope * (u - self.u)
         self.mark, self.u = mark, u
         self.upnl, self.mm = upnl, mm
+        if pool.owed_tiers is not None:
+            pool.refresh_owed()
 
 
 class _Liquidation:
@@ -244,7 +276,7 @@ class _Liquidation:
         # one root at most, whatever the mark: kept while it stays valid
         self.solver = (
             MonotoneRoot(self.terms, self.inverse)
-            if monotone(self.terms) and not self.coins
+            if monotone(self.terms) and not self.coins and members[0].pool.owed_tiers is None
             else None
         )
         self.const: Decimal | None = None
@@ -263,16 +295,22 @@ class _Liquidation:
                 mine = members[0].upnl - members[0].mm
             else:
                 mine = sum((lp.upnl - lp.mm for lp in members), ZERO)
-            const = cross.balance + (cross.upnl - cross.mm - mine)
+            # what the settle currency owed requires is solved below with its moves
+            const = cross.balance + (cross.upnl - (cross.mm - cross.owed_mm) - mine)
             for coin in self.coins:
-                const -= coin.value  # solved as moving with the price below
+                # solved as moving with the price below: its value and its requirement
+                const -= coin.value - coin.requirement
         u0 = members[0].u
-        if const != self.const or (self.solver is None and u0 != self.u0):
+        owed = None
+        if self.isolated_margin is None and cross.owed_tiers is not None:
+            others = cross.upnl - sum((lp.upnl for lp in members), ZERO)
+            owed = owed_line(cross.owed_tiers, cross.wallet + others, self.terms)
+        if owed is not None or const != self.const or (self.solver is None and u0 != self.u0):
             if self.solver is not None:
                 x = self.solver.root(const, u0)
             else:
                 linked = [coin.term(per_mark=True) for coin in self.coins]
-                x = nearest_root(const, self.terms, u0, self.inverse, True, linked)
+                x = nearest_root(const, self.terms, u0, self.inverse, True, linked, owed)
             self.const, self.u0 = const, u0
             if x != self.x:
                 self.x, self.liq = x, price_from_root(x, self.inverse)
@@ -314,6 +352,8 @@ class _Liquidation:
             return False
         if d <= 0:
             return True
+        if pool.owed_tiers is not None:
+            return False  # what may be owed is not in the bound
         u = self.members[0].u
         if self.inverse:
             # prices mark * (1 +- reach) are u / (1 +- reach): the wider side is below the mark
@@ -329,11 +369,22 @@ class _Liquidation:
 class LiveAccount:
     """One account in the book: its last snapshot, its pools and positions at current marks."""
 
-    __slots__ = ("_cross_held", "_groups", "account", "coins", "cross", "pools", "positions")
+    __slots__ = (
+        "_cross_held",
+        "_groups",
+        "_held_requirement",
+        "account",
+        "coins",
+        "cross",
+        "pools",
+        "positions",
+    )
 
     def __init__(self, key: Hashable, account: Account) -> None:
         self.account = account
         self.cross = LivePool(account.wallet_balance + account.collateral_value)
+        self.cross.wallet = account.wallet_balance
+        self.cross.owed_tiers = account.wallet_liability_tiers
         self.pools = [self.cross]
         # coins that move with a price; the others' value stays in the balance as it is
         self.coins = [
@@ -341,6 +392,13 @@ class LiveAccount:
             for c in account.collateral
             if c.price_symbol
         ]
+        # liabilities' requirement is the cross pool's (the moving coins' kept by each coin)
+        self._held_requirement = sum(
+            (c.requirement for c in account.collateral if not c.price_symbol), ZERO
+        )
+        self.cross.mm = self._held_requirement + sum((c.requirement for c in self.coins), ZERO)
+        if self.cross.owed_tiers is not None:
+            self.cross.refresh_owed()  # the positions' PnL refreshes it as they join
         self.positions: list[LivePosition] = []
         by_symbol: dict[str, list[LivePosition]] = {}
         ticks: list[Decimal] = []
@@ -456,9 +514,12 @@ class LiveAccount:
         inverse = next(
             (lp.position.inverse for lp in self.positions if lp.pool is self.cross), False
         )
+        # the coins that do not move, less their requirement (the positions' is in the terms)
         fixed = self.cross.balance - sum((coin.value for coin in self.coins), ZERO)
+        fixed -= self._held_requirement
         moving = [coin.term(per_mark=False) for coin in self.coins]
-        return crash_distance(fixed, cross_terms, inverse, moves, self.worst_ratio, moving)
+        owed = owed_line(self.cross.owed_tiers, self.cross.wallet, cross_terms)
+        return crash_distance(fixed, cross_terms, inverse, moves, self.worst_ratio, moving, owed)
 
     def current(self) -> Account:
         """The account at its current marks, for full metrics."""

@@ -5,7 +5,12 @@ pool's equity is the sum over its coins of ``amount x price x collateral ratio``
 positions' unrealized PnL. The ratio (the "haircut" complement) may be tiered: Bybit's tiered
 collateral value ratio slices the amount held by coin quantity, OKX's discount tiers by
 value; each slice counts at its own ratio. A negative amount is a liability and counts in full
-(times ``liability_ratio``, which Binance sets above 1 through its ask buffer).
+(times ``liability_ratio``, which Binance sets above 1 through its ask buffer). A liability may
+also carry a maintenance requirement of its own (``liability_tiers``: OKX's borrowing tiers in
+multi-currency margin, a rate stepped by the amount owed): ``owed x price x rate``, part of the
+pool's maintenance margin and moving with the coin's price like its value. The pool's own
+currency can be owed too (its wallet and cross PnL below zero): :class:`Owed` is that
+requirement as the solver sees it.
 
 A coin whose ``price_symbol`` is set moves with that symbol's price like a position: a BTC long
 on BTC collateral is doubly exposed, a BTC short on BTC collateral nearly neutral. For the
@@ -20,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from alertd.engine.tiers import TierTableError
+from alertd.engine.tiers import TierTable, TierTableError
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
@@ -121,10 +126,29 @@ class Collateral:
     # basis as the mark moves (an index beside a perpetual's mark). None: the mark of the
     # account's position in that symbol gives it (1 when none is held)
     price_over_mark: Decimal | None = None
+    # a liability's maintenance rate, stepped by the amount owed (tier caps in the coin, no
+    # deduction: the whole amount at the rate of the tier holding it); None: no requirement
+    liability_tiers: TierTable | None = None
 
     @property
     def market_value(self) -> Decimal:
         return self.amount * self.price
+
+    @property
+    def requirement(self) -> Decimal:
+        return self.requirement_at(self.price)
+
+    @property
+    def liability_rate(self) -> Decimal:
+        """The maintenance rate of what is owed (0 for a holding or without tiers). The tier
+        is picked by the amount owed, which no price move changes."""
+        if self.amount >= 0 or self.liability_tiers is None:
+            return ZERO
+        return self.liability_tiers.tier_for(-self.amount).mmr
+
+    def requirement_at(self, price: Decimal) -> Decimal:
+        """What the coin adds to the pool's maintenance margin at ``price``."""
+        return -self.amount * price * self.liability_rate
 
     @property
     def value(self) -> Decimal:
@@ -147,12 +171,13 @@ class Collateral:
         scale = self.amount * c
         return [tier.cap / scale for tier in self.ratio.tiers if tier.cap is not None]
 
-    def line(self, c: Decimal, probe: Decimal) -> tuple[Decimal, Decimal]:
-        """``(a, b)``: the value is ``a + b * x`` at a price ``c * x`` on the piece holding
-        ``probe``."""
+    def line(self, c: Decimal, probe: Decimal, with_mm: bool = True) -> tuple[Decimal, Decimal]:
+        """``(a, b)``: the value less the requirement (``with_mm``; the value alone without)
+        is ``a + b * x`` at a price ``c * x`` on the piece holding ``probe``."""
         amount = self.amount
         if amount <= 0:
-            return ZERO, amount * c * self.liability_ratio
+            rate = self.liability_rate if with_mm else ZERO
+            return ZERO, amount * c * (self.liability_ratio + rate)
         ratio = self.ratio
         if ratio.basis is RatioBasis.AMOUNT:
             return ZERO, ratio.counted(amount) * c
@@ -165,3 +190,40 @@ class Collateral:
 
 # A collateral that moves with the solved variable x, and the factor c with price = c * x.
 CollateralTerm = tuple[Collateral, Decimal]
+
+
+def owed_requirement(tiers: TierTable | None, equity: Decimal) -> Decimal:
+    """The maintenance requirement of the pool's own currency owed when its ``equity`` (the
+    wallet and the cross positions' PnL) is below zero: what is owed at the rate of the
+    borrowing tier holding it (OKX multi-currency margin borrows the settle currency
+    automatically). None or a non-negative equity: nothing."""
+    if tiers is None or equity >= 0:
+        return ZERO
+    return -equity * tiers.tier_for(-equity).mmr
+
+
+@dataclass(frozen=True, slots=True)
+class Owed:
+    """The pool currency's equity as a line in the solved variable x, ``level + slope * x``
+    (the wallet and the cross PnL: the moving legs' ``sign x quantity x (c x - entry)``), and
+    its borrowing tiers: below zero, :func:`owed_requirement` joins the requirement. Piecewise
+    linear in x, with edges where the equity crosses zero and each tier's cap."""
+
+    tiers: TierTable
+    level: Decimal
+    slope: Decimal
+
+    def breakpoints(self) -> list[Decimal]:
+        if self.slope == 0:
+            return []
+        edges = (ZERO, *self.tiers.caps)
+        return [x for cap in edges if (x := (-cap - self.level) / self.slope) > 0]
+
+    def line(self, probe: Decimal) -> tuple[Decimal, Decimal]:
+        """``(a, b)``: minus the requirement is ``a + b * x`` on the piece holding ``probe``
+        (a rate times the negative equity)."""
+        equity = self.level + self.slope * probe
+        if equity >= 0:
+            return ZERO, ZERO
+        rate = self.tiers.tier_for(-equity).mmr
+        return rate * self.level, rate * self.slope

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from alertd.engine.collateral import CollateralTerm
+from alertd.engine.collateral import CollateralTerm, Owed
 from alertd.engine.model import Position
 from alertd.engine.profiles import ExchangeProfile, FeeTerm
 from alertd.engine.tiers import Tier, TierBasis, TierTable
@@ -143,12 +143,16 @@ def _line(
     probe: Decimal,
     with_mm: bool,
     collateral: Sequence[CollateralTerm] = (),
+    owed: Owed | None = None,
 ) -> tuple[Decimal, Decimal]:
     """``(a, b)`` with ``f(x) = a + b * x`` on the segment holding ``probe``."""
     a = const
     b = ZERO
+    if owed is not None and with_mm:
+        a, b = owed.line(probe)
+        a += const
     for coin, c in collateral:
-        ca, cb = coin.line(c, probe)
+        ca, cb = coin.line(c, probe, with_mm)
         a += ca
         b += cb
     for leg, c in terms:
@@ -246,18 +250,28 @@ def nearest_root(
     inverse: bool,
     with_mm: bool = True,
     collateral: Sequence[CollateralTerm] = (),
+    owed: Owed | None = None,
 ) -> Decimal | None:
     """The positive x nearest to ``x0`` (in price terms) where ``f`` reaches zero.
 
     ``f(x) = const + sum(upnl - mm)`` over the terms, plus the value of the ``collateral``
-    that moves with x: equity minus requirement, or with ``with_mm=False`` equity alone (for
-    bankruptcy). Where step tiers make ``f`` jump across zero at a boundary, that boundary is
-    the root. ``None`` when no positive root exists (a long that cannot be liquidated above
-    a zero price, say).
+    that moves with x, less what the ``owed`` pool currency requires: equity minus
+    requirement, or with ``with_mm=False`` equity alone (for bankruptcy). Where step tiers
+    make ``f`` jump across zero at a boundary, that boundary is the root. ``None`` when no
+    positive root exists (a long that cannot be liquidated above a zero price, say).
     """
-    # without the requirement, position tiers do not matter (collateral tiers still do)
+    # without the requirement, position tiers do not matter (collateral tiers still do), nor
+    # does what the pool currency owed requires
     crossings = _crossings(terms) if with_mm else {}
-    points = _breakpoints(terms if with_mm else (), collateral) if collateral else sorted(crossings)
+    owed = owed if with_mm else None
+    # collateral tiers and the owed currency's edges change the line at edges of their own
+    fresh = bool(collateral) or owed is not None
+    if fresh:
+        found = set(_breakpoints(terms if with_mm else (), collateral))
+        found.update(owed.breakpoints() if owed is not None else ())
+        points = sorted(found)
+    else:
+        points = sorted(crossings)
     # segment k is (edges[k], edges[k + 1]]; edges[0] = 0, the last upper edge is None = infinity
     edges: list[Decimal | None] = [ZERO, *points, None]
     lines: dict[int, tuple[Decimal, Decimal]] = {}
@@ -275,8 +289,8 @@ def nearest_root(
         # term, made a scan over many legs quadratic). Collateral tiers change the line at
         # edges of their own: with collateral, each line is made afresh.
         near = k - 1 if k - 1 in lines else k + 1 if k + 1 in lines else None
-        if near is None or collateral:
-            lines[k] = _line(const, terms, probe(k), with_mm, collateral)
+        if near is None or fresh:
+            lines[k] = _line(const, terms, probe(k), with_mm, collateral, owed)
             return lines[k]
         a, b = lines[near]
         edge = edges[max(k, near)]
@@ -338,7 +352,7 @@ def nearest_root(
     _, slope = line(k0)
     downhill_first = s0 * slope > 0
     first = scan_down(None) if downhill_first else scan_up(None)
-    if monotone(terms) and not collateral:
+    if monotone(terms) and not fresh:
         return first
     limit = distance(first) if first is not None else None
     second = scan_up(limit) if downhill_first else scan_down(limit)

@@ -8,15 +8,15 @@ for every exchange: ``margin_ratio = maintenance margin / margin balance``; high
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
-from alertd.engine.collateral import Collateral, CollateralTerm
+from alertd.engine.collateral import Collateral, CollateralTerm, Owed, owed_requirement
 from alertd.engine.legs import Leg, Term, from_u, nearest_root, to_u
 from alertd.engine.model import Account, Position, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
-from alertd.engine.tiers import TierBasis
+from alertd.engine.tiers import TierBasis, TierTable
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
@@ -74,6 +74,7 @@ class CollateralMetrics:
     collateral: Collateral
     market_value: Decimal  # amount x price
     value: Decimal  # what it adds to the pool's equity: after its ratio (liabilities in full)
+    requirement: Decimal = ZERO  # what it adds to the pool's maintenance margin (a liability)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,9 @@ class PoolMetrics:
     # coins besides the wallet balance, and their sum after ratios (in margin_balance)
     collateral: tuple[CollateralMetrics, ...] = ()
     collateral_value: Decimal = ZERO
+    # the requirement of the settle currency owed (the wallet and the cross PnL below zero,
+    # where the exchange lends it: Account.wallet_liability_tiers), in maintenance_margin
+    owed_requirement: Decimal = ZERO
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +218,7 @@ def crash_distance(
     isolated_moves: Sequence[Decimal],
     worst_ratio: Decimal,
     collateral_terms: Sequence[CollateralTerm] = (),
+    owed: Owed | None = None,
 ) -> Decimal | None:
     """The uniform relative move of every mark that liquidates something first.
 
@@ -226,36 +231,98 @@ def crash_distance(
         return ZERO  # something is already at or past liquidation
     moves = list(isolated_moves)
     if cross_terms:
-        x = nearest_root(wallet_balance, cross_terms, ONE, inverse, collateral=collateral_terms)
+        x = nearest_root(
+            wallet_balance, cross_terms, ONE, inverse, collateral=collateral_terms, owed=owed
+        )
         if x is not None:
             moves.append(from_u(x, inverse) - 1)
     return min(moves, key=abs) if moves else None
 
 
-def linked_collateral(account: Account, symbol: str) -> tuple[list[CollateralTerm], Decimal]:
-    """The coins valued at ``symbol`` (as terms in its price) and the wallet balance plus the
-    value of every other coin."""
+def linked_collateral(
+    account: Account, symbol: str
+) -> tuple[list[CollateralTerm], Decimal, Decimal]:
+    """The coins valued at ``symbol`` (as terms in its price), the wallet balance plus the
+    value of every other coin, and those other coins' requirement (liabilities')."""
     linked: list[CollateralTerm] = []
     held = account.wallet_balance
+    held_requirement = ZERO
     for c in account.collateral:
         if c.price_symbol == symbol:
             linked.append((c, account.collateral_scale(c)))
         else:
             held += c.value
-    return linked, held
+            held_requirement += c.requirement
+    return linked, held, held_requirement
 
 
 def moving_collateral(coins: Sequence[Collateral]) -> tuple[list[CollateralTerm], Decimal]:
     """The coins that move in a uniform move of every price (as terms in the move factor),
-    and the value of those that do not."""
+    and the value less the requirement of those that do not."""
     moving: list[CollateralTerm] = []
     fixed = ZERO
     for c in coins:
         if c.price_symbol:
             moving.append((c, c.price))
         else:
-            fixed += c.value
+            fixed += c.value - c.requirement
     return moving, fixed
+
+
+def owed_line(tiers: TierTable | None, level: Decimal, terms: Sequence[Term]) -> Owed | None:
+    """The settle currency's equity as the solver sees it when ``terms`` move: ``level`` (the
+    wallet and what does not move) plus each leg's PnL, ``sign q (c x - entry_u)``; None
+    where nothing is lent."""
+    if tiers is None:
+        return None
+    slope = sum((leg.sign * leg.quantity * c for leg, c in terms), ZERO)
+    at_entry = sum((leg.sign * leg.quantity * leg.entry_u for leg, _ in terms), ZERO)
+    return Owed(tiers, level - at_entry, slope)
+
+
+def margin_to_add(
+    requirement: Decimal,
+    equity: Decimal,
+    target: Decimal,
+    owed_tiers: TierTable | None = None,
+    settle_equity: Decimal = ZERO,
+) -> Decimal:
+    """The least margin to add to the wallet for a ratio of ``target``: with the settle
+    currency owed (``settle_equity`` below zero, ``owed_tiers`` its borrowing tiers), what is
+    added repays it and lowers the requirement (``requirement`` holds what is owed now)."""
+    base = requirement - owed_requirement(owed_tiers, settle_equity)
+    # at a rate r on what is owed, base + r (-settle_equity - x) <= target (equity + x)
+    return added_until(
+        settle_equity,
+        owed_tiers,
+        lambda r: (base - r * settle_equity - target * equity) / (target + r),
+    )
+
+
+def added_until(
+    settle_equity: Decimal,
+    owed_tiers: TierTable | None,
+    needed: Callable[[Decimal], Decimal],
+) -> Decimal:
+    """The least margin (>= 0) to add to the wallet for a condition that ``needed(r)`` solves
+    where what is owed of the settle currency carries the rate ``r`` (0 once nothing is
+    owed): walking what is owed down, tier by tier, as the margin added repays it. The
+    requirement steps down at each tier's cap, so the answer may be a cap, past the target."""
+    if owed_tiers is None or settle_equity >= 0:
+        return max(ZERO, needed(ZERO))
+    owed = -settle_equity
+    current = owed_tiers.index_for(owed)
+    for i in range(current, -1, -1):
+        # tier i holds what is owed in (its floor, its cap]: added from where owed falls to
+        # its cap (nothing for the tier holding it now) to where owed reaches its floor
+        cap = owed_tiers.tiers[i].cap
+        start = ZERO if i == current or cap is None else owed - cap
+        end = owed - owed_tiers.floor(i)
+        added = max(start, needed(owed_tiers.tiers[i].mmr))
+        if added < end:
+            return added
+    # all repaid: nothing owed requires anything
+    return max(owed, needed(ZERO))
 
 
 def compute(
@@ -274,9 +341,16 @@ def compute(
     cross = [i for i, p in enumerate(account.positions) if not p.is_isolated]
 
     pool_upnl = sum((upnls[i] for i in cross), ZERO)
-    pool_mm = sum((mms[i] for i in cross), ZERO)
-    coins = [CollateralMetrics(c, c.market_value, c.value) for c in account.collateral]
+    coins = [
+        CollateralMetrics(c, c.market_value, c.value, c.requirement) for c in account.collateral
+    ]
     collateral_value = sum((c.value for c in coins), ZERO)
+    # a liability's requirement (OKX's borrowing tiers) is the pool's as the positions' is,
+    # and so is that of the settle currency owed
+    owed_tiers = account.wallet_liability_tiers
+    owed_now = owed_requirement(owed_tiers, account.wallet_balance + pool_upnl)
+    coins_mm = sum((c.requirement for c in coins), ZERO)
+    pool_mm = sum((mms[i] for i in cross), ZERO) + coins_mm + owed_now
     pool_equity = account.wallet_balance + collateral_value + pool_upnl
     pool_ratio = margin_ratio(pool_mm, pool_equity)
     pool_notional = sum((legs[i].quantity * us[i] for i in cross), ZERO)
@@ -291,12 +365,19 @@ def compute(
         notional=pool_notional,
         effective_leverage=leverage(pool_notional, pool_equity),
         margin_to_add=(
-            max(ZERO, pool_mm / target_ratio - pool_equity)
+            margin_to_add(
+                pool_mm,
+                pool_equity,
+                target_ratio,
+                owed_tiers,
+                account.wallet_balance + pool_upnl,
+            )
             if target_ratio is not None and cross
             else None
         ),
         collateral=tuple(coins),
         collateral_value=collateral_value,
+        owed_requirement=owed_now,
     )
 
     # Cross liquidation prices: per symbol, every cross leg of that symbol moves together
@@ -318,10 +399,11 @@ def compute(
         inverse = account.positions[mine[0]].inverse
         u0 = us[mine[0]]
         # coins valued at this symbol move with it; the others hold their value
-        linked, held = linked_collateral(account, symbol)
-        const = held + rest
+        linked, held, held_requirement = linked_collateral(account, symbol)
+        const = held - held_requirement + rest
+        owed = owed_line(owed_tiers, account.wallet_balance + others_upnl, terms)
         cross_liq[symbol] = (
-            price_from_root(nearest_root(const, terms, u0, inverse, True, linked), inverse),
+            price_from_root(nearest_root(const, terms, u0, inverse, True, linked, owed), inverse),
             price_from_root(
                 nearest_root(held + others_upnl, terms, u0, inverse, False, linked),
                 inverse,
@@ -407,7 +489,13 @@ def compute(
         worst_ratio=worst,
         crash_distance=(
             crash_distance(
-                account.wallet_balance + fixed, cross_terms, inverse, moves, worst, moving
+                account.wallet_balance + fixed,
+                cross_terms,
+                inverse,
+                moves,
+                worst,
+                moving,
+                owed_line(owed_tiers, account.wallet_balance, cross_terms),
             )
             if crash
             else None

@@ -81,6 +81,10 @@ class Account:
     # open conditional orders (stops, take-profits, trailing stops; engine/stops.py); None:
     # not read (an exchange or a snapshot without them), which is not "no stop"
     stops: tuple[StopOrder, ...] | None = None
+    # the settle currency's borrowing tiers where the exchange lends it when the wallet and
+    # the cross PnL fall below zero (OKX multi-currency margin): what is owed then carries a
+    # maintenance requirement (engine/collateral.owed_requirement); None: nothing is lent
+    wallet_liability_tiers: TierTable | None = None
 
     def __post_init__(self) -> None:
         if any(c.price_symbol for c in self.collateral) and any(p.inverse for p in self.positions):

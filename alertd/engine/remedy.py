@@ -18,7 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from decimal import ROUND_FLOOR, Decimal
 
-from alertd.engine.margin import AccountMetrics, PositionMetrics, compute
+from alertd.engine.margin import (
+    AccountMetrics,
+    PositionMetrics,
+    added_until,
+    compute,
+    margin_to_add,
+)
 from alertd.engine.model import Account, Position, Side
 
 ZERO = Decimal(0)
@@ -46,7 +52,19 @@ def _shortfall(account: Account, isolated: tuple[str, Side] | None) -> Decimal:
     """How much equity is missing for a margin ratio of exactly 1 (negative: to spare)."""
     metrics = compute(account, crash=False)
     if isolated is None:
-        return metrics.pool.maintenance_margin - metrics.pool.margin_balance
+        pool = metrics.pool
+        shortfall = pool.maintenance_margin - pool.margin_balance
+        if shortfall > 0 and account.wallet_liability_tiers is not None:
+            # what is added repays the settle currency owed first, lowering its requirement
+            settle = account.wallet_balance + pool.unrealized_pnl
+            return margin_to_add(
+                pool.maintenance_margin,
+                pool.margin_balance,
+                ONE,
+                account.wallet_liability_tiers,
+                settle,
+            )
+        return shortfall
     pm = next(pm for pm in metrics.positions if pm.position.key == isolated)
     return pm.maintenance_margin - pm.margin_balance
 
@@ -167,7 +185,16 @@ def for_buffer(metrics: AccountMetrics, level: Decimal) -> Remedy | None:
     biggest = _biggest_cross(metrics)
     if biggest is None:
         return None
-    to_add = max(ZERO, level - metrics.pool.buffer)
+    pool, account = metrics.pool, metrics.account
+    settle = account.wallet_balance + pool.unrealized_pnl
+    # margin added raises the buffer one for one, and by the rate on what it repays of the
+    # settle currency owed: at a rate r on what stays owed, -settle - x, the buffer is
+    # buffer + owed requirement now + r x settle + (1 + r) x
+    to_add = added_until(
+        settle,
+        account.wallet_liability_tiers,
+        lambda r: (level - pool.buffer - pool.owed_requirement - r * settle) / (1 + r),
+    )
 
     def good(account: Account) -> bool:
         return compute(account, crash=False).pool.buffer >= level

@@ -32,20 +32,41 @@ the docs' first BTC tier (0 to 20 BTC). The same answer reads adjEq 152550.809, 
 and mgnRatio 15986.63, below adjEq / mmr (16813.4): the account's ``mmr`` leaves the
 liquidation fee out of the ratio's denominator, as a currency's does in single-currency mode.
 The help centre's account-level terms: a currency's cross equity is "Balance + Floating PnL
-(cross) + Options value - Accrued interest"; the maintenance margin is the sum of position
-values times their tier rates, where the position value includes "potential borrowing": a
-liability carries a maintenance margin of OKX's margin-borrowing tiers, which alertd does not
-model yet, so an account with one keeps OKX's own mgnRatio (:func:`multi_currency_pool`).
+(cross) + Options value - Accrued interest", its liability "Abs{Min[0, Equity (cross)]}" plus
+isolated liabilities (so accrued interest counts as owed); adjusted equity counts a negative
+equity in full; the maintenance margin is the sum of position values times their tier rates,
+where the position value includes "potential borrowing" (the liabilities). A liability's rate
+is OKX's borrowing tier for the currency: "Get position tiers" with ``instType`` MARGIN,
+``tdMode`` cross and ``ccy`` ("It will return borrowing amount for Multi-currency margin and
+Portfolio margin when ccy takes effect": ``minSz``/``maxSz`` are then amounts borrowed in the
+currency; a row as ccxt's okx.py fetch_market_leverage_tiers records it: maxSz "500", mmr
+"0.03", imr "0.1"). Read as OKX's position tiers are (step tiers, no deduction): the whole
+amount owed at the rate of the tier holding it, valued at the currency's USD price, so the
+requirement moves with that price as the liability's value does. ``twap`` (the auto-repayment
+risk level) and ``notionalLever`` are indicators, not inputs of the ratio.
+
+The settle currency (USDT) is lent too once the positions' losses pass its equity: what is
+owed then moves with every position's PnL, not with one price, so it is not a collateral leg
+but the pool's own (``Account.wallet_liability_tiers``, its borrowing tiers read as above):
+the engine solves liquidation prices, crash distance and margin to add with it. What alertd
+still leaves to OKX's own mgnRatio (named in the account's mode): a settle equity past a
+discount rate of 1 (a discount on the equity the positions' PnL moves, which the engine does
+not model), a held currency without a USD value or discount tiers, and a liability without
+borrowing tiers (:func:`multi_currency_pool`). Not documented by OKX, so not added: a
+liquidation fee on repaying a liability (OKX's quick-margin help gives one, ``(1 + taker
+fee)``, for its isolated margin positions; the multi-currency pages name none).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from alertd.engine.collateral import Collateral, CollateralRatio, RatioBasis, RatioTier
 from alertd.engine.model import Side
@@ -74,6 +95,7 @@ from alertd.feeds.state import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PROFILE = ExchangeProfile(
     id="okx",
@@ -150,6 +172,22 @@ def account_mode(config: Any) -> ModeReading:
     raise FrameError(f"account/config: acctLv {level!r} is not an account mode")
 
 
+def borrowing_tiers(rows: list[Any], ccy: str) -> TierTable | None:
+    """A currency's borrowing maintenance rates, from "Get position tiers" (instType MARGIN,
+    tdMode cross, ``ccy``): ``maxSz`` the amount borrowed in the currency, ``mmr`` the rate
+    (step tiers, as OKX's position tiers). None when OKX lists none for the currency."""
+    found = [r for r in rows if isinstance(r, dict)]
+    if not found:
+        return None
+    try:
+        return position_tiers_to_table(found)
+    except TierTableError as exc:
+        field = {"cap": "maxSz"}.get(exc.field, exc.field)
+        raise FrameError(
+            f"position-tiers MARGIN {ccy} tier {exc.index + 1} {field}: {exc.reason}"
+        ) from None
+
+
 def discount_ratio(row: dict[str, Any]) -> CollateralRatio:
     """A currency's tiered discount rate from one row of "Get discount rate and
     interest-free quota": ``details`` of ``minAmt``, ``maxAmt`` (in the currency, "" for no
@@ -192,6 +230,8 @@ class CurrencyPool:
     coins: tuple[Collateral, ...]
     reported: ReportedAccount
     not_reproduced: tuple[str, ...]
+    # the settle currency's borrowing tiers: lent when its equity falls below zero
+    wallet_tiers: TierTable | None = None
 
 
 def _cross_equity(detail: dict[str, Any], ccy: str) -> Decimal:
@@ -205,21 +245,27 @@ def multi_currency_pool(
     ratios: dict[str, CollateralRatio],
     settle: str,
     markets: dict[str, Any],
+    borrowing: dict[str, TierTable] | None = None,
 ) -> CurrencyPool:
     """The USD pool of a multi-currency account (``acctLv`` 3) from one "Get balance"
-    account (every currency's ``details``) and the discount tiers of the currencies held.
+    account (every currency's ``details``), the discount tiers of the currencies held and the
+    ``borrowing`` tiers of the currencies owed.
 
     Each currency counts its cross equity (``eq - isoEq``) at its USD price (``eqUsd / eq``)
     times its tiered discount rate; the pool is kept in the settle currency (prices over the
     settle currency's USD price: the ratio is the same in either unit). The settle currency's
     equity moves with the positions' PnL, so it counts at its cash (``eq - isoEq`` less the
     cross PnL) and must lie in a tier discounted at 1. A currency OKX does not take as
-    collateral (``collateralEnabled`` false: ``disEq`` 0) counts nothing. Not reproduced:
-    a liability (a negative equity carries a borrowing maintenance margin alertd does not
-    model), a settle equity past a discount of 1, a held currency without a USD value or
-    discount tiers; those name themselves in ``not_reproduced`` (OKX's own ratio then stands
-    in). Raises :class:`FrameError` naming a field that is not a number.
+    collateral (``collateralEnabled`` false: ``disEq`` 0) counts nothing. A negative equity
+    (accrued interest in it) is a liability: counted in full, with the borrowing maintenance
+    margin of its tier (a collateral leg with ``liability_tiers``); the settle currency's
+    borrowing tiers come back as ``wallet_tiers`` (it is owed below zero). Not reproduced: a
+    settle equity past a discount of 1 (it moves with the positions' PnL), a held currency
+    without a USD value or discount tiers, a liability without borrowing tiers (the settle
+    currency's when it is owed now); those name themselves in ``not_reproduced`` (OKX's own
+    ratio then stands in). Raises :class:`FrameError` naming a field that is not a number.
     """
+    borrowing = borrowing or {}
     details = {d.get("ccy"): d for d in account.get("details") or [] if isinstance(d, dict)}
     not_reproduced: list[str] = []
 
@@ -236,14 +282,17 @@ def multi_currency_pool(
         dec_or_none(settle_row.get("isoUpl")) or Decimal(0)
     )
     wallet = settle_eq - cross_upl
-    if settle_eq < 0:
-        not_reproduced.append(f"a {settle} liability (borrowing maintenance margin)")
+    if settle_eq < 0 and settle not in borrowing:
+        not_reproduced.append(f"a {settle} liability with no borrowing tiers")
     elif settle_eq > 0:
         ratio = ratios.get(settle)
         if ratio is None:
             not_reproduced.append(f"{settle} held with no discount tiers")
         elif ratio.counted(settle_eq) != settle_eq:
-            not_reproduced.append(f"{settle} equity past its discount rate of 1")
+            not_reproduced.append(
+                f"{settle} equity past its discount rate of 1 (a discount on the equity the "
+                "positions' PnL moves)"
+            )
     coins = []
     for ccy, detail in details.items():
         if not isinstance(ccy, str) or ccy == settle:
@@ -251,12 +300,22 @@ def multi_currency_pool(
         amount = _cross_equity(detail, ccy)
         if amount == 0:
             continue
+        price = usd_price(detail)
         if amount < 0:
-            not_reproduced.append(f"a {ccy} liability (borrowing maintenance margin)")
+            # owed whether or not the currency is collateral: counted in full, with the
+            # maintenance margin of its borrowing tier
+            tiers = borrowing.get(ccy)
+            if price is None or price <= 0 or tiers is None:
+                missing = "a USD value (eqUsd)" if tiers is not None else "borrowing tiers"
+                not_reproduced.append(f"a {ccy} liability with no {missing}")
+                continue
+            coin = usd_pool_coin(
+                ccy, amount, price, settle_usd, CollateralRatio.flat(Decimal(1)), settle, markets
+            )
+            coins.append(dataclasses.replace(coin, liability_tiers=tiers))
             continue
         if detail.get("collateralEnabled") is False:
             continue  # not collateral: OKX counts it at disEq 0
-        price = usd_price(detail)
         ratio = ratios.get(ccy)
         if price is None or price <= 0 or ratio is None:
             # OKX values it by figures alertd did not get: its ratio stands in, naming why
@@ -272,7 +331,27 @@ def multi_currency_pool(
         # OKX's mgnRatio is adjEq / (mmr + liquidation fee): alertd's ratio is its reciprocal
         1 / mgn_ratio if mgn_ratio else None,
     )
-    return CurrencyPool(wallet, tuple(coins), reported, tuple(not_reproduced))
+    return CurrencyPool(
+        wallet, tuple(coins), reported, tuple(not_reproduced), borrowing.get(settle)
+    )
+
+
+async def _discount_tiers(exchange: Any, ccy: str) -> CollateralRatio | None:
+    """``ccy``'s discount tiers ("Get discount rate and interest-free quota"); None: none."""
+    answer = await exchange.publicGetPublicDiscountRateInterestFreeQuota({"ccy": ccy})
+    for row in answer.get("data") or []:
+        if isinstance(row, dict) and row.get("ccy") == ccy:
+            return discount_ratio(row)
+    return None
+
+
+async def _borrowing_tiers(exchange: Any, ccy: str) -> TierTable | None:
+    """``ccy``'s borrowing tiers in multi-currency margin ("Get position tiers", instType
+    MARGIN, tdMode cross, ``ccy``); None: none listed."""
+    answer = await exchange.publicGetPublicPositionTiers(
+        {"instType": "MARGIN", "tdMode": "cross", "ccy": ccy}
+    )
+    return borrowing_tiers(answer.get("data") or [], ccy)
 
 
 # "Get algo order list" (GET /api/v5/trade/orders-algo-pending) takes one ordType a request,
@@ -347,6 +426,7 @@ class OKXAdapter(ExchangeAdapter):
     wallet_includes_isolated = False
 
     def __init__(self) -> None:
+        super().__init__()
         # a multi-currency account's pool, read with its mode at every snapshot (None in
         # the other modes): fetch_balance and fetch_collateral give its parts
         self._pool: CurrencyPool | None = None
@@ -362,20 +442,22 @@ class OKXAdapter(ExchangeAdapter):
         if not accounts or not isinstance(accounts[0], dict):
             raise FrameError("account/balance: no account in the answer")
         account = accounts[0]
-        held = sorted(
-            str(d.get("ccy"))
-            for d in account.get("details") or []
-            if isinstance(d, dict)
-            and d.get("collateralEnabled") is not False
-            and (dec_or_none(d.get("eq")) or Decimal(0)) > 0
+        held, owed = [], []
+        for d in account.get("details") or []:
+            if not isinstance(d, dict) or not isinstance(d.get("ccy"), str):
+                continue
+            amount = _cross_equity(d, d["ccy"])
+            if amount < 0 and d["ccy"] != self.settle:
+                owed.append(d["ccy"])
+            elif amount > 0 and d.get("collateralEnabled") is not False:
+                held.append(d["ccy"])
+        # public, slow-changing tables: read once for every account on the exchange
+        ratios = await self._tables("discount", held, functools.partial(_discount_tiers, exchange))
+        # the settle currency's too: lent as soon as the positions' losses pass its equity
+        borrowing = await self._tables(
+            "borrowing", [*owed, self.settle], functools.partial(_borrowing_tiers, exchange)
         )
-        ratios = {}
-        for ccy in held:
-            answer = await exchange.publicGetPublicDiscountRateInterestFreeQuota({"ccy": ccy})
-            for row in answer.get("data") or []:
-                if isinstance(row, dict) and row.get("ccy") == ccy:
-                    ratios[ccy] = discount_ratio(row)
-        self._pool = multi_currency_pool(account, ratios, self.settle, exchange.markets)
+        self._pool = multi_currency_pool(account, ratios, self.settle, exchange.markets, borrowing)
         if self._pool.not_reproduced:
             return dataclasses.replace(
                 mode,
@@ -384,6 +466,18 @@ class OKXAdapter(ExchangeAdapter):
                 f"reproduce: {_NOT_COMPUTED}",
             )
         return mode
+
+    async def _tables(
+        self, kind: str, currencies: list[str], read: Callable[[str], Awaitable[T | None]]
+    ) -> dict[str, T]:
+        """Each currency's public table of ``kind`` (shared by the exchange's accounts),
+        leaving out those OKX lists none for."""
+        out = {}
+        for ccy in sorted(currencies):
+            table = await self.tables.get(("okx", kind, ccy), functools.partial(read, ccy))
+            if table is not None:
+                out[ccy] = table
+        return out
 
     def _market(self, exchange: Any, inst_id: Any) -> dict[str, Any] | None:
         """The ccxt market of a swap or future; None for other settle currencies."""
@@ -517,6 +611,12 @@ class OKXAdapter(ExchangeAdapter):
         if pool is None or pool.not_reproduced:
             return ()  # single-currency: USDT alone; otherwise OKX's own ratio stands
         return pool.coins
+
+    def wallet_liability_tiers(self) -> TierTable | None:
+        pool = self._pool
+        if pool is None or pool.not_reproduced:
+            return None
+        return pool.wallet_tiers
 
     def _subscribe_warnings(self, exchange: Any) -> None:
         """Subscribe the private connection to ``liquidation-warning``, once per connection.

@@ -7,9 +7,10 @@ where ccxt's unified ones are unreliable for margin (ccxt.md), and never compute
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar
 
 from alertd.engine.collateral import Collateral
 from alertd.engine.orderbook import Level, OrderBook
@@ -25,6 +26,8 @@ from alertd.feeds.state import (
     ReportedAccount,
     ReportedPosition,
 )
+
+T = TypeVar("T")
 
 # open positions, the exchange's own figures for them, and the marks it reported
 Snapshot = tuple[list[PositionState], dict[tuple[str, Any], ReportedPosition], dict[str, Decimal]]
@@ -115,8 +118,40 @@ def parse_order_book(raw: Any, contract_size: Decimal, depth: int) -> OrderBook:
     return book
 
 
+class PublicTables:
+    """Public, slow-changing tables an exchange publishes per key (OKX's discount tiers and
+    borrowing tiers per currency), read once for every account that reaches the exchange the
+    same way and kept until :meth:`clear` (the feeds' market refresh, every
+    ``feeds.tier_refresh_interval_s``; a lone feed at its own tier refresh). Accounts asking
+    for the same key at once wait for one request. A failed read keeps nothing: the next
+    asks again."""
+
+    def __init__(self) -> None:
+        self._tables: dict[Hashable, Any] = {}
+        self._locks: dict[Hashable, asyncio.Lock] = {}
+
+    async def get(self, key: Hashable, load: Callable[[], Awaitable[T]]) -> T:
+        if key not in self._tables:
+            lock = self._locks.setdefault(key, asyncio.Lock())
+            async with lock:
+                if key not in self._tables:
+                    self._tables[key] = await load()
+        value: T = self._tables[key]
+        return value
+
+    def clear(self) -> None:
+        self._tables.clear()
+
+
 class ExchangeAdapter:
     """Base: the unified ccxt calls that are sound for what alertd reads."""
+
+    # the exchange's public tables, shared by the accounts of one exchange (the feed gives
+    # the shared one; an adapter made alone keeps its own)
+    tables: PublicTables
+
+    def __init__(self) -> None:
+        self.tables = PublicTables()
 
     # the depths the exchange's order book endpoint accepts (None: any up to the limit)
     book_limits: tuple[int, ...] | None = None
@@ -178,6 +213,12 @@ class ExchangeAdapter:
         """The cross pool's coins besides the settle wallet (multi-collateral modes), read at
         every snapshot; none by default."""
         return ()
+
+    def wallet_liability_tiers(self) -> TierTable | None:
+        """The settle currency's borrowing tiers where the exchange lends it when the wallet
+        and the cross PnL fall below zero (OKX multi-currency margin), as the last snapshot
+        read them; None by default (nothing is lent)."""
+        return None
 
     async def fetch_fee_rates(self, exchange: Any, symbols: list[str]) -> dict[str, Decimal]:
         """The account's own taker fee rate of each of ``symbols`` (the held ones), read at

@@ -39,6 +39,7 @@ from alertd.config import AccountConfig, FeedSettings, Secret
 from alertd.errors import AccountRefused
 from alertd.exchanges.registry import get_spec
 from alertd.exchanges.spec import Credential
+from alertd.feeds.adapter import PublicTables
 from alertd.redact import redact
 
 log = logging.getLogger(__name__)
@@ -177,6 +178,9 @@ class SharedExchange:
         self._clients: weakref.WeakSet[Any] = weakref.WeakSet()
         # what accounts derive from the catalogue alike (alertd's market info), until a refresh
         self._derived: dict[Hashable, Any] = {}
+        # the exchange's public tables the adapters read (OKX's discount and borrowing tiers),
+        # read once for every account, dropped at each market refresh
+        self.tables = PublicTables()
         # accounts waiting for or in their bootstrap: periodic reconciles give way to them
         self.bootstrapping = 0
         self.closed = False
@@ -230,7 +234,9 @@ class SharedExchange:
     async def refresh_markets(self) -> None:
         """Reload the catalogue (new listings, changed precisions) and re-point every client.
 
-        A failure keeps the catalogue as it was; the next refresh tries again."""
+        A failure keeps the catalogue as it was; the next refresh tries again. The public
+        tables are dropped either way: the next account to need one reads it afresh."""
+        self.tables.clear()
         if self._catalogue is None or not self._catalogue.markets:
             return  # not loaded yet: the first account to bootstrap loads it
         try:

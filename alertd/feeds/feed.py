@@ -30,7 +30,7 @@ from alertd.engine.margin import compute
 from alertd.engine.stops import StopOrder
 from alertd.errors import AccountRefused
 from alertd.exchanges.registry import get_spec
-from alertd.feeds.adapter import FrameError, checked_stops
+from alertd.feeds.adapter import FrameError, PublicTables, checked_stops
 from alertd.feeds.ccxt_exchange import (
     ErrorKind,
     SharedExchange,
@@ -93,6 +93,8 @@ class AccountFeed:
         self.settings = settings
         self.spec = get_spec(config.exchange)
         self.adapter = self.spec.new_adapter()
+        # the exchange's public tables: read once for every account on it, or alone its own
+        self.adapter.tables = shared.tables if shared is not None else PublicTables()
         self.state = AccountState(config.name, self.spec.profile, self.adapter.settle)
         self.state.wallet_includes_isolated = self.adapter.wallet_includes_isolated
         self._secrets = secrets
@@ -282,6 +284,7 @@ class AccountFeed:
             # coin's index keeps its basis to the mark the stream then moves
             self.state.set_mark(symbol, await self.adapter.fetch_mark(exchange, symbol), now)
         self.state.set_collateral(collateral)
+        self.state.wallet_liability_tiers = self.adapter.wallet_liability_tiers()
         # the exchange's figures were read at about these marks: they move from here
         self.state.reported_marks = dict(self.state.marks)
         await self._ensure_tiers()
@@ -332,6 +335,8 @@ class AccountFeed:
     async def refresh_tiers(self) -> None:
         if self.state.fatal is not None or not self.state.bootstrapped:
             return
+        if self.shared is None:
+            self.adapter.tables.clear()  # alone, its public tables are its own to refresh
         try:
             held = sorted(self.state.held_symbols)
             async with rest_slot(self.shared):

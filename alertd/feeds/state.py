@@ -178,6 +178,9 @@ class AccountState:
     wallet_balance: Decimal | None = None
     # the cross pool's other coins (multi-collateral modes), as of the last REST snapshot
     collateral: tuple[Collateral, ...] = ()
+    # the settle currency's borrowing tiers where the exchange lends it below zero (OKX
+    # multi-currency margin; Account.wallet_liability_tiers)
+    wallet_liability_tiers: TierTable | None = None
     # Bybit reports a wallet balance that still holds isolated positions' margin; Binance
     # reports the cross wallet alone
     wallet_includes_isolated: bool = False
@@ -393,5 +396,12 @@ class AccountState:
             for c in self.collateral
         )
         return Account(
-            self.profile, self.name, self.settle, cross_wallet, tuple(held), coins, self.stops
+            self.profile,
+            self.name,
+            self.settle,
+            cross_wallet,
+            tuple(held),
+            coins,
+            self.stops,
+            self.wallet_liability_tiers,
         )

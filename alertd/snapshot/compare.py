@@ -166,6 +166,9 @@ def compare(
     rows: list[Row] = []
     counted = [pm for pm in metrics.positions if not (cross_only and pm.position.is_isolated)]
     total_mm = sum((comparable_mm(pm) for pm in counted), Decimal(0))
+    # what the pool's liabilities require (OKX's borrowing tiers) is the account's too
+    total_mm += sum((cm.requirement for cm in metrics.pool.collateral), Decimal(0))
+    total_mm += metrics.pool.owed_requirement
     add(Figure.MAINTENANCE_MARGIN, None, total_mm, reported.maintenance_margin)
     if all(not pm.position.is_isolated for pm in metrics.positions):
         # the exchange's account balance and ratio count isolated positions' margin in ways

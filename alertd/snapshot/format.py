@@ -116,6 +116,11 @@ class RatioTierIn(_Model):
     ratio: Ratio
 
 
+class LiabilityTierIn(_Model):
+    max_amount: PositiveDec | None = None  # the amount owed, in the coin; none: no cap
+    mmr: Annotated[Decimal, BeforeValidator(_decimal), Field(ge=0, lt=1)]
+
+
 class CollateralIn(_Model):
     asset: Annotated[str, Field(min_length=1)]
     amount: Dec
@@ -126,11 +131,16 @@ class CollateralIn(_Model):
     liability_ratio: PositiveDec = Decimal(1)
     # the coin's price over its price symbol's mark when read (an index beside the mark)
     price_over_mark: PositiveDec | None = None
+    # a liability's maintenance rate stepped by the amount owed (OKX's borrowing tiers)
+    liability_tiers: Annotated[list[LiabilityTierIn], Field(min_length=1)] | None = None
 
 
 class PoolIn(_Model):
     wallet_balance: Dec = Decimal(0)
     collateral: list[CollateralIn] = []
+    # the pool currency's borrowing tiers where the exchange lends it below zero (OKX
+    # multi-currency margin): what is owed then requires a maintenance margin
+    liability_tiers: Annotated[list[LiabilityTierIn], Field(min_length=1)] | None = None
 
 
 class MorePoolIn(PoolIn):
@@ -248,7 +258,8 @@ def _build_collateral(
                 "positions (an inverse pool is solved in 1/price)"
             )
         ratio = _build_ratio(c, here, problems)
-        if ratio is None:
+        borrowing = _build_liability_tiers(c.liability_tiers, f"{here}.liability_tiers", problems)
+        if ratio is None or borrowing is False:
             continue
         out.append(
             Collateral(
@@ -259,9 +270,25 @@ def _build_collateral(
                 price_symbol=c.price_symbol,
                 liability_ratio=c.liability_ratio,
                 price_over_mark=c.price_over_mark if c.price_symbol is not None else None,
+                liability_tiers=borrowing or None,
             )
         )
     return tuple(out)
+
+
+def _build_liability_tiers(
+    raw: list[LiabilityTierIn] | None, where: str, problems: list[str]
+) -> TierTable | Literal[False] | None:
+    """Borrowing tiers by the amount owed (None: none given; False: a problem was listed)."""
+    if raw is None:
+        return None
+    tiers = [Tier(t.max_amount, t.mmr, Decimal(0)) for t in raw]
+    try:
+        return TierTable.build(tiers, TierBasis.CONTRACTS)
+    except TierTableError as exc:
+        field = "max_amount" if exc.field == "cap" else exc.field
+        problems.append(f"{where}[{exc.index}].{field}: {exc.reason}")
+        return False
 
 
 def _build_tiers(
@@ -391,6 +418,13 @@ def build_account(snap: SnapshotIn | SnapshotInV2) -> LoadedSnapshot:
         (pool, _build_collateral(pool.collateral, f"pools[{k}].collateral", inverse, problems))
         for k, pool in enumerate(more_pools)
     ]
+    owed = {
+        asset: _build_liability_tiers(pool.liability_tiers, f"{where}.liability_tiers", problems)
+        for asset, pool, where in (
+            (snap.settle, cross, "cross"),
+            *((pool.asset, pool, f"pools[{k}]") for k, pool in enumerate(more_pools)),
+        )
+    }
     stops = _build_stops(snap.orders if isinstance(snap, SnapshotInV2) else None, problems)
     held = [*positions, *(p for more_held in pool_positions.values() for p in more_held)]
     books = {
@@ -402,7 +436,16 @@ def build_account(snap: SnapshotIn | SnapshotInV2) -> LoadedSnapshot:
         raise SnapshotError(problems)
     # the settle currency's pool first, then one per other margin asset
     pools = [
-        Account(profile, snap.account, asset, wallet, tuple(held), pool_coins, stops)
+        Account(
+            profile,
+            snap.account,
+            asset,
+            wallet,
+            tuple(held),
+            pool_coins,
+            stops,
+            owed[asset] or None,
+        )
         for asset, wallet, held, pool_coins in (
             (snap.settle, cross.wallet_balance, positions, coins),
             *(
@@ -564,7 +607,13 @@ def _collateral_json(c: Collateral) -> dict[str, Any]:
     out["liability_ratio"] = decimal_str(c.liability_ratio)
     if c.price_over_mark is not None:
         out["price_over_mark"] = decimal_str(c.price_over_mark)
+    if c.liability_tiers is not None:
+        out["liability_tiers"] = _liability_tiers_json(c.liability_tiers)
     return out
+
+
+def _liability_tiers_json(table: TierTable) -> list[dict[str, str | None]]:
+    return [{"max_amount": decimal_str(t.cap), "mmr": decimal_str(t.mmr)} for t in table.tiers]
 
 
 def account_to_json(account: Account) -> dict[str, Any]:
@@ -584,6 +633,11 @@ def _account_json(account: Account) -> dict[str, Any]:
         "cross": {
             "wallet_balance": decimal_str(account.wallet_balance),
             "collateral": [_collateral_json(c) for c in account.collateral],
+            **(
+                {"liability_tiers": _liability_tiers_json(account.wallet_liability_tiers)}
+                if account.wallet_liability_tiers is not None
+                else {}
+            ),
         },
         "positions": [
             {

@@ -138,6 +138,7 @@ def collateral_json(cm: CollateralMetrics) -> dict[str, Any]:
         "price_symbol": c.price_symbol,
         "market_value": decimal_str(cm.market_value),
         "value": decimal_str(cm.value),
+        "requirement": decimal_str(cm.requirement),
     }
 
 
@@ -160,6 +161,7 @@ def metrics_json(
             "unrealized_pnl": decimal_str(pool.unrealized_pnl),
             "margin_balance": decimal_str(pool.margin_balance),
             "maintenance_margin": decimal_str(pool.maintenance_margin),
+            "owed_requirement": decimal_str(pool.owed_requirement),
             "margin_ratio": decimal_str(pool.margin_ratio),
             "margin_ratio_in_exchange_form": decimal_str(pool.displayed_ratio),
             "exchange_form_name": a.profile.displayed_ratio_name or None,
@@ -207,6 +209,8 @@ def render(
     summary.add_row("Unrealized PnL", fmt.money(pool.unrealized_pnl, unit))
     summary.add_row("Margin balance", fmt.money(pool.margin_balance, unit))
     summary.add_row("Maintenance margin", fmt.money(pool.maintenance_margin, unit))
+    if pool.owed_requirement:
+        summary.add_row(f"  of it, the {unit} owed", fmt.money(pool.owed_requirement, unit))
     summary.add_row("Margin ratio (MM / balance)", fmt.ratio(pool.margin_ratio))
     if a.profile.displayed_ratio_name:
         # alertd's own figure in the exchange's form: the exchange's number is in the
@@ -414,7 +418,9 @@ def _render_narrow(m: AccountMetrics, console: Console) -> None:
 def _ratio_text(cm: CollateralMetrics) -> str:
     c = cm.collateral
     if c.amount <= 0:
-        return "liability" + ("" if c.liability_ratio == 1 else f" x{c.liability_ratio}")
+        shown = "liability" + ("" if c.liability_ratio == 1 else f" x{c.liability_ratio}")
+        rate = c.liability_rate
+        return shown + (f", MM {fmt.ratio(rate)}" if rate else "")
     if c.ratio.is_flat:
         return fmt.ratio(c.ratio.tiers[0].ratio)
     kind = "by value" if c.ratio.basis is RatioBasis.VALUE else "by amount"

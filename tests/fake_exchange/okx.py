@@ -29,15 +29,20 @@ Multi-currency margin (``acctLv`` 3, help centre "Multi-currency margin mode: cr
 trading"): each currency's equity at its USD price (``eqUsd``) times its discount rate, tiered
 by the amount held in the currency ("Get discount rate and interest-free quota": ``minAmt``,
 ``maxAmt`` in the currency; served at ``/api/v5/public/discount-rate-interest-free-quota``),
-summed over the currencies to ``adjEq``; a negative equity is a liability, counted in full.
-``mmr`` is the positions' MM in USD (USDT at ``set_usdt_usd``), ``mgnRatio`` is ``adjEq /
-(mmr + notional * 0.05%)`` (in the recorded answer cited in alertd/exchanges/okx.py the
-account's mgnRatio sits below adjEq / mmr: the fee is not in ``mmr``). A currency scripted to
-follow a market (``set_currency(..., follows=BTC)``) keeps its price to that market's mark
-ratio as the mark moves. A liquidation price solves adjEq = mmr + fee in the position's mark,
-the currency that follows it moving too (linear in the mark: tiers by amount and contracts).
-Simplifications: no orders, fees or funding; no borrowing MMR; marks are pushed only when
-scripted or by the ``mark_interval_s`` loop.
+summed over the currencies to ``adjEq``; a negative equity (cash less accrued interest, help
+centre: "Equity (cross) = Balance + Floating PnL (cross) + Options value - Accrued interest")
+is a liability, counted in full. ``mmr`` is the positions' MM plus the liabilities' borrowing
+MM in USD (USDT at ``set_usdt_usd``): the amount owed times its USD price times the rate of
+the currency's borrowing tier holding that amount ("Get position tiers" instType MARGIN with
+``ccy``: ``maxSz`` the amount borrowed in the currency, step tiers as the positions'), the
+settle currency's too. ``mgnRatio`` is ``adjEq / (mmr + notional * 0.05%)`` (in the recorded
+answer cited in alertd/exchanges/okx.py the account's mgnRatio sits below adjEq / mmr: the
+fee is not in ``mmr``; no fee is added on a liability). A currency scripted to follow a market
+(``set_currency(..., follows=BTC)``) keeps its price to that market's mark ratio as the mark
+moves. A liquidation price solves adjEq = mmr + fee in the position's mark, the currency that
+follows it moving too (searched where a USDT liability bends the line).
+Simplifications: no orders, fees or funding; marks are pushed only when scripted or by the
+``mark_interval_s`` loop.
 """
 
 from __future__ import annotations
@@ -107,6 +112,15 @@ DISCOUNTS: dict[str, tuple[tuple[str, str, str], ...]] = {
     "USDT": (("0", "5000000", "1"), ("5000000", "", "0.95")),
     "USDC": (("0", "5000000", "0.98"), ("5000000", "", "0.9")),
 }
+# "Get position tiers" (instType MARGIN, tdMode cross, ccy) in multi-currency margin: the
+# borrowing tiers, (maxSz in the currency, mmr, imr, maxLever); illustrative rates in the shape
+# of the docs' example (tier 1 mmr 0.03, imr 0.1, maxLever 10)
+BORROWING: dict[str, tuple[tuple[str, str, str, str], ...]] = {
+    "BTC": (("5", "0.03", "0.1", "10"), ("20", "0.05", "0.2", "5"), ("100", "0.1", "0.5", "2")),
+    "USDC": (("200000", "0.03", "0.1", "10"), ("1000000", "0.06", "0.2", "5")),
+    "USDT": (("200000", "0.03", "0.1", "10"), ("1000000", "0.06", "0.2", "5")),
+    "ETH": (("100", "0.03", "0.1", "10"), ("500", "0.05", "0.2", "5")),
+}
 
 
 def _s(value: Decimal) -> str:
@@ -168,8 +182,10 @@ class _Account(shared.Credentials):
     # in 3 and 4 the balance reports the USD pool: adjEq is the other currencies' discounted
     # USD value (``other_adj_eq``) plus the USDT equity
     acct_lv: str = "2"
-    # multi-currency margin: the other currencies' amounts (negative: a liability)
+    # multi-currency margin: the other currencies' cash (negative: a liability) and the
+    # interest accrued on what is owed (the equity is the cash less it)
     coins: dict[str, Decimal] = field(default_factory=dict)
+    interest: dict[str, Decimal] = field(default_factory=dict)
     # the account's taker fee rate (its fee level): OKX's liquidation fee in mgnRatio
     taker_fee: Decimal = LIQ_FEE
 
@@ -211,6 +227,9 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
         # follows (its price over that mark kept as the mark moves)
         self._usd: dict[str, tuple[Decimal, str | None]] = {SETTLE: (Decimal(1), None)}
         self._discounts = {ccy: tuple(rows) for ccy, rows in DISCOUNTS.items()}
+        # currencies whose borrowing tiers "Get position tiers" leaves out (OKX still
+        # requires their borrowing MM)
+        self._unlisted_borrowing: set[str] = set()
 
     def _routes(self) -> list[web.RouteDef]:
         return [
@@ -312,16 +331,25 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
 
     @scripted
     def set_currency(
-        self, api_key: str, ccy: str, amount: Num, usd_price: Num, *, follows: str | None = None
+        self,
+        api_key: str,
+        ccy: str,
+        amount: Num,
+        usd_price: Num,
+        *,
+        follows: str | None = None,
+        interest: Num = 0,
     ) -> None:
-        """Give a multi-currency account ``amount`` of ``ccy`` (negative: a liability) priced
-        at ``usd_price``; with ``follows`` (a symbol) the price moves in proportion to that
-        market's mark from here."""
+        """Give a multi-currency account ``amount`` of ``ccy`` (its cash; negative: a
+        liability) priced at ``usd_price``, with ``interest`` accrued on it (owed too); with
+        ``follows`` (a symbol) the price moves in proportion to that market's mark from here."""
         price = shared.positive(usd_price, "usd_price")
         market = self._market(follows) if follows is not None else None
         self._usd[ccy] = (price / market.mark if market else price, market.id if market else None)
-        self._account(api_key).coins[ccy] = _dec(amount, "amount")
-        self._push_account(self._account(api_key))
+        account = self._account(api_key)
+        account.coins[ccy] = _dec(amount, "amount")
+        account.interest[ccy] = _dec(interest, "interest")
+        self._push_account(account)
 
     @scripted
     def set_usdt_usd(self, price: Num) -> None:
@@ -332,6 +360,11 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
     def set_discount_tiers(self, ccy: str, tiers: list[tuple[str, str, str]]) -> None:
         """``ccy``'s discount tiers as (minAmt, maxAmt or "", discountRate)."""
         self._discounts[ccy] = tuple(tiers)
+
+    @scripted
+    def unlist_borrowing_tiers(self, ccy: str) -> None:
+        """Leave ``ccy``'s borrowing tiers out of "Get position tiers" answers."""
+        self._unlisted_borrowing.add(ccy)
 
     @scripted
     def set_fee_rate(self, api_key: str, taker: Num) -> None:
@@ -446,11 +479,42 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
                 out += (top - Decimal(low)) * Decimal(rate)
         return out
 
-    def _pool(
+    def _borrowing_mm(self, ccy: str, equity: Decimal) -> Decimal:
+        """The borrowing MM of ``ccy`` at an equity of ``equity`` (in the currency): what is
+        owed at the rate of the borrowing tier holding it (step tiers)."""
+        if equity >= 0:
+            return Decimal(0)
+        owed = -equity
+        tiers = BORROWING[ccy]
+        for max_sz, mmr, _imr, _lever in tiers:
+            if owed <= Decimal(max_sz):
+                return owed * Decimal(mmr)
+        return owed * Decimal(tiers[-1][1])
+
+    def _equity(self, account: _Account, ccy: str) -> Decimal:
+        return account.coins[ccy] - account.interest.get(ccy, Decimal(0))
+
+    def _pool_mm(
         self, account: _Account, moved: dict[str, Decimal] | None = None
     ) -> tuple[Decimal, Decimal]:
-        """A multi-currency account's (adjEq, mmr + liquidation fee) in USD, at its marks or
-        at ``moved`` ones."""
+        """A multi-currency account's (mmr, liquidation fee) in USD: the cross positions' MM
+        and the liabilities' borrowing MM, at its marks or at ``moved`` ones."""
+        cross = [p for p in account.positions.values() if not p.isolated]
+        marks = {p.market.id: (moved or {}).get(p.market.id, p.market.mark) for p in cross}
+        usdt = self._usd_price(SETTLE)
+        positions = fee = Decimal(0)
+        for p in cross:
+            notional = abs(p.pos) * p.market.ct_val * marks[p.market.id]
+            positions += notional * p.market.mmr_rate(abs(p.pos))
+            fee += notional * account.taker_fee
+        borrowing = self._borrowing_mm(SETTLE, self._usdt_equity(account, moved)) * usdt
+        for ccy in account.coins:
+            equity = self._equity(account, ccy)
+            borrowing += self._borrowing_mm(ccy, equity) * self._usd_price(ccy, moved)
+        return positions * usdt + borrowing, fee * usdt
+
+    def _usdt_equity(self, account: _Account, moved: dict[str, Decimal] | None = None) -> Decimal:
+        """The settle currency's cross equity, at its marks or at ``moved`` ones."""
         cross = [p for p in account.positions.values() if not p.isolated]
         marks = {p.market.id: (moved or {}).get(p.market.id, p.market.mark) for p in cross}
         iso_margin = sum((p.margin for p in account.positions.values() if p.isolated), Decimal(0))
@@ -458,22 +522,21 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             (abs(p.pos) * p.market.ct_val * (marks[p.market.id] - p.entry) * p.sign for p in cross),
             Decimal(0),
         )
+        return account.wallet - iso_margin + upl
+
+    def _pool(
+        self, account: _Account, moved: dict[str, Decimal] | None = None
+    ) -> tuple[Decimal, Decimal]:
+        """A multi-currency account's (adjEq, mmr + liquidation fee) in USD, at its marks or
+        at ``moved`` ones."""
         usdt = self._usd_price(SETTLE)
-        usdt_eq = account.wallet - iso_margin + upl
-        adj_eq = self._discounted(SETTLE, usdt_eq) * usdt
-        for ccy, amount in account.coins.items():
-            adj_eq += self._discounted(ccy, amount) * self._usd_price(ccy, moved)
-        requirement = sum(
-            (
-                abs(p.pos)
-                * p.market.ct_val
-                * marks[p.market.id]
-                * (p.market.mmr_rate(abs(p.pos)) + account.taker_fee)
-                for p in cross
-            ),
-            Decimal(0),
-        )
-        return adj_eq, requirement * usdt
+        adj_eq = self._discounted(SETTLE, self._usdt_equity(account, moved)) * usdt
+        for ccy in account.coins:
+            adj_eq += self._discounted(ccy, self._equity(account, ccy)) * self._usd_price(
+                ccy, moved
+            )
+        mm, fee = self._pool_mm(account, moved)
+        return adj_eq, mm + fee
 
     def _multi_liq(self, account: _Account, p: _Position) -> Decimal | None:
         """The mark of ``p``'s market at which adjEq = mmr + fee, the currencies following it
@@ -487,6 +550,20 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
         if at_mark == at_zero:
             return None
         price = p.market.mark * at_zero / (at_zero - at_mark)
+        if price > 0 and abs(surplus(price)) > Decimal("1e-9") * abs(at_mark):
+            # not one line (a USDT liability's tier or its start lies between): bisect on
+            # the side where the surplus changes sign, bounded
+            far = Decimal(0) if (at_zero > 0) != (at_mark > 0) else p.market.mark * 10
+            low, high = sorted((far, p.market.mark))
+            if (surplus(low) > 0) == (surplus(high) > 0):
+                return None
+            for _ in range(200):
+                middle = (low + high) / 2
+                if (surplus(middle) > 0) == (surplus(low) > 0):
+                    low = middle
+                else:
+                    high = middle
+            price = (low + high) / 2
         return price.quantize(p.market.tick) if price > 0 else None
 
     def _cross(self, account: _Account) -> tuple[Decimal, Decimal, Decimal]:
@@ -642,11 +719,10 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             # the USD pool's figures are the account's; the currency's own are empty
             details = self._currency_details(account, detail, eq)
             adj_eq, requirement = self._pool(account)
-            usdt = self._usd_price(SETTLE)
             pool = {
                 "adjEq": _s(adj_eq),
                 "mgnRatio": _s(adj_eq / requirement) if requirement else "",
-                "mmr": _s(mm * usdt),
+                "mmr": _s(self._pool_mm(account)[0]),
             }
             total = sum((Decimal(d["eqUsd"]) for d in details), Decimal(0))
         return {
@@ -680,8 +756,9 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             collateralEnabled=True,
         )
         rows = [settle]
-        for ccy, amount in sorted(account.coins.items()):
+        for ccy, cash in sorted(account.coins.items()):
             price = self._usd_price(ccy)
+            amount = self._equity(account, ccy)
             owed = _s(max(-amount, Decimal(0)))
             rows.append(
                 {
@@ -689,7 +766,7 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
                     "availBal": _s(max(amount, Decimal(0))),
                     "availEq": _s(max(amount, Decimal(0))),
                     "borrowFroz": "0",
-                    "cashBal": _s(amount),
+                    "cashBal": _s(cash),
                     "ccy": ccy,
                     "collateralEnabled": ccy in self._discounts,
                     "crossLiab": owed,
@@ -698,7 +775,7 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
                     "eqUsd": _s(amount * price),
                     "fixedBal": "0",
                     "frozenBal": "0",
-                    "interest": "0",
+                    "interest": _s(account.interest.get(ccy, Decimal(0))),
                     "isoEq": "0",
                     "isoLiab": "0",
                     "isoUpl": "0",
@@ -883,29 +960,15 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
     def _position_tiers(self, params: dict[str, str]) -> list[Any]:
         family = params.get("instFamily") or params.get("uly") or ""
         kind = params.get("instType", "SWAP")
+        if kind == "MARGIN" and params.get("ccy"):
+            # multi-currency margin: the currency's borrowing tiers, minSz/maxSz amounts
+            # borrowed in it
+            ccy = params["ccy"]
+            return [] if ccy in self._unlisted_borrowing else _tier_rows(BORROWING.get(ccy, ()), "")
         rows = []
         for m in self._markets.values():
-            if f"{m.base}-USDT" != family or m.inst_type != kind:
-                continue
-            low = "0"
-            for tier, (max_sz, mmr, imr, lever) in enumerate(m.tiers, 1):
-                rows.append(
-                    {
-                        "baseMaxLoan": "",
-                        "imr": imr,
-                        "instFamily": family,
-                        "instId": "",
-                        "maxLever": lever,
-                        "maxSz": max_sz,
-                        "minSz": low,
-                        "mmr": mmr,
-                        "optMgnFactor": "0",
-                        "quoteMaxLoan": "",
-                        "tier": str(tier),
-                        "uly": family,
-                    }
-                )
-                low = max_sz
+            if f"{m.base}-USDT" == family and m.inst_type == kind:
+                rows += _tier_rows(m.tiers, family)
         return rows
 
     def _books_answer(self, params: dict[str, str]) -> list[Any]:
@@ -1173,6 +1236,31 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             detail = {"ccy": SETTLE, "cashBal": "abc", "eq": "abc", "mgnRatio": "abc"}
             return self._private_frame("account", [{"details": [detail]}])
         return None
+
+
+def _tier_rows(tiers: tuple[tuple[str, str, str, str], ...], family: str) -> list[Any]:
+    """ "Get position tiers" rows of one table of (maxSz, mmr, imr, maxLever)."""
+    rows = []
+    low = "0"
+    for tier, (max_sz, mmr, imr, lever) in enumerate(tiers, 1):
+        rows.append(
+            {
+                "baseMaxLoan": "",
+                "imr": imr,
+                "instFamily": family,
+                "instId": "",
+                "maxLever": lever,
+                "maxSz": max_sz,
+                "minSz": low,
+                "mmr": mmr,
+                "optMgnFactor": "0",
+                "quoteMaxLoan": "",
+                "tier": str(tier),
+                "uly": family,
+            }
+        )
+        low = max_sz
+    return rows
 
 
 def _sign(secret: str, prehash: str) -> str:
