@@ -10,20 +10,20 @@ fires at bootstrap (the USDT-only math of before counted none of the BTC)."""
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Callable, Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.fake_exchange.base import FakeExchangeServer
-from tests.receivers import HttpReceiver
 from tests.support.fakes import ccxt_client
-from tests.support.fixtures import BTC, started, status_world
+from tests.support.fixtures import (
+    BTC,
+    ratio_alerts_at,
+    snapshot_then_calc,
+    started,
+    status_world_fixture,
+)
 from tests.support.poll import wait_for
-from tests.support.process import alertd
 
 from .support.endpoint import computed_account, status_account
 
@@ -32,18 +32,10 @@ KEY, SECRET = "key-main", "secret-main"
 ETH = "ETH/USDT:USDT"
 
 
-@pytest.fixture
-def gate_world(
-    tmp_path: Path,
-    fake_in_thread: Callable[..., FakeExchangeServer[Any, Any]],
-    http_receiver: HttpReceiver,
-) -> Iterator[dict[str, Any]]:
-    """The local Gate with one account (``main``), a config with the ``RULES``, the status
-    endpoint and a slow reconcile (alertd moves the figures with the marks itself), and a
-    ``Daemon`` for it (not started)."""
-    fake = fake_in_thread("gate", mark_interval_s=0.2)
-    fake.add_account(KEY, SECRET, "1000")
-    yield from status_world(tmp_path, fake, "gate", (KEY, SECRET), http_receiver)
+# The local Gate with one account (``main``), a config with the ``RULES``, the status
+# endpoint and a slow reconcile (alertd moves the figures with the marks itself), and a
+# ``Daemon`` for it (not started).
+gate_world = status_world_fixture("gate", (KEY, SECRET), "1000")
 
 
 async def _gate_figures(fake: Any, single: bool) -> tuple[dict[str, Decimal], Decimal]:
@@ -68,7 +60,7 @@ async def _gate_figures(fake: Any, single: bool) -> tuple[dict[str, Decimal], De
 def test_snapshot_and_calc_reproduce_gate_s_ratio_and_liquidation_prices(
     gate_world: dict[str, Any], margin_mode: int, label: str
 ) -> None:
-    fake, env = gate_world["fake"], gate_world["env"]
+    fake = gate_world["fake"]
     # 2,000 USDT, a cross BTC long of 0.3 (18,000 at 60,000), a cross ETH short of 2 ETH and
     # an isolated ETH long; ETH held in the unified account but not enabled as collateral
     fake.set_balance(KEY, "2000")
@@ -78,19 +70,7 @@ def test_snapshot_and_calc_reproduce_gate_s_ratio_and_liquidation_prices(
     fake.open_position(KEY, ETH, "short", "200", "3400")
     fake.set_coin(KEY, "ETH", "2", collateral=False)
     fake.set_margin_mode(KEY, margin_mode)
-    config = str(gate_world["path"])
-    table = alertd("snapshot", "-c", config, env=env)
-    assert table.returncode == 0, table.stderr
-    text = " ".join(table.stdout.split())
-    assert f"main: account mode {label}" in text, table.stdout
-    assert "does not compute" not in text
-    written = alertd("snapshot", "-c", config, "--json", "--account", "main", env=env)
-    assert written.returncode == 0, written.stderr
-    path = gate_world["tmp"] / "main.json"
-    path.write_text(written.stdout)
-    calc = alertd("calc", str(path), "--json", env=env)
-    assert calc.returncode == 0, calc.stderr
-    result = json.loads(calc.stdout, parse_float=Decimal)
+    _, result = snapshot_then_calc(gate_world, f"{label}")
     liquidations, theirs = asyncio.run(_gate_figures(fake, single=margin_mode == 3))
     ours = {p["symbol"]: D(p["liquidation_price"]) for p in result["positions"]}
     assert sorted(ours) == sorted(liquidations) == sorted([BTC, ETH])
@@ -123,15 +103,8 @@ def test_a_btc_long_crosses_the_thresholds_at_the_right_marks_in_single_currency
     assert http.posts == []
 
     # at 50,450: 23.96375 / 45 = 53.3%
-    fake.set_mark(BTC, "50450")
-    wait_for(lambda: len(http.posts) >= 1, what="ratio warning")
-    assert http.titles()[0].startswith("WARNING main: worst ratio 53.3%"), http.titles()
     # at 50,290: 23.88775 / 29 = 82.4%
-    fake.set_mark(BTC, "50290")
-    wait_for(lambda: len(http.posts) >= 2, what="ratio critical")
-    assert http.titles()[1].startswith("CRITICAL main: worst ratio 82.4%"), http.titles()
-    assert daemon.stop() == 0
-    assert "Traceback" not in daemon.text()
+    ratio_alerts_at(fake, http, daemon, BTC, ("50450", "53.3%"), ("50290", "82.4%"))
 
 
 def test_btc_collateral_shows_gate_s_own_ratio_with_no_false_alert_at_bootstrap(

@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.fake_exchange.base import FakeExchangeServer
-from tests.receivers import HttpReceiver
 from tests.support.fakes import ccxt_client
-from tests.support.fixtures import started, status_world
+from tests.support.fixtures import (
+    ratio_alerts_at,
+    snapshot_then_calc,
+    started,
+    status_world_fixture,
+)
 from tests.support.poll import wait_for
-from tests.support.process import alertd
 
 from .support.endpoint import computed_account, status_account
 
@@ -34,18 +32,11 @@ BTC, ETH = "BTC/USDC:USDC", "ETH/USDC:USDC"
 USER = "0x" + "7c" * 20
 
 
-@pytest.fixture
-def hl_world(
-    tmp_path: Path,
-    fake_in_thread: Callable[..., FakeExchangeServer[Any, Any]],
-    http_receiver: HttpReceiver,
-) -> Iterator[dict[str, Any]]:
-    """The local Hyperliquid with one unified account (``main``, 600 USDC in the spot state)
-    and a daemon for it (``status_world``)."""
-    fake = fake_in_thread("hyperliquid", mark_interval_s=0.2)
-    fake.add_account(USER, "", "600")
-    fake.set_abstraction(USER, "unifiedAccount")
-    yield from status_world(tmp_path, fake, "hyperliquid", (USER, ""), http_receiver)
+# The local Hyperliquid with one unified account (``main``, 600 USDC in the spot state)
+# and a daemon for it (``status_world``).
+hl_world = status_world_fixture(
+    "hyperliquid", (USER, ""), "600", lambda fake: fake.set_abstraction(USER, "unifiedAccount")
+)
 
 
 async def _hyperliquid_figures(fake: Any) -> tuple[dict[str, Decimal], Decimal]:
@@ -65,7 +56,7 @@ async def _hyperliquid_figures(fake: Any) -> tuple[dict[str, Decimal], Decimal]:
 def test_snapshot_and_calc_reproduce_hyperliquid_s_unified_ratio_and_liquidation_prices(
     hl_world: dict[str, Any],
 ) -> None:
-    fake, env = hl_world["fake"], hl_world["env"]
+    fake = hl_world["fake"]
     # a cross BTC long at 20x and an isolated ETH short on 600 USDC of its own margin: the
     # spot total holds both; the cross pool is the total less the short's equity
     fake.set_mark(BTC, "59000")
@@ -74,19 +65,7 @@ def test_snapshot_and_calc_reproduce_hyperliquid_s_unified_ratio_and_liquidation
     fake.open_position(
         USER, ETH, "short", "2", "3100", margin_mode="isolated", isolated_margin="600"
     )
-    config = str(hl_world["path"])
-    table = alertd("snapshot", "-c", config, env=env)
-    assert table.returncode == 0, table.stderr
-    text = " ".join(table.stdout.split())
-    assert "main: account mode unified account (userAbstraction unifiedAccount)" in text, text
-    assert "does not compute" not in text
-    written = alertd("snapshot", "-c", config, "--json", "--account", "main", env=env)
-    assert written.returncode == 0, written.stderr
-    path = hl_world["tmp"] / "main.json"
-    path.write_text(written.stdout)
-    calc = alertd("calc", str(path), "--json", env=env)
-    assert calc.returncode == 0, calc.stderr
-    result = json.loads(calc.stdout, parse_float=Decimal)
+    _, result = snapshot_then_calc(hl_world, "unified account (userAbstraction unifiedAccount)")
     liquidations, ratio = asyncio.run(_hyperliquid_figures(fake))
     ours = {p["symbol"]: D(p["liquidation_price"]) for p in result["positions"]}
     assert sorted(ours) == sorted(liquidations) == [BTC, ETH]
@@ -122,15 +101,8 @@ def test_a_long_losing_the_spot_balance_crosses_at_the_right_marks(
     assert http.posts == []
 
     # at 58,400: 146 / 280 = 52.1%
-    fake.set_mark(BTC, "58400")
-    wait_for(lambda: len(http.posts) >= 1, what="ratio warning")
-    assert http.titles()[0].startswith("WARNING main: worst ratio 52.1%"), http.titles()
     # at 57,880: 144.7 / 176 = 82.2%
-    fake.set_mark(BTC, "57880")
-    wait_for(lambda: len(http.posts) >= 2, what="ratio critical")
-    assert http.titles()[1].startswith("CRITICAL main: worst ratio 82.2%"), http.titles()
-    assert daemon.stop() == 0
-    assert "Traceback" not in daemon.text()
+    ratio_alerts_at(fake, http, daemon, BTC, ("58400", "52.1%"), ("57880", "82.2%"))
 
 
 def test_a_switch_to_portfolio_margin_shows_hyperliquid_s_own_ratio_without_a_restart(

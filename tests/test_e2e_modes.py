@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from .support.endpoint import computed_account, free_port, status_account
-from .support.fixtures import BTC, started
+from .support.fixtures import BTC, ratio_alerts_at, started
 from .support.poll import wait_for
 from .support.process import alertd
 
@@ -93,15 +93,8 @@ def test_collateral_and_position_falling_together_cross_at_the_right_marks(
 
     # ratio = 0.009 m 0.004 / (3.73 + 10 x 0.99977 + 0.0002 x 67,480.1 (m / 67,502.68) 0.95
     #   + 0.009 (m - 67,445.9)). At 65,040: 52.9% (a coin held at its value: 47.8%, no alert)
-    fake.set_mark(BTC, "65040")
-    wait_for(lambda: len(http.posts) >= 1, what="ratio warning")
-    assert http.titles()[0].startswith("WARNING main: worst ratio 52.9%")
     # at 64,850: 87.0% (a coin held at its value: 73.3%, not critical)
-    fake.set_mark(BTC, "64850")
-    wait_for(lambda: len(http.posts) >= 2, what="ratio critical")
-    assert http.titles()[1].startswith("CRITICAL main: worst ratio 87.0%")
-    assert daemon.stop() == 0
-    assert "Traceback" not in daemon.text()
+    ratio_alerts_at(fake, http, daemon, BTC, ("65040", "52.9%"), ("64850", "87.0%"))
 
 
 def test_a_switch_to_multi_assets_is_picked_up_without_a_restart(world: dict[str, Any]) -> None:

@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.fake_exchange.base import FakeExchangeServer
-from tests.receivers import HttpReceiver
 from tests.support.fakes import ccxt_client
-from tests.support.fixtures import BTC, started, status_world
+from tests.support.fixtures import (
+    BTC,
+    ratio_alerts_at,
+    snapshot_then_calc,
+    started,
+    status_world_fixture,
+)
 from tests.support.poll import wait_for
-from tests.support.process import alertd
 
 from .support.endpoint import computed_account, status_account
 from .test_okx_multi_currency import BTC_FUTURE, borrowing_account, multi_currency_account
@@ -32,18 +34,10 @@ D = Decimal
 KEY, SECRET = "key-main", "secret-main"
 
 
-@pytest.fixture
-def okx_world(
-    tmp_path: Path,
-    fake_in_thread: Callable[..., FakeExchangeServer[Any, Any]],
-    http_receiver: HttpReceiver,
-) -> Iterator[dict[str, Any]]:
-    """The local OKX with one account (``main``), a config with the ``RULES``, the status
-    endpoint and a slow reconcile (alertd moves the coins with the marks itself), and a
-    ``Daemon`` for it (not started)."""
-    fake = fake_in_thread("okx", mark_interval_s=0.2)
-    fake.add_account(KEY, SECRET, "1000")
-    yield from status_world(tmp_path, fake, "okx", (KEY, SECRET), http_receiver)
+# The local OKX with one account (``main``), a config with the ``RULES``, the status
+# endpoint and a slow reconcile (alertd moves the coins with the marks itself), and a
+# ``Daemon`` for it (not started).
+okx_world = status_world_fixture("okx", (KEY, SECRET), "1000")
 
 
 async def _okx_figures(fake: Any) -> tuple[dict[str, Decimal], Decimal]:
@@ -68,23 +62,10 @@ def _owing_btc(fake: Any, key: str) -> None:
 def test_snapshot_and_calc_reproduce_okx_s_ratio_and_liquidation_prices(
     okx_world: dict[str, Any], account: Callable[[Any, str], None], symbols: list[str]
 ) -> None:
-    fake, env = okx_world["fake"], okx_world["env"]
+    fake = okx_world["fake"]
     account(fake, KEY)
-    config = str(okx_world["path"])
-    table = alertd("snapshot", "-c", config, env=env)
-    assert table.returncode == 0, table.stderr
-    text = " ".join(table.stdout.split())
-    assert "main: account mode multi-assets (acctLv 3)" in text, table.stdout
-    assert "does not compute" not in text
-    written = alertd("snapshot", "-c", config, "--json", "--account", "main", env=env)
-    assert written.returncode == 0, written.stderr
-    path = okx_world["tmp"] / "main.json"
-    path.write_text(written.stdout)
-    snapshot = json.loads(written.stdout)
+    snapshot, result = snapshot_then_calc(okx_world, "multi-assets (acctLv 3)")
     assert {c["asset"] for c in snapshot["cross"]["collateral"]} == {"BTC", "USDC"}
-    calc = alertd("calc", str(path), "--json", env=env)
-    assert calc.returncode == 0, calc.stderr
-    result = json.loads(calc.stdout, parse_float=Decimal)
     liquidations, mgn_ratio = asyncio.run(_okx_figures(fake))
     ours = {p["symbol"]: D(p["liquidation_price"]) for p in result["positions"]}
     assert sorted(ours) == sorted(liquidations) == sorted(symbols)
@@ -128,15 +109,8 @@ def test_a_btc_balance_and_a_btc_long_falling_together_cross_at_the_right_marks(
     assert http.posts == []
 
     # at 58,600: 290.70 / 542.56 = 53.6% (without the USDT owed's MM 48.6%: no warning)
-    fake.set_mark(BTC, "58600")
-    wait_for(lambda: len(http.posts) >= 1, what="ratio warning")
-    assert http.titles()[0].startswith("WARNING main: worst ratio 53.6%"), http.titles()
     # at 58,410: 295.545 / 348.836 = 84.7% (without the USDT owed's MM 75.3%: not critical)
-    fake.set_mark(BTC, "58410")
-    wait_for(lambda: len(http.posts) >= 2, what="ratio critical")
-    assert http.titles()[1].startswith("CRITICAL main: worst ratio 84.7%"), http.titles()
-    assert daemon.stop() == 0
-    assert "Traceback" not in daemon.text()
+    ratio_alerts_at(fake, http, daemon, BTC, ("58600", "53.6%"), ("58410", "84.7%"))
 
 
 def test_a_switch_to_multi_currency_and_a_liability_are_picked_up_without_a_restart(
@@ -211,12 +185,5 @@ def test_btc_owed_rising_against_a_small_long_crosses_at_the_right_marks(
     assert http.posts == []
 
     # at 74,000: 921.30 / 1,800 = 51.2% (without the borrowing MM 1.9%: no alert at all)
-    fake.set_mark(BTC, "74000")
-    wait_for(lambda: len(http.posts) >= 1, what="ratio warning")
-    assert http.titles()[0].startswith("WARNING main: worst ratio 51.2%"), http.titles()
     # at 76,100: 947.445 / 1,170 = 81.0%
-    fake.set_mark(BTC, "76100")
-    wait_for(lambda: len(http.posts) >= 2, what="ratio critical")
-    assert http.titles()[1].startswith("CRITICAL main: worst ratio 81.0%"), http.titles()
-    assert daemon.stop() == 0
-    assert "Traceback" not in daemon.text()
+    ratio_alerts_at(fake, http, daemon, BTC, ("74000", "51.2%"), ("76100", "81.0%"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,7 +20,7 @@ from tests.support.configs import exchange_account, fake_account, write_config
 from tests.support.endpoint import free_port
 from tests.support.fakes import make_fake, server_in_thread
 from tests.support.poll import wait_for
-from tests.support.process import Daemon, e2e_env
+from tests.support.process import Daemon, alertd, e2e_env
 
 BTC = "BTC/USDT:USDT"
 
@@ -163,3 +164,62 @@ def status_world(
     with Daemon(path, env, tmp_path / "alertd.log") as daemon:
         base = f"http://127.0.0.1:{port}"
         yield _world(daemon, fake=fake, http=http_receiver, env=env, base=base, tmp=tmp_path)
+
+
+def status_world_fixture(
+    exchange: str,
+    keys: tuple[str, str],
+    wallet: str,
+    prepare: Callable[[Any], None] | None = None,
+) -> Any:
+    """A fixture (assign it to the name tests ask for): the local ``exchange`` with one
+    account (``keys``; ``wallet`` in its settle coin), ``prepare``d, and a daemon for it
+    (``status_world``: the status endpoint, a slow reconcile)."""
+
+    @pytest.fixture
+    def world(
+        tmp_path: Path,
+        fake_in_thread: Callable[..., FakeExchangeServer[Any, Any]],
+        http_receiver: HttpReceiver,
+    ) -> Iterator[dict[str, Any]]:
+        fake = fake_in_thread(exchange, mark_interval_s=0.2)
+        fake.add_account(*keys, wallet)
+        if prepare is not None:
+            prepare(fake)
+        yield from status_world(tmp_path, fake, exchange, keys, http_receiver)
+
+    return world
+
+
+def ratio_alerts_at(
+    fake: Any, http: HttpReceiver, daemon: Daemon, symbol: str, *steps: tuple[str, str]
+) -> None:
+    """Set ``symbol``'s mark to each step's price in turn: the first brings the ratio
+    warning, the second the critical, each titled with the step's ratio as shown ("53.6%");
+    then the daemon stops cleanly, without a traceback."""
+    for n, ((mark, shown), severity) in enumerate(zip(steps, ("WARNING", "CRITICAL"), strict=True)):
+        fake.set_mark(symbol, mark)
+        wait_for(lambda n=n: len(http.posts) > n, what=f"ratio {severity.lower()} at {mark}")
+        title = http.titles()[n]
+        assert title.startswith(f"{severity} main: worst ratio {shown}"), http.titles()
+    assert daemon.stop() == 0
+    assert "Traceback" not in daemon.text()
+
+
+def snapshot_then_calc(world: dict[str, Any], mode: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``alertd snapshot`` of a ``status_world``'s account (its table names the account
+    ``mode``, which alertd computes), then its JSON through ``alertd calc --json``: the
+    snapshot and calc's result (numbers as exact Decimals)."""
+    config, env = str(world["path"]), world["env"]
+    table = alertd("snapshot", "-c", config, env=env)
+    assert table.returncode == 0, table.stderr
+    text = " ".join(table.stdout.split())
+    assert f"main: account mode {mode}" in text, table.stdout
+    assert "does not compute" not in text
+    written = alertd("snapshot", "-c", config, "--json", "--account", "main", env=env)
+    assert written.returncode == 0, written.stderr
+    path = world["tmp"] / "main.json"
+    path.write_text(written.stdout)
+    calc = alertd("calc", str(path), "--json", env=env)
+    assert calc.returncode == 0, calc.stderr
+    return json.loads(written.stdout), json.loads(calc.stdout, parse_float=Decimal)
