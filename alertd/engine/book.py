@@ -41,6 +41,7 @@ from alertd.engine.margin import (
     leverage,
     liquidation_distance,
     margin_ratio,
+    pool_crash_move,
     price_from_root,
     round_to_tick,
 )
@@ -80,9 +81,10 @@ def step_bound(leg: Leg) -> Decimal:
 class LivePool:
     """One margin pool's running sums: the cross pool, or one isolated position."""
 
-    __slots__ = ("balance", "leeway", "linear", "mm", "sensitivity", "upnl")
+    __slots__ = ("asset", "balance", "leeway", "linear", "mm", "sensitivity", "upnl")
 
-    def __init__(self, balance: Decimal) -> None:
+    def __init__(self, balance: Decimal, asset: str = "") -> None:
+        self.asset = asset  # a cross pool's margin asset ("" for an isolated position's)
         self.balance = balance  # cross wallet balance, or the isolated margin
         self.upnl = ZERO
         self.mm = ZERO
@@ -327,18 +329,32 @@ class _Liquidation:
 
 
 class LiveAccount:
-    """One account in the book: its last snapshot, its pools and positions at current marks."""
+    """One account in the book: its last snapshot, its pools and positions at current marks.
 
-    __slots__ = ("_cross_held", "_groups", "account", "coins", "cross", "pools", "positions")
+    An account of several margin pools (``Account.pools``) has a cross pool per margin asset,
+    each position counting in its own (:attr:`cross_pools`); :attr:`cross` is the riskiest."""
+
+    __slots__ = ("_groups", "_held", "account", "coins", "cross_pools", "pools", "positions")
 
     def __init__(self, key: Hashable, account: Account) -> None:
         self.account = account
-        self.cross = LivePool(account.wallet_balance + account.collateral_value)
-        self.pools = [self.cross]
+        # one cross pool per margin asset, the settle currency's first
+        self.cross_pools = {
+            asset: LivePool(wallet + sum((c.value for c in coins), ZERO), asset)
+            for asset, wallet, coins in (
+                (account.settle, account.wallet_balance, account.collateral),
+                *((pool.asset, pool.wallet_balance, pool.collateral) for pool in account.pools),
+            )
+        }
+        self.pools = list(self.cross_pools.values())
         # coins that move with a price; the others' value stays in the balance as it is
         self.coins = [
-            LiveCollateral(key, c, account.collateral_scale(c), self.cross)
-            for c in account.collateral
+            LiveCollateral(key, c, account.collateral_scale(c), self.cross_pools[asset])
+            for asset, held in (
+                (account.settle, account.collateral),
+                *((pool.asset, pool.collateral) for pool in account.pools),
+            )
+            for c in held
             if c.price_symbol
         ]
         self.positions: list[LivePosition] = []
@@ -346,7 +362,7 @@ class LiveAccount:
         ticks: list[Decimal] = []
         cross_ticks: dict[str, list[Decimal]] = {}
         for p in account.positions:
-            pool = self.cross
+            pool = self.cross_pools[account.pool_asset(p)]
             if p.is_isolated:
                 assert p.isolated_margin is not None
                 pool = LivePool(p.isolated_margin)
@@ -359,12 +375,17 @@ class LiveAccount:
             if not p.is_isolated:
                 by_symbol.setdefault(p.symbol, []).append(lp)
                 cross_ticks.setdefault(p.symbol, []).append(tick)
-        self._cross_held = bool(by_symbol)
+        # the cross pools holding positions, in the pools' order
+        held = {id(legs[0].pool) for legs in by_symbol.values()}
+        self._held = [pool for pool in self.cross_pools.values() if id(pool) in held]
         # every cross leg of a symbol moves together (both legs in hedge mode), and so do
-        # the coins valued at that symbol
+        # the coins valued at that symbol in the same pool
         shared = {
             symbol: _Liquidation(
-                legs, None, max(cross_ticks[symbol]), [c for c in self.coins if c.symbol == symbol]
+                legs,
+                None,
+                max(cross_ticks[symbol]),
+                [c for c in self.coins if c.symbol == symbol and c.pool is legs[0].pool],
             )
             for symbol, legs in by_symbol.items()
         }
@@ -376,16 +397,28 @@ class LiveAccount:
         ]
 
     @property
+    def cross(self) -> LivePool:
+        """The cross pool with the highest ratio among those holding positions (the first on
+        a tie; the settle currency's when none holds one): the account's cross figures."""
+        held = self._held
+        if not held:
+            return self.pools[0]
+        if len(held) == 1:
+            return held[0]
+        return max(held, key=lambda pool: pool.ratio)
+
+    @property
     def worst_ratio(self) -> Decimal:
-        """The highest ratio among the account's pools (the cross pool if it holds positions)."""
-        ratios = [pool.ratio for pool in self.pools[1:]]
-        if self._cross_held:
-            ratios.append(self.cross.ratio)
+        """The highest ratio among the account's pools (the cross pools holding positions,
+        each isolated position's)."""
+        ratios = [pool.ratio for pool in self.pools[len(self.cross_pools) :]]
+        ratios += [pool.ratio for pool in self._held]
         return max(ratios, default=ZERO)
 
     @property
     def cross_notional(self) -> Decimal:
-        return sum((lp.notional for lp in self.positions if lp.pool is self.cross), ZERO)
+        cross = self.cross
+        return sum((lp.notional for lp in self.positions if lp.pool is cross), ZERO)
 
     @property
     def effective_leverage(self) -> Decimal | None:
@@ -405,7 +438,7 @@ class LiveAccount:
     def liquidation_price(self, index: int) -> Decimal | None:
         """Position ``index``'s liquidation price, as :func:`compute` gives it."""
         lp = self.positions[index]
-        liq = self._groups[index].price(self.cross)
+        liq = self._groups[index].price(lp.pool)
         p = lp.position
         if liq is not None and self.account.profile.rounds_liquidation_to_tick and p.tick_size:
             liq = round_to_tick(liq, p.side, p.tick_size)
@@ -413,7 +446,7 @@ class LiveAccount:
 
     def bankruptcy_price(self, index: int) -> Decimal | None:
         """Position ``index``'s bankruptcy price, as :func:`compute` gives it."""
-        return self._groups[index].bankruptcy(self.cross)
+        return self._groups[index].bankruptcy(self.positions[index].pool)
 
     def bankruptcy_buffer(self, index: int) -> Decimal | None:
         """The distance between position ``index``'s liquidation and bankruptcy prices, as a
@@ -429,47 +462,70 @@ class LiveAccount:
         lp = self.positions[index]
         return liquidation_distance(lp.mark, self.liquidation_price(index), lp.pool.ratio)
 
+    def _moves_with_coins(self, pool: LivePool) -> bool:
+        return any(coin.pool is pool for coin in self.coins)
+
     def liquidation_beyond(self, index: int, d: Decimal) -> bool:
         """True when position ``index``'s :meth:`liquidation_distance` is provably above ``d``
         (or it has no liquidation price), from running figures, with no solve. ``False``
         proves nothing: solve it."""
-        if self.coins and self.positions[index].pool is self.cross:
+        pool = self.positions[index].pool
+        if self.coins and self._moves_with_coins(pool):
             return False  # coins that move with marks: the bound does not cover them
-        return self._groups[index].beyond(self.positions[index].pool, d)
+        return self._groups[index].beyond(pool, d)
 
     def liquidations_beyond(self, d: Decimal) -> bool:
         """:meth:`liquidation_beyond` of every position at once, in O(1) per pool. ``False``
         proves nothing: ask per position."""
-        if self._cross_held and (self.coins or not self.cross.beyond(d)):
-            return False
-        return all(pool.beyond(d) for pool in self.pools[1:])
+        for pool in self._held:
+            if (self.coins and self._moves_with_coins(pool)) or not pool.beyond(d):
+                return False
+        return all(pool.beyond(d) for pool in self.pools[len(self.cross_pools) :])
 
     def crash_distance(self) -> Decimal | None:
-        """The uniform relative move of every mark that liquidates something (signed)."""
+        """The uniform relative move of every mark that liquidates something (signed): the
+        first of the isolated positions and each cross pool (solved on its own)."""
         moves = []
-        cross_terms: list[Term] = []
+        cross_terms: dict[int, list[Term]] = {id(pool): [] for pool in self._held}
         for lp, group in zip(self.positions, self._groups, strict=True):
-            if lp.pool is self.cross:
-                cross_terms.append((lp.leg, lp.u))
-            elif (liq := group.price(self.cross)) is not None:
-                moves.append(liq / lp.mark - 1)
-        inverse = next(
-            (lp.position.inverse for lp in self.positions if lp.pool is self.cross), False
-        )
-        fixed = self.cross.balance - sum((coin.value for coin in self.coins), ZERO)
-        moving = [coin.term(per_mark=False) for coin in self.coins]
-        return crash_distance(fixed, cross_terms, inverse, moves, self.worst_ratio, moving)
+            if lp.position.is_isolated:
+                if (liq := group.price(lp.pool)) is not None:
+                    moves.append(liq / lp.mark - 1)
+            else:
+                cross_terms[id(lp.pool)].append((lp.leg, lp.u))
+        main, *more = self._held or [self.pools[0]]
+        for pool in more:
+            move = pool_crash_move(*self._crash_inputs(pool, cross_terms[id(pool)]))
+            if move is not None:
+                moves.append(move)
+        fixed, terms, inverse, moving = self._crash_inputs(main, cross_terms.get(id(main), []))
+        return crash_distance(fixed, terms, inverse, moves, self.worst_ratio, moving)
+
+    def _crash_inputs(
+        self, pool: LivePool, terms: list[Term]
+    ) -> tuple[Decimal, list[Term], bool, list[CollateralTerm]]:
+        """A cross pool's crash solve: its balance without the coins that move, its legs,
+        whether they are inverse, and those coins."""
+        inverse = next((lp.position.inverse for lp in self.positions if lp.pool is pool), False)
+        mine = [coin for coin in self.coins if coin.pool is pool]
+        fixed = pool.balance - sum((coin.value for coin in mine), ZERO)
+        return fixed, terms, inverse, [coin.term(per_mark=False) for coin in mine]
 
     def current(self) -> Account:
         """The account at its current marks, for full metrics."""
-        moving = iter(self.coins)  # in the snapshot's order
+        moving = iter(self.coins)  # in the snapshot's order, pool by pool
+
+        def coins(held: tuple[Collateral, ...]) -> tuple[Collateral, ...]:
+            return tuple(
+                replace(c, price=next(moving).price) if c.price_symbol else c for c in held
+            )
+
+        account = self.account
         return replace(
-            self.account,
+            account,
             positions=tuple(replace(lp.position, mark_price=lp.mark) for lp in self.positions),
-            collateral=tuple(
-                replace(c, price=next(moving).price) if c.price_symbol else c
-                for c in self.account.collateral
-            ),
+            collateral=coins(account.collateral),
+            pools=tuple(replace(pool, collateral=coins(pool.collateral)) for pool in account.pools),
         )
 
 
