@@ -280,7 +280,7 @@ def figures(
         pool_ratio=live.cross.ratio,
         buffer=live.cross.buffer,
         crash_distance=distance,
-        settle=live.account.settle,
+        settle=live.cross.asset,  # the (riskiest) cross pool's margin asset
         positions=tuple(
             PositionFigures(
                 symbol=lp.symbol,

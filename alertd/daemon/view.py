@@ -85,7 +85,7 @@ class AccountFigures:
             pool_ratio=metrics.pool.margin_ratio,
             buffer=metrics.pool.buffer,
             crash_distance=metrics.crash_distance,
-            settle=metrics.account.settle,
+            settle=metrics.pool.asset,  # the (riskiest) cross pool's margin asset
             positions=tuple(
                 PositionFigures(
                     symbol=pm.position.symbol,
