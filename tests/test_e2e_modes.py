@@ -168,6 +168,9 @@ def test_the_usdc_pool_falls_alone_and_its_alerts_fire_at_the_right_marks(
     started(daemon)
     account = wait_for(lambda: computed_account(base), what="alertd's own figures")
     assert account["coverage"] == "computed by alertd" and not account["incomplete"]
+    # each pool in status: USDT 240 / 2,000; USDC (6,000 x 1% - 25) / 500
+    pools = [(p["asset"], Decimal(p["margin_ratio"])) for p in account["pools"]]
+    assert pools == [("USDT", Decimal("0.12")), ("USDC", Decimal("0.07"))]
     usdt_before = _position(account, BTC)
 
     # snapshot + calc: each pool's liquidation price as the local Binance solves it

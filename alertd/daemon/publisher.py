@@ -32,6 +32,7 @@ from alertd.daemon.view import (
     DaemonView,
     FiringAlert,
     FundView,
+    PoolFigures,
     PositionFigures,
     Source,
     StreamAge,
@@ -307,6 +308,11 @@ def figures(
         concentration=live.concentration,
         margin_concentration=live.margin_concentration,
         values=account,
+        pools=tuple(
+            PoolFigures(pool.asset, pool.ratio, pool.buffer) for pool in live.cross_pools.values()
+        )
+        if len(live.cross_pools) > 1
+        else (),
     )
 
 
