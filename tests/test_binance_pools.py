@@ -20,6 +20,7 @@ from alertd.engine.model import Account, Pool
 from alertd.exchanges.binance import BinanceUSDMAdapter, single_asset_pools
 from alertd.feeds.adapter import FrameError
 from alertd.feeds.state import ReportedAccount
+from alertd.snapshot.compare import compare
 from alertd.snapshot.format import account_to_json, parse_snapshot
 
 from .support import snapshots
@@ -181,3 +182,32 @@ def test_a_snapshot_keeps_every_pool() -> None:
     assert json.loads(text)["pools"] == [
         {"asset": "USDC", "wallet_balance": "100", "collateral": []}
     ]
+
+
+def test_drift_is_checked_per_pool_against_binance_s_row_of_its_asset() -> None:
+    """Each pool beside Binance's own figures of it (the totals for the settle pool, the
+    asset's row for the others): the drift names the pool, and the ratio pair the drift rule
+    reads is the pool's that differs the most."""
+    metrics = compute(two_pools())
+    usdt = ReportedAccount(D(200), D(1000), D("0.2"))
+    # Binance counts 50% more maintenance margin in the USDC pool than alertd knows of
+    usdc = ReportedAccount(D(45), D(100), D("0.45"))
+
+    class Binance:
+        reported_mm_excludes_fee = False
+        reported_account_mm_cross_only = False
+
+    comparison = compare(metrics, usdt, {}, Binance(), reported_pools={"USDC": usdc})
+    rows = {r.key: r for r in comparison}
+    assert rows["USDT margin_ratio"].matches and rows["USDT maintenance_margin"].matches
+    assert not rows["USDC margin_ratio"].matches
+    assert comparison.drift["USDC margin_ratio"] == abs(D("0.3") / D("0.45") - 1)
+    assert comparison.margin_ratio == (D("0.3"), D("0.45"))
+    # a pool Binance reported nothing of: alertd's figures, never shown as Binance's
+    bare = compare(metrics, usdt, {}, Binance())
+    assert {r.key: r.theirs for r in bare if r.pool == "USDC"} == {
+        "USDC maintenance_margin": None,
+        "USDC margin_balance": None,
+        "USDC margin_ratio": None,
+    }
+    assert bare.margin_ratio == (D("0.2"), D("0.2"))

@@ -184,6 +184,13 @@ def test_the_usdc_pool_falls_alone_and_its_alerts_fire_at_the_right_marks(
     }
     path = tmp_path / "snap.json"
     path.write_text(snapshot.stdout)
+    # the screen: each pool's figures, and each beside Binance's own row of its asset
+    screen = alertd("snapshot", "-c", str(world["path"]), env=daemon.env)
+    assert screen.returncode == 0, screen.stderr
+    text = " ".join(screen.stdout.replace("│", " ").split())  # rich wraps long lines
+    assert "main · Binance USDⓈ-M · USDT" in text and "main · Binance USDⓈ-M · USDC" in text
+    assert "USDC pool: Margin ratio (MM / balance) 7.00% 7.00%" in text
+    assert "USDT pool: Margin ratio (MM / balance) 12.00% 12.00%" in text
     calc = alertd("calc", "--json", str(path))
     assert calc.returncode == 0, calc.stderr
     out = json.loads(calc.stdout)

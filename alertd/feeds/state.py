@@ -351,6 +351,8 @@ class AccountState:
             market = self.markets.get(symbol)
             if market is None:
                 return read.margin_ratio, False
+            if self.pool_of(market) is not None:
+                continue  # another margin asset's pool: the ratio read is the settle pool's
             size = side * p.contracts * market.contract_size
             exposures.append(Exposure(symbol, size, market.inverse))
         moved = moved_ratio(
