@@ -304,10 +304,11 @@ class AccountState:
                 # ccxt's unified symbol ends in the settle currency ("BTC/USDC:USDC")
                 settle = symbol.rpartition(":")[2] if ":" in symbol else ""
                 if settle and settle != self.settle:
-                    computed = "- and ".join([self.settle, *sorted(self.pool_wallets)])
+                    *others, last = [f"{a}-" for a in (self.settle, *sorted(self.pool_wallets))]
+                    computed = f"{', '.join(others)} and {last}" if others else last
                     problems.append(
                         f"{held}: settles in {settle}, a margin pool alertd does not compute "
-                        f"yet (it computes {computed}-settled positions)"
+                        f"yet (it computes {computed}settled positions)"
                     )
                 else:
                     problems.append(f"{held}: unknown market")
