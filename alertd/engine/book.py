@@ -334,7 +334,16 @@ class LiveAccount:
     An account of several margin pools (``Account.pools``) has a cross pool per margin asset,
     each position counting in its own (:attr:`cross_pools`); :attr:`cross` is the riskiest."""
 
-    __slots__ = ("_groups", "_held", "account", "coins", "cross_pools", "pools", "positions")
+    __slots__ = (
+        "_groups",
+        "_held",
+        "_isolated",
+        "account",
+        "coins",
+        "cross_pools",
+        "pools",
+        "positions",
+    )
 
     def __init__(self, key: Hashable, account: Account) -> None:
         self.account = account
@@ -375,9 +384,10 @@ class LiveAccount:
             if not p.is_isolated:
                 by_symbol.setdefault(p.symbol, []).append(lp)
                 cross_ticks.setdefault(p.symbol, []).append(tick)
-        # the cross pools holding positions, in the pools' order
+        # the cross pools holding positions, in the pools' order; each isolated position's
         held = {id(legs[0].pool) for legs in by_symbol.values()}
         self._held = [pool for pool in self.cross_pools.values() if id(pool) in held]
+        self._isolated = self.pools[len(self.cross_pools) :]
         # every cross leg of a symbol moves together (both legs in hedge mode), and so do
         # the coins valued at that symbol in the same pool
         shared = {
@@ -411,9 +421,10 @@ class LiveAccount:
     def worst_ratio(self) -> Decimal:
         """The highest ratio among the account's pools (the cross pools holding positions,
         each isolated position's)."""
-        ratios = [pool.ratio for pool in self.pools[len(self.cross_pools) :]]
-        ratios += [pool.ratio for pool in self._held]
-        return max(ratios, default=ZERO)
+        held = self._held
+        if not self._isolated and len(held) == 1:
+            return held[0].ratio  # the common case, on every tick: one cross pool
+        return max((pool.ratio for pool in (*self._isolated, *held)), default=ZERO)
 
     @property
     def cross_notional(self) -> Decimal:
@@ -480,7 +491,7 @@ class LiveAccount:
         for pool in self._held:
             if (self.coins and self._moves_with_coins(pool)) or not pool.beyond(d):
                 return False
-        return all(pool.beyond(d) for pool in self.pools[len(self.cross_pools) :])
+        return all(pool.beyond(d) for pool in self._isolated)
 
     def crash_distance(self) -> Decimal | None:
         """The uniform relative move of every mark that liquidates something (signed): the
