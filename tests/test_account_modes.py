@@ -32,6 +32,7 @@ from .support.feeds import BTC, FAST, FAST_OPTIONS, account_config, kept_open, m
 
 D = Decimal
 USDC_BTC = "BTC/USDC:USDC"
+FDUSD_BTC = "BTC/FDUSD:FDUSD"
 HL_USER = "0x" + "5e" * 20
 M = AccountMode
 C = Coverage
@@ -250,10 +251,34 @@ def test_binance_portfolio_margin_is_refused_naming_the_mode() -> None:
     run(body())
 
 
-def test_binance_single_asset_with_a_usdc_position_says_what_is_missing() -> None:
+def _liquidations_agree(state: AccountState) -> dict[str, D]:
+    """alertd's liquidation price of each held symbol, checked against the local Binance's
+    own (``positionRisk`` ``liquidationPrice``, solved by Binance's formula per pool)."""
+    theirs = {symbol: r.liquidation_price for (symbol, _), r in state.reported_positions.items()}
+    ours = {
+        pm.position.symbol: pm.liquidation_price for pm in compute(state.to_account()).positions
+    }
+    assert sorted(theirs) == sorted(ours)
+    for symbol, reported in theirs.items():
+        mine = ours[symbol]
+        assert reported is not None and mine is not None
+        assert abs(mine / reported - 1) < D("1e-6"), (symbol, mine, reported)
+    return {symbol: price for symbol, price in ours.items() if price is not None}
+
+
+def test_binance_single_asset_computes_the_usdc_pool_on_its_own() -> None:
+    """Single-asset mode: each margin asset is its own pool ("Account Information V3",
+    ``assets[]``: the USDC row's own ``crossWalletBalance``, ``maintMargin``,
+    ``marginBalance``). A USDC-M long is margined by the USDC wallet alone, the USDT-M long
+    by the USDT wallet: two liquidation prices the local Binance solves per pool, which
+    alertd reproduces, and each pool's ratio agrees with Binance's row of its asset. A
+    position in a margin asset alertd does not read still leaves the account incomplete,
+    named."""
+
     async def body() -> None:
         async with started(FakeBinanceUSDM(), [("key-u", "secret-u", "2000")]) as fake:
             fake.add_symbol(USDC_BTC, "60000")
+            fake.add_symbol(FDUSD_BTC, "60000")
             fake.set_asset_wallet("key-u", "USDC", "500")
             fake.set_mark(BTC, "60000")
             fake.open_position("key-u", BTC, "long", "0.1", "60000")
@@ -261,15 +286,39 @@ def test_binance_single_asset_with_a_usdc_position_says_what_is_missing() -> Non
             feed = make_feed(account_config("u", "binanceusdm", fake), "key-u", "secret-u")
             try:
                 await feed.bootstrap()
+                state = feed.state
+                assert state.mode.coverage is C.COMPUTED and state.computable, state.missing()
+                account = state.to_account()
+                assert [(p.asset, p.wallet_balance) for p in account.pools] == [("USDC", 500)]
+                liq = _liquidations_agree(state)
+                # the USDC pool's 500 carry its long alone: 5,000 of room below 60,000 less
+                # its MM, where the USDT pool's 2,000 give 20,000
+                assert D(54000) < liq[USDC_BTC] < D(55500) and D(38000) < liq[BTC] < D(40500)
+                metrics = compute(account)
+                usdt, usdc = metrics.pools
+                assert (usdt.pool.asset, usdc.pool.asset) == ("USDT", "USDC")
+                assert metrics.worst_ratio == usdc.pool.margin_ratio > usdt.pool.margin_ratio
+                assert metrics.pool == usdc.pool  # the account's cross figures: the riskiest
+                comparison = feed.comparison
+                assert comparison is not None and comparison.mismatches == ()
+                rows = {r.key: r for r in comparison}
+                raw = next(a for a in fake.account_v3("key-u")["assets"] if a["asset"] == "USDC")
+                usdc_ratio = rows["USDC margin_ratio"]
+                assert usdc_ratio.theirs == D(raw["maintMargin"]) / D(raw["marginBalance"])
+                assert usdc_ratio.ours == usdc.pool.margin_ratio
+                assert rows["USDT margin_ratio"].theirs == state.reported_account.margin_ratio
+
+                # a margin asset alertd does not read (an FDUSD-M perpetual): named missing
+                fake.set_asset_wallet("key-u", "FDUSD", "100")
+                fake.open_position("key-u", FDUSD_BTC, "long", "0.01", "60000")
+                await feed.reconcile()
+                assert not state.computable
+                assert state.missing() == [
+                    "BTC/FDUSD:FDUSD long: settles in FDUSD, a margin pool alertd does not "
+                    "compute yet (it computes USDT- and USDC-settled positions)"
+                ]
             finally:
                 await feed.close()
-            state = feed.state
-            assert state.mode.coverage is C.COMPUTED and not state.computable
-            assert state.missing() == [
-                "BTC/USDC:USDC long: settles in USDC, a margin pool alertd does not compute yet "
-                "(it computes USDT-settled positions)"
-            ]
-            assert state.reported_account.margin_ratio is not None  # Binance's, to stand in
 
     run(body())
 
@@ -456,7 +505,7 @@ def test_binance_multi_assets_pools_usdc_m_positions() -> None:
     """In multi-assets mode a USDC-M perpetual is in the one USD pool with the USDT-M ones
     (Binance, "Multi-Assets Mode": the assets back every USDⓈ-M position): alertd computes
     the account with it, and each position's liquidation price is the local Binance's (its
-    pool holds every position); back in single-asset mode the USDC pool is named missing."""
+    pool holds every position); back in single-asset mode the USDC pool is its own."""
 
     async def body() -> None:
         async with started(FakeBinanceUSDM(), [("key-m", "secret-m", "2000")]) as fake:
@@ -485,14 +534,17 @@ def test_binance_multi_assets_pools_usdc_m_positions() -> None:
                     assert reported is not None and mine is not None
                     assert abs(mine / reported - 1) < D("1e-6"), (symbol, mine, reported)
                 assert feed.comparison is not None and feed.comparison.mismatches == ()
+                pooled = _liquidations_agree(state)
 
+                # back in single-asset mode (no USDC wallet left): the USDC-M long is its own
+                # pool, on its PnL alone, picked up at the next snapshot
                 fake.set_multi_assets_coins("key-m", {}, on=False)
                 await feed.resync()
-                assert state.mode.mode is M.SINGLE_ASSET and not state.computable
-                assert state.missing() == [
-                    "BTC/USDC:USDC long: settles in USDC, a margin pool alertd does not "
-                    "compute yet (it computes USDT-settled positions)"
-                ]
+                assert state.mode.mode is M.SINGLE_ASSET and state.computable, state.missing()
+                assert [p.asset for p in state.to_account().pools] == ["USDC"]
+                apart = _liquidations_agree(state)
+                assert apart[USDC_BTC] > pooled[USDC_BTC]  # its own pool: less room
+                assert feed.comparison is not None and feed.comparison.mismatches == ()
             finally:
                 await feed.close()
 

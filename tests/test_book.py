@@ -29,7 +29,7 @@ def mark_of(live: LiveAccount, symbol: str) -> Decimal | None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(accounts(), min_size=1, max_size=3), st.data())
+@given(st.lists(st.one_of(accounts(), accounts(pools=True)), min_size=1, max_size=3), st.data())
 def test_ticks_update_pools_like_a_full_recompute(held: list[Account], data: st.DataObject) -> None:
     book = Book()
     for key, account in enumerate(held):
@@ -71,7 +71,7 @@ def same(ours: Decimal | None, theirs: Decimal | None) -> bool:
 
 
 @settings(max_examples=150, deadline=None)
-@given(accounts(hedge=True), st.data())
+@given(st.one_of(accounts(hedge=True), accounts(pools=True)), st.data())
 def test_liquidation_figures_on_demand_match_a_full_recompute(
     account: Account, data: st.DataObject
 ) -> None:
@@ -95,6 +95,9 @@ def test_liquidation_figures_on_demand_match_a_full_recompute(
         assert same(live.effective_leverage, full.pool.effective_leverage)
         assert close(live.cross_notional, full.pool.notional)
         assert close(live.cross.buffer, full.pool.buffer)
+        # the riskiest cross pool, the same one on both paths
+        assert live.cross.asset == full.pool.asset
+        assert same(live.worst_ratio, full.worst_ratio)
 
 
 def one_btc_long() -> Account:

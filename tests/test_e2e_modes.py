@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from .support.endpoint import computed_account, free_port, status_account
@@ -16,6 +17,7 @@ from .support.poll import wait_for
 from .support.process import alertd
 
 USDC_BTC = "BTC/USDC:USDC"
+FDUSD_BTC = "BTC/FDUSD:FDUSD"
 BINANCE = "Binance USDⓈ-M"
 
 
@@ -142,18 +144,122 @@ def test_drift_from_binances_ratio_raises_a_warning_naming_both(world: dict[str,
     assert daemon.stop() == 0
 
 
-def test_an_account_that_stays_incomplete_says_what_is_missing(world: dict[str, Any]) -> None:
+def test_the_usdc_pool_falls_alone_and_its_alerts_fire_at_the_right_marks(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    """Single-asset mode with a USDT and a USDC pool: the world's USDT pool (2,000 USDT, 1 BTC
+    long at 60,000: 12%) and a USDC pool of 500 USDC holding 0.1 BTCUSDC long at 60,000. The
+    USDC perpetual falls alone: its pool crosses the thresholds at the marks its own wallet
+    sets, the USDT pool's figures do not move; a USDC deposit (an ACCOUNT_UPDATE of the USDC
+    row, no reconcile) resolves them. ``alertd snapshot`` + ``alertd calc`` reproduce the
+    local Binance's liquidation prices of both pools."""
     fake, http, daemon = world["fake"], world["http"], world["daemon"]
     fake.add_symbol(USDC_BTC, "60000")
     fake.set_asset_wallet("key-e2e", "USDC", "500")
+    fake.open_position("key-e2e", USDC_BTC, "long", "0.1", "60000")
+    base = _serve_status(world, reconcile_interval_s=3600)
+    started(daemon)
+    account = wait_for(lambda: computed_account(base), what="alertd's own figures")
+    assert account["coverage"] == "computed by alertd" and not account["incomplete"]
+    # each pool in status: USDT 240 / 2,000; USDC (6,000 x 1% - 25) / 500
+    pools = [(p["asset"], Decimal(p["margin_ratio"])) for p in account["pools"]]
+    assert pools == [("USDT", Decimal("0.12")), ("USDC", Decimal("0.07"))]
+    usdt_before = _position(account, BTC)
+
+    # snapshot + calc: each pool's liquidation price as the local Binance solves it
+    snapshot = alertd("snapshot", "--json", "-c", str(world["path"]), env=daemon.env)
+    assert snapshot.returncode == 0, snapshot.stderr
+    saved = json.loads(snapshot.stdout)
+    assert saved["pools"] == [{"asset": "USDC", "wallet_balance": "500", "collateral": []}]
+    assert {p["symbol"]: p.get("pool") for p in saved["positions"]} == {
+        BTC: None,
+        USDC_BTC: "USDC",
+    }
+    path = tmp_path / "snap.json"
+    path.write_text(snapshot.stdout)
+    # the screen: each pool's figures, and each beside Binance's own row of its asset
+    screen = alertd("snapshot", "-c", str(world["path"]), env=daemon.env)
+    assert screen.returncode == 0, screen.stderr
+    text = " ".join(screen.stdout.replace("│", " ").split())  # rich wraps long lines
+    assert "main · Binance USDⓈ-M · USDT" in text and "main · Binance USDⓈ-M · USDC" in text
+    assert "USDC pool: Margin ratio (MM / balance) 7.00% 7.00%" in text
+    assert "USDT pool: Margin ratio (MM / balance) 12.00% 12.00%" in text
+    calc = alertd("calc", "--json", str(path))
+    assert calc.returncode == 0, calc.stderr
+    out = json.loads(calc.stdout)
+    ours = {
+        p["symbol"]: Decimal(p["liquidation_price"])
+        for pool in (out, *out["pools"])
+        for p in pool["positions"]
+    }
+    theirs = {
+        row["symbol"]: Decimal(row["liquidationPrice"]) for row in fake.position_risk_v3("key-e2e")
+    }
+    assert set(ours) == {BTC, USDC_BTC} and set(theirs) == {"BTCUSDT", "BTCUSDC"}
+    for symbol, market_id in ((BTC, "BTCUSDT"), (USDC_BTC, "BTCUSDC")):
+        assert abs(ours[symbol] / theirs[market_id] - 1) < Decimal("1e-4"), symbol
+    assert out["pools"][0]["account"]["settle"] == "USDC"
+
+    # the USDC pool: MM 0.1 m 1% - 25 (its second bracket), balance 500 + 0.1 (m - 60,000);
+    # ratio 43.9% at 55,700, 51.0% at 55,600, 79.9% at 55,380, 82.1% at 55,370
+    fake.set_mark(USDC_BTC, "55700")
+    wait_for(
+        lambda: _position(status_account(base), USDC_BTC)["mark_price"] == "55700", what="mark"
+    )
+    assert http.posts == []
+    fake.set_mark(USDC_BTC, "55600")
+    wait_for(lambda: len(http.posts) >= 1, what="ratio warning")
+    assert http.titles() == ["WARNING main: worst ratio 51.0%"]
+    body = http.posts[0]["message"]
+    assert "above 50.0% (ratio-warning) · USDC pool" in body
+    action = body.splitlines()[-1]
+    assert action.startswith("→ add ") and " USDC " in action and "USDT" not in action
+    fake.set_mark(USDC_BTC, "55380")
+    wait_for(
+        lambda: _position(status_account(base), USDC_BTC)["mark_price"] == "55380", what="mark"
+    )
+    assert len(http.posts) == 1  # 79.9%: not critical yet
+    fake.set_mark(USDC_BTC, "55370")
+    wait_for(lambda: len(http.posts) >= 2, what="ratio critical")
+    assert http.titles()[1] == "CRITICAL main: worst ratio 82.1%"
+    # the USDT pool did not move: its position's figures are as at the start
+    now = status_account(base)
+    figures = ("mark_price", "liquidation_price", "liquidation_distance", "margin_ratio")
+    assert [_position(now, BTC)[f] for f in figures] == [usdt_before[f] for f in figures]
+    assert Decimal(_position(now, USDC_BTC)["margin_ratio"]) > Decimal("0.8")
+
+    # 1,000 USDC deposited: the USDC row of the push (no reconcile) resolves both alerts;
+    # the USDC pool at 2.9%, the worst ratio is the USDT pool's 12% again
+    fake.set_asset_wallet("key-e2e", "USDC", "1500")
+    wait_for(lambda: len(http.posts) >= 4, what="resolved by the deposit")
+    assert http.titles()[2:] == ["RESOLVED main: worst ratio 12.0%"] * 2
+    assert Decimal(_position(status_account(base), USDC_BTC)["margin_ratio"]) < Decimal("0.03")
+    assert daemon.stop() == 0
+    assert "Traceback" not in daemon.text()
+
+
+def _usdc_mark(base: str) -> str:
+    return str(_position(status_account(base), USDC_BTC)["mark_price"])
+
+
+def _position(account: dict[str, Any], symbol: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(p for p in account["positions"] if p["symbol"] == symbol)
+    return found
+
+
+def test_an_account_that_stays_incomplete_says_what_is_missing(world: dict[str, Any]) -> None:
+    fake, http, daemon = world["fake"], world["http"], world["daemon"]
+    # a margin asset alertd does not read (USDT and USDC pools are computed)
+    fake.add_symbol(FDUSD_BTC, "60000")
+    fake.set_asset_wallet("key-e2e", "FDUSD", "500")
     base = _serve_status(world, incomplete_data_for="2s")
     started(daemon)
     assert http.posts == []
-    fake.open_position("key-e2e", USDC_BTC, "long", "0.1", "60000")  # a USDC-M position
+    fake.open_position("key-e2e", FDUSD_BTC, "long", "0.1", "60000")  # an FDUSD-M position
     wait_for(lambda: len(http.posts) >= 1, what="incomplete-data warning")
     assert http.titles() == ["WARNING main: incomplete data"]
     body = http.posts[0]["message"]
-    assert "BTC/USDC:USDC long: settles in USDC, a margin pool alertd does not compute" in body
+    assert "BTC/FDUSD:FDUSD long: settles in FDUSD, a margin pool alertd does not compute" in body
     assert f"{BINANCE}'s own margin ratio stands in meanwhile: 12.00%" in body
     account = status_account(base)
     assert account["incomplete"] and account["margin_ratio_source"] == "exchange"
@@ -163,7 +269,7 @@ def test_an_account_that_stays_incomplete_says_what_is_missing(world: dict[str, 
     wait_for(lambda: len(http.posts) >= 2, what="ratio warning while incomplete")
     assert http.titles()[1].startswith("WARNING main: worst ratio 6")
 
-    fake.close_position("key-e2e", USDC_BTC)
+    fake.close_position("key-e2e", FDUSD_BTC)
     wait_for(lambda: "RESOLVED main: data complete again" in http.titles(), what="complete again")
     assert status_account(base)["margin_ratio_source"] == "alertd"
     assert daemon.stop() == 0

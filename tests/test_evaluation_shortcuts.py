@@ -29,7 +29,7 @@ from alertd.daemon.evaluation import Alerting
 from alertd.daemon.store import Store
 from alertd.delivery.deliverer import Deliverer
 from alertd.engine.book import Book
-from alertd.engine.model import Account, MarginMode, Position, Side
+from alertd.engine.model import Account, MarginMode, Pool, Position, Side
 from alertd.engine.stops import StopKind, StopOrder, Trigger
 from alertd.engine.tiers import Tier, TierBasis, TierTable, derive_deductions
 from alertd.exchanges.registry import get_spec
@@ -205,7 +205,14 @@ def account(rng: random.Random, name: str, marks: dict[str, Decimal], exchange: 
         for p in held
         if rng.random() < 0.7
     )
-    return Account(profile, name, "X", wallet, tuple(held), stops=stops)
+    pools: tuple[Pool, ...] = ()
+    if rng.random() < 0.3:
+        # Binance single-asset: some symbols in a second margin asset's pool, its own wallet
+        apart = {s for s in {p.symbol for p in held} if rng.random() < 0.5}
+        if apart:
+            held = [replace(p, pool="USDC") if p.symbol in apart else p for p in held]
+            pools = (Pool("USDC", (wallet * D(rng.randint(5, 150)) / 100).quantize(D("0.0001"))),)
+    return Account(profile, name, "X", wallet, tuple(held), stops=stops, pools=pools)
 
 
 def rule(

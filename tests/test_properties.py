@@ -13,8 +13,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from alertd.engine.collateral import Collateral, CollateralRatio, RatioBasis, RatioTier
-from alertd.engine.margin import compute
-from alertd.engine.model import Account, MarginMode, Position, Side
+from alertd.engine.margin import AccountMetrics, compute
+from alertd.engine.model import Account, MarginMode, Pool, Position, Side
 from alertd.engine.profiles import ExchangeProfile
 from alertd.engine.tiers import Tier, TierBasis, TierTable, derive_deductions
 from alertd.exchanges.registry import specs
@@ -167,10 +167,15 @@ def liability_tables(draw: st.DrawFn, amount: Decimal) -> TierTable:
 
 @st.composite
 def accounts(
-    draw: st.DrawFn, max_positions: int = 4, hedge: bool = False, collateral: bool | None = None
+    draw: st.DrawFn,
+    max_positions: int = 4,
+    hedge: bool = False,
+    collateral: bool | None = None,
+    pools: bool = False,
 ) -> Account:
     """``collateral``: True always gives the cross pool coins (linear profiles), False never,
-    None sometimes."""
+    None sometimes. ``pools``: a second margin asset's pool (USDC, its own wallet) with one
+    or two positions of its own (Binance single-asset mode)."""
     linear = [p for p in PROFILE_IDS if p != "binancecoinm"]
     profile = PROFILES[draw(st.sampled_from(linear if collateral else PROFILE_IDS))]
     inverse = profile.id == "binancecoinm"
@@ -185,27 +190,55 @@ def accounts(
         other = draw(positions(profile, first.symbol, MarginMode.CROSS, inverse, Side(-first.side)))
         held[0] = replace(first, margin_mode=MarginMode.CROSS, isolated_margin=None)
         held.append(replace(other, mark_price=first.mark_price))
+    more: tuple[Pool, ...] = ()
+    if pools:
+        # the second pool's positions, in symbols of its own, against its own wallet
+        mine = [
+            replace(
+                draw(
+                    positions(
+                        profile, f"U{i}/USDC:USDC", draw(st.sampled_from(MarginMode)), inverse
+                    )
+                ),
+                pool="USDC",
+            )
+            for i in range(draw(st.integers(1, 2)))
+        ]
+        held += mine
+        usdc = sum(
+            (p.quantity * (1 / p.mark_price if inverse else p.mark_price) for p in mine), D(0)
+        )
+        more = (Pool("USDC", usdc * draw(dec(1, 200, 0)) / 100),)
     notional = sum(
-        (p.quantity * (1 / p.mark_price if inverse else p.mark_price) for p in held), D(0)
+        (
+            p.quantity * (1 / p.mark_price if inverse else p.mark_price)
+            for p in held
+            if p.pool is None
+        ),
+        D(0),
     )
     wallet = notional * draw(dec(1, 200, 0)) / 100
     coins: list[Collateral] = []
     if not inverse and (collateral or (collateral is None and draw(st.booleans()))):
         # collateral in the cross pool: part of the equity, moving with its price
-        coins = draw(st.lists(collaterals(held, notional), min_size=1, max_size=3))
+        own = [p for p in held if p.pool is None]  # coins of the first pool move with its own
+        coins = draw(st.lists(collaterals(own, notional), min_size=1, max_size=3))
         wallet = wallet * draw(dec(-50, 100, 0)) / 100
     # the settle currency lent below zero (OKX multi-currency margin), caps around the wallet
     owed = None
     if coins and draw(st.booleans()):
         owed = draw(liability_tables(-(abs(wallet) + notional / 10)))
-    return Account(profile, "prop", "X", wallet, tuple(held), tuple(coins), None, owed)
+    return Account(profile, "prop", "X", wallet, tuple(held), tuple(coins), None, owed, more)
 
 
-def _ratio_at(account: Account, position: Position, price: Decimal) -> tuple[Decimal, Decimal]:
-    """(the position's ratio, the cross pool's) with its symbol's mark at ``price``."""
+def _ratio_at(
+    account: Account, position: Position, price: Decimal
+) -> tuple[Decimal, Decimal, AccountMetrics]:
+    """(the position's ratio, its cross pool's, the figures) with its symbol's mark at
+    ``price``."""
     moved = compute(account.with_marks({position.symbol: price}))
     at = next(r for r in moved.positions if r.position.key == position.key)
-    return at.margin_ratio, moved.pool.margin_ratio
+    return at.margin_ratio, moved.pool_of(position.key).pool.margin_ratio, moved
 
 
 def _check_liquidation_ratio(account: Account) -> None:
@@ -214,7 +247,7 @@ def _check_liquidation_ratio(account: Account) -> None:
         liq = pm.liquidation_price
         if liq is None:
             continue
-        ratio, pool_ratio = _ratio_at(account, pm.position, liq)
+        ratio, pool_ratio, moved = _ratio_at(account, pm.position, liq)
         if not close(ratio, D(1)) and account.wallet_liability_tiers is not None:
             # the settle currency owed crossing a borrowing tier's cap there: the requirement
             # steps, and the ratio jumps across 1 at the price (as OKX's step tiers do)
@@ -224,8 +257,11 @@ def _check_liquidation_ratio(account: Account) -> None:
             continue
         assert close(ratio, D(1)), (pm.position, liq, ratio)
         if not pm.position.is_isolated:
-            # cross liquidation prices agree with the cross pool's ratio
+            # cross liquidation prices agree with the cross pool's ratio (its own pool's)
             assert close(pool_ratio, D(1))
+        for before, after in zip(result.pools, moved.pools, strict=True):
+            if all(p.position.key != pm.position.key for p in before.positions):
+                assert after.pool == before.pool  # another margin asset's pool: untouched
 
 
 @settings(max_examples=300, deadline=None)
@@ -240,6 +276,21 @@ def test_pool_ratio_is_one_at_the_liquidation_price_with_collateral(account: Acc
     """Coins valued at the liquidated symbol move with it (tiered ratios, liabilities, a basis
     between their price and the mark); at the price alertd reports the pool's ratio is 1."""
     _check_liquidation_ratio(account)
+
+
+@settings(max_examples=300, deadline=None)
+@given(accounts(pools=True))
+def test_each_pool_s_ratio_is_one_at_its_liquidation_price_with_two_pools(
+    account: Account,
+) -> None:
+    """Two margin pools (Binance single-asset: USDT and USDC): at each liquidation price
+    alertd reports, the ratio of the pool holding the position is 1 and the other pool's
+    figures are untouched; the account's worst ratio is its worst pool's."""
+    _check_liquidation_ratio(account)
+    result = compute(account)
+    assert [m.account.settle for m in result.pools] == ["X", "USDC"]
+    assert result.worst_ratio == max(m.worst_ratio for m in result.pools)
+    assert {pm.position.key for pm in result.positions} == {p.key for p in account.positions}
 
 
 @settings(max_examples=100, deadline=None)
@@ -264,7 +315,7 @@ def test_equity_is_zero_at_the_bankruptcy_price(account: Account) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(accounts())
+@given(st.one_of(accounts(), accounts(pools=True)))
 def test_crash_distance_brings_the_worst_ratio_to_one(account: Account) -> None:
     result = compute(account)
     assume(result.crash_distance is not None and result.worst_ratio < 1)

@@ -30,13 +30,14 @@ from .support.views import D, account, view
 LIVE_ACCOUNT_KEYS = [
     "name", "bootstrapped", "connected", "fatal", "stale", "margin_ratio", "buffer",
     "crash_distance", "effective_leverage", "concentration", "margin_concentration", "settle",
-    "positions", "exchange", "mode", "coverage", "mode_limits", "incomplete",
+    "pools", "positions", "exchange", "mode", "coverage", "mode_limits", "incomplete",
     "margin_ratio_source", "exchange_margin_ratio", "exchange_margin_ratio_moved",
 ]  # fmt: skip
 # the same from the state file when the daemon is not running: what was saved
 SAVED_ACCOUNT_KEYS = [
     "name", "saved_at", "positions", "margin_ratio", "buffer", "crash_distance",
-    "effective_leverage", "concentration", "margin_concentration", "settle", "stale", "fatal",
+    "effective_leverage", "concentration", "margin_concentration", "settle", "pools", "stale",
+    "fatal",
     "exchange", "mode", "coverage", "mode_limits", "margin_ratio_source", "exchange_margin_ratio",
 ]  # fmt: skip
 

@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         screen.print(f"{result.account.name}: account mode {result.state.mode.label}")
         if (note := mode_note(result)) is not None:
             screen.print(note, markup=False, highlight=False)
-        render(compute(result.account, Decimal("0.5")), screen)
+        for pool in compute(result.account, Decimal("0.5")).by_pool:
+            render(pool, screen)  # each margin asset's pool on its own
         render_comparison(result, screen)
     return EXIT_OK
 

@@ -32,6 +32,7 @@ from alertd.daemon.view import (
     DaemonView,
     FiringAlert,
     FundView,
+    PoolFigures,
     PositionFigures,
     Source,
     StreamAge,
@@ -280,7 +281,7 @@ def figures(
         pool_ratio=live.cross.ratio,
         buffer=live.cross.buffer,
         crash_distance=distance,
-        settle=live.account.settle,
+        settle=live.cross.asset,  # the (riskiest) cross pool's margin asset
         positions=tuple(
             PositionFigures(
                 symbol=lp.symbol,
@@ -307,6 +308,11 @@ def figures(
         concentration=live.concentration,
         margin_concentration=live.margin_concentration,
         values=account,
+        pools=tuple(
+            PoolFigures(pool.asset, pool.ratio, pool.buffer) for pool in live.cross_pools.values()
+        )
+        if len(live.cross_pools) > 1
+        else (),
     )
 
 

@@ -60,6 +60,15 @@ class PositionFigures:
 
 
 @dataclass(frozen=True, slots=True)
+class PoolFigures:
+    """One cross pool of an account of several (a margin asset each: Binance single-asset)."""
+
+    asset: str
+    margin_ratio: Decimal
+    buffer: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class AccountFigures:
     """The figures of one account from one margin computation."""
 
@@ -79,6 +88,8 @@ class AccountFigures:
     margin_concentration: Decimal | None = None
     # every published account metric with a value (empty for figures read from a snapshot)
     values: Mapping[str, Decimal] = field(default_factory=dict)
+    # each cross pool, where the account has several (empty with one: its figures are above)
+    pools: tuple[PoolFigures, ...] = ()
 
     @classmethod
     def of(cls, metrics: AccountMetrics) -> AccountFigures:
@@ -87,7 +98,7 @@ class AccountFigures:
             pool_ratio=metrics.pool.margin_ratio,
             buffer=metrics.pool.buffer,
             crash_distance=metrics.crash_distance,
-            settle=metrics.account.settle,
+            settle=metrics.pool.asset,  # the (riskiest) cross pool's margin asset
             positions=tuple(
                 PositionFigures(
                     symbol=pm.position.symbol,
@@ -112,6 +123,9 @@ class AccountFigures:
             effective_leverage=metrics.pool.effective_leverage,
             concentration=metrics.concentration,
             margin_concentration=metrics.margin_concentration,
+            pools=tuple(
+                PoolFigures(m.pool.asset, m.pool.margin_ratio, m.pool.buffer) for m in metrics.pools
+            ),
         )
 
 

@@ -31,7 +31,7 @@ from dataclasses import replace
 from decimal import Decimal
 from itertools import pairwise
 
-from alertd.engine.collateral import Collateral, CollateralTerm, owed_requirement
+from alertd.engine.collateral import Collateral, CollateralTerm, Owed, owed_requirement
 from alertd.engine.legs import Leg, MonotoneRoot, Term, monotone, nearest_root, to_u
 from alertd.engine.margin import (
     AccountMetrics,
@@ -42,6 +42,7 @@ from alertd.engine.margin import (
     liquidation_distance,
     margin_ratio,
     owed_line,
+    pool_crash_move,
     price_from_root,
     round_to_tick,
 )
@@ -83,6 +84,7 @@ class LivePool:
     """One margin pool's running sums: the cross pool, or one isolated position."""
 
     __slots__ = (
+        "asset",
         "balance",
         "leeway",
         "linear",
@@ -94,7 +96,8 @@ class LivePool:
         "wallet",
     )
 
-    def __init__(self, balance: Decimal) -> None:
+    def __init__(self, balance: Decimal, asset: str = "") -> None:
+        self.asset = asset  # a cross pool's margin asset ("" for an isolated position's)
         self.balance = balance  # cross wallet balance, or the isolated margin
         self.upnl = ZERO
         self.mm = ZERO
@@ -367,44 +370,64 @@ class _Liquidation:
 
 
 class LiveAccount:
-    """One account in the book: its last snapshot, its pools and positions at current marks."""
+    """One account in the book: its last snapshot, its pools and positions at current marks.
+
+    An account of several margin pools (``Account.pools``) has a cross pool per margin asset,
+    each position counting in its own (:attr:`cross_pools`); :attr:`cross` is the riskiest."""
 
     __slots__ = (
-        "_cross_held",
         "_groups",
+        "_held",
         "_held_requirement",
+        "_isolated",
         "account",
         "coins",
-        "cross",
+        "cross_pools",
         "pools",
         "positions",
     )
 
     def __init__(self, key: Hashable, account: Account) -> None:
         self.account = account
-        self.cross = LivePool(account.wallet_balance + account.collateral_value)
-        self.cross.wallet = account.wallet_balance
-        self.cross.owed_tiers = account.wallet_liability_tiers
-        self.pools = [self.cross]
+        # one cross pool per margin asset, the settle currency's first
+        held_coins = {
+            account.settle: (account.wallet_balance, account.collateral),
+            **{pool.asset: (pool.wallet_balance, pool.collateral) for pool in account.pools},
+        }
+        self.cross_pools = {}
+        for asset, (wallet, coins) in held_coins.items():
+            pool = LivePool(wallet + sum((c.value for c in coins), ZERO), asset)
+            pool.wallet = wallet
+            self.cross_pools[asset] = pool
+        self.pools = list(self.cross_pools.values())
+        settle = self.cross_pools[account.settle]
+        settle.owed_tiers = account.wallet_liability_tiers
         # coins that move with a price; the others' value stays in the balance as it is
         self.coins = [
-            LiveCollateral(key, c, account.collateral_scale(c), self.cross)
-            for c in account.collateral
+            LiveCollateral(key, c, account.collateral_scale(c), self.cross_pools[asset])
+            for asset, held in (
+                (account.settle, account.collateral),
+                *((pool.asset, pool.collateral) for pool in account.pools),
+            )
+            for c in held
             if c.price_symbol
         ]
-        # liabilities' requirement is the cross pool's (the moving coins' kept by each coin)
-        self._held_requirement = sum(
-            (c.requirement for c in account.collateral if not c.price_symbol), ZERO
-        )
-        self.cross.mm = self._held_requirement + sum((c.requirement for c in self.coins), ZERO)
-        if self.cross.owed_tiers is not None:
-            self.cross.refresh_owed()  # the positions' PnL refreshes it as they join
+        # liabilities' requirement is their pool's (the moving coins' kept by each coin)
+        self._held_requirement = {
+            asset: sum((c.requirement for c in coins if not c.price_symbol), ZERO)
+            for asset, (_, coins) in held_coins.items()
+        }
+        for asset, pool in self.cross_pools.items():
+            moving = (c.requirement for c in self.coins if c.pool is pool)
+            pool.mm = self._held_requirement[asset] + sum(moving, ZERO)
+        if settle.owed_tiers is not None:
+            settle.refresh_owed()  # the positions' PnL refreshes it as they join
         self.positions: list[LivePosition] = []
         by_symbol: dict[str, list[LivePosition]] = {}
         ticks: list[Decimal] = []
         cross_ticks: dict[str, list[Decimal]] = {}
         for p in account.positions:
-            pool = self.cross
+            pool = self.cross_pools[account.pool_asset(p)]
             if p.is_isolated:
                 assert p.isolated_margin is not None
                 pool = LivePool(p.isolated_margin)
@@ -417,12 +440,18 @@ class LiveAccount:
             if not p.is_isolated:
                 by_symbol.setdefault(p.symbol, []).append(lp)
                 cross_ticks.setdefault(p.symbol, []).append(tick)
-        self._cross_held = bool(by_symbol)
+        # the cross pools holding positions, in the pools' order; each isolated position's
+        held = {id(legs[0].pool) for legs in by_symbol.values()}
+        self._held = [pool for pool in self.cross_pools.values() if id(pool) in held]
+        self._isolated = self.pools[len(self.cross_pools) :]
         # every cross leg of a symbol moves together (both legs in hedge mode), and so do
-        # the coins valued at that symbol
+        # the coins valued at that symbol in the same pool
         shared = {
             symbol: _Liquidation(
-                legs, None, max(cross_ticks[symbol]), [c for c in self.coins if c.symbol == symbol]
+                legs,
+                None,
+                max(cross_ticks[symbol]),
+                [c for c in self.coins if c.symbol == symbol and c.pool is legs[0].pool],
             )
             for symbol, legs in by_symbol.items()
         }
@@ -434,16 +463,29 @@ class LiveAccount:
         ]
 
     @property
+    def cross(self) -> LivePool:
+        """The cross pool with the highest ratio among those holding positions (the first on
+        a tie; the settle currency's when none holds one): the account's cross figures."""
+        held = self._held
+        if not held:
+            return self.pools[0]
+        if len(held) == 1:
+            return held[0]
+        return max(held, key=lambda pool: pool.ratio)
+
+    @property
     def worst_ratio(self) -> Decimal:
-        """The highest ratio among the account's pools (the cross pool if it holds positions)."""
-        ratios = [pool.ratio for pool in self.pools[1:]]
-        if self._cross_held:
-            ratios.append(self.cross.ratio)
-        return max(ratios, default=ZERO)
+        """The highest ratio among the account's pools (the cross pools holding positions,
+        each isolated position's)."""
+        held = self._held
+        if not self._isolated and len(held) == 1:
+            return held[0].ratio  # the common case, on every tick: one cross pool
+        return max((pool.ratio for pool in (*self._isolated, *held)), default=ZERO)
 
     @property
     def cross_notional(self) -> Decimal:
-        return sum((lp.notional for lp in self.positions if lp.pool is self.cross), ZERO)
+        cross = self.cross
+        return sum((lp.notional for lp in self.positions if lp.pool is cross), ZERO)
 
     @property
     def effective_leverage(self) -> Decimal | None:
@@ -463,7 +505,7 @@ class LiveAccount:
     def liquidation_price(self, index: int) -> Decimal | None:
         """Position ``index``'s liquidation price, as :func:`compute` gives it."""
         lp = self.positions[index]
-        liq = self._groups[index].price(self.cross)
+        liq = self._groups[index].price(lp.pool)
         p = lp.position
         if liq is not None and self.account.profile.rounds_liquidation_to_tick and p.tick_size:
             liq = round_to_tick(liq, p.side, p.tick_size)
@@ -471,7 +513,7 @@ class LiveAccount:
 
     def bankruptcy_price(self, index: int) -> Decimal | None:
         """Position ``index``'s bankruptcy price, as :func:`compute` gives it."""
-        return self._groups[index].bankruptcy(self.cross)
+        return self._groups[index].bankruptcy(self.positions[index].pool)
 
     def bankruptcy_buffer(self, index: int) -> Decimal | None:
         """The distance between position ``index``'s liquidation and bankruptcy prices, as a
@@ -487,50 +529,73 @@ class LiveAccount:
         lp = self.positions[index]
         return liquidation_distance(lp.mark, self.liquidation_price(index), lp.pool.ratio)
 
+    def _moves_with_coins(self, pool: LivePool) -> bool:
+        return any(coin.pool is pool for coin in self.coins)
+
     def liquidation_beyond(self, index: int, d: Decimal) -> bool:
         """True when position ``index``'s :meth:`liquidation_distance` is provably above ``d``
         (or it has no liquidation price), from running figures, with no solve. ``False``
         proves nothing: solve it."""
-        if self.coins and self.positions[index].pool is self.cross:
+        pool = self.positions[index].pool
+        if self.coins and self._moves_with_coins(pool):
             return False  # coins that move with marks: the bound does not cover them
-        return self._groups[index].beyond(self.positions[index].pool, d)
+        return self._groups[index].beyond(pool, d)
 
     def liquidations_beyond(self, d: Decimal) -> bool:
         """:meth:`liquidation_beyond` of every position at once, in O(1) per pool. ``False``
         proves nothing: ask per position."""
-        if self._cross_held and (self.coins or not self.cross.beyond(d)):
-            return False
-        return all(pool.beyond(d) for pool in self.pools[1:])
+        for pool in self._held:
+            if (self.coins and self._moves_with_coins(pool)) or not pool.beyond(d):
+                return False
+        return all(pool.beyond(d) for pool in self._isolated)
 
     def crash_distance(self) -> Decimal | None:
-        """The uniform relative move of every mark that liquidates something (signed)."""
+        """The uniform relative move of every mark that liquidates something (signed): the
+        first of the isolated positions and each cross pool (solved on its own)."""
         moves = []
-        cross_terms: list[Term] = []
+        cross_terms: dict[int, list[Term]] = {id(pool): [] for pool in self._held}
         for lp, group in zip(self.positions, self._groups, strict=True):
-            if lp.pool is self.cross:
-                cross_terms.append((lp.leg, lp.u))
-            elif (liq := group.price(self.cross)) is not None:
-                moves.append(liq / lp.mark - 1)
-        inverse = next(
-            (lp.position.inverse for lp in self.positions if lp.pool is self.cross), False
-        )
-        # the coins that do not move, less their requirement (the positions' is in the terms)
-        fixed = self.cross.balance - sum((coin.value for coin in self.coins), ZERO)
-        fixed -= self._held_requirement
-        moving = [coin.term(per_mark=False) for coin in self.coins]
-        owed = owed_line(self.cross.owed_tiers, self.cross.wallet, cross_terms)
-        return crash_distance(fixed, cross_terms, inverse, moves, self.worst_ratio, moving, owed)
+            if lp.position.is_isolated:
+                if (liq := group.price(lp.pool)) is not None:
+                    moves.append(liq / lp.mark - 1)
+            else:
+                cross_terms[id(lp.pool)].append((lp.leg, lp.u))
+        main, *more = self._held or [self.pools[0]]
+        for pool in more:
+            move = pool_crash_move(*self._crash_inputs(pool, cross_terms[id(pool)]))
+            if move is not None:
+                moves.append(move)
+        inputs = self._crash_inputs(main, cross_terms.get(id(main), []))
+        return crash_distance(*inputs[:3], moves, self.worst_ratio, *inputs[3:])
+
+    def _crash_inputs(
+        self, pool: LivePool, terms: list[Term]
+    ) -> tuple[Decimal, list[Term], bool, list[CollateralTerm], Owed | None]:
+        """A cross pool's crash solve: its balance without the coins that move less the
+        others' requirement (the positions' is in the terms), its legs, whether they are
+        inverse, those coins, and what the settle currency owed would require."""
+        inverse = next((lp.position.inverse for lp in self.positions if lp.pool is pool), False)
+        mine = [coin for coin in self.coins if coin.pool is pool]
+        fixed = pool.balance - sum((coin.value for coin in mine), ZERO)
+        fixed -= self._held_requirement[pool.asset]
+        owed = owed_line(pool.owed_tiers, pool.wallet, terms)
+        return fixed, terms, inverse, [coin.term(per_mark=False) for coin in mine], owed
 
     def current(self) -> Account:
         """The account at its current marks, for full metrics."""
-        moving = iter(self.coins)  # in the snapshot's order
+        moving = iter(self.coins)  # in the snapshot's order, pool by pool
+
+        def coins(held: tuple[Collateral, ...]) -> tuple[Collateral, ...]:
+            return tuple(
+                replace(c, price=next(moving).price) if c.price_symbol else c for c in held
+            )
+
+        account = self.account
         return replace(
-            self.account,
+            account,
             positions=tuple(replace(lp.position, mark_price=lp.mark) for lp in self.positions),
-            collateral=tuple(
-                replace(c, price=next(moving).price) if c.price_symbol else c
-                for c in self.account.collateral
-            ),
+            collateral=coins(account.collateral),
+            pools=tuple(replace(pool, collateral=coins(pool.collateral)) for pool in account.pools),
         )
 
 

@@ -81,6 +81,7 @@ class CollateralMetrics:
 class PoolMetrics:
     """The cross margin pool: wallet balance (and collateral) shared by every cross position."""
 
+    asset: str  # the pool's margin asset: every money figure of it is in this currency
     wallet_balance: Decimal
     unrealized_pnl: Decimal
     margin_balance: Decimal
@@ -113,6 +114,40 @@ class AccountMetrics:
     # (every position, cross and isolated; None with fewer than two positions)
     concentration: Decimal | None = None
     margin_concentration: Decimal | None = None
+    # an account of several margin pools (``Account.pools``): each pool's own figures, the
+    # settle currency's first; ``pool`` is then the riskiest cross pool's (the highest ratio)
+    # and everything else the account's whole. Empty for an account of one pool.
+    pools: tuple[AccountMetrics, ...] = ()
+
+    @property
+    def by_pool(self) -> tuple[AccountMetrics, ...]:
+        """Each pool's own figures (this account's alone when it has one pool)."""
+        return self.pools or (self,)
+
+    def pool_of(self, key: tuple[str, Side]) -> AccountMetrics:
+        """The figures of the pool holding position ``key``: what its remedies are solved on."""
+        return next(
+            (m for m in self.pools if any(pm.position.key == key for pm in m.positions)), self
+        )
+
+    def riskiest_pool(self) -> AccountMetrics:
+        """The pool whose cross ratio is the highest (the first on a tie): the pool the
+        account's cross figures (``pool``) describe."""
+        return riskiest(self.pools) if self.pools else self
+
+    def crash_pool(self) -> AccountMetrics:
+        """The pool whose first liquidation sets the account's crash distance."""
+        return next(
+            (m for m in self.pools if m.crash_distance == self.crash_distance),
+            self.riskiest_pool(),
+        )
+
+
+def riskiest(pools: Sequence[AccountMetrics]) -> AccountMetrics:
+    """The pool with the highest cross margin ratio among those holding cross positions (the
+    first of them on a tie; the first pool when none holds one)."""
+    held = [m for m in pools if any(not pm.position.is_isolated for pm in m.positions)]
+    return max(held, key=lambda m: m.pool.margin_ratio) if held else pools[0]
 
 
 def round_to_tick(price: Decimal, side: Side, tick: Decimal) -> Decimal:
@@ -230,13 +265,27 @@ def crash_distance(
     if worst_ratio >= 1:
         return ZERO  # something is already at or past liquidation
     moves = list(isolated_moves)
-    if cross_terms:
-        x = nearest_root(
-            wallet_balance, cross_terms, ONE, inverse, collateral=collateral_terms, owed=owed
-        )
-        if x is not None:
-            moves.append(from_u(x, inverse) - 1)
+    move = pool_crash_move(wallet_balance, cross_terms, inverse, collateral_terms, owed)
+    if move is not None:
+        moves.append(move)
     return min(moves, key=abs) if moves else None
+
+
+def pool_crash_move(
+    wallet_balance: Decimal,
+    cross_terms: Sequence[Term],
+    inverse: bool,
+    collateral_terms: Sequence[CollateralTerm] = (),
+    owed: Owed | None = None,
+) -> Decimal | None:
+    """The uniform relative move of every mark at which one cross pool's ratio reaches 1
+    (arguments as :func:`crash_distance`'s); None without legs or a root."""
+    if not cross_terms:
+        return None
+    x = nearest_root(
+        wallet_balance, cross_terms, ONE, inverse, collateral=collateral_terms, owed=owed
+    )
+    return None if x is None else from_u(x, inverse) - 1
 
 
 def linked_collateral(
@@ -332,7 +381,33 @@ def compute(
 
     ``crash=False`` leaves out the crash distance (``None``): solving it moves every position
     at once and costs the most; the daemon asks for it only when a rule uses it.
+
+    An account of several pools (``Account.pools``) is computed pool by pool, each on its own
+    wallet, coins and positions (:meth:`~alertd.engine.model.Account.pool_accounts`); the
+    account's worst ratio is the worst pool's, its crash distance the first pool to go.
     """
+    if not account.pools:
+        return _compute_pool(account, target_ratio, crash)
+    parts = tuple(_compute_pool(a, target_ratio, crash) for a in account.pool_accounts())
+    figures = {id(pm.position): pm for part in parts for pm in part.positions}
+    results = tuple(figures[id(p)] for p in account.positions)
+    crashes = [m.crash_distance for m in parts if m.crash_distance is not None]
+    return AccountMetrics(
+        account=account,
+        pool=riskiest(parts).pool,
+        positions=results,
+        worst_ratio=max(m.worst_ratio for m in parts),
+        crash_distance=min(crashes, key=abs) if crashes else None,
+        target_ratio=target_ratio,
+        concentration=largest_share([pm.notional for pm in results]),
+        margin_concentration=largest_share([pm.maintenance_margin for pm in results]),
+        pools=parts,
+    )
+
+
+def _compute_pool(account: Account, target_ratio: Decimal | None, crash: bool) -> AccountMetrics:
+    """:func:`compute` of one pool: every position of ``account`` margined against its one
+    cross wallet (and coins), or its own isolated margin."""
     profile = account.profile
     legs = [Leg.of(p, profile) for p in account.positions]
     us = [to_u(p.mark_price, p.inverse) for p in account.positions]
@@ -355,6 +430,7 @@ def compute(
     pool_ratio = margin_ratio(pool_mm, pool_equity)
     pool_notional = sum((legs[i].quantity * us[i] for i in cross), ZERO)
     pool = PoolMetrics(
+        asset=account.settle,
         wallet_balance=account.wallet_balance,
         unrealized_pnl=pool_upnl,
         margin_balance=pool_equity,

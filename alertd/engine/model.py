@@ -54,6 +54,10 @@ class Position:
     # the exchange's auto-deleveraging queue position, normalised: 0 = last in line, 1 = first
     # (docs/exchanges.md, "ADL rank": each exchange's scale); None: the exchange gives none
     adl_rank: Decimal | None = None
+    # the margin asset of the pool it belongs to where that is one of the account's other
+    # pools (``Account.pools``: a USDC-M position in Binance single-asset mode); None: the
+    # pool of the account's settle currency
+    pool: str | None = None
 
     @property
     def quantity(self) -> Decimal:
@@ -67,6 +71,17 @@ class Position:
     @property
     def key(self) -> tuple[str, Side]:
         return (self.symbol, self.side)
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """A cross margin pool of another margin asset than the account's settle currency: where
+    the exchange keeps each margin asset apart (Binance single-asset mode: USDC-M positions
+    against the USDC wallet alone), its wallet, its coins, and the positions that name it."""
+
+    asset: str
+    wallet_balance: Decimal  # without unrealized PnL, in ``asset``
+    collateral: tuple[Collateral, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +100,50 @@ class Account:
     # the cross PnL fall below zero (OKX multi-currency margin): what is owed then carries a
     # maintenance requirement (engine/collateral.owed_requirement); None: nothing is lent
     wallet_liability_tiers: TierTable | None = None
+    # the other margin assets' pools, each settled on its own (``Position.pool`` names a
+    # position's); every figure is computed per pool (``pool_accounts``), the account's worst
+    # ratio is its worst pool's
+    pools: tuple[Pool, ...] = ()
 
     def __post_init__(self) -> None:
-        if any(c.price_symbol for c in self.collateral) and any(p.inverse for p in self.positions):
+        coins = [*self.collateral, *(c for pool in self.pools for c in pool.collateral)]
+        if any(c.price_symbol for c in coins) and any(p.inverse for p in self.positions):
             # an inverse pool is solved in 1/price, where a coin's value is not piecewise linear
             raise ValueError("collateral that moves with a price needs linear positions")
+        assets = [self.settle, *(pool.asset for pool in self.pools)]
+        if len(set(assets)) < len(assets):
+            raise ValueError(f"a margin asset is two pools: {', '.join(assets)}")
+        for p in self.positions:
+            if p.pool is not None and p.pool not in assets:
+                raise ValueError(f"{p.symbol}: no pool {p.pool} (pools: {', '.join(assets)})")
+
+    def pool_asset(self, p: Position) -> str:
+        """The margin asset of ``p``'s pool."""
+        return self.settle if p.pool is None else p.pool
+
+    def pool_accounts(self) -> tuple[Account, ...]:
+        """Each pool as an account of its own (the settle currency's first, then ``pools`` in
+        order), holding the positions of that pool: what the engine computes each pool on."""
+        if not self.pools:
+            return (self,)
+        own = replace(
+            self, positions=tuple(p for p in self.positions if p.pool in (None, self.settle))
+        )
+        return (
+            replace(own, pools=()),
+            *(
+                replace(
+                    self,
+                    settle=pool.asset,
+                    wallet_balance=pool.wallet_balance,
+                    collateral=pool.collateral,
+                    positions=tuple(p for p in self.positions if p.pool == pool.asset),
+                    pools=(),
+                    wallet_liability_tiers=None,  # lent only in the settle currency's pool
+                )
+                for pool in self.pools
+            ),
+        )
 
     def mark_of(self, symbol: str) -> Decimal | None:
         """The mark of ``symbol``'s positions, None when none is held."""
@@ -109,30 +163,38 @@ class Account:
     def with_marks(self, marks: Mapping[str, Decimal]) -> Account:
         """The same account with some symbols' mark prices replaced (collateral valued at
         those symbols moves with them)."""
+
+        def coins(held: tuple[Collateral, ...]) -> tuple[Collateral, ...]:
+            return tuple(
+                replace(c, price=self.collateral_scale(c) * marks[c.price_symbol])
+                if c.price_symbol is not None and c.price_symbol in marks
+                else c
+                for c in held
+            )
+
         return replace(
             self,
             positions=tuple(
                 replace(p, mark_price=marks[p.symbol]) if p.symbol in marks else p
                 for p in self.positions
             ),
-            collateral=tuple(
-                replace(c, price=self.collateral_scale(c) * marks[c.price_symbol])
-                if c.price_symbol is not None and c.price_symbol in marks
-                else c
-                for c in self.collateral
-            ),
+            collateral=coins(self.collateral),
+            pools=tuple(replace(pool, collateral=coins(pool.collateral)) for pool in self.pools),
         )
 
     def moved(self, fraction: Decimal) -> Account:
         """The same account with every mark moved by ``fraction`` (-0.1 = down 10%), and
         every coin that moves with a price."""
         factor = 1 + fraction
+
+        def coins(held: tuple[Collateral, ...]) -> tuple[Collateral, ...]:
+            return tuple(replace(c, price=c.price * factor) if c.price_symbol else c for c in held)
+
         return replace(
             self,
             positions=tuple(replace(p, mark_price=p.mark_price * factor) for p in self.positions),
-            collateral=tuple(
-                replace(c, price=c.price * factor) if c.price_symbol else c for c in self.collateral
-            ),
+            collateral=coins(self.collateral),
+            pools=tuple(replace(pool, collateral=coins(pool.collateral)) for pool in self.pools),
         )
 
     @property
@@ -150,5 +212,6 @@ class Account:
     @property
     def price_symbols(self) -> tuple[str, ...]:
         """Every symbol whose price moves the account: its positions' and its collateral's."""
-        coins = (c.price_symbol for c in self.collateral if c.price_symbol)
+        held = [*self.collateral, *(c for pool in self.pools for c in pool.collateral)]
+        coins = (c.price_symbol for c in held if c.price_symbol)
         return tuple(dict.fromkeys((*self.symbols, *coins)))

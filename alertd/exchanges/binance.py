@@ -49,7 +49,7 @@ USDM_PROFILE = ExchangeProfile(
 COINM_PROFILE = dataclasses.replace(USDM_PROFILE, id="binancecoinm", name="Binance COIN-M")
 # USDC-M perpetuals: in multi-assets mode in the one USD pool (their PnL and MM at par with
 # USDT's, as alertd counts USDT's: Binance converts both at their bid/ask rates); in
-# single-asset mode their own USDC pool, which alertd does not compute yet (named missing)
+# single-asset mode their own USDC pool (``single_asset_pools``), computed on its own
 USDM_MARKETS = MarketFilter(settle="USDT", pooled=("USDC",))
 MARGIN_CALL = "margin_call"  # the event kind of a MARGIN_CALL push
 # the request weight of an open-orders query without a symbol, in queries with one
@@ -107,12 +107,38 @@ def usdm_mode(answer: Any, portfolio_margin: bool = False) -> ModeReading:
     if flag is True or flag == "true":
         # one USD pool: the settle wallet, every other coin at its assetIndex index less its
         # haircut (moving with its perpetual's mark), the USDⓈ-M positions (see
-        # multi_assets_collateral); a position in another margin asset's market is named as
-        # missing by the account state, with Binance's ratio standing in
+        # multi_assets_collateral)
         return ModeReading(AccountMode.MULTI_ASSETS, "multiAssetsMargin true")
     if flag is False or flag == "false":
+        # a pool per margin asset: USDT-M positions against the USDT wallet, USDC-M against
+        # the USDC wallet (single_asset_pools), each computed on its own
         return ModeReading(AccountMode.SINGLE_ASSET, "multiAssetsMargin false")
     raise FrameError(f"multiAssetsMargin: not a boolean: {flag!r}")
+
+
+def single_asset_pools(
+    account: dict[str, Any], assets: tuple[str, ...]
+) -> dict[str, tuple[Decimal, ReportedAccount]]:
+    """The pools of the margin assets ``assets`` (those besides the settle currency) in
+    single-asset mode, from "Account Information V2/V3" (``GET /fapi/v2/account``): each is
+    its own pool ("single-asset mode: each margin asset its own pool"), its cross wallet
+    ``assets[].crossWalletBalance`` and Binance's figures of it, ``maintMargin`` and
+    ``marginBalance`` of the same row (the account's ``total*`` fields are the USDT pool's
+    alone: "only for USDT asset"). An asset the answer does not list has an empty wallet."""
+    rows = {row.get("asset"): row for row in account.get("assets") or [] if isinstance(row, dict)}
+    pools = {}
+    for asset in assets:
+        row = rows.get(asset)
+        if row is None:
+            pools[asset] = (Decimal(0), ReportedAccount())
+            continue
+        where = f"assets[{asset}]"
+        wallet = dec(row.get("crossWalletBalance"), f"{where}.crossWalletBalance")
+        mm = dec_or_none(row.get("maintMargin"))
+        balance = dec_or_none(row.get("marginBalance"))
+        ratio = mm / balance if mm is not None and balance else None
+        pools[asset] = (wallet, ReportedAccount(mm, balance, ratio))
+    return pools
 
 
 def multi_assets_collateral(
@@ -354,6 +380,12 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         ratio = mm / balance if mm is not None and balance else None
         return wallet, ReportedAccount(mm, balance, ratio)
 
+    async def fetch_pools(self, exchange: Any) -> dict[str, tuple[Decimal, ReportedAccount]]:
+        account = await self._snapshot_account(exchange)
+        if account.get("multiAssetsMargin"):
+            return {}  # multi-assets: one USD pool (fetch_collateral)
+        return single_asset_pools(account, self.market_filter.pooled)
+
     async def fetch_collateral(self, exchange: Any) -> tuple[Collateral, ...]:
         # V2 account information carries the mode flag and every coin's balance; the last
         # reader of the snapshot's answer
@@ -428,15 +460,24 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         return out
 
     async def watch_balance(self, exchange: Any) -> Decimal | None:
+        return (await self.watch_balances(exchange)).get(self.settle)
+
+    async def watch_balances(self, exchange: Any) -> dict[str, Decimal]:
+        """Every margin asset's cross wallet in an ``ACCOUNT_UPDATE`` ("Event: Balance and
+        Position Update": ``a.B[]`` lists each asset the event changed, ``a`` the asset and
+        ``cw`` its cross wallet balance): the settle currency's and the other pools' (a
+        USDC-M fill changes the USDC row)."""
         balance = await exchange.watch_balance()
         message = balance.get("info") or {}
         data = message.get("a") if isinstance(message, dict) else None
         if not isinstance(data, dict):
-            return None
-        for entry in data.get("B", []):
-            if entry.get("a") == self.settle:
-                return dec(entry.get("cw"), "cw")
-        return None
+            return {}
+        wanted = (self.settle, *self.market_filter.pooled)
+        return {
+            entry["a"]: dec(entry.get("cw"), f"B[{entry['a']}].cw")
+            for entry in data.get("B", [])
+            if isinstance(entry, dict) and entry.get("a") in wanted
+        }
 
     async def fetch_mark(self, exchange: Any, symbol: str) -> Decimal:
         info = await exchange.fapiPublicGetPremiumIndex({"symbol": exchange.market_id(symbol)})

@@ -209,6 +209,13 @@ class ExchangeAdapter:
         """The cross wallet balance in the settle currency, and the exchange's account figures."""
         raise NotImplementedError
 
+    async def fetch_pools(self, exchange: Any) -> dict[str, tuple[Decimal, ReportedAccount]]:
+        """The other margin assets that are pools of their own in the account's mode (Binance
+        single-asset: USDC beside USDT), each with its cross wallet balance and the exchange's
+        own figures of it; read at every snapshot after :meth:`fetch_balance`. None by
+        default: a position settled in another asset is then named as missing."""
+        return {}
+
     async def fetch_collateral(self, exchange: Any) -> tuple[Collateral, ...]:
         """The cross pool's coins besides the settle wallet (multi-collateral modes), read at
         every snapshot; none by default."""
@@ -256,6 +263,13 @@ class ExchangeAdapter:
 
     async def watch_balance(self, exchange: Any) -> Decimal | None:
         raise NotImplementedError
+
+    async def watch_balances(self, exchange: Any) -> dict[str, Decimal]:
+        """The cross wallet balances a balance push changed, by margin asset: the settle
+        currency's and, where the adapter reads pools of other assets (:meth:`fetch_pools`),
+        theirs; empty when the push changed none."""
+        wallet = await self.watch_balance(exchange)
+        return {} if wallet is None else {self.settle: wallet}
 
     def _snapshot_into(
         self,

@@ -261,6 +261,7 @@ class AccountFeed:
         if wanted is not None:
             positions = [p for p in positions if p.symbol in wanted]
         wallet, account_figures = await self.adapter.fetch_balance(exchange)
+        pools = await self.adapter.fetch_pools(exchange)
         collateral = await self.adapter.fetch_collateral(exchange)
         held = {p.symbol for p in positions}
         fee_rates = await self.adapter.fetch_fee_rates(exchange, sorted(held)) if held else {}
@@ -271,6 +272,8 @@ class AccountFeed:
         self.state.reported_positions = reported
         self.state.set_wallet_balance(wallet, now)
         self.state.reported_account = account_figures
+        self.state.pool_wallets = {asset: pool_wallet for asset, (pool_wallet, _) in pools.items()}
+        self.state.reported_pools = {asset: figures for asset, (_, figures) in pools.items()}
         self.state.fee_rates = fee_rates
         self._set_mode(self._settled(mode, account_figures))
         coin_symbols = {c.price_symbol for c in collateral if c.price_symbol is not None}
@@ -406,6 +409,7 @@ class AccountFeed:
             self.state.reported_account,
             self.state.reported_positions,
             self.adapter,
+            reported_pools=self.state.reported_pools,
         )
         self.drift = self.comparison.drift
         self.ratios = self.comparison.margin_ratio
@@ -488,9 +492,13 @@ class AccountFeed:
             self.state.stops = await self._fetch_stops(self._exchange(), self.state.held_symbols)
 
     async def _balance_step(self) -> None:
-        wallet = await self.adapter.watch_balance(self._exchange())
-        if wallet is not None:
-            self.state.set_wallet_balance(wallet, self._clock())
+        balances = await self.adapter.watch_balances(self._exchange())
+        for asset, wallet in balances.items():
+            if asset == self.state.settle:
+                self.state.set_wallet_balance(wallet, self._clock())
+            else:
+                self.state.set_pool_wallet(asset, wallet, self._clock())
+        if balances:
             self._notify(Change.ACCOUNT)
 
     def on_mark(self, symbol: str, price: Decimal) -> None:

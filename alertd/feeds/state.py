@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from alertd.engine.collateral import Collateral
-from alertd.engine.model import Account, MarginMode, Position, Side
+from alertd.engine.model import Account, MarginMode, Pool, Position, Side
 from alertd.engine.profiles import ExchangeProfile
 from alertd.engine.reported import Exposure, moved_ratio
 from alertd.engine.stops import StopOrder
@@ -176,6 +176,12 @@ class AccountState:
     positions: dict[tuple[str, Side], PositionState] = field(default_factory=dict)
     marks: dict[str, Decimal] = field(default_factory=dict)
     wallet_balance: Decimal | None = None
+    # the cross wallet balance of each other margin asset that is a pool of its own (Binance
+    # single-asset mode: USDC-M positions against the USDC wallet), read at every snapshot
+    # and from the balance stream; a position settled in one of them counts in its pool
+    pool_wallets: dict[str, Decimal] = field(default_factory=dict)
+    # the exchange's own figures of each of those pools (its drift is checked per pool)
+    reported_pools: dict[str, ReportedAccount] = field(default_factory=dict)
     # the cross pool's other coins (multi-collateral modes), as of the last REST snapshot
     collateral: tuple[Collateral, ...] = ()
     # the settle currency's borrowing tiers where the exchange lends it below zero (OKX
@@ -225,6 +231,11 @@ class AccountState:
 
     def set_wallet_balance(self, balance: Decimal, now: float) -> None:
         self.wallet_balance = balance
+        self.last_seen[(Stream.BALANCE, "")] = now
+
+    def set_pool_wallet(self, asset: str, balance: Decimal, now: float) -> None:
+        """Another margin asset's cross wallet balance (its own pool), as a push gave it."""
+        self.pool_wallets[asset] = balance
         self.last_seen[(Stream.BALANCE, "")] = now
 
     def set_mark(self, symbol: str, price: Decimal, now: float) -> bool:
@@ -295,13 +306,15 @@ class AccountState:
         for symbol, side in sorted(self.positions, key=lambda k: (k[0], k[1].value)):
             held = f"{symbol} {side.label}"
             market = self.markets.get(symbol)
-            if market is None or (market.settle != self.settle and not self.pools_settle_coins):
+            if market is None or self._pool_unknown(market):
                 # ccxt's unified symbol ends in the settle currency ("BTC/USDC:USDC")
                 settle = symbol.rpartition(":")[2] if ":" in symbol else ""
                 if settle and settle != self.settle:
+                    *others, last = [f"{a}-" for a in (self.settle, *sorted(self.pool_wallets))]
+                    computed = f"{', '.join(others)} and {last}" if others else last
                     problems.append(
                         f"{held}: settles in {settle}, a margin pool alertd does not compute "
-                        f"yet (it computes {self.settle}-settled positions)"
+                        f"yet (it computes {computed}settled positions)"
                     )
                 else:
                     problems.append(f"{held}: unknown market")
@@ -311,6 +324,18 @@ class AccountState:
             if symbol not in self.tiers:
                 problems.append(f"{held}: no tier table")
         return problems
+
+    def _pool_unknown(self, market: MarketInfo) -> bool:
+        """``market`` settles in a margin asset that is a pool of its own and that pool's
+        wallet was not read (an exchange alertd reads one pool of)."""
+        return self.pool_of(market) not in (None, *self.pool_wallets)
+
+    def pool_of(self, market: MarketInfo) -> str | None:
+        """The margin asset of the pool a position in ``market`` counts in, where that is not
+        the settle currency's (None)."""
+        if market.settle == self.settle or self.pools_settle_coins:
+            return None
+        return market.settle
 
     @property
     def pools_settle_coins(self) -> bool:
@@ -333,6 +358,8 @@ class AccountState:
             market = self.markets.get(symbol)
             if market is None:
                 return read.margin_ratio, False
+            if self.pool_of(market) is not None:
+                continue  # another margin asset's pool: the ratio read is the settle pool's
             size = side * p.contracts * market.contract_size
             exposures.append(Exposure(symbol, size, market.inverse))
         moved = moved_ratio(
@@ -353,16 +380,20 @@ class AccountState:
         if problems := self.missing():
             raise ValueError("; ".join(problems))
         assert self.wallet_balance is not None
-        cross_wallet = self.wallet_balance
-        if self.wallet_includes_isolated:
-            cross_wallet -= sum(
+        pool_of = {symbol: self.pool_of(self.markets[symbol]) for symbol in self.held_symbols}
+
+        def cross_wallet(asset: str | None, wallet: Decimal) -> Decimal:
+            if not self.wallet_includes_isolated:
+                return wallet
+            return wallet - sum(
                 (
                     p.isolated_margin or 0
                     for p in self.positions.values()
-                    if p.margin_mode is MarginMode.ISOLATED
+                    if p.margin_mode is MarginMode.ISOLATED and pool_of[p.symbol] == asset
                 ),
                 Decimal(0),
             )
+
         held = []
         for (symbol, _), p in sorted(self.positions.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
             market = self.markets[symbol]
@@ -385,6 +416,7 @@ class AccountState:
                     tick_size=market.tick_size,
                     lot_size=market.lot_size,
                     adl_rank=p.adl_rank,
+                    pool=pool_of[symbol],
                 )
             )
         coins = tuple(
@@ -395,13 +427,19 @@ class AccountState:
             else c
             for c in self.collateral
         )
+        # the pools of other margin assets that hold positions, in a stable order
+        pools = tuple(
+            Pool(asset, cross_wallet(asset, self.pool_wallets[asset]))
+            for asset in sorted({a for a in pool_of.values() if a is not None})
+        )
         return Account(
             self.profile,
             self.name,
             self.settle,
-            cross_wallet,
+            cross_wallet(None, self.wallet_balance),
             tuple(held),
             coins,
             self.stops,
             self.wallet_liability_tiers,
+            pools,
         )

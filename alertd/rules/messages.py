@@ -423,10 +423,31 @@ def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
             if focus is not None and book is not None:
                 lines += book_lines(metric, focus, book)
             return Message(title, "\n".join(lines))
-        action = _action(n, metrics, target_ratio)
+        pool = _pool_metrics(n, metrics)
+        if pool is not metrics and focus is None:
+            lines[0] += f" · {pool.account.settle} pool"
+        action = _action(n, pool, target_ratio)
         if action:
             lines.append("→ " + action)
     return Message(title, "\n".join(lines))
+
+
+def _pool_metrics(n: Notification, metrics: AccountMetrics) -> AccountMetrics:
+    """The figures of the pool a notification is about, where the account has several (each
+    margin asset its own: Binance single-asset): the position's, the pool that sets the
+    crash distance or the worst ratio, else the riskiest cross pool. Its action is solved on
+    them, so that it names the pool's asset and never moves another pool's money."""
+    if not metrics.pools:
+        return metrics
+    focus = n.context.position
+    if focus is not None:
+        return metrics.pool_of(focus.position.key)
+    metric = n.rule.metric
+    if metric == "crash_distance" or metric in PREDICTIVE_METRICS:
+        return metrics.crash_pool()
+    if metric == "worst_ratio":
+        return max(metrics.pools, key=lambda m: m.worst_ratio)
+    return metrics.riskiest_pool()
 
 
 def _about_alertd(
@@ -524,7 +545,7 @@ def _about_stop(n: Notification, head: str, who: str) -> Message | None:
         )
         return Message(title, body)
     loss = loss_at(stop, p.side, p.quantity, p.entry_price, p.inverse)
-    settle = metrics.account.settle
+    settle = metrics.account.pool_asset(p)
     if metric == "stop_loss":
         most = n.rule.threshold
         share = ""

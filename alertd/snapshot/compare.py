@@ -59,17 +59,21 @@ class Row:
     """One figure compared: alertd's, the exchange's, and whether they agree."""
 
     figure: Figure
-    position: PositionKey | None  # None: the account
+    position: PositionKey | None  # None: the account (or, with ``pool``, one of its pools)
     ours: Decimal | None  # alertd's figure, adjusted to the exchange's definition
     theirs: Decimal | None  # the exchange's own number; None: it reports no such figure
     difference: Decimal | None  # relative: (ours - theirs) / |theirs|; None: not computable
     matches: bool | None  # within tolerance or the exchange's rounding; None: nothing to compare
+    # the margin asset of the pool an account figure is of, where the account has several
+    # (Binance single-asset: USDT and USDC); None: the account's one pool
+    pool: str | None = None
 
     @property
     def key(self) -> str:
-        """The figure's name in the drift metric: ``BTC/USDT:USDT long liquidation_price``."""
+        """The figure's name in the drift metric: ``BTC/USDT:USDT long liquidation_price``,
+        ``margin_ratio``, ``USDC margin_ratio`` (a pool's, where the account has several)."""
         if self.position is None:
-            return self.figure.value
+            return self.figure.value if self.pool is None else f"{self.pool} {self.figure.value}"
         symbol, side = self.position
         return f"{symbol} {side.label} {self.figure.value}"
 
@@ -89,12 +93,19 @@ class Comparison:
 
     @property
     def margin_ratio(self) -> tuple[Decimal, Decimal] | None:
-        """(alertd's, the exchange's) account margin ratio, where both are known."""
-        for r in self.rows:
-            account_ratio = r.figure is Figure.MARGIN_RATIO and r.position is None
-            if account_ratio and r.ours is not None and r.theirs is not None:
-                return r.ours, r.theirs
-        return None
+        """(alertd's, the exchange's) account margin ratio, where both are known; of an
+        account of several pools, the pool's whose two differ the most."""
+        pairs = [
+            (r.ours, r.theirs)
+            for r in self.rows
+            if r.figure is Figure.MARGIN_RATIO
+            and r.position is None
+            and r.ours is not None
+            and r.theirs is not None
+        ]
+        if len(pairs) < 2:
+            return pairs[0] if pairs else None
+        return max(pairs, key=lambda pair: abs(pair[0] - pair[1]) / max(abs(pair[1]), _TINY))
 
     @property
     def mismatches(self) -> tuple[Row, ...]:
@@ -124,16 +135,17 @@ def row(
     *,
     tick: Decimal | None = None,
     tolerance: Decimal = TOLERANCE,
+    pool: str | None = None,
 ) -> Row:
     """One figure compared: within ``tolerance`` (relative) or within the exchange's rounding."""
     if theirs is None:
-        return Row(figure, position, ours, None, None, None)
+        return Row(figure, position, ours, None, None, None, pool)
     if ours is None or not ours.is_finite() or not theirs.is_finite():
         # alertd has no such figure (or the pool is gone) where the exchange shows one
-        return Row(figure, position, ours, theirs, None, ours == theirs)
+        return Row(figure, position, ours, theirs, None, ours == theirs, pool)
     difference = (ours - theirs) / max(abs(theirs), _TINY)
     matches = abs(difference) <= tolerance or abs(ours - theirs) <= rounding(theirs, tick)
-    return Row(figure, position, ours, theirs, difference, matches)
+    return Row(figure, position, ours, theirs, difference, matches, pool)
 
 
 def compare(
@@ -143,8 +155,12 @@ def compare(
     conventions: Conventions,
     *,
     tolerance: Decimal = TOLERANCE,
+    reported_pools: Mapping[str, ReportedAccount] | None = None,
 ) -> Comparison:
-    """alertd's ``metrics`` beside the exchange's reported figures, like for like."""
+    """alertd's ``metrics`` beside the exchange's reported figures, like for like.
+
+    An account of several pools is compared pool by pool: the settle currency's with
+    ``reported``, each other with its margin asset's figures in ``reported_pools``."""
     excludes_fee = conventions.reported_mm_excludes_fee
     cross_only = conventions.reported_account_mm_cross_only
 
@@ -160,21 +176,30 @@ def compare(
         ours: Decimal | None,
         theirs: Decimal | None,
         tick: Decimal | None = None,
+        pool: str | None = None,
     ) -> None:
-        rows.append(row(figure, key, ours, theirs, tick=tick, tolerance=tolerance))
+        rows.append(row(figure, key, ours, theirs, tick=tick, tolerance=tolerance, pool=pool))
 
     rows: list[Row] = []
-    counted = [pm for pm in metrics.positions if not (cross_only and pm.position.is_isolated)]
-    total_mm = sum((comparable_mm(pm) for pm in counted), Decimal(0))
-    # what the pool's liabilities require (OKX's borrowing tiers) is the account's too
-    total_mm += sum((cm.requirement for cm in metrics.pool.collateral), Decimal(0))
-    total_mm += metrics.pool.owed_requirement
-    add(Figure.MAINTENANCE_MARGIN, None, total_mm, reported.maintenance_margin)
-    if all(not pm.position.is_isolated for pm in metrics.positions):
-        # the exchange's account balance and ratio count isolated positions' margin in ways
-        # the cross pool does not reproduce: they are compared when every position is cross
-        add(Figure.MARGIN_BALANCE, None, metrics.pool.margin_balance, reported.margin_balance)
-        add(Figure.MARGIN_RATIO, None, metrics.pool.margin_ratio, reported.margin_ratio)
+    counted: list[PositionMetrics] = []
+    for part in metrics.by_pool:
+        asset = part.account.settle if metrics.pools else None
+        theirs = reported
+        if part is not metrics.by_pool[0]:
+            theirs = (reported_pools or {}).get(part.account.settle, ReportedAccount())
+        mine = [pm for pm in part.positions if not (cross_only and pm.position.is_isolated)]
+        counted += mine
+        total_mm = sum((comparable_mm(pm) for pm in mine), Decimal(0))
+        # what the pool's liabilities require (OKX's borrowing tiers) is the account's too
+        total_mm += sum((cm.requirement for cm in part.pool.collateral), Decimal(0))
+        total_mm += part.pool.owed_requirement
+        add(Figure.MAINTENANCE_MARGIN, None, total_mm, theirs.maintenance_margin, pool=asset)
+        if all(not pm.position.is_isolated for pm in part.positions):
+            # the exchange's account balance and ratio count isolated positions' margin in
+            # ways the cross pool does not reproduce: compared when every position is cross
+            balance = part.pool.margin_balance
+            add(Figure.MARGIN_BALANCE, None, balance, theirs.margin_balance, pool=asset)
+            add(Figure.MARGIN_RATIO, None, part.pool.margin_ratio, theirs.margin_ratio, pool=asset)
     for pm in metrics.positions:
         figures = reported_positions.get(pm.position.key)
         if figures is None:

@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from alertd.engine.collateral import Collateral, CollateralRatio, RatioBasis, RatioTier
-from alertd.engine.model import Account, MarginMode, Position, Side
+from alertd.engine.model import Account, MarginMode, Pool, Position, Side
 from alertd.engine.orderbook import OrderBook
 from alertd.engine.profiles import ExchangeProfile
 from alertd.engine.stops import StopKind, StopOrder, Trigger
@@ -205,10 +205,11 @@ class SnapshotInV2(_Model):
 
 @dataclass(frozen=True, slots=True)
 class LoadedSnapshot:
-    account: Account  # the settle currency's pool: the first of ``pools``
+    account: Account  # every pool (``Account.pools``: one per other margin asset)
     warnings: tuple[str, ...]
     # every cross pool as its own account: one per margin asset where the mode keeps them
-    # apart (Binance single-asset: USDT-M against USDT, USDC-M against USDC)
+    # apart (Binance single-asset: USDT-M against USDT, USDC-M against USDC), the settle
+    # currency's first
     pools: tuple[Account, ...] = ()
     # the order books the snapshot carries, by symbol, sizes in the positions' units
     books: Mapping[str, OrderBook] = field(default_factory=dict)
@@ -348,11 +349,11 @@ def build_account(snap: SnapshotIn | SnapshotInV2) -> LoadedSnapshot:
     seen: dict[tuple[str, str], int] = {}
     positions: list[Position] = []
     more_pools = snap.pools if isinstance(snap, SnapshotInV2) else []
-    pool_positions: dict[str, list[Position]] = {}
+    pool_assets: set[str] = set()
     for k, pool in enumerate(more_pools):
-        if pool.asset == snap.settle or pool.asset in pool_positions:
+        if pool.asset == snap.settle or pool.asset in pool_assets:
             problems.append(f"pools[{k}].asset: {pool.asset} is already a pool")
-        pool_positions[pool.asset] = []
+        pool_assets.add(pool.asset)
     warned_symbols: set[str] = set()
     inverse_kinds = {p.inverse for p in snap.positions}
     if len(inverse_kinds) > 1:
@@ -378,14 +379,14 @@ def build_account(snap: SnapshotIn | SnapshotInV2) -> LoadedSnapshot:
             warned_symbols.add(p.symbol)
             for _, message in deduction_warnings(table):
                 warnings.append(f"{where}.tiers ({p.symbol}): {message}")
-        position_list = positions
+        pool_asset: str | None = None
         if isinstance(p, PositionInV2) and p.pool is not None and p.pool != snap.settle:
-            if p.pool not in pool_positions:
-                known = ", ".join([snap.settle, *pool_positions])
+            if p.pool not in pool_assets:
+                known = ", ".join([snap.settle, *(pool.asset for pool in more_pools)])
                 problems.append(f"{where}.pool: no pool {p.pool!r} (pools: {known})")
                 continue
-            position_list = pool_positions[p.pool]
-        position_list.append(
+            pool_asset = p.pool
+        positions.append(
             Position(
                 symbol=p.symbol,
                 side=Side.LONG if p.side == "long" else Side.SHORT,
@@ -402,6 +403,7 @@ def build_account(snap: SnapshotIn | SnapshotInV2) -> LoadedSnapshot:
                 tick_size=p.tick_size,
                 lot_size=p.lot_size,
                 adl_rank=p.adl_rank,
+                pool=pool_asset,
             )
         )
     inverse = any(inverse_kinds)
@@ -418,15 +420,13 @@ def build_account(snap: SnapshotIn | SnapshotInV2) -> LoadedSnapshot:
         (pool, _build_collateral(pool.collateral, f"pools[{k}].collateral", inverse, problems))
         for k, pool in enumerate(more_pools)
     ]
-    owed = {
-        asset: _build_liability_tiers(pool.liability_tiers, f"{where}.liability_tiers", problems)
-        for asset, pool, where in (
-            (snap.settle, cross, "cross"),
-            *((pool.asset, pool, f"pools[{k}]") for k, pool in enumerate(more_pools)),
-        )
-    }
+    owed = _build_liability_tiers(cross.liability_tiers, "cross.liability_tiers", problems)
+    for k, pool in enumerate(more_pools):
+        if pool.liability_tiers:
+            # alertd knows of lending in the settle currency's pool only (OKX multi-currency)
+            problems.append(f"pools[{k}].liability_tiers: only the settle currency's pool lends")
     stops = _build_stops(snap.orders if isinstance(snap, SnapshotInV2) else None, problems)
-    held = [*positions, *(p for more_held in pool_positions.values() for p in more_held)]
+    held = positions
     books = {
         symbol: book
         for symbol, raw in (snap.order_books if isinstance(snap, SnapshotInV2) else {}).items()
@@ -434,28 +434,18 @@ def build_account(snap: SnapshotIn | SnapshotInV2) -> LoadedSnapshot:
     }
     if problems:
         raise SnapshotError(problems)
-    # the settle currency's pool first, then one per other margin asset
-    pools = [
-        Account(
-            profile,
-            snap.account,
-            asset,
-            wallet,
-            tuple(held),
-            pool_coins,
-            stops,
-            owed[asset] or None,
-        )
-        for asset, wallet, held, pool_coins in (
-            (snap.settle, cross.wallet_balance, positions, coins),
-            *(
-                (pool.asset, pool.wallet_balance, pool_positions[pool.asset], pool_coins)
-                for pool, pool_coins in more
-            ),
-        )
-    ]
-    account = pools[0]
-    return LoadedSnapshot(account, tuple(warnings), tuple(pools), books)
+    account = Account(
+        profile,
+        snap.account,
+        snap.settle,
+        cross.wallet_balance,
+        tuple(positions),
+        coins,
+        stops,
+        owed or None,
+        tuple(Pool(pool.asset, pool.wallet_balance, pool_coins) for pool, pool_coins in more),
+    )
+    return LoadedSnapshot(account, tuple(warnings), account.pool_accounts(), books)
 
 
 def build_book(
@@ -625,7 +615,17 @@ def account_to_json(account: Account) -> dict[str, Any]:
 
 
 def _account_json(account: Account) -> dict[str, Any]:
-    return {
+    more: dict[str, Any] = {}
+    if account.pools:
+        more["pools"] = [
+            {
+                "asset": pool.asset,
+                "wallet_balance": decimal_str(pool.wallet_balance),
+                "collateral": [_collateral_json(c) for c in pool.collateral],
+            }
+            for pool in account.pools
+        ]
+    head = {
         "schema": SCHEMA_VERSION,
         "exchange": account.profile.id,
         "account": account.name,
@@ -639,24 +639,31 @@ def _account_json(account: Account) -> dict[str, Any]:
                 else {}
             ),
         },
-        "positions": [
-            {
-                "symbol": p.symbol,
-                "side": p.side.label,
-                "contracts": decimal_str(p.contracts),
-                "contract_size": decimal_str(p.contract_size),
-                "inverse": p.inverse,
-                "entry_price": decimal_str(p.entry_price),
-                "mark_price": decimal_str(p.mark_price),
-                "margin_mode": p.margin_mode.value,
-                "isolated_margin": decimal_str(p.isolated_margin),
-                "fee_rate": decimal_str(p.fee_rate),
-                "leverage": decimal_str(p.leverage),
-                "tick_size": decimal_str(p.tick_size),
-                "lot_size": decimal_str(p.lot_size),
-                "adl_rank": decimal_str(p.adl_rank),
-                "tiers": [_tier_json(t, p.tiers.basis) for t in p.tiers.tiers],
-            }
-            for p in account.positions
-        ],
     }
+    return (
+        head
+        | more
+        | {
+            "positions": [
+                {
+                    "symbol": p.symbol,
+                    "side": p.side.label,
+                    "contracts": decimal_str(p.contracts),
+                    "contract_size": decimal_str(p.contract_size),
+                    "inverse": p.inverse,
+                    "entry_price": decimal_str(p.entry_price),
+                    "mark_price": decimal_str(p.mark_price),
+                    "margin_mode": p.margin_mode.value,
+                    "isolated_margin": decimal_str(p.isolated_margin),
+                    "fee_rate": decimal_str(p.fee_rate),
+                    "leverage": decimal_str(p.leverage),
+                    "tick_size": decimal_str(p.tick_size),
+                    "lot_size": decimal_str(p.lot_size),
+                    "adl_rank": decimal_str(p.adl_rank),
+                    "tiers": [_tier_json(t, p.tiers.basis) for t in p.tiers.tiers],
+                }
+                | ({"pool": p.pool} if p.pool is not None else {})
+                for p in account.positions
+            ],
+        }
+    )

@@ -13,7 +13,7 @@ from rich.table import Table
 import alertd.views.format as fmt
 from alertd.engine.collateral import RatioBasis
 from alertd.engine.margin import AccountMetrics, CollateralMetrics, PositionMetrics
-from alertd.engine.model import Side
+from alertd.engine.model import Account, Side
 from alertd.engine.orderbook import ForcedClose, OrderBook, close_cost, gap_shortfall
 from alertd.engine.profiles import DisplayedRatio
 from alertd.engine.stops import StopFigures, stop_figures
@@ -457,9 +457,15 @@ _POSITION_LABELS = {Figure.MAINTENANCE_MARGIN: "MM", Figure.LIQUIDATION_PRICE: "
 
 def _figure_label(r: Row) -> str:
     if r.position is None:
-        return _ACCOUNT_LABELS[r.figure]
+        label = _ACCOUNT_LABELS[r.figure]
+        return label if r.pool is None else f"{r.pool} pool: {label}"
     symbol, side = r.position
     return f"{symbol} {side.label} {_POSITION_LABELS[r.figure]}"
+
+
+def _pool_asset(account: Account, key: tuple[str, Side] | None) -> str:
+    held = next((p for p in account.positions if p.key == key), None)
+    return account.settle if held is None else account.pool_asset(held)
 
 
 def _figure_value(r: Row, value: Decimal | None, unit: str) -> str:
@@ -481,10 +487,12 @@ def render_comparison(snapshot: LiveSnapshot, console: Console) -> None:
     columns = ("Figure", "alertd", exchange, "Difference", "Agrees")
     table = figures_table(f"{account.name}: alertd vs {exchange}", columns, ("Figure", "Agrees"))
     for r in snapshot.comparison:
+        # money in its pool's asset: an account figure's pool, a position's margin asset
+        unit = r.pool or _pool_asset(account, r.position)
         table.add_row(
             _figure_label(r),
-            _figure_value(r, r.ours, account.settle),
-            NOT_REPORTED if r.theirs is None else _figure_value(r, r.theirs, account.settle),
+            _figure_value(r, r.ours, unit),
+            NOT_REPORTED if r.theirs is None else _figure_value(r, r.theirs, unit),
             fmt.NONE if r.difference is None else fmt.percent(r.difference, 4, signed=True),
             {True: "yes", False: "NO", None: fmt.NONE}[r.matches],
         )

@@ -58,6 +58,7 @@ def figures_json(figures: AccountFigures | None) -> dict[str, Any]:
             "concentration": None,
             "margin_concentration": None,
             "settle": None,
+            "pools": [],
             "positions": [],
         }
     return {
@@ -68,6 +69,16 @@ def figures_json(figures: AccountFigures | None) -> dict[str, Any]:
         "concentration": dec(figures.concentration),
         "margin_concentration": dec(figures.margin_concentration),
         "settle": figures.settle,
+        # each margin asset's cross pool where the account has several (Binance single-asset:
+        # USDT and USDC); the figures above are the account's (its worst, its riskiest pool)
+        "pools": [
+            {
+                "asset": pool.asset,
+                "margin_ratio": dec(pool.margin_ratio),
+                "buffer": dec(pool.buffer),
+            }
+            for pool in figures.pools
+        ],
         "positions": [
             {
                 "symbol": p.symbol,

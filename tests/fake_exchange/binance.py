@@ -351,14 +351,6 @@ class _Account(shared.Credentials):
     reported_mm_factor: Decimal = Decimal(1)
     coins: dict[str, Decimal] = field(default_factory=dict)  # multi-assets, priced by assetIndex
 
-    @property
-    def cross_wallet(self) -> Decimal:
-        isolated = sum(
-            (p.isolated_wallet for p in self.positions.values() if p.margin_type == "isolated"),
-            Decimal(0),
-        )
-        return self.wallet - isolated
-
 
 @dataclass
 class _Figures:
@@ -741,6 +733,39 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
                 total += min(amount * _dec(row["bidRate"]), amount * _dec(row["askRate"]))
         return total
 
+    def _pool_asset(self, account: _Account, position: _Position) -> str:
+        """The margin asset of the pool ``position`` counts in: in single-asset mode its
+        market's own ("each margin asset its own pool": a USDC-M position against USDC), in
+        multi-assets mode the account's one pool."""
+        quote = self._markets[position.market_id].quote
+        return account.asset if account.multi_assets else quote
+
+    def _pool_wallet(self, account: _Account, asset: str) -> Decimal:
+        """``asset``'s whole wallet (cross plus its isolated positions' wallets)."""
+        if asset == account.asset:
+            return account.wallet
+        return account.collateral.get(asset, (Decimal(0), Decimal(1)))[0]
+
+    def _cross_wallet(self, account: _Account, asset: str) -> Decimal:
+        """``asset``'s cross wallet: its wallet less its isolated positions' wallets."""
+        isolated = sum(
+            (
+                p.isolated_wallet
+                for p in account.positions.values()
+                if p.margin_type == "isolated" and self._pool_asset(account, p) == asset
+            ),
+            Decimal(0),
+        )
+        return self._pool_wallet(account, asset) - isolated
+
+    def _credit(self, account: _Account, asset: str, amount: Decimal) -> None:
+        """Move ``amount`` into ``asset``'s wallet (a realized PnL)."""
+        if asset == account.asset:
+            account.wallet += amount
+        else:
+            held, value = account.collateral.get(asset, (Decimal(0), Decimal(1)))
+            account.collateral[asset] = (held + amount, value)
+
     @scripted
     def set_adl(self, symbol: str, quantile: int) -> None:
         """The ADL quantile (0-4) Position Information V3 reports for ``symbol``'s positions."""
@@ -777,8 +802,17 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
     @scripted
     def set_asset_wallet(self, api_key: str, asset: str, amount: Num) -> None:
         """A wallet in another margin asset (single-asset mode: its own pool), so that the
-        account can hold that asset's perpetuals (a USDC-M position on a USDT account)."""
-        self._account(api_key).collateral[asset.upper()] = (_dec(amount), Decimal(1))
+        account can hold that asset's perpetuals (a USDC-M position on a USDT account); a
+        change after the first pushes the asset's ``ACCOUNT_UPDATE`` (a deposit or a
+        withdrawal of that asset)."""
+        account = self._account(api_key)
+        asset = asset.upper()
+        before = account.collateral.get(asset)
+        account.collateral[asset] = (_dec(amount), Decimal(1))
+        if before is not None:
+            change = _dec(amount) - before[0]
+            reason = "DEPOSIT" if change >= 0 else "WITHDRAW"
+            self._push_account_update(account, reason, [], balance_change=change, asset=asset)
 
     @scripted
     def set_reported_mm_factor(self, api_key: str, factor: Num) -> None:
@@ -825,7 +859,12 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         account.positions[(market.id, slot)] = position
         account.leverage[market.id] = leverage
         account.update_ms = stamp
-        self._push_account_update(account, "ORDER", [self._ws_position(account, position)])
+        self._push_account_update(
+            account,
+            "ORDER",
+            [self._ws_position(account, position)],
+            asset=self._pool_asset(account, position),
+        )
 
     @scripted
     def close_position(
@@ -846,11 +885,12 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             raise ValueError(f"{api_key} has no matching open position in {market.id}")
         stamp = now_ms()
         rows = []
+        asset = self._pool_asset(account, closing[0])
         for position in closing:
             del account.positions[(position.market_id, position.side)]
             pnl = position.amount * (market.mark - position.entry)
             if realize_pnl:
-                account.wallet += pnl
+                self._credit(account, asset, pnl)
                 position.realized += pnl
             rows.append(
                 {
@@ -863,11 +903,11 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
                     "mt": position.margin_type,
                     "iw": "0",
                     "ps": position.side,
-                    "ma": account.asset,
+                    "ma": market.quote,
                 }
             )
         account.update_ms = stamp
-        self._push_account_update(account, "ORDER", rows)
+        self._push_account_update(account, "ORDER", rows, asset=asset)
 
     @scripted
     def set_balance(self, api_key: str, wallet_balance: Num) -> None:
@@ -903,7 +943,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             )
         event: dict[str, Any] = {"e": "MARGIN_CALL", "E": now_ms()}
         if any(p.margin_type == "cross" for p in account.positions.values()):
-            event["cw"] = _f8(account.cross_wallet)  # only with crossed positions, as documented
+            # only with crossed positions, as documented
+            event["cw"] = _f8(self._cross_wallet(account, account.asset))
         event["p"] = rows
         self._on_loop(self._push_user, account.api_key, event)
 
@@ -940,7 +981,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             "mt": position.margin_type,
             "iw": _f8(position.isolated_wallet),
             "ps": position.side,
-            "ma": account.asset,
+            "ma": market.quote,  # the position's margin asset
         }
 
     def _push_account_update(
@@ -950,7 +991,10 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         positions: list[dict[str, Any]],
         *,
         balance_change: Decimal = Decimal(0),
+        asset: str | None = None,
     ) -> None:
+        """``a.B`` carries the changed asset's row (``asset``, the account's by default)."""
+        asset = asset or account.asset
         stamp = now_ms()
         event = {
             "e": "ACCOUNT_UPDATE",
@@ -960,9 +1004,9 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
                 "m": reason,
                 "B": [
                     {
-                        "a": account.asset,
-                        "wb": _f8(account.wallet),
-                        "cw": _f8(account.cross_wallet),
+                        "a": asset,
+                        "wb": _f8(self._pool_wallet(account, asset)),
+                        "cw": _f8(self._cross_wallet(account, asset)),
                         "bc": _f8(balance_change) if balance_change else "0",
                     }
                 ],
@@ -990,16 +1034,18 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
                 im=abs(notional) / position.leverage,
                 tier=tier,
             )
-        cross_wallet = account.cross_wallet
-        if account.multi_assets:
-            # multi-assets: the other coins back the cross positions too, held at their value
-            cross_wallet += self._coins_usd(account)
         for key, position in account.positions.items():
             market = self._markets[position.market_id]
             if position.margin_type == "isolated":
                 legs = [(position.amount, position.entry, market.tiers)]
                 base = position.isolated_wallet
             else:
+                # the position's pool: its margin asset's cross wallet and positions (single-
+                # asset mode), or the one USD pool with every coin at its value (multi-assets)
+                asset = self._pool_asset(account, position)
+                cross_wallet = self._cross_wallet(account, asset)
+                if account.multi_assets:
+                    cross_wallet += self._coins_usd(account)
                 same = [
                     p
                     for p in account.positions.values()
@@ -1008,7 +1054,9 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
                 others = [
                     figures[k]
                     for k, p in account.positions.items()
-                    if p.margin_type == "cross" and p.market_id != position.market_id
+                    if p.margin_type == "cross"
+                    and p.market_id != position.market_id
+                    and self._pool_asset(account, p) == asset
                 ]
                 legs = [(p.amount, p.entry, market.tiers) for p in same]
                 base = cross_wallet - sum((f.mm for f in others), Decimal(0))
@@ -1396,7 +1444,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
                 rows.append(
                     common
                     | {
-                        "marginAsset": account.asset,
+                        "marginAsset": market.quote,
                         "isolatedWallet": _f8(position.isolated_wallet) if isolated else "0",
                         "initialMargin": _f8(fig.im),
                         "maintMargin": _f8(fig.mm),
@@ -1470,14 +1518,16 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
     async def _position_risk_v3(self, request: web.Request) -> web.Response:
         return await self._position_risk(request, 3)
 
-    def _totals(self, account: _Account) -> dict[str, Any]:
+    def _totals(self, account: _Account, asset: str | None = None) -> dict[str, Any]:
+        """One pool's figures: ``asset``'s (the account's by default); in single-asset mode
+        each margin asset is its own pool ("Account Information V3": the totals are "only
+        for USDT asset", each ``assets[]`` row its asset's pool)."""
+        asset = asset or account.asset
         every = self._figures(account)
-        # single-asset mode: the totals are the account asset's pool alone
         figures = {
             key: f
             for key, f in every.items()
-            if account.multi_assets
-            or self._markets[account.positions[key].market_id].quote == account.asset
+            if self._pool_asset(account, account.positions[key]) == asset
         }
         cross = [f for k, f in figures.items() if account.positions[k].margin_type == "cross"]
         upnl = sum((f.upnl for f in figures.values()), Decimal(0))
@@ -1485,13 +1535,14 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         mm = sum((f.mm for f in figures.values()), Decimal(0))
         im = sum((f.im for f in figures.values()), Decimal(0))
         cross_im = sum((f.im for f in cross), Decimal(0))
-        cross_wallet = account.cross_wallet
+        cross_wallet = self._cross_wallet(account, asset)
+        wallet = self._pool_wallet(account, asset)
         available = max(Decimal(0), cross_wallet + cross_upnl - cross_im)
         return {
             "figures": every,
-            "wallet": account.wallet,
+            "wallet": wallet,
             "upnl": upnl,
-            "margin_balance": account.wallet + upnl,
+            "margin_balance": wallet + upnl,
             "mm": mm,
             "im": im,
             "open_order_im": Decimal(0),  # no orders
@@ -1516,6 +1567,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         assets = [own] + [
             self._empty_asset(a) | self._held_asset(*pooled[a])
             if a in pooled
+            else self._pool_row(account, a)
+            if a in account.collateral
             else self._empty_asset(a)
             for a in OTHER_MARGIN_ASSETS
             if a != account.asset
@@ -1564,6 +1617,16 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
     def position_risk_v3(self, api_key: str) -> list[dict[str, Any]]:
         """The body ``GET /fapi/v3/positionRisk`` returns for this account now."""
         return self._risk_rows(self._account(api_key), 3)
+
+    def _pool_row(self, account: _Account, asset: str) -> dict[str, Any]:
+        """Single-asset mode: ``asset``'s row is its own pool's figures (its wallet, its
+        positions' PnL and MM), as Binance reports a USDC wallet beside the USDT one."""
+        t = self._totals(account, asset)
+        return {
+            "asset": asset,
+            **{field: _f8(t[figure]) for field, _, figure in ACCOUNT_FIGURES},
+            "updateTime": account.update_ms,
+        }
 
     @staticmethod
     def _held_asset(amount: Decimal, value: Decimal) -> dict[str, Any]:
