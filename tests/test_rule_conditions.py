@@ -263,3 +263,24 @@ def test_replay_skips_only_what_a_rule_of_two_conditions_cannot_fire_at() -> Non
                 assert (fast.points, fast.liquidated_at_ms) == (slow.points, slow.liquidated_at_ms)
                 fired |= {a.rule for a in fast.alerts}
     assert {"soon-and-likely", "likely-and-near"} <= fired  # compared while they fired
+
+
+def test_replay_shows_what_the_rules_saw_at_every_point() -> None:
+    # bench/lead_time_bound.py compares crash and calm moments through this
+    full = load_history(CRASH)
+    entry, _, _ = before_the_move(full, True, 3600, 3600, 3 * 3600)
+    rules = [config_rule()]
+    seen: list[tuple[int, object]] = []
+    result = replay_entry(
+        "BTC/USDT:USDT",
+        "long",
+        MarginMode.ISOLATED,
+        10,
+        full,
+        entry,
+        rules,
+        shortcut=False,
+        watch=lambda t, observed: seen.append((t, observed[1].metrics.get(TTL))),
+    )
+    assert len(seen) == result.points > 100
+    assert seen[0][0] == result.start_ms and any(v is not None for _, v in seen)

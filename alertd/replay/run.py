@@ -166,7 +166,10 @@ def replay(
     progress: Callable[[int], None] | None = None,
     shortcut: bool = True,
     warmup: Sequence[Candle] = (),
+    watch: Callable[[int, Sequence[Observation]], None] | None = None,
 ) -> ReplayResult:
+    """``watch``: called with (candle time, observations) at every point evaluated (with
+    ``shortcut`` off, every point): what the rules saw, for a study of the figures themselves."""
     if not account.positions:
         raise InputError("nothing to replay: the account holds no positions")
     symbol = symbol or account.positions[0].symbol
@@ -287,6 +290,8 @@ def replay(
             if not engine.states and beyond(price):
                 continue  # beyond the last price at which any rule could breach: idle
             worst, observed = at(price)
+            if watch is not None:
+                watch(candle.t_ms, observed)
             # nothing firing, nothing breached: evaluate would change nothing
             notes = (
                 []
