@@ -27,13 +27,12 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
-from lead_time import CALM_EVERY_S, DATA, HISTORIES, HOUR, NEED_S
+from lead_time import CALM_EVERY_S, DATA, HISTORIES, HOUR, NEED_S, isolated_run
 
 from alertd.config import RuleConfig
 from alertd.daemon.evaluation import _rule
-from alertd.engine.model import MarginMode
 from alertd.replay.history import History, iso, load_history
-from alertd.replay.sweep import Entry, before_the_move, calm_day_entries, replay_entry
+from alertd.replay.sweep import Entry, before_the_move, calm_day_entries
 from alertd.rules.metrics import lookup
 from alertd.rules.model import Observation, Rule, Scope
 
@@ -94,18 +93,7 @@ def moments(
         if figures is not None:
             seen.append((t_ms, figures))
 
-    result = replay_entry(
-        symbol,
-        side,
-        MarginMode.ISOLATED,
-        lev,
-        history,
-        entry,
-        rules,
-        before=history,
-        shortcut=False,
-        watch=watch,
-    )
+    result = isolated_run(symbol, side, lev, history, entry, rules, shortcut=False, watch=watch)
     return seen, result.liquidated_at_ms, result.start_ms
 
 
