@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import (
@@ -38,6 +38,7 @@ from alertd.limits import (
     MAX_CONFIG_BYTES,
     MAX_DURATION_S,
     MAX_NUMBER_CHARS,
+    MAX_RULE_CONDITIONS,
     MAX_SECRET_BYTES,
     ReadError,
     read_input,
@@ -251,41 +252,27 @@ Interval = Annotated[float, BeforeValidator(parse_duration), Field(ge=MIN_INTERV
 Threshold = Annotated[Decimal, BeforeValidator(decimal_value)]
 
 
-class RuleConfig(_Model):
+class ConditionConfig(_Model):
+    """A metric on one side of a threshold: a rule's own test, and each of its ``while``
+    conditions (docs/rules.md, "Rules of several conditions")."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    name: str
     metric: str
-    scope: Literal["account", "position"] | None = None
     above: Threshold | None = None
     below: Threshold | None = None
     clear_above: Threshold | None = None
     clear_below: Threshold | None = None
-    for_: Duration = Field(0.0, alias="for")
-    keep_firing_for: Duration = 0.0
-    severity: Literal["info", "warning", "critical"] = "warning"
-    repeat: Duration | None = None
-    accounts: list[str] | None = None
-    exchanges: list[str] | None = None
-    symbols: list[str] | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
-    message: str | None = None
     # the price-dynamics metrics' parameters (docs/rules.md, "Predictive metrics")
     horizon: Duration | None = None
     window: Duration | None = None
 
-    @field_validator("message")
-    @classmethod
-    def _message(cls, value: str | None) -> str | None:
-        from alertd.rules.messages import template_problem
-
-        problem = None if value is None else template_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
+    def _scope_name(self) -> str | None:
+        """The scope the condition's metric is read in, where it says (a rule's ``scope``)."""
+        return None
 
     @model_validator(mode="after")
-    def _thresholds(self) -> RuleConfig:
+    def _thresholds(self) -> Self:
         from alertd.rules.metrics import ACCOUNT_METRICS, POSITION_METRICS
 
         known = {**ACCOUNT_METRICS, **POSITION_METRICS}
@@ -293,7 +280,7 @@ class RuleConfig(_Model):
             close = difflib.get_close_matches(self.metric, known, n=1, cutoff=0.5)
             hint = f"did you mean {close[0]}?" if close else "see docs/rules.md"
             raise ValueError(f"unknown metric {short(self.metric)} ({hint})")
-        scope = self.scope
+        scope = self._scope_name()
         if scope == "account" and self.metric not in ACCOUNT_METRICS:
             raise ValueError(f"{self.metric} is a position metric")
         if scope == "position" and self.metric not in POSITION_METRICS:
@@ -344,7 +331,7 @@ class RuleConfig(_Model):
     def _probability_threshold(self) -> None:
         from alertd.rules.metrics import Unit, lookup
 
-        metric = lookup(self.metric, _scope(self.scope))
+        metric = lookup(self.metric, _scope(self._scope_name()))
         threshold = self.above if self.above is not None else self.below
         what = (
             {
@@ -359,6 +346,53 @@ class RuleConfig(_Model):
                 f"{self.metric} is {what}: a threshold of {threshold} can never be "
                 "crossed (use a value from 0 to 1, e.g. 0.05 for 5%)"
             )
+
+
+class RuleConfig(ConditionConfig):
+    name: str
+    scope: Literal["account", "position"] | None = None
+    for_: Duration = Field(0.0, alias="for")
+    keep_firing_for: Duration = 0.0
+    severity: Literal["info", "warning", "critical"] = "warning"
+    repeat: Duration | None = None
+    accounts: list[str] | None = None
+    exchanges: list[str] | None = None
+    symbols: list[str] | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    message: str | None = None
+    # more conditions on the same subject that must hold at the same time (each a metric
+    # past a threshold): the rule fires only while all of them do
+    while_: (
+        Annotated[list[ConditionConfig], Field(min_length=1, max_length=MAX_RULE_CONDITIONS)] | None
+    ) = Field(None, alias="while")
+
+    def _scope_name(self) -> str | None:
+        return self.scope
+
+    @field_validator("message")
+    @classmethod
+    def _message(cls, value: str | None) -> str | None:
+        from alertd.rules.messages import template_problem
+
+        problem = None if value is None else template_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _conditions_in_scope(self) -> RuleConfig:
+        """Each ``while`` condition reads the rule's own subject: a metric of its scope."""
+        from alertd.rules.metrics import lookup, metric_scope
+
+        scope = self.scope or (s.value if (s := metric_scope(self.metric)) else None)
+        for k, c in enumerate(self.while_ or ()):
+            if scope is not None and lookup(c.metric, _scope(scope)) is None:
+                other = "a position" if scope == "account" else "an account"
+                raise ValueError(
+                    f"while[{k}]: {c.metric} is {other} metric, and this rule reads "
+                    f"{scope} metrics (a condition is about the rule's own subject)"
+                )
+        return self
 
 
 def _scope(value: object) -> Any:

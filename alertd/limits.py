@@ -43,6 +43,8 @@ MAX_DURATION_S = 10 * 366 * 86_400.0
 MAX_TIME_MS = 253_402_300_799_999
 # replay --sweep: entries per leverage.
 MAX_SWEEP_ENTRIES = 10_000
+# A rule's `while` conditions: each is read at every evaluation of every subject it covers.
+MAX_RULE_CONDITIONS = 8
 
 
 class ReadError(Exception):

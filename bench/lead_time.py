@@ -25,6 +25,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import TypeAdapter
@@ -34,8 +35,9 @@ from alertd.config import DEFAULT_RULES, RuleConfig
 from alertd.daemon.evaluation import _rule
 from alertd.engine.model import MarginMode
 from alertd.replay.history import History, iso, load_history, window
-from alertd.replay.run import AT_ENTRY, BEFORE
+from alertd.replay.run import AT_ENTRY, BEFORE, ReplayResult
 from alertd.replay.sweep import (
+    Entry,
     before_the_move,
     calm_day_entries,
     replay_entry,
@@ -85,6 +87,22 @@ def _engine(configs: list[RuleConfig]) -> list[Rule]:
     return [_rule(r) for r in configs]
 
 
+def isolated_run(
+    symbol: str,
+    side: str,
+    lev: int,
+    history: History,
+    entry: Entry,
+    rules: list[Rule],
+    **options: Any,
+) -> ReplayResult:
+    """The scenario's run: an isolated position of 1 at the entry, its price dynamics seeded
+    from the history's candles before it (``options``: as ``replay_entry``'s)."""
+    return replay_entry(
+        symbol, side, MarginMode.ISOLATED, lev, history, entry, rules, before=history, **options
+    )
+
+
 def header(first: str, sets: list[tuple[str, list[Rule]]], what: str) -> None:
     """A Markdown table's head: the ``first`` columns, then one per rule set."""
     print(f"| {first} | " + " | ".join(f"{name}: {what}" for name, _ in sets) + " |")
@@ -104,16 +122,7 @@ def crashes(histories: list[tuple[str, History, str]], sets: list[tuple[str, lis
                 cells = []
                 liquidated = "-"
                 for name, rules in sets:
-                    result = replay_entry(
-                        symbol,
-                        side,
-                        MarginMode.ISOLATED,
-                        lev,
-                        history,
-                        entry,
-                        rules,
-                        before=history,
-                    )
+                    result = isolated_run(symbol, side, lev, history, entry, rules)
                     if result.liquidated_at_ms is None:
                         cells.append("not liquidated")
                         continue

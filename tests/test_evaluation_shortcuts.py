@@ -40,7 +40,14 @@ from alertd.rules.lifecycle import (
     Phase,
 )
 from alertd.rules.messages import render
-from alertd.rules.metrics import FeedStatus, Needs, needs_of, observe, with_full_metrics
+from alertd.rules.metrics import (
+    FeedStatus,
+    Needs,
+    metric_scope,
+    needs_of,
+    observe,
+    with_full_metrics,
+)
 from alertd.rules.model import (
     Observation,
     Rule,
@@ -70,7 +77,7 @@ class ScanningEngine(AlertEngine):
         return not any(
             (value := obs.metrics.get(rule.metric)) is not None
             and rule.applies_to(obs.subject)
-            and rule.breached(value)
+            and rule.holds(value, obs.metrics)
             for obs in observations
             for rule in self.rules.values()
         )
@@ -222,19 +229,49 @@ def rule(
     symbols: list[str],
     seen: Mapping[str, list[Decimal]],
 ) -> RuleConfig:
-    """A random rule; most thresholds near a value ``seen`` in the world, so they are crossed."""
-    metric = rng.choice(
-        [
-            "liquidation_distance",
-            "liquidation_distance",
-            "liquidation_distance",
-            "worst_ratio",
-            "margin_ratio",
-            "crash_distance",
-            "notional",
-            "stop_beyond_liquidation",
+    """A random rule; most thresholds near a value ``seen`` in the world, so they are crossed;
+    some with a ``while`` condition on another metric of the same scope."""
+    metric = rng.choice(METRICS)
+    kw = threshold(rng, metric, seen)
+    if rng.random() < 0.4:
+        kw["for"] = float(rng.choice([1, 5, 30, 120]))
+    if rng.random() < 0.5:
+        kw["keep_firing_for"] = float(rng.choice([0.5, 3, 10, 60]))
+    if rng.random() < 0.5:
+        kw["repeat"] = float(rng.choice([0, 20, 90, 600]))
+    if rng.random() < 0.2:
+        kw["accounts"] = rng.sample(accounts, 1)
+    if rng.random() < 0.15 and metric in ("liquidation_distance", "margin_ratio", "notional"):
+        kw["symbols"] = rng.sample(symbols, 2)
+    scope = metric_scope(metric)
+    same_scope = [m for m in METRICS if metric_scope(m) is scope]
+    if rng.random() < 0.35:
+        kw["while"] = [
+            {"metric": other, **threshold(rng, other, seen)}
+            for other in rng.sample(same_scope, rng.randint(1, 2))
         ]
+    severity = rng.choice(["info", "warning", "critical", "critical"])
+    return RuleConfig.model_validate(
+        {"name": f"r{i}", "metric": metric, "severity": severity, **kw}
     )
+
+
+METRICS = [
+    "liquidation_distance",
+    "liquidation_distance",
+    "liquidation_distance",
+    "worst_ratio",
+    "margin_ratio",
+    "crash_distance",
+    "notional",
+    "stop_beyond_liquidation",
+]
+
+
+def threshold(
+    rng: random.Random, metric: str, seen: Mapping[str, list[Decimal]]
+) -> dict[str, object]:
+    """A random threshold (and clear level) on ``metric``, mostly near a value ``seen``."""
     near = seen.get(metric)
     if near and rng.random() < 0.8:
         level = rng.choice(near) * (1 + D(rng.randint(-400, 400)) / 10_000)
@@ -252,20 +289,7 @@ def rule(
         kw = {"above": level}
         if rng.random() < 0.6:
             kw["clear_below"] = level - band
-    if rng.random() < 0.4:
-        kw["for"] = float(rng.choice([1, 5, 30, 120]))
-    if rng.random() < 0.5:
-        kw["keep_firing_for"] = float(rng.choice([0.5, 3, 10, 60]))
-    if rng.random() < 0.5:
-        kw["repeat"] = float(rng.choice([0, 20, 90, 600]))
-    if rng.random() < 0.2:
-        kw["accounts"] = rng.sample(accounts, 1)
-    if rng.random() < 0.15 and metric in ("liquidation_distance", "margin_ratio", "notional"):
-        kw["symbols"] = rng.sample(symbols, 2)
-    severity = rng.choice(["info", "warning", "critical", "critical"])
-    return RuleConfig.model_validate(
-        {"name": f"r{i}", "metric": metric, "severity": severity, **kw}
-    )
+    return kw
 
 
 def silences(rng: random.Random, accounts: list[str], start: float) -> list[Silence]:
@@ -349,7 +373,7 @@ def run_world(seed: int, steps: int) -> tuple[int, int]:
         ScanningEngine(
             daemon.rules, silences=store.silences(), quiet_hours=daemon.engine.quiet_hours
         ),
-        {r.metric for r in daemon.rules},
+        {c.metric for r in daemon.rules for c in r.conditions},
         daemon.target,
         needs_of(daemon.rules) is Needs.CRASH,
     )

@@ -34,7 +34,7 @@ from alertd.rules.metrics import (
     wanted_of,
     with_full_metrics,
 )
-from alertd.rules.model import QuietHours, Rule, Scope, Severity
+from alertd.rules.model import Condition, QuietHours, Rule, Scope, Severity
 from alertd.snapshot.compare import rounding
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,19 @@ def _rule(rc: RuleConfig) -> Rule:
         message=rc.message,
         horizon_s=rc.horizon,
         window_s=rc.window,
+        also=tuple(
+            Condition(
+                c.metric,
+                scope,
+                c.above,
+                c.below,
+                c.clear_above,
+                c.clear_below,
+                c.horizon,
+                c.window,
+            )
+            for c in rc.while_ or ()
+        ),
     )
 
 

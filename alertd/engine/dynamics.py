@@ -78,11 +78,6 @@ class MarkWindow:
     def __len__(self) -> int:
         return len(self._raw)
 
-    @property
-    def last_time(self) -> float | None:
-        raw = self._raw
-        return raw.t[-1] if len(raw.t) > raw.lo else None
-
     def samples(self) -> list[tuple[float, float]]:
         """(time, price) of every sample, oldest first."""
         raw = self._raw

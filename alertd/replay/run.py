@@ -166,7 +166,10 @@ def replay(
     progress: Callable[[int], None] | None = None,
     shortcut: bool = True,
     warmup: Sequence[Candle] = (),
+    watch: Callable[[int, Sequence[Observation]], None] | None = None,
 ) -> ReplayResult:
+    """``watch``: called with (candle time, observations) at every point evaluated (with
+    ``shortcut`` off, every point): what the rules saw, for a study of the figures themselves."""
     if not account.positions:
         raise InputError("nothing to replay: the account holds no positions")
     symbol = symbol or account.positions[0].symbol
@@ -220,7 +223,7 @@ def replay(
     # price for the whole replay, found by search (a few hundred prices: not with a crash
     # solve in each); those on price dynamics give one per candle, from their reach (how
     # near liquidation they can breach with the window's dynamics, as the candle starts).
-    dynamic = [r for r in rules if (m := lookup(r.metric, r.scope)) is not None and m.dynamic]
+    dynamic = [r for r in rules if _reads_dynamics(r)]
     static = [r for r in rules if r not in dynamic]
     reach = dynamics_reach(dynamic) if dynamic else None
     static_engine = AlertEngine(static)
@@ -287,6 +290,8 @@ def replay(
             if not engine.states and beyond(price):
                 continue  # beyond the last price at which any rule could breach: idle
             worst, observed = at(price)
+            if watch is not None:
+                watch(candle.t_ms, observed)
             # nothing firing, nothing breached: evaluate would change nothing
             notes = (
                 []
@@ -326,11 +331,18 @@ def _distinct(path: tuple[Decimal, ...]) -> int:
 
 
 def _risk_directed(rule: Rule) -> bool:
-    """The rule fires on its metric's risky side (``above`` a figure that is riskier higher):
-    then it breaches at a candle's riskiest point if it breaches anywhere in it."""
-    metric = lookup(rule.metric, rule.scope)
-    side = "above" if rule.above is not None else "below"
-    return metric is not None and metric.risky == side
+    """Each of the rule's conditions fires on its metric's risky side (``above`` a figure
+    that is riskier higher): then it breaches at a candle's riskiest point if it breaches
+    anywhere in it (every condition at once there, if all at once anywhere)."""
+    return all(
+        (metric := lookup(c.metric, c.scope)) is not None and metric.risky == c.direction
+        for c in rule.conditions
+    )
+
+
+def _reads_dynamics(rule: Rule) -> bool:
+    """Some condition of the rule reads the price dynamics."""
+    return any((m := lookup(c.metric, c.scope)) is not None and m.dynamic for c in rule.conditions)
 
 
 def warmup_before(history: History, start_ms: int, rules: Sequence[Rule]) -> tuple[Candle, ...]:

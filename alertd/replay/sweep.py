@@ -40,7 +40,7 @@ from alertd.replay.run import (
     replay,
     warmup_before,
 )
-from alertd.rules.model import Rule
+from alertd.rules.model import Observation, Rule
 
 LEVERAGES = (5, 10, 20, 50, 100)
 DAY_MS = 86_400_000
@@ -219,6 +219,7 @@ def replay_entry(
     exchange: str = "binanceusdm",
     before: History | None = None,
     shortcut: bool = True,
+    watch: Callable[[int, Sequence[Observation]], None] | None = None,
 ) -> ReplayResult:
     """One sweep run: a fresh position of 1 at the entry candle's open, replayed to the
     entry's end, its price dynamics seeded from the candles before it (``shortcut``: as
@@ -231,7 +232,9 @@ def replay_entry(
         f"{spec_symbol} {side} 1 @ {first.open} x{leverage} {mode}", exchange
     )
     warmup = warmup_before(before or history, first.t_ms, rules)
-    return replay(account, window, rules, spec_symbol, warmup=warmup, shortcut=shortcut)
+    return replay(
+        account, window, rules, spec_symbol, warmup=warmup, shortcut=shortcut, watch=watch
+    )
 
 
 def _time(candle: Candle) -> int:

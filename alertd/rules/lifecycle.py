@@ -252,7 +252,7 @@ class AlertEngine:
             for rule in self.rules.values():
                 # a metric missing from an observation (an account whose data is incomplete)
                 # leaves its alerts as they are: no data is not "all clear"
-                if rule.applies_to(obs.subject) and rule.series in obs.metrics:
+                if rule.applies_to(obs.subject) and rule.observed_in(obs.metrics):
                     self._step(rule, obs, obs.metrics[rule.series], now, out)
 
     def idle(self, observations: Sequence[Observation]) -> bool:
@@ -264,7 +264,12 @@ class AlertEngine:
             metrics = obs.metrics
             for rule in self.rules.values():
                 value = metrics.get(rule.series)
-                if value is not None and rule.breached(value) and rule.applies_to(obs.subject):
+                if (
+                    value is not None
+                    and rule.breached(value)
+                    and (not rule.also or rule.holds(value, metrics))
+                    and rule.applies_to(obs.subject)
+                ):
                     return False
         return True
 
@@ -284,14 +289,14 @@ class AlertEngine:
                 self._resolve(rule, state, obs, now, out, Resolution.NO_VALUE)
             return
         if state is None:
-            if not rule.breached(value):
+            if not rule.holds(value, obs.metrics):
                 return
             state = AlertState(rule.name, obs.subject, Phase.PENDING, now, value)
             self._add(state)
             self.changed.add(state.subject.account)
         state.value = value
         if state.phase is Phase.PENDING:
-            if not rule.breached(value):
+            if not rule.holds(value, obs.metrics):
                 self._drop(state)
                 self.changed.add(state.subject.account)
             elif now - state.since >= rule.for_s:
@@ -301,7 +306,7 @@ class AlertEngine:
                 self._send(rule, state, obs, now, out, Kind.FIRING)
             return
         # firing
-        if rule.cleared(value):
+        if rule.released(value, obs.metrics):
             if state.clear_since is None:
                 state.clear_since = now
                 self.changed.add(state.subject.account)

@@ -352,6 +352,15 @@ def book_notes(pm: PositionMetrics, book: OrderBook) -> list[str]:
     ]
 
 
+def while_text(rule: Rule) -> str:
+    """A rule's ``also`` conditions as a message says them: ", while liquidation distance
+    below 6.0%" (empty for a rule of one condition)."""
+    return "".join(
+        f", while {c.metric.replace('_', ' ')} {c.direction} {fmt_metric(c.metric, c.threshold)}"
+        for c in rule.also
+    )
+
+
 def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
     """The message for ``n``; actions aim at ``target_ratio`` (the lowest ratio that clears
     every ratio rule, chosen by the caller from the configured rules)."""
@@ -382,14 +391,18 @@ def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
     stop = _about_stop(n, head, who)
     if stop is not None:
         return stop
+    also = while_text(rule)
     if resolved:
         gone = " (position closed)" if n.reason is Resolution.GONE else ""
         title = f"{head} {who}: {words}{gone}"
-        body = f"was {rule.direction} {threshold} for {fmt.duration(n.at - n.since)} ({rule.name})"
+        body = (
+            f"was {rule.direction} {threshold}{also} for {fmt.duration(n.at - n.since)} "
+            f"({rule.name})"
+        )
         return Message(title, body)
 
     title = f"{head} {who}: {words}"
-    lines = [f"{rule.direction} {threshold} ({rule.name})"]
+    lines = [f"{rule.direction} {threshold}{also} ({rule.name})"]
     if metric == "account_error":
         lines = [f"feed stopped: {n.context.fatal or 'unknown error'}"]
     elif unit_of(metric) is Unit.SECONDS:

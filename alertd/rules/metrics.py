@@ -46,6 +46,7 @@ from alertd.engine.stops import (
 )
 from alertd.rules.lifecycle import Notification
 from alertd.rules.model import (
+    Condition,
     Context,
     FeedStatus,
     Observation,
@@ -163,14 +164,14 @@ class Metric:
     # For a costly position metric: a cheap proof that its value cannot breach a rule (then
     # it need not be computed for a subject with no alert), of one position (``index``) or of
     # every position of the account (``index`` -1). ``False`` proves nothing.
-    clear: Callable[[Figures, Rule], bool] | None = None
+    clear: Callable[[Figures, Condition], bool] | None = None
 
     # For a position price-dynamics metric: how near liquidation a rule pointing the metric's
     # risky way can breach. ``reach(rule, horizon_s, window_s)`` gives the rule's
     # ``(window, direction) -> log distance``: from the mark to the liquidation price
     # (``direction`` +1 when it is above), at or beyond which the rule's value cannot breach
     # with the window's dynamics (see :func:`dynamics_reach`)
-    reach: Callable[[Rule, float, float], Reach] | None = None
+    reach: Callable[[Condition, float, float], Reach] | None = None
 
     # reads the exchange's order book of the position's symbol (fetched only for these)
     reads_book: bool = False
@@ -308,7 +309,7 @@ def _seconds(f: Figures, distance: float, direction: int) -> float | None:
 # distance d, so a rule breaches exactly below one distance, read off the dynamics once.
 
 
-def _probability_reach(rule: Rule, horizon_s: float, window_s: float) -> Reach:
+def _probability_reach(rule: Condition, horizon_s: float, window_s: float) -> Reach:
     # erfc(d / (sigma sqrt(2T))) > p  <=>  d < z_p sigma sqrt(T), z_p the distance in sigmas
     # whose touch probability is p
     p = float(rule.threshold)
@@ -324,7 +325,7 @@ def _probability_reach(rule: Rule, horizon_s: float, window_s: float) -> Reach:
     return reach
 
 
-def _sigmas_reach(rule: Rule, horizon_s: float, window_s: float) -> Reach:
+def _sigmas_reach(rule: Condition, horizon_s: float, window_s: float) -> Reach:
     # d / (sigma sqrt(T)) < s  <=>  d < s sigma sqrt(T)
     scale = max(float(rule.threshold), 0.0) * math.sqrt(horizon_s)
 
@@ -335,7 +336,7 @@ def _sigmas_reach(rule: Rule, horizon_s: float, window_s: float) -> Reach:
     return reach
 
 
-def _seconds_reach(rule: Rule, horizon_s: float, window_s: float) -> Reach:
+def _seconds_reach(rule: Condition, horizon_s: float, window_s: float) -> Reach:
     # d / speed < X  <=>  d < X speed, moving towards liquidation only
     seconds = max(float(rule.threshold), 0.0)
 
@@ -367,23 +368,34 @@ def dynamics_reach(rules: Iterable[Rule]) -> Callable[[MarkWindow, int], float] 
     distance alone moves with it). ``None`` when some of them give no such bound: an account
     rule, or one pointing its metric's safe way.
 
+    A rule of several conditions breaches only where all of them do: the nearest reach of its
+    conditions that have one bounds it (those that read no dynamics are left to the caller).
+
     A replay uses it to skip the points that provably change nothing (the one-position
     shortcut in ``alertd/replay/run.py``); a distance within :data:`REACH_MARGIN` of the
     reach is evaluated in full."""
-    parts = []
+    per_rule: list[list[Reach]] = []
     for r in rules:
-        m = lookup(r.metric, r.scope)
-        if m is None or not m.dynamic:
+        parts, unbounded = [], False
+        for c in r.conditions:
+            m = lookup(c.metric, c.scope)
+            if m is None or not m.dynamic:
+                continue
+            if m.reach is None or m.risky != c.direction:
+                unbounded = True
+                continue
+            assert m.window_s is not None
+            parts.append(m.reach(c, c.horizon_s or m.horizon_s or 0.0, c.window_s or m.window_s))
+        if not parts:
+            if unbounded:
+                return None
             continue
-        if m.reach is None or m.risky != r.direction:
-            return None
-        assert m.window_s is not None
-        parts.append(m.reach(r, r.horizon_s or m.horizon_s or 0.0, r.window_s or m.window_s))
+        per_rule.append(parts)
 
     def reach(window: MarkWindow, direction: int) -> float:
         found = 0.0
-        for part in parts:
-            found = max(found, part(window, direction))
+        for parts in per_rule:
+            found = max(found, min(part(window, direction) for part in parts))
         return found * (1 + REACH_MARGIN) + REACH_FLOOR
 
     return reach
@@ -498,7 +510,7 @@ def _stop_beyond_liquidation(f: Figures) -> Decimal | None:
     return beyond_liquidation(stop, liq, lp.position.side, lp.mark)
 
 
-def _stop_beyond_clear(f: Figures, rule: Rule) -> bool:
+def _stop_beyond_clear(f: Figures, rule: Condition) -> bool:
     """The closest stop provably fires before the liquidation by more than an "above" rule's
     threshold allows: with the stop a fraction ``S`` of the mark away, the value is ``S - D``
     (``D`` the liquidation's distance on the adverse side), so a liquidation provably
@@ -782,8 +794,13 @@ def _gap_metrics() -> tuple[Metric, ...]:
 
 
 def book_rules(rules: Iterable[Rule]) -> list[Rule]:
-    """The rules that read an order book: their symbols' books are fetched, no others."""
-    return [r for r in rules if (m := lookup(r.metric, r.scope)) is not None and m.reads_book]
+    """The rules that read an order book (in any condition): their symbols' books are
+    fetched, no others."""
+    return [
+        r
+        for r in rules
+        if any((m := lookup(c.metric, c.scope)) is not None and m.reads_book for c in r.conditions)
+    ]
 
 
 def book_covers(rules: Iterable[Rule]) -> Callable[[str, str, str], bool] | None:
@@ -800,7 +817,7 @@ def book_covers(rules: Iterable[Rule]) -> Callable[[str, str, str], bool] | None
     return covers
 
 
-def _liquidation_clear(f: Figures, rule: Rule) -> bool:
+def _liquidation_clear(f: Figures, rule: Condition) -> bool:
     """Every distance (or this position's) provably above a "below" rule's threshold."""
     if rule.below is None:
         return False
@@ -1081,8 +1098,8 @@ def unit_of(metric: str) -> Unit | None:
 
 
 def needs_of(rules: Iterable[Rule]) -> Needs:
-    """The most any of ``rules`` needs computed."""
-    found = [lookup(r.metric, r.scope) for r in rules]
+    """The most any of ``rules`` needs computed (for any of its conditions)."""
+    found = [lookup(c.metric, c.scope) for r in rules for c in r.conditions]
     return max((m.needs for m in found if m is not None), default=Needs.FEED)
 
 
@@ -1092,20 +1109,23 @@ def needs_of(rules: Iterable[Rule]) -> Needs:
 def wanted_of(rules: Iterable[Rule]) -> frozenset[str]:
     """What :func:`observe` must read for ``rules``: each rule's series (its metric, with its
     parameters for a price-dynamics metric). A price-dynamics series is asked for in the
-    rule's scope only (``position:...``): the account's figure needs a crash solve."""
+    rule's scope only (``position:...``): the account's figure needs a crash solve. A rule's
+    ``also`` conditions are read like its own metric."""
     out = set()
     for r in rules:
-        m = lookup(r.metric, r.scope)
-        out.add(f"{r.scope.value}:{r.series}" if m is not None and m.dynamic else r.series)
+        for c in r.conditions:
+            m = lookup(c.metric, c.scope)
+            out.add(f"{c.scope.value}:{c.series}" if m is not None and m.dynamic else c.series)
     return frozenset(out)
 
 
 def dynamics_span_s(rules: Iterable[Rule]) -> float:
     """The longest lookback any of ``rules`` reads the price dynamics over (0 for none)."""
     spans = [
-        r.window_s if r.window_s is not None else m.window_s or 0.0
+        c.window_s if c.window_s is not None else m.window_s or 0.0
         for r in rules
-        if (m := lookup(r.metric, r.scope)) is not None and m.dynamic
+        for c in r.conditions
+        if (m := lookup(c.metric, c.scope)) is not None and m.dynamic
     ]
     return max(spans, default=0.0)
 
@@ -1160,15 +1180,17 @@ def _selection(
     )
 
 
-Shortcuts = Sequence[tuple[Metric, Sequence[Rule]]]
+Shortcuts = Sequence[tuple[Metric, Sequence[Condition]]]
 
 
 def shortcuts(rules: Iterable[Rule]) -> Shortcuts:
-    """The position metrics with a :attr:`Metric.clear` proof, each with the rules on it."""
-    rules = list(rules)
+    """The position metrics with a :attr:`Metric.clear` proof, each with the conditions on it
+    (rules' own metrics and their ``also`` conditions: a metric is spared only when none of
+    them can breach)."""
+    conditions = [c for r in rules for c in r.conditions]
     found = []
     for m in POSITION_METRICS.values():
-        on = [r for r in rules if r.scope is Scope.POSITION and r.metric == m.name]
+        on = [c for c in conditions if c.scope is Scope.POSITION and c.metric == m.name]
         if m.clear is not None and on:
             found.append((m, tuple(on)))
     return tuple(found)

@@ -116,7 +116,58 @@ def parse_series(key: str) -> tuple[str, float | None, float | None]:
 
 
 @dataclass(frozen=True, slots=True)
+class Condition:
+    """A metric on one side of a threshold: what a rule tests (its own metric, and each of
+    its ``while`` conditions), with the hysteresis that ends it and the price-dynamics
+    parameters the metric is read with."""
+
+    metric: str
+    scope: Scope
+    above: Decimal | None = None
+    below: Decimal | None = None
+    clear_above: Decimal | None = None  # hysteresis for a "below" condition
+    clear_below: Decimal | None = None  # hysteresis for an "above" condition
+    horizon_s: float | None = None  # how far ahead a probability looks
+    window_s: float | None = None  # how far back volatility or velocity is measured
+    # the observation key this condition reads: the metric, with its parameters when it has any
+    series: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if (self.above is None) == (self.below is None):
+            raise ValueError(f"{self.metric}: give exactly one of above/below")
+        object.__setattr__(self, "series", series_key(self.metric, self.horizon_s, self.window_s))
+
+    @property
+    def threshold(self) -> Decimal:
+        value = self.above if self.above is not None else self.below
+        assert value is not None
+        return value
+
+    @property
+    def direction(self) -> str:
+        return "above" if self.above is not None else "below"
+
+    def breached(self, value: Decimal) -> bool:
+        if self.above is not None:
+            return value > self.above
+        assert self.below is not None
+        return value < self.below
+
+    def cleared(self, value: Decimal) -> bool:
+        """Back on the safe side of the clear threshold (the hysteresis band is not)."""
+        if self.above is not None:
+            limit = self.clear_below if self.clear_below is not None else self.above
+            return value <= limit
+        assert self.below is not None
+        limit = self.clear_above if self.clear_above is not None else self.below
+        return value >= limit
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
+    """A rule: its metric past its threshold (and every ``also`` condition at the same time)
+    on a subject it applies to, for ``for_s``, fires; it resolves once any of them clears."""
+
     name: str
     metric: str
     scope: Scope
@@ -136,23 +187,40 @@ class Rule:
     # parameters of the price-dynamics metrics (None: the metric takes none, or its default)
     horizon_s: float | None = None  # how far ahead a probability looks
     window_s: float | None = None  # how far back volatility or velocity is measured
-    # the observation key this rule reads: the metric, with its parameters when it has any
+    # conditions on the same subject that must hold too (config ``while:``), each on its own
+    # metric: the rule fires only while all of them and its own metric are past their
+    # thresholds, and resolves when any of them clears
+    also: tuple[Condition, ...] = ()
+    # the observation key this rule's own metric is read at: the metric, with its parameters
     series: str = field(init=False, repr=False, compare=False)
+    # its own metric as a condition, then the ``also`` ones: everything the rule reads
+    conditions: tuple[Condition, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if (self.above is None) == (self.below is None):
             raise ValueError(f"rule {self.name!r}: give exactly one of above/below")
-        object.__setattr__(self, "series", series_key(self.metric, self.horizon_s, self.window_s))
+        if any(c.scope is not self.scope for c in self.also):
+            raise ValueError(f"rule {self.name!r}: its conditions read its own subject's scope")
+        own = Condition(
+            self.metric,
+            self.scope,
+            self.above,
+            self.below,
+            self.clear_above,
+            self.clear_below,
+            self.horizon_s,
+            self.window_s,
+        )
+        object.__setattr__(self, "series", own.series)
+        object.__setattr__(self, "conditions", (own, *self.also))
 
     @property
     def threshold(self) -> Decimal:
-        value = self.above if self.above is not None else self.below
-        assert value is not None
-        return value
+        return self.conditions[0].threshold
 
     @property
     def direction(self) -> str:
-        return "above" if self.above is not None else "below"
+        return self.conditions[0].direction
 
     @property
     def repeat_every_s(self) -> float:
@@ -167,20 +235,42 @@ class Rule:
             return False
         return self.symbols is None or subject.symbol in self.symbols
 
+    def observed_in(self, metrics: Mapping[str, Decimal | None]) -> bool:
+        """Every series the rule reads is in ``metrics`` (a missing one: no data, which
+        leaves the rule's alert as it is)."""
+        if self.series not in metrics:
+            return False
+        return all(c.series in metrics for c in self.also)
+
     def breached(self, value: Decimal) -> bool:
-        if self.above is not None:
-            return value > self.above
-        assert self.below is not None
-        return value < self.below
+        """Its own metric's ``value`` is past the threshold (:meth:`holds` adds ``also``)."""
+        return self.conditions[0].breached(value)
 
     def cleared(self, value: Decimal) -> bool:
-        """Back on the safe side of the clear threshold (the hysteresis band is not)."""
-        if self.above is not None:
-            limit = self.clear_below if self.clear_below is not None else self.above
-            return value <= limit
-        assert self.below is not None
-        limit = self.clear_above if self.clear_above is not None else self.below
-        return value >= limit
+        """Its own metric's ``value`` is back on the safe side of the clear threshold."""
+        return self.conditions[0].cleared(value)
+
+    def holds(self, value: Decimal, metrics: Mapping[str, Decimal | None]) -> bool:
+        """``value`` (its own metric's) and every ``also`` condition in ``metrics`` are past
+        their thresholds: the rule is breached. A condition with no value does not hold."""
+        if not self.conditions[0].breached(value):
+            return False
+        for c in self.also:
+            other = metrics.get(c.series)
+            if other is None or not c.breached(other):
+                return False
+        return True
+
+    def released(self, value: Decimal, metrics: Mapping[str, Decimal | None]) -> bool:
+        """``value`` (its own metric's) or some ``also`` condition in ``metrics`` is back on
+        its safe side (a condition with no value is): a firing alert resolves."""
+        if self.conditions[0].cleared(value):
+            return True
+        for c in self.also:
+            other = metrics.get(c.series)
+            if other is None or c.cleared(other):
+                return True
+        return False
 
 
 @dataclass(frozen=True, slots=True)
