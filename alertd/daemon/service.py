@@ -440,14 +440,19 @@ class Service:
 
     def _on_change(self, feed: AccountFeed, change: Change, symbol: str | None) -> None:
         name = feed.config.name
-        if change is Change.EVENT:
-            if feed.state.events:
-                self._events.append((feed, feed.state.events[-1]))
-        elif change is Change.MARK and symbol is not None and name in self.book:
+        if change is Change.MARK and symbol is not None and name in self.book:
             price = feed.state.marks.get(symbol)
             if price is not None:
                 self.book.apply_account_mark(name, symbol, price)
                 self.ticks += 1
+            self._dirty.add(name)
+            self._changed.add(name)
+            return
+        assert self.alerting is not None
+        self.alerting.forget(name)  # what its band assumed may have changed
+        if change is Change.EVENT:
+            if feed.state.events:
+                self._events.append((feed, feed.state.events[-1]))
         elif change in (Change.ACCOUNT, Change.MARK):
             if not feed.state.missing():
                 self.book.set_account(name, feed.state.to_account())

@@ -45,9 +45,11 @@ from alertd.engine.margin import (
     round_to_tick,
 )
 from alertd.engine.model import Account, Position
+from alertd.engine.tiers import Tier
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
+INFINITY = Decimal("Infinity")
 
 
 # Head room over the bounds below: far above Decimal's rounding in the running sums and the
@@ -75,6 +77,43 @@ def step_bound(leg: Leg) -> Decimal:
         assert lower.cap is not None  # only the last tier is uncapped
         total += abs(lower.cap * (upper.mmr - lower.mmr) - (upper.deduction - lower.deduction))
     return total
+
+
+def requirement_rate(leg: Leg) -> Decimal | None:
+    """The least the leg's requirement can be per unit of notional, at any price: ``mm(u) >=
+    rate * quantity * u`` for every ``u > 0``; ``None`` when no such bound is at least 0
+    (a deduction larger than the requirement near a tier's lower edge, say)."""
+    q = leg.quantity
+    if q <= 0:
+        return None
+    if leg.fixed_mm is not None:
+        return ZERO if leg.fixed_mm >= 0 else None  # a constant: its share falls towards 0
+    fee, tiers = leg.fee_rate, leg.tiers.tiers
+    if leg.fixed_tier is not None:
+        spans: list[tuple[Tier, Decimal, Decimal | None]] = [(tiers[leg.fixed_tier], ZERO, None)]
+    else:
+        last = len(tiers) - 1
+        spans = []
+        lower = ZERO
+        for i, tier in enumerate(tiers):
+            upper = None if i == last else tier.cap
+            spans.append((tier, lower, upper))
+            if upper is None:
+                break
+            lower = upper
+    least: Decimal | None = None
+    for tier, lower, upper in spans:
+        # mm / notional = mmr + fee + c / notional: monotonic in the notional, so its least
+        # value on the span is at one of its ends
+        c = q * leg.close_fee - tier.deduction
+        if c >= 0:
+            rate = tier.mmr + fee + (ZERO if upper is None else c / upper)
+        elif lower > 0:
+            rate = tier.mmr + fee + c / lower
+        else:
+            return None  # falls without bound towards a zero notional
+        least = rate if least is None else min(least, rate)
+    return least if least is not None and least >= 0 else None
 
 
 class LivePool:
@@ -116,6 +155,19 @@ class LivePool:
         if d <= 0:
             return True  # the ratio is below 1: no distance is negative
         return self.linear and buffer > (d * self.sensitivity + self.leeway) * SAFETY
+
+    def reach(self) -> Decimal | None:
+        """The move :meth:`beyond` proves safe: ``beyond(d)`` holds for every ``d`` below it
+        (``Infinity`` with no leg). ``None`` where it proves nothing: an inverse leg, or a
+        pool at or past liquidation."""
+        equity = self.balance + self.upnl
+        buffer = equity - self.mm
+        if equity <= 0 or buffer <= 0 or not self.linear:
+            return None
+        room = buffer / SAFETY - self.leeway
+        if room <= 0:
+            return ZERO
+        return room / self.sensitivity if self.sensitivity > 0 else INFINITY
 
 
 class LiveCollateral:
@@ -428,6 +480,12 @@ class LiveAccount:
     def liquidation_distance(self, index: int) -> Decimal | None:
         lp = self.positions[index]
         return liquidation_distance(lp.mark, self.liquidation_price(index), lp.pool.ratio)
+
+    def alone(self, index: int) -> bool:
+        """Position ``index`` is the only leg liquidated at its price (isolated, or the one
+        cross leg of its symbol: no hedged twin, no coin moving with it)."""
+        group = self._groups[index]
+        return len(group.members) == 1 and not group.coins
 
     def liquidation_beyond(self, index: int, d: Decimal) -> bool:
         """True when position ``index``'s :meth:`liquidation_distance` is provably above ``d``
