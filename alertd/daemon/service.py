@@ -377,10 +377,11 @@ class Service:
                 log.warning("shutdown: accounts not saved to the state file: %s", exc)
             self.store.close()
         log.info(
-            "stopped in %.1fs: %s, %s, %s, %d delivered, %d undelivered",
+            "stopped in %.1fs: %s, %s (%s skipped within bands), %s, %d delivered, %d undelivered",
             self._clock() - started,
             fmt.count(len(self.manager.feeds) if self.manager else 0, "account"),
             fmt.count(self.ticks, "engine update"),
+            fmt.count(self.alerting.skipped if self.alerting else 0, "evaluation"),
             fmt.count(self.alerting.notifications if self.alerting else 0, "notification"),
             self.deliverer.sent if self.deliverer else 0,
             left,
