@@ -32,8 +32,8 @@ from alertd.engine.model import Account
 from alertd.engine.orderbook import OrderBook
 from alertd.rules.band import band
 from alertd.rules.lifecycle import Notification
-from alertd.rules.metrics import FeedStatus, observe
-from alertd.rules.model import Subject
+from alertd.rules.metrics import FeedStatus, observe, wanted_of
+from alertd.rules.model import Observation, Subject
 from tests.test_evaluation_shortcuts import (
     EXCHANGES,
     account,
@@ -110,8 +110,8 @@ def random_rule(
 
 
 def random_book(rng: random.Random, mark: Decimal) -> OrderBook:
-    """Levels around the mark, from a deep book (nothing lost) to a thin one."""
-    spread = mark * D(rng.randint(1, 50)) / 100_000
+    """Levels around the mark, from a deep book (nothing lost) to a thin or gapped one."""
+    spread = mark * D(rng.choice([rng.randint(1, 50), rng.randint(500, 5000)])) / 100_000
     step = mark * D(rng.randint(1, 400)) / 100_000
     size = D(rng.choice(["0.01", "0.5", "5", "500"]))
     bids = tuple((mark - spread - step * k, size) for k in range(rng.randint(0, 8)))
@@ -330,8 +330,11 @@ def test_a_calm_account_has_a_band_and_leaves_it_at_its_edge() -> None:
     assert not found.holds({btc: hi}, 1.0, True, books)
     assert not found.holds({btc: D(60_000)}, 30.0, True, books)  # the feed may be stale
     assert not found.holds({btc: D(60_000)}, 1.0, False, books)  # the stream dropped
+    # a book fetched again: held while it takes the position as well, not once it is thin
     fetched_again = {btc: OrderBook(books[btc].bids, books[btc].asks)}
-    assert not found.holds({btc: D(60_000)}, 1.0, True, fetched_again)
+    assert found.holds({btc: D(60_000)}, 1.0, True, fetched_again)
+    thin = {btc: OrderBook(((D(59_999), D("0.01")), (D(50_000), D(1))), books[btc].asks)}
+    assert not found.holds({btc: D(60_000)}, 1.0, True, thin)
     close = band(rules, subject, book.live("close"), status, 0.0, connected=True, books=books)
     assert close is None
 
@@ -361,3 +364,68 @@ def test_the_least_requirement_rate_bounds_every_notional() -> None:
             for notional in sizes:
                 u = notional / lp.leg.quantity
                 assert lp.leg.mm(u) >= rate * notional * D("0.999999999"), (rate, notional)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_no_rule_breaches_anywhere_the_band_holds(seed: int) -> None:
+    """The band's claim itself: a random account and rules, a band at its marks, then
+    random moves of every mark (near the band's edges) and books fetched again: wherever the
+    band holds, no rule's value breaches."""
+    rng = random.Random(seed)
+    world = World(rng)
+    name = world.names[0]
+    exchange = world.exchanges[name]
+    book = Book()
+    book.set_account(name, world.held[name])
+    live = book.live(name)
+    quiet = FeedStatus(D(0), D(0), None)
+    seen: dict[str, list[Decimal]] = {}
+    for o in observe(name, exchange, live, quiet, None, None, books=world.books):
+        for metric, value in o.metrics.items():
+            if value is not None and value.is_finite():
+                seen.setdefault(metric, []).append(value)
+    configs = [random_rule(rng, i, seen, True) for i in range(rng.randint(1, 4))]
+    config = Config(
+        version=1, accounts=[AccountConfig(name=name, exchange="binanceusdm")], rules=configs
+    )
+    rules = [r for r in build_rules(config) if r.name.startswith("r")]
+    wanted = wanted_of(rules)
+    observations = observe(name, exchange, live, quiet, wanted, None, books=world.books)
+
+    def breaches(observations: list[Observation]) -> list[str]:
+        return [
+            f"{r.name} {o.subject.key} {value}"
+            for o in observations
+            for r in rules
+            if r.applies_to(o.subject)
+            and (value := o.metrics.get(r.series)) is not None
+            and r.breached(value)
+        ]
+
+    if breaches(observations):
+        return  # the daemon sets a band only for an account whose values breach nothing
+    found = band(
+        rules, Subject(name, exchange), live, quiet, 0.0, connected=True, books=world.books
+    )
+    if found is None:
+        return
+    held = 0
+    for _ in range(40):
+        for symbol, (lo, hi) in found.prices.items():
+            mark = world.marks[symbol]
+            edge = rng.choice([lo, hi]) if hi.is_finite() else mark * 3
+            target = edge if edge > 0 else mark / 3
+            share = D(rng.choice(["0.3", "0.9", "0.99", "0.9999", "1", "1.01"]))
+            world.marks[symbol] = (mark + (target - mark) * share).quantize(D("0.0001"))
+            book.apply_mark(symbol, world.marks[symbol])
+        if rng.random() < 0.3:
+            symbol = rng.choice(world.symbols)
+            world.books[symbol] = random_book(rng, world.marks[symbol])
+        stale = D(rng.randint(0, 29))
+        status = FeedStatus(stale, D(0), None)
+        if not found.holds(world.marks, float(stale), True, world.books):
+            continue
+        held += 1
+        seen_now = observe(name, exchange, live, status, wanted, None, books=world.books)
+        assert not breaches(seen_now), (seed, breaches(seen_now))

@@ -202,7 +202,18 @@ class LiveCollateral:
 
 
 class LivePosition:
-    __slots__ = ("account", "leg", "mark", "mm", "pool", "position", "slope", "u", "upnl")
+    __slots__ = (
+        "_rate",
+        "account",
+        "leg",
+        "mark",
+        "mm",
+        "pool",
+        "position",
+        "slope",
+        "u",
+        "upnl",
+    )
 
     def __init__(
         self,
@@ -219,6 +230,7 @@ class LivePosition:
         self.upnl = self.mm = ZERO
         self.mark = self.u = position.mark_price
         self.slope = slope_bound(leg)
+        self._rate: tuple[Decimal | None] | None = None  # requirement_rate, once asked
         pool.leeway += self.slope * tick + step_bound(leg)
         if position.inverse:
             pool.linear = False
@@ -233,6 +245,12 @@ class LivePosition:
     @property
     def notional(self) -> Decimal:
         return self.leg.quantity * self.u
+
+    def requirement_rate(self) -> Decimal | None:
+        """:func:`requirement_rate` of the leg (its tier table is long: kept once read)."""
+        if self._rate is None:
+            self._rate = (requirement_rate(self.leg),)
+        return self._rate[0]
 
     @property
     def effective_leverage(self) -> Decimal | None:

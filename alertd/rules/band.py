@@ -27,10 +27,10 @@ same notifications at the same moments.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
-from alertd.engine.book import SAFETY, LiveAccount, LivePool, requirement_rate
+from alertd.engine.book import SAFETY, LiveAccount, LivePool
 from alertd.engine.legs import from_u
 from alertd.engine.model import Side
 from alertd.engine.orderbook import OrderBook
@@ -47,6 +47,36 @@ GAP_MARGIN = Decimal("1e-9")
 
 
 @dataclass(frozen=True, slots=True)
+class GapProof:
+    """Closing a position at its liquidation price loses nothing past its bankruptcy price
+    with a book whose walk for the position's size averages ``phi`` of the mid at or above
+    ``floor`` (a long) or at or below ``ceiling`` (a short): see :func:`_gap_risk`. Without
+    both (``None``), only while there is no book."""
+
+    symbol: str
+    long: bool
+    quantity: Decimal
+    floor: Decimal | None = None
+    ceiling: Decimal | None = None
+
+    def fits(self, book: OrderBook | None) -> bool:
+        if book is None:
+            return True  # no book: no value
+        fill = book.close(self.long, self.quantity, False)
+        mid = book.mid
+        if fill.last is None or mid is None or self.quantity <= 0:
+            return True  # no value (an empty side), or nothing asked for
+        if self.floor is None and self.ceiling is None:
+            return False
+        q = self.quantity
+        phi = (fill.u_total + (q - fill.filled) * fill.last) / (q * mid)
+        if self.floor is not None:
+            return phi >= self.floor
+        assert self.ceiling is not None
+        return phi <= self.ceiling
+
+
+@dataclass(slots=True)
 class Band:
     """Marks (an open interval per symbol), a time and the inputs that must stay as they
     were for the account's evaluation to be provably idle."""
@@ -54,8 +84,10 @@ class Band:
     prices: Mapping[str, tuple[Decimal, Decimal]]
     until: float  # monotonic seconds
     connected: bool
-    # the order books an order-book rule read, by symbol (None: there was none)
-    books: tuple[tuple[str, OrderBook | None], ...] = ()
+    # the order books' proofs (gap risk): checked again when a book is replaced
+    gaps: tuple[GapProof, ...] = ()
+    # the book each proof (by its index) last held for (a book is replaced at every fetch)
+    _held: dict[int, OrderBook | None] = field(default_factory=dict)
 
     def holds(
         self,
@@ -70,9 +102,14 @@ class Band:
             mark = marks.get(symbol)
             if mark is None or not lo < mark < hi:
                 return False
-        for symbol, book in self.books:
-            if (None if books is None else books.get(symbol)) is not book:
+        held = self._held
+        for i, proof in enumerate(self.gaps):
+            book = None if books is None else books.get(proof.symbol)
+            if i in held and held[i] is book:
+                continue
+            if not proof.fits(book):
                 return False
+            held[i] = book
         return True
 
 
@@ -85,18 +122,19 @@ class _Limits:
 
     def __init__(self, now: float, connected: bool, books: Mapping[str, OrderBook] | None) -> None:
         self.connected = connected
-        self._books = books
+        self.books = books
         self.move_u = INFINITY  # relative move of every u (price or 1/price)
         self.move_price = INFINITY  # relative move of every price (linear pools' bounds)
         self.prices: dict[str, list[Decimal]] = {}  # where a value jumps
         self.until = float("inf")
         self.now = now
-        self.books: dict[str, OrderBook | None] = {}  # the books read
+        self.gaps: list[GapProof] = []
 
-    def book(self, symbol: str) -> OrderBook | None:
-        book = None if self._books is None else self._books.get(symbol)
-        self.books[symbol] = book
-        return book
+    def gap(self, proof: GapProof) -> None:
+        book = None if self.books is None else self.books.get(proof.symbol)
+        if not proof.fits(book):
+            raise _NoBand
+        self.gaps.append(proof)
 
     def u(self, room: Decimal | None) -> None:
         if room is None or room <= 0:
@@ -325,34 +363,31 @@ def _gap_risk(rule: Rule, live: LiveAccount, index: int, limits: _Limits) -> Non
     linear leg liquidated alone, the equity is a line of slope ``quantity`` in its price,
     zero at ``b`` and equal to the pool's requirement at ``liq``, which is at least the leg's
     own, at least ``rate x quantity x liq`` (:func:`~alertd.engine.book.requirement_rate`;
-    every other leg's at least 0): ``|liq - b| >= rate x liq`` wherever the marks go.
-    Rounding the liquidation price towards the mark only widens that."""
+    every other leg's at least 0): ``|liq - b| >= rate x liq`` wherever the marks go. So
+    ``phi >= 1 - rate`` (a long; ``phi <= 1 + rate`` a short) proves the value 0, whatever
+    the marks; a book fetched again is checked again (:meth:`Band.holds`). Rounding the
+    liquidation price towards the mark only widens the gap."""
     lp = live.positions[index]
-    book = limits.book(lp.symbol)
-    if book is None:
-        return  # no book: no value until one comes (Band.holds compares them)
-    if rule.above is None or rule.above < 0:
-        raise _NoBand
     p = lp.position
-    if p.inverse or not live.alone(index):
-        raise _NoBand
-    rate = requirement_rate(lp.leg)
-    if rate is None:
-        raise _NoBand
-    if lp.pool is live.cross and any(
-        requirement_rate(other.leg) is None for other in live.positions if other.pool is lp.pool
-    ):
-        raise _NoBand
     long = p.side is Side.LONG
-    fill = book.close(long, lp.leg.quantity, False)
-    mid = book.mid
-    if fill.last is None or mid is None or lp.leg.quantity <= 0:
-        return  # no value, or nothing asked for, whatever the prices
-    q = lp.leg.quantity
-    phi = (fill.u_total + (q - fill.filled) * fill.last) / (q * mid)
-    safe = phi - (1 - rate) if long else (1 + rate) - phi
-    if safe <= GAP_MARGIN:
-        raise _NoBand
+    proof = GapProof(lp.symbol, long, lp.leg.quantity)
+    rate = lp.requirement_rate()
+    if (
+        rule.above is not None
+        and rule.above >= 0
+        and not p.inverse
+        and live.alone(index)
+        and rate is not None
+        and (
+            lp.pool is not live.cross
+            or all(other.requirement_rate() is not None for other in live.positions)
+        )
+    ):
+        if long:
+            proof = GapProof(lp.symbol, long, lp.leg.quantity, floor=1 - rate + GAP_MARGIN)
+        else:
+            proof = GapProof(lp.symbol, long, lp.leg.quantity, ceiling=1 + rate - GAP_MARGIN)
+    limits.gap(proof)
 
 
 def band(
@@ -408,4 +443,4 @@ def band(
         if not lo < mark < hi:
             return None
         prices[lp.symbol] = (lo, hi)
-    return Band(prices, limits.until, connected, tuple(sorted(limits.books.items())))
+    return Band(prices, limits.until, connected, tuple(limits.gaps))
