@@ -558,6 +558,8 @@ class Book:
         self._positions: dict[Hashable, list[LivePosition]] = {}
         # collateral valued at a symbol's price, by symbol (kept apart from the positions)
         self._coins_by_symbol: dict[str, list[LiveCollateral]] = {}
+        # per account, per symbol: what its mark moves (positions, then coins)
+        self._moving: dict[Hashable, dict[str, list[LivePosition | LiveCollateral]]] = {}
 
     def __len__(self) -> int:
         return len(self._accounts)
@@ -582,6 +584,12 @@ class Book:
             self._coins_by_symbol.setdefault(coin.symbol, []).append(coin)
         self._accounts[key] = live
         self._positions[key] = live.positions
+        moving: dict[str, list[LivePosition | LiveCollateral]] = {}
+        for lp in live.positions:
+            moving.setdefault(lp.symbol, []).append(lp)
+        for coin in live.coins:
+            moving.setdefault(coin.symbol, []).append(coin)
+        self._moving[key] = moving
 
     def remove_account(self, key: Hashable) -> None:
         if key not in self._accounts:
@@ -599,6 +607,7 @@ class Book:
             else:
                 del self._coins_by_symbol[symbol]
         del self._accounts[key]
+        del self._moving[key]
 
     def apply_mark(self, symbol: str, mark: Decimal) -> set[Hashable]:
         """Reprice every position in ``symbol``; returns the accounts it touched."""
@@ -617,12 +626,8 @@ class Book:
 
     def apply_account_mark(self, key: Hashable, symbol: str, mark: Decimal) -> None:
         """Reprice one account's positions in ``symbol`` (each account has its own feed)."""
-        for lp in self._positions[key]:
-            if lp.position.symbol == symbol:
-                lp.reprice(mark)
-        for coin in self._accounts[key].coins:
-            if coin.symbol == symbol:
-                coin.reprice(mark)
+        for moved in self._moving[key].get(symbol, ()):
+            moved.reprice(mark)
 
     def live(self, key: Hashable) -> LiveAccount:
         return self._accounts[key]
