@@ -233,8 +233,6 @@ class Alerting:
         self._down_since: dict[str, float] = {}
         self._live: dict[str, LiveAccount | None] = {}
         self._missing: dict[str, tuple[str, ...]] = {}  # what keeps each account incomplete
-        # each account's feed status at its last evaluation (the published view reads it)
-        self.statuses: dict[str, FeedStatus] = {}
         # per account with no alert state: the marks and time within which no rule can
         # breach (rules/band.py), so that an evaluation there would change nothing
         self._bands: dict[str, Band] = {}
@@ -345,7 +343,7 @@ class Alerting:
                 and not self._missing[name]
             )
             self._live[name] = self.book.get(name) if computable else None
-        status = self.statuses[name] = self.feed_status(feed, now, self._missing[name])
+        status = self.feed_status(feed, now, self._missing[name])
         live = self._live[name]
         exchange = feed.config.exchange
         notes = self.evaluate_figures(name, exchange, live, status, feed.hub.dynamics, books)
