@@ -257,6 +257,10 @@ def main() -> int:
         print(f"book warnings: {depth_requests} log lines about order books")
         print(f"exit         : {code}")
         print(f"fake server  : {fake_cpu:.1f} CPU s in total (not counted above)")
+        # alertd's own summary: engine updates, evaluations skipped within bands, notifications
+        for line in log.splitlines():
+            if "stopped in" in line:
+                print("alertd       : " + line.split("stopped in", 1)[1].split(": ", 1)[-1])
         for line in errors[:5]:
             print("  " + line)
         return 0

@@ -491,28 +491,31 @@ def test_a_distance_proven_beyond_a_threshold_is_beyond_it(seed: int) -> None:
                 assert distance is None or distance > d, (seed, d, i, distance)
 
 
-def test_the_bound_proves_a_calm_account_and_not_one_near_liquidation() -> None:
+def calm_btc_long(wallet: str) -> Account:
+    """1 BTC long, cross, at 60,000 with a 2-tier table (Binance's worked-example shape), ADL
+    rank 0.5: liquidation about 67% below with 20,000 USDT, about 2% with 1,500."""
     profile = get_spec("binanceusdm").profile
     tiers = TierTable.build([Tier(D(50_000), D("0.004"), D(0)), Tier(None, D("0.01"), D(300))])
+    btc = Position(
+        symbol="BTC/USDT:USDT",
+        side=Side.LONG,
+        contracts=D(1),
+        contract_size=D(1),
+        inverse=False,
+        entry_price=D(60_000),
+        mark_price=D(60_000),
+        margin_mode=MarginMode.CROSS,
+        tiers=tiers,
+        fee_rate=profile.default_fee_rate,
+        adl_rank=D("0.5"),
+    )
+    return Account(profile, "a", "USDT", D(wallet), (btc,))
 
-    def at(wallet: str) -> Account:
-        btc = Position(
-            symbol="BTC/USDT:USDT",
-            side=Side.LONG,
-            contracts=D(1),
-            contract_size=D(1),
-            inverse=False,
-            entry_price=D(60_000),
-            mark_price=D(60_000),
-            margin_mode=MarginMode.CROSS,
-            tiers=tiers,
-            fee_rate=profile.default_fee_rate,
-        )
-        return Account(profile, "a", "USDT", D(wallet), (btc,))
 
+def test_the_bound_proves_a_calm_account_and_not_one_near_liquidation() -> None:
     book = Book()
-    book.set_account("calm", at("20000"))  # liquidation about 67% below
-    book.set_account("close", at("1500"))  # about 2% below
+    book.set_account("calm", calm_btc_long("20000"))
+    book.set_account("close", calm_btc_long("1500"))
     calm, close = book.live("calm"), book.live("close")
     assert calm.liquidations_beyond(D("0.03")) and calm.liquidation_beyond(0, D("0.03"))
     assert not close.liquidations_beyond(D("0.03")) and not close.liquidation_beyond(0, D("0.03"))

@@ -21,7 +21,8 @@ from alertd.engine.book import Book, LiveAccount
 from alertd.engine.dynamics import MarkWindow
 from alertd.engine.orderbook import OrderBook
 from alertd.feeds.feed import AccountFeed
-from alertd.feeds.state import AccountEvent, Coverage, Stream
+from alertd.feeds.state import AccountEvent, AccountState, Coverage, Stream
+from alertd.rules.band import Band, band
 from alertd.rules.lifecycle import AlertEngine, Kind, Notification
 from alertd.rules.messages import render
 from alertd.rules.metrics import (
@@ -34,7 +35,7 @@ from alertd.rules.metrics import (
     wanted_of,
     with_full_metrics,
 )
-from alertd.rules.model import Condition, QuietHours, Rule, Scope, Severity
+from alertd.rules.model import Condition, QuietHours, Rule, Scope, Severity, Subject
 from alertd.snapshot.compare import rounding
 
 log = logging.getLogger(__name__)
@@ -204,6 +205,14 @@ def ratio_target(rules: Sequence[Rule]) -> Decimal:
     return min((level for level in levels if level > 0), default=Decimal("0.5"))
 
 
+def watched_exchange_ratio(state: AccountState) -> tuple[Decimal | None, bool]:
+    """The exchange's own account ratio (moved with the marks since it was read) while the
+    account is watched (bootstrapped, not stopped), and whether it was moved."""
+    if not state.bootstrapped or state.fatal is not None:
+        return None, False
+    return state.exchange_ratio()
+
+
 def quiet_hours(config: Config) -> QuietHours | None:
     import datetime as dt
 
@@ -237,8 +246,10 @@ class Alerting:
         self._down_since: dict[str, float] = {}
         self._live: dict[str, LiveAccount | None] = {}
         self._missing: dict[str, tuple[str, ...]] = {}  # what keeps each account incomplete
-        # each account's feed status at its last evaluation (the published view reads it)
-        self.statuses: dict[str, FeedStatus] = {}
+        # per account with no alert state: the marks and time within which no rule can
+        # breach (rules/band.py), so that an evaluation there would change nothing
+        self._bands: dict[str, Band] = {}
+        self.skipped = 0  # evaluations a band proved idle
         self.notifications = 0
         self.commits = 0  # store commits of alert states: the firing alerts may have changed
         self.margin_calls = config.builtin_rules.margin_call
@@ -250,6 +261,7 @@ class Alerting:
         self._wanted = wanted_of(self.rules)  # observe only what a rule reads
         self._proofs = shortcuts(self.rules)  # and solve nothing that provably breaches none
         self._needs_crash = needs_of(self.rules) is Needs.CRASH
+        self._bands.clear()
 
     def reload(self, config: Config) -> None:
         self.rules = build_rules(config)
@@ -262,6 +274,11 @@ class Alerting:
     def refresh_silences(self) -> None:
         """Silences are added by ``alertd silence`` from another process, through the store."""
         self.engine.silences = self.store.silences()
+
+    def forget(self, name: str) -> None:
+        """Something but a mark changed for ``name`` (a snapshot, stops, mode, a fatal error):
+        its band no longer says anything."""
+        self._bands.pop(name, None)
 
     def feed_status(
         self, feed: AccountFeed, now: float, missing: tuple[str, ...] = ()
@@ -283,7 +300,7 @@ class Alerting:
         stale = max(ages, default=0.0) if state.bootstrapped else 0.0
         computed = state.mode.coverage is Coverage.COMPUTED
         watched = state.bootstrapped and state.fatal is None
-        exchange_ratio, moved = state.exchange_ratio()
+        exchange_ratio, moved = watched_exchange_ratio(state)
         ratios = feed.ratios if computed else None
         return FeedStatus(
             Decimal(f"{stale:.3f}"),
@@ -292,7 +309,7 @@ class Alerting:
             exchange_name=feed.spec.name,
             mode=state.mode.label,
             mode_limits=state.mode.limits if watched and not computed else None,
-            exchange_ratio=exchange_ratio if watched else None,
+            exchange_ratio=exchange_ratio,
             exchange_ratio_moved=moved,
             exchange_ratio_stands_in=(
                 watched and exchange_ratio is not None and (bool(missing) or not computed)
@@ -322,9 +339,15 @@ class Alerting:
         only for a rule that reads them), complete once the feed has bootstrapped with every
         mark, tier table and market. ``changed=False`` (the once-a-second sweep that advances
         "for", repeats and staleness) skips re-checking that: nothing arrived since.
+
+        Within the account's band (set by its last evaluation when it left no alert state)
+        nothing is evaluated: no rule's value can breach there, so nothing would change.
         """
         state = feed.state
         name = feed.config.name
+        books = feed.hub.books.books if feed.hub.books is not None else None
+        if self.within_band(name, state.marks, now, state.connected, books):
+            return []
         if changed or name not in self._live:
             self._missing[name] = tuple(state.missing()) if state.bootstrapped else ()
             computable = (
@@ -333,11 +356,51 @@ class Alerting:
                 and not self._missing[name]
             )
             self._live[name] = self.book.get(name) if computable else None
-        status = self.statuses[name] = self.feed_status(feed, now, self._missing[name])
-        books = feed.hub.books.books if feed.hub.books is not None else None
-        return self.evaluate_figures(
-            name, feed.config.exchange, self._live[name], status, feed.hub.dynamics, books
+        status = self.feed_status(feed, now, self._missing[name])
+        live = self._live[name]
+        exchange = feed.config.exchange
+        notes = self.evaluate_figures(name, exchange, live, status, feed.hub.dynamics, books)
+        self.keep_band(name, exchange, live, status, now, state.connected, books)
+        return notes
+
+    def within_band(
+        self,
+        name: str,
+        marks: Mapping[str, Decimal],
+        now: float,
+        connected: bool,
+        books: Mapping[str, OrderBook] | None,
+    ) -> bool:
+        """The account is within the band its last evaluation set: evaluating it would change
+        nothing (counted in :attr:`skipped`). Outside it the band is dropped."""
+        held = self._bands.get(name)
+        if held is None:
+            return False
+        if held.holds(marks, now, connected, books):
+            self.skipped += 1
+            return True
+        del self._bands[name]
+        return False
+
+    def keep_band(
+        self,
+        name: str,
+        exchange: str,
+        live: LiveAccount | None,
+        status: FeedStatus,
+        now: float,
+        connected: bool,
+        books: Mapping[str, OrderBook] | None,
+    ) -> None:
+        """After an evaluation: the account's band, if it has no alert state and its rules
+        give one (:func:`alertd.rules.band.band`)."""
+        if live is None or name in self.engine.alerted_accounts:
+            return
+        found = band(
+            self.rules, Subject(name, exchange), live, status, now, connected=connected, books=books
         )
+        if found is not None:
+            self._bands[name] = found
 
     def evaluate_figures(
         self,

@@ -23,7 +23,7 @@ from decimal import Decimal
 
 from alertd.clock import Clock
 from alertd.config import FeedSettings
-from alertd.daemon.evaluation import Alerting
+from alertd.daemon.evaluation import Alerting, watched_exchange_ratio
 from alertd.daemon.store import Store
 from alertd.daemon.view import (
     AccountFigures,
@@ -162,10 +162,9 @@ class Publisher:
             for f in state.freshness(now, settings.stale_after_s, private_after)
             if f.stale
         )
-        # the exchange's own ratio as the last evaluation read it (moved with the marks)
-        status = self.alerting.statuses.get(name)
-        exchange_ratio = None if status is None else status.exchange_ratio
-        moved = status is not None and status.exchange_ratio_moved
+        # the exchange's own ratio, moved with the marks (read here: an account within its
+        # band is not evaluated at every mark)
+        exchange_ratio, moved = watched_exchange_ratio(state)
         return AccountView(
             name=name,
             exchange=feed.config.exchange,

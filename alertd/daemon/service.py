@@ -377,10 +377,11 @@ class Service:
                 log.warning("shutdown: accounts not saved to the state file: %s", exc)
             self.store.close()
         log.info(
-            "stopped in %.1fs: %s, %s, %s, %d delivered, %d undelivered",
+            "stopped in %.1fs: %s, %s (%s skipped within bands), %s, %d delivered, %d undelivered",
             self._clock() - started,
             fmt.count(len(self.manager.feeds) if self.manager else 0, "account"),
             fmt.count(self.ticks, "engine update"),
+            fmt.count(self.alerting.skipped if self.alerting else 0, "evaluation"),
             fmt.count(self.alerting.notifications if self.alerting else 0, "notification"),
             self.deliverer.sent if self.deliverer else 0,
             left,
@@ -440,14 +441,19 @@ class Service:
 
     def _on_change(self, feed: AccountFeed, change: Change, symbol: str | None) -> None:
         name = feed.config.name
-        if change is Change.EVENT:
-            if feed.state.events:
-                self._events.append((feed, feed.state.events[-1]))
-        elif change is Change.MARK and symbol is not None and name in self.book:
+        if change is Change.MARK and symbol is not None and name in self.book:
             price = feed.state.marks.get(symbol)
             if price is not None:
                 self.book.apply_account_mark(name, symbol, price)
                 self.ticks += 1
+            self._dirty.add(name)
+            self._changed.add(name)
+            return
+        assert self.alerting is not None
+        self.alerting.forget(name)  # what its band assumed may have changed
+        if change is Change.EVENT:
+            if feed.state.events:
+                self._events.append((feed, feed.state.events[-1]))
         elif change in (Change.ACCOUNT, Change.MARK):
             if not feed.state.missing():
                 self.book.set_account(name, feed.state.to_account())

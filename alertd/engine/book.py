@@ -47,10 +47,11 @@ from alertd.engine.margin import (
     round_to_tick,
 )
 from alertd.engine.model import Account, Position
-from alertd.engine.tiers import TierTable
+from alertd.engine.tiers import Tier, TierTable
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
+INFINITY = Decimal("Infinity")
 
 
 # Head room over the bounds below: far above Decimal's rounding in the running sums and the
@@ -78,6 +79,43 @@ def step_bound(leg: Leg) -> Decimal:
         assert lower.cap is not None  # only the last tier is uncapped
         total += abs(lower.cap * (upper.mmr - lower.mmr) - (upper.deduction - lower.deduction))
     return total
+
+
+def requirement_rate(leg: Leg) -> Decimal | None:
+    """The least the leg's requirement can be per unit of notional, at any price: ``mm(u) >=
+    rate * quantity * u`` for every ``u > 0``; ``None`` when no such bound is at least 0
+    (a deduction larger than the requirement near a tier's lower edge, say)."""
+    q = leg.quantity
+    if q <= 0:
+        return None
+    if leg.fixed_mm is not None:
+        return ZERO if leg.fixed_mm >= 0 else None  # a constant: its share falls towards 0
+    fee, tiers = leg.fee_rate, leg.tiers.tiers
+    if leg.fixed_tier is not None:
+        spans: list[tuple[Tier, Decimal, Decimal | None]] = [(tiers[leg.fixed_tier], ZERO, None)]
+    else:
+        last = len(tiers) - 1
+        spans = []
+        lower = ZERO
+        for i, tier in enumerate(tiers):
+            upper = None if i == last else tier.cap
+            spans.append((tier, lower, upper))
+            if upper is None:
+                break
+            lower = upper
+    least: Decimal | None = None
+    for tier, lower, upper in spans:
+        # mm / notional = mmr + fee + c / notional: monotonic in the notional, so its least
+        # value on the span is at one of its ends
+        c = q * leg.close_fee - tier.deduction
+        if c >= 0:
+            rate = tier.mmr + fee + (ZERO if upper is None else c / upper)
+        elif lower > 0:
+            rate = tier.mmr + fee + c / lower
+        else:
+            return None  # falls without bound towards a zero notional
+        least = rate if least is None else min(least, rate)
+    return least if least is not None and least >= 0 else None
 
 
 class LivePool:
@@ -145,6 +183,21 @@ class LivePool:
             return True  # the ratio is below 1: no distance is negative
         return self.linear and buffer > (d * self.sensitivity + self.leeway) * SAFETY
 
+    def reach(self) -> Decimal | None:
+        """The move :meth:`beyond` proves safe: ``beyond(d)`` holds for every ``d`` below it
+        (``Infinity`` with no leg). ``None`` where it proves nothing: an inverse leg, a pool
+        at or past liquidation, or one whose currency may be owed."""
+        if self.owed_tiers is not None:
+            return None  # what may be owed is not in the bound
+        equity = self.balance + self.upnl
+        buffer = equity - self.mm
+        if equity <= 0 or buffer <= 0 or not self.linear:
+            return None
+        room = buffer / SAFETY - self.leeway
+        if room <= 0:
+            return ZERO
+        return room / self.sensitivity if self.sensitivity > 0 else INFINITY
+
 
 class LiveCollateral:
     """A coin of the cross pool that moves with a symbol's price: its value is in the pool's
@@ -183,7 +236,18 @@ class LiveCollateral:
 
 
 class LivePosition:
-    __slots__ = ("account", "leg", "mark", "mm", "pool", "position", "slope", "u", "upnl")
+    __slots__ = (
+        "_rate",
+        "account",
+        "leg",
+        "mark",
+        "mm",
+        "pool",
+        "position",
+        "slope",
+        "u",
+        "upnl",
+    )
 
     def __init__(
         self,
@@ -200,6 +264,7 @@ class LivePosition:
         self.upnl = self.mm = ZERO
         self.mark = self.u = position.mark_price
         self.slope = slope_bound(leg)
+        self._rate: tuple[Decimal | None] | None = None  # requirement_rate, once asked
         pool.leeway += self.slope * tick + step_bound(leg)
         if position.inverse:
             pool.linear = False
@@ -214,6 +279,12 @@ class LivePosition:
     @property
     def notional(self) -> Decimal:
         return self.leg.quantity * self.u
+
+    def requirement_rate(self) -> Decimal | None:
+        """:func:`requirement_rate` of the leg (its tier table is long: kept once read)."""
+        if self._rate is None:
+            self._rate = (requirement_rate(self.leg),)
+        return self._rate[0]
 
     @property
     def effective_leverage(self) -> Decimal | None:
@@ -463,6 +534,17 @@ class LiveAccount:
         ]
 
     @property
+    def bounded(self) -> bool:
+        """Whether bounds from the running figures cover the whole account: no coin moving
+        with a mark, no currency lent below zero, and at most one cross pool holding
+        positions (so the account's cross figures stay that pool's whatever the marks do)."""
+        return (
+            not self.coins
+            and len(self._held) <= 1
+            and all(pool.owed_tiers is None for pool in self.pools)
+        )
+
+    @property
     def cross(self) -> LivePool:
         """The cross pool with the highest ratio among those holding positions (the first on
         a tie; the settle currency's when none holds one): the account's cross figures."""
@@ -531,6 +613,12 @@ class LiveAccount:
 
     def _moves_with_coins(self, pool: LivePool) -> bool:
         return any(coin.pool is pool for coin in self.coins)
+
+    def alone(self, index: int) -> bool:
+        """Position ``index`` is the only leg liquidated at its price (isolated, or the one
+        cross leg of its symbol: no hedged twin, no coin moving with it)."""
+        group = self._groups[index]
+        return len(group.members) == 1 and not group.coins
 
     def liquidation_beyond(self, index: int, d: Decimal) -> bool:
         """True when position ``index``'s :meth:`liquidation_distance` is provably above ``d``
@@ -608,6 +696,8 @@ class Book:
         self._positions: dict[Hashable, list[LivePosition]] = {}
         # collateral valued at a symbol's price, by symbol (kept apart from the positions)
         self._coins_by_symbol: dict[str, list[LiveCollateral]] = {}
+        # per account, per symbol: what its mark moves (positions, then coins)
+        self._moving: dict[Hashable, dict[str, list[LivePosition | LiveCollateral]]] = {}
 
     def __len__(self) -> int:
         return len(self._accounts)
@@ -632,6 +722,12 @@ class Book:
             self._coins_by_symbol.setdefault(coin.symbol, []).append(coin)
         self._accounts[key] = live
         self._positions[key] = live.positions
+        moving: dict[str, list[LivePosition | LiveCollateral]] = {}
+        for lp in live.positions:
+            moving.setdefault(lp.symbol, []).append(lp)
+        for coin in live.coins:
+            moving.setdefault(coin.symbol, []).append(coin)
+        self._moving[key] = moving
 
     def remove_account(self, key: Hashable) -> None:
         if key not in self._accounts:
@@ -649,6 +745,7 @@ class Book:
             else:
                 del self._coins_by_symbol[symbol]
         del self._accounts[key]
+        del self._moving[key]
 
     def apply_mark(self, symbol: str, mark: Decimal) -> set[Hashable]:
         """Reprice every position in ``symbol``; returns the accounts it touched."""
@@ -667,12 +764,8 @@ class Book:
 
     def apply_account_mark(self, key: Hashable, symbol: str, mark: Decimal) -> None:
         """Reprice one account's positions in ``symbol`` (each account has its own feed)."""
-        for lp in self._positions[key]:
-            if lp.position.symbol == symbol:
-                lp.reprice(mark)
-        for coin in self._accounts[key].coins:
-            if coin.symbol == symbol:
-                coin.reprice(mark)
+        for moved in self._moving[key].get(symbol, ()):
+            moved.reprice(mark)
 
     def live(self, key: Hashable) -> LiveAccount:
         return self._accounts[key]

@@ -205,6 +205,11 @@ class AlertEngine:
         """The alert states of ``account``, oldest first."""
         return list(self._by_account.get(account, {}).values())
 
+    @property
+    def alerted_accounts(self) -> Collection[str]:
+        """The accounts with an alert state."""
+        return self._by_account.keys()
+
     def alerted(self, account: str) -> set[str]:
         """The keys of the subjects of ``account`` that have an alert state."""
         return {key for _, key in self._by_account.get(account, ())}

@@ -1,0 +1,446 @@
+"""How far an account's marks may move, and for how long, before any rule can change its
+alerts: a band computed when the account is evaluated, checked at each tick.
+
+An account with no alert state changes nothing when it is evaluated unless one of its rules'
+values breaches (:meth:`~alertd.rules.lifecycle.AlertEngine.idle`: no state to advance,
+repeat, resolve or release, nothing to send). So while it is provable that no value can
+breach, evaluating it again is the same as not. :func:`band` proves it for a range of marks
+(one open interval per held symbol) and a time (``until``): each rule's metric gives, from the
+account's running figures and the rule's threshold, the relative move of the marks it stays
+on its safe side for (every mark moving at once, each by up to that fraction, in either
+direction), the prices at which its value jumps (a stop's trigger, a position's entry for
+the ADL figure), or the time at which it may breach (a feed's age grows one second a
+second). Where a metric has no such bound (the price dynamics, which move with time; the
+exchange's own moved ratio; the insurance fund polled in between) there is no band: the
+account is evaluated as before. An account with an alert state has none either: its alerts
+advance with time (``for``, repeats, ``keep_firing_for``) and quote the current value.
+
+What the band does not see is the caller's to watch: a new snapshot, stops, mode or a fatal
+error (the daemon drops the band on any change but a mark), the private stream's connection,
+and the order books an order-book rule read (:meth:`Band.holds` compares them).
+
+Everything here is a bound: ``None`` or a narrower band only costs an evaluation.
+``tests/test_band.py`` checks that evaluating at every tick and only outside the band send the
+same notifications at the same moments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from alertd.engine.book import SAFETY, LiveAccount, LivePool
+from alertd.engine.legs import from_u
+from alertd.engine.model import Side
+from alertd.engine.orderbook import OrderBook
+from alertd.rules.metrics import QUIET, Figures, lookup
+from alertd.rules.model import FeedStatus, Rule, Scope, Subject
+
+ZERO = Decimal(0)
+ONE = Decimal(1)
+INFINITY = Decimal("Infinity")
+# a feed's age is shown to the millisecond (rounded): a breach is judged on the rounded value
+AGE_MARGIN_S = 0.002
+# the gap-risk proof compares a ratio of two solved prices: far above the solver's rounding
+GAP_MARGIN = Decimal("1e-9")
+
+
+@dataclass(frozen=True, slots=True)
+class GapProof:
+    """Closing a position at its liquidation price loses nothing past its bankruptcy price
+    with a book whose walk for the position's size averages ``phi`` of the mid at or above
+    ``floor`` (a long) or at or below ``ceiling`` (a short): see :func:`_gap_risk`. Without
+    both (``None``), only while there is no book."""
+
+    symbol: str
+    long: bool
+    quantity: Decimal
+    floor: Decimal | None = None
+    ceiling: Decimal | None = None
+
+    def fits(self, book: OrderBook | None) -> bool:
+        if book is None:
+            return True  # no book: no value
+        fill = book.close(self.long, self.quantity, False)
+        mid = book.mid
+        if fill.last is None or mid is None or self.quantity <= 0:
+            return True  # no value (an empty side), or nothing asked for
+        if self.floor is None and self.ceiling is None:
+            return False
+        q = self.quantity
+        phi = (fill.u_total + (q - fill.filled) * fill.last) / (q * mid)
+        if self.floor is not None:
+            return phi >= self.floor
+        assert self.ceiling is not None
+        return phi <= self.ceiling
+
+
+@dataclass(slots=True)
+class Band:
+    """Marks (an open interval per symbol), a time and the inputs that must stay as they
+    were for the account's evaluation to be provably idle."""
+
+    prices: Mapping[str, tuple[Decimal, Decimal]]
+    until: float  # monotonic seconds
+    connected: bool
+    # the order books' proofs (gap risk): checked again when a book is replaced
+    gaps: tuple[GapProof, ...] = ()
+    # the book each proof (by its index) last held for (a book is replaced at every fetch)
+    _held: dict[int, OrderBook | None] = field(default_factory=dict)
+
+    def holds(
+        self,
+        marks: Mapping[str, Decimal],
+        now: float,
+        connected: bool,
+        books: Mapping[str, OrderBook] | None = None,
+    ) -> bool:
+        if now >= self.until or connected is not self.connected:
+            return False
+        for symbol, (lo, hi) in self.prices.items():
+            mark = marks.get(symbol)
+            if mark is None or not lo < mark < hi:
+                return False
+        held = self._held
+        for i, proof in enumerate(self.gaps):
+            book = None if books is None else books.get(proof.symbol)
+            if i in held and held[i] is book:
+                continue
+            if not proof.fits(book):
+                return False
+            held[i] = book
+        return True
+
+
+class _NoBand(Exception):
+    """Some rule gives no bound: evaluate every time."""
+
+
+class _Limits:
+    """What the rules allow, gathered rule by rule."""
+
+    def __init__(self, now: float, connected: bool, books: Mapping[str, OrderBook] | None) -> None:
+        self.connected = connected
+        self.books = books
+        self.move_u = INFINITY  # relative move of every u (price or 1/price)
+        self.move_price = INFINITY  # relative move of every price (linear pools' bounds)
+        self.prices: dict[str, list[Decimal]] = {}  # where a value jumps
+        self.until = float("inf")
+        self.now = now
+        self.gaps: list[GapProof] = []
+
+    def gap(self, proof: GapProof) -> None:
+        book = None if self.books is None else self.books.get(proof.symbol)
+        if not proof.fits(book):
+            raise _NoBand
+        self.gaps.append(proof)
+
+    def u(self, room: Decimal | None) -> None:
+        if room is None or room <= 0:
+            raise _NoBand
+        self.move_u = min(self.move_u, room)
+
+    def price(self, room: Decimal | None) -> None:
+        if room is None or room <= 0:
+            raise _NoBand
+        self.move_price = min(self.move_price, room)
+
+    def at(self, symbol: str, price: Decimal) -> None:
+        self.prices.setdefault(symbol, []).append(price)
+
+    def age(self, rule: Rule, age: Decimal) -> None:
+        """A feed's age (``age`` now) grows at most a second a second."""
+        if rule.above is None:
+            raise _NoBand  # it falls at any tick
+        left = float(rule.above - age) - AGE_MARGIN_S
+        if left <= 0:
+            raise _NoBand
+        self.until = min(self.until, self.now + left)
+
+
+def _room(rule: Rule, value: Decimal, rate: Decimal, extra: Decimal = ZERO) -> Decimal | None:
+    """The relative move ``e`` for which ``value``, moving by at most ``rate * e + extra``,
+    stays on ``rule``'s safe side (``None``: it may not move at all)."""
+    if rule.above is not None:
+        gap = rule.above - value - extra
+    else:
+        assert rule.below is not None
+        gap = value - rule.below - extra
+    if gap <= 0:
+        return None
+    return INFINITY if rate <= 0 else gap / rate
+
+
+def _ratio_room(rule: Rule, pool: LivePool) -> Decimal | None:
+    """A ratio ``mm / equity`` stays at or below an "above" rule's ``T`` while ``T x equity
+    - mm`` stays positive (which also keeps the equity positive while mm >= 0): the equity
+    moves by at most the legs' notional x e, mm by at most ``sensitivity x e + leeway``."""
+    if rule.above is None or rule.above <= 0:
+        return None
+    t = rule.above
+    room = t * pool.margin_balance - pool.mm - pool.leeway
+    if room <= 0:
+        return None
+    rate = (t + 1) * pool.sensitivity
+    return INFINITY if rate <= 0 else room / rate
+
+
+def _leverage_room(
+    rule: Rule, notional: Decimal, equity: Decimal, pool_notional: Decimal
+) -> Decimal | None:
+    """``notional / equity`` stays at or below an "above" rule's ``T``: ``T x equity -
+    notional`` stays positive; the equity moves by at most the pool's notional x e."""
+    if rule.above is None or rule.above < 0:
+        return None
+    if notional == 0:
+        return INFINITY  # 0 while no leg: a quantity does not move with the marks
+    t = rule.above
+    room = t * equity - notional
+    if room <= 0:
+        return None
+    return room / (notional + t * pool_notional)
+
+
+def _concentration_room(rule: Rule, parts: list[Decimal]) -> Decimal | None:
+    """The largest part's share of the sum stays at or below an "above" rule's ``T`` while
+    every part moves by a factor within ``1 +- e``."""
+    if rule.above is None:
+        return None
+    if len(parts) < 2 or rule.above >= 1:
+        return INFINITY  # no value, or a share that cannot exceed 1
+    t = rule.above
+    largest = max(parts)
+    rest = sum(parts, ZERO) - largest
+    room = t * rest - (1 - t) * largest
+    if room <= 0:
+        return None
+    return room / (t * rest + (1 - t) * largest)
+
+
+def _pool_notional(live: LiveAccount, pool: LivePool) -> Decimal:
+    return sum((lp.notional for lp in live.positions if lp.pool is pool), ZERO)
+
+
+def _account_rule(rule: Rule, live: LiveAccount, feed: FeedStatus, limits: _Limits) -> None:
+    metric = rule.metric
+    cross = live.cross
+    if metric == "worst_ratio":  # the cross pool's while it holds a leg, and each isolated one
+        held = any(lp.pool is cross for lp in live.positions)
+        for pool in live.pools if held else live.pools[1:]:
+            limits.u(_ratio_room(rule, pool))
+    elif metric == "margin_ratio":
+        limits.u(_ratio_room(rule, cross))
+    elif metric == "buffer":
+        limits.u(_room(rule, cross.buffer, cross.sensitivity, cross.leeway))
+    elif metric == "margin_balance":
+        limits.u(_room(rule, cross.margin_balance, cross.sensitivity))
+    elif metric == "maintenance_margin":
+        limits.u(_room(rule, cross.mm, cross.sensitivity, cross.leeway))
+    elif metric == "effective_leverage":
+        notional = _pool_notional(live, cross)
+        limits.u(_leverage_room(rule, notional, cross.margin_balance, notional))
+    elif metric == "concentration":
+        limits.u(_concentration_room(rule, [lp.notional for lp in live.positions]))
+    elif metric == "feed_stale_s":
+        limits.age(rule, feed.stale_s)
+    elif metric == "feed_down_s":
+        if not limits.connected and feed.fatal is None:
+            limits.age(rule, feed.down_s)  # disconnected: grows (Band.holds sees a reconnection)
+    elif metric in ("account_error", "mode_not_computed", "incomplete_data", "ratio_drift"):
+        pass  # read at a snapshot, a reconcile or a fatal error: changes the band does not cover
+    else:
+        raise _NoBand
+
+
+def _position_rule(rule: Rule, live: LiveAccount, index: int, limits: _Limits) -> None:
+    metric = rule.metric
+    lp = live.positions[index]
+    pool = lp.pool
+    if metric in ("stop_coverage", "stop_missing", "stop_loss_price", "stop_loss"):
+        _stop_prices(live, index, limits)  # which stops protect moves only at a trigger
+    elif metric == "margin_ratio":
+        limits.u(_ratio_room(rule, pool))
+    elif metric == "liquidation_distance":
+        # no liquidation within T of the mark after a move of d: none within d + T + dT of
+        # the mark now (every other mark within d too): the pool's reach
+        reach = pool.reach()
+        if rule.below is None or reach is None:
+            raise _NoBand
+        t = max(rule.below, ZERO)
+        limits.price((reach - t) / (1 + t))
+    elif metric == "effective_leverage":
+        equity = pool.margin_balance
+        limits.u(_leverage_room(rule, lp.notional, equity, _pool_notional(live, pool)))
+    elif metric == "unrealized_pnl":
+        limits.u(_room(rule, lp.upnl, lp.notional))
+    elif metric == "notional":
+        limits.u(_room(rule, lp.notional, lp.notional))
+    elif metric == "stop_loss_share":
+        _stop_prices(live, index, limits)
+        _stop_loss_share(rule, live, index, limits)
+    elif metric == "stop_beyond_liquidation":
+        _stop_prices(live, index, limits)
+        _stop_beyond(rule, live, index, limits)
+    elif metric == "adl_rank":
+        pass  # the exchange's, read with the positions
+    elif metric == "adl_risk":
+        rank = lp.position.adl_rank
+        if rule.above is None:
+            raise _NoBand
+        if rank is None or rank <= rule.above:
+            return  # its value is 0, the rank or none: never above
+        if lp.upnl >= 0:
+            raise _NoBand  # in profit (or about to be): the market's pace decides, with time
+        limits.at(lp.symbol, from_u(lp.leg.entry_u, lp.position.inverse))  # 0 while losing
+    elif metric == "gap_risk":
+        _gap_risk(rule, live, index, limits)
+    else:
+        raise _NoBand
+
+
+def _stop_prices(live: LiveAccount, index: int, limits: _Limits) -> None:
+    stops = live.account.stops
+    symbol = live.positions[index].symbol
+    for stop in stops or ():
+        if stop.symbol == symbol and stop.trigger_price is not None:
+            limits.at(symbol, stop.trigger_price)
+
+
+def _position_value(metric: str, live: LiveAccount, index: int) -> Decimal | None:
+    """A position metric's value now, read as a rule reads it (one that needs no feed)."""
+    found = lookup(metric, Scope.POSITION)
+    assert found is not None
+    return found.extract(Figures(QUIET, live, index))
+
+
+def _stop_loss_share(rule: Rule, live: LiveAccount, index: int, limits: _Limits) -> None:
+    """``loss / equity`` (every pool's margin balance) stays at or below an "above" rule's
+    ``T > 0`` while ``equity - loss / T`` stays positive; the equity moves by at most every
+    leg's notional x e. The loss at the stop does not move with the mark."""
+    loss = _position_value("stop_loss", live, index)
+    if loss is None:
+        return  # no stop with a price: no value until the stops change
+    if rule.above is None or rule.above <= 0:
+        raise _NoBand
+    if loss <= 0:
+        return  # a share of at most 0 (or none, without equity)
+    equity = sum((pool.margin_balance for pool in live.pools), ZERO)
+    room = equity - loss / rule.above
+    if room <= 0:
+        raise _NoBand
+    total = sum((lp.notional for lp in live.positions), ZERO)
+    limits.u(INFINITY if total <= 0 else room / total)
+
+
+def _stop_beyond(rule: Rule, live: LiveAccount, index: int, limits: _Limits) -> None:
+    """The value exceeds an "above" rule's ``T`` only with a liquidation price on the
+    adverse side within ``away - T`` of the mark (``away``: the stop's distance). After a
+    move of ``d`` (every mark), those prices all lie within ``max(away - T + |T| d, d)`` of
+    the mark now: within the pool's reach while ``d`` is small enough."""
+    stop = _position_value("stop_loss_price", live, index)
+    if stop is None:
+        return  # no stop with a price: no value
+    if rule.above is None:
+        raise _NoBand
+    lp = live.positions[index]
+    reach = lp.pool.reach()
+    if reach is None:
+        raise _NoBand
+    away = (lp.mark - stop) * lp.position.side / lp.mark
+    t = rule.above
+    if reach <= away - t:
+        raise _NoBand
+    limits.price(reach)
+    if t != 0:
+        limits.price((reach - (away - t)) / abs(t))
+
+
+def _gap_risk(rule: Rule, live: LiveAccount, index: int, limits: _Limits) -> None:
+    """Closing at the liquidation price into the book moved there fills at ``phi x liq`` on
+    average (``phi`` from the book's walk for the position's size alone); nothing is lost past
+    the bankruptcy price ``b`` while ``b <= phi x liq`` (a long; ``>=`` a short). For one
+    linear leg liquidated alone, the equity is a line of slope ``quantity`` in its price,
+    zero at ``b`` and equal to the pool's requirement at ``liq``, which is at least the leg's
+    own, at least ``rate x quantity x liq`` (:func:`~alertd.engine.book.requirement_rate`;
+    every other leg's at least 0): ``|liq - b| >= rate x liq`` wherever the marks go. So
+    ``phi >= 1 - rate`` (a long; ``phi <= 1 + rate`` a short) proves the value 0, whatever
+    the marks; a book fetched again is checked again (:meth:`Band.holds`). Rounding the
+    liquidation price towards the mark only widens the gap."""
+    lp = live.positions[index]
+    p = lp.position
+    long = p.side is Side.LONG
+    proof = GapProof(lp.symbol, long, lp.leg.quantity)
+    rate = lp.requirement_rate()
+    if (
+        rule.above is not None
+        and rule.above >= 0
+        and not p.inverse
+        and live.alone(index)
+        and rate is not None
+        and (
+            lp.pool is not live.cross
+            or all(other.requirement_rate() is not None for other in live.positions)
+        )
+    ):
+        if long:
+            proof = GapProof(lp.symbol, long, lp.leg.quantity, floor=1 - rate + GAP_MARGIN)
+        else:
+            proof = GapProof(lp.symbol, long, lp.leg.quantity, ceiling=1 + rate - GAP_MARGIN)
+    limits.gap(proof)
+
+
+def band(
+    rules: Iterable[Rule],
+    subject: Subject,
+    live: LiveAccount,
+    feed: FeedStatus,
+    now: float,
+    *,
+    connected: bool,
+    books: Mapping[str, OrderBook] | None = None,
+) -> Band | None:
+    """The band of the account ``subject`` (its figures ``live``, its feed's status, at
+    monotonic ``now``) for ``rules``; ``None`` when some rule gives no bound or the band is
+    empty. Call it only for an account with no alert state whose values breach no rule."""
+    if not live.bounded:
+        return None  # coins moving with a mark, a currency owed, two cross pools: no bound here
+    limits = _Limits(now, connected, books)
+    positions = [
+        Subject(subject.account, subject.exchange, lp.symbol, lp.position.side.label)
+        for lp in live.positions
+    ]
+    try:
+        for rule in rules:
+            m = lookup(rule.metric, rule.scope)
+            if m is None or (m.dynamic and rule.metric != "adl_risk"):
+                return None
+            if rule.scope is Scope.ACCOUNT:
+                if rule.applies_to(subject):
+                    _account_rule(rule, live, feed, limits)
+                continue
+            for i, position in enumerate(positions):
+                if rule.applies_to(position):
+                    _position_rule(rule, live, i, limits)
+    except _NoBand:
+        return None
+    e = limits.move_u
+    d = min(limits.move_price, e / (1 + e) if e.is_finite() else INFINITY) / SAFETY
+    prices: dict[str, tuple[Decimal, Decimal]] = {}
+    for lp in live.positions:
+        mark = lp.mark
+        lo, hi = (ZERO, INFINITY) if not d.is_finite() else (mark * (1 - d), mark * (1 + d))
+        for p in limits.prices.get(lp.symbol, ()):
+            if p < mark:
+                lo = max(lo, p)
+            elif p > mark:
+                hi = min(hi, p)
+            else:
+                return None  # at a price where a value jumps
+        held = prices.get(lp.symbol)
+        if held is not None:
+            lo, hi = max(lo, held[0]), min(hi, held[1])
+        if not lo < mark < hi:
+            return None
+        prices[lp.symbol] = (lo, hi)
+    return Band(prices, limits.until, connected, tuple(limits.gaps))

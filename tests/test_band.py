@@ -1,0 +1,456 @@
+"""An account within its band is not evaluated (alertd/rules/band.py): the same alerts as
+evaluating it at every tick.
+
+Two daemon evaluations (``Alerting``) run side by side through one random world: one
+evaluates every account at every tick and sweep, the other skips an evaluation while the
+account is within the band its last evaluation set. Random books (every profile, cross,
+isolated and hedged legs, inverse contracts, tier tables with steps, stops, ADL ranks), random
+rules on every metric a band covers (and some it does not), thresholds near the world's
+values, hysteresis, ``for``, ``keep_firing_for``, repeats; ticks small and large, symbols that
+stop ticking (staleness), disconnections, order books replaced, reconciles and closed
+positions. Both must send the same notifications (kind, rule, subject, times, value, reason,
+message) and keep the same alert states at every step; and the banded one must have skipped
+evaluations, or the comparison would prove nothing.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import replace
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alertd.config import AccountConfig, Config, RuleConfig
+from alertd.daemon.evaluation import Alerting, build_rules
+from alertd.daemon.store import Store
+from alertd.delivery.deliverer import Deliverer
+from alertd.engine.book import Book, LiveAccount, requirement_rate
+from alertd.engine.model import Account, Pool
+from alertd.engine.orderbook import OrderBook
+from alertd.engine.tiers import Tier, TierTable
+from alertd.rules.band import band
+from alertd.rules.lifecycle import Notification
+from alertd.rules.metrics import FeedStatus, observe, wanted_of
+from alertd.rules.model import Observation, Subject
+from tests.test_evaluation_shortcuts import (
+    EXCHANGES,
+    account,
+    calm_btc_long,
+    signature,
+    states,
+    table,
+)
+
+D = Decimal
+
+# metric -> (scope, risky direction); the band covers all but the last two, which must make
+# the account evaluate every time
+METRICS = {
+    "worst_ratio": ("account", "above"),
+    "margin_ratio": ("account", "above"),
+    "buffer": ("account", "below"),
+    "margin_balance": ("account", "below"),
+    "maintenance_margin": ("account", "above"),
+    "effective_leverage": ("account", "above"),
+    "concentration": ("account", "above"),
+    "feed_stale_s": ("account", "above"),
+    "feed_down_s": ("account", "above"),
+    "account_error": ("account", "above"),
+    "liquidation_distance": ("position", "below"),
+    "unrealized_pnl": ("position", "below"),
+    "notional": ("position", "above"),
+    "stop_beyond_liquidation": ("position", "above"),
+    "stop_loss_share": ("position", "above"),
+    "stop_missing": ("position", "above"),
+    "adl_risk": ("position", "above"),
+    "gap_risk": ("position", "above"),
+    "crash_distance": ("account", "below"),
+    "bankruptcy_buffer": ("position", "below"),
+}
+FEED_LEVELS = {"feed_stale_s": (5, 40), "feed_down_s": (5, 60), "account_error": (0, 0)}
+
+
+def random_rule(
+    rng: random.Random, i: int, seen: Mapping[str, list[Decimal]], covered_only: bool
+) -> RuleConfig:
+    names = list(METRICS)[:-2] if covered_only else list(METRICS)
+    metric = rng.choice(names)
+    scope, risky = METRICS[metric]
+    if metric in FEED_LEVELS:
+        low, high = FEED_LEVELS[metric]
+        level = D(rng.randint(low, high))
+    else:
+        near = seen.get(metric) or [D(rng.randint(-20, 1200)) / 1000]
+        level = rng.choice(near) * (1 + D(rng.randint(-600, 600)) / 10_000)
+        if metric == "gap_risk":
+            level = max(level, D(0))
+        if metric == "adl_risk":
+            level = D(rng.choice(["0.25", "0.5", "0.7"]))
+    level = level.quantize(D("0.0001"))
+    if (risky == "above" and rng.random() < 0.9) or (risky == "below" and rng.random() < 0.1):
+        kw: dict[str, object] = {"above": level}
+        if rng.random() < 0.5:
+            kw["clear_below"] = level - abs(level) * D(rng.randint(0, 500)) / 10_000
+    else:
+        kw = {"below": level}
+        if rng.random() < 0.5:
+            kw["clear_above"] = level + abs(level) * D(rng.randint(0, 500)) / 10_000
+    if rng.random() < 0.4:
+        kw["for"] = float(rng.choice([1, 5, 30, 120]))
+    if rng.random() < 0.4:
+        kw["keep_firing_for"] = float(rng.choice([0.5, 3, 10, 60]))
+    if rng.random() < 0.4:
+        kw["repeat"] = float(rng.choice([0, 20, 90, 600]))
+    severity = rng.choice(["info", "warning", "critical"])
+    return RuleConfig.model_validate(
+        {"name": f"r{i}", "metric": metric, "scope": scope, "severity": severity, **kw}
+    )
+
+
+def random_book(rng: random.Random, mark: Decimal) -> OrderBook:
+    """Levels around the mark, from a deep book (nothing lost) to a thin or gapped one."""
+    spread = mark * D(rng.choice([rng.randint(1, 50), rng.randint(500, 5000)])) / 100_000
+    step = mark * D(rng.randint(1, 400)) / 100_000
+    size = D(rng.choice(["0.01", "0.5", "5", "500"]))
+    bids = tuple((mark - spread - step * k, size) for k in range(rng.randint(0, 8)))
+    asks = tuple((mark + spread + step * k, size) for k in range(rng.randint(0, 8)))
+    return OrderBook(tuple(b for b in bids if b[0] > 0), asks)
+
+
+class Evaluator:
+    """The daemon's ``Alerting.evaluate`` with a feed simulated beside it: the feed status
+    read at each evaluation (the age of the oldest mark, the time since the disconnection
+    this path first saw), and the band checked first where ``banded``."""
+
+    def __init__(self, config: Config, book: Book, banded: bool, wall: list[float]) -> None:
+        store = Store(":memory:")
+        deliverer = Deliverer(store, {}, config.routes, config.delivery)
+        self.alerting = Alerting(config, store, deliverer, book=book, wall_clock=lambda: wall[0])
+        self.book = book
+        self.banded = banded
+        self.down_since: dict[str, float] = {}
+
+    def status(self, name: str, now: float, world: World) -> FeedStatus:
+        fatal = world.fatal.get(name)
+        if world.connected[name] or fatal is not None:
+            self.down_since.pop(name, None)
+            down = 0.0
+        else:
+            down = now - self.down_since.setdefault(name, now)
+        held = world.held[name]
+        ages = [now - world.last_seen[p.symbol] for p in held.positions]
+        return FeedStatus(D(f"{max(ages, default=0.0):.3f}"), D(f"{down:.3f}"), fatal)
+
+    def evaluate(self, name: str, now: float, world: World) -> list[Notification]:
+        connected = world.connected[name]
+        books = world.books
+        if self.banded and self.alerting.within_band(name, world.marks, now, connected, books):
+            return []
+        status = self.status(name, now, world)
+        live = self.book.get(name)
+        exchange = world.exchanges[name]
+        notes = self.alerting.evaluate_figures(name, exchange, live, status, None, books)
+        if self.banded:
+            self.alerting.keep_band(name, exchange, live, status, now, connected, books)
+        return notes
+
+
+class World:
+    def __init__(self, rng: random.Random) -> None:
+        self.symbols = [f"S{i}/USDT:USDT" for i in range(rng.randint(1, 4))]
+        self.marks = {s: D(rng.randint(50, 100_000)) for s in self.symbols}
+        self.names = [f"a{i}" for i in range(rng.randint(1, 3))]
+        self.exchanges = {n: rng.choice(EXCHANGES) for n in self.names}
+        self.held: dict[str, Account] = {}
+        for n in self.names:
+            a = account(rng, n, self.marks, self.exchanges[n])
+            ranked = tuple(
+                replace(p, adl_rank=D(rng.choice(["0.25", "0.5", "0.75", "1"])))
+                if rng.random() < 0.6
+                else p
+                for p in a.positions
+            )
+            self.held[n] = replace(a, positions=ranked)
+        self.last_seen = dict.fromkeys(self.symbols, 0.0)
+        self.connected = dict.fromkeys(self.names, True)
+        self.fatal: dict[str, str] = {}
+        self.books: dict[str, OrderBook] = {
+            s: random_book(rng, m) for s, m in self.marks.items() if rng.random() < 0.8
+        }
+
+
+def run_world(seed: int, steps: int, covered_only: bool) -> tuple[int, int]:
+    """Both paths through one random world; returns (notifications, evaluations skipped)."""
+    rng = random.Random(seed)
+    world = World(rng)
+    seen: dict[str, list[Decimal]] = {}
+    for name, a in world.held.items():
+        book = Book()
+        book.set_account(name, a)
+        quiet = FeedStatus(D(0), D(0), None)
+        live = book.live(name)
+        for o in observe(name, world.exchanges[name], live, quiet, None, None, books=world.books):
+            for metric, value in o.metrics.items():
+                if value is not None and value.is_finite():
+                    seen.setdefault(metric, []).append(value)
+    rules = [random_rule(rng, i, seen, covered_only) for i in range(rng.randint(1, 6))]
+    config = Config(
+        version=1,
+        accounts=[AccountConfig(name=n, exchange="binanceusdm") for n in world.names],
+        rules=rules,
+        builtin_rules={
+            "feed_stale": False,
+            "feed_down": False,
+            "account_error": False,
+            "account_mode": False,
+            "ratio_drift": False,
+            "incomplete_data": False,
+            "stops": {"beyond_liquidation": False},
+            "leverage": False,
+            "concentration": False,
+            "adl": False,
+            "gap_risk": False,
+        },
+    )
+    wall = [86_400.0 * 20_000]
+    every_book, banded_book = Book(), Book()
+    for name, a in world.held.items():
+        every_book.set_account(name, a)
+        banded_book.set_account(name, a)
+    every = Evaluator(config, every_book, False, wall)
+    banded = Evaluator(config, banded_book, True, wall)
+    now = 0.0
+    notified = 0
+
+    def evaluate(name: str) -> None:
+        nonlocal notified
+        ours = banded.evaluate(name, now, world)
+        theirs = every.evaluate(name, now, world)
+        assert signature(ours, D("0.5")) == signature(theirs, D("0.5")), (seed, name, now)
+        assert states(banded.alerting.engine.states) == states(every.alerting.engine.states), (
+            seed,
+            name,
+            now,
+        )
+        notified += len(ours)
+
+    ticking = list(world.symbols)
+    for _ in range(steps):
+        dt = rng.choice([0.05, 0.3, 1.0, 1.0, 2.0, 7.0, 30.0])
+        now += dt
+        wall[0] += dt
+        roll = rng.random()
+        if roll < 0.62 and ticking:  # a mark tick: every holder
+            symbol = rng.choice(ticking)
+            big = rng.random() < 0.1
+            step = rng.randint(-1500, 1500) if big else rng.randint(-30, 30)
+            mark = max(D("0.5"), world.marks[symbol] * (1 + D(step) / 10_000))
+            world.marks[symbol] = mark = mark.quantize(D("0.0001"))
+            world.last_seen[symbol] = now
+            touched = every_book.apply_mark(symbol, mark)
+            assert touched == banded_book.apply_mark(symbol, mark)
+            for key in sorted(touched, key=str):
+                evaluate(str(key))
+        elif roll < 0.8:  # the sweep: time passes
+            for name in world.names:
+                evaluate(name)
+        elif roll < 0.85:  # a symbol stops ticking for a while, or starts again
+            if rng.random() < 0.5 and ticking:
+                ticking.remove(rng.choice(ticking))
+            else:
+                ticking = list(world.symbols)
+        elif roll < 0.9:  # the private stream drops or comes back: no change is notified
+            name = rng.choice(world.names)
+            world.connected[name] = not world.connected[name]
+        elif roll < 0.94:  # an order book fetched again: no change is notified
+            symbol = rng.choice(world.symbols)
+            world.books[symbol] = random_book(rng, world.marks[symbol])
+        else:  # a reconcile: a fresh snapshot (maybe a position closed), or a fatal error
+            name = rng.choice(world.names)
+            a = world.held[name]
+            kept = tuple(
+                replace(p, mark_price=world.marks[p.symbol])
+                for p in a.positions
+                if len(a.positions) == 1 or rng.random() < 0.8
+            )
+            world.held[name] = replace(a, positions=kept)
+            banded.alerting.forget(name)  # as the daemon does for any change but a mark
+            if rng.random() < 0.1:
+                world.fatal[name] = "bad key"
+                every_book.remove_account(name)
+                banded_book.remove_account(name)
+            else:
+                world.fatal.pop(name, None)
+                every_book.set_account(name, world.held[name])
+                banded_book.set_account(name, world.held[name])
+            evaluate(name)
+    return notified, banded.alerting.skipped
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.booleans())
+def test_skipping_within_the_band_alerts_exactly_as_evaluating_every_tick(
+    seed: int, covered_only: bool
+) -> None:
+    run_world(seed, 150, covered_only)
+
+
+def test_the_worlds_compared_skip_evaluations_and_alert() -> None:
+    """The comparison means something only if evaluations are skipped there while alerts
+    fire, repeat and resolve."""
+    notified = skipped = 0
+    for seed in range(16):
+        n, s = run_world(seed, 150, covered_only=True)
+        notified += n
+        skipped += s
+    assert notified > 30 and skipped > 200, (notified, skipped)
+
+
+def test_a_calm_account_has_a_band_and_leaves_it_at_its_edge() -> None:
+    """The default rules and built-ins on a calm account (liquidation about 67% below, a deep
+    book): a band of several percent; a mark past its edge, the feed's 30 s or a dropped
+    stream end it; an account near liquidation has none."""
+    config = Config(version=1, accounts=[AccountConfig(name="a", exchange="binanceusdm")])
+    rules = build_rules(config)
+    btc = "BTC/USDT:USDT"
+    books = {btc: OrderBook(((D(59_999), D(50)),), ((D(60_001), D(50)),))}
+    status = FeedStatus(D(0), D(0), None)
+    book = Book()
+    book.set_account("calm", calm_btc_long("20000"))
+    book.set_account("close", calm_btc_long("1500"))
+    subject = Subject("a", "binanceusdm")
+    found = band(rules, subject, book.live("calm"), status, 0.0, connected=True, books=books)
+    assert found is not None
+    assert found.until == 30.0 - 0.002  # feed-stale's 30 s, from a fresh feed
+    ((lo, hi),) = found.prices.values()
+    assert lo < D(57_000) and D(63_000) < hi  # at least 5% either way
+    assert found.holds({btc: D(60_000)}, 1.0, True, books)
+    assert not found.holds({btc: hi}, 1.0, True, books)
+    assert not found.holds({btc: D(60_000)}, 30.0, True, books)  # the feed may be stale
+    assert not found.holds({btc: D(60_000)}, 1.0, False, books)  # the stream dropped
+    # a book fetched again: held while it takes the position as well, not once it is thin
+    fetched_again = {btc: OrderBook(books[btc].bids, books[btc].asks)}
+    assert found.holds({btc: D(60_000)}, 1.0, True, fetched_again)
+    thin = {btc: OrderBook(((D(59_999), D("0.01")), (D(50_000), D(1))), books[btc].asks)}
+    assert not found.holds({btc: D(60_000)}, 1.0, True, thin)
+    close = band(rules, subject, book.live("close"), status, 0.0, connected=True, books=books)
+    assert close is None
+
+
+def test_the_least_requirement_rate_bounds_every_notional() -> None:
+    """``requirement_rate``: mm(u) >= rate x quantity x u at every price, tier edges
+    included."""
+    rng = random.Random(3)
+    marks = {"S0/USDT:USDT": D(30_000)}
+    for _ in range(200):
+        exchange = rng.choice(EXCHANGES)
+        a = account(rng, "a", marks, exchange)
+        a = replace(
+            a,
+            positions=tuple(
+                replace(p, tiers=table(rng, p.tiers.basis, rng.random() < 0.5)) for p in a.positions
+            ),
+        )
+        live = LiveAccount("a", a)
+        for lp in live.positions:
+            rate = requirement_rate(lp.leg)
+            if rate is None:
+                continue
+            caps = [t.cap for t in lp.leg.tiers.tiers if t.cap is not None]
+            sizes = [c * f for c in caps for f in (D("0.999999"), D(1), D("1.000001"))]
+            sizes += [D(rng.randint(1, 10**7)) for _ in range(20)]
+            for notional in sizes:
+                u = notional / lp.leg.quantity
+                assert lp.leg.mm(u) >= rate * notional * D("0.999999999"), (rate, notional)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_no_rule_breaches_anywhere_the_band_holds(seed: int) -> None:
+    """The band's claim itself: a random account and rules, a band at its marks, then
+    random moves of every mark (near the band's edges) and books fetched again: wherever the
+    band holds, no rule's value breaches."""
+    rng = random.Random(seed)
+    world = World(rng)
+    name = world.names[0]
+    exchange = world.exchanges[name]
+    book = Book()
+    book.set_account(name, world.held[name])
+    live = book.live(name)
+    quiet = FeedStatus(D(0), D(0), None)
+    seen: dict[str, list[Decimal]] = {}
+    for o in observe(name, exchange, live, quiet, None, None, books=world.books):
+        for metric, value in o.metrics.items():
+            if value is not None and value.is_finite():
+                seen.setdefault(metric, []).append(value)
+    configs = [random_rule(rng, i, seen, True) for i in range(rng.randint(1, 4))]
+    config = Config(
+        version=1, accounts=[AccountConfig(name=name, exchange="binanceusdm")], rules=configs
+    )
+    rules = [r for r in build_rules(config) if r.name.startswith("r")]
+    wanted = wanted_of(rules)
+    observations = observe(name, exchange, live, quiet, wanted, None, books=world.books)
+
+    def breaches(observations: list[Observation]) -> list[str]:
+        return [
+            f"{r.name} {o.subject.key} {value}"
+            for o in observations
+            for r in rules
+            if r.applies_to(o.subject)
+            and (value := o.metrics.get(r.series)) is not None
+            and r.breached(value)
+        ]
+
+    if breaches(observations):
+        return  # the daemon sets a band only for an account whose values breach nothing
+    found = band(
+        rules, Subject(name, exchange), live, quiet, 0.0, connected=True, books=world.books
+    )
+    if found is None:
+        return
+    held = 0
+    for _ in range(40):
+        for symbol, (lo, hi) in found.prices.items():
+            mark = world.marks[symbol]
+            edge = rng.choice([lo, hi]) if hi.is_finite() else mark * 3
+            target = edge if edge > 0 else mark / 3
+            share = D(rng.choice(["0.3", "0.9", "0.99", "0.9999", "1", "1.01"]))
+            world.marks[symbol] = (mark + (target - mark) * share).quantize(D("0.0001"))
+            book.apply_mark(symbol, world.marks[symbol])
+        if rng.random() < 0.3:
+            symbol = rng.choice(world.symbols)
+            world.books[symbol] = random_book(rng, world.marks[symbol])
+        stale = D(rng.randint(0, 29))
+        status = FeedStatus(stale, D(0), None)
+        if not found.holds(world.marks, float(stale), True, world.books):
+            continue
+        held += 1
+        seen_now = observe(name, exchange, live, status, wanted, None, books=world.books)
+        assert not breaches(seen_now), (seed, breaches(seen_now))
+
+
+def test_no_band_where_the_running_bounds_do_not_cover_the_account() -> None:
+    """A second cross pool holding positions (the account's cross figures may pass from one
+    pool to the other as marks move) or a settle currency lent below zero (what is owed
+    requires more as the PnL falls): no band, every tick is evaluated. (The default rules
+    but concentration, which gives two positions no band of its own.)"""
+    config = Config(version=1, accounts=[AccountConfig(name="a", exchange="binanceusdm")])
+    rules = [r for r in build_rules(config) if r.metric != "concentration"]
+    status = FeedStatus(D(0), D(0), None)
+    subject = Subject("a", "binanceusdm")
+    calm = calm_btc_long("20000")
+    (btc,) = calm.positions
+    eth = replace(btc, symbol="ETH/USDC:USDC", entry_price=D(3000), mark_price=D(3000))
+    two_pools = replace(
+        calm, positions=(btc, replace(eth, pool="USDC")), pools=(Pool("USDC", D(20_000)),)
+    )
+    lent = replace(calm, wallet_liability_tiers=TierTable.build([Tier(None, D("0.03"), D(0))]))
+    book = Book()
+    for key, a in (("calm", calm), ("two pools", two_pools), ("lent", lent)):
+        book.set_account(key, a)
+    assert band(rules, subject, book.live("calm"), status, 0.0, connected=True) is not None
+    for key in ("two pools", "lent"):
+        assert band(rules, subject, book.live(key), status, 0.0, connected=True) is None, key
