@@ -2,10 +2,11 @@
 and ``alertd run`` processes against the local Gate, which reports Gate's own unified-account
 figures and liquidation prices by Gate's documented rules (tests/fake_exchange/gate.py).
 
-Single-currency margin (``margin_mode`` 3) and multi-currency margin with USDT as the only
-collateral (1) are computed by alertd and reproduce Gate's ratio and liquidation prices; with
-BTC collateral in a multi-currency pool Gate's own ratio stands in, named, and no false alert
-fires at bootstrap (the USDT-only math of before counted none of the BTC)."""
+Single-currency margin (``margin_mode`` 3) and multi-currency margin (1), with USDT alone or
+BTC beside it as collateral (the USDT shortfall then a liability at its loan margin tier), are
+computed by alertd and reproduce Gate's ratio and liquidation prices; with a borrowed coin Gate's
+own ratio stands in, named, and no false alert fires at bootstrap (the USDT-only math of before
+counted none of the BTC)."""
 
 from __future__ import annotations
 
@@ -52,31 +53,46 @@ async def _gate_figures(fake: Any, single: bool) -> tuple[dict[str, Decimal], De
     return liquidations, D(info["total_maintenance_margin"]) / D(info["total_margin_balance"])
 
 
+MULTI = "multi-assets (margin_mode 1 (multi_currency))"
+
+
 @pytest.mark.parametrize(
-    ("margin_mode", "label"),
-    [(3, "unified single-currency (margin_mode 3 (single_currency))"),
-     (1, "multi-assets (margin_mode 1 (multi_currency))")],
+    ("margin_mode", "label", "usdt", "btc"),
+    [(3, "unified single-currency (margin_mode 3 (single_currency))", "2000", None),
+     (1, MULTI, "2000", None),
+     # 300 USDT and 0.2 BTC (12,000 USD: 11,330 after the discount tiers): both liquidation
+     # prices lie past the USDT, whose shortfall then carries its loan margin tier's rate
+     (1, MULTI, "300", "0.2")],
+    ids=["single-currency", "multi-currency", "btc-collateral"],
 )  # fmt: skip
 def test_snapshot_and_calc_reproduce_gate_s_ratio_and_liquidation_prices(
-    gate_world: dict[str, Any], margin_mode: int, label: str
+    gate_world: dict[str, Any], margin_mode: int, label: str, usdt: str, btc: str | None
 ) -> None:
     fake = gate_world["fake"]
-    # 2,000 USDT, a cross BTC long of 0.3 (18,000 at 60,000), a cross ETH short of 2 ETH and
-    # an isolated ETH long; ETH held in the unified account but not enabled as collateral
-    fake.set_balance(KEY, "2000")
+    # a cross BTC long of 0.3 (18,000 at 60,000) and a cross ETH short of 2 ETH; ETH held in
+    # the unified account but not enabled as collateral
+    fake.set_balance(KEY, usdt)
     fake.set_mark(BTC, "60000")
     fake.set_mark(ETH, "3500")
     fake.open_position(KEY, BTC, "long", "3000", "60000")
     fake.open_position(KEY, ETH, "short", "200", "3400")
     fake.set_coin(KEY, "ETH", "2", collateral=False)
+    if btc is not None:
+        fake.set_coin(KEY, "BTC", btc)
     fake.set_margin_mode(KEY, margin_mode)
-    _, result = snapshot_then_calc(gate_world, f"{label}")
+    snapshot, result = snapshot_then_calc(gate_world, label)
+    if btc is not None:
+        cross = snapshot["cross"]
+        assert [c["asset"] for c in cross["collateral"]] == ["BTC"]
+        assert cross["liability_tiers"], cross
     liquidations, theirs = asyncio.run(_gate_figures(fake, single=margin_mode == 3))
     ours = {p["symbol"]: D(p["liquidation_price"]) for p in result["positions"]}
     assert sorted(ours) == sorted(liquidations) == sorted([BTC, ETH])
     for symbol, price in liquidations.items():
         # Gate rounds to its tick (longs up, shorts down)
         assert abs(ours[symbol] / price - 1) < D("1e-5"), (symbol, ours[symbol], price)
+    if btc is not None:  # past the USDT: the BTC long's at about 36,000, the ETH short's 8,800
+        assert ours[BTC] < 40000 and ours[ETH] > 8000, ours
     assert abs(D(result["account"]["margin_ratio"]) / theirs - 1) < D("1e-9")
 
 
@@ -107,17 +123,53 @@ def test_a_btc_long_crosses_the_thresholds_at_the_right_marks_in_single_currency
     ratio_alerts_at(fake, http, daemon, BTC, ("50450", "53.3%"), ("50290", "82.4%"))
 
 
-def test_btc_collateral_shows_gate_s_own_ratio_with_no_false_alert_at_bootstrap(
+def test_btc_collateral_and_a_btc_long_falling_together_cross_at_the_right_marks(
     gate_world: dict[str, Any],
 ) -> None:
     fake, http, daemon, base = (gate_world[k] for k in ("fake", "http", "daemon", "base"))
-    # 150 USDT, 0.05 BTC (3,000 USD: 1,000 x 0.98 + 2,000 x 0.95 = 2,880 after the docs'
-    # discount tiers) and a 0.1 BTC long at 60,000 in a multi-currency pool: Gate's ratio is
-    # 28.5 / 3,030 = 0.94%; the USDT alone would read 28.5 / 150 = 19% (and 57% after a 1%
-    # fall, a false warning)
+    # 40 USDT, 0.05 BTC and a 0.1 BTC long at 60,000 in a multi-currency pool. At a mark m:
+    # USDT equity 40 + 0.1 (m - 60,000) = 0.1 m - 5,960; BTC 0.05 m USD after the docs'
+    # discount tiers (1,000 x 0.98 + the rest x 0.95) = 0.0475 m + 30; MM 0.1 m x (0.4% +
+    # 0.075%) plus, below 59,600, 1.5% (the local Gate's first USDT loan tier) of the USDT
+    # shortfall 5,960 - 0.1 m. 28.5 / 2,920 = 0.98% at 60,000: no alert (the USDT-only math
+    # of before read 28.5 / 40 = 71%, a false warning)
+    fake.set_balance(KEY, "40")
+    fake.set_mark(BTC, "60000")
+    fake.set_coin(KEY, "BTC", "0.05")
+    fake.set_margin_mode(KEY, 1)
+    fake.open_position(KEY, BTC, "long", "1000", "60000")
+    started(daemon)
+    account = wait_for(lambda: computed_account(base), what="alertd's own figures")
+    assert account["mode"] == MULTI
+    assert account["coverage"] == "computed by alertd"
+    assert D(account["margin_ratio"]) == D("28.5") / D(2920)
+    wait_for(lambda: status_account(base)["exchange_margin_ratio"] is not None, what="Gate's")
+    assert D(status_account(base)["exchange_margin_ratio"]) == D("28.5") / D(2920)
+    (position,) = account["positions"]
+    # the ratio is 1 where 89.4 - 0.001025 m = 0.1475 m - 5,930: 6,019.4 / 0.148525 =
+    # 40,527.86 (the shortfall's margin left out, 5,930 / 0.147025 = 40,333.28, 195 lower)
+    liquidations, _ = asyncio.run(_gate_figures(fake, single=False))
+    assert D(position["liquidation_price"]) == D("6019.4") / D("0.148525")
+    assert abs(D(position["liquidation_price"]) / liquidations[BTC] - 1) < D("1e-4")
+    assert http.posts == []
+
+    # at 40,800: 47.58 / 88 = 54.1% (the shortfall's margin left out: 19.38 / 88 = 22%)
+    # at 40,590: 47.79525 / 57.025 = 83.8% (left out: 19.28 / 57.025 = 33.8%)
+    ratio_alerts_at(fake, http, daemon, BTC, ("40800", "54.1%"), ("40590", "83.8%"))
+
+
+def test_a_borrowed_coin_shows_gate_s_own_ratio_with_no_false_alert_at_bootstrap(
+    gate_world: dict[str, Any],
+) -> None:
+    fake, http, daemon, base = (gate_world[k] for k in ("fake", "http", "daemon", "base"))
+    # 150 USDT, 0.05 BTC (2,880 USD after the docs' discount tiers), 5 USDC borrowed (the
+    # local Gate lists no USDC loan tiers: 10%, the announcements' single-tier rate) and a
+    # 0.1 BTC long at 60,000: Gate's ratio is (28.5 + 0.5) / (150 + 2,880 - 5) = 0.96%; the
+    # USDT alone would read 28.5 / 150 = 19% (and 31% after a 1% fall)
     fake.set_balance(KEY, "150")
     fake.set_mark(BTC, "60000")
     fake.set_coin(KEY, "BTC", "0.05")
+    fake.set_coin(KEY, "USDC", "0", borrowed="5", price="1")
     fake.set_margin_mode(KEY, 1)
     fake.open_position(KEY, BTC, "long", "1000", "60000")
     started(daemon)
@@ -125,11 +177,11 @@ def test_btc_collateral_shows_gate_s_own_ratio_with_no_false_alert_at_bootstrap(
         lambda: (a := status_account(base))["exchange_margin_ratio"] is not None and a,
         what="Gate's ratio",
     )
-    assert account["mode"] == "multi-assets (margin_mode 1 (multi_currency))"
+    assert account["mode"] == MULTI
     assert account["coverage"] == "exchange's own ratio"
     assert account["margin_ratio_source"] == "exchange"
-    assert D(account["exchange_margin_ratio"]) == D("28.5") / D(3030)
-    assert "BTC as collateral" in account["mode_limits"]
+    assert D(account["exchange_margin_ratio"]) == D(29) / D(3025)
+    assert "a USDC liability (its borrowing maintenance margin" in account["mode_limits"]
     fake.set_mark(BTC, "59400")
     wait_for(lambda: status_account(base)["exchange_margin_ratio_moved"], what="moved ratio")
     assert not [t for t in http.titles() if "worst ratio" in t], http.titles()

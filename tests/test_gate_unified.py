@@ -1,9 +1,10 @@
 """Gate's unified account computed by alertd (issue 11): single-currency margin (``margin_mode``
 3: the USDT cross pool inside the unified account) and multi-currency margin (1: one USD pool of
-every collateral currency at its index price times its tiered discount by USD value). Checked on
-Gate's published worked example, its documented answers, the local Gate (which reports Gate's own
-figures by the documented rules: tests/fake_exchange/gate.py) and a property: at every
-liquidation price alertd computes for a Gate pool with collateral its ratio is exactly 1.
+every collateral currency at its index price times its tiered discount by USD value, the USDT
+shortfall a liability at its loan margin tier's rate). Checked on Gate's published worked
+example, its documented answers, the local Gate (which reports Gate's own figures by the
+documented rules: tests/fake_exchange/gate.py) and a property: at every liquidation price alertd
+computes for a Gate pool with collateral and a USDT shortfall its ratio is exactly 1.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alertd.engine.collateral import Collateral, RatioBasis
+from alertd.engine.collateral import Collateral, RatioBasis, owed_requirement
 from alertd.engine.margin import compute
 from alertd.engine.model import Account, MarginMode, Position, Side
 from alertd.exchanges import gate
 from alertd.feeds.adapter import FrameError
 from alertd.feeds.state import AccountMode, Coverage
 
-from .fake_exchange.gate import _DEFAULT_MARKETS, FakeGate, _tier_rows
+from .fake_exchange.gate import _DEFAULT_MARKETS, LOAN_MARGIN_TIERS, FakeGate, _tier_rows
 from .support.aio import run
 from .support.feeds import BTC
 from .test_account_modes import KEY, long_btc
@@ -100,6 +101,70 @@ CCXT_UNIFIED = {
 }  # fmt: skip
 MARKETS = {BTC: {}, "ETH/USDT:USDT": {}}
 
+# Gate API v4 docs, "Query unified account tiered loan margin" (GET /unified/loan_margin_tiers):
+# the example answer, one USDT tier from 200,000 to 400,000
+DOCS_LOAN_ANSWER = [
+    {
+        "currency": "USDT",
+        "margin_tiers": [
+            {"tier": "1", "margin_rate": "0.02", "lower_limit": "200000",
+             "upper_limit": "400000", "leverage": "3"},
+        ],
+    }
+]  # fmt: skip
+
+
+def gate_loan_tiers() -> list[Any]:
+    """The loan margin tiers the local Gate serves."""
+    return FakeGate()._loan_margin_tiers(None, {})  # type: ignore[arg-type]
+
+
+def test_loan_margin_tiers_are_steps_by_the_debt_s_usd_value() -> None:
+    tables = gate.loan_margin_tiers(gate_loan_tiers())
+    assert sorted(tables) == sorted(LOAN_MARGIN_TIERS)
+    usdt = tables["USDT"]
+    assert usdt.caps == (D(200_000), D(400_000)) and usdt.tiers[-1].cap is None
+    assert [t.mmr for t in usdt.tiers] == [D("0.015"), D("0.02"), D("0.03")]
+    assert all(t.deduction == 0 for t in usdt.tiers) and usdt.tiers[0].max_leverage == D(3)
+    # the whole debt at the rate of the tier holding it: 250,000 owed requires 5,000
+    assert owed_requirement(usdt, D(-250_000)) == D(5000)
+    assert owed_requirement(usdt, D(-200_000)) == D(3000)  # upper limits inclusive
+    assert owed_requirement(usdt, D(10)) == 0  # nothing owed
+
+
+def test_the_documented_loan_answer_leaves_a_debt_below_its_first_tier_without_a_rate() -> None:
+    with pytest.raises(FrameError) as raised:
+        gate.loan_margin_tiers(DOCS_LOAN_ANSWER)
+    assert str(raised.value) == (
+        "loan_margin_tiers USDT tier 1 lower_limit: 200000 leaves a gap (the tiers must start "
+        "at 0 and join; expected 0)"
+    )
+
+
+def _loan_row(*tiers: tuple[str, str, str]) -> list[Any]:
+    return [{"currency": "BTC", "margin_tiers": [
+        {"margin_rate": rate, "lower_limit": low, "upper_limit": high} for low, high, rate in tiers
+    ]}]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (_loan_row(("0", "", "1.5")), "loan_margin_tiers BTC tier 1 margin_rate: must be"),
+        (_loan_row(("0", "", "x")), "BTC margin_rate: not a number: 'x'"),
+        (_loan_row(("0", "100", "0.05"), ("100", "100", "0.1"), ("100", "+", "0.2")),
+         "loan_margin_tiers BTC tier 2 upper_limit: tiers out of order"),
+        (_loan_row(("0", "100", "0.05"), ("150", "+", "0.1")),
+         "loan_margin_tiers BTC tier 2 lower_limit: 150 leaves a gap"),
+        (_loan_row(("-", "+", "0.1")), "BTC lower_limit: not a number: '-'"),
+        ([{"currency": "BTC", "margin_tiers": []}], "loan_margin_tiers: no tiers for BTC"),
+    ],
+)  # fmt: skip
+def test_a_bad_loan_margin_tier_names_the_field(answer: Any, expected: str) -> None:
+    with pytest.raises(FrameError) as raised:
+        gate.loan_margin_tiers(answer)
+    assert str(raised.value).startswith(expected), str(raised.value)
+
 
 def test_discount_tiers_slice_the_usd_value_as_gate_s_worked_example() -> None:
     ratio = gate.discount_ratios(ANNOUNCED_BTC_TIERS)["BTC"]
@@ -127,10 +192,13 @@ def test_a_bad_discount_tier_names_the_field() -> None:
 def test_the_recorded_unified_answer_names_what_alertd_does_not_reproduce() -> None:
     ratios = gate.discount_ratios([{"currency": c, "discount_tiers": [{"discount": "1",
               "lower_limit": "0", "upper_limit": "+"}]} for c in ("USDT", "ETH")])  # fmt: skip
-    pool = gate.multi_currency_pool(CCXT_UNIFIED, ratios, {"ETH": D(3000)}, "USDT", MARKETS)
-    # ETH is borrowed (a borrowing maintenance margin), POINT has no tiers and no perpetual
+    loans = gate.loan_margin_tiers(gate_loan_tiers())
+    pool = gate.multi_currency_pool(CCXT_UNIFIED, ratios, {"ETH": D(3000)}, "USDT", MARKETS, loans)
+    # ETH is borrowed (its borrowing maintenance margin is tiered by the debt's USD value,
+    # which its price moves), POINT has no tiers and no perpetual
     assert pool.not_reproduced == (
-        "a ETH liability (borrowing maintenance margin)",
+        "a ETH liability (its borrowing maintenance margin is tiered by the debt's USD value, "
+        "which moves with the price)",
         "POINT held with no discount tiers to value it",
     )
     assert pool.settle_equity == D("16.1") and pool.coins == ()
@@ -155,9 +223,22 @@ def test_the_multi_currency_pool_values_each_coin_at_its_index_and_discount() ->
     # 3,000 USD of BTC: 1,000 x 0.98 + 2,000 x 0.95 (the docs' tiers by USD value)
     assert btc.value == D(2880)
     assert pool.reported.margin_ratio == D("0.01")
-    # the USDT runs out before the account is liquidated: Gate's borrowing margin then applies
+    # the USDT runs out before the account is liquidated: without its loan margin tiers the
+    # shortfall's borrowing margin is unknown
     (reason,) = pool.not_reproduced
-    assert reason.startswith("BTC as collateral (the account is liquidated only once futures")
+    assert reason.startswith("BTC as collateral with no USDT loan margin tiers (the account")
+    loans = gate.loan_margin_tiers(gate_loan_tiers())
+    pool = gate.multi_currency_pool(info, ratios, {"BTC": D(60000)}, "USDT", MARKETS, loans)
+    assert pool.not_reproduced == () and pool.settle_tiers == loans["USDT"]
+    # a shortfall already (USDT equity below zero) is computed too; a USDT loan is not
+    info["balances"]["USDT"] = {"equity": "-20", "borrowed": "0"}
+    pool = gate.multi_currency_pool(info, ratios, {"BTC": D(60000)}, "USDT", MARKETS, loans)
+    assert pool.not_reproduced == () and pool.settle_equity == D(-20)
+    info["balances"]["USDT"] = {"equity": "100", "borrowed": "50"}
+    pool = gate.multi_currency_pool(info, ratios, {"BTC": D(60000)}, "USDT", MARKETS, loans)
+    assert pool.not_reproduced == (
+        "USDT borrowed (its liability is then the loan plus any shortfall)",
+    )
 
 
 def gate_docs_tiers() -> list[Any]:
@@ -192,24 +273,38 @@ def test_multi_currency_is_computed_and_reproduces_gate_s_figures() -> None:
             assert position.liquidation_price is not None
             assert abs(position.liquidation_price - liq) <= D("0.1")  # Gate's tick
 
-            # BTC collateral: Gate's own ratio, saying why
+            # BTC collateral: computed, the USDT shortfall near the liquidation price at its
+            # loan margin tier
             fake.set_coin(KEY, "BTC", "0.05")
             await feed.reconcile()
-            assert state.mode.coverage is C.EXCHANGE_RATIO and not state.computable
-            assert state.mode.limits.startswith("BTC as collateral (the account is liquidated")
+            assert state.mode.coverage is C.COMPUTED and state.computable
+            assert [c.asset for c in state.collateral] == ["BTC"]
+            assert state.wallet_liability_tiers is not None
+            assert state.wallet_liability_tiers.tiers[0].mmr == D("0.015")
             served = fake._unified_account(fake._account(KEY))
             # 0.05 BTC = 3,000 USD: 1,000 x 0.98 + 2,000 x 0.95 (the docs' tiers by USD value)
             assert D(served["total_margin_balance"]) == D(1000 + 2880)
-            assert state.reported_account.margin_ratio == D("28.5") / D(3880)
+            theirs = D("28.5") / D(3880)
+            assert state.reported_account.margin_ratio == theirs
+            assert feed.ratios == (theirs, theirs)
+            (position,) = compute(state.to_account()).positions
+            # USDT 0.1 m - 5,000, BTC 0.0475 m + 30; MM 0.000475 m + 1.5% of the shortfall
+            # 5,000 - 0.1 m: 0.148525 m = 5,045 at 33,967.35 (without the shortfall's margin
+            # 33,803.8)
+            assert position.liquidation_price == D(5045) / D("0.148525")
+            liq = (await gate_liquidations(fake))[BTC]
+            assert position.liquidation_price <= liq < position.liquidation_price + D("0.1")
             # a USDC balance with no USDT perpetual to price it
             fake.set_coin(KEY, "BTC", "0")
             fake.set_coin(KEY, "USDC", "100", price="1")
             await feed.reconcile()
             assert state.mode.limits.startswith("USDC held with no USDT perpetual (USDC_USDT)")
-            # a borrowed currency carries a borrowing maintenance margin alertd does not model
+            # a borrowed currency's borrowing maintenance margin, tiered by the debt's USD value
             fake.set_coin(KEY, "USDC", "0", borrowed="50", price="1")
             await feed.reconcile()
-            assert state.mode.limits.startswith("a USDC liability (borrowing maintenance")
+            assert state.mode.coverage is C.EXCHANGE_RATIO and not state.computable
+            assert state.mode.limits.startswith("a USDC liability (its borrowing maintenance")
+            assert state.wallet_liability_tiers is None
             fake.set_coin(KEY, "USDC", "0", price="1")
             await feed.reconcile()
             assert state.computable
@@ -253,6 +348,7 @@ def test_single_currency_and_portfolio_follow_the_account() -> None:
 _BTC_ROW = _DEFAULT_MARKETS[0]
 BTC_TIERS = gate.risk_limit_tiers_to_table(_tier_rows("BTC_USDT", *_BTC_ROW[4:]))
 DOCS_RATIOS = gate.discount_ratios(gate_docs_tiers())
+USDT_LOANS = gate.loan_margin_tiers(gate_loan_tiers())["USDT"]
 
 
 @settings(max_examples=200, deadline=None)
@@ -262,15 +358,16 @@ DOCS_RATIOS = gate.discount_ratios(gate_docs_tiers())
     mark=st.integers(20_000, 120_000).map(D),
     btc=st.integers(0, 300).map(lambda n: D(n) / 100),
     eth=st.integers(0, 50).map(D),
-    wallet_pct=st.integers(1, 100).map(D),
+    wallet_pct=st.integers(-50, 100).map(D),
     basis=st.integers(-30, 30).map(lambda n: 1 + D(n) / 10000),
 )
 def test_the_pool_ratio_is_one_at_each_liquidation_price_with_gate_s_collateral(
     side: Side, quantity: D, mark: D, btc: D, eth: D, wallet_pct: D, basis: D
 ) -> None:
     """A BTC perpetual on BTC (at an index a basis off the mark) and ETH collateral, Gate's
-    risk limit tiers and the docs' discount tiers by USD value: at the liquidation price alertd
-    computes the pool's ratio is exactly 1."""
+    risk limit tiers, the docs' discount tiers by USD value and the USDT shortfall at its loan
+    margin tiers (the wallet may start below zero): at the liquidation price alertd computes
+    the pool's ratio is exactly 1."""
     position = Position(
         symbol=BTC,
         side=side,
@@ -288,12 +385,23 @@ def test_the_pool_ratio_is_one_at_each_liquidation_price_with_gate_s_collateral(
         Collateral("ETH", eth, D(3000), DOCS_RATIOS["ETH"], "ETH/USDT:USDT"),
     )
     wallet = quantity * mark * wallet_pct / 1000
-    account = Account(gate.PROFILE, "p", "USDT", wallet, (position,), coins)
+    account = Account(
+        gate.PROFILE, "p", "USDT", wallet, (position,), coins, wallet_liability_tiers=USDT_LOANS
+    )
     (pm,) = compute(account).positions
     if pm.liquidation_price is None:
         return
-    moved = compute(account.with_marks({BTC: pm.liquidation_price}))
-    assert abs(moved.pool.margin_ratio - 1) < D("1e-18"), (pm.liquidation_price, moved)
+    liq = pm.liquidation_price
+
+    def ratio_at(price: D) -> D:
+        return compute(account.with_marks({BTC: price})).pool.margin_ratio
+
+    ratio = ratio_at(liq)
+    if abs(ratio - 1) >= D("1e-18"):
+        # the USDT owed crossing a loan tier's cap there: the requirement steps (the whole
+        # debt at the new rate), and the ratio jumps across 1 at that price
+        sides = [ratio_at(liq + d) for d in (-liq * D("1e-18"), liq * D("1e-18"))]
+        assert min(ratio, *sides) <= 1 < max(ratio, *sides), (liq, ratio, sides)
 
 
 @pytest.mark.parametrize(

@@ -30,10 +30,12 @@ UnifiedAccount, UnifiedBalance), read with the mode at every snapshot:
 - Single-currency margin (``margin_mode`` 3): the USDT cross pool, ``balances.USDT``
   ``margin_balance`` and ``mm``; computed by alertd (:func:`single_currency_pool`).
 - Multi-currency margin (1): one USD pool, ``total_margin_balance`` and
-  ``total_maintenance_margin``; computed by alertd while USDT is its only collateral
-  (:func:`multi_currency_pool` says why not otherwise: with other collateral the account is
-  liquidated only once its USDT is gone, and Gate then counts the USDT shortfall as a
-  liability with a borrowing maintenance margin alertd's engine does not add).
+  ``total_maintenance_margin``; computed by alertd, other collateral (BTC ...) included: the
+  account is then liquidated only once its USDT is gone, and Gate counts the USDT shortfall
+  as a liability carrying a tiered borrowing maintenance margin (``GET
+  /unified/loan_margin_tiers``, :func:`loan_margin_tiers`), which alertd's pool holds
+  (``Account.wallet_liability_tiers``). :func:`multi_currency_pool` names what alertd still
+  leaves to Gate's own ratio (a borrowed coin, a coin it cannot price).
 - Portfolio margin (2): scenario-based; Gate's own ratio.
 - The settle currency's equity in the unified account holds the cross positions' unrealized
   PnL and not the isolated positions' margin: alertd's wallet is that equity less the PnL plus
@@ -44,14 +46,16 @@ UnifiedAccount, UnifiedBalance), read with the mode at every snapshot:
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from alertd.engine.collateral import Collateral, CollateralRatio, RatioBasis, RatioTier
 from alertd.engine.model import Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.stops import StopKind, StopOrder, Trigger
-from alertd.engine.tiers import TierTable, TierTableError
+from alertd.engine.tiers import Tier, TierBasis, TierTable, TierTableError
 from alertd.errors import AccountRefused
 from alertd.exchanges.common import (
     AdlScale,
@@ -172,19 +176,23 @@ def futures_mode(account: dict[str, Any]) -> ModeReading:
     return ModeReading(AccountMode.SINGLE_ASSET, detail)
 
 
+def _currency_rows(answer: Any) -> list[dict[str, Any]]:
+    """The per-currency rows of a unified-account tier answer (a list, which the docs'
+    discount example nests in one more list)."""
+    rows: list[Any] = list(answer) if isinstance(answer, list) else []
+    while rows and all(isinstance(r, list) for r in rows):
+        rows = [item for r in rows for item in r]
+    return [r for r in rows if isinstance(r, dict) and isinstance(r.get("currency"), str)]
+
+
 def discount_ratios(answer: Any) -> dict[str, CollateralRatio]:
     """Each currency's tiered discount from "List currency discount tiers" (``GET
     /unified/currency_discount_tiers``; the docs' example nests the rows in one more list):
     ``discount`` over ``lower_limit`` to ``upper_limit`` (``+``: no cap), the limits in USD
     value: Gate's announcement of its gradient margin adjustment factors (2024-03-28) counts
     200 BTC at 70,000 USD as 5M x 1 + 5M x 0.97 + 4M x 0.95 = 13.65M USD."""
-    rows: list[Any] = list(answer) if isinstance(answer, list) else []
-    while rows and all(isinstance(r, list) for r in rows):
-        rows = [item for r in rows for item in r]
     out = {}
-    for row in rows:
-        if not isinstance(row, dict) or not isinstance(row.get("currency"), str):
-            continue
+    for row in _currency_rows(answer):
         ccy = row["currency"]
         details = [d for d in row.get("discount_tiers") or [] if isinstance(d, dict)]
         if not details:
@@ -192,20 +200,71 @@ def discount_ratios(answer: Any) -> dict[str, CollateralRatio]:
         ordered = sorted(details, key=lambda d: dec(d.get("lower_limit") or "0", "lower_limit"))
         tiers = []
         for d in ordered:
-            cap = d.get("upper_limit")
-            tiers.append(
-                RatioTier(
-                    None if cap in (None, "", "+") else dec(cap, f"{ccy} upper_limit"),
-                    dec(d.get("discount"), f"{ccy} discount"),
-                )
-            )
+            tiers.append(RatioTier(_upper_limit(d, ccy), dec(d.get("discount"), f"{ccy} discount")))
         try:
             out[ccy] = CollateralRatio.build(tiers, RatioBasis.VALUE)
         except TierTableError as exc:
-            field = {"ratio": "discount", "cap": "upper_limit"}.get(exc.field, exc.field)
-            raise FrameError(
-                f"currency_discount_tiers {ccy} tier {exc.index + 1} {field}: {exc.reason}"
-            ) from None
+            raise _tier_error("currency_discount_tiers", ccy, exc, "discount") from None
+    return out
+
+
+def _upper_limit(row: dict[str, Any], ccy: str) -> Decimal | None:
+    """A tier's ``upper_limit``; None for an open last tier (the loan tiers' docs: "``
+    indicates greater than (the last tier)"; the discount tiers' answer writes ``+``)."""
+    cap = row.get("upper_limit")
+    return None if cap in (None, "", "+") else dec(cap, f"{ccy} upper_limit")
+
+
+def _tier_error(endpoint: str, ccy: str, exc: TierTableError, rate: str) -> FrameError:
+    """A tier the engine refused, named by Gate's field (``rate``: the rate's)."""
+    field = {"ratio": rate, "mmr": rate, "cap": "upper_limit"}.get(exc.field, exc.field)
+    return FrameError(f"{endpoint} {ccy} tier {exc.index + 1} {field}: {exc.reason}")
+
+
+def loan_margin_tiers(answer: Any) -> dict[str, TierTable]:
+    """Each currency's borrowing maintenance rates from "Query unified account tiered loan
+    margin" (``GET /unified/loan_margin_tiers``, Gate API v4; gateapi-python
+    UnifiedMarginTiers/MarginTiers: ``currency``, ``margin_tiers`` of ``tier``,
+    ``margin_rate``, ``lower_limit``, ``upper_limit`` (empty or ``+``: no cap), ``leverage``).
+
+    The limits are the debt's USD value: Gate's announcements of its "Tiered Borrowing
+    Maintenance Margin Rate" (second batch 2024-07-11, third 2024-08-28) list "Debt Size
+    Requirements (USD)" against a "Borrowing Maintenance Margin Rate" (XRP: 0-500,000 5%,
+    500,000-1,000,000 7% ...). They give a rate per debt size and no deduction or sliced
+    example (as the discount tiers' 2024-03-28 announcement does), so alertd reads them as
+    steps, as OKX's borrowing tiers: the whole debt at the rate of the tier holding it (the
+    local Gate figures it the same way). The tiers must start at 0 and join (each
+    ``lower_limit`` the previous ``upper_limit``): a debt between would have no rate."""
+    out = {}
+    for row in _currency_rows(answer):
+        ccy = row["currency"]
+        details = [d for d in row.get("margin_tiers") or [] if isinstance(d, dict)]
+        if not details:
+            raise FrameError(f"loan_margin_tiers: no tiers for {ccy}")
+        ordered = sorted(details, key=lambda d: dec(d.get("lower_limit"), f"{ccy} lower_limit"))
+        tiers = []
+        floor = Decimal(0)
+        for i, d in enumerate(ordered):
+            low = dec(d.get("lower_limit"), f"{ccy} lower_limit")
+            if low != floor:
+                raise FrameError(
+                    f"loan_margin_tiers {ccy} tier {i + 1} lower_limit: {low} leaves a gap "
+                    f"(the tiers must start at 0 and join; expected {floor})"
+                )
+            top = _upper_limit(d, ccy)
+            tiers.append(
+                Tier(
+                    top,
+                    dec(d.get("margin_rate"), f"{ccy} margin_rate"),
+                    Decimal(0),
+                    dec_or_none(d.get("leverage")),
+                )
+            )
+            floor = top if top is not None else floor
+        try:
+            out[ccy] = TierTable.build(tiers, TierBasis.NOTIONAL)
+        except TierTableError as exc:
+            raise _tier_error("loan_margin_tiers", ccy, exc, "margin_rate") from None
     return out
 
 
@@ -220,6 +279,9 @@ class UnifiedPool:
     coins: tuple[Collateral, ...]
     reported: ReportedAccount
     not_reproduced: tuple[str, ...]
+    # the settle currency's loan margin tiers: its shortfall (equity below zero) is a
+    # liability carrying a borrowing maintenance margin
+    settle_tiers: TierTable | None = None
 
 
 def _balances(info: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -256,6 +318,7 @@ def multi_currency_pool(
     index_prices: dict[str, Decimal],
     settle: str,
     markets: dict[str, Any],
+    loan_tiers: dict[str, TierTable] | None = None,
 ) -> UnifiedPool:
     """Multi-currency margin (``margin_mode`` 1): one USD pool over the unified account
     (help centre, "Multi-Currency Margin Mode - margin rules"; gateapi-csharp
@@ -266,30 +329,47 @@ def multi_currency_pool(
     perpetual's mark between reads) times its tiered discount by USD value
     (:func:`discount_ratios`); ``enabled_collateral`` false counts nothing. USDT is counted at
     par with USD. Gate's maintenance margin is the positions' (risk limit tiers, taker fee
-    added) plus a borrowing maintenance margin on liabilities ("tiered borrowing maintenance
-    margin rate", ``GET /unified/loan_margin_tiers``) alertd does not model: a liability
-    (``borrowed``, a negative equity, or the settle currency's equity below zero from futures
-    losses: "Coin Liabilities = Borrowed + ABS(Min(Spot Available + Futures Unrealized PnL +
-    Options Value, 0))") names itself in ``not_reproduced``, as do a held currency with no
-    discount tiers or no USDT perpetual to price it, and settle equity past a discount of 1.
-    """
+    added) plus a borrowing maintenance margin on each currency's liabilities ("Coin
+    Liabilities = Borrowed + ABS(Min(Spot Available + Futures Unrealized PnL + Options Value,
+    0))") at its ``loan_tiers`` rate (:func:`loan_margin_tiers`).
+
+    The settle currency's shortfall (its equity below zero: with other collateral behind the
+    positions the account outlives its USDT, and at its liquidation price that equity is
+    below zero) is what alertd's pool owes: ``settle_tiers``, the USD limits read as USDT at
+    par. Left to Gate's own ratio, named in ``not_reproduced``: a borrowed amount (of the
+    settle currency: its liability is then the loan plus the shortfall; of another coin: its
+    rate is tiered by the debt's USD value, which moves with the coin's price, where alertd
+    steps a coin's liability by the amount owed), a negative equity of another coin, the
+    settle currency owed or backed by other collateral with no loan margin tiers, a held
+    currency with no discount tiers or no USDT perpetual to price it, and settle equity past
+    a discount of 1."""
     balances = _balances(info)
+    loans = loan_tiers or {}
     not_reproduced: list[str] = []
     coins = []
     settle_equity = Decimal(0)
     for ccy, row in sorted(balances.items()):
         equity = dec(row.get("equity"), f"balances.{ccy}.equity")
         borrowed = dec(row.get("borrowed") or "0", f"balances.{ccy}.borrowed")
-        if borrowed > 0 or equity < 0:
-            not_reproduced.append(f"a {ccy} liability (borrowing maintenance margin)")
-            continue
         if ccy == settle:
             settle_equity = equity
             ratio = ratios.get(ccy)
-            if equity > 0 and ratio is None:
+            if borrowed > 0:
+                not_reproduced.append(
+                    f"{ccy} borrowed (its liability is then the loan plus any shortfall)"
+                )
+            elif equity < 0 and ccy not in loans:
+                not_reproduced.append(f"a {ccy} shortfall with no loan margin tiers")
+            elif equity > 0 and ratio is None:
                 not_reproduced.append(f"{ccy} held with no discount tiers")
-            elif ratio is not None and ratio.counted(equity) != equity:
+            elif equity > 0 and ratio is not None and ratio.counted(equity) != equity:
                 not_reproduced.append(f"{ccy} equity past its discount of 1")
+            continue
+        if borrowed > 0 or equity < 0:
+            not_reproduced.append(
+                f"a {ccy} liability (its borrowing maintenance margin is tiered by the debt's "
+                "USD value, which moves with the price)"
+            )
             continue
         if equity == 0 or row.get("enabled_collateral") is False:
             continue  # not collateral: Gate counts it at nothing
@@ -299,20 +379,21 @@ def multi_currency_pool(
             not_reproduced.append(f"{ccy} held with no {missing} to value it")
             continue
         coins.append(usd_pool_coin(ccy, equity, price, Decimal(1), ratio, settle, markets))
-    if coins:
-        # with another currency's value behind the positions, the account outlives its USDT:
-        # at the liquidation price the USDT equity is below zero (margin balance = maintenance
-        # margin > USDT equity), a liability carrying a maintenance margin alertd does not add
+    if coins and settle not in loans:
+        # the account outlives its USDT: at the liquidation price the USDT equity is below
+        # zero, a liability whose borrowing maintenance margin alertd has no tiers for
         held = ", ".join(c.asset for c in coins)
         not_reproduced.append(
-            f"{held} as collateral (the account is liquidated only once futures losses exceed "
-            f"its {settle}, whose shortfall is then a liability with a borrowing maintenance "
-            "margin)"
+            f"{held} as collateral with no {settle} loan margin tiers (the account is "
+            f"liquidated only once futures losses exceed its {settle}, whose shortfall is "
+            "then a liability with a borrowing maintenance margin)"
         )
     mm = dec_or_none(info.get("total_maintenance_margin"))
     balance = dec_or_none(info.get("total_margin_balance"))
     reported = ReportedAccount(mm, balance, mm / balance if mm is not None and balance else None)
-    return UnifiedPool(settle_equity, tuple(coins), reported, tuple(not_reproduced))
+    return UnifiedPool(
+        settle_equity, tuple(coins), reported, tuple(not_reproduced), loans.get(settle)
+    )
 
 
 MAX_PRICE_ORDER_PAGES = 10  # of 100 price-triggered orders: a bound on one account's listing
@@ -369,6 +450,16 @@ def price_order_stops(raw: dict[str, Any], symbol: str) -> list[StopOrder]:
     ]
 
 
+T = TypeVar("T")
+
+
+async def _read_tables(
+    read: Callable[[], Awaitable[Any]], parse: Callable[[Any], dict[str, T]]
+) -> dict[str, T]:
+    """One unified-account tier answer (every currency's rows), parsed."""
+    return parse(await read())
+
+
 class GateAdapter(ExchangeAdapter):
     reported_account_mm_cross_only = True
     exchange_id = "gate"
@@ -376,6 +467,7 @@ class GateAdapter(ExchangeAdapter):
     wallet_includes_isolated = True  # ``total`` still holds isolated positions' margin
 
     def __init__(self) -> None:
+        super().__init__()
         self.mode = AccountMode.UNKNOWN  # read at every snapshot: where the ratio comes from
         # a unified single- or multi-currency account's pool, read with its mode at every
         # snapshot (None in the other modes); the cross positions' unrealized PnL and the
@@ -415,13 +507,26 @@ class GateAdapter(ExchangeAdapter):
             and row.get("enabled_collateral") is not False
             and (dec_or_none(row.get("equity")) or Decimal(0)) > 0
         )
-        ratios = discount_ratios(await exchange.privateUnifiedGetCurrencyDiscountTiers())
+        # public, slow-changing tables (every currency in one answer each): read once for
+        # every account on the exchange
+        ratios = await self.tables.get(
+            ("gate", "currency_discount_tiers"),
+            functools.partial(
+                _read_tables, exchange.privateUnifiedGetCurrencyDiscountTiers, discount_ratios
+            ),
+        )
+        loans = await self.tables.get(
+            ("gate", "loan_margin_tiers"),
+            functools.partial(
+                _read_tables, exchange.privateUnifiedGetLoanMarginTiers, loan_margin_tiers
+            ),
+        )
         prices = {}
         for ccy in held:
             symbol = coin_price_symbol(ccy, self.settle, exchange.markets)
             if symbol is not None:
                 prices[ccy] = await self._index_price(exchange, symbol)
-        return multi_currency_pool(info, ratios, prices, self.settle, exchange.markets)
+        return multi_currency_pool(info, ratios, prices, self.settle, exchange.markets, loans)
 
     async def fetch_mode(self, exchange: Any) -> ModeReading:
         reading = futures_mode(await self._futures_account(exchange))
@@ -583,6 +688,12 @@ class GateAdapter(ExchangeAdapter):
         if pool is None or pool.not_reproduced:
             return ()  # the settle currency alone, or Gate's own ratio stands in
         return pool.coins
+
+    def wallet_liability_tiers(self) -> TierTable | None:
+        pool = self._pool
+        if pool is None or pool.not_reproduced:
+            return None
+        return pool.settle_tiers
 
     async def watch_positions(self, exchange: Any) -> list[PositionState]:
         changed = await exchange.watch_positions()

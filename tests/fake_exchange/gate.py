@@ -19,7 +19,7 @@ What it serves (paths as on api.gateio.ws / fx-ws.gateio.ws):
   ``METHOD\\n/api/v4/PATH\\nQUERY\\nsha512(body)\\nTIMESTAMP``): ``/account/detail``
   (``user_id``, ccxt's unified-account probe in ``load_markets``), ``/futures/usdt/positions``
   (``holding``, ``limit`` / ``offset``), ``/futures/usdt/accounts``, ``/unified/accounts``,
-  ``/unified/currency_discount_tiers``. Errors are Gate's
+  ``/unified/currency_discount_tiers``, ``/unified/loan_margin_tiers``. Errors are Gate's
   ``{"label": ..., "message": ...}`` bodies: 401 ``INVALID_KEY`` (unknown or revoked),
   ``INVALID_SIGNATURE``, ``REQUEST_EXPIRED`` (a timestamp more than 60 s off), 429
   ``TOO_MANY_REQUESTS`` (with Gate's ``X-Gate-RateLimit-*`` headers; also a banned key), 5xx
@@ -53,10 +53,11 @@ Figures are computed here, independently of alertd, from Gate's published rules:
   others', scripted with ``set_coin``, balance - borrowed) at its price (its USDT perpetual's
   index, which follows the mark here; USDT at par), a positive one after its discount tiers by
   USD value (the docs' example answer, served at ``/unified/currency_discount_tiers``), a
-  negative one in full; maintenance margin = the cross positions' plus ``LOAN_MARGIN_RATE`` of
-  every liability (borrowed, a negative balance, a negative USDT equity). A cross position's
-  liquidation price there is bisected: the mark of its contract where margin balance =
-  maintenance margin, the currencies priced by that contract moving with it.
+  negative one in full; maintenance margin = the cross positions' plus each currency's
+  liability (borrowed, a negative balance, a negative USDT equity) times the rate of its tier
+  in ``LOAN_MARGIN_TIERS`` by USD value (served at ``/unified/loan_margin_tiers``). A cross
+  position's liquidation price there is bisected: the mark of its contract where margin
+  balance = maintenance margin, the currencies priced by that contract moving with it.
 
 Simplifications, on purpose: no orders, fills, fees charged or funding; index and last follow
 the mark; one-way ``single`` mode unless ``hedge=True`` (``dual_long`` / ``dual_short``); one
@@ -238,9 +239,29 @@ DISCOUNT_TIERS = {
         ("50000", "+", "0.85"),
     ],
 }
-# Gate's borrowing maintenance margin rate on a liability ("tiered borrowing maintenance
-# margin rate" announcements: 5%-30% by debt size; the first tier, flat, here)
-LOAN_MARGIN_RATE = Decimal("0.05")
+# "Query unified account tiered loan margin" (GET /unified/loan_margin_tiers), as
+# (lower_limit, upper_limit or "", margin_rate), the limits the debt's USD value. USDT: the
+# docs' example row (200,000 to 400,000 at 2%) between made-up tiers below and above it; BTC
+# and ETH: the tiers Gate announced for XRP ("Gate.io Unified Account to Launch the Second Batch
+# of Tiered Borrowing Maintenance Margin Rate on July 11th", 2024: debt size in USD against a
+# rate). Each currency's whole debt is at the rate of the tier holding it (steps).
+LOAN_MARGIN_TIERS = {
+    "USDT": [("0", "200000", "0.015"), ("200000", "400000", "0.02"), ("400000", "", "0.03")],
+    **{
+        ccy: [
+            ("0", "500000", "0.05"),
+            ("500000", "1000000", "0.07"),
+            ("1000000", "2000000", "0.1"),
+            ("2000000", "3000000", "0.15"),
+            ("3000000", "5000000", "0.2"),
+            ("5000000", "", "0.3"),
+        ]
+        for ccy in ("BTC", "ETH")
+    },
+}
+# the rate of a currency with no tiers listed: the announcements' "original single-tier
+# borrowing maintenance margin rate" (XRP's before the change: ">0 | 10%")
+SINGLE_TIER_LOAN_RATE = Decimal("0.1")
 BISECTIONS = 200  # a multi-currency liquidation price: halvings of the bracket (far below a tick)
 
 
@@ -689,6 +710,18 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
         return marks.get(market.id, market.mark)
 
     @staticmethod
+    def _loan_rate(currency: str, debt: Decimal) -> Decimal:
+        """The borrowing maintenance rate of a USD ``debt`` in ``currency``: the rate of the
+        tier holding it (upper limits inclusive; past the last capped tier, the last)."""
+        tiers = LOAN_MARGIN_TIERS.get(currency)
+        if not tiers:
+            return SINGLE_TIER_LOAN_RATE
+        for _, high, rate in tiers:
+            if high == "" or debt <= Decimal(high):
+                return Decimal(rate)
+        return Decimal(tiers[-1][2])
+
+    @staticmethod
     def _discounted(currency: str, value: Decimal) -> Decimal:
         """A positive USD ``value`` of ``currency`` after its discount tiers (a currency with
         no tiers counts nothing)."""
@@ -707,7 +740,7 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
         every currency's equity (balance - borrowed; USDT's holds the cross positions' PnL)
         at its USD price, a positive one times its discount tiers by USD value, a negative one
         in full (USDT at par with USD). Maintenance margin: the cross positions' (risk limit
-        tiers, the taker fee added) plus ``LOAN_MARGIN_RATE`` of every liability's USD value
+        tiers, the taker fee added) plus each liability's USD value at its loan tier's rate
         (borrowed + a negative balance; USDT's: a negative equity, "Coin Liabilities =
         Borrowed + ABS(Min(Spot Available + Futures Unrealized PnL + Options Value, 0))")."""
         moved = marks or {}
@@ -731,7 +764,8 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
             Decimal(0),
         )
         balance = self._discounted(SETTLE, usdt) if usdt > 0 else usdt
-        liabilities = max(-usdt, Decimal(0))
+        shortfall = max(-usdt, Decimal(0))
+        mm += shortfall * self._loan_rate(SETTLE, shortfall)
         for currency, coin in account.coins.items():
             price = self._coin_price(currency, coin, moved)
             equity = coin.balance - coin.borrowed
@@ -739,8 +773,9 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
                 balance += equity * price
             elif coin.collateral:
                 balance += self._discounted(currency, equity * price)
-            liabilities += (coin.borrowed + max(-coin.balance, Decimal(0))) * price
-        return balance, mm + liabilities * LOAN_MARGIN_RATE, usdt
+            debt = (coin.borrowed + max(-coin.balance, Decimal(0))) * price
+            mm += debt * self._loan_rate(currency, debt)
+        return balance, mm, usdt
 
     def _multi_currency_liq(self, account: _Account, position: _Position) -> Decimal:
         """The mark of ``position``'s contract at which the multi-currency account's margin
@@ -765,26 +800,35 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
                 safe = mid
         return max(_to_tick(safe, market.tick, up=long), Decimal(0))
 
+    @staticmethod
+    def _tier_answer(
+        tables: dict[str, list[tuple[str, str, str]]], key: str, rate: str, leverage: str
+    ) -> list[Any]:
+        """One unified-account tier answer: each currency's tiers under ``key``."""
+        return [
+            {
+                "currency": currency,
+                key: [
+                    {
+                        "tier": str(i + 1),
+                        rate: value,
+                        "lower_limit": low,
+                        "upper_limit": high,
+                        "leverage": leverage,
+                    }
+                    for i, (low, high, value) in enumerate(tiers)
+                ],
+            }
+            for currency, tiers in tables.items()
+        ]
+
     def _discount_tiers(self, account: _Account, params: dict[str, str]) -> list[Any]:
         """ "List currency discount tiers", nested in one more list as the docs' example is."""
-        return [
-            [
-                {
-                    "currency": currency,
-                    "discount_tiers": [
-                        {
-                            "tier": str(i + 1),
-                            "discount": rate,
-                            "lower_limit": low,
-                            "upper_limit": high,
-                            "leverage": "10",
-                        }
-                        for i, (low, high, rate) in enumerate(tiers)
-                    ],
-                }
-                for currency, tiers in DISCOUNT_TIERS.items()
-            ]
-        ]
+        return [self._tier_answer(DISCOUNT_TIERS, "discount_tiers", "discount", "10")]
+
+    def _loan_margin_tiers(self, account: _Account, params: dict[str, str]) -> list[Any]:
+        """ "Query unified account tiered loan margin" (a plain list, as the docs' example)."""
+        return self._tier_answer(LOAN_MARGIN_TIERS, "margin_tiers", "margin_rate", "3")
 
     def _unified_account(self, account: _Account) -> dict[str, Any]:
         """ "Get unified account information" (gateapi-python UnifiedAccount, UnifiedBalance):
@@ -957,6 +1001,7 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
             "/futures/usdt/accounts": lambda account, p: self._futures_account(account),
             "/unified/accounts": lambda account, p: self._unified_account(account),
             "/unified/currency_discount_tiers": self._discount_tiers,
+            "/unified/loan_margin_tiers": self._loan_margin_tiers,
             "/futures/usdt/price_orders": self._price_orders,
             "/futures/usdt/fee": self._fee,
         }
