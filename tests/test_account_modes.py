@@ -549,3 +549,23 @@ def test_binance_multi_assets_pools_usdc_m_positions() -> None:
                 await feed.close()
 
     run(body())
+
+
+def test_a_market_listed_after_start_is_loaded_not_fatal() -> None:
+    """A position in a market listed since the catalogue was loaded (a new listing) reloads
+    the catalogue at the next snapshot: the account goes on, computed with it (it stopped
+    with ccxt's BadSymbol before)."""
+
+    async def body() -> None:
+        fake = FakeBinanceUSDM()
+        async with long_btc(fake, "binanceusdm", "2000", "1") as (feed, state):
+            doge = "DOGE/USDT:USDT"
+            assert doge not in state.markets
+            fake.add_symbol(doge, "0.2")
+            fake.open_position(KEY, doge, "long", "1000", "0.2")
+            await feed.reconcile()
+            assert state.fatal is None
+            assert doge in state.markets and state.computable, state.missing()
+            assert {p.symbol for p in state.to_account().positions} == {BTC, doge}
+
+    run(body())

@@ -365,7 +365,9 @@ def classify(exc: BaseException) -> ErrorKind:
       without a user id; ``NotSupported``): the same request gets the same answer.
 
     An expired Binance listen key stays transient (the next watch fetches a fresh key), as do
-    network errors, timeouts, rate limits, 5xx answers and errors of alertd's own.
+    network errors, timeouts, rate limits, 5xx answers and errors of alertd's own. (A market
+    listed since the catalogue was loaded raises no ``BadSymbol``: the feed reloads the
+    catalogue and leaves the market out of its per-symbol reads until it is listed.)
     """
     if isinstance(exc, AccountRefused):
         return ErrorKind.FATAL

@@ -54,6 +54,9 @@ from alertd.snapshot.compare import Comparison, compare
 
 log = logging.getLogger(__name__)
 
+# a held market the catalogue does not list reloads it, at most this often per account
+MARKET_RELOAD_EVERY_S = 300.0
+
 
 class Change(enum.Enum):
     """What a listener is told changed."""
@@ -124,6 +127,7 @@ class AccountFeed:
         self._subscribed: set[str] = set()
         self._stops_for: frozenset[str] = frozenset()  # the symbols of the last stops read
         self._reconciles = 0
+        self._markets_reloaded_at = -float("inf")
         self._stops_read_at = -float("inf")
         # stop reads numbered as they begin, and the last one applied: a read overtaken by one
         # begun after it (an order push's, during a reconcile's) answers older news
@@ -256,14 +260,18 @@ class AccountFeed:
         if mode.coverage is Coverage.REFUSED:
             self._set_mode(mode)
             raise AccountRefused(mode.limits)
-        positions, reported, marks = await self.adapter.fetch_positions(exchange)
         wanted = self.config.symbols
+        positions, reported, marks = await self.adapter.fetch_positions(exchange)
+        held = {p.symbol for p in positions if wanted is None or p.symbol in wanted}
+        if await self._reload_for(exchange, held):
+            # a market listed since the catalogue was loaded: the positions read again
+            positions, reported, marks = await self.adapter.fetch_positions(exchange)
         if wanted is not None:
             positions = [p for p in positions if p.symbol in wanted]
         wallet, account_figures = await self.adapter.fetch_balance(exchange)
         pools = await self.adapter.fetch_pools(exchange)
         collateral = await self.adapter.fetch_collateral(exchange)
-        held = {p.symbol for p in positions}
+        held = {p.symbol for p in positions if p.symbol in self.state.markets}
         fee_rates = await self.adapter.fetch_fee_rates(exchange, sorted(held)) if held else {}
         if stops or (self.state.stops is not None and held - self._stops_for):
             self.state.stops = await self._fetch_stops(exchange, held)
@@ -341,7 +349,7 @@ class AccountFeed:
         if self.shared is None:
             self.adapter.tables.clear()  # alone, its public tables are its own to refresh
         try:
-            held = sorted(self.state.held_symbols)
+            held = self._known(self.state.held_symbols)
             async with rest_slot(self.shared):
                 tiers = await self.adapter.fetch_tiers(self._exchange(), held)
             self.state.tiers.update(tiers)
@@ -359,14 +367,35 @@ class AccountFeed:
             if not self._is_fatal(exc):
                 log.warning("%s: listen key renewal failed: %s", self.config.name, describe(exc))
 
+    async def _reload_for(self, exchange: Any, symbols: set[str]) -> bool:
+        """Reload the market catalogue when ``symbols`` hold one it does not list (a market
+        listed since it was loaded), at most once per ``MARKET_RELOAD_EVERY_S``; True when it
+        was reloaded. Until the market is listed, the account names it as missing
+        ("unknown market") and its per-symbol reads leave it out."""
+        unknown = symbols - self.state.markets.keys()
+        if not unknown or self._clock() - self._markets_reloaded_at < MARKET_RELOAD_EVERY_S:
+            return False
+        self._markets_reloaded_at = self._clock()
+        log.info("%s: reloading markets for %s", self.config.name, ", ".join(sorted(unknown)))
+        if self.shared is not None:
+            await self.shared.refresh_markets()
+        else:
+            await exchange.load_markets(reload=True)
+        self.state.markets = self._market_infos(exchange)
+        return True
+
+    def _known(self, symbols: set[str]) -> list[str]:
+        """``symbols`` the market catalogue lists, sorted (an unknown one is named missing)."""
+        return sorted(s for s in symbols if s in self.state.markets)
+
     async def _seed_marks(self) -> None:
         """A newly opened position gets its mark over REST at once, not at the next tick."""
-        for symbol in sorted(self.state.held_symbols - self.state.marks.keys()):
+        for symbol in self._known(self.state.held_symbols - self.state.marks.keys()):
             price = await self.adapter.fetch_mark(self._exchange(), symbol)
             self.state.set_mark(symbol, price, self._clock())
 
     async def _ensure_tiers(self) -> None:
-        missing = sorted(s for s in self.state.held_symbols if s not in self.state.tiers)
+        missing = self._known({s for s in self.state.held_symbols if s not in self.state.tiers})
         if missing:
             self.state.tiers.update(await self.adapter.fetch_tiers(self._exchange(), missing))
 
@@ -444,8 +473,8 @@ class AccountFeed:
 
     async def _fetch_stops(self, exchange: Any, held: set[str]) -> tuple[StopOrder, ...] | None:
         """The open conditional orders of the account's ``held`` symbols (None: not read, or
-        unreadable)."""
-        symbols = sorted(held)
+        unreadable); a market the catalogue does not list yet is left out."""
+        symbols = self._known(held)
         self._stops_reads += 1
         read = self._stops_reads
         try:
@@ -515,7 +544,7 @@ class AccountFeed:
         a symbol); drop those no longer held."""
         if self._group is None:
             return
-        held = self.state.price_symbols
+        held = set(self._known(self.state.price_symbols))
         for symbol in sorted(held - self._subscribed):
             self._subscribed.add(symbol)
             self.hub.subscribe(symbol, self)
