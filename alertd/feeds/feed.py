@@ -271,7 +271,7 @@ class AccountFeed:
         wallet, account_figures = await self.adapter.fetch_balance(exchange)
         pools = await self.adapter.fetch_pools(exchange)
         collateral = await self.adapter.fetch_collateral(exchange)
-        held = {p.symbol for p in positions if p.symbol in self.state.markets}
+        held = set(self._known({p.symbol for p in positions}))
         fee_rates = await self.adapter.fetch_fee_rates(exchange, sorted(held)) if held else {}
         if stops or (self.state.stops is not None and held - self._stops_for):
             self.state.stops = await self._fetch_stops(exchange, held)
@@ -372,7 +372,7 @@ class AccountFeed:
         listed since it was loaded), at most once per ``MARKET_RELOAD_EVERY_S``; True when it
         was reloaded. Until the market is listed, the account names it as missing
         ("unknown market") and its per-symbol reads leave it out."""
-        unknown = symbols - self.state.markets.keys()
+        unknown = symbols - set(self._known(symbols))
         if not unknown or self._clock() - self._markets_reloaded_at < MARKET_RELOAD_EVERY_S:
             return False
         self._markets_reloaded_at = self._clock()
@@ -385,8 +385,10 @@ class AccountFeed:
         return True
 
     def _known(self, symbols: set[str]) -> list[str]:
-        """``symbols`` the market catalogue lists, sorted (an unknown one is named missing)."""
-        return sorted(s for s in symbols if s in self.state.markets)
+        """``symbols`` the exchange's market catalogue lists (every market, not only those
+        alertd computes), sorted; all of them before it is loaded."""
+        listed = self.exchange.markets if self.exchange is not None else None
+        return sorted(s for s in symbols if not listed or s in listed)
 
     async def _seed_marks(self) -> None:
         """A newly opened position gets its mark over REST at once, not at the next tick."""
