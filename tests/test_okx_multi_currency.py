@@ -174,7 +174,7 @@ def test_what_alertd_does_not_reproduce_keeps_okx_s_own_ratio_and_says_why() -> 
         RECORDED_MULTI["details"][1]]}  # fmt: skip
     usdt_tiers = okx.borrowing_tiers(DOCS_USDC_BORROWING, "USDT")
     lent = okx.multi_currency_pool(owed, ratios, "USDT", {}, {"USDT": usdt_tiers})  # type: ignore[dict-item]
-    assert lent.not_reproduced == () and lent.wallet == D(-100) and lent.wallet_tiers is usdt_tiers
+    assert lent.not_reproduced == () and lent.wallet == D(-100) and lent.settle_tiers is usdt_tiers
     (why,) = okx.multi_currency_pool(owed, ratios, "USDT", {}).not_reproduced
     assert why == "a USDT liability with no borrowing tiers"
     # USDT equity in a tier discounted below 1: the discount would follow the PnL

@@ -8,13 +8,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Protocol
 
 from alertd.engine.collateral import Collateral, CollateralRatio
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.tiers import Tier, TierTable, derive_deductions
 from alertd.feeds.adapter import FrameError, dec
-from alertd.feeds.state import PositionState
+from alertd.feeds.state import Coverage, ModeReading, PositionState
 
 
 def side_of(declared: Side | None, size: Decimal) -> Side | None:
@@ -186,3 +186,50 @@ def usd_pool_coin(
         ratio=ratio,
         price_symbol=coin_price_symbol(coin, settle, markets),
     )
+
+
+class ComputedPool(Protocol):
+    """A USD pool an adapter reads with the account's mode (OKX multi-currency, Gate
+    unified): its coins, the settle currency's borrowing tiers (lent below zero), and what
+    alertd does not reproduce of it (empty when the pool is exact)."""
+
+    @property
+    def coins(self) -> tuple[Collateral, ...]: ...
+
+    @property
+    def settle_tiers(self) -> TierTable | None: ...
+
+    @property
+    def not_reproduced(self) -> tuple[str, ...]: ...
+
+
+class ComputedPoolReads:
+    """What an adapter with a :class:`ComputedPool` (``_pool``, read with the mode) hands the
+    feed: the pool's coins and the settle currency's borrowing tiers, none while the
+    exchange's own ratio stands in; and the mode's reading, which says so."""
+
+    _pool: ComputedPool | None = None
+
+    def _computed(self) -> ComputedPool | None:
+        pool = self._pool
+        return None if pool is None or pool.not_reproduced else pool
+
+    async def fetch_collateral(self, exchange: Any) -> tuple[Collateral, ...]:
+        pool = self._computed()
+        return () if pool is None else pool.coins  # the settle currency alone, or not ours
+
+    def wallet_liability_tiers(self) -> TierTable | None:
+        pool = self._computed()
+        return None if pool is None else pool.settle_tiers
+
+    def _pool_reading(self, reading: ModeReading, instead: str) -> ModeReading:
+        """``reading``, or, where alertd does not reproduce the pool, the exchange's own ratio
+        (``instead`` says which) naming what it does not reproduce."""
+        pool = self._pool
+        if pool is None or not pool.not_reproduced:
+            return reading
+        return replace(
+            reading,
+            coverage=Coverage.EXCHANGE_RATIO,
+            limits=f"{'; '.join(pool.not_reproduced)}, which alertd does not reproduce: {instead}",
+        )

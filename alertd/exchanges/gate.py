@@ -59,6 +59,7 @@ from alertd.engine.tiers import Tier, TierBasis, TierTable, TierTableError
 from alertd.errors import AccountRefused
 from alertd.exchanges.common import (
     AdlScale,
+    ComputedPoolReads,
     closed_both_sides,
     coin_price_symbol,
     first_row_mark,
@@ -460,7 +461,7 @@ async def _read_tables(
     return parse(await read())
 
 
-class GateAdapter(ExchangeAdapter):
+class GateAdapter(ComputedPoolReads, ExchangeAdapter):
     reported_account_mm_cross_only = True
     exchange_id = "gate"
     market_filter = MARKETS
@@ -537,14 +538,7 @@ class GateAdapter(ExchangeAdapter):
         elif reading.mode is AccountMode.MULTI_ASSETS:
             info = await self._unified_account(exchange)
             self._pool = await self._multi_currency_pool(exchange, info)
-            if self._pool.not_reproduced:
-                return dataclasses.replace(
-                    reading,
-                    coverage=Coverage.EXCHANGE_RATIO,
-                    limits=f"{'; '.join(self._pool.not_reproduced)}, which alertd does not "
-                    f"reproduce: {_NOT_COMPUTED}",
-                )
-        return reading
+        return self._pool_reading(reading, _NOT_COMPUTED)
 
     async def _unified_ratio(self, exchange: Any) -> ReportedAccount:
         """Portfolio margin: the unified account's own figures ("Get unified account
@@ -682,18 +676,6 @@ class GateAdapter(ExchangeAdapter):
         # Gate shows margin balance / maintenance margin; alertd's ratio is the reciprocal
         ratio = mm / balance if mm is not None and balance else None
         return wallet, ReportedAccount(mm, balance, ratio)
-
-    async def fetch_collateral(self, exchange: Any) -> tuple[Collateral, ...]:
-        pool = self._pool
-        if pool is None or pool.not_reproduced:
-            return ()  # the settle currency alone, or Gate's own ratio stands in
-        return pool.coins
-
-    def wallet_liability_tiers(self) -> TierTable | None:
-        pool = self._pool
-        if pool is None or pool.not_reproduced:
-            return None
-        return pool.settle_tiers
 
     async def watch_positions(self, exchange: Any) -> list[PositionState]:
         changed = await exchange.watch_positions()

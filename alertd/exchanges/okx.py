@@ -75,6 +75,7 @@ from alertd.engine.stops import StopKind, StopOrder, Trigger
 from alertd.engine.tiers import Tier, TierBasis, TierTable, TierTableError
 from alertd.exchanges.common import (
     AdlScale,
+    ComputedPoolReads,
     closed_both_sides,
     first_row_mark,
     side_of,
@@ -231,7 +232,7 @@ class CurrencyPool:
     reported: ReportedAccount
     not_reproduced: tuple[str, ...]
     # the settle currency's borrowing tiers: lent when its equity falls below zero
-    wallet_tiers: TierTable | None = None
+    settle_tiers: TierTable | None = None
 
 
 def _cross_equity(detail: dict[str, Any], ccy: str) -> Decimal:
@@ -259,7 +260,7 @@ def multi_currency_pool(
     collateral (``collateralEnabled`` false: ``disEq`` 0) counts nothing. A negative equity
     (accrued interest in it) is a liability: counted in full, with the borrowing maintenance
     margin of its tier (a collateral leg with ``liability_tiers``); the settle currency's
-    borrowing tiers come back as ``wallet_tiers`` (it is owed below zero). Not reproduced: a
+    borrowing tiers come back as ``settle_tiers`` (it is owed below zero). Not reproduced: a
     settle equity past a discount of 1 (it moves with the positions' PnL), a held currency
     without a USD value or discount tiers, a liability without borrowing tiers (the settle
     currency's when it is owed now); those name themselves in ``not_reproduced`` (OKX's own
@@ -413,7 +414,7 @@ def _consume(future: Any) -> None:
         log.debug("okx liquidation-warning subscription ended: %s", future.exception())
 
 
-class OKXAdapter(ExchangeAdapter):
+class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
     reported_mm_excludes_fee = True
     # the settle currency's ``mmr`` in the balance details is "Cross maintenance margin
     # requirement at the currency level" (OKX v5 docs, GET /api/v5/account/balance): isolated
@@ -458,14 +459,7 @@ class OKXAdapter(ExchangeAdapter):
             "borrowing", [*owed, self.settle], functools.partial(_borrowing_tiers, exchange)
         )
         self._pool = multi_currency_pool(account, ratios, self.settle, exchange.markets, borrowing)
-        if self._pool.not_reproduced:
-            return dataclasses.replace(
-                mode,
-                coverage=Coverage.EXCHANGE_RATIO,
-                limits=f"{'; '.join(self._pool.not_reproduced)}, which alertd does not "
-                f"reproduce: {_NOT_COMPUTED}",
-            )
-        return mode
+        return self._pool_reading(mode, _NOT_COMPUTED)
 
     async def _tables(
         self, kind: str, currencies: list[str], read: Callable[[str], Awaitable[T | None]]
@@ -605,18 +599,6 @@ class OKXAdapter(ExchangeAdapter):
             balance = dec_or_none(account.get("adjEq"))
         # OKX's mgnRatio is equity / (MM + liquidation fee): alertd's ratio is its reciprocal
         return wallet, ReportedAccount(mm, balance, 1 / ratio if ratio else None)
-
-    async def fetch_collateral(self, exchange: Any) -> tuple[Collateral, ...]:
-        pool = self._pool
-        if pool is None or pool.not_reproduced:
-            return ()  # single-currency: USDT alone; otherwise OKX's own ratio stands
-        return pool.coins
-
-    def wallet_liability_tiers(self) -> TierTable | None:
-        pool = self._pool
-        if pool is None or pool.not_reproduced:
-            return None
-        return pool.wallet_tiers
 
     def _subscribe_warnings(self, exchange: Any) -> None:
         """Subscribe the private connection to ``liquidation-warning``, once per connection.
