@@ -195,10 +195,7 @@ def discount_ratios(answer: Any) -> dict[str, CollateralRatio]:
     out = {}
     for row in _currency_rows(answer):
         ccy = row["currency"]
-        details = [d for d in row.get("discount_tiers") or [] if isinstance(d, dict)]
-        if not details:
-            raise FrameError(f"currency_discount_tiers: no tiers for {ccy}")
-        ordered = sorted(details, key=lambda d: dec(d.get("lower_limit") or "0", "lower_limit"))
+        ordered = _ordered_tiers(row, "discount_tiers", "currency_discount_tiers")
         tiers = []
         for d in ordered:
             tiers.append(RatioTier(_upper_limit(d, ccy), dec(d.get("discount"), f"{ccy} discount")))
@@ -207,6 +204,16 @@ def discount_ratios(answer: Any) -> dict[str, CollateralRatio]:
         except TierTableError as exc:
             raise _tier_error("currency_discount_tiers", ccy, exc, "discount") from None
     return out
+
+
+def _ordered_tiers(row: dict[str, Any], key: str, endpoint: str) -> list[dict[str, Any]]:
+    """A currency row's tiers (``key``), lowest ``lower_limit`` first (a missing one: 0);
+    none at all is a frame error naming the currency."""
+    ccy = row["currency"]
+    details = [d for d in row.get(key) or [] if isinstance(d, dict)]
+    if not details:
+        raise FrameError(f"{endpoint}: no tiers for {ccy}")
+    return sorted(details, key=lambda d: dec(d.get("lower_limit") or "0", f"{ccy} lower_limit"))
 
 
 def _upper_limit(row: dict[str, Any], ccy: str) -> Decimal | None:
@@ -239,10 +246,7 @@ def loan_margin_tiers(answer: Any) -> dict[str, TierTable]:
     out = {}
     for row in _currency_rows(answer):
         ccy = row["currency"]
-        details = [d for d in row.get("margin_tiers") or [] if isinstance(d, dict)]
-        if not details:
-            raise FrameError(f"loan_margin_tiers: no tiers for {ccy}")
-        ordered = sorted(details, key=lambda d: dec(d.get("lower_limit"), f"{ccy} lower_limit"))
+        ordered = _ordered_tiers(row, "margin_tiers", "loan_margin_tiers")
         tiers = []
         floor = Decimal(0)
         for i, d in enumerate(ordered):
