@@ -554,7 +554,7 @@ def test_binance_multi_assets_pools_usdc_m_positions() -> None:
 def test_a_market_listed_after_start_is_loaded_not_fatal() -> None:
     """A position in a market listed since the catalogue was loaded (a new listing) reloads
     the catalogue at the next snapshot: the account goes on, computed with it (it stopped
-    with ccxt's BadSymbol before)."""
+    with ccxt's BadSymbol before); a catalogue reloaded by someone else is followed."""
 
     async def body() -> None:
         fake = FakeBinanceUSDM()
@@ -567,5 +567,15 @@ def test_a_market_listed_after_start_is_loaded_not_fatal() -> None:
             assert state.fatal is None
             assert doge in state.markets and state.computable, state.missing()
             assert {p.symbol for p in state.to_account().positions} == {BTC, doge}
+
+            # a catalogue reloaded elsewhere (the daily refresh, another account's listing):
+            # the account's markets follow it at the next snapshot, with no reload of its own
+            ada = "ADA/USDT:USDT"
+            fake.add_symbol(ada, "0.5")
+            assert feed.exchange is not None
+            await feed.exchange.load_markets(reload=True)
+            fake.open_position(KEY, ada, "long", "100", "0.5")
+            await feed.reconcile()
+            assert ada in state.markets and state.computable, state.missing()
 
     run(body())

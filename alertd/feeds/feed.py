@@ -128,6 +128,7 @@ class AccountFeed:
         self._stops_for: frozenset[str] = frozenset()  # the symbols of the last stops read
         self._reconciles = 0
         self._markets_reloaded_at = -float("inf")
+        self._markets_of: Any = None  # the catalogue ``state.markets`` was built from
         self._stops_read_at = -float("inf")
         # stop reads numbered as they begin, and the last one applied: a read overtaken by one
         # begun after it (an order push's, during a reconcile's) answers older news
@@ -174,7 +175,7 @@ class AccountFeed:
             async with rest_slot(shared):
                 exchange = self._exchange()
                 await load_markets(exchange, shared)
-                self.state.markets = self._market_infos(exchange)
+                self._follow_catalogue(exchange)
                 await self.adapter.prepare(exchange)
                 await self.resync(stops=stops)
                 self.state.bootstrapped = True
@@ -256,6 +257,9 @@ class AccountFeed:
         exchange = self._exchange()
         if not exchange.markets:  # a client made afresh after a close: the adapters need them
             await load_markets(exchange, self.shared)
+        # the catalogue may have been reloaded since (the daily refresh, another account's
+        # new listing): the markets this account reads follow it
+        self._follow_catalogue(exchange)
         mode = await self.adapter.fetch_mode(exchange)
         if mode.coverage is Coverage.REFUSED:
             self._set_mode(mode)
@@ -265,6 +269,7 @@ class AccountFeed:
         held = {p.symbol for p in positions if wanted is None or p.symbol in wanted}
         if await self._reload_for(exchange, held):
             # a market listed since the catalogue was loaded: the positions read again
+            self._follow_catalogue(exchange)
             positions, reported, marks = await self.adapter.fetch_positions(exchange)
         if wanted is not None:
             positions = [p for p in positions if p.symbol in wanted]
@@ -381,8 +386,14 @@ class AccountFeed:
             await self.shared.refresh_markets()
         else:
             await exchange.load_markets(reload=True)
-        self.state.markets = self._market_infos(exchange)
         return True
+
+    def _follow_catalogue(self, exchange: Any) -> None:
+        """The markets alertd reads for this account, from ``exchange``'s catalogue, built
+        again whenever the catalogue is a new one (a load replaces the dict)."""
+        if exchange.markets is not self._markets_of:
+            self.state.markets = self._market_infos(exchange)
+            self._markets_of = exchange.markets
 
     def _known(self, symbols: set[str]) -> list[str]:
         """``symbols`` the exchange's market catalogue lists (every market, not only those
@@ -466,11 +477,12 @@ class AccountFeed:
         await self._seed_marks()
         self._sync_mark_streams()
         self._notify(Change.ACCOUNT)
-        if self.state.held_symbols - self._stops_for and self._group is not None:
+        held = set(self._known(self.state.held_symbols))  # as _fetch_stops reads them
+        if held - self._stops_for and self._group is not None:
             # a newly held symbol: its stops may have been placed before the position (the
             # exchanges read per symbol know none of them yet); read them beside the stream,
             # not in its way
-            self._stops_for |= self.state.held_symbols  # one read, however many frames
+            self._stops_for |= held  # one read, however many frames
             self._group.create_task(self._read_stops_now())
 
     async def _fetch_stops(self, exchange: Any, held: set[str]) -> tuple[StopOrder, ...] | None:
