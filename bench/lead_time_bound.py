@@ -79,7 +79,7 @@ def risk(observed: Sequence[Observation], rules: list[Rule]) -> list[float] | No
         if value is None:
             out.append(-np.inf)
         else:
-            out.append(float(value) if r.direction == "above" else -float(value))
+            out.append(float(value) if r.condition.direction == "above" else -float(value))
     return out
 
 

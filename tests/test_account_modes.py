@@ -441,8 +441,12 @@ def test_builtin_watch_rules_have_defaults_and_can_be_tuned_or_turned_off() -> N
 
     rules = {r.name: r for r in build_rules(parse_config(BASE_CONFIG))}
     drift, mode, incomplete = rules["ratio-drift"], rules["account-mode"], rules["incomplete-data"]
-    assert (drift.metric, drift.above, drift.for_s) == ("ratio_drift", D("0.1"), 600.0)
-    assert (mode.metric, mode.above, mode.severity.label) == ("mode_not_computed", 0, "warning")
+    assert (drift.metric, drift.condition.above, drift.for_s) == ("ratio_drift", D("0.1"), 600.0)
+    assert (mode.metric, mode.condition.above, mode.severity.label) == (
+        "mode_not_computed",
+        0,
+        "warning",
+    )
     assert (incomplete.metric, incomplete.for_s) == ("incomplete_data", 30.0)
     assert incomplete.for_s <= 60  # "within a minute"
 
@@ -452,7 +456,7 @@ def test_builtin_watch_rules_have_defaults_and_can_be_tuned_or_turned_off() -> N
         " account_mode: false}\n"
     )
     rules = {r.name: r for r in build_rules(tuned)}
-    assert (rules["ratio-drift"].above, rules["ratio-drift"].for_s) == (D("0.25"), 120.0)
+    assert (rules["ratio-drift"].condition.above, rules["ratio-drift"].for_s) == (D("0.25"), 120.0)
     assert "incomplete-data" not in rules and "account-mode" not in rules
     off = parse_config(BASE_CONFIG + "builtin_rules: {ratio_drift: false}\n")
     assert "ratio-drift" not in {r.name for r in build_rules(off)}

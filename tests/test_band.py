@@ -35,6 +35,7 @@ from alertd.rules.band import band
 from alertd.rules.lifecycle import Notification
 from alertd.rules.metrics import FeedStatus, observe, wanted_of
 from alertd.rules.model import Observation, Subject
+from tests.support.rules import random_timings
 from tests.test_evaluation_shortcuts import (
     EXCHANGES,
     account,
@@ -98,12 +99,7 @@ def random_rule(
         kw = {"below": level}
         if rng.random() < 0.5:
             kw["clear_above"] = level + abs(level) * D(rng.randint(0, 500)) / 10_000
-    if rng.random() < 0.4:
-        kw["for"] = float(rng.choice([1, 5, 30, 120]))
-    if rng.random() < 0.4:
-        kw["keep_firing_for"] = float(rng.choice([0.5, 3, 10, 60]))
-    if rng.random() < 0.4:
-        kw["repeat"] = float(rng.choice([0, 20, 90, 600]))
+    kw.update(random_timings(rng))
     severity = rng.choice(["info", "warning", "critical"])
     return RuleConfig.model_validate(
         {"name": f"r{i}", "metric": metric, "scope": scope, "severity": severity, **kw}

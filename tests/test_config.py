@@ -269,8 +269,9 @@ def test_predictive_rule_parameters_are_read_and_checked() -> None:
         )
     )
     p, t, s = build_rules(good)[:3]
-    assert (p.horizon_s, p.window_s, t.horizon_s, t.window_s) == (1800, 7200, None, 600)
-    assert (s.horizon_s, s.window_s) == (None, None)  # the metric's defaults, when read
+    pc, tc, sc = p.condition, t.condition, s.condition
+    assert (pc.horizon_s, pc.window_s, tc.horizon_s, tc.window_s) == (1800, 7200, None, 600)
+    assert (sc.horizon_s, sc.window_s) == (None, None)  # the metric's defaults, when read
     assert len({p.series, t.series, s.series}) == 3
     found = problems(
         PREDICTIVE.format(

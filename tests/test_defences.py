@@ -19,7 +19,7 @@ from alertd.exchanges.common import AdlScale
 from alertd.rules.lifecycle import AlertEngine
 from alertd.rules.messages import render
 from alertd.rules.metrics import FeedStatus, observe, with_full_metrics
-from alertd.rules.model import Rule, Scope, Severity
+from alertd.rules.model import Condition, Rule, Scope, Severity
 
 from .support.snapshots import account, position, snapshot, tiers
 from .test_properties import accounts
@@ -142,7 +142,7 @@ def _adl_values(acc: Account, window: MarkWindow | None) -> list[D | None]:
     book = Book()
     book.set_account("a", acc)
     dynamics = {} if window is None else {"BTC/USDT:USDT": window}
-    rules = [Rule("adl", "adl_risk", Scope.POSITION, Severity.WARNING, above=D("0.7"))]
+    rules = [Rule("adl", Condition("adl_risk", Scope.POSITION, above=D("0.7")), Severity.WARNING)]
     from alertd.rules.metrics import wanted_of
 
     seen = observe("a", "binanceusdm", book.live("a"), FEED, wanted_of(rules), dynamics)
@@ -173,7 +173,9 @@ def test_the_adl_warning_says_what_it_means_and_what_to_do() -> None:
     acc = replace(acc, positions=(replace(acc.positions[0], entry_price=D(50000)),))
     book = Book()
     book.set_account("a", acc)
-    rule = Rule("adl-front", "adl_risk", Scope.POSITION, Severity.WARNING, above=D("0.7"))
+    rule = Rule(
+        "adl-front", Condition("adl_risk", Scope.POSITION, above=D("0.7")), Severity.WARNING
+    )
     engine = AlertEngine([rule])
     from alertd.rules.metrics import wanted_of
 
@@ -201,8 +203,16 @@ def test_the_leverage_and_concentration_warnings_give_the_cut_that_clears_them()
     book = Book()
     book.set_account("a", acc)
     rules = [
-        Rule("leverage-high", "effective_leverage", Scope.ACCOUNT, Severity.WARNING, above=D(2)),
-        Rule("concentrated", "concentration", Scope.ACCOUNT, Severity.WARNING, above=D("0.6")),
+        Rule(
+            "leverage-high",
+            Condition("effective_leverage", Scope.ACCOUNT, above=D(2)),
+            Severity.WARNING,
+        ),
+        Rule(
+            "concentrated",
+            Condition("concentration", Scope.ACCOUNT, above=D("0.6")),
+            Severity.WARNING,
+        ),
     ]
     engine = AlertEngine(rules)
     seen = observe("a", "binanceusdm", book.live("a"), FEED)
@@ -242,15 +252,19 @@ def test_the_built_in_defences_and_their_settings() -> None:
     text = DEFENCES.format(wallet="ab" * 20, builtin="{}", rules="  []")
     rules = {r.name: r for r in build_rules(parse_config(text))}
     lev, conc, adl = rules["leverage-high"], rules["concentrated"], rules["adl-front"]
-    assert (lev.metric, lev.scope, lev.above, lev.clear_below, lev.for_s) == (
+    assert (lev.metric, lev.scope, lev.condition.above, lev.condition.clear_below, lev.for_s) == (
         "effective_leverage",
         Scope.ACCOUNT,
         D(10),
         D(9),
         300.0,
     )
-    assert (conc.metric, conc.above, conc.clear_below) == ("concentration", D("0.8"), D("0.72"))
-    assert (adl.metric, adl.scope, adl.above, adl.window_s) == (
+    assert (conc.metric, conc.condition.above, conc.condition.clear_below) == (
+        "concentration",
+        D("0.8"),
+        D("0.72"),
+    )
+    assert (adl.metric, adl.scope, adl.condition.above, adl.condition.window_s) == (
         "adl_risk",
         Scope.POSITION,
         D("0.7"),
@@ -260,8 +274,8 @@ def test_the_built_in_defences_and_their_settings() -> None:
     text = DEFENCES.format(wallet="ab" * 20, builtin=builtin, rules="  []")
     rules = {r.name: r for r in build_rules(parse_config(text))}
     assert "concentrated" not in rules
-    assert (rules["leverage-high"].above, rules["leverage-high"].for_s) == (D(25), 120.0)
-    assert rules["adl-front"].window_s == 3600.0
+    assert (rules["leverage-high"].condition.above, rules["leverage-high"].for_s) == (D(25), 120.0)
+    assert rules["adl-front"].condition.window_s == 3600.0
     # a rule of the user's with the same name replaces the built-in
     mine = "  - {name: adl-front, metric: adl_rank, above: 0.9}"
     text = DEFENCES.format(wallet="ab" * 20, builtin="{}", rules=mine)
@@ -435,7 +449,9 @@ def test_an_isolated_position_s_leverage_warning_says_what_to_add_to_it() -> Non
     acc = account(snapshot("binanceusdm", "10000", [btc]))
     book = Book()
     book.set_account("a", acc)
-    rule = Rule("lev", "effective_leverage", Scope.POSITION, Severity.WARNING, above=D(10))
+    rule = Rule(
+        "lev", Condition("effective_leverage", Scope.POSITION, above=D(10)), Severity.WARNING
+    )
     seen = observe("a", "binanceusdm", book.live("a"), FEED)
     (note,) = with_full_metrics(AlertEngine([rule]).evaluate(seen, 1000.0))
     message = render(note)

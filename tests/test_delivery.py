@@ -15,7 +15,7 @@ from alertd.delivery.senders.apprise import ApriseSender, why_refused
 from alertd.delivery.senders.ping import PingSender
 from alertd.delivery.system import digest, heartbeat
 from alertd.rules.lifecycle import AlertEngine, AlertState, Phase
-from alertd.rules.model import Rule, Scope, Severity, Subject
+from alertd.rules.model import Condition, Rule, Scope, Severity, Subject
 
 from .receivers import HttpReceiver, SmtpReceiver
 from .support.aio import run
@@ -312,7 +312,9 @@ def test_silence_commands_and_the_engine_sees_them(tmp_path: Path) -> None:
     assert "maintenance" in listed.stdout
 
     store = Store(tmp_path / "state.sqlite")
-    rule = Rule("r", "worst_ratio", Scope.ACCOUNT, Severity.WARNING, above=Decimal("0.5"))
+    rule = Rule(
+        "r", Condition("worst_ratio", Scope.ACCOUNT, above=Decimal("0.5")), Severity.WARNING
+    )
     engine = AlertEngine([rule], silences=store.silences())
     import time
 

@@ -24,7 +24,7 @@ from alertd.engine.model import Account, MarginMode, Position, Side
 from alertd.engine.tiers import Tier, TierTable
 from alertd.exchanges.registry import get_spec
 from alertd.rules.metrics import FeedStatus, observe, wanted_of
-from alertd.rules.model import Rule, Scope, Severity, parse_series, series_key
+from alertd.rules.model import Condition, Rule, Scope, Severity, parse_series, series_key
 
 D = Decimal
 HOUR = 3600.0
@@ -276,7 +276,7 @@ def one_position(side: Side, mark: str, lev: str = "10") -> Account:
 
 
 def rule(metric: str, scope: Scope = Scope.POSITION, **params: float) -> Rule:
-    return Rule(metric, metric, scope, Severity.WARNING, above=D(0), **params)  # type: ignore[arg-type]
+    return Rule(metric, Condition(metric, scope, above=D(0), **params), Severity.WARNING)
 
 
 def observed(account: Account, windows: dict[str, MarkWindow] | None, *rules: Rule) -> dict:
@@ -398,7 +398,7 @@ def test_status_shows_the_rules_default_outlook() -> None:
     assert live is not None
     (shown,) = figures(live, crash=False, dynamics=windows).positions
     p = rule("liquidation_probability")
-    t = Rule("t", "time_to_liquidation", Scope.POSITION, Severity.WARNING, below=D(1))
+    t = Rule("t", Condition("time_to_liquidation", Scope.POSITION, below=D(1)), Severity.WARNING)
     expected = observed(account, windows, p, t)
     assert shown.liquidation_probability == expected[p.series] is not None
     assert shown.time_to_liquidation == expected[t.series] is not None
@@ -440,14 +440,13 @@ def test_a_rule_breaches_exactly_within_its_reach(
     }
     limit = Decimal(repr(threshold * scale[metric]))
     above = metric == "liquidation_probability"
-    rule = Rule(
-        "r",
+    condition = Condition(
         metric,
         Scope.POSITION,
-        Severity.WARNING,
         above=limit if above else None,
         below=None if above else limit,
     )
+    rule = Rule("r", condition, Severity.WARNING)
     direction = -1  # a long: liquidation below the mark
     reach = dynamics_reach([rule])
     assert reach is not None

@@ -55,6 +55,7 @@ from alertd.rules.model import (
     Silence,
     Subject,
 )
+from tests.support.rules import random_timings
 
 D = Decimal
 
@@ -233,12 +234,7 @@ def rule(
     some with a ``while`` condition on another metric of the same scope."""
     metric = rng.choice(METRICS)
     kw = threshold(rng, metric, seen)
-    if rng.random() < 0.4:
-        kw["for"] = float(rng.choice([1, 5, 30, 120]))
-    if rng.random() < 0.5:
-        kw["keep_firing_for"] = float(rng.choice([0.5, 3, 10, 60]))
-    if rng.random() < 0.5:
-        kw["repeat"] = float(rng.choice([0, 20, 90, 600]))
+    kw.update(random_timings(rng, (0.4, 0.5, 0.5)))
     if rng.random() < 0.2:
         kw["accounts"] = rng.sample(accounts, 1)
     if rng.random() < 0.15 and metric in ("liquidation_distance", "margin_ratio", "notional"):

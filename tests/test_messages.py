@@ -64,16 +64,16 @@ def test_repeat_and_resolved() -> None:
 
 
 def test_feed_problems_say_alertd_is_blind() -> None:
-    stale = Rule("feed-stale", "feed_stale_s", Scope.ACCOUNT, Severity.WARNING, above=D(30))
+    stale = rule("feed_stale_s", name="feed-stale", above=D(30))
     m = render(note(Kind.FIRING, stale, "45"))
     assert m.title == "WARNING main: feed stale for 45s"
     assert "cannot see this account's risk" in m.body
     fresh = render(note(Kind.RESOLVED, stale, "0.4", reason=Resolution.CLEARED))
     assert fresh.title == "RESOLVED main: feed fresh again"
     assert fresh.body == "was above 30s for 10m (feed-stale)"
-    down = Rule("feed-down", "feed_down_s", Scope.ACCOUNT, Severity.CRITICAL, above=D(60))
+    down = rule("feed_down_s", severity=Severity.CRITICAL, name="feed-down", above=D(60))
     assert render(note(Kind.FIRING, down, "75")).title == "CRITICAL main: feed down for 75s"
-    error = Rule("account-error", "account_error", Scope.ACCOUNT, Severity.CRITICAL, above=D(0))
+    error = rule("account_error", severity=Severity.CRITICAL, name="account-error", above=D(0))
     m = render(note(Kind.FIRING, error, "1", fatal="AuthenticationError: binanceusdm -2015"))
     assert m.title == "CRITICAL main: feed stopped"
     assert m.body == "feed stopped: AuthenticationError: binanceusdm -2015"

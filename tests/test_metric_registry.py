@@ -29,7 +29,7 @@ from alertd.rules.metrics import (
     with_full_metrics,
     with_tables,
 )
-from alertd.rules.model import Rule, Scope, Severity
+from alertd.rules.model import Condition, Rule, Scope, Severity
 
 from .test_book import same
 from .test_properties import accounts
@@ -65,7 +65,7 @@ def test_every_entry_is_complete_and_shared_names_agree() -> None:
 
 
 def _rule(metric: str, scope: Scope) -> Rule:
-    return Rule(metric, metric, scope, Severity.WARNING, above=D(0))
+    return Rule(metric, Condition(metric, scope, above=D(0)), Severity.WARNING)
 
 
 def test_what_rules_need_computed() -> None:

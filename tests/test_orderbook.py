@@ -17,7 +17,7 @@ from alertd.engine.model import Account
 from alertd.engine.orderbook import ForcedClose, OrderBook, close_cost, gap_risk, walk
 from alertd.rules.lifecycle import Kind, Notification
 from alertd.rules.messages import render
-from alertd.rules.model import Context, Rule, Scope, Severity, Subject
+from alertd.rules.model import Condition, Context, Rule, Scope, Severity, Subject
 
 from .support.snapshots import btc_long_on_2000
 from .test_book import same
@@ -188,7 +188,7 @@ def _book_note(metric: str, book: OrderBook, value: str) -> Notification:
     """A position alert on an order-book metric: 1 BTC long at 60,000 on 2,000 USDT (liq.
     58,232.93, bankruptcy 58,000), mark 60,000."""
     full = compute(btc_long_on_2000("60000", lot_size="0.001"), D("0.45"))
-    rule = Rule("gap", metric, Scope.POSITION, Severity.WARNING, above=D(0))
+    rule = Rule("gap", Condition(metric, Scope.POSITION, above=D(0)), Severity.WARNING)
     subject = Subject("main", "binanceusdm", "BTC/USDT:USDT", "long")
     context = Context(full, full.positions[0], book=book)
     return Notification(Kind.FIRING, rule, subject, 1000.0, 400.0, D(value), context)

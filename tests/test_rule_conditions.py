@@ -37,12 +37,14 @@ def soon_and_near(**options: object) -> Rule:
     """Liquidation within an hour at the last 15 minutes' pace, while under 6% away."""
     return Rule(
         "soon-and-near",
-        "time_to_liquidation",
-        Scope.POSITION,
+        Condition(
+            "time_to_liquidation",
+            Scope.POSITION,
+            below=D(3600),
+            clear_above=D(7200),
+            window_s=900.0,
+        ),
         Severity.WARNING,
-        below=D(3600),
-        clear_above=D(7200),
-        window_s=900.0,
         also=(
             Condition(
                 "liquidation_distance", Scope.POSITION, below=D("0.06"), clear_above=D("0.07")

@@ -8,7 +8,16 @@ from dataclasses import replace
 import pytest
 
 from alertd.rules.lifecycle import AlertEngine, AlertState, Phase, Resolution
-from alertd.rules.model import Observation, QuietHours, Rule, Scope, Severity, Silence, Subject
+from alertd.rules.model import (
+    Condition,
+    Observation,
+    QuietHours,
+    Rule,
+    Scope,
+    Severity,
+    Silence,
+    Subject,
+)
 
 from .support.rules import BTC_LONG, MAIN, RATIO_WARNING, D, rule
 
@@ -44,7 +53,9 @@ def test_fires_repeats_and_resolves_with_hysteresis() -> None:
 
 
 def test_for_debounces_and_a_blip_never_fires() -> None:
-    rule = Rule("r", "worst_ratio", Scope.ACCOUNT, Severity.WARNING, above=D("0.5"), for_s=60)
+    rule = Rule(
+        "r", Condition("worst_ratio", Scope.ACCOUNT, above=D("0.5")), Severity.WARNING, for_s=60
+    )
     engine = AlertEngine([rule])
     assert engine.evaluate([obs("0.6")], 0) == []
     assert engine.states[("r", "main")].phase is Phase.PENDING
@@ -197,7 +208,7 @@ def test_silences_match_the_labels_of_a_system_message() -> None:
 
 def test_a_rule_needs_one_threshold() -> None:
     with pytest.raises(ValueError):
-        Rule("x", "worst_ratio", Scope.ACCOUNT, Severity.INFO)
+        Condition("worst_ratio", Scope.ACCOUNT)
 
 
 def test_missing_data_is_not_all_clear() -> None:

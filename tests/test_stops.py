@@ -37,7 +37,7 @@ from alertd.feeds.feed import AccountFeed
 from alertd.rules.lifecycle import Kind, Notification
 from alertd.rules.messages import render
 from alertd.rules.metrics import FeedStatus, observe, with_full_metrics
-from alertd.rules.model import Context, Rule, Scope, Severity, Subject
+from alertd.rules.model import Condition, Context, Rule, Scope, Severity, Subject
 
 from .fake_exchange.binance import ALGO_ORDER_EXAMPLE
 from .support.snapshots import account, position, snapshot, tiers
@@ -529,7 +529,7 @@ def _message(metric: str, threshold: D, stops: tuple[StopOrder, ...]) -> tuple[s
     book.set_account("a", _account(stops))
     live = book.live("a")
     values = observe("a", "binanceusdm", live, FEED)[1].metrics
-    rule = Rule("r", metric, Scope.POSITION, Severity.WARNING, above=threshold)
+    rule = Rule("r", Condition(metric, Scope.POSITION, above=threshold), Severity.WARNING)
     subject = Subject("a", "binanceusdm", BTC, "long")
     n = Notification(
         Kind.FIRING, rule, subject, 0.0, 0.0, values[metric], Context(live=live, index=0)

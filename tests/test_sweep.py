@@ -30,7 +30,7 @@ from alertd.replay.sweep import (
     largest_move,
     sweep,
 )
-from alertd.rules.model import Rule, Scope, Severity
+from alertd.rules.model import Condition, Rule, Scope, Severity
 
 from .support.process import ROOT, alertd_command
 
@@ -54,10 +54,8 @@ def flat(price: float) -> tuple[float, float, float, float]:
 def distance_rule(below: str, name: str = "dist") -> Rule:
     return Rule(
         name=name,
-        metric="liquidation_distance",
-        scope=Scope.POSITION,
+        condition=Condition("liquidation_distance", Scope.POSITION, below=Decimal(below)),
         severity=Severity.CRITICAL,
-        below=Decimal(below),
     )
 
 

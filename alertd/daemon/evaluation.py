@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from alertd.clock import Clock
-from alertd.config import Config, RuleConfig, StopRules
+from alertd.config import ConditionConfig, Config, RuleConfig, StopRules
 from alertd.daemon.store import Store
 from alertd.delivery.deliverer import Deliverer
 from alertd.delivery.system import PUSHES, SystemMessage, exchange_push
@@ -42,18 +42,20 @@ log = logging.getLogger(__name__)
 ZERO = Decimal(0)
 
 
+def _condition(c: ConditionConfig, scope: Scope) -> Condition:
+    """A configured condition (a rule's own, or one of its ``while``) read in ``scope``."""
+    return Condition(
+        c.metric, scope, c.above, c.below, c.clear_above, c.clear_below, c.horizon, c.window
+    )
+
+
 def _rule(rc: RuleConfig) -> Rule:
     scope = Scope(rc.scope) if rc.scope else metric_scope(rc.metric)
     assert scope is not None  # the config model checked the metric
     return Rule(
         name=rc.name,
-        metric=rc.metric,
-        scope=scope,
+        condition=_condition(rc, scope),
         severity=Severity[rc.severity.upper()],
-        above=rc.above,
-        below=rc.below,
-        clear_above=rc.clear_above,
-        clear_below=rc.clear_below,
         for_s=rc.for_,
         keep_firing_for_s=rc.keep_firing_for,
         repeat_s=rc.repeat,
@@ -62,21 +64,7 @@ def _rule(rc: RuleConfig) -> Rule:
         symbols=frozenset(rc.symbols) if rc.symbols is not None else None,
         labels=dict(rc.labels),
         message=rc.message,
-        horizon_s=rc.horizon,
-        window_s=rc.window,
-        also=tuple(
-            Condition(
-                c.metric,
-                scope,
-                c.above,
-                c.below,
-                c.clear_above,
-                c.clear_below,
-                c.horizon,
-                c.window,
-            )
-            for c in rc.while_ or ()
-        ),
+        also=tuple(_condition(c, scope) for c in rc.while_ or ()),
     )
 
 
@@ -90,8 +78,22 @@ def build_rules(config: Config) -> list[Rule]:
     return rules
 
 
-def _warning(name: str, metric: str, scope: Scope = Scope.ACCOUNT, **levels: Any) -> Rule:
-    return Rule(name, metric, scope, Severity.WARNING, **levels)
+def _builtin(
+    name: str,
+    metric: str,
+    scope: Scope = Scope.ACCOUNT,
+    severity: Severity = Severity.WARNING,
+    *,
+    above: Decimal,
+    clear_below: Decimal | None = None,
+    window_s: float | None = None,
+    **timings: Any,
+) -> Rule:
+    """A built-in rule: ``metric`` above ``above`` (cleared below ``clear_below``), read over
+    ``window_s`` where the metric takes a window; ``timings``: the rule's own (``for_s``,
+    ``repeat_s``, ``accounts``)."""
+    condition = Condition(metric, scope, above=above, clear_below=clear_below, window_s=window_s)
+    return Rule(name, condition, severity, **timings)
 
 
 # hysteresis of the defences' built-in rules: a breach clears this far back below its level
@@ -99,7 +101,7 @@ DEFENCE_CLEAR = Decimal("0.9")
 
 
 def _defence(name: str, metric: str, level: Decimal, for_s: float) -> Rule:
-    return _warning(name, metric, above=level, clear_below=level * DEFENCE_CLEAR, for_s=for_s)
+    return _builtin(name, metric, above=level, clear_below=level * DEFENCE_CLEAR, for_s=for_s)
 
 
 def builtin_rules(config: Config) -> list[Rule]:
@@ -110,32 +112,31 @@ def builtin_rules(config: Config) -> list[Rule]:
     position = Scope.POSITION
     defences_for = b.defences_for
     candidates: list[tuple[bool, Rule]] = [
-        (b.feed_stale, _warning("feed-stale", "feed_stale_s", above=stale_after)),
+        (b.feed_stale, _builtin("feed-stale", "feed_stale_s", above=stale_after)),
         (
             b.feed_down,
-            Rule("feed-down", "feed_down_s", Scope.ACCOUNT, Severity.CRITICAL, above=down_after),
+            _builtin("feed-down", "feed_down_s", severity=Severity.CRITICAL, above=down_after),
         ),
         (
             b.account_error,
-            Rule(
+            _builtin(
                 "account-error",
                 "account_error",
-                Scope.ACCOUNT,
-                Severity.CRITICAL,
+                severity=Severity.CRITICAL,
                 above=ZERO,
                 repeat_s=4 * 3600,
             ),
         ),
-        (b.account_mode, _warning("account-mode", "mode_not_computed", above=ZERO)),
+        (b.account_mode, _builtin("account-mode", "mode_not_computed", above=ZERO)),
         (
             b.ratio_drift,
-            _warning(
+            _builtin(
                 "ratio-drift", "ratio_drift", above=b.ratio_drift_above, for_s=b.ratio_drift_for
             ),
         ),
         (
             b.incomplete_data,
-            _warning("incomplete-data", "incomplete_data", above=ZERO, for_s=b.incomplete_data_for),
+            _builtin("incomplete-data", "incomplete_data", above=ZERO, for_s=b.incomplete_data_for),
         ),
         *((True, rule) for rule in stop_rules(b.stops)),
         (
@@ -148,7 +149,7 @@ def builtin_rules(config: Config) -> list[Rule]:
         ),
         (
             b.insurance_fund,
-            _warning(
+            _builtin(
                 "insurance-fund-drop",
                 "insurance_fund_drop",
                 position,
@@ -157,13 +158,13 @@ def builtin_rules(config: Config) -> list[Rule]:
         ),
         (
             b.adl,
-            _warning(
+            _builtin(
                 "adl-front", "adl_risk", position, above=b.adl_rank_above, window_s=b.adl_window
             ),
         ),
         (
             b.gap_risk,
-            _warning(
+            _builtin(
                 "gap-risk", "gap_risk", position, above=b.gap_risk_above, for_s=b.gap_risk_for
             ),
         ),
@@ -186,7 +187,7 @@ def stop_rules(stops: StopRules) -> list[Rule]:
         ("stop-max-loss-share", "stop_loss_share", stops.max_loss_share, 0.0),
     ]
     return [
-        _warning(name, metric, Scope.POSITION, above=most, for_s=for_s, accounts=accounts)
+        _builtin(name, metric, Scope.POSITION, above=most, for_s=for_s, accounts=accounts)
         for name, metric, most, for_s in wanted
         if most is not None
     ]
@@ -198,9 +199,9 @@ def ratio_target(rules: Sequence[Rule]) -> Decimal:
     Only a positive ratio can be reached (and divided by: what to add is ``mm / target``); a
     rule that fires above 0, or clears below 0, sets no target."""
     levels = [
-        r.clear_below if r.clear_below is not None else r.threshold
-        for r in rules
-        if r.metric in ("worst_ratio", "margin_ratio") and r.above is not None
+        c.clear_below if c.clear_below is not None else c.threshold
+        for c in (r.condition for r in rules)
+        if c.metric in ("worst_ratio", "margin_ratio") and c.above is not None
     ]
     return min((level for level in levels if level > 0), default=Decimal("0.5"))
 

@@ -151,9 +151,9 @@ class _Limits:
 
     def age(self, rule: Rule, age: Decimal) -> None:
         """A feed's age (``age`` now) grows at most a second a second."""
-        if rule.above is None:
+        if rule.condition.above is None:
             raise _NoBand  # it falls at any tick
-        left = float(rule.above - age) - AGE_MARGIN_S
+        left = float(rule.condition.above - age) - AGE_MARGIN_S
         if left <= 0:
             raise _NoBand
         self.until = min(self.until, self.now + left)
@@ -162,11 +162,11 @@ class _Limits:
 def _room(rule: Rule, value: Decimal, rate: Decimal, extra: Decimal = ZERO) -> Decimal | None:
     """The relative move ``e`` for which ``value``, moving by at most ``rate * e + extra``,
     stays on ``rule``'s safe side (``None``: it may not move at all)."""
-    if rule.above is not None:
-        gap = rule.above - value - extra
+    if rule.condition.above is not None:
+        gap = rule.condition.above - value - extra
     else:
-        assert rule.below is not None
-        gap = value - rule.below - extra
+        assert rule.condition.below is not None
+        gap = value - rule.condition.below - extra
     if gap <= 0:
         return None
     return INFINITY if rate <= 0 else gap / rate
@@ -176,9 +176,9 @@ def _ratio_room(rule: Rule, pool: LivePool) -> Decimal | None:
     """A ratio ``mm / equity`` stays at or below an "above" rule's ``T`` while ``T x equity
     - mm`` stays positive (which also keeps the equity positive while mm >= 0): the equity
     moves by at most the legs' notional x e, mm by at most ``sensitivity x e + leeway``."""
-    if rule.above is None or rule.above <= 0:
+    if rule.condition.above is None or rule.condition.above <= 0:
         return None
-    t = rule.above
+    t = rule.condition.above
     room = t * pool.margin_balance - pool.mm - pool.leeway
     if room <= 0:
         return None
@@ -191,11 +191,11 @@ def _leverage_room(
 ) -> Decimal | None:
     """``notional / equity`` stays at or below an "above" rule's ``T``: ``T x equity -
     notional`` stays positive; the equity moves by at most the pool's notional x e."""
-    if rule.above is None or rule.above < 0:
+    if rule.condition.above is None or rule.condition.above < 0:
         return None
     if notional == 0:
         return INFINITY  # 0 while no leg: a quantity does not move with the marks
-    t = rule.above
+    t = rule.condition.above
     room = t * equity - notional
     if room <= 0:
         return None
@@ -205,11 +205,11 @@ def _leverage_room(
 def _concentration_room(rule: Rule, parts: list[Decimal]) -> Decimal | None:
     """The largest part's share of the sum stays at or below an "above" rule's ``T`` while
     every part moves by a factor within ``1 +- e``."""
-    if rule.above is None:
+    if rule.condition.above is None:
         return None
-    if len(parts) < 2 or rule.above >= 1:
+    if len(parts) < 2 or rule.condition.above >= 1:
         return INFINITY  # no value, or a share that cannot exceed 1
-    t = rule.above
+    t = rule.condition.above
     largest = max(parts)
     rest = sum(parts, ZERO) - largest
     room = t * rest - (1 - t) * largest
@@ -265,9 +265,9 @@ def _position_rule(rule: Rule, live: LiveAccount, index: int, limits: _Limits) -
         # no liquidation within T of the mark after a move of d: none within d + T + dT of
         # the mark now (every other mark within d too): the pool's reach
         reach = pool.reach()
-        if rule.below is None or reach is None:
+        if rule.condition.below is None or reach is None:
             raise _NoBand
-        t = max(rule.below, ZERO)
+        t = max(rule.condition.below, ZERO)
         limits.price((reach - t) / (1 + t))
     elif metric == "effective_leverage":
         equity = pool.margin_balance
@@ -286,9 +286,9 @@ def _position_rule(rule: Rule, live: LiveAccount, index: int, limits: _Limits) -
         pass  # the exchange's, read with the positions
     elif metric == "adl_risk":
         rank = lp.position.adl_rank
-        if rule.above is None:
+        if rule.condition.above is None:
             raise _NoBand
-        if rank is None or rank <= rule.above:
+        if rank is None or rank <= rule.condition.above:
             return  # its value is 0, the rank or none: never above
         if lp.upnl >= 0:
             raise _NoBand  # in profit (or about to be): the market's pace decides, with time
@@ -321,12 +321,12 @@ def _stop_loss_share(rule: Rule, live: LiveAccount, index: int, limits: _Limits)
     loss = _position_value("stop_loss", live, index)
     if loss is None:
         return  # no stop with a price: no value until the stops change
-    if rule.above is None or rule.above <= 0:
+    if rule.condition.above is None or rule.condition.above <= 0:
         raise _NoBand
     if loss <= 0:
         return  # a share of at most 0 (or none, without equity)
     equity = sum((pool.margin_balance for pool in live.pools), ZERO)
-    room = equity - loss / rule.above
+    room = equity - loss / rule.condition.above
     if room <= 0:
         raise _NoBand
     total = sum((lp.notional for lp in live.positions), ZERO)
@@ -341,14 +341,14 @@ def _stop_beyond(rule: Rule, live: LiveAccount, index: int, limits: _Limits) -> 
     stop = _position_value("stop_loss_price", live, index)
     if stop is None:
         return  # no stop with a price: no value
-    if rule.above is None:
+    if rule.condition.above is None:
         raise _NoBand
     lp = live.positions[index]
     reach = lp.pool.reach()
     if reach is None:
         raise _NoBand
     away = (lp.mark - stop) * lp.position.side / lp.mark
-    t = rule.above
+    t = rule.condition.above
     if reach <= away - t:
         raise _NoBand
     limits.price(reach)
@@ -373,8 +373,8 @@ def _gap_risk(rule: Rule, live: LiveAccount, index: int, limits: _Limits) -> Non
     proof = GapProof(lp.symbol, long, lp.leg.quantity)
     rate = lp.requirement_rate()
     if (
-        rule.above is not None
-        and rule.above >= 0
+        rule.condition.above is not None
+        and rule.condition.above >= 0
         and not p.inverse
         and live.alone(index)
         and rate is not None

@@ -100,8 +100,9 @@ def _position_line(pm: PositionMetrics) -> str:
 
 def _clear_level(rule: Rule) -> Decimal:
     """Where the rule's alert resolves: its hysteresis level, else its threshold."""
-    level = rule.clear_above if rule.direction == "below" else rule.clear_below
-    return rule.threshold if level is None else level
+    c = rule.condition
+    level = c.clear_above if c.direction == "below" else c.clear_below
+    return c.threshold if level is None else level
 
 
 def _remedy_text(remedy: Remedy, settle: str, goal: str) -> str | None:
@@ -368,8 +369,8 @@ def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
     metric = rule.metric
     head = "RESOLVED" if n.kind is Kind.RESOLVED else n.severity.label.upper()
     who = n.subject.describe()
-    value = fmt_metric(metric, n.value, beside=rule.threshold)
-    threshold = fmt_metric(metric, rule.threshold)
+    value = fmt_metric(metric, n.value, beside=rule.condition.threshold)
+    threshold = fmt_metric(metric, rule.condition.threshold)
     metrics = n.context.metrics
 
     if rule.message:
@@ -396,13 +397,13 @@ def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
         gone = " (position closed)" if n.reason is Resolution.GONE else ""
         title = f"{head} {who}: {words}{gone}"
         body = (
-            f"was {rule.direction} {threshold}{also} for {fmt.duration(n.at - n.since)} "
+            f"was {rule.condition.direction} {threshold}{also} for {fmt.duration(n.at - n.since)} "
             f"({rule.name})"
         )
         return Message(title, body)
 
     title = f"{head} {who}: {words}"
-    lines = [f"{rule.direction} {threshold}{also} ({rule.name})"]
+    lines = [f"{rule.condition.direction} {threshold}{also} ({rule.name})"]
     if metric == "account_error":
         lines = [f"feed stopped: {n.context.fatal or 'unknown error'}"]
     elif unit_of(metric) is Unit.SECONDS:
@@ -475,9 +476,10 @@ def _about_alertd(
     since = fmt.duration(n.at - n.since)
     if metric == "ratio_drift":
         if n.kind is Kind.RESOLVED:
+            most = fmt_metric(metric, n.rule.condition.threshold)
             return Message(
                 f"{head} {who}: alertd's margin ratio agrees with {exchange}'s again",
-                f"differed by more than {fmt_metric(metric, n.rule.threshold)} for {since}",
+                f"differed by more than {most} for {since}",
             )
         ours, theirs = feed.ratios if feed.ratios is not None else (None, None)
         title = f"{head} {who}: alertd's margin ratio differs from {exchange}'s by {value}"
@@ -560,15 +562,17 @@ def _about_stop(n: Notification, head: str, who: str) -> Message | None:
     loss = loss_at(stop, p.side, p.quantity, p.entry_price, p.inverse)
     settle = metrics.account.pool_asset(p)
     if metric == "stop_loss":
-        most = n.rule.threshold
+        most = n.rule.condition.threshold
         share = ""
         limit = f"the {fmt.money(most, settle)} maximum"
     else:
         if not n.value:
             return None
-        most = n.rule.threshold * loss / n.value  # the share's limit in money
+        most = n.rule.condition.threshold * loss / n.value  # the share's limit in money
         share = f" ({fmt.percent(n.value, 1)} of equity)"
-        limit = f"the {fmt.percent(n.rule.threshold, 1)} maximum ({fmt.money(most, settle)})"
+        limit = (
+            f"the {fmt.percent(n.rule.condition.threshold, 1)} maximum ({fmt.money(most, settle)})"
+        )
     title = f"{head} {who}: stop {fmt.price(stop)} loses {fmt.money(loss, settle)}{share}"
     lines = [f"more than {limit} ({n.rule.name})", line]
     target = price_for_loss(most, p.side, p.quantity, p.entry_price, p.inverse)
@@ -654,7 +658,7 @@ def notification_json(n: Notification, message: Message) -> Mapping[str, Any]:
         "severity": n.severity.label,
         "labels": n.labels,
         "value": None if n.value is None else str(n.value),
-        "threshold": str(n.rule.threshold),
+        "threshold": str(n.rule.condition.threshold),
         "at": n.at,
         "since": n.since,
         "title": message.title,

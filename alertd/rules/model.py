@@ -165,17 +165,13 @@ class Condition:
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """A rule: its metric past its threshold (and every ``also`` condition at the same time)
-    on a subject it applies to, for ``for_s``, fires; it resolves once any of them clears."""
+    """A rule: its ``condition`` (its own metric past its threshold) and every ``also``
+    condition at the same time, on a subject it applies to, for ``for_s``, fires; it resolves
+    once any of them clears."""
 
     name: str
-    metric: str
-    scope: Scope
+    condition: Condition
     severity: Severity
-    above: Decimal | None = None
-    below: Decimal | None = None
-    clear_above: Decimal | None = None  # hysteresis for a "below" rule
-    clear_below: Decimal | None = None  # hysteresis for an "above" rule
     for_s: float = 0.0
     keep_firing_for_s: float = 0.0
     repeat_s: float | None = None  # None: the severity's default; 0: never repeat
@@ -184,43 +180,30 @@ class Rule:
     symbols: frozenset[str] | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     message: str | None = None
-    # parameters of the price-dynamics metrics (None: the metric takes none, or its default)
-    horizon_s: float | None = None  # how far ahead a probability looks
-    window_s: float | None = None  # how far back volatility or velocity is measured
     # conditions on the same subject that must hold too (config ``while:``), each on its own
     # metric: the rule fires only while all of them and its own metric are past their
     # thresholds, and resolves when any of them clears
     also: tuple[Condition, ...] = ()
-    # the observation key this rule's own metric is read at: the metric, with its parameters
-    series: str = field(init=False, repr=False, compare=False)
-    # its own metric as a condition, then the ``also`` ones: everything the rule reads
+    # its own condition, then the ``also`` ones: everything the rule reads
     conditions: tuple[Condition, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if (self.above is None) == (self.below is None):
-            raise ValueError(f"rule {self.name!r}: give exactly one of above/below")
         if any(c.scope is not self.scope for c in self.also):
             raise ValueError(f"rule {self.name!r}: its conditions read its own subject's scope")
-        own = Condition(
-            self.metric,
-            self.scope,
-            self.above,
-            self.below,
-            self.clear_above,
-            self.clear_below,
-            self.horizon_s,
-            self.window_s,
-        )
-        object.__setattr__(self, "series", own.series)
-        object.__setattr__(self, "conditions", (own, *self.also))
+        object.__setattr__(self, "conditions", (self.condition, *self.also))
 
     @property
-    def threshold(self) -> Decimal:
-        return self.conditions[0].threshold
+    def metric(self) -> str:
+        return self.condition.metric
 
     @property
-    def direction(self) -> str:
-        return self.conditions[0].direction
+    def scope(self) -> Scope:
+        return self.condition.scope
+
+    @property
+    def series(self) -> str:
+        """The observation key its own metric is read at (with its parameters)."""
+        return self.condition.series
 
     @property
     def repeat_every_s(self) -> float:
@@ -244,16 +227,16 @@ class Rule:
 
     def breached(self, value: Decimal) -> bool:
         """Its own metric's ``value`` is past the threshold (:meth:`holds` adds ``also``)."""
-        return self.conditions[0].breached(value)
+        return self.condition.breached(value)
 
     def cleared(self, value: Decimal) -> bool:
         """Its own metric's ``value`` is back on the safe side of the clear threshold."""
-        return self.conditions[0].cleared(value)
+        return self.condition.cleared(value)
 
     def holds(self, value: Decimal, metrics: Mapping[str, Decimal | None]) -> bool:
         """``value`` (its own metric's) and every ``also`` condition in ``metrics`` are past
         their thresholds: the rule is breached. A condition with no value does not hold."""
-        if not self.conditions[0].breached(value):
+        if not self.condition.breached(value):
             return False
         for c in self.also:
             other = metrics.get(c.series)
@@ -264,7 +247,7 @@ class Rule:
     def released(self, value: Decimal, metrics: Mapping[str, Decimal | None]) -> bool:
         """``value`` (its own metric's) or some ``also`` condition in ``metrics`` is back on
         its safe side (a condition with no value is): a firing alert resolves."""
-        if self.conditions[0].cleared(value):
+        if self.condition.cleared(value):
             return True
         for c in self.also:
             other = metrics.get(c.series)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+from dataclasses import fields
 from decimal import Decimal
 from typing import Any
 
@@ -9,7 +11,7 @@ import yaml
 
 from alertd.config import RuleConfig
 from alertd.daemon.evaluation import _rule
-from alertd.rules.model import Rule, Scope, Severity, Subject
+from alertd.rules.model import Condition, Rule, Scope, Severity, Subject
 
 D = Decimal
 MAIN = Subject("main", "binanceusdm")
@@ -24,8 +26,14 @@ def rule(
     **options: Any,
 ) -> Rule:
     """A rule on ``metric``, named after it unless ``name`` says otherwise; ``options`` are
-    its levels and timings (``above=``, ``clear_below=``, ``repeat_s=``, ...)."""
-    return Rule(name or metric, metric, scope, severity, **options)
+    its condition's levels and parameters (``above=``, ``clear_below=``, ``window_s=``, ...)
+    and its own timings (``repeat_s=``, ``for_s=``, ...)."""
+    levels = {k: options.pop(k) for k in list(options) if k in CONDITION_OPTIONS}
+    return Rule(name or metric, Condition(metric, scope, **levels), severity, **options)
+
+
+# what a rule's ``options`` give its condition (the rest are the rule's own)
+CONDITION_OPTIONS = {f.name for f in fields(Condition) if f.init} - {"metric", "scope"}
 
 
 # the shipped ratio warning's levels: above 50%, clear below 45%
@@ -36,3 +44,23 @@ def configured(text: str) -> list[Rule]:
     """Rules as a user writes them under the config's ``rules:`` (YAML), validated and built
     as ``alertd run`` builds them."""
     return [_rule(RuleConfig.model_validate(item)) for item in yaml.safe_load(text)]
+
+
+# a random rule's timings (config keys) and the values each is drawn from
+TIMINGS = (
+    ("for", (1, 5, 30, 120)),
+    ("keep_firing_for", (0.5, 3, 10, 60)),
+    ("repeat", (0, 20, 90, 600)),
+)
+
+
+def random_timings(
+    rng: random.Random, chances: tuple[float, float, float] = (0.4, 0.4, 0.4)
+) -> dict[str, float]:
+    """A random rule's ``for``, ``keep_firing_for`` and ``repeat`` (config keys), each present
+    with its chance in ``chances`` (in that order), drawn from ``TIMINGS``."""
+    out = {}
+    for (key, values), chance in zip(TIMINGS, chances, strict=True):
+        if rng.random() < chance:
+            out[key] = float(rng.choice(values))
+    return out
