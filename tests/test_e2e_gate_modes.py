@@ -19,14 +19,18 @@ import pytest
 from tests.support.fakes import ccxt_client
 from tests.support.fixtures import (
     BTC,
+    exchange_ratio,
+    liquidations_agree,
     ratio_alerts_at,
     snapshot_then_calc,
     started,
+    started_computed,
     status_world_fixture,
+    stopped_cleanly,
 )
 from tests.support.poll import wait_for
 
-from .support.endpoint import computed_account, status_account
+from .support.endpoint import status_account
 
 D = Decimal
 KEY, SECRET = "key-main", "secret-main"
@@ -53,12 +57,13 @@ async def _gate_figures(fake: Any, single: bool) -> tuple[dict[str, Decimal], De
     return liquidations, D(info["total_maintenance_margin"]) / D(info["total_margin_balance"])
 
 
+SINGLE = "unified single-currency (margin_mode 3 (single_currency))"
 MULTI = "multi-assets (margin_mode 1 (multi_currency))"
 
 
 @pytest.mark.parametrize(
     ("margin_mode", "label", "usdt", "btc"),
-    [(3, "unified single-currency (margin_mode 3 (single_currency))", "2000", None),
+    [(3, SINGLE, "2000", None),
      (1, MULTI, "2000", None),
      # 300 USDT and 0.2 BTC (12,000 USD: 11,330 after the discount tiers): both liquidation
      # prices lie past the USDT, whose shortfall then carries its loan margin tier's rate
@@ -86,76 +91,67 @@ def test_snapshot_and_calc_reproduce_gate_s_ratio_and_liquidation_prices(
         assert [c["asset"] for c in cross["collateral"]] == ["BTC"]
         assert cross["liability_tiers"], cross
     liquidations, theirs = asyncio.run(_gate_figures(fake, single=margin_mode == 3))
-    ours = {p["symbol"]: D(p["liquidation_price"]) for p in result["positions"]}
-    assert sorted(ours) == sorted(liquidations) == sorted([BTC, ETH])
-    for symbol, price in liquidations.items():
-        # Gate rounds to its tick (longs up, shorts down)
-        assert abs(ours[symbol] / price - 1) < D("1e-5"), (symbol, ours[symbol], price)
+    # Gate rounds to its tick (longs up, shorts down)
+    ours = liquidations_agree(result["positions"], liquidations, [BTC, ETH], D("1e-5"))
     if btc is not None:  # past the USDT: the BTC long's at about 36,000, the ETH short's 8,800
         assert ours[BTC] < 40000 and ours[ETH] > 8000, ours
     assert abs(D(result["account"]["margin_ratio"]) / theirs - 1) < D("1e-9")
 
 
-def test_a_btc_long_crosses_the_thresholds_at_the_right_marks_in_single_currency_mode(
+@pytest.mark.parametrize(
+    ("margin_mode", "label", "usdt", "btc", "ratio", "liquidation", "gate_s", "steps"),
+    [
+        # 1,000 USDT, 0.5 BTC outside the USDT pool (single-currency mode keeps it out) and a
+        # 0.1 BTC long at 60,000: MM = 0.1 m x (0.4% + 0.075%) over 1,000 + 0.1 (m - 60,000)
+        #   = 0.000475 m / (0.1 m - 5,000): 2.85% at 60,000
+        # the ratio is 1 at 5,000 / 0.099525 = 50,238.63; Gate's, up to its tick: 50,238.7
+        # at 50,450: 23.96375 / 45 = 53.3%
+        # at 50,290: 23.88775 / 29 = 82.4%
+        (3, SINGLE, "1000", "0.5", D("28.5") / D(1000), D(5000) / D("0.099525"),
+         (D("50238.7"), D("1e-5")), (("50450", "53.3%"), ("50290", "82.4%"))),
+        # 40 USDT, 0.05 BTC and a 0.1 BTC long at 60,000 in a multi-currency pool. At a mark
+        # m: USDT equity 40 + 0.1 (m - 60,000) = 0.1 m - 5,960; BTC 0.05 m USD after the
+        # docs' discount tiers (1,000 x 0.98 + the rest x 0.95) = 0.0475 m + 30; MM 0.1 m x
+        # (0.4% + 0.075%) plus, below 59,600, 1.5% (the local Gate's first USDT loan tier) of
+        # the USDT shortfall 5,960 - 0.1 m. 28.5 / 2,920 = 0.98% at 60,000: no alert (the
+        # USDT-only math of before read 28.5 / 40 = 71%, a false warning)
+        # the ratio is 1 where 89.4 - 0.001025 m = 0.1475 m - 5,930: 6,019.4 / 0.148525 =
+        # 40,527.86 (the shortfall's margin left out, 5,930 / 0.147025 = 40,333.28, 195 lower)
+        # at 40,800: 47.58 / 88 = 54.1% (the shortfall's margin left out: 19.38 / 88 = 22%)
+        # at 40,590: 47.79525 / 57.025 = 83.8% (left out: 19.28 / 57.025 = 33.8%)
+        (1, MULTI, "40", "0.05", D("28.5") / D(2920), D("6019.4") / D("0.148525"),
+         (None, D("1e-4")), (("40800", "54.1%"), ("40590", "83.8%"))),
+    ],
+    ids=["single-currency", "btc-collateral-falling-with-the-long"],
+)  # fmt: skip
+def test_a_btc_long_crosses_the_thresholds_at_the_right_marks(
     gate_world: dict[str, Any],
+    margin_mode: int,
+    label: str,
+    usdt: str,
+    btc: str,
+    ratio: Decimal,
+    liquidation: Decimal,
+    gate_s: tuple[Decimal | None, Decimal],
+    steps: tuple[tuple[str, str], tuple[str, str]],
 ) -> None:
-    fake, http, daemon, base = (gate_world[k] for k in ("fake", "http", "daemon", "base"))
-    # 1,000 USDT, 0.5 BTC outside the USDT pool (single-currency mode keeps it out) and a
-    # 0.1 BTC long at 60,000: MM = 0.1 m x (0.4% + 0.075%) over 1,000 + 0.1 (m - 60,000)
-    #   = 0.000475 m / (0.1 m - 5,000): 2.85% at 60,000
+    """``gate_s``: Gate's own liquidation price where the test knows it (to Gate's tick),
+    and how near alertd's lies to Gate's (relative)."""
+    fake, http, daemon = (gate_world[k] for k in ("fake", "http", "daemon"))
+    fake.set_balance(KEY, usdt)
     fake.set_mark(BTC, "60000")
-    fake.set_coin(KEY, "BTC", "0.5")
-    fake.set_margin_mode(KEY, 3)
+    fake.set_coin(KEY, "BTC", btc)
+    fake.set_margin_mode(KEY, margin_mode)
     fake.open_position(KEY, BTC, "long", "1000", "60000")
-    started(daemon)
-    account = wait_for(lambda: computed_account(base), what="alertd's own figures")
-    assert account["mode"] == "unified single-currency (margin_mode 3 (single_currency))"
-    assert D(account["margin_ratio"]) == D("28.5") / D(1000)
-    (position,) = account["positions"]
-    # the ratio is 1 at 5,000 / 0.099525 = 50,238.63; Gate's, up to its tick: 50,238.7
-    liquidations, _ = asyncio.run(_gate_figures(fake, single=True))
-    assert D(position["liquidation_price"]) == D(5000) / D("0.099525")
-    assert liquidations[BTC] == D("50238.7")
-    assert http.posts == []
-
-    # at 50,450: 23.96375 / 45 = 53.3%
-    # at 50,290: 23.88775 / 29 = 82.4%
-    ratio_alerts_at(fake, http, daemon, BTC, ("50450", "53.3%"), ("50290", "82.4%"))
-
-
-def test_btc_collateral_and_a_btc_long_falling_together_cross_at_the_right_marks(
-    gate_world: dict[str, Any],
-) -> None:
-    fake, http, daemon, base = (gate_world[k] for k in ("fake", "http", "daemon", "base"))
-    # 40 USDT, 0.05 BTC and a 0.1 BTC long at 60,000 in a multi-currency pool. At a mark m:
-    # USDT equity 40 + 0.1 (m - 60,000) = 0.1 m - 5,960; BTC 0.05 m USD after the docs'
-    # discount tiers (1,000 x 0.98 + the rest x 0.95) = 0.0475 m + 30; MM 0.1 m x (0.4% +
-    # 0.075%) plus, below 59,600, 1.5% (the local Gate's first USDT loan tier) of the USDT
-    # shortfall 5,960 - 0.1 m. 28.5 / 2,920 = 0.98% at 60,000: no alert (the USDT-only math
-    # of before read 28.5 / 40 = 71%, a false warning)
-    fake.set_balance(KEY, "40")
-    fake.set_mark(BTC, "60000")
-    fake.set_coin(KEY, "BTC", "0.05")
-    fake.set_margin_mode(KEY, 1)
-    fake.open_position(KEY, BTC, "long", "1000", "60000")
-    started(daemon)
-    account = wait_for(lambda: computed_account(base), what="alertd's own figures")
-    assert account["mode"] == MULTI
-    assert account["coverage"] == "computed by alertd"
-    assert D(account["margin_ratio"]) == D("28.5") / D(2920)
-    wait_for(lambda: status_account(base)["exchange_margin_ratio"] is not None, what="Gate's")
-    assert D(status_account(base)["exchange_margin_ratio"]) == D("28.5") / D(2920)
-    (position,) = account["positions"]
-    # the ratio is 1 where 89.4 - 0.001025 m = 0.1475 m - 5,930: 6,019.4 / 0.148525 =
-    # 40,527.86 (the shortfall's margin left out, 5,930 / 0.147025 = 40,333.28, 195 lower)
-    liquidations, _ = asyncio.run(_gate_figures(fake, single=False))
-    assert D(position["liquidation_price"]) == D("6019.4") / D("0.148525")
-    assert abs(D(position["liquidation_price"]) / liquidations[BTC] - 1) < D("1e-4")
-    assert http.posts == []
-
-    # at 40,800: 47.58 / 88 = 54.1% (the shortfall's margin left out: 19.38 / 88 = 22%)
-    # at 40,590: 47.79525 / 57.025 = 83.8% (left out: 19.28 / 57.025 = 33.8%)
-    ratio_alerts_at(fake, http, daemon, BTC, ("40800", "54.1%"), ("40590", "83.8%"))
+    account = started_computed(gate_world, label)
+    assert D(account["margin_ratio"]) == ratio
+    assert exchange_ratio(gate_world["base"]) == ratio
+    liquidations, _ = asyncio.run(_gate_figures(fake, single=margin_mode == 3))
+    known, tolerance = gate_s
+    ours = liquidations_agree(account["positions"], liquidations, [BTC], tolerance)
+    assert ours[BTC] == liquidation
+    assert known is None or liquidations[BTC] == known
+    ratio_alerts_at(fake, http, daemon, BTC, *steps)
 
 
 def test_a_borrowed_coin_shows_gate_s_own_ratio_with_no_false_alert_at_bootstrap(
@@ -185,5 +181,4 @@ def test_a_borrowed_coin_shows_gate_s_own_ratio_with_no_false_alert_at_bootstrap
     fake.set_mark(BTC, "59400")
     wait_for(lambda: status_account(base)["exchange_margin_ratio_moved"], what="moved ratio")
     assert not [t for t in http.titles() if "worst ratio" in t], http.titles()
-    assert daemon.stop() == 0
-    assert "Traceback" not in daemon.text()
+    stopped_cleanly(daemon)

@@ -12,16 +12,19 @@ Portfolio margin shows Hyperliquid's own ``portfolioMarginRatio``, labelled."""
 from __future__ import annotations
 
 import asyncio
-import json
 from decimal import Decimal
 from typing import Any
 
 from tests.support.fakes import ccxt_client
 from tests.support.fixtures import (
+    exchange_ratio,
+    liquidations_agree,
     ratio_alerts_at,
+    reconciling_every,
     snapshot_then_calc,
-    started,
+    started_computed,
     status_world_fixture,
+    stopped_cleanly,
 )
 from tests.support.poll import wait_for
 
@@ -30,6 +33,7 @@ from .support.endpoint import computed_account, status_account
 D = Decimal
 BTC, ETH = "BTC/USDC:USDC", "ETH/USDC:USDC"
 USER = "0x" + "7c" * 20
+UNIFIED = "unified account (userAbstraction unifiedAccount)"
 
 
 # The local Hyperliquid with one unified account (``main``, 600 USDC in the spot state)
@@ -65,12 +69,9 @@ def test_snapshot_and_calc_reproduce_hyperliquid_s_unified_ratio_and_liquidation
     fake.open_position(
         USER, ETH, "short", "2", "3100", margin_mode="isolated", isolated_margin="600"
     )
-    _, result = snapshot_then_calc(hl_world, "unified account (userAbstraction unifiedAccount)")
+    _, result = snapshot_then_calc(hl_world, UNIFIED)
     liquidations, ratio = asyncio.run(_hyperliquid_figures(fake))
-    ours = {p["symbol"]: D(p["liquidation_price"]) for p in result["positions"]}
-    assert sorted(ours) == sorted(liquidations) == [BTC, ETH]
-    for symbol, theirs in liquidations.items():
-        assert abs(ours[symbol] / theirs - 1) < D("1e-6"), (symbol, ours[symbol], theirs)
+    liquidations_agree(result["positions"], liquidations, [BTC, ETH], D("1e-6"))
     # MM 0.2 x 59,000 x 1.25% = 147.5 over 600 - 200 of the long's PnL
     assert ratio == D("147.5") / 400
     assert abs(D(result["account"]["margin_ratio"]) / ratio - 1) < D("1e-9")
@@ -79,26 +80,20 @@ def test_snapshot_and_calc_reproduce_hyperliquid_s_unified_ratio_and_liquidation
 def test_a_long_losing_the_spot_balance_crosses_at_the_right_marks(
     hl_world: dict[str, Any],
 ) -> None:
-    fake, http, daemon, base = (hl_world[k] for k in ("fake", "http", "daemon", "base"))
+    fake, http, daemon = (hl_world[k] for k in ("fake", "http", "daemon"))
     # 600 USDC and a 0.2 BTC long at 60,000 (40x table: MM 1.25% of the notional):
     #   ratio(m) = 0.0025 m / (600 + 0.2 (m - 60,000)) = 0.0025 m / (0.2 m - 11,400)
     # 0.25 at 60,000: no alert (the perpetuals state alone holds no USDC: read as a standard
     # account, its wallet is 0 and the account liquidated)
     fake.set_mark(BTC, "60000")
     fake.open_position(USER, BTC, "long", "0.2", "60000")
-    started(daemon)
-    account = wait_for(lambda: computed_account(base), what="alertd's own figures")
-    assert account["mode"] == "unified account (userAbstraction unifiedAccount)"
-    assert account["coverage"] == "computed by alertd"
+    account = started_computed(hl_world, UNIFIED)
     assert D(account["margin_ratio"]) == D("0.25")
-    wait_for(lambda: status_account(base)["exchange_margin_ratio"] is not None, what="HL ratio")
-    assert D(status_account(base)["exchange_margin_ratio"]) == D("0.25")
-    (position,) = account["positions"]
+    assert exchange_ratio(hl_world["base"]) == D("0.25")
     # at the liquidation price the ratio is 1: 11,400 / 0.1975 = 57,721.52 (Hyperliquid's)
     liquidations, _ = asyncio.run(_hyperliquid_figures(fake))
-    assert abs(D(position["liquidation_price"]) / liquidations[BTC] - 1) < D("1e-6")
-    assert abs(D(position["liquidation_price"]) - D(11400) / D("0.1975")) < D("0.01")
-    assert http.posts == []
+    ours = liquidations_agree(account["positions"], liquidations, [BTC], D("1e-6"))
+    assert abs(ours[BTC] - D(11400) / D("0.1975")) < D("0.01")
 
     # at 58,400: 146 / 280 = 52.1%
     # at 57,880: 144.7 / 176 = 82.2%
@@ -109,13 +104,10 @@ def test_a_switch_to_portfolio_margin_shows_hyperliquid_s_own_ratio_without_a_re
     hl_world: dict[str, Any],
 ) -> None:
     fake, http, daemon, base = (hl_world[k] for k in ("fake", "http", "daemon", "base"))
-    config = dict(hl_world["config"])
-    config["feeds"] = {**config["feeds"], "reconcile_interval_s": 1}
-    hl_world["path"].write_text(json.dumps(config))
+    reconciling_every(hl_world, 1)
     fake.set_mark(BTC, "60000")
     fake.open_position(USER, BTC, "long", "0.2", "60000")
-    started(daemon)
-    wait_for(lambda: computed_account(base), what="the unified account computed")
+    started_computed(hl_world, UNIFIED)
 
     # portfolio margin: Hyperliquid reports portfolioMarginRatio, liquidatable above 0.95;
     # alertd's ratio (1 at liquidation) is it over 0.95, labelled as Hyperliquid's
@@ -142,5 +134,4 @@ def test_a_switch_to_portfolio_margin_shows_hyperliquid_s_own_ratio_without_a_re
 
     fake.set_abstraction(USER, "unifiedAccount")
     wait_for(lambda: computed_account(base), what="computed again in the unified account")
-    assert daemon.stop() == 0
-    assert "Traceback" not in daemon.text()
+    stopped_cleanly(daemon)

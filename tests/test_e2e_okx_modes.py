@@ -10,7 +10,6 @@ bootstrap."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -20,10 +19,14 @@ import pytest
 from tests.support.fakes import ccxt_client
 from tests.support.fixtures import (
     BTC,
+    exchange_ratio,
+    liquidations_agree,
     ratio_alerts_at,
+    reconciling_every,
     snapshot_then_calc,
-    started,
+    started_computed,
     status_world_fixture,
+    stopped_cleanly,
 )
 from tests.support.poll import wait_for
 
@@ -67,66 +70,82 @@ def test_snapshot_and_calc_reproduce_okx_s_ratio_and_liquidation_prices(
     snapshot, result = snapshot_then_calc(okx_world, "multi-assets (acctLv 3)")
     assert {c["asset"] for c in snapshot["cross"]["collateral"]} == {"BTC", "USDC"}
     liquidations, mgn_ratio = asyncio.run(_okx_figures(fake))
-    ours = {p["symbol"]: D(p["liquidation_price"]) for p in result["positions"]}
-    assert sorted(ours) == sorted(liquidations) == sorted(symbols)
-    for symbol, theirs in liquidations.items():
-        assert abs(ours[symbol] / theirs - 1) < D("1e-4"), (symbol, ours[symbol], theirs)
+    liquidations_agree(result["positions"], liquidations, symbols, D("1e-4"))
     # alertd's ratio is MM over equity: OKX's mgnRatio the other way up
     ratio = D(result["account"]["margin_ratio"])
     assert abs(ratio * mgn_ratio - 1) < D("1e-4")
 
 
-def test_a_btc_balance_and_a_btc_long_falling_together_cross_at_the_right_marks(
+# USDT at USD 1 throughout; BTC's USD price follows the swap's mark.
+@pytest.mark.parametrize(
+    ("usdt", "currencies", "contracts", "ratio", "exact", "liquidation", "steps"),
+    [
+        # 500 USDT, 0.02 BTC (discount 0.98), 300 USDC (0.98) and a 1 BTC swap long at
+        # 60,000. alertd's ratio (MM + fee over adjEq):
+        #   0.0045 m / (500 + (m - 60,000) + 0.02 x 0.98 m + 294) = 0.0045 m / (1.0196 m -
+        #   59,206)
+        # 0.137 at 60,000: no alert (USDT-only math: 270 / 500 = 0.54, a false warning).
+        # Below 59,500 the losses pass the 500 USDT: 59,500 - m USDT is owed, with OKX's
+        # borrowing MM of 3% on it: (1,785 - 0.0255 m) / (1.0196 m - 59,206). At the
+        # liquidation price the ratio is 1: 60,991 / 1.0451 = 58,359.01 (OKX's liqPx; the
+        # USDT owed left out, 59,206 / 1.0151 = 58,325.29, 34 lower).
+        # at 58,600: 290.70 / 542.56 = 53.6% (without the USDT owed's MM 48.6%: no warning)
+        # at 58,410: 295.545 / 348.836 = 84.7% (without the USDT owed's MM 75.3%: not critical)
+        ("500", {"BTC": "0.02", "USDC": "300"}, "100", D(270) / D(1970), False,
+         D(60991) / D("1.0451"), (("58600", "53.6%"), ("58410", "84.7%"))),
+        # 30,000 USDT (the 0.4 BTC borrowed, sold), 0.4 BTC owed and a 0.1 BTC swap long at
+        # 60,000. At a mark m: adjEq = 30,000 + 0.1 (m - 60,000) - 0.4 m = 24,000 - 0.3 m;
+        # MM + fee = 0.1 m x (0.4% + 0.05%) + 0.4 m x 3% (the BTC owed, OKX's first BTC
+        # borrowing tier) = 0.01245 m. 747 / 6,000 = 12.45% at 60,000. The long is
+        # liquidated as BTC rises: 24,000 / 0.31245 = 76,812.29 (OKX's liqPx).
+        # at 74,000: 921.30 / 1,800 = 51.2% (without the borrowing MM 1.9%: no alert at all)
+        # at 76,100: 947.445 / 1,170 = 81.0%
+        ("30000", {"BTC": "-0.4"}, "10", D("0.1245"), True,
+         D(24000) / D("0.31245"), (("74000", "51.2%"), ("76100", "81.0%"))),
+    ],
+    ids=["btc-held-falling-with-a-long", "btc-owed-rising-against-a-long"],
+)  # fmt: skip
+def test_btc_held_or_owed_beside_a_btc_long_crosses_at_the_right_marks(
     okx_world: dict[str, Any],
+    usdt: str,
+    currencies: dict[str, str],
+    contracts: str,
+    ratio: Decimal,
+    exact: bool,
+    liquidation: Decimal,
+    steps: tuple[tuple[str, str], tuple[str, str]],
 ) -> None:
-    fake, http, daemon, base = (okx_world[k] for k in ("fake", "http", "daemon", "base"))
-    # 500 USDT, 0.02 BTC (discount 0.98, following the swap's mark), 300 USDC (0.98) and a
-    # 1 BTC swap long at 60,000; USDT at USD 1. alertd's ratio (MM + fee over adjEq):
-    #   0.0045 m / (500 + (m - 60,000) + 0.02 x 0.98 m + 294) = 0.0045 m / (1.0196 m - 59,206)
-    # 0.137 at 60,000: no alert (USDT-only math: 270 / 500 = 0.54, a false warning). Below
-    # 59,500 the losses pass the 500 USDT: 59,500 - m USDT is owed, with OKX's borrowing MM of
-    # 3% on it: (1,785 - 0.0255 m) / (1.0196 m - 59,206)
+    fake, http, daemon = (okx_world[k] for k in ("fake", "http", "daemon"))
     fake.set_mark(BTC, "60000")
     fake.set_account_level(KEY, "3")
-    fake.set_balance(KEY, "500")
-    fake.set_currency(KEY, "BTC", "0.02", "60000", follows=BTC)
-    fake.set_currency(KEY, "USDC", "300", "1")
-    fake.open_position(KEY, BTC, "long", "100", "60000")
-    started(daemon)
-    account = wait_for(lambda: computed_account(base), what="alertd's own figures")
-    assert account["mode"] == "multi-assets (acctLv 3)"
-    assert account["coverage"] == "computed by alertd"
-    assert abs(D(account["margin_ratio"]) - D(270) / D(1970)) < D("1e-12")
-    wait_for(lambda: status_account(base)["exchange_margin_ratio"] is not None, what="OKX's ratio")
-    theirs = D(status_account(base)["exchange_margin_ratio"])
-    assert abs(D(account["margin_ratio"]) / theirs - 1) < D("1e-6")
-    (position,) = account["positions"]
-    # at the liquidation price the ratio is 1: 60,991 / 1.0451 = 58,359.01 (OKX's liqPx; the
-    # USDT owed left out, 59,206 / 1.0151 = 58,325.29, 34 lower)
-    liquidations, _ = asyncio.run(_okx_figures(fake))
-    assert abs(D(position["liquidation_price"]) / liquidations[BTC] - 1) < D("1e-4")
-    assert abs(D(position["liquidation_price"]) - D(60991) / D("1.0451")) < D("0.01")
-    assert http.posts == []
-
-    # at 58,600: 290.70 / 542.56 = 53.6% (without the USDT owed's MM 48.6%: no warning)
-    # at 58,410: 295.545 / 348.836 = 84.7% (without the USDT owed's MM 75.3%: not critical)
-    ratio_alerts_at(fake, http, daemon, BTC, ("58600", "53.6%"), ("58410", "84.7%"))
+    fake.set_balance(KEY, usdt)
+    for ccy, amount in currencies.items():
+        btc = ccy == "BTC"
+        fake.set_currency(KEY, ccy, amount, "60000" if btc else "1", follows=BTC if btc else None)
+    fake.open_position(KEY, BTC, "long", contracts, "60000")
+    account = started_computed(okx_world, "multi-assets (acctLv 3)")
+    ours = D(account["margin_ratio"])
+    assert (ours == ratio) if exact else (abs(ours - ratio) < D("1e-12")), (ours, ratio)
+    # OKX's own ratio, as the daemon read it and straight from the local OKX (mgnRatio:
+    # equity over MM, alertd's the other way up)
+    assert abs(ours / exchange_ratio(okx_world["base"]) - 1) < D("1e-6")
+    liquidations, mgn_ratio = asyncio.run(_okx_figures(fake))
+    assert abs(ours * mgn_ratio - 1) < D("1e-6")
+    at = liquidations_agree(account["positions"], liquidations, [BTC], D("1e-4"))
+    assert abs(at[BTC] - liquidation) < D("0.01")
+    ratio_alerts_at(fake, http, daemon, BTC, *steps)
 
 
 def test_a_switch_to_multi_currency_and_a_liability_are_picked_up_without_a_restart(
     okx_world: dict[str, Any],
 ) -> None:
     fake, http, daemon, base = (okx_world[k] for k in ("fake", "http", "daemon", "base"))
-    config = dict(okx_world["config"])
-    config["feeds"] = {**config["feeds"], "reconcile_interval_s": 1}
-    okx_world["path"].write_text(json.dumps(config))
+    reconciling_every(okx_world, 1)
     # single-currency: 2,000 USDT and a 1 BTC long at 60,000: MM + fee 270 over 2,000
     fake.set_balance(KEY, "2000")
     fake.set_mark(BTC, "60000")
     fake.open_position(KEY, BTC, "long", "100", "60000")
-    started(daemon)
-    account = wait_for(lambda: computed_account(base), what="alertd's own figures")
-    assert account["mode"] == "single-asset (acctLv 2)"
+    account = started_computed(okx_world, "single-asset (acctLv 2)")
     assert D(account["margin_ratio"]) == D("0.135")
 
     # 0.1 BTC joins the pool at 0.98: 270 / (2,000 + 0.1 x 60,000 x 0.98)
@@ -156,34 +175,4 @@ def test_a_switch_to_multi_currency_and_a_liability_are_picked_up_without_a_rest
     fake.set_currency(KEY, "ETH", "0", "3000")
     wait_for(lambda: computed_account(base), what="computed again once repaid")
     assert not [t for t in http.titles() if "ratio" in t and "worst" in t]
-    assert daemon.stop() == 0
-    assert "Traceback" not in daemon.text()
-
-
-def test_btc_owed_rising_against_a_small_long_crosses_at_the_right_marks(
-    okx_world: dict[str, Any],
-) -> None:
-    fake, http, daemon, base = (okx_world[k] for k in ("fake", "http", "daemon", "base"))
-    # 30,000 USDT (the 0.4 BTC borrowed, sold), 0.4 BTC owed following the swap's mark, a
-    # 0.1 BTC swap long at 60,000; USDT at USD 1. At a mark m: adjEq = 30,000 + 0.1 (m -
-    # 60,000) - 0.4 m = 24,000 - 0.3 m; MM + fee = 0.1 m x (0.4% + 0.05%) + 0.4 m x 3% (the
-    # BTC owed, OKX's first BTC borrowing tier) = 0.01245 m. 747 / 6,000 = 12.45% at 60,000
-    fake.set_balance(KEY, "30000")
-    fake.set_mark(BTC, "60000")
-    fake.set_account_level(KEY, "3")
-    fake.set_currency(KEY, "BTC", "-0.4", "60000", follows=BTC)
-    fake.open_position(KEY, BTC, "long", "10", "60000")
-    started(daemon)
-    account = wait_for(lambda: computed_account(base), what="alertd's own figures")
-    assert D(account["margin_ratio"]) == D("0.1245")
-    (position,) = account["positions"]
-    # the long is liquidated as BTC rises: 24,000 / 0.31245 = 76,812.29 (OKX's liqPx)
-    liquidations, mgn_ratio = asyncio.run(_okx_figures(fake))
-    assert abs(D(position["liquidation_price"]) / liquidations[BTC] - 1) < D("1e-4")
-    assert abs(D(position["liquidation_price"]) - D(24000) / D("0.31245")) < D("0.01")
-    assert abs(D(account["margin_ratio"]) * mgn_ratio - 1) < D("1e-6")
-    assert http.posts == []
-
-    # at 74,000: 921.30 / 1,800 = 51.2% (without the borrowing MM 1.9%: no alert at all)
-    # at 76,100: 947.445 / 1,170 = 81.0%
-    ratio_alerts_at(fake, http, daemon, BTC, ("74000", "51.2%"), ("76100", "81.0%"))
+    stopped_cleanly(daemon)

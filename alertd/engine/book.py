@@ -640,7 +640,7 @@ class LiveAccount:
     def crash_distance(self) -> Decimal | None:
         """The uniform relative move of every mark that liquidates something (signed): the
         first of the isolated positions and each cross pool (solved on its own)."""
-        moves = []
+        moves: list[Decimal | None] = []
         cross_terms: dict[int, list[Term]] = {id(pool): [] for pool in self._held}
         for lp, group in zip(self.positions, self._groups, strict=True):
             if lp.position.is_isolated:
@@ -649,12 +649,11 @@ class LiveAccount:
             else:
                 cross_terms[id(lp.pool)].append((lp.leg, lp.u))
         main, *more = self._held or [self.pools[0]]
-        for pool in more:
-            move = pool_crash_move(*self._crash_inputs(pool, cross_terms[id(pool)]))
-            if move is not None:
-                moves.append(move)
-        inputs = self._crash_inputs(main, cross_terms.get(id(main), []))
-        return crash_distance(*inputs[:3], moves, self.worst_ratio, *inputs[3:])
+        # the main pool's move last, as compute() puts its pool's after the isolated moves:
+        # of two equally near moves, the same one is reported
+        for pool in (*more, main):
+            moves.append(pool_crash_move(*self._crash_inputs(pool, cross_terms.get(id(pool), []))))
+        return crash_distance(self.worst_ratio, moves)
 
     def _crash_inputs(
         self, pool: LivePool, terms: list[Term]

@@ -8,7 +8,7 @@ for every exchange: ``margin_ratio = maintenance margin / margin balance``; high
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
@@ -246,29 +246,15 @@ def _isolated_quantity_within(
     return None
 
 
-def crash_distance(
-    wallet_balance: Decimal,
-    cross_terms: Sequence[Term],
-    inverse: bool,
-    isolated_moves: Sequence[Decimal],
-    worst_ratio: Decimal,
-    collateral_terms: Sequence[CollateralTerm] = (),
-    owed: Owed | None = None,
-) -> Decimal | None:
-    """The uniform relative move of every mark that liquidates something first.
-
-    ``cross_terms`` are the cross legs with their current ``u`` (the move factor is solved);
-    ``collateral_terms`` the coins that move with a price, with their current prices
-    (``wallet_balance`` holds the value of those that do not); ``isolated_moves`` each
-    isolated position's ``liquidation / mark - 1``.
-    """
+def crash_distance(worst_ratio: Decimal, moves: Iterable[Decimal | None]) -> Decimal | None:
+    """The uniform relative move of every mark that liquidates something first: the nearest
+    of ``moves`` (each isolated position's ``liquidation / mark - 1`` and each cross pool's
+    :func:`pool_crash_move`; None for one that has none); 0 when something is already at or
+    past liquidation (``worst_ratio`` at 1 or above)."""
     if worst_ratio >= 1:
-        return ZERO  # something is already at or past liquidation
-    moves = list(isolated_moves)
-    move = pool_crash_move(wallet_balance, cross_terms, inverse, collateral_terms, owed)
-    if move is not None:
-        moves.append(move)
-    return min(moves, key=abs) if moves else None
+        return ZERO
+    found = [move for move in moves if move is not None]
+    return min(found, key=abs) if found else None
 
 
 def pool_crash_move(
@@ -278,8 +264,14 @@ def pool_crash_move(
     collateral_terms: Sequence[CollateralTerm] = (),
     owed: Owed | None = None,
 ) -> Decimal | None:
-    """The uniform relative move of every mark at which one cross pool's ratio reaches 1
-    (arguments as :func:`crash_distance`'s); None without legs or a root."""
+    """The uniform relative move of every mark at which one cross pool's ratio reaches 1;
+    None without legs or a root.
+
+    ``cross_terms`` are the pool's legs with their current ``u`` (the move factor is solved);
+    ``collateral_terms`` the coins that move with a price, with their current prices
+    (``wallet_balance`` holds the value of those that do not); ``owed`` what the settle
+    currency owed requires.
+    """
     if not cross_terms:
         return None
     x = nearest_root(
@@ -565,13 +557,17 @@ def _compute_pool(account: Account, target_ratio: Decimal | None, crash: bool) -
         worst_ratio=worst,
         crash_distance=(
             crash_distance(
-                account.wallet_balance + fixed,
-                cross_terms,
-                inverse,
-                moves,
                 worst,
-                moving,
-                owed_line(owed_tiers, account.wallet_balance, cross_terms),
+                [
+                    *moves,
+                    pool_crash_move(
+                        account.wallet_balance + fixed,
+                        cross_terms,
+                        inverse,
+                        moving,
+                        owed_line(owed_tiers, account.wallet_balance, cross_terms),
+                    ),
+                ],
             )
             if crash
             else None

@@ -17,7 +17,7 @@ from tests.fake_exchange.base import FakeExchangeServer
 from tests.fake_exchange.binance import FakeBinanceUSDM
 from tests.receivers import HttpReceiver, SmtpReceiver
 from tests.support.configs import exchange_account, fake_account, write_config
-from tests.support.endpoint import free_port
+from tests.support.endpoint import computed_account, free_port, status_account
 from tests.support.fakes import make_fake, server_in_thread
 from tests.support.poll import wait_for
 from tests.support.process import Daemon, alertd, e2e_env
@@ -194,16 +194,66 @@ def status_world_fixture(
 def ratio_alerts_at(
     fake: Any, http: HttpReceiver, daemon: Daemon, symbol: str, *steps: tuple[str, str]
 ) -> None:
-    """Set ``symbol``'s mark to each step's price in turn: the first brings the ratio
-    warning, the second the critical, each titled with the step's ratio as shown ("53.6%");
-    then the daemon stops cleanly, without a traceback."""
+    """With no message before (no false alert at bootstrap), set ``symbol``'s mark to each
+    step's price in turn: the first brings the ratio warning, the second the critical, each
+    titled with the step's ratio as shown ("53.6%"); then the daemon stops cleanly, without a
+    traceback."""
+    assert http.posts == [], http.titles()
     for n, ((mark, shown), severity) in enumerate(zip(steps, ("WARNING", "CRITICAL"), strict=True)):
         fake.set_mark(symbol, mark)
         wait_for(lambda n=n: len(http.posts) > n, what=f"ratio {severity.lower()} at {mark}")
         title = http.titles()[n]
         assert title.startswith(f"{severity} main: worst ratio {shown}"), http.titles()
+    stopped_cleanly(daemon)
+
+
+def stopped_cleanly(daemon: Daemon) -> None:
+    """The daemon stops with exit status 0 and no traceback in its log."""
     assert daemon.stop() == 0
     assert "Traceback" not in daemon.text()
+
+
+def reconciling_every(world: dict[str, Any], seconds: float) -> None:
+    """Rewrite a world's config (before its daemon starts) to reconcile every ``seconds``:
+    a mode switch or a liability on the exchange is read soon."""
+    config = dict(world["config"])
+    config["feeds"] = {**config["feeds"], "reconcile_interval_s": seconds}
+    world["path"].write_text(json.dumps(config))
+
+
+def started_computed(world: dict[str, Any], mode: str) -> dict[str, Any]:
+    """Start a ``status_world``'s daemon and wait for alertd's own figures of the account
+    (the status endpoint's account), which must be in ``mode`` and computed by alertd."""
+    started(world["daemon"])
+    account = wait_for(lambda: computed_account(world["base"]), what="alertd's own figures")
+    assert account["mode"] == mode
+    assert account["coverage"] == "computed by alertd"
+    return account
+
+
+def exchange_ratio(base: str) -> Decimal:
+    """The exchange's own margin ratio on the status endpoint at ``base``, once it has one."""
+    wait_for(
+        lambda: status_account(base)["exchange_margin_ratio"] is not None,
+        what="the exchange's margin ratio",
+    )
+    return Decimal(status_account(base)["exchange_margin_ratio"])
+
+
+def liquidations_agree(
+    positions: list[dict[str, Any]],
+    theirs: dict[str, Decimal],
+    symbols: list[str],
+    tolerance: Decimal,
+) -> dict[str, Decimal]:
+    """alertd's liquidation price of each position (``positions``: calc's or the status
+    endpoint's rows) against the exchange's own (``theirs``, by symbol): the same
+    ``symbols``, each within ``tolerance`` of the exchange's, relative. alertd's, by symbol."""
+    ours = {p["symbol"]: Decimal(p["liquidation_price"]) for p in positions}
+    assert sorted(ours) == sorted(theirs) == sorted(symbols), (ours, theirs)
+    for symbol, price in theirs.items():
+        assert abs(ours[symbol] / price - 1) < tolerance, (symbol, ours[symbol], price)
+    return ours
 
 
 def snapshot_then_calc(world: dict[str, Any], mode: str) -> tuple[dict[str, Any], dict[str, Any]]:
