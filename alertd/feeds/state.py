@@ -73,15 +73,20 @@ class ModeReading:
         return f"{self.mode.value} ({self.detail})" if self.detail else self.mode.value
 
     @classmethod
-    def portfolio_margin(cls, detail: str, own_ratio: str) -> ModeReading:
+    def portfolio_margin(
+        cls,
+        detail: str,
+        own_ratio: str,
+        why: str = "portfolio margin requirements are scenario-based and not reproducible from "
+        "public data",
+    ) -> ModeReading:
         """Portfolio margin, on any exchange: the exchange's own ratio (``own_ratio`` names
-        it) stands in for alertd's."""
+        it) stands in for alertd's; ``why`` says what alertd cannot reproduce."""
         return cls(
             AccountMode.PORTFOLIO,
             detail,
             Coverage.EXCHANGE_RATIO,
-            "portfolio margin requirements are scenario-based and not reproducible from public "
-            f"data: the margin ratio is {own_ratio}, read at every reconcile and moved with the "
+            f"{why}: the margin ratio is {own_ratio}, read at every reconcile and moved with the "
             "marks in between; liquidation prices, crash distance and margin to add are not "
             "computed",
         )
