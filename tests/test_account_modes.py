@@ -188,6 +188,21 @@ def test_binance_portfolio_account_is_binance_s_uni_mmr_over_its_liquidation_lev
         binance.portfolio_account([])
 
 
+def test_binance_risk_level_change_push_is_a_margin_call_naming_uni_mmr() -> None:
+    # developers.binance.com, Portfolio Margin user data streams, "Event: riskLevelChange":
+    # the documented example
+    push = {
+        "e": "riskLevelChange", "E": 1587727187525, "u": "1.99999999", "s": "MARGIN_CALL",
+        "eq": "30.23416728", "ae": "30.23416728", "m": "15.11708371",
+    }  # fmt: skip
+    event = binance.BinanceUSDMAdapter().event(push, 12.5)
+    assert event is not None and (event.kind, event.at) == (binance.MARGIN_CALL, 12.5)
+    assert event.detail == (
+        "MARGIN_CALL: Binance's uniMMR 1.99999999, equity 30.23416728 USD, maintenance margin "
+        "15.11708371 USD"
+    )
+
+
 def test_unreadable_mode_answers() -> None:
     with pytest.raises(FrameError):
         binance.usdm_mode({"multiAssetsMargin": None})

@@ -98,13 +98,11 @@ def brackets_to_table(brackets: list[dict[str, Any]]) -> TierTable:
 PORTFOLIO_LIQUIDATION_UNI_MMR = Decimal("1.05")
 PORTFOLIO_MODE = ModeReading.portfolio_margin(
     "options.portfolioMargin",
-    f"Binance's own uniMMR, shown as {PORTFOLIO_LIQUIDATION_UNI_MMR} / uniMMR (100% at the "
-    f"uniMMR {PORTFOLIO_LIQUIDATION_UNI_MMR} where Binance liquidates)",
-    "Binance's portfolio margin holds the USDⓈ-M and COIN-M futures and the cross margin "
-    "account (loans, every asset at its collateral rate) in one requirement, uniMMR = "
-    "adjusted equity / maintenance margin, which alertd cannot reproduce from the USDⓈ-M "
-    "positions it reads; COIN-M positions, loans and collateral coins count in Binance's "
-    "figure as read, not moved with the marks",
+    f"Binance's own uniMMR as {PORTFOLIO_LIQUIDATION_UNI_MMR} / uniMMR (100% at the uniMMR "
+    f"{PORTFOLIO_LIQUIDATION_UNI_MMR} where Binance liquidates)",
+    "Binance's portfolio margin requirement spans the USDⓈ-M and COIN-M futures and the cross "
+    "margin account (loans, collateral rates), more than the USDⓈ-M positions alertd reads "
+    "(the marks move their share of it; COIN-M, loans and coins stay as read)",
 )
 
 

@@ -196,11 +196,14 @@ def ratio_alerts_at(
 ) -> None:
     """Set ``symbol``'s mark to each step's price in turn: the first brings the ratio
     warning, the second the critical, each titled with the step's ratio as shown ("53.6%");
-    then the daemon stops cleanly, without a traceback."""
+    then the daemon stops cleanly, without a traceback. Posts received before are left be."""
+    before = len(http.posts)
     for n, ((mark, shown), severity) in enumerate(zip(steps, ("WARNING", "CRITICAL"), strict=True)):
         fake.set_mark(symbol, mark)
-        wait_for(lambda n=n: len(http.posts) > n, what=f"ratio {severity.lower()} at {mark}")
-        title = http.titles()[n]
+        wait_for(
+            lambda n=n: len(http.posts) > before + n, what=f"ratio {severity.lower()} at {mark}"
+        )
+        title = http.titles()[before + n]
         assert title.startswith(f"{severity} main: worst ratio {shown}"), http.titles()
     assert daemon.stop() == 0
     assert "Traceback" not in daemon.text()
