@@ -128,6 +128,16 @@ def test_portfolio_margin_alerts_on_binance_s_uni_mmr_as_the_mark_falls(
     uni = Decimal(fake.portfolio_account("key-e2e")["uniMMR"])
     assert uni == Decimal("7.91666667")
     assert abs(Decimal(shown["margin_ratio"]) * uni / Decimal("1.05") - 1) < Decimal("1e-9")
+    # the position from /papi/v1/um/positionRisk: Binance's liquidation price, the distance to
+    # it at the live mark, notional and PnL; no per-position ratio of alertd's
+    (position,) = shown["positions"]
+    (row,) = (r for r in fake.position_risk_papi("key-e2e") if Decimal(r["positionAmt"]))
+    liq = Decimal(row["liquidationPrice"])
+    assert Decimal(position["liquidation_price"]) == liq
+    assert position["liquidation_price_source"] == "exchange"
+    assert Decimal(position["liquidation_distance"]) == (60000 - liq) / 60000
+    assert (position["notional"], position["unrealized_pnl"]) == ("60000", "0")
+    assert position["margin_ratio"] is None
     # the account-mode warning names the mode and Binance's figure
     wait_for(lambda: len(http.posts) >= 1, what="the account-mode warning")
     assert http.titles()[0].startswith(
@@ -140,6 +150,10 @@ def test_portfolio_margin_alerts_on_binance_s_uni_mmr_as_the_mark_falls(
     text = " ".join(snapshot.stdout.split())
     assert "main: account mode portfolio margin (options.portfolioMargin)" in text
     assert f"{BINANCE}'s own margin ratio: 13.26%" in text and "uniMMR" in text
+    status = alertd("status", "-c", str(world["path"]), env=daemon.env)
+    assert status.returncode == 0, status.stderr
+    text = " ".join(status.stdout.split())
+    assert "13.26% (binanceusdm's own)" in text and "(exchange's)" in text, status.stdout
 
     # moved with the mark: requirement 1.05 x 240 m / 60,000, equity 1,900 + (m - 60,000);
     # Binance's uniMMR there: at 58,580 480 / 234.32 = 2.0485 (51.3%), at 58,400 300 /

@@ -17,7 +17,12 @@ from decimal import Decimal
 from alertd.engine.collateral import Collateral
 from alertd.engine.model import Account, MarginMode, Pool, Position, Side
 from alertd.engine.profiles import ExchangeProfile
-from alertd.engine.reported import Exposure, moved_ratio
+from alertd.engine.reported import (
+    ExchangeRatioPosition,
+    Exposure,
+    exchange_ratio_position,
+    moved_ratio,
+)
 from alertd.engine.stops import StopOrder
 from alertd.engine.tiers import TierTable
 
@@ -371,6 +376,28 @@ class AccountState:
             read.margin_ratio, read.margin_balance, exposures, self.reported_marks, self.marks
         )
         return (read.margin_ratio, False) if moved is None else (moved, True)
+
+    def exchange_ratio_positions(self) -> tuple[ExchangeRatioPosition, ...]:
+        """The held positions as far as their size, the live mark and the exchange's reported
+        liquidation price describe them: shown where the exchange's ratio stands in for
+        alertd's (no figures of alertd's own); a market alertd does not know is left out."""
+        out = []
+        held = sorted(self.positions.items(), key=lambda kv: (kv[0][0], -kv[0][1]))
+        for (symbol, side), p in held:
+            market = self.markets.get(symbol)
+            if market is None:
+                continue
+            reported = self.reported_positions.get((symbol, side))
+            out.append(
+                exchange_ratio_position(
+                    Exposure(symbol, side * p.contracts * market.contract_size, market.inverse),
+                    p.contracts,
+                    p.entry_price,
+                    self.marks.get(symbol),
+                    None if reported is None else reported.liquidation_price,
+                )
+            )
+        return tuple(out)
 
     @property
     def computable(self) -> bool:

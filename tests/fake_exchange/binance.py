@@ -1851,11 +1851,12 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         account = await self._portfolio_signed(request)
         return self._json(self.portfolio_account(account.api_key))
 
-    async def _papi_position_risk(self, request: web.Request) -> web.Response:
-        """ "Query UM Position Information": the docs' fields (no margin type, isolated wallet
-        or maintenance margin: portfolio margin is cross); in one-way mode every symbol's
-        ``BOTH`` row, in hedge mode only those with a position."""
-        account = await self._portfolio_signed(request)
+    def position_risk_papi(self, api_key: str) -> list[dict[str, Any]]:
+        """The body of "Query UM Position Information" (GET /papi/v1/um/positionRisk) for
+        this account now: the docs' fields (no margin type, isolated wallet or maintenance
+        margin: portfolio margin is cross); in one-way mode every symbol's ``BOTH`` row, in
+        hedge mode only those with a position."""
+        account = self._account(api_key)
         fields = (
             "symbol", "positionAmt", "entryPrice", "markPrice", "unRealizedProfit",
             "liquidationPrice", "positionSide", "notional", "updateTime",
@@ -1868,7 +1869,11 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
                 {field: row[field] for field in fields}
                 | {"leverage": row["leverage"], "maxNotionalValue": row["maxNotionalValue"]}
             )
-        return self._json(rows)
+        return rows
+
+    async def _papi_position_risk(self, request: web.Request) -> web.Response:
+        account = await self._portfolio_signed(request)
+        return self._json(self.position_risk_papi(account.api_key))
 
     async def _papi_um_account(self, request: web.Request) -> web.Response:
         """ "Get UM Account Detail": the UM wallet per asset and the held positions, in the
