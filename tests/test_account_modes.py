@@ -30,7 +30,16 @@ from .fake_exchange.hyperliquid import FakeHyperliquid
 from .fake_exchange.okx import FakeOKX
 from .support.aio import run
 from .support.fakes import started
-from .support.feeds import BTC, FAST, FAST_OPTIONS, account_config, kept_open, make_feed
+from .support.feeds import (
+    BTC,
+    FAST,
+    FAST_OPTIONS,
+    account_config,
+    kept_open,
+    make_feed,
+    streaming,
+)
+from .support.poll import eventually
 
 D = Decimal
 USDC_BTC = "BTC/USDC:USDC"
@@ -327,6 +336,35 @@ def test_binance_portfolio_margin_shows_binance_s_uni_mmr_moved_with_the_marks()
                 await feed.reconcile()  # Binance's figure read again
                 assert state.reported_account.margin_ratio is not None
                 assert abs(state.reported_account.margin_ratio / theirs - 1) < D("1e-20")
+
+    run(body())
+
+
+def test_binance_portfolio_margin_streams_from_the_portfolio_margin_user_stream() -> None:
+    """ccxt.pro with options.portfolioMargin takes its listen key from /papi/v1/listenKey and
+    listens on the portfolio margin stream: its UM ACCOUNT_UPDATEs (``fs`` UM) move the
+    wallet and the positions between reconciles."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+            fake.set_portfolio_margin(KEY)
+            fake.set_mark(BTC, "60000")
+            fake.open_position(KEY, BTC, "long", "1", "60000")
+            feed = make_feed(portfolio_margin_config(fake), KEY, SECRET)
+            async with streaming(feed):
+                await fake.wait_for_user_stream(KEY, 10)
+                (path,) = fake.user_stream_paths(KEY)
+                assert path.startswith("/pm/ws/")
+                fake.set_balance(KEY, "2500")  # a deposit's push
+                await eventually(lambda: feed.state.wallet_balance == 2500, what="the push")
+                fake.open_position(KEY, "ETH/USDT:USDT", "short", "2", "3400")
+                await eventually(
+                    lambda: ("ETH/USDT:USDT", Side.SHORT) in feed.state.positions,
+                    what="the position's push",
+                )
+                await feed.renew()  # alertd's timer keeps the portfolio margin key alive
+                assert fake.listen_key_put_paths == ["/papi/v1/listenKey"]
+                assert feed.state.fatal is None and feed.state.mode.mode is M.PORTFOLIO
 
     run(body())
 

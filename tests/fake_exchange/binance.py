@@ -5,7 +5,7 @@ with ``fake.apply_to(exchange)`` (or deep-merge ``fake.ccxt_urls()`` over ``exch
 and set ``fake.ccxt_options``). Response shapes follow captured Binance responses (ccxt's
 ``ts/src/test/static/response/binance.json``, ``.../ws/binance.json``) and the USDⓈ-M API docs.
 
-What it serves (paths as on fapi.binance.com / fstream.binance.com):
+What it serves (paths as on fapi.binance.com / papi.binance.com / fstream.binance.com):
 - REST public: ``/fapi/v1/ping``, ``/time``, ``/exchangeInfo``, ``/premiumIndex``,
   ``/ticker/24hr``, ``/ticker/price``.
 - REST signed (HMAC-SHA256 over the query, ``timestamp`` within ``recvWindow``):
@@ -13,7 +13,12 @@ What it serves (paths as on fapi.binance.com / fstream.binance.com):
   ``/fapi/v2|v3/balance``, ``/fapi/v1/positionSide/dual``, ``/fapi/v1/multiAssetsMargin``.
 - REST public: ``/fapi/v1/assetIndex`` (multi-assets mode indices, "Multi-Assets Mode Asset
   Index": a list, or one object with ``symbol``).
-- REST API-key only: ``POST|PUT|DELETE /fapi/v1/listenKey``.
+- REST API-key only: ``POST|PUT|DELETE /fapi/v1/listenKey`` and ``/papi/v1/listenKey``.
+- Portfolio margin (``set_portfolio_margin``), signed: ``/papi/v1/account`` (uniMMR from the
+  account's state: it moves with the marks), ``/papi/v1/um/positionRisk``,
+  ``/papi/v1/um/account``, ``/papi/v1/balance``, ``/papi/v1/um/leverageBracket``, in the shapes
+  of the Portfolio Margin API docs' response examples; another account gets Binance's -21001.
+  Its user data on ``/pm/ws/<listenKey>`` (``ACCOUNT_UPDATE`` with ``fs`` UM).
 - Websocket market streams on ``/market/ws/N``, ``/public/ws/N``, ``/ws``, ``/ws/<stream>`` and
   combined ``/stream?streams=a/b``: ``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS`` with
   ``{"result": null, "id": N}``; ``<sym>@markPrice[@1s]`` and ``!markPrice@arr[@1s]``.
@@ -443,6 +448,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         # PUT /fapi/v1/listenKey requests that reached the endpoint (whatever their answer;
         # those failed by fail_rest() never reach it)
         self.listen_key_puts = 0
+        self.listen_key_put_paths: list[str] = []  # /fapi/v1/listenKey or /papi/v1/listenKey
         self._markets: dict[str, _Market] = {}
         # GET /fapi/v1/assetIndex rows by symbol ("BTCUSD")
         self._asset_index: dict[str, dict[str, Any]] = {}
@@ -2106,6 +2112,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
 
     async def _listen_key_put(self, request: web.Request) -> web.Response:
         self.listen_key_puts += 1
+        self.listen_key_put_paths.append(request.path)
         account = self._key_account(request)
         if account.listen_key is None:
             return self._error(400, *ERR_LISTEN_KEY)
@@ -2233,6 +2240,13 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             c.owner == api_key and c.live and c.listen_key == account.listen_key
             for c in self._connections_of("private")
         )
+
+    def user_stream_paths(self, api_key: str) -> list[str]:
+        """The URL paths of the account's live user-data connections: ``/private/ws`` (what
+        ccxt dials for USDⓈ-M) or ``/pm/ws/<key>`` (the portfolio margin stream)."""
+        return [
+            c.request.path for c in self._connections_of("private") if c.owner == api_key and c.live
+        ]
 
     async def wait_for_user_stream(self, api_key: str, timeout_s: float = 2.0) -> None:
         """Wait until the account has a live user-data connection on its current listen key."""
