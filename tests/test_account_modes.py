@@ -9,6 +9,7 @@ local exchanges, which serve the modes in the exchanges' own formats.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 
 from alertd.config import AccountConfig, Secret
 from alertd.engine.margin import compute
+from alertd.engine.model import Side
 from alertd.exchanges import binance, bybit, gate, hyperliquid, okx
 from alertd.feeds.adapter import FrameError
 from alertd.feeds.feed import AccountFeed, Change
@@ -28,7 +30,16 @@ from .fake_exchange.hyperliquid import FakeHyperliquid
 from .fake_exchange.okx import FakeOKX
 from .support.aio import run
 from .support.fakes import started
-from .support.feeds import BTC, FAST, FAST_OPTIONS, account_config, kept_open, make_feed
+from .support.feeds import (
+    BTC,
+    FAST,
+    FAST_OPTIONS,
+    account_config,
+    kept_open,
+    make_feed,
+    streaming,
+)
+from .support.poll import eventually
 
 D = Decimal
 USDC_BTC = "BTC/USDC:USDC"
@@ -91,6 +102,9 @@ MODE_ANSWERS = {
                       "multiAssetsMargin true"),
     "binance-single": (binance.usdm_mode, {"multiAssetsMargin": False}, M.SINGLE_ASSET,
                        C.COMPUTED, "multiAssetsMargin false"),
+    # ccxt's options.portfolioMargin: Binance's own uniMMR (GET /papi/v1/account)
+    "binance-portfolio": (functools.partial(binance.usdm_mode, portfolio_margin=True), None,
+                          M.PORTFOLIO, C.EXCHANGE_RATIO, "options.portfolioMargin"),
     "bybit-regular": (bybit.account_mode, bybit_info("REGULAR_MARGIN"), M.UNIFIED_CROSS,
                       C.COMPUTED, "unifiedMarginStatus 4, marginMode REGULAR_MARGIN"),
     "bybit-isolated": (bybit.account_mode, bybit_info("ISOLATED_MARGIN"), M.UNIFIED_ISOLATED,
@@ -155,13 +169,54 @@ def test_mode_read_from_the_exchanges_answer(
     assert (reading.mode, reading.coverage, reading.detail) == (mode, coverage, detail)
 
 
-def test_unreadable_mode_answers_and_binance_portfolio_margin() -> None:
+# Binance FAQ "How to Use the Binance Portfolio Margin Pro Program APIs": the documented answer
+# of the account's uniMMR and status (GET /papi/v1/account carries the same fields)
+PAPI_ACCOUNT_EXAMPLE = {
+    "uniMMR": "1.87987800", "accountEquity": "122607.35137903", "actualEquity": "142607.35137903",
+    "accountMaintMargin": "23.72469206", "accountStatus": "NORMAL",
+}  # fmt: skip
+
+
+def test_binance_portfolio_account_is_binance_s_uni_mmr_over_its_liquidation_level() -> None:
+    read = binance.portfolio_account(PAPI_ACCOUNT_EXAMPLE)
+    assert read.margin_ratio == D("1.05") / D("1.87987800")  # 55.85%: 100% at uniMMR 1.05
+    # the equity the ratio moves by is uniMMR's numerator, not accountEquity (the docs'
+    # example figures are not of one account: 122,607 / 23.72 would be a uniMMR of 5,168)
+    assert read.margin_balance == D("1.87987800") * D("23.72469206")
+    assert read.maintenance_margin == D("23.72469206")
+    # nothing required: no ratio to move, nothing at risk
+    nothing = binance.portfolio_account(PAPI_ACCOUNT_EXAMPLE | {"accountMaintMargin": "0"})
+    assert (nothing.margin_ratio, nothing.margin_balance) == (0, None)
+    # an equity gone below zero: past liquidation, whatever the requirement
+    gone = binance.portfolio_account(PAPI_ACCOUNT_EXAMPLE | {"uniMMR": "-0.5"})
+    assert gone.margin_ratio is not None and gone.margin_ratio.is_infinite()
+    for bad in ({"uniMMR": None}, {"accountMaintMargin": "-1"}, {"uniMMR": "x"}):
+        with pytest.raises(FrameError):
+            binance.portfolio_account(PAPI_ACCOUNT_EXAMPLE | bad)
+    with pytest.raises(FrameError):
+        binance.portfolio_account([])
+
+
+def test_binance_risk_level_change_push_is_a_margin_call_naming_uni_mmr() -> None:
+    # developers.binance.com, Portfolio Margin user data streams, "Event: riskLevelChange":
+    # the documented example
+    push = {
+        "e": "riskLevelChange", "E": 1587727187525, "u": "1.99999999", "s": "MARGIN_CALL",
+        "eq": "30.23416728", "ae": "30.23416728", "m": "15.11708371",
+    }  # fmt: skip
+    event = binance.BinanceUSDMAdapter().event(push, 12.5)
+    assert event is not None and (event.kind, event.at) == (binance.MARGIN_CALL, 12.5)
+    assert event.detail == (
+        "MARGIN_CALL: Binance's uniMMR 1.99999999, equity 30.23416728 USD, maintenance margin "
+        "15.11708371 USD"
+    )
+
+
+def test_unreadable_mode_answers() -> None:
     with pytest.raises(FrameError):
         binance.usdm_mode({"multiAssetsMargin": None})
     with pytest.raises(FrameError):
         okx.account_mode({"code": "0", "data": []})
-    pm = binance.usdm_mode(None, portfolio_margin=True)
-    assert (pm.mode, pm.coverage) == (M.PORTFOLIO, C.REFUSED) and "/papi" in pm.limits
 
 
 def test_reading_labels() -> None:
@@ -231,21 +286,103 @@ def test_binance_switch_to_multi_assets_and_back_without_a_restart() -> None:
     run(body())
 
 
-def test_binance_portfolio_margin_is_refused_naming_the_mode() -> None:
+def portfolio_margin_config(fake: FakeBinanceUSDM) -> AccountConfig:
+    """Account ``KEY`` on the local Binance with ccxt's ``options.portfolioMargin``."""
+    config = account_config("p", "binanceusdm", fake)
+    return config.model_copy(update={"options": {**config.options, "portfolioMargin": True}})
+
+
+def test_binance_portfolio_margin_shows_binance_s_uni_mmr_moved_with_the_marks() -> None:
+    """A portfolio margin account: positions from /papi/v1/um/positionRisk, the UM wallet from
+    /papi/v1/um/account, the ratio Binance's uniMMR from /papi/v1/account (1.05 / uniMMR: 1
+    where Binance liquidates), moved with the marks until the next reconcile reads it again.
+    An open-order loss makes ``accountEquity`` differ from uniMMR's numerator: the ratio moves
+    from the numerator (uniMMR x accountMaintMargin), so that the moved figure is Binance's
+    next read."""
+
     async def body() -> None:
-        async with started(FakeBinanceUSDM(), [("key-p", "secret-p", "500")]) as fake:
-            config = account_config("p", "binanceusdm", fake)
-            config = config.model_copy(
-                update={"options": {**config.options, "portfolioMargin": True}}
-            )
-            feed = make_feed(config, "key-p", "secret-p")
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+            fake.set_portfolio_margin(KEY, open_loss="300")
+            fake.set_mark(BTC, "60000")
+            fake.open_position(KEY, BTC, "long", "1", "60000")
+            feed = make_feed(portfolio_margin_config(fake), KEY, SECRET)
+            async with kept_open(feed):
+                state = feed.state
+                assert (state.mode.mode, state.mode.coverage) == (M.PORTFOLIO, C.EXCHANGE_RATIO)
+                assert "Binance's own uniMMR" in state.mode.limits
+                assert state.fatal is None and not state.computable
+                held = [(p.symbol, p.contracts) for p in state.positions.values()]
+                assert held == [(BTC, 1)]
+                assert state.wallet_balance == 2000  # the UM wallet of /papi/v1/um/account
+                read = fake.portfolio_account(KEY)
+                uni = D(read["uniMMR"])
+                assert uni > binance.PORTFOLIO_LIQUIDATION_UNI_MMR  # a healthy account
+                assert D(read["accountEquity"]) != uni * D(read["accountMaintMargin"])
+                ratio, _ = state.exchange_ratio()  # at the marks it was read at
+                assert ratio is not None
+                assert abs(ratio * uni / binance.PORTFOLIO_LIQUIDATION_UNI_MMR - 1) < D("1e-20")
+                # Binance's liquidation price of the position, for the drift comparison
+                reported = state.reported_positions[(BTC, Side.LONG)]
+                assert reported.liquidation_price is not None
+
+                fake.set_mark(BTC, "59000")
+                state.set_mark(BTC, D("59000"), 1.0)  # as the mark stream sets it
+                moved_ratio, moved = state.exchange_ratio()
+                assert moved and moved_ratio is not None and moved_ratio > ratio
+                then = D(fake.portfolio_account(KEY)["uniMMR"])
+                theirs = binance.PORTFOLIO_LIQUIDATION_UNI_MMR / then
+                assert abs(moved_ratio / theirs - 1) < D("1e-7")  # uniMMR's 8 decimals
+
+                await feed.reconcile()  # Binance's figure read again
+                assert state.reported_account.margin_ratio is not None
+                assert abs(state.reported_account.margin_ratio / theirs - 1) < D("1e-20")
+
+    run(body())
+
+
+def test_binance_portfolio_margin_streams_from_the_portfolio_margin_user_stream() -> None:
+    """ccxt.pro with options.portfolioMargin takes its listen key from /papi/v1/listenKey and
+    listens on the portfolio margin stream: its UM ACCOUNT_UPDATEs (``fs`` UM) move the
+    wallet and the positions between reconciles."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+            fake.set_portfolio_margin(KEY)
+            fake.set_mark(BTC, "60000")
+            fake.open_position(KEY, BTC, "long", "1", "60000")
+            feed = make_feed(portfolio_margin_config(fake), KEY, SECRET)
+            async with streaming(feed):
+                await fake.wait_for_user_stream(KEY, 10)
+                (path,) = fake.user_stream_paths(KEY)
+                assert path.startswith("/pm/ws/")
+                fake.set_balance(KEY, "2500")  # a deposit's push
+                await eventually(lambda: feed.state.wallet_balance == 2500, what="the push")
+                fake.open_position(KEY, "ETH/USDT:USDT", "short", "2", "3400")
+                await eventually(
+                    lambda: ("ETH/USDT:USDT", Side.SHORT) in feed.state.positions,
+                    what="the position's push",
+                )
+                await feed.renew()  # alertd's timer keeps the portfolio margin key alive
+                assert fake.listen_key_put_paths == ["/papi/v1/listenKey"]
+                assert feed.state.fatal is None and feed.state.mode.mode is M.PORTFOLIO
+
+    run(body())
+
+
+def test_binance_portfolio_margin_flags_a_non_portfolio_account_answer() -> None:
+    """The option set on an account Binance does not run in portfolio margin: /papi answers
+    its error and the feed says so (no figures are invented from the /fapi account)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "500")]) as fake:
+            feed = make_feed(portfolio_margin_config(fake), KEY, SECRET)
             changes = watched(feed)
             try:
-                await feed.run()  # returns: refused, no retry loop
+                await feed.run()
             finally:
                 await feed.close()
-            assert feed.state.fatal is not None and "portfolio margin" in feed.state.fatal
-            assert feed.state.mode.mode is M.PORTFOLIO
+            fatal = feed.state.fatal
+            assert fatal is not None and "not a portfolio margin account" in fatal
             assert changes == [Change.FATAL]
 
     run(body())

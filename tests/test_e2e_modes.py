@@ -2,7 +2,8 @@
 Binance. A multi-assets account is computed by alertd (the real account of accounts.md as Binance
 shows it, no false critical at bootstrap; a coin falling with a long crosses the thresholds at
 the right marks); a switch of mode is picked up without a restart; a drift from
-Binance's figures and an account that stays incomplete each raise their warning and resolve."""
+Binance's figures and an account that stays incomplete each raise their warning and resolve. A
+portfolio margin account alerts on Binance's own uniMMR, labelled as Binance's."""
 
 from __future__ import annotations
 
@@ -97,6 +98,73 @@ def test_collateral_and_position_falling_together_cross_at_the_right_marks(
     #   + 0.009 (m - 67,445.9)). At 65,040: 52.9% (a coin held at its value: 47.8%, no alert)
     # at 64,850: 87.0% (a coin held at its value: 73.3%, not critical)
     ratio_alerts_at(fake, http, daemon, BTC, ("65040", "52.9%"), ("64850", "87.0%"))
+
+
+def test_portfolio_margin_alerts_on_binance_s_uni_mmr_as_the_mark_falls(
+    world: dict[str, Any],
+) -> None:
+    """A portfolio margin account (ccxt's options.portfolioMargin): alertd's ratio is Binance's
+    uniMMR from /papi/v1/account (1.05 / uniMMR, 100% where Binance liquidates), labelled as
+    Binance's in the status endpoint, ``alertd snapshot`` and the messages, and moved with the
+    mark stream between reads (no reconcile during the test): the alerts fire at the marks
+    where Binance's own next uniMMR crosses the thresholds."""
+    fake, http, daemon = world["fake"], world["http"], world["daemon"]
+    # 2,000 USDT and 1 BTC long at 60,000 (MM 0.4%, no deduction), 100 USD of open-order loss
+    # off the equity: uniMMR = (2,000 - 100) / 240 = 7.91666667, the ratio 1.05 / it = 13.26%
+    fake.set_portfolio_margin("key-e2e", open_loss="100")
+    (account,) = world["config"]["accounts"]
+    options = {**account["options"], "portfolioMargin": True}
+    world["config"] = {**world["config"], "accounts": [{**account, "options": options}]}
+    base = _serve_status(world, reconcile_interval_s=3600)
+    started(daemon)
+
+    shown = wait_for(
+        lambda: (a := status_account(base))["margin_ratio_source"] == "exchange" and a,
+        what="Binance's uniMMR as the account's ratio",
+    )
+    assert shown["mode"] == "portfolio margin (options.portfolioMargin)"
+    assert shown["coverage"] == "exchange's own ratio"
+    assert "Binance's own uniMMR" in shown["mode_limits"]
+    uni = Decimal(fake.portfolio_account("key-e2e")["uniMMR"])
+    assert uni == Decimal("7.91666667")
+    assert abs(Decimal(shown["margin_ratio"]) * uni / Decimal("1.05") - 1) < Decimal("1e-9")
+    # the position from /papi/v1/um/positionRisk: Binance's liquidation price, the distance to
+    # it at the live mark, notional and PnL; no per-position ratio of alertd's
+    (position,) = shown["positions"]
+    (row,) = (r for r in fake.position_risk_papi("key-e2e") if Decimal(r["positionAmt"]))
+    liq = Decimal(row["liquidationPrice"])
+    assert Decimal(position["liquidation_price"]) == liq
+    assert position["liquidation_price_source"] == "exchange"
+    assert Decimal(position["liquidation_distance"]) == (60000 - liq) / 60000
+    assert (position["notional"], position["unrealized_pnl"]) == ("60000", "0")
+    assert position["margin_ratio"] is None
+    # the account-mode warning names the mode and Binance's figure
+    wait_for(lambda: len(http.posts) >= 1, what="the account-mode warning")
+    assert http.titles()[0].startswith(
+        f"WARNING main: alertd does not compute {BINANCE} portfolio margin"
+    )
+    assert "Binance's own uniMMR" in http.posts[0]["message"]
+    assert f"{BINANCE}'s own margin ratio: 13.26%" in http.posts[0]["message"]
+    snapshot = alertd("snapshot", "-c", str(world["path"]), env=daemon.env)
+    assert snapshot.returncode == 0, snapshot.stderr
+    text = " ".join(snapshot.stdout.split())
+    assert "main: account mode portfolio margin (options.portfolioMargin)" in text
+    assert f"{BINANCE}'s own margin ratio: 13.26%" in text and "uniMMR" in text
+    status = alertd("status", "-c", str(world["path"]), env=daemon.env)
+    assert status.returncode == 0, status.stderr
+    text = " ".join(status.stdout.split())
+    assert "13.26% (binanceusdm's own)" in text and "(exchange's)" in text, status.stdout
+
+    # moved with the mark: requirement 1.05 x 240 m / 60,000, equity 1,900 + (m - 60,000);
+    # Binance's uniMMR there: at 58,580 480 / 234.32 = 2.0485 (51.3%), at 58,400 300 /
+    # 233.6 = 1.2842 (81.8%)
+    ratio_alerts_at(
+        fake, http, daemon, BTC, ("58580", "51.3%"), ("58400", "81.8%"), posts_before=1
+    )
+    assert Decimal(fake.portfolio_account("key-e2e")["uniMMR"]) == Decimal("1.28424658")
+    for post in http.posts[1:]:
+        assert f"the ratio is {BINANCE}'s own" in post["message"], post["message"]
+        assert "uniMMR" in post["message"]
 
 
 def test_a_switch_to_multi_assets_is_picked_up_without_a_restart(world: dict[str, Any]) -> None:

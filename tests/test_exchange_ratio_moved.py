@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from alertd.engine.margin import compute
 from alertd.engine.model import MarginMode, Side
-from alertd.engine.reported import Exposure, moved_ratio
+from alertd.engine.reported import Exposure, exchange_ratio_position, moved_ratio
 from alertd.exchanges.registry import get_spec
 from alertd.feeds.state import AccountState, MarketInfo, PositionState, ReportedAccount
 
@@ -120,3 +120,28 @@ def test_the_account_state_moves_cross_positions_and_keeps_an_unknown_market_as_
     assert state.exchange_ratio() == (D("0.03"), False)
     state.reported_account = ReportedAccount(margin_ratio=D("0.03"))  # no balance reported
     assert state.exchange_ratio() == (D("0.03"), False)
+
+
+def test_positions_beside_the_exchange_s_ratio_keep_its_liquidation_price() -> None:
+    """Where the exchange's ratio stands in, a position shows its notional and PnL at the live
+    mark and the distance to the liquidation price the exchange reported; none of it is a
+    margin figure of alertd's."""
+    long = exchange_ratio_position(Exposure(BTC, D("0.5"), False), D("0.5"), D(60000), D(58000),
+                                   D(54000))  # fmt: skip
+    assert (long.side, long.notional, long.unrealized_pnl) == (Side.LONG, 29000, -1000)
+    assert long.liquidation_distance == D(4000) / D(58000)
+    # a short past its liquidation price: the distance is negative
+    short = exchange_ratio_position(Exposure(ETH, D(-10), False), D(10), D(3000), D(3300),
+                                    D(3250))  # fmt: skip
+    assert (short.side, short.unrealized_pnl) == (Side.SHORT, -3000)
+    assert short.liquidation_distance == D(-50) / D(3300)
+    # inverse: 1,000 USD of contracts long, PnL and notional in the coin
+    inverse = exchange_ratio_position(Exposure("BTC/USD:BTC", D(1000), True), D(10), D(50000),
+                                      D(40000), None)  # fmt: skip
+    assert inverse.notional == D(1000) / D(40000)
+    assert inverse.unrealized_pnl == D(1000) * (1 / D(50000) - 1 / D(40000))
+    assert inverse.liquidation_distance is None  # none reported
+    # no mark yet: the size alone
+    blind = exchange_ratio_position(Exposure(BTC, D(1), False), D(1), D(60000), None, D(5))
+    assert (blind.notional, blind.unrealized_pnl, blind.liquidation_distance) == (None,) * 3
+    assert blind.liquidation_price == 5

@@ -186,6 +186,9 @@ class Publisher:
             exchange_ratio=exchange_ratio if state.bootstrapped else None,
             exchange_ratio_moved=moved and state.bootstrapped,
             missing=tuple(state.missing()) if state.bootstrapped else (),
+            exchange_positions=state.exchange_ratio_positions()
+            if state.bootstrapped and state.mode.coverage is not Coverage.COMPUTED
+            else (),
         )
 
     def _figures_of(self, feed: AccountFeed, now: float, wall: float) -> AccountFigures | None:

@@ -18,6 +18,7 @@ from decimal import Decimal
 
 from alertd.daemon.store import OutboxRow
 from alertd.engine.margin import AccountMetrics
+from alertd.engine.reported import ExchangeRatioPosition
 from alertd.engine.stops import StopFigures, stop_figures
 from alertd.rules.lifecycle import AlertState
 from alertd.rules.model import Rule
@@ -158,6 +159,9 @@ class AccountView:
     exchange_ratio: Decimal | None = None
     exchange_ratio_moved: bool = False
     missing: tuple[str, ...] = ()  # what keeps the account's data incomplete
+    # where the exchange's ratio stands in (a mode alertd does not compute): the positions
+    # with their notional and PnL at the live mark and the exchange's own liquidation prices
+    exchange_positions: tuple[ExchangeRatioPosition, ...] = ()
 
     @property
     def worst_ratio(self) -> Decimal | None:

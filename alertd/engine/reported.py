@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from alertd.engine.margin import margin_ratio
+from alertd.engine.model import Side
 
 ZERO = Decimal(0)
 
@@ -67,3 +68,50 @@ def moved_ratio(
         return None
     requirement = ratio * margin_balance * notional_now / notional_then
     return margin_ratio(requirement, margin_balance + pnl)
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeRatioPosition:
+    """A position of an account whose requirement alertd does not compute (the exchange's own
+    ratio stands in): what its size and the live mark give, and the distance to the
+    liquidation price the exchange itself reported. None of it is a margin figure of alertd's.
+    """
+
+    symbol: str
+    side: Side
+    contracts: Decimal
+    entry_price: Decimal
+    mark_price: Decimal | None  # None: no mark yet
+    notional: Decimal | None  # in the quote currency (linear) or in the coin (inverse)
+    unrealized_pnl: Decimal | None  # in the settle currency
+    liquidation_price: Decimal | None  # the exchange's, as last read; None: none reported
+    # from the mark to it, as a fraction of the mark; negative once the mark is past it
+    liquidation_distance: Decimal | None
+
+
+def exchange_ratio_position(
+    exposure: Exposure,
+    contracts: Decimal,
+    entry: Decimal,
+    mark: Decimal | None,
+    liquidation: Decimal | None,
+) -> ExchangeRatioPosition:
+    """``exposure``'s figures at ``mark`` (``exposure.quantity`` signed, as :func:`moved_ratio`
+    reads it) with the exchange's ``liquidation`` price."""
+    side = Side.LONG if exposure.quantity >= 0 else Side.SHORT
+    if mark is None or mark <= 0 or entry <= 0:
+        return ExchangeRatioPosition(
+            exposure.symbol, side, contracts, entry, mark, None, None, liquidation, None
+        )
+    q = exposure.quantity
+    if exposure.inverse:  # quantity in quote units: notional and PnL in the coin
+        notional, pnl = abs(q) / mark, q * (1 / entry - 1 / mark)
+    else:
+        notional, pnl = abs(q) * mark, q * (mark - entry)
+    distance = None
+    if liquidation is not None:
+        # a long is liquidated below its price, a short above
+        distance = (mark - liquidation) / mark if side is Side.LONG else (liquidation - mark) / mark
+    return ExchangeRatioPosition(
+        exposure.symbol, side, contracts, entry, mark, notional, pnl, liquidation, distance
+    )

@@ -7,7 +7,12 @@ back-solve collateral (ccxt.md). Wire formats: developers.binance.com, USDⓈ-M 
 user data stream "Event: Balance and Position Update" and "Event: Margin Call"; multi-assets
 mode: "Account Information V2" (its ``multiAssetsMargin`` flag, the same as "Get Current
 Multi-Assets Mode", ``GET /fapi/v1/multiAssetsMargin``, at a sixth of the request weight) and
-"Multi-Assets Mode Asset Index" (``GET /fapi/v1/assetIndex``).
+"Multi-Assets Mode Asset Index" (``GET /fapi/v1/assetIndex``). Portfolio margin (ccxt's
+``options.portfolioMargin``): developers.binance.com, Portfolio Margin, "Account Information"
+(``GET /papi/v1/account``), "Query UM Position Information" (``GET /papi/v1/um/positionRisk``),
+"Get UM Account Detail" (``GET /papi/v1/um/account``), "UM Notional and Leverage Brackets"
+(``GET /papi/v1/um/leverageBracket``); its user-data stream (``POST /papi/v1/listenKey``, events
+on the portfolio margin stream URL) is ccxt.pro's with the same option.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from alertd.engine.collateral import Collateral, CollateralRatio
+from alertd.engine.margin import margin_ratio
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.stops import StopKind, StopOrder, Trigger
@@ -85,6 +91,35 @@ def brackets_to_table(brackets: list[dict[str, Any]]) -> TierTable:
     return TierTable.build(tiers)
 
 
+# Binance FAQ "What Is the Unified Account Maintenance Margin Ratio (uniMMR) And How Is It
+# Calculated" and "Binance Portfolio Margin Pro Maintenance Margin Ratio Calculation": "100% <
+# uniMMR <= 105%: Liquidation will take place"; alertd's ratio (1 at liquidation) is this level
+# over uniMMR
+PORTFOLIO_LIQUIDATION_UNI_MMR = Decimal("1.05")
+PORTFOLIO_MODE = ModeReading.portfolio_margin(
+    "options.portfolioMargin",
+    f"Binance's own uniMMR as {PORTFOLIO_LIQUIDATION_UNI_MMR} / uniMMR (100% at the uniMMR "
+    f"{PORTFOLIO_LIQUIDATION_UNI_MMR} where Binance liquidates)",
+    "Binance's portfolio margin requirement spans the USDⓈ-M and COIN-M futures and the cross "
+    "margin account (loans, collateral rates), more than the USDⓈ-M positions alertd reads "
+    "(the marks move their share of it; COIN-M, loans and coins stay as read)",
+)
+
+
+# Binance's answer to a /papi request of an account not in portfolio margin (Binance FAQ "How
+# to Use the Binance Portfolio Margin Pro Program APIs": "request ID is not a Portfolio Margin
+# Account"), as ccxt's error text carries the body
+NOT_PORTFOLIO_CODE = '"code":-21001'
+NOT_PORTFOLIO = ModeReading(
+    AccountMode.UNKNOWN,
+    "options.portfolioMargin",
+    Coverage.REFUSED,
+    "binanceusdm: the account's options.portfolioMargin is set but Binance answers that it is "
+    "not a portfolio margin account (code -21001); remove the option from the account's "
+    "config",
+)
+
+
 def usdm_mode(answer: Any, portfolio_margin: bool = False) -> ModeReading:
     """The account's mode from its ``multiAssetsMargin`` flag (true multi-assets, false
     single-asset), as "Get Current Multi-Assets Mode" (GET /fapi/v1/multiAssetsMargin) and
@@ -92,17 +127,11 @@ def usdm_mode(answer: Any, portfolio_margin: bool = False) -> ModeReading:
     USDⓈ-M futures, account REST API).
 
     A portfolio margin account (ccxt's ``options.portfolioMargin``) keeps its USDⓈ-M positions
-    and its uniMMR under /papi, which alertd does not read yet: refused, naming the mode.
+    under /papi and its risk in Binance's uniMMR (:func:`portfolio_account`): Binance's own
+    ratio stands in.
     """
     if portfolio_margin:
-        return ModeReading(
-            AccountMode.PORTFOLIO,
-            "options.portfolioMargin",
-            Coverage.REFUSED,
-            "binanceusdm: a portfolio margin account (options.portfolioMargin) keeps its "
-            "USDⓈ-M positions and uniMMR under /papi, which alertd does not read yet; remove "
-            "the account from the config or watch it on Binance",
-        )
+        return PORTFOLIO_MODE
     flag = answer.get("multiAssetsMargin") if isinstance(answer, dict) else None
     if flag is True or flag == "true":
         # one USD pool: the settle wallet, every other coin at its assetIndex index less its
@@ -114,6 +143,32 @@ def usdm_mode(answer: Any, portfolio_margin: bool = False) -> ModeReading:
         # the USDC wallet (single_asset_pools), each computed on its own
         return ModeReading(AccountMode.SINGLE_ASSET, "multiAssetsMargin false")
     raise FrameError(f"multiAssetsMargin: not a boolean: {flag!r}")
+
+
+def portfolio_account(answer: Any) -> ReportedAccount:
+    """Binance's own figures of a portfolio margin account from "Account Information"
+    (``GET /papi/v1/account``, developers.binance.com, Portfolio Margin): ``uniMMR`` ("Portfolio
+    margin account maintenance margin rate"), ``accountMaintMargin`` (the account's
+    maintenance margin in USD). uniMMR is adjusted equity over that margin (Binance FAQ
+    "What Is the Unified Account Maintenance Margin Ratio (uniMMR)": ``∑adjustedEquity / ∑MM``,
+    adjusted equity being ``∑Equity`` less the open-order loss); ``accountEquity`` (the
+    equity at collateral rates, in USD) and ``actualEquity`` (without collateral rates) are
+    not that numerator (open orders' loss is not taken off them), so the equity the ratio
+    moves by is ``uniMMR x accountMaintMargin``, exactly the numerator of Binance's figure.
+
+    The ratio in alertd's direction is :data:`PORTFOLIO_LIQUIDATION_UNI_MMR` / uniMMR: 1 where
+    Binance liquidates. With no maintenance margin (nothing held or owed) the ratio is 0 and
+    no equity is derived from it (nothing for marks to move)."""
+    if not isinstance(answer, dict):
+        raise FrameError("papi account: expected an object")
+    uni_mmr = dec(answer.get("uniMMR"), "uniMMR")
+    mm = dec(answer.get("accountMaintMargin"), "accountMaintMargin")
+    if mm < 0:
+        raise FrameError(f"accountMaintMargin: negative: {mm}")
+    if mm == 0:
+        return ReportedAccount(mm, None, Decimal(0))
+    equity = uni_mmr * mm
+    return ReportedAccount(mm, equity, margin_ratio(PORTFOLIO_LIQUIDATION_UNI_MMR * mm, equity))
 
 
 def single_asset_pools(
@@ -275,6 +330,42 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         # handed to fetch_positions, fetch_balance and fetch_collateral of the same snapshot
         self._rows: list[Any] | None = None
         self._account: dict[str, Any] | None = None
+        # a portfolio margin account's "Account Information" (uniMMR), read with the mode;
+        # None for the other modes
+        self._portfolio: dict[str, Any] | None = None
+        self._not_portfolio = False  # the option is set; Binance says it is not such an account
+
+    async def _read_portfolio_snapshot(self, exchange: Any) -> None:
+        """A portfolio margin account's snapshot: its USDⓈ-M positions ("Query UM Position
+        Information", weight 5), their assets ("Get UM Account Detail", weight 5: the UM
+        wallet per asset in the same ``assets[]`` shape as USDⓈ-M's account) and the account's
+        risk ("Account Information", weight 20: uniMMR)."""
+        self._rows = self._account = self._portfolio = None
+        self._not_portfolio = False
+        try:
+            portfolio = await exchange.papiGetAccount()
+        except Exception as exc:
+            # ccxt knows Binance's code for it on spot only: a plain ExchangeError here
+            if NOT_PORTFOLIO_CODE not in str(exc).replace(" ", ""):
+                raise
+            self._not_portfolio = True
+            return
+        if not isinstance(portfolio, dict):
+            raise FrameError("papi account: expected an object")
+        rows = await exchange.papiGetUmPositionRisk()
+        self._keep(rows, await exchange.papiGetUmAccount(), "um/")
+        self._portfolio = portfolio
+
+    def _keep(self, rows: Any, account: Any, family: str) -> None:
+        """One snapshot's positions and account answers (``family``: the endpoints' prefix
+        under the API, for the problem's words), checked."""
+        if not isinstance(rows, list):
+            raise FrameError(f"{family}positionRisk: expected a list of positions")
+        if not isinstance(account, dict):
+            raise FrameError(f"{family}account: expected an object")
+        # its every-symbol position list (about 550 rows) is not read: not kept either
+        account.pop("positions", None)
+        self._rows, self._account = rows, account
 
     async def _read_snapshot(self, exchange: Any) -> None:
         """The two requests of a snapshot, positions first (the balance read after them, as
@@ -282,16 +373,12 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         Information V2 (weight 5), which carries the ``multiAssetsMargin`` flag, every asset's
         balance and the account's totals in one answer, where the mode (V2), the balance (V3)
         and the coins (V2) took 15; the dedicated mode endpoint alone weighs 30."""
-        self._rows = self._account = None
+        if self._portfolio_margin(exchange):
+            await self._read_portfolio_snapshot(exchange)
+            return
+        self._rows = self._account = self._portfolio = None
         rows = await exchange.fapiPrivateV3GetPositionRisk()
-        account = await exchange.fapiPrivateV2GetAccount()
-        if not isinstance(rows, list):
-            raise FrameError("positionRisk: expected a list of positions")
-        if not isinstance(account, dict):
-            raise FrameError("account: expected an object")
-        # its every-symbol position list (about 550 rows) is not read: not kept either
-        account.pop("positions", None)
-        self._rows, self._account = rows, account
+        self._keep(rows, await exchange.fapiPrivateV2GetAccount(), "")
 
     async def _snapshot_account(self, exchange: Any) -> dict[str, Any]:
         if self._account is None:
@@ -300,10 +387,18 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         return self._account
 
     async def fetch_mode(self, exchange: Any) -> ModeReading:
-        if (exchange.options or {}).get("portfolioMargin"):
-            return usdm_mode(None, portfolio_margin=True)
         await self._read_snapshot(exchange)
+        if self._not_portfolio:
+            return NOT_PORTFOLIO
+        if self._portfolio is not None:
+            return usdm_mode(None, portfolio_margin=True)
         return usdm_mode(self._account)
+
+    @staticmethod
+    def _portfolio_margin(exchange: Any) -> bool:
+        # the account's own ccxt option: ccxt routes its private streams to the portfolio
+        # margin user-data stream by it too
+        return bool((exchange.options or {}).get("portfolioMargin"))
 
     async def fetch_tiers(self, exchange: Any, symbols: list[str]) -> dict[str, TierTable]:
         """The account's brackets of ``symbols`` ("Notional and Leverage Brackets", weight 1
@@ -313,13 +408,18 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         ``fetch_leverage_tiers`` would parse every listed symbol's tiers for each account."""
         if not symbols:
             return {}
+        # a portfolio margin account's brackets: "UM Notional and Leverage Brackets" (GET
+        # /papi/v1/um/leverageBracket), the same rows
+        read = (
+            exchange.papiGetUmLeverageBracket
+            if self._portfolio_margin(exchange)
+            else exchange.fapiPrivateGetLeverageBracket
+        )
         if len(symbols) == 1:
-            answer = await exchange.fapiPrivateGetLeverageBracket(
-                {"symbol": exchange.market_id(symbols[0])}
-            )
+            answer = await read({"symbol": exchange.market_id(symbols[0])})
             rows = [answer] if isinstance(answer, dict) else answer
         else:
-            rows = await exchange.fapiPrivateGetLeverageBracket()
+            rows = await read()
         if not isinstance(rows, list):
             raise FrameError("leverageBracket: expected a list of symbols")
         wanted = {exchange.market_id(symbol): symbol for symbol in symbols}
@@ -373,6 +473,9 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                 wallet = dec(asset.get("crossWalletBalance"), "crossWalletBalance")
         if wallet is None:
             wallet = Decimal(0)  # no USDT asset at all: an empty futures wallet
+        if self._portfolio is not None:
+            # portfolio margin: Binance's own figures of the whole account (uniMMR)
+            return wallet, portfolio_account(self._portfolio)
         # single-asset mode: the USDT pool's figures ("only for USDT asset"); multi-assets:
         # sums over every asset in USD ("Account Information V2/V3", both modes' examples)
         mm = dec_or_none(info.get("totalMaintMargin"))
@@ -382,8 +485,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
 
     async def fetch_pools(self, exchange: Any) -> dict[str, tuple[Decimal, ReportedAccount]]:
         account = await self._snapshot_account(exchange)
-        if account.get("multiAssetsMargin"):
-            return {}  # multi-assets: one USD pool (fetch_collateral)
+        if account.get("multiAssetsMargin") or self._portfolio is not None:
+            return {}  # multi-assets: one USD pool (fetch_collateral); portfolio: Binance's
         return single_asset_pools(account, self.market_filter.pooled)
 
     async def fetch_collateral(self, exchange: Any) -> tuple[Collateral, ...]:
@@ -416,7 +519,12 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         # ORDER_TRADE_UPDATE its original type ("ot": STOP_MARKET ...)
         return "aid" in raw or str(raw.get("ot", raw.get("o"))) in _STOP_KINDS
 
-    async def fetch_stops(self, exchange: Any, symbols: list[str]) -> list[StopOrder]:
+    async def fetch_stops(self, exchange: Any, symbols: list[str]) -> list[StopOrder] | None:
+        if self._portfolio_margin(exchange):
+            # a portfolio margin account's conditional orders live under /papi/v1/um
+            # (conditional orders, algo orders) in shapes alertd does not parse yet: not read,
+            # so no stop rule has a value (not "no stop")
+            return None
         # Conditional orders moved to the Algo Service (openAlgoOrders); openOrders still lists
         # those placed before the move. Each weighs 1 with a symbol and 40 without ("Current
         # All Open Orders", "Current All Algo Open Orders"): per held symbol up to 40 of them,
@@ -490,6 +598,17 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         await exchange.un_watch_mark_price(symbol)
 
     def event(self, message: Any, now: float) -> AccountEvent | None:
+        if isinstance(message, dict) and message.get("e") == "riskLevelChange":
+            # the portfolio margin stream's margin call ("Event: riskLevelChange": ``u`` the
+            # uniMMR, ``s`` MARGIN_CALL, SUPPLY_MARGIN, REDUCE_ONLY or FORCE_LIQUIDATION, ``eq``
+            # the account equity and ``m`` the maintenance margin in USD)
+            return AccountEvent(
+                MARGIN_CALL,
+                now,
+                f"{str(message.get('s'))[:40]}: Binance's uniMMR {str(message.get('u'))[:40]}, "
+                f"equity {str(message.get('eq'))[:40]} USD, maintenance margin "
+                f"{str(message.get('m'))[:40]} USD",
+            )
         if not isinstance(message, dict) or message.get("e") != "MARGIN_CALL":
             return None
         legs = []

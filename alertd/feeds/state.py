@@ -17,7 +17,12 @@ from decimal import Decimal
 from alertd.engine.collateral import Collateral
 from alertd.engine.model import Account, MarginMode, Pool, Position, Side
 from alertd.engine.profiles import ExchangeProfile
-from alertd.engine.reported import Exposure, moved_ratio
+from alertd.engine.reported import (
+    ExchangeRatioPosition,
+    Exposure,
+    exchange_ratio_position,
+    moved_ratio,
+)
 from alertd.engine.stops import StopOrder
 from alertd.engine.tiers import TierTable
 
@@ -73,15 +78,20 @@ class ModeReading:
         return f"{self.mode.value} ({self.detail})" if self.detail else self.mode.value
 
     @classmethod
-    def portfolio_margin(cls, detail: str, own_ratio: str) -> ModeReading:
+    def portfolio_margin(
+        cls,
+        detail: str,
+        own_ratio: str,
+        why: str = "portfolio margin requirements are scenario-based and not reproducible from "
+        "public data",
+    ) -> ModeReading:
         """Portfolio margin, on any exchange: the exchange's own ratio (``own_ratio`` names
-        it) stands in for alertd's."""
+        it) stands in for alertd's; ``why`` says what alertd cannot reproduce."""
         return cls(
             AccountMode.PORTFOLIO,
             detail,
             Coverage.EXCHANGE_RATIO,
-            "portfolio margin requirements are scenario-based and not reproducible from public "
-            f"data: the margin ratio is {own_ratio}, read at every reconcile and moved with the "
+            f"{why}: the margin ratio is {own_ratio}, read at every reconcile and moved with the "
             "marks in between; liquidation prices, crash distance and margin to add are not "
             "computed",
         )
@@ -366,6 +376,28 @@ class AccountState:
             read.margin_ratio, read.margin_balance, exposures, self.reported_marks, self.marks
         )
         return (read.margin_ratio, False) if moved is None else (moved, True)
+
+    def exchange_ratio_positions(self) -> tuple[ExchangeRatioPosition, ...]:
+        """The held positions as far as their size, the live mark and the exchange's reported
+        liquidation price describe them: shown where the exchange's ratio stands in for
+        alertd's (no figures of alertd's own); a market alertd does not know is left out."""
+        out = []
+        held = sorted(self.positions.items(), key=lambda kv: (kv[0][0], -kv[0][1]))
+        for (symbol, side), p in held:
+            market = self.markets.get(symbol)
+            if market is None:
+                continue
+            reported = self.reported_positions.get((symbol, side))
+            out.append(
+                exchange_ratio_position(
+                    Exposure(symbol, side * p.contracts * market.contract_size, market.inverse),
+                    p.contracts,
+                    p.entry_price,
+                    self.marks.get(symbol),
+                    None if reported is None else reported.liquidation_price,
+                )
+            )
+        return tuple(out)
 
     @property
     def computable(self) -> bool:

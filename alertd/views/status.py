@@ -32,6 +32,7 @@ from alertd.daemon.view import (
     Undelivered,
 )
 from alertd.engine.margin import compute
+from alertd.engine.reported import ExchangeRatioPosition
 from alertd.errors import StartupError
 from alertd.snapshot.format import parse_snapshot
 from alertd.views.format import decimal_str as dec
@@ -131,6 +132,9 @@ def _account_json(a: AccountView, source: Source) -> dict[str, Any]:
     if not computed and a.exchange_ratio is not None and a.bootstrapped and not a.fatal:
         # no figures of alertd's own: the account's ratio is the exchange's, and says so
         figures["margin_ratio"] = dec(a.exchange_ratio)
+    if not computed and a.exchange_positions:
+        # the positions beside it: size, the live mark, the exchange's liquidation prices
+        figures["positions"] = [_exchange_position_json(p) for p in a.exchange_positions]
     return {
         "name": a.name,
         "bootstrapped": a.bootstrapped,
@@ -147,6 +151,24 @@ def _account_json(a: AccountView, source: Source) -> dict[str, Any]:
         "exchange_margin_ratio": dec(a.exchange_ratio),
         # the exchange's ratio as read at the last reconcile, moved with the marks since
         "exchange_margin_ratio_moved": a.exchange_ratio_moved,
+    }
+
+
+def _exchange_position_json(p: ExchangeRatioPosition) -> dict[str, Any]:
+    """A position of an account alertd does not compute: no margin figure of alertd's, the
+    liquidation price the exchange's (``liquidation_price_source``)."""
+    return {
+        "symbol": p.symbol,
+        "side": p.side.label,
+        "contracts": dec(p.contracts),
+        "entry_price": dec(p.entry_price),
+        "mark_price": dec(p.mark_price),
+        "notional": dec(p.notional),
+        "unrealized_pnl": dec(p.unrealized_pnl),
+        "liquidation_price": dec(p.liquidation_price),
+        "liquidation_price_source": "exchange" if p.liquidation_price is not None else None,
+        "liquidation_distance": dec(p.liquidation_distance),
+        "margin_ratio": None,
     }
 
 
@@ -291,13 +313,20 @@ def stop_text(p: dict[str, Any]) -> str:
     )
 
 
+def _liquidation_text(p: dict[str, Any]) -> str:
+    """A position's liquidation price, marked where it is the exchange's (an account whose
+    mode alertd does not compute)."""
+    price = fmt.price(_d(p["liquidation_price"]))
+    return f"{price} (exchange's)" if p.get("liquidation_price_source") == "exchange" else price
+
+
 # a position row of `alertd status`: (header, value from the position's entry in the data)
 PositionColumn = tuple[str, Callable[[dict[str, Any]], str]]
 # what decides the next move
 POSITION_KEY: tuple[PositionColumn, ...] = (
     ("Size", lambda p: fmt.quantity(_d(p["contracts"]))),
     ("Mark", lambda p: fmt.price(_d(p["mark_price"]))),
-    ("Liq. price", lambda p: fmt.price(_d(p["liquidation_price"]))),
+    ("Liq. price", lambda p: _liquidation_text(p)),
     ("Distance", lambda p: fmt.percent(_d(p["liquidation_distance"]))),
     ("Ratio", lambda p: fmt.ratio(_d(p["margin_ratio"]))),
 )

@@ -5,7 +5,7 @@ with ``fake.apply_to(exchange)`` (or deep-merge ``fake.ccxt_urls()`` over ``exch
 and set ``fake.ccxt_options``). Response shapes follow captured Binance responses (ccxt's
 ``ts/src/test/static/response/binance.json``, ``.../ws/binance.json``) and the USDⓈ-M API docs.
 
-What it serves (paths as on fapi.binance.com / fstream.binance.com):
+What it serves (paths as on fapi.binance.com / papi.binance.com / fstream.binance.com):
 - REST public: ``/fapi/v1/ping``, ``/time``, ``/exchangeInfo``, ``/premiumIndex``,
   ``/ticker/24hr``, ``/ticker/price``.
 - REST signed (HMAC-SHA256 over the query, ``timestamp`` within ``recvWindow``):
@@ -13,7 +13,12 @@ What it serves (paths as on fapi.binance.com / fstream.binance.com):
   ``/fapi/v2|v3/balance``, ``/fapi/v1/positionSide/dual``, ``/fapi/v1/multiAssetsMargin``.
 - REST public: ``/fapi/v1/assetIndex`` (multi-assets mode indices, "Multi-Assets Mode Asset
   Index": a list, or one object with ``symbol``).
-- REST API-key only: ``POST|PUT|DELETE /fapi/v1/listenKey``.
+- REST API-key only: ``POST|PUT|DELETE /fapi/v1/listenKey`` and ``/papi/v1/listenKey``.
+- Portfolio margin (``set_portfolio_margin``), signed: ``/papi/v1/account`` (uniMMR from the
+  account's state: it moves with the marks), ``/papi/v1/um/positionRisk``,
+  ``/papi/v1/um/account``, ``/papi/v1/balance``, ``/papi/v1/um/leverageBracket``, in the shapes
+  of the Portfolio Margin API docs' response examples; another account gets Binance's -21001.
+  Its user data on ``/pm/ws/<listenKey>`` (``ACCOUNT_UPDATE`` with ``fs`` UM).
 - Websocket market streams on ``/market/ws/N``, ``/public/ws/N``, ``/ws``, ``/ws/<stream>`` and
   combined ``/stream?streams=a/b``: ``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS`` with
   ``{"result": null, "id": N}``; ``<sym>@markPrice[@1s]`` and ``!markPrice@arr[@1s]``.
@@ -48,6 +53,7 @@ mark, any stream name is accepted on any public path, and a ban is per API key r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -144,6 +150,18 @@ ERR_SIGNATURE = (-1022, "Signature for this request is not valid.")
 ERR_LISTEN_KEY = (-1125, "This listenKey does not exist.")
 ERR_KEY_FORMAT = (-2014, "API-key format invalid.")
 ERR_BAD_KEY = (-2015, "Invalid API-key, IP, or permissions for action.")
+# a /papi request from an account that is not a portfolio margin account (Binance FAQ "How to
+# Use the Binance Portfolio Margin Pro Program APIs")
+ERR_NOT_PORTFOLIO = (-21001, "invalid request: request ID is not a Portfolio Margin Account")
+# "What Is the Unified Account Maintenance Margin Ratio (uniMMR)" (Binance FAQ): trade freely
+# above 150%, a reminder down to 120%, reduce-only down to 105%, liquidation below
+PORTFOLIO_LIQUIDATION_UNI_MMR = Decimal("1.05")
+PORTFOLIO_STATUS = (
+    (Decimal("1.5"), "NORMAL"),
+    (Decimal("1.2"), "MARGIN_CALL"),
+    (PORTFOLIO_LIQUIDATION_UNI_MMR, "REDUCE_ONLY"),
+    (Decimal(1), "FORCE_LIQUIDATION"),
+)
 
 
 # ---- numbers ---------------------------------------------------------------------------------
@@ -350,6 +368,12 @@ class _Account(shared.Credentials):
     # the reported totalMaintMargin is the fake's own times this factor
     reported_mm_factor: Decimal = Decimal(1)
     coins: dict[str, Decimal] = field(default_factory=dict)  # multi-assets, priced by assetIndex
+    # Portfolio margin (``set_portfolio_margin``): the USDⓈ-M positions and the account's risk
+    # are served under /papi; what the UM positions do not hold (COIN-M positions, margin
+    # loans) is scripted as its maintenance margin in USD, the open orders' loss beside it
+    portfolio: bool = False
+    portfolio_other_mm: Decimal = Decimal(0)
+    portfolio_open_loss: Decimal = Decimal(0)
 
 
 @dataclass
@@ -424,6 +448,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         # PUT /fapi/v1/listenKey requests that reached the endpoint (whatever their answer;
         # those failed by fail_rest() never reach it)
         self.listen_key_puts = 0
+        self.listen_key_put_paths: list[str] = []  # /fapi/v1/listenKey or /papi/v1/listenKey
         self._markets: dict[str, _Market] = {}
         # GET /fapi/v1/assetIndex rows by symbol ("BTCUSD")
         self._asset_index: dict[str, dict[str, Any]] = {}
@@ -679,6 +704,24 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         account.coins = {asset.upper(): _dec(amount) for asset, amount in coins.items()}
 
     @scripted
+    def set_portfolio_margin(
+        self, api_key: str, on: bool = True, *, other_mm: Num = "0", open_loss: Num = "0"
+    ) -> None:
+        """A portfolio margin account: its USDⓈ-M positions, wallet and uniMMR served under
+        /papi ("Account Information", "Query UM Position Information", "Get UM Account
+        Detail", "Account Balance"), its user data on the portfolio margin stream. Its
+        maintenance margin is its UM positions' (Binance's brackets) plus ``other_mm`` USD
+        (COIN-M positions and margin loans this server does not hold); its adjusted equity
+        the wallet, the UM positions' PnL and the multi-assets coins at their index, less
+        ``open_loss``; uniMMR is the one over the other (Binance FAQ "What Is the Unified
+        Account Maintenance Margin Ratio (uniMMR)": ``∑adjustedEquity / ∑MM``), moving with
+        the marks."""
+        account = self._account(api_key)
+        account.portfolio = on
+        account.portfolio_other_mm = _dec(other_mm)
+        account.portfolio_open_loss = _dec(open_loss)
+
+    @scripted
     def set_asset_index(
         self,
         asset: str,
@@ -738,7 +781,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         market's own ("each margin asset its own pool": a USDC-M position against USDC), in
         multi-assets mode the account's one pool."""
         quote = self._markets[position.market_id].quote
-        return account.asset if account.multi_assets else quote
+        return account.asset if account.multi_assets or account.portfolio else quote
 
     def _pool_wallet(self, account: _Account, asset: str) -> Decimal:
         """``asset``'s whole wallet (cross plus its isolated positions' wallets)."""
@@ -831,7 +874,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         one slot per symbol (``ps=BOTH``), so opening a short replaces a long. Hedge mode has
         LONG and SHORT slots; an account is in one mode or the other, as on Binance. Isolated
         margin moves out of the cross wallet."""
-        pooled = account.multi_assets  # multi-assets: every USDⓈ-M asset in one pool
+        # multi-assets and portfolio margin: every USDⓈ-M asset in one pool
+        pooled = account.multi_assets or account.portfolio
         if not pooled and market.quote != account.asset and market.quote not in account.collateral:
             raise ValueError(
                 f"{market.symbol} settles in {market.quote}, account in {account.asset}"
@@ -996,7 +1040,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         """``a.B`` carries the changed asset's row (``asset``, the account's by default)."""
         asset = asset or account.asset
         stamp = now_ms()
-        event = {
+        event: dict[str, Any] = {
             "e": "ACCOUNT_UPDATE",
             "E": stamp,
             "T": stamp - 1,
@@ -1013,6 +1057,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
                 "P": positions,
             },
         }
+        if account.portfolio:  # the portfolio margin stream's UM update ("Event: Futures
+            event["fs"] = "UM"  # Balance and Position Update": ``fs`` the business unit)
         self._on_loop(self._push_user, account.api_key, event)
 
     def _push_user(self, api_key: str, event: dict[str, Any]) -> None:
@@ -1061,8 +1107,78 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
                 legs = [(p.amount, p.entry, market.tiers) for p in same]
                 base = cross_wallet - sum((f.mm for f in others), Decimal(0))
                 base += sum((f.upnl for f in others), Decimal(0))
+            if account.portfolio:
+                figures[key].liquidation = self._portfolio_liquidation(
+                    account, figures, position.market_id
+                )
+                continue
             figures[key].liquidation = _solve_liquidation(base, legs, market.mark)
         return figures
+
+    def _portfolio_equity(self, account: _Account, upnl: Decimal) -> Decimal:
+        """A portfolio margin account's equity in USD with its UM positions' PnL ``upnl``
+        (USDT and USDC at par): the wallet and the coins at their index."""
+        return self._cross_wallet(account, account.asset) + self._coins_usd(account) + upnl
+
+    def _portfolio_liquidation(
+        self, account: _Account, figures: dict[tuple[str, str], _Figures], market_id: str
+    ) -> Decimal | None:
+        """Where ``market_id``'s positions bring uniMMR down to Binance's liquidation level,
+        every other position at its mark: adjusted equity = 1.05 x MM, the other positions'
+        PnL and MM (and the scripted other MM) held, solved with Binance's bracket arithmetic
+        with each bracket's rate and deduction scaled by the level."""
+        market = self._markets[market_id]
+        level = PORTFOLIO_LIQUIDATION_UNI_MMR
+        others = [f for (m, _), f in figures.items() if m != market_id]
+        equity = self._portfolio_equity(account, sum((f.upnl for f in others), Decimal(0)))
+        mm = account.portfolio_other_mm + sum((f.mm for f in others), Decimal(0))
+        base = equity - account.portfolio_open_loss - level * mm
+        tiers = [dataclasses.replace(t, mmr=t.mmr * level, cum=t.cum * level) for t in market.tiers]
+        legs = [
+            (p.amount, p.entry, tiers)
+            for p in account.positions.values()
+            if p.market_id == market_id
+        ]
+        return _solve_liquidation(base, legs, market.mark)
+
+    def portfolio_account(self, api_key: str) -> dict[str, Any]:
+        """The body of ``GET /papi/v1/account`` for this account now ("Account Information",
+        developers.binance.com, Portfolio Margin: the docs' fields), for assertions."""
+        account = self._account(api_key)
+        figures = self._figures(account)
+        upnl = sum((f.upnl for f in figures.values()), Decimal(0))
+        mm = account.portfolio_other_mm + sum((f.mm for f in figures.values()), Decimal(0))
+        im = sum((f.im for f in figures.values()), Decimal(0))
+        equity = self._portfolio_equity(account, upnl)
+        # the coins without their haircut: "actual equity without collateral rate"
+        actual = (
+            equity
+            - self._coins_usd(account)
+            + sum(
+                (
+                    amount * _dec(self._asset_index[f"{asset}USD"]["index"])
+                    for asset, amount in account.coins.items()
+                    if f"{asset}USD" in self._asset_index
+                ),
+                Decimal(0),
+            )
+        )
+        adjusted = equity - account.portfolio_open_loss
+        # with nothing required Binance's answer is not documented: 0 here
+        uni_mmr = adjusted / mm if mm else Decimal(0)
+        status = next((name for floor, name in PORTFOLIO_STATUS if uni_mmr > floor), "BANKRUPTED")
+        return {
+            "uniMMR": _f8(uni_mmr),
+            "accountEquity": _f8(equity),
+            "actualEquity": _f8(actual),
+            "accountInitialMargin": _f8(im),
+            "accountMaintMargin": _f8(mm),
+            "accountStatus": status if mm else "NORMAL",
+            "virtualMaxWithdrawAmount": _f8(max(Decimal(0), adjusted - im)),
+            "totalAvailableBalance": _f8(max(Decimal(0), adjusted - im)),
+            "totalMarginOpenLoss": _f8(account.portfolio_open_loss),
+            "updateTime": account.update_ms,
+        }
 
     # ---- REST: plumbing --------------------------------------------------------------------------
 
@@ -1091,6 +1207,15 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             web.get("/fapi/v1/insuranceBalance", self._insurance_balance),
             web.get("/fapi/v1/depth", self._depth),
             web.get("/fapi/v1/markPriceKlines", self._klines),
+            web.get("/papi/v1/account", self._papi_account),
+            web.get("/papi/v1/balance", self._papi_balance),
+            web.get("/papi/v1/um/account", self._papi_um_account),
+            web.get("/papi/v1/um/positionRisk", self._papi_position_risk),
+            web.get("/papi/v1/um/leverageBracket", self._leverage_bracket),
+            web.post("/papi/v1/listenKey", self._listen_key_post),
+            web.put("/papi/v1/listenKey", self._listen_key_put),
+            web.delete("/papi/v1/listenKey", self._listen_key_delete),
+            web.get("/pm/ws/{target}", self._ws_entry),
             web.post("/fapi/v1/listenKey", self._listen_key_post),
             web.put("/fapi/v1/listenKey", self._listen_key_put),
             web.delete("/fapi/v1/listenKey", self._listen_key_delete),
@@ -1720,6 +1845,101 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             ]
         )
 
+    # ---- REST: portfolio margin (/papi) ------------------------------------------------------
+
+    async def _portfolio_signed(self, request: web.Request) -> _Account:
+        account, _ = await self._signed(request)
+        if not account.portfolio:
+            raise Reject(self._error(400, *ERR_NOT_PORTFOLIO))
+        return account
+
+    async def _papi_account(self, request: web.Request) -> web.Response:
+        account = await self._portfolio_signed(request)
+        return self._json(self.portfolio_account(account.api_key))
+
+    def position_risk_papi(self, api_key: str) -> list[dict[str, Any]]:
+        """The body of "Query UM Position Information" (GET /papi/v1/um/positionRisk) for
+        this account now: the docs' fields (no margin type, isolated wallet or maintenance
+        margin: portfolio margin is cross); in one-way mode every symbol's ``BOTH`` row, in
+        hedge mode only those with a position."""
+        account = self._account(api_key)
+        fields = (
+            "symbol", "positionAmt", "entryPrice", "markPrice", "unRealizedProfit",
+            "liquidationPrice", "positionSide", "notional", "updateTime",
+        )  # fmt: skip
+        rows = []
+        for row in self._risk_rows(account, 2):
+            if account.dual_side and Decimal(row["positionAmt"]) == 0:
+                continue
+            rows.append(
+                {field: row[field] for field in fields}
+                | {"leverage": row["leverage"], "maxNotionalValue": row["maxNotionalValue"]}
+            )
+        return rows
+
+    async def _papi_position_risk(self, request: web.Request) -> web.Response:
+        account = await self._portfolio_signed(request)
+        return self._json(self.position_risk_papi(account.api_key))
+
+    async def _papi_um_account(self, request: web.Request) -> web.Response:
+        """ "Get UM Account Detail": the UM wallet per asset and the held positions, in the
+        docs' fields."""
+        account = await self._portfolio_signed(request)
+        t = self._totals(account)
+        asset = {
+            "asset": account.asset,
+            "crossWalletBalance": _f8(t["cross_wallet"]),
+            "crossUnPnl": _f8(t["cross_upnl"]),
+            "maintMargin": _f8(t["mm"]),
+            "initialMargin": _f8(t["im"]),
+            "positionInitialMargin": _f8(t["im"]),
+            "openOrderInitialMargin": "0.00000000",
+            "updateTime": account.update_ms,
+        }
+        figures: dict[tuple[str, str], _Figures] = t["figures"]
+        positions = [
+            {
+                "symbol": p.market_id,
+                "initialMargin": _f8(figures[key].im),
+                "maintMargin": _f8(figures[key].mm),
+                "unrealizedProfit": _f8(figures[key].upnl),
+                "positionInitialMargin": _f8(figures[key].im),
+                "openOrderInitialMargin": "0",
+                "leverage": str(p.leverage),
+                "entryPrice": _plain(p.entry),
+                "maxNotional": self._max_notional(self._markets[p.market_id], p.leverage),
+                "bidNotional": "0",
+                "askNotional": "0",
+                "positionSide": p.side,
+                "positionAmt": _plain(p.amount),
+                "updateTime": p.update_ms,
+            }
+            for key, p in account.positions.items()
+        ]
+        return self._json({"assets": [asset], "positions": positions})
+
+    async def _papi_balance(self, request: web.Request) -> web.Response:
+        """ "Account Balance" (GET /papi/v1/balance): the settle asset's row in the docs'
+        fields (UM wallet and PnL; nothing in cross margin or COIN-M here)."""
+        account = await self._portfolio_signed(request)
+        t = self._totals(account)
+        row = {
+            "asset": account.asset,
+            "totalWalletBalance": _f8(t["wallet"]),
+            "crossMarginAsset": "0.00000000",
+            "crossMarginBorrowed": "0.00000000",
+            "crossMarginFree": "0.00000000",
+            "crossMarginInterest": "0.00000000",
+            "crossMarginLocked": "0.00000000",
+            "umWalletBalance": _f8(t["wallet"]),
+            "umUnrealizedPNL": _f8(t["upnl"]),
+            "cmWalletBalance": "0.00000000",
+            "cmUnrealizedPNL": "0.00000000",
+            "updateTime": account.update_ms,
+            "negativeBalance": "0",
+        }
+        return self._json([row])
+
     async def _position_mode(self, request: web.Request) -> web.Response:
         checked = await self._signed(request)
         return self._json({"dualSidePosition": checked[0].dual_side})
@@ -1892,6 +2112,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
 
     async def _listen_key_put(self, request: web.Request) -> web.Response:
         self.listen_key_puts += 1
+        self.listen_key_put_paths.append(request.path)
         account = self._key_account(request)
         if account.listen_key is None:
             return self._error(400, *ERR_LISTEN_KEY)
@@ -1920,7 +2141,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         combined = path.endswith("/stream")
         if combined:
             streams = [s for s in request.query.get("streams", "").split("/") if s]
-        elif path.startswith("/ws/"):
+        elif path.startswith(("/ws/", "/pm/ws/")):
             streams = [request.match_info["target"]]
         for name in list(streams):
             if "@" not in name and not name.startswith("!"):
@@ -2019,6 +2240,13 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             c.owner == api_key and c.live and c.listen_key == account.listen_key
             for c in self._connections_of("private")
         )
+
+    def user_stream_paths(self, api_key: str) -> list[str]:
+        """The URL paths of the account's live user-data connections: ``/private/ws`` (what
+        ccxt dials for USDⓈ-M) or ``/pm/ws/<key>`` (the portfolio margin stream)."""
+        return [
+            c.request.path for c in self._connections_of("private") if c.owner == api_key and c.live
+        ]
 
     async def wait_for_user_stream(self, api_key: str, timeout_s: float = 2.0) -> None:
         """Wait until the account has a live user-data connection on its current listen key."""

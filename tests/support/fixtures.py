@@ -192,17 +192,25 @@ def status_world_fixture(
 
 
 def ratio_alerts_at(
-    fake: Any, http: HttpReceiver, daemon: Daemon, symbol: str, *steps: tuple[str, str]
+    fake: Any,
+    http: HttpReceiver,
+    daemon: Daemon,
+    symbol: str,
+    *steps: tuple[str, str],
+    posts_before: int = 0,
 ) -> None:
-    """With no message before (no false alert at bootstrap), set ``symbol``'s mark to each
-    step's price in turn: the first brings the ratio warning, the second the critical, each
-    titled with the step's ratio as shown ("53.6%"); then the daemon stops cleanly, without a
-    traceback."""
-    assert http.posts == [], http.titles()
+    """With exactly ``posts_before`` messages before (none by default: no false alert at
+    bootstrap), set ``symbol``'s mark to each step's price in turn: the first brings the ratio
+    warning, the second the critical, each titled with the step's ratio as shown ("53.6%");
+    then the daemon stops cleanly, without a traceback."""
+    before = posts_before
+    assert len(http.posts) == before, http.titles()
     for n, ((mark, shown), severity) in enumerate(zip(steps, ("WARNING", "CRITICAL"), strict=True)):
         fake.set_mark(symbol, mark)
-        wait_for(lambda n=n: len(http.posts) > n, what=f"ratio {severity.lower()} at {mark}")
-        title = http.titles()[n]
+        wait_for(
+            lambda n=n: len(http.posts) > before + n, what=f"ratio {severity.lower()} at {mark}"
+        )
+        title = http.titles()[before + n]
         assert title.startswith(f"{severity} main: worst ratio {shown}"), http.titles()
     stopped_cleanly(daemon)
 
