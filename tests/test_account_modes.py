@@ -408,9 +408,8 @@ def test_binance_single_asset_computes_the_usdc_pool_on_its_own() -> None:
     ``assets[]``: the USDC row's own ``crossWalletBalance``, ``maintMargin``,
     ``marginBalance``). A USDC-M long is margined by the USDC wallet alone, the USDT-M long
     by the USDT wallet: two liquidation prices the local Binance solves per pool, which
-    alertd reproduces, and each pool's ratio agrees with Binance's row of its asset. A
-    position in a margin asset alertd does not read still leaves the account incomplete,
-    named."""
+    alertd reproduces, and each pool's ratio agrees with Binance's row of its asset. A third
+    margin asset (FDUSD-M) is one more pool of its own, read from its row."""
 
     async def body() -> None:
         async with started(FakeBinanceUSDM(), [("key-u", "secret-u", "2000")]) as fake:
@@ -445,15 +444,29 @@ def test_binance_single_asset_computes_the_usdc_pool_on_its_own() -> None:
                 assert usdc_ratio.ours == usdc.pool.margin_ratio
                 assert rows["USDT margin_ratio"].theirs == state.reported_account.margin_ratio
 
-                # a margin asset alertd does not read (an FDUSD-M perpetual): named missing
+                # a third margin asset (an FDUSD-M perpetual on an FDUSD wallet): its own pool
                 fake.set_asset_wallet("key-u", "FDUSD", "100")
                 fake.open_position("key-u", FDUSD_BTC, "long", "0.01", "60000")
                 await feed.reconcile()
-                assert not state.computable
-                assert state.missing() == [
-                    "BTC/FDUSD:FDUSD long: settles in FDUSD, a margin pool alertd does not "
-                    "compute yet (it computes USDT- and USDC-settled positions)"
+                assert state.computable, state.missing()
+                assert [(p.asset, p.wallet_balance) for p in state.to_account().pools] == [
+                    ("FDUSD", 100),
+                    ("USDC", 500),
                 ]
+                liq = _liquidations_agree(state)
+                # 100 FDUSD carry 0.01 BTC: room for a fall of nearly 10,000 less its MM
+                assert D(50000) < liq[FDUSD_BTC] < D(51000)
+                ratios = {
+                    m.pool.asset: m.pool.margin_ratio for m in compute(state.to_account()).pools
+                }
+                assert ratios["FDUSD"] == D("0.03")  # 600 x 0.5% (its first bracket) of 100
+                comparison = feed.comparison
+                assert comparison is not None and comparison.mismatches == ()
+                assert {r.key: r.matches for r in comparison if r.pool == "FDUSD"} == {
+                    "FDUSD maintenance_margin": True,
+                    "FDUSD margin_balance": True,
+                    "FDUSD margin_ratio": True,
+                }
             finally:
                 await feed.close()
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from alertd.engine.margin import compute
-from alertd.engine.model import Account, Pool
-from alertd.exchanges.binance import BinanceUSDMAdapter, single_asset_pools
+from alertd.engine.model import Pool
+from alertd.exchanges.binance import USDM_MARKETS, BinanceUSDMAdapter, single_asset_pools
 from alertd.feeds.adapter import FrameError
 from alertd.feeds.state import ReportedAccount
 from alertd.snapshot.compare import compare
@@ -66,6 +66,49 @@ SINGLE_ASSET = {
 }
 
 
+def _market(market_id: str, base: str, settle: str, kind: str = "swap") -> dict[str, Any]:
+    """A market of ccxt's binanceusdm catalogue, the fields alertd reads: ccxt's ``settle`` is
+    exchangeInfo's ``marginAsset`` (ccxt binance.py ``parse_market``)."""
+    return {
+        "id": market_id,
+        "symbol": f"{base}/{settle}:{settle}" + ("-250926" if kind == "future" else ""),
+        "base": base,
+        "quote": settle,
+        "settle": settle,
+        "type": kind,
+        "contract": True,
+        "linear": True,
+        "inverse": False,
+        "contractSize": 1.0,
+    }
+
+
+# Binance's USDⓈ-M margin assets as its exchangeInfo lists them: USDT-M perpetuals and a
+# quarterly, USDC-M perpetuals, and a third margin asset (FDUSD-M; BUSD-M until 2023)
+CATALOGUE = {
+    m["symbol"]: m
+    for m in (
+        _market("BTCUSDT", "BTC", "USDT"),
+        _market("BTCUSDT_250926", "BTC", "USDT", "future"),
+        _market("ETHUSDC", "ETH", "USDC"),
+        _market("BTCUSDC", "BTC", "USDC"),
+        _market("BTCFDUSD", "BTC", "FDUSD"),
+    )
+}
+
+
+def test_every_settle_currency_of_the_catalogue_is_a_margin_asset() -> None:
+    # every USDⓈ-M contract is read, whatever its margin asset: none is left unknown
+    assert all(USDM_MARKETS.accepts(m) for m in CATALOGUE.values())
+    assert not USDM_MARKETS.accepts({"settle": None, "contract": False})  # a spot market
+    assert USDM_MARKETS.margin_assets(CATALOGUE) == ("FDUSD", "USDC")
+    # before the catalogue is loaded: none known yet (the next snapshot reads them)
+    assert USDM_MARKETS.margin_assets(None) == ()
+    # a margin asset listed later (a reloaded catalogue) is one more pool
+    listed = {**CATALOGUE, "ETH/BUSD:BUSD": _market("ETHBUSD", "ETH", "BUSD")}
+    assert USDM_MARKETS.margin_assets(listed) == ("BUSD", "FDUSD", "USDC")
+
+
 def test_each_margin_asset_s_pool_is_read_from_its_own_row() -> None:
     pools = single_asset_pools(SINGLE_ASSET, ("USDC", "FDUSD"))
     wallet, reported = pools["USDC"]
@@ -78,12 +121,43 @@ def test_each_margin_asset_s_pool_is_read_from_its_own_row() -> None:
         single_asset_pools(broken, ("USDC",))
 
 
+def test_single_asset_reads_a_pool_for_every_margin_asset_the_catalogue_lists() -> None:
+    # the docs' answer with an FDUSD row in the same shape: 80 FDUSD holding a long 4.5 in
+    # loss; BNB has a row too (a spot-wallet asset, no contract settles in it): no pool
+    account = dict(
+        SINGLE_ASSET,
+        assets=[
+            *SINGLE_ASSET["assets"],
+            _row("FDUSD", "80.00000000", "-4.50000000", "2.50000000"),
+            _row("BNB", "1.00000000", "0.00000000", "0.00000000"),
+        ],
+    )
+
+    class Binance:
+        """ccxt's binanceusdm: its catalogue and the snapshot's two answers."""
+
+        markets = CATALOGUE
+
+        async def fapiPrivateV3GetPositionRisk(self) -> list[Any]:
+            return []
+
+        async def fapiPrivateV2GetAccount(self) -> dict[str, Any]:
+            return json.loads(json.dumps(account))
+
+    pools = run(BinanceUSDMAdapter().fetch_pools(Binance()))
+    assert pools == {
+        "FDUSD": (D(80), ReportedAccount(D("2.5"), D("75.5"), D("2.5") / D("75.5"))),
+        "USDC": (D(500), ReportedAccount(D(35), D(450), D(35) / D(450))),
+    }
+
+
 class _Pushes:
-    """ccxt's binanceusdm as the adapter sees it: ``watch_balance`` hands back each
-    ``ACCOUNT_UPDATE`` as its ``info``."""
+    """ccxt's binanceusdm as the adapter sees it: its market catalogue, and ``watch_balance``
+    handing back each ``ACCOUNT_UPDATE`` as its ``info``."""
 
     def __init__(self, messages: list[dict[str, Any]]) -> None:
         self.messages = messages
+        self.markets = CATALOGUE
 
     async def watch_balance(self) -> dict[str, Any]:
         return {"info": self.messages.pop(0)}
@@ -91,8 +165,9 @@ class _Pushes:
 
 def test_a_balance_push_updates_every_pool_it_names() -> None:
     # "Event: Balance and Position Update" (USDⓈ-M user data stream), its response example's
-    # balances (USDT and BUSD rows), with a USDC row in the same shape; then a push naming
-    # USDC alone (a USDC-M fill changes only the USDC row)
+    # balances (USDT and BUSD rows), with USDC, FDUSD and BNB rows in the same shape; then a
+    # push naming USDC alone (a USDC-M fill changes only the USDC row). BUSD and BNB are no
+    # margin asset of this catalogue (no contract settles in them): not a pool's wallet
     example = {
         "e": "ACCOUNT_UPDATE",
         "E": 1564745798939,
@@ -103,6 +178,8 @@ def test_a_balance_push_updates_every_pool_it_names() -> None:
                 {"a": "USDT", "wb": "122624.12345678", "cw": "100.12345678", "bc": "50.12345678"},
                 {"a": "BUSD", "wb": "1.00000000", "cw": "0.00000000", "bc": "-49.12345678"},
                 {"a": "USDC", "wb": "600.00000000", "cw": "450.00000000", "bc": "0"},
+                {"a": "FDUSD", "wb": "80.00000000", "cw": "75.50000000", "bc": "0"},
+                {"a": "BNB", "wb": "2.00000000", "cw": "2.00000000", "bc": "0"},
             ],
             "P": [],
         },
@@ -115,6 +192,7 @@ def test_a_balance_push_updates_every_pool_it_names() -> None:
         assert await adapter.watch_balances(exchange) == {
             "USDT": D("100.12345678"),
             "USDC": D(450),
+            "FDUSD": D("75.5"),
         }
         assert await adapter.watch_balances(exchange) == {"USDC": D(450)}
         assert await adapter.watch_balance(exchange) is None  # no USDT row in it
@@ -122,22 +200,8 @@ def test_a_balance_push_updates_every_pool_it_names() -> None:
     run(body())
 
 
-def two_pools() -> Account:
-    """1,000 USDT with 1 BTCUSDT long at 50,000 (MM 0.4%), and a USDC pool of 100 USDC with
-    1 ETHUSDC long at 3,000 (MM 1%), both at their entry price."""
-    btc = snapshots.position(
-        "BTC/USDT:USDT", "long", "1", "50000", "50000", snapshots.tiers([(None, "0.004", "0")])
-    )
-    eth = snapshots.position(
-        "ETH/USDC:USDC", "long", "1", "3000", "3000", snapshots.tiers([(None, "0.01", "0")])
-    )
-    snap = snapshots.snapshot("binanceusdm", "1000", [btc, dict(eth, pool="USDC")])
-    snap.update(schema=2, pools=[{"asset": "USDC", "wallet_balance": "100"}])
-    return snapshots.account(snap)
-
-
 def test_each_pool_is_computed_on_its_own_wallet() -> None:
-    account = two_pools()
+    account = snapshots.margin_pools()
     assert account.pools == (Pool("USDC", D(100)),)
     metrics = compute(account, D("0.5"))
     usdt, usdc = metrics.pools
@@ -165,8 +229,25 @@ def test_each_pool_is_computed_on_its_own_wallet() -> None:
     assert metrics.crash_pool() is usdt
 
 
+def test_a_third_margin_asset_is_a_pool_of_its_own() -> None:
+    account = snapshots.margin_pools(fdusd=True)
+    assert [(p.asset, p.wallet_balance) for p in account.pools] == [
+        ("USDC", D(100)),
+        ("FDUSD", D(200)),
+    ]
+    usdt, usdc, fdusd = compute(account).pools
+    # the FDUSD pool: MM 0.1 x 50,000 x 0.5% = 25 of 200; its liquidation on its own wallet,
+    # 200 + 0.1 (m - 50,000) = 0.0005 m; the other pools as with two
+    assert fdusd.pool.asset == "FDUSD" and fdusd.pool.margin_ratio == D("0.125")
+    assert fdusd.positions[0].liquidation_price == D(4800) / D("0.0995")
+    assert (usdt.pool, usdc.pool) == tuple(m.pool for m in compute(snapshots.margin_pools()).pools)
+    falling = compute(account.with_marks({"BTC/FDUSD:FDUSD": D(49000)})).pools
+    assert falling[2].pool.margin_ratio == D("24.5") / D(100)  # 200 - 100 behind an MM of 24.5
+    assert [m.pool for m in falling[:2]] == [usdt.pool, usdc.pool]  # the others unmoved
+
+
 def test_a_pool_s_position_moves_its_pool_alone() -> None:
-    account = two_pools()
+    account = snapshots.margin_pools()
     falling = compute(account.with_marks({"ETH/USDC:USDC": D(2950)}))
     usdt, usdc = falling.pools
     assert usdt.pool == compute(account).pools[0].pool  # the USDT pool did not move
@@ -174,7 +255,7 @@ def test_a_pool_s_position_moves_its_pool_alone() -> None:
 
 
 def test_a_snapshot_keeps_every_pool() -> None:
-    account = two_pools()
+    account = snapshots.margin_pools()
     text = json.dumps(account_to_json(account))
     again = parse_snapshot(text)
     assert again.account == account
@@ -188,7 +269,7 @@ def test_drift_is_checked_per_pool_against_binance_s_row_of_its_asset() -> None:
     """Each pool beside Binance's own figures of it (the totals for the settle pool, the
     asset's row for the others): the drift names the pool, and the ratio pair the drift rule
     reads is the pool's that differs the most."""
-    metrics = compute(two_pools())
+    metrics = compute(snapshots.margin_pools())
     usdt = ReportedAccount(D(200), D(1000), D("0.2"))
     # Binance counts 50% more maintenance margin in the USDC pool than alertd knows of
     usdc = ReportedAccount(D(45), D(100), D("0.45"))
@@ -203,6 +284,7 @@ def test_drift_is_checked_per_pool_against_binance_s_row_of_its_asset() -> None:
     assert not rows["USDC margin_ratio"].matches
     assert comparison.drift["USDC margin_ratio"] == abs(D("0.3") / D("0.45") - 1)
     assert comparison.margin_ratio == (D("0.3"), D("0.45"))
+    assert comparison.margin_ratio_pool == "USDC"  # the drift message names it
     # a pool Binance reported nothing of: alertd's figures, never shown as Binance's
     bare = compare(metrics, usdt, {}, Binance())
     assert {r.key: r.theirs for r in bare if r.pool == "USDC"} == {
@@ -210,4 +292,8 @@ def test_drift_is_checked_per_pool_against_binance_s_row_of_its_asset() -> None:
         "USDC margin_balance": None,
         "USDC margin_ratio": None,
     }
-    assert bare.margin_ratio == (D("0.2"), D("0.2"))
+    assert bare.margin_ratio == (D("0.2"), D("0.2")) and bare.margin_ratio_pool == "USDT"
+    # one pool: none named
+    single = compute(snapshots.btc_long_on_2000("60000"))
+    alone = compare(single, ReportedAccount(D(240), D(2000), D("0.12")), {}, Binance())
+    assert alone.margin_ratio == (D("0.12"), D("0.12")) and alone.margin_ratio_pool is None

@@ -12,12 +12,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from .support.endpoint import computed_account, free_port, status_account
+from .support.endpoint import computed_account, free_port, get, status_account
 from .support.fixtures import BTC, ratio_alerts_at, started
 from .support.poll import wait_for
 from .support.process import alertd
 
 USDC_BTC = "BTC/USDC:USDC"
+ETH = "ETH/USDT:USDT"
 FDUSD_BTC = "BTC/FDUSD:FDUSD"
 BINANCE = "Binance USDⓈ-M"
 
@@ -317,18 +318,18 @@ def _position(account: dict[str, Any], symbol: str) -> dict[str, Any]:
 
 def test_an_account_that_stays_incomplete_says_what_is_missing(world: dict[str, Any]) -> None:
     fake, http, daemon = world["fake"], world["http"], world["daemon"]
-    # a margin asset alertd does not read (USDT and USDC pools are computed)
-    fake.add_symbol(FDUSD_BTC, "60000")
-    fake.set_asset_wallet("key-e2e", "FDUSD", "500")
+    # a position whose leverage brackets Binance does not serve: no tier table for it
+    fake.withhold_brackets(ETH)
     base = _serve_status(world, incomplete_data_for="2s")
     started(daemon)
     assert http.posts == []
-    fake.open_position("key-e2e", FDUSD_BTC, "long", "0.1", "60000")  # an FDUSD-M position
+    fake.open_position("key-e2e", ETH, "long", "0.01", "3400")  # 34 of notional, MM 0.17
     wait_for(lambda: len(http.posts) >= 1, what="incomplete-data warning")
     assert http.titles() == ["WARNING main: incomplete data"]
     body = http.posts[0]["message"]
-    assert "BTC/FDUSD:FDUSD long: settles in FDUSD, a margin pool alertd does not compute" in body
-    assert f"{BINANCE}'s own margin ratio stands in meanwhile: 12.00%" in body
+    assert "ETH/USDT:USDT long: no tier table" in body
+    # Binance's ratio: (240 + 0.17) / 2,000
+    assert f"{BINANCE}'s own margin ratio stands in meanwhile: 12.01%" in body
     account = status_account(base)
     assert account["incomplete"] and account["margin_ratio_source"] == "exchange"
 
@@ -337,7 +338,56 @@ def test_an_account_that_stays_incomplete_says_what_is_missing(world: dict[str, 
     wait_for(lambda: len(http.posts) >= 2, what="ratio warning while incomplete")
     assert http.titles()[1].startswith("WARNING main: worst ratio 6")
 
-    fake.close_position("key-e2e", FDUSD_BTC)
+    fake.close_position("key-e2e", ETH)
     wait_for(lambda: "RESOLVED main: data complete again" in http.titles(), what="complete again")
     assert status_account(base)["margin_ratio_source"] == "alertd"
     assert daemon.stop() == 0
+
+
+def test_a_third_margin_asset_is_its_own_pool_in_status_metrics_and_drift(
+    world: dict[str, Any],
+) -> None:
+    """Single-asset mode with an FDUSD-M perpetual beside the world's USDT pool (2,000 USDT,
+    1 BTC long at 60,000: 12%): 500 FDUSD holding 0.1 BTCFDUSD long at 60,000 is a pool of
+    its own (MM 6,000 x 1% - 25 = 35: 7%). ``/status`` and ``alertd status`` list both pools,
+    ``/metrics`` has each pool's money figures labelled with its asset, and a drift in the
+    FDUSD pool alone (Binance's FDUSD row counting 50% more MM) is named by its pool."""
+    fake, http, daemon = world["fake"], world["http"], world["daemon"]
+    fake.add_symbol(FDUSD_BTC, "60000")
+    fake.set_asset_wallet("key-e2e", "FDUSD", "500")
+    fake.open_position("key-e2e", FDUSD_BTC, "long", "0.1", "60000")
+    base = _serve_status(world, ratio_drift_for="3s")
+    started(daemon)
+    account = wait_for(lambda: computed_account(base), what="alertd's own figures")
+    assert account["coverage"] == "computed by alertd" and not account["incomplete"]
+    pools = [(p["asset"], Decimal(p["margin_ratio"])) for p in account["pools"]]
+    assert pools == [("USDT", Decimal("0.12")), ("FDUSD", Decimal("0.07"))]
+    assert account["settle"] == "USDT"  # the riskiest pool's figures are the account's
+
+    code, metrics = get(f"{base}/metrics")
+    assert code == 200
+    for line in (
+        'alertd_buffer{account="main",settle="USDT"} 1760.0',
+        'alertd_buffer{account="main",settle="FDUSD"} 465.0',
+        'alertd_maintenance_margin{account="main",settle="FDUSD"} 35.0',
+        'alertd_margin_balance{account="main",settle="FDUSD"} 500.0',
+    ):
+        assert line in metrics, metrics
+
+    table = alertd("status", "-c", str(world["path"]), env={**daemon.env, "COLUMNS": "200"})
+    assert table.returncode == 0, table.stderr
+    text = " ".join(table.stdout.replace("┃", " ").replace("│", " ").split())
+    assert "Margin pools" in text
+    assert "main USDT 12.00% 1,760" in text and "main FDUSD 7.00% 465" in text, text
+
+    # Binance's FDUSD row counts 52.5 of MM where alertd knows of 35: that pool is named
+    fake.set_reported_mm_factor("key-e2e", "1.5", asset="FDUSD")
+    wait_for(lambda: len(http.posts) >= 1, what="drift warning")
+    assert http.titles() == [
+        f"WARNING main: alertd's FDUSD pool margin ratio differs from {BINANCE}'s by 33.3%"
+    ]
+    assert f"FDUSD pool: alertd 7.00%, {BINANCE} 10.50%" in http.posts[0]["message"]
+    fake.set_reported_mm_factor("key-e2e", "1", asset="FDUSD")
+    wait_for(lambda: len(http.posts) >= 2, what="drift resolved")
+    assert daemon.stop() == 0
+    assert "Traceback" not in daemon.text()

@@ -300,3 +300,46 @@ def test_every_published_registry_metric_is_a_gauge_family_of_its_own() -> None:
     }
     # the feed's own status is shown by its own families (ages, up), not twice
     assert not any(m.name == "feed_stale_s" for m in published) and METRICS
+
+
+def test_each_margin_pool_is_published_with_its_asset() -> None:
+    """An account of several margin pools (Binance single-asset: USDT, USDC, FDUSD): each
+    pool's money figures are a sample of their own on /metrics, labelled with the pool's
+    asset (not only the riskiest pool's); ``alertd status`` lists each pool."""
+    from alertd.daemon.http import ViewCollector
+    from alertd.daemon.publisher import figures
+    from alertd.engine.book import LiveAccount
+    from alertd.views.status import render_status
+
+    from .support.snapshots import margin_pools
+
+    published = figures(LiveAccount("main", margin_pools(fdusd=True)), crash=False)
+    shown = view(account(figures=published))
+    samples = {
+        (family.name, tuple(sorted(s.labels.items()))): s.value
+        for family in ViewCollector(lambda: shown).collect()
+        for s in family.samples
+        if family.name in ("alertd_buffer", "alertd_margin_balance", "alertd_maintenance_margin")
+    }
+    # USDT: 1,000 behind an MM of 200; USDC: 100 behind 30; FDUSD: 200 behind 25
+    expected = {
+        "USDT": (800.0, 1000.0, 200.0),
+        "USDC": (70.0, 100.0, 30.0),
+        "FDUSD": (175.0, 200.0, 25.0),
+    }
+    assert samples == {
+        (name, (("account", "main"), ("settle", asset))): values[i]
+        for asset, values in expected.items()
+        for i, name in enumerate(
+            ("alertd_buffer", "alertd_margin_balance", "alertd_maintenance_margin")
+        )
+    }
+    # the account's own figures stay its riskiest pool's (USDC: 30%)
+    assert published.settle == "USDC" and published.buffer == 70
+
+    console = Console(record=True, width=160)
+    render_status(status_json(shown), console)
+    text = " ".join(console.export_text().replace("┃", " ").replace("│", " ").split())
+    assert "Margin pools" in text
+    for row in ("main USDT 20.00% 800", "main USDC 30.00% 70", "main FDUSD 12.50% 175"):
+        assert row in text, text

@@ -316,6 +316,7 @@ class Alerting:
                 watched and exchange_ratio is not None and (bool(missing) or not computed)
             ),
             ratios=ratios,
+            ratio_pool=feed.ratio_pool if ratios is not None else None,
             ratio_rounding=Decimal(0) if ratios is None else rounding(ratios[1]),
             missing=missing if watched and computed else (),
             insurance_drops=self._insurance_drops(feed),

@@ -54,10 +54,11 @@ def _f(value: Decimal) -> float:
 
 
 def _labels(metric: Metric) -> list[str]:
-    """A position's gauges carry the position; an account's money, its settle currency."""
+    """A position's gauges carry the position; an account's money, its settle currency (a
+    pool's figure, of an account of several margin pools: the pool's asset, one per pool)."""
     if metric.scope is Scope.POSITION:
         return ["account", "symbol", "side"]
-    return ["account", "settle"] if metric.unit is Unit.MONEY else ["account"]
+    return ["account", "settle"] if metric.unit is Unit.MONEY or metric.per_pool else ["account"]
 
 
 class ViewCollector(Collector):
@@ -107,6 +108,13 @@ class ViewCollector(Collector):
             if f is None:
                 continue
             for m, family in gauges[Scope.ACCOUNT]:
+                if m.per_pool and f.pools:
+                    # an account of several margin pools: each pool's, labelled with its asset
+                    for pool in f.pools:
+                        of_pool = pool.values.get(m.name)
+                        if of_pool is not None:
+                            family.add_metric([name, pool.asset], _f(of_pool))
+                    continue
                 of_account = f.values.get(m.name)
                 if of_account is not None:
                     labels = [name, f.settle] if m.unit is Unit.MONEY else [name]

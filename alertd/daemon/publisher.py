@@ -46,7 +46,7 @@ from alertd.engine.orderbook import OrderBook
 from alertd.engine.stops import stop_figures
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.state import Coverage
-from alertd.rules.metrics import QUIET, published_values
+from alertd.rules.metrics import QUIET, pool_values, published_values
 from alertd.rules.model import FeedStatus
 
 
@@ -311,7 +311,8 @@ def figures(
         margin_concentration=live.margin_concentration,
         values=account,
         pools=tuple(
-            PoolFigures(pool.asset, pool.ratio, pool.buffer) for pool in live.cross_pools.values()
+            PoolFigures(pool.asset, pool.ratio, pool.buffer, pool_values(live, feed, pool))
+            for pool in live.cross_pools.values()
         )
         if len(live.cross_pools) > 1
         else (),

@@ -67,6 +67,9 @@ class PoolFigures:
     asset: str
     margin_ratio: Decimal
     buffer: Decimal
+    # the pool's published per-pool metrics (rules/metrics.py ``pool_values``): what /metrics
+    # shows labelled with ``asset`` (empty for figures read from a snapshot)
+    values: Mapping[str, Decimal] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,10 +53,11 @@ USDM_PROFILE = ExchangeProfile(
 )
 # COIN-M margin is the same arithmetic on inverse contracts, settled in the coin
 COINM_PROFILE = dataclasses.replace(USDM_PROFILE, id="binancecoinm", name="Binance COIN-M")
-# USDC-M perpetuals: in multi-assets mode in the one USD pool (their PnL and MM at par with
-# USDT's, as alertd counts USDT's: Binance converts both at their bid/ask rates); in
-# single-asset mode their own USDC pool (``single_asset_pools``), computed on its own
-USDM_MARKETS = MarketFilter(settle="USDT", pooled=("USDC",))
+# Every USDⓈ-M margin asset's contracts (USDT-M, USDC-M, and any other the catalogue lists:
+# BUSD-M until 2023, FDUSD-M): in multi-assets mode in the one USD pool (their PnL and MM at
+# par with USDT's, as alertd counts USDT's: Binance converts each at its bid/ask rate); in
+# single-asset mode each margin asset its own pool (``single_asset_pools``), computed alone
+USDM_MARKETS = MarketFilter(settle="USDT", every_settle=True)
 MARGIN_CALL = "margin_call"  # the event kind of a MARGIN_CALL push
 # the request weight of an open-orders query without a symbol, in queries with one
 ALL_SYMBOLS_WEIGHT = 40
@@ -174,9 +175,10 @@ def portfolio_account(answer: Any) -> ReportedAccount:
 def single_asset_pools(
     account: dict[str, Any], assets: tuple[str, ...]
 ) -> dict[str, tuple[Decimal, ReportedAccount]]:
-    """The pools of the margin assets ``assets`` (those besides the settle currency) in
-    single-asset mode, from "Account Information V2/V3" (``GET /fapi/v2/account``): each is
-    its own pool ("single-asset mode: each margin asset its own pool"), its cross wallet
+    """The pools of the margin assets ``assets`` (those besides the settle currency whose
+    contracts the catalogue lists: ``MarketFilter.margin_assets``) in single-asset mode, from
+    "Account Information V2/V3" (``GET /fapi/v2/account``): each is its own pool
+    ("single-asset mode: each margin asset its own pool"), its cross wallet
     ``assets[].crossWalletBalance`` and Binance's figures of it, ``maintMargin`` and
     ``marginBalance`` of the same row (the account's ``total*`` fields are the USDT pool's
     alone: "only for USDT asset"). An asset the answer does not list has an empty wallet."""
@@ -487,7 +489,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         account = await self._snapshot_account(exchange)
         if account.get("multiAssetsMargin") or self._portfolio is not None:
             return {}  # multi-assets: one USD pool (fetch_collateral); portfolio: Binance's
-        return single_asset_pools(account, self.market_filter.pooled)
+        return single_asset_pools(account, self.market_filter.margin_assets(exchange.markets))
 
     async def fetch_collateral(self, exchange: Any) -> tuple[Collateral, ...]:
         # V2 account information carries the mode flag and every coin's balance; the last
@@ -580,7 +582,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         data = message.get("a") if isinstance(message, dict) else None
         if not isinstance(data, dict):
             return {}
-        wanted = (self.settle, *self.market_filter.pooled)
+        wanted = (self.settle, *self.market_filter.margin_assets(exchange.markets))
         return {
             entry["a"]: dec(entry.get("cw"), f"B[{entry['a']}].cw")
             for entry in data.get("B", [])

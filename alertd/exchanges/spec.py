@@ -62,6 +62,10 @@ class MarketFilter:
     # other settle currencies whose contracts share the pool (Bybit's unified account: USDC
     # perpetuals), their PnL and margin counted at par with ``settle``
     pooled: tuple[str, ...] = ()
+    # the contracts of every settle currency the exchange lists, each a margin asset of its
+    # own (Binance USDⓈ-M: a pool per margin asset in single-asset mode, one USD pool in
+    # multi-assets mode; ccxt's ``settle`` is exchangeInfo's ``marginAsset``)
+    every_settle: bool = False
 
     def accepts(self, market: Mapping[str, Any]) -> bool:
         """A ccxt market of this pool."""
@@ -69,7 +73,21 @@ class MarketFilter:
 
     def same_pool(self, settle: object) -> bool:
         """A position's market settles in this pool (None: ccxt does not know the market)."""
-        return settle is None or settle == self.settle or settle in self.pooled
+        return settle is None or self.every_settle or settle == self.settle or settle in self.pooled
+
+    def margin_assets(self, markets: Mapping[str, Mapping[str, Any]] | None) -> tuple[str, ...]:
+        """The margin assets besides ``settle`` whose contracts the catalogue ``markets``
+        lists among those accepted, sorted: ``pooled`` and, with ``every_settle``, each
+        listed settle currency (none known before the catalogue is loaded)."""
+        assets = set(self.pooled)
+        if self.every_settle:
+            assets.update(
+                str(m["settle"])
+                for m in (markets or {}).values()
+                if m.get("settle") and self.accepts(m)
+            )
+        assets.discard(self.settle)
+        return tuple(sorted(assets))
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,6 +113,7 @@ class AccountFeed:
         self.comparison: Comparison | None = None
         # (alertd's, the exchange's) account margin ratio at the last reconcile
         self.ratios: tuple[Decimal, Decimal] | None = None
+        self.ratio_pool: str | None = None  # the pool ``ratios`` are of (several pools)
         # marks come from a hub shared by the accounts of one exchange; alone, a feed owns one
         self._owns_hub = hub is None
         self.hub = hub or MarkHub(
@@ -444,7 +445,7 @@ class AccountFeed:
         the marks the exchange reported with them (a streamed mark a tick older or newer moves
         a cross liquidation price with every other leg's PnL: a difference not of the model)."""
         if self.state.missing():
-            self.ratios = None
+            self.ratios = self.ratio_pool = None
             return
         self.comparison = compare(
             compute(self.state.to_account(marks)),
@@ -455,6 +456,7 @@ class AccountFeed:
         )
         self.drift = self.comparison.drift
         self.ratios = self.comparison.margin_ratio
+        self.ratio_pool = self.comparison.margin_ratio_pool
         worst = self.comparison.worst()
         if worst is not None and self.state.mode.coverage is Coverage.COMPUTED:
             log.warning(

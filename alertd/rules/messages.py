@@ -482,10 +482,14 @@ def _about_alertd(
                 f"differed by more than {most} for {since}",
             )
         ours, theirs = feed.ratios if feed.ratios is not None else (None, None)
-        title = f"{head} {who}: alertd's margin ratio differs from {exchange}'s by {value}"
+        # an account of several margin pools: the pool whose figures differ, by its asset
+        pool = f"{feed.ratio_pool} pool" if feed.ratio_pool else ""
+        ratio = f"{pool} margin ratio" if pool else "margin ratio"
+        title = f"{head} {who}: alertd's {ratio} differs from {exchange}'s by {value}"
         body = (
-            f"alertd {fmt.ratio(ours)}, {exchange} {fmt.ratio(theirs)}, for {since}: check "
-            f"alertd's numbers (`alertd snapshot` shows each figure beside {exchange}'s)"
+            f"{pool + ': ' if pool else ''}alertd {fmt.ratio(ours)}, {exchange} "
+            f"{fmt.ratio(theirs)}, for {since}: check alertd's numbers (`alertd snapshot` "
+            f"shows each figure beside {exchange}'s)"
         )
         return Message(title, body)
     if metric == "mode_not_computed":

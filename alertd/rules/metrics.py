@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
-from alertd.engine.book import LiveAccount, LivePosition
+from alertd.engine.book import LiveAccount, LivePool, LivePosition
 from alertd.engine.dynamics import (
     MarkWindow,
     log_distance,
@@ -104,11 +104,20 @@ class Figures:
     # the exchange's order books of the symbols (bounded depth), which the order-book metrics
     # read; fetched only for symbols a rule on them covers
     books: Mapping[str, OrderBook] | None = None
+    # the cross pool a per-pool metric (:attr:`Metric.per_pool`) is read of, where the account
+    # has several and each is published (``/metrics``); None: the account's riskiest
+    pool: LivePool | None = None
 
     @property
     def account(self) -> LiveAccount:
         assert self.live is not None, "an account metric read without the account"
         return self.live
+
+    @property
+    def cross_pool(self) -> LivePool:
+        """The cross pool an account's pool metric reads: :attr:`pool` where given, else the
+        account's cross figures (its riskiest cross pool's)."""
+        return self.pool if self.pool is not None else self.account.cross
 
     @property
     def position(self) -> LivePosition:
@@ -178,6 +187,11 @@ class Metric:
 
     # its Prometheus name where it predates the rule below (dashboards read it)
     gauge: str | None = None
+
+    # an account figure of one cross pool (read through :attr:`Figures.cross_pool`): an
+    # account of several margin pools (Binance single-asset: USDT, USDC, FDUSD) publishes it
+    # per pool, labelled with the pool's asset; rules read the riskiest pool's
+    per_pool: bool = False
 
     @property
     def published(self) -> bool:
@@ -860,7 +874,8 @@ METRICS: tuple[Metric, ...] = (
         "below",
         "cross margin balance minus maintenance margin",
         Needs.POOL,
-        lambda f: f.account.cross.buffer,
+        lambda f: f.cross_pool.buffer,
+        per_pool=True,
     ),
     Metric(
         "crash_distance",
@@ -888,7 +903,8 @@ METRICS: tuple[Metric, ...] = (
         "below",
         "cross wallet balance + unrealized PnL",
         Needs.POOL,
-        lambda f: f.account.cross.margin_balance,
+        lambda f: f.cross_pool.margin_balance,
+        per_pool=True,
     ),
     Metric(
         "maintenance_margin",
@@ -897,7 +913,8 @@ METRICS: tuple[Metric, ...] = (
         "above",
         "cross maintenance margin",
         Needs.POOL,
-        lambda f: f.account.cross.mm,
+        lambda f: f.cross_pool.mm,
+        per_pool=True,
     ),
     Metric(
         "feed_stale_s",
@@ -1074,6 +1091,17 @@ def published_values(
                 values[m.name] = value
         positions.append(values)
     return account, tuple(positions)
+
+
+def pool_values(live: LiveAccount, feed: FeedStatus, pool: LivePool) -> Values:
+    """The published per-pool metrics (:attr:`Metric.per_pool`) of ``pool``, one of
+    ``live``'s cross pools, read as a rule reads the account's riskiest pool."""
+    at = Figures(feed, live, pool=pool)
+    return {
+        m.name: value
+        for m in PUBLISHED[Scope.ACCOUNT]
+        if m.per_pool and (value := m.extract(at)) is not None
+    }
 
 
 def metric_scope(metric: str) -> Scope | None:

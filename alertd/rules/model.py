@@ -275,8 +275,10 @@ class FeedStatus:
     # True: alertd has no figures of its own for the account (a mode it does not compute, or
     # incomplete data), so the exchange's ratio stands in as the account's ratio
     exchange_ratio_stands_in: bool = False
-    # (alertd's, the exchange's) margin ratio compared at the last reconcile
+    # (alertd's, the exchange's) margin ratio compared at the last reconcile; of an account
+    # of several margin pools, the pool's that differ the most, ``ratio_pool`` its asset
     ratios: tuple[Decimal, Decimal] | None = None
+    ratio_pool: str | None = None
     # the exchange's rounding of its ratio (Bybit shows four decimals): a difference within
     # it is no drift
     ratio_rounding: Decimal = Decimal(0)

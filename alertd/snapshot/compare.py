@@ -94,18 +94,30 @@ class Comparison:
     @property
     def margin_ratio(self) -> tuple[Decimal, Decimal] | None:
         """(alertd's, the exchange's) account margin ratio, where both are known; of an
-        account of several pools, the pool's whose two differ the most."""
+        account of several pools, the pool's whose two differ the most
+        (:attr:`margin_ratio_pool` names it)."""
+        found = self._ratio_row()
+        if found is None or found.ours is None or found.theirs is None:
+            return None
+        return found.ours, found.theirs
+
+    @property
+    def margin_ratio_pool(self) -> str | None:
+        """The margin asset of the pool :attr:`margin_ratio` is of, where the account has
+        several (None: the account's one pool, or no ratio to compare)."""
+        found = self._ratio_row()
+        return None if found is None else found.pool
+
+    def _ratio_row(self) -> Row | None:
         pairs = [
-            (r.ours, r.theirs)
+            r
             for r in self.rows
             if r.figure is Figure.MARGIN_RATIO
             and r.position is None
             and r.ours is not None
             and r.theirs is not None
         ]
-        if len(pairs) < 2:
-            return pairs[0] if pairs else None
-        return max(pairs, key=lambda pair: abs(pair[0] - pair[1]) / max(abs(pair[1]), _TINY))
+        return max(pairs, key=_apart, default=None)
 
     @property
     def mismatches(self) -> tuple[Row, ...]:
@@ -118,6 +130,12 @@ class Comparison:
             key=lambda r: Decimal("Infinity") if r.difference is None else abs(r.difference),
             default=None,
         )
+
+
+def _apart(r: Row) -> Decimal:
+    """How far apart a row's two figures are, relative to the exchange's."""
+    assert r.ours is not None and r.theirs is not None
+    return abs(r.ours - r.theirs) / max(abs(r.theirs), _TINY)
 
 
 def rounding(theirs: Decimal, tick: Decimal | None = None) -> Decimal:

@@ -361,6 +361,26 @@ def _position_tables(accounts: list[dict[str, Any]], width: int) -> list[Table]:
     return tables
 
 
+def _pools_table(accounts: list[dict[str, Any]]) -> Table | None:
+    """Each margin pool of the accounts that have several (Binance single-asset: USDT, USDC,
+    FDUSD), its ratio and buffer in its own asset; None when no account has several (the
+    accounts table's figures are then the one pool's)."""
+    rows = [(a["name"], pool) for a in accounts for pool in a.get("pools") or ()]
+    if not rows:
+        return None
+    table = figures_table(
+        "Margin pools", ("Account", "Pool", "Ratio", "Buffer"), ("Account", "Pool")
+    )
+    for name, pool in rows:
+        table.add_row(
+            name,
+            pool["asset"],
+            fmt.ratio(_d(pool["margin_ratio"])),
+            fmt.money(_d(pool["buffer"]), pool["asset"]),
+        )
+    return table
+
+
 def render_status(data: dict[str, Any], console: Console) -> None:
     source = data["source"]
     health = data.get("healthy")
@@ -404,6 +424,9 @@ def render_status(data: dict[str, Any], console: Console) -> None:
         largest = fmt.percent(_d(a.get("concentration")), 0)
         accounts.add_row(a["name"], mode, ratio, buffer, crash, leverage, largest, feed)
     console.print(accounts)
+    pools = _pools_table(data["accounts"])
+    if pools is not None:
+        console.print(pools)
     for table in _position_tables(data["accounts"], console.width):
         console.print(table)
     firing = Table(title=f"Firing alerts ({len(data['firing'])})", header_style="bold")

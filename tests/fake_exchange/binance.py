@@ -367,6 +367,8 @@ class _Account(shared.Credentials):
     # a maintenance margin the exchange adds that alertd does not model (a rule change):
     # the reported totalMaintMargin is the fake's own times this factor
     reported_mm_factor: Decimal = Decimal(1)
+    # the same per margin asset's row (single-asset mode: that pool's ``maintMargin``)
+    pool_mm_factors: dict[str, Decimal] = field(default_factory=dict)
     coins: dict[str, Decimal] = field(default_factory=dict)  # multi-assets, priced by assetIndex
     # Portfolio margin (``set_portfolio_margin``): the USDⓈ-M positions and the account's risk
     # are served under /papi; what the UM positions do not hold (COIN-M positions, margin
@@ -450,6 +452,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         self.listen_key_puts = 0
         self.listen_key_put_paths: list[str] = []  # /fapi/v1/listenKey or /papi/v1/listenKey
         self._markets: dict[str, _Market] = {}
+        # markets whose leverage brackets GET /fapi/v1/leverageBracket leaves out
+        self._brackets_withheld: set[str] = set()
         # GET /fapi/v1/assetIndex rows by symbol ("BTCUSD")
         self._asset_index: dict[str, dict[str, Any]] = {}
         # assetIndex rows that follow a market's mark: (market id, index / mark)
@@ -556,6 +560,16 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             min_notional,
             [],
         )
+
+    @scripted
+    def withhold_brackets(self, symbol: str, withheld: bool = True) -> None:
+        """Leave ``symbol`` out of ``GET /fapi/v1/leverageBracket`` (no brackets for it): an
+        account whose tier table alertd cannot read (its positions still figure here)."""
+        market_id = self._market(symbol).id
+        if withheld:
+            self._brackets_withheld.add(market_id)
+        else:
+            self._brackets_withheld.discard(market_id)
 
     @scripted
     def set_tiers(self, symbol: str, brackets: list[dict[str, Any]]) -> None:
@@ -858,10 +872,15 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             self._push_account_update(account, reason, [], balance_change=change, asset=asset)
 
     @scripted
-    def set_reported_mm_factor(self, api_key: str, factor: Num) -> None:
-        """Report ``totalMaintMargin`` as the fake's own times ``factor``: an exchange rule
-        alertd does not know, which its drift check must notice."""
-        self._account(api_key).reported_mm_factor = _dec(factor)
+    def set_reported_mm_factor(self, api_key: str, factor: Num, asset: str | None = None) -> None:
+        """Report ``totalMaintMargin`` (with ``asset``: that margin asset's ``assets[]`` row's
+        ``maintMargin``, its own pool in single-asset mode) as the fake's own times
+        ``factor``: an exchange rule alertd does not know, which its drift check must notice."""
+        account = self._account(api_key)
+        if asset is None:
+            account.reported_mm_factor = _dec(factor)
+        else:
+            account.pool_mm_factors[asset.upper()] = _dec(factor)
 
     def set_can_trade(self, api_key: str, can_trade: bool = True) -> None:
         """The key's permissions as apiRestrictions reports them (read-only by default)."""
@@ -1539,9 +1558,14 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         _, params = checked
         market = self._symbol_filter(params)
         if market is not None:  # one object, not a list, when a symbol is sent
-            return self._json({"symbol": market.id, "brackets": market.brackets})
+            brackets = [] if market.id in self._brackets_withheld else market.brackets
+            return self._json({"symbol": market.id, "brackets": brackets})
         return self._json(
-            [{"symbol": m.id, "brackets": m.brackets} for m in self._markets.values()]
+            [
+                {"symbol": m.id, "brackets": m.brackets}
+                for m in self._markets.values()
+                if m.id not in self._brackets_withheld
+            ]
         )
 
     def _risk_rows(self, account: _Account, version: int) -> list[dict[str, Any]]:
@@ -1747,6 +1771,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         """Single-asset mode: ``asset``'s row is its own pool's figures (its wallet, its
         positions' PnL and MM), as Binance reports a USDC wallet beside the USDT one."""
         t = self._totals(account, asset)
+        t["mm"] *= account.pool_mm_factors.get(asset, Decimal(1))
         return {
             "asset": asset,
             **{field: _f8(t[figure]) for field, _, figure in ACCOUNT_FIGURES},

@@ -68,6 +68,24 @@ def btc_long_on_2000(mark: str, **extra: Any) -> Account:
     return account(snapshot("binanceusdm", "2000", [btc]))
 
 
+def margin_pools(fdusd: bool = False) -> Account:
+    """Binance single-asset mode, each margin asset its own pool, every mark at its entry:
+    1,000 USDT with 1 BTCUSDT long at 50,000 (MM 0.4%), 100 USDC with 1 ETHUSDC long at
+    3,000 (MM 1%) and, with ``fdusd``, 200 FDUSD with 0.1 BTCFDUSD long at 50,000 (MM 0.5%)."""
+    btc = position("BTC/USDT:USDT", "long", "1", "50000", "50000", tiers([(None, "0.004", "0")]))
+    eth = position("ETH/USDC:USDC", "long", "1", "3000", "3000", tiers([(None, "0.01", "0")]))
+    held = [btc, dict(eth, pool="USDC")]
+    pools = [{"asset": "USDC", "wallet_balance": "100"}]
+    if fdusd:
+        rows = tiers([(None, "0.005", "0")])
+        held.append(position("BTC/FDUSD:FDUSD", "long", "0.1", "50000", "50000", rows))
+        held[-1]["pool"] = "FDUSD"
+        pools.append({"asset": "FDUSD", "wallet_balance": "200"})
+    snap = snapshot("binanceusdm", "1000", held)
+    snap.update(schema=2, pools=pools)
+    return account(snap)
+
+
 def metrics(snap: dict[str, Any], target: str | None = None) -> AccountMetrics:
     return compute(account(snap), Decimal(target) if target is not None else None)
 
