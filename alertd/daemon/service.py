@@ -24,8 +24,10 @@ import datetime as dt
 import logging
 import signal
 import time
+from collections.abc import Set
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -56,6 +58,7 @@ from alertd.engine.model import Account
 from alertd.errors import StartupError
 from alertd.feeds.feed import AccountFeed, Change
 from alertd.feeds.manager import FeedFactory, FeedManager
+from alertd.feeds.marks import MarkHub, MarkSubscriber
 from alertd.feeds.options import PRODUCTION, FeedOptions
 from alertd.feeds.state import Coverage
 from alertd.rules.metrics import book_covers, dynamics_span_s
@@ -118,6 +121,7 @@ class Service:
         self.ticks = 0  # engine updates applied, for health and metrics
         self._dirty: set[str] = set()  # to evaluate this cycle
         self._changed: set[str] = set()  # ... of which the figures changed
+        self._ticked: set[str] = set()  # ticked within their bands: not evaluated, but moved
         # when each account was last evaluated, oldest first (the sweep takes those a second
         # old from the front)
         self._evaluated_at: dict[str, float] = {}
@@ -176,7 +180,9 @@ class Service:
             book_covers=book_covers(self.alerting.rules),
         )
         for feed in self.manager.feeds.values():
-            feed.listeners.append(self._on_change)
+            feed.listeners.append(self._on_change)  # what changed but the marks
+        for hub in self.manager.hubs.values():
+            hub.on_tick = self._on_tick  # a mark: once for all of its holders
         # never evaluated: first in line for the sweep
         self._evaluated_at = dict.fromkeys(self.manager.feeds, -float("inf"))
         self.publisher = Publisher(
@@ -240,11 +246,8 @@ class Service:
                     self.reload()
                 full = now >= next_full
                 if full:
-                    assert self.alerting is not None
-                    self.alerting.refresh_silences()
                     next_full = now + 1.0
-                self._dirty.update(self._due(now))
-                self._publish(self._evaluate_dirty(now), full)
+                self.step(now, full)
                 # the view is built when read (each account's figures: with a thousand
                 # accounts, reading it every turn cost more than the evaluation), so it is
                 # read here only when something is sent from it
@@ -439,6 +442,36 @@ class Service:
 
     # --- engine and alerts --------------------------------------------------------------
 
+    def _on_tick(
+        self, hub: MarkHub, symbol: str, price: Decimal, holders: Set[MarkSubscriber]
+    ) -> None:
+        """A mark of ``symbol`` for every holder on ``hub`` (their states hold it already):
+        one book update for all of them. A holder within its band (``rules/band.py``) is not
+        queued for evaluation: checked at this moment, the band proves that evaluating it
+        would change nothing, so this counts as that evaluation (skipped) and its sweep
+        second starts again from here, as if it had been queued and skipped."""
+        assert self.alerting is not None
+        touched = self.book.apply_mark(symbol, price, venue=hub)
+        self.ticks += len(touched)
+        now = self._clock()
+        books = hub.books.books if hub.books is not None else None
+        dirty, changed, evaluated_at = self._dirty, self._changed, self._evaluated_at
+        within_band = self.alerting.within_band
+        for feed in cast(Set[AccountFeed], holders):  # the manager's hubs hold its feeds
+            name = feed.config.name
+            state = feed.state
+            if name not in touched:  # not in the book (yet), or its snapshot does not hold it
+                self._on_change(feed, Change.MARK, symbol)
+            elif name in dirty:
+                changed.add(name)
+            elif within_band(name, state.marks, now, state.connected, books):
+                evaluated_at.pop(name, None)
+                evaluated_at[name] = now  # to the back of the line
+                self._ticked.add(name)
+            else:
+                dirty.add(name)
+                changed.add(name)
+
     def _on_change(self, feed: AccountFeed, change: Change, symbol: str | None) -> None:
         name = feed.config.name
         if change is Change.MARK and symbol is not None and name in self.book:
@@ -456,7 +489,7 @@ class Service:
                 self._events.append((feed, feed.state.events[-1]))
         elif change in (Change.ACCOUNT, Change.MARK):
             if not feed.state.missing():
-                self.book.set_account(name, feed.state.to_account())
+                self.book.set_account(name, feed.state.to_account(), venue=feed.hub)
                 self.ticks += 1
             else:
                 self.book.remove_account(name)
@@ -464,6 +497,17 @@ class Service:
             self.book.remove_account(name)
         self._dirty.add(name)
         self._changed.add(name)
+
+    def step(self, now: float, full: bool) -> None:
+        """One turn of the main loop's evaluation at monotonic ``now``: the accounts that
+        changed and those due at the sweep are evaluated, and what moved is noted for the
+        view (``full``: every account, once a second, with the silences read again)."""
+        assert self.alerting is not None
+        if full:
+            self.alerting.refresh_silences()
+        self._dirty.update(self._due(now))
+        ticked, self._ticked = self._ticked, set()
+        self._publish(self._evaluate_dirty(now) | ticked, full)
 
     def _due(self, now: float) -> list[str]:
         """The accounts last evaluated ``SWEEP_S`` or more ago (or never): the sweep."""
@@ -559,26 +603,26 @@ class Service:
 
     def log_health(self) -> None:
         self.save_snapshots()
-        view = self.view()
-        report = view.accounts
-        fatal = [h.name for h in report if h.fatal]
-        stale = [h.name for h in report if h.stale and not h.fatal]
-        ratios = [(h.worst_ratio, h.name) for h in report if h.worst_ratio is not None]
-        worst = max(ratios, default=None)
+        if self.publisher is None:
+            return
+        # read from what the daemon keeps: building every account's view for one line cost
+        # more than the minute's evaluations with a thousand accounts
+        h = self.publisher.health()
+        stale, stopped = h.stale, h.stopped
         log.info(
             "health: %s, %d fresh, %d stale%s, %d stopped%s, %s, %s, worst ratio %s, "
             "%s firing, %s queued",
-            fmt.count(len(report), "account"),
-            len(report) - len(stale) - len(fatal),
+            fmt.count(h.accounts, "account"),
+            h.accounts - len(stale) - len(stopped),
             len(stale),
             f" ({', '.join(stale[:5])})" if stale else "",
-            len(fatal),
-            f" ({', '.join(fatal[:5])})" if fatal else "",
-            fmt.count(sum(h.open_positions for h in report), "position"),
+            len(stopped),
+            f" ({', '.join(stopped[:5])})" if stopped else "",
+            fmt.count(h.positions, "position"),
             fmt.count(self.ticks, "engine update"),
-            f"{fmt.ratio(worst[0])} ({worst[1]})" if worst else "-",
-            fmt.count(len(view.firing), "alert"),
-            fmt.count(len(view.undelivered), "message"),
+            f"{fmt.ratio(h.worst[0])} ({h.worst[1]})" if h.worst else "-",
+            fmt.count(h.firing, "alert"),
+            fmt.count(h.queued, "message"),
         )
 
 
