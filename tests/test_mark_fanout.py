@@ -38,6 +38,7 @@ from alertd.feeds.feed import AccountFeed, Change
 from alertd.feeds.options import FeedOptions
 from alertd.feeds.state import AccountMode, MarketInfo, ModeReading, PositionState, Stream
 from alertd.rules.metrics import QUIET, observe
+from alertd.snapshot.format import account_to_json
 from tests.support.clock import ManualClock
 from tests.test_band import random_rule
 from tests.test_evaluation_shortcuts import states, table
@@ -52,7 +53,7 @@ def start(
     path: Path, names: dict[str, str], rules: list[dict[str, Any]], clock: ManualClock
 ) -> Service:
     """A service started up (state file, rules, feeds built, never served) on ``clock``."""
-    path.mkdir(parents=True)
+    path.mkdir(parents=True, exist_ok=True)
     accounts = [
         {"name": name, "exchange": exchange, "api_key_env": "K", "secret_env": "S"}
         for name, exchange in names.items()
@@ -267,3 +268,81 @@ def test_the_worlds_compared_skip_at_ticks_and_alert(tmp_path: Path) -> None:
         queued += n
         skipped += s
     assert queued > 10 and skipped > 100, (queued, skipped)
+
+
+def test_the_health_line_says_what_the_view_says(tmp_path: Path) -> None:
+    """The health line reads the feeds, the book, the engine and the outbox (no account's
+    view built): the same stale and stopped accounts, positions and worst ratio as the view
+    (an account never bootstrapped, one stopped, one with a stale mark, calm ones)."""
+    rng = random.Random(5)
+    clock = ManualClock(100.0)
+    names = {f"a{i}": EXCHANGES[i % 2] for i in range(6)}
+    service = start(tmp_path, names, [], clock)
+    assert service.manager is not None and service.publisher is not None
+    feeds = service.manager.feeds
+    for name in ("a1", "a2", "a3", "a4", "a5"):
+        fill(feeds[name], rng, {s: D(rng.randint(50, 100_000)) for s in SYMBOLS}, clock())
+        feeds[name]._notify(Change.ACCOUNT)
+    feeds["a2"].state.fatal = "bad key"
+    feeds["a2"]._notify(Change.FATAL)
+    clock.t += 20
+    for symbol in sorted(feeds["a4"].state.held_symbols)[1:]:
+        feeds["a4"].state.set_mark(symbol, feeds["a4"].state.marks[symbol], clock())
+    clock.t += 15  # a4's first symbol (and every other account's marks) 35 s old
+    for name in ("a1", "a5"):
+        for symbol, mark in list(feeds[name].state.marks.items()):
+            feeds[name].state.set_mark(symbol, mark, clock())
+    service.step(clock(), True)
+    view = service.view()
+    health = service.publisher.health()
+    assert health.accounts == len(view.accounts) == 6
+    assert health.stopped == tuple(a.name for a in view.accounts if a.fatal) == ("a2",)
+    stale = tuple(a.name for a in view.accounts if a.stale and not a.fatal)
+    assert health.stale == stale == ("a0", "a3", "a4")
+    assert health.positions == sum(a.open_positions for a in view.accounts) > 0
+    ratios = [(a.worst_ratio, a.name) for a in view.accounts if a.worst_ratio is not None]
+    assert health.worst == max(ratios) and len(ratios) == 4
+    assert (health.firing, health.queued) == (len(view.firing), len(view.undelivered))
+    assert service.store is not None
+    service.store.close()
+
+
+def test_only_changed_snapshots_are_saved_but_all_at_shutdown(tmp_path: Path) -> None:
+    """Each health interval saves the snapshots and modes that changed since they were last
+    saved (a mark moved); at shutdown every one, with the time the daemon last held it."""
+    rng = random.Random(7)
+    clock = ManualClock(100.0)
+    service = start(tmp_path, {"a": "binanceusdm", "b": "bybit"}, [], clock)
+    assert service.manager is not None and service.store is not None
+    feeds = service.manager.feeds
+    for feed in feeds.values():
+        fill(feed, rng, {s: D(rng.randint(50, 100_000)) for s in SYMBOLS}, clock())
+        subscribe(feed)
+        feed._notify(Change.ACCOUNT)
+    store = service.store
+
+    def saved_at() -> dict[str, tuple[float, float]]:
+        snapshots, modes = store.snapshots(), store.modes()
+        return {n: (snapshots[n].updated_at, modes[n].updated_at) for n in sorted(feeds)}
+
+    service.save_snapshots()
+    first = 1_800_000_100.0
+    assert saved_at() == {"a": (first, first), "b": (first, first)}
+    clock.t += 60
+    service.save_snapshots()  # nothing changed
+    assert saved_at() == {"a": (first, first), "b": (first, first)}
+    a = feeds["a"].state
+    symbol = sorted(a.held_symbols)[0]
+    feeds["a"].hub.deliver(symbol, a.marks[symbol] + 1)
+    clock.t += 60
+    service.save_snapshots()  # a's mark moved: its snapshot (its mode did not change)
+    assert saved_at() == {"a": (first + 120, first), "b": (first, first)}
+    assert json.loads(store.snapshots()["a"].snapshot) == account_to_json(a.to_account())
+    feeds["b"].state.mode = ModeReading(AccountMode.UNIFIED_CROSS, "UTA")
+    clock.t += 60
+    service.save_snapshots()
+    assert saved_at() == {"a": (first + 120, first), "b": (first, first + 180)}
+    clock.t += 60
+    service.save_snapshots(every=True)  # the shutdown's
+    assert saved_at() == {"a": (first + 240, first + 240), "b": (first + 240, first + 240)}
+    store.close()

@@ -66,6 +66,9 @@ from alertd.snapshot.format import account_to_json
 
 log = logging.getLogger(__name__)
 
+# an account's mode as the state file keeps it (SavedMode but its time)
+ModeRow = tuple[str, str, str | None, Decimal | None]
+
 # The longest an account goes unevaluated: time-based rules ("for", repeat, staleness) advance
 # at least this often without a tick.
 SWEEP_S = 1.0
@@ -127,6 +130,10 @@ class Service:
         self._evaluated_at: dict[str, float] = {}
         self._events: list[tuple[AccountFeed, Any]] = []
         self.notifier = Notifier()
+        # what the state file holds of each account (its snapshot, its mode): saved again
+        # only when changed
+        self._saved_snapshots: dict[str, dict[str, Any]] = {}
+        self._saved_modes: dict[str, ModeRow] = {}
         self.http_port: int | None = None
         self._ready_sent = False
 
@@ -375,7 +382,7 @@ class Service:
         if self.store is not None:
             # the accounts as last seen, for `alertd status` while the daemon is down
             try:
-                self.save_snapshots()
+                self.save_snapshots(every=True)
             except Exception as exc:  # a broken account must not block the stop
                 log.warning("shutdown: accounts not saved to the state file: %s", exc)
             self.store.close()
@@ -535,22 +542,36 @@ class Service:
             self._evaluated_at[name] = now  # to the back of the line
         return dirty
 
-    def save_snapshots(self) -> None:
+    def save_snapshots(self, every: bool = False) -> None:
+        """Each account's snapshot and mode to the state file, for ``alertd status`` while
+        the daemon is down, in one commit: those that changed since they were last saved
+        (``every``: all of them, at shutdown, so that each is saved with the time the daemon
+        last held it)."""
         if self.manager is None or self.store is None:
             return
         wall = self._wall()
+        snapshots: dict[str, dict[str, Any]] = {}
+        modes: dict[str, ModeRow] = {}
         with self.store.batch():
             for name, feed in self.manager.feeds.items():
                 state = feed.state
                 # an account in a mode alertd does not compute keeps no figures of alertd's
                 if state.computable:
-                    self.store.save_snapshot(name, account_to_json(state.to_account()), wall)
+                    snapshot = account_to_json(state.to_account())
+                    if every or snapshot != self._saved_snapshots.get(name):
+                        self.store.save_snapshot(name, snapshot, wall)
+                        snapshots[name] = snapshot
                 if state.bootstrapped:  # its mode, for `alertd status` without the daemon
                     mode = state.mode
                     limits = None if mode.coverage is Coverage.COMPUTED else mode.limits
                     ratio = state.reported_account.margin_ratio  # as read at the last reconcile
-                    saved = SavedMode(wall, mode.label, mode.coverage.value, limits, ratio)
-                    self.store.save_mode(name, saved)
+                    reading: ModeRow = (mode.label, mode.coverage.value, limits, ratio)
+                    if every or reading != self._saved_modes.get(name):
+                        self.store.save_mode(name, SavedMode(wall, *reading))
+                        modes[name] = reading
+        # once committed: a failed batch saves them again next time
+        self._saved_snapshots.update(snapshots)
+        self._saved_modes.update(modes)
 
     # --- heartbeat ----------------------------------------------------------------------
 
