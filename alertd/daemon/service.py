@@ -2,13 +2,16 @@
 
     startup:   read secrets and receiver URLs, open the state file (alert states and the
                outbox resume from it), build feeds, rules and delivery
-    main loop: feeds stream into the engine; changed accounts are evaluated within
+    main loop: feeds stream into the engine (a mark tick: one book update for every
+               holder of the symbol on its exchange's hub, a holder within its band not
+               queued); changed accounts are evaluated within
                ``eval_interval_s``, and every account at least once a second (one not
                evaluated for a second is: so time-based rules such as "for", repeat and
                staleness advance without ticks, and an account whose marks tick every second
                is not evaluated twice for it); the outbox is delivered;
-               one health line per interval; while every feed is fresh, a heartbeat to the
-               dead-man's switch every ``deadman_interval`` (through the outbox)
+               one health line per interval (the snapshots that changed saved with it);
+               while every feed is fresh, a heartbeat to the dead-man's switch every
+               ``deadman_interval`` (through the outbox)
     shutdown:  stop intake (cancel feeds), drain the outbox within a bound, close exchanges
                within a bound, close the state file, one summary line
 
@@ -124,7 +127,7 @@ class Service:
         self.ticks = 0  # engine updates applied, for health and metrics
         self._dirty: set[str] = set()  # to evaluate this cycle
         self._changed: set[str] = set()  # ... of which the figures changed
-        self._ticked: set[str] = set()  # ticked within their bands: not evaluated, but moved
+        self._ticked: set[str] = set()  # whose marks ticked: their bands checked at the turn
         # when each account was last evaluated, oldest first (the sweep takes those a second
         # old from the front)
         self._evaluated_at: dict[str, float] = {}
@@ -453,31 +456,18 @@ class Service:
         self, hub: MarkHub, symbol: str, price: Decimal, holders: Set[MarkSubscriber]
     ) -> None:
         """A mark of ``symbol`` for every holder on ``hub`` (their states hold it already):
-        one book update for all of them. A holder within its band (``rules/band.py``) is not
-        queued for evaluation: checked at this moment, the band proves that evaluating it
-        would change nothing, so this counts as that evaluation (skipped) and its sweep
-        second starts again from here, as if it had been queued and skipped."""
-        assert self.alerting is not None
-        touched = self.book.apply_mark(symbol, price, venue=hub)
+        one book update for all of them; each is checked against its band at the next turn
+        (:meth:`step`), as an evaluation of it would be first."""
+        # the service's book is keyed by account name
+        touched = cast(set[str], self.book.apply_mark(symbol, price, venue=hub))
         self.ticks += len(touched)
-        now = self._clock()
-        books = hub.books.books if hub.books is not None else None
-        dirty, changed, evaluated_at = self._dirty, self._changed, self._evaluated_at
-        within_band = self.alerting.within_band
-        for feed in cast(Set[AccountFeed], holders):  # the manager's hubs hold its feeds
-            name = feed.config.name
-            state = feed.state
-            if name not in touched:  # not in the book (yet), or its snapshot does not hold it
-                self._on_change(feed, Change.MARK, symbol)
-            elif name in dirty:
-                changed.add(name)
-            elif within_band(name, state.marks, now, state.connected, books):
-                evaluated_at.pop(name, None)
-                evaluated_at[name] = now  # to the back of the line
-                self._ticked.add(name)
-            else:
-                dirty.add(name)
-                changed.add(name)
+        self._ticked |= touched
+        if len(touched) < len(holders):
+            # a holder whose book account does not hold the symbol (a position opened since
+            # its snapshot, one not complete yet): as a holder alone
+            for feed in cast(Set[AccountFeed], holders):  # the manager's hubs hold its feeds
+                if feed.config.name not in touched:
+                    self._on_change(feed, Change.MARK, symbol)
 
     def _on_change(self, feed: AccountFeed, change: Change, symbol: str | None) -> None:
         name = feed.config.name
@@ -514,7 +504,30 @@ class Service:
             self.alerting.refresh_silences()
         self._dirty.update(self._due(now))
         ticked, self._ticked = self._ticked, set()
+        self._check_bands(ticked, now)
         self._publish(self._evaluate_dirty(now) | ticked, full)
+
+    def _check_bands(self, ticked: set[str], now: float) -> None:
+        """The accounts whose marks ticked since the last turn: those within their bands
+        are not evaluated (the band proves it would change nothing: counted as skipped, and
+        their sweep second starts again now, as for an evaluation), the others are queued.
+        What :meth:`Alerting.evaluate` checks first, without the call per account."""
+        assert self.manager is not None and self.alerting is not None
+        dirty, changed, evaluated_at = self._dirty, self._changed, self._evaluated_at
+        feeds, within_band = self.manager.feeds, self.alerting.within_band
+        for name in ticked:
+            if name in dirty:
+                changed.add(name)
+                continue
+            state = feeds[name].state
+            hub = feeds[name].hub
+            books = hub.books.books if hub.books is not None else None
+            if within_band(name, state.marks, now, state.connected, books):
+                evaluated_at.pop(name, None)
+                evaluated_at[name] = now  # to the back of the line
+            else:
+                dirty.add(name)
+                changed.add(name)
 
     def _due(self, now: float) -> list[str]:
         """The accounts last evaluated ``SWEEP_S`` or more ago (or never): the sweep."""
