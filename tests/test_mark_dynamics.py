@@ -63,6 +63,9 @@ class Holder:
     def on_mark(self, symbol: str, price: Decimal) -> None:
         self.marks.append(price)
 
+    def record_mark(self, symbol: str, price: Decimal, now: float) -> None:
+        self.marks.append(price)  # a hub with a tick listener (none here)
+
     def on_malformed(self, kind: str, detail: str) -> None:
         raise AssertionError(f"{kind}: {detail}")
 

@@ -155,13 +155,6 @@ class Publisher:
     def _account(self, feed: AccountFeed, now: float, wall: float) -> AccountView:
         state = feed.state
         name = feed.config.name
-        settings = self.settings
-        private_after = 2 * settings.reconcile_interval_s + settings.stale_after_s
-        stale = tuple(
-            f"{f.stream.value} {f.key}".strip()
-            for f in state.freshness(now, settings.stale_after_s, private_after)
-            if f.stale
-        )
         # the exchange's own ratio, moved with the marks (read here: an account within its
         # band is not evaluated at every mark)
         exchange_ratio, moved = watched_exchange_ratio(state)
@@ -171,7 +164,7 @@ class Publisher:
             bootstrapped=state.bootstrapped,
             connected=state.connected,
             fatal=state.fatal,
-            stale=stale if state.bootstrapped else ("not bootstrapped",),
+            stale=stale_streams(feed, self.settings, now),
             open_positions=len(state.positions),
             figures=self._figures_of(feed, now, wall),
             reconnects=feed.reconnects,
@@ -195,8 +188,8 @@ class Publisher:
         """The account's figures in the book, once its data is complete (as the evaluation)."""
         state = feed.state
         name = feed.config.name
-        live = self.alerting.book.get(name)
-        if not state.computable or live is None:
+        live = self._live(feed)
+        if live is None:
             self._kept.pop(name, None)
             return None
         books = feed.hub.books.books if feed.hub.books is not None else {}
@@ -237,6 +230,39 @@ class Publisher:
         self._kept[name] = _Kept(live, marks, result, solved)
         return result
 
+    def _live(self, feed: AccountFeed) -> LiveAccount | None:
+        """The account's figures in the book, once its data is complete (as the evaluation
+        reads them); None before."""
+        live = self.alerting.book.get(feed.config.name)
+        return live if live is not None and feed.state.computable else None
+
+    def health(self) -> Health:
+        """What the health line says, read from the feeds, the book, the alert engine and the
+        outbox as they are now: no account's view is built for it."""
+        now = self._clock()
+        stale: list[str] = []
+        stopped: list[str] = []
+        ratios: list[tuple[Decimal, str]] = []
+        positions = 0
+        for name, feed in self.feeds.items():
+            positions += len(feed.state.positions)
+            if feed.state.fatal:
+                stopped.append(name)
+            elif stale_streams(feed, self.settings, now):
+                stale.append(name)
+            live = self._live(feed)
+            if live is not None:
+                ratios.append((live.worst_ratio, name))
+        return Health(
+            len(self.feeds),
+            tuple(stale),
+            tuple(stopped),
+            positions,
+            max(ratios, default=None),
+            len(self.alerting.engine.firing()),
+            len(self.store.pending()),
+        )
+
     def _funds(self) -> tuple[FundView, ...]:
         found = {
             (feed.hub.adapter.exchange_id, symbol): balance
@@ -252,6 +278,35 @@ class Publisher:
 
     def _read_undelivered(self) -> tuple[Undelivered, ...]:
         return tuple(Undelivered.of(row) for row in self.store.pending())
+
+
+def stale_streams(feed: AccountFeed, settings: FeedSettings, now: float) -> tuple[str, ...]:
+    """The account's stale streams at monotonic ``now`` ("mark BTC/USDT:USDT", "balance"),
+    or "not bootstrapped"; empty while every stream is fresh."""
+    state = feed.state
+    if not state.bootstrapped:
+        return ("not bootstrapped",)
+    private_after = 2 * settings.reconcile_interval_s + settings.stale_after_s
+    return tuple(
+        f"{f.stream.value} {f.key}".strip()
+        for f in state.freshness(now, settings.stale_after_s, private_after)
+        if f.stale
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What the daemon's health line says: the accounts, those stale (not stopped) and those
+    stopped, the open positions, the worst ratio and its account, the alerts firing and the
+    messages still to deliver."""
+
+    accounts: int
+    stale: tuple[str, ...]
+    stopped: tuple[str, ...]
+    positions: int
+    worst: tuple[Decimal, str] | None
+    firing: int
+    queued: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,13 +2,16 @@
 
     startup:   read secrets and receiver URLs, open the state file (alert states and the
                outbox resume from it), build feeds, rules and delivery
-    main loop: feeds stream into the engine; changed accounts are evaluated within
+    main loop: feeds stream into the engine (a mark tick: one book update for every
+               holder of the symbol on its exchange's hub, a holder within its band not
+               queued); changed accounts are evaluated within
                ``eval_interval_s``, and every account at least once a second (one not
                evaluated for a second is: so time-based rules such as "for", repeat and
                staleness advance without ticks, and an account whose marks tick every second
                is not evaluated twice for it); the outbox is delivered;
-               one health line per interval; while every feed is fresh, a heartbeat to the
-               dead-man's switch every ``deadman_interval`` (through the outbox)
+               one health line per interval (the snapshots that changed saved with it);
+               while every feed is fresh, a heartbeat to the dead-man's switch every
+               ``deadman_interval`` (through the outbox)
     shutdown:  stop intake (cancel feeds), drain the outbox within a bound, close exchanges
                within a bound, close the state file, one summary line
 
@@ -24,8 +27,10 @@ import datetime as dt
 import logging
 import signal
 import time
+from collections.abc import Set
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -56,12 +61,16 @@ from alertd.engine.model import Account
 from alertd.errors import StartupError
 from alertd.feeds.feed import AccountFeed, Change
 from alertd.feeds.manager import FeedFactory, FeedManager
+from alertd.feeds.marks import MarkHub, MarkSubscriber
 from alertd.feeds.options import PRODUCTION, FeedOptions
 from alertd.feeds.state import Coverage
 from alertd.rules.metrics import book_covers, dynamics_span_s
 from alertd.snapshot.format import account_to_json
 
 log = logging.getLogger(__name__)
+
+# an account's mode as the state file keeps it (SavedMode but its time)
+ModeRow = tuple[str, str, str | None, Decimal | None]
 
 # The longest an account goes unevaluated: time-based rules ("for", repeat, staleness) advance
 # at least this often without a tick.
@@ -118,11 +127,16 @@ class Service:
         self.ticks = 0  # engine updates applied, for health and metrics
         self._dirty: set[str] = set()  # to evaluate this cycle
         self._changed: set[str] = set()  # ... of which the figures changed
+        self._ticked: set[str] = set()  # whose marks ticked: their bands checked at the turn
         # when each account was last evaluated, oldest first (the sweep takes those a second
         # old from the front)
         self._evaluated_at: dict[str, float] = {}
         self._events: list[tuple[AccountFeed, Any]] = []
         self.notifier = Notifier()
+        # what the state file holds of each account (its snapshot, its mode): saved again
+        # only when changed
+        self._saved_snapshots: dict[str, dict[str, Any]] = {}
+        self._saved_modes: dict[str, ModeRow] = {}
         self.http_port: int | None = None
         self._ready_sent = False
 
@@ -176,7 +190,9 @@ class Service:
             book_covers=book_covers(self.alerting.rules),
         )
         for feed in self.manager.feeds.values():
-            feed.listeners.append(self._on_change)
+            feed.listeners.append(self._on_change)  # what changed but the marks
+        for hub in self.manager.hubs.values():
+            hub.on_tick = self._on_tick  # a mark: once for all of its holders
         # never evaluated: first in line for the sweep
         self._evaluated_at = dict.fromkeys(self.manager.feeds, -float("inf"))
         self.publisher = Publisher(
@@ -240,11 +256,8 @@ class Service:
                     self.reload()
                 full = now >= next_full
                 if full:
-                    assert self.alerting is not None
-                    self.alerting.refresh_silences()
                     next_full = now + 1.0
-                self._dirty.update(self._due(now))
-                self._publish(self._evaluate_dirty(now), full)
+                self.step(now, full)
                 # the view is built when read (each account's figures: with a thousand
                 # accounts, reading it every turn cost more than the evaluation), so it is
                 # read here only when something is sent from it
@@ -372,7 +385,7 @@ class Service:
         if self.store is not None:
             # the accounts as last seen, for `alertd status` while the daemon is down
             try:
-                self.save_snapshots()
+                self.save_snapshots(every=True)
             except Exception as exc:  # a broken account must not block the stop
                 log.warning("shutdown: accounts not saved to the state file: %s", exc)
             self.store.close()
@@ -439,6 +452,23 @@ class Service:
 
     # --- engine and alerts --------------------------------------------------------------
 
+    def _on_tick(
+        self, hub: MarkHub, symbol: str, price: Decimal, holders: Set[MarkSubscriber]
+    ) -> None:
+        """A mark of ``symbol`` for every holder on ``hub`` (their states hold it already):
+        one book update for all of them; each is checked against its band at the next turn
+        (:meth:`step`), as an evaluation of it would be first."""
+        # the service's book is keyed by account name
+        touched = cast(set[str], self.book.apply_mark(symbol, price, venue=hub))
+        self.ticks += len(touched)
+        self._ticked |= touched
+        if len(touched) < len(holders):
+            # a holder whose book account does not hold the symbol (a position opened since
+            # its snapshot, one not complete yet): as a holder alone
+            for feed in cast(Set[AccountFeed], holders):  # the manager's hubs hold its feeds
+                if feed.config.name not in touched:
+                    self._on_change(feed, Change.MARK, symbol)
+
     def _on_change(self, feed: AccountFeed, change: Change, symbol: str | None) -> None:
         name = feed.config.name
         if change is Change.MARK and symbol is not None and name in self.book:
@@ -456,7 +486,7 @@ class Service:
                 self._events.append((feed, feed.state.events[-1]))
         elif change in (Change.ACCOUNT, Change.MARK):
             if not feed.state.missing():
-                self.book.set_account(name, feed.state.to_account())
+                self.book.set_account(name, feed.state.to_account(), venue=feed.hub)
                 self.ticks += 1
             else:
                 self.book.remove_account(name)
@@ -464,6 +494,40 @@ class Service:
             self.book.remove_account(name)
         self._dirty.add(name)
         self._changed.add(name)
+
+    def step(self, now: float, full: bool) -> None:
+        """One turn of the main loop's evaluation at monotonic ``now``: the accounts that
+        changed and those due at the sweep are evaluated, and what moved is noted for the
+        view (``full``: every account, once a second, with the silences read again)."""
+        assert self.alerting is not None
+        if full:
+            self.alerting.refresh_silences()
+        self._dirty.update(self._due(now))
+        ticked, self._ticked = self._ticked, set()
+        self._check_bands(ticked, now)
+        self._publish(self._evaluate_dirty(now) | ticked, full)
+
+    def _check_bands(self, ticked: set[str], now: float) -> None:
+        """The accounts whose marks ticked since the last turn: those within their bands
+        are not evaluated (the band proves it would change nothing: counted as skipped, and
+        their sweep second starts again now, as for an evaluation), the others are queued.
+        What :meth:`Alerting.evaluate` checks first, without the call per account."""
+        assert self.manager is not None and self.alerting is not None
+        dirty, changed, evaluated_at = self._dirty, self._changed, self._evaluated_at
+        feeds, within_band = self.manager.feeds, self.alerting.within_band
+        for name in ticked:
+            if name in dirty:
+                changed.add(name)
+                continue
+            state = feeds[name].state
+            hub = feeds[name].hub
+            books = hub.books.books if hub.books is not None else None
+            if within_band(name, state.marks, now, state.connected, books):
+                evaluated_at.pop(name, None)
+                evaluated_at[name] = now  # to the back of the line
+            else:
+                dirty.add(name)
+                changed.add(name)
 
     def _due(self, now: float) -> list[str]:
         """The accounts last evaluated ``SWEEP_S`` or more ago (or never): the sweep."""
@@ -491,22 +555,36 @@ class Service:
             self._evaluated_at[name] = now  # to the back of the line
         return dirty
 
-    def save_snapshots(self) -> None:
+    def save_snapshots(self, every: bool = False) -> None:
+        """Each account's snapshot and mode to the state file, for ``alertd status`` while
+        the daemon is down, in one commit: those that changed since they were last saved
+        (``every``: all of them, at shutdown, so that each is saved with the time the daemon
+        last held it)."""
         if self.manager is None or self.store is None:
             return
         wall = self._wall()
+        snapshots: dict[str, dict[str, Any]] = {}
+        modes: dict[str, ModeRow] = {}
         with self.store.batch():
             for name, feed in self.manager.feeds.items():
                 state = feed.state
                 # an account in a mode alertd does not compute keeps no figures of alertd's
                 if state.computable:
-                    self.store.save_snapshot(name, account_to_json(state.to_account()), wall)
+                    snapshot = account_to_json(state.to_account())
+                    if every or snapshot != self._saved_snapshots.get(name):
+                        self.store.save_snapshot(name, snapshot, wall)
+                        snapshots[name] = snapshot
                 if state.bootstrapped:  # its mode, for `alertd status` without the daemon
                     mode = state.mode
                     limits = None if mode.coverage is Coverage.COMPUTED else mode.limits
                     ratio = state.reported_account.margin_ratio  # as read at the last reconcile
-                    saved = SavedMode(wall, mode.label, mode.coverage.value, limits, ratio)
-                    self.store.save_mode(name, saved)
+                    reading: ModeRow = (mode.label, mode.coverage.value, limits, ratio)
+                    if every or reading != self._saved_modes.get(name):
+                        self.store.save_mode(name, SavedMode(wall, *reading))
+                        modes[name] = reading
+        # once committed: a failed batch saves them again next time
+        self._saved_snapshots.update(snapshots)
+        self._saved_modes.update(modes)
 
     # --- heartbeat ----------------------------------------------------------------------
 
@@ -559,26 +637,26 @@ class Service:
 
     def log_health(self) -> None:
         self.save_snapshots()
-        view = self.view()
-        report = view.accounts
-        fatal = [h.name for h in report if h.fatal]
-        stale = [h.name for h in report if h.stale and not h.fatal]
-        ratios = [(h.worst_ratio, h.name) for h in report if h.worst_ratio is not None]
-        worst = max(ratios, default=None)
+        if self.publisher is None:
+            return
+        # read from what the daemon keeps: building every account's view for one line cost
+        # more than the minute's evaluations with a thousand accounts
+        h = self.publisher.health()
+        stale, stopped = h.stale, h.stopped
         log.info(
             "health: %s, %d fresh, %d stale%s, %d stopped%s, %s, %s, worst ratio %s, "
             "%s firing, %s queued",
-            fmt.count(len(report), "account"),
-            len(report) - len(stale) - len(fatal),
+            fmt.count(h.accounts, "account"),
+            h.accounts - len(stale) - len(stopped),
             len(stale),
             f" ({', '.join(stale[:5])})" if stale else "",
-            len(fatal),
-            f" ({', '.join(fatal[:5])})" if fatal else "",
-            fmt.count(sum(h.open_positions for h in report), "position"),
+            len(stopped),
+            f" ({', '.join(stopped[:5])})" if stopped else "",
+            fmt.count(h.positions, "position"),
             fmt.count(self.ticks, "engine update"),
-            f"{fmt.ratio(worst[0])} ({worst[1]})" if worst else "-",
-            fmt.count(len(view.firing), "alert"),
-            fmt.count(len(view.undelivered), "message"),
+            f"{fmt.ratio(h.worst[0])} ({h.worst[1]})" if h.worst else "-",
+            fmt.count(h.firing, "alert"),
+            fmt.count(h.queued, "message"),
         )
 
 

@@ -687,16 +687,21 @@ class LiveAccount:
 
 
 class Book:
-    """Many accounts' margin, updated incrementally by mark ticks."""
+    """Many accounts' margin, updated incrementally by mark ticks.
+
+    Each account takes its marks from a ``venue`` (the daemon's: the exchange's mark hub it
+    streams from; accounts on two exchanges may hold the same symbol at different marks): a
+    tick reprices every account's positions and coins in the symbol at that venue at once,
+    from one index (venue, symbol) -> account -> what the mark moves."""
 
     def __init__(self) -> None:
         self._accounts: dict[Hashable, LiveAccount] = {}
-        self._by_symbol: dict[str, list[LivePosition]] = {}
-        self._positions: dict[Hashable, list[LivePosition]] = {}
-        # collateral valued at a symbol's price, by symbol (kept apart from the positions)
-        self._coins_by_symbol: dict[str, list[LiveCollateral]] = {}
-        # per account, per symbol: what its mark moves (positions, then coins)
-        self._moving: dict[Hashable, dict[str, list[LivePosition | LiveCollateral]]] = {}
+        self._venues: dict[Hashable, Hashable] = {}
+        # per (venue, symbol), per account: what the symbol's mark moves (positions, then
+        # coins, in the account's order)
+        self._moving: dict[
+            tuple[Hashable, str], dict[Hashable, list[LivePosition | LiveCollateral]]
+        ] = {}
 
     def __len__(self) -> int:
         return len(self._accounts)
@@ -707,63 +712,54 @@ class Book:
     @property
     def symbols(self) -> Iterable[str]:
         """Every symbol whose mark moves something: held positions and collateral."""
-        if not self._coins_by_symbol:
-            return self._by_symbol.keys()
-        return self._by_symbol.keys() | self._coins_by_symbol.keys()
+        return {symbol for _, symbol in self._moving}
 
-    def set_account(self, key: Hashable, account: Account) -> None:
-        """Add or replace an account (a fresh snapshot after a reconcile, say)."""
+    def set_account(self, key: Hashable, account: Account, venue: Hashable = None) -> None:
+        """Add or replace an account (a fresh snapshot after a reconcile, say), its marks
+        coming from ``venue``."""
         self.remove_account(key)
         live = LiveAccount(key, account)
-        for lp in live.positions:
-            self._by_symbol.setdefault(lp.symbol, []).append(lp)
-        for coin in live.coins:
-            self._coins_by_symbol.setdefault(coin.symbol, []).append(coin)
         self._accounts[key] = live
-        self._positions[key] = live.positions
+        self._venues[key] = venue
         moving: dict[str, list[LivePosition | LiveCollateral]] = {}
         for lp in live.positions:
             moving.setdefault(lp.symbol, []).append(lp)
         for coin in live.coins:
             moving.setdefault(coin.symbol, []).append(coin)
-        self._moving[key] = moving
+        for symbol, moved in moving.items():
+            self._moving.setdefault((venue, symbol), {})[key] = moved
 
     def remove_account(self, key: Hashable) -> None:
-        if key not in self._accounts:
+        live = self._accounts.pop(key, None)
+        if live is None:
             return
-        for symbol in {lp.symbol for lp in self._positions.pop(key)}:
-            kept = [lp for lp in self._by_symbol[symbol] if lp.account != key]
-            if kept:
-                self._by_symbol[symbol] = kept
-            else:
-                del self._by_symbol[symbol]
-        for symbol in {coin.symbol for coin in self._accounts[key].coins}:
-            kept_coins = [c for c in self._coins_by_symbol[symbol] if c.account != key]
-            if kept_coins:
-                self._coins_by_symbol[symbol] = kept_coins
-            else:
-                del self._coins_by_symbol[symbol]
-        del self._accounts[key]
-        del self._moving[key]
+        venue = self._venues.pop(key)
+        for symbol in {lp.symbol for lp in live.positions} | {c.symbol for c in live.coins}:
+            holders = self._moving[(venue, symbol)]
+            del holders[key]
+            if not holders:
+                del self._moving[(venue, symbol)]
 
-    def apply_mark(self, symbol: str, mark: Decimal) -> set[Hashable]:
-        """Reprice every position in ``symbol``; returns the accounts it touched."""
-        touched: set[Hashable] = set()
-        for lp in self._by_symbol.get(symbol, ()):
-            lp.reprice(mark)
-            touched.add(lp.account)
-        for coin in self._coins_by_symbol.get(symbol, ()):
-            coin.reprice(mark)
-            touched.add(coin.account)
-        return touched
+    def apply_mark(self, symbol: str, mark: Decimal, venue: Hashable = None) -> set[Hashable]:
+        """Reprice every position and coin in ``symbol`` at ``venue``; returns the accounts it
+        touched."""
+        holders = self._moving.get((venue, symbol))
+        if holders is None:
+            return set()
+        for moved in holders.values():
+            for one in moved:
+                one.reprice(mark)
+        return set(holders)
 
-    def holders(self, symbol: str) -> int:
-        """How many positions (of all accounts) are in ``symbol``."""
-        return len(self._by_symbol.get(symbol, ()))
+    def holders(self, symbol: str, venue: Hashable = None) -> int:
+        """How many positions (of all accounts) are in ``symbol`` at ``venue``."""
+        holders = self._moving.get((venue, symbol), {})
+        return sum(isinstance(one, LivePosition) for m in holders.values() for one in m)
 
     def apply_account_mark(self, key: Hashable, symbol: str, mark: Decimal) -> None:
-        """Reprice one account's positions in ``symbol`` (each account has its own feed)."""
-        for moved in self._moving[key].get(symbol, ()):
+        """Reprice one account's positions in ``symbol`` (replay: one account at a time)."""
+        holders = self._moving.get((self._venues[key], symbol), {})
+        for moved in holders.get(key, ()):
             moved.reprice(mark)
 
     def live(self, key: Hashable) -> LiveAccount:

@@ -39,7 +39,7 @@ from alertd.feeds.ccxt_exchange import (
     load_markets,
     rest_slot,
 )
-from alertd.feeds.marks import MarkHub, drop_connections
+from alertd.feeds.marks import MarkHub, bad_mark, drop_connections
 from alertd.feeds.options import PRODUCTION, FeedOptions
 from alertd.feeds.state import (
     AccountEvent,
@@ -553,7 +553,12 @@ class AccountFeed:
         if self.state.set_mark(symbol, price, self._clock()):
             self._notify(Change.MARK, symbol)
         else:
-            self.on_malformed(f"mark {symbol}: bad frame", f"mark price is not positive: {price}")
+            self.on_malformed(*bad_mark(symbol, price))
+
+    def record_mark(self, symbol: str, price: Decimal, now: float) -> None:
+        """A mark the hub checked, for every holder at once: recorded, no listener told (the
+        hub's tick listener is, once for all of them)."""
+        self.state.set_mark(symbol, price, now)
 
     def _sync_mark_streams(self) -> None:
         """Subscribe to the marks of newly held symbols (positions and coins that move with

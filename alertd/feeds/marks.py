@@ -5,6 +5,13 @@ union of the symbols its accounts hold (and drops a symbol when the last holder 
 and hands each mark to every holder. A hub has its own unauthenticated ccxt exchange, so a bad
 key on one account cannot take the marks of the others with it.
 
+A tick goes to its holders one of two ways. Alone (a feed with its own hub, ``alertd
+snapshot``, a manager without a daemon), each holder's :meth:`MarkSubscriber.on_mark`. With a
+:attr:`MarkHub.on_tick` listener (the daemon: a thousand accounts may hold BTC), the mark is
+checked once, recorded in every holder's state (:meth:`MarkSubscriber.record_mark`, no
+listener called per holder), then handed to the listener once with all the holders: one book
+update for all of them.
+
 The hub also keeps each streamed symbol's price dynamics (:class:`~alertd.engine.dynamics.
 MarkWindow`), when a rule reads them: seeded from the exchange's recent mark-price candles
 when the symbol's stream starts, so the figures mean something from the first minute, then fed
@@ -16,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -34,9 +41,18 @@ log = logging.getLogger(__name__)
 
 
 class MarkSubscriber(Protocol):
-    def on_mark(self, symbol: str, price: Decimal) -> None: ...
+    def on_mark(self, symbol: str, price: Decimal) -> None:
+        """A mark, as the exchange sent it (checked by the holder)."""
+
+    def record_mark(self, symbol: str, price: Decimal, now: float) -> None:
+        """A mark the hub checked (positive and finite), to record only: the hub's
+        :attr:`~MarkHub.on_tick` listener is told once for every holder."""
 
     def on_malformed(self, kind: str, detail: str) -> None: ...
+
+
+# (hub, symbol, price, its holders): one call per tick once every holder recorded the mark
+TickListener = Callable[["MarkHub", str, Decimal, Set[MarkSubscriber]], None]
 
 
 class MarkHub:
@@ -77,6 +93,9 @@ class MarkHub:
         self.insurance: dict[str, FundHistory] = {}
         # the order books of the held symbols an order-book rule covers (set by the manager)
         self.books: OrderBooks | None = None
+        # each tick handed once to this with every holder (the daemon's book); None: to each
+        # holder's on_mark
+        self.on_tick: TickListener | None = None
 
     def set_dynamics_span(self, span_s: float) -> None:
         """The longest lookback the rules read (a reload): windows resized; a longer span
@@ -234,8 +253,26 @@ class MarkHub:
                 await self._sleep(delay)
                 continue
             self._record(symbol, price)
-            for subscriber in list(self.subscribers.get(symbol, ())):
+            self.deliver(symbol, price)
+
+    def deliver(self, symbol: str, price: Decimal) -> None:
+        """Hand a mark of ``symbol`` to its holders (see the module's docstring)."""
+        holders = self.subscribers.get(symbol)
+        if not holders:
+            return
+        listener = self.on_tick
+        if listener is None:
+            for subscriber in list(holders):
                 subscriber.on_mark(symbol, price)
+            return
+        if not price.is_finite() or price <= 0:
+            for subscriber in list(holders):
+                subscriber.on_malformed(*bad_mark(symbol, price))
+            return
+        now = self._clock()
+        for subscriber in holders:
+            subscriber.record_mark(symbol, price, now)
+        listener(self, symbol, price, holders)
 
     async def force_reconnect(self, reason: str) -> None:
         """Fail every pending mark watch with a NetworkError and drop the connections.
@@ -261,6 +298,11 @@ class MarkHub:
             log.warning("%s: skipped a malformed frame (%s): %s", self.name, kind, detail)
         for subscriber in holders:
             subscriber.on_malformed(kind, detail)
+
+
+def bad_mark(symbol: str, price: Decimal) -> tuple[str, str]:
+    """What a holder reports of a mark that is not a positive, finite price (kind, detail)."""
+    return f"mark {symbol}: bad frame", f"mark price is not positive: {price}"
 
 
 async def drop_connections(exchange: Any, reason: str) -> None:

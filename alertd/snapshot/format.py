@@ -14,6 +14,7 @@ A schema 1 file is read exactly as before (its unknown keys ignored).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -569,15 +570,23 @@ def load_snapshot(path: str | Path) -> LoadedSnapshot:
     return parse_snapshot(read_input(path, MAX_SNAPSHOT_BYTES, SnapshotError), str(path))
 
 
-def _tier_json(tier: Tier, basis: TierBasis) -> dict[str, str | None]:
-    cap = decimal_str(tier.cap)
-    out: dict[str, str | None] = (
-        {"max_contracts": cap} if basis is TierBasis.CONTRACTS else {"max_notional": cap}
-    )
-    out["mmr"] = decimal_str(tier.mmr)
-    out["deduction"] = decimal_str(tier.deduction)
-    out["max_leverage"] = decimal_str(tier.max_leverage)
-    return out
+@functools.lru_cache(maxsize=1024)
+def _tiers_json(table: TierTable) -> tuple[dict[str, str | None], ...]:
+    """A position's tier table as its snapshot writes it. Kept for the tables seen last (by
+    value: most accounts on an exchange hold the same brackets): the daemon saves every
+    account's snapshot each health interval, and writing the tiers out was most of it. The
+    rows are shared: read them, never change them."""
+    rows = []
+    for tier in table.tiers:
+        cap = decimal_str(tier.cap)
+        out: dict[str, str | None] = (
+            {"max_contracts": cap} if table.basis is TierBasis.CONTRACTS else {"max_notional": cap}
+        )
+        out["mmr"] = decimal_str(tier.mmr)
+        out["deduction"] = decimal_str(tier.deduction)
+        out["max_leverage"] = decimal_str(tier.max_leverage)
+        rows.append(out)
+    return tuple(rows)
 
 
 def _collateral_json(c: Collateral) -> dict[str, Any]:
@@ -660,7 +669,7 @@ def _account_json(account: Account) -> dict[str, Any]:
                     "tick_size": decimal_str(p.tick_size),
                     "lot_size": decimal_str(p.lot_size),
                     "adl_rank": decimal_str(p.adl_rank),
-                    "tiers": [_tier_json(t, p.tiers.basis) for t in p.tiers.tiers],
+                    "tiers": list(_tiers_json(p.tiers)),
                 }
                 | ({"pool": p.pool} if p.pool is not None else {})
                 for p in account.positions

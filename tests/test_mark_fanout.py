@@ -1,0 +1,345 @@
+"""A mark tick reaches every holder at once (the daemon's batched fan-out: ``MarkHub.on_tick``
+-> ``Service._on_tick``, one book update for every holder, each holder's band checked at the
+next turn): the same alerts, at the same moments, as each holder told alone (``on_mark`` -> the
+service's listener -> that account's own book update, evaluated at the next turn).
+
+Two in-process services (no network, one clock) hold the same random accounts on two
+exchanges that list the same symbols at different marks (Binance and Bybit: a mark of one
+must move no position of the other). One fans marks out as the daemon does; the other has its
+hubs' tick listener removed, so each holder is told alone, as before the batch. Random ticks
+(small and large, one exchange at a time), bad marks, time passing with the sweep,
+disconnections and snapshots (a position closed or resized, the wallet moved), with the
+default rules and built-ins and random rules on what the band covers: both must queue the
+same messages (title, body, time) and keep the same alert states after every turn, and every
+account in each book must stand at its feed's marks. The batched one must have skipped
+evaluations within bands, or the comparison would prove little.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alertd.config import load_config
+from alertd.daemon.service import Service
+from alertd.engine.model import MarginMode, Side
+from alertd.engine.stops import StopKind, StopOrder, Trigger
+from alertd.engine.tiers import TierBasis
+from alertd.feeds.feed import AccountFeed, Change
+from alertd.feeds.options import FeedOptions
+from alertd.feeds.state import AccountMode, MarketInfo, ModeReading, PositionState, Stream
+from alertd.rules.metrics import QUIET, observe
+from alertd.snapshot.format import account_to_json
+from tests.support.clock import ManualClock
+from tests.test_band import random_rule
+from tests.test_evaluation_shortcuts import states, table
+
+D = Decimal
+SYMBOLS = ("BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT")
+EXCHANGES = ("binanceusdm", "bybit")
+HOOK = {"name": "hook", "url": "json://127.0.0.1:9/x", "tags": ["all"]}
+
+
+def start(
+    path: Path, names: dict[str, str], rules: list[dict[str, Any]], clock: ManualClock
+) -> Service:
+    """A service started up (state file, rules, feeds built, never served) on ``clock``."""
+    path.mkdir(parents=True, exist_ok=True)
+    accounts = [
+        {"name": name, "exchange": exchange, "api_key_env": "K", "secret_env": "S"}
+        for name, exchange in names.items()
+    ]
+    config = {
+        "version": 1,
+        "state_path": str(path / "state.sqlite"),
+        "accounts": accounts,
+        "receivers": [HOOK],
+        "rules": rules,
+    }
+    (path / "config.yaml").write_text(json.dumps(config))
+    service = Service(
+        load_config(path / "config.yaml"),
+        secrets={name: {} for name in names},
+        feeds=FeedOptions(clock=clock),
+        wall_clock=lambda: 1_800_000_000.0 + clock(),
+    )
+    service._startup()
+    return service
+
+
+def fill(feed: AccountFeed, rng: random.Random, marks: dict[str, Decimal], now: float) -> None:
+    """Random positions (cross, isolated, hedged), tiers, stops and a wallet, as a bootstrap
+    leaves them, the account streaming its held symbols' marks."""
+    state = feed.state
+    basis = TierBasis.NOTIONAL if state.profile.deduction_tiers else TierBasis.CONTRACTS
+    total = D(0)
+    size = rng.randint(200, 200_000)  # of similar sizes (the concentration built-in)
+    for symbol in rng.sample(SYMBOLS, rng.randint(1, 3)):
+        mark = marks[symbol]
+        state.markets[symbol] = MarketInfo(symbol, D(1), False, state.settle, D("0.01"))
+        state.tiers[symbol] = table(rng, basis, rng.random() < 0.7)
+        state.set_mark(symbol, mark, now)
+        for side in rng.sample(list(Side), rng.choice([1, 1, 2])):
+            notional = D(size * rng.randint(70, 130) // 100)
+            total += notional
+            isolated = rng.random() < 0.3
+            leverage = D(rng.randint(2, 50))
+            state.positions[(symbol, side)] = PositionState(
+                symbol,
+                side,
+                (notional / mark).quantize(D("0.001")) or D("0.001"),
+                (mark * (1 + D(rng.randint(-800, 800)) / 10_000)).quantize(D("0.01")),
+                MarginMode.ISOLATED if isolated else MarginMode.CROSS,
+                (notional / leverage).quantize(D("0.0001")) if isolated else None,
+                leverage,
+            )
+    # from near liquidation (alerting: no band) to calm (a band: skipped at most ticks)
+    share = rng.randint(3, 60) if rng.random() < 0.4 else rng.randint(20, 150)
+    state.set_wallet_balance((total * share / 100).quantize(D("0.01")), now)
+    state.last_seen[(Stream.POSITIONS, "")] = now
+    state.stops = tuple(
+        StopOrder(
+            p.symbol,
+            p.side,
+            StopKind.STOP,
+            Trigger.FALL if p.side is Side.LONG else Trigger.RISE,
+            (marks[p.symbol] * (1 - p.side * D(rng.randint(5, 150)) / 1000)).quantize(D("0.01")),
+            None,
+        )
+        for p in state.positions.values()
+        if rng.random() < 0.7
+    )
+    state.mode = ModeReading(AccountMode.SINGLE_ASSET, "test")
+    state.bootstrapped = state.connected = True
+
+
+def subscribe(feed: AccountFeed) -> None:
+    """The feed's held symbols on its hub, as its mark streams sync them."""
+    for symbol in sorted(feed.state.held_symbols - feed._subscribed):
+        feed._subscribed.add(symbol)
+        feed.hub.subscribe(symbol, feed)
+
+
+def outbox(service: Service) -> list[tuple[object, ...]]:
+    assert service.store is not None
+    return [(r.receiver, r.title, r.body, r.created_at) for r in service.store.pending()]
+
+
+def at_feed_marks(service: Service) -> None:
+    """Every account in the book stands at its feed's marks."""
+    assert service.manager is not None
+    for name, feed in service.manager.feeds.items():
+        live = service.book.get(name)
+        if live is None:
+            continue
+        for lp in live.positions:
+            assert lp.mark == feed.state.marks[lp.symbol], (name, lp.symbol)
+
+
+def run_world(tmp_path: Path, seed: int, steps: int) -> tuple[int, int]:
+    """Both services through one random world; returns (messages queued, evaluations the
+    batched one skipped within bands)."""
+    rng = random.Random(seed)
+    clock = ManualClock(100.0)
+    names = {f"a{i}": rng.choice(EXCHANGES) for i in range(rng.randint(2, 6))}
+    marks = {exchange: {s: D(rng.randint(50, 100_000)) for s in SYMBOLS} for exchange in EXCHANGES}
+    # the world's accounts, filled once and copied into each service's feeds
+    model = start(tmp_path / "model", names, [], clock)
+    assert model.manager is not None
+    seen: dict[str, list[Decimal]] = {}
+    for name, feed in model.manager.feeds.items():
+        fill(feed, rng, marks[names[name]], clock())
+        feed._notify(Change.ACCOUNT)
+        live = model.book.live(name)
+        for o in observe(name, names[name], live, QUIET, None, None):
+            for metric, value in o.metrics.items():
+                if value is not None and value.is_finite():
+                    seen.setdefault(metric, []).append(value)
+    rules = [
+        random_rule(rng, i, seen, covered_only=True).model_dump(mode="json", by_alias=True)
+        for i in range(rng.randint(0, 3))
+    ]
+    batched = start(tmp_path / "batched", names, rules, clock)
+    alone = start(tmp_path / "alone", names, rules, clock)
+    services = (batched, alone)
+    for service in services:
+        assert service.manager is not None
+        for name, feed in service.manager.feeds.items():
+            feed.state = copy.deepcopy(model.manager.feeds[name].state)
+            subscribe(feed)
+            feed._notify(Change.ACCOUNT)
+    assert alone.manager is not None and batched.manager is not None
+    for hub in alone.manager.hubs.values():
+        hub.on_tick = None  # each holder told alone: on_mark -> listener, as before the batch
+    assert all(hub.on_tick is not None for hub in batched.manager.hubs.values())
+
+    def feeds(service: Service) -> dict[str, AccountFeed]:
+        assert service.manager is not None
+        return service.manager.feeds
+
+    def turn(full: bool) -> None:
+        for service in services:
+            service.step(clock(), full)
+        assert outbox(batched) == outbox(alone), (seed, clock())
+        assert batched.alerting is not None and alone.alerting is not None
+        assert states(batched.alerting.engine.states) == states(alone.alerting.engine.states)
+        for service in services:
+            at_feed_marks(service)
+
+    turn(True)
+    for _ in range(steps):
+        roll = rng.random()
+        if roll < 0.6:  # ticks of one exchange's symbols, then a turn at the same moment
+            exchange = rng.choice(EXCHANGES)
+            for symbol in rng.sample(SYMBOLS, rng.randint(1, 3)):
+                big = rng.random() < 0.1
+                move = rng.randint(-1500, 1500) if big else rng.randint(-30, 30)
+                mark = max(D("0.5"), marks[exchange][symbol] * (1 + D(move) / 10_000))
+                marks[exchange][symbol] = mark = mark.quantize(D("0.0001"))
+                bad = rng.random() < 0.02
+                for service in services:
+                    assert service.manager is not None
+                    for hub in service.manager.hubs.values():
+                        if hub.adapter.exchange_id == exchange:
+                            hub.deliver(symbol, D(0) if bad else mark)
+            clock.t += rng.choice([0.0, 0.0, 0.05])  # the turn follows within 50 ms
+            turn(False)
+        elif roll < 0.85:  # time passes (a symbol may go stale): the sweep
+            clock.t += rng.choice([0.3, 1.0, 1.0, 1.0, 2.0, 2.0, 7.0, 7.0, 31.0])
+            turn(rng.random() < 0.5)
+        elif roll < 0.89:  # the private stream drops or comes back (no change notified)
+            down = [n for n, f in feeds(batched).items() if not f.state.connected]
+            name = rng.choice(down if down and rng.random() < 0.7 else sorted(names))
+            for service in services:
+                state = feeds(service)[name].state
+                state.connected = not state.connected
+        else:  # a snapshot: a position closed or resized, the wallet moved
+            name = rng.choice(sorted(names))
+            held = sorted(feeds(batched)[name].state.positions, key=str)
+            key = rng.choice(held) if held else None
+            change = rng.choice([D(0), D("0.5"), D(2)])
+            wallet = D(rng.randint(80, 120)) / 100
+            for service in services:
+                feed = feeds(service)[name]
+                state = feed.state
+                if key is not None:
+                    p = state.positions[key]
+                    state.update_positions([replace(p, contracts=p.contracts * change)], clock())
+                assert state.wallet_balance is not None
+                state.set_wallet_balance(state.wallet_balance * wallet, clock())
+                for symbol in sorted(feed._subscribed - state.held_symbols):
+                    feed._subscribed.discard(symbol)
+                    feed.hub.unsubscribe(symbol, feed)
+                feed._notify(Change.ACCOUNT)
+            turn(False)
+    queued = len(outbox(batched))
+    for service in (model, *services):
+        assert service.store is not None
+        service.store.close()
+    assert batched.alerting is not None
+    return queued, batched.alerting.skipped
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_one_book_update_per_tick_alerts_exactly_as_each_holder_told_alone(
+    tmp_path_factory: Any, seed: int
+) -> None:
+    run_world(tmp_path_factory.mktemp("fanout"), seed, 120)
+
+
+def test_the_worlds_compared_skip_at_ticks_and_alert(tmp_path: Path) -> None:
+    """The comparison means something only if evaluations are skipped within bands while
+    messages are queued."""
+    queued = skipped = 0
+    for seed in range(6):
+        n, s = run_world(tmp_path / str(seed), seed, 120)
+        queued += n
+        skipped += s
+    assert queued > 10 and skipped > 100, (queued, skipped)
+
+
+def test_the_health_line_says_what_the_view_says(tmp_path: Path) -> None:
+    """The health line reads the feeds, the book, the engine and the outbox (no account's
+    view built): the same stale and stopped accounts, positions and worst ratio as the view
+    (an account never bootstrapped, one stopped, one with a stale mark, calm ones)."""
+    rng = random.Random(5)
+    clock = ManualClock(100.0)
+    names = {f"a{i}": EXCHANGES[i % 2] for i in range(6)}
+    service = start(tmp_path, names, [], clock)
+    assert service.manager is not None and service.publisher is not None
+    feeds = service.manager.feeds
+    for name in ("a1", "a2", "a3", "a4", "a5"):
+        fill(feeds[name], rng, {s: D(rng.randint(50, 100_000)) for s in SYMBOLS}, clock())
+        feeds[name]._notify(Change.ACCOUNT)
+    feeds["a2"].state.fatal = "bad key"
+    feeds["a2"]._notify(Change.FATAL)
+    clock.t += 20
+    for symbol in sorted(feeds["a4"].state.held_symbols)[1:]:
+        feeds["a4"].state.set_mark(symbol, feeds["a4"].state.marks[symbol], clock())
+    clock.t += 15  # a4's first symbol (and every other account's marks) 35 s old
+    for name in ("a1", "a5"):
+        for symbol, mark in list(feeds[name].state.marks.items()):
+            feeds[name].state.set_mark(symbol, mark, clock())
+    service.step(clock(), True)
+    view = service.view()
+    health = service.publisher.health()
+    assert health.accounts == len(view.accounts) == 6
+    assert health.stopped == tuple(a.name for a in view.accounts if a.fatal) == ("a2",)
+    stale = tuple(a.name for a in view.accounts if a.stale and not a.fatal)
+    assert health.stale == stale == ("a0", "a3", "a4")
+    assert health.positions == sum(a.open_positions for a in view.accounts) > 0
+    ratios = [(a.worst_ratio, a.name) for a in view.accounts if a.worst_ratio is not None]
+    assert health.worst == max(ratios) and len(ratios) == 4
+    assert (health.firing, health.queued) == (len(view.firing), len(view.undelivered))
+    assert service.store is not None
+    service.store.close()
+
+
+def test_only_changed_snapshots_are_saved_but_all_at_shutdown(tmp_path: Path) -> None:
+    """Each health interval saves the snapshots and modes that changed since they were last
+    saved (a mark moved); at shutdown every one, with the time the daemon last held it."""
+    rng = random.Random(7)
+    clock = ManualClock(100.0)
+    service = start(tmp_path, {"a": "binanceusdm", "b": "bybit"}, [], clock)
+    assert service.manager is not None and service.store is not None
+    feeds = service.manager.feeds
+    for feed in feeds.values():
+        fill(feed, rng, {s: D(rng.randint(50, 100_000)) for s in SYMBOLS}, clock())
+        subscribe(feed)
+        feed._notify(Change.ACCOUNT)
+    store = service.store
+
+    def saved_at() -> dict[str, tuple[float, float]]:
+        snapshots, modes = store.snapshots(), store.modes()
+        return {n: (snapshots[n].updated_at, modes[n].updated_at) for n in sorted(feeds)}
+
+    service.save_snapshots()
+    first = 1_800_000_100.0
+    assert saved_at() == {"a": (first, first), "b": (first, first)}
+    clock.t += 60
+    service.save_snapshots()  # nothing changed
+    assert saved_at() == {"a": (first, first), "b": (first, first)}
+    a = feeds["a"].state
+    symbol = sorted(a.held_symbols)[0]
+    feeds["a"].hub.deliver(symbol, a.marks[symbol] + 1)
+    clock.t += 60
+    service.save_snapshots()  # a's mark moved: its snapshot (its mode did not change)
+    assert saved_at() == {"a": (first + 120, first), "b": (first, first)}
+    assert json.loads(store.snapshots()["a"].snapshot) == account_to_json(a.to_account())
+    feeds["b"].state.mode = ModeReading(AccountMode.UNIFIED_CROSS, "UTA")
+    clock.t += 60
+    service.save_snapshots()
+    assert saved_at() == {"a": (first + 120, first), "b": (first, first + 180)}
+    clock.t += 60
+    service.save_snapshots(every=True)  # the shutdown's
+    assert saved_at() == {"a": (first + 240, first + 240), "b": (first + 240, first + 240)}
+    store.close()
