@@ -159,9 +159,7 @@ def test_portfolio_margin_alerts_on_binance_s_uni_mmr_as_the_mark_falls(
     # moved with the mark: requirement 1.05 x 240 m / 60,000, equity 1,900 + (m - 60,000);
     # Binance's uniMMR there: at 58,580 480 / 234.32 = 2.0485 (51.3%), at 58,400 300 /
     # 233.6 = 1.2842 (81.8%)
-    ratio_alerts_at(
-        fake, http, daemon, BTC, ("58580", "51.3%"), ("58400", "81.8%"), posts_before=1
-    )
+    ratio_alerts_at(fake, http, daemon, BTC, ("58580", "51.3%"), ("58400", "81.8%"), posts_before=1)
     assert Decimal(fake.portfolio_account("key-e2e")["uniMMR"]) == Decimal("1.28424658")
     for post in http.posts[1:]:
         assert f"the ratio is {BINANCE}'s own" in post["message"], post["message"]
