@@ -134,9 +134,10 @@ def test_single_asset_reads_a_pool_for_every_margin_asset_the_catalogue_lists() 
     )
 
     class Binance:
-        """ccxt's binanceusdm: its catalogue and the snapshot's two answers."""
+        """ccxt's binanceusdm: its catalogue, its options and the snapshot's two answers."""
 
         markets = CATALOGUE
+        options: dict[str, Any] = {}
 
         async def fapiPrivateV3GetPositionRisk(self) -> list[Any]:
             return []
