@@ -218,7 +218,8 @@ def ratio_alerts_at(
 def stopped_cleanly(daemon: Daemon) -> None:
     """The daemon stops with exit status 0 and no traceback in its log."""
     assert daemon.stop() == 0
-    assert "Traceback" not in daemon.text()
+    log = daemon.text()
+    assert "Traceback" not in log, log[-3000:]
 
 
 def reconciling_every(world: dict[str, Any], seconds: float) -> None:
