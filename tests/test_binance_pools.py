@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -137,7 +137,7 @@ def test_single_asset_reads_a_pool_for_every_margin_asset_the_catalogue_lists() 
         """ccxt's binanceusdm: its catalogue, its options and the snapshot's two answers."""
 
         markets = CATALOGUE
-        options: dict[str, Any] = {}
+        options: ClassVar[dict[str, Any]] = {}
 
         async def fapiPrivateV3GetPositionRisk(self) -> list[Any]:
             return []

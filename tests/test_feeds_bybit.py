@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
@@ -16,8 +17,10 @@ from .support.feeds import (
     BTC,
     account_config,
     bootstrapped,
+    kept_open,
     make_feed,
 )
+from .support.poll import eventually
 
 D = Decimal
 ETH = "ETH/USDT:USDT"
@@ -107,5 +110,34 @@ def test_btc_collateral_and_a_btc_long_in_the_unified_cross_pool() -> None:
             assert usdt_only.pool.margin_balance < 0
             reported = state.reported_positions[(BTC, Side.LONG)].liquidation_price
             assert reported == liq  # Bybit's (the fake's) estimate moves the coin too
+
+    run(body())
+
+
+def test_a_tick_during_the_coins_read_keeps_the_coin_s_basis_to_its_mark() -> None:
+    """A reconcile's wallet answer (the coins' prices) is slow; the BTC mark falls 5% on the
+    stream meanwhile. The answer priced BTC at the older mark: the coin keeps its basis to
+    that one (59,940 / 60,000) and falls with the mark from there, not valued at its old
+    price against the new mark (5% too high in a fall, until the next read)."""
+
+    async def body() -> None:
+        async with started(FakeBybit(), [("key-c", "secret-c", "-2000")]) as fake:
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-c", BTC, "long", "0.3", "60000")
+            fake.set_collateral_tiers("BTC", [("0.2", "0.95"), (None, "0.9")])
+            fake.set_collateral("key-c", "BTC", "0.5", "59940", None, follows=BTC)
+            feed = make_feed(account_config("c", "bybit", fake), "key-c", "secret-c")
+            async with kept_open(feed):
+                feed.record_mark(BTC, D(60000), 0.0)
+                fake.hold_rest("/v5/account/wallet-balance")
+                resync = asyncio.create_task(feed.resync())
+                await eventually(lambda: fake.held_answers() == 1, what="the slow answer")
+                feed.record_mark(BTC, D(57000), 1.0)  # the stream's tick, while it waits
+                fake.release_rest()
+                await resync
+                (btc,) = feed.state.collateral
+                assert btc.price_over_mark == D(59940) / D(60000)
+                (moved,) = feed.state.to_account().collateral
+                assert moved.price == D(57000) * D(59940) / D(60000)
 
     run(body())

@@ -274,6 +274,7 @@ class AccountFeed:
             positions, reported, marks = await self.adapter.fetch_positions(exchange)
         if wanted is not None:
             positions = [p for p in positions if p.symbol in wanted]
+        marks_sent = dict(self.state.marks)  # as the reads that price the coins are sent
         wallet, account_figures = await self.adapter.fetch_balance(exchange)
         pools = await self.adapter.fetch_pools(exchange)
         collateral = await self.adapter.fetch_collateral(exchange)
@@ -300,7 +301,7 @@ class AccountFeed:
             # a coin that moves with a symbol nobody holds: its mark over REST, so that the
             # coin's index keeps its basis to the mark the stream then moves
             self.state.set_mark(symbol, await self.adapter.fetch_mark(exchange, symbol), now)
-        self.state.set_collateral(collateral)
+        self.state.set_collateral(collateral, marks_sent)
         self.state.wallet_liability_tiers = self.adapter.wallet_liability_tiers()
         # the exchange's figures were read at about these marks: they move from here
         self.state.reported_marks = dict(self.state.marks)

@@ -256,12 +256,23 @@ class AccountState:
         self.last_seen[(Stream.MARK, symbol)] = now
         return True
 
-    def set_collateral(self, coins: tuple[Collateral, ...]) -> None:
+    def set_collateral(
+        self, coins: tuple[Collateral, ...], before: Mapping[str, Decimal] | None = None
+    ) -> None:
         """The pool's coins as read over REST. A coin that moves with a symbol keeps the basis
-        of its price (an index) to that symbol's mark as known now, and follows the mark
-        from there until the next read."""
+        of its price (an index) to that symbol's mark, and follows the mark from there until
+        the next read. The mark is the one held as the coins were read: where a tick came in
+        while the answer was on its way (``before``: the marks held as the read was sent),
+        the one of the two nearer the coin's price, as an index follows its mark within a
+        small basis; taking the newer mark for an answer priced at the older one would value
+        the coin at its old price until the next read (too high in a fall)."""
+
+        def basis(c: Collateral, mark: Decimal) -> Decimal:
+            sent = (before or {}).get(c.price_symbol or "", mark)
+            return min(c.price / mark, c.price / sent, key=lambda b: abs(b - 1))
+
         self.collateral = tuple(
-            replace(c, price_over_mark=c.price / mark)
+            replace(c, price_over_mark=basis(c, mark))
             if c.price_symbol is not None
             and c.price_over_mark is None
             and (mark := self.marks.get(c.price_symbol)) is not None
