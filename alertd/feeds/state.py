@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
-from alertd.engine.collateral import Collateral
+from alertd.engine.collateral import Collateral, SettleTerms
 from alertd.engine.model import Account, MarginMode, Pool, Position, Side
 from alertd.engine.profiles import ExchangeProfile
 from alertd.engine.reported import Exposure, moved_ratio
@@ -184,9 +184,10 @@ class AccountState:
     reported_pools: dict[str, ReportedAccount] = field(default_factory=dict)
     # the cross pool's other coins (multi-collateral modes), as of the last REST snapshot
     collateral: tuple[Collateral, ...] = ()
-    # the settle currency's borrowing tiers where the exchange lends it below zero (OKX
-    # multi-currency margin; Account.wallet_liability_tiers)
-    wallet_liability_tiers: TierTable | None = None
+    # how the pool counts the settle currency's own equity where the exchange lends it
+    # below zero or discounts it (OKX multi-currency margin, Gate unified multi-currency;
+    # Account.settle_terms)
+    settle_terms: SettleTerms | None = None
     # Bybit reports a wallet balance that still holds isolated positions' margin; Binance
     # reports the cross wallet alone
     wallet_includes_isolated: bool = False
@@ -440,6 +441,6 @@ class AccountState:
             tuple(held),
             coins,
             self.stops,
-            self.wallet_liability_tiers,
+            self.settle_terms,
             pools,
         )
