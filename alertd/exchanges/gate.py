@@ -399,7 +399,8 @@ def multi_currency_pool(
         assert price is not None
         counted = ratio if collateral and ratio is not None else CollateralRatio.flat(Decimal(0))
         coin = usd_pool_coin(ccy, equity, price, Decimal(1), counted, settle, markets)
-        coins.append(dataclasses.replace(coin, liability_tiers=tiers, borrowed=borrowed))
+        owed = tiers if owes else None
+        coins.append(dataclasses.replace(coin, liability_tiers=owed, borrowed=borrowed))
     if coins and settle not in loans:
         # the account outlives its USDT: at the liquidation price the USDT equity is below
         # zero, a liability whose borrowing maintenance margin alertd has no tiers for

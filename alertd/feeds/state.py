@@ -247,15 +247,20 @@ class AccountState:
         self.last_seen[(Stream.MARK, symbol)] = now
         return True
 
-    def set_collateral(self, coins: tuple[Collateral, ...]) -> None:
+    def set_collateral(
+        self, coins: tuple[Collateral, ...], read_marks: Mapping[str, Decimal] | None = None
+    ) -> None:
         """The pool's coins as read over REST. A coin that moves with a symbol keeps the basis
-        of its price (an index) to that symbol's mark as known now, and follows the mark
-        from there until the next read."""
+        of its price (an index) to that symbol's mark as read with it (``read_marks``: the
+        same snapshot's; else as known now), and follows the mark from there until the next
+        read. (A stream mark that arrived while the snapshot was read would otherwise pair
+        the old index with the new mark: the coin would stand still as the mark moved.)"""
+        read = read_marks or {}
         self.collateral = tuple(
             replace(c, price_over_mark=c.price / mark)
             if c.price_symbol is not None
             and c.price_over_mark is None
-            and (mark := self.marks.get(c.price_symbol)) is not None
+            and (mark := read.get(c.price_symbol, self.marks.get(c.price_symbol))) is not None
             else c
             for c in coins
         )
