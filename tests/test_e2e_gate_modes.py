@@ -142,6 +142,27 @@ def test_a_btc_long_crosses_the_thresholds_at_the_right_marks_in_single_currency
     ratio_alerts_at(fake, http, daemon, BTC, ("50450", "53.3%"), ("50290", "82.4%"))
 
 
+def _multi_currency_started(
+    world: dict[str, Any], usdt: str, btc: str, borrowed: str, side: str
+) -> dict[str, Any]:
+    """The local Gate's account in multi-currency margin with ``usdt``, ``btc`` (``borrowed``
+    of it borrowed) and a 0.1 BTC ``side`` at 60,000, the daemon started: the account as
+    ``/status`` shows it once alertd computes it."""
+    fake = world["fake"]
+    fake.set_balance(KEY, usdt)
+    fake.set_mark(BTC, "60000")
+    fake.set_coin(KEY, "BTC", btc, borrowed=borrowed)
+    fake.set_margin_mode(KEY, 1)
+    fake.open_position(KEY, BTC, side, "1000", "60000")
+    started(world["daemon"])
+    account: dict[str, Any] = wait_for(
+        lambda: computed_account(world["base"]), what="alertd's own figures"
+    )
+    assert account["mode"] == MULTI
+    assert account["coverage"] == "computed by alertd"
+    return account
+
+
 def test_btc_collateral_and_a_btc_long_falling_together_cross_at_the_right_marks(
     gate_world: dict[str, Any],
 ) -> None:
@@ -152,15 +173,7 @@ def test_btc_collateral_and_a_btc_long_falling_together_cross_at_the_right_marks
     # 0.075%) plus, below 59,600, 1.5% (the local Gate's first USDT loan tier) of the USDT
     # shortfall 5,960 - 0.1 m. 28.5 / 2,920 = 0.98% at 60,000: no alert (the USDT-only math
     # of before read 28.5 / 40 = 71%, a false warning)
-    fake.set_balance(KEY, "40")
-    fake.set_mark(BTC, "60000")
-    fake.set_coin(KEY, "BTC", "0.05")
-    fake.set_margin_mode(KEY, 1)
-    fake.open_position(KEY, BTC, "long", "1000", "60000")
-    started(daemon)
-    account = wait_for(lambda: computed_account(base), what="alertd's own figures")
-    assert account["mode"] == MULTI
-    assert account["coverage"] == "computed by alertd"
+    account = _multi_currency_started(gate_world, "40", "0.05", "0", "long")
     assert D(account["margin_ratio"]) == D("28.5") / D(2920)
     wait_for(lambda: status_account(base)["exchange_margin_ratio"] is not None, what="Gate's")
     assert D(status_account(base)["exchange_margin_ratio"]) == D("28.5") / D(2920)
@@ -211,22 +224,14 @@ def test_a_borrowed_coin_shows_gate_s_own_ratio_with_no_false_alert_at_bootstrap
 def test_a_borrowed_btc_debt_crossing_its_loan_tier_crosses_the_thresholds_at_the_right_marks(
     gate_world: dict[str, Any],
 ) -> None:
-    fake, http, daemon, base = (gate_world[k] for k in ("fake", "http", "daemon", "base"))
+    fake, http, daemon = (gate_world[k] for k in ("fake", "http", "daemon"))
     # 8 BTC borrowed and sold (its proceeds in the 540,000 USDT) and a 0.1 BTC short at
     # 60,000 in a multi-currency pool. At a mark m: USDT equity 540,000 + 0.1 (60,000 - m);
     # BTC equity -8 BTC, counted in full: -8 m; margin balance 546,000 - 8.1 m. MM: the short's
     # 0.1 m x (0.4% + 0.075%) plus the debt's 8 m at the rate of its tier by USD value (the
     # local Gate's BTC loan tiers: 5% up to 500,000, 7% to 1,000,000): 0.400475 m up to
     # 62,500, 0.560475 m above. 24,028.5 / 60,000 = 40% at 60,000: computed, no alert
-    fake.set_balance(KEY, "540000")
-    fake.set_mark(BTC, "60000")
-    fake.set_coin(KEY, "BTC", "0", borrowed="8")
-    fake.set_margin_mode(KEY, 1)
-    fake.open_position(KEY, BTC, "short", "1000", "60000")
-    started(daemon)
-    account = wait_for(lambda: computed_account(base), what="alertd's own figures")
-    assert account["mode"] == MULTI
-    assert account["coverage"] == "computed by alertd"
+    account = _multi_currency_started(gate_world, "540000", "0", "8", "short")
     assert D(account["margin_ratio"]) == D("24028.5") / D(60000)
     (position,) = account["positions"]
     # the ratio is 1 where 0.560475 m = 546,000 - 8.1 m: 546,000 / 8.660475 = 63,045.7 (with
