@@ -490,3 +490,49 @@ def test_a_snapshot_keeps_what_is_owed_and_its_tiers() -> None:
         parse_snapshot(json.dumps(data))
     (problem,) = info.value.problems
     assert problem.startswith("cross.liability_tiers[1].max_amount: tiers out of order")
+
+
+def test_a_snapshot_names_each_bad_loan_or_discount_field() -> None:
+    """What a Gate or OKX snapshot adds for loans (a coin's ``borrowed`` and tiers by value,
+    the settle currency's ``borrowed`` and ``discount_tiers``) is read back to the same
+    figures; each bad one is one problem naming its field."""
+
+    async def body() -> Any:
+        async with started(FakeOKX(), [("key-o", "secret-o", "25000")]) as fake:
+            borrowing_account(fake)
+            return (await bootstrapped(okx_feed(fake))).state.to_account()
+
+    data = json.loads(json.dumps(account_to_json(run(body()))))
+    coin = data["cross"]["collateral"][0]
+    coin["borrowed"] = "0.5"
+    coin["liability_tiers"] = [{"max_value": "20000", "mmr": "0.05"}, {"mmr": "0.07"}]
+    data["cross"]["borrowed"] = "100"
+    data["cross"]["discount_tiers"] = [{"max_amount": "1000", "ratio": "1"}, {"ratio": "0.9"}]
+    account = parse_snapshot(json.dumps(data)).account
+    owed = account.collateral[0]
+    assert owed.borrowed == D("0.5") and owed.liability_by_value
+    assert account.settle_terms is not None and account.settle_terms.borrowed == D(100)
+    assert parse_snapshot(json.dumps(account_to_json(account))).account == account
+    coin["liability_tiers"] = [{"max_value": "20000", "mmr": "0.05"}, {"max_amount": "9"}]
+    coin["borrowed"] = "-1"
+    data["cross"]["discount_tiers"] = [{"max_amount": "1000", "ratio": "1.2"}]
+    del data["cross"]["liability_tiers"]
+    with pytest.raises(SnapshotError) as info:
+        parse_snapshot(json.dumps(data))
+    assert sorted(info.value.problems) == [
+        "cross.collateral[0].borrowed: must be at least 0 (got -1)",
+        "cross.collateral[0].liability_tiers[1].mmr: missing",
+        "cross.discount_tiers[0].ratio: input should be less than or equal to 1 (got '1.2')",
+    ], info.value.problems
+    coin["borrowed"] = "0.5"
+    coin["liability_tiers"] = [
+        {"max_value": "20000", "mmr": "0.05"},
+        {"max_amount": "9", "mmr": "0.1"},
+    ]
+    del data["cross"]["discount_tiers"]
+    with pytest.raises(SnapshotError) as info:
+        parse_snapshot(json.dumps(data))
+    assert info.value.problems == [
+        "cross.collateral[0].liability_tiers: tiers mix max_amount and max_value; use one basis",
+        "cross.borrowed: needs cross.liability_tiers (what the loan requires)",
+    ]

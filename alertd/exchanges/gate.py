@@ -32,10 +32,11 @@ UnifiedAccount, UnifiedBalance), read with the mode at every snapshot:
 - Multi-currency margin (1): one USD pool, ``total_margin_balance`` and
   ``total_maintenance_margin``; computed by alertd, other collateral (BTC ...) included: the
   account is then liquidated only once its USDT is gone, and Gate counts the USDT shortfall
-  as a liability carrying a tiered borrowing maintenance margin (``GET
-  /unified/loan_margin_tiers``, :func:`loan_margin_tiers`), which alertd's pool holds
-  (``Account.wallet_liability_tiers``). :func:`multi_currency_pool` names what alertd still
-  leaves to Gate's own ratio (a borrowed coin, a coin it cannot price).
+  (or the USDT borrowed, the larger) as a liability carrying a tiered borrowing maintenance
+  margin (``GET /unified/loan_margin_tiers``, :func:`loan_margin_tiers`), which alertd's pool
+  holds (``Account.settle_terms``); a borrowed coin is a collateral leg whose loan's rate
+  follows the debt's USD value. :func:`multi_currency_pool` names what alertd still leaves to
+  Gate's own ratio (a loan with no tiers listed, a coin it cannot price).
 - Portfolio margin (2): scenario-based; Gate's own ratio.
 - The settle currency's equity in the unified account holds the cross positions' unrealized
   PnL and not the isolated positions' margin: alertd's wallet is that equity less the PnL plus

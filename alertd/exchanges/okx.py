@@ -45,14 +45,14 @@ amount owed at the rate of the tier holding it, valued at the currency's USD pri
 requirement moves with that price as the liability's value does. ``twap`` (the auto-repayment
 risk level) and ``notionalLever`` are indicators, not inputs of the ratio.
 
-The settle currency (USDT) is lent too once the positions' losses pass its equity: what is
-owed then moves with every position's PnL, not with one price, so it is not a collateral leg
-but the pool's own (``Account.wallet_liability_tiers``, its borrowing tiers read as above):
-the engine solves liquidation prices, crash distance and margin to add with it. What alertd
-still leaves to OKX's own mgnRatio (named in the account's mode): a settle equity past a
-discount rate of 1 (a discount on the equity the positions' PnL moves, which the engine does
-not model), a held currency without a USD value or discount tiers, and a liability without
-borrowing tiers (:func:`multi_currency_pool`). Not documented by OKX, so not added: a
+The settle currency (USDT) is lent too once the positions' losses pass its equity, and a
+positive equity counts at USDT's own discount rate, tiered by amount like any currency's: both
+move with every position's PnL, not with one price, so they are not a collateral leg but the
+pool's own (``Account.settle_terms``: USDT's borrowing tiers and discount tiers, read as
+above); the engine solves liquidation prices, crash distance and margin to add with them.
+What alertd still leaves to OKX's own mgnRatio (named in the account's mode): a held currency
+without a USD value or discount tiers, and a liability without borrowing tiers
+(:func:`multi_currency_pool`). Not documented by OKX, so not added: a
 liquidation fee on repaying a liability (OKX's quick-margin help gives one, ``(1 + taker
 fee)``, for its isolated margin positions; the multi-currency pages name none).
 """
