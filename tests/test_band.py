@@ -28,6 +28,7 @@ from alertd.daemon.evaluation import Alerting, build_rules
 from alertd.daemon.store import Store
 from alertd.delivery.deliverer import Deliverer
 from alertd.engine.book import Book, LiveAccount, requirement_rate
+from alertd.engine.collateral import SettleTerms
 from alertd.engine.model import Account, Pool
 from alertd.engine.orderbook import OrderBook
 from alertd.engine.tiers import Tier, TierTable
@@ -443,7 +444,7 @@ def test_no_band_where_the_running_bounds_do_not_cover_the_account() -> None:
     two_pools = replace(
         calm, positions=(btc, replace(eth, pool="USDC")), pools=(Pool("USDC", D(20_000)),)
     )
-    lent = replace(calm, wallet_liability_tiers=TierTable.build([Tier(None, D("0.03"), D(0))]))
+    lent = replace(calm, settle_terms=SettleTerms(TierTable.build([Tier(None, D("0.03"), D(0))])))
     book = Book()
     for key, a in (("calm", calm), ("two pools", two_pools), ("lent", lent)):
         book.set_account(key, a)

@@ -3,10 +3,11 @@ and ``alertd run`` processes against the local Gate, which reports Gate's own un
 figures and liquidation prices by Gate's documented rules (tests/fake_exchange/gate.py).
 
 Single-currency margin (``margin_mode`` 3) and multi-currency margin (1), with USDT alone or
-BTC beside it as collateral (the USDT shortfall then a liability at its loan margin tier), are
-computed by alertd and reproduce Gate's ratio and liquidation prices; with a borrowed coin Gate's
-own ratio stands in, named, and no false alert fires at bootstrap (the USDT-only math of before
-counted none of the BTC)."""
+BTC beside it as collateral (the USDT shortfall then a liability at its loan margin tier), with
+BTC or USDT borrowed (the loan at the rate of its tier by the debt's USD value, which the coin's
+price moves), are computed by alertd and reproduce Gate's ratio and liquidation prices; with a
+coin borrowed that Gate lists no loan tiers for, Gate's own ratio stands in, named, and no
+false alert fires at bootstrap (the USDT-only math of before counted none of the BTC)."""
 
 from __future__ import annotations
 
@@ -62,16 +63,27 @@ MULTI = "multi-assets (margin_mode 1 (multi_currency))"
 
 
 @pytest.mark.parametrize(
-    ("margin_mode", "label", "usdt", "btc"),
-    [(3, SINGLE, "2000", None),
-     (1, MULTI, "2000", None),
+    ("margin_mode", "label", "usdt", "btc", "loans"),
+    [(3, SINGLE, "2000", None, {}),
+     (1, MULTI, "2000", None, {}),
      # 300 USDT and 0.2 BTC (12,000 USD: 11,330 after the discount tiers): both liquidation
      # prices lie past the USDT, whose shortfall then carries its loan margin tier's rate
-     (1, MULTI, "300", "0.2")],
-    ids=["single-currency", "multi-currency", "btc-collateral"],
+     (1, MULTI, "300", "0.2", {}),
+     # 0.5 BTC held of which 0.3 borrowed: an equity of 0.2 BTC, and a debt of 0.3 BTC at
+     # the rate of its tier by USD value (5% to 500,000) moving with BTC's price
+     (1, MULTI, "300", "0.5", {"BTC": "0.3"}),
+     # 2,300 USDT of which 2,000 borrowed: the USDT owed is the loan until the shortfall
+     # passes it
+     (1, MULTI, "2300", "0.2", {"USDT": "2000"})],
+    ids=["single-currency", "multi-currency", "btc-collateral", "btc-borrowed", "usdt-borrowed"],
 )  # fmt: skip
 def test_snapshot_and_calc_reproduce_gate_s_ratio_and_liquidation_prices(
-    gate_world: dict[str, Any], margin_mode: int, label: str, usdt: str, btc: str | None
+    gate_world: dict[str, Any],
+    margin_mode: int,
+    label: str,
+    usdt: str,
+    btc: str | None,
+    loans: dict[str, str],
 ) -> None:
     fake = gate_world["fake"]
     # a cross BTC long of 0.3 (18,000 at 60,000) and a cross ETH short of 2 ETH; ETH held in
@@ -83,13 +95,20 @@ def test_snapshot_and_calc_reproduce_gate_s_ratio_and_liquidation_prices(
     fake.open_position(KEY, ETH, "short", "200", "3400")
     fake.set_coin(KEY, "ETH", "2", collateral=False)
     if btc is not None:
-        fake.set_coin(KEY, "BTC", btc)
+        fake.set_coin(KEY, "BTC", btc, borrowed=loans.get("BTC", "0"))
+    fake.set_usdt_borrowed(KEY, loans.get("USDT", "0"))
     fake.set_margin_mode(KEY, margin_mode)
     snapshot, result = snapshot_then_calc(gate_world, label)
     if btc is not None:
         cross = snapshot["cross"]
-        assert [c["asset"] for c in cross["collateral"]] == ["BTC"]
+        (coin,) = cross["collateral"]
+        assert coin["asset"] == "BTC"
         assert cross["liability_tiers"], cross
+        # the loans as the snapshot carries them: BTC's tiers by the debt's value
+        assert D(coin.get("borrowed", "0")) == D(loans.get("BTC", "0"))
+        assert ("liability_tiers" in coin) is ("BTC" in loans), coin
+        assert all("max_value" in tier for tier in coin.get("liability_tiers", ()))
+        assert D(cross.get("borrowed", "0")) == D(loans.get("USDT", "0"))
     liquidations, theirs = asyncio.run(_gate_figures(fake, single=margin_mode == 3))
     # Gate rounds to its tick (longs up, shorts down)
     ours = liquidations_agree(result["positions"], liquidations, [BTC, ETH], D("1e-5"))
@@ -177,8 +196,39 @@ def test_a_borrowed_coin_shows_gate_s_own_ratio_with_no_false_alert_at_bootstrap
     assert account["coverage"] == "exchange's own ratio"
     assert account["margin_ratio_source"] == "exchange"
     assert D(account["exchange_margin_ratio"]) == D(29) / D(3025)
-    assert "a USDC liability (its borrowing maintenance margin" in account["mode_limits"]
+    assert "a USDC liability with no loan margin tiers" in account["mode_limits"]
     fake.set_mark(BTC, "59400")
     wait_for(lambda: status_account(base)["exchange_margin_ratio_moved"], what="moved ratio")
     assert not [t for t in http.titles() if "worst ratio" in t], http.titles()
     stopped_cleanly(daemon)
+
+
+def test_a_borrowed_btc_debt_crossing_its_loan_tier_crosses_the_thresholds_at_the_right_marks(
+    gate_world: dict[str, Any],
+) -> None:
+    fake, http, daemon = (gate_world[k] for k in ("fake", "http", "daemon"))
+    # 8 BTC borrowed and sold (its proceeds in the 540,000 USDT) and a 0.1 BTC short at
+    # 60,000 in a multi-currency pool. At a mark m: USDT equity 540,000 + 0.1 (60,000 - m);
+    # BTC equity -8 BTC, counted in full: -8 m; margin balance 546,000 - 8.1 m. MM: the short's
+    # 0.1 m x (0.4% + 0.075%) plus the debt's 8 m at the rate of its tier by USD value (the
+    # local Gate's BTC loan tiers: 5% up to 500,000, 7% to 1,000,000): 0.400475 m up to
+    # 62,500, 0.560475 m above. 24,028.5 / 60,000 = 40% at 60,000: computed, no alert
+    fake.set_balance(KEY, "540000")
+    fake.set_mark(BTC, "60000")
+    fake.set_coin(KEY, "BTC", "0", borrowed="8")
+    fake.set_margin_mode(KEY, 1)
+    fake.open_position(KEY, BTC, "short", "1000", "60000")
+    account = started_computed(gate_world, MULTI)
+    assert D(account["margin_ratio"]) == D("24028.5") / D(60000)
+    (position,) = account["positions"]
+    # the ratio is 1 where 0.560475 m = 546,000 - 8.1 m: 546,000 / 8.660475 = 63,045.7 (with
+    # the debt's rate kept at 5%, 546,000 / 8.500475 = 64,231.7: 1.9% further)
+    liquidations, theirs = asyncio.run(_gate_figures(fake, single=False))
+    assert D(position["liquidation_price"]) == D(546000) / D("8.660475")
+    assert abs(D(position["liquidation_price"]) / liquidations[BTC] - 1) < D("1e-4")
+    assert theirs == D("24028.5") / D(60000)
+
+    # at 62,490 the debt (499,920) is still in its first tier: 25,025.7 / 39,831 = 62.8%,
+    # a warning and no critical; at 62,510 the debt (500,080) is in the 7% tier: 35,035.3 /
+    # 39,669 = 88.3%, the critical (at the first tier's rate: 25,033.7 / 39,669 = 63.1%)
+    ratio_alerts_at(fake, http, daemon, BTC, ("62490", "62.8%"), ("62510", "88.3%"))

@@ -57,11 +57,20 @@ def _owing_btc(fake: Any, key: str) -> None:
     borrowing_account(fake, key)
 
 
+def _usdt_discounted(fake: Any, key: str) -> None:
+    """:func:`multi_currency_account` (1,000 USDT) in a USDT discount table of 1 up to 500
+    and 0.9 above: the USDT equity's discount follows the positions' PnL (the swap's
+    liquidation price lies past the cap, where its slope changes, and past zero)."""
+    multi_currency_account(fake, key)
+    fake.set_discount_tiers("USDT", [("0", "500", "1"), ("500", "", "0.9")])
+
+
 @pytest.mark.parametrize(
     ("account", "symbols"),
-    [(multi_currency_account, [BTC, BTC_FUTURE]), (_owing_btc, [BTC])],
-    ids=["held", "owed"],
-)
+    [(multi_currency_account, [BTC, BTC_FUTURE]), (_owing_btc, [BTC]),
+     (_usdt_discounted, [BTC, BTC_FUTURE])],
+    ids=["held", "owed", "usdt-discounted"],
+)  # fmt: skip
 def test_snapshot_and_calc_reproduce_okx_s_ratio_and_liquidation_prices(
     okx_world: dict[str, Any], account: Callable[[Any, str], None], symbols: list[str]
 ) -> None:
@@ -69,6 +78,10 @@ def test_snapshot_and_calc_reproduce_okx_s_ratio_and_liquidation_prices(
     account(fake, KEY)
     snapshot, result = snapshot_then_calc(okx_world, "multi-assets (acctLv 3)")
     assert {c["asset"] for c in snapshot["cross"]["collateral"]} == {"BTC", "USDC"}
+    # USDT's own discount tiers (the local OKX's: 1 to 5,000,000 by default) go with the
+    # snapshot
+    caps = [t["max_amount"] for t in snapshot["cross"]["discount_tiers"]]
+    assert caps == (["500", None] if account is _usdt_discounted else ["5000000", None])
     liquidations, mgn_ratio = asyncio.run(_okx_figures(fake))
     liquidations_agree(result["positions"], liquidations, symbols, D("1e-4"))
     # alertd's ratio is MM over equity: OKX's mgnRatio the other way up

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alertd.engine.collateral import Collateral, RatioBasis, owed_requirement
+from alertd.engine.collateral import Collateral, RatioBasis, SettleTerms
 from alertd.engine.margin import compute
 from alertd.engine.model import Account, MarginMode, Position, Side
 from alertd.exchanges import gate
@@ -127,9 +127,9 @@ def test_loan_margin_tiers_are_steps_by_the_debt_s_usd_value() -> None:
     assert [t.mmr for t in usdt.tiers] == [D("0.015"), D("0.02"), D("0.03")]
     assert all(t.deduction == 0 for t in usdt.tiers) and usdt.tiers[0].max_leverage == D(3)
     # the whole debt at the rate of the tier holding it: 250,000 owed requires 5,000
-    assert owed_requirement(usdt, D(-250_000)) == D(5000)
-    assert owed_requirement(usdt, D(-200_000)) == D(3000)  # upper limits inclusive
-    assert owed_requirement(usdt, D(10)) == 0  # nothing owed
+    assert SettleTerms(usdt).requirement(D(-250_000)) == D(5000)
+    assert SettleTerms(usdt).requirement(D(-200_000)) == D(3000)  # upper limits inclusive
+    assert SettleTerms(usdt).requirement(D(10)) == 0  # nothing owed
 
 
 def test_the_documented_loan_answer_leaves_a_debt_below_its_first_tier_without_a_rate() -> None:
@@ -194,14 +194,14 @@ def test_the_recorded_unified_answer_names_what_alertd_does_not_reproduce() -> N
               "lower_limit": "0", "upper_limit": "+"}]} for c in ("USDT", "ETH")])  # fmt: skip
     loans = gate.loan_margin_tiers(gate_loan_tiers())
     pool = gate.multi_currency_pool(CCXT_UNIFIED, ratios, {"ETH": D(3000)}, "USDT", MARKETS, loans)
-    # ETH is borrowed (its borrowing maintenance margin is tiered by the debt's USD value,
-    # which its price moves), POINT has no tiers and no perpetual
-    assert pool.not_reproduced == (
-        "a ETH liability (its borrowing maintenance margin is tiered by the debt's USD value, "
-        "which moves with the price)",
-        "POINT held with no discount tiers to value it",
-    )
-    assert pool.settle_equity == D("16.1") and pool.coins == ()
+    # POINT has no tiers and no perpetual; ETH (1016.1 held net of 0.0754 borrowed) is a
+    # coin whose loan carries the rate of its tier by the debt's USD value
+    assert pool.not_reproduced == ("POINT held with no discount tiers to value it",)
+    (eth,) = pool.coins
+    loan = D("0.075393666654")
+    assert (eth.amount, eth.borrowed, eth.owed) == (D("1016.1"), loan, loan)
+    assert eth.liability_by_value and eth.requirement == loan * 3000 * D("0.05")
+    assert pool.settle_equity == D("16.1")
     assert pool.reported.margin_balance == D("3382495.944473949183")
     assert pool.reported.margin_ratio == D("205.01049330176") / D("3382495.944473949183")
 
@@ -229,16 +229,20 @@ def test_the_multi_currency_pool_values_each_coin_at_its_index_and_discount() ->
     assert reason.startswith("BTC as collateral with no USDT loan margin tiers (the account")
     loans = gate.loan_margin_tiers(gate_loan_tiers())
     pool = gate.multi_currency_pool(info, ratios, {"BTC": D(60000)}, "USDT", MARKETS, loans)
-    assert pool.not_reproduced == () and pool.settle_tiers == loans["USDT"]
-    # a shortfall already (USDT equity below zero) is computed too; a USDT loan is not
+    assert pool.not_reproduced == () and pool.settle_terms == SettleTerms(loans["USDT"])
+    # a shortfall already (USDT equity below zero) is computed too, and so is a USDT loan:
+    # what is owed is the loan or the shortfall, the larger
     info["balances"]["USDT"] = {"equity": "-20", "borrowed": "0"}
     pool = gate.multi_currency_pool(info, ratios, {"BTC": D(60000)}, "USDT", MARKETS, loans)
     assert pool.not_reproduced == () and pool.settle_equity == D(-20)
     info["balances"]["USDT"] = {"equity": "100", "borrowed": "50"}
     pool = gate.multi_currency_pool(info, ratios, {"BTC": D(60000)}, "USDT", MARKETS, loans)
-    assert pool.not_reproduced == (
-        "USDT borrowed (its liability is then the loan plus any shortfall)",
-    )
+    assert pool.not_reproduced == () and pool.settle_terms == SettleTerms(loans["USDT"], D(50))
+    assert pool.settle_terms.requirement(D(100)) == D(50) * D("0.015")
+    assert pool.settle_terms.requirement(D(-80)) == D(80) * D("0.015")
+    # without USDT's loan tiers the loan's requirement is unknown: Gate's ratio stands in
+    pool = gate.multi_currency_pool(info, ratios, {"BTC": D(60000)}, "USDT", MARKETS, {})
+    assert pool.not_reproduced[0] == "USDT borrowed with no loan margin tiers"
 
 
 def gate_docs_tiers() -> list[Any]:
@@ -279,8 +283,8 @@ def test_multi_currency_is_computed_and_reproduces_gate_s_figures() -> None:
             await feed.reconcile()
             assert state.mode.coverage is C.COMPUTED and state.computable
             assert [c.asset for c in state.collateral] == ["BTC"]
-            assert state.wallet_liability_tiers is not None
-            assert state.wallet_liability_tiers.tiers[0].mmr == D("0.015")
+            assert state.settle_terms is not None and state.settle_terms.tiers is not None
+            assert state.settle_terms.tiers.tiers[0].mmr == D("0.015")
             served = fake._unified_account(fake._account(KEY))
             # 0.05 BTC = 3,000 USD: 1,000 x 0.98 + 2,000 x 0.95 (the docs' tiers by USD value)
             assert D(served["total_margin_balance"]) == D(1000 + 2880)
@@ -303,8 +307,8 @@ def test_multi_currency_is_computed_and_reproduces_gate_s_figures() -> None:
             fake.set_coin(KEY, "USDC", "0", borrowed="50", price="1")
             await feed.reconcile()
             assert state.mode.coverage is C.EXCHANGE_RATIO and not state.computable
-            assert state.mode.limits.startswith("a USDC liability (its borrowing maintenance")
-            assert state.wallet_liability_tiers is None
+            assert state.mode.limits.startswith("a USDC liability with no loan margin tiers")
+            assert state.settle_terms is None
             fake.set_coin(KEY, "USDC", "0", price="1")
             await feed.reconcile()
             assert state.computable
@@ -386,7 +390,7 @@ def test_the_pool_ratio_is_one_at_each_liquidation_price_with_gate_s_collateral(
     )
     wallet = quantity * mark * wallet_pct / 1000
     account = Account(
-        gate.PROFILE, "p", "USDT", wallet, (position,), coins, wallet_liability_tiers=USDT_LOANS
+        gate.PROFILE, "p", "USDT", wallet, (position,), coins, settle_terms=SettleTerms(USDT_LOANS)
     )
     (pm,) = compute(account).positions
     if pm.liquidation_price is None:

@@ -174,10 +174,10 @@ def test_what_alertd_does_not_reproduce_keeps_okx_s_own_ratio_and_says_why() -> 
         RECORDED_MULTI["details"][1]]}  # fmt: skip
     usdt_tiers = okx.borrowing_tiers(DOCS_USDC_BORROWING, "USDT")
     lent = okx.multi_currency_pool(owed, ratios, "USDT", {}, {"USDT": usdt_tiers})  # type: ignore[dict-item]
-    assert lent.not_reproduced == () and lent.wallet == D(-100) and lent.settle_tiers is usdt_tiers
+    assert lent.not_reproduced == () and lent.wallet == D(-100)
+    assert lent.settle_terms is not None and lent.settle_terms.tiers is usdt_tiers
     (why,) = okx.multi_currency_pool(owed, ratios, "USDT", {}).not_reproduced
     assert why == "a USDT liability with no borrowing tiers"
-    # USDT equity in a tier discounted below 1: the discount would follow the PnL
     rich = {
         **RECORDED_MULTI,
         "details": [
@@ -187,8 +187,12 @@ def test_what_alertd_does_not_reproduce_keeps_okx_s_own_ratio_and_says_why() -> 
     tiered = okx.discount_ratio({"ccy": "USDT", "details": [
         {"minAmt": "0", "maxAmt": "5000000", "discountRate": "1"},
         {"minAmt": "5000000", "maxAmt": "", "discountRate": "0.95"}]})  # fmt: skip
-    (why,) = okx.multi_currency_pool(rich, {"USDT": tiered}, "USDT", {}).not_reproduced
-    assert why.startswith("USDT equity past its discount rate of 1")
+    # USDT equity in a tier discounted below 1 is computed: the pool holds USDT's tiers
+    # (the engine discounts the equity as the PnL moves it)
+    discounted = okx.multi_currency_pool(rich, {"USDT": tiered}, "USDT", {})
+    assert discounted.not_reproduced == ()
+    assert discounted.settle_terms is not None and discounted.settle_terms.discount is tiered
+    assert discounted.settle_terms.counted(D(6_000_000)) == D(5_950_000)
 
 
 def okx_feed(fake: FakeOKX, key: str = "key-o") -> AccountFeed:
@@ -314,19 +318,20 @@ def test_a_mode_switch_and_a_liability_are_picked_up_at_reconcile() -> None:
                 fake.set_balance("key-o", "-100")
                 await feed.reconcile()
                 assert state.mode.coverage is Coverage.COMPUTED and state.computable
-                assert state.to_account().wallet_liability_tiers is not None
+                assert state.to_account().settle_terms is not None
                 assert feed.comparison is not None and feed.comparison.mismatches == ()
                 # USDT equity discounted below 1 (a new table, read after the tables'
-                # refresh): OKX's own ratio, with the reason
+                # refresh): computed, the discount following the equity, as OKX reports it
                 fake.set_balance("key-o", "1000")
                 fake.set_discount_tiers("USDT", [("0", "500", "1"), ("500", "", "0.95")])
                 await feed.reconcile()
                 assert state.mode.coverage is Coverage.COMPUTED  # the table as first read
                 await feed.refresh_tiers()
                 await feed.reconcile()
-                assert state.mode.coverage is Coverage.EXCHANGE_RATIO
-                assert "USDT equity past its discount rate of 1" in state.mode.limits
-                assert "OKX's own" in state.mode.limits
+                assert state.mode.coverage is Coverage.COMPUTED and state.computable
+                terms = state.to_account().settle_terms
+                assert terms is not None and terms.discount is not None
+                assert feed.comparison is not None and feed.comparison.mismatches == ()
                 assert state.reported_account.margin_ratio is not None
                 fake.set_account_level("key-o", "2")
                 await feed.reconcile()
@@ -456,7 +461,7 @@ def test_a_snapshot_keeps_what_is_owed_and_its_tiers() -> None:
             return (await bootstrapped(okx_feed(fake))).state.to_account()
 
     account = run(body())
-    assert account.wallet_liability_tiers is not None
+    assert account.settle_terms is not None
     text = json.dumps(account_to_json(account))
     again = parse_snapshot(text).account
     ours, theirs = compute(again), compute(account)
@@ -485,3 +490,49 @@ def test_a_snapshot_keeps_what_is_owed_and_its_tiers() -> None:
         parse_snapshot(json.dumps(data))
     (problem,) = info.value.problems
     assert problem.startswith("cross.liability_tiers[1].max_amount: tiers out of order")
+
+
+def test_a_snapshot_names_each_bad_loan_or_discount_field() -> None:
+    """What a Gate or OKX snapshot adds for loans (a coin's ``borrowed`` and tiers by value,
+    the settle currency's ``borrowed`` and ``discount_tiers``) is read back to the same
+    figures; each bad one is one problem naming its field."""
+
+    async def body() -> Any:
+        async with started(FakeOKX(), [("key-o", "secret-o", "25000")]) as fake:
+            borrowing_account(fake)
+            return (await bootstrapped(okx_feed(fake))).state.to_account()
+
+    data = json.loads(json.dumps(account_to_json(run(body()))))
+    coin = data["cross"]["collateral"][0]
+    coin["borrowed"] = "0.5"
+    coin["liability_tiers"] = [{"max_value": "20000", "mmr": "0.05"}, {"mmr": "0.07"}]
+    data["cross"]["borrowed"] = "100"
+    data["cross"]["discount_tiers"] = [{"max_amount": "1000", "ratio": "1"}, {"ratio": "0.9"}]
+    account = parse_snapshot(json.dumps(data)).account
+    owed = account.collateral[0]
+    assert owed.borrowed == D("0.5") and owed.liability_by_value
+    assert account.settle_terms is not None and account.settle_terms.borrowed == D(100)
+    assert parse_snapshot(json.dumps(account_to_json(account))).account == account
+    coin["liability_tiers"] = [{"max_value": "20000", "mmr": "0.05"}, {"max_amount": "9"}]
+    coin["borrowed"] = "-1"
+    data["cross"]["discount_tiers"] = [{"max_amount": "1000", "ratio": "1.2"}]
+    del data["cross"]["liability_tiers"]
+    with pytest.raises(SnapshotError) as info:
+        parse_snapshot(json.dumps(data))
+    assert sorted(info.value.problems) == [
+        "cross.collateral[0].borrowed: must be at least 0 (got -1)",
+        "cross.collateral[0].liability_tiers[1].mmr: missing",
+        "cross.discount_tiers[0].ratio: input should be less than or equal to 1 (got '1.2')",
+    ], info.value.problems
+    coin["borrowed"] = "0.5"
+    coin["liability_tiers"] = [
+        {"max_value": "20000", "mmr": "0.05"},
+        {"max_amount": "9", "mmr": "0.1"},
+    ]
+    del data["cross"]["discount_tiers"]
+    with pytest.raises(SnapshotError) as info:
+        parse_snapshot(json.dumps(data))
+    assert info.value.problems == [
+        "cross.collateral[0].liability_tiers: tiers mix max_amount and max_value; use one basis",
+        "cross.borrowed: needs cross.liability_tiers (what the loan requires)",
+    ]

@@ -12,7 +12,13 @@ from decimal import Decimal
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from alertd.engine.collateral import Collateral, CollateralRatio, RatioBasis, RatioTier
+from alertd.engine.collateral import (
+    Collateral,
+    CollateralRatio,
+    RatioBasis,
+    RatioTier,
+    SettleTerms,
+)
 from alertd.engine.margin import AccountMetrics, compute
 from alertd.engine.model import Account, MarginMode, Pool, Position, Side
 from alertd.engine.profiles import ExchangeProfile
@@ -134,6 +140,12 @@ def collaterals(draw: st.DrawFn, held: list[Position], notional: Decimal) -> Col
     if draw(st.integers(0, 4)) == 0:
         value = -value / 4  # a liability
     amount = (value / price).quantize(D("0.00001")) or D("0.00001")
+    # an amount borrowed beside the equity (Gate: owed is the larger of it and what the
+    # equity is below zero)
+    borrowed = D(0)
+    if draw(st.integers(0, 3)) == 0:
+        borrowed = (abs(amount) * draw(dec(10, 300, 0)) / 100).quantize(D("0.00001"))
+    owed = max(borrowed, -amount)
     return Collateral(
         asset=f"C{kind}",
         amount=amount,
@@ -145,24 +157,27 @@ def collaterals(draw: st.DrawFn, held: list[Position], notional: Decimal) -> Col
         price_over_mark=draw(st.sampled_from([None, D("0.9993"), D("1.0021")]))
         if kind == "other"
         else None,
-        liability_tiers=draw(st.none() | liability_tables(amount)) if amount < 0 else None,
+        liability_tiers=draw(st.none() | liability_tables(-owed, price)) if owed > 0 else None,
+        borrowed=borrowed,
     )
 
 
 @st.composite
-def liability_tables(draw: st.DrawFn, amount: Decimal) -> TierTable:
-    """Borrowing maintenance rates stepped by the amount owed (OKX's borrowing tiers), with
-    caps around what is owed."""
-    owed = -amount
+def liability_tables(draw: st.DrawFn, amount: Decimal, price: Decimal | None = None) -> TierTable:
+    """Borrowing maintenance rates stepped by the amount owed (OKX's borrowing tiers) or by
+    its value at ``price`` (Gate's loan margin tiers: a price move carries the debt across a
+    cap), with caps around what is owed."""
+    by_value = draw(st.booleans())
+    owed = -amount * (price if by_value and price is not None else 1)
     tiers = []
     cap = D(0)
     rate = draw(dec(1, 10, 0)) / 100
-    for _ in range(draw(st.integers(0, 2))):
+    for _ in range(draw(st.integers(0, 3))):
         cap += owed * draw(dec(30, 150, 0)) / 100
         tiers.append(Tier(cap, rate, D(0)))
         rate = min(rate + draw(dec(0, 10, 0)) / 100, D("0.5"))
     tiers.append(Tier(None, rate, D(0)))
-    return TierTable.build(tiers, TierBasis.CONTRACTS)
+    return TierTable.build(tiers, TierBasis.NOTIONAL if by_value else TierBasis.CONTRACTS)
 
 
 @st.composite
@@ -172,10 +187,14 @@ def accounts(
     hedge: bool = False,
     collateral: bool | None = None,
     pools: bool = False,
+    lending: bool = False,
 ) -> Account:
     """``collateral``: True always gives the cross pool coins (linear profiles), False never,
     None sometimes. ``pools``: a second margin asset's pool (USDC, its own wallet) with one
-    or two positions of its own (Binance single-asset mode)."""
+    or two positions of its own (Binance single-asset mode). ``lending``: coins and always a
+    coin borrowed against a held symbol at tiers by the debt's value (Gate's loan margin
+    tiers), and the settle currency's own terms (lent, borrowed, discounted)."""
+    collateral = collateral or lending
     linear = [p for p in PROFILE_IDS if p != "binancecoinm"]
     profile = PROFILES[draw(st.sampled_from(linear if collateral else PROFILE_IDS))]
     inverse = profile.id == "binancecoinm"
@@ -223,12 +242,47 @@ def accounts(
         # collateral in the cross pool: part of the equity, moving with its price
         own = [p for p in held if p.pool is None]  # coins of the first pool move with its own
         coins = draw(st.lists(collaterals(own, notional), min_size=1, max_size=3))
+        if lending:
+            coins.append(draw(borrowed_coins(own, notional)))
         wallet = wallet * draw(dec(-50, 100, 0)) / 100
-    # the settle currency lent below zero (OKX multi-currency margin), caps around the wallet
-    owed = None
-    if coins and draw(st.booleans()):
-        owed = draw(liability_tables(-(abs(wallet) + notional / 10)))
-    return Account(profile, "prop", "X", wallet, tuple(held), tuple(coins), None, owed, more)
+    # the settle currency lent below zero or borrowed (OKX multi-currency margin, Gate
+    # unified), and discounted by tier above a cap (OKX's USDT discount rate), caps around
+    # the wallet
+    terms = None
+    if coins and (lending or draw(st.booleans())):
+        scale = abs(wallet) + notional / 10
+        lent = draw(liability_tables(-scale) if lending else st.none() | liability_tables(-scale))
+        borrowed = draw(dec(0, 100, 0)) / 100 * scale if lent and draw(st.booleans()) else D(0)
+        discount = draw(st.none() | ratio_tables(scale, D(1)))
+        terms = SettleTerms.of(lent, borrowed, discount)
+    return Account(profile, "prop", "X", wallet, tuple(held), tuple(coins), None, terms, more)
+
+
+@st.composite
+def borrowed_coins(draw: st.DrawFn, held: list[Position], notional: Decimal) -> Collateral:
+    """A coin valued at a held symbol with an amount borrowed (its equity, net of the loan,
+    positive or negative) whose requirement is tiered by the debt's value, caps around it."""
+    p = draw(st.sampled_from(held))
+    price = p.mark_price * (1 + draw(dec(-50, 50, 0)) / 10000)
+    owed = (notional * draw(dec(5, 100, 0)) / 100 / price).quantize(D("0.00001")) or D("0.00001")
+    amount = (owed * draw(dec(-100, 100, 0)) / 100).quantize(D("0.00001"))
+    tiers = []
+    cap = D(0)
+    rate = draw(dec(1, 10, 0)) / 100
+    for _ in range(draw(st.integers(1, 3))):
+        cap += owed * price * draw(dec(30, 150, 0)) / 100
+        tiers.append(Tier(cap, rate, D(0)))
+        rate = min(rate + draw(dec(0, 10, 0)) / 100, D("0.5"))
+    tiers.append(Tier(None, rate, D(0)))
+    return Collateral(
+        asset="CLOAN",
+        amount=amount,
+        price=price,
+        ratio=draw(ratio_tables(owed, price)),
+        price_symbol=p.symbol,
+        liability_tiers=TierTable.build(tiers, TierBasis.NOTIONAL),
+        borrowed=max(owed, -amount),
+    )
 
 
 def _ratio_at(
@@ -241,6 +295,12 @@ def _ratio_at(
     return at.margin_ratio, moved.pool_of(position.key).pool.margin_ratio, moved
 
 
+def _steps(account: Account) -> bool:
+    """Whether a requirement of ``account`` may step as prices move: the settle currency
+    owed at step tiers, a debt whose tier follows its value."""
+    return account.settle_terms is not None or any(c.liability_by_value for c in account.collateral)
+
+
 def _check_liquidation_ratio(account: Account) -> None:
     result = compute(account)
     for pm in result.positions:
@@ -248,9 +308,10 @@ def _check_liquidation_ratio(account: Account) -> None:
         if liq is None:
             continue
         ratio, pool_ratio, moved = _ratio_at(account, pm.position, liq)
-        if not close(ratio, D(1)) and account.wallet_liability_tiers is not None:
-            # the settle currency owed crossing a borrowing tier's cap there: the requirement
-            # steps, and the ratio jumps across 1 at the price (as OKX's step tiers do)
+        if not close(ratio, D(1)) and _steps(account):
+            # the settle currency owed, or a debt valued at its coin's price, crossing a
+            # borrowing tier's cap there: the requirement steps, and the ratio jumps across
+            # 1 at the price (as OKX's step tiers do)
             hair = liq * D("1e-18")
             sides = [_ratio_at(account, pm.position, liq + d)[0] for d in (-hair, hair)]
             assert min(ratio, *sides) <= 1 < max(ratio, *sides), (pm.position, liq, ratio, sides)
@@ -275,6 +336,16 @@ def test_margin_ratio_is_one_at_the_liquidation_price(account: Account) -> None:
 def test_pool_ratio_is_one_at_the_liquidation_price_with_collateral(account: Account) -> None:
     """Coins valued at the liquidated symbol move with it (tiered ratios, liabilities, a basis
     between their price and the mark); at the price alertd reports the pool's ratio is 1."""
+    _check_liquidation_ratio(account)
+
+
+@settings(max_examples=300, deadline=None)
+@given(accounts(lending=True))
+def test_pool_ratio_is_one_at_the_liquidation_price_with_liability_legs(account: Account) -> None:
+    """A coin borrowed at tiers by the debt's value moving with its price (Gate's loan
+    margin tiers), the settle currency borrowed, lent below zero and discounted by tier (Gate,
+    OKX): at every liquidation price alertd reports the pool's ratio is exactly 1, or a
+    borrowing tier's step carries it across 1 there."""
     _check_liquidation_ratio(account)
 
 
@@ -304,7 +375,7 @@ def test_hedge_mode_legs_share_a_liquidation_price(account: Account) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(accounts())
+@given(st.one_of(accounts(), accounts(lending=True)))
 def test_equity_is_zero_at_the_bankruptcy_price(account: Account) -> None:
     for pm in compute(account).positions:
         if pm.bankruptcy_price is None:
@@ -315,12 +386,20 @@ def test_equity_is_zero_at_the_bankruptcy_price(account: Account) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.one_of(accounts(), accounts(pools=True)))
+@given(st.one_of(accounts(), accounts(pools=True), accounts(lending=True)))
 def test_crash_distance_brings_the_worst_ratio_to_one(account: Account) -> None:
     result = compute(account)
     assume(result.crash_distance is not None and result.worst_ratio < 1)
     assert result.crash_distance is not None
     moved = compute(account.moved(result.crash_distance))
+    if not close(moved.worst_ratio, D(1), D("1e-10")) and _steps(account):
+        # a borrowing tier's step carries the ratio across 1 at that move
+        hair = abs(result.crash_distance) * D("1e-15")
+        sides = [
+            compute(account.moved(result.crash_distance + d)).worst_ratio for d in (-hair, hair)
+        ]
+        assert min(moved.worst_ratio, *sides) <= 1 < max(moved.worst_ratio, *sides)
+        return
     assert close(moved.worst_ratio, D(1), D("1e-10"))
     # and no smaller move of the same direction liquidates anything
     half = compute(account.moved(result.crash_distance / 2))
@@ -361,7 +440,7 @@ def test_long_liquidation_is_below_mark_and_rises_with_size(
 
 
 @settings(max_examples=200, deadline=None)
-@given(accounts(), dec(5, 95, 2))
+@given(st.one_of(accounts(), accounts(lending=True)), dec(5, 95, 2))
 def test_margin_to_add_restores_the_target(account: Account, target_pct: Decimal) -> None:
     target = target_pct / 100
     result = compute(account, target)
@@ -369,7 +448,7 @@ def test_margin_to_add_restores_the_target(account: Account, target_pct: Decimal
     assume(add is not None and add > 0 and result.pool.margin_balance > 0)
     assert add is not None
     topped = compute(replace(account, wallet_balance=account.wallet_balance + add))
-    if account.wallet_liability_tiers is not None and not close(topped.pool.margin_ratio, target):
+    if account.settle_terms is not None and not close(topped.pool.margin_ratio, target):
         # the settle currency owed repaid down to a borrowing tier's cap (or in full): the
         # requirement steps there, past the target, and a hair less is not enough
         assert topped.pool.margin_ratio < target

@@ -11,7 +11,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alertd.engine.collateral import Collateral, CollateralRatio
+from alertd.engine.collateral import Collateral, CollateralRatio, SettleTerms
 from alertd.engine.margin import AccountMetrics, compute
 from alertd.engine.model import Account, Side
 from alertd.engine.remedy import (
@@ -351,7 +351,7 @@ def test_margin_added_repays_the_settle_currency_owed_first(
     acct = replace(
         cross_account(str(wallet), btc_side=side, btc_size=size),
         collateral=(USDC_HELD,),
-        wallet_liability_tiers=OWED_TIERS,
+        settle_terms=SettleTerms(OWED_TIERS),
     )
     metrics = compute(acct, crash=False)
     remedy = for_buffer(metrics, D(level))

@@ -31,7 +31,7 @@ from dataclasses import replace
 from decimal import Decimal
 from itertools import pairwise
 
-from alertd.engine.collateral import Collateral, CollateralTerm, Owed, owed_requirement
+from alertd.engine.collateral import Collateral, CollateralTerm, Owed, SettleTerms
 from alertd.engine.legs import Leg, MonotoneRoot, Term, monotone, nearest_root, to_u
 from alertd.engine.margin import (
     AccountMetrics,
@@ -47,7 +47,7 @@ from alertd.engine.margin import (
     round_to_tick,
 )
 from alertd.engine.model import Account, Position
-from alertd.engine.tiers import Tier, TierTable
+from alertd.engine.tiers import Tier
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
@@ -124,12 +124,13 @@ class LivePool:
     __slots__ = (
         "asset",
         "balance",
+        "discount",
         "leeway",
         "linear",
         "mm",
         "owed_mm",
-        "owed_tiers",
         "sensitivity",
+        "settle_terms",
         "upnl",
         "wallet",
     )
@@ -139,11 +140,13 @@ class LivePool:
         self.balance = balance  # cross wallet balance, or the isolated margin
         self.upnl = ZERO
         self.mm = ZERO
-        # the settle currency's borrowing tiers where it is lent below zero (the cross pool of
-        # Account.wallet_liability_tiers), its wallet, and what is owed requires now (in mm)
-        self.owed_tiers: TierTable | None = None
+        # how the settle currency's own equity counts (the cross pool of
+        # Account.settle_terms), its wallet, what is owed requires now (in mm) and what the
+        # discount takes now (in balance)
+        self.settle_terms: SettleTerms | None = None
         self.wallet = balance
         self.owed_mm = ZERO
+        self.discount = ZERO
         # sum of the legs' slope_bound * u: the most the buffer falls per unit of relative move
         self.sensitivity = ZERO
         # sum of the legs' tier steps and tick rounding (slope_bound * tick): what a move of
@@ -164,17 +167,24 @@ class LivePool:
         return self.balance + self.upnl - self.mm
 
     def refresh_owed(self) -> None:
-        """What the settle currency owed requires, after the PnL moved."""
-        owed = owed_requirement(self.owed_tiers, self.wallet + self.upnl)
+        """What the settle currency owed requires and its discount takes, after the PnL
+        moved."""
+        terms = self.settle_terms
+        assert terms is not None
+        equity = self.wallet + self.upnl
+        owed = terms.requirement(equity)
         self.mm += owed - self.owed_mm
         self.owed_mm = owed
+        discount = terms.adjustment(equity)
+        self.balance += discount - self.discount
+        self.discount = discount
 
     def beyond(self, d: Decimal) -> bool:
         """True when no mark of this pool's linear legs moving by up to a fraction ``d``
         (each, in any direction) can bring its ratio to 1: a bound, ``False`` proves nothing.
         """
-        if self.owed_tiers is not None:
-            return False  # what may be owed is not in the bound
+        if self.settle_terms is not None:
+            return False  # what may be owed or discounted is not in the bound
         equity = self.balance + self.upnl
         buffer = equity - self.mm
         if equity <= 0 or buffer <= 0:
@@ -187,8 +197,8 @@ class LivePool:
         """The move :meth:`beyond` proves safe: ``beyond(d)`` holds for every ``d`` below it
         (``Infinity`` with no leg). ``None`` where it proves nothing: an inverse leg, a pool
         at or past liquidation, or one whose currency may be owed."""
-        if self.owed_tiers is not None:
-            return None  # what may be owed is not in the bound
+        if self.settle_terms is not None:
+            return None  # what may be owed or discounted is not in the bound
         equity = self.balance + self.upnl
         buffer = equity - self.mm
         if equity <= 0 or buffer <= 0 or not self.linear:
@@ -224,7 +234,7 @@ class LiveCollateral:
         value = self.coin.value_at(price)
         self.pool.balance += value - self.value
         self.price, self.value = price, value
-        if self.requirement:
+        if self.coin.owed:
             requirement = self.coin.requirement_at(price)
             self.pool.mm += requirement - self.requirement
             self.requirement = requirement
@@ -302,7 +312,7 @@ class LivePosition:
         pool.sensitivity += self.slope * (u - self.u)
         self.mark, self.u = mark, u
         self.upnl, self.mm = upnl, mm
-        if pool.owed_tiers is not None:
+        if pool.settle_terms is not None:
             pool.refresh_owed()
 
 
@@ -350,7 +360,7 @@ class _Liquidation:
         # one root at most, whatever the mark: kept while it stays valid
         self.solver = (
             MonotoneRoot(self.terms, self.inverse)
-            if monotone(self.terms) and not self.coins and members[0].pool.owed_tiers is None
+            if monotone(self.terms) and not self.coins and members[0].pool.settle_terms is None
             else None
         )
         self.const: Decimal | None = None
@@ -369,16 +379,15 @@ class _Liquidation:
                 mine = members[0].upnl - members[0].mm
             else:
                 mine = sum((lp.upnl - lp.mm for lp in members), ZERO)
-            # what the settle currency owed requires is solved below with its moves
-            const = cross.balance + (cross.upnl - (cross.mm - cross.owed_mm) - mine)
+            # what the settle currency owed requires, and its discount, are solved below
+            # with its moves
+            const = cross.balance - cross.discount
+            const += cross.upnl - (cross.mm - cross.owed_mm) - mine
             for coin in self.coins:
                 # solved as moving with the price below: its value and its requirement
                 const -= coin.value - coin.requirement
         u0 = members[0].u
-        owed = None
-        if self.isolated_margin is None and cross.owed_tiers is not None:
-            others = cross.upnl - sum((lp.upnl for lp in members), ZERO)
-            owed = owed_line(cross.owed_tiers, cross.wallet + others, self.terms)
+        owed = self._owed(cross)
         if owed is not None or const != self.const or (self.solver is None and u0 != self.u0):
             if self.solver is not None:
                 x = self.solver.root(const, u0)
@@ -398,13 +407,15 @@ class _Liquidation:
             const = self.isolated_margin
         else:
             # the wallet and every other cross leg's PnL at its mark; no requirement counts
-            const = cross.balance + cross.upnl - sum((lp.upnl for lp in members), ZERO)
+            const = cross.balance - cross.discount + cross.upnl
+            const -= sum((lp.upnl for lp in members), ZERO)
             for coin in self.coins:
                 const -= coin.value  # solved as moving with the price below
         u0 = members[0].u
-        if self.coins:
+        owed = self._owed(cross)
+        if self.coins or owed is not None:
             linked = [coin.term(per_mark=True) for coin in self.coins]
-            x = nearest_root(const, self.terms, u0, self.inverse, False, linked)
+            x = nearest_root(const, self.terms, u0, self.inverse, False, linked, owed)
             return price_from_root(x, self.inverse)
         # without the requirement nothing is tiered: equity is one line in u,
         # const + sum(sign q (u - entry_u)), and its root is nearest_root's (every evaluation
@@ -416,6 +427,14 @@ class _Liquidation:
         x = -level / slope
         return price_from_root(x if x > 0 else None, self.inverse)
 
+    def _owed(self, cross: LivePool) -> Owed | None:
+        """The settle currency's equity as these legs move (None: isolated, or the pool
+        counts it at par and lends nothing)."""
+        if self.isolated_margin is not None or cross.settle_terms is None:
+            return None
+        others = cross.upnl - sum((lp.upnl for lp in self.members), ZERO)
+        return owed_line(cross.settle_terms, cross.wallet + others, self.terms)
+
     def beyond(self, pool: LivePool, d: Decimal) -> bool:
         """True when no price of these legs' symbol within a fraction ``d`` of the mark (after
         rounding to the tick) brings their pool's ratio to 1: a bound, as :meth:`LivePool.beyond`
@@ -426,8 +445,8 @@ class _Liquidation:
             return False
         if d <= 0:
             return True
-        if pool.owed_tiers is not None:
-            return False  # what may be owed is not in the bound
+        if pool.settle_terms is not None:
+            return False  # what may be owed or discounted is not in the bound
         u = self.members[0].u
         if self.inverse:
             # prices mark * (1 +- reach) are u / (1 +- reach): the wider side is below the mark
@@ -472,7 +491,7 @@ class LiveAccount:
             self.cross_pools[asset] = pool
         self.pools = list(self.cross_pools.values())
         settle = self.cross_pools[account.settle]
-        settle.owed_tiers = account.wallet_liability_tiers
+        settle.settle_terms = account.settle_terms
         # coins that move with a price; the others' value stays in the balance as it is
         self.coins = [
             LiveCollateral(key, c, account.collateral_scale(c), self.cross_pools[asset])
@@ -491,7 +510,7 @@ class LiveAccount:
         for asset, pool in self.cross_pools.items():
             moving = (c.requirement for c in self.coins if c.pool is pool)
             pool.mm = self._held_requirement[asset] + sum(moving, ZERO)
-        if settle.owed_tiers is not None:
+        if settle.settle_terms is not None:
             settle.refresh_owed()  # the positions' PnL refreshes it as they join
         self.positions: list[LivePosition] = []
         by_symbol: dict[str, list[LivePosition]] = {}
@@ -541,7 +560,7 @@ class LiveAccount:
         return (
             not self.coins
             and len(self._held) <= 1
-            and all(pool.owed_tiers is None for pool in self.pools)
+            and all(pool.settle_terms is None for pool in self.pools)
         )
 
     @property
@@ -663,9 +682,9 @@ class LiveAccount:
         inverse, those coins, and what the settle currency owed would require."""
         inverse = next((lp.position.inverse for lp in self.positions if lp.pool is pool), False)
         mine = [coin for coin in self.coins if coin.pool is pool]
-        fixed = pool.balance - sum((coin.value for coin in mine), ZERO)
+        fixed = pool.balance - pool.discount - sum((coin.value for coin in mine), ZERO)
         fixed -= self._held_requirement[pool.asset]
-        owed = owed_line(pool.owed_tiers, pool.wallet, terms)
+        owed = owed_line(pool.settle_terms, pool.wallet, terms)
         return fixed, terms, inverse, [coin.term(per_mark=False) for coin in mine], owed
 
     def current(self) -> Account:

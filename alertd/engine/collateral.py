@@ -5,12 +5,17 @@ pool's equity is the sum over its coins of ``amount x price x collateral ratio``
 positions' unrealized PnL. The ratio (the "haircut" complement) may be tiered: Bybit's tiered
 collateral value ratio slices the amount held by coin quantity, OKX's discount tiers by
 value; each slice counts at its own ratio. A negative amount is a liability and counts in full
-(times ``liability_ratio``, which Binance sets above 1 through its ask buffer). A liability may
-also carry a maintenance requirement of its own (``liability_tiers``: OKX's borrowing tiers in
-multi-currency margin, a rate stepped by the amount owed): ``owed x price x rate``, part of the
-pool's maintenance margin and moving with the coin's price like its value. The pool's own
-currency can be owed too (its wallet and cross PnL below zero): :class:`Owed` is that
-requirement as the solver sees it.
+(times ``liability_ratio``, which Binance sets above 1 through its ask buffer). What is owed
+(the negative amount, or more where the exchange counts the amount borrowed: Gate's "Coin
+Liabilities = Borrowed + ABS(Min(Spot Available + ..., 0))") may carry a maintenance
+requirement of its own (``liability_tiers``): ``owed x price x rate``, part of the pool's
+maintenance margin and moving with the coin's price like its value. The rate is the tier's
+holding the amount owed (OKX's borrowing tiers, ``TierBasis.CONTRACTS``: no price moves it) or
+the debt's value (Gate's loan margin tiers, ``TierBasis.NOTIONAL``: a price move can carry the
+debt into another tier, and its requirement steps there). The pool's own currency has terms of
+its own (:class:`SettleTerms`): owed once the wallet and the cross PnL fall below zero (or
+borrowed), and discounted by tier above a cap (OKX's USDT discount rate); :class:`Owed` is
+that as the solver sees it.
 
 A coin whose ``price_symbol`` is set moves with that symbol's price like a position: a BTC long
 on BTC collateral is doubly exposed, a BTC short on BTC collateral nearly neutral. For the
@@ -25,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from alertd.engine.tiers import TierTable, TierTableError
+from alertd.engine.tiers import TierBasis, TierTable, TierTableError
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
@@ -126,13 +131,23 @@ class Collateral:
     # basis as the mark moves (an index beside a perpetual's mark). None: the mark of the
     # account's position in that symbol gives it (1 when none is held)
     price_over_mark: Decimal | None = None
-    # a liability's maintenance rate, stepped by the amount owed (tier caps in the coin, no
-    # deduction: the whole amount at the rate of the tier holding it); None: no requirement
+    # a liability's maintenance rate: the whole amount owed at the rate of the tier holding
+    # it, the tier picked by the amount owed (``TierBasis.CONTRACTS``: caps in the coin) or by
+    # its value in the pool's currency (``TierBasis.NOTIONAL``: owed x price); no deduction.
+    # None: no requirement
     liability_tiers: TierTable | None = None
+    # the amount borrowed (Gate's ``borrowed``), already out of ``amount`` (an equity net of
+    # it): what is owed is the larger of it and the negative amount
+    borrowed: Decimal = ZERO
 
     @property
     def market_value(self) -> Decimal:
         return self.amount * self.price
+
+    @property
+    def owed(self) -> Decimal:
+        """The amount owed that carries the liability's requirement (0: none)."""
+        return max(self.borrowed, -self.amount, ZERO)
 
     @property
     def requirement(self) -> Decimal:
@@ -140,15 +155,27 @@ class Collateral:
 
     @property
     def liability_rate(self) -> Decimal:
-        """The maintenance rate of what is owed (0 for a holding or without tiers). The tier
-        is picked by the amount owed, which no price move changes."""
-        if self.amount >= 0 or self.liability_tiers is None:
+        """The maintenance rate of what is owed at the coin's price (0 for a holding or
+        without tiers)."""
+        return self.liability_rate_at(self.price)
+
+    @property
+    def liability_by_value(self) -> bool:
+        """Whether the liability's tier follows its value (and so the coin's price)."""
+        tiers = self.liability_tiers
+        return tiers is not None and tiers.basis is TierBasis.NOTIONAL and self.owed > 0
+
+    def liability_rate_at(self, price: Decimal) -> Decimal:
+        """The maintenance rate of what is owed at ``price``: the rate of the tier holding
+        the amount owed, or its value at ``price`` where the tiers are by value."""
+        owed, tiers = self.owed, self.liability_tiers
+        if owed <= 0 or tiers is None:
             return ZERO
-        return self.liability_tiers.tier_for(-self.amount).mmr
+        return tiers.tier_for(owed * price if self.liability_by_value else owed).mmr
 
     def requirement_at(self, price: Decimal) -> Decimal:
         """What the coin adds to the pool's maintenance margin at ``price``."""
-        return -self.amount * price * self.liability_rate
+        return self.owed * price * self.liability_rate_at(price)
 
     @property
     def value(self) -> Decimal:
@@ -165,19 +192,30 @@ class Collateral:
         return ratio.counted(amount * price)
 
     def breakpoints(self, c: Decimal) -> list[Decimal]:
-        """Where the value's slope changes, for a price ``c * x``: value tiers only."""
-        if self.amount <= 0 or self.ratio.basis is RatioBasis.AMOUNT:
-            return []
-        scale = self.amount * c
-        return [tier.cap / scale for tier in self.ratio.tiers if tier.cap is not None]
+        """Where the value's slope (or the requirement's rate) changes, for a price
+        ``c * x``: value tiers of a holding, value tiers of a liability."""
+        points = []
+        if self.amount > 0 and self.ratio.basis is RatioBasis.VALUE:
+            scale = self.amount * c
+            points += [tier.cap / scale for tier in self.ratio.tiers if tier.cap is not None]
+        if self.liability_by_value:
+            assert self.liability_tiers is not None
+            scale = self.owed * c
+            points += [cap / scale for cap in self.liability_tiers.caps]
+        return points
 
     def line(self, c: Decimal, probe: Decimal, with_mm: bool = True) -> tuple[Decimal, Decimal]:
         """``(a, b)``: the value less the requirement (``with_mm``; the value alone without)
         is ``a + b * x`` at a price ``c * x`` on the piece holding ``probe``."""
+        a, b = self._value_line(c, probe)
+        if with_mm and self.owed > 0:
+            b -= self.owed * c * self.liability_rate_at(c * probe)
+        return a, b
+
+    def _value_line(self, c: Decimal, probe: Decimal) -> tuple[Decimal, Decimal]:
         amount = self.amount
         if amount <= 0:
-            rate = self.liability_rate if with_mm else ZERO
-            return ZERO, amount * c * (self.liability_ratio + rate)
+            return ZERO, amount * c * self.liability_ratio
         ratio = self.ratio
         if ratio.basis is RatioBasis.AMOUNT:
             return ZERO, ratio.counted(amount) * c
@@ -192,38 +230,112 @@ class Collateral:
 CollateralTerm = tuple[Collateral, Decimal]
 
 
-def owed_requirement(tiers: TierTable | None, equity: Decimal) -> Decimal:
-    """The maintenance requirement of the pool's own currency owed when its ``equity`` (the
-    wallet and the cross positions' PnL) is below zero: what is owed at the rate of the
-    borrowing tier holding it (OKX multi-currency margin borrows the settle currency
-    automatically). None or a non-negative equity: nothing."""
-    if tiers is None or equity >= 0:
-        return ZERO
-    return -equity * tiers.tier_for(-equity).mmr
+@dataclass(frozen=True, slots=True)
+class SettleTerms:
+    """How a pool counts its own currency's equity ``E`` (the wallet and the cross PnL)
+    beyond ``E`` itself, where the exchange says so:
+
+    - lent: what is owed, ``max(borrowed, -E)``, carries the rate of the borrowing tier
+      (``tiers``) holding it (OKX multi-currency margin lends the settle currency below zero;
+      Gate's unified account counts "Borrowed + ABS(Min(Spot Available + Futures Unrealized
+      PnL, 0))", which with ``E`` net of the loan is ``max(borrowed, -E)``);
+    - discounted: a positive ``E`` counts at its tiered ``discount`` (OKX's discount rate of
+      USDT, by amount: the pool's currency is its own unit).
+
+    Both are piecewise linear in ``E``, with edges at 0, ``-borrowed``, each borrowing cap
+    (negated) and each discount cap."""
+
+    tiers: TierTable | None = None
+    borrowed: Decimal = ZERO
+    discount: CollateralRatio | None = None
+
+    @classmethod
+    def of(
+        cls, tiers: TierTable | None, borrowed: Decimal, discount: CollateralRatio | None
+    ) -> SettleTerms | None:
+        """The terms, or None where they change nothing (no tiers to lend at, no discount
+        below 1): the pool then counts its currency at par."""
+        if discount is not None and discount.is_flat and discount.tiers[0].ratio == ONE:
+            discount = None
+        if tiers is None and discount is None:
+            return None
+        return cls(tiers, borrowed, discount)
+
+    def owed(self, equity: Decimal) -> Decimal:
+        return max(self.borrowed, -equity, ZERO) if self.tiers is not None else ZERO
+
+    def requirement(self, equity: Decimal) -> Decimal:
+        """What is owed requires at the settle currency's equity ``equity``."""
+        owed = self.owed(equity)
+        if owed <= 0:
+            return ZERO
+        assert self.tiers is not None
+        return owed * self.tiers.tier_for(owed).mmr
+
+    def counted(self, equity: Decimal) -> Decimal:
+        """``equity`` as the pool counts it (a negative one in full)."""
+        if equity <= 0 or self.discount is None:
+            return equity
+        return self.discount.counted(equity)
+
+    def adjustment(self, equity: Decimal) -> Decimal:
+        """What the discount takes from ``equity`` (0 or less)."""
+        return self.counted(equity) - equity
+
+    def edges(self) -> list[Decimal]:
+        """The equities where a line of :meth:`lines` ends."""
+        found = {ZERO}
+        if self.tiers is not None:
+            found.add(-self.borrowed)
+            found.update(-cap for cap in self.tiers.caps if cap > self.borrowed)
+        if self.discount is not None:
+            found.update(t.cap for t in self.discount.tiers if t.cap is not None)
+        return sorted(found)
+
+    def lines(self, probe: Decimal) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+        """``(ca, cb, ra, rb)``: the counted equity is ``ca + cb E`` and the requirement
+        ``ra + rb E`` on the piece holding the equity ``probe``."""
+        ca, cb = ZERO, ONE
+        if probe > 0 and self.discount is not None:
+            full, i = self.discount.slices(probe)
+            if i is None:
+                ca, cb = full, ZERO
+            else:
+                rate = self.discount.tiers[i].ratio
+                ca, cb = full - self.discount.floor(i) * rate, rate
+        ra = rb = ZERO
+        owed = self.owed(probe)
+        if owed > 0:
+            assert self.tiers is not None
+            rate = self.tiers.tier_for(owed).mmr
+            if -probe > self.borrowed:
+                rb = -rate  # owed = -E
+            else:
+                ra = self.borrowed * rate
+        return ca, cb, ra, rb
 
 
 @dataclass(frozen=True, slots=True)
 class Owed:
     """The pool currency's equity as a line in the solved variable x, ``level + slope * x``
     (the wallet and the cross PnL: the moving legs' ``sign x quantity x (c x - entry)``), and
-    its borrowing tiers: below zero, :func:`owed_requirement` joins the requirement. Piecewise
-    linear in x, with edges where the equity crosses zero and each tier's cap."""
+    its :class:`SettleTerms`: what the discount takes from it and what is owed requires.
+    Piecewise linear in x, with edges where the equity crosses an edge of the terms."""
 
-    tiers: TierTable
+    terms: SettleTerms
     level: Decimal
     slope: Decimal
 
     def breakpoints(self) -> list[Decimal]:
         if self.slope == 0:
             return []
-        edges = (ZERO, *self.tiers.caps)
-        return [x for cap in edges if (x := (-cap - self.level) / self.slope) > 0]
+        return [x for e in self.terms.edges() if (x := (e - self.level) / self.slope) > 0]
 
-    def line(self, probe: Decimal) -> tuple[Decimal, Decimal]:
-        """``(a, b)``: minus the requirement is ``a + b * x`` on the piece holding ``probe``
-        (a rate times the negative equity)."""
-        equity = self.level + self.slope * probe
-        if equity >= 0:
-            return ZERO, ZERO
-        rate = self.tiers.tier_for(-equity).mmr
-        return rate * self.level, rate * self.slope
+    def line(self, probe: Decimal, with_mm: bool = True) -> tuple[Decimal, Decimal]:
+        """``(a, b)``: the discount's adjustment less the requirement (``with_mm``; the
+        adjustment alone without) is ``a + b * x`` on the piece holding ``probe``."""
+        ca, cb, ra, rb = self.terms.lines(self.level + self.slope * probe)
+        if not with_mm:
+            ra = rb = ZERO
+        a, b = ca - ra, cb - ONE - rb  # in the equity E = level + slope x
+        return a + b * self.level, b * self.slope

@@ -148,8 +148,8 @@ def _line(
     """``(a, b)`` with ``f(x) = a + b * x`` on the segment holding ``probe``."""
     a = const
     b = ZERO
-    if owed is not None and with_mm:
-        a, b = owed.line(probe)
+    if owed is not None:
+        a, b = owed.line(probe, with_mm)
         a += const
     for coin, c in collateral:
         ca, cb = coin.line(c, probe, with_mm)
@@ -255,16 +255,16 @@ def nearest_root(
     """The positive x nearest to ``x0`` (in price terms) where ``f`` reaches zero.
 
     ``f(x) = const + sum(upnl - mm)`` over the terms, plus the value of the ``collateral``
-    that moves with x, less what the ``owed`` pool currency requires: equity minus
-    requirement, or with ``with_mm=False`` equity alone (for bankruptcy). Where step tiers
+    that moves with x, plus what the pool currency's discount takes and less what it owes
+    requires (``owed``): equity minus requirement, or with ``with_mm=False`` equity alone
+    (for bankruptcy). Where step tiers
     make ``f`` jump across zero at a boundary, that boundary is the root. ``None`` when no
     positive root exists (a long that cannot be liquidated above a zero price, say).
     """
-    # without the requirement, position tiers do not matter (collateral tiers still do), nor
-    # does what the pool currency owed requires
+    # without the requirement, position tiers do not matter (collateral tiers and the pool
+    # currency's discount still do; what it owed requires does not)
     crossings = _crossings(terms) if with_mm else {}
-    owed = owed if with_mm else None
-    # collateral tiers and the owed currency's edges change the line at edges of their own
+    # collateral tiers and the pool currency's edges change the line at edges of their own
     fresh = bool(collateral) or owed is not None
     if fresh:
         found = set(_breakpoints(terms if with_mm else (), collateral))

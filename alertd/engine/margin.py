@@ -8,15 +8,16 @@ for every exchange: ``margin_ratio = maintenance margin / margin balance``; high
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from itertools import pairwise
 
-from alertd.engine.collateral import Collateral, CollateralTerm, Owed, owed_requirement
+from alertd.engine.collateral import Collateral, CollateralTerm, Owed, SettleTerms
 from alertd.engine.legs import Leg, Term, from_u, nearest_root, to_u
 from alertd.engine.model import Account, Position, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
-from alertd.engine.tiers import TierBasis, TierTable
+from alertd.engine.tiers import TierBasis
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
@@ -96,8 +97,10 @@ class PoolMetrics:
     collateral: tuple[CollateralMetrics, ...] = ()
     collateral_value: Decimal = ZERO
     # the requirement of the settle currency owed (the wallet and the cross PnL below zero,
-    # where the exchange lends it: Account.wallet_liability_tiers), in maintenance_margin
+    # or borrowed, where the exchange lends it: Account.settle_terms), in maintenance_margin
     owed_requirement: Decimal = ZERO
+    # what the settle currency's discount takes from its equity (0 or less), in margin_balance
+    settle_discount: Decimal = ZERO
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,60 +313,56 @@ def moving_collateral(coins: Sequence[Collateral]) -> tuple[list[CollateralTerm]
     return moving, fixed
 
 
-def owed_line(tiers: TierTable | None, level: Decimal, terms: Sequence[Term]) -> Owed | None:
-    """The settle currency's equity as the solver sees it when ``terms`` move: ``level`` (the
+def owed_line(terms: SettleTerms | None, level: Decimal, legs: Sequence[Term]) -> Owed | None:
+    """The settle currency's equity as the solver sees it when ``legs`` move: ``level`` (the
     wallet and what does not move) plus each leg's PnL, ``sign q (c x - entry_u)``; None
-    where nothing is lent."""
-    if tiers is None:
+    where the pool counts it at par and nothing is lent."""
+    if terms is None:
         return None
-    slope = sum((leg.sign * leg.quantity * c for leg, c in terms), ZERO)
-    at_entry = sum((leg.sign * leg.quantity * leg.entry_u for leg, _ in terms), ZERO)
-    return Owed(tiers, level - at_entry, slope)
+    slope = sum((leg.sign * leg.quantity * c for leg, c in legs), ZERO)
+    at_entry = sum((leg.sign * leg.quantity * leg.entry_u for leg, _ in legs), ZERO)
+    return Owed(terms, level - at_entry, slope)
 
 
 def margin_to_add(
     requirement: Decimal,
     equity: Decimal,
     target: Decimal,
-    owed_tiers: TierTable | None = None,
+    terms: SettleTerms | None = None,
     settle_equity: Decimal = ZERO,
+    level: Decimal = ZERO,
 ) -> Decimal:
-    """The least margin to add to the wallet for a ratio of ``target``: with the settle
-    currency owed (``settle_equity`` below zero, ``owed_tiers`` its borrowing tiers), what is
-    added repays it and lowers the requirement (``requirement`` holds what is owed now)."""
-    base = requirement - owed_requirement(owed_tiers, settle_equity)
-    # at a rate r on what is owed, base + r (-settle_equity - x) <= target (equity + x)
-    return added_until(
-        settle_equity,
-        owed_tiers,
-        lambda r: (base - r * settle_equity - target * equity) / (target + r),
-    )
-
-
-def added_until(
-    settle_equity: Decimal,
-    owed_tiers: TierTable | None,
-    needed: Callable[[Decimal], Decimal],
-) -> Decimal:
-    """The least margin (>= 0) to add to the wallet for a condition that ``needed(r)`` solves
-    where what is owed of the settle currency carries the rate ``r`` (0 once nothing is
-    owed): walking what is owed down, tier by tier, as the margin added repays it. The
-    requirement steps down at each tier's cap, so the answer may be a cap, past the target."""
-    if owed_tiers is None or settle_equity >= 0:
-        return max(ZERO, needed(ZERO))
-    owed = -settle_equity
-    current = owed_tiers.index_for(owed)
-    for i in range(current, -1, -1):
-        # tier i holds what is owed in (its floor, its cap]: added from where owed falls to
-        # its cap (nothing for the tier holding it now) to where owed reaches its floor
-        cap = owed_tiers.tiers[i].cap
-        start = ZERO if i == current or cap is None else owed - cap
-        end = owed - owed_tiers.floor(i)
-        added = max(start, needed(owed_tiers.tiers[i].mmr))
-        if added < end:
-            return added
-    # all repaid: nothing owed requires anything
-    return max(owed, needed(ZERO))
+    """The least margin ``x`` (>= 0) to add to the wallet for ``target x equity -
+    requirement >= level`` (a ratio of ``target`` with ``level`` 0; a buffer of ``level``
+    with ``target`` 1). ``requirement`` and ``equity`` are the pool's now; with ``terms``,
+    ``settle_equity`` is the settle currency's own: what is added raises it, repays what is
+    owed (its requirement steps down at each borrowing cap, so the answer may be a cap, past
+    the target) and counts at its discount rate. ``Infinity`` where no amount gets there (a
+    discount of 0 past the last cap)."""
+    if terms is None:
+        return max(ZERO, (requirement + level - target * equity) / target)
+    e0 = settle_equity
+    # the pool without what the terms count of the settle currency now
+    rest_equity = equity - terms.counted(e0)
+    rest_requirement = requirement - terms.requirement(e0)
+    if target * equity - requirement - level >= 0:
+        return ZERO
+    edges = [e - e0 for e in terms.edges() if e > e0]
+    bounds: list[Decimal | None] = [ZERO, *edges, None]
+    for lo, hi in pairwise(bounds):
+        assert lo is not None
+        probe = lo * 2 + 1 if hi is None else (lo + hi) / 2
+        ca, cb, ra, rb = terms.lines(e0 + probe)
+        # h(x) = a + b x on this piece
+        a = target * (rest_equity + ca + cb * e0) - (rest_requirement + ra + rb * e0) - level
+        b = target * cb - rb
+        if a + b * lo >= 0:
+            return lo  # the requirement steps down at the edge
+        if b > 0:
+            root = -a / b
+            if hi is None or root <= hi:
+                return root
+    return INFINITY
 
 
 def compute(
@@ -413,12 +412,14 @@ def _compute_pool(account: Account, target_ratio: Decimal | None, crash: bool) -
     ]
     collateral_value = sum((c.value for c in coins), ZERO)
     # a liability's requirement (OKX's borrowing tiers) is the pool's as the positions' is,
-    # and so is that of the settle currency owed
-    owed_tiers = account.wallet_liability_tiers
-    owed_now = owed_requirement(owed_tiers, account.wallet_balance + pool_upnl)
+    # and so is that of the settle currency owed; its discount is the pool's equity's
+    lending = account.settle_terms
+    settle_equity = account.wallet_balance + pool_upnl
+    owed_now = lending.requirement(settle_equity) if lending is not None else ZERO
+    discount = lending.adjustment(settle_equity) if lending is not None else ZERO
     coins_mm = sum((c.requirement for c in coins), ZERO)
     pool_mm = sum((mms[i] for i in cross), ZERO) + coins_mm + owed_now
-    pool_equity = account.wallet_balance + collateral_value + pool_upnl
+    pool_equity = account.wallet_balance + collateral_value + pool_upnl + discount
     pool_ratio = margin_ratio(pool_mm, pool_equity)
     pool_notional = sum((legs[i].quantity * us[i] for i in cross), ZERO)
     pool = PoolMetrics(
@@ -433,19 +434,14 @@ def _compute_pool(account: Account, target_ratio: Decimal | None, crash: bool) -
         notional=pool_notional,
         effective_leverage=leverage(pool_notional, pool_equity),
         margin_to_add=(
-            margin_to_add(
-                pool_mm,
-                pool_equity,
-                target_ratio,
-                owed_tiers,
-                account.wallet_balance + pool_upnl,
-            )
+            _finite(margin_to_add(pool_mm, pool_equity, target_ratio, lending, settle_equity))
             if target_ratio is not None and cross
             else None
         ),
         collateral=tuple(coins),
         collateral_value=collateral_value,
         owed_requirement=owed_now,
+        settle_discount=discount,
     )
 
     # Cross liquidation prices: per symbol, every cross leg of that symbol moves together
@@ -469,11 +465,11 @@ def _compute_pool(account: Account, target_ratio: Decimal | None, crash: bool) -
         # coins valued at this symbol move with it; the others hold their value
         linked, held, held_requirement = linked_collateral(account, symbol)
         const = held - held_requirement + rest
-        owed = owed_line(owed_tiers, account.wallet_balance + others_upnl, terms)
+        owed = owed_line(account.settle_terms, account.wallet_balance + others_upnl, terms)
         cross_liq[symbol] = (
             price_from_root(nearest_root(const, terms, u0, inverse, True, linked, owed), inverse),
             price_from_root(
-                nearest_root(held + others_upnl, terms, u0, inverse, False, linked),
+                nearest_root(held + others_upnl, terms, u0, inverse, False, linked, owed),
                 inverse,
             ),
         )
@@ -565,7 +561,7 @@ def _compute_pool(account: Account, target_ratio: Decimal | None, crash: bool) -
                         cross_terms,
                         inverse,
                         moving,
-                        owed_line(owed_tiers, account.wallet_balance, cross_terms),
+                        owed_line(account.settle_terms, account.wallet_balance, cross_terms),
                     ),
                 ],
             )
@@ -576,6 +572,10 @@ def _compute_pool(account: Account, target_ratio: Decimal | None, crash: bool) -
         concentration=largest_share([pm.notional for pm in results]),
         margin_concentration=largest_share([pm.maintenance_margin for pm in results]),
     )
+
+
+def _finite(value: Decimal) -> Decimal | None:
+    return value if value.is_finite() else None
 
 
 def _size_to_cut(

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from alertd.engine.collateral import Collateral
+from alertd.engine.collateral import Collateral, SettleTerms
 from alertd.engine.profiles import ExchangeProfile
 from alertd.engine.tiers import TierTable
 
@@ -96,10 +96,10 @@ class Account:
     # open conditional orders (stops, take-profits, trailing stops; engine/stops.py); None:
     # not read (an exchange or a snapshot without them), which is not "no stop"
     stops: tuple[StopOrder, ...] | None = None
-    # the settle currency's borrowing tiers where the exchange lends it when the wallet and
-    # the cross PnL fall below zero (OKX multi-currency margin): what is owed then carries a
-    # maintenance requirement (engine/collateral.owed_requirement); None: nothing is lent
-    wallet_liability_tiers: TierTable | None = None
+    # how the pool counts its settle currency's own equity (the wallet and the cross PnL)
+    # where the exchange lends it below zero or discounts it (OKX multi-currency margin, Gate
+    # unified multi-currency: engine/collateral.SettleTerms); None: at par, nothing lent
+    settle_terms: SettleTerms | None = None
     # the other margin assets' pools, each settled on its own (``Position.pool`` names a
     # position's); every figure is computed per pool (``pool_accounts``), the account's worst
     # ratio is its worst pool's
@@ -139,7 +139,7 @@ class Account:
                     collateral=pool.collateral,
                     positions=tuple(p for p in self.positions if p.pool == pool.asset),
                     pools=(),
-                    wallet_liability_tiers=None,  # lent only in the settle currency's pool
+                    settle_terms=None,  # lent only in the settle currency's pool
                 )
                 for pool in self.pools
             ),

@@ -21,7 +21,6 @@ from decimal import ROUND_FLOOR, Decimal
 from alertd.engine.margin import (
     AccountMetrics,
     PositionMetrics,
-    added_until,
     compute,
     margin_to_add,
 )
@@ -54,15 +53,12 @@ def _shortfall(account: Account, isolated: tuple[str, Side] | None) -> Decimal:
     if isolated is None:
         pool = metrics.pool
         shortfall = pool.maintenance_margin - pool.margin_balance
-        if shortfall > 0 and account.wallet_liability_tiers is not None:
+        if shortfall > 0 and account.settle_terms is not None:
             # what is added repays the settle currency owed first, lowering its requirement
+            # (and counts at its discount)
             settle = account.wallet_balance + pool.unrealized_pnl
             return margin_to_add(
-                pool.maintenance_margin,
-                pool.margin_balance,
-                ONE,
-                account.wallet_liability_tiers,
-                settle,
+                pool.maintenance_margin, pool.margin_balance, ONE, account.settle_terms, settle
             )
         return shortfall
     pm = next(pm for pm in metrics.positions if pm.position.key == isolated)
@@ -186,14 +182,15 @@ def for_buffer(metrics: AccountMetrics, level: Decimal) -> Remedy | None:
     if biggest is None:
         return None
     pool, account = metrics.pool, metrics.account
-    settle = account.wallet_balance + pool.unrealized_pnl
-    # margin added raises the buffer one for one, and by the rate on what it repays of the
-    # settle currency owed: at a rate r on what stays owed, -settle - x, the buffer is
-    # buffer + owed requirement now + r x settle + (1 + r) x
-    to_add = added_until(
-        settle,
-        account.wallet_liability_tiers,
-        lambda r: (level - pool.buffer - pool.owed_requirement - r * settle) / (1 + r),
+    # margin added raises the buffer one for one (at the settle currency's discount), and
+    # by what it repays of the settle currency owed
+    to_add = margin_to_add(
+        pool.maintenance_margin,
+        pool.margin_balance,
+        ONE,
+        account.settle_terms,
+        account.wallet_balance + pool.unrealized_pnl,
+        level,
     )
 
     def good(account: Account) -> bool:

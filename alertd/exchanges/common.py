@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
-from alertd.engine.collateral import Collateral, CollateralRatio
+from alertd.engine.collateral import Collateral, CollateralRatio, SettleTerms
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.tiers import Tier, TierTable, derive_deductions
 from alertd.feeds.adapter import FrameError, dec
@@ -190,14 +190,15 @@ def usd_pool_coin(
 
 class ComputedPool(Protocol):
     """A USD pool an adapter reads with the account's mode (OKX multi-currency, Gate
-    unified): its coins, the settle currency's borrowing tiers (lent below zero), and what
-    alertd does not reproduce of it (empty when the pool is exact)."""
+    unified): its coins, how it counts the settle currency's own equity (lent below zero or
+    borrowed, discounted), and what alertd does not reproduce of it (empty when the pool is
+    exact)."""
 
     @property
     def coins(self) -> tuple[Collateral, ...]: ...
 
     @property
-    def settle_tiers(self) -> TierTable | None: ...
+    def settle_terms(self) -> SettleTerms | None: ...
 
     @property
     def not_reproduced(self) -> tuple[str, ...]: ...
@@ -205,7 +206,7 @@ class ComputedPool(Protocol):
 
 class ComputedPoolReads:
     """What an adapter with a :class:`ComputedPool` (``_pool``, read with the mode) hands the
-    feed: the pool's coins and the settle currency's borrowing tiers, none while the
+    feed: the pool's coins and the settle currency's terms, none while the
     exchange's own ratio stands in; and the mode's reading, which says so."""
 
     _pool: ComputedPool | None = None
@@ -218,9 +219,9 @@ class ComputedPoolReads:
         pool = self._computed()
         return () if pool is None else pool.coins  # the settle currency alone, or not ours
 
-    def wallet_liability_tiers(self) -> TierTable | None:
+    def settle_terms(self) -> SettleTerms | None:
         pool = self._computed()
-        return None if pool is None else pool.settle_tiers
+        return None if pool is None else pool.settle_terms
 
     def _pool_reading(self, reading: ModeReading, instead: str) -> ModeReading:
         """``reading``, or, where alertd does not reproduce the pool, the exchange's own ratio

@@ -32,10 +32,11 @@ UnifiedAccount, UnifiedBalance), read with the mode at every snapshot:
 - Multi-currency margin (1): one USD pool, ``total_margin_balance`` and
   ``total_maintenance_margin``; computed by alertd, other collateral (BTC ...) included: the
   account is then liquidated only once its USDT is gone, and Gate counts the USDT shortfall
-  as a liability carrying a tiered borrowing maintenance margin (``GET
-  /unified/loan_margin_tiers``, :func:`loan_margin_tiers`), which alertd's pool holds
-  (``Account.wallet_liability_tiers``). :func:`multi_currency_pool` names what alertd still
-  leaves to Gate's own ratio (a borrowed coin, a coin it cannot price).
+  (or the USDT borrowed, the larger) as a liability carrying a tiered borrowing maintenance
+  margin (``GET /unified/loan_margin_tiers``, :func:`loan_margin_tiers`), which alertd's pool
+  holds (``Account.settle_terms``); a borrowed coin is a collateral leg whose loan's rate
+  follows the debt's USD value. :func:`multi_currency_pool` names what alertd still leaves to
+  Gate's own ratio (a loan with no tiers listed, a coin it cannot price).
 - Portfolio margin (2): scenario-based; Gate's own ratio.
 - The settle currency's equity in the unified account holds the cross positions' unrealized
   PnL and not the isolated positions' margin: alertd's wallet is that equity less the PnL plus
@@ -51,7 +52,13 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from alertd.engine.collateral import Collateral, CollateralRatio, RatioBasis, RatioTier
+from alertd.engine.collateral import (
+    Collateral,
+    CollateralRatio,
+    RatioBasis,
+    RatioTier,
+    SettleTerms,
+)
 from alertd.engine.model import Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.stops import StopKind, StopOrder, Trigger
@@ -284,9 +291,10 @@ class UnifiedPool:
     coins: tuple[Collateral, ...]
     reported: ReportedAccount
     not_reproduced: tuple[str, ...]
-    # the settle currency's loan margin tiers: its shortfall (equity below zero) is a
-    # liability carrying a borrowing maintenance margin
-    settle_tiers: TierTable | None = None
+    # the settle currency's loan margin tiers, amount borrowed and discount tiers: what it
+    # owes (the loan, or its shortfall below zero when larger) carries a borrowing
+    # maintenance margin; None in single-currency mode
+    settle_terms: SettleTerms | None = None
 
 
 def _balances(info: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -317,6 +325,16 @@ def single_currency_pool(info: dict[str, Any], settle: str) -> UnifiedPool:
     )
 
 
+def _priced(ccy: str, row: dict[str, Any], settle: str) -> bool:
+    """Whether the pool needs ``ccy``'s price: collateral held, or a liability."""
+    if ccy == settle:
+        return False
+    equity = dec_or_none(row.get("equity")) or Decimal(0)
+    borrowed = dec_or_none(row.get("borrowed")) or Decimal(0)
+    held = equity > 0 and row.get("enabled_collateral") is not False
+    return held or equity < 0 or borrowed > 0
+
+
 def multi_currency_pool(
     info: dict[str, Any],
     ratios: dict[str, CollateralRatio],
@@ -338,52 +356,52 @@ def multi_currency_pool(
     Liabilities = Borrowed + ABS(Min(Spot Available + Futures Unrealized PnL + Options Value,
     0))") at its ``loan_tiers`` rate (:func:`loan_margin_tiers`).
 
-    The settle currency's shortfall (its equity below zero: with other collateral behind the
+    The settle currency's equity moves with the positions' PnL: what it owes (the amount
+    borrowed, or its shortfall below zero when larger: with other collateral behind the
     positions the account outlives its USDT, and at its liquidation price that equity is
-    below zero) is what alertd's pool owes: ``settle_tiers``, the USD limits read as USDT at
-    par. Left to Gate's own ratio, named in ``not_reproduced``: a borrowed amount (of the
-    settle currency: its liability is then the loan plus the shortfall; of another coin: its
-    rate is tiered by the debt's USD value, which moves with the coin's price, where alertd
-    steps a coin's liability by the amount owed), a negative equity of another coin, the
-    settle currency owed or backed by other collateral with no loan margin tiers, a held
-    currency with no discount tiers or no USDT perpetual to price it, and settle equity past
-    a discount of 1."""
+    below zero) and its discount are the pool's own (``settle_terms``: the loan tiers' USD
+    limits and the discount's read as USDT at par). A coin's liability (borrowed, or a
+    negative equity) is a collateral leg whose borrowing maintenance margin is tiered by the
+    debt's USD value, moving with the coin's price (a price move can carry the debt into
+    another tier); a coin that is not collateral still owes its loan. Left to Gate's own
+    ratio, named in ``not_reproduced``: a liability (or a settle currency owed, or backed by
+    other collateral) with no loan margin tiers (Gate applies an unlisted single-tier rate),
+    a held or owed currency with no discount tiers or no USDT perpetual to price it."""
     balances = _balances(info)
     loans = loan_tiers or {}
     not_reproduced: list[str] = []
     coins = []
-    settle_equity = Decimal(0)
+    settle_equity = settle_borrowed = Decimal(0)
     for ccy, row in sorted(balances.items()):
         equity = dec(row.get("equity"), f"balances.{ccy}.equity")
         borrowed = dec(row.get("borrowed") or "0", f"balances.{ccy}.borrowed")
         if ccy == settle:
-            settle_equity = equity
-            ratio = ratios.get(ccy)
-            if borrowed > 0:
-                not_reproduced.append(
-                    f"{ccy} borrowed (its liability is then the loan plus any shortfall)"
-                )
-            elif equity < 0 and ccy not in loans:
-                not_reproduced.append(f"a {ccy} shortfall with no loan margin tiers")
-            elif equity > 0 and ratio is None:
+            settle_equity, settle_borrowed = equity, borrowed
+            if (borrowed > 0 or equity < 0) and ccy not in loans:
+                what = "borrowed" if borrowed > 0 else "a shortfall"
+                not_reproduced.append(f"{ccy} {what} with no loan margin tiers")
+            elif equity > 0 and ccy not in ratios:
                 not_reproduced.append(f"{ccy} held with no discount tiers")
-            elif equity > 0 and ratio is not None and ratio.counted(equity) != equity:
-                not_reproduced.append(f"{ccy} equity past its discount of 1")
             continue
-        if borrowed > 0 or equity < 0:
-            not_reproduced.append(
-                f"a {ccy} liability (its borrowing maintenance margin is tiered by the debt's "
-                "USD value, which moves with the price)"
-            )
-            continue
-        if equity == 0 or row.get("enabled_collateral") is False:
+        owes = borrowed > 0 or equity < 0
+        collateral = equity > 0 and row.get("enabled_collateral") is not False
+        if not owes and not collateral:
             continue  # not collateral: Gate counts it at nothing
-        ratio, price = ratios.get(ccy), index_prices.get(ccy)
-        if ratio is None or price is None or price <= 0:
-            missing = "discount tiers" if ratio is None else f"USDT perpetual ({ccy}_{settle})"
+        ratio, price, tiers = ratios.get(ccy), index_prices.get(ccy), loans.get(ccy)
+        perpetual = f"USDT perpetual ({ccy}_{settle})"
+        if collateral and (ratio is None or price is None or price <= 0):
+            missing = "discount tiers" if ratio is None else perpetual
             not_reproduced.append(f"{ccy} held with no {missing} to value it")
             continue
-        coins.append(usd_pool_coin(ccy, equity, price, Decimal(1), ratio, settle, markets))
+        if owes and (tiers is None or price is None or price <= 0):
+            missing = "loan margin tiers" if tiers is None else perpetual
+            not_reproduced.append(f"a {ccy} liability with no {missing}")
+            continue
+        assert price is not None
+        counted = ratio if collateral and ratio is not None else CollateralRatio.flat(Decimal(0))
+        coin = usd_pool_coin(ccy, equity, price, Decimal(1), counted, settle, markets)
+        owed = tiers if owes else None
+        coins.append(dataclasses.replace(coin, liability_tiers=owed, borrowed=borrowed))
     if coins and settle not in loans:
         # the account outlives its USDT: at the liquidation price the USDT equity is below
         # zero, a liability whose borrowing maintenance margin alertd has no tiers for
@@ -396,9 +414,8 @@ def multi_currency_pool(
     mm = dec_or_none(info.get("total_maintenance_margin"))
     balance = dec_or_none(info.get("total_margin_balance"))
     reported = ReportedAccount(mm, balance, mm / balance if mm is not None and balance else None)
-    return UnifiedPool(
-        settle_equity, tuple(coins), reported, tuple(not_reproduced), loans.get(settle)
-    )
+    terms = SettleTerms.of(loans.get(settle), settle_borrowed, ratios.get(settle))
+    return UnifiedPool(settle_equity, tuple(coins), reported, tuple(not_reproduced), terms)
 
 
 MAX_PRICE_ORDER_PAGES = 10  # of 100 price-triggered orders: a bound on one account's listing
@@ -505,13 +522,7 @@ class GateAdapter(ComputedPoolReads, ExchangeAdapter):
         return first_row_mark(rows, "index_price", "tickers", symbol)
 
     async def _multi_currency_pool(self, exchange: Any, info: dict[str, Any]) -> UnifiedPool:
-        held = sorted(
-            ccy
-            for ccy, row in _balances(info).items()
-            if ccy != self.settle
-            and row.get("enabled_collateral") is not False
-            and (dec_or_none(row.get("equity")) or Decimal(0)) > 0
-        )
+        held = sorted(ccy for ccy, row in _balances(info).items() if _priced(ccy, row, self.settle))
         # public, slow-changing tables (every currency in one answer each): read once for
         # every account on the exchange
         ratios = await self.tables.get(

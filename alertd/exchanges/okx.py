@@ -45,14 +45,14 @@ amount owed at the rate of the tier holding it, valued at the currency's USD pri
 requirement moves with that price as the liability's value does. ``twap`` (the auto-repayment
 risk level) and ``notionalLever`` are indicators, not inputs of the ratio.
 
-The settle currency (USDT) is lent too once the positions' losses pass its equity: what is
-owed then moves with every position's PnL, not with one price, so it is not a collateral leg
-but the pool's own (``Account.wallet_liability_tiers``, its borrowing tiers read as above):
-the engine solves liquidation prices, crash distance and margin to add with it. What alertd
-still leaves to OKX's own mgnRatio (named in the account's mode): a settle equity past a
-discount rate of 1 (a discount on the equity the positions' PnL moves, which the engine does
-not model), a held currency without a USD value or discount tiers, and a liability without
-borrowing tiers (:func:`multi_currency_pool`). Not documented by OKX, so not added: a
+The settle currency (USDT) is lent too once the positions' losses pass its equity, and a
+positive equity counts at USDT's own discount rate, tiered by amount like any currency's: both
+move with every position's PnL, not with one price, so they are not a collateral leg but the
+pool's own (``Account.settle_terms``: USDT's borrowing tiers and discount tiers, read as
+above); the engine solves liquidation prices, crash distance and margin to add with them.
+What alertd still leaves to OKX's own mgnRatio (named in the account's mode): a held currency
+without a USD value or discount tiers, and a liability without borrowing tiers
+(:func:`multi_currency_pool`). Not documented by OKX, so not added: a
 liquidation fee on repaying a liability (OKX's quick-margin help gives one, ``(1 + taker
 fee)``, for its isolated margin positions; the multi-currency pages name none).
 """
@@ -68,7 +68,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from alertd.engine.collateral import Collateral, CollateralRatio, RatioBasis, RatioTier
+from alertd.engine.collateral import (
+    Collateral,
+    CollateralRatio,
+    RatioBasis,
+    RatioTier,
+    SettleTerms,
+)
 from alertd.engine.model import Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.stops import StopKind, StopOrder, Trigger
@@ -231,8 +237,9 @@ class CurrencyPool:
     coins: tuple[Collateral, ...]
     reported: ReportedAccount
     not_reproduced: tuple[str, ...]
-    # the settle currency's borrowing tiers: lent when its equity falls below zero
-    settle_tiers: TierTable | None = None
+    # the settle currency's borrowing tiers (lent when its equity falls below zero) and
+    # discount tiers (its equity moves with the positions' PnL); None: neither
+    settle_terms: SettleTerms | None = None
 
 
 def _cross_equity(detail: dict[str, Any], ccy: str) -> Decimal:
@@ -255,14 +262,15 @@ def multi_currency_pool(
     Each currency counts its cross equity (``eq - isoEq``) at its USD price (``eqUsd / eq``)
     times its tiered discount rate; the pool is kept in the settle currency (prices over the
     settle currency's USD price: the ratio is the same in either unit). The settle currency's
-    equity moves with the positions' PnL, so it counts at its cash (``eq - isoEq`` less the
-    cross PnL) and must lie in a tier discounted at 1. A currency OKX does not take as
+    equity moves with the positions' PnL, so the pool holds its cash (``eq - isoEq`` less the
+    cross PnL) and its discount tiers (``settle_terms``: the engine discounts the equity at
+    every price). A currency OKX does not take as
     collateral (``collateralEnabled`` false: ``disEq`` 0) counts nothing. A negative equity
     (accrued interest in it) is a liability: counted in full, with the borrowing maintenance
     margin of its tier (a collateral leg with ``liability_tiers``); the settle currency's
-    borrowing tiers come back as ``settle_tiers`` (it is owed below zero). Not reproduced: a
-    settle equity past a discount of 1 (it moves with the positions' PnL), a held currency
-    without a USD value or discount tiers, a liability without borrowing tiers (the settle
+    borrowing tiers come back in ``settle_terms`` (it is owed below zero). Not reproduced: a
+    held currency without a USD value or discount tiers, a liability without borrowing tiers
+    (the settle
     currency's when it is owed now); those name themselves in ``not_reproduced`` (OKX's own
     ratio then stands in). Raises :class:`FrameError` naming a field that is not a number.
     """
@@ -285,15 +293,8 @@ def multi_currency_pool(
     wallet = settle_eq - cross_upl
     if settle_eq < 0 and settle not in borrowing:
         not_reproduced.append(f"a {settle} liability with no borrowing tiers")
-    elif settle_eq > 0:
-        ratio = ratios.get(settle)
-        if ratio is None:
-            not_reproduced.append(f"{settle} held with no discount tiers")
-        elif ratio.counted(settle_eq) != settle_eq:
-            not_reproduced.append(
-                f"{settle} equity past its discount rate of 1 (a discount on the equity the "
-                "positions' PnL moves)"
-            )
+    elif settle_eq > 0 and settle not in ratios:
+        not_reproduced.append(f"{settle} held with no discount tiers")
     coins = []
     for ccy, detail in details.items():
         if not isinstance(ccy, str) or ccy == settle:
@@ -332,9 +333,9 @@ def multi_currency_pool(
         # OKX's mgnRatio is adjEq / (mmr + liquidation fee): alertd's ratio is its reciprocal
         1 / mgn_ratio if mgn_ratio else None,
     )
-    return CurrencyPool(
-        wallet, tuple(coins), reported, tuple(not_reproduced), borrowing.get(settle)
-    )
+    lent, discount = borrowing.get(settle), ratios.get(settle)
+    terms = SettleTerms.of(lent, Decimal(0), discount)
+    return CurrencyPool(wallet, tuple(coins), reported, tuple(not_reproduced), terms)
 
 
 async def _discount_tiers(exchange: Any, ccy: str) -> CollateralRatio | None:
@@ -453,7 +454,10 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
             elif amount > 0 and d.get("collateralEnabled") is not False:
                 held.append(d["ccy"])
         # public, slow-changing tables: read once for every account on the exchange
-        ratios = await self._tables("discount", held, functools.partial(_discount_tiers, exchange))
+        # the settle currency's always: its equity moves with the positions' PnL
+        ratios = await self._tables(
+            "discount", [*held, self.settle], functools.partial(_discount_tiers, exchange)
+        )
         # the settle currency's too: lent as soon as the positions' losses pass its equity
         borrowing = await self._tables(
             "borrowing", [*owed, self.settle], functools.partial(_borrowing_tiers, exchange)

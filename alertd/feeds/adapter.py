@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Hashable, Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
-from alertd.engine.collateral import Collateral
+from alertd.engine.collateral import Collateral, SettleTerms
 from alertd.engine.orderbook import Level, OrderBook
 from alertd.engine.stops import StopOrder
 from alertd.engine.tiers import TierTable
@@ -221,10 +221,11 @@ class ExchangeAdapter:
         every snapshot; none by default."""
         return ()
 
-    def wallet_liability_tiers(self) -> TierTable | None:
-        """The settle currency's borrowing tiers where the exchange lends it when the wallet
-        and the cross PnL fall below zero (OKX multi-currency margin), as the last snapshot
-        read them; None by default (nothing is lent)."""
+    def settle_terms(self) -> SettleTerms | None:
+        """How the pool counts the settle currency's own equity where the exchange lends it
+        when the wallet and the cross PnL fall below zero, or discounts it (OKX
+        multi-currency margin, Gate unified multi-currency), as the last snapshot read it;
+        None by default (at par, nothing lent)."""
         return None
 
     async def fetch_fee_rates(self, exchange: Any, symbols: list[str]) -> dict[str, Decimal]:

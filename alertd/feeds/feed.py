@@ -301,8 +301,8 @@ class AccountFeed:
             # a coin that moves with a symbol nobody holds: its mark over REST, so that the
             # coin's index keeps its basis to the mark the stream then moves
             self.state.set_mark(symbol, await self.adapter.fetch_mark(exchange, symbol), now)
-        self.state.set_collateral(collateral, marks_sent)
-        self.state.wallet_liability_tiers = self.adapter.wallet_liability_tiers()
+        self.state.set_collateral(collateral, marks, marks_sent)
+        self.state.settle_terms = self.adapter.settle_terms()
         # the exchange's figures were read at about these marks: they move from here
         self.state.reported_marks = dict(self.state.marks)
         await self._ensure_tiers()

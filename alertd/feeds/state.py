@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
-from alertd.engine.collateral import Collateral
+from alertd.engine.collateral import Collateral, SettleTerms
 from alertd.engine.model import Account, MarginMode, Pool, Position, Side
 from alertd.engine.profiles import ExchangeProfile
 from alertd.engine.reported import (
@@ -194,9 +194,10 @@ class AccountState:
     reported_pools: dict[str, ReportedAccount] = field(default_factory=dict)
     # the cross pool's other coins (multi-collateral modes), as of the last REST snapshot
     collateral: tuple[Collateral, ...] = ()
-    # the settle currency's borrowing tiers where the exchange lends it below zero (OKX
-    # multi-currency margin; Account.wallet_liability_tiers)
-    wallet_liability_tiers: TierTable | None = None
+    # how the pool counts the settle currency's own equity where the exchange lends it
+    # below zero or discounts it (OKX multi-currency margin, Gate unified multi-currency;
+    # Account.settle_terms)
+    settle_terms: SettleTerms | None = None
     # Bybit reports a wallet balance that still holds isolated positions' margin; Binance
     # reports the cross wallet alone
     wallet_includes_isolated: bool = False
@@ -257,19 +258,20 @@ class AccountState:
         return True
 
     def set_collateral(
-        self, coins: tuple[Collateral, ...], before: Mapping[str, Decimal] | None = None
+        self, coins: tuple[Collateral, ...], *read_at: Mapping[str, Decimal]
     ) -> None:
         """The pool's coins as read over REST. A coin that moves with a symbol keeps the basis
         of its price (an index) to that symbol's mark, and follows the mark from there until
-        the next read. The mark is the one held as the coins were read: where a tick came in
-        while the answer was on its way (``before``: the marks held as the read was sent),
-        the one of the two nearer the coin's price, as an index follows its mark within a
-        small basis; taking the newer mark for an answer priced at the older one would value
-        the coin at its old price until the next read (too high in a fall)."""
+        the next read. The mark is the one the coin was priced at: a tick may have come in
+        while the answer was on its way, so of the marks held now and those of ``read_at``
+        (the same snapshot's REST marks, the marks held as the reads were sent) the one
+        nearest the coin's price, as an index follows its mark within a small basis. Taking
+        the newer mark for an answer priced at the older one would value the coin at its old
+        price until the next read (too high in a fall)."""
 
         def basis(c: Collateral, mark: Decimal) -> Decimal:
-            sent = (before or {}).get(c.price_symbol or "", mark)
-            return min(c.price / mark, c.price / sent, key=lambda b: abs(b - 1))
+            marks = [mark, *(m[s] for m in read_at if (s := c.price_symbol or "") in m)]
+            return min((c.price / m for m in marks), key=lambda b: abs(b - 1))
 
         self.collateral = tuple(
             replace(c, price_over_mark=basis(c, mark))
@@ -483,6 +485,6 @@ class AccountState:
             tuple(held),
             coins,
             self.stops,
-            self.wallet_liability_tiers,
+            self.settle_terms,
             pools,
         )

@@ -23,7 +23,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from alertd.engine.collateral import Collateral, CollateralRatio, RatioBasis, RatioTier
+from alertd.engine.collateral import (
+    Collateral,
+    CollateralRatio,
+    RatioBasis,
+    RatioTier,
+    SettleTerms,
+)
 from alertd.engine.model import Account, MarginMode, Pool, Position, Side
 from alertd.engine.orderbook import OrderBook
 from alertd.engine.profiles import ExchangeProfile
@@ -119,6 +125,7 @@ class RatioTierIn(_Model):
 
 class LiabilityTierIn(_Model):
     max_amount: PositiveDec | None = None  # the amount owed, in the coin; none: no cap
+    max_value: PositiveDec | None = None  # or its value in the pool's currency
     mmr: Annotated[Decimal, BeforeValidator(_decimal), Field(ge=0, lt=1)]
 
 
@@ -132,16 +139,25 @@ class CollateralIn(_Model):
     liability_ratio: PositiveDec = Decimal(1)
     # the coin's price over its price symbol's mark when read (an index beside the mark)
     price_over_mark: PositiveDec | None = None
-    # a liability's maintenance rate stepped by the amount owed (OKX's borrowing tiers)
+    # a liability's maintenance rate stepped by the amount owed (OKX's borrowing tiers) or
+    # by its value (Gate's loan margin tiers)
     liability_tiers: Annotated[list[LiabilityTierIn], Field(min_length=1)] | None = None
+    # the amount borrowed, already out of ``amount`` (Gate): owed is the larger of it and
+    # the negative amount
+    borrowed: NonNegativeDec = Decimal(0)
 
 
 class PoolIn(_Model):
     wallet_balance: Dec = Decimal(0)
     collateral: list[CollateralIn] = []
     # the pool currency's borrowing tiers where the exchange lends it below zero (OKX
-    # multi-currency margin): what is owed then requires a maintenance margin
+    # multi-currency margin, Gate unified): what is owed then requires a maintenance margin
     liability_tiers: Annotated[list[LiabilityTierIn], Field(min_length=1)] | None = None
+    # the pool currency borrowed (Gate), already out of the wallet: owed is the larger of it
+    # and the shortfall of the wallet and the cross PnL below zero
+    borrowed: NonNegativeDec = Decimal(0)
+    # the pool currency's own discount tiers (OKX's USDT discount rate), by its amount
+    discount_tiers: Annotated[list[RatioTierIn], Field(min_length=1)] | None = None
 
 
 class MorePoolIn(PoolIn):
@@ -273,6 +289,7 @@ def _build_collateral(
                 liability_ratio=c.liability_ratio,
                 price_over_mark=c.price_over_mark if c.price_symbol is not None else None,
                 liability_tiers=borrowing or None,
+                borrowed=c.borrowed,
             )
         )
     return tuple(out)
@@ -281,14 +298,19 @@ def _build_collateral(
 def _build_liability_tiers(
     raw: list[LiabilityTierIn] | None, where: str, problems: list[str]
 ) -> TierTable | Literal[False] | None:
-    """Borrowing tiers by the amount owed (None: none given; False: a problem was listed)."""
+    """Borrowing tiers by the amount owed or by its value (None: none given; False: a
+    problem was listed)."""
     if raw is None:
         return None
-    tiers = [Tier(t.max_amount, t.mmr, Decimal(0)) for t in raw]
+    by_value = any(t.max_value is not None for t in raw)
+    if by_value and any(t.max_amount is not None for t in raw):
+        problems.append(f"{where}: tiers mix max_amount and max_value; use one basis")
+        return False
+    tiers = [Tier(t.max_value if by_value else t.max_amount, t.mmr, Decimal(0)) for t in raw]
     try:
-        return TierTable.build(tiers, TierBasis.CONTRACTS)
+        return TierTable.build(tiers, TierBasis.NOTIONAL if by_value else TierBasis.CONTRACTS)
     except TierTableError as exc:
-        field = "max_amount" if exc.field == "cap" else exc.field
+        field = ("max_value" if by_value else "max_amount") if exc.field == "cap" else exc.field
         problems.append(f"{where}[{exc.index}].{field}: {exc.reason}")
         return False
 
@@ -421,11 +443,12 @@ def build_account(snap: SnapshotIn | SnapshotInV2) -> LoadedSnapshot:
         (pool, _build_collateral(pool.collateral, f"pools[{k}].collateral", inverse, problems))
         for k, pool in enumerate(more_pools)
     ]
-    owed = _build_liability_tiers(cross.liability_tiers, "cross.liability_tiers", problems)
+    terms = _build_settle_terms(cross, problems)
     for k, pool in enumerate(more_pools):
-        if pool.liability_tiers:
-            # alertd knows of lending in the settle currency's pool only (OKX multi-currency)
-            problems.append(f"pools[{k}].liability_tiers: only the settle currency's pool lends")
+        for key in ("liability_tiers", "borrowed", "discount_tiers"):
+            if getattr(pool, key):
+                # alertd knows of lending in the settle currency's pool only
+                problems.append(f"pools[{k}].{key}: only the settle currency's pool lends")
     stops = _build_stops(snap.orders if isinstance(snap, SnapshotInV2) else None, problems)
     held = positions
     books = {
@@ -443,10 +466,29 @@ def build_account(snap: SnapshotIn | SnapshotInV2) -> LoadedSnapshot:
         tuple(positions),
         coins,
         stops,
-        owed or None,
+        terms,
         tuple(Pool(pool.asset, pool.wallet_balance, pool_coins) for pool, pool_coins in more),
     )
     return LoadedSnapshot(account, tuple(warnings), account.pool_accounts(), books)
+
+
+def _build_settle_terms(cross: PoolIn, problems: list[str]) -> SettleTerms | None:
+    """The settle currency's own terms (``cross.liability_tiers``, ``borrowed``,
+    ``discount_tiers``); None where they change nothing or a problem was listed."""
+    owed = _build_liability_tiers(cross.liability_tiers, "cross.liability_tiers", problems)
+    discount = None
+    if cross.discount_tiers is not None:
+        tiers = [RatioTier(t.max_amount or t.max_value, t.ratio) for t in cross.discount_tiers]
+        try:
+            discount = CollateralRatio.build(tiers)
+        except TierTableError as exc:
+            field = "max_amount" if exc.field == "cap" else exc.field
+            problems.append(f"cross.discount_tiers[{exc.index}].{field}: {exc.reason}")
+    if cross.borrowed and not owed:
+        problems.append("cross.borrowed: needs cross.liability_tiers (what the loan requires)")
+    if owed is False:
+        return None
+    return SettleTerms.of(owed, cross.borrowed, discount)
 
 
 def build_book(
@@ -608,11 +650,30 @@ def _collateral_json(c: Collateral) -> dict[str, Any]:
         out["price_over_mark"] = decimal_str(c.price_over_mark)
     if c.liability_tiers is not None:
         out["liability_tiers"] = _liability_tiers_json(c.liability_tiers)
+    if c.borrowed:
+        out["borrowed"] = decimal_str(c.borrowed)
     return out
 
 
 def _liability_tiers_json(table: TierTable) -> list[dict[str, str | None]]:
-    return [{"max_amount": decimal_str(t.cap), "mmr": decimal_str(t.mmr)} for t in table.tiers]
+    cap = "max_value" if table.basis is TierBasis.NOTIONAL else "max_amount"
+    return [{cap: decimal_str(t.cap), "mmr": decimal_str(t.mmr)} for t in table.tiers]
+
+
+def _settle_terms_json(terms: SettleTerms | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if terms is None:
+        return out
+    if terms.tiers is not None:
+        out["liability_tiers"] = _liability_tiers_json(terms.tiers)
+    if terms.borrowed:
+        out["borrowed"] = decimal_str(terms.borrowed)
+    if terms.discount is not None:
+        out["discount_tiers"] = [
+            {"max_amount": decimal_str(t.cap), "ratio": decimal_str(t.ratio)}
+            for t in terms.discount.tiers
+        ]
+    return out
 
 
 def account_to_json(account: Account) -> dict[str, Any]:
@@ -642,11 +703,7 @@ def _account_json(account: Account) -> dict[str, Any]:
         "cross": {
             "wallet_balance": decimal_str(account.wallet_balance),
             "collateral": [_collateral_json(c) for c in account.collateral],
-            **(
-                {"liability_tiers": _liability_tiers_json(account.wallet_liability_tiers)}
-                if account.wallet_liability_tiers is not None
-                else {}
-            ),
+            **_settle_terms_json(account.settle_terms),
         },
     }
     return (

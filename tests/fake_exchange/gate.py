@@ -49,12 +49,14 @@ Figures are computed here, independently of alertd, from Gate's published rules:
   positions' sum, ``cross_mmr`` = cross_margin_balance / cross_maintenance_margin.
 - Unified account (``/unified/accounts``, ``set_margin_mode``): single-currency (3) reports
   the USDT cross pool above in ``balances.USDT`` (``margin_balance``, ``mm``); multi-currency
-  (1) one USD pool: every currency's equity (USDT's = total - isolated margin + cross PnL;
-  others', scripted with ``set_coin``, balance - borrowed) at its price (its USDT perpetual's
+  (1) one USD pool: every currency's equity (USDT's = total - isolated margin + cross PnL
+  - USDT borrowed, ``set_usdt_borrowed``; others', scripted with ``set_coin``, balance -
+  borrowed) at its price (its USDT perpetual's
   index, which follows the mark here; USDT at par), a positive one after its discount tiers by
   USD value (the docs' example answer, served at ``/unified/currency_discount_tiers``), a
   negative one in full; maintenance margin = the cross positions' plus each currency's
-  liability (borrowed, a negative balance, a negative USDT equity) times the rate of its tier
+  liability (borrowed plus a negative balance; USDT's: borrowed plus the shortfall of the
+  wallet and the cross PnL below zero) times the rate of its tier
   in ``LOAN_MARGIN_TIERS`` by USD value (served at ``/unified/loan_margin_tiers``). A cross
   position's liquidation price there is bisected: the mark of its contract where margin
   balance = maintenance margin, the currencies priced by that contract moving with it.
@@ -280,6 +282,8 @@ class _Account(shared.Credentials):
     # the unified account's other currencies: balance, borrowed, whether it is collateral
     # and its USD price (None: its USDT perpetual's index, which follows the mark here)
     coins: dict[str, _Coin] = field(default_factory=dict)
+    # USDT borrowed in the unified account (its proceeds are in ``wallet``)
+    usdt_borrowed: Decimal = Decimal(0)
     # the account's futures fee rates (VIP levels lower them): GET /futures/usdt/fee, and the
     # taker rate joins the maintenance rate
     taker_fee: Decimal = TAKER_FEE
@@ -682,6 +686,12 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
         )
 
     @scripted
+    def set_usdt_borrowed(self, api_key: str, borrowed: Num) -> None:
+        """Script USDT borrowed in the unified account (its proceeds are in the wallet: set
+        the balance to hold them)."""
+        self._account(api_key).usdt_borrowed = _dec(borrowed)
+
+    @scripted
     def set_fee_rate(self, api_key: str, taker: Num, maker: Num = "-0.00025") -> None:
         """Script the account's futures fee rates (a VIP level): ``/futures/usdt/fee`` answers
         them, and the taker rate joins the maintenance rate from now on."""
@@ -753,7 +763,10 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
         iso_margin = sum((p.margin for p in positions if p.isolated), Decimal(0))
         quanto = {p.contract: self._markets[p.contract].quanto for p in positions}
         upl = sum((p.size * quanto[p.contract] * (mark(p) - p.entry) for p in cross), Decimal(0))
-        usdt = account.wallet - iso_margin + upl
+        # "Spot Available + Futures Unrealized PnL": the wallet (the loan's proceeds in it) less
+        # the isolated margin, plus the cross PnL; the equity is net of the loan
+        spot = account.wallet - iso_margin + upl
+        usdt = spot - account.usdt_borrowed
         mm = sum(
             (
                 self._markets[p.contract].mm(
@@ -764,8 +777,9 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
             Decimal(0),
         )
         balance = self._discounted(SETTLE, usdt) if usdt > 0 else usdt
-        shortfall = max(-usdt, Decimal(0))
-        mm += shortfall * self._loan_rate(SETTLE, shortfall)
+        # "Coin Liabilities = Borrowed + ABS(Min(Spot Available + Futures Unrealized PnL, 0))"
+        owed = account.usdt_borrowed + max(-spot, Decimal(0))
+        mm += owed * self._loan_rate(SETTLE, owed)
         for currency, coin in account.coins.items():
             price = self._coin_price(currency, coin, moved)
             equity = coin.balance - coin.borrowed
@@ -837,6 +851,7 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
         futures = self._futures_account(account)
         iso_margin = futures["isolated_position_margin"]
         zero = {"margin_balance": "0", "mm": "0", "mmr": "0", "im": "0", "imr": "0"}
+        loan = account.usdt_borrowed if account.margin_mode != 3 else Decimal(0)
         if account.margin_mode == 3:
             usdt = Decimal(futures["cross_margin_balance"])
             mm = Decimal(futures["cross_maintenance_margin"])
@@ -872,10 +887,10 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
             SETTLE: {
                 "available": futures["available"],
                 "freeze": "0",
-                "borrowed": "0",
+                "borrowed": _fmt(loan),
                 "negative_liab": "0",
                 "futures_pos_liab": "0",
-                "total_liab": "0",
+                "total_liab": _fmt(loan),
                 "iso_balance": iso_margin,
                 "enabled_collateral": True,
                 **settle,
