@@ -9,6 +9,7 @@ computes for a Gate pool with collateral and a USDT shortfall its ratio is exact
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from typing import Any
 
@@ -26,6 +27,7 @@ from alertd.feeds.state import AccountMode, Coverage
 from .fake_exchange.gate import _DEFAULT_MARKETS, LOAN_MARGIN_TIERS, FakeGate, _tier_rows
 from .support.aio import run
 from .support.feeds import BTC
+from .support.poll import eventually
 from .test_account_modes import KEY, long_btc
 
 D = Decimal
@@ -426,3 +428,27 @@ def test_a_malformed_unified_answer_names_the_field(balances: Any, expected: str
 def test_a_single_currency_pool_without_its_margin_balance_is_a_frame_error() -> None:
     with pytest.raises(FrameError, match=r"^balances\.USDT\.margin_balance: missing$"):
         gate.single_currency_pool({"balances": {"USDT": {"mm": "1"}}}, "USDT")
+
+
+def test_a_move_between_the_unified_and_the_positions_reads_leaves_the_wallet_right() -> None:
+    """The unified account's answer (the USDT equity, with the cross PnL in it) is slow and
+    BTC falls 16% before the positions are read: the PnL of the later answer is not the one
+    in the equity. alertd reads the pool again between two positions answers that agree, so
+    its wallet stays Gate's 1,000 USDT (taken apart, 1,000 + 955 = 1,955: a 53% ratio would
+    read 2.4% and resolve its own warning)."""
+
+    async def body() -> None:
+        fake = FakeGate()
+        async with long_btc(fake, "gate", "1000", "1000") as (feed, state):
+            fake.set_margin_mode(KEY, 3)
+            await feed.reconcile()
+            assert state.wallet_balance == D(1000)
+            fake.hold_rest("/unified/accounts")
+            reconcile = asyncio.create_task(feed.reconcile())
+            await eventually(lambda: fake.held_answers() == 1, what="the slow answer")
+            fake.set_mark(BTC, "50450")
+            fake.release_rest()
+            await reconcile
+            assert state.wallet_balance == D(1000)
+
+    run(body())

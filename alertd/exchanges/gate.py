@@ -418,6 +418,7 @@ def multi_currency_pool(
     return UnifiedPool(settle_equity, tuple(coins), reported, tuple(not_reproduced), terms)
 
 
+CONSISTENT_READ_TRIES = 3  # unified pool reads bracketed by positions answers, per snapshot
 MAX_PRICE_ORDER_PAGES = 10  # of 100 price-triggered orders: a bound on one account's listing
 
 
@@ -612,10 +613,13 @@ class GateAdapter(ComputedPoolReads, ExchangeAdapter):
         )
         return [with_adl(state, raw, "adl_ranking", ADL)]
 
-    async def fetch_positions(self, exchange: Any) -> Snapshot:
-        rows = await exchange.privateFuturesGetSettlePositions(
+    async def _position_rows(self, exchange: Any) -> Any:
+        return await exchange.privateFuturesGetSettlePositions(
             {"settle": self._settle_id(), "holding": True}
         )
+
+    async def fetch_positions(self, exchange: Any) -> Snapshot:
+        rows = await self._position_rows(exchange)
         snapshot: Snapshot = ([], {}, {})
         self._snapshot_into(
             rows or [],
@@ -623,20 +627,47 @@ class GateAdapter(ComputedPoolReads, ExchangeAdapter):
             ("liq_price", "maintenance_margin", "mark_price"),
             snapshot,
         )
-        # a unified account reports the settle currency's equity with the cross positions'
-        # PnL in it and the isolated positions' margin out of it: the wallet alertd holds is
-        # that equity less the one plus the other, as this answer gives them
-        self._cross_upl = self._isolated_margin = Decimal(0)
+        self._cross_upl, self._isolated_margin = self._equity_terms(exchange, rows)
+        return snapshot
+
+    def _equity_terms(self, exchange: Any, rows: Any) -> tuple[Decimal, Decimal]:
+        """A unified account reports the settle currency's equity with the cross positions'
+        PnL in it and the isolated positions' margin out of it: the wallet alertd holds is
+        that equity less the one plus the other, as a positions answer gives them."""
+        cross_upl = isolated_margin = Decimal(0)
         for raw in rows or []:
             if not isinstance(raw, dict) or self._market(exchange, raw.get("contract")) is None:
                 continue
             if not dec(raw.get("size", "0"), "size"):
                 continue
             if _isolated(raw):
-                self._isolated_margin += dec(raw.get("margin") or "0", "margin")
+                isolated_margin += dec(raw.get("margin") or "0", "margin")
             else:
-                self._cross_upl += dec(raw.get("unrealised_pnl") or "0", "unrealised_pnl")
-        return snapshot
+                cross_upl += dec(raw.get("unrealised_pnl") or "0", "unrealised_pnl")
+        return cross_upl, isolated_margin
+
+    async def _consistent_pool(self, exchange: Any) -> UnifiedPool:
+        """The unified pool read again, between two positions answers that agree on the
+        PnL: the equity Gate reports holds the PnL at the marks of the moment it was read,
+        and a PnL taken at other marks (a move between the reads) would leave alertd's
+        wallet off by the PnL's change until the next read (a 16% fall between the mode's
+        read and the positions' once made a warning resolve at once). A few tries: in a
+        market that moves at every read the last pair stands."""
+        pool = self._pool
+        for _ in range(CONSISTENT_READ_TRIES):
+            before = (self._cross_upl, self._isolated_margin)
+            if self.mode is AccountMode.UNIFIED_SINGLE_CURRENCY:
+                pool = single_currency_pool(await self._unified_account(exchange), self.settle)
+            else:
+                pool = await self._multi_currency_pool(
+                    exchange, await self._unified_account(exchange)
+                )
+            rows = await self._position_rows(exchange)
+            self._cross_upl, self._isolated_margin = self._equity_terms(exchange, rows)
+            if (self._cross_upl, self._isolated_margin) == before:
+                break
+        assert pool is not None
+        return pool
 
     # the private "futures.autoorders" channel (ccxt: watch_orders with trigger)
     watches_stops = True
@@ -675,7 +706,8 @@ class GateAdapter(ComputedPoolReads, ExchangeAdapter):
         raise FrameError(f"price_orders: more than {MAX_PRICE_ORDER_PAGES} pages of open orders")
 
     async def fetch_balance(self, exchange: Any) -> tuple[Decimal, ReportedAccount]:
-        if self._pool is not None:  # unified single- or multi-currency: read with the mode
+        if self._pool is not None:  # unified single- or multi-currency
+            self._pool = await self._consistent_pool(exchange)
             wallet = self._pool.settle_equity - self._cross_upl + self._isolated_margin
             return wallet, self._pool.reported
         info = await self._futures_account(exchange)
