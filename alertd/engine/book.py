@@ -776,7 +776,8 @@ class Book:
         return sum(isinstance(one, LivePosition) for m in holders.values() for one in m)
 
     def apply_account_mark(self, key: Hashable, symbol: str, mark: Decimal) -> None:
-        """Reprice one account's positions in ``symbol`` (replay: one account at a time)."""
+        """Reprice one account's positions in ``symbol`` (replay; the daemon for a holder its
+        snapshot does not cover yet)."""
         holders = self._moving.get((self._venues[key], symbol), {})
         for moved in holders.get(key, ()):
             moved.reprice(mark)
