@@ -28,9 +28,10 @@ and lows from the marks the price window holds (the candles' opens).
 
     python bench/lead_time_bound.py
 
-Prints, per liquidated crash case, how many of its moments no calm moment matches, with the
-six figures alone and with each candidate; then, per candidate, its largest value on the calm
-days and at each case's moments to warn at (the margin a threshold between them would have).
+Prints, per liquidated crash case, how many of its moments no calm 10x moment matches, with
+the six figures alone and, where they leave none, with each candidate; then, per candidate,
+its largest value on the calm days and at each case's moments to warn at (the margin a
+threshold between them would have).
 """
 
 from __future__ import annotations
