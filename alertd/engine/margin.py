@@ -261,6 +261,10 @@ def crash_distance(
     ``collateral_terms`` the coins that move with a price, with their current prices
     (``wallet_balance`` holds the value of those that do not); ``isolated_moves`` each
     isolated position's ``liquidation / mark - 1``.
+
+    Where a stepped requirement jumps the ratio across 1 (the settle currency owed passing a
+    borrowing tier's cap, say), it is the move to that step: a tier holds its cap, so the
+    ratio there may still be below 1, and is at or above 1 just past it.
     """
     if worst_ratio >= 1:
         return ZERO  # something is already at or past liquidation
