@@ -253,7 +253,12 @@ def crash_distance(worst_ratio: Decimal, moves: Iterable[Decimal | None]) -> Dec
     """The uniform relative move of every mark that liquidates something first: the nearest
     of ``moves`` (each isolated position's ``liquidation / mark - 1`` and each cross pool's
     :func:`pool_crash_move`; None for one that has none); 0 when something is already at or
-    past liquidation (``worst_ratio`` at 1 or above)."""
+    past liquidation (``worst_ratio`` at 1 or above).
+
+    Where a stepped requirement jumps the ratio across 1 (the settle currency owed passing a
+    borrowing tier's cap, say), it is the move to that step: a tier holds its cap, so the
+    ratio there may still be below 1, and is at or above 1 just past it.
+    """
     if worst_ratio >= 1:
         return ZERO
     found = [move for move in moves if move is not None]
