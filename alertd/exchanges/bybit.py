@@ -485,5 +485,10 @@ SPEC = ExchangeSpec(
     markets=MARKETS,
     credentials=(Credential.API_KEY, Credential.SECRET),
     # linear markets only: load_markets makes 3 requests instead of 11
-    ccxt_options={"defaultType": "swap", "fetchMarkets": {"types": ["linear"]}},
+    ccxt_options={
+        "defaultType": "swap",
+        "fetchMarkets": {"types": ["linear"]},
+        # the feed takes its own positions snapshots: ccxt's (a task nobody awaits) is cost
+        "watchPositions": {"fetchPositionsSnapshot": False},
+    },
 )

@@ -760,5 +760,11 @@ SPEC = ExchangeSpec(
     capabilities=Capabilities(tier_source=TierSource.RISK_LIMITS),
     markets=MARKETS,
     credentials=(Credential.API_KEY, Credential.SECRET),
-    ccxt_options={"defaultType": "swap"},
+    ccxt_options={
+        "defaultType": "swap",
+        # ccxt's first watch_positions would fetch a positions snapshot of its own in a task
+        # nobody awaits (an ExchangeClosedByUser traceback when the daemon stops during it);
+        # the feed takes its own snapshots, so that one is pure cost
+        "watchPositions": {"fetchPositionsSnapshot": False},
+    },
 )
