@@ -446,7 +446,8 @@ OWED_STEP_ACCOUNT = Account(
 STEP_SIDE = D("1e-18")
 
 
-@settings(max_examples=200, deadline=None)
+# lending accounts drawn with the others: many are filtered (nothing to solve), not failed
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
 @given(st.one_of(accounts(), accounts(pools=True), accounts(lending=True)))
 @example(OWED_STEP_ACCOUNT)
 # on the step: down 52.3376%, the long loses 3.140256 and owes 2.617056, the tier's cap
