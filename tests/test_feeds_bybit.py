@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
 
@@ -66,6 +68,19 @@ def test_bootstrap_and_figures_agree_with_bybit() -> None:
     run(body())
 
 
+@contextlib.asynccontextmanager
+async def btc_collateral_account() -> AsyncIterator[FakeBybit]:
+    """The fake Bybit serving account "key-c": 2,000 USDT borrowed, 0.5 BTC of collateral
+    at 59,940 (tiered: 95% of the first 0.2 BTC, 90% above) following the BTC mark at
+    60,000, and a 0.3 BTC long."""
+    async with started(FakeBybit(), [("key-c", "secret-c", "-2000")]) as fake:
+        fake.set_mark(BTC, "60000")
+        fake.open_position("key-c", BTC, "long", "0.3", "60000")
+        fake.set_collateral_tiers("BTC", [("0.2", "0.95"), (None, "0.9")])
+        fake.set_collateral("key-c", "BTC", "0.5", "59940", None, follows=BTC)
+        yield fake
+
+
 def test_btc_collateral_and_a_btc_long_in_the_unified_cross_pool() -> None:
     """A UTA cross account whose USDT is borrowed (-2,000) and whose collateral is 0.5 BTC
     (tiered: 95% of the first 0.2 BTC, 90% above) holding a 0.3 BTC long: the pool counts
@@ -73,11 +88,7 @@ def test_btc_collateral_and_a_btc_long_in_the_unified_cross_pool() -> None:
     liquidation price are Bybit's (no false "liquidated" from the negative USDT wallet)."""
 
     async def body() -> None:
-        async with started(FakeBybit(), [("key-c", "secret-c", "-2000")]) as fake:
-            fake.set_mark(BTC, "60000")
-            fake.open_position("key-c", BTC, "long", "0.3", "60000")
-            fake.set_collateral_tiers("BTC", [("0.2", "0.95"), (None, "0.9")])
-            fake.set_collateral("key-c", "BTC", "0.5", "59940", None, follows=BTC)
+        async with btc_collateral_account() as fake:
             feed = await bootstrapped(
                 make_feed(account_config("c", "bybit", fake), "key-c", "secret-c")
             )
@@ -121,11 +132,7 @@ def test_a_tick_during_the_coins_read_keeps_the_coin_s_basis_to_its_mark() -> No
     price against the new mark (5% too high in a fall, until the next read)."""
 
     async def body() -> None:
-        async with started(FakeBybit(), [("key-c", "secret-c", "-2000")]) as fake:
-            fake.set_mark(BTC, "60000")
-            fake.open_position("key-c", BTC, "long", "0.3", "60000")
-            fake.set_collateral_tiers("BTC", [("0.2", "0.95"), (None, "0.9")])
-            fake.set_collateral("key-c", "BTC", "0.5", "59940", None, follows=BTC)
+        async with btc_collateral_account() as fake:
             feed = make_feed(account_config("c", "bybit", fake), "key-c", "secret-c")
             async with kept_open(feed):
                 feed.record_mark(BTC, D(60000), 0.0)
