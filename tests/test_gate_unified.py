@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alertd.engine.collateral import Collateral, RatioBasis, SettleTerms
+from alertd.engine.collateral import Collateral, CollateralRatio, RatioBasis, SettleTerms
 from alertd.engine.margin import compute
 from alertd.engine.model import Account, MarginMode, Position, Side
 from alertd.exchanges import gate
@@ -245,6 +245,82 @@ def test_the_multi_currency_pool_values_each_coin_at_its_index_and_discount() ->
     # without USDT's loan tiers the loan's requirement is unknown: Gate's ratio stands in
     pool = gate.multi_currency_pool(info, ratios, {"BTC": D(60000)}, "USDT", MARKETS, {})
     assert pool.not_reproduced[0] == "USDT borrowed with no loan margin tiers"
+
+
+def gate_liabilities(balance: Decimal, borrowed: Decimal, pnl: Decimal) -> tuple[Decimal, ...]:
+    """A coin's equity and liabilities by Gate's own words, with no Simple Earn funds as
+    margin. Help centre, "Multi-Currency Margin Mode - About Margin and Terminology" (unified
+    account, risk control mechanism, article 33018), "I. At the Dimension of Coin": "Coin
+    Balance = Spot available of currency"; "Coin Liabilities = Borrowed + ABS(Min(Spot
+    Available + Futures Unrealized PnL + Options Value, 0))"; "Coin Equity = Coin Balance -
+    Borrowed + Coin Futures Unrealized PnL + Options Value" (no options here). And Gate's API
+    spec for the unified account's predecessor (gateio/gateapi-go, model_cross_margin_balance.go
+    from v6.45.0 to v6.97.0): "Total liabilities. Formula: Max[Abs[Min[equity - total_freeze,
+    0], borrowed]] - futures_pos_liab" (nothing frozen, no futures position loan here)."""
+    equity = balance - borrowed + pnl
+    liabilities = borrowed + abs(min(balance + pnl, 0))
+    total_liab = max(abs(min(equity, 0)), borrowed)
+    return equity, liabilities, total_liab
+
+
+AMOUNTS = st.decimals(min_value=-(10**6), max_value=10**6, places=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(balance=AMOUNTS, borrowed=AMOUNTS.map(abs), pnl=AMOUNTS)
+def test_what_alertd_owes_is_gate_s_coin_liabilities(
+    balance: Decimal, borrowed: Decimal, pnl: Decimal
+) -> None:
+    equity, liabilities, total_liab = gate_liabilities(balance, borrowed, pnl)
+    assert liabilities == total_liab  # Gate's two formulas agree
+    # alertd reads ``equity`` (net of the loan) and ``borrowed``: a coin and the settle
+    # currency owe the same as Gate's liabilities
+    coin = Collateral("BTC", equity, D(60000), CollateralRatio.flat(D(1)), BTC, borrowed=borrowed)
+    assert coin.owed == liabilities
+    usdt = gate.loan_margin_tiers(gate_loan_tiers())["USDT"]
+    assert SettleTerms(usdt, borrowed).owed(equity) == liabilities
+
+
+@pytest.mark.parametrize(
+    ("balance", "borrowed", "pnl", "owed"),
+    [
+        ("0", "1", "0", "1"),  # 1 BTC borrowed and sold: the loan
+        ("100", "0", "-150", "50"),  # USDT below zero by the futures loss: the shortfall
+        ("200", "100", "-150", "100"),  # 100 USDT borrowed, 50 of it lost: still the loan
+        ("200", "100", "-250", "150"),  # the loan and 50 below zero: the negative equity
+    ],
+)  # fmt: skip
+def test_gate_s_liability_examples(balance: str, borrowed: str, pnl: str, owed: str) -> None:
+    equity, liabilities, _ = gate_liabilities(D(balance), D(borrowed), D(pnl))
+    assert liabilities == D(owed)
+    assert max(D(borrowed), -equity, D(0)) == D(owed)  # max(borrowed, -equity)
+
+
+def test_simple_earn_funds_as_usdt_margin_leave_gate_s_ratio() -> None:
+    """With Simple Earn funds as margin the coin's balance holds them ("Enabled: Coin Balance
+    = Spot available of currency + Simple Earn subscriptions", article 33018) but its
+    liabilities count "Spot Available" alone: 1,000 USDT in Simple Earn and a futures loss of
+    100 owe 100 USDT at an equity of 900, where max(borrowed, -equity) owes nothing. alertd
+    does not model that line: Gate's ratio stands in, the reason named."""
+    loans = gate.loan_margin_tiers(gate_loan_tiers())
+    ratios = gate.discount_ratios(gate_docs_tiers())
+    info: dict[str, Any] = {
+        "use_funding": True,
+        "balances": {"USDT": {"equity": "900", "borrowed": "0", "funding": "1000"}},
+        "total_margin_balance": "900",
+        "total_maintenance_margin": "20",
+    }
+    pool = gate.multi_currency_pool(info, ratios, {}, "USDT", MARKETS, loans)
+    (reason,) = pool.not_reproduced
+    assert reason.startswith("USDT Simple Earn funds as margin (Gate counts a USDT liability")
+    info["use_funding"] = False  # the switch off: the funds are not margin
+    assert gate.multi_currency_pool(info, ratios, {}, "USDT", MARKETS, loans).not_reproduced == ()
+    info["use_funding"] = True
+    info["balances"]["USDT"]["funding"] = "0"
+    assert gate.multi_currency_pool(info, ratios, {}, "USDT", MARKETS, loans).not_reproduced == ()
+    info["balances"]["USDT"]["funding"] = "lots"
+    with pytest.raises(FrameError, match=r"balances\.USDT\.funding"):
+        gate.multi_currency_pool(info, ratios, {}, "USDT", MARKETS, loans)
 
 
 def gate_docs_tiers() -> list[Any]:

@@ -335,6 +335,17 @@ def _priced(ccy: str, row: dict[str, Any], settle: str) -> bool:
     return held or equity < 0 or borrowed > 0
 
 
+def _earn_as_margin(info: dict[str, Any], row: dict[str, Any], ccy: str) -> Decimal:
+    """The Simple Earn funds counted as ``ccy``'s margin (0: none): ``funding`` ("Uniloan
+    financial management amount, effective when turned on as a unified account margin
+    switch", gateapi-python UnifiedBalance) while the account's ``use_funding`` ("whether to
+    use Earn funds as margin", UnifiedAccount) is not off."""
+    if info.get("use_funding") is False:
+        return Decimal(0)
+    funding = dec(row.get("funding") or "0", f"balances.{ccy}.funding")
+    return max(funding, Decimal(0))
+
+
 def multi_currency_pool(
     info: dict[str, Any],
     ratios: dict[str, CollateralRatio],
@@ -354,7 +365,11 @@ def multi_currency_pool(
     par with USD. Gate's maintenance margin is the positions' (risk limit tiers, taker fee
     added) plus a borrowing maintenance margin on each currency's liabilities ("Coin
     Liabilities = Borrowed + ABS(Min(Spot Available + Futures Unrealized PnL + Options Value,
-    0))") at its ``loan_tiers`` rate (:func:`loan_margin_tiers`).
+    0))") at its ``loan_tiers`` rate (:func:`loan_margin_tiers`). The same table has "Coin
+    Balance = Spot available of currency" (Simple Earn funds not enabled as margin) and "Coin
+    Equity = Coin Balance - Borrowed + Coin Futures Unrealized PnL + Options Value", so that
+    liability is ``max(borrowed, -equity)``: what the engine owes (``Collateral.owed``,
+    ``SettleTerms.owed``).
 
     The settle currency's equity moves with the positions' PnL: what it owes (the amount
     borrowed, or its shortfall below zero when larger: with other collateral behind the
@@ -366,7 +381,9 @@ def multi_currency_pool(
     another tier); a coin that is not collateral still owes its loan. Left to Gate's own
     ratio, named in ``not_reproduced``: a liability (or a settle currency owed, or backed by
     other collateral) with no loan margin tiers (Gate applies an unlisted single-tier rate),
-    a held or owed currency with no discount tiers or no USDT perpetual to price it."""
+    a held or owed currency with no discount tiers or no USDT perpetual to price it, and a
+    settle currency with Simple Earn funds as margin (in its equity, not in its "Spot
+    Available": :func:`_earn_as_margin`)."""
     balances = _balances(info)
     loans = loan_tiers or {}
     not_reproduced: list[str] = []
@@ -377,6 +394,14 @@ def multi_currency_pool(
         borrowed = dec(row.get("borrowed") or "0", f"balances.{ccy}.borrowed")
         if ccy == settle:
             settle_equity, settle_borrowed = equity, borrowed
+            if _earn_as_margin(info, row, ccy) > 0:
+                # Gate's liability counts "Spot Available" without the Simple Earn funds
+                # that its equity holds: owed is max(borrowed, earn - equity), a line in the
+                # positions' PnL that SettleTerms (max(borrowed, -equity)) does not model
+                not_reproduced.append(
+                    f"{ccy} Simple Earn funds as margin (Gate counts a {ccy} liability once "
+                    "the spot balance without them and the futures PnL fall below zero)"
+                )
             if (borrowed > 0 or equity < 0) and ccy not in loans:
                 what = "borrowed" if borrowed > 0 else "a shortfall"
                 not_reproduced.append(f"{ccy} {what} with no loan margin tiers")
