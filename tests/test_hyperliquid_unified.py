@@ -29,6 +29,7 @@ from alertd.engine.model import Side
 from alertd.exchanges.hyperliquid import HyperliquidAdapter, spot_usdc
 from alertd.feeds.adapter import FrameError
 from alertd.feeds.state import AccountMode, Coverage, ReportedAccount
+from alertd.snapshot.compare import Figure, compare
 
 from .fake_exchange.hyperliquid import FakeHyperliquid
 from .support.aio import run
@@ -145,6 +146,44 @@ def test_the_isolated_short_keeps_hyperliquid_s_liquidation_price() -> None:
         )
         assert hype.liquidation_price is not None
         assert abs(hype.liquidation_price / D("50.2724802381") - 1) < D("1e-9")
+
+    run(body())
+
+
+def test_liquidation_prices_not_the_ratio_tell_the_spot_total_readings_apart() -> None:
+    """alertd reads the spot ``total`` as the whole balance, the positions' PnL in it. Another
+    reading (wayfinder-paths-sdk PRs 611 and 619) takes it as cash and adds the positions'
+    ``unrealizedPnl``. Were that Hyperliquid's, the ratio comparison could not tell:
+    Hyperliquid's documented ratio is taken from the same spot total as alertd's balance. The
+    liquidation prices can: Hyperliquid's ``liquidationPx`` is of the true balance. ccxt's
+    recorded answer with a cross SOL short (``liquidationPx`` 22,881.20) and an ETH long
+    2,059.2 in profit, its unified twin in both readings."""
+
+    def rows(state: Any, adapter: HyperliquidAdapter) -> dict[Figure, bool | None]:
+        found = compare(metrics(state), state.reported_account, state.reported_positions, adapter)
+        liquidations = [r for r in found if r.figure is Figure.LIQUIDATION_PRICE]
+        sol = [r for r in liquidations if r.position == (SOL_H, Side.SHORT)]
+        ratio = [r for r in found if r.figure is Figure.MARGIN_RATIO and r.position is None]
+        assert len(sol) == len(ratio) == 1
+        # the ETH long: Hyperliquid reports no liquidation price, nothing to compare
+        assert [r.matches for r in liquidations if r not in sol] == [None]
+        return {Figure.LIQUIDATION_PRICE: sol[0].matches, Figure.MARGIN_RATIO: ratio[0].matches}
+
+    async def body() -> None:
+        state, adapter, _ = await unified_state(HL_SHORT)
+        assert rows(state, adapter) == {Figure.LIQUIDATION_PRICE: True, Figure.MARGIN_RATIO: True}
+        perps, spot = unified(HL_SHORT)
+        pnl = sum(D(r["position"]["unrealizedPnl"]) for r in HL_SHORT["assetPositions"])
+        assert pnl == D("2059.6")
+        spot["balances"][0]["total"] = str(D(spot["balances"][0]["total"]) - pnl)  # cash
+        exchange = UnifiedStandIn(perps, spot, "unifiedAccount")
+        adapter = HyperliquidAdapter()
+        await adapter.fetch_mode(exchange)
+        cash_read = await load(adapter, exchange)
+        assert rows(cash_read, adapter) == {
+            Figure.LIQUIDATION_PRICE: False,
+            Figure.MARGIN_RATIO: True,
+        }
 
     run(body())
 
