@@ -394,6 +394,44 @@ def test_multi_currency_is_computed_and_reproduces_gate_s_figures() -> None:
     run(body())
 
 
+def test_the_local_gate_s_simple_earn_margin_shows_gate_s_own_ratio() -> None:
+    """500 USDT in Simple Earn as margin beside a 1,000 USDT wallet and a 0.1 BTC long: the
+    local Gate counts the funds in USDT's equity and its liability on the spot balance alone
+    (article 33018). Once the long's loss passes the wallet the USDT owed carries a borrowing
+    margin although the equity is still positive, which alertd's ``max(borrowed, -equity)``
+    would leave out: the feed shows Gate's ratio, naming why, and is computed again once the
+    funds leave the margin."""
+
+    async def body() -> None:
+        fake = FakeGate()
+        async with long_btc(fake, "gate", "1000", "1000") as (feed, state):
+            fake.set_margin_mode(KEY, 1)
+            await feed.reconcile()
+            assert state.mode.coverage is C.COMPUTED
+            fake.set_usdt_earn(KEY, "500")
+            await feed.reconcile()
+            assert state.mode.coverage is C.EXCHANGE_RATIO and not state.computable
+            assert state.mode.limits.startswith("USDT Simple Earn funds as margin")
+            account = fake._account(KEY)
+            served = fake._unified_account(account)
+            assert served["use_funding"] is True and served["balances"]["USDT"]["funding"] == "500"
+            theirs = D(served["total_maintenance_margin"]) / D(served["total_margin_balance"])
+            assert state.reported_account.margin_ratio == theirs
+            # at 48,000 the long has lost 1,200: the spot balance is 200 below zero, the
+            # equity 300 above it; Gate's MM holds 200 x 1.5% that alertd's owed would not
+            contract = BTC.split("/")[0] + "_USDT"
+            _, mm, equity = fake._multi_currency(account, {contract: D(48000)})
+            positions_mm = fake._markets[contract].mm(D("0.1") * 48000, account.taker_fee)[0]
+            assert equity == D(300) and mm - positions_mm == D(200) * D("0.015")
+            usdt = gate.loan_margin_tiers(gate_loan_tiers())["USDT"]
+            assert SettleTerms(usdt).requirement(equity) == 0
+            fake.set_usdt_earn(KEY, "0")
+            await feed.reconcile()
+            assert state.mode.coverage is C.COMPUTED and state.computable
+
+    run(body())
+
+
 def test_single_currency_and_portfolio_follow_the_account() -> None:
     async def body() -> None:
         fake = FakeGate()

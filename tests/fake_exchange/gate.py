@@ -57,7 +57,10 @@ Figures are computed here, independently of alertd, from Gate's published rules:
   negative one in full; maintenance margin = the cross positions' plus each currency's
   liability (borrowed plus a negative balance; USDT's: borrowed plus the shortfall of the
   wallet and the cross PnL below zero) times the rate of its tier
-  in ``LOAN_MARGIN_TIERS`` by USD value (served at ``/unified/loan_margin_tiers``). A cross
+  in ``LOAN_MARGIN_TIERS`` by USD value (served at ``/unified/loan_margin_tiers``). USDT in
+  Simple Earn as margin (``set_usdt_earn``: ``use_funding``, the row's ``funding``) is in
+  USDT's balance and equity but not in its Spot Available (help centre article 33018), so it
+  does not lower the liability. A cross
   position's liquidation price there is bisected: the mark of its contract where margin
   balance = maintenance margin, the currencies priced by that contract moving with it.
 
@@ -284,6 +287,9 @@ class _Account(shared.Credentials):
     coins: dict[str, _Coin] = field(default_factory=dict)
     # USDT borrowed in the unified account (its proceeds are in ``wallet``)
     usdt_borrowed: Decimal = Decimal(0)
+    # USDT in Simple Earn used as margin (multi-currency mode): in the coin balance and
+    # equity, not in Spot Available
+    usdt_earn: Decimal = Decimal(0)
     # the account's futures fee rates (VIP levels lower them): GET /futures/usdt/fee, and the
     # taker rate joins the maintenance rate
     taker_fee: Decimal = TAKER_FEE
@@ -692,6 +698,12 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
         self._account(api_key).usdt_borrowed = _dec(borrowed)
 
     @scripted
+    def set_usdt_earn(self, api_key: str, amount: Num) -> None:
+        """Script USDT in Simple Earn used as the unified account's margin (``use_funding``
+        on while it is above 0; multi-currency mode)."""
+        self._account(api_key).usdt_earn = _dec(amount)
+
+    @scripted
     def set_fee_rate(self, api_key: str, taker: Num, maker: Num = "-0.00025") -> None:
         """Script the account's futures fee rates (a VIP level): ``/futures/usdt/fee`` answers
         them, and the taker rate joins the maintenance rate from now on."""
@@ -764,9 +776,11 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
         quanto = {p.contract: self._markets[p.contract].quanto for p in positions}
         upl = sum((p.size * quanto[p.contract] * (mark(p) - p.entry) for p in cross), Decimal(0))
         # "Spot Available + Futures Unrealized PnL": the wallet (the loan's proceeds in it) less
-        # the isolated margin, plus the cross PnL; the equity is net of the loan
+        # the isolated margin, plus the cross PnL; the equity ("Coin Balance - Borrowed +
+        # Coin Futures Unrealized PnL", the balance holding Simple Earn funds as margin) is
+        # net of the loan
         spot = account.wallet - iso_margin + upl
-        usdt = spot - account.usdt_borrowed
+        usdt = spot + account.usdt_earn - account.usdt_borrowed
         mm = sum(
             (
                 self._markets[p.contract].mm(
@@ -891,6 +905,7 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
                 "negative_liab": "0",
                 "futures_pos_liab": "0",
                 "total_liab": _fmt(loan),
+                "funding": _fmt(account.usdt_earn if account.margin_mode != 3 else Decimal(0)),
                 "iso_balance": iso_margin,
                 "enabled_collateral": True,
                 **settle,
@@ -917,6 +932,7 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
             "unified_account_total_liab": "0",
             "unified_account_total_equity": _fmt(total, 8),
             "leverage": "3",
+            "use_funding": account.usdt_earn > 0 and account.margin_mode != 3,
         }
 
     def _futures_account(self, account: _Account) -> dict[str, Any]:
