@@ -198,6 +198,13 @@ class ExchangeAdapter:
         :attr:`~alertd.feeds.state.Coverage.REFUSED` stops the account with its reason."""
         return ModeReading(AccountMode.SINGLE_ASSET, "")
 
+    def settled_mode(self, reading: ModeReading) -> ModeReading:
+        """The reading of :meth:`fetch_mode` once the snapshot's balance and collateral are
+        read: where the pool read with the balance decides whether alertd reproduces the
+        account (:class:`~alertd.exchanges.common.ComputedPoolReads`), the coverage it
+        gives; ``reading`` as it is by default."""
+        return reading
+
     async def fetch_tiers(self, exchange: Any, symbols: list[str]) -> dict[str, TierTable]:
         raise NotImplementedError
 

@@ -416,6 +416,7 @@ class AccountFeed:
 
     def _settled(self, mode: ModeReading, reported: ReportedAccount) -> ModeReading:
         """The mode's reading once the balance is known."""
+        mode = self.adapter.settled_mode(mode)
         if mode.coverage is Coverage.EXCHANGE_RATIO and reported.margin_ratio is None:
             return dataclasses.replace(
                 mode,
