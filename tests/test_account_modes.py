@@ -29,7 +29,7 @@ from .fake_exchange.bybit import ACCOUNT_INFO_EXAMPLE, FakeBybit
 from .fake_exchange.hyperliquid import FakeHyperliquid
 from .fake_exchange.okx import FakeOKX
 from .support.aio import run
-from .support.fakes import started
+from .support.fakes import ccxt_client, started
 from .support.feeds import (
     BTC,
     FAST,
@@ -384,6 +384,24 @@ def test_binance_portfolio_margin_flags_a_non_portfolio_account_answer() -> None
             fatal = feed.state.fatal
             assert fatal is not None and "not a portfolio margin account" in fatal
             assert changes == [Change.FATAL]
+
+    run(body())
+
+
+def test_binance_portfolio_reads_of_a_non_portfolio_account_are_frame_errors() -> None:
+    """The adapter's balance read after /papi refused the account (outside the feed, which
+    stops at the refused mode first): a frame error naming the answer, not an assert."""
+
+    async def body() -> None:
+        async with (
+            started(FakeBinanceUSDM(), [(KEY, SECRET, "500")]) as fake,
+            ccxt_client(fake, "binanceusdm", KEY, SECRET) as exchange,
+        ):
+            exchange.options["portfolioMargin"] = True
+            adapter = binance.BinanceUSDMAdapter()
+            assert (await adapter.fetch_mode(exchange)) is binance.NOT_PORTFOLIO
+            with pytest.raises(FrameError, match=r"^papi account: not a portfolio margin"):
+                await adapter.fetch_balance(exchange)
 
     run(body())
 

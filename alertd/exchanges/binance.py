@@ -385,7 +385,11 @@ class BinanceUSDMAdapter(ExchangeAdapter):
     async def _snapshot_account(self, exchange: Any) -> dict[str, Any]:
         if self._account is None:
             await self._read_snapshot(exchange)
-        assert self._account is not None
+        if self._account is None:  # the /papi answer refused the account (fetch_mode says so)
+            raise FrameError(
+                "papi account: not a portfolio margin account (code -21001): no UM account "
+                "to read the balance from"
+            )
         return self._account
 
     async def fetch_mode(self, exchange: Any) -> ModeReading:

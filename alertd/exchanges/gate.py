@@ -389,17 +389,17 @@ def multi_currency_pool(
         collateral = equity > 0 and row.get("enabled_collateral") is not False
         if not owes and not collateral:
             continue  # not collateral: Gate counts it at nothing
-        ratio, price, tiers = ratios.get(ccy), index_prices.get(ccy), loans.get(ccy)
+        ratio, tiers = ratios.get(ccy), loans.get(ccy)
+        price = index_prices.get(ccy) or Decimal(0)  # none listed: no price to value it at
         perpetual = f"USDT perpetual ({ccy}_{settle})"
-        if collateral and (ratio is None or price is None or price <= 0):
+        if collateral and (ratio is None or price <= 0):
             missing = "discount tiers" if ratio is None else perpetual
             not_reproduced.append(f"{ccy} held with no {missing} to value it")
             continue
-        if owes and (tiers is None or price is None or price <= 0):
+        if owes and (tiers is None or price <= 0):
             missing = "loan margin tiers" if tiers is None else perpetual
             not_reproduced.append(f"a {ccy} liability with no {missing}")
             continue
-        assert price is not None
         counted = ratio if collateral and ratio is not None else CollateralRatio.flat(Decimal(0))
         coin = usd_pool_coin(ccy, equity, price, Decimal(1), counted, settle, markets)
         owed = tiers if owes else None
