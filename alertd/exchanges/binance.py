@@ -40,6 +40,7 @@ from alertd.feeds.state import (
     AccountEvent,
     AccountMode,
     Coverage,
+    FigureScope,
     ModeReading,
     PositionState,
     ReportedAccount,
@@ -146,6 +147,18 @@ def usdm_mode(answer: Any, portfolio_margin: bool = False) -> ModeReading:
     raise FrameError(f"multiAssetsMargin: not a boolean: {flag!r}")
 
 
+# What Binance's portfolio margin figures are beside alertd's: its own (the UM positions
+# against the UM wallet, as a single-asset pool) cover less
+PORTFOLIO_FIGURES = FigureScope(
+    ours="UM positions and wallet only",
+    maintenance_margin="accountMaintMargin (the whole account: UM, CM, margin)",
+    margin_balance="uniMMR x accountMaintMargin (adjusted equity, collateral rates)",
+    margin_ratio=f"{PORTFOLIO_LIQUIDATION_UNI_MMR} / uniMMR",
+    liquidation_price="liquidationPrice (the whole account's uniMMR at its liquidation level)",
+    unit="USD",
+)
+
+
 def portfolio_account(answer: Any) -> ReportedAccount:
     """Binance's own figures of a portfolio margin account from "Account Information"
     (``GET /papi/v1/account``, developers.binance.com, Portfolio Margin): ``uniMMR`` ("Portfolio
@@ -167,9 +180,10 @@ def portfolio_account(answer: Any) -> ReportedAccount:
     if mm < 0:
         raise FrameError(f"accountMaintMargin: negative: {mm}")
     if mm == 0:
-        return ReportedAccount(mm, None, Decimal(0))
+        return ReportedAccount(mm, None, Decimal(0), PORTFOLIO_FIGURES)
     equity = uni_mmr * mm
-    return ReportedAccount(mm, equity, margin_ratio(PORTFOLIO_LIQUIDATION_UNI_MMR * mm, equity))
+    ratio = margin_ratio(PORTFOLIO_LIQUIDATION_UNI_MMR * mm, equity)
+    return ReportedAccount(mm, equity, ratio, PORTFOLIO_FIGURES)
 
 
 def single_asset_pools(

@@ -153,10 +153,27 @@ class ReportedPosition:
 
 
 @dataclass(frozen=True, slots=True)
+class FigureScope:
+    """What an exchange's account figures are where they are not of the pool alertd computes
+    (Binance portfolio margin: the whole account's, in USD): each one's definition and what
+    alertd's side of its comparison is. Such figures are shown beside alertd's, named so,
+    and not compared: they are not like with like."""
+
+    ours: str  # alertd's account figures: what they cover
+    maintenance_margin: str
+    margin_balance: str
+    margin_ratio: str
+    liquidation_price: str  # a position's, where the exchange gives one
+    unit: str  # the exchange's money figures' unit
+
+
+@dataclass(frozen=True, slots=True)
 class ReportedAccount:
     maintenance_margin: Decimal | None = None
     margin_balance: Decimal | None = None
     margin_ratio: Decimal | None = None  # in alertd's direction: requirement / equity
+    # None: the figures are of the pool alertd computes, as their generic names say
+    scope: FigureScope | None = None
 
 
 @dataclass(frozen=True, slots=True)
