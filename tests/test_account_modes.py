@@ -19,6 +19,7 @@ import pytest
 from alertd.config import AccountConfig, Secret
 from alertd.engine.margin import compute
 from alertd.engine.model import Side
+from alertd.engine.stops import StopKind, Trigger
 from alertd.exchanges import binance, bybit, gate, hyperliquid, okx
 from alertd.feeds.adapter import FrameError
 from alertd.feeds.feed import AccountFeed, Change
@@ -336,6 +337,52 @@ def test_binance_portfolio_margin_shows_binance_s_uni_mmr_moved_with_the_marks()
                 await feed.reconcile()  # Binance's figure read again
                 assert state.reported_account.margin_ratio is not None
                 assert abs(state.reported_account.margin_ratio / theirs - 1) < D("1e-20")
+
+    run(body())
+
+
+def test_binance_portfolio_margin_reads_its_um_conditional_orders() -> None:
+    """A portfolio margin account's stops: UM algo orders (GET /papi/v1/um/algo/openAlgoOrders,
+    where ccxt places them) and those placed before the Algo Service (GET
+    /papi/v1/um/conditional/openOrders, ``strategyType``/``stopPrice``/``origQty``), read per
+    held symbol; none open reads as no stop (not as unread)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+            fake.set_portfolio_margin(KEY)
+            fake.set_mark(BTC, "60000")
+            fake.open_position(KEY, BTC, "long", "1", "60000")
+            feed = make_feed(portfolio_margin_config(fake), KEY, SECRET)
+            async with kept_open(feed):
+                state = feed.state
+                assert state.stops == ()  # read: nothing open
+                algo = fake.add_stop(KEY, BTC, "long", "55000")  # the whole position
+                legacy = fake.add_stop(KEY, BTC, "long", "66000", "0.4", kind="take_profit")
+                fake.as_strategy_order(legacy)
+                fake.requests.clear()
+                await feed.resync()
+                assert state.stops is not None
+                got = {s.order_id: s for s in state.stops}
+                assert sorted(got) == sorted([algo, legacy])
+                stop, take = got[algo], got[legacy]
+                assert (stop.kind, stop.trigger, stop.trigger_price) == (
+                    StopKind.STOP,
+                    Trigger.FALL,
+                    D(55000),
+                )
+                assert stop.contracts is None and stop.side is Side.LONG  # closePosition
+                assert (take.kind, take.trigger, take.trigger_price, take.contracts) == (
+                    StopKind.TAKE_PROFIT,
+                    Trigger.RISE,
+                    D(66000),
+                    D("0.4"),
+                )
+                assert take.side is Side.LONG and take.reduce_only
+                paths = [path for _, path in fake.requests if "rders" in path]
+                assert sorted(paths) == [
+                    "/papi/v1/um/algo/openAlgoOrders",
+                    "/papi/v1/um/conditional/openOrders",
+                ]
 
     run(body())
 

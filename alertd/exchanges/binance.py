@@ -273,8 +273,18 @@ def usdm_stop(raw: dict[str, Any], symbol: str) -> StopOrder | None:
     """One open order of ``GET /fapi/v1/openOrders`` (``type``, ``stopPrice``, ``origQty``)
     or of ``GET /fapi/v1/openAlgoOrders`` (``orderType``, ``triggerPrice``, ``quantity``;
     where conditional orders live since Binance moved them to its Algo Service,
-    2025-12), as a stop; None for an order that triggers nothing (LIMIT, MARKET)."""
-    kind = _STOP_KINDS.get(str(raw.get("orderType", raw.get("type"))))
+    2025-12), as a stop; None for an order that triggers nothing (LIMIT, MARKET).
+
+    A portfolio margin account's are the same rows under /papi: "Query All Current UM Open
+    Algo Orders" (``GET /papi/v1/um/algo/openAlgoOrders``, the algo rows; ccxt places a
+    portfolio margin UM conditional order there, ``papiPostUmAlgoOrder``) and, placed before
+    the move, "Query All Current UM Open Conditional Orders" (``GET
+    /papi/v1/um/conditional/openOrders``: ``strategyType``, ``stopPrice``, ``origQty``,
+    ``strategyId``; no ``closePosition``). Their response examples: Binance's portfolio
+    margin connector (binance/binance-connector-python,
+    clients/derivatives_trading_portfolio_margin, tests/unit/rest_api/test_trade_api.py)."""
+    order_type = raw.get("orderType", raw.get("strategyType", raw.get("type")))
+    kind = _STOP_KINDS.get(str(order_type))
     if kind is None:
         return None
     order_side = str(raw.get("side", "")).upper()
@@ -288,7 +298,7 @@ def usdm_stop(raw: dict[str, Any], symbol: str) -> StopOrder | None:
     price_field = "triggerPrice" if "triggerPrice" in raw else "stopPrice"
     trigger_price = dec_or_none(raw.get(price_field))
     if kind is not StopKind.TRAILING and trigger_price is None:
-        raise FrameError(f"{price_field}: missing or zero on a {raw.get('type')} order")
+        raise FrameError(f"{price_field}: missing or zero on a {order_type} order")
     contracts: Decimal | None = None
     if raw.get("closePosition") not in (True, "true"):
         if "quantity" in raw:  # algo order: its whole quantity waits for the trigger
@@ -306,7 +316,7 @@ def usdm_stop(raw: dict[str, Any], symbol: str) -> StopOrder | None:
         # priceRate are): it counts for coverage, without a price
         trigger_price=None if kind is StopKind.TRAILING else trigger_price,
         contracts=contracts,
-        order_id=str(raw.get("algoId", raw.get("orderId", ""))),
+        order_id=str(raw.get("algoId", raw.get("strategyId", raw.get("orderId", "")))),
         reduce_only=raw.get("reduceOnly") in (True, "true")
         or position_side != "BOTH"
         or contracts is None,
@@ -540,15 +550,15 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         return "aid" in raw or str(raw.get("ot", raw.get("o"))) in _STOP_KINDS
 
     async def fetch_stops(self, exchange: Any, symbols: list[str]) -> list[StopOrder] | None:
-        if self._portfolio_margin(exchange):
-            # a portfolio margin account's conditional orders live under /papi/v1/um
-            # (conditional orders, algo orders) in shapes alertd does not parse yet: not read,
-            # so no stop rule has a value (not "no stop")
-            return None
         # Conditional orders moved to the Algo Service (openAlgoOrders); openOrders still lists
         # those placed before the move. Each weighs 1 with a symbol and 40 without ("Current
         # All Open Orders", "Current All Algo Open Orders"): per held symbol up to 40 of them,
-        # or 50 accounts' reconciles alone would pass the IP's 2,400 a minute.
+        # or 50 accounts' reconciles alone would pass the IP's 2,400 a minute. A portfolio
+        # margin account's UM orders: the same pair under /papi/v1/um (see usdm_stop).
+        if self._portfolio_margin(exchange):
+            reads = (exchange.papiGetUmConditionalOpenOrders, exchange.papiGetUmAlgoOpenAlgoOrders)
+        else:
+            reads = (exchange.fapiPrivateGetOpenOrders, exchange.fapiPrivateGetOpenAlgoOrders)
         markets = exchange.markets or {}
         ids = [markets[s]["id"] for s in symbols if s in markets]
         # a symbol ccxt does not know (no catalogue loaded): every symbol at once
@@ -556,8 +566,11 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         scopes: list[dict[str, str]] = [{"symbol": i} for i in ids] if per_symbol else [{}]
         rows: list[Any] = []
         for scope in scopes:
-            rows += await exchange.fapiPrivateGetOpenOrders(scope)
-            rows += await exchange.fapiPrivateGetOpenAlgoOrders(scope)
+            for read in reads:
+                answer = await read(scope)
+                if not isinstance(answer, list):
+                    raise FrameError("open orders: expected a list of orders")
+                rows += answer
         out = []
         for raw in rows:
             if not isinstance(raw, dict):
