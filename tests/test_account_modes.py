@@ -341,6 +341,14 @@ def test_binance_portfolio_margin_shows_binance_s_uni_mmr_moved_with_the_marks()
     run(body())
 
 
+def portfolio_long_btc(fake: FakeBinanceUSDM) -> AccountFeed:
+    """Account ``KEY`` on ``fake`` in portfolio margin, long 1 BTC at 60,000, and its feed."""
+    fake.set_portfolio_margin(KEY)
+    fake.set_mark(BTC, "60000")
+    fake.open_position(KEY, BTC, "long", "1", "60000")
+    return make_feed(portfolio_margin_config(fake), KEY, SECRET)
+
+
 def test_binance_portfolio_margin_reads_its_um_conditional_orders() -> None:
     """A portfolio margin account's stops: UM algo orders (GET /papi/v1/um/algo/openAlgoOrders,
     where ccxt places them) and those placed before the Algo Service (GET
@@ -349,10 +357,7 @@ def test_binance_portfolio_margin_reads_its_um_conditional_orders() -> None:
 
     async def body() -> None:
         async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
-            fake.set_portfolio_margin(KEY)
-            fake.set_mark(BTC, "60000")
-            fake.open_position(KEY, BTC, "long", "1", "60000")
-            feed = make_feed(portfolio_margin_config(fake), KEY, SECRET)
+            feed = portfolio_long_btc(fake)
             async with kept_open(feed):
                 state = feed.state
                 assert state.stops == ()  # read: nothing open
@@ -394,10 +399,7 @@ def test_binance_portfolio_margin_streams_from_the_portfolio_margin_user_stream(
 
     async def body() -> None:
         async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
-            fake.set_portfolio_margin(KEY)
-            fake.set_mark(BTC, "60000")
-            fake.open_position(KEY, BTC, "long", "1", "60000")
-            feed = make_feed(portfolio_margin_config(fake), KEY, SECRET)
+            feed = portfolio_long_btc(fake)
             async with streaming(feed):
                 await fake.wait_for_user_stream(KEY, 10)
                 (path,) = fake.user_stream_paths(KEY)
