@@ -25,7 +25,7 @@ from alertd.feeds.adapter import FrameError
 from alertd.feeds.feed import AccountFeed, Change
 from alertd.feeds.state import AccountMode, AccountState, Coverage, ModeReading
 
-from .fake_exchange.binance import FakeBinanceUSDM
+from .fake_exchange.binance import CM_POSITION_EXAMPLE, FakeBinanceUSDM
 from .fake_exchange.bybit import ACCOUNT_INFO_EXAMPLE, FakeBybit
 from .fake_exchange.hyperliquid import FakeHyperliquid
 from .fake_exchange.okx import FakeOKX
@@ -388,6 +388,69 @@ def test_binance_portfolio_margin_reads_its_um_conditional_orders() -> None:
                     "/papi/v1/um/algo/openAlgoOrders",
                     "/papi/v1/um/conditional/openOrders",
                 ]
+
+    run(body())
+
+
+def test_binance_portfolio_coin_m_positions_are_listed_as_binance_reads_them() -> None:
+    """ "Query CM Position Information" (GET /papi/v1/cm/positionRisk): the docs' example
+    (hedge mode, LONG) and a one-way short, each with Binance's figures and the distance to
+    its liquidation price at Binance's mark of the read; empty one-way rows left out."""
+    short = CM_POSITION_EXAMPLE | {
+        "symbol": "ETHUSD_PERP", "positionAmt": "-3", "positionSide": "BOTH",
+        "entryPrice": "3000", "markPrice": "2500", "liquidationPrice": "4000",
+        "unRealizedProfit": "0.02", "notionalValue": "-0.12",
+    }  # fmt: skip
+    empty = CM_POSITION_EXAMPLE | {
+        "symbol": "BNBUSD_PERP",
+        "positionAmt": "0",
+        "positionSide": "BOTH",
+    }
+    listed = binance.cm_positions([CM_POSITION_EXAMPLE, short, empty], lambda i: i)
+    long, eth = listed
+    mark = D("11788.66626667")
+    assert (long.symbol, long.side, long.contracts, long.mark_price) == (
+        "BTCUSD_201225",
+        Side.LONG,
+        1,
+        mark,
+    )
+    assert long.liquidation_distance == (mark - D("6170.20509059")) / mark
+    assert (long.notional, long.unrealized_pnl, long.as_read) == (
+        D("0.00084827"),
+        D("0.00005866"),
+        True,
+    )
+    assert (eth.side, eth.contracts, eth.notional) == (Side.SHORT, 3, D("0.12"))
+    assert eth.liquidation_distance == (D(4000) - D(2500)) / D(2500)
+    none = binance.cm_positions([CM_POSITION_EXAMPLE | {"liquidationPrice": "0"}], str)
+    assert none[0].liquidation_price is None and none[0].liquidation_distance is None
+    with pytest.raises(FrameError, match=r"^cm/positionRisk ETHUSD_PERP markPrice: missing$"):
+        binance.cm_positions([{**short, "markPrice": None}], str)
+    with pytest.raises(FrameError, match=r"^cm/positionRisk: expected a list"):
+        binance.cm_positions({"code": -1}, str)
+
+
+def test_binance_portfolio_margin_lists_its_coin_m_positions() -> None:
+    """The feed on the local Binance's /papi: the UM position followed at the live mark, the
+    COIN-M one (no COIN-M market loaded: Binance's id) listed as the reconcile read it."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+            feed = portfolio_long_btc(fake)
+            fake.set_cm_positions(KEY, [CM_POSITION_EXAMPLE])
+            async with kept_open(feed):
+                um, cm = feed.state.exchange_ratio_positions()
+                assert (um.symbol, um.as_read, cm.symbol, cm.as_read) == (
+                    BTC,
+                    False,
+                    "BTCUSD_201225",
+                    True,
+                )
+                assert cm.liquidation_price == D("6170.20509059")
+                fake.set_cm_positions(KEY, [])  # closed: gone at the next reconcile
+                await feed.reconcile()
+                assert [p.symbol for p in feed.state.exchange_ratio_positions()] == [BTC]
 
     run(body())
 

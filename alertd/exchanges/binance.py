@@ -11,13 +11,16 @@ Multi-Assets Mode", ``GET /fapi/v1/multiAssetsMargin``, at a sixth of the reques
 ``options.portfolioMargin``): developers.binance.com, Portfolio Margin, "Account Information"
 (``GET /papi/v1/account``), "Query UM Position Information" (``GET /papi/v1/um/positionRisk``),
 "Get UM Account Detail" (``GET /papi/v1/um/account``), "UM Notional and Leverage Brackets"
-(``GET /papi/v1/um/leverageBracket``); its user-data stream (``POST /papi/v1/listenKey``, events
+(``GET /papi/v1/um/leverageBracket``), "Query CM Position Information" (``GET
+/papi/v1/cm/positionRisk``, the COIN-M positions listed as read), the UM conditional orders
+(:func:`usdm_stop`); its user-data stream (``POST /papi/v1/listenKey``, events
 on the portfolio margin stream URL) is ccxt.pro's with the same option.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -25,6 +28,7 @@ from alertd.engine.collateral import Collateral, CollateralRatio
 from alertd.engine.margin import margin_ratio
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
+from alertd.engine.reported import ExchangeRatioPosition, liquidation_distance
 from alertd.engine.stops import StopKind, StopOrder, Trigger
 from alertd.engine.tiers import Tier, TierTable
 from alertd.exchanges.common import (
@@ -104,8 +108,50 @@ PORTFOLIO_MODE = ModeReading.portfolio_margin(
     f"{PORTFOLIO_LIQUIDATION_UNI_MMR} where Binance liquidates)",
     "Binance's portfolio margin requirement spans the USDⓈ-M and COIN-M futures and the cross "
     "margin account (loans, collateral rates), more than the USDⓈ-M positions alertd reads "
-    "(the marks move their share of it; COIN-M, loans and coins stay as read)",
+    "(the marks move their share of it; COIN-M, loans and coins stay as read; COIN-M "
+    "positions are listed with Binance's figures of the last reconcile)",
 )
+
+
+def cm_positions(rows: Any, symbol_of: Callable[[str], str]) -> tuple[ExchangeRatioPosition, ...]:
+    """A portfolio margin account's COIN-M positions as Binance's "Query CM Position
+    Information" (``GET /papi/v1/cm/positionRisk``, developers.binance.com, Portfolio Margin)
+    gives them: ``positionAmt`` contracts (signed in one-way mode, ``positionSide`` BOTH;
+    every symbol's row is listed there, the empty ones left out), ``entryPrice``,
+    ``markPrice``, ``unRealizedProfit`` and ``notionalValue`` in the coin, and
+    ``liquidationPrice`` (0: none). alertd does not follow them (no COIN-M market or mark
+    stream is loaded for the USDⓈ-M account): they are listed as read, the distance to the
+    liquidation price at Binance's mark of the read. ``symbol_of`` names a market id."""
+    if not isinstance(rows, list):
+        raise FrameError("cm/positionRisk: expected a list of positions")
+    out = []
+    for raw in rows:
+        if not isinstance(raw, dict) or not isinstance(raw.get("symbol"), str):
+            raise FrameError("cm/positionRisk: an entry is not a position with a symbol")
+        where = f"cm/positionRisk {raw['symbol']}"
+        amount = dec(raw.get("positionAmt"), f"{where} positionAmt")
+        if amount == 0:
+            continue
+        side = _side(str(raw.get("positionSide", "BOTH")), amount)
+        mark = dec(raw.get("markPrice"), f"{where} markPrice")
+        if mark <= 0:
+            raise FrameError(f"{where} markPrice: not positive: {mark}")
+        liquidation = dec_or_none(raw.get("liquidationPrice"))
+        out.append(
+            ExchangeRatioPosition(
+                symbol=symbol_of(raw["symbol"]),
+                side=side,
+                contracts=abs(amount),
+                entry_price=dec(raw.get("entryPrice"), f"{where} entryPrice"),
+                mark_price=mark,
+                notional=abs(dec(raw.get("notionalValue"), f"{where} notionalValue")),
+                unrealized_pnl=dec(raw.get("unRealizedProfit"), f"{where} unRealizedProfit"),
+                liquidation_price=liquidation,
+                liquidation_distance=liquidation_distance(side, mark, liquidation),
+                as_read=True,
+            )
+        )
+    return tuple(out)
 
 
 # Binance's answer to a /papi request of an account not in portfolio margin (Binance FAQ "How
@@ -360,13 +406,17 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         # None for the other modes
         self._portfolio: dict[str, Any] | None = None
         self._not_portfolio = False  # the option is set; Binance says it is not such an account
+        # a portfolio margin account's COIN-M positions, listed as read with the snapshot
+        self._coin_m: tuple[ExchangeRatioPosition, ...] = ()
 
     async def _read_portfolio_snapshot(self, exchange: Any) -> None:
         """A portfolio margin account's snapshot: its USDⓈ-M positions ("Query UM Position
         Information", weight 5), their assets ("Get UM Account Detail", weight 5: the UM
-        wallet per asset in the same ``assets[]`` shape as USDⓈ-M's account) and the account's
-        risk ("Account Information", weight 20: uniMMR)."""
+        wallet per asset in the same ``assets[]`` shape as USDⓈ-M's account), the account's
+        risk ("Account Information", weight 20: uniMMR) and its COIN-M positions, listed as
+        read ("Query CM Position Information", weight 1: :func:`cm_positions`)."""
         self._rows = self._account = self._portfolio = None
+        self._coin_m = ()
         self._not_portfolio = False
         try:
             portfolio = await exchange.papiGetAccount()
@@ -380,6 +430,10 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             raise FrameError("papi account: expected an object")
         rows = await exchange.papiGetUmPositionRisk()
         self._keep(rows, await exchange.papiGetUmAccount(), "um/")
+        self._coin_m = cm_positions(
+            await exchange.papiGetCmPositionRisk(),
+            lambda market_id: str(exchange.safe_market(market_id, None, None, "swap")["symbol"]),
+        )
         self._portfolio = portfolio
 
     def _keep(self, rows: Any, account: Any, family: str) -> None:
@@ -518,6 +572,9 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         if account.get("multiAssetsMargin") or self._portfolio is not None:
             return {}  # multi-assets: one USD pool (fetch_collateral); portfolio: Binance's
         return single_asset_pools(account, self.market_filter.margin_assets(exchange.markets))
+
+    async def fetch_listed_positions(self, exchange: Any) -> tuple[ExchangeRatioPosition, ...]:
+        return self._coin_m if self._portfolio is not None else ()
 
     async def fetch_collateral(self, exchange: Any) -> tuple[Collateral, ...]:
         # V2 account information carries the mode flag and every coin's balance; the last

@@ -220,6 +220,9 @@ class AccountState:
     wallet_includes_isolated: bool = False
     reported_positions: dict[tuple[str, Side], ReportedPosition] = field(default_factory=dict)
     reported_account: ReportedAccount = ReportedAccount()
+    # positions the exchange reports beside those alertd holds, with its own figures as the
+    # last snapshot read them (a portfolio margin account's COIN-M positions)
+    listed_positions: tuple[ExchangeRatioPosition, ...] = ()
     # the marks alertd held when reported_account was read: the exchange's ratio moves from them
     reported_marks: dict[str, Decimal] = field(default_factory=dict)
     mode: ModeReading = NOT_READ  # read at bootstrap and at every reconcile
@@ -410,7 +413,8 @@ class AccountState:
     def exchange_ratio_positions(self) -> tuple[ExchangeRatioPosition, ...]:
         """The held positions as far as their size, the live mark and the exchange's reported
         liquidation price describe them: shown where the exchange's ratio stands in for
-        alertd's (no figures of alertd's own); a market alertd does not know is left out."""
+        alertd's (no figures of alertd's own); a market alertd does not know is left out.
+        Then the positions it only lists, as read (:attr:`listed_positions`)."""
         out = []
         held = sorted(self.positions.items(), key=lambda kv: (kv[0][0], -kv[0][1]))
         for (symbol, side), p in held:
@@ -427,7 +431,7 @@ class AccountState:
                     None if reported is None else reported.liquidation_price,
                 )
             )
-        return tuple(out)
+        return (*out, *self.listed_positions)
 
     @property
     def computable(self) -> bool:

@@ -169,6 +169,8 @@ def _exchange_position_json(p: ExchangeRatioPosition) -> dict[str, Any]:
         "liquidation_price_source": "exchange" if p.liquidation_price is not None else None,
         "liquidation_distance": dec(p.liquidation_distance),
         "margin_ratio": None,
+        # the mark and every figure the exchange's own as its last snapshot read them
+        "as_read": p.as_read,
     }
 
 
@@ -320,12 +322,19 @@ def _liquidation_text(p: dict[str, Any]) -> str:
     return f"{price} (exchange's)" if p.get("liquidation_price_source") == "exchange" else price
 
 
+def _mark_text(p: dict[str, Any]) -> str:
+    """A position's mark, marked where it is the exchange's of the last snapshot (a position
+    alertd lists but does not follow)."""
+    price = fmt.price(_d(p["mark_price"]))
+    return f"{price} (as read)" if p.get("as_read") else price
+
+
 # a position row of `alertd status`: (header, value from the position's entry in the data)
 PositionColumn = tuple[str, Callable[[dict[str, Any]], str]]
 # what decides the next move
 POSITION_KEY: tuple[PositionColumn, ...] = (
     ("Size", lambda p: fmt.quantity(_d(p["contracts"]))),
-    ("Mark", lambda p: fmt.price(_d(p["mark_price"]))),
+    ("Mark", _mark_text),
     ("Liq. price", lambda p: _liquidation_text(p)),
     ("Distance", lambda p: fmt.percent(_d(p["liquidation_distance"]))),
     ("Ratio", lambda p: fmt.ratio(_d(p["margin_ratio"]))),

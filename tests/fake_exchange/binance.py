@@ -16,7 +16,8 @@ What it serves (paths as on fapi.binance.com / papi.binance.com / fstream.binanc
 - REST API-key only: ``POST|PUT|DELETE /fapi/v1/listenKey`` and ``/papi/v1/listenKey``.
 - Portfolio margin (``set_portfolio_margin``), signed: ``/papi/v1/account`` (uniMMR from the
   account's state: it moves with the marks), ``/papi/v1/um/positionRisk``,
-  ``/papi/v1/um/account``, ``/papi/v1/balance``, ``/papi/v1/um/leverageBracket``, its open
+  ``/papi/v1/um/account``, ``/papi/v1/balance``, ``/papi/v1/um/leverageBracket``,
+  ``/papi/v1/cm/positionRisk`` (scripted rows: ``set_cm_positions``), its open
   conditional orders on ``/papi/v1/um/algo/openAlgoOrders`` and (``as_strategy_order``)
   ``/papi/v1/um/conditional/openOrders``, in the shapes of the Portfolio Margin API docs'
   response examples; another account gets Binance's -21001.
@@ -82,6 +83,22 @@ from tests.fake_exchange.base import (
     scripted,
 )
 from tests.fake_exchange.base import to_decimal as _dec
+
+# "Query CM Position Information" (GET /papi/v1/cm/positionRisk), the docs' response example
+# (developers.binance.com, Portfolio Margin, account REST API; hedge mode: LONG)
+CM_POSITION_EXAMPLE: dict[str, Any] = {
+    "symbol": "BTCUSD_201225",
+    "positionAmt": "1",
+    "entryPrice": "11707.70000003",
+    "markPrice": "11788.66626667",
+    "unRealizedProfit": "0.00005866",
+    "liquidationPrice": "6170.20509059",
+    "leverage": "125",
+    "positionSide": "LONG",
+    "updateTime": 1627026881327,
+    "maxQty": "50",
+    "notionalValue": "0.00084827",
+}
 
 # Binance USDⓈ-M "Current All Algo Open Orders" (GET /fapi/v1/openAlgoOrders), the docs'
 # response example (developers.binance.com, USDⓈ-M futures, trade REST API)
@@ -378,6 +395,9 @@ class _Account(shared.Credentials):
     portfolio: bool = False
     portfolio_other_mm: Decimal = Decimal(0)
     portfolio_open_loss: Decimal = Decimal(0)
+    # its COIN-M positions as GET /papi/v1/cm/positionRisk lists them (set_cm_positions),
+    # scripted whole: this server holds no COIN-M market
+    cm_rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -739,6 +759,12 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         account.portfolio = on
         account.portfolio_other_mm = _dec(other_mm)
         account.portfolio_open_loss = _dec(open_loss)
+
+    @scripted
+    def set_cm_positions(self, api_key: str, rows: list[dict[str, Any]]) -> None:
+        """The rows a portfolio margin account's "Query CM Position Information" answers
+        (``CM_POSITION_EXAMPLE``'s fields), as given."""
+        self._account(api_key).cm_rows = [dict(row) for row in rows]
 
     @scripted
     def set_asset_index(
@@ -1236,6 +1262,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             web.get("/papi/v1/um/account", self._papi_um_account),
             web.get("/papi/v1/um/positionRisk", self._papi_position_risk),
             web.get("/papi/v1/um/leverageBracket", self._leverage_bracket),
+            web.get("/papi/v1/cm/positionRisk", self._papi_cm_position_risk),
             web.get("/papi/v1/um/algo/openAlgoOrders", self._papi_algo_orders),
             web.get("/papi/v1/um/conditional/openOrders", self._papi_conditional_orders),
             web.post("/papi/v1/listenKey", self._listen_key_post),
@@ -1912,6 +1939,10 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
     async def _papi_position_risk(self, request: web.Request) -> web.Response:
         account = await self._portfolio_signed(request)
         return self._json(self.position_risk_papi(account.api_key))
+
+    async def _papi_cm_position_risk(self, request: web.Request) -> web.Response:
+        account = await self._portfolio_signed(request)
+        return self._json(account.cm_rows)
 
     async def _papi_um_account(self, request: web.Request) -> web.Response:
         """ "Get UM Account Detail": the UM wallet per asset and the held positions, in the
