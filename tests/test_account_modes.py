@@ -388,6 +388,13 @@ def test_binance_portfolio_margin_reads_its_um_conditional_orders() -> None:
                     "/papi/v1/um/algo/openAlgoOrders",
                     "/papi/v1/um/conditional/openOrders",
                 ]
+                # shown beside Binance's ratio: the closest stop, all of the position covered,
+                # against Binance's liquidation price
+                (position,) = state.exchange_ratio_positions()
+                liq = position.liquidation_price
+                assert position.stop is not None and liq is not None
+                assert (position.stop.price, position.stop.coverage) == (D(55000), 1)
+                assert position.stop.beyond_liquidation == (liq - 55000) / 60000
 
     run(body())
 

@@ -115,6 +115,7 @@ def test_portfolio_margin_alerts_on_binance_s_uni_mmr_as_the_mark_falls(
     # off the equity: uniMMR = (2,000 - 100) / 240 = 7.91666667, the ratio 1.05 / it = 13.26%
     fake.set_portfolio_margin("key-e2e", open_loss="100")
     fake.set_cm_positions("key-e2e", [CM_POSITION_EXAMPLE])  # a COIN-M long beside it
+    fake.add_stop("key-e2e", BTC, "long", "59000", "0.5")  # a UM algo stop, half the long
     (account,) = world["config"]["accounts"]
     options = {**account["options"], "portfolioMargin": True}
     world["config"] = {**world["config"], "accounts": [{**account, "options": options}]}
@@ -140,6 +141,16 @@ def test_portfolio_margin_alerts_on_binance_s_uni_mmr_as_the_mark_falls(
     assert coin_m["liquidation_price_source"] == "exchange" and coin_m["margin_ratio"] is None
     (row,) = (r for r in fake.position_risk_papi("key-e2e") if Decimal(r["positionAmt"]))
     liq = Decimal(row["liquidationPrice"])
+    # the UM stop (GET /papi/v1/um/algo/openAlgoOrders, read once the streams subscribe)
+    # against Binance's liquidation price; COIN-M conditional orders are not read: null, not
+    # "no stop"
+    stopped, coin_m = wait_for(
+        lambda: (p := status_account(base)["positions"])[0]["stop_loss_price"] and p,
+        what="the stops read",
+    )
+    assert (stopped["stop_loss_price"], stopped["stop_coverage"]) == ("59000", "0.5")
+    assert Decimal(stopped["stop_beyond_liquidation"]) == (liq - 59000) / 60000
+    assert coin_m["stop_loss_price"] is None and coin_m["stop_coverage"] is None
     assert Decimal(position["liquidation_price"]) == liq
     assert position["liquidation_price_source"] == "exchange"
     assert Decimal(position["liquidation_distance"]) == (60000 - liq) / 60000

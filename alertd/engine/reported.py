@@ -24,6 +24,7 @@ from decimal import Decimal
 
 from alertd.engine.margin import margin_ratio
 from alertd.engine.model import Side
+from alertd.engine.stops import StopFigures
 
 ZERO = Decimal(0)
 
@@ -90,6 +91,9 @@ class ExchangeRatioPosition:
     # every figure the exchange's as its last snapshot read them (the mark too: a position
     # alertd reads but does not follow, a portfolio margin account's COIN-M positions)
     as_read: bool = False
+    # its protective stops at the mark, against the exchange's liquidation price (no loss
+    # figure: that is alertd's arithmetic of a position it does not compute); None: not read
+    stop: StopFigures | None = None
 
 
 def exchange_ratio_position(

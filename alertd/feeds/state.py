@@ -23,7 +23,7 @@ from alertd.engine.reported import (
     exchange_ratio_position,
     moved_ratio,
 )
-from alertd.engine.stops import StopOrder
+from alertd.engine.stops import StopOrder, protection
 from alertd.engine.tiers import TierTable
 
 
@@ -422,15 +422,19 @@ class AccountState:
             if market is None:
                 continue
             reported = self.reported_positions.get((symbol, side))
-            out.append(
-                exchange_ratio_position(
-                    Exposure(symbol, side * p.contracts * market.contract_size, market.inverse),
-                    p.contracts,
-                    p.entry_price,
-                    self.marks.get(symbol),
-                    None if reported is None else reported.liquidation_price,
-                )
+            liquidation = None if reported is None else reported.liquidation_price
+            mark = self.marks.get(symbol)
+            figures = exchange_ratio_position(
+                Exposure(symbol, side * p.contracts * market.contract_size, market.inverse),
+                p.contracts,
+                p.entry_price,
+                mark,
+                liquidation,
             )
+            if mark is not None:
+                stop = protection(self.stops, symbol, side, p.contracts, mark, liquidation)
+                figures = replace(figures, stop=stop)
+            out.append(figures)
         return (*out, *self.listed_positions)
 
     @property
