@@ -25,7 +25,7 @@ from alertd.feeds.adapter import FrameError
 from alertd.feeds.feed import AccountFeed, Change
 from alertd.feeds.state import AccountMode, AccountState, Coverage, ModeReading
 
-from .fake_exchange.binance import CM_POSITION_EXAMPLE, FakeBinanceUSDM
+from .fake_exchange.binance import CM_CONDITIONAL_EXAMPLE, CM_POSITION_EXAMPLE, FakeBinanceUSDM
 from .fake_exchange.bybit import ACCOUNT_INFO_EXAMPLE, FakeBybit
 from .fake_exchange.hyperliquid import FakeHyperliquid
 from .fake_exchange.okx import FakeOKX
@@ -446,6 +446,14 @@ def test_binance_portfolio_margin_lists_its_coin_m_positions() -> None:
         async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
             feed = portfolio_long_btc(fake)
             fake.set_cm_positions(KEY, [CM_POSITION_EXAMPLE])
+            # the connector's example made a stop of the long: a sell closing 0.4 of it at
+            # 9,300 (its mark 11,788.67), asked by the position's symbol; one of another
+            # symbol protects nothing of it
+            stop = CM_CONDITIONAL_EXAMPLE | {
+                "symbol": "BTCUSD_201225", "strategyType": "STOP_MARKET", "side": "SELL",
+                "positionSide": "LONG",
+            }  # fmt: skip
+            fake.set_cm_conditional_orders(KEY, [stop, CM_CONDITIONAL_EXAMPLE])
             async with kept_open(feed):
                 um, cm = feed.state.exchange_ratio_positions()
                 assert (um.symbol, um.as_read, cm.symbol, cm.as_read) == (
@@ -455,6 +463,11 @@ def test_binance_portfolio_margin_lists_its_coin_m_positions() -> None:
                     True,
                 )
                 assert cm.liquidation_price == D("6170.20509059")
+                assert cm.stop is not None
+                assert (cm.stop.price, cm.stop.coverage, cm.stop.orders) == (D(9300), D("0.4"), 1)
+                assert cm.stop.beyond_liquidation == (D("6170.20509059") - 9300) / cm.mark_price
+                asked = [path for _, path in fake.requests if path.startswith("/papi/v1/cm/")]
+                assert "/papi/v1/cm/conditional/openOrders" in asked
                 fake.set_cm_positions(KEY, [])  # closed: gone at the next reconcile
                 await feed.reconcile()
                 assert [p.symbol for p in feed.state.exchange_ratio_positions()] == [BTC]

@@ -142,15 +142,15 @@ def test_portfolio_margin_alerts_on_binance_s_uni_mmr_as_the_mark_falls(
     (row,) = (r for r in fake.position_risk_papi("key-e2e") if Decimal(r["positionAmt"]))
     liq = Decimal(row["liquidationPrice"])
     # the UM stop (GET /papi/v1/um/algo/openAlgoOrders, read once the streams subscribe)
-    # against Binance's liquidation price; COIN-M conditional orders are not read: null, not
-    # "no stop"
+    # against Binance's liquidation price; the COIN-M long's (GET
+    # /papi/v1/cm/conditional/openOrders, with its position): read, none
     stopped, coin_m = wait_for(
         lambda: (p := status_account(base)["positions"])[0]["stop_loss_price"] and p,
         what="the stops read",
     )
     assert (stopped["stop_loss_price"], stopped["stop_coverage"]) == ("59000", "0.5")
     assert Decimal(stopped["stop_beyond_liquidation"]) == (liq - 59000) / 60000
-    assert coin_m["stop_loss_price"] is None and coin_m["stop_coverage"] is None
+    assert coin_m["stop_loss_price"] is None and coin_m["stop_coverage"] == "0"
     assert Decimal(position["liquidation_price"]) == liq
     assert position["liquidation_price_source"] == "exchange"
     assert Decimal(position["liquidation_distance"]) == (60000 - liq) / 60000

@@ -29,7 +29,7 @@ from alertd.engine.margin import margin_ratio
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.reported import ExchangeRatioPosition, liquidation_distance
-from alertd.engine.stops import StopKind, StopOrder, Trigger
+from alertd.engine.stops import StopKind, StopOrder, Trigger, protection
 from alertd.engine.tiers import Tier, TierTable
 from alertd.exchanges.common import (
     AdlScale,
@@ -39,7 +39,14 @@ from alertd.exchanges.common import (
     with_adl,
 )
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
-from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
+from alertd.feeds.adapter import (
+    ExchangeAdapter,
+    FrameError,
+    Snapshot,
+    checked_stops,
+    dec,
+    dec_or_none,
+)
 from alertd.feeds.state import (
     AccountEvent,
     AccountMode,
@@ -369,6 +376,17 @@ def usdm_stop(raw: dict[str, Any], symbol: str) -> StopOrder | None:
     )
 
 
+def order_rows(answer: Any, endpoint: str) -> list[dict[str, Any]]:
+    """The entries of an open-orders answer (a list of objects), or a frame error naming the
+    ``endpoint``."""
+    if not isinstance(answer, list):
+        raise FrameError(f"{endpoint}: expected a list of orders")
+    for raw in answer:
+        if not isinstance(raw, dict):
+            raise FrameError(f"{endpoint}: an entry is not an object")
+    return answer
+
+
 def insurance_balance(answer: Any, settle: str) -> Decimal:
     """The ``settle`` balance of the insurance fund in "Query Insurance Fund Balance
     Snapshot" (``GET /fapi/v1/insuranceBalance?symbol=...``, public, weight 1): one pool
@@ -430,11 +448,39 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             raise FrameError("papi account: expected an object")
         rows = await exchange.papiGetUmPositionRisk()
         self._keep(rows, await exchange.papiGetUmAccount(), "um/")
-        self._coin_m = cm_positions(
-            await exchange.papiGetCmPositionRisk(),
-            lambda market_id: str(exchange.safe_market(market_id, None, None, "swap")["symbol"]),
-        )
+        self._coin_m = await self._coin_m_positions(exchange)
         self._portfolio = portfolio
+
+    async def _coin_m_positions(self, exchange: Any) -> tuple[ExchangeRatioPosition, ...]:
+        """A portfolio margin account's COIN-M positions (:func:`cm_positions`), each with its
+        protective stops: "Query All Current CM Open Conditional Orders" (``GET
+        /papi/v1/cm/conditional/openOrders``, the UM legacy rows' shape: :func:`usdm_stop`)
+        asked per held symbol (weight 1 each; 40 without one)."""
+
+        def symbol_of(market_id: str) -> str:
+            return str(exchange.safe_market(market_id, None, None, "swap")["symbol"])
+
+        rows = await exchange.papiGetCmPositionRisk()
+        held = cm_positions(rows, symbol_of)
+        # the rows are checked: each position's Binance id by its symbol
+        ids = {symbol_of(row["symbol"]): row["symbol"] for row in rows}
+        stops: list[StopOrder] = []
+        for market_id in sorted({ids[p.symbol] for p in held}):
+            answer = await exchange.papiGetCmConditionalOpenOrders({"symbol": market_id})
+            for raw in order_rows(answer, "cm/conditional/openOrders"):
+                stop = usdm_stop(raw, symbol_of(str(raw.get("symbol"))))
+                if stop is not None:
+                    stops.append(stop)
+        found = tuple(checked_stops(stops))
+        out = []
+        for p in held:
+            if p.mark_price is not None:  # always, as Binance reads it
+                figures = protection(
+                    found, p.symbol, p.side, p.contracts, p.mark_price, p.liquidation_price
+                )
+                p = dataclasses.replace(p, stop=figures)
+            out.append(p)
+        return tuple(out)
 
     def _keep(self, rows: Any, account: Any, family: str) -> None:
         """One snapshot's positions and account answers (``family``: the endpoints' prefix
@@ -624,14 +670,9 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         rows: list[Any] = []
         for scope in scopes:
             for read in reads:
-                answer = await read(scope)
-                if not isinstance(answer, list):
-                    raise FrameError("open orders: expected a list of orders")
-                rows += answer
+                rows += order_rows(await read(scope), "open orders")
         out = []
         for raw in rows:
-            if not isinstance(raw, dict):
-                raise FrameError("open orders: an entry is not an object")
             market = exchange.safe_market(raw.get("symbol"), None, None, "swap")
             if not self.market_filter.accepts(market):
                 continue

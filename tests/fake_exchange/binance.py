@@ -17,7 +17,8 @@ What it serves (paths as on fapi.binance.com / papi.binance.com / fstream.binanc
 - Portfolio margin (``set_portfolio_margin``), signed: ``/papi/v1/account`` (uniMMR from the
   account's state: it moves with the marks), ``/papi/v1/um/positionRisk``,
   ``/papi/v1/um/account``, ``/papi/v1/balance``, ``/papi/v1/um/leverageBracket``,
-  ``/papi/v1/cm/positionRisk`` (scripted rows: ``set_cm_positions``), its open
+  ``/papi/v1/cm/positionRisk`` and ``/papi/v1/cm/conditional/openOrders`` (scripted rows:
+  ``set_cm_positions``, ``set_cm_conditional_orders``), its UM open
   conditional orders on ``/papi/v1/um/algo/openAlgoOrders`` and (``as_strategy_order``)
   ``/papi/v1/um/conditional/openOrders``, in the shapes of the Portfolio Margin API docs'
   response examples; another account gets Binance's -21001.
@@ -98,6 +99,28 @@ CM_POSITION_EXAMPLE: dict[str, Any] = {
     "updateTime": 1627026881327,
     "maxQty": "50",
     "notionalValue": "0.00084827",
+}
+
+# "Query All Current CM Open Conditional Orders" (GET /papi/v1/cm/conditional/openOrders), the
+# response example of Binance's portfolio margin connector (binance/binance-connector-python,
+# clients/derivatives_trading_portfolio_margin, tests/unit/rest_api/test_trade_api.py)
+CM_CONDITIONAL_EXAMPLE: dict[str, Any] = {
+    "newClientStrategyId": "abc",
+    "strategyId": 123445,
+    "strategyStatus": "NEW",
+    "strategyType": "TRAILING_STOP_MARKET",
+    "origQty": "0.40",
+    "price": "0",
+    "reduceOnly": False,
+    "side": "BUY",
+    "positionSide": "SHORT",
+    "stopPrice": "9300",
+    "symbol": "BTCUSD",
+    "bookTime": 1566818724710,
+    "updateTime": 1566818724722,
+    "timeInForce": "GTC",
+    "activatePrice": "9020",
+    "priceRate": "0.3",
 }
 
 # Binance USDⓈ-M "Current All Algo Open Orders" (GET /fapi/v1/openAlgoOrders), the docs'
@@ -398,6 +421,7 @@ class _Account(shared.Credentials):
     # its COIN-M positions as GET /papi/v1/cm/positionRisk lists them (set_cm_positions),
     # scripted whole: this server holds no COIN-M market
     cm_rows: list[dict[str, Any]] = field(default_factory=list)
+    cm_orders: list[dict[str, Any]] = field(default_factory=list)  # its CM conditional orders
 
 
 @dataclass
@@ -765,6 +789,12 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         """The rows a portfolio margin account's "Query CM Position Information" answers
         (``CM_POSITION_EXAMPLE``'s fields), as given."""
         self._account(api_key).cm_rows = [dict(row) for row in rows]
+
+    @scripted
+    def set_cm_conditional_orders(self, api_key: str, rows: list[dict[str, Any]]) -> None:
+        """The open CM conditional orders of a portfolio margin account
+        (``CM_CONDITIONAL_EXAMPLE``'s fields), as given; asked by symbol, that symbol's."""
+        self._account(api_key).cm_orders = [dict(row) for row in rows]
 
     @scripted
     def set_asset_index(
@@ -1263,6 +1293,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             web.get("/papi/v1/um/positionRisk", self._papi_position_risk),
             web.get("/papi/v1/um/leverageBracket", self._leverage_bracket),
             web.get("/papi/v1/cm/positionRisk", self._papi_cm_position_risk),
+            web.get("/papi/v1/cm/conditional/openOrders", self._papi_cm_conditional_orders),
             web.get("/papi/v1/um/algo/openAlgoOrders", self._papi_algo_orders),
             web.get("/papi/v1/um/conditional/openOrders", self._papi_conditional_orders),
             web.post("/papi/v1/listenKey", self._listen_key_post),
@@ -1943,6 +1974,13 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
     async def _papi_cm_position_risk(self, request: web.Request) -> web.Response:
         account = await self._portfolio_signed(request)
         return self._json(account.cm_rows)
+
+    async def _papi_cm_conditional_orders(self, request: web.Request) -> web.Response:
+        account = await self._portfolio_signed(request)
+        wanted = request.query.get("symbol")
+        return self._json(
+            [row for row in account.cm_orders if wanted is None or row.get("symbol") == wanted]
+        )
 
     async def _papi_um_account(self, request: web.Request) -> web.Response:
         """ "Get UM Account Detail": the UM wallet per asset and the held positions, in the
