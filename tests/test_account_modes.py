@@ -19,17 +19,18 @@ import pytest
 from alertd.config import AccountConfig, Secret
 from alertd.engine.margin import compute
 from alertd.engine.model import Side
+from alertd.engine.stops import StopKind, Trigger
 from alertd.exchanges import binance, bybit, gate, hyperliquid, okx
 from alertd.feeds.adapter import FrameError
 from alertd.feeds.feed import AccountFeed, Change
 from alertd.feeds.state import AccountMode, AccountState, Coverage, ModeReading
 
-from .fake_exchange.binance import FakeBinanceUSDM
+from .fake_exchange.binance import CM_CONDITIONAL_EXAMPLE, CM_POSITION_EXAMPLE, FakeBinanceUSDM
 from .fake_exchange.bybit import ACCOUNT_INFO_EXAMPLE, FakeBybit
 from .fake_exchange.hyperliquid import FakeHyperliquid
 from .fake_exchange.okx import FakeOKX
 from .support.aio import run
-from .support.fakes import started
+from .support.fakes import ccxt_client, started
 from .support.feeds import (
     BTC,
     FAST,
@@ -340,6 +341,140 @@ def test_binance_portfolio_margin_shows_binance_s_uni_mmr_moved_with_the_marks()
     run(body())
 
 
+def portfolio_long_btc(fake: FakeBinanceUSDM) -> AccountFeed:
+    """Account ``KEY`` on ``fake`` in portfolio margin, long 1 BTC at 60,000, and its feed."""
+    fake.set_portfolio_margin(KEY)
+    fake.set_mark(BTC, "60000")
+    fake.open_position(KEY, BTC, "long", "1", "60000")
+    return make_feed(portfolio_margin_config(fake), KEY, SECRET)
+
+
+def test_binance_portfolio_margin_reads_its_um_conditional_orders() -> None:
+    """A portfolio margin account's stops: UM algo orders (GET /papi/v1/um/algo/openAlgoOrders,
+    where ccxt places them) and those placed before the Algo Service (GET
+    /papi/v1/um/conditional/openOrders, ``strategyType``/``stopPrice``/``origQty``), read per
+    held symbol; none open reads as no stop (not as unread)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+            feed = portfolio_long_btc(fake)
+            async with kept_open(feed):
+                state = feed.state
+                assert state.stops == ()  # read: nothing open
+                algo = fake.add_stop(KEY, BTC, "long", "55000")  # the whole position
+                legacy = fake.add_stop(KEY, BTC, "long", "66000", "0.4", kind="take_profit")
+                fake.as_strategy_order(legacy)
+                fake.requests.clear()
+                await feed.resync()
+                assert state.stops is not None
+                got = {s.order_id: s for s in state.stops}
+                assert sorted(got) == sorted([algo, legacy])
+                stop, take = got[algo], got[legacy]
+                assert (stop.kind, stop.trigger, stop.trigger_price) == (
+                    StopKind.STOP,
+                    Trigger.FALL,
+                    D(55000),
+                )
+                assert stop.contracts is None and stop.side is Side.LONG  # closePosition
+                assert (take.kind, take.trigger, take.trigger_price, take.contracts) == (
+                    StopKind.TAKE_PROFIT,
+                    Trigger.RISE,
+                    D(66000),
+                    D("0.4"),
+                )
+                assert take.side is Side.LONG and take.reduce_only
+                paths = [path for _, path in fake.requests if "rders" in path]
+                assert sorted(paths) == [
+                    "/papi/v1/um/algo/openAlgoOrders",
+                    "/papi/v1/um/conditional/openOrders",
+                ]
+                # shown beside Binance's ratio: the closest stop, all of the position covered,
+                # against Binance's liquidation price
+                (position,) = state.exchange_ratio_positions()
+                liq = position.liquidation_price
+                assert position.stop is not None and liq is not None
+                assert (position.stop.price, position.stop.coverage) == (D(55000), 1)
+                assert position.stop.beyond_liquidation == (liq - 55000) / 60000
+
+    run(body())
+
+
+def test_binance_portfolio_coin_m_positions_are_listed_as_binance_reads_them() -> None:
+    """ "Query CM Position Information" (GET /papi/v1/cm/positionRisk): the docs' example
+    (hedge mode, LONG) and a one-way short, each with Binance's figures and the distance to
+    its liquidation price at Binance's mark of the read; empty one-way rows left out."""
+    short = CM_POSITION_EXAMPLE | {
+        "symbol": "ETHUSD_PERP", "positionAmt": "-3", "positionSide": "BOTH",
+        "entryPrice": "3000", "markPrice": "2500", "liquidationPrice": "4000",
+        "unRealizedProfit": "0.02", "notionalValue": "-0.12",
+    }  # fmt: skip
+    empty = CM_POSITION_EXAMPLE | {
+        "symbol": "BNBUSD_PERP",
+        "positionAmt": "0",
+        "positionSide": "BOTH",
+    }
+    listed = binance.cm_positions([CM_POSITION_EXAMPLE, short, empty], lambda i: i)
+    long, eth = listed
+    mark = D("11788.66626667")
+    assert (long.symbol, long.side, long.contracts, long.mark_price) == (
+        "BTCUSD_201225",
+        Side.LONG,
+        1,
+        mark,
+    )
+    assert long.liquidation_distance == (mark - D("6170.20509059")) / mark
+    assert (long.notional, long.unrealized_pnl, long.as_read) == (
+        D("0.00084827"),
+        D("0.00005866"),
+        True,
+    )
+    assert (eth.side, eth.contracts, eth.notional) == (Side.SHORT, 3, D("0.12"))
+    assert eth.liquidation_distance == (D(4000) - D(2500)) / D(2500)
+    none = binance.cm_positions([CM_POSITION_EXAMPLE | {"liquidationPrice": "0"}], str)
+    assert none[0].liquidation_price is None and none[0].liquidation_distance is None
+    with pytest.raises(FrameError, match=r"^cm/positionRisk ETHUSD_PERP markPrice: missing$"):
+        binance.cm_positions([{**short, "markPrice": None}], str)
+    with pytest.raises(FrameError, match=r"^cm/positionRisk: expected a list"):
+        binance.cm_positions({"code": -1}, str)
+
+
+def test_binance_portfolio_margin_lists_its_coin_m_positions() -> None:
+    """The feed on the local Binance's /papi: the UM position followed at the live mark, the
+    COIN-M one (no COIN-M market loaded: Binance's id) listed as the reconcile read it."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+            feed = portfolio_long_btc(fake)
+            fake.set_cm_positions(KEY, [CM_POSITION_EXAMPLE])
+            # the connector's example made a stop of the long: a sell closing 0.4 of it at
+            # 9,300 (its mark 11,788.67), asked by the position's symbol; one of another
+            # symbol protects nothing of it
+            stop = CM_CONDITIONAL_EXAMPLE | {
+                "symbol": "BTCUSD_201225", "strategyType": "STOP_MARKET", "side": "SELL",
+                "positionSide": "LONG",
+            }  # fmt: skip
+            fake.set_cm_conditional_orders(KEY, [stop, CM_CONDITIONAL_EXAMPLE])
+            async with kept_open(feed):
+                um, cm = feed.state.exchange_ratio_positions()
+                assert (um.symbol, um.as_read, cm.symbol, cm.as_read) == (
+                    BTC,
+                    False,
+                    "BTCUSD_201225",
+                    True,
+                )
+                assert cm.liquidation_price == D("6170.20509059")
+                assert cm.stop is not None
+                assert (cm.stop.price, cm.stop.coverage, cm.stop.orders) == (D(9300), D("0.4"), 1)
+                assert cm.stop.beyond_liquidation == (D("6170.20509059") - 9300) / cm.mark_price
+                asked = [path for _, path in fake.requests if path.startswith("/papi/v1/cm/")]
+                assert "/papi/v1/cm/conditional/openOrders" in asked
+                fake.set_cm_positions(KEY, [])  # closed: gone at the next reconcile
+                await feed.reconcile()
+                assert [p.symbol for p in feed.state.exchange_ratio_positions()] == [BTC]
+
+    run(body())
+
+
 def test_binance_portfolio_margin_streams_from_the_portfolio_margin_user_stream() -> None:
     """ccxt.pro with options.portfolioMargin takes its listen key from /papi/v1/listenKey and
     listens on the portfolio margin stream: its UM ACCOUNT_UPDATEs (``fs`` UM) move the
@@ -347,10 +482,7 @@ def test_binance_portfolio_margin_streams_from_the_portfolio_margin_user_stream(
 
     async def body() -> None:
         async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
-            fake.set_portfolio_margin(KEY)
-            fake.set_mark(BTC, "60000")
-            fake.open_position(KEY, BTC, "long", "1", "60000")
-            feed = make_feed(portfolio_margin_config(fake), KEY, SECRET)
+            feed = portfolio_long_btc(fake)
             async with streaming(feed):
                 await fake.wait_for_user_stream(KEY, 10)
                 (path,) = fake.user_stream_paths(KEY)
@@ -384,6 +516,24 @@ def test_binance_portfolio_margin_flags_a_non_portfolio_account_answer() -> None
             fatal = feed.state.fatal
             assert fatal is not None and "not a portfolio margin account" in fatal
             assert changes == [Change.FATAL]
+
+    run(body())
+
+
+def test_binance_portfolio_reads_of_a_non_portfolio_account_are_frame_errors() -> None:
+    """The adapter's balance read after /papi refused the account (outside the feed, which
+    stops at the refused mode first): a frame error naming the answer, not an assert."""
+
+    async def body() -> None:
+        async with (
+            started(FakeBinanceUSDM(), [(KEY, SECRET, "500")]) as fake,
+            ccxt_client(fake, "binanceusdm", KEY, SECRET) as exchange,
+        ):
+            exchange.options["portfolioMargin"] = True
+            adapter = binance.BinanceUSDMAdapter()
+            assert (await adapter.fetch_mode(exchange)) is binance.NOT_PORTFOLIO
+            with pytest.raises(FrameError, match=r"^papi account: not a portfolio margin"):
+                await adapter.fetch_balance(exchange)
 
     run(body())
 

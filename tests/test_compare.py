@@ -13,6 +13,7 @@ from rich.console import Console
 
 from alertd.engine.margin import compute
 from alertd.engine.model import Side
+from alertd.exchanges import binance
 from alertd.exchanges.gate import GateAdapter
 from alertd.exchanges.okx import OKXAdapter
 from alertd.exchanges.spec import MarketFilter
@@ -23,6 +24,7 @@ from alertd.snapshot.live import LiveSnapshot
 from alertd.views.report import NOT_REPORTED, render_comparison
 
 from .support.aio import run
+from .test_account_modes import PAPI_ACCOUNT_EXAMPLE
 from .test_adapters_more import (
     AI16Z,
     BTC_INV,
@@ -220,3 +222,34 @@ def test_the_exchange_column_is_the_exchanges_own_number() -> None:
     assert "12.34" in line and "NO" in line
     balance = next(x for x in text.splitlines() if "Margin balance" in x)
     assert NOT_REPORTED in balance and balance.count("100.04") == 1  # alertd's only
+
+
+def test_figures_of_another_scope_say_what_each_side_is_and_compare_nothing() -> None:
+    """Binance portfolio margin: its account figures are the whole account's in USD (UM, CM,
+    margin) and its liquidation price the whole account's, alertd's the UM positions against
+    the UM wallet: each row names both sides and has no difference or verdict (no drift)."""
+    state = run(load(OKXAdapter(), okx_ltc()))
+    state.reported_positions[(LTC, Side.LONG)] = ReportedPosition(D("12.34"), None)
+    read = binance.portfolio_account(PAPI_ACCOUNT_EXAMPLE)
+    assert read.scope is binance.PORTFOLIO_FIGURES
+    comparison = compare(compute(state.to_account()), read, state.reported_positions, OKXAdapter())
+    scoped = {r.key: r for r in comparison if r.scope is not None}
+    assert sorted(scoped) == [
+        f"{LTC} long liquidation_price",
+        "maintenance_margin",
+        "margin_balance",
+        "margin_ratio",
+    ]
+    assert all(r.difference is None and r.matches is None for r in scoped.values())
+    assert comparison.drift == {} and comparison.mismatches == ()
+    lines = shown(state, comparison).splitlines()
+
+    def line(start: str) -> str:
+        return next(x for x in lines if x.lstrip("│ ").startswith(start))
+
+    mm = line("Maintenance margin: alertd (UM positions and wallet only) vs OKX")
+    assert "accountMaintMargin (the whole account: UM, CM, margin)" in mm
+    assert f"{D(PAPI_ACCOUNT_EXAMPLE['accountMaintMargin']):,.2f} USD" in mm
+    assert "1.05 / uniMMR" in line("Margin ratio: alertd (UM positions and wallet only)")
+    assert "uniMMR x accountMaintMargin" in line("Margin balance: alertd")
+    assert "liquidationPrice (the whole account's" in line(f"{LTC} long liq. price: alertd")

@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from .fake_exchange.binance import CM_POSITION_EXAMPLE
 from .support.endpoint import computed_account, free_port, get, status_account
 from .support.fixtures import BTC, ratio_alerts_at, started
 from .support.poll import wait_for
@@ -113,6 +114,8 @@ def test_portfolio_margin_alerts_on_binance_s_uni_mmr_as_the_mark_falls(
     # 2,000 USDT and 1 BTC long at 60,000 (MM 0.4%, no deduction), 100 USD of open-order loss
     # off the equity: uniMMR = (2,000 - 100) / 240 = 7.91666667, the ratio 1.05 / it = 13.26%
     fake.set_portfolio_margin("key-e2e", open_loss="100")
+    fake.set_cm_positions("key-e2e", [CM_POSITION_EXAMPLE])  # a COIN-M long beside it
+    fake.add_stop("key-e2e", BTC, "long", "59000", "0.5")  # a UM algo stop, half the long
     (account,) = world["config"]["accounts"]
     options = {**account["options"], "portfolioMargin": True}
     world["config"] = {**world["config"], "accounts": [{**account, "options": options}]}
@@ -130,10 +133,24 @@ def test_portfolio_margin_alerts_on_binance_s_uni_mmr_as_the_mark_falls(
     assert uni == Decimal("7.91666667")
     assert abs(Decimal(shown["margin_ratio"]) * uni / Decimal("1.05") - 1) < Decimal("1e-9")
     # the position from /papi/v1/um/positionRisk: Binance's liquidation price, the distance to
-    # it at the live mark, notional and PnL; no per-position ratio of alertd's
-    (position,) = shown["positions"]
+    # it at the live mark, notional and PnL; no per-position ratio of alertd's; the COIN-M one
+    # from /papi/v1/cm/positionRisk, every figure Binance's as the reconcile read it
+    position, coin_m = shown["positions"]
+    assert (coin_m["symbol"], coin_m["side"], coin_m["as_read"]) == ("BTCUSD_201225", "long", True)
+    assert coin_m["liquidation_price"] == "6170.20509059" and position["as_read"] is False
+    assert coin_m["liquidation_price_source"] == "exchange" and coin_m["margin_ratio"] is None
     (row,) = (r for r in fake.position_risk_papi("key-e2e") if Decimal(r["positionAmt"]))
     liq = Decimal(row["liquidationPrice"])
+    # the UM stop (GET /papi/v1/um/algo/openAlgoOrders, read once the streams subscribe)
+    # against Binance's liquidation price; the COIN-M long's (GET
+    # /papi/v1/cm/conditional/openOrders, with its position): read, none
+    stopped, coin_m = wait_for(
+        lambda: (p := status_account(base)["positions"])[0]["stop_loss_price"] and p,
+        what="the stops read",
+    )
+    assert (stopped["stop_loss_price"], stopped["stop_coverage"]) == ("59000", "0.5")
+    assert Decimal(stopped["stop_beyond_liquidation"]) == (liq - 59000) / 60000
+    assert coin_m["stop_loss_price"] is None and coin_m["stop_coverage"] == "0"
     assert Decimal(position["liquidation_price"]) == liq
     assert position["liquidation_price_source"] == "exchange"
     assert Decimal(position["liquidation_distance"]) == (60000 - liq) / 60000
@@ -155,6 +172,7 @@ def test_portfolio_margin_alerts_on_binance_s_uni_mmr_as_the_mark_falls(
     assert status.returncode == 0, status.stderr
     text = " ".join(status.stdout.split())
     assert "13.26% (binanceusdm's own)" in text and "(exchange's)" in text, status.stdout
+    assert "11,788.67 (as read)" in text, status.stdout  # the COIN-M position's mark
 
     # moved with the mark: requirement 1.05 x 240 m / 60,000, equity 1,900 + (m - 60,000);
     # Binance's uniMMR there: at 58,580 480 / 234.32 = 2.0485 (51.3%), at 58,400 300 /

@@ -566,3 +566,28 @@ def test_a_move_between_the_unified_and_the_positions_reads_leaves_the_wallet_ri
             assert state.wallet_balance == D(1000)
 
     run(body())
+
+
+def test_a_calm_reconcile_reads_the_unified_account_once() -> None:
+    """One read of the pool per snapshot (issue 11): the mode from the futures account, the
+    positions, the pool with the balance and one positions answer after it that agrees
+    (before: the pool read with the mode and again between the positions answers, 7 requests
+    a reconcile where 6 do, 9 where 7 do with a BTC collateral priced at its index)."""
+
+    async def body() -> None:
+        fake = FakeGate()
+        async with long_btc(fake, "gate", "1000", "1000") as (feed, state):
+            for mode, btc, tickers in ((3, "0", 0), (1, "0", 0), (1, "0.05", 1)):
+                fake.set_margin_mode(KEY, mode)
+                fake.set_coin(KEY, "BTC", btc)
+                await feed.reconcile()
+                fake.requests.clear()
+                await feed.reconcile()
+                paths = [path.removeprefix("/api/v4") for _, path in fake.requests]
+                assert paths.count("/unified/accounts") == 1
+                assert paths.count("/futures/usdt/positions") == 2
+                assert paths.count("/futures/usdt/tickers") == tickers  # BTC's index price
+                assert paths.count("/futures/usdt/accounts") == 1
+                assert state.mode.coverage is C.COMPUTED and state.wallet_balance == D(1000)
+
+    run(body())

@@ -24,6 +24,7 @@ from decimal import Decimal
 
 from alertd.engine.margin import margin_ratio
 from alertd.engine.model import Side
+from alertd.engine.stops import StopFigures
 
 ZERO = Decimal(0)
 
@@ -87,6 +88,12 @@ class ExchangeRatioPosition:
     liquidation_price: Decimal | None  # the exchange's, as last read; None: none reported
     # from the mark to it, as a fraction of the mark; negative once the mark is past it
     liquidation_distance: Decimal | None
+    # every figure the exchange's as its last snapshot read them (the mark too: a position
+    # alertd reads but does not follow, a portfolio margin account's COIN-M positions)
+    as_read: bool = False
+    # its protective stops at the mark, against the exchange's liquidation price (no loss
+    # figure: that is alertd's arithmetic of a position it does not compute); None: not read
+    stop: StopFigures | None = None
 
 
 def exchange_ratio_position(
@@ -108,10 +115,15 @@ def exchange_ratio_position(
         notional, pnl = abs(q) / mark, q * (1 / entry - 1 / mark)
     else:
         notional, pnl = abs(q) * mark, q * (mark - entry)
-    distance = None
-    if liquidation is not None:
-        # a long is liquidated below its price, a short above
-        distance = (mark - liquidation) / mark if side is Side.LONG else (liquidation - mark) / mark
+    distance = liquidation_distance(side, mark, liquidation)
     return ExchangeRatioPosition(
         exposure.symbol, side, contracts, entry, mark, notional, pnl, liquidation, distance
     )
+
+
+def liquidation_distance(side: Side, mark: Decimal, liquidation: Decimal | None) -> Decimal | None:
+    """From ``mark`` (positive) to the exchange's ``liquidation`` price, as a fraction of the
+    mark: a long is liquidated below its price, a short above; None without a price."""
+    if liquidation is None:
+        return None
+    return (mark - liquidation) / mark if side is Side.LONG else (liquidation - mark) / mark

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from alertd.engine.model import Position, Side
@@ -166,19 +166,36 @@ def stop_figures(
 ) -> StopFigures | None:
     """The figures of one position's protective stops at ``mark``; None where the stops are
     not read."""
+    p = position
+    figures = protection(stops, p.symbol, p.side, p.contracts, mark, liquidation)
+    if figures is None or figures.price is None:
+        return figures
+    return replace(
+        figures, loss=loss_at(figures.price, p.side, p.quantity, p.entry_price, p.inverse)
+    )
+
+
+def protection(
+    stops: tuple[StopOrder, ...] | None,
+    symbol: str,
+    side: Side,
+    contracts: Decimal,
+    mark: Decimal,
+    liquidation: Decimal | None,
+) -> StopFigures | None:
+    """:func:`stop_figures` of a position known by its size alone (an account whose
+    requirement the exchange's own figures stand in for: the liquidation price is the
+    exchange's), without the loss at the stop; None where the stops are not read."""
     if stops is None:
         return None
-    p = position
-    found = protective(stops, p.symbol, p.side, mark)
-    price = stop_loss_price(found, p.side)
+    found = protective(stops, symbol, side, mark)
+    price = stop_loss_price(found, side)
     return StopFigures(
         price=price,
-        coverage=stop_coverage(found, p.contracts),
+        coverage=stop_coverage(found, contracts),
         orders=len(found),
         beyond_liquidation=None
         if price is None or liquidation is None
-        else beyond_liquidation(price, liquidation, p.side, mark),
-        loss=None
-        if price is None
-        else loss_at(price, p.side, p.quantity, p.entry_price, p.inverse),
+        else beyond_liquidation(price, liquidation, side, mark),
+        loss=None,
     )

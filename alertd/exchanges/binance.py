@@ -11,13 +11,16 @@ Multi-Assets Mode", ``GET /fapi/v1/multiAssetsMargin``, at a sixth of the reques
 ``options.portfolioMargin``): developers.binance.com, Portfolio Margin, "Account Information"
 (``GET /papi/v1/account``), "Query UM Position Information" (``GET /papi/v1/um/positionRisk``),
 "Get UM Account Detail" (``GET /papi/v1/um/account``), "UM Notional and Leverage Brackets"
-(``GET /papi/v1/um/leverageBracket``); its user-data stream (``POST /papi/v1/listenKey``, events
+(``GET /papi/v1/um/leverageBracket``), "Query CM Position Information" (``GET
+/papi/v1/cm/positionRisk``, the COIN-M positions listed as read), the UM conditional orders
+(:func:`usdm_stop`); its user-data stream (``POST /papi/v1/listenKey``, events
 on the portfolio margin stream URL) is ccxt.pro's with the same option.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -25,7 +28,8 @@ from alertd.engine.collateral import Collateral, CollateralRatio
 from alertd.engine.margin import margin_ratio
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
-from alertd.engine.stops import StopKind, StopOrder, Trigger
+from alertd.engine.reported import ExchangeRatioPosition, liquidation_distance
+from alertd.engine.stops import StopKind, StopOrder, Trigger, protection
 from alertd.engine.tiers import Tier, TierTable
 from alertd.exchanges.common import (
     AdlScale,
@@ -35,11 +39,19 @@ from alertd.exchanges.common import (
     with_adl,
 )
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
-from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
+from alertd.feeds.adapter import (
+    ExchangeAdapter,
+    FrameError,
+    Snapshot,
+    checked_stops,
+    dec,
+    dec_or_none,
+)
 from alertd.feeds.state import (
     AccountEvent,
     AccountMode,
     Coverage,
+    FigureScope,
     ModeReading,
     PositionState,
     ReportedAccount,
@@ -103,8 +115,50 @@ PORTFOLIO_MODE = ModeReading.portfolio_margin(
     f"{PORTFOLIO_LIQUIDATION_UNI_MMR} where Binance liquidates)",
     "Binance's portfolio margin requirement spans the USDⓈ-M and COIN-M futures and the cross "
     "margin account (loans, collateral rates), more than the USDⓈ-M positions alertd reads "
-    "(the marks move their share of it; COIN-M, loans and coins stay as read)",
+    "(the marks move their share of it; COIN-M, loans and coins stay as read; COIN-M "
+    "positions are listed with Binance's figures of the last reconcile)",
 )
+
+
+def cm_positions(rows: Any, symbol_of: Callable[[str], str]) -> tuple[ExchangeRatioPosition, ...]:
+    """A portfolio margin account's COIN-M positions as Binance's "Query CM Position
+    Information" (``GET /papi/v1/cm/positionRisk``, developers.binance.com, Portfolio Margin)
+    gives them: ``positionAmt`` contracts (signed in one-way mode, ``positionSide`` BOTH;
+    every symbol's row is listed there, the empty ones left out), ``entryPrice``,
+    ``markPrice``, ``unRealizedProfit`` and ``notionalValue`` in the coin, and
+    ``liquidationPrice`` (0: none). alertd does not follow them (no COIN-M market or mark
+    stream is loaded for the USDⓈ-M account): they are listed as read, the distance to the
+    liquidation price at Binance's mark of the read. ``symbol_of`` names a market id."""
+    if not isinstance(rows, list):
+        raise FrameError("cm/positionRisk: expected a list of positions")
+    out = []
+    for raw in rows:
+        if not isinstance(raw, dict) or not isinstance(raw.get("symbol"), str):
+            raise FrameError("cm/positionRisk: an entry is not a position with a symbol")
+        where = f"cm/positionRisk {raw['symbol']}"
+        amount = dec(raw.get("positionAmt"), f"{where} positionAmt")
+        if amount == 0:
+            continue
+        side = _side(str(raw.get("positionSide", "BOTH")), amount)
+        mark = dec(raw.get("markPrice"), f"{where} markPrice")
+        if mark <= 0:
+            raise FrameError(f"{where} markPrice: not positive: {mark}")
+        liquidation = dec_or_none(raw.get("liquidationPrice"))
+        out.append(
+            ExchangeRatioPosition(
+                symbol=symbol_of(raw["symbol"]),
+                side=side,
+                contracts=abs(amount),
+                entry_price=dec(raw.get("entryPrice"), f"{where} entryPrice"),
+                mark_price=mark,
+                notional=abs(dec(raw.get("notionalValue"), f"{where} notionalValue")),
+                unrealized_pnl=dec(raw.get("unRealizedProfit"), f"{where} unRealizedProfit"),
+                liquidation_price=liquidation,
+                liquidation_distance=liquidation_distance(side, mark, liquidation),
+                as_read=True,
+            )
+        )
+    return tuple(out)
 
 
 # Binance's answer to a /papi request of an account not in portfolio margin (Binance FAQ "How
@@ -146,6 +200,18 @@ def usdm_mode(answer: Any, portfolio_margin: bool = False) -> ModeReading:
     raise FrameError(f"multiAssetsMargin: not a boolean: {flag!r}")
 
 
+# What Binance's portfolio margin figures are beside alertd's: its own (the UM positions
+# against the UM wallet, as a single-asset pool) cover less
+PORTFOLIO_FIGURES = FigureScope(
+    ours="UM positions and wallet only",
+    maintenance_margin="accountMaintMargin (the whole account: UM, CM, margin)",
+    margin_balance="uniMMR x accountMaintMargin (adjusted equity, collateral rates)",
+    margin_ratio=f"{PORTFOLIO_LIQUIDATION_UNI_MMR} / uniMMR",
+    liquidation_price="liquidationPrice (the whole account's uniMMR at its liquidation level)",
+    unit="USD",
+)
+
+
 def portfolio_account(answer: Any) -> ReportedAccount:
     """Binance's own figures of a portfolio margin account from "Account Information"
     (``GET /papi/v1/account``, developers.binance.com, Portfolio Margin): ``uniMMR`` ("Portfolio
@@ -167,9 +233,10 @@ def portfolio_account(answer: Any) -> ReportedAccount:
     if mm < 0:
         raise FrameError(f"accountMaintMargin: negative: {mm}")
     if mm == 0:
-        return ReportedAccount(mm, None, Decimal(0))
+        return ReportedAccount(mm, None, Decimal(0), PORTFOLIO_FIGURES)
     equity = uni_mmr * mm
-    return ReportedAccount(mm, equity, margin_ratio(PORTFOLIO_LIQUIDATION_UNI_MMR * mm, equity))
+    ratio = margin_ratio(PORTFOLIO_LIQUIDATION_UNI_MMR * mm, equity)
+    return ReportedAccount(mm, equity, ratio, PORTFOLIO_FIGURES)
 
 
 def single_asset_pools(
@@ -259,8 +326,18 @@ def usdm_stop(raw: dict[str, Any], symbol: str) -> StopOrder | None:
     """One open order of ``GET /fapi/v1/openOrders`` (``type``, ``stopPrice``, ``origQty``)
     or of ``GET /fapi/v1/openAlgoOrders`` (``orderType``, ``triggerPrice``, ``quantity``;
     where conditional orders live since Binance moved them to its Algo Service,
-    2025-12), as a stop; None for an order that triggers nothing (LIMIT, MARKET)."""
-    kind = _STOP_KINDS.get(str(raw.get("orderType", raw.get("type"))))
+    2025-12), as a stop; None for an order that triggers nothing (LIMIT, MARKET).
+
+    A portfolio margin account's are the same rows under /papi: "Query All Current UM Open
+    Algo Orders" (``GET /papi/v1/um/algo/openAlgoOrders``, the algo rows; ccxt places a
+    portfolio margin UM conditional order there, ``papiPostUmAlgoOrder``) and, placed before
+    the move, "Query All Current UM Open Conditional Orders" (``GET
+    /papi/v1/um/conditional/openOrders``: ``strategyType``, ``stopPrice``, ``origQty``,
+    ``strategyId``; no ``closePosition``). Their response examples: Binance's portfolio
+    margin connector (binance/binance-connector-python,
+    clients/derivatives_trading_portfolio_margin, tests/unit/rest_api/test_trade_api.py)."""
+    order_type = raw.get("orderType", raw.get("strategyType", raw.get("type")))
+    kind = _STOP_KINDS.get(str(order_type))
     if kind is None:
         return None
     order_side = str(raw.get("side", "")).upper()
@@ -274,7 +351,7 @@ def usdm_stop(raw: dict[str, Any], symbol: str) -> StopOrder | None:
     price_field = "triggerPrice" if "triggerPrice" in raw else "stopPrice"
     trigger_price = dec_or_none(raw.get(price_field))
     if kind is not StopKind.TRAILING and trigger_price is None:
-        raise FrameError(f"{price_field}: missing or zero on a {raw.get('type')} order")
+        raise FrameError(f"{price_field}: missing or zero on a {order_type} order")
     contracts: Decimal | None = None
     if raw.get("closePosition") not in (True, "true"):
         if "quantity" in raw:  # algo order: its whole quantity waits for the trigger
@@ -292,11 +369,22 @@ def usdm_stop(raw: dict[str, Any], symbol: str) -> StopOrder | None:
         # priceRate are): it counts for coverage, without a price
         trigger_price=None if kind is StopKind.TRAILING else trigger_price,
         contracts=contracts,
-        order_id=str(raw.get("algoId", raw.get("orderId", ""))),
+        order_id=str(raw.get("algoId", raw.get("strategyId", raw.get("orderId", "")))),
         reduce_only=raw.get("reduceOnly") in (True, "true")
         or position_side != "BOTH"
         or contracts is None,
     )
+
+
+def order_rows(answer: Any, endpoint: str) -> list[dict[str, Any]]:
+    """The entries of an open-orders answer (a list of objects), or a frame error naming the
+    ``endpoint``."""
+    if not isinstance(answer, list):
+        raise FrameError(f"{endpoint}: expected a list of orders")
+    for raw in answer:
+        if not isinstance(raw, dict):
+            raise FrameError(f"{endpoint}: an entry is not an object")
+    return answer
 
 
 def insurance_balance(answer: Any, settle: str) -> Decimal:
@@ -336,13 +424,17 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         # None for the other modes
         self._portfolio: dict[str, Any] | None = None
         self._not_portfolio = False  # the option is set; Binance says it is not such an account
+        # a portfolio margin account's COIN-M positions, listed as read with the snapshot
+        self._coin_m: tuple[ExchangeRatioPosition, ...] = ()
 
     async def _read_portfolio_snapshot(self, exchange: Any) -> None:
         """A portfolio margin account's snapshot: its USDⓈ-M positions ("Query UM Position
         Information", weight 5), their assets ("Get UM Account Detail", weight 5: the UM
-        wallet per asset in the same ``assets[]`` shape as USDⓈ-M's account) and the account's
-        risk ("Account Information", weight 20: uniMMR)."""
+        wallet per asset in the same ``assets[]`` shape as USDⓈ-M's account), the account's
+        risk ("Account Information", weight 20: uniMMR) and its COIN-M positions, listed as
+        read ("Query CM Position Information", weight 1: :func:`cm_positions`)."""
         self._rows = self._account = self._portfolio = None
+        self._coin_m = ()
         self._not_portfolio = False
         try:
             portfolio = await exchange.papiGetAccount()
@@ -356,7 +448,39 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             raise FrameError("papi account: expected an object")
         rows = await exchange.papiGetUmPositionRisk()
         self._keep(rows, await exchange.papiGetUmAccount(), "um/")
+        self._coin_m = await self._coin_m_positions(exchange)
         self._portfolio = portfolio
+
+    async def _coin_m_positions(self, exchange: Any) -> tuple[ExchangeRatioPosition, ...]:
+        """A portfolio margin account's COIN-M positions (:func:`cm_positions`), each with its
+        protective stops: "Query All Current CM Open Conditional Orders" (``GET
+        /papi/v1/cm/conditional/openOrders``, the UM legacy rows' shape: :func:`usdm_stop`)
+        asked per held symbol (weight 1 each; 40 without one)."""
+
+        def symbol_of(market_id: str) -> str:
+            return str(exchange.safe_market(market_id, None, None, "swap")["symbol"])
+
+        rows = await exchange.papiGetCmPositionRisk()
+        held = cm_positions(rows, symbol_of)
+        # the rows are checked: each position's Binance id by its symbol
+        ids = {symbol_of(row["symbol"]): row["symbol"] for row in rows}
+        stops: list[StopOrder] = []
+        for market_id in sorted({ids[p.symbol] for p in held}):
+            answer = await exchange.papiGetCmConditionalOpenOrders({"symbol": market_id})
+            for raw in order_rows(answer, "cm/conditional/openOrders"):
+                stop = usdm_stop(raw, symbol_of(str(raw.get("symbol"))))
+                if stop is not None:
+                    stops.append(stop)
+        found = tuple(checked_stops(stops))
+        out = []
+        for p in held:
+            if p.mark_price is not None:  # always, as Binance reads it
+                figures = protection(
+                    found, p.symbol, p.side, p.contracts, p.mark_price, p.liquidation_price
+                )
+                p = dataclasses.replace(p, stop=figures)
+            out.append(p)
+        return tuple(out)
 
     def _keep(self, rows: Any, account: Any, family: str) -> None:
         """One snapshot's positions and account answers (``family``: the endpoints' prefix
@@ -385,7 +509,11 @@ class BinanceUSDMAdapter(ExchangeAdapter):
     async def _snapshot_account(self, exchange: Any) -> dict[str, Any]:
         if self._account is None:
             await self._read_snapshot(exchange)
-        assert self._account is not None
+        if self._account is None:  # the /papi answer refused the account (fetch_mode says so)
+            raise FrameError(
+                "papi account: not a portfolio margin account (code -21001): no UM account "
+                "to read the balance from"
+            )
         return self._account
 
     async def fetch_mode(self, exchange: Any) -> ModeReading:
@@ -491,6 +619,9 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             return {}  # multi-assets: one USD pool (fetch_collateral); portfolio: Binance's
         return single_asset_pools(account, self.market_filter.margin_assets(exchange.markets))
 
+    async def fetch_listed_positions(self, exchange: Any) -> tuple[ExchangeRatioPosition, ...]:
+        return self._coin_m if self._portfolio is not None else ()
+
     async def fetch_collateral(self, exchange: Any) -> tuple[Collateral, ...]:
         # V2 account information carries the mode flag and every coin's balance; the last
         # reader of the snapshot's answer
@@ -522,15 +653,15 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         return "aid" in raw or str(raw.get("ot", raw.get("o"))) in _STOP_KINDS
 
     async def fetch_stops(self, exchange: Any, symbols: list[str]) -> list[StopOrder] | None:
-        if self._portfolio_margin(exchange):
-            # a portfolio margin account's conditional orders live under /papi/v1/um
-            # (conditional orders, algo orders) in shapes alertd does not parse yet: not read,
-            # so no stop rule has a value (not "no stop")
-            return None
         # Conditional orders moved to the Algo Service (openAlgoOrders); openOrders still lists
         # those placed before the move. Each weighs 1 with a symbol and 40 without ("Current
         # All Open Orders", "Current All Algo Open Orders"): per held symbol up to 40 of them,
-        # or 50 accounts' reconciles alone would pass the IP's 2,400 a minute.
+        # or 50 accounts' reconciles alone would pass the IP's 2,400 a minute. A portfolio
+        # margin account's UM orders: the same pair under /papi/v1/um (see usdm_stop).
+        if self._portfolio_margin(exchange):
+            reads = (exchange.papiGetUmConditionalOpenOrders, exchange.papiGetUmAlgoOpenAlgoOrders)
+        else:
+            reads = (exchange.fapiPrivateGetOpenOrders, exchange.fapiPrivateGetOpenAlgoOrders)
         markets = exchange.markets or {}
         ids = [markets[s]["id"] for s in symbols if s in markets]
         # a symbol ccxt does not know (no catalogue loaded): every symbol at once
@@ -538,12 +669,10 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         scopes: list[dict[str, str]] = [{"symbol": i} for i in ids] if per_symbol else [{}]
         rows: list[Any] = []
         for scope in scopes:
-            rows += await exchange.fapiPrivateGetOpenOrders(scope)
-            rows += await exchange.fapiPrivateGetOpenAlgoOrders(scope)
+            for read in reads:
+                rows += order_rows(await read(scope), "open orders")
         out = []
         for raw in rows:
-            if not isinstance(raw, dict):
-                raise FrameError("open orders: an entry is not an object")
             market = exchange.safe_market(raw.get("symbol"), None, None, "swap")
             if not self.market_filter.accepts(market):
                 continue

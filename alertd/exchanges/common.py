@@ -205,11 +205,13 @@ class ComputedPool(Protocol):
 
 
 class ComputedPoolReads:
-    """What an adapter with a :class:`ComputedPool` (``_pool``, read with the mode) hands the
-    feed: the pool's coins and the settle currency's terms, none while the
-    exchange's own ratio stands in; and the mode's reading, which says so."""
+    """What an adapter with a :class:`ComputedPool` (``_pool``, read once per snapshot, at
+    the latest with the balance) hands the feed: the pool's coins and the settle currency's
+    terms, none while the exchange's own ratio stands in; and the mode's reading once the
+    pool is read, which says so (``exchange_ratio``: which ratio stands in)."""
 
     _pool: ComputedPool | None = None
+    exchange_ratio = ""
 
     def _computed(self) -> ComputedPool | None:
         pool = self._pool
@@ -223,14 +225,15 @@ class ComputedPoolReads:
         pool = self._computed()
         return None if pool is None else pool.settle_terms
 
-    def _pool_reading(self, reading: ModeReading, instead: str) -> ModeReading:
+    def settled_mode(self, reading: ModeReading) -> ModeReading:
         """``reading``, or, where alertd does not reproduce the pool, the exchange's own ratio
-        (``instead`` says which) naming what it does not reproduce."""
+        naming what it does not reproduce."""
         pool = self._pool
         if pool is None or not pool.not_reproduced:
             return reading
         return replace(
             reading,
             coverage=Coverage.EXCHANGE_RATIO,
-            limits=f"{'; '.join(pool.not_reproduced)}, which alertd does not reproduce: {instead}",
+            limits=f"{'; '.join(pool.not_reproduced)}, which alertd does not reproduce: "
+            f"{self.exchange_ratio}",
         )

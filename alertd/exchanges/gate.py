@@ -25,7 +25,7 @@ Field notes, checked against real answers:
   ``uid``.
 
 The unified account ("Get unified account information", GET /unified/accounts; gateapi-python
-UnifiedAccount, UnifiedBalance), read with the mode at every snapshot:
+UnifiedAccount, UnifiedBalance), read once at every snapshot, with the balance:
 
 - Single-currency margin (``margin_mode`` 3): the USDT cross pool, ``balances.USDT``
   ``margin_balance`` and ``mm``; computed by alertd (:func:`single_currency_pool`).
@@ -136,6 +136,8 @@ UNIFIED_MODES = {
     2: AccountMode.PORTFOLIO,
     3: AccountMode.UNIFIED_SINGLE_CURRENCY,
 }
+# the modes whose pool alertd computes from the unified account
+_COMPUTED_POOLS = frozenset({AccountMode.UNIFIED_SINGLE_CURRENCY, AccountMode.MULTI_ASSETS})
 _NOT_COMPUTED = (
     "the margin ratio is Gate's own (total_maintenance_margin / total_margin_balance of GET "
     "/unified/accounts), read at every reconcile and moved with the marks in between; "
@@ -152,7 +154,7 @@ def futures_mode(account: dict[str, Any]) -> ModeReading:
     (``enable_tiered_mm``) and one cross pool (the ``cross_*`` fields, "applicable to new
     classic account margin mode"). Gate API v4 docs, FuturesAccount. The unified
     single-currency and multi-currency modes are computed from the unified account
-    (:func:`single_currency_pool`, :func:`multi_currency_pool`; :meth:`GateAdapter.fetch_mode`
+    (:func:`single_currency_pool`, :func:`multi_currency_pool`; :meth:`GateAdapter.settled_mode`
     falls back to Gate's own ratio where the pool holds what alertd does not reproduce);
     portfolio margin is Gate's own ratio.
     """
@@ -412,17 +414,17 @@ def multi_currency_pool(
         collateral = equity > 0 and row.get("enabled_collateral") is not False
         if not owes and not collateral:
             continue  # not collateral: Gate counts it at nothing
-        ratio, price, tiers = ratios.get(ccy), index_prices.get(ccy), loans.get(ccy)
+        ratio, tiers = ratios.get(ccy), loans.get(ccy)
+        price = index_prices.get(ccy) or Decimal(0)  # none listed: no price to value it at
         perpetual = f"USDT perpetual ({ccy}_{settle})"
-        if collateral and (ratio is None or price is None or price <= 0):
+        if collateral and (ratio is None or price <= 0):
             missing = "discount tiers" if ratio is None else perpetual
             not_reproduced.append(f"{ccy} held with no {missing} to value it")
             continue
-        if owes and (tiers is None or price is None or price <= 0):
+        if owes and (tiers is None or price <= 0):
             missing = "loan margin tiers" if tiers is None else perpetual
             not_reproduced.append(f"a {ccy} liability with no {missing}")
             continue
-        assert price is not None
         counted = ratio if collateral and ratio is not None else CollateralRatio.flat(Decimal(0))
         coin = usd_pool_coin(ccy, equity, price, Decimal(1), counted, settle, markets)
         owed = tiers if owes else None
@@ -443,7 +445,9 @@ def multi_currency_pool(
     return UnifiedPool(settle_equity, tuple(coins), reported, tuple(not_reproduced), terms)
 
 
-CONSISTENT_READ_TRIES = 3  # unified pool reads bracketed by positions answers, per snapshot
+# unified pool reads per snapshot, each followed by a positions answer: the pool stands once
+# that answer agrees with the one before the pool's read
+CONSISTENT_READ_TRIES = 3
 MAX_PRICE_ORDER_PAGES = 10  # of 100 price-triggered orders: a bound on one account's listing
 
 
@@ -513,13 +517,15 @@ class GateAdapter(ComputedPoolReads, ExchangeAdapter):
     exchange_id = "gate"
     market_filter = MARKETS
     wallet_includes_isolated = True  # ``total`` still holds isolated positions' margin
+    exchange_ratio = _NOT_COMPUTED
 
     def __init__(self) -> None:
         super().__init__()
         self.mode = AccountMode.UNKNOWN  # read at every snapshot: where the ratio comes from
-        # a unified single- or multi-currency account's pool, read with its mode at every
-        # snapshot (None in the other modes); the cross positions' unrealized PnL and the
-        # isolated positions' margin as the positions answer of the same snapshot gives them
+        # a unified single- or multi-currency account's pool, read with the balance at every
+        # snapshot (None in the other modes and until then); the cross positions' unrealized
+        # PnL and the isolated positions' margin as the positions answer of the same snapshot
+        # gives them
         self._pool: UnifiedPool | None = None
         self._cross_upl = Decimal(0)
         self._isolated_margin = Decimal(0)
@@ -573,13 +579,14 @@ class GateAdapter(ComputedPoolReads, ExchangeAdapter):
     async def fetch_mode(self, exchange: Any) -> ModeReading:
         reading = futures_mode(await self._futures_account(exchange))
         self.mode = reading.mode
-        self._pool = None
-        if reading.mode is AccountMode.UNIFIED_SINGLE_CURRENCY:
-            self._pool = single_currency_pool(await self._unified_account(exchange), self.settle)
-        elif reading.mode is AccountMode.MULTI_ASSETS:
-            info = await self._unified_account(exchange)
-            self._pool = await self._multi_currency_pool(exchange, info)
-        return self._pool_reading(reading, _NOT_COMPUTED)
+        self._pool = None  # a unified pool is read with the balance (_consistent_pool)
+        return reading
+
+    async def _read_pool(self, exchange: Any) -> UnifiedPool:
+        info = await self._unified_account(exchange)
+        if self.mode is AccountMode.UNIFIED_SINGLE_CURRENCY:
+            return single_currency_pool(info, self.settle)
+        return await self._multi_currency_pool(exchange, info)
 
     async def _unified_ratio(self, exchange: Any) -> ReportedAccount:
         """Portfolio margin: the unified account's own figures ("Get unified account
@@ -672,27 +679,27 @@ class GateAdapter(ComputedPoolReads, ExchangeAdapter):
         return cross_upl, isolated_margin
 
     async def _consistent_pool(self, exchange: Any) -> UnifiedPool:
-        """The unified pool read again, between two positions answers that agree on the
-        PnL: the equity Gate reports holds the PnL at the marks of the moment it was read,
-        and a PnL taken at other marks (a move between the reads) would leave alertd's
-        wallet off by the PnL's change until the next read (a 16% fall between the mode's
-        read and the positions' once made a warning resolve at once). A few tries: in a
-        market that moves at every read the last pair stands."""
-        pool = self._pool
-        for _ in range(CONSISTENT_READ_TRIES):
-            before = (self._cross_upl, self._isolated_margin)
-            if self.mode is AccountMode.UNIFIED_SINGLE_CURRENCY:
-                pool = single_currency_pool(await self._unified_account(exchange), self.settle)
-            else:
-                pool = await self._multi_currency_pool(
-                    exchange, await self._unified_account(exchange)
-                )
-            rows = await self._position_rows(exchange)
-            self._cross_upl, self._isolated_margin = self._equity_terms(exchange, rows)
-            if (self._cross_upl, self._isolated_margin) == before:
+        """The unified pool, read between two positions answers that agree on the PnL (the
+        snapshot's own, :meth:`fetch_positions`, and one after it): the equity Gate reports
+        holds the PnL at the marks of the moment it was read, and a PnL taken at other marks
+        (a move between the reads) would leave alertd's wallet off by the PnL's change until
+        the next read (a 16% fall between two reads once made a warning resolve at once).
+        Read again while they disagree, a few times: in a market that moves at every read
+        the last pair stands."""
+        pool, agreed = await self._pool_between_positions(exchange)
+        for _ in range(CONSISTENT_READ_TRIES - 1):
+            if agreed:
                 break
-        assert pool is not None
+            pool, agreed = await self._pool_between_positions(exchange)
         return pool
+
+    async def _pool_between_positions(self, exchange: Any) -> tuple[UnifiedPool, bool]:
+        """The pool, then the positions' terms; whether they are those read before the pool."""
+        before = (self._cross_upl, self._isolated_margin)
+        pool = await self._read_pool(exchange)
+        rows = await self._position_rows(exchange)
+        self._cross_upl, self._isolated_margin = self._equity_terms(exchange, rows)
+        return pool, (self._cross_upl, self._isolated_margin) == before
 
     # the private "futures.autoorders" channel (ccxt: watch_orders with trigger)
     watches_stops = True
@@ -731,7 +738,7 @@ class GateAdapter(ComputedPoolReads, ExchangeAdapter):
         raise FrameError(f"price_orders: more than {MAX_PRICE_ORDER_PAGES} pages of open orders")
 
     async def fetch_balance(self, exchange: Any) -> tuple[Decimal, ReportedAccount]:
-        if self._pool is not None:  # unified single- or multi-currency
+        if self.mode in _COMPUTED_POOLS:
             self._pool = await self._consistent_pool(exchange)
             wallet = self._pool.settle_equity - self._cross_upl + self._isolated_margin
             return wallet, self._pool.reported

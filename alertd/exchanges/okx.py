@@ -159,7 +159,7 @@ def account_mode(config: Any) -> ModeReading:
     ``acctLv``: 1 spot, 2 spot and futures (single-currency margin), 3 multi-currency margin,
     4 portfolio margin). Multi-currency margin is computed by alertd (one USD pool over every
     currency at its discounted value, :func:`multi_currency_pool`) unless the balance shows
-    a term alertd does not reproduce (:meth:`OKXAdapter.fetch_mode` says which)."""
+    a term alertd does not reproduce (:meth:`OKXAdapter.settled_mode` says which)."""
     rows = config.get("data") if isinstance(config, dict) else None
     row = rows[0] if isinstance(rows, list) and rows and isinstance(rows[0], dict) else {}
     level = str(row.get("acctLv"))
@@ -423,6 +423,7 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
     reported_account_mm_cross_only = True
     exchange_id = "okx"
     market_filter = MARKETS
+    exchange_ratio = _NOT_COMPUTED
     # cashBal holds no isolated margin: a real single-currency answer with one isolated
     # position (cited in tests/fake_exchange/okx.py) reads eq = cashBal + isoEq
     wallet_includes_isolated = False
@@ -438,7 +439,9 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
         self._pool = None
         if mode.mode is not AccountMode.MULTI_ASSETS:
             return mode
-        # the pool decides whether alertd reproduces the account: read it with the mode
+        # the pool decides whether alertd reproduces the account (settled_mode): read once,
+        # with the mode; its wallet (cashBal) holds no PnL, so the positions read after it
+        # cannot disagree with it as Gate's equity can
         response = await exchange.privateGetAccountBalance()
         accounts = response.get("data") or []
         if not accounts or not isinstance(accounts[0], dict):
@@ -463,7 +466,7 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
             "borrowing", [*owed, self.settle], functools.partial(_borrowing_tiers, exchange)
         )
         self._pool = multi_currency_pool(account, ratios, self.settle, exchange.markets, borrowing)
-        return self._pool_reading(mode, _NOT_COMPUTED)
+        return mode
 
     async def _tables(
         self, kind: str, currencies: list[str], read: Callable[[str], Awaitable[T | None]]

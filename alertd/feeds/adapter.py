@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from alertd.engine.collateral import Collateral, SettleTerms
 from alertd.engine.orderbook import Level, OrderBook
+from alertd.engine.reported import ExchangeRatioPosition
 from alertd.engine.stops import StopOrder
 from alertd.engine.tiers import TierTable
 from alertd.exchanges.spec import MarketFilter
@@ -198,6 +199,13 @@ class ExchangeAdapter:
         :attr:`~alertd.feeds.state.Coverage.REFUSED` stops the account with its reason."""
         return ModeReading(AccountMode.SINGLE_ASSET, "")
 
+    def settled_mode(self, reading: ModeReading) -> ModeReading:
+        """The reading of :meth:`fetch_mode` once the snapshot's balance and collateral are
+        read: where the pool read with the balance decides whether alertd reproduces the
+        account (:class:`~alertd.exchanges.common.ComputedPoolReads`), the coverage it
+        gives; ``reading`` as it is by default."""
+        return reading
+
     async def fetch_tiers(self, exchange: Any, symbols: list[str]) -> dict[str, TierTable]:
         raise NotImplementedError
 
@@ -215,6 +223,12 @@ class ExchangeAdapter:
         own figures of it; read at every snapshot after :meth:`fetch_balance`. None by
         default: a position settled in another asset is then named as missing."""
         return {}
+
+    async def fetch_listed_positions(self, exchange: Any) -> tuple[ExchangeRatioPosition, ...]:
+        """Positions the account holds beside those alertd reads into its state, as the
+        exchange's own figures describe them (a portfolio margin account's COIN-M positions),
+        read at every snapshot after :meth:`fetch_balance`; none by default."""
+        return ()
 
     async def fetch_collateral(self, exchange: Any) -> tuple[Collateral, ...]:
         """The cross pool's coins besides the settle wallet (multi-collateral modes), read at

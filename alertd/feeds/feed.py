@@ -277,6 +277,7 @@ class AccountFeed:
         marks_sent = dict(self.state.marks)  # as the reads that price the coins are sent
         wallet, account_figures = await self.adapter.fetch_balance(exchange)
         pools = await self.adapter.fetch_pools(exchange)
+        listed = await self.adapter.fetch_listed_positions(exchange)
         collateral = await self.adapter.fetch_collateral(exchange)
         held = set(self._known({p.symbol for p in positions}))
         fee_rates = await self.adapter.fetch_fee_rates(exchange, sorted(held)) if held else {}
@@ -287,6 +288,7 @@ class AccountFeed:
         self.state.reported_positions = reported
         self.state.set_wallet_balance(wallet, now)
         self.state.reported_account = account_figures
+        self.state.listed_positions = listed
         self.state.pool_wallets = {asset: pool_wallet for asset, (pool_wallet, _) in pools.items()}
         self.state.reported_pools = {asset: figures for asset, (_, figures) in pools.items()}
         self.state.fee_rates = fee_rates
@@ -416,6 +418,7 @@ class AccountFeed:
 
     def _settled(self, mode: ModeReading, reported: ReportedAccount) -> ModeReading:
         """The mode's reading once the balance is known."""
+        mode = self.adapter.settled_mode(mode)
         if mode.coverage is Coverage.EXCHANGE_RATIO and reported.margin_ratio is None:
             return dataclasses.replace(
                 mode,

@@ -23,7 +23,7 @@ from alertd.engine.reported import (
     exchange_ratio_position,
     moved_ratio,
 )
-from alertd.engine.stops import StopOrder
+from alertd.engine.stops import StopOrder, protection
 from alertd.engine.tiers import TierTable
 
 
@@ -153,10 +153,27 @@ class ReportedPosition:
 
 
 @dataclass(frozen=True, slots=True)
+class FigureScope:
+    """What an exchange's account figures are where they are not of the pool alertd computes
+    (Binance portfolio margin: the whole account's, in USD): each one's definition and what
+    alertd's side of its comparison is. Such figures are shown beside alertd's, named so,
+    and not compared: they are not like with like."""
+
+    ours: str  # alertd's account figures: what they cover
+    maintenance_margin: str
+    margin_balance: str
+    margin_ratio: str
+    liquidation_price: str  # a position's, where the exchange gives one
+    unit: str  # the exchange's money figures' unit
+
+
+@dataclass(frozen=True, slots=True)
 class ReportedAccount:
     maintenance_margin: Decimal | None = None
     margin_balance: Decimal | None = None
     margin_ratio: Decimal | None = None  # in alertd's direction: requirement / equity
+    # None: the figures are of the pool alertd computes, as their generic names say
+    scope: FigureScope | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +220,9 @@ class AccountState:
     wallet_includes_isolated: bool = False
     reported_positions: dict[tuple[str, Side], ReportedPosition] = field(default_factory=dict)
     reported_account: ReportedAccount = ReportedAccount()
+    # positions the exchange reports beside those alertd holds, with its own figures as the
+    # last snapshot read them (a portfolio margin account's COIN-M positions)
+    listed_positions: tuple[ExchangeRatioPosition, ...] = ()
     # the marks alertd held when reported_account was read: the exchange's ratio moves from them
     reported_marks: dict[str, Decimal] = field(default_factory=dict)
     mode: ModeReading = NOT_READ  # read at bootstrap and at every reconcile
@@ -393,7 +413,8 @@ class AccountState:
     def exchange_ratio_positions(self) -> tuple[ExchangeRatioPosition, ...]:
         """The held positions as far as their size, the live mark and the exchange's reported
         liquidation price describe them: shown where the exchange's ratio stands in for
-        alertd's (no figures of alertd's own); a market alertd does not know is left out."""
+        alertd's (no figures of alertd's own); a market alertd does not know is left out.
+        Then the positions it only lists, as read (:attr:`listed_positions`)."""
         out = []
         held = sorted(self.positions.items(), key=lambda kv: (kv[0][0], -kv[0][1]))
         for (symbol, side), p in held:
@@ -401,16 +422,20 @@ class AccountState:
             if market is None:
                 continue
             reported = self.reported_positions.get((symbol, side))
-            out.append(
-                exchange_ratio_position(
-                    Exposure(symbol, side * p.contracts * market.contract_size, market.inverse),
-                    p.contracts,
-                    p.entry_price,
-                    self.marks.get(symbol),
-                    None if reported is None else reported.liquidation_price,
-                )
+            liquidation = None if reported is None else reported.liquidation_price
+            mark = self.marks.get(symbol)
+            figures = exchange_ratio_position(
+                Exposure(symbol, side * p.contracts * market.contract_size, market.inverse),
+                p.contracts,
+                p.entry_price,
+                mark,
+                liquidation,
             )
-        return tuple(out)
+            if mark is not None:
+                stop = protection(self.stops, symbol, side, p.contracts, mark, liquidation)
+                figures = replace(figures, stop=stop)
+            out.append(figures)
+        return (*out, *self.listed_positions)
 
     @property
     def computable(self) -> bool:

@@ -14,7 +14,9 @@ Exchanges define their reported figures in their own ways; the adapter declares 
   covers the cross positions only, so isolated ones are left out of alertd's sum.
 
 The exchange's side of a row is only ever the exchange's own number: where it reports no such
-figure, ``theirs`` is None and the row says so instead of showing alertd's.
+figure, ``theirs`` is None and the row says so instead of showing alertd's. Where the exchange's
+account figures are of more than alertd's pool (``ReportedAccount.scope``: Binance portfolio
+margin), its rows say what each side is and compare nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Protocol
 
 from alertd.engine.margin import AccountMetrics, PositionMetrics
 from alertd.engine.model import Side
-from alertd.feeds.state import ReportedAccount, ReportedPosition
+from alertd.feeds.state import FigureScope, ReportedAccount, ReportedPosition
 
 # Relative difference accepted as agreement: alertd prices at its latest marks while the
 # exchange's REST answer carries the marks of a moment earlier.
@@ -67,6 +69,21 @@ class Row:
     # the margin asset of the pool an account figure is of, where the account has several
     # (Binance single-asset: USDT and USDC); None: the account's one pool
     pool: str | None = None
+    # what each side is where the two are of different scopes (then not compared: no
+    # difference, no verdict); None: like with like, as the figure's name says
+    scope: FigureScope | None = None
+
+    @property
+    def defined_as(self) -> str | None:
+        """What the exchange's figure is, where it is of another scope than alertd's."""
+        if self.scope is None:
+            return None
+        return {
+            Figure.MAINTENANCE_MARGIN: self.scope.maintenance_margin,
+            Figure.MARGIN_BALANCE: self.scope.margin_balance,
+            Figure.MARGIN_RATIO: self.scope.margin_ratio,
+            Figure.LIQUIDATION_PRICE: self.scope.liquidation_price,
+        }.get(self.figure)
 
     @property
     def key(self) -> str:
@@ -154,8 +171,12 @@ def row(
     tick: Decimal | None = None,
     tolerance: Decimal = TOLERANCE,
     pool: str | None = None,
+    scope: FigureScope | None = None,
 ) -> Row:
-    """One figure compared: within ``tolerance`` (relative) or within the exchange's rounding."""
+    """One figure compared: within ``tolerance`` (relative) or within the exchange's rounding;
+    a figure of another ``scope`` than alertd's shown beside it, named, uncompared."""
+    if scope is not None and theirs is not None:
+        return Row(figure, position, ours, theirs, None, None, pool, scope)
     if theirs is None:
         return Row(figure, position, ours, None, None, None, pool)
     if ours is None or not ours.is_finite() or not theirs.is_finite():
@@ -195,8 +216,11 @@ def compare(
         theirs: Decimal | None,
         tick: Decimal | None = None,
         pool: str | None = None,
+        scope: FigureScope | None = None,
     ) -> None:
-        rows.append(row(figure, key, ours, theirs, tick=tick, tolerance=tolerance, pool=pool))
+        rows.append(
+            row(figure, key, ours, theirs, tick=tick, tolerance=tolerance, pool=pool, scope=scope)
+        )
 
     rows: list[Row] = []
     counted: list[PositionMetrics] = []
@@ -211,13 +235,24 @@ def compare(
         # what the pool's liabilities require (OKX's borrowing tiers) is the account's too
         total_mm += sum((cm.requirement for cm in part.pool.collateral), Decimal(0))
         total_mm += part.pool.owed_requirement
-        add(Figure.MAINTENANCE_MARGIN, None, total_mm, theirs.maintenance_margin, pool=asset)
+        scope = theirs.scope
+        add(
+            Figure.MAINTENANCE_MARGIN,
+            None,
+            total_mm,
+            theirs.maintenance_margin,
+            pool=asset,
+            scope=scope,
+        )
         if all(not pm.position.is_isolated for pm in part.positions):
             # the exchange's account balance and ratio count isolated positions' margin in
             # ways the cross pool does not reproduce: compared when every position is cross
             balance = part.pool.margin_balance
-            add(Figure.MARGIN_BALANCE, None, balance, theirs.margin_balance, pool=asset)
-            add(Figure.MARGIN_RATIO, None, part.pool.margin_ratio, theirs.margin_ratio, pool=asset)
+            add(
+                Figure.MARGIN_BALANCE, None, balance, theirs.margin_balance, pool=asset, scope=scope
+            )
+            ratio = part.pool.margin_ratio
+            add(Figure.MARGIN_RATIO, None, ratio, theirs.margin_ratio, pool=asset, scope=scope)
     for pm in metrics.positions:
         figures = reported_positions.get(pm.position.key)
         if figures is None:
@@ -230,6 +265,7 @@ def compare(
             pm.liquidation_price,
             figures.liquidation_price,
             pm.position.tick_size,
+            scope=reported.scope,
         )
     reported_mm = [
         r for r in rows if r.figure is Figure.MAINTENANCE_MARGIN and r.theirs is not None

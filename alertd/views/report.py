@@ -455,12 +455,21 @@ _ACCOUNT_LABELS = {
 _POSITION_LABELS = {Figure.MAINTENANCE_MARGIN: "MM", Figure.LIQUIDATION_PRICE: "liq. price"}
 
 
-def _figure_label(r: Row) -> str:
+def _figure_label(r: Row, exchange: str) -> str:
     if r.position is None:
         label = _ACCOUNT_LABELS[r.figure]
+        if r.scope is not None:  # the generic definition in brackets is not the exchange's
+            label = _scoped(label.partition(" (")[0], r, exchange)
         return label if r.pool is None else f"{r.pool} pool: {label}"
     symbol, side = r.position
-    return f"{symbol} {side.label} {_POSITION_LABELS[r.figure]}"
+    return _scoped(f"{symbol} {side.label} {_POSITION_LABELS[r.figure]}", r, exchange)
+
+
+def _scoped(label: str, r: Row, exchange: str) -> str:
+    """``label``, saying what each side is where the two are not like with like."""
+    if r.scope is None:
+        return label
+    return f"{label}: alertd ({r.scope.ours}) vs {exchange} {r.defined_as}"
 
 
 def _pool_asset(account: Account, key: tuple[str, Side] | None) -> str:
@@ -490,9 +499,11 @@ def render_comparison(snapshot: LiveSnapshot, console: Console) -> None:
         # money in its pool's asset: an account figure's pool, a position's margin asset
         unit = r.pool or _pool_asset(account, r.position)
         table.add_row(
-            _figure_label(r),
+            _figure_label(r, exchange),
             _figure_value(r, r.ours, unit),
-            NOT_REPORTED if r.theirs is None else _figure_value(r, r.theirs, unit),
+            NOT_REPORTED
+            if r.theirs is None
+            else _figure_value(r, r.theirs, unit if r.scope is None else r.scope.unit),
             fmt.NONE if r.difference is None else fmt.percent(r.difference, 4, signed=True),
             {True: "yes", False: "NO", None: fmt.NONE}[r.matches],
         )

@@ -33,6 +33,7 @@ from alertd.daemon.view import (
 )
 from alertd.engine.margin import compute
 from alertd.engine.reported import ExchangeRatioPosition
+from alertd.engine.stops import StopFigures
 from alertd.errors import StartupError
 from alertd.snapshot.format import parse_snapshot
 from alertd.views.format import decimal_str as dec
@@ -89,12 +90,7 @@ def figures_json(figures: AccountFigures | None) -> dict[str, Any]:
                 "liquidation_price": dec(p.liquidation_price),
                 "liquidation_distance": dec(p.liquidation_distance),
                 "margin_ratio": dec(p.margin_ratio),
-                # null: the account's stops are not read (not "no stop")
-                "stop_loss_price": None if p.stop is None else dec(p.stop.price),
-                "stop_coverage": None if p.stop is None else dec(p.stop.coverage),
-                "stop_beyond_liquidation": None
-                if p.stop is None
-                else dec(p.stop.beyond_liquidation),
+                **_stop_fields(p.stop),
                 "adl_rank": dec(p.adl_rank),
                 # the account's taker rate in the requirement (null: the formula has none)
                 "fee_rate": dec(p.fee_rate),
@@ -169,6 +165,19 @@ def _exchange_position_json(p: ExchangeRatioPosition) -> dict[str, Any]:
         "liquidation_price_source": "exchange" if p.liquidation_price is not None else None,
         "liquidation_distance": dec(p.liquidation_distance),
         "margin_ratio": None,
+        **_stop_fields(p.stop),
+        # the mark and every figure the exchange's own as its last snapshot read them
+        "as_read": p.as_read,
+    }
+
+
+def _stop_fields(stop: StopFigures | None) -> dict[str, str | None]:
+    """A position's stop figures in ``status --json``; null: the account's stops are not
+    read (not "no stop")."""
+    return {
+        "stop_loss_price": None if stop is None else dec(stop.price),
+        "stop_coverage": None if stop is None else dec(stop.coverage),
+        "stop_beyond_liquidation": None if stop is None else dec(stop.beyond_liquidation),
     }
 
 
@@ -320,12 +329,19 @@ def _liquidation_text(p: dict[str, Any]) -> str:
     return f"{price} (exchange's)" if p.get("liquidation_price_source") == "exchange" else price
 
 
+def _mark_text(p: dict[str, Any]) -> str:
+    """A position's mark, marked where it is the exchange's of the last snapshot (a position
+    alertd lists but does not follow)."""
+    price = fmt.price(_d(p["mark_price"]))
+    return f"{price} (as read)" if p.get("as_read") else price
+
+
 # a position row of `alertd status`: (header, value from the position's entry in the data)
 PositionColumn = tuple[str, Callable[[dict[str, Any]], str]]
 # what decides the next move
 POSITION_KEY: tuple[PositionColumn, ...] = (
     ("Size", lambda p: fmt.quantity(_d(p["contracts"]))),
-    ("Mark", lambda p: fmt.price(_d(p["mark_price"]))),
+    ("Mark", _mark_text),
     ("Liq. price", lambda p: _liquidation_text(p)),
     ("Distance", lambda p: fmt.percent(_d(p["liquidation_distance"]))),
     ("Ratio", lambda p: fmt.ratio(_d(p["margin_ratio"]))),

@@ -16,8 +16,12 @@ What it serves (paths as on fapi.binance.com / papi.binance.com / fstream.binanc
 - REST API-key only: ``POST|PUT|DELETE /fapi/v1/listenKey`` and ``/papi/v1/listenKey``.
 - Portfolio margin (``set_portfolio_margin``), signed: ``/papi/v1/account`` (uniMMR from the
   account's state: it moves with the marks), ``/papi/v1/um/positionRisk``,
-  ``/papi/v1/um/account``, ``/papi/v1/balance``, ``/papi/v1/um/leverageBracket``, in the shapes
-  of the Portfolio Margin API docs' response examples; another account gets Binance's -21001.
+  ``/papi/v1/um/account``, ``/papi/v1/balance``, ``/papi/v1/um/leverageBracket``,
+  ``/papi/v1/cm/positionRisk`` and ``/papi/v1/cm/conditional/openOrders`` (scripted rows:
+  ``set_cm_positions``, ``set_cm_conditional_orders``), its UM open
+  conditional orders on ``/papi/v1/um/algo/openAlgoOrders`` and (``as_strategy_order``)
+  ``/papi/v1/um/conditional/openOrders``, in the shapes of the Portfolio Margin API docs'
+  response examples; another account gets Binance's -21001.
   Its user data on ``/pm/ws/<listenKey>`` (``ACCOUNT_UPDATE`` with ``fs`` UM).
 - Websocket market streams on ``/market/ws/N``, ``/public/ws/N``, ``/ws``, ``/ws/<stream>`` and
   combined ``/stream?streams=a/b``: ``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS`` with
@@ -80,6 +84,44 @@ from tests.fake_exchange.base import (
     scripted,
 )
 from tests.fake_exchange.base import to_decimal as _dec
+
+# "Query CM Position Information" (GET /papi/v1/cm/positionRisk), the docs' response example
+# (developers.binance.com, Portfolio Margin, account REST API; hedge mode: LONG)
+CM_POSITION_EXAMPLE: dict[str, Any] = {
+    "symbol": "BTCUSD_201225",
+    "positionAmt": "1",
+    "entryPrice": "11707.70000003",
+    "markPrice": "11788.66626667",
+    "unRealizedProfit": "0.00005866",
+    "liquidationPrice": "6170.20509059",
+    "leverage": "125",
+    "positionSide": "LONG",
+    "updateTime": 1627026881327,
+    "maxQty": "50",
+    "notionalValue": "0.00084827",
+}
+
+# "Query All Current CM Open Conditional Orders" (GET /papi/v1/cm/conditional/openOrders), the
+# response example of Binance's portfolio margin connector (binance/binance-connector-python,
+# clients/derivatives_trading_portfolio_margin, tests/unit/rest_api/test_trade_api.py)
+CM_CONDITIONAL_EXAMPLE: dict[str, Any] = {
+    "newClientStrategyId": "abc",
+    "strategyId": 123445,
+    "strategyStatus": "NEW",
+    "strategyType": "TRAILING_STOP_MARKET",
+    "origQty": "0.40",
+    "price": "0",
+    "reduceOnly": False,
+    "side": "BUY",
+    "positionSide": "SHORT",
+    "stopPrice": "9300",
+    "symbol": "BTCUSD",
+    "bookTime": 1566818724710,
+    "updateTime": 1566818724722,
+    "timeInForce": "GTC",
+    "activatePrice": "9020",
+    "priceRate": "0.3",
+}
 
 # Binance USDⓈ-M "Current All Algo Open Orders" (GET /fapi/v1/openAlgoOrders), the docs'
 # response example (developers.binance.com, USDⓈ-M futures, trade REST API)
@@ -376,6 +418,10 @@ class _Account(shared.Credentials):
     portfolio: bool = False
     portfolio_other_mm: Decimal = Decimal(0)
     portfolio_open_loss: Decimal = Decimal(0)
+    # its COIN-M positions as GET /papi/v1/cm/positionRisk lists them (set_cm_positions),
+    # scripted whole: this server holds no COIN-M market
+    cm_rows: list[dict[str, Any]] = field(default_factory=list)
+    cm_orders: list[dict[str, Any]] = field(default_factory=list)  # its CM conditional orders
 
 
 @dataclass
@@ -451,6 +497,9 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         # those failed by fail_rest() never reach it)
         self.listen_key_puts = 0
         self.listen_key_put_paths: list[str] = []  # /fapi/v1/listenKey or /papi/v1/listenKey
+        # conditional orders placed before the Algo Service (as_strategy_order): a portfolio
+        # margin account's are listed by /papi/v1/um/conditional/openOrders, not the algo one
+        self._strategy_orders: set[str] = set()
         self._markets: dict[str, _Market] = {}
         # markets whose leverage brackets GET /fapi/v1/leverageBracket leaves out
         self._brackets_withheld: set[str] = set()
@@ -734,6 +783,18 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         account.portfolio = on
         account.portfolio_other_mm = _dec(other_mm)
         account.portfolio_open_loss = _dec(open_loss)
+
+    @scripted
+    def set_cm_positions(self, api_key: str, rows: list[dict[str, Any]]) -> None:
+        """The rows a portfolio margin account's "Query CM Position Information" answers
+        (``CM_POSITION_EXAMPLE``'s fields), as given."""
+        self._account(api_key).cm_rows = [dict(row) for row in rows]
+
+    @scripted
+    def set_cm_conditional_orders(self, api_key: str, rows: list[dict[str, Any]]) -> None:
+        """The open CM conditional orders of a portfolio margin account
+        (``CM_CONDITIONAL_EXAMPLE``'s fields), as given; asked by symbol, that symbol's."""
+        self._account(api_key).cm_orders = [dict(row) for row in rows]
 
     @scripted
     def set_asset_index(
@@ -1231,6 +1292,10 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             web.get("/papi/v1/um/account", self._papi_um_account),
             web.get("/papi/v1/um/positionRisk", self._papi_position_risk),
             web.get("/papi/v1/um/leverageBracket", self._leverage_bracket),
+            web.get("/papi/v1/cm/positionRisk", self._papi_cm_position_risk),
+            web.get("/papi/v1/cm/conditional/openOrders", self._papi_cm_conditional_orders),
+            web.get("/papi/v1/um/algo/openAlgoOrders", self._papi_algo_orders),
+            web.get("/papi/v1/um/conditional/openOrders", self._papi_conditional_orders),
             web.post("/papi/v1/listenKey", self._listen_key_post),
             web.put("/papi/v1/listenKey", self._listen_key_put),
             web.delete("/papi/v1/listenKey", self._listen_key_delete),
@@ -1906,6 +1971,17 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         account = await self._portfolio_signed(request)
         return self._json(self.position_risk_papi(account.api_key))
 
+    async def _papi_cm_position_risk(self, request: web.Request) -> web.Response:
+        account = await self._portfolio_signed(request)
+        return self._json(account.cm_rows)
+
+    async def _papi_cm_conditional_orders(self, request: web.Request) -> web.Response:
+        account = await self._portfolio_signed(request)
+        wanted = request.query.get("symbol")
+        return self._json(
+            [row for row in account.cm_orders if wanted is None or row.get("symbol") == wanted]
+        )
+
     async def _papi_um_account(self, request: web.Request) -> web.Response:
         """ "Get UM Account Detail": the UM wallet per asset and the held positions, in the
         docs' fields."""
@@ -2012,6 +2088,64 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             if wanted is None or stop.market.id == wanted
         ]
         return self._json(rows)
+
+    @scripted
+    def as_strategy_order(self, order_id: str) -> None:
+        """The conditional order ``order_id`` (``add_stop``) as placed before the Algo
+        Service: a portfolio margin account's is then a UM conditional order ("strategy")."""
+        self._strategy_orders.add(order_id)
+
+    def _strategy_order(self, account: _Account, stop: StopOrderSpec) -> dict[str, Any]:
+        """A conditional order as "Query All Current UM Open Conditional Orders" (GET
+        /papi/v1/um/conditional/openOrders) lists it: the fields of its response example
+        (binance/binance-connector-python, clients/derivatives_trading_portfolio_margin,
+        tests/unit/rest_api/test_trade_api.py). It has no closePosition: the whole position's
+        size stands in ``origQty``."""
+        size = stop.contracts
+        if size is None:
+            slot = stop.side.upper() if stop.hedge else "BOTH"
+            held = account.positions.get((stop.market.id, slot))
+            size = abs(held.amount) if held is not None else Decimal(0)
+        return {
+            "newClientStrategyId": f"alertd-test-{stop.order_id}",
+            "strategyId": int(stop.order_id),
+            "strategyStatus": "NEW",
+            "strategyType": "STOP_MARKET" if stop.kind == "stop" else "TAKE_PROFIT_MARKET",
+            "origQty": _plain(size),
+            "price": "0",
+            "reduceOnly": not stop.hedge,
+            "side": "SELL" if stop.sell else "BUY",
+            "positionSide": stop.side.upper() if stop.hedge else "BOTH",
+            "stopPrice": _plain(stop.trigger),
+            "symbol": stop.market.id,
+            "bookTime": stop.created_ms,
+            "updateTime": stop.created_ms,
+            "timeInForce": "GTC",
+            "selfTradePreventionMode": "NONE",
+            "goodTillDate": 0,
+            "priceMatch": "NONE",
+        }
+
+    def _papi_stops(self, account: _Account, params: Any, strategy: bool) -> list[StopOrderSpec]:
+        wanted = params.get("symbol")
+        return [
+            stop
+            for stop in self.stops(account.api_key)
+            if (stop.order_id in self._strategy_orders) == strategy
+            and (wanted is None or stop.market.id == wanted)
+        ]
+
+    async def _papi_algo_orders(self, request: web.Request) -> web.Response:
+        """ "Query All Current UM Open Algo Orders" (GET /papi/v1/um/algo/openAlgoOrders):
+        the rows of /fapi/v1/openAlgoOrders (the connector's response example)."""
+        account = await self._portfolio_signed(request)
+        stops = self._papi_stops(account, request.query, strategy=False)
+        return self._json([self._algo_order(stop) for stop in stops])
+
+    async def _papi_conditional_orders(self, request: web.Request) -> web.Response:
+        account = await self._portfolio_signed(request)
+        stops = self._papi_stops(account, request.query, strategy=True)
+        return self._json([self._strategy_order(account, stop) for stop in stops])
 
     def _push_stop(self, api_key: str, stop: StopOrderSpec, event: str) -> None:
         """The user data stream's ALGO_UPDATE ("Event: Algo Order Update")."""
