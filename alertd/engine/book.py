@@ -35,6 +35,7 @@ from alertd.engine.collateral import Collateral, CollateralTerm, Owed, SettleTer
 from alertd.engine.legs import Leg, MonotoneRoot, Term, monotone, nearest_root, to_u
 from alertd.engine.margin import (
     AccountMetrics,
+    account_leg,
     compute,
     crash_distance,
     largest_share,
@@ -131,6 +132,7 @@ class LivePool:
         "owed_mm",
         "sensitivity",
         "settle_terms",
+        "settle_upnl",
         "upnl",
         "wallet",
     )
@@ -145,6 +147,9 @@ class LivePool:
         # discount takes now (in balance)
         self.settle_terms: SettleTerms | None = None
         self.wallet = balance
+        # the PnL of the legs margined in the settle currency (Leg.settles): with the wallet,
+        # the equity its terms count
+        self.settle_upnl = ZERO
         self.owed_mm = ZERO
         self.discount = ZERO
         # sum of the legs' slope_bound * u: the most the buffer falls per unit of relative move
@@ -171,7 +176,7 @@ class LivePool:
         moved."""
         terms = self.settle_terms
         assert terms is not None
-        equity = self.wallet + self.upnl
+        equity = self.wallet + self.settle_upnl
         owed = terms.requirement(equity)
         self.mm += owed - self.owed_mm
         self.owed_mm = owed
@@ -308,6 +313,8 @@ class LivePosition:
         mm = leg.mm(u)
         pool = self.pool
         pool.upnl += upnl - self.upnl
+        if leg.settles:
+            pool.settle_upnl += upnl - self.upnl
         pool.mm += mm - self.mm
         pool.sensitivity += self.slope * (u - self.u)
         self.mark, self.u = mark, u
@@ -432,7 +439,7 @@ class _Liquidation:
         counts it at par and lends nothing)."""
         if self.isolated_margin is not None or cross.settle_terms is None:
             return None
-        others = cross.upnl - sum((lp.upnl for lp in self.members), ZERO)
+        others = cross.settle_upnl - sum((lp.upnl for lp in self.members if lp.leg.settles), ZERO)
         return owed_line(cross.settle_terms, cross.wallet + others, self.terms)
 
     def beyond(self, pool: LivePool, d: Decimal) -> bool:
@@ -525,7 +532,7 @@ class LiveAccount:
             rounds = account.profile.rounds_liquidation_to_tick and p.tick_size
             tick = p.tick_size if rounds and p.tick_size is not None else ZERO
             ticks.append(tick)
-            lp = LivePosition(key, p, Leg.of(p, account.profile), pool, tick)
+            lp = LivePosition(key, p, account_leg(account, p), pool, tick)
             self.positions.append(lp)
             if not p.is_isolated:
                 by_symbol.setdefault(p.symbol, []).append(lp)

@@ -52,22 +52,35 @@ class Leg:
     # The fee to close at the bankruptcy price, per unit of quantity (Bybit): part of the
     # requirement that does not move with price.
     close_fee: Decimal = ZERO
+    # its PnL is its pool's currency's equity (False: a position margined in another asset
+    # of the pool, a USDC-M perpetual in Binance's multi-assets USD pool over a USDT wallet)
+    settles: bool = True
 
     @classmethod
-    def of(cls, position: Position, profile: ExchangeProfile) -> Leg:
+    def of(
+        cls,
+        position: Position,
+        profile: ExchangeProfile,
+        mm_rate: Decimal = ONE,
+        settles: bool = True,
+    ) -> Leg:
+        """``mm_rate``: what one unit of its requirement counts in the pool (the ask rate its
+        margin asset converts at, Binance multi-assets); the requirement is then in the
+        pool's unit, every tier and fee term scaled alike."""
         quantity = position.quantity
         entry_u = to_u(position.entry_price, position.inverse)
-        tiers = position.tiers
+        tiers = position.tiers.scaled(mm_rate)
         fixed_tier = (
             tiers.index_for(position.contracts) if tiers.basis is TierBasis.CONTRACTS else None
         )
         fee_rate = position.fee_rate if profile.fee_term is FeeTerm.MAINTENANCE_RATE else ZERO
+        fee_rate *= mm_rate
         close_fee = ZERO
         if profile.fee_term is FeeTerm.CLOSE_AT_BANKRUPTCY and not position.inverse:
             # bankruptcy price: where the position's initial margin is gone
             lev = position.leverage
             shift = ONE - int(position.side) / lev if lev else ONE
-            close_fee = position.entry_price * shift * position.fee_rate
+            close_fee = position.entry_price * shift * position.fee_rate * mm_rate
         fixed_mm = None
         if position.is_isolated and profile.isolated_mm_at_entry:
             entry_notional = quantity * entry_u
@@ -79,7 +92,9 @@ class Leg:
             fixed_mm = entry_notional * (tier.mmr + fee_rate) - tier.deduction
             fixed_mm += quantity * close_fee
         sign = -int(position.side) if position.inverse else int(position.side)
-        return cls(sign, quantity, entry_u, tiers, fee_rate, fixed_mm, fixed_tier, close_fee)
+        return cls(
+            sign, quantity, entry_u, tiers, fee_rate, fixed_mm, fixed_tier, close_fee, settles
+        )
 
     @property
     def moves_tier(self) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from bisect import bisect_left
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 ZERO = Decimal(0)
@@ -112,6 +112,17 @@ class TierTable:
     @property
     def max_cap(self) -> Decimal | None:
         return self.tiers[-1].cap
+
+    def scaled(self, rate: Decimal) -> TierTable:
+        """The same caps with every requirement times ``rate``: a requirement counted in
+        another unit (Binance multi-assets converts a margin asset's maintenance margin at its
+        ask rate). The caps still measure the position in its own currency."""
+        if rate == 1:
+            return self
+        tiers = tuple(
+            replace(t, mmr=t.mmr * rate, deduction=t.deduction * rate) for t in self.tiers
+        )
+        return TierTable(tiers, self.basis, self.caps, self.continuous)
 
 
 def derive_deductions(caps: Sequence[Decimal | None], mmrs: Sequence[Decimal]) -> list[Decimal]:
