@@ -17,7 +17,7 @@ from alertd.engine.collateral import Collateral, CollateralRatio, RatioBasis, Ra
 from alertd.engine.margin import compute
 from alertd.engine.model import Account
 from alertd.errors import SnapshotError
-from alertd.exchanges.binance import multi_assets_collateral
+from alertd.exchanges.binance import multi_assets_collateral, settle_rates
 from alertd.feeds.adapter import FrameError
 from alertd.snapshot.format import account_to_json, load_snapshot, parse_snapshot
 
@@ -507,3 +507,56 @@ def test_binance_asset_index_rows_value_coins_at_their_bid_and_ask_rates() -> No
     no_index = {"assets": [{"asset": "ETH", "crossWalletBalance": "1"}]}
     with pytest.raises(FrameError, match="no ETHUSD index for the ETH balance"):
         multi_assets_collateral(no_index, [ADA_INDEX], "USDT", markets)
+
+
+# Binance USDⓈ-M docs, "Multi Assets Mode Asset Index" stream (!assetIndex@arr), response
+# example's USDTUSD row, in the REST answer's field names ("B" bidRate, "A" askRate).
+USDT_INDEX = {
+    "symbol": "USDTUSD",
+    "time": 1686749230000,
+    "index": "0.99987691",
+    "bidBuffer": "0.00010000",
+    "askBuffer": "0.00010000",
+    "bidRate": "0.99977692",
+    "askRate": "0.99997689",
+}
+
+
+def test_binance_settle_rates_from_the_usdtusd_row() -> None:
+    terms = settle_rates([ADA_INDEX, USDT_INDEX], "USDT")
+    assert terms is not None and terms.rates is not None
+    assert (terms.rates.bid, terms.rates.ask) == (D("0.99977692"), D("0.99997689"))
+    assert terms.mm_rate == D("0.99997689")
+    # held at the bid rate, owed at the ask rate
+    assert terms.counted(D(100)) == D("99.977692")
+    assert terms.counted(D(-100)) == D("-99.997689")
+    at_par = {**USDT_INDEX, "bidRate": "1.00000000", "askRate": "1.00000000"}
+    assert settle_rates([at_par], "USDT") is None
+    with pytest.raises(FrameError, match="no USDTUSD row"):
+        settle_rates([ADA_INDEX], "USDT")
+    crossed = {**USDT_INDEX, "bidRate": "1.1"}
+    with pytest.raises(FrameError, match=r"USDTUSD bidRate 1\.1 and askRate 0\.99997689"):
+        settle_rates([crossed], "USDT")
+    with pytest.raises(FrameError, match="bidRate"):
+        settle_rates([{**USDT_INDEX, "bidRate": None}], "USDT")
+
+
+def test_snapshot_settle_rates_round_trip_and_bad_ones_are_named() -> None:
+    first = _faq_account("200")
+    again = parse_snapshot(json.dumps(account_to_json(first))).account
+    assert again == first
+    assert again.positions[1].margin_asset == "USDC"
+    btc = position("BTC/USDT:USDT", "long", "1", "60000", "60000", tiers([(None, "0.005", "0")]))
+    for rates, problem in [
+        ({"bid_rate": "0.99"}, "cross.ask_rate: required with cross.bid_rate"),
+        ({"ask_rate": "0.99"}, "cross.bid_rate: required with cross.ask_rate"),
+        (
+            {"bid_rate": "0.99", "ask_rate": "0.98"},
+            "cross.ask_rate: must be at or above cross.bid_rate 0.99 (got 0.98)",
+        ),
+    ]:
+        snap = snapshot2("binanceusdm", "1000", [btc], [])
+        snap["cross"].update(rates)
+        with pytest.raises(SnapshotError) as info:
+            parse_snapshot(json.dumps(snap))
+        assert problem in info.value.problems
