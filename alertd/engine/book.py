@@ -171,6 +171,14 @@ class LivePool:
     def buffer(self) -> Decimal:
         return self.balance + self.upnl - self.mm
 
+    @property
+    def bounded(self) -> bool:
+        """Whether the bounds on the running figures cover how the settle currency counts:
+        at par, or converted at rates that move it no faster (``SettleTerms.moves_within_par``);
+        not what may be owed or discounted."""
+        terms = self.settle_terms
+        return terms is None or terms.moves_within_par
+
     def refresh_owed(self) -> None:
         """What the settle currency owed requires and its discount takes, after the PnL
         moved."""
@@ -188,7 +196,7 @@ class LivePool:
         """True when no mark of this pool's linear legs moving by up to a fraction ``d``
         (each, in any direction) can bring its ratio to 1: a bound, ``False`` proves nothing.
         """
-        if self.settle_terms is not None:
+        if not self.bounded:
             return False  # what may be owed or discounted is not in the bound
         equity = self.balance + self.upnl
         buffer = equity - self.mm
@@ -202,7 +210,7 @@ class LivePool:
         """The move :meth:`beyond` proves safe: ``beyond(d)`` holds for every ``d`` below it
         (``Infinity`` with no leg). ``None`` where it proves nothing: an inverse leg, a pool
         at or past liquidation, or one whose currency may be owed."""
-        if self.settle_terms is not None:
+        if not self.bounded:
             return None  # what may be owed or discounted is not in the bound
         equity = self.balance + self.upnl
         buffer = equity - self.mm
@@ -452,7 +460,7 @@ class _Liquidation:
             return False
         if d <= 0:
             return True
-        if pool.settle_terms is not None:
+        if not pool.bounded:
             return False  # what may be owed or discounted is not in the bound
         u = self.members[0].u
         if self.inverse:
@@ -564,11 +572,7 @@ class LiveAccount:
         """Whether bounds from the running figures cover the whole account: no coin moving
         with a mark, no currency lent below zero, and at most one cross pool holding
         positions (so the account's cross figures stay that pool's whatever the marks do)."""
-        return (
-            not self.coins
-            and len(self._held) <= 1
-            and all(pool.settle_terms is None for pool in self.pools)
-        )
+        return not self.coins and len(self._held) <= 1 and all(pool.bounded for pool in self.pools)
 
     @property
     def cross(self) -> LivePool:

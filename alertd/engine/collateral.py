@@ -293,6 +293,20 @@ class SettleTerms:
         return cls(tiers, borrowed, discount, rates)
 
     @property
+    def moves_within_par(self) -> bool:
+        """Whether the counted equity moves by no more than the equity does, with no step
+        and nothing required: conversion rates alone, the ask at most 1 (Binance's usual
+        USDT rates). Bounds that hold at par (a move of the marks changes the equity by at
+        most the notional's change) then hold as they are; a lending tier steps, and an ask
+        above 1 moves it faster."""
+        return (
+            self.tiers is None
+            and self.discount is None
+            and self.rates is not None
+            and self.rates.ask <= ONE
+        )
+
+    @property
     def mm_rate(self) -> Decimal:
         """What one unit of the maintenance margin of the positions margined in the
         currency counts in the pool (its ask rate; 1 without rates)."""
