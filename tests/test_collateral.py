@@ -560,3 +560,18 @@ def test_snapshot_settle_rates_round_trip_and_bad_ones_are_named() -> None:
         with pytest.raises(SnapshotError) as info:
             parse_snapshot(json.dumps(snap))
         assert problem in info.value.problems
+
+
+def test_calc_shows_what_usdt_s_rates_take(tmp_path: Path) -> None:
+    path = tmp_path / "faq.json"
+    path.write_text(json.dumps(account_to_json(_faq_account("200"))))
+    out = json.loads(alertd("calc", str(path), "--json").stdout)
+    # 200 USDT at the bid rate 0.9801: 3.98 less; the ratio is Binance's 47.98%
+    assert out["account"]["settle_discount"] == "-3.98"
+    assert (out["account"]["margin_balance"], out["account"]["maintenance_margin"]) == (
+        "416.02",
+        "199.596",
+    )
+    table = alertd("calc", str(path))
+    assert table.returncode == 0, table.stderr
+    assert "USDT at its discount or rate" in table.stdout and "-3.98" in table.stdout
