@@ -17,10 +17,13 @@ Prints position updates/s, ticks/s, the median and p99 cost per tick; then, for 
 book alone, the daemon's path of an earlier version (a full ``compute()`` of every touched
 account), and a full ``compute()`` of one account. ``--stressed`` (3-20x, entries within 5%,
 up to 400,000 USDT: many accounts near or past liquidation, alerts firing) measures the firing
-path: messages with full figures, commits.
+path: messages with full figures, commits. ``--usdt-rates`` puts every account in Binance's
+multi-assets mode with USDT at those ``assetIndex`` rates (``0.99977692,0.99997689``: the
+docs' ``USDTUSD`` example): the USDT equity at the bid rate, the MM at the ask rate, the
+kink at USDT's zero equity in every solve.
 
     python bench/engine.py [--accounts 1000] [--positions 10] [--symbols 200] [--ticks 20000]
-                           [--stressed]
+                           [--stressed] [--usdt-rates BID,ASK]
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from alertd.daemon.evaluation import Alerting
 from alertd.daemon.store import Store
 from alertd.delivery.deliverer import Deliverer
 from alertd.engine.book import Book
+from alertd.engine.collateral import ConversionRates, SettleTerms
 from alertd.engine.margin import compute
 from alertd.engine.model import Account, MarginMode, Position, Side
 from alertd.engine.tiers import Tier, TierTable, derive_deductions
@@ -87,6 +91,7 @@ def build(
     symbols: list[str],
     tables: dict[str, TierTable],
     stressed: bool = False,
+    terms: SettleTerms | None = None,
 ) -> tuple[list[Account], dict[str, Decimal]]:
     """Accounts at 2-5x, positions of 1,000-50,000 USDT with entries within 1% of the marks
     (calm: the rules are mostly idle), or, ``stressed``, at 3-20x, 1,000-400,000 USDT with
@@ -118,7 +123,7 @@ def build(
             )
             total += notional
         wallet = (total / rng.randint(low, high)).quantize(Decimal("0.01"))
-        out.append(Account(profile, f"acct{a}", "USDT", wallet, tuple(held)))
+        out.append(Account(profile, f"acct{a}", "USDT", wallet, tuple(held), settle_terms=terms))
     return out, marks
 
 
@@ -162,12 +167,22 @@ def main() -> int:
     parser.add_argument(
         "--stressed", action="store_true", help="many accounts near liquidation (alerts firing)"
     )
+    parser.add_argument(
+        "--usdt-rates",
+        default=None,
+        help="BID,ASK: multi-assets mode, USDT at these rates (0.99977692,0.99997689)",
+    )
     args = parser.parse_args()
+    terms = None
+    if args.usdt_rates:
+        bid, ask = (Decimal(v) for v in args.usdt_rates.split(","))
+        terms = SettleTerms.of(None, Decimal(0), None, ConversionRates(bid, ask))
+        print(f"usdt rates   : bid {bid}, ask {ask} (multi-assets)", flush=True)
 
     print(f"machine      : {machine()}", flush=True)
     rng = random.Random(args.seed)
     symbols, tables, source = load_tables(args.symbols)
-    held, marks = build(rng, args.accounts, args.positions, symbols, tables, args.stressed)
+    held, marks = build(rng, args.accounts, args.positions, symbols, tables, args.stressed, terms)
     exchange = held[0].profile.id
     ticks = []
     for _ in range(args.ticks):

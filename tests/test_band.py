@@ -28,7 +28,7 @@ from alertd.daemon.evaluation import Alerting, build_rules
 from alertd.daemon.store import Store
 from alertd.delivery.deliverer import Deliverer
 from alertd.engine.book import Book, LiveAccount, requirement_rate
-from alertd.engine.collateral import SettleTerms
+from alertd.engine.collateral import ConversionRates, SettleTerms
 from alertd.engine.model import Account, Pool
 from alertd.engine.orderbook import OrderBook
 from alertd.engine.tiers import Tier, TierTable
@@ -445,9 +445,20 @@ def test_no_band_where_the_running_bounds_do_not_cover_the_account() -> None:
         calm, positions=(btc, replace(eth, pool="USDC")), pools=(Pool("USDC", D(20_000)),)
     )
     lent = replace(calm, settle_terms=SettleTerms(TierTable.build([Tier(None, D("0.03"), D(0))])))
+    # Binance multi-assets: USDT at the docs' usual rates moves no faster than at par (a band);
+    # above par (ask 1.0002) it would, and gets none
+    usual = replace(calm, settle_terms=SettleTerms(rates=ConversionRates(D("0.9998"), D("0.9999"))))
+    above = replace(calm, settle_terms=SettleTerms(rates=ConversionRates(D("1.0001"), D("1.0002"))))
     book = Book()
-    for key, a in (("calm", calm), ("two pools", two_pools), ("lent", lent)):
+    for key, a in (
+        ("calm", calm),
+        ("two pools", two_pools),
+        ("lent", lent),
+        ("usual rates", usual),
+        ("above par", above),
+    ):
         book.set_account(key, a)
-    assert band(rules, subject, book.live("calm"), status, 0.0, connected=True) is not None
-    for key in ("two pools", "lent"):
+    for key in ("calm", "usual rates"):
+        assert band(rules, subject, book.live(key), status, 0.0, connected=True) is not None, key
+    for key in ("two pools", "lent", "above par"):
         assert band(rules, subject, book.live(key), status, 0.0, connected=True) is None, key

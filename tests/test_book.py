@@ -29,7 +29,12 @@ def mark_of(live: LiveAccount, symbol: str) -> Decimal | None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.one_of(accounts(), accounts(pools=True)), min_size=1, max_size=3), st.data())
+@given(
+    st.lists(
+        st.one_of(accounts(), accounts(pools=True), accounts(rates=True)), min_size=1, max_size=3
+    ),
+    st.data(),
+)
 def test_ticks_update_pools_like_a_full_recompute(held: list[Account], data: st.DataObject) -> None:
     book = Book()
     for key, account in enumerate(held):
@@ -71,7 +76,7 @@ def same(ours: Decimal | None, theirs: Decimal | None) -> bool:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.one_of(accounts(hedge=True), accounts(pools=True)), st.data())
+@given(st.one_of(accounts(hedge=True), accounts(pools=True), accounts(rates=True)), st.data())
 def test_liquidation_figures_on_demand_match_a_full_recompute(
     account: Account, data: st.DataObject
 ) -> None:

@@ -17,7 +17,7 @@ from alertd.engine.collateral import Collateral, CollateralRatio, RatioBasis, Ra
 from alertd.engine.margin import compute
 from alertd.engine.model import Account
 from alertd.errors import SnapshotError
-from alertd.exchanges.binance import multi_assets_collateral
+from alertd.exchanges.binance import multi_assets_collateral, settle_rates
 from alertd.feeds.adapter import FrameError
 from alertd.snapshot.format import account_to_json, load_snapshot, parse_snapshot
 
@@ -93,30 +93,77 @@ def test_binance_multi_assets_faq_account_equity() -> None:
     assert m.pool.margin_ratio == 0
 
 
-def test_binance_multi_assets_faq_margin_ratio_does_not_reproduce_exactly() -> None:
-    # Same FAQ, example 2: long 0.5 BTCUSDT at 20,000 (MMR 0.8%) and 20 ETHUSDC at 600 (MMR 1%),
-    # marks at entry: "Margin Ratio = 199.596 / 416.02 = 47.98%", where 199.596 is the USDT
-    # position's 80 USDT of maintenance margin converted at USDT's ask rate (0.99495) plus
-    # 120 USDC at 1. alertd counts a position's maintenance margin and PnL in the pool at par
-    # with the pool's currency (it does not convert them at the settle coin's bid/ask rate),
-    # so it finds 200 / 416.02 = 48.07%: higher (safer side), by 80 x (1 - 0.99495) = 0.404
-    # of maintenance margin. With USDT at its usual ~1.000 index the difference vanishes; the
-    # FAQ's 0.99 index is a depeg scenario.
-    btc = position("BTC/USDT:USDT", "long", "0.5", "20000", "20000", tiers([(None, "0.008", "0")]))
-    eth = position("ETH/USDC:USDC", "long", "20", "600", "600", tiers([(None, "0.01", "0")]))
+def _faq_account(usdt_wallet: str, btc_mark: str = "20000", eth_mark: str = "600") -> Account:
+    # Binance FAQ "How to Calculate Margin in Multi-Assets Mode" (c983a9268cfa4e70a4916c276bb3b7bc):
+    # USDTUSD index 0.99, bid buffer 0.01, ask buffer 0.005 (bid rate 0.9801, ask rate
+    # 0.99495), USDCUSD 1 with no buffers; long 0.5 BTCUSDT at 20,000 (MMR 0.8%) and 20
+    # ETHUSDC at 600 (MMR 1%). The pool is alertd's USDT pool with USDT's rates: the USDT
+    # wallet and BTCUSDT's PnL convert at USDT's rates, USDC is a coin at its index.
+    btc = position("BTC/USDT:USDT", "long", "0.5", "20000", btc_mark, tiers([(None, "0.008", "0")]))
+    eth = position("ETH/USDC:USDC", "long", "20", "600", eth_mark, tiers([(None, "0.01", "0")]))
+    eth["margin_asset"] = "USDC"
     snap = snapshot2(
         "binanceusdm",
-        "0",
+        usdt_wallet,
         [btc, eth],
-        [coin("USDT", "200", "0.99", "0.99"), coin("USDC", "220", "1", "1")],
-        settle="USD",
+        [coin("USDC", "220", "1", "1")],
     )
-    m = compute(account(snap))
+    snap["cross"].update(bid_rate="0.9801", ask_rate="0.99495")
+    return account(snap)
+
+
+def test_binance_multi_assets_faq_margin_ratio() -> None:
+    # Same FAQ, example 2, marks at entry: "Margin Ratio = 199.596 / 416.02 = 47.98%", where
+    # 199.596 is BTCUSDT's 80 USDT of maintenance margin at USDT's ask rate (80 x 0.99495)
+    # plus ETHUSDC's 120 USDC at 1, and 416.02 = 200 x 0.9801 + 220 x 1.
+    m = compute(_faq_account("200"))
     assert m.pool.margin_balance == D("416.02")
-    assert m.pool.maintenance_margin == D("200")
-    binance_mm = D("199.596")
-    assert m.pool.maintenance_margin - binance_mm == D("80") * (1 - D("0.99495"))
-    assert round(m.pool.margin_ratio * 100, 2) == D("48.07")  # Binance: 47.98
+    assert m.pool.maintenance_margin == D("199.596")
+    assert m.pool.margin_ratio == D("199.596") / D("416.02")
+    assert round(m.pool.margin_ratio * 100, 2) == D("47.98")
+    # what converting the USDT equity at its bid rate takes: 200 x (1 - 0.9801)
+    assert m.pool.settle_discount == D("-3.98")
+    assert m.pool.settle_equity == D("200")
+
+
+def test_a_margin_asset_below_zero_converts_at_its_ask_rate() -> None:
+    # The same account with BTC at 19,500: BTCUSDT loses 250 USDT, so USDT's equity is
+    # 200 - 250 = -50 and counts at the ask rate (min(-50 x 0.9801, -50 x 0.99495) = -49.7475),
+    # USDC's 220 plus ETHUSDC's PnL at 1.
+    m = compute(_faq_account("200", btc_mark="19500"))
+    assert m.pool.settle_equity == D("-50")
+    assert m.pool.margin_balance == D("-50") * D("0.99495") + 220
+    assert m.pool.maintenance_margin == D("0.5") * D("19500") * D("0.008") * D("0.99495") + 120
+    # ETHUSDC's PnL is USDC's, never converted at USDT's rates
+    up = compute(_faq_account("200", btc_mark="19500", eth_mark="610"))
+    assert up.pool.margin_balance - m.pool.margin_balance == 200
+    assert up.pool.settle_equity == D("-50")
+
+
+@pytest.mark.parametrize("btc_mark", ["20000", "19700", "19000"])
+def test_liquidation_price_holds_across_the_kink_of_usdt_equity(btc_mark: str) -> None:
+    # With 150 USDT, BTCUSDT's liquidation lies below the mark where USDT's equity turns
+    # negative (19,700): the ratio there is exactly 1 whichever side of the kink the mark is.
+    acc = _faq_account("150", btc_mark=btc_mark)
+    m = compute(acc)
+    liq = m.positions[0].liquidation_price
+    assert liq is not None and liq < D("19700")
+    at = compute(acc.with_marks({"BTC/USDT:USDT": liq}))
+    assert abs(at.pool.margin_ratio - 1) < D("1e-24")
+    assert at.pool.settle_equity < 0
+    # solved by hand past the kink: (150 + 0.5 (P - 20000)) x 0.99495 + 220 + 0
+    #   = 0.5 P x 0.008 x 0.99495 + 120
+    ask = D("0.99495")
+    by_hand = (120 - 220 - (150 - 10000) * ask) / (D("0.5") * ask - D("0.004") * ask)
+    assert abs(liq - by_hand) < D("1e-20")
+    # the book, moved to the mark, agrees
+    book = Book()
+    book.set_account("a", acc)
+    book.apply_mark("BTC/USDT:USDT", D("19600"))
+    live = book.cross_pool("a")
+    full = compute(acc.with_marks({"BTC/USDT:USDT": D("19600")})).pool
+    assert live.margin_balance == full.margin_balance
+    assert live.ratio == full.margin_ratio
 
 
 def test_bitget_tiered_collateral_by_quantity_and_by_value() -> None:
@@ -460,3 +507,71 @@ def test_binance_asset_index_rows_value_coins_at_their_bid_and_ask_rates() -> No
     no_index = {"assets": [{"asset": "ETH", "crossWalletBalance": "1"}]}
     with pytest.raises(FrameError, match="no ETHUSD index for the ETH balance"):
         multi_assets_collateral(no_index, [ADA_INDEX], "USDT", markets)
+
+
+# Binance USDⓈ-M docs, "Multi Assets Mode Asset Index" stream (!assetIndex@arr), response
+# example's USDTUSD row, in the REST answer's field names ("B" bidRate, "A" askRate).
+USDT_INDEX = {
+    "symbol": "USDTUSD",
+    "time": 1686749230000,
+    "index": "0.99987691",
+    "bidBuffer": "0.00010000",
+    "askBuffer": "0.00010000",
+    "bidRate": "0.99977692",
+    "askRate": "0.99997689",
+}
+
+
+def test_binance_settle_rates_from_the_usdtusd_row() -> None:
+    terms = settle_rates([ADA_INDEX, USDT_INDEX], "USDT")
+    assert terms is not None and terms.rates is not None
+    assert (terms.rates.bid, terms.rates.ask) == (D("0.99977692"), D("0.99997689"))
+    assert terms.mm_rate == D("0.99997689")
+    # held at the bid rate, owed at the ask rate
+    assert terms.counted(D(100)) == D("99.977692")
+    assert terms.counted(D(-100)) == D("-99.997689")
+    at_par = {**USDT_INDEX, "bidRate": "1.00000000", "askRate": "1.00000000"}
+    assert settle_rates([at_par], "USDT") is None
+    with pytest.raises(FrameError, match="no USDTUSD row"):
+        settle_rates([ADA_INDEX], "USDT")
+    crossed = {**USDT_INDEX, "bidRate": "1.1"}
+    with pytest.raises(FrameError, match=r"USDTUSD bidRate 1\.1 and askRate 0\.99997689"):
+        settle_rates([crossed], "USDT")
+    with pytest.raises(FrameError, match="bidRate"):
+        settle_rates([{**USDT_INDEX, "bidRate": None}], "USDT")
+
+
+def test_snapshot_settle_rates_round_trip_and_bad_ones_are_named() -> None:
+    first = _faq_account("200")
+    again = parse_snapshot(json.dumps(account_to_json(first))).account
+    assert again == first
+    assert again.positions[1].margin_asset == "USDC"
+    btc = position("BTC/USDT:USDT", "long", "1", "60000", "60000", tiers([(None, "0.005", "0")]))
+    for rates, problem in [
+        ({"bid_rate": "0.99"}, "cross.ask_rate: required with cross.bid_rate"),
+        ({"ask_rate": "0.99"}, "cross.bid_rate: required with cross.ask_rate"),
+        (
+            {"bid_rate": "0.99", "ask_rate": "0.98"},
+            "cross.ask_rate: must be at or above cross.bid_rate 0.99 (got 0.98)",
+        ),
+    ]:
+        snap = snapshot2("binanceusdm", "1000", [btc], [])
+        snap["cross"].update(rates)
+        with pytest.raises(SnapshotError) as info:
+            parse_snapshot(json.dumps(snap))
+        assert problem in info.value.problems
+
+
+def test_calc_shows_what_usdt_s_rates_take(tmp_path: Path) -> None:
+    path = tmp_path / "faq.json"
+    path.write_text(json.dumps(account_to_json(_faq_account("200"))))
+    out = json.loads(alertd("calc", str(path), "--json").stdout)
+    # 200 USDT at the bid rate 0.9801: 3.98 less; the ratio is Binance's 47.98%
+    assert out["account"]["settle_discount"] == "-3.98"
+    assert (out["account"]["margin_balance"], out["account"]["maintenance_margin"]) == (
+        "416.02",
+        "199.596",
+    )
+    table = alertd("calc", str(path))
+    assert table.returncode == 0, table.stderr
+    assert "USDT at its discount or rate" in table.stdout and "-3.98" in table.stdout

@@ -29,6 +29,7 @@ from alertd.daemon.evaluation import Alerting
 from alertd.daemon.store import Store
 from alertd.delivery.deliverer import Deliverer
 from alertd.engine.book import Book
+from alertd.engine.collateral import ConversionRates, SettleTerms
 from alertd.engine.model import Account, MarginMode, Pool, Position, Side
 from alertd.engine.stops import StopKind, StopOrder, Trigger
 from alertd.engine.tiers import Tier, TierBasis, TierTable, derive_deductions
@@ -220,7 +221,18 @@ def account(rng: random.Random, name: str, marks: dict[str, Decimal], exchange: 
         if apart:
             held = [replace(p, pool="USDC") if p.symbol in apart else p for p in held]
             pools = (Pool("USDC", (wallet * D(rng.randint(5, 150)) / 100).quantize(D("0.0001"))),)
-    return Account(profile, name, "X", wallet, tuple(held), stops=stops, pools=pools)
+    terms = None
+    if exchange == "binanceusdm" and not pools and rng.random() < 0.3:
+        # multi-assets mode: the settle currency at its own rates (the ask above 1 at times,
+        # where the bounds do not cover it), its equity crossing zero as marks move
+        held = [replace(p, margin_mode=MarginMode.CROSS, isolated_margin=None) for p in held]
+        index = D(rng.randint(9_800, 10_010)) / 10_000
+        bid = index * (1 - D(rng.randint(0, 100)) / 10_000)
+        ask = index * (1 + D(rng.randint(0, 100)) / 10_000)
+        terms = SettleTerms.of(None, D(0), None, ConversionRates(bid, ask))
+    return Account(
+        profile, name, "X", wallet, tuple(held), stops=stops, settle_terms=terms, pools=pools
+    )
 
 
 def rule(

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from alertd.engine.collateral import (
     Collateral,
     CollateralRatio,
+    ConversionRates,
     RatioBasis,
     RatioTier,
     SettleTerms,
@@ -188,21 +189,29 @@ def accounts(
     collateral: bool | None = None,
     pools: bool = False,
     lending: bool = False,
+    rates: bool = False,
 ) -> Account:
     """``collateral``: True always gives the cross pool coins (linear profiles), False never,
     None sometimes. ``pools``: a second margin asset's pool (USDC, its own wallet) with one
     or two positions of its own (Binance single-asset mode). ``lending``: coins and always a
     coin borrowed against a held symbol at tiers by the debt's value (Gate's loan margin
-    tiers), and the settle currency's own terms (lent, borrowed, discounted)."""
-    collateral = collateral or lending
+    tiers), and the settle currency's own terms (lent, borrowed, discounted). ``rates``:
+    Binance multi-assets, the settle currency at conversion rates (bid and ask, below or
+    above 1: a depeg) with the wallet around the positions' PnL, so that its equity crosses
+    zero (the kink) as prices move; cross positions only, some margined in another asset of
+    the pool (USDC-M, at par)."""
+    collateral = collateral or lending or rates
     linear = [p for p in PROFILE_IDS if p != "binancecoinm"]
     profile = PROFILES[draw(st.sampled_from(linear if collateral else PROFILE_IDS))]
     inverse = profile.id == "binancecoinm"
     count = draw(st.integers(1, max_positions))
     held: list[Position] = []
     for i in range(count):
-        mode = draw(st.sampled_from(MarginMode))
-        held.append(draw(positions(profile, f"S{i}/USDT:USDT", mode, inverse)))
+        mode = MarginMode.CROSS if rates else draw(st.sampled_from(MarginMode))
+        p = draw(positions(profile, f"S{i}/USDT:USDT", mode, inverse))
+        if rates and i and draw(st.booleans()):
+            p = replace(p, symbol=f"S{i}/USDC:USDC", margin_asset="USDC")
+        held.append(p)
     if hedge:
         # the other leg of the first symbol, in cross
         first = held[0]
@@ -255,6 +264,12 @@ def accounts(
         borrowed = draw(dec(0, 100, 0)) / 100 * scale if lent and draw(st.booleans()) else D(0)
         discount = draw(st.none() | ratio_tables(scale, D(1)))
         terms = SettleTerms.of(lent, borrowed, discount)
+    if rates:
+        # USDT's assetIndex rates: the index in a depeg or at par, buffers up to 2%
+        index = draw(dec(95, 102, 2)) / 100
+        bid = index * (1 - draw(dec(0, 200, 0)) / 10000)
+        ask = index * (1 + draw(dec(0, 200, 0)) / 10000)
+        terms = SettleTerms.of(None, D(0), None, ConversionRates(bid, ask))
     return Account(profile, "prop", "X", wallet, tuple(held), tuple(coins), None, terms, more)
 
 
@@ -350,6 +365,36 @@ def test_pool_ratio_is_one_at_the_liquidation_price_with_liability_legs(account:
 
 
 @settings(max_examples=300, deadline=None)
+@given(accounts(rates=True))
+def test_pool_ratio_is_one_at_the_liquidation_price_with_conversion_rates(
+    account: Account,
+) -> None:
+    """Binance multi-assets: the settle currency's equity at its bid rate while positive and
+    its ask rate once negative, its positions' requirement at the ask rate, another margin
+    asset's positions at par: at every liquidation price alertd reports the pool's ratio is
+    exactly 1, on either side of the kink where that equity crosses zero."""
+    _check_liquidation_ratio(account)
+
+
+def test_conversion_rate_accounts_cross_the_kink() -> None:
+    """The accounts drawn for the test above liquidate on both sides of the kink: with the
+    settle currency's equity positive and negative at the liquidation price."""
+    signs: set[int] = set()
+
+    @settings(max_examples=300, deadline=None, database=None)
+    @given(accounts(rates=True))
+    def draw(account: Account) -> None:
+        for pm in compute(account).positions:
+            if pm.liquidation_price is not None:
+                moved = compute(account.with_marks({pm.position.symbol: pm.liquidation_price}))
+                equity = moved.pool.settle_equity
+                signs.add((equity > 0) - (equity < 0))
+
+    draw()
+    assert {-1, 1} <= signs
+
+
+@settings(max_examples=300, deadline=None)
 @given(accounts(pools=True))
 def test_each_pool_s_ratio_is_one_at_its_liquidation_price_with_two_pools(
     account: Account,
@@ -375,7 +420,7 @@ def test_hedge_mode_legs_share_a_liquidation_price(account: Account) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.one_of(accounts(), accounts(lending=True)))
+@given(st.one_of(accounts(), accounts(lending=True), accounts(rates=True)))
 def test_equity_is_zero_at_the_bankruptcy_price(account: Account) -> None:
     for pm in compute(account).positions:
         if pm.bankruptcy_price is None:
@@ -448,7 +493,7 @@ STEP_SIDE = D("1e-18")
 
 # lending accounts drawn with the others: many are filtered (nothing to solve), not failed
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
-@given(st.one_of(accounts(), accounts(pools=True), accounts(lending=True)))
+@given(st.one_of(accounts(), accounts(pools=True), accounts(lending=True), accounts(rates=True)))
 @example(OWED_STEP_ACCOUNT)
 # on the step: down 52.3376%, the long loses 3.140256 and owes 2.617056, the tier's cap
 @example(OWED_STEP_ACCOUNT.moved(D("-0.523376")))
@@ -506,7 +551,7 @@ def test_long_liquidation_is_below_mark_and_rises_with_size(
 
 # most drawn accounts need no margin (or are past saving): filtered, not failed
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
-@given(st.one_of(accounts(), accounts(lending=True)), dec(5, 95, 2))
+@given(st.one_of(accounts(), accounts(lending=True), accounts(rates=True)), dec(5, 95, 2))
 def test_margin_to_add_restores_the_target(account: Account, target_pct: Decimal) -> None:
     target = target_pct / 100
     result = compute(account, target)
@@ -514,7 +559,8 @@ def test_margin_to_add_restores_the_target(account: Account, target_pct: Decimal
     assume(add is not None and add > 0 and result.pool.margin_balance > 0)
     assert add is not None
     topped = compute(replace(account, wallet_balance=account.wallet_balance + add))
-    if account.settle_terms is not None and not close(topped.pool.margin_ratio, target):
+    stepped = account.settle_terms is not None and account.settle_terms.tiers is not None
+    if stepped and not close(topped.pool.margin_ratio, target):
         # the settle currency owed repaid down to a borrowing tier's cap (or in full): the
         # requirement steps there, past the target, and a hair less is not enough
         assert topped.pool.margin_ratio < target
@@ -525,7 +571,7 @@ def test_margin_to_add_restores_the_target(account: Account, target_pct: Decimal
 
 
 @settings(max_examples=200, deadline=None)
-@given(accounts(), dec(5, 95, 2))
+@given(st.one_of(accounts(), accounts(rates=True)), dec(5, 95, 2))
 def test_size_to_cut_restores_the_target(account: Account, target_pct: Decimal) -> None:
     target = target_pct / 100
     result = compute(account, target)
@@ -538,6 +584,8 @@ def test_size_to_cut_restores_the_target(account: Account, target_pct: Decimal) 
         kept = p.contracts - cut
         if kept == 0:
             continue  # closing all of it is the best this position can do
+        if p.margin_asset is not None:
+            continue  # its PnL is realized in another margin asset's wallet, not the pool's
         realized = pm.unrealized_pnl * cut / p.contracts
         if p.is_isolated:
             assert p.isolated_margin is not None

@@ -35,6 +35,7 @@ from alertd.engine.collateral import Collateral, CollateralTerm, Owed, SettleTer
 from alertd.engine.legs import Leg, MonotoneRoot, Term, monotone, nearest_root, to_u
 from alertd.engine.margin import (
     AccountMetrics,
+    account_leg,
     compute,
     crash_distance,
     largest_share,
@@ -131,6 +132,7 @@ class LivePool:
         "owed_mm",
         "sensitivity",
         "settle_terms",
+        "settle_upnl",
         "upnl",
         "wallet",
     )
@@ -145,6 +147,9 @@ class LivePool:
         # discount takes now (in balance)
         self.settle_terms: SettleTerms | None = None
         self.wallet = balance
+        # the PnL of the legs margined in the settle currency (Leg.settles): with the wallet,
+        # the equity its terms count
+        self.settle_upnl = ZERO
         self.owed_mm = ZERO
         self.discount = ZERO
         # sum of the legs' slope_bound * u: the most the buffer falls per unit of relative move
@@ -166,12 +171,20 @@ class LivePool:
     def buffer(self) -> Decimal:
         return self.balance + self.upnl - self.mm
 
+    @property
+    def bounded(self) -> bool:
+        """Whether the bounds on the running figures cover how the settle currency counts:
+        at par, or converted at rates that move it no faster (``SettleTerms.moves_within_par``);
+        not what may be owed or discounted."""
+        terms = self.settle_terms
+        return terms is None or terms.moves_within_par
+
     def refresh_owed(self) -> None:
         """What the settle currency owed requires and its discount takes, after the PnL
         moved."""
         terms = self.settle_terms
         assert terms is not None
-        equity = self.wallet + self.upnl
+        equity = self.wallet + self.settle_upnl
         owed = terms.requirement(equity)
         self.mm += owed - self.owed_mm
         self.owed_mm = owed
@@ -183,7 +196,7 @@ class LivePool:
         """True when no mark of this pool's linear legs moving by up to a fraction ``d``
         (each, in any direction) can bring its ratio to 1: a bound, ``False`` proves nothing.
         """
-        if self.settle_terms is not None:
+        if not self.bounded:
             return False  # what may be owed or discounted is not in the bound
         equity = self.balance + self.upnl
         buffer = equity - self.mm
@@ -197,7 +210,7 @@ class LivePool:
         """The move :meth:`beyond` proves safe: ``beyond(d)`` holds for every ``d`` below it
         (``Infinity`` with no leg). ``None`` where it proves nothing: an inverse leg, a pool
         at or past liquidation, or one whose currency may be owed."""
-        if self.settle_terms is not None:
+        if not self.bounded:
             return None  # what may be owed or discounted is not in the bound
         equity = self.balance + self.upnl
         buffer = equity - self.mm
@@ -308,6 +321,8 @@ class LivePosition:
         mm = leg.mm(u)
         pool = self.pool
         pool.upnl += upnl - self.upnl
+        if leg.settles:
+            pool.settle_upnl += upnl - self.upnl
         pool.mm += mm - self.mm
         pool.sensitivity += self.slope * (u - self.u)
         self.mark, self.u = mark, u
@@ -432,7 +447,7 @@ class _Liquidation:
         counts it at par and lends nothing)."""
         if self.isolated_margin is not None or cross.settle_terms is None:
             return None
-        others = cross.upnl - sum((lp.upnl for lp in self.members), ZERO)
+        others = cross.settle_upnl - sum((lp.upnl for lp in self.members if lp.leg.settles), ZERO)
         return owed_line(cross.settle_terms, cross.wallet + others, self.terms)
 
     def beyond(self, pool: LivePool, d: Decimal) -> bool:
@@ -445,7 +460,7 @@ class _Liquidation:
             return False
         if d <= 0:
             return True
-        if pool.settle_terms is not None:
+        if not pool.bounded:
             return False  # what may be owed or discounted is not in the bound
         u = self.members[0].u
         if self.inverse:
@@ -525,7 +540,7 @@ class LiveAccount:
             rounds = account.profile.rounds_liquidation_to_tick and p.tick_size
             tick = p.tick_size if rounds and p.tick_size is not None else ZERO
             ticks.append(tick)
-            lp = LivePosition(key, p, Leg.of(p, account.profile), pool, tick)
+            lp = LivePosition(key, p, account_leg(account, p), pool, tick)
             self.positions.append(lp)
             if not p.is_isolated:
                 by_symbol.setdefault(p.symbol, []).append(lp)
@@ -557,11 +572,7 @@ class LiveAccount:
         """Whether bounds from the running figures cover the whole account: no coin moving
         with a mark, no currency lent below zero, and at most one cross pool holding
         positions (so the account's cross figures stay that pool's whatever the marks do)."""
-        return (
-            not self.coins
-            and len(self._held) <= 1
-            and all(pool.settle_terms is None for pool in self.pools)
-        )
+        return not self.coins and len(self._held) <= 1 and all(pool.bounded for pool in self.pools)
 
     @property
     def cross(self) -> LivePool:

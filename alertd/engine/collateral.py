@@ -231,6 +231,25 @@ CollateralTerm = tuple[Collateral, Decimal]
 
 
 @dataclass(frozen=True, slots=True)
+class ConversionRates:
+    """The rates a margin asset converts at into its pool's unit: ``bid`` for what it holds,
+    ``ask`` for what it owes and for its positions' requirement (Binance's ``assetIndex``
+    ``bidRate = index x (1 - bidBuffer)``, ``askRate = index x (1 + askBuffer)``, "Multi-Assets
+    Mode Asset Index")."""
+
+    bid: Decimal
+    ask: Decimal
+
+    def __post_init__(self) -> None:
+        if self.bid <= 0 or self.ask < self.bid:
+            raise ValueError(f"conversion rates: bid {self.bid} must be > 0 and <= ask {self.ask}")
+
+    @property
+    def at_par(self) -> bool:
+        return self.bid == ONE and self.ask == ONE
+
+
+@dataclass(frozen=True, slots=True)
 class SettleTerms:
     """How a pool counts its own currency's equity ``E`` (the wallet and the cross PnL)
     beyond ``E`` itself, where the exchange says so:
@@ -240,26 +259,58 @@ class SettleTerms:
       Gate's unified account counts "Borrowed + ABS(Min(Spot Available + Futures Unrealized
       PnL, 0))", which with ``E`` net of the loan is ``max(borrowed, -E)``);
     - discounted: a positive ``E`` counts at its tiered ``discount`` (OKX's discount rate of
-      USDT, by amount: the pool's currency is its own unit).
+      USDT, by amount: the pool's currency is its own unit);
+    - converted (``rates``): the pool is in another unit (Binance multi-assets: USD) and the
+      currency converts at its bid rate while ``E`` is positive, at its ask rate once it is
+      negative ("Account Equity = ∑min(assetEquity*bidRate, assetEquity*askRate)", Binance
+      FAQ "How to Calculate Margin in Multi-Assets Mode"); the maintenance margin of the
+      positions margined in it converts at its ask rate (the FAQ's example 2: "80 x 0.99495").
 
-    Both are piecewise linear in ``E``, with edges at 0, ``-borrowed``, each borrowing cap
+    All are piecewise linear in ``E``, with edges at 0, ``-borrowed``, each borrowing cap
     (negated) and each discount cap."""
 
     tiers: TierTable | None = None
     borrowed: Decimal = ZERO
     discount: CollateralRatio | None = None
+    rates: ConversionRates | None = None
 
     @classmethod
     def of(
-        cls, tiers: TierTable | None, borrowed: Decimal, discount: CollateralRatio | None
+        cls,
+        tiers: TierTable | None,
+        borrowed: Decimal,
+        discount: CollateralRatio | None,
+        rates: ConversionRates | None = None,
     ) -> SettleTerms | None:
         """The terms, or None where they change nothing (no tiers to lend at, no discount
-        below 1): the pool then counts its currency at par."""
+        below 1, rates of 1): the pool then counts its currency at par."""
         if discount is not None and discount.is_flat and discount.tiers[0].ratio == ONE:
             discount = None
-        if tiers is None and discount is None:
+        if rates is not None and rates.at_par:
+            rates = None
+        if tiers is None and discount is None and rates is None:
             return None
-        return cls(tiers, borrowed, discount)
+        return cls(tiers, borrowed, discount, rates)
+
+    @property
+    def moves_within_par(self) -> bool:
+        """Whether the counted equity moves by no more than the equity does, with no step
+        and nothing required: conversion rates alone, the ask at most 1 (Binance's usual
+        USDT rates). Bounds that hold at par (a move of the marks changes the equity by at
+        most the notional's change) then hold as they are; a lending tier steps, and an ask
+        above 1 moves it faster."""
+        return (
+            self.tiers is None
+            and self.discount is None
+            and self.rates is not None
+            and self.rates.ask <= ONE
+        )
+
+    @property
+    def mm_rate(self) -> Decimal:
+        """What one unit of the maintenance margin of the positions margined in the
+        currency counts in the pool (its ask rate; 1 without rates)."""
+        return ONE if self.rates is None else self.rates.ask
 
     def owed(self, equity: Decimal) -> Decimal:
         return max(self.borrowed, -equity, ZERO) if self.tiers is not None else ZERO
@@ -273,10 +324,12 @@ class SettleTerms:
         return owed * self.tiers.tier_for(owed).mmr
 
     def counted(self, equity: Decimal) -> Decimal:
-        """``equity`` as the pool counts it (a negative one in full)."""
-        if equity <= 0 or self.discount is None:
-            return equity
-        return self.discount.counted(equity)
+        """``equity`` as the pool counts it (a negative one in full, at the ask rate)."""
+        rates = self.rates
+        if equity <= 0:
+            return equity if rates is None else equity * rates.ask
+        kept = equity if self.discount is None else self.discount.counted(equity)
+        return kept if rates is None else kept * rates.bid
 
     def adjustment(self, equity: Decimal) -> Decimal:
         """What the discount takes from ``equity`` (0 or less)."""
@@ -303,6 +356,9 @@ class SettleTerms:
             else:
                 rate = self.discount.tiers[i].ratio
                 ca, cb = full - self.discount.floor(i) * rate, rate
+        if self.rates is not None:
+            rate = self.rates.bid if probe > 0 else self.rates.ask
+            ca, cb = ca * rate, cb * rate
         ra = rb = ZERO
         owed = self.owed(probe)
         if owed > 0:

@@ -52,22 +52,35 @@ class Leg:
     # The fee to close at the bankruptcy price, per unit of quantity (Bybit): part of the
     # requirement that does not move with price.
     close_fee: Decimal = ZERO
+    # its PnL is its pool's currency's equity (False: a position margined in another asset
+    # of the pool, a USDC-M perpetual in Binance's multi-assets USD pool over a USDT wallet)
+    settles: bool = True
 
     @classmethod
-    def of(cls, position: Position, profile: ExchangeProfile) -> Leg:
+    def of(
+        cls,
+        position: Position,
+        profile: ExchangeProfile,
+        mm_rate: Decimal = ONE,
+        settles: bool = True,
+    ) -> Leg:
+        """``mm_rate``: what one unit of its requirement counts in the pool (the ask rate its
+        margin asset converts at, Binance multi-assets); the requirement is then in the
+        pool's unit, every tier and fee term scaled alike."""
         quantity = position.quantity
         entry_u = to_u(position.entry_price, position.inverse)
-        tiers = position.tiers
+        tiers = position.tiers.scaled(mm_rate)
         fixed_tier = (
             tiers.index_for(position.contracts) if tiers.basis is TierBasis.CONTRACTS else None
         )
         fee_rate = position.fee_rate if profile.fee_term is FeeTerm.MAINTENANCE_RATE else ZERO
+        fee_rate *= mm_rate
         close_fee = ZERO
         if profile.fee_term is FeeTerm.CLOSE_AT_BANKRUPTCY and not position.inverse:
             # bankruptcy price: where the position's initial margin is gone
             lev = position.leverage
             shift = ONE - int(position.side) / lev if lev else ONE
-            close_fee = position.entry_price * shift * position.fee_rate
+            close_fee = position.entry_price * shift * position.fee_rate * mm_rate
         fixed_mm = None
         if position.is_isolated and profile.isolated_mm_at_entry:
             entry_notional = quantity * entry_u
@@ -79,7 +92,9 @@ class Leg:
             fixed_mm = entry_notional * (tier.mmr + fee_rate) - tier.deduction
             fixed_mm += quantity * close_fee
         sign = -int(position.side) if position.inverse else int(position.side)
-        return cls(sign, quantity, entry_u, tiers, fee_rate, fixed_mm, fixed_tier, close_fee)
+        return cls(
+            sign, quantity, entry_u, tiers, fee_rate, fixed_mm, fixed_tier, close_fee, settles
+        )
 
     @property
     def moves_tier(self) -> bool:
@@ -265,13 +280,13 @@ def nearest_root(
     # currency's discount still do; what it owed requires does not)
     crossings = _crossings(terms) if with_mm else {}
     # collateral tiers and the pool currency's edges change the line at edges of their own
-    fresh = bool(collateral) or owed is not None
+    fresh = bool(collateral)
+    owed_points = owed.breakpoints() if owed is not None else []
+    owed_edges = set(owed_points)
     if fresh:
-        found = set(_breakpoints(terms if with_mm else (), collateral))
-        found.update(owed.breakpoints() if owed is not None else ())
-        points = sorted(found)
+        points = sorted({*_breakpoints(terms if with_mm else (), collateral), *owed_points})
     else:
-        points = sorted(crossings)
+        points = sorted({*crossings, *owed_points})
     # segment k is (edges[k], edges[k + 1]]; edges[0] = 0, the last upper edge is None = infinity
     edges: list[Decimal | None] = [ZERO, *points, None]
     lines: dict[int, tuple[Decimal, Decimal]] = {}
@@ -286,8 +301,9 @@ def nearest_root(
             return lines[k]
         # A scan walks from segment to segment: the next line is this one with the terms
         # that change tier at the edge between them (a fresh line each time, over every
-        # term, made a scan over many legs quadratic). Collateral tiers change the line at
-        # edges of their own: with collateral, each line is made afresh.
+        # term, made a scan over many legs quadratic); the pool currency's part of it is
+        # swapped for its part on this segment. Collateral tiers change the line at edges of
+        # their own: with collateral, each line is made afresh.
         near = k - 1 if k - 1 in lines else k + 1 if k + 1 in lines else None
         if near is None or fresh:
             lines[k] = _line(const, terms, probe(k), with_mm, collateral, owed)
@@ -296,10 +312,14 @@ def nearest_root(
         edge = edges[max(k, near)]
         assert edge is not None
         here, there = probe(k), probe(near)
-        for leg, c in crossings[edge]:
+        for leg, c in crossings.get(edge, ()):
             new, old = leg.tier(c * here), leg.tier(c * there)
             a += new.deduction - old.deduction
             b -= leg.quantity * c * (new.mmr - old.mmr)
+        if owed is not None and edge in owed_edges:
+            (new_a, new_b), (old_a, old_b) = owed.line(here, with_mm), owed.line(there, with_mm)
+            a += new_a - old_a
+            b += new_b - old_b
         lines[k] = (a, b)
         return lines[k]
 
@@ -352,7 +372,7 @@ def nearest_root(
     _, slope = line(k0)
     downhill_first = s0 * slope > 0
     first = scan_down(None) if downhill_first else scan_up(None)
-    if monotone(terms) and not fresh:
+    if monotone(terms) and not fresh and owed is None:
         return first
     limit = distance(first) if first is not None else None
     second = scan_up(limit) if downhill_first else scan_down(limit)

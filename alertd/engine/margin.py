@@ -99,8 +99,12 @@ class PoolMetrics:
     # the requirement of the settle currency owed (the wallet and the cross PnL below zero,
     # or borrowed, where the exchange lends it: Account.settle_terms), in maintenance_margin
     owed_requirement: Decimal = ZERO
-    # what the settle currency's discount takes from its equity (0 or less), in margin_balance
+    # what the settle currency's discount takes from its equity (0 or less; with conversion
+    # rates, what converting it takes or adds), in margin_balance
     settle_discount: Decimal = ZERO
+    # the settle currency's own equity: the wallet and the PnL of the cross positions
+    # margined in it (what its terms count, and what margin added to the wallet raises)
+    settle_equity: Decimal = ZERO
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,14 +322,24 @@ def moving_collateral(coins: Sequence[Collateral]) -> tuple[list[CollateralTerm]
     return moving, fixed
 
 
+def account_leg(account: Account, p: Position) -> Leg:
+    """``p`` as a leg of ``account``: its requirement converted at the settle currency's ask
+    rate where its PnL is that currency's (:meth:`Account.settles`)."""
+    terms = account.settle_terms
+    settles = account.settles(p)
+    rate = terms.mm_rate if terms is not None and settles else ONE
+    return Leg.of(p, account.profile, rate, settles)
+
+
 def owed_line(terms: SettleTerms | None, level: Decimal, legs: Sequence[Term]) -> Owed | None:
     """The settle currency's equity as the solver sees it when ``legs`` move: ``level`` (the
-    wallet and what does not move) plus each leg's PnL, ``sign q (c x - entry_u)``; None
-    where the pool counts it at par and nothing is lent."""
+    wallet and what does not move) plus the PnL of each leg margined in it, ``sign q (c x -
+    entry_u)``; None where the pool counts it at par and nothing is lent."""
     if terms is None:
         return None
-    slope = sum((leg.sign * leg.quantity * c for leg, c in legs), ZERO)
-    at_entry = sum((leg.sign * leg.quantity * leg.entry_u for leg, _ in legs), ZERO)
+    mine = [(leg, c) for leg, c in legs if leg.settles]
+    slope = sum((leg.sign * leg.quantity * c for leg, c in mine), ZERO)
+    at_entry = sum((leg.sign * leg.quantity * leg.entry_u for leg, _ in mine), ZERO)
     return Owed(terms, level - at_entry, slope)
 
 
@@ -405,7 +419,7 @@ def _compute_pool(account: Account, target_ratio: Decimal | None, crash: bool) -
     """:func:`compute` of one pool: every position of ``account`` margined against its one
     cross wallet (and coins), or its own isolated margin."""
     profile = account.profile
-    legs = [Leg.of(p, profile) for p in account.positions]
+    legs = [account_leg(account, p) for p in account.positions]
     us = [to_u(p.mark_price, p.inverse) for p in account.positions]
     upnls = [leg.upnl(u) for leg, u in zip(legs, us, strict=True)]
     mms = [leg.mm(u) for leg, u in zip(legs, us, strict=True)]
@@ -419,7 +433,8 @@ def _compute_pool(account: Account, target_ratio: Decimal | None, crash: bool) -
     # a liability's requirement (OKX's borrowing tiers) is the pool's as the positions' is,
     # and so is that of the settle currency owed; its discount is the pool's equity's
     lending = account.settle_terms
-    settle_equity = account.wallet_balance + pool_upnl
+    settle_upnl = sum((upnls[i] for i in cross if legs[i].settles), ZERO)
+    settle_equity = account.wallet_balance + settle_upnl
     owed_now = lending.requirement(settle_equity) if lending is not None else ZERO
     discount = lending.adjustment(settle_equity) if lending is not None else ZERO
     coins_mm = sum((c.requirement for c in coins), ZERO)
@@ -447,6 +462,7 @@ def _compute_pool(account: Account, target_ratio: Decimal | None, crash: bool) -
         collateral_value=collateral_value,
         owed_requirement=owed_now,
         settle_discount=discount,
+        settle_equity=settle_equity,
     )
 
     # Cross liquidation prices: per symbol, every cross leg of that symbol moves together
@@ -460,17 +476,18 @@ def _compute_pool(account: Account, target_ratio: Decimal | None, crash: bool) -
     cross_liq: dict[str, tuple[Decimal | None, Decimal | None]] = {}
     for symbol, mine in by_symbol.items():
         if len(by_symbol) == 1:
-            rest = others_upnl = ZERO  # no other symbol: nothing else moves the pool
+            rest = others_upnl = others_settle = ZERO  # nothing else moves the pool
         else:
             rest = pool_net - sum((upnls[i] - mms[i] for i in mine), ZERO)
             others_upnl = pool_upnl - sum((upnls[i] for i in mine), ZERO)
+            others_settle = settle_upnl - sum((upnls[i] for i in mine if legs[i].settles), ZERO)
         terms: list[Term] = [(legs[i], ONE) for i in mine]
         inverse = account.positions[mine[0]].inverse
         u0 = us[mine[0]]
         # coins valued at this symbol move with it; the others hold their value
         linked, held, held_requirement = linked_collateral(account, symbol)
         const = held - held_requirement + rest
-        owed = owed_line(account.settle_terms, account.wallet_balance + others_upnl, terms)
+        owed = owed_line(account.settle_terms, account.wallet_balance + others_settle, terms)
         cross_liq[symbol] = (
             price_from_root(nearest_root(const, terms, u0, inverse, True, linked, owed), inverse),
             price_from_root(

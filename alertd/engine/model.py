@@ -58,6 +58,11 @@ class Position:
     # pools (``Account.pools``: a USDC-M position in Binance single-asset mode); None: the
     # pool of the account's settle currency
     pool: str | None = None
+    # the margin asset it is margined in where that is not its pool's currency but shares
+    # its pool (a USDC-M position in Binance's multi-assets USD pool over a USDT wallet): its
+    # PnL is not that currency's equity, nor is its requirement converted at its rates; None:
+    # its pool's currency
+    margin_asset: str | None = None
 
     @property
     def quantity(self) -> Decimal:
@@ -120,6 +125,16 @@ class Account:
     def pool_asset(self, p: Position) -> str:
         """The margin asset of ``p``'s pool."""
         return self.settle if p.pool is None else p.pool
+
+    def settles(self, p: Position) -> bool:
+        """Whether ``p``'s PnL is the settle currency's equity (and its requirement converts
+        at the settle currency's rates, ``settle_terms``): a cross position of the settle
+        currency's pool margined in that currency."""
+        return (
+            not p.is_isolated
+            and self.pool_asset(p) == self.settle
+            and p.margin_asset in (None, self.settle)
+        )
 
     def pool_accounts(self) -> tuple[Account, ...]:
         """Each pool as an account of its own (the settle currency's first, then ``pools`` in

@@ -56,9 +56,12 @@ def _shortfall(account: Account, isolated: tuple[str, Side] | None) -> Decimal:
         if shortfall > 0 and account.settle_terms is not None:
             # what is added repays the settle currency owed first, lowering its requirement
             # (and counts at its discount)
-            settle = account.wallet_balance + pool.unrealized_pnl
             return margin_to_add(
-                pool.maintenance_margin, pool.margin_balance, ONE, account.settle_terms, settle
+                pool.maintenance_margin,
+                pool.margin_balance,
+                ONE,
+                account.settle_terms,
+                pool.settle_equity,
             )
         return shortfall
     pm = next(pm for pm in metrics.positions if pm.position.key == isolated)
@@ -189,7 +192,7 @@ def for_buffer(metrics: AccountMetrics, level: Decimal) -> Remedy | None:
         pool.margin_balance,
         ONE,
         account.settle_terms,
-        account.wallet_balance + pool.unrealized_pnl,
+        pool.settle_equity,
         level,
     )
 

@@ -9,9 +9,10 @@ boundaries. Both forms are one :class:`TierTable`; the ``basis`` says what a cap
 from __future__ import annotations
 
 import enum
+import functools
 from bisect import bisect_left
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 ZERO = Decimal(0)
@@ -112,6 +113,22 @@ class TierTable:
     @property
     def max_cap(self) -> Decimal | None:
         return self.tiers[-1].cap
+
+    def scaled(self, rate: Decimal) -> TierTable:
+        """The same caps with every requirement times ``rate``: a requirement counted in
+        another unit (Binance multi-assets converts a margin asset's maintenance margin at its
+        ask rate). The caps still measure the position in its own currency."""
+        if rate == 1:
+            return self
+        return _scaled(self, rate)
+
+
+# every computation of an account converts its positions' tables at the same rate until the
+# next reconcile reads another: made once
+@functools.lru_cache(maxsize=4096)
+def _scaled(table: TierTable, rate: Decimal) -> TierTable:
+    tiers = tuple(replace(t, mmr=t.mmr * rate, deduction=t.deduction * rate) for t in table.tiers)
+    return TierTable(tiers, table.basis, table.caps, table.continuous)
 
 
 def derive_deductions(caps: Sequence[Decimal | None], mmrs: Sequence[Decimal]) -> list[Decimal]:

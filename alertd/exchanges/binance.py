@@ -24,7 +24,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from alertd.engine.collateral import Collateral, CollateralRatio
+from alertd.engine.collateral import Collateral, CollateralRatio, ConversionRates, SettleTerms
 from alertd.engine.margin import margin_ratio
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
@@ -66,9 +66,10 @@ USDM_PROFILE = ExchangeProfile(
 # COIN-M margin is the same arithmetic on inverse contracts, settled in the coin
 COINM_PROFILE = dataclasses.replace(USDM_PROFILE, id="binancecoinm", name="Binance COIN-M")
 # Every USDⓈ-M margin asset's contracts (USDT-M, USDC-M, and any other the catalogue lists:
-# BUSD-M until 2023, FDUSD-M): in multi-assets mode in the one USD pool (their PnL and MM at
-# par with USDT's, as alertd counts USDT's: Binance converts each at its bid/ask rate); in
-# single-asset mode each margin asset its own pool (``single_asset_pools``), computed alone
+# BUSD-M until 2023, FDUSD-M): in multi-assets mode in the one USD pool (USDT's equity and
+# its positions' MM at USDT's bid/ask rates, ``settle_rates``; another margin asset's PnL
+# and MM at par: Binance converts each at its own rates); in single-asset mode each margin
+# asset its own pool (``single_asset_pools``), computed alone
 USDM_MARKETS = MarketFilter(settle="USDT", every_settle=True)
 MARGIN_CALL = "margin_call"  # the event kind of a MARGIN_CALL push
 # the request weight of an open-orders query without a symbol, in queries with one
@@ -310,6 +311,25 @@ def multi_assets_collateral(
     return tuple(coins)
 
 
+def settle_rates(asset_index: list[dict[str, Any]], settle: str) -> SettleTerms | None:
+    """How a multi-assets pool counts the settle currency's own equity: at its ``assetIndex``
+    row's ``bidRate`` while positive and ``askRate`` once negative, its positions'
+    maintenance margin at ``askRate`` (Binance FAQ "How to Calculate Margin in Multi-Assets
+    Mode": "Account Equity = ∑min(assetEquity*bidRate, assetEquity*askRate)", example 2's
+    "80 x 0.99495"; the docs' ``!assetIndex@arr`` example has a ``USDTUSD`` row). None at par.
+    Raises :class:`FrameError` naming a missing row or a bad rate: counting USDT at par in a
+    depeg would put the pool on the unsafe side without a word."""
+    key = f"{settle}USD"
+    row = next((r for r in asset_index if isinstance(r, dict) and r.get("symbol") == key), None)
+    if row is None:
+        raise FrameError(f"assetIndex: no {key} row (the rates {settle} converts at)")
+    bid = dec(row.get("bidRate"), f"assetIndex {key} bidRate")
+    ask = dec(row.get("askRate"), f"assetIndex {key} askRate")
+    if bid <= 0 or ask < bid:
+        raise FrameError(f"assetIndex: {key} bidRate {bid} and askRate {ask} (bid > 0, ask >= bid)")
+    return SettleTerms.of(None, Decimal(0), None, ConversionRates(bid, ask))
+
+
 # Conditional order types (USDⓈ-M "New Order" / "New Algo Order"): a STOP or STOP_MARKET sell
 # triggers when the price falls to stopPrice, a buy when it rises to it; TAKE_PROFIT the
 # other way; a TRAILING_STOP_MARKET sell trails the high and fires on a fall
@@ -426,6 +446,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._not_portfolio = False  # the option is set; Binance says it is not such an account
         # a portfolio margin account's COIN-M positions, listed as read with the snapshot
         self._coin_m: tuple[ExchangeRatioPosition, ...] = ()
+        # multi-assets mode: the settle currency's rates, read with the coins at every snapshot
+        self._settle_terms: SettleTerms | None = None
 
     async def _read_portfolio_snapshot(self, exchange: Any) -> None:
         """A portfolio margin account's snapshot: its USDⓈ-M positions ("Query UM Position
@@ -627,23 +649,22 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         # reader of the snapshot's answer
         account = await self._snapshot_account(exchange)
         self._account = None
+        self._settle_terms = None
         if not account.get("multiAssetsMargin"):
             return ()  # single-asset: the settle wallet alone backs the pool
-        held = [
-            a["asset"]
-            for a in account.get("assets") or []
-            if isinstance(a, dict)
-            and a.get("asset") != self.settle
-            and dec_or_none(a.get("crossWalletBalance"))
-        ]
-        if not held:
-            return ()
-        # every index in one request: a coin Binance does not price is then named in the
-        # account's problem, where asking for it alone would be refused as a bad symbol
+        # every index in one request (weight 10): the settle currency's rates and the coins';
+        # a coin Binance does not price is then named in the account's problem, where asking
+        # for it alone would be refused as a bad symbol
         asset_index = await exchange.fapiPublicGetAssetIndex()
         if not isinstance(asset_index, list):
             raise FrameError("assetIndex: expected a list of indices")
-        return multi_assets_collateral(account, asset_index, self.settle, exchange.markets)
+        terms = settle_rates(asset_index, self.settle)
+        coins = multi_assets_collateral(account, asset_index, self.settle, exchange.markets)
+        self._settle_terms = terms
+        return coins
+
+    def settle_terms(self) -> SettleTerms | None:
+        return self._settle_terms
 
     watches_stops = True
 

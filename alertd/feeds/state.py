@@ -487,6 +487,11 @@ class AccountState:
                     lot_size=market.lot_size,
                     adl_rank=p.adl_rank,
                     pool=pool_of[symbol],
+                    # a contract of another settle coin in the one pool: not the settle
+                    # currency's equity (Binance multi-assets converts each at its rates)
+                    margin_asset=(
+                        market.settle if market.settle != (pool_of[symbol] or self.settle) else None
+                    ),
                 )
             )
         coins = tuple(

@@ -26,6 +26,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from alertd.engine.collateral import (
     Collateral,
     CollateralRatio,
+    ConversionRates,
     RatioBasis,
     RatioTier,
     SettleTerms,
@@ -158,6 +159,11 @@ class PoolIn(_Model):
     borrowed: NonNegativeDec = Decimal(0)
     # the pool currency's own discount tiers (OKX's USDT discount rate), by its amount
     discount_tiers: Annotated[list[RatioTierIn], Field(min_length=1)] | None = None
+    # the rates the pool currency converts at into the pool's unit (Binance multi-assets:
+    # USDT's assetIndex bidRate and askRate): its equity at the bid rate while positive, the
+    # ask rate once negative, its positions' maintenance margin at the ask rate
+    bid_rate: PositiveDec | None = None
+    ask_rate: PositiveDec | None = None
 
 
 class MorePoolIn(PoolIn):
@@ -166,6 +172,9 @@ class MorePoolIn(PoolIn):
 
 class PositionInV2(PositionIn):
     pool: Annotated[str, Field(min_length=1)] | None = None
+    # the margin asset it settles in where that is not its pool's currency (a USDC-M
+    # position in Binance's multi-assets pool over a USDT wallet)
+    margin_asset: Annotated[str, Field(min_length=1)] | None = None
 
 
 class StopOrderIn(_Model):
@@ -403,6 +412,7 @@ def build_account(snap: SnapshotIn | SnapshotInV2) -> LoadedSnapshot:
             for _, message in deduction_warnings(table):
                 warnings.append(f"{where}.tiers ({p.symbol}): {message}")
         pool_asset: str | None = None
+        margin_asset = p.margin_asset if isinstance(p, PositionInV2) else None
         if isinstance(p, PositionInV2) and p.pool is not None and p.pool != snap.settle:
             if p.pool not in pool_assets:
                 known = ", ".join([snap.settle, *(pool.asset for pool in more_pools)])
@@ -427,6 +437,7 @@ def build_account(snap: SnapshotIn | SnapshotInV2) -> LoadedSnapshot:
                 lot_size=p.lot_size,
                 adl_rank=p.adl_rank,
                 pool=pool_asset,
+                margin_asset=margin_asset if margin_asset != snap.settle else None,
             )
         )
     inverse = any(inverse_kinds)
@@ -445,7 +456,7 @@ def build_account(snap: SnapshotIn | SnapshotInV2) -> LoadedSnapshot:
     ]
     terms = _build_settle_terms(cross, problems)
     for k, pool in enumerate(more_pools):
-        for key in ("liability_tiers", "borrowed", "discount_tiers"):
+        for key in ("liability_tiers", "borrowed", "discount_tiers", "bid_rate", "ask_rate"):
             if getattr(pool, key):
                 # alertd knows of lending in the settle currency's pool only
                 problems.append(f"pools[{k}].{key}: only the settle currency's pool lends")
@@ -486,9 +497,19 @@ def _build_settle_terms(cross: PoolIn, problems: list[str]) -> SettleTerms | Non
             problems.append(f"cross.discount_tiers[{exc.index}].{field}: {exc.reason}")
     if cross.borrowed and not owed:
         problems.append("cross.borrowed: needs cross.liability_tiers (what the loan requires)")
+    rates = None
+    bid, ask = cross.bid_rate, cross.ask_rate
+    if (bid is None) != (ask is None):
+        given, missing = ("bid_rate", "ask_rate") if ask is None else ("ask_rate", "bid_rate")
+        problems.append(f"cross.{missing}: required with cross.{given}")
+    elif bid is not None and ask is not None:
+        if ask < bid:
+            problems.append(f"cross.ask_rate: must be at or above cross.bid_rate {bid} (got {ask})")
+        else:
+            rates = ConversionRates(bid, ask)
     if owed is False:
         return None
-    return SettleTerms.of(owed, cross.borrowed, discount)
+    return SettleTerms.of(owed, cross.borrowed, discount, rates)
 
 
 def build_book(
@@ -673,6 +694,9 @@ def _settle_terms_json(terms: SettleTerms | None) -> dict[str, Any]:
             {"max_amount": decimal_str(t.cap), "ratio": decimal_str(t.ratio)}
             for t in terms.discount.tiers
         ]
+    if terms.rates is not None:
+        out["bid_rate"] = decimal_str(terms.rates.bid)
+        out["ask_rate"] = decimal_str(terms.rates.ask)
     return out
 
 
@@ -729,6 +753,7 @@ def _account_json(account: Account) -> dict[str, Any]:
                     "tiers": list(_tiers_json(p.tiers)),
                 }
                 | ({"pool": p.pool} if p.pool is not None else {})
+                | ({"margin_asset": p.margin_asset} if p.margin_asset is not None else {})
                 for p in account.positions
             ],
         }

@@ -162,6 +162,7 @@ def metrics_json(
             "margin_balance": decimal_str(pool.margin_balance),
             "maintenance_margin": decimal_str(pool.maintenance_margin),
             "owed_requirement": decimal_str(pool.owed_requirement),
+            "settle_discount": decimal_str(pool.settle_discount),
             "margin_ratio": decimal_str(pool.margin_ratio),
             "margin_ratio_in_exchange_form": decimal_str(pool.displayed_ratio),
             "exchange_form_name": a.profile.displayed_ratio_name or None,
@@ -207,6 +208,10 @@ def render(
     if pool.collateral:
         summary.add_row("Collateral value (after ratios)", fmt.money(pool.collateral_value, unit))
     summary.add_row("Unrealized PnL", fmt.money(pool.unrealized_pnl, unit))
+    if pool.settle_discount:
+        # what the settle currency's discount tiers (OKX) or its conversion rates (Binance
+        # multi-assets: bid while its equity is positive, ask once negative) change
+        summary.add_row(f"{unit} at its discount or rate", fmt.money(pool.settle_discount, unit))
     summary.add_row("Margin balance", fmt.money(pool.margin_balance, unit))
     summary.add_row("Maintenance margin", fmt.money(pool.maintenance_margin, unit))
     if pool.owed_requirement:

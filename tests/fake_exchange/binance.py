@@ -37,9 +37,14 @@ notional at LP when that differs (Binance FAQ "How to Calculate Liquidation Pric
 Futures Contracts"). The account is in single-asset mode (one margin asset, USDT by default),
 or with ``set_multi_assets`` in multi-assets mode: its other coins are listed in the account's
 ``assets`` and counted in the ``total*`` figures at ``min(amount x bidRate, amount x askRate)``
-(Binance FAQ "How to Calculate Margin in Multi-Assets Mode"; the settle coin at par), and in the
-cross liquidation prices at their current value (a coin does not move with the position here);
-an index may follow a market's mark (``set_asset_index(..., follows=symbol)``).
+(Binance FAQ "How to Calculate Margin in Multi-Assets Mode"), and in the cross liquidation
+prices at their current value (a coin does not move with the position here); an index may
+follow a market's mark (``set_asset_index(..., follows=symbol)``). The settle coin's equity
+(its wallet and its own positions' PnL) counts at its ``<settle>USD`` row's bid rate while
+positive and its ask rate once negative, its positions' maintenance margin at its ask rate
+(the same FAQ: "∑min(assetEquity*bidRate, assetEquity*askRate)", example 2's "80 x 0.99495");
+the USDTUSD and USDCUSD rows are served at 1 until ``set_asset_index`` moves them (a depeg).
+Another margin asset's positions (USDC-M) count at par.
 
 Connections, queues, drops, unanswered pings, scripted REST failures, bans and revoked keys
 are the shared machinery of ``base.py``; this module adds Binance's wire format. Test helpers
@@ -503,8 +508,13 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         self._markets: dict[str, _Market] = {}
         # markets whose leverage brackets GET /fapi/v1/leverageBracket leaves out
         self._brackets_withheld: set[str] = set()
-        # GET /fapi/v1/assetIndex rows by symbol ("BTCUSD")
+        # GET /fapi/v1/assetIndex rows by symbol ("BTCUSD"); Binance always lists the
+        # margin assets' own rows (the docs' stream example has USDTUSD)
         self._asset_index: dict[str, dict[str, Any]] = {}
+        for asset in ("USDT", "USDC"):
+            self._index_row(asset, Decimal(1), Decimal(0), Decimal(0))
+        # the rows served at 1 until a test sets them
+        self._par_rows = {"USDTUSD", "USDCUSD"}
         # assetIndex rows that follow a market's mark: (market id, index / mark)
         self._index_follows: dict[str, tuple[str, Decimal]] = {}
         # positionRisk v3 "adl" by symbol (ADL_QUANTILE where none is set)
@@ -812,6 +822,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         price = _dec(index)
         self._index_row(asset, price, _dec(bid_buffer), _dec(ask_buffer))
         key = f"{asset.upper()}USD"
+        self._par_rows.discard(key)
         if follows is None:
             self._index_follows.pop(key, None)
         else:
@@ -850,6 +861,75 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             if row is not None:
                 total += min(amount * _dec(row["bidRate"]), amount * _dec(row["askRate"]))
         return total
+
+    def _settle_rates(self, account: _Account) -> tuple[Decimal, Decimal]:
+        """(bid rate, ask rate) the settle coin converts at in the account's USD pool: its
+        ``assetIndex`` row's published rates in multi-assets mode, par otherwise."""
+        row = self._asset_index.get(f"{account.asset}USD")
+        if not account.multi_assets or row is None:
+            return Decimal(1), Decimal(1)
+        return _dec(row["bidRate"]), _dec(row["askRate"])
+
+    def _settles(self, account: _Account, position: _Position) -> bool:
+        """Whether ``position`` is margined in the account's settle coin."""
+        return self._markets[position.market_id].quote == account.asset
+
+    def _converted(self, account: _Account, equity: Decimal) -> Decimal:
+        """The settle coin's ``equity`` in the pool's USD: min(equity x bid, equity x ask)."""
+        bid, ask = self._settle_rates(account)
+        return min(equity * bid, equity * ask)
+
+    def _multi_assets_liquidation(
+        self, account: _Account, figures: dict[tuple[str, str], _Figures], market_id: str
+    ) -> Decimal | None:
+        """Where ``market_id``'s positions bring the one USD pool's equity down to its
+        maintenance margin, every other position at its mark. For a settle-coin market the
+        settle equity moves with the price and converts at the bid rate above zero, the ask
+        rate below: each piece is Binance's bracket formula with the brackets scaled by
+        ask / rate and the rest of the pool divided by the rate; the root of the piece whose
+        side of zero it lands on (the nearest to the mark if both)."""
+        market = self._markets[market_id]
+        bid, ask = self._settle_rates(account)
+        mine = [
+            p
+            for p in account.positions.values()
+            if p.market_id == market_id and p.margin_type == "cross"
+        ]
+        others = [
+            (p, figures[k])
+            for k, p in account.positions.items()
+            if p.market_id != market_id and p.margin_type == "cross"
+        ]
+        settle_equity = self._cross_wallet(account, account.asset) + sum(
+            (f.upnl for p, f in others if self._settles(account, p)), Decimal(0)
+        )
+        rest = self._coins_usd(account) + sum(
+            (f.upnl for p, f in others if not self._settles(account, p)), Decimal(0)
+        )
+        rest_mm = sum(
+            (f.mm * (ask if self._settles(account, p) else 1) for p, f in others), Decimal(0)
+        )
+        if self._markets[market_id].quote != account.asset:
+            base = self._converted(account, settle_equity) + rest - rest_mm
+            return _solve_liquidation(
+                base, [(p.amount, p.entry, market.tiers) for p in mine], market.mark
+            )
+        found = []
+        for rate, positive in ((bid, True), (ask, False)):
+            tiers = [
+                dataclasses.replace(t, mmr=t.mmr * ask / rate, cum=t.cum * ask / rate)
+                for t in market.tiers
+            ]
+            base = settle_equity + (rest - rest_mm) / rate
+            price = _solve_liquidation(
+                base, [(p.amount, p.entry, tiers) for p in mine], market.mark
+            )
+            if price is None:
+                continue
+            equity = settle_equity + sum((p.amount * (price - p.entry) for p in mine), Decimal(0))
+            if (equity > 0) == positive:
+                found.append(price)
+        return min(found, key=lambda price: abs(price - market.mark)) if found else None
 
     def _pool_asset(self, account: _Account, position: _Position) -> str:
         """The margin asset of the pool ``position`` counts in: in single-asset mode its
@@ -914,7 +994,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         }
         for asset, (_, value) in account.collateral.items():
             # Binance indexes every collateral asset: here at its value, no buffers
-            if f"{asset.upper()}USD" not in self._asset_index:
+            key = f"{asset.upper()}USD"
+            if key not in self._asset_index or key in self._par_rows:
                 self._index_row(asset, value, Decimal(0), Decimal(0))
 
     @scripted
@@ -1189,6 +1270,11 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
                 base += sum((f.upnl for f in others), Decimal(0))
             if account.portfolio:
                 figures[key].liquidation = self._portfolio_liquidation(
+                    account, figures, position.market_id
+                )
+                continue
+            if account.multi_assets and position.margin_type == "cross":
+                figures[key].liquidation = self._multi_assets_liquidation(
                     account, figures, position.market_id
                 )
                 continue
@@ -1790,6 +1876,15 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         usd = sum((amount * value for amount, value in pooled.values()), Decimal(0))
         for figure in ("wallet", "margin_balance", "cross_wallet", "available", "max_withdraw"):
             t[figure] += usd
+        if account.multi_assets:
+            # the settle coin's equity and its positions' MM at its rates, in USD
+            _, ask = self._settle_rates(account)
+            mine = [
+                (p, figures[k]) for k, p in account.positions.items() if self._settles(account, p)
+            ]
+            equity = t["wallet"] - usd + sum((f.upnl for _, f in mine), Decimal(0))
+            t["margin_balance"] += self._converted(account, equity) - equity
+            t["mm"] += (ask - 1) * sum((f.mm for _, f in mine), Decimal(0))
         t["mm"] *= account.reported_mm_factor
         if account.multi_assets:
             for asset in assets[1:]:
