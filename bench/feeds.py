@@ -158,6 +158,9 @@ def main() -> int:
         "resyncs and first reconciles done)",
     )
     parser.add_argument("--profile", metavar="OUT", help="run alertd under cProfile into OUT")
+    parser.add_argument(
+        "--keep-log", metavar="PATH", help="copy alertd's log here (its errors, when live)"
+    )
     parser.add_argument("--book-levels", type=int, default=100, help="order book levels a side")
     parser.add_argument("--no-gap", action="store_true", help="the gap-risk built-in off")
     parser.add_argument(
@@ -222,6 +225,8 @@ def main() -> int:
                 alertd.send_signal(signal.SIGTERM)
                 code = alertd.wait(60)
             log = log_path.read_text()
+        if args.keep_log:
+            Path(args.keep_log).write_text(log)
         bootstrapped = log.count(": bootstrapped: ")
         timeouts = len(re.findall(r"RequestTimeout", log))
         failed = log.count("bootstrap failed")

@@ -25,6 +25,7 @@ from alertd.engine.model import MarginMode, Side
 from alertd.exchanges.binance import ALL_SYMBOLS_WEIGHT, USDM_WEIGHT_PER_MINUTE, usdm_stops_weight
 from alertd.feeds.ccxt_exchange import (
     REST_BUDGET_SHARE,
+    RestSlots,
     SharedExchange,
     make_exchange,
     new_ssl_context,
@@ -567,3 +568,101 @@ def test_stop_order_reads_count_in_the_per_ip_reconcile_budget(
             await manager.close()
 
     run(body(), timeout_s=60)
+
+
+def test_a_bootstrap_that_timed_out_is_retried_before_live_accounts_rest_work() -> None:
+    """Issue 14: at 1,000 accounts one bootstrap's request timed out, and its retry was not
+    live 500 s after the others: it waited for a REST slot behind the resyncs every account
+    already live had queued meanwhile (each a snapshot and a stop read, 16 weight on Binance),
+    however long that queue. An account not live yet is blind; one that is live streams. So a
+    bootstrap, first or retried, is served before the live accounts' REST work."""
+    order: list[tuple[str, str]] = []
+
+    class RecordingFeed(AccountFeed):
+        async def bootstrap(self, stops: bool = True) -> None:
+            try:
+                await super().bootstrap(stops)
+            except Exception:
+                order.append(("failed", self.config.name))
+                raise
+            order.append(("live", self.config.name))
+
+        async def resync(self, stops: bool = True) -> None:
+            if self.state.bootstrapped:  # a live account's: the start resync, a reconcile
+                order.append(("resync", self.config.name))
+            await super().resync(stops)
+
+    async def body() -> None:
+        fake = FAKES["binanceusdm"]()
+        # one slot: the queue for it is the whole story; a request held past the timeout
+        settings = SETTINGS.model_copy(update={"rest_concurrency": 1, "request_timeout_s": 1})
+        async with started(fake):
+            manager = manager_for(
+                fake, "binanceusdm", Built(), 6, settings=settings, feed_factory=RecordingFeed
+            )
+            feeds = list(manager.feeds.values())
+            async with background(manager.run()):
+                await eventually(
+                    lambda: sum(f.state.bootstrapped for f in feeds) >= 2,
+                    what="two accounts live",
+                    timeout_s=30,
+                )
+                # the next bootstrap's positions answer comes after its request timed out
+                fake.hold_rest("/fapi/v3/positionRisk")
+                await eventually(
+                    lambda: any(kind == "failed" for kind, _ in order),
+                    what="a bootstrap timed out",
+                    timeout_s=30,
+                )
+                fake.release_rest()
+                await eventually(
+                    lambda: all(f.state.bootstrapped for f in feeds),
+                    what="every account live",
+                    timeout_s=60,
+                )
+        ((_, failed),) = [event for event in order if event[0] == "failed"]
+        # live accounts resynced (their start resyncs were due while the request hung) ...
+        resyncs = [i for i, event in enumerate(order) if event[0] == "resync"]
+        assert resyncs
+        # ... only once every account, the one whose bootstrap failed too, was live
+        assert order.index(("live", failed)) < resyncs[0], order
+
+    run(body(), timeout_s=120)
+
+
+def test_rest_slots_serve_bootstraps_first_each_queue_in_order_and_lose_no_slot() -> None:
+    async def body() -> None:
+        slots = RestSlots(1)
+        await slots.acquire(bootstrap=False)  # the one slot, taken
+        served: list[str] = []
+
+        async def take(name: str, bootstrap: bool) -> None:
+            await slots.acquire(bootstrap)
+            served.append(name)
+
+        tasks = {
+            name: asyncio.create_task(take(name, bootstrap))
+            for name, bootstrap in (("r1", False), ("b1", True), ("r2", False), ("b2", True))
+        }
+        await asyncio.sleep(0)
+        assert slots.waiting() == (2, 2)
+        tasks["b1"].cancel()  # gave up while queued: skipped, its place lost to nobody
+        await asyncio.sleep(0)
+        for expected in ("b2", "r1", "r2"):
+            slots.release()
+            await asyncio.sleep(0)
+            assert served[-1] == expected
+        # a waiter handed the slot in the very turn it is cancelled passes it on
+        waiting = asyncio.create_task(take("late", False))
+        after = asyncio.create_task(take("after", False))
+        await asyncio.sleep(0)
+        slots.release()
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        await after
+        assert served[-1] == "after"
+        slots.release()
+        await slots.acquire(bootstrap=True)  # free again: taken at once
+        assert slots.waiting() == (0, 0)
+
+    run(body(), timeout_s=10)

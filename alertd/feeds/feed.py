@@ -168,12 +168,13 @@ class AccountFeed:
         orders over REST. Raises ccxt errors as they come.
 
         With many accounts on one exchange, at most ``feeds.rest_concurrency`` bootstrap at
-        once (the rest wait their turn), on the exchange's one market catalogue."""
+        once (the rest wait their turn, ahead of the live accounts' REST work), on the
+        exchange's one market catalogue."""
         shared = self.shared
         if shared is not None:
             shared.bootstrapping += 1
         try:
-            async with rest_slot(shared):
+            async with rest_slot(shared, bootstrap=True):
                 exchange = self._exchange()
                 await load_markets(exchange, shared)
                 self._follow_catalogue(exchange)
