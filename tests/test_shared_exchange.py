@@ -570,7 +570,9 @@ def test_stop_order_reads_count_in_the_per_ip_reconcile_budget(
     run(body(), timeout_s=60)
 
 
-def test_a_bootstrap_that_timed_out_is_retried_before_live_accounts_rest_work() -> None:
+def test_a_bootstrap_that_timed_out_is_retried_before_live_accounts_rest_work(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Issue 14: at 1,000 accounts one bootstrap's request timed out, and its retry was not
     live 500 s after the others: it waited for a REST slot behind the resyncs every account
     already live had queued meanwhile (each a snapshot and a stop read, 16 weight on Binance),
@@ -621,13 +623,18 @@ def test_a_bootstrap_that_timed_out_is_retried_before_live_accounts_rest_work() 
                     timeout_s=60,
                 )
         ((_, failed),) = [event for event in order if event[0] == "failed"]
+        # said while it retried, cleared once live
+        assert manager.feeds[failed].state.bootstrap_failed is None
+        (line,) = [r.getMessage() for r in caplog.records if f"{failed}: bootstrapped" in r.message]
+        assert line.endswith("(after 1 failed tries)")
         # live accounts resynced (their start resyncs were due while the request hung) ...
         resyncs = [i for i, event in enumerate(order) if event[0] == "resync"]
         assert resyncs
         # ... only once every account, the one whose bootstrap failed too, was live
         assert order.index(("live", failed)) < resyncs[0], order
 
-    run(body(), timeout_s=120)
+    with caplog.at_level(logging.INFO, logger="alertd.feeds.feed"):
+        run(body(), timeout_s=120)
 
 
 def test_rest_slots_serve_bootstraps_first_each_queue_in_order_and_lose_no_slot() -> None:

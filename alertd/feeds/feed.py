@@ -208,21 +208,24 @@ class AccountFeed:
             except Exception as exc:
                 if self._is_fatal(exc):
                     return
+                self.state.bootstrap_failed = describe(exc)
                 delay = backoff.next_delay()
                 log.warning(
                     "%s: bootstrap failed (%s); retrying in %.1fs",
                     self.config.name,
-                    describe(exc),
+                    self.state.bootstrap_failed,
                     delay,
                 )
                 await self._sleep(delay)
         log.info(
-            "%s: bootstrapped: %d positions, wallet %s %s",
+            "%s: bootstrapped: %d positions, wallet %s %s%s",
             self.config.name,
             len(self.state.positions),
             self.state.wallet_balance,
             self.state.settle,
+            f" (after {backoff.attempt} failed tries)" if backoff.attempt else "",
         )
+        self.state.bootstrap_failed = None
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
