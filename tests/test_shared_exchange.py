@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from alertd.config import AccountConfig, Config, FeedSettings, parse_config
+from alertd.daemon.publisher import stale_streams
 from alertd.engine.model import MarginMode, Side
 from alertd.exchanges.binance import ALL_SYMBOLS_WEIGHT, USDM_WEIGHT_PER_MINUTE, usdm_stops_weight
 from alertd.feeds.ccxt_exchange import (
@@ -478,6 +479,19 @@ def test_reconciles_of_many_binance_accounts_are_stretched_to_fit_the_per_ip_bud
             assert {intervals[f"bybit{i}"] for i in range(20)} == {60}
             (line,) = [r.getMessage() for r in caplog.records if "reconciled every" in r.message]
             assert line.startswith("1000 Binance USDⓈ-M accounts share one per-IP")
+            # a quiet account's private streams are fresh while its own reconciles confirm
+            # them: two stretched intervals, not two of the setting's 60 s (with those, every
+            # quiet account was "stale" 150 s after a reconcile: the health check failing and
+            # the dead-man's heartbeat withheld at 1,000 accounts)
+            feed = manager.feeds["binanceusdm7"]
+            assert feed.reconcile_interval_s == pytest.approx(stretched)
+            assert manager.feeds["bybit3"].reconcile_interval_s == 60
+            feed.state.bootstrapped = True
+            feed.state.set_wallet_balance(D(1000), 0.0)
+            feed.state.replace_positions([], 0.0)
+            assert stale_streams(feed, settings, 2 * 60 + settings.stale_after_s + 1) == ()
+            late = 2 * stretched + settings.stale_after_s + 1
+            assert stale_streams(feed, settings, late) == ("positions", "balance")
             # fifty fit: the setting stands
             fifty = FeedManager(Config(version=1, accounts=accounts[:50], feeds=settings), {})
             try:
@@ -555,6 +569,8 @@ def test_stop_order_reads_count_in_the_per_ip_reconcile_budget(
             stretched = 1000 * (10 + 6 / 5) / budget_per_s
             triggers = reconciles()
             assert intervals() == pytest.approx([stretched] * 1000)
+            feeds = manager.feeds.values()
+            assert [f.reconcile_interval_s for f in feeds] == pytest.approx([stretched] * 1000)
             starts = sorted(t.start_date.timestamp() for t in triggers.values())
             assert stretched * 0.98 < starts[-1] - starts[0] < stretched
             (line,) = [r.getMessage() for r in caplog.records if "stop-order reads" in r.message]

@@ -297,7 +297,10 @@ def stale_streams(feed: AccountFeed, settings: FeedSettings, now: float) -> tupl
     if not state.bootstrapped:
         failed = state.bootstrap_failed
         return ("not bootstrapped" + (f" (retrying after {failed})" if failed else ""),)
-    private_after = 2 * settings.reconcile_interval_s + settings.stale_after_s
+    # two of the account's own reconciles missed: stretched with many accounts on one IP
+    # (1,000 Binance accounts: every 556 s), where the setting's 60 s would call every quiet
+    # account stale (the health check failing, the dead-man's heartbeat withheld)
+    private_after = 2 * feed.reconcile_interval_s + settings.stale_after_s
     return tuple(
         f"{f.stream.value} {f.key}".strip()
         for f in state.freshness(now, settings.stale_after_s, private_after)

@@ -126,6 +126,10 @@ class AccountFeed:
             shared=shared,
         )
         self._subscribed: set[str] = set()
+        # how often the manager reconciles this account: the setting, or longer where many
+        # accounts share one per-IP budget (a quiet private stream is fresh while reconciles
+        # keep confirming it)
+        self.reconcile_interval_s = settings.reconcile_interval_s
         self._stops_for: frozenset[str] = frozenset()  # the symbols of the last stops read
         self._reconciles = 0
         self._markets_reloaded_at = -float("inf")

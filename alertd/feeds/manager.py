@@ -282,6 +282,8 @@ class FeedManager:
         self._reconcile_intervals = intervals
         for group, interval in zip(self._reconcile_groups, intervals, strict=True):
             self._warn_stretched(group, interval)
+            for feed in group:
+                feed.reconcile_interval_s = interval
         jobs: list[tuple[str, float, list[tuple[str, Callable[[], Awaitable[None]]]]]] = [
             ("reconcile", interval, [(n, f.reconcile) for n, f in group])
             for group, interval in zip(by_shared.values(), intervals, strict=True)
@@ -369,6 +371,7 @@ class FeedManager:
                 before,
             )
             for feed, delay in zip(group, spread_starts(len(group), interval), strict=True):
+                feed.reconcile_interval_s = interval
                 scheduler.reschedule_job(
                     f"reconcile:{feed.config.name}",
                     trigger="interval",
