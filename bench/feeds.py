@@ -205,6 +205,13 @@ def main() -> int:
     )
     parser.add_argument("--profile", metavar="OUT", help="run alertd under cProfile into OUT")
     parser.add_argument(
+        "--timeout-bootstrap",
+        type=int,
+        metavar="N",
+        help="the positions request after the N-th is answered only after alertd's timeout (a "
+        "bootstrap timing out once N accounts went live, as at 1,000 accounts under load)",
+    )
+    parser.add_argument(
         "--keep-log", metavar="PATH", help="copy alertd's log here (its errors, when live)"
     )
     parser.add_argument("--book-levels", type=int, default=100, help="order book levels a side")
@@ -230,6 +237,9 @@ def main() -> int:
     fake_args += ["--book-updates", str(args.book_updates)]
     requests_out = Path(tempfile.mkdtemp()) / "requests.tsv"
     fake_args += ["--requests-out", str(requests_out)]
+    if args.timeout_bootstrap is not None:
+        # held past alertd's request timeout (feeds.request_timeout_s, 10 s by default)
+        fake_args += ["--slow-request", f"/fapi/v3/positionRisk:{args.timeout_bootstrap}:15"]
     fake = subprocess.Popen(
         [sys.executable, "-m", "tests.fake_exchange.binance", *fake_args],
         cwd=ROOT,

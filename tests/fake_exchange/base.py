@@ -999,6 +999,16 @@ class ServeOptions:
     book_levels: int = 0
     book_updates: float = 0.0
     requests_out: str | None = None
+    # (path suffix, after how many such requests, seconds): that request's answer held so long
+    slow_request: tuple[str, int, float] | None = None
+
+
+def slow_request(text: str) -> tuple[str, int, float]:
+    """``SUFFIX:AFTER:SECONDS`` (``--slow-request``)."""
+    suffix, after, seconds = text.rsplit(":", 2)
+    if not suffix or int(after) < 0 or float(seconds) <= 0:
+        raise ValueError(text)
+    return suffix, int(after), float(seconds)
 
 
 F = TypeVar("F", bound=FakeExchangeServer[Any, Any])
@@ -1046,6 +1056,13 @@ def serve_main(
         help="at stop, write every REST request here: monotonic time, method, path, query "
         "(tab-separated)",
     )
+    parser.add_argument(
+        "--slow-request",
+        type=slow_request,
+        metavar="SUFFIX:AFTER:SECONDS",
+        help="once AFTER REST requests whose path ends with SUFFIX were answered, hold the "
+        "next one's answer SECONDS (past a client's timeout: a request timing out)",
+    )
     args = parser.parse_args(argv)
     if min(args.accounts, args.markets, args.book_levels, args.book_updates) < 0 or (
         args.mark_interval_s <= 0
@@ -1062,6 +1079,7 @@ def serve_main(
         args.book_levels,
         args.book_updates,
         args.requests_out,
+        args.slow_request,
     )
     return asyncio.run(_serve(options, fake_class, seed_accounts, max_step))
 
@@ -1093,6 +1111,8 @@ async def _serve(
     churn = [asyncio.ensure_future(fake.churn_books(options.book_updates, options.seed))]
     if not options.book_updates:
         churn[0].cancel()
+    if options.slow_request is not None:
+        churn.append(asyncio.ensure_future(_slow_one(fake, *options.slow_request)))
     try:
         await stop.wait()
     finally:
@@ -1105,6 +1125,20 @@ async def _serve(
             lines = (f"{t:.3f}\t{m}\t{p}\t{q}\n" for t, m, p, q in fake.timed_requests)
             Path(options.requests_out).write_text("".join(lines))
     return 0
+
+
+async def _slow_one(
+    fake: FakeExchangeServer[Any, Any], suffix: str, after: int, hold_s: float
+) -> None:
+    """Hold the answer of the request after the ``after``-th whose path ends with ``suffix``
+    for ``hold_s`` seconds (``--slow-request``)."""
+    while sum(path.endswith(suffix) for _, path in fake.requests) < after:
+        await asyncio.sleep(0.05)
+    fake.hold_rest(suffix)
+    while not fake.held_answers():
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(hold_s)
+    fake.release_rest()
 
 
 def random_id(alphabet: str, length: int) -> str:
