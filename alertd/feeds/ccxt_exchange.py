@@ -158,11 +158,6 @@ class RestSlots:
             collections.deque(),
         )
 
-    def waiting(self) -> tuple[int, int]:
-        """(bootstraps, other REST work) waiting for a slot."""
-        first, rest = (sum(not w.done() for w in q) for q in self._queues)
-        return first, rest
-
     async def acquire(self, bootstrap: bool) -> None:
         if self._free > 0 and not any(self._queues):
             self._free -= 1
@@ -219,7 +214,7 @@ class SharedExchange:
         self._build_public = build_public
         self._rest_limit_per_ip = rest_limit_per_ip
         self._weight_per_minute = rest_weight_per_minute
-        self.rest_slots = RestSlots(rest_concurrency)
+        self._rest = RestSlots(rest_concurrency)
         self._session: aiohttp.ClientSession | None = None
         self._throttler: Any = None
         self._catalogue: Any = None  # the public exchange object that holds the markets
@@ -310,11 +305,11 @@ class SharedExchange:
     async def rest_slot(self, bootstrap: bool = False) -> AsyncIterator[None]:
         """Hold one of the exchange's concurrent REST slots (``bootstrap``: ahead of the live
         accounts' work)."""
-        await self.rest_slots.acquire(bootstrap)
+        await self._rest.acquire(bootstrap)
         try:
             yield
         finally:
-            self.rest_slots.release()
+            self._rest.release()
 
     async def close(self) -> None:
         """Close the catalogue's exchange and the pool; after every account has closed."""
