@@ -33,7 +33,12 @@ from alertd.feeds.ccxt_exchange import (
     new_ssl_context,
 )
 from alertd.feeds.feed import AccountFeed
-from alertd.feeds.manager import RECONCILE_BUDGET_SHARE, FeedManager, spread_starts
+from alertd.feeds.manager import (
+    RECONCILE_BUDGET_SHARE,
+    FeedManager,
+    live_after_s,
+    spread_starts,
+)
 from alertd.feeds.marks import MarkHub
 from alertd.feeds.options import FeedOptions
 from alertd.feeds.state import PositionState
@@ -472,7 +477,7 @@ def test_reconciles_of_many_binance_accounts_are_stretched_to_fit_the_per_ip_bud
         settings = FeedSettings(reconcile_interval_s=60)
         manager = FeedManager(Config(version=1, accounts=accounts, feeds=settings), {})
         try:
-            with caplog.at_level(logging.WARNING, logger="alertd.feeds.manager"):
+            with caplog.at_level(logging.INFO, logger="alertd.feeds.manager"):
                 intervals = reconcile_intervals(manager.schedule())
             budget = USDM_WEIGHT_PER_MINUTE * REST_BUDGET_SHARE * RECONCILE_BUDGET_SHARE
             stretched = 1000 * 10 / budget * 60
@@ -482,6 +487,16 @@ def test_reconciles_of_many_binance_accounts_are_stretched_to_fit_the_per_ip_bud
             assert {intervals[f"bybit{i}"] for i in range(20)} == {60}
             (line,) = [r.getMessage() for r in caplog.records if "reconciled every" in r.message]
             assert line.startswith("1000 Binance USDⓈ-M accounts share one per-IP")
+            # and they go live at the budget's pace, said once: 12 weight each (positionRisk
+            # 5, account 5, brackets 1, listen key 1) against 2,160 a minute, the sixth window
+            (pace,) = [r.getMessage() for r in caplog.records if "go live at" in r.message]
+            assert "all after about 300 s (12 weight each, 2160 a minute)" in pace
+            assert "feed-down fires for those still waiting after" in pace
+            assert [live_after_s(n, 12, USDM_WEIGHT_PER_MINUTE) for n in (180, 181, 1000)] == [
+                0,
+                60,
+                300,
+            ]
             # a quiet account's private streams are fresh while its own reconciles confirm
             # them: two stretched intervals, not two of the setting's 60 s (with those, every
             # quiet account was "stale" 150 s after a reconcile: the health check failing and
