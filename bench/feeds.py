@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import signal
 import socket
 import subprocess
@@ -122,6 +121,52 @@ def bench_config(args: argparse.Namespace, urls: Any, options: Any, state: str) 
     return config
 
 
+def request_weights(path: Path, start: float, live_at: float, accounts: int) -> list[str]:
+    """Lines on the REST requests alertd sent (the local exchange's log of them): per
+    endpoint, the count and the request weight as alertd's per-IP limiter counts it (Binance's
+    documented weights), until every account was live and in all."""
+    from urllib.parse import parse_qsl
+
+    from alertd.config import AccountConfig, FeedSettings
+    from alertd.feeds.ccxt_exchange import make_exchange
+
+    config = AccountConfig(name="w", exchange="binanceusdm", api_key_env="K", secret_env="S")
+    exchange = make_exchange(config, {}, FeedSettings())  # its limiter's weights, no I/O
+    rows: dict[str, list[float]] = {}  # endpoint -> [count, weight, count live, weight live]
+    for line in path.read_text().splitlines():
+        at, method, url_path, query = [*line.split("\t"), ""][:4]
+        # /fapi/v2/account -> ccxt's implicit API fapiPrivateV2 / fapiPublicV2, path account
+        _, family, version, endpoint = url_path.split("/", 3)
+        suffix = "" if version == "v1" else version.upper()
+        apis = [f"{family}{kind}{suffix}" for kind in ("Public", "Private")]
+        api = next(a for a in apis if endpoint in exchange.api.get(a, {}).get(method.lower(), {}))
+        limits = exchange.api[api][method.lower()][endpoint]
+        # as ccxt is given them: numbers as numbers (the depth's weight goes by its limit)
+        params = {k: int(v) if v.isdigit() else v for k, v in parse_qsl(query)}
+        cost = exchange.calculate_rate_limiter_cost([api], method, endpoint, params, limits)
+        weight = float(cost)
+        every = "noSymbol" in limits and "symbol" not in params  # every symbol's at once
+        key = f"{method} {url_path}" + (" (no symbol)" if every else "")
+        row = rows.setdefault(key, [0.0, 0.0, 0.0, 0.0])
+        row[0] += 1
+        row[1] += weight
+        if float(at) <= live_at:
+            row[2] += 1
+            row[3] += weight
+    lines = [
+        f"  {key:38} {int(r[2]):>6} ({r[3]:>7.0f} w) {int(r[0]):>6} ({r[1]:>7.0f} w)"
+        for key, r in sorted(rows.items(), key=lambda kv: -kv[1][1])
+    ]
+    live_weight = sum(r[3] for r in rows.values())
+    total = sum(r[1] for r in rows.values())
+    head = f"  {'endpoint':38} {'until all live':>17} {'in all':>17}"
+    foot = (
+        f"  {'per account':38} {live_weight / accounts:>17.1f} {total / accounts:>17.1f}"
+        f"   ({(live_at - start):.0f} s to all live)"
+    )
+    return [head, *lines, foot]
+
+
 def wait_live(alertd: subprocess.Popen[bytes], log_path: Path, want: int, limit_s: float) -> float:
     """Seconds from now until the log shows ``want`` bootstrapped accounts (inf past limit)."""
     start = time.monotonic()
@@ -158,6 +203,16 @@ def main() -> int:
         "resyncs and first reconciles done)",
     )
     parser.add_argument("--profile", metavar="OUT", help="run alertd under cProfile into OUT")
+    parser.add_argument(
+        "--timeout-bootstrap",
+        type=int,
+        metavar="N",
+        help="the positions request after the N-th is answered only after alertd's timeout (a "
+        "bootstrap timing out once N accounts went live, as at 1,000 accounts under load)",
+    )
+    parser.add_argument(
+        "--keep-log", metavar="PATH", help="copy alertd's log here (its errors, when live)"
+    )
     parser.add_argument("--book-levels", type=int, default=100, help="order book levels a side")
     parser.add_argument("--no-gap", action="store_true", help="the gap-risk built-in off")
     parser.add_argument(
@@ -179,6 +234,11 @@ def main() -> int:
     fake_args = ["--port", str(port), "--accounts", str(args.accounts)]
     fake_args += ["--markets", str(args.markets), "--book-levels", str(args.book_levels)]
     fake_args += ["--book-updates", str(args.book_updates)]
+    requests_out = Path(tempfile.mkdtemp()) / "requests.tsv"
+    fake_args += ["--requests-out", str(requests_out)]
+    if args.timeout_bootstrap is not None:
+        # held past alertd's request timeout (feeds.request_timeout_s, 10 s by default)
+        fake_args += ["--slow-request", f"/fapi/v3/positionRisk:{args.timeout_bootstrap}:15"]
     fake = subprocess.Popen(
         [sys.executable, "-m", "tests.fake_exchange.binance", *fake_args],
         cwd=ROOT,
@@ -202,6 +262,7 @@ def main() -> int:
             log_path = Path(tmp) / "alertd.log"
             with log_path.open("w") as log_file:
                 profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
+                started_at = time.monotonic()
                 alertd = subprocess.Popen(
                     [sys.executable, *profile, "-m", "alertd", "run", "-c", str(config)],
                     cwd=ROOT,
@@ -210,6 +271,7 @@ def main() -> int:
                     stderr=subprocess.STDOUT,
                 )
                 live_s = wait_live(alertd, log_path, args.accounts, args.live_timeout)
+                live_at = time.monotonic()
                 rss_live = status_kb(alertd.pid, "VmHWM")
                 time.sleep(args.settle)
                 load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -222,8 +284,15 @@ def main() -> int:
                 alertd.send_signal(signal.SIGTERM)
                 code = alertd.wait(60)
             log = log_path.read_text()
+        fake.send_signal(signal.SIGTERM)  # it writes its log of requests as it stops
+        fake.wait(60)
+        if args.keep_log:
+            Path(args.keep_log).write_text(log)
         bootstrapped = log.count(": bootstrapped: ")
-        timeouts = len(re.findall(r"RequestTimeout", log))
+        # the failures' own lines (the health line names an account retrying after one too)
+        timeouts = sum(
+            "RequestTimeout" in line for line in log.splitlines() if " health: " not in line
+        )
         failed = log.count("bootstrap failed")
         reconcile_failed = log.count("reconcile failed")
         # a periodic job still running when its next run is due (apscheduler skips that run)
@@ -263,11 +332,14 @@ def main() -> int:
                 print("alertd       : " + line.split("stopped in", 1)[1].split(": ", 1)[-1])
         for line in errors[:5]:
             print("  " + line)
+        print("REST requests (the local exchange's log; weight as alertd's limiter counts it):")
+        for line in request_weights(requests_out, started_at, live_at, args.accounts):
+            print(line)
         return 0
     finally:
         if alertd is not None and alertd.poll() is None:
             alertd.kill()
-        fake.send_signal(signal.SIGTERM)
+        fake.send_signal(signal.SIGTERM)  # a no-op once it stopped
         try:
             fake.wait(10)
         except subprocess.TimeoutExpired:

@@ -294,8 +294,21 @@ def test_the_health_line_says_what_the_view_says(tmp_path: Path) -> None:
     health = service.publisher.health()
     assert health.accounts == len(view.accounts) == 6
     assert health.stopped == tuple(a.name for a in view.accounts if a.fatal) == ("a2",)
-    stale = tuple(a.name for a in view.accounts if a.stale and not a.fatal)
-    assert health.stale == stale == ("a0", "a3", "a4")
+    stale = tuple(a.name for a in view.accounts if a.stale and a.bootstrapped and not a.fatal)
+    assert health.stale == stale == ("a3", "a4")
+    # never bootstrapped: not live, named apart (waiting for its turn: no failure to say)
+    not_live = tuple(a.name for a in view.accounts if not a.bootstrapped and not a.fatal)
+    assert health.not_live == not_live == ("a0",)
+    # one whose bootstrap failed says why, first, while it retries
+    feeds["a0"].state.bootstrap_failed = "RequestTimeout: binanceusdm GET .../positionRisk"
+    assert service.publisher.health().not_live == (
+        "a0 retrying after RequestTimeout: binanceusdm GET .../positionRisk",
+    )
+    service.step(clock(), True)
+    (a0,) = [a for a in service.view().accounts if a.name == "a0"]
+    assert a0.stale == (
+        "not bootstrapped (retrying after RequestTimeout: binanceusdm GET .../positionRisk)",
+    )
     assert health.positions == sum(a.open_positions for a in view.accounts) > 0
     ratios = [(a.worst_ratio, a.name) for a in view.accounts if a.worst_ratio is not None]
     assert health.worst == max(ratios) and len(ratios) == 4

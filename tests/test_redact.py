@@ -76,7 +76,7 @@ LEAKS = [
 ]
 
 KEPT = [
-    "health: 1 account, 1 fresh, 0 stale, 0 stopped, 1 position, 52 engine updates, "
+    "health: 1 account, 1 fresh, 0 stale, 0 not live, 0 stopped, 1 position, 52 engine updates, "
     "worst ratio 12.00% (main), 0 alerts firing, 0 messages queued",
     "HTTP endpoint on http://127.0.0.1:9108 (/healthz, /metrics, /status)",
     "binanceusdm GET https://fapi.binance.com/fapi/v2/positionRisk 401",

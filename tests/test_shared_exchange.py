@@ -20,17 +20,25 @@ from typing import Any
 import pytest
 import yaml
 
-from alertd.config import AccountConfig, Config, FeedSettings, parse_config
+from alertd.config import AccountConfig, BackoffSettings, Config, FeedSettings, parse_config
+from alertd.daemon.publisher import stale_streams
 from alertd.engine.model import MarginMode, Side
 from alertd.exchanges.binance import ALL_SYMBOLS_WEIGHT, USDM_WEIGHT_PER_MINUTE, usdm_stops_weight
+from alertd.feeds.backoff import Backoff
 from alertd.feeds.ccxt_exchange import (
     REST_BUDGET_SHARE,
+    RestSlots,
     SharedExchange,
     make_exchange,
     new_ssl_context,
 )
 from alertd.feeds.feed import AccountFeed
-from alertd.feeds.manager import RECONCILE_BUDGET_SHARE, FeedManager, spread_starts
+from alertd.feeds.manager import (
+    RECONCILE_BUDGET_SHARE,
+    FeedManager,
+    live_after_s,
+    spread_starts,
+)
 from alertd.feeds.marks import MarkHub
 from alertd.feeds.options import FeedOptions
 from alertd.feeds.state import PositionState
@@ -65,6 +73,7 @@ def manager_for(
     built: Built,
     count: int = ACCOUNTS,
     settings: FeedSettings = SETTINGS,
+    options: FeedOptions | None = None,
     **feed_factory: Any,
 ) -> FeedManager:
     for i in range(count):
@@ -72,7 +81,8 @@ def manager_for(
         btc_long(fake, f"key{i}")  # a position: the mark hub streams BTC
     accounts = [account_config(f"a{i}", exchange, fake) for i in range(count)]
     keys = {f"a{i}": secrets(f"key{i}", f"secret{i}") for i in range(count)}
-    options = FeedOptions(exchange_factory=built, backoff=fast_backoff)
+    if options is None:
+        options = FeedOptions(exchange_factory=built, backoff=fast_backoff)
     config = Config(version=1, accounts=accounts, feeds=settings)
     return FeedManager(config, keys, options, **feed_factory)
 
@@ -467,7 +477,7 @@ def test_reconciles_of_many_binance_accounts_are_stretched_to_fit_the_per_ip_bud
         settings = FeedSettings(reconcile_interval_s=60)
         manager = FeedManager(Config(version=1, accounts=accounts, feeds=settings), {})
         try:
-            with caplog.at_level(logging.WARNING, logger="alertd.feeds.manager"):
+            with caplog.at_level(logging.INFO, logger="alertd.feeds.manager"):
                 intervals = reconcile_intervals(manager.schedule())
             budget = USDM_WEIGHT_PER_MINUTE * REST_BUDGET_SHARE * RECONCILE_BUDGET_SHARE
             stretched = 1000 * 10 / budget * 60
@@ -477,6 +487,29 @@ def test_reconciles_of_many_binance_accounts_are_stretched_to_fit_the_per_ip_bud
             assert {intervals[f"bybit{i}"] for i in range(20)} == {60}
             (line,) = [r.getMessage() for r in caplog.records if "reconciled every" in r.message]
             assert line.startswith("1000 Binance USDⓈ-M accounts share one per-IP")
+            # and they go live at the budget's pace, said once: 12 weight each (positionRisk
+            # 5, account 5, brackets 1, listen key 1) against 2,160 a minute, the sixth window
+            (pace,) = [r.getMessage() for r in caplog.records if "go live at" in r.message]
+            assert "all after about 300 s (12 weight each, 2160 a minute)" in pace
+            assert "feed-down fires for those still waiting after" in pace
+            assert [live_after_s(n, 12, USDM_WEIGHT_PER_MINUTE) for n in (180, 181, 1000)] == [
+                0,
+                60,
+                300,
+            ]
+            # a quiet account's private streams are fresh while its own reconciles confirm
+            # them: two stretched intervals, not two of the setting's 60 s (with those, every
+            # quiet account was "stale" 150 s after a reconcile: the health check failing and
+            # the dead-man's heartbeat withheld at 1,000 accounts)
+            feed = manager.feeds["binanceusdm7"]
+            assert feed.reconcile_interval_s == pytest.approx(stretched)
+            assert manager.feeds["bybit3"].reconcile_interval_s == 60
+            feed.state.bootstrapped = True
+            feed.state.set_wallet_balance(D(1000), 0.0)
+            feed.state.replace_positions([], 0.0)
+            assert stale_streams(feed, settings, 2 * 60 + settings.stale_after_s + 1) == ()
+            late = 2 * stretched + settings.stale_after_s + 1
+            assert stale_streams(feed, settings, late) == ("positions", "balance")
             # fifty fit: the setting stands
             fifty = FeedManager(Config(version=1, accounts=accounts[:50], feeds=settings), {})
             try:
@@ -554,6 +587,8 @@ def test_stop_order_reads_count_in_the_per_ip_reconcile_budget(
             stretched = 1000 * (10 + 6 / 5) / budget_per_s
             triggers = reconciles()
             assert intervals() == pytest.approx([stretched] * 1000)
+            feeds = manager.feeds.values()
+            assert [f.reconcile_interval_s for f in feeds] == pytest.approx([stretched] * 1000)
             starts = sorted(t.start_date.timestamp() for t in triggers.values())
             assert stretched * 0.98 < starts[-1] - starts[0] < stretched
             (line,) = [r.getMessage() for r in caplog.records if "stop-order reads" in r.message]
@@ -567,3 +602,118 @@ def test_stop_order_reads_count_in_the_per_ip_reconcile_budget(
             await manager.close()
 
     run(body(), timeout_s=60)
+
+
+def test_a_bootstrap_that_timed_out_is_retried_before_live_accounts_rest_work(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 14: at 1,000 accounts one bootstrap's request timed out, and its retry was not
+    live 500 s after the others: it waited for a REST slot behind the resyncs every account
+    already live had queued meanwhile (each a snapshot and a stop read, 16 weight on Binance),
+    however long that queue. An account not live yet is blind; one that is live streams. So a
+    bootstrap, first or retried, is served before the live accounts' REST work."""
+    order: list[tuple[str, str]] = []
+    fake = FAKES["binanceusdm"]()
+
+    class RecordingFeed(AccountFeed):
+        async def bootstrap(self, stops: bool = True) -> None:
+            try:
+                await super().bootstrap(stops)
+            except Exception:
+                order.append(("failed", self.config.name))
+                raise
+            order.append(("live", self.config.name))
+
+        async def resync(self, stops: bool = True) -> None:
+            if self.state.bootstrapped:  # a live account's: the start resync, a reconcile
+                order.append(("resync", self.config.name))
+            elif self.config.name == "a2" and not order.count(("failed", "a2")):
+                # a2's first bootstrap, in its slot: its positions answer comes only after
+                # the request timed out (a0 and a1 are live by now, their resyncs due)
+                fake.hold_rest("/fapi/v3/positionRisk")
+            await super().resync(stops)
+
+    async def body() -> None:
+        # one slot: the queue for it is the whole story; a request held past the timeout
+        settings = SETTINGS.model_copy(update={"rest_concurrency": 1, "request_timeout_s": 1})
+        # a retry at once: queued while the next bootstrap holds the slot
+        retry_now = BackoffSettings(initial_s=0.001, max_s=0.001, jitter=0)
+        options = FeedOptions(
+            exchange_factory=(built := Built()), backoff=lambda: Backoff.configured(retry_now)
+        )
+        async with started(fake):
+            manager = manager_for(
+                fake,
+                "binanceusdm",
+                built,
+                6,
+                settings=settings,
+                options=options,
+                feed_factory=RecordingFeed,
+            )
+            feeds = list(manager.feeds.values())
+            async with background(manager.run()):
+                await eventually(
+                    lambda: ("failed", "a2") in order, what="a2's bootstrap timed out", timeout_s=30
+                )
+                fake.release_rest()
+                await eventually(
+                    lambda: all(f.state.bootstrapped for f in feeds) and ("resync", "a1") in order,
+                    what="every account live, a1 resynced",
+                    timeout_s=60,
+                )
+        # said while it retried, cleared once live
+        assert manager.feeds["a2"].state.bootstrap_failed is None
+        (line,) = [r.getMessage() for r in caplog.records if "a2: bootstrapped" in r.message]
+        assert line.endswith("(after 1 failed tries)")
+        # a0's and a1's start resyncs were due while a2's request hung; they came only once
+        # every account, a2 too, was live
+        lives = [i for i, event in enumerate(order) if event[0] == "live"]
+        resyncs = [i for i, event in enumerate(order) if event[0] == "resync"]
+        assert len(lives) == 6 and max(lives) < min(resyncs), order
+
+    with caplog.at_level(logging.INFO, logger="alertd.feeds.feed"):
+        run(body(), timeout_s=120)
+
+
+def test_rest_slots_serve_bootstraps_first_each_queue_in_order_and_lose_no_slot() -> None:
+    async def body() -> None:
+        slots = RestSlots(1)
+        await slots.acquire(bootstrap=False)  # the one slot, taken
+        served: list[str] = []
+
+        async def take(name: str, bootstrap: bool) -> None:
+            await slots.acquire(bootstrap)
+            served.append(name)
+
+        tasks = {
+            name: asyncio.create_task(take(name, bootstrap))
+            for name, bootstrap in (("r1", False), ("b1", True), ("r2", False), ("b2", True))
+        }
+        await asyncio.sleep(0)
+        assert served == []
+        tasks["b1"].cancel()  # gave up while queued: skipped, its place lost to nobody
+        await asyncio.sleep(0)
+        for expected in ("b2", "r1", "r2"):
+            slots.release()
+            await asyncio.sleep(0)
+            assert served[-1] == expected
+        # a waiter handed the slot in the very turn it is cancelled passes it on
+        waiting = asyncio.create_task(take("late", False))
+        after = asyncio.create_task(take("after", False))
+        await asyncio.sleep(0)
+        slots.release()
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        await after
+        assert served[-1] == "after"
+        slots.release()
+        # free again: taken at once, and the next waits for it
+        await asyncio.wait_for(slots.acquire(bootstrap=True), 1)
+        late = asyncio.create_task(take("last", True))
+        await asyncio.sleep(0.01)
+        assert not late.done()
+        slots.release()
+        await late
+
+    run(body(), timeout_s=10)

@@ -242,12 +242,20 @@ class Publisher:
         now = self._clock()
         stale: list[str] = []
         stopped: list[str] = []
+        waiting: list[str] = []
+        retrying: list[str] = []
         ratios: list[tuple[Decimal, str]] = []
         positions = 0
         for name, feed in self.feeds.items():
             positions += len(feed.state.positions)
             if feed.state.fatal:
                 stopped.append(name)
+            elif not feed.state.bootstrapped:
+                failed = feed.state.bootstrap_failed
+                if failed:
+                    retrying.append(f"{name} retrying after {failed}")
+                else:
+                    waiting.append(name)
             elif stale_streams(feed, self.settings, now):
                 stale.append(name)
             live = self._live(feed)
@@ -257,6 +265,7 @@ class Publisher:
             len(self.feeds),
             tuple(stale),
             tuple(stopped),
+            (*retrying, *waiting),
             positions,
             max(ratios, default=None),
             len(self.alerting.engine.firing()),
@@ -282,11 +291,16 @@ class Publisher:
 
 def stale_streams(feed: AccountFeed, settings: FeedSettings, now: float) -> tuple[str, ...]:
     """The account's stale streams at monotonic ``now`` ("mark BTC/USDT:USDT", "balance"),
-    or "not bootstrapped"; empty while every stream is fresh."""
+    or "not bootstrapped" (with why its last try failed, while it retries); empty while every
+    stream is fresh."""
     state = feed.state
     if not state.bootstrapped:
-        return ("not bootstrapped",)
-    private_after = 2 * settings.reconcile_interval_s + settings.stale_after_s
+        failed = state.bootstrap_failed
+        return ("not bootstrapped" + (f" (retrying after {failed})" if failed else ""),)
+    # two of the account's own reconciles missed: stretched with many accounts on one IP
+    # (1,000 Binance accounts: every 556 s), where the setting's 60 s would call every quiet
+    # account stale (the health check failing, the dead-man's heartbeat withheld)
+    private_after = 2 * feed.reconcile_interval_s + settings.stale_after_s
     return tuple(
         f"{f.stream.value} {f.key}".strip()
         for f in state.freshness(now, settings.stale_after_s, private_after)
@@ -301,8 +315,11 @@ class Health:
     messages still to deliver."""
 
     accounts: int
-    stale: tuple[str, ...]
+    stale: tuple[str, ...]  # bootstrapped, a stream stale
     stopped: tuple[str, ...]
+    # not bootstrapped yet, not stopped: those retrying after a failed bootstrap first, with
+    # why ("acct7 retrying after RequestTimeout: ..."), then those waiting for their turn
+    not_live: tuple[str, ...]
     positions: int
     worst: tuple[Decimal, str] | None
     firing: int

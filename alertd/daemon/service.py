@@ -642,14 +642,16 @@ class Service:
         # read from what the daemon keeps: building every account's view for one line cost
         # more than the minute's evaluations with a thousand accounts
         h = self.publisher.health()
-        stale, stopped = h.stale, h.stopped
+        stale, stopped, not_live = h.stale, h.stopped, h.not_live
         log.info(
-            "health: %s, %d fresh, %d stale%s, %d stopped%s, %s, %s, worst ratio %s, "
-            "%s firing, %s queued",
+            "health: %s, %d fresh, %d stale%s, %d not live%s, %d stopped%s, %s, %s, worst "
+            "ratio %s, %s firing, %s queued",
             fmt.count(h.accounts, "account"),
-            h.accounts - len(stale) - len(stopped),
+            h.accounts - len(stale) - len(stopped) - len(not_live),
             len(stale),
             f" ({', '.join(stale[:5])})" if stale else "",
+            len(not_live),
+            f" ({', '.join(not_live[:5])})" if not_live else "",
             len(stopped),
             f" ({', '.join(stopped[:5])})" if stopped else "",
             fmt.count(h.positions, "position"),

@@ -842,6 +842,8 @@ USDM = ExchangeSpec(
         # positionRisk V3 and Account Information V2 (a multi-assets account with coins adds
         # assetIndex, 10)
         snapshot_weight=10,
+        # the snapshot, leverageBracket (1) and the listen key (1): docs/scaling.md
+        live_weight=12,
         stops_weight=usdm_stops_weight,
     ),
     markets=USDM_MARKETS,

@@ -113,6 +113,10 @@ class Capabilities:
     # The documented weight of a request alertd sends where ccxt's cost understates it
     # (ccxt api name, HTTP method, path, params) -> weight; None: ccxt's own cost.
     request_weight: RequestWeight | None = None
+    # The weight one account spends in that budget until it is live (its snapshot, its tier
+    # brackets, its private stream's key): with many accounts on one IP they go live at the
+    # budget's pace (FeedManager.live_after_s). None: not counted.
+    live_weight: int | None = None
     # The weight of one account's snapshot (a reconcile) in that budget: with many accounts on
     # one IP, the reconciles are stretched to fit it (FeedManager.reconcile_interval_s).
     snapshot_weight: int | None = None

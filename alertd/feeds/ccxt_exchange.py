@@ -19,6 +19,7 @@ own streams (and, on Binance, its listen key).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import copy
 import enum
@@ -137,6 +138,49 @@ def new_ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
+class RestSlots:
+    """``count`` concurrent slots for one exchange's REST work, bootstraps served first.
+
+    An account not live yet is blind; a live one streams and its REST work (the resync after
+    its streams subscribe, reconciles, stop reads, tier refreshes) is a safety net. With one
+    FIFO queue a bootstrap retried after a timeout waited behind the resyncs every account
+    live by then had queued (1,000 Binance accounts: hundreds, 16 weight each at 36 a
+    second): it stayed blind for minutes after the others were live. Bootstraps, first or
+    retried, queue ahead of the rest; each queue is FIFO. A slot freed goes straight to the
+    next waiter, so nobody overtakes the queues between the release and the wake-up.
+    """
+
+    def __init__(self, count: int) -> None:
+        self._free = count
+        # bootstraps, then the rest; a waiter is a future its slot is handed over with
+        self._queues: tuple[collections.deque[asyncio.Future[None]], ...] = (
+            collections.deque(),
+            collections.deque(),
+        )
+
+    async def acquire(self, bootstrap: bool) -> None:
+        if self._free > 0 and not any(self._queues):
+            self._free -= 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queues[0 if bootstrap else 1].append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot in the turn it was cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        for queue in self._queues:
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():  # a cancelled waiter stays queued until reached here
+                    waiter.set_result(None)
+                    return
+        self._free += 1
+
+
 class SharedExchange:
     """What the accounts that reach one exchange the same way share; the feed manager owns it.
 
@@ -151,7 +195,8 @@ class SharedExchange:
     - Where the exchange limits requests per IP (``Capabilities.rest_limit_per_ip``: Binance's
       request weight, Hyperliquid's), one ccxt rate limiter, so that a thousand accounts
       together stay within what one of them may send; elsewhere each account keeps its own.
-    - A bound on concurrent REST work (bootstraps, resyncs, reconciles): :meth:`rest_slot`.
+    - A bound on concurrent REST work (bootstraps, resyncs, reconciles), bootstraps served
+      first: :meth:`rest_slot`.
     """
 
     def __init__(
@@ -169,7 +214,7 @@ class SharedExchange:
         self._build_public = build_public
         self._rest_limit_per_ip = rest_limit_per_ip
         self._weight_per_minute = rest_weight_per_minute
-        self._rest = asyncio.Semaphore(rest_concurrency)
+        self._rest = RestSlots(rest_concurrency)
         self._session: aiohttp.ClientSession | None = None
         self._throttler: Any = None
         self._catalogue: Any = None  # the public exchange object that holds the markets
@@ -257,10 +302,14 @@ class SharedExchange:
         return value
 
     @contextlib.asynccontextmanager
-    async def rest_slot(self) -> AsyncIterator[None]:
-        """Hold one of the exchange's concurrent REST slots."""
-        async with self._rest:
+    async def rest_slot(self, bootstrap: bool = False) -> AsyncIterator[None]:
+        """Hold one of the exchange's concurrent REST slots (``bootstrap``: ahead of the live
+        accounts' work)."""
+        await self._rest.acquire(bootstrap)
+        try:
             yield
+        finally:
+            self._rest.release()
 
     async def close(self) -> None:
         """Close the catalogue's exchange and the pool; after every account has closed."""
@@ -298,8 +347,10 @@ async def load_markets(exchange: Any, shared: SharedExchange | None) -> None:
         await exchange.load_markets()
 
 
-def rest_slot(shared: SharedExchange | None) -> contextlib.AbstractAsyncContextManager[None]:
-    return shared.rest_slot() if shared is not None else contextlib.nullcontext()
+def rest_slot(
+    shared: SharedExchange | None, bootstrap: bool = False
+) -> contextlib.AbstractAsyncContextManager[None]:
+    return shared.rest_slot(bootstrap) if shared is not None else contextlib.nullcontext()
 
 
 def make_exchange(

@@ -126,6 +126,10 @@ class AccountFeed:
             shared=shared,
         )
         self._subscribed: set[str] = set()
+        # how often the manager reconciles this account: the setting, or longer where many
+        # accounts share one per-IP budget (a quiet private stream is fresh while reconciles
+        # keep confirming it)
+        self.reconcile_interval_s = settings.reconcile_interval_s
         self._stops_for: frozenset[str] = frozenset()  # the symbols of the last stops read
         self._reconciles = 0
         self._markets_reloaded_at = -float("inf")
@@ -168,12 +172,13 @@ class AccountFeed:
         orders over REST. Raises ccxt errors as they come.
 
         With many accounts on one exchange, at most ``feeds.rest_concurrency`` bootstrap at
-        once (the rest wait their turn), on the exchange's one market catalogue."""
+        once (the rest wait their turn, ahead of the live accounts' REST work), on the
+        exchange's one market catalogue."""
         shared = self.shared
         if shared is not None:
             shared.bootstrapping += 1
         try:
-            async with rest_slot(shared):
+            async with rest_slot(shared, bootstrap=True):
                 exchange = self._exchange()
                 await load_markets(exchange, shared)
                 self._follow_catalogue(exchange)
@@ -207,21 +212,24 @@ class AccountFeed:
             except Exception as exc:
                 if self._is_fatal(exc):
                     return
+                self.state.bootstrap_failed = describe(exc)
                 delay = backoff.next_delay()
                 log.warning(
                     "%s: bootstrap failed (%s); retrying in %.1fs",
                     self.config.name,
-                    describe(exc),
+                    self.state.bootstrap_failed,
                     delay,
                 )
                 await self._sleep(delay)
         log.info(
-            "%s: bootstrapped: %d positions, wallet %s %s",
+            "%s: bootstrapped: %d positions, wallet %s %s%s",
             self.config.name,
             len(self.state.positions),
             self.state.wallet_balance,
             self.state.settle,
+            f" (after {backoff.attempt} failed tries)" if backoff.attempt else "",
         )
+        self.state.bootstrap_failed = None
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group

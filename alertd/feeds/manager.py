@@ -15,6 +15,7 @@ import asyncio
 import functools
 import json
 import logging
+import math
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -88,6 +89,15 @@ def spread_starts(count: int, interval_s: float) -> list[float]:
     """First-run delays of ``count`` jobs with one interval: spread evenly over one interval
     after the first (job i at interval * (1 + i / count)), not all at once."""
     return [interval_s * (1 + i / count) for i in range(count)]
+
+
+def live_after_s(accounts: int, live_weight: float, weight_per_minute: float) -> float:
+    """When the last of ``accounts`` sharing one per-IP budget can be live, at the earliest,
+    after a cold start: the rolling window admits ``REST_BUDGET_SHARE`` of the minute's weight
+    at once, and as much again each minute as the first requests leave it (Binance, 1,000
+    accounts of 12 weight: 12,000 against 2,160 a minute, the sixth window: 300 s)."""
+    budget = weight_per_minute * REST_BUDGET_SHARE
+    return 60.0 * (math.ceil(accounts * live_weight / budget) - 1)
 
 
 def _insurance_poll(hub: MarkHub, window_s: float) -> Callable[[], Awaitable[None]]:
@@ -281,7 +291,10 @@ class FeedManager:
         intervals = [self.reconcile_interval_s(g) for g in self._reconcile_groups]
         self._reconcile_intervals = intervals
         for group, interval in zip(self._reconcile_groups, intervals, strict=True):
+            self._say_pace(group)
             self._warn_stretched(group, interval)
+            for feed in group:
+                feed.reconcile_interval_s = interval
         jobs: list[tuple[str, float, list[tuple[str, Callable[[], Awaitable[None]]]]]] = [
             ("reconcile", interval, [(n, f.reconcile) for n, f in group])
             for group, interval in zip(by_shared.values(), intervals, strict=True)
@@ -329,6 +342,32 @@ class FeedManager:
         budget_per_s = per_minute * REST_BUDGET_SHARE * RECONCILE_BUDGET_SHARE / 60
         return max(configured, sum(counted) / budget_per_s)
 
+    def _say_pace(self, group: Sequence[AccountFeed]) -> None:
+        """Say at start when the accounts of ``group`` cannot all be live at once within their
+        per-IP budget: how long it takes, and what the others look like meanwhile."""
+        capabilities = group[0].spec.capabilities
+        per_minute, weight = capabilities.rest_weight_per_minute, capabilities.live_weight
+        if group[0].shared is None or per_minute is None or weight is None:
+            return
+        after_s = live_after_s(len(group), weight, per_minute)
+        if after_s <= 0:
+            return
+        builtin = self.config.builtin_rules
+        log.info(
+            "%d %s accounts go live at their per-IP budget's pace: all after about %.0f s "
+            "(%d weight each, %.0f a minute); the health line counts the others not live "
+            "meanwhile%s",
+            len(group),
+            group[0].spec.profile.name,
+            after_s,
+            weight,
+            per_minute * REST_BUDGET_SHARE,
+            f", and feed-down fires for those still waiting after "
+            f"builtin_rules.feed_down_after_s ({builtin.feed_down_after_s:g} s)"
+            if builtin.feed_down and after_s > builtin.feed_down_after_s
+            else "",
+        )
+
     def _warn_stretched(self, group: Sequence[AccountFeed], interval: float) -> None:
         configured = self.config.feeds.reconcile_interval_s
         if interval <= configured:
@@ -369,6 +408,7 @@ class FeedManager:
                 before,
             )
             for feed, delay in zip(group, spread_starts(len(group), interval), strict=True):
+                feed.reconcile_interval_s = interval
                 scheduler.reschedule_job(
                     f"reconcile:{feed.config.name}",
                     trigger="interval",

@@ -238,6 +238,9 @@ class AccountState:
     connected: bool = False
     fatal: str | None = None  # why this account's feed stopped for good
     bootstrapped: bool = False
+    # why its last bootstrap failed, while it retries (None once bootstrapped): an account
+    # not live for that reason, not merely waiting for its turn in the exchange's budget
+    bootstrap_failed: str | None = None
 
     # --- updates -------------------------------------------------------------------------
 

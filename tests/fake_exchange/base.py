@@ -51,6 +51,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar
 
 from aiohttp import WSMsgType, web
@@ -365,6 +366,9 @@ class FakeExchangeServer(Generic[A, C]):
         self.port: int = 0
         self.base_url: str = ""
         self.requests: list[tuple[str, str]] = []
+        # (monotonic time, method, path, query) of every REST request, when kept (benchmarks:
+        # what a client spent on the exchange's request weight, and when)
+        self.timed_requests: list[tuple[float, str, str, str]] | None = None
         self.ws_connections: int = 0
         self.ccxt_options: dict[str, Any] = dict(self.CCXT_OPTIONS)
         self._accounts: dict[str, A] = {}
@@ -634,6 +638,10 @@ class FakeExchangeServer(Generic[A, C]):
     ) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() != "websocket":
             self.requests.append((request.method, request.path))
+            if self.timed_requests is not None:
+                self.timed_requests.append(
+                    (time.monotonic(), request.method, request.path, request.query_string)
+                )
             failure = self._take_failure(request.path)
             if failure is not None:
                 return self._error_response(failure.status, failure.retry_after_s)
@@ -990,6 +998,17 @@ class ServeOptions:
     markets: int = 0
     book_levels: int = 0
     book_updates: float = 0.0
+    requests_out: str | None = None
+    # (path suffix, after how many such requests, seconds): that request's answer held so long
+    slow_request: tuple[str, int, float] | None = None
+
+
+def slow_request(text: str) -> tuple[str, int, float]:
+    """``SUFFIX:AFTER:SECONDS`` (``--slow-request``)."""
+    suffix, after, seconds = text.rsplit(":", 2)
+    if not suffix or int(after) < 0 or float(seconds) <= 0:
+        raise ValueError(text)
+    return suffix, int(after), float(seconds)
 
 
 F = TypeVar("F", bound=FakeExchangeServer[Any, Any])
@@ -1031,6 +1050,19 @@ def serve_main(
         default=0.0,
         help="changes of every book a second, 20 levels each (0: books stand still)",
     )
+    parser.add_argument(
+        "--requests-out",
+        metavar="FILE",
+        help="at stop, write every REST request here: monotonic time, method, path, query "
+        "(tab-separated)",
+    )
+    parser.add_argument(
+        "--slow-request",
+        type=slow_request,
+        metavar="SUFFIX:AFTER:SECONDS",
+        help="once AFTER REST requests whose path ends with SUFFIX were answered, hold the "
+        "next one's answer SECONDS (past a client's timeout: a request timing out)",
+    )
     args = parser.parse_args(argv)
     if min(args.accounts, args.markets, args.book_levels, args.book_updates) < 0 or (
         args.mark_interval_s <= 0
@@ -1046,6 +1078,8 @@ def serve_main(
         args.markets,
         args.book_levels,
         args.book_updates,
+        args.requests_out,
+        args.slow_request,
     )
     return asyncio.run(_serve(options, fake_class, seed_accounts, max_step))
 
@@ -1057,6 +1091,8 @@ async def _serve(
     max_step: float,
 ) -> int:
     fake = fake_class(mark_interval_s=options.mark_interval_s)
+    if options.requests_out:
+        fake.timed_requests = []
     seed_accounts(fake, options.accounts)
     fake.list_markets(options.markets)
     if options.book_levels:
@@ -1075,6 +1111,8 @@ async def _serve(
     churn = [asyncio.ensure_future(fake.churn_books(options.book_updates, options.seed))]
     if not options.book_updates:
         churn[0].cancel()
+    if options.slow_request is not None:
+        churn.append(asyncio.ensure_future(_slow_one(fake, *options.slow_request)))
     try:
         await stop.wait()
     finally:
@@ -1083,7 +1121,24 @@ async def _serve(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await fake.stop()
+        if options.requests_out and fake.timed_requests is not None:
+            lines = (f"{t:.3f}\t{m}\t{p}\t{q}\n" for t, m, p, q in fake.timed_requests)
+            Path(options.requests_out).write_text("".join(lines))
     return 0
+
+
+async def _slow_one(
+    fake: FakeExchangeServer[Any, Any], suffix: str, after: int, hold_s: float
+) -> None:
+    """Hold the answer of the request after the ``after``-th whose path ends with ``suffix``
+    for ``hold_s`` seconds (``--slow-request``)."""
+    while sum(path.endswith(suffix) for _, path in fake.requests) < after:
+        await asyncio.sleep(0.05)
+    fake.hold_rest(suffix)
+    while not fake.held_answers():
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(hold_s)
+    fake.release_rest()
 
 
 def random_id(alphabet: str, length: int) -> str:
