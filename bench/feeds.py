@@ -127,7 +127,9 @@ def bench_config(args: argparse.Namespace, urls: Any, options: Any, state: str) 
 
 
 # alertd.daemon.evaluation logs each notification as "<kind> <rule>: <title>" (Alerting._commit)
-NOTIFICATION = re.compile(r" INFO alertd\.daemon\.evaluation: (firing|resolved|repeat) (\S+): (.*)$")
+NOTIFICATION = re.compile(
+    r" INFO alertd\.daemon\.evaluation: (firing|resolved|repeat) (\S+): (.*)$"
+)
 
 
 def notifications(log: str) -> tuple[collections.Counter[tuple[str, str]], dict[str, str]]:
