@@ -245,7 +245,7 @@ class Alerting:
             quiet_hours=quiet_hours(config),
         )
         self._down_since: dict[str, float] = {}
-        self._live: dict[str, LiveAccount | None] = {}
+        self._computable: dict[str, bool] = {}  # complete, in a mode alertd computes
         self._missing: dict[str, tuple[str, ...]] = {}  # what keeps each account incomplete
         # per account with no alert state: the marks and time within which no rule can
         # breach (rules/band.py), so that an evaluation there would change nothing
@@ -350,16 +350,16 @@ class Alerting:
         books = feed.hub.books.books if feed.hub.books is not None else None
         if self.within_band(name, state.marks, now, state.connected, books):
             return []
-        if changed or name not in self._live:
+        if changed or name not in self._computable:
             self._missing[name] = tuple(state.missing()) if state.bootstrapped else ()
-            computable = (
+            self._computable[name] = (
                 state.bootstrapped
                 and state.mode.coverage is Coverage.COMPUTED
                 and not self._missing[name]
             )
-            self._live[name] = self.book.get(name) if computable else None
         status = self.feed_status(feed, now, self._missing[name])
-        live = self._live[name]
+        # read from the book each time: it reprices the account at the marks ticked since
+        live = self.book.get(name) if self._computable[name] else None
         exchange = feed.config.exchange
         notes = self.evaluate_figures(name, exchange, live, status, feed.hub.dynamics, books)
         self.keep_band(name, exchange, live, status, now, state.connected, books)
