@@ -8,7 +8,7 @@ state, the clocks, and writes to the store.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -348,7 +348,7 @@ class Alerting:
         state = feed.state
         name = feed.config.name
         books = feed.hub.books.books if feed.hub.books is not None else None
-        if self.within_band(name, state.marks, now, state.connected, books):
+        if self.within_band(name, state.marks, now, state.connected, books, state.mark_seen):
             return []
         if changed or name not in self._computable:
             self._missing[name] = tuple(state.missing()) if state.bootstrapped else ()
@@ -372,13 +372,15 @@ class Alerting:
         now: float,
         connected: bool,
         books: Mapping[str, OrderBook] | None,
+        seen: Callable[[str], float | None],
     ) -> bool:
         """The account is within the band its last evaluation set: evaluating it would change
-        nothing (counted in :attr:`skipped`). Outside it the band is dropped."""
+        nothing (counted in :attr:`skipped`). Outside it the band is dropped. ``seen``: when
+        each symbol's last mark arrived (monotonic)."""
         held = self._bands.get(name)
         if held is None:
             return False
-        if held.holds(marks, now, connected, books):
+        if held.holds(marks, now, connected, books, seen):
             self.skipped += 1
             return True
         del self._bands[name]

@@ -326,12 +326,16 @@ class AccountState:
             out.append(Freshness(stream, "", age, _stale(age, private_stale_after_s)))
         return out
 
+    def mark_seen(self, symbol: str) -> float | None:
+        """When ``symbol``'s last mark arrived (monotonic; ``None``: never)."""
+        return self.last_seen.get((Stream.MARK, symbol))
+
     def stale_marks(self, now: float, stale_after_s: float) -> list[str]:
         """The symbols whose marks :meth:`freshness` calls stale, sorted, without a row per
         stream: what the staleness watchdog asks of every account every second."""
         stale = []
         for symbol in self.price_symbols:
-            seen = self.last_seen.get((Stream.MARK, symbol))
+            seen = self.mark_seen(symbol)
             if _stale(None if seen is None else now - seen, stale_after_s):
                 stale.append(symbol)
         return sorted(stale)
