@@ -8,7 +8,10 @@ accounts and measures:
 
 - time until every account is live (bootstrapped), from the start of the process;
 - alertd's CPU use (% of one core) and RSS (peak and now) over a window once all are live;
-- errors: REST timeouts and failed bootstraps during the run (the log's lines), ERROR lines.
+- errors: REST timeouts and failed bootstraps during the run (the log's lines), ERROR lines;
+- the notifications by kind and rule (what fired, resolved, repeated: a "calm" run in which
+  rules fire is not calm, and an account with an alert state costs more per tick), with an
+  example message of each; ``--log FILE`` keeps alertd's whole log.
 
 ``--rules FILE`` runs the rule set of a YAML list instead of the defaults (e.g. one with
 price-dynamics rules, bench/rulesets/). ``--firing`` adds rules every account and every
@@ -33,9 +36,11 @@ bootstrap, then ``--seconds`` of measurement).
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import platform
+import re
 import signal
 import socket
 import subprocess
@@ -167,6 +172,25 @@ def request_weights(path: Path, start: float, live_at: float, accounts: int) -> 
     return [head, *lines, foot]
 
 
+# alertd.daemon.evaluation logs each notification as "<kind> <rule>: <title>" (Alerting._commit)
+NOTIFICATION = re.compile(
+    r" INFO alertd\.daemon\.evaluation: (firing|resolved|repeat) (\S+): (.*)$"
+)
+
+
+def notifications(log: str) -> tuple[collections.Counter[tuple[str, str]], dict[str, str]]:
+    """The log's notifications counted by (kind, rule), and one title per rule."""
+    counts: collections.Counter[tuple[str, str]] = collections.Counter()
+    example: dict[str, str] = {}
+    for line in log.splitlines():
+        found = NOTIFICATION.search(line)
+        if found is not None:
+            kind, rule, title = found.groups()
+            counts[kind, rule] += 1
+            example.setdefault(rule, title)
+    return counts, example
+
+
 def wait_live(alertd: subprocess.Popen[bytes], log_path: Path, want: int, limit_s: float) -> float:
     """Seconds from now until the log shows ``want`` bootstrapped accounts (inf past limit)."""
     start = time.monotonic()
@@ -211,7 +235,7 @@ def main() -> int:
         "bootstrap timing out once N accounts went live, as at 1,000 accounts under load)",
     )
     parser.add_argument(
-        "--keep-log", metavar="PATH", help="copy alertd's log here (its errors, when live)"
+        "--keep-log", "--log", metavar="PATH", help="copy alertd's log here (its errors, when live)"
     )
     parser.add_argument("--book-levels", type=int, default=100, help="order book levels a side")
     parser.add_argument("--no-gap", action="store_true", help="the gap-risk built-in off")
@@ -330,6 +354,10 @@ def main() -> int:
         for line in log.splitlines():
             if "stopped in" in line:
                 print("alertd       : " + line.split("stopped in", 1)[1].split(": ", 1)[-1])
+        counts, example = notifications(log)
+        print(f"notified     : {sum(counts.values())} in all (from the start)")
+        for (kind, rule), n in counts.most_common():
+            print(f"  {n:7d} {kind} {rule}: e.g. {example[rule]}")
         for line in errors[:5]:
             print("  " + line)
         print("REST requests (the local exchange's log; weight as alertd's limiter counts it):")

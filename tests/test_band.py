@@ -144,7 +144,10 @@ class Evaluator:
     def evaluate(self, name: str, now: float, world: World) -> list[Notification]:
         connected = world.connected[name]
         books = world.books
-        if self.banded and self.alerting.within_band(name, world.marks, now, connected, books):
+        seen = world.last_seen.get
+        if self.banded and self.alerting.within_band(
+            name, world.marks, now, connected, books, seen
+        ):
             return []
         status = self.status(name, now, world)
         live = self.book.get(name)
@@ -308,8 +311,9 @@ def test_the_worlds_compared_skip_evaluations_and_alert() -> None:
 
 def test_a_calm_account_has_a_band_and_leaves_it_at_its_edge() -> None:
     """The default rules and built-ins on a calm account (liquidation about 67% below, a deep
-    book): a band of several percent; a mark past its edge, the feed's 30 s or a dropped
-    stream end it; an account near liquidation has none."""
+    book): a band of several percent; a mark past its edge, a mark 30 s old (feed-stale) or a
+    dropped stream end it, time alone does not while the marks tick; an account near
+    liquidation has none."""
     config = Config(version=1, accounts=[AccountConfig(name="a", exchange="binanceusdm")])
     rules = build_rules(config)
     btc = "BTC/USDT:USDT"
@@ -321,18 +325,23 @@ def test_a_calm_account_has_a_band_and_leaves_it_at_its_edge() -> None:
     subject = Subject("a", "binanceusdm")
     found = band(rules, subject, book.live("calm"), status, 0.0, connected=True, books=books)
     assert found is not None
-    assert found.until == 30.0 - 0.002  # feed-stale's 30 s, from a fresh feed
+    assert found.until == float("inf") and found.fresh_s == 30.0 - 0.002  # feed-stale's 30 s
     ((lo, hi),) = found.prices.values()
     assert lo < D(57_000) and D(63_000) < hi  # at least 5% either way
-    assert found.holds({btc: D(60_000)}, 1.0, True, books)
-    assert not found.holds({btc: hi}, 1.0, True, books)
-    assert not found.holds({btc: D(60_000)}, 30.0, True, books)  # the feed may be stale
-    assert not found.holds({btc: D(60_000)}, 1.0, False, books)  # the stream dropped
+    at_0 = {btc: 0.0}.get  # the mark's last tick, at 0
+    assert found.holds({btc: D(60_000)}, 1.0, True, books, at_0)
+    assert not found.holds({btc: hi}, 1.0, True, books, at_0)
+    assert not found.holds({btc: D(60_000)}, 30.0, True, books, at_0)  # the feed may be stale
+    assert not found.holds({btc: D(60_000)}, 1.0, True, books)  # no arrival times: unproven
+    assert not found.holds({btc: D(60_000)}, 1.0, True, books, {}.get)  # never ticked
+    # ticking, the band outlives the 30 s (it ended every 30 s when it was a time)
+    assert found.holds({btc: D(60_000)}, 3_600.0, True, books, {btc: 3_590.0}.get)
+    assert not found.holds({btc: D(60_000)}, 1.0, False, books, at_0)  # the stream dropped
     # a book fetched again: held while it takes the position as well, not once it is thin
     fetched_again = {btc: OrderBook(books[btc].bids, books[btc].asks)}
-    assert found.holds({btc: D(60_000)}, 1.0, True, fetched_again)
+    assert found.holds({btc: D(60_000)}, 1.0, True, fetched_again, at_0)
     thin = {btc: OrderBook(((D(59_999), D("0.01")), (D(50_000), D(1))), books[btc].asks)}
-    assert not found.holds({btc: D(60_000)}, 1.0, True, thin)
+    assert not found.holds({btc: D(60_000)}, 1.0, True, thin, at_0)
     close = band(rules, subject, book.live("close"), status, 0.0, connected=True, books=books)
     assert close is None
 
@@ -422,10 +431,13 @@ def test_no_rule_breaches_anywhere_the_band_holds(seed: int) -> None:
             world.books[symbol] = random_book(rng, world.marks[symbol])
         stale = D(rng.randint(0, 29))
         status = FeedStatus(stale, D(0), None)
-        if not found.holds(world.marks, float(stale), True, world.books):
+        # every mark last seen at 0, so the feed's age is the time
+        if not found.holds(world.marks, float(stale), True, world.books, lambda _: 0.0):
             continue
         held += 1
-        seen_now = observe(name, exchange, live, status, wanted, None, books=world.books)
+        # the book reprices an account when it is read: read again at the moved marks
+        moved = book.live(name)
+        seen_now = observe(name, exchange, moved, status, wanted, None, books=world.books)
         assert not breaches(seen_now), (seed, breaches(seen_now))
 
 

@@ -138,3 +138,78 @@ def test_a_mark_can_be_applied_to_one_account_only() -> None:
     assert book.cross_pool("a").upnl == D(-1000)
     assert book.cross_pool("b").upnl == D(0)
     assert "a" in book and "c" not in book
+
+
+def same_figures(ours: LiveAccount, theirs: LiveAccount) -> bool:
+    """Two accounts' running figures agree (within the sums' rounding)."""
+    pairs = [
+        (a, b)
+        for p, q in zip(ours.pools, theirs.pools, strict=True)
+        for a, b in ((p.mm, q.mm), (p.upnl, q.upnl), (p.margin_balance, q.margin_balance))
+    ]
+    pairs += [(p.mark, q.mark) for p, q in zip(ours.positions, theirs.positions, strict=True)]
+    pairs += [(p.price, q.price) for p, q in zip(ours.coins, theirs.coins, strict=True)]
+    pairs.append((ours.cross_notional, theirs.cross_notional))
+    return all(close(a, b) for a, b in pairs) and same(ours.worst_ratio, theirs.worst_ratio)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(accounts(), accounts(pools=True)), min_size=1, max_size=4), st.data())
+def test_an_account_read_after_ticks_is_repriced_at_its_venues_latest_marks(
+    held: list[Account], data: st.DataObject
+) -> None:
+    """A tick is applied when its account is next read: an account read now and then (ticks
+    of both venues in between, snapshots that replace it, a mark of its own) has the figures
+    of its snapshot repriced at the marks it should hold: its venue's latest tick of each
+    symbol since its snapshot, or its own mark if told one since. A snapshot's marks hold
+    until its venue's next tick, not an older one; a venue's tick moves no account of the
+    other venue."""
+    venues = [data.draw(st.sampled_from("AB")) for _ in held]
+    book = Book()
+    # per account, the marks it should hold since its snapshot (the path before: every
+    # holder repriced at every tick)
+    expected: list[dict[str, Decimal]] = [{} for _ in held]
+
+    def should_hold(key: int) -> LiveAccount:
+        alone = Book()  # no venue ticks: each mark repriced at once
+        alone.set_account(key, held[key])
+        for symbol, mark in expected[key].items():
+            alone.apply_account_mark(key, symbol, mark)
+        return alone.live(key)
+
+    symbols: list[set[str]] = []
+    marks: dict[tuple[str, str], Decimal] = {}
+    for key, account in enumerate(held):
+        book.set_account(key, account, venue=venues[key])
+        live = should_hold(key)
+        symbols.append({lp.symbol for lp in live.positions} | {c.symbol for c in live.coins})
+        for symbol in symbols[key]:
+            mark = mark_of(live, symbol)
+            assert mark is not None
+            marks.setdefault((venues[key], symbol), mark)
+    keys = st.integers(0, len(held) - 1)
+    for _ in range(data.draw(st.integers(1, 30))):
+        action = data.draw(st.sampled_from(["tick", "tick", "tick", "read", "snapshot", "own"]))
+        if action == "tick":
+            venue, symbol = data.draw(st.sampled_from(sorted(marks)))
+            mark = marks[venue, symbol] * (1 + data.draw(dec(-10, 10, 2)) / 100)
+            marks[venue, symbol] = mark
+            holders = {k for k in range(len(held)) if venues[k] == venue and symbol in symbols[k]}
+            assert book.apply_mark(symbol, mark, venue=venue) == holders
+            for key in holders:
+                expected[key][symbol] = mark
+        elif action == "read":
+            key = data.draw(keys)
+            assert same_figures(book.live(key), should_hold(key))
+        elif action == "snapshot":  # a reconcile: the account at its snapshot's marks again
+            key = data.draw(keys)
+            book.set_account(key, held[key], venue=venues[key])
+            expected[key] = {}
+        else:  # a holder told alone (a position the book did not cover yet, say)
+            key = data.draw(keys)
+            symbol = data.draw(st.sampled_from(sorted(symbols[key])))
+            mark = marks[venues[key], symbol] * (1 + data.draw(dec(-2, 2, 2)) / 100)
+            book.apply_account_mark(key, symbol, mark)
+            expected[key][symbol] = mark
+    for key in range(len(held)):
+        assert same_figures(book.live(key), should_hold(key))

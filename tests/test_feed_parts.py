@@ -144,6 +144,32 @@ def test_freshness_says_what_is_stale() -> None:
     assert all(f.stale for f in report.values())
 
 
+def test_stale_marks_are_the_marks_freshness_calls_stale() -> None:
+    """The watchdog's direct check says what the freshness rows say of the marks: never
+    seen, past the limit (not at it), the coins' symbols too."""
+    state = _state()
+    for symbol in ("ETH/USDT:USDT", "SOL/USDT:USDT"):
+        state.markets[symbol] = MarketInfo(symbol, D(1), False, "USDT", D("0.01"))
+    state.replace_positions(
+        [
+            PositionState(s, Side.LONG, D(1), D(100), MarginMode.CROSS)
+            for s in ("BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT")
+        ],
+        now=100,
+    )
+    state.set_mark("BTC/USDT:USDT", D(49000), now=100)
+    state.set_mark("SOL/USDT:USDT", D(150), now=130)
+
+    def from_rows(now: float) -> list[str]:
+        rows = state.freshness(now, 30, float("inf"))
+        return [f.key for f in rows if f.stream is Stream.MARK and f.stale]
+
+    for now in (100, 129.5, 130, 130.25, 160, 160.5, 500):
+        assert state.stale_marks(now, 30) == from_rows(now)
+    assert state.stale_marks(130, 30) == ["ETH/USDT:USDT"]  # BTC exactly 30 s old: not yet
+    assert state.stale_marks(131, 30) == ["BTC/USDT:USDT", "ETH/USDT:USDT"]
+
+
 def test_market_info_reads_the_tick_and_the_lot() -> None:
     """ccxt's precisions are steps (TICK_SIZE mode): the price's tick, the amount's lot."""
     from alertd.feeds.adapter import market_info

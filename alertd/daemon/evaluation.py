@@ -8,7 +8,7 @@ state, the clocks, and writes to the store.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -245,7 +245,7 @@ class Alerting:
             quiet_hours=quiet_hours(config),
         )
         self._down_since: dict[str, float] = {}
-        self._live: dict[str, LiveAccount | None] = {}
+        self._computable: dict[str, bool] = {}  # complete, in a mode alertd computes
         self._missing: dict[str, tuple[str, ...]] = {}  # what keeps each account incomplete
         # per account with no alert state: the marks and time within which no rule can
         # breach (rules/band.py), so that an evaluation there would change nothing
@@ -348,18 +348,18 @@ class Alerting:
         state = feed.state
         name = feed.config.name
         books = feed.hub.books.books if feed.hub.books is not None else None
-        if self.within_band(name, state.marks, now, state.connected, books):
+        if self.within_band(name, state.marks, now, state.connected, books, state.mark_seen):
             return []
-        if changed or name not in self._live:
+        if changed or name not in self._computable:
             self._missing[name] = tuple(state.missing()) if state.bootstrapped else ()
-            computable = (
+            self._computable[name] = (
                 state.bootstrapped
                 and state.mode.coverage is Coverage.COMPUTED
                 and not self._missing[name]
             )
-            self._live[name] = self.book.get(name) if computable else None
         status = self.feed_status(feed, now, self._missing[name])
-        live = self._live[name]
+        # read from the book each time: it reprices the account at the marks ticked since
+        live = self.book.get(name) if self._computable[name] else None
         exchange = feed.config.exchange
         notes = self.evaluate_figures(name, exchange, live, status, feed.hub.dynamics, books)
         self.keep_band(name, exchange, live, status, now, state.connected, books)
@@ -372,13 +372,15 @@ class Alerting:
         now: float,
         connected: bool,
         books: Mapping[str, OrderBook] | None,
+        seen: Callable[[str], float | None],
     ) -> bool:
         """The account is within the band its last evaluation set: evaluating it would change
-        nothing (counted in :attr:`skipped`). Outside it the band is dropped."""
+        nothing (counted in :attr:`skipped`). Outside it the band is dropped. ``seen``: when
+        each symbol's last mark arrived (monotonic)."""
         held = self._bands.get(name)
         if held is None:
             return False
-        if held.holds(marks, now, connected, books):
+        if held.holds(marks, now, connected, books, seen):
             self.skipped += 1
             return True
         del self._bands[name]

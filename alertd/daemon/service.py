@@ -522,7 +522,7 @@ class Service:
             state = feeds[name].state
             hub = feeds[name].hub
             books = hub.books.books if hub.books is not None else None
-            if within_band(name, state.marks, now, state.connected, books):
+            if within_band(name, state.marks, now, state.connected, books, state.mark_seen):
                 evaluated_at.pop(name, None)
                 evaluated_at[name] = now  # to the back of the line
             else:

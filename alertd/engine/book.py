@@ -721,8 +721,12 @@ class Book:
 
     Each account takes its marks from a ``venue`` (the daemon's: the exchange's mark hub it
     streams from; accounts on two exchanges may hold the same symbol at different marks): a
-    tick reprices every account's positions and coins in the symbol at that venue at once,
-    from one index (venue, symbol) -> account -> what the mark moves."""
+    tick is kept once per (venue, symbol), and an account's positions and coins in the
+    symbol are repriced at the latest of them when the account is next read (:meth:`live`,
+    :meth:`get` and the other readers). Most accounts are not read between two ticks (the
+    daemon skips an account within its band, rules/band.py, on its marks alone), so a tick
+    costs one store, not a reprice of every holder. A :class:`LiveAccount` is current as of
+    the read that returned it: read it again after applying marks."""
 
     def __init__(self) -> None:
         self._accounts: dict[Hashable, LiveAccount] = {}
@@ -732,6 +736,11 @@ class Book:
         self._moving: dict[
             tuple[Hashable, str], dict[Hashable, list[LivePosition | LiveCollateral]]
         ] = {}
+        # per (venue, symbol) held: the latest tick (its number, the mark); per account and
+        # symbol: the number of the tick it was last priced at (0: its snapshot's marks)
+        self._ticks: dict[tuple[Hashable, str], tuple[int, Decimal]] = {}
+        self._priced: dict[Hashable, dict[str, int]] = {}
+        self._tick_count = 0
 
     def __len__(self) -> int:
         return len(self._accounts)
@@ -746,7 +755,7 @@ class Book:
 
     def set_account(self, key: Hashable, account: Account, venue: Hashable = None) -> None:
         """Add or replace an account (a fresh snapshot after a reconcile, say), its marks
-        coming from ``venue``."""
+        coming from ``venue``: at its snapshot's marks until the venue's next tick."""
         self.remove_account(key)
         live = LiveAccount(key, account)
         self._accounts[key] = live
@@ -758,27 +767,28 @@ class Book:
             moving.setdefault(coin.symbol, []).append(coin)
         for symbol, moved in moving.items():
             self._moving.setdefault((venue, symbol), {})[key] = moved
+        self._priced[key] = {symbol: self._tick_number(venue, symbol) for symbol in moving}
 
     def remove_account(self, key: Hashable) -> None:
         live = self._accounts.pop(key, None)
         if live is None:
             return
         venue = self._venues.pop(key)
-        for symbol in {lp.symbol for lp in live.positions} | {c.symbol for c in live.coins}:
+        for symbol in self._priced.pop(key):
             holders = self._moving[(venue, symbol)]
             del holders[key]
             if not holders:
                 del self._moving[(venue, symbol)]
+                self._ticks.pop((venue, symbol), None)
 
     def apply_mark(self, symbol: str, mark: Decimal, venue: Hashable = None) -> set[Hashable]:
-        """Reprice every position and coin in ``symbol`` at ``venue``; returns the accounts it
-        touched."""
+        """A mark of ``symbol`` at ``venue`` for every position and coin in it (repriced
+        when their account is next read); returns the accounts it touched."""
         holders = self._moving.get((venue, symbol))
         if holders is None:
             return set()
-        for moved in holders.values():
-            for one in moved:
-                one.reprice(mark)
+        self._tick_count += 1
+        self._ticks[(venue, symbol)] = (self._tick_count, mark)
         return set(holders)
 
     def holders(self, symbol: str, venue: Hashable = None) -> int:
@@ -788,26 +798,48 @@ class Book:
 
     def apply_account_mark(self, key: Hashable, symbol: str, mark: Decimal) -> None:
         """Reprice one account's positions in ``symbol`` (replay; the daemon for a holder its
-        snapshot does not cover yet)."""
+        snapshot does not cover yet): its newest mark, until the venue's next tick (the
+        venue's ticks so far are applied first, so that none of them overrides it later)."""
         holders = self._moving.get((self._venues[key], symbol), {})
+        self._catch_up(key)
         for moved in holders.get(key, ()):
             moved.reprice(mark)
 
+    def _tick_number(self, venue: Hashable, symbol: str) -> int:
+        tick = self._ticks.get((venue, symbol))
+        return 0 if tick is None else tick[0]
+
+    def _catch_up(self, key: Hashable) -> LiveAccount:
+        """The account, its positions and coins repriced at the marks ticked since it was
+        last read."""
+        live = self._accounts[key]
+        venue = self._venues[key]
+        ticks = self._ticks
+        priced = self._priced[key]
+        for symbol, number in priced.items():
+            tick = ticks.get((venue, symbol))
+            if tick is not None and tick[0] > number:
+                mark = tick[1]
+                for one in self._moving[(venue, symbol)][key]:
+                    one.reprice(mark)
+                priced[symbol] = tick[0]
+        return live
+
     def live(self, key: Hashable) -> LiveAccount:
-        return self._accounts[key]
+        return self._catch_up(key)
 
     def get(self, key: Hashable) -> LiveAccount | None:
-        return self._accounts.get(key)
+        return self._catch_up(key) if key in self._accounts else None
 
     def worst_ratio(self, key: Hashable) -> Decimal:
-        return self._accounts[key].worst_ratio
+        return self._catch_up(key).worst_ratio
 
     def cross_pool(self, key: Hashable) -> LivePool:
-        return self._accounts[key].cross
+        return self._catch_up(key).cross
 
     def account(self, key: Hashable) -> Account:
         """The account at its current marks, for full metrics."""
-        return self._accounts[key].current()
+        return self._catch_up(key).current()
 
     def metrics(self, key: Hashable, target_ratio: Decimal | None = None) -> AccountMetrics:
         return compute(self.account(key), target_ratio)

@@ -678,11 +678,7 @@ class AccountFeed:
         if not self.state.bootstrapped or self.state.fatal is not None:
             return
         now = self._clock()
-        stale = [
-            f.key
-            for f in self.state.freshness(now, self.settings.stale_after_s, float("inf"))
-            if f.stream is Stream.MARK and f.stale
-        ]
+        stale = self.state.stale_marks(now, self.settings.stale_after_s)
         if stale and now - self._forced_at > self.settings.stale_after_s:
             self._forced_at = now
             log.warning(

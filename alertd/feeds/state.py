@@ -185,6 +185,11 @@ class AccountEvent:
     detail: str
 
 
+def _stale(age_s: float | None, stale_after_s: float) -> bool:
+    """Never heard from, or last heard from longer ago than ``stale_after_s``."""
+    return age_s is None or age_s > stale_after_s
+
+
 @dataclass(frozen=True, slots=True)
 class Freshness:
     stream: Stream
@@ -337,12 +342,26 @@ class AccountState:
         for symbol in sorted(self.price_symbols):
             seen = self.last_seen.get((Stream.MARK, symbol))
             age = None if seen is None else now - seen
-            out.append(Freshness(Stream.MARK, symbol, age, age is None or age > stale_after_s))
+            out.append(Freshness(Stream.MARK, symbol, age, _stale(age, stale_after_s)))
         for stream in (Stream.POSITIONS, Stream.BALANCE):
             seen = self.last_seen.get((stream, ""))
             age = None if seen is None else now - seen
-            out.append(Freshness(stream, "", age, age is None or age > private_stale_after_s))
+            out.append(Freshness(stream, "", age, _stale(age, private_stale_after_s)))
         return out
+
+    def mark_seen(self, symbol: str) -> float | None:
+        """When ``symbol``'s last mark arrived (monotonic; ``None``: never)."""
+        return self.last_seen.get((Stream.MARK, symbol))
+
+    def stale_marks(self, now: float, stale_after_s: float) -> list[str]:
+        """The symbols whose marks :meth:`freshness` calls stale, sorted, without a row per
+        stream: what the staleness watchdog asks of every account every second."""
+        stale = []
+        for symbol in self.price_symbols:
+            seen = self.mark_seen(symbol)
+            if _stale(None if seen is None else now - seen, stale_after_s):
+                stale.append(symbol)
+        return sorted(stale)
 
     def missing(self) -> list[str]:
         """What keeps the state from being a complete account, one reason per item."""

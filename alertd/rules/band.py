@@ -9,15 +9,18 @@ breach, evaluating it again is the same as not. :func:`band` proves it for a ran
 account's running figures and the rule's threshold, the relative move of the marks it stays
 on its safe side for (every mark moving at once, each by up to that fraction, in either
 direction), the prices at which its value jumps (a stop's trigger, a position's entry for
-the ADL figure), or the time at which it may breach (a feed's age grows one second a
-second). Where a metric has no such bound (the price dynamics, which move with time; the
+the ADL figure), the time at which it may breach (a disconnected feed's age grows one
+second a second), or how old each mark may get (the feed's staleness: a tick resets it, so
+it is checked against the marks' arrival times, and an account whose marks keep ticking
+keeps its band). Where a metric has no such bound (the price dynamics, which move with time; the
 exchange's own moved ratio; the insurance fund polled in between) there is no band: the
 account is evaluated as before. An account with an alert state has none either: its alerts
 advance with time (``for``, repeats, ``keep_firing_for``) and quote the current value.
 
 What the band does not see is the caller's to watch: a new snapshot, stops, mode or a fatal
 error (the daemon drops the band on any change but a mark), the private stream's connection,
-and the order books an order-book rule read (:meth:`Band.holds` compares them).
+the marks' arrival times and the order books an order-book rule read (:meth:`Band.holds`
+compares them).
 
 Everything here is a bound: ``None`` or a narrower band only costs an evaluation.
 ``tests/test_band.py`` checks that evaluating at every tick and only outside the band send the
@@ -26,7 +29,7 @@ same notifications at the same moments.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -86,6 +89,9 @@ class Band:
     connected: bool
     # the order books' proofs (gap risk): checked again when a book is replaced
     gaps: tuple[GapProof, ...] = ()
+    # every symbol's mark last seen less than this long ago (a feed-stale rule): a tick
+    # keeps the band, where a time would end it every threshold's worth of seconds
+    fresh_s: float = float("inf")
     # the book each proof (by its index) last held for (a book is replaced at every fetch)
     _held: dict[int, OrderBook | None] = field(default_factory=dict)
 
@@ -95,13 +101,24 @@ class Band:
         now: float,
         connected: bool,
         books: Mapping[str, OrderBook] | None = None,
+        seen: Callable[[str], float | None] | None = None,
     ) -> bool:
+        """The marks (``seen``: when each symbol's last arrived, monotonic), the time, the
+        private stream's connection and the books are within the band."""
         if now >= self.until or connected is not self.connected:
+            return False
+        fresh = self.fresh_s < float("inf")
+        if fresh and seen is None:
             return False
         for symbol, (lo, hi) in self.prices.items():
             mark = marks.get(symbol)
             if mark is None or not lo < mark < hi:
                 return False
+            if fresh:
+                assert seen is not None
+                at = seen(symbol)
+                if at is None or now - at > self.fresh_s:
+                    return False
         held = self._held
         for i, proof in enumerate(self.gaps):
             book = None if books is None else books.get(proof.symbol)
@@ -127,6 +144,7 @@ class _Limits:
         self.move_price = INFINITY  # relative move of every price (linear pools' bounds)
         self.prices: dict[str, list[Decimal]] = {}  # where a value jumps
         self.until = float("inf")
+        self.fresh_s = float("inf")
         self.now = now
         self.gaps: list[GapProof] = []
 
@@ -148,6 +166,18 @@ class _Limits:
 
     def at(self, symbol: str, price: Decimal) -> None:
         self.prices.setdefault(symbol, []).append(price)
+
+    def fresh(self, rule: Rule, age: Decimal) -> None:
+        """The feed's staleness: the oldest held mark's age (``age`` now). It grows a second a
+        second and falls to 0 at a tick, so the band asks that every mark be younger than
+        the threshold at each check (:attr:`Band.fresh_s`) rather than end at a time: an
+        account whose marks keep ticking keeps its band."""
+        if rule.condition.above is None:
+            raise _NoBand  # it falls at any tick
+        limit = float(rule.condition.above) - AGE_MARGIN_S
+        if float(age) >= limit:
+            raise _NoBand
+        self.fresh_s = min(self.fresh_s, limit)
 
     def age(self, rule: Rule, age: Decimal) -> None:
         """A feed's age (``age`` now) grows at most a second a second."""
@@ -243,7 +273,7 @@ def _account_rule(rule: Rule, live: LiveAccount, feed: FeedStatus, limits: _Limi
     elif metric == "concentration":
         limits.u(_concentration_room(rule, [lp.notional for lp in live.positions]))
     elif metric == "feed_stale_s":
-        limits.age(rule, feed.stale_s)
+        limits.fresh(rule, feed.stale_s)
     elif metric == "feed_down_s":
         if not limits.connected and feed.fatal is None:
             limits.age(rule, feed.down_s)  # disconnected: grows (Band.holds sees a reconnection)
@@ -443,4 +473,4 @@ def band(
         if not lo < mark < hi:
             return None
         prices[lp.symbol] = (lo, hi)
-    return Band(prices, limits.until, connected, tuple(limits.gaps))
+    return Band(prices, limits.until, connected, tuple(limits.gaps), limits.fresh_s)
