@@ -317,8 +317,15 @@ def moments(
 
 def unmatched(due: np.ndarray, calm: np.ndarray) -> int:
     """How many rows of ``due`` no row of ``calm`` is at least as risky as in every column."""
-    # only calm rows at least as risky in the first column can match: cuts the comparisons
-    return sum(1 for row in due if not (calm[calm[:, 0] >= row[0]] >= row).all(axis=1).any())
+    # only calm rows at least as risky in the first column can match: sorted on it, they are
+    # a prefix (a view, not a copy)
+    calm = calm[np.argsort(-calm[:, 0], kind="stable")]
+    first = -calm[:, 0]
+    return sum(
+        1
+        for row in due
+        if not (calm[: np.searchsorted(first, -row[0], side="right")] >= row).all(axis=1).any()
+    )
 
 
 def main() -> int:
@@ -383,10 +390,12 @@ def main() -> int:
                 extra = {n: v for n, v in candidates(rows).items() if n in calm_extra}
                 free = unmatched(rows[:, :BASE], calm[:, :BASE])
                 cells = [str(free)]
-                # a figure added can only leave more moments unmatched; where the six leave
-                # some already, a rule on them warns the case in time (only with fewer calm
-                # days than all does the count with a figure added say more)
+                # a figure added can only leave more moments unmatched: where the six leave
+                # some, the case can be warned in time already (a rule on them exists)
                 for n in [*names, None]:
+                    if free:
+                        cells.append("-")
+                        continue
                     if volumes.ratio is None and (n is None or n.startswith("volume")):
                         cells.append("n/a")  # no volume in this file
                         continue
