@@ -210,17 +210,17 @@ def given(spec: str, symbol: str) -> tuple[str, History, str]:
     return label, history, symbol
 
 
+def history_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--history FILE[@START/END] SYMBOL``, repeatable (read with :func:`given`)."""
+    parser.add_argument(
+        "--history", nargs=2, action="append", default=[], metavar=("FILE", "SYMBOL"), help=help
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rules", nargs="*", default=[], metavar="YAML")
-    parser.add_argument(
-        "--history",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("FILE", "SYMBOL"),
-        help="replace the shared histories with these",
-    )
+    history_option(parser, "replace the shared histories with these")
     parser.add_argument("--no-calm", action="store_true")
     args = parser.parse_args()
     sets = rule_sets(args.rules)
