@@ -337,3 +337,27 @@ def test_drift_is_measured_at_the_marks_binance_reported_with_its_figures() -> N
                 assert feed.state.marks[ETH] == D("3090")  # the streamed mark stays the state's
 
     run(body())
+
+
+def test_the_exchange_s_ratio_moves_from_the_marks_of_its_own_answer() -> None:
+    """Binance's figures are read at its marks; the stream delivers a 2.75% fall only after the
+    reconcile that already holds it. Moved from the stream's older mark, the fall would count
+    twice (the balance 350 less 1,650 again: "liquidated"); moved from the answer's mark it is
+    Binance's own ratio once the tick arrives (MM 58,350 x 0.4% = 233.4 over 350)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [("key-a", "secret-a", "2000")]) as fake:
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-a", BTC, "long", "1", "60000")
+            async with kept_open(
+                make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
+            ) as feed:
+                assert feed.state.marks[BTC] == D(60000)
+                fake.set_mark(BTC, "58350", push=False)  # the exchange's; not streamed yet
+                await feed.resync()
+                assert feed.state.reported_account.margin_ratio == D("233.4") / D(350)
+                feed.state.set_mark(BTC, D(58350), 1.0)  # the stream catches up
+                ratio, moved = feed.state.exchange_ratio()
+                assert moved and ratio == D("233.4") / D(350)
+
+    run(body())

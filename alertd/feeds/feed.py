@@ -313,8 +313,10 @@ class AccountFeed:
             self.state.set_mark(symbol, await self.adapter.fetch_mark(exchange, symbol), now)
         self.state.set_collateral(collateral, marks, marks_sent)
         self.state.settle_terms = self.adapter.settle_terms()
-        # the exchange's figures were read at about these marks: they move from here
-        self.state.reported_marks = dict(self.state.marks)
+        # the exchange's figures were read at about the marks of its own positions answer, not
+        # at the stream's, which can lag the exchange's: a fall the answer holds and the stream
+        # has not delivered yet would be counted twice once it is (a false "liquidated")
+        self.state.reported_marks = {**self.state.marks, **marks}
         await self._ensure_tiers()
         self._last_resync_started = started  # a snapshot taken entirely after ``started``
         self._measure_drift(marks)
