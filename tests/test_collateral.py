@@ -17,8 +17,10 @@ from alertd.engine.collateral import Collateral, CollateralRatio, RatioBasis, Ra
 from alertd.engine.margin import compute
 from alertd.engine.model import Account
 from alertd.errors import SnapshotError
-from alertd.exchanges.binance import multi_assets_collateral, settle_rates
+from alertd.exchanges.binance import BinanceUSDMAdapter, multi_assets_collateral, settle_rates
 from alertd.feeds.adapter import FrameError
+from alertd.feeds.state import ReportedAccount, ReportedPosition
+from alertd.snapshot.compare import compare
 from alertd.snapshot.format import account_to_json, load_snapshot, parse_snapshot
 
 from .support.process import alertd
@@ -575,3 +577,20 @@ def test_calc_shows_what_usdt_s_rates_take(tmp_path: Path) -> None:
     table = alertd("calc", str(path))
     assert table.returncode == 0, table.stderr
     assert "USDT at its discount or rate" in table.stdout and "-3.98" in table.stdout
+
+
+def test_a_position_s_requirement_is_compared_in_its_own_currency() -> None:
+    # FAQ example 2 as Binance reports it: each position's maintMargin in its own margin asset
+    # (80 USDT, 120 USDC), the account's totalMaintMargin and totalMarginBalance in USD
+    # (199.596 and 416.02): alertd's pool total is in USD, its BTCUSDT requirement converted
+    # at the ask rate (79.596 USD), which is 80 USDT: no mismatch (0.5% apart otherwise,
+    # past the comparison's tolerance)
+    m = compute(_faq_account("200"))
+    reported = ReportedAccount(D("199.596"), D("416.02"), D("199.596") / D("416.02"))
+    positions = {
+        pm.position.key: ReportedPosition(pm.liquidation_price, mm)
+        for pm, mm in zip(m.positions, (D("80.00000000"), D("120.00000000")), strict=True)
+    }
+    result = compare(m, reported, positions, BinanceUSDMAdapter())
+    assert result.mismatches == ()
+    assert len([r for r in result.rows if r.matches]) == len(result.rows) == 7

@@ -209,6 +209,17 @@ def compare(
             mm -= pm.notional * pm.position.fee_rate
         return mm
 
+    terms = metrics.account.settle_terms
+
+    def own_mm(pm: PositionMetrics) -> Decimal:
+        """The position's requirement in its own margin asset, as the exchange reports a
+        position's: alertd's is in the pool's unit (converted at the settle currency's ask
+        rate, Binance multi-assets), the pool's total as the exchange's total is."""
+        mm = comparable_mm(pm)
+        if terms is not None and metrics.account.settles(pm.position):
+            mm /= terms.mm_rate
+        return mm
+
     def add(
         figure: Figure,
         key: PositionKey | None,
@@ -258,7 +269,7 @@ def compare(
         if figures is None:
             continue
         key = pm.position.key
-        add(Figure.MAINTENANCE_MARGIN, key, comparable_mm(pm), figures.maintenance_margin)
+        add(Figure.MAINTENANCE_MARGIN, key, own_mm(pm), figures.maintenance_margin)
         add(
             Figure.LIQUIDATION_PRICE,
             key,
