@@ -616,9 +616,9 @@ def test_a_bootstrap_that_timed_out_is_retried_before_live_accounts_rest_work(
     fake = FAKES["binanceusdm"]()
 
     class RecordingFeed(AccountFeed):
-        async def bootstrap(self, stops: bool = True) -> None:
+        async def bootstrap(self, stops: bool = True, again: bool = False) -> None:
             try:
-                await super().bootstrap(stops)
+                await super().bootstrap(stops, again)
             except Exception:
                 order.append(("failed", self.config.name))
                 raise
@@ -671,6 +671,9 @@ def test_a_bootstrap_that_timed_out_is_retried_before_live_accounts_rest_work(
         lives = [i for i, event in enumerate(order) if event[0] == "live"]
         resyncs = [i for i, event in enumerate(order) if event[0] == "resync"]
         assert len(lives) == 6 and max(lives) < min(resyncs), order
+        # and its retry went first among the bootstraps still waiting (a3 had the slot by
+        # then), not behind them: at 1,000 accounts, 500 of them
+        assert order.index(("live", "a2")) < order.index(("live", "a4")), order
 
     with caplog.at_level(logging.INFO, logger="alertd.feeds.feed"):
         run(body(), timeout_s=120)
@@ -682,8 +685,8 @@ def test_rest_slots_serve_bootstraps_first_each_queue_in_order_and_lose_no_slot(
         await slots.acquire(bootstrap=False)  # the one slot, taken
         served: list[str] = []
 
-        async def take(name: str, bootstrap: bool) -> None:
-            await slots.acquire(bootstrap)
+        async def take(name: str, bootstrap: bool, again: bool = False) -> None:
+            await slots.acquire(bootstrap, again)
             served.append(name)
 
         tasks = {
@@ -694,7 +697,10 @@ def test_rest_slots_serve_bootstraps_first_each_queue_in_order_and_lose_no_slot(
         assert served == []
         tasks["b1"].cancel()  # gave up while queued: skipped, its place lost to nobody
         await asyncio.sleep(0)
-        for expected in ("b2", "r1", "r2"):
+        # a bootstrap retried goes ahead of the bootstraps waiting
+        tasks["again"] = asyncio.create_task(take("again", True, again=True))
+        await asyncio.sleep(0)
+        for expected in ("again", "b2", "r1", "r2"):
             slots.release()
             await asyncio.sleep(0)
             assert served[-1] == expected

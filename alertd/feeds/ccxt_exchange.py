@@ -145,9 +145,11 @@ class RestSlots:
     its streams subscribe, reconciles, stop reads, tier refreshes) is a safety net. With one
     FIFO queue a bootstrap retried after a timeout waited behind the resyncs every account
     live by then had queued (1,000 Binance accounts: hundreds, 16 weight each at 36 a
-    second): it stayed blind for minutes after the others were live. Bootstraps, first or
-    retried, queue ahead of the rest; each queue is FIFO. A slot freed goes straight to the
-    next waiter, so nobody overtakes the queues between the release and the wake-up.
+    second): it stayed blind for minutes after the others were live. Bootstraps queue ahead of
+    the rest, each queue in order of arrival, except that a bootstrap retried after a failure
+    goes to the front of its queue: its turn came once already (behind the 500 accounts still
+    waiting, it would be blind until the last of them is live). A slot freed goes straight to
+    the next waiter, so nobody overtakes the queues between the release and the wake-up.
     """
 
     def __init__(self, count: int) -> None:
@@ -158,12 +160,17 @@ class RestSlots:
             collections.deque(),
         )
 
-    async def acquire(self, bootstrap: bool) -> None:
+    async def acquire(self, bootstrap: bool, again: bool = False) -> None:
+        """Wait for a slot: as a bootstrap (``again``: retried after a failure) or not."""
         if self._free > 0 and not any(self._queues):
             self._free -= 1
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queues[0 if bootstrap else 1].append(waiter)
+        queue = self._queues[0 if bootstrap else 1]
+        if bootstrap and again:
+            queue.appendleft(waiter)
+        else:
+            queue.append(waiter)
         try:
             await waiter
         except asyncio.CancelledError:
@@ -302,10 +309,10 @@ class SharedExchange:
         return value
 
     @contextlib.asynccontextmanager
-    async def rest_slot(self, bootstrap: bool = False) -> AsyncIterator[None]:
+    async def rest_slot(self, bootstrap: bool = False, again: bool = False) -> AsyncIterator[None]:
         """Hold one of the exchange's concurrent REST slots (``bootstrap``: ahead of the live
-        accounts' work)."""
-        await self._rest.acquire(bootstrap)
+        accounts' work; ``again``: a bootstrap retried, ahead of the others waiting)."""
+        await self._rest.acquire(bootstrap, again)
         try:
             yield
         finally:
@@ -348,9 +355,9 @@ async def load_markets(exchange: Any, shared: SharedExchange | None) -> None:
 
 
 def rest_slot(
-    shared: SharedExchange | None, bootstrap: bool = False
+    shared: SharedExchange | None, bootstrap: bool = False, again: bool = False
 ) -> contextlib.AbstractAsyncContextManager[None]:
-    return shared.rest_slot(bootstrap) if shared is not None else contextlib.nullcontext()
+    return shared.rest_slot(bootstrap, again) if shared is not None else contextlib.nullcontext()
 
 
 def make_exchange(

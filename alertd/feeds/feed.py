@@ -167,18 +167,19 @@ class AccountFeed:
             exchange, self.exchange = self.exchange, None
             await exchange.close()
 
-    async def bootstrap(self, stops: bool = True) -> None:
+    async def bootstrap(self, stops: bool = True, again: bool = False) -> None:
         """Markets, positions, balance, tiers and (unless ``stops`` is False) the open stop
         orders over REST. Raises ccxt errors as they come.
 
         With many accounts on one exchange, at most ``feeds.rest_concurrency`` bootstrap at
-        once (the rest wait their turn, ahead of the live accounts' REST work), on the
-        exchange's one market catalogue."""
+        once (the rest wait their turn, ahead of the live accounts' REST work; ``again``, a
+        retry after a failure, ahead of the others waiting), on the exchange's one market
+        catalogue."""
         shared = self.shared
         if shared is not None:
             shared.bootstrapping += 1
         try:
-            async with rest_slot(shared, bootstrap=True):
+            async with rest_slot(shared, bootstrap=True, again=again):
                 exchange = self._exchange()
                 await load_markets(exchange, shared)
                 self._follow_catalogue(exchange)
@@ -208,7 +209,7 @@ class AccountFeed:
             try:
                 # the stops are read by the resync once the streams subscribe (the order
                 # stream among them): reading them here as well would only read them twice
-                await self.bootstrap(stops=False)
+                await self.bootstrap(stops=False, again=backoff.attempt > 0)
             except Exception as exc:
                 if self._is_fatal(exc):
                     return
