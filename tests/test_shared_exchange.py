@@ -21,7 +21,11 @@ import pytest
 import yaml
 
 from alertd.config import AccountConfig, BackoffSettings, Config, FeedSettings, parse_config
+from alertd.daemon.evaluation import Alerting
 from alertd.daemon.publisher import stale_streams
+from alertd.daemon.store import Store
+from alertd.delivery.deliverer import Deliverer
+from alertd.engine.book import Book
 from alertd.engine.model import MarginMode, Side
 from alertd.exchanges.binance import ALL_SYMBOLS_WEIGHT, USDM_WEIGHT_PER_MINUTE, usdm_stops_weight
 from alertd.feeds.backoff import Backoff
@@ -491,7 +495,9 @@ def test_reconciles_of_many_binance_accounts_are_stretched_to_fit_the_per_ip_bud
             # 5, account 5, brackets 1, listen key 1) against 2,160 a minute, the sixth window
             (pace,) = [r.getMessage() for r in caplog.records if "go live at" in r.message]
             assert "all after about 300 s (12 weight each, 2160 a minute)" in pace
-            assert "feed-down fires for those still waiting after" in pace
+            assert "feed-down fires for one still waiting builtin_rules.feed_down_after_s" in pace
+            assert manager.feeds["binanceusdm999"].paced_start_s == 300
+            assert manager.feeds["bybit3"].paced_start_s == 0  # its own limits: all at once
             assert [live_after_s(n, 12, USDM_WEIGHT_PER_MINUTE) for n in (180, 181, 1000)] == [
                 0,
                 60,
@@ -516,6 +522,40 @@ def test_reconciles_of_many_binance_accounts_are_stretched_to_fit_the_per_ip_bud
                 assert set(reconcile_intervals(fifty.schedule()).values()) == {60}
             finally:
                 await fifty.close()
+        finally:
+            await manager.close()
+
+    run(body(), timeout_s=60)
+
+
+def test_an_account_waiting_its_turn_is_not_down_until_its_group_could_all_be_live() -> None:
+    """1,000 Binance accounts go live at the per-IP budget's pace, the last after about 300 s:
+    one still waiting for its first turn is not "down" (at a restart, feed-down fired for
+    every account queued past 60 s: about 830 criticals, each resolved as it went live) until
+    its group could all be live, and feed_down_after_s after that; one whose bootstrap
+    failed is down from the start, as before."""
+
+    async def body() -> None:
+        accounts = [
+            AccountConfig(name=f"b{i}", exchange="binanceusdm", api_key_env="K", secret_env="S")
+            for i in range(1000)
+        ]
+        config = Config(version=1, accounts=accounts)
+        manager = FeedManager(config, {})
+        try:
+            manager.schedule()
+            store = Store(":memory:")
+            deliverer = Deliverer(store, {}, config.routes, config.delivery)
+            alerting = Alerting(config, store, deliverer, book=Book(), wall_clock=lambda: 0.0)
+            waiting, failed = manager.feeds["b999"], manager.feeds["b998"]
+            assert waiting.paced_start_s == 300
+            failed.state.bootstrap_failed = "RequestTimeout: binanceusdm GET /fapi/v3/account"
+            for now, down_waiting, down_failed in ((1000, 0, 0), (1299, 0, 299), (1360, 60, 360)):
+                assert alerting.feed_status(waiting, now).down_s == D(down_waiting)
+                assert alerting.feed_status(failed, now).down_s == D(down_failed)
+            # a failure while it waits ends the wait: down since it was first seen
+            waiting.state.bootstrap_failed = "RequestTimeout: binanceusdm GET /fapi/v3/account"
+            assert alerting.feed_status(waiting, 1100).down_s == D(100)
         finally:
             await manager.close()
 

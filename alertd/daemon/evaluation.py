@@ -292,7 +292,12 @@ class Alerting:
             self._down_since.pop(name, None)
             down = 0.0
         else:
-            down = now - self._down_since.setdefault(name, now)
+            since = self._down_since.setdefault(name, now)
+            if not state.bootstrapped and state.bootstrap_failed is None:
+                # waiting for its first turn in the per-IP budget's pace (said at start): not
+                # down until its group could all be live; a failed bootstrap ends the wait
+                since += feed.paced_start_s
+            down = max(0.0, now - since)
         opened = state.last_seen.get((Stream.POSITIONS, ""), now)
         ages = [
             now - state.last_seen.get((Stream.MARK, symbol), opened)

@@ -130,6 +130,9 @@ class AccountFeed:
         # accounts share one per-IP budget (a quiet private stream is fresh while reconciles
         # keep confirming it)
         self.reconcile_interval_s = settings.reconcile_interval_s
+        # how long after start the per-IP budget's pace may keep this account waiting for its
+        # first bootstrap (0: not paced); the manager sets it with the pace it says at start
+        self.paced_start_s = 0.0
         self._stops_for: frozenset[str] = frozenset()  # the symbols of the last stops read
         self._reconciles = 0
         self._markets_reloaded_at = -float("inf")

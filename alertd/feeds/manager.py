@@ -291,10 +291,11 @@ class FeedManager:
         intervals = [self.reconcile_interval_s(g) for g in self._reconcile_groups]
         self._reconcile_intervals = intervals
         for group, interval in zip(self._reconcile_groups, intervals, strict=True):
-            self._say_pace(group)
+            paced_s = self._say_pace(group)
             self._warn_stretched(group, interval)
             for feed in group:
                 feed.reconcile_interval_s = interval
+                feed.paced_start_s = paced_s
         jobs: list[tuple[str, float, list[tuple[str, Callable[[], Awaitable[None]]]]]] = [
             ("reconcile", interval, [(n, f.reconcile) for n, f in group])
             for group, interval in zip(by_shared.values(), intervals, strict=True)
@@ -342,16 +343,17 @@ class FeedManager:
         budget_per_s = per_minute * REST_BUDGET_SHARE * RECONCILE_BUDGET_SHARE / 60
         return max(configured, sum(counted) / budget_per_s)
 
-    def _say_pace(self, group: Sequence[AccountFeed]) -> None:
+    def _say_pace(self, group: Sequence[AccountFeed]) -> float:
         """Say at start when the accounts of ``group`` cannot all be live at once within their
-        per-IP budget: how long it takes, and what the others look like meanwhile."""
+        per-IP budget: how long it takes, and what the others look like meanwhile. Returns
+        that time (0: all at once)."""
         capabilities = group[0].spec.capabilities
         per_minute, weight = capabilities.rest_weight_per_minute, capabilities.live_weight
         if group[0].shared is None or per_minute is None or weight is None:
-            return
+            return 0.0
         after_s = live_after_s(len(group), weight, per_minute)
         if after_s <= 0:
-            return
+            return 0.0
         builtin = self.config.builtin_rules
         log.info(
             "%d %s accounts go live at their per-IP budget's pace: all after about %.0f s "
@@ -362,11 +364,12 @@ class FeedManager:
             after_s,
             weight,
             per_minute * REST_BUDGET_SHARE,
-            f", and feed-down fires for those still waiting after "
-            f"builtin_rules.feed_down_after_s ({builtin.feed_down_after_s:g} s)"
-            if builtin.feed_down and after_s > builtin.feed_down_after_s
+            f", and feed-down fires for one still waiting builtin_rules.feed_down_after_s "
+            f"({builtin.feed_down_after_s:g} s) after that, or after a failed bootstrap"
+            if builtin.feed_down
             else "",
         )
+        return after_s
 
     def _warn_stretched(self, group: Sequence[AccountFeed], interval: float) -> None:
         configured = self.config.feeds.reconcile_interval_s
