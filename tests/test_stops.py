@@ -594,7 +594,9 @@ def test_an_exchange_ratio_accounts_positions_are_observed_on_the_exchange_s_fig
     assert values["liquidation_distance"] == (PM_MARK - PM_LIQ) / PM_MARK
     # no figure of alertd's own: the metrics that need one are not observed at all (their
     # alerts stay as they are), never given a value from the exchange's
-    assert "margin_ratio" not in values and "stop_loss" not in values
+    assert "margin_ratio" not in values and "stop_loss_share" not in values
+    # the loss at the stop is the size's and the entry's arithmetic, as its PnL is
+    assert values["stop_loss"] == D(64000) - D(57000)
     assert pos.context.reported is not None and pos.context.live is None
     none = _pm_observe(_pm_feed(_reported(())))[1].metrics
     assert none["stop_missing"] == 1 and none["stop_beyond_liquidation"] is None
@@ -642,6 +644,24 @@ def test_a_stop_beyond_the_exchange_s_liquidation_price_fires_and_resolves_when_
     assert engine.alerted("pm") == {"pm/BTC/USDT:USDT/long"}
     [closed] = engine.evaluate(_pm_observe(_pm_feed()), 50.0)  # Binance lists no position
     assert (closed.kind, closed.reason) == (Kind.RESOLVED, Resolution.GONE)
+
+
+def test_a_stop_losing_more_than_the_maximum_fires_on_an_exchange_ratio_account() -> None:
+    from alertd.config import StopRules
+    from alertd.daemon.evaluation import stop_rules
+    from alertd.rules.lifecycle import AlertEngine
+
+    engine = AlertEngine(stop_rules(StopRules(beyond_liquidation=False, max_loss=D(5000))))
+    assert engine.evaluate(_pm_observe(_pm_feed(_reported((stop("59500"),)))), 0.0) == []
+    [fired] = engine.evaluate(_pm_observe(_pm_feed(_reported((stop("58500"),)))), 10.0)
+    assert (fired.rule.name, fired.value) == ("stop-max-loss", D(5500))
+    message = render(fired)
+    assert message.title.endswith("long: stop 58,500.00 loses 5,500.00 USDT"), message.title
+    # the stop that keeps the loss to 5,000 from the 64,000 entry
+    assert message.body.splitlines()[-1] == "→ move the stop above 59,000.00", message.body
+    # a position Binance lists as read (a COIN-M one): no size of alertd's, no loss figure
+    listed = dataclasses.replace(_reported((stop("50000"),)), quantity=None, as_read=True)
+    assert _pm_observe(_pm_feed(listed))[1].metrics["stop_loss"] is None
 
 
 def test_a_liquidation_distance_rule_reads_the_exchange_s_liquidation_price() -> None:

@@ -606,11 +606,18 @@ def _about_stop(n: Notification, head: str, who: str) -> Message | None:
             lines.append(_exchange_liquidation(n))
         lines.append(f"→ move the stop {toward} {fmt.price(liq)}")
         return Message(title, "\n".join(lines))
-    if metrics is None or pm is None:
-        return None  # a loss at the stop is alertd's arithmetic of a position it computes
-    p = pm.position
-    loss = loss_at(stop, p.side, p.quantity, p.entry_price, p.inverse)
-    settle = metrics.account.pool_asset(p)
+    if reported is not None:
+        if reported.quantity is None:
+            return None  # a position listed as read: no size to figure a loss from
+        quantity, entry, inverse = reported.quantity, reported.entry_price, reported.inverse
+        # ccxt's unified contract symbol names its settle currency: BASE/QUOTE:SETTLE
+        settle = reported.symbol.rpartition(":")[2] if ":" in reported.symbol else ""
+    else:
+        assert metrics is not None and pm is not None
+        p = pm.position
+        quantity, entry, inverse = p.quantity, p.entry_price, p.inverse
+        settle = metrics.account.pool_asset(p)
+    loss = loss_at(stop, side, quantity, entry, inverse)
     if metric == "stop_loss":
         most = n.rule.condition.threshold
         share = ""
@@ -625,7 +632,7 @@ def _about_stop(n: Notification, head: str, who: str) -> Message | None:
         )
     title = f"{head} {who}: stop {fmt.price(stop)} loses {fmt.money(loss, settle)}{share}"
     lines = [f"more than {limit} ({n.rule.name})", line]
-    target = price_for_loss(most, p.side, p.quantity, p.entry_price, p.inverse)
+    target = price_for_loss(most, side, quantity, entry, inverse)
     if target is not None and target > 0:
         lines.append(f"→ move the stop {toward} {fmt.price(target)}")
     return Message(title, "\n".join(lines))

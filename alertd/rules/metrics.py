@@ -636,6 +636,7 @@ STOP_METRICS: tuple[Metric, ...] = (
         "= a stop that locks in profit",
         Needs.POOL,
         _stop_loss,
+        reported=lambda p: p.stop_loss,
     ),
     Metric(
         "stop_loss_share",
