@@ -184,6 +184,55 @@ def test_portfolio_margin_alerts_on_binance_s_uni_mmr_as_the_mark_falls(
         assert "uniMMR" in post["message"]
 
 
+def test_portfolio_margin_stop_beyond_binance_s_liquidation_price_fires_and_resolves(
+    world: dict[str, Any],
+) -> None:
+    """Issue 11: a portfolio margin account's UM stop beyond Binance's own liquidation price
+    (alertd computes none of its own there) fires the built-in ``stop-beyond-liquidation``,
+    the message naming the price as the exchange's; moving the stop between that price and
+    the mark resolves it. The stops are read at each reconcile (every second here)."""
+    fake, http, daemon = world["fake"], world["http"], world["daemon"]
+    fake.set_portfolio_margin("key-e2e", open_loss="100")
+    far = fake.add_stop("key-e2e", BTC, "long", "50000")  # the whole 1 BTC long
+    (account,) = world["config"]["accounts"]
+    options = {**account["options"], "portfolioMargin": True}
+    world["config"] = {**world["config"], "accounts": [{**account, "options": options}]}
+    base = _serve_status(world, reconcile_interval_s=1)
+    started(daemon)
+    (row,) = (r for r in fake.position_risk_papi("key-e2e") if Decimal(r["positionAmt"]))
+    liq = Decimal(row["liquidationPrice"])
+    assert 50000 < liq < 60000, liq
+
+    def beyond() -> list[dict[str, Any]]:
+        return [p for p in http.posts if "is beyond liq" in p["title"]]
+
+    wait_for(lambda: beyond(), what="stop-beyond-liquidation on Binance's liquidation price")
+    (post,) = beyond()
+    assert post["title"] == (
+        f"WARNING main {BTC} long: stop 50,000.00 is beyond liq {liq:,.2f} (exchange's)"
+    )
+    body = post["message"]
+    assert f"liquidation comes {liq - 50000:,.2f}" in body and "can never trigger" in body
+    assert f"the liquidation price is {BINANCE}'s own" in body, body
+    assert body.endswith(f"→ move the stop above {liq:,.2f}"), body
+    shown = status_account(base)["positions"][0]
+    assert Decimal(shown["stop_beyond_liquidation"]) == (liq - 50000) / 60000
+
+    # the trader moves the stop: a new one between the liquidation price and the mark, then
+    # the far one cancelled
+    fake.add_stop("key-e2e", BTC, "long", "59500")
+    fake.cancel_stop("key-e2e", far)
+    wait_for(lambda: any(t.startswith("RESOLVED") for t in http.titles()), what="the stop moved")
+    resolved = [p for p in http.posts if p["title"].startswith("RESOLVED")]
+    assert [p["title"] for p in resolved] == [
+        f"RESOLVED main {BTC} long: stop now fires before liquidation"
+    ]
+    assert f"stop 59,500.00, liq {liq:,.2f} (exchange's)" in resolved[0]["message"]
+    assert len(beyond()) == 1  # fired once, no second firing
+    assert daemon.stop() == 0
+    assert "Traceback" not in daemon.text()
+
+
 def test_a_switch_to_multi_assets_is_picked_up_without_a_restart(world: dict[str, Any]) -> None:
     fake, http, daemon = world["fake"], world["http"], world["daemon"]
     base = _serve_status(world)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from alertd.engine.book import Book
 from alertd.engine.model import Side
+from alertd.engine.reported import ExchangeRatioPosition, Exposure, exchange_ratio_position
 from alertd.engine.stops import (
     StopKind,
     StopOrder,
@@ -23,6 +24,7 @@ from alertd.engine.stops import (
     beyond_liquidation,
     loss_at,
     price_for_loss,
+    protection,
     protective,
     stop_coverage,
     stop_loss_price,
@@ -34,7 +36,7 @@ from alertd.exchanges.hyperliquid import trigger_stop
 from alertd.exchanges.okx import algo_stops
 from alertd.feeds.adapter import FrameError, checked_stops
 from alertd.feeds.feed import AccountFeed
-from alertd.rules.lifecycle import Kind, Notification
+from alertd.rules.lifecycle import Kind, Notification, Resolution
 from alertd.rules.messages import render
 from alertd.rules.metrics import FeedStatus, observe, with_full_metrics
 from alertd.rules.model import Condition, Context, Rule, Scope, Severity, Subject
@@ -549,6 +551,135 @@ def test_messages_say_what_is_wrong_and_where_the_stop_goes() -> None:
     assert "move the stop above 63,000" in body
     for text in (title, *body.splitlines()):
         assert len(text) <= 100, text  # a phone lock screen's lines
+
+
+# --- accounts whose exchange's ratio stands in (issue 11: Binance portfolio margin) -------
+
+PM_MARK, PM_LIQ = D(65000), D(58000)  # Binance's liquidationPrice of the long, as reported
+
+
+def _reported(stops: tuple[StopOrder, ...] | None, mark: D = PM_MARK) -> ExchangeRatioPosition:
+    """A 1 BTC long of a portfolio margin account, as the daemon builds it from Binance's
+    positionRisk (alertd/feeds/state.py ``exchange_ratio_positions``)."""
+    figures = exchange_ratio_position(Exposure(BTC, D(1), False), D(1), D(64000), mark, PM_LIQ)
+    stop = protection(stops, BTC, LONG, D(1), mark, PM_LIQ)
+    return dataclasses.replace(figures, stop=stop)
+
+
+def _pm_feed(*positions: ExchangeRatioPosition, stands_in: bool = True) -> FeedStatus:
+    return dataclasses.replace(
+        FEED,
+        exchange_name="Binance USDⓈ-M",
+        mode="portfolio margin",
+        mode_limits="one requirement over UM, CM and margin",
+        exchange_ratio=D("0.13"),
+        exchange_ratio_stands_in=stands_in,
+        positions=positions,
+    )
+
+
+def _pm_observe(feed: FeedStatus) -> list[Any]:
+    return observe("pm", "binanceusdm", None, feed)
+
+
+def test_an_exchange_ratio_accounts_positions_are_observed_on_the_exchange_s_figures() -> None:
+    [account_obs, pos] = _pm_observe(_pm_feed(_reported((stop("57000"),))))
+    assert account_obs.subject == Subject("pm", "binanceusdm")
+    assert pos.subject == Subject("pm", "binanceusdm", BTC, "long")
+    values = pos.metrics
+    # the stop 1,000 below Binance's liquidation price, as a fraction of the mark
+    assert values["stop_beyond_liquidation"] == D(1000) / PM_MARK
+    assert values["stop_missing"] == 0 and values["stop_coverage"] == 1
+    assert values["stop_loss_price"] == D(57000)
+    assert values["liquidation_distance"] == (PM_MARK - PM_LIQ) / PM_MARK
+    # no figure of alertd's own: the metrics that need one are not observed at all (their
+    # alerts stay as they are), never given a value from the exchange's
+    assert "margin_ratio" not in values and "stop_loss_share" not in values
+    # the loss at the stop is the size's and the entry's arithmetic, as its PnL is
+    assert values["stop_loss"] == D(64000) - D(57000)
+    assert pos.context.reported is not None and pos.context.live is None
+    none = _pm_observe(_pm_feed(_reported(())))[1].metrics
+    assert none["stop_missing"] == 1 and none["stop_beyond_liquidation"] is None
+    unread = _pm_observe(_pm_feed(_reported(None)))[1].metrics
+    assert unread["stop_missing"] is None  # orders not read: never "no stop"
+    assert unread["liquidation_distance"] == (PM_MARK - PM_LIQ) / PM_MARK
+    # the ratio does not stand in (not bootstrapped yet): the positions are not observed
+    assert len(_pm_observe(_pm_feed(_reported(()), stands_in=False))) == 1
+    # only what is asked for is read; an account with no position rule observes no position
+    assert len(observe("pm", "binanceusdm", None, _pm_feed(_reported(())), ["worst_ratio"])) == 1
+
+
+def test_a_stop_beyond_the_exchange_s_liquidation_price_fires_and_resolves_when_moved() -> None:
+    from alertd.config import StopRules
+    from alertd.daemon.evaluation import stop_rules
+    from alertd.rules.lifecycle import AlertEngine
+
+    rules = stop_rules(StopRules(missing=True, missing_for=0))
+    engine = AlertEngine(rules)
+    good = _pm_feed(_reported((stop("59000"),)))
+    assert engine.evaluate(_pm_observe(good), 0.0) == []
+    beyond = _pm_feed(_reported((stop("57000"),)))
+    [fired] = engine.evaluate(_pm_observe(beyond), 10.0)
+    assert (fired.kind, fired.rule.name) == (Kind.FIRING, "stop-beyond-liquidation")
+    message = render(fired)
+    assert message.title == (
+        "WARNING pm BTC/USDT:USDT long: stop 57,000.00 is beyond liq 58,000.00 (exchange's)"
+    )
+    lines = message.body.splitlines()
+    assert lines[0] == "liquidation comes 1,000.00 (1.5%) before the stop: it can never trigger"
+    assert "liq 58,000.00 (exchange's)" in lines[1]
+    assert lines[2].startswith("the liquidation price is Binance USDⓈ-M's own"), lines
+    assert lines[-1] == "→ move the stop above 58,000.00"
+    for text in (message.title, *lines[:2], lines[-1]):
+        assert len(text) <= 100, text
+    assert engine.evaluate(_pm_observe(beyond), 20.0) == []  # still beyond: no repeat yet
+    [resolved] = engine.evaluate(_pm_observe(good), 30.0)
+    assert (resolved.kind, resolved.rule.name) == (Kind.RESOLVED, "stop-beyond-liquidation")
+    done = render(resolved)
+    assert done.title.endswith("long: stop now fires before liquidation")
+    assert done.body == "stop 59,000.00, liq 58,000.00 (exchange's) (stop-beyond-liquidation)"
+    [missing] = engine.evaluate(_pm_observe(_pm_feed(_reported(()))), 40.0)
+    assert missing.rule.name == "stop-missing"
+    assert "set a reduce-only stop above liq 58,000.00 (exchange's)" in render(missing).body
+    assert engine.alerted("pm") == {"pm/BTC/USDT:USDT/long"}
+    [closed] = engine.evaluate(_pm_observe(_pm_feed()), 50.0)  # Binance lists no position
+    assert (closed.kind, closed.reason) == (Kind.RESOLVED, Resolution.GONE)
+
+
+def test_a_stop_losing_more_than_the_maximum_fires_on_an_exchange_ratio_account() -> None:
+    from alertd.config import StopRules
+    from alertd.daemon.evaluation import stop_rules
+    from alertd.rules.lifecycle import AlertEngine
+
+    engine = AlertEngine(stop_rules(StopRules(beyond_liquidation=False, max_loss=D(5000))))
+    assert engine.evaluate(_pm_observe(_pm_feed(_reported((stop("59500"),)))), 0.0) == []
+    [fired] = engine.evaluate(_pm_observe(_pm_feed(_reported((stop("58500"),)))), 10.0)
+    assert (fired.rule.name, fired.value) == ("stop-max-loss", D(5500))
+    message = render(fired)
+    assert message.title.endswith("long: stop 58,500.00 loses 5,500.00 USDT"), message.title
+    # the stop that keeps the loss to 5,000 from the 64,000 entry
+    assert message.body.splitlines()[-1] == "→ move the stop above 59,000.00", message.body
+    # a position Binance lists as read (a COIN-M one): no size of alertd's, no loss figure
+    listed = dataclasses.replace(_reported((stop("50000"),)), quantity=None, as_read=True)
+    assert _pm_observe(_pm_feed(listed))[1].metrics["stop_loss"] is None
+
+
+def test_a_liquidation_distance_rule_reads_the_exchange_s_liquidation_price() -> None:
+    from alertd.rules.lifecycle import AlertEngine
+
+    rule = Rule(
+        "near-liq",
+        Condition("liquidation_distance", Scope.POSITION, below=D("0.05")),
+        Severity.CRITICAL,
+    )
+    engine = AlertEngine([rule])
+    assert engine.evaluate(_pm_observe(_pm_feed(_reported(()))), 0.0) == []  # 10.8% away
+    near = _pm_feed(_reported((), mark=D(60000)))  # 3.3% above Binance's 58,000
+    [fired] = engine.evaluate(_pm_observe(near), 10.0)
+    assert fired.value == D(2000) / D(60000)
+    body = render(fired).body
+    assert "BTC/USDT:USDT long 1 @ 60,000.00 · liq 58,000.00 (exchange's) (3.3%)" in body, body
+    assert "the liquidation price is Binance USDⓈ-M's own" in body, body
 
 
 # --- snapshot format and calc ---------------------------------------------------------------

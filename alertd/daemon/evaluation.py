@@ -308,6 +308,7 @@ class Alerting:
         watched = state.bootstrapped and state.fatal is None
         exchange_ratio, moved = watched_exchange_ratio(state)
         ratios = feed.ratios if computed else None
+        stands_in = watched and exchange_ratio is not None and (bool(missing) or not computed)
         return FeedStatus(
             Decimal(f"{stale:.3f}"),
             Decimal(f"{down:.3f}"),
@@ -317,14 +318,14 @@ class Alerting:
             mode_limits=state.mode.limits if watched and not computed else None,
             exchange_ratio=exchange_ratio,
             exchange_ratio_moved=moved,
-            exchange_ratio_stands_in=(
-                watched and exchange_ratio is not None and (bool(missing) or not computed)
-            ),
+            exchange_ratio_stands_in=stands_in,
             ratios=ratios,
             ratio_pool=feed.ratio_pool if ratios is not None else None,
             ratio_rounding=Decimal(0) if ratios is None else rounding(ratios[1]),
             missing=missing if watched and computed else (),
             insurance_drops=self._insurance_drops(feed),
+            # the stop and liquidation-distance rules read them where alertd has no figures
+            positions=state.exchange_ratio_positions() if stands_in else (),
         )
 
     def _insurance_drops(self, feed: AccountFeed) -> dict[str, Decimal]:

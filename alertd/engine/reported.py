@@ -24,7 +24,7 @@ from decimal import Decimal
 
 from alertd.engine.margin import margin_ratio
 from alertd.engine.model import Side
-from alertd.engine.stops import StopFigures
+from alertd.engine.stops import StopFigures, loss_at
 
 ZERO = Decimal(0)
 
@@ -91,9 +91,22 @@ class ExchangeRatioPosition:
     # every figure the exchange's as its last snapshot read them (the mark too: a position
     # alertd reads but does not follow, a portfolio margin account's COIN-M positions)
     as_read: bool = False
-    # its protective stops at the mark, against the exchange's liquidation price (no loss
-    # figure: that is alertd's arithmetic of a position it does not compute); None: not read
+    # its protective stops at the mark, against the exchange's liquidation price; None: not
+    # read
     stop: StopFigures | None = None
+    # its size in base units (linear) or quote units (inverse), unsigned, and whether it is
+    # inverse: what its loss at a stop is figured from, as its PnL is; None: not known (a
+    # position listed as read)
+    quantity: Decimal | None = None
+    inverse: bool = False
+
+    @property
+    def stop_loss(self) -> Decimal | None:
+        """The loss from entry if the mark reaches the closest protective stop (size and
+        entry alone: no margin figure); None without a stop price or a known size."""
+        if self.stop is None or self.stop.price is None or self.quantity is None:
+            return None
+        return loss_at(self.stop.price, self.side, self.quantity, self.entry_price, self.inverse)
 
 
 def exchange_ratio_position(
@@ -106,18 +119,26 @@ def exchange_ratio_position(
     """``exposure``'s figures at ``mark`` (``exposure.quantity`` signed, as :func:`moved_ratio`
     reads it) with the exchange's ``liquidation`` price."""
     side = Side.LONG if exposure.quantity >= 0 else Side.SHORT
-    if mark is None or mark <= 0 or entry <= 0:
-        return ExchangeRatioPosition(
-            exposure.symbol, side, contracts, entry, mark, None, None, liquidation, None
-        )
-    q = exposure.quantity
-    if exposure.inverse:  # quantity in quote units: notional and PnL in the coin
-        notional, pnl = abs(q) / mark, q * (1 / entry - 1 / mark)
-    else:
-        notional, pnl = abs(q) * mark, q * (mark - entry)
-    distance = liquidation_distance(side, mark, liquidation)
+    q, inverse = exposure.quantity, exposure.inverse
+    notional = pnl = distance = None
+    if mark is not None and mark > 0 and entry > 0:
+        if inverse:  # quantity in quote units: notional and PnL in the coin
+            notional, pnl = abs(q) / mark, q * (1 / entry - 1 / mark)
+        else:
+            notional, pnl = abs(q) * mark, q * (mark - entry)
+        distance = liquidation_distance(side, mark, liquidation)
     return ExchangeRatioPosition(
-        exposure.symbol, side, contracts, entry, mark, notional, pnl, liquidation, distance
+        exposure.symbol,
+        side,
+        contracts,
+        entry,
+        mark,
+        notional,
+        pnl,
+        liquidation,
+        distance,
+        quantity=abs(q),
+        inverse=inverse,
     )
 
 

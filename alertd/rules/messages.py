@@ -25,6 +25,7 @@ from alertd.engine.remedy import (
     for_effective_leverage,
     for_liquidation_distance,
 )
+from alertd.engine.reported import ExchangeRatioPosition
 from alertd.engine.stops import loss_at, price_for_loss, protective, stop_loss_price
 from alertd.rules.lifecycle import Kind, Notification, Resolution
 from alertd.rules.metrics import Needs, Unit, lookup, unit_of
@@ -90,12 +91,40 @@ def fmt_metric(metric: str, value: Decimal | None, beside: Decimal | None = None
 
 def _position_line(pm: PositionMetrics) -> str:
     p = pm.position
-    liq = "no liq." if pm.liquidation_price is None else f"liq {fmt.price(pm.liquidation_price)}"
-    dist = (
-        "" if pm.liquidation_distance is None else f" ({fmt.percent(pm.liquidation_distance, 1)})"
+    return _line(
+        p.symbol, p.side, p.contracts, p.mark_price, pm.liquidation_price, pm.liquidation_distance
     )
-    size = fmt.quantity(p.contracts)
-    return f"{p.symbol} {p.side.label} {size} @ {fmt.price(p.mark_price)} · {liq}{dist}"
+
+
+def _reported_line(p: ExchangeRatioPosition) -> str:
+    """A position of an account whose exchange's ratio stands in: its liquidation price is
+    the exchange's, and its mark the exchange's too where alertd does not follow it."""
+    return _line(
+        p.symbol,
+        p.side,
+        p.contracts,
+        p.mark_price,
+        p.liquidation_price,
+        p.liquidation_distance,
+        whose=" (exchange's)",
+        mark_note=" (as read)" if p.as_read else "",
+    )
+
+
+def _line(
+    symbol: str,
+    side: Side,
+    contracts: Decimal,
+    mark: Decimal | None,
+    liquidation: Decimal | None,
+    distance: Decimal | None,
+    whose: str = "",
+    mark_note: str = "",
+) -> str:
+    liq = "no liq." if liquidation is None else f"liq {fmt.price(liquidation)}{whose}"
+    dist = "" if distance is None else f" ({fmt.percent(distance, 1)})"
+    at = "no mark" if mark is None else fmt.price(mark) + mark_note
+    return f"{symbol} {side.label} {fmt.quantity(contracts)} @ {at} · {liq}{dist}"
 
 
 def _clear_level(rule: Rule) -> Decimal:
@@ -417,6 +446,9 @@ def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
             ", moved with the marks since" if feed.exchange_ratio_moved else ""
         )
         lines.append(f"the ratio is {feed.exchange_name}'s own, {how} ({why})")
+    reported = n.context.reported
+    if reported is not None:  # a position alertd does not compute: the exchange's figures
+        lines += [_reported_line(reported), _exchange_liquidation(n)]
     about_feed = entry is not None and entry.needs is Needs.FEED  # no figures to quote
     if metrics is not None and not about_feed:
         focus = n.context.position
@@ -527,28 +559,36 @@ STOP_RULE_METRICS = frozenset(
 
 def _about_stop(n: Notification, head: str, who: str) -> Message | None:
     """The messages of the stop-loss rules: what is wrong with the stop, both prices, and
-    where to put it. None for any other metric, or without the position's figures."""
+    where to put it. None for any other metric, or without the position's figures (alertd's,
+    or the exchange's where its ratio stands in: then the liquidation price is named as the
+    exchange's)."""
     metric = n.rule.metric
-    metrics, pm = n.context.metrics, n.context.position
-    if metric not in STOP_RULE_METRICS or metrics is None or pm is None:
+    if metric not in STOP_RULE_METRICS:
         return None
-    p = pm.position
-    stops = protective(metrics.account.stops or (), p.symbol, p.side, p.mark_price)
-    stop = stop_loss_price(stops, p.side)
-    liq = pm.liquidation_price
+    metrics, pm, reported = n.context.metrics, n.context.position, n.context.reported
+    whose = ""
+    if reported is not None and reported.stop is not None and reported.mark_price is not None:
+        stop, liq, side = reported.stop.price, reported.liquidation_price, reported.side
+        mark, line, whose = reported.mark_price, _reported_line(reported), " (exchange's)"
+    elif metrics is not None and pm is not None:
+        p = pm.position
+        stops = protective(metrics.account.stops or (), p.symbol, p.side, p.mark_price)
+        stop, liq, side = stop_loss_price(stops, p.side), pm.liquidation_price, p.side
+        mark, line = p.mark_price, _position_line(pm)
+    else:
+        return None
     # a long's stop goes above the liquidation (and below the mark), a short's below
-    toward = "above" if p.side > 0 else "below"
-    line = _position_line(pm)
+    toward = "above" if side > 0 else "below"
     if n.kind is Kind.RESOLVED:
         now = "no stop" if stop is None else f"stop {fmt.price(stop)}"
-        liq_text = "" if liq is None else f", liq {fmt.price(liq)}"
+        liq_text = "" if liq is None else f", liq {fmt.price(liq)}{whose}"
         words = {
             "stop_missing": "stop-loss set",
             "stop_beyond_liquidation": "stop now fires before liquidation",
         }.get(metric, "stop-loss within the maximum loss")
         return Message(f"{head} {who}: {words}", f"{now}{liq_text} ({n.rule.name})")
     if metric == "stop_missing":
-        where = "" if liq is None else f" {toward} liq {fmt.price(liq)}"
+        where = "" if liq is None else f" {toward} liq {fmt.price(liq)}{whose}"
         return Message(f"{head} {who}: no stop-loss", f"{line}\n→ set a reduce-only stop{where}")
     if stop is None:
         return None
@@ -556,15 +596,28 @@ def _about_stop(n: Notification, head: str, who: str) -> Message | None:
         if liq is None:
             return None
         gap = abs(liq - stop)
-        title = f"{head} {who}: stop {fmt.price(stop)} is beyond liq {fmt.price(liq)}"
-        body = (
-            f"liquidation comes {fmt.price(gap)} ({fmt.percent(gap / p.mark_price, 1)}) "
-            f"before the stop: it can never trigger\n{line}\n"
-            f"→ move the stop {toward} {fmt.price(liq)}"
-        )
-        return Message(title, body)
-    loss = loss_at(stop, p.side, p.quantity, p.entry_price, p.inverse)
-    settle = metrics.account.pool_asset(p)
+        title = f"{head} {who}: stop {fmt.price(stop)} is beyond liq {fmt.price(liq)}{whose}"
+        lines = [
+            f"liquidation comes {fmt.price(gap)} ({fmt.percent(gap / mark, 1)}) "
+            "before the stop: it can never trigger",
+            line,
+        ]
+        if reported is not None:
+            lines.append(_exchange_liquidation(n))
+        lines.append(f"→ move the stop {toward} {fmt.price(liq)}")
+        return Message(title, "\n".join(lines))
+    if reported is not None:
+        if reported.quantity is None:
+            return None  # a position listed as read: no size to figure a loss from
+        quantity, entry, inverse = reported.quantity, reported.entry_price, reported.inverse
+        # ccxt's unified contract symbol names its settle currency: BASE/QUOTE:SETTLE
+        settle = reported.symbol.rpartition(":")[2] if ":" in reported.symbol else ""
+    else:
+        assert metrics is not None and pm is not None
+        p = pm.position
+        quantity, entry, inverse = p.quantity, p.entry_price, p.inverse
+        settle = metrics.account.pool_asset(p)
+    loss = loss_at(stop, side, quantity, entry, inverse)
     if metric == "stop_loss":
         most = n.rule.condition.threshold
         share = ""
@@ -579,10 +632,19 @@ def _about_stop(n: Notification, head: str, who: str) -> Message | None:
         )
     title = f"{head} {who}: stop {fmt.price(stop)} loses {fmt.money(loss, settle)}{share}"
     lines = [f"more than {limit} ({n.rule.name})", line]
-    target = price_for_loss(most, p.side, p.quantity, p.entry_price, p.inverse)
+    target = price_for_loss(most, side, quantity, entry, inverse)
     if target is not None and target > 0:
         lines.append(f"→ move the stop {toward} {fmt.price(target)}")
     return Message(title, "\n".join(lines))
+
+
+def _exchange_liquidation(n: Notification) -> str:
+    """Whose liquidation price a position alert of an account alertd does not compute
+    quotes, and why it is not alertd's."""
+    feed = n.context.feed
+    exchange = (feed.exchange_name if feed is not None else "") or n.subject.exchange
+    why = "" if feed is None or not feed.mode_limits else f": {feed.mode_limits}"
+    return f"the liquidation price is {exchange}'s own (alertd does not compute it{why})"
 
 
 # The fields a rule's own ``message`` may name; each is a string when the message is rendered.

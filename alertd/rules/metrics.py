@@ -36,7 +36,9 @@ from alertd.engine.dynamics import (
 from alertd.engine.margin import AccountMetrics, compute
 from alertd.engine.model import Side
 from alertd.engine.orderbook import CloseCost, ForcedClose, OrderBook, close_cost, gap_shortfall
+from alertd.engine.reported import ExchangeRatioPosition
 from alertd.engine.stops import (
+    StopFigures,
     StopOrder,
     beyond_liquidation,
     loss_at,
@@ -187,6 +189,11 @@ class Metric:
 
     # its Prometheus name where it predates the rule below (dashboards read it)
     gauge: str | None = None
+
+    # a position metric's reading of a position of an account whose requirement alertd does
+    # not compute (the exchange's ratio stands in): from the exchange's own liquidation price
+    # and the stops against it (:attr:`FeedStatus.positions`); None: no value there
+    reported: Callable[[ExchangeRatioPosition], Decimal | None] | None = None
 
     # an account figure of one cross pool (read through :attr:`Figures.cross_pool`): an
     # account of several margin pools (Binance single-asset: USDT, USDC, FDUSD) publishes it
@@ -555,6 +562,18 @@ def _stop_loss_share(f: Figures) -> Decimal | None:
     return None if equity <= 0 else loss / equity
 
 
+def _reported_stop(
+    figure: Callable[[StopFigures], Decimal | None],
+) -> Callable[[ExchangeRatioPosition], Decimal | None]:
+    """A stop figure of a position the exchange's figures describe; None where its stops are
+    not read (never a "no stop" from orders alertd could not see)."""
+
+    def read(p: ExchangeRatioPosition) -> Decimal | None:
+        return None if p.stop is None else figure(p.stop)
+
+    return read
+
+
 STOP_METRICS: tuple[Metric, ...] = (
     Metric(
         "stop_coverage",
@@ -566,6 +585,7 @@ STOP_METRICS: tuple[Metric, ...] = (
         "up, at most 1); 0 = no protective stop; no value where the stops are not read",
         Needs.POOL,
         _stop_coverage,
+        reported=_reported_stop(lambda s: s.coverage),
     ),
     Metric(
         "stop_missing",
@@ -578,6 +598,7 @@ STOP_METRICS: tuple[Metric, ...] = (
         _stop_missing,
         title="no stop-loss",
         resolved_title="stop-loss set",
+        reported=_reported_stop(lambda s: _flag(not s.orders)),
     ),
     Metric(
         "stop_loss_price",
@@ -589,6 +610,7 @@ STOP_METRICS: tuple[Metric, ...] = (
         "or for a trailing stop whose current trigger the exchange does not report",
         Needs.POOL,
         _stop_price,
+        reported=_reported_stop(lambda s: s.price),
     ),
     Metric(
         "stop_beyond_liquidation",
@@ -602,6 +624,7 @@ STOP_METRICS: tuple[Metric, ...] = (
         Needs.LIQUIDATION,
         _stop_beyond_liquidation,
         clear=_stop_beyond_clear,
+        reported=_reported_stop(lambda s: s.beyond_liquidation),
     ),
     Metric(
         "stop_loss",
@@ -613,6 +636,7 @@ STOP_METRICS: tuple[Metric, ...] = (
         "= a stop that locks in profit",
         Needs.POOL,
         _stop_loss,
+        reported=lambda p: p.stop_loss,
     ),
     Metric(
         "stop_loss_share",
@@ -1014,6 +1038,7 @@ METRICS: tuple[Metric, ...] = (
         Needs.LIQUIDATION,
         lambda f: f.account.liquidation_distance(f.index),
         clear=_liquidation_clear,
+        reported=lambda p: p.liquidation_distance,
     ),
     Metric(
         "effective_leverage",
@@ -1248,11 +1273,12 @@ def observe(
 ) -> list[Observation]:
     """One observation for the account and one per position, with the ``wanted`` metrics
     (rules' series, see :func:`wanted_of`; default: all). ``live`` is ``None`` while the
-    account's data is incomplete: then only the feed's metrics are observed, and alerts on the
-    others stay as they are. ``dynamics`` are the price windows of the exchange's symbols,
-    which the price-dynamics metrics read (without them those have no value); ``books`` the
-    order books the order-book metrics read (likewise), kept in the positions' contexts for
-    the messages.
+    account's data is incomplete: then only the feed's metrics are observed (the exchange's
+    ratio where it stands in, and its positions with the metrics that read the exchange's
+    figures of them, :attr:`Metric.reported`), and alerts on the others stay as they are.
+    ``dynamics`` are the price windows of the exchange's symbols, which the price-dynamics
+    metrics read (without them those have no value); ``books`` the order books the order-book
+    metrics read (likewise), kept in the positions' contexts for the messages.
 
     With ``proofs`` (from :func:`shortcuts`), a position metric that provably breaches none
     of its rules is left out for a subject with no alert state (``alerted``: the subject keys
@@ -1270,7 +1296,8 @@ def observe(
     if live is None:
         idle = Figures(feed)
         values = {m.name: m.extract(idle) for m in account_metrics if m.observable(feed)}
-        return [Observation(subject, values, Context(fatal=feed.fatal, feed=feed))]
+        observed = [Observation(subject, values, Context(fatal=feed.fatal, feed=feed))]
+        return observed + _reported(account, exchange, feed, position_metrics)
     figures = Figures(feed, live)
     values = {m.name: m.extract(figures) for m in account_metrics}
     for key, m, horizon, window in account_series:
@@ -1302,6 +1329,25 @@ def observe(
             values[key] = m.extract(Figures(feed, live, i, dynamics, horizon, window))
         book = None if books is None else books.get(p.symbol)
         out.append(Observation(subject, values, Context(live=live, index=i, book=book)))
+    return out
+
+
+def _reported(
+    account: str, exchange: str, feed: FeedStatus, metrics: Sequence[Metric]
+) -> list[Observation]:
+    """The positions of an account whose exchange's ratio stands in, each observed with the
+    ``metrics`` that read the exchange's figures of it (:attr:`Metric.reported`): its
+    liquidation price and the stops against it are the exchange's, and the context carries
+    the position so that a message says so. None while the ratio does not stand in (then a
+    position's alerts stay as they are)."""
+    readable = [m for m in metrics if m.reported is not None]
+    if not feed.exchange_ratio_stands_in or not readable:
+        return []
+    out = []
+    for p in feed.positions:
+        values = {m.name: m.reported(p) for m in readable if m.reported is not None}
+        subject = _subject(account, exchange, p.symbol, p.side.label)
+        out.append(Observation(subject, values, Context(feed=feed, reported=p)))
     return out
 
 

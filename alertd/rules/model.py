@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from alertd.engine.book import LiveAccount
 from alertd.engine.margin import AccountMetrics, PositionMetrics
 from alertd.engine.orderbook import OrderBook
+from alertd.engine.reported import ExchangeRatioPosition
 
 
 class Severity(enum.IntEnum):
@@ -286,6 +287,10 @@ class FeedStatus:
     # per held symbol, the fall of the insurance fund behind it from its high over the
     # configured window (builtin_rules.insurance_fund; none where it is not watched)
     insurance_drops: Mapping[str, Decimal] = field(default_factory=dict)
+    # while the exchange's ratio stands in: the positions as its own figures describe them
+    # (the exchange's liquidation price, the stops against it), which the position metrics
+    # with a reading of them (``Metric.reported``) observe
+    positions: tuple[ExchangeRatioPosition, ...] = ()
 
     @property
     def ratio_drift(self) -> Decimal | None:
@@ -315,6 +320,9 @@ class Context:
     index: int | None = None
     # the position's symbol's order book, where an order-book metric read one (gap risk)
     book: OrderBook | None = None
+    # the position as the exchange reports it, where its ratio stands in for alertd's: the
+    # liquidation price a message quotes is then the exchange's, never alertd's
+    reported: ExchangeRatioPosition | None = None
 
 
 NO_CONTEXT = Context()
