@@ -121,7 +121,8 @@ class Straightforward:
         if self.engine.idle(observations):
             return []
         before = self.saved(name)
-        notes = self.engine.evaluate(observations, wall, [name])
+        known = live is not None or status.exchange_ratio_stands_in  # else no position is seen
+        notes = self.engine.evaluate(observations, wall, [name], positions_known=known)
         if notes or self.saved(name) != before:
             notes = with_full_metrics(notes, self.target, self.crash)
             self.commits += 1

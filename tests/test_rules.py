@@ -143,6 +143,22 @@ def test_a_closed_position_resolves_its_alerts() -> None:
     assert notes[0].reason.value == "no longer observed"
 
 
+def test_a_position_unseen_while_the_positions_are_unknown_stays_as_it_is() -> None:
+    """An account whose feed stopped (or that has no figures and no exchange's list of its
+    positions) is observed without its positions: that is not seeing them closed. Its
+    position alerts stay firing, not "resolved (no longer observed)"; once its positions
+    are known again, one missing from them is closed."""
+    engine = AlertEngine([DIST])
+    assert kinds(engine.evaluate([obs("0.02", BTC_LONG, "liquidation_distance")], 0)) == [
+        ("firing", "liq-distance")
+    ]
+    assert engine.evaluate([obs("0.1")], 10, accounts=["main"], positions_known=False) == []
+    assert engine.states[("liq-distance", BTC_LONG.key)].phase is Phase.FIRING
+    notes = engine.evaluate([obs("0.1")], 20, accounts=["main"])
+    assert kinds(notes) == [("resolved", "liq-distance")]
+    assert notes[0].reason is Resolution.GONE
+
+
 def test_other_accounts_are_left_alone() -> None:
     other = Subject("other", "bybit")
     engine = AlertEngine([WARN])

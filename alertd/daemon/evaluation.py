@@ -440,7 +440,9 @@ class Alerting:
         if not alerted and engine.idle(observations):
             return []  # no alert of this account, nothing breached: nothing would change
         wall = self._wall()
-        notes = engine.evaluate(observations, wall, accounts=[name])
+        # without figures, only an exchange's list of the positions says which were closed
+        known = live is not None or status.exchange_ratio_stands_in
+        notes = engine.evaluate(observations, wall, accounts=[name], positions_known=known)
         if notes or name in engine.changed:
             notes = with_full_metrics(notes, self.target, self._needs_crash)
             self._commit(name, notes, wall)

@@ -228,10 +228,14 @@ class AlertEngine:
         observations: Sequence[Observation],
         now: float,
         accounts: Iterable[str] | None = None,
+        positions_known: bool = True,
     ) -> list[Notification]:
         """Advance every alert of ``accounts`` (default: those observed) to ``now``.
 
-        A subject of those accounts that is no longer observed (a closed position) resolves.
+        A subject of those accounts that is no longer observed (a closed position) resolves,
+        unless ``positions_known`` is false (the account's positions are not known now: its
+        feed stopped or has no figures, and no exchange's list of them stands in): not seeing
+        a position is not seeing it closed.
         An observation without a rule's metric leaves that rule's alert on it as it is; a
         subject with no alert state may be left out when none of its values breaches a rule.
         """
@@ -242,6 +246,8 @@ class AlertEngine:
         self._observe(observations, now, out)
         for state in self._in_scope(scope):
             if state.subject.key in observed:
+                continue
+            if not positions_known and state.subject.symbol is not None:
                 continue
             rule = self.rules[state.rule]
             gone = Observation(state.subject, {})

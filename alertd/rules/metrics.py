@@ -1339,10 +1339,12 @@ def _reported(
     ``metrics`` that read the exchange's figures of it (:attr:`Metric.reported`): its
     liquidation price and the stops against it are the exchange's, and the context carries
     the position so that a message says so. None while the ratio does not stand in (then a
-    position's alerts stay as they are)."""
+    position's alerts stay as they are). A position is observed even with none of them: its
+    alerts on other metrics stay as they are, where no observation would resolve them as
+    closed."""
     readable = [m for m in metrics if m.reported is not None]
-    if not feed.exchange_ratio_stands_in or not readable:
-        return []
+    if not feed.exchange_ratio_stands_in or not metrics:
+        return []  # (no position rule: no position alert to advance or resolve)
     out = []
     for p in feed.positions:
         values = {m.name: m.reported(p) for m in readable if m.reported is not None}
