@@ -361,6 +361,9 @@ def test_binance_portfolio_margin_reads_its_um_conditional_orders() -> None:
             async with kept_open(feed):
                 state = feed.state
                 assert state.stops == ()  # read: nothing open
+                # no push of its conditional orders reaches alertd (ccxt does not deliver the
+                # PM stream's CONDITIONAL_ORDER_TRADE_UPDATE): read at every reconcile
+                assert feed.adapter.watches_stops is False
                 algo = fake.add_stop(KEY, BTC, "long", "55000")  # the whole position
                 legacy = fake.add_stop(KEY, BTC, "long", "66000", "0.4", kind="take_profit")
                 fake.as_strategy_order(legacy)

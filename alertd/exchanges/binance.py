@@ -666,7 +666,12 @@ class BinanceUSDMAdapter(ExchangeAdapter):
     def settle_terms(self) -> SettleTerms | None:
         return self._settle_terms
 
-    watches_stops = True
+    @property
+    def watches_stops(self) -> bool:  # type: ignore[override]
+        # a portfolio margin account's conditional orders change on the PM stream's
+        # CONDITIONAL_ORDER_TRADE_UPDATE, which ccxt does not deliver: no push would say a stop
+        # was cancelled, so its stops are read at every reconcile rather than trusted to one
+        return self._portfolio is None
 
     def is_stop_event(self, raw: dict[str, Any]) -> bool:
         # ALGO_UPDATE carries the algo id ("aid"); a legacy conditional order's
