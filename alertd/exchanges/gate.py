@@ -327,14 +327,21 @@ def single_currency_pool(info: dict[str, Any], settle: str) -> UnifiedPool:
     )
 
 
+def _owes_and_holds(row: dict[str, Any], equity: Decimal, borrowed: Decimal) -> tuple[bool, bool]:
+    """Whether a currency's balance row owes (a loan, or an equity below zero) and whether it
+    is collateral (a positive equity enabled as collateral: Gate counts the others at
+    nothing)."""
+    owes = borrowed > 0 or equity < 0
+    return owes, equity > 0 and row.get("enabled_collateral") is not False
+
+
 def _priced(ccy: str, row: dict[str, Any], settle: str) -> bool:
     """Whether the pool needs ``ccy``'s price: collateral held, or a liability."""
     if ccy == settle:
         return False
     equity = dec_or_none(row.get("equity")) or Decimal(0)
     borrowed = dec_or_none(row.get("borrowed")) or Decimal(0)
-    held = equity > 0 and row.get("enabled_collateral") is not False
-    return held or equity < 0 or borrowed > 0
+    return any(_owes_and_holds(row, equity, borrowed))
 
 
 def _earn_as_margin(info: dict[str, Any], row: dict[str, Any], ccy: str) -> Decimal:
@@ -410,8 +417,7 @@ def multi_currency_pool(
             elif equity > 0 and ccy not in ratios:
                 not_reproduced.append(f"{ccy} held with no discount tiers")
             continue
-        owes = borrowed > 0 or equity < 0
-        collateral = equity > 0 and row.get("enabled_collateral") is not False
+        owes, collateral = _owes_and_holds(row, equity, borrowed)
         if not owes and not collateral:
             continue  # not collateral: Gate counts it at nothing
         ratio, tiers = ratios.get(ccy), loans.get(ccy)

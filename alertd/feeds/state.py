@@ -340,7 +340,7 @@ class AccountState:
         """
         out = []
         for symbol in sorted(self.price_symbols):
-            seen = self.last_seen.get((Stream.MARK, symbol))
+            seen = self.mark_seen(symbol)
             age = None if seen is None else now - seen
             out.append(Freshness(Stream.MARK, symbol, age, _stale(age, stale_after_s)))
         for stream in (Stream.POSITIONS, Stream.BALANCE):
