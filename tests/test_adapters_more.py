@@ -1115,6 +1115,14 @@ def test_bybit_isolated_margin_without_the_deprecated_position_balance() -> None
         isolated_margin({})
 
 
+def test_bybit_a_deprecated_position_balance_of_zero_is_not_a_margin() -> None:
+    # The deprecated field still arrives, as "0": the docs' "Position" stream example, and a
+    # live frame of an open SOLUSDT position (2025-10-02, quoted in a public project's test):
+    # positionBalance "0", positionIM "4.6876214". A margin of 0 showed it liquidated.
+    live = {"positionBalance": "0", "positionIM": "4.6876214", "positionIMByMp": "4.68780139"}
+    assert isolated_margin(live) == Decimal("4.6876214")
+
+
 # --- the account's own fee rates --------------------------------------------------------------
 
 

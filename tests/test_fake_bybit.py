@@ -198,6 +198,41 @@ async def test_fetch_positions_reports_figures_from_published_formulas() -> None
 
 
 @async_test
+async def test_position_balance_as_bybit_sends_it_now() -> None:
+    # "Get Position Info" (bybit-exchange/docs, 2025-11): positionBalance "**Deprecated**, can
+    # refer to positionIM or positionIMByMp"; live frames of open cross positions (2025-01 to
+    # 2026-03) carry "0" and, since 2025-07, positionIMByMp / positionMMByMp on the stream too
+    async with fake_server() as fake:
+        fake.add_account("cross", "s1", "1000")
+        fake.open_position("cross", BTC, "long", "1", "65000")
+        fake.add_account("iso", "s2", "5000")
+        # no margin added: its margin is its Position IM, 7,200 / 5 and the fee to close
+        im_iso = Decimal(1440) + close_fee(Decimal(2), Decimal(3600), "short", 5)
+        fake.open_position(
+            "iso", ETH, "short", "2", "3600", margin_mode="isolated", leverage=5,
+            isolated_margin=im_iso,
+        )  # fmt: skip
+
+        async def row(key: str, secret: str) -> dict[str, Any]:
+            async with exchange(fake, key, secret) as ex:
+                raw = await ex.privateGetV5PositionList(
+                    {"category": "linear", "settleCoin": "USDT", "limit": 200}
+                )
+                (one,) = raw["result"]["list"]
+                return dict(one)
+
+        cross, iso = await row("cross", "s1"), await row("iso", "s2")
+        assert cross["positionBalance"] == "0" and "positionIMByMp" in cross
+        assert Decimal(iso["positionBalance"]) == Decimal(iso["positionIM"]) == im_iso
+        fake.deprecate_position_balance()
+        iso = await row("iso", "s2")
+        assert iso["positionBalance"] == "0" and Decimal(iso["positionIM"]) == im_iso
+        # the isolated liquidation price is unchanged: only what is sent changed
+        fee = close_fee(Decimal(2), Decimal(3600), "short", 5)
+        assert Decimal(iso["liqPrice"]) == floor_to((im_iso + 7200 - fee) / Decimal("2.01"), "0.01")
+
+
+@async_test
 async def test_fetch_balance_reports_account_totals() -> None:
     async with fake_server() as fake:
         fake.open_position(KEY, BTC, "long", "0.1", "64000")  # mark 65000: upl +100

@@ -68,6 +68,42 @@ def test_bootstrap_and_figures_agree_with_bybit() -> None:
     run(body())
 
 
+def test_an_isolated_position_whose_position_balance_is_deprecated_reads_its_im() -> None:
+    """Bybit deprecates ``positionBalance`` ("can refer to positionIM"), and the field still
+    arrives as ``"0"`` on open positions: alertd read that as an isolated margin of nothing,
+    a false liquidation. Here the local Bybit sends ``"0"`` on an isolated 50x BTC long with
+    no margin added, whose margin is then its Position IM (at the entry, with the fee to close
+    at the bankruptcy price, as a recorded 50x FTMUSDT row has it: positionBalance 0.1220222 =
+    10 x 0.5941 / 50 + 10 x 0.5941 x 0.98 x 0.055%, thibaultyou/trading-toolbox,
+    back/src/modules/exchange/types/position-data.interface.ts), and alertd's liquidation
+    price and maintenance margin are Bybit's."""
+
+    async def body() -> None:
+        async with started_fake() as fake:
+            fake.deprecate_position_balance()
+            fake.set_mark(BTC, "20150")
+            im = D(400) + 20000 * D("0.98") * D("0.00055")  # 20,000 / 50 + the fee to close
+            fake.open_position(
+                "key-b", BTC, "long", "1", "20000", margin_mode="isolated", leverage=50,
+                isolated_margin=im,
+            )  # fmt: skip
+            feed = await bootstrapped(
+                make_feed(account_config("b", "bybit", fake), "key-b", "secret-b")
+            )
+            state = feed.state
+            btc = state.positions[(BTC, Side.LONG)]
+            assert btc.isolated_margin == im  # positionIM, not the "0" sent
+            (pm,) = compute(state.to_account()).positions
+            bybit = state.reported_positions[(BTC, Side.LONG)]
+            assert bybit.liquidation_price is not None and pm.liquidation_price is not None
+            assert abs(pm.liquidation_price - bybit.liquidation_price) <= D("0.1")
+            assert bybit.maintenance_margin is not None
+            assert abs(pm.maintenance_margin - bybit.maintenance_margin) < D("0.01")
+            assert pm.margin_ratio < 1
+
+    run(body())
+
+
 @contextlib.asynccontextmanager
 async def btc_collateral_account() -> AsyncIterator[FakeBybit]:
     """The fake Bybit serving account "key-c": 2,000 USDT borrowed, 0.5 BTC of collateral

@@ -183,11 +183,16 @@ def unified_collateral(
 
 def isolated_margin(raw: dict[str, Any]) -> Decimal:
     """An isolated position's margin: ``positionBalance`` while Bybit still sends it; the
-    docs deprecate it ("Get Position Info": "can refer to ``positionIM`` or
-    ``positionIMByMp``"), so an answer without it gives ``positionIM``."""
-    balance = raw.get("positionBalance")
-    if balance not in (None, ""):
-        return dec(balance, "positionBalance")
+    docs deprecate it ("Get Position Info": "**Deprecated**, can refer to ``positionIM`` or
+    ``positionIMByMp``"), so an answer without it gives ``positionIM``. A deprecated field
+    still arrives, as ``"0"``: the docs' position stream example and live frames of open
+    positions recorded since (2025-10 to 2026-03) carry ``"positionBalance": "0"``; an open
+    isolated position never holds no margin, so a zero is the field not sent, not a margin
+    of nothing (read as one, every such position showed as liquidated)."""
+    sent = raw.get("positionBalance")
+    balance = None if sent in (None, "") else dec(sent, "positionBalance")
+    if balance:
+        return balance
     return dec(raw.get("positionIM"), "positionIM")
 
 

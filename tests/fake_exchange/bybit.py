@@ -34,6 +34,9 @@ Figures are computed here, independently of alertd, from Bybit's published formu
   ``size x entry x (1 -+ 1/leverage) x taker fee`` (long -, short +; 0.055%).
 - Isolated liquidation price: where ``positionBalance + upl`` meets the MM at that price,
   solved per tier; long rounded up, short down, to tick (fixed: it does not move with the mark).
+- ``positionBalance``: ``"0"`` on cross positions, as live frames of open cross positions carry
+  it; an isolated position's margin until ``deprecate_position_balance``, then ``"0"`` too
+  (the docs deprecate the field); ``positionIMByMp`` / ``positionMMByMp`` on REST and stream.
 - Cross liquidation price (UTA estimate): the mark of that symbol at which the cross margin
   balance (wallet - isolated position margin + cross unrealised PnL) equals the cross
   maintenance margin, other marks held (collateral coins whose price follows that market move
@@ -395,6 +398,9 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         self._coin_prices: dict[str, tuple[Decimal, str | None]] = {}
         # GET /v5/spot-margin-trade/collateral: coin -> [(maxQty or None, collateralRatio)]
         self._collateral_tiers: dict[str, list[tuple[Decimal | None, Decimal]]] = {}
+        # "Get Position Info": positionBalance "**Deprecated**, can refer to positionIM or
+        # positionIMByMp" (bybit-exchange/docs, docs/v5/position/position.mdx, 2025-11)
+        self._position_balance_deprecated = False
         for symbol, mark, scale, tick, step, max_qty, max_mkt, launch, risk in _DEFAULT_MARKETS:
             base, market_id = _split_symbol(symbol)
             self._markets[market_id] = _Market(
@@ -604,6 +610,12 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         account.maker_fee = _dec(maker, "maker")
         for position in account.positions.values():
             position.taker_fee = account.taker_fee
+
+    @scripted
+    def deprecate_position_balance(self) -> None:
+        """Send ``positionBalance`` ``"0"`` on isolated positions too, as the deprecated field
+        arrives (the position's margin then only in ``positionIM``); no push."""
+        self._position_balance_deprecated = True
 
     @scripted
     def set_unified_margin_status(self, api_key: str, status: int) -> None:
@@ -841,7 +853,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             "autoAddMargin": 0,
             "adlRankIndicator": 2,
             "leverage": _fmt(p.leverage),
-            "positionBalance": _fmt(f.balance),
+            "positionBalance": self._position_balance(p, f.balance),
             "markPrice": market.price(market.mark),
             "liqPrice": format(f.liq, "f") if f.liq is not None else "",
             "bustPrice": "",
@@ -862,12 +874,20 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             "createdTime": str(p.created_ms),
             "updatedTime": str(p.updated_ms),
         }
+        # REST and stream alike (the docs' "Position" stream and live frames since 2025-10)
+        row["positionIMByMp"] = _fmt(f.im_mark)
+        row["positionMMByMp"] = _fmt(f.mm_mark)
         if ws:
             row["category"] = "linear"
-        else:
-            row["positionIMByMp"] = _fmt(f.im_mark)
-            row["positionMMByMp"] = _fmt(f.mm_mark)
         return row
+
+    def _position_balance(self, p: _Position, balance: Decimal) -> str:
+        """``positionBalance`` as Bybit sends it: ``"0"`` on a cross position (live frames of
+        open cross positions, 2025-01 to 2026-03) and, once the field is deprecated
+        (``deprecate_position_balance``), on an isolated one too; else its margin."""
+        if p.isolated and not self._position_balance_deprecated:
+            return _fmt(balance)
+        return "0"
 
     def _flat_row(
         self,
@@ -900,6 +920,8 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             "bustPrice": "",
             "positionMM": "0",
             "positionIM": "0",
+            "positionMMByMp": "0",
+            "positionIMByMp": "0",
             "tpslMode": "Full",
             "takeProfit": "0",
             "stopLoss": "0",
