@@ -156,11 +156,12 @@ async def test_fetch_positions_reports_figures_from_published_formulas() -> None
         ded, mmr2 = Decimal(10000), Decimal("0.01")
         fee_tier2 = close_fee(s, e, "long", 10)
         expected_tier2 = ceil_to((s * e - ded - w + fee_tier2) / (s * (1 - mmr2)), "0.1")
-        # isolated short, margin = IM = 7200/5: where 1440 + 2 (3600 - P) = 2 P 0.005 + fee
+        # isolated short, margin = Position IM = 7200/5 + fee: where it and 2 (3600 - P) meet
+        # 2 P 0.005 + fee, the fee cancelling out
         fee_iso = close_fee(Decimal(2), Decimal(3600), "short", 5)
-        expected_iso = floor_to((1440 + 7200 - fee_iso) / (2 * (1 + mmr)), "0.01")
+        expected_iso = floor_to((1440 + 7200) / (2 * (1 + mmr)), "0.01")
         assert (expected_long, expected_short) == (Decimal("64354"), Decimal("3579.98"))
-        assert expected_iso == Decimal("4296.14")
+        assert expected_iso == Decimal("4298.50")
         btc_mark, eth_mark = fake.mark(BTC), fake.mark(ETH)
         mm_long = btc_mark * mmr + fee_long
         mm_short = 10 * eth_mark * mmr + fee_short
@@ -206,12 +207,9 @@ async def test_position_balance_as_bybit_sends_it_now() -> None:
         fake.add_account("cross", "s1", "1000")
         fake.open_position("cross", BTC, "long", "1", "65000")
         fake.add_account("iso", "s2", "5000")
+        fake.open_position("iso", ETH, "short", "2", "3600", margin_mode="isolated", leverage=5)
         # no margin added: its margin is its Position IM, 7,200 / 5 and the fee to close
         im_iso = Decimal(1440) + close_fee(Decimal(2), Decimal(3600), "short", 5)
-        fake.open_position(
-            "iso", ETH, "short", "2", "3600", margin_mode="isolated", leverage=5,
-            isolated_margin=im_iso,
-        )  # fmt: skip
 
         async def row(key: str, secret: str) -> dict[str, Any]:
             async with exchange(fake, key, secret) as ex:
@@ -376,14 +374,15 @@ async def test_watch_positions_receives_open_and_close() -> None:
             1,
             0,
         )
-        assert (raw["entryPrice"], raw["positionBalance"], raw["leverage"]) == (
+        # no margin given: the Position IM, 150 and the fee to close
+        fee = close_fee(Decimal(10), Decimal(150), "short", 10)
+        assert (raw["entryPrice"], Decimal(raw["positionBalance"]), raw["leverage"]) == (
             "150",
-            "150",
+            150 + fee,
             "10",
         )
-        # where 150 + 10 (150 - P) = 10 P 1% + fee to close: 163.2764..., down to the tick
-        fee = close_fee(Decimal(10), Decimal(150), "short", 10)
-        assert Decimal(raw["liqPrice"]) == floor_to((150 + 1500 - fee) / Decimal("10.1"), "0.01")
+        # where 150 + fee + 10 (150 - P) = 10 P 1% + fee: 163.3663..., down to the tick
+        assert Decimal(raw["liqPrice"]) == floor_to((150 + 1500) / Decimal("10.1"), "0.01")
 
         pending = asyncio.ensure_future(ex.watch_positions())
         await asyncio.sleep(0.05)

@@ -82,11 +82,10 @@ def test_an_isolated_position_whose_position_balance_is_deprecated_reads_its_im(
         async with started_fake() as fake:
             fake.deprecate_position_balance()
             fake.set_mark(BTC, "20150")
-            im = D(400) + 20000 * D("0.98") * D("0.00055")  # 20,000 / 50 + the fee to close
             fake.open_position(
-                "key-b", BTC, "long", "1", "20000", margin_mode="isolated", leverage=50,
-                isolated_margin=im,
-            )  # fmt: skip
+                "key-b", BTC, "long", "1", "20000", margin_mode="isolated", leverage=50
+            )
+            im = D(400) + 20000 * D("0.98") * D("0.00055")  # 20,000 / 50 + the fee to close
             feed = await bootstrapped(
                 make_feed(account_config("b", "bybit", fake), "key-b", "secret-b")
             )

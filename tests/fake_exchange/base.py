@@ -474,10 +474,13 @@ class FakeExchangeServer(Generic[A, C]):
     ) -> None:
         """Set (not add to) a position and push the account event a fill would cause. ``side``
         'long' / 'short'; ``hedge`` picks a hedge-mode leg; ``leverage`` defaults to the
-        exchange's ``DEFAULT_LEVERAGE``; isolated margin to the initial margin at entry."""
+        exchange's ``DEFAULT_LEVERAGE``; isolated margin to the initial margin at entry (or the
+        exchange's own ``_opening_margin``)."""
         if leverage is None:
             leverage = self.DEFAULT_LEVERAGE
         market = self._market(symbol)
+        if margin_mode == "isolated" and isolated_margin is None:
+            isolated_margin = self._opening_margin(api_key, side, contracts, entry_price, leverage)
         order = position_order(
             side,
             contracts,
@@ -492,6 +495,13 @@ class FakeExchangeServer(Generic[A, C]):
     def _contract_size(self, market: Any) -> Decimal:
         """Base units per contract, where an exchange counts positions in contracts."""
         return Decimal(1)
+
+    def _opening_margin(
+        self, api_key: str, side: str, contracts: Num, entry_price: Num, leverage: Num
+    ) -> Decimal | None:
+        """An isolated position's margin when none is given, where the exchange holds more
+        than the initial margin at entry (None: that initial margin)."""
+        return None
 
     @scripted
     def contract_size(self, symbol: str) -> Decimal:

@@ -35,8 +35,9 @@ Figures are computed here, independently of alertd, from Bybit's published formu
 - Isolated liquidation price: where ``positionBalance + upl`` meets the MM at that price,
   solved per tier; long rounded up, short down, to tick (fixed: it does not move with the mark).
 - ``positionBalance``: ``"0"`` on cross positions, as live frames of open cross positions carry
-  it; an isolated position's margin until ``deprecate_position_balance``, then ``"0"`` too
-  (the docs deprecate the field); ``positionIMByMp`` / ``positionMMByMp`` on REST and stream.
+  it; an isolated position's margin (with none given, its Position IM: the IM at the entry and
+  the fee to close) until ``deprecate_position_balance``, then ``"0"`` too (the docs deprecate
+  the field); ``positionIMByMp`` / ``positionMMByMp`` on REST and stream.
 - Cross liquidation price (UTA estimate): the mark of that symbol at which the cross margin
   balance (wallet - isolated position margin + cross unrealised PnL) equals the cross
   maintenance margin, other marks held (collateral coins whose price follows that market move
@@ -319,8 +320,14 @@ class _Position:
     @property
     def close_fee(self) -> Decimal:
         """The estimated fee to close at the bankruptcy price, in IM and MM alike."""
-        shift = -1 if self.side == "Buy" else 1
-        return self.size * self.entry * (1 + shift / self.leverage) * self.taker_fee
+        return _close_fee(self.size, self.entry, self.side == "Buy", self.leverage, self.taker_fee)
+
+
+def _close_fee(
+    size: Decimal, entry: Decimal, long: bool, leverage: Decimal, taker: Decimal
+) -> Decimal:
+    """``size x entry x (1 -+ 1/leverage) x taker``: at the bankruptcy price (long -, short +)."""
+    return size * entry * (1 + (-1 if long else 1) / leverage) * taker
 
 
 @dataclass
@@ -548,6 +555,18 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
     @scripted
     def add_account(self, api_key: str, secret: str, wallet_balance: Num = "1000") -> None:
         self._accounts[api_key] = _Account(api_key, secret, _dec(wallet_balance, "wallet"))
+
+    def _opening_margin(
+        self, api_key: str, side: str, contracts: Num, entry_price: Num, leverage: Num
+    ) -> Decimal:
+        """Bybit's Position IM: the IM at the entry and the fee to close at the bankruptcy
+        price, as a recorded 50x FTMUSDT row has it (positionBalance 0.1220222 = 10 x 0.5941 /
+        50 + 10 x 0.5941 x (1 - 1/50) x 0.055%; thibaultyou/trading-toolbox,
+        back/src/modules/exchange/types/position-data.interface.ts)."""
+        lev = _dec(leverage, "leverage")
+        size, entry = _dec(contracts, "contracts"), _dec(entry_price, "entry_price")
+        taker = self._account(api_key).taker_fee
+        return size * entry / lev + _close_fee(size, entry, shared.parse_side(side), lev, taker)
 
     def _open_position(
         self, account: _Account, market: _Market, order: shared.PositionOrder, hedge: bool
