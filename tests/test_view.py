@@ -31,7 +31,7 @@ LIVE_ACCOUNT_KEYS = [
     "name", "bootstrapped", "connected", "fatal", "stale", "margin_ratio", "buffer",
     "crash_distance", "effective_leverage", "concentration", "margin_concentration", "settle",
     "pools", "positions", "exchange", "mode", "coverage", "mode_limits", "incomplete",
-    "margin_ratio_source", "exchange_margin_ratio", "exchange_margin_ratio_moved",
+    "alerts_kept", "margin_ratio_source", "exchange_margin_ratio", "exchange_margin_ratio_moved",
 ]  # fmt: skip
 # the same from the state file when the daemon is not running: what was saved
 SAVED_ACCOUNT_KEYS = [
