@@ -985,6 +985,7 @@ def test_a_position_alert_stays_as_it_is_while_a_new_symbol_s_tiers_are_not_read
             fake.close_position(KEY, BTC)
             await feed.reconcile()
             assert evaluate(7.0) == [("resolved", btc_long, "no longer observed")]
+            assert evaluate.alerting.held_positions("a") == ()
 
     run(body())
 

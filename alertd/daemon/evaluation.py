@@ -328,25 +328,29 @@ class Alerting:
             insurance_drops=self._insurance_drops(feed),
             # the stop and liquidation-distance rules read them where alertd has no figures
             positions=state.exchange_ratio_positions() if stands_in else (),
-            kept_positions=self._kept_positions(feed, stands_in and computed),
+            kept_positions=self._kept_positions(feed, stands_in, computed),
             not_live=None if state.bootstrapped else state.bootstrap_retrying(),
         )
 
-    def _kept_positions(self, feed: AccountFeed, transient: bool) -> tuple[tuple[str, str], ...]:
+    def _kept_positions(
+        self, feed: AccountFeed, stands_in: bool, computed: bool
+    ) -> tuple[tuple[str, str], ...]:
         """The held positions whose alerts stay as they are while the exchange's ratio stands
         in, as (symbol, side): those in markets alertd does not know (the exchange's list
-        cannot describe them: not seeing them there is not seeing them closed), and, where
-        the exchange's ratio stands in only ``transient``-ly for an account alertd computes
-        (a new symbol's tier table not read yet), those alertd alerted on from its own
-        figures when its figures went: read on the exchange's figures for that while (no
-        liquidation price in its last answer, say), they would resolve, and fire again once
-        alertd's figures are back."""
+        cannot describe them: not seeing them there is not seeing them closed), and, where it
+        stands in only for a while for an account alertd ``computed`` (a new symbol's tier
+        table not read yet), those alertd alerted on from its own figures when its figures
+        went: read on the exchange's figures for that while (no liquidation price in its
+        last answer, say), they would resolve, and fire again once alertd's figures are
+        back."""
         state = feed.state
         name = feed.config.name
-        kept = {(symbol, side.label) for symbol, side in state.unknown_positions()}
-        if not transient:
+        if not stands_in or not computed:
             self._held.pop(name, None)
-        else:
+        if not stands_in:
+            return ()
+        kept = {(symbol, side.label) for symbol, side in state.unknown_positions()}
+        if computed:
             held = self._held.get(name)
             if held is None:
                 alerted = self.engine.states_of(name)
@@ -355,9 +359,10 @@ class Alerting:
                     for s in alerted
                     if s.subject.symbol is not None
                 )
-                self._held[name] = held
-            open_now = {(symbol, side.label) for symbol, side in state.positions}
-            kept |= held & open_now  # a position closed meanwhile resolves as closed
+            # one closed meanwhile is no longer held: its alerts resolve as closed
+            held &= {(symbol, side.label) for symbol, side in state.positions}
+            self._held[name] = held
+            kept |= held
         return tuple(sorted(kept))
 
     def held_positions(self, name: str) -> tuple[str, ...]:
