@@ -500,6 +500,7 @@ def test_reconciles_of_many_binance_accounts_are_stretched_to_fit_the_per_ip_bud
             (pace,) = [r.getMessage() for r in caplog.records if "go live at" in r.message]
             assert "all after about 300 s (12 weight each, 2160 a minute)" in pace
             assert "feed-down fires for one still waiting builtin_rules.feed_down_after_s" in pace
+            assert pace.endswith("or once its bootstrap keeps failing (3 tries in a row)"), pace
             assert manager.feeds["binanceusdm999"].paced_start_s == 300
             assert manager.feeds["bybit3"].paced_start_s == 0  # its own limits: all at once
             assert [live_after_s(n, 12, USDM_WEIGHT_PER_MINUTE) for n in (180, 181, 1000)] == [
