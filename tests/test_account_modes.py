@@ -9,6 +9,7 @@ local exchanges, which serve the modes in the exchanges' own formats.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
@@ -16,7 +17,11 @@ from typing import Any
 
 import pytest
 
-from alertd.config import AccountConfig, Secret
+from alertd.config import AccountConfig, BuiltinRules, Config, RuleConfig, Secret
+from alertd.daemon.evaluation import Alerting, builtin_rules
+from alertd.daemon.store import Store
+from alertd.delivery.deliverer import Deliverer
+from alertd.engine.book import Book
 from alertd.engine.margin import compute
 from alertd.engine.model import Side
 from alertd.engine.stops import StopKind, Trigger
@@ -24,6 +29,7 @@ from alertd.exchanges import binance, bybit, gate, hyperliquid, okx
 from alertd.feeds.adapter import FrameError
 from alertd.feeds.feed import AccountFeed, Change
 from alertd.feeds.state import AccountMode, AccountState, Coverage, ModeReading
+from alertd.rules.model import Context, Subject
 
 from .fake_exchange.binance import CM_CONDITIONAL_EXAMPLE, CM_POSITION_EXAMPLE, FakeBinanceUSDM
 from .fake_exchange.bybit import ACCOUNT_INFO_EXAMPLE, FakeBybit
@@ -884,5 +890,169 @@ def test_a_market_listed_after_start_is_loaded_not_fatal() -> None:
             fake.open_position(KEY, ada, "long", "100", "0.5")
             await feed.reconcile()
             assert ada in state.markets and state.computable, state.missing()
+
+    run(body())
+
+
+# --- position alerts while the exchange's ratio stands in (review findings on issue 11) ------
+
+
+class Evaluated:
+    """The daemon's evaluation of one feed's account against ``rules`` (the built-in ones
+    off), with its book kept as the service keeps it (alertd/daemon/service.py
+    ``_on_change``): the account's figures while its data is complete, none while not."""
+
+    def __init__(
+        self, feed: AccountFeed, *rules: RuleConfig, incomplete_data: bool = False
+    ) -> None:
+        config = Config(
+            version=1,
+            accounts=[feed.config],
+            rules=list(rules),
+            builtin_rules=BuiltinRules(
+                feed_stale=False,
+                feed_down=False,
+                account_mode=False,
+                incomplete_data=incomplete_data,
+            ),
+        )
+        store = Store(":memory:")
+        deliverer = Deliverer(store, {}, config.routes, config.delivery)
+        self.book = Book()
+        self.feed = feed
+        self.wall = 0.0  # the evaluations' wall clock: their monotonic time, as passed in
+        self.alerting = Alerting(
+            config, store, deliverer, book=self.book, wall_clock=lambda: self.wall
+        )
+
+    def __call__(self, now: float) -> list[tuple[str, str, str | None]]:
+        """(kind, subject, why it resolved) of what the evaluation at ``now`` sends."""
+        state, name = self.feed.state, self.feed.config.name
+        if state.missing():
+            self.book.remove_account(name)
+        else:
+            self.book.set_account(name, state.to_account())
+        self.wall = now
+        notes = self.alerting.evaluate(self.feed, now)
+        return [
+            (n.kind.value, n.subject.key, None if n.reason is None else n.reason.value)
+            for n in notes
+        ]
+
+
+NEAR_LIQUIDATION = RuleConfig(
+    name="near-liq", metric="liquidation_distance", below=D("0.05"), severity="critical"
+)
+
+
+def test_a_position_alert_stays_as_it_is_while_a_new_symbol_s_tiers_are_not_read() -> None:
+    """A computed account briefly incomplete (a new symbol whose leverage brackets Binance
+    does not serve yet) has Binance's ratio stand in. Its positions were then read on
+    Binance's figures: the long's liquidation-distance critical resolved ("no value": no
+    liquidation price in Binance's last answer) and fired again once the tiers came, a
+    resolve/fire pair sent for nothing. Now the alerts alertd raised from its own figures
+    stay as they are meanwhile, and the account's status says so."""
+
+    async def body() -> None:
+        fake = FakeBinanceUSDM()
+        # 1 BTC long at 60,000 on 2,000 USDT: liquidation about 2.9% below the mark
+        async with long_btc(fake, "binanceusdm", "2000", "1") as (feed, state):
+            evaluate = Evaluated(feed, NEAR_LIQUIDATION)
+            btc_long = f"a/{BTC}/long"
+            assert evaluate(1.0) == [("firing", btc_long, None)]
+
+            eth = "ETH/USDT:USDT"
+            fake.add_symbol(eth, "3400")
+            fake.withhold_brackets(eth)
+            fake.open_position(KEY, eth, "long", "0.01", "3400")
+            await feed.reconcile()
+            assert state.missing() == [f"{eth} long: no tier table"]
+            # Binance's answer with no liquidation price for the long ("0")
+            reported = state.reported_positions[(BTC, Side.LONG)]
+            none = dataclasses.replace(reported, liquidation_price=None)
+            state.reported_positions[(BTC, Side.LONG)] = none
+            status = evaluate.alerting.feed_status(feed, 2.0, tuple(state.missing()))
+            assert status.exchange_ratio_stands_in
+            assert evaluate(2.0) == []  # was: resolved (no value)
+            assert evaluate(3.0) == []
+            assert evaluate.alerting.held_positions("a") == (f"{BTC} long",)
+            firing = evaluate.alerting.engine.firing()
+            assert [s.subject.key for s in firing] == [btc_long]
+            message = render_incomplete(evaluate.alerting, feed, 4.0)
+            assert f"alerts on {BTC} long are kept as they are until then" in message
+
+            fake.withhold_brackets(eth, False)
+            await feed.reconcile()
+            assert state.computable, state.missing()
+            assert evaluate(5.0) == []  # was: firing again
+            assert evaluate.alerting.held_positions("a") == ()
+
+            # a position closed while the account is incomplete resolves as closed
+            fake.withhold_brackets(eth)
+            state.tiers.pop(eth)
+            assert evaluate(6.0) == []
+            fake.close_position(KEY, BTC)
+            await feed.reconcile()
+            assert evaluate(7.0) == [("resolved", btc_long, "no longer observed")]
+            assert evaluate.alerting.held_positions("a") == ()
+
+    run(body())
+
+
+def render_incomplete(alerting: Alerting, feed: AccountFeed, now: float) -> str:
+    """The incomplete-data warning's body for ``feed``'s account as it is at ``now``."""
+    from alertd.rules.lifecycle import Kind, Notification
+    from alertd.rules.messages import render
+
+    rule = next(
+        r
+        for r in builtin_rules(Config(version=1, accounts=[feed.config]))
+        if r.name == "incomplete-data"
+    )
+    status = alerting.feed_status(feed, now, tuple(feed.state.incomplete()))
+    subject = Subject(feed.config.name, feed.config.exchange)
+    note = Notification(Kind.FIRING, rule, subject, now, now, D(1), Context(feed=status))
+    return render(note).body
+
+
+def test_a_position_in_a_market_alertd_does_not_know_is_not_closed() -> None:
+    """A portfolio margin account (Binance's uniMMR stands in) holding a position in a market
+    listed since the catalogue was last loaded (reloaded at most every 5 minutes): the
+    exchange's list of the positions cannot describe it, and its alerts resolved as
+    "(position closed)". Now the account is incomplete naming the market, and the alerts
+    stay as they are until the market is known."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+            feed = portfolio_long_btc(fake)
+            async with kept_open(feed):
+                state = feed.state
+                evaluate = Evaluated(feed, NEAR_LIQUIDATION, incomplete_data=True)
+                name = feed.config.name
+                btc_long = f"{name}/{BTC}/long"
+                # the long within 5% of Binance's liquidation price
+                assert evaluate(2.0) == [("firing", btc_long, None)]
+                # the market missing from the catalogue alertd reads, as for a market listed
+                # since the catalogue was loaded (in the state by hand: the local Binance
+                # serves every market it lists in its catalogue)
+                market = state.markets.pop(BTC)
+                assert evaluate(3.0) == []  # was: resolved (position closed)
+                assert state.incomplete() == [f"{BTC} long: unknown market"]
+                status = evaluate.alerting.feed_status(feed, 3.0, tuple(state.incomplete()))
+                assert status.missing == (f"{BTC} long: unknown market",)
+                assert status.kept_positions == ((BTC, "long"),)
+                firing = evaluate.alerting.engine.firing()
+                assert [s.subject.key for s in firing] == [btc_long]
+                # it stays incomplete: the warning says what is missing within a minute
+                for now in (4.0, 20.0):
+                    assert evaluate(now) == []
+                assert evaluate(34.0) == [("firing", name, None)]
+                message = render_incomplete(evaluate.alerting, feed, 34.0)
+                assert f"alertd cannot compute this account: {BTC} long: unknown market" in message
+                state.markets[BTC] = market
+                # the market known again: the long's alert still firing (nothing sent for it),
+                # the incomplete-data warning resolved
+                assert evaluate(35.0) == [("resolved", name, "cleared")]
+                assert state.incomplete() == []
 
     run(body())

@@ -45,7 +45,11 @@ from alertd.feeds.manager import (
 )
 from alertd.feeds.marks import MarkHub
 from alertd.feeds.options import FeedOptions
-from alertd.feeds.state import PositionState
+from alertd.feeds.state import BOOTSTRAP_KEEPS_FAILING, PositionState
+from alertd.rules.lifecycle import Kind, Notification
+from alertd.rules.messages import render
+from alertd.rules.model import Context, Subject
+from tests.fake_exchange.binance import FakeBinanceUSDM
 from tests.support.aio import background, run
 from tests.support.fakes import FAKES, started
 from tests.support.feeds import FAST, account_config, btc_long, fast_backoff, secrets
@@ -496,6 +500,7 @@ def test_reconciles_of_many_binance_accounts_are_stretched_to_fit_the_per_ip_bud
             (pace,) = [r.getMessage() for r in caplog.records if "go live at" in r.message]
             assert "all after about 300 s (12 weight each, 2160 a minute)" in pace
             assert "feed-down fires for one still waiting builtin_rules.feed_down_after_s" in pace
+            assert pace.endswith("or once its bootstrap keeps failing (3 tries in a row)"), pace
             assert manager.feeds["binanceusdm999"].paced_start_s == 300
             assert manager.feeds["bybit3"].paced_start_s == 0  # its own limits: all at once
             assert [live_after_s(n, 12, USDM_WEIGHT_PER_MINUTE) for n in (180, 181, 1000)] == [
@@ -532,8 +537,8 @@ def test_an_account_waiting_its_turn_is_not_down_until_its_group_could_all_be_li
     """1,000 Binance accounts go live at the per-IP budget's pace, the last after about 300 s:
     one still waiting for its first turn is not "down" (at a restart, feed-down fired for
     every account queued past 60 s: about 830 criticals, each resolved as it went live) until
-    its group could all be live, and feed_down_after_s after that; one whose bootstrap
-    failed is down from the start, as before."""
+    its group could all be live, and feed_down_after_s after that; one whose bootstrap keeps
+    failing is down from the start, as before."""
 
     async def body() -> None:
         accounts = [
@@ -550,14 +555,84 @@ def test_an_account_waiting_its_turn_is_not_down_until_its_group_could_all_be_li
             waiting, failed = manager.feeds["b999"], manager.feeds["b998"]
             assert waiting.paced_start_s == 300
             failed.state.bootstrap_failed = "RequestTimeout: binanceusdm GET /fapi/v3/account"
+            failed.state.bootstrap_failures = BOOTSTRAP_KEEPS_FAILING
             for now, down_waiting, down_failed in ((1000, 0, 0), (1299, 0, 299), (1360, 60, 360)):
                 assert alerting.feed_status(waiting, now).down_s == D(down_waiting)
                 assert alerting.feed_status(failed, now).down_s == D(down_failed)
-            # a failure while it waits ends the wait: down since it was first seen
-            waiting.state.bootstrap_failed = "RequestTimeout: binanceusdm GET /fapi/v3/account"
-            assert alerting.feed_status(waiting, 1100).down_s == D(100)
         finally:
             await manager.close()
+
+    run(body(), timeout_s=60)
+
+
+def test_a_retried_bootstrap_keeps_its_group_s_grace_unless_it_keeps_failing() -> None:
+    """The last of 1,000 Binance accounts at a paced start (its group all live after about
+    300 s) meets a 429 in the crowd: its retry keeps the grace (feed-down fired 60 s after
+    start for every account that met one). Failing three tries in a row, it is down from the
+    start, and the health line, its status and the feed-down message say that it keeps
+    failing. A bad key stops the feed at once: account-error, with no grace."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [("key-r", "secret-r", "2000")]) as fake:
+            btc_long(fake, "key-r")
+            permits: asyncio.Queue[None] = asyncio.Queue()
+
+            async def retry_when_let(delay: float) -> None:  # the feed's backoff sleeps
+                await permits.get()
+
+            options = FeedOptions(backoff=fast_backoff, sleep=retry_when_let)
+            feed = AccountFeed(
+                account_config("r", "binanceusdm", fake),
+                secrets("key-r", "secret-r"),
+                FAST,
+                options,
+            )
+            feed.paced_start_s = 300.0  # as the manager sets it for its group (test above)
+            config = Config(version=1, accounts=[feed.config])
+            store = Store(":memory:")
+            deliverer = Deliverer(store, {}, config.routes, config.delivery)
+            alerting = Alerting(config, store, deliverer, book=Book(), wall_clock=lambda: 0.0)
+            assert alerting.feed_status(feed, 1000).down_s == 0  # first seen at start
+            state = feed.state
+            fake.fail_rest(429, count=BOOTSTRAP_KEEPS_FAILING)
+            async with background(feed.run()):
+                await eventually(lambda: state.bootstrap_failures == 1, what="a 429")
+                assert state.bootstrap_failed is not None and " 429 " in state.bootstrap_failed
+                for now, down in ((1100, 0), (1299, 0), (1360, 60)):  # was 100, 299, 360
+                    assert alerting.feed_status(feed, now).down_s == D(down)
+                assert stale_streams(feed, FAST, 1100) == (
+                    f"not bootstrapped (retrying after {state.bootstrap_failed})",
+                )
+                for tries in range(2, BOOTSTRAP_KEEPS_FAILING + 1):
+                    permits.put_nowait(None)
+                    await eventually(lambda n=tries: state.bootstrap_failures == n, what="again")
+                status = alerting.feed_status(feed, 1100)
+                assert status.down_s == 100  # down since the start
+                keeps = f"{BOOTSTRAP_KEEPS_FAILING} tries in a row failed"
+                assert status.not_live is not None and status.not_live.endswith(keeps)
+                (said,) = stale_streams(feed, FAST, 1100)
+                assert said.endswith(f", {keeps})"), said
+                rule = next(r for r in alerting.rules if r.name == "feed-down")
+                subject = Subject("r", "binanceusdm")
+                note = Notification(
+                    Kind.FIRING, rule, subject, 0.0, 0.0, D(100), Context(feed=status)
+                )
+                assert f"not live yet: retrying after {state.bootstrap_failed}" in render(note).body
+                permits.put_nowait(None)  # the fourth try goes through
+                await eventually(lambda: state.bootstrapped, what="live")
+                assert state.bootstrap_failures == 0 and state.bootstrap_failed is None
+
+            # a bad key: no retry, no grace; account-error at once
+            bad = AccountFeed(
+                account_config("k", "binanceusdm", fake), secrets("key-r", "wrong"), FAST, options
+            )
+            bad.paced_start_s = 300.0
+            await asyncio.wait_for(bad.run(), timeout=10)
+            await bad.close()
+            assert bad.state.fatal is not None and bad.state.bootstrap_failures == 0
+            status = alerting.feed_status(bad, 1001)
+            assert status.down_s == 0 and status.fatal is not None
+            await feed.close()
 
     run(body(), timeout_s=60)
 

@@ -31,7 +31,7 @@ LIVE_ACCOUNT_KEYS = [
     "name", "bootstrapped", "connected", "fatal", "stale", "margin_ratio", "buffer",
     "crash_distance", "effective_leverage", "concentration", "margin_concentration", "settle",
     "pools", "positions", "exchange", "mode", "coverage", "mode_limits", "incomplete",
-    "margin_ratio_source", "exchange_margin_ratio", "exchange_margin_ratio_moved",
+    "alerts_kept", "margin_ratio_source", "exchange_margin_ratio", "exchange_margin_ratio_moved",
 ]  # fmt: skip
 # the same from the state file when the daemon is not running: what was saved
 SAVED_ACCOUNT_KEYS = [
@@ -343,3 +343,23 @@ def test_each_margin_pool_is_published_with_its_asset() -> None:
     assert "Margin pools" in text
     for row in ("main USDT 20.00% 800", "main USDC 30.00% 70", "main FDUSD 12.50% 175"):
         assert row in text, text
+
+
+def test_status_names_the_position_alerts_kept_while_the_figures_are_incomplete() -> None:
+    """An account alertd computes, incomplete for a while (a new symbol's tier table not read
+    yet): the exchange's ratio stands in, and the alerts alertd had raised on its positions
+    are kept as they are meanwhile; ``alertd status`` (and its JSON) says which."""
+    from alertd.views.status import render_status
+
+    held = account(
+        figures=None,
+        exchange_ratio=D("0.12"),
+        missing=("ETH/USDT:USDT long: no tier table",),
+        held_alerts=("BTC/USDT:USDT long",),
+    )
+    data = status_json(view(held))
+    assert data["accounts"][0]["alerts_kept"] == ["BTC/USDT:USDT long"]
+    console = Console(record=True, width=300)
+    render_status(data, console)
+    text = " ".join(console.export_text().replace("│", " ").split())
+    assert "alerts kept as they are meanwhile: BTC/USDT:USDT long" in text, text

@@ -247,6 +247,9 @@ class Alerting:
         self._down_since: dict[str, float] = {}
         self._computable: dict[str, bool] = {}  # complete, in a mode alertd computes
         self._missing: dict[str, tuple[str, ...]] = {}  # what keeps each account incomplete
+        # per account whose figures alertd computes but are incomplete for a while, the
+        # positions (symbol, side) it had alerts on when its figures went: kept as they are
+        self._held: dict[str, frozenset[tuple[str, str]]] = {}
         # per account with no alert state: the marks and time within which no rule can
         # breach (rules/band.py), so that an evaluation there would change nothing
         self._bands: dict[str, Band] = {}
@@ -293,16 +296,15 @@ class Alerting:
             down = 0.0
         else:
             since = self._down_since.setdefault(name, now)
-            if not state.bootstrapped and state.bootstrap_failed is None:
-                # waiting for its first turn in the per-IP budget's pace (said at start): not
-                # down until its group could all be live; a failed bootstrap ends the wait
+            if not state.bootstrapped and not state.bootstrap_keeps_failing:
+                # waiting for its first turn in the per-IP budget's pace (said at start), or
+                # retrying after a failure in that crowd (a 429, a timeout): not down until
+                # its group could all be live; a bootstrap that keeps failing ends the wait
                 since += feed.paced_start_s
             down = max(0.0, now - since)
         opened = state.last_seen.get((Stream.POSITIONS, ""), now)
-        ages = [
-            now - state.last_seen.get((Stream.MARK, symbol), opened)
-            for symbol in state.price_symbols
-        ]
+        seen = [state.mark_seen(symbol) for symbol in state.price_symbols]
+        ages = [now - (opened if at is None else at) for at in seen]
         stale = max(ages, default=0.0) if state.bootstrapped else 0.0
         computed = state.mode.coverage is Coverage.COMPUTED
         watched = state.bootstrapped and state.fatal is None
@@ -322,11 +324,52 @@ class Alerting:
             ratios=ratios,
             ratio_pool=feed.ratio_pool if ratios is not None else None,
             ratio_rounding=Decimal(0) if ratios is None else rounding(ratios[1]),
-            missing=missing if watched and computed else (),
+            missing=missing if watched else (),
             insurance_drops=self._insurance_drops(feed),
             # the stop and liquidation-distance rules read them where alertd has no figures
             positions=state.exchange_ratio_positions() if stands_in else (),
+            kept_positions=self._kept_positions(feed, stands_in, computed),
+            not_live=None if state.bootstrapped else state.bootstrap_retrying(),
         )
+
+    def _kept_positions(
+        self, feed: AccountFeed, stands_in: bool, computed: bool
+    ) -> tuple[tuple[str, str], ...]:
+        """The held positions whose alerts stay as they are while the exchange's ratio stands
+        in, as (symbol, side): those in markets alertd does not know (the exchange's list
+        cannot describe them: not seeing them there is not seeing them closed), and, where it
+        stands in only for a while for an account alertd ``computed`` (a new symbol's tier
+        table not read yet), those alertd alerted on from its own figures when its figures
+        went: read on the exchange's figures for that while (no liquidation price in its
+        last answer, say), they would resolve, and fire again once alertd's figures are
+        back."""
+        state = feed.state
+        name = feed.config.name
+        if not stands_in or not computed:
+            self._held.pop(name, None)
+        if not stands_in:
+            return ()
+        kept = {(symbol, side.label) for symbol, side in state.unknown_positions()}
+        if computed:
+            held = self._held.get(name)
+            if held is None:
+                alerted = self.engine.states_of(name)
+                held = frozenset(
+                    (s.subject.symbol, s.subject.side or "")
+                    for s in alerted
+                    if s.subject.symbol is not None
+                )
+            # one closed meanwhile is no longer held: its alerts resolve as closed
+            held &= {(symbol, side.label) for symbol, side in state.positions}
+            self._held[name] = held
+            kept |= held
+        return tuple(sorted(kept))
+
+    def held_positions(self, name: str) -> tuple[str, ...]:
+        """The positions of ``name`` whose alerts alertd keeps as they are while its figures
+        are incomplete and the exchange's ratio stands in ("BTC/USDT:USDT long"): what its
+        status says."""
+        return tuple(f"{symbol} {side}" for symbol, side in sorted(self._held.get(name, ())))
 
     def _insurance_drops(self, feed: AccountFeed) -> dict[str, Decimal]:
         funds = feed.hub.insurance
@@ -357,7 +400,7 @@ class Alerting:
         if self.within_band(name, state.marks, now, state.connected, books, state.mark_seen):
             return []
         if changed or name not in self._computable:
-            self._missing[name] = tuple(state.missing()) if state.bootstrapped else ()
+            self._missing[name] = tuple(state.incomplete()) if state.bootstrapped else ()
             self._computable[name] = (
                 state.bootstrapped
                 and state.mode.coverage is Coverage.COMPUTED

@@ -178,7 +178,8 @@ class Publisher:
             mode_limits=None if state.mode.coverage is Coverage.COMPUTED else state.mode.limits,
             exchange_ratio=exchange_ratio if state.bootstrapped else None,
             exchange_ratio_moved=moved and state.bootstrapped,
-            missing=tuple(state.missing()) if state.bootstrapped else (),
+            missing=tuple(state.incomplete()) if state.bootstrapped else (),
+            held_alerts=self.alerting.held_positions(name),
             exchange_positions=state.exchange_ratio_positions()
             if state.bootstrapped and state.mode.coverage is not Coverage.COMPUTED
             else (),
@@ -251,9 +252,9 @@ class Publisher:
             if feed.state.fatal:
                 stopped.append(name)
             elif not feed.state.bootstrapped:
-                failed = feed.state.bootstrap_failed
+                failed = feed.state.bootstrap_retrying()
                 if failed:
-                    retrying.append(f"{name} retrying after {failed}")
+                    retrying.append(f"{name} {failed}")
                 else:
                     waiting.append(name)
             elif stale_streams(feed, self.settings, now):
@@ -295,8 +296,8 @@ def stale_streams(feed: AccountFeed, settings: FeedSettings, now: float) -> tupl
     stream is fresh."""
     state = feed.state
     if not state.bootstrapped:
-        failed = state.bootstrap_failed
-        return ("not bootstrapped" + (f" (retrying after {failed})" if failed else ""),)
+        failed = state.bootstrap_retrying()
+        return ("not bootstrapped" + (f" ({failed})" if failed else ""),)
     # two of the account's own reconciles missed: stretched with many accounts on one IP
     # (1,000 Binance accounts: every 556 s), where the setting's 60 s would call every quiet
     # account stale (the health check failing, the dead-man's heartbeat withheld)

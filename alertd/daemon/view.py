@@ -162,6 +162,9 @@ class AccountView:
     exchange_ratio: Decimal | None = None
     exchange_ratio_moved: bool = False
     missing: tuple[str, ...] = ()  # what keeps the account's data incomplete
+    # while incomplete for a while, the positions whose alerts alertd keeps as they are
+    # ("BTC/USDT:USDT long"): read on the exchange's figures meanwhile, they would resolve
+    held_alerts: tuple[str, ...] = ()
     # where the exchange's ratio stands in (a mode alertd does not compute): the positions
     # with their notional and PnL at the live mark and the exchange's own liquidation prices
     exchange_positions: tuple[ExchangeRatioPosition, ...] = ()

@@ -217,12 +217,17 @@ class AccountFeed:
                 if self._is_fatal(exc):
                     return
                 self.state.bootstrap_failed = describe(exc)
+                self.state.bootstrap_failures += 1
                 delay = backoff.next_delay()
                 log.warning(
-                    "%s: bootstrap failed (%s); retrying in %.1fs",
+                    "%s: bootstrap failed (%s); retrying in %.1fs%s",
                     self.config.name,
                     self.state.bootstrap_failed,
                     delay,
+                    f" ({self.state.bootstrap_failures} tries in a row failed: feed-down no "
+                    "longer waits for the paced start)"
+                    if self.state.bootstrap_keeps_failing and self.paced_start_s > 0
+                    else "",
                 )
                 await self._sleep(delay)
         log.info(
@@ -234,6 +239,7 @@ class AccountFeed:
             f" (after {backoff.attempt} failed tries)" if backoff.attempt else "",
         )
         self.state.bootstrap_failed = None
+        self.state.bootstrap_failures = 0
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group

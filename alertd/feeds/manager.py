@@ -31,6 +31,7 @@ from alertd.feeds.ccxt_exchange import REST_BUDGET_SHARE, SharedExchange, new_ss
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.marks import MarkHub
 from alertd.feeds.options import PRODUCTION, FeedOptions
+from alertd.feeds.state import BOOTSTRAP_KEEPS_FAILING
 
 log = logging.getLogger(__name__)
 
@@ -365,7 +366,8 @@ class FeedManager:
             weight,
             per_minute * REST_BUDGET_SHARE,
             f", and feed-down fires for one still waiting builtin_rules.feed_down_after_s "
-            f"({builtin.feed_down_after_s:g} s) after that, or after a failed bootstrap"
+            f"({builtin.feed_down_after_s:g} s) after that, or once its bootstrap keeps "
+            f"failing ({BOOTSTRAP_KEEPS_FAILING} tries in a row)"
             if builtin.feed_down
             else "",
         )

@@ -437,6 +437,8 @@ def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
         lines = [f"feed stopped: {n.context.fatal or 'unknown error'}"]
     elif unit_of(metric) is Unit.SECONDS:
         lines = [f"no fresh data for {value}: alertd cannot see this account's risk"]
+        if feed is not None and feed.not_live is not None:
+            lines.append(f"not live yet: {feed.not_live}")
     if n.kind is Kind.REPEAT:
         lines[0] += f", firing for {fmt.duration(n.at - n.since)}"
     if feed is not None and feed.exchange_ratio_stands_in and unit_of(metric) is Unit.RATIO:
@@ -542,6 +544,9 @@ def _about_alertd(
         lines.append(f"{exchange}'s own margin ratio stands in meanwhile: {_exchange_ratio(feed)}")
     else:
         lines.append("no margin figures for it until then")
+    if feed.kept_positions:
+        kept = ", ".join(f"{symbol} {side}" for symbol, side in feed.kept_positions)
+        lines.append(f"alerts on {kept} are kept as they are until then")
     return Message(f"{head} {who}: incomplete data", "\n".join(lines))
 
 

@@ -291,6 +291,12 @@ class FeedStatus:
     # (the exchange's liquidation price, the stops against it), which the position metrics
     # with a reading of them (``Metric.reported``) observe
     positions: tuple[ExchangeRatioPosition, ...] = ()
+    # while the exchange's ratio stands in: the held positions (symbol, side) whose alerts
+    # stay as they are, observed with no value (a market alertd does not know; while
+    # alertd's own figures are missing for a while, those it alerted on from them)
+    kept_positions: tuple[tuple[str, str], ...] = ()
+    # why the account is not live yet, where its bootstrap failed and retries
+    not_live: str | None = None
 
     @property
     def ratio_drift(self) -> Decimal | None:
