@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any
@@ -474,6 +475,48 @@ def test_binance_portfolio_margin_lists_its_coin_m_positions() -> None:
                 fake.set_cm_positions(KEY, [])  # closed: gone at the next reconcile
                 await feed.reconcile()
                 assert [p.symbol for p in feed.state.exchange_ratio_positions()] == [BTC]
+
+    run(body())
+
+
+def test_binance_portfolio_coin_m_refused_or_malformed_keeps_the_um_monitoring(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A malformed COIN-M row, then the key refused on /papi/v1/cm/* (Binance's -2015, an
+    AuthenticationError in ccxt: fatal to the whole account before): the UM position and
+    uniMMR are still read at every reconcile, the COIN-M positions "not listed (why)" in the
+    account's limits (status, snapshot), logged once, not at every reconcile; listed again
+    once Binance answers."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+            feed = portfolio_long_btc(fake)
+            fake.set_cm_positions(KEY, [{**CM_POSITION_EXAMPLE, "markPrice": "abc"}])
+            with caplog.at_level(logging.WARNING, logger="alertd.feeds.feed"):
+                async with kept_open(feed):
+                    state = feed.state
+                    assert state.fatal is None and state.mode.mode is M.PORTFOLIO
+                    assert [p.symbol for p in state.exchange_ratio_positions()] == [BTC]
+                    assert "COIN-M positions not listed (FrameError: cm/positionRisk " in (
+                        state.mode.limits
+                    )
+                    assert "markPrice" in state.mode.limits
+                    fake.set_cm_positions(KEY, [CM_POSITION_EXAMPLE])
+                    fake.fail_rest(401, 3, path_prefix="/papi/v1/cm/")
+                    for _ in range(3):
+                        fake.set_mark(BTC, "59000")
+                        await feed.reconcile()
+                    assert state.fatal is None and state.reported_account.margin_ratio
+                    assert "COIN-M positions not listed (AuthenticationError: " in (
+                        state.mode.limits
+                    )
+                    assert "-2015" in state.mode.limits
+                    said = [r.getMessage() for r in caplog.records if "COIN-M" in r.message]
+                    assert len(said) == 2  # the malformed row, then the refusal: once each
+                    await feed.reconcile()  # the three refusals spent: Binance answers
+                    assert "not listed" not in state.mode.limits
+                    symbols = [p.symbol for p in state.exchange_ratio_positions()]
+                    assert symbols == [BTC, "BTCUSD_201225"]
 
     run(body())
 

@@ -110,15 +110,29 @@ def brackets_to_table(brackets: list[dict[str, Any]]) -> TierTable:
 # uniMMR <= 105%: Liquidation will take place"; alertd's ratio (1 at liquidation) is this level
 # over uniMMR
 PORTFOLIO_LIQUIDATION_UNI_MMR = Decimal("1.05")
-PORTFOLIO_MODE = ModeReading.portfolio_margin(
-    "options.portfolioMargin",
-    f"Binance's own uniMMR as {PORTFOLIO_LIQUIDATION_UNI_MMR} / uniMMR (100% at the uniMMR "
-    f"{PORTFOLIO_LIQUIDATION_UNI_MMR} where Binance liquidates)",
-    "Binance's portfolio margin requirement spans the USDⓈ-M and COIN-M futures and the cross "
-    "margin account (loans, collateral rates), more than the USDⓈ-M positions alertd reads "
-    "(the marks move their share of it; COIN-M, loans and coins stay as read; COIN-M "
-    "positions are listed with Binance's figures of the last reconcile)",
-)
+
+
+def portfolio_mode(coin_m_unlisted: str | None = None) -> ModeReading:
+    """A portfolio margin account's reading. ``coin_m_unlisted``: why its COIN-M positions
+    could not be read this time (a refused request, a malformed row); uniMMR still counts
+    them, the UM positions are still followed, and the reason stands in the account's
+    limits (status, snapshot; logged once, as a change of mode is)."""
+    if coin_m_unlisted is None:
+        coin_m = "COIN-M positions are listed with Binance's figures of the last reconcile"
+    else:
+        coin_m = f"COIN-M positions not listed ({coin_m_unlisted})"
+    return ModeReading.portfolio_margin(
+        "options.portfolioMargin",
+        f"Binance's own uniMMR as {PORTFOLIO_LIQUIDATION_UNI_MMR} / uniMMR (100% at the uniMMR "
+        f"{PORTFOLIO_LIQUIDATION_UNI_MMR} where Binance liquidates)",
+        "Binance's portfolio margin requirement spans the USDⓈ-M and COIN-M futures and the "
+        "cross margin account (loans, collateral rates), more than the USDⓈ-M positions alertd "
+        f"reads (the marks move their share of it; COIN-M, loans and coins stay as read; "
+        f"{coin_m})",
+    )
+
+
+PORTFOLIO_MODE = portfolio_mode()
 
 
 def cm_positions(rows: Any, symbol_of: Callable[[str], str]) -> tuple[ExchangeRatioPosition, ...]:
@@ -444,8 +458,10 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         # None for the other modes
         self._portfolio: dict[str, Any] | None = None
         self._not_portfolio = False  # the option is set; Binance says it is not such an account
-        # a portfolio margin account's COIN-M positions, listed as read with the snapshot
+        # a portfolio margin account's COIN-M positions, listed as read with the snapshot, or
+        # why they could not be (the mode's limits say it)
         self._coin_m: tuple[ExchangeRatioPosition, ...] = ()
+        self._coin_m_unlisted: str | None = None
         # multi-assets mode: the settle currency's rates, read with the coins at every snapshot
         self._settle_terms: SettleTerms | None = None
 
@@ -457,6 +473,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         read ("Query CM Position Information", weight 1: :func:`cm_positions`)."""
         self._rows = self._account = self._portfolio = None
         self._coin_m = ()
+        self._coin_m_unlisted = None
         self._not_portfolio = False
         try:
             portfolio = await exchange.papiGetAccount()
@@ -470,8 +487,25 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             raise FrameError("papi account: expected an object")
         rows = await exchange.papiGetUmPositionRisk()
         self._keep(rows, await exchange.papiGetUmAccount(), "um/")
-        self._coin_m = await self._coin_m_positions(exchange)
+        await self._read_coin_m(exchange)
         self._portfolio = portfolio
+
+    async def _read_coin_m(self, exchange: Any) -> None:
+        """The COIN-M positions, or why they are not listed: a key refused the COIN-M reads
+        (Binance's API permissions can differ per product) or a malformed row would otherwise
+        fail every snapshot, and with it the UM positions and uniMMR, which cover the account
+        without them. A network error, a rate limit or a ban still fails the snapshot: those
+        are the IP's or the exchange's, and the next reconcile retries the whole read."""
+        # here, not at the top: the exchange modules load without ccxt (registry); a feed has it
+        import ccxt
+
+        from alertd.feeds.ccxt_exchange import describe
+
+        self._coin_m_unlisted = None
+        try:
+            self._coin_m = await self._coin_m_positions(exchange)
+        except (FrameError, ccxt.ExchangeError) as exc:
+            self._coin_m_unlisted = describe(exc)
 
     async def _coin_m_positions(self, exchange: Any) -> tuple[ExchangeRatioPosition, ...]:
         """A portfolio margin account's COIN-M positions (:func:`cm_positions`), each with its
@@ -543,7 +577,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         if self._not_portfolio:
             return NOT_PORTFOLIO
         if self._portfolio is not None:
-            return usdm_mode(None, portfolio_margin=True)
+            return portfolio_mode(self._coin_m_unlisted)
         return usdm_mode(self._account)
 
     @staticmethod
