@@ -26,7 +26,12 @@ from alertd.feeds.adapter import FrameError
 from alertd.feeds.feed import AccountFeed, Change
 from alertd.feeds.state import AccountMode, AccountState, Coverage, ModeReading
 
-from .fake_exchange.binance import CM_CONDITIONAL_EXAMPLE, CM_POSITION_EXAMPLE, FakeBinanceUSDM
+from .fake_exchange.binance import (
+    CM_ACCOUNT_EXAMPLE,
+    CM_CONDITIONAL_EXAMPLE,
+    CM_POSITION_EXAMPLE,
+    FakeBinanceUSDM,
+)
 from .fake_exchange.bybit import ACCOUNT_INFO_EXAMPLE, FakeBybit
 from .fake_exchange.hyperliquid import FakeHyperliquid
 from .fake_exchange.okx import FakeOKX
@@ -288,6 +293,35 @@ def test_binance_switch_to_multi_assets_and_back_without_a_restart() -> None:
     run(body())
 
 
+def spent_weight(fake: FakeBinanceUSDM) -> float:
+    """The request weight the local Binance counted since its reset, at Binance's documented
+    weights, in USDⓈ-M weight: a /papi weight counts its share of papi's own budget (6,000 a
+    minute against USDⓈ-M's 2,400)."""
+    assert fake.unweighed == []
+    return fake.used_weight["fapi"] + fake.used_weight["papi"] * 2400 / 6000
+
+
+def test_binance_snapshot_weight_is_what_the_account_s_mode_reads() -> None:
+    """A reconcile's snapshot weighs what the local Binance counts of it, and the feed plans
+    its reconciles with that: single-asset 10 (positionRisk 5, account 5); multi-assets 20
+    (every coin's assetIndex, 10, was left out: the per-IP pacing planned half of it)."""
+
+    async def body() -> None:
+        fake = FakeBinanceUSDM()
+        async with long_btc(fake, "binanceusdm", "2000", "1") as (feed, state):
+            every = feed.settings.stops_reconcile_every
+            for multi_assets, weight in ((False, 10), (True, 20)):
+                fake.set_multi_assets(KEY, multi_assets, {"USDC": ("22", "0.9999")})
+                await feed.reconcile()  # the mode as read, and any mark it seeds
+                fake.reset_weight()
+                await feed.resync(stops=False)
+                assert state.mode.mode is (M.MULTI_ASSETS if multi_assets else M.SINGLE_ASSET)
+                assert spent_weight(fake) == weight
+                assert feed.reconcile_weight() == weight + binance.usdm_stops_weight(1) / every
+
+    run(body())
+
+
 def portfolio_margin_config(fake: FakeBinanceUSDM) -> AccountConfig:
     """Account ``KEY`` on the local Binance with ccxt's ``options.portfolioMargin``."""
     config = account_config("p", "binanceusdm", fake)
@@ -348,6 +382,34 @@ def portfolio_long_btc(fake: FakeBinanceUSDM) -> AccountFeed:
     fake.set_mark(BTC, "60000")
     fake.open_position(KEY, BTC, "long", "1", "60000")
     return make_feed(portfolio_margin_config(fake), KEY, SECRET)
+
+
+def test_binance_portfolio_snapshot_weight_is_its_papi_reads() -> None:
+    """A portfolio margin account's snapshot is /papi reads, counted by Binance against the
+    Portfolio Margin API's own 6,000 a minute: Account Information 20, the UM positions and
+    account 5 each, the COIN-M positions 1 (31 papi weight, 12.4 in the pacing window, not
+    the single-asset 10 the plan counted); with a COIN-M position held, its conditional orders
+    (1) and the COIN-M account (5) too. Going live it adds the UM brackets and the listen
+    key, known from its config before anything is read."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+            feed = portfolio_long_btc(fake)
+            assert feed.live_weight() == pytest.approx((31 + 2) * 0.4)
+            fake.reset_weight()
+            async with kept_open(feed):
+                # the bootstrap: the snapshot, its UM stops (2, per held symbol) and brackets;
+                # the listen key comes with the streams
+                assert fake.used_weight["papi"] == 31 + 2 + 1
+                for cm_rows, papi in (([], 31), ([CM_POSITION_EXAMPLE], 31 + 1 + 5)):
+                    fake.set_cm_positions(KEY, cm_rows)
+                    await feed.reconcile()
+                    fake.reset_weight()
+                    await feed.resync(stops=False)
+                    assert fake.used_weight == {"fapi": 0, "papi": papi}
+                    assert feed.adapter.snapshot_weight() == pytest.approx(spent_weight(fake))
+
+    run(body())
 
 
 def test_binance_portfolio_margin_reads_its_um_conditional_orders() -> None:
@@ -442,6 +504,25 @@ def test_binance_portfolio_coin_m_positions_are_listed_as_binance_reads_them() -
         binance.cm_positions({"code": -1}, str)
 
 
+def test_binance_coin_m_maintenance_margins_are_binance_s_cm_account_rows() -> None:
+    """ "Get CM Account Detail" (GET /papi/v1/cm/account): the docs' example (every symbol
+    listed, this one empty: left out) and a held row in each position mode, by symbol and
+    side; a row without its margin is a frame error naming it."""
+    empty = CM_ACCOUNT_EXAMPLE["positions"][0]
+    long = empty | {"positionAmt": "2", "positionSide": "LONG", "maintMargin": "0.0012"}
+    short = empty | {"symbol": "ETHUSD_PERP", "positionAmt": "-3", "maintMargin": "0.05"}
+    answer = CM_ACCOUNT_EXAMPLE | {"positions": [empty, long, short]}
+    assert binance.cm_maintenance_margins(answer, str) == {
+        ("BTCUSD_201225", Side.LONG): D("0.0012"),
+        ("ETHUSD_PERP", Side.SHORT): D("0.05"),
+    }
+    assert binance.cm_maintenance_margins(CM_ACCOUNT_EXAMPLE, str) == {}
+    with pytest.raises(FrameError, match=r"^cm/account ETHUSD_PERP maintMargin: missing$"):
+        binance.cm_maintenance_margins({"positions": [short | {"maintMargin": None}]}, str)
+    with pytest.raises(FrameError, match=r"^cm/account: expected an object"):
+        binance.cm_maintenance_margins([], str)
+
+
 def test_binance_portfolio_margin_lists_its_coin_m_positions() -> None:
     """The feed on the local Binance's /papi: the UM position followed at the live mark, the
     COIN-M one (no COIN-M market loaded: Binance's id) listed as the reconcile read it."""
@@ -458,8 +539,14 @@ def test_binance_portfolio_margin_lists_its_coin_m_positions() -> None:
                 "positionSide": "LONG",
             }  # fmt: skip
             fake.set_cm_conditional_orders(KEY, [stop, CM_CONDITIONAL_EXAMPLE])
+            # Binance's COIN-M account: the long's maintenance margin, in BTC
+            held = CM_ACCOUNT_EXAMPLE["positions"][0] | {
+                "positionAmt": "1", "positionSide": "LONG", "maintMargin": "0.00001697",
+            }  # fmt: skip
+            fake.set_cm_account(KEY, CM_ACCOUNT_EXAMPLE | {"positions": [held]})
             async with kept_open(feed):
                 um, cm = feed.state.exchange_ratio_positions()
+                assert (um.maintenance_margin, cm.maintenance_margin) == (None, D("0.00001697"))
                 assert (um.symbol, um.as_read, cm.symbol, cm.as_read) == (
                     BTC,
                     False,
@@ -473,8 +560,11 @@ def test_binance_portfolio_margin_lists_its_coin_m_positions() -> None:
                 asked = [path for _, path in fake.requests if path.startswith("/papi/v1/cm/")]
                 assert "/papi/v1/cm/conditional/openOrders" in asked
                 fake.set_cm_positions(KEY, [])  # closed: gone at the next reconcile
+                fake.requests.clear()
                 await feed.reconcile()
                 assert [p.symbol for p in feed.state.exchange_ratio_positions()] == [BTC]
+                # with no COIN-M position the COIN-M account is not read (its weight spared)
+                assert ("GET", "/papi/v1/cm/account") not in fake.requests
 
     run(body())
 

@@ -99,6 +99,10 @@ class ExchangeRatioPosition:
     # position listed as read)
     quantity: Decimal | None = None
     inverse: bool = False
+    # the exchange's maintenance margin of the position as read, in its settle currency (a
+    # coin-margined one's in the coin); None: the exchange reports none (Binance's COIN-M
+    # positions of a portfolio margin account: "Get CM Account Detail")
+    maintenance_margin: Decimal | None = None
 
     @property
     def stop_loss(self) -> Decimal | None:

@@ -20,7 +20,7 @@ on the portfolio margin stream URL) is ccxt.pro's with the same option.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -174,6 +174,27 @@ def cm_positions(rows: Any, symbol_of: Callable[[str], str]) -> tuple[ExchangeRa
             )
         )
     return tuple(out)
+
+
+def cm_maintenance_margins(answer: Any, symbol_of: Callable[[str], str]) -> dict[Any, Decimal]:
+    """Each COIN-M position's maintenance margin, in its coin, by (symbol, side), as Binance's
+    "Get CM Account Detail" (``GET /papi/v1/cm/account``, weight 5, developers.binance.com,
+    Portfolio Margin) lists it: ``positions[]`` with ``symbol``, ``positionSide``,
+    ``positionAmt`` and ``maintMargin`` (every symbol listed, the empty ones left out here).
+    ``positionRisk`` has no margin figure of the position: this is Binance's own."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("positions", []), list):
+        raise FrameError("cm/account: expected an object with a list of positions")
+    out: dict[Any, Decimal] = {}
+    for raw in answer.get("positions", []):
+        if not isinstance(raw, dict) or not isinstance(raw.get("symbol"), str):
+            raise FrameError("cm/account: a position is not an object with a symbol")
+        where = f"cm/account {raw['symbol']}"
+        amount = dec(raw.get("positionAmt", "0"), f"{where} positionAmt")
+        if amount == 0:
+            continue
+        side = _side(str(raw.get("positionSide", "BOTH")), amount)
+        out[(symbol_of(raw["symbol"]), side)] = dec(raw.get("maintMargin"), f"{where} maintMargin")
+    return out
 
 
 # Binance's answer to a /papi request of an account not in portfolio margin (Binance FAQ "How
@@ -464,6 +485,10 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._coin_m_unlisted: str | None = None
         # multi-assets mode: the settle currency's rates, read with the coins at every snapshot
         self._settle_terms: SettleTerms | None = None
+        # the COIN-M symbols held at the last portfolio margin snapshot (their reads' weight)
+        self._coin_m_symbols = 0
+        # what the last snapshot weighed in the per-IP budget, by its mode (None: none yet)
+        self._snapshot_weight: float | None = None
 
     async def _read_portfolio_snapshot(self, exchange: Any) -> None:
         """A portfolio margin account's snapshot: its USDⓈ-M positions ("Query UM Position
@@ -502,6 +527,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         from alertd.feeds.ccxt_exchange import describe
 
         self._coin_m_unlisted = None
+        self._coin_m_symbols = 0
         try:
             self._coin_m = await self._coin_m_positions(exchange)
         except (FrameError, ccxt.ExchangeError) as exc:
@@ -511,7 +537,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         """A portfolio margin account's COIN-M positions (:func:`cm_positions`), each with its
         protective stops: "Query All Current CM Open Conditional Orders" (``GET
         /papi/v1/cm/conditional/openOrders``, the UM legacy rows' shape: :func:`usdm_stop`)
-        asked per held symbol (weight 1 each; 40 without one)."""
+        asked per held symbol (weight 1 each; 40 without one), and Binance's maintenance
+        margin of it (:func:`cm_maintenance_margins`), read while one is held."""
 
         def symbol_of(market_id: str) -> str:
             return str(exchange.safe_market(market_id, None, None, "swap")["symbol"])
@@ -520,14 +547,19 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         held = cm_positions(rows, symbol_of)
         # the rows are checked: each position's Binance id by its symbol
         ids = {symbol_of(row["symbol"]): row["symbol"] for row in rows}
+        held_ids = sorted({ids[p.symbol] for p in held})
+        self._coin_m_symbols = len(held_ids)
         stops: list[StopOrder] = []
-        for market_id in sorted({ids[p.symbol] for p in held}):
+        for market_id in held_ids:
             answer = await exchange.papiGetCmConditionalOpenOrders({"symbol": market_id})
             for raw in order_rows(answer, "cm/conditional/openOrders"):
                 stop = usdm_stop(raw, symbol_of(str(raw.get("symbol"))))
                 if stop is not None:
                     stops.append(stop)
         found = tuple(checked_stops(stops))
+        # nothing to show of an empty COIN-M account: its weight (5) only while one is held
+        answer = await exchange.papiGetCmAccount() if held else {}
+        margins = cm_maintenance_margins(answer, symbol_of)
         out = []
         for p in held:
             if p.mark_price is not None:  # always, as Binance reads it
@@ -535,7 +567,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                     found, p.symbol, p.side, p.contracts, p.mark_price, p.liquidation_price
                 )
                 p = dataclasses.replace(p, stop=figures)
-            out.append(p)
+            out.append(dataclasses.replace(p, maintenance_margin=margins.get((p.symbol, p.side))))
         return tuple(out)
 
     def _keep(self, rows: Any, account: Any, family: str) -> None:
@@ -577,8 +609,18 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         if self._not_portfolio:
             return NOT_PORTFOLIO
         if self._portfolio is not None:
+            self._snapshot_weight = portfolio_snapshot_weight(self._coin_m_symbols)
             return portfolio_mode(self._coin_m_unlisted)
-        return usdm_mode(self._account)
+        mode = usdm_mode(self._account)
+        multi_assets = mode.mode is AccountMode.MULTI_ASSETS  # fetch_collateral reads the index
+        self._snapshot_weight = USDM_SNAPSHOT_WEIGHT + (ASSET_INDEX_WEIGHT if multi_assets else 0)
+        return mode
+
+    def snapshot_weight(self) -> float | None:
+        return self._snapshot_weight
+
+    def live_weight(self, options: Mapping[str, Any]) -> float | None:
+        return PORTFOLIO_LIVE_WEIGHT if options.get("portfolioMargin") else None
 
     @staticmethod
     def _portfolio_margin(exchange: Any) -> bool:
@@ -851,9 +893,78 @@ USDM_WEIGHTS = {
 }
 # "REQUEST_WEIGHT 2400 per minute" per IP (USDⓈ-M futures, General Info, Limits)
 USDM_WEIGHT_PER_MINUTE = 2400
+# A snapshot: Position Information V3 and Account Information V2, 5 each
+USDM_SNAPSHOT_WEIGHT = 10
+# "Multi-Assets Mode Asset Index" (GET /fapi/v1/assetIndex): "1 for a single symbol; 10 when
+# the symbol parameter is omitted" (developers.binance.com, USDⓈ-M futures, market data REST
+# API); a multi-assets account's snapshot reads every index at once (fetch_collateral)
+ASSET_INDEX_WEIGHT = 10
+# Going live beside the snapshot: the leverage brackets (1) and the listen key (1)
+USDM_GOING_LIVE_WEIGHT = 2
+
+# The Portfolio Margin API's own per-IP limit, apart from USDⓈ-M's: REQUEST_WEIGHT 6000 a
+# minute (developers.binance.com, Portfolio Margin, General Info, Limits; ccxt's binance.py
+# prices a /papi weight at a fifth of its 1,200 a minute for the same reason: "IP (papi)
+# request rate limit of 6000 per minute")
+PAPI_WEIGHT_PER_MINUTE = 6000
+# Binance's documented weights of the /papi requests alertd sends (Portfolio Margin API,
+# each endpoint's "Request Weight"): Account Information 20, Query UM/CM Position Information
+# 5/1, Get UM/CM Account Detail 5/5, UM Notional and Leverage Brackets 1, the listen key 1
+PAPI_WEIGHTS = {
+    "account": 20,
+    "um/positionRisk": 5,
+    "um/account": 5,
+    "cm/positionRisk": 1,
+    "cm/account": 5,
+    "um/leverageBracket": 1,
+    "listenKey": 1,
+}
+# open (algo, conditional) orders: 1 with a symbol, ALL_SYMBOLS_WEIGHT without ("Query All
+# Current UM Open Conditional Orders", "... UM Open Algo Orders", "... CM Open Conditional
+# Orders")
+PAPI_BY_SYMBOL = frozenset(
+    {"um/conditional/openOrders", "um/algo/openAlgoOrders", "cm/conditional/openOrders"}
+)
+# One rolling window paces every Binance account of an IP, in USDⓈ-M weight: a /papi request
+# counts there as its share of the papi budget (2,400 / 6,000 of its weight), so that a
+# window within USDⓈ-M's budget is within each API's own however the two mix
+PAPI_SHARE = USDM_WEIGHT_PER_MINUTE / PAPI_WEIGHT_PER_MINUTE
+
+
+def papi_weight(path: str, params: Any) -> float | None:
+    """A /papi request's weight in the pacing window's (USDⓈ-M) units; None: not one alertd
+    sends (ccxt's own cost)."""
+    if path in PAPI_BY_SYMBOL:
+        weight = 1 if isinstance(params, dict) and params.get("symbol") else ALL_SYMBOLS_WEIGHT
+    elif path in PAPI_WEIGHTS:
+        weight = PAPI_WEIGHTS[path]
+    else:
+        return None
+    return weight * PAPI_SHARE
+
+
+def portfolio_snapshot_weight(coin_m_symbols: int) -> float:
+    """A portfolio margin account's snapshot in the pacing window's units: Account Information,
+    the UM positions and account, the COIN-M positions, and with ``coin_m_symbols`` held
+    their conditional orders per symbol and the COIN-M account (``_coin_m_positions``)."""
+    reads = ("account", "um/positionRisk", "um/account", "cm/positionRisk")
+    weight = sum(PAPI_WEIGHTS[path] for path in reads)
+    if coin_m_symbols:
+        weight += coin_m_symbols + PAPI_WEIGHTS["cm/account"]
+    return weight * PAPI_SHARE
+
+
+# a portfolio margin account until it is live: its snapshot (no COIN-M position known yet),
+# its UM brackets and its listen key
+PORTFOLIO_LIVE_WEIGHT = (
+    portfolio_snapshot_weight(0)
+    + (PAPI_WEIGHTS["um/leverageBracket"] + PAPI_WEIGHTS["listenKey"]) * PAPI_SHARE
+)
 
 
 def usdm_request_weight(api: str, method: str, path: str, params: Any) -> float | None:
+    if api == "papi":
+        return papi_weight(path, params)
     return USDM_WEIGHTS.get((api, method, path))
 
 
@@ -878,11 +989,10 @@ USDM = ExchangeSpec(
         rest_limit_per_ip=True,
         rest_weight_per_minute=USDM_WEIGHT_PER_MINUTE,
         request_weight=usdm_request_weight,
-        # positionRisk V3 and Account Information V2 (a multi-assets account with coins adds
-        # assetIndex, 10)
-        snapshot_weight=10,
-        # the snapshot, leverageBracket (1) and the listen key (1): docs/scaling.md
-        live_weight=12,
+        # a single-asset account's; a multi-assets or portfolio margin account's as it reads
+        # (BinanceUSDMAdapter.snapshot_weight, live_weight): docs/scaling.md
+        snapshot_weight=USDM_SNAPSHOT_WEIGHT,
+        live_weight=USDM_SNAPSHOT_WEIGHT + USDM_GOING_LIVE_WEIGHT,
         stops_weight=usdm_stops_weight,
     ),
     markets=USDM_MARKETS,
