@@ -365,9 +365,16 @@ def test_binance_portfolio_margin_shows_binance_s_uni_mmr_moved_with_the_marks()
                 state.set_mark(BTC, D("59000"), 1.0)  # as the mark stream sets it
                 moved_ratio, moved = state.exchange_ratio()
                 assert moved and moved_ratio is not None and moved_ratio > ratio
-                then = D(fake.portfolio_account(KEY)["uniMMR"])
+                now_read = fake.portfolio_account(KEY)
+                then = D(now_read["uniMMR"])
                 theirs = binance.PORTFOLIO_LIQUIDATION_UNI_MMR / then
                 assert abs(moved_ratio / theirs - 1) < D("1e-7")  # uniMMR's 8 decimals
+                # Binance's equity (uniMMR's numerator) moves with it: what a stop's loss is a
+                # share of (stop-max-loss-share), Binance's own at the new mark
+                equity = state.exchange_equity()
+                assert equity is not None
+                assert abs(equity / (then * D(now_read["accountMaintMargin"])) - 1) < D("1e-7")
+                assert [p.equity for p in state.exchange_ratio_positions()] == [equity]
 
                 await feed.reconcile()  # Binance's figure read again
                 assert state.reported_account.margin_ratio is not None
