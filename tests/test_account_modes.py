@@ -644,6 +644,33 @@ def test_binance_portfolio_margin_streams_from_the_portfolio_margin_user_stream(
     run(body())
 
 
+def test_binance_portfolio_margin_stream_s_coin_m_push_is_not_a_um_position() -> None:
+    """The portfolio margin stream carries COIN-M fills too (``ACCOUNT_UPDATE`` with ``fs``
+    CM), which ccxt.pro hands to watch_positions with the UM ones: a COIN-M position is not
+    one of the USDⓈ-M account's (its market is not loaded: an "unknown market" that stopped
+    Binance's ratio moving with the marks until the next reconcile), nor its coin the UM
+    wallet; the COIN-M positions stay listed as the reconcile reads them."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+            feed = portfolio_long_btc(fake)
+            async with streaming(feed):
+                await fake.wait_for_user_stream(KEY, 10)
+                cm = {"s": "BTCUSD_PERP", "pa": "3", "ep": "60000", "cr": "0", "up": "0",
+                      "mt": "cross", "iw": "0", "ps": "BOTH"}  # fmt: skip
+                fake.push_cm_position_update(KEY, cm)
+                fake.set_balance(KEY, "2500")  # a UM push after it: the stream got there
+                state = feed.state
+                await eventually(lambda: state.wallet_balance == 2500, what="the UM push")
+                assert list(state.positions) == [(BTC, Side.LONG)]
+                assert state.missing() == [] and state.fatal is None
+                fake.set_mark(BTC, "59000")
+                state.set_mark(BTC, D("59000"), 1.0)
+                assert state.exchange_ratio()[1]  # still moved with the marks
+
+    run(body())
+
+
 def test_binance_portfolio_margin_flags_a_non_portfolio_account_answer() -> None:
     """The option set on an account Binance does not run in portfolio margin: /papi answers
     its error and the feed says so (no figures are invented from the /fapi account)."""

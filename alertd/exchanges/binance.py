@@ -487,6 +487,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._settle_terms: SettleTerms | None = None
         # the COIN-M symbols held at the last portfolio margin snapshot (their reads' weight)
         self._coin_m_symbols = 0
+        # the COIN-M ids the portfolio margin stream pushed (``fs`` CM): not UM positions
+        self._coin_m_pushed: set[str] = set()
         # what the last snapshot weighed in the per-IP budget, by its mode (None: none yet)
         self._snapshot_weight: float | None = None
 
@@ -790,6 +792,11 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             raw = position.get("info") or {}
             if "pa" not in raw and "positionAmt" not in raw:
                 continue
+            if raw.get("s") in self._coin_m_pushed:
+                # a COIN-M position on the portfolio margin stream, which ccxt hands over
+                # with the UM ones: not one of this account's markets (the reconcile lists
+                # the COIN-M positions as Binance reads them)
+                continue
             p = self._position(exchange, raw)
             one_way = str(raw.get("positionSide", raw.get("ps", "BOTH"))) == "BOTH"
             if one_way and p.contracts == 0:
@@ -831,6 +838,16 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         await exchange.un_watch_mark_price(symbol)
 
     def event(self, message: Any, now: float) -> AccountEvent | None:
+        if isinstance(message, dict) and message.get("fs") == "CM":
+            # the portfolio margin stream's COIN-M update ("Event: Futures Balance and
+            # Position Update", ``fs`` the business unit: UM or CM), seen here before ccxt
+            # hands its positions to watch_positions, which leaves these ids out
+            update = message.get("a")
+            rows = update.get("P") if isinstance(update, dict) else None
+            for row in rows if isinstance(rows, list) else ():
+                if isinstance(row, dict) and isinstance(row.get("s"), str):
+                    self._coin_m_pushed.add(row["s"])
+            return None
         if isinstance(message, dict) and message.get("e") == "riskLevelChange":
             # the portfolio margin stream's margin call ("Event: riskLevelChange": ``u`` the
             # uniMMR, ``s`` MARGIN_CALL, SUPPLY_MARGIN, REDUCE_ONLY or FORCE_LIQUIDATION, ``eq``

@@ -888,6 +888,24 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         self._account(api_key).cm_account = dict(body)
 
     @scripted
+    def push_cm_position_update(self, api_key: str, row: dict[str, Any]) -> None:
+        """A COIN-M fill's push on a portfolio margin account's stream: "Event: Futures
+        Balance and Position Update" with ``fs`` CM (the business unit), its ``a.B`` the
+        coin's wallet and ``a.P`` the COIN-M position (``s``, ``pa``, ``ep``, ``ps``, ...),
+        as the Portfolio Margin user data stream docs list them."""
+        account = self._account(api_key)
+        stamp = now_ms()
+        coin = {"a": "BTC", "wb": "0.00241969", "cw": "0.00241969", "bc": "0"}
+        event = {
+            "e": "ACCOUNT_UPDATE",
+            "fs": "CM",
+            "E": stamp,
+            "T": stamp - 1,
+            "a": {"m": "ORDER", "B": [coin], "P": [row]},
+        }
+        self._on_loop(self._push_user, account.api_key, event)
+
+    @scripted
     def reset_weight(self) -> None:
         self.used_weight = dict.fromkeys(REQUEST_WEIGHTS, 0)
         self.unweighed = []
