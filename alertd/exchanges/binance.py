@@ -176,7 +176,9 @@ def cm_positions(rows: Any, symbol_of: Callable[[str], str]) -> tuple[ExchangeRa
     return tuple(out)
 
 
-def cm_maintenance_margins(answer: Any, symbol_of: Callable[[str], str]) -> dict[Any, Decimal]:
+def cm_maintenance_margins(
+    answer: Any, symbol_of: Callable[[str], str]
+) -> dict[tuple[str, Side], Decimal]:
     """Each COIN-M position's maintenance margin, in its coin, by (symbol, side), as Binance's
     "Get CM Account Detail" (``GET /papi/v1/cm/account``, weight 5, developers.binance.com,
     Portfolio Margin) lists it: ``positions[]`` with ``symbol``, ``positionSide``,
@@ -184,7 +186,7 @@ def cm_maintenance_margins(answer: Any, symbol_of: Callable[[str], str]) -> dict
     ``positionRisk`` has no margin figure of the position: this is Binance's own."""
     if not isinstance(answer, dict) or not isinstance(answer.get("positions", []), list):
         raise FrameError("cm/account: expected an object with a list of positions")
-    out: dict[Any, Decimal] = {}
+    out: dict[tuple[str, Side], Decimal] = {}
     for raw in answer.get("positions", []):
         if not isinstance(raw, dict) or not isinstance(raw.get("symbol"), str):
             raise FrameError("cm/account: a position is not an object with a symbol")
