@@ -415,6 +415,12 @@ def test_binance_portfolio_snapshot_weight_is_its_papi_reads() -> None:
                     await feed.resync(stops=False)
                     assert fake.used_weight == {"fapi": 0, "papi": papi}
                     assert feed.adapter.snapshot_weight() == pytest.approx(spent_weight(fake))
+                # its UM stops are read at every reconcile (no push says one was cancelled),
+                # per held symbol under /papi: the reconcile's weight is all it sends
+                fake.reset_weight()
+                await feed.resync()
+                assert fake.used_weight == {"fapi": 0, "papi": 31 + 1 + 5 + 2}
+                assert feed.reconcile_weight() == pytest.approx(spent_weight(fake))
 
     run(body())
 

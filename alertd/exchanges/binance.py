@@ -623,6 +623,11 @@ class BinanceUSDMAdapter(ExchangeAdapter):
     def snapshot_weight(self) -> float | None:
         return self._snapshot_weight
 
+    def stops_weight(self, symbols: int) -> float | None:
+        # a portfolio margin account's UM orders are the same pair of reads under /papi
+        portfolio = self._portfolio is not None
+        return usdm_stops_weight(symbols) * PAPI_SHARE if portfolio else None
+
     def live_weight(self, options: Mapping[str, Any]) -> float | None:
         return PORTFOLIO_LIVE_WEIGHT if options.get("portfolioMargin") else None
 

@@ -242,6 +242,13 @@ class ExchangeAdapter:
         the spec's (or no snapshot yet)."""
         return None
 
+    def stops_weight(self, symbols: int) -> float | None:
+        """What reading the open stop orders of ``symbols`` held symbols weighs in that
+        budget, where the account's mode reads them elsewhere than the spec's
+        ``Capabilities.stops_weight`` counts (Binance portfolio margin: under /papi); None:
+        the spec's."""
+        return None
+
     def live_weight(self, options: Mapping[str, Any]) -> float | None:
         """What the account will weigh in that budget until it is live, known from its ccxt
         ``options`` before anything is read (Binance: ``portfolioMargin``); None: the spec's

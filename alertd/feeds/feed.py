@@ -365,7 +365,9 @@ class AccountFeed:
         weight = float(capabilities.snapshot_weight if read is None else read)
         if capabilities.stops_weight is not None:
             every = self.settings.stops_reconcile_every if self.adapter.watches_stops else 1
-            weight += capabilities.stops_weight(len(self.state.held_symbols)) / every
+            held = len(self.state.held_symbols)
+            own = self.adapter.stops_weight(held)
+            weight += (capabilities.stops_weight(held) if own is None else own) / every
         return weight
 
     def live_weight(self) -> float | None:
