@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import logging
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any
@@ -31,7 +32,12 @@ from alertd.feeds.feed import AccountFeed, Change
 from alertd.feeds.state import AccountMode, AccountState, Coverage, ModeReading
 from alertd.rules.model import Context, Subject
 
-from .fake_exchange.binance import CM_CONDITIONAL_EXAMPLE, CM_POSITION_EXAMPLE, FakeBinanceUSDM
+from .fake_exchange.binance import (
+    CM_ACCOUNT_EXAMPLE,
+    CM_CONDITIONAL_EXAMPLE,
+    CM_POSITION_EXAMPLE,
+    FakeBinanceUSDM,
+)
 from .fake_exchange.bybit import ACCOUNT_INFO_EXAMPLE, FakeBybit
 from .fake_exchange.hyperliquid import FakeHyperliquid
 from .fake_exchange.okx import FakeOKX
@@ -293,6 +299,35 @@ def test_binance_switch_to_multi_assets_and_back_without_a_restart() -> None:
     run(body())
 
 
+def spent_weight(fake: FakeBinanceUSDM) -> float:
+    """The request weight the local Binance counted since its reset, at Binance's documented
+    weights, in USDⓈ-M weight: a /papi weight counts its share of papi's own budget (6,000 a
+    minute against USDⓈ-M's 2,400)."""
+    assert fake.unweighed == []
+    return fake.used_weight["fapi"] + fake.used_weight["papi"] * 2400 / 6000
+
+
+def test_binance_snapshot_weight_is_what_the_account_s_mode_reads() -> None:
+    """A reconcile's snapshot weighs what the local Binance counts of it, and the feed plans
+    its reconciles with that: single-asset 10 (positionRisk 5, account 5); multi-assets 20
+    (every coin's assetIndex, 10, was left out: the per-IP pacing planned half of it)."""
+
+    async def body() -> None:
+        fake = FakeBinanceUSDM()
+        async with long_btc(fake, "binanceusdm", "2000", "1") as (feed, state):
+            every = feed.settings.stops_reconcile_every
+            for multi_assets, weight in ((False, 10), (True, 20)):
+                fake.set_multi_assets(KEY, multi_assets, {"USDC": ("22", "0.9999")})
+                await feed.reconcile()  # the mode as read, and any mark it seeds
+                fake.reset_weight()
+                await feed.resync(stops=False)
+                assert state.mode.mode is (M.MULTI_ASSETS if multi_assets else M.SINGLE_ASSET)
+                assert spent_weight(fake) == weight
+                assert feed.reconcile_weight() == weight + binance.usdm_stops_weight(1) / every
+
+    run(body())
+
+
 def portfolio_margin_config(fake: FakeBinanceUSDM) -> AccountConfig:
     """Account ``KEY`` on the local Binance with ccxt's ``options.portfolioMargin``."""
     config = account_config("p", "binanceusdm", fake)
@@ -336,9 +371,16 @@ def test_binance_portfolio_margin_shows_binance_s_uni_mmr_moved_with_the_marks()
                 state.set_mark(BTC, D("59000"), 1.0)  # as the mark stream sets it
                 moved_ratio, moved = state.exchange_ratio()
                 assert moved and moved_ratio is not None and moved_ratio > ratio
-                then = D(fake.portfolio_account(KEY)["uniMMR"])
+                now_read = fake.portfolio_account(KEY)
+                then = D(now_read["uniMMR"])
                 theirs = binance.PORTFOLIO_LIQUIDATION_UNI_MMR / then
                 assert abs(moved_ratio / theirs - 1) < D("1e-7")  # uniMMR's 8 decimals
+                # Binance's equity (uniMMR's numerator) moves with it: what a stop's loss is a
+                # share of (stop-max-loss-share), Binance's own at the new mark
+                equity = state.exchange_equity()
+                assert equity is not None
+                assert abs(equity / (then * D(now_read["accountMaintMargin"])) - 1) < D("1e-7")
+                assert [p.equity for p in state.exchange_ratio_positions()] == [equity]
 
                 await feed.reconcile()  # Binance's figure read again
                 assert state.reported_account.margin_ratio is not None
@@ -353,6 +395,40 @@ def portfolio_long_btc(fake: FakeBinanceUSDM) -> AccountFeed:
     fake.set_mark(BTC, "60000")
     fake.open_position(KEY, BTC, "long", "1", "60000")
     return make_feed(portfolio_margin_config(fake), KEY, SECRET)
+
+
+def test_binance_portfolio_snapshot_weight_is_its_papi_reads() -> None:
+    """A portfolio margin account's snapshot is /papi reads, counted by Binance against the
+    Portfolio Margin API's own 6,000 a minute: Account Information 20, the UM positions and
+    account 5 each, the COIN-M positions 1 (31 papi weight, 12.4 in the pacing window, not
+    the single-asset 10 the plan counted); with a COIN-M position held, its conditional orders
+    (1) and the COIN-M account (5) too. Going live it adds the UM brackets and the listen
+    key, known from its config before anything is read."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+            feed = portfolio_long_btc(fake)
+            assert feed.live_weight() == pytest.approx((31 + 2) * 0.4)
+            fake.reset_weight()
+            async with kept_open(feed):
+                # the bootstrap: the snapshot, its UM stops (2, per held symbol) and brackets;
+                # the listen key comes with the streams
+                assert fake.used_weight["papi"] == 31 + 2 + 1
+                for cm_rows, papi in (([], 31), ([CM_POSITION_EXAMPLE], 31 + 1 + 5)):
+                    fake.set_cm_positions(KEY, cm_rows)
+                    await feed.reconcile()
+                    fake.reset_weight()
+                    await feed.resync(stops=False)
+                    assert fake.used_weight == {"fapi": 0, "papi": papi}
+                    assert feed.adapter.snapshot_weight() == pytest.approx(spent_weight(fake))
+                # its UM stops are read at every reconcile (no push says one was cancelled),
+                # per held symbol under /papi: the reconcile's weight is all it sends
+                fake.reset_weight()
+                await feed.resync()
+                assert fake.used_weight == {"fapi": 0, "papi": 31 + 1 + 5 + 2}
+                assert feed.reconcile_weight() == pytest.approx(spent_weight(fake))
+
+    run(body())
 
 
 def test_binance_portfolio_margin_reads_its_um_conditional_orders() -> None:
@@ -447,6 +523,25 @@ def test_binance_portfolio_coin_m_positions_are_listed_as_binance_reads_them() -
         binance.cm_positions({"code": -1}, str)
 
 
+def test_binance_coin_m_maintenance_margins_are_binance_s_cm_account_rows() -> None:
+    """ "Get CM Account Detail" (GET /papi/v1/cm/account): the docs' example (every symbol
+    listed, this one empty: left out) and a held row in each position mode, by symbol and
+    side; a row without its margin is a frame error naming it."""
+    empty = CM_ACCOUNT_EXAMPLE["positions"][0]
+    long = empty | {"positionAmt": "2", "positionSide": "LONG", "maintMargin": "0.0012"}
+    short = empty | {"symbol": "ETHUSD_PERP", "positionAmt": "-3", "maintMargin": "0.05"}
+    answer = CM_ACCOUNT_EXAMPLE | {"positions": [empty, long, short]}
+    assert binance.cm_maintenance_margins(answer, str) == {
+        ("BTCUSD_201225", Side.LONG): D("0.0012"),
+        ("ETHUSD_PERP", Side.SHORT): D("0.05"),
+    }
+    assert binance.cm_maintenance_margins(CM_ACCOUNT_EXAMPLE, str) == {}
+    with pytest.raises(FrameError, match=r"^cm/account ETHUSD_PERP maintMargin: missing$"):
+        binance.cm_maintenance_margins({"positions": [short | {"maintMargin": None}]}, str)
+    with pytest.raises(FrameError, match=r"^cm/account: expected an object"):
+        binance.cm_maintenance_margins([], str)
+
+
 def test_binance_portfolio_margin_lists_its_coin_m_positions() -> None:
     """The feed on the local Binance's /papi: the UM position followed at the live mark, the
     COIN-M one (no COIN-M market loaded: Binance's id) listed as the reconcile read it."""
@@ -463,8 +558,14 @@ def test_binance_portfolio_margin_lists_its_coin_m_positions() -> None:
                 "positionSide": "LONG",
             }  # fmt: skip
             fake.set_cm_conditional_orders(KEY, [stop, CM_CONDITIONAL_EXAMPLE])
+            # Binance's COIN-M account: the long's maintenance margin, in BTC
+            held = CM_ACCOUNT_EXAMPLE["positions"][0] | {
+                "positionAmt": "1", "positionSide": "LONG", "maintMargin": "0.00001697",
+            }  # fmt: skip
+            fake.set_cm_account(KEY, CM_ACCOUNT_EXAMPLE | {"positions": [held]})
             async with kept_open(feed):
                 um, cm = feed.state.exchange_ratio_positions()
+                assert (um.maintenance_margin, cm.maintenance_margin) == (None, D("0.00001697"))
                 assert (um.symbol, um.as_read, cm.symbol, cm.as_read) == (
                     BTC,
                     False,
@@ -478,8 +579,53 @@ def test_binance_portfolio_margin_lists_its_coin_m_positions() -> None:
                 asked = [path for _, path in fake.requests if path.startswith("/papi/v1/cm/")]
                 assert "/papi/v1/cm/conditional/openOrders" in asked
                 fake.set_cm_positions(KEY, [])  # closed: gone at the next reconcile
+                fake.requests.clear()
                 await feed.reconcile()
                 assert [p.symbol for p in feed.state.exchange_ratio_positions()] == [BTC]
+                # with no COIN-M position the COIN-M account is not read (its weight spared)
+                assert ("GET", "/papi/v1/cm/account") not in fake.requests
+
+    run(body())
+
+
+def test_binance_portfolio_coin_m_refused_or_malformed_keeps_the_um_monitoring(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A malformed COIN-M row, then the key refused on /papi/v1/cm/* (Binance's -2015, an
+    AuthenticationError in ccxt: fatal to the whole account before): the UM position and
+    uniMMR are still read at every reconcile, the COIN-M positions "not listed (why)" in the
+    account's limits (status, snapshot), logged once, not at every reconcile; listed again
+    once Binance answers."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+            feed = portfolio_long_btc(fake)
+            fake.set_cm_positions(KEY, [{**CM_POSITION_EXAMPLE, "markPrice": "abc"}])
+            with caplog.at_level(logging.WARNING, logger="alertd.feeds.feed"):
+                async with kept_open(feed):
+                    state = feed.state
+                    assert state.fatal is None and state.mode.mode is M.PORTFOLIO
+                    assert [p.symbol for p in state.exchange_ratio_positions()] == [BTC]
+                    assert "COIN-M positions not listed (FrameError: cm/positionRisk " in (
+                        state.mode.limits
+                    )
+                    assert "markPrice" in state.mode.limits
+                    fake.set_cm_positions(KEY, [CM_POSITION_EXAMPLE])
+                    fake.fail_rest(401, 3, path_prefix="/papi/v1/cm/")
+                    for _ in range(3):
+                        fake.set_mark(BTC, "59000")
+                        await feed.reconcile()
+                    assert state.fatal is None and state.reported_account.margin_ratio
+                    assert "COIN-M positions not listed (AuthenticationError: " in (
+                        state.mode.limits
+                    )
+                    assert "-2015" in state.mode.limits
+                    said = [r.getMessage() for r in caplog.records if "COIN-M" in r.message]
+                    assert len(said) == 2  # the malformed row, then the refusal: once each
+                    await feed.reconcile()  # the three refusals spent: Binance answers
+                    assert "not listed" not in state.mode.limits
+                    symbols = [p.symbol for p in state.exchange_ratio_positions()]
+                    assert symbols == [BTC, "BTCUSD_201225"]
 
     run(body())
 
@@ -506,6 +652,33 @@ def test_binance_portfolio_margin_streams_from_the_portfolio_margin_user_stream(
                 await feed.renew()  # alertd's timer keeps the portfolio margin key alive
                 assert fake.listen_key_put_paths == ["/papi/v1/listenKey"]
                 assert feed.state.fatal is None and feed.state.mode.mode is M.PORTFOLIO
+
+    run(body())
+
+
+def test_binance_portfolio_margin_stream_s_coin_m_push_is_not_a_um_position() -> None:
+    """The portfolio margin stream carries COIN-M fills too (``ACCOUNT_UPDATE`` with ``fs``
+    CM), which ccxt.pro hands to watch_positions with the UM ones: a COIN-M position is not
+    one of the USDⓈ-M account's (its market is not loaded: an "unknown market" that stopped
+    Binance's ratio moving with the marks until the next reconcile), nor its coin the UM
+    wallet; the COIN-M positions stay listed as the reconcile reads them."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+            feed = portfolio_long_btc(fake)
+            async with streaming(feed):
+                await fake.wait_for_user_stream(KEY, 10)
+                cm = {"s": "BTCUSD_PERP", "pa": "3", "ep": "60000", "cr": "0", "up": "0",
+                      "mt": "cross", "iw": "0", "ps": "BOTH"}  # fmt: skip
+                fake.push_cm_position_update(KEY, cm)
+                fake.set_balance(KEY, "2500")  # a UM push after it: the stream got there
+                state = feed.state
+                await eventually(lambda: state.wallet_balance == 2500, what="the UM push")
+                assert list(state.positions) == [(BTC, Side.LONG)]
+                assert state.missing() == [] and state.fatal is None
+                fake.set_mark(BTC, "59000")
+                state.set_mark(BTC, D("59000"), 1.0)
+                assert state.exchange_ratio()[1]  # still moved with the marks
 
     run(body())
 

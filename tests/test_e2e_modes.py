@@ -12,7 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from .fake_exchange.binance import CM_POSITION_EXAMPLE
+from .fake_exchange.binance import CM_ACCOUNT_EXAMPLE, CM_POSITION_EXAMPLE
 from .support.endpoint import computed_account, free_port, get, status_account
 from .support.fixtures import BTC, ratio_alerts_at, started
 from .support.poll import wait_for
@@ -115,6 +115,11 @@ def test_portfolio_margin_alerts_on_binance_s_uni_mmr_as_the_mark_falls(
     # off the equity: uniMMR = (2,000 - 100) / 240 = 7.91666667, the ratio 1.05 / it = 13.26%
     fake.set_portfolio_margin("key-e2e", open_loss="100")
     fake.set_cm_positions("key-e2e", [CM_POSITION_EXAMPLE])  # a COIN-M long beside it
+    # and Binance's maintenance margin of it, in BTC (GET /papi/v1/cm/account)
+    held = CM_ACCOUNT_EXAMPLE["positions"][0] | {
+        "positionAmt": "1", "positionSide": "LONG", "maintMargin": "0.00001697",
+    }  # fmt: skip
+    fake.set_cm_account("key-e2e", CM_ACCOUNT_EXAMPLE | {"positions": [held]})
     fake.add_stop("key-e2e", BTC, "long", "59000", "0.5")  # a UM algo stop, half the long
     (account,) = world["config"]["accounts"]
     options = {**account["options"], "portfolioMargin": True}
@@ -139,6 +144,7 @@ def test_portfolio_margin_alerts_on_binance_s_uni_mmr_as_the_mark_falls(
     assert (coin_m["symbol"], coin_m["side"], coin_m["as_read"]) == ("BTCUSD_201225", "long", True)
     assert coin_m["liquidation_price"] == "6170.20509059" and position["as_read"] is False
     assert coin_m["liquidation_price_source"] == "exchange" and coin_m["margin_ratio"] is None
+    assert (coin_m["maintenance_margin"], position["maintenance_margin"]) == ("0.00001697", None)
     (row,) = (r for r in fake.position_risk_papi("key-e2e") if Decimal(r["positionAmt"]))
     liq = Decimal(row["liquidationPrice"])
     # the UM stop (GET /papi/v1/um/algo/openAlgoOrders, read once the streams subscribe)

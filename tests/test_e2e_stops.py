@@ -32,7 +32,17 @@ from tests.test_e2e_exchanges import MARKETS, QUIET_S, _await, daemon_for  # noq
 CASES = [(exchange, "stream") for exchange in sorted(MARKETS)] + [
     ("bybit", "reconcile"),  # Bybit: also the position's own stopLoss field
     ("okx", "reconcile"),
+    # a portfolio margin account: no figures of alertd's, the stop rules on the exchange's
+    # own liquidation price (Bybit's liqPrice, OKX's liqPx) and its stops as read
+    ("bybit", "portfolio"),
+    ("okx", "portfolio"),
 ]
+# how each local exchange is told the account is in portfolio margin (Bybit "Get Account
+# Info" marginMode, OKX "Get account configuration" acctLv 4)
+PORTFOLIO: dict[str, Callable[[Any, str], None]] = {
+    "bybit": lambda fake, key: fake.set_margin_mode(key, "PORTFOLIO_MARGIN"),
+    "okx": lambda fake, key: fake.set_account_level(key, "4"),
+}
 BEYOND = re.compile(r"stop ([\d,.]+) is beyond liq ([\d,.]+)")
 
 
@@ -64,6 +74,9 @@ def test_no_stop_then_a_stop_beyond_liquidation_then_a_good_stop(
     env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
     fake.add_account(key, "secret-stops", wallet_balance=wallet)
     fake.open_position(key, market.symbol, "long", market.contracts, entry)
+    portfolio = via == "portfolio"
+    if portfolio:
+        PORTFOLIO[exchange](fake, key)
     config = write_config(
         tmp_path,
         [account],
@@ -72,7 +85,9 @@ def test_no_stop_then_a_stop_beyond_liquidation_then_a_good_stop(
             "reconcile_interval_s": 3600 if via == "stream" else 1,
             "backoff": {"initial_s": 0.1, "max_s": 1},
         },
-        builtin_rules={"stops": {"missing": True, "missing_for": "0s"}},
+        # the account-mode warning (a portfolio margin account is not computed) aside: the
+        # stop alerts are counted here
+        builtin_rules={"stops": {"missing": True, "missing_for": "0s"}, "account_mode": False},
         receivers=[{"name": "hook", "url": http_receiver.url()}],
         http={"enabled": True, "port": free_port()},
         delivery={"retry_initial": 0.2, "retry_max": 1, "drain_on_shutdown": 5},
@@ -101,6 +116,11 @@ def test_no_stop_then_a_stop_beyond_liquidation_then_a_good_stop(
     assert stop_price == far and far < liq < entry, beyond
     body = next(p["message"] for p in http_receiver.posts if BEYOND.search(p["title"]))
     assert "can never trigger" in body and "move the stop above" in body, body
+    # where the exchange's ratio stands in, the price is the exchange's and said so
+    assert beyond.endswith("(exchange's)") is portfolio, beyond
+    assert ("liquidation price is" in body and "own (alertd does not compute" in body) is (
+        portfolio
+    ), body
 
     # a stop between the liquidation price and the mark (placed before the far one is
     # cancelled, as a trader moves a stop): resolved
@@ -119,6 +139,7 @@ def test_no_stop_then_a_stop_beyond_liquidation_then_a_good_stop(
     data = json.loads(status.stdout)
     assert data["source"] == "daemon", data
     [position] = data["accounts"][0]["positions"]
+    assert (position.get("liquidation_price_source") == "exchange") is portfolio, position
     assert Decimal(position["stop_loss_price"]) == good, position
     assert Decimal(position["stop_coverage"]) == 1, position
     assert Decimal(position["stop_beyond_liquidation"]) < 0, position

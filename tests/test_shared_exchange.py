@@ -438,6 +438,17 @@ def test_binance_requests_are_counted_at_binances_weights_within_its_per_ip_budg
             # where ccxt already counts as Binance does, its own cost stands
             assert cost("fapiPrivate", "leverageBracket") == 1
             assert cost("fapiPrivate", "listenKey", "POST") == 1
+            # a portfolio margin account's /papi requests, at their share of the Portfolio
+            # Margin API's own 6,000 a minute (ccxt counts them at a fifth, against 1,200)
+            share = USDM_WEIGHT_PER_MINUTE / 6000
+            assert cost("papi", "account") == pytest.approx(20 * share)
+            assert cost("papi", "um/positionRisk") == pytest.approx(5 * share)
+            assert cost("papi", "cm/account") == pytest.approx(5 * share)
+            assert cost("papi", "cm/positionRisk") == pytest.approx(share)
+            assert cost("papi", "listenKey", "POST") == pytest.approx(share)
+            one_symbol = cost("papi", "cm/conditional/openOrders", symbol="BTCUSD_PERP")
+            assert one_symbol == pytest.approx(share)
+            assert cost("papi", "um/algo/openAlgoOrders") == pytest.approx(40 * share)
             # a budget of 10 admits two weight-5 requests, and holds the third back
             small = new_shared(rest_weight_per_minute=10 / REST_BUDGET_SHARE)
             three = make_exchange(config, {}, FAST, None, small)
@@ -503,7 +514,7 @@ def test_reconciles_of_many_binance_accounts_are_stretched_to_fit_the_per_ip_bud
             assert pace.endswith("or once its bootstrap keeps failing (3 tries in a row)"), pace
             assert manager.feeds["binanceusdm999"].paced_start_s == 300
             assert manager.feeds["bybit3"].paced_start_s == 0  # its own limits: all at once
-            assert [live_after_s(n, 12, USDM_WEIGHT_PER_MINUTE) for n in (180, 181, 1000)] == [
+            assert [live_after_s(n * 12, USDM_WEIGHT_PER_MINUTE) for n in (180, 181, 1000)] == [
                 0,
                 60,
                 300,
@@ -531,6 +542,46 @@ def test_reconciles_of_many_binance_accounts_are_stretched_to_fit_the_per_ip_bud
             await manager.close()
 
     run(body(), timeout_s=60)
+
+
+def test_portfolio_margin_accounts_go_live_at_the_pace_of_their_papi_reads(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A Binance portfolio margin account (ccxt's options.portfolioMargin in its config) goes
+    live on /papi reads: Account Information 20, the UM positions and account 5 each, the
+    COIN-M positions 1, the UM brackets 1 and the listen key 1, 33 papi weight, 13.2 of the
+    pacing window's USDⓈ-M weight; 1,000 of them need the seventh window (360 s), not the
+    sixth that 12 each gave."""
+
+    async def body() -> None:
+        def accounts(pm: int, plain: int) -> list[AccountConfig]:
+            return [
+                AccountConfig(
+                    name=f"b{i}",
+                    exchange="binanceusdm",
+                    api_key_env="K",
+                    secret_env="S",
+                    options={"portfolioMargin": True} if i < pm else {},
+                )
+                for i in range(pm + plain)
+            ]
+
+        for pm, plain, paced, said in (
+            (1000, 0, 360, "13.2 weight each"),
+            (0, 1000, 300, "12 weight each"),
+        ):
+            caplog.clear()
+            manager = FeedManager(Config(version=1, accounts=accounts(pm, plain)), {})
+            try:
+                with caplog.at_level(logging.INFO, logger="alertd.feeds.manager"):
+                    manager.schedule()
+                assert manager.feeds["b0"].paced_start_s == paced
+                (pace,) = [r.getMessage() for r in caplog.records if "go live at" in r.message]
+                assert f"all after about {paced} s ({said}, 2160 a minute)" in pace
+            finally:
+                await manager.close()
+
+    run(body(), timeout_s=120)
 
 
 def test_an_account_waiting_its_turn_is_not_down_until_its_group_could_all_be_live() -> None:

@@ -594,7 +594,9 @@ def test_an_exchange_ratio_accounts_positions_are_observed_on_the_exchange_s_fig
     assert values["liquidation_distance"] == (PM_MARK - PM_LIQ) / PM_MARK
     # no figure of alertd's own: the metrics that need one are not observed at all (their
     # alerts stay as they are), never given a value from the exchange's
-    assert "margin_ratio" not in values and "stop_loss_share" not in values
+    assert "margin_ratio" not in values
+    # a share of the exchange's own equity: none reported here, no value
+    assert values["stop_loss_share"] is None
     # the loss at the stop is the size's and the entry's arithmetic, as its PnL is
     assert values["stop_loss"] == D(64000) - D(57000)
     assert pos.context.reported is not None and pos.context.live is None
@@ -662,6 +664,37 @@ def test_a_stop_losing_more_than_the_maximum_fires_on_an_exchange_ratio_account(
     # a position Binance lists as read (a COIN-M one): no size of alertd's, no loss figure
     listed = dataclasses.replace(_reported((stop("50000"),)), quantity=None, as_read=True)
     assert _pm_observe(_pm_feed(listed))[1].metrics["stop_loss"] is None
+
+
+def test_a_stop_losing_more_than_a_share_of_the_exchange_s_equity_fires_and_resolves() -> None:
+    """``stop-max-loss-share`` on an exchange-ratio account: the loss at the stop over the
+    exchange's own equity of the account (Binance's uniMMR x accountMaintMargin, moved with
+    the marks: ``AccountState.exchange_equity``), the message naming it as the exchange's."""
+    from alertd.config import StopRules
+    from alertd.daemon.evaluation import stop_rules
+    from alertd.rules.lifecycle import AlertEngine
+
+    rules = stop_rules(StopRules(beyond_liquidation=False, max_loss_share=D("0.05")))
+    engine = AlertEngine(rules)
+
+    def at(price: str) -> list[Any]:
+        position = dataclasses.replace(_reported((stop(price),)), equity=D(100000))
+        return _pm_observe(_pm_feed(position))
+
+    assert engine.evaluate(at("59500"), 0.0) == []  # 4,500: 4.5% of 100,000
+    [fired] = engine.evaluate(at("58500"), 10.0)
+    assert (fired.rule.name, fired.value) == ("stop-max-loss-share", D("0.055"))
+    message = render(fired)
+    assert message.title.endswith("stop 58,500.00 loses 5,500.00 USDT (5.5% of equity)")
+    lines = message.body.splitlines()
+    assert lines[1] == "the equity is Binance USDⓈ-M's own, 100,000.00", message.body
+    # the stop that keeps the loss to 5% of it, 5,000 from the 64,000 entry
+    assert lines[-1] == "→ move the stop above 59,000.00", message.body
+    [resolved] = engine.evaluate(at("59500"), 20.0)
+    assert resolved.kind is Kind.RESOLVED and resolved.rule.name == "stop-max-loss-share"
+    # no equity left (or none reported): no share, never a division by it
+    broke = dataclasses.replace(_reported((stop("58500"),)), equity=D(0))
+    assert _pm_observe(_pm_feed(broke))[1].metrics["stop_loss_share"] is None
 
 
 def test_a_liquidation_distance_rule_reads_the_exchange_s_liquidation_price() -> None:

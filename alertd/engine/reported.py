@@ -38,19 +38,11 @@ class Exposure:
     inverse: bool
 
 
-def moved_ratio(
-    ratio: Decimal,
-    margin_balance: Decimal,
-    exposures: Sequence[Exposure],
-    then: Mapping[str, Decimal],
-    now: Mapping[str, Decimal],
-) -> Decimal | None:
-    """The exchange's ratio (requirement over ``margin_balance``) read at the marks ``then``,
-    at the marks ``now``: the requirement scaled with the notional, the balance moved by the
-    PnL. None when a mark is missing on either side, or nothing is held (nothing moves it:
-    the figure stands as read)."""
-    if not exposures or margin_balance <= 0:
-        return None
+def _moved(
+    exposures: Sequence[Exposure], then: Mapping[str, Decimal], now: Mapping[str, Decimal]
+) -> tuple[Decimal, Decimal, Decimal] | None:
+    """The PnL of ``exposures`` from the marks ``then`` to ``now``, and their notional at
+    each; None when a mark is missing on either side, or nothing is held."""
     pnl = ZERO
     notional_then = notional_now = ZERO
     for e in exposures:
@@ -67,8 +59,38 @@ def moved_ratio(
             notional_now += abs(e.quantity) * after
     if notional_then == 0:
         return None
+    return pnl, notional_then, notional_now
+
+
+def moved_ratio(
+    ratio: Decimal,
+    margin_balance: Decimal,
+    exposures: Sequence[Exposure],
+    then: Mapping[str, Decimal],
+    now: Mapping[str, Decimal],
+) -> Decimal | None:
+    """The exchange's ratio (requirement over ``margin_balance``) read at the marks ``then``,
+    at the marks ``now``: the requirement scaled with the notional, the balance moved by the
+    PnL. None when a mark is missing on either side, or nothing is held (nothing moves it:
+    the figure stands as read)."""
+    moved = _moved(exposures, then, now) if margin_balance > 0 else None
+    if moved is None:
+        return None
+    pnl, notional_then, notional_now = moved
     requirement = ratio * margin_balance * notional_now / notional_then
     return margin_ratio(requirement, margin_balance + pnl)
+
+
+def moved_equity(
+    margin_balance: Decimal,
+    exposures: Sequence[Exposure],
+    then: Mapping[str, Decimal],
+    now: Mapping[str, Decimal],
+) -> Decimal | None:
+    """The exchange's ``margin_balance`` read at the marks ``then``, at the marks ``now`` (moved
+    by the PnL, as :func:`moved_ratio` moves it); None where it cannot be moved."""
+    moved = _moved(exposures, then, now)
+    return None if moved is None else margin_balance + moved[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +121,14 @@ class ExchangeRatioPosition:
     # position listed as read)
     quantity: Decimal | None = None
     inverse: bool = False
+    # the exchange's own equity of the account (its ratio's denominator, moved with the marks
+    # as the ratio is), in the unit the exchange reports it in: what a loss at the stop is a
+    # share of (``stop_loss_share``); None: the exchange reports none
+    equity: Decimal | None = None
+    # the exchange's maintenance margin of the position as read, in its settle currency (a
+    # coin-margined one's in the coin); None: the exchange reports none (Binance's COIN-M
+    # positions of a portfolio margin account: "Get CM Account Detail")
+    maintenance_margin: Decimal | None = None
 
     @property
     def stop_loss(self) -> Decimal | None:
@@ -107,6 +137,16 @@ class ExchangeRatioPosition:
         if self.stop is None or self.stop.price is None or self.quantity is None:
             return None
         return loss_at(self.stop.price, self.side, self.quantity, self.entry_price, self.inverse)
+
+    @property
+    def stop_loss_share(self) -> Decimal | None:
+        """:attr:`stop_loss` over the exchange's own :attr:`equity` of the account (the loss
+        in the settle currency against the equity in the exchange's unit, USD on the
+        portfolio margin accounts: USDT at par); None without either, or no equity left."""
+        loss = self.stop_loss
+        if loss is None or self.equity is None or self.equity <= 0:
+            return None
+        return loss / self.equity
 
 
 def exchange_ratio_position(

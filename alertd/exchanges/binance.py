@@ -20,7 +20,7 @@ on the portfolio margin stream URL) is ccxt.pro's with the same option.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -110,15 +110,29 @@ def brackets_to_table(brackets: list[dict[str, Any]]) -> TierTable:
 # uniMMR <= 105%: Liquidation will take place"; alertd's ratio (1 at liquidation) is this level
 # over uniMMR
 PORTFOLIO_LIQUIDATION_UNI_MMR = Decimal("1.05")
-PORTFOLIO_MODE = ModeReading.portfolio_margin(
-    "options.portfolioMargin",
-    f"Binance's own uniMMR as {PORTFOLIO_LIQUIDATION_UNI_MMR} / uniMMR (100% at the uniMMR "
-    f"{PORTFOLIO_LIQUIDATION_UNI_MMR} where Binance liquidates)",
-    "Binance's portfolio margin requirement spans the USDⓈ-M and COIN-M futures and the cross "
-    "margin account (loans, collateral rates), more than the USDⓈ-M positions alertd reads "
-    "(the marks move their share of it; COIN-M, loans and coins stay as read; COIN-M "
-    "positions are listed with Binance's figures of the last reconcile)",
-)
+
+
+def portfolio_mode(coin_m_unlisted: str | None = None) -> ModeReading:
+    """A portfolio margin account's reading. ``coin_m_unlisted``: why its COIN-M positions
+    could not be read this time (a refused request, a malformed row); uniMMR still counts
+    them, the UM positions are still followed, and the reason stands in the account's
+    limits (status, snapshot; logged once, as a change of mode is)."""
+    if coin_m_unlisted is None:
+        coin_m = "COIN-M positions are listed with Binance's figures of the last reconcile"
+    else:
+        coin_m = f"COIN-M positions not listed ({coin_m_unlisted})"
+    return ModeReading.portfolio_margin(
+        "options.portfolioMargin",
+        f"Binance's own uniMMR as {PORTFOLIO_LIQUIDATION_UNI_MMR} / uniMMR (100% at the uniMMR "
+        f"{PORTFOLIO_LIQUIDATION_UNI_MMR} where Binance liquidates)",
+        "Binance's portfolio margin requirement spans the USDⓈ-M and COIN-M futures and the "
+        "cross margin account (loans, collateral rates), more than the USDⓈ-M positions alertd "
+        f"reads (the marks move their share of it; COIN-M, loans and coins stay as read; "
+        f"{coin_m})",
+    )
+
+
+PORTFOLIO_MODE = portfolio_mode()
 
 
 def cm_positions(rows: Any, symbol_of: Callable[[str], str]) -> tuple[ExchangeRatioPosition, ...]:
@@ -160,6 +174,29 @@ def cm_positions(rows: Any, symbol_of: Callable[[str], str]) -> tuple[ExchangeRa
             )
         )
     return tuple(out)
+
+
+def cm_maintenance_margins(
+    answer: Any, symbol_of: Callable[[str], str]
+) -> dict[tuple[str, Side], Decimal]:
+    """Each COIN-M position's maintenance margin, in its coin, by (symbol, side), as Binance's
+    "Get CM Account Detail" (``GET /papi/v1/cm/account``, weight 5, developers.binance.com,
+    Portfolio Margin) lists it: ``positions[]`` with ``symbol``, ``positionSide``,
+    ``positionAmt`` and ``maintMargin`` (every symbol listed, the empty ones left out here).
+    ``positionRisk`` has no margin figure of the position: this is Binance's own."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("positions", []), list):
+        raise FrameError("cm/account: expected an object with a list of positions")
+    out: dict[tuple[str, Side], Decimal] = {}
+    for raw in answer.get("positions", []):
+        if not isinstance(raw, dict) or not isinstance(raw.get("symbol"), str):
+            raise FrameError("cm/account: a position is not an object with a symbol")
+        where = f"cm/account {raw['symbol']}"
+        amount = dec(raw.get("positionAmt", "0"), f"{where} positionAmt")
+        if amount == 0:
+            continue
+        side = _side(str(raw.get("positionSide", "BOTH")), amount)
+        out[(symbol_of(raw["symbol"]), side)] = dec(raw.get("maintMargin"), f"{where} maintMargin")
+    return out
 
 
 # Binance's answer to a /papi request of an account not in portfolio margin (Binance FAQ "How
@@ -444,10 +481,18 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         # None for the other modes
         self._portfolio: dict[str, Any] | None = None
         self._not_portfolio = False  # the option is set; Binance says it is not such an account
-        # a portfolio margin account's COIN-M positions, listed as read with the snapshot
+        # a portfolio margin account's COIN-M positions, listed as read with the snapshot, or
+        # why they could not be (the mode's limits say it)
         self._coin_m: tuple[ExchangeRatioPosition, ...] = ()
+        self._coin_m_unlisted: str | None = None
         # multi-assets mode: the settle currency's rates, read with the coins at every snapshot
         self._settle_terms: SettleTerms | None = None
+        # the COIN-M symbols held at the last portfolio margin snapshot (their reads' weight)
+        self._coin_m_symbols = 0
+        # the COIN-M ids the portfolio margin stream pushed (``fs`` CM): not UM positions
+        self._coin_m_pushed: set[str] = set()
+        # what the last snapshot weighed in the per-IP budget, by its mode (None: none yet)
+        self._snapshot_weight: float | None = None
 
     async def _read_portfolio_snapshot(self, exchange: Any) -> None:
         """A portfolio margin account's snapshot: its USDⓈ-M positions ("Query UM Position
@@ -457,6 +502,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         read ("Query CM Position Information", weight 1: :func:`cm_positions`)."""
         self._rows = self._account = self._portfolio = None
         self._coin_m = ()
+        self._coin_m_unlisted = None
         self._not_portfolio = False
         try:
             portfolio = await exchange.papiGetAccount()
@@ -470,14 +516,33 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             raise FrameError("papi account: expected an object")
         rows = await exchange.papiGetUmPositionRisk()
         self._keep(rows, await exchange.papiGetUmAccount(), "um/")
-        self._coin_m = await self._coin_m_positions(exchange)
+        await self._read_coin_m(exchange)
         self._portfolio = portfolio
+
+    async def _read_coin_m(self, exchange: Any) -> None:
+        """The COIN-M positions, or why they are not listed: a key refused the COIN-M reads
+        (Binance's API permissions can differ per product) or a malformed row would otherwise
+        fail every snapshot, and with it the UM positions and uniMMR, which cover the account
+        without them. A network error, a rate limit or a ban still fails the snapshot: those
+        are the IP's or the exchange's, and the next reconcile retries the whole read."""
+        # here, not at the top: the exchange modules load without ccxt (registry); a feed has it
+        import ccxt
+
+        from alertd.feeds.ccxt_exchange import describe
+
+        self._coin_m_unlisted = None
+        self._coin_m_symbols = 0
+        try:
+            self._coin_m = await self._coin_m_positions(exchange)
+        except (FrameError, ccxt.ExchangeError) as exc:
+            self._coin_m_unlisted = describe(exc)
 
     async def _coin_m_positions(self, exchange: Any) -> tuple[ExchangeRatioPosition, ...]:
         """A portfolio margin account's COIN-M positions (:func:`cm_positions`), each with its
         protective stops: "Query All Current CM Open Conditional Orders" (``GET
         /papi/v1/cm/conditional/openOrders``, the UM legacy rows' shape: :func:`usdm_stop`)
-        asked per held symbol (weight 1 each; 40 without one)."""
+        asked per held symbol (weight 1 each; 40 without one), and Binance's maintenance
+        margin of it (:func:`cm_maintenance_margins`), read while one is held."""
 
         def symbol_of(market_id: str) -> str:
             return str(exchange.safe_market(market_id, None, None, "swap")["symbol"])
@@ -486,14 +551,19 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         held = cm_positions(rows, symbol_of)
         # the rows are checked: each position's Binance id by its symbol
         ids = {symbol_of(row["symbol"]): row["symbol"] for row in rows}
+        held_ids = sorted({ids[p.symbol] for p in held})
+        self._coin_m_symbols = len(held_ids)
         stops: list[StopOrder] = []
-        for market_id in sorted({ids[p.symbol] for p in held}):
+        for market_id in held_ids:
             answer = await exchange.papiGetCmConditionalOpenOrders({"symbol": market_id})
             for raw in order_rows(answer, "cm/conditional/openOrders"):
                 stop = usdm_stop(raw, symbol_of(str(raw.get("symbol"))))
                 if stop is not None:
                     stops.append(stop)
         found = tuple(checked_stops(stops))
+        # nothing to show of an empty COIN-M account: its weight (5) only while one is held
+        answer = await exchange.papiGetCmAccount() if held else {}
+        margins = cm_maintenance_margins(answer, symbol_of)
         out = []
         for p in held:
             if p.mark_price is not None:  # always, as Binance reads it
@@ -501,7 +571,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                     found, p.symbol, p.side, p.contracts, p.mark_price, p.liquidation_price
                 )
                 p = dataclasses.replace(p, stop=figures)
-            out.append(p)
+            out.append(dataclasses.replace(p, maintenance_margin=margins.get((p.symbol, p.side))))
         return tuple(out)
 
     def _keep(self, rows: Any, account: Any, family: str) -> None:
@@ -543,8 +613,23 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         if self._not_portfolio:
             return NOT_PORTFOLIO
         if self._portfolio is not None:
-            return usdm_mode(None, portfolio_margin=True)
-        return usdm_mode(self._account)
+            self._snapshot_weight = portfolio_snapshot_weight(self._coin_m_symbols)
+            return portfolio_mode(self._coin_m_unlisted)
+        mode = usdm_mode(self._account)
+        multi_assets = mode.mode is AccountMode.MULTI_ASSETS  # fetch_collateral reads the index
+        self._snapshot_weight = USDM_SNAPSHOT_WEIGHT + (ASSET_INDEX_WEIGHT if multi_assets else 0)
+        return mode
+
+    def snapshot_weight(self) -> float | None:
+        return self._snapshot_weight
+
+    def stops_weight(self, symbols: int) -> float | None:
+        # a portfolio margin account's UM orders are the same pair of reads under /papi
+        portfolio = self._portfolio is not None
+        return usdm_stops_weight(symbols) * PAPI_SHARE if portfolio else None
+
+    def live_weight(self, options: Mapping[str, Any]) -> float | None:
+        return PORTFOLIO_LIVE_WEIGHT if options.get("portfolioMargin") else None
 
     @staticmethod
     def _portfolio_margin(exchange: Any) -> bool:
@@ -714,6 +799,11 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             raw = position.get("info") or {}
             if "pa" not in raw and "positionAmt" not in raw:
                 continue
+            if raw.get("s") in self._coin_m_pushed:
+                # a COIN-M position on the portfolio margin stream, which ccxt hands over
+                # with the UM ones: not one of this account's markets (the reconcile lists
+                # the COIN-M positions as Binance reads them)
+                continue
             p = self._position(exchange, raw)
             one_way = str(raw.get("positionSide", raw.get("ps", "BOTH"))) == "BOTH"
             if one_way and p.contracts == 0:
@@ -755,6 +845,16 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         await exchange.un_watch_mark_price(symbol)
 
     def event(self, message: Any, now: float) -> AccountEvent | None:
+        if isinstance(message, dict) and message.get("fs") == "CM":
+            # the portfolio margin stream's COIN-M update ("Event: Futures Balance and
+            # Position Update", ``fs`` the business unit: UM or CM), seen here before ccxt
+            # hands its positions to watch_positions, which leaves these ids out
+            update = message.get("a")
+            rows = update.get("P") if isinstance(update, dict) else None
+            for row in rows if isinstance(rows, list) else ():
+                if isinstance(row, dict) and isinstance(row.get("s"), str):
+                    self._coin_m_pushed.add(row["s"])
+            return None
         if isinstance(message, dict) and message.get("e") == "riskLevelChange":
             # the portfolio margin stream's margin call ("Event: riskLevelChange": ``u`` the
             # uniMMR, ``s`` MARGIN_CALL, SUPPLY_MARGIN, REDUCE_ONLY or FORCE_LIQUIDATION, ``eq``
@@ -817,9 +917,78 @@ USDM_WEIGHTS = {
 }
 # "REQUEST_WEIGHT 2400 per minute" per IP (USDⓈ-M futures, General Info, Limits)
 USDM_WEIGHT_PER_MINUTE = 2400
+# A snapshot: Position Information V3 and Account Information V2, 5 each
+USDM_SNAPSHOT_WEIGHT = 10
+# "Multi-Assets Mode Asset Index" (GET /fapi/v1/assetIndex): "1 for a single symbol; 10 when
+# the symbol parameter is omitted" (developers.binance.com, USDⓈ-M futures, market data REST
+# API); a multi-assets account's snapshot reads every index at once (fetch_collateral)
+ASSET_INDEX_WEIGHT = 10
+# Going live beside the snapshot: the leverage brackets (1) and the listen key (1)
+USDM_GOING_LIVE_WEIGHT = 2
+
+# The Portfolio Margin API's own per-IP limit, apart from USDⓈ-M's: REQUEST_WEIGHT 6000 a
+# minute (developers.binance.com, Portfolio Margin, General Info, Limits; ccxt's binance.py
+# prices a /papi weight at a fifth of its 1,200 a minute for the same reason: "IP (papi)
+# request rate limit of 6000 per minute")
+PAPI_WEIGHT_PER_MINUTE = 6000
+# Binance's documented weights of the /papi requests alertd sends (Portfolio Margin API,
+# each endpoint's "Request Weight"): Account Information 20, Query UM/CM Position Information
+# 5/1, Get UM/CM Account Detail 5/5, UM Notional and Leverage Brackets 1, the listen key 1
+PAPI_WEIGHTS = {
+    "account": 20,
+    "um/positionRisk": 5,
+    "um/account": 5,
+    "cm/positionRisk": 1,
+    "cm/account": 5,
+    "um/leverageBracket": 1,
+    "listenKey": 1,
+}
+# open (algo, conditional) orders: 1 with a symbol, ALL_SYMBOLS_WEIGHT without ("Query All
+# Current UM Open Conditional Orders", "... UM Open Algo Orders", "... CM Open Conditional
+# Orders")
+PAPI_BY_SYMBOL = frozenset(
+    {"um/conditional/openOrders", "um/algo/openAlgoOrders", "cm/conditional/openOrders"}
+)
+# One rolling window paces every Binance account of an IP, in USDⓈ-M weight: a /papi request
+# counts there as its share of the papi budget (2,400 / 6,000 of its weight), so that a
+# window within USDⓈ-M's budget is within each API's own however the two mix
+PAPI_SHARE = USDM_WEIGHT_PER_MINUTE / PAPI_WEIGHT_PER_MINUTE
+
+
+def papi_weight(path: str, params: Any) -> float | None:
+    """A /papi request's weight in the pacing window's (USDⓈ-M) units; None: not one alertd
+    sends (ccxt's own cost)."""
+    if path in PAPI_BY_SYMBOL:
+        weight = 1 if isinstance(params, dict) and params.get("symbol") else ALL_SYMBOLS_WEIGHT
+    elif path in PAPI_WEIGHTS:
+        weight = PAPI_WEIGHTS[path]
+    else:
+        return None
+    return weight * PAPI_SHARE
+
+
+def portfolio_snapshot_weight(coin_m_symbols: int) -> float:
+    """A portfolio margin account's snapshot in the pacing window's units: Account Information,
+    the UM positions and account, the COIN-M positions, and with ``coin_m_symbols`` held
+    their conditional orders per symbol and the COIN-M account (``_coin_m_positions``)."""
+    reads = ("account", "um/positionRisk", "um/account", "cm/positionRisk")
+    weight = sum(PAPI_WEIGHTS[path] for path in reads)
+    if coin_m_symbols:
+        weight += coin_m_symbols + PAPI_WEIGHTS["cm/account"]
+    return weight * PAPI_SHARE
+
+
+# a portfolio margin account until it is live: its snapshot (no COIN-M position known yet),
+# its UM brackets and its listen key
+PORTFOLIO_LIVE_WEIGHT = (
+    portfolio_snapshot_weight(0)
+    + (PAPI_WEIGHTS["um/leverageBracket"] + PAPI_WEIGHTS["listenKey"]) * PAPI_SHARE
+)
 
 
 def usdm_request_weight(api: str, method: str, path: str, params: Any) -> float | None:
+    if api == "papi":
+        return papi_weight(path, params)
     return USDM_WEIGHTS.get((api, method, path))
 
 
@@ -844,11 +1013,10 @@ USDM = ExchangeSpec(
         rest_limit_per_ip=True,
         rest_weight_per_minute=USDM_WEIGHT_PER_MINUTE,
         request_weight=usdm_request_weight,
-        # positionRisk V3 and Account Information V2 (a multi-assets account with coins adds
-        # assetIndex, 10)
-        snapshot_weight=10,
-        # the snapshot, leverageBracket (1) and the listen key (1): docs/scaling.md
-        live_weight=12,
+        # a single-asset account's; a multi-assets or portfolio margin account's as it reads
+        # (BinanceUSDMAdapter.snapshot_weight, live_weight): docs/scaling.md
+        snapshot_weight=USDM_SNAPSHOT_WEIGHT,
+        live_weight=USDM_SNAPSHOT_WEIGHT + USDM_GOING_LIVE_WEIGHT,
         stops_weight=usdm_stops_weight,
     ),
     markets=USDM_MARKETS,

@@ -8,7 +8,7 @@ where ccxt's unified ones are unreliable for margin (ccxt.md), and never compute
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
@@ -234,6 +234,26 @@ class ExchangeAdapter:
         """The cross pool's coins besides the settle wallet (multi-collateral modes), read at
         every snapshot; none by default."""
         return ()
+
+    def snapshot_weight(self) -> float | None:
+        """What this account's last snapshot weighed in its exchange's per-IP budget, where
+        its mode reads more or less than the spec's ``Capabilities.snapshot_weight`` (Binance:
+        a multi-assets account's coin index, a portfolio margin account's /papi reads); None:
+        the spec's (or no snapshot yet)."""
+        return None
+
+    def stops_weight(self, symbols: int) -> float | None:
+        """What reading the open stop orders of ``symbols`` held symbols weighs in that
+        budget, where the account's mode reads them elsewhere than the spec's
+        ``Capabilities.stops_weight`` counts (Binance portfolio margin: under /papi); None:
+        the spec's."""
+        return None
+
+    def live_weight(self, options: Mapping[str, Any]) -> float | None:
+        """What the account will weigh in that budget until it is live, known from its ccxt
+        ``options`` before anything is read (Binance: ``portfolioMargin``); None: the spec's
+        ``Capabilities.live_weight``."""
+        return None
 
     def settle_terms(self) -> SettleTerms | None:
         """How the pool counts the settle currency's own equity where the exchange lends it

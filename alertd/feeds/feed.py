@@ -366,11 +366,25 @@ class AccountFeed:
         capabilities = self.spec.capabilities
         if capabilities.snapshot_weight is None:
             return None
-        weight = float(capabilities.snapshot_weight)
+        # what its mode read at the last snapshot (Binance multi-assets, portfolio margin)
+        read = self.adapter.snapshot_weight()
+        weight = float(capabilities.snapshot_weight if read is None else read)
         if capabilities.stops_weight is not None:
             every = self.settings.stops_reconcile_every if self.adapter.watches_stops else 1
-            weight += capabilities.stops_weight(len(self.state.held_symbols)) / every
+            held = len(self.state.held_symbols)
+            own = self.adapter.stops_weight(held)
+            weight += (capabilities.stops_weight(held) if own is None else own) / every
         return weight
+
+    def live_weight(self) -> float | None:
+        """This account's weight in its exchange's per-IP budget until it is live: what its
+        configured mode reads (a Binance portfolio margin account's /papi requests), else the
+        spec's. None: the exchange counts no weight."""
+        default = self.spec.capabilities.live_weight
+        if default is None:
+            return None
+        own = self.adapter.live_weight(self.config.options)
+        return float(default if own is None else own)
 
     async def refresh_tiers(self) -> None:
         if self.state.fatal is not None or not self.state.bootstrapped:

@@ -92,13 +92,14 @@ def spread_starts(count: int, interval_s: float) -> list[float]:
     return [interval_s * (1 + i / count) for i in range(count)]
 
 
-def live_after_s(accounts: int, live_weight: float, weight_per_minute: float) -> float:
-    """When the last of ``accounts`` sharing one per-IP budget can be live, at the earliest,
-    after a cold start: the rolling window admits ``REST_BUDGET_SHARE`` of the minute's weight
-    at once, and as much again each minute as the first requests leave it (Binance, 1,000
-    accounts of 12 weight: 12,000 against 2,160 a minute, the sixth window: 300 s)."""
+def live_after_s(live_weight: float, weight_per_minute: float) -> float:
+    """When the last of the accounts sharing one per-IP budget can be live, at the earliest,
+    after a cold start, ``live_weight`` being what they all spend until then: the rolling
+    window admits ``REST_BUDGET_SHARE`` of the minute's weight at once, and as much again
+    each minute as the first requests leave it (Binance, 1,000 accounts of 12 weight: 12,000
+    against 2,160 a minute, the sixth window: 300 s)."""
     budget = weight_per_minute * REST_BUDGET_SHARE
-    return 60.0 * (math.ceil(accounts * live_weight / budget) - 1)
+    return 60.0 * (math.ceil(live_weight / budget) - 1)
 
 
 def _insurance_poll(hub: MarkHub, window_s: float) -> Callable[[], Awaitable[None]]:
@@ -348,17 +349,19 @@ class FeedManager:
         """Say at start when the accounts of ``group`` cannot all be live at once within their
         per-IP budget: how long it takes, and what the others look like meanwhile. Returns
         that time (0: all at once)."""
-        capabilities = group[0].spec.capabilities
-        per_minute, weight = capabilities.rest_weight_per_minute, capabilities.live_weight
+        per_minute = group[0].spec.capabilities.rest_weight_per_minute
+        # what its configured mode reads (Binance portfolio margin: /papi); the accounts of a
+        # group share their ccxt options (``_key``), so one's is each one's
+        weight = group[0].live_weight()
         if group[0].shared is None or per_minute is None or weight is None:
             return 0.0
-        after_s = live_after_s(len(group), weight, per_minute)
+        after_s = live_after_s(len(group) * weight, per_minute)
         if after_s <= 0:
             return 0.0
         builtin = self.config.builtin_rules
         log.info(
             "%d %s accounts go live at their per-IP budget's pace: all after about %.0f s "
-            "(%d weight each, %.0f a minute); the health line counts the others not live "
+            "(%g weight each, %.0f a minute); the health line counts the others not live "
             "meanwhile%s",
             len(group),
             group[0].spec.profile.name,

@@ -21,6 +21,7 @@ from alertd.engine.reported import (
     ExchangeRatioPosition,
     Exposure,
     exchange_ratio_position,
+    moved_equity,
     moved_ratio,
 )
 from alertd.engine.stops import StopOrder, protection
@@ -454,6 +455,23 @@ class AccountState:
         own (Binance single-asset) and alertd computes the settle currency's alone."""
         return self.mode.mode in POOLED_MODES
 
+    def _exchange_exposures(self) -> list[Exposure] | None:
+        """The cross positions the exchange's account figures move with (another margin
+        asset's pool left out: the figures read are the settle pool's); None: a market alertd
+        does not know (they cannot be moved)."""
+        exposures = []
+        for (symbol, side), p in self.positions.items():
+            if p.margin_mode is MarginMode.ISOLATED:
+                continue
+            market = self.markets.get(symbol)
+            if market is None:
+                return None
+            if self.pool_of(market) is not None:
+                continue
+            size = side * p.contracts * market.contract_size
+            exposures.append(Exposure(symbol, size, market.inverse))
+        return exposures
+
     def exchange_ratio(self) -> tuple[Decimal | None, bool]:
         """The exchange's own account ratio, and whether it was moved with the marks since it
         was read (``alertd/engine/reported.py``); as read when it cannot be moved (an unknown
@@ -461,21 +479,30 @@ class AccountState:
         read = self.reported_account
         if read.margin_ratio is None or read.margin_balance is None:
             return read.margin_ratio, False
-        exposures = []
-        for (symbol, side), p in self.positions.items():
-            if p.margin_mode is MarginMode.ISOLATED:
-                continue
-            market = self.markets.get(symbol)
-            if market is None:
-                return read.margin_ratio, False
-            if self.pool_of(market) is not None:
-                continue  # another margin asset's pool: the ratio read is the settle pool's
-            size = side * p.contracts * market.contract_size
-            exposures.append(Exposure(symbol, size, market.inverse))
-        moved = moved_ratio(
-            read.margin_ratio, read.margin_balance, exposures, self.reported_marks, self.marks
+        exposures = self._exchange_exposures()
+        moved = (
+            None
+            if exposures is None
+            else moved_ratio(
+                read.margin_ratio, read.margin_balance, exposures, self.reported_marks, self.marks
+            )
         )
         return (read.margin_ratio, False) if moved is None else (moved, True)
+
+    def exchange_equity(self) -> Decimal | None:
+        """The exchange's own equity of the account (the margin balance its ratio is of),
+        moved with the marks as :meth:`exchange_ratio` is; as read where it cannot be moved;
+        None: the exchange reports none."""
+        read = self.reported_account.margin_balance
+        if read is None:
+            return None
+        exposures = self._exchange_exposures()
+        moved = (
+            None
+            if exposures is None
+            else moved_equity(read, exposures, self.reported_marks, self.marks)
+        )
+        return read if moved is None else moved
 
     def exchange_ratio_positions(self) -> tuple[ExchangeRatioPosition, ...]:
         """The held positions as far as their size, the live mark and the exchange's reported
@@ -483,6 +510,7 @@ class AccountState:
         alertd's (no figures of alertd's own); a market alertd does not know is left out.
         Then the positions it only lists, as read (:attr:`listed_positions`)."""
         out = []
+        equity = self.exchange_equity()
         held = sorted(self.positions.items(), key=lambda kv: (kv[0][0], -kv[0][1]))
         for (symbol, side), p in held:
             market = self.markets.get(symbol)
@@ -501,7 +529,7 @@ class AccountState:
             if mark is not None:
                 stop = protection(self.stops, symbol, side, p.contracts, mark, liquidation)
                 figures = replace(figures, stop=stop)
-            out.append(figures)
+            out.append(replace(figures, equity=equity))
         return (*out, *self.listed_positions)
 
     @property

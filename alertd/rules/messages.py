@@ -637,19 +637,27 @@ def _about_stop(n: Notification, head: str, who: str) -> Message | None:
         )
     title = f"{head} {who}: stop {fmt.price(stop)} loses {fmt.money(loss, settle)}{share}"
     lines = [f"more than {limit} ({n.rule.name})", line]
+    if share and reported is not None and reported.equity is not None:
+        # no equity of alertd's: the share is of the exchange's, and the message says so
+        lines.insert(1, f"the equity is {_exchange_of(n)}'s own, {fmt.money(reported.equity)}")
     target = price_for_loss(most, side, quantity, entry, inverse)
     if target is not None and target > 0:
         lines.append(f"→ move the stop {toward} {fmt.price(target)}")
     return Message(title, "\n".join(lines))
 
 
+def _exchange_of(n: Notification) -> str:
+    """The exchange's name, for a figure of its own a message quotes."""
+    feed = n.context.feed
+    return (feed.exchange_name if feed is not None else "") or n.subject.exchange
+
+
 def _exchange_liquidation(n: Notification) -> str:
     """Whose liquidation price a position alert of an account alertd does not compute
     quotes, and why it is not alertd's."""
     feed = n.context.feed
-    exchange = (feed.exchange_name if feed is not None else "") or n.subject.exchange
     why = "" if feed is None or not feed.mode_limits else f": {feed.mode_limits}"
-    return f"the liquidation price is {exchange}'s own (alertd does not compute it{why})"
+    return f"the liquidation price is {_exchange_of(n)}'s own (alertd does not compute it{why})"
 
 
 # The fields a rule's own ``message`` may name; each is a string when the message is rendered.

@@ -644,9 +644,11 @@ STOP_METRICS: tuple[Metric, ...] = (
         Unit.FRACTION,
         "above",
         "`stop_loss` as a share of the account's equity (the margin balance of all its "
-        "pools: cross and isolated)",
+        "pools: cross and isolated; where the exchange's ratio stands in, the exchange's own "
+        "equity of the account, moved with the marks)",
         Needs.POOL,
         _stop_loss_share,
+        reported=lambda p: p.stop_loss_share,
     ),
 )
 

@@ -167,6 +167,8 @@ def _exchange_position_json(p: ExchangeRatioPosition) -> dict[str, Any]:
         "liquidation_price_source": "exchange" if p.liquidation_price is not None else None,
         "liquidation_distance": dec(p.liquidation_distance),
         "margin_ratio": None,
+        # the exchange's own, where it reports one (null: none reported, not zero)
+        "maintenance_margin": dec(p.maintenance_margin),
         **_stop_fields(p.stop),
         # the mark and every figure the exchange's own as its last snapshot read them
         "as_read": p.as_read,

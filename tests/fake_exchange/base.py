@@ -400,6 +400,10 @@ class FakeExchangeServer(Generic[A, C]):
         """The exchange's answer to a scripted failure (``fail_rest``)."""
         raise NotImplementedError
 
+    def _count_request(self, request: web.Request) -> None:
+        """A REST request as it arrives, before any scripted failure: what the exchange counts
+        of it against its limits (Binance's request weight); nothing by default."""
+
     # the truncated event ``send_malformed("json")`` sends: text that starts like JSON
     MALFORMED_JSON: ClassVar[str] = ""
 
@@ -652,6 +656,7 @@ class FakeExchangeServer(Generic[A, C]):
                 self.timed_requests.append(
                     (time.monotonic(), request.method, request.path, request.query_string)
                 )
+            self._count_request(request)
             failure = self._take_failure(request.path)
             if failure is not None:
                 return self._error_response(failure.status, failure.retry_after_s)

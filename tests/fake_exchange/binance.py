@@ -17,8 +17,9 @@ What it serves (paths as on fapi.binance.com / papi.binance.com / fstream.binanc
 - Portfolio margin (``set_portfolio_margin``), signed: ``/papi/v1/account`` (uniMMR from the
   account's state: it moves with the marks), ``/papi/v1/um/positionRisk``,
   ``/papi/v1/um/account``, ``/papi/v1/balance``, ``/papi/v1/um/leverageBracket``,
-  ``/papi/v1/cm/positionRisk`` and ``/papi/v1/cm/conditional/openOrders`` (scripted rows:
-  ``set_cm_positions``, ``set_cm_conditional_orders``), its UM open
+  ``/papi/v1/cm/positionRisk``, ``/papi/v1/cm/account`` and
+  ``/papi/v1/cm/conditional/openOrders`` (scripted: ``set_cm_positions``,
+  ``set_cm_account``, ``set_cm_conditional_orders``), its UM open
   conditional orders on ``/papi/v1/um/algo/openAlgoOrders`` and (``as_strategy_order``)
   ``/papi/v1/um/conditional/openOrders``, in the shapes of the Portfolio Margin API docs'
   response examples; another account gets Binance's -21001.
@@ -50,7 +51,9 @@ Connections, queues, drops, unanswered pings, scripted REST failures, bans and r
 are the shared machinery of ``base.py``; this module adds Binance's wire format. Test helpers
 beyond the wire: ``apply_to(exchange)``, ``wait_for_subscription(stream)``,
 ``wait_for_user_stream(api_key)``, ``wait_until(predicate)``, ``account_v3(api_key)`` and
-``position_risk_v3(api_key)`` (the REST bodies, for assertions), ``mark(symbol)``, ``unban``.
+``position_risk_v3(api_key)`` (the REST bodies, for assertions), ``mark(symbol)``, ``unban``,
+``used_weight`` (the request weight spent per API at Binance's documented weights, as its
+``X-MBX-USED-WEIGHT`` counts it; ``reset_weight``).
 Run ``python -m tests.fake_exchange.binance --help`` for a standalone server for benchmarks.
 
 Simplifications, on purpose: no orders or fills (positions are scripted), no fees except the
@@ -162,6 +165,78 @@ ALGO_ORDER_EXAMPLE: dict[str, Any] = {
     "triggerTime": 0,
     "goodTillDate": 0,
 }
+
+# "Get CM Account Detail" (GET /papi/v1/cm/account), the docs' response example
+# (developers.binance.com, Portfolio Margin, account REST API)
+CM_ACCOUNT_EXAMPLE: dict[str, Any] = {
+    "assets": [
+        {
+            "asset": "BTC",
+            "crossWalletBalance": "0.00241969",
+            "crossUnPnl": "0.00000000",
+            "maintMargin": "0.00000000",
+            "initialMargin": "0.00000000",
+            "positionInitialMargin": "0.00000000",
+            "openOrderInitialMargin": "0.00000000",
+            "updateTime": 1625474304765,
+        }
+    ],
+    "positions": [
+        {
+            "symbol": "BTCUSD_201225",
+            "positionAmt": "0",
+            "initialMargin": "0",
+            "maintMargin": "0",
+            "unrealizedProfit": "0.00000000",
+            "positionInitialMargin": "0",
+            "openOrderInitialMargin": "0",
+            "leverage": "125",
+            "positionSide": "BOTH",
+            "entryPrice": "0.0",
+            "maxQty": "50",
+            "updateTime": 0,
+        }
+    ],
+}
+
+# Binance's documented request weight of each REST path served here, counted against the
+# API's own per-IP limit (Binance's X-MBX-USED-WEIGHT): (with a symbol, without one). USDⓈ-M
+# futures ("REQUEST_WEIGHT 2400" a minute): each endpoint's "Request Weight" in its REST API
+# docs; Portfolio Margin ("6000" a minute, its General Info): likewise in its docs
+REQUEST_WEIGHTS: dict[str, dict[str, tuple[int, int]]] = {
+    "fapi": {
+        "/fapi/v1/ping": (1, 1),
+        "/fapi/v1/time": (1, 1),
+        "/fapi/v1/exchangeInfo": (1, 1),
+        "/fapi/v1/premiumIndex": (1, 10),
+        "/fapi/v1/assetIndex": (1, 10),
+        "/fapi/v1/leverageBracket": (1, 1),
+        "/fapi/v2/positionRisk": (5, 5),
+        "/fapi/v3/positionRisk": (5, 5),
+        "/fapi/v2/account": (5, 5),
+        "/fapi/v3/account": (5, 5),
+        "/fapi/v2/balance": (5, 5),
+        "/fapi/v3/balance": (5, 5),
+        "/fapi/v1/multiAssetsMargin": (30, 30),
+        "/fapi/v1/listenKey": (1, 1),
+        "/fapi/v1/openOrders": (1, 40),
+        "/fapi/v1/openAlgoOrders": (1, 40),
+    },
+    "papi": {
+        "/papi/v1/account": (20, 20),
+        "/papi/v1/balance": (20, 20),
+        "/papi/v1/um/positionRisk": (5, 5),
+        "/papi/v1/um/account": (5, 5),
+        "/papi/v1/cm/positionRisk": (1, 1),
+        "/papi/v1/cm/account": (5, 5),
+        "/papi/v1/um/leverageBracket": (1, 1),
+        "/papi/v1/listenKey": (1, 1),
+        "/papi/v1/um/conditional/openOrders": (1, 40),
+        "/papi/v1/um/algo/openAlgoOrders": (1, 40),
+        "/papi/v1/cm/conditional/openOrders": (1, 40),
+    },
+}
+WEIGHT_PER_MINUTE = {"fapi": 2400, "papi": 6000}
 
 BRACKETS_FILE = Path(__file__).with_name("data") / "binance_usdm_brackets.json"
 DEFAULT_RECV_WINDOW_MS = 5000
@@ -427,6 +502,8 @@ class _Account(shared.Credentials):
     # scripted whole: this server holds no COIN-M market
     cm_rows: list[dict[str, Any]] = field(default_factory=list)
     cm_orders: list[dict[str, Any]] = field(default_factory=list)  # its CM conditional orders
+    # its "Get CM Account Detail" answer (set_cm_account)
+    cm_account: dict[str, Any] = field(default_factory=lambda: {"assets": [], "positions": []})
 
 
 @dataclass
@@ -502,6 +579,10 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         # those failed by fail_rest() never reach it)
         self.listen_key_puts = 0
         self.listen_key_put_paths: list[str] = []  # /fapi/v1/listenKey or /papi/v1/listenKey
+        # the request weight spent per API (fapi, papi) since reset_weight(), at Binance's
+        # documented weights (REQUEST_WEIGHTS), and the paths sent that have none listed
+        self.used_weight: dict[str, int] = dict.fromkeys(REQUEST_WEIGHTS, 0)
+        self.unweighed: list[str] = []
         # conditional orders placed before the Algo Service (as_strategy_order): a portfolio
         # margin account's are listed by /papi/v1/um/conditional/openOrders, not the algo one
         self._strategy_orders: set[str] = set()
@@ -799,6 +880,43 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         """The rows a portfolio margin account's "Query CM Position Information" answers
         (``CM_POSITION_EXAMPLE``'s fields), as given."""
         self._account(api_key).cm_rows = [dict(row) for row in rows]
+
+    @scripted
+    def set_cm_account(self, api_key: str, body: dict[str, Any]) -> None:
+        """What a portfolio margin account's "Get CM Account Detail" answers
+        (``CM_ACCOUNT_EXAMPLE``'s fields), as given."""
+        self._account(api_key).cm_account = dict(body)
+
+    @scripted
+    def push_cm_position_update(self, api_key: str, row: dict[str, Any]) -> None:
+        """A COIN-M fill's push on a portfolio margin account's stream: "Event: Futures
+        Balance and Position Update" with ``fs`` CM (the business unit), its ``a.B`` the
+        coin's wallet and ``a.P`` the COIN-M position (``s``, ``pa``, ``ep``, ``ps``, ...),
+        as the Portfolio Margin user data stream docs list them."""
+        account = self._account(api_key)
+        stamp = now_ms()
+        coin = {"a": "BTC", "wb": "0.00241969", "cw": "0.00241969", "bc": "0"}
+        event = {
+            "e": "ACCOUNT_UPDATE",
+            "fs": "CM",
+            "E": stamp,
+            "T": stamp - 1,
+            "a": {"m": "ORDER", "B": [coin], "P": [row]},
+        }
+        self._on_loop(self._push_user, account.api_key, event)
+
+    @scripted
+    def reset_weight(self) -> None:
+        self.used_weight = dict.fromkeys(REQUEST_WEIGHTS, 0)
+        self.unweighed = []
+
+    def _count_request(self, request: web.Request) -> None:
+        for api, weights in REQUEST_WEIGHTS.items():
+            weight = weights.get(request.path)
+            if weight is not None:
+                self.used_weight[api] += weight[0 if "symbol" in request.query else 1]
+                return
+        self.unweighed.append(request.path)
 
     @scripted
     def set_cm_conditional_orders(self, api_key: str, rows: list[dict[str, Any]]) -> None:
@@ -1379,6 +1497,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             web.get("/papi/v1/um/positionRisk", self._papi_position_risk),
             web.get("/papi/v1/um/leverageBracket", self._leverage_bracket),
             web.get("/papi/v1/cm/positionRisk", self._papi_cm_position_risk),
+            web.get("/papi/v1/cm/account", self._papi_cm_account),
             web.get("/papi/v1/cm/conditional/openOrders", self._papi_cm_conditional_orders),
             web.get("/papi/v1/um/algo/openAlgoOrders", self._papi_algo_orders),
             web.get("/papi/v1/um/conditional/openOrders", self._papi_conditional_orders),
@@ -2069,6 +2188,10 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
     async def _papi_cm_position_risk(self, request: web.Request) -> web.Response:
         account = await self._portfolio_signed(request)
         return self._json(account.cm_rows)
+
+    async def _papi_cm_account(self, request: web.Request) -> web.Response:
+        account = await self._portfolio_signed(request)
+        return self._json(account.cm_account)
 
     async def _papi_cm_conditional_orders(self, request: web.Request) -> web.Response:
         account = await self._portfolio_signed(request)
