@@ -205,12 +205,16 @@ def _quantity_within(
     price_u = leg.entry_u if leg.fixed_mm is not None else u
     table = leg.tiers
     per_unit = contract_size if table.basis is TierBasis.CONTRACTS else ONE / price_u
+    # resting orders that count towards the tier stay when the position is cut
+    orders = leg.tier_quantity - leg.quantity
     best = ZERO
     for i, tier in enumerate(table.tiers):
-        lo = table.floor(i) * per_unit
+        lo = max(table.floor(i) * per_unit - orders, ZERO)
         if lo >= quantity:
             break
-        hi = quantity if tier.cap is None else min(tier.cap * per_unit, quantity)
+        if tier.cap is not None and tier.cap * per_unit <= orders:
+            continue  # the orders alone reach past this tier
+        hi = quantity if tier.cap is None else min(tier.cap * per_unit - orders, quantity)
         rate = price_u * (tier.mmr + leg.fee_rate) + leg.close_fee
         fits = hi if rate == 0 else (budget + tier.deduction) / rate
         if fits >= hi:
@@ -237,12 +241,13 @@ def _isolated_quantity_within(
     table = leg.tiers
     per_unit = contract_size if table.basis is TierBasis.CONTRACTS else ONE / price_u
     equity_per_unit = equity / quantity
+    orders = leg.tier_quantity - leg.quantity  # as in _quantity_within
     for i in range(len(table.tiers) - 1, -1, -1):
         tier = table.tiers[i]
-        lo = table.floor(i) * per_unit
-        if lo >= quantity:
+        lo = max(table.floor(i) * per_unit - orders, ZERO)
+        if lo >= quantity or (tier.cap is not None and tier.cap * per_unit <= orders):
             continue
-        hi = quantity if tier.cap is None else min(tier.cap * per_unit, quantity)
+        hi = quantity if tier.cap is None else min(tier.cap * per_unit - orders, quantity)
         # need q * (price_u * rate - target * equity_per_unit) <= deduction
         slope = price_u * (tier.mmr + leg.fee_rate) + leg.close_fee - target * equity_per_unit
         if slope <= 0:
