@@ -9,8 +9,11 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
 
+from alertd.daemon.view import AccountFigures
 from alertd.engine.margin import compute
 from alertd.engine.model import MarginMode, Side
+from alertd.rules.messages import _position_line
+from alertd.views.status import figures_json
 
 from .fake_exchange.bybit import FakeBybit
 from .support.aio import run
@@ -104,6 +107,52 @@ def test_an_isolated_position_whose_position_balance_is_deprecated_reads_its_im(
     run(body())
 
 
+def test_an_isolated_position_with_margin_added_by_hand_shows_bybit_s_liquidation_price() -> None:
+    """Since ``positionBalance`` is deprecated (sent as ``"0"``), margin added to an isolated
+    position by hand ("Add Or Reduce Margin") is in no field Bybit sends: ``positionIM`` is
+    the Position IM, and only ``liqPrice``, "the real price" of an isolated position ("Get
+    Position Info"), holds it. alertd showed its own price from positionIM, 19,698.50 for a
+    50x BTC long at 20,000 where Bybit's is lower with 300 USDT added; now Bybit's, labelled
+    "(exchange's)" in the status and in messages. With no margin added the two agree and
+    alertd's stands."""
+
+    async def body() -> None:
+        async with started_fake() as fake:
+            fake.deprecate_position_balance()
+            fake.set_mark(BTC, "20150")
+            im = D(400) + 20000 * D("0.98") * D("0.00055")  # 20,000 / 50 + the fee to close
+            fake.open_position(
+                "key-b", BTC, "long", "1", "20000", margin_mode="isolated", leverage=50,
+                isolated_margin=im + 300,
+            )  # fmt: skip
+            feed = await bootstrapped(
+                make_feed(account_config("b", "bybit", fake), "key-b", "secret-b")
+            )
+            state = feed.state
+            assert state.positions[(BTC, Side.LONG)].isolated_margin == im  # all it can read
+            metrics = compute(state.to_account())
+            (pm,) = metrics.positions
+            bybit = state.reported_positions[(BTC, Side.LONG)].liquidation_price
+            assert bybit is not None and bybit < D("19698.5") - 250  # the 300 USDT in it
+            assert pm.liquidation_price == bybit and pm.exchange_liquidation
+            (shown,) = figures_json(AccountFigures.of(metrics))["positions"]
+            assert shown["liquidation_price_source"] == "exchange"
+            line = _position_line(pm)
+            assert f"liq {bybit:,.2f} (exchange's)" in line, line
+
+            # no margin added: alertd's own price is Bybit's, and stands
+            fake.open_position(
+                "key-b", BTC, "long", "1", "20000", margin_mode="isolated", leverage=50
+            )
+            async with kept_open(feed):
+                await feed.resync()
+            (pm,) = compute(state.to_account()).positions
+            assert pm.liquidation_price == D("19698.5") and not pm.exchange_liquidation
+
+    run(body())
+
+
+SOL = "SOL/USDT:USDT"
 SOL = "SOL/USDT:USDT"
 
 

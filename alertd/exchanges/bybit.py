@@ -189,11 +189,21 @@ def isolated_margin(raw: dict[str, Any]) -> Decimal:
     positions recorded since (2025-10 to 2026-03) carry ``"positionBalance": "0"``; an open
     isolated position never holds no margin, so a zero is the field not sent, not a margin
     of nothing (read as one, every such position showed as liquidated)."""
-    sent = raw.get("positionBalance")
-    balance = None if sent in (None, "") else dec(sent, "positionBalance")
-    if balance:
+    balance = position_balance(raw)
+    if balance is not None:
         return balance
     return dec(raw.get("positionIM"), "positionIM")
+
+
+def position_balance(raw: dict[str, Any]) -> Decimal | None:
+    """``positionBalance`` where Bybit sends a margin in it; None where the deprecated field
+    is left out or ``"0"``. Without it the margin added to an isolated position by hand
+    ("Add Or Reduce Margin", ``POST /v5/position/add-margin``) or automatically
+    (``autoAddMargin``) is in no field: ``positionIM`` is the Position IM, and only Bybit's
+    ``liqPrice``, "the real price" of an isolated position, holds it."""
+    sent = raw.get("positionBalance")
+    balance = None if sent in (None, "") else dec(sent, "positionBalance")
+    return balance or None
 
 
 def _side(raw: dict[str, Any]) -> Side | None:
@@ -344,6 +354,7 @@ class BybitAdapter(ExchangeAdapter):
             margin_mode=MarginMode.ISOLATED if isolated else MarginMode.CROSS,
             isolated_margin=isolated_margin(raw) if isolated else None,
             leverage=dec(leverage, "leverage") if leverage not in (None, "") else None,
+            margin_in_full=not isolated or position_balance(raw) is not None,
         )
         return with_adl(state, raw, "adlRankIndicator", ADL)
 

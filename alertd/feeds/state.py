@@ -142,6 +142,10 @@ class PositionState:
     # the rank the last REST snapshot gave)
     adl_rank: Decimal | None = None
     adl_given: bool = False
+    # False: ``isolated_margin`` is what the exchange shows, not all the margin held (Bybit's
+    # Position IM where ``positionBalance`` is not sent: margin added by hand is in no field);
+    # the exchange's liquidation price then stands in where alertd's differs (to_account)
+    margin_in_full: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -539,6 +543,12 @@ class AccountState:
                         market.settle if market.settle != (pool_of[symbol] or self.settle) else None
                     ),
                     tier_contracts=tiered.get(symbol),
+                    exchange_liquidation_price=(
+                        reported.liquidation_price
+                        if not p.margin_in_full
+                        and (reported := self.reported_positions.get((symbol, p.side)))
+                        else None
+                    ),
                 )
             )
         coins = tuple(
