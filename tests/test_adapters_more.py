@@ -24,7 +24,6 @@ from alertd.exchanges.bybit import (
     BybitAdapter,
     collateral_ratio,
     isolated_margin,
-    resting_order,
     unified_collateral,
 )
 from alertd.exchanges.gate import GateAdapter, risk_limit_tiers_to_table
@@ -1122,25 +1121,6 @@ def test_bybit_a_deprecated_position_balance_of_zero_is_not_a_margin() -> None:
     # positionBalance "0", positionIM "4.6876214". A margin of 0 showed it liquidated.
     live = {"positionBalance": "0", "positionIM": "4.6876214", "positionIMByMp": "4.68780139"}
     assert isolated_margin(live) == Decimal("4.6876214")
-
-
-def test_bybit_resting_orders_that_count_towards_the_risk_limit_tier() -> None:
-    # "Get Open & Closed Orders" rows (bybit-exchange/docs, docs/v5/order/open-order.mdx):
-    # a resting order grows the side it buys or sells (hedge mode: its positionIdx); a
-    # conditional one (stopOrderType) is a stop, a reduce-only one grows nothing
-    row = {"side": "Sell", "positionIdx": 0, "orderStatus": "New", "leavesQty": "0.4",
-           "stopOrderType": "", "reduceOnly": False, "closeOnTrigger": False}  # fmt: skip
-    assert resting_order(row) == (Side.SHORT, Decimal("0.4"))
-    assert resting_order({**row, "side": "Buy"}) == (Side.LONG, Decimal("0.4"))
-    # hedge mode: a sell opening the short leg, a buy closing it is reduce-only
-    assert resting_order({**row, "positionIdx": 2}) == (Side.SHORT, Decimal("0.4"))
-    assert resting_order({**row, "orderStatus": "PartiallyFilled"}) is not None
-    assert resting_order({**row, "reduceOnly": True}) is None
-    assert resting_order({**row, "closeOnTrigger": True}) is None
-    assert resting_order({**row, "stopOrderType": "Stop", "orderStatus": "Untriggered"}) is None
-    assert resting_order({**row, "leavesQty": "0"}) is None
-    with pytest.raises(FrameError, match="leavesQty"):
-        resting_order({**row, "leavesQty": "x"})
 
 
 # --- the account's own fee rates --------------------------------------------------------------

@@ -231,41 +231,6 @@ async def test_position_balance_as_bybit_sends_it_now() -> None:
 
 
 @async_test
-async def test_resting_orders_are_listed_and_lift_the_risk_limit_tier() -> None:
-    # "The New Margin Calculation" (help centre, 2025-09-02): the tier by "the combined value
-    # of positions and orders" at the mark; "Risk Limit (Perpetual and Futures Contracts)":
-    # the larger of the long position with its buy orders and the short with its sells
-    async with fake_server() as fake:
-        fake.add_account("k", "s", "20000")
-        fake.set_mark(SOL, "150")
-        fake.open_position("k", SOL, "short", "1000", "150", leverage=10)
-        fake.add_resting_order("k", SOL, "Sell", "400", "155")
-        fake.add_resting_order("k", SOL, "Buy", "1000", "120", reduce_only=True)
-        fake.add_stop("k", SOL, "short", "170")
-        async with exchange(fake, "k", "s") as ex:
-            listed = await ex.privateGetV5OrderRealtime(
-                {"category": "linear", "settleCoin": "USDT"}
-            )
-            rows = listed["result"]["list"]
-            resting = [r for r in rows if r["stopOrderType"] == ""]
-            assert sorted((r["side"], r["leavesQty"], r["reduceOnly"]) for r in resting) == [
-                ("Buy", "1000", True),
-                ("Sell", "400", False),
-            ]
-            assert all(r["orderStatus"] == "New" for r in resting) and len(rows) == 3
-            raw = await ex.privateGetV5PositionList({"category": "linear", "symbol": "SOLUSDT"})
-            (row,) = raw["result"]["list"]
-            fee = close_fee(Decimal(1000), Decimal(150), "short", 10)
-            # 1,400 x 150 = 210,000: tier 2 of the 200,000-step table, 1.5%, deduction 1,000
-            assert row["riskLimitValue"] == "400000"
-            assert Decimal(row["positionMM"]) == 150_000 * Decimal("0.015") - 1000 + fee
-            # 20,000 - 1,000 (P - 150) = 1,000 P 1.5% - 1,000 + fee, tier 2 at P (1,400 P >
-            # 200,000), down to the tick
-            liq = (20000 + 150_000 + 1000 - fee) / Decimal(1015)
-            assert Decimal(row["liqPrice"]) == floor_to(liq, "0.01")
-
-
-@async_test
 async def test_fetch_balance_reports_account_totals() -> None:
     async with fake_server() as fake:
         fake.open_position(KEY, BTC, "long", "0.1", "64000")  # mark 65000: upl +100

@@ -9,11 +9,8 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
 
-from alertd.daemon.view import AccountFigures
 from alertd.engine.margin import compute
 from alertd.engine.model import MarginMode, Side
-from alertd.rules.messages import _position_line
-from alertd.views.status import figures_json
 
 from .fake_exchange.bybit import FakeBybit
 from .support.aio import run
@@ -24,7 +21,6 @@ from .support.feeds import (
     bootstrapped,
     kept_open,
     make_feed,
-    streaming,
 )
 from .support.poll import eventually
 
@@ -103,99 +99,6 @@ def test_an_isolated_position_whose_position_balance_is_deprecated_reads_its_im(
             assert bybit.maintenance_margin is not None
             assert abs(pm.maintenance_margin - bybit.maintenance_margin) < D("0.01")
             assert pm.margin_ratio < 1
-
-    run(body())
-
-
-def test_an_isolated_position_with_margin_added_by_hand_shows_bybit_s_liquidation_price() -> None:
-    """Since ``positionBalance`` is deprecated (sent as ``"0"``), margin added to an isolated
-    position by hand ("Add Or Reduce Margin") is in no field Bybit sends: ``positionIM`` is
-    the Position IM, and only ``liqPrice``, "the real price" of an isolated position ("Get
-    Position Info"), holds it. alertd showed its own price from positionIM, 19,698.50 for a
-    50x BTC long at 20,000 where Bybit's is lower with 300 USDT added; now Bybit's, labelled
-    "(exchange's)" in the status and in messages. With no margin added the two agree and
-    alertd's stands."""
-
-    async def body() -> None:
-        async with started_fake() as fake:
-            fake.deprecate_position_balance()
-            fake.set_mark(BTC, "20150")
-            im = D(400) + 20000 * D("0.98") * D("0.00055")  # 20,000 / 50 + the fee to close
-            fake.open_position(
-                "key-b", BTC, "long", "1", "20000", margin_mode="isolated", leverage=50,
-                isolated_margin=im + 300,
-            )  # fmt: skip
-            feed = await bootstrapped(
-                make_feed(account_config("b", "bybit", fake), "key-b", "secret-b")
-            )
-            state = feed.state
-            assert state.positions[(BTC, Side.LONG)].isolated_margin == im  # all it can read
-            metrics = compute(state.to_account())
-            (pm,) = metrics.positions
-            bybit = state.reported_positions[(BTC, Side.LONG)].liquidation_price
-            assert bybit is not None and bybit < D("19698.5") - 250  # the 300 USDT in it
-            assert pm.liquidation_price == bybit and pm.exchange_liquidation
-            (shown,) = figures_json(AccountFigures.of(metrics))["positions"]
-            assert shown["liquidation_price_source"] == "exchange"
-            line = _position_line(pm)
-            assert f"liq {bybit:,.2f} (exchange's)" in line, line
-
-            # no margin added: alertd's own price is Bybit's, and stands
-            fake.open_position(
-                "key-b", BTC, "long", "1", "20000", margin_mode="isolated", leverage=50
-            )
-            async with kept_open(feed):
-                await feed.resync()
-            (pm,) = compute(state.to_account()).positions
-            assert pm.liquidation_price == D("19698.5") and not pm.exchange_liquidation
-
-    run(body())
-
-
-SOL = "SOL/USDT:USDT"
-SOL = "SOL/USDT:USDT"
-
-
-def test_resting_orders_lift_the_risk_limit_tier_as_bybit_picks_it() -> None:
-    """Bybit picks the risk limit tier by "the combined value of positions and orders" at the
-    mark ("The New Margin Calculation: Adjustments and Implications", 2025-09-02, Key
-    Adjustments 4): the larger of the long position with its buy orders and the short one
-    with its sell orders ("Risk Limit (Perpetual and Futures Contracts)"). A 1,000 SOL short
-    (150,000 at 150, tier 1 of the 200,000-step table) with 400 SOL of resting sells is
-    tiered at 210,000: tier 2 (1.5%, deduction 1,000). alertd tiered it by the position
-    alone: MM 1,500 where Bybit has 1,250, and a liquidation price of tier 1. A reduce-only
-    buy grows nothing and counts for nothing; cancelled, the orders leave the tier to the
-    position, on the order stream's push."""
-
-    async def body() -> None:
-        async with started_fake() as fake:
-            fake.set_balance("key-b", "20000")
-            fake.set_mark(SOL, "150")
-            fake.open_position("key-b", SOL, "short", "1000", "150", leverage=10)
-            sell = fake.add_resting_order("key-b", SOL, "Sell", "400", "155")
-            fake.add_resting_order("key-b", SOL, "Buy", "1000", "120", reduce_only=True)
-            feed = make_feed(account_config("b", "bybit", fake), "key-b", "secret-b")
-            async with streaming(feed):
-                state = feed.state
-                # read with the stops, by the resync once the streams are up
-                await eventually(lambda: state.stops is not None, what="the open orders read")
-                assert state.resting_orders == {(SOL, Side.SHORT): D(400)}
-                (pm,) = compute(state.to_account()).positions
-                bybit = state.reported_positions[(SOL, Side.SHORT)]
-                assert pm.tier == 1  # 1,400 x 150 = 210,000: the second tier
-                fee = 1000 * 150 * D("1.1") * D("0.00055")  # to close at the bankruptcy price
-                assert pm.maintenance_margin == 150_000 * D("0.015") - 1000 + fee
-                assert bybit.maintenance_margin is not None
-                assert abs(pm.maintenance_margin - bybit.maintenance_margin) < D("0.01")
-                # at the liquidation price (168.38) the position alone is still tier 1,
-                # with its orders tier 2: Bybit's price is tier 2's
-                assert pm.liquidation_price is not None
-                assert pm.liquidation_price == bybit.liquidation_price
-
-                fake.cancel_resting_order("key-b", sell)
-                await eventually(lambda: not state.resting_orders, what="the orders re-read")
-                (pm,) = compute(state.to_account()).positions
-                assert pm.tier == 0
 
     run(body())
 

@@ -312,13 +312,8 @@ def _ratio_at(
 
 def _steps(account: Account) -> bool:
     """Whether a requirement of ``account`` may step as prices move: the settle currency
-    owed at step tiers, a debt whose tier follows its value, a position tiered by more than
-    its own size (Bybit's resting orders: its bracket deduction is not its own)."""
-    return (
-        account.settle_terms is not None
-        or any(c.liability_by_value for c in account.collateral)
-        or any(p.tier_contracts is not None for p in account.positions)
-    )
+    owed at step tiers, a debt whose tier follows its value."""
+    return account.settle_terms is not None or any(c.liability_by_value for c in account.collateral)
 
 
 def _check_liquidation_ratio(account: Account) -> None:
@@ -349,24 +344,6 @@ def _check_liquidation_ratio(account: Account) -> None:
 @given(accounts())
 def test_margin_ratio_is_one_at_the_liquidation_price(account: Account) -> None:
     _check_liquidation_ratio(account)
-
-
-@settings(max_examples=300, deadline=None)
-@given(accounts(), st.data())
-def test_pool_ratio_is_one_at_the_liquidation_price_with_orders_in_the_tier(
-    account: Account, data: st.DataObject
-) -> None:
-    """Positions tiered by their size and resting orders together (Bybit since 2025-09-02):
-    the tier follows the larger quantity's notional, the requirement the position's own; at
-    the liquidation price alertd reports the ratio is 1, or crosses 1 there where the tier
-    changes (the requirement steps at the orders' tier edge)."""
-    held = tuple(
-        replace(p, tier_contracts=p.contracts * data.draw(dec(1, 4, 2)))
-        if data.draw(st.booleans())
-        else p
-        for p in account.positions
-    )
-    _check_liquidation_ratio(replace(account, positions=held))
 
 
 @settings(max_examples=300, deadline=None)
@@ -596,26 +573,7 @@ def test_margin_to_add_restores_the_target(account: Account, target_pct: Decimal
 @settings(max_examples=200, deadline=None)
 @given(st.one_of(accounts(), accounts(rates=True)), dec(5, 95, 2))
 def test_size_to_cut_restores_the_target(account: Account, target_pct: Decimal) -> None:
-    _check_size_to_cut(account, target_pct / 100)
-
-
-@settings(max_examples=300, deadline=None)
-@given(accounts(), dec(5, 95, 2), st.data())
-def test_size_to_cut_restores_the_target_with_orders_in_the_tier(
-    account: Account, target_pct: Decimal, data: st.DataObject
-) -> None:
-    """As above, positions tiered with their resting orders (Bybit): the orders stay when the
-    position is cut, so the tier is the kept size's with them."""
-    held = tuple(
-        replace(p, tier_contracts=p.contracts * data.draw(dec(1, 4, 2)))
-        if data.draw(st.booleans())
-        else p
-        for p in account.positions
-    )
-    _check_size_to_cut(replace(account, positions=held), target_pct / 100)
-
-
-def _check_size_to_cut(account: Account, target: Decimal) -> None:
+    target = target_pct / 100
     result = compute(account, target)
     for i, pm in enumerate(result.positions):
         cut = pm.size_to_cut
@@ -638,8 +596,6 @@ def _check_size_to_cut(account: Account, target: Decimal) -> None:
         else:
             smaller = replace(p, contracts=kept)
             wallet = account.wallet_balance + realized
-        if p.tier_contracts is not None:  # its orders stay
-            smaller = replace(smaller, tier_contracts=p.tier_contracts - cut)
         held = list(account.positions)
         held[i] = smaller
         after = compute(replace(account, wallet_balance=wallet, positions=tuple(held)))

@@ -44,7 +44,6 @@ class PositionFigures:
     liquidation_distance: Decimal | None
     margin_ratio: Decimal
     stop: StopFigures | None = None  # None: the account's stops are not read
-    exchange_liquidation: bool = False  # the liquidation price is the exchange's own
     adl_rank: Decimal | None = None  # the exchange's ADL queue position, 0 last .. 1 first
     # the account's taker fee rate in the requirement (None: the exchange's formula has none)
     fee_rate: Decimal | None = None
@@ -113,7 +112,6 @@ class AccountFigures:
                     liquidation_price=pm.liquidation_price,
                     liquidation_distance=pm.liquidation_distance,
                     margin_ratio=pm.margin_ratio,
-                    exchange_liquidation=pm.exchange_liquidation,
                     stop=stop_figures(
                         metrics.account.stops,
                         pm.position,

@@ -6,10 +6,7 @@ coin) are both linear in ``u``, with the side's sign flipped. So one set of form
 
     notional(u) = Q * u
     upnl(u)     = sign * Q * (u - entry_u)
-    mm(u)       = Q * u * (mmr + fee) - deduction + Q * close_fee   (tier chosen by T * u)
-
-where ``T`` is the quantity the exchange tiers the position by: ``Q`` itself, or more where
-resting orders count towards the tier (Bybit); MM is then not continuous at a tier's edge.
+    mm(u)       = Q * u * (mmr + fee) - deduction + Q * close_fee   (tier chosen by Q * u)
 
 A pool's ``equity - requirement`` is then piecewise linear in ``u`` (the pieces are the tiers),
 so the price where the margin ratio is exactly 1 is found segment by segment, exactly, with no
@@ -58,13 +55,6 @@ class Leg:
     # its PnL is its pool's currency's equity (False: a position margined in another asset
     # of the pool, a USDC-M perpetual in Binance's multi-assets USD pool over a USDT wallet)
     settles: bool = True
-    # the quantity whose notional picks the tier (``Position.tier_contracts``): the
-    # position's own unless resting orders lift it
-    tier_quantity: Decimal = ZERO
-
-    def __post_init__(self) -> None:
-        if self.tier_quantity < self.quantity:
-            object.__setattr__(self, "tier_quantity", self.quantity)
 
     @classmethod
     def of(
@@ -78,11 +68,6 @@ class Leg:
         margin asset converts at, Binance multi-assets); the requirement is then in the
         pool's unit, every tier and fee term scaled alike."""
         quantity = position.quantity
-        tier_quantity = (
-            quantity
-            if position.tier_contracts is None
-            else max(position.tier_contracts * position.contract_size, quantity)
-        )
         entry_u = to_u(position.entry_price, position.inverse)
         tiers = position.tiers.scaled(mm_rate)
         fixed_tier = (
@@ -102,22 +87,13 @@ class Leg:
             tier = (
                 tiers.tiers[fixed_tier]
                 if fixed_tier is not None
-                else tiers.tier_for(tier_quantity * entry_u)
+                else tiers.tier_for(entry_notional)
             )
             fixed_mm = entry_notional * (tier.mmr + fee_rate) - tier.deduction
             fixed_mm += quantity * close_fee
         sign = -int(position.side) if position.inverse else int(position.side)
         return cls(
-            sign,
-            quantity,
-            entry_u,
-            tiers,
-            fee_rate,
-            fixed_mm,
-            fixed_tier,
-            close_fee,
-            settles,
-            tier_quantity,
+            sign, quantity, entry_u, tiers, fee_rate, fixed_mm, fixed_tier, close_fee, settles
         )
 
     @property
@@ -127,7 +103,7 @@ class Leg:
     def tier_index(self, u: Decimal) -> int:
         if self.fixed_tier is not None:
             return self.fixed_tier
-        return self.tiers.index_for(self.tier_quantity * u)
+        return self.tiers.index_for(self.quantity * u)
 
     def tier(self, u: Decimal) -> Tier:
         return self.tiers.tiers[self.tier_index(u)]
@@ -140,11 +116,7 @@ class Leg:
             return self.fixed_mm
         # tier_index inlined: this runs for every position on every tick
         notional = self.quantity * u
-        i = (
-            self.fixed_tier
-            if self.fixed_tier is not None
-            else self.tiers.index_for(self.tier_quantity * u)
-        )
+        i = self.fixed_tier if self.fixed_tier is not None else self.tiers.index_for(notional)
         tier = self.tiers.tiers[i]
         return (
             notional * (tier.mmr + self.fee_rate) - tier.deduction + self.quantity * self.close_fee
@@ -163,7 +135,7 @@ def _breakpoints(terms: Sequence[Term], collateral: Sequence[CollateralTerm] = (
         if not leg.moves_tier:
             continue
         for cap in leg.tiers.caps:
-            points.add(cap / (leg.tier_quantity * c))
+            points.add(cap / (leg.quantity * c))
     for coin, c in collateral:
         points.update(coin.breakpoints(c))
     return sorted(points)
@@ -176,7 +148,7 @@ def _crossings(terms: Sequence[Term]) -> dict[Decimal, list[Term]]:
         if not leg.moves_tier:
             continue
         for cap in leg.tiers.caps:
-            found.setdefault(cap / (leg.tier_quantity * c), []).append((leg, c))
+            found.setdefault(cap / (leg.quantity * c), []).append((leg, c))
     return found
 
 
@@ -222,8 +194,7 @@ def monotone(terms: Sequence[Term]) -> bool:
     if len(terms) != 1:
         return False
     leg = terms[0][0]
-    # tiered by more than its own quantity, its requirement jumps at a tier's edge
-    return not leg.moves_tier or (leg.tiers.continuous and leg.tier_quantity == leg.quantity)
+    return not leg.moves_tier or leg.tiers.continuous
 
 
 @dataclass(frozen=True, slots=True)

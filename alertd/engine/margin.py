@@ -59,9 +59,6 @@ class PositionMetrics:
     effective_leverage: Decimal | None
     margin_to_add: Decimal | None  # isolated only: margin that restores the target ratio
     size_to_cut: Decimal | None  # contracts to close to restore the target ratio
-    # the liquidation price is the exchange's own (``Position.exchange_liquidation_price``):
-    # alertd's, from the margin it can read, differed from it
-    exchange_liquidation: bool = False
 
     @property
     def bankruptcy_buffer(self) -> Decimal | None:
@@ -180,27 +177,6 @@ def liquidation_distance(mark: Decimal, liq: Decimal | None, ratio: Decimal) -> 
     return -d if ratio >= 1 else d
 
 
-def _exchange_liquidation(
-    p: Position, profile: ExchangeProfile, ours: Decimal | None
-) -> Decimal | None:
-    """The exchange's liquidation price of ``p`` where it stands in for alertd's: given, and
-    alertd's (as the exchange rounds it) more than a tick away (or none), which says the
-    margin alertd read is not the position's (margin added or taken out by hand)."""
-    theirs = p.exchange_liquidation_price
-    if theirs is None:
-        return None
-    tick = p.tick_size or ZERO
-    if ours is not None and profile.rounds_liquidation_to_tick and tick:
-        ours = round_to_tick(ours, p.side, tick)
-    return theirs if ours is None or abs(ours - theirs) > tick else None
-
-
-def _past(p: Position, liq: Decimal) -> Decimal:
-    """1 where the mark is at or past ``liq`` (the ratio's verdict, for a price that is not
-    alertd's own), else 0."""
-    return ONE if int(p.side) * (p.mark_price - liq) <= 0 else ZERO
-
-
 def largest_share(parts: Sequence[Decimal]) -> Decimal | None:
     """The largest of ``parts`` (each >= 0) over their sum: how much of the whole one part
     holds. None with fewer than two parts (one position is the whole account: concentration
@@ -229,16 +205,12 @@ def _quantity_within(
     price_u = leg.entry_u if leg.fixed_mm is not None else u
     table = leg.tiers
     per_unit = contract_size if table.basis is TierBasis.CONTRACTS else ONE / price_u
-    # resting orders that count towards the tier stay when the position is cut
-    orders = leg.tier_quantity - leg.quantity
     best = ZERO
     for i, tier in enumerate(table.tiers):
-        lo = max(table.floor(i) * per_unit - orders, ZERO)
+        lo = table.floor(i) * per_unit
         if lo >= quantity:
             break
-        if tier.cap is not None and tier.cap * per_unit <= orders:
-            continue  # the orders alone reach past this tier
-        hi = quantity if tier.cap is None else min(tier.cap * per_unit - orders, quantity)
+        hi = quantity if tier.cap is None else min(tier.cap * per_unit, quantity)
         rate = price_u * (tier.mmr + leg.fee_rate) + leg.close_fee
         fits = hi if rate == 0 else (budget + tier.deduction) / rate
         if fits >= hi:
@@ -265,13 +237,12 @@ def _isolated_quantity_within(
     table = leg.tiers
     per_unit = contract_size if table.basis is TierBasis.CONTRACTS else ONE / price_u
     equity_per_unit = equity / quantity
-    orders = leg.tier_quantity - leg.quantity  # as in _quantity_within
     for i in range(len(table.tiers) - 1, -1, -1):
         tier = table.tiers[i]
-        lo = max(table.floor(i) * per_unit - orders, ZERO)
-        if lo >= quantity or (tier.cap is not None and tier.cap * per_unit <= orders):
+        lo = table.floor(i) * per_unit
+        if lo >= quantity:
             continue
-        hi = quantity if tier.cap is None else min(tier.cap * per_unit - orders, quantity)
+        hi = quantity if tier.cap is None else min(tier.cap * per_unit, quantity)
         # need q * (price_u * rate - target * equity_per_unit) <= deduction
         slope = price_u * (tier.mmr + leg.fee_rate) + leg.close_fee - target * equity_per_unit
         if slope <= 0:
@@ -532,7 +503,6 @@ def _compute_pool(account: Account, target_ratio: Decimal | None, crash: bool) -
         notional = leg.quantity * u
         tier_index = leg.tier_index(u)
         tier = p.tiers.tiers[tier_index]
-        theirs: Decimal | None = None  # the exchange's liquidation price standing in
         if p.is_isolated:
             assert p.isolated_margin is not None
             equity = p.isolated_margin + upnls[i]
@@ -542,9 +512,6 @@ def _compute_pool(account: Account, target_ratio: Decimal | None, crash: bool) -
             bankrupt = price_from_root(
                 nearest_root(p.isolated_margin, own, u, p.inverse, False), p.inverse
             )
-            theirs = _exchange_liquidation(p, profile, liq)
-            if theirs is not None:
-                liq = theirs
             shown = displayed_ratio(profile, mms[i], equity)
             to_add = max(ZERO, mms[i] / target_ratio - equity) if target_ratio is not None else None
             if liq is not None:
@@ -587,13 +554,10 @@ def _compute_pool(account: Account, target_ratio: Decimal | None, crash: bool) -
                 displayed_ratio=shown,
                 liquidation_price=liq,
                 bankruptcy_price=bankrupt,
-                liquidation_distance=liquidation_distance(
-                    p.mark_price, liq, ratio if theirs is None else _past(p, theirs)
-                ),
+                liquidation_distance=liquidation_distance(p.mark_price, liq, ratio),
                 effective_leverage=leverage(notional, equity),
                 margin_to_add=to_add,
                 size_to_cut=cut,
-                exchange_liquidation=theirs is not None,
             )
         )
 

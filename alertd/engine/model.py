@@ -63,14 +63,6 @@ class Position:
     # PnL is not that currency's equity, nor is its requirement converted at its rates; None:
     # its pool's currency
     margin_asset: str | None = None
-    # the contracts the exchange sizes the position's tier by where that is more than the
-    # position: Bybit picks the risk limit tier by the value of the position and its resting
-    # orders together (feeds/state.py, ``tier_contracts``); None: the position's own size
-    tier_contracts: Decimal | None = None
-    # the exchange's own liquidation price of an isolated position whose margin alertd cannot
-    # read in full (Bybit: margin added by hand, since ``positionBalance`` is deprecated);
-    # shown instead of alertd's where the two differ by more than a tick (``compute``)
-    exchange_liquidation_price: Decimal | None = None
 
     @property
     def quantity(self) -> Decimal:

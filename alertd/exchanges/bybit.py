@@ -189,21 +189,11 @@ def isolated_margin(raw: dict[str, Any]) -> Decimal:
     positions recorded since (2025-10 to 2026-03) carry ``"positionBalance": "0"``; an open
     isolated position never holds no margin, so a zero is the field not sent, not a margin
     of nothing (read as one, every such position showed as liquidated)."""
-    balance = position_balance(raw)
-    if balance is not None:
-        return balance
-    return dec(raw.get("positionIM"), "positionIM")
-
-
-def position_balance(raw: dict[str, Any]) -> Decimal | None:
-    """``positionBalance`` where Bybit sends a margin in it; None where the deprecated field
-    is left out or ``"0"``. Without it the margin added to an isolated position by hand
-    ("Add Or Reduce Margin", ``POST /v5/position/add-margin``) or automatically
-    (``autoAddMargin``) is in no field: ``positionIM`` is the Position IM, and only Bybit's
-    ``liqPrice``, "the real price" of an isolated position, holds it."""
     sent = raw.get("positionBalance")
     balance = None if sent in (None, "") else dec(sent, "positionBalance")
-    return balance or None
+    if balance:
+        return balance
+    return dec(raw.get("positionIM"), "positionIM")
 
 
 def _side(raw: dict[str, Any]) -> Side | None:
@@ -232,24 +222,20 @@ _STOP_KINDS = {
 }
 
 
-def _order_position(raw: dict[str, Any], reduces: bool) -> tuple[Side, str]:
-    """The side of the position an order acts on, and its ``positionIdx``: hedge mode names
-    it (1 long, 2 short); in one-way mode a buy grows a long and reduces a short."""
-    order_side = raw.get("side")
-    if order_side not in ("Buy", "Sell"):
-        raise FrameError(f"side: not Buy or Sell: {order_side!r}")
-    idx = str(raw.get("positionIdx", "0"))
-    one_way = Side.LONG if (order_side == "Buy") != reduces else Side.SHORT
-    return {"1": Side.LONG, "2": Side.SHORT}.get(idx, one_way), idx
-
-
 def open_stop(raw: dict[str, Any], symbol: str) -> StopOrder | None:
     """One order of "Get Open & Closed Orders" (``/v5/order/realtime``) as a stop; None for
     an order with no trigger (``stopOrderType`` empty) or not waiting for one."""
     kind = _STOP_KINDS.get(str(raw.get("stopOrderType") or ""))
     if kind is None or raw.get("orderStatus", "Untriggered") != "Untriggered":
         return None
-    side, idx = _order_position(raw, reduces=True)
+    order_side = raw.get("side")
+    if order_side not in ("Buy", "Sell"):
+        raise FrameError(f"side: not Buy or Sell: {order_side!r}")
+    idx = str(raw.get("positionIdx", "0"))
+    # the position a sell reduces is a long: hedge mode names it (positionIdx 1 long, 2 short)
+    side = {"1": Side.LONG, "2": Side.SHORT}.get(
+        idx, Side.LONG if order_side == "Sell" else Side.SHORT
+    )
     direction = str(raw.get("triggerDirection", "0"))
     if direction in ("1", "2"):  # 1: triggered by a rise to triggerPrice, 2: by a fall
         trigger = Trigger.RISE if direction == "1" else Trigger.FALL
@@ -271,28 +257,6 @@ def open_stop(raw: dict[str, Any], symbol: str) -> StopOrder | None:
         order_id=str(raw.get("orderId", "")),
         reduce_only=bool(raw.get("reduceOnly") or raw.get("closeOnTrigger")) or idx != "0",
     )
-
-
-# "Get Open & Closed Orders" ``orderStatus`` of an order resting on the book (v5 enums,
-# orderStatus, "open status", less ``Untriggered``: a conditional order not yet placed)
-_RESTING = frozenset({"New", "PartiallyFilled"})
-
-
-def resting_order(raw: dict[str, Any]) -> tuple[Side, Decimal] | None:
-    """One order of ``/v5/order/realtime`` as the side of the position it would grow and its
-    unfilled quantity, where it counts towards the risk limit tier: a resting order (no
-    trigger) that is not reduce-only. Bybit picks the tier by "the combined value of positions
-    and orders" ("The New Margin Calculation: Adjustments and Implications", 2025-09-02). A
-    reduce-only or close-on-trigger order ("``true`` means reduce position size", "Get Open &
-    Closed Orders") cannot grow a position and is left out: the help centre does not say
-    how Bybit counts one (docs/exchanges.md, Bybit rows)."""
-    if str(raw.get("stopOrderType") or "") or raw.get("orderStatus") not in _RESTING:
-        return None
-    if raw.get("reduceOnly") is True or raw.get("closeOnTrigger") is True:
-        return None
-    side, _ = _order_position(raw, reduces=False)
-    qty = dec(raw.get("leavesQty"), "leavesQty")
-    return (side, qty) if qty > 0 else None
 
 
 def position_stop(raw: dict[str, Any], symbol: str, side: Side) -> StopOrder | None:
@@ -354,7 +318,6 @@ class BybitAdapter(ExchangeAdapter):
             margin_mode=MarginMode.ISOLATED if isolated else MarginMode.CROSS,
             isolated_margin=isolated_margin(raw) if isolated else None,
             leverage=dec(leverage, "leverage") if leverage not in (None, "") else None,
-            margin_in_full=not isolated or position_balance(raw) is not None,
         )
         return with_adl(state, raw, "adlRankIndicator", ADL)
 
@@ -398,16 +361,12 @@ class BybitAdapter(ExchangeAdapter):
     watches_stops = True
 
     def is_stop_event(self, raw: dict[str, Any]) -> bool:
-        # a resting order placed, filled or cancelled moves its symbol's risk limit tier: the
-        # open orders are read again as for a conditional one
-        stop = str(raw.get("stopOrderType") or "") in _STOP_KINDS
-        return stop or not (raw.get("reduceOnly") or raw.get("closeOnTrigger"))
+        return str(raw.get("stopOrderType") or "") in _STOP_KINDS
 
     async def fetch_stops(self, exchange: Any, symbols: list[str]) -> list[StopOrder]:
         """The open conditional orders of ``/v5/order/realtime`` (every kind by default on a
         unified account), page by page, and the positions' own stop-losses."""
         out = list(self.position_stops)
-        resting: dict[tuple[str, Side], Decimal] = {}
         # a USDC perpetual's orders are listed under settleCoin USDC: asked only while one is
         # held (one request, as before, for a USDT-only account)
         held = {exchange.market(s).get("settle") for s in symbols if s in exchange.markets}
@@ -424,15 +383,11 @@ class BybitAdapter(ExchangeAdapter):
                     stop = open_stop(raw, market["symbol"])
                     if stop is not None:
                         out.append(stop)
-                    elif (order := resting_order(raw)) is not None:
-                        key = (market["symbol"], order[0])
-                        resting[key] = resting.get(key, Decimal(0)) + order[1]
                 cursor = result.get("nextPageCursor")
                 if not cursor:
                     break
             else:
                 raise FrameError(f"order/realtime: more than {MAX_ORDER_PAGES} pages of orders")
-        self.resting_orders = resting
         return out
 
     async def fetch_balance(self, exchange: Any) -> tuple[Decimal, ReportedAccount]:

@@ -13,7 +13,6 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 from alertd.engine.collateral import Collateral, SettleTerms
-from alertd.engine.model import Side
 from alertd.engine.orderbook import Level, OrderBook
 from alertd.engine.reported import ExchangeRatioPosition
 from alertd.engine.stops import StopOrder
@@ -276,10 +275,6 @@ class ExchangeAdapter:
         symbol is asked per symbol). ``None`` where the adapter reads none (then no stop
         rule has a value: not reading them is not "no stop")."""
         return None
-
-    # the resting orders the last fetch_stops read where the exchange tiers a position by it
-    # and its orders (``AccountState.resting_orders``); None: the adapter reads none
-    resting_orders: dict[tuple[str, Side], Decimal] | None = None
 
     # the exchange pushes changes of conditional orders on a private stream ccxt.pro watches
     # (``watch_orders``); elsewhere the stops are read at every snapshot (reconcile) only

@@ -548,8 +548,6 @@ class AccountFeed:
         self._stops_applied = read
         self._stops_for = frozenset(symbols)
         self._stops_read_at = self._clock()
-        if self.adapter.resting_orders is not None:  # read in the same answer as the stops
-            self.state.resting_orders = dict(self.adapter.resting_orders)
         if stops is None:
             return None
         wanted = self.config.symbols

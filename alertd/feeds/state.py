@@ -149,10 +149,6 @@ class PositionState:
     # the rank the last REST snapshot gave)
     adl_rank: Decimal | None = None
     adl_given: bool = False
-    # False: ``isolated_margin`` is what the exchange shows, not all the margin held (Bybit's
-    # Position IM where ``positionBalance`` is not sent: margin added by hand is in no field);
-    # the exchange's liquidation price then stands in where alertd's differs (to_account)
-    margin_in_full: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,10 +248,6 @@ class AccountState:
     fee_rates: dict[str, Decimal] = field(default_factory=dict)
     # open conditional orders, read at every snapshot (None: the adapter reads none)
     stops: tuple[StopOrder, ...] | None = None
-    # resting (non-conditional, not reduce-only) orders' unfilled contracts per symbol and the
-    # side of the position they would grow, read with the stops, where the exchange tiers a
-    # position by it and its orders together (Bybit since 2025-09-02): see tier_contracts
-    resting_orders: dict[tuple[str, Side], Decimal] = field(default_factory=dict)
     events: deque[AccountEvent] = field(default_factory=lambda: deque(maxlen=100))
     # monotonic time of the last message per (stream, key)
     last_seen: dict[tuple[Stream, str], float] = field(default_factory=dict)
@@ -546,25 +538,6 @@ class AccountState:
         every market, mark and tier table it holds."""
         return self.bootstrapped and self.mode.coverage is Coverage.COMPUTED and not self.missing()
 
-    def tier_contracts(self) -> dict[str, Decimal]:
-        """The contracts each symbol with resting orders is tiered by: the larger side, each
-        side's position with the orders that would grow it, ``max(long + buys, short +
-        sells)`` (Bybit, "Risk Limit (Perpetual and Futures Contracts)": the risk limit value
-        is the larger of the long position with its buy orders and the short position with
-        its sell orders; since 2025-09-02 valued at the mark, "The New Margin Calculation:
-        Adjustments and Implications", Key Adjustments 4). A symbol without resting orders
-        is tiered by each position's own size."""
-        out: dict[str, Decimal] = {}
-        for symbol in {s for s, _ in self.resting_orders}:
-            out[symbol] = max(
-                (
-                    self.resting_orders.get((symbol, side), Decimal(0))
-                    + (p.contracts if (p := self.positions.get((symbol, side))) else Decimal(0))
-                    for side in Side
-                ),
-            )
-        return out
-
     def to_account(self, marks: Mapping[str, Decimal] | None = None) -> Account:
         """The engine's account at the current marks (or at ``marks`` where given: the ones an
         exchange answer was figured at); :meth:`missing` must be empty."""
@@ -587,7 +560,6 @@ class AccountState:
             )
 
         held = []
-        tiered = self.tier_contracts()
         for (symbol, _), p in sorted(self.positions.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
             market = self.markets[symbol]
             held.append(
@@ -614,13 +586,6 @@ class AccountState:
                     # currency's equity (Binance multi-assets converts each at its rates)
                     margin_asset=(
                         market.settle if market.settle != (pool_of[symbol] or self.settle) else None
-                    ),
-                    tier_contracts=tiered.get(symbol),
-                    exchange_liquidation_price=(
-                        reported.liquidation_price
-                        if not p.margin_in_full
-                        and (reported := self.reported_positions.get((symbol, p.side)))
-                        else None
                     ),
                 )
             )

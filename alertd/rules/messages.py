@@ -92,13 +92,7 @@ def fmt_metric(metric: str, value: Decimal | None, beside: Decimal | None = None
 def _position_line(pm: PositionMetrics) -> str:
     p = pm.position
     return _line(
-        p.symbol,
-        p.side,
-        p.contracts,
-        p.mark_price,
-        pm.liquidation_price,
-        pm.liquidation_distance,
-        whose=" (exchange's)" if pm.exchange_liquidation else "",
+        p.symbol, p.side, p.contracts, p.mark_price, pm.liquidation_price, pm.liquidation_distance
     )
 
 

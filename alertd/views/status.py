@@ -88,9 +88,6 @@ def figures_json(figures: AccountFigures | None) -> dict[str, Any]:
                 "contracts": dec(p.contracts),
                 "mark_price": dec(p.mark_price),
                 "liquidation_price": dec(p.liquidation_price),
-                # the exchange's own where alertd cannot read the position's whole margin
-                # (Bybit isolated, margin added by hand) and its own price differs
-                "liquidation_price_source": "exchange" if p.exchange_liquidation else "alertd",
                 "liquidation_distance": dec(p.liquidation_distance),
                 "margin_ratio": dec(p.margin_ratio),
                 **_stop_fields(p.stop),
@@ -331,7 +328,7 @@ def stop_text(p: dict[str, Any]) -> str:
 
 def _liquidation_text(p: dict[str, Any]) -> str:
     """A position's liquidation price, marked where it is the exchange's (an account whose
-    mode alertd does not compute, a position whose whole margin alertd cannot read)."""
+    mode alertd does not compute)."""
     price = fmt.price(_d(p["liquidation_price"]))
     return f"{price} (exchange's)" if p.get("liquidation_price_source") == "exchange" else price
 

@@ -26,12 +26,8 @@ What it serves (paths as on api.bybit.com / stream.bybit.com):
   ``wallet`` (and, accepted but silent, ``order`` and ``execution``), JSON ``ping``.
 
 Figures are computed here, independently of alertd, from Bybit's published formulas:
-- Risk tier: the first ``riskLimitValue`` at or above the risk limit value: the larger of the
-  long position with its buy orders and the short one with its sell orders, reduce-only orders
-  left out, at the mark (help centre "Risk Limit (Perpetual and Futures Contracts)"; "The New
-  Margin Calculation", 2025-09-02: "the combined value of positions and orders").
-  ``MM = value * mmr - mmDeduction`` of that tier (deduction as published, or the continuous one
-  where Bybit leaves it empty).
+- Risk tier: the first ``riskLimitValue`` at or above the position value. ``MM = value * mmr -
+  mmDeduction`` (deduction as published, or the continuous one where Bybit leaves it empty).
   Since 2025-09-02 ("The New Margin Calculation: Adjustments and Implications") MM is valued
   at the mark for cross and isolated positions alike, IM at the mark for cross and at the
   entry for isolated ones, and both hold the estimated fee to close at the bankruptcy price,
@@ -54,8 +50,7 @@ Figures are computed here, independently of alertd, from Bybit's published formu
   sum(positionMM)``, ``accountMMRate = totalMaintenanceMargin / totalMarginBalance`` (and the IM
   analogues), rates cut to four decimals as Bybit shows them.
 
-Simplifications, on purpose: no fills (positions are scripted; resting limit orders,
-``add_resting_order``, rest until cancelled and are only listed and tiered), no fees charged or
+Simplifications, on purpose: no orders or fills (positions are scripted), no fees charged or
 funding,
 index and last price follow the mark, marks are rounded to the instrument's ``priceScale``, one
 margin coin (USDT at 1 USD), and ``tradeMode`` 1 marks an isolated position (on a real UTA it is
@@ -264,10 +259,8 @@ class _Market:
                 return tier
         return self.tiers[-1]
 
-    def mm(self, value: Decimal, risk_value: Decimal | None = None) -> Decimal:
-        """``value x mmr - mmDeduction`` of the tier of ``risk_value`` (the risk limit value:
-        the position's with its resting orders; None: ``value`` alone)."""
-        tier = self.tier(value if risk_value is None else risk_value)
+    def mm(self, value: Decimal) -> Decimal:
+        tier = self.tier(value)
         return max(value * tier.mmr - tier.deduction, Decimal(0))
 
     def next_cs(self) -> int:
@@ -353,35 +346,6 @@ class _Account(shared.Credentials):
     # the account's fee rates for linear contracts (VIP levels lower them): /v5/account/fee-rate
     taker_fee: Decimal = TAKER_FEE
     maker_fee: Decimal = Decimal("0.0002")
-    # resting limit orders (``add_resting_order``): order id -> order
-    resting: dict[str, _RestingOrder] = field(default_factory=dict)
-
-    def risk_qty(self, market_id: str) -> Decimal:
-        """The quantity ``market_id``'s risk limit tier is picked by: the long position with
-        its buy orders or the short one with its sell orders, whichever is larger (help
-        centre, "Risk Limit (Perpetual and Futures Contracts)"; valued at the mark since
-        2025-09-02, "The New Margin Calculation"); reduce-only orders do not count."""
-        sides = {"Buy": Decimal(0), "Sell": Decimal(0)}
-        for p in self.positions.values():
-            if p.symbol == market_id:
-                sides[p.side] += p.size
-        for o in self.resting.values():
-            if o.symbol == market_id and not o.reduce_only:
-                grows = o.side if o.idx == 0 else ("Buy" if o.idx == 1 else "Sell")
-                sides[grows] += o.qty
-        return max(sides.values())
-
-
-@dataclass(frozen=True)
-class _RestingOrder:
-    order_id: str
-    symbol: str  # exchange id
-    side: str  # "Buy" / "Sell"
-    qty: Decimal
-    price: Decimal
-    reduce_only: bool
-    idx: int  # positionIdx: 0 one-way, 1 hedge long, 2 hedge short
-    created_ms: int
 
 
 @dataclass
@@ -648,50 +612,6 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         self._push_private(api_key, "position", rows)
 
     @scripted
-    def add_resting_order(
-        self,
-        api_key: str,
-        symbol: str,
-        side: str,
-        qty: Num,
-        price: Num,
-        *,
-        reduce_only: bool = False,
-        hedge: bool = False,
-    ) -> str:
-        """Place a resting limit order (``side`` "Buy" / "Sell"; ``hedge``: on the hedge-mode
-        leg it opens, a buy the long); its id. It counts towards the symbol's risk limit tier
-        unless reduce-only; the ``order`` topic pushes it."""
-        if side not in ("Buy", "Sell"):
-            raise ValueError(f"side must be Buy or Sell, not {side!r}")
-        account = self._account(api_key)
-        market = self._market(symbol)
-        self._stop_seq += 1
-        order = _RestingOrder(
-            f"{5_000_000 + self._stop_seq}",
-            market.id,
-            side,
-            _dec(qty, "qty"),
-            _dec(price, "price"),
-            reduce_only,
-            (1 if side == "Buy" else 2) if hedge else 0,
-            now_ms(),
-        )
-        account.resting[order.order_id] = order
-        if self.push_stop_orders:
-            self._push_private(api_key, "order", [self._resting_row(order, ws=True)])
-        return order.order_id
-
-    @scripted
-    def cancel_resting_order(self, api_key: str, order_id: str) -> None:
-        """Cancel a resting order and push the cancel on the ``order`` topic."""
-        order = self._account(api_key).resting.pop(order_id)
-        if self.push_stop_orders:
-            row = self._resting_row(order, ws=True)
-            row["orderStatus"] = "Cancelled"
-            self._push_private(api_key, "order", [row])
-
-    @scripted
     def set_balance(self, api_key: str, wallet_balance: Num) -> None:
         """Set the USDT wallet balance and push a ``wallet`` frame."""
         account = self._account(api_key)
@@ -820,15 +740,13 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         value = position.size * position.entry
         at_mark = position.size * mark
         fee = position.close_fee
-        # IM at entry for isolated positions, at the mark for cross; MM at the mark for both,
-        # at the tier of the position and its resting orders at the mark
-        risk_qty = account.risk_qty(position.symbol)
-        tier = market.tier(risk_qty * mark)
+        # IM at entry for isolated positions, at the mark for cross; MM at the mark for both
+        tier = market.tier(at_mark)
         im = (value if position.isolated else at_mark) / position.leverage + fee
-        mm = market.mm(at_mark, risk_qty * mark) + fee
+        mm = market.mm(at_mark) + fee
         balance = position.balance if position.balance is not None else im
         if position.isolated:
-            liq = self._isolated_liquidation(market, position, balance, risk_qty)
+            liq = self._isolated_liquidation(market, position, balance)
         else:
             liq = self._cross_liquidation(account, position)
         return _Figures(
@@ -844,13 +762,10 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         )
 
     @staticmethod
-    def _isolated_liquidation(
-        market: _Market, p: _Position, balance: Decimal, risk_qty: Decimal
-    ) -> Decimal | None:
+    def _isolated_liquidation(market: _Market, p: _Position, balance: Decimal) -> Decimal | None:
         """The price where the position's margin, ``balance + upl``, meets its MM at that
         price (``size x P x mmr - deduction + fee to close``): fixed, it does not move with the
-        mark. Solved per tier, the tier of the risk limit value (``risk_qty``, the position
-        with its resting orders) at the answer kept."""
+        mark. Solved per tier, the tier of the notional at the answer kept."""
         is_long = p.side == "Buy"
         for tier in market.tiers:
             # long: balance + size (P - entry) = size P mmr - ded + fee
@@ -862,7 +777,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
                 raw = (balance + p.size * p.entry + tier.deduction - p.close_fee) / (
                     p.size * (1 + tier.mmr)
                 )
-            if raw > 0 and market.tier(risk_qty * raw) == tier:
+            if raw > 0 and market.tier(p.size * raw) == tier:
                 return _to_tick(raw, market.tick, up=is_long)
         return None
 
@@ -886,18 +801,16 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
                 constant -= p.balance if p.balance is not None else Decimal(0)
             elif p.symbol != market.id:
                 other = self._markets[p.symbol]
-                risk_value = account.risk_qty(p.symbol) * other.mark
-                constant += p.upl(other.mark) - other.mm(p.size * other.mark, risk_value)
-                constant -= p.close_fee
+                constant += p.upl(other.mark) - other.mm(p.size * other.mark) - p.close_fee
             else:
                 constant -= p.close_fee  # does not move with the price
 
-        risk_qty = account.risk_qty(market.id)
-
         def surplus(price: Decimal) -> Decimal:
-            mms = (market.mm(p.size * price, risk_qty * price) for p in moving)
-            upls = (p.upl(price) for p in moving)
-            return constant + coin_slope * price + sum(upls, Decimal(0)) - sum(mms, Decimal(0))
+            return (
+                constant
+                + coin_slope * price
+                + sum((p.upl(price) - market.mm(p.size * price) for p in moving), Decimal(0))
+            )
 
         is_long = target.side == "Buy"
         mark = market.mark
@@ -926,7 +839,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         a, b = coin_slope, constant
         for p in moving:
             sign = 1 if p.side == "Buy" else -1
-            tier = market.tier(risk_qty * approx)
+            tier = market.tier(p.size * approx)
             a += sign * p.size
             b -= sign * p.size * p.entry
             if p.size * approx * tier.mmr - tier.deduction > 0:
@@ -935,7 +848,9 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         root = approx
         if a != 0:
             exact = -b / a
-            same_tiers = market.tier(risk_qty * exact) == market.tier(risk_qty * approx)
+            same_tiers = all(
+                market.tier(p.size * exact) == market.tier(p.size * approx) for p in moving
+            )
             if exact > 0 and same_tiers and abs(exact - approx) <= market.tick:
                 root = exact
         return _to_tick(root, market.tick, up=is_long) if root > 0 else None
@@ -1454,42 +1369,6 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             "updatedTime": str(stop.created_ms),
         }
 
-    def _resting_row(self, order: _RestingOrder, *, ws: bool) -> dict[str, Any]:
-        """A resting limit order as ``/v5/order/realtime`` lists it ("Get Open & Closed
-        Orders": ``orderStatus`` New, no ``stopOrderType``) and the ``order`` topic pushes it."""
-        row: dict[str, Any] = {
-            "orderId": f"{order.order_id[:8]}-5a1e-4d2c-9b1f-3c7d8e9f0a1b",
-            "orderLinkId": "",
-            "symbol": order.symbol,
-            "price": _fmt(order.price),
-            "qty": _fmt(order.qty),
-            "side": order.side,
-            "positionIdx": order.idx,
-            "orderStatus": "New",
-            "createType": "CreateByUser",
-            "cancelType": "UNKNOWN",
-            "avgPrice": "",
-            "leavesQty": _fmt(order.qty),
-            "leavesValue": _fmt(order.qty * order.price),
-            "cumExecQty": "0",
-            "cumExecValue": "0",
-            "cumExecFee": "0",
-            "timeInForce": "GTC",
-            "orderType": "Limit",
-            "stopOrderType": "",
-            "triggerPrice": "",
-            "takeProfit": "",
-            "stopLoss": "",
-            "triggerDirection": 0,
-            "reduceOnly": order.reduce_only,
-            "closeOnTrigger": False,
-            "createdTime": str(order.created_ms),
-            "updatedTime": str(order.created_ms),
-        }
-        if ws:
-            row["category"] = "linear"
-        return row
-
     def _push_stop(self, api_key: str, stop: StopOrderSpec, event: str) -> None:
         """The private ``order`` topic (v5 websocket, "Order"): the order with its category;
         a cancelled conditional order is "Deactivated"."""
@@ -1512,23 +1391,11 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             raise _ApiError(10001, "params error: limit or cursor is invalid") from None
         if not 1 <= limit <= 50:
             raise _ApiError(10001, "params error: limit must be in [1, 50]")
-
-        def wanted(market_id: str) -> bool:
-            return symbol in (None, market_id) and settle in (None, _settle_of(market_id))
-
-        # every kind by default (``orderFilter``): resting orders and conditional ones,
-        # newest first, as Bybit sorts
-        listed = [
-            (stop.created_ms, self._conditional_order(stop))
-            for stop in reversed(self.stops(account.api_key))
-            if wanted(stop.market.id)
+        rows = [
+            self._conditional_order(stop)
+            for stop in reversed(self.stops(account.api_key))  # newest first, as Bybit sorts
+            if symbol in (None, stop.market.id) and settle in (None, _settle_of(stop.market.id))
         ]
-        listed += [
-            (o.created_ms, self._resting_row(o, ws=False))
-            for o in account.resting.values()
-            if wanted(o.symbol)
-        ]
-        rows = [row for _, row in sorted(listed, key=lambda t: t[0], reverse=True)]
         page = rows[offset : offset + limit]
         more = offset + limit < len(rows)
         return {
