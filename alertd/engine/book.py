@@ -60,12 +60,14 @@ INFINITY = Decimal("Infinity")
 SAFETY = Decimal("1.000000001")
 
 
-def slope_bound(leg: Leg) -> Decimal:
-    """The most the leg's ``upnl - mm`` changes per unit of ``u``, between tier steps."""
+def slope_bound(leg: Leg, pnl_rate: Decimal = ONE) -> Decimal:
+    """The most the leg's ``upnl - mm`` changes per unit of ``u``, between tier steps, where
+    its pool counts one unit of its PnL as at most ``pnl_rate`` (its margin asset's
+    ``SettleTerms.fastest_rate``)."""
     if leg.fixed_mm is not None:
-        return leg.quantity
+        return leg.quantity * pnl_rate
     steepest = max(t.mmr for t in leg.tiers.tiers)
-    return leg.quantity * (ONE + steepest + leg.fee_rate)
+    return leg.quantity * (pnl_rate + steepest + leg.fee_rate)
 
 
 def step_bound(leg: Leg) -> Decimal:
@@ -204,9 +206,9 @@ class LivePool:
     @property
     def bounded(self) -> bool:
         """Whether the bounds on the running figures cover how its margin assets count: at
-        par, or converted at rates that move them no faster
-        (``SettleTerms.moves_within_par``); not what may be owed or discounted."""
-        return all(line.terms.moves_within_par for line in self.lines.values())
+        par, or converted at rates (``SettleTerms.converts_only``: each leg's slope bound
+        takes its asset's fastest rate); not what may be owed or discounted."""
+        return all(line.terms.converts_only for line in self.lines.values())
 
     def beyond(self, d: Decimal) -> bool:
         """True when no mark of this pool's linear legs moving by up to a fraction ``d``
@@ -282,6 +284,7 @@ class LivePosition:
         "line",
         "mark",
         "mm",
+        "pnl_rate",
         "pool",
         "position",
         "slope",
@@ -303,9 +306,11 @@ class LivePosition:
         self.pool = pool
         # the equity line its PnL joins where its asset's terms count it (None: at par)
         self.line = pool.lines.get(leg.line) if leg.line is not None else None
+        # the most one unit of its PnL moves its pool's equity (its asset's rate above 1)
+        self.pnl_rate = ONE if self.line is None else self.line.terms.fastest_rate
         self.upnl = self.mm = ZERO
         self.mark = self.u = position.mark_price
-        self.slope = slope_bound(leg)
+        self.slope = slope_bound(leg, self.pnl_rate)
         self._rate: tuple[Decimal | None] | None = None  # requirement_rate, once asked
         pool.leeway += self.slope * tick + step_bound(leg)
         if position.inverse:

@@ -976,7 +976,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         """``asset``'s whole wallet (cross plus its isolated positions' wallets)."""
         if asset == account.asset:
             return account.wallet
-        return account.collateral.get(asset, (Decimal(0), Decimal(1)))[0]
+        held = account.collateral.get(asset, (Decimal(0), Decimal(1)))[0]
+        return held + account.coins.get(asset, Decimal(0))
 
     def _cross_wallet(self, account: _Account, asset: str) -> Decimal:
         """``asset``'s cross wallet: its wallet less its isolated positions' wallets."""
@@ -994,6 +995,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         """Move ``amount`` into ``asset``'s wallet (a realized PnL)."""
         if asset == account.asset:
             account.wallet += amount
+        elif asset in account.coins:
+            account.coins[asset] += amount
         else:
             held, value = account.collateral.get(asset, (Decimal(0), Decimal(1)))
             account.collateral[asset] = (held + amount, value)
@@ -1124,7 +1127,9 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             raise ValueError(f"{api_key} has no matching open position in {market.id}")
         stamp = now_ms()
         rows = []
-        asset = self._pool_asset(account, closing[0])
+        # the PnL realizes into the position's margin asset ("ma"): a USDC-M close into USDC,
+        # in multi-assets mode too (a portfolio margin account's pool holds it as one)
+        asset = self._pool_asset(account, closing[0]) if account.portfolio else market.quote
         for position in closing:
             del account.positions[(position.market_id, position.side)]
             pnl = position.amount * (market.mark - position.entry)
