@@ -18,7 +18,12 @@ from alertd.engine.margin import compute
 from alertd.engine.model import Account
 from alertd.engine.remedy import for_liquidation_distance
 from alertd.errors import SnapshotError
-from alertd.exchanges.binance import BinanceUSDMAdapter, multi_assets_collateral, settle_rates
+from alertd.exchanges.binance import (
+    BinanceUSDMAdapter,
+    multi_assets_collateral,
+    settle_rates,
+    shared_margin_assets,
+)
 from alertd.feeds.adapter import FrameError
 from alertd.feeds.state import ReportedAccount, ReportedPosition
 from alertd.snapshot.compare import compare
@@ -620,6 +625,37 @@ USDT_INDEX = {
 }
 
 
+def test_binance_margin_assets_each_at_their_own_row() -> None:
+    # the docs' USDTUSD row's shape for USDC in a depeg (index 0.99, the FAQ's buffers)
+    usdc_index = {
+        **USDT_INDEX,
+        "symbol": "USDCUSD",
+        "index": "0.99000000",
+        "bidBuffer": "0.01000000",
+        "askBuffer": "0.00500000",
+        "bidRate": "0.98010000",
+        "askRate": "0.99495000",
+    }
+    account = {
+        "assets": [
+            {"asset": "USDT", "crossWalletBalance": "400"},
+            {"asset": "USDC", "crossWalletBalance": "220"},
+            {"asset": "FDUSD", "crossWalletBalance": "0"},
+        ]
+    }
+    rows = [USDT_INDEX, usdc_index]
+    (usdc,) = shared_margin_assets(account, rows, ("USDC", "FDUSD"))
+    assert (usdc.asset, usdc.wallet_balance) == ("USDC", D(220))
+    assert usdc.terms is not None and usdc.terms.rates is not None
+    assert (usdc.terms.rates.bid, usdc.terms.rates.ask) == (D("0.9801"), D("0.99495"))
+    # a margin asset with a position but no row is named, never counted at par; the USDC
+    # wallet without its row too
+    with pytest.raises(FrameError, match="no FDUSDUSD row"):
+        shared_margin_assets(account, rows, ("USDC", "FDUSD"), held={"FDUSD"})
+    with pytest.raises(FrameError, match="no USDCUSD row"):
+        shared_margin_assets(account, [USDT_INDEX], ("USDC",))
+
+
 def test_binance_settle_rates_from_the_usdtusd_row() -> None:
     terms = settle_rates([ADA_INDEX, USDT_INDEX], "USDT")
     assert terms is not None and terms.rates is not None
@@ -673,6 +709,19 @@ def test_calc_shows_what_usdt_s_rates_take(tmp_path: Path) -> None:
     table = alertd("calc", str(path))
     assert table.returncode == 0, table.stderr
     assert "USDT at its discount or rate" in table.stdout and "-3.98" in table.stdout
+
+
+def test_calc_shows_usdc_s_own_line(tmp_path: Path) -> None:
+    path = tmp_path / "usdc.json"
+    path.write_text(json.dumps(account_to_json(_usdc_depeg_account("200", eth_mark="585"))))
+    out = json.loads(alertd("calc", str(path), "--json").stdout)
+    # USDC's equity 220 - 300 = -80, at its ask rate 0.99495
+    assert out["account"]["margin_assets"] == [
+        {"asset": "USDC", "wallet_balance": "220", "equity": "-80", "value": "-79.596"}
+    ]
+    table = alertd("calc", str(path))
+    assert table.returncode == 0, table.stderr
+    assert "USDC equity" in table.stdout and "-79.60 USDT" in table.stdout
 
 
 def test_a_position_s_requirement_is_compared_in_its_own_currency() -> None:

@@ -314,7 +314,10 @@ def multi_assets_collateral(
 
 
 def shared_margin_assets(
-    account: dict[str, Any], asset_index: list[dict[str, Any]], assets: Sequence[str]
+    account: dict[str, Any],
+    asset_index: list[dict[str, Any]],
+    assets: Sequence[str],
+    held: Collection[str] = (),
 ) -> tuple[MarginAsset, ...]:
     """The margin assets ``assets`` besides the settle currency (those whose contracts the
     catalogue lists: USDC, FDUSD) in a multi-assets account's USD pool, each on an equity
@@ -322,13 +325,18 @@ def shared_margin_assets(
     and the PnL of its positions at its ``assetIndex`` row's rates (:func:`settle_rates`:
     "Account Equity = ∑min(assetEquity*bidRate, assetEquity*askRate)", its positions' MM at
     its askRate). Every asset gets its line, even without a wallet: a USDC-M position's PnL
-    and MM are USDC's; a missing row is a :class:`FrameError` naming it."""
+    and MM are USDC's. An asset with a wallet or a position (``held``: the margin assets of
+    the positions held) whose row is missing is a :class:`FrameError` naming it (never at
+    par); one with neither is left out (nothing of it counts)."""
     rows = {r.get("asset"): r for r in account.get("assets") or [] if isinstance(r, dict)}
+    indexed = {r.get("symbol") for r in asset_index if isinstance(r, dict)}
     out = []
     for asset in assets:
         row = rows.get(asset)
         where = f"assets[{asset}].crossWalletBalance"
         wallet = dec(row.get("crossWalletBalance"), where) if row is not None else Decimal(0)
+        if wallet == 0 and asset not in held and f"{asset}USD" not in indexed:
+            continue
         out.append(MarginAsset(asset, wallet, settle_rates(asset_index, asset)))
     return tuple(out)
 
@@ -684,7 +692,12 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             raise FrameError("assetIndex: expected a list of indices")
         terms = settle_rates(asset_index, self.settle)
         assets = self.market_filter.margin_assets(exchange.markets)
-        shared = shared_margin_assets(account, asset_index, assets)
+        held = {
+            exchange.safe_market(p.get("symbol"), None, None, "swap").get("settle")
+            for p in account.get("positions") or []
+            if isinstance(p, dict) and dec_or_none(p.get("positionAmt")) is not None
+        }
+        shared = shared_margin_assets(account, asset_index, assets, held)
         coins = multi_assets_collateral(account, asset_index, self.settle, exchange.markets, assets)
         self._settle_terms, self._margin_assets = terms, shared
         return coins
