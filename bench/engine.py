@@ -20,10 +20,11 @@ up to 400,000 USDT: many accounts near or past liquidation, alerts firing) measu
 path: messages with full figures, commits. ``--usdt-rates`` puts every account in Binance's
 multi-assets mode with USDT at those ``assetIndex`` rates (``0.99977692,0.99997689``: the
 docs' ``USDTUSD`` example): the USDT equity at the bid rate, the MM at the ask rate, the
-kink at USDT's zero equity in every solve.
+kink at USDT's zero equity in every solve. ``--usdc-rates`` puts every other position on
+USDC's own line at those rates (a third of the wallet in USDC): two kinks in every solve.
 
     python bench/engine.py [--accounts 1000] [--positions 10] [--symbols 200] [--ticks 20000]
-                           [--stressed] [--usdt-rates BID,ASK]
+                           [--stressed] [--usdt-rates BID,ASK] [--usdc-rates BID,ASK]
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import random
 import statistics
 import sys
 import time
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -46,7 +48,7 @@ from alertd.delivery.deliverer import Deliverer
 from alertd.engine.book import Book
 from alertd.engine.collateral import ConversionRates, SettleTerms
 from alertd.engine.margin import compute
-from alertd.engine.model import Account, MarginMode, Position, Side
+from alertd.engine.model import Account, MarginAsset, MarginMode, Position, Side
 from alertd.engine.tiers import Tier, TierTable, derive_deductions
 from alertd.exchanges.registry import get_spec
 from alertd.rules.metrics import FeedStatus
@@ -92,10 +94,13 @@ def build(
     tables: dict[str, TierTable],
     stressed: bool = False,
     terms: SettleTerms | None = None,
+    usdc: SettleTerms | None = None,
 ) -> tuple[list[Account], dict[str, Decimal]]:
     """Accounts at 2-5x, positions of 1,000-50,000 USDT with entries within 1% of the marks
     (calm: the rules are mostly idle), or, ``stressed``, at 3-20x, 1,000-400,000 USDT with
-    entries within 5%: with the alts' steep tiers many start near or past liquidation."""
+    entries within 5%: with the alts' steep tiers many start near or past liquidation.
+    ``usdc``: every other position margined in USDC, on USDC's own line at those terms, with
+    a USDC wallet of a third of the account's."""
     spread, low, high, largest = (500, 3, 20, 400_000) if stressed else (100, 2, 5, 50_000)
     profile = get_spec("binanceusdm").profile
     marks = {s: Decimal(rng.randint(100, 10_000_000)) / 100 for s in symbols}
@@ -123,7 +128,23 @@ def build(
             )
             total += notional
         wallet = (total / rng.randint(low, high)).quantize(Decimal("0.01"))
-        out.append(Account(profile, f"acct{a}", "USDT", wallet, tuple(held), settle_terms=terms))
+        shared: tuple[MarginAsset, ...] = ()
+        if usdc is not None:
+            held = [replace(p, margin_asset="USDC") if i % 2 else p for i, p in enumerate(held)]
+            third = (wallet / 3).quantize(Decimal("0.01"))
+            wallet -= third
+            shared = (MarginAsset("USDC", third, usdc),)
+        out.append(
+            Account(
+                profile,
+                f"acct{a}",
+                "USDT",
+                wallet,
+                tuple(held),
+                settle_terms=terms,
+                margin_assets=shared,
+            )
+        )
     return out, marks
 
 
@@ -172,17 +193,28 @@ def main() -> int:
         default=None,
         help="BID,ASK: multi-assets mode, USDT at these rates (0.99977692,0.99997689)",
     )
+    parser.add_argument(
+        "--usdc-rates",
+        default=None,
+        help="BID,ASK: every other position USDC-M, on USDC's own line at these rates",
+    )
     args = parser.parse_args()
-    terms = None
+    terms = usdc = None
     if args.usdt_rates:
         bid, ask = (Decimal(v) for v in args.usdt_rates.split(","))
         terms = SettleTerms.of(None, Decimal(0), None, ConversionRates(bid, ask))
         print(f"usdt rates   : bid {bid}, ask {ask} (multi-assets)", flush=True)
+    if args.usdc_rates:
+        bid, ask = (Decimal(v) for v in args.usdc_rates.split(","))
+        usdc = SettleTerms.of(None, Decimal(0), None, ConversionRates(bid, ask))
+        print(f"usdc rates   : bid {bid}, ask {ask} (half the positions USDC-M)", flush=True)
 
     print(f"machine      : {machine()}", flush=True)
     rng = random.Random(args.seed)
     symbols, tables, source = load_tables(args.symbols)
-    held, marks = build(rng, args.accounts, args.positions, symbols, tables, args.stressed, terms)
+    held, marks = build(
+        rng, args.accounts, args.positions, symbols, tables, args.stressed, terms, usdc
+    )
     exchange = held[0].profile.id
     ticks = []
     for _ in range(args.ticks):

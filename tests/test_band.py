@@ -457,8 +457,8 @@ def test_no_band_where_the_running_bounds_do_not_cover_the_account() -> None:
         calm, positions=(btc, replace(eth, pool="USDC")), pools=(Pool("USDC", D(20_000)),)
     )
     lent = replace(calm, settle_terms=SettleTerms(TierTable.build([Tier(None, D("0.03"), D(0))])))
-    # Binance multi-assets: USDT at the docs' usual rates moves no faster than at par (a band);
-    # above par (ask 1.0002) it would, and gets none
+    # Binance multi-assets: USDT at the docs' usual rates moves no faster than at par, above
+    # par (ask 1.0002) at most 1.0002 times as fast: the bounds take that rate, a band both
     usual = replace(calm, settle_terms=SettleTerms(rates=ConversionRates(D("0.9998"), D("0.9999"))))
     above = replace(calm, settle_terms=SettleTerms(rates=ConversionRates(D("1.0001"), D("1.0002"))))
     book = Book()
@@ -470,7 +470,7 @@ def test_no_band_where_the_running_bounds_do_not_cover_the_account() -> None:
         ("above par", above),
     ):
         book.set_account(key, a)
-    for key in ("calm", "usual rates"):
+    for key in ("calm", "usual rates", "above par"):
         assert band(rules, subject, book.live(key), status, 0.0, connected=True) is not None, key
-    for key in ("two pools", "lent", "above par"):
+    for key in ("two pools", "lent"):
         assert band(rules, subject, book.live(key), status, 0.0, connected=True) is None, key

@@ -16,8 +16,14 @@ from alertd.engine.book import Book
 from alertd.engine.collateral import Collateral, CollateralRatio, RatioBasis, RatioTier
 from alertd.engine.margin import compute
 from alertd.engine.model import Account
+from alertd.engine.remedy import for_liquidation_distance
 from alertd.errors import SnapshotError
-from alertd.exchanges.binance import BinanceUSDMAdapter, multi_assets_collateral, settle_rates
+from alertd.exchanges.binance import (
+    BinanceUSDMAdapter,
+    multi_assets_collateral,
+    settle_rates,
+    shared_margin_assets,
+)
 from alertd.feeds.adapter import FrameError
 from alertd.feeds.state import ReportedAccount, ReportedPosition
 from alertd.snapshot.compare import compare
@@ -166,6 +172,101 @@ def test_liquidation_price_holds_across_the_kink_of_usdt_equity(btc_mark: str) -
     full = compute(acc.with_marks({"BTC/USDT:USDT": D("19600")})).pool
     assert live.margin_balance == full.margin_balance
     assert live.ratio == full.margin_ratio
+
+
+def _usdc_depeg_account(usdt_wallet: str, eth_mark: str = "600", **usdc: str) -> Account:
+    # The FAQ's example 2 (above) with USDC depegged as USDT is there: USDCUSD index 0.99,
+    # bid buffer 0.01, ask buffer 0.005 (bid rate 0.9801, ask rate 0.99495). USDC is a margin
+    # asset on its own equity line: its 220 wallet plus ETHUSDC's PnL ("assetEquity") at its
+    # bid rate while positive and its ask rate once negative, ETHUSDC's MM at its ask rate.
+    snap = account_to_json(_faq_account(usdt_wallet, eth_mark=eth_mark))
+    snap["cross"]["collateral"] = []
+    rates = {"bid_rate": "0.9801", "ask_rate": "0.99495", **usdc}
+    snap["cross"]["margin_assets"] = [{"asset": "USDC", "wallet_balance": "220", **rates}]
+    return parse_snapshot(json.dumps(snap)).account
+
+
+def test_each_margin_asset_counts_at_its_own_rates() -> None:
+    # Account Equity = 200 x 0.9801 + 220 x 0.9801; MM = 80 x 0.99495 + 120 x 0.99495
+    m = compute(_usdc_depeg_account("200"))
+    assert m.pool.margin_balance == D("411.642")
+    assert m.pool.maintenance_margin == D("198.99")
+    (usdc,) = m.pool.margin_assets
+    assert (usdc.asset, usdc.equity, usdc.value) == ("USDC", D("220"), D("215.622"))
+    # ETH at 585: ETHUSDC loses 300 USDC, USDC's equity is 220 - 300 = -80, at its ask rate
+    # (the kink is at its wallet plus ETHUSDC's PnL, not at its wallet's zero); ETHUSDC's
+    # 117 USDC of MM at the ask rate too
+    low = compute(_usdc_depeg_account("200", eth_mark="585"))
+    assert low.pool.margin_assets[0].value == D("-80") * D("0.99495")
+    assert low.pool.margin_balance == D("196.02") + D("-80") * D("0.99495")
+    assert low.pool.maintenance_margin == (80 + 117) * D("0.99495")
+
+
+@pytest.mark.parametrize("eth_mark", ["600", "589", "580"])
+def test_liquidation_price_holds_across_the_kink_of_usdc_equity(eth_mark: str) -> None:
+    # With 400 USDT, ETHUSDC liquidates below 589, where USDC's equity (220 + 20 (P - 600))
+    # turns negative: solved by hand past the kink,
+    #   392.04 + (20 P - 11780) x 0.99495 = (80 + 0.2 P) x 0.99495
+    # (counting ETHUSDC's PnL at par beside a USDC coin gave 579.39)
+    acc = _usdc_depeg_account("400", eth_mark=eth_mark)
+    m = compute(acc)
+    liq = m.positions[1].liquidation_price
+    ask = D("0.99495")
+    by_hand = (80 * ask - D("392.04") + 11780 * ask) / (D("19.8") * ask)
+    assert liq is not None and abs(liq - by_hand) < D("1e-20")
+    at = compute(acc.with_marks({"ETH/USDC:USDC": liq}))
+    assert abs(at.pool.margin_ratio - 1) < D("1e-24")
+    assert at.pool.margin_assets[0].equity < 0
+    # the book, moved to a mark past the kink, agrees with a full recompute
+    book = Book()
+    book.set_account("a", acc)
+    book.apply_mark("ETH/USDC:USDC", D("585"))
+    live = book.live("a")
+    full = compute(acc.with_marks({"ETH/USDC:USDC": D("585")}))
+    assert live.cross.margin_balance == full.pool.margin_balance
+    assert live.cross.ratio == full.pool.margin_ratio
+    assert live.liquidation_price(1) == full.positions[1].liquidation_price
+
+
+def test_cutting_a_usdc_m_position_credits_usdc() -> None:
+    # ETHUSDC at 590 is 200 USDC down: what a cut realizes stays USDC's (its equity, and so
+    # its kink, unchanged), so the cut that brings the liquidation 5% away leaves ETHUSDC's
+    # liquidation price exactly there once the account holds the cut
+    acc = _usdc_depeg_account("400", eth_mark="590")
+    m = compute(acc)
+    key = m.positions[1].position.key
+    remedy = for_liquidation_distance(m, key, D("0.05"))
+    assert remedy is not None and remedy.size_to_cut is not None and remedy.price is not None
+    kept = D(20) - remedy.size_to_cut
+    realized = D(-200) * remedy.size_to_cut / 20
+    cut = replace(
+        acc,
+        positions=(acc.positions[0], replace(acc.positions[1], contracts=kept)),
+        margin_assets=(replace(acc.margin_assets[0], wallet_balance=220 + realized),),
+    )
+    after = compute(cut)
+    assert after.pool.margin_assets[0].equity == compute(acc).pool.margin_assets[0].equity
+    liq = after.positions[1].liquidation_price
+    assert liq is not None and abs(liq - remedy.price) < D("1e-9")
+
+
+def test_margin_assets_round_trip_and_bad_ones_are_named() -> None:
+    first = _usdc_depeg_account("200")
+    assert parse_snapshot(json.dumps(account_to_json(first))).account == first
+    snap = account_to_json(first)
+    snap["cross"]["margin_assets"] = [
+        {"asset": "USDC", "wallet_balance": "1", "bid_rate": "0.99"},
+        {"asset": "USDT", "wallet_balance": "1"},
+        {"asset": "FDUSD", "bid_rate": "0.99", "ask_rate": "0.98"},
+    ]
+    with pytest.raises(SnapshotError) as info:
+        parse_snapshot(json.dumps(snap))
+    assert info.value.problems == [
+        "cross.margin_assets[0].ask_rate: required with cross.margin_assets[0].bid_rate",
+        "cross.margin_assets[1].asset: USDT is already a pool or a margin asset",
+        "cross.margin_assets[2].ask_rate: must be at or above "
+        "cross.margin_assets[2].bid_rate 0.99 (got 0.98)",
+    ]
 
 
 def test_bitget_tiered_collateral_by_quantity_and_by_value() -> None:
@@ -524,6 +625,37 @@ USDT_INDEX = {
 }
 
 
+def test_binance_margin_assets_each_at_their_own_row() -> None:
+    # the docs' USDTUSD row's shape for USDC in a depeg (index 0.99, the FAQ's buffers)
+    usdc_index = {
+        **USDT_INDEX,
+        "symbol": "USDCUSD",
+        "index": "0.99000000",
+        "bidBuffer": "0.01000000",
+        "askBuffer": "0.00500000",
+        "bidRate": "0.98010000",
+        "askRate": "0.99495000",
+    }
+    account = {
+        "assets": [
+            {"asset": "USDT", "crossWalletBalance": "400"},
+            {"asset": "USDC", "crossWalletBalance": "220"},
+            {"asset": "FDUSD", "crossWalletBalance": "0"},
+        ]
+    }
+    rows = [USDT_INDEX, usdc_index]
+    (usdc,) = shared_margin_assets(account, rows, ("USDC", "FDUSD"))
+    assert (usdc.asset, usdc.wallet_balance) == ("USDC", D(220))
+    assert usdc.terms is not None and usdc.terms.rates is not None
+    assert (usdc.terms.rates.bid, usdc.terms.rates.ask) == (D("0.9801"), D("0.99495"))
+    # a margin asset with a position but no row is named, never counted at par; the USDC
+    # wallet without its row too
+    with pytest.raises(FrameError, match="no FDUSDUSD row"):
+        shared_margin_assets(account, rows, ("USDC", "FDUSD"), held={"FDUSD"})
+    with pytest.raises(FrameError, match="no USDCUSD row"):
+        shared_margin_assets(account, [USDT_INDEX], ("USDC",))
+
+
 def test_binance_settle_rates_from_the_usdtusd_row() -> None:
     terms = settle_rates([ADA_INDEX, USDT_INDEX], "USDT")
     assert terms is not None and terms.rates is not None
@@ -577,6 +709,19 @@ def test_calc_shows_what_usdt_s_rates_take(tmp_path: Path) -> None:
     table = alertd("calc", str(path))
     assert table.returncode == 0, table.stderr
     assert "USDT at its discount or rate" in table.stdout and "-3.98" in table.stdout
+
+
+def test_calc_shows_usdc_s_own_line(tmp_path: Path) -> None:
+    path = tmp_path / "usdc.json"
+    path.write_text(json.dumps(account_to_json(_usdc_depeg_account("200", eth_mark="585"))))
+    out = json.loads(alertd("calc", str(path), "--json").stdout)
+    # USDC's equity 220 - 300 = -80, at its ask rate 0.99495
+    assert out["account"]["margin_assets"] == [
+        {"asset": "USDC", "wallet_balance": "220", "equity": "-80", "value": "-79.596"}
+    ]
+    table = alertd("calc", str(path))
+    assert table.returncode == 0, table.stderr
+    assert "USDC equity" in table.stdout and "-79.60 USDT" in table.stdout
 
 
 def test_a_position_s_requirement_is_compared_in_its_own_currency() -> None:

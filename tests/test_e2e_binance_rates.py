@@ -113,6 +113,59 @@ def test_snapshot_and_calc_reproduce_binance_with_usdt_at_its_rates(
     liquidations_agree(result["positions"], liquidations, symbols, D("1e-6"))
 
 
+def _usdc_depegged(eth_mark: str) -> Any:
+    """The FAQ's example 2 with 400 USDT at par and USDC, not USDT, at 0.99 (the FAQ's
+    buffers: bid rate 0.9801, ask rate 0.99495): USDC's equity (its 220 wallet plus
+    ETHUSDC's PnL, Binance's "assetEquity") and ETHUSDC's MM at USDC's own rates. ETHUSDC's
+    liquidation (about 578.71) lies past USDC's own kink at 589, where that equity turns
+    negative: 400 + (20 P - 11,780) x 0.99495 = 80 + 0.2 P x 0.99495."""
+
+    def script(fake: Any) -> None:
+        fake.set_balance(KEY, "400")
+        fake.set_asset_index("USDC", "0.99", "0.01", "0.005")
+        fake.set_multi_assets_coins(KEY, {"USDC": "220"})
+        fake.set_tiers("BTCUSDT", _one_bracket("0.008"))
+        fake.add_symbol(ETH_USDC, eth_mark, _one_bracket("0.01"))
+        fake.set_mark(BTC, "20000")
+        fake.open_position(KEY, BTC, "long", "0.5", "20000")
+        fake.open_position(KEY, ETH_USDC, "long", "20", "600")
+
+    return script
+
+
+@pytest.mark.parametrize("eth_mark", ["600", "585"])
+def test_snapshot_and_calc_reproduce_binance_with_usdc_at_its_own_rates(
+    world: dict[str, Any], eth_mark: str
+) -> None:
+    """USDT-M and USDC-M positions, USDC at 0.99: the local Binance counts each asset's equity
+    at its rates (its own implementation, tests/fake_exchange/binance.py); ``alertd snapshot``
+    writes USDC's line and ``alertd calc`` reproduces the ratio and both liquidation prices
+    to 1e-6, with ETH at entry (USDC's equity 220) and at 585 (-80: past its kink)."""
+    fake = world["fake"]
+    _usdc_depegged(eth_mark)(fake)
+    served = fake.account_v3(KEY)
+    usdc_equity = 220 + 20 * (D(eth_mark) - 600)
+    usdc = min(usdc_equity * D("0.9801"), usdc_equity * D("0.99495"))
+    assert D(served["totalMarginBalance"]) == 400 + usdc
+    eth_mm = 20 * D(eth_mark) * D("0.01") * D("0.99495")
+    assert D(served["totalMaintMargin"]) == 80 + eth_mm
+    theirs_ratio = D(served["totalMaintMargin"]) / D(served["totalMarginBalance"])
+    snapshot, result = snapshot_then_calc(world, MODE)
+    assert snapshot["cross"]["margin_assets"] == [
+        {"asset": "USDC", "wallet_balance": "220", "bid_rate": "0.9801", "ask_rate": "0.99495"}
+    ]
+    assert abs(D(result["account"]["margin_ratio"]) / theirs_ratio - 1) < D("1e-6")
+    liquidations = {
+        (BTC if r["symbol"] == "BTCUSDT" else ETH_USDC): D(r["liquidationPrice"])
+        for r in fake.position_risk_v3(KEY)
+        if D(r["positionAmt"])
+    }
+    ask = D("0.99495")
+    by_hand = (11780 * ask - 320) / (D("19.8") * ask)
+    assert abs(liquidations[ETH_USDC] / by_hand - 1) < D("1e-6")
+    liquidations_agree(result["positions"], liquidations, [BTC, ETH_USDC], D("1e-6"))
+
+
 def _depegged_long(fake: Any) -> None:
     # 3,000 USDT, long 1 BTCUSDT at 60,000 (one bracket, MMR 0.5%), multi-assets, USDT at 0.99
     fake.set_balance(KEY, "3000")

@@ -30,7 +30,7 @@ from alertd.daemon.store import Store
 from alertd.delivery.deliverer import Deliverer
 from alertd.engine.book import Book
 from alertd.engine.collateral import ConversionRates, SettleTerms
-from alertd.engine.model import Account, MarginMode, Pool, Position, Side
+from alertd.engine.model import Account, MarginAsset, MarginMode, Pool, Position, Side
 from alertd.engine.stops import StopKind, StopOrder, Trigger
 from alertd.engine.tiers import Tier, TierBasis, TierTable, derive_deductions
 from alertd.exchanges.registry import get_spec
@@ -223,17 +223,38 @@ def account(rng: random.Random, name: str, marks: dict[str, Decimal], exchange: 
             held = [replace(p, pool="USDC") if p.symbol in apart else p for p in held]
             pools = (Pool("USDC", (wallet * D(rng.randint(5, 150)) / 100).quantize(D("0.0001"))),)
     terms = None
+    shared: tuple[MarginAsset, ...] = ()
     if exchange == "binanceusdm" and not pools and rng.random() < 0.3:
-        # multi-assets mode: the settle currency at its own rates (the ask above 1 at times,
-        # where the bounds do not cover it), its equity crossing zero as marks move
+        # multi-assets mode: the settle currency at its own rates (the ask above 1 at times:
+        # the bounds take it), its equity crossing zero as marks move; some symbols margined
+        # in USDC, on USDC's own line at its own rates
         held = [replace(p, margin_mode=MarginMode.CROSS, isolated_margin=None) for p in held]
-        index = D(rng.randint(9_800, 10_010)) / 10_000
-        bid = index * (1 - D(rng.randint(0, 100)) / 10_000)
-        ask = index * (1 + D(rng.randint(0, 100)) / 10_000)
-        terms = SettleTerms.of(None, D(0), None, ConversionRates(bid, ask))
+        terms = SettleTerms.of(None, D(0), None, _rates(rng))
+        usdc = {s for s in {p.symbol for p in held} if rng.random() < 0.3}
+        if usdc:
+            held = [replace(p, margin_asset="USDC") if p.symbol in usdc else p for p in held]
+            usdc_wallet = (wallet * D(rng.randint(-20, 60)) / 100).quantize(D("0.0001"))
+            usdc_terms = SettleTerms.of(None, D(0), None, _rates(rng))
+            shared = (MarginAsset("USDC", usdc_wallet, usdc_terms),)
     return Account(
-        profile, name, "X", wallet, tuple(held), stops=stops, settle_terms=terms, pools=pools
+        profile,
+        name,
+        "X",
+        wallet,
+        tuple(held),
+        stops=stops,
+        settle_terms=terms,
+        pools=pools,
+        margin_assets=shared,
     )
+
+
+def _rates(rng: random.Random) -> ConversionRates:
+    """A margin asset's assetIndex rates: the index near 1, buffers up to 1%."""
+    index = D(rng.randint(9_800, 10_010)) / 10_000
+    bid = index * (1 - D(rng.randint(0, 100)) / 10_000)
+    ask = index * (1 + D(rng.randint(0, 100)) / 10_000)
+    return ConversionRates(bid, ask)
 
 
 def rule(

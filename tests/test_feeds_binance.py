@@ -32,6 +32,7 @@ from .support.process import alertd
 
 D = Decimal
 ETH = "ETH/USDT:USDT"
+ETH_USDC = "ETH/USDC:USDC"
 
 
 def write_config(tmp_path: Path, fake: FakeBinanceUSDM, key_env: str, secret_env: str) -> Path:
@@ -267,6 +268,57 @@ def test_multi_assets_pool_is_read_live_and_matches_binance_totals() -> None:
                 assert feed.comparison is not None and feed.comparison.mismatches == ()
                 liq = compute(feed.state.to_account()).positions[0].liquidation_price
                 assert liq is not None and abs(liq / D("64846.99") - 1) < D("1e-6")
+
+    run(body())
+
+
+def test_a_usdc_m_close_credits_usdc_s_own_line_live() -> None:
+    """Multi-assets with USDT-M and USDC-M longs and USDC at 0.99: USDC is a margin asset on
+    its own line (its wallet, its USDCUSD rates), not a coin; alertd's pool equals Binance's
+    totals with ETH past USDC's kink, and closing the USDC-M long realizes its PnL into USDC
+    (ACCOUNT_UPDATE B[USDC].cw), which moves USDC's line before the next reconcile."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [("key-a", "secret-a", "400")]) as fake:
+            fake.set_asset_index("USDC", "0.99", "0.01", "0.005")
+            fake.set_multi_assets_coins("key-a", {"USDC": "220"})
+            bracket = {"notionalFloor": 0, "notionalCap": 10**9, "maintMarginRatio": "0.01"}
+            fake.add_symbol(ETH_USDC, "585", [bracket | {"initialLeverage": 50}])
+            fake.set_mark(BTC, "20000")
+            fake.open_position("key-a", BTC, "long", "0.5", "20000")
+            fake.open_position("key-a", ETH_USDC, "long", "20", "600")
+            feed = make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
+            async with kept_open(feed), streaming(feed):
+                assert feed.state.collateral == ()
+                (usdc,) = feed.state.margin_assets
+                assert usdc.terms is not None and usdc.terms.rates is not None
+                rates = (usdc.terms.rates.bid, usdc.terms.rates.ask)
+                assert (usdc.asset, usdc.wallet_balance, rates) == (
+                    "USDC",
+                    D(220),
+                    (D("0.9801"), D("0.99495")),
+                )
+                pool = compute(feed.state.to_account()).pool
+                reported = feed.state.reported_account
+                assert reported.margin_balance is not None
+                assert reported.maintenance_margin is not None
+                # USDC's equity 220 - 300 = -80 at its ask rate
+                assert pool.margin_assets[0].value == D(-80) * D("0.99495")
+                assert abs(pool.margin_balance - reported.margin_balance) < D("1e-6")
+                assert abs(pool.maintenance_margin - reported.maintenance_margin) < D("1e-6")
+                fake.close_position("key-a", ETH_USDC)
+                await eventually(
+                    lambda: (
+                        feed.state.pool_wallets.get("USDC") == D(-80)
+                        and not any(symbol == ETH_USDC for symbol, _ in feed.state.positions)
+                    ),
+                    what="the USDC-M close",
+                )
+                after = compute(feed.state.to_account()).pool
+                assert after.wallet_balance == D(400)
+                assert after.margin_assets[0].wallet_balance == D(-80)
+                served = fake.account_v3("key-a")
+                assert abs(after.margin_balance - D(served["totalMarginBalance"])) < D("1e-6")
 
     run(body())
 

@@ -21,7 +21,7 @@ from alertd.engine.collateral import (
     SettleTerms,
 )
 from alertd.engine.margin import AccountMetrics, compute
-from alertd.engine.model import Account, MarginMode, Pool, Position, Side
+from alertd.engine.model import Account, MarginAsset, MarginMode, Pool, Position, Side
 from alertd.engine.profiles import ExchangeProfile
 from alertd.engine.tiers import Tier, TierBasis, TierTable, derive_deductions
 from alertd.exchanges.registry import specs
@@ -199,7 +199,8 @@ def accounts(
     Binance multi-assets, the settle currency at conversion rates (bid and ask, below or
     above 1: a depeg) with the wallet around the positions' PnL, so that its equity crosses
     zero (the kink) as prices move; cross positions only, some margined in another asset of
-    the pool (USDC-M, at par)."""
+    the pool (USDC-M) on USDC's own equity line: its wallet around their PnL, at its own
+    rates (its kink at its wallet plus their PnL, which moves with their marks)."""
     collateral = collateral or lending or rates
     linear = [p for p in PROFILE_IDS if p != "binancecoinm"]
     profile = PROFILES[draw(st.sampled_from(linear if collateral else PROFILE_IDS))]
@@ -265,12 +266,27 @@ def accounts(
         discount = draw(st.none() | ratio_tables(scale, D(1)))
         terms = SettleTerms.of(lent, borrowed, discount)
     if rates:
-        # USDT's assetIndex rates: the index in a depeg or at par, buffers up to 2%
-        index = draw(dec(95, 102, 2)) / 100
-        bid = index * (1 - draw(dec(0, 200, 0)) / 10000)
-        ask = index * (1 + draw(dec(0, 200, 0)) / 10000)
-        terms = SettleTerms.of(None, D(0), None, ConversionRates(bid, ask))
-    return Account(profile, "prop", "X", wallet, tuple(held), tuple(coins), None, terms, more)
+        # USDT's assetIndex rates
+        terms = SettleTerms.of(None, D(0), None, draw(conversion_rates()))
+    shared: tuple[MarginAsset, ...] = ()
+    usdc_m = [p for p in held if p.margin_asset == "USDC"]
+    if rates and usdc_m:
+        usdc = sum((p.quantity * p.mark_price for p in usdc_m), D(0))
+        usdc_wallet = usdc * draw(dec(-50, 100, 0)) / 100
+        usdc_terms = SettleTerms.of(None, D(0), None, draw(conversion_rates()))
+        shared = (MarginAsset("USDC", usdc_wallet, usdc_terms),)
+    return Account(
+        profile, "prop", "X", wallet, tuple(held), tuple(coins), None, terms, more, shared
+    )
+
+
+@st.composite
+def conversion_rates(draw: st.DrawFn) -> ConversionRates:
+    """A margin asset's assetIndex rates: the index in a depeg or at par, buffers up to 2%."""
+    index = draw(dec(95, 102, 2)) / 100
+    bid = index * (1 - draw(dec(0, 200, 0)) / 10000)
+    ask = index * (1 + draw(dec(0, 200, 0)) / 10000)
+    return ConversionRates(bid, ask)
 
 
 @st.composite
@@ -389,6 +405,26 @@ def test_conversion_rate_accounts_cross_the_kink() -> None:
                 moved = compute(account.with_marks({pm.position.symbol: pm.liquidation_price}))
                 equity = moved.pool.settle_equity
                 signs.add((equity > 0) - (equity < 0))
+
+    draw()
+    assert {-1, 1} <= signs
+
+
+def test_usdc_line_accounts_cross_its_kink() -> None:
+    """The accounts drawn with rates liquidate USDC-M positions on both sides of USDC's own
+    kink (its wallet plus their PnL, Binance's assetEquity, positive and negative at the
+    liquidation price), and with USDC's rates away from par."""
+    signs: set[int] = set()
+
+    @settings(max_examples=300, deadline=None, database=None)
+    @given(accounts(rates=True))
+    def draw(account: Account) -> None:
+        for pm in compute(account).positions:
+            if pm.liquidation_price is not None and pm.position.margin_asset == "USDC":
+                moved = compute(account.with_marks({pm.position.symbol: pm.liquidation_price}))
+                (usdc,) = moved.pool.margin_assets
+                if usdc.equity and usdc.value != usdc.equity:
+                    signs.add((usdc.equity > 0) - (usdc.equity < 0))
 
     draw()
     assert {-1, 1} <= signs

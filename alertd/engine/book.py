@@ -60,12 +60,14 @@ INFINITY = Decimal("Infinity")
 SAFETY = Decimal("1.000000001")
 
 
-def slope_bound(leg: Leg) -> Decimal:
-    """The most the leg's ``upnl - mm`` changes per unit of ``u``, between tier steps."""
+def slope_bound(leg: Leg, pnl_rate: Decimal = ONE) -> Decimal:
+    """The most the leg's ``upnl - mm`` changes per unit of ``u``, between tier steps, where
+    its pool counts one unit of its PnL as at most ``pnl_rate`` (its margin asset's
+    ``SettleTerms.fastest_rate``)."""
     if leg.fixed_mm is not None:
-        return leg.quantity
+        return leg.quantity * pnl_rate
     steepest = max(t.mmr for t in leg.tiers.tiers)
-    return leg.quantity * (ONE + steepest + leg.fee_rate)
+    return leg.quantity * (pnl_rate + steepest + leg.fee_rate)
 
 
 def step_bound(leg: Leg) -> Decimal:
@@ -119,6 +121,43 @@ def requirement_rate(leg: Leg) -> Decimal | None:
     return least if least is not None and least >= 0 else None
 
 
+class LiveLine:
+    """A margin asset's equity line in a cross pool where its terms count it otherwise than
+    at par (``Account.equity_lines``: the settle currency lent, discounted or converted; a
+    margin asset sharing the pool at its rates): its wallet, the PnL of the legs on its line
+    (``Leg.line``), what it owed requires now (in the pool's ``mm``) and what its terms take
+    or add now (in the pool's ``balance``)."""
+
+    __slots__ = ("asset", "discount", "owed_mm", "pool", "terms", "upnl", "wallet")
+
+    def __init__(self, asset: str, wallet: Decimal, terms: SettleTerms, pool: LivePool) -> None:
+        self.asset = asset
+        self.wallet = wallet
+        self.terms = terms
+        self.pool = pool
+        self.upnl = ZERO
+        self.owed_mm = ZERO
+        self.discount = ZERO
+
+    def refresh(self) -> None:
+        """What it owed requires and its terms take, after the PnL moved."""
+        terms, pool = self.terms, self.pool
+        equity = self.wallet + self.upnl
+        owed = terms.requirement(equity)
+        pool.mm += owed - self.owed_mm
+        pool.owed_mm += owed - self.owed_mm
+        self.owed_mm = owed
+        discount = terms.adjustment(equity)
+        pool.balance += discount - self.discount
+        pool.discount += discount - self.discount
+        self.discount = discount
+
+    def owed(self, moving: Iterable[LivePosition], terms: list[Term]) -> Owed | None:
+        """The line as the solver sees it when ``terms`` (the legs of ``moving``) move."""
+        others = self.upnl - sum((lp.upnl for lp in moving if lp.line is self), ZERO)
+        return owed_line(self.terms, self.wallet + others, terms, self.asset)
+
+
 class LivePool:
     """One margin pool's running sums: the cross pool, or one isolated position."""
 
@@ -128,28 +167,21 @@ class LivePool:
         "discount",
         "leeway",
         "linear",
+        "lines",
         "mm",
         "owed_mm",
         "sensitivity",
-        "settle_terms",
-        "settle_upnl",
         "upnl",
-        "wallet",
     )
 
     def __init__(self, balance: Decimal, asset: str = "") -> None:
         self.asset = asset  # a cross pool's margin asset ("" for an isolated position's)
-        self.balance = balance  # cross wallet balance, or the isolated margin
+        self.balance = balance  # cross wallet balance (and coins), or the isolated margin
         self.upnl = ZERO
         self.mm = ZERO
-        # how the settle currency's own equity counts (the cross pool of
-        # Account.settle_terms), its wallet, what is owed requires now (in mm) and what the
-        # discount takes now (in balance)
-        self.settle_terms: SettleTerms | None = None
-        self.wallet = balance
-        # the PnL of the legs margined in the settle currency (Leg.settles): with the wallet,
-        # the equity its terms count
-        self.settle_upnl = ZERO
+        # the margin assets whose terms count their equity otherwise than at par; what they
+        # owed requires now (in mm) and what their terms take or add now (in balance)
+        self.lines: dict[str, LiveLine] = {}
         self.owed_mm = ZERO
         self.discount = ZERO
         # sum of the legs' slope_bound * u: the most the buffer falls per unit of relative move
@@ -173,24 +205,10 @@ class LivePool:
 
     @property
     def bounded(self) -> bool:
-        """Whether the bounds on the running figures cover how the settle currency counts:
-        at par, or converted at rates that move it no faster (``SettleTerms.moves_within_par``);
-        not what may be owed or discounted."""
-        terms = self.settle_terms
-        return terms is None or terms.moves_within_par
-
-    def refresh_owed(self) -> None:
-        """What the settle currency owed requires and its discount takes, after the PnL
-        moved."""
-        terms = self.settle_terms
-        assert terms is not None
-        equity = self.wallet + self.settle_upnl
-        owed = terms.requirement(equity)
-        self.mm += owed - self.owed_mm
-        self.owed_mm = owed
-        discount = terms.adjustment(equity)
-        self.balance += discount - self.discount
-        self.discount = discount
+        """Whether the bounds on the running figures cover how its margin assets count: at
+        par, or converted at rates (``SettleTerms.converts_only``: each leg's slope bound
+        takes its asset's fastest rate); not what may be owed or discounted."""
+        return all(line.terms.converts_only for line in self.lines.values())
 
     def beyond(self, d: Decimal) -> bool:
         """True when no mark of this pool's linear legs moving by up to a fraction ``d``
@@ -263,8 +281,10 @@ class LivePosition:
         "_rate",
         "account",
         "leg",
+        "line",
         "mark",
         "mm",
+        "pnl_rate",
         "pool",
         "position",
         "slope",
@@ -284,9 +304,13 @@ class LivePosition:
         self.position = position  # as of the last snapshot: its mark is not kept current
         self.leg = leg
         self.pool = pool
+        # the equity line its PnL joins where its asset's terms count it (None: at par)
+        self.line = pool.lines.get(leg.line) if leg.line is not None else None
+        # the most one unit of its PnL moves its pool's equity (its asset's rate above 1)
+        self.pnl_rate = ONE if self.line is None else self.line.terms.fastest_rate
         self.upnl = self.mm = ZERO
         self.mark = self.u = position.mark_price
-        self.slope = slope_bound(leg)
+        self.slope = slope_bound(leg, self.pnl_rate)
         self._rate: tuple[Decimal | None] | None = None  # requirement_rate, once asked
         pool.leeway += self.slope * tick + step_bound(leg)
         if position.inverse:
@@ -321,14 +345,15 @@ class LivePosition:
         mm = leg.mm(u)
         pool = self.pool
         pool.upnl += upnl - self.upnl
-        if leg.settles:
-            pool.settle_upnl += upnl - self.upnl
+        line = self.line
+        if line is not None:
+            line.upnl += upnl - self.upnl
         pool.mm += mm - self.mm
         pool.sensitivity += self.slope * (u - self.u)
         self.mark, self.u = mark, u
         self.upnl, self.mm = upnl, mm
-        if pool.settle_terms is not None:
-            pool.refresh_owed()
+        if line is not None:
+            line.refresh()
 
 
 class _Liquidation:
@@ -375,7 +400,7 @@ class _Liquidation:
         # one root at most, whatever the mark: kept while it stays valid
         self.solver = (
             MonotoneRoot(self.terms, self.inverse)
-            if monotone(self.terms) and not self.coins and members[0].pool.settle_terms is None
+            if monotone(self.terms) and not self.coins and not members[0].pool.lines
             else None
         )
         self.const: Decimal | None = None
@@ -394,8 +419,8 @@ class _Liquidation:
                 mine = members[0].upnl - members[0].mm
             else:
                 mine = sum((lp.upnl - lp.mm for lp in members), ZERO)
-            # what the settle currency owed requires, and its discount, are solved below
-            # with its moves
+            # what each margin asset owed requires, and what its terms take, are solved
+            # below with its moves
             const = cross.balance - cross.discount
             const += cross.upnl - (cross.mm - cross.owed_mm) - mine
             for coin in self.coins:
@@ -403,7 +428,7 @@ class _Liquidation:
                 const -= coin.value - coin.requirement
         u0 = members[0].u
         owed = self._owed(cross)
-        if owed is not None or const != self.const or (self.solver is None and u0 != self.u0):
+        if owed or const != self.const or (self.solver is None and u0 != self.u0):
             if self.solver is not None:
                 x = self.solver.root(const, u0)
             else:
@@ -428,7 +453,7 @@ class _Liquidation:
                 const -= coin.value  # solved as moving with the price below
         u0 = members[0].u
         owed = self._owed(cross)
-        if self.coins or owed is not None:
+        if self.coins or owed:
             linked = [coin.term(per_mark=True) for coin in self.coins]
             x = nearest_root(const, self.terms, u0, self.inverse, False, linked, owed)
             return price_from_root(x, self.inverse)
@@ -442,13 +467,13 @@ class _Liquidation:
         x = -level / slope
         return price_from_root(x if x > 0 else None, self.inverse)
 
-    def _owed(self, cross: LivePool) -> Owed | None:
-        """The settle currency's equity as these legs move (None: isolated, or the pool
-        counts it at par and lends nothing)."""
-        if self.isolated_margin is not None or cross.settle_terms is None:
-            return None
-        others = cross.settle_upnl - sum((lp.upnl for lp in self.members if lp.leg.settles), ZERO)
-        return owed_line(cross.settle_terms, cross.wallet + others, self.terms)
+    def _owed(self, cross: LivePool) -> list[Owed]:
+        """Each margin asset's equity line as these legs move (none: isolated, or the pool
+        counts every asset at par and lends nothing)."""
+        if self.isolated_margin is not None:
+            return []
+        found = (line.owed(self.members, self.terms) for line in cross.lines.values())
+        return [owed for owed in found if owed is not None]
 
     def beyond(self, pool: LivePool, d: Decimal) -> bool:
         """True when no price of these legs' symbol within a fraction ``d`` of the mark (after
@@ -502,11 +527,15 @@ class LiveAccount:
         self.cross_pools = {}
         for asset, (wallet, coins) in held_coins.items():
             pool = LivePool(wallet + sum((c.value for c in coins), ZERO), asset)
-            pool.wallet = wallet
             self.cross_pools[asset] = pool
         self.pools = list(self.cross_pools.values())
         settle = self.cross_pools[account.settle]
-        settle.settle_terms = account.settle_terms
+        # the other margin assets sharing the settle currency's pool: their wallets at par,
+        # their terms on lines of their own
+        settle.balance += account.shared_wallets
+        for asset, wallet, terms in account.equity_lines():
+            if terms is not None:
+                settle.lines[asset] = LiveLine(asset, wallet, terms, settle)
         # coins that move with a price; the others' value stays in the balance as it is
         self.coins = [
             LiveCollateral(key, c, account.collateral_scale(c), self.cross_pools[asset])
@@ -525,8 +554,8 @@ class LiveAccount:
         for asset, pool in self.cross_pools.items():
             moving = (c.requirement for c in self.coins if c.pool is pool)
             pool.mm = self._held_requirement[asset] + sum(moving, ZERO)
-        if settle.settle_terms is not None:
-            settle.refresh_owed()  # the positions' PnL refreshes it as they join
+        for line in settle.lines.values():
+            line.refresh()  # the positions' PnL refreshes it as they join
         self.positions: list[LivePosition] = []
         by_symbol: dict[str, list[LivePosition]] = {}
         ticks: list[Decimal] = []
@@ -687,15 +716,20 @@ class LiveAccount:
 
     def _crash_inputs(
         self, pool: LivePool, terms: list[Term]
-    ) -> tuple[Decimal, list[Term], bool, list[CollateralTerm], Owed | None]:
+    ) -> tuple[Decimal, list[Term], bool, list[CollateralTerm], list[Owed]]:
         """A cross pool's crash solve: its balance without the coins that move less the
         others' requirement (the positions' is in the terms), its legs, whether they are
-        inverse, those coins, and what the settle currency owed would require."""
+        inverse, those coins, and each margin asset's equity line."""
         inverse = next((lp.position.inverse for lp in self.positions if lp.pool is pool), False)
         mine = [coin for coin in self.coins if coin.pool is pool]
         fixed = pool.balance - pool.discount - sum((coin.value for coin in mine), ZERO)
         fixed -= self._held_requirement[pool.asset]
-        owed = owed_line(pool.settle_terms, pool.wallet, terms)
+        # every leg moves: each line's equity is its wallet and its legs' PnL
+        owed = [
+            o
+            for line in pool.lines.values()
+            if (o := owed_line(line.terms, line.wallet, terms, line.asset)) is not None
+        ]
         return fixed, terms, inverse, [coin.term(per_mark=False) for coin in mine], owed
 
     def current(self) -> Account:

@@ -293,18 +293,18 @@ class SettleTerms:
         return cls(tiers, borrowed, discount, rates)
 
     @property
-    def moves_within_par(self) -> bool:
-        """Whether the counted equity moves by no more than the equity does, with no step
-        and nothing required: conversion rates alone, the ask at most 1 (Binance's usual
-        USDT rates). Bounds that hold at par (a move of the marks changes the equity by at
-        most the notional's change) then hold as they are; a lending tier steps, and an ask
-        above 1 moves it faster."""
-        return (
-            self.tiers is None
-            and self.discount is None
-            and self.rates is not None
-            and self.rates.ask <= ONE
-        )
+    def converts_only(self) -> bool:
+        """Whether the terms convert the equity at rates and nothing else: no step, nothing
+        required. The counted equity then moves by at most :attr:`fastest_rate` times what
+        the equity does, and bounds that hold at par hold with that factor; a lending tier
+        steps, a discount tier bends."""
+        return self.tiers is None and self.discount is None and self.rates is not None
+
+    @property
+    def fastest_rate(self) -> Decimal:
+        """The most one unit of a change in the equity moves the counted equity, at least 1:
+        the ask rate where it is above 1 (the bid is never above it), else 1."""
+        return ONE if self.rates is None else max(ONE, self.rates.ask)
 
     @property
     def mm_rate(self) -> Decimal:

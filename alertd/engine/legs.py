@@ -52,9 +52,10 @@ class Leg:
     # The fee to close at the bankruptcy price, per unit of quantity (Bybit): part of the
     # requirement that does not move with price.
     close_fee: Decimal = ZERO
-    # its PnL is its pool's currency's equity (False: a position margined in another asset
-    # of the pool, a USDC-M perpetual in Binance's multi-assets USD pool over a USDT wallet)
-    settles: bool = True
+    # the margin asset whose equity line its PnL joins (``Account.line_of``: the pool's
+    # currency's, or another margin asset's sharing the pool, a USDC-M perpetual's USDC in
+    # Binance's multi-assets USD pool); None: its PnL counts at par on no line
+    line: str | None = None
 
     @classmethod
     def of(
@@ -62,7 +63,7 @@ class Leg:
         position: Position,
         profile: ExchangeProfile,
         mm_rate: Decimal = ONE,
-        settles: bool = True,
+        line: str | None = None,
     ) -> Leg:
         """``mm_rate``: what one unit of its requirement counts in the pool (the ask rate its
         margin asset converts at, Binance multi-assets); the requirement is then in the
@@ -92,9 +93,7 @@ class Leg:
             fixed_mm = entry_notional * (tier.mmr + fee_rate) - tier.deduction
             fixed_mm += quantity * close_fee
         sign = -int(position.side) if position.inverse else int(position.side)
-        return cls(
-            sign, quantity, entry_u, tiers, fee_rate, fixed_mm, fixed_tier, close_fee, settles
-        )
+        return cls(sign, quantity, entry_u, tiers, fee_rate, fixed_mm, fixed_tier, close_fee, line)
 
     @property
     def moves_tier(self) -> bool:
@@ -158,14 +157,15 @@ def _line(
     probe: Decimal,
     with_mm: bool,
     collateral: Sequence[CollateralTerm] = (),
-    owed: Owed | None = None,
+    owed: Sequence[Owed] = (),
 ) -> tuple[Decimal, Decimal]:
     """``(a, b)`` with ``f(x) = a + b * x`` on the segment holding ``probe``."""
     a = const
     b = ZERO
-    if owed is not None:
-        a, b = owed.line(probe, with_mm)
-        a += const
+    for line in owed:
+        oa, ob = line.line(probe, with_mm)
+        a += oa
+        b += ob
     for coin, c in collateral:
         ca, cb = coin.line(c, probe, with_mm)
         a += ca
@@ -265,13 +265,14 @@ def nearest_root(
     inverse: bool,
     with_mm: bool = True,
     collateral: Sequence[CollateralTerm] = (),
-    owed: Owed | None = None,
+    owed: Sequence[Owed] = (),
 ) -> Decimal | None:
     """The positive x nearest to ``x0`` (in price terms) where ``f`` reaches zero.
 
     ``f(x) = const + sum(upnl - mm)`` over the terms, plus the value of the ``collateral``
-    that moves with x, plus what the pool currency's discount takes and less what it owes
-    requires (``owed``): equity minus requirement, or with ``with_mm=False`` equity alone
+    that moves with x, plus what each margin asset's terms take or add and less what it owes
+    requires (``owed``: the pool currency's line, and each other margin asset's sharing the
+    pool, each with its own kink): equity minus requirement, or with ``with_mm=False`` equity alone
     (for bankruptcy). Where step tiers
     make ``f`` jump across zero at a boundary, that boundary is the root. ``None`` when no
     positive root exists (a long that cannot be liquidated above a zero price, say).
@@ -281,7 +282,7 @@ def nearest_root(
     crossings = _crossings(terms) if with_mm else {}
     # collateral tiers and the pool currency's edges change the line at edges of their own
     fresh = bool(collateral)
-    owed_points = owed.breakpoints() if owed is not None else []
+    owed_points = [x for line in owed for x in line.breakpoints()]
     owed_edges = set(owed_points)
     if fresh:
         points = sorted({*_breakpoints(terms if with_mm else (), collateral), *owed_points})
@@ -316,10 +317,11 @@ def nearest_root(
             new, old = leg.tier(c * here), leg.tier(c * there)
             a += new.deduction - old.deduction
             b -= leg.quantity * c * (new.mmr - old.mmr)
-        if owed is not None and edge in owed_edges:
-            (new_a, new_b), (old_a, old_b) = owed.line(here, with_mm), owed.line(there, with_mm)
-            a += new_a - old_a
-            b += new_b - old_b
+        if edge in owed_edges:
+            for one in owed:
+                (new_a, new_b), (old_a, old_b) = one.line(here, with_mm), one.line(there, with_mm)
+                a += new_a - old_a
+                b += new_b - old_b
         lines[k] = (a, b)
         return lines[k]
 
@@ -372,7 +374,7 @@ def nearest_root(
     _, slope = line(k0)
     downhill_first = s0 * slope > 0
     first = scan_down(None) if downhill_first else scan_up(None)
-    if monotone(terms) and not fresh and owed is None:
+    if monotone(terms) and not fresh and not owed:
         return first
     limit = distance(first) if first is not None else None
     second = scan_up(limit) if downhill_first else scan_down(limit)

@@ -8,14 +8,14 @@ for every exchange: ``margin_ratio = maintenance margin / margin balance``; high
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from itertools import pairwise
 
 from alertd.engine.collateral import Collateral, CollateralTerm, Owed, SettleTerms
 from alertd.engine.legs import Leg, Term, from_u, nearest_root, to_u
-from alertd.engine.model import Account, Position, Side
+from alertd.engine.model import Account, EquityLine, Position, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.tiers import TierBasis
 
@@ -79,6 +79,16 @@ class CollateralMetrics:
 
 
 @dataclass(frozen=True, slots=True)
+class MarginAssetMetrics:
+    """A margin asset sharing the pool on an equity line of its own (``Account.margin_assets``)."""
+
+    asset: str
+    wallet_balance: Decimal  # in ``asset``
+    equity: Decimal  # its wallet and its positions' PnL, in ``asset`` (Binance's assetEquity)
+    value: Decimal  # the equity as the pool counts it (at its bid or ask rate), in the pool's unit
+
+
+@dataclass(frozen=True, slots=True)
 class PoolMetrics:
     """The cross margin pool: wallet balance (and collateral) shared by every cross position."""
 
@@ -105,6 +115,9 @@ class PoolMetrics:
     # the settle currency's own equity: the wallet and the PnL of the cross positions
     # margined in it (what its terms count, and what margin added to the wallet raises)
     settle_equity: Decimal = ZERO
+    # the other margin assets sharing the pool, each on its own equity line (in
+    # margin_balance at its value)
+    margin_assets: tuple[MarginAssetMetrics, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,15 +287,16 @@ def pool_crash_move(
     cross_terms: Sequence[Term],
     inverse: bool,
     collateral_terms: Sequence[CollateralTerm] = (),
-    owed: Owed | None = None,
+    owed: Sequence[Owed] = (),
 ) -> Decimal | None:
     """The uniform relative move of every mark at which one cross pool's ratio reaches 1;
     None without legs or a root.
 
     ``cross_terms`` are the pool's legs with their current ``u`` (the move factor is solved);
     ``collateral_terms`` the coins that move with a price, with their current prices
-    (``wallet_balance`` holds the value of those that do not); ``owed`` what the settle
-    currency owed requires.
+    (``wallet_balance`` holds the value of those that do not, and every margin asset's wallet
+    at par); ``owed`` each margin asset's equity line (what its terms take or add, what it
+    owed requires).
     """
     if not cross_terms:
         return None
@@ -323,24 +337,40 @@ def moving_collateral(coins: Sequence[Collateral]) -> tuple[list[CollateralTerm]
 
 
 def account_leg(account: Account, p: Position) -> Leg:
-    """``p`` as a leg of ``account``: its requirement converted at the settle currency's ask
-    rate where its PnL is that currency's (:meth:`Account.settles`)."""
-    terms = account.settle_terms
-    settles = account.settles(p)
-    rate = terms.mm_rate if terms is not None and settles else ONE
-    return Leg.of(p, account.profile, rate, settles)
+    """``p`` as a leg of ``account``: on the equity line of its margin asset
+    (:meth:`Account.line_of`), its requirement converted at that asset's ask rate."""
+    line = account.line_of(p)
+    terms = next((t for asset, _, t in account.equity_lines() if asset == line), None)
+    rate = terms.mm_rate if terms is not None else ONE
+    return Leg.of(p, account.profile, rate, line)
 
 
-def owed_line(terms: SettleTerms | None, level: Decimal, legs: Sequence[Term]) -> Owed | None:
-    """The settle currency's equity as the solver sees it when ``legs`` move: ``level`` (the
-    wallet and what does not move) plus the PnL of each leg margined in it, ``sign q (c x -
+def owed_line(
+    terms: SettleTerms | None, level: Decimal, legs: Sequence[Term], line: str
+) -> Owed | None:
+    """Margin asset ``line``'s equity as the solver sees it when ``legs`` move: ``level``
+    (its wallet and what does not move) plus the PnL of each leg on its line, ``sign q (c x -
     entry_u)``; None where the pool counts it at par and nothing is lent."""
     if terms is None:
         return None
-    mine = [(leg, c) for leg, c in legs if leg.settles]
+    mine = [(leg, c) for leg, c in legs if leg.line == line]
     slope = sum((leg.sign * leg.quantity * c for leg, c in mine), ZERO)
     at_entry = sum((leg.sign * leg.quantity * leg.entry_u for leg, _ in mine), ZERO)
     return Owed(terms, level - at_entry, slope)
+
+
+def owed_lines(
+    lines: Sequence[EquityLine], levels: Mapping[str, Decimal], legs: Sequence[Term]
+) -> list[Owed]:
+    """Every equity line with terms (:meth:`Account.equity_lines`) as the solver sees it when
+    ``legs`` move; ``levels`` what moves no line's equity besides its wallet (the PnL of its
+    legs that do not move, by asset)."""
+    found = []
+    for asset, wallet, terms in lines:
+        line = owed_line(terms, wallet + levels.get(asset, ZERO), legs, asset)
+        if line is not None:
+            found.append(line)
+    return found
 
 
 def margin_to_add(
@@ -433,13 +463,31 @@ def _compute_pool(account: Account, target_ratio: Decimal | None, crash: bool) -
     # a liability's requirement (OKX's borrowing tiers) is the pool's as the positions' is,
     # and so is that of the settle currency owed; its discount is the pool's equity's
     lending = account.settle_terms
-    settle_upnl = sum((upnls[i] for i in cross if legs[i].settles), ZERO)
+    lines = account.equity_lines()
+    line_upnl = {asset: ZERO for asset, _, _ in lines}
+    for i in cross:
+        if (line := legs[i].line) is not None:
+            line_upnl[line] += upnls[i]
+    settle_upnl = line_upnl[account.settle]
     settle_equity = account.wallet_balance + settle_upnl
-    owed_now = lending.requirement(settle_equity) if lending is not None else ZERO
-    discount = lending.adjustment(settle_equity) if lending is not None else ZERO
+    # each margin asset's equity as its terms count it: what they take or add (in the
+    # equity), what it owed requires (in the requirement)
+    owed_now = discount = shared_mm = shared_adjustment = ZERO
+    shared: list[MarginAssetMetrics] = []
+    for asset, wallet, counting in lines:
+        equity = wallet + line_upnl[asset]
+        required = counting.requirement(equity) if counting is not None else ZERO
+        adjustment = counting.adjustment(equity) if counting is not None else ZERO
+        if asset == account.settle:
+            owed_now, discount = required, adjustment
+        else:
+            shared.append(MarginAssetMetrics(asset, wallet, equity, equity + adjustment))
+            shared_mm += required
+            shared_adjustment += adjustment
     coins_mm = sum((c.requirement for c in coins), ZERO)
-    pool_mm = sum((mms[i] for i in cross), ZERO) + coins_mm + owed_now
+    pool_mm = sum((mms[i] for i in cross), ZERO) + coins_mm + owed_now + shared_mm
     pool_equity = account.wallet_balance + collateral_value + pool_upnl + discount
+    pool_equity += account.shared_wallets + shared_adjustment
     pool_ratio = margin_ratio(pool_mm, pool_equity)
     pool_notional = sum((legs[i].quantity * us[i] for i in cross), ZERO)
     pool = PoolMetrics(
@@ -463,6 +511,7 @@ def _compute_pool(account: Account, target_ratio: Decimal | None, crash: bool) -
         owed_requirement=owed_now,
         settle_discount=discount,
         settle_equity=settle_equity,
+        margin_assets=tuple(shared),
     )
 
     # Cross liquidation prices: per symbol, every cross leg of that symbol moves together
@@ -475,19 +524,24 @@ def _compute_pool(account: Account, target_ratio: Decimal | None, crash: bool) -
     pool_net = sum((upnls[i] - mms[i] for i in cross), ZERO)
     cross_liq: dict[str, tuple[Decimal | None, Decimal | None]] = {}
     for symbol, mine in by_symbol.items():
+        others = dict(line_upnl)  # each line's PnL of the legs that do not move
         if len(by_symbol) == 1:
-            rest = others_upnl = others_settle = ZERO  # nothing else moves the pool
+            rest = others_upnl = ZERO  # nothing else moves the pool
+            others = {}
         else:
             rest = pool_net - sum((upnls[i] - mms[i] for i in mine), ZERO)
             others_upnl = pool_upnl - sum((upnls[i] for i in mine), ZERO)
-            others_settle = settle_upnl - sum((upnls[i] for i in mine if legs[i].settles), ZERO)
+            for i in mine:
+                if (line := legs[i].line) is not None:
+                    others[line] -= upnls[i]
         terms: list[Term] = [(legs[i], ONE) for i in mine]
         inverse = account.positions[mine[0]].inverse
         u0 = us[mine[0]]
         # coins valued at this symbol move with it; the others hold their value
         linked, held, held_requirement = linked_collateral(account, symbol)
+        held += account.shared_wallets
         const = held - held_requirement + rest
-        owed = owed_line(account.settle_terms, account.wallet_balance + others_settle, terms)
+        owed = owed_lines(lines, others, terms)
         cross_liq[symbol] = (
             price_from_root(nearest_root(const, terms, u0, inverse, True, linked, owed), inverse),
             price_from_root(
@@ -579,11 +633,11 @@ def _compute_pool(account: Account, target_ratio: Decimal | None, crash: bool) -
                 [
                     *moves,
                     pool_crash_move(
-                        account.wallet_balance + fixed,
+                        account.wallet_balance + account.shared_wallets + fixed,
                         cross_terms,
                         inverse,
                         moving,
-                        owed_line(account.settle_terms, account.wallet_balance, cross_terms),
+                        owed_lines(lines, {}, cross_terms),
                     ),
                 ],
             )

@@ -90,6 +90,26 @@ class Pool:
 
 
 @dataclass(frozen=True, slots=True)
+class MarginAsset:
+    """Another margin asset sharing the settle currency's pool with an equity line of its own
+    (Binance multi-assets: USDC beside USDT in the one USD pool). Its equity is its wallet
+    plus the PnL of the pool's cross positions margined in it (``Position.margin_asset``),
+    counted by its ``terms`` (its bid rate while positive, its ask rate once negative: a kink
+    that moves with the marks), its positions' maintenance margin at its ask rate: Binance
+    FAQ "How to Calculate Margin in Multi-Assets Mode", "Account Equity =
+    ∑min(assetEquity*bidRate, assetEquity*askRate)", the MM the sum of each asset's MM at its
+    askRate. ``terms`` None: at par."""
+
+    asset: str
+    wallet_balance: Decimal  # in ``asset``, without unrealized PnL
+    terms: SettleTerms | None = None
+
+
+# One margin asset's equity as the pool counts it: the asset, its wallet, its terms
+EquityLine = tuple[str, Decimal, SettleTerms | None]
+
+
+@dataclass(frozen=True, slots=True)
 class Account:
     profile: ExchangeProfile
     name: str
@@ -109,6 +129,9 @@ class Account:
     # position's); every figure is computed per pool (``pool_accounts``), the account's worst
     # ratio is its worst pool's
     pools: tuple[Pool, ...] = ()
+    # the other margin assets of the settle currency's pool with equity lines of their own
+    # (Binance multi-assets: USDC); their wallets are in the pool's margin balance
+    margin_assets: tuple[MarginAsset, ...] = ()
 
     def __post_init__(self) -> None:
         coins = [*self.collateral, *(c for pool in self.pools for c in pool.collateral)]
@@ -118,6 +141,9 @@ class Account:
         assets = [self.settle, *(pool.asset for pool in self.pools)]
         if len(set(assets)) < len(assets):
             raise ValueError(f"a margin asset is two pools: {', '.join(assets)}")
+        shared = [m.asset for m in self.margin_assets]
+        if len(set(shared)) < len(shared) or set(shared) & set(assets):
+            raise ValueError(f"a margin asset is two lines: {', '.join([*assets, *shared])}")
         for p in self.positions:
             if p.pool is not None and p.pool not in assets:
                 raise ValueError(f"{p.symbol}: no pool {p.pool} (pools: {', '.join(assets)})")
@@ -134,6 +160,43 @@ class Account:
             not p.is_isolated
             and self.pool_asset(p) == self.settle
             and p.margin_asset in (None, self.settle)
+        )
+
+    def line_of(self, p: Position) -> str | None:
+        """The margin asset whose equity line ``p``'s PnL joins (and at whose ask rate its
+        requirement counts): the settle currency's for a position that :meth:`settles`, a
+        :class:`MarginAsset`'s for a cross position of the settle currency's pool margined in
+        it; None otherwise (isolated, another pool, or an asset counted at par)."""
+        if self.settles(p):
+            return self.settle
+        if p.is_isolated or self.pool_asset(p) != self.settle:
+            return None
+        return next((m.asset for m in self.margin_assets if m.asset == p.margin_asset), None)
+
+    def equity_lines(self) -> tuple[EquityLine, ...]:
+        """The settle currency's equity line and each :class:`MarginAsset`'s."""
+        return (
+            (self.settle, self.wallet_balance, self.settle_terms),
+            *((m.asset, m.wallet_balance, m.terms) for m in self.margin_assets),
+        )
+
+    @property
+    def shared_wallets(self) -> Decimal:
+        """The wallets of the :class:`MarginAsset` lines, at par (their terms count the rest)."""
+        return sum((m.wallet_balance for m in self.margin_assets), Decimal(0))
+
+    def credited(self, p: Position, amount: Decimal) -> Account:
+        """The account with ``amount`` (PnL realized by ``p``) in the wallet of ``p``'s
+        equity line: a margin asset's own, else the settle currency's."""
+        line = self.line_of(p)
+        if line is None or line == self.settle:
+            return replace(self, wallet_balance=self.wallet_balance + amount)
+        return replace(
+            self,
+            margin_assets=tuple(
+                replace(m, wallet_balance=m.wallet_balance + amount) if m.asset == line else m
+                for m in self.margin_assets
+            ),
         )
 
     def pool_accounts(self) -> tuple[Account, ...]:
@@ -155,6 +218,7 @@ class Account:
                     positions=tuple(p for p in self.positions if p.pool == pool.asset),
                     pools=(),
                     settle_terms=None,  # lent only in the settle currency's pool
+                    margin_assets=(),
                 )
                 for pool in self.pools
             ),

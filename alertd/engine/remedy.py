@@ -81,7 +81,9 @@ def _after_cut(
         for q in account.positions
         if q.key != key or kept > 0
     )
-    return replace(account, wallet_balance=account.wallet_balance + realized, positions=positions)
+    # the PnL realized joins the wallet of its margin asset's equity line (a USDC-M
+    # position's USDC in Binance's multi-assets pool), where its rates count it
+    return replace(account.credited(p, realized), positions=positions)
 
 
 def _cross_cut(

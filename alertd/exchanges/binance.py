@@ -20,13 +20,13 @@ on the portfolio margin stream URL) is ccxt.pro's with the same option.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
 from alertd.engine.collateral import Collateral, CollateralRatio, ConversionRates, SettleTerms
 from alertd.engine.margin import margin_ratio
-from alertd.engine.model import MarginMode, Side
+from alertd.engine.model import MarginAsset, MarginMode, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.reported import ExchangeRatioPosition, liquidation_distance
 from alertd.engine.stops import StopKind, StopOrder, Trigger, protection
@@ -66,10 +66,10 @@ USDM_PROFILE = ExchangeProfile(
 # COIN-M margin is the same arithmetic on inverse contracts, settled in the coin
 COINM_PROFILE = dataclasses.replace(USDM_PROFILE, id="binancecoinm", name="Binance COIN-M")
 # Every USDⓈ-M margin asset's contracts (USDT-M, USDC-M, and any other the catalogue lists:
-# BUSD-M until 2023, FDUSD-M): in multi-assets mode in the one USD pool (USDT's equity and
-# its positions' MM at USDT's bid/ask rates, ``settle_rates``; another margin asset's PnL
-# and MM at par: Binance converts each at its own rates); in single-asset mode each margin
-# asset its own pool (``single_asset_pools``), computed alone
+# BUSD-M until 2023, FDUSD-M): in multi-assets mode in the one USD pool, each margin asset's
+# equity (its wallet and its positions' PnL) and its positions' MM at its own bid/ask rates
+# (``settle_rates``; ``shared_margin_assets``); in single-asset mode each margin asset its
+# own pool (``single_asset_pools``), computed alone
 USDM_MARKETS = MarketFilter(settle="USDT", every_settle=True)
 MARGIN_CALL = "margin_call"  # the event kind of a MARGIN_CALL push
 # the request weight of an open-orders query without a symbol, in queries with one
@@ -308,8 +308,10 @@ def multi_assets_collateral(
     asset_index: list[dict[str, Any]],
     settle: str,
     markets: dict[str, Any],
+    margin_assets: Collection[str] = (),
 ) -> tuple[Collateral, ...]:
-    """The coins of a multi-assets account's USD pool besides ``settle`` (its wallet balance).
+    """The coins of a multi-assets account's USD pool besides ``settle`` (its wallet balance)
+    and the ``margin_assets`` (each on an equity line of its own: ``shared_margin_assets``).
 
     ``account`` is ``GET /fapi/v3/account``, ``asset_index`` ``GET /fapi/v1/assetIndex``. Each
     coin counts ``min(equity x bidRate, equity x askRate)`` (Binance FAQ "How to Calculate
@@ -323,7 +325,7 @@ def multi_assets_collateral(
     coins = []
     for entry in account.get("assets") or []:
         asset = entry.get("asset")
-        if not isinstance(asset, str) or asset == settle:
+        if not isinstance(asset, str) or asset == settle or asset in margin_assets:
             continue
         # multi-assets mode is cross only: the cross wallet is the coin's whole balance
         amount = dec(entry.get("crossWalletBalance"), f"assets[{asset}].crossWalletBalance")
@@ -346,6 +348,34 @@ def multi_assets_collateral(
             )
         )
     return tuple(coins)
+
+
+def shared_margin_assets(
+    account: dict[str, Any],
+    asset_index: list[dict[str, Any]],
+    assets: Sequence[str],
+    held: Collection[str] = (),
+) -> tuple[MarginAsset, ...]:
+    """The margin assets ``assets`` besides the settle currency (those whose contracts the
+    catalogue lists: USDC, FDUSD) in a multi-assets account's USD pool, each on an equity
+    line of its own: its cross wallet (``GET /fapi/v3/account`` ``assets[].crossWalletBalance``)
+    and the PnL of its positions at its ``assetIndex`` row's rates (:func:`settle_rates`:
+    "Account Equity = ∑min(assetEquity*bidRate, assetEquity*askRate)", its positions' MM at
+    its askRate). Every asset gets its line, even without a wallet: a USDC-M position's PnL
+    and MM are USDC's. An asset with a wallet or a position (``held``: the margin assets of
+    the positions held) whose row is missing is a :class:`FrameError` naming it (never at
+    par); one with neither is left out (nothing of it counts)."""
+    rows = {r.get("asset"): r for r in account.get("assets") or [] if isinstance(r, dict)}
+    indexed = {r.get("symbol") for r in asset_index if isinstance(r, dict)}
+    out = []
+    for asset in assets:
+        row = rows.get(asset)
+        where = f"assets[{asset}].crossWalletBalance"
+        wallet = dec(row.get("crossWalletBalance"), where) if row is not None else Decimal(0)
+        if wallet == 0 and asset not in held and f"{asset}USD" not in indexed:
+            continue
+        out.append(MarginAsset(asset, wallet, settle_rates(asset_index, asset)))
+    return tuple(out)
 
 
 def settle_rates(asset_index: list[dict[str, Any]], settle: str) -> SettleTerms | None:
@@ -487,6 +517,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._coin_m_unlisted: str | None = None
         # multi-assets mode: the settle currency's rates, read with the coins at every snapshot
         self._settle_terms: SettleTerms | None = None
+        self._margin_assets: tuple[MarginAsset, ...] = ()
         # the COIN-M symbols held at the last portfolio margin snapshot (their reads' weight)
         self._coin_m_symbols = 0
         # the COIN-M ids the portfolio margin stream pushed (``fs`` CM): not UM positions
@@ -735,6 +766,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         account = await self._snapshot_account(exchange)
         self._account = None
         self._settle_terms = None
+        self._margin_assets = ()
         if not account.get("multiAssetsMargin"):
             return ()  # single-asset: the settle wallet alone backs the pool
         # every index in one request (weight 10): the settle currency's rates and the coins';
@@ -744,12 +776,22 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         if not isinstance(asset_index, list):
             raise FrameError("assetIndex: expected a list of indices")
         terms = settle_rates(asset_index, self.settle)
-        coins = multi_assets_collateral(account, asset_index, self.settle, exchange.markets)
-        self._settle_terms = terms
+        assets = self.market_filter.margin_assets(exchange.markets)
+        held = {
+            exchange.safe_market(p.get("symbol"), None, None, "swap").get("settle")
+            for p in account.get("positions") or []
+            if isinstance(p, dict) and dec_or_none(p.get("positionAmt")) is not None
+        }
+        shared = shared_margin_assets(account, asset_index, assets, held)
+        coins = multi_assets_collateral(account, asset_index, self.settle, exchange.markets, assets)
+        self._settle_terms, self._margin_assets = terms, shared
         return coins
 
     def settle_terms(self) -> SettleTerms | None:
         return self._settle_terms
+
+    def margin_assets(self) -> tuple[MarginAsset, ...]:
+        return self._margin_assets
 
     @property
     def watches_stops(self) -> bool:  # type: ignore[override]

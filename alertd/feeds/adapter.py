@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 from alertd.engine.collateral import Collateral, SettleTerms
+from alertd.engine.model import MarginAsset
 from alertd.engine.orderbook import Level, OrderBook
 from alertd.engine.reported import ExchangeRatioPosition
 from alertd.engine.stops import StopOrder
@@ -261,6 +262,12 @@ class ExchangeAdapter:
         multi-currency margin, Gate unified multi-currency), as the last snapshot read it;
         None by default (at par, nothing lent)."""
         return None
+
+    def margin_assets(self) -> tuple[MarginAsset, ...]:
+        """The other margin assets sharing the settle currency's pool on equity lines of
+        their own (Binance multi-assets: USDC at its own rates), as the last snapshot read
+        them; none by default."""
+        return ()
 
     async def fetch_fee_rates(self, exchange: Any, symbols: list[str]) -> dict[str, Decimal]:
         """The account's own taker fee rate of each of ``symbols`` (the held ones), read at

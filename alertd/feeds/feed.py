@@ -323,6 +323,7 @@ class AccountFeed:
             self.state.set_mark(symbol, await self.adapter.fetch_mark(exchange, symbol), now)
         self.state.set_collateral(collateral, marks, marks_sent)
         self.state.settle_terms = self.adapter.settle_terms()
+        self.state.margin_assets = self.adapter.margin_assets()
         # the exchange's figures were read at about the marks of its own positions answer, not
         # at the stream's, which can lag the exchange's: a fall the answer holds and the stream
         # has not delivered yet would be counted twice once it is (a false "liquidated")

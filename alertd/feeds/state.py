@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from alertd.engine.collateral import Collateral, SettleTerms
-from alertd.engine.model import Account, MarginMode, Pool, Position, Side
+from alertd.engine.model import Account, MarginAsset, MarginMode, Pool, Position, Side
 from alertd.engine.profiles import ExchangeProfile
 from alertd.engine.reported import (
     ExchangeRatioPosition,
@@ -231,6 +231,10 @@ class AccountState:
     # below zero or discounts it (OKX multi-currency margin, Gate unified multi-currency;
     # Account.settle_terms)
     settle_terms: SettleTerms | None = None
+    # the other margin assets sharing the settle currency's pool at their own rates (Binance
+    # multi-assets: USDC), as of the last REST snapshot; a wallet a push gave since
+    # (``pool_wallets``, cleared at each snapshot in that mode) stands for the one read
+    margin_assets: tuple[MarginAsset, ...] = ()
     # Bybit reports a wallet balance that still holds isolated positions' margin; Binance
     # reports the cross wallet alone
     wallet_includes_isolated: bool = False
@@ -612,4 +616,9 @@ class AccountState:
             self.stops,
             self.settle_terms,
             pools,
+            tuple(
+                replace(m, wallet_balance=self.pool_wallets.get(m.asset, m.wallet_balance))
+                for m in self.margin_assets
+                if not any(pool.asset == m.asset for pool in pools)
+            ),
         )

@@ -220,7 +220,8 @@ def _leverage_room(
     rule: Rule, notional: Decimal, equity: Decimal, pool_notional: Decimal
 ) -> Decimal | None:
     """``notional / equity`` stays at or below an "above" rule's ``T``: ``T x equity -
-    notional`` stays positive; the equity moves by at most the pool's notional x e."""
+    notional`` stays positive; the equity moves by at most ``pool_notional`` x e (the pool's
+    :func:`_pool_reach`)."""
     if rule.condition.above is None or rule.condition.above < 0:
         return None
     if notional == 0:
@@ -252,6 +253,12 @@ def _pool_notional(live: LiveAccount, pool: LivePool) -> Decimal:
     return sum((lp.notional for lp in live.positions if lp.pool is pool), ZERO)
 
 
+def _pool_reach(live: LiveAccount, pool: LivePool) -> Decimal:
+    """The most the pool's equity moves per unit of a relative move of every mark: its legs'
+    notional, each at the rate its PnL counts at (above 1 for an asset's ask above 1)."""
+    return sum((lp.notional * lp.pnl_rate for lp in live.positions if lp.pool is pool), ZERO)
+
+
 def _account_rule(rule: Rule, live: LiveAccount, feed: FeedStatus, limits: _Limits) -> None:
     metric = rule.metric
     cross = live.cross
@@ -269,7 +276,7 @@ def _account_rule(rule: Rule, live: LiveAccount, feed: FeedStatus, limits: _Limi
         limits.u(_room(rule, cross.mm, cross.sensitivity, cross.leeway))
     elif metric == "effective_leverage":
         notional = _pool_notional(live, cross)
-        limits.u(_leverage_room(rule, notional, cross.margin_balance, notional))
+        limits.u(_leverage_room(rule, notional, cross.margin_balance, _pool_reach(live, cross)))
     elif metric == "concentration":
         limits.u(_concentration_room(rule, [lp.notional for lp in live.positions]))
     elif metric == "feed_stale_s":
@@ -301,7 +308,7 @@ def _position_rule(rule: Rule, live: LiveAccount, index: int, limits: _Limits) -
         limits.price((reach - t) / (1 + t))
     elif metric == "effective_leverage":
         equity = pool.margin_balance
-        limits.u(_leverage_room(rule, lp.notional, equity, _pool_notional(live, pool)))
+        limits.u(_leverage_room(rule, lp.notional, equity, _pool_reach(live, pool)))
     elif metric == "unrealized_pnl":
         limits.u(_room(rule, lp.upnl, lp.notional))
     elif metric == "notional":
@@ -402,6 +409,9 @@ def _gap_risk(rule: Rule, live: LiveAccount, index: int, limits: _Limits) -> Non
     long = p.side is Side.LONG
     proof = GapProof(lp.symbol, long, lp.leg.quantity)
     rate = lp.requirement_rate()
+    if rate is not None:
+        # the equity's slope is at most quantity x pnl_rate: the gap at least rate / pnl_rate
+        rate /= lp.pnl_rate
     if (
         rule.condition.above is not None
         and rule.condition.above >= 0

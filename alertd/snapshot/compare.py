@@ -209,15 +209,17 @@ def compare(
             mm -= pm.notional * pm.position.fee_rate
         return mm
 
-    terms = metrics.account.settle_terms
+    account = metrics.account
+    mm_rates = {asset: t.mm_rate for asset, _, t in account.equity_lines() if t is not None}
 
     def own_mm(pm: PositionMetrics) -> Decimal:
         """The position's requirement in its own margin asset, as the exchange reports a
-        position's: alertd's is in the pool's unit (converted at the settle currency's ask
+        position's: alertd's is in the pool's unit (converted at its margin asset's ask
         rate, Binance multi-assets), the pool's total as the exchange's total is."""
         mm = comparable_mm(pm)
-        if terms is not None and metrics.account.settles(pm.position):
-            mm /= terms.mm_rate
+        line = account.line_of(pm.position)
+        if line is not None and line in mm_rates:
+            mm /= mm_rates[line]
         return mm
 
     def add(

@@ -15,7 +15,7 @@ A schema 1 file is read exactly as before (its unknown keys ignored).
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -31,7 +31,7 @@ from alertd.engine.collateral import (
     RatioTier,
     SettleTerms,
 )
-from alertd.engine.model import Account, MarginMode, Pool, Position, Side
+from alertd.engine.model import Account, MarginAsset, MarginMode, Pool, Position, Side
 from alertd.engine.orderbook import OrderBook
 from alertd.engine.profiles import ExchangeProfile
 from alertd.engine.stops import StopKind, StopOrder, Trigger
@@ -148,7 +148,24 @@ class CollateralIn(_Model):
     borrowed: NonNegativeDec = Decimal(0)
 
 
-class PoolIn(_Model):
+class RatesIn(_Model):
+    # the rates a margin asset converts at into the pool's unit (Binance multi-assets: its
+    # assetIndex bidRate and askRate): its equity at the bid rate while positive, the ask
+    # rate once negative, its positions' maintenance margin at the ask rate
+    bid_rate: PositiveDec | None = None
+    ask_rate: PositiveDec | None = None
+
+
+class MarginAssetIn(RatesIn):
+    """Another margin asset sharing the pool on an equity line of its own (Binance
+    multi-assets: USDC beside USDT): its wallet and the PnL of the positions that name it
+    (``positions[].margin_asset``) at its own rates."""
+
+    asset: Annotated[str, Field(min_length=1)]
+    wallet_balance: Dec = Decimal(0)
+
+
+class PoolIn(RatesIn):
     wallet_balance: Dec = Decimal(0)
     collateral: list[CollateralIn] = []
     # the pool currency's borrowing tiers where the exchange lends it below zero (OKX
@@ -159,11 +176,7 @@ class PoolIn(_Model):
     borrowed: NonNegativeDec = Decimal(0)
     # the pool currency's own discount tiers (OKX's USDT discount rate), by its amount
     discount_tiers: Annotated[list[RatioTierIn], Field(min_length=1)] | None = None
-    # the rates the pool currency converts at into the pool's unit (Binance multi-assets:
-    # USDT's assetIndex bidRate and askRate): its equity at the bid rate while positive, the
-    # ask rate once negative, its positions' maintenance margin at the ask rate
-    bid_rate: PositiveDec | None = None
-    ask_rate: PositiveDec | None = None
+    margin_assets: list[MarginAssetIn] = []
 
 
 class MorePoolIn(PoolIn):
@@ -455,8 +468,10 @@ def build_account(snap: SnapshotIn | SnapshotInV2) -> LoadedSnapshot:
         for k, pool in enumerate(more_pools)
     ]
     terms = _build_settle_terms(cross, problems)
+    shared = _build_margin_assets(cross.margin_assets, snap.settle, pool_assets, problems)
     for k, pool in enumerate(more_pools):
-        for key in ("liability_tiers", "borrowed", "discount_tiers", "bid_rate", "ask_rate"):
+        keys = ("liability_tiers", "borrowed", "discount_tiers", "bid_rate", "ask_rate")
+        for key in (*keys, "margin_assets"):
             if getattr(pool, key):
                 # alertd knows of lending in the settle currency's pool only
                 problems.append(f"pools[{k}].{key}: only the settle currency's pool lends")
@@ -479,6 +494,7 @@ def build_account(snap: SnapshotIn | SnapshotInV2) -> LoadedSnapshot:
         stops,
         terms,
         tuple(Pool(pool.asset, pool.wallet_balance, pool_coins) for pool, pool_coins in more),
+        shared,
     )
     return LoadedSnapshot(account, tuple(warnings), account.pool_accounts(), books)
 
@@ -497,19 +513,45 @@ def _build_settle_terms(cross: PoolIn, problems: list[str]) -> SettleTerms | Non
             problems.append(f"cross.discount_tiers[{exc.index}].{field}: {exc.reason}")
     if cross.borrowed and not owed:
         problems.append("cross.borrowed: needs cross.liability_tiers (what the loan requires)")
-    rates = None
-    bid, ask = cross.bid_rate, cross.ask_rate
-    if (bid is None) != (ask is None):
-        given, missing = ("bid_rate", "ask_rate") if ask is None else ("ask_rate", "bid_rate")
-        problems.append(f"cross.{missing}: required with cross.{given}")
-    elif bid is not None and ask is not None:
-        if ask < bid:
-            problems.append(f"cross.ask_rate: must be at or above cross.bid_rate {bid} (got {ask})")
-        else:
-            rates = ConversionRates(bid, ask)
+    rates = _build_rates(cross, "cross", problems)
     if owed is False:
         return None
     return SettleTerms.of(owed, cross.borrowed, discount, rates)
+
+
+def _build_rates(raw: RatesIn, where: str, problems: list[str]) -> ConversionRates | None:
+    """``raw``'s bid and ask rates (None: neither given, or a problem listed)."""
+    bid, ask = raw.bid_rate, raw.ask_rate
+    if (bid is None) != (ask is None):
+        given, missing = ("bid_rate", "ask_rate") if ask is None else ("ask_rate", "bid_rate")
+        problems.append(f"{where}.{missing}: required with {where}.{given}")
+    elif bid is not None and ask is not None:
+        if ask < bid:
+            problems.append(
+                f"{where}.ask_rate: must be at or above {where}.bid_rate {bid} (got {ask})"
+            )
+        else:
+            return ConversionRates(bid, ask)
+    return None
+
+
+def _build_margin_assets(
+    raw: list[MarginAssetIn], settle: str, pool_assets: Collection[str], problems: list[str]
+) -> tuple[MarginAsset, ...]:
+    """``cross.margin_assets``: each a margin asset sharing the pool at its own rates."""
+    out: list[MarginAsset] = []
+    seen = {settle, *pool_assets}
+    for k, m in enumerate(raw):
+        where = f"cross.margin_assets[{k}]"
+        if m.asset in seen:
+            problems.append(f"{where}.asset: {m.asset} is already a pool or a margin asset")
+            continue
+        seen.add(m.asset)
+        rates = _build_rates(m, where, problems)
+        out.append(
+            MarginAsset(m.asset, m.wallet_balance, SettleTerms.of(None, Decimal(0), None, rates))
+        )
+    return tuple(out)
 
 
 def build_book(
@@ -728,6 +770,20 @@ def _account_json(account: Account) -> dict[str, Any]:
             "wallet_balance": decimal_str(account.wallet_balance),
             "collateral": [_collateral_json(c) for c in account.collateral],
             **_settle_terms_json(account.settle_terms),
+            **(
+                {
+                    "margin_assets": [
+                        {
+                            "asset": m.asset,
+                            "wallet_balance": decimal_str(m.wallet_balance),
+                            **_settle_terms_json(m.terms),
+                        }
+                        for m in account.margin_assets
+                    ]
+                }
+                if account.margin_assets
+                else {}
+            ),
         },
     }
     return (

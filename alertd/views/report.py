@@ -163,6 +163,17 @@ def metrics_json(
             "maintenance_margin": decimal_str(pool.maintenance_margin),
             "owed_requirement": decimal_str(pool.owed_requirement),
             "settle_discount": decimal_str(pool.settle_discount),
+            # each other margin asset's line: its wallet and equity in its own unit, its
+            # value (at its bid or ask rate) in the pool's
+            "margin_assets": [
+                {
+                    "asset": line.asset,
+                    "wallet_balance": decimal_str(line.wallet_balance),
+                    "equity": decimal_str(line.equity),
+                    "value": decimal_str(line.value),
+                }
+                for line in pool.margin_assets
+            ],
             "margin_ratio": decimal_str(pool.margin_ratio),
             "margin_ratio_in_exchange_form": decimal_str(pool.displayed_ratio),
             "exchange_form_name": a.profile.displayed_ratio_name or None,
@@ -212,6 +223,10 @@ def render(
         # what the settle currency's discount tiers (OKX) or its conversion rates (Binance
         # multi-assets: bid while its equity is positive, ask once negative) change
         summary.add_row(f"{unit} at its discount or rate", fmt.money(pool.settle_discount, unit))
+    for line in pool.margin_assets:
+        # another margin asset's equity (its wallet and its positions' PnL) at its own rates
+        summary.add_row(f"{line.asset} equity", fmt.money(line.equity, line.asset))
+        summary.add_row(f"  at its rate, in {unit}", fmt.money(line.value, unit))
     summary.add_row("Margin balance", fmt.money(pool.margin_balance, unit))
     summary.add_row("Maintenance margin", fmt.money(pool.maintenance_margin, unit))
     if pool.owed_requirement:

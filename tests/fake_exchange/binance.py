@@ -39,13 +39,15 @@ Futures Contracts"). The account is in single-asset mode (one margin asset, USDT
 or with ``set_multi_assets`` in multi-assets mode: its other coins are listed in the account's
 ``assets`` and counted in the ``total*`` figures at ``min(amount x bidRate, amount x askRate)``
 (Binance FAQ "How to Calculate Margin in Multi-Assets Mode"), and in the cross liquidation
-prices at their current value (a coin does not move with the position here); an index may
+prices at their current value (a coin does not move with the position here; ``set_multi_assets``
+collateral and ``set_multi_assets_coins`` coins alike); an index may
 follow a market's mark (``set_asset_index(..., follows=symbol)``). The settle coin's equity
 (its wallet and its own positions' PnL) counts at its ``<settle>USD`` row's bid rate while
 positive and its ask rate once negative, its positions' maintenance margin at its ask rate
 (the same FAQ: "∑min(assetEquity*bidRate, assetEquity*askRate)", example 2's "80 x 0.99495");
 the USDTUSD and USDCUSD rows are served at 1 until ``set_asset_index`` moves them (a depeg).
-Another margin asset's positions (USDC-M) count at par.
+Every asset is counted the same way, the settle coin, another margin asset (USDC: its
+wallet plus its USDC-M positions' PnL, their MM at its ask rate) and a coin alike.
 
 Connections, queues, drops, unanswered pings, scripted REST failures, bans and revoked keys
 are the shared machinery of ``base.py``; this module adds Binance's wire format. Test helpers
@@ -980,71 +982,103 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
                 total += min(amount * _dec(row["bidRate"]), amount * _dec(row["askRate"]))
         return total
 
-    def _settle_rates(self, account: _Account) -> tuple[Decimal, Decimal]:
-        """(bid rate, ask rate) the settle coin converts at in the account's USD pool: its
-        ``assetIndex`` row's published rates in multi-assets mode, par otherwise."""
-        row = self._asset_index.get(f"{account.asset}USD")
-        if not account.multi_assets or row is None:
-            return Decimal(1), Decimal(1)
-        return _dec(row["bidRate"]), _dec(row["askRate"])
+    def _rates(self, asset: str) -> tuple[Decimal, Decimal] | None:
+        """(bidRate, askRate) of ``asset``'s ``assetIndex`` row; None without one."""
+        row = self._asset_index.get(f"{asset}USD")
+        return None if row is None else (_dec(row["bidRate"]), _dec(row["askRate"]))
 
-    def _settles(self, account: _Account, position: _Position) -> bool:
-        """Whether ``position`` is margined in the account's settle coin."""
-        return self._markets[position.market_id].quote == account.asset
+    def _counted(self, asset: str, equity: Decimal) -> Decimal:
+        """``asset``'s equity in the one USD pool: min(equity x bidRate, equity x askRate)
+        (Binance FAQ "How to Calculate Margin in Multi-Assets Mode": "Account Equity =
+        ∑min(assetEquity*bidRate, assetEquity*askRate)"); an asset Binance does not index
+        counts nothing."""
+        rates = self._rates(asset)
+        return Decimal(0) if rates is None else min(equity * rates[0], equity * rates[1])
 
-    def _converted(self, account: _Account, equity: Decimal) -> Decimal:
-        """The settle coin's ``equity`` in the pool's USD: min(equity x bid, equity x ask)."""
-        bid, ask = self._settle_rates(account)
-        return min(equity * bid, equity * ask)
+    def _ask(self, asset: str) -> Decimal:
+        """What one unit of the MM of ``asset``'s positions counts in USD: its askRate (the
+        same FAQ, example 2: "80 x 0.99495")."""
+        rates = self._rates(asset)
+        return Decimal(1) if rates is None else rates[1]
+
+    def _quote(self, position: _Position) -> str:
+        return self._markets[position.market_id].quote
+
+    def _asset_equities(
+        self,
+        account: _Account,
+        figures: dict[tuple[str, str], _Figures],
+        leave_out: str | None = None,
+    ) -> dict[str, Decimal]:
+        """Each asset's equity in a multi-assets account ("assetEquity"): its wallet (the
+        settle coin's cross wallet, another asset's amount: ``set_multi_assets`` collateral,
+        ``set_multi_assets_coins`` coins) plus the PnL of the cross positions margined in it
+        (their market's quote: a USDC-M position's is USDC's), market ``leave_out``'s left
+        out."""
+        equities = {account.asset: self._cross_wallet(account, account.asset)}
+        held = [(a, amount) for a, (amount, _) in account.collateral.items()]
+        for asset, amount in [*held, *account.coins.items()]:
+            equities[asset] = equities.get(asset, Decimal(0)) + amount
+        for key, p in account.positions.items():
+            if p.margin_type == "cross" and p.market_id != leave_out:
+                quote = self._quote(p)
+                equities[quote] = equities.get(quote, Decimal(0)) + figures[key].upnl
+        return equities
+
+    def _multi_assets_totals(
+        self, account: _Account, figures: dict[tuple[str, str], _Figures]
+    ) -> tuple[Decimal, Decimal]:
+        """(totalMarginBalance, totalMaintMargin) of a multi-assets account in USD: every
+        asset's equity at its rates, every position's MM at its margin asset's askRate."""
+        equities = self._asset_equities(account, figures)
+        balance = sum((self._counted(a, e) for a, e in equities.items()), Decimal(0))
+        mm = sum(
+            (figures[k].mm * self._ask(self._quote(p)) for k, p in account.positions.items()),
+            Decimal(0),
+        )
+        return balance, mm
 
     def _multi_assets_liquidation(
         self, account: _Account, figures: dict[tuple[str, str], _Figures], market_id: str
     ) -> Decimal | None:
         """Where ``market_id``'s positions bring the one USD pool's equity down to its
-        maintenance margin, every other position at its mark. For a settle-coin market the
-        settle equity moves with the price and converts at the bid rate above zero, the ask
-        rate below: each piece is Binance's bracket formula with the brackets scaled by
-        ask / rate and the rest of the pool divided by the rate; the root of the piece whose
-        side of zero it lands on (the nearest to the mark if both)."""
+        maintenance margin, every other position at its mark. The equity of the market's
+        margin asset (its quote: USDT, USDC) moves with the price and converts at its bid
+        rate above zero, its ask rate below; every other asset's equity and every other
+        position's MM hold their USD value. Each piece is Binance's bracket formula with the
+        brackets scaled by ask / rate and the rest of the pool divided by the rate; the root
+        of the piece whose side of zero it lands on (the nearest to the mark if both)."""
         market = self._markets[market_id]
-        bid, ask = self._settle_rates(account)
+        bid, ask = self._rates(market.quote) or (Decimal(1), Decimal(1))
         mine = [
             p
             for p in account.positions.values()
             if p.market_id == market_id and p.margin_type == "cross"
         ]
-        others = [
-            (p, figures[k])
-            for k, p in account.positions.items()
-            if p.market_id != market_id and p.margin_type == "cross"
-        ]
-        settle_equity = self._cross_wallet(account, account.asset) + sum(
-            (f.upnl for p, f in others if self._settles(account, p)), Decimal(0)
-        )
-        rest = self._coins_usd(account) + sum(
-            (f.upnl for p, f in others if not self._settles(account, p)), Decimal(0)
-        )
+        equities = self._asset_equities(account, figures, leave_out=market_id)
+        own_equity = equities.pop(market.quote, Decimal(0))
+        rest = sum((self._counted(a, e) for a, e in equities.items()), Decimal(0))
         rest_mm = sum(
-            (f.mm * (ask if self._settles(account, p) else 1) for p, f in others), Decimal(0)
+            (
+                figures[k].mm * self._ask(self._quote(p))
+                for k, p in account.positions.items()
+                if p.market_id != market_id and p.margin_type == "cross"
+            ),
+            Decimal(0),
         )
-        if self._markets[market_id].quote != account.asset:
-            base = self._converted(account, settle_equity) + rest - rest_mm
-            return _solve_liquidation(
-                base, [(p.amount, p.entry, market.tiers) for p in mine], market.mark
-            )
         found = []
         for rate, positive in ((bid, True), (ask, False)):
             tiers = [
                 dataclasses.replace(t, mmr=t.mmr * ask / rate, cum=t.cum * ask / rate)
                 for t in market.tiers
             ]
-            base = settle_equity + (rest - rest_mm) / rate
+            base = own_equity + (rest - rest_mm) / rate
             price = _solve_liquidation(
                 base, [(p.amount, p.entry, tiers) for p in mine], market.mark
             )
             if price is None:
                 continue
-            equity = settle_equity + sum((p.amount * (price - p.entry) for p in mine), Decimal(0))
+            equity = own_equity + sum((p.amount * (price - p.entry) for p in mine), Decimal(0))
             if (equity > 0) == positive:
                 found.append(price)
         return min(found, key=lambda price: abs(price - market.mark)) if found else None
@@ -1060,7 +1094,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         """``asset``'s whole wallet (cross plus its isolated positions' wallets)."""
         if asset == account.asset:
             return account.wallet
-        return account.collateral.get(asset, (Decimal(0), Decimal(1)))[0]
+        held = account.collateral.get(asset, (Decimal(0), Decimal(1)))[0]
+        return held + account.coins.get(asset, Decimal(0))
 
     def _cross_wallet(self, account: _Account, asset: str) -> Decimal:
         """``asset``'s cross wallet: its wallet less its isolated positions' wallets."""
@@ -1078,6 +1113,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         """Move ``amount`` into ``asset``'s wallet (a realized PnL)."""
         if asset == account.asset:
             account.wallet += amount
+        elif asset in account.coins:
+            account.coins[asset] += amount
         else:
             held, value = account.collateral.get(asset, (Decimal(0), Decimal(1)))
             account.collateral[asset] = (held + amount, value)
@@ -1208,7 +1245,9 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             raise ValueError(f"{api_key} has no matching open position in {market.id}")
         stamp = now_ms()
         rows = []
-        asset = self._pool_asset(account, closing[0])
+        # the PnL realizes into the position's margin asset ("ma"): a USDC-M close into USDC,
+        # in multi-assets mode too (a portfolio margin account's pool holds it as one)
+        asset = self._pool_asset(account, closing[0]) if account.portfolio else market.quote
         for position in closing:
             del account.positions[(position.market_id, position.side)]
             pnl = position.amount * (market.mark - position.entry)
@@ -1996,14 +2035,9 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         for figure in ("wallet", "margin_balance", "cross_wallet", "available", "max_withdraw"):
             t[figure] += usd
         if account.multi_assets:
-            # the settle coin's equity and its positions' MM at its rates, in USD
-            _, ask = self._settle_rates(account)
-            mine = [
-                (p, figures[k]) for k, p in account.positions.items() if self._settles(account, p)
-            ]
-            equity = t["wallet"] - usd + sum((f.upnl for _, f in mine), Decimal(0))
-            t["margin_balance"] += self._converted(account, equity) - equity
-            t["mm"] += (ask - 1) * sum((f.mm for _, f in mine), Decimal(0))
+            # one USD pool: every asset's equity at its rates, every position's MM at its
+            # margin asset's askRate
+            t["margin_balance"], t["mm"] = self._multi_assets_totals(account, figures)
         t["mm"] *= account.reported_mm_factor
         if account.multi_assets:
             for asset in assets[1:]:
@@ -2015,7 +2049,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         if account.multi_assets:
             # the account's totals are one USD pool in multi-assets mode
             coins = self._coins_usd(account)
-            for total in ("totalWalletBalance", "totalMarginBalance", "totalCrossWalletBalance"):
+            for total in ("totalWalletBalance", "totalCrossWalletBalance"):
                 totals[total] = _f8(_dec(totals[total]) + coins)
         positions = []
         for key, position in account.positions.items():
