@@ -1123,6 +1123,71 @@ def test_bybit_a_deprecated_position_balance_of_zero_is_not_a_margin() -> None:
     assert isolated_margin(live) == Decimal("4.6876214")
 
 
+class BybitIsolatedStandIn(BybitStandIn):
+    """An isolated 50x BTC long at 20,000 as the local Bybit lists it once
+    ``positionBalance`` is deprecated: ``"0"``, its Position IM 410.78 (20,000 / 50 + the fee
+    to close at the bankruptcy price), and ``liq_price`` as its ``liqPrice``."""
+
+    def __init__(self, liq_price: Any) -> None:
+        super().__init__()
+        self.liq_price = liq_price
+
+    async def privateGetV5PositionList(self, params: dict[str, Any]) -> Any:
+        row = {"symbol": "BTCUSDT", "side": "Buy", "size": "1", "avgPrice": "20000",
+               "positionIdx": 0, "tradeMode": 1, "markPrice": "20150", "leverage": "50",
+               "positionBalance": "0", "positionIM": "410.78", "positionMM": "111.53",
+               "liqPrice": self.liq_price}  # fmt: skip
+        rows = [row] if params["settleCoin"] == "USDT" else []
+        return self.answer("position/list", params, {"result": {"list": rows}})
+
+
+def bybit_isolated_account(liq_price: Any) -> AccountState:
+    exchange = BybitIsolatedStandIn(liq_price)
+    adapter = BybitAdapter()
+    positions, _, _ = asyncio.run(adapter.fetch_positions(exchange))
+    state = AccountState("b", get_spec("bybit").profile, "USDT")
+    state.mode = ModeReading(AccountMode.UNIFIED_ISOLATED, "marginMode ISOLATED_MARGIN")
+    state.markets = adapter.markets(exchange, None)
+    state.replace_positions(positions, 0.0)
+    state.set_wallet_balance(D(8000), 0.0)
+    for symbol in state.markets:
+        state.set_mark(symbol, D(20150), 0.0)
+        state.tiers[symbol] = TierTable.build([Tier(None, D("0.005"), D(0))])
+    assert state.missing() == []
+    return state
+
+
+@pytest.mark.parametrize(
+    "liq_price",
+    # none, Bybit's "no price", not numbers, not a long's liquidation price (at or above the
+    # entry, negative), and one that leaves no margin at all
+    ["", "0", None, "abc", "NaN", "Infinity", "20000", "25000", "1e30", "-19000"],
+)
+def test_bybit_an_unusable_liq_price_leaves_an_isolated_margin_at_position_im(
+    liq_price: Any,
+) -> None:
+    """Bybit's ``liqPrice`` gives the margin of an isolated position whose ``positionBalance``
+    is not sent; one that cannot be the position's liquidation price gives none, and the
+    margin stays the Position IM (no error: the rest of the frame is good)."""
+    state = bybit_isolated_account(liq_price)
+    (held,) = state.to_account().positions
+    assert held.isolated_margin == D("410.78")
+    (pm,) = compute(state.to_account()).positions
+    assert pm.liquidation_price is not None
+
+
+def test_bybit_an_isolated_margin_is_the_one_bybit_s_liq_price_implies() -> None:
+    """With 300 USDT added by hand (no field sends it), the local Bybit's ``liqPrice`` is
+    19,397.0 (710.78 + (L - 20,000) = 0.5% x L + the fee to close 10.78, L = 19,396.98 rounded up
+    to the tick); alertd's margin is the one that liquidates there, and its price is Bybit's."""
+    state = bybit_isolated_account("19397.0")
+    (held,) = state.to_account().positions
+    assert held.isolated_margin is not None
+    assert D("710.78") - D("0.1") <= held.isolated_margin <= D("710.78")  # tick x qty
+    (pm,) = compute(state.to_account()).positions
+    assert pm.liquidation_price == D("19397.0")
+
+
 # --- the account's own fee rates --------------------------------------------------------------
 
 

@@ -5,24 +5,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
+from pathlib import Path
 
+from alertd.config import RuleConfig
 from alertd.engine.margin import compute
 from alertd.engine.model import MarginMode, Side
+from alertd.snapshot.format import account_to_json
 
 from .fake_exchange.bybit import FakeBybit
 from .support.aio import run
-from .support.fakes import started
+from .support.fakes import ccxt_client, started
 from .support.feeds import (
     BTC,
     account_config,
     bootstrapped,
     kept_open,
     make_feed,
+    mark_arrives,
+    streaming,
 )
 from .support.poll import eventually
+from .support.process import alertd
+from .test_account_modes import Evaluated
 
 D = Decimal
 ETH = "ETH/USDT:USDT"
@@ -68,6 +76,16 @@ def test_bootstrap_and_figures_agree_with_bybit() -> None:
     run(body())
 
 
+def deprecated_isolated_long(fake: FakeBybit) -> Decimal:
+    """An isolated 50x 1 BTC long at 20,000 (mark 20,150) on "key-b", ``positionBalance``
+    sent as ``"0"``; its Position IM: 20,000 / 50 and the fee to close at the bankruptcy
+    price."""
+    fake.deprecate_position_balance()
+    fake.set_mark(BTC, "20150")
+    fake.open_position("key-b", BTC, "long", "1", "20000", margin_mode="isolated", leverage=50)
+    return D(400) + 20000 * D("0.98") * D("0.00055")
+
+
 def test_an_isolated_position_whose_position_balance_is_deprecated_reads_its_im() -> None:
     """Bybit deprecates ``positionBalance`` ("can refer to positionIM"), and the field still
     arrives as ``"0"`` on open positions: alertd read that as an isolated margin of nothing,
@@ -80,12 +98,7 @@ def test_an_isolated_position_whose_position_balance_is_deprecated_reads_its_im(
 
     async def body() -> None:
         async with started_fake() as fake:
-            fake.deprecate_position_balance()
-            fake.set_mark(BTC, "20150")
-            fake.open_position(
-                "key-b", BTC, "long", "1", "20000", margin_mode="isolated", leverage=50
-            )
-            im = D(400) + 20000 * D("0.98") * D("0.00055")  # 20,000 / 50 + the fee to close
+            im = deprecated_isolated_long(fake)
             feed = await bootstrapped(
                 make_feed(account_config("b", "bybit", fake), "key-b", "secret-b")
             )
@@ -101,6 +114,79 @@ def test_an_isolated_position_whose_position_balance_is_deprecated_reads_its_im(
             assert pm.margin_ratio < 1
 
     run(body())
+
+
+def test_an_isolated_position_with_margin_added_by_hand_liquidates_at_bybit_s_price(
+    tmp_path: Path,
+) -> None:
+    """Without ``positionBalance`` (deprecated, sent as ``"0"``) margin added to an isolated
+    position by hand is in no field: ``positionIM`` is the Position IM. alertd solved the
+    liquidation price from it, 19,698.50 for a 50x BTC long at 20,000 with 300 USDT added,
+    where Bybit's is about 300 lower, and a 2% liquidation-distance rule fired at a mark of
+    20,000. Now the margin is the one Bybit's ``liqPrice`` implies: the live book, the rule,
+    ``compute``, a snapshot and ``alertd calc`` all put the liquidation at Bybit's price."""
+
+    async def body() -> None:
+        async with started_fake() as fake:
+            im = deprecated_isolated_long(fake)
+            feed = make_feed(account_config("b", "bybit", fake), "key-b", "secret-b")
+            state = feed.state
+            evaluate = Evaluated(feed, NEAR_LIQUIDATION_2PCT)
+            key = (BTC, Side.LONG)
+            async with streaming(feed):
+                fake.add_margin("key-b", BTC, "300")  # pushed on the position stream
+                async with ccxt_client(fake, "bybit", "key-b", "secret-b") as client:
+                    answer = await client.privateGetV5PositionList(
+                        {"category": "linear", "settleCoin": "USDT"}
+                    )
+                (row,) = answer["result"]["list"]
+                assert row["positionBalance"] == "0" and D(row["positionIM"]) == im
+                bybit = D(row["liqPrice"])
+                assert bybit < D("19698.5") - 250  # the 300 USDT in it
+
+                def implied() -> Decimal | None:
+                    (held,) = state.to_account().positions
+                    margin = held.isolated_margin
+                    return margin if margin is not None and margin > im + 250 else None
+
+                # the position frame Bybit pushed: its liqPrice gives the margin (was: im)
+                margin = await eventually(implied, what="the margin Bybit's liqPrice implies")
+                assert state.positions[key].isolated_margin == im  # all Bybit sends of it
+                assert im + 300 - D(1) <= margin <= im + 300  # within tick x qty
+
+                await mark_arrives(fake, feed, "20000")
+                assert evaluate(1.0) == []  # was: firing at 1.51% from 19,698.50
+                live = evaluate.book.live("b")
+                assert live.liquidation_price(0) == bybit
+                distance = live.liquidation_distance(0)
+                assert distance is not None and distance > D("0.02")
+
+                await mark_arrives(fake, feed, "19750")
+                assert evaluate(2.0) == [("firing", f"b/{BTC}/long", None)]
+                live = evaluate.book.live("b")
+                assert live.liquidation_price(0) == bybit
+                (pm,) = compute(state.to_account()).positions
+                assert pm.liquidation_price == bybit
+                assert pm.liquidation_distance == live.liquidation_distance(0)
+                assert pm.margin_ratio == live.worst_ratio
+                # the ratio reaches 1 at Bybit's price (its tick holds the rounding)
+                (at_liq,) = compute(state.to_account({BTC: bybit})).positions
+                assert D("0.999") < at_liq.margin_ratio <= 1
+                assert pm.bankruptcy_price is not None and pm.bankruptcy_price < bybit
+
+            path = tmp_path / "bybit.json"
+            path.write_text(json.dumps(account_to_json(state.to_account())))
+            result = alertd("calc", str(path), "--json")
+            assert result.returncode == 0, result.stderr
+            (calculated,) = json.loads(result.stdout)["positions"]
+            assert D(calculated["liquidation_price"]) == bybit
+
+    run(body())
+
+
+NEAR_LIQUIDATION_2PCT = RuleConfig(
+    name="near-liq", metric="liquidation_distance", below=D("0.02"), severity="critical"
+)
 
 
 @contextlib.asynccontextmanager

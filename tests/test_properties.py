@@ -20,7 +20,7 @@ from alertd.engine.collateral import (
     RatioTier,
     SettleTerms,
 )
-from alertd.engine.margin import AccountMetrics, compute
+from alertd.engine.margin import AccountMetrics, compute, isolated_margin_liquidating_at
 from alertd.engine.model import Account, MarginAsset, MarginMode, Pool, Position, Side
 from alertd.engine.profiles import ExchangeProfile
 from alertd.engine.tiers import Tier, TierBasis, TierTable, derive_deductions
@@ -583,6 +583,26 @@ def test_long_liquidation_is_below_mark_and_rises_with_size(
     second = compute(replace(account, positions=(bigger,))).positions[0]
     assert second.liquidation_price is not None
     assert second.liquidation_price > first.liquidation_price
+
+
+@given(st.data())
+def test_the_margin_implied_by_an_isolated_liquidation_price_is_the_margin(
+    data: st.DataObject,
+) -> None:
+    """Bybit sends an isolated position's liquidation price but not its margin (margin added
+    by hand): read backwards, alertd's own price gives back the margin it was solved from,
+    long or short, in every tier."""
+    profile = PROFILES["bybit"]
+    p = data.draw(positions(profile, "BTC/USDT:USDT", MarginMode.ISOLATED, False))
+    assert p.isolated_margin is not None
+    account = Account(profile, "prop", "X", p.isolated_margin, (p,))
+    liq = compute(account).positions[0].liquidation_price
+    assume(liq is not None and int(p.side) * (liq - p.entry_price) < 0)
+    assert liq is not None
+    implied = isolated_margin_liquidating_at(p, profile, liq)
+    assert implied is not None and close(implied, p.isolated_margin)
+    # past the entry on the gaining side no margin liquidates: none implied
+    assert isolated_margin_liquidating_at(p, profile, p.entry_price) is None
 
 
 # most drawn accounts need no margin (or are past saving): filtered, not failed

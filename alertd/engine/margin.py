@@ -176,6 +176,24 @@ def round_to_tick(price: Decimal, side: Side, tick: Decimal) -> Decimal:
     return (price / tick).to_integral_value(rounding=rounding) * tick
 
 
+def isolated_margin_liquidating_at(
+    p: Position, profile: ExchangeProfile, price: Decimal
+) -> Decimal | None:
+    """The isolated margin with which ``p`` liquidates at ``price``: the root ``compute``
+    solves for an isolated position (margin + PnL = the requirement, MM and the fee to close
+    where the profile counts it) read backwards for the margin. An exchange that sends its
+    liquidation price but not the margin it holds (Bybit since ``positionBalance`` is
+    deprecated: margin added by hand) so gives alertd that margin, and alertd's own price
+    from it is the exchange's. None where ``price`` cannot be ``p``'s liquidation price: not
+    positive, not on the losing side of its entry, or a margin of nothing."""
+    if not price.is_finite() or price <= 0 or int(p.side) * (price - p.entry_price) >= 0:
+        return None
+    leg = Leg.of(p, profile)
+    u = to_u(price, p.inverse)
+    margin = leg.mm(u) - leg.upnl(u)
+    return margin if margin > 0 else None
+
+
 def price_from_root(x: Decimal | None, inverse: bool) -> Decimal | None:
     if x is None or x <= 0:
         return None

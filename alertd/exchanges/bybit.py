@@ -189,11 +189,34 @@ def isolated_margin(raw: dict[str, Any]) -> Decimal:
     positions recorded since (2025-10 to 2026-03) carry ``"positionBalance": "0"``; an open
     isolated position never holds no margin, so a zero is the field not sent, not a margin
     of nothing (read as one, every such position showed as liquidated)."""
-    sent = raw.get("positionBalance")
-    balance = None if sent in (None, "") else dec(sent, "positionBalance")
-    if balance:
+    balance = position_balance(raw)
+    if balance is not None:
         return balance
     return dec(raw.get("positionIM"), "positionIM")
+
+
+def position_balance(raw: dict[str, Any]) -> Decimal | None:
+    """``positionBalance`` where Bybit sends a margin in it; None where the deprecated field
+    is left out or ``"0"``."""
+    sent = raw.get("positionBalance")
+    balance = None if sent in (None, "") else dec(sent, "positionBalance")
+    return balance or None
+
+
+def liquidation_price_for_margin(raw: dict[str, Any]) -> Decimal | None:
+    """Bybit's ``liqPrice`` of an isolated position whose margin is not sent: the margin it
+    holds then stands in (``PositionState.exchange_liquidation_price``). Without
+    ``positionBalance``, margin added by hand ("Add Or Reduce Margin", ``POST
+    /v5/position/add-margin``) or automatically (``autoAddMargin``) is in no field:
+    ``positionIM`` is the Position IM, and the add-margin answer itself gives ``positionIM``,
+    ``positionMM`` and ``liqPrice``, no balance (bybit-exchange/docs,
+    docs/v5/position/manual-add-margin.mdx). ``liqPrice`` is "the real price" of an isolated
+    position ("Get Position Info") and holds that margin. None where there is a
+    ``positionBalance`` or no usable ``liqPrice`` (``""`` when Bybit has none, ``"0"``, not
+    a number): the margin is then ``positionIM``."""
+    if position_balance(raw) is not None:
+        return None
+    return dec_or_none(raw.get("liqPrice"))
 
 
 def _side(raw: dict[str, Any]) -> Side | None:
@@ -318,6 +341,7 @@ class BybitAdapter(ExchangeAdapter):
             margin_mode=MarginMode.ISOLATED if isolated else MarginMode.CROSS,
             isolated_margin=isolated_margin(raw) if isolated else None,
             leverage=dec(leverage, "leverage") if leverage not in (None, "") else None,
+            exchange_liquidation_price=liquidation_price_for_margin(raw) if isolated else None,
         )
         return with_adl(state, raw, "adlRankIndicator", ADL)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from alertd.engine.collateral import Collateral, SettleTerms
+from alertd.engine.margin import isolated_margin_liquidating_at
 from alertd.engine.model import Account, MarginAsset, MarginMode, Pool, Position, Side
 from alertd.engine.profiles import ExchangeProfile
 from alertd.engine.reported import (
@@ -149,6 +150,10 @@ class PositionState:
     # the rank the last REST snapshot gave)
     adl_rank: Decimal | None = None
     adl_given: bool = False
+    # the exchange's liquidation price of an isolated position whose margin it does not send
+    # (Bybit: ``positionBalance`` deprecated, ``isolated_margin`` then its Position IM, without
+    # margin added by hand): the margin it implies stands in (``to_account``)
+    exchange_liquidation_price: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -551,48 +556,48 @@ class AccountState:
         assert self.wallet_balance is not None
         pool_of = {symbol: self.pool_of(self.markets[symbol]) for symbol in self.held_symbols}
 
+        held = []
+        for (symbol, _), p in sorted(self.positions.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+            market = self.markets[symbol]
+            position = Position(
+                symbol=symbol,
+                side=p.side,
+                contracts=p.contracts,
+                contract_size=market.contract_size,
+                inverse=market.inverse,
+                entry_price=p.entry_price,
+                mark_price=at[symbol],
+                margin_mode=p.margin_mode,
+                tiers=self.tiers[symbol],
+                fee_rate=self.fee_rates.get(symbol, self.profile.default_fee_rate),
+                isolated_margin=p.isolated_margin if p.margin_mode is MarginMode.ISOLATED else None,
+                leverage=p.leverage,
+                tick_size=market.tick_size,
+                lot_size=market.lot_size,
+                adl_rank=p.adl_rank,
+                pool=pool_of[symbol],
+                # a contract of another settle coin in the one pool: not the settle
+                # currency's equity (Binance multi-assets converts each at its rates)
+                margin_asset=(
+                    market.settle if market.settle != (pool_of[symbol] or self.settle) else None
+                ),
+            )
+            if position.is_isolated and p.exchange_liquidation_price is not None:
+                implied = isolated_margin_liquidating_at(
+                    position, self.profile, p.exchange_liquidation_price
+                )
+                if implied is not None:
+                    position = replace(position, isolated_margin=implied)
+            held.append(position)
+
         def cross_wallet(asset: str | None, wallet: Decimal) -> Decimal:
             if not self.wallet_includes_isolated:
                 return wallet
             return wallet - sum(
-                (
-                    p.isolated_margin or 0
-                    for p in self.positions.values()
-                    if p.margin_mode is MarginMode.ISOLATED and pool_of[p.symbol] == asset
-                ),
+                (h.isolated_margin or 0 for h in held if h.is_isolated and h.pool == asset),
                 Decimal(0),
             )
 
-        held = []
-        for (symbol, _), p in sorted(self.positions.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
-            market = self.markets[symbol]
-            held.append(
-                Position(
-                    symbol=symbol,
-                    side=p.side,
-                    contracts=p.contracts,
-                    contract_size=market.contract_size,
-                    inverse=market.inverse,
-                    entry_price=p.entry_price,
-                    mark_price=at[symbol],
-                    margin_mode=p.margin_mode,
-                    tiers=self.tiers[symbol],
-                    fee_rate=self.fee_rates.get(symbol, self.profile.default_fee_rate),
-                    isolated_margin=p.isolated_margin
-                    if p.margin_mode is MarginMode.ISOLATED
-                    else None,
-                    leverage=p.leverage,
-                    tick_size=market.tick_size,
-                    lot_size=market.lot_size,
-                    adl_rank=p.adl_rank,
-                    pool=pool_of[symbol],
-                    # a contract of another settle coin in the one pool: not the settle
-                    # currency's equity (Binance multi-assets converts each at its rates)
-                    margin_asset=(
-                        market.settle if market.settle != (pool_of[symbol] or self.settle) else None
-                    ),
-                )
-            )
         coins = tuple(
             replace(c, price=c.price_over_mark * mark)
             if c.price_over_mark is not None

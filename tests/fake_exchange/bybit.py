@@ -637,6 +637,27 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         self._position_balance_deprecated = True
 
     @scripted
+    def add_margin(self, api_key: str, symbol: str, margin: Num, side: str | None = None) -> None:
+        """ "Add Or Reduce Margin" (``POST /v5/position/add-margin``, bybit-exchange/docs,
+        docs/v5/position/manual-add-margin.mdx): ``margin`` more (negative: less) on an
+        isolated position, its liquidation price moved with it, and the position pushed on
+        the ``position`` topic. ``side`` picks a hedge leg."""
+        account = self._account(api_key)
+        market = self._market(symbol)
+        wanted = None if side is None else "Buy" if shared.parse_side(side) else "Sell"
+        (position,) = (
+            p
+            for (market_id, _), p in account.positions.items()
+            if market_id == market.id and wanted in (None, p.side)
+        )
+        if not position.isolated or position.balance is None:
+            raise ValueError(f"{symbol}: margin is added to an isolated position only")
+        position.balance += _dec(margin, "margin")
+        position.updated_ms = now_ms()
+        position.seq = next(self._seq)
+        self._push_private(api_key, "position", [self._position_row(account, position, ws=True)])
+
+    @scripted
     def set_unified_margin_status(self, api_key: str, status: int) -> None:
         """Script the account type ``/v5/account/info`` reports (1: a classic account)."""
         self._account(api_key).unified_margin_status = status
