@@ -1123,6 +1123,31 @@ def test_bybit_a_deprecated_position_balance_of_zero_is_not_a_margin() -> None:
     assert isolated_margin(live) == Decimal("4.6876214")
 
 
+class BybitHedgeCloseStandIn(BybitStandIn):
+    """A hedge-mode isolated BTC long just closed, its short leg flat: both legs listed
+    (positionIdx 1 and 2) with ``size "0"``, the deprecated ``positionBalance "0"`` and no
+    ``positionIM``, as a flat leg has no margin to give."""
+
+    async def privateGetV5PositionList(self, params: dict[str, Any]) -> Any:
+        def leg(idx: int) -> dict[str, Any]:
+            return {"symbol": "BTCUSDT", "side": "", "size": "0", "avgPrice": "0",
+                    "positionIdx": idx, "tradeMode": 1, "positionBalance": "0",
+                    "positionIM": "", "markPrice": "60000", "liqPrice": "",
+                    "positionMM": "", "leverage": "10"}  # fmt: skip
+
+        rows = [leg(1), leg(2)] if params["settleCoin"] == "USDT" else []
+        return self.answer("position/list", params, {"result": {"list": rows}})
+
+
+def test_bybit_a_closed_isolated_hedge_leg_reads_no_margin() -> None:
+    """A flat hedge-mode leg of an isolated position holds no margin: its positionBalance
+    "0" and empty positionIM are not read (a FrameError failed the read and skipped the
+    close, review rev11b finding 5), as Gate and OKX read an isolated margin only for a size
+    (exchanges/common.py)."""
+    positions, _, _ = asyncio.run(BybitAdapter().fetch_positions(BybitHedgeCloseStandIn()))
+    assert positions == []  # nothing open, read with no error
+
+
 # --- the account's own fee rates --------------------------------------------------------------
 
 
