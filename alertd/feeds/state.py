@@ -98,12 +98,15 @@ class ModeReading:
 
 
 NOT_READ = ModeReading(AccountMode.UNKNOWN, "")
-# A bootstrap that failed this many times in a row keeps failing. At a paced start hundreds
-# of accounts share one per-IP budget, where one try can meet a 429 or a timeout in the
-# crowd; a retry goes ahead of the accounts still waiting (``rest_slot(again=True)``), so
-# the first try and two retries all failing is the account's own trouble, not the crowd's
-# (a permanent one, a bad key, stops the feed at the first try: ``account_error``).
-BOOTSTRAP_KEEPS_FAILING = 3
+# A bootstrap whose failures in a row span more than this many seconds keeps failing. At a
+# paced start hundreds of accounts share one per-IP budget, where a try can meet a 429 or a
+# timeout in the crowd; a 429 lasts until the exchange's rate-limit window ends, a minute at
+# Binance USD-M (REQUEST_WEIGHT per MINUTE; "General Info", Limits:
+# https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info), and
+# the 1 s x2 backoff tries about five times within one. Failures over a longer span are the
+# account's own trouble, not the crowd's (a permanent one, a bad key, stops the feed at the
+# first try: ``account_error``).
+BOOTSTRAP_KEEPS_FAILING_S = 60.0
 # the modes whose one pool holds contracts of several settle coins (USDT and USDC)
 POOLED_MODES = frozenset(
     {
@@ -256,13 +259,30 @@ class AccountState:
     # why its last bootstrap failed, while it retries (None once bootstrapped): an account
     # not live for that reason, not merely waiting for its turn in the exchange's budget
     bootstrap_failed: str | None = None
-    bootstrap_failures: int = 0  # bootstrap tries in a row that failed (0 once bootstrapped)
+    # when (monotonic, the feed's clock) the first and the last of its bootstrap's failures in
+    # a row came (None once bootstrapped)
+    bootstrap_failing: tuple[float, float] | None = None
+
+    def bootstrap_failure(self, reason: str, at: float) -> None:
+        """A bootstrap try failed at ``at`` for ``reason``; one more of its failures in a row."""
+        self.bootstrap_failed = reason
+        first = at if self.bootstrap_failing is None else self.bootstrap_failing[0]
+        self.bootstrap_failing = (first, at)
+
+    @property
+    def bootstrap_failing_for(self) -> float:
+        """How long its bootstrap's failures in a row span, in seconds (0 with none)."""
+        if self.bootstrap_failing is None:
+            return 0.0
+        first, last = self.bootstrap_failing
+        return last - first
 
     @property
     def bootstrap_keeps_failing(self) -> bool:
-        """Its bootstrap failed :data:`BOOTSTRAP_KEEPS_FAILING` times in a row: no longer a
-        failure of the crowd at a paced start, which a retry gets past."""
-        return self.bootstrap_failures >= BOOTSTRAP_KEEPS_FAILING
+        """Its bootstrap's failures in a row span more than :data:`BOOTSTRAP_KEEPS_FAILING_S`:
+        no longer a failure of the crowd at a paced start, which a retry gets past once the
+        exchange's rate-limit window ends."""
+        return self.bootstrap_failing_for > BOOTSTRAP_KEEPS_FAILING_S
 
     def bootstrap_retrying(self) -> str | None:
         """Why the account is not live while its bootstrap retries, as the health line and
@@ -270,9 +290,9 @@ class AccountState:
         while no try failed."""
         if self.bootstrap_failed is None:
             return None
-        again = self.bootstrap_keeps_failing
-        tries = f", {self.bootstrap_failures} tries in a row failed" if again else ""
-        return f"retrying after {self.bootstrap_failed}{tries}"
+        span = self.bootstrap_failing_for
+        keeps = f", failing for {span:.0f} s" if self.bootstrap_keeps_failing else ""
+        return f"retrying after {self.bootstrap_failed}{keeps}"
 
     # --- updates -------------------------------------------------------------------------
 
