@@ -1123,6 +1123,36 @@ def test_bybit_a_deprecated_position_balance_of_zero_is_not_a_margin() -> None:
     assert isolated_margin(live) == Decimal("4.6876214")
 
 
+def test_a_hedged_symbol_s_long_is_named_before_its_short_everywhere() -> None:
+    """What keeps an account incomplete names a hedged symbol's long before its short, as the
+    exchange's list of its positions and the engine's account do (the order was written three
+    ways, and the incomplete-data message named the short first)."""
+    state = AccountState("b", get_spec("bybit").profile, "USDT")
+    btc, eth = "BTC/USDT:USDT", "ETH/USDT:USDT"
+    state.markets = {btc: MarketInfo(btc, Decimal(1), False, "USDT")}
+    state.replace_positions(
+        [
+            PositionState(symbol, side, Decimal(1), Decimal(60000), MarginMode.CROSS)
+            for symbol in (eth, btc)
+            for side in (Side.SHORT, Side.LONG)
+        ],
+        0.0,
+    )
+    state.set_wallet_balance(Decimal(1000), 0.0)
+    state.set_mark(btc, Decimal(60000), 0.0)
+    assert state.missing() == [
+        f"{btc} long: no tier table",
+        f"{btc} short: no tier table",
+        f"{eth} long: unknown market",
+        f"{eth} short: unknown market",
+    ]
+    assert state.unknown_positions() == [(eth, Side.LONG), (eth, Side.SHORT)]
+    assert [(p.symbol, p.side) for p in state.exchange_ratio_positions()] == [
+        (btc, Side.LONG),
+        (btc, Side.SHORT),
+    ]
+
+
 class BybitHedgeCloseStandIn(BybitStandIn):
     """A hedge-mode isolated BTC long just closed, its short leg flat: both legs listed
     (positionIdx 1 and 2) with ``size "0"``, the deprecated ``positionBalance "0"`` and no

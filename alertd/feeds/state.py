@@ -415,7 +415,7 @@ class AccountState:
         problems = []
         if self.wallet_balance is None:
             problems.append("no balance yet")
-        for symbol, side in self._held_in_order():
+        for (symbol, side), _ in self._held_in_order():
             held = f"{symbol} {side.label}"
             market = self.markets.get(symbol)
             if market is None or self._pool_unknown(market):
@@ -450,10 +450,12 @@ class AccountState:
     def unknown_positions(self) -> list[tuple[str, Side]]:
         """The held positions in markets alertd does not know (a market listed since the
         catalogue was loaded, until it is reloaded), in the order :meth:`missing` names them."""
-        return [(s, side) for s, side in self._held_in_order() if s not in self.markets]
+        return [(s, side) for (s, side), _ in self._held_in_order() if s not in self.markets]
 
-    def _held_in_order(self) -> list[tuple[str, Side]]:
-        return sorted(self.positions, key=lambda k: (k[0], k[1].value))
+    def _held_in_order(self) -> list[tuple[tuple[str, Side], PositionState]]:
+        """The held positions by symbol, a long before a short: the one order in which the
+        account's lists and messages name them."""
+        return sorted(self.positions.items(), key=lambda kv: (kv[0][0], -kv[0][1]))
 
     def _pool_unknown(self, market: MarketInfo) -> bool:
         """``market`` settles in a margin asset that is a pool of its own and that pool's
@@ -503,8 +505,7 @@ class AccountState:
         alertd's (no figures of alertd's own); a market alertd does not know is left out.
         Then the positions it only lists, as read (:attr:`listed_positions`)."""
         out = []
-        held = sorted(self.positions.items(), key=lambda kv: (kv[0][0], -kv[0][1]))
-        for (symbol, side), p in held:
+        for (symbol, side), p in self._held_in_order():
             market = self.markets.get(symbol)
             if market is None:
                 continue
@@ -552,7 +553,7 @@ class AccountState:
             )
 
         held = []
-        for (symbol, _), p in sorted(self.positions.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+        for (symbol, _), p in self._held_in_order():
             market = self.markets[symbol]
             held.append(
                 Position(
