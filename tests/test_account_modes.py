@@ -1149,6 +1149,10 @@ def test_a_position_alert_stays_as_it_is_while_a_new_symbol_s_tiers_are_not_read
             assert evaluate(2.0) == []  # was: resolved (no value)
             assert evaluate(3.0) == []
             assert evaluate.alerting.held_positions("a") == (f"{BTC} long",)
+            # a status read as if complete changes nothing: what the status line names is
+            # what the last evaluation kept (it cleared the hold, review rev11b finding 4)
+            evaluate.alerting.feed_status(feed, 3.5, ())
+            assert evaluate.alerting.held_positions("a") == (f"{BTC} long",)
             firing = evaluate.alerting.engine.firing()
             assert [s.subject.key for s in firing] == [btc_long]
             message = render_incomplete(evaluate.alerting, feed, 4.0)
@@ -1167,6 +1171,82 @@ def test_a_position_alert_stays_as_it_is_while_a_new_symbol_s_tiers_are_not_read
             fake.close_position(KEY, BTC)
             await feed.reconcile()
             assert evaluate(7.0) == [("resolved", btc_long, "no longer observed")]
+            assert evaluate.alerting.held_positions("a") == ()
+
+    run(body())
+
+
+WARN_NEAR_LIQUIDATION = RuleConfig(
+    name="warn-liq", metric="liquidation_distance", below=D("0.05"), severity="warning"
+)
+CRIT_NEAR_LIQUIDATION = RuleConfig(
+    name="crit-liq", metric="liquidation_distance", below=D("0.02"), severity="critical"
+)
+
+
+async def eth_tiers_withheld(fake: FakeBinanceUSDM, feed: AccountFeed) -> None:
+    """A new ETH long whose leverage brackets Binance does not serve yet: ``feed``'s account
+    incomplete for it, Binance's ratio standing in."""
+    eth = "ETH/USDT:USDT"
+    fake.add_symbol(eth, "3400")
+    fake.withhold_brackets(eth)
+    fake.open_position(KEY, eth, "long", "0.01", "3400")
+    await feed.reconcile()
+    assert feed.state.missing() == [f"{eth} long: no tier table"]
+
+
+def test_a_held_position_alert_escalates_on_the_exchange_s_figures() -> None:
+    """A held position's alerts stay as they are only where the exchange's answer lacks a
+    figure: one it gives is read. The long's liquidation-distance warning fires; an ETH
+    long's tiers are withheld; BTC falls to 58,900, 1.1% above Binance's liquidation price
+    (58,233): the critical fires. It was held with no value at all, and nothing was sent
+    (review rev11b finding 1), while without the warning firing the critical fired."""
+
+    async def body() -> None:
+        fake = FakeBinanceUSDM()
+        async with long_btc(fake, "binanceusdm", "2000", "1") as (feed, state):
+            evaluate = Evaluated(feed, WARN_NEAR_LIQUIDATION, CRIT_NEAR_LIQUIDATION)
+            btc_long = f"a/{BTC}/long"
+            assert evaluate(1.0) == [("firing", btc_long, None)]
+            await eth_tiers_withheld(fake, feed)
+            assert evaluate(2.0) == []
+            fake.set_mark(BTC, "58900")
+            state.set_mark(BTC, D("58900"), 2.5)  # the mark stream's tick (not run here)
+            await feed.reconcile()
+            liquidation = state.reported_positions[(BTC, Side.LONG)].liquidation_price
+            assert liquidation is not None and D("0.011") < 1 - liquidation / D(58900) < D("0.02")
+            assert evaluate(3.0) == [("firing", btc_long, None)]
+            assert evaluate.alerting.held_positions("a") == (f"{BTC} long",)
+            firing = {s.rule for s in evaluate.alerting.engine.firing()}
+            assert firing == {"warn-liq", "crit-liq"}
+
+    run(body())
+
+
+def test_a_held_position_alert_is_held_until_the_incomplete_data_warning_fires() -> None:
+    """Held, a position's alert stays as it is while the exchange's answer lacks its figure,
+    but only until the incomplete-data warning fires (``incomplete_data_for``, 30 s): from
+    then the account is said to be incomplete and the exchange's figures read as they are
+    (the hold was unbounded, review rev11b finding 1)."""
+
+    async def body() -> None:
+        fake = FakeBinanceUSDM()
+        async with long_btc(fake, "binanceusdm", "2000", "1") as (feed, state):
+            evaluate = Evaluated(feed, NEAR_LIQUIDATION, incomplete_data=True)
+            btc_long = f"a/{BTC}/long"
+            assert evaluate(1.0) == [("firing", btc_long, None)]
+            await eth_tiers_withheld(fake, feed)
+            # Binance's answer with no liquidation price for the long ("0")
+            reported = state.reported_positions[(BTC, Side.LONG)]
+            none = dataclasses.replace(reported, liquidation_price=None)
+            state.reported_positions[(BTC, Side.LONG)] = none
+            for now in (2.0, 20.0, 31.0):
+                assert evaluate(now) == [], now
+            assert evaluate.alerting.held_positions("a") == (f"{BTC} long",)
+            assert evaluate(32.0) == [
+                ("firing", "a", None),  # incomplete data
+                ("resolved", btc_long, "no value"),
+            ]
             assert evaluate.alerting.held_positions("a") == ()
 
     run(body())
@@ -1214,6 +1294,9 @@ def test_a_position_in_a_market_alertd_does_not_know_is_not_closed() -> None:
                 status = evaluate.alerting.feed_status(feed, 3.0, tuple(state.incomplete()))
                 assert status.missing == (f"{BTC} long: unknown market",)
                 assert status.kept_positions == ((BTC, "long"),)
+                # and its status says so (it named only the positions held while a computed
+                # account's figures are incomplete, review rev11b finding 3)
+                assert evaluate.alerting.held_positions(name) == (f"{BTC} long",)
                 firing = evaluate.alerting.engine.firing()
                 assert [s.subject.key for s in firing] == [btc_long]
                 # it stays incomplete: the warning says what is missing within a minute

@@ -1188,6 +1188,61 @@ def test_bybit_an_isolated_margin_is_the_one_bybit_s_liq_price_implies() -> None
     assert pm.liquidation_price == D("19397.0")
 
 
+def test_a_hedged_symbol_s_long_is_named_before_its_short_everywhere() -> None:
+    """What keeps an account incomplete names a hedged symbol's long before its short, as the
+    exchange's list of its positions and the engine's account do (the order was written three
+    ways, and the incomplete-data message named the short first)."""
+    state = AccountState("b", get_spec("bybit").profile, "USDT")
+    btc, eth = "BTC/USDT:USDT", "ETH/USDT:USDT"
+    state.markets = {btc: MarketInfo(btc, Decimal(1), False, "USDT")}
+    state.replace_positions(
+        [
+            PositionState(symbol, side, Decimal(1), Decimal(60000), MarginMode.CROSS)
+            for symbol in (eth, btc)
+            for side in (Side.SHORT, Side.LONG)
+        ],
+        0.0,
+    )
+    state.set_wallet_balance(Decimal(1000), 0.0)
+    state.set_mark(btc, Decimal(60000), 0.0)
+    assert state.missing() == [
+        f"{btc} long: no tier table",
+        f"{btc} short: no tier table",
+        f"{eth} long: unknown market",
+        f"{eth} short: unknown market",
+    ]
+    assert state.unknown_positions() == [(eth, Side.LONG), (eth, Side.SHORT)]
+    assert [(p.symbol, p.side) for p in state.exchange_ratio_positions()] == [
+        (btc, Side.LONG),
+        (btc, Side.SHORT),
+    ]
+
+
+class BybitHedgeCloseStandIn(BybitStandIn):
+    """A hedge-mode isolated BTC long just closed, its short leg flat: both legs listed
+    (positionIdx 1 and 2) with ``size "0"``, the deprecated ``positionBalance "0"`` and no
+    ``positionIM``, as a flat leg has no margin to give."""
+
+    async def privateGetV5PositionList(self, params: dict[str, Any]) -> Any:
+        def leg(idx: int) -> dict[str, Any]:
+            return {"symbol": "BTCUSDT", "side": "", "size": "0", "avgPrice": "0",
+                    "positionIdx": idx, "tradeMode": 1, "positionBalance": "0",
+                    "positionIM": "", "markPrice": "60000", "liqPrice": "",
+                    "positionMM": "", "leverage": "10"}  # fmt: skip
+
+        rows = [leg(1), leg(2)] if params["settleCoin"] == "USDT" else []
+        return self.answer("position/list", params, {"result": {"list": rows}})
+
+
+def test_bybit_a_closed_isolated_hedge_leg_reads_no_margin() -> None:
+    """A flat hedge-mode leg of an isolated position holds no margin: its positionBalance
+    "0" and empty positionIM are not read (a FrameError failed the read and skipped the
+    close, review rev11b finding 5), as Gate and OKX read an isolated margin only for a size
+    (exchanges/common.py)."""
+    positions, _, _ = asyncio.run(BybitAdapter().fetch_positions(BybitHedgeCloseStandIn()))
+    assert positions == []  # nothing open, read with no error
+
+
 # --- the account's own fee rates --------------------------------------------------------------
 
 

@@ -247,9 +247,12 @@ class Alerting:
         self._down_since: dict[str, float] = {}
         self._computable: dict[str, bool] = {}  # complete, in a mode alertd computes
         self._missing: dict[str, tuple[str, ...]] = {}  # what keeps each account incomplete
-        # per account whose figures alertd computes but are incomplete for a while, the
-        # positions (symbol, side) it had alerts on when its figures went: kept as they are
-        self._held: dict[str, frozenset[tuple[str, str]]] = {}
+        # per account whose figures alertd computes but are incomplete for a while: since when
+        # (monotonic), and the positions (symbol, side) it had alerts on when its figures went
+        self._held: dict[str, tuple[float, frozenset[tuple[str, str]]]] = {}
+        # per account, the positions whose alerts its last evaluation kept as they are
+        # (FeedStatus.kept_positions): what its status says
+        self._kept: dict[str, tuple[tuple[str, str], ...]] = {}
         # per account with no alert state: the marks and time within which no rule can
         # breach (rules/band.py), so that an evaluation there would change nothing
         self._bands: dict[str, Band] = {}
@@ -258,6 +261,7 @@ class Alerting:
         self.commits = 0  # store commits of alert states: the firing alerts may have changed
         self.margin_calls = config.builtin_rules.margin_call
         self.insurance_window_s = config.builtin_rules.insurance_fund_window
+        self.hold_s = config.builtin_rules.incomplete_data_for
         self._use_rules()
 
     def _use_rules(self) -> None:
@@ -273,6 +277,7 @@ class Alerting:
         self.engine.quiet_hours = quiet_hours(config)
         self.margin_calls = config.builtin_rules.margin_call
         self.insurance_window_s = config.builtin_rules.insurance_fund_window
+        self.hold_s = config.builtin_rules.incomplete_data_for
         self._use_rules()
 
     def refresh_silences(self) -> None:
@@ -328,48 +333,55 @@ class Alerting:
             insurance_drops=self._insurance_drops(feed),
             # the stop and liquidation-distance rules read them where alertd has no figures
             positions=state.exchange_ratio_positions() if stands_in else (),
-            kept_positions=self._kept_positions(feed, stands_in, computed),
+            kept_positions=self._kept_positions(feed, now, stands_in),
             not_live=None if state.bootstrapped else state.bootstrap_retrying(),
         )
 
     def _kept_positions(
-        self, feed: AccountFeed, stands_in: bool, computed: bool
+        self, feed: AccountFeed, now: float, stands_in: bool
     ) -> tuple[tuple[str, str], ...]:
         """The held positions whose alerts stay as they are while the exchange's ratio stands
         in, as (symbol, side): those in markets alertd does not know (the exchange's list
-        cannot describe them: not seeing them there is not seeing them closed), and, where it
-        stands in only for a while for an account alertd ``computed`` (a new symbol's tier
-        table not read yet), those alertd alerted on from its own figures when its figures
-        went: read on the exchange's figures for that while (no liquidation price in its
-        last answer, say), they would resolve, and fire again once alertd's figures are
-        back."""
-        state = feed.state
-        name = feed.config.name
-        if not stands_in or not computed:
-            self._held.pop(name, None)
+        cannot describe them: not seeing them there is not seeing them closed), and those
+        :meth:`_hold` holds, until ``builtin_rules.incomplete_data_for`` has passed."""
         if not stands_in:
             return ()
-        kept = {(symbol, side.label) for symbol, side in state.unknown_positions()}
-        if computed:
-            held = self._held.get(name)
-            if held is None:
-                alerted = self.engine.states_of(name)
-                held = frozenset(
-                    (s.subject.symbol, s.subject.side or "")
-                    for s in alerted
-                    if s.subject.symbol is not None
-                )
-            # one closed meanwhile is no longer held: its alerts resolve as closed
-            held &= {(symbol, side.label) for symbol, side in state.positions}
-            self._held[name] = held
-            kept |= held
+        kept = {(symbol, side.label) for symbol, side in feed.state.unknown_positions()}
+        hold = self._held.get(feed.config.name)
+        if hold is not None and now - hold[0] < self.hold_s:
+            kept |= hold[1]
         return tuple(sorted(kept))
 
+    def _hold(self, feed: AccountFeed, now: float, missing: tuple[str, ...]) -> None:
+        """Hold the positions of an account whose figures alertd computes but which are
+        incomplete for a while (a new symbol's tier table not read yet): those alertd
+        alerted on from its own figures when its figures went. Read on the exchange's
+        figures meanwhile, a figure its answer lacks (no liquidation price, say) would
+        resolve their alerts ("no value") and they would fire again once alertd's figures
+        are back; so, held, a missing value leaves an alert as it is while a present one is
+        evaluated as ever (metrics.py ``_reported``). The hold ends once the incomplete-data
+        warning could have fired (``builtin_rules.incomplete_data_for``): from then on the
+        account is said to be incomplete and the exchange's figures are read as they are."""
+        state = feed.state
+        name = feed.config.name
+        if not missing or state.fatal is not None or state.mode.coverage is not Coverage.COMPUTED:
+            self._held.pop(name, None)
+            return
+        since, held = self._held.get(name) or (now, self._alerted_positions(name))
+        # one closed meanwhile is no longer held: its alerts resolve as closed
+        held &= {(symbol, side.label) for symbol, side in state.positions}
+        self._held[name] = (since, held)
+
+    def _alerted_positions(self, name: str) -> frozenset[tuple[str, str]]:
+        subjects = (s.subject for s in self.engine.states_of(name))
+        return frozenset((s.symbol, s.side or "") for s in subjects if s.symbol is not None)
+
     def held_positions(self, name: str) -> tuple[str, ...]:
-        """The positions of ``name`` whose alerts alertd keeps as they are while its figures
-        are incomplete and the exchange's ratio stands in ("BTC/USDT:USDT long"): what its
-        status says."""
-        return tuple(f"{symbol} {side}" for symbol, side in sorted(self._held.get(name, ())))
+        """The positions of ``name`` whose alerts its last evaluation kept as they are while
+        the exchange's ratio stands in (:attr:`FeedStatus.kept_positions`: a market alertd
+        does not know, or held while its figures are incomplete), "BTC/USDT:USDT long":
+        what its status says."""
+        return tuple(f"{symbol} {side}" for symbol, side in self._kept.get(name, ()))
 
     def _insurance_drops(self, feed: AccountFeed) -> dict[str, Decimal]:
         funds = feed.hub.insurance
@@ -406,7 +418,9 @@ class Alerting:
                 and state.mode.coverage is Coverage.COMPUTED
                 and not self._missing[name]
             )
+        self._hold(feed, now, self._missing[name])
         status = self.feed_status(feed, now, self._missing[name])
+        self._kept[name] = status.kept_positions
         # read from the book each time: it reprices the account at the marks ticked since
         live = self.book.get(name) if self._computable[name] else None
         exchange = feed.config.exchange

@@ -339,7 +339,8 @@ class BybitAdapter(ExchangeAdapter):
             contracts=size,
             entry_price=dec(entry, "avgPrice") if size else Decimal(1),
             margin_mode=MarginMode.ISOLATED if isolated else MarginMode.CROSS,
-            isolated_margin=isolated_margin(raw) if isolated else None,
+            # a flat (hedge-mode) leg has no margin to read: "0" and "" where one would be
+            isolated_margin=isolated_margin(raw) if isolated and size else None,
             leverage=dec(leverage, "leverage") if leverage not in (None, "") else None,
             exchange_liquidation_price=liquidation_price_for_margin(raw) if isolated else None,
         )

@@ -216,19 +216,23 @@ class AccountFeed:
             except Exception as exc:
                 if self._is_fatal(exc):
                     return
-                self.state.bootstrap_failed = describe(exc)
-                self.state.bootstrap_failures += 1
+                keeps = self.state.bootstrap_keeps_failing
+                self.state.bootstrap_failure(describe(exc), self._clock())
                 delay = backoff.next_delay()
                 log.warning(
-                    "%s: bootstrap failed (%s); retrying in %.1fs%s",
+                    "%s: bootstrap failed (%s); retrying in %.1fs",
                     self.config.name,
                     self.state.bootstrap_failed,
                     delay,
-                    f" ({self.state.bootstrap_failures} tries in a row failed: feed-down no "
-                    "longer waits for the paced start)"
-                    if self.state.bootstrap_keeps_failing and self.paced_start_s > 0
-                    else "",
                 )
+                if self.state.bootstrap_keeps_failing and not keeps and self.paced_start_s > 0:
+                    log.warning(
+                        "%s: its bootstrap keeps failing (%d tries over %.0f s): feed-down no "
+                        "longer waits for the paced start",
+                        self.config.name,
+                        backoff.attempt,
+                        self.state.bootstrap_failing_for,
+                    )
                 await self._sleep(delay)
         log.info(
             "%s: bootstrapped: %d positions, wallet %s %s%s",
@@ -239,7 +243,7 @@ class AccountFeed:
             f" (after {backoff.attempt} failed tries)" if backoff.attempt else "",
         )
         self.state.bootstrap_failed = None
-        self.state.bootstrap_failures = 0
+        self.state.bootstrap_failing = None
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group

@@ -100,12 +100,15 @@ class ModeReading:
 
 
 NOT_READ = ModeReading(AccountMode.UNKNOWN, "")
-# A bootstrap that failed this many times in a row keeps failing. At a paced start hundreds
-# of accounts share one per-IP budget, where one try can meet a 429 or a timeout in the
-# crowd; a retry goes ahead of the accounts still waiting (``rest_slot(again=True)``), so
-# the first try and two retries all failing is the account's own trouble, not the crowd's
-# (a permanent one, a bad key, stops the feed at the first try: ``account_error``).
-BOOTSTRAP_KEEPS_FAILING = 3
+# A bootstrap whose failures in a row span more than this many seconds keeps failing. At a
+# paced start hundreds of accounts share one per-IP budget, where a try can meet a 429 or a
+# timeout in the crowd; a 429 lasts until the exchange's rate-limit window ends, a minute at
+# Binance USD-M (REQUEST_WEIGHT per MINUTE; "General Info", Limits:
+# https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info), and
+# the 1 s x2 backoff tries about five times within one. Failures over a longer span are the
+# account's own trouble, not the crowd's (a permanent one, a bad key, stops the feed at the
+# first try: ``account_error``).
+BOOTSTRAP_KEEPS_FAILING_S = 60.0
 # the modes whose one pool holds contracts of several settle coins (USDT and USDC)
 POOLED_MODES = frozenset(
     {
@@ -266,13 +269,30 @@ class AccountState:
     # why its last bootstrap failed, while it retries (None once bootstrapped): an account
     # not live for that reason, not merely waiting for its turn in the exchange's budget
     bootstrap_failed: str | None = None
-    bootstrap_failures: int = 0  # bootstrap tries in a row that failed (0 once bootstrapped)
+    # when (monotonic, the feed's clock) the first and the last of its bootstrap's failures in
+    # a row came (None once bootstrapped)
+    bootstrap_failing: tuple[float, float] | None = None
+
+    def bootstrap_failure(self, reason: str, at: float) -> None:
+        """A bootstrap try failed at ``at`` for ``reason``; one more of its failures in a row."""
+        self.bootstrap_failed = reason
+        first = at if self.bootstrap_failing is None else self.bootstrap_failing[0]
+        self.bootstrap_failing = (first, at)
+
+    @property
+    def bootstrap_failing_for(self) -> float:
+        """How long its bootstrap's failures in a row span, in seconds (0 with none)."""
+        if self.bootstrap_failing is None:
+            return 0.0
+        first, last = self.bootstrap_failing
+        return last - first
 
     @property
     def bootstrap_keeps_failing(self) -> bool:
-        """Its bootstrap failed :data:`BOOTSTRAP_KEEPS_FAILING` times in a row: no longer a
-        failure of the crowd at a paced start, which a retry gets past."""
-        return self.bootstrap_failures >= BOOTSTRAP_KEEPS_FAILING
+        """Its bootstrap's failures in a row span more than :data:`BOOTSTRAP_KEEPS_FAILING_S`:
+        no longer a failure of the crowd at a paced start, which a retry gets past once the
+        exchange's rate-limit window ends."""
+        return self.bootstrap_failing_for > BOOTSTRAP_KEEPS_FAILING_S
 
     def bootstrap_retrying(self) -> str | None:
         """Why the account is not live while its bootstrap retries, as the health line and
@@ -280,9 +300,9 @@ class AccountState:
         while no try failed."""
         if self.bootstrap_failed is None:
             return None
-        again = self.bootstrap_keeps_failing
-        tries = f", {self.bootstrap_failures} tries in a row failed" if again else ""
-        return f"retrying after {self.bootstrap_failed}{tries}"
+        span = self.bootstrap_failing_for
+        keeps = f", failing for {span:.0f} s" if self.bootstrap_keeps_failing else ""
+        return f"retrying after {self.bootstrap_failed}{keeps}"
 
     # --- updates -------------------------------------------------------------------------
 
@@ -405,7 +425,7 @@ class AccountState:
         problems = []
         if self.wallet_balance is None:
             problems.append("no balance yet")
-        for symbol, side in self._held_in_order():
+        for (symbol, side), _ in self._held_in_order():
             held = f"{symbol} {side.label}"
             market = self.markets.get(symbol)
             if market is None or self._pool_unknown(market):
@@ -440,10 +460,12 @@ class AccountState:
     def unknown_positions(self) -> list[tuple[str, Side]]:
         """The held positions in markets alertd does not know (a market listed since the
         catalogue was loaded, until it is reloaded), in the order :meth:`missing` names them."""
-        return [(s, side) for s, side in self._held_in_order() if s not in self.markets]
+        return [(s, side) for (s, side), _ in self._held_in_order() if s not in self.markets]
 
-    def _held_in_order(self) -> list[tuple[str, Side]]:
-        return sorted(self.positions, key=lambda k: (k[0], k[1].value))
+    def _held_in_order(self) -> list[tuple[tuple[str, Side], PositionState]]:
+        """The held positions by symbol, a long before a short: the one order in which the
+        account's lists and messages name them."""
+        return sorted(self.positions.items(), key=lambda kv: (kv[0][0], -kv[0][1]))
 
     def _pool_unknown(self, market: MarketInfo) -> bool:
         """``market`` settles in a margin asset that is a pool of its own and that pool's
@@ -520,8 +542,7 @@ class AccountState:
         Then the positions it only lists, as read (:attr:`listed_positions`)."""
         out = []
         equity = self.exchange_equity()
-        held = sorted(self.positions.items(), key=lambda kv: (kv[0][0], -kv[0][1]))
-        for (symbol, side), p in held:
+        for (symbol, side), p in self._held_in_order():
             market = self.markets.get(symbol)
             if market is None:
                 continue
@@ -557,7 +578,7 @@ class AccountState:
         pool_of = {symbol: self.pool_of(self.markets[symbol]) for symbol in self.held_symbols}
 
         held = []
-        for (symbol, _), p in sorted(self.positions.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+        for (symbol, _), p in self._held_in_order():
             market = self.markets[symbol]
             position = Position(
                 symbol=symbol,

@@ -1343,22 +1343,27 @@ def _reported(
     the position so that a message says so. None while the ratio does not stand in (then a
     position's alerts stay as they are). A position is observed even with none of them: its
     alerts on other metrics stay as they are, where no observation would resolve them as
-    closed; so are the positions whose alerts are kept (:attr:`FeedStatus.kept_positions`),
-    with no value at all."""
+    closed. On the positions whose alerts are kept (:attr:`FeedStatus.kept_positions`) a
+    figure the exchange's answer lacks is left out, so that their alerts stay as they are
+    (not resolved for "no value"), and one it gives is read as ever; one the exchange's list
+    cannot describe (a market alertd does not know) is observed with no value at all."""
     readable = [m for m in metrics if m.reported is not None]
     if not feed.exchange_ratio_stands_in or not metrics:
         return []  # (no position rule: no position alert to advance or resolve)
     kept = set(feed.kept_positions)
-    out = [
-        Observation(_subject(account, exchange, symbol, side), {}, Context(feed=feed))
-        for symbol, side in feed.kept_positions
-    ]
+    out = []
     for p in feed.positions:
-        if (p.symbol, p.side.label) in kept:
-            continue
+        held = (p.symbol, p.side.label)
         values = {m.name: m.reported(p) for m in readable if m.reported is not None}
+        if held in kept:
+            kept.discard(held)
+            values = {name: value for name, value in values.items() if value is not None}
         subject = _subject(account, exchange, p.symbol, p.side.label)
         out.append(Observation(subject, values, Context(feed=feed, reported=p)))
+    out += [
+        Observation(_subject(account, exchange, symbol, side), {}, Context(feed=feed))
+        for symbol, side in sorted(kept)
+    ]
     return out
 
 

@@ -292,8 +292,9 @@ class FeedStatus:
     # with a reading of them (``Metric.reported``) observe
     positions: tuple[ExchangeRatioPosition, ...] = ()
     # while the exchange's ratio stands in: the held positions (symbol, side) whose alerts
-    # stay as they are, observed with no value (a market alertd does not know; while
-    # alertd's own figures are missing for a while, those it alerted on from them)
+    # stay as they are where the exchange gives no value (a market alertd does not know,
+    # observed with none; for builtin_rules.incomplete_data_for after alertd's own figures
+    # went, those it alerted on from them, read on the exchange's figures it gives)
     kept_positions: tuple[tuple[str, str], ...] = ()
     # why the account is not live yet, where its bootstrap failed and retries
     not_live: str | None = None
