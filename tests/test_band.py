@@ -474,3 +474,46 @@ def test_no_band_where_the_running_bounds_do_not_cover_the_account() -> None:
         assert band(rules, subject, book.live(key), status, 0.0, connected=True) is not None, key
     for key in ("two pools", "lent"):
         assert band(rules, subject, book.live(key), status, 0.0, connected=True) is None, key
+
+
+def test_a_stop_loss_share_band_counts_the_pnl_at_an_ask_rate_above_one() -> None:
+    """``stop_loss_share``'s band bounds how fast the equity can fall: at every leg's notional
+    times the rate its PnL counts at. USDT at a premium (bid 1.0098, ask 1.02: a loss counts
+    2% more) with a 1 BTC long at 60,000 on 20,000 USDT and a stop at 50,000: the share is
+    0.4951 now; at a mark just inside the band's edge it must still be at most the rule's 0.5
+    (the band counted the notional at par and held where the share was 0.5000067; review3)."""
+    from alertd.engine.model import Side
+    from alertd.engine.stops import StopKind, StopOrder, Trigger
+
+    calm = calm_btc_long("20000")
+    (btc,) = calm.positions
+    stop = StopOrder(btc.symbol, Side.LONG, StopKind.STOP, Trigger.FALL, Decimal(50000), None)
+    rates = SettleTerms(rates=ConversionRates(Decimal("1.0098"), Decimal("1.02")))
+    account = replace(calm, settle_terms=rates, stops=(stop,))
+    config = Config(
+        version=1,
+        accounts=[AccountConfig(name="a", exchange="binanceusdm")],
+        rules=[RuleConfig(name="r1", metric="stop_loss_share", severity="warning", above=D("0.5"))],
+    )
+    rules = [r for r in build_rules(config) if r.name == "r1"]
+    status = FeedStatus(D(0), D(0), None)
+    book = Book()
+    book.set_account("a", account)
+
+    def share() -> Decimal:
+        (seen,) = [
+            o.metrics["stop_loss_share"]
+            for o in observe("a", "binanceusdm", book.live("a"), status, wanted_of(rules), None)
+            if "stop_loss_share" in o.metrics
+        ]
+        assert seen is not None
+        return seen
+
+    assert share() < D("0.5")
+    found = band(rules, Subject("a", "binanceusdm"), book.live("a"), status, 0.0, connected=True)
+    assert found is not None
+    low, high = found.prices[btc.symbol]
+    for mark in (low + D("0.01"), high - D("0.01")):
+        book.apply_mark(btc.symbol, mark)
+        assert found.holds({btc.symbol: mark}, 0.5, True, None, lambda s: 0.0)
+        assert share() <= D("0.5"), mark

@@ -654,6 +654,16 @@ def test_binance_margin_assets_each_at_their_own_row() -> None:
         shared_margin_assets(account, rows, ("USDC", "FDUSD"), held={"FDUSD"})
     with pytest.raises(FrameError, match="no USDCUSD row"):
         shared_margin_assets(account, [USDT_INDEX], ("USDC",))
+    # a bad row of an asset with neither a wallet nor a position fails nothing; held, it is
+    # named (review3: one malformed FDUSDUSD row stopped every multi-assets account)
+    bad_fdusd = {**usdc_index, "symbol": "FDUSDUSD", "bidRate": "x"}
+    (usdc,) = shared_margin_assets(account, [*rows, bad_fdusd], ("USDC", "FDUSD"))
+    assert usdc.asset == "USDC"
+    with pytest.raises(FrameError, match="FDUSDUSD bidRate"):
+        shared_margin_assets(account, [*rows, bad_fdusd], ("USDC", "FDUSD"), held={"FDUSD"})
+    # a row that is not an object is named, not an AttributeError
+    with pytest.raises(FrameError, match="not an object"):
+        multi_assets_collateral({"assets": [None]}, rows, "USDT", {})
 
 
 def test_binance_settle_rates_from_the_usdtusd_row() -> None:

@@ -324,6 +324,8 @@ def multi_assets_collateral(
     index = {row.get("symbol"): row for row in asset_index if isinstance(row, dict)}
     coins = []
     for entry in account.get("assets") or []:
+        if not isinstance(entry, dict):
+            raise FrameError("account assets: a row that is not an object")
         asset = entry.get("asset")
         if not isinstance(asset, str) or asset == settle or asset in margin_assets:
             continue
@@ -372,9 +374,16 @@ def shared_margin_assets(
         row = rows.get(asset)
         where = f"assets[{asset}].crossWalletBalance"
         wallet = dec(row.get("crossWalletBalance"), where) if row is not None else Decimal(0)
-        if wallet == 0 and asset not in held and f"{asset}USD" not in indexed:
+        counts = wallet != 0 or asset in held
+        if not counts and f"{asset}USD" not in indexed:
             continue
-        out.append(MarginAsset(asset, wallet, settle_rates(asset_index, asset)))
+        try:
+            rates = settle_rates(asset_index, asset)
+        except FrameError:
+            if counts:
+                raise
+            continue  # a bad row of an asset nothing of the account's is in: not its problem
+        out.append(MarginAsset(asset, wallet, rates))
     return tuple(out)
 
 
@@ -780,7 +789,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         held = {
             exchange.safe_market(p.get("symbol"), None, None, "swap").get("settle")
             for p in account.get("positions") or []
-            if isinstance(p, dict) and dec_or_none(p.get("positionAmt")) is not None
+            # v3 lists a symbol with open orders alone, at a positionAmt of 0
+            if isinstance(p, dict) and dec_or_none(p.get("positionAmt")) not in (None, 0)
         }
         shared = shared_margin_assets(account, asset_index, assets, held)
         coins = multi_assets_collateral(account, asset_index, self.settle, exchange.markets, assets)

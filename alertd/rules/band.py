@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from alertd.engine.book import SAFETY, LiveAccount, LivePool
+from alertd.engine.book import SAFETY, LiveAccount, LivePool, LivePosition
 from alertd.engine.legs import from_u
 from alertd.engine.model import Side
 from alertd.engine.orderbook import OrderBook
@@ -253,10 +253,15 @@ def _pool_notional(live: LiveAccount, pool: LivePool) -> Decimal:
     return sum((lp.notional for lp in live.positions if lp.pool is pool), ZERO)
 
 
-def _pool_reach(live: LiveAccount, pool: LivePool) -> Decimal:
-    """The most the pool's equity moves per unit of a relative move of every mark: its legs'
+def _reach(positions: Iterable[LivePosition]) -> Decimal:
+    """The most an equity moves per unit of a relative move of every mark: the legs'
     notional, each at the rate its PnL counts at (above 1 for an asset's ask above 1)."""
-    return sum((lp.notional * lp.pnl_rate for lp in live.positions if lp.pool is pool), ZERO)
+    return sum((lp.notional * lp.pnl_rate for lp in positions), ZERO)
+
+
+def _pool_reach(live: LiveAccount, pool: LivePool) -> Decimal:
+    """How far the pool's equity moves (:func:`_reach` of its legs)."""
+    return _reach(lp for lp in live.positions if lp.pool is pool)
 
 
 def _account_rule(rule: Rule, live: LiveAccount, feed: FeedStatus, limits: _Limits) -> None:
@@ -354,7 +359,8 @@ def _position_value(metric: str, live: LiveAccount, index: int) -> Decimal | Non
 def _stop_loss_share(rule: Rule, live: LiveAccount, index: int, limits: _Limits) -> None:
     """``loss / equity`` (every pool's margin balance) stays at or below an "above" rule's
     ``T > 0`` while ``equity - loss / T`` stays positive; the equity moves by at most every
-    leg's notional x e. The loss at the stop does not move with the mark."""
+    leg's notional x e at the rate its PnL counts at (:func:`_reach`). The loss at the stop
+    does not move with the mark."""
     loss = _position_value("stop_loss", live, index)
     if loss is None:
         return  # no stop with a price: no value until the stops change
@@ -366,7 +372,7 @@ def _stop_loss_share(rule: Rule, live: LiveAccount, index: int, limits: _Limits)
     room = equity - loss / rule.condition.above
     if room <= 0:
         raise _NoBand
-    total = sum((lp.notional for lp in live.positions), ZERO)
+    total = _reach(live.positions)
     limits.u(INFINITY if total <= 0 else room / total)
 
 
