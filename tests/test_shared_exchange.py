@@ -48,7 +48,7 @@ from alertd.feeds.options import FeedOptions
 from alertd.feeds.state import PositionState
 from tests.support.aio import background, run
 from tests.support.fakes import FAKES, started
-from tests.support.feeds import FAST, account_config, btc_long, fast_backoff, secrets
+from tests.support.feeds import BTC, FAST, account_config, btc_long, fast_backoff, secrets
 from tests.support.poll import eventually
 
 ACCOUNTS = 6
@@ -717,6 +717,49 @@ def test_a_bootstrap_that_timed_out_is_retried_before_live_accounts_rest_work(
 
     with caplog.at_level(logging.INFO, logger="alertd.feeds.feed"):
         run(body(), timeout_s=120)
+
+
+def test_brackets_whose_all_symbol_answer_timed_out_are_read_per_symbol_not_the_bootstrap_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 14: every symbol's brackets in one answer (580 KB at Binance's 550 markets) was
+    the request that timed out under load at 1,000 accounts, and each timeout failed the
+    bootstrap: its snapshot (10 weight) and a backoff spent again, the account blind. An
+    account holding two symbols whose all-symbol read times out reads each symbol's brackets
+    alone (the account's own, as the all-symbol answer: ``notionalCoef`` stays theirs) and
+    goes live on its first try, with the brackets the other account read in one answer."""
+    fake = FAKES["binanceusdm"]()
+    fake.timed_requests = []
+
+    async def body() -> None:
+        settings = SETTINGS.model_copy(update={"rest_concurrency": 1, "request_timeout_s": 1})
+        async with started(fake):
+            manager = manager_for(fake, "binanceusdm", Built(), 2, settings=settings)
+            for key in ("key0", "key1"):
+                fake.open_position(key, "ETH/USDT:USDT", "short", "2", "3100")
+            fake.hold_rest("/fapi/v1/leverageBracket")  # a0's, the first account's
+            feeds = list(manager.feeds.values())
+            async with background(manager.run()):
+                await eventually(
+                    lambda: all(f.state.bootstrapped for f in feeds),
+                    what="both accounts live",
+                    timeout_s=30,
+                )
+            fake.release_rest()
+        a0, a1 = (f.state.tiers for f in feeds)
+        assert set(a0) == set(a1) == {BTC, "ETH/USDT:USDT"}
+        assert a0 == a1
+        reads = [q for _, _, p, q in fake.timed_requests or [] if p.endswith("leverageBracket")]
+        everything, btc, eth = reads[:3]
+        assert "symbol=" not in everything
+        assert "symbol=BTCUSDT" in btc and "symbol=ETHUSDT" in eth
+        assert "symbol=" not in reads[3]  # a1's: one answer for all
+
+    with caplog.at_level(logging.INFO, logger="alertd.feeds.feed"):
+        run(body(), timeout_s=120)
+    lines = [r.getMessage() for r in caplog.records]
+    assert not [m for m in lines if "bootstrap failed" in m], lines
+    assert [m for m in lines if m.startswith("a0: bootstrapped") and "failed" not in m]
 
 
 def test_rest_slots_serve_bootstraps_first_each_queue_in_order_and_lose_no_slot() -> None:
