@@ -425,7 +425,7 @@ class Alerting:
         status and its exchange's price dynamics; commit what changed. What :meth:`evaluate`
         does once it has read the feed."""
         engine = self.engine
-        alerted = engine.alerted(name)
+        alerted = engine.alerted_metrics(name)
         observations = observe(
             name,
             exchange,
