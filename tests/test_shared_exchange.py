@@ -20,7 +20,14 @@ from typing import Any
 import pytest
 import yaml
 
-from alertd.config import AccountConfig, BackoffSettings, Config, FeedSettings, parse_config
+from alertd.config import (
+    AccountConfig,
+    BackoffSettings,
+    Config,
+    FeedSettings,
+    Secret,
+    parse_config,
+)
 from alertd.daemon.evaluation import Alerting
 from alertd.daemon.publisher import stale_streams
 from alertd.daemon.store import Store
@@ -85,6 +92,10 @@ def manager_for(
         btc_long(fake, f"key{i}")  # a position: the mark hub streams BTC
     accounts = [account_config(f"a{i}", exchange, fake) for i in range(count)]
     keys = {f"a{i}": secrets(f"key{i}", f"secret{i}") for i in range(count)}
+    passphrase = getattr(fake, "PASSPHRASE", None)  # OKX signs with one too
+    if passphrase is not None:
+        for credentials in keys.values():
+            credentials["password"] = Secret(passphrase)
     if options is None:
         options = FeedOptions(exchange_factory=built, backoff=fast_backoff)
     config = Config(version=1, accounts=accounts, feeds=settings)
@@ -199,6 +210,38 @@ def test_bybit_accounts_share_markets_but_keep_their_own_rate_limiters() -> None
                 assert all(e.session is exchanges[0].session for e in exchanges)
                 # Bybit limits private requests per account: no shared budget
                 assert len({id(e.throttler) for e in exchanges}) == len(exchanges)
+
+    run(body(), timeout_s=120)
+
+
+@pytest.mark.parametrize(
+    ("exchange", "tiers_path"),
+    [("bybit", "/v5/market/risk-limit"), ("okx", "/api/v5/public/position-tiers")],
+)
+def test_public_tier_tables_are_read_once_for_every_account_of_the_exchange(
+    exchange: str, tiers_path: str
+) -> None:
+    """Issue 14: Bybit's risk limits and OKX's position tiers are public tables, the same for
+    every account, and both exchanges limit public requests per IP (Bybit 600 in 5 s, OKX
+    this one 10 in 2 s): read per account, 1,000 accounts holding BTC sent 1,000 of them at
+    start and at every tier refresh. One read serves every account, each gets the table."""
+
+    async def body() -> None:
+        fake = FAKES[exchange]()
+        async with started(fake):
+            manager = manager_for(fake, exchange, Built(), count=5)
+            async with background(manager.run()):
+                feeds = list(manager.feeds.values())
+                await eventually(
+                    lambda: all(f.state.bootstrapped for f in feeds), what="all up", timeout_s=60
+                )
+                assert market_requests(fake, tiers_path) == 1
+                tables = [f.state.tiers[BTC] for f in feeds]
+                assert all(t is tables[0] for t in tables)
+                # the next market refresh reads it again, once
+                await manager.shared[next(iter(manager.shared))].refresh_markets()
+                await asyncio.gather(*(f.refresh_tiers() for f in feeds))
+                assert market_requests(fake, tiers_path) == 2
 
     run(body(), timeout_s=120)
 
