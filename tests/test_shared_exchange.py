@@ -596,6 +596,18 @@ def test_an_account_waiting_its_turn_is_not_down_until_its_group_could_all_be_li
             for now, down_waiting, down_failed in ((1000, 0, 0), (1299, 0, 299), (1360, 60, 360)):
                 assert alerting.feed_status(waiting, now).down_s == D(down_waiting)
                 assert alerting.feed_status(failed, now).down_s == D(down_failed)
+            # bootstrapped, its private stream not open yet (its listen key waits in the same
+            # budget, a minute behind the bootstraps of the window): still its turn
+            streaming = manager.feeds["b997"]
+            streaming.state.bootstrapped = True
+            assert alerting.feed_status(streaming, 1000).down_s == 0
+            assert alerting.feed_status(streaming, 1360).down_s == 60
+            # once its stream opened, a drop is down from then, as any feed's
+            streaming.on_open()
+            assert alerting.feed_status(streaming, 1400).down_s == 0
+            streaming.state.connected = False
+            assert alerting.feed_status(streaming, 1410).down_s == 0
+            assert alerting.feed_status(streaming, 1480).down_s == 70
             # a failure while it waits ends the wait: down since it was first seen
             waiting.state.bootstrap_failed = "RequestTimeout: binanceusdm GET /fapi/v3/account"
             assert alerting.feed_status(waiting, 1100).down_s == D(100)
