@@ -121,8 +121,13 @@ def bench_config(args: argparse.Namespace, urls: Any, options: Any, state: str) 
         for i, account in enumerate(accounts):
             account["password_env"] = f"BENCH_PASSWORD_{i}"
     config: dict[str, Any] = {"version": 1, "accounts": accounts, "state_path": state}
+    feeds: dict[str, Any] = {}
     if args.no_book_stream:
-        config["feeds"] = {"order_books": {"stream": False}}
+        feeds["order_books"] = {"stream": False}
+    if args.rest_concurrency is not None:
+        feeds["rest_concurrency"] = args.rest_concurrency
+    if feeds:
+        config["feeds"] = feeds
     if args.firing:
         config["rules"] = FIRING_RULES
     elif args.rules:
@@ -263,6 +268,9 @@ def main() -> int:
     parser.add_argument(
         "--keep-log", "--log", metavar="PATH", help="copy alertd's log here (its errors, when live)"
     )
+    parser.add_argument(
+        "--rest-concurrency", type=int, metavar="N", help="feeds.rest_concurrency (default 8)"
+    )
     parser.add_argument("--book-levels", type=int, default=100, help="order book levels a side")
     parser.add_argument("--no-gap", action="store_true", help="the gap-risk built-in off")
     parser.add_argument(
@@ -361,6 +369,7 @@ def main() -> int:
         mode += ", books over REST" if args.no_book_stream else ", books streamed where possible"
         mode += f", {args.book_updates:g} book changes/s" if args.book_updates else ""
         mode += ", every stop rule" if args.stops else ""
+        mode += f", {args.rest_concurrency} REST slots" if args.rest_concurrency else ""
         depth_requests = log.count("order book")  # warnings about books, if any
         print(f"machine      : {machine()}")
         print(f"exchange     : {args.exchange} (the local server)")
