@@ -491,7 +491,14 @@ async def key_permissions(exchange: Any) -> list[str]:
 SPEC = ExchangeSpec(
     profile=PROFILE,
     adapter=BybitAdapter,
-    capabilities=Capabilities(tier_source=TierSource.RISK_LIMITS, key_permissions=key_permissions),
+    capabilities=Capabilities(
+        tier_source=TierSource.RISK_LIMITS,
+        key_permissions=key_permissions,
+        # "You are allowed to send 600 requests within a 5-second window per IP by default"
+        # (bybit-exchange.github.io/docs/v5/rate-limit, "IP Limit"; past it 403 and a ban of
+        # at least 10 minutes for every account on the IP); private limits are per UID
+        requests_per_ip=(600, 5.0),
+    ),
     markets=MARKETS,
     credentials=(Credential.API_KEY, Credential.SECRET),
     # linear markets only: load_markets makes 3 requests instead of 11
