@@ -27,6 +27,10 @@ built-in off (no book is then fetched) to measure what it costs. Binance's books
 changes every book N times a second (20 levels each; Binance's BTC diff stream sends about 10
 events a second), each change pushed on the depth stream.
 
+``--exchange bybit`` or ``okx`` runs that exchange's local server and accounts instead (Bybit
+and OKX limit private requests per UID, each account its own, where Binance limits them per
+IP: docs/scaling.md); their requests are counted, not weighed.
+
     python bench/feeds.py [--accounts 50] [--markets 550] [--firing] [--no-gap] [--seconds 30]
 
 Everything runs on 127.0.0.1 and stops by itself (at most ``--live-timeout`` seconds of
@@ -63,6 +67,15 @@ FIRING_RULES = [
 ]
 
 
+# the local servers bench can run, per alertd exchange id: (module, class, the positions
+# request's path, the one ``--timeout-bootstrap`` holds)
+SERVERS = {
+    "binanceusdm": ("binance", "FakeBinanceUSDM", "/fapi/v3/positionRisk"),
+    "bybit": ("bybit", "FakeBybit", "/v5/position/list"),
+    "okx": ("okx", "FakeOKX", "/api/v5/account/positions"),
+}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -96,7 +109,7 @@ def bench_config(args: argparse.Namespace, urls: Any, options: Any, state: str) 
     accounts = [
         {
             "name": f"acct{i}",
-            "exchange": "binanceusdm",
+            "exchange": args.exchange,
             "api_key_env": f"BENCH_KEY_{i}",
             "secret_env": f"BENCH_SECRET_{i}",
             "urls": urls,
@@ -104,9 +117,17 @@ def bench_config(args: argparse.Namespace, urls: Any, options: Any, state: str) 
         }
         for i in range(args.accounts)
     ]
+    if args.exchange == "okx":  # OKX signs with a passphrase too
+        for i, account in enumerate(accounts):
+            account["password_env"] = f"BENCH_PASSWORD_{i}"
     config: dict[str, Any] = {"version": 1, "accounts": accounts, "state_path": state}
+    feeds: dict[str, Any] = {}
     if args.no_book_stream:
-        config["feeds"] = {"order_books": {"stream": False}}
+        feeds["order_books"] = {"stream": False}
+    if args.rest_concurrency is not None:
+        feeds["rest_concurrency"] = args.rest_concurrency
+    if feeds:
+        config["feeds"] = feeds
     if args.firing:
         config["rules"] = FIRING_RULES
     elif args.rules:
@@ -126,10 +147,13 @@ def bench_config(args: argparse.Namespace, urls: Any, options: Any, state: str) 
     return config
 
 
-def request_weights(path: Path, start: float, live_at: float, accounts: int) -> list[str]:
+def request_weights(
+    path: Path, start: float, live_at: float, accounts: int, exchange_id: str
+) -> list[str]:
     """Lines on the REST requests alertd sent (the local exchange's log of them): per
     endpoint, the count and the request weight as alertd's per-IP limiter counts it (Binance's
-    documented weights), until every account was live and in all."""
+    documented weights; elsewhere each request counts 1), until every account was live and in
+    all."""
     from urllib.parse import parse_qsl
 
     from alertd.config import AccountConfig, FeedSettings
@@ -140,17 +164,21 @@ def request_weights(path: Path, start: float, live_at: float, accounts: int) -> 
     rows: dict[str, list[float]] = {}  # endpoint -> [count, weight, count live, weight live]
     for line in path.read_text().splitlines():
         at, method, url_path, query = [*line.split("\t"), ""][:4]
-        # /fapi/v2/account -> ccxt's implicit API fapiPrivateV2 / fapiPublicV2, path account
-        _, family, version, endpoint = url_path.split("/", 3)
-        suffix = "" if version == "v1" else version.upper()
-        apis = [f"{family}{kind}{suffix}" for kind in ("Public", "Private")]
-        api = next(a for a in apis if endpoint in exchange.api.get(a, {}).get(method.lower(), {}))
-        limits = exchange.api[api][method.lower()][endpoint]
         # as ccxt is given them: numbers as numbers (the depth's weight goes by its limit)
         params = {k: int(v) if v.isdigit() else v for k, v in parse_qsl(query)}
-        cost = exchange.calculate_rate_limiter_cost([api], method, endpoint, params, limits)
-        weight = float(cost)
-        every = "noSymbol" in limits and "symbol" not in params  # every symbol's at once
+        weight, every = 1.0, False
+        if exchange_id == "binanceusdm":
+            # /fapi/v2/account -> ccxt's implicit API fapiPrivateV2 / fapiPublicV2, path account
+            _, family, version, endpoint = url_path.split("/", 3)
+            suffix = "" if version == "v1" else version.upper()
+            apis = [f"{family}{kind}{suffix}" for kind in ("Public", "Private")]
+            api = next(
+                a for a in apis if endpoint in exchange.api.get(a, {}).get(method.lower(), {})
+            )
+            limits = exchange.api[api][method.lower()][endpoint]
+            cost = exchange.calculate_rate_limiter_cost([api], method, endpoint, params, limits)
+            weight = float(cost)
+            every = "noSymbol" in limits and "symbol" not in params  # every symbol's at once
         key = f"{method} {url_path}" + (" (no symbol)" if every else "")
         row = rows.setdefault(key, [0.0, 0.0, 0.0, 0.0])
         row[0] += 1
@@ -207,6 +235,9 @@ def wait_live(alertd: subprocess.Popen[bytes], log_path: Path, want: int, limit_
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=50)
+    parser.add_argument(
+        "--exchange", choices=sorted(SERVERS), default="binanceusdm", help="whose local server"
+    )
     parser.add_argument("--markets", type=int, default=0, help="markets listed (0: 3)")
     parser.add_argument("--firing", action="store_true", help="every account past a threshold")
     parser.add_argument(
@@ -237,6 +268,9 @@ def main() -> int:
     parser.add_argument(
         "--keep-log", "--log", metavar="PATH", help="copy alertd's log here (its errors, when live)"
     )
+    parser.add_argument(
+        "--rest-concurrency", type=int, metavar="N", help="feeds.rest_concurrency (default 8)"
+    )
     parser.add_argument("--book-levels", type=int, default=100, help="order book levels a side")
     parser.add_argument("--no-gap", action="store_true", help="the gap-risk built-in off")
     parser.add_argument(
@@ -251,9 +285,12 @@ def main() -> int:
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))  # the local exchange lives with the tests
-    from tests.fake_exchange.binance import FakeBinanceUSDM
+    import importlib
 
-    options = FakeBinanceUSDM().ccxt_options
+    module_name, class_name, positions_path = SERVERS[args.exchange]
+    module = f"tests.fake_exchange.{module_name}"
+    server_class = getattr(importlib.import_module(module), class_name)
+    options = server_class().ccxt_options
     port = free_port()
     fake_args = ["--port", str(port), "--accounts", str(args.accounts)]
     fake_args += ["--markets", str(args.markets), "--book-levels", str(args.book_levels)]
@@ -262,9 +299,9 @@ def main() -> int:
     fake_args += ["--requests-out", str(requests_out)]
     if args.timeout_bootstrap is not None:
         # held past alertd's request timeout (feeds.request_timeout_s, 10 s by default)
-        fake_args += ["--slow-request", f"/fapi/v3/positionRisk:{args.timeout_bootstrap}:15"]
+        fake_args += ["--slow-request", f"{positions_path}:{args.timeout_bootstrap}:15"]
     fake = subprocess.Popen(
-        [sys.executable, "-m", "tests.fake_exchange.binance", *fake_args],
+        [sys.executable, "-m", module, *fake_args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -277,6 +314,7 @@ def main() -> int:
         for i in range(args.accounts):
             env[f"BENCH_KEY_{i}"] = f"key{i}"
             env[f"BENCH_SECRET_{i}"] = f"secret{i}"
+            env[f"BENCH_PASSWORD_{i}"] = getattr(server_class, "PASSPHRASE", "")
         with tempfile.TemporaryDirectory() as tmp:
             config = Path(tmp) / "config.yaml"
             state = str(Path(tmp) / "state.sqlite")
@@ -296,6 +334,7 @@ def main() -> int:
                 )
                 live_s = wait_live(alertd, log_path, args.accounts, args.live_timeout)
                 live_at = time.monotonic()
+                cpu_live = cpu_seconds(alertd.pid)  # what going live cost, its retries too
                 rss_live = status_kb(alertd.pid, "VmHWM")
                 time.sleep(args.settle)
                 load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -330,14 +369,17 @@ def main() -> int:
         mode += ", books over REST" if args.no_book_stream else ", books streamed where possible"
         mode += f", {args.book_updates:g} book changes/s" if args.book_updates else ""
         mode += ", every stop rule" if args.stops else ""
+        mode += f", {args.rest_concurrency} REST slots" if args.rest_concurrency else ""
         depth_requests = log.count("order book")  # warnings about books, if any
         print(f"machine      : {machine()}")
+        print(f"exchange     : {args.exchange} (the local server)")
         print(f"accounts     : {args.accounts} ({bootstrapped} bootstrapped), {mode}")
         print(f"markets      : {args.markets or 3} listed")
         print(f"all live     : {live_s:.1f} s after start (limit {args.live_timeout:.0f} s)")
         print(f"window       : {t1 - t0:.1f} s, {args.settle:.0f} s after all live")
         print(f"load average : {load_before} at the window's start (the end's: machine line)")
         print(f"alertd CPU   : {cpu_pct:.2f}% of one core")
+        print(f"going live   : {cpu_live:.1f} CPU s of alertd's until all were live")
         print(
             f"alertd RSS   : peak {rss_peak / 1024:.0f} MB (at all-live {rss_live / 1024:.0f} MB), "
             f"now {rss_now / 1024:.0f} MB"
@@ -361,7 +403,8 @@ def main() -> int:
         for line in errors[:5]:
             print("  " + line)
         print("REST requests (the local exchange's log; weight as alertd's limiter counts it):")
-        for line in request_weights(requests_out, started_at, live_at, args.accounts):
+        weights = request_weights(requests_out, started_at, live_at, args.accounts, args.exchange)
+        for line in weights:
             print(line)
         return 0
     finally:

@@ -47,16 +47,20 @@ from alertd.rules.metrics import (
     metric_scope,
     needs_of,
     observe,
+    shortcuts,
+    wanted_of,
     with_full_metrics,
 )
 from alertd.rules.model import (
     Observation,
     Rule,
+    Scope,
     Severity,
     Silence,
     Subject,
 )
 from tests.support.rules import random_timings
+from tests.support.rules import rule as rule_on
 
 D = Decimal
 
@@ -564,3 +568,33 @@ def test_the_bound_proves_a_calm_account_and_not_one_near_liquidation() -> None:
     assert not close.liquidations_beyond(D("0.03")) and not close.liquidation_beyond(0, D("0.03"))
     distance = close.liquidation_distance(0)
     assert distance is not None and distance < D("0.03")
+
+
+def test_a_position_alerted_on_one_metric_is_not_observed_on_another_that_cannot_breach() -> None:
+    """A crash day (issue 14, every account firing): each position has an alert, and was
+    observed with every position metric, those no rule with a state on it reads and that
+    provably breach nothing too (a liquidation distance solved where the pool's figures prove
+    it beyond every threshold). They are left out as for a position with no alert; the metric
+    of its alert is read, and the position is observed (its alert not resolved as closed)."""
+    adl = rule_on("adl_rank", Scope.POSITION, name="adl", above=D("0.1"))
+    near = rule_on("liquidation_distance", Scope.POSITION, name="near", below=D("0.03"))
+    book = Book()
+    book.set_account("a", calm_btc_long("20000"))  # liquidation about 67% below
+    live = book.live("a")
+    engine = AlertEngine([adl, near])
+    healthy = FeedStatus(D(0), D(0), None)
+    wanted, proofs = wanted_of([adl, near]), shortcuts([adl, near])
+    # no alert yet: the distance provably beyond 3% is left out
+    (_, first) = observe("a", "binanceusdm", live, healthy, wanted, proofs=proofs)
+    assert set(first.metrics) == {"adl_rank"}
+    engine.evaluate([*observe("a", "binanceusdm", live, healthy, wanted)], 0.0)
+    alerted = engine.alerted_metrics("a")
+    assert alerted == {first.subject.key: {"adl_rank"}}  # the ADL rank of 0.5 fired
+    # alerted on its ADL rank: still not read (it was, with every metric, before)
+    args = ("a", "binanceusdm", live, healthy, wanted)
+    (_, position) = observe(*args, proofs=proofs, alerted=alerted)
+    assert position.subject == first.subject and set(position.metrics) == {"adl_rank"}
+    # alerted on its distance (a state of the near rule): read
+    alerted[first.subject.key].add("liquidation_distance")
+    (_, position) = observe(*args, proofs=proofs, alerted=alerted)
+    assert set(position.metrics) == {"adl_rank", "liquidation_distance"}

@@ -20,7 +20,14 @@ from typing import Any
 import pytest
 import yaml
 
-from alertd.config import AccountConfig, BackoffSettings, Config, FeedSettings, parse_config
+from alertd.config import (
+    AccountConfig,
+    BackoffSettings,
+    Config,
+    FeedSettings,
+    Secret,
+    parse_config,
+)
 from alertd.daemon.evaluation import Alerting
 from alertd.daemon.publisher import stale_streams
 from alertd.daemon.store import Store
@@ -28,6 +35,7 @@ from alertd.delivery.deliverer import Deliverer
 from alertd.engine.book import Book
 from alertd.engine.model import MarginMode, Side
 from alertd.exchanges.binance import ALL_SYMBOLS_WEIGHT, USDM_WEIGHT_PER_MINUTE, usdm_stops_weight
+from alertd.exchanges.registry import get_spec
 from alertd.feeds.backoff import Backoff
 from alertd.feeds.ccxt_exchange import (
     REST_BUDGET_SHARE,
@@ -52,7 +60,7 @@ from alertd.rules.model import Context, Subject
 from tests.fake_exchange.binance import FakeBinanceUSDM
 from tests.support.aio import background, run
 from tests.support.fakes import FAKES, started
-from tests.support.feeds import FAST, account_config, btc_long, fast_backoff, secrets
+from tests.support.feeds import BTC, FAST, account_config, btc_long, fast_backoff, secrets
 from tests.support.poll import eventually
 
 ACCOUNTS = 6
@@ -89,6 +97,10 @@ def manager_for(
         btc_long(fake, f"key{i}")  # a position: the mark hub streams BTC
     accounts = [account_config(f"a{i}", exchange, fake) for i in range(count)]
     keys = {f"a{i}": secrets(f"key{i}", f"secret{i}") for i in range(count)}
+    passphrase = getattr(fake, "PASSPHRASE", None)  # OKX signs with one too
+    if passphrase is not None:
+        for credentials in keys.values():
+            credentials["password"] = Secret(passphrase)
     if options is None:
         options = FeedOptions(exchange_factory=built, backoff=fast_backoff)
     config = Config(version=1, accounts=accounts, feeds=settings)
@@ -203,8 +215,78 @@ def test_bybit_accounts_share_markets_but_keep_their_own_rate_limiters() -> None
                 assert all(e.session is exchanges[0].session for e in exchanges)
                 # Bybit limits private requests per account: no shared budget
                 assert len({id(e.throttler) for e in exchanges}) == len(exchanges)
+                # but every request from the IP counts in its cap of 600 in 5 s: one window
+                assert len({id(e.throttler.ip) for e in exchanges}) == 1
 
     run(body(), timeout_s=120)
+
+
+@pytest.mark.parametrize(
+    ("exchange", "tiers_path"),
+    [("bybit", "/v5/market/risk-limit"), ("okx", "/api/v5/public/position-tiers")],
+)
+def test_public_tier_tables_are_read_once_for_every_account_of_the_exchange(
+    exchange: str, tiers_path: str
+) -> None:
+    """Issue 14: Bybit's risk limits and OKX's position tiers are public tables, the same for
+    every account, and both exchanges limit public requests per IP (Bybit 600 in 5 s, OKX
+    this one 10 in 2 s): read per account, 1,000 accounts holding BTC sent 1,000 of them at
+    start and at every tier refresh. One read serves every account, each gets the table."""
+
+    async def body() -> None:
+        fake = FAKES[exchange]()
+        async with started(fake):
+            manager = manager_for(fake, exchange, Built(), count=5)
+            async with background(manager.run()):
+                feeds = list(manager.feeds.values())
+                await eventually(
+                    lambda: all(f.state.bootstrapped for f in feeds), what="all up", timeout_s=60
+                )
+                assert market_requests(fake, tiers_path) == 1
+                tables = [f.state.tiers[BTC] for f in feeds]
+                assert all(t is tables[0] for t in tables)
+                # the next market refresh reads it again, once
+                await manager.shared[next(iter(manager.shared))].refresh_markets()
+                await asyncio.gather(*(f.refresh_tiers() for f in feeds))
+                assert market_requests(fake, tiers_path) == 2
+
+    run(body(), timeout_s=120)
+
+
+def test_bybit_accounts_are_held_within_the_ips_request_cap_together() -> None:
+    """Issue 14: Bybit caps every request from one IP at 600 in 5 s (403 and a ban of ten
+    minutes past it, for every account on the IP), besides each account's own limits: at
+    1,000 accounts going live alertd sent 512 requests in 5 s with 8 REST slots, unpaced.
+    The accounts' requests together stay within 90% of the cap over any window; each still
+    waits for its own limiter too."""
+
+    async def body() -> None:
+        assert get_spec("bybit").capabilities.requests_per_ip == (600, 5.0)
+        shared = SharedExchange(
+            "bybit shared",
+            lambda shared: None,
+            new_ssl_context(),
+            rest_concurrency=8,
+            rest_limit_per_ip=False,
+            requests_per_ip=(10, 5.0),
+        )
+        config = AccountConfig(name="a", exchange="bybit", api_key_env="K", secret_env="S")
+        one, two = (make_exchange(config, {}, FAST, None, shared) for _ in range(2))
+        try:
+            assert one.throttler.own is not two.throttler.own
+            # 90% of 10 in 5 s: nine of the two accounts' ten requests, the tenth held
+            asked = [asyncio.ensure_future(e.throttle(1)) for e in (one, two) * 5]
+            done, held = await asyncio.wait(asked, timeout=3)
+            assert (len(done), len(held)) == (9, 1)
+            for future in held:
+                future.cancel()
+        finally:
+            one.throttler.ip.running = False
+            await one.close()
+            await two.close()
+            await shared.close()
+
+    run(body(), timeout_s=60)
 
 
 def test_concurrent_rest_work_is_bounded_per_exchange(caplog: pytest.LogCaptureFixture) -> None:
@@ -611,6 +693,18 @@ def test_an_account_waiting_its_turn_is_not_down_until_its_group_could_all_be_li
             for now, down_waiting, down_failed in ((1000, 0, 0), (1299, 0, 299), (1360, 60, 360)):
                 assert alerting.feed_status(waiting, now).down_s == D(down_waiting)
                 assert alerting.feed_status(failed, now).down_s == D(down_failed)
+            # bootstrapped, its private stream not open yet (its listen key waits in the same
+            # budget, a minute behind the bootstraps of the window): still its turn
+            streaming = manager.feeds["b997"]
+            streaming.state.bootstrapped = True
+            assert alerting.feed_status(streaming, 1000).down_s == 0
+            assert alerting.feed_status(streaming, 1360).down_s == 60
+            # once its stream opened, a drop is down from then, as any feed's
+            streaming.on_open()
+            assert alerting.feed_status(streaming, 1400).down_s == 0
+            streaming.state.connected = False
+            assert alerting.feed_status(streaming, 1410).down_s == 0
+            assert alerting.feed_status(streaming, 1480).down_s == 70
         finally:
             await manager.close()
 
@@ -877,6 +971,49 @@ def test_a_bootstrap_that_timed_out_is_retried_before_live_accounts_rest_work(
 
     with caplog.at_level(logging.INFO, logger="alertd.feeds.feed"):
         run(body(), timeout_s=120)
+
+
+def test_brackets_whose_all_symbol_answer_timed_out_are_read_per_symbol_not_the_bootstrap_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 14: every symbol's brackets in one answer (580 KB at Binance's 550 markets) was
+    the request that timed out under load at 1,000 accounts, and each timeout failed the
+    bootstrap: its snapshot (10 weight) and a backoff spent again, the account blind. An
+    account holding two symbols whose all-symbol read times out reads each symbol's brackets
+    alone (the account's own, as the all-symbol answer: ``notionalCoef`` stays theirs) and
+    goes live on its first try, with the brackets the other account read in one answer."""
+    fake = FAKES["binanceusdm"]()
+    fake.timed_requests = []
+
+    async def body() -> None:
+        settings = SETTINGS.model_copy(update={"rest_concurrency": 1, "request_timeout_s": 1})
+        async with started(fake):
+            manager = manager_for(fake, "binanceusdm", Built(), 2, settings=settings)
+            for key in ("key0", "key1"):
+                fake.open_position(key, "ETH/USDT:USDT", "short", "2", "3100")
+            fake.hold_rest("/fapi/v1/leverageBracket")  # a0's, the first account's
+            feeds = list(manager.feeds.values())
+            async with background(manager.run()):
+                await eventually(
+                    lambda: all(f.state.bootstrapped for f in feeds),
+                    what="both accounts live",
+                    timeout_s=30,
+                )
+            fake.release_rest()
+        a0, a1 = (f.state.tiers for f in feeds)
+        assert set(a0) == set(a1) == {BTC, "ETH/USDT:USDT"}
+        assert a0 == a1
+        reads = [q for _, _, p, q in fake.timed_requests or [] if p.endswith("leverageBracket")]
+        everything, btc, eth = reads[:3]
+        assert "symbol=" not in everything
+        assert "symbol=BTCUSDT" in btc and "symbol=ETHUSDT" in eth
+        assert "symbol=" not in reads[3]  # a1's: one answer for all
+
+    with caplog.at_level(logging.INFO, logger="alertd.feeds.feed"):
+        run(body(), timeout_s=120)
+    lines = [r.getMessage() for r in caplog.records]
+    assert not [m for m in lines if "bootstrap failed" in m], lines
+    assert [m for m in lines if m.startswith("a0: bootstrapped") and "failed" not in m]
 
 
 def test_rest_slots_serve_bootstraps_first_each_queue_in_order_and_lose_no_slot() -> None:

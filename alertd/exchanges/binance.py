@@ -681,8 +681,9 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         """The account's brackets of ``symbols`` ("Notional and Leverage Brackets", weight 1
         with or without a symbol; an account's brackets can differ from the default:
         ``notionalCoef``). One symbol is asked alone (a small answer); more, in one request
-        for all. Only the raw rows are read (the deduction ``cum`` is only there): ccxt's
-        ``fetch_leverage_tiers`` would parse every listed symbol's tiers for each account."""
+        for all, and if that one times out, one request per symbol. Only the raw rows are
+        read (the deduction ``cum`` is only there): ccxt's ``fetch_leverage_tiers`` would
+        parse every listed symbol's tiers for each account."""
         if not symbols:
             return {}
         # a portfolio margin account's brackets: "UM Notional and Leverage Brackets" (GET
@@ -693,10 +694,20 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             else exchange.fapiPrivateGetLeverageBracket
         )
         if len(symbols) == 1:
-            answer = await read({"symbol": exchange.market_id(symbols[0])})
-            rows = [answer] if isinstance(answer, dict) else answer
+            rows = await self._brackets_by_symbol(exchange, read, symbols)
         else:
-            rows = await read()
+            try:
+                rows = await read()
+            except Exception as exc:
+                import ccxt  # loaded by then: the adapter runs on ccxt objects (registry.py)
+
+                if not isinstance(exc, ccxt.RequestTimeout):
+                    raise
+                # Every symbol's brackets are about 1 KB a listed market (580 KB at 550) and
+                # the one answer that timed out under load (benchmarks.md, seventh pass); one
+                # small answer per held symbol (1 weight each: 2 more for three symbols) is
+                # cheaper than the failed bootstrap's retry (12 weight and its backoff, blind)
+                rows = await self._brackets_by_symbol(exchange, read, symbols)
         if not isinstance(rows, list):
             raise FrameError("leverageBracket: expected a list of symbols")
         wanted = {exchange.market_id(symbol): symbol for symbol in symbols}
@@ -706,6 +717,20 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             if symbol is not None and row.get("brackets"):
                 out[symbol] = brackets_to_table(row["brackets"])
         return out
+
+    @staticmethod
+    async def _brackets_by_symbol(
+        exchange: Any, read: Callable[..., Any], symbols: list[str]
+    ) -> list[Any]:
+        """Each symbol's brackets asked alone (an object, not a list, when a symbol is
+        sent), one after the other: the account's REST slot bounds its requests."""
+        rows: list[Any] = []
+        for symbol in symbols:
+            answer = await read({"symbol": exchange.market_id(symbol)})
+            if not isinstance(answer, dict | list):
+                raise FrameError("leverageBracket: expected a symbol's brackets")
+            rows += [answer] if isinstance(answer, dict) else answer
+        return rows
 
     def _position(self, exchange: Any, raw: dict[str, Any]) -> PositionState:
         market = exchange.safe_market(raw.get("symbol") or raw.get("s"), None, None, "swap")

@@ -492,24 +492,32 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
         return _INST_TYPE.get(str(exchange.market(symbol).get("type")), "SWAP")
 
     async def fetch_tiers(self, exchange: Any, symbols: list[str]) -> dict[str, TierTable]:
+        """Each symbol's position tiers: "Get position tiers" (GET
+        /api/v5/public/position-tiers) is public, the same table for every account, and
+        OKX limits public endpoints per IP (www.okx.com/docs-v5/en/#overview-rate-limits;
+        this one 10 requests in 2 s): read once per instrument family for every account
+        of the exchange, again after each market refresh."""
         out = {}
         for symbol in symbols:
             market = exchange.market(symbol)
             family = (market.get("info") or {}).get("instFamily")
             if not family:
                 raise FrameError(f"{symbol}: no instFamily in the market, cannot ask for tiers")
-            # cross tiers: OKX publishes the same table for isolated positions; expiry
-            # futures have their own (instType FUTURES, the same instFamily)
-            response = await exchange.publicGetPublicPositionTiers(
-                {
-                    "instType": self._inst_type(exchange, symbol),
-                    "tdMode": "cross",
-                    "instFamily": family,
-                }
-            )
-            rows = response.get("data") or []
-            if rows:
-                out[symbol] = position_tiers_to_table(rows)
+            inst_type = self._inst_type(exchange, symbol)
+
+            async def read(inst_type: str = inst_type, family: str = family) -> TierTable | None:
+                # cross tiers: OKX publishes the same table for isolated positions; expiry
+                # futures have their own (instType FUTURES, the same instFamily)
+                response = await exchange.publicGetPublicPositionTiers(
+                    {"instType": inst_type, "tdMode": "cross", "instFamily": family}
+                )
+                rows = response.get("data") or []
+                return position_tiers_to_table(rows) if rows else None
+
+            key = ("okx", "position-tiers", inst_type, family)
+            table = await self.tables.get(key, read)
+            if table is not None:
+                out[symbol] = table
         return out
 
     def _position(self, exchange: Any, raw: dict[str, Any]) -> list[PositionState]:

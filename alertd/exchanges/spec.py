@@ -106,6 +106,10 @@ class Capabilities:
     # Hyperliquid's): every account from this host shares one budget, so its accounts share
     # one ccxt rate limiter. False where private limits are per account (Bybit, OKX, Gate).
     rest_limit_per_ip: bool = False
+    # Where private limits are per account but the exchange also caps every request from one
+    # IP (Bybit: 600 in 5 s): (requests, seconds); the accounts of one host are held within
+    # it together, each still by its own ccxt limiter too. None: no such cap.
+    requests_per_ip: tuple[int, float] | None = None
     # The exchange's documented per-IP budget in its own request weight per minute (Binance
     # USDⓈ-M: 2,400): the accounts sharing an IP are held to it by one rolling 60 s window.
     # None: ccxt's own pacing.

@@ -215,8 +215,11 @@ class SharedExchange:
         rest_concurrency: int,
         rest_limit_per_ip: bool,
         rest_weight_per_minute: int | None = None,
+        requests_per_ip: tuple[int, float] | None = None,
     ) -> None:
         self.name = name
+        self._requests_per_ip = requests_per_ip
+        self._ip_window: Any = None  # made on first use, on the running loop
         self.ssl_context = ssl_context
         self._build_public = build_public
         self._rest_limit_per_ip = rest_limit_per_ip
@@ -256,7 +259,14 @@ class SharedExchange:
         return self._session
 
     def adopt(self, exchange: Any) -> None:
-        """Give a new exchange object the shared rate limiter (where limits are per IP)."""
+        """Give a new exchange object the shared rate limiter (where limits are per IP), or
+        the IP's cap on top of its own (where the exchange caps an IP's requests too)."""
+        if self._requests_per_ip is not None and not self._rest_limit_per_ip:
+            if self._ip_window is None:
+                count, window_s = self._requests_per_ip
+                self._ip_window = request_window(count, window_s, exchange.asyncio_loop)
+            exchange.throttler = BothLimits(exchange.throttler, self._ip_window)
+            return
         if not self._rest_limit_per_ip:
             return
         if self._throttler is None:
@@ -333,6 +343,38 @@ class SharedExchange:
 # other tools a trader runs from the same IP, and for Binance counting by the calendar minute
 # where the window here rolls.
 REST_BUDGET_SHARE = 0.9
+
+
+def request_window(count: int, window_s: float, loop: Any) -> Any:
+    """ccxt's rolling-window limiter holding requests (1 each) within ``REST_BUDGET_SHARE`` of
+    ``count`` over any ``window_s``."""
+    window_ms = window_s * 1000
+    rate = window_ms / (count * REST_BUDGET_SHARE)
+    return Throttler(
+        {"algorithm": "rollingWindow", "windowSize": window_ms, "rateLimit": rate}, loop
+    )
+
+
+class BothLimits:
+    """An account's own ccxt limiter (its per-account limits) and the IP's window shared by
+    every account on it, both waited for; what ccxt calls its ``throttler``."""
+
+    def __init__(self, own: Any, ip: Any) -> None:
+        self.own = own
+        self.ip = ip
+
+    async def __call__(self, cost: float | None = None) -> None:
+        await self.own(cost)
+        await self.ip(1)  # the IP's cap counts requests, not the account's costs
+
+    @property
+    def loop(self) -> Any:
+        return self.own.loop
+
+    @loop.setter
+    def loop(self, loop: Any) -> None:
+        # ccxt sets its limiter's loop as it opens its session (open(), the first request)
+        self.own.loop = loop
 
 
 def weight_window(weight_per_minute: int, loop: Any) -> Any:

@@ -149,7 +149,19 @@ class AccountFeed:
         self._last_resync_started = -float("inf")
         self._forced_at = -float("inf")
         self._last_failure = -float("inf")
+        self._connected_once = False
         self._fatal_event = asyncio.Event()
+
+    def waiting_first_turn(self) -> bool:
+        """Not connected yet through no failure of its own: its bootstrap (first, or retried
+        after a failure in the crowd, a 429 or a timeout, until it keeps failing), or after it
+        its private stream's first opening (Binance's listen key, one more request in the same
+        per-IP budget), waits its turn in the exchange's paced start (:attr:`paced_start_s`)."""
+        return (
+            not self._connected_once
+            and not self.state.bootstrap_keeps_failing
+            and self._last_failure == -float("inf")
+        )
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -624,7 +636,7 @@ class AccountFeed:
         while True:
             try:
                 await step()
-                self.state.connected = True
+                self.state.connected = self._connected_once = True
                 backoff.healthy(self._clock())
             except FrameError as exc:
                 self.on_malformed(f"{name}: bad frame", str(exc))
@@ -767,7 +779,7 @@ class AccountFeed:
         if not self.state.bootstrapped or self.state.fatal is not None:
             return
         reopened = not self.state.connected and self._last_failure > -float("inf")
-        self.state.connected = True
+        self.state.connected = self._connected_once = True
         if reopened:
             self._settle_resync(self._clock(), "reopened")
 

@@ -179,6 +179,7 @@ class FeedManager:
                 rest_concurrency=settings.rest_concurrency,
                 rest_limit_per_ip=capabilities.rest_limit_per_ip,
                 rest_weight_per_minute=capabilities.rest_weight_per_minute,
+                requests_per_ip=capabilities.requests_per_ip,
             )
         return self.shared[key]
 

@@ -125,6 +125,10 @@ class Stream(enum.Enum):
     POSITIONS = "positions"
     BALANCE = "balance"
 
+    # Enum's own hash is a Python call (of the name's hash); members are singletons, equal
+    # only to themselves, so identity's C hash serves: every mark recorded hashes one
+    __hash__ = object.__hash__
+
 
 @dataclass(frozen=True, slots=True)
 class MarketInfo:

@@ -25,6 +25,7 @@ from alertd.rules.model import (
     Observation,
     QuietHours,
     Rule,
+    Scope,
     Severity,
     Silence,
     Subject,
@@ -172,6 +173,8 @@ class AlertEngine:
         # critical first: a gap straight past both thresholds notifies only the critical
         ordered = sorted(rules, key=lambda r: -r.severity)
         self.rules = {r.name: r for r in ordered}
+        # an observation is stepped by its own scope's rules only, in the same order
+        self._scoped = {s: [r for r in ordered if r.scope is s] for s in Scope}
         for state in [s for s in self.states.values() if s.rule not in self.rules]:
             self._drop(state)
 
@@ -213,6 +216,17 @@ class AlertEngine:
     def alerted(self, account: str) -> set[str]:
         """The keys of the subjects of ``account`` that have an alert state."""
         return {key for _, key in self._by_account.get(account, ())}
+
+    def alerted_metrics(self, account: str) -> dict[str, set[str]]:
+        """Per subject of ``account`` with an alert state (its key): the metrics that its
+        rules with a state read (each rule's own and its ``also`` conditions')."""
+        out: dict[str, set[str]] = {}
+        for rule_name, key in self._by_account.get(account, ()):
+            rule = self.rules.get(rule_name)
+            metrics = out.setdefault(key, set())
+            if rule is not None:
+                metrics.update(c.metric for c in rule.conditions)
+        return out
 
     def _in_scope(self, scope: Collection[str]) -> list[AlertState]:
         """The states of the accounts in ``scope``, in insertion order (as ``states``)."""
@@ -260,7 +274,7 @@ class AlertEngine:
     ) -> None:
         """Step every rule on every observation that carries the rule's metric."""
         for obs in observations:
-            for rule in self.rules.values():
+            for rule in self._scoped[obs.subject.scope]:
                 # a metric missing from an observation (an account whose data is incomplete)
                 # leaves its alerts as they are: no data is not "all clear"
                 if rule.applies_to(obs.subject) and rule.observed_in(obs.metrics):
