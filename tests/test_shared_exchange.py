@@ -257,8 +257,8 @@ def test_bybit_accounts_are_held_within_the_ips_request_cap_together() -> None:
     """Issue 14: Bybit caps every request from one IP at 600 in 5 s (403 and a ban of ten
     minutes past it, for every account on the IP), besides each account's own limits: at
     1,000 accounts going live alertd sent 512 requests in 5 s with 8 REST slots, unpaced.
-    The accounts' requests together stay within 90% of the cap over any window; each still
-    waits for its own limiter too."""
+    The accounts' requests together stay within 80% of the cap over any window (admitted
+    requests arrive bunched under load); each still waits for its own limiter too."""
 
     async def body() -> None:
         assert get_spec("bybit").capabilities.requests_per_ip == (600, 5.0)
@@ -274,10 +274,10 @@ def test_bybit_accounts_are_held_within_the_ips_request_cap_together() -> None:
         one, two = (make_exchange(config, {}, FAST, None, shared) for _ in range(2))
         try:
             assert one.throttler.own is not two.throttler.own
-            # 90% of 10 in 5 s: nine of the two accounts' ten requests, the tenth held
+            # 80% of 10 in 5 s: eight of the two accounts' ten requests, two held
             asked = [asyncio.ensure_future(e.throttle(1)) for e in (one, two) * 5]
             done, held = await asyncio.wait(asked, timeout=3)
-            assert (len(done), len(held)) == (9, 1)
+            assert (len(done), len(held)) == (8, 2)
             for future in held:
                 future.cancel()
         finally:
@@ -693,6 +693,12 @@ def test_an_account_waiting_its_turn_is_not_down_until_its_group_could_all_be_li
             for now, down_waiting, down_failed in ((1000, 0, 0), (1299, 0, 299), (1360, 60, 360)):
                 assert alerting.feed_status(waiting, now).down_s == D(down_waiting)
                 assert alerting.feed_status(failed, now).down_s == D(down_failed)
+            # its bootstrap then goes through, no stream open yet: still down since first
+            # seen (the grace, once ended, stays ended; it came back and resolved feed-down
+            # before any stream opened: review4)
+            failed.state.bootstrap_failed = failed.state.bootstrap_failing = None
+            failed.state.bootstrapped = True
+            assert alerting.feed_status(failed, 1400).down_s == 400
             # bootstrapped, its private stream not open yet (its listen key waits in the same
             # budget, a minute behind the bootstraps of the window): still its turn
             streaming = manager.feeds["b997"]
@@ -1060,3 +1066,67 @@ def test_rest_slots_serve_bootstraps_first_each_queue_in_order_and_lose_no_slot(
         await late
 
     run(body(), timeout_s=10)
+
+
+def test_an_empty_tier_table_is_asked_again_not_kept_for_every_account() -> None:
+    """A held symbol's public tier table answered empty (a new listing's risk limits, for a
+    while) is not kept for every account of the exchange until the next market refresh (up
+    to a day incomplete): the next account's read asks again; a table is kept (review4)."""
+    from alertd.feeds.adapter import PublicTables
+
+    async def body() -> None:
+        tables = PublicTables()
+        answers: list[str | None] = [None, "tiers"]
+        asked = []
+
+        async def read() -> str | None:
+            asked.append(1)
+            return answers[len(asked) - 1]
+
+        assert await tables.get("k", read, keep_empty=False) is None
+        assert await tables.get("k", read, keep_empty=False) == "tiers"
+        assert await tables.get("k", read, keep_empty=False) == "tiers"
+        assert len(asked) == 2
+        # kept where an empty answer is the table (no tiers for that currency)
+        assert await tables.get("c", lambda: asyncio.sleep(0, result=None)) is None
+        assert await tables.get("c", read) is None
+
+    asyncio.run(body())
+
+
+def test_groups_of_accounts_on_one_exchange_host_share_the_ip_s_limits() -> None:
+    """Accounts whose ccxt options differ are groups of their own (their own catalogue and
+    REST slots), but they send from the one IP: Bybit's cap of 600 requests in 5 s and
+    Binance's request weight are the IP's, so every group of that host waits on one limiter
+    (each group held to 90% of the cap passed it together, review4)."""
+
+    async def body() -> None:
+        accounts = [
+            AccountConfig(
+                name=f"{exchange}{i}",
+                exchange=exchange,
+                api_key_env="K",
+                secret_env="S",
+                options={"recvWindow": 5000} if i else {},
+            )
+            for exchange in ("bybit", "binanceusdm")
+            for i in range(2)
+        ]
+        manager = FeedManager(Config(version=1, accounts=accounts), {})
+        made = []
+        try:
+            assert len(manager.shared) == 4  # a group per exchange and options
+            for name in ("bybit0", "bybit1", "binanceusdm0", "binanceusdm1"):
+                feed = manager.feeds[name]
+                made.append(make_exchange(feed.config, {}, FAST, None, feed.shared))
+            bybit0, bybit1, binance0, binance1 = made
+            assert bybit0.throttler.own is not bybit1.throttler.own  # per account, as before
+            assert bybit0.throttler.ip is bybit1.throttler.ip
+            assert binance0.throttler is binance1.throttler
+        finally:
+            bybit0.throttler.ip.running = False
+            for exchange in made:
+                await exchange.close()
+            await manager.close()
+
+    run(body(), timeout_s=60)

@@ -327,7 +327,9 @@ class BybitAdapter(ExchangeAdapter):
                 rows = (response.get("result") or {}).get("list") or []
                 return risk_limits_to_table(rows) if rows else None
 
-            table = await self.tables.get(("bybit", "risk-limit", market_id), read)
+            table = await self.tables.get(
+                ("bybit", "risk-limit", market_id), read, keep_empty=False
+            )
             if table is not None:
                 out[symbol] = table
         return out

@@ -515,7 +515,7 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
                 return position_tiers_to_table(rows) if rows else None
 
             key = ("okx", "position-tiers", inst_type, family)
-            table = await self.tables.get(key, read)
+            table = await self.tables.get(key, read, keep_empty=False)
             if table is not None:
                 out[symbol] = table
         return out

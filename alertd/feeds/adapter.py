@@ -126,20 +126,29 @@ class PublicTables:
     same way and kept until :meth:`clear` (the feeds' market refresh, every
     ``feeds.tier_refresh_interval_s``; a lone feed at its own tier refresh). Accounts asking
     for the same key at once wait for one request. A failed read keeps nothing: the next
-    asks again."""
+    asks again; nor does an empty one where ``keep_empty`` is false (a held symbol's tier
+    table answered empty, as a new listing's may be for a while: kept, every account holding
+    it would stay incomplete until the next market refresh, up to a day)."""
 
     def __init__(self) -> None:
         self._tables: dict[Hashable, Any] = {}
         self._locks: dict[Hashable, asyncio.Lock] = {}
 
-    async def get(self, key: Hashable, load: Callable[[], Awaitable[T]]) -> T:
-        if key not in self._tables:
-            lock = self._locks.setdefault(key, asyncio.Lock())
-            async with lock:
-                if key not in self._tables:
-                    self._tables[key] = await load()
-        value: T = self._tables[key]
-        return value
+    async def get(
+        self, key: Hashable, load: Callable[[], Awaitable[T]], *, keep_empty: bool = True
+    ) -> T:
+        if key in self._tables:
+            kept: T = self._tables[key]
+            return kept
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            if key in self._tables:
+                again: T = self._tables[key]
+                return again
+            value = await load()
+            if value is not None or keep_empty:
+                self._tables[key] = value
+            return value
 
     def clear(self) -> None:
         self._tables.clear()

@@ -27,7 +27,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from alertd.config import AccountConfig, Config, FeedSettings, Secret
 from alertd.exchanges.registry import get_spec
 from alertd.feeds.books import Covers, OrderBooks
-from alertd.feeds.ccxt_exchange import REST_BUDGET_SHARE, SharedExchange, new_ssl_context
+from alertd.feeds.ccxt_exchange import (
+    REST_BUDGET_SHARE,
+    IpBudget,
+    SharedExchange,
+    new_ssl_context,
+)
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.marks import MarkHub
 from alertd.feeds.options import PRODUCTION, FeedOptions
@@ -127,6 +132,7 @@ class FeedManager:
         self.dynamics_span_s = dynamics_span_s  # the rules' longest price-dynamics window
         self.hubs: dict[str, MarkHub] = {}
         self.shared: dict[str, SharedExchange] = {}
+        self._ip_budgets: dict[str, IpBudget] = {}  # by exchange host: what one IP may send
         self.feeds: dict[str, AccountFeed] = {}
         self._ssl_context: ssl.SSLContext | None = None
         for account in config.accounts:
@@ -171,17 +177,28 @@ class FeedManager:
             def catalogue_exchange(shared: SharedExchange, account: AccountConfig = account) -> Any:
                 return factory(account, {}, settings, None, shared)  # markets are public
 
-            capabilities = get_spec(account.exchange).capabilities
             self.shared[key] = SharedExchange(
                 f"{account.exchange} shared" + (f" #{len(self.shared)}" if self.shared else ""),
                 catalogue_exchange,
                 self._ssl_context,
                 rest_concurrency=settings.rest_concurrency,
+                ip_budget=self._ip_budget_for(account),
+            )
+        return self.shared[key]
+
+    def _ip_budget_for(self, account: AccountConfig) -> IpBudget:
+        """One per exchange host: accounts whose ccxt options differ (their own groups, with
+        their own catalogue and REST slots) still send from the one IP (review4: two groups
+        of Bybit accounts, each held within the IP's cap, together passed it)."""
+        host = json.dumps([account.exchange, account.sandbox, account.urls], default=str)
+        if host not in self._ip_budgets:
+            capabilities = get_spec(account.exchange).capabilities
+            self._ip_budgets[host] = IpBudget(
                 rest_limit_per_ip=capabilities.rest_limit_per_ip,
                 rest_weight_per_minute=capabilities.rest_weight_per_minute,
                 requests_per_ip=capabilities.requests_per_ip,
             )
-        return self.shared[key]
+        return self._ip_budgets[host]
 
     def _hub_for(self, key: str, account: AccountConfig) -> MarkHub:
         """Accounts that reach the same exchange the same way share one mark hub."""

@@ -1189,10 +1189,9 @@ def dynamics_span_s(rules: Iterable[Rule]) -> float:
 _Series = tuple[str, Metric, float, float]
 
 
-@functools.lru_cache(maxsize=65_536)  # subjects are immutable: one per account and position
 # immutable, and the same few per account at every evaluation: built once each (1,000
 # accounts of three positions hold 4,000)
-@functools.lru_cache(maxsize=16_384)
+@functools.lru_cache(maxsize=65_536)
 def _subject(
     account: str, exchange: str, symbol: str | None = None, side: str | None = None
 ) -> Subject:
