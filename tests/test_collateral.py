@@ -4,6 +4,7 @@ snapshot format (schema 2, schema 1 still read)."""
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import replace
 from decimal import Decimal
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from alertd.engine.book import Book
 from alertd.engine.collateral import Collateral, CollateralRatio, RatioBasis, RatioTier
@@ -28,6 +30,7 @@ from alertd.feeds.adapter import FrameError
 from alertd.feeds.state import ReportedAccount, ReportedPosition
 from alertd.snapshot.compare import compare
 from alertd.snapshot.format import account_to_json, load_snapshot, parse_snapshot
+from alertd.views.report import render
 
 from .support.process import alertd
 from .support.snapshots import account, position, snapshot, tiers
@@ -267,6 +270,31 @@ def test_margin_assets_round_trip_and_bad_ones_are_named() -> None:
         "cross.margin_assets[2].ask_rate: must be at or above "
         "cross.margin_assets[2].bid_rate 0.99 (got 0.98)",
     ]
+
+
+def test_a_margin_asset_without_a_line_is_named_once() -> None:
+    # the FAQ's ETHUSDC margined in USDC with no cross.margin_assets line: its PnL and MM count
+    # at par with USDT, which Binance does not (it converts USDC at its USDCUSD row's rates)
+    snap = account_to_json(_faq_account("200"))
+    eth = snap["positions"][1]
+    snap["positions"].append({**eth, "symbol": "SOL/USDC:USDC"})
+    assert parse_snapshot(json.dumps(snap)).warnings == (
+        "positions[1].margin_asset: USDC has no cross.margin_assets line: "
+        "its positions' PnL and margin count at par with USDT",
+    )
+    lined = account_to_json(_usdc_depeg_account("200"))
+    assert parse_snapshot(json.dumps(lined)).warnings == ()
+
+
+def test_calc_shows_each_margin_asset_s_pnl_in_its_own_unit() -> None:
+    # ETHUSDC at 585: its 20 x -15 = -300 is USDC's PnL (on USDC's line, at its rates), not
+    # USDT's; BTCUSDT at its entry adds nothing to USDT's
+    out = io.StringIO()
+    metrics = compute(_usdc_depeg_account("200", eth_mark="585"))
+    render(metrics, Console(file=out, width=120, highlight=False, markup=False, emoji=False))
+    rows = [" ".join(line.split()) for line in out.getvalue().splitlines()]
+    assert "Unrealized PnL 0.00 USDT" in rows
+    assert "of it, unrealized PnL -300.00 USDC" in rows
 
 
 def test_bitget_tiered_collateral_by_quantity_and_by_value() -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import subprocess
 from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
 from pathlib import Path
+
+import pytest
 
 from alertd.engine.margin import compute
 from alertd.engine.model import MarginMode, Side
@@ -33,6 +36,7 @@ from .support.process import alertd
 D = Decimal
 ETH = "ETH/USDT:USDT"
 ETH_USDC = "ETH/USDC:USDC"
+FDUSD_BTC = "BTC/FDUSD:FDUSD"
 
 
 def write_config(tmp_path: Path, fake: FakeBinanceUSDM, key_env: str, secret_env: str) -> Path:
@@ -321,6 +325,42 @@ def test_a_usdc_m_close_credits_usdc_s_own_line_live() -> None:
                 assert abs(after.margin_balance - D(served["totalMarginBalance"])) < D("1e-6")
 
     run(body())
+
+
+def test_a_margin_asset_without_rates_pushed_live_is_named_not_counted_at_par(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Multi-assets with no FDUSDUSD row in assetIndex and no FDUSD at the snapshot (nothing
+    of it counts: no line); then a deposit's ACCOUNT_UPDATE pushes B[FDUSD].cw. Binance counts
+    it at its own rates, which alertd has not read: the account is incomplete, naming FDUSD,
+    and the log says so once, rather than the wallet dropped or counted at par."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [("key-a", "secret-a", "1000")]) as fake:
+            fake.add_symbol(FDUSD_BTC, "60000")
+            fake.set_multi_assets_coins("key-a", {})
+            fake.set_asset_wallet("key-a", "FDUSD", "0")
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-a", BTC, "long", "0.01", "60000")
+            feed = make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
+            async with kept_open(feed), streaming(feed):
+                assert "FDUSD" not in {m.asset for m in feed.state.margin_assets}
+                assert feed.state.missing() == []
+                fake.set_asset_wallet("key-a", "FDUSD", "100")
+                await eventually(lambda: "FDUSD" in feed.state.pool_wallets, what="the push")
+                assert feed.state.missing() == [
+                    "FDUSD: a margin asset with no equity line (no FDUSDUSD rates at the last "
+                    "snapshot): its wallet and positions are never counted at par"
+                ]
+                fake.set_asset_wallet("key-a", "FDUSD", "90")
+                await eventually(
+                    lambda: feed.state.pool_wallets.get("FDUSD") == D(90), what="the push"
+                )
+
+    with caplog.at_level(logging.WARNING, logger="alertd.feeds.feed"):
+        run(body())
+    named = [r.getMessage() for r in caplog.records if "FDUSD has no equity line" in r.getMessage()]
+    assert len(named) == 1
 
 
 def test_multi_assets_coins_move_with_their_marks_between_reconciles() -> None:

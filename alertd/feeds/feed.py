@@ -100,6 +100,8 @@ class AccountFeed:
         self.adapter.tables = shared.tables if shared is not None else PublicTables()
         self.state = AccountState(config.name, self.spec.profile, self.adapter.settle)
         self.state.wallet_includes_isolated = self.adapter.wallet_includes_isolated
+        self.state.lines_margin_assets = self.adapter.market_filter.every_settle
+        self._unlined_warned: set[str] = set()  # margin assets named in the log once each
         self._secrets = secrets
         self._factory = options.exchange_factory
         self._clock = options.clock
@@ -803,5 +805,16 @@ class AccountFeed:
             log.debug("%s: skipped malformed frame #%d (%s)", self.config.name, count, kind)
 
     def _notify(self, change: Change, symbol: str | None = None) -> None:
+        if change is Change.ACCOUNT:
+            for asset in self.state.unlined_margin_assets():
+                if asset not in self._unlined_warned:
+                    self._unlined_warned.add(asset)
+                    log.warning(
+                        "%s: margin asset %s has no equity line (no %sUSD rates at the last "
+                        "snapshot): the account is incomplete until a snapshot gives it one",
+                        self.state.name,
+                        asset,
+                        asset,
+                    )
         for listener in self.listeners:
             listener(self, change, symbol)

@@ -247,6 +247,10 @@ class AccountState:
     # multi-assets: USDC), as of the last REST snapshot; a wallet a push gave since
     # (``pool_wallets``, cleared at each snapshot in that mode) stands for the one read
     margin_assets: tuple[MarginAsset, ...] = ()
+    # multi-assets mode counts each other margin asset on a line of its own (Binance: at its
+    # <asset>USD rates), so one without a line is missing, never at par (Bybit's unified
+    # account counts USDC at par with USDT: no lines)
+    lines_margin_assets: bool = False
     # Bybit reports a wallet balance that still holds isolated positions' margin; Binance
     # reports the cross wallet alone
     wallet_includes_isolated: bool = False
@@ -449,7 +453,27 @@ class AccountState:
                 problems.append(f"{held}: no mark price yet")
             if symbol not in self.tiers:
                 problems.append(f"{held}: no tier table")
+        for asset in self.unlined_margin_assets():
+            problems.append(
+                f"{asset}: a margin asset with no equity line (no {asset}USD rates at the "
+                f"last snapshot): its wallet and positions are never counted at par"
+            )
         return problems
+
+    def unlined_margin_assets(self) -> list[str]:
+        """The margin assets the pool holds a position or a wallet of (a ``B[].cw`` push or
+        a position since the last snapshot) without a :class:`MarginAsset` line where the
+        pooled mode needs one (``lines_margin_assets``), sorted."""
+        if not (self.lines_margin_assets and self.mode.mode is AccountMode.MULTI_ASSETS):
+            return []
+        lined = {self.settle, *(m.asset for m in self.margin_assets)}
+        held = {
+            market.settle
+            for (symbol, _) in self.positions
+            if (market := self.markets.get(symbol)) is not None
+        }
+        held |= {asset for asset, wallet in self.pool_wallets.items() if wallet != 0}
+        return sorted(held - lined)
 
     def incomplete(self) -> list[str]:
         """What keeps alertd's figures of the account incomplete in its mode: all that

@@ -469,6 +469,19 @@ def build_account(snap: SnapshotIn | SnapshotInV2) -> LoadedSnapshot:
     ]
     terms = _build_settle_terms(cross, problems)
     shared = _build_margin_assets(cross.margin_assets, snap.settle, pool_assets, problems)
+    lined = {m.asset for m in shared}
+    for i, p in enumerate(snap.positions):
+        asset = p.margin_asset if isinstance(p, PositionInV2) else None
+        if asset is None or asset in (snap.settle, *lined) or asset in pool_assets:
+            continue
+        # named once per asset: its positions' PnL and margin count at par with the settle
+        # currency, right where the pool does (Bybit's unified account) but not where it
+        # converts each asset at its own rates (Binance multi-assets: its USDCUSD row)
+        lined.add(asset)
+        warnings.append(
+            f"positions[{i}].margin_asset: {asset} has no cross.margin_assets line: "
+            f"its positions' PnL and margin count at par with {snap.settle}"
+        )
     for k, pool in enumerate(more_pools):
         keys = ("liability_tiers", "borrowed", "discount_tiers", "bid_rate", "ask_rate")
         for key in (*keys, "margin_assets"):

@@ -218,7 +218,10 @@ def render(
     summary.add_row("Wallet balance", fmt.money(pool.wallet_balance, unit))
     if pool.collateral:
         summary.add_row("Collateral value (after ratios)", fmt.money(pool.collateral_value, unit))
-    summary.add_row("Unrealized PnL", fmt.money(pool.unrealized_pnl, unit))
+    # the pool's PnL sums every margin asset's: each asset with a line of its own shows its
+    # positions' PnL in its own unit below, the rest (counted at par) in the pool's
+    lines_pnl = sum((line.equity - line.wallet_balance for line in pool.margin_assets), Decimal(0))
+    summary.add_row("Unrealized PnL", fmt.money(pool.unrealized_pnl - lines_pnl, unit))
     if pool.settle_discount:
         # what the settle currency's discount tiers (OKX) or its conversion rates (Binance
         # multi-assets: bid while its equity is positive, ask once negative) change
@@ -226,6 +229,9 @@ def render(
     for line in pool.margin_assets:
         # another margin asset's equity (its wallet and its positions' PnL) at its own rates
         summary.add_row(f"{line.asset} equity", fmt.money(line.equity, line.asset))
+        summary.add_row(
+            "  of it, unrealized PnL", fmt.money(line.equity - line.wallet_balance, line.asset)
+        )
         summary.add_row(f"  at its rate, in {unit}", fmt.money(line.value, unit))
     summary.add_row("Margin balance", fmt.money(pool.margin_balance, unit))
     summary.add_row("Maintenance margin", fmt.money(pool.maintenance_margin, unit))
