@@ -439,6 +439,7 @@ def test_okx_balance_in_multi_currency_mode_reads_the_account_level_figures() ->
         maintenance_margin=D("9.073149592403611"),
         margin_balance=D("152550.80919105993"),
         margin_ratio=1 / D("15986.632239614408"),
+        unit="USD",  # the account level's adjEq and mmr are in USD
     )
 
 

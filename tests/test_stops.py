@@ -678,7 +678,9 @@ def test_a_stop_losing_more_than_a_share_of_the_exchange_s_equity_fires_and_reso
     engine = AlertEngine(rules)
 
     def at(price: str) -> list[Any]:
-        position = dataclasses.replace(_reported((stop(price),)), equity=D(100000))
+        position = dataclasses.replace(
+            _reported((stop(price),)), equity=D(100000), equity_unit="USD"
+        )
         return _pm_observe(_pm_feed(position))
 
     assert engine.evaluate(at("59500"), 0.0) == []  # 4,500: 4.5% of 100,000
@@ -687,7 +689,9 @@ def test_a_stop_losing_more_than_a_share_of_the_exchange_s_equity_fires_and_reso
     message = render(fired)
     assert message.title.endswith("stop 58,500.00 loses 5,500.00 USDT (5.5% of equity)")
     lines = message.body.splitlines()
-    assert lines[1] == "the equity is Binance USDⓈ-M's own, 100,000.00", message.body
+    # Binance's portfolio margin equity is in USD (``PORTFOLIO_FIGURES.unit``), not the USDT
+    # the loss is in
+    assert lines[1] == "the equity is Binance USDⓈ-M's own, 100,000.00 USD", message.body
     # the stop that keeps the loss to 5% of it, 5,000 from the 64,000 entry
     assert lines[-1] == "→ move the stop above 59,000.00", message.body
     [resolved] = engine.evaluate(at("59500"), 20.0)
@@ -695,6 +699,15 @@ def test_a_stop_losing_more_than_a_share_of_the_exchange_s_equity_fires_and_reso
     # no equity left (or none reported): no share, never a division by it
     broke = dataclasses.replace(_reported((stop("58500"),)), equity=D(0))
     assert _pm_observe(_pm_feed(broke))[1].metrics["stop_loss_share"] is None
+
+
+def test_the_exchange_s_equity_is_in_the_unit_it_reports() -> None:
+    from alertd.exchanges.binance import PORTFOLIO_FIGURES
+    from alertd.feeds.state import ReportedAccount
+
+    assert ReportedAccount(scope=PORTFOLIO_FIGURES).money_unit("USDT") == "USD"
+    assert ReportedAccount(unit="USD").money_unit("USDT") == "USD"  # Bybit, OKX PM
+    assert ReportedAccount().money_unit("USDC") == "USDC"  # the pool alertd computes
 
 
 def test_a_liquidation_distance_rule_reads_the_exchange_s_liquidation_price() -> None:

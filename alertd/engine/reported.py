@@ -125,6 +125,7 @@ class ExchangeRatioPosition:
     # as the ratio is), in the unit the exchange reports it in: what a loss at the stop is a
     # share of (``stop_loss_share``); None: the exchange reports none
     equity: Decimal | None = None
+    equity_unit: str = ""  # the unit of ``equity`` (Binance portfolio margin's: USD)
     # the exchange's maintenance margin of the position as read, in its settle currency (a
     # coin-margined one's in the coin); None: the exchange reports none (Binance's COIN-M
     # positions of a portfolio margin account: "Get CM Account Detail")

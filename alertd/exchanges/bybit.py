@@ -443,12 +443,15 @@ class BybitAdapter(ExchangeAdapter):
                     coin.get("spotBorrow") or "0", "spotBorrow"
                 )
         self._coins = coins
-        # Bybit's margin balance is in USD after the collateral value ratios; its MM rate
+        # Bybit's margin balance is in USD after the collateral value ratios ("Get Wallet
+        # Balance", bybit-exchange.github.io/docs/v5/account/wallet-balance:
+        # totalMarginBalance "Unit: USD"); its MM rate
         # (accountMMRate) is MM / margin balance: alertd's direction
         return wallet, ReportedAccount(
             maintenance_margin=dec_or_none(info.get("totalMaintenanceMargin")),
             margin_balance=dec_or_none(info.get("totalMarginBalance")),
             margin_ratio=dec_or_none(info.get("accountMMRate")),
+            unit="USD",
         )
 
     async def fetch_fee_rates(self, exchange: Any, symbols: list[str]) -> dict[str, Decimal]:

@@ -612,6 +612,10 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
             ratio = dec_or_none(account.get("mgnRatio"))
             mm = dec_or_none(account.get("mmr"))
             balance = dec_or_none(account.get("adjEq"))
+            # adjEq and mmr are "in USD" (www.okx.com/docs-v5/en/#trading-account-rest-api-
+            # get-balance: adjEq "Adjusted / Effective equity in USD"); the single-currency figures
+            # above are the currency's own
+            return wallet, ReportedAccount(mm, balance, 1 / ratio if ratio else None, unit="USD")
         # OKX's mgnRatio is equity / (MM + liquidation fee): alertd's ratio is its reciprocal
         return wallet, ReportedAccount(mm, balance, 1 / ratio if ratio else None)
 

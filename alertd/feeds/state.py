@@ -193,6 +193,15 @@ class ReportedAccount:
     margin_ratio: Decimal | None = None  # in alertd's direction: requirement / equity
     # None: the figures are of the pool alertd computes, as their generic names say
     scope: FigureScope | None = None
+    # the unit of its money figures where it is not the settle currency and no scope names
+    # it (Bybit's totalMarginBalance, OKX portfolio margin's adjEq: USD)
+    unit: str | None = None
+
+    def money_unit(self, settle: str) -> str:
+        """The unit the exchange reports these money figures in."""
+        if self.unit is not None:
+            return self.unit
+        return self.scope.unit if self.scope is not None else settle
 
 
 @dataclass(frozen=True, slots=True)
@@ -570,6 +579,7 @@ class AccountState:
         Then the positions it only lists, as read (:attr:`listed_positions`)."""
         out = []
         equity = self.exchange_equity()
+        unit = self.reported_account.money_unit(self.settle)
         for (symbol, side), p in self._held_in_order():
             market = self.markets.get(symbol)
             if market is None:
@@ -587,7 +597,7 @@ class AccountState:
             if mark is not None:
                 stop = protection(self.stops, symbol, side, p.contracts, mark, liquidation)
                 figures = replace(figures, stop=stop)
-            out.append(replace(figures, equity=equity))
+            out.append(replace(figures, equity=equity, equity_unit=unit))
         return (*out, *self.listed_positions)
 
     @property

@@ -639,7 +639,8 @@ def _about_stop(n: Notification, head: str, who: str) -> Message | None:
     lines = [f"more than {limit} ({n.rule.name})", line]
     if share and reported is not None and reported.equity is not None:
         # no equity of alertd's: the share is of the exchange's, and the message says so
-        lines.insert(1, f"the equity is {_exchange_of(n)}'s own, {fmt.money(reported.equity)}")
+        equity = fmt.money(reported.equity, reported.equity_unit)
+        lines.insert(1, f"the equity is {_exchange_of(n)}'s own, {equity}")
     target = price_for_loss(most, side, quantity, entry, inverse)
     if target is not None and target > 0:
         lines.append(f"→ move the stop {toward} {fmt.price(target)}")
