@@ -43,6 +43,7 @@ from alertd.engine.margin import (
     liquidation_distance,
     margin_ratio,
     owed_line,
+    owed_lines,
     pool_crash_move,
     price_from_root,
     round_to_tick,
@@ -725,11 +726,8 @@ class LiveAccount:
         fixed = pool.balance - pool.discount - sum((coin.value for coin in mine), ZERO)
         fixed -= self._held_requirement[pool.asset]
         # every leg moves: each line's equity is its wallet and its legs' PnL
-        owed = [
-            o
-            for line in pool.lines.values()
-            if (o := owed_line(line.terms, line.wallet, terms, line.asset)) is not None
-        ]
+        lines = [(line.asset, line.wallet, line.terms) for line in pool.lines.values()]
+        owed = owed_lines(lines, {}, terms)
         return fixed, terms, inverse, [coin.term(per_mark=False) for coin in mine], owed
 
     def current(self) -> Account:
