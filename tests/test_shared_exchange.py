@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from decimal import Decimal as D
 from typing import Any
 
+import ccxt
 import pytest
 import yaml
 
@@ -29,7 +30,7 @@ from alertd.config import (
     parse_config,
 )
 from alertd.daemon.evaluation import Alerting
-from alertd.daemon.publisher import stale_streams
+from alertd.daemon.publisher import Publisher, stale_streams
 from alertd.daemon.store import Store
 from alertd.delivery.deliverer import Deliverer
 from alertd.engine.book import Book
@@ -693,6 +694,13 @@ def test_an_account_waiting_its_turn_is_not_down_until_its_group_could_all_be_li
             for now, down_waiting, down_failed in ((1000, 0, 0), (1299, 0, 299), (1360, 60, 360)):
                 assert alerting.feed_status(waiting, now).down_s == D(down_waiting)
                 assert alerting.feed_status(failed, now).down_s == D(down_failed)
+            # its bootstrap's REST slot came before its group's grace ended: the grace holds;
+            # after it: down from its slot (the later of the two starts)
+            waiting.first_slot_at = 1200.0
+            assert alerting.feed_status(waiting, 1360).down_s == 60
+            waiting.first_slot_at = 1330.0
+            assert alerting.feed_status(waiting, 1360).down_s == 30
+            waiting.first_slot_at = None
             # its bootstrap then goes through, no stream open yet: still down since first
             # seen (the grace, once ended, stays ended; it came back and resolved feed-down
             # before any stream opened: review4)
@@ -715,6 +723,101 @@ def test_an_account_waiting_its_turn_is_not_down_until_its_group_could_all_be_li
             await manager.close()
 
     run(body(), timeout_s=60)
+
+
+@pytest.mark.parametrize("exchange", ["bybit", "okx"])
+def test_an_account_queued_for_a_rest_slot_is_not_down_until_its_bootstrap_has_one(
+    exchange: str,
+) -> None:
+    """At a start of 1,000 Bybit (OKX) accounts, 463 (519) fired feed-down and resolved it
+    (benchmarks.md ninth pass): their first bootstrap waited in alertd's own queue for one of
+    feeds.rest_concurrency REST slots past feed_down_after_s, nothing failed. One slot, two
+    accounts: the second, queued 100 s behind the first, is not down; its down counts from
+    its slot, and the health line says why it is not live. A bootstrap that keeps failing
+    ends the grace, as on Binance: down from the start."""
+    clock = [0.0]  # the feeds' and the service's one monotonic clock
+    gates: dict[str, asyncio.Queue[Exception | None]] = {}
+    in_slot: list[str] = []  # the accounts whose bootstrap reached its gate, in order
+
+    class GatedFeed(AccountFeed):
+        """Its bootstrap, in its REST slot, goes on only when the test lets it (or fails)."""
+
+        async def resync(self, stops: bool = True) -> None:
+            if not self.state.bootstrapped:
+                in_slot.append(self.config.name)
+                failure = await gates[self.config.name].get()
+                if failure is not None:
+                    raise failure
+            await super().resync(stops)
+
+    async def body() -> None:
+        gates.update((f"a{i}", asyncio.Queue()) for i in range(2))
+        fake = FAKES[exchange]()
+        settings = SETTINGS.model_copy(update={"rest_concurrency": 1})
+        options = FeedOptions(
+            exchange_factory=(built := Built()), backoff=fast_backoff, clock=lambda: clock[0]
+        )
+        async with started(fake):
+            manager = manager_for(
+                fake, exchange, built, 2, settings, options, feed_factory=GatedFeed
+            )
+            store = Store(":memory:")
+            config = manager.config
+            deliverer = Deliverer(store, {}, config.routes, config.delivery)
+            alerting = Alerting(config, store, deliverer, book=Book(), wall_clock=lambda: 0.0)
+            publisher = Publisher(
+                manager.feeds,
+                settings,
+                alerting,
+                store,
+                deliverer,
+                clock=lambda: clock[0],
+                wall_clock=lambda: 0.0,
+            )
+            async with background(manager.run()):
+                (shared,) = manager.shared.values()
+                await eventually(
+                    lambda: len(in_slot) == 1 and shared.bootstrapping == 2,
+                    what="one bootstrap in the slot, the other queued",
+                    timeout_s=30,
+                )
+                first = manager.feeds[in_slot[0]]
+                (second,) = [f for f in manager.feeds.values() if f is not first]
+                for feed in (first, second):
+                    assert alerting.feed_status(feed, 0).down_s == 0  # first seen at start
+                clock[0] = 100.0
+                # its bootstrap took its slot's 100 s: down (was so before, too)
+                assert alerting.feed_status(first, 100).down_s == 100
+                # queued behind it, nothing failed: waiting its turn (was down for 100 s)
+                assert alerting.feed_status(second, 100).down_s == 0
+                assert publisher.health().not_live == (
+                    first.config.name,
+                    f"{second.config.name} waiting for a REST slot",
+                )
+                gates[first.config.name].put_nowait(None)
+                await eventually(lambda: len(in_slot) == 2, what="the second's slot")
+                assert second.first_slot_at == 100 and not second.waiting_for_first_slot()
+                # down counts from its slot (was from the start: 130, 160)
+                assert alerting.feed_status(second, 130).down_s == 30
+                assert alerting.feed_status(second, 160).down_s == 60
+                assert second.config.name in publisher.health().not_live
+                # its bootstrap then keeps failing (over more than a minute): down from the
+                # start, the grace over
+                timeout = ccxt.RequestTimeout(f"{exchange} GET (held by the test)")
+                gates[second.config.name].put_nowait(timeout)
+                await eventually(lambda: second.state.bootstrap_failing is not None, what="1st")
+                assert alerting.feed_status(second, 170).down_s == 70  # retrying: its grace
+                clock[0] = 230.0
+                gates[second.config.name].put_nowait(timeout)
+                await eventually(
+                    lambda: second.state.bootstrap_failing == (100, 230), what="2nd failure"
+                )
+                assert second.state.bootstrap_keeps_failing
+                assert alerting.feed_status(second, 230).down_s == 230
+                gates[second.config.name].put_nowait(None)
+                await eventually(lambda: second.state.bootstrapped, what="live at last")
+
+    run(body(), timeout_s=120)
 
 
 def test_a_retried_bootstrap_keeps_its_group_s_grace_unless_it_keeps_failing(

@@ -309,6 +309,14 @@ class Alerting:
                 # request in the budget: bootstrapped, it can still wait a window (826 of 1,000
                 # accounts fired feed-down so, the first 175 included, issue 14 ninth pass)
                 since += feed.paced_start_s
+                # nor while its first bootstrap waits in alertd's own queue for a REST slot
+                # (feeds.rest_concurrency at once: 463 of 1,000 Bybit accounts, 519 on OKX,
+                # fired feed-down so, benchmarks.md ninth pass): down counts from its slot,
+                # or the paced start's grace if that ends later
+                if feed.waiting_for_first_slot():
+                    since = now
+                elif feed.first_slot_at is not None:
+                    since = max(since, feed.first_slot_at)
             down = max(0.0, now - since)
         opened = state.last_seen.get((Stream.POSITIONS, ""), now)
         seen = [state.mark_seen(symbol) for symbol in state.price_symbols]

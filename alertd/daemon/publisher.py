@@ -255,6 +255,8 @@ class Publisher:
                 failed = feed.state.bootstrap_retrying()
                 if failed:
                     retrying.append(f"{name} {failed}")
+                elif feed.waiting_for_first_slot():
+                    waiting.append(f"{name} waiting for a REST slot")
                 else:
                     waiting.append(name)
             elif stale_streams(feed, self.settings, now):
@@ -320,6 +322,7 @@ class Health:
     stopped: tuple[str, ...]
     # not bootstrapped yet, not stopped: those retrying after a failed bootstrap first, with
     # why ("acct7 retrying after RequestTimeout: ..."), then those waiting for their turn
+    # ("acct8 waiting for a REST slot" while its first bootstrap is queued for one)
     not_live: tuple[str, ...]
     positions: int
     worst: tuple[Decimal, str] | None

@@ -135,6 +135,11 @@ class AccountFeed:
         # how long after start the per-IP budget's pace may keep this account waiting for its
         # first bootstrap (0: not paced); the manager sets it with the pace it says at start
         self.paced_start_s = 0.0
+        # when (the feed's clock) its first bootstrap got one of the exchange's REST slots
+        # (None: not yet), and whether it has queued for one: queued in alertd's own queue
+        # behind feeds.rest_concurrency others, nothing failed, it is waiting its turn
+        self.first_slot_at: float | None = None
+        self._first_slot_queued = False
         self._stops_for: frozenset[str] = frozenset()  # the symbols of the last stops read
         self._reconciles = 0
         self._markets_reloaded_at = -float("inf")
@@ -170,6 +175,11 @@ class AccountFeed:
             and self._last_failure == -float("inf")
         )
 
+    def waiting_for_first_slot(self) -> bool:
+        """Its first bootstrap is queued for one of the exchange's REST slots, not given one
+        yet (1,000 Bybit accounts at 8 slots: the last waits minutes, through no failure)."""
+        return self._first_slot_queued and self.first_slot_at is None
+
     # --- lifecycle ----------------------------------------------------------------------
 
     def _exchange(self) -> Any:
@@ -201,7 +211,10 @@ class AccountFeed:
         if shared is not None:
             shared.bootstrapping += 1
         try:
+            self._first_slot_queued = True
             async with rest_slot(shared, bootstrap=True, again=again):
+                if self.first_slot_at is None:
+                    self.first_slot_at = self._clock()
                 exchange = self._exchange()
                 await load_markets(exchange, shared)
                 self._follow_catalogue(exchange)
