@@ -157,9 +157,6 @@ class AccountFeed:
         self._forced_at = -float("inf")
         self._last_failure = -float("inf")
         self._connected_once = False
-        # the paced start's grace, once ended (a bootstrap that kept failing), stays ended:
-        # its later success must not resolve feed-down before any stream opened
-        self._grace_over = False
         self._fatal_event = asyncio.Event()
 
     def waiting_first_turn(self) -> bool:
@@ -167,11 +164,9 @@ class AccountFeed:
         after a failure in the crowd, a 429 or a timeout, until it keeps failing), or after it
         its private stream's first opening (Binance's listen key, one more request in the same
         per-IP budget), waits its turn in the exchange's paced start (:attr:`paced_start_s`)."""
-        if self.state.bootstrap_keeps_failing:
-            self._grace_over = True
         return (
             not self._connected_once
-            and not self._grace_over
+            and not self.state.bootstrap_kept_failing
             and self._last_failure == -float("inf")
         )
 
@@ -250,7 +245,6 @@ class AccountFeed:
                     return
                 keeps = self.state.bootstrap_keeps_failing
                 self.state.bootstrap_failure(describe(exc), self._clock())
-                self._grace_over = self._grace_over or self.state.bootstrap_keeps_failing
                 delay = backoff.next_delay()
                 log.warning(
                     "%s: bootstrap failed (%s); retrying in %.1fs",

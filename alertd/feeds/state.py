@@ -289,12 +289,16 @@ class AccountState:
     # when (monotonic, the feed's clock) the first and the last of its bootstrap's failures in
     # a row came (None once bootstrapped)
     bootstrap_failing: tuple[float, float] | None = None
+    # its bootstrap kept failing once (:attr:`bootstrap_keeps_failing`): the paced start's
+    # grace is over for good, its later success does not bring it back
+    bootstrap_kept_failing: bool = False
 
     def bootstrap_failure(self, reason: str, at: float) -> None:
         """A bootstrap try failed at ``at`` for ``reason``; one more of its failures in a row."""
         self.bootstrap_failed = reason
         first = at if self.bootstrap_failing is None else self.bootstrap_failing[0]
         self.bootstrap_failing = (first, at)
+        self.bootstrap_kept_failing = self.bootstrap_kept_failing or self.bootstrap_keeps_failing
 
     @property
     def bootstrap_failing_for(self) -> float:
