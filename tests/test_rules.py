@@ -254,7 +254,7 @@ def test_changed_names_the_accounts_whose_saved_states_moved() -> None:
         engine.evaluate([obs(value)], at)
         assert engine.changed == ({"main"} if changed else set()), (value, at)
     assert engine.states == {}
-    assert engine.states_of("main") == [] and engine.alerted("main") == set()
+    assert engine.states_of("main") == [] and set(engine.alerted_metrics("main")) == set()
 
 
 def test_states_are_found_by_account_and_subject() -> None:
@@ -264,14 +264,14 @@ def test_states_are_found_by_account_and_subject() -> None:
         [obs("0.6"), obs("0.01", BTC_LONG, "liquidation_distance"), obs("0.9", Subject("b", "x"))],
         0,
     )
-    assert engine.alerted("main") == {"main", BTC_LONG.key}
-    assert engine.alerted("b") == {"b"}
+    assert set(engine.alerted_metrics("main")) == {"main", BTC_LONG.key}
+    assert set(engine.alerted_metrics("b")) == {"b"}
     assert [s.rule for s in engine.states_of("main")] == ["ratio-warning", "liq-distance"]
     # the position closed: its alert resolves, the account's stays
     notes = engine.evaluate([obs("0.6"), obs("0.2", eth, "liquidation_distance")], 1, ["main"])
     assert kinds(notes) == [("resolved", "liq-distance")]
-    assert engine.alerted("main") == {"main"}
-    assert engine.alerted("b") == {"b"}
+    assert set(engine.alerted_metrics("main")) == {"main"}
+    assert set(engine.alerted_metrics("b")) == {"b"}
 
 
 def test_the_ratio_to_reach_is_never_zero() -> None:

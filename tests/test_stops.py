@@ -643,7 +643,7 @@ def test_a_stop_beyond_the_exchange_s_liquidation_price_fires_and_resolves_when_
     [missing] = engine.evaluate(_pm_observe(_pm_feed(_reported(()))), 40.0)
     assert missing.rule.name == "stop-missing"
     assert "set a reduce-only stop above liq 58,000.00 (exchange's)" in render(missing).body
-    assert engine.alerted("pm") == {"pm/BTC/USDT:USDT/long"}
+    assert set(engine.alerted_metrics("pm")) == {"pm/BTC/USDT:USDT/long"}
     [closed] = engine.evaluate(_pm_observe(_pm_feed()), 50.0)  # Binance lists no position
     assert (closed.kind, closed.reason) == (Kind.RESOLVED, Resolution.GONE)
 

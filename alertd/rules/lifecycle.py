@@ -213,10 +213,6 @@ class AlertEngine:
         """The accounts with an alert state."""
         return self._by_account.keys()
 
-    def alerted(self, account: str) -> set[str]:
-        """The keys of the subjects of ``account`` that have an alert state."""
-        return {key for _, key in self._by_account.get(account, ())}
-
     def alerted_metrics(self, account: str) -> dict[str, set[str]]:
         """Per subject of ``account`` with an alert state (its key): the metrics that its
         rules with a state read (each rule's own and its ``also`` conditions')."""
