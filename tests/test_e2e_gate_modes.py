@@ -104,6 +104,10 @@ def test_snapshot_and_calc_reproduce_gate_s_ratio_and_liquidation_prices(
         (coin,) = cross["collateral"]
         assert coin["asset"] == "BTC"
         assert cross["liability_tiers"], cross
+        # sliced: each tier's deduction the bracket recursion's (the local Gate's USDT tiers,
+        # 1.5% to 200,000, 2% to 400,000, 3% above)
+        deductions = [D(t.get("deduction", "0")) for t in cross["liability_tiers"]]
+        assert deductions == [0, 200_000 * D("0.005"), 1000 + 400_000 * D("0.01")], cross
         # the loans as the snapshot carries them: BTC's tiers by the debt's value
         assert D(coin.get("borrowed", "0")) == D(loans.get("BTC", "0"))
         assert ("liability_tiers" in coin) is ("BTC" in loans), coin
@@ -210,9 +214,10 @@ def test_a_borrowed_btc_debt_crossing_its_loan_tier_crosses_the_thresholds_at_th
     # 8 BTC borrowed and sold (its proceeds in the 540,000 USDT) and a 0.1 BTC short at
     # 60,000 in a multi-currency pool. At a mark m: USDT equity 540,000 + 0.1 (60,000 - m);
     # BTC equity -8 BTC, counted in full: -8 m; margin balance 546,000 - 8.1 m. MM: the short's
-    # 0.1 m x (0.4% + 0.075%) plus the debt's 8 m at the rate of its tier by USD value (the
-    # local Gate's BTC loan tiers: 5% up to 500,000, 7% to 1,000,000): 0.400475 m up to
-    # 62,500, 0.560475 m above. 24,028.5 / 60,000 = 40% at 60,000: computed, no alert
+    # 0.1 m x (0.4% + 0.075%) plus the debt's 8 m sliced by its loan tiers by USD value (the
+    # local Gate's BTC tiers: 5% up to 500,000, 7% to 1,000,000; gate.com "Tiered Margin
+    # Calculation": each slice at its tier's rate): 0.400475 m up to 62,500, 0.560475 m -
+    # 10,000 above. 24,028.5 / 60,000 = 40% at 60,000: computed, no alert
     fake.set_balance(KEY, "540000")
     fake.set_mark(BTC, "60000")
     fake.set_coin(KEY, "BTC", "0", borrowed="8")
@@ -221,14 +226,15 @@ def test_a_borrowed_btc_debt_crossing_its_loan_tier_crosses_the_thresholds_at_th
     account = started_computed(gate_world, MULTI)
     assert D(account["margin_ratio"]) == D("24028.5") / D(60000)
     (position,) = account["positions"]
-    # the ratio is 1 where 0.560475 m = 546,000 - 8.1 m: 546,000 / 8.660475 = 63,045.7 (with
-    # the debt's rate kept at 5%, 546,000 / 8.500475 = 64,231.7: 1.9% further)
+    # the ratio is 1 where 0.560475 m - 10,000 = 546,000 - 8.1 m: 556,000 / 8.660475 = 64,199.7
+    # (the whole debt at 7%, steps: 546,000 / 8.660475 = 63,045.0; at 5%: 64,231.7)
     liquidations, theirs = asyncio.run(_gate_figures(fake, single=False))
-    assert D(position["liquidation_price"]) == D(546000) / D("8.660475")
+    assert D(position["liquidation_price"]) == D(556000) / D("8.660475")
     assert abs(D(position["liquidation_price"]) / liquidations[BTC] - 1) < D("1e-4")
     assert theirs == D("24028.5") / D(60000)
 
-    # at 62,490 the debt (499,920) is still in its first tier: 25,025.7 / 39,831 = 62.8%,
-    # a warning and no critical; at 62,510 the debt (500,080) is in the 7% tier: 35,035.3 /
-    # 39,669 = 88.3%, the critical (at the first tier's rate: 25,033.7 / 39,669 = 63.1%)
-    ratio_alerts_at(fake, http, daemon, BTC, ("62490", "62.8%"), ("62510", "88.3%"))
+    # at 62,510 the debt (500,080) is past its first tier by 80 USD: 25,035.3 / 39,669 =
+    # 63.1%, a warning (as steps, the whole debt at 7%: 35,035.3, 88.3%, the critical); at
+    # 63,470 (debt 507,760) 25,573.4 / 31,893 = 80.2%, the critical (at 5% throughout:
+    # 25,418.1, 79.7%, none)
+    ratio_alerts_at(fake, http, daemon, BTC, ("62510", "63.1%"), ("63470", "80.2%"))

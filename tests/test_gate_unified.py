@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from alertd.engine.collateral import Collateral, CollateralRatio, RatioBasis, SettleTerms
 from alertd.engine.margin import compute
 from alertd.engine.model import Account, MarginMode, Position, Side
+from alertd.engine.tiers import TierBasis
 from alertd.exchanges import gate
 from alertd.feeds.adapter import FrameError
 from alertd.feeds.state import AccountMode, Coverage
@@ -121,17 +122,54 @@ def gate_loan_tiers() -> list[Any]:
     return FakeGate()._loan_margin_tiers(None, {})  # type: ignore[arg-type]
 
 
-def test_loan_margin_tiers_are_steps_by_the_debt_s_usd_value() -> None:
+# gate.com, "Tiered Margin Calculation" (cross margin, the unified account's borrowing:
+# https://www.gate.com/trade/introduction/margin-trading/tiered-margin/cross-margin): "Suppose
+# that the maintenance margin level for a BTC loan at the tier of 0-2,000,000 USD is 2%, and 4%
+# in the tier of 2,000,000 USD-5,000,000 USD. You have an outstanding loan amount of 30 BTC and
+# the current BTC price is 100,000 USD. In this case, the maintenance margin required =
+# 2,000,000 * 2% + 1,000,000 * 4% = 80,000 USD." As a loan margin tiers answer (the page's max
+# leverage per tier is the answer's ``leverage``; the values here are illustrative)
+GATE_SLICED_EXAMPLE = [
+    {
+        "currency": "BTC",
+        "margin_tiers": [
+            {"tier": "1", "margin_rate": "0.02", "lower_limit": "0",
+             "upper_limit": "2000000", "leverage": "5"},
+            {"tier": "2", "margin_rate": "0.04", "lower_limit": "2000000",
+             "upper_limit": "5000000", "leverage": "3"},
+        ],
+    }
+]  # fmt: skip
+
+
+def test_loan_margin_tiers_slice_the_debt_s_usd_value_as_gate_s_worked_example() -> None:
+    btc = gate.loan_margin_tiers(GATE_SLICED_EXAMPLE)["BTC"]
+    assert btc.basis is TierBasis.NOTIONAL and btc.caps == (D(2_000_000), D(5_000_000))
+    # 30 BTC owed at 100,000: the first 2,000,000 USD at 2%, the next 1,000,000 at 4%
+    owed = Collateral("BTC", D(-30), D(100_000), CollateralRatio.flat(D(1)), liability_tiers=btc)
+    assert owed.requirement == 2_000_000 * D("0.02") + 1_000_000 * D("0.04") == D(80_000)
+    assert owed.liability_rate == D(80_000) / D(3_000_000)  # the slices' blend, shown in calc
+    # the same table as the settle currency's (USD at par): 3,000,000 owed
+    assert SettleTerms(btc).requirement(D(-3_000_000)) == D(80_000)
+    # below the first cap the two readings agree: 1,500,000 owed at 2%
+    assert owed.requirement_at(D(50_000)) == D(30_000)
+
+
+def test_loan_margin_tiers_are_slices_by_the_debt_s_usd_value() -> None:
     tables = gate.loan_margin_tiers(gate_loan_tiers())
     assert sorted(tables) == sorted(LOAN_MARGIN_TIERS)
     usdt = tables["USDT"]
     assert usdt.caps == (D(200_000), D(400_000)) and usdt.tiers[-1].cap is None
     assert [t.mmr for t in usdt.tiers] == [D("0.015"), D("0.02"), D("0.03")]
-    assert all(t.deduction == 0 for t in usdt.tiers) and usdt.tiers[0].max_leverage == D(3)
-    # the whole debt at the rate of the tier holding it: 250,000 owed requires 5,000
-    assert SettleTerms(usdt).requirement(D(-250_000)) == D(5000)
-    assert SettleTerms(usdt).requirement(D(-200_000)) == D(3000)  # upper limits inclusive
+    assert usdt.continuous and usdt.tiers[0].max_leverage == D(3)
+    # each slice at its tier's rate: 250,000 owed requires 200,000 x 1.5% + 50,000 x 2%
+    assert SettleTerms(usdt).requirement(D(-250_000)) == D(4000)
+    assert SettleTerms(usdt).requirement(D(-200_000)) == D(3000)
+    assert SettleTerms(usdt).requirement(D(-500_000)) == D(3000 + 4000 + 3000)
     assert SettleTerms(usdt).requirement(D(10)) == 0  # nothing owed
+    # the local Gate computes it slice by slice, on its own
+    assert FakeGate._loan_margin("USDT", D(250_000)) == D(4000)
+    assert FakeGate._loan_margin("USDT", D(500_000)) == D(10_000)
 
 
 def test_the_documented_loan_answer_leaves_a_debt_below_its_first_tier_without_a_rate() -> None:

@@ -178,7 +178,19 @@ def liability_tables(draw: st.DrawFn, amount: Decimal, price: Decimal | None = N
         tiers.append(Tier(cap, rate, D(0)))
         rate = min(rate + draw(dec(0, 10, 0)) / 100, D("0.5"))
     tiers.append(Tier(None, rate, D(0)))
+    if by_value:
+        tiers = draw(sliced_or_stepped(tiers))
     return TierTable.build(tiers, TierBasis.NOTIONAL if by_value else TierBasis.CONTRACTS)
+
+
+@st.composite
+def sliced_or_stepped(draw: st.DrawFn, tiers: list[Tier]) -> list[Tier]:
+    """The tiers as steps (no deduction: OKX's borrowing tiers) or as slices (the bracket
+    recursion's deductions: Gate's loan margin tiers, each slice of the debt at its rate)."""
+    if not draw(st.booleans()):
+        return tiers
+    deductions = derive_deductions([t.cap for t in tiers], [t.mmr for t in tiers])
+    return [Tier(t.cap, t.mmr, d) for t, d in zip(tiers, deductions, strict=True)]
 
 
 @st.composite
@@ -305,6 +317,7 @@ def borrowed_coins(draw: st.DrawFn, held: list[Position], notional: Decimal) -> 
         tiers.append(Tier(cap, rate, D(0)))
         rate = min(rate + draw(dec(0, 10, 0)) / 100, D("0.5"))
     tiers.append(Tier(None, rate, D(0)))
+    tiers = draw(sliced_or_stepped(tiers))
     return Collateral(
         asset="CLOAN",
         amount=amount,

@@ -8,11 +8,13 @@ value; each slice counts at its own ratio. A negative amount is a liability and 
 (times ``liability_ratio``, which Binance sets above 1 through its ask buffer). What is owed
 (the negative amount, or more where the exchange counts the amount borrowed: Gate's "Coin
 Liabilities = Borrowed + ABS(Min(Spot Available + ..., 0))") may carry a maintenance
-requirement of its own (``liability_tiers``): ``owed x price x rate``, part of the pool's
-maintenance margin and moving with the coin's price like its value. The rate is the tier's
-holding the amount owed (OKX's borrowing tiers, ``TierBasis.CONTRACTS``: no price moves it) or
-the debt's value (Gate's loan margin tiers, ``TierBasis.NOTIONAL``: a price move can carry the
-debt into another tier, and its requirement steps there). The pool's own currency has terms of
+requirement of its own (``liability_tiers``): ``owed x price x rate - deduction``, part of the
+pool's maintenance margin and moving with the coin's price like its value. The tier is the one
+holding the amount owed (OKX's borrowing tiers, ``TierBasis.CONTRACTS``, steps with no
+deduction: the whole amount at its tier's rate, and no price moves the tier) or the debt's value
+(Gate's loan margin tiers, ``TierBasis.NOTIONAL``, sliced: each slice of the debt's value at its
+own tier's rate, which the bracket deduction gives; a price move carries the debt across a cap,
+where the requirement's slope changes). The pool's own currency has terms of
 its own (:class:`SettleTerms`): owed once the wallet and the cross PnL fall below zero (or
 borrowed), and discounted by tier above a cap (OKX's USDT discount rate); :class:`Owed` is
 that as the solver sees it.
@@ -30,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from alertd.engine.tiers import TierBasis, TierTable, TierTableError
+from alertd.engine.tiers import Tier, TierBasis, TierTable, TierTableError
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
@@ -131,9 +133,11 @@ class Collateral:
     # basis as the mark moves (an index beside a perpetual's mark). None: the mark of the
     # account's position in that symbol gives it (1 when none is held)
     price_over_mark: Decimal | None = None
-    # a liability's maintenance rate: the whole amount owed at the rate of the tier holding
-    # it, the tier picked by the amount owed (``TierBasis.CONTRACTS``: caps in the coin) or by
-    # its value in the pool's currency (``TierBasis.NOTIONAL``: owed x price); no deduction.
+    # a liability's maintenance requirement: the amount owed at the rate of the tier holding
+    # it less that tier's deduction, the tier picked by the amount owed
+    # (``TierBasis.CONTRACTS``: caps and deduction in the coin) or by its value in the pool's
+    # currency (``TierBasis.NOTIONAL``: owed x price, deduction in the pool's currency); a
+    # deduction of 0 throughout makes steps, the bracket recursion's makes slices.
     # None: no requirement
     liability_tiers: TierTable | None = None
     # the amount borrowed (Gate's ``borrowed``), already out of ``amount`` (an equity net of
@@ -155,9 +159,14 @@ class Collateral:
 
     @property
     def liability_rate(self) -> Decimal:
-        """The maintenance rate of what is owed at the coin's price (0 for a holding or
-        without tiers)."""
-        return self.liability_rate_at(self.price)
+        """What is owed requires per unit of its value at the coin's price (0 for a holding
+        or without tiers): the tier's rate for steps, the slices' blend for sliced tiers."""
+        tier = self._liability_tier(self.price)
+        if tier is None:
+            return ZERO
+        if not tier.deduction:
+            return tier.mmr
+        return self.requirement / (self.owed * self.price)
 
     @property
     def liability_by_value(self) -> bool:
@@ -165,17 +174,22 @@ class Collateral:
         tiers = self.liability_tiers
         return tiers is not None and tiers.basis is TierBasis.NOTIONAL and self.owed > 0
 
-    def liability_rate_at(self, price: Decimal) -> Decimal:
-        """The maintenance rate of what is owed at ``price``: the rate of the tier holding
-        the amount owed, or its value at ``price`` where the tiers are by value."""
+    def _liability_tier(self, price: Decimal) -> Tier | None:
+        """The tier holding what is owed at ``price``: by the amount owed, or by its value at
+        ``price`` where the tiers are by value (None: nothing owed or no tiers)."""
         owed, tiers = self.owed, self.liability_tiers
         if owed <= 0 or tiers is None:
-            return ZERO
-        return tiers.tier_for(owed * price if self.liability_by_value else owed).mmr
+            return None
+        return tiers.tier_for(owed * price if self.liability_by_value else owed)
 
     def requirement_at(self, price: Decimal) -> Decimal:
         """What the coin adds to the pool's maintenance margin at ``price``."""
-        return self.owed * price * self.liability_rate_at(price)
+        tier = self._liability_tier(price)
+        if tier is None:
+            return ZERO
+        if self.liability_by_value:
+            return self.owed * price * tier.mmr - tier.deduction
+        return (self.owed * tier.mmr - tier.deduction) * price
 
     @property
     def value(self) -> Decimal:
@@ -208,8 +222,13 @@ class Collateral:
         """``(a, b)``: the value less the requirement (``with_mm``; the value alone without)
         is ``a + b * x`` at a price ``c * x`` on the piece holding ``probe``."""
         a, b = self._value_line(c, probe)
-        if with_mm and self.owed > 0:
-            b -= self.owed * c * self.liability_rate_at(c * probe)
+        tier = self._liability_tier(c * probe) if with_mm else None
+        if tier is not None:
+            if self.liability_by_value:  # owed x c x mmr x - deduction
+                a += tier.deduction
+                b -= self.owed * c * tier.mmr
+            else:  # (owed x mmr - deduction) x c x
+                b -= (self.owed * tier.mmr - tier.deduction) * c
         return a, b
 
     def _value_line(self, c: Decimal, probe: Decimal) -> tuple[Decimal, Decimal]:
@@ -254,8 +273,10 @@ class SettleTerms:
     """How a pool counts its own currency's equity ``E`` (the wallet and the cross PnL)
     beyond ``E`` itself, where the exchange says so:
 
-    - lent: what is owed, ``max(borrowed, -E)``, carries the rate of the borrowing tier
-      (``tiers``) holding it (OKX multi-currency margin lends the settle currency below zero;
+    - lent: what is owed, ``max(borrowed, -E)``, requires its amount at the rate of the
+      borrowing tier (``tiers``) holding it less that tier's deduction (OKX's steps have none,
+      Gate's sliced loan tiers the bracket recursion's; OKX multi-currency margin lends the
+      settle currency below zero;
       Gate's unified account counts "Borrowed + ABS(Min(Spot Available + Futures Unrealized
       PnL, 0))", which with ``E`` net of the loan is ``max(borrowed, -E)``);
     - discounted: a positive ``E`` counts at its tiered ``discount`` (OKX's discount rate of
@@ -321,7 +342,8 @@ class SettleTerms:
         if owed <= 0:
             return ZERO
         assert self.tiers is not None
-        return owed * self.tiers.tier_for(owed).mmr
+        tier = self.tiers.tier_for(owed)
+        return owed * tier.mmr - tier.deduction
 
     def counted(self, equity: Decimal) -> Decimal:
         """``equity`` as the pool counts it (a negative one in full, at the ask rate)."""
@@ -363,11 +385,11 @@ class SettleTerms:
         owed = self.owed(probe)
         if owed > 0:
             assert self.tiers is not None
-            rate = self.tiers.tier_for(owed).mmr
-            if -probe > self.borrowed:
-                rb = -rate  # owed = -E
+            tier = self.tiers.tier_for(owed)
+            if -probe > self.borrowed:  # owed = -E
+                ra, rb = -tier.deduction, -tier.mmr
             else:
-                ra = self.borrowed * rate
+                ra = self.borrowed * tier.mmr - tier.deduction
         return ca, cb, ra, rb
 
 

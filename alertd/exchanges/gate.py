@@ -62,7 +62,7 @@ from alertd.engine.collateral import (
 from alertd.engine.model import Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.stops import StopKind, StopOrder, Trigger
-from alertd.engine.tiers import Tier, TierBasis, TierTable, TierTableError
+from alertd.engine.tiers import Tier, TierBasis, TierTable, TierTableError, derive_deductions
 from alertd.errors import AccountRefused
 from alertd.exchanges.common import (
     AdlScale,
@@ -247,11 +247,16 @@ def loan_margin_tiers(answer: Any) -> dict[str, TierTable]:
     The limits are the debt's USD value: Gate's announcements of its "Tiered Borrowing
     Maintenance Margin Rate" (second batch 2024-07-11, third 2024-08-28) list "Debt Size
     Requirements (USD)" against a "Borrowing Maintenance Margin Rate" (XRP: 0-500,000 5%,
-    500,000-1,000,000 7% ...). They give a rate per debt size and no deduction or sliced
-    example (as the discount tiers' 2024-03-28 announcement does), so alertd reads them as
-    steps, as OKX's borrowing tiers: the whole debt at the rate of the tier holding it (the
-    local Gate figures it the same way). The tiers must start at 0 and join (each
-    ``lower_limit`` the previous ``upper_limit``): a debt between would have no rate."""
+    500,000-1,000,000 7% ...). The tiers are slices, each part of the debt's value at its own
+    tier's rate: gate.com's "Tiered Margin Calculation" for cross margin (the unified
+    account's borrowing, gate.com/trade/introduction/margin-trading/tiered-margin/cross-margin:
+    "A tiered maintenance margin requirement is used for borrowing funds, based on the USD
+    value of liabilities", 30 BTC owed at 100,000 with 2% up to 2,000,000 USD and 4% to
+    5,000,000: "2,000,000 * 2% + 1,000,000 * 4% = 80,000 USD"; the same page's max leverage
+    per tier is the answer's ``leverage``). So each tier's deduction is the bracket
+    recursion's, as a position's (the local Gate figures it slice by slice). The tiers must
+    start at 0 and join (each ``lower_limit`` the previous ``upper_limit``): a debt between
+    would have no rate."""
     out = {}
     for row in _currency_rows(answer):
         ccy = row["currency"]
@@ -275,8 +280,12 @@ def loan_margin_tiers(answer: Any) -> dict[str, TierTable]:
                 )
             )
             floor = top if top is not None else floor
+        deductions = derive_deductions([t.cap for t in tiers], [t.mmr for t in tiers])
+        sliced = [
+            dataclasses.replace(t, deduction=d) for t, d in zip(tiers, deductions, strict=True)
+        ]
         try:
-            out[ccy] = TierTable.build(tiers, TierBasis.NOTIONAL)
+            out[ccy] = TierTable.build(sliced, TierBasis.NOTIONAL)
         except TierTableError as exc:
             raise _tier_error("loan_margin_tiers", ccy, exc, "margin_rate") from None
     return out

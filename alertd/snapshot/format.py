@@ -128,6 +128,9 @@ class LiabilityTierIn(_Model):
     max_amount: PositiveDec | None = None  # the amount owed, in the coin; none: no cap
     max_value: PositiveDec | None = None  # or its value in the pool's currency
     mmr: Annotated[Decimal, BeforeValidator(_decimal), Field(ge=0, lt=1)]
+    # taken off the tier's requirement, in the cap's unit: 0 (omitted) for steps (OKX's
+    # borrowing tiers), the bracket recursion's for slices (Gate's loan margin tiers)
+    deduction: NonNegativeDec = Decimal(0)
 
 
 class CollateralIn(_Model):
@@ -328,7 +331,7 @@ def _build_liability_tiers(
     if by_value and any(t.max_amount is not None for t in raw):
         problems.append(f"{where}: tiers mix max_amount and max_value; use one basis")
         return False
-    tiers = [Tier(t.max_value if by_value else t.max_amount, t.mmr, Decimal(0)) for t in raw]
+    tiers = [Tier(t.max_value if by_value else t.max_amount, t.mmr, t.deduction) for t in raw]
     try:
         return TierTable.build(tiers, TierBasis.NOTIONAL if by_value else TierBasis.CONTRACTS)
     except TierTableError as exc:
@@ -733,7 +736,13 @@ def _collateral_json(c: Collateral) -> dict[str, Any]:
 
 def _liability_tiers_json(table: TierTable) -> list[dict[str, str | None]]:
     cap = "max_value" if table.basis is TierBasis.NOTIONAL else "max_amount"
-    return [{cap: decimal_str(t.cap), "mmr": decimal_str(t.mmr)} for t in table.tiers]
+    out: list[dict[str, str | None]] = []
+    for t in table.tiers:
+        row = {cap: decimal_str(t.cap), "mmr": decimal_str(t.mmr)}
+        if t.deduction:
+            row["deduction"] = decimal_str(t.deduction)
+        out.append(row)
+    return out
 
 
 def _settle_terms_json(terms: SettleTerms | None) -> dict[str, Any]:

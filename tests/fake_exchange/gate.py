@@ -56,8 +56,8 @@ Figures are computed here, independently of alertd, from Gate's published rules:
   USD value (the docs' example answer, served at ``/unified/currency_discount_tiers``), a
   negative one in full; maintenance margin = the cross positions' plus each currency's
   liability (borrowed plus a negative balance; USDT's: borrowed plus the shortfall of the
-  wallet and the cross PnL below zero) times the rate of its tier
-  in ``LOAN_MARGIN_TIERS`` by USD value (served at ``/unified/loan_margin_tiers``). USDT in
+  wallet and the cross PnL below zero), its USD value slice by slice at the rates of its tiers
+  in ``LOAN_MARGIN_TIERS`` (served at ``/unified/loan_margin_tiers``). USDT in
   Simple Earn as margin (``set_usdt_earn``: ``use_funding``, the row's ``funding``) is in
   USDT's balance and equity but not in its Spot Available (help centre article 33018), so it
   does not lower the liability. A cross
@@ -249,7 +249,9 @@ DISCOUNT_TIERS = {
 # docs' example row (200,000 to 400,000 at 2%) between made-up tiers below and above it; BTC
 # and ETH: the tiers Gate announced for XRP ("Gate.io Unified Account to Launch the Second Batch
 # of Tiered Borrowing Maintenance Margin Rate on July 11th", 2024: debt size in USD against a
-# rate). Each currency's whole debt is at the rate of the tier holding it (steps).
+# rate). Each slice of a debt's USD value is at its own tier's rate (gate.com, "Tiered Margin
+# Calculation", cross margin: "2,000,000 * 2% + 1,000,000 * 4% = 80,000 USD" for 30 BTC owed
+# at 100,000).
 LOAN_MARGIN_TIERS = {
     "USDT": [("0", "200000", "0.015"), ("200000", "400000", "0.02"), ("400000", "", "0.03")],
     **{
@@ -732,16 +734,18 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
         return marks.get(market.id, market.mark)
 
     @staticmethod
-    def _loan_rate(currency: str, debt: Decimal) -> Decimal:
-        """The borrowing maintenance rate of a USD ``debt`` in ``currency``: the rate of the
-        tier holding it (upper limits inclusive; past the last capped tier, the last)."""
+    def _loan_margin(currency: str, debt: Decimal) -> Decimal:
+        """The borrowing maintenance margin of a USD ``debt`` in ``currency``: each slice of
+        it between a tier's limits at that tier's rate (the last tier's rate past its limit)."""
         tiers = LOAN_MARGIN_TIERS.get(currency)
         if not tiers:
-            return SINGLE_TIER_LOAN_RATE
-        for _, high, rate in tiers:
-            if high == "" or debt <= Decimal(high):
-                return Decimal(rate)
-        return Decimal(tiers[-1][2])
+            return debt * SINGLE_TIER_LOAN_RATE
+        out = Decimal(0)
+        for i, (low, high, rate) in enumerate(tiers):
+            top = debt if high == "" or i == len(tiers) - 1 else min(debt, Decimal(high))
+            if top > Decimal(low):
+                out += (top - Decimal(low)) * Decimal(rate)
+        return out
 
     @staticmethod
     def _discounted(currency: str, value: Decimal) -> Decimal:
@@ -762,7 +766,7 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
         every currency's equity (balance - borrowed; USDT's holds the cross positions' PnL)
         at its USD price, a positive one times its discount tiers by USD value, a negative one
         in full (USDT at par with USD). Maintenance margin: the cross positions' (risk limit
-        tiers, the taker fee added) plus each liability's USD value at its loan tier's rate
+        tiers, the taker fee added) plus each liability's USD value, sliced at its loan tiers' rates
         (borrowed + a negative balance; USDT's: a negative equity, "Coin Liabilities =
         Borrowed + ABS(Min(Spot Available + Futures Unrealized PnL + Options Value, 0))")."""
         moved = marks or {}
@@ -793,7 +797,7 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
         balance = self._discounted(SETTLE, usdt) if usdt > 0 else usdt
         # "Coin Liabilities = Borrowed + ABS(Min(Spot Available + Futures Unrealized PnL, 0))"
         owed = account.usdt_borrowed + max(-spot, Decimal(0))
-        mm += owed * self._loan_rate(SETTLE, owed)
+        mm += self._loan_margin(SETTLE, owed)
         for currency, coin in account.coins.items():
             price = self._coin_price(currency, coin, moved)
             equity = coin.balance - coin.borrowed
@@ -802,7 +806,7 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
             elif coin.collateral:
                 balance += self._discounted(currency, equity * price)
             debt = (coin.borrowed + max(-coin.balance, Decimal(0))) * price
-            mm += debt * self._loan_rate(currency, debt)
+            mm += self._loan_margin(currency, debt)
         return balance, mm, usdt
 
     def _multi_currency_liq(self, account: _Account, position: _Position) -> Decimal:
