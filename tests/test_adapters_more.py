@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
-from decimal import Decimal
+import json
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from alertd.engine.tiers import Tier, TierBasis, TierTable, deduction_warnings
 from alertd.exchanges.bybit import (
     BybitAdapter,
     collateral_ratio,
+    gst_share,
     isolated_margin,
     unified_collateral,
 )
@@ -1250,7 +1252,13 @@ def test_bybit_a_closed_isolated_hedge_leg_reads_no_margin() -> None:
 class FeeStandIn(StandIn):
     """Answers the fee endpoints with the exchanges' documented examples."""
 
-    def __init__(self, bybit_rows: list[Any], gate_rows: Any, okx_rows: Any = None) -> None:
+    def __init__(
+        self,
+        bybit_rows: list[Any],
+        gate_rows: Any,
+        okx_rows: Any = None,
+        bybit_fills: list[Any] | None = None,
+    ) -> None:
         super().__init__(
             [
                 swap("ETH/USDT:USDT", "ETHUSDT", "USDT", "1"),
@@ -1262,9 +1270,14 @@ class FeeStandIn(StandIn):
             ]
         )
         self.bybit_rows, self.gate_rows, self.okx_rows = bybit_rows, gate_rows, okx_rows
+        self.bybit_fills = bybit_fills or []
 
     async def privateGetV5AccountFeeRate(self, params: Any) -> Any:
         return self.answer("fee-rate", params, {"retCode": 0, "result": {"list": self.bybit_rows}})
+
+    async def privateGetV5ExecutionList(self, params: Any) -> Any:
+        answer = {"retCode": 0, "result": {"list": self.bybit_fills, "category": "linear"}}
+        return self.answer("execution", params, answer)
 
     async def privateFuturesGetSettleFee(self, params: Any) -> Any:
         return self.answer("futures fee", params, self.gate_rows)
@@ -1287,11 +1300,94 @@ def test_bybit_reads_the_account_s_taker_rate_of_held_symbols() -> None:
         "ETH/USDT:USDT": D("0.0006")
     }
     # one symbol is asked by name; several in one answer for every linear symbol, and a
-    # symbol the answer leaves out keeps the base rate (no entry)
-    assert exchange.calls[-1] == ("fee-rate", {"category": "linear", "symbol": "ETHUSDT"})
+    # symbol the answer leaves out keeps the base rate (no entry). The account's latest fills
+    # tell the GST on its fee: none in the last 7 days, so it is unknown (no GST counted) and
+    # asked again only once the account holds another symbol (it traded), not at every read
+    fills = ("execution", {"category": "linear", "limit": 20})
+    assert exchange.calls == [("fee-rate", {"category": "linear", "symbol": "ETHUSDT"}), fills]
+    assert adapter.gst_share is None
     rates = run(adapter.fetch_fee_rates(exchange, ["ETH/USDT:USDT", "BTC/USDT:USDT"]))
     assert rates == {"ETH/USDT:USDT": D("0.0006")}
-    assert exchange.calls[-1] == ("fee-rate", {"category": "linear"})
+    assert exchange.calls[2:] == [("fee-rate", {"category": "linear"}), fills]
+    run(adapter.fetch_fee_rates(exchange, ["ETH/USDT:USDT", "BTC/USDT:USDT"]))
+    assert exchange.calls[4:] == [("fee-rate", {"category": "linear"})]
+
+
+# A live GST-paying (kyc=IND) Bybit account, 2025-10-02, the same moment on its private
+# streams (recorded in solfini's MockTradeTest.java, BybitFastClientTest): a SOLUSDT fill and
+# the position it opened. The fill's ``feeRate`` is the trading fee without the tax, which
+# comes beside it in ``extraFees`` (0.000099 = 0.00055 x 18%); the position's MM holds the fee
+# to close with the tax.
+BYBIT_GST_FILL = {
+    "category": "linear", "symbol": "SOLUSDT", "closedSize": "0", "execFee": "0.0256322",
+    "execId": "3fb94d67-8482-58a5-91a4-154777511c1c", "execPrice": "233.02", "execQty": "0.2",
+    "execType": "Trade", "execValue": "46.604", "feeRate": "0.00055", "markPrice": "233.029",
+    "side": "Buy", "execTime": "1759432560940", "isMaker": False, "execPnl": "0",
+    "extraFees": [{"feeCoin": "USDT", "feeType": "GST", "subFeeType": "IND_GST",
+                   "feeRate": "0.000099", "fee": "0.004613796"}],
+    "feeCurrency": "USDT",
+}  # fmt: skip
+BYBIT_GST_POSITION = {
+    "symbol": "SOLUSDT", "side": "Buy", "size": "0.2", "entryPrice": "233.02", "leverage": "10",
+    "riskLimitValue": "50000", "positionValue": "46.604", "markPrice": "233.029",
+    "positionIM": "4.6876214", "positionMM": "0.2602414", "positionIMByMp": "4.68780139",
+    "positionMMByMp": "0.26025039", "unrealisedPnl": "0.0018", "tradeMode": 0,
+}  # fmt: skip
+
+
+def test_bybit_s_fee_to_close_holds_the_gst_its_fills_pay() -> None:
+    """The taker rate alertd uses for Bybit's fee to close is the account's fee rate with the
+    GST its fills pay on it, which reproduces the live position's MM to Bybit's 8 decimals
+    (without the tax it is 0.25609798: 1.6% low)."""
+    assert gst_share([BYBIT_GST_FILL]) == D("0.18")
+    # the REST answer types extraFees a string (bybit-exchange/docs, execution.mdx: "" where
+    # there is none); a fill that paid no fee does not tell; no fill: unknown
+    as_text = {**BYBIT_GST_FILL, "extraFees": json.dumps(BYBIT_GST_FILL["extraFees"])}
+    assert gst_share([as_text]) == D("0.18")
+    assert gst_share([{**BYBIT_GST_FILL, "extraFees": ""}]) == 0
+    assert gst_share([{**BYBIT_GST_FILL, "feeRate": "0"}, {**BYBIT_GST_FILL, "extraFees": ""}]) == 0
+    assert gst_share([]) is None
+    # a funding row's feeRate is the funding rate, not a trading fee: the trade below tells
+    funding = {**BYBIT_GST_FILL, "execType": "Funding", "feeRate": "0.0001", "extraFees": ""}
+    assert gst_share([funding, BYBIT_GST_FILL]) == D("0.18")
+    with pytest.raises(FrameError, match="extraFees: not a list"):
+        gst_share([{**BYBIT_GST_FILL, "extraFees": "{GST"}])
+
+    fee_row = {"symbol": "ETHUSDT", "takerFeeRate": "0.00055", "makerFeeRate": "0.0002"}
+    exchange = FeeStandIn([fee_row], {}, bybit_fills=[BYBIT_GST_FILL])
+    adapter = BybitAdapter()
+    rates = run(adapter.fetch_fee_rates(exchange, ["ETH/USDT:USDT", "BTC/USDT:USDT"]))
+    # the base rate of a symbol the answer leaves out pays the GST too
+    assert rates == {"ETH/USDT:USDT": D("0.000649"), "BTC/USDT:USDT": D("0.000649")}
+    # the share is kept: the fills are not asked again
+    run(adapter.fetch_fee_rates(exchange, ["ETH/USDT:USDT"]))
+    assert [c[0] for c in exchange.calls] == ["fee-rate", "execution", "fee-rate"]
+
+    # the live position with that rate: Bybit's positionMMByMp to its 8 decimals (SOLUSDT's
+    # first risk limit tier, riskLimitValue 50,000, at 0.5%)
+    p = BYBIT_GST_POSITION
+    profile = get_spec("bybit").profile
+    state = AccountState("india", profile, "USDT")
+    state.markets = {"SOL/USDT:USDT": MarketInfo("SOL/USDT:USDT", D(1), False, "USDT")}
+    state.tiers = {"SOL/USDT:USDT": TierTable.build([Tier(D(50000), D("0.005"), D(0))])}
+    state.replace_positions(
+        [
+            PositionState(
+                "SOL/USDT:USDT", Side.LONG, D(p["size"]), D(p["entryPrice"]), MarginMode.CROSS,
+                leverage=D(p["leverage"]),
+            )
+        ],
+        0.0,
+    )  # fmt: skip
+    state.set_wallet_balance(D("11.47724524"), 0.0)
+    state.set_mark("SOL/USDT:USDT", D(p["markPrice"]), 0.0)
+    state.fee_rates = {"SOL/USDT:USDT": rates["ETH/USDT:USDT"]}
+    (mm,) = [m.maintenance_margin for m in compute(state.to_account()).positions]
+    # 0.2602503964, which Bybit cuts to its 8 decimals
+    assert mm.quantize(D("1e-8"), rounding=ROUND_DOWN) == D(p["positionMMByMp"])
+    state.fee_rates = {"SOL/USDT:USDT": D(fee_row["takerFeeRate"])}
+    (without,) = [m.maintenance_margin for m in compute(state.to_account()).positions]
+    assert without == D("0.25609798")
 
 
 # OKX API v5 "Get fee rates" (GET /api/v5/account/trade-fee?instType=SWAP): the fields of the

@@ -14,6 +14,7 @@ outage and alertd would retry forever: the account type is checked first, at eve
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -292,6 +293,49 @@ def position_stop(raw: dict[str, Any], symbol: str, side: Side) -> StopOrder | N
     return StopOrder(symbol, side, StopKind.STOP, trigger, price, None, "position stopLoss")
 
 
+def gst_share(fills: list[Any]) -> Decimal | None:
+    """The GST on the account's trading fee, as a share of it, from its fills (Get Trade
+    History, newest first): the first trade (``execType`` "Trade": not a funding or delivery
+    row, whose ``feeRate`` is no trading fee) that paid a fee tells, its ``extraFees`` rows of
+    ``feeType`` "GST" ("Indian GST tax. Only for kyc=Indian users", v5 enums,
+    extraFees.feeType; added 2025-06-30) over its ``feeRate``; 0 where that fill paid none;
+    None where no fill paid a fee (no fill in the 7 days Bybit lists by default).
+
+    Bybit's fee to close in IM and MM holds that GST: a live cross SOLUSDT position of a
+    GST-paying account (2025-10-02: 0.2 long at 233.02, 10x, mark 233.029) has
+    ``positionMMByMp`` 0.26025039 = 0.2 x 233.029 x 0.5% + 0.2 x 233.02 x (1 - 1/10) x
+    0.055% x 1.18, and the same account's fill at that moment has ``feeRate`` 0.00055 and an
+    ``extraFees`` GST row at ``feeRate`` 0.000099 = 0.00055 x 0.18: the trading fee rate is
+    without the tax, which comes beside it (tests/test_adapters_more.py)."""
+    for fill in fills:
+        if not isinstance(fill, dict) or fill.get("execType") != "Trade":
+            continue
+        rate = dec_or_none(fill.get("feeRate"))
+        if rate is None or rate <= 0:
+            continue
+        extra = fill.get("extraFees")
+        if isinstance(extra, str):
+            # the REST docs type it a string (their example: ""), the stream a list
+            try:
+                extra = json.loads(extra) if extra.strip() else []
+            except ValueError:
+                raise FrameError(f"execution extraFees: not a list: {extra[:80]!r}") from None
+        if not isinstance(extra, list):
+            raise FrameError(f"execution extraFees: not a list: {extra!r:.80}")
+        tax = sum(
+            (
+                dec(row.get("feeRate"), "extraFees feeRate")
+                for row in extra
+                if isinstance(row, dict) and row.get("feeType") == "GST"
+            ),
+            Decimal(0),
+        )
+        if tax < 0:
+            raise FrameError(f"execution extraFees: a negative GST rate: {tax}")
+        return tax / rate
+    return None
+
+
 class BybitAdapter(ExchangeAdapter):
     exchange_id = "bybit"
     market_filter = MARKETS
@@ -309,6 +353,13 @@ class BybitAdapter(ExchangeAdapter):
         # the positions' own stop-losses, from the last position snapshot (fetch_stops adds
         # them to the open orders)
         self.position_stops: list[StopOrder] = []
+        # the GST share of the account's trading fee (India's, on a kyc=IND account: 0.18),
+        # read from its latest fill (:func:`gst_share`); None until a fill has told. The held
+        # symbols when the fills were last asked: without a fill in the 7 days Bybit lists,
+        # they are asked again once the account holds another symbol (a trade), not at every
+        # reconcile
+        self.gst_share: Decimal | None = None
+        self._fills_asked_holding: frozenset[str] | None = None
 
     async def fetch_tiers(self, exchange: Any, symbols: list[str]) -> dict[str, TierTable]:
         """Each symbol's risk limits: "Get Risk Limit" (GET /v5/market/risk-limit) is public
@@ -457,7 +508,10 @@ class BybitAdapter(ExchangeAdapter):
     async def fetch_fee_rates(self, exchange: Any, symbols: list[str]) -> dict[str, Decimal]:
         """The account's taker rates from "Get Fee Rate" (``GET /v5/account/fee-rate``,
         category linear: one symbol asked by name, several in one answer for every linear
-        symbol): the rate of Bybit's estimated fee to close in IM and MM."""
+        symbol): the rate of Bybit's estimated fee to close in IM and MM, with the GST an
+        India-KYC account pays on it (:func:`gst_share`, from its latest linear fill in "Get
+        Trade History", ``GET /v5/execution/list``: one request at the bootstrap of an account
+        that traded in the last 7 days; otherwise again when it holds another symbol)."""
         wanted = {exchange.market(s)["id"]: s for s in symbols}
         request = {"category": "linear"}
         if len(wanted) == 1:
@@ -465,7 +519,17 @@ class BybitAdapter(ExchangeAdapter):
         response = await exchange.privateGetV5AccountFeeRate(request)
         rows = (response.get("result") or {}).get("list") or []
         by_id = {str(r.get("symbol")): r for r in rows if isinstance(r, dict)}
-        return taker_fee_rates(by_id, "takerFeeRate", wanted)
+        rates = taker_fee_rates(by_id, "takerFeeRate", wanted)
+        holding = frozenset(symbols)
+        if self.gst_share is None and holding != self._fills_asked_holding:
+            fills = await exchange.privateGetV5ExecutionList({"category": "linear", "limit": 20})
+            self.gst_share = gst_share((fills.get("result") or {}).get("list") or [])
+            self._fills_asked_holding = holding
+        if not self.gst_share:
+            return rates
+        with_gst = 1 + self.gst_share
+        base = {s: PROFILE.default_fee_rate for s in wanted.values()}
+        return {s: rate * with_gst for s, rate in {**base, **rates}.items()}
 
     async def fetch_collateral(self, exchange: Any) -> tuple[Collateral, ...]:
         if not self.account_cross:

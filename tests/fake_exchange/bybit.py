@@ -312,6 +312,7 @@ class _Position:
     updated_ms: int
     seq: int
     taker_fee: Decimal = TAKER_FEE  # the account's taker rate (``set_fee_rate``)
+    gst: Decimal = Decimal(0)  # the tax on the fee, as a share of it (``set_gst``)
 
     def upl(self, mark: Decimal) -> Decimal:
         diff = mark - self.entry
@@ -319,8 +320,10 @@ class _Position:
 
     @property
     def close_fee(self) -> Decimal:
-        """The estimated fee to close at the bankruptcy price, in IM and MM alike."""
-        return _close_fee(self.size, self.entry, self.side == "Buy", self.leverage, self.taker_fee)
+        """The estimated fee to close at the bankruptcy price, in IM and MM alike, with the
+        GST on it (a live GST-paying position's ``positionMMByMp``: the fee x 1.18)."""
+        fee = _close_fee(self.size, self.entry, self.side == "Buy", self.leverage, self.taker_fee)
+        return fee + fee * self.gst
 
 
 def _close_fee(
@@ -346,6 +349,9 @@ class _Account(shared.Credentials):
     # the account's fee rates for linear contracts (VIP levels lower them): /v5/account/fee-rate
     taker_fee: Decimal = TAKER_FEE
     maker_fee: Decimal = Decimal("0.0002")
+    # India's GST on trading fees of a kyc=IND account, as a share of the fee (``set_gst``):
+    # its fills carry it in ``extraFees`` and its fee to close holds it
+    gst: Decimal = Decimal(0)
 
 
 @dataclass
@@ -565,8 +571,9 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         back/src/modules/exchange/types/position-data.interface.ts)."""
         lev = _dec(leverage, "leverage")
         size, entry = _dec(contracts, "contracts"), _dec(entry_price, "entry_price")
-        taker = self._account(api_key).taker_fee
-        return size * entry / lev + _close_fee(size, entry, shared.parse_side(side), lev, taker)
+        account = self._account(api_key)
+        fee = _close_fee(size, entry, shared.parse_side(side), lev, account.taker_fee)
+        return size * entry / lev + fee + fee * account.gst
 
     def _open_position(
         self, account: _Account, market: _Market, order: shared.PositionOrder, hedge: bool
@@ -590,6 +597,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             updated_ms=now,
             seq=next(self._seq),
             taker_fee=account.taker_fee,
+            gst=account.gst,
         )
         account.positions[(market.id, idx)] = position
         row = self._position_row(account, position, ws=True)
@@ -629,6 +637,15 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         account.maker_fee = _dec(maker, "maker")
         for position in account.positions.values():
             position.taker_fee = account.taker_fee
+
+    @scripted
+    def set_gst(self, api_key: str, share: Num) -> None:
+        """Make the account pay GST at ``share`` of its trading fees (a kyc=IND account:
+        "0.18"): its fills list it in ``extraFees`` and its positions' fee to close holds it."""
+        account = self._account(api_key)
+        account.gst = _dec(share, "share")
+        for position in account.positions.values():
+            position.gst = account.gst
 
     @scripted
     def deprecate_position_balance(self) -> None:
@@ -1122,6 +1139,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             "/v5/user/query-api": self._query_api,
             "/v5/account/info": self._account_info,
             "/v5/account/fee-rate": self._fee_rate,
+            "/v5/execution/list": self._execution_list,
             "/v5/order/realtime": self._order_realtime,
         }
         try:
@@ -1542,6 +1560,37 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             "rsaPublicKey": "",
             "isMaster": True,
         }
+
+    def _execution_list(self, account: _Account, params: dict[str, str]) -> dict[str, Any]:
+        # "Get Trade History" (bybit-exchange/docs, docs/v5/order/execution.mdx), newest first:
+        # each open linear position's opening fill at the taker rate. ``feeRate`` is the
+        # trading fee alone and a GST-paying account's tax comes beside it in ``extraFees``
+        # (a live fill: feeRate 0.00055, GST feeRate 0.000099); the docs type ``extraFees`` a
+        # string ("" where there is none), the stream a list, as served here
+        if params.get("category") not in CATEGORIES:
+            raise _ApiError(10001, "params error: category is invalid")
+        rows = []
+        positions = account.positions.values() if params["category"] == "linear" else ()
+        for p in sorted(positions, key=lambda p: -p.updated_ms):
+            value = p.size * p.entry
+            extra: Any = ""
+            if account.gst:
+                tax = account.taker_fee * account.gst
+                extra = [
+                    {"feeCoin": SETTLE, "feeType": "GST", "subFeeType": "IND_GST",
+                     "feeRate": _fmt(tax), "fee": _fmt(value * tax)}
+                ]  # fmt: skip
+            rows.append(
+                {
+                    "symbol": p.symbol, "side": p.side, "execPrice": _fmt(p.entry),
+                    "execQty": _fmt(p.size), "execValue": _fmt(value), "execType": "Trade",
+                    "execFee": _fmt(value * account.taker_fee),
+                    "feeRate": _fmt(account.taker_fee), "isMaker": False,
+                    "execTime": str(p.updated_ms), "extraFees": extra, "feeCurrency": SETTLE,
+                }
+            )  # fmt: skip
+        limit = int(params.get("limit") or 50)
+        return {"category": params["category"], "list": rows[:limit], "nextPageCursor": ""}
 
     def _fee_rate(self, account: _Account, params: dict[str, str]) -> dict[str, Any]:
         # "Get Fee Rate" (bybit-exchange/docs, docs/v5/account/fee-rate.mdx): derivatives rows
