@@ -1132,6 +1132,22 @@ def test_bybit_usdc_perpetuals_join_the_unified_pool() -> None:
     ]
     state.margin_assets = (MarginAsset("USDC", D(0)),)
     assert state.missing() == []
+
+    # a wallet push carries every coin's row: the settle coin's wallet and USDC's line's,
+    # each net of its spot borrowing as the REST answer is read
+    push = {"topic": "wallet", "data": [{"accountType": "UNIFIED", "coin": [
+        {"coin": "USDT", "walletBalance": "5000", "spotBorrow": "0"},
+        {"coin": "USDC", "walletBalance": "1200", "spotBorrow": "200"},
+        {"coin": "BTC", "walletBalance": "1", "spotBorrow": "0"}]}]}  # fmt: skip
+
+    async def watch_balance() -> Any:
+        return {"info": push}
+
+    exchange.watch_balance = watch_balance  # type: ignore[attr-defined]
+    pushed = asyncio.run(adapter.watch_balances(exchange))
+    assert pushed == {"USDT": D(5000), "USDC": D(1000)}
+    state.set_pool_wallet("USDC", pushed["USDC"], 1.0)
+    assert state.to_account().margin_assets == (MarginAsset("USDC", D(1000)),)
     assert [p.symbol for p in state.to_account().cross_positions] == [
         "BTC/USDC:USDC",
         "BTC/USDT:USDT",

@@ -46,15 +46,21 @@ Figures are computed here, independently of alertd, from Bybit's published formu
   value ratio x USD price`` in the margin balance, a liability in full (help centre, "Key
   Terms and Formulas in Unified Trading Account": margin balance "after considering the
   collateral value ratio"; docs "Get Tiered Collateral Ratio").
-- Wallet: ``totalMarginBalance = walletBalance + totalPerpUPL``, ``totalMaintenanceMargin =
-  sum(positionMM)``, ``accountMMRate = totalMaintenanceMargin / totalMarginBalance`` (and the IM
-  analogues), rates cut to four decimals as Bybit shows them.
+- Settle coins (USDT, and USDC for its perpetuals; ``set_balance(..., coin=)``): each coin's row
+  in its own coin, ``equity = walletBalance - spotBorrow + unrealisedPnl`` of its perpetuals,
+  ``usdValue`` at its USD index (``set_usd_price``: USDC at 0.999, a depeg at 0.99); the totals in
+  USD: ``totalMarginBalance`` each coin's equity after its tiered collateral value ratio (a
+  negative one in full) at its index, plus the collateral coins, ``totalMaintenanceMargin`` each
+  coin's ``totalPositionMM`` at its index ("Get Wallet Balance": "∑ Asset Total Maintenance
+  Margin"), ``accountMMRate = totalMaintenanceMargin / totalMarginBalance`` (and the IM
+  analogues), rates cut to four decimals as Bybit shows them. The cross liquidation price is
+  solved over every coin's line the same way.
 
 Simplifications, on purpose: no orders or fills (positions are scripted), no fees charged or
-funding,
-index and last price follow the mark, marks are rounded to the instrument's ``priceScale``, one
-margin coin (USDT at 1 USD), and ``tradeMode`` 1 marks an isolated position (on a real UTA it is
-always 0; isolation is the account's ``marginMode``). Frames are pushed only when scripted (or by
+funding, index and last price follow the mark, marks are rounded to the instrument's
+``priceScale``, USDT at 1 USD (unless scripted) and its collateral value ratio 1, and
+``tradeMode`` 1 marks an isolated position (on a real UTA it is always 0; isolation is the
+account's ``marginMode``). Frames are pushed only when scripted (or by
 the ``mark_interval_s`` ticker loop), never on price moves.
 
 Connections, queues, drops, unanswered pings (protocol and JSON ``ping``), malformed frames,
