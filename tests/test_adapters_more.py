@@ -32,7 +32,7 @@ from alertd.exchanges.hyperliquid import HyperliquidAdapter
 from alertd.exchanges.okx import WARNING_SUBSCRIPTION, OKXAdapter, position_tiers_to_table
 from alertd.exchanges.registry import get_spec
 from alertd.exchanges.spec import MarketFilter
-from alertd.feeds.adapter import ExchangeAdapter, FrameError
+from alertd.feeds.adapter import ExchangeAdapter, FrameError, PublicTables
 from alertd.feeds.state import (
     AccountMode,
     AccountState,
@@ -1103,6 +1103,20 @@ class BybitStandIn(StandIn):
             "position/list", params, {"result": {"list": rows[params["settleCoin"]]}}
         )
 
+    async def privateGetV5AccountWalletBalance(self, params: dict[str, Any]) -> Any:
+        coins = [
+            {"coin": coin, "equity": "500", "usdValue": usd, "walletBalance": "500",
+             "spotBorrow": "0", "marginCollateral": True, "collateralSwitch": True}
+            for coin, usd in (("USDT", "500"), ("USDC", "499.5"))
+        ]  # fmt: skip
+        return self.answer("wallet-balance", params, {"result": {"list": [{"coin": coins}]}})
+
+    async def publicGetV5SpotMarginTradeCollateral(self, params: dict[str, Any]) -> Any:
+        # "Get Tiered Collateral Ratio": public, the same for every account
+        tiers = [{"minQty": "0", "maxQty": "", "collateralRatio": "1"}]
+        rows = [{"currency": params["currency"], "collateralRatioList": tiers}]
+        return self.answer("collateral", params, {"result": {"list": rows}})
+
 
 def test_bybit_usdc_perpetuals_join_the_unified_pool() -> None:
     """A USDC perpetual shares the unified pool: its position is listed (settleCoin USDC), its
@@ -1152,6 +1166,29 @@ def test_bybit_usdc_perpetuals_join_the_unified_pool() -> None:
         "BTC/USDC:USDC",
         "BTC/USDT:USDT",
     ]
+
+
+def test_bybit_reads_usdc_s_line_and_its_ratio_table_once_for_every_account() -> None:
+    """Two unified cross accounts holding a USDC perpetual, reconciled twice: each reads
+    USDC's line (500 USDC at 0.999) from its own wallet answer, while USDC's tiered
+    collateral value ratio, public and the same for every account, is asked once (the
+    exchange's public tables, kept until the market refresh), not at every reconcile of
+    every account."""
+    tables = PublicTables()
+    exchanges = [BybitStandIn(), BybitStandIn()]
+    for exchange in exchanges:
+        adapter = BybitAdapter()
+        adapter.tables = tables
+        adapter.account_cross = True
+        for _ in range(2):
+            asyncio.run(adapter.fetch_positions(exchange))
+            asyncio.run(adapter.fetch_balance(exchange))
+            assert asyncio.run(adapter.fetch_collateral(exchange)) == ()
+            (usdc,) = adapter.margin_assets()
+            rates = ConversionRates(Decimal("0.999"), Decimal("0.999"))
+            assert usdc == MarginAsset("USDC", Decimal(500), SettleTerms(rates=rates))
+    asked = [call for exchange in exchanges for call in exchange.calls if call[0] == "collateral"]
+    assert asked == [("collateral", {"currency": "USDC"})]
 
 
 def test_bybit_isolated_margin_without_the_deprecated_position_balance() -> None:

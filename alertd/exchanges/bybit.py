@@ -567,10 +567,18 @@ class BybitAdapter(ExchangeAdapter):
         held += [asset for asset in assets if asset in self._held_settles]
         ratios = {}
         for coin in sorted(set(held)):
-            response = await exchange.publicGetV5SpotMarginTradeCollateral({"currency": coin})
-            for row in (response.get("result") or {}).get("list") or []:
-                if isinstance(row, dict) and row.get("currency") == coin:
-                    ratios[coin] = collateral_ratio(row.get("collateralRatioList") or [])
+            # public and the same for every account: read once for all of them, again after
+            # each market refresh (a USDC perpetual held adds no request per reconcile)
+            async def read(coin: str = coin) -> CollateralRatio | None:
+                response = await exchange.publicGetV5SpotMarginTradeCollateral({"currency": coin})
+                for row in (response.get("result") or {}).get("list") or []:
+                    if isinstance(row, dict) and row.get("currency") == coin:
+                        return collateral_ratio(row.get("collateralRatioList") or [])
+                return None
+
+            ratio = await self.tables.get(("bybit", "collateral", coin), read, keep_empty=False)
+            if ratio is not None:
+                ratios[coin] = ratio
         lines = unified_margin_assets(
             self._coins, ratios, self.settle, assets, self._held_settles, self._line_rates
         )
