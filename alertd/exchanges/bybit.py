@@ -150,9 +150,10 @@ def collateral_ratio(rows: list[dict[str, Any]]) -> CollateralRatio:
 def coin_wallet(row: dict[str, Any]) -> Decimal:
     """A "Get Wallet Balance" coin row's wallet, ``walletBalance - spotBorrow`` (spot borrowing
     counts in walletBalance since manual borrowing: the docs' "Old walletBalance = New
-    walletBalance - spotBorrow"; negative: a liability)."""
+    walletBalance - spotBorrow"; negative: a liability). A row without ``walletBalance`` is
+    a :class:`FrameError` naming the coin's field."""
     coin = row.get("coin")
-    return dec(row.get("walletBalance") or "0", f"{coin} walletBalance") - dec(
+    return dec(row.get("walletBalance"), f"{coin} walletBalance") - dec(
         row.get("spotBorrow") or "0", f"{coin} spotBorrow"
     )
 
