@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from alertd.engine.collateral import CollateralRatio
+from alertd.engine.collateral import CollateralRatio, ConversionRates, SettleTerms
 from alertd.engine.margin import AccountMetrics, compute
-from alertd.engine.model import MarginMode, Side
+from alertd.engine.model import MarginAsset, MarginMode, Side
 from alertd.engine.tiers import Tier, TierBasis, TierTable, deduction_warnings
 from alertd.exchanges.bybit import (
     BybitAdapter,
@@ -27,13 +27,14 @@ from alertd.exchanges.bybit import (
     gst_share,
     isolated_margin,
     unified_collateral,
+    unified_margin_assets,
 )
 from alertd.exchanges.gate import GateAdapter, risk_limit_tiers_to_table
 from alertd.exchanges.hyperliquid import HyperliquidAdapter
 from alertd.exchanges.okx import WARNING_SUBSCRIPTION, OKXAdapter, position_tiers_to_table
 from alertd.exchanges.registry import get_spec
 from alertd.exchanges.spec import MarketFilter
-from alertd.feeds.adapter import ExchangeAdapter, FrameError
+from alertd.feeds.adapter import ExchangeAdapter, FrameError, PublicTables
 from alertd.feeds.state import (
     AccountMode,
     AccountState,
@@ -1044,17 +1045,41 @@ BYBIT_BTC_COLLATERAL_TIERS = [
 
 
 def test_bybit_unified_pool_reproduces_bybit_s_margin_balance() -> None:
+    # USDC, a settle coin (its perpetuals' PnL is its equity), is an equity line of its own,
+    # not a coin: its wallet at its USD value per coin over USDT's, both ways
     ratios = {"USDC": CollateralRatio.flat(Decimal(1))}
-    (usdc,) = unified_collateral(BYBIT_WALLET_2024_09_08, ratios, "USDT", {})
-    assert (usdc.asset, usdc.amount, usdc.price_symbol) == ("USDC", Decimal(50000), None)
-    # USDC's USD price over USDT's: the pool in USDT, times USDT's USD rate, is Bybit's USD
+    assert unified_collateral(BYBIT_WALLET_2024_09_08, ratios, "USDT", {}, ("USDC",)) == ()
+    (usdc,) = unified_margin_assets(BYBIT_WALLET_2024_09_08, ratios, "USDT", ("USDC",))
+    p = (Decimal("50007.2") / 50000) / (Decimal("50005.5") / 50000)
+    assert usdc == MarginAsset("USDC", Decimal(50000), SettleTerms(rates=ConversionRates(p, p)))
+    assert usdc.terms is not None
+    # the pool in USDT, times USDT's USD rate, is Bybit's USD totalMarginBalance
     usdt_usd = Decimal("50005.5") / 50000
-    assert (50000 + usdc.value) * usdt_usd == Decimal("100012.7")  # totalMarginBalance
+    assert (50000 + usdc.terms.counted(Decimal(50000))) * usdt_usd == Decimal("100012.7")
     btc = collateral_ratio(BYBIT_BTC_COLLATERAL_TIERS)
     assert btc.counted(Decimal(2)) == Decimal("1.70")
     assert btc.counted(Decimal(1_500_000)) == Decimal(850_000)  # nothing counts above 1M BTC
     with pytest.raises(FrameError, match="no collateral ratio for USDC"):
         unified_collateral(BYBIT_WALLET_2024_09_08, {}, "USDT", {})
+    with pytest.raises(FrameError, match="no collateral ratio for USDC"):
+        unified_margin_assets(BYBIT_WALLET_2024_09_08, {}, "USDT", ("USDC",))
+
+
+def test_a_bybit_usdc_line_needs_a_usd_value_never_par() -> None:
+    """A USDC perpetual held without a USDC row (its equity 0: Bybit leaves zero coins out,
+    "Get Wallet Balance") gives no USD value: the last one read stands in, and with none
+    the snapshot names USDC rather than count its perpetuals' MM at par. A settle coin with
+    neither a wallet nor a position has no line."""
+    usdt_only = [row for row in BYBIT_WALLET_2024_09_08 if row["coin"] == "USDT"]
+    ratios = {"USDC": CollateralRatio.flat(Decimal(1))}
+    assert unified_margin_assets(usdt_only, ratios, "USDT", ("USDC",)) == ()
+    with pytest.raises(FrameError, match="no USD value for USDC"):
+        unified_margin_assets(usdt_only, ratios, "USDT", ("USDC",), held={"USDC"})
+    (usdc,) = unified_margin_assets(
+        usdt_only, ratios, "USDT", ("USDC",), {"USDC"}, {"USDC": Decimal("0.9991")}
+    )
+    assert usdc.wallet_balance == 0 and usdc.terms is not None
+    assert usdc.terms.rates == ConversionRates(Decimal("0.9991"), Decimal("0.9991"))
 
 
 class BybitStandIn(StandIn):
@@ -1080,6 +1105,20 @@ class BybitStandIn(StandIn):
             "position/list", params, {"result": {"list": rows[params["settleCoin"]]}}
         )
 
+    async def privateGetV5AccountWalletBalance(self, params: dict[str, Any]) -> Any:
+        coins = [
+            {"coin": coin, "equity": "500", "usdValue": usd, "walletBalance": "500",
+             "spotBorrow": "0", "marginCollateral": True, "collateralSwitch": True}
+            for coin, usd in (("USDT", "500"), ("USDC", "499.5"))
+        ]  # fmt: skip
+        return self.answer("wallet-balance", params, {"result": {"list": [{"coin": coins}]}})
+
+    async def publicGetV5SpotMarginTradeCollateral(self, params: dict[str, Any]) -> Any:
+        # "Get Tiered Collateral Ratio": public, the same for every account
+        tiers = [{"minQty": "0", "maxQty": "", "collateralRatio": "1"}]
+        rows = [{"currency": params["currency"], "collateralRatioList": tiers}]
+        return self.answer("collateral", params, {"result": {"list": rows}})
+
 
 def test_bybit_usdc_perpetuals_join_the_unified_pool() -> None:
     """A USDC perpetual shares the unified pool: its position is listed (settleCoin USDC), its
@@ -1100,11 +1139,58 @@ def test_bybit_usdc_perpetuals_join_the_unified_pool() -> None:
     for symbol in state.markets:
         state.set_mark(symbol, D(60000), 0.0)
         state.tiers[symbol] = TierTable.build([Tier(None, D("0.005"), D(0))])
+    # in unified cross margin USDC needs its line (its USD value): without one (a USDC
+    # perpetual opened since the snapshot) the account is incomplete, never at par
+    state.lined_modes, state.line_source = adapter.lined_modes, adapter.line_source
+    assert state.missing() == [
+        "USDC: a margin asset with no equity line (no USDC USD value at the last snapshot): "
+        "its wallet and positions are never counted at par"
+    ]
+    state.margin_assets = (MarginAsset("USDC", D(0)),)
     assert state.missing() == []
+
+    # a wallet push carries every coin's row: the settle coin's wallet and USDC's line's,
+    # each net of its spot borrowing as the REST answer is read
+    push = {"topic": "wallet", "data": [{"accountType": "UNIFIED", "coin": [
+        {"coin": "USDT", "walletBalance": "5000", "spotBorrow": "0"},
+        {"coin": "USDC", "walletBalance": "1200", "spotBorrow": "200"},
+        {"coin": "BTC", "walletBalance": "1", "spotBorrow": "0"}]}]}  # fmt: skip
+
+    async def watch_balance() -> Any:
+        return {"info": push}
+
+    exchange.watch_balance = watch_balance  # type: ignore[attr-defined]
+    pushed = asyncio.run(adapter.watch_balances(exchange))
+    assert pushed == {"USDT": D(5000), "USDC": D(1000)}
+    state.set_pool_wallet("USDC", pushed["USDC"], 1.0)
+    assert state.to_account().margin_assets == (MarginAsset("USDC", D(1000)),)
     assert [p.symbol for p in state.to_account().cross_positions] == [
         "BTC/USDC:USDC",
         "BTC/USDT:USDT",
     ]
+
+
+def test_bybit_reads_usdc_s_line_and_its_ratio_table_once_for_every_account() -> None:
+    """Two unified cross accounts holding a USDC perpetual, reconciled twice: each reads
+    USDC's line (500 USDC at 0.999) from its own wallet answer, while USDC's tiered
+    collateral value ratio, public and the same for every account, is asked once (the
+    exchange's public tables, kept until the market refresh), not at every reconcile of
+    every account."""
+    tables = PublicTables()
+    exchanges = [BybitStandIn(), BybitStandIn()]
+    for exchange in exchanges:
+        adapter = BybitAdapter()
+        adapter.tables = tables
+        adapter.account_cross = True
+        for _ in range(2):
+            asyncio.run(adapter.fetch_positions(exchange))
+            asyncio.run(adapter.fetch_balance(exchange))
+            assert asyncio.run(adapter.fetch_collateral(exchange)) == ()
+            (usdc,) = adapter.margin_assets()
+            rates = ConversionRates(Decimal("0.999"), Decimal("0.999"))
+            assert usdc == MarginAsset("USDC", Decimal(500), SettleTerms(rates=rates))
+    asked = [call for exchange in exchanges for call in exchange.calls if call[0] == "collateral"]
+    assert asked == [("collateral", {"currency": "USDC"})]
 
 
 def test_bybit_isolated_margin_without_the_deprecated_position_balance() -> None:

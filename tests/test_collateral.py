@@ -272,6 +272,27 @@ def test_margin_assets_round_trip_and_bad_ones_are_named() -> None:
     ]
 
 
+def test_a_line_at_a_usd_value_with_tiered_collateral_ratios_round_trips() -> None:
+    # Bybit's shape (a USDC line at its USD index, 0.999 both ways, its tiered collateral
+    # value ratio by quantity: 1 up to 200 USDC, 0.9 above): 220 USDC count 200 + 20 x 0.9
+    # at 0.999; the tiers are written and read back, and a bad tier is named
+    snap = account_to_json(_usdc_depeg_account("200", bid_rate="0.999", ask_rate="0.999"))
+    snap["cross"]["margin_assets"][0]["discount_tiers"] = [
+        {"max_amount": "200", "ratio": "1"},
+        {"ratio": "0.9"},
+    ]
+    account = parse_snapshot(json.dumps(snap)).account
+    assert parse_snapshot(json.dumps(account_to_json(account))).account == account
+    (usdc,) = compute(account).pool.margin_assets
+    assert (usdc.equity, usdc.value) == (D(220), D("218") * D("0.999"))
+    snap["cross"]["margin_assets"][0]["discount_tiers"] = [{"ratio": "1"}, {"ratio": "0.9"}]
+    with pytest.raises(SnapshotError) as info:
+        parse_snapshot(json.dumps(snap))
+    assert info.value.problems == [
+        "cross.margin_assets[0].discount_tiers[0].max_amount: only the last tier may have no cap"
+    ]
+
+
 def test_a_margin_asset_without_a_line_is_named_once() -> None:
     # the FAQ's ETHUSDC margined in USDC with no cross.margin_assets line: its PnL and MM count
     # at par with USDT, which Binance does not (it converts USDC at its USDCUSD row's rates)

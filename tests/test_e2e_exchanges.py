@@ -229,28 +229,52 @@ def test_bybit_btc_collateral_falls_with_a_btc_long(
     assert "Traceback" not in daemon.text()
 
 
+@pytest.mark.parametrize("usdc_usd", ["0.999", "0.99"])
 def test_bybit_usdc_perpetual_in_the_unified_pool(
+    usdc_usd: str,
     tmp_path: Path,
     fake_in_thread: Callable[..., FakeExchangeServer[Any, Any]],
     http_receiver: HttpReceiver,
     daemon_for: Callable[[Path, dict[str, str]], Daemon],
 ) -> None:
     """A unified account holding a USDC perpetual (``BTCPERP``, settleCoin USDC) against its
-    USDT wallet: one pool, computed by alertd (its liquidation price is alertd's own: the
-    liquidation-distance alert needs it), the default rules fire at the marks the pool gives."""
+    USDT wallet and 500 USDC, USDC's USD index at 0.999 and in a depeg at 0.99: one pool,
+    computed by alertd, USDC's equity (its wallet and the long's PnL) and the long's MM on
+    USDC's own line at its USD value, as the local Bybit computes its own figures. The
+    default rules fire at the marks that value gives; at a mark where the ratio is 79.7%
+    nothing more fires, where counting USDC at par (alertd before) gives 80% or more: a
+    critical alert early."""
     fake = fake_in_thread("bybit", mark_interval_s=0.3)
     usdc = "BTC/USDC:USDC"
     fake.add_symbol(usdc, "60000")  # the local server's generic table: 1% in the first tier
+    fake.set_usd_price("USDC", usdc_usd)
     market = Market(usdc, "1", Decimal("0.01"), Decimal("0.9") * Decimal("0.00055"))
     account, env = exchange_account(fake, "main", "bybit", "key-e2e", "secret-e2e")
     fake.add_account("key-e2e", "secret-e2e", wallet_balance="6000")
+    fake.set_balance("key-e2e", "500", coin="USDC")
     fake.open_position("key-e2e", usdc, "long", "1", "60000")
     daemon = _silent_daemon(tmp_path, account, env, http_receiver, daemon_for)
-    marks = [
-        _mark_at_ratio(ratio, Decimal(6000), Decimal(60000), market).quantize(Decimal("0.01"))
-        for ratio in (Decimal("0.35"), Decimal("0.65"), Decimal("0.9"))
-    ]
-    _escalate(daemon, fake, usdc, http_receiver, marks)
+    p, wallet, usdc_wallet, entry = Decimal(usdc_usd), Decimal(6000), Decimal(500), Decimal(60000)
+    fixed = market.fixed * entry
+
+    def ratio(mark: Decimal, rate: Decimal) -> Decimal:
+        # MM / margin balance, in USDT: USDC's equity and the long's MM at ``rate`` USDT
+        return rate * (market.rate * mark + fixed) / (wallet + rate * (usdc_wallet + mark - entry))
+
+    def mark_at(r: Decimal) -> Decimal:
+        # r (W + p (500 + P - e)) = p (rate P + fixed), solved for P
+        mark = (p * fixed + r * (p * entry - wallet - p * usdc_wallet)) / (p * (r - market.rate))
+        return mark.quantize(Decimal("0.01"))
+
+    marks = [mark_at(Decimal(r)) for r in ("0.35", "0.65", "0.797", "0.9")]
+    assert ratio(marks[2], p) < Decimal("0.8") <= ratio(marks[2], Decimal(1))
+    _escalate(daemon, fake, usdc, http_receiver, marks[:2])
+    fake.set_mark(usdc, marks[2])
+    time.sleep(QUIET_S)  # a few mark pushes at 79.7%: nothing fires
+    assert _alerts(http_receiver) == EXPECTED[:2], http_receiver.titles()
+    fake.set_mark(usdc, marks[3])
+    _await(daemon, lambda: len(http_receiver.posts) >= 3, f"critical at mark {marks[3]}")
+    assert _alerts(http_receiver) == EXPECTED, http_receiver.titles()
     assert daemon.stop(signal.SIGTERM) == 0
     log = daemon.text()
     assert "Traceback" not in log and "incomplete" not in log, log[-3000:]

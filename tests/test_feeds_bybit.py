@@ -269,3 +269,64 @@ def test_a_tick_during_the_coins_read_keeps_the_coin_s_basis_to_its_mark() -> No
                 assert moved.price == D(57000) * D(59940) / D(60000)
 
     run(body())
+
+
+USDC_BTC = "BTC/USDC:USDC"
+
+
+async def bybit_totals(fake: FakeBybit, key: str, secret: str) -> dict[str, Decimal]:
+    """The local Bybit's own USD totals ("Get Wallet Balance") and its liquidation price of
+    each USDC perpetual, read through ccxt's REST client."""
+    async with ccxt_client(fake, "bybit", key, secret) as client:
+        answer = await client.privateGetV5AccountWalletBalance({"accountType": "UNIFIED"})
+        usdc = await client.privateGetV5PositionList({"category": "linear", "settleCoin": "USDC"})
+    (wallet,) = answer["result"]["list"]
+    (position,) = usdc["result"]["list"]
+    return {
+        "margin_balance": D(wallet["totalMarginBalance"]),
+        "maintenance_margin": D(wallet["totalMaintenanceMargin"]),
+        "liquidation_price": D(position["liqPrice"]),
+    }
+
+
+def test_usdc_perpetuals_count_on_usdc_s_own_line_at_its_usd_value() -> None:
+    """A unified cross account with 8,000 USDT and 3,000 USDC, a USDT long and a USDC short,
+    USDC's USD index at 0.9990 and its tiered collateral value ratio 1 up to 2,000 USDC, 0.9
+    above: alertd counts USDC's equity (its wallet and the short's PnL) after the ratio at
+    0.9990 and the short's MM at 0.9990, as Bybit does; its margin balance, MM and the USDC
+    short's liquidation price are Bybit's, at the snapshot and after the USDC mark moves
+    (no reconcile: the line moves with the mark). Read as a coin with the short's PnL at par
+    (alertd before), the margin balance was 10,797.10 where Bybit's is 10,807.19."""
+
+    async def body() -> None:
+        async with started_fake() as fake:
+            fake.set_mark(BTC, "60000")
+            fake.add_symbol(USDC_BTC, "60000")
+            fake.set_usd_price("USDC", "0.9990")
+            fake.set_collateral_tiers("USDC", [("2000", "1"), (None, "0.9")])
+            fake.set_balance("key-b", "3000", coin="USDC")
+            fake.open_position("key-b", BTC, "long", "0.2", "60000")
+            fake.open_position("key-b", USDC_BTC, "short", "0.5", "59800")
+            feed = make_feed(account_config("b", "bybit", fake), "key-b", "secret-b")
+            async with kept_open(feed):
+                state = feed.state
+                assert state.computable
+                for mark in ("60000", "59500", "60400"):
+                    fake.set_mark(USDC_BTC, mark, push=False)
+                    feed.record_mark(USDC_BTC, D(mark), 1.0)
+                    metrics = compute(state.to_account())
+                    bybit = await bybit_totals(fake, "key-b", "secret-b")
+                    mb, mm = metrics.pool.margin_balance, metrics.pool.maintenance_margin
+                    assert abs(mb - bybit["margin_balance"]) <= D("1e-6") * mb, (mark, mb, bybit)
+                    assert abs(mm - bybit["maintenance_margin"]) <= D("1e-6") * mm, (mark, mm)
+                    short = next(p for p in metrics.positions if p.position.symbol == USDC_BTC)
+                    assert short.liquidation_price is not None
+                    assert abs(short.liquidation_price - bybit["liquidation_price"]) <= D("0.1")
+                # USDC is a line of its own, not a coin
+                (usdc,) = state.margin_assets
+                assert state.collateral == () and usdc.asset == "USDC"
+                assert usdc.wallet_balance == D(3000)
+                assert usdc.terms is not None and usdc.terms.rates is not None
+                assert usdc.terms.rates.bid == usdc.terms.rates.ask == D("0.999")
+
+    run(body())

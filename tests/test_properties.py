@@ -212,7 +212,10 @@ def accounts(
     above 1: a depeg) with the wallet around the positions' PnL, so that its equity crosses
     zero (the kink) as prices move; cross positions only, some margined in another asset of
     the pool (USDC-M) on USDC's own equity line: its wallet around their PnL, at its own
-    rates (its kink at its wallet plus their PnL, which moves with their marks)."""
+    rates (its kink at its wallet plus their PnL, which moves with their marks). Or, as
+    often, Bybit's unified account: the settle currency the pool's unit (at par) and USDC's
+    line at its USD value ``p`` both ways after its tiered collateral value ratio by quantity
+    (:func:`usd_value_terms`)."""
     collateral = collateral or lending or rates
     linear = [p for p in PROFILE_IDS if p != "binancecoinm"]
     profile = PROFILES[draw(st.sampled_from(linear if collateral else PROFILE_IDS))]
@@ -277,7 +280,9 @@ def accounts(
         borrowed = draw(dec(0, 100, 0)) / 100 * scale if lent and draw(st.booleans()) else D(0)
         discount = draw(st.none() | ratio_tables(scale, D(1)))
         terms = SettleTerms.of(lent, borrowed, discount)
-    if rates:
+    # Bybit's shape of the rates: USDT the pool's unit, USDC at its USD value
+    usd_value = rates and draw(st.booleans())
+    if rates and not usd_value:
         # USDT's assetIndex rates
         terms = SettleTerms.of(None, D(0), None, draw(conversion_rates()))
     shared: tuple[MarginAsset, ...] = ()
@@ -285,11 +290,35 @@ def accounts(
     if rates and usdc_m:
         usdc = sum((p.quantity * p.mark_price for p in usdc_m), D(0))
         usdc_wallet = usdc * draw(dec(-50, 100, 0)) / 100
-        usdc_terms = SettleTerms.of(None, D(0), None, draw(conversion_rates()))
+        usdc_terms = (
+            draw(usd_value_terms(usdc))
+            if usd_value
+            else SettleTerms.of(None, D(0), None, draw(conversion_rates()))
+        )
         shared = (MarginAsset("USDC", usdc_wallet, usdc_terms),)
     return Account(
         profile, "prop", "X", wallet, tuple(held), tuple(coins), None, terms, more, shared
     )
+
+
+@st.composite
+def usd_value_terms(draw: st.DrawFn, scale: Decimal) -> SettleTerms:
+    """A settle coin's line in Bybit's unified account: at its USD value per coin over the
+    pool's unit, ``p`` both ways (at or off par: a depeg), counted after its tiered collateral
+    value ratio by quantity while positive (1 or less in the first tier, less above caps
+    around ``scale``, the size of its perpetuals)."""
+    p = draw(dec(9500, 10200, 4)) / 10000
+    ratio = draw(st.sampled_from([D(1), draw(dec(80, 99, 2)) / 100]))
+    tiers, cap = [], D(0)
+    for _ in range(draw(st.integers(1, 2))):
+        cap += scale * draw(dec(10, 150, 2)) / 100
+        tiers.append(RatioTier(cap, ratio))
+        ratio = max(D(0), ratio - draw(dec(1, 40, 2)) / 100)
+    tiers.append(RatioTier(None, ratio))
+    discount = CollateralRatio.build(tiers, RatioBasis.AMOUNT)
+    terms = SettleTerms.of(None, D(0), discount, ConversionRates(p, p))
+    assert terms is not None
+    return terms
 
 
 @st.composite
@@ -399,9 +428,11 @@ def test_pool_ratio_is_one_at_the_liquidation_price_with_conversion_rates(
     account: Account,
 ) -> None:
     """Binance multi-assets: the settle currency's equity at its bid rate while positive and
-    its ask rate once negative, its positions' requirement at the ask rate, another margin
-    asset's positions at par: at every liquidation price alertd reports the pool's ratio is
-    exactly 1, on either side of the kink where that equity crosses zero."""
+    its ask rate once negative, its positions' requirement at the ask rate, USDC-M positions
+    on USDC's line at its own rates; Bybit's unified account: USDC perpetuals on USDC's line
+    at its USD value after its tiered collateral value ratio: at every liquidation price
+    alertd reports the pool's ratio is exactly 1, on either side of each line's kink (its
+    equity crossing zero) and ratio tier caps."""
     _check_liquidation_ratio(account)
 
 
@@ -441,6 +472,38 @@ def test_usdc_line_accounts_cross_its_kink() -> None:
 
     draw()
     assert {-1, 1} <= signs
+
+
+def test_usd_value_lines_liquidate_across_their_collateral_ratio_tiers() -> None:
+    """The accounts drawn with rates include Bybit-shaped USDC lines (a collateral value
+    ratio below 1, ``p`` both ways off par) whose USDC perpetuals liquidate with USDC's
+    equity negative (in full), in its first ratio tier and past its first cap."""
+    where: set[str] = set()
+
+    @settings(max_examples=400, deadline=None, database=None)
+    @given(accounts(rates=True))
+    def draw(account: Account) -> None:
+        lines = [m for m in account.margin_assets if m.terms and m.terms.discount]
+        if not lines:
+            return
+        (usdc,) = lines
+        assert usdc.terms is not None and usdc.terms.discount is not None
+        assert usdc.terms.rates is not None and usdc.terms.rates.bid == usdc.terms.rates.ask
+        first_cap = usdc.terms.discount.tiers[0].cap
+        assert first_cap is not None
+        for pm in compute(account).positions:
+            if pm.liquidation_price is not None and pm.position.margin_asset == "USDC":
+                moved = compute(account.with_marks({pm.position.symbol: pm.liquidation_price}))
+                (line,) = moved.pool.margin_assets
+                if line.equity < 0:
+                    where.add("negative")
+                elif line.equity > first_cap:
+                    where.add("past the first cap")
+                elif line.equity > 0:
+                    where.add("first tier")
+
+    draw()
+    assert where == {"negative", "first tier", "past the first cap"}
 
 
 @settings(max_examples=300, deadline=None)

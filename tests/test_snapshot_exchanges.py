@@ -63,6 +63,8 @@ class Holding:
     wallet: str
     legs: tuple[Leg, ...]
     taker_fee: str | None = None
+    # other settle coins' wallets and USD index prices (Bybit's USDC: its own equity line)
+    settle_coins: tuple[tuple[str, str, str], ...] = ()  # (coin, wallet, USD price)
 
 
 Book = dict[str, Holding]  # by account name
@@ -110,7 +112,8 @@ BOOKS: dict[str, Book] = {
             # liquidation price by about 20 USDT, two hundred ticks
             taker_fee="0.0004",
         ),
-        # USDC perpetuals in the unified account's one pool, beside a USDT one
+        # USDC perpetuals in the unified account's one pool, beside a USDT one, on USDC's own
+        # equity line: its wallet and their PnL at USDC's USD index (0.999), their MM too
         "c": Holding(
             "150000",
             (
@@ -118,6 +121,7 @@ BOOKS: dict[str, Book] = {
                 Leg("BTC", "short", "6", entry_move="-0.01", settle="USDC"),  # 390k: tier 2
                 Leg("ETH", "long", "40", "isolated", "0.02", leverage=10, settle="USDC"),
             ),
+            settle_coins=(("USDC", "40000", "0.999"),),
         ),
     },
     "okx": {
@@ -217,6 +221,9 @@ def _open_book(fake: FakeExchangeServer[Any, Any], exchange: str, book: Book) ->
         fake.add_account(key, f"secret-{name}", wallet_balance=holding.wallet)
         if holding.taker_fee is not None:
             fake.set_fee_rate(key, holding.taker_fee)  # type: ignore[attr-defined]
+        for coin, wallet, usd_price in holding.settle_coins:
+            fake.set_usd_price(coin, usd_price)  # type: ignore[attr-defined]
+            fake.set_balance(key, wallet, coin=coin)  # type: ignore[attr-defined]
         for leg in holding.legs:
             symbol = leg.symbol(exchange)
             if leg.settle is not None and f"{leg.coin}PERP" not in fake.symbols():

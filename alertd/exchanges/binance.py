@@ -500,6 +500,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
     exchange_id = "binanceusdm"
     market_filter = USDM_MARKETS
     reads_insurance_fund = True
+    # multi-assets mode counts each margin asset at its own <asset>USD rates
+    lined_modes = frozenset({AccountMode.MULTI_ASSETS})
 
     async def fetch_insurance_fund(self, exchange: Any, symbol: str) -> Decimal:
         market = exchange.market(symbol)

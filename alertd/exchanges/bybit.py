@@ -1,5 +1,10 @@
 """Bybit v5 (unified trading account), USDT and USDC linear perpetuals in one pool.
 
+Bybit values the pool in USD, every coin at its USD index ("UTA Trading Rules"): each settle
+coin besides USDT (USDC) is an equity line of its own, its wallet plus its perpetuals' PnL at
+its USD value and collateral value ratio, its perpetuals' MM at its USD value
+(:func:`unified_margin_assets`).
+
 Wire formats: bybit-exchange.github.io/docs/v5: "Get Position Info" (/v5/position/list),
 "Get Wallet Balance" (/v5/account/wallet-balance), "Get Risk Limit" (/v5/market/risk-limit),
 "Get Account Info" (/v5/account/info), "Get Tiered Collateral Ratio"
@@ -15,11 +20,19 @@ outage and alertd would retry forever: the account type is checked first, at eve
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Mapping
 from decimal import Decimal
 from typing import Any
 
-from alertd.engine.collateral import Collateral, CollateralRatio, RatioBasis, RatioTier
-from alertd.engine.model import MarginMode, Side
+from alertd.engine.collateral import (
+    Collateral,
+    CollateralRatio,
+    ConversionRates,
+    RatioBasis,
+    RatioTier,
+    SettleTerms,
+)
+from alertd.engine.model import MarginAsset, MarginMode, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile, FeeTerm
 from alertd.engine.stops import StopKind, StopOrder, Trigger
 from alertd.engine.tiers import TierTable, TierTableError
@@ -49,8 +62,8 @@ PROFILE = ExchangeProfile(
     displayed_ratio_name="Account MM Rate",
     rounds_liquidation_to_tick=True,
 )
-# USDC perpetuals share the unified account's pool ("UTA Trading Rules"): their PnL and margin
-# count at par with USDT's (Bybit values each coin at its USD index price: within about 1e-4)
+# USDC perpetuals share the unified account's pool ("UTA Trading Rules"), on USDC's own equity
+# line at its USD value (unified_margin_assets)
 MARKETS = MarketFilter(settle="USDT", pooled=("USDC",))
 MAX_ORDER_PAGES = 20  # of 50 open orders: a bound on one account's order listing
 # Get Position Info ``adlRankIndicator`` (also in the position stream): 1-5, 5 first in line;
@@ -135,14 +148,90 @@ def collateral_ratio(rows: list[dict[str, Any]]) -> CollateralRatio:
         raise FrameError(f"collateralRatioList: {exc}") from None
 
 
+def coin_wallet(row: dict[str, Any]) -> Decimal:
+    """A "Get Wallet Balance" coin row's wallet, ``walletBalance - spotBorrow`` (spot borrowing
+    counts in walletBalance since manual borrowing: the docs' "Old walletBalance = New
+    walletBalance - spotBorrow"; negative: a liability). A row without ``walletBalance`` is
+    a :class:`FrameError` naming the coin's field."""
+    coin = row.get("coin")
+    return dec(row.get("walletBalance"), f"{coin} walletBalance") - dec(
+        row.get("spotBorrow") or "0", f"{coin} spotBorrow"
+    )
+
+
+def usd_per_coin(row: dict[str, Any]) -> Decimal | None:
+    """A coin row's USD value per coin, ``usdValue / equity`` (its USD index); None where the
+    row gives none (no equity)."""
+    equity, usd = dec_or_none(row.get("equity")), dec_or_none(row.get("usdValue"))
+    return usd / equity if equity is not None and usd is not None else None
+
+
+def settle_usd(coins: list[dict[str, Any]], settle: str) -> Decimal:
+    """The settle coin's USD value per coin (1 where its row gives none): Bybit values the
+    pool in USD, alertd in the settle coin; every price over it keeps the ratio the same."""
+    return next((usd_per_coin(r) for r in coins if r.get("coin") == settle), None) or Decimal(1)
+
+
+def unified_margin_assets(
+    coins: list[dict[str, Any]],
+    ratios: dict[str, CollateralRatio],
+    settle: str,
+    assets: tuple[str, ...],
+    held: Collection[str] = (),
+    known_rates: Mapping[str, Decimal] | None = None,
+) -> tuple[MarginAsset, ...]:
+    """The settle coins ``assets`` besides ``settle`` whose perpetuals share the unified cross
+    pool (USDC), each on an equity line of its own: its wallet (``walletBalance -
+    spotBorrow``) plus its perpetuals' PnL, counted at its tiered collateral value ratio by
+    quantity while positive and in full once negative, at its USD value per coin over the
+    settle coin's, ``p``; its perpetuals' MM at ``p`` (``SettleTerms(discount=ratio,
+    rates=ConversionRates(p, p))``).
+
+    Bybit: a coin's ``equity`` is "``walletBalance`` - ``spotBorrow`` + ``unrealisedPnl`` +
+    Asset Option Value", its ``usdValue`` that at its USD index; the margin balance counts
+    each coin "after considering the collateral value ratio", a negative balance at 100%;
+    ``totalMaintenanceMargin`` is "∑ Asset Total Maintenance Margin" in USD ("Get Wallet
+    Balance"; help centre "Understanding Collateral Value Ratios in Unified Trading Account",
+    "Key Terms and Formulas in Unified Trading Account"). USDT and USDC are always collateral
+    ("Set Collateral Coin": "USDT, USDC cannot be set").
+
+    An asset with neither a wallet nor a position (``held``) has no line (nothing of it
+    counts). A row with no equity gives no USD value: the last one read (``known_rates``,
+    by asset, as ``p``) stands in; with none, a :class:`FrameError` names the asset (never
+    at par), as it does an asset without a collateral ratio table."""
+    rows = {r.get("coin"): r for r in coins}
+    over = settle_usd(coins, settle)
+    out = []
+    for asset in assets:
+        row = rows.get(asset)
+        wallet = coin_wallet(row) if row is not None else Decimal(0)
+        if wallet == 0 and asset not in held:
+            continue
+        usd = usd_per_coin(row) if row is not None else None
+        rate = usd / over if usd is not None else (known_rates or {}).get(asset)
+        if rate is None or rate <= 0:
+            raise FrameError(
+                f"wallet-balance: no USD value for {asset} (its equity is 0): its perpetuals' "
+                "margin is not counted at par"
+            )
+        ratio = ratios.get(asset)
+        if ratio is None:
+            raise FrameError(f"spot-margin-trade/collateral: no collateral ratio for {asset}")
+        terms = SettleTerms.of(None, Decimal(0), ratio, ConversionRates(rate, rate))
+        out.append(MarginAsset(asset, wallet, terms))
+    return tuple(out)
+
+
 def unified_collateral(
     coins: list[dict[str, Any]],
     ratios: dict[str, CollateralRatio],
     settle: str,
     markets: dict[str, Any],
+    lined: Collection[str] = (),
 ) -> tuple[Collateral, ...]:
-    """The coins of a unified cross pool besides ``settle`` (its wallet balance), from "Get
-    Wallet Balance" ``coin`` rows and each coin's tiered collateral value ratio.
+    """The coins of a unified cross pool besides ``settle`` (its wallet balance) and the
+    settle coins on equity lines of their own (``lined``: :func:`unified_margin_assets`), from
+    "Get Wallet Balance" ``coin`` rows and each coin's tiered collateral value ratio.
 
     A coin counts when the platform takes it as collateral (``marginCollateral``) and the user
     switched it on (``collateralSwitch``). Its amount is ``walletBalance - spotBorrow`` (the
@@ -153,23 +242,15 @@ def unified_collateral(
     :class:`FrameError` naming a counted coin without a price or a ratio table.
     """
 
-    def usd_per_coin(row: dict[str, Any]) -> Decimal | None:
-        equity, usd = dec_or_none(row.get("equity")), dec_or_none(row.get("usdValue"))
-        return usd / equity if equity is not None and usd is not None else None
-
-    settle_usd = next(
-        (usd_per_coin(row) for row in coins if row.get("coin") == settle), None
-    ) or Decimal(1)
+    over = settle_usd(coins, settle)
     out = []
     for row in coins:
         coin = row.get("coin")
-        if not isinstance(coin, str) or coin == settle:
+        if not isinstance(coin, str) or coin == settle or coin in lined:
             continue
         if row.get("marginCollateral") is not True or row.get("collateralSwitch") is not True:
             continue  # not collateral: Bybit leaves it out of the margin balance
-        amount = dec(row.get("walletBalance") or "0", f"{coin} walletBalance") - dec(
-            row.get("spotBorrow") or "0", f"{coin} spotBorrow"
-        )
+        amount = coin_wallet(row)
         if amount == 0:
             continue
         price = usd_per_coin(row)
@@ -178,7 +259,7 @@ def unified_collateral(
         ratio = ratios.get(coin)
         if ratio is None:
             raise FrameError(f"spot-margin-trade/collateral: no collateral ratio for {coin}")
-        out.append(usd_pool_coin(coin, amount, price, settle_usd, ratio, settle, markets))
+        out.append(usd_pool_coin(coin, amount, price, over, ratio, settle, markets))
     return tuple(out)
 
 
@@ -350,6 +431,13 @@ class BybitAdapter(ExchangeAdapter):
         # the wallet's coin rows of the last snapshot: the cross pool's coins are read from
         # the same answer as the settle wallet
         self._coins: list[dict[str, Any]] = []
+        # the settle coins of the positions of the last snapshot: a USDC perpetual held gives
+        # USDC a line even without a wallet
+        self._held_settles: set[str] = set()
+        # the other settle coins' lines of the last snapshot (unified cross only), and the
+        # USD rate each was last read at (a row with no equity gives none)
+        self._margin_assets: tuple[MarginAsset, ...] = ()
+        self._line_rates: dict[str, Decimal] = {}
         # the positions' own stop-losses, from the last position snapshot (fetch_stops adds
         # them to the open orders)
         self.position_stops: list[StopOrder] = []
@@ -443,6 +531,11 @@ class BybitAdapter(ExchangeAdapter):
                 cursor = result.get("nextPageCursor")
                 if not cursor:
                     break
+        self._held_settles = {
+            str(exchange.markets[p.symbol].get("settle"))
+            for p in snapshot[0]
+            if p.symbol in exchange.markets
+        }
         return snapshot
 
     # the private "order" topic carries conditional orders too (stopOrderType)
@@ -484,15 +577,8 @@ class BybitAdapter(ExchangeAdapter):
         if not accounts:
             raise FrameError("wallet-balance: no account in the answer")
         info = accounts[0]
-        wallet = Decimal(0)
         coins = [c for c in info.get("coin") or [] if isinstance(c, dict)]
-        for coin in coins:
-            if coin.get("coin") == self.settle:
-                # spot borrowing counts in walletBalance since manual borrowing (docs: "Old
-                # walletBalance = New walletBalance - spotBorrow")
-                wallet = dec(coin.get("walletBalance"), "walletBalance") - dec(
-                    coin.get("spotBorrow") or "0", "spotBorrow"
-                )
+        wallet = next((coin_wallet(c) for c in coins if c.get("coin") == self.settle), Decimal(0))
         self._coins = coins
         # Bybit's margin balance is in USD after the collateral value ratios ("Get Wallet
         # Balance", bybit-exchange.github.io/docs/v5/account/wallet-balance:
@@ -532,8 +618,10 @@ class BybitAdapter(ExchangeAdapter):
         return {s: rate * with_gst for s, rate in {**base, **rates}.items()}
 
     async def fetch_collateral(self, exchange: Any) -> tuple[Collateral, ...]:
+        self._margin_assets = ()
         if not self.account_cross:
             return ()  # isolated: each position on its own margin; portfolio: Bybit's ratio
+        assets = self.market_filter.margin_assets(exchange.markets)
         held = [
             str(c.get("coin"))
             for c in self._coins
@@ -541,13 +629,37 @@ class BybitAdapter(ExchangeAdapter):
             and c.get("marginCollateral") is True
             and c.get("collateralSwitch") is True
         ]
+        held += [asset for asset in assets if asset in self._held_settles]
         ratios = {}
         for coin in sorted(set(held)):
-            response = await exchange.publicGetV5SpotMarginTradeCollateral({"currency": coin})
-            for row in (response.get("result") or {}).get("list") or []:
-                if isinstance(row, dict) and row.get("currency") == coin:
-                    ratios[coin] = collateral_ratio(row.get("collateralRatioList") or [])
-        return unified_collateral(self._coins, ratios, self.settle, exchange.markets)
+            # public and the same for every account: read once for all of them, again after
+            # each market refresh (a USDC perpetual held adds no request per reconcile)
+            async def read(coin: str = coin) -> CollateralRatio | None:
+                response = await exchange.publicGetV5SpotMarginTradeCollateral({"currency": coin})
+                for row in (response.get("result") or {}).get("list") or []:
+                    if isinstance(row, dict) and row.get("currency") == coin:
+                        return collateral_ratio(row.get("collateralRatioList") or [])
+                return None
+
+            ratio = await self.tables.get(("bybit", "collateral", coin), read, keep_empty=False)
+            if ratio is not None:
+                ratios[coin] = ratio
+        lines = unified_margin_assets(
+            self._coins, ratios, self.settle, assets, self._held_settles, self._line_rates
+        )
+        coins = unified_collateral(self._coins, ratios, self.settle, exchange.markets, assets)
+        self._margin_assets = lines
+        for line in lines:
+            self._line_rates[line.asset] = line.terms.mm_rate if line.terms else Decimal(1)
+        return coins
+
+    def margin_assets(self) -> tuple[MarginAsset, ...]:
+        return self._margin_assets
+
+    # in unified cross margin every other settle coin held needs its line: one a push gave
+    # (a position or a wallet since the last snapshot) is missing until a snapshot reads it
+    lined_modes = frozenset({AccountMode.UNIFIED_CROSS})
+    line_source = "{asset} USD value"
 
     async def watch_positions(self, exchange: Any) -> list[PositionState]:
         changed = await exchange.watch_positions()
@@ -565,17 +677,21 @@ class BybitAdapter(ExchangeAdapter):
                 out.extend(closed_both_sides(market["symbol"]))
         return out
 
-    async def watch_balance(self, exchange: Any) -> Decimal | None:
+    async def watch_balances(self, exchange: Any) -> dict[str, Decimal]:
+        """The wallets a ``wallet`` push carries (``walletBalance - spotBorrow``, as the REST
+        answer is read): the settle coin's and the other settle coins' (USDC's line)."""
         balance = await exchange.watch_balance()
         info = balance.get("info") or {}
         accounts = info.get("data") if isinstance(info, dict) else info
         if isinstance(accounts, dict):
             accounts = [accounts]
-        for account in accounts or []:
-            for coin in account.get("coin") or []:
-                if coin.get("coin") == self.settle:
-                    return dec(coin.get("walletBalance"), "walletBalance")
-        return None
+        wanted = {self.settle, *self.market_filter.margin_assets(exchange.markets)}
+        return {
+            str(coin.get("coin")): coin_wallet(coin)
+            for account in accounts or []
+            for coin in account.get("coin") or []
+            if isinstance(coin, dict) and coin.get("coin") in wanted
+        }
 
 
 async def key_permissions(exchange: Any) -> list[str]:

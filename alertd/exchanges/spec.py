@@ -60,7 +60,8 @@ class MarketFilter:
 
     settle: str
     # other settle currencies whose contracts share the pool (Bybit's unified account: USDC
-    # perpetuals), their PnL and margin counted at par with ``settle``
+    # perpetuals), each a margin asset on an equity line of its own (the adapter's
+    # ``margin_assets``)
     pooled: tuple[str, ...] = ()
     # the contracts of every settle currency the exchange lists, each a margin asset of its
     # own (Binance USDⓈ-M: a pool per margin asset in single-asset mode, one USD pool in

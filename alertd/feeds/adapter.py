@@ -175,6 +175,11 @@ class ExchangeAdapter:
     # the markets one account reads: the exchange's spec names the same filter
     market_filter = MarketFilter(settle="USDT")
     wallet_includes_isolated = False
+    # the account modes that count each other margin asset of the pool on an equity line of
+    # its own (:meth:`margin_assets`): one held without a line is missing, never at par; and
+    # what a line is read from, named where one is missing
+    lined_modes: frozenset[AccountMode] = frozenset()
+    line_source = "{asset}USD rates"
     # how the exchange's own figures are defined, so the drift check compares like with like
     reported_mm_excludes_fee = False  # OKX: position "mmr" leaves out the liquidation fee
     # OKX, Gate, Hyperliquid: the account's MM covers the cross positions only

@@ -100,7 +100,8 @@ class AccountFeed:
         self.adapter.tables = shared.tables if shared is not None else PublicTables()
         self.state = AccountState(config.name, self.spec.profile, self.adapter.settle)
         self.state.wallet_includes_isolated = self.adapter.wallet_includes_isolated
-        self.state.lines_margin_assets = self.adapter.market_filter.every_settle
+        self.state.lined_modes = self.adapter.lined_modes
+        self.state.line_source = self.adapter.line_source
         self._unlined_warned: set[str] = set()  # margin assets named in the log once each
         self._secrets = secrets
         self._factory = options.exchange_factory
@@ -817,11 +818,11 @@ class AccountFeed:
                 if asset not in self._unlined_warned:
                     self._unlined_warned.add(asset)
                     log.warning(
-                        "%s: margin asset %s has no equity line (no %sUSD rates at the last "
+                        "%s: margin asset %s has no equity line (no %s at the last "
                         "snapshot): the account is incomplete until a snapshot gives it one",
                         self.state.name,
                         asset,
-                        asset,
+                        self.state.line_source.format(asset=asset),
                     )
         for listener in self.listeners:
             listener(self, change, symbol)

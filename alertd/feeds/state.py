@@ -256,10 +256,11 @@ class AccountState:
     # multi-assets: USDC), as of the last REST snapshot; a wallet a push gave since
     # (``pool_wallets``, cleared at each snapshot in that mode) stands for the one read
     margin_assets: tuple[MarginAsset, ...] = ()
-    # multi-assets mode counts each other margin asset on a line of its own (Binance: at its
-    # <asset>USD rates), so one without a line is missing, never at par (Bybit's unified
-    # account counts USDC at par with USDT: no lines)
-    lines_margin_assets: bool = False
+    # the modes that count each other margin asset on a line of its own (Binance
+    # multi-assets: at its <asset>USD rates; Bybit unified cross: at its USD value), so one
+    # without a line is missing, never at par; ``line_source`` names what gives a line
+    lined_modes: frozenset[AccountMode] = frozenset()
+    line_source: str = "{asset}USD rates"
     # Bybit reports a wallet balance that still holds isolated positions' margin; Binance
     # reports the cross wallet alone
     wallet_includes_isolated: bool = False
@@ -468,16 +469,17 @@ class AccountState:
                 problems.append(f"{held}: no tier table")
         for asset in self.unlined_margin_assets():
             problems.append(
-                f"{asset}: a margin asset with no equity line (no {asset}USD rates at the "
-                f"last snapshot): its wallet and positions are never counted at par"
+                f"{asset}: a margin asset with no equity line (no "
+                f"{self.line_source.format(asset=asset)} at the last snapshot): its wallet and "
+                "positions are never counted at par"
             )
         return problems
 
     def unlined_margin_assets(self) -> list[str]:
         """The margin assets the pool holds a position or a wallet of (a ``B[].cw`` push or
         a position since the last snapshot) without a :class:`MarginAsset` line where the
-        pooled mode needs one (``lines_margin_assets``), sorted."""
-        if not (self.lines_margin_assets and self.mode.mode is AccountMode.MULTI_ASSETS):
+        pooled mode needs one (``lined_modes``), sorted."""
+        if self.mode.mode not in self.lined_modes:
             return []
         lined = {self.settle, *(m.asset for m in self.margin_assets)}
         held = {
@@ -653,11 +655,23 @@ class AccountState:
                     position = replace(position, isolated_margin=implied)
             held.append(position)
 
-        def cross_wallet(asset: str | None, wallet: Decimal) -> Decimal:
+        lined = {m.asset for m in self.margin_assets}
+
+        def cross_wallet(asset: str | None, wallet: Decimal, line: str | None = None) -> Decimal:
+            """``wallet`` (of pool ``asset``, or of its margin asset ``line``'s equity line)
+            less the isolated positions' margin it holds, where the exchange's wallet holds
+            it: an isolated position of a lined margin asset (Bybit's USDC perpetuals) is
+            margined from that asset's wallet."""
             if not self.wallet_includes_isolated:
                 return wallet
             return wallet - sum(
-                (h.isolated_margin or 0 for h in held if h.is_isolated and h.pool == asset),
+                (
+                    h.isolated_margin or 0
+                    for h in held
+                    if h.is_isolated
+                    and h.pool == asset
+                    and (h.margin_asset if h.margin_asset in lined else None) == line
+                ),
                 Decimal(0),
             )
 
@@ -685,7 +699,12 @@ class AccountState:
             self.settle_terms,
             pools,
             tuple(
-                replace(m, wallet_balance=self.pool_wallets.get(m.asset, m.wallet_balance))
+                replace(
+                    m,
+                    wallet_balance=cross_wallet(
+                        None, self.pool_wallets.get(m.asset, m.wallet_balance), m.asset
+                    ),
+                )
                 for m in self.margin_assets
                 if not any(pool.asset == m.asset for pool in pools)
             ),

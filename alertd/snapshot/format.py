@@ -161,11 +161,14 @@ class RatesIn(_Model):
 
 class MarginAssetIn(RatesIn):
     """Another margin asset sharing the pool on an equity line of its own (Binance
-    multi-assets: USDC beside USDT): its wallet and the PnL of the positions that name it
-    (``positions[].margin_asset``) at its own rates."""
+    multi-assets: USDC beside USDT; Bybit's unified account: USDC at its USD value): its
+    wallet and the PnL of the positions that name it (``positions[].margin_asset``) at its
+    own rates, after its own discount tiers while positive (Bybit's tiered collateral value
+    ratio, by its amount)."""
 
     asset: Annotated[str, Field(min_length=1)]
     wallet_balance: Dec = Decimal(0)
+    discount_tiers: Annotated[list[RatioTierIn], Field(min_length=1)] | None = None
 
 
 class PoolIn(RatesIn):
@@ -519,20 +522,28 @@ def _build_settle_terms(cross: PoolIn, problems: list[str]) -> SettleTerms | Non
     """The settle currency's own terms (``cross.liability_tiers``, ``borrowed``,
     ``discount_tiers``); None where they change nothing or a problem was listed."""
     owed = _build_liability_tiers(cross.liability_tiers, "cross.liability_tiers", problems)
-    discount = None
-    if cross.discount_tiers is not None:
-        tiers = [RatioTier(t.max_amount or t.max_value, t.ratio) for t in cross.discount_tiers]
-        try:
-            discount = CollateralRatio.build(tiers)
-        except TierTableError as exc:
-            field = "max_amount" if exc.field == "cap" else exc.field
-            problems.append(f"cross.discount_tiers[{exc.index}].{field}: {exc.reason}")
+    discount = _build_discount(cross.discount_tiers, "cross.discount_tiers", problems)
     if cross.borrowed and not owed:
         problems.append("cross.borrowed: needs cross.liability_tiers (what the loan requires)")
     rates = _build_rates(cross, "cross", problems)
     if owed is False:
         return None
     return SettleTerms.of(owed, cross.borrowed, discount, rates)
+
+
+def _build_discount(
+    raw: list[RatioTierIn] | None, where: str, problems: list[str]
+) -> CollateralRatio | None:
+    """A currency's own discount tiers by its amount (None: none given, or a problem
+    listed)."""
+    if raw is None:
+        return None
+    try:
+        return CollateralRatio.build([RatioTier(t.max_amount or t.max_value, t.ratio) for t in raw])
+    except TierTableError as exc:
+        field = "max_amount" if exc.field == "cap" else exc.field
+        problems.append(f"{where}[{exc.index}].{field}: {exc.reason}")
+        return None
 
 
 def _build_rates(raw: RatesIn, where: str, problems: list[str]) -> ConversionRates | None:
@@ -554,7 +565,8 @@ def _build_rates(raw: RatesIn, where: str, problems: list[str]) -> ConversionRat
 def _build_margin_assets(
     raw: list[MarginAssetIn], settle: str, pool_assets: Collection[str], problems: list[str]
 ) -> tuple[MarginAsset, ...]:
-    """``cross.margin_assets``: each a margin asset sharing the pool at its own rates."""
+    """``cross.margin_assets``: each a margin asset sharing the pool at its own rates and
+    discount tiers."""
     out: list[MarginAsset] = []
     seen = {settle, *pool_assets}
     for k, m in enumerate(raw):
@@ -564,8 +576,11 @@ def _build_margin_assets(
             continue
         seen.add(m.asset)
         rates = _build_rates(m, where, problems)
+        discount = _build_discount(m.discount_tiers, f"{where}.discount_tiers", problems)
         out.append(
-            MarginAsset(m.asset, m.wallet_balance, SettleTerms.of(None, Decimal(0), None, rates))
+            MarginAsset(
+                m.asset, m.wallet_balance, SettleTerms.of(None, Decimal(0), discount, rates)
+            )
         )
     return tuple(out)
 

@@ -46,15 +46,21 @@ Figures are computed here, independently of alertd, from Bybit's published formu
   value ratio x USD price`` in the margin balance, a liability in full (help centre, "Key
   Terms and Formulas in Unified Trading Account": margin balance "after considering the
   collateral value ratio"; docs "Get Tiered Collateral Ratio").
-- Wallet: ``totalMarginBalance = walletBalance + totalPerpUPL``, ``totalMaintenanceMargin =
-  sum(positionMM)``, ``accountMMRate = totalMaintenanceMargin / totalMarginBalance`` (and the IM
-  analogues), rates cut to four decimals as Bybit shows them.
+- Settle coins (USDT, and USDC for its perpetuals; ``set_balance(..., coin=)``): each coin's row
+  in its own coin, ``equity = walletBalance - spotBorrow + unrealisedPnl`` of its perpetuals,
+  ``usdValue`` at its USD index (``set_usd_price``: USDC at 0.999, a depeg at 0.99); the totals in
+  USD: ``totalMarginBalance`` each coin's equity after its tiered collateral value ratio (a
+  negative one in full) at its index, plus the collateral coins, ``totalMaintenanceMargin`` each
+  coin's ``totalPositionMM`` at its index ("Get Wallet Balance": "∑ Asset Total Maintenance
+  Margin"), ``accountMMRate = totalMaintenanceMargin / totalMarginBalance`` (and the IM
+  analogues), rates cut to four decimals as Bybit shows them. The cross liquidation price is
+  solved over every coin's line the same way.
 
 Simplifications, on purpose: no orders or fills (positions are scripted), no fees charged or
-funding,
-index and last price follow the mark, marks are rounded to the instrument's ``priceScale``, one
-margin coin (USDT at 1 USD), and ``tradeMode`` 1 marks an isolated position (on a real UTA it is
-always 0; isolation is the account's ``marginMode``). Frames are pushed only when scripted (or by
+funding, index and last price follow the mark, marks are rounded to the instrument's
+``priceScale``, USDT at 1 USD (unless scripted) and its collateral value ratio 1, and
+``tradeMode`` 1 marks an isolated position (on a real UTA it is always 0; isolation is the
+account's ``marginMode``). Frames are pushed only when scripted (or by
 the ``mark_interval_s`` ticker loop), never on price moves.
 
 Connections, queues, drops, unanswered pings (protocol and JSON ``ping``), malformed frames,
@@ -97,7 +103,7 @@ ACCOUNT_INFO_EXAMPLE: dict[str, Any] = {
 
 SETTLE = "USDT"
 # USDC perpetuals (``BTCPERP``, ccxt's ``BTC/USDC:USDC``) share the unified account's pool;
-# the fake values USDC at 1 USD, as USDT
+# their PnL and MM are USDC's, valued at USDC's USD index (``set_usd_price``; 1 by default)
 USDC = "USDC"
 # the base taker fee rate of perpetuals (non-VIP): the estimated fee to close a position at
 # its bankruptcy price joins IM and MM ("The New Margin Calculation", 2025-09-02)
@@ -346,6 +352,9 @@ class _Account(shared.Credentials):
     # other collateral coins: coin -> amount (wallet balance less spot borrow; negative: a
     # liability); priced and tiered by the server (``_coin_price``, ``_collateral_tiers``)
     collateral: dict[str, Decimal] = field(default_factory=dict)
+    # the wallets of the other settle coins (USDC): coin -> wallet balance; the coin's equity
+    # is it plus its perpetuals' PnL ("Get Wallet Balance" ``equity``)
+    settle_wallets: dict[str, Decimal] = field(default_factory=dict)
     # the account's fee rates for linear contracts (VIP levels lower them): /v5/account/fee-rate
     taker_fee: Decimal = TAKER_FEE
     maker_fee: Decimal = Decimal("0.0002")
@@ -409,8 +418,16 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         self._seq = itertools.count(8_327_597_863)
         # collateral coins' USD prices: coin -> (price, market id whose mark moves it, or None)
         self._coin_prices: dict[str, tuple[Decimal, str | None]] = {}
-        # GET /v5/spot-margin-trade/collateral: coin -> [(maxQty or None, collateralRatio)]
-        self._collateral_tiers: dict[str, list[tuple[Decimal | None, Decimal]]] = {}
+        # GET /v5/spot-margin-trade/collateral: coin -> [(maxQty or None, collateralRatio)];
+        # USDC, a settle coin that is always collateral ("Set Collateral Coin": "USDT, USDC
+        # cannot be set"), at 1 until scripted
+        self._collateral_tiers: dict[str, list[tuple[Decimal | None, Decimal]]] = {
+            USDC: [(None, Decimal(1))]
+        }
+        # the settle coins' USD index prices ("USD Index Price", help centre "Understanding
+        # Collateral Value Ratios in Unified Trading Account"): each coin's equity, PnL and MM
+        # count in the account's USD totals at it
+        self._usd_prices: dict[str, Decimal] = {SETTLE: Decimal(1), USDC: Decimal(1)}
         # "Get Position Info": positionBalance "**Deprecated**, can refer to positionIM or
         # positionIMByMp" (bybit-exchange/docs, docs/v5/position/position.mdx, 2025-11)
         self._position_balance_deprecated = False
@@ -620,12 +637,28 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         self._push_private(api_key, "position", rows)
 
     @scripted
-    def set_balance(self, api_key: str, wallet_balance: Num) -> None:
-        """Set the USDT wallet balance and push a ``wallet`` frame."""
+    def set_balance(self, api_key: str, wallet_balance: Num, coin: str = SETTLE) -> None:
+        """Set the wallet balance of a settle coin (USDT, or USDC: its perpetuals' coin) and
+        push a ``wallet`` frame."""
         account = self._account(api_key)
-        account.wallet = _dec(wallet_balance, "wallet_balance")
+        wallet = _dec(wallet_balance, "wallet_balance")
+        if coin == SETTLE:
+            account.wallet = wallet
+        elif coin in self._usd_prices:
+            account.settle_wallets[coin] = wallet
+        else:
+            raise ValueError(f"{coin}: not a settle coin (set_collateral holds other coins)")
         row = self._wallet_row(account)
         self._push_private(api_key, "wallet", [row])
+
+    @scripted
+    def set_usd_price(self, coin: str, price: Num) -> None:
+        """A settle coin's USD index price (USDC at 0.999, a depeg at 0.99; USDT's conversion
+        rate): its rows' ``usdValue`` and the account totals count its equity and its
+        perpetuals' MM at it from now on; nothing is pushed."""
+        if coin not in self._usd_prices:
+            raise ValueError(f"{coin}: not a settle coin (set_collateral prices other coins)")
+        self._usd_prices[coin] = shared.positive(price, "price")
 
     @scripted
     def set_fee_rate(self, api_key: str, taker: Num, maker: Num = "0.0002") -> None:
@@ -733,8 +766,10 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         return price * (mark if mark is not None else self._markets[market_id].mark)
 
     def _counted(self, coin: str, amount: Decimal) -> Decimal:
-        """The quantity of ``coin`` that counts after its tiered ratios (a liability: all)."""
-        if amount <= 0:
+        """The quantity of ``coin`` that counts after its tiered ratios (a liability: all);
+        USDT, the unit of every USDT perpetual, in full (its ratio is 1: "USDT >0 1", help
+        centre, "Understanding Collateral Value Ratios in Unified Trading Account")."""
+        if amount <= 0 or coin == SETTLE:
             return amount
         counted, floor = Decimal(0), Decimal(0)
         for cap, ratio in self._collateral_tiers.get(coin, [(None, Decimal(0))]):
@@ -746,17 +781,28 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             floor = cap
         return counted
 
-    def _collateral_value(self, account: _Account, skip: str | None = None) -> Decimal:
-        """The USD value the coins add to the margin balance, those moved by market ``skip``
-        left out."""
+    def _collateral_value(
+        self, account: _Account, market_id: str | None = None, mark: Decimal | None = None
+    ) -> Decimal:
+        """The USD value the coins add to the margin balance (those moved by market
+        ``market_id`` with its mark at ``mark``)."""
         return sum(
             (
-                self._counted(coin, amount) * self._coin_price(coin)
+                self._counted(coin, amount)
+                * self._coin_price(coin, mark if self._coin_prices[coin][1] == market_id else None)
                 for coin, amount in account.collateral.items()
-                if skip is None or self._coin_prices[coin][1] != skip
             ),
             Decimal(0),
         )
+
+    def _settle_coins(self, account: _Account) -> list[str]:
+        """USDT and every other settle coin the account holds a wallet or a position in."""
+        held = {self._markets[p.symbol].settle for p in account.positions.values()}
+        return [SETTLE, *sorted((held | account.settle_wallets.keys()) - {SETTLE})]
+
+    @staticmethod
+    def _settle_wallet(account: _Account, coin: str) -> Decimal:
+        return account.wallet if coin == SETTLE else account.settle_wallets.get(coin, Decimal(0))
 
     def _push_private(self, api_key: str, topic: str, data: list[dict[str, Any]]) -> None:
         targets = []
@@ -821,34 +867,28 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
 
     def _cross_liquidation(self, account: _Account, target: _Position) -> Decimal | None:
         """The mark of ``target``'s symbol at which the cross margin balance meets the cross
-        maintenance margin, all other marks held."""
+        maintenance margin, all other marks held: each settle coin's equity (its wallet less
+        its isolated positions' margin, plus its cross perpetuals' PnL) counted after its
+        collateral value ratio at its USD index, its perpetuals' MM at that index, and the
+        collateral coins (those following this market moving with it)."""
         market = self._markets[target.symbol]
-        moving = [p for p in account.positions.values() if not p.isolated and p.symbol == market.id]
-        # coins whose price follows this market move with it: quantity counted x basis
-        coin_slope = sum(
-            (
-                self._counted(coin, amount) * self._coin_prices[coin][0]
-                for coin, amount in account.collateral.items()
-                if self._coin_prices[coin][1] == market.id
-            ),
-            Decimal(0),
-        )
-        constant = account.wallet + self._collateral_value(account, skip=market.id)
-        for p in account.positions.values():
-            if p.isolated:
-                constant -= p.balance if p.balance is not None else Decimal(0)
-            elif p.symbol != market.id:
-                other = self._markets[p.symbol]
-                constant += p.upl(other.mark) - other.mm(p.size * other.mark) - p.close_fee
-            else:
-                constant -= p.close_fee  # does not move with the price
 
         def surplus(price: Decimal) -> Decimal:
-            return (
-                constant
-                + coin_slope * price
-                + sum((p.upl(price) - market.mm(p.size * price) for p in moving), Decimal(0))
-            )
+            total = self._collateral_value(account, market.id, price)
+            for coin in self._settle_coins(account):
+                equity, mm = self._settle_wallet(account, coin), Decimal(0)
+                for p in account.positions.values():
+                    held = self._markets[p.symbol]
+                    if held.settle != coin:
+                        continue
+                    if p.isolated:
+                        equity -= p.balance if p.balance is not None else Decimal(0)
+                        continue
+                    at = price if held.id == market.id else held.mark
+                    equity += p.upl(at)
+                    mm += held.mm(p.size * at) + p.close_fee
+                total += (self._counted(coin, equity) - mm) * self._usd_prices[coin]
+            return total
 
         is_long = target.side == "Buy"
         mark = market.mark
@@ -872,24 +912,13 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
                 bad = mid
             if abs(good - bad) < market.tick * Decimal("1e-9"):
                 break
-        approx = (good + bad) / 2
-        # exact on the linear piece around the root: surplus(P) = a*P + b
-        a, b = coin_slope, constant
-        for p in moving:
-            sign = 1 if p.side == "Buy" else -1
-            tier = market.tier(p.size * approx)
-            a += sign * p.size
-            b -= sign * p.size * p.entry
-            if p.size * approx * tier.mmr - tier.deduction > 0:
-                a -= p.size * tier.mmr
-                b += tier.deduction
-        root = approx
-        if a != 0:
-            exact = -b / a
-            same_tiers = all(
-                market.tier(p.size * exact) == market.tier(p.size * approx) for p in moving
-            )
-            if exact > 0 and same_tiers and abs(exact - approx) <= market.tick:
+        # the surplus is linear in the price between tiers and ratio tiers: the root of the
+        # line through the bracket's ends, kept where it falls inside the bracket
+        at_good, at_bad = surplus(good), surplus(bad)
+        root = (good + bad) / 2
+        if at_good != at_bad:
+            exact = good - at_good * (bad - good) / (at_bad - at_good)
+            if min(good, bad) <= exact <= max(good, bad):
                 root = exact
         return _to_tick(root, market.tick, up=is_long) if root > 0 else None
 
@@ -999,49 +1028,64 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         return row
 
     def _wallet_row(self, account: _Account, coins: Iterable[str] | None = None) -> dict[str, Any]:
-        upl = im = mm = Decimal(0)
-        for p in account.positions.values():
-            f = self._figures(account, p)
-            upl, im, mm = upl + f.upl, im + f.im, mm + f.mm
-        margin_balance = account.wallet + upl
-        available = max(margin_balance - im, Decimal(0))
-        usdt = {
-            "coin": SETTLE,
-            "equity": _fmt(margin_balance),
-            "usdValue": _fmt(margin_balance),
-            "walletBalance": _fmt(account.wallet),
-            "availableToWithdraw": _fmt(min(available, max(account.wallet, Decimal(0)))),
-            "availableToBorrow": "",
-            "borrowAmount": "0",
-            "accruedInterest": "0",
-            "totalOrderIM": "0",
-            "totalPositionIM": _fmt(im),
-            "totalPositionMM": _fmt(mm),
-            "unrealisedPnl": _fmt(upl),
-            "cumRealisedPnl": _fmt(account.cum_realised),
-            "bonus": "0",
-            "marginCollateral": True,
-            "collateralSwitch": True,
-            "locked": "0",
-            "spotHedgingQty": "0",
-            "spotBorrow": "0",
-        }
+        """Each settle coin's row in its own coin (``equity`` = ``walletBalance`` - ``spotBorrow``
+        + ``unrealisedPnl``, "Get Wallet Balance"), ``usdValue`` at its USD index; the totals
+        in USD: the margin balance each coin's equity after its collateral value ratio at its
+        index, the MM each coin's positions' MM at it (docs: totalMaintenanceMargin "∑ Asset
+        Total Maintenance Margin"; help centre, "Key Terms and Formulas in Unified Trading
+        Account": margin balance "after considering the collateral value ratio")."""
         wanted = set(coins) if coins is not None else None
-        show = SETTLE in wanted if wanted is not None else (account.wallet != 0 or bool(upl))
-        rows = [usdt] if show else []
-        equity, wallet = margin_balance, account.wallet
+        rows: list[dict[str, Any]] = []
+        equity_usd = wallet_usd = upl_usd = margin_balance = im = mm = Decimal(0)
+        template: dict[str, Any] = {}
+        for coin in self._settle_coins(account):
+            price = self._usd_prices[coin]
+            c_upl = c_im = c_mm = Decimal(0)
+            for p in account.positions.values():
+                if self._markets[p.symbol].settle == coin:
+                    f = self._figures(account, p)
+                    c_upl, c_im, c_mm = c_upl + f.upl, c_im + f.im, c_mm + f.mm
+            wallet = self._settle_wallet(account, coin)
+            equity = wallet + c_upl
+            equity_usd += equity * price
+            wallet_usd += wallet * price
+            upl_usd += c_upl * price
+            margin_balance += self._counted(coin, equity) * price
+            im, mm = im + c_im * price, mm + c_mm * price
+            row = {
+                "coin": coin,
+                "equity": _fmt(equity),
+                "usdValue": _fmt(equity * price),
+                "walletBalance": _fmt(wallet),
+                "availableToWithdraw": _fmt(max(min(wallet, equity - c_im), Decimal(0))),
+                "availableToBorrow": "",
+                "borrowAmount": "0",
+                "accruedInterest": "0",
+                "totalOrderIM": "0",
+                "totalPositionIM": _fmt(c_im),
+                "totalPositionMM": _fmt(c_mm),
+                "unrealisedPnl": _fmt(c_upl),
+                "cumRealisedPnl": _fmt(account.cum_realised if coin == SETTLE else Decimal(0)),
+                "bonus": "0",
+                "marginCollateral": True,
+                "collateralSwitch": True,
+                "locked": "0",
+                "spotHedgingQty": "0",
+                "spotBorrow": "0",
+            }
+            template = template or row
+            show = coin in wanted if wanted is not None else (wallet != 0 or bool(c_upl))
+            if show:
+                rows.append(row)
         for coin, amount in sorted(account.collateral.items()):
             price = self._coin_price(coin)
             usd = amount * price
-            equity, wallet, margin_balance = (
-                equity + usd,
-                wallet + usd,
-                margin_balance + self._counted(coin, amount) * price,
-            )
+            equity_usd, wallet_usd = equity_usd + usd, wallet_usd + usd
+            margin_balance += self._counted(coin, amount) * price
             if wanted is None or coin in wanted:
                 borrowed = max(-amount, Decimal(0))
                 rows.append(
-                    usdt
+                    template
                     | {
                         "coin": coin,
                         "equity": _fmt(amount),
@@ -1062,11 +1106,11 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             "accountLTV": "0",
             "accountIMRate": _rate(im, margin_balance),
             "accountMMRate": _rate(mm, margin_balance),
-            "totalEquity": _fmt(equity),
-            "totalWalletBalance": _fmt(wallet),
+            "totalEquity": _fmt(equity_usd),
+            "totalWalletBalance": _fmt(wallet_usd),
             "totalMarginBalance": _fmt(margin_balance),
             "totalAvailableBalance": _fmt(max(margin_balance - im, Decimal(0))),
-            "totalPerpUPL": _fmt(upl),
+            "totalPerpUPL": _fmt(upl_usd),
             "totalInitialMargin": _fmt(im),
             "totalMaintenanceMargin": _fmt(mm),
             "coin": rows,
