@@ -155,11 +155,11 @@ def test_many_binance_accounts_load_markets_once_and_share_pool_context_and_rate
             # no permessage-deflate offered: no zlib pair per connection
             assert all(e.options["ws"]["compress"] == 0 for e in accounts)
             # while an account on the exchange bootstraps, reconciles give way
-            shared.bootstrapping += 1
+            shared.ip_budget.bootstrapping += 1
             sent = len(fake.requests)
             await feeds[3].reconcile()
             assert len(fake.requests) == sent
-            shared.bootstrapping -= 1
+            shared.ip_budget.bootstrapping -= 1
             # an account's client closing leaves the pool open for the others
             extra = make_exchange(
                 account_config("extra", "binanceusdm", fake), {}, FAST, None, shared
@@ -778,7 +778,7 @@ def test_an_account_queued_for_a_rest_slot_is_not_down_until_its_bootstrap_has_o
             async with background(manager.run()):
                 (shared,) = manager.shared.values()
                 await eventually(
-                    lambda: len(in_slot) == 1 and shared.bootstrapping == 2,
+                    lambda: len(in_slot) == 1 and shared.ip_budget.bootstrapping == 2,
                     what="one bootstrap in the slot, the other queued",
                     timeout_s=30,
                 )
@@ -1398,5 +1398,63 @@ def test_the_groups_of_a_host_reconcile_together_within_its_share_of_the_budget(
             for start, _ in times:
                 held = sum(w for t, w in times if start <= t < start + interval)
                 assert held <= interval * budget_per_s * 1.5, (held, window)
+
+    run(body(), timeout_s=120)
+
+
+def test_reconciles_give_way_to_bootstraps_of_every_group_of_their_host() -> None:
+    """A live account's periodic reconcile waits a round while accounts are bootstrapping on
+    its host: those of its own group and those of any other (their own ccxt options), which
+    the start's pace counted on the same per-IP budget. Before, only its own group's counted:
+    its reconcile went ahead of the other group's bootstraps."""
+    gate: asyncio.Queue[None] = asyncio.Queue()
+    gated: list[str] = []
+
+    class GatedFeed(AccountFeed):
+        """Its first bootstrap goes on only when the test lets it."""
+
+        async def resync(self, stops: bool = True) -> None:
+            if not self.state.bootstrapped and self.config.name == "a1":
+                gated.append(self.config.name)
+                await gate.get()
+            await super().resync(stops)
+
+    async def body() -> None:
+        fake = FakeBinanceUSDM()
+        async with started(fake):
+            accounts: list[AccountConfig] = []
+            keys: dict[str, dict[str, Secret]] = {}
+            for i, extra in enumerate(({}, {"recvWindow": 10_000})):
+                fake.add_account(f"key{i}", f"secret{i}", wallet_balance=100_000)
+                btc_long(fake, f"key{i}")
+                config = account_config(f"a{i}", "binanceusdm", fake)
+                accounts.append(config.model_copy(update={"options": {**config.options, **extra}}))
+                keys[f"a{i}"] = secrets(f"key{i}", f"secret{i}")
+            settings = FAST.model_copy(
+                update={"reconcile_interval_s": 3600, "listen_key_renew_interval_s": 3600}
+            )
+            options = FeedOptions(backoff=fast_backoff)
+            config = Config(version=1, accounts=accounts, feeds=settings)
+            manager = FeedManager(config, keys, options, feed_factory=GatedFeed)
+            assert len(manager.shared) == 2  # two groups, one host
+            live, waiting = manager.feeds["a0"], manager.feeds["a1"]
+
+            def snapshots() -> int:
+                return market_requests(fake, "/fapi/v3/positionRisk")
+
+            async with background(manager.run()):
+                await eventually(
+                    lambda: live.state.bootstrapped and gated == ["a1"],
+                    what="a0 live, a1 bootstrapping",
+                    timeout_s=30,
+                )
+                before = snapshots()
+                await live.reconcile()  # the other group's account is bootstrapping
+                assert snapshots() == before
+                gate.put_nowait(None)
+                await eventually(lambda: waiting.state.bootstrapped, what="a1 live")
+                before = snapshots()
+                await live.reconcile()
+                assert snapshots() == before + 1
 
     run(body(), timeout_s=120)
