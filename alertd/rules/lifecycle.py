@@ -18,7 +18,6 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from decimal import Decimal
-from types import MappingProxyType
 from typing import Any
 
 from alertd.rules.model import (
@@ -139,9 +138,6 @@ def alert_labels(rule: Rule, subject: Subject) -> dict[str, str]:
     }
 
 
-_NONE_ALERTED: Mapping[str, AbstractSet[str]] = MappingProxyType({})
-
-
 class AlertEngine:
     """The alert states of every (rule, subject), and how observations move them.
 
@@ -248,7 +244,7 @@ class AlertEngine:
         """Per subject of ``account`` with an alert state (its key): the metrics that its
         rules with a state read (each rule's own and its ``also`` conditions'). The engine's
         own index, not a copy: it changes with the next evaluation."""
-        return self._alerted.get(account, _NONE_ALERTED)
+        return self._alerted.get(account, {})
 
     def _in_scope(self, scope: Collection[str]) -> list[AlertState]:
         """The states of the accounts in ``scope``, in insertion order (as ``states``)."""
