@@ -239,7 +239,7 @@ def main() -> int:
     alerts = alerting(book, wall)
     fresh = FeedStatus(Decimal(0), Decimal(0), None)  # feeds healthy
     costs: list[int] = []
-    updates = notified = 0
+    updates = notified = evaluations = 0
     wall_start = time.perf_counter()
     start = clock()
     for symbol, mark in ticks:
@@ -247,11 +247,25 @@ def main() -> int:
         wall[0] += 0.005
         for key in book.apply_mark(symbol, mark):
             notified += len(alerts.evaluate_figures(str(key), exchange, book.live(key), fresh))
+            evaluations += 1
         costs.append(clock() - t0)
         updates += book.holders(symbol)
     elapsed = (clock() - start) / 1e9
     wall_elapsed = time.perf_counter() - wall_start
     firing = len(alerts.engine.firing())
+
+    # What an evaluation reads first of the rule engine (the metrics each alerted subject's
+    # rules read, AlertEngine.alerted_metrics), on the states the run left: per call, against
+    # an evaluation's mean cost
+    engine = alerts.engine
+    alerted = list(engine.alerted_accounts)
+    rounds = 200
+    a0 = clock()
+    for _ in range(rounds):
+        for name in alerted:
+            engine.alerted_metrics(name)
+    index_each = (clock() - a0) / 1e9 / max(1, rounds * len(alerted))
+    evaluation_each = elapsed / max(1, evaluations)
 
     # Reference: the book alone (running sums and the worst ratio, no rules).
     book = fresh_book()
@@ -302,6 +316,11 @@ def main() -> int:
         f"p99 {percentile(costs, 0.99) / 1000:.1f} us, max {costs[-1] / 1000:.1f} us"
     )
     print(f"alerts       : {notified} notifications, {firing} firing at the end (random walk)")
+    print(
+        f"alert index  : alerted_metrics of {len(alerted)} accounts ({len(engine.states)} "
+        f"states): {index_each * 1e6:.2f} us a call, {index_each / evaluation_each:.1%} of an "
+        f"evaluation's mean {evaluation_each * 1e6:.0f} us ({evaluations} evaluations)"
+    )
     print(
         f"book alone   : {updates / book_elapsed:,.0f} position updates/s "
         f"(the daemon path costs {elapsed / book_elapsed:.1f}x as much)"

@@ -595,6 +595,6 @@ def test_a_position_alerted_on_one_metric_is_not_observed_on_another_that_cannot
     (_, position) = observe(*args, proofs=proofs, alerted=alerted)
     assert position.subject == first.subject and set(position.metrics) == {"adl_rank"}
     # alerted on its distance (a state of the near rule): read
-    alerted[first.subject.key].add("liquidation_distance")
-    (_, position) = observe(*args, proofs=proofs, alerted=alerted)
+    both = {first.subject.key: {"adl_rank", "liquidation_distance"}}
+    (_, position) = observe(*args, proofs=proofs, alerted=both)
     assert set(position.metrics) == {"adl_rank", "liquidation_distance"}

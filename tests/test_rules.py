@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import replace
+from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from alertd.rules.lifecycle import AlertEngine, AlertState, Phase, Resolution
 from alertd.rules.model import (
@@ -286,3 +289,108 @@ def test_the_ratio_to_reach_is_never_zero() -> None:
     assert ratio_target([above("0")]) == D("0.5")
     assert ratio_target([above("0.6", "-0.1"), above("0.8", "0.7")]) == D("0.7")
     assert ratio_target([above("0.6", "0.55"), WARN]) == D("0.45")
+
+
+def rebuilt_alerted_metrics(engine: AlertEngine, account: str) -> dict[str, set[str]]:
+    """Per subject of ``account`` with an alert state, the metrics its rules with a state read,
+    rebuilt from every state (what ``alerted_metrics`` computed at each evaluation)."""
+    out: dict[str, set[str]] = {}
+    for state in engine.states.values():
+        if state.subject.account != account:
+            continue
+        metrics = out.setdefault(state.subject.key, set())
+        found = engine.rules.get(state.rule)
+        if found is not None:
+            metrics.update(c.metric for c in found.conditions)
+    return out
+
+
+# a pool of rules: two on one account metric, two on one position metric, one reading two
+# (its ``while``), a pending one (``for``), and a second version of a rule under the same name
+# reading other metrics (a config reload that changed it)
+_LIQ = Condition("liquidation_distance", Scope.POSITION, below=D("0.1"))
+_LEVERAGE = Condition("leverage", Scope.POSITION, above=D("10"))
+_RULES = {
+    "warn": WARN,
+    "crit": CRIT,
+    "dist": DIST,
+    "adl": rule("adl_rank", Scope.POSITION, name="adl", above=D("0.5"), also=(_LIQ,)),
+    "adl-2": rule("adl_rank", Scope.POSITION, name="adl", above=D("0.5"), also=(_LEVERAGE,)),
+    "lev": rule("leverage", Scope.POSITION, name="lev", above=D("10"), for_s=5),
+}
+_SUBJECTS = (
+    MAIN,
+    BTC_LONG,
+    Subject("main", "binanceusdm", "ETH/USDT:USDT", "short"),
+    Subject("b", "binanceusdm"),
+    Subject("b", "binanceusdm", "BTC/USDT:USDT", "long"),
+)
+# each past some rules' thresholds and short of others' (0.01: the distances; 0.6: the
+# warning ratio and the ADL rank; 20: everything above), or no figure
+_VALUES = st.sampled_from([None, "0.01", "0.6", "20"])
+_METRICS = {
+    Scope.ACCOUNT: ("worst_ratio",),
+    Scope.POSITION: ("liquidation_distance", "adl_rank", "leverage"),
+}
+
+
+@st.composite
+def _evaluation(draw: st.DrawFn) -> tuple[str, Any]:
+    observations = []
+    for subject in draw(st.lists(st.sampled_from(_SUBJECTS), unique=True)):
+        names = _METRICS[subject.scope]
+        metrics = draw(st.dictionaries(st.sampled_from(names), _VALUES))
+        values = {k: None if v is None else D(v) for k, v in metrics.items()}
+        observations.append(Observation(subject, values))
+    accounts = draw(st.sampled_from([None, ["main"], ["b"], ["main", "b"]]))
+    return "evaluate", (observations, draw(st.integers(0, 10)), accounts, draw(st.booleans()))
+
+
+_STEPS = st.one_of(
+    _evaluation(),
+    st.tuples(st.just("rules"), st.lists(st.sampled_from(sorted(_RULES)), unique=True)),
+    st.tuples(st.just("restore"), st.none()),
+)
+
+
+def _observed(metrics: dict[str, str], subject: Subject = BTC_LONG) -> Observation:
+    return Observation(subject, {k: D(v) for k, v in metrics.items()})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_STEPS, max_size=25))
+# two rules with a state on one position, one of them resolved: the other's metrics stay
+@example(
+    [
+        (
+            "evaluate",
+            ([_observed({"liquidation_distance": "0.01", "adl_rank": "0.6"})], 1, None, True),
+        ),
+        (
+            "evaluate",
+            ([_observed({"liquidation_distance": "0.01", "adl_rank": "0.01"})], 1, None, True),
+        ),
+    ]
+)
+def test_alerted_metrics_kept_with_the_states_are_the_rebuilt_ones(steps: list[Any]) -> None:
+    """The metrics each subject's rules with a state read, kept as states are created and
+    removed (fired, debounced away, resolved, closed, a rule dropped or changed by a reload, a
+    restart from the saved states), are at every step those rebuilt from the states."""
+    rules = [_RULES["warn"], _RULES["dist"], _RULES["adl"], _RULES["lev"]]
+    engine = AlertEngine(rules)
+    now = 0.0
+    for kind, arg in steps:
+        if kind == "evaluate":
+            observations, elapsed, accounts, known = arg
+            now += elapsed
+            engine.evaluate(observations, now, accounts, positions_known=known)
+        elif kind == "rules":
+            # one version of a rule per name: the later one of the pool ("adl-2") wins
+            rules = list({_RULES[k].name: _RULES[k] for k in arg}.values())
+            engine.set_rules(rules)
+        else:
+            saved = [AlertState.from_json(s.to_json()) for s in engine.states.values()]
+            engine = AlertEngine(rules, states=saved)
+        for account in ("main", "b"):
+            kept = {k: set(v) for k, v in engine.alerted_metrics(account).items()}
+            assert kept == rebuilt_alerted_metrics(engine, account), (kind, account)

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator
 from decimal import Decimal as D
 from typing import Any
@@ -58,7 +59,7 @@ from alertd.feeds.state import PositionState
 from alertd.rules.lifecycle import Kind, Notification
 from alertd.rules.messages import render
 from alertd.rules.model import Context, Subject
-from tests.fake_exchange.binance import FakeBinanceUSDM
+from tests.fake_exchange.binance import REQUEST_WEIGHTS, FakeBinanceUSDM
 from tests.support.aio import background, run
 from tests.support.fakes import FAKES, started
 from tests.support.feeds import BTC, FAST, account_config, btc_long, fast_backoff, secrets
@@ -154,11 +155,11 @@ def test_many_binance_accounts_load_markets_once_and_share_pool_context_and_rate
             # no permessage-deflate offered: no zlib pair per connection
             assert all(e.options["ws"]["compress"] == 0 for e in accounts)
             # while an account on the exchange bootstraps, reconciles give way
-            shared.bootstrapping += 1
+            shared.ip_budget.bootstrapping += 1
             sent = len(fake.requests)
             await feeds[3].reconcile()
             assert len(fake.requests) == sent
-            shared.bootstrapping -= 1
+            shared.ip_budget.bootstrapping -= 1
             # an account's client closing leaves the pool open for the others
             extra = make_exchange(
                 account_config("extra", "binanceusdm", fake), {}, FAST, None, shared
@@ -777,7 +778,7 @@ def test_an_account_queued_for_a_rest_slot_is_not_down_until_its_bootstrap_has_o
             async with background(manager.run()):
                 (shared,) = manager.shared.values()
                 await eventually(
-                    lambda: len(in_slot) == 1 and shared.bootstrapping == 2,
+                    lambda: len(in_slot) == 1 and shared.ip_budget.bootstrapping == 2,
                     what="one bootstrap in the slot, the other queued",
                     timeout_s=30,
                 )
@@ -1233,3 +1234,227 @@ def test_groups_of_accounts_on_one_exchange_host_share_the_ip_s_limits() -> None
             await manager.close()
 
     run(body(), timeout_s=60)
+
+
+def test_the_plan_of_a_host_counts_every_group_of_its_accounts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Accounts whose ccxt options differ are groups of their own but send through the host's
+    one limiter (IpBudget): the start's pace and the reconcile interval said are the host's,
+    every group's accounts counted at their own weights (a portfolio margin account 13.2 until
+    live), and the reconciles are spread over the interval across the groups. Each group
+    planned alone said 300 s, 120 s and 180 s for a start that took 660 s, and their
+    reconciles together ran at twice the share of the budget they were planned for."""
+
+    async def body() -> None:
+        def binance(i: int, options: dict[str, Any]) -> AccountConfig:
+            return AccountConfig(
+                name=f"b{i}",
+                exchange="binanceusdm",
+                api_key_env="K",
+                secret_env="S",
+                options=options,
+            )
+
+        accounts = [
+            *(binance(i, {}) for i in range(1000)),
+            *(binance(i, {"recvWindow": 10_000}) for i in range(1000, 1500)),
+            *(binance(i, {"portfolioMargin": True}) for i in range(1500, 2000)),
+            *(
+                AccountConfig(
+                    name=f"y{i}",
+                    exchange="bybit",
+                    api_key_env="K",
+                    secret_env="S",
+                    options={"recvWindow": 10_000} if i % 2 else {},
+                )
+                for i in range(20)
+            ),
+        ]
+        settings = FeedSettings(reconcile_interval_s=60)
+        manager = FeedManager(Config(version=1, accounts=accounts, feeds=settings), {})
+        try:
+            assert len(manager.shared) == 5  # a group per exchange and options
+            with caplog.at_level(logging.INFO, logger="alertd.feeds.manager"):
+                scheduler = manager.schedule()
+            live_weight = 1500 * 12 + 500 * 13.2  # the portfolio margin accounts' /papi reads
+            paced = live_after_s(live_weight, USDM_WEIGHT_PER_MINUTE)
+            assert paced == 660  # the twelfth window: 24,600 weight at 2,160 a minute
+            (pace,) = [r.getMessage() for r in caplog.records if "go live at" in r.message]
+            assert pace.startswith(
+                "2000 Binance USDⓈ-M accounts go live at their per-IP budget's pace: all after "
+                "about 660 s (12 to 13.2 weight each, 24600 in all, 2160 a minute)"
+            ), pace
+            binance_feeds = [manager.feeds[f"b{i}"] for i in range(2000)]
+            assert {f.paced_start_s for f in binance_feeds} == {paced}
+            assert {manager.feeds[f"y{i}"].paced_start_s for i in range(20)} == {0}
+
+            budget_per_s = USDM_WEIGHT_PER_MINUTE * REST_BUDGET_SHARE * RECONCILE_BUDGET_SHARE / 60
+            stretched = sum(f.reconcile_weight() or 0 for f in binance_feeds) / budget_per_s
+            assert stretched == pytest.approx(2000 * 10 / budget_per_s)  # nothing read yet
+            (line,) = [r.getMessage() for r in caplog.records if "reconciled every" in r.message]
+            assert line.startswith("2000 Binance USDⓈ-M accounts share one per-IP")
+            jobs = {
+                j.id.split(":", 1)[1]: j.trigger
+                for j in scheduler.get_jobs()
+                if "reconcile:" in j.id
+            }
+            intervals = [jobs[f"b{i}"].interval.total_seconds() for i in range(2000)]
+            assert intervals == pytest.approx([stretched] * 2000)
+            assert {jobs[f"y{i}"].interval.total_seconds() for i in range(20)} == {60}
+            # one after another across the groups, evenly: none two in the same 2,000th
+            starts = sorted(jobs[f"b{i}"].start_date.timestamp() for i in range(2000))
+            gaps = [b - a for a, b in itertools.pairwise(starts)]
+            assert min(gaps) > stretched / 2000 * 0.9, min(gaps)
+            assert stretched * 0.99 < starts[-1] - starts[0] < stretched
+        finally:
+            await manager.close()
+
+    run(body(), timeout_s=120)
+
+
+def test_the_groups_of_a_host_reconcile_together_within_its_share_of_the_budget() -> None:
+    """Against the local Binance: three groups of accounts on one host (plain; with their own
+    ``recvWindow``, one of them in multi-assets mode; portfolio margin), their reconciles
+    fitted again once live at each account's own weight. Together they send at most the
+    reconcile share of the IP's budget (half of 2,160 a minute: 18 weight a second), as the
+    local Binance counts it at Binance's documented weights; each group planned alone sent
+    about three times that."""
+
+    def weight(path: str, query: str) -> float:
+        # the request's weight in the pacing window's units: a /papi weight at its share of
+        # papi's own 6,000 a minute against USDⓈ-M's 2,400 (Portfolio Margin "General Info")
+        for api, weights in REQUEST_WEIGHTS.items():
+            if path in weights:
+                share = USDM_WEIGHT_PER_MINUTE / 6000 if api == "papi" else 1
+                return weights[path][0 if "symbol=" in query else 1] * share
+        raise AssertionError(f"no weight known for {path}")
+
+    async def body() -> None:
+        fake = FakeBinanceUSDM()
+        fake.timed_requests = []
+        async with started(fake):
+            accounts: list[AccountConfig] = []
+            keys: dict[str, dict[str, Secret]] = {}
+            for i, extra in enumerate(
+                (
+                    {},
+                    {},
+                    {"recvWindow": 10_000},
+                    {"recvWindow": 10_000},
+                    *[{"portfolioMargin": True}] * 2,
+                )
+            ):
+                key = f"key{i}"
+                fake.add_account(key, f"secret{i}", wallet_balance=100_000)
+                if extra.get("portfolioMargin"):
+                    fake.set_portfolio_margin(key)
+                btc_long(fake, key)
+                config = account_config(f"a{i}", "binanceusdm", fake)
+                options = {**config.options, **extra}
+                accounts.append(config.model_copy(update={"options": options}))
+                keys[f"a{i}"] = secrets(key, f"secret{i}")
+            fake.set_multi_assets("key3", True, {"USDC": ("22", "0.9999")})
+            # nothing else periodic in the window: no listen-key renewal, no stale marks
+            settings = FAST.model_copy(
+                update={"listen_key_renew_interval_s": 3600, "stale_after_s": 60}
+            )
+            options = FeedOptions(backoff=fast_backoff)
+            manager = FeedManager(
+                Config(version=1, accounts=accounts, feeds=settings), keys, options
+            )
+            assert len(manager.shared) == 3
+            feeds = list(manager.feeds.values())
+            async with background(manager.run()):
+                await eventually(
+                    lambda: all(f.state.bootstrapped and f.state.connected for f in feeds),
+                    what="all live",
+                    timeout_s=60,
+                )
+                manager.replan_reconciles()  # what the watchdog does once a minute
+                replanned = asyncio.get_running_loop().time()
+                weights = [f.reconcile_weight() or 0 for f in feeds]
+                # single-asset 10, multi-assets 20 (+ every coin's index), portfolio margin
+                # 12.4 (its /papi reads), each with its stop reads' share
+                assert weights[3] > weights[0] + 9 and weights[4] > weights[0] + 2, weights
+                budget_per_s = (
+                    USDM_WEIGHT_PER_MINUTE * REST_BUDGET_SHARE * RECONCILE_BUDGET_SHARE / 60
+                )
+                interval = sum(weights) / budget_per_s
+                assert [f.reconcile_interval_s for f in feeds] == pytest.approx([interval] * 6)
+                # the first runs begin one interval after the replan, spread over the next;
+                # two rounds, a little more than two intervals
+                begin = (
+                    time.monotonic() + interval - (asyncio.get_running_loop().time() - replanned)
+                )
+                await asyncio.sleep(3 * interval + 0.5)
+                window = [(t, p, q) for t, _, p, q in fake.timed_requests if t >= begin]
+            spent = sum(weight(p, q) for t, p, q in window if t < begin + 2 * interval)
+            # every account reconciled in the window, none of the groups planned alone
+            assert spent >= sum(weights), (spent, window)
+            assert spent <= 2 * interval * budget_per_s * 1.25, (spent, window)
+            # no burst: in any stretch of one interval, at most the round's weight and a bit
+            times = sorted((t, weight(p, q)) for t, p, q in window)
+            for start, _ in times:
+                held = sum(w for t, w in times if start <= t < start + interval)
+                assert held <= interval * budget_per_s * 1.5, (held, window)
+
+    run(body(), timeout_s=120)
+
+
+def test_reconciles_give_way_to_bootstraps_of_every_group_of_their_host() -> None:
+    """A live account's periodic reconcile waits a round while accounts are bootstrapping on
+    its host: those of its own group and those of any other (their own ccxt options), which
+    the start's pace counted on the same per-IP budget. Before, only its own group's counted:
+    its reconcile went ahead of the other group's bootstraps."""
+    gate: asyncio.Queue[None] = asyncio.Queue()
+    gated: list[str] = []
+
+    class GatedFeed(AccountFeed):
+        """Its first bootstrap goes on only when the test lets it."""
+
+        async def resync(self, stops: bool = True) -> None:
+            if not self.state.bootstrapped and self.config.name == "a1":
+                gated.append(self.config.name)
+                await gate.get()
+            await super().resync(stops)
+
+    async def body() -> None:
+        fake = FakeBinanceUSDM()
+        async with started(fake):
+            accounts: list[AccountConfig] = []
+            keys: dict[str, dict[str, Secret]] = {}
+            for i, extra in enumerate(({}, {"recvWindow": 10_000})):
+                fake.add_account(f"key{i}", f"secret{i}", wallet_balance=100_000)
+                btc_long(fake, f"key{i}")
+                config = account_config(f"a{i}", "binanceusdm", fake)
+                accounts.append(config.model_copy(update={"options": {**config.options, **extra}}))
+                keys[f"a{i}"] = secrets(f"key{i}", f"secret{i}")
+            settings = FAST.model_copy(
+                update={"reconcile_interval_s": 3600, "listen_key_renew_interval_s": 3600}
+            )
+            options = FeedOptions(backoff=fast_backoff)
+            config = Config(version=1, accounts=accounts, feeds=settings)
+            manager = FeedManager(config, keys, options, feed_factory=GatedFeed)
+            assert len(manager.shared) == 2  # two groups, one host
+            live, waiting = manager.feeds["a0"], manager.feeds["a1"]
+
+            def snapshots() -> int:
+                return market_requests(fake, "/fapi/v3/positionRisk")
+
+            async with background(manager.run()):
+                await eventually(
+                    lambda: live.state.bootstrapped and gated == ["a1"],
+                    what="a0 live, a1 bootstrapping",
+                    timeout_s=30,
+                )
+                before = snapshots()
+                await live.reconcile()  # the other group's account is bootstrapping
+                assert snapshots() == before
+                gate.put_nowait(None)
+                await eventually(lambda: waiting.state.bootstrapped, what="a1 live")
+                before = snapshots()
+                await live.reconcile()
+                assert snapshots() == before + 1
+
+    run(body(), timeout_s=120)

@@ -206,6 +206,9 @@ class IpBudget:
         self._requests_per_ip = requests_per_ip
         self._ip_window: Any = None
         self._throttler: Any = None
+        # accounts of the host (every group's) waiting for or in their bootstrap: periodic
+        # reconciles give way to them, as the start's pace counted them on this budget
+        self.bootstrapping = 0
 
     def adopt(self, exchange: Any) -> None:
         """Give a new exchange object the shared rate limiter (where limits are per IP), or
@@ -277,8 +280,6 @@ class SharedExchange:
         # the exchange's public tables the adapters read (OKX's discount and borrowing tiers),
         # read once for every account, dropped at each market refresh
         self.tables = PublicTables()
-        # accounts waiting for or in their bootstrap: periodic reconciles give way to them
-        self.bootstrapping = 0
         self.closed = False
 
     def session(self) -> aiohttp.ClientSession:

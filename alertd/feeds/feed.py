@@ -205,7 +205,7 @@ class AccountFeed:
         catalogue."""
         shared = self.shared
         if shared is not None:
-            shared.bootstrapping += 1
+            shared.ip_budget.bootstrapping += 1
         try:
             self._first_slot_queued = True
             async with rest_slot(shared, bootstrap=True, again=again):
@@ -219,7 +219,7 @@ class AccountFeed:
                 self.state.bootstrapped = True
         finally:
             if shared is not None:
-                shared.bootstrapping -= 1
+                shared.ip_budget.bootstrapping -= 1
 
     def _market_infos(self, exchange: Any) -> dict[str, MarketInfo]:
         symbols = self.config.symbols
@@ -370,9 +370,10 @@ class AccountFeed:
         """The periodic REST reconcile; transient errors are logged, fatal ones stop the feed."""
         if self.state.fatal is not None or not self.state.bootstrapped:
             return
-        if self.shared is not None and self.shared.bootstrapping:
-            # accounts on this exchange are still bootstrapping (blind until then); this one
-            # bootstrapped a moment ago and streams: its safety net can wait a round
+        if self.shared is not None and self.shared.ip_budget.bootstrapping:
+            # accounts on this exchange host are still bootstrapping (blind until then; any
+            # group's: they share its per-IP budget); this one bootstrapped a moment ago and
+            # streams: its safety net can wait a round
             return
         # with the order stream up, the stops' REST read is a net for a missed push: every
         # n-th reconcile (feeds.stops_reconcile_every)

@@ -17,7 +17,7 @@ import json
 import logging
 import math
 import ssl
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -107,6 +107,17 @@ def live_after_s(live_weight: float, weight_per_minute: float) -> float:
     return 60.0 * (math.ceil(live_weight / budget) - 1)
 
 
+def by_host(feeds: Iterable[AccountFeed]) -> list[list[AccountFeed]]:
+    """``feeds`` by the exchange host they send from (their :class:`IpBudget`): the groups of
+    one host (accounts whose ccxt options differ) share its per-IP limits, so one plan paces
+    them all (the start, the reconciles). A feed with nothing shared is a host of its own."""
+    hosts: dict[int, list[AccountFeed]] = {}
+    for feed in feeds:
+        budget: object = feed if feed.shared is None else feed.shared.ip_budget
+        hosts.setdefault(id(budget), []).append(feed)
+    return list(hosts.values())
+
+
 def _insurance_poll(hub: MarkHub, window_s: float) -> Callable[[], Awaitable[None]]:
     async def poll() -> None:
         await hub.refresh_insurance(window_s)
@@ -150,8 +161,9 @@ class FeedManager:
             self.feeds[account.name] = feed
         self._scheduler: AsyncIOScheduler | None = None
         self._stopping = False  # close() began: jobs cancelled now are stopped, not crashed
-        # the reconcile jobs' groups (accounts sharing one per-IP budget) and their intervals
-        self._reconcile_groups: list[list[AccountFeed]] = []
+        # the accounts of each exchange host (:func:`by_host`), one plan each, and the
+        # hosts' reconcile intervals
+        self._hosts: list[list[AccountFeed]] = []
         self._reconcile_intervals: list[float] = []
         self._replanned_at = options.clock()
         self._running_jobs: set[asyncio.Task[Any]] = set()  # periodic runs in flight
@@ -304,21 +316,18 @@ class FeedManager:
             )
 
         feeds = list(self.feeds.items())
-        by_shared: dict[int, list[tuple[str, AccountFeed]]] = {}
-        for name, feed in feeds:
-            by_shared.setdefault(id(feed.shared), []).append((name, feed))
-        self._reconcile_groups = [[f for _, f in group] for group in by_shared.values()]
-        intervals = [self.reconcile_interval_s(g) for g in self._reconcile_groups]
+        self._hosts = by_host([f for _, f in feeds])
+        intervals = [self.reconcile_interval_s(host) for host in self._hosts]
         self._reconcile_intervals = intervals
-        for group, interval in zip(self._reconcile_groups, intervals, strict=True):
-            paced_s = self._say_pace(group)
-            self._warn_stretched(group, interval)
-            for feed in group:
+        for host, interval in zip(self._hosts, intervals, strict=True):
+            paced_s = self._say_pace(host)
+            self._warn_stretched(host, interval)
+            for feed in host:
                 feed.reconcile_interval_s = interval
                 feed.paced_start_s = paced_s
         jobs: list[tuple[str, float, list[tuple[str, Callable[[], Awaitable[None]]]]]] = [
-            ("reconcile", interval, [(n, f.reconcile) for n, f in group])
-            for group, interval in zip(by_shared.values(), intervals, strict=True)
+            ("reconcile", interval, [(f.config.name, f.reconcile) for f in host])
+            for host, interval in zip(self._hosts, intervals, strict=True)
         ]
         jobs += [
             ("tiers", settings.tier_refresh_interval_s, [(n, f.refresh_tiers) for n, f in feeds]),
@@ -343,19 +352,20 @@ class FeedManager:
                 add(call, f"{kind}:{name}", interval, delay)
         return scheduler
 
-    def reconcile_interval_s(self, group: Sequence[AccountFeed]) -> float:
-        """``feeds.reconcile_interval_s``, or longer where the accounts of ``group`` (on the
-        same exchange and IP) would together exceed ``RECONCILE_BUDGET_SHARE`` of its per-IP
-        weight budget (Binance: 1,000 accounts x 10 weight a minute is 10,000, four times its
-        2,400), counting each account's snapshot and its share of the stop-order reads (2 per
-        held symbol on Binance, every few reconciles: known once the accounts hold
-        something, see :meth:`replan_reconciles`). The streams keep every account current;
-        the reconcile is the safety net, and one that overruns the exchange's limit gets the
-        IP banned (418), which stops every account."""
+    def reconcile_interval_s(self, host: Sequence[AccountFeed]) -> float:
+        """``feeds.reconcile_interval_s``, or longer where the accounts of ``host`` (every group
+        of one exchange host: one per-IP budget) would together exceed
+        ``RECONCILE_BUDGET_SHARE`` of that budget (Binance: 1,000 accounts x 10 weight a
+        minute is 10,000, four times its 2,400), counting each account's snapshot at its own
+        mode's weight and its share of the stop-order reads (2 per held symbol on Binance,
+        every few reconciles: known once the accounts hold something, see
+        :meth:`replan_reconciles`). The streams keep every account current; the reconcile is
+        the safety net, and one that overruns the exchange's limit gets the IP banned (418),
+        which stops every account."""
         configured = self.config.feeds.reconcile_interval_s
-        per_minute = group[0].spec.capabilities.rest_weight_per_minute
-        weights = [f.reconcile_weight() for f in group]
-        if group[0].shared is None or per_minute is None:
+        per_minute = host[0].spec.capabilities.rest_weight_per_minute
+        weights = [f.reconcile_weight() for f in host]
+        if host[0].shared is None or per_minute is None:
             return configured
         counted = [w for w in weights if w is not None]
         if len(counted) < len(weights):
@@ -363,28 +373,35 @@ class FeedManager:
         budget_per_s = per_minute * REST_BUDGET_SHARE * RECONCILE_BUDGET_SHARE / 60
         return max(configured, sum(counted) / budget_per_s)
 
-    def _say_pace(self, group: Sequence[AccountFeed]) -> float:
-        """Say at start when the accounts of ``group`` cannot all be live at once within their
-        per-IP budget: how long it takes, and what the others look like meanwhile. Returns
-        that time (0: all at once)."""
-        per_minute = group[0].spec.capabilities.rest_weight_per_minute
-        # what its configured mode reads (Binance portfolio margin: /papi); the accounts of a
-        # group share their ccxt options (``_key``), so one's is each one's
-        weight = group[0].live_weight()
-        if group[0].shared is None or per_minute is None or weight is None:
+    def _say_pace(self, host: Sequence[AccountFeed]) -> float:
+        """Say at start when the accounts of ``host`` (every group of one exchange host)
+        cannot all be live at once within their per-IP budget: how long it takes, and what
+        the others look like meanwhile. Returns that time (0: all at once)."""
+        per_minute = host[0].spec.capabilities.rest_weight_per_minute
+        # what each one's configured mode reads (Binance portfolio margin: /papi)
+        weights = [f.live_weight() for f in host]
+        if host[0].shared is None or per_minute is None:
             return 0.0
-        after_s = live_after_s(len(group) * weight, per_minute)
+        counted = [w for w in weights if w is not None]
+        if not counted or len(counted) < len(weights):
+            return 0.0
+        total = sum(counted)
+        after_s = live_after_s(total, per_minute)
         if after_s <= 0:
             return 0.0
+        low, high = min(counted), max(counted)
+        if low == high:
+            each = f"{low:g} weight each"
+        else:  # the groups' modes differ (portfolio margin: its /papi reads)
+            each = f"{low:g} to {high:g} weight each, {total:.0f} in all"
         builtin = self.config.builtin_rules
         log.info(
             "%d %s accounts go live at their per-IP budget's pace: all after about %.0f s "
-            "(%g weight each, %.0f a minute); the health line counts the others not live "
-            "meanwhile%s",
-            len(group),
-            group[0].spec.profile.name,
+            "(%s, %.0f a minute); the health line counts the others not live meanwhile%s",
+            len(host),
+            host[0].spec.profile.name,
             after_s,
-            weight,
+            each,
             per_minute * REST_BUDGET_SHARE,
             f", and feed-down fires for one still waiting builtin_rules.feed_down_after_s "
             f"({builtin.feed_down_after_s:g} s) after that, or once its bootstrap keeps "
@@ -394,17 +411,17 @@ class FeedManager:
         )
         return after_s
 
-    def _warn_stretched(self, group: Sequence[AccountFeed], interval: float) -> None:
+    def _warn_stretched(self, host: Sequence[AccountFeed], interval: float) -> None:
         configured = self.config.feeds.reconcile_interval_s
         if interval <= configured:
             return
-        capabilities = group[0].spec.capabilities
+        capabilities = host[0].spec.capabilities
         log.warning(
             "%d %s accounts share one per-IP request budget (%d weight a minute): each is "
             "reconciled every %.0f s, not every %g s (feeds.reconcile_interval_s); the "
             "streams keep them current meanwhile (docs/scaling.md: splitting accounts over IPs)",
-            len(group),
-            group[0].spec.profile.name,
+            len(host),
+            host[0].spec.profile.name,
             capabilities.rest_weight_per_minute,
             interval,
             configured,
@@ -412,28 +429,29 @@ class FeedManager:
 
     def replan_reconciles(self) -> None:
         """Fit the reconciles to the budget again with what the accounts hold now (the stop
-        reads grow with the held symbols, unknown when the jobs were first planned): a
-        group's interval that moved by more than ``REPLAN_TOLERANCE`` is replaced, its
-        accounts' next runs spread over the new interval."""
+        reads grow with the held symbols, unknown when the jobs were first planned) and the
+        modes their snapshots read: a host's interval that moved by more than
+        ``REPLAN_TOLERANCE`` is replaced, its accounts' next runs (every group's) spread over
+        the new interval."""
         scheduler = self._scheduler
         if scheduler is None or not scheduler.running:
             return
         now = datetime.now(UTC)
-        for i, group in enumerate(self._reconcile_groups):
+        for i, host in enumerate(self._hosts):
             before = self._reconcile_intervals[i]
-            interval = self.reconcile_interval_s(group)
+            interval = self.reconcile_interval_s(host)
             if abs(interval - before) <= before * REPLAN_TOLERANCE:
                 continue
             self._reconcile_intervals[i] = interval
             log.info(
-                "%d %s accounts: reconciled every %.0f s (was %.0f s), their stop-order "
-                "reads counted in the per-IP budget",
-                len(group),
-                group[0].spec.profile.name,
+                "%d %s accounts: reconciled every %.0f s (was %.0f s), their modes' snapshots "
+                "and their stop-order reads counted in the per-IP budget",
+                len(host),
+                host[0].spec.profile.name,
                 interval,
                 before,
             )
-            for feed, delay in zip(group, spread_starts(len(group), interval), strict=True):
+            for feed, delay in zip(host, spread_starts(len(host), interval), strict=True):
                 feed.reconcile_interval_s = interval
                 scheduler.reschedule_job(
                     f"reconcile:{feed.config.name}",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -159,6 +160,11 @@ class AlertEngine:
         self._by_account: dict[str, dict[tuple[str, str], AlertState]] = {}
         # subject key -> rule name -> state: what inhibition looks up
         self._by_subject: dict[str, dict[str, AlertState]] = {}
+        # account -> subject key with a state -> the metrics its rules with a state read
+        # (each rule's own and its ``also`` conditions'), kept as states come and go: what an
+        # evaluation reads (:meth:`alerted_metrics`; rebuilt at every evaluation, it was 2.5%
+        # of a firing tick's samples at 1,000 accounts)
+        self._alerted: dict[str, dict[str, set[str]]] = {}
         self._seq: dict[tuple[str, str], int] = {}  # insertion order, across accounts
         self._next_seq = 0
         self.changed: set[str] = set()  # accounts whose saved states the last evaluation changed
@@ -177,6 +183,10 @@ class AlertEngine:
         self._scoped = {s: [r for r in ordered if r.scope is s] for s in Scope}
         for state in [s for s in self.states.values() if s.rule not in self.rules]:
             self._drop(state)
+        # a rule kept by name may read other metrics now
+        for subjects in self._alerted.values():
+            for key in subjects:
+                subjects[key] = self._read_by(self._by_subject[key].values())
 
     # --- the index ------------------------------------------------------------------------
 
@@ -187,6 +197,8 @@ class AlertEngine:
         self.states[key] = state
         self._by_account.setdefault(state.subject.account, {})[key] = state
         self._by_subject.setdefault(state.subject.key, {})[state.rule] = state
+        read = self._alerted.setdefault(state.subject.account, {})
+        read.setdefault(state.subject.key, set()).update(self._read_by((state,)))
         self._seq[key] = self._next_seq
         self._next_seq += 1
 
@@ -201,8 +213,23 @@ class AlertEngine:
             del self._by_account[account]
         subject = self._by_subject[state.subject.key]
         del subject[state.rule]
-        if not subject:
+        read = self._alerted[account]
+        if subject:  # the others' metrics (two rules on this subject can read one metric)
+            read[state.subject.key] = self._read_by(subject.values())
+        else:
             del self._by_subject[state.subject.key]
+            del read[state.subject.key]
+            if not read:
+                del self._alerted[account]
+
+    def _read_by(self, states: Iterable[AlertState]) -> set[str]:
+        """The metrics the rules of ``states`` read (a rule no longer configured: none)."""
+        read: set[str] = set()
+        for state in states:
+            rule = self.rules.get(state.rule)
+            if rule is not None:
+                read.update(c.metric for c in rule.conditions)
+        return read
 
     def states_of(self, account: str) -> list[AlertState]:
         """The alert states of ``account``, oldest first."""
@@ -213,16 +240,11 @@ class AlertEngine:
         """The accounts with an alert state."""
         return self._by_account.keys()
 
-    def alerted_metrics(self, account: str) -> dict[str, set[str]]:
+    def alerted_metrics(self, account: str) -> Mapping[str, AbstractSet[str]]:
         """Per subject of ``account`` with an alert state (its key): the metrics that its
-        rules with a state read (each rule's own and its ``also`` conditions')."""
-        out: dict[str, set[str]] = {}
-        for rule_name, key in self._by_account.get(account, ()):
-            rule = self.rules.get(rule_name)
-            metrics = out.setdefault(key, set())
-            if rule is not None:
-                metrics.update(c.metric for c in rule.conditions)
-        return out
+        rules with a state read (each rule's own and its ``also`` conditions'). The engine's
+        own index, not a copy: it changes with the next evaluation."""
+        return self._alerted.get(account, {})
 
     def _in_scope(self, scope: Collection[str]) -> list[AlertState]:
         """The states of the accounts in ``scope``, in insertion order (as ``states``)."""
