@@ -60,6 +60,7 @@ from alertd.rules.messages import render
 from alertd.rules.model import Context, Subject
 from tests.fake_exchange.binance import FakeBinanceUSDM
 from tests.support.aio import background, run
+from tests.support.clock import VirtualTime
 from tests.support.fakes import FAKES, started
 from tests.support.feeds import BTC, FAST, account_config, btc_long, fast_backoff, secrets
 from tests.support.poll import eventually
@@ -70,6 +71,18 @@ ACCOUNTS = 6
 SETTINGS = FAST.model_copy(update={"reconcile_interval_s": 20, "listen_key_renew_interval_s": 20})
 INSTRUMENTS = "/v5/market/instruments-info"
 MARKETS = 200  # enough that a parsed copy per account would show; a real list is ~550
+
+
+def alerting_for(config: Config) -> Alerting:
+    """The daemon's evaluation over ``config``, on an in-memory store, reading feed status."""
+    store = Store(":memory:")
+    deliverer = Deliverer(store, {}, config.routes, config.delivery)
+    return Alerting(config, store, deliverer, book=Book(), wall_clock=lambda: 0.0)
+
+
+def production_backoff() -> Backoff:
+    """The default backoff, 1 s x2 up to 60 s, without the jitter."""
+    return Backoff.configured(BackoffSettings(jitter=0))
 
 
 class Built:
@@ -684,13 +697,11 @@ def test_an_account_waiting_its_turn_is_not_down_until_its_group_could_all_be_li
         manager = FeedManager(config, {})
         try:
             manager.schedule()
-            store = Store(":memory:")
-            deliverer = Deliverer(store, {}, config.routes, config.delivery)
-            alerting = Alerting(config, store, deliverer, book=Book(), wall_clock=lambda: 0.0)
+            alerting = alerting_for(config)
             waiting, failed = manager.feeds["b999"], manager.feeds["b998"]
             assert waiting.paced_start_s == 300
-            failed.state.bootstrap_failure("RequestTimeout: binanceusdm GET /fapi/v3/account", 0)
-            failed.state.bootstrap_failure("RequestTimeout: binanceusdm GET /fapi/v3/account", 61)
+            failed.state.start_failure("RequestTimeout: binanceusdm GET /fapi/v3/account", 0)
+            failed.state.start_failure("RequestTimeout: binanceusdm GET /fapi/v3/account", 61)
             for now, down_waiting, down_failed in ((1000, 0, 0), (1299, 0, 299), (1360, 60, 360)):
                 assert alerting.feed_status(waiting, now).down_s == D(down_waiting)
                 assert alerting.feed_status(failed, now).down_s == D(down_failed)
@@ -704,7 +715,7 @@ def test_an_account_waiting_its_turn_is_not_down_until_its_group_could_all_be_li
             # its bootstrap then goes through, no stream open yet: still down since first
             # seen (the grace, once ended, stays ended; it came back and resolved feed-down
             # before any stream opened: review4)
-            failed.state.bootstrap_failed = failed.state.bootstrap_failing = None
+            failed.state.start_failed = failed.state.start_failing = None
             failed.state.bootstrapped = True
             assert alerting.feed_status(failed, 1400).down_s == 400
             # bootstrapped, its private stream not open yet (its listen key waits in the same
@@ -805,14 +816,14 @@ def test_an_account_queued_for_a_rest_slot_is_not_down_until_its_bootstrap_has_o
                 # start, the grace over
                 timeout = ccxt.RequestTimeout(f"{exchange} GET (held by the test)")
                 gates[second.config.name].put_nowait(timeout)
-                await eventually(lambda: second.state.bootstrap_failing is not None, what="1st")
+                await eventually(lambda: second.state.start_failing is not None, what="1st")
                 assert alerting.feed_status(second, 170).down_s == 70  # retrying: its grace
                 clock[0] = 230.0
                 gates[second.config.name].put_nowait(timeout)
                 await eventually(
-                    lambda: second.state.bootstrap_failing == (100, 230), what="2nd failure"
+                    lambda: second.state.start_failing == (100, 230), what="2nd failure"
                 )
-                assert second.state.bootstrap_keeps_failing
+                assert second.state.start_keeps_failing
                 assert alerting.feed_status(second, 230).down_s == 230
                 gates[second.config.name].put_nowait(None)
                 await eventually(lambda: second.state.bootstrapped, what="live at last")
@@ -842,9 +853,6 @@ def test_a_retried_bootstrap_keeps_its_group_s_grace_unless_it_keeps_failing(
                 await permits.get()
                 clock[0] += delay
 
-            def production_backoff() -> Backoff:  # 1 s x2 up to 60 s, without the jitter
-                return Backoff.configured(BackoffSettings(jitter=0))
-
             options = FeedOptions(
                 backoff=production_backoff, sleep=retry_when_let, clock=lambda: clock[0]
             )
@@ -856,9 +864,7 @@ def test_a_retried_bootstrap_keeps_its_group_s_grace_unless_it_keeps_failing(
             )
             feed.paced_start_s = 300.0  # as the manager sets it for its group (test above)
             config = Config(version=1, accounts=[feed.config])
-            store = Store(":memory:")
-            deliverer = Deliverer(store, {}, config.routes, config.delivery)
-            alerting = Alerting(config, store, deliverer, book=Book(), wall_clock=lambda: 0.0)
+            alerting = alerting_for(config)
             assert alerting.feed_status(feed, 1000).down_s == 0  # first seen at start
             state = feed.state
             # tries at 0, 1, 3, 7, 15, 31 s (within Binance's minute), 63 and 123 s
@@ -866,24 +872,24 @@ def test_a_retried_bootstrap_keeps_its_group_s_grace_unless_it_keeps_failing(
             failed_at = (0, 1, 3, 7, 15, 31, 63, 123)
             with caplog.at_level(logging.WARNING, logger="alertd.feeds.feed"):
                 async with background(feed.run()):
-                    await eventually(lambda: state.bootstrap_failed is not None, what="a 429")
-                    assert " 429 " in str(state.bootstrap_failed)
+                    await eventually(lambda: state.start_failed is not None, what="a 429")
+                    assert " 429 " in str(state.start_failed)
                     for now, down in ((1100, 0), (1299, 0), (1360, 60)):  # was 100, 299, 360
                         assert alerting.feed_status(feed, now).down_s == D(down)
                     assert stale_streams(feed, FAST, 1100) == (
-                        f"not bootstrapped (retrying after {state.bootstrap_failed})",
+                        f"not bootstrapped (retrying after {state.start_failed})",
                     )
                     for tries, at in enumerate(failed_at[1:6], start=2):
                         permits.put_nowait(None)
                         await eventually(
-                            lambda at=at: state.bootstrap_failing == (0, at), what=f"try {tries}"
+                            lambda at=at: state.start_failing == (0, at), what=f"try {tries}"
                         )
                     # six 429s in a row within the minute: still the crowd's (was down at 3)
-                    assert not state.bootstrap_keeps_failing
+                    assert not state.start_keeps_failing
                     assert alerting.feed_status(feed, 1100).down_s == 0
                     permits.put_nowait(None)
-                    await eventually(lambda: state.bootstrap_failing == (0, 63), what="try 7")
-                    assert state.bootstrap_keeps_failing
+                    await eventually(lambda: state.start_failing == (0, 63), what="try 7")
+                    assert state.start_keeps_failing
                     status = alerting.feed_status(feed, 1100)
                     assert status.down_s == 100  # down since the start
                     keeps = "failing for 63 s"
@@ -896,18 +902,18 @@ def test_a_retried_bootstrap_keeps_its_group_s_grace_unless_it_keeps_failing(
                         Kind.FIRING, rule, subject, 0.0, 0.0, D(100), Context(feed=status)
                     )
                     body = render(note).body
-                    assert f"not live yet: retrying after {state.bootstrap_failed}" in body
+                    assert f"not live yet: retrying after {state.start_failed}" in body
                     permits.put_nowait(None)
-                    await eventually(lambda: state.bootstrap_failing == (0, 123), what="try 8")
+                    await eventually(lambda: state.start_failing == (0, 123), what="try 8")
                     permits.put_nowait(None)  # the ninth try goes through
                     await eventually(lambda: state.bootstrapped, what="live")
-                    assert state.bootstrap_failing is None and state.bootstrap_failed is None
+                    assert state.start_failing is None and state.start_failed is None
             lines = [r.getMessage() for r in caplog.records]
             assert sum("bootstrap failed" in line for line in lines) == len(failed_at)
             (once,) = [line for line in lines if "keeps failing" in line]
             assert once == (
-                "r: its bootstrap keeps failing (7 tries over 63 s): feed-down no longer "
-                "waits for the paced start"
+                "r: its bootstrap keeps failing (failures in a row over 63 s): feed-down no "
+                "longer waits for the paced start"
             )
 
             # a bad key: no retry, no grace; account-error at once
@@ -917,9 +923,73 @@ def test_a_retried_bootstrap_keeps_its_group_s_grace_unless_it_keeps_failing(
             bad.paced_start_s = 300.0
             await asyncio.wait_for(bad.run(), timeout=10)
             await bad.close()
-            assert bad.state.fatal is not None and bad.state.bootstrap_failing is None
+            assert bad.state.fatal is not None and bad.state.start_failing is None
             status = alerting.feed_status(bad, 1001)
             assert status.down_s == 0 and status.fatal is not None
+            await feed.close()
+
+    run(body(), timeout_s=60)
+
+
+def test_a_listen_key_refused_at_start_keeps_the_grace_unless_it_keeps_failing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Bootstrapped, the last of 1,000 Binance accounts opens its private stream with one more
+    request in the same per-IP budget (POST /fapi/v1/listenKey, weight 1), and meets the
+    crowd's 429 there: its grace holds as for a bootstrap's 429 (it ended at the first
+    failure: down at once, review finding left open, issue 11), until the failures in a row
+    span more than a minute; the first connection ends the run."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [("key-l", "secret-l", "2000")]) as fake:
+            btc_long(fake, "key-l")
+            time = VirtualTime()
+
+            options = FeedOptions(backoff=production_backoff, sleep=time.sleep, clock=time)
+            feed = AccountFeed(
+                account_config("l", "binanceusdm", fake),
+                secrets("key-l", "secret-l"),
+                FAST,
+                options,
+            )
+            feed.paced_start_s = 300.0
+            config = Config(version=1, accounts=[feed.config])
+            alerting = alerting_for(config)
+            assert alerting.feed_status(feed, 1000).down_s == 0  # first seen at start
+            state = feed.state
+            fake.fail_rest(429, count=10_000, path_prefix="/fapi/v1/listenKey")
+            with caplog.at_level(logging.WARNING, logger="alertd.feeds.feed"):
+                async with background(feed.run(watchdog=False)):
+                    await eventually(lambda: state.start_failed is not None, what="a 429")
+                    assert state.bootstrapped and " 429 " in str(state.start_failed)
+                    assert not state.connected
+                    for now, down in ((1100, 0), (1299, 0), (1360, 60)):  # was 100, 299, 360
+                        assert alerting.feed_status(feed, now).down_s == D(down)
+                    # each stream's retries at 1, 3, 7, 15, 31 s: within Binance's minute
+                    for at in (1, 3, 7, 15, 31):
+                        await time.advance_to(at)
+                        await eventually(
+                            lambda at=at: state.start_failing == (0, at), what=f"failed at {at}"
+                        )
+                    assert not state.start_keeps_failing
+                    assert alerting.feed_status(feed, 1100).down_s == 0
+                    await time.advance_to(63)
+                    await eventually(lambda: state.start_failing == (0, 63), what="at 63")
+                    assert state.start_keeps_failing
+                    assert alerting.feed_status(feed, 1100).down_s == 100  # down since start
+                    fake.stop_failing()
+                    await time.advance_to(127)
+                    await eventually(lambda: state.connected, what="its stream open")
+                    assert state.start_failing is None and state.start_failed is None
+                    # the grace, once ended, stays ended; connected, it is not down
+                    assert state.start_kept_failing and not feed.waiting_first_turn()
+                    assert alerting.feed_status(feed, 1400).down_s == 0
+            lines = [r.getMessage() for r in caplog.records]
+            (once,) = [line for line in lines if "keeps failing" in line]
+            assert once == (
+                "l: its private stream's first opening keeps failing (failures in a row over "
+                "63 s): feed-down no longer waits for the paced start"
+            )
             await feed.close()
 
     run(body(), timeout_s=60)
@@ -1066,7 +1136,7 @@ def test_a_bootstrap_that_timed_out_is_retried_before_live_accounts_rest_work(
                     timeout_s=60,
                 )
         # said while it retried, cleared once live
-        assert manager.feeds["a2"].state.bootstrap_failed is None
+        assert manager.feeds["a2"].state.start_failed is None
         (line,) = [r.getMessage() for r in caplog.records if "a2: bootstrapped" in r.message]
         assert line.endswith("(after 1 failed tries)")
         # a0's and a1's start resyncs were due while a2's request hung; they came only once

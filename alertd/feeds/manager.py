@@ -36,7 +36,7 @@ from alertd.feeds.ccxt_exchange import (
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.marks import MarkHub
 from alertd.feeds.options import PRODUCTION, FeedOptions
-from alertd.feeds.state import BOOTSTRAP_KEEPS_FAILING_S
+from alertd.feeds.state import START_KEEPS_FAILING_S
 
 log = logging.getLogger(__name__)
 
@@ -388,7 +388,7 @@ class FeedManager:
             per_minute * REST_BUDGET_SHARE,
             f", and feed-down fires for one still waiting builtin_rules.feed_down_after_s "
             f"({builtin.feed_down_after_s:g} s) after that, or once its bootstrap keeps "
-            f"failing (failures in a row over more than {BOOTSTRAP_KEEPS_FAILING_S:g} s)"
+            f"failing (failures in a row over more than {START_KEEPS_FAILING_S:g} s)"
             if builtin.feed_down
             else "",
         )
