@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import logging
 from collections.abc import AsyncIterator
@@ -40,6 +39,7 @@ from alertd.exchanges.registry import get_spec
 from alertd.feeds.backoff import Backoff
 from alertd.feeds.ccxt_exchange import (
     REST_BUDGET_SHARE,
+    IpBudget,
     RestSlots,
     SharedExchange,
     make_exchange,
@@ -281,8 +281,7 @@ def test_bybit_accounts_are_held_within_the_ips_request_cap_together() -> None:
             lambda shared: None,
             new_ssl_context(),
             rest_concurrency=8,
-            rest_limit_per_ip=False,
-            requests_per_ip=(10, 5.0),
+            ip_budget=IpBudget(rest_limit_per_ip=False, requests_per_ip=(10, 5.0)),
         )
         config = AccountConfig(name="a", exchange="bybit", api_key_env="K", secret_env="S")
         one, two = (make_exchange(config, {}, FAST, None, shared) for _ in range(2))
@@ -507,15 +506,17 @@ def test_binance_requests_are_counted_at_binances_weights_within_its_per_ip_budg
     within (a share of) Binance's 2,400 a minute over any 60 s."""
 
     async def body() -> None:
-        new_shared = functools.partial(
-            SharedExchange,
-            "binanceusdm shared",
-            lambda shared: None,
-            new_ssl_context(),
-            rest_concurrency=8,
-            rest_limit_per_ip=True,
-        )
-        shared = new_shared(rest_weight_per_minute=USDM_WEIGHT_PER_MINUTE)
+        def new_shared(weight_per_minute: float) -> SharedExchange:
+            budget = IpBudget(rest_limit_per_ip=True, rest_weight_per_minute=weight_per_minute)
+            return SharedExchange(
+                "binanceusdm shared",
+                lambda shared: None,
+                new_ssl_context(),
+                rest_concurrency=8,
+                ip_budget=budget,
+            )
+
+        shared = new_shared(USDM_WEIGHT_PER_MINUTE)
         config = AccountConfig(name="a", exchange="binanceusdm", api_key_env="K", secret_env="S")
         one, two = (make_exchange(config, {}, FAST, None, shared) for _ in range(2))
         try:
@@ -546,7 +547,7 @@ def test_binance_requests_are_counted_at_binances_weights_within_its_per_ip_budg
             assert one_symbol == pytest.approx(share)
             assert cost("papi", "um/algo/openAlgoOrders") == pytest.approx(40 * share)
             # a budget of 10 admits two weight-5 requests, and holds the third back
-            small = new_shared(rest_weight_per_minute=10 / REST_BUDGET_SHARE)
+            small = new_shared(10 / REST_BUDGET_SHARE)
             three = make_exchange(config, {}, FAST, None, small)
             try:
                 admitted = [three.throttler(5), three.throttler(5), three.throttler(5)]
@@ -1011,8 +1012,7 @@ def test_stop_order_reads_count_in_the_per_ip_reconcile_budget(
             lambda shared: None,
             new_ssl_context(),
             rest_concurrency=8,
-            rest_limit_per_ip=True,
-            rest_weight_per_minute=USDM_WEIGHT_PER_MINUTE,
+            ip_budget=IpBudget.of(get_spec("binanceusdm").capabilities),
         )
         exchange = make_exchange(config, {}, FAST, None, shared)
         try:

@@ -39,7 +39,7 @@ from ccxt.async_support.base.throttler import Throttler
 from alertd.config import AccountConfig, FeedSettings, Secret
 from alertd.errors import AccountRefused
 from alertd.exchanges.registry import get_spec
-from alertd.exchanges.spec import Credential
+from alertd.exchanges.spec import Capabilities, Credential
 from alertd.feeds.adapter import PublicTables
 from alertd.redact import redact
 
@@ -201,11 +201,22 @@ class IpBudget:
         rest_weight_per_minute: int | None = None,
         requests_per_ip: tuple[int, float] | None = None,
     ) -> None:
+        """The exchange's limits (:class:`~alertd.exchanges.spec.Capabilities`, of the same
+        names; :meth:`of` reads them)."""
         self.rest_limit_per_ip = rest_limit_per_ip
         self._weight_per_minute = rest_weight_per_minute
         self._requests_per_ip = requests_per_ip
         self._ip_window: Any = None
         self._throttler: Any = None
+
+    @classmethod
+    def of(cls, capabilities: Capabilities) -> IpBudget:
+        """The budget of an exchange with these capabilities."""
+        return cls(
+            rest_limit_per_ip=capabilities.rest_limit_per_ip,
+            rest_weight_per_minute=capabilities.rest_weight_per_minute,
+            requests_per_ip=capabilities.requests_per_ip,
+        )
 
     def adopt(self, exchange: Any) -> None:
         """Give a new exchange object the shared rate limiter (where limits are per IP), or
@@ -252,18 +263,11 @@ class SharedExchange:
         ssl_context: ssl.SSLContext,
         *,
         rest_concurrency: int,
-        rest_limit_per_ip: bool = False,
-        rest_weight_per_minute: int | None = None,
-        requests_per_ip: tuple[int, float] | None = None,
-        ip_budget: IpBudget | None = None,
+        ip_budget: IpBudget,
     ) -> None:
         self.name = name
-        # the host's budget where the manager shares one; a group alone keeps its own
-        self.ip_budget = ip_budget or IpBudget(
-            rest_limit_per_ip=rest_limit_per_ip,
-            rest_weight_per_minute=rest_weight_per_minute,
-            requests_per_ip=requests_per_ip,
-        )
+        # the limits of its host, shared with the other groups that reach it
+        self.ip_budget = ip_budget
         self.ssl_context = ssl_context
         self._build_public = build_public
         self._rest = RestSlots(rest_concurrency)

@@ -192,12 +192,7 @@ class FeedManager:
         of Bybit accounts, each held within the IP's cap, together passed it)."""
         host = json.dumps([account.exchange, account.sandbox, account.urls], default=str)
         if host not in self._ip_budgets:
-            capabilities = get_spec(account.exchange).capabilities
-            self._ip_budgets[host] = IpBudget(
-                rest_limit_per_ip=capabilities.rest_limit_per_ip,
-                rest_weight_per_minute=capabilities.rest_weight_per_minute,
-                requests_per_ip=capabilities.requests_per_ip,
-            )
+            self._ip_budgets[host] = IpBudget.of(get_spec(account.exchange).capabilities)
         return self._ip_budgets[host]
 
     def _hub_for(self, key: str, account: AccountConfig) -> MarkHub:
