@@ -72,6 +72,9 @@ SETTINGS = FAST.model_copy(update={"reconcile_interval_s": 20, "listen_key_renew
 INSTRUMENTS = "/v5/market/instruments-info"
 MARKETS = 200  # enough that a parsed copy per account would show; a real list is ~550
 
+# the account streams of a Binance USD-M account, each asking for the listen key
+PRIVATE_STREAMS = ("positions", "balance", "orders")
+
 
 def alerting_for(config: Config) -> Alerting:
     """The daemon's evaluation over ``config``, on an in-memory store, reading feed status."""
@@ -83,6 +86,16 @@ def alerting_for(config: Config) -> Alerting:
 def production_backoff() -> Backoff:
     """The default backoff, 1 s x2 up to 60 s, without the jitter."""
     return Backoff.configured(BackoffSettings(jitter=0))
+
+
+def on_virtual_time(fake: FakeBinanceUSDM, name: str) -> tuple[AccountFeed, VirtualTime]:
+    """Account ``name`` (key-<name>, long BTC) on the local Binance, its feed on a clock and
+    sleep the test moves, with the default backoff without its jitter."""
+    btc_long(fake, f"key-{name}")
+    time = VirtualTime()
+    options = FeedOptions(backoff=production_backoff, sleep=time.sleep, clock=time)
+    config = account_config(name, "binanceusdm", fake)
+    return AccountFeed(config, secrets(f"key-{name}", f"secret-{name}"), FAST, options), time
 
 
 class Built:
@@ -943,16 +956,7 @@ def test_a_listen_key_refused_at_start_keeps_the_grace_unless_it_keeps_failing(
 
     async def body() -> None:
         async with started(FakeBinanceUSDM(), [("key-l", "secret-l", "2000")]) as fake:
-            btc_long(fake, "key-l")
-            time = VirtualTime()
-
-            options = FeedOptions(backoff=production_backoff, sleep=time.sleep, clock=time)
-            feed = AccountFeed(
-                account_config("l", "binanceusdm", fake),
-                secrets("key-l", "secret-l"),
-                FAST,
-                options,
-            )
+            feed, time = on_virtual_time(fake, "l")
             feed.paced_start_s = 300.0
             config = Config(version=1, accounts=[feed.config])
             alerting = alerting_for(config)
@@ -991,6 +995,46 @@ def test_a_listen_key_refused_at_start_keeps_the_grace_unless_it_keeps_failing(
                 "l: its private stream's first opening keeps failing (failures in a row over "
                 "63 s): feed-down no longer waits for the paced start"
             )
+            await feed.close()
+
+    run(body(), timeout_s=60)
+
+
+@pytest.mark.parametrize(
+    ("path", "retrying"),
+    [("/fapi/v3/positionRisk", ("bootstrap",)), ("/fapi/v1/listenKey", PRIVATE_STREAMS)],
+    ids=["bootstrap", "listen key"],
+)
+def test_a_429_s_retry_after_is_waited_before_the_retry(
+    path: str, retrying: tuple[str, ...], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Binance: "A Retry-After header is sent with a 418 or 429 responses and will give the
+    number of seconds required to wait, in the case of a 429, to prevent a ban" ("General
+    Info", Limits: https://developers.binance.com/docs/derivatives/usds-margined-futures/
+    general-info). The local Binance answers with 429, Retry-After: 30: the bootstrap, or each
+    stream whose listen key it refused, retries after 30 s, not after the backoff's 1 s (it
+    did before: a retry into the window the exchange said to wait out)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [("key-w", "secret-w", "2000")]) as fake:
+            feed, time = on_virtual_time(fake, "w")
+            # every try fails until the test stops it (the streams each ask for the key)
+            fake.fail_rest(429, count=10_000, path_prefix=path, retry_after_s=30)
+
+            def retries() -> dict[str, str]:
+                """What retries after the 429, and the delay it says it waits."""
+                lines = [r.getMessage() for r in caplog.records if " 429 " in r.getMessage()]
+                return {line.split()[1]: line.rsplit(" ", 1)[1] for line in lines}
+
+            with caplog.at_level(logging.WARNING, logger="alertd.feeds.feed"):
+                async with background(feed.run(watchdog=False)):
+                    await eventually(lambda: len(retries()) == len(retrying), what="the 429s")
+                    assert retries() == dict.fromkeys(retrying, "30.0s")  # was 1.0s
+                    fake.stop_failing()
+                    await time.advance_to(29)
+                    assert not feed.state.connected
+                    await time.advance_to(30)
+                    await eventually(lambda: feed.state.connected, what="live after 30 s")
             await feed.close()
 
     run(body(), timeout_s=60)

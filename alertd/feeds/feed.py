@@ -38,6 +38,7 @@ from alertd.feeds.ccxt_exchange import (
     describe,
     load_markets,
     rest_slot,
+    retry_delay,
 )
 from alertd.feeds.marks import MarkHub, bad_mark, drop_connections
 from alertd.feeds.options import PRODUCTION, FeedOptions
@@ -241,7 +242,7 @@ class AccountFeed:
                 if self._is_fatal(exc):
                     return
                 self._start_failure(exc, "its bootstrap")
-                delay = backoff.next_delay()
+                delay = retry_delay(backoff, exc)
                 log.warning(
                     "%s: bootstrap failed (%s); retrying in %.1fs",
                     self.config.name,
@@ -683,7 +684,7 @@ class AccountFeed:
                     self.reconnects += 1
                 self._last_failure = failed_at
                 self.state.connected = False
-                delay = backoff.next_delay()
+                delay = retry_delay(backoff, exc)
                 log.warning(
                     "%s: %s stream lost (%s); reconnecting in %.1fs",
                     self.config.name,
@@ -730,7 +731,7 @@ class AccountFeed:
                 except Exception as exc:
                     if classify(exc) is ErrorKind.FATAL:
                         self._stop(exc)
-                    delay = backoff.next_delay()
+                    delay = retry_delay(backoff, exc)
                     log.warning(
                         "%s: resync failed (%s); retrying in %.1fs",
                         self.config.name,
