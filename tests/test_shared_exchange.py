@@ -621,7 +621,10 @@ def test_reconciles_of_many_binance_accounts_are_stretched_to_fit_the_per_ip_bud
             (pace,) = [r.getMessage() for r in caplog.records if "go live at" in r.message]
             assert "all after about 300 s (12 weight each, 2160 a minute)" in pace
             assert "feed-down fires for one still waiting builtin_rules.feed_down_after_s" in pace
-            keeps = "or once its bootstrap keeps failing (failures in a row over more than 60 s)"
+            keeps = (
+                "or once its bootstrap, or its private stream's first opening, keeps failing "
+                "(failures in a row over more than 60 s)"
+            )
             assert pace.endswith(keeps), pace
             assert manager.feeds["binanceusdm999"].paced_start_s == 300
             assert manager.feeds["bybit3"].paced_start_s == 0  # its own limits: all at once

@@ -382,8 +382,9 @@ class FeedManager:
             weight,
             per_minute * REST_BUDGET_SHARE,
             f", and feed-down fires for one still waiting builtin_rules.feed_down_after_s "
-            f"({builtin.feed_down_after_s:g} s) after that, or once its bootstrap keeps "
-            f"failing (failures in a row over more than {START_KEEPS_FAILING_S:g} s)"
+            f"({builtin.feed_down_after_s:g} s) after that, or once its bootstrap, or its "
+            "private stream's first opening, keeps failing (failures in a row over more than "
+            f"{START_KEEPS_FAILING_S:g} s)"
             if builtin.feed_down
             else "",
         )
