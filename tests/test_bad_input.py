@@ -374,6 +374,23 @@ def test_calc_snapshot_numbers_out_of_range(tmp_path: Path) -> None:
     assert "a number longer than 64 characters" in alertd("calc", str(digits)).err
 
 
+def test_calc_refuses_a_coin_that_is_also_a_margin_asset(tmp_path: Path) -> None:
+    """USDC in the pool twice, as a collateral coin (at its amount and ratio) and as a margin
+    asset on its own equity line (at its rates): counted twice. A hand-written snapshot that
+    says both is refused, the field named (it was computed, the wallet counted twice)."""
+    data = json.loads((ROOT / "examples" / "binanceusdm-multi-assets.json").read_text())
+    assert data["cross"]["collateral"][0]["asset"] == "USDC"
+    data["cross"]["margin_assets"] = [{"asset": "USDC", "wallet_balance": "22"}]
+    path = tmp_path / "both.json"
+    path.write_text(json.dumps(data))
+    run = alertd("calc", str(path))
+    assert_one_line_each(run)
+    assert run.problems == [
+        "alertd: cross.margin_assets[0].asset: USDC is also a collateral coin "
+        "(cross.collateral[0]): one or the other"
+    ]
+
+
 def test_calc_prints_names_as_written(tmp_path: Path) -> None:
     run = alertd("calc", str(snapshot_file(tmp_path, account="[/]\ud800[bold]")))
     assert run.code == 0, run.err

@@ -133,8 +133,8 @@ def test_binance_multi_assets_faq_margin_ratio() -> None:
     assert m.pool.margin_ratio == D("199.596") / D("416.02")
     assert round(m.pool.margin_ratio * 100, 2) == D("47.98")
     # what converting the USDT equity at its bid rate takes: 200 x (1 - 0.9801)
-    assert m.pool.settle_discount == D("-3.98")
-    assert m.pool.settle_equity == D("200")
+    assert m.pool.settle_line.adjustment == D("-3.98")
+    assert m.pool.settle_line.equity == D("200")
 
 
 def test_a_margin_asset_below_zero_converts_at_its_ask_rate() -> None:
@@ -142,13 +142,13 @@ def test_a_margin_asset_below_zero_converts_at_its_ask_rate() -> None:
     # 200 - 250 = -50 and counts at the ask rate (min(-50 x 0.9801, -50 x 0.99495) = -49.7475),
     # USDC's 220 plus ETHUSDC's PnL at 1.
     m = compute(_faq_account("200", btc_mark="19500"))
-    assert m.pool.settle_equity == D("-50")
+    assert m.pool.settle_line.equity == D("-50")
     assert m.pool.margin_balance == D("-50") * D("0.99495") + 220
     assert m.pool.maintenance_margin == D("0.5") * D("19500") * D("0.008") * D("0.99495") + 120
     # ETHUSDC's PnL is USDC's, never converted at USDT's rates
     up = compute(_faq_account("200", btc_mark="19500", eth_mark="610"))
     assert up.pool.margin_balance - m.pool.margin_balance == 200
-    assert up.pool.settle_equity == D("-50")
+    assert up.pool.settle_line.equity == D("-50")
 
 
 @pytest.mark.parametrize("btc_mark", ["20000", "19700", "19000"])
@@ -161,7 +161,7 @@ def test_liquidation_price_holds_across_the_kink_of_usdt_equity(btc_mark: str) -
     assert liq is not None and liq < D("19700")
     at = compute(acc.with_marks({"BTC/USDT:USDT": liq}))
     assert abs(at.pool.margin_ratio - 1) < D("1e-24")
-    assert at.pool.settle_equity < 0
+    assert at.pool.settle_line.equity < 0
     # solved by hand past the kink: (150 + 0.5 (P - 20000)) x 0.99495 + 220 + 0
     #   = 0.5 P x 0.008 x 0.99495 + 120
     ask = D("0.99495")
@@ -774,10 +774,28 @@ def test_calc_shows_usdc_s_own_line(tmp_path: Path) -> None:
     path = tmp_path / "usdc.json"
     path.write_text(json.dumps(account_to_json(_usdc_depeg_account("200", eth_mark="585"))))
     out = json.loads(alertd("calc", str(path), "--json").stdout)
-    # USDC's equity 220 - 300 = -80, at its ask rate 0.99495
-    assert out["account"]["margin_assets"] == [
-        {"asset": "USDC", "wallet_balance": "220", "equity": "-80", "value": "-79.596"}
-    ]
+    # every equity line in one shape, the settle currency's first: USDT's 200 at its bid rate
+    # 0.9801 (BTCUSDT at its entry adds nothing); USDC's equity 220 - 300 = -80, at its ask
+    # rate 0.99495
+    usdt = {
+        "asset": "USDT",
+        "wallet_balance": "200",
+        "equity": "200",
+        "value": "196.02",
+        "requirement": "0",
+    }
+    usdc = {
+        "asset": "USDC",
+        "wallet_balance": "220",
+        "equity": "-80",
+        "value": "-79.596",
+        "requirement": "0",
+    }
+    assert out["account"]["equity_lines"] == [usdt, usdc]
+    # the keys of before, still read: the other margin assets' lines, the settle
+    # currency's adjustment and what it owed requires
+    assert out["account"]["margin_assets"] == [usdc]
+    assert (out["account"]["settle_discount"], out["account"]["owed_requirement"]) == ("-3.98", "0")
     table = alertd("calc", str(path))
     assert table.returncode == 0, table.stderr
     assert "USDC equity" in table.stdout and "-79.60 USDT" in table.stdout

@@ -300,7 +300,7 @@ def test_the_health_line_says_what_the_view_says(tmp_path: Path) -> None:
     not_live = tuple(a.name for a in view.accounts if not a.bootstrapped and not a.fatal)
     assert health.not_live == not_live == ("a0",)
     # one whose bootstrap failed says why, first, while it retries
-    feeds["a0"].state.bootstrap_failed = "RequestTimeout: binanceusdm GET .../positionRisk"
+    feeds["a0"].state.start_failed = "RequestTimeout: binanceusdm GET .../positionRisk"
     assert service.publisher.health().not_live == (
         "a0 retrying after RequestTimeout: binanceusdm GET .../positionRisk",
     )

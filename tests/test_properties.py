@@ -447,7 +447,7 @@ def test_conversion_rate_accounts_cross_the_kink() -> None:
         for pm in compute(account).positions:
             if pm.liquidation_price is not None:
                 moved = compute(account.with_marks({pm.position.symbol: pm.liquidation_price}))
-                equity = moved.pool.settle_equity
+                equity = moved.pool.settle_line.equity
                 signs.add((equity > 0) - (equity < 0))
 
     draw()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import logging
 import time
@@ -41,6 +40,7 @@ from alertd.exchanges.registry import get_spec
 from alertd.feeds.backoff import Backoff
 from alertd.feeds.ccxt_exchange import (
     REST_BUDGET_SHARE,
+    IpBudget,
     RestSlots,
     SharedExchange,
     make_exchange,
@@ -61,6 +61,7 @@ from alertd.rules.messages import render
 from alertd.rules.model import Context, Subject
 from tests.fake_exchange.binance import REQUEST_WEIGHTS, FakeBinanceUSDM
 from tests.support.aio import background, run
+from tests.support.clock import VirtualTime
 from tests.support.fakes import FAKES, started
 from tests.support.feeds import BTC, FAST, account_config, btc_long, fast_backoff, secrets
 from tests.support.poll import eventually
@@ -71,6 +72,31 @@ ACCOUNTS = 6
 SETTINGS = FAST.model_copy(update={"reconcile_interval_s": 20, "listen_key_renew_interval_s": 20})
 INSTRUMENTS = "/v5/market/instruments-info"
 MARKETS = 200  # enough that a parsed copy per account would show; a real list is ~550
+
+# the account streams of a Binance USD-M account, each asking for the listen key
+PRIVATE_STREAMS = ("positions", "balance", "orders")
+
+
+def alerting_for(config: Config) -> Alerting:
+    """The daemon's evaluation over ``config``, on an in-memory store, reading feed status."""
+    store = Store(":memory:")
+    deliverer = Deliverer(store, {}, config.routes, config.delivery)
+    return Alerting(config, store, deliverer, book=Book(), wall_clock=lambda: 0.0)
+
+
+def production_backoff() -> Backoff:
+    """The default backoff, 1 s x2 up to 60 s, without the jitter."""
+    return Backoff.configured(BackoffSettings(jitter=0))
+
+
+def on_virtual_time(fake: FakeBinanceUSDM, name: str) -> tuple[AccountFeed, VirtualTime]:
+    """Account ``name`` (key-<name>, long BTC) on the local Binance, its feed on a clock and
+    sleep the test moves, with the default backoff without its jitter."""
+    btc_long(fake, f"key-{name}")
+    time = VirtualTime()
+    options = FeedOptions(backoff=production_backoff, sleep=time.sleep, clock=time)
+    config = account_config(name, "binanceusdm", fake)
+    return AccountFeed(config, secrets(f"key-{name}", f"secret-{name}"), FAST, options), time
 
 
 class Built:
@@ -269,8 +295,7 @@ def test_bybit_accounts_are_held_within_the_ips_request_cap_together() -> None:
             lambda shared: None,
             new_ssl_context(),
             rest_concurrency=8,
-            rest_limit_per_ip=False,
-            requests_per_ip=(10, 5.0),
+            ip_budget=IpBudget(rest_limit_per_ip=False, requests_per_ip=(10, 5.0)),
         )
         config = AccountConfig(name="a", exchange="bybit", api_key_env="K", secret_env="S")
         one, two = (make_exchange(config, {}, FAST, None, shared) for _ in range(2))
@@ -495,15 +520,17 @@ def test_binance_requests_are_counted_at_binances_weights_within_its_per_ip_budg
     within (a share of) Binance's 2,400 a minute over any 60 s."""
 
     async def body() -> None:
-        new_shared = functools.partial(
-            SharedExchange,
-            "binanceusdm shared",
-            lambda shared: None,
-            new_ssl_context(),
-            rest_concurrency=8,
-            rest_limit_per_ip=True,
-        )
-        shared = new_shared(rest_weight_per_minute=USDM_WEIGHT_PER_MINUTE)
+        def new_shared(weight_per_minute: float) -> SharedExchange:
+            budget = IpBudget(rest_limit_per_ip=True, rest_weight_per_minute=weight_per_minute)
+            return SharedExchange(
+                "binanceusdm shared",
+                lambda shared: None,
+                new_ssl_context(),
+                rest_concurrency=8,
+                ip_budget=budget,
+            )
+
+        shared = new_shared(USDM_WEIGHT_PER_MINUTE)
         config = AccountConfig(name="a", exchange="binanceusdm", api_key_env="K", secret_env="S")
         one, two = (make_exchange(config, {}, FAST, None, shared) for _ in range(2))
         try:
@@ -534,7 +561,7 @@ def test_binance_requests_are_counted_at_binances_weights_within_its_per_ip_budg
             assert one_symbol == pytest.approx(share)
             assert cost("papi", "um/algo/openAlgoOrders") == pytest.approx(40 * share)
             # a budget of 10 admits two weight-5 requests, and holds the third back
-            small = new_shared(rest_weight_per_minute=10 / REST_BUDGET_SHARE)
+            small = new_shared(10 / REST_BUDGET_SHARE)
             three = make_exchange(config, {}, FAST, None, small)
             try:
                 admitted = [three.throttler(5), three.throttler(5), three.throttler(5)]
@@ -595,7 +622,10 @@ def test_reconciles_of_many_binance_accounts_are_stretched_to_fit_the_per_ip_bud
             (pace,) = [r.getMessage() for r in caplog.records if "go live at" in r.message]
             assert "all after about 300 s (12 weight each, 2160 a minute)" in pace
             assert "feed-down fires for one still waiting builtin_rules.feed_down_after_s" in pace
-            keeps = "or once its bootstrap keeps failing (failures in a row over more than 60 s)"
+            keeps = (
+                "or once its bootstrap, or its private stream's first opening, keeps failing "
+                "(failures in a row over more than 60 s)"
+            )
             assert pace.endswith(keeps), pace
             assert manager.feeds["binanceusdm999"].paced_start_s == 300
             assert manager.feeds["bybit3"].paced_start_s == 0  # its own limits: all at once
@@ -685,13 +715,11 @@ def test_an_account_waiting_its_turn_is_not_down_until_its_group_could_all_be_li
         manager = FeedManager(config, {})
         try:
             manager.schedule()
-            store = Store(":memory:")
-            deliverer = Deliverer(store, {}, config.routes, config.delivery)
-            alerting = Alerting(config, store, deliverer, book=Book(), wall_clock=lambda: 0.0)
+            alerting = alerting_for(config)
             waiting, failed = manager.feeds["b999"], manager.feeds["b998"]
             assert waiting.paced_start_s == 300
-            failed.state.bootstrap_failure("RequestTimeout: binanceusdm GET /fapi/v3/account", 0)
-            failed.state.bootstrap_failure("RequestTimeout: binanceusdm GET /fapi/v3/account", 61)
+            failed.state.start_failure("RequestTimeout: binanceusdm GET /fapi/v3/account", 0)
+            failed.state.start_failure("RequestTimeout: binanceusdm GET /fapi/v3/account", 61)
             for now, down_waiting, down_failed in ((1000, 0, 0), (1299, 0, 299), (1360, 60, 360)):
                 assert alerting.feed_status(waiting, now).down_s == D(down_waiting)
                 assert alerting.feed_status(failed, now).down_s == D(down_failed)
@@ -705,7 +733,7 @@ def test_an_account_waiting_its_turn_is_not_down_until_its_group_could_all_be_li
             # its bootstrap then goes through, no stream open yet: still down since first
             # seen (the grace, once ended, stays ended; it came back and resolved feed-down
             # before any stream opened: review4)
-            failed.state.bootstrap_failed = failed.state.bootstrap_failing = None
+            failed.state.start_failed = failed.state.start_failing = None
             failed.state.bootstrapped = True
             assert alerting.feed_status(failed, 1400).down_s == 400
             # bootstrapped, its private stream not open yet (its listen key waits in the same
@@ -806,14 +834,14 @@ def test_an_account_queued_for_a_rest_slot_is_not_down_until_its_bootstrap_has_o
                 # start, the grace over
                 timeout = ccxt.RequestTimeout(f"{exchange} GET (held by the test)")
                 gates[second.config.name].put_nowait(timeout)
-                await eventually(lambda: second.state.bootstrap_failing is not None, what="1st")
+                await eventually(lambda: second.state.start_failing is not None, what="1st")
                 assert alerting.feed_status(second, 170).down_s == 70  # retrying: its grace
                 clock[0] = 230.0
                 gates[second.config.name].put_nowait(timeout)
                 await eventually(
-                    lambda: second.state.bootstrap_failing == (100, 230), what="2nd failure"
+                    lambda: second.state.start_failing == (100, 230), what="2nd failure"
                 )
-                assert second.state.bootstrap_keeps_failing
+                assert second.state.start_keeps_failing
                 assert alerting.feed_status(second, 230).down_s == 230
                 gates[second.config.name].put_nowait(None)
                 await eventually(lambda: second.state.bootstrapped, what="live at last")
@@ -843,9 +871,6 @@ def test_a_retried_bootstrap_keeps_its_group_s_grace_unless_it_keeps_failing(
                 await permits.get()
                 clock[0] += delay
 
-            def production_backoff() -> Backoff:  # 1 s x2 up to 60 s, without the jitter
-                return Backoff.configured(BackoffSettings(jitter=0))
-
             options = FeedOptions(
                 backoff=production_backoff, sleep=retry_when_let, clock=lambda: clock[0]
             )
@@ -857,9 +882,7 @@ def test_a_retried_bootstrap_keeps_its_group_s_grace_unless_it_keeps_failing(
             )
             feed.paced_start_s = 300.0  # as the manager sets it for its group (test above)
             config = Config(version=1, accounts=[feed.config])
-            store = Store(":memory:")
-            deliverer = Deliverer(store, {}, config.routes, config.delivery)
-            alerting = Alerting(config, store, deliverer, book=Book(), wall_clock=lambda: 0.0)
+            alerting = alerting_for(config)
             assert alerting.feed_status(feed, 1000).down_s == 0  # first seen at start
             state = feed.state
             # tries at 0, 1, 3, 7, 15, 31 s (within Binance's minute), 63 and 123 s
@@ -867,24 +890,24 @@ def test_a_retried_bootstrap_keeps_its_group_s_grace_unless_it_keeps_failing(
             failed_at = (0, 1, 3, 7, 15, 31, 63, 123)
             with caplog.at_level(logging.WARNING, logger="alertd.feeds.feed"):
                 async with background(feed.run()):
-                    await eventually(lambda: state.bootstrap_failed is not None, what="a 429")
-                    assert " 429 " in str(state.bootstrap_failed)
+                    await eventually(lambda: state.start_failed is not None, what="a 429")
+                    assert " 429 " in str(state.start_failed)
                     for now, down in ((1100, 0), (1299, 0), (1360, 60)):  # was 100, 299, 360
                         assert alerting.feed_status(feed, now).down_s == D(down)
                     assert stale_streams(feed, FAST, 1100) == (
-                        f"not bootstrapped (retrying after {state.bootstrap_failed})",
+                        f"not bootstrapped (retrying after {state.start_failed})",
                     )
                     for tries, at in enumerate(failed_at[1:6], start=2):
                         permits.put_nowait(None)
                         await eventually(
-                            lambda at=at: state.bootstrap_failing == (0, at), what=f"try {tries}"
+                            lambda at=at: state.start_failing == (0, at), what=f"try {tries}"
                         )
                     # six 429s in a row within the minute: still the crowd's (was down at 3)
-                    assert not state.bootstrap_keeps_failing
+                    assert not state.start_keeps_failing
                     assert alerting.feed_status(feed, 1100).down_s == 0
                     permits.put_nowait(None)
-                    await eventually(lambda: state.bootstrap_failing == (0, 63), what="try 7")
-                    assert state.bootstrap_keeps_failing
+                    await eventually(lambda: state.start_failing == (0, 63), what="try 7")
+                    assert state.start_keeps_failing
                     status = alerting.feed_status(feed, 1100)
                     assert status.down_s == 100  # down since the start
                     keeps = "failing for 63 s"
@@ -897,18 +920,18 @@ def test_a_retried_bootstrap_keeps_its_group_s_grace_unless_it_keeps_failing(
                         Kind.FIRING, rule, subject, 0.0, 0.0, D(100), Context(feed=status)
                     )
                     body = render(note).body
-                    assert f"not live yet: retrying after {state.bootstrap_failed}" in body
+                    assert f"not live yet: retrying after {state.start_failed}" in body
                     permits.put_nowait(None)
-                    await eventually(lambda: state.bootstrap_failing == (0, 123), what="try 8")
+                    await eventually(lambda: state.start_failing == (0, 123), what="try 8")
                     permits.put_nowait(None)  # the ninth try goes through
                     await eventually(lambda: state.bootstrapped, what="live")
-                    assert state.bootstrap_failing is None and state.bootstrap_failed is None
+                    assert state.start_failing is None and state.start_failed is None
             lines = [r.getMessage() for r in caplog.records]
             assert sum("bootstrap failed" in line for line in lines) == len(failed_at)
             (once,) = [line for line in lines if "keeps failing" in line]
             assert once == (
-                "r: its bootstrap keeps failing (7 tries over 63 s): feed-down no longer "
-                "waits for the paced start"
+                "r: its bootstrap keeps failing (failures in a row over 63 s): feed-down no "
+                "longer waits for the paced start"
             )
 
             # a bad key: no retry, no grace; account-error at once
@@ -918,9 +941,104 @@ def test_a_retried_bootstrap_keeps_its_group_s_grace_unless_it_keeps_failing(
             bad.paced_start_s = 300.0
             await asyncio.wait_for(bad.run(), timeout=10)
             await bad.close()
-            assert bad.state.fatal is not None and bad.state.bootstrap_failing is None
+            assert bad.state.fatal is not None and bad.state.start_failing is None
             status = alerting.feed_status(bad, 1001)
             assert status.down_s == 0 and status.fatal is not None
+            await feed.close()
+
+    run(body(), timeout_s=60)
+
+
+def test_a_listen_key_refused_at_start_keeps_the_grace_unless_it_keeps_failing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Bootstrapped, the last of 1,000 Binance accounts opens its private stream with one more
+    request in the same per-IP budget (POST /fapi/v1/listenKey, weight 1), and meets the
+    crowd's 429 there: its grace holds as for a bootstrap's 429 (it ended at the first
+    failure: down at once, review finding left open, issue 11), until the failures in a row
+    span more than a minute; the first connection ends the run."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [("key-l", "secret-l", "2000")]) as fake:
+            feed, time = on_virtual_time(fake, "l")
+            feed.paced_start_s = 300.0
+            config = Config(version=1, accounts=[feed.config])
+            alerting = alerting_for(config)
+            assert alerting.feed_status(feed, 1000).down_s == 0  # first seen at start
+            state = feed.state
+            fake.fail_rest(429, count=10_000, path_prefix="/fapi/v1/listenKey")
+            with caplog.at_level(logging.WARNING, logger="alertd.feeds.feed"):
+                async with background(feed.run(watchdog=False)):
+                    await eventually(lambda: state.start_failed is not None, what="a 429")
+                    assert state.bootstrapped and " 429 " in str(state.start_failed)
+                    assert not state.connected
+                    for now, down in ((1100, 0), (1299, 0), (1360, 60)):  # was 100, 299, 360
+                        assert alerting.feed_status(feed, now).down_s == D(down)
+                    # each stream's retries at 1, 3, 7, 15, 31 s: within Binance's minute
+                    for at in (1, 3, 7, 15, 31):
+                        await time.advance_to(at)
+                        await eventually(
+                            lambda at=at: state.start_failing == (0, at), what=f"failed at {at}"
+                        )
+                    assert not state.start_keeps_failing
+                    assert alerting.feed_status(feed, 1100).down_s == 0
+                    await time.advance_to(63)
+                    await eventually(lambda: state.start_failing == (0, 63), what="at 63")
+                    assert state.start_keeps_failing
+                    assert alerting.feed_status(feed, 1100).down_s == 100  # down since start
+                    fake.stop_failing()
+                    await time.advance_to(127)
+                    await eventually(lambda: state.connected, what="its stream open")
+                    assert state.start_failing is None and state.start_failed is None
+                    # the grace, once ended, stays ended; connected, it is not down
+                    assert state.start_kept_failing and not feed.waiting_first_turn()
+                    assert alerting.feed_status(feed, 1400).down_s == 0
+            lines = [r.getMessage() for r in caplog.records]
+            (once,) = [line for line in lines if "keeps failing" in line]
+            assert once == (
+                "l: its private stream's first opening keeps failing (failures in a row over "
+                "63 s): feed-down no longer waits for the paced start"
+            )
+            await feed.close()
+
+    run(body(), timeout_s=60)
+
+
+@pytest.mark.parametrize(
+    ("path", "retrying"),
+    [("/fapi/v3/positionRisk", ("bootstrap",)), ("/fapi/v1/listenKey", PRIVATE_STREAMS)],
+    ids=["bootstrap", "listen key"],
+)
+def test_a_429_s_retry_after_is_waited_before_the_retry(
+    path: str, retrying: tuple[str, ...], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Binance: "A Retry-After header is sent with a 418 or 429 responses and will give the
+    number of seconds required to wait, in the case of a 429, to prevent a ban" ("General
+    Info", Limits: https://developers.binance.com/docs/derivatives/usds-margined-futures/
+    general-info). The local Binance answers with 429, Retry-After: 30: the bootstrap, or each
+    stream whose listen key it refused, retries after 30 s, not after the backoff's 1 s (it
+    did before: a retry into the window the exchange said to wait out)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [("key-w", "secret-w", "2000")]) as fake:
+            feed, time = on_virtual_time(fake, "w")
+            # every try fails until the test stops it (the streams each ask for the key)
+            fake.fail_rest(429, count=10_000, path_prefix=path, retry_after_s=30)
+
+            def retries() -> dict[str, str]:
+                """What retries after the 429, and the delay it says it waits."""
+                lines = [r.getMessage() for r in caplog.records if " 429 " in r.getMessage()]
+                return {line.split()[1]: line.rsplit(" ", 1)[1] for line in lines}
+
+            with caplog.at_level(logging.WARNING, logger="alertd.feeds.feed"):
+                async with background(feed.run(watchdog=False)):
+                    await eventually(lambda: len(retries()) == len(retrying), what="the 429s")
+                    assert retries() == dict.fromkeys(retrying, "30.0s")  # was 1.0s
+                    fake.stop_failing()
+                    await time.advance_to(29)
+                    assert not feed.state.connected
+                    await time.advance_to(30)
+                    await eventually(lambda: feed.state.connected, what="live after 30 s")
             await feed.close()
 
     run(body(), timeout_s=60)
@@ -942,8 +1060,7 @@ def test_stop_order_reads_count_in_the_per_ip_reconcile_budget(
             lambda shared: None,
             new_ssl_context(),
             rest_concurrency=8,
-            rest_limit_per_ip=True,
-            rest_weight_per_minute=USDM_WEIGHT_PER_MINUTE,
+            ip_budget=IpBudget.of(get_spec("binanceusdm").capabilities),
         )
         exchange = make_exchange(config, {}, FAST, None, shared)
         try:
@@ -1067,7 +1184,7 @@ def test_a_bootstrap_that_timed_out_is_retried_before_live_accounts_rest_work(
                     timeout_s=60,
                 )
         # said while it retried, cleared once live
-        assert manager.feeds["a2"].state.bootstrap_failed is None
+        assert manager.feeds["a2"].state.start_failed is None
         (line,) = [r.getMessage() for r in caplog.records if "a2: bootstrapped" in r.message]
         assert line.endswith("(after 1 failed tries)")
         # a0's and a1's start resyncs were due while a2's request hung; they came only once

@@ -304,10 +304,12 @@ class Alerting:
             if feed.waiting_first_turn():
                 # waiting for its turn in the per-IP budget's pace (said at start), or retrying
                 # after a failure in that crowd (a 429, a timeout): not down until its group
-                # could all be live; a bootstrap that keeps failing, or a stream's failure,
-                # ends the wait. Its private stream opens after its bootstrap with one more
+                # could all be live. Its private stream opens after its bootstrap with one more
                 # request in the budget: bootstrapped, it can still wait a window (826 of 1,000
-                # accounts fired feed-down so, the first 175 included, issue 14 ninth pass)
+                # accounts fired feed-down so, the first 175 included, issue 14 ninth pass), or
+                # meet the crowd's 429 there. Either step failing in a row for longer than a
+                # rate-limit window ends the wait (state.START_KEEPS_FAILING_S), as does a
+                # stream's failure once it was connected
                 since += feed.paced_start_s
                 # nor while its first bootstrap waits in alertd's own queue for a REST slot
                 # (feeds.rest_concurrency at once: 463 of 1,000 Bybit accounts, 519 on OKX,
@@ -345,7 +347,7 @@ class Alerting:
             # the stop and liquidation-distance rules read them where alertd has no figures
             positions=state.exchange_ratio_positions() if stands_in else (),
             kept_positions=self._kept_positions(feed, now, stands_in),
-            not_live=None if state.bootstrapped else state.bootstrap_retrying(),
+            not_live=None if state.bootstrapped else state.start_retrying(),
         )
 
     def _kept_positions(

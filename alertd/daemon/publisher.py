@@ -252,7 +252,7 @@ class Publisher:
             if feed.state.fatal:
                 stopped.append(name)
             elif not feed.state.bootstrapped:
-                failed = feed.state.bootstrap_retrying()
+                failed = feed.state.start_retrying()
                 if failed:
                     retrying.append(f"{name} {failed}")
                 elif feed.waiting_for_first_slot():
@@ -298,7 +298,7 @@ def stale_streams(feed: AccountFeed, settings: FeedSettings, now: float) -> tupl
     stream is fresh."""
     state = feed.state
     if not state.bootstrapped:
-        failed = state.bootstrap_retrying()
+        failed = state.start_retrying()
         return ("not bootstrapped" + (f" ({failed})" if failed else ""),)
     # two of the account's own reconciles missed: stretched with many accounts on one IP
     # (1,000 Binance accounts: every 556 s), where the setting's 60 s would call every quiet

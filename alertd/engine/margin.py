@@ -80,12 +80,26 @@ class CollateralMetrics:
 
 @dataclass(frozen=True, slots=True)
 class MarginAssetMetrics:
-    """A margin asset sharing the pool on an equity line of its own (``Account.margin_assets``)."""
+    """One margin asset's equity line in the cross pool (``Account.equity_lines``): the settle
+    currency's (its terms ``Account.settle_terms``), or another margin asset's sharing the
+    pool (``Account.margin_assets``, Binance multi-assets: USDC beside USDT)."""
 
     asset: str
     wallet_balance: Decimal  # in ``asset``
-    equity: Decimal  # its wallet and its positions' PnL, in ``asset`` (Binance's assetEquity)
-    value: Decimal  # the equity as the pool counts it (at its bid or ask rate), in the pool's unit
+    # its wallet and the PnL of the cross positions margined in it, in ``asset`` (Binance's
+    # assetEquity): what its terms count, and what margin added to its wallet raises
+    equity: Decimal
+    # what its terms take from its equity (0 or less: OKX's discount tiers) or, converting
+    # it at its bid or ask rate (Binance multi-assets), take or add; in margin_balance
+    adjustment: Decimal = ZERO
+    # what the asset owed requires (the equity below zero, or borrowed, where the exchange
+    # lends it: OKX's and Gate's borrowing tiers), in the pool's maintenance margin
+    requirement: Decimal = ZERO
+
+    @property
+    def value(self) -> Decimal:
+        """The equity as the pool counts it, in the pool's unit: after its terms."""
+        return self.equity + self.adjustment
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,18 +120,20 @@ class PoolMetrics:
     # coins besides the wallet balance, and their sum after ratios (in margin_balance)
     collateral: tuple[CollateralMetrics, ...] = ()
     collateral_value: Decimal = ZERO
-    # the requirement of the settle currency owed (the wallet and the cross PnL below zero,
-    # or borrowed, where the exchange lends it: Account.settle_terms), in maintenance_margin
-    owed_requirement: Decimal = ZERO
-    # what the settle currency's discount takes from its equity (0 or less; with conversion
-    # rates, what converting it takes or adds), in margin_balance
-    settle_discount: Decimal = ZERO
-    # the settle currency's own equity: the wallet and the PnL of the cross positions
-    # margined in it (what its terms count, and what margin added to the wallet raises)
-    settle_equity: Decimal = ZERO
-    # the other margin assets sharing the pool, each on its own equity line (in
-    # margin_balance at its value)
-    margin_assets: tuple[MarginAssetMetrics, ...] = ()
+    # every margin asset's equity line, the settle currency's first (:attr:`settle_line`),
+    # then those of the other margin assets sharing the pool (:attr:`margin_assets`); each
+    # line's value is in margin_balance, its requirement in maintenance_margin
+    equity_lines: tuple[MarginAssetMetrics, ...] = ()
+
+    @property
+    def settle_line(self) -> MarginAssetMetrics:
+        """The settle currency's equity line (``compute`` gives every pool one)."""
+        return self.equity_lines[0]
+
+    @property
+    def margin_assets(self) -> tuple[MarginAssetMetrics, ...]:
+        """The lines of the other margin assets sharing the pool."""
+        return self.equity_lines[1:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -486,26 +502,20 @@ def _compute_pool(account: Account, target_ratio: Decimal | None, crash: bool) -
     for i in cross:
         if (line := legs[i].line) is not None:
             line_upnl[line] += upnls[i]
-    settle_upnl = line_upnl[account.settle]
-    settle_equity = account.wallet_balance + settle_upnl
     # each margin asset's equity as its terms count it: what they take or add (in the
     # equity), what it owed requires (in the requirement)
-    owed_now = discount = shared_mm = shared_adjustment = ZERO
-    shared: list[MarginAssetMetrics] = []
+    equity_lines: list[MarginAssetMetrics] = []
     for asset, wallet, counting in lines:
         equity = wallet + line_upnl[asset]
         required = counting.requirement(equity) if counting is not None else ZERO
         adjustment = counting.adjustment(equity) if counting is not None else ZERO
-        if asset == account.settle:
-            owed_now, discount = required, adjustment
-        else:
-            shared.append(MarginAssetMetrics(asset, wallet, equity, equity + adjustment))
-            shared_mm += required
-            shared_adjustment += adjustment
+        equity_lines.append(MarginAssetMetrics(asset, wallet, equity, adjustment, required))
+    settle_equity = equity_lines[0].equity
     coins_mm = sum((c.requirement for c in coins), ZERO)
-    pool_mm = sum((mms[i] for i in cross), ZERO) + coins_mm + owed_now + shared_mm
-    pool_equity = account.wallet_balance + collateral_value + pool_upnl + discount
-    pool_equity += account.shared_wallets + shared_adjustment
+    lines_mm = sum((line.requirement for line in equity_lines), ZERO)
+    pool_mm = sum((mms[i] for i in cross), ZERO) + coins_mm + lines_mm
+    pool_equity = account.wallet_balance + collateral_value + pool_upnl
+    pool_equity += account.shared_wallets + sum((line.adjustment for line in equity_lines), ZERO)
     pool_ratio = margin_ratio(pool_mm, pool_equity)
     pool_notional = sum((legs[i].quantity * us[i] for i in cross), ZERO)
     pool = PoolMetrics(
@@ -526,10 +536,7 @@ def _compute_pool(account: Account, target_ratio: Decimal | None, crash: bool) -
         ),
         collateral=tuple(coins),
         collateral_value=collateral_value,
-        owed_requirement=owed_now,
-        settle_discount=discount,
-        settle_equity=settle_equity,
-        margin_assets=tuple(shared),
+        equity_lines=tuple(equity_lines),
     )
 
     # Cross liquidation prices: per symbol, every cross leg of that symbol moves together

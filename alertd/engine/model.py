@@ -152,25 +152,16 @@ class Account:
         """The margin asset of ``p``'s pool."""
         return self.settle if p.pool is None else p.pool
 
-    def settles(self, p: Position) -> bool:
-        """Whether ``p``'s PnL is the settle currency's equity (and its requirement converts
-        at the settle currency's rates, ``settle_terms``): a cross position of the settle
-        currency's pool margined in that currency."""
-        return (
-            not p.is_isolated
-            and self.pool_asset(p) == self.settle
-            and p.margin_asset in (None, self.settle)
-        )
-
     def line_of(self, p: Position) -> str | None:
         """The margin asset whose equity line ``p``'s PnL joins (and at whose ask rate its
-        requirement counts): the settle currency's for a position that :meth:`settles`, a
-        :class:`MarginAsset`'s for a cross position of the settle currency's pool margined in
-        it; None otherwise (isolated, another pool, or an asset counted at par)."""
-        if self.settles(p):
-            return self.settle
+        requirement counts), for a cross position of the settle currency's pool: the settle
+        currency's where it is margined in that currency (``settle_terms``), a
+        :class:`MarginAsset`'s where it is margined in one; None otherwise (isolated, another
+        pool, or an asset counted at par)."""
         if p.is_isolated or self.pool_asset(p) != self.settle:
             return None
+        if p.margin_asset in (None, self.settle):
+            return self.settle
         return next((m.asset for m in self.margin_assets if m.asset == p.margin_asset), None)
 
     def equity_lines(self) -> tuple[EquityLine, ...]:

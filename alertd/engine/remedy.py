@@ -61,7 +61,7 @@ def _shortfall(account: Account, isolated: tuple[str, Side] | None) -> Decimal:
                 pool.margin_balance,
                 ONE,
                 account.settle_terms,
-                pool.settle_equity,
+                pool.settle_line.equity,
             )
         return shortfall
     pm = next(pm for pm in metrics.positions if pm.position.key == isolated)
@@ -194,7 +194,7 @@ def for_buffer(metrics: AccountMetrics, level: Decimal) -> Remedy | None:
         pool.margin_balance,
         ONE,
         account.settle_terms,
-        pool.settle_equity,
+        pool.settle_line.equity,
         level,
     )
 

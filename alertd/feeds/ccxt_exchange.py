@@ -39,9 +39,11 @@ from ccxt.async_support.base.throttler import Throttler
 from alertd.config import AccountConfig, FeedSettings, Secret
 from alertd.errors import AccountRefused
 from alertd.exchanges.registry import get_spec
-from alertd.exchanges.spec import Credential
+from alertd.exchanges.spec import Capabilities, Credential
 from alertd.feeds.adapter import PublicTables
+from alertd.feeds.backoff import Backoff
 from alertd.redact import redact
+from alertd.retry_after import retry_after_in
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,39 @@ def _guarded_class(exchange_id: str) -> type:
                 if weight is not None:
                     return weight
             return super().calculate_rate_limiter_cost(api, method, path, params, config or {})
+
+        # the headers of the answer ccxt's ``fetch`` is reading: it calls handle_errors and
+        # then handle_http_status_code with nothing between (no await), so these are that
+        # answer's. ccxt's exceptions carry no headers, and its ``last_response_headers`` is
+        # read later, after other accounts' answers on the same object may have replaced it
+        alertd_answer_headers: Any = None
+
+        def handle_errors(
+            self,
+            code: Any,
+            reason: Any,
+            url: Any,
+            method: Any,
+            headers: Any,
+            body: Any,
+            *rest: Any,
+        ) -> Any:
+            self.alertd_answer_headers = headers
+            try:
+                return super().handle_errors(code, reason, url, method, headers, body, *rest)
+            except ccxt.BaseError as exc:
+                _carry_retry_after(exc, headers)
+                raise
+
+        def handle_http_status_code(
+            self, code: Any, reason: Any, url: Any, method: Any, body: Any
+        ) -> Any:
+            headers, self.alertd_answer_headers = self.alertd_answer_headers, None
+            try:
+                return super().handle_http_status_code(code, reason, url, method, body)
+            except ccxt.BaseError as exc:
+                _carry_retry_after(exc, headers)
+                raise
 
         def handle_message(self, client: Any, message: Any) -> None:
             sink = self.alertd_sink
@@ -201,6 +236,8 @@ class IpBudget:
         rest_weight_per_minute: int | None = None,
         requests_per_ip: tuple[int, float] | None = None,
     ) -> None:
+        """The exchange's limits (:class:`~alertd.exchanges.spec.Capabilities`, of the same
+        names; :meth:`of` reads them)."""
         self.rest_limit_per_ip = rest_limit_per_ip
         self._weight_per_minute = rest_weight_per_minute
         self._requests_per_ip = requests_per_ip
@@ -209,6 +246,15 @@ class IpBudget:
         # accounts of the host (every group's) waiting for or in their bootstrap: periodic
         # reconciles give way to them, as the start's pace counted them on this budget
         self.bootstrapping = 0
+
+    @classmethod
+    def of(cls, capabilities: Capabilities) -> IpBudget:
+        """The budget of an exchange with these capabilities."""
+        return cls(
+            rest_limit_per_ip=capabilities.rest_limit_per_ip,
+            rest_weight_per_minute=capabilities.rest_weight_per_minute,
+            requests_per_ip=capabilities.requests_per_ip,
+        )
 
     def adopt(self, exchange: Any) -> None:
         """Give a new exchange object the shared rate limiter (where limits are per IP), or
@@ -255,18 +301,11 @@ class SharedExchange:
         ssl_context: ssl.SSLContext,
         *,
         rest_concurrency: int,
-        rest_limit_per_ip: bool = False,
-        rest_weight_per_minute: int | None = None,
-        requests_per_ip: tuple[int, float] | None = None,
-        ip_budget: IpBudget | None = None,
+        ip_budget: IpBudget,
     ) -> None:
         self.name = name
-        # the host's budget where the manager shares one; a group alone keeps its own
-        self.ip_budget = ip_budget or IpBudget(
-            rest_limit_per_ip=rest_limit_per_ip,
-            rest_weight_per_minute=rest_weight_per_minute,
-            requests_per_ip=requests_per_ip,
-        )
+        # the limits of its host, shared with the other groups that reach it
+        self.ip_budget = ip_budget
         self.ssl_context = ssl_context
         self._build_public = build_public
         self._rest = RestSlots(rest_concurrency)
@@ -521,6 +560,37 @@ def classify(exc: BaseException) -> ErrorKind:
     if isinstance(exc, ccxt.DDoSProtection) and banned:
         return ErrorKind.FATAL
     return ErrorKind.TRANSIENT
+
+
+def _carry_retry_after(exc: ccxt.BaseError, headers: Any) -> None:
+    """Give the error raised on an answer that answer's Retry-After (:func:`retry_after_of`)."""
+    wait = retry_after_in(headers) if isinstance(headers, Mapping) else None
+    if wait is not None:
+        exc.alertd_retry_after_s = wait
+
+
+def retry_after_of(exc: BaseException) -> float:
+    """How long the exchange asked alertd to wait with the answer that raised ``exc`` (its
+    ``Retry-After``, which Binance sends with 429 and 418: "the number of seconds required to
+    wait, in the case of a 429, to prevent a ban"; "General Info", Limits:
+    https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info),
+    looked for along the chain of causes; 0 where it asked nothing."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a translated error's causes, a few deep
+        if seen is None:
+            break
+        wait = getattr(seen, "alertd_retry_after_s", None)
+        if isinstance(wait, float):
+            return wait
+        seen = seen.__cause__ or seen.__context__
+    return 0.0
+
+
+def retry_delay(backoff: Backoff, exc: BaseException) -> float:
+    """The wait before retrying after ``exc``: the backoff's next delay, or the exchange's
+    Retry-After where it is longer (a retry sooner meets the same 429, and Binance bans an
+    IP that keeps sending after 429s)."""
+    return max(backoff.next_delay(), retry_after_of(exc))
 
 
 def describe(exc: BaseException) -> str:

@@ -38,6 +38,7 @@ from alertd.feeds.ccxt_exchange import (
     describe,
     load_markets,
     rest_slot,
+    retry_delay,
 )
 from alertd.feeds.marks import MarkHub, bad_mark, drop_connections
 from alertd.feeds.options import PRODUCTION, FeedOptions
@@ -161,15 +162,12 @@ class AccountFeed:
         self._fatal_event = asyncio.Event()
 
     def waiting_first_turn(self) -> bool:
-        """Not connected yet through no failure of its own: its bootstrap (first, or retried
-        after a failure in the crowd, a 429 or a timeout, until it keeps failing), or after it
-        its private stream's first opening (Binance's listen key, one more request in the same
-        per-IP budget), waits its turn in the exchange's paced start (:attr:`paced_start_s`)."""
-        return (
-            not self._connected_once
-            and not self.state.bootstrap_kept_failing
-            and self._last_failure == -float("inf")
-        )
+        """Not connected yet through no failure of its own: its bootstrap, or after it its
+        private stream's first opening (Binance's listen key, one more request in the same
+        per-IP budget), first or retried after a failure in the crowd (a 429, a 5xx, a
+        timeout: the two steps alike, until the failures in a row keep failing), waits its turn
+        in the exchange's paced start (:attr:`paced_start_s`)."""
+        return not self._connected_once and not self.state.start_kept_failing
 
     def waiting_for_first_slot(self) -> bool:
         """Its first bootstrap is queued for one of the exchange's REST slots, not given one
@@ -244,23 +242,14 @@ class AccountFeed:
             except Exception as exc:
                 if self._is_fatal(exc):
                     return
-                keeps = self.state.bootstrap_keeps_failing
-                self.state.bootstrap_failure(describe(exc), self._clock())
-                delay = backoff.next_delay()
+                self._start_failure(exc, "its bootstrap")
+                delay = retry_delay(backoff, exc)
                 log.warning(
                     "%s: bootstrap failed (%s); retrying in %.1fs",
                     self.config.name,
-                    self.state.bootstrap_failed,
+                    self.state.start_failed,
                     delay,
                 )
-                if self.state.bootstrap_keeps_failing and not keeps and self.paced_start_s > 0:
-                    log.warning(
-                        "%s: its bootstrap keeps failing (%d tries over %.0f s): feed-down no "
-                        "longer waits for the paced start",
-                        self.config.name,
-                        backoff.attempt,
-                        self.state.bootstrap_failing_for,
-                    )
                 await self._sleep(delay)
         log.info(
             "%s: bootstrapped: %d positions, wallet %s %s%s",
@@ -270,8 +259,7 @@ class AccountFeed:
             self.state.settle,
             f" (after {backoff.attempt} failed tries)" if backoff.attempt else "",
         )
-        self.state.bootstrap_failed = None
-        self.state.bootstrap_failing = None
+        self.state.start_step_done()
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
@@ -293,6 +281,29 @@ class AccountFeed:
             for symbol in sorted(self._subscribed):
                 self.hub.unsubscribe(symbol, self)
             self._subscribed.clear()
+
+    def _start_failure(self, exc: BaseException, step: str) -> None:
+        """A transient failure of ``step`` on the way to live (its bootstrap, its private
+        stream's first opening): recorded, and said once when the failures in a row come to
+        keep failing (the paced start's grace then over)."""
+        keeps = self.state.start_keeps_failing
+        self.state.start_failure(describe(exc), self._clock())
+        if self.state.start_keeps_failing and not keeps and self.paced_start_s > 0:
+            log.warning(
+                "%s: %s keeps failing (failures in a row over %.0f s): feed-down no longer "
+                "waits for the paced start",
+                self.config.name,
+                step,
+                self.state.start_failing_for,
+            )
+
+    def _connected(self) -> None:
+        """A private stream delivered or opened: the account streams; the first time, the
+        failures in a row of its start are over."""
+        self.state.connected = True
+        if not self._connected_once:
+            self._connected_once = True
+            self.state.start_step_done()
 
     async def _stop_on_fatal(self) -> None:
         # a fatal error seen by a periodic job (outside the task group) ends the streams too
@@ -653,7 +664,7 @@ class AccountFeed:
         while True:
             try:
                 await step()
-                self.state.connected = self._connected_once = True
+                self._connected()
                 backoff.healthy(self._clock())
             except FrameError as exc:
                 self.on_malformed(f"{name}: bad frame", str(exc))
@@ -667,11 +678,15 @@ class AccountFeed:
                 elif not isinstance(exc, ccxt.NetworkError):
                     log.warning("%s: %s stream error: %s", self.config.name, name, describe(exc))
                 failed_at = self._clock()
+                if not self._connected_once:
+                    # its first opening failed (Binance's listen key refused in the crowd):
+                    # as a bootstrap's failure, the grace holds until it keeps failing
+                    self._start_failure(exc, "its private stream's first opening")
                 if failed_at - self._last_failure > 1.0:  # one outage, however many streams
                     self.reconnects += 1
                 self._last_failure = failed_at
                 self.state.connected = False
-                delay = backoff.next_delay()
+                delay = retry_delay(backoff, exc)
                 log.warning(
                     "%s: %s stream lost (%s); reconnecting in %.1fs",
                     self.config.name,
@@ -718,7 +733,7 @@ class AccountFeed:
                 except Exception as exc:
                     if classify(exc) is ErrorKind.FATAL:
                         self._stop(exc)
-                    delay = backoff.next_delay()
+                    delay = retry_delay(backoff, exc)
                     log.warning(
                         "%s: resync failed (%s); retrying in %.1fs",
                         self.config.name,
@@ -796,7 +811,7 @@ class AccountFeed:
         if not self.state.bootstrapped or self.state.fatal is not None:
             return
         reopened = not self.state.connected and self._last_failure > -float("inf")
-        self.state.connected = self._connected_once = True
+        self._connected()
         if reopened:
             self._settle_resync(self._clock(), "reopened")
 

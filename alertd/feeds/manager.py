@@ -36,7 +36,7 @@ from alertd.feeds.ccxt_exchange import (
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.marks import MarkHub
 from alertd.feeds.options import PRODUCTION, FeedOptions
-from alertd.feeds.state import BOOTSTRAP_KEEPS_FAILING_S
+from alertd.feeds.state import START_KEEPS_FAILING_S
 
 log = logging.getLogger(__name__)
 
@@ -204,12 +204,7 @@ class FeedManager:
         of Bybit accounts, each held within the IP's cap, together passed it)."""
         host = json.dumps([account.exchange, account.sandbox, account.urls], default=str)
         if host not in self._ip_budgets:
-            capabilities = get_spec(account.exchange).capabilities
-            self._ip_budgets[host] = IpBudget(
-                rest_limit_per_ip=capabilities.rest_limit_per_ip,
-                rest_weight_per_minute=capabilities.rest_weight_per_minute,
-                requests_per_ip=capabilities.requests_per_ip,
-            )
+            self._ip_budgets[host] = IpBudget.of(get_spec(account.exchange).capabilities)
         return self._ip_budgets[host]
 
     def _hub_for(self, key: str, account: AccountConfig) -> MarkHub:
@@ -404,8 +399,9 @@ class FeedManager:
             each,
             per_minute * REST_BUDGET_SHARE,
             f", and feed-down fires for one still waiting builtin_rules.feed_down_after_s "
-            f"({builtin.feed_down_after_s:g} s) after that, or once its bootstrap keeps "
-            f"failing (failures in a row over more than {BOOTSTRAP_KEEPS_FAILING_S:g} s)"
+            f"({builtin.feed_down_after_s:g} s) after that, or once its bootstrap, or its "
+            "private stream's first opening, keeps failing (failures in a row over more than "
+            f"{START_KEEPS_FAILING_S:g} s)"
             if builtin.feed_down
             else "",
         )

@@ -35,7 +35,7 @@ from alertd.engine.insurance import FundHistory
 from alertd.feeds.adapter import ExchangeAdapter, FrameError
 from alertd.feeds.backoff import Backoff
 from alertd.feeds.books import OrderBooks
-from alertd.feeds.ccxt_exchange import SharedExchange, describe, load_markets
+from alertd.feeds.ccxt_exchange import SharedExchange, describe, load_markets, retry_delay
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ class MarkHub:
             except Exception as exc:
                 if not isinstance(exc, ccxt.BaseError):
                     log.exception("%s: mark stream %s failed unexpectedly", self.name, symbol)
-                delay = backoff.next_delay()
+                delay = retry_delay(backoff, exc)
                 log.warning(
                     "%s: mark stream %s lost (%s); reconnecting in %.1fs",
                     self.name,

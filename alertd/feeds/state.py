@@ -100,15 +100,17 @@ class ModeReading:
 
 
 NOT_READ = ModeReading(AccountMode.UNKNOWN, "")
-# A bootstrap whose failures in a row span more than this many seconds keeps failing. At a
-# paced start hundreds of accounts share one per-IP budget, where a try can meet a 429 or a
-# timeout in the crowd; a 429 lasts until the exchange's rate-limit window ends, a minute at
-# Binance USD-M (REQUEST_WEIGHT per MINUTE; "General Info", Limits:
+# An account's start (its bootstrap, then its private stream's first opening: Binance's
+# listen key is one more request in the same budget) whose failures in a row span more than
+# this many seconds keeps failing. At a paced start hundreds of accounts share one per-IP
+# budget, where a try can meet a 429 or a timeout in the crowd; a 429 lasts until the
+# exchange's rate-limit window ends, a minute at Binance USD-M (REQUEST_WEIGHT per MINUTE;
+# "General Info", Limits:
 # https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info), and
 # the 1 s x2 backoff tries about five times within one. Failures over a longer span are the
 # account's own trouble, not the crowd's (a permanent one, a bad key, stops the feed at the
 # first try: ``account_error``).
-BOOTSTRAP_KEEPS_FAILING_S = 60.0
+START_KEEPS_FAILING_S = 60.0
 # the modes whose one pool holds contracts of several settle coins (USDT and USDC)
 POOLED_MODES = frozenset(
     {
@@ -284,47 +286,55 @@ class AccountState:
     connected: bool = False
     fatal: str | None = None  # why this account's feed stopped for good
     bootstrapped: bool = False
-    # why its last bootstrap failed, while it retries (None once bootstrapped): an account
-    # not live for that reason, not merely waiting for its turn in the exchange's budget
-    bootstrap_failed: str | None = None
-    # when (monotonic, the feed's clock) the first and the last of its bootstrap's failures in
-    # a row came (None once bootstrapped)
-    bootstrap_failing: tuple[float, float] | None = None
-    # its bootstrap kept failing once (:attr:`bootstrap_keeps_failing`): the paced start's
-    # grace is over for good, its later success does not bring it back
-    bootstrap_kept_failing: bool = False
+    # why its last try to go live failed while it retries: its bootstrap (then not live for
+    # that reason, not merely waiting for its turn in the exchange's budget), or, bootstrapped,
+    # its private stream's first opening; None once that step went through
+    start_failed: str | None = None
+    # when (monotonic, the feed's clock) the first and the last of those failures in a row
+    # came (None once the step went through)
+    start_failing: tuple[float, float] | None = None
+    # its start kept failing once (:attr:`start_keeps_failing`): the paced start's grace is
+    # over for good, its later success does not bring it back
+    start_kept_failing: bool = False
 
-    def bootstrap_failure(self, reason: str, at: float) -> None:
-        """A bootstrap try failed at ``at`` for ``reason``; one more of its failures in a row."""
-        self.bootstrap_failed = reason
-        first = at if self.bootstrap_failing is None else self.bootstrap_failing[0]
-        self.bootstrap_failing = (first, at)
-        self.bootstrap_kept_failing = self.bootstrap_kept_failing or self.bootstrap_keeps_failing
+    def start_failure(self, reason: str, at: float) -> None:
+        """A try to go live (a bootstrap, a first opening of the private stream) failed at
+        ``at`` for ``reason``: one more of its failures in a row."""
+        self.start_failed = reason
+        first = at if self.start_failing is None else self.start_failing[0]
+        self.start_failing = (first, at)
+        self.start_kept_failing = self.start_kept_failing or self.start_keeps_failing
+
+    def start_step_done(self) -> None:
+        """Its bootstrap, or its private stream's first opening, went through: the failures
+        in a row are over (the next step's count afresh)."""
+        self.start_failed = None
+        self.start_failing = None
 
     @property
-    def bootstrap_failing_for(self) -> float:
-        """How long its bootstrap's failures in a row span, in seconds (0 with none)."""
-        if self.bootstrap_failing is None:
+    def start_failing_for(self) -> float:
+        """How long its start's failures in a row span, in seconds (0 with none)."""
+        if self.start_failing is None:
             return 0.0
-        first, last = self.bootstrap_failing
+        first, last = self.start_failing
         return last - first
 
     @property
-    def bootstrap_keeps_failing(self) -> bool:
-        """Its bootstrap's failures in a row span more than :data:`BOOTSTRAP_KEEPS_FAILING_S`:
-        no longer a failure of the crowd at a paced start, which a retry gets past once the
+    def start_keeps_failing(self) -> bool:
+        """Its start's failures in a row span more than :data:`START_KEEPS_FAILING_S`: no
+        longer a failure of the crowd at a paced start, which a retry gets past once the
         exchange's rate-limit window ends."""
-        return self.bootstrap_failing_for > BOOTSTRAP_KEEPS_FAILING_S
+        return self.start_failing_for > START_KEEPS_FAILING_S
 
-    def bootstrap_retrying(self) -> str | None:
-        """Why the account is not live while its bootstrap retries, as the health line and
-        status say it ("retrying after RequestTimeout: ..."), and that it keeps failing; None
+    def start_retrying(self) -> str | None:
+        """Why the account is not bootstrapped while its bootstrap retries, as the health line
+        and status say it ("retrying after RequestTimeout: ..."), and that it keeps failing; None
         while no try failed."""
-        if self.bootstrap_failed is None:
+        if self.start_failed is None:
             return None
-        span = self.bootstrap_failing_for
-        keeps = f", failing for {span:.0f} s" if self.bootstrap_keeps_failing else ""
-        return f"retrying after {self.bootstrap_failed}{keeps}"
+        span = self.start_failing_for
+        keeps = f", failing for {span:.0f} s" if self.start_keeps_failing else ""
+        return f"retrying after {self.start_failed}{keeps}"
 
     # --- updates -------------------------------------------------------------------------
 

@@ -245,9 +245,10 @@ def compare(
         mine = [pm for pm in part.positions if not (cross_only and pm.position.is_isolated)]
         counted += mine
         total_mm = sum((comparable_mm(pm) for pm in mine), Decimal(0))
-        # what the pool's liabilities require (OKX's borrowing tiers) is the account's too
+        # what the pool's liabilities require (OKX's borrowing tiers), and what each margin
+        # asset owed requires, is the account's too
         total_mm += sum((cm.requirement for cm in part.pool.collateral), Decimal(0))
-        total_mm += part.pool.owed_requirement
+        total_mm += sum((line.requirement for line in part.pool.equity_lines), Decimal(0))
         scope = theirs.scope
         add(
             Figure.MAINTENANCE_MARGIN,

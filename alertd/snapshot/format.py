@@ -474,7 +474,7 @@ def build_account(snap: SnapshotIn | SnapshotInV2) -> LoadedSnapshot:
         for k, pool in enumerate(more_pools)
     ]
     terms = _build_settle_terms(cross, problems)
-    shared = _build_margin_assets(cross.margin_assets, snap.settle, pool_assets, problems)
+    shared = _build_margin_assets(cross, snap.settle, pool_assets, problems)
     lined = {m.asset for m in shared}
     for i, p in enumerate(snap.positions):
         asset = p.margin_asset if isinstance(p, PositionInV2) else None
@@ -563,16 +563,24 @@ def _build_rates(raw: RatesIn, where: str, problems: list[str]) -> ConversionRat
 
 
 def _build_margin_assets(
-    raw: list[MarginAssetIn], settle: str, pool_assets: Collection[str], problems: list[str]
+    cross: PoolIn, settle: str, pool_assets: Collection[str], problems: list[str]
 ) -> tuple[MarginAsset, ...]:
     """``cross.margin_assets``: each a margin asset sharing the pool at its own rates and
-    discount tiers."""
+    discount tiers; one the pool also holds as a collateral coin would count twice (its wallet
+    at its rates, and its amount at its ratio)."""
     out: list[MarginAsset] = []
     seen = {settle, *pool_assets}
-    for k, m in enumerate(raw):
+    coins = {c.asset: k for k, c in reversed(list(enumerate(cross.collateral)))}
+    for k, m in enumerate(cross.margin_assets):
         where = f"cross.margin_assets[{k}]"
         if m.asset in seen:
             problems.append(f"{where}.asset: {m.asset} is already a pool or a margin asset")
+            continue
+        if m.asset in coins:
+            problems.append(
+                f"{where}.asset: {m.asset} is also a collateral coin "
+                f"(cross.collateral[{coins[m.asset]}]): one or the other"
+            )
             continue
         seen.add(m.asset)
         rates = _build_rates(m, where, problems)

@@ -12,7 +12,12 @@ from rich.table import Table
 
 import alertd.views.format as fmt
 from alertd.engine.collateral import RatioBasis
-from alertd.engine.margin import AccountMetrics, CollateralMetrics, PositionMetrics
+from alertd.engine.margin import (
+    AccountMetrics,
+    CollateralMetrics,
+    MarginAssetMetrics,
+    PositionMetrics,
+)
 from alertd.engine.model import Account, Side
 from alertd.engine.orderbook import ForcedClose, OrderBook, close_cost, gap_shortfall
 from alertd.engine.profiles import DisplayedRatio
@@ -142,6 +147,16 @@ def collateral_json(cm: CollateralMetrics) -> dict[str, Any]:
     }
 
 
+def equity_line_json(line: MarginAssetMetrics) -> dict[str, Any]:
+    return {
+        "asset": line.asset,
+        "wallet_balance": decimal_str(line.wallet_balance),
+        "equity": decimal_str(line.equity),
+        "value": decimal_str(line.value),
+        "requirement": decimal_str(line.requirement),
+    }
+
+
 def metrics_json(
     m: AccountMetrics, books: Mapping[str, OrderBook] = NO_BOOKS, notes: BookNotes | None = None
 ) -> dict[str, Any]:
@@ -161,19 +176,15 @@ def metrics_json(
             "unrealized_pnl": decimal_str(pool.unrealized_pnl),
             "margin_balance": decimal_str(pool.margin_balance),
             "maintenance_margin": decimal_str(pool.maintenance_margin),
-            "owed_requirement": decimal_str(pool.owed_requirement),
-            "settle_discount": decimal_str(pool.settle_discount),
-            # each other margin asset's line: its wallet and equity in its own unit, its
-            # value (at its bid or ask rate) in the pool's
-            "margin_assets": [
-                {
-                    "asset": line.asset,
-                    "wallet_balance": decimal_str(line.wallet_balance),
-                    "equity": decimal_str(line.equity),
-                    "value": decimal_str(line.value),
-                }
-                for line in pool.margin_assets
-            ],
+            # every margin asset's equity line, the settle currency's first: its wallet and
+            # equity in its own unit, its value (after its discount, or at its bid or ask
+            # rate) and what it owed requires in the pool's
+            "equity_lines": [equity_line_json(line) for line in pool.equity_lines],
+            # the keys of before equity_lines, still written (docs/engine.md): the settle
+            # line's requirement and adjustment, and the other margin assets' lines
+            "owed_requirement": decimal_str(pool.settle_line.requirement),
+            "settle_discount": decimal_str(pool.settle_line.adjustment),
+            "margin_assets": [equity_line_json(line) for line in pool.margin_assets],
             "margin_ratio": decimal_str(pool.margin_ratio),
             "margin_ratio_in_exchange_form": decimal_str(pool.displayed_ratio),
             "exchange_form_name": a.profile.displayed_ratio_name or None,
@@ -222,10 +233,11 @@ def render(
     # positions' PnL in its own unit below, the rest (counted at par) in the pool's
     lines_pnl = sum((line.equity - line.wallet_balance for line in pool.margin_assets), Decimal(0))
     summary.add_row("Unrealized PnL", fmt.money(pool.unrealized_pnl - lines_pnl, unit))
-    if pool.settle_discount:
+    settle = pool.settle_line
+    if settle.adjustment:
         # what the settle currency's discount tiers (OKX) or its conversion rates (Binance
         # multi-assets: bid while its equity is positive, ask once negative) change
-        summary.add_row(f"{unit} at its discount or rate", fmt.money(pool.settle_discount, unit))
+        summary.add_row(f"{unit} at its discount or rate", fmt.money(settle.adjustment, unit))
     for line in pool.margin_assets:
         # another margin asset's equity (its wallet and its positions' PnL) at its own rates
         summary.add_row(f"{line.asset} equity", fmt.money(line.equity, line.asset))
@@ -235,8 +247,8 @@ def render(
         summary.add_row(f"  at its rate, in {unit}", fmt.money(line.value, unit))
     summary.add_row("Margin balance", fmt.money(pool.margin_balance, unit))
     summary.add_row("Maintenance margin", fmt.money(pool.maintenance_margin, unit))
-    if pool.owed_requirement:
-        summary.add_row(f"  of it, the {unit} owed", fmt.money(pool.owed_requirement, unit))
+    if settle.requirement:
+        summary.add_row(f"  of it, the {unit} owed", fmt.money(settle.requirement, unit))
     summary.add_row("Margin ratio (MM / balance)", fmt.ratio(pool.margin_ratio))
     if a.profile.displayed_ratio_name:
         # alertd's own figure in the exchange's form: the exchange's number is in the

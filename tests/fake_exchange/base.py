@@ -703,6 +703,11 @@ class FakeExchangeServer(Generic[A, C]):
             raise ValueError("count must be at least 1")
         self._failures.append(RestFailure(status, count, path_prefix, retry_after_s))
 
+    @scripted
+    def stop_failing(self) -> None:
+        """Drop the scripted failures not yet answered: requests are served again."""
+        self._failures.clear()
+
     def _take_failure(self, path: str) -> RestFailure | None:
         for failure in self._failures:
             if failure.path_prefix is None or path.startswith(failure.path_prefix):

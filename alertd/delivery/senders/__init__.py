@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from alertd.config import Config, Secret
+from alertd.retry_after import retry_after_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,14 +120,6 @@ async def http_call(
     ):
         text = (await response.text(errors="replace"))[:max_chars]
         return HttpAnswer(response.status, text, retry_after_s(response.headers.get("Retry-After")))
-
-
-def retry_after_s(header: str | None) -> float | None:
-    """An HTTP ``Retry-After`` in seconds, at most an hour; the HTTP-date form is ignored
-    (the outbox's backoff applies)."""
-    if header is None or not header.strip().isdigit():
-        return None
-    return float(min(int(header.strip()), 3600))
 
 
 def production_senders(config: Config | None = None) -> dict[Transport, Sender]:
