@@ -141,8 +141,9 @@ class FeedSettings(_Model):
     listen_key_renew_interval_s: PositiveSeconds = 1_800.0
     stale_after_s: PositiveSeconds = 30.0
     request_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
-    # at most this many accounts per exchange bootstrap or resync over REST at once
-    rest_concurrency: Annotated[int, Field(ge=1, le=1000)] = 8
+    # at most this many accounts per exchange bootstrap or resync over REST at once; None:
+    # the exchange's own default (Capabilities.rest_concurrency: 8, Bybit 32, OKX 64)
+    rest_concurrency: Annotated[int, Field(ge=1, le=1000)] | None = None
     # while an account's order stream is up (it pushes every change of a stop, and each push
     # reads the stops again), its open orders are also read over REST at every n-th
     # reconcile, as a net for a missed push; 1: at every reconcile. Each read is one or two

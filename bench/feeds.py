@@ -269,7 +269,10 @@ def main() -> int:
         "--keep-log", "--log", metavar="PATH", help="copy alertd's log here (its errors, when live)"
     )
     parser.add_argument(
-        "--rest-concurrency", type=int, metavar="N", help="feeds.rest_concurrency (default 8)"
+        "--rest-concurrency",
+        type=int,
+        metavar="N",
+        help="feeds.rest_concurrency (default: the exchange's own, 8, Bybit 32, OKX 64)",
     )
     parser.add_argument("--book-levels", type=int, default=100, help="order book levels a side")
     parser.add_argument("--no-gap", action="store_true", help="the gap-risk built-in off")

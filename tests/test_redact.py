@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 import aiohttp
 import ccxt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alertd import redact
 from alertd.config import Secret
@@ -111,6 +114,40 @@ def test_revealed_secrets_are_masked_wherever_they_appear() -> None:
     for secret in (API_SECRET, CHAT_ID, BOT_TOKEN):
         assert secret not in text
     assert redact.redact("0 alerts firing") == "0 alerts firing"
+
+
+def one_pattern(secrets: list[str], text: str) -> str:
+    """What masking did as one regex of every secret, longest first (alertd before
+    2026-12-07): the reference the index must agree with."""
+    pattern = "|".join(re.escape(s) for s in sorted(set(secrets), key=len, reverse=True))
+    return re.sub(pattern, redact.MASK, text)
+
+
+# secrets of few letters, so that they overlap, contain one another and meet in the text
+SECRET = st.text(alphabet="ab", min_size=redact.MIN_SECRET_CHARS, max_size=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(SECRET, min_size=1, max_size=8), st.data())
+def test_the_secret_index_masks_as_one_pattern_of_every_secret_longest_first(
+    secrets: list[str], data: st.DataObject
+) -> None:
+    pieces = st.one_of(st.sampled_from(secrets), st.text(alphabet="abx", max_size=5))
+    text = "".join(data.draw(st.lists(pieces, max_size=12)))
+    index = redact.SecretIndex()
+    for secret in secrets:
+        index.add(secret)
+    assert index.mask(text) == one_pattern(secrets, text)
+
+
+def test_a_secret_that_contains_another_is_masked_whole() -> None:
+    index = redact.SecretIndex()
+    for secret in ("abcdef", "xxabcdefyy", "abcdefgh"):
+        index.add(secret)
+    assert index.mask("1 xxabcdefyy 2 abcdef 3 abcdefg 4 abcdefgh") == "1 *** 2 *** 3 ***g 4 ***"
+    assert "short" not in redact.SecretIndex() and redact.SecretIndex().mask("abc") == "abc"
+    with pytest.raises(ValueError):
+        index.add("abc")
 
 
 @pytest.fixture

@@ -355,6 +355,23 @@ def test_concurrent_rest_work_is_bounded_per_exchange(caplog: pytest.LogCaptureF
     assert errors == []
 
 
+def test_rest_slots_default_to_the_exchange_s_own_unless_set() -> None:
+    """Issue 14: 8 slots held 1,000 OKX accounts back for minutes (each account's own ccxt
+    limiter spaces its bootstrap over about 0.9 s, in its slot); the per-UID exchanges take
+    more by default, Binance (one per-IP budget) keeps 8, and a setting overrides them all."""
+
+    def slots(settings: FeedSettings) -> dict[str, int]:
+        accounts = [
+            AccountConfig(name=exchange, exchange=exchange, api_key_env="K", secret_env="S")
+            for exchange in ("binanceusdm", "bybit", "okx", "gate")
+        ]
+        manager = FeedManager(Config(version=1, accounts=accounts, feeds=settings), {})
+        return {s.name.split()[0]: s.rest_concurrency for s in manager.shared.values()}
+
+    assert slots(FeedSettings()) == {"binanceusdm": 8, "bybit": 32, "okx": 64, "gate": 8}
+    assert set(slots(FeedSettings(rest_concurrency=5)).values()) == {5}
+
+
 def test_periodic_jobs_are_spread_over_their_interval() -> None:
     starts = spread_starts(100, 60.0)
     assert starts[0] == 60.0 and max(starts) < 120.0

@@ -129,6 +129,14 @@ class Capabilities:
     # ``n`` symbols (a reconcile reads them every ``feeds.stops_reconcile_every``-th time where
     # an order stream watches them, every time where none does); None: not counted.
     stops_weight: Callable[[int], int] | None = None
+    # How many of its accounts bootstrap, resync or reconcile over REST at once by default
+    # (``feeds.rest_concurrency`` unset). An account holds its slot while its own ccxt limiter
+    # spaces its requests: where private limits are per account (OKX's per-UID limits: about
+    # 0.9 s of pacing per bootstrap, Bybit's), 8 slots left 1,000 accounts live only after
+    # minutes, so those exchanges take more (docs/benchmarks.md, tenth pass). Where one IP's
+    # budget paces every account (Binance), more slots go faster nowhere and queue more live
+    # accounts' work ahead of a retried bootstrap inside the shared limiter.
+    rest_concurrency: int = 8
 
 
 def _no_options() -> Mapping[str, Any]:

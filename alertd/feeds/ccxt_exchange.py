@@ -308,6 +308,7 @@ class SharedExchange:
         self.ip_budget = ip_budget
         self.ssl_context = ssl_context
         self._build_public = build_public
+        self.rest_concurrency = rest_concurrency  # its REST slots
         self._rest = RestSlots(rest_concurrency)
         self._session: aiohttp.ClientSession | None = None
         self._catalogue: Any = None  # the public exchange object that holds the markets

@@ -193,7 +193,10 @@ class FeedManager:
                 f"{account.exchange} shared" + (f" #{len(self.shared)}" if self.shared else ""),
                 catalogue_exchange,
                 self._ssl_context,
-                rest_concurrency=settings.rest_concurrency,
+                rest_concurrency=(
+                    settings.rest_concurrency
+                    or get_spec(account.exchange).capabilities.rest_concurrency
+                ),
                 ip_budget=self._ip_budget_for(account),
             )
         return self.shared[key]
