@@ -279,6 +279,9 @@ class SharedExchange:
         self.tables = PublicTables()
         # accounts waiting for or in their bootstrap: periodic reconciles give way to them
         self.bootstrapping = 0
+        # when (monotonic, the feeds' clock) the last of them ended: the reconciles held back
+        # until then confirmed no account's private streams meanwhile
+        self.bootstraps_ended_at = -float("inf")
         self.closed = False
 
     def session(self) -> aiohttp.ClientSession:

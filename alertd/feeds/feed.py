@@ -175,6 +175,14 @@ class AccountFeed:
         yet (1,000 Bybit accounts at 8 slots: the last waits minutes, through no failure)."""
         return self._first_slot_queued and self.first_slot_at is None
 
+    def reconciles_held_until(self, now: float) -> float:
+        """Until when (monotonic) its periodic reconciles last gave way to the bootstraps of
+        accounts on its exchange (:meth:`reconcile`): ``now`` while they do; -inf if never."""
+        shared = self.shared
+        if shared is None:
+            return -float("inf")
+        return now if shared.bootstrapping else shared.bootstraps_ended_at
+
     # --- lifecycle ----------------------------------------------------------------------
 
     def _exchange(self) -> Any:
@@ -219,6 +227,8 @@ class AccountFeed:
         finally:
             if shared is not None:
                 shared.bootstrapping -= 1
+                if not shared.bootstrapping:
+                    shared.bootstraps_ended_at = self._clock()
 
     def _market_infos(self, exchange: Any) -> dict[str, MarketInfo]:
         symbols = self.config.symbols

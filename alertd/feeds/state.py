@@ -408,13 +408,19 @@ class AccountState:
         return self.held_symbols | self.coin_symbols
 
     def freshness(
-        self, now: float, stale_after_s: float, private_stale_after_s: float
+        self,
+        now: float,
+        stale_after_s: float,
+        private_stale_after_s: float,
+        reconciles_held_until: float = -float("inf"),
     ) -> list[Freshness]:
         """Per stream: the age of its last message and whether that is stale.
 
         Marks must tick while positions are open and while coins move with them. Private
         streams are quiet by design (Binance pushes only on changes), so they count as fresh
-        while the REST reconcile keeps confirming them.
+        while the REST reconcile keeps confirming them: their age counts from
+        ``reconciles_held_until`` at the latest, while alertd itself held the reconciles back
+        (accounts on the exchange bootstrapping, minutes at 1,000 accounts).
         """
         out = []
         for symbol in sorted(self.price_symbols):
@@ -423,7 +429,7 @@ class AccountState:
             out.append(Freshness(Stream.MARK, symbol, age, _stale(age, stale_after_s)))
         for stream in (Stream.POSITIONS, Stream.BALANCE):
             seen = self.last_seen.get((stream, ""))
-            age = None if seen is None else now - seen
+            age = None if seen is None else now - max(seen, reconciles_held_until)
             out.append(Freshness(stream, "", age, _stale(age, private_stale_after_s)))
         return out
 
