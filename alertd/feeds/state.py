@@ -616,6 +616,26 @@ class AccountState:
         every market, mark and tier table it holds."""
         return self.bootstrapped and self.mode.coverage is Coverage.COMPUTED and not self.missing()
 
+    def holdings(self) -> tuple[object, ...]:
+        """What :meth:`to_account` reads but the marks, as values (its parts are frozen):
+        equal, the account is the same but for its marks. A few tuples, where the account
+        and its JSON cost about a millisecond (every account each health interval: 11% of a
+        firing daemon's CPU at 1,000 accounts)."""
+        held = sorted(self.held_symbols)
+        return (
+            tuple(self.positions.items()),
+            self.wallet_balance,
+            tuple(self.pool_wallets.items()),
+            self.collateral,
+            self.settle_terms,
+            self.margin_assets,
+            self.stops,
+            tuple(self.fee_rates.items()),
+            tuple(self.markets.get(symbol) for symbol in held),
+            tuple(self.tiers.get(symbol) for symbol in held),
+            self.wallet_includes_isolated,
+        )
+
     def to_account(self, marks: Mapping[str, Decimal] | None = None) -> Account:
         """The engine's account at the current marks (or at ``marks`` where given: the ones an
         exchange answer was figured at); :meth:`missing` must be empty."""
