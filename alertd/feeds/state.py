@@ -634,6 +634,7 @@ class AccountState:
             tuple(self.markets.get(symbol) for symbol in held),
             tuple(self.tiers.get(symbol) for symbol in held),
             self.wallet_includes_isolated,
+            self.mode.mode,  # which settle coins share a pool (pool_of)
         )
 
     def to_account(self, marks: Mapping[str, Decimal] | None = None) -> Account:
