@@ -9,7 +9,8 @@
                evaluated for a second is: so time-based rules such as "for", repeat and
                staleness advance without ticks, and an account whose marks tick every second
                is not evaluated twice for it); the outbox is delivered;
-               one health line per interval (the snapshots that changed saved with it);
+               one health line per interval (the snapshots whose holdings changed saved
+               with it, and a share of the others for their marks);
                while every feed is fresh, a heartbeat to the dead-man's switch every
                ``deadman_interval`` (through the outbox)
     shutdown:  stop intake (cancel feeds), drain the outbox within a bound, close exchanges
