@@ -305,7 +305,7 @@ def stale_streams(feed: AccountFeed, settings: FeedSettings, now: float) -> tupl
     # account stale (the health check failing, the dead-man's heartbeat withheld)
     private_after = 2 * feed.reconcile_interval_s + settings.stale_after_s
     # nor while the reconciles give way to other accounts' bootstraps (a start of 1,000 OKX
-    # accounts: 243-481 live ones "stale" in a health line, benchmarks.md tenth pass)
+    # accounts: up to 861 live ones "stale" in a health line, benchmarks.md tenth pass)
     held = feed.reconciles_held_until(now)
     return tuple(
         f"{f.stream.value} {f.key}".strip()

@@ -76,8 +76,9 @@ ModeRow = tuple[str, str, str | None, Decimal | None]
 
 # An account whose holdings did not change (positions, wallet, stops, tiers: what its snapshot
 # holds but the marks) is saved again at least this often, for its marks: what `alertd status`
-# shows after a crash (a stop saves every account). Spread over the health intervals, a
-# thousand accounts' once a minute cost 11% of a firing daemon's CPU for marks nobody read.
+# shows after a crash (a stop saves every account). Spread over the health intervals: every
+# account saved each minute as its marks moved was 2-11% of a firing daemon's samples
+# (benchmarks.md, tenth pass), for marks nobody read.
 SNAPSHOT_MARKS_SAVED_EVERY_S = 600.0
 
 # The longest an account goes unevaluated: time-based rules ("for", repeat, staleness) advance

@@ -619,8 +619,8 @@ class AccountState:
     def holdings(self) -> tuple[object, ...]:
         """What :meth:`to_account` reads but the marks, as values (its parts are frozen):
         equal, the account is the same but for its marks. A few tuples, where the account
-        and its JSON cost about a millisecond (every account each health interval: 11% of a
-        firing daemon's CPU at 1,000 accounts)."""
+        and its JSON cost about a millisecond (every account's, each health interval: 2-11% of a
+        firing daemon's samples, benchmarks.md tenth pass)."""
         held = sorted(self.held_symbols)
         return (
             tuple(self.positions.items()),
