@@ -1242,14 +1242,15 @@ def test_groups_of_accounts_on_one_exchange_host_share_the_ip_s_limits() -> None
 def test_a_live_account_is_not_stale_while_its_reconciles_give_way_to_bootstraps(
     exchange: str,
 ) -> None:
-    """At a start of 1,000 OKX accounts (session 9's run), 481 live accounts were "stale" in
-    one health line: their private streams are quiet by design (fresh while the reconcile
-    confirms them), and every reconcile gives way while accounts on the exchange are still
-    bootstrapping, so an account live for three minutes (twice the reconcile interval and
-    stale_after_s) of a longer start looked stale: /healthz 503, the dead-man's heartbeat
-    withheld. One slot, two accounts: the first live, the second's bootstrap held 1,000 s.
-    The first's marks tick, its private streams are counted from the end of the hold, and
-    are stale again once two reconciles could have confirmed them and did not."""
+    """At a start of 1,000 OKX accounts, 481 live accounts were "stale" in one health line
+    (session 9; up to 861 reproduced, benchmarks.md tenth pass): their private streams are
+    quiet by design (fresh while the reconcile confirms them), and every reconcile gives way
+    while accounts on the exchange are still bootstrapping, so an account live for 150 s
+    (twice the reconcile interval and stale_after_s, by default) of a longer start looked
+    stale: /healthz 503, the dead-man's heartbeat withheld. One slot, two accounts: the
+    first live, the second's bootstrap held 1,000 s. The first's marks tick, its private
+    streams are counted from the end of the hold, and are stale again once two reconciles
+    could have confirmed them and did not."""
     clock = [0.0]  # the feeds' and the publisher's one monotonic clock
     gate: asyncio.Queue[None] = asyncio.Queue()
     held: list[str] = []
