@@ -304,9 +304,12 @@ def stale_streams(feed: AccountFeed, settings: FeedSettings, now: float) -> tupl
     # (1,000 Binance accounts: every 556 s), where the setting's 60 s would call every quiet
     # account stale (the health check failing, the dead-man's heartbeat withheld)
     private_after = 2 * feed.reconcile_interval_s + settings.stale_after_s
+    # nor while the reconciles give way to other accounts' bootstraps (a start of 1,000 OKX
+    # accounts: up to 861 live ones "stale" in a health line, benchmarks.md tenth pass)
+    held = feed.reconciles_held_until(now)
     return tuple(
         f"{f.stream.value} {f.key}".strip()
-        for f in state.freshness(now, settings.stale_after_s, private_after)
+        for f in state.freshness(now, settings.stale_after_s, private_after, held)
         if f.stale
     )
 

@@ -9,7 +9,8 @@
                evaluated for a second is: so time-based rules such as "for", repeat and
                staleness advance without ticks, and an account whose marks tick every second
                is not evaluated twice for it); the outbox is delivered;
-               one health line per interval (the snapshots that changed saved with it);
+               one health line per interval (the snapshots whose holdings changed saved
+               with it, and a share of the others for their marks);
                while every feed is fresh, a heartbeat to the dead-man's switch every
                ``deadman_interval`` (through the outbox)
     shutdown:  stop intake (cancel feeds), drain the outbox within a bound, close exchanges
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import math
 import signal
 import time
 from collections.abc import Set
@@ -71,6 +73,13 @@ log = logging.getLogger(__name__)
 
 # an account's mode as the state file keeps it (SavedMode but its time)
 ModeRow = tuple[str, str, str | None, Decimal | None]
+
+# An account whose holdings did not change (positions, wallet, stops, tiers: what its snapshot
+# holds but the marks) is saved again at least this often, for its marks: what `alertd status`
+# shows after a crash (a stop saves every account). Spread over the health intervals: every
+# account saved each minute as its marks moved was 2-11% of a firing daemon's samples
+# (benchmarks.md, tenth pass), for marks nobody read.
+SNAPSHOT_MARKS_SAVED_EVERY_S = 600.0
 
 # The longest an account goes unevaluated: time-based rules ("for", repeat, staleness) advance
 # at least this often without a tick.
@@ -133,9 +142,11 @@ class Service:
         self._evaluated_at: dict[str, float] = {}
         self._events: list[tuple[AccountFeed, Any]] = []
         self.notifier = Notifier()
-        # what the state file holds of each account (its snapshot, its mode): saved again
-        # only when changed
-        self._saved_snapshots: dict[str, dict[str, Any]] = {}
+        # what the state file holds of each account (its snapshot's holdings, its mode):
+        # saved again only when changed; the snapshots' wall times, oldest first (their marks
+        # saved again from the front)
+        self._saved_holdings: dict[str, tuple[object, ...]] = {}
+        self._snapshots_saved_at: dict[str, float] = {}
         self._saved_modes: dict[str, ModeRow] = {}
         self.http_port: int | None = None
         self._ready_sent = False
@@ -557,23 +568,36 @@ class Service:
 
     def save_snapshots(self, every: bool = False) -> None:
         """Each account's snapshot and mode to the state file, for ``alertd status`` while
-        the daemon is down, in one commit: those that changed since they were last saved
-        (``every``: all of them, at shutdown, so that each is saved with the time the daemon
-        last held it)."""
+        the daemon is down, in one commit: the snapshots whose holdings changed since they
+        were last saved, and of the others those saved longest ago, for their marks (each
+        within about ``SNAPSHOT_MARKS_SAVED_EVERY_S``, a share of them each interval); the
+        modes that changed (``every``: all of them, at shutdown, so that each is saved with
+        the time the daemon last held it)."""
         if self.manager is None or self.store is None:
             return
         wall = self._wall()
-        snapshots: dict[str, dict[str, Any]] = {}
+        feeds = self.manager.feeds
+        holdings: dict[str, tuple[object, ...]] = {}
         modes: dict[str, ModeRow] = {}
+        for name, feed in feeds.items():
+            # an account in a mode alertd does not compute keeps no figures of alertd's
+            if feed.state.computable:
+                held = feed.state.holdings()
+                if every or held != self._saved_holdings.get(name):
+                    holdings[name] = held
+        refresh = math.ceil(len(feeds) * self.health_interval_s / SNAPSHOT_MARKS_SAVED_EVERY_S)
+        for name, at in self._snapshots_saved_at.items():  # oldest first
+            if refresh <= 0 or at > wall - SNAPSHOT_MARKS_SAVED_EVERY_S:
+                break
+            if name not in holdings and feeds[name].state.computable:
+                holdings[name] = feeds[name].state.holdings()
+                refresh -= 1
         with self.store.batch():
-            for name, feed in self.manager.feeds.items():
+            for name in holdings:
+                snapshot = account_to_json(feeds[name].state.to_account())
+                self.store.save_snapshot(name, snapshot, wall)
+            for name, feed in feeds.items():
                 state = feed.state
-                # an account in a mode alertd does not compute keeps no figures of alertd's
-                if state.computable:
-                    snapshot = account_to_json(state.to_account())
-                    if every or snapshot != self._saved_snapshots.get(name):
-                        self.store.save_snapshot(name, snapshot, wall)
-                        snapshots[name] = snapshot
                 if state.bootstrapped:  # its mode, for `alertd status` without the daemon
                     mode = state.mode
                     limits = None if mode.coverage is Coverage.COMPUTED else mode.limits
@@ -583,7 +607,10 @@ class Service:
                         self.store.save_mode(name, SavedMode(wall, *reading))
                         modes[name] = reading
         # once committed: a failed batch saves them again next time
-        self._saved_snapshots.update(snapshots)
+        self._saved_holdings.update(holdings)
+        for name in holdings:
+            self._snapshots_saved_at.pop(name, None)
+            self._snapshots_saved_at[name] = wall  # to the back of the line
         self._saved_modes.update(modes)
 
     # --- heartbeat ----------------------------------------------------------------------

@@ -246,6 +246,9 @@ class IpBudget:
         # accounts of the host (every group's) waiting for or in their bootstrap: periodic
         # reconciles give way to them, as the start's pace counted them on this budget
         self.bootstrapping = 0
+        # when (monotonic, the feeds' clock) the last of them ended: the reconciles held back
+        # until then confirmed no account's private streams meanwhile
+        self.bootstraps_ended_at = -float("inf")
 
     @classmethod
     def of(cls, capabilities: Capabilities) -> IpBudget:

@@ -174,6 +174,15 @@ class AccountFeed:
         yet (1,000 Bybit accounts at 8 slots: the last waits minutes, through no failure)."""
         return self._first_slot_queued and self.first_slot_at is None
 
+    def reconciles_held_until(self, now: float) -> float:
+        """Until when (monotonic) its periodic reconciles last gave way to the bootstraps of
+        accounts on its exchange (:meth:`reconcile`): ``now`` while they do; -inf if never."""
+        shared = self.shared
+        if shared is None:
+            return -float("inf")
+        budget = shared.ip_budget
+        return now if budget.bootstrapping else budget.bootstraps_ended_at
+
     # --- lifecycle ----------------------------------------------------------------------
 
     def _exchange(self) -> Any:
@@ -217,7 +226,10 @@ class AccountFeed:
                 self.state.bootstrapped = True
         finally:
             if shared is not None:
-                shared.ip_budget.bootstrapping -= 1
+                budget = shared.ip_budget
+                budget.bootstrapping -= 1
+                if not budget.bootstrapping:
+                    budget.bootstraps_ended_at = self._clock()
 
     def _market_infos(self, exchange: Any) -> dict[str, MarketInfo]:
         symbols = self.config.symbols

@@ -419,13 +419,19 @@ class AccountState:
         return self.held_symbols | self.coin_symbols
 
     def freshness(
-        self, now: float, stale_after_s: float, private_stale_after_s: float
+        self,
+        now: float,
+        stale_after_s: float,
+        private_stale_after_s: float,
+        reconciles_held_until: float = -float("inf"),
     ) -> list[Freshness]:
         """Per stream: the age of its last message and whether that is stale.
 
         Marks must tick while positions are open and while coins move with them. Private
         streams are quiet by design (Binance pushes only on changes), so they count as fresh
-        while the REST reconcile keeps confirming them.
+        while the REST reconcile keeps confirming them: their age counts from
+        ``reconciles_held_until`` at the latest, while alertd itself held the reconciles back
+        (accounts on the exchange bootstrapping, minutes at 1,000 accounts).
         """
         out = []
         for symbol in sorted(self.price_symbols):
@@ -434,7 +440,7 @@ class AccountState:
             out.append(Freshness(Stream.MARK, symbol, age, _stale(age, stale_after_s)))
         for stream in (Stream.POSITIONS, Stream.BALANCE):
             seen = self.last_seen.get((stream, ""))
-            age = None if seen is None else now - seen
+            age = None if seen is None else now - max(seen, reconciles_held_until)
             out.append(Freshness(stream, "", age, _stale(age, private_stale_after_s)))
         return out
 
@@ -621,6 +627,27 @@ class AccountState:
         """alertd computes this account's figures: bootstrapped, in a mode it models, with
         every market, mark and tier table it holds."""
         return self.bootstrapped and self.mode.coverage is Coverage.COMPUTED and not self.missing()
+
+    def holdings(self) -> tuple[object, ...]:
+        """What :meth:`to_account` reads but the marks, as values (its parts are frozen):
+        equal, the account is the same but for its marks. A few tuples, where the account
+        and its JSON cost about a millisecond (every account's, each health interval: 2-11% of a
+        firing daemon's samples, benchmarks.md tenth pass)."""
+        held = sorted(self.held_symbols)
+        return (
+            tuple(self.positions.items()),
+            self.wallet_balance,
+            tuple(self.pool_wallets.items()),
+            self.collateral,
+            self.settle_terms,
+            self.margin_assets,
+            self.stops,
+            tuple(self.fee_rates.items()),
+            tuple(self.markets.get(symbol) for symbol in held),
+            tuple(self.tiers.get(symbol) for symbol in held),
+            self.wallet_includes_isolated,
+            self.mode.mode,  # which settle coins share a pool (pool_of)
+        )
 
     def to_account(self, marks: Mapping[str, Decimal] | None = None) -> Account:
         """The engine's account at the current marks (or at ``marks`` where given: the ones an
