@@ -72,8 +72,10 @@ class SecretIndex:
     """Secrets to mask wherever they appear, leftmost first and, of those that start at one
     place, the longest whole (a secret that contains another is masked whole).
 
-    Registration holds a lock; masking reads without one (each change of the index is one
-    assignment, so a reader in another thread sees a secret entirely or not at all)."""
+    Registration holds a lock; masking reads without one: a text masked in another thread
+    while a secret is being added may find it at some offsets and not others, as a text
+    masked just before the registration would not find it at all (nothing is promised about
+    a secret until :meth:`add` returns)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
