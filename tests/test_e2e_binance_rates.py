@@ -205,8 +205,8 @@ def _usdc_backed_long(fake: Any) -> None:
     fake.open_position(KEY, BTC, "long", "1", "60000")
 
 
-def _asset_index_reads(fake: Any) -> int:
-    return sum(1 for _, path in fake.requests if path == "/fapi/v1/assetIndex")
+def _reads(fake: Any, path: str) -> int:
+    return sum(1 for _, sent in fake.requests if sent == path)
 
 
 def test_a_usdc_depeg_streamed_between_reconciles_brings_the_alerts_at_its_marks(
@@ -222,9 +222,10 @@ def test_a_usdc_depeg_streamed_between_reconciles_brings_the_alerts_at_its_marks
     _usdc_backed_long(fake)
     account = started_computed(world, MODE)
     assert round(D(account["margin_ratio"]) * 100, 2) == D("10.00")  # 300 / 3,000 at par
-    # the bootstrap's read, and the resync's once the streams are subscribed: the last
+    # the bootstrap's snapshot, and the resync's once the streams are subscribed: the last
     # before the next reconcile, an hour on
-    reads = wait_for(lambda: _asset_index_reads(fake) == 2 and 2, what="the resync's read")
+    wait_for(lambda: _reads(fake, "/fapi/v3/positionRisk") == 2, what="the resync")
+    reads = _reads(fake, "/fapi/v1/assetIndex")
     fake.set_asset_index("USDC", "0.99", "0.01", "0.005")
     # at 60,000: 300 / 2,940.3 = 10.20%
     wait_for(
@@ -234,4 +235,4 @@ def test_a_usdc_depeg_streamed_between_reconciles_brings_the_alerts_at_its_marks
     assert fake.asset_index_subscriptions() == 1
     # at 57,600: 288 / 540.3 = 53.3%; at 57,400: 287 / 340.3 = 84.3%
     ratio_alerts_at(fake, http, daemon, BTC, ("57600", "53.3%"), ("57400", "84.3%"))
-    assert _asset_index_reads(fake) == reads  # no reconcile read the index meanwhile
+    assert _reads(fake, "/fapi/v1/assetIndex") == reads  # none read the index meanwhile

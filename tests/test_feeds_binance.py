@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
 from pathlib import Path
@@ -548,6 +551,28 @@ def test_multi_assets_rates_follow_the_asset_index_stream_between_reconciles() -
     run(body())
 
 
+@contextlib.asynccontextmanager
+async def two_multi_assets_accounts(
+    fake: FakeBinanceUSDM, reconcile_interval_s: float
+) -> AsyncIterator[FeedManager]:
+    """``fake`` serving "a" and "b", each 400 USDT and 100 USDC (ETHUSDC listed) in
+    multi-assets mode, both run by one manager reconciling every ``reconcile_interval_s``."""
+    accounts = [("key-a", "secret-a", "400"), ("key-b", "secret-b", "400")]
+    async with started(fake, accounts):
+        _usdc_listed(fake)
+        for key in ("key-a", "key-b"):
+            fake.set_multi_assets_coins(key, {"USDC": "100"})
+        configs_ = [account_config(n, "binanceusdm", fake) for n in ("a", "b")]
+        settings = FAST.model_copy(update={"reconcile_interval_s": reconcile_interval_s})
+        manager = FeedManager(
+            Config(version=1, accounts=configs_, feeds=settings),
+            {"a": secrets("key-a", "secret-a"), "b": secrets("key-b", "secret-b")},
+            FAST_OPTIONS,
+        )
+        async with background(manager.run()):
+            yield manager
+
+
 def test_one_asset_index_subscription_serves_every_multi_assets_account() -> None:
     """Two multi-assets accounts on one exchange: one ``!assetIndex@arr`` subscription (on
     the mark hub's public connection, like the marks), and a USDC depeg reaches both, with no
@@ -555,35 +580,23 @@ def test_one_asset_index_subscription_serves_every_multi_assets_account() -> Non
 
     async def body() -> None:
         fake = FakeBinanceUSDM()
-        accounts = [("key-a", "secret-a", "400"), ("key-b", "secret-b", "400")]
-        async with started(fake, accounts):
-            _usdc_listed(fake)
-            for key in ("key-a", "key-b"):
-                fake.set_multi_assets_coins(key, {"USDC": "100"})
-            configs_ = [account_config(n, "binanceusdm", fake) for n in ("a", "b")]
-            slow = FAST.model_copy(update={"reconcile_interval_s": 3600})
-            manager = FeedManager(
-                Config(version=1, accounts=configs_, feeds=slow),
-                {"a": secrets("key-a", "secret-a"), "b": secrets("key-b", "secret-b")},
-                FAST_OPTIONS,
+        async with two_multi_assets_accounts(fake, reconcile_interval_s=3600) as manager:
+            feeds = list(manager.feeds.values())
+            await eventually(
+                lambda: all(f.state.follows_index for f in feeds), what="both bootstrapped"
             )
-            async with background(manager.run()):
-                feeds = list(manager.feeds.values())
-                await eventually(
-                    lambda: all(f.state.follows_index for f in feeds), what="both bootstrapped"
-                )
-                await fake.wait_for_subscription("!assetIndex@arr")
-                fake.set_asset_index("USDC", "0.99", "0.01", "0.005")
-                await eventually(
-                    lambda: all(
-                        _rates(f.state.margin_assets[0].terms) == (D("0.9801"), D("0.99495"))
-                        for f in feeds
-                    ),
-                    what="USDC's rates on both accounts",
-                )
-                assert fake.asset_index_subscriptions() == 1
-                (hub,) = manager.hubs.values()
-                assert hub.rates is not None and hub.rates.followers == set(feeds)
+            await fake.wait_for_subscription("!assetIndex@arr")
+            fake.set_asset_index("USDC", "0.99", "0.01", "0.005")
+            await eventually(
+                lambda: all(
+                    _rates(f.state.margin_assets[0].terms) == (D("0.9801"), D("0.99495"))
+                    for f in feeds
+                ),
+                what="USDC's rates on both accounts",
+            )
+            assert fake.asset_index_subscriptions() == 1
+            (hub,) = manager.hubs.values()
+            assert hub.rates is not None and hub.rates.followers == set(feeds)
 
     run(body())
 
@@ -671,3 +684,28 @@ def test_a_stale_asset_index_stream_is_said_and_read_over_rest(
     ]
     assert len(said) == 2, said
     assert "no asset index stream frame in 1s" in said[0] and "back" in said[1]
+
+
+def test_reconciles_read_the_fresh_streamed_index_and_rest_once_per_interval() -> None:
+    """Two multi-assets accounts reconciled every second with the asset index stream fresh:
+    their reconciles read the stream's rows (a snapshot of 10 weight, not 20), and REST's
+    index is read for both of them about once a reconcile interval (by the stream's own read
+    or the first reconcile past it: the truth the stream is corrected by), not at every
+    reconcile of every account (7 reconciles read it 5 times before one read served all)."""
+
+    async def body() -> None:
+        fake = FakeBinanceUSDM(mark_interval_s=0.2)
+        async with two_multi_assets_accounts(fake, reconcile_interval_s=1.0) as manager:
+            feeds = list(manager.feeds.values())
+            await eventually(
+                lambda: all(f.adapter.snapshot_weight() == 10 for f in feeds),
+                what="reconciles on the streamed index",
+                timeout_s=10,
+            )
+            reads, reconciles = _asset_index_reads(fake), sum(f._reconciles for f in feeds)
+            await asyncio.sleep(4)
+            reconciled = sum(f._reconciles for f in feeds) - reconciles
+            assert reconciled >= 6
+            assert _asset_index_reads(fake) - reads <= reconciled / 2
+
+    run(body())

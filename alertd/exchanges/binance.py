@@ -765,7 +765,9 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             self._snapshot_weight = portfolio_snapshot_weight(self._coin_m_symbols)
             return portfolio_mode(self._coin_m_unlisted)
         mode = usdm_mode(self._account)
-        multi_assets = mode.mode is AccountMode.MULTI_ASSETS  # fetch_collateral reads the index
+        # fetch_collateral reads the index, over REST unless the stream has it fresh (and
+        # says which it read)
+        multi_assets = mode.mode is AccountMode.MULTI_ASSETS
         self._snapshot_weight = USDM_SNAPSHOT_WEIGHT + (ASSET_INDEX_WEIGHT if multi_assets else 0)
         return mode
 
@@ -912,12 +914,36 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._margin_assets = ()
         if not account.get("multiAssetsMargin"):
             return ()  # single-asset: the settle wallet alone backs the pool
+        # the asset index stream's rows, while it is fresh: the same rows as the REST read
+        # (developers.binance.com, "Multi-Assets Mode Asset Index", stream and REST), at most
+        # a staleness interval old, for none of the weight; the REST read where the stream is
+        # stale or lacks a row the account needs
+        streamed = self.streamed_index() if self.streamed_index is not None else None
+        if streamed is not None:
+            try:
+                coins = self._read_pool(account, list(streamed.values()), exchange)
+            except FrameError:
+                pass
+            else:
+                self._snapshot_weight = USDM_SNAPSHOT_WEIGHT
+                return coins
         # every index in one request (weight 10): the settle currency's rates and the coins';
         # a coin Binance does not price is then named in the account's problem, where asking
         # for it alone would be refused as a bad symbol
         asset_index = await exchange.fapiPublicGetAssetIndex()
         if not isinstance(asset_index, list):
             raise FrameError("assetIndex: expected a list of indices")
+        self._snapshot_weight = USDM_SNAPSHOT_WEIGHT + ASSET_INDEX_WEIGHT
+        coins = self._read_pool(account, asset_index, exchange)
+        if self.index_read is not None:
+            self.index_read(checked_index_rows(asset_index)[0])
+        return coins
+
+    def _read_pool(
+        self, account: dict[str, Any], asset_index: list[Any], exchange: Any
+    ) -> tuple[Collateral, ...]:
+        """A multi-assets pool's settle terms and margin asset lines (kept) and its coins
+        (returned), from the account answer and the asset index rows."""
         terms = settle_rates(asset_index, self.settle)
         assets = self.market_filter.margin_assets(exchange.markets)
         held = {

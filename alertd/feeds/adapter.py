@@ -283,6 +283,12 @@ class ExchangeAdapter:
     # exchange (:class:`~alertd.feeds.rates.AssetIndexStream`), the rates of an account in
     # that mode (``AccountMode.MULTI_ASSETS``) following it between snapshots (:meth:`rerated`)
     streams_asset_index = False
+    # the rows that stream holds now, while it is fresh (None: stale or never up), set by the
+    # feed: a snapshot in that mode may read them in place of the REST index
+    streamed_index: Callable[[], Mapping[str, Mapping[str, Any]] | None] | None = None
+    # handed the checked rows of a REST read of that index the snapshot made (it is public:
+    # the stream's other followers take them too)
+    index_read: Callable[[list[dict[str, Any]]], None] | None = None
 
     @staticmethod
     def stream_hash(message: Any) -> str | None:

@@ -129,7 +129,13 @@ class AccountFeed:
             options.sleep,
             shared=shared,
             stale_after_s=settings.stale_after_s,
+            index_read_every_s=settings.reconcile_interval_s,
         )
+        if self.hub.rates is not None:
+            # a snapshot reads the streamed index while it is fresh (Binance multi-assets),
+            # and its own REST read of it serves every account
+            self.adapter.streamed_index = self.hub.rates.fresh_rows
+            self.adapter.index_read = self.hub.rates.read
         self._subscribed: set[str] = set()
         # how often the manager reconciles this account: the setting, or longer where many
         # accounts share one per-IP budget (a quiet private stream is fresh while reconciles

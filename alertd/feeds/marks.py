@@ -71,6 +71,7 @@ class MarkHub:
         dynamics_span_s: float = 0.0,
         shared: SharedExchange | None = None,
         stale_after_s: float | None = None,
+        index_read_every_s: float = float("inf"),
     ) -> None:
         self.name = name
         self._shared = shared  # the exchange's market catalogue, given to this hub's exchange
@@ -111,6 +112,7 @@ class MarkHub:
                 sleep,
                 # feeds.stale_after_s (the manager's reconnect interval by default)
                 stale_after_s=stale_after_s or min_reconnect_interval_s,
+                read_every_s=index_read_every_s,
             )
 
     def set_dynamics_span(self, span_s: float) -> None:

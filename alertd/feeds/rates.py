@@ -13,7 +13,9 @@ While no frame came for ``stale_after_s`` (a stream down, or never up), the inde
 over REST instead, once per ``stale_after_s`` for every follower (weight 10 at Binance, in
 the IP's budget with the marks): the rates never stay at the stream's last word nor fall to
 par, and the followers say the stream is stale (``AccountFeed.check_stale``, the health
-line, status).
+line, status). While it is fresh, REST is read once per configured reconcile interval for
+all of them (the truth it is checked against), and their reconciles take the rows from here
+(:meth:`AssetIndexStream.fresh_rows`) instead of each reading the same public rows again.
 """
 
 from __future__ import annotations
@@ -60,9 +62,11 @@ class AssetIndexStream:
         clock: Clock,
         sleep: Sleep,
         stale_after_s: float,
+        read_every_s: float = float("inf"),
     ) -> None:
         self.name = name
         self.stale_after_s = stale_after_s
+        self.read_every_s = read_every_s
         self._ready_exchange = ready_exchange
         self.adapter = adapter
         self._backoff_factory = backoff_factory
@@ -72,11 +76,20 @@ class AssetIndexStream:
         self.rows: dict[str, Mapping[str, Any]] = {}  # the latest row per symbol
         self.frames = 0
         self.reconnects = 0
-        self.polls = 0  # REST reads while the stream was stale
+        self.polls = 0  # REST reads (stale stream, or the periodic one)
         self.frame_at = -float("inf")  # monotonic time of the last frame
+        self.read_at = -float("inf")  # and of the last REST read
         # subscribed on the first follower only: an exchange without a multi-assets account
         # never opens it
         self._wanted = asyncio.Event()
+
+    def fresh_rows(self) -> Mapping[str, Mapping[str, Any]] | None:
+        """Every row so far while a frame came within ``stale_after_s`` and REST was read
+        within ``read_every_s``; None otherwise (the stream stale or never up, no REST read
+        yet): a reconcile then reads REST itself."""
+        now = self._clock()
+        fresh = now - self.frame_at <= self.stale_after_s
+        return self.rows if fresh and now - self.read_at < self.read_every_s else None
 
     def follow(self, follower: IndexFollower) -> None:
         self.followers.add(follower)
@@ -91,12 +104,18 @@ class AssetIndexStream:
         await self._wanted.wait()
         async with asyncio.TaskGroup() as group:
             group.create_task(self._stream(), name=self.name)
-            group.create_task(self._poll_while_stale(), name=f"{self.name} REST")
+            group.create_task(self._read_over_rest(), name=f"{self.name} REST")
 
-    async def _poll_while_stale(self) -> None:
+    async def _read_over_rest(self) -> None:
+        """The REST read, for every follower at once: while the stream is stale, once per
+        ``stale_after_s``; otherwise once per ``read_every_s`` (the configured reconcile
+        interval), the truth the stream is checked against, which the followers' own
+        reconciles then read from :meth:`fresh_rows` rather than each asking REST again."""
         while True:
-            await self._sleep(self.stale_after_s)
-            if not self.followers or self._clock() - self.frame_at <= self.stale_after_s:
+            await self._sleep(min(self.stale_after_s, self.read_every_s))
+            now = self._clock()
+            stale = now - self.frame_at > self.stale_after_s
+            if not self.followers or not (stale or now - self.read_at >= self.read_every_s):
                 continue
             try:
                 rows, problems = await self.adapter.fetch_asset_index(await self._ready_exchange())
@@ -108,7 +127,14 @@ class AssetIndexStream:
             self.polls += 1
             for problem in problems:
                 self.on_malformed(BAD_ROW, problem)
-            self.deliver(rows, streamed=False)
+            self.read(rows)
+
+    def read(self, rows: list[dict[str, Any]]) -> None:
+        """A REST read's checked rows (this stream's own, or a follower's reconcile's: the
+        index is public, one read serves all): kept and handed to every follower; the next
+        periodic read is due ``read_every_s`` from now."""
+        self.read_at = self._clock()
+        self.deliver(rows, streamed=False)
 
     async def _stream(self) -> None:
         backoff = self._backoff_factory()
