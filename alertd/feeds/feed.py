@@ -369,8 +369,8 @@ class AccountFeed:
         self.state.set_collateral(collateral, marks, marks_sent)
         self.state.settle_terms = self.adapter.settle_terms()
         self.state.margin_assets = self.adapter.margin_assets()
-        # the snapshot's rates are the truth at each read: the asset index stream moves them
-        # from here on, and they stand again while that stream is stale
+        # the snapshot's rates are the truth at each read: the asset index moves them from
+        # here on (its stream, or its REST read while the stream is stale: feeds/rates.py)
         self.state.pool_read = self.state.pool_rates
         self.state.rates_streamed = False
         follows = self.hub.rates is not None and self.state.mode.mode is AccountMode.MULTI_ASSETS

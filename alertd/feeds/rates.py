@@ -3,18 +3,20 @@ subscription per exchange, shared by every account that follows it.
 
 Binance's multi-assets mode values each margin asset (USDT, USDC) at its ``<asset>USD`` row's
 bid and ask rates and each collateral coin at its index less a buffer. The REST read
-(``GET /fapi/v1/assetIndex``) is the snapshot's, at every reconcile; between two of them the
-exchange's "Multi-Assets Mode Asset Index" stream (``!assetIndex@arr``, every second) moves
-them: a depeg counts within a second, not a reconcile interval later. The rows are public and
-the same for every account, so like the marks (:class:`~alertd.feeds.marks.MarkHub`, which
-owns this stream and its exchange) one stream serves all of them: each frame's rows are kept
+(``GET /fapi/v1/assetIndex``) is the truth, at a bootstrap and once per reconcile interval;
+between reads the exchange's "Multi-Assets Mode Asset Index" stream (``!assetIndex@arr``,
+every second) moves them: a depeg counts within a second, not a reconcile interval later.
+The rows are public and the same for every account, so like the marks
+(:class:`~alertd.feeds.marks.MarkHub`, which owns this stream and its exchange) one stream
+serves all of them: each frame's rows are kept
 (the latest per symbol) and handed to every follower with the symbols whose row changed.
 While no frame came for ``stale_after_s`` (a stream down, or never up), the index is read
 over REST instead, once per ``stale_after_s`` for every follower (weight 10 at Binance, in
 the IP's budget with the marks): the rates never stay at the stream's last word nor fall to
 par, and the followers say the stream is stale (``AccountFeed.check_stale``, the health
 line, status). While it is fresh, REST is read once per configured reconcile interval for
-all of them (the truth it is checked against), and their reconciles take the rows from here
+all of them (the truth the rows are corrected by: this stream's own read, or a follower's
+reconcile's, :meth:`AssetIndexStream.read`), and their reconciles take the rows from here
 (:meth:`AssetIndexStream.fresh_rows`) instead of each reading the same public rows again.
 """
 
