@@ -27,6 +27,11 @@ built-in off (no book is then fetched) to measure what it costs. Binance's books
 changes every book N times a second (20 levels each; Binance's BTC diff stream sends about 10
 events a second), each change pushed on the depth stream.
 
+``--multi-assets`` (Binance) seeds every account in multi-assets mode with USDC (a margin
+asset on its own line) and BTC (a coin following its mark) beside the same positions, and walks
+USDT's and USDC's asset indices every mark interval: every frame of the asset index stream
+(``!assetIndex@arr``, one subscription) then moves every account's rates, its worst case.
+
 ``--exchange bybit`` or ``okx`` runs that exchange's local server and accounts instead (Bybit
 and OKX limit private requests per UID, each account its own, where Binance limits them per
 IP: docs/scaling.md); their requests are counted, not weighed.
@@ -285,7 +290,14 @@ def main() -> int:
     parser.add_argument(
         "--no-book-stream", action="store_true", help="order books over REST only (stream: false)"
     )
+    parser.add_argument(
+        "--multi-assets",
+        action="store_true",
+        help="Binance multi-assets accounts (USDC, BTC), USDT's and USDC's indices walking",
+    )
     args = parser.parse_args()
+    if args.multi_assets and args.exchange != "binanceusdm":
+        parser.error("--multi-assets is Binance's mode")
 
     sys.path.insert(0, str(ROOT))  # the local exchange lives with the tests
     import importlib
@@ -300,6 +312,8 @@ def main() -> int:
     fake_args += ["--book-updates", str(args.book_updates)]
     requests_out = Path(tempfile.mkdtemp()) / "requests.tsv"
     fake_args += ["--requests-out", str(requests_out)]
+    if args.multi_assets:
+        fake_args.append("--multi-assets")
     if args.timeout_bootstrap is not None:
         # held past alertd's request timeout (feeds.request_timeout_s, 10 s by default)
         fake_args += ["--slow-request", f"{positions_path}:{args.timeout_bootstrap}:15"]
@@ -373,6 +387,7 @@ def main() -> int:
         mode += f", {args.book_updates:g} book changes/s" if args.book_updates else ""
         mode += ", every stop rule" if args.stops else ""
         mode += f", {args.rest_concurrency} REST slots" if args.rest_concurrency else ""
+        mode += ", multi-assets, rates walking" if args.multi_assets else ""
         depth_requests = log.count("order book")  # warnings about books, if any
         print(f"machine      : {machine()}")
         print(f"exchange     : {args.exchange} (the local server)")

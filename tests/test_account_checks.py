@@ -266,6 +266,8 @@ def test_gate_without_a_user_id_the_account_is_refused(detail: dict[str, Any]) -
 class StillHub:
     """A mark hub that streams nothing: these tests are about the private side."""
 
+    rates = None  # no asset index stream either
+
     def subscribe(self, symbol: str, subscriber: Any) -> None:
         pass
 

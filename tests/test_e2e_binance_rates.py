@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.endpoint import status_account
 from tests.support.fixtures import (
     BTC,
     liquidations_agree,
@@ -22,6 +23,7 @@ from tests.support.fixtures import (
     started_computed,
     status_world_fixture,
 )
+from tests.support.poll import wait_for
 
 D = Decimal
 KEY, SECRET = "key-main", "secret-main"
@@ -190,3 +192,47 @@ def test_a_usdt_depeg_brings_the_alerts_at_binance_s_marks(world: dict[str, Any]
     # Binance's own figures agree with alertd's at the snapshot: the position's 300 USDT of
     # maintenance margin beside alertd's 298.485 USD is no drift
     assert "differs from the exchange" not in daemon.text()
+
+
+def _usdc_backed_long(fake: Any) -> None:
+    # no USDT, 3,000 USDC (a margin asset: ETHUSDC listed), long 1 BTCUSDT at 60,000 (one
+    # bracket, MMR 0.5%), multi-assets, every rate at par
+    fake.set_balance(KEY, "0")
+    fake.add_symbol(ETH_USDC, "600", _one_bracket("0.01"))
+    fake.set_multi_assets_coins(KEY, {"USDC": "3000"})
+    fake.set_tiers("BTCUSDT", _one_bracket("0.005"))
+    fake.set_mark(BTC, "60000")
+    fake.open_position(KEY, BTC, "long", "1", "60000")
+
+
+def _reads(fake: Any, path: str) -> int:
+    return sum(1 for _, sent in fake.requests if sent == path)
+
+
+def test_a_usdc_depeg_streamed_between_reconciles_brings_the_alerts_at_its_marks(
+    world: dict[str, Any],
+) -> None:
+    """USDC depegs to 0.99 (the FAQ's buffers: bid rate 0.9801) an hour before the next
+    reconcile: the asset index stream (``!assetIndex@arr``) brings it. The pool's equity is
+    3,000 USDC at the bid rate plus the long's USDT PnL, so at a mark m the ratio is
+    0.005 m / (m - 57,059.7); USDC at par (the rate the last reconcile read) gives 0.005 m /
+    (m - 57,000): at 57,600 48.0% (no warning) where Binance counts 53.3%, at 57,400 71.8%
+    (no critical) where it counts 84.3%."""
+    fake, http, daemon = world["fake"], world["http"], world["daemon"]
+    _usdc_backed_long(fake)
+    account = started_computed(world, MODE)
+    assert round(D(account["margin_ratio"]) * 100, 2) == D("10.00")  # 300 / 3,000 at par
+    # the bootstrap's snapshot, and the resync's once the streams are subscribed: the last
+    # before the next reconcile, an hour on
+    wait_for(lambda: _reads(fake, "/fapi/v3/positionRisk") == 2, what="the resync")
+    reads = _reads(fake, "/fapi/v1/assetIndex")
+    fake.set_asset_index("USDC", "0.99", "0.01", "0.005")
+    # at 60,000: 300 / 2,940.3 = 10.20%
+    wait_for(
+        lambda: round(D(status_account(world["base"])["margin_ratio"]) * 100, 2) == D("10.20"),
+        what="USDC's streamed rates in the ratio",
+    )
+    assert fake.asset_index_subscriptions() == 1
+    # at 57,600: 288 / 540.3 = 53.3%; at 57,400: 287 / 340.3 = 84.3%
+    ratio_alerts_at(fake, http, daemon, BTC, ("57600", "53.3%"), ("57400", "84.3%"))
+    assert _reads(fake, "/fapi/v1/assetIndex") == reads  # none read the index meanwhile

@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
 import subprocess
+import time
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from alertd.config import Config
 from alertd.engine.margin import compute
 from alertd.engine.model import MarginMode, Side
+from alertd.feeds.manager import FeedManager
+from alertd.feeds.state import Stream
 
 from .fake_exchange.binance import FakeBinanceUSDM
 from .support import configs
-from .support.aio import run
+from .support.aio import background, run
 from .support.fakes import server_in_thread, started
 from .support.feeds import (
     BTC,
+    FAST,
+    FAST_OPTIONS,
     account_config,
     bootstrapped,
     btc_long,
@@ -28,6 +37,7 @@ from .support.feeds import (
     make_feed,
     mark_arrives,
     running_manager,
+    secrets,
     streaming,
 )
 from .support.poll import eventually
@@ -451,5 +461,251 @@ def test_the_exchange_s_ratio_moves_from_the_marks_of_its_own_answer() -> None:
                 feed.state.set_mark(BTC, D(58350), 1.0)  # the stream catches up
                 ratio, moved = feed.state.exchange_ratio()
                 assert moved and ratio == D("233.4") / D(350)
+
+    run(body())
+
+
+def _asset_index_reads(fake: FakeBinanceUSDM) -> int:
+    return sum(1 for _, path in fake.requests if path == "/fapi/v1/assetIndex")
+
+
+def _rates(terms: object) -> tuple[Decimal, Decimal] | None:
+    rates = getattr(terms, "rates", None)
+    return None if rates is None else (rates.bid, rates.ask)
+
+
+def _usdc_listed(fake: FakeBinanceUSDM) -> None:
+    """ETHUSDC listed: USDC a margin asset of the catalogue, on an equity line of its own."""
+    bracket = {"notionalFloor": 0, "notionalCap": 10**9, "maintMarginRatio": "0.01"}
+    fake.add_symbol(ETH_USDC, "600", [bracket | {"initialLeverage": 50}])
+
+
+def _multi_assets_world(fake: FakeBinanceUSDM) -> None:
+    """400 USDT, 220 USDC, 0.01 BTC and 1 BNB (no BNB perpetual listed here) in multi-assets
+    mode, long 0.5 BTCUSDT at 60,000 and 20 ETHUSDC at 600, every rate at par, BTC's index
+    at its mark."""
+    fake.set_mark(BTC, "60000")
+    fake.set_asset_index("BTC", "60000", "0.05", "0.05", follows=BTC)
+    fake.set_asset_index("BNB", "600", "0.05", "0.05")
+    fake.set_multi_assets_coins("key-a", {"USDC": "220", "BTC": "0.01", "BNB": "1"})
+    _usdc_listed(fake)
+    fake.set_mark(BTC, "60000")
+    fake.open_position("key-a", BTC, "long", "0.5", "60000")
+    fake.open_position("key-a", ETH_USDC, "long", "20", "600")
+
+
+def _pool_is_binance_s(feed: object, fake: FakeBinanceUSDM) -> bool:
+    state = feed.state  # type: ignore[attr-defined]
+    pool = compute(state.to_account()).pool
+    served = fake.account_v3("key-a")
+    return bool(
+        abs(pool.margin_balance - D(served["totalMarginBalance"])) < D("1e-6")
+        and abs(pool.maintenance_margin - D(served["totalMaintMargin"])) < D("1e-6")
+    )
+
+
+def test_multi_assets_rates_follow_the_asset_index_stream_between_reconciles() -> None:
+    """USDC and USDT depeg to 0.99 (the FAQ's buffers: bid rate 0.9801, ask rate 0.99495),
+    BNB's index falls 10% and BTC's bid buffer goes from 5% to 6%, between two reconciles:
+    the "Multi-Assets Mode Asset Index" stream (``!assetIndex@arr``) brings every rate, the
+    index of the coin without a perpetual and the buffers within its second, the pool equal
+    to Binance's totals again, with no REST read of the index since the snapshot (before:
+    the rates of the last reconcile, at par, until the next one). BTC keeps moving with its
+    mark (its index follows the mark here)."""
+
+    async def body() -> None:
+        # marks and the index every 0.2 s, as Binance's streams every second: none goes stale
+        fake = FakeBinanceUSDM(mark_interval_s=0.2)
+        async with started(fake, [("key-a", "secret-a", "400")]):
+            _multi_assets_world(fake)
+            feed = make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
+            async with streaming(feed):
+                state = feed.state
+                assert state.settle_terms is None and _rates(state.margin_assets[0].terms) is None
+                read = _asset_index_reads(fake)
+                await fake.wait_for_subscription("!assetIndex@arr")
+                fake.set_asset_index("USDC", "0.99", "0.01", "0.005")
+                fake.set_asset_index("USDT", "0.99", "0.01", "0.005")
+                fake.set_asset_index("BTC", "60000", "0.06", "0.07", follows=BTC)
+                fake.set_asset_index("BNB", "540", "0.05", "0.05")
+                depegged = (D("0.9801"), D("0.99495"))
+                await eventually(
+                    lambda: (
+                        _rates(state.settle_terms) == depegged
+                        and _rates(state.margin_assets[0].terms) == depegged
+                        and {c.asset: c.price for c in state.collateral}["BNB"] == D(540)
+                        and {c.asset: c.liability_ratio for c in state.collateral}["BTC"]
+                        == D("1.07")
+                    ),
+                    what="the streamed rates",
+                )
+                coins = {c.asset: c for c in state.to_account().collateral}
+                assert coins["BTC"].ratio.tiers[0].ratio == D("0.94")
+                assert _pool_is_binance_s(feed, fake)
+                await mark_arrives(fake, feed, "57000")  # BTC's coin follows its mark
+                coins = {c.asset: c for c in state.to_account().collateral}
+                assert coins["BTC"].price == D(57000)
+                assert _pool_is_binance_s(feed, fake)
+                assert _asset_index_reads(fake) == read
+
+    run(body())
+
+
+@contextlib.asynccontextmanager
+async def two_multi_assets_accounts(
+    fake: FakeBinanceUSDM, reconcile_interval_s: float
+) -> AsyncIterator[FeedManager]:
+    """``fake`` serving "a" and "b", each 400 USDT and 100 USDC (ETHUSDC listed) in
+    multi-assets mode, both run by one manager reconciling every ``reconcile_interval_s``."""
+    accounts = [("key-a", "secret-a", "400"), ("key-b", "secret-b", "400")]
+    async with started(fake, accounts):
+        _usdc_listed(fake)
+        for key in ("key-a", "key-b"):
+            fake.set_multi_assets_coins(key, {"USDC": "100"})
+        configs_ = [account_config(n, "binanceusdm", fake) for n in ("a", "b")]
+        settings = FAST.model_copy(update={"reconcile_interval_s": reconcile_interval_s})
+        manager = FeedManager(
+            Config(version=1, accounts=configs_, feeds=settings),
+            {"a": secrets("key-a", "secret-a"), "b": secrets("key-b", "secret-b")},
+            FAST_OPTIONS,
+        )
+        async with background(manager.run()):
+            yield manager
+
+
+def test_one_asset_index_subscription_serves_every_multi_assets_account() -> None:
+    """Two multi-assets accounts on one exchange: one ``!assetIndex@arr`` subscription (on
+    the mark hub's public connection, like the marks), and a USDC depeg reaches both, with no
+    reconcile between (every 3,600 s)."""
+
+    async def body() -> None:
+        fake = FakeBinanceUSDM()
+        async with two_multi_assets_accounts(fake, reconcile_interval_s=3600) as manager:
+            feeds = list(manager.feeds.values())
+            await eventually(
+                lambda: all(f.state.follows_index for f in feeds), what="both bootstrapped"
+            )
+            await fake.wait_for_subscription("!assetIndex@arr")
+            fake.set_asset_index("USDC", "0.99", "0.01", "0.005")
+            await eventually(
+                lambda: all(
+                    _rates(f.state.margin_assets[0].terms) == (D("0.9801"), D("0.99495"))
+                    for f in feeds
+                ),
+                what="USDC's rates on both accounts",
+            )
+            assert fake.asset_index_subscriptions() == 1
+            (hub,) = manager.hubs.values()
+            assert hub.rates is not None and hub.rates.followers == set(feeds)
+
+    run(body())
+
+
+def test_malformed_asset_index_frames_are_logged_and_skipped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A frame that is not a list of rows, and a frame whose USDCUSD row has no bid rate
+    beside a good USDTUSD row: logged (once per kind, counted) and skipped, the good row
+    applied, USDC's rates as they were; the next good frame is applied."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [("key-a", "secret-a", "400")]) as fake:
+            _usdc_listed(fake)
+            fake.set_multi_assets_coins("key-a", {"USDC": "100"})
+            feed = make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
+            async with streaming(feed):
+                state = feed.state
+                await fake.wait_for_subscription("!assetIndex@arr")
+                fake.asset_index_paused = True  # only the frames below
+                fake.push_asset_index_frame(["garbled"])
+                usdt = {"e": "assetIndexUpdate", "E": 1, "s": "USDTUSD", "i": "0.99"}
+                usdt |= {"b": "0.01", "a": "0.005", "B": "0.9801", "A": "0.99495"}
+                usdc = usdt | {"s": "USDCUSD", "B": None}
+                fake.push_asset_index_frame([usdc, usdt])
+                await eventually(lambda: _rates(state.settle_terms) is not None, what="USDT")
+                assert _rates(state.settle_terms) == (D("0.9801"), D("0.99495"))
+                assert _rates(state.margin_assets[0].terms) is None  # as read: at par
+                assert feed.malformed == {"unparsable frame": 1, "asset index: bad row": 1}
+                fake.push_asset_index_frame([usdc | {"B": "0.9801"}])
+                await eventually(
+                    lambda: _rates(state.margin_assets[0].terms) is not None, what="USDC"
+                )
+
+    with caplog.at_level(logging.WARNING, logger="alertd.feeds.feed"):
+        run(body())
+    skipped = [r.getMessage() for r in caplog.records if "skipped a malformed" in r.getMessage()]
+    assert len(skipped) == 2, skipped
+    assert "USDCUSD bidRate" in skipped[1]
+
+
+def test_a_stale_asset_index_stream_is_said_and_read_over_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The stream goes quiet (REST still answers): within ``stale_after_s`` the account's
+    asset index stream is stale in its freshness (the health line and status name it), the
+    log says so once, and the index is read over REST meanwhile: a USDC depeg then counts
+    (never the stream's last word, never par); the stream back, it is fresh again."""
+
+    async def body() -> None:
+        async with started(
+            FakeBinanceUSDM(mark_interval_s=0.2), [("key-a", "secret-a", "400")]
+        ) as fake:
+            _usdc_listed(fake)
+            fake.set_multi_assets_coins("key-a", {"USDC": "100"})
+            feed = make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
+            async with streaming(feed):
+                state = feed.state
+
+                def index_stale() -> bool:
+                    rows = state.freshness(time.monotonic(), feed.settings.stale_after_s, 3600)
+                    return any(f.stream is Stream.INDEX and f.stale for f in rows)
+
+                await eventually(lambda: state.rates_streamed, what="the stream's first frame")
+                assert not index_stale()
+                read = _asset_index_reads(fake)
+                fake.asset_index_paused = True
+                fake.set_asset_index("USDC", "0.99", "0.01", "0.005")
+                await eventually(index_stale, what="the stream stale")
+                await eventually(
+                    lambda: _rates(state.margin_assets[0].terms) == (D("0.9801"), D("0.99495")),
+                    what="USDC's rates over REST",
+                )
+                assert _asset_index_reads(fake) > read
+                await eventually(lambda: "no asset index stream" in caplog.text, what="said")
+                fake.asset_index_paused = False
+                await eventually(lambda: not index_stale(), what="the stream back")
+
+    with caplog.at_level(logging.INFO, logger="alertd.feeds.feed"):
+        run(body())
+    said = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "alertd.feeds.feed" and "asset index" in r.getMessage()
+    ]
+    assert len(said) == 2, said
+    assert "no asset index stream frame in 1s" in said[0] and "back" in said[1]
+
+
+def test_reconciles_read_the_fresh_streamed_index_and_rest_once_per_interval() -> None:
+    """Two multi-assets accounts reconciled every second with the asset index stream fresh:
+    their reconciles read the stream's rows (a snapshot of 10 weight, not 20), and REST's
+    index is read for both of them about once a reconcile interval (by the stream's own read
+    or the first reconcile past it: the truth the stream is corrected by), not at every
+    reconcile of every account (7 reconciles read it 5 times before one read served all)."""
+
+    async def body() -> None:
+        fake = FakeBinanceUSDM(mark_interval_s=0.2)
+        async with two_multi_assets_accounts(fake, reconcile_interval_s=1.0) as manager:
+            feeds = list(manager.feeds.values())
+            await eventually(
+                lambda: all(f.adapter.snapshot_weight() == 10 for f in feeds),
+                what="reconciles on the streamed index",
+                timeout_s=10,
+            )
+            reads, reconciles = _asset_index_reads(fake), sum(f._reconciles for f in feeds)
+            await asyncio.sleep(4)
+            reconciled = sum(f._reconciles for f in feeds) - reconciles
+            assert reconciled >= 6
+            assert _asset_index_reads(fake) - reads <= reconciled / 2
 
     run(body())

@@ -336,20 +336,28 @@ def multi_assets_collateral(
         row = index.get(f"{asset}USD")
         if row is None:
             raise FrameError(f"assetIndex: no {asset}USD index for the {asset} balance")
-        price = dec(row.get("index"), f"assetIndex {asset}USD index")
-        if price <= 0:
-            raise FrameError(f"assetIndex: {asset}USD index is {price}")
+        price, ratio, liability = _coin_terms(row, asset)
         coins.append(
             Collateral(
                 asset=asset,
                 amount=amount,
                 price=price,
-                ratio=CollateralRatio.flat(1 - dec(row.get("bidBuffer"), "bidBuffer")),
+                ratio=ratio,
                 price_symbol=coin_price_symbol(asset, settle, markets),
-                liability_ratio=1 + dec(row.get("askBuffer"), "askBuffer"),
+                liability_ratio=liability,
             )
         )
     return tuple(coins)
+
+
+def _coin_terms(row: Mapping[str, Any], asset: str) -> tuple[Decimal, CollateralRatio, Decimal]:
+    """A coin's price, ratio and liability ratio from its ``<asset>USD`` row of the asset
+    index: its index, ``1 - bidBuffer`` held and ``1 + askBuffer`` owed."""
+    price = dec(row.get("index"), f"assetIndex {asset}USD index")
+    if price <= 0:
+        raise FrameError(f"assetIndex: {asset}USD index is {price}")
+    ratio = CollateralRatio.flat(1 - dec(row.get("bidBuffer"), "bidBuffer"))
+    return price, ratio, 1 + dec(row.get("askBuffer"), "askBuffer")
 
 
 def shared_margin_assets(
@@ -399,11 +407,112 @@ def settle_rates(asset_index: list[dict[str, Any]], settle: str) -> SettleTerms 
     row = next((r for r in asset_index if isinstance(r, dict) and r.get("symbol") == key), None)
     if row is None:
         raise FrameError(f"assetIndex: no {key} row (the rates {settle} converts at)")
+    return _row_rates(row, key)
+
+
+def _row_rates(row: Mapping[str, Any], key: str) -> SettleTerms | None:
+    """The rates of one asset index row (``key``: its symbol, for the problem's words)."""
     bid = dec(row.get("bidRate"), f"assetIndex {key} bidRate")
     ask = dec(row.get("askRate"), f"assetIndex {key} askRate")
     if bid <= 0 or ask < bid:
         raise FrameError(f"assetIndex: {key} bidRate {bid} and askRate {ask} (bid > 0, ask >= bid)")
     return SettleTerms.of(None, Decimal(0), None, ConversionRates(bid, ask))
+
+
+# The "Multi-Assets Mode Asset Index" market stream (developers.binance.com, USDⓈ-M futures,
+# websocket market streams, "Multi-Assets Mode Asset Index": stream name "!assetIndex@arr OR
+# <assetSymbol>@assetIndex", update speed 1s): ``assetIndexUpdate`` rows with ``s`` the
+# index symbol ("USDTUSD"), ``i`` the index, ``b``/``a`` the bid/ask buffers and ``B``/``A``
+# the bid/ask rates (``q``, ``g``, ``Q``, ``G``: the auto-exchange ones, not read); the
+# fields of ``GET /fapi/v1/assetIndex`` under one-letter names, read here as that row
+ASSET_INDEX_STREAM = "!assetIndex@arr"
+ASSET_INDEX_EVENT = "assetIndexUpdate"
+ASSET_INDEX_HASH = "assetIndex"  # the ccxt message hash its watch waits on
+_STREAM_FIELDS = {
+    "s": "symbol",
+    "i": "index",
+    "b": "bidBuffer",
+    "a": "askBuffer",
+    "B": "bidRate",
+    "A": "askRate",
+}
+
+
+def streamed_index_rows(frame: Any) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows of one asset index frame (a list of ``assetIndexUpdate`` events, or one event
+    of a ``<assetSymbol>@assetIndex`` stream) in the REST row's shape, checked
+    (:func:`checked_index_rows`)."""
+    events = frame if isinstance(frame, list) else [frame]
+    return checked_index_rows(
+        [
+            {name: event.get(field) for field, name in _STREAM_FIELDS.items()}
+            if isinstance(event, dict)
+            else event
+            for event in events
+        ]
+    )
+
+
+def checked_index_rows(rows: list[Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The asset index ``rows`` (``GET /fapi/v1/assetIndex``'s shape) checked as a snapshot
+    reads them (an index above 0, buffers, rates with bid > 0 and ask >= bid), and what was
+    wrong with the others (skipped, each named: one bad row does not stop the others)."""
+    good: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for row in rows:
+        if not isinstance(row, dict) or not isinstance(row.get("symbol"), str):
+            problems.append(f"assetIndex: not a row with a symbol: {str(row)[:80]!r}")
+            continue
+        symbol = row["symbol"][:40]
+        try:
+            _coin_terms(row, symbol.removesuffix("USD"))
+            _row_rates(row, symbol)
+        except FrameError as exc:
+            problems.append(str(exc))
+            continue
+        good.append(row)
+    return good, problems
+
+
+def rerated(
+    rows: Mapping[str, Mapping[str, Any]],
+    settle: str,
+    terms: SettleTerms | None,
+    lines: tuple[MarginAsset, ...],
+    coins: tuple[Collateral, ...],
+) -> tuple[SettleTerms | None, tuple[MarginAsset, ...], tuple[Collateral, ...]]:
+    """A multi-assets pool as the snapshot read it (``terms``: the settle currency's rates,
+    ``lines``, ``coins``) at the asset index ``rows`` streamed since (by symbol, checked by
+    :func:`streamed_index_rows`): each line's and the settle currency's rates, each coin's
+    buffers from its row; the wallets and amounts as read. An asset without a row keeps what
+    the snapshot read (never par).
+
+    A coin with a perpetual keeps the price it moves with that perpetual's mark (the
+    snapshot's index and its basis to the mark): the index stream and the mark stream tick
+    apart, and an index re-based on a mark a tick older than the one it was figured at would
+    count a fall twice once the mark arrives (a 3.6% fall of BTC, as the coin's basis, and
+    again as its mark). A coin without one (it keeps its price between snapshots) takes the
+    streamed index."""
+    settle_row = rows.get(f"{settle}USD")
+    if settle_row is not None:
+        terms = _row_rates(settle_row, f"{settle}USD")
+    lines = tuple(
+        dataclasses.replace(line, terms=_row_rates(row, f"{line.asset}USD"))
+        if (row := rows.get(f"{line.asset}USD")) is not None
+        else line
+        for line in lines
+    )
+    moved = []
+    for coin in coins:
+        row = rows.get(f"{coin.asset}USD")
+        if row is None:
+            moved.append(coin)
+            continue
+        price, ratio, liability = _coin_terms(row, coin.asset)
+        if coin.price_symbol is not None:
+            price = coin.price
+        moved.append(dataclasses.replace(coin, price=price, ratio=ratio, liability_ratio=liability))
+    return terms, lines, tuple(moved)
 
 
 # Conditional order types (USDⓈ-M "New Order" / "New Algo Order"): a STOP or STOP_MARKET sell
@@ -658,7 +767,9 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             self._snapshot_weight = portfolio_snapshot_weight(self._coin_m_symbols)
             return portfolio_mode(self._coin_m_unlisted)
         mode = usdm_mode(self._account)
-        multi_assets = mode.mode is AccountMode.MULTI_ASSETS  # fetch_collateral reads the index
+        # fetch_collateral reads the index, over REST unless the stream has it fresh (and
+        # says which it read)
+        multi_assets = mode.mode is AccountMode.MULTI_ASSETS
         self._snapshot_weight = USDM_SNAPSHOT_WEIGHT + (ASSET_INDEX_WEIGHT if multi_assets else 0)
         return mode
 
@@ -805,12 +916,36 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._margin_assets = ()
         if not account.get("multiAssetsMargin"):
             return ()  # single-asset: the settle wallet alone backs the pool
+        # the asset index stream's rows, while it is fresh: the same rows as the REST read
+        # (developers.binance.com, "Multi-Assets Mode Asset Index", stream and REST), at most
+        # a staleness interval old, for none of the weight; the REST read where the stream is
+        # stale or lacks a row the account needs
+        streamed = self.streamed_index() if self.streamed_index is not None else None
+        if streamed is not None:
+            try:
+                coins = self._read_pool(account, list(streamed.values()), exchange)
+            except FrameError:
+                pass
+            else:
+                self._snapshot_weight = USDM_SNAPSHOT_WEIGHT
+                return coins
         # every index in one request (weight 10): the settle currency's rates and the coins';
         # a coin Binance does not price is then named in the account's problem, where asking
         # for it alone would be refused as a bad symbol
         asset_index = await exchange.fapiPublicGetAssetIndex()
         if not isinstance(asset_index, list):
             raise FrameError("assetIndex: expected a list of indices")
+        self._snapshot_weight = USDM_SNAPSHOT_WEIGHT + ASSET_INDEX_WEIGHT
+        coins = self._read_pool(account, asset_index, exchange)
+        if self.index_read is not None:
+            self.index_read(checked_index_rows(asset_index)[0])
+        return coins
+
+    def _read_pool(
+        self, account: dict[str, Any], asset_index: list[Any], exchange: Any
+    ) -> tuple[Collateral, ...]:
+        """A multi-assets pool's settle terms and margin asset lines (kept) and its coins
+        (returned), from the account answer and the asset index rows."""
         terms = settle_rates(asset_index, self.settle)
         assets = self.market_filter.margin_assets(exchange.markets)
         held = {
@@ -826,6 +961,46 @@ class BinanceUSDMAdapter(ExchangeAdapter):
 
     def settle_terms(self) -> SettleTerms | None:
         return self._settle_terms
+
+    streams_asset_index = True
+
+    @staticmethod
+    def stream_hash(message: Any) -> str | None:
+        # ccxt's binance has no handler of assetIndexUpdate (its list frame is dropped)
+        first = message[0] if isinstance(message, list) and message else message
+        event = first.get("e") if isinstance(first, dict) else None
+        return ASSET_INDEX_HASH if event == ASSET_INDEX_EVENT else None
+
+    async def watch_asset_index(self, exchange: Any) -> tuple[list[dict[str, Any]], list[str]]:
+        """``!assetIndex@arr`` on ccxt's market-stream connection (the URL and stream slot
+        ccxt gives its own market streams, the mark price's among them), subscribed as ccxt
+        subscribes those; the frames are resolved by :meth:`stream_hash`."""
+        url = (
+            exchange.get_ws_url("linear", exchange.get_future_ws_category(ASSET_INDEX_HASH))
+            + "/"
+            + exchange.stream("linear", ASSET_INDEX_HASH)
+        )
+        request_id = exchange.request_id(url)
+        request = {"method": "SUBSCRIBE", "params": [ASSET_INDEX_STREAM], "id": request_id}
+        frame = await exchange.watch(
+            url, ASSET_INDEX_HASH, request, ASSET_INDEX_HASH, {"id": request_id}
+        )
+        return streamed_index_rows(frame)
+
+    async def fetch_asset_index(self, exchange: Any) -> tuple[list[dict[str, Any]], list[str]]:
+        answer = await exchange.fapiPublicGetAssetIndex()  # every index: weight 10
+        if not isinstance(answer, list):
+            raise FrameError("assetIndex: expected a list of indices")
+        return checked_index_rows(answer)
+
+    def rerated(
+        self,
+        rows: Mapping[str, Mapping[str, Any]],
+        terms: SettleTerms | None,
+        lines: tuple[MarginAsset, ...],
+        coins: tuple[Collateral, ...],
+    ) -> tuple[SettleTerms | None, tuple[MarginAsset, ...], tuple[Collateral, ...]]:
+        return rerated(rows, self.settle, terms, lines, coins)
 
     def margin_assets(self) -> tuple[MarginAsset, ...]:
         return self._margin_assets

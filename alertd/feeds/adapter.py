@@ -283,6 +283,46 @@ class ExchangeAdapter:
         them; none by default."""
         return ()
 
+    # the exchange streams the asset index its pooled mode counts the margin assets and coins
+    # at (Binance multi-assets: "Multi-Assets Mode Asset Index"): one subscription per
+    # exchange (:class:`~alertd.feeds.rates.AssetIndexStream`), the rates of an account in
+    # that mode (``AccountMode.MULTI_ASSETS``) following it between snapshots (:meth:`rerated`)
+    streams_asset_index = False
+    # the rows that stream holds now, while it is fresh (None: stale or never up), set by the
+    # feed: a snapshot in that mode may read them in place of the REST index
+    streamed_index: Callable[[], Mapping[str, Mapping[str, Any]] | None] | None = None
+    # handed the checked rows of a REST read of that index the snapshot made (it is public:
+    # the stream's other followers take them too)
+    index_read: Callable[[list[dict[str, Any]]], None] | None = None
+
+    @staticmethod
+    def stream_hash(message: Any) -> str | None:
+        """The message hash a watch of alertd's own waits on, where ``message`` is a frame of
+        a stream that ccxt has no handler for (the guard resolves it); None for the others."""
+        return None
+
+    async def watch_asset_index(self, exchange: Any) -> tuple[list[dict[str, Any]], list[str]]:
+        """The next frame of the asset index stream: its rows (the REST snapshot's shape,
+        checked) and what was wrong with the rows skipped. Only where
+        :attr:`streams_asset_index`."""
+        raise NotImplementedError(f"{self.exchange_id}: no asset index stream")
+
+    async def fetch_asset_index(self, exchange: Any) -> tuple[list[dict[str, Any]], list[str]]:
+        """The asset index over REST, as :meth:`watch_asset_index` gives a frame: read while
+        the stream is stale. Only where :attr:`streams_asset_index`."""
+        raise NotImplementedError(f"{self.exchange_id}: no asset index")
+
+    def rerated(
+        self,
+        rows: Mapping[str, Mapping[str, Any]],
+        terms: SettleTerms | None,
+        lines: tuple[MarginAsset, ...],
+        coins: tuple[Collateral, ...],
+    ) -> tuple[SettleTerms | None, tuple[MarginAsset, ...], tuple[Collateral, ...]]:
+        """The pool's settle terms, margin asset lines and coins as a snapshot read them, at
+        the streamed asset index ``rows`` (by symbol); as read by default."""
+        return terms, lines, coins
+
     async def fetch_fee_rates(self, exchange: Any, symbols: list[str]) -> dict[str, Decimal]:
         """The account's own taker fee rate of each of ``symbols`` (the held ones), read at
         every snapshot where the exchange's requirement holds a fee; none by default (the

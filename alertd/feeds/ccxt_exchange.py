@@ -8,7 +8,8 @@ This is the only module that builds ccxt exchanges. Two of ccxt's behaviours are
   and nothing more is read. The guard catches both, reports them, and the loop goes on.
 - Frames ccxt has no handler for (Binance ``MARGIN_CALL``, ``listenKeyExpired``; OKX
   ``liquidation-warning``) are dropped by ccxt. The guard shows every decoded frame to a sink
-  first, so the feed can capture them.
+  first, so the feed can capture them; those of a stream alertd subscribes to itself through
+  ccxt's ``watch`` (Binance's asset index) it resolves for that watch.
 
 Many accounts on one exchange share what is not theirs (:class:`SharedExchange`): the market
 catalogue, the SSL context, the HTTP connection pool and, where the exchange limits requests
@@ -77,7 +78,11 @@ def _guarded_class(exchange_id: str) -> type:
         return _classes[exchange_id]
     base = getattr(ccxtpro, exchange_id)
 
-    request_weight = get_spec(exchange_id).capabilities.request_weight
+    spec = get_spec(exchange_id)
+    request_weight = spec.capabilities.request_weight
+    # the frames of streams alertd watches itself, which ccxt has no handler for (Binance's
+    # asset index): resolved here for the watch that waits on their hash
+    stream_hash = spec.adapter.stream_hash if spec.adapter is not None else None
 
     class Guarded(base):  # type: ignore[misc, valid-type]
         alertd_sink: FrameSink | None = None
@@ -130,6 +135,10 @@ def _guarded_class(exchange_id: str) -> type:
             sink = self.alertd_sink
             if sink is not None:
                 sink.on_frame(message)
+            own = stream_hash(message) if stream_hash is not None else None
+            if own is not None:
+                client.resolve(message, own)
+                return
             try:
                 super().handle_message(client, message)
             except Exception as exc:  # ccxt's handler choked on a garbled frame: skip it

@@ -19,7 +19,7 @@ import asyncio
 import dataclasses
 import enum
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Set
 from decimal import Decimal
 from typing import Any
 
@@ -44,10 +44,12 @@ from alertd.feeds.marks import MarkHub, bad_mark, drop_connections
 from alertd.feeds.options import PRODUCTION, FeedOptions
 from alertd.feeds.state import (
     AccountEvent,
+    AccountMode,
     AccountState,
     Coverage,
     MarketInfo,
     ModeReading,
+    PoolRates,
     ReportedAccount,
     Stream,
 )
@@ -128,7 +130,14 @@ class AccountFeed:
             options.clock,
             options.sleep,
             shared=shared,
+            stale_after_s=settings.stale_after_s,
+            index_read_every_s=settings.reconcile_interval_s,
         )
+        if self.hub.rates is not None:
+            # a snapshot reads the streamed index while it is fresh (Binance multi-assets),
+            # and its own REST read of it serves every account
+            self.adapter.streamed_index = self.hub.rates.fresh_rows
+            self.adapter.index_read = self.hub.rates.read
         self._subscribed: set[str] = set()
         # how often the manager reconciles this account: the setting, or longer where many
         # accounts share one per-IP budget (a quiet private stream is fresh while reconciles
@@ -160,6 +169,7 @@ class AccountFeed:
         self._last_failure = -float("inf")
         self._connected_once = False
         self._fatal_event = asyncio.Event()
+        self._index_stale_said = False  # the asset index stream's staleness, logged once
 
     def waiting_first_turn(self) -> bool:
         """Not connected yet through no failure of its own: its bootstrap, or after it its
@@ -193,9 +203,7 @@ class AccountFeed:
         return self.exchange
 
     async def close(self) -> None:
-        for symbol in sorted(self._subscribed):
-            self.hub.unsubscribe(symbol, self)
-        self._subscribed.clear()
+        self._leave_streams()
         if self._owns_hub:
             await self.hub.close()
         if self.exchange is not None:
@@ -290,9 +298,15 @@ class AccountFeed:
             pass
         finally:
             self._group = None
-            for symbol in sorted(self._subscribed):
-                self.hub.unsubscribe(symbol, self)
-            self._subscribed.clear()
+            self._leave_streams()
+
+    def _leave_streams(self) -> None:
+        """Unsubscribe from the hub's marks and asset index."""
+        for symbol in sorted(self._subscribed):
+            self.hub.unsubscribe(symbol, self)
+        self._subscribed.clear()
+        if self.hub.rates is not None:
+            self.hub.rates.unfollow(self)
 
     def _start_failure(self, exc: BaseException, step: str) -> None:
         """A transient failure of ``step`` on the way to live (its bootstrap, its private
@@ -379,6 +393,16 @@ class AccountFeed:
         self.state.set_collateral(collateral, marks, marks_sent)
         self.state.settle_terms = self.adapter.settle_terms()
         self.state.margin_assets = self.adapter.margin_assets()
+        # the snapshot's rates are the truth at each read: the asset index moves them from
+        # here on (its stream, or its REST read while the stream is stale: feeds/rates.py)
+        self.state.pool_read = self.state.pool_rates
+        self.state.rates_streamed = False
+        follows = self.hub.rates is not None and self.state.mode.mode is AccountMode.MULTI_ASSETS
+        if follows and not self.state.follows_index:
+            # the snapshot's index is as fresh as a first frame: the stream has a staleness
+            # interval to deliver one (as a REST mark seeds a newly held symbol's)
+            self.state.last_seen[(Stream.INDEX, "")] = now
+        self.state.follows_index = follows
         # the exchange's figures were read at about the marks of its own positions answer, not
         # at the stream's, which can lag the exchange's: a fall the answer holds and the stream
         # has not delivered yet would be counted twice once it is (a false "liquidated")
@@ -655,11 +679,51 @@ class AccountFeed:
         hub's tick listener is, once for all of them)."""
         self.state.set_mark(symbol, price, now)
 
+    def on_asset_index(
+        self,
+        rows: Mapping[str, Mapping[str, Any]],
+        changed: Set[str],
+        now: float,
+        streamed: bool = True,
+    ) -> None:
+        """The asset index's rows (every symbol so far, ``changed`` this frame's; not
+        ``streamed``: read over REST while the stream is stale): the pool's rates as the
+        snapshot read them, at the rows of its currencies (its settle currency's, its margin
+        asset lines', its coins'). Only a change of one of those rebuilds the account, once
+        the index's rates stand."""
+        state, read = self.state, self.state.pool_read
+        if not state.follows_index or read is None:
+            return
+        if streamed:
+            state.last_seen[(Stream.INDEX, "")] = now
+        assets = (
+            state.settle,
+            *(line.asset for line in read.margin_assets),
+            *(coin.asset for coin in read.collateral),
+        )
+        if state.rates_streamed and not any(f"{a}USD" in changed for a in assets):
+            return
+        terms, lines, coins = self.adapter.rerated(
+            rows, read.settle_terms, read.margin_assets, read.collateral
+        )
+        if streamed and self._index_stale_said:
+            self._index_stale_said = False
+            log.info("%s: asset index stream back: rates follow it again", self.config.name)
+        if state.set_pool_rates(PoolRates(terms, lines, coins)):
+            self._notify(Change.ACCOUNT)
+
     def _sync_mark_streams(self) -> None:
         """Subscribe to the marks of newly held symbols (positions and coins that move with
-        a symbol); drop those no longer held."""
+        a symbol); drop those no longer held. Follow the asset index stream while the
+        account's rates do (multi-assets mode), leave it otherwise."""
         if self._group is None:
             return
+        rates = self.hub.rates
+        if rates is not None and self.state.follows_index:
+            rates.follow(self)
+        elif rates is not None:
+            rates.unfollow(self)
+            self.state.last_seen.pop((Stream.INDEX, ""), None)
         held = set(self._known(self.state.price_symbols))
         for symbol in sorted(held - self._subscribed):
             self._subscribed.add(symbol)
@@ -765,6 +829,8 @@ class AccountFeed:
         if not self.state.bootstrapped or self.state.fatal is not None:
             return
         now = self._clock()
+        if self.state.index_stale(now, self.settings.stale_after_s):
+            await self._index_went_stale(now)
         stale = self.state.stale_marks(now, self.settings.stale_after_s)
         if stale and now - self._forced_at > self.settings.stale_after_s:
             self._forced_at = now
@@ -775,6 +841,24 @@ class AccountFeed:
                 self.settings.stale_after_s,
             )
             await self.hub.force_reconnect("stale mark stream")
+
+    async def _index_went_stale(self, now: float) -> None:
+        """No asset index frame within ``stale_after_s``: the hub's stream reads the index
+        over REST meanwhile (:class:`~alertd.feeds.rates.AssetIndexStream`), never leaving
+        the rates at par nor at the stream's last word; said once in the log and for as long
+        as it lasts in the health line and status (the stream's freshness); the hub's
+        connections are dropped for a reconnect, as for a stale mark."""
+        if not self._index_stale_said:
+            self._index_stale_said = True
+            log.warning(
+                "%s: no asset index stream frame in %.0fs: the rates and coin indices are read "
+                "over REST (GET assetIndex) until it is back; reconnecting",
+                self.config.name,
+                self.settings.stale_after_s,
+            )
+        if now - self._forced_at > self.settings.stale_after_s:
+            self._forced_at = now
+            await self.hub.force_reconnect("stale asset index stream")
 
     async def force_reconnect(self, reason: str) -> None:
         """Fail this account's pending private watches and drop its connections."""

@@ -228,6 +228,8 @@ class FeedManager:
                 self.options.clock,
                 self.options.sleep,
                 min_reconnect_interval_s=settings.stale_after_s,
+                # the asset index's REST read, the truth its stream is checked against
+                index_read_every_s=settings.reconcile_interval_s,
                 wall_clock=self.options.wall_clock,
                 dynamics_span_s=self.dynamics_span_s,
                 shared=shared,

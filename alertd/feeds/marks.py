@@ -36,6 +36,7 @@ from alertd.feeds.adapter import ExchangeAdapter, FrameError
 from alertd.feeds.backoff import Backoff
 from alertd.feeds.books import OrderBooks
 from alertd.feeds.ccxt_exchange import SharedExchange, describe, load_markets, retry_delay
+from alertd.feeds.rates import AssetIndexStream, IndexFollower
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ class MarkHub:
         wall_clock: Clock = time.time,
         dynamics_span_s: float = 0.0,
         shared: SharedExchange | None = None,
+        stale_after_s: float | None = None,
+        index_read_every_s: float = float("inf"),
     ) -> None:
         self.name = name
         self._shared = shared  # the exchange's market catalogue, given to this hub's exchange
@@ -96,6 +99,21 @@ class MarkHub:
         # each tick handed once to this with every holder (the daemon's book); None: to each
         # holder's on_mark
         self.on_tick: TickListener | None = None
+        # the exchange's asset index stream, where it has one (Binance multi-assets): public
+        # like the marks, one subscription on this hub's exchange for every account following it
+        self.rates: AssetIndexStream | None = None
+        if adapter.streams_asset_index:
+            self.rates = AssetIndexStream(
+                f"{name} asset index".replace(" marks", ""),
+                self.ready_exchange,
+                adapter,
+                backoff_factory,
+                clock,
+                sleep,
+                # feeds.stale_after_s (the manager's reconnect interval by default)
+                stale_after_s=stale_after_s or min_reconnect_interval_s,
+                read_every_s=index_read_every_s,
+            )
 
     def set_dynamics_span(self, span_s: float) -> None:
         """The longest lookback the rules read (a reload): windows resized; a longer span
@@ -184,6 +202,8 @@ class MarkHub:
             self._sync()
             if self.books is not None:
                 group.create_task(self.books.run(), name=f"{self.name} order books")
+            if self.rates is not None:
+                group.create_task(self.rates.run(), name=self.rates.name)
             try:
                 await asyncio.Event().wait()
             finally:
@@ -293,7 +313,11 @@ class MarkHub:
         return None  # a mark stream is alive when its marks arrive (the staleness watchdog)
 
     def on_malformed(self, kind: str, detail: str) -> None:
-        holders = {s for subs in self.subscribers.values() for s in subs}
+        # the asset index shares the connection's frames: its followers hear of them too
+        holders: set[MarkSubscriber | IndexFollower] = {
+            s for subs in self.subscribers.values() for s in subs
+        }
+        holders |= self.rates.followers if self.rates is not None else set()
         if not holders:
             log.warning("%s: skipped a malformed frame (%s): %s", self.name, kind, detail)
         for subscriber in holders:

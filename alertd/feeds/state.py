@@ -126,6 +126,9 @@ class Stream(enum.Enum):
     MARK = "mark"
     POSITIONS = "positions"
     BALANCE = "balance"
+    # the exchange's asset index (Binance multi-assets: the margin assets' rates, the coins'
+    # indices), where the account's rates follow it between snapshots
+    INDEX = "asset index"
 
     # Enum's own hash is a Python call (of the name's hash); members are singletons, equal
     # only to themselves, so identity's C hash serves: every mark recorded hashes one
@@ -163,6 +166,17 @@ class PositionState:
     # (Bybit: ``positionBalance`` deprecated, ``isolated_margin`` then its Position IM, without
     # margin added by hand): the margin it implies stands in (``to_account``)
     exchange_liquidation_price: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolRates:
+    """What a pooled mode counts its currencies at: the settle currency's terms, the other
+    margin assets' lines and the coins (``Account.settle_terms``, ``margin_assets``,
+    ``collateral``)."""
+
+    settle_terms: SettleTerms | None = None
+    margin_assets: tuple[MarginAsset, ...] = ()
+    collateral: tuple[Collateral, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +277,14 @@ class AccountState:
     # without a line is missing, never at par; ``line_source`` names what gives a line
     lined_modes: frozenset[AccountMode] = frozenset()
     line_source: str = "{asset}USD rates"
+    # the settle terms, margin asset lines and coins as the last snapshot read them, where
+    # the asset index stream moves their rates between snapshots (``follows_index``): what
+    # the rows streamed since move
+    pool_read: PoolRates | None = None
+    # the account's rates follow the exchange's asset index stream (Binance multi-assets)
+    follows_index: bool = False
+    # its rates are the index's since the snapshot (False: the snapshot's own)
+    rates_streamed: bool = False
     # Bybit reports a wallet balance that still holds isolated positions' margin; Binance
     # reports the cross wallet alone
     wallet_includes_isolated: bool = False
@@ -442,7 +464,34 @@ class AccountState:
             seen = self.last_seen.get((stream, ""))
             age = None if seen is None else now - max(seen, reconciles_held_until)
             out.append(Freshness(stream, "", age, _stale(age, private_stale_after_s)))
+        if self.follows_index:
+            seen = self.last_seen.get((Stream.INDEX, ""))
+            age = None if seen is None else now - seen
+            out.append(Freshness(Stream.INDEX, "", age, _stale(age, stale_after_s)))
         return out
+
+    def index_stale(self, now: float, stale_after_s: float) -> bool:
+        """The account follows the asset index stream and heard nothing of it for longer
+        than ``stale_after_s`` (or never)."""
+        if not self.follows_index:
+            return False
+        seen = self.last_seen.get((Stream.INDEX, ""))
+        return _stale(None if seen is None else now - seen, stale_after_s)
+
+    @property
+    def pool_rates(self) -> PoolRates:
+        """The rates the pool counts at now (the snapshot's or the stream's)."""
+        return PoolRates(self.settle_terms, self.margin_assets, self.collateral)
+
+    def set_pool_rates(self, rates: PoolRates) -> bool:
+        """The pool's rates from the asset index since the snapshot. True when anything
+        changed."""
+        before = self.pool_rates
+        self.settle_terms = rates.settle_terms
+        self.margin_assets = rates.margin_assets
+        self.collateral = rates.collateral
+        self.rates_streamed = True
+        return self.pool_rates != before
 
     def mark_seen(self, symbol: str) -> float | None:
         """When ``symbol``'s last mark arrived (monotonic; ``None``: never)."""

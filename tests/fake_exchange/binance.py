@@ -26,7 +26,10 @@ What it serves (paths as on fapi.binance.com / papi.binance.com / fstream.binanc
   Its user data on ``/pm/ws/<listenKey>`` (``ACCOUNT_UPDATE`` with ``fs`` UM).
 - Websocket market streams on ``/market/ws/N``, ``/public/ws/N``, ``/ws``, ``/ws/<stream>`` and
   combined ``/stream?streams=a/b``: ``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS`` with
-  ``{"result": null, "id": N}``; ``<sym>@markPrice[@1s]`` and ``!markPrice@arr[@1s]``.
+  ``{"result": null, "id": N}``; ``<sym>@markPrice[@1s]`` and ``!markPrice@arr[@1s]``;
+  ``!assetIndex@arr`` and ``<assetSymbol>@assetIndex`` ("Multi-Assets Mode Asset Index":
+  every row of ``/fapi/v1/assetIndex`` as ``assetIndexUpdate`` events, with the marks' period
+  and at once when a row moves; ``asset_index_paused`` silences it).
 - Websocket user data on ``/private/ws?listenKey=K`` (what ccxt dials) and ``/ws/K``:
   ``ACCOUNT_UPDATE``, ``MARGIN_CALL``, ``listenKeyExpired``.
 
@@ -66,11 +69,13 @@ mark, any stream name is accepted on any public path, and a ban is per API key r
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import hashlib
 import hmac
 import json
+import random
 import string
 import sys
 import time
@@ -600,6 +605,11 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         self._par_rows = {"USDTUSD", "USDCUSD"}
         # assetIndex rows that follow a market's mark: (market id, index / mark)
         self._index_follows: dict[str, tuple[str, Decimal]] = {}
+        # the asset index streams go quiet (a stale stream), REST still answers
+        self.asset_index_paused = False
+        # the most USDT's and USDC's indices move each mark interval (0: they stand still)
+        self.rates_walk = Decimal(0)
+        self._rates_rng = random.Random(1)
         # positionRisk v3 "adl" by symbol (ADL_QUANTILE where none is set)
         self._adl: dict[str, int] = {}
         # the diff depth streams: the last update id per market; per stream, the book, id
@@ -728,10 +738,12 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         Binance sends no position update on price moves, and neither does this server."""
         market = self._market(symbol)
         market.mark = shared.positive(price, "mark")
-        self._move_indices(market)
+        moved = self._move_indices(market)
         if push:
             frame = self._mark_frame(market, now_ms())
             self._on_loop(self._push_marks, [frame])
+            if moved:
+                self._on_loop(self._push_asset_index, moved)
 
     def _mark_frame(self, market: _Market, event_ms: int) -> dict[str, Any]:
         return {
@@ -839,6 +851,19 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
     def _push_periodic_marks(self) -> None:
         event_ms = now_ms()
         self._push_marks([self._mark_frame(m, event_ms) for m in self._markets.values()])
+        if self.rates_walk:
+            self._walk_rates()
+        self._push_asset_index()
+
+    def _walk_rates(self) -> None:
+        """USDT's and USDC's indices a random step of up to ``rates_walk`` each (benchmarks)."""
+        for key in ("USDTUSD", "USDCUSD"):
+            row = self._asset_index.get(key)
+            if row is not None:
+                step = Decimal(str(round(self._rates_rng.uniform(-1, 1), 4))) * self.rates_walk
+                price = _dec(row["index"]) + step
+                bid, ask = _dec(row["bidBuffer"]), _dec(row["askBuffer"])
+                self._index_row(key.removesuffix("USD"), price, bid, ask)
 
     # ---- accounts --------------------------------------------------------------------------------
 
@@ -943,13 +968,16 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         self._index_row(asset, price, _dec(bid_buffer), _dec(ask_buffer))
         key = f"{asset.upper()}USD"
         self._par_rows.discard(key)
+        self._on_loop(self._push_asset_index, [key])
         if follows is None:
             self._index_follows.pop(key, None)
         else:
             market = self._market(follows)
             self._index_follows[key] = (market.id, price / market.mark)
 
-    def _move_indices(self, market: _Market) -> None:
+    def _move_indices(self, market: _Market) -> list[str]:
+        """The index rows that follow ``market``'s mark moved with it; their symbols."""
+        moved = []
         for key, (market_id, basis) in self._index_follows.items():
             if market_id == market.id:
                 row = self._asset_index[key]
@@ -957,6 +985,69 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
                 self._index_row(
                     key.removesuffix("USD"), price, _dec(row["bidBuffer"]), _dec(row["askBuffer"])
                 )
+                moved.append(key)
+        return moved
+
+    # the docs' response example of the "Multi-Assets Mode Asset Index" stream
+    # (developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams/
+    # Multi-Assets-Mode-Asset-Index): a list of ``assetIndexUpdate`` events, one per index,
+    # the REST row's fields under one letter each
+    _INDEX_EVENT_FIELDS: ClassVar[dict[str, str]] = {
+        "s": "symbol",
+        "i": "index",
+        "b": "bidBuffer",
+        "a": "askBuffer",
+        "B": "bidRate",
+        "A": "askRate",
+        "q": "autoExchangeBidBuffer",
+        "g": "autoExchangeAskBuffer",
+        "Q": "autoExchangeBidRate",
+        "G": "autoExchangeAskRate",
+    }
+
+    def _index_event(self, row: dict[str, Any], event_ms: int) -> dict[str, Any]:
+        event: dict[str, Any] = {"e": "assetIndexUpdate", "E": event_ms}
+        event.update({short: row[name] for short, name in self._INDEX_EVENT_FIELDS.items()})
+        return event
+
+    def _push_asset_index(self, symbols: list[str] | None = None) -> None:
+        """Loop thread: the rows of ``symbols`` (None: every row) to the asset index streams'
+        subscribers, ``!assetIndex@arr`` as one list, ``<assetSymbol>@assetIndex`` each its
+        own event."""
+        if self.asset_index_paused:
+            return
+        stamp = now_ms()
+        events = [
+            self._index_event(row, stamp)
+            for key, row in sorted(self._asset_index.items())
+            if symbols is None or key in symbols
+        ]
+        if not events:
+            return
+        for conn in self._connections_of():
+            for stream in list(conn.streams):
+                if stream == "!assetIndex@arr":
+                    self._send(conn, stream, events)
+                elif stream.endswith("@assetIndex"):
+                    for event in events:
+                        if event["s"].lower() == stream.partition("@")[0].lower():
+                            self._send(conn, stream, event)
+
+    @scripted
+    def asset_index_subscriptions(self) -> int:
+        """How many live connections subscribe ``!assetIndex@arr``."""
+        return sum(1 for c in self._connections_of() if "!assetIndex@arr" in c.streams)
+
+    @scripted
+    def push_asset_index_frame(self, payload: Any) -> None:
+        """Send ``payload`` as is on every ``!assetIndex@arr`` subscription (a malformed
+        frame, for tests)."""
+        self._on_loop(self._push_raw_index, payload)
+
+    def _push_raw_index(self, payload: Any) -> None:
+        for conn in self._connections_of():
+            if "!assetIndex@arr" in conn.streams:
+                self._send(conn, "!assetIndex@arr", payload)
 
     def _index_row(self, asset: str, price: Decimal, bid: Decimal, ask: Decimal) -> None:
         self._asset_index[f"{asset.upper()}USD"] = {
@@ -2703,8 +2794,31 @@ def _seed_accounts(fake: FakeBinanceUSDM, count: int) -> None:
         fake.add_stop(key, "ETHUSDT", "short", eth_stop, Decimal("0.4") * scale)
 
 
+def _seed_multi_assets_accounts(fake: FakeBinanceUSDM, count: int) -> None:
+    """``_seed_accounts``' positions in multi-assets mode, each account also holding USDC (a
+    margin asset: ETHUSDC listed, on a line of its own) and BTC (a coin following BTCUSDT's
+    mark, 5% buffers); USDT's and USDC's indices walk every mark interval (``rates_walk``),
+    as Binance's do in their fifth decimal, so every frame of the asset index stream moves
+    the rates of every account."""
+    _seed_accounts(fake, count)
+    btc = fake.mark("BTCUSDT")
+    fake.add_symbol("ETH/USDC:USDC", fake.mark("ETHUSDT"))
+    fake.set_asset_index("BTC", btc, "0.05", "0.05", follows="BTC/USDT:USDT")
+    for asset in ("USDT", "USDC"):
+        fake.set_asset_index(asset, "0.9999", "0.0001", "0.0001")
+    for i in range(count):
+        fake.set_multi_assets_coins(f"key{i}", {"USDC": 2_000 + 50 * (i % 40), "BTC": "0.02"})
+    fake.rates_walk = Decimal("0.0001")
+
+
 def main(argv: list[str] | None = None) -> int:
-    return shared.serve_main(FakeBinanceUSDM, _seed_accounts, argv, max_step=0.001)
+    """The benchmark server; ``--multi-assets`` seeds multi-assets accounts
+    (``_seed_multi_assets_accounts``)."""
+    own = argparse.ArgumentParser(add_help=False)
+    own.add_argument("--multi-assets", action="store_true")
+    args, rest = own.parse_known_args(argv)
+    seed = _seed_multi_assets_accounts if args.multi_assets else _seed_accounts
+    return shared.serve_main(FakeBinanceUSDM, seed, rest, max_step=0.001)
 
 
 if __name__ == "__main__":
