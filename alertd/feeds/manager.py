@@ -323,7 +323,7 @@ class FeedManager:
             paced_s = self._say_pace(host)
             self._warn_stretched(host, interval)
             for feed in host:
-                feed.reconcile_interval_s = interval
+                self._set_reconcile_interval(feed, interval)
                 feed.paced_start_s = paced_s
         jobs: list[tuple[str, float, list[tuple[str, Callable[[], Awaitable[None]]]]]] = [
             ("reconcile", interval, [(f.config.name, f.reconcile) for f in host])
@@ -351,6 +351,17 @@ class FeedManager:
             for (name, call), delay in zip(calls, spread_starts(len(calls), interval), strict=True):
                 add(call, f"{kind}:{name}", interval, delay)
         return scheduler
+
+    @staticmethod
+    def _set_reconcile_interval(feed: AccountFeed, interval: float) -> None:
+        """``feed`` reconciled every ``interval`` s, and the asset index it follows read over
+        REST no more often: that read stands in for its reconciles' own (weight 10 at
+        Binance), so at the configured interval, shorter than a stretched plan, it would
+        spend more of the per-IP budget than the plan counts."""
+        feed.reconcile_interval_s = interval
+        rates = feed.hub.rates
+        if rates is not None:
+            rates.read_every_s = max(rates.read_every_s, interval)
 
     def reconcile_interval_s(self, host: Sequence[AccountFeed]) -> float:
         """``feeds.reconcile_interval_s``, or longer where the accounts of ``host`` (every group
@@ -453,7 +464,7 @@ class FeedManager:
                 before,
             )
             for feed, delay in zip(host, spread_starts(len(host), interval), strict=True):
-                feed.reconcile_interval_s = interval
+                self._set_reconcile_interval(feed, interval)
                 scheduler.reschedule_job(
                     f"reconcile:{feed.config.name}",
                     trigger="interval",
