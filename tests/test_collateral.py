@@ -22,6 +22,7 @@ from alertd.engine.remedy import for_liquidation_distance
 from alertd.errors import SnapshotError
 from alertd.exchanges.binance import (
     BinanceUSDMAdapter,
+    checked_index_rows,
     multi_assets_collateral,
     settle_rates,
     shared_margin_assets,
@@ -713,6 +714,30 @@ def test_binance_margin_assets_each_at_their_own_row() -> None:
     # a row that is not an object is named, not an AttributeError
     with pytest.raises(FrameError, match="not an object"):
         multi_assets_collateral({"assets": [None]}, rows, "USDT", {})
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"bidBuffer": "1.2"}, "XYZUSD bidBuffer"),
+        ({"bidBuffer": "-0.1"}, "XYZUSD bidBuffer"),
+        ({"askBuffer": "-0.9"}, "XYZUSD askBuffer"),
+    ],
+)
+def test_an_asset_index_row_with_a_buffer_out_of_range_is_skipped_alone(
+    change: dict[str, str], problem: str
+) -> None:
+    """A buffer Binance cannot mean (a bid buffer outside [0, 1], a negative ask buffer) in
+    the row of a coin nobody holds: that row is skipped and named, the others kept (review of
+    rates11: a TierTableError, not a FrameError, failed every reconcile and streamed frame);
+    a held coin's bad row is named in a FrameError, never a traceback."""
+    bad = {**ADA_INDEX, "symbol": "XYZUSD", **change}
+    good, problems = checked_index_rows([USDT_INDEX, bad, ADA_INDEX])
+    assert [row["symbol"] for row in good] == ["USDTUSD", "ADAUSD"]
+    assert len(problems) == 1 and problem in problems[0]
+    held = {"assets": [{"asset": "XYZ", "crossWalletBalance": "10"}]}
+    with pytest.raises(FrameError, match=problem):
+        multi_assets_collateral(held, [USDT_INDEX, bad], "USDT", {})
 
 
 def test_binance_settle_rates_from_the_usdtusd_row() -> None:

@@ -356,8 +356,16 @@ def _coin_terms(row: Mapping[str, Any], asset: str) -> tuple[Decimal, Collateral
     price = dec(row.get("index"), f"assetIndex {asset}USD index")
     if price <= 0:
         raise FrameError(f"assetIndex: {asset}USD index is {price}")
-    ratio = CollateralRatio.flat(1 - dec(row.get("bidBuffer"), "bidBuffer"))
-    return price, ratio, 1 + dec(row.get("askBuffer"), "askBuffer")
+    # a bid buffer discounts the coin (0 to all of it) and an ask buffer surcharges a debt:
+    # one outside that is a bad row, named like any other (never a TierTableError that would
+    # fail the frame or the reconcile around it)
+    bid_buffer = dec(row.get("bidBuffer"), f"assetIndex {asset}USD bidBuffer")
+    if not 0 <= bid_buffer <= 1:
+        raise FrameError(f"assetIndex: {asset}USD bidBuffer {bid_buffer} is outside [0, 1]")
+    ask_buffer = dec(row.get("askBuffer"), f"assetIndex {asset}USD askBuffer")
+    if ask_buffer < 0:
+        raise FrameError(f"assetIndex: {asset}USD askBuffer {ask_buffer} is below 0")
+    return price, CollateralRatio.flat(1 - bid_buffer), 1 + ask_buffer
 
 
 def shared_margin_assets(
