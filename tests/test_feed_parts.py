@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Set
 from decimal import Decimal
+from typing import Any
 
 import ccxt
 import pytest
 
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.tiers import Tier, TierTable
-from alertd.exchanges.binance import brackets_to_table
+from alertd.exchanges.binance import BinanceUSDMAdapter, brackets_to_table, streamed_index_rows
 from alertd.exchanges.bybit import risk_limits_to_table
 from alertd.exchanges.registry import get_spec
 from alertd.feeds.backoff import Backoff
 from alertd.feeds.ccxt_exchange import ErrorKind, classify, deep_merge, describe
+from alertd.feeds.rates import AssetIndexStream
 from alertd.feeds.state import AccountState, MarketInfo, PositionState, Stream
 
 D = Decimal
@@ -185,3 +188,79 @@ def test_market_info_reads_the_tick_and_the_lot() -> None:
     info = market_info(market, "USDT")
     assert info.tick_size == Decimal("0.1") and info.lot_size == Decimal("0.001")
     assert market_info({**market, "precision": {}}, "USDT").lot_size is None
+
+
+class _IndexRecorder:
+    """An asset index follower that keeps what it was handed (and can be made to fail)."""
+
+    def __init__(self, fails: bool = False) -> None:
+        self.fails = fails
+        self.handed: list[set[str]] = []
+        self.malformed: list[str] = []
+
+    def on_asset_index(
+        self,
+        rows: Mapping[str, Mapping[str, Any]],
+        changed: Set[str],
+        now: float,
+        streamed: bool = True,
+    ) -> None:
+        self.handed.append(set(rows))
+        if self.fails:
+            raise RuntimeError("a follower's bug")
+
+    def on_malformed(self, kind: str, detail: str) -> None:
+        self.malformed.append(detail)
+
+
+def _index_stream(clock: list[float]) -> AssetIndexStream:
+    async def no_exchange() -> None:
+        return None
+
+    async def no_sleep(_: float) -> None:
+        return None
+
+    return AssetIndexStream(
+        "binanceusdm asset index",
+        no_exchange,
+        BinanceUSDMAdapter(),
+        Backoff,
+        lambda: clock[0],
+        no_sleep,
+        stale_after_s=30.0,
+        read_every_s=300.0,
+    )
+
+
+# the "Multi-Assets Mode Asset Index" stream's fields (developers.binance.com, USDⓈ-M
+# futures, websocket market streams): s symbol, i index, b/a buffers, B/A bid/ask rates
+_USDT_EVENT = {"e": "assetIndexUpdate", "s": "USDTUSD", "i": "0.9999", "b": "0", "a": "0"}
+_USDT_EVENT |= {"B": "0.9990", "A": "1.0004"}
+_USDC_EVENT = _USDT_EVENT | {"s": "USDCUSD", "i": "1", "B": "0.9995", "A": "1.0005"}
+
+
+def test_a_streamed_index_row_that_stops_coming_is_not_served_as_fresh() -> None:
+    """USDCUSD read over REST at t=0, then every frame's USDCUSD row rejected (bid rate above
+    the ask rate) beside a good USDTUSD row: past ``stale_after_s`` its t=0 row is no longer
+    among the fresh rows (a reconcile then reads REST for it), nor handed to the followers;
+    USDTUSD, in every frame, still is (review of rates11, probe4: the t=0 row was served for
+    279 s while only the frames, not the rows, were timed)."""
+    clock = [0.0]
+    stream = _index_stream(clock)
+    follower = _IndexRecorder()
+    stream.follow(follower)
+    stream.read(streamed_index_rows([_USDT_EVENT, _USDC_EVENT])[0])
+    rejected = _USDC_EVENT | {"B": "0.90", "A": "0.80"}
+    for second in range(1, 280):
+        clock[0] = float(second)
+        rows, problems = streamed_index_rows([_USDT_EVENT, rejected])
+        assert len(problems) == 1
+        stream.deliver(rows)
+        fresh = stream.fresh_rows()
+        assert fresh is not None
+        assert ("USDCUSD" in fresh) == (second <= 30), second
+        assert follower.handed[-1] == set(fresh)
+    assert "USDTUSD" in fresh
+    # a row back is fresh again at once
+    stream.deliver(streamed_index_rows([_USDT_EVENT, _USDC_EVENT])[0])
+    assert set(stream.fresh_rows() or {}) == {"USDTUSD", "USDCUSD"}

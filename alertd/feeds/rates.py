@@ -9,7 +9,8 @@ every second) moves them: a depeg counts within a second, not a reconcile interv
 The rows are public and the same for every account, so like the marks
 (:class:`~alertd.feeds.marks.MarkHub`, which owns this stream and its exchange) one stream
 serves all of them: each frame's rows are kept
-(the latest per symbol) and handed to every follower with the symbols whose row changed.
+(the latest per symbol, for ``stale_after_s`` after it last came) and handed to every
+follower with the symbols whose row changed.
 While no frame came for ``stale_after_s`` (a stream down, or never up), the index is read
 over REST instead, once per ``stale_after_s`` for every follower (weight 10 at Binance, in
 the IP's budget with the marks): the rates never stay at the stream's last word nor fall to
@@ -76,6 +77,10 @@ class AssetIndexStream:
         self._sleep = sleep
         self.followers: set[IndexFollower] = set()
         self.rows: dict[str, Mapping[str, Any]] = {}  # the latest row per symbol
+        # monotonic time each symbol's row last came (a frame or a REST read): a row that
+        # stops coming (a delisted coin, or malformed in every frame) expires on its own,
+        # however fresh the frames around it
+        self.row_at: dict[str, float] = {}
         self.frames = 0
         self.reconnects = 0
         self.polls = 0  # REST reads (stale stream, or the periodic one)
@@ -86,12 +91,18 @@ class AssetIndexStream:
         self._wanted = asyncio.Event()
 
     def fresh_rows(self) -> Mapping[str, Mapping[str, Any]] | None:
-        """Every row so far while a frame came within ``stale_after_s`` and REST was read
-        within ``read_every_s``; None otherwise (the stream stale or never up, no REST read
-        yet): a reconcile then reads REST itself."""
+        """The rows that came within ``stale_after_s`` while a frame did too and REST was
+        read within ``read_every_s``; None otherwise (the stream stale or never up, no REST
+        read yet): a reconcile then reads REST itself, as it does for a row it needs that is
+        missing here."""
         now = self._clock()
         fresh = now - self.frame_at <= self.stale_after_s
-        return self.rows if fresh and now - self.read_at < self.read_every_s else None
+        return self._rows_seen(now) if fresh and now - self.read_at < self.read_every_s else None
+
+    def _rows_seen(self, now: float) -> dict[str, Mapping[str, Any]]:
+        """The rows that came within ``stale_after_s`` of ``now``."""
+        since = now - self.stale_after_s
+        return {s: row for s, row in self.rows.items() if self.row_at[s] >= since}
 
     def follow(self, follower: IndexFollower) -> None:
         self.followers.add(follower)
@@ -171,15 +182,17 @@ class AssetIndexStream:
         if streamed:
             self.frames += 1
             self.frame_at = self._clock()
+        now = self._clock()
         changed = set()
         for row in rows:
             symbol = str(row["symbol"])
+            self.row_at[symbol] = now
             if self.rows.get(symbol) != row:
                 changed.add(symbol)
                 self.rows[symbol] = row
-        now = self._clock()
+        seen = self._rows_seen(now)  # an expired row is handed to none (it keeps the read)
         for follower in list(self.followers):
-            follower.on_asset_index(self.rows, changed, now, streamed)
+            follower.on_asset_index(seen, changed, now, streamed)
 
     def on_malformed(self, kind: str, detail: str) -> None:
         if not self.followers:
