@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Set
 from decimal import Decimal
 from typing import Any
@@ -211,6 +212,8 @@ class _IndexRecorder:
 
     def on_malformed(self, kind: str, detail: str) -> None:
         self.malformed.append(detail)
+        if self.fails:
+            raise RuntimeError("a follower's bug")
 
 
 def _index_stream(clock: list[float]) -> AssetIndexStream:
@@ -264,3 +267,28 @@ def test_a_streamed_index_row_that_stops_coming_is_not_served_as_fresh() -> None
     # a row back is fresh again at once
     stream.deliver(streamed_index_rows([_USDT_EVENT, _USDC_EVENT])[0])
     assert set(stream.fresh_rows() or {}) == {"USDTUSD", "USDCUSD"}
+
+
+def test_a_follower_that_fails_on_the_asset_index_stops_neither_the_stream_nor_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A follower's bug in ``on_asset_index`` or ``on_malformed`` is logged with its
+    traceback and the other followers still get the frame; the stream goes on (review of
+    rates11: the exception ended the hub's task and the daemon)."""
+    clock = [0.0]
+    stream = _index_stream(clock)
+    failing, other = _IndexRecorder(fails=True), _IndexRecorder()
+    stream.follow(failing)
+    stream.follow(other)
+    with caplog.at_level(logging.ERROR, logger="alertd.feeds.rates"):
+        for second in range(3):
+            clock[0] = float(second)
+            rows, problems = streamed_index_rows([_USDT_EVENT, {"s": "XYZUSD"}])
+            for problem in problems:
+                stream.on_malformed("asset index: bad row", problem)
+            stream.deliver(rows)
+    assert len(other.handed) == len(failing.handed) == 3
+    assert len(other.malformed) == 3
+    assert stream.frames == 3
+    failed = [r for r in caplog.records if r.exc_info is not None]
+    assert len(failed) == 6, [r.getMessage() for r in caplog.records]

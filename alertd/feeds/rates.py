@@ -192,10 +192,21 @@ class AssetIndexStream:
                 self.rows[symbol] = row
         seen = self._rows_seen(now)  # an expired row is handed to none (it keeps the read)
         for follower in list(self.followers):
-            follower.on_asset_index(seen, changed, now, streamed)
+            try:
+                follower.on_asset_index(seen, changed, now, streamed)
+            except Exception:
+                self._follower_failed(follower, "the asset index")
 
     def on_malformed(self, kind: str, detail: str) -> None:
         if not self.followers:
             log.warning("%s: skipped a malformed frame (%s): %s", self.name, kind, detail)
         for follower in list(self.followers):
-            follower.on_malformed(kind, detail)
+            try:
+                follower.on_malformed(kind, detail)
+            except Exception:
+                self._follower_failed(follower, "a malformed frame")
+
+    def _follower_failed(self, follower: IndexFollower, what: str) -> None:
+        # one follower's bug is its account's, not the stream's: the task that runs this
+        # stream runs every account's rates (and the hub with it)
+        log.exception("%s: a follower (%r) failed on %s", self.name, follower, what)
