@@ -1136,6 +1136,17 @@ def test_stop_order_reads_count_in_the_per_ip_reconcile_budget(
             manager.replan_reconciles()
             assert reconciles() == triggers
             assert not [r for r in caplog.records if "stop-order reads" in r.message]
+            # the asset index's REST read follows the hub's planned interval, both ways: up
+            # with the stretch, down once the positions are closed and the plan shrinks
+            # (review of rates11: it only ever grew)
+            (hub,) = manager.hubs.values()
+            assert hub.rates is not None
+            assert hub.rates.read_every_s == pytest.approx(stretched)
+            for feed in manager.feeds.values():
+                feed.state.replace_positions([], 0.0)
+            manager.replan_reconciles()
+            assert intervals() == pytest.approx([1000 * 10 / budget_per_s] * 1000)
+            assert hub.rates.read_every_s == pytest.approx(1000 * 10 / budget_per_s)
         finally:
             await manager.close()
 

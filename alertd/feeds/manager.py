@@ -323,8 +323,9 @@ class FeedManager:
             paced_s = self._say_pace(host)
             self._warn_stretched(host, interval)
             for feed in host:
-                self._set_reconcile_interval(feed, interval)
+                feed.reconcile_interval_s = interval
                 feed.paced_start_s = paced_s
+        self._pace_index_reads()
         jobs: list[tuple[str, float, list[tuple[str, Callable[[], Awaitable[None]]]]]] = [
             ("reconcile", interval, [(f.config.name, f.reconcile) for f in host])
             for host, interval in zip(self._hosts, intervals, strict=True)
@@ -352,16 +353,18 @@ class FeedManager:
                 add(call, f"{kind}:{name}", interval, delay)
         return scheduler
 
-    @staticmethod
-    def _set_reconcile_interval(feed: AccountFeed, interval: float) -> None:
-        """``feed`` reconciled every ``interval`` s, and the asset index it follows read over
-        REST no more often: that read stands in for its reconciles' own (weight 10 at
-        Binance), so at the configured interval, shorter than a stretched plan, it would
-        spend more of the per-IP budget than the plan counts."""
-        feed.reconcile_interval_s = interval
-        rates = feed.hub.rates
-        if rates is not None:
-            rates.read_every_s = max(rates.read_every_s, interval)
+    def _pace_index_reads(self) -> None:
+        """Each hub's asset index read over REST every longest planned reconcile interval of
+        its accounts (recomputed at each plan and replan): that read stands in for their
+        reconciles' own (weight 10 at Binance), so at the configured interval, shorter than a
+        stretched plan, it would spend more of the per-IP budget than the plan counts; a plan
+        that shrinks again brings it back down with it."""
+        longest: dict[MarkHub, float] = {}
+        for feed in self.feeds.values():
+            longest[feed.hub] = max(longest.get(feed.hub, 0.0), feed.reconcile_interval_s)
+        for hub, interval in longest.items():
+            if hub.rates is not None:
+                hub.rates.read_every_s = interval
 
     def reconcile_interval_s(self, host: Sequence[AccountFeed]) -> float:
         """``feeds.reconcile_interval_s``, or longer where the accounts of ``host`` (every group
@@ -464,13 +467,14 @@ class FeedManager:
                 before,
             )
             for feed, delay in zip(host, spread_starts(len(host), interval), strict=True):
-                self._set_reconcile_interval(feed, interval)
+                feed.reconcile_interval_s = interval
                 scheduler.reschedule_job(
                     f"reconcile:{feed.config.name}",
                     trigger="interval",
                     seconds=interval,
                     start_date=now + timedelta(seconds=delay),
                 )
+        self._pace_index_reads()
 
     async def run(self) -> None:
         """Run every feed until cancelled; then stop the jobs and close the exchanges."""
