@@ -1458,6 +1458,9 @@ def test_bybit_fills_alertd_cannot_read_leave_the_gst_unknown() -> None:
     assert unread is not None and not unread.malformed
     assert run(adapter.fetch_fee_rates(exchange, eth)) == {"ETH/USDT:USDT": D("0.000649")}
     assert adapter.fee_rates_unread() is None
+    # a GST rate above the fee itself is no tax on it
+    with pytest.raises(FrameError, match=r"GST rate of 5 on a fee rate of 0\.00055"):
+        gst_share([{**BYBIT_GST_FILL, "extraFees": [{"feeType": "GST", "feeRate": "5"}]}])
 
 
 def test_bybit_s_fee_to_close_holds_the_gst_its_fills_pay() -> None:

@@ -86,13 +86,14 @@ def test_a_gst_paying_account_s_figures_match_bybit_s(
 # Ways GET /v5/execution/list can fail an account's read of its GST: a key without the
 # permission (retCode 10005, "Permission denied", bybit v5 "Error Codes"), a request Bybit
 # refuses (10001), and fills whose ``extraFees`` alertd cannot read (not JSON, a GST row with no
-# rate, an object where a list belongs)
+# rate, an object where a list belongs, a GST rate 9,090 times the fee: no tax is)
 UNREADABLE_FILLS = {
     "permission denied": {"refuse": 10005},
     "params error": {"refuse": 10001},
     "extraFees not JSON": {"extra_fees": "{GST:0.000099}"},
     "GST row without feeRate": {"extra_fees": [{"feeType": "GST", "feeCoin": "USDT"}]},
     "extraFees an object": {"extra_fees": {}},
+    "GST above the fee": {"extra_fees": [{"feeType": "GST", "feeRate": "5"}]},
 }
 
 

@@ -418,9 +418,12 @@ def gst_share(fills: list[Any]) -> Decimal | None:
             ),
             Decimal(0),
         )
-        if tax < 0:
-            raise FrameError(f"execution extraFees: a negative GST rate: {tax}")
-        return tax / rate
+        share = tax / rate
+        if not 0 <= share <= 1:
+            # a tax on the fee is a share of it: a negative one or one above the fee itself
+            # is no GST (India's is 18%)
+            raise FrameError(f"execution extraFees: a GST rate of {tax} on a fee rate of {rate}")
+        return share
     return None
 
 
