@@ -196,6 +196,12 @@ def _loan_row(*tiers: tuple[str, str, str]) -> list[Any]:
          "loan_margin_tiers BTC tier 2 upper_limit: tiers out of order"),
         (_loan_row(("0", "100", "0.05"), ("150", "+", "0.1")),
          "loan_margin_tiers BTC tier 2 lower_limit: 150 leaves a gap"),
+        # an open tier before a capped one, or two open tiers: the tiers are checked before
+        # the slices' deductions are derived from them (a bare AssertionError before)
+        (_loan_row(("0", "", "0.05"), ("0", "100", "0.07")),
+         "loan_margin_tiers BTC tier 1 upper_limit: only the last tier may have no cap"),
+        (_loan_row(("0", "+", "0.05"), ("0", "+", "0.07")),
+         "loan_margin_tiers BTC tier 1 upper_limit: only the last tier may have no cap"),
         (_loan_row(("-", "+", "0.1")), "BTC lower_limit: not a number: '-'"),
         ([{"currency": "BTC", "margin_tiers": []}], "loan_margin_tiers: no tiers for BTC"),
     ],
