@@ -10,7 +10,9 @@ computes for a Gate pool with collateral and a USDT shortfall its ratio is exact
 from __future__ import annotations
 
 import asyncio
+import json
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,11 +26,13 @@ from alertd.engine.tiers import TierBasis
 from alertd.exchanges import gate
 from alertd.feeds.adapter import FrameError
 from alertd.feeds.state import AccountMode, Coverage
+from alertd.snapshot.format import account_to_json, parse_snapshot
 
 from .fake_exchange.gate import _DEFAULT_MARKETS, LOAN_MARGIN_TIERS, FakeGate, _tier_rows
 from .support.aio import run
 from .support.feeds import BTC
 from .support.poll import eventually
+from .support.process import alertd
 from .test_account_modes import KEY, long_btc
 
 D = Decimal
@@ -635,3 +639,55 @@ def test_a_calm_reconcile_reads_the_unified_account_once() -> None:
                 assert state.mode.coverage is C.COMPUTED and state.wallet_balance == D(1000)
 
     run(body())
+
+
+def _sliced_loan_snapshot() -> dict[str, Any]:
+    """A Gate multi-currency account owing BTC and USDT at the local Gate's sliced loan tiers,
+    as ``alertd snapshot`` writes it (each tier past the first with its deduction)."""
+    loans = gate.loan_margin_tiers(gate_loan_tiers())
+    mark = D(60000)
+    short = Position(
+        symbol=BTC, side=Side.SHORT, contracts=D("0.1"), contract_size=D(1), inverse=False,
+        entry_price=mark, mark_price=mark, margin_mode=MarginMode.CROSS, tiers=BTC_TIERS,
+        fee_rate=gate.PROFILE.default_fee_rate,
+    )  # fmt: skip
+    btc = Collateral(
+        "BTC", D(-8), mark, CollateralRatio.flat(D(0)), BTC, liability_tiers=loans["BTC"]
+    )
+    terms = SettleTerms(loans["USDT"])
+    account = Account(gate.PROFILE, "p", "USDT", D(540000), (short,), (btc,), settle_terms=terms)
+    data: dict[str, Any] = json.loads(json.dumps(account_to_json(account)))
+    return data
+
+
+@pytest.mark.parametrize(
+    ("tier", "deduction", "expected"),
+    [
+        # nothing lies below the first tier to take off: its requirement went to -975,971.5
+        (0, "1000000", "cross.collateral[0].liability_tiers[0].deduction: must be 0"),
+        # a deduction above the tier's requirement at its floor (500,000 x 7%)
+        (1, "1e15", "cross.collateral[0].liability_tiers[1].deduction: 1E+15 makes"),
+    ],
+)
+def test_a_liability_deduction_that_makes_the_requirement_negative_is_refused(
+    tmp_path: Path, tier: int, deduction: str, expected: str
+) -> None:
+    data = _sliced_loan_snapshot()
+    data["cross"]["collateral"][0]["liability_tiers"][tier]["deduction"] = deduction
+    path = tmp_path / "snap.json"
+    path.write_text(json.dumps(data))
+    result = alertd("calc", str(path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert expected in result.stderr, result.stderr
+
+
+def test_a_liability_deduction_off_the_bracket_recursion_is_a_warning() -> None:
+    data = _sliced_loan_snapshot()
+    assert parse_snapshot(json.dumps(data)).warnings == ()  # Gate's slices, as written
+    data["cross"]["liability_tiers"][1]["deduction"] = "500"  # the recursion gives 1,000
+    warnings = parse_snapshot(json.dumps(data)).warnings
+    # the tier named, and the next one, whose deduction the recursion gives from it
+    assert [w.split(",")[0] for w in warnings] == [
+        "cross.liability_tiers: tier 2 deduction is 500",
+        "cross.liability_tiers: tier 3 deduction is 5000",
+    ], warnings
