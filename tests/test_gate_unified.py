@@ -516,7 +516,8 @@ def test_single_currency_and_portfolio_follow_the_account() -> None:
 _BTC_ROW = _DEFAULT_MARKETS[0]
 BTC_TIERS = gate.risk_limit_tiers_to_table(_tier_rows("BTC_USDT", *_BTC_ROW[4:]))
 DOCS_RATIOS = gate.discount_ratios(gate_docs_tiers())
-USDT_LOANS = gate.loan_margin_tiers(gate_loan_tiers())["USDT"]
+LOANS = gate.loan_margin_tiers(gate_loan_tiers())
+USDT_LOANS = LOANS["USDT"]
 
 
 @settings(max_examples=200, deadline=None)
@@ -559,17 +560,46 @@ def test_the_pool_ratio_is_one_at_each_liquidation_price_with_gate_s_collateral(
     (pm,) = compute(account).positions
     if pm.liquidation_price is None:
         return
-    liq = pm.liquidation_price
+    # Gate's loan tiers are slices (the requirement continuous in the debt: no step for the
+    # ratio to jump across 1 at a cap), so the ratio is 1 there, whichever tier the USDT owed
+    # is in at the liquidation price
+    ratio = compute(account.with_marks({BTC: pm.liquidation_price})).pool.margin_ratio
+    assert abs(ratio - 1) < D("1e-18"), (pm.liquidation_price, ratio)
 
-    def ratio_at(price: D) -> D:
-        return compute(account.with_marks({BTC: price})).pool.margin_ratio
 
-    ratio = ratio_at(liq)
-    if abs(ratio - 1) >= D("1e-18"):
-        # the USDT owed crossing a loan tier's cap there: the requirement steps (the whole
-        # debt at the new rate), and the ratio jumps across 1 at that price
-        sides = [ratio_at(liq + d) for d in (-liq * D("1e-18"), liq * D("1e-18"))]
-        assert min(ratio, *sides) <= 1 < max(ratio, *sides), (liq, ratio, sides)
+@settings(max_examples=200, deadline=None)
+@given(
+    side=st.sampled_from(Side),
+    quantity=st.integers(1, 400).map(lambda n: D(n) / 10),
+    mark=st.integers(20_000, 120_000).map(D),
+    btc_owed=st.integers(0, 4000).map(lambda n: D(n) / 100),
+    wallet_pct=st.integers(-50, 2000).map(D),
+    basis=st.integers(-30, 30).map(lambda n: 1 + D(n) / 10000),
+)
+def test_the_pool_ratio_is_one_at_each_liquidation_price_with_a_borrowed_btc_debt(
+    side: Side, quantity: D, mark: D, btc_owed: D, wallet_pct: D, basis: D
+) -> None:
+    """BTC borrowed (up to 40 BTC: across the local Gate's BTC loan caps of 500,000, 1,000,000
+    and 2,000,000 USD as the mark moves) beside the USDT shortfall, both at their sliced loan
+    margin tiers: the pool's ratio is exactly 1 at alertd's liquidation price."""
+    position = Position(
+        symbol=BTC, side=side, contracts=quantity, contract_size=D(1), inverse=False,
+        entry_price=mark, mark_price=mark, margin_mode=MarginMode.CROSS, tiers=BTC_TIERS,
+        fee_rate=gate.PROFILE.default_fee_rate,
+    )  # fmt: skip
+    btc_loans = LOANS["BTC"] if btc_owed else None
+    owed = Collateral(
+        "BTC", -btc_owed, mark * basis, CollateralRatio.flat(D(0)), BTC,
+        price_over_mark=basis, liability_tiers=btc_loans,
+    )  # fmt: skip
+    wallet = quantity * mark * wallet_pct / 1000 + btc_owed * mark
+    terms = SettleTerms(USDT_LOANS)
+    account = Account(gate.PROFILE, "p", "USDT", wallet, (position,), (owed,), settle_terms=terms)
+    (pm,) = compute(account).positions
+    if pm.liquidation_price is None:
+        return
+    ratio = compute(account.with_marks({BTC: pm.liquidation_price})).pool.margin_ratio
+    assert abs(ratio - 1) < D("1e-18"), (pm.liquidation_price, ratio)
 
 
 @pytest.mark.parametrize(
