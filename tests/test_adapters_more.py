@@ -25,6 +25,7 @@ from alertd.engine.tiers import Tier, TierBasis, TierTable, deduction_warnings
 from alertd.exchanges.bybit import (
     BybitAdapter,
     collateral_ratio,
+    execution_rows,
     gst_share,
     isolated_margin,
     unified_collateral,
@@ -1449,6 +1450,10 @@ def test_bybit_fills_alertd_cannot_read_leave_the_gst_unknown() -> None:
     assert unread is not None and unread.malformed and "GST" in unread.what
     run(adapter.fetch_fee_rates(exchange, eth))
     assert [c[0] for c in exchange.calls] == ["fee-rate", "execution", "fee-rate"]
+    for malformed in ({"result": "x"}, {"result": {"list": "x"}}, None):
+        with pytest.raises(FrameError, match="execution list: not an answer with a list"):
+            execution_rows(malformed)
+    assert execution_rows({"retCode": 0, "result": {}}) == []  # no fill: nothing listed
 
     answer = {"retCode": 0, "result": {"list": [BYBIT_GST_FILL], "category": "linear"}}
     exchange = FillsStandIn([ccxt.RequestTimeout("bybit GET timed out"), answer])

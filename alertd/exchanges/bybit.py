@@ -429,11 +429,11 @@ def gst_share(fills: list[Any]) -> Decimal | None:
 
 def execution_rows(answer: Any) -> list[Any]:
     """The fills of a "Get Trade History" answer (``result.list``; none where it has none)."""
-    result = answer.get("result") if isinstance(answer, dict) else None
-    rows = (result or {}).get("list") if isinstance(result, dict | None) else None
-    if not isinstance(answer, dict) or not isinstance(rows, list | None):
+    result = (answer.get("result") or {}) if isinstance(answer, dict) else None
+    rows = (result.get("list") or []) if isinstance(result, dict) else None
+    if not isinstance(rows, list):
         raise FrameError(f"execution list: not an answer with a list: {answer!r:.80}")
-    return rows or []
+    return rows
 
 
 class BybitAdapter(ExchangeAdapter):
