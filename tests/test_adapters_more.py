@@ -15,6 +15,7 @@ import json
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
+import ccxt
 import pytest
 
 from alertd.engine.collateral import CollateralRatio, ConversionRates, SettleTerms
@@ -24,6 +25,7 @@ from alertd.engine.tiers import Tier, TierBasis, TierTable, deduction_warnings
 from alertd.exchanges.bybit import (
     BybitAdapter,
     collateral_ratio,
+    execution_rows,
     gst_share,
     isolated_margin,
     unified_collateral,
@@ -1419,6 +1421,51 @@ BYBIT_GST_POSITION = {
     "positionIM": "4.6876214", "positionMM": "0.2602414", "positionIMByMp": "4.68780139",
     "positionMMByMp": "0.26025039", "unrealisedPnl": "0.0018", "tradeMode": 0,
 }  # fmt: skip
+
+
+class FillsStandIn(FeeStandIn):
+    """Bybit answering its fills with each of ``answers`` in turn (an exception: raised)."""
+
+    def __init__(self, answers: list[Any]) -> None:
+        fee_row = {"symbol": "ETHUSDT", "takerFeeRate": "0.00055", "makerFeeRate": "0.0002"}
+        super().__init__([fee_row], {})
+        self.answers = answers
+
+    async def privateGetV5ExecutionList(self, params: Any) -> Any:
+        answer = self.answer("execution", params, self.answers.pop(0))
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def test_bybit_fills_alertd_cannot_read_leave_the_gst_unknown() -> None:
+    """A fills answer that is no answer leaves the GST unknown (the rate Bybit quotes), told as
+    malformed, and is not asked again for the same holding; a timeout is asked again at the
+    next read, which then tells the GST."""
+    eth = ["ETH/USDT:USDT"]
+    exchange = FillsStandIn([["not", "an", "answer"]])
+    adapter = BybitAdapter()
+    assert run(adapter.fetch_fee_rates(exchange, eth)) == {"ETH/USDT:USDT": D("0.00055")}
+    unread = adapter.fee_rates_unread()
+    assert unread is not None and unread.malformed and "GST" in unread.what
+    run(adapter.fetch_fee_rates(exchange, eth))
+    assert [c[0] for c in exchange.calls] == ["fee-rate", "execution", "fee-rate"]
+    for malformed in ({"result": "x"}, {"result": {"list": "x"}}, None):
+        with pytest.raises(FrameError, match="execution list: not an answer with a list"):
+            execution_rows(malformed)
+    assert execution_rows({"retCode": 0, "result": {}}) == []  # no fill: nothing listed
+
+    answer = {"retCode": 0, "result": {"list": [BYBIT_GST_FILL], "category": "linear"}}
+    exchange = FillsStandIn([ccxt.RequestTimeout("bybit GET timed out"), answer])
+    adapter = BybitAdapter()
+    assert run(adapter.fetch_fee_rates(exchange, eth)) == {"ETH/USDT:USDT": D("0.00055")}
+    unread = adapter.fee_rates_unread()
+    assert unread is not None and not unread.malformed
+    assert run(adapter.fetch_fee_rates(exchange, eth)) == {"ETH/USDT:USDT": D("0.000649")}
+    assert adapter.fee_rates_unread() is None
+    # a GST rate above the fee itself is no tax on it
+    with pytest.raises(FrameError, match=r"GST rate of 5 on a fee rate of 0\.00055"):
+        gst_share([{**BYBIT_GST_FILL, "extraFees": [{"feeType": "GST", "feeRate": "5"}]}])
 
 
 def test_bybit_s_fee_to_close_holds_the_gst_its_fills_pay() -> None:

@@ -45,7 +45,14 @@ from alertd.exchanges.common import (
     with_adl,
 )
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
-from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
+from alertd.feeds.adapter import (
+    ExchangeAdapter,
+    FrameError,
+    Snapshot,
+    UnreadFee,
+    dec,
+    dec_or_none,
+)
 from alertd.feeds.state import AccountMode, Coverage, ModeReading, PositionState, ReportedAccount
 
 PROFILE = ExchangeProfile(
@@ -411,10 +418,22 @@ def gst_share(fills: list[Any]) -> Decimal | None:
             ),
             Decimal(0),
         )
-        if tax < 0:
-            raise FrameError(f"execution extraFees: a negative GST rate: {tax}")
-        return tax / rate
+        share = tax / rate
+        if not 0 <= share <= 1:
+            # a tax on the fee is a share of it: a negative one or one above the fee itself
+            # is no GST (India's is 18%)
+            raise FrameError(f"execution extraFees: a GST rate of {tax} on a fee rate of {rate}")
+        return share
     return None
+
+
+def execution_rows(answer: Any) -> list[Any]:
+    """The fills of a "Get Trade History" answer (``result.list``; none where it has none)."""
+    result = (answer.get("result") or {}) if isinstance(answer, dict) else None
+    rows = (result.get("list") or []) if isinstance(result, dict) else None
+    if not isinstance(rows, list):
+        raise FrameError(f"execution list: not an answer with a list: {answer!r:.80}")
+    return rows
 
 
 class BybitAdapter(ExchangeAdapter):
@@ -448,6 +467,7 @@ class BybitAdapter(ExchangeAdapter):
         # reconcile
         self.gst_share: Decimal | None = None
         self._fills_asked_holding: frozenset[str] | None = None
+        self._gst_unread: UnreadFee | None = None  # why the last read of the fills failed
 
     async def fetch_tiers(self, exchange: Any, symbols: list[str]) -> dict[str, TierTable]:
         """Each symbol's risk limits: "Get Risk Limit" (GET /v5/market/risk-limit) is public
@@ -608,14 +628,41 @@ class BybitAdapter(ExchangeAdapter):
         rates = taker_fee_rates(by_id, "takerFeeRate", wanted)
         holding = frozenset(symbols)
         if self.gst_share is None and holding != self._fills_asked_holding:
-            fills = await exchange.privateGetV5ExecutionList({"category": "linear", "limit": 20})
-            self.gst_share = gst_share((fills.get("result") or {}).get("list") or [])
-            self._fills_asked_holding = holding
+            await self._read_gst(exchange, holding)
         if not self.gst_share:
             return rates
         with_gst = 1 + self.gst_share
         base = {s: PROFILE.default_fee_rate for s in wanted.values()}
         return {s: rate * with_gst for s, rate in {**base, **rates}.items()}
+
+    async def _read_gst(self, exchange: Any, holding: frozenset[str]) -> None:
+        """:attr:`gst_share` from the account's latest fills. The GST is a part of the fee
+        term (India's 18% on the fee: the term 15% low without it), not worth the account:
+        fills Bybit refuses (a key without the permission: 10005) or answers malformed leave
+        it unknown, told once (:meth:`fee_rates_unread`), and not asked again until the
+        account holds other symbols; a network error or a rate limit, at the next read."""
+        # here, not at the top: the exchange modules load without ccxt (registry); a feed has it
+        import ccxt
+
+        from alertd.feeds.ccxt_exchange import describe
+
+        try:
+            answer = await exchange.privateGetV5ExecutionList({"category": "linear", "limit": 20})
+            self.gst_share = gst_share(execution_rows(answer))
+        except (FrameError, ccxt.BaseError) as exc:
+            self._gst_unread = UnreadFee(
+                "GST on the fee to close unknown (an India-KYC account's fee term 15% low)",
+                f"/v5/execution/list: {describe(exc)}",
+                malformed=isinstance(exc, FrameError),
+            )
+            if isinstance(exc, ccxt.NetworkError):
+                return
+        else:
+            self._gst_unread = None
+        self._fills_asked_holding = holding
+
+    def fee_rates_unread(self) -> UnreadFee | None:
+        return self._gst_unread if self.gst_share is None else None
 
     async def fetch_collateral(self, exchange: Any) -> tuple[Collateral, ...]:
         self._margin_assets = ()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
@@ -37,6 +38,17 @@ Snapshot = tuple[list[PositionState], dict[tuple[str, Any], ReportedPosition], d
 
 class FrameError(ValueError):
     """An exchange message alertd cannot use; the feed logs it once per kind and skips it."""
+
+
+@dataclass(frozen=True)
+class UnreadFee:
+    """A part of the fee rates left out for want of a read: ``what`` it is and what leaving
+    it out does, ``reason`` the read's error; ``malformed``: the exchange answered something
+    alertd cannot read (told as a malformed frame), else it refused or failed the request."""
+
+    what: str
+    reason: str
+    malformed: bool
 
 
 def dec(value: Any, field: str = "value") -> Decimal:
@@ -328,6 +340,12 @@ class ExchangeAdapter:
         every snapshot where the exchange's requirement holds a fee; none by default (the
         exchange's formula uses none, or the rate is not read: the profile's base rate)."""
         return {}
+
+    def fee_rates_unread(self) -> UnreadFee | None:
+        """A part of the account's fee rates the last :meth:`fetch_fee_rates` could not read
+        and left out (Bybit: the GST of an India-KYC account whose fills were refused or
+        malformed), for the feed to tell once; None where nothing was left out."""
+        return None
 
     async def fetch_stops(self, exchange: Any, symbols: list[str]) -> list[StopOrder] | None:
         """The account's open conditional orders (stops, take-profits, trailing stops and a

@@ -30,7 +30,7 @@ from alertd.engine.margin import compute
 from alertd.engine.stops import StopOrder
 from alertd.errors import AccountRefused
 from alertd.exchanges.registry import get_spec
-from alertd.feeds.adapter import FrameError, PublicTables, checked_stops
+from alertd.feeds.adapter import FrameError, PublicTables, UnreadFee, checked_stops
 from alertd.feeds.ccxt_exchange import (
     ErrorKind,
     SharedExchange,
@@ -106,6 +106,7 @@ class AccountFeed:
         self.state.lined_modes = self.adapter.lined_modes
         self.state.line_source = self.adapter.line_source
         self._unlined_warned: set[str] = set()  # margin assets named in the log once each
+        self._unread_fee_told: UnreadFee | None = None  # the fee-rate gap last logged
         self._secrets = secrets
         self._factory = options.exchange_factory
         self._clock = options.clock
@@ -368,6 +369,7 @@ class AccountFeed:
         collateral = await self.adapter.fetch_collateral(exchange)
         held = set(self._known({p.symbol for p in positions}))
         fee_rates = await self.adapter.fetch_fee_rates(exchange, sorted(held)) if held else {}
+        self._tell_unread_fee(self.adapter.fee_rates_unread())
         if stops or (self.state.stops is not None and held - self._stops_for):
             self.state.stops = await self._fetch_stops(exchange, held)
         now = self._clock()
@@ -915,6 +917,16 @@ class AccountFeed:
         self.state.add_event(event)
         log.warning("%s: exchange pushed %s: %s", self.config.name, event.kind, event.detail)
         self._notify(Change.EVENT)
+
+    def _tell_unread_fee(self, unread: UnreadFee | None) -> None:
+        """A part of the fee rates left out (:meth:`ExchangeAdapter.fee_rates_unread`),
+        logged once until it changes: the account runs on without it."""
+        if unread is not None and unread != self._unread_fee_told:
+            if unread.malformed:
+                self.on_malformed(unread.what, unread.reason)
+            else:
+                log.warning("%s: %s: %s", self.config.name, unread.what, unread.reason)
+        self._unread_fee_told = unread
 
     def on_malformed(self, kind: str, detail: str) -> None:
         count = self.malformed.get(kind, 0) + 1
