@@ -1663,3 +1663,29 @@ def test_a_replan_keeps_every_account_s_reconciles_within_the_stale_allowance(ch
             await manager.close()
 
     run(body(), timeout_s=60)
+
+
+def test_urls_written_in_another_order_are_the_same_host() -> None:
+    """The per-IP budget is the host's (review4); two groups whose `urls` hold the same URLs
+    written in another key order reach the same host from the same IP, and two budgets
+    would let them send twice the IP's cap (Binance bans the IP, 418, past it)."""
+
+    async def body() -> None:
+        urls = {
+            "fapiPublic": "https://fapi.binance.com/fapi/v1",
+            "fapiPrivate": "https://fapi.binance.com/fapi/v1",
+        }
+        reordered = dict(reversed(list(urls.items())))
+        accounts = [
+            *(_binance(i, {}, urls) for i in range(10)),
+            *(_binance(i, {"recvWindow": 10_000}, reordered) for i in range(10, 20)),
+        ]
+        manager = FeedManager(Config(version=1, accounts=accounts, feeds=FeedSettings()), {})
+        try:
+            assert len(manager.shared) == 2  # two groups (their options differ)
+            budgets = {id(s.ip_budget) for s in manager.shared.values()}
+            assert len(budgets) == 1
+        finally:
+            await manager.close()
+
+    run(body(), timeout_s=60)

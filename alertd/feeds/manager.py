@@ -219,8 +219,12 @@ class FeedManager:
     def _ip_budget_for(self, account: AccountConfig) -> IpBudget:
         """One per exchange host: accounts whose ccxt options differ (their own groups, with
         their own catalogue and REST slots) still send from the one IP (review4: two groups
-        of Bybit accounts, each held within the IP's cap, together passed it)."""
-        host = json.dumps([account.exchange, account.sandbox, account.urls], default=str)
+        of Bybit accounts, each held within the IP's cap, together passed it). The same URLs
+        written in another key order are the same host (sorted: two budgets would send twice
+        the cap)."""
+        host = json.dumps(
+            [account.exchange, account.sandbox, account.urls], sort_keys=True, default=str
+        )
         if host not in self._ip_budgets:
             self._ip_budgets[host] = IpBudget.of(get_spec(account.exchange).capabilities)
         return self._ip_budgets[host]
