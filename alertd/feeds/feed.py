@@ -154,6 +154,7 @@ class AccountFeed:
         self._first_slot_queued = False
         self._stops_for: frozenset[str] = frozenset()  # the symbols of the last stops read
         self._reconciles = 0
+        self._gave_way = False  # the last reconcile gave way to the host's bootstraps
         self._markets_reloaded_at = -float("inf")
         self._markets_of: Any = None  # the catalogue ``state.markets`` was built from
         self._stops_read_at = -float("inf")
@@ -419,11 +420,15 @@ class AccountFeed:
         """The periodic REST reconcile; transient errors are logged, fatal ones stop the feed."""
         if self.state.fatal is not None or not self.state.bootstrapped:
             return
-        if self.shared is not None and self.shared.ip_budget.bootstrapping:
+        if self.shared is not None and self.shared.ip_budget.bootstrapping and not self._gave_way:
             # accounts on this exchange host are still bootstrapping (blind until then; any
-            # group's: they share its per-IP budget); this one bootstrapped a moment ago and
-            # streams: its safety net can wait a round
+            # group's: they share its per-IP budget); this one streams: its safety net can wait
+            # a round, not two in a row (another group's bootstraps failing for as long as
+            # /papi answers 503 skipped 64% of a live group's reconciles, and two missed make
+            # a quiet account stale: publisher.stale_streams)
+            self._gave_way = True
             return
+        self._gave_way = False
         # with the order stream up, the stops' REST read is a net for a missed push: every
         # n-th reconcile (feeds.stops_reconcile_every)
         self._reconciles += 1
