@@ -8,9 +8,15 @@ from __future__ import annotations
 import ccxt
 import pytest
 
-from alertd.delivery.senders import http_call
-from alertd.feeds.ccxt_exchange import ErrorKind, _guarded_class, classify, retry_after_of
-from alertd.retry_after import MAX_RETRY_AFTER_S, retry_after_s
+from alertd.delivery.senders import RECEIVER_MAX_RETRY_AFTER_S, http_call
+from alertd.feeds.ccxt_exchange import (
+    EXCHANGE_MAX_RETRY_AFTER_S,
+    ErrorKind,
+    _guarded_class,
+    classify,
+    retry_after_of,
+)
+from alertd.retry_after import retry_after_s
 from tests.receivers import HttpReceiver
 from tests.support.aio import run
 
@@ -30,7 +36,7 @@ HOSTILE = ["\u00b2", "\u0663", "9" * 5000]
         ("-5", None),
         ("", None),
         (None, None),
-        ("9" * 5000, MAX_RETRY_AFTER_S),
+        ("9" * 5000, RECEIVER_MAX_RETRY_AFTER_S),
         ("0" * 5000 + "7", 7.0),
     ],
     ids=[
@@ -47,7 +53,7 @@ HOSTILE = ["\u00b2", "\u0663", "9" * 5000]
     ],
 )
 def test_retry_after_reads_ascii_seconds_only(header: str | None, seconds: float | None) -> None:
-    assert retry_after_s(header) == seconds
+    assert retry_after_s(header, RECEIVER_MAX_RETRY_AFTER_S) == seconds
 
 
 def _guarded_binance_at(receiver: HttpReceiver) -> ccxt.Exchange:
@@ -103,4 +109,20 @@ def test_a_receiver_s_answer_with_a_hostile_retry_after_is_read(
     url = f"http://127.0.0.1:{http_receiver.port}/ping/x"
     answer = run(http_call("GET", url, timeout_s=5))
     assert answer.status == 200
-    assert answer.retry_after_s in (None, MAX_RETRY_AFTER_S)
+    assert answer.retry_after_s in (None, RECEIVER_MAX_RETRY_AFTER_S)
+
+
+@pytest.mark.parametrize(("header", "capped"), [("30", False), ("3000", True)])
+def test_an_exchange_s_retry_after_is_capped_shorter_than_a_receiver_s(
+    http_receiver: HttpReceiver, header: str, capped: bool
+) -> None:
+    """A retry of the exchange waits at most EXCHANGE_MAX_RETRY_AFTER_S (a CDN's 503 asking
+    an hour parked a bootstrap for an hour under the receivers' cap); a receiver's own wait
+    keeps the receivers' cap (a webhook's 429 asking 50 min is honoured)."""
+    http_receiver.fail_with, http_receiver.retry_after = 429, header
+    exc = run(_raised(_guarded_binance_at(http_receiver)))
+    asked = float(header)
+    assert retry_after_of(exc) == (EXCHANGE_MAX_RETRY_AFTER_S if capped else asked)
+    assert asked > EXCHANGE_MAX_RETRY_AFTER_S or not capped
+    url = f"http://127.0.0.1:{http_receiver.port}/ping/x"
+    assert run(http_call("GET", url, timeout_s=5)).retry_after_s == asked
