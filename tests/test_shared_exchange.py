@@ -1003,13 +1003,44 @@ def test_a_listen_key_refused_at_start_keeps_the_grace_unless_it_keeps_failing(
                     await time.advance_to(63)
                     await eventually(lambda: state.start_failing == (0, 63), what="at 63")
                     assert state.start_keeps_failing
-                    assert alerting.feed_status(feed, 1100).down_s == 100  # down since start
+                    status = alerting.feed_status(feed, 1100)
+                    assert status.down_s == 100  # down since start
+                    # and the health line, `alertd status` and feed-down's message say why
+                    # (docs/operations.md); they said nothing of it once bootstrapped
+                    keeps = f"retrying after {state.start_failed}, failing for 63 s"
+                    assert status.not_live == keeps
+                    rule = next(r for r in alerting.rules if r.name == "feed-down")
+                    note = Notification(
+                        Kind.FIRING,
+                        rule,
+                        Subject("l", "binanceusdm"),
+                        0,
+                        0,
+                        D(100),
+                        Context(feed=status),
+                    )
+                    assert f"not live yet: {keeps}" in render(note).body
+                    assert stale_streams(feed, FAST, 1100) == (
+                        f"private stream not open ({keeps})",
+                    )
+                    publisher = Publisher(
+                        {"l": feed},
+                        FAST,
+                        alerting,
+                        alerting.store,
+                        alerting.deliverer,
+                        clock=time,
+                        wall_clock=lambda: 0.0,
+                    )
+                    assert publisher.health().not_live == (f"l {keeps}",)
                     fake.stop_failing()
                     await time.advance_to(127)
                     await eventually(lambda: state.connected, what="its stream open")
                     assert state.start_failing is None and state.start_failed is None
                     # the grace, once ended, stays ended; connected, it is not down
                     assert state.start_kept_failing and not feed.waiting_first_turn()
+                    assert alerting.feed_status(feed, 1400).not_live is None
+                    assert publisher.health().not_live == ()
                     assert alerting.feed_status(feed, 1400).down_s == 0
             lines = [r.getMessage() for r in caplog.records]
             (once,) = [line for line in lines if "keeps failing" in line]
