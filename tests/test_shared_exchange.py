@@ -1681,36 +1681,3 @@ def test_a_live_account_is_not_stale_while_its_reconciles_give_way_to_bootstraps
                 assert publisher.health().stale == ("a0", "a1")
 
     run(body(), timeout_s=120)
-
-
-def test_okx_websockets_open_within_the_ip_s_connection_limit() -> None:
-    """OKX: "Connection limit: 3 requests per second (based on IP)" (www.okx.com/docs-v5/en/
-    #overview-websocket-connect). Each account opens two (private, business) and the mark hub
-    one: eight accounts going live together opened 17 in well under a second (the local OKX
-    enforces no limit; the real one refuses, each refused account retries, feed-down). Paced
-    on the host's budget, no second at the server holds more than three openings."""
-    from tests.fake_exchange.okx import FakeOKX
-
-    accounts = 8
-    limit, window_s = get_spec("okx").capabilities.ws_connections_per_ip or (0, 0.0)
-    assert (limit, window_s) == (3, 1.0)
-
-    async def body() -> None:
-        fake = FakeOKX()
-        async with started(fake):
-            manager = manager_for(fake, "okx", Built(), count=accounts)
-            async with background(manager.run()):
-                feeds = list(manager.feeds.values())
-                await eventually(
-                    lambda: (
-                        all(f.state.connected for f in feeds)
-                        and fake.ws_connections >= 2 * accounts + 1
-                    ),
-                    what="every account's private and business streams open",
-                    timeout_s=60,
-                )
-        opened = sorted(fake.ws_opened_at)
-        busiest = max(sum(1 for u in opened if t <= u < t + window_s) for t in opened)
-        assert busiest <= limit, f"{busiest} websockets opened within {window_s} s"
-
-    run(body(), timeout_s=120)

@@ -1091,10 +1091,6 @@ USDM = ExchangeSpec(
         # futures docs, General Info, Limits): REQUEST_WEIGHT 2400 per minute per IP
         rest_limit_per_ip=True,
         rest_weight_per_minute=USDM_WEIGHT_PER_MINUTE,
-        # "There is a limit of 300 connections per attempt every 5 minutes. The connection is
-        # per IP address." (developers.binance.com, WebSocket API, Rate limits; the futures
-        # pages state none of their own): one user-data connection per account
-        ws_connections_per_ip=(300, 300.0),
         request_weight=usdm_request_weight,
         # a single-asset account's; a multi-assets or portfolio margin account's as it reads
         # (BinanceUSDMAdapter.snapshot_weight, live_weight): docs/scaling.md

@@ -713,9 +713,6 @@ SPEC = ExchangeSpec(
         # (bybit-exchange.github.io/docs/v5/rate-limit, "IP Limit"; past it 403 and a ban of
         # at least 10 minutes for every account on the IP); private limits are per UID
         requests_per_ip=(600, 5.0),
-        # "Do not establish more than 500 connections within a 5-minute window" to
-        # stream.bybit.com (the same page, "Websocket IP limit")
-        ws_connections_per_ip=(500, 300.0),
         # each account's own limiter paces its bootstrap (about 0.3 s): with 8 slots 1,000
         # accounts wait on the slots, with 32 on the IP's cap above (docs/benchmarks.md,
         # tenth pass)

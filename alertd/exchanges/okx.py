@@ -729,9 +729,6 @@ SPEC = ExchangeSpec(
         # slots held 1,000 accounts back, 143 s with 8, 59 s with 64 on a loaded machine
         # (docs/benchmarks.md, tenth pass)
         rest_concurrency=64,
-        # "Connection limit: 3 requests per second (based on IP)" (www.okx.com/docs-v5/en/
-        # #overview-websocket-connect): each account opens two (private, business)
-        ws_connections_per_ip=(3, 1.0),
     ),
     markets=MARKETS,
     credentials=(Credential.API_KEY, Credential.SECRET, Credential.PASSWORD),

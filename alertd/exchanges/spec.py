@@ -111,10 +111,6 @@ class Capabilities:
     # IP (Bybit: 600 in 5 s): (requests, seconds); the accounts of one host are held within
     # it together, each still by its own ccxt limiter too. None: no such cap.
     requests_per_ip: tuple[int, float] | None = None
-    # The exchange's documented cap on new websocket connections from one IP (OKX: 3 a
-    # second): (connections, seconds); every opening of the host's accounts and mark hubs
-    # waits its turn within it. None: none documented.
-    ws_connections_per_ip: tuple[int, float] | None = None
     # The exchange's documented per-IP budget in its own request weight per minute (Binance
     # USDⓈ-M: 2,400): the accounts sharing an IP are held to it by one rolling 60 s window.
     # None: ccxt's own pacing.

@@ -26,9 +26,8 @@ import enum
 import logging
 import socket
 import ssl
-import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
@@ -73,63 +72,6 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
 _classes: dict[str, type] = {}
 
 
-class OpeningWindow:
-    """At most ``count`` websocket openings in any ``window_s`` as the exchange sees them.
-
-    The exchange counts a connection when its handshake reaches it, somewhere between the
-    opening's start and its end: an opening holds its place from its start until ``window_s``
-    after its end. A window counted from the starts alone let two openings started a window
-    apart arrive within one (a slow handshake, then a fast one: 4 in 1 s at the local OKX
-    with ccxt's rolling window at 2 a second)."""
-
-    def __init__(self, count: int, window_s: float, clock: Callable[[], float]) -> None:
-        self._count = count
-        self._window_s = window_s
-        self._clock = clock
-        self._opening = 0  # started, not ended
-        self._ended: collections.deque[float] = collections.deque()  # within the window
-        self._changed = asyncio.Event()
-
-    @contextlib.asynccontextmanager
-    async def opening(self) -> AsyncIterator[None]:
-        while True:
-            now = self._clock()
-            while self._ended and self._ended[0] <= now - self._window_s:
-                self._ended.popleft()
-            if self._opening + len(self._ended) < self._count:
-                break
-            # a place frees when the oldest leaves the window, or an opening ends
-            wait_s = self._ended[0] + self._window_s - now if self._ended else None
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), wait_s)
-        self._opening += 1
-        try:
-            yield
-        finally:
-            self._opening -= 1
-            self._ended.append(self._clock())
-            self._changed.set()
-
-
-def _paced_open(
-    open_: Callable[[Any, float], Awaitable[None]],
-    pace: Callable[[], contextlib.AbstractAsyncContextManager[None]],
-) -> Callable[[Any, float], Awaitable[None]]:
-    """ccxt's ``client.open`` (called once per connection attempt, on the first watch of a
-    URL and on every reconnect) within the IP's window of new connections, after ccxt's
-    reconnect backoff (the turn is the opening's own), the wait outside ccxt's connection
-    timeout."""
-
-    async def paced(session: Any, backoff_delay: float = 0) -> None:
-        if backoff_delay:
-            await asyncio.sleep(backoff_delay)
-        async with pace():
-            await open_(session, 0)
-
-    return paced
-
-
 def _guarded_class(exchange_id: str) -> type:
     if exchange_id in _classes:
         return _classes[exchange_id]
@@ -139,11 +81,6 @@ def _guarded_class(exchange_id: str) -> type:
 
     class Guarded(base):  # type: ignore[misc, valid-type]
         alertd_sink: FrameSink | None = None
-        # awaited before each websocket of this object opens (IpBudget.open_connection, where
-        # the exchange caps an IP's new connections); None: opened at once
-        alertd_connection_pace: (
-            Callable[[], contextlib.AbstractAsyncContextManager[None]] | None
-        ) = None
 
         def calculate_rate_limiter_cost(
             self, api: Any, method: Any, path: Any, params: Any, config: Any = None
@@ -216,9 +153,6 @@ def _guarded_class(exchange_id: str) -> type:
                         sink.on_malformed("invalid JSON", f"{exc}: {str(data)[:80]!r}")
 
                 client.handle_text_or_binary_message = guarded_decode
-                pace = exchange.alertd_connection_pace
-                if pace is not None:
-                    client.open = _paced_open(client.open, pace)
                 client.alertd_guarded = True
                 client.connected.add_done_callback(self._alertd_opened)
             return client
@@ -301,17 +235,14 @@ class IpBudget:
         rest_limit_per_ip: bool,
         rest_weight_per_minute: int | None = None,
         requests_per_ip: tuple[int, float] | None = None,
-        ws_connections_per_ip: tuple[int, float] | None = None,
     ) -> None:
         """The exchange's limits (:class:`~alertd.exchanges.spec.Capabilities`, of the same
         names; :meth:`of` reads them)."""
         self.rest_limit_per_ip = rest_limit_per_ip
         self._weight_per_minute = rest_weight_per_minute
         self._requests_per_ip = requests_per_ip
-        self._ws_connections_per_ip = ws_connections_per_ip
         self._ip_window: Any = None
         self._throttler: Any = None
-        self._connection_window: OpeningWindow | None = None
         # accounts of the host (every group's) waiting for or in their bootstrap: periodic
         # reconciles give way to them, as the start's pace counted them on this budget
         self.bootstrapping = 0
@@ -326,25 +257,11 @@ class IpBudget:
             rest_limit_per_ip=capabilities.rest_limit_per_ip,
             rest_weight_per_minute=capabilities.rest_weight_per_minute,
             requests_per_ip=capabilities.requests_per_ip,
-            ws_connections_per_ip=capabilities.ws_connections_per_ip,
         )
-
-    def open_connection(self) -> contextlib.AbstractAsyncContextManager[None]:
-        """One websocket opening from this IP, within the exchange's cap on new connections
-        (past it the exchange refuses, each refused account retries, its feed goes down)."""
-        if self._connection_window is None:
-            assert self._ws_connections_per_ip is not None
-            count, window_s = self._ws_connections_per_ip
-            self._connection_window = OpeningWindow(count, window_s, time.monotonic)
-        opening: contextlib.AbstractAsyncContextManager[None] = self._connection_window.opening()
-        return opening
 
     def adopt(self, exchange: Any) -> None:
         """Give a new exchange object the shared rate limiter (where limits are per IP), or
-        the IP's cap on top of its own (where the exchange caps an IP's requests too), and
-        the IP's pace of new websockets (where the exchange caps them)."""
-        if self._ws_connections_per_ip is not None:
-            exchange.alertd_connection_pace = self.open_connection
+        the IP's cap on top of its own (where the exchange caps an IP's requests too)."""
         if self._requests_per_ip is not None and not self.rest_limit_per_ip:
             if self._ip_window is None:
                 count, window_s = self._requests_per_ip

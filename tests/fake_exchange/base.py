@@ -370,9 +370,6 @@ class FakeExchangeServer(Generic[A, C]):
         # what a client spent on the exchange's request weight, and when)
         self.timed_requests: list[tuple[float, str, str, str]] | None = None
         self.ws_connections: int = 0
-        # when (monotonic) each websocket was accepted: the real exchanges cap an IP's new
-        # connections per second or per 5 minutes, this one counts them for the tests to check
-        self.ws_opened_at: list[float] = []
         self.ccxt_options: dict[str, Any] = dict(self.CCXT_OPTIONS)
         self._accounts: dict[str, A] = {}
         self._markets: dict[str, Any] = {}  # by exchange id; an exchange's market type
@@ -890,7 +887,6 @@ class FakeExchangeServer(Generic[A, C]):
     ) -> web.WebSocketResponse:
         """Accept a websocket, register ``conn(request, ws)`` and feed its text frames to
         ``on_text`` until it closes."""
-        self.ws_opened_at.append(time.monotonic())  # the handshake reached the exchange
         # autoping off: pings reach this loop, so that answering them can be switched off
         ws = web.WebSocketResponse(autoping=False, heartbeat=None, max_msg_size=1 << 20)
         await ws.prepare(request)
