@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
+from alertd.clock import Clock
 from alertd.engine.collateral import Collateral, SettleTerms
 from alertd.engine.model import MarginAsset
 from alertd.engine.orderbook import Level, OrderBook
@@ -145,6 +146,8 @@ class PublicTables:
     def __init__(self) -> None:
         self._tables: dict[Hashable, Any] = {}
         self._locks: dict[Hashable, asyncio.Lock] = {}
+        # fast-changing public values (a mark) with when they were read: shared for a while
+        self._recent: dict[Hashable, tuple[Any, float]] = {}
 
     async def get(
         self, key: Hashable, load: Callable[[], Awaitable[T]], *, keep_empty: bool = True
@@ -162,8 +165,27 @@ class PublicTables:
                 self._tables[key] = value
             return value
 
+    async def recent(
+        self, key: Hashable, load: Callable[[], Awaitable[T]], clock: Clock, shared_for_s: float
+    ) -> tuple[T, float]:
+        """A public value that changes by the second (a mark over REST) and when it was read
+        (``clock``, taken as the read began): one read for the accounts that ask within
+        ``shared_for_s`` of it, those asking meanwhile waiting for it. Kept by time, not until
+        :meth:`clear`: the caller records the read time with the value, so its age counts."""
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            held = self._recent.get(key)
+            if held is not None and clock() - held[1] < shared_for_s:
+                value: T = held[0]
+                return value, held[1]
+            read_at = clock()
+            loaded = await load()
+            self._recent[key] = (loaded, read_at)
+            return loaded, read_at
+
     def clear(self) -> None:
         self._tables.clear()
+        self._recent.clear()
 
 
 class ExchangeAdapter:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Set
 from decimal import Decimal
@@ -59,6 +60,10 @@ log = logging.getLogger(__name__)
 
 # a held market the catalogue does not list reloads it, at most this often per account
 MARKET_RELOAD_EVERY_S = 300.0
+# how long a public mark read over REST serves the exchange's other accounts: at most one read
+# per symbol a second, two in OKX's window of 10 per 2 s per IP and instrument (the rest for
+# the other groups on the IP); a second old, as fresh as the stream's ticks it is seeding
+MARK_SHARED_FOR_S = 1.0
 
 
 class Change(enum.Enum):
@@ -392,7 +397,7 @@ class AccountFeed:
         for symbol in sorted(coin_symbols - self.state.marks.keys()):
             # a coin that moves with a symbol nobody holds: its mark over REST, so that the
             # coin's index keeps its basis to the mark the stream then moves
-            self.state.set_mark(symbol, await self.adapter.fetch_mark(exchange, symbol), now)
+            self.state.set_mark(symbol, *await self._public_mark(exchange, symbol))
         self.state.set_collateral(collateral, marks, marks_sent)
         self.state.settle_terms = self.adapter.settle_terms()
         self.state.margin_assets = self.adapter.margin_assets()
@@ -530,8 +535,19 @@ class AccountFeed:
     async def _seed_marks(self) -> None:
         """A newly opened position gets its mark over REST at once, not at the next tick."""
         for symbol in self._known(self.state.held_symbols - self.state.marks.keys()):
-            price = await self.adapter.fetch_mark(self._exchange(), symbol)
-            self.state.set_mark(symbol, price, self._clock())
+            self.state.set_mark(symbol, *await self._public_mark(self._exchange(), symbol))
+
+    async def _public_mark(self, exchange: Any, symbol: str) -> tuple[Decimal, float]:
+        """The symbol's mark over REST and when it was read: one read for every account of
+        the exchange asking within :data:`MARK_SHARED_FOR_S` (many accounts bootstrapping at
+        once, each holding ETH as a coin: OKX allows 10 mark reads per 2 s per IP and
+        instrument, www.okx.com/docs-v5/en/#public-data-rest-api-get-mark-price)."""
+        return await self.adapter.tables.recent(
+            ("mark", symbol),
+            functools.partial(self.adapter.fetch_mark, exchange, symbol),
+            self._clock,
+            MARK_SHARED_FOR_S,
+        )
 
     async def _ensure_tiers(self) -> None:
         missing = self._known({s for s in self.state.held_symbols if s not in self.state.tiers})
