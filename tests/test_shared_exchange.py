@@ -1817,3 +1817,56 @@ def test_urls_written_in_another_order_are_the_same_host() -> None:
             await manager.close()
 
     run(body(), timeout_s=60)
+
+
+def test_a_bootstrap_that_keeps_failing_does_not_mask_other_accounts_stale_streams() -> None:
+    """The health line counts a live account's private streams from the end of the host's
+    bootstraps (its reconciles gave way to them), but only of first tries: a bootstrap retried
+    forever (a1, timing out every try) moved that end at each try, so a0, whose own reconciles
+    ran and failed (503) for an hour, was never "stale" (review of health14: a0 confirmed at 60 s,
+    shown fresh at 3,600 s). a0's streams are stale once two reconciles and stale_after_s pass
+    without a confirmation."""
+    clock = [0.0]
+    reconciles_fail = [False]
+    attempts: list[float] = []
+
+    class Feed(AccountFeed):
+        async def resync(self, stops: bool = True) -> None:
+            if self.config.name == "a1" and not self.state.bootstrapped:
+                attempts.append(clock[0])
+                raise ccxt.RequestTimeout("okx GET /api/v5/account/balance timed out")
+            if self.config.name == "a0" and reconciles_fail[0]:
+                raise ccxt.ExchangeNotAvailable("okx 503 Service Unavailable")
+            await super().resync(stops)
+
+    async def body() -> None:
+        fake = FAKES["okx"]()
+        async with started(fake):
+            settings = SETTINGS.model_copy(
+                update={"rest_concurrency": 1, "reconcile_interval_s": 60, "stale_after_s": 30}
+            )
+            options = FeedOptions(
+                exchange_factory=(built := Built()), backoff=fast_backoff, clock=lambda: clock[0]
+            )
+            manager = manager_for(fake, "okx", built, 2, settings, options, feed_factory=Feed)
+            a0 = manager.feeds["a0"]
+            async with background(manager.run()):
+                await eventually(
+                    lambda: a0.state.connected and len(attempts) > 2, what="a0 live", timeout_s=30
+                )
+                reconciles_fail[0] = True
+                stale_at = None
+                for minute in range(1, 11):  # a retry of a1 every minute, a0's reconcile failing
+                    clock[0] = 60.0 * minute
+                    n = len(attempts)
+                    await eventually(lambda n=n: len(attempts) > n, what="a retry")
+                    fake.set_mark(BTC, str(60000 + minute))
+                    await eventually(lambda: a0.state.mark_seen(BTC) == clock[0], what="mark")
+                    await a0.reconcile()
+                    if stale_at is None and stale_streams(a0, settings, clock[0]):
+                        stale_at = clock[0]
+                assert stale_at is not None and stale_at <= 4 * 60.0, stale_at
+                assert stale_streams(a0, settings, clock[0]) == ("positions", "balance")
+            await manager.close()
+
+    run(body(), timeout_s=240)

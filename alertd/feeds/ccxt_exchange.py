@@ -255,8 +255,12 @@ class IpBudget:
         # accounts of the host (every group's) waiting for or in their bootstrap: periodic
         # reconciles give way to them, as the start's pace counted them on this budget
         self.bootstrapping = 0
-        # when (monotonic, the feeds' clock) the last of them ended: the reconciles held back
-        # until then confirmed no account's private streams meanwhile
+        # of them, the accounts' first tries (not a retry after a failure), and when
+        # (monotonic, the feeds' clock) the last of those ended: the reconciles held back
+        # until then confirmed no account's private streams meanwhile. A retry does not hold
+        # them: one that keeps failing would otherwise mask every live account's stale
+        # streams for as long as it fails (its end moved at each try)
+        self.first_bootstraps = 0
         self.bootstraps_ended_at = -float("inf")
 
     @classmethod

@@ -192,13 +192,14 @@ class AccountFeed:
         return self._first_slot_queued and self.first_slot_at is None
 
     def reconciles_held_until(self, now: float) -> float:
-        """Until when (monotonic) its periodic reconciles last gave way to the bootstraps of
-        accounts on its exchange (:meth:`reconcile`): ``now`` while they do; -inf if never."""
+        """Until when (monotonic) its periodic reconciles last gave way to the first
+        bootstraps of accounts on its exchange host (:meth:`reconcile`): ``now`` while one
+        runs; -inf if never. A retried bootstrap does not count (see ``IpBudget``)."""
         shared = self.shared
         if shared is None:
             return -float("inf")
         budget = shared.ip_budget
-        return now if budget.bootstrapping else budget.bootstraps_ended_at
+        return now if budget.first_bootstraps else budget.bootstraps_ended_at
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -228,6 +229,7 @@ class AccountFeed:
         shared = self.shared
         if shared is not None:
             shared.ip_budget.bootstrapping += 1
+            shared.ip_budget.first_bootstraps += not again
         try:
             self._first_slot_queued = True
             async with rest_slot(shared, bootstrap=True, again=again):
@@ -243,8 +245,10 @@ class AccountFeed:
             if shared is not None:
                 budget = shared.ip_budget
                 budget.bootstrapping -= 1
-                if not budget.bootstrapping:
-                    budget.bootstraps_ended_at = self._clock()
+                if not again:
+                    budget.first_bootstraps -= 1
+                    if not budget.first_bootstraps:
+                        budget.bootstraps_ended_at = self._clock()
 
     def _market_infos(self, exchange: Any) -> dict[str, MarketInfo]:
         symbols = self.config.symbols
