@@ -373,3 +373,26 @@ def test_a_usdc_pushed_after_the_snapshot_is_lined_at_once_not_at_the_next_recon
                 )
 
     run(body())
+
+
+def test_a_usdc_equity_of_0_leaves_usdc_unlined_not_the_bootstrap_failed() -> None:
+    """A unified cross account whose USDC equity is 0 (no USDC wallet, a USDC perpetual at
+    its entry) gives no USD value for USDC: the bootstrap completes, the account incomplete
+    naming USDC (never at par) with its USDT long read. Before, the whole bootstrap failed
+    (FrameError) and was retried, the USDT long unmonitored (the reviewer's probe_boot.py)."""
+
+    async def body() -> None:
+        async with started_fake() as fake:
+            fake.set_mark(BTC, "60000")
+            fake.add_symbol(USDC_BTC, "60000")
+            fake.open_position("key-b", BTC, "long", "1", "60000")
+            fake.open_position("key-b", USDC_BTC, "short", "0.1", "60000")
+            feed = await bootstrapped(
+                make_feed(account_config("b", "bybit", fake), "key-b", "secret-b")
+            )
+            state = feed.state
+            assert state.bootstrapped and not state.computable
+            assert state.unlined_margin_assets() == ["USDC"]
+            assert any(s == BTC for s, _ in state.positions)
+
+    run(body())
