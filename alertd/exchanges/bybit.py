@@ -20,6 +20,7 @@ outage and alertd would retry forever: the account type is checked first, at eve
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Collection, Mapping
 from decimal import Decimal
 from typing import Any
@@ -54,6 +55,8 @@ from alertd.feeds.adapter import (
     dec_or_none,
 )
 from alertd.feeds.state import AccountMode, Coverage, ModeReading, PositionState, ReportedAccount
+
+log = logging.getLogger(__name__)
 
 PROFILE = ExchangeProfile(
     id="bybit",
@@ -166,11 +169,19 @@ def coin_wallet(row: dict[str, Any]) -> Decimal:
     )
 
 
-def usd_per_coin(row: dict[str, Any]) -> Decimal | None:
+# a settle coin's USD value per coin is read only from an equity of at least this much: Bybit
+# rounds ``usdValue`` (a USDC equity of 0.0000015 gave 0.9933), an error of its last digit
+# over the equity; from one coin up it is below 1e-8 of a stablecoin's value
+LINE_MIN_EQUITY = Decimal(1)
+
+
+def usd_per_coin(row: dict[str, Any], min_equity: Decimal = Decimal(0)) -> Decimal | None:
     """A coin row's USD value per coin, ``usdValue / equity`` (its USD index); None where the
-    row gives none (no equity)."""
+    row gives none (no equity, or one below ``min_equity``)."""
     equity, usd = dec_or_none(row.get("equity")), dec_or_none(row.get("usdValue"))
-    return usd / equity if equity is not None and usd is not None else None
+    if equity is None or usd is None or not equity or abs(equity) < min_equity:
+        return None
+    return usd / equity
 
 
 def settle_usd(coins: list[dict[str, Any]], settle: str) -> Decimal:
@@ -203,9 +214,11 @@ def unified_margin_assets(
     ("Set Collateral Coin": "USDT, USDC cannot be set").
 
     An asset with neither a wallet nor a position (``held``) has no line (nothing of it
-    counts). A row with no equity gives no USD value: the last one read (``known_rates``,
-    by asset, as ``p``) stands in; with none, a :class:`FrameError` names the asset (never
-    at par), as it does an asset without a collateral ratio table."""
+    counts). A row with no equity (or one below :data:`LINE_MIN_EQUITY`) gives no USD value:
+    the last one read (``known_rates``, by asset, as ``p``) stands in; with none the asset
+    has no line (never at par) and the account is incomplete naming it while it holds a
+    position of it (``AccountState.unlined_margin_assets``), its USDT positions still read.
+    An asset without a collateral ratio table is a :class:`FrameError` naming it."""
     rows = {r.get("coin"): r for r in coins}
     over = settle_usd(coins, settle)
     out = []
@@ -214,13 +227,10 @@ def unified_margin_assets(
         wallet = coin_wallet(row) if row is not None else Decimal(0)
         if wallet == 0 and asset not in held:
             continue
-        usd = usd_per_coin(row) if row is not None else None
+        usd = usd_per_coin(row, LINE_MIN_EQUITY) if row is not None else None
         rate = usd / over if usd is not None else (known_rates or {}).get(asset)
         if rate is None or rate <= 0:
-            raise FrameError(
-                f"wallet-balance: no USD value for {asset} (its equity is 0): its perpetuals' "
-                "margin is not counted at par"
-            )
+            continue  # no USD value yet: unlined, the account incomplete naming the asset
         ratio = ratios.get(asset)
         if ratio is None:
             raise FrameError(f"spot-margin-trade/collateral: no collateral ratio for {asset}")
@@ -676,7 +686,10 @@ class BybitAdapter(ExchangeAdapter):
             and c.get("marginCollateral") is True
             and c.get("collateralSwitch") is True
         ]
+        # the settle coins are collateral whatever their flags ("Set Collateral Coin": "USDT,
+        # USDC cannot be set"): a row of one without the flags still needs its ratio
         held += [asset for asset in assets if asset in self._held_settles]
+        held += [str(c.get("coin")) for c in self._coins if c.get("coin") in assets]
         ratios = {}
         for coin in sorted(set(held)):
             # public and the same for every account: read once for all of them, again after
@@ -733,12 +746,16 @@ class BybitAdapter(ExchangeAdapter):
         if isinstance(accounts, dict):
             accounts = [accounts]
         wanted = {self.settle, *self.market_filter.margin_assets(exchange.markets)}
-        return {
-            str(coin.get("coin")): coin_wallet(coin)
-            for account in accounts or []
-            for coin in account.get("coin") or []
-            if isinstance(coin, dict) and coin.get("coin") in wanted
-        }
+        out = {}
+        for account in accounts or []:
+            for coin in account.get("coin") or []:
+                if isinstance(coin, dict) and coin.get("coin") in wanted:
+                    # a bad row loses only its own coin's update, not the frame's others
+                    try:
+                        out[str(coin.get("coin"))] = coin_wallet(coin)
+                    except FrameError as exc:
+                        log.warning("bybit: skipped a wallet push row: %s", exc)
+        return out
 
 
 async def key_permissions(exchange: Any) -> list[str]:

@@ -112,6 +112,8 @@ class AccountFeed:
         self.state.line_source = self.adapter.line_source
         self._unlined_warned: set[str] = set()  # margin assets named in the log once each
         self._unread_fee_told: UnreadFee | None = None  # the fee-rate gap last logged
+        # the unlined margin assets a snapshot was last asked for (:meth:`_reline`)
+        self._relining: frozenset[str] = frozenset()
         self._secrets = secrets
         self._factory = options.exchange_factory
         self._clock = options.clock
@@ -818,6 +820,18 @@ class AccountFeed:
 
         group.create_task(later())
 
+    def _reline(self) -> None:
+        """Snapshot at once (after the settle delay) when a push gives a margin asset with
+        no equity line (a deposit or a first position of it since the last snapshot): the
+        account is incomplete until a snapshot lines it, and the reconcile may be a minute
+        away. Once per newly unlined asset: a snapshot that still leaves it unlined is not
+        asked again until the asset is lined or gone."""
+        unlined = frozenset(self.state.unlined_margin_assets())
+        new = unlined - self._relining
+        self._relining = unlined
+        if new:
+            self._settle_resync(self._clock(), "unlined " + ", ".join(sorted(new)))
+
     async def _resync_after(self, failed_at: float, name: str) -> None:
         """One REST resync per disconnect, however many streams saw it, retried with backoff
         until it succeeds: what changed while the streams were down is only there (a 429 or
@@ -830,7 +844,9 @@ class AccountFeed:
                 try:
                     async with rest_slot(self.shared):
                         await self.resync()
-                    if name != "start":
+                    if name.startswith("unlined"):
+                        log.info("%s: resynced for the %s", self.config.name, name)
+                    elif name != "start":
                         log.info("%s: resynced after losing the %s stream", self.config.name, name)
                     return
                 except Exception as exc:
@@ -963,6 +979,7 @@ class AccountFeed:
 
     def _notify(self, change: Change, symbol: str | None = None) -> None:
         if change is Change.ACCOUNT:
+            self._reline()
             for asset in self.state.unlined_margin_assets():
                 if asset not in self._unlined_warned:
                     self._unlined_warned.add(asset)
