@@ -15,6 +15,7 @@ import json
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
+import ccxt
 import pytest
 
 from alertd.engine.collateral import CollateralRatio, ConversionRates, SettleTerms
@@ -24,6 +25,7 @@ from alertd.engine.tiers import Tier, TierBasis, TierTable, deduction_warnings
 from alertd.exchanges.bybit import (
     BybitAdapter,
     collateral_ratio,
+    execution_rows,
     gst_share,
     isolated_margin,
     unified_collateral,
@@ -1067,14 +1069,24 @@ def test_bybit_unified_pool_reproduces_bybit_s_margin_balance() -> None:
 
 def test_a_bybit_usdc_line_needs_a_usd_value_never_par() -> None:
     """A USDC perpetual held without a USDC row (its equity 0: Bybit leaves zero coins out,
-    "Get Wallet Balance") gives no USD value: the last one read stands in, and with none
-    the snapshot names USDC rather than count its perpetuals' MM at par. A settle coin with
-    neither a wallet nor a position has no line."""
+    "Get Wallet Balance"), with an equity of 0 or a tiny one (``usdValue`` rounded over it:
+    0.0000015 gave 0.9933) gives no USD value: the last one read stands in, and with none
+    USDC has no line (the account incomplete naming it, its USDT positions still read; the
+    snapshot failed whole before) rather than count its perpetuals' MM at par. A settle coin
+    with neither a wallet nor a position has no line."""
     usdt_only = [row for row in BYBIT_WALLET_2024_09_08 if row["coin"] == "USDT"]
     ratios = {"USDC": CollateralRatio.flat(Decimal(1))}
     assert unified_margin_assets(usdt_only, ratios, "USDT", ("USDC",)) == ()
-    with pytest.raises(FrameError, match="no USD value for USDC"):
-        unified_margin_assets(usdt_only, ratios, "USDT", ("USDC",), held={"USDC"})
+    assert unified_margin_assets(usdt_only, ratios, "USDT", ("USDC",), held={"USDC"}) == ()
+    for equity, usd in (("0", "0"), ("0.0000015", "0.00000149")):
+        tiny = [*usdt_only, {"coin": "USDC", "equity": equity, "usdValue": usd,
+                             "walletBalance": "0", "spotBorrow": "0"}]  # fmt: skip
+        assert unified_margin_assets(tiny, ratios, "USDT", ("USDC",), held={"USDC"}) == ()
+        (usdc,) = unified_margin_assets(
+            tiny, ratios, "USDT", ("USDC",), {"USDC"}, {"USDC": Decimal("0.9991")}
+        )
+        assert usdc.terms is not None
+        assert usdc.terms.rates == ConversionRates(Decimal("0.9991"), Decimal("0.9991"))
     (usdc,) = unified_margin_assets(
         usdt_only, ratios, "USDT", ("USDC",), {"USDC"}, {"USDC": Decimal("0.9991")}
     )
@@ -1421,6 +1433,51 @@ BYBIT_GST_POSITION = {
 }  # fmt: skip
 
 
+class FillsStandIn(FeeStandIn):
+    """Bybit answering its fills with each of ``answers`` in turn (an exception: raised)."""
+
+    def __init__(self, answers: list[Any]) -> None:
+        fee_row = {"symbol": "ETHUSDT", "takerFeeRate": "0.00055", "makerFeeRate": "0.0002"}
+        super().__init__([fee_row], {})
+        self.answers = answers
+
+    async def privateGetV5ExecutionList(self, params: Any) -> Any:
+        answer = self.answer("execution", params, self.answers.pop(0))
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def test_bybit_fills_alertd_cannot_read_leave_the_gst_unknown() -> None:
+    """A fills answer that is no answer leaves the GST unknown (the rate Bybit quotes), told as
+    malformed, and is not asked again for the same holding; a timeout is asked again at the
+    next read, which then tells the GST."""
+    eth = ["ETH/USDT:USDT"]
+    exchange = FillsStandIn([["not", "an", "answer"]])
+    adapter = BybitAdapter()
+    assert run(adapter.fetch_fee_rates(exchange, eth)) == {"ETH/USDT:USDT": D("0.00055")}
+    unread = adapter.fee_rates_unread()
+    assert unread is not None and unread.malformed and "GST" in unread.what
+    run(adapter.fetch_fee_rates(exchange, eth))
+    assert [c[0] for c in exchange.calls] == ["fee-rate", "execution", "fee-rate"]
+    for malformed in ({"result": "x"}, {"result": {"list": "x"}}, None):
+        with pytest.raises(FrameError, match="execution list: not an answer with a list"):
+            execution_rows(malformed)
+    assert execution_rows({"retCode": 0, "result": {}}) == []  # no fill: nothing listed
+
+    answer = {"retCode": 0, "result": {"list": [BYBIT_GST_FILL], "category": "linear"}}
+    exchange = FillsStandIn([ccxt.RequestTimeout("bybit GET timed out"), answer])
+    adapter = BybitAdapter()
+    assert run(adapter.fetch_fee_rates(exchange, eth)) == {"ETH/USDT:USDT": D("0.00055")}
+    unread = adapter.fee_rates_unread()
+    assert unread is not None and not unread.malformed
+    assert run(adapter.fetch_fee_rates(exchange, eth)) == {"ETH/USDT:USDT": D("0.000649")}
+    assert adapter.fee_rates_unread() is None
+    # a GST rate above the fee itself is no tax on it
+    with pytest.raises(FrameError, match=r"GST rate of 5 on a fee rate of 0\.00055"):
+        gst_share([{**BYBIT_GST_FILL, "extraFees": [{"feeType": "GST", "feeRate": "5"}]}])
+
+
 def test_bybit_s_fee_to_close_holds_the_gst_its_fills_pay() -> None:
     """The taker rate alertd uses for Bybit's fee to close is the account's fee rate with the
     GST its fills pay on it, which reproduces the live position's MM to Bybit's 8 decimals
@@ -1553,3 +1610,47 @@ def test_the_account_s_rate_enters_the_requirement_where_the_exchange_s_formula_
         # no leverage: Bybit's fee to close counts at the entry value, as Gate's at the mark
         saved = D(2) * D(60000) * (profile.default_fee_rate - D(vip))
         assert compute(state.to_account()).pool.maintenance_margin == base - saved
+
+
+def test_bybit_usdc_needs_no_collateral_flags_for_its_ratio() -> None:
+    """A USDC wallet row without ``marginCollateral``/``collateralSwitch`` (USDT and USDC are
+    always collateral: "Set Collateral Coin", "USDT, USDC cannot be set"): its ratio is read
+    and it is lined. Before, every snapshot failed: no collateral ratio for USDC."""
+
+    class NoFlags(BybitStandIn):
+        async def privateGetV5AccountWalletBalance(self, params: dict[str, Any]) -> Any:
+            coins = [{"coin": "USDT", "equity": "500", "usdValue": "500", "walletBalance": "500"},
+                     {"coin": "USDC", "equity": "500", "usdValue": "499.5",
+                      "walletBalance": "500"}]  # fmt: skip
+            return self.answer("wallet-balance", params, {"result": {"list": [{"coin": coins}]}})
+
+    async def body() -> None:
+        exchange, adapter = NoFlags(), BybitAdapter()
+        adapter.tables, adapter.account_cross = PublicTables(), True
+        await adapter.fetch_balance(exchange)  # no position held: the wallet alone needs a line
+        assert await adapter.fetch_collateral(exchange) == ()
+        (usdc,) = adapter.margin_assets()
+        assert usdc.asset == "USDC" and usdc.wallet_balance == D(500)
+        assert usdc.terms is not None and usdc.terms.rates == ConversionRates(
+            D("0.999"), D("0.999")
+        )
+
+    run(body())
+
+
+def test_a_bybit_wallet_push_row_without_its_wallet_skips_that_row_only() -> None:
+    """A pushed USDC row without ``walletBalance`` is skipped (logged); the USDT update of the
+    same frame is kept. Before, the whole frame was a FrameError and USDT's update was lost."""
+
+    async def body() -> None:
+        exchange, adapter = BybitStandIn(), BybitAdapter()
+        frame = {"data": [{"coin": [{"coin": "USDT", "walletBalance": "700"},
+                                    {"coin": "USDC", "equity": "1"}]}]}  # fmt: skip
+
+        async def watch_balance() -> Any:
+            return {"info": frame}
+
+        exchange.watch_balance = watch_balance  # type: ignore[attr-defined]
+        assert await adapter.watch_balances(exchange) == {"USDT": D(700)}
+
+    run(body())

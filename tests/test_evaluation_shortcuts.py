@@ -29,7 +29,13 @@ from alertd.daemon.evaluation import Alerting
 from alertd.daemon.store import Store
 from alertd.delivery.deliverer import Deliverer
 from alertd.engine.book import Book
-from alertd.engine.collateral import ConversionRates, SettleTerms
+from alertd.engine.collateral import (
+    CollateralRatio,
+    ConversionRates,
+    RatioBasis,
+    RatioTier,
+    SettleTerms,
+)
 from alertd.engine.model import Account, MarginAsset, MarginMode, Pool, Position, Side
 from alertd.engine.stops import StopKind, StopOrder, Trigger
 from alertd.engine.tiers import Tier, TierBasis, TierTable, derive_deductions
@@ -240,6 +246,17 @@ def account(rng: random.Random, name: str, marks: dict[str, Decimal], exchange: 
             usdc_wallet = (wallet * D(rng.randint(-20, 60)) / 100).quantize(D("0.0001"))
             usdc_terms = SettleTerms.of(None, D(0), None, _rates(rng))
             shared = (MarginAsset("USDC", usdc_wallet, usdc_terms),)
+    if exchange == "bybit" and not pools and rng.random() < 0.4:
+        # unified cross: some symbols margined in USDC, on USDC's own line at its USD value
+        # both ways and its tiered collateral value ratio (caps around the wallet: the PnL
+        # carries the equity across them and below zero as marks move)
+        held = [replace(p, margin_mode=MarginMode.CROSS, isolated_margin=None) for p in held]
+        usdc = {s for s in {p.symbol for p in held} if rng.random() < 0.5}
+        if usdc:
+            held = [replace(p, margin_asset="USDC") if p.symbol in usdc else p for p in held]
+            usdc_wallet = (wallet * D(rng.randint(0, 80)) / 100).quantize(D("0.0001"))
+            index = D(rng.randint(9_800, 10_050)) / 10_000
+            shared = (MarginAsset("USDC", usdc_wallet, _usd_value_terms(rng, index, wallet)),)
     return Account(
         profile,
         name,
@@ -251,6 +268,21 @@ def account(rng: random.Random, name: str, marks: dict[str, Decimal], exchange: 
         pools=pools,
         margin_assets=shared,
     )
+
+
+def _usd_value_terms(rng: random.Random, p: Decimal, scale: Decimal) -> SettleTerms:
+    """Bybit's USDC line: ``p`` both ways and a tiered collateral value ratio, non-increasing
+    in [0, 1], its caps around ``scale``."""
+    ratio, cap, tiers = D(rng.choice([100, 95, 90])) / 100, D(0), []
+    for _ in range(rng.randint(1, 3)):
+        cap += (scale * D(rng.randint(5, 80)) / 100).quantize(D("0.0001"))
+        tiers.append(RatioTier(cap, ratio))
+        ratio = max(D(0), ratio - D(rng.randint(5, 50)) / 100)
+    tiers.append(RatioTier(None, ratio))
+    discount = CollateralRatio.build(tiers, RatioBasis.AMOUNT)
+    terms = SettleTerms.of(None, D(0), discount, ConversionRates(p, p))
+    assert terms is not None
+    return terms
 
 
 def _rates(rng: random.Random) -> ConversionRates:
@@ -598,3 +630,32 @@ def test_a_position_alerted_on_one_metric_is_not_observed_on_another_that_cannot
     both = {first.subject.key: {"adl_rank", "liquidation_distance"}}
     (_, position) = observe(*args, proofs=proofs, alerted=both)
     assert set(position.metrics) == {"adl_rank", "liquidation_distance"}
+
+
+def test_a_usdc_line_with_a_tiered_collateral_ratio_keeps_the_bound() -> None:
+    """A USDT long with 3,000 USDC held at 0.999, USDC's ratio 1 up to 2,000 and 0.9 above
+    (the reviewer's probe_bound.py): the tiered ratio bends the counted equity at a slope of
+    at most 1 (ratios in [0, 1]), so the O(1) bound still proves the account calm, as with
+    USDC as a coin or at a flat ratio. Before, every tick of it went to the solver."""
+    profile = get_spec("bybit").profile
+    btc = Position(
+        symbol="BTC/USDT:USDT",
+        side=Side.LONG,
+        contracts=D("0.2"),
+        contract_size=D(1),
+        inverse=False,
+        entry_price=D(60000),
+        mark_price=D(60000),
+        margin_mode=MarginMode.CROSS,
+        tiers=TierTable.build([Tier(None, D("0.005"), D(0))]),
+        fee_rate=profile.default_fee_rate,
+    )
+    tiered = CollateralRatio.build(
+        [RatioTier(D(2000), D(1)), RatioTier(None, D("0.9"))], RatioBasis.AMOUNT
+    )
+    terms = SettleTerms.of(None, D(0), tiered, ConversionRates(D("0.999"), D("0.999")))
+    usdc = (MarginAsset("USDC", D(3000), terms),)
+    book = Book()
+    book.set_account("a", Account(profile, "a", "USDT", D(8000), (btc,), margin_assets=usdc))
+    live = book.live("a")
+    assert live.liquidations_beyond(D("0.01")) and live.liquidation_beyond(0, D("0.01"))

@@ -14,6 +14,7 @@ from pathlib import Path
 from alertd.config import RuleConfig
 from alertd.engine.margin import compute
 from alertd.engine.model import MarginMode, Side
+from alertd.feeds.feed import AccountFeed
 from alertd.snapshot.format import account_to_json
 
 from .fake_exchange.bybit import FakeBybit
@@ -21,11 +22,14 @@ from .support.aio import run
 from .support.fakes import ccxt_client, started
 from .support.feeds import (
     BTC,
+    FAST,
+    FAST_OPTIONS,
     account_config,
     bootstrapped,
     kept_open,
     make_feed,
     mark_arrives,
+    secrets,
     streaming,
 )
 from .support.poll import eventually
@@ -328,5 +332,67 @@ def test_usdc_perpetuals_count_on_usdc_s_own_line_at_its_usd_value() -> None:
                 assert usdc.wallet_balance == D(3000)
                 assert usdc.terms is not None and usdc.terms.rates is not None
                 assert usdc.terms.rates.bid == usdc.terms.rates.ask == D("0.999")
+
+    run(body())
+
+
+def test_a_usdc_pushed_after_the_snapshot_is_lined_at_once_not_at_the_next_reconcile() -> None:
+    """A unified cross account holding a USDT long, no USDC at its last snapshot: a USDC
+    deposit (the ``wallet`` push) leaves USDC without an equity line, the account incomplete,
+    until a snapshot reads it. With the reconcile an hour away, the feed snapshots at once
+    (after the settle delay): USDC is lined and the account computed again within seconds.
+    Before, it stayed incomplete until the reconcile (the reviewer's probe_push.py)."""
+
+    async def body() -> None:
+        async with started(FakeBybit(mark_interval_s=0.3), [("key-b", "secret-b", "8000")]) as fake:
+            fake.set_mark(BTC, "60000")
+            fake.add_symbol(USDC_BTC, "60000")
+            fake.open_position("key-b", BTC, "long", "1", "60000")
+            slow = FAST.model_copy(update={"reconcile_interval_s": 3600})
+            feed = AccountFeed(
+                account_config("b", "bybit", fake), secrets("key-b", "secret-b"), slow, FAST_OPTIONS
+            )
+            unlined: list[list[str]] = []
+            feed.listeners.append(lambda f, *_: unlined.append(f.state.unlined_margin_assets()))
+            async with streaming(feed):
+                state = feed.state
+                await eventually(lambda: state.computable, what="computable")
+                await asyncio.sleep(4)  # past the start's settle resync: the snapshot is older
+                assert state.margin_assets == ()
+                # the wallet subscription may not be up yet: deposit again until it pushes
+                for _ in range(40):
+                    fake.set_balance("key-b", "1000", coin="USDC")
+                    await asyncio.sleep(0.5)
+                    if ["USDC"] in unlined or state.margin_assets:
+                        break
+                assert ["USDC"] in unlined  # the push came before any snapshot lined USDC
+                await eventually(
+                    lambda: state.computable and [m.asset for m in state.margin_assets] == ["USDC"],
+                    timeout_s=5,
+                    what="USDC lined after its wallet push",
+                )
+
+    run(body())
+
+
+def test_a_usdc_equity_of_0_leaves_usdc_unlined_not_the_bootstrap_failed() -> None:
+    """A unified cross account whose USDC equity is 0 (no USDC wallet, a USDC perpetual at
+    its entry) gives no USD value for USDC: the bootstrap completes, the account incomplete
+    naming USDC (never at par) with its USDT long read. Before, the whole bootstrap failed
+    (FrameError) and was retried, the USDT long unmonitored (the reviewer's probe_boot.py)."""
+
+    async def body() -> None:
+        async with started_fake() as fake:
+            fake.set_mark(BTC, "60000")
+            fake.add_symbol(USDC_BTC, "60000")
+            fake.open_position("key-b", BTC, "long", "1", "60000")
+            fake.open_position("key-b", USDC_BTC, "short", "0.1", "60000")
+            feed = await bootstrapped(
+                make_feed(account_config("b", "bybit", fake), "key-b", "secret-b")
+            )
+            state = feed.state
+            assert state.bootstrapped and not state.computable
+            assert state.unlined_margin_assets() == ["USDC"]
+            assert any(s == BTC for s, _ in state.positions)
 
     run(body())

@@ -10,7 +10,9 @@ computes for a Gate pool with collateral and a USDT shortfall its ratio is exact
 from __future__ import annotations
 
 import asyncio
+import json
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,11 +26,13 @@ from alertd.engine.tiers import TierBasis
 from alertd.exchanges import gate
 from alertd.feeds.adapter import FrameError
 from alertd.feeds.state import AccountMode, Coverage
+from alertd.snapshot.format import account_to_json, parse_snapshot
 
 from .fake_exchange.gate import _DEFAULT_MARKETS, LOAN_MARGIN_TIERS, FakeGate, _tier_rows
 from .support.aio import run
 from .support.feeds import BTC
 from .support.poll import eventually
+from .support.process import alertd
 from .test_account_modes import KEY, long_btc
 
 D = Decimal
@@ -196,6 +200,12 @@ def _loan_row(*tiers: tuple[str, str, str]) -> list[Any]:
          "loan_margin_tiers BTC tier 2 upper_limit: tiers out of order"),
         (_loan_row(("0", "100", "0.05"), ("150", "+", "0.1")),
          "loan_margin_tiers BTC tier 2 lower_limit: 150 leaves a gap"),
+        # an open tier before a capped one, or two open tiers: the tiers are checked before
+        # the slices' deductions are derived from them (a bare AssertionError before)
+        (_loan_row(("0", "", "0.05"), ("0", "100", "0.07")),
+         "loan_margin_tiers BTC tier 1 upper_limit: only the last tier may have no cap"),
+        (_loan_row(("0", "+", "0.05"), ("0", "+", "0.07")),
+         "loan_margin_tiers BTC tier 1 upper_limit: only the last tier may have no cap"),
         (_loan_row(("-", "+", "0.1")), "BTC lower_limit: not a number: '-'"),
         ([{"currency": "BTC", "margin_tiers": []}], "loan_margin_tiers: no tiers for BTC"),
     ],
@@ -506,7 +516,8 @@ def test_single_currency_and_portfolio_follow_the_account() -> None:
 _BTC_ROW = _DEFAULT_MARKETS[0]
 BTC_TIERS = gate.risk_limit_tiers_to_table(_tier_rows("BTC_USDT", *_BTC_ROW[4:]))
 DOCS_RATIOS = gate.discount_ratios(gate_docs_tiers())
-USDT_LOANS = gate.loan_margin_tiers(gate_loan_tiers())["USDT"]
+LOANS = gate.loan_margin_tiers(gate_loan_tiers())
+USDT_LOANS = LOANS["USDT"]
 
 
 @settings(max_examples=200, deadline=None)
@@ -549,17 +560,46 @@ def test_the_pool_ratio_is_one_at_each_liquidation_price_with_gate_s_collateral(
     (pm,) = compute(account).positions
     if pm.liquidation_price is None:
         return
-    liq = pm.liquidation_price
+    # Gate's loan tiers are slices (the requirement continuous in the debt: no step for the
+    # ratio to jump across 1 at a cap), so the ratio is 1 there, whichever tier the USDT owed
+    # is in at the liquidation price
+    ratio = compute(account.with_marks({BTC: pm.liquidation_price})).pool.margin_ratio
+    assert abs(ratio - 1) < D("1e-18"), (pm.liquidation_price, ratio)
 
-    def ratio_at(price: D) -> D:
-        return compute(account.with_marks({BTC: price})).pool.margin_ratio
 
-    ratio = ratio_at(liq)
-    if abs(ratio - 1) >= D("1e-18"):
-        # the USDT owed crossing a loan tier's cap there: the requirement steps (the whole
-        # debt at the new rate), and the ratio jumps across 1 at that price
-        sides = [ratio_at(liq + d) for d in (-liq * D("1e-18"), liq * D("1e-18"))]
-        assert min(ratio, *sides) <= 1 < max(ratio, *sides), (liq, ratio, sides)
+@settings(max_examples=200, deadline=None)
+@given(
+    side=st.sampled_from(Side),
+    quantity=st.integers(1, 400).map(lambda n: D(n) / 10),
+    mark=st.integers(20_000, 120_000).map(D),
+    btc_owed=st.integers(0, 4000).map(lambda n: D(n) / 100),
+    wallet_pct=st.integers(-50, 2000).map(D),
+    basis=st.integers(-30, 30).map(lambda n: 1 + D(n) / 10000),
+)
+def test_the_pool_ratio_is_one_at_each_liquidation_price_with_a_borrowed_btc_debt(
+    side: Side, quantity: D, mark: D, btc_owed: D, wallet_pct: D, basis: D
+) -> None:
+    """BTC borrowed (up to 40 BTC: across the local Gate's BTC loan caps of 500,000, 1,000,000
+    and 2,000,000 USD as the mark moves) beside the USDT shortfall, both at their sliced loan
+    margin tiers: the pool's ratio is exactly 1 at alertd's liquidation price."""
+    position = Position(
+        symbol=BTC, side=side, contracts=quantity, contract_size=D(1), inverse=False,
+        entry_price=mark, mark_price=mark, margin_mode=MarginMode.CROSS, tiers=BTC_TIERS,
+        fee_rate=gate.PROFILE.default_fee_rate,
+    )  # fmt: skip
+    btc_loans = LOANS["BTC"] if btc_owed else None
+    owed = Collateral(
+        "BTC", -btc_owed, mark * basis, CollateralRatio.flat(D(0)), BTC,
+        price_over_mark=basis, liability_tiers=btc_loans,
+    )  # fmt: skip
+    wallet = quantity * mark * wallet_pct / 1000 + btc_owed * mark
+    terms = SettleTerms(USDT_LOANS)
+    account = Account(gate.PROFILE, "p", "USDT", wallet, (position,), (owed,), settle_terms=terms)
+    (pm,) = compute(account).positions
+    if pm.liquidation_price is None:
+        return
+    ratio = compute(account.with_marks({BTC: pm.liquidation_price})).pool.margin_ratio
+    assert abs(ratio - 1) < D("1e-18"), (pm.liquidation_price, ratio)
 
 
 @pytest.mark.parametrize(
@@ -629,3 +669,55 @@ def test_a_calm_reconcile_reads_the_unified_account_once() -> None:
                 assert state.mode.coverage is C.COMPUTED and state.wallet_balance == D(1000)
 
     run(body())
+
+
+def _sliced_loan_snapshot() -> dict[str, Any]:
+    """A Gate multi-currency account owing BTC and USDT at the local Gate's sliced loan tiers,
+    as ``alertd snapshot`` writes it (each tier past the first with its deduction)."""
+    loans = gate.loan_margin_tiers(gate_loan_tiers())
+    mark = D(60000)
+    short = Position(
+        symbol=BTC, side=Side.SHORT, contracts=D("0.1"), contract_size=D(1), inverse=False,
+        entry_price=mark, mark_price=mark, margin_mode=MarginMode.CROSS, tiers=BTC_TIERS,
+        fee_rate=gate.PROFILE.default_fee_rate,
+    )  # fmt: skip
+    btc = Collateral(
+        "BTC", D(-8), mark, CollateralRatio.flat(D(0)), BTC, liability_tiers=loans["BTC"]
+    )
+    terms = SettleTerms(loans["USDT"])
+    account = Account(gate.PROFILE, "p", "USDT", D(540000), (short,), (btc,), settle_terms=terms)
+    data: dict[str, Any] = json.loads(json.dumps(account_to_json(account)))
+    return data
+
+
+@pytest.mark.parametrize(
+    ("tier", "deduction", "expected"),
+    [
+        # nothing lies below the first tier to take off: its requirement went to -975,971.5
+        (0, "1000000", "cross.collateral[0].liability_tiers[0].deduction: must be 0"),
+        # a deduction above the tier's requirement at its floor (500,000 x 7%)
+        (1, "1e15", "cross.collateral[0].liability_tiers[1].deduction: 1E+15 makes"),
+    ],
+)
+def test_a_liability_deduction_that_makes_the_requirement_negative_is_refused(
+    tmp_path: Path, tier: int, deduction: str, expected: str
+) -> None:
+    data = _sliced_loan_snapshot()
+    data["cross"]["collateral"][0]["liability_tiers"][tier]["deduction"] = deduction
+    path = tmp_path / "snap.json"
+    path.write_text(json.dumps(data))
+    result = alertd("calc", str(path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert expected in result.stderr, result.stderr
+
+
+def test_a_liability_deduction_off_the_bracket_recursion_is_a_warning() -> None:
+    data = _sliced_loan_snapshot()
+    assert parse_snapshot(json.dumps(data)).warnings == ()  # Gate's slices, as written
+    data["cross"]["liability_tiers"][1]["deduction"] = "500"  # the recursion gives 1,000
+    warnings = parse_snapshot(json.dumps(data)).warnings
+    # the tier named, and the next one, whose deduction the recursion gives from it
+    assert [w.split(",")[0] for w in warnings] == [
+        "cross.liability_tiers: tier 2 deduction is 500",
+        "cross.liability_tiers: tier 3 deduction is 5000",
+    ], warnings

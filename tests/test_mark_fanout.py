@@ -362,59 +362,97 @@ def test_snapshots_are_saved_when_their_holdings_change_and_for_their_marks_with
     first = 1_800_000_100.0
     service.save_snapshots()
     assert saved_at() == {n: (first, first) for n in names}
-    minute()  # the marks moved, nothing else: nothing saved (was all three)
-    assert saved_at() == {n: (first, first) for n in names}
-    assert not saved_as_held("a")
-    # a's position resized (a stream frame): saved at the marks of the moment
+    # the marks moved, nothing else: one account saved for its marks, the oldest (was all
+    # three): the interval's share, ceil(3 accounts x 60 s / 540 s), 540 s the most its marks
+    # may wait and be at most 600 s old at the next interval
+    minute()
+    assert saved_at() == {"a": (first + 60, first), "b": (first, first), "c": (first, first)}
+    assert saved_as_held("a") and not saved_as_held("b")
+    # a's position resized (a stream frame): saved at the marks of the moment; b the share
     held = min(a.positions.values(), key=lambda p: (p.symbol, p.side))
     a.update_positions([replace(held, contracts=held.contracts * 2)], clock())
     minute()
-    assert saved_at() == {"a": (first + 120, first), "b": (first, first), "c": (first, first)}
+    assert saved_at() == {"a": (first + 120, first), "b": (first + 120, first), "c": (first, first)}
     assert saved_as_held("a")
-    # b's wallet moved (the balance stream) and its mode changed; c's stops were cancelled
+    # b's wallet moved (the balance stream) and its mode changed; c's stops were cancelled;
+    # the share goes to a, the oldest of the others
     b.set_wallet_balance(b.wallet_balance + 100, clock())  # type: ignore[operator]
     b.mode = ModeReading(AccountMode.UNIFIED_CROSS, "UTA")
     c.stops = ()
     minute()
     assert saved_at() == {
-        "a": (first + 120, first),
+        "a": (first + 180, first),
         "b": (first + 180, first + 180),
         "c": (first + 180, first),
     }
     assert saved_as_held("b") and saved_as_held("c")
-    # a reconcile that read the same holdings: nothing saved
+    # a reconcile that read the same holdings: only the share, b (changed holdings save first)
     a.replace_positions(list(a.positions.values()), clock())
     b.set_wallet_balance(b.wallet_balance, clock())  # type: ignore[arg-type]
     minute()
     assert {n: t[0] for n, t in saved_at().items()} == {
-        "a": first + 120,
-        "b": first + 180,
+        "a": first + 180,
+        "b": first + 240,
         "c": first + 180,
     }
-    # ten minutes after a's save, its marks are saved again; b's and c's a minute later (one
-    # account an interval: ceil(3 accounts x 60 s / 600 s))
+    # the daemon held still (a paused loop): when it turns again, every account whose marks
+    # would pass 600 s by the next interval is saved, however many beyond the share: a and c
+    # (540 s old), not b (480 s)
     clock.t += 60 * 7
     minute()
     assert {n: t[0] for n, t in saved_at().items()} == {
         "a": first + 720,
-        "b": first + 180,
-        "c": first + 180,
+        "b": first + 240,
+        "c": first + 720,
     }
-    assert saved_as_held("a")
-    minute()
-    assert {n: t[0] for n, t in saved_at().items()} == {
-        "a": first + 720,
-        "b": first + 780,
-        "c": first + 180,
-    }
-    minute()
-    assert {n: t[0] for n, t in saved_at().items()} == {
-        "a": first + 720,
-        "b": first + 780,
-        "c": first + 840,
-    }
+    assert saved_as_held("a") and saved_as_held("c") and not saved_as_held("b")
     clock.t += 60
     service.save_snapshots(every=True)  # the shutdown's
-    assert saved_at() == {n: (first + 900, first + 900) for n in names}
+    assert saved_at() == {n: (first + 780, first + 780) for n in names}
     assert all(saved_as_held(n) for n in names)
     store.close()
+
+
+def test_saved_marks_stay_within_ten_minutes_through_a_start_and_a_funding_payment(
+    tmp_path: Path,
+) -> None:
+    """Accounts saved together (every one at the start; every wallet at a funding payment)
+    fall due for their marks together. Saving a share of the due ones each interval drained
+    the group over ten more intervals: the last saved again 19 minutes after its marks
+    (worst 1,140 s at 20 accounts, a tenth an interval). Every due one is saved, and the
+    interval's share is topped up with the oldest not yet due, which spreads the group out."""
+    rng = random.Random(7)
+    clock = ManualClock(100.0)
+    names = {f"a{i}": "binanceusdm" for i in range(20)}
+    service = start(tmp_path, names, [], clock)
+    assert service.manager is not None and service.store is not None
+    assert service.health_interval_s == 60 and SNAPSHOT_MARKS_SAVED_EVERY_S == 600
+    feeds = service.manager.feeds
+    for feed in feeds.values():
+        fill(feed, rng, {s: D(rng.randint(50, 100_000)) for s in SYMBOLS}, clock())
+        subscribe(feed)
+        feed._notify(Change.ACCOUNT)
+    service.save_snapshots()  # the first: every account
+    oldest: list[float] = []
+    saved_per_minute: list[int] = []
+    for minute in range(1, 41):
+        clock.t += 60
+        for feed in feeds.values():
+            for symbol in sorted(feed.state.held_symbols):
+                feed.hub.deliver(symbol, feed.state.marks[symbol] + 1)
+        if minute == 20:  # a funding payment: every wallet moves in the same minute
+            for feed in feeds.values():
+                state = feed.state
+                state.set_wallet_balance(state.wallet_balance - 1, clock())  # type: ignore[operator]
+        wall = 1_800_000_000.0 + clock()
+        before = service.store.snapshots()
+        # the oldest marks a crash would leave now, before this interval's save
+        oldest.append(max(wall - row.updated_at for row in before.values()))
+        service.save_snapshots()
+        after = service.store.snapshots()
+        saved_per_minute.append(sum(after[n].updated_at != before[n].updated_at for n in names))
+    assert max(oldest) <= SNAPSHOT_MARKS_SAVED_EVERY_S
+    # spread out again: ten minutes after the funding payment, no more than the interval's
+    # share saved in any one minute: every account within the 540 s before it falls due (saved
+    # then, its marks would be 600 s old at the next interval), ceil(20 x 60 s / 540 s) = 3
+    assert max(saved_per_minute[30:]) == 3

@@ -29,6 +29,7 @@ from alertd.snapshot.format import account_to_json, parse_snapshot
 
 from .fake_exchange.okx import FakeOKX
 from .support.aio import background, run
+from .support.clock import ManualClock
 from .support.fakes import started
 from .support.feeds import (
     BTC,
@@ -42,6 +43,7 @@ from .support.feeds import (
 from .support.poll import eventually
 
 D = Decimal
+ETH = "ETH/USDT:USDT"
 BTC_FUTURE = "BTC/USDT:USDT-261225"
 
 # OKX docs, "Get discount rate and interest-free quota", response example (BTC)
@@ -536,3 +538,54 @@ def test_a_snapshot_names_each_bad_loan_or_discount_field() -> None:
         "cross.collateral[0].liability_tiers: tiers mix max_amount and max_value; use one basis",
         "cross.borrowed: needs cross.liability_tiers (what the loan requires)",
     ]
+
+
+MARK_PATH = "/api/v5/public/mark-price"
+
+
+def test_a_coin_s_mark_is_read_once_for_every_account_holding_it() -> None:
+    """A multi-currency account holding a coin without a position reads that coin's mark over
+    REST at its bootstrap; OKX allows "10 requests per 2 seconds", per "IP + Instrument ID"
+    (www.okx.com/docs-v5/en/#public-data-rest-api-get-mark-price): many accounts holding ETH
+    bootstrapping together share one read (was: one per account, 64 in 2 s at 80 accounts),
+    and a read older than the sharing time is not reused. The clock is the test's: it stands
+    still while they bootstrap, so every account asks within the sharing time."""
+
+    async def body() -> None:
+        fake = FakeOKX()
+        async with started(fake):
+            fake.set_mark(ETH, "3000")
+            fake.set_discount_tiers("ETH", [("0", "", "0.95")])
+            keys = {}
+            for i in range(6):
+                fake.add_account(f"key{i}", f"secret{i}", "25000")
+                fake.set_account_level(f"key{i}", "3")
+                fake.set_currency(f"key{i}", "ETH", "1", "3000", follows=ETH)
+                keys[f"a{i}"] = {
+                    "api_key": Secret(f"key{i}"),
+                    "secret": Secret(f"secret{i}"),
+                    "password": Secret(FakeOKX.PASSPHRASE),
+                }
+            accounts = [account_config(name, "okx", fake) for name in keys]
+            clock = ManualClock()
+            options = FeedOptions(backoff=fast_backoff, clock=clock)
+            manager = FeedManager(Config(version=1, accounts=accounts, feeds=FAST), keys, options)
+
+            def reads() -> int:
+                return sum(1 for _, p in fake.requests if p == MARK_PATH)
+
+            async with background(manager.run()):
+                feeds = list(manager.feeds.values())
+                await eventually(
+                    lambda: all(f.state.bootstrapped for f in feeds), what="all up", timeout_s=60
+                )
+                assert all(f.state.marks.get(ETH) == D(3000) for f in feeds)
+                assert reads() == 1
+                # later (a reconcile past the sharing time) the mark is read again, once
+                clock.t += 60
+                for feed in feeds:
+                    feed.state.marks.pop(ETH, None)
+                    await feed.reconcile()
+                assert reads() == 2
+
+    run(body(), timeout_s=120)

@@ -488,7 +488,9 @@ def test_usd_value_lines_liquidate_across_their_collateral_ratio_tiers() -> None
             return
         (usdc,) = lines
         assert usdc.terms is not None and usdc.terms.discount is not None
-        assert usdc.terms.rates is not None and usdc.terms.rates.bid == usdc.terms.rates.ask
+        # p can be drawn at par, 1: SettleTerms.of then drops the rates (nothing to convert)
+        rates = usdc.terms.rates
+        assert rates is None or rates.bid == rates.ask
         first_cap = usdc.terms.discount.tiers[0].cap
         assert first_cap is not None
         for pm in compute(account).positions:

@@ -14,6 +14,7 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from decimal import Decimal as D
 from typing import Any
 
@@ -1002,13 +1003,44 @@ def test_a_listen_key_refused_at_start_keeps_the_grace_unless_it_keeps_failing(
                     await time.advance_to(63)
                     await eventually(lambda: state.start_failing == (0, 63), what="at 63")
                     assert state.start_keeps_failing
-                    assert alerting.feed_status(feed, 1100).down_s == 100  # down since start
+                    status = alerting.feed_status(feed, 1100)
+                    assert status.down_s == 100  # down since start
+                    # and the health line, `alertd status` and feed-down's message say why
+                    # (docs/operations.md); they said nothing of it once bootstrapped
+                    keeps = f"retrying after {state.start_failed}, failing for 63 s"
+                    assert status.not_live == keeps
+                    rule = next(r for r in alerting.rules if r.name == "feed-down")
+                    note = Notification(
+                        Kind.FIRING,
+                        rule,
+                        Subject("l", "binanceusdm"),
+                        0,
+                        0,
+                        D(100),
+                        Context(feed=status),
+                    )
+                    assert f"not live yet: {keeps}" in render(note).body
+                    assert stale_streams(feed, FAST, 1100) == (
+                        f"private stream not open ({keeps})",
+                    )
+                    publisher = Publisher(
+                        {"l": feed},
+                        FAST,
+                        alerting,
+                        alerting.store,
+                        alerting.deliverer,
+                        clock=time,
+                        wall_clock=lambda: 0.0,
+                    )
+                    assert publisher.health().not_live == (f"l {keeps}",)
                     fake.stop_failing()
                     await time.advance_to(127)
                     await eventually(lambda: state.connected, what="its stream open")
                     assert state.start_failing is None and state.start_failed is None
                     # the grace, once ended, stays ended; connected, it is not down
                     assert state.start_kept_failing and not feed.waiting_first_turn()
+                    assert alerting.feed_status(feed, 1400).not_live is None
+                    assert publisher.health().not_live == ()
                     assert alerting.feed_status(feed, 1400).down_s == 0
             lines = [r.getMessage() for r in caplog.records]
             (once,) = [line for line in lines if "keeps failing" in line]
@@ -1392,19 +1424,10 @@ def test_the_plan_of_a_host_counts_every_group_of_its_accounts(
     reconciles together ran at twice the share of the budget they were planned for."""
 
     async def body() -> None:
-        def binance(i: int, options: dict[str, Any]) -> AccountConfig:
-            return AccountConfig(
-                name=f"b{i}",
-                exchange="binanceusdm",
-                api_key_env="K",
-                secret_env="S",
-                options=options,
-            )
-
         accounts = [
-            *(binance(i, {}) for i in range(1000)),
-            *(binance(i, {"recvWindow": 10_000}) for i in range(1000, 1500)),
-            *(binance(i, {"portfolioMargin": True}) for i in range(1500, 2000)),
+            *(_binance(i, {}) for i in range(1000)),
+            *(_binance(i, {"recvWindow": 10_000}) for i in range(1000, 1500)),
+            *(_binance(i, {"portfolioMargin": True}) for i in range(1500, 2000)),
             *(
                 AccountConfig(
                     name=f"y{i}",
@@ -1551,7 +1574,9 @@ def test_reconciles_give_way_to_bootstraps_of_every_group_of_their_host() -> Non
     """A live account's periodic reconcile waits a round while accounts are bootstrapping on
     its host: those of its own group and those of any other (their own ccxt options), which
     the start's pace counted on the same per-IP budget. Before, only its own group's counted:
-    its reconcile went ahead of the other group's bootstraps."""
+    its reconcile went ahead of the other group's bootstraps. It gives way one round at a
+    time, never two in a row: one group's bootstraps failing forever (/papi answering 503)
+    skipped 64% of another group's reconciles, turning its quiet accounts stale."""
     gate: asyncio.Queue[None] = asyncio.Queue()
     gated: list[str] = []
 
@@ -1596,6 +1621,12 @@ def test_reconciles_give_way_to_bootstraps_of_every_group_of_their_host() -> Non
                 before = snapshots()
                 await live.reconcile()  # the other group's account is bootstrapping
                 assert snapshots() == before
+                # not two rounds in a row: a bootstrap that takes long, or keeps failing,
+                # does not leave the live group without its safety net
+                await live.reconcile()
+                assert snapshots() == before + 1
+                await live.reconcile()
+                assert snapshots() == before + 1
                 gate.put_nowait(None)
                 await eventually(lambda: waiting.state.bootstrapped, what="a1 live")
                 before = snapshots()
@@ -1692,3 +1723,161 @@ def test_a_live_account_is_not_stale_while_its_reconciles_give_way_to_bootstraps
                 assert publisher.health().stale == ("a0", "a1")
 
     run(body(), timeout_s=120)
+
+
+def _binance(i: int, options: dict[str, Any], urls: dict[str, str] | None = None) -> AccountConfig:
+    return AccountConfig(
+        name=f"b{i}",
+        exchange="binanceusdm",
+        api_key_env="K",
+        secret_env="S",
+        options=options,
+        urls=urls or {},
+    )
+
+
+def _hold(feed: AccountFeed, count: int) -> None:
+    symbols = [f"S{i}/USDT:USDT" for i in range(count)]
+    positions = [PositionState(s, Side.LONG, D(1), D(100), MarginMode.CROSS) for s in symbols]
+    feed.state.replace_positions(positions, 0.0)
+
+
+@pytest.mark.parametrize("change", ["grows", "shrinks"])
+def test_a_replan_keeps_every_account_s_reconciles_within_the_stale_allowance(change: str) -> None:
+    """A host of two groups (1,500 plain Binance accounts, 500 with their own recvWindow),
+    its reconciles running in steady state (each job's next run at its own phase, its last
+    run one interval before). Group B's stop reads change (40 held symbols: 80 weight every
+    5th reconcile, or none any more) and the watchdog's replan moves the host's interval by
+    about 40%. No account of either group may then go longer between two reconciles than
+    its private streams' stale allowance (publisher.stale_streams: 2 * interval +
+    stale_after_s): before the fix every job started over at now + interval * (1 + i / n),
+    whatever its last run, so gaps reached the old interval plus two new ones."""
+
+    async def body() -> None:
+        accounts = [
+            *(_binance(i, {}) for i in range(1500)),
+            *(_binance(i, {"recvWindow": 10_000}) for i in range(1500, 2000)),
+        ]
+        settings = FeedSettings(reconcile_interval_s=60, stops_reconcile_every=5)
+        manager = FeedManager(Config(version=1, accounts=accounts, feeds=settings), {})
+        group_b = [manager.feeds[f"b{i}"] for i in range(1500, 2000)]
+        try:
+            if change == "shrinks":
+                for feed in group_b:
+                    _hold(feed, 40)
+            scheduler = manager.schedule()
+            manager._scheduler = scheduler
+            scheduler.start(paused=True)  # the jobs planned, none run
+            before = manager.feeds["b0"].reconcile_interval_s
+            # steady state: the jobs' phases spread over one interval (group B's among group
+            # A's), each last run one interval before its next; none due before the replan
+            names = list(manager.feeds)
+            base = scheduler.get_job("reconcile:b0").next_run_time - timedelta(seconds=before)
+            last = {}
+            for i, name in enumerate(names):
+                phase = 0.01 + 0.98 * ((i * 7 % len(names)) / len(names))
+                upcoming = base + timedelta(seconds=before * phase)
+                scheduler.modify_job(f"reconcile:{name}", next_run_time=upcoming)
+                last[name] = upcoming - timedelta(seconds=before)
+            for feed in group_b:
+                _hold(feed, 0 if change == "shrinks" else 40)
+            manager.replan_reconciles()
+            after = manager.feeds["b0"].reconcile_interval_s
+            assert after / before == pytest.approx(1.4 if change == "grows" else 1 / 1.4)
+            allowed = 2 * after + settings.stale_after_s
+            gaps = {
+                name: (scheduler.get_job(f"reconcile:{name}").next_run_time - last[name])
+                for name in names
+            }
+            longest = max(g.total_seconds() for g in gaps.values())
+            assert longest <= max(before, after) * 1.001 < allowed
+            # the new interval holds from there on
+            intervals = [
+                j.trigger.interval.total_seconds()
+                for j in scheduler.get_jobs()
+                if j.id.startswith("reconcile:")
+            ]
+            assert intervals == pytest.approx([after] * len(names))
+        finally:
+            await manager.close()
+
+    run(body(), timeout_s=60)
+
+
+def test_urls_written_in_another_order_are_the_same_host() -> None:
+    """The per-IP budget is the host's (review4); two groups whose `urls` hold the same URLs
+    written in another key order reach the same host from the same IP, and two budgets
+    would let them send twice the IP's cap (Binance bans the IP, 418, past it)."""
+
+    async def body() -> None:
+        urls = {
+            "fapiPublic": "https://fapi.binance.com/fapi/v1",
+            "fapiPrivate": "https://fapi.binance.com/fapi/v1",
+        }
+        reordered = dict(reversed(list(urls.items())))
+        accounts = [
+            *(_binance(i, {}, urls) for i in range(10)),
+            *(_binance(i, {"recvWindow": 10_000}, reordered) for i in range(10, 20)),
+        ]
+        manager = FeedManager(Config(version=1, accounts=accounts, feeds=FeedSettings()), {})
+        try:
+            assert len(manager.shared) == 2  # two groups (their options differ)
+            budgets = {id(s.ip_budget) for s in manager.shared.values()}
+            assert len(budgets) == 1
+        finally:
+            await manager.close()
+
+    run(body(), timeout_s=60)
+
+
+def test_a_bootstrap_that_keeps_failing_does_not_mask_other_accounts_stale_streams() -> None:
+    """The health line counts a live account's private streams from the end of the host's
+    bootstraps (its reconciles gave way to them), but only of first tries: a bootstrap retried
+    forever (a1, timing out every try) moved that end at each try, so a0, whose own reconciles
+    ran and failed (503) for an hour, was never "stale" (review of health14: a0 confirmed at 60 s,
+    shown fresh at 3,600 s). a0's streams are stale once two reconciles and stale_after_s pass
+    without a confirmation."""
+    clock = [0.0]
+    reconciles_fail = [False]
+    attempts: list[float] = []
+
+    class Feed(AccountFeed):
+        async def resync(self, stops: bool = True) -> None:
+            if self.config.name == "a1" and not self.state.bootstrapped:
+                attempts.append(clock[0])
+                raise ccxt.RequestTimeout("okx GET /api/v5/account/balance timed out")
+            if self.config.name == "a0" and reconciles_fail[0]:
+                raise ccxt.ExchangeNotAvailable("okx 503 Service Unavailable")
+            await super().resync(stops)
+
+    async def body() -> None:
+        fake = FAKES["okx"]()
+        async with started(fake):
+            settings = SETTINGS.model_copy(
+                update={"rest_concurrency": 1, "reconcile_interval_s": 60, "stale_after_s": 30}
+            )
+            options = FeedOptions(
+                exchange_factory=(built := Built()), backoff=fast_backoff, clock=lambda: clock[0]
+            )
+            manager = manager_for(fake, "okx", built, 2, settings, options, feed_factory=Feed)
+            a0 = manager.feeds["a0"]
+            async with background(manager.run()):
+                await eventually(
+                    lambda: a0.state.connected and len(attempts) > 2, what="a0 live", timeout_s=30
+                )
+                reconciles_fail[0] = True
+                stale_at = None
+                for minute in range(1, 11):  # a retry of a1 every minute, a0's reconcile failing
+                    clock[0] = 60.0 * minute
+                    n = len(attempts)
+                    await eventually(lambda n=n: len(attempts) > n, what="a retry")
+                    fake.set_mark(BTC, str(60000 + minute))
+                    await eventually(lambda: a0.state.mark_seen(BTC) == clock[0], what="mark")
+                    await a0.reconcile()
+                    if stale_at is None and stale_streams(a0, settings, clock[0]):
+                        stale_at = clock[0]
+                assert stale_at is not None and stale_at <= 4 * 60.0, stale_at
+                assert stale_streams(a0, settings, clock[0]) == ("positions", "balance")
+            await manager.close()
+
+    run(body(), timeout_s=240)

@@ -39,6 +39,7 @@ SAVED_ACCOUNT_KEYS = [
     "effective_leverage", "concentration", "margin_concentration", "settle", "pools", "stale",
     "fatal",
     "exchange", "mode", "coverage", "mode_limits", "margin_ratio_source", "exchange_margin_ratio",
+    "mode_saved_at",
 ]  # fmt: skip
 
 
@@ -239,7 +240,10 @@ def test_figures_are_reused_while_nothing_moves_and_the_crash_distance_says_when
 def test_the_state_file_keeps_each_accounts_mode_and_the_exchanges_ratio(tmp_path: Path) -> None:
     """``alertd status`` without the daemon: the mode as last read; where alertd did not
     compute the account, the exchange's ratio as last read stands in (and says so), and a
-    snapshot from before the switch is not shown as today's figures."""
+    snapshot from before the switch is not shown as today's figures. Each figure carries its
+    own row's time: the mode row is saved each minute its reading moves (the exchange's ratio,
+    read at each reconcile) while a snapshot waits up to 10 minutes for its marks, and the
+    newer of the two labelled 10-minute-old marks as just saved."""
     from alertd.config import load_config
     from alertd.daemon.store import SavedMode, Store
     from alertd.views.status import render_status, status_from_store
@@ -255,20 +259,21 @@ def test_the_state_file_keeps_each_accounts_mode_and_the_exchanges_ratio(tmp_pat
     btc = position("BTC/USDC:USDC", "long", "1", "60000", "58350", tiers([(None, "0.004", "0")]))
     for name in ("a", "b"):
         store.save_snapshot(name, snapshot("hyperliquid", "2000", [btc], "USDC"), 100.0)
-    store.save_mode("a", SavedMode(100.0, "standard", "computed by alertd", None, D("0.6")))
+    store.save_mode("a", SavedMode(250.0, "standard", "computed by alertd", None, D("0.6")))
     unified = SavedMode(200.0, "unified", "exchange's own ratio", "spot collateral", D("0.0975"))
     store.save_mode("b", unified)
     store.close()
     a, b = status_from_store(config, now=300.0)["accounts"]
     assert a["mode"] == "standard" and a["margin_ratio_source"] == "alertd"
     assert a["positions"] and a["margin_ratio"].startswith("0.66")  # alertd's, not the 0.6 read
+    assert (a["saved_at"], a["mode_saved_at"]) == (100.0, 250.0)  # the snapshot's, the mode's
     assert (b["mode"], b["coverage"], b["mode_limits"]) == (
         "unified",
         "exchange's own ratio",
         "spot collateral",
     )
     assert b["margin_ratio"] == "0.0975" and b["margin_ratio_source"] == "exchange"
-    assert b["positions"] == [] and b["saved_at"] == 200.0
+    assert b["positions"] == [] and b["saved_at"] == b["mode_saved_at"] == 200.0  # the ratio's
     console = Console(record=True, width=160)
     render_status({"source": "state file", **status_from_store(config, now=300.0)}, console)
     text = console.export_text()

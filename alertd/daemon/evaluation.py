@@ -347,7 +347,8 @@ class Alerting:
             # the stop and liquidation-distance rules read them where alertd has no figures
             positions=state.exchange_ratio_positions() if stands_in else (),
             kept_positions=self._kept_positions(feed, now, stands_in),
-            not_live=None if state.bootstrapped else state.start_retrying(),
+            # its bootstrap retrying, or then its private stream's first opening
+            not_live=state.start_retrying(),
         )
 
     def _kept_positions(

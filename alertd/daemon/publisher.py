@@ -249,13 +249,13 @@ class Publisher:
         positions = 0
         for name, feed in self.feeds.items():
             positions += len(feed.state.positions)
+            failed = feed.state.start_retrying()
             if feed.state.fatal:
                 stopped.append(name)
+            elif failed:  # its bootstrap, or then its private stream's first opening
+                retrying.append(f"{name} {failed}")
             elif not feed.state.bootstrapped:
-                failed = feed.state.start_retrying()
-                if failed:
-                    retrying.append(f"{name} {failed}")
-                elif feed.waiting_for_first_slot():
+                if feed.waiting_for_first_slot():
                     waiting.append(f"{name} waiting for a REST slot")
                 else:
                     waiting.append(name)
@@ -294,12 +294,15 @@ class Publisher:
 
 def stale_streams(feed: AccountFeed, settings: FeedSettings, now: float) -> tuple[str, ...]:
     """The account's stale streams at monotonic ``now`` ("mark BTC/USDT:USDT", "balance"),
-    or "not bootstrapped" (with why its last try failed, while it retries); empty while every
-    stream is fresh."""
+    or "not bootstrapped" (with why its last try failed, while it retries), or, bootstrapped,
+    "private stream not open" while its first opening retries after a failure; empty while
+    every stream is fresh."""
     state = feed.state
+    failed = state.start_retrying()
     if not state.bootstrapped:
-        failed = state.start_retrying()
         return ("not bootstrapped" + (f" ({failed})" if failed else ""),)
+    if failed:
+        return (f"private stream not open ({failed})",)
     # two of the account's own reconciles missed: stretched with many accounts on one IP
     # (1,000 Binance accounts: every 556 s), where the setting's 60 s would call every quiet
     # account stale (the health check failing, the dead-man's heartbeat withheld)

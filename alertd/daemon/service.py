@@ -569,8 +569,9 @@ class Service:
     def save_snapshots(self, every: bool = False) -> None:
         """Each account's snapshot and mode to the state file, for ``alertd status`` while
         the daemon is down, in one commit: the snapshots whose holdings changed since they
-        were last saved, and of the others those saved longest ago, for their marks (each
-        within about ``SNAPSHOT_MARKS_SAVED_EVERY_S``, a share of them each interval); the
+        were last saved, and of the others, for their marks, every one that would otherwise
+        pass ``SNAPSHOT_MARKS_SAVED_EVERY_S`` before the next interval and up to a share of
+        them each interval those saved longest ago; the
         modes that changed (``every``: all of them, at shutdown, so that each is saved with
         the time the daemon last held it)."""
         if self.manager is None or self.store is None:
@@ -585,13 +586,24 @@ class Service:
                 held = feed.state.holdings()
                 if every or held != self._saved_holdings.get(name):
                     holdings[name] = held
-        refresh = math.ceil(len(feeds) * self.health_interval_s / SNAPSHOT_MARKS_SAVED_EVERY_S)
+        # Every one whose marks would pass the age by the next interval, however many: those
+        # saved together (all at a start, every wallet at a funding payment) fall due together,
+        # and a share of them an interval left the last 19 minutes old. Then the interval's
+        # share, topped up with the oldest not yet due, so such a group spreads out again: the
+        # share saves every account within the window before it falls due, so once spread
+        # none falls due and the saves stay even.
+        due_window = SNAPSHOT_MARKS_SAVED_EVERY_S - self.health_interval_s
+        due_by = wall - due_window
+        share = math.ceil(
+            len(feeds) * self.health_interval_s / max(due_window, self.health_interval_s)
+        )
+        refreshed = 0
         for name, at in self._snapshots_saved_at.items():  # oldest first
-            if refresh <= 0 or at > wall - SNAPSHOT_MARKS_SAVED_EVERY_S:
+            if at > due_by and refreshed >= share:
                 break
             if name not in holdings and feeds[name].state.computable:
                 holdings[name] = feeds[name].state.holdings()
-                refresh -= 1
+                refreshed += 1
         with self.store.batch():
             for name in holdings:
                 snapshot = account_to_json(feeds[name].state.to_account())

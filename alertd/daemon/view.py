@@ -154,6 +154,7 @@ class AccountView:
     ages: tuple[StreamAge, ...] = ()
     drift: tuple[tuple[str, Decimal], ...] = ()  # (figure, relative difference) vs the exchange
     saved_at: float | None = None  # from the state file: when these figures were saved
+    mode_saved_at: float | None = None  # from the state file: when the mode and ratio were
     mode: str = ""  # the account's mode as the exchange reported it ("" : not read)
     coverage: str = ""  # what alertd does with that mode (Coverage's value)
     mode_limits: str | None = None  # what alertd cannot compute in this mode, and why

@@ -207,16 +207,17 @@ class LivePool:
     @property
     def bounded(self) -> bool:
         """Whether the bounds on the running figures cover how its margin assets count: at
-        par, or converted at rates (``SettleTerms.converts_only``: each leg's slope bound
-        takes its asset's fastest rate); not what may be owed or discounted."""
-        return all(line.terms.converts_only for line in self.lines.values())
+        par, converted at rates or discounted by tiered ratios
+        (``SettleTerms.moves_at_most_fastest_rate``: each leg's slope bound takes its asset's
+        fastest rate); not what may be owed."""
+        return all(line.terms.moves_at_most_fastest_rate for line in self.lines.values())
 
     def beyond(self, d: Decimal) -> bool:
         """True when no mark of this pool's linear legs moving by up to a fraction ``d``
         (each, in any direction) can bring its ratio to 1: a bound, ``False`` proves nothing.
         """
         if not self.bounded:
-            return False  # what may be owed or discounted is not in the bound
+            return False  # what may be owed is not in the bound
         equity = self.balance + self.upnl
         buffer = equity - self.mm
         if equity <= 0 or buffer <= 0:
@@ -230,7 +231,7 @@ class LivePool:
         (``Infinity`` with no leg). ``None`` where it proves nothing: an inverse leg, a pool
         at or past liquidation, or one whose currency may be owed."""
         if not self.bounded:
-            return None  # what may be owed or discounted is not in the bound
+            return None  # what may be owed is not in the bound
         equity = self.balance + self.upnl
         buffer = equity - self.mm
         if equity <= 0 or buffer <= 0 or not self.linear:
@@ -487,7 +488,7 @@ class _Liquidation:
         if d <= 0:
             return True
         if not pool.bounded:
-            return False  # what may be owed or discounted is not in the bound
+            return False  # what may be owed is not in the bound
         u = self.members[0].u
         if self.inverse:
             # prices mark * (1 +- reach) are u / (1 +- reach): the wider side is below the mark

@@ -314,12 +314,14 @@ class SettleTerms:
         return cls(tiers, borrowed, discount, rates)
 
     @property
-    def converts_only(self) -> bool:
-        """Whether the terms convert the equity at rates and nothing else: no step, nothing
-        required. The counted equity then moves by at most :attr:`fastest_rate` times what
-        the equity does, and bounds that hold at par hold with that factor; a lending tier
-        steps, a discount tier bends."""
-        return self.tiers is None and self.discount is None and self.rates is not None
+    def moves_at_most_fastest_rate(self) -> bool:
+        """Whether the counted equity moves by at most :attr:`fastest_rate` times what the
+        equity does, with no step and nothing required: the terms convert at rates and/or
+        discount, no lending tier (that steps and requires). A discount's ratios are in [0, 1]
+        (:meth:`CollateralRatio.build`) and it is continuous, so a positive equity counts at a
+        slope of at most the bid (at most the ask), a negative one at the ask: bounds that
+        hold at par hold with that factor."""
+        return self.tiers is None and (self.discount is not None or self.rates is not None)
 
     @property
     def fastest_rate(self) -> Decimal:

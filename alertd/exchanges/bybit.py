@@ -20,6 +20,7 @@ outage and alertd would retry forever: the account type is checked first, at eve
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Collection, Mapping
 from decimal import Decimal
 from typing import Any
@@ -45,8 +46,17 @@ from alertd.exchanges.common import (
     with_adl,
 )
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
-from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
+from alertd.feeds.adapter import (
+    ExchangeAdapter,
+    FrameError,
+    Snapshot,
+    UnreadFee,
+    dec,
+    dec_or_none,
+)
 from alertd.feeds.state import AccountMode, Coverage, ModeReading, PositionState, ReportedAccount
+
+log = logging.getLogger(__name__)
 
 PROFILE = ExchangeProfile(
     id="bybit",
@@ -159,11 +169,19 @@ def coin_wallet(row: dict[str, Any]) -> Decimal:
     )
 
 
-def usd_per_coin(row: dict[str, Any]) -> Decimal | None:
+# a settle coin's USD value per coin is read only from an equity of at least this much: Bybit
+# rounds ``usdValue`` (a USDC equity of 0.0000015 gave 0.9933), an error of its last digit
+# over the equity; from one coin up it is below 1e-8 of a stablecoin's value
+LINE_MIN_EQUITY = Decimal(1)
+
+
+def usd_per_coin(row: dict[str, Any], min_equity: Decimal = Decimal(0)) -> Decimal | None:
     """A coin row's USD value per coin, ``usdValue / equity`` (its USD index); None where the
-    row gives none (no equity)."""
+    row gives none (no equity, or one below ``min_equity``)."""
     equity, usd = dec_or_none(row.get("equity")), dec_or_none(row.get("usdValue"))
-    return usd / equity if equity is not None and usd is not None else None
+    if equity is None or usd is None or not equity or abs(equity) < min_equity:
+        return None
+    return usd / equity
 
 
 def settle_usd(coins: list[dict[str, Any]], settle: str) -> Decimal:
@@ -196,9 +214,11 @@ def unified_margin_assets(
     ("Set Collateral Coin": "USDT, USDC cannot be set").
 
     An asset with neither a wallet nor a position (``held``) has no line (nothing of it
-    counts). A row with no equity gives no USD value: the last one read (``known_rates``,
-    by asset, as ``p``) stands in; with none, a :class:`FrameError` names the asset (never
-    at par), as it does an asset without a collateral ratio table."""
+    counts). A row with no equity (or one below :data:`LINE_MIN_EQUITY`) gives no USD value:
+    the last one read (``known_rates``, by asset, as ``p``) stands in; with none the asset
+    has no line (never at par) and the account is incomplete naming it while it holds a
+    position of it (``AccountState.unlined_margin_assets``), its USDT positions still read.
+    An asset without a collateral ratio table is a :class:`FrameError` naming it."""
     rows = {r.get("coin"): r for r in coins}
     over = settle_usd(coins, settle)
     out = []
@@ -207,13 +227,10 @@ def unified_margin_assets(
         wallet = coin_wallet(row) if row is not None else Decimal(0)
         if wallet == 0 and asset not in held:
             continue
-        usd = usd_per_coin(row) if row is not None else None
+        usd = usd_per_coin(row, LINE_MIN_EQUITY) if row is not None else None
         rate = usd / over if usd is not None else (known_rates or {}).get(asset)
         if rate is None or rate <= 0:
-            raise FrameError(
-                f"wallet-balance: no USD value for {asset} (its equity is 0): its perpetuals' "
-                "margin is not counted at par"
-            )
+            continue  # no USD value yet: unlined, the account incomplete naming the asset
         ratio = ratios.get(asset)
         if ratio is None:
             raise FrameError(f"spot-margin-trade/collateral: no collateral ratio for {asset}")
@@ -411,10 +428,22 @@ def gst_share(fills: list[Any]) -> Decimal | None:
             ),
             Decimal(0),
         )
-        if tax < 0:
-            raise FrameError(f"execution extraFees: a negative GST rate: {tax}")
-        return tax / rate
+        share = tax / rate
+        if not 0 <= share <= 1:
+            # a tax on the fee is a share of it: a negative one or one above the fee itself
+            # is no GST (India's is 18%)
+            raise FrameError(f"execution extraFees: a GST rate of {tax} on a fee rate of {rate}")
+        return share
     return None
+
+
+def execution_rows(answer: Any) -> list[Any]:
+    """The fills of a "Get Trade History" answer (``result.list``; none where it has none)."""
+    result = (answer.get("result") or {}) if isinstance(answer, dict) else None
+    rows = (result.get("list") or []) if isinstance(result, dict) else None
+    if not isinstance(rows, list):
+        raise FrameError(f"execution list: not an answer with a list: {answer!r:.80}")
+    return rows
 
 
 class BybitAdapter(ExchangeAdapter):
@@ -448,6 +477,7 @@ class BybitAdapter(ExchangeAdapter):
         # reconcile
         self.gst_share: Decimal | None = None
         self._fills_asked_holding: frozenset[str] | None = None
+        self._gst_unread: UnreadFee | None = None  # why the last read of the fills failed
 
     async def fetch_tiers(self, exchange: Any, symbols: list[str]) -> dict[str, TierTable]:
         """Each symbol's risk limits: "Get Risk Limit" (GET /v5/market/risk-limit) is public
@@ -608,14 +638,41 @@ class BybitAdapter(ExchangeAdapter):
         rates = taker_fee_rates(by_id, "takerFeeRate", wanted)
         holding = frozenset(symbols)
         if self.gst_share is None and holding != self._fills_asked_holding:
-            fills = await exchange.privateGetV5ExecutionList({"category": "linear", "limit": 20})
-            self.gst_share = gst_share((fills.get("result") or {}).get("list") or [])
-            self._fills_asked_holding = holding
+            await self._read_gst(exchange, holding)
         if not self.gst_share:
             return rates
         with_gst = 1 + self.gst_share
         base = {s: PROFILE.default_fee_rate for s in wanted.values()}
         return {s: rate * with_gst for s, rate in {**base, **rates}.items()}
+
+    async def _read_gst(self, exchange: Any, holding: frozenset[str]) -> None:
+        """:attr:`gst_share` from the account's latest fills. The GST is a part of the fee
+        term (India's 18% on the fee: the term 15% low without it), not worth the account:
+        fills Bybit refuses (a key without the permission: 10005) or answers malformed leave
+        it unknown, told once (:meth:`fee_rates_unread`), and not asked again until the
+        account holds other symbols; a network error or a rate limit, at the next read."""
+        # here, not at the top: the exchange modules load without ccxt (registry); a feed has it
+        import ccxt
+
+        from alertd.feeds.ccxt_exchange import describe
+
+        try:
+            answer = await exchange.privateGetV5ExecutionList({"category": "linear", "limit": 20})
+            self.gst_share = gst_share(execution_rows(answer))
+        except (FrameError, ccxt.BaseError) as exc:
+            self._gst_unread = UnreadFee(
+                "GST on the fee to close unknown (an India-KYC account's fee term 15% low)",
+                f"/v5/execution/list: {describe(exc)}",
+                malformed=isinstance(exc, FrameError),
+            )
+            if isinstance(exc, ccxt.NetworkError):
+                return
+        else:
+            self._gst_unread = None
+        self._fills_asked_holding = holding
+
+    def fee_rates_unread(self) -> UnreadFee | None:
+        return self._gst_unread if self.gst_share is None else None
 
     async def fetch_collateral(self, exchange: Any) -> tuple[Collateral, ...]:
         self._margin_assets = ()
@@ -629,7 +686,10 @@ class BybitAdapter(ExchangeAdapter):
             and c.get("marginCollateral") is True
             and c.get("collateralSwitch") is True
         ]
+        # the settle coins are collateral whatever their flags ("Set Collateral Coin": "USDT,
+        # USDC cannot be set"): a row of one without the flags still needs its ratio
         held += [asset for asset in assets if asset in self._held_settles]
+        held += [str(c.get("coin")) for c in self._coins if c.get("coin") in assets]
         ratios = {}
         for coin in sorted(set(held)):
             # public and the same for every account: read once for all of them, again after
@@ -686,12 +746,16 @@ class BybitAdapter(ExchangeAdapter):
         if isinstance(accounts, dict):
             accounts = [accounts]
         wanted = {self.settle, *self.market_filter.margin_assets(exchange.markets)}
-        return {
-            str(coin.get("coin")): coin_wallet(coin)
-            for account in accounts or []
-            for coin in account.get("coin") or []
-            if isinstance(coin, dict) and coin.get("coin") in wanted
-        }
+        out = {}
+        for account in accounts or []:
+            for coin in account.get("coin") or []:
+                if isinstance(coin, dict) and coin.get("coin") in wanted:
+                    # a bad row loses only its own coin's update, not the frame's others
+                    try:
+                        out[str(coin.get("coin"))] = coin_wallet(coin)
+                    except FrameError as exc:
+                        log.warning("bybit: skipped a wallet push row: %s", exc)
+        return out
 
 
 async def key_permissions(exchange: Any) -> list[str]:

@@ -280,14 +280,16 @@ def loan_margin_tiers(answer: Any) -> dict[str, TierTable]:
                 )
             )
             floor = top if top is not None else floor
+        try:
+            # the caps and rates checked before the deductions are derived from them
+            TierTable.build(tiers, TierBasis.NOTIONAL)
+        except TierTableError as exc:
+            raise _tier_error("loan_margin_tiers", ccy, exc, "margin_rate") from None
         deductions = derive_deductions([t.cap for t in tiers], [t.mmr for t in tiers])
         sliced = [
             dataclasses.replace(t, deduction=d) for t, d in zip(tiers, deductions, strict=True)
         ]
-        try:
-            out[ccy] = TierTable.build(sliced, TierBasis.NOTIONAL)
-        except TierTableError as exc:
-            raise _tier_error("loan_margin_tiers", ccy, exc, "margin_rate") from None
+        out[ccy] = TierTable.build(sliced, TierBasis.NOTIONAL)  # the same caps and rates
     return out
 
 

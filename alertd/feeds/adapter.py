@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
+from alertd.clock import Clock
 from alertd.engine.collateral import Collateral, SettleTerms
 from alertd.engine.model import MarginAsset
 from alertd.engine.orderbook import Level, OrderBook
@@ -37,6 +39,17 @@ Snapshot = tuple[list[PositionState], dict[tuple[str, Any], ReportedPosition], d
 
 class FrameError(ValueError):
     """An exchange message alertd cannot use; the feed logs it once per kind and skips it."""
+
+
+@dataclass(frozen=True)
+class UnreadFee:
+    """A part of the fee rates left out for want of a read: ``what`` it is and what leaving
+    it out does, ``reason`` the read's error; ``malformed``: the exchange answered something
+    alertd cannot read (told as a malformed frame), else it refused or failed the request."""
+
+    what: str
+    reason: str
+    malformed: bool
 
 
 def dec(value: Any, field: str = "value") -> Decimal:
@@ -133,6 +146,8 @@ class PublicTables:
     def __init__(self) -> None:
         self._tables: dict[Hashable, Any] = {}
         self._locks: dict[Hashable, asyncio.Lock] = {}
+        # fast-changing public values (a mark) with when they were read: shared for a while
+        self._recent: dict[Hashable, tuple[Any, float]] = {}
 
     async def get(
         self, key: Hashable, load: Callable[[], Awaitable[T]], *, keep_empty: bool = True
@@ -150,8 +165,27 @@ class PublicTables:
                 self._tables[key] = value
             return value
 
+    async def recent(
+        self, key: Hashable, load: Callable[[], Awaitable[T]], clock: Clock, shared_for_s: float
+    ) -> tuple[T, float]:
+        """A public value that changes by the second (a mark over REST) and when it was read
+        (``clock``, taken as the read began): one read for the accounts that ask within
+        ``shared_for_s`` of it, those asking meanwhile waiting for it. Kept by time, not until
+        :meth:`clear`: the caller records the read time with the value, so its age counts."""
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            held = self._recent.get(key)
+            if held is not None and clock() - held[1] < shared_for_s:
+                value: T = held[0]
+                return value, held[1]
+            read_at = clock()
+            loaded = await load()
+            self._recent[key] = (loaded, read_at)
+            return loaded, read_at
+
     def clear(self) -> None:
         self._tables.clear()
+        self._recent.clear()
 
 
 class ExchangeAdapter:
@@ -328,6 +362,12 @@ class ExchangeAdapter:
         every snapshot where the exchange's requirement holds a fee; none by default (the
         exchange's formula uses none, or the rate is not read: the profile's base rate)."""
         return {}
+
+    def fee_rates_unread(self) -> UnreadFee | None:
+        """A part of the account's fee rates the last :meth:`fetch_fee_rates` could not read
+        and left out (Bybit: the GST of an India-KYC account whose fills were refused or
+        malformed), for the feed to tell once; None where nothing was left out."""
+        return None
 
     async def fetch_stops(self, exchange: Any, symbols: list[str]) -> list[StopOrder] | None:
         """The account's open conditional orders (stops, take-profits, trailing stops and a

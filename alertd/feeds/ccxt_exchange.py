@@ -255,8 +255,12 @@ class IpBudget:
         # accounts of the host (every group's) waiting for or in their bootstrap: periodic
         # reconciles give way to them, as the start's pace counted them on this budget
         self.bootstrapping = 0
-        # when (monotonic, the feeds' clock) the last of them ended: the reconciles held back
-        # until then confirmed no account's private streams meanwhile
+        # of them, the accounts' first tries (not a retry after a failure), and when
+        # (monotonic, the feeds' clock) the last of those ended: the reconciles held back
+        # until then confirmed no account's private streams meanwhile. A retry does not hold
+        # them: one that keeps failing would otherwise mask every live account's stale
+        # streams for as long as it fails (its end moved at each try)
+        self.first_bootstraps = 0
         self.bootstraps_ended_at = -float("inf")
 
     @classmethod
@@ -575,9 +579,27 @@ def classify(exc: BaseException) -> ErrorKind:
     return ErrorKind.TRANSIENT
 
 
+# a longer wait an exchange asks is read as this: two of Binance's one-minute windows (its
+# request weight and order limits count per minute, "General Info", Limits:
+# https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info), so a
+# 429 is waited out, while a CDN's or gateway's 503 asking an hour does not park a bootstrap
+# or a stream for that hour (a 418 ban stops the account whatever it asks: classify)
+EXCHANGE_MAX_RETRY_AFTER_S = 120
+
+
 def _carry_retry_after(exc: ccxt.BaseError, headers: Any) -> None:
-    """Give the error raised on an answer that answer's Retry-After (:func:`retry_after_of`)."""
-    wait = retry_after_in(headers) if isinstance(headers, Mapping) else None
+    """Give the error raised on an answer that answer's Retry-After (:func:`retry_after_of`).
+    Never raises: it runs in ccxt's handle_errors, where an exception of its own would replace
+    the answer's error (a 418 ban become a transient error, retried into the ban)."""
+    try:
+        wait = (
+            retry_after_in(headers, EXCHANGE_MAX_RETRY_AFTER_S)
+            if isinstance(headers, Mapping)
+            else None
+        )
+    except Exception:  # a headers object that cannot be read: the backoff's delay applies
+        log.debug("unreadable headers on %s", type(exc).__name__, exc_info=True)
+        return
     if wait is not None:
         exc.alertd_retry_after_s = wait
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Set
 from decimal import Decimal
@@ -30,7 +31,7 @@ from alertd.engine.margin import compute
 from alertd.engine.stops import StopOrder
 from alertd.errors import AccountRefused
 from alertd.exchanges.registry import get_spec
-from alertd.feeds.adapter import FrameError, PublicTables, checked_stops
+from alertd.feeds.adapter import FrameError, PublicTables, UnreadFee, checked_stops
 from alertd.feeds.ccxt_exchange import (
     ErrorKind,
     SharedExchange,
@@ -59,6 +60,10 @@ log = logging.getLogger(__name__)
 
 # a held market the catalogue does not list reloads it, at most this often per account
 MARKET_RELOAD_EVERY_S = 300.0
+# how long a public mark read over REST serves the exchange's other accounts: at most one read
+# per symbol a second, two in OKX's window of 10 per 2 s per IP and instrument (the rest for
+# the other groups on the IP); a second old, as fresh as the stream's ticks it is seeding
+MARK_SHARED_FOR_S = 1.0
 
 
 class Change(enum.Enum):
@@ -106,6 +111,9 @@ class AccountFeed:
         self.state.lined_modes = self.adapter.lined_modes
         self.state.line_source = self.adapter.line_source
         self._unlined_warned: set[str] = set()  # margin assets named in the log once each
+        self._unread_fee_told: UnreadFee | None = None  # the fee-rate gap last logged
+        # the unlined margin assets a snapshot was last asked for (:meth:`_reline`)
+        self._relining: frozenset[str] = frozenset()
         self._secrets = secrets
         self._factory = options.exchange_factory
         self._clock = options.clock
@@ -153,6 +161,7 @@ class AccountFeed:
         self._first_slot_queued = False
         self._stops_for: frozenset[str] = frozenset()  # the symbols of the last stops read
         self._reconciles = 0
+        self._gave_way = False  # the last reconcile gave way to the host's bootstraps
         self._markets_reloaded_at = -float("inf")
         self._markets_of: Any = None  # the catalogue ``state.markets`` was built from
         self._stops_read_at = -float("inf")
@@ -185,13 +194,14 @@ class AccountFeed:
         return self._first_slot_queued and self.first_slot_at is None
 
     def reconciles_held_until(self, now: float) -> float:
-        """Until when (monotonic) its periodic reconciles last gave way to the bootstraps of
-        accounts on its exchange (:meth:`reconcile`): ``now`` while they do; -inf if never."""
+        """Until when (monotonic) its periodic reconciles last gave way to the first
+        bootstraps of accounts on its exchange host (:meth:`reconcile`): ``now`` while one
+        runs; -inf if never. A retried bootstrap does not count (see ``IpBudget``)."""
         shared = self.shared
         if shared is None:
             return -float("inf")
         budget = shared.ip_budget
-        return now if budget.bootstrapping else budget.bootstraps_ended_at
+        return now if budget.first_bootstraps else budget.bootstraps_ended_at
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -221,6 +231,7 @@ class AccountFeed:
         shared = self.shared
         if shared is not None:
             shared.ip_budget.bootstrapping += 1
+            shared.ip_budget.first_bootstraps += not again
         try:
             self._first_slot_queued = True
             async with rest_slot(shared, bootstrap=True, again=again):
@@ -236,8 +247,10 @@ class AccountFeed:
             if shared is not None:
                 budget = shared.ip_budget
                 budget.bootstrapping -= 1
-                if not budget.bootstrapping:
-                    budget.bootstraps_ended_at = self._clock()
+                if not again:
+                    budget.first_bootstraps -= 1
+                    if not budget.first_bootstraps:
+                        budget.bootstraps_ended_at = self._clock()
 
     def _market_infos(self, exchange: Any) -> dict[str, MarketInfo]:
         symbols = self.config.symbols
@@ -368,6 +381,7 @@ class AccountFeed:
         collateral = await self.adapter.fetch_collateral(exchange)
         held = set(self._known({p.symbol for p in positions}))
         fee_rates = await self.adapter.fetch_fee_rates(exchange, sorted(held)) if held else {}
+        self._tell_unread_fee(self.adapter.fee_rates_unread())
         if stops or (self.state.stops is not None and held - self._stops_for):
             self.state.stops = await self._fetch_stops(exchange, held)
         now = self._clock()
@@ -389,7 +403,7 @@ class AccountFeed:
         for symbol in sorted(coin_symbols - self.state.marks.keys()):
             # a coin that moves with a symbol nobody holds: its mark over REST, so that the
             # coin's index keeps its basis to the mark the stream then moves
-            self.state.set_mark(symbol, await self.adapter.fetch_mark(exchange, symbol), now)
+            self.state.set_mark(symbol, *await self._public_mark(exchange, symbol))
         self.state.set_collateral(collateral, marks, marks_sent)
         self.state.settle_terms = self.adapter.settle_terms()
         self.state.margin_assets = self.adapter.margin_assets()
@@ -417,11 +431,15 @@ class AccountFeed:
         """The periodic REST reconcile; transient errors are logged, fatal ones stop the feed."""
         if self.state.fatal is not None or not self.state.bootstrapped:
             return
-        if self.shared is not None and self.shared.ip_budget.bootstrapping:
+        if self.shared is not None and self.shared.ip_budget.bootstrapping and not self._gave_way:
             # accounts on this exchange host are still bootstrapping (blind until then; any
-            # group's: they share its per-IP budget); this one bootstrapped a moment ago and
-            # streams: its safety net can wait a round
+            # group's: they share its per-IP budget); this one streams: its safety net can wait
+            # a round, not two in a row (another group's bootstraps failing for as long as
+            # /papi answers 503 skipped 64% of a live group's reconciles, and two missed make
+            # a quiet account stale: publisher.stale_streams)
+            self._gave_way = True
             return
+        self._gave_way = False
         # with the order stream up, the stops' REST read is a net for a missed push: every
         # n-th reconcile (feeds.stops_reconcile_every)
         self._reconciles += 1
@@ -523,8 +541,19 @@ class AccountFeed:
     async def _seed_marks(self) -> None:
         """A newly opened position gets its mark over REST at once, not at the next tick."""
         for symbol in self._known(self.state.held_symbols - self.state.marks.keys()):
-            price = await self.adapter.fetch_mark(self._exchange(), symbol)
-            self.state.set_mark(symbol, price, self._clock())
+            self.state.set_mark(symbol, *await self._public_mark(self._exchange(), symbol))
+
+    async def _public_mark(self, exchange: Any, symbol: str) -> tuple[Decimal, float]:
+        """The symbol's mark over REST and when it was read: one read for every account of
+        the exchange asking within :data:`MARK_SHARED_FOR_S` (many accounts bootstrapping at
+        once, each holding ETH as a coin: OKX allows 10 mark reads per 2 s per IP and
+        instrument, www.okx.com/docs-v5/en/#public-data-rest-api-get-mark-price)."""
+        return await self.adapter.tables.recent(
+            ("mark", symbol),
+            functools.partial(self.adapter.fetch_mark, exchange, symbol),
+            self._clock,
+            MARK_SHARED_FOR_S,
+        )
 
     async def _ensure_tiers(self) -> None:
         missing = self._known({s for s in self.state.held_symbols if s not in self.state.tiers})
@@ -791,6 +820,18 @@ class AccountFeed:
 
         group.create_task(later())
 
+    def _reline(self) -> None:
+        """Snapshot at once (after the settle delay) when a push gives a margin asset with
+        no equity line (a deposit or a first position of it since the last snapshot): the
+        account is incomplete until a snapshot lines it, and the reconcile may be a minute
+        away. Once per newly unlined asset: a snapshot that still leaves it unlined is not
+        asked again until the asset is lined or gone."""
+        unlined = frozenset(self.state.unlined_margin_assets())
+        new = unlined - self._relining
+        self._relining = unlined
+        if new:
+            self._settle_resync(self._clock(), "unlined " + ", ".join(sorted(new)))
+
     async def _resync_after(self, failed_at: float, name: str) -> None:
         """One REST resync per disconnect, however many streams saw it, retried with backoff
         until it succeeds: what changed while the streams were down is only there (a 429 or
@@ -803,7 +844,9 @@ class AccountFeed:
                 try:
                     async with rest_slot(self.shared):
                         await self.resync()
-                    if name != "start":
+                    if name.startswith("unlined"):
+                        log.info("%s: resynced for the %s", self.config.name, name)
+                    elif name != "start":
                         log.info("%s: resynced after losing the %s stream", self.config.name, name)
                     return
                 except Exception as exc:
@@ -916,6 +959,16 @@ class AccountFeed:
         log.warning("%s: exchange pushed %s: %s", self.config.name, event.kind, event.detail)
         self._notify(Change.EVENT)
 
+    def _tell_unread_fee(self, unread: UnreadFee | None) -> None:
+        """A part of the fee rates left out (:meth:`ExchangeAdapter.fee_rates_unread`),
+        logged once until it changes: the account runs on without it."""
+        if unread is not None and unread != self._unread_fee_told:
+            if unread.malformed:
+                self.on_malformed(unread.what, unread.reason)
+            else:
+                log.warning("%s: %s: %s", self.config.name, unread.what, unread.reason)
+        self._unread_fee_told = unread
+
     def on_malformed(self, kind: str, detail: str) -> None:
         count = self.malformed.get(kind, 0) + 1
         self.malformed[kind] = count
@@ -926,6 +979,7 @@ class AccountFeed:
 
     def _notify(self, change: Change, symbol: str | None = None) -> None:
         if change is Change.ACCOUNT:
+            self._reline()
             for asset in self.state.unlined_margin_assets():
                 if asset not in self._unlined_warned:
                     self._unlined_warned.add(asset)

@@ -97,6 +97,21 @@ def spread_starts(count: int, interval_s: float) -> list[float]:
     return [interval_s * (1 + i / count) for i in range(count)]
 
 
+def rescaled_delay_s(remaining_s: float, before_s: float, interval_s: float) -> float:
+    """When a reconcile job next runs after its interval moved from ``before_s`` to
+    ``interval_s``, ``remaining_s`` before its next run on the old plan: at the same phase of
+    the new interval, so the jobs stay spread as they were and no account waits longer between
+    two runs than the longer of the two intervals. Starting every job over one to two new
+    intervals from now, whatever its last run, let an account wait the old interval and two
+    new ones: past its private streams' stale allowance (2 intervals and ``stale_after_s``,
+    ``publisher.stale_streams``), a quiet healthy account called stale. Never later than two
+    new intervals after its last run either (a shrink by more than half). A job not run yet
+    (its first run one to two intervals after the start) keeps its place in the spread."""
+    remaining_s = max(remaining_s, 0.0)
+    since_last_s = before_s - remaining_s  # below 0: no run yet
+    return max(0.0, min(remaining_s * interval_s / before_s, 2 * interval_s - since_last_s))
+
+
 def live_after_s(live_weight: float, weight_per_minute: float) -> float:
     """When the last of the accounts sharing one per-IP budget can be live, at the earliest,
     after a cold start, ``live_weight`` being what they all spend until then: the rolling
@@ -204,8 +219,12 @@ class FeedManager:
     def _ip_budget_for(self, account: AccountConfig) -> IpBudget:
         """One per exchange host: accounts whose ccxt options differ (their own groups, with
         their own catalogue and REST slots) still send from the one IP (review4: two groups
-        of Bybit accounts, each held within the IP's cap, together passed it)."""
-        host = json.dumps([account.exchange, account.sandbox, account.urls], default=str)
+        of Bybit accounts, each held within the IP's cap, together passed it). The same URLs
+        written in another key order are the same host (sorted: two budgets would send twice
+        the cap)."""
+        host = json.dumps(
+            [account.exchange, account.sandbox, account.urls], sort_keys=True, default=str
+        )
         if host not in self._ip_budgets:
             self._ip_budgets[host] = IpBudget.of(get_spec(account.exchange).capabilities)
         return self._ip_budgets[host]
@@ -446,8 +465,8 @@ class FeedManager:
         """Fit the reconciles to the budget again with what the accounts hold now (the stop
         reads grow with the held symbols, unknown when the jobs were first planned) and the
         modes their snapshots read: a host's interval that moved by more than
-        ``REPLAN_TOLERANCE`` is replaced, its accounts' next runs (every group's) spread over
-        the new interval."""
+        ``REPLAN_TOLERANCE`` is replaced, each of its accounts' jobs (every group's) kept at
+        its phase, rescaled to the new interval (:func:`rescaled_delay_s`)."""
         scheduler = self._scheduler
         if scheduler is None or not scheduler.running:
             return
@@ -468,12 +487,17 @@ class FeedManager:
             )
             for feed, delay in zip(host, spread_starts(len(host), interval), strict=True):
                 feed.reconcile_interval_s = interval
+                job_id = f"reconcile:{feed.config.name}"
+                upcoming = scheduler.get_job(job_id).next_run_time
+                if upcoming is not None:
+                    delay = rescaled_delay_s((upcoming - now).total_seconds(), before, interval)
+                start = now + timedelta(seconds=delay)
                 scheduler.reschedule_job(
-                    f"reconcile:{feed.config.name}",
-                    trigger="interval",
-                    seconds=interval,
-                    start_date=now + timedelta(seconds=delay),
+                    job_id, trigger="interval", seconds=interval, start_date=start
                 )
+                # a start due now is in the past by the time the trigger reads its own clock
+                # (it would then run one whole interval later): run it at its start
+                scheduler.modify_job(job_id, next_run_time=start)
         self._pace_index_reads()
 
     async def run(self) -> None:

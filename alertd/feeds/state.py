@@ -349,9 +349,10 @@ class AccountState:
         return self.start_failing_for > START_KEEPS_FAILING_S
 
     def start_retrying(self) -> str | None:
-        """Why the account is not bootstrapped while its bootstrap retries, as the health line
-        and status say it ("retrying after RequestTimeout: ..."), and that it keeps failing; None
-        while no try failed."""
+        """Why the account is not live while its start retries (its bootstrap, or then its
+        private stream's first opening), as the health line, status and feed-down's message say
+        it ("retrying after RequestTimeout: ..."), and that it keeps failing; None while no try
+        of the step failed, and once the feed connected."""
         if self.start_failed is None:
             return None
         span = self.start_failing_for

@@ -289,7 +289,7 @@ def _build_ratio(c: CollateralIn, where: str, problems: list[str]) -> Collateral
 
 
 def _build_collateral(
-    raw: list[CollateralIn], where: str, inverse: bool, problems: list[str]
+    raw: list[CollateralIn], where: str, inverse: bool, problems: list[str], warnings: list[str]
 ) -> tuple[Collateral, ...]:
     out: list[Collateral] = []
     seen: dict[str, int] = {}
@@ -304,7 +304,9 @@ def _build_collateral(
                 "positions (an inverse pool is solved in 1/price)"
             )
         ratio = _build_ratio(c, here, problems)
-        borrowing = _build_liability_tiers(c.liability_tiers, f"{here}.liability_tiers", problems)
+        borrowing = _build_liability_tiers(
+            c.liability_tiers, f"{here}.liability_tiers", problems, warnings
+        )
         if ratio is None or borrowing is False:
             continue
         out.append(
@@ -324,10 +326,14 @@ def _build_collateral(
 
 
 def _build_liability_tiers(
-    raw: list[LiabilityTierIn] | None, where: str, problems: list[str]
+    raw: list[LiabilityTierIn] | None, where: str, problems: list[str], warnings: list[str]
 ) -> TierTable | Literal[False] | None:
     """Borrowing tiers by the amount owed or by its value (None: none given; False: a
-    problem was listed)."""
+    problem was listed). Their deductions are 0 (steps: OKX's borrowing tiers) or the
+    bracket recursion's (slices: Gate's loan margin tiers); a first tier's deduction (nothing
+    below it to take off) or one above its tier's requirement at the tier's floor (a negative
+    requirement: a debt that frees margin) is refused, any other off the recursion named in a
+    warning, as position tiers' are."""
     if raw is None:
         return None
     by_value = any(t.max_value is not None for t in raw)
@@ -336,11 +342,27 @@ def _build_liability_tiers(
         return False
     tiers = [Tier(t.max_value if by_value else t.max_amount, t.mmr, t.deduction) for t in raw]
     try:
-        return TierTable.build(tiers, TierBasis.NOTIONAL if by_value else TierBasis.CONTRACTS)
+        table = TierTable.build(tiers, TierBasis.NOTIONAL if by_value else TierBasis.CONTRACTS)
     except TierTableError as exc:
         field = ("max_value" if by_value else "max_amount") if exc.field == "cap" else exc.field
         problems.append(f"{where}[{exc.index}].{field}: {exc.reason}")
         return False
+    refused = []
+    if tiers[0].deduction:
+        refused.append(f"{where}[0].deduction: must be 0 (got {tiers[0].deduction})")
+    for i in range(1, len(tiers)):
+        floor_requirement = table.floor(i) * tiers[i].mmr
+        if tiers[i].deduction > floor_requirement:
+            refused.append(
+                f"{where}[{i}].deduction: {tiers[i].deduction} makes the tier's requirement "
+                f"negative (above {floor_requirement}, its floor x its mmr)"
+            )
+    if refused:
+        problems.extend(refused)
+        return False
+    if any(t.deduction for t in tiers):
+        warnings.extend(f"{where}: {message}" for _, message in deduction_warnings(table))
+    return table
 
 
 def _build_tiers(
@@ -468,12 +490,17 @@ def build_account(snap: SnapshotIn | SnapshotInV2) -> LoadedSnapshot:
         cross = PoolIn()
         if any(p.margin_mode == "cross" for p in snap.positions):
             problems.append("cross: required when a position is in cross margin")
-    coins = _build_collateral(cross.collateral, "cross.collateral", inverse, problems)
+    coins = _build_collateral(cross.collateral, "cross.collateral", inverse, problems, warnings)
     more = [
-        (pool, _build_collateral(pool.collateral, f"pools[{k}].collateral", inverse, problems))
+        (
+            pool,
+            _build_collateral(
+                pool.collateral, f"pools[{k}].collateral", inverse, problems, warnings
+            ),
+        )
         for k, pool in enumerate(more_pools)
     ]
-    terms = _build_settle_terms(cross, problems)
+    terms = _build_settle_terms(cross, problems, warnings)
     shared = _build_margin_assets(cross, snap.settle, pool_assets, problems)
     lined = {m.asset for m in shared}
     for i, p in enumerate(snap.positions):
@@ -518,10 +545,14 @@ def build_account(snap: SnapshotIn | SnapshotInV2) -> LoadedSnapshot:
     return LoadedSnapshot(account, tuple(warnings), account.pool_accounts(), books)
 
 
-def _build_settle_terms(cross: PoolIn, problems: list[str]) -> SettleTerms | None:
+def _build_settle_terms(
+    cross: PoolIn, problems: list[str], warnings: list[str]
+) -> SettleTerms | None:
     """The settle currency's own terms (``cross.liability_tiers``, ``borrowed``,
     ``discount_tiers``); None where they change nothing or a problem was listed."""
-    owed = _build_liability_tiers(cross.liability_tiers, "cross.liability_tiers", problems)
+    owed = _build_liability_tiers(
+        cross.liability_tiers, "cross.liability_tiers", problems, warnings
+    )
     discount = _build_discount(cross.discount_tiers, "cross.discount_tiers", problems)
     if cross.borrowed and not owed:
         problems.append("cross.borrowed: needs cross.liability_tiers (what the loan requires)")

@@ -124,6 +124,7 @@ def _account_json(a: AccountView, source: Source) -> dict[str, Any]:
             "mode_limits": a.mode_limits,
             "margin_ratio_source": _ratio_source(computed, figures["margin_ratio"]),
             "exchange_margin_ratio": dec(a.exchange_ratio),
+            "mode_saved_at": a.mode_saved_at,
         }
     if not computed and a.exchange_ratio is not None and a.bootstrapped and not a.fatal:
         # no figures of alertd's own: the account's ratio is the exchange's, and says so
@@ -266,7 +267,9 @@ def view_from_store(config: Config, now: float) -> DaemonView:
             figures = None
             if row is not None and (mode is None or mode.limits is None):
                 figures = AccountFigures.of(compute(parse_snapshot(row.snapshot).account))
-            times = [t.updated_at for t in (row, mode) if t is not None]
+            # the mode row is saved as often as the exchange's ratio moves, the snapshot as
+            # rarely as every 10 minutes for its marks: each figure carries its own row's time
+            figures_row = row if figures is not None else mode
             accounts.append(
                 AccountView(
                     name=account.name,
@@ -277,7 +280,8 @@ def view_from_store(config: Config, now: float) -> DaemonView:
                     stale=(),
                     open_positions=0 if figures is None else len(figures.positions),
                     figures=figures,
-                    saved_at=max(times, default=None),
+                    saved_at=None if figures_row is None else figures_row.updated_at,
+                    mode_saved_at=None if mode is None else mode.updated_at,
                     mode="" if mode is None else mode.mode,
                     coverage="" if mode is None else mode.coverage,
                     mode_limits=None if mode is None else mode.limits,

@@ -361,6 +361,12 @@ class _Account(shared.Credentials):
     # India's GST on trading fees of a kyc=IND account, as a share of the fee (``set_gst``):
     # its fills carry it in ``extraFees`` and its fee to close holds it
     gst: Decimal = Decimal(0)
+    # how GET /v5/execution/list answers the account (``script_fills``): refused with this
+    # retCode; no fill listed (none in Bybit's 7-day window); each fill's ``extraFees`` as given
+    fills_refused: int | None = None
+    fills_listed: bool = True
+    fills_extra: Any = None
+    fills_asked: int = 0  # how many times /v5/execution/list was asked
 
 
 @dataclass
@@ -679,6 +685,29 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         account.gst = _dec(share, "share")
         for position in account.positions.values():
             position.gst = account.gst
+
+    @scripted
+    def script_fills(
+        self,
+        api_key: str,
+        *,
+        refuse: int | None = None,
+        listed: bool = True,
+        extra_fees: Any = None,
+    ) -> None:
+        """How ``/v5/execution/list`` answers the account from now on: refused with retCode
+        ``refuse`` (10005 "Permission denied" for a key without the permission, bybit v5
+        "Error Codes"); no fill at all (``listed`` False: none in the 7 days Bybit lists by
+        default); each fill's ``extraFees`` as ``extra_fees`` (not None: a malformed one)."""
+        account = self._account(api_key)
+        account.fills_refused = refuse
+        account.fills_listed = listed
+        account.fills_extra = extra_fees
+
+    @scripted
+    def fills_asked(self, api_key: str) -> int:
+        """How many times the account's ``/v5/execution/list`` was asked."""
+        return self._account(api_key).fills_asked
 
     @scripted
     def deprecate_position_balance(self) -> None:
@@ -1613,8 +1642,14 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         # string ("" where there is none), the stream a list, as served here
         if params.get("category") not in CATEGORIES:
             raise _ApiError(10001, "params error: category is invalid")
+        account.fills_asked += 1
+        if account.fills_refused == 10005:
+            raise _ApiError(10005, "Permission denied, please check your API key permissions.")
+        if account.fills_refused is not None:
+            raise _ApiError(account.fills_refused, "params error")
         rows = []
-        positions = account.positions.values() if params["category"] == "linear" else ()
+        listed = params["category"] == "linear" and account.fills_listed
+        positions = account.positions.values() if listed else ()
         for p in sorted(positions, key=lambda p: -p.updated_ms):
             value = p.size * p.entry
             extra: Any = ""
@@ -1624,6 +1659,8 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
                     {"feeCoin": SETTLE, "feeType": "GST", "subFeeType": "IND_GST",
                      "feeRate": _fmt(tax), "fee": _fmt(value * tax)}
                 ]  # fmt: skip
+            if account.fills_extra is not None:
+                extra = account.fills_extra
             rows.append(
                 {
                     "symbol": p.symbol, "side": p.side, "execPrice": _fmt(p.entry),

@@ -104,6 +104,8 @@ class HttpAnswer:
 
 
 RATE_LIMITED_S = 30.0  # a 429 without a usable Retry-After
+# a longer wait a receiver asks is read as this: the message is late rather than lost
+RECEIVER_MAX_RETRY_AFTER_S = 3600
 
 
 async def http_call(
@@ -119,7 +121,8 @@ async def http_call(
         session.request(method, url, json=json, allow_redirects=True) as response,
     ):
         text = (await response.text(errors="replace"))[:max_chars]
-        return HttpAnswer(response.status, text, retry_after_s(response.headers.get("Retry-After")))
+        wait = retry_after_s(response.headers.get("Retry-After"), RECEIVER_MAX_RETRY_AFTER_S)
+        return HttpAnswer(response.status, text, wait)
 
 
 def production_senders(config: Config | None = None) -> dict[Transport, Sender]:
