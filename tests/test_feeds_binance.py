@@ -19,6 +19,7 @@ import pytest
 from alertd.config import Config
 from alertd.engine.margin import compute
 from alertd.engine.model import MarginMode, Side
+from alertd.feeds.feed import AccountFeed
 from alertd.feeds.manager import FeedManager
 from alertd.feeds.state import Stream
 
@@ -612,7 +613,14 @@ def test_malformed_asset_index_frames_are_logged_and_skipped(
         async with started(FakeBinanceUSDM(), [("key-a", "secret-a", "400")]) as fake:
             _usdc_listed(fake)
             fake.set_multi_assets_coins("key-a", {"USDC": "100"})
-            feed = make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
+            # the stream paused for the frames below: stale only long after them (at FAST's
+            # 0.8 s a loaded machine reconnected it before they came), and no periodic REST
+            # read of the index (the local Binance's own rows, at par) in between to put
+            # USDC back at par before the test saw the frame's rates
+            update = {"stale_after_s": 30.0, "reconcile_interval_s": 3600.0}
+            settings = FAST.model_copy(update=update)
+            config = account_config("a", "binanceusdm", fake)
+            feed = AccountFeed(config, secrets("key-a", "secret-a"), settings, FAST_OPTIONS)
             async with streaming(feed):
                 state = feed.state
                 await fake.wait_for_subscription("!assetIndex@arr")
