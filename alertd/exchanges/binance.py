@@ -464,7 +464,10 @@ def streamed_index_rows(frame: Any) -> tuple[list[dict[str, Any]], list[str]]:
 def checked_index_rows(rows: list[Any]) -> tuple[list[dict[str, Any]], list[str]]:
     """The asset index ``rows`` (``GET /fapi/v1/assetIndex``'s shape) checked as a snapshot
     reads them (an index above 0, buffers, rates with bid > 0 and ask >= bid), and what was
-    wrong with the others (skipped, each named: one bad row does not stop the others)."""
+    wrong with the others (skipped, each named: one bad row does not stop the others). Each
+    good row keeps the fields alertd reads alone, the stream's: a REST row (with ``time`` and
+    the ``autoExchange`` buffers) and a streamed one of the same rates are then equal, so the
+    stream's change filter does not take every REST read for a change of every row."""
     good: list[dict[str, Any]] = []
     problems: list[str] = []
     for row in rows:
@@ -478,7 +481,7 @@ def checked_index_rows(rows: list[Any]) -> tuple[list[dict[str, Any]], list[str]
         except FrameError as exc:
             problems.append(str(exc))
             continue
-        good.append(row)
+        good.append({name: row.get(name) for name in _STREAM_FIELDS.values()})
     return good, problems
 
 

@@ -725,6 +725,9 @@ class AccountFeed:
             return
         if streamed:
             state.last_seen[(Stream.INDEX, "")] = now
+            if self._index_stale_said:  # said whether or not its first frame moves a rate
+                self._index_stale_said = False
+                log.info("%s: asset index stream back: rates follow it again", self.config.name)
         assets = (
             state.settle,
             *(line.asset for line in read.margin_assets),
@@ -735,9 +738,6 @@ class AccountFeed:
         terms, lines, coins = self.adapter.rerated(
             rows, read.settle_terms, read.margin_assets, read.collateral
         )
-        if streamed and self._index_stale_said:
-            self._index_stale_said = False
-            log.info("%s: asset index stream back: rates follow it again", self.config.name)
         if state.set_pool_rates(PoolRates(terms, lines, coins)):
             self._notify(Change.ACCOUNT)
 
