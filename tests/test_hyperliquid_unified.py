@@ -26,7 +26,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from alertd.engine.model import Side
-from alertd.exchanges.hyperliquid import HyperliquidAdapter, spot_usdc
+from alertd.exchanges.hyperliquid import HyperliquidAdapter, spot_usdc, unified_usdc_balance
 from alertd.feeds.adapter import FrameError
 from alertd.feeds.state import AccountMode, Coverage, ReportedAccount
 from alertd.snapshot.compare import Figure, compare
@@ -382,6 +382,64 @@ def test_a_malformed_hip3_dex_state_is_a_frame_error_naming_the_dex() -> None:
             await HyperliquidAdapter().fetch_mode(exchange)
 
     run(body())
+
+
+# --- a recorded unified account ---------------------------------------------------------------
+
+# Live answers of one unifiedAccount (userAbstraction "unifiedAccount"), read 4 s apart on
+# 2026-09-13 (13:11:16Z and 13:11:20Z) from api.hyperliquid.xyz/info by a public probe script,
+# kept as answered: l3sh42h2/funddd_bot, tests/data/hl/public_20260913.json ("user_1",
+# 0xff76877a31de6ee91583595c358a49241ac7815c; the script: tests/data/hl/probe_hl_stream.py),
+# commit 519a95e48b93c74d4e906c49af44086a9a86e0d6. An isolated para:ANSEM short (HIP-3 dex
+# "para", collateral USDC; ANSEM is isolated-only) 35.16 at a loss, nothing cross.
+RECORDED_PARA = {
+    "marginSummary": {"accountValue": "1613.426835", "totalNtlPos": "1683.52714",
+                      "totalRawUsd": "3296.953975", "totalMarginUsed": "1613.426835"},
+    "crossMarginSummary": {"accountValue": "0.0", "totalNtlPos": "0.0", "totalRawUsd": "0.0",
+                           "totalMarginUsed": "0.0"},
+    "crossMaintenanceMarginUsed": "0.0", "withdrawable": "0.0",
+    "assetPositions": [{"type": "oneWay", "position": {
+        "coin": "para:ANSEM", "szi": "-10121.0",
+        "leverage": {"type": "isolated", "value": 1, "rawUsd": "3296.953975"},
+        "entryPx": "0.162866", "positionValue": "1683.52714", "unrealizedPnl": "-35.159951",
+        "returnOnEquity": "-0.0213301692", "liquidationPx": "0.279217523",
+        "marginUsed": "1613.426835", "maxLeverage": 3,
+        "cumFunding": {"allTime": "-4.992646", "sinceOpen": "-0.563846", "sinceChange": "0.0"}}}],
+    "time": 1789305076005,
+}  # fmt: skip
+RECORDED_SPOT = {
+    "balances": [
+        {"coin": "USDC", "token": 0, "total": "21401.03695889", "hold": "1613.426835",
+         "entryNtl": "0.0"},
+        {"coin": "USDT0", "token": 268, "total": "0.0", "hold": "0.0", "entryNtl": "0.0"},
+        {"coin": "USDH", "token": 360, "total": "0.0", "hold": "0.0", "entryNtl": "0.0"},
+    ],
+    "tokenToAvailableAfterMaintenance": [[0, "19787.61012389"]],
+}  # fmt: skip
+
+
+def test_a_recorded_unified_account_s_available_after_maintenance_is_alertd_s_pool() -> None:
+    """Hyperliquid's own ``tokenToAvailableAfterMaintenance`` for USDC is alertd's unified pool
+    (the spot total less the isolated positions' equity) less the cross MM, to the last digit.
+    The isolated short's equity taken off holds its loss (``marginUsed`` is ``rawUsd`` less
+    the position's value at the mark): Hyperliquid's figure counts the spot total as holding
+    that position's PnL. Were the total cash, the loss outside it, the margin to take off
+    would be the cash alone and Hyperliquid's available would overstate the account by the
+    loss. The position is isolated: this says nothing of a cross position's PnL, which the
+    documented ratio reads from the same total (docs/exchanges.md, "Still alertd's reading").
+    The main dex's state was not recorded; the spot ``hold`` is the ANSEM short's margin to
+    the last digit, nothing else held USDC."""
+    (row,) = (r["position"] for r in RECORDED_PARA["assetPositions"])
+    equity = D(row["leverage"]["rawUsd"]) - D(row["positionValue"])  # a short: raw USD - value
+    assert equity == D(row["marginUsed"]) == D(RECORDED_SPOT["balances"][0]["hold"])
+    pnl = D(row["unrealizedPnl"])
+    assert pnl < 0
+    ((token, available),) = RECORDED_SPOT["tokenToAvailableAfterMaintenance"]
+    assert token == 0
+    pool = unified_usdc_balance(RECORDED_SPOT, [RECORDED_PARA])
+    assert pool - D(RECORDED_PARA["crossMaintenanceMarginUsed"]) == D(available)
+    # the spot total read as cash: the isolated margin without its loss taken off
+    assert spot_usdc(RECORDED_SPOT) - (equity - pnl) == D(available) + pnl
 
 
 # --- the local Hyperliquid's unified accounts, any of them ----------------------------------------

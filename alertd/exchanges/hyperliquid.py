@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -157,6 +158,24 @@ def spot_usdc(spot: Any) -> Decimal:
         if isinstance(row, dict) and row.get("coin") == SETTLE and row.get("token", 0) == 0:
             return dec(row.get("total"), "total")
     return Decimal(0)
+
+
+def unified_usdc_balance(spot: Any, states: Iterable[dict[str, Any]]) -> Decimal:
+    """A unified account's cross pool balance: the spot USDC ``total`` less the isolated
+    positions' equity (their ``marginUsed``, PnL included) on every USDC dex whose perpetuals
+    state is in ``states``, as Hyperliquid's Unified Account Ratio counts it ("Trading /
+    Account abstraction modes"). Less the dexes' ``crossMaintenanceMarginUsed`` it is
+    Hyperliquid's own ``tokenToAvailableAfterMaintenance`` for USDC in a recorded answer
+    (tests/test_hyperliquid_unified.py, an isolated short 35.16 at a loss)."""
+    isolated = Decimal(0)
+    for state in states:
+        for entry in state.get("assetPositions") or []:
+            raw = (entry or {}).get("position") or {}
+            if dec(raw.get("szi", "0"), "szi") == 0:
+                continue
+            if (raw.get("leverage") or {}).get("type") == "isolated":
+                isolated += dec(raw.get("marginUsed"), "marginUsed")
+    return spot_usdc(spot) - isolated
 
 
 def max_leverage_table(max_leverage: Decimal) -> TierTable:
@@ -451,22 +470,11 @@ class HyperliquidAdapter(ExchangeAdapter):
         spot = await exchange.publicPostInfo(
             {"type": "spotClearinghouseState", "user": self._user(exchange)}
         )
-        isolated = sum(
-            (
-                dec(raw.get("marginUsed"), "marginUsed")
-                for p, raw in parsed
-                if p.margin_mode is MarginMode.ISOLATED
-            ),
-            Decimal(0),
-        )
         for dex_state in self._hip3.values():  # their margin is in the same USDC balance
-            for p, raw in self._parse(exchange, dex_state):
-                if p.margin_mode is MarginMode.ISOLATED:
-                    isolated += dec(raw.get("marginUsed"), "marginUsed")
             mm = (mm or Decimal(0)) + dec(
                 dex_state.get("crossMaintenanceMarginUsed"), "crossMaintenanceMarginUsed"
             )
-        balance = spot_usdc(spot) - isolated
+        balance = unified_usdc_balance(spot, [state, *self._hip3.values()])
         self._cash = balance - cross_value
         wallet += self._cash
         if self._abstraction == PORTFOLIO:
