@@ -24,6 +24,7 @@ from alertd.engine.model import MarginAsset, MarginMode, Side
 from alertd.engine.tiers import Tier, TierBasis, TierTable, deduction_warnings
 from alertd.exchanges.bybit import (
     BybitAdapter,
+    coin_wallet,
     collateral_ratio,
     execution_rows,
     gst_share,
@@ -47,6 +48,7 @@ from alertd.feeds.state import (
     ReportedPosition,
 )
 
+from .support import snapshots as snaps
 from .support.aio import run
 
 D = Decimal
@@ -1092,6 +1094,73 @@ def test_a_bybit_usdc_line_needs_a_usd_value_never_par() -> None:
     )
     assert usdc.wallet_balance == 0 and usdc.terms is not None
     assert usdc.terms.rates == ConversionRates(Decimal("0.9991"), Decimal("0.9991"))
+
+
+# Private stream frames of one Bybit unified account (uid 140894896), pushed together at
+# creationTime 1774779351206 (2026-03-29) after a market buy of 0.001 BTCPERP, the USDC
+# perpetual, kept as received in a public project's parser benchmark (a C++ file whose
+# repository the code search does not name: stored file id 52620893378, with the frames'
+# field-by-field notes in 52495771828). The wallet push carries the coin that moved only:
+# USDC, its wallet negative (the 0.0664735 fee paid in USDC it did not hold, borrowed).
+BYBIT_BTCPERP_FRAME = {
+    "positionIdx": 0, "tradeMode": 0, "riskId": 10001, "riskLimitValue": "100000",
+    "symbol": "BTCPERP", "side": "Buy", "size": "0.001", "entryPrice": "66473.5",
+    "leverage": "10", "positionValue": "66.4735", "markPrice": "66472.02",
+    "positionIM": "6.70702815", "positionMM": "0.32571423", "unrealisedPnl": "-0.00148",
+    "cumRealisedPnl": "-0.0664735", "liqPrice": "10736.47573672", "category": "linear",
+}  # fmt: skip
+BYBIT_BTCPERP_FILL = {"symbol": "BTCPERP", "cumExecValue": "66.4735", "cumExecFee": "0.0664735",
+                      "cumFeeDetail": {"USDC": "0.0664735"}}  # fmt: skip
+BYBIT_USDC_WALLET_FRAME = {
+    "accountIMRate": "0.3521", "accountMMRate": "0.02", "totalEquity": "59.24728891",
+    "totalWalletBalance": "95.49571699", "totalMarginBalance": "59.14951406",
+    "totalAvailableBalance": "38.32154203", "totalPerpUPL": "-36.34620293",
+    "totalInitialMargin": "20.82797202", "totalMaintenanceMargin": "1.18454802",
+    "coin": [{"coin": "USDC", "equity": "-0.0679535", "usdValue": "-0.06794174",
+              "walletBalance": "-0.0664735", "availableToWithdraw": "", "availableToBorrow": "",
+              "borrowAmount": "0.0679535", "accruedInterest": "0.00000022", "totalOrderIM": "0",
+              "totalPositionIM": "6.70702815", "totalPositionMM": "0.32571423",
+              "unrealisedPnl": "-0.00148", "cumRealisedPnl": "-0.0664735", "bonus": "0",
+              "collateralSwitch": True, "marginCollateral": True, "locked": "0",
+              "spotHedgingQty": "0", "spotBorrow": "0"}],
+    "accountLTV": "0.0011", "accountType": "UNIFIED",
+}  # fmt: skip
+
+
+def test_a_recorded_usdc_perpetual_s_line_and_requirement_are_bybit_s() -> None:
+    """The recorded BTCPERP long and its account's USDC row, pushed together: USDC's equity is
+    alertd's line, its wallet (``walletBalance - spotBorrow``, negative) plus the perpetual's
+    PnL at the pushed mark; the row's ``totalPositionMM`` is the perpetual's MM in USDC, which
+    alertd reproduces: 0.4% of its value at the mark plus the fee to close at the bankruptcy
+    price at the account's own rate (0.1%, its fill's fee over its value), the fee the
+    position's IM holds too (IM less a tenth of the value at the mark). The row's equity,
+    under 1 USDC, gives alertd no USD value (``usdValue`` -0.06794174 is rounded): the last
+    one read stands in. What the frame cannot show: the USD totals hold the USDT side (its
+    row was not pushed), so Bybit's conversion of USDC's MM to USD and the collateral ratio
+    on USDC's equity stay unchecked (docs/exchanges.md, Bybit "UTA cross with USDC
+    perpetuals")."""
+    (usdc,) = BYBIT_USDC_WALLET_FRAME["coin"]
+    row = BYBIT_BTCPERP_FRAME
+    size, entry, mark = D(row["size"]), D(row["entryPrice"]), D(row["markPrice"])
+    assert D(row["unrealisedPnl"]) == size * (mark - entry)
+    assert coin_wallet(usdc) + size * (mark - entry) == D(usdc["equity"])
+    assert D(usdc["totalPositionMM"]) == D(row["positionMM"])
+    assert D(usdc["totalPositionIM"]) == D(row["positionIM"])
+    fee_rate = D(BYBIT_BTCPERP_FILL["cumExecFee"]) / D(BYBIT_BTCPERP_FILL["cumExecValue"])
+    assert fee_rate == D("0.001")
+    # riskId 10001 (to 100,000 USDC of value): the rate the MM leaves once the fee is off
+    held = snaps.position(
+        "BTC/USDC:USDC", "long", row["size"], row["entryPrice"], row["markPrice"],
+        snaps.tiers([(row["riskLimitValue"], "0.004", "0")]),
+        leverage=row["leverage"], fee_rate=str(fee_rate),
+    )  # fmt: skip
+    (p,) = snaps.metrics(snaps.snapshot("bybit", "100", [held], settle="USDC")).positions
+    assert p.maintenance_margin == D(row["positionMM"])
+    close_fee = p.maintenance_margin - size * mark * D("0.004")
+    assert D(row["positionIM"]) - size * mark / D(row["leverage"]) == close_fee
+    ratios = {"USDC": CollateralRatio.flat(Decimal(1))}
+    frame_coins = BYBIT_USDC_WALLET_FRAME["coin"]
+    assert unified_margin_assets(frame_coins, ratios, "USDT", ("USDC",), held={"USDC"}) == ()
 
 
 class BybitStandIn(StandIn):
