@@ -6,8 +6,9 @@
     streams:    positions, balance, one mark stream per held symbol, a staleness watchdog
     on a NetworkError: back off (jittered, capped, reset after health), resync over REST,
                        resubscribe (ccxt neither resubscribes nor re-snapshots on its own)
-    on a fatal error (bad key, no permission, banned IP, an account alertd refuses as it is:
-                      see ``classify``): stop this account, record why
+    on a fatal error (bad key, no permission, an account alertd refuses as it is: see
+                      ``classify``): stop this account, record why; an IP ban is not one
+                      (every account of the host waits for its end: ``IpBudget``)
 
 Periodic jobs (reconcile, tier refresh, listen-key renewal) are methods here and are
 scheduled by :class:`~alertd.feeds.manager.FeedManager`.
@@ -34,6 +35,7 @@ from alertd.exchanges.registry import get_spec
 from alertd.feeds.adapter import FrameError, PublicTables, UnreadFee, checked_stops
 from alertd.feeds.ccxt_exchange import (
     ErrorKind,
+    HostBan,
     SharedExchange,
     classify,
     describe,
@@ -192,6 +194,11 @@ class AccountFeed:
         """Its first bootstrap is queued for one of the exchange's REST slots, not given one
         yet (1,000 Bybit accounts at 8 slots: the last waits minutes, through no failure)."""
         return self._first_slot_queued and self.first_slot_at is None
+
+    def host_ban(self) -> HostBan | None:
+        """The ban of its exchange host's IP while it lasts: every REST request of the host
+        waits for its end (``IpBudget``), this account's too."""
+        return self.shared.ip_budget.banned() if self.shared is not None else None
 
     def reconciles_held_until(self, now: float) -> float:
         """Until when (monotonic) its periodic reconciles last gave way to the first
