@@ -12,11 +12,15 @@ will be lifted automatically" (bybit-exchange.github.io/docs/v5/rate-limit, "IP 
 from __future__ import annotations
 
 import asyncio
+import logging
+from pathlib import Path
 from typing import Any
 
 import ccxt
 import pytest
 
+from alertd.config import load_config
+from alertd.daemon.service import Service
 from alertd.exchanges.registry import get_spec
 from alertd.feeds.ccxt_exchange import (
     BAN_MAX_S,
@@ -28,13 +32,16 @@ from alertd.feeds.ccxt_exchange import (
     make_exchange,
     new_ssl_context,
 )
+from alertd.feeds.options import FeedOptions
 from tests.fake_exchange.binance import FakeBinanceUSDM
 from tests.fake_exchange.bybit import FakeBybit
 from tests.support.aio import background, run
 from tests.support.clock import ManualClock, VirtualTime
+from tests.support.configs import write_config
 from tests.support.fakes import started
 from tests.support.feeds import FAST, account_config
 from tests.support.poll import eventually
+from tests.support.service import HOOK, NOON
 from tests.test_shared_exchange import SETTINGS, Built, manager_for, market_requests
 
 WALL = 1_800_000_000.0  # the tests' wall clock, epoch seconds
@@ -214,3 +221,58 @@ def test_a_ban_met_alone_keeps_the_account_s_feed_retrying() -> None:
     exc = ccxt.DDoSProtection("binanceusdm 418 I'm a teapot {banned until 1}")
     assert classify(exc) is ErrorKind.TRANSIENT
 
+
+def test_an_ip_ban_is_told_once_for_its_host_and_its_end_too(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three Binance accounts on one host: the ban is one message for the host (not one per
+    account: an account-error each, before), said in the health line while it lasts, and one
+    resolution when it ends; no account is stopped, none feed-down meanwhile."""
+    accounts: list[dict[str, Any]] = [
+        {"name": f"b{i}", "exchange": "binanceusdm", "api_key_env": "K", "secret_env": "S"}
+        for i in range(3)
+    ]
+    clock = ManualClock(1000.0)
+    service = Service(
+        load_config(write_config(tmp_path, accounts, receivers=[HOOK])),
+        config_path=tmp_path / "config.yaml",
+        secrets={},
+        wall_clock=lambda: NOON,
+        feeds=FeedOptions(clock=clock, wall_clock=lambda: NOON),
+    )
+    service._startup()
+    assert service.manager is not None and service.store is not None
+    assert service.alerting is not None and service.publisher is not None
+    feeds = list(service.manager.feeds.values())
+    # Binance's answer to the first account's request: banned for 10 minutes
+    budget = feeds[0].shared.ip_budget if feeds[0].shared is not None else None
+    assert budget is not None
+    body = '{"code":-1003,"msg":"Way too many requests; IP(127.0.0.1) banned until 1."}'
+    budget.refused(418, {"Retry-After": "600"}, body)
+    for _ in range(3):
+        service.step(clock.t, True)
+    (row,) = service.store.pending()
+    assert (row.severity, row.title) == (
+        "critical",
+        "CRITICAL binanceusdm: this IP is banned until 08:09 UTC (418)",
+    )
+    assert row.payload["labels"] == {
+        "alertname": "ip-banned",
+        "severity": "critical",
+        "exchange": "binanceusdm",
+    }
+    assert all(f.state.fatal is None for f in feeds)
+    clock.t += 599
+    assert all(service.alerting.feed_status(f, clock.t).down_s == 0 for f in feeds)
+    with caplog.at_level(logging.INFO, logger="alertd.daemon.service"):
+        service.log_health()
+    assert "binanceusdm IP banned until 08:09 UTC (418)" in caplog.records[-1].getMessage()
+    clock.t += 1
+    service.step(clock.t, True)
+    titles = [r.title for r in service.store.pending()]
+    assert titles == [row.title, "RESOLVED binanceusdm: the IP ban is over"]
+    service.step(clock.t, True)
+    assert len(service.store.pending()) == 2
+    with caplog.at_level(logging.INFO, logger="alertd.daemon.service"):
+        service.log_health()
+    assert "banned" not in caplog.records[-1].getMessage()

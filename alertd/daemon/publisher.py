@@ -44,6 +44,7 @@ from alertd.engine.book import LiveAccount
 from alertd.engine.dynamics import MarkWindow
 from alertd.engine.orderbook import OrderBook
 from alertd.engine.stops import stop_figures
+from alertd.feeds.ccxt_exchange import HostBan
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.state import Coverage
 from alertd.rules.metrics import QUIET, pool_values, published_values
@@ -246,9 +247,13 @@ class Publisher:
         waiting: list[str] = []
         retrying: list[str] = []
         ratios: list[tuple[Decimal, str]] = []
+        bans: dict[str, HostBan] = {}
         positions = 0
         for name, feed in self.feeds.items():
             positions += len(feed.state.positions)
+            ban = feed.host_ban()
+            if ban is not None:
+                bans[ban.host] = ban
             failed = feed.state.start_retrying()
             if feed.state.fatal:
                 stopped.append(name)
@@ -273,6 +278,7 @@ class Publisher:
             max(ratios, default=None),
             len(self.alerting.engine.firing()),
             len(self.store.pending()),
+            tuple(bans.values()),
         )
 
     def _funds(self) -> tuple[FundView, ...]:
@@ -334,6 +340,7 @@ class Health:
     worst: tuple[Decimal, str] | None
     firing: int
     queued: int
+    bans: tuple[HostBan, ...] = ()  # the exchange hosts whose IP is banned, each once
 
 
 @dataclass(frozen=True, slots=True)
