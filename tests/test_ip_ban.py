@@ -12,12 +12,14 @@ will be lifted automatically" (bybit-exchange.github.io/docs/v5/rate-limit, "IP 
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from pathlib import Path
 from typing import Any
 
 import ccxt
 import pytest
+from rich.console import Console
 
 from alertd.config import load_config
 from alertd.daemon.service import Service
@@ -33,6 +35,7 @@ from alertd.feeds.ccxt_exchange import (
     new_ssl_context,
 )
 from alertd.feeds.options import FeedOptions
+from alertd.views.status import render_status, status_json
 from tests.fake_exchange.binance import FakeBinanceUSDM
 from tests.fake_exchange.bybit import FakeBybit
 from tests.support.aio import background, run
@@ -226,8 +229,8 @@ def test_an_ip_ban_is_told_once_for_its_host_and_its_end_too(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Three Binance accounts on one host: the ban is one message for the host (not one per
-    account: an account-error each, before), said in the health line while it lasts, and one
-    resolution when it ends; no account is stopped, none feed-down meanwhile."""
+    account: an account-error each, before), said in the health line and the status while it
+    lasts, and one resolution when it ends; no account is stopped, none feed-down meanwhile."""
     accounts: list[dict[str, Any]] = [
         {"name": f"b{i}", "exchange": "binanceusdm", "api_key_env": "K", "secret_env": "S"}
         for i in range(3)
@@ -266,7 +269,13 @@ def test_an_ip_ban_is_told_once_for_its_host_and_its_end_too(
     assert all(service.alerting.feed_status(f, clock.t).down_s == 0 for f in feeds)
     with caplog.at_level(logging.INFO, logger="alertd.daemon.service"):
         service.log_health()
-    assert "binanceusdm IP banned until 08:09 UTC (418)" in caplog.records[-1].getMessage()
+    said = "binanceusdm IP banned until 08:09 UTC (418)"
+    assert said in caplog.records[-1].getMessage()
+    status = status_json(service.view())
+    assert status["ip_bans"] == [said] and said in status["reasons"]
+    shown = io.StringIO()
+    render_status(status, Console(file=shown, width=200))
+    assert f"{said}: every account of it waits for the ban's end" in shown.getvalue()
     clock.t += 1
     service.step(clock.t, True)
     titles = [r.title for r in service.store.pending()]
@@ -276,3 +285,4 @@ def test_an_ip_ban_is_told_once_for_its_host_and_its_end_too(
     with caplog.at_level(logging.INFO, logger="alertd.daemon.service"):
         service.log_health()
     assert "banned" not in caplog.records[-1].getMessage()
+    assert status_json(service.view())["ip_bans"] == []

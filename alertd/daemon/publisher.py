@@ -135,6 +135,7 @@ class Publisher:
             self._undelivered = self._read_undelivered()
         self._stamp = stamp
         accounts = tuple(self._accounts[name] for name in self.feeds if name in self._accounts)
+        bans = tuple(ban.said(wall) for ban in self._bans())
         self._view = DaemonView(
             source=Source.DAEMON,
             at=wall,
@@ -147,8 +148,9 @@ class Publisher:
                 sent=self.deliverer.sent,
                 failed=self.deliverer.failed,
             ),
-            reasons=health_reasons(accounts, self._undelivered, wall),
+            reasons=health_reasons(accounts, self._undelivered, wall, bans),
             funds=self._funds(),
+            bans=bans,
         )
         self.published += 1
         return self._view
@@ -247,13 +249,9 @@ class Publisher:
         waiting: list[str] = []
         retrying: list[str] = []
         ratios: list[tuple[Decimal, str]] = []
-        bans: dict[str, HostBan] = {}
         positions = 0
         for name, feed in self.feeds.items():
             positions += len(feed.state.positions)
-            ban = feed.host_ban()
-            if ban is not None:
-                bans[ban.host] = ban
             failed = feed.state.start_retrying()
             if feed.state.fatal:
                 stopped.append(name)
@@ -278,8 +276,17 @@ class Publisher:
             max(ratios, default=None),
             len(self.alerting.engine.firing()),
             len(self.store.pending()),
-            tuple(bans.values()),
+            self._bans(),
         )
+
+    def _bans(self) -> tuple[HostBan, ...]:
+        """The bans of the feeds' exchange hosts, each host once."""
+        bans: dict[str, HostBan] = {}
+        for feed in self.feeds.values():
+            ban = feed.host_ban()
+            if ban is not None:
+                bans[ban.host] = ban
+        return tuple(bans.values())
 
     def _funds(self) -> tuple[FundView, ...]:
         found = {

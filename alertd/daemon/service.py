@@ -684,10 +684,7 @@ class Service:
         h = self.publisher.health()
         stale, stopped, not_live = h.stale, h.stopped, h.not_live
         wall = self._wall()
-        bans = "".join(
-            f", {b.host} IP banned until {fmt.utc_until(b.until_wall, wall)} ({b.status})"
-            for b in h.bans
-        )
+        bans = "".join(f", {ban.said(wall)}" for ban in h.bans)
         log.info(
             "health: %s, %d fresh, %d stale%s, %d not live%s, %d stopped%s%s, %s, %s, worst "
             "ratio %s, %s firing, %s queued",

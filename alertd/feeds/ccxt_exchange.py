@@ -264,6 +264,10 @@ class HostBan:
     until: float
     until_wall: float
 
+    def said(self, wall: float) -> str:
+        """``binanceusdm IP banned until 09:42 UTC (418)``, at epoch seconds ``wall``."""
+        return f"{self.host} IP banned until {fmt.utc_until(self.until_wall, wall)} ({self.status})"
+
 
 class IpBudget:
     """The limiter of what one IP may send to one exchange's host, shared by every group of
