@@ -31,7 +31,7 @@ import socket
 import ssl
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Hashable, Mapping
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
@@ -309,16 +309,11 @@ class IpBudget:
         self._requests_per_ip = requests_per_ip
         self._ip_window: Any = None
         self._throttler: Any = None
-        # accounts of the host (every group's) waiting for or in their bootstrap: periodic
-        # reconciles give way to them, as the start's pace counted them on this budget
-        self.bootstrapping = 0
-        # of them, the accounts' first tries (not a retry after a failure), and when
-        # (monotonic, the feeds' clock) the last of those ended: the reconciles held back
-        # until then confirmed no account's private streams meanwhile. A retry does not hold
-        # them: one that keeps failing would otherwise mask every live account's stale
-        # streams for as long as it fails (its end moved at each try)
-        self.first_bootstraps = 0
-        self.bootstraps_ended_at = -float("inf")
+        # the accounts of the host (every group's) waiting for or in their bootstrap, by
+        # whether it is retried after a failure (True) or their first try (False), and when
+        # (monotonic) the last first try ended (:meth:`bootstrap`)
+        self._bootstraps = {False: 0, True: 0}
+        self._first_bootstraps_ended_at = -float("inf")
 
     @classmethod
     def of(
@@ -340,6 +335,32 @@ class IpBudget:
             sleep=sleep,
             wall_clock=wall_clock,
         )
+
+    @contextlib.contextmanager
+    def bootstrap(self, again: bool) -> Iterator[None]:
+        """One account's bootstrap (``again``: retried after a failure), from its wait for a
+        REST slot to its end, for as long as the block runs."""
+        self._bootstraps[again] += 1
+        try:
+            yield
+        finally:
+            self._bootstraps[again] -= 1
+            if not again and not self._bootstraps[False]:
+                self._first_bootstraps_ended_at = self._clock()
+
+    @property
+    def bootstrapping(self) -> int:
+        """The accounts of the host waiting for or in their bootstrap, first tries and retries:
+        periodic reconciles give way to them, as the start's pace counted them on this budget."""
+        return self._bootstraps[False] + self._bootstraps[True]
+
+    def reconciles_held_until(self, now: float) -> float:
+        """Until when (monotonic) reconciles that gave way to the host's bootstraps confirmed
+        no account's private streams: ``now`` while a first try runs, else when the last one
+        ended (-inf: never). A retry does not hold them: one that keeps failing would otherwise
+        mask every live account's stale streams for as long as it fails (its end moved at each
+        try)."""
+        return now if self._bootstraps[False] else self._first_bootstraps_ended_at
 
     def banned(self) -> HostBan | None:
         """The ban of this host's IP while it lasts (its end passed: None)."""

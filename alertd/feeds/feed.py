@@ -22,6 +22,7 @@ import enum
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Set
+from contextlib import nullcontext
 from decimal import Decimal
 from typing import Any
 
@@ -205,10 +206,7 @@ class AccountFeed:
         bootstraps of accounts on its exchange host (:meth:`reconcile`): ``now`` while one
         runs; -inf if never. A retried bootstrap does not count (see ``IpBudget``)."""
         shared = self.shared
-        if shared is None:
-            return -float("inf")
-        budget = shared.ip_budget
-        return now if budget.first_bootstraps else budget.bootstraps_ended_at
+        return -float("inf") if shared is None else shared.ip_budget.reconciles_held_until(now)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -236,10 +234,8 @@ class AccountFeed:
         retry after a failure, ahead of the others waiting), on the exchange's one market
         catalogue."""
         shared = self.shared
-        if shared is not None:
-            shared.ip_budget.bootstrapping += 1
-            shared.ip_budget.first_bootstraps += not again
-        try:
+        counted = shared.ip_budget.bootstrap(again) if shared is not None else nullcontext()
+        with counted:
             self._first_slot_queued = True
             async with rest_slot(shared, bootstrap=True, again=again):
                 if self.first_slot_at is None:
@@ -250,14 +246,6 @@ class AccountFeed:
                 await self.adapter.prepare(exchange)
                 await self.resync(stops=stops)
                 self.state.bootstrapped = True
-        finally:
-            if shared is not None:
-                budget = shared.ip_budget
-                budget.bootstrapping -= 1
-                if not again:
-                    budget.first_bootstraps -= 1
-                    if not budget.first_bootstraps:
-                        budget.bootstraps_ended_at = self._clock()
 
     def _market_infos(self, exchange: Any) -> dict[str, MarketInfo]:
         symbols = self.config.symbols
