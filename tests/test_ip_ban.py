@@ -45,7 +45,13 @@ from tests.support.fakes import started
 from tests.support.feeds import FAST, account_config
 from tests.support.poll import eventually
 from tests.support.service import HOOK, NOON
-from tests.test_shared_exchange import SETTINGS, Built, manager_for, market_requests
+from tests.test_shared_exchange import (
+    SETTINGS,
+    Built,
+    alerting_for,
+    manager_for,
+    market_requests,
+)
 
 WALL = 1_800_000_000.0  # the tests' wall clock, epoch seconds
 
@@ -64,7 +70,8 @@ def test_an_ip_ban_holds_every_account_of_the_host_and_stops_none() -> None:
     """20 Binance accounts live on one IP; the local Binance bans the IP for 3 s. The account
     that meets the 418 is not stopped (it was: FATAL, stopped for good although the ban ends
     by itself), and the 19 others, reconciling meanwhile, send nothing until the ban's end
-    (they each met the ban in turn); then every one reconciles by itself, all live."""
+    (they each met the ban in turn); then every one reconciles by itself, all live. One
+    message says so for the host, one its end (an account-error per account, before)."""
 
     async def body() -> None:
         async with started(FakeBinanceUSDM()) as fake:
@@ -91,6 +98,12 @@ def test_an_ip_ban_holds_every_account_of_the_host_and_stops_none() -> None:
                 await first.reconcile()  # meets the ban: logged, retried at its next run
                 (ban,) = manager.ip_bans()
                 assert (ban.host, ban.status) == ("binanceusdm", 418)
+                # one message for the host, not one per account; none of them down meanwhile
+                alerting = alerting_for(manager.config)
+                (told,) = alerting.host_bans(manager.ip_bans())
+                assert told.title.startswith("CRITICAL binanceusdm: this IP is banned until ")
+                now = asyncio.get_running_loop().time() + 1000
+                assert all(alerting.feed_status(f, now).down_s == 0 for f in feeds)
                 assert fake.refused_while_banned == 1
                 started_at = asyncio.get_running_loop().time()
                 await asyncio.wait_for(asyncio.gather(*(f.reconcile() for f in others)), 30)
@@ -98,6 +111,8 @@ def test_an_ip_ban_holds_every_account_of_the_host_and_stops_none() -> None:
                 assert asyncio.get_running_loop().time() - started_at > 2.0
                 assert fake.refused_while_banned == 1
                 assert manager.ip_bans() == []
+                (over,) = alerting.host_bans(manager.ip_bans())
+                assert over.title == "RESOLVED binanceusdm: the IP ban is over"
                 await first.reconcile()
                 assert fake.refused_while_banned == 1
                 assert [f.config.name for f in feeds if f.state.fatal is not None] == []
