@@ -98,12 +98,10 @@ def test_an_ip_ban_holds_every_account_of_the_host_and_stops_none() -> None:
                 await first.reconcile()  # meets the ban: logged, retried at its next run
                 (ban,) = manager.ip_bans()
                 assert (ban.host, ban.status) == ("binanceusdm", 418)
-                # one message for the host, not one per account; none of them down meanwhile
+                # one message for the host, not one per account
                 alerting = alerting_for(manager.config)
                 (told,) = alerting.host_bans(manager.ip_bans())
                 assert told.title.startswith("CRITICAL binanceusdm: this IP is banned until ")
-                now = asyncio.get_running_loop().time() + 1000
-                assert all(alerting.feed_status(f, now).down_s == 0 for f in feeds)
                 assert fake.refused_while_banned == 1
                 started_at = asyncio.get_running_loop().time()
                 await asyncio.wait_for(asyncio.gather(*(f.reconcile() for f in others)), 30)
@@ -262,6 +260,8 @@ def test_an_ip_ban_is_told_once_for_its_host_and_its_end_too(
     assert service.manager is not None and service.store is not None
     assert service.alerting is not None and service.publisher is not None
     feeds = list(service.manager.feeds.values())
+    # not live yet (never run here): down from when first seen
+    assert all(service.alerting.feed_status(f, 1000.0).down_s == 0 for f in feeds)
     # Binance's answer to the first account's request: banned for 10 minutes
     budget = feeds[0].shared.ip_budget if feeds[0].shared is not None else None
     assert budget is not None
@@ -281,6 +281,7 @@ def test_an_ip_ban_is_told_once_for_its_host_and_its_end_too(
     }
     assert all(f.state.fatal is None for f in feeds)
     clock.t += 599
+    # not down while the host is banned (it was 599 s: a feed-down each at its threshold)
     assert all(service.alerting.feed_status(f, clock.t).down_s == 0 for f in feeds)
     with caplog.at_level(logging.INFO, logger="alertd.daemon.service"):
         service.log_health()
@@ -293,6 +294,8 @@ def test_an_ip_ban_is_told_once_for_its_host_and_its_end_too(
     assert f"{said}: every account of it waits for the ban's end" in shown.getvalue()
     clock.t += 1
     service.step(clock.t, True)
+    # down again from the ban's end (its last look during the ban), not from before it
+    assert service.alerting.feed_status(feeds[0], clock.t + 100).down_s == 101
     titles = [r.title for r in service.store.pending()]
     assert titles == [row.title, "RESOLVED binanceusdm: the IP ban is over"]
     service.step(clock.t, True)
