@@ -163,7 +163,11 @@ def test_a_429_s_retry_after_holds_every_account_of_the_host() -> None:
     ids=["binance 418", "bybit 403"],
 )
 def test_each_exchange_s_ban_answer_bans_the_host_until_its_end(
-    fake_class: Any, exchange: str, status: int, lasts_s: float
+    fake_class: Any,
+    exchange: str,
+    status: int,
+    lasts_s: float,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The local exchange bans the IP for 100 s and answers as the exchange does: the host is
     banned until the ban's end as the answer gives it (Binance's Retry-After; Bybit's
@@ -187,11 +191,16 @@ def test_each_exchange_s_ban_answer_bans_the_host_until_its_end(
                 assert budget.banned() == HostBan(exchange, status, 500 + lasts_s, WALL + lasts_s)
                 clock.t = 500 + lasts_s
                 assert budget.banned() is None  # over: every request goes again
+                said = [r.getMessage() for r in caplog.records if r.name.endswith("ccxt_exchange")]
+                assert [line.split(":")[0] for line in said] == [exchange, exchange], said
+                assert "this IP is banned until " in said[0] and f"({status})" in said[0]
+                assert said[1] == f"{exchange}: the IP ban is over: every account of it resumes"
             finally:
                 await exchange_object.close()
                 await shared.close()
 
-    run(body(), timeout_s=60)
+    with caplog.at_level(logging.INFO, logger="alertd.feeds.ccxt_exchange"):
+        run(body(), timeout_s=60)
 
 
 @pytest.mark.parametrize(

@@ -367,6 +367,7 @@ class IpBudget:
         ban = self.ban
         if ban is not None and ban.until <= self._clock():
             self.ban = ban = None
+            log.info("%s: the IP ban is over: every account of it resumes", self.host)
         return ban
 
     async def resumed(self) -> None:
@@ -410,8 +411,8 @@ class IpBudget:
             if before is None or until > before.until:
                 wall = self._wall_clock() + seconds
                 self.ban = HostBan(self.host, banned, until, wall)
-                if before is None:
-                    log.error(
+                if before is None:  # degraded, not our bug: WARNING
+                    log.warning(
                         "%s: this IP is banned until %s (%d): every request to it waits until "
                         "then, and every account of it resumes by itself",
                         self.host,
