@@ -48,7 +48,8 @@ def test_backoff_jitter_stays_within_its_band() -> None:
         (ccxt.AuthenticationError("binanceusdm {-2015 Invalid API-key}"), ErrorKind.FATAL),
         (ccxt.PermissionDenied("no"), ErrorKind.FATAL),
         (ccxt.AccountSuspended("no"), ErrorKind.FATAL),
-        (ccxt.DDoSProtection("binanceusdm 418 I'm a teapot {banned until}"), ErrorKind.FATAL),
+        # an IP ban ends by itself: the host waits it out (IpBudget), no account stops
+        (ccxt.DDoSProtection("binanceusdm 418 I'm a teapot {banned until}"), ErrorKind.TRANSIENT),
         (ccxt.DDoSProtection("binanceusdm 429 Too Many Requests"), ErrorKind.TRANSIENT),
         (ccxt.NetworkError("Connection closed by remote server"), ErrorKind.TRANSIENT),
         (ccxt.RequestTimeout("ping"), ErrorKind.TRANSIENT),

@@ -62,7 +62,7 @@ from alertd.rules.messages import render
 from alertd.rules.model import Context, Subject
 from tests.fake_exchange.binance import REQUEST_WEIGHTS, FakeBinanceUSDM
 from tests.support.aio import background, run
-from tests.support.clock import VirtualTime
+from tests.support.clock import ManualClock, VirtualTime
 from tests.support.fakes import FAKES, started
 from tests.support.feeds import BTC, FAST, account_config, btc_long, fast_backoff, secrets
 from tests.support.poll import eventually
@@ -182,11 +182,10 @@ def test_many_binance_accounts_load_markets_once_and_share_pool_context_and_rate
             # no permessage-deflate offered: no zlib pair per connection
             assert all(e.options["ws"]["compress"] == 0 for e in accounts)
             # while an account on the exchange bootstraps, reconciles give way
-            shared.ip_budget.bootstrapping += 1
-            sent = len(fake.requests)
-            await feeds[3].reconcile()
-            assert len(fake.requests) == sent
-            shared.ip_budget.bootstrapping -= 1
+            with shared.ip_budget.bootstrap(again=False):
+                sent = len(fake.requests)
+                await feeds[3].reconcile()
+                assert len(fake.requests) == sent
             # an account's client closing leaves the pool open for the others
             extra = make_exchange(
                 account_config("extra", "binanceusdm", fake), {}, FAST, None, shared
@@ -530,6 +529,27 @@ def test_a_binance_account_goes_live_on_its_own_snapshot_alone_and_keeps_no_brac
                 assert feed.adapter._account is None
 
     run(body(), timeout_s=120)
+
+
+def test_the_host_s_first_bootstraps_hold_its_reconciles_and_retries_do_not() -> None:
+    """IpBudget's one record of the host's bootstraps, by first try or retry: reconciles give
+    way to both (``bootstrapping``); only first tries hold the confirmation of the private
+    streams (``reconciles_held_until``: now while one runs, then when the last one ended)."""
+    clock = ManualClock(10.0)
+    budget = IpBudget.of(get_spec("binanceusdm").capabilities, "binanceusdm", clock)
+    never = -float("inf")
+    assert budget.bootstrapping == 0 and budget.reconciles_held_until(10.0) == never
+    with budget.bootstrap(again=True):
+        assert budget.bootstrapping == 1 and budget.reconciles_held_until(10.0) == never
+        with budget.bootstrap(again=False):
+            assert budget.bootstrapping == 2 and budget.reconciles_held_until(11.0) == 11.0
+            clock.t = 12.0
+        assert budget.bootstrapping == 1 and budget.reconciles_held_until(13.0) == 12.0
+        clock.t = 14.0
+    assert budget.bootstrapping == 0 and budget.reconciles_held_until(15.0) == 12.0
+    with pytest.raises(RuntimeError), budget.bootstrap(again=False):
+        raise RuntimeError("a failed first try ends too")
+    assert budget.bootstrapping == 0 and budget.reconciles_held_until(15.0) == 14.0
 
 
 def test_binance_requests_are_counted_at_binances_weights_within_its_per_ip_budget() -> None:

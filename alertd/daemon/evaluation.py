@@ -16,10 +16,11 @@ from alertd.clock import Clock
 from alertd.config import ConditionConfig, Config, RuleConfig, StopRules
 from alertd.daemon.store import Store
 from alertd.delivery.deliverer import Deliverer
-from alertd.delivery.system import PUSHES, SystemMessage, exchange_push
+from alertd.delivery.system import PUSHES, SystemMessage, exchange_push, ip_ban_over, ip_banned
 from alertd.engine.book import Book, LiveAccount
 from alertd.engine.dynamics import MarkWindow
 from alertd.engine.orderbook import OrderBook
+from alertd.feeds.ccxt_exchange import HostBan
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.state import AccountEvent, AccountState, Coverage, Stream
 from alertd.rules.band import Band, band
@@ -257,6 +258,8 @@ class Alerting:
         # breach (rules/band.py), so that an evaluation there would change nothing
         self._bands: dict[str, Band] = {}
         self.skipped = 0  # evaluations a band proved idle
+        # the exchange hosts whose IP ban was told (until it ends)
+        self._bans_told: set[str] = set()
         self.notifications = 0
         self.commits = 0  # store commits of alert states: the firing alerts may have changed
         self.margin_calls = config.builtin_rules.margin_call
@@ -301,6 +304,10 @@ class Alerting:
             down = 0.0
         else:
             since = self._down_since.setdefault(name, now)
+            if feed.host_ban() is not None:
+                # its exchange host's IP is banned: the host's one ip-banned message says so
+                # (not a feed-down per account), and down counts from the ban's end
+                self._down_since[name] = since = now
             if feed.waiting_first_turn():
                 # waiting for its turn in the per-IP budget's pace (said at start), or retrying
                 # after a failure in that crowd (a 429, a timeout): not down until its group
@@ -533,6 +540,23 @@ class Alerting:
         self.notifications += 1
         log.info("%s %s: %s", m.kind.value, m.name, m.title)
         return m
+
+    def host_bans(self, bans: Sequence[HostBan]) -> list[SystemMessage]:
+        """The exchange hosts whose IP is banned now: one message per host as its ban begins
+        (not one per account: each account of it waits for the same end), one as it ends;
+        unless silenced (``alertname=ip-banned``). Returns what was sent."""
+        wall = self._wall()
+        now = {ban.host: ban for ban in bans}
+        begun = [ip_banned(h, b.status, b.until_wall, wall) for h, b in now.items()]
+        messages = [m for m in begun if m.exchange not in self._bans_told]
+        messages += [ip_ban_over(host, wall) for host in self._bans_told if host not in now]
+        self._bans_told = set(now)
+        sent = [m for m in messages if not self.engine.muted(m.labels, wall)]
+        for m in sent:
+            self.deliverer.enqueue(m)
+            self.notifications += 1
+            log.info("%s %s: %s", m.kind.value, m.name, m.title)
+        return sent
 
     def _commit(self, account: str, notes: Sequence[Notification], wall: float) -> None:
         messages = []

@@ -44,6 +44,7 @@ from alertd.engine.book import LiveAccount
 from alertd.engine.dynamics import MarkWindow
 from alertd.engine.orderbook import OrderBook
 from alertd.engine.stops import stop_figures
+from alertd.feeds.ccxt_exchange import HostBan
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.state import Coverage
 from alertd.rules.metrics import QUIET, pool_values, published_values
@@ -134,6 +135,7 @@ class Publisher:
             self._undelivered = self._read_undelivered()
         self._stamp = stamp
         accounts = tuple(self._accounts[name] for name in self.feeds if name in self._accounts)
+        bans = tuple(ban.said(wall) for ban in self._bans())
         self._view = DaemonView(
             source=Source.DAEMON,
             at=wall,
@@ -146,8 +148,9 @@ class Publisher:
                 sent=self.deliverer.sent,
                 failed=self.deliverer.failed,
             ),
-            reasons=health_reasons(accounts, self._undelivered, wall),
+            reasons=health_reasons(accounts, self._undelivered, wall, bans),
             funds=self._funds(),
+            bans=bans,
         )
         self.published += 1
         return self._view
@@ -273,7 +276,17 @@ class Publisher:
             max(ratios, default=None),
             len(self.alerting.engine.firing()),
             len(self.store.pending()),
+            self._bans(),
         )
+
+    def _bans(self) -> tuple[HostBan, ...]:
+        """The bans of the feeds' exchange hosts, each host once."""
+        bans: dict[str, HostBan] = {}
+        for feed in self.feeds.values():
+            ban = feed.host_ban()
+            if ban is not None:
+                bans[ban.host] = ban
+        return tuple(bans.values())
 
     def _funds(self) -> tuple[FundView, ...]:
         found = {
@@ -334,6 +347,7 @@ class Health:
     worst: tuple[Decimal, str] | None
     firing: int
     queued: int
+    bans: tuple[HostBan, ...] = ()  # the exchange hosts whose IP is banned, each once
 
 
 @dataclass(frozen=True, slots=True)

@@ -556,6 +556,7 @@ class Service:
         events, self._events = self._events, []
         for source, event in events:
             self.alerting.event(source, event)
+        self.alerting.host_bans(self.manager.ip_bans())
         dirty, self._dirty = self._dirty, set()
         changed, self._changed = self._changed, set()
         for name in sorted(dirty):
@@ -682,8 +683,10 @@ class Service:
         # more than the minute's evaluations with a thousand accounts
         h = self.publisher.health()
         stale, stopped, not_live = h.stale, h.stopped, h.not_live
+        wall = self._wall()
+        bans = "".join(f", {ban.said(wall)}" for ban in h.bans)
         log.info(
-            "health: %s, %d fresh, %d stale%s, %d not live%s, %d stopped%s, %s, %s, worst "
+            "health: %s, %d fresh, %d stale%s, %d not live%s, %d stopped%s%s, %s, %s, worst "
             "ratio %s, %s firing, %s queued",
             fmt.count(h.accounts, "account"),
             h.accounts - len(stale) - len(stopped) - len(not_live),
@@ -693,6 +696,7 @@ class Service:
             f" ({', '.join(not_live[:5])})" if not_live else "",
             len(stopped),
             f" ({', '.join(stopped[:5])})" if stopped else "",
+            bans,
             fmt.count(h.positions, "position"),
             fmt.count(self.ticks, "engine update"),
             f"{fmt.ratio(h.worst[0])} ({h.worst[1]})" if h.worst else "-",

@@ -243,6 +243,9 @@ class DaemonView:
     counters: Counters
     reasons: tuple[str, ...]  # why the daemon is unhealthy; empty when healthy
     funds: tuple[FundView, ...] = ()
+    # the exchange hosts whose IP is banned ("binanceusdm IP banned until 09:42 UTC (418)"):
+    # every account of one waits for the ban's end
+    bans: tuple[str, ...] = ()
 
     @property
     def healthy(self) -> bool | None:
@@ -265,10 +268,14 @@ class DaemonView:
 
 
 def health_reasons(
-    accounts: Sequence[AccountView], undelivered: Sequence[Undelivered], now: float
+    accounts: Sequence[AccountView],
+    undelivered: Sequence[Undelivered],
+    now: float,
+    bans: Sequence[str] = (),
 ) -> tuple[str, ...]:
-    """Why the daemon is not healthy: a stopped or stale feed, or a stuck outbox."""
-    reasons = []
+    """Why the daemon is not healthy: a stopped or stale feed, an IP ban of an exchange host,
+    or a stuck outbox."""
+    reasons = list(bans)
     if not accounts:
         reasons.append("no accounts")
     for account in accounts:

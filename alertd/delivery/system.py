@@ -28,6 +28,7 @@ MARGIN_CALL = "margin-call"  # the alertname of every exchange push
 DIGEST = "daily-digest"
 TEST = "test-message"
 HEARTBEAT = "heartbeat"
+IP_BANNED = "ip-banned"  # an exchange banned this host's IP: every account of it waits
 MAX_PUSH_CHARS = 400  # of an exchange's own text in a message
 
 
@@ -37,6 +38,8 @@ class SystemKind(enum.Enum):
     MARGIN_CALL = "margin_call"
     LIQUIDATION_WARNING = "liquidation_warning"
     HEARTBEAT = "heartbeat"
+    IP_BANNED = "ip_banned"
+    IP_BAN_OVER = "ip_ban_over"
 
 
 # what each exchange push is called in feeds/ (AccountEvent.kind)
@@ -50,6 +53,7 @@ def alertnames(config: Config) -> list[str]:
     """The ``alertname`` of each system message this config can send (what a silence may
     match besides the rules)."""
     names = [MARGIN_CALL] if config.builtin_rules.margin_call else []
+    names.append(IP_BANNED)
     if config.heartbeat.digest_at:
         names.append(DIGEST)
     if config.heartbeat.deadman_url:
@@ -81,6 +85,8 @@ class SystemMessage:
         if self.account is not None:
             out["account"] = self.account
             out["exchange"] = self.exchange or ""
+        elif self.exchange is not None:  # about every account of an exchange host
+            out["exchange"] = self.exchange
         return out
 
     def payload(self) -> Mapping[str, Any]:
@@ -135,4 +141,28 @@ def heartbeat(receiver: str, at: float, interval_s: float) -> SystemMessage:
         at,
         receiver=receiver,
         expires_at=at + interval_s,
+    )
+
+
+def ip_banned(host: str, status: int, until: float, at: float) -> SystemMessage:
+    """The exchange banned this host's IP until ``until`` (epoch seconds): one message for
+    every account on it, which wait for its end and resume by themselves."""
+    severity = Severity.CRITICAL
+    ends = fmt.utc_until(until, at)
+    title = f"{severity.label.upper()} {host}: this IP is banned until {ends} ({status})"
+    body = (
+        f"{host} refuses every request from this IP until {ends}: too many requests were "
+        "sent from it (alertd's, or another program's on the same IP). alertd sends nothing "
+        "to it until then; the accounts' streams go on, their snapshots, reconciles and "
+        "restarts wait, and every account resumes by itself when the ban ends."
+    )
+    return SystemMessage(SystemKind.IP_BANNED, IP_BANNED, severity, title, body, at, exchange=host)
+
+
+def ip_ban_over(host: str, at: float) -> SystemMessage:
+    """The ban of :func:`ip_banned` ended: its resolution."""
+    title = f"RESOLVED {host}: the IP ban is over"
+    body = f"{host} answers this IP again: every account of it resumes by itself."
+    return SystemMessage(
+        SystemKind.IP_BAN_OVER, IP_BANNED, Severity.INFO, title, body, at, exchange=host
     )

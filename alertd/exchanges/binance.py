@@ -38,7 +38,14 @@ from alertd.exchanges.common import (
     ticker_mark,
     with_adl,
 )
-from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
+from alertd.exchanges.spec import (
+    Capabilities,
+    Credential,
+    ExchangeSpec,
+    IpBanAnswer,
+    MarketFilter,
+    TierSource,
+)
 from alertd.feeds.adapter import (
     ExchangeAdapter,
     FrameError,
@@ -1283,6 +1290,15 @@ USDM = ExchangeSpec(
         snapshot_weight=USDM_SNAPSHOT_WEIGHT,
         live_weight=USDM_SNAPSHOT_WEIGHT + USDM_GOING_LIVE_WEIGHT,
         stops_weight=usdm_stops_weight,
+        # "Repeatedly violating rate limits and/or failing to back off after receiving 429s
+        # will result in an automated IP ban (HTTP status 418)"; "IP bans are tracked and scale
+        # in duration for repeat offenders, from 2 minutes to 3 days"; "A Retry-After header is
+        # sent with a 418 or 429 responses and will give the number of seconds required to
+        # wait, in the case of a 429, to prevent a ban, or, in the case of a 418, until the ban
+        # is over" (USDⓈ-M futures, "General Info", Limits:
+        # https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info);
+        # its body, code -1003: "Way too many requests; IP(...) banned until 1592391478000."
+        ip_ban=IpBanAnswer(418, lasts_s=120.0, until_ms=r"banned until (\d{10,16})"),
     ),
     markets=USDM_MARKETS,
     credentials=(Credential.API_KEY, Credential.SECRET),

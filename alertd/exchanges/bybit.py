@@ -45,7 +45,14 @@ from alertd.exchanges.common import (
     usd_pool_coin,
     with_adl,
 )
-from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
+from alertd.exchanges.spec import (
+    Capabilities,
+    Credential,
+    ExchangeSpec,
+    IpBanAnswer,
+    MarketFilter,
+    TierSource,
+)
 from alertd.feeds.adapter import (
     ExchangeAdapter,
     FrameError,
@@ -777,6 +784,12 @@ SPEC = ExchangeSpec(
         # (bybit-exchange.github.io/docs/v5/rate-limit, "IP Limit"; past it 403 and a ban of
         # at least 10 minutes for every account on the IP); private limits are per UID
         requests_per_ip=(600, 5.0),
+        # "If you encounter the error "403, access too frequent", it indicates that your IP
+        # has exceeded the allowed request frequency. In this case, you should terminate all
+        # HTTP sessions and wait for at least 10 minutes. The ban will be lifted
+        # automatically" (bybit-exchange.github.io/docs/v5/rate-limit, "IP Limit"); no
+        # Retry-After. A 403 without that text (a CDN's refusal of a region) is not a ban
+        ip_ban=IpBanAnswer(403, lasts_s=600.0, text="access too frequent"),
         # each account's own limiter paces its bootstrap (about 0.3 s): with 8 slots 1,000
         # accounts wait on the slots, with 32 on the IP's cap above (docs/benchmarks.md,
         # tenth pass)

@@ -137,6 +137,21 @@ class Capabilities:
     # budget paces every account (Binance), more slots go faster nowhere and queue more live
     # accounts' work ahead of a retried bootstrap inside the shared limiter.
     rest_concurrency: int = 8
+    # How the exchange answers a request from an IP it banned for a while (Binance's 418,
+    # Bybit's 403 "access too frequent"): every account of that host then waits out the ban
+    # (IpBudget), none is stopped. None: the exchange documents no such answer.
+    ip_ban: IpBanAnswer | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IpBanAnswer:
+    """An exchange's answer to a banned IP, and how long the ban lasts where it does not say."""
+
+    status: int  # the HTTP status
+    lasts_s: float  # the ban's length where neither Retry-After nor the body gives its end
+    text: str = ""  # what the body holds too (case-insensitive; "": the status alone)
+    # where the body gives the ban's end, in epoch milliseconds: the regex's first group
+    until_ms: str | None = None
 
 
 def _no_options() -> Mapping[str, Any]:

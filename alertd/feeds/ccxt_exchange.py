@@ -23,12 +23,15 @@ import asyncio
 import collections
 import contextlib
 import copy
+import dataclasses
 import enum
 import logging
+import re
 import socket
 import ssl
+import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Hashable, Mapping
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
@@ -37,10 +40,12 @@ import ccxt.pro as ccxtpro
 import certifi
 from ccxt.async_support.base.throttler import Throttler
 
+import alertd.views.format as fmt
+from alertd.clock import Clock, Sleep
 from alertd.config import AccountConfig, FeedSettings, Secret
 from alertd.errors import AccountRefused
 from alertd.exchanges.registry import get_spec
-from alertd.exchanges.spec import Capabilities, Credential
+from alertd.exchanges.spec import Capabilities, Credential, IpBanAnswer
 from alertd.feeds.adapter import PublicTables
 from alertd.feeds.backoff import Backoff
 from alertd.redact import redact
@@ -104,6 +109,21 @@ def _guarded_class(exchange_id: str) -> type:
         # read later, after other accounts' answers on the same object may have replaced it
         alertd_answer_headers: Any = None
 
+        # the limits of the host it sends to (:meth:`IpBudget.adopt`); None: alone
+        alertd_ip_budget: IpBudget | None = None
+
+        async def throttle(self, cost: Any = None) -> Any:
+            """ccxt's limiter, and the host's pause (a ban, a 429's Retry-After) before and
+            after it: a request that waited its turn in the limiter while the pause began
+            waits for its end too."""
+            budget = self.alertd_ip_budget
+            if budget is not None:
+                await budget.resumed()
+            result = await super().throttle(cost)
+            if budget is not None:
+                await budget.resumed()
+            return result
+
         def handle_errors(
             self,
             code: Any,
@@ -119,6 +139,7 @@ def _guarded_class(exchange_id: str) -> type:
                 return super().handle_errors(code, reason, url, method, headers, body, *rest)
             except ccxt.BaseError as exc:
                 _carry_retry_after(exc, headers)
+                _tell_host(self.alertd_ip_budget, code, headers, body)
                 raise
 
         def handle_http_status_code(
@@ -129,6 +150,7 @@ def _guarded_class(exchange_id: str) -> type:
                 return super().handle_http_status_code(code, reason, url, method, body)
             except ccxt.BaseError as exc:
                 _carry_retry_after(exc, headers)
+                _tell_host(self.alertd_ip_budget, code, headers, body)
                 raise
 
         def handle_message(self, client: Any, message: Any) -> None:
@@ -232,11 +254,32 @@ class RestSlots:
         self._free += 1
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class HostBan:
+    """An exchange's ban of this host's IP: until when, on the feeds' monotonic clock and in
+    epoch seconds (what the operator is told), and the HTTP status it was answered with."""
+
+    host: str
+    status: int
+    until: float
+    until_wall: float
+
+    def said(self, wall: float) -> str:
+        """``binanceusdm IP banned until 09:42 UTC (418)``, at epoch seconds ``wall``."""
+        return f"{self.host} IP banned until {fmt.utc_until(self.until_wall, wall)} ({self.status})"
+
+
 class IpBudget:
     """The limiter of what one IP may send to one exchange's host, shared by every group of
     accounts that reaches that host (the groups differ by ccxt options, the IP does not: two
     groups with a window each would send twice the cap, and Bybit bans the IP past it). Its
-    limiters are made on first use, on the running loop."""
+    limiters are made on first use, on the running loop.
+
+    It is also where the host waits when the exchange says so, every account of it at once:
+    an IP ban (Binance's 418) until the ban's end, a 429 for its Retry-After (Binance:
+    "failing to back off after receiving 429s will result in an automated IP ban"). Every REST
+    request of the host's exchange objects waits for the pause to end (their ``throttle``);
+    nothing is stopped, and everything resumes by itself."""
 
     def __init__(
         self,
@@ -244,37 +287,151 @@ class IpBudget:
         rest_limit_per_ip: bool,
         rest_weight_per_minute: int | None = None,
         requests_per_ip: tuple[int, float] | None = None,
+        ip_ban: IpBanAnswer | None = None,
+        host: str = "exchange",
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        wall_clock: Clock = time.time,
     ) -> None:
         """The exchange's limits (:class:`~alertd.exchanges.spec.Capabilities`, of the same
-        names; :meth:`of` reads them)."""
+        names; :meth:`of` reads them); ``host``: what the log and the operator call it; the
+        feeds' clocks and sleep."""
+        self.host = host
+        self._ip_ban = ip_ban
+        self._clock = clock
+        self._sleep = sleep
+        self._wall_clock = wall_clock
+        # monotonic: until when every request waits (-inf: none), and the ban behind it
+        self.paused_until = -float("inf")
+        self.ban: HostBan | None = None
         self.rest_limit_per_ip = rest_limit_per_ip
         self._weight_per_minute = rest_weight_per_minute
         self._requests_per_ip = requests_per_ip
         self._ip_window: Any = None
         self._throttler: Any = None
-        # accounts of the host (every group's) waiting for or in their bootstrap: periodic
-        # reconciles give way to them, as the start's pace counted them on this budget
-        self.bootstrapping = 0
-        # of them, the accounts' first tries (not a retry after a failure), and when
-        # (monotonic, the feeds' clock) the last of those ended: the reconciles held back
-        # until then confirmed no account's private streams meanwhile. A retry does not hold
-        # them: one that keeps failing would otherwise mask every live account's stale
-        # streams for as long as it fails (its end moved at each try)
-        self.first_bootstraps = 0
-        self.bootstraps_ended_at = -float("inf")
+        # the accounts of the host (every group's) waiting for or in their bootstrap, by
+        # whether it is retried after a failure (True) or their first try (False), and when
+        # (monotonic) the last first try ended (:meth:`bootstrap`)
+        self._bootstraps = {False: 0, True: 0}
+        self._first_bootstraps_ended_at = -float("inf")
 
     @classmethod
-    def of(cls, capabilities: Capabilities) -> IpBudget:
+    def of(
+        cls,
+        capabilities: Capabilities,
+        host: str = "exchange",
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        wall_clock: Clock = time.time,
+    ) -> IpBudget:
         """The budget of an exchange with these capabilities."""
         return cls(
             rest_limit_per_ip=capabilities.rest_limit_per_ip,
             rest_weight_per_minute=capabilities.rest_weight_per_minute,
             requests_per_ip=capabilities.requests_per_ip,
+            ip_ban=capabilities.ip_ban,
+            host=host,
+            clock=clock,
+            sleep=sleep,
+            wall_clock=wall_clock,
         )
+
+    @contextlib.contextmanager
+    def bootstrap(self, again: bool) -> Iterator[None]:
+        """One account's bootstrap (``again``: retried after a failure), from its wait for a
+        REST slot to its end, for as long as the block runs."""
+        self._bootstraps[again] += 1
+        try:
+            yield
+        finally:
+            self._bootstraps[again] -= 1
+            if not again and not self._bootstraps[False]:
+                self._first_bootstraps_ended_at = self._clock()
+
+    @property
+    def bootstrapping(self) -> int:
+        """The accounts of the host waiting for or in their bootstrap, first tries and retries:
+        periodic reconciles give way to them, as the start's pace counted them on this budget."""
+        return self._bootstraps[False] + self._bootstraps[True]
+
+    def reconciles_held_until(self, now: float) -> float:
+        """Until when (monotonic) reconciles that gave way to the host's bootstraps confirmed
+        no account's private streams: ``now`` while a first try runs, else when the last one
+        ended (-inf: never). A retry does not hold them: one that keeps failing would otherwise
+        mask every live account's stale streams for as long as it fails (its end moved at each
+        try)."""
+        return now if self._bootstraps[False] else self._first_bootstraps_ended_at
+
+    def banned(self) -> HostBan | None:
+        """The ban of this host's IP while it lasts (its end passed: None)."""
+        ban = self.ban
+        if ban is not None and ban.until <= self._clock():
+            self.ban = ban = None
+            log.info("%s: the IP ban is over: every account of it resumes", self.host)
+        return ban
+
+    async def resumed(self) -> None:
+        """Return once no pause holds the host's requests (at once when none does)."""
+        # one sleep per pause: again only where another answer moved its end meanwhile
+        for _ in range(MAX_PAUSES_WAITED):
+            left = self.paused_until - self._clock()
+            if left <= 0:
+                return
+            await self._sleep(left)
+
+    def refused(self, status: int, headers: Mapping[object, object], body: str) -> None:
+        """An answer refusing a request: a ban of the IP pauses the host until its end, a 429
+        with a Retry-After for that long; any other refusal is the request's own."""
+        ban = self._ip_ban
+        if ban is not None and status == ban.status and ban.text.lower() in body.lower():
+            self._pause(self._ban_s(ban, headers, body), status)
+        elif status == 429:
+            wait = retry_after_in(headers, EXCHANGE_MAX_RETRY_AFTER_S)
+            if wait:
+                self._pause(wait, None)
+
+    def _ban_s(self, ban: IpBanAnswer, headers: Mapping[object, object], body: str) -> float:
+        """How long the ban lasts: its Retry-After, else the end the body gives, else the
+        exchange's usual ban; at most ``BAN_MAX_S``."""
+        wait = retry_after_in(headers, BAN_MAX_S)
+        if wait:
+            return wait
+        found = re.search(ban.until_ms, body) if ban.until_ms is not None else None
+        if found is not None:
+            left = int(found.group(1)) / 1000 - self._wall_clock()
+            if left > 0:
+                return min(left, BAN_MAX_S)
+        return ban.lasts_s
+
+    def _pause(self, seconds: float, banned: int | None) -> None:
+        now = self._clock()
+        until = now + seconds
+        if banned is not None:
+            before = self.banned()
+            if before is None or until > before.until:
+                wall = self._wall_clock() + seconds
+                self.ban = HostBan(self.host, banned, until, wall)
+                if before is None:  # degraded, not our bug: WARNING
+                    log.warning(
+                        "%s: this IP is banned until %s (%d): every request to it waits until "
+                        "then, and every account of it resumes by itself",
+                        self.host,
+                        fmt.utc_until(wall, self._wall_clock()),
+                        banned,
+                    )
+        elif self.paused_until <= now:
+            log.warning(
+                "%s: rate limited (429), asked to wait %.0f s: every account of this IP waits",
+                self.host,
+                seconds,
+            )
+        self.paused_until = max(self.paused_until, until)
 
     def adopt(self, exchange: Any) -> None:
         """Give a new exchange object the shared rate limiter (where limits are per IP), or
-        the IP's cap on top of its own (where the exchange caps an IP's requests too)."""
+        the IP's cap on top of its own (where the exchange caps an IP's requests too), and the
+        host's pauses."""
+        exchange.alertd_ip_budget = self
         if self._requests_per_ip is not None and not self.rest_limit_per_ip:
             if self._ip_window is None:
                 count, window_s = self._requests_per_ip
@@ -547,7 +704,7 @@ class ErrorKind(enum.Enum):
 def classify(exc: BaseException) -> ErrorKind:
     """Fatal: what no retry can change; the rest retry with backoff.
 
-    - a bad key, a missing permission, a suspended account, a banned IP;
+    - a bad key, a missing permission, a suspended account;
     - an account alertd refuses as it is (:class:`~alertd.errors.AccountRefused`: a mode it
       does not model, a user id it cannot get);
     - a request the exchange rejects as malformed (``BadRequest``: a wrong account type, a bad
@@ -555,7 +712,8 @@ def classify(exc: BaseException) -> ErrorKind:
       without a user id; ``NotSupported``): the same request gets the same answer.
 
     An expired Binance listen key stays transient (the next watch fetches a fresh key), as do
-    network errors, timeouts, rate limits, 5xx answers and errors of alertd's own. (A market
+    network errors, timeouts, rate limits, IP bans (waited out by the host: :class:`IpBudget`),
+    5xx answers and errors of alertd's own. (A market
     listed since the catalogue was loaded raises no ``BadSymbol``: the feed reloads the
     catalogue and leaves the market out of its per-symbol reads until it is listed.)
     """
@@ -572,10 +730,8 @@ def classify(exc: BaseException) -> ErrorKind:
         return ErrorKind.FATAL
     if isinstance(exc, ccxt.BadRequest | ccxt.ArgumentsRequired | ccxt.NotSupported):
         return ErrorKind.FATAL
-    # Binance answers 418 once an IP keeps going after 429s: banned until the ban expires
-    banned = " 418 " in text or "banned" in text.lower()
-    if isinstance(exc, ccxt.DDoSProtection) and banned:
-        return ErrorKind.FATAL
+    # an IP ban (Binance's 418, Bybit's 403 "access too frequent") ends by itself: the host's
+    # budget waits it out for every account at once (IpBudget.refused), none is stopped
     return ErrorKind.TRANSIENT
 
 
@@ -583,14 +739,33 @@ def classify(exc: BaseException) -> ErrorKind:
 # request weight and order limits count per minute, "General Info", Limits:
 # https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info), so a
 # 429 is waited out, while a CDN's or gateway's 503 asking an hour does not park a bootstrap
-# or a stream for that hour (a 418 ban stops the account whatever it asks: classify)
+# or a stream for that hour (a ban's own end is the host's to wait: IpBudget, BAN_MAX_S)
 EXCHANGE_MAX_RETRY_AFTER_S = 120
+
+
+# the longest ban alertd waits out before asking again: Binance's longest ("from 2 minutes
+# to 3 days", "General Info", Limits)
+BAN_MAX_S = 3 * 86_400
+# how often one request waits for a pause moved on meanwhile before it is sent anyway
+MAX_PAUSES_WAITED = 16
+
+
+def _tell_host(budget: IpBudget | None, code: Any, headers: Any, body: Any) -> None:
+    """Show an answer that raised to the host's budget (:meth:`IpBudget.refused`). Never
+    raises, as :func:`_carry_retry_after`."""
+    if budget is None or not isinstance(code, int):
+        return
+    try:
+        answer = headers if isinstance(headers, Mapping) else {}
+        budget.refused(code, answer, body if isinstance(body, str) else "")
+    except Exception:
+        log.debug("unreadable answer %s", code, exc_info=True)
 
 
 def _carry_retry_after(exc: ccxt.BaseError, headers: Any) -> None:
     """Give the error raised on an answer that answer's Retry-After (:func:`retry_after_of`).
     Never raises: it runs in ccxt's handle_errors, where an exception of its own would replace
-    the answer's error (a 418 ban become a transient error, retried into the ban)."""
+    the answer's error (a 418 ban become another error, retried into the ban)."""
     try:
         wait = (
             retry_after_in(headers, EXCHANGE_MAX_RETRY_AFTER_S)

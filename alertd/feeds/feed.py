@@ -6,8 +6,9 @@
     streams:    positions, balance, one mark stream per held symbol, a staleness watchdog
     on a NetworkError: back off (jittered, capped, reset after health), resync over REST,
                        resubscribe (ccxt neither resubscribes nor re-snapshots on its own)
-    on a fatal error (bad key, no permission, banned IP, an account alertd refuses as it is:
-                      see ``classify``): stop this account, record why
+    on a fatal error (bad key, no permission, an account alertd refuses as it is: see
+                      ``classify``): stop this account, record why; an IP ban is not one
+                      (every account of the host waits for its end: ``IpBudget``)
 
 Periodic jobs (reconcile, tier refresh, listen-key renewal) are methods here and are
 scheduled by :class:`~alertd.feeds.manager.FeedManager`.
@@ -21,6 +22,7 @@ import enum
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Set
+from contextlib import nullcontext
 from decimal import Decimal
 from typing import Any
 
@@ -34,6 +36,7 @@ from alertd.exchanges.registry import get_spec
 from alertd.feeds.adapter import FrameError, PublicTables, UnreadFee, checked_stops
 from alertd.feeds.ccxt_exchange import (
     ErrorKind,
+    HostBan,
     SharedExchange,
     classify,
     describe,
@@ -193,15 +196,17 @@ class AccountFeed:
         yet (1,000 Bybit accounts at 8 slots: the last waits minutes, through no failure)."""
         return self._first_slot_queued and self.first_slot_at is None
 
+    def host_ban(self) -> HostBan | None:
+        """The ban of its exchange host's IP while it lasts: every REST request of the host
+        waits for its end (``IpBudget``), this account's too."""
+        return self.shared.ip_budget.banned() if self.shared is not None else None
+
     def reconciles_held_until(self, now: float) -> float:
         """Until when (monotonic) its periodic reconciles last gave way to the first
         bootstraps of accounts on its exchange host (:meth:`reconcile`): ``now`` while one
         runs; -inf if never. A retried bootstrap does not count (see ``IpBudget``)."""
         shared = self.shared
-        if shared is None:
-            return -float("inf")
-        budget = shared.ip_budget
-        return now if budget.first_bootstraps else budget.bootstraps_ended_at
+        return -float("inf") if shared is None else shared.ip_budget.reconciles_held_until(now)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -229,10 +234,8 @@ class AccountFeed:
         retry after a failure, ahead of the others waiting), on the exchange's one market
         catalogue."""
         shared = self.shared
-        if shared is not None:
-            shared.ip_budget.bootstrapping += 1
-            shared.ip_budget.first_bootstraps += not again
-        try:
+        counted = shared.ip_budget.bootstrap(again) if shared is not None else nullcontext()
+        with counted:
             self._first_slot_queued = True
             async with rest_slot(shared, bootstrap=True, again=again):
                 if self.first_slot_at is None:
@@ -243,14 +246,6 @@ class AccountFeed:
                 await self.adapter.prepare(exchange)
                 await self.resync(stops=stops)
                 self.state.bootstrapped = True
-        finally:
-            if shared is not None:
-                budget = shared.ip_budget
-                budget.bootstrapping -= 1
-                if not again:
-                    budget.first_bootstraps -= 1
-                    if not budget.first_bootstraps:
-                        budget.bootstraps_ended_at = self._clock()
 
     def _market_infos(self, exchange: Any) -> dict[str, MarketInfo]:
         symbols = self.config.symbols

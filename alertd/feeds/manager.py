@@ -29,6 +29,7 @@ from alertd.exchanges.registry import get_spec
 from alertd.feeds.books import Covers, OrderBooks
 from alertd.feeds.ccxt_exchange import (
     REST_BUDGET_SHARE,
+    HostBan,
     IpBudget,
     SharedExchange,
     new_ssl_context,
@@ -226,8 +227,22 @@ class FeedManager:
             [account.exchange, account.sandbox, account.urls], sort_keys=True, default=str
         )
         if host not in self._ip_budgets:
-            self._ip_budgets[host] = IpBudget.of(get_spec(account.exchange).capabilities)
+            # named as the operator knows it: the exchange, numbered where it has more hosts
+            same = sum(b.host.split(" #")[0] == account.exchange for b in self._ip_budgets.values())
+            self._ip_budgets[host] = IpBudget.of(
+                get_spec(account.exchange).capabilities,
+                account.exchange + (f" #{same + 1}" if same else ""),
+                self.options.clock,
+                self.options.sleep,
+                self.options.wall_clock,
+            )
         return self._ip_budgets[host]
+
+    def ip_bans(self) -> list[HostBan]:
+        """The exchange hosts whose IP is banned now, each once (every account of one waits
+        for the ban's end: :class:`IpBudget`)."""
+        bans = (budget.banned() for budget in self._ip_budgets.values())
+        return [ban for ban in bans if ban is not None]
 
     def _hub_for(self, key: str, account: AccountConfig) -> MarkHub:
         """Accounts that reach the same exchange the same way share one mark hub."""
@@ -394,7 +409,7 @@ class FeedManager:
         every few reconciles: known once the accounts hold something, see
         :meth:`replan_reconciles`). The streams keep every account current; the reconcile is
         the safety net, and one that overruns the exchange's limit gets the IP banned (418),
-        which stops every account."""
+        which holds every account of the host until the ban ends."""
         configured = self.config.feeds.reconcile_interval_s
         per_minute = host[0].spec.capabilities.rest_weight_per_minute
         weights = [f.reconcile_weight() for f in host]

@@ -969,8 +969,8 @@ METRICS: tuple[Metric, ...] = (
         A,
         Unit.FLAG,
         "above",
-        "1 when the account's feed stopped for good (bad key, banned IP, an account mode alertd "
-        "refuses), else 0",
+        "1 when the account's feed stopped for good (bad key, an account mode alertd refuses), "
+        "else 0; an IP ban stops no account (one `ip-banned` message for the host, below)",
         Needs.FEED,
         lambda f: Decimal(1 if f.feed.fatal else 0),
         title="feed stopped",

@@ -210,3 +210,11 @@ def timestamp(epoch_s: float | None) -> str:
     if epoch_s is None:
         return NONE
     return dt.datetime.fromtimestamp(epoch_s).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def utc_until(epoch_s: float, now_s: float) -> str:
+    """When something ends, in UTC to the minute: ``09:42 UTC`` today (``now_s``'s date),
+    ``2026-12-09 09:42 UTC`` another day."""
+    at = dt.datetime.fromtimestamp(epoch_s, dt.UTC)
+    same_day = at.date() == dt.datetime.fromtimestamp(now_s, dt.UTC).date()
+    return at.strftime("%H:%M UTC" if same_day else "%Y-%m-%d %H:%M UTC")

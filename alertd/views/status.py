@@ -199,6 +199,7 @@ def status_json(view: DaemonView) -> dict[str, Any]:
         "source": view.source.value,
         "healthy": view.healthy,
         "reasons": list(view.reasons),
+        "ip_bans": list(view.bans),
         "accounts": [_account_json(a, view.source) for a in view.accounts],
         "firing": [
             {
@@ -416,6 +417,8 @@ def render_status(data: dict[str, Any], console: Console) -> None:
     console.print(Text.assemble(("alertd status", "bold"), f" {head}"))
     if health is not None:
         console.print("healthy" if health else "UNHEALTHY: " + "; ".join(data["reasons"]))
+    for ban in data.get("ip_bans", ()):
+        console.print(f"{ban}: every account of it waits for the ban's end, none is stopped")
     columns = (
         "Account",
         "Mode",

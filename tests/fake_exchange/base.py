@@ -7,7 +7,8 @@ nothing about any exchange's wire format. It owns:
   benchmarks (``serve_main``);
 - the REST request log and scripted REST failures (``fail_rest``: 429, 5xx, ...);
 - API keys: the account registry, unknown and revoked keys (``revoke_key``) and bans (``ban``),
-  each answered with the exchange's own error by ``_key_rejected``;
+  each answered with the exchange's own error by ``_key_rejected``; the ban of the IP itself
+  (``ban_ip``: every REST request, answered by ``_ip_ban_response``);
 - the registry of websocket connections with one ordered outbound queue each, and their failure
   modes: abrupt drops (``drop_connections``), unanswered pings (``stop_answering_pings``, which
   an exchange's application-level ping handler also honours through ``answers_pings``), and
@@ -390,6 +391,9 @@ class FakeExchangeServer(Generic[A, C]):
         # order books by market id: bids best first, asks best first, (price, size) as text
         self._books: dict[str, BookSides] = {}
         self.book_requests: list[str] = []  # the market ids whose order book was asked for
+        # the IP ban (``ban_ip``): until when (epoch ms), and the REST requests it refused
+        self._ip_banned_until_ms: int | None = None
+        self.refused_while_banned: int = 0
 
     # ---- to be provided by an exchange ----------------------------------------------------------
 
@@ -398,6 +402,10 @@ class FakeExchangeServer(Generic[A, C]):
 
     def _error_response(self, status: int, retry_after_s: float | None) -> web.StreamResponse:
         """The exchange's answer to a scripted failure (``fail_rest``)."""
+        raise NotImplementedError
+
+    def _ip_ban_response(self, until_ms: int) -> web.StreamResponse:
+        """The exchange's answer to every REST request from an IP it banned (``ban_ip``)."""
         raise NotImplementedError
 
     def _count_request(self, request: web.Request) -> None:
@@ -657,6 +665,10 @@ class FakeExchangeServer(Generic[A, C]):
                     (time.monotonic(), request.method, request.path, request.query_string)
                 )
             self._count_request(request)
+            until = self._ip_banned_until_ms
+            if until is not None and until > now_ms():
+                self.refused_while_banned += 1
+                return self._ip_ban_response(until)
             failure = self._take_failure(request.path)
             if failure is not None:
                 return self._error_response(failure.status, failure.retry_after_s)
@@ -866,6 +878,14 @@ class FakeExchangeServer(Generic[A, C]):
         loopback address can be banned one at a time."""
         seconds = self.BAN_DURATION_S if duration_s is None else duration_s
         self._account(api_key).banned_until_ms = now_ms() + int(seconds * 1000)
+
+    @scripted
+    def ban_ip(self, duration_s: float | None = None) -> None:
+        """Every REST request, whatever its key (public ones too), is refused as the exchange
+        refuses a banned IP for ``duration_s`` (the exchange's usual ban by default): the ban
+        the exchange lifts by itself, of every account on the loopback address at once."""
+        seconds = self.BAN_DURATION_S if duration_s is None else duration_s
+        self._ip_banned_until_ms = now_ms() + int(seconds * 1000)
 
     @scripted
     def unban(self, api_key: str) -> None:

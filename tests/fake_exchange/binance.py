@@ -1661,10 +1661,15 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             f"Way too many requests; IP({LOOPBACK}) banned until {until_ms}. "
             "Please use the websocket for live updates to avoid bans."
         )
-        retry_after = max(1, (until_ms - now_ms()) // 1000)
+        # the whole seconds until the ban is over ("in the case of a 418, until the ban is
+        # over", "General Info", Limits), rounded up: a client that waits that long is not
+        # refused again
+        retry_after = max(1, -(-(until_ms - now_ms()) // 1000))
         return self._json(
             {"code": ERR_TOO_MANY, "msg": msg}, 418, {"Retry-After": str(retry_after)}
         )
+
+    _ip_ban_response = _ban_response
 
     def _error_response(self, status: int, retry_after_s: float | None) -> web.StreamResponse:
         """Binance's bodies for scripted failures (``fail_rest``)."""

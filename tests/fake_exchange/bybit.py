@@ -1188,6 +1188,11 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             headers["Retry-After"] = str(int(retry_after_s))
         return web.Response(status=status, text=f"{status} error", headers=headers)
 
+    def _ip_ban_response(self, until_ms: int) -> web.Response:
+        # "403, access too frequent" ... "wait for at least 10 minutes. The ban will be lifted
+        # automatically" (bybit-exchange.github.io/docs/v5/rate-limit, "IP Limit")
+        return web.Response(status=403, text="access too frequent")
+
     def _key_rejected(self, rejection: shared.KeyRejection) -> web.Response:
         if rejection.problem is shared.KeyProblem.BANNED:
             return web.Response(status=403, text="access too frequent")

@@ -1,0 +1,315 @@
+"""An IP ban or a 429 pauses the host, not one account; nothing stops for good (issue 11/14).
+
+Binance: "Repeatedly violating rate limits and/or failing to back off after receiving 429s
+will result in an automated IP ban (HTTP status 418)"; "A Retry-After header is sent with a
+418 or 429 responses and will give the number of seconds required to wait, in the case of a
+429, to prevent a ban, or, in the case of a 418, until the ban is over" (USDⓈ-M futures,
+"General Info", Limits: https://developers.binance.com/docs/derivatives/usds-margined-futures/
+general-info). Bybit: "403, access too frequent" ... "wait for at least 10 minutes. The ban
+will be lifted automatically" (bybit-exchange.github.io/docs/v5/rate-limit, "IP Limit").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import ccxt
+import pytest
+from rich.console import Console
+
+from alertd.config import load_config
+from alertd.daemon.service import Service
+from alertd.exchanges.registry import get_spec
+from alertd.feeds.ccxt_exchange import (
+    BAN_MAX_S,
+    ErrorKind,
+    HostBan,
+    IpBudget,
+    SharedExchange,
+    classify,
+    make_exchange,
+    new_ssl_context,
+)
+from alertd.feeds.options import FeedOptions
+from alertd.views.status import render_status, status_json
+from tests.fake_exchange.binance import FakeBinanceUSDM
+from tests.fake_exchange.bybit import FakeBybit
+from tests.support.aio import background, run
+from tests.support.clock import ManualClock, VirtualTime
+from tests.support.configs import write_config
+from tests.support.fakes import started
+from tests.support.feeds import FAST, account_config
+from tests.support.poll import eventually
+from tests.support.service import HOOK, NOON
+from tests.test_shared_exchange import (
+    SETTINGS,
+    Built,
+    alerting_for,
+    manager_for,
+    market_requests,
+)
+
+WALL = 1_800_000_000.0  # the tests' wall clock, epoch seconds
+
+
+def _shared(exchange: str, budget: IpBudget) -> SharedExchange:
+    return SharedExchange(
+        f"{exchange} shared",
+        lambda shared: None,
+        new_ssl_context(),
+        rest_concurrency=8,
+        ip_budget=budget,
+    )
+
+
+def test_an_ip_ban_holds_every_account_of_the_host_and_stops_none() -> None:
+    """20 Binance accounts live on one IP; the local Binance bans the IP for 3 s. The account
+    that meets the 418 is not stopped (it was: FATAL, stopped for good although the ban ends
+    by itself), and the 19 others, reconciling meanwhile, send nothing until the ban's end
+    (they each met the ban in turn); then every one reconciles by itself, all live. One
+    message says so for the host, one its end (an account-error per account, before)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM()) as fake:
+            # no periodic run meanwhile: the test sends the reconciles itself
+            quiet = SETTINGS.model_copy(
+                update={"reconcile_interval_s": 600, "listen_key_renew_interval_s": 600}
+            )
+            manager = manager_for(fake, "binanceusdm", Built(), count=20, settings=quiet)
+            feeds = list(manager.feeds.values())
+            async with background(manager.run()):
+                await eventually(
+                    lambda: (
+                        all(f.state.bootstrapped and f.state.connected for f in feeds)
+                        # and each one's resync once its streams subscribed, its stops read last:
+                        # nothing in flight
+                        and market_requests(fake, "/fapi/v1/openOrders") == len(feeds)
+                        and market_requests(fake, "/fapi/v1/openAlgoOrders") == len(feeds)
+                    ),
+                    what="20 accounts live, resynced",
+                    timeout_s=90,
+                )
+                fake.ban_ip(3.0)
+                first, *others = feeds
+                await first.reconcile()  # meets the ban: logged, retried at its next run
+                (ban,) = manager.ip_bans()
+                assert (ban.host, ban.status) == ("binanceusdm", 418)
+                # one message for the host, not one per account
+                alerting = alerting_for(manager.config)
+                (told,) = alerting.host_bans(manager.ip_bans())
+                assert told.title.startswith("CRITICAL binanceusdm: this IP is banned until ")
+                assert fake.refused_while_banned == 1
+                started_at = asyncio.get_running_loop().time()
+                await asyncio.wait_for(asyncio.gather(*(f.reconcile() for f in others)), 30)
+                # they waited for the ban's end (Retry-After: 3), none sent into it
+                assert asyncio.get_running_loop().time() - started_at > 2.0
+                assert fake.refused_while_banned == 1
+                assert manager.ip_bans() == []
+                (over,) = alerting.host_bans(manager.ip_bans())
+                assert over.title == "RESOLVED binanceusdm: the IP ban is over"
+                await first.reconcile()
+                assert fake.refused_while_banned == 1
+                assert [f.config.name for f in feeds if f.state.fatal is not None] == []
+                assert all(f.state.connected for f in feeds)
+
+    run(body(), timeout_s=180)
+
+
+def test_a_429_s_retry_after_holds_every_account_of_the_host() -> None:
+    """One account's request answered 429 with Retry-After: 30: another account of the same
+    IP sends nothing before those 30 s are over (it kept its own pace: Binance bans an IP that
+    keeps sending after 429s), then its request goes by itself."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM()) as fake:
+            time = VirtualTime()
+            capabilities = get_spec("binanceusdm").capabilities
+            budget = IpBudget.of(capabilities, "binanceusdm", time, time.sleep, lambda: WALL)
+            shared = _shared("binanceusdm", budget)
+            config = account_config("a", "binanceusdm", fake)
+            one, two = (make_exchange(config, {}, FAST, None, shared) for _ in range(2))
+            try:
+                fake.fail_rest(429, retry_after_s=30)
+                with pytest.raises(ccxt.DDoSProtection):
+                    await one.fapiPublicGetTime()
+                assert budget.banned() is None  # rate limited, not banned
+                sent = len(fake.requests)
+                other = asyncio.ensure_future(two.fapiPublicGetTime())
+                await time.advance_to(29)
+                for _ in range(20):
+                    await asyncio.sleep(0.01)
+                assert not other.done() and len(fake.requests) == sent
+                await time.advance_to(30)
+                await asyncio.wait_for(other, 10)
+                assert len(fake.requests) == sent + 1
+            finally:
+                await one.close()
+                await two.close()
+                await shared.close()
+
+    run(body(), timeout_s=60)
+
+
+@pytest.mark.parametrize(
+    ("fake_class", "exchange", "status", "lasts_s"),
+    [
+        (FakeBinanceUSDM, "binanceusdm", 418, 100.0),  # its Retry-After: the ban's end
+        (FakeBybit, "bybit", 403, 600.0),  # no Retry-After: "at least 10 minutes"
+    ],
+    ids=["binance 418", "bybit 403"],
+)
+def test_each_exchange_s_ban_answer_bans_the_host_until_its_end(
+    fake_class: Any,
+    exchange: str,
+    status: int,
+    lasts_s: float,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The local exchange bans the IP for 100 s and answers as the exchange does: the host is
+    banned until the ban's end as the answer gives it (Binance's Retry-After; Bybit's
+    documented 10 minutes), and the error is transient (it was fatal on Binance)."""
+
+    async def body() -> None:
+        async with started(fake_class()) as fake:
+            clock = ManualClock(500.0)
+            budget = IpBudget.of(
+                get_spec(exchange).capabilities, exchange, clock, asyncio.sleep, lambda: WALL
+            )
+            shared = _shared(exchange, budget)
+            exchange_object = make_exchange(
+                account_config("a", exchange, fake), {}, FAST, None, shared
+            )
+            try:
+                fake.ban_ip(100)
+                with pytest.raises(ccxt.BaseError) as raised:
+                    await exchange_object.load_markets()
+                assert classify(raised.value) is ErrorKind.TRANSIENT
+                assert budget.banned() == HostBan(exchange, status, 500 + lasts_s, WALL + lasts_s)
+                clock.t = 500 + lasts_s
+                assert budget.banned() is None  # over: every request goes again
+                said = [r.getMessage() for r in caplog.records if r.name.endswith("ccxt_exchange")]
+                assert [line.split(":")[0] for line in said] == [exchange, exchange], said
+                assert "this IP is banned until " in said[0] and f"({status})" in said[0]
+                assert said[1] == f"{exchange}: the IP ban is over: every account of it resumes"
+            finally:
+                await exchange_object.close()
+                await shared.close()
+
+    with caplog.at_level(logging.INFO, logger="alertd.feeds.ccxt_exchange"):
+        run(body(), timeout_s=60)
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "lasts_s"),
+    [
+        ({"Retry-After": "250"}, "banned until 0", 250.0),
+        # no Retry-After: the end Binance's message gives (epoch ms)
+        ({}, f"IP(1.2.3.4) banned until {int((WALL + 900) * 1000)}. Please", 900.0),
+        ({}, "Way too many requests", 120.0),  # neither: Binance's shortest ban
+        ({"Retry-After": "9" * 5000}, "", float(BAN_MAX_S)),  # at most Binance's longest
+    ],
+    ids=["retry-after", "banned until", "neither", "hostile"],
+)
+def test_a_binance_ban_lasts_as_its_answer_says(
+    headers: dict[str, str], body: str, lasts_s: float
+) -> None:
+    clock = ManualClock(0.0)
+    budget = IpBudget.of(
+        get_spec("binanceusdm").capabilities, "binanceusdm", clock, asyncio.sleep, lambda: WALL
+    )
+    budget.refused(418, headers, body)
+    ban = budget.banned()
+    assert ban is not None and ban.until == lasts_s and ban.until_wall == WALL + lasts_s
+
+
+def test_only_the_documented_ban_answer_bans_the_host() -> None:
+    """A Bybit 403 without "access too frequent" (a CDN refusing a region) bans nothing; a
+    429 without a Retry-After pauses nothing (the account's backoff applies)."""
+    clock = ManualClock(0.0)
+    bybit = IpBudget.of(get_spec("bybit").capabilities, "bybit", clock)
+    bybit.refused(403, {}, "The request could not be satisfied: configured to block access")
+    bybit.refused(429, {}, "")
+    assert bybit.banned() is None and bybit.paused_until == -float("inf")
+    okx = IpBudget.of(get_spec("okx").capabilities, "okx", clock)
+    okx.refused(418, {"Retry-After": "30"}, "banned")  # not OKX's answer to anything
+    assert okx.banned() is None and okx.paused_until == -float("inf")
+    okx.refused(429, {"Retry-After": "5"}, '{"code":"50011","msg":"Rate limit reached"}')
+    assert okx.banned() is None and okx.paused_until == 5.0
+
+
+def test_a_ban_met_alone_keeps_the_account_s_feed_retrying() -> None:
+    """classify: a 418 is transient (the host waits it out), never a stopped account."""
+    exc = ccxt.DDoSProtection("binanceusdm 418 I'm a teapot {banned until 1}")
+    assert classify(exc) is ErrorKind.TRANSIENT
+
+
+def test_an_ip_ban_is_told_once_for_its_host_and_its_end_too(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three Binance accounts on one host: the ban is one message for the host (not one per
+    account: an account-error each, before), said in the health line and the status while it
+    lasts, and one resolution when it ends; no account is stopped, none feed-down meanwhile."""
+    accounts: list[dict[str, Any]] = [
+        {"name": f"b{i}", "exchange": "binanceusdm", "api_key_env": "K", "secret_env": "S"}
+        for i in range(3)
+    ]
+    clock = ManualClock(1000.0)
+    service = Service(
+        load_config(write_config(tmp_path, accounts, receivers=[HOOK])),
+        config_path=tmp_path / "config.yaml",
+        secrets={},
+        wall_clock=lambda: NOON,
+        feeds=FeedOptions(clock=clock, wall_clock=lambda: NOON),
+    )
+    service._startup()
+    assert service.manager is not None and service.store is not None
+    assert service.alerting is not None and service.publisher is not None
+    feeds = list(service.manager.feeds.values())
+    # not live yet (never run here): down from when first seen
+    assert all(service.alerting.feed_status(f, 1000.0).down_s == 0 for f in feeds)
+    # Binance's answer to the first account's request: banned for 10 minutes
+    budget = feeds[0].shared.ip_budget if feeds[0].shared is not None else None
+    assert budget is not None
+    body = '{"code":-1003,"msg":"Way too many requests; IP(127.0.0.1) banned until 1."}'
+    budget.refused(418, {"Retry-After": "600"}, body)
+    for _ in range(3):
+        service.step(clock.t, True)
+    (row,) = service.store.pending()
+    assert (row.severity, row.title) == (
+        "critical",
+        "CRITICAL binanceusdm: this IP is banned until 08:09 UTC (418)",
+    )
+    assert row.payload["labels"] == {
+        "alertname": "ip-banned",
+        "severity": "critical",
+        "exchange": "binanceusdm",
+    }
+    assert all(f.state.fatal is None for f in feeds)
+    clock.t += 599
+    # not down while the host is banned (it was 599 s: a feed-down each at its threshold)
+    assert all(service.alerting.feed_status(f, clock.t).down_s == 0 for f in feeds)
+    with caplog.at_level(logging.INFO, logger="alertd.daemon.service"):
+        service.log_health()
+    said = "binanceusdm IP banned until 08:09 UTC (418)"
+    assert said in caplog.records[-1].getMessage()
+    status = status_json(service.view())
+    assert status["ip_bans"] == [said] and said in status["reasons"]
+    shown = io.StringIO()
+    render_status(status, Console(file=shown, width=200))
+    assert f"{said}: every account of it waits for the ban's end" in shown.getvalue()
+    clock.t += 1
+    service.step(clock.t, True)
+    # down again from the ban's end (its last look during the ban), not from before it
+    assert service.alerting.feed_status(feeds[0], clock.t + 100).down_s == 101
+    titles = [r.title for r in service.store.pending()]
+    assert titles == [row.title, "RESOLVED binanceusdm: the IP ban is over"]
+    service.step(clock.t, True)
+    assert len(service.store.pending()) == 2
+    with caplog.at_level(logging.INFO, logger="alertd.daemon.service"):
+        service.log_health()
+    assert "banned" not in caplog.records[-1].getMessage()
+    assert status_json(service.view())["ip_bans"] == []
