@@ -519,7 +519,14 @@ def test_multi_assets_rates_follow_the_asset_index_stream_between_reconciles() -
         fake = FakeBinanceUSDM(mark_interval_s=0.2)
         async with started(fake, [("key-a", "secret-a", "400")]):
             _multi_assets_world(fake)
-            feed = make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
+            # no reconcile, so no periodic REST read of the index (at FAST's 0.5 s one came
+            # between the frames and the count, 1 run in 3 under -n 2 at load 12), and the
+            # stream stale only long after (its REST reads then): what is counted is the
+            # stream's alone
+            update = {"stale_after_s": 30.0, "reconcile_interval_s": 3600.0}
+            settings = FAST.model_copy(update=update)
+            config = account_config("a", "binanceusdm", fake)
+            feed = AccountFeed(config, secrets("key-a", "secret-a"), settings, FAST_OPTIONS)
             async with streaming(feed):
                 state = feed.state
                 assert state.settle_terms is None and _rates(state.margin_assets[0].terms) is None
