@@ -519,7 +519,14 @@ def test_multi_assets_rates_follow_the_asset_index_stream_between_reconciles() -
         fake = FakeBinanceUSDM(mark_interval_s=0.2)
         async with started(fake, [("key-a", "secret-a", "400")]):
             _multi_assets_world(fake)
-            feed = make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
+            # no reconcile, so no periodic REST read of the index (at FAST's 0.5 s one came
+            # between the frames and the count, 1 run in 3 under -n 2 at load 12), and the
+            # stream stale only long after (its REST reads then): what is counted is the
+            # stream's alone
+            update = {"stale_after_s": 30.0, "reconcile_interval_s": 3600.0}
+            settings = FAST.model_copy(update=update)
+            config = account_config("a", "binanceusdm", fake)
+            feed = AccountFeed(config, secrets("key-a", "secret-a"), settings, FAST_OPTIONS)
             async with streaming(feed):
                 state = feed.state
                 assert state.settle_terms is None and _rates(state.margin_assets[0].terms) is None
@@ -646,6 +653,23 @@ def test_malformed_asset_index_frames_are_logged_and_skipped(
     assert "USDCUSD bidRate" in skipped[1]
 
 
+@contextlib.asynccontextmanager
+async def usdc_multi_assets_account() -> AsyncIterator[FakeBinanceUSDM]:
+    """The local Binance (marks and the index every 0.2 s) serving "key-a": 400 USDT and
+    100 USDC in multi-assets mode, ETHUSDC listed."""
+    accounts = [("key-a", "secret-a", "400")]
+    async with started(FakeBinanceUSDM(mark_interval_s=0.2), accounts) as fake:
+        _usdc_listed(fake)
+        fake.set_multi_assets_coins("key-a", {"USDC": "100"})
+        yield fake
+
+
+def _index_stale(feed: AccountFeed) -> bool:
+    """The account's freshness names its asset index stream stale (the health line, status)."""
+    rows = feed.state.freshness(time.monotonic(), feed.settings.stale_after_s, 3600)
+    return any(f.stream is Stream.INDEX and f.stale for f in rows)
+
+
 def test_a_stale_asset_index_stream_is_said_and_read_over_rest(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -655,18 +679,13 @@ def test_a_stale_asset_index_stream_is_said_and_read_over_rest(
     (never the stream's last word, never par); the stream back, it is fresh again."""
 
     async def body() -> None:
-        async with started(
-            FakeBinanceUSDM(mark_interval_s=0.2), [("key-a", "secret-a", "400")]
-        ) as fake:
-            _usdc_listed(fake)
-            fake.set_multi_assets_coins("key-a", {"USDC": "100"})
+        async with usdc_multi_assets_account() as fake:
             feed = make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
             async with streaming(feed):
                 state = feed.state
 
                 def index_stale() -> bool:
-                    rows = state.freshness(time.monotonic(), feed.settings.stale_after_s, 3600)
-                    return any(f.stream is Stream.INDEX and f.stale for f in rows)
+                    return _index_stale(feed)
 
                 await eventually(lambda: state.rates_streamed, what="the stream's first frame")
                 assert not index_stale()
@@ -679,19 +698,111 @@ def test_a_stale_asset_index_stream_is_said_and_read_over_rest(
                     what="USDC's rates over REST",
                 )
                 assert _asset_index_reads(fake) > read
-                await eventually(lambda: "no asset index stream" in caplog.text, what="said")
+                await eventually(lambda: "read over REST" in caplog.text, what="said")
                 fake.asset_index_paused = False
                 await eventually(lambda: not index_stale(), what="the stream back")
 
-    with caplog.at_level(logging.INFO, logger="alertd.feeds.feed"):
+    with caplog.at_level(logging.INFO, logger="alertd.feeds.rates"):
         run(body())
-    said = [
-        r.getMessage()
-        for r in caplog.records
-        if r.name == "alertd.feeds.feed" and "asset index" in r.getMessage()
-    ]
+    said = [r.getMessage() for r in caplog.records if r.name == "alertd.feeds.rates"]
     assert len(said) == 2, said
-    assert "no asset index stream frame in 1s" in said[0] and "back" in said[1]
+    assert "a asset index: no frame in 1s" in said[0] and "stream back" in said[1]
+
+
+def test_a_stale_asset_index_stream_is_said_once_for_all_its_accounts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two multi-assets accounts follow one asset index stream: when it goes quiet the log
+    says so once, and once when it is back (before: once per account each time, 2,000 lines
+    for 1,000 accounts), while each account's freshness names it stale and fresh again."""
+
+    async def body() -> None:
+        fake = FakeBinanceUSDM(mark_interval_s=0.2)
+        async with two_multi_assets_accounts(fake, reconcile_interval_s=3600) as manager:
+            feeds = list(manager.feeds.values())
+            await eventually(
+                lambda: all(f.state.rates_streamed for f in feeds), what="both following"
+            )
+
+            fake.asset_index_paused = True
+            fake.set_asset_index("USDC", "0.99", "0.01", "0.005")
+            await eventually(lambda: all(_index_stale(f) for f in feeds), what="stale on both")
+            await eventually(
+                lambda: all(
+                    _rates(f.state.margin_assets[0].terms) == (D("0.9801"), D("0.99495"))
+                    for f in feeds
+                ),
+                what="USDC's rates over REST on both",
+            )
+            subscribes = fake.asset_index_subscribes
+            # a stale_after_s more, quiet: each account's watchdog (every 0.2 s) has looked
+            await eventually(lambda: fake.asset_index_subscribes > subscribes, what="renewed")
+            fake.asset_index_paused = False
+            await eventually(lambda: not any(_index_stale(f) for f in feeds), what="fresh on both")
+            await eventually(lambda: "stream back" in caplog.text, what="back said")
+
+    with caplog.at_level(logging.INFO, logger="alertd.feeds"):
+        run(body())
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("alertd.feeds")]
+    assert len([m for m in said if "read over REST" in m]) == 1, said
+    assert len([m for m in said if "stream back" in m]) == 1, said
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["own connection", "shared connection"])
+def test_a_silent_asset_index_stream_is_renewed_alone_the_marks_kept(shared: bool) -> None:
+    """The asset index stream falls silent while the marks keep flowing on the same hub: its
+    own subscription is renewed (its own connection reopened, as ccxt gives each market
+    subscription one up to 50; on a connection it shares with a mark, ccxt's stream limit at
+    1, unsubscribed and subscribed again on it), at most once per
+    ``stale_after_s`` while it stays silent, and no mark stream is dropped (before: every
+    ``stale_after_s`` the index was stale, the hub's mark connections were dropped and
+    reopened with it, a gap in every mark). A subscription the server ended, the connection
+    kept, comes back with the renewal, the marks still untouched."""
+
+    async def body() -> None:
+        async with usdc_multi_assets_account() as fake:
+            btc_long(fake, "key-a")
+            config = account_config("a", "binanceusdm", fake)
+            if shared:
+                config.options["streamLimits"] = {"linear": 1}
+            feed = make_feed(config, "key-a", "secret-a")
+            async with streaming(feed):
+                rates = feed.hub.rates
+                assert rates is not None
+                await eventually(
+                    lambda: feed.state.rates_streamed and BTC in feed.state.marks,
+                    what="the index's first frame and BTC's mark",
+                )
+                marks_lost, subscribes = feed.hub.reconnects, fake.asset_index_subscribes
+                silent_since = time.monotonic()
+                fake.asset_index_paused = True
+                await eventually(
+                    lambda: fake.asset_index_subscribes >= subscribes + 2,
+                    what="the index subscription renewed twice",
+                    timeout_s=10,
+                )
+                await mark_arrives(fake, feed, "59000", what="a mark while the index is silent")
+                silent_for = time.monotonic() - silent_since
+                renewals = fake.asset_index_subscribes - subscribes
+                assert renewals <= silent_for / feed.settings.stale_after_s + 1
+                assert feed.hub.reconnects == marks_lost
+                fake.asset_index_paused = False
+                frames = rates.frames
+                await eventually(lambda: rates.frames > frames, what="the index streams again")
+                fake.forget_asset_index_subscriptions()
+                subscribes, frames = fake.asset_index_subscribes, rates.frames
+                await eventually(
+                    lambda: fake.asset_index_subscribes > subscribes and rates.frames > frames,
+                    what="the index subscribed again, its frames back",
+                    timeout_s=10,
+                )
+                await mark_arrives(fake, feed, "58000", what="a mark after the renewal")
+                assert feed.hub.reconnects == marks_lost
+                assert fake.asset_index_subscriptions() == 1
+                clients = len(feed.hub.exchange.clients)
+                assert clients == 1 if shared else clients == 2
+
+    run(body())
 
 
 def test_reconciles_read_the_fresh_streamed_index_and_rest_once_per_interval() -> None:

@@ -989,21 +989,44 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         event = first.get("e") if isinstance(first, dict) else None
         return ASSET_INDEX_HASH if event == ASSET_INDEX_EVENT else None
 
-    async def watch_asset_index(self, exchange: Any) -> tuple[list[dict[str, Any]], list[str]]:
-        """``!assetIndex@arr`` on ccxt's market-stream connection (the URL and stream slot
-        ccxt gives its own market streams, the mark price's among them), subscribed as ccxt
-        subscribes those; the frames are resolved by :meth:`stream_hash`."""
-        url = (
+    @staticmethod
+    def _asset_index_url(exchange: Any) -> str:
+        # the URL and stream slot ccxt gives its own market streams (the mark price's among
+        # them); ccxt keeps the slot of a subscription hash, so every call names the same one
+        return str(
             exchange.get_ws_url("linear", exchange.get_future_ws_category(ASSET_INDEX_HASH))
             + "/"
             + exchange.stream("linear", ASSET_INDEX_HASH)
         )
+
+    async def watch_asset_index(self, exchange: Any) -> tuple[list[dict[str, Any]], list[str]]:
+        """``!assetIndex@arr`` on ccxt's market-stream connection, subscribed as ccxt
+        subscribes its own market streams; the frames are resolved by :meth:`stream_hash`."""
+        url = self._asset_index_url(exchange)
         request_id = exchange.request_id(url)
         request = {"method": "SUBSCRIBE", "params": [ASSET_INDEX_STREAM], "id": request_id}
         frame = await exchange.watch(
             url, ASSET_INDEX_HASH, request, ASSET_INDEX_HASH, {"id": request_id}
         )
         return streamed_index_rows(frame)
+
+    async def renew_asset_index(self, exchange: Any, reason: str) -> None:
+        """``UNSUBSCRIBE`` ``!assetIndex@arr`` on its connection, and the next watch sends
+        ``SUBSCRIBE`` again (developers.binance.com, USDⓈ-M futures, websocket market streams,
+        "Live Subscribing/Unsubscribing to streams": both on an open connection, its other
+        streams kept). ccxt gives each market subscription a stream slot (a connection) of its
+        own until its 50 are taken: mostly the index's connection carries nothing else, and is
+        reopened instead (:func:`~alertd.feeds.ccxt_exchange.renew_subscription`)."""
+        # here, not at the top: the exchange modules load without ccxt (registry)
+        from alertd.feeds.ccxt_exchange import renew_subscription
+
+        url = self._asset_index_url(exchange)
+        request = {
+            "method": "UNSUBSCRIBE",
+            "params": [ASSET_INDEX_STREAM],
+            "id": exchange.request_id(url),
+        }
+        await renew_subscription(exchange, url, ASSET_INDEX_HASH, request, reason)
 
     async def fetch_asset_index(self, exchange: Any) -> tuple[list[dict[str, Any]], list[str]]:
         answer = await exchange.fapiPublicGetAssetIndex()  # every index: weight 10

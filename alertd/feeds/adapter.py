@@ -341,6 +341,13 @@ class ExchangeAdapter:
         :attr:`streams_asset_index`."""
         raise NotImplementedError(f"{self.exchange_id}: no asset index stream")
 
+    async def renew_asset_index(self, exchange: Any, reason: str) -> None:
+        """The asset index subscription fell silent: renew it alone, so that the pending
+        :meth:`watch_asset_index` fails (a NetworkError) and the next one subscribes again,
+        leaving every other stream on the exchange (the marks) as it is. Only where
+        :attr:`streams_asset_index`."""
+        raise NotImplementedError(f"{self.exchange_id}: no asset index stream")
+
     async def fetch_asset_index(self, exchange: Any) -> tuple[list[dict[str, Any]], list[str]]:
         """The asset index over REST, as :meth:`watch_asset_index` gives a frame: read while
         the stream is stale. Only where :attr:`streams_asset_index`."""

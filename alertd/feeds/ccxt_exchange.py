@@ -810,3 +810,56 @@ def describe(exc: BaseException) -> str:
     words = [w.split("?", 1)[0] if w.startswith("http") else w for w in text.split()]
     # and ws URLs carry Binance's listen key (url='wss://...?listenKey=...', or in the path)
     return redact(f"{type(exc).__name__}: {' '.join(words)[:300]}")
+
+
+async def drop_connections(exchange: Any, reason: str) -> None:
+    """Reject every pending watch on ``exchange`` with a NetworkError and close its sockets.
+
+    ccxt's own ``client.close()`` cancels the futures instead, which a caller cannot tell from
+    its own cancellation; a NetworkError sends every stream down the reconnect path.
+    """
+    for url in list(exchange.clients or {}):
+        await drop_connection(exchange, url, reason)
+
+
+class SubscriptionRenewed(ccxt.NetworkError):  # type: ignore[misc]  # ccxt is untyped
+    """A watch failed on purpose by :func:`renew_subscription`: watch again at once."""
+
+
+async def drop_connection(
+    exchange: Any, url: str, reason: str, error: type[ccxt.NetworkError] = ccxt.NetworkError
+) -> None:
+    """:func:`drop_connections` for the one socket of ``url`` (the streams on it alone)."""
+    client = (exchange.clients or {}).pop(url, None)
+    if client is None:
+        return
+    # its error set: ccxt takes the close that follows for ours, not the server's, and leaves
+    # the exchange's client of the same URL alone (a watch may have opened a new one already)
+    client.error = error(f"alertd: {reason}")
+    client.reject(client.error)
+    try:
+        await client.close()
+    except Exception as exc:
+        log.debug("closing %s: %s", url, exc)
+
+
+async def renew_subscription(
+    exchange: Any, url: str, subscribe_hash: str, unsubscribe: dict[str, Any], reason: str
+) -> None:
+    """One subscription on the socket of ``url`` renewed, the others on it kept: ccxt forgets
+    it (the next watch of ``subscribe_hash`` subscribes again), ``unsubscribe`` is sent first
+    (the exchange's own request), and the pending watch of ``subscribe_hash`` fails with a
+    :class:`SubscriptionRenewed`. A socket that carries nothing else is closed instead
+    (:func:`drop_connection`): a half-dead one is reopened, and no other stream is on it."""
+    client = (exchange.clients or {}).get(url)
+    if client is None:
+        return
+    if not client.subscriptions.keys() - {subscribe_hash}:
+        await drop_connection(exchange, url, reason, SubscriptionRenewed)
+        return
+    client.subscriptions.pop(subscribe_hash, None)
+    try:
+        await client.send(unsubscribe)
+    except Exception as exc:  # the socket is gone: every stream on it reconnects anyway
+        log.debug("unsubscribing %s on %s failed: %s", subscribe_hash, url, exc)
+    client.reject(SubscriptionRenewed(f"alertd: {reason}"), subscribe_hash)

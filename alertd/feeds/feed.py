@@ -40,11 +40,12 @@ from alertd.feeds.ccxt_exchange import (
     SharedExchange,
     classify,
     describe,
+    drop_connections,
     load_markets,
     rest_slot,
     retry_delay,
 )
-from alertd.feeds.marks import MarkHub, bad_mark, drop_connections
+from alertd.feeds.marks import MarkHub, bad_mark
 from alertd.feeds.options import PRODUCTION, FeedOptions
 from alertd.feeds.state import (
     AccountEvent,
@@ -181,7 +182,6 @@ class AccountFeed:
         self._last_failure = -float("inf")
         self._connected_once = False
         self._fatal_event = asyncio.Event()
-        self._index_stale_said = False  # the asset index stream's staleness, logged once
 
     def waiting_first_turn(self) -> bool:
         """Not connected yet through no failure of its own: its bootstrap, or after it its
@@ -720,9 +720,6 @@ class AccountFeed:
             return
         if streamed:
             state.last_seen[(Stream.INDEX, "")] = now
-            if self._index_stale_said:  # said whether or not its first frame moves a rate
-                self._index_stale_said = False
-                log.info("%s: asset index stream back: rates follow it again", self.config.name)
         assets = (
             state.settle,
             *(line.asset for line in read.margin_assets),
@@ -866,9 +863,9 @@ class AccountFeed:
         """Stale marks on a connection that looks open: force a reconnect (and say so)."""
         if not self.state.bootstrapped or self.state.fatal is not None:
             return
+        # a stale asset index stream is the hub's to say and renew, once for all its
+        # followers (feeds/rates.py): a reconnect of the hub would gap every mark on it
         now = self._clock()
-        if self.state.index_stale(now, self.settings.stale_after_s):
-            await self._index_went_stale(now)
         stale = self.state.stale_marks(now, self.settings.stale_after_s)
         if stale and now - self._forced_at > self.settings.stale_after_s:
             self._forced_at = now
@@ -879,24 +876,6 @@ class AccountFeed:
                 self.settings.stale_after_s,
             )
             await self.hub.force_reconnect("stale mark stream")
-
-    async def _index_went_stale(self, now: float) -> None:
-        """No asset index frame within ``stale_after_s``: the hub's stream reads the index
-        over REST meanwhile (:class:`~alertd.feeds.rates.AssetIndexStream`), never leaving
-        the rates at par nor at the stream's last word; said once in the log and for as long
-        as it lasts in the health line and status (the stream's freshness); the hub's
-        connections are dropped for a reconnect, as for a stale mark."""
-        if not self._index_stale_said:
-            self._index_stale_said = True
-            log.warning(
-                "%s: no asset index stream frame in %.0fs: the rates and coin indices are read "
-                "over REST (GET assetIndex) until it is back; reconnecting",
-                self.config.name,
-                self.settings.stale_after_s,
-            )
-        if now - self._forced_at > self.settings.stale_after_s:
-            self._forced_at = now
-            await self.hub.force_reconnect("stale asset index stream")
 
     async def force_reconnect(self, reason: str) -> None:
         """Fail this account's pending private watches and drop its connections."""

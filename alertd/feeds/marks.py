@@ -35,7 +35,13 @@ from alertd.engine.insurance import FundHistory
 from alertd.feeds.adapter import ExchangeAdapter, FrameError
 from alertd.feeds.backoff import Backoff
 from alertd.feeds.books import OrderBooks
-from alertd.feeds.ccxt_exchange import SharedExchange, describe, load_markets, retry_delay
+from alertd.feeds.ccxt_exchange import (
+    SharedExchange,
+    describe,
+    drop_connections,
+    load_markets,
+    retry_delay,
+)
 from alertd.feeds.rates import AssetIndexStream, IndexFollower
 
 log = logging.getLogger(__name__)
@@ -327,18 +333,3 @@ class MarkHub:
 def bad_mark(symbol: str, price: Decimal) -> tuple[str, str]:
     """What a holder reports of a mark that is not a positive, finite price (kind, detail)."""
     return f"mark {symbol}: bad frame", f"mark price is not positive: {price}"
-
-
-async def drop_connections(exchange: Any, reason: str) -> None:
-    """Reject every pending watch on ``exchange`` with a NetworkError and close its sockets.
-
-    ccxt's own ``client.close()`` cancels the futures instead, which a caller cannot tell from
-    its own cancellation; a NetworkError sends every stream down the reconnect path.
-    """
-    for url, client in list((exchange.clients or {}).items()):
-        client.reject(ccxt.NetworkError(f"alertd: {reason}"))
-        exchange.clients.pop(url, None)
-        try:
-            await client.close()
-        except Exception as exc:
-            log.debug("closing %s: %s", url, exc)

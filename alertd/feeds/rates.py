@@ -14,10 +14,14 @@ follower with the symbols whose row changed.
 While no frame came for ``stale_after_s`` (a stream down, or never up), the index is read
 over REST instead, once per ``stale_after_s`` for every follower (weight 10 at Binance, in
 the IP's budget with the marks): the rates never stay at the stream's last word nor fall to
-par, and the followers say the stream is stale (``AccountFeed.check_stale``, the health
-line, status). While it is fresh, REST is read once per configured reconcile interval for
-all of them (the truth the rows are corrected by: this stream's own read, or a follower's
-reconcile's, :meth:`AssetIndexStream.read`), and their reconciles take the rows from here
+par, and the followers' freshness says the stream is stale (the health line, status). The
+log says it once for the stream (not once per follower), and once when it is back;
+meanwhile its subscription alone is renewed, at most once per ``stale_after_s``
+(:meth:`~alertd.feeds.adapter.ExchangeAdapter.renew_asset_index`): the marks on the same
+hub keep streaming, where a reconnect of the hub would gap every one of them.
+While it is fresh, REST is read once per configured reconcile interval for all of them
+(the truth the rows are corrected by: this stream's own read, or a follower's reconcile's,
+:meth:`AssetIndexStream.read`), and their reconciles take the rows from here
 (:meth:`AssetIndexStream.fresh_rows`) instead of each reading the same public rows again.
 """
 
@@ -33,7 +37,7 @@ import ccxt
 from alertd.clock import Clock, Sleep
 from alertd.feeds.adapter import ExchangeAdapter, FrameError
 from alertd.feeds.backoff import Backoff
-from alertd.feeds.ccxt_exchange import describe
+from alertd.feeds.ccxt_exchange import SubscriptionRenewed, describe
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +88,9 @@ class AssetIndexStream:
         self.frames = 0
         self.reconnects = 0
         self.polls = 0  # REST reads (stale stream, or the periodic one)
+        self.renewals = 0  # the subscription renewed while the stream was stale
+        self._renewed_at = -float("inf")
+        self._stale_said = False  # the staleness logged, until a frame comes
         self.frame_at = -float("inf")  # monotonic time of the last frame
         self.read_at = -float("inf")  # and of the last REST read
         # subscribed on the first follower only: an exchange without a multi-assets account
@@ -128,6 +135,8 @@ class AssetIndexStream:
             await self._sleep(min(self.stale_after_s, self.read_every_s))
             now = self._clock()
             stale = now - self.frame_at > self.stale_after_s
+            if self.followers and stale:
+                await self._renew(now)
             if not self.followers or not (stale or now - self.read_at >= self.read_every_s):
                 continue
             try:
@@ -141,6 +150,28 @@ class AssetIndexStream:
             for problem in problems:
                 self.on_malformed(BAD_ROW, problem)
             self.read(rows)
+
+    async def _renew(self, now: float) -> None:
+        """No frame within ``stale_after_s``: said once, and the subscription renewed, once
+        per ``stale_after_s`` while it lasts (the REST read covers the rates meanwhile)."""
+        if not self._stale_said:
+            self._stale_said = True
+            log.warning(
+                "%s: no frame in %.0fs: the rates and coin indices of its %d accounts are read "
+                "over REST (GET assetIndex) until it is back; renewing its subscription",
+                self.name,
+                self.stale_after_s,
+                len(self.followers),
+            )
+        if now - self._renewed_at < self.stale_after_s:
+            return
+        self._renewed_at = now
+        self.renewals += 1
+        try:
+            exchange = await self._ready_exchange()
+            await self.adapter.renew_asset_index(exchange, "stale asset index stream")
+        except Exception as exc:
+            log.warning("%s: subscription not renewed: %s", self.name, describe(exc))
 
     def read(self, rows: list[dict[str, Any]]) -> None:
         """A REST read's checked rows (this stream's own, or a follower's reconcile's: the
@@ -159,6 +190,8 @@ class AssetIndexStream:
             except FrameError as exc:
                 self.on_malformed(BAD_ROW, str(exc))
                 continue
+            except SubscriptionRenewed:
+                continue  # failed on purpose (_renew): subscribed again at once
             except Exception as exc:
                 if not isinstance(exc, ccxt.BaseError):
                     log.exception("%s: asset index stream failed unexpectedly", self.name)
@@ -182,6 +215,9 @@ class AssetIndexStream:
         if streamed:
             self.frames += 1
             self.frame_at = self._clock()
+            if self._stale_said:  # said whether or not this frame moves a rate
+                self._stale_said = False
+                log.info("%s: stream back: the rates follow it again", self.name)
         now = self._clock()
         changed = set()
         for row in rows:

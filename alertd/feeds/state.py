@@ -471,14 +471,6 @@ class AccountState:
             out.append(Freshness(Stream.INDEX, "", age, _stale(age, stale_after_s)))
         return out
 
-    def index_stale(self, now: float, stale_after_s: float) -> bool:
-        """The account follows the asset index stream and heard nothing of it for longer
-        than ``stale_after_s`` (or never)."""
-        if not self.follows_index:
-            return False
-        seen = self.last_seen.get((Stream.INDEX, ""))
-        return _stale(None if seen is None else now - seen, stale_after_s)
-
     @property
     def pool_rates(self) -> PoolRates:
         """The rates the pool counts at now (the snapshot's or the stream's)."""

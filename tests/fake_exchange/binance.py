@@ -607,6 +607,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         self._index_follows: dict[str, tuple[str, Decimal]] = {}
         # the asset index streams go quiet (a stale stream), REST still answers
         self.asset_index_paused = False
+        # SUBSCRIBE requests naming ``!assetIndex@arr`` (a first one, or a renewal)
+        self.asset_index_subscribes = 0
         # the most USDT's and USDC's indices move each mark interval (0: they stand still)
         self.rates_walk = Decimal(0)
         self._rates_rng = random.Random(1)
@@ -1043,6 +1045,14 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         """Send ``payload`` as is on every ``!assetIndex@arr`` subscription (a malformed
         frame, for tests)."""
         self._on_loop(self._push_raw_index, payload)
+
+    @scripted
+    def forget_asset_index_subscriptions(self) -> None:
+        """Every connection's ``!assetIndex@arr`` subscription ends on the server's side, the
+        connection and its other streams (the marks) kept: the index stream falls silent as
+        though it had never been subscribed there, until a client subscribes it again."""
+        for conn in self._connections_of():
+            conn.streams.discard("!assetIndex@arr")
 
     def _push_raw_index(self, payload: Any) -> None:
         for conn in self._connections_of():
@@ -2690,6 +2700,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             return
         if method == "SUBSCRIBE":
             conn.streams.update(params)
+            self.asset_index_subscribes += params.count("!assetIndex@arr")
             self._reply(conn, {"result": None, "id": request_id})
         elif method == "UNSUBSCRIBE":
             conn.streams.difference_update(params)

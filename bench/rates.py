@@ -1,0 +1,144 @@
+"""Asset index frame cost: the CPU one ``!assetIndex@arr`` frame costs when it moves every
+multi-assets account's rates, stage by stage, at N accounts.
+
+The worst case of docs/benchmarks.md's rates11 run (USDT's and USDC's indices walking every
+second): each frame moves the ``USDTUSD`` and ``USDCUSD`` rows, and every account settles in
+USDT with a USDC line, so every account is re-rated. Per account, what the daemon does with a
+frame (feeds/feed.py ``on_asset_index``, daemon/service.py ``_on_change`` and ``step``):
+
+- rerate: the adapter's ``rerated`` of the account's snapshot terms at the frame's rows;
+- book: the account rebuilt at those terms and set in the book (``Book.set_account``);
+- evaluate: its band dropped (what it assumed changed), evaluated with the default and
+  built-in rules (``Alerting.evaluate_figures``) and its band computed again (``keep_band``).
+
+Accounts as bench/engine.py builds them (real Binance tier tables from ../shared/data when
+present), calm (2-5x, entries within 1%: the rules idle, bands found), half the positions
+USDC-M. Times are this thread's CPU time (what the work costs on a shared machine); the load
+average is printed before and after.
+
+    python bench/rates.py [--accounts 200,1000] [--positions 3] [--frames 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from decimal import Decimal
+
+# bench/engine.py, beside this script (its directory is on the path when run)
+from engine import alerting, build, load_tables, machine
+
+from alertd.daemon.evaluation import FeedStatus
+from alertd.engine.book import Book
+from alertd.engine.collateral import ConversionRates, SettleTerms
+from alertd.engine.model import Account
+from alertd.exchanges.binance import rerated
+
+AT_PAR = SettleTerms.of(None, Decimal(0), None, ConversionRates(Decimal(1), Decimal(1)))
+
+
+def index_row(asset: str, index: Decimal) -> dict[str, object]:
+    """A checked asset index row (the stream's fields) at the docs' example buffers."""
+    bid, ask = Decimal("0.0001"), Decimal("0.0001")
+    return {
+        "symbol": f"{asset}USD",
+        "index": str(index),
+        "bidBuffer": str(bid),
+        "askBuffer": str(ask),
+        "bidRate": str(index * (1 - bid)),
+        "askRate": str(index * (1 + ask)),
+    }
+
+
+def frames(rng: random.Random, count: int) -> list[dict[str, dict[str, object]]]:
+    """``count`` frames, USDT's and USDC's indices each walking up to 0.0001 a frame (as
+    bench/feeds.py's local Binance walks them)."""
+    usdt, usdc = Decimal("0.99988"), Decimal("0.99995")
+    out = []
+    for _ in range(count):
+        usdt += Decimal(rng.randint(-100, 100)) / 1_000_000
+        usdc += Decimal(rng.randint(-100, 100)) / 1_000_000
+        out.append({"USDTUSD": index_row("USDT", usdt), "USDCUSD": index_row("USDC", usdc)})
+    return out
+
+
+def measure(accounts: list[Account], frame_rows: list[dict[str, dict[str, object]]]) -> None:
+    clock = time.thread_time_ns
+    book = Book()
+    for account in accounts:
+        book.set_account(account.name, account)
+    wall = [1.0e9]
+    alerts = alerting(book, wall)
+    fresh = FeedStatus(Decimal(0), Decimal(0), None)  # feeds healthy
+    exchange = accounts[0].profile.id
+    for account in accounts:  # the bands of the first evaluation, as a running daemon has
+        live = book.live(account.name)
+        alerts.evaluate_figures(account.name, exchange, live, fresh)
+        alerts.keep_band(account.name, exchange, live, fresh, 0.0, True, None)
+    stages: dict[str, list[int]] = {"rerate": [], "book": [], "evaluate": []}
+    current = {a.name: a for a in accounts}
+    for rows in frame_rows:
+        wall[0] += 1.0
+        spent = dict.fromkeys(stages, 0)
+        for name, account in current.items():
+            t0 = clock()
+            terms, lines, _ = rerated(
+                rows, "USDT", account.settle_terms, account.margin_assets, account.collateral
+            )
+            t1 = clock()
+            account = replace(account, settle_terms=terms, margin_assets=lines)
+            current[name] = account
+            book.set_account(name, account)
+            t2 = clock()
+            alerts.forget(name)
+            live = book.live(name)
+            alerts.evaluate_figures(name, exchange, live, fresh)
+            alerts.keep_band(name, exchange, live, fresh, wall[0], True, None)
+            t3 = clock()
+            spent["rerate"] += t1 - t0
+            spent["book"] += t2 - t1
+            spent["evaluate"] += t3 - t2
+        for stage, ns in spent.items():
+            stages[stage].append(ns)
+    n = len(accounts)
+    total = [sum(per) for per in zip(*stages.values(), strict=True)]
+    print(f"accounts     : {n}, {len(accounts[0].positions)} positions each", flush=True)
+    for stage, costs in [*stages.items(), ("frame", total)]:
+        median = statistics.median(costs)
+        print(
+            f"  {stage:<10} : {median / 1e6:8.2f} ms CPU a frame (median of {len(costs)}), "
+            f"{median / 1e3 / n:7.1f} us an account",
+            flush=True,
+        )
+    print(f"  one frame a second: {statistics.median(total) / 1e7:.1f}% of one core", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--accounts", default="200,1000")
+    parser.add_argument("--positions", type=int, default=3)
+    parser.add_argument("--symbols", type=int, default=50)
+    parser.add_argument("--frames", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    load: Callable[[], str] = lambda: " ".join(f"{x:.2f}" for x in os.getloadavg())  # noqa: E731
+    print(f"machine      : {machine()}", flush=True)
+    print(f"load before  : {load()}", flush=True)
+    rng = random.Random(args.seed)
+    symbols, tables, source = load_tables(args.symbols)
+    print(f"tier tables  : {source}", flush=True)
+    frame_rows = frames(rng, args.frames)
+    for count in (int(c) for c in args.accounts.split(",")):
+        accounts, _ = build(rng, count, args.positions, symbols, tables, False, AT_PAR, AT_PAR)
+        measure(accounts, frame_rows)
+    print(f"load after   : {load()}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
