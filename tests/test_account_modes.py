@@ -419,13 +419,14 @@ def test_binance_portfolio_snapshot_weight_is_its_papi_reads() -> None:
                     await feed.reconcile()
                     fake.reset_weight()
                     await feed.resync(stops=False)
-                    assert fake.used_weight == {"fapi": 0, "papi": papi}
+                    # the COIN-M catalogue (dapi) was loaded once, at the first COIN-M position
+                    assert fake.used_weight == {"fapi": 0, "papi": papi, "dapi": 0}
                     assert feed.adapter.snapshot_weight() == pytest.approx(spent_weight(fake))
                 # its UM stops are read at every reconcile (no push says one was cancelled),
                 # per held symbol under /papi: the reconcile's weight is all it sends
                 fake.reset_weight()
                 await feed.resync()
-                assert fake.used_weight == {"fapi": 0, "papi": 31 + 1 + 5 + 2}
+                assert fake.used_weight == {"fapi": 0, "papi": 31 + 1 + 5 + 2, "dapi": 0}
                 assert feed.reconcile_weight() == pytest.approx(spent_weight(fake))
 
     run(body())
@@ -584,6 +585,70 @@ def test_binance_portfolio_margin_lists_its_coin_m_positions() -> None:
                 assert [p.symbol for p in feed.state.exchange_ratio_positions()] == [BTC]
                 # with no COIN-M position the COIN-M account is not read (its weight spared)
                 assert ("GET", "/papi/v1/cm/account") not in fake.requests
+
+    run(body())
+
+
+COIN_M_BTC = "BTC/USD:BTC"  # BTCUSD_PERP in ccxt's binancecoinm catalogue
+EIGHT = D("0.00000001")
+
+
+def test_binance_portfolio_coin_m_position_follows_its_coin_m_mark_between_reconciles() -> None:
+    """A COIN-M long (3 BTCUSD_PERP contracts of 100 USD at 62,000) beside the UM long: named
+    by the COIN-M catalogue (GET /dapi/v1/exchangeInfo), its mark followed on the COIN-M mark
+    stream (dstream's ``btcusd_perp@markPrice``), so that without a reconcile its PnL and
+    notional in the coin are Binance's "Query CM Position Information" at the new mark (the
+    local Binance's, to its 8 decimals), the distance to Binance's liquidation price (as
+    read) at that mark, and uniMMR moved with its PnL in USD is Binance's next uniMMR."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = portfolio_long_btc(fake)
+            fake.set_cm_mark("BTCUSD_PERP", "61000")
+            fake.open_cm_position(KEY, "BTCUSD_PERP", "3", "62000", "40000")
+            async with streaming(feed):
+                state = feed.state
+                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                (cm,) = [p for p in state.exchange_ratio_positions() if p.inverse]
+                assert (cm.symbol, cm.quantity, cm.mark_price) == (COIN_M_BTC, 300, 61000)
+                for um_mark, cm_mark in (("60000", "55000"), ("58000", "52000")):
+                    fake.set_mark(BTC, um_mark)
+                    fake.set_cm_mark("BTCUSD_PERP", cm_mark)
+                    marks = {COIN_M_BTC: D(cm_mark), BTC: D(um_mark)}
+                    await eventually(
+                        lambda marks=marks: all(state.marks.get(s) == m for s, m in marks.items()),
+                        what="the COIN-M and UM marks",
+                    )
+                    (row,) = fake.cm_position_risk(KEY)
+                    (cm,) = [p for p in state.exchange_ratio_positions() if p.inverse]
+                    assert not cm.as_read and cm.mark_price == D(cm_mark)
+                    assert cm.unrealized_pnl is not None and cm.notional is not None
+                    assert cm.unrealized_pnl.quantize(EIGHT) == D(row["unRealizedProfit"])
+                    assert cm.notional.quantize(EIGHT) == D(row["notionalValue"])
+                    assert cm.liquidation_price == 40000  # Binance's, as read
+                    assert cm.liquidation_distance == (D(cm_mark) - 40000) / D(cm_mark)
+                    ratio, moved = state.exchange_ratio()
+                    assert moved and ratio is not None
+                    theirs = D(fake.portfolio_account(KEY)["uniMMR"])
+                    ours = binance.PORTFOLIO_LIQUIDATION_UNI_MMR / ratio
+                    # within what Binance's own figures carry: the COIN-M maintenance
+                    # margin is read to 8 decimals of a BTC (half of one at 61,000 is 0.0003
+                    # USD of about 233 USD: 1.3e-6), uniMMR to 8 decimals
+                    assert abs(ours / theirs - 1) < D("1.3e-6"), (ours, theirs)
+
+    run(body())
+
+
+def test_binance_portfolio_margin_without_coin_m_positions_opens_no_coin_m_stream() -> None:
+    """No COIN-M position: no COIN-M catalogue read, no dstream connection."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+            feed = portfolio_long_btc(fake)
+            async with streaming(feed):
+                await fake.wait_for_subscription("btcusdt@markPrice@1s", 10)
+                assert feed.listed_hub is not None and feed.listed_hub.exchange is None
+                assert not any(path.startswith("/dapi/") for _, path in fake.requests)
 
     run(body())
 

@@ -135,15 +135,22 @@ def portfolio_mode(coin_m_unlisted: str | None = None) -> ModeReading:
 PORTFOLIO_MODE = portfolio_mode()
 
 
-def cm_positions(rows: Any, symbol_of: Callable[[str], str]) -> tuple[ExchangeRatioPosition, ...]:
+def cm_positions(
+    rows: Any,
+    symbol_of: Callable[[str], str],
+    contract_size_of: Callable[[str], Decimal | None] = lambda market_id: None,
+) -> tuple[ExchangeRatioPosition, ...]:
     """A portfolio margin account's COIN-M positions as Binance's "Query CM Position
     Information" (``GET /papi/v1/cm/positionRisk``, developers.binance.com, Portfolio Margin)
     gives them: ``positionAmt`` contracts (signed in one-way mode, ``positionSide`` BOTH;
     every symbol's row is listed there, the empty ones left out), ``entryPrice``,
     ``markPrice``, ``unRealizedProfit`` and ``notionalValue`` in the coin, and
-    ``liquidationPrice`` (0: none). alertd does not follow them (no COIN-M market or mark
-    stream is loaded for the USDⓈ-M account): they are listed as read, the distance to the
-    liquidation price at Binance's mark of the read. ``symbol_of`` names a market id."""
+    ``liquidationPrice`` (0: none), the distance to it at Binance's mark of the read.
+    ``symbol_of`` names a market id; ``contract_size_of`` gives its contract's size in USD
+    from the COIN-M catalogue (``contractSize`` of "Exchange Information", GET
+    /dapi/v1/exchangeInfo): a position with one has its size in USD and follows its market's
+    mark between reconciles (``AccountState.exchange_ratio_positions``); without one it is
+    listed as read."""
     if not isinstance(rows, list):
         raise FrameError("cm/positionRisk: expected a list of positions")
     out = []
@@ -159,6 +166,7 @@ def cm_positions(rows: Any, symbol_of: Callable[[str], str]) -> tuple[ExchangeRa
         if mark <= 0:
             raise FrameError(f"{where} markPrice: not positive: {mark}")
         liquidation = dec_or_none(raw.get("liquidationPrice"))
+        size = contract_size_of(raw["symbol"])
         out.append(
             ExchangeRatioPosition(
                 symbol=symbol_of(raw["symbol"]),
@@ -171,6 +179,8 @@ def cm_positions(rows: Any, symbol_of: Callable[[str], str]) -> tuple[ExchangeRa
                 liquidation_price=liquidation,
                 liquidation_distance=liquidation_distance(side, mark, liquidation),
                 as_read=True,
+                quantity=None if size is None else abs(amount) * size,
+                inverse=size is not None,
             )
         )
     return tuple(out)
@@ -616,6 +626,12 @@ def insurance_balance(answer: Any, settle: str) -> Decimal:
     raise FrameError(f"insuranceBalance: no {settle} balance in the pool")
 
 
+async def watch_mark(exchange: Any, symbol: str) -> Decimal:
+    """The next mark of ``symbol`` on its "Mark Price Stream" (``<symbol>@markPrice@1s``:
+    ``p`` the mark), USDⓈ-M's (fstream) and COIN-M's (dstream) alike."""
+    return ticker_mark(await exchange.watch_mark_price(symbol), "p")
+
+
 class BinanceUSDMAdapter(ExchangeAdapter):
     exchange_id = "binanceusdm"
     market_filter = USDM_MARKETS
@@ -646,6 +662,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         # why they could not be (the mode's limits say it)
         self._coin_m: tuple[ExchangeRatioPosition, ...] = ()
         self._coin_m_unlisted: str | None = None
+        # their protective stops as read with them (re-figured at the live COIN-M marks)
+        self._coin_m_stops: tuple[StopOrder, ...] = ()
         # multi-assets mode: the settle currency's rates, read with the coins at every snapshot
         self._settle_terms: SettleTerms | None = None
         self._margin_assets: tuple[MarginAsset, ...] = ()
@@ -694,6 +712,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
 
         self._coin_m_unlisted = None
         self._coin_m_symbols = 0
+        self._coin_m_stops = ()
         try:
             self._coin_m = await self._coin_m_positions(exchange)
         except (FrameError, ccxt.ExchangeError) as exc:
@@ -706,11 +725,27 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         asked per held symbol (weight 1 each; 40 without one), and Binance's maintenance
         margin of it (:func:`cm_maintenance_margins`), read while one is held."""
 
-        def symbol_of(market_id: str) -> str:
-            return str(exchange.safe_market(market_id, None, None, "swap")["symbol"])
-
         rows = await exchange.papiGetCmPositionRisk()
-        held = cm_positions(rows, symbol_of)
+        held = cm_positions(rows, str)
+        # the COIN-M catalogue only once a COIN-M position is held: an account without one
+        # loads no COIN-M market (nor, in the feed, opens a COIN-M mark stream)
+        catalogue = exchange
+        if held and self.listed_catalogue is not None:
+            catalogue = await self.listed_catalogue()
+
+        def market_of(market_id: str) -> Any:
+            return catalogue.safe_market(market_id, None, None, "swap")
+
+        def symbol_of(market_id: str) -> str:
+            return str(market_of(market_id)["symbol"])
+
+        def contract_size_of(market_id: str) -> Decimal | None:
+            market = market_of(market_id)
+            size = market.get("contractSize")
+            inverse = market.get("inverse") and market.get("id") == market_id
+            return dec(str(size), f"{market_id} contractSize") if inverse and size else None
+
+        held = cm_positions(rows, symbol_of, contract_size_of)
         # the rows are checked: each position's Binance id by its symbol
         ids = {symbol_of(row["symbol"]): row["symbol"] for row in rows}
         held_ids = sorted({ids[p.symbol] for p in held})
@@ -723,6 +758,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                 if stop is not None:
                     stops.append(stop)
         found = tuple(checked_stops(stops))
+        self._coin_m_stops = found
         # nothing to show of an empty COIN-M account: its weight (5) only while one is held
         answer = await exchange.papiGetCmAccount() if held else {}
         margins = cm_maintenance_margins(answer, symbol_of)
@@ -918,6 +954,14 @@ class BinanceUSDMAdapter(ExchangeAdapter):
     async def fetch_listed_positions(self, exchange: Any) -> tuple[ExchangeRatioPosition, ...]:
         return self._coin_m if self._portfolio is not None else ()
 
+    def listed_stops(self) -> tuple[StopOrder, ...]:
+        return self._coin_m_stops if self._portfolio is not None else ()
+
+    def listed_marks(self, options: Mapping[str, Any]) -> ExchangeAdapter | None:
+        # a portfolio margin account's COIN-M positions: their catalogue (``listed_catalogue``,
+        # GET /dapi/v1/exchangeInfo) and marks (dstream) are binancecoinm's
+        return CoinMMarks() if options.get("portfolioMargin") else None
+
     async def fetch_collateral(self, exchange: Any) -> tuple[Collateral, ...]:
         # V2 account information carries the mode flag and every coin's balance; the last
         # reader of the snapshot's answer
@@ -1104,7 +1148,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         return dec(info.get("markPrice"), "markPrice")
 
     async def watch_mark(self, exchange: Any, symbol: str) -> Decimal:
-        return ticker_mark(await exchange.watch_mark_price(symbol), "p")
+        return await watch_mark(exchange, symbol)
 
     async def unwatch_mark(self, exchange: Any, symbol: str) -> None:
         await exchange.un_watch_mark_price(symbol)
@@ -1153,6 +1197,24 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         # calls it. On failure ccxt rejects the private futures and forgets the key, so the
         # next watch authenticates afresh.
         await exchange.keep_alive_listen_key({"type": "future"})
+
+
+class CoinMMarks(ExchangeAdapter):
+    """The COIN-M marks a portfolio margin account's COIN-M positions follow, on a mark hub of
+    their own (``binancecoinm``): "Mark Price Stream" ``<symbol>@markPrice@1s`` on
+    dstream.binance.com (developers.binance.com, COIN-M Futures, websocket market streams: the
+    same ``markPriceUpdate`` as USDⓈ-M's), public; seeded by the marks the reconcile read
+    with the positions. The catalogue is COIN-M's "Exchange Information"
+    (``GET /dapi/v1/exchangeInfo``, weight 1), loaded once by the hub's exchange."""
+
+    exchange_id = "binancecoinm"
+    market_filter = MarketFilter(settle="BTC")
+
+    async def watch_mark(self, exchange: Any, symbol: str) -> Decimal:
+        return await watch_mark(exchange, symbol)
+
+    async def unwatch_mark(self, exchange: Any, symbol: str) -> None:
+        await exchange.un_watch_mark_price(symbol)
 
 
 async def key_permissions(exchange: Any) -> list[str]:
