@@ -8,6 +8,7 @@ local exchanges, which serve the modes in the exchanges' own formats.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import functools
@@ -20,6 +21,7 @@ import pytest
 
 from alertd.config import AccountConfig, BuiltinRules, Config, RuleConfig, Secret
 from alertd.daemon.evaluation import Alerting, builtin_rules
+from alertd.daemon.publisher import stale_streams
 from alertd.daemon.store import Store
 from alertd.delivery.deliverer import Deliverer
 from alertd.engine.book import Book
@@ -593,6 +595,15 @@ COIN_M_BTC = "BTC/USD:BTC"  # BTCUSD_PERP in ccxt's binancecoinm catalogue
 EIGHT = D("0.00000001")
 
 
+def portfolio_with_coin_m_long(fake: FakeBinanceUSDM) -> AccountFeed:
+    """:func:`portfolio_long_btc`, and a COIN-M long beside it: 3 BTCUSD_PERP contracts (300
+    USD) at 62,000, its mark 61,000, Binance's liquidation price of the account 40,000."""
+    feed = portfolio_long_btc(fake)
+    fake.set_cm_mark("BTCUSD_PERP", "61000")
+    fake.open_cm_position(KEY, "BTCUSD_PERP", "3", "62000", "40000")
+    return feed
+
+
 def test_binance_portfolio_coin_m_position_follows_its_coin_m_mark_between_reconciles() -> None:
     """A COIN-M long (3 BTCUSD_PERP contracts of 100 USD at 62,000) beside the UM long: named
     by the COIN-M catalogue (GET /dapi/v1/exchangeInfo), its mark followed on the COIN-M mark
@@ -603,9 +614,7 @@ def test_binance_portfolio_coin_m_position_follows_its_coin_m_mark_between_recon
 
     async def body() -> None:
         async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
-            feed = portfolio_long_btc(fake)
-            fake.set_cm_mark("BTCUSD_PERP", "61000")
-            fake.open_cm_position(KEY, "BTCUSD_PERP", "3", "62000", "40000")
+            feed = portfolio_with_coin_m_long(fake)
             async with streaming(feed):
                 state = feed.state
                 await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
@@ -635,6 +644,73 @@ def test_binance_portfolio_coin_m_position_follows_its_coin_m_mark_between_recon
                     # margin is read to 8 decimals of a BTC (half of one at 61,000 is 0.0003
                     # USD of about 233 USD: 1.3e-6), uniMMR to 8 decimals
                     assert abs(ours / theirs - 1) < D("1.3e-6"), (ours, theirs)
+
+    run(body())
+
+
+def test_binance_portfolio_margin_stream_s_coin_m_push_updates_the_listed_position() -> None:
+    """A COIN-M fill's push on the portfolio margin stream (``ACCOUNT_UPDATE`` with ``fs``
+    CM: ``pa``, ``ep``) between reconciles: the listed COIN-M position takes its size and
+    entry (its PnL at the live mark is then Binance's at the new size), Binance's liquidation
+    price stays as read; a close's push removes it and its COIN-M mark stream."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = portfolio_with_coin_m_long(fake)
+            async with streaming(feed):
+                state = feed.state
+                await fake.wait_for_user_stream(KEY, 10)
+                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                fake.open_cm_position(KEY, "BTCUSD_PERP", "5", "61500", "40000")
+                row = {"s": "BTCUSD_PERP", "pa": "5", "ep": "61500", "cr": "0", "up": "0",
+                       "mt": "cross", "iw": "0", "ps": "BOTH"}  # fmt: skip
+                fake.push_cm_position_update(KEY, row)
+
+                def coin_m() -> list[Any]:
+                    return [p for p in state.exchange_ratio_positions() if p.inverse]
+
+                await eventually(lambda: coin_m()[0].contracts == 5, what="the CM push")
+                (cm,) = coin_m()
+                (served,) = fake.cm_position_risk(KEY)
+                assert (cm.quantity, cm.entry_price, cm.liquidation_price) == (500, 61500, 40000)
+                assert cm.unrealized_pnl is not None
+                assert cm.unrealized_pnl.quantize(EIGHT) == D(served["unRealizedProfit"])
+                assert list(state.positions) == [(BTC, Side.LONG)]  # not a UM position
+                fake.push_cm_position_update(KEY, row | {"pa": "0", "ep": "0"})
+                await eventually(lambda: coin_m() == [], what="the CM close's push")
+                assert COIN_M_BTC not in state.marks
+                listed = feed.listed_hub
+                assert listed is not None and COIN_M_BTC not in listed.subscribers
+
+    run(body())
+
+
+def test_binance_portfolio_stale_coin_m_mark_stream_is_named_and_reconnected(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The COIN-M mark stream silent while the UM one ticks: the COIN-M symbol is a stale
+    mark like any other (the health line's and status' stale streams, "mark BTC/USD:BTC"),
+    the watchdog says so and reconnects the COIN-M hub, not the UM one."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = portfolio_with_coin_m_long(fake)
+            with caplog.at_level(logging.WARNING, logger="alertd.feeds.feed"):
+                async with streaming(feed):
+                    await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                    hub, listed = feed.hub, feed.listed_hub
+                    assert listed is not None
+                    for _ in range(40):  # the UM mark ticks, the COIN-M one does not
+                        fake.set_mark(BTC, "60000")
+                        await asyncio.sleep(0.1)
+                        if listed.reconnects:
+                            break
+                    now = feed._clock()
+                    stale = stale_streams(feed, feed.settings, now)
+                    assert stale == (f"mark {COIN_M_BTC}",)
+                    assert listed.reconnects >= 1 and hub.reconnects == 0
+            said = [r.getMessage() for r in caplog.records if "no mark price" in r.message]
+            assert said and COIN_M_BTC in said[0] and BTC not in said[0]
 
     run(body())
 

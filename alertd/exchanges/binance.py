@@ -671,6 +671,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._coin_m_symbols = 0
         # the COIN-M ids the portfolio margin stream pushed (``fs`` CM): not UM positions
         self._coin_m_pushed: set[str] = set()
+        # the COIN-M catalogue once loaded (``listed_catalogue``): names a pushed COIN-M row
+        self._coin_m_catalogue: Any = None
         # what the last snapshot weighed in the per-IP budget, by its mode (None: none yet)
         self._snapshot_weight: float | None = None
 
@@ -731,7 +733,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         # loads no COIN-M market (nor, in the feed, opens a COIN-M mark stream)
         catalogue = exchange
         if held and self.listed_catalogue is not None:
-            catalogue = await self.listed_catalogue()
+            catalogue = self._coin_m_catalogue = await self.listed_catalogue()
 
         def market_of(market_id: str) -> Any:
             return catalogue.safe_market(market_id, None, None, "swap")
@@ -956,6 +958,55 @@ class BinanceUSDMAdapter(ExchangeAdapter):
 
     def listed_stops(self) -> tuple[StopOrder, ...]:
         return self._coin_m_stops if self._portfolio is not None else ()
+
+    def pushed_listed(
+        self, message: Any, listed: tuple[ExchangeRatioPosition, ...]
+    ) -> tuple[ExchangeRatioPosition, ...] | None:
+        """The portfolio margin stream's COIN-M update ("Event: Futures Balance and Position
+        Update" with ``fs`` CM: ``a.P[]`` rows of ``s``, ``pa`` the contracts, signed in
+        one-way mode, ``ep`` the entry price, ``ps`` the position side) applied to the listed
+        COIN-M positions it names: size and entry, the liquidation price staying Binance's as
+        read (the whole account's, not in the push); a closed one is gone. A row of a position
+        not listed, or of a market the COIN-M catalogue does not hold, is left to the next
+        reconcile (its mark and Binance's figures of it are not known yet). None: not such a
+        push, or nothing listed changed."""
+        if not isinstance(message, dict) or message.get("fs") != "CM":
+            return None
+        catalogue = self._coin_m_catalogue
+        update = message.get("a")
+        rows = update.get("P") if isinstance(update, dict) else None
+        if catalogue is None or not isinstance(rows, list):
+            return None
+        out = {(p.symbol, p.side): p for p in listed}
+        for raw in rows:
+            if not isinstance(raw, dict) or not isinstance(raw.get("s"), str):
+                raise FrameError("CM ACCOUNT_UPDATE: a position row without a symbol")
+            market = catalogue.safe_market(raw["s"], None, None, "swap")
+            amount = dec(raw.get("pa"), f"CM ACCOUNT_UPDATE {raw['s']} pa")
+            position_side = str(raw.get("ps", "BOTH"))
+            pushed = _side(position_side, amount)
+            if position_side == "BOTH" and amount != 0:
+                # one-way: a signed size ends the other side's position (a "0" closes either)
+                other = Side.SHORT if pushed is Side.LONG else Side.LONG
+                out.pop((str(market["symbol"]), other), None)
+            sides = (Side.LONG, Side.SHORT) if position_side == "BOTH" and amount == 0 else ()
+            for side in sides or (pushed,):
+                key = (str(market["symbol"]), side)
+                p = out.get(key)
+                if p is None or p.quantity is None:
+                    continue
+                if amount == 0:
+                    del out[key]
+                    continue
+                contracts = abs(amount)
+                out[key] = dataclasses.replace(
+                    p,
+                    contracts=contracts,
+                    quantity=p.quantity / p.contracts * contracts,
+                    entry_price=dec(raw.get("ep"), f"CM ACCOUNT_UPDATE {raw['s']} ep"),
+                )
+        changed = tuple(out.values())
+        return None if changed == listed else changed
 
     def listed_marks(self, options: Mapping[str, Any]) -> ExchangeAdapter | None:
         # a portfolio margin account's COIN-M positions: their catalogue (``listed_catalogue``,

@@ -290,6 +290,14 @@ class ExchangeAdapter:
         positions, if any, are in no market alertd follows."""
         return None
 
+    def pushed_listed(
+        self, message: Any, listed: tuple[ExchangeRatioPosition, ...]
+    ) -> tuple[ExchangeRatioPosition, ...] | None:
+        """``listed`` (:meth:`fetch_listed_positions`' positions) with a private frame's
+        change of them applied (Binance portfolio margin: a COIN-M fill's push); None: the
+        frame changes none of them (by default, none does)."""
+        return None
+
     def listed_stops(self) -> tuple[StopOrder, ...]:
         """The protective stops of :meth:`fetch_listed_positions`' positions, read with them
         (their figures follow those positions' marks); none by default."""

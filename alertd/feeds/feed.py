@@ -957,8 +957,9 @@ class AccountFeed:
                 ", ".join(stale),
                 self.settings.stale_after_s,
             )
-            listed = self.listed_hub is not None and bool(self._listed_subscribed & set(stale))
-            if self._subscribed & set(stale):
+            # each hub reconnected for its own symbols (COIN-M's for a listed position's)
+            listed = set(stale) & self._listed_subscribed
+            if set(stale) - listed:
                 await self.hub.force_reconnect("stale mark stream")
             if listed and self.listed_hub is not None:
                 await self.listed_hub.force_reconnect("stale mark stream")
@@ -1012,6 +1013,15 @@ class AccountFeed:
     def on_frame(self, message: Any) -> None:
         """Every decoded frame, before ccxt handles it: catch what ccxt drops."""
         now = self._clock()
+        try:
+            listed = self.adapter.pushed_listed(message, self.state.listed_positions)
+        except FrameError as exc:
+            self.on_malformed("listed positions: bad frame", str(exc))
+            listed = None
+        if listed is not None:
+            self.state.listed_positions = listed
+            self._sync_mark_streams()
+            self._notify(Change.ACCOUNT)
         event = self.adapter.event(message, now)
         if event is not None:
             self._event(event)
