@@ -513,4 +513,7 @@ def test_portfolio_margin_alerts_as_a_coin_m_leg_falls_between_reconciles(
         row["unRealizedProfit"]
     )
     assert Decimal(coin_m["liquidation_distance"]) == (Decimal(57100) - 45000) / 57100
+    # its PnL in USD at the coin's mark: 30,000 (57,100 / 60,000 - 1) = -1,450 (to Decimal's
+    # 28 digits: 1 / 57,100 does not end)
+    assert Decimal(coin_m["unrealized_pnl_usd"]).quantize(Decimal("1e-8")) == -1450
     stopped_cleanly(daemon)

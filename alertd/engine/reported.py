@@ -195,6 +195,15 @@ class ExchangeRatioPosition:
     maintenance_margin: Decimal | None = None
 
     @property
+    def unrealized_pnl_usd(self) -> Decimal | None:
+        """An inverse position's PnL (in the coin) at its mark, in its quote currency (USD):
+        what it adds to an account figured in USD (Binance portfolio margin's uniMMR); None
+        for a linear one (its PnL is in its quote currency already) or without a mark."""
+        if not self.inverse or self.unrealized_pnl is None or self.mark_price is None:
+            return None
+        return self.unrealized_pnl * self.mark_price
+
+    @property
     def stop_loss(self) -> Decimal | None:
         """The loss from entry if the mark reaches the closest protective stop (size and
         entry alone: no margin figure); None without a stop price or a known size."""
