@@ -619,7 +619,9 @@ def test_binance_portfolio_coin_m_position_follows_its_coin_m_mark_between_recon
                 state = feed.state
                 await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
                 (cm,) = [p for p in state.exchange_ratio_positions() if p.inverse]
-                assert (cm.symbol, cm.quantity, cm.mark_price) == (COIN_M_BTC, 300, 61000)
+                assert (cm.symbol, cm.mark_price) == (COIN_M_BTC, 61000)
+                assert [p.quantity for p in state.listed_positions] == [300]  # in USD
+                assert cm.stop_loss is None  # in the coin: no loss of the account's USDT
                 for um_mark, cm_mark in (("60000", "55000"), ("58000", "52000")):
                     fake.set_mark(BTC, um_mark)
                     fake.set_cm_mark("BTCUSD_PERP", cm_mark)
@@ -672,7 +674,8 @@ def test_binance_portfolio_margin_stream_s_coin_m_push_updates_the_listed_positi
                 await eventually(lambda: coin_m()[0].contracts == 5, what="the CM push")
                 (cm,) = coin_m()
                 (served,) = fake.cm_position_risk(KEY)
-                assert (cm.quantity, cm.entry_price, cm.liquidation_price) == (500, 61500, 40000)
+                assert (cm.entry_price, cm.liquidation_price) == (61500, 40000)
+                assert [p.quantity for p in state.listed_positions] == [500]
                 assert cm.unrealized_pnl is not None
                 assert cm.unrealized_pnl.quantize(EIGHT) == D(served["unRealizedProfit"])
                 assert list(state.positions) == [(BTC, Side.LONG)]  # not a UM position

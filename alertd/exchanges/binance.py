@@ -12,9 +12,10 @@ Multi-Assets Mode", ``GET /fapi/v1/multiAssetsMargin``, at a sixth of the reques
 (``GET /papi/v1/account``), "Query UM Position Information" (``GET /papi/v1/um/positionRisk``),
 "Get UM Account Detail" (``GET /papi/v1/um/account``), "UM Notional and Leverage Brackets"
 (``GET /papi/v1/um/leverageBracket``), "Query CM Position Information" (``GET
-/papi/v1/cm/positionRisk``, the COIN-M positions listed as read), the UM conditional orders
-(:func:`usdm_stop`); its user-data stream (``POST /papi/v1/listenKey``, events
-on the portfolio margin stream URL) is ccxt.pro's with the same option.
+/papi/v1/cm/positionRisk``, the COIN-M positions, followed on COIN-M's marks:
+:class:`CoinMMarks`), the UM conditional orders (:func:`usdm_stop`); its user-data stream
+(``POST /papi/v1/listenKey``, events on the portfolio margin stream URL) is ccxt.pro's with
+the same option.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def portfolio_mode(coin_m_unlisted: str | None = None) -> ModeReading:
     them, the UM positions are still followed, and the reason stands in the account's
     limits (status, snapshot; logged once, as a change of mode is)."""
     if coin_m_unlisted is None:
-        coin_m = "COIN-M positions are listed with Binance's figures of the last reconcile"
+        coin_m = "COIN-M positions follow their COIN-M marks between reconciles"
     else:
         coin_m = f"COIN-M positions not listed ({coin_m_unlisted})"
     return ModeReading.portfolio_margin(
@@ -127,8 +128,8 @@ def portfolio_mode(coin_m_unlisted: str | None = None) -> ModeReading:
         f"{PORTFOLIO_LIQUIDATION_UNI_MMR} where Binance liquidates)",
         "Binance's portfolio margin requirement spans the USDⓈ-M and COIN-M futures and the "
         "cross margin account (loans, collateral rates), more than the USDⓈ-M positions alertd "
-        f"reads (the marks move their share of it; COIN-M, loans and coins stay as read; "
-        f"{coin_m})",
+        f"reads (the marks move the UM positions' share of it and the COIN-M positions' "
+        f"PnL; loans and coins stay as read; {coin_m})",
     )
 
 
@@ -658,8 +659,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         # None for the other modes
         self._portfolio: dict[str, Any] | None = None
         self._not_portfolio = False  # the option is set; Binance says it is not such an account
-        # a portfolio margin account's COIN-M positions, listed as read with the snapshot, or
-        # why they could not be (the mode's limits say it)
+        # a portfolio margin account's COIN-M positions, read with the snapshot (followed on
+        # the COIN-M marks), or why they could not be (the mode's limits say it)
         self._coin_m: tuple[ExchangeRatioPosition, ...] = ()
         self._coin_m_unlisted: str | None = None
         # their protective stops as read with them (re-figured at the live COIN-M marks)
@@ -680,8 +681,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         """A portfolio margin account's snapshot: its USDⓈ-M positions ("Query UM Position
         Information", weight 5), their assets ("Get UM Account Detail", weight 5: the UM
         wallet per asset in the same ``assets[]`` shape as USDⓈ-M's account), the account's
-        risk ("Account Information", weight 20: uniMMR) and its COIN-M positions, listed as
-        read ("Query CM Position Information", weight 1: :func:`cm_positions`)."""
+        risk ("Account Information", weight 20: uniMMR) and its COIN-M positions ("Query CM
+        Position Information", weight 1: :func:`cm_positions`)."""
         self._rows = self._account = self._portfolio = None
         self._coin_m = ()
         self._coin_m_unlisted = None

@@ -641,15 +641,13 @@ class AccountState:
             legs.append(CoinLeg(p.symbol, p.side * p.quantity, p.entry_price, requirement))
         return legs
 
-    def _followed(
-        self, p: ExchangeRatioPosition, equity: Decimal | None, unit: str
-    ) -> ExchangeRatioPosition:
+    def _followed(self, p: ExchangeRatioPosition) -> ExchangeRatioPosition:
         """A listed position at its live mark where it follows one (its size known, its
         market's mark held): PnL, notional, the distance to the exchange's liquidation price
         as read, its stops; as read otherwise."""
         mark = self.marks.get(p.symbol)
         if p.quantity is None or mark is None:
-            return p
+            return replace(p, quantity=None)  # no loss at its stop (see below)
         figures = exchange_ratio_position(
             Exposure(p.symbol, p.side * p.quantity, p.inverse),
             p.contracts,
@@ -660,13 +658,9 @@ class AccountState:
         stop = protection(
             self.listed_stops, p.symbol, p.side, p.contracts, mark, p.liquidation_price
         )
-        return replace(
-            figures,
-            stop=stop,
-            maintenance_margin=p.maintenance_margin,
-            equity=equity,
-            equity_unit=unit,
-        )
+        # no loss at its stop (``quantity`` left out): in the coin, it is no amount of the
+        # account's settle currency nor a share of the exchange's USD equity
+        return replace(figures, stop=stop, maintenance_margin=p.maintenance_margin, quantity=None)
 
     def exchange_ratio(self) -> tuple[Decimal | None, bool]:
         """The exchange's own account ratio, and whether it was moved with the marks since it
@@ -709,7 +703,8 @@ class AccountState:
         """The held positions as far as their size, the live mark and the exchange's reported
         liquidation price describe them: shown where the exchange's ratio stands in for
         alertd's (no figures of alertd's own); a market alertd does not know is left out.
-        Then the positions it only lists, as read (:attr:`listed_positions`)."""
+        Then the positions it lists beside them (:attr:`listed_positions`), at their live marks
+        where they follow one (:meth:`_followed`), as read otherwise."""
         out = []
         equity = self.exchange_equity()
         unit = self.reported_account.money_unit(self.settle)
@@ -731,7 +726,7 @@ class AccountState:
                 stop = protection(self.stops, symbol, side, p.contracts, mark, liquidation)
                 figures = replace(figures, stop=stop)
             out.append(replace(figures, equity=equity, equity_unit=unit))
-        return (*out, *(self._followed(p, equity, unit) for p in self.listed_positions))
+        return (*out, *(self._followed(p) for p in self.listed_positions))
 
     @property
     def computable(self) -> bool:
