@@ -8,6 +8,7 @@ local exchanges, which serve the modes in the exchanges' own formats.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import functools
@@ -20,6 +21,7 @@ import pytest
 
 from alertd.config import AccountConfig, BuiltinRules, Config, RuleConfig, Secret
 from alertd.daemon.evaluation import Alerting, builtin_rules
+from alertd.daemon.publisher import stale_streams
 from alertd.daemon.store import Store
 from alertd.delivery.deliverer import Deliverer
 from alertd.engine.book import Book
@@ -419,13 +421,14 @@ def test_binance_portfolio_snapshot_weight_is_its_papi_reads() -> None:
                     await feed.reconcile()
                     fake.reset_weight()
                     await feed.resync(stops=False)
-                    assert fake.used_weight == {"fapi": 0, "papi": papi}
+                    # the COIN-M catalogue (dapi) was loaded once, at the first COIN-M position
+                    assert fake.used_weight == {"fapi": 0, "papi": papi, "dapi": 0}
                     assert feed.adapter.snapshot_weight() == pytest.approx(spent_weight(fake))
                 # its UM stops are read at every reconcile (no push says one was cancelled),
                 # per held symbol under /papi: the reconcile's weight is all it sends
                 fake.reset_weight()
                 await feed.resync()
-                assert fake.used_weight == {"fapi": 0, "papi": 31 + 1 + 5 + 2}
+                assert fake.used_weight == {"fapi": 0, "papi": 31 + 1 + 5 + 2, "dapi": 0}
                 assert feed.reconcile_weight() == pytest.approx(spent_weight(fake))
 
     run(body())
@@ -584,6 +587,147 @@ def test_binance_portfolio_margin_lists_its_coin_m_positions() -> None:
                 assert [p.symbol for p in feed.state.exchange_ratio_positions()] == [BTC]
                 # with no COIN-M position the COIN-M account is not read (its weight spared)
                 assert ("GET", "/papi/v1/cm/account") not in fake.requests
+
+    run(body())
+
+
+COIN_M_BTC = "BTC/USD:BTC"  # BTCUSD_PERP in ccxt's binancecoinm catalogue
+EIGHT = D("0.00000001")
+
+
+def portfolio_with_coin_m_long(fake: FakeBinanceUSDM) -> AccountFeed:
+    """:func:`portfolio_long_btc`, and a COIN-M long beside it: 3 BTCUSD_PERP contracts (300
+    USD) at 62,000, its mark 61,000, Binance's liquidation price of the account 40,000."""
+    feed = portfolio_long_btc(fake)
+    fake.set_cm_mark("BTCUSD_PERP", "61000")
+    fake.open_cm_position(KEY, "BTCUSD_PERP", "3", "62000", "40000")
+    return feed
+
+
+def test_binance_portfolio_coin_m_position_follows_its_coin_m_mark_between_reconciles() -> None:
+    """A COIN-M long (3 BTCUSD_PERP contracts of 100 USD at 62,000) beside the UM long: named
+    by the COIN-M catalogue (GET /dapi/v1/exchangeInfo), its mark followed on the COIN-M mark
+    stream (dstream's ``btcusd_perp@markPrice``), so that without a reconcile its PnL and
+    notional in the coin are Binance's "Query CM Position Information" at the new mark (the
+    local Binance's, to its 8 decimals), the distance to Binance's liquidation price (as
+    read) at that mark, and uniMMR moved with its PnL in USD is Binance's next uniMMR."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = portfolio_with_coin_m_long(fake)
+            async with streaming(feed):
+                state = feed.state
+                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                (cm,) = [p for p in state.exchange_ratio_positions() if p.inverse]
+                assert (cm.symbol, cm.mark_price) == (COIN_M_BTC, 61000)
+                assert [p.quantity for p in state.listed_positions] == [300]  # in USD
+                assert cm.stop_loss is None  # in the coin: no loss of the account's USDT
+                for um_mark, cm_mark in (("60000", "55000"), ("58000", "52000")):
+                    fake.set_mark(BTC, um_mark)
+                    fake.set_cm_mark("BTCUSD_PERP", cm_mark)
+                    marks = {COIN_M_BTC: D(cm_mark), BTC: D(um_mark)}
+                    await eventually(
+                        lambda marks=marks: all(state.marks.get(s) == m for s, m in marks.items()),
+                        what="the COIN-M and UM marks",
+                    )
+                    (row,) = fake.cm_position_risk(KEY)
+                    (cm,) = [p for p in state.exchange_ratio_positions() if p.inverse]
+                    assert not cm.as_read and cm.mark_price == D(cm_mark)
+                    assert cm.unrealized_pnl is not None and cm.notional is not None
+                    assert cm.unrealized_pnl.quantize(EIGHT) == D(row["unRealizedProfit"])
+                    assert cm.notional.quantize(EIGHT) == D(row["notionalValue"])
+                    assert cm.liquidation_price == 40000  # Binance's, as read
+                    assert cm.liquidation_distance == (D(cm_mark) - 40000) / D(cm_mark)
+                    ratio, moved = state.exchange_ratio()
+                    assert moved and ratio is not None
+                    theirs = D(fake.portfolio_account(KEY)["uniMMR"])
+                    ours = binance.PORTFOLIO_LIQUIDATION_UNI_MMR / ratio
+                    # within what Binance's own figures carry: the COIN-M maintenance
+                    # margin is read to 8 decimals of a BTC (half of one at 61,000 is 0.0003
+                    # USD of about 233 USD: 1.3e-6), uniMMR to 8 decimals
+                    assert abs(ours / theirs - 1) < D("1.3e-6"), (ours, theirs)
+
+    run(body())
+
+
+def test_binance_portfolio_margin_stream_s_coin_m_push_updates_the_listed_position() -> None:
+    """A COIN-M fill's push on the portfolio margin stream (``ACCOUNT_UPDATE`` with ``fs``
+    CM: ``pa``, ``ep``) between reconciles: the listed COIN-M position takes its size and
+    entry (its PnL at the live mark is then Binance's at the new size), Binance's liquidation
+    price stays as read; a close's push removes it and its COIN-M mark stream."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = portfolio_with_coin_m_long(fake)
+            async with streaming(feed):
+                state = feed.state
+                await fake.wait_for_user_stream(KEY, 10)
+                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                fake.open_cm_position(KEY, "BTCUSD_PERP", "5", "61500", "40000")
+                row = {"s": "BTCUSD_PERP", "pa": "5", "ep": "61500", "cr": "0", "up": "0",
+                       "mt": "cross", "iw": "0", "ps": "BOTH"}  # fmt: skip
+                fake.push_cm_position_update(KEY, row)
+
+                def coin_m() -> list[Any]:
+                    return [p for p in state.exchange_ratio_positions() if p.inverse]
+
+                await eventually(lambda: coin_m()[0].contracts == 5, what="the CM push")
+                (cm,) = coin_m()
+                (served,) = fake.cm_position_risk(KEY)
+                assert (cm.entry_price, cm.liquidation_price) == (61500, 40000)
+                assert [p.quantity for p in state.listed_positions] == [500]
+                assert cm.unrealized_pnl is not None
+                assert cm.unrealized_pnl.quantize(EIGHT) == D(served["unRealizedProfit"])
+                assert list(state.positions) == [(BTC, Side.LONG)]  # not a UM position
+                fake.push_cm_position_update(KEY, row | {"pa": "0", "ep": "0"})
+                await eventually(lambda: coin_m() == [], what="the CM close's push")
+                assert COIN_M_BTC not in state.marks
+                listed = feed.listed_hub
+                assert listed is not None and COIN_M_BTC not in listed.subscribers
+
+    run(body())
+
+
+def test_binance_portfolio_stale_coin_m_mark_stream_is_named_and_reconnected(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The COIN-M mark stream silent while the UM one ticks: the COIN-M symbol is a stale
+    mark like any other (the health line's and status' stale streams, "mark BTC/USD:BTC"),
+    the watchdog says so and reconnects the COIN-M hub, not the UM one."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = portfolio_with_coin_m_long(fake)
+            with caplog.at_level(logging.WARNING, logger="alertd.feeds.feed"):
+                async with streaming(feed):
+                    await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                    hub, listed = feed.hub, feed.listed_hub
+                    assert listed is not None
+                    for _ in range(40):  # the UM mark ticks, the COIN-M one does not
+                        fake.set_mark(BTC, "60000")
+                        await asyncio.sleep(0.1)
+                        if listed.reconnects:
+                            break
+                    now = feed._clock()
+                    stale = stale_streams(feed, feed.settings, now)
+                    assert stale == (f"mark {COIN_M_BTC}",)
+                    assert listed.reconnects >= 1 and hub.reconnects == 0
+            said = [r.getMessage() for r in caplog.records if "no mark price" in r.message]
+            assert said and COIN_M_BTC in said[0] and BTC not in said[0]
+
+    run(body())
+
+
+def test_binance_portfolio_margin_without_coin_m_positions_opens_no_coin_m_stream() -> None:
+    """No COIN-M position: no COIN-M catalogue read, no dstream connection."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+            feed = portfolio_long_btc(fake)
+            async with streaming(feed):
+                await fake.wait_for_subscription("btcusdt@markPrice@1s", 10)
+                assert feed.listed_hub is not None and feed.listed_hub.exchange is None
+                assert not any(path.startswith("/dapi/") for _, path in fake.requests)
 
     run(body())
 

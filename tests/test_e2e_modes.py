@@ -14,7 +14,7 @@ from typing import Any
 
 from .fake_exchange.binance import CM_ACCOUNT_EXAMPLE, CM_POSITION_EXAMPLE
 from .support.endpoint import computed_account, free_port, get, status_account
-from .support.fixtures import BTC, ratio_alerts_at, started
+from .support.fixtures import BTC, ratio_alerts_at, started, stopped_cleanly
 from .support.poll import wait_for
 from .support.process import alertd
 
@@ -102,6 +102,13 @@ def test_collateral_and_position_falling_together_cross_at_the_right_marks(
     ratio_alerts_at(fake, http, daemon, BTC, ("65040", "52.9%"), ("64850", "87.0%"))
 
 
+def in_portfolio_margin(world: dict[str, Any]) -> None:
+    """The world's account configured with ccxt's ``options.portfolioMargin``."""
+    (account,) = world["config"]["accounts"]
+    options = {**account["options"], "portfolioMargin": True}
+    world["config"] = {**world["config"], "accounts": [{**account, "options": options}]}
+
+
 def test_portfolio_margin_alerts_on_binance_s_uni_mmr_as_the_mark_falls(
     world: dict[str, Any],
 ) -> None:
@@ -121,9 +128,7 @@ def test_portfolio_margin_alerts_on_binance_s_uni_mmr_as_the_mark_falls(
     }  # fmt: skip
     fake.set_cm_account("key-e2e", CM_ACCOUNT_EXAMPLE | {"positions": [held]})
     fake.add_stop("key-e2e", BTC, "long", "59000", "0.5")  # a UM algo stop, half the long
-    (account,) = world["config"]["accounts"]
-    options = {**account["options"], "portfolioMargin": True}
-    world["config"] = {**world["config"], "accounts": [{**account, "options": options}]}
+    in_portfolio_margin(world)
     base = _serve_status(world, reconcile_interval_s=3600)
     started(daemon)
 
@@ -200,9 +205,7 @@ def test_portfolio_margin_stop_beyond_binance_s_liquidation_price_fires_and_reso
     fake, http, daemon = world["fake"], world["http"], world["daemon"]
     fake.set_portfolio_margin("key-e2e", open_loss="100")
     far = fake.add_stop("key-e2e", BTC, "long", "50000")  # the whole 1 BTC long
-    (account,) = world["config"]["accounts"]
-    options = {**account["options"], "portfolioMargin": True}
-    world["config"] = {**world["config"], "accounts": [{**account, "options": options}]}
+    in_portfolio_margin(world)
     base = _serve_status(world, reconcile_interval_s=1)
     started(daemon)
     (row,) = (r for r in fake.position_risk_papi("key-e2e") if Decimal(r["positionAmt"]))
@@ -462,3 +465,55 @@ def test_a_third_margin_asset_is_its_own_pool_in_status_metrics_and_drift(
     wait_for(lambda: len(http.posts) >= 2, what="drift resolved")
     assert daemon.stop() == 0
     assert "Traceback" not in daemon.text()
+
+
+def test_portfolio_margin_alerts_as_a_coin_m_leg_falls_between_reconciles(
+    world: dict[str, Any],
+) -> None:
+    """Issue 11: a portfolio margin account's COIN-M long (300 BTCUSD_PERP contracts of 100
+    USD at 60,000) beside the UM long: `alertd run` follows its mark on the COIN-M mark
+    stream (no reconcile during the test), its PnL moves Binance's uniMMR, and the alerts
+    fire where Binance's own next uniMMR crosses the thresholds; ``/status`` shows it at the
+    live COIN-M mark, named by the COIN-M catalogue."""
+    fake, http, daemon = world["fake"], world["http"], world["daemon"]
+    # 2,000 USDT, the UM long 1 BTC at 60,000 (MM 240), 100 USD open-order loss; the COIN-M
+    # long's MM 0.4% of 30,000 USD (120): uniMMR = 1,900 / 360 = 5.2778, the ratio 19.89%
+    fake.set_portfolio_margin("key-e2e", open_loss="100")
+    fake.set_cm_mark("BTCUSD_PERP", "60000")
+    fake.open_cm_position("key-e2e", "BTCUSD_PERP", "300", "60000", "45000")
+    in_portfolio_margin(world)
+    base = _serve_status(world, reconcile_interval_s=3600)
+    started(daemon)
+    shown = wait_for(
+        lambda: len((a := status_account(base))["positions"]) == 2 and a,
+        what="the UM and COIN-M positions",
+    )
+    coin_m = shown["positions"][1]
+    assert (coin_m["symbol"], coin_m["side"], coin_m["as_read"]) == ("BTC/USD:BTC", "long", False)
+    assert coin_m["liquidation_price"] == "45000"
+    wait_for(lambda: len(http.posts) >= 1, what="the account-mode warning")
+    # the COIN-M mark alone falls (the UM one stays at 60,000): equity 1,900 + 30,000 (m /
+    # 60,000 - 1), requirement 1.05 x 360: at 57,700 750 (Binance's uniMMR 2.0833, 50.4%),
+    # at 57,100 450 (1.25, 84.0%)
+    for n, (mark, severity, ratio) in enumerate(
+        (("57700", "WARNING", "50.4%"), ("57100", "CRITICAL", "84.0%")), start=1
+    ):
+        fake.set_cm_mark("BTCUSD_PERP", mark)
+        wait_for(lambda n=n: len(http.posts) > n, what=f"{severity} at the COIN-M mark {mark}")
+        title = http.titles()[n]
+        assert title.startswith(f"{severity} main: worst ratio {ratio}"), http.titles()
+        theirs = Decimal("1.05") / Decimal(fake.portfolio_account("key-e2e")["uniMMR"])
+        assert f"{theirs:.1%}" == ratio
+    coin_m = wait_for(
+        lambda: (p := status_account(base)["positions"][1])["mark_price"] == "57100" and p,
+        what="the COIN-M mark in /status",
+    )
+    (row,) = fake.cm_position_risk("key-e2e")
+    assert Decimal(coin_m["unrealized_pnl"]).quantize(Decimal("1e-8")) == Decimal(
+        row["unRealizedProfit"]
+    )
+    assert Decimal(coin_m["liquidation_distance"]) == (Decimal(57100) - 45000) / 57100
+    # its PnL in USD at the coin's mark: 30,000 (57,100 / 60,000 - 1) = -1,450 (to Decimal's
+    # 28 digits: 1 / 57,100 does not end)
+    assert Decimal(coin_m["unrealized_pnl_usd"]).quantize(Decimal("1e-8")) == -1450
+    stopped_cleanly(daemon)

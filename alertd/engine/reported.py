@@ -62,22 +62,84 @@ def _moved(
     return pnl, notional_then, notional_now
 
 
+@dataclass(frozen=True, slots=True)
+class CoinLeg:
+    """An inverse position in an account whose figures are in USD (a Binance portfolio margin
+    account's COIN-M position, beside its USDⓈ-M ones in uniMMR): its PnL, in the coin, counts
+    at the coin's mark, ``quantity x (mark / entry - 1)`` in USD; its requirement, in the coin,
+    is its notional in the coin (``|quantity| / mark``) times a rate, so in USD it stays
+    ``|quantity| x rate`` while its tier holds: the USD requirement read with it stands."""
+
+    symbol: str
+    quantity: Decimal  # signed: positive long; quote (USD) units
+    entry: Decimal
+    # its share of the requirement of the account's ratio as read, in USD (the exchange's
+    # maintenance margin of it, in the coin, at its mark of the read, in the ratio's terms:
+    # Binance's uniMMR ratio requires 1.05 x MM); None: not reported (then moved with the
+    # linear positions' notional, as the rest of the requirement is)
+    requirement: Decimal | None = None
+
+    def pnl_usd(self, mark: Decimal) -> Decimal:
+        return self.quantity * (mark / self.entry - 1)
+
+
+def _coin_pnl(
+    legs: Sequence[CoinLeg], then: Mapping[str, Decimal], now: Mapping[str, Decimal]
+) -> Decimal | None:
+    """The USD PnL of ``legs`` from the marks ``then`` to ``now``; None: a mark or entry
+    missing."""
+    pnl = ZERO
+    for leg in legs:
+        before, after = then.get(leg.symbol), now.get(leg.symbol)
+        if before is None or after is None or before <= 0 or after <= 0 or leg.entry <= 0:
+            return None
+        pnl += leg.pnl_usd(after) - leg.pnl_usd(before)
+    return pnl
+
+
+def _moved_all(
+    requirement: Decimal,
+    exposures: Sequence[Exposure],
+    coin_legs: Sequence[CoinLeg],
+    then: Mapping[str, Decimal],
+    now: Mapping[str, Decimal],
+) -> tuple[Decimal, Decimal] | None:
+    """The requirement and the PnL at ``now`` of what was read at ``then``: the coin legs'
+    USD requirement as read, the rest scaled with the linear exposures' notional; None when a
+    mark is missing or nothing is held."""
+    coin_pnl = _coin_pnl(coin_legs, then, now)
+    if coin_pnl is None:
+        return None
+    if not exposures:
+        return (requirement, coin_pnl) if coin_legs else None
+    moved = _moved(exposures, then, now)
+    if moved is None:
+        return None
+    pnl, notional_then, notional_now = moved
+    fixed = sum((leg.requirement or ZERO for leg in coin_legs), ZERO)
+    scaled = (requirement - fixed) * notional_now / notional_then
+    return scaled + fixed, pnl + coin_pnl
+
+
 def moved_ratio(
     ratio: Decimal,
     margin_balance: Decimal,
     exposures: Sequence[Exposure],
     then: Mapping[str, Decimal],
     now: Mapping[str, Decimal],
+    coin_legs: Sequence[CoinLeg] = (),
 ) -> Decimal | None:
     """The exchange's ratio (requirement over ``margin_balance``) read at the marks ``then``,
-    at the marks ``now``: the requirement scaled with the notional, the balance moved by the
-    PnL. None when a mark is missing on either side, or nothing is held (nothing moves it:
-    the figure stands as read)."""
-    moved = _moved(exposures, then, now) if margin_balance > 0 else None
+    at the marks ``now``: the requirement scaled with the notional (the ``coin_legs``' share
+    of it as read, in USD), the balance moved by the PnL (theirs in USD at their marks). None
+    when a mark is missing on either side, or nothing is held (nothing moves it: the figure
+    stands as read)."""
+    if margin_balance <= 0:
+        return None
+    moved = _moved_all(ratio * margin_balance, exposures, coin_legs, then, now)
     if moved is None:
         return None
-    pnl, notional_then, notional_now = moved
-    requirement = ratio * margin_balance * notional_now / notional_then
+    requirement, pnl = moved
     return margin_ratio(requirement, margin_balance + pnl)
 
 
@@ -86,11 +148,12 @@ def moved_equity(
     exposures: Sequence[Exposure],
     then: Mapping[str, Decimal],
     now: Mapping[str, Decimal],
+    coin_legs: Sequence[CoinLeg] = (),
 ) -> Decimal | None:
     """The exchange's ``margin_balance`` read at the marks ``then``, at the marks ``now`` (moved
     by the PnL, as :func:`moved_ratio` moves it); None where it cannot be moved."""
-    moved = _moved(exposures, then, now)
-    return None if moved is None else margin_balance + moved[0]
+    moved = _moved_all(ZERO, exposures, coin_legs, then, now)
+    return None if moved is None else margin_balance + moved[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +193,15 @@ class ExchangeRatioPosition:
     # coin-margined one's in the coin); None: the exchange reports none (Binance's COIN-M
     # positions of a portfolio margin account: "Get CM Account Detail")
     maintenance_margin: Decimal | None = None
+
+    @property
+    def unrealized_pnl_usd(self) -> Decimal | None:
+        """An inverse position's PnL (in the coin) at its mark, in its quote currency (USD):
+        what it adds to an account figured in USD (Binance portfolio margin's uniMMR); None
+        for a linear one (its PnL is in its quote currency already) or without a mark."""
+        if not self.inverse or self.unrealized_pnl is None or self.mark_price is None:
+            return None
+        return self.unrealized_pnl * self.mark_price
 
     @property
     def stop_loss(self) -> Decimal | None:

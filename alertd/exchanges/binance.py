@@ -12,9 +12,10 @@ Multi-Assets Mode", ``GET /fapi/v1/multiAssetsMargin``, at a sixth of the reques
 (``GET /papi/v1/account``), "Query UM Position Information" (``GET /papi/v1/um/positionRisk``),
 "Get UM Account Detail" (``GET /papi/v1/um/account``), "UM Notional and Leverage Brackets"
 (``GET /papi/v1/um/leverageBracket``), "Query CM Position Information" (``GET
-/papi/v1/cm/positionRisk``, the COIN-M positions listed as read), the UM conditional orders
-(:func:`usdm_stop`); its user-data stream (``POST /papi/v1/listenKey``, events
-on the portfolio margin stream URL) is ccxt.pro's with the same option.
+/papi/v1/cm/positionRisk``, the COIN-M positions, followed on COIN-M's marks:
+:class:`CoinMMarks`), the UM conditional orders (:func:`usdm_stop`); its user-data stream
+(``POST /papi/v1/listenKey``, events on the portfolio margin stream URL) is ccxt.pro's with
+the same option.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def portfolio_mode(coin_m_unlisted: str | None = None) -> ModeReading:
     them, the UM positions are still followed, and the reason stands in the account's
     limits (status, snapshot; logged once, as a change of mode is)."""
     if coin_m_unlisted is None:
-        coin_m = "COIN-M positions are listed with Binance's figures of the last reconcile"
+        coin_m = "COIN-M positions follow their COIN-M marks between reconciles"
     else:
         coin_m = f"COIN-M positions not listed ({coin_m_unlisted})"
     return ModeReading.portfolio_margin(
@@ -134,23 +135,30 @@ def portfolio_mode(coin_m_unlisted: str | None = None) -> ModeReading:
         f"{PORTFOLIO_LIQUIDATION_UNI_MMR} where Binance liquidates)",
         "Binance's portfolio margin requirement spans the USDⓈ-M and COIN-M futures and the "
         "cross margin account (loans, collateral rates), more than the USDⓈ-M positions alertd "
-        f"reads (the marks move their share of it; COIN-M, loans and coins stay as read; "
-        f"{coin_m})",
+        f"reads (the marks move the UM positions' share of it and the COIN-M positions' "
+        f"PnL; loans and coins stay as read; {coin_m})",
     )
 
 
 PORTFOLIO_MODE = portfolio_mode()
 
 
-def cm_positions(rows: Any, symbol_of: Callable[[str], str]) -> tuple[ExchangeRatioPosition, ...]:
+def cm_positions(
+    rows: Any,
+    symbol_of: Callable[[str], str],
+    contract_size_of: Callable[[str], Decimal | None] = lambda market_id: None,
+) -> tuple[ExchangeRatioPosition, ...]:
     """A portfolio margin account's COIN-M positions as Binance's "Query CM Position
     Information" (``GET /papi/v1/cm/positionRisk``, developers.binance.com, Portfolio Margin)
     gives them: ``positionAmt`` contracts (signed in one-way mode, ``positionSide`` BOTH;
     every symbol's row is listed there, the empty ones left out), ``entryPrice``,
     ``markPrice``, ``unRealizedProfit`` and ``notionalValue`` in the coin, and
-    ``liquidationPrice`` (0: none). alertd does not follow them (no COIN-M market or mark
-    stream is loaded for the USDⓈ-M account): they are listed as read, the distance to the
-    liquidation price at Binance's mark of the read. ``symbol_of`` names a market id."""
+    ``liquidationPrice`` (0: none), the distance to it at Binance's mark of the read.
+    ``symbol_of`` names a market id; ``contract_size_of`` gives its contract's size in USD
+    from the COIN-M catalogue (``contractSize`` of "Exchange Information", GET
+    /dapi/v1/exchangeInfo): a position with one has its size in USD and follows its market's
+    mark between reconciles (``AccountState.exchange_ratio_positions``); without one it is
+    listed as read."""
     if not isinstance(rows, list):
         raise FrameError("cm/positionRisk: expected a list of positions")
     out = []
@@ -166,6 +174,7 @@ def cm_positions(rows: Any, symbol_of: Callable[[str], str]) -> tuple[ExchangeRa
         if mark <= 0:
             raise FrameError(f"{where} markPrice: not positive: {mark}")
         liquidation = dec_or_none(raw.get("liquidationPrice"))
+        size = contract_size_of(raw["symbol"])
         out.append(
             ExchangeRatioPosition(
                 symbol=symbol_of(raw["symbol"]),
@@ -178,6 +187,8 @@ def cm_positions(rows: Any, symbol_of: Callable[[str], str]) -> tuple[ExchangeRa
                 liquidation_price=liquidation,
                 liquidation_distance=liquidation_distance(side, mark, liquidation),
                 as_read=True,
+                quantity=None if size is None else abs(amount) * size,
+                inverse=size is not None,
             )
         )
     return tuple(out)
@@ -623,6 +634,12 @@ def insurance_balance(answer: Any, settle: str) -> Decimal:
     raise FrameError(f"insuranceBalance: no {settle} balance in the pool")
 
 
+async def watch_mark(exchange: Any, symbol: str) -> Decimal:
+    """The next mark of ``symbol`` on its "Mark Price Stream" (``<symbol>@markPrice@1s``:
+    ``p`` the mark), USDⓈ-M's (fstream) and COIN-M's (dstream) alike."""
+    return ticker_mark(await exchange.watch_mark_price(symbol), "p")
+
+
 class BinanceUSDMAdapter(ExchangeAdapter):
     exchange_id = "binanceusdm"
     market_filter = USDM_MARKETS
@@ -649,10 +666,12 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         # None for the other modes
         self._portfolio: dict[str, Any] | None = None
         self._not_portfolio = False  # the option is set; Binance says it is not such an account
-        # a portfolio margin account's COIN-M positions, listed as read with the snapshot, or
-        # why they could not be (the mode's limits say it)
+        # a portfolio margin account's COIN-M positions, read with the snapshot (followed on
+        # the COIN-M marks), or why they could not be (the mode's limits say it)
         self._coin_m: tuple[ExchangeRatioPosition, ...] = ()
         self._coin_m_unlisted: str | None = None
+        # their protective stops as read with them (re-figured at the live COIN-M marks)
+        self._coin_m_stops: tuple[StopOrder, ...] = ()
         # multi-assets mode: the settle currency's rates, read with the coins at every snapshot
         self._settle_terms: SettleTerms | None = None
         self._margin_assets: tuple[MarginAsset, ...] = ()
@@ -660,6 +679,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._coin_m_symbols = 0
         # the COIN-M ids the portfolio margin stream pushed (``fs`` CM): not UM positions
         self._coin_m_pushed: set[str] = set()
+        # the COIN-M catalogue once loaded (``listed_catalogue``): names a pushed COIN-M row
+        self._coin_m_catalogue: Any = None
         # what the last snapshot weighed in the per-IP budget, by its mode (None: none yet)
         self._snapshot_weight: float | None = None
 
@@ -667,8 +688,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         """A portfolio margin account's snapshot: its USDⓈ-M positions ("Query UM Position
         Information", weight 5), their assets ("Get UM Account Detail", weight 5: the UM
         wallet per asset in the same ``assets[]`` shape as USDⓈ-M's account), the account's
-        risk ("Account Information", weight 20: uniMMR) and its COIN-M positions, listed as
-        read ("Query CM Position Information", weight 1: :func:`cm_positions`)."""
+        risk ("Account Information", weight 20: uniMMR) and its COIN-M positions ("Query CM
+        Position Information", weight 1: :func:`cm_positions`)."""
         self._rows = self._account = self._portfolio = None
         self._coin_m = ()
         self._coin_m_unlisted = None
@@ -701,6 +722,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
 
         self._coin_m_unlisted = None
         self._coin_m_symbols = 0
+        self._coin_m_stops = ()
         try:
             self._coin_m = await self._coin_m_positions(exchange)
         except (FrameError, ccxt.ExchangeError) as exc:
@@ -713,11 +735,27 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         asked per held symbol (weight 1 each; 40 without one), and Binance's maintenance
         margin of it (:func:`cm_maintenance_margins`), read while one is held."""
 
-        def symbol_of(market_id: str) -> str:
-            return str(exchange.safe_market(market_id, None, None, "swap")["symbol"])
-
         rows = await exchange.papiGetCmPositionRisk()
-        held = cm_positions(rows, symbol_of)
+        held = cm_positions(rows, str)
+        # the COIN-M catalogue only once a COIN-M position is held: an account without one
+        # loads no COIN-M market (nor, in the feed, opens a COIN-M mark stream)
+        catalogue = exchange
+        if held and self.listed_catalogue is not None:
+            catalogue = self._coin_m_catalogue = await self.listed_catalogue()
+
+        def market_of(market_id: str) -> Any:
+            return catalogue.safe_market(market_id, None, None, "swap")
+
+        def symbol_of(market_id: str) -> str:
+            return str(market_of(market_id)["symbol"])
+
+        def contract_size_of(market_id: str) -> Decimal | None:
+            market = market_of(market_id)
+            size = market.get("contractSize")
+            inverse = market.get("inverse") and market.get("id") == market_id
+            return dec(str(size), f"{market_id} contractSize") if inverse and size else None
+
+        held = cm_positions(rows, symbol_of, contract_size_of)
         # the rows are checked: each position's Binance id by its symbol
         ids = {symbol_of(row["symbol"]): row["symbol"] for row in rows}
         held_ids = sorted({ids[p.symbol] for p in held})
@@ -730,6 +768,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                 if stop is not None:
                     stops.append(stop)
         found = tuple(checked_stops(stops))
+        self._coin_m_stops = found
         # nothing to show of an empty COIN-M account: its weight (5) only while one is held
         answer = await exchange.papiGetCmAccount() if held else {}
         margins = cm_maintenance_margins(answer, symbol_of)
@@ -924,6 +963,63 @@ class BinanceUSDMAdapter(ExchangeAdapter):
 
     async def fetch_listed_positions(self, exchange: Any) -> tuple[ExchangeRatioPosition, ...]:
         return self._coin_m if self._portfolio is not None else ()
+
+    def listed_stops(self) -> tuple[StopOrder, ...]:
+        return self._coin_m_stops if self._portfolio is not None else ()
+
+    def pushed_listed(
+        self, message: Any, listed: tuple[ExchangeRatioPosition, ...]
+    ) -> tuple[ExchangeRatioPosition, ...] | None:
+        """The portfolio margin stream's COIN-M update ("Event: Futures Balance and Position
+        Update" with ``fs`` CM: ``a.P[]`` rows of ``s``, ``pa`` the contracts, signed in
+        one-way mode, ``ep`` the entry price, ``ps`` the position side) applied to the listed
+        COIN-M positions it names: size and entry, the liquidation price staying Binance's as
+        read (the whole account's, not in the push); a closed one is gone. A row of a position
+        not listed, or of a market the COIN-M catalogue does not hold, is left to the next
+        reconcile (its mark and Binance's figures of it are not known yet). None: not such a
+        push, or nothing listed changed."""
+        if not isinstance(message, dict) or message.get("fs") != "CM":
+            return None
+        catalogue = self._coin_m_catalogue
+        update = message.get("a")
+        rows = update.get("P") if isinstance(update, dict) else None
+        if catalogue is None or not isinstance(rows, list):
+            return None
+        out = {(p.symbol, p.side): p for p in listed}
+        for raw in rows:
+            if not isinstance(raw, dict) or not isinstance(raw.get("s"), str):
+                raise FrameError("CM ACCOUNT_UPDATE: a position row without a symbol")
+            market = catalogue.safe_market(raw["s"], None, None, "swap")
+            amount = dec(raw.get("pa"), f"CM ACCOUNT_UPDATE {raw['s']} pa")
+            position_side = str(raw.get("ps", "BOTH"))
+            pushed = _side(position_side, amount)
+            if position_side == "BOTH" and amount != 0:
+                # one-way: a signed size ends the other side's position (a "0" closes either)
+                other = Side.SHORT if pushed is Side.LONG else Side.LONG
+                out.pop((str(market["symbol"]), other), None)
+            sides = (Side.LONG, Side.SHORT) if position_side == "BOTH" and amount == 0 else ()
+            for side in sides or (pushed,):
+                key = (str(market["symbol"]), side)
+                p = out.get(key)
+                if p is None or p.quantity is None:
+                    continue
+                if amount == 0:
+                    del out[key]
+                    continue
+                contracts = abs(amount)
+                out[key] = dataclasses.replace(
+                    p,
+                    contracts=contracts,
+                    quantity=p.quantity / p.contracts * contracts,
+                    entry_price=dec(raw.get("ep"), f"CM ACCOUNT_UPDATE {raw['s']} ep"),
+                )
+        changed = tuple(out.values())
+        return None if changed == listed else changed
+
+    def listed_marks(self, options: Mapping[str, Any]) -> ExchangeAdapter | None:
+        # a portfolio margin account's COIN-M positions: their catalogue (``listed_catalogue``,
+        # GET /dapi/v1/exchangeInfo) and marks (dstream) are binancecoinm's
+        return CoinMMarks() if options.get("portfolioMargin") else None
 
     async def fetch_collateral(self, exchange: Any) -> tuple[Collateral, ...]:
         # V2 account information carries the mode flag and every coin's balance; the last
@@ -1134,7 +1230,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         return dec(info.get("markPrice"), "markPrice")
 
     async def watch_mark(self, exchange: Any, symbol: str) -> Decimal:
-        return ticker_mark(await exchange.watch_mark_price(symbol), "p")
+        return await watch_mark(exchange, symbol)
 
     async def unwatch_mark(self, exchange: Any, symbol: str) -> None:
         await exchange.un_watch_mark_price(symbol)
@@ -1183,6 +1279,24 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         # calls it. On failure ccxt rejects the private futures and forgets the key, so the
         # next watch authenticates afresh.
         await exchange.keep_alive_listen_key({"type": "future"})
+
+
+class CoinMMarks(ExchangeAdapter):
+    """The COIN-M marks a portfolio margin account's COIN-M positions follow, on a mark hub of
+    their own (``binancecoinm``): "Mark Price Stream" ``<symbol>@markPrice@1s`` on
+    dstream.binance.com (developers.binance.com, COIN-M Futures, websocket market streams: the
+    same ``markPriceUpdate`` as USDⓈ-M's), public; seeded by the marks the reconcile read
+    with the positions. The catalogue is COIN-M's "Exchange Information"
+    (``GET /dapi/v1/exchangeInfo``, weight 1), loaded once by the hub's exchange."""
+
+    exchange_id = "binancecoinm"
+    market_filter = MarketFilter(settle="BTC")
+
+    async def watch_mark(self, exchange: Any, symbol: str) -> Decimal:
+        return await watch_mark(exchange, symbol)
+
+    async def unwatch_mark(self, exchange: Any, symbol: str) -> None:
+        await exchange.un_watch_mark_price(symbol)
 
 
 async def key_permissions(exchange: Any) -> list[str]:

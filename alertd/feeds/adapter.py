@@ -197,6 +197,10 @@ class ExchangeAdapter:
 
     def __init__(self) -> None:
         self.tables = PublicTables()
+        # the catalogue of the markets the listed positions (:meth:`fetch_listed_positions`)
+        # are in, where another ccxt exchange serves them: that exchange with its markets
+        # loaded, from the feed's listed-marks hub (:meth:`listed_marks`); None: none
+        self.listed_catalogue: Callable[[], Awaitable[Any]] | None = None
 
     # the depths the exchange's order book endpoint accepts (None: any up to the limit)
     book_limits: tuple[int, ...] | None = None
@@ -277,6 +281,26 @@ class ExchangeAdapter:
         """Positions the account holds beside those alertd reads into its state, as the
         exchange's own figures describe them (a portfolio margin account's COIN-M positions),
         read at every snapshot after :meth:`fetch_balance`; none by default."""
+        return ()
+
+    def listed_marks(self, options: Mapping[str, Any]) -> ExchangeAdapter | None:
+        """The public mark streams of the markets an account with ccxt ``options`` lists
+        beside its own (Binance portfolio margin: the COIN-M ones, on another ccxt
+        exchange), as an adapter of that exchange for a mark hub of its own; None: its listed
+        positions, if any, are in no market alertd follows."""
+        return None
+
+    def pushed_listed(
+        self, message: Any, listed: tuple[ExchangeRatioPosition, ...]
+    ) -> tuple[ExchangeRatioPosition, ...] | None:
+        """``listed`` (:meth:`fetch_listed_positions`' positions) with a private frame's
+        change of them applied (Binance portfolio margin: a COIN-M fill's push); None: the
+        frame changes none of them (by default, none does)."""
+        return None
+
+    def listed_stops(self) -> tuple[StopOrder, ...]:
+        """The protective stops of :meth:`fetch_listed_positions`' positions, read with them
+        (their figures follow those positions' marks); none by default."""
         return ()
 
     async def fetch_collateral(self, exchange: Any) -> tuple[Collateral, ...]:

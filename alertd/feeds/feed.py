@@ -33,7 +33,13 @@ from alertd.engine.margin import compute
 from alertd.engine.stops import StopOrder
 from alertd.errors import AccountRefused
 from alertd.exchanges.registry import get_spec
-from alertd.feeds.adapter import FrameError, PublicTables, UnreadFee, checked_stops
+from alertd.feeds.adapter import (
+    ExchangeAdapter,
+    FrameError,
+    PublicTables,
+    UnreadFee,
+    checked_stops,
+)
 from alertd.feeds.ccxt_exchange import (
     ErrorKind,
     HostBan,
@@ -70,6 +76,36 @@ MARKET_RELOAD_EVERY_S = 300.0
 MARK_SHARED_FOR_S = 1.0
 
 
+def listed_marks_hub(
+    name: str,
+    config: AccountConfig,
+    adapter: ExchangeAdapter,
+    settings: FeedSettings,
+    options: FeedOptions,
+) -> MarkHub | None:
+    """The mark hub of the markets ``config``'s account lists beside its own
+    (:meth:`ExchangeAdapter.listed_marks`: a Binance portfolio margin account's COIN-M
+    positions, on binancecoinm's public streams), reached the way the account reaches its
+    exchange (its URLs, sandbox) with no secrets; its exchange connects only once a symbol is
+    subscribed (an account without such a position opens no connection). None: it lists
+    nothing alertd follows."""
+    marks = adapter.listed_marks(config.options)
+    if marks is None:
+        return None
+    public = config.model_copy(update={"exchange": marks.exchange_id, "options": {}})
+    return MarkHub(
+        name,
+        lambda sink: options.exchange_factory(public, {}, settings, sink, None),
+        marks,
+        options.backoff_factory(settings.backoff),
+        options.clock,
+        options.sleep,
+        min_reconnect_interval_s=settings.stale_after_s,
+        wall_clock=options.wall_clock,
+        stale_after_s=settings.stale_after_s,
+    )
+
+
 class Change(enum.Enum):
     """What a listener is told changed."""
 
@@ -100,6 +136,7 @@ class AccountFeed:
         *,
         hub: MarkHub | None = None,
         shared: SharedExchange | None = None,
+        listed_hub: MarkHub | None = None,
     ) -> None:
         self.config = config
         # what this account shares with the others on its exchange (markets, HTTP pool, rate
@@ -151,6 +188,16 @@ class AccountFeed:
             self.adapter.streamed_index = self.hub.rates.fresh_rows
             self.adapter.index_read = self.hub.rates.read
         self._subscribed: set[str] = set()
+        # the marks of the positions it lists beside its own, on another exchange's public
+        # streams (a Binance portfolio margin account's COIN-M positions: dstream), shared by
+        # the accounts of its exchange or, alone, its own; None: it follows none
+        self._owns_listed_hub = listed_hub is None
+        self.listed_hub = listed_hub or listed_marks_hub(
+            f"{config.name} listed marks", config, self.adapter, settings, options
+        )
+        if self.listed_hub is not None:
+            self.adapter.listed_catalogue = self.listed_hub.ready_exchange
+        self._listed_subscribed: set[str] = set()
         # how often the manager reconciles this account: the setting, or longer where many
         # accounts share one per-IP budget (a quiet private stream is fresh while reconciles
         # keep confirming it)
@@ -221,6 +268,8 @@ class AccountFeed:
         self._leave_streams()
         if self._owns_hub:
             await self.hub.close()
+        if self._owns_listed_hub and self.listed_hub is not None:
+            await self.listed_hub.close()
         if self.exchange is not None:
             exchange, self.exchange = self.exchange, None
             await exchange.close()
@@ -299,6 +348,8 @@ class AccountFeed:
                     group.create_task(self._watchdog())
                 if self._owns_hub:
                     group.create_task(self.hub.run())
+                if self._owns_listed_hub and self.listed_hub is not None:
+                    group.create_task(self.listed_hub.run())
                 group.create_task(self._stop_on_fatal())
                 self._sync_mark_streams()
                 self._settle_resync(self._clock(), "start")
@@ -313,6 +364,10 @@ class AccountFeed:
         for symbol in sorted(self._subscribed):
             self.hub.unsubscribe(symbol, self)
         self._subscribed.clear()
+        for symbol in sorted(self._listed_subscribed):
+            if self.listed_hub is not None:
+                self.listed_hub.unsubscribe(symbol, self)
+        self._listed_subscribed.clear()
         if self.hub.rates is not None:
             self.hub.rates.unfollow(self)
 
@@ -390,10 +445,21 @@ class AccountFeed:
         self.state.fee_rates = fee_rates
         self._set_mode(self._settled(mode, account_figures))
         coin_symbols = {c.price_symbol for c in collateral if c.price_symbol is not None}
+        self.state.listed_stops = self.adapter.listed_stops()
+        # the listed positions that follow a mark were read at the exchange's own (their
+        # figures, and its ratio, are of that mark): it seeds their stream
+        listed_marks = {
+            p.symbol: p.mark_price
+            for p in listed
+            if p.quantity is not None and p.mark_price is not None
+        }
         for symbol, mark in marks.items():
             # a REST mark seeds a symbol; the stream keeps it fresh after that
             wanted_mark = symbol in self.state.held_symbols or symbol in coin_symbols
             if wanted_mark and symbol not in self.state.marks:
+                self.state.set_mark(symbol, mark, now)
+        for symbol, mark in listed_marks.items():
+            if symbol not in self.state.marks:
                 self.state.set_mark(symbol, mark, now)
         for symbol in sorted(coin_symbols - self.state.marks.keys()):
             # a coin that moves with a symbol nobody holds: its mark over REST, so that the
@@ -415,7 +481,7 @@ class AccountFeed:
         # the exchange's figures were read at about the marks of its own positions answer, not
         # at the stream's, which can lag the exchange's: a fall the answer holds and the stream
         # has not delivered yet would be counted twice once it is (a false "liquidated")
-        self.state.reported_marks = {**self.state.marks, **marks}
+        self.state.reported_marks = {**self.state.marks, **marks, **listed_marks}
         await self._ensure_tiers()
         self._last_resync_started = started  # a snapshot taken entirely after ``started``
         self._measure_drift(marks)
@@ -691,7 +757,7 @@ class AccountFeed:
 
     def on_mark(self, symbol: str, price: Decimal) -> None:
         """A mark from the hub; symbols this account no longer holds are ignored."""
-        if symbol not in self._subscribed:
+        if symbol not in self._subscribed and symbol not in self._listed_subscribed:
             return
         if self.state.set_mark(symbol, price, self._clock()):
             self._notify(Change.MARK, symbol)
@@ -745,13 +811,21 @@ class AccountFeed:
         elif rates is not None:
             rates.unfollow(self)
             self.state.last_seen.pop((Stream.INDEX, ""), None)
-        held = set(self._known(self.state.price_symbols))
-        for symbol in sorted(held - self._subscribed):
-            self._subscribed.add(symbol)
-            self.hub.subscribe(symbol, self)
-        for symbol in sorted(self._subscribed - held):
-            self._subscribed.discard(symbol)
-            self.hub.unsubscribe(symbol, self)
+        listed = self.state.listed_symbols if self.listed_hub is not None else set()
+        held = set(self._known(self.state.price_symbols - listed))
+        self._sync_hub(self.hub, self._subscribed, held)
+        if self.listed_hub is not None:
+            self._sync_hub(self.listed_hub, self._listed_subscribed, listed)
+
+    def _sync_hub(self, hub: MarkHub, subscribed: set[str], held: set[str]) -> None:
+        """Subscribe to ``hub``'s marks of ``held`` symbols not in ``subscribed`` yet, and
+        drop those no longer held (their marks with them)."""
+        for symbol in sorted(held - subscribed):
+            subscribed.add(symbol)
+            hub.subscribe(symbol, self)
+        for symbol in sorted(subscribed - held):
+            subscribed.discard(symbol)
+            hub.unsubscribe(symbol, self)
             self.state.marks.pop(symbol, None)
             self.state.last_seen.pop((Stream.MARK, symbol), None)
 
@@ -875,7 +949,12 @@ class AccountFeed:
                 ", ".join(stale),
                 self.settings.stale_after_s,
             )
-            await self.hub.force_reconnect("stale mark stream")
+            # each hub reconnected for its own symbols (COIN-M's for a listed position's)
+            listed = set(stale) & self._listed_subscribed
+            if set(stale) - listed:
+                await self.hub.force_reconnect("stale mark stream")
+            if listed and self.listed_hub is not None:
+                await self.listed_hub.force_reconnect("stale mark stream")
 
     async def force_reconnect(self, reason: str) -> None:
         """Fail this account's pending private watches and drop its connections."""
@@ -908,6 +987,15 @@ class AccountFeed:
     def on_frame(self, message: Any) -> None:
         """Every decoded frame, before ccxt handles it: catch what ccxt drops."""
         now = self._clock()
+        try:
+            listed = self.adapter.pushed_listed(message, self.state.listed_positions)
+        except FrameError as exc:
+            self.on_malformed("listed positions: bad frame", str(exc))
+            listed = None
+        if listed is not None:
+            self.state.listed_positions = listed
+            self._sync_mark_streams()
+            self._notify(Change.ACCOUNT)
         event = self.adapter.event(message, now)
         if event is not None:
             self._event(event)

@@ -34,7 +34,7 @@ from alertd.feeds.ccxt_exchange import (
     SharedExchange,
     new_ssl_context,
 )
-from alertd.feeds.feed import AccountFeed
+from alertd.feeds.feed import AccountFeed, listed_marks_hub
 from alertd.feeds.marks import MarkHub
 from alertd.feeds.options import PRODUCTION, FeedOptions
 from alertd.feeds.state import START_KEEPS_FAILING_S
@@ -80,6 +80,7 @@ class FeedFactory(Protocol):
         *,
         hub: MarkHub | None = ...,
         shared: SharedExchange | None = ...,
+        listed_hub: MarkHub | None = ...,
     ) -> AccountFeed: ...
 
 
@@ -166,6 +167,7 @@ class FeedManager:
             if not account.enabled:
                 continue
             key = self._key(account)
+            listed = self._listed_hub_for(key, account)
             feed = feed_factory(
                 account,
                 secrets.get(account.name, {}),
@@ -173,6 +175,8 @@ class FeedManager:
                 options,
                 hub=self._hub_for(key, account),
                 shared=self._shared_for(key, account),
+                # only where there is one: a test's feed factory may not take it
+                **({"listed_hub": listed} if listed is not None else {}),
             )
             self.feeds[account.name] = feed
         self._scheduler: AsyncIOScheduler | None = None
@@ -281,6 +285,25 @@ class FeedManager:
                 covers=self.book_covers,
             )
         return self.hubs[key]
+
+    def _listed_hub_for(self, key: str, account: AccountConfig) -> MarkHub | None:
+        """Accounts that reach the same exchange the same way share one hub of the marks their
+        listed positions follow (Binance portfolio margin's COIN-M: one dstream connection and
+        one COIN-M catalogue for all of them); None: the account lists none alertd follows.
+        Run, closed and told of ticks as the other hubs are (it is one of :attr:`hubs`)."""
+        listed_key = f"{key} listed"
+        if listed_key not in self.hubs:
+            hub = listed_marks_hub(
+                f"{account.exchange} listed marks" + (f" #{len(self.hubs)}" if self.hubs else ""),
+                account,
+                get_spec(account.exchange).new_adapter(),
+                self.config.feeds,
+                self.options,
+            )
+            if hub is None:
+                return None
+            self.hubs[listed_key] = hub
+        return self.hubs[listed_key]
 
     def _job(self, step: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
         """A periodic job that ends quietly when the feeds stop under it.

@@ -19,6 +19,7 @@ from alertd.engine.margin import isolated_margin_liquidating_at
 from alertd.engine.model import Account, MarginAsset, MarginMode, Pool, Position, Side
 from alertd.engine.profiles import ExchangeProfile
 from alertd.engine.reported import (
+    CoinLeg,
     ExchangeRatioPosition,
     Exposure,
     exchange_ratio_position,
@@ -293,6 +294,8 @@ class AccountState:
     # positions the exchange reports beside those alertd holds, with its own figures as the
     # last snapshot read them (a portfolio margin account's COIN-M positions)
     listed_positions: tuple[ExchangeRatioPosition, ...] = ()
+    # their protective stops as read with them: re-figured at their live marks
+    listed_stops: tuple[StopOrder, ...] = ()
     # the marks alertd held when reported_account was read: the exchange's ratio moves from them
     reported_marks: dict[str, Decimal] = field(default_factory=dict)
     mode: ModeReading = NOT_READ  # read at bootstrap and at every reconcile
@@ -437,9 +440,16 @@ class AccountState:
         return {c.price_symbol for c in self.collateral if c.price_symbol is not None}
 
     @property
+    def listed_symbols(self) -> set[str]:
+        """The symbols of the listed positions that follow their marks between reconciles
+        (a portfolio margin account's COIN-M positions in markets of the COIN-M catalogue)."""
+        return {p.symbol for p in self.listed_positions if p.quantity is not None}
+
+    @property
     def price_symbols(self) -> set[str]:
-        """Every symbol whose mark moves the account: its positions' and its coins'."""
-        return self.held_symbols | self.coin_symbols
+        """Every symbol whose mark moves the account: its positions' (the listed ones that
+        follow a mark too) and its coins'."""
+        return self.held_symbols | self.coin_symbols | self.listed_symbols
 
     def freshness(
         self,
@@ -604,6 +614,46 @@ class AccountState:
             exposures.append(Exposure(symbol, size, market.inverse))
         return exposures
 
+    def _coin_legs(self) -> list[CoinLeg]:
+        """The listed inverse positions that follow their marks, as they move the exchange's
+        USD figures (Binance portfolio margin's uniMMR: the COIN-M positions' PnL at the coin's
+        mark; their maintenance margin read, in the coin, at the mark of the read, in the
+        terms of the ratio's requirement: the ratio's requirement over the account's
+        maintenance margin, Binance's 1.05)."""
+        read = self.reported_account
+        ratio, balance, mm = read.margin_ratio, read.margin_balance, read.maintenance_margin
+        terms = None if ratio is None or balance is None or not mm else ratio * balance / mm
+        legs = []
+        for p in self.listed_positions:
+            if p.quantity is None or not p.inverse:
+                continue
+            margin, mark = p.maintenance_margin, p.mark_price
+            known = margin is not None and mark is not None and terms is not None
+            requirement = margin * mark * terms if known else None  # type: ignore[operator]
+            legs.append(CoinLeg(p.symbol, p.side * p.quantity, p.entry_price, requirement))
+        return legs
+
+    def _followed(self, p: ExchangeRatioPosition) -> ExchangeRatioPosition:
+        """A listed position at its live mark where it follows one (its size known, its
+        market's mark held): PnL, notional, the distance to the exchange's liquidation price
+        as read, its stops; as read otherwise."""
+        mark = self.marks.get(p.symbol)
+        if p.quantity is None or mark is None:
+            return replace(p, quantity=None)  # no loss at its stop (see below)
+        figures = exchange_ratio_position(
+            Exposure(p.symbol, p.side * p.quantity, p.inverse),
+            p.contracts,
+            p.entry_price,
+            mark,
+            p.liquidation_price,
+        )
+        stop = protection(
+            self.listed_stops, p.symbol, p.side, p.contracts, mark, p.liquidation_price
+        )
+        # no loss at its stop (``quantity`` left out): in the coin, it is no amount of the
+        # account's settle currency nor a share of the exchange's USD equity
+        return replace(figures, stop=stop, maintenance_margin=p.maintenance_margin, quantity=None)
+
     def exchange_ratio(self) -> tuple[Decimal | None, bool]:
         """The exchange's own account ratio, and whether it was moved with the marks since it
         was read (``alertd/engine/reported.py``); as read when it cannot be moved (an unknown
@@ -616,7 +666,12 @@ class AccountState:
             None
             if exposures is None
             else moved_ratio(
-                read.margin_ratio, read.margin_balance, exposures, self.reported_marks, self.marks
+                read.margin_ratio,
+                read.margin_balance,
+                exposures,
+                self.reported_marks,
+                self.marks,
+                self._coin_legs(),
             )
         )
         return (read.margin_ratio, False) if moved is None else (moved, True)
@@ -632,7 +687,7 @@ class AccountState:
         moved = (
             None
             if exposures is None
-            else moved_equity(read, exposures, self.reported_marks, self.marks)
+            else moved_equity(read, exposures, self.reported_marks, self.marks, self._coin_legs())
         )
         return read if moved is None else moved
 
@@ -640,7 +695,8 @@ class AccountState:
         """The held positions as far as their size, the live mark and the exchange's reported
         liquidation price describe them: shown where the exchange's ratio stands in for
         alertd's (no figures of alertd's own); a market alertd does not know is left out.
-        Then the positions it only lists, as read (:attr:`listed_positions`)."""
+        Then the positions it lists beside them (:attr:`listed_positions`), at their live marks
+        where they follow one (:meth:`_followed`), as read otherwise."""
         out = []
         equity = self.exchange_equity()
         unit = self.reported_account.money_unit(self.settle)
@@ -662,7 +718,7 @@ class AccountState:
                 stop = protection(self.stops, symbol, side, p.contracts, mark, liquidation)
                 figures = replace(figures, stop=stop)
             out.append(replace(figures, equity=equity, equity_unit=unit))
-        return (*out, *self.listed_positions)
+        return (*out, *(self._followed(p) for p in self.listed_positions))
 
     @property
     def computable(self) -> bool:

@@ -164,6 +164,8 @@ def _exchange_position_json(p: ExchangeRatioPosition) -> dict[str, Any]:
         "mark_price": dec(p.mark_price),
         "notional": dec(p.notional),
         "unrealized_pnl": dec(p.unrealized_pnl),
+        # an inverse position's PnL (in the coin) at its mark, in USD; null for a linear one
+        "unrealized_pnl_usd": dec(p.unrealized_pnl_usd),
         "liquidation_price": dec(p.liquidation_price),
         "liquidation_price_source": "exchange" if p.liquidation_price is not None else None,
         "liquidation_distance": dec(p.liquidation_distance),

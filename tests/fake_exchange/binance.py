@@ -243,7 +243,12 @@ REQUEST_WEIGHTS: dict[str, dict[str, tuple[int, int]]] = {
         "/papi/v1/cm/conditional/openOrders": (1, 40),
     },
 }
-WEIGHT_PER_MINUTE = {"fapi": 2400, "papi": 6000}
+REQUEST_WEIGHTS["dapi"] = {
+    # COIN-M futures ("REQUEST_WEIGHT 2400" a minute, its own): "Exchange Information",
+    # weight 1 (developers.binance.com, COIN-M Futures, market data REST API)
+    "/dapi/v1/exchangeInfo": (1, 1),
+}
+WEIGHT_PER_MINUTE = {"fapi": 2400, "papi": 6000, "dapi": 2400}
 
 BRACKETS_FILE = Path(__file__).with_name("data") / "binance_usdm_brackets.json"
 DEFAULT_RECV_WINDOW_MS = 5000
@@ -435,6 +440,33 @@ _DEFAULT_MARKETS = (
 _KNOWN_QUOTES = ("USDT", "USDC", "FDUSD", "BUSD")
 
 
+@dataclass
+class _CoinMarket:
+    """A COIN-M perpetual (``/dapi/v1/exchangeInfo``): inverse, settled in its coin, each
+    contract ``contract_size`` USD ("Exchange Information", COIN-M Futures: ``contractSize``
+    100 for BTCUSD_PERP, 10 for the others)."""
+
+    id: str
+    base: str
+    contract_size: Decimal
+    mark: Decimal
+    funding_rate: Decimal = Decimal("0.00010000")
+
+    @property
+    def symbol(self) -> str:
+        return f"{self.base}/USD:{self.base}"
+
+
+# (market id, base, contract size in USD, mark)
+_DEFAULT_COIN_MARKETS = (
+    ("BTCUSD_PERP", "BTC", "100", "97000.0"),
+    ("ETHUSD_PERP", "ETH", "10", "3400.00"),
+)
+# a COIN-M position's maintenance margin rate here: one bracket, its notional in the coin
+# times this (Binance's first COIN-M bracket of BTCUSD_PERP, "maintMarginRatio" 0.004)
+CM_MAINT_MARGIN_RATE = Decimal("0.004")
+
+
 def _book_diff(before: list[tuple[str, str]], after: list[tuple[str, str]]) -> list[list[str]]:
     """The levels of one side that changed, as a depth event lists them: gone ones at "0"."""
     old, new = dict(before), dict(after)
@@ -511,6 +543,9 @@ class _Account(shared.Credentials):
     cm_orders: list[dict[str, Any]] = field(default_factory=list)  # its CM conditional orders
     # its "Get CM Account Detail" answer (set_cm_account)
     cm_account: dict[str, Any] = field(default_factory=lambda: {"assets": [], "positions": []})
+    # its COIN-M positions held in this server's COIN-M markets (open_cm_position), by market
+    # id: (contracts, signed; entry price; Binance's liquidation price of the account, scripted)
+    cm_held: dict[str, tuple[Decimal, Decimal, Decimal]] = field(default_factory=dict)
 
 
 @dataclass
@@ -594,6 +629,11 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         # margin account's are listed by /papi/v1/um/conditional/openOrders, not the algo one
         self._strategy_orders: set[str] = set()
         self._markets: dict[str, _Market] = {}
+        # the COIN-M perpetuals (/dapi/v1/exchangeInfo, dstream marks), by market id
+        self._coin_markets = {
+            market_id: _CoinMarket(market_id, base, _dec(size), _dec(mark))
+            for market_id, base, size, mark in _DEFAULT_COIN_MARKETS
+        }
         # markets whose leverage brackets GET /fapi/v1/leverageBracket leaves out
         self._brackets_withheld: set[str] = set()
         # GET /fapi/v1/assetIndex rows by symbol ("BTCUSD"); Binance always lists the
@@ -747,7 +787,19 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             if moved:
                 self._on_loop(self._push_asset_index, moved)
 
-    def _mark_frame(self, market: _Market, event_ms: int) -> dict[str, Any]:
+    @scripted
+    def set_cm_mark(self, market_id: str, price: Num, *, push: bool = True) -> None:
+        """Move a COIN-M perpetual's mark (``BTCUSD_PERP``); ``<id>@markPrice[@1s]``
+        subscribers (dstream's "Mark Price Stream", the same ``markPriceUpdate``) get it."""
+        market = self._coin_markets[market_id]
+        market.mark = shared.positive(price, "mark")
+        if push:
+            self._on_loop(self._push_marks, [self._mark_frame(market, now_ms())], False)
+
+    def cm_mark(self, market_id: str) -> Decimal:
+        return self._coin_markets[market_id].mark
+
+    def _mark_frame(self, market: _Market | _CoinMarket, event_ms: int) -> dict[str, Any]:
         return {
             "e": "markPriceUpdate",
             "E": event_ms,
@@ -759,14 +811,16 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             "T": (event_ms // FUNDING_PERIOD_MS + 1) * FUNDING_PERIOD_MS,
         }
 
-    def _push_marks(self, frames: list[dict[str, Any]]) -> None:
+    def _push_marks(self, frames: list[dict[str, Any]], every: bool = True) -> None:
+        """``frames`` to their symbols' streams, and (``every``: USDⓈ-M's) to the all-market
+        streams; COIN-M's are dstream's, whose all-market stream is not served here."""
         by_stream = {f["s"].lower(): f for f in frames}
         for conn in self._connections_of():
             for stream in list(conn.streams):
                 name, _, rest = stream.partition("@")
                 if rest in ("markPrice", "markPrice@1s") and name in by_stream:
                     self._send(conn, stream, by_stream[name])
-                elif stream in ("!markPrice@arr", "!markPrice@arr@1s"):
+                elif every and stream in ("!markPrice@arr", "!markPrice@arr@1s"):
                     self._send(conn, stream, frames)
 
     # ---- the diff depth stream: ``<symbol>@depth``, ``@depth@500ms``, ``@depth@100ms`` -------
@@ -853,6 +907,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
     def _push_periodic_marks(self) -> None:
         event_ms = now_ms()
         self._push_marks([self._mark_frame(m, event_ms) for m in self._markets.values()])
+        coin_m = [self._mark_frame(m, event_ms) for m in self._coin_markets.values()]
+        self._push_marks(coin_m, every=False)
         if self.rates_walk:
             self._walk_rates()
         self._push_asset_index()
@@ -909,6 +965,82 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         """The rows a portfolio margin account's "Query CM Position Information" answers
         (``CM_POSITION_EXAMPLE``'s fields), as given."""
         self._account(api_key).cm_rows = [dict(row) for row in rows]
+
+    @scripted
+    def open_cm_position(
+        self, api_key: str, market_id: str, contracts: Num, entry: Num, liquidation: Num
+    ) -> None:
+        """A portfolio margin account's COIN-M position in one of this server's COIN-M markets
+        (``contracts`` signed, one-way mode), its figures computed at the market's mark from
+        then on: "Query CM Position Information" (``unRealizedProfit`` = contracts x contract
+        size x (1 / entry - 1 / mark) and ``notionalValue`` = contracts x contract size / mark,
+        in the coin: Binance COIN-M FAQ "Leverage and Margin of COIN-Margined Futures"), its
+        maintenance margin in "Get CM Account Detail" (``CM_MAINT_MARGIN_RATE`` of the
+        notional), and uniMMR (the PnL counted at the coin's mark, the index here; the margin
+        likewise). ``liquidation``: Binance's price of the whole account, as scripted."""
+        self._coin_markets[market_id]  # a market this server lists
+        self._account(api_key).cm_held[market_id] = (
+            _dec(contracts),
+            shared.positive(entry, "entry"),
+            _dec(liquidation),
+        )
+
+    def _cm_figures(self, account: _Account) -> list[tuple[_CoinMarket, Decimal, Decimal]]:
+        """Each held COIN-M position: its market, size in USD (signed) and entry price."""
+        out = []
+        for market_id, (contracts, entry, _) in account.cm_held.items():
+            market = self._coin_markets[market_id]
+            out.append((market, contracts * market.contract_size, entry))
+        return out
+
+    def _cm_usd(self, account: _Account) -> tuple[Decimal, Decimal]:
+        """The COIN-M positions' PnL and maintenance margin in USD (each coin's at its mark)."""
+        pnl = mm = Decimal(0)
+        for market, size, entry in self._cm_figures(account):
+            pnl += size * (1 / entry - 1 / market.mark) * market.mark
+            mm += abs(size) / market.mark * CM_MAINT_MARGIN_RATE * market.mark
+        return pnl, mm
+
+    def cm_position_risk(self, api_key: str) -> list[dict[str, Any]]:
+        """The body of "Query CM Position Information" for this account now, for assertions."""
+        return self._cm_rows(self._account(api_key))
+
+    def _cm_rows(self, account: _Account) -> list[dict[str, Any]]:
+        rows = list(account.cm_rows)
+        for market, size, entry in self._cm_figures(account):
+            contracts, _, liquidation = account.cm_held[market.id]
+            rows.append(
+                CM_POSITION_EXAMPLE
+                | {
+                    "symbol": market.id,
+                    "positionAmt": _plain(contracts),
+                    "positionSide": "BOTH",
+                    "entryPrice": _f8(entry),
+                    "markPrice": _f8(market.mark),
+                    "unRealizedProfit": _f8(size * (1 / entry - 1 / market.mark)),
+                    "notionalValue": _f8(size / market.mark),
+                    "liquidationPrice": _f8(liquidation),
+                    "updateTime": account.update_ms,
+                }
+            )
+        return rows
+
+    def _cm_account_body(self, account: _Account) -> dict[str, Any]:
+        body = dict(account.cm_account)
+        held = []
+        for market, size, entry in self._cm_figures(account):
+            held.append(
+                CM_ACCOUNT_EXAMPLE["positions"][0]
+                | {
+                    "symbol": market.id,
+                    "positionAmt": _plain(account.cm_held[market.id][0]),
+                    "entryPrice": _f8(entry),
+                    "maintMargin": _f8(abs(size) / market.mark * CM_MAINT_MARGIN_RATE),
+                    "unrealizedProfit": _f8(size * (1 / entry - 1 / market.mark)),
+                }
+            )
+        body["positions"] = [*body.get("positions", []), *held]
+        return body
 
     @scripted
     def set_cm_account(self, api_key: str, body: dict[str, Any]) -> None:
@@ -1542,7 +1674,9 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
     def _portfolio_equity(self, account: _Account, upnl: Decimal) -> Decimal:
         """A portfolio margin account's equity in USD with its UM positions' PnL ``upnl``
         (USDT and USDC at par): the wallet and the coins at their index."""
-        return self._cross_wallet(account, account.asset) + self._coins_usd(account) + upnl
+        cm_pnl, _ = self._cm_usd(account)
+        wallet = self._cross_wallet(account, account.asset)
+        return wallet + self._coins_usd(account) + upnl + cm_pnl
 
     def _portfolio_liquidation(
         self, account: _Account, figures: dict[tuple[str, str], _Figures], market_id: str
@@ -1555,7 +1689,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         level = PORTFOLIO_LIQUIDATION_UNI_MMR
         others = [f for (m, _), f in figures.items() if m != market_id]
         equity = self._portfolio_equity(account, sum((f.upnl for f in others), Decimal(0)))
-        mm = account.portfolio_other_mm + sum((f.mm for f in others), Decimal(0))
+        mm = account.portfolio_other_mm + self._cm_usd(account)[1]
+        mm += sum((f.mm for f in others), Decimal(0))
         base = equity - account.portfolio_open_loss - level * mm
         tiers = [dataclasses.replace(t, mmr=t.mmr * level, cum=t.cum * level) for t in market.tiers]
         legs = [
@@ -1571,7 +1706,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         account = self._account(api_key)
         figures = self._figures(account)
         upnl = sum((f.upnl for f in figures.values()), Decimal(0))
-        mm = account.portfolio_other_mm + sum((f.mm for f in figures.values()), Decimal(0))
+        mm = account.portfolio_other_mm + self._cm_usd(account)[1]
+        mm += sum((f.mm for f in figures.values()), Decimal(0))
         im = sum((f.im for f in figures.values()), Decimal(0))
         equity = self._portfolio_equity(account, upnl)
         # the coins without their haircut: "actual equity without collateral rate"
@@ -1631,6 +1767,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             web.get("/fapi/v1/insuranceBalance", self._insurance_balance),
             web.get("/fapi/v1/depth", self._depth),
             web.get("/fapi/v1/markPriceKlines", self._klines),
+            web.get("/dapi/v1/exchangeInfo", self._coin_m_exchange_info),
             web.get("/papi/v1/account", self._papi_account),
             web.get("/papi/v1/balance", self._papi_balance),
             web.get("/papi/v1/um/account", self._papi_um_account),
@@ -1839,6 +1976,44 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
                     {"asset": a, "marginAvailable": True, "autoAssetExchange": "0"} for a in assets
                 ],
                 "symbols": [self._symbol_info(m) for m in self._markets.values()],
+            }
+        )
+
+    async def _coin_m_exchange_info(self, request: web.Request) -> web.Response:
+        """COIN-M "Exchange Information" (GET /dapi/v1/exchangeInfo, developers.binance.com,
+        COIN-M Futures): the fields ccxt's binancecoinm reads (``contractSize`` in USD,
+        ``marginAsset`` the coin, ``contractStatus``)."""
+        symbols = []
+        for market in self._coin_markets.values():
+            row = self._symbol_info(
+                _Market(
+                    market.id,
+                    market.base,
+                    "USD",
+                    market.mark,
+                    _generic_brackets(),
+                    "0.1",
+                    "1",
+                    "0",
+                    [],
+                )
+            )
+            row.pop("status")
+            row |= {
+                "pair": f"{market.base}USD",
+                "contractStatus": "TRADING",
+                "contractSize": int(market.contract_size),
+                "marginAsset": market.base,
+                "equalQtyPrecision": 4,
+            }
+            symbols.append(row)
+        return self._json(
+            {
+                "timezone": "UTC",
+                "serverTime": now_ms(),
+                "rateLimits": [],
+                "exchangeFilters": [],
+                "symbols": symbols,
             }
         )
 
@@ -2327,11 +2502,11 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
 
     async def _papi_cm_position_risk(self, request: web.Request) -> web.Response:
         account = await self._portfolio_signed(request)
-        return self._json(account.cm_rows)
+        return self._json(self._cm_rows(account))
 
     async def _papi_cm_account(self, request: web.Request) -> web.Response:
         account = await self._portfolio_signed(request)
-        return self._json(account.cm_account)
+        return self._json(self._cm_account_body(account))
 
     async def _papi_cm_conditional_orders(self, request: web.Request) -> web.Response:
         account = await self._portfolio_signed(request)
@@ -2661,7 +2836,11 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         elif path.startswith(("/ws/", "/pm/ws/")):
             streams = [request.match_info["target"]]
         for name in list(streams):
-            if "@" not in name and not name.startswith("!"):
+            if name.isdigit():
+                # ccxt's own numbering of its connections to dstream (COIN-M market streams,
+                # ``.../ws/<n>``): a public connection, streams subscribed on it
+                streams.remove(name)
+            elif "@" not in name and not name.startswith("!"):
                 streams.remove(name)
                 listen_key = name
         account = None
