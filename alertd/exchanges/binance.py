@@ -1283,6 +1283,11 @@ USDM = ExchangeSpec(
         snapshot_weight=USDM_SNAPSHOT_WEIGHT,
         live_weight=USDM_SNAPSHOT_WEIGHT + USDM_GOING_LIVE_WEIGHT,
         stops_weight=usdm_stops_weight,
+        # "There is a limit of 300 connections per attempt every 5 minutes", per IP
+        # (developers.binance.com, WebSocket API, Connection limits: the one cap Binance
+        # documents; the USDⓈ-M pages state none of their own); an account opens one, its
+        # user-data stream
+        ws_openings_per_ip=(300, 300.0),
     ),
     markets=USDM_MARKETS,
     credentials=(Credential.API_KEY, Credential.SECRET),

@@ -226,7 +226,10 @@ class FeedManager:
             [account.exchange, account.sandbox, account.urls], sort_keys=True, default=str
         )
         if host not in self._ip_budgets:
-            self._ip_budgets[host] = IpBudget.of(get_spec(account.exchange).capabilities)
+            capabilities = get_spec(account.exchange).capabilities
+            self._ip_budgets[host] = IpBudget.of(
+                capabilities, self.options.clock, self.options.sleep
+            )
         return self._ip_budgets[host]
 
     def _hub_for(self, key: str, account: AccountConfig) -> MarkHub:
