@@ -207,6 +207,12 @@ class AccountFeed:
         yet (1,000 Bybit accounts at 8 slots: the last waits minutes, through no failure)."""
         return self._first_slot_queued and self.first_slot_at is None
 
+    def private_connections(self) -> int:
+        """How many websocket connections its private streams open (OKX: the private one and
+        the business one for the algo orders; one elsewhere)."""
+        streams = ["positions", "balance"] + (["orders"] if self.adapter.watches_stops else [])
+        return len({self.adapter.stream_connection(s) for s in streams})
+
     def waiting_for_opening_turn(self) -> bool:
         """One of its private connections waits for its turn to open in its exchange host's
         pace (:class:`~alertd.feeds.ccxt_exchange.OpeningPacer`: OKX opens 3 a second per IP,
