@@ -1077,6 +1077,8 @@ class ServeOptions:
     requests_out: str | None = None
     # (path suffix, after how many such requests, seconds): that request's answer held so long
     slow_request: tuple[str, int, float] | None = None
+    ws_cap: bool = False  # websocket openings past the exchange's documented cap refused
+    openings_out: str | None = None
 
 
 def slow_request(text: str) -> tuple[str, int, float]:
@@ -1133,6 +1135,17 @@ def serve_main(
         "(tab-separated)",
     )
     parser.add_argument(
+        "--ws-cap",
+        action="store_true",
+        help="refuse websocket openings past the exchange's documented per-IP cap",
+    )
+    parser.add_argument(
+        "--openings-out",
+        metavar="FILE",
+        help="at stop, write the monotonic time of every websocket opening accepted, one a "
+        "line, then 'refused N'",
+    )
+    parser.add_argument(
         "--slow-request",
         type=slow_request,
         metavar="SUFFIX:AFTER:SECONDS",
@@ -1156,6 +1169,8 @@ def serve_main(
         args.book_updates,
         args.requests_out,
         args.slow_request,
+        args.ws_cap,
+        args.openings_out,
     )
     return asyncio.run(_serve(options, fake_class, seed_accounts, max_step))
 
@@ -1169,6 +1184,8 @@ async def _serve(
     fake = fake_class(mark_interval_s=options.mark_interval_s)
     if options.requests_out:
         fake.timed_requests = []
+    if options.ws_cap:
+        fake.cap_ws_openings()
     seed_accounts(fake, options.accounts)
     fake.list_markets(options.markets)
     if options.book_levels:
@@ -1200,6 +1217,10 @@ async def _serve(
         if options.requests_out and fake.timed_requests is not None:
             lines = (f"{t:.3f}\t{m}\t{p}\t{q}\n" for t, m, p, q in fake.timed_requests)
             Path(options.requests_out).write_text("".join(lines))
+        if options.openings_out:
+            opened = sorted(at for times in fake.ws_openings.values() for at in times)
+            text = "".join(f"{at:.3f}\n" for at in opened) + f"refused {fake.ws_refused}\n"
+            Path(options.openings_out).write_text(text)
     return 0
 
 
