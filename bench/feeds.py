@@ -211,6 +211,28 @@ NOTIFICATION = re.compile(
 )
 
 
+def openings(path: Path, started_at: float, cap: tuple[int, float] | None) -> list[str]:
+    """What the local exchange saw of alertd's websocket openings: how many it accepted and
+    refused, the most in any window of the exchange's cap, and when the last one came."""
+    lines = path.read_text().splitlines()
+    refused = int(lines[-1].split()[1])
+    opened = [float(line) - started_at for line in lines[:-1]]
+    if not opened:
+        return [f"ws openings : none accepted, {refused} refused"]
+    count, window_s = cap or (1, 1.0)
+    most, first = 0, 0
+    for last, at in enumerate(opened):
+        while opened[first] <= at - window_s:
+            first += 1
+        most = max(most, last - first + 1)
+    per_s = [sum(1 for at in opened if s <= at < s + 1) for s in range(int(opened[-1]) + 1)]
+    return [
+        f"ws openings  : {len(opened)} accepted, {refused} refused; most in any {window_s:g} s: "
+        f"{most} (cap {count if cap else 'none'}); most in a second: {max(per_s)}",
+        f"              first {opened[0]:.1f} s, last {opened[-1]:.1f} s after alertd's start",
+    ]
+
+
 def notifications(log: str) -> tuple[collections.Counter[tuple[str, str]], dict[str, str]]:
     """The log's notifications counted by (kind, rule), and one title per rule."""
     counts: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -291,6 +313,11 @@ def main() -> int:
         "--no-book-stream", action="store_true", help="order books over REST only (stream: false)"
     )
     parser.add_argument(
+        "--ws-cap",
+        action="store_true",
+        help="the local exchange refuses websocket openings past its documented per-IP cap",
+    )
+    parser.add_argument(
         "--multi-assets",
         action="store_true",
         help="Binance multi-assets accounts (USDC, BTC), USDT's and USDC's indices walking",
@@ -312,6 +339,10 @@ def main() -> int:
     fake_args += ["--book-updates", str(args.book_updates)]
     requests_out = Path(tempfile.mkdtemp()) / "requests.tsv"
     fake_args += ["--requests-out", str(requests_out)]
+    openings_out = requests_out.with_name("openings.txt")
+    fake_args += ["--openings-out", str(openings_out)]
+    if args.ws_cap:
+        fake_args.append("--ws-cap")
     if args.multi_assets:
         fake_args.append("--multi-assets")
     if args.timeout_bootstrap is not None:
@@ -420,6 +451,8 @@ def main() -> int:
             print(f"  {n:7d} {kind} {rule}: e.g. {example[rule]}")
         for line in errors[:5]:
             print("  " + line)
+        for line in openings(openings_out, started_at, server_class.WS_OPENINGS_PER_IP):
+            print(line)
         print("REST requests (the local exchange's log; weight as alertd's limiter counts it):")
         weights = request_weights(requests_out, started_at, live_at, args.accounts, args.exchange)
         for line in weights:

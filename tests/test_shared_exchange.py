@@ -658,14 +658,19 @@ def test_reconciles_of_many_binance_accounts_are_stretched_to_fit_the_per_ip_bud
             # and they go live at the budget's pace, said once: 12 weight each (positionRisk
             # 5, account 5, brackets 1, listen key 1) against 2,160 a minute, the sixth window
             (pace,) = [r.getMessage() for r in caplog.records if "go live at" in r.message]
-            assert "all after about 300 s (12 weight each, 2160 a minute)" in pace
+            # and their 1,000 websocket openings, 240 every 5 minutes (Binance's 300): the
+            # fifth turn after 1,200 s, longer than the REST budget's 300 s
+            assert (
+                "all after about 1200 s (12 weight each, 2160 a minute; 1000 websocket "
+                "openings, 240 every 300 s)" in pace
+            )
             assert "feed-down fires for one still waiting builtin_rules.feed_down_after_s" in pace
             keeps = (
                 "or once its bootstrap, or its private stream's first opening, keeps failing "
                 "(failures in a row over more than 60 s)"
             )
             assert pace.endswith(keeps), pace
-            assert manager.feeds["binanceusdm999"].paced_start_s == 300
+            assert manager.feeds["binanceusdm999"].paced_start_s == 1200
             assert manager.feeds["bybit3"].paced_start_s == 0  # its own limits: all at once
             assert [live_after_s(n * 12, USDM_WEIGHT_PER_MINUTE) for n in (180, 181, 1000)] == [
                 0,
@@ -719,18 +724,21 @@ def test_portfolio_margin_accounts_go_live_at_the_pace_of_their_papi_reads(
                 for i in range(pm + plain)
             ]
 
-        for pm, plain, paced, said in (
-            (1000, 0, 360, "13.2 weight each"),
-            (0, 1000, 300, "12 weight each"),
+        for pm, plain, paced, said, live in (
+            (1000, 0, 360, "13.2 weight each", 1000 * 13.2),
+            (0, 1000, 300, "12 weight each", 1000 * 12),
         ):
             caplog.clear()
             manager = FeedManager(Config(version=1, accounts=accounts(pm, plain)), {})
             try:
                 with caplog.at_level(logging.INFO, logger="alertd.feeds.manager"):
                     manager.schedule()
-                assert manager.feeds["b0"].paced_start_s == paced
+                assert live_after_s(live, USDM_WEIGHT_PER_MINUTE) == paced
+                # their websocket openings take longer still: 1,000, 240 every 5 minutes
+                assert manager.feeds["b0"].paced_start_s == 1200
                 (pace,) = [r.getMessage() for r in caplog.records if "go live at" in r.message]
-                assert f"all after about {paced} s ({said}, 2160 a minute)" in pace
+                openings = "1000 websocket openings, 240 every 300 s"
+                assert f"all after about 1200 s ({said}, 2160 a minute; {openings})" in pace
             finally:
                 await manager.close()
 
@@ -738,7 +746,8 @@ def test_portfolio_margin_accounts_go_live_at_the_pace_of_their_papi_reads(
 
 
 def test_an_account_waiting_its_turn_is_not_down_until_its_group_could_all_be_live() -> None:
-    """1,000 Binance accounts go live at the per-IP budget's pace, the last after about 300 s:
+    """1,000 Binance accounts go live at the per-IP budget's pace, the last after about 1,200 s
+    (their websocket openings: 240 every 5 minutes; their REST reads alone, 300 s):
     one still waiting for its first turn is not "down" (at a restart, feed-down fired for
     every account queued past 60 s: about 830 criticals, each resolved as it went live) until
     its group could all be live, and feed_down_after_s after that; one whose bootstrap keeps
@@ -755,37 +764,37 @@ def test_an_account_waiting_its_turn_is_not_down_until_its_group_could_all_be_li
             manager.schedule()
             alerting = alerting_for(config)
             waiting, failed = manager.feeds["b999"], manager.feeds["b998"]
-            assert waiting.paced_start_s == 300
+            assert waiting.paced_start_s == 1200
             failed.state.start_failure("RequestTimeout: binanceusdm GET /fapi/v3/account", 0)
             failed.state.start_failure("RequestTimeout: binanceusdm GET /fapi/v3/account", 61)
-            for now, down_waiting, down_failed in ((1000, 0, 0), (1299, 0, 299), (1360, 60, 360)):
+            for now, down_waiting, down_failed in ((1000, 0, 0), (2199, 0, 1199), (2260, 60, 1260)):
                 assert alerting.feed_status(waiting, now).down_s == D(down_waiting)
                 assert alerting.feed_status(failed, now).down_s == D(down_failed)
             # its bootstrap's REST slot came before its group's grace ended: the grace holds;
             # after it: down from its slot (the later of the two starts)
-            waiting.first_slot_at = 1200.0
-            assert alerting.feed_status(waiting, 1360).down_s == 60
-            waiting.first_slot_at = 1330.0
-            assert alerting.feed_status(waiting, 1360).down_s == 30
+            waiting.first_slot_at = 2100.0
+            assert alerting.feed_status(waiting, 2260).down_s == 60
+            waiting.first_slot_at = 2230.0
+            assert alerting.feed_status(waiting, 2260).down_s == 30
             waiting.first_slot_at = None
             # its bootstrap then goes through, no stream open yet: still down since first
             # seen (the grace, once ended, stays ended; it came back and resolved feed-down
             # before any stream opened: review4)
             failed.state.start_failed = failed.state.start_failing = None
             failed.state.bootstrapped = True
-            assert alerting.feed_status(failed, 1400).down_s == 400
+            assert alerting.feed_status(failed, 2300).down_s == 1300
             # bootstrapped, its private stream not open yet (its listen key waits in the same
             # budget, a minute behind the bootstraps of the window): still its turn
             streaming = manager.feeds["b997"]
             streaming.state.bootstrapped = True
             assert alerting.feed_status(streaming, 1000).down_s == 0
-            assert alerting.feed_status(streaming, 1360).down_s == 60
+            assert alerting.feed_status(streaming, 2260).down_s == 60
             # once its stream opened, a drop is down from then, as any feed's
             streaming.on_open()
-            assert alerting.feed_status(streaming, 1400).down_s == 0
+            assert alerting.feed_status(streaming, 2300).down_s == 0
             streaming.state.connected = False
-            assert alerting.feed_status(streaming, 1410).down_s == 0
-            assert alerting.feed_status(streaming, 1480).down_s == 70
+            assert alerting.feed_status(streaming, 2310).down_s == 0
+            assert alerting.feed_status(streaming, 2380).down_s == 70
         finally:
             await manager.close()
 
@@ -853,8 +862,11 @@ def test_an_account_queued_for_a_rest_slot_is_not_down_until_its_bootstrap_has_o
                 for feed in (first, second):
                     assert alerting.feed_status(feed, 0).down_s == 0  # first seen at start
                 clock[0] = 100.0
-                # its bootstrap took its slot's 100 s: down (was so before, too)
-                assert alerting.feed_status(first, 100).down_s == 100
+                # its bootstrap took its slot's 100 s: down (was so before, too), but for the
+                # paced start's grace: OKX's four openings, 2 a second (the second turn: 1 s)
+                paced = {"bybit": 0, "okx": 1}[exchange]
+                assert first.paced_start_s == paced
+                assert alerting.feed_status(first, 100).down_s == 100 - paced
                 # queued behind it, nothing failed: waiting its turn (was down for 100 s)
                 assert alerting.feed_status(second, 100).down_s == 0
                 assert publisher.health().not_live == (
@@ -1469,12 +1481,14 @@ def test_the_plan_of_a_host_counts_every_group_of_its_accounts(
             paced = live_after_s(live_weight, USDM_WEIGHT_PER_MINUTE)
             assert paced == 660  # the twelfth window: 24,600 weight at 2,160 a minute
             (pace,) = [r.getMessage() for r in caplog.records if "go live at" in r.message]
+            # and their 2,000 websocket openings, 240 every 5 minutes: the ninth turn
             assert pace.startswith(
                 "2000 Binance USDⓈ-M accounts go live at their per-IP budget's pace: all after "
-                "about 660 s (12 to 13.2 weight each, 24600 in all, 2160 a minute)"
+                "about 2400 s (12 to 13.2 weight each, 24600 in all, 2160 a minute; 2000 "
+                "websocket openings, 240 every 300 s)"
             ), pace
             binance_feeds = [manager.feeds[f"b{i}"] for i in range(2000)]
-            assert {f.paced_start_s for f in binance_feeds} == {paced}
+            assert {f.paced_start_s for f in binance_feeds} == {2400}
             assert {manager.feeds[f"y{i}"].paced_start_s for i in range(20)} == {0}
 
             budget_per_s = USDM_WEIGHT_PER_MINUTE * REST_BUDGET_SHARE * RECONCILE_BUDGET_SHARE / 60

@@ -326,6 +326,10 @@ class Alerting:
                     since = now
                 elif feed.first_slot_at is not None:
                     since = max(since, feed.first_slot_at)
+            # nor while it waits for its turn to open a private websocket in its exchange
+            # host's pace (OKX: 3 openings a second per IP), at a start or after a drop of
+            # every account at once: the time it waited is not counted down
+            since += feed.waited_for_turns_s(now)
             down = max(0.0, now - since)
         opened = state.last_seen.get((Stream.POSITIONS, ""), now)
         seen = [state.mark_seen(symbol) for symbol in state.price_symbols]

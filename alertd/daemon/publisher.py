@@ -262,6 +262,8 @@ class Publisher:
                     waiting.append(f"{name} waiting for a REST slot")
                 else:
                     waiting.append(name)
+            elif feed.waiting_for_opening_turn():
+                waiting.append(f"{name} waiting for its turn to open a websocket")
             elif stale_streams(feed, self.settings, now):
                 stale.append(name)
             live = self._live(feed)

@@ -1436,6 +1436,11 @@ USDM = ExchangeSpec(
         # https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info);
         # its body, code -1003: "Way too many requests; IP(...) banned until 1592391478000."
         ip_ban=IpBanAnswer(418, lasts_s=120.0, until_ms=r"banned until (\d{10,16})"),
+        # "There is a limit of 300 connections per attempt every 5 minutes", per IP
+        # (developers.binance.com, WebSocket API, Connection limits: the one cap Binance
+        # documents; the USDⓈ-M pages state none of their own); an account opens one, its
+        # user-data stream
+        ws_openings_per_ip=(300, 300.0),
     ),
     markets=USDM_MARKETS,
     credentials=(Credential.API_KEY, Credential.SECRET),

@@ -794,6 +794,9 @@ SPEC = ExchangeSpec(
         # accounts wait on the slots, with 32 on the IP's cap above (docs/benchmarks.md,
         # tenth pass)
         rest_concurrency=32,
+        # "Do not establish more than 500 connections within a 5-minute window" (same page,
+        # "Websocket IP limit"); an account opens one (private)
+        ws_openings_per_ip=(500, 300.0),
     ),
     markets=MARKETS,
     credentials=(Credential.API_KEY, Credential.SECRET),

@@ -555,6 +555,11 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
     watches_stops = True
     watch_orders_params = {"trigger": True}  # noqa: RUF012 (read only)
 
+    def stream_connection(self, stream: str) -> str:
+        # the algo orders come on the business connection (www.okx.com/docs-v5/en/
+        # #order-book-trading-algo-trading-ws-algo-orders-channel: URL Path /ws/v5/business)
+        return "business" if stream == "orders" else "private"
+
     def is_stop_event(self, raw: dict[str, Any]) -> bool:
         return raw.get("ordType") in ("conditional", "oco", "trigger", "move_order_stop")
 
@@ -729,6 +734,10 @@ SPEC = ExchangeSpec(
         # slots held 1,000 accounts back, 143 s with 8, 59 s with 64 on a loaded machine
         # (docs/benchmarks.md, tenth pass)
         rest_concurrency=64,
+        # "Connection limit: 3 requests per second (based on IP)"
+        # (www.okx.com/docs-v5/en/#overview-websocket-connect); an account opens two (the
+        # private connection, the business one for the algo orders)
+        ws_openings_per_ip=(3, 1.0),
     ),
     markets=MARKETS,
     credentials=(Credential.API_KEY, Credential.SECRET, Credential.PASSWORD),

@@ -115,6 +115,10 @@ class Capabilities:
     # USDⓈ-M: 2,400): the accounts sharing an IP are held to it by one rolling 60 s window.
     # None: ccxt's own pacing.
     rest_weight_per_minute: int | None = None
+    # The exchange's documented cap on websocket openings from one IP: (openings, seconds).
+    # The accounts' private openings take turns within it (IpBudget.openings), each before
+    # ccxt signs its login. None: no cap documented.
+    ws_openings_per_ip: tuple[int, float] | None = None
     # The documented weight of a request alertd sends where ccxt's cost understates it
     # (ccxt api name, HTTP method, path, params) -> weight; None: ccxt's own cost.
     request_weight: RequestWeight | None = None

@@ -425,6 +425,12 @@ class ExchangeAdapter:
         """Whether one raw order push is about a conditional order."""
         return False
 
+    def stream_connection(self, stream: str) -> str:
+        """The name of the websocket connection ``stream`` (positions, balance, orders) runs
+        on: the streams of one connection take one turn to open it. One private connection by
+        default."""
+        return "private"
+
     async def watch_positions(self, exchange: Any) -> list[PositionState]:
         raise NotImplementedError
 

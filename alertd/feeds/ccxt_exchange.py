@@ -269,6 +269,154 @@ class HostBan:
         return f"{self.host} IP banned until {fmt.utc_until(self.until_wall, wall)} ({self.status})"
 
 
+# The share of an exchange's per-IP cap on websocket openings the accounts' private streams
+# take (OKX's 3 a second: 2): the rest is for what opens unpaced from the same IP, the mark
+# hubs' public connections and the other tools a trader runs there.
+OPENING_CAP_SHARE = 0.8
+# How long an opening holds its place at most when nothing ends it (a watch that neither opened
+# nor failed): past ccxt's own 10 s connection timeout, and a listen key's REST read before it.
+OPENING_HELD_AT_MOST_S = 30.0
+
+
+class Opening:
+    """One websocket opening's place in its host's :class:`OpeningPacer`: held from its turn
+    until :meth:`ended` (the socket opened, or the attempt failed), and a window after."""
+
+    __slots__ = ("_pacer", "turn_at")
+
+    def __init__(self, pacer: OpeningPacer, turn_at: float) -> None:
+        self._pacer = pacer
+        self.turn_at = turn_at
+
+    def ended(self) -> None:
+        """The opening is over, opened or failed (again: nothing)."""
+        self._pacer.ended(self)
+
+
+class OpeningPacer:
+    """Turns to open a websocket on one exchange host from one IP, at most ``count`` in any
+    ``window_s``, in order of asking.
+
+    The exchange counts an opening when its handshake arrives, somewhere between the turn and
+    the end of the attempt as alertd sees it; so each opening holds its place from its turn
+    until a window after it ended: no window of the exchange's can hold more than ``count``,
+    however long the handshakes take (a place given back a window after the turn alone let
+    slow handshakes bunch up). An opening nothing ends holds it ``held_at_most_s`` at most.
+    A turn is taken before ccxt signs the login it sends on the socket (OKX's timestamp,
+    Bybit's ``expires``): a login signed before the wait expired in it (OKX 60006,
+    docs/scaling.md)."""
+
+    def __init__(
+        self,
+        count: int,
+        window_s: float,
+        clock: Clock,
+        sleep: Sleep,
+        held_at_most_s: float = OPENING_HELD_AT_MOST_S,
+    ) -> None:
+        if count < 1 or window_s <= 0 or held_at_most_s <= 0:
+            raise ValueError("an opening pacer needs count >= 1 and positive times")
+        self.count = count
+        self.window_s = window_s
+        self._clock = clock
+        self._sleep = sleep
+        self._held_at_most_s = held_at_most_s
+        self._open: dict[Opening, None] = {}  # in progress, in order of their turns
+        self._ended: list[float] = []  # when the openings of the last window ended
+        self._waiters: collections.deque[asyncio.Future[Opening]] = collections.deque()
+        self._timer: asyncio.Task[None] | None = None
+        self._timer_at = float("inf")
+        self.turns = 0  # turns given, since the start
+
+    @classmethod
+    def of(cls, cap: tuple[int, float], clock: Clock, sleep: Sleep) -> OpeningPacer:
+        """The pacer of an exchange's documented cap (openings, seconds), at
+        ``OPENING_CAP_SHARE`` of it."""
+        count, window_s = cap
+        return cls(max(1, int(count * OPENING_CAP_SHARE)), window_s, clock, sleep)
+
+    def waiting(self) -> int:
+        """How many wait for their turn."""
+        return sum(not w.done() for w in self._waiters)
+
+    async def turn(self) -> Opening:
+        """Wait for a turn to open one websocket; the caller ends the opening it got."""
+        if not any(not w.done() for w in self._waiters) and self._room(self._clock()):
+            return self._give(self._clock())
+        waiter: asyncio.Future[Opening] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._arm()
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                waiter.result().ended()  # given a turn as it was cancelled: spent unused
+            raise
+
+    def ended(self, opening: Opening) -> None:
+        if opening in self._open:
+            del self._open[opening]
+            self._ended.append(self._clock())
+            self._dispatch()
+
+    def _give(self, now: float) -> Opening:
+        opening = Opening(self, now)
+        self._open[opening] = None
+        self.turns += 1
+        return opening
+
+    def _room(self, now: float) -> bool:
+        """Whether an opening may start at ``now``: fewer than ``count`` in progress or ended
+        within the last window (one held too long counted as ended when its hold ran out)."""
+        held = self._held_at_most_s
+        for opening in [o for o in self._open if now - o.turn_at >= held]:
+            del self._open[opening]
+            self._ended.append(opening.turn_at + held)
+        self._ended = [at for at in self._ended if now - at < self.window_s]
+        return len(self._open) + len(self._ended) < self.count
+
+    def _next_room_at(self) -> float:
+        """When a place frees without anything ending meanwhile."""
+        held = self._held_at_most_s
+        ends = [*self._ended, *(o.turn_at + held for o in self._open)]
+        return min(ends) + self.window_s
+
+    def _dispatch(self) -> None:
+        now = self._clock()
+        while self._waiters:
+            if self._waiters[0].done():  # cancelled while waiting
+                self._waiters.popleft()
+            elif self._room(now):
+                self._waiters.popleft().set_result(self._give(now))
+            else:
+                break
+        self._arm()
+
+    def _arm(self) -> None:
+        """Wake the queue when its next place frees (sooner than the wake-up set, if any)."""
+        if not self._waiters:
+            return
+        at = self._next_room_at()
+        if self._timer is not None and not self._timer.done():
+            if self._timer_at <= at:
+                return
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = asyncio.get_running_loop().create_task(self._wake(at))
+
+    async def _wake(self, at: float) -> None:
+        # until ``at`` on the clock, however late this task starts (a sleep may end a little
+        # early on some clocks: a few more, bounded)
+        for _ in range(8):
+            left = at - self._clock()
+            if left <= 0:
+                break
+            await self._sleep(left)
+        self._timer = None
+        self._timer_at = float("inf")
+        self._dispatch()
+
+
 class IpBudget:
     """The limiter of what one IP may send to one exchange's host, shared by every group of
     accounts that reaches that host (the groups differ by ccxt options, the IP does not: two
@@ -288,6 +436,7 @@ class IpBudget:
         rest_weight_per_minute: int | None = None,
         requests_per_ip: tuple[int, float] | None = None,
         ip_ban: IpBanAnswer | None = None,
+        ws_openings_per_ip: tuple[int, float] | None = None,
         host: str = "exchange",
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
@@ -295,7 +444,7 @@ class IpBudget:
     ) -> None:
         """The exchange's limits (:class:`~alertd.exchanges.spec.Capabilities`, of the same
         names; :meth:`of` reads them); ``host``: what the log and the operator call it; the
-        feeds' clocks and sleep."""
+        feeds' clocks and sleep (they time the pauses and pace the websocket openings)."""
         self.host = host
         self._ip_ban = ip_ban
         self._clock = clock
@@ -314,6 +463,12 @@ class IpBudget:
         # (monotonic) the last first try ended (:meth:`bootstrap`)
         self._bootstraps = {False: 0, True: 0}
         self._first_bootstraps_ended_at = -float("inf")
+        # the turns of the accounts' private websocket openings (None: the exchange caps none)
+        self.openings = (
+            None
+            if ws_openings_per_ip is None
+            else OpeningPacer.of(ws_openings_per_ip, clock, sleep)
+        )
 
     @classmethod
     def of(
@@ -330,6 +485,7 @@ class IpBudget:
             rest_weight_per_minute=capabilities.rest_weight_per_minute,
             requests_per_ip=capabilities.requests_per_ip,
             ip_ban=capabilities.ip_ban,
+            ws_openings_per_ip=capabilities.ws_openings_per_ip,
             host=host,
             clock=clock,
             sleep=sleep,

@@ -17,6 +17,7 @@ scheduled by :class:`~alertd.feeds.manager.FeedManager`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import enum
 import functools
@@ -43,6 +44,7 @@ from alertd.feeds.adapter import (
 from alertd.feeds.ccxt_exchange import (
     ErrorKind,
     HostBan,
+    Opening,
     SharedExchange,
     classify,
     describe,
@@ -229,6 +231,18 @@ class AccountFeed:
         self._last_failure = -float("inf")
         self._connected_once = False
         self._fatal_event = asyncio.Event()
+        # the turns taken to open each of its private connections (by the name its adapter
+        # gives it), one taken at a time per connection; the openings not ended yet, oldest
+        # first; how many of its connections wait for their turn; when it last got one
+        self._turns: dict[str, int] = {}
+        self._turn_locks: dict[str, asyncio.Lock] = {}
+        self._openings: collections.deque[Opening] = collections.deque()
+        self._turns_waited = 0
+        self.opening_turn_at: float | None = None
+        # how long it waited for those turns since it last streamed: the waits ended, and when
+        # the one going on began (None: none)
+        self._turns_waited_s = 0.0
+        self._turns_waited_since: float | None = None
 
     def waiting_first_turn(self) -> bool:
         """Not connected yet through no failure of its own: its bootstrap, or after it its
@@ -247,6 +261,58 @@ class AccountFeed:
         """The ban of its exchange host's IP while it lasts: every REST request of the host
         waits for its end (``IpBudget``), this account's too."""
         return self.shared.ip_budget.banned() if self.shared is not None else None
+
+    def private_connections(self) -> int:
+        """How many websocket connections its private streams open (OKX: the private one and
+        the business one for the algo orders; one elsewhere)."""
+        streams = ["positions", "balance"] + (["orders"] if self.adapter.watches_stops else [])
+        return len({self.adapter.stream_connection(s) for s in streams})
+
+    def waiting_for_opening_turn(self) -> bool:
+        """One of its private connections waits for its turn to open in its exchange host's
+        pace (:class:`~alertd.feeds.ccxt_exchange.OpeningPacer`: OKX opens 3 a second per IP,
+        1,000 accounts take minutes), nothing failed meanwhile."""
+        return self._turns_waited > 0
+
+    def waited_for_turns_s(self, now: float) -> float:
+        """How long, since it last streamed, it has waited for turns to open its private
+        connections (the wait going on at ``now`` included): time not down."""
+        since = self._turns_waited_since
+        return self._turns_waited_s + (0.0 if since is None else max(0.0, now - since))
+
+    async def _opening_turn(self, connection: str, seen: int) -> Opening | None:
+        """Wait for the turn to open ``connection`` where its host paces openings, unless a
+        turn was taken since the stream asking last lost it (``seen``: the connection's turns
+        then): the streams sharing one connection (OKX's positions and balance) take one turn
+        for it, whichever asks first, after a drop too. Taken before the stream's watch, so
+        that ccxt signs its login after the wait (OKX's timestamp expires in 30 s)."""
+        pacer = self.shared.ip_budget.openings if self.shared is not None else None
+        if pacer is None:
+            return None
+        lock = self._turn_locks.setdefault(connection, asyncio.Lock())
+        async with lock:
+            if self._turns.get(connection, 0) > seen:
+                return None
+            if not self._turns_waited:
+                self._turns_waited_since = self._clock()
+            self._turns_waited += 1
+            try:
+                opening = await pacer.turn()
+            finally:
+                self._turns_waited -= 1
+                if not self._turns_waited and self._turns_waited_since is not None:
+                    self._turns_waited_s += self._clock() - self._turns_waited_since
+                    self._turns_waited_since = None
+            self._turns[connection] = self._turns.get(connection, 0) + 1
+            self.opening_turn_at = self._clock()
+            self._openings.append(opening)
+            return opening
+
+    def _opening_ended(self, opening: Opening | None) -> None:
+        if opening is not None:
+            opening.ended()
+            if opening in self._openings:
+                self._openings.remove(opening)
 
     def reconciles_held_until(self, now: float) -> float:
         """Until when (monotonic) its periodic reconciles last gave way to the first
@@ -390,6 +456,7 @@ class AccountFeed:
         """A private stream delivered or opened: the account streams; the first time, the
         failures in a row of its start are over."""
         self.state.connected = True
+        self._turns_waited_s = 0.0
         if not self._connected_once:
             self._connected_once = True
             self.state.start_step_done()
@@ -832,14 +899,20 @@ class AccountFeed:
     async def _loop(self, name: str, step: Callable[[], Awaitable[None]]) -> None:
         """Run one stream forever: skip bad frames, reconnect on network errors."""
         backoff = self._backoff_factory()
+        connection = self.adapter.stream_connection(name)
+        seen = 0  # its connection's turns to open when this stream last lost it
         while True:
+            opening: Opening | None = None
             try:
+                opening = await self._opening_turn(connection, seen)
                 await step()
                 self._connected()
                 backoff.healthy(self._clock())
             except FrameError as exc:
                 self.on_malformed(f"{name}: bad frame", str(exc))
             except Exception as exc:
+                self._opening_ended(opening)
+                seen = self._turns.get(connection, 0)
                 if classify(exc) is ErrorKind.FATAL:
                     self._stop(exc)
                 if not isinstance(exc, ccxt.BaseError):
@@ -867,6 +940,8 @@ class AccountFeed:
                 )
                 await self._sleep(delay)
                 self._settle_resync(failed_at, name)
+            finally:
+                self._opening_ended(opening)
 
     def _settle_resync(self, since: float, name: str) -> None:
         """Resync over REST shortly after the streams (re)subscribe.
@@ -1008,7 +1083,10 @@ class AccountFeed:
         for hours; its first frame is not what says it is connected). Opened again after a
         lost stream, it is resynced once more, shortly after it subscribes: the resync that
         followed the loss may have run while the socket was still down, and a change made
-        between that snapshot and the new subscription would be seen by neither."""
+        between that snapshot and the new subscription would be seen by neither. The oldest
+        opening in progress ended: its place in the host's pace counts a window from here."""
+        if self._openings:
+            self._opening_ended(self._openings[0])
         if not self.state.bootstrapped or self.state.fatal is not None:
             return
         reopened = not self.state.connected and self._last_failure > -float("inf")

@@ -124,6 +124,14 @@ def live_after_s(live_weight: float, weight_per_minute: float) -> float:
     return 60.0 * (math.ceil(live_weight / budget) - 1)
 
 
+def openings_after_s(openings: int, count: int, window_s: float) -> float:
+    """When the last of ``openings`` websockets of one host can open, at the earliest, in its
+    :class:`~alertd.feeds.ccxt_exchange.OpeningPacer`'s turns: ``count`` at once, as many
+    again each ``window_s`` as the first end (1,000 OKX accounts, 2,000 openings at 2 a
+    second: 999 s)."""
+    return window_s * (math.ceil(openings / count) - 1) if openings else 0.0
+
+
 def by_host(feeds: Iterable[AccountFeed]) -> list[list[AccountFeed]]:
     """``feeds`` by the exchange host they send from (their :class:`IpBudget`): the groups of
     one host (accounts whose ccxt options differ) share its per-IP limits, so one plan paces
@@ -444,36 +452,60 @@ class FeedManager:
         budget_per_s = per_minute * REST_BUDGET_SHARE * RECONCILE_BUDGET_SHARE / 60
         return max(configured, sum(counted) / budget_per_s)
 
-    def _say_pace(self, host: Sequence[AccountFeed]) -> float:
-        """Say at start when the accounts of ``host`` (every group of one exchange host)
-        cannot all be live at once within their per-IP budget: how long it takes, and what
-        the others look like meanwhile. Returns that time (0: all at once)."""
+    @staticmethod
+    def _rest_pace(host: Sequence[AccountFeed]) -> tuple[float, str]:
+        """When the accounts of ``host`` can all be live within their per-IP REST budget
+        (0: all at once), and what they spend in it."""
         per_minute = host[0].spec.capabilities.rest_weight_per_minute
         # what each one's configured mode reads (Binance portfolio margin: /papi)
         weights = [f.live_weight() for f in host]
         if host[0].shared is None or per_minute is None:
-            return 0.0
+            return 0.0, ""
         counted = [w for w in weights if w is not None]
         if not counted or len(counted) < len(weights):
-            return 0.0
+            return 0.0, ""
         total = sum(counted)
         after_s = live_after_s(total, per_minute)
         if after_s <= 0:
-            return 0.0
+            return 0.0, ""
         low, high = min(counted), max(counted)
         if low == high:
             each = f"{low:g} weight each"
         else:  # the groups' modes differ (portfolio margin: its /papi reads)
             each = f"{low:g} to {high:g} weight each, {total:.0f} in all"
+        return after_s, f"{each}, {per_minute * REST_BUDGET_SHARE:.0f} a minute"
+
+    @staticmethod
+    def _openings_pace(host: Sequence[AccountFeed]) -> tuple[float, str]:
+        """When the private websockets of ``host``'s accounts can all have opened in their
+        host's turns (0: all at once; OKX opens 3 a second per IP), and how many."""
+        shared = host[0].shared
+        pacer = shared.ip_budget.openings if shared is not None else None
+        if pacer is None:
+            return 0.0, ""
+        openings = sum(f.private_connections() for f in host)
+        after_s = openings_after_s(openings, pacer.count, pacer.window_s)
+        if after_s <= 0:
+            return 0.0, ""
+        return after_s, f"{openings} websocket openings, {pacer.count} every {pacer.window_s:g} s"
+
+    def _say_pace(self, host: Sequence[AccountFeed]) -> float:
+        """Say at start when the accounts of ``host`` (every group of one exchange host)
+        cannot all be live at once within their per-IP limits (the REST budget, the
+        websocket openings): how long it takes, and what the others look like meanwhile.
+        Returns that time (0: all at once)."""
+        paces = [self._rest_pace(host), self._openings_pace(host)]
+        after_s = max(s for s, _ in paces)
+        if after_s <= 0:
+            return 0.0
         builtin = self.config.builtin_rules
         log.info(
             "%d %s accounts go live at their per-IP budget's pace: all after about %.0f s "
-            "(%s, %.0f a minute); the health line counts the others not live meanwhile%s",
+            "(%s); the health line counts the others not live meanwhile%s",
             len(host),
             host[0].spec.profile.name,
             after_s,
-            each,
-            per_minute * REST_BUDGET_SHARE,
+            "; ".join(said for s, said in paces if s > 0),
             f", and feed-down fires for one still waiting builtin_rules.feed_down_after_s "
             f"({builtin.feed_down_after_s:g} s) after that, or once its bootstrap, or its "
             "private stream's first opening, keeps failing (failures in a row over more than "

@@ -358,6 +358,9 @@ class FakeExchangeServer(Generic[A, C]):
     DEFAULT_LEVERAGE: ClassVar[int] = 10
     # options alertd must pass to ccxt for this exchange's server (``ccxt_options``)
     CCXT_OPTIONS: ClassVar[dict[str, Any]] = {}
+    # the exchange's documented cap on websocket openings per IP (openings, seconds), which
+    # ``cap_ws_openings()`` enforces; None: it documents none
+    WS_OPENINGS_PER_IP: ClassVar[tuple[int, float] | None] = None
 
     def __init__(self, *, mark_interval_s: float | None = None) -> None:
         if mark_interval_s is not None and mark_interval_s <= 0:
@@ -371,6 +374,11 @@ class FakeExchangeServer(Generic[A, C]):
         # what a client spent on the exchange's request weight, and when)
         self.timed_requests: list[tuple[float, str, str, str]] | None = None
         self.ws_connections: int = 0
+        # the per-IP opening cap enforced (``cap_ws_openings``; None: every opening accepted),
+        # the monotonic times of the openings accepted by remote address, and those refused
+        self.ws_openings_cap: tuple[int, float] | None = None
+        self.ws_openings: dict[str, list[float]] = {}
+        self.ws_refused: int = 0
         self.ccxt_options: dict[str, Any] = dict(self.CCXT_OPTIONS)
         self._accounts: dict[str, A] = {}
         self._markets: dict[str, Any] = {}  # by exchange id; an exchange's market type
@@ -899,14 +907,62 @@ class FakeExchangeServer(Generic[A, C]):
 
     # ---- websockets ------------------------------------------------------------------------------
 
+    def cap_ws_openings(self, count: int | None = None, window_s: float | None = None) -> None:
+        """Refuse a websocket opening past ``count`` in any ``window_s`` from one IP (by
+        default the exchange's documented cap, ``WS_OPENINGS_PER_IP``), answered as
+        :meth:`_ws_over_cap` says. Off unless asked: OKX's 3 a second would refuse the start of
+        a two-account test (a mark hub and two connections each), and a cap counted over a
+        server's life would make unrelated tests' reconnects depend on how many came before."""
+        cap = self.WS_OPENINGS_PER_IP
+        if count is not None and window_s is not None:
+            cap = (count, window_s)
+        if cap is None:
+            raise ValueError(f"{self.NAME} documents no websocket opening cap: give one")
+        self.ws_openings_cap = cap
+
+    def _ws_over_cap(self) -> web.StreamResponse:
+        """The answer to an opening over the per-IP cap. None of OKX, Binance and Bybit says
+        what it answers there (their rate-limit pages name the cap only); HTTP 429 at the
+        handshake is what Binance answers any request over its rate limits ("Requests fail
+        with status 429", developers.binance.com, WebSocket API, Rate limits) and what their
+        gateways answer a refused upgrade; the client sees a failed handshake either way."""
+        return web.Response(status=429, text="Too Many Requests")
+
+    def _refuses_opening(self, request: web.Request) -> bool:
+        """Whether this opening is over the per-IP cap; an accepted one is counted."""
+        remote = request.remote or LOOPBACK
+        now = time.monotonic()
+        opened = self.ws_openings.setdefault(remote, [])
+        if self.ws_openings_cap is not None:
+            count, window_s = self.ws_openings_cap
+            recent = sum(1 for at in reversed(opened[-count:]) if at > now - window_s)
+            if recent >= count:
+                self.ws_refused += 1
+                return True
+        opened.append(now)
+        return False
+
+    def most_openings_in(self, window_s: float) -> int:
+        """The most websocket openings accepted from one IP within any ``window_s``."""
+        most = 0
+        for opened in self.ws_openings.values():
+            first = 0
+            for last, at in enumerate(opened):
+                while opened[first] <= at - window_s:
+                    first += 1
+                most = max(most, last - first + 1)
+        return most
+
     async def _serve_ws(
         self,
         request: web.Request,
         conn: Callable[[web.Request, web.WebSocketResponse], C],
         on_text: Callable[[C, str], None],
-    ) -> web.WebSocketResponse:
+    ) -> web.StreamResponse:
         """Accept a websocket, register ``conn(request, ws)`` and feed its text frames to
         ``on_text`` until it closes."""
+        if self._refuses_opening(request):
+            return self._ws_over_cap()
         # autoping off: pings reach this loop, so that answering them can be switched off
         ws = web.WebSocketResponse(autoping=False, heartbeat=None, max_msg_size=1 << 20)
         await ws.prepare(request)
@@ -1041,6 +1097,8 @@ class ServeOptions:
     requests_out: str | None = None
     # (path suffix, after how many such requests, seconds): that request's answer held so long
     slow_request: tuple[str, int, float] | None = None
+    ws_cap: bool = False  # websocket openings past the exchange's documented cap refused
+    openings_out: str | None = None
 
 
 def slow_request(text: str) -> tuple[str, int, float]:
@@ -1097,6 +1155,17 @@ def serve_main(
         "(tab-separated)",
     )
     parser.add_argument(
+        "--ws-cap",
+        action="store_true",
+        help="refuse websocket openings past the exchange's documented per-IP cap",
+    )
+    parser.add_argument(
+        "--openings-out",
+        metavar="FILE",
+        help="at stop, write the monotonic time of every websocket opening accepted, one a "
+        "line, then 'refused N'",
+    )
+    parser.add_argument(
         "--slow-request",
         type=slow_request,
         metavar="SUFFIX:AFTER:SECONDS",
@@ -1120,6 +1189,8 @@ def serve_main(
         args.book_updates,
         args.requests_out,
         args.slow_request,
+        args.ws_cap,
+        args.openings_out,
     )
     return asyncio.run(_serve(options, fake_class, seed_accounts, max_step))
 
@@ -1133,6 +1204,8 @@ async def _serve(
     fake = fake_class(mark_interval_s=options.mark_interval_s)
     if options.requests_out:
         fake.timed_requests = []
+    if options.ws_cap:
+        fake.cap_ws_openings()
     seed_accounts(fake, options.accounts)
     fake.list_markets(options.markets)
     if options.book_levels:
@@ -1164,6 +1237,10 @@ async def _serve(
         if options.requests_out and fake.timed_requests is not None:
             lines = (f"{t:.3f}\t{m}\t{p}\t{q}\n" for t, m, p, q in fake.timed_requests)
             Path(options.requests_out).write_text("".join(lines))
+        if options.openings_out:
+            opened = sorted(at for times in fake.ws_openings.values() for at in times)
+            text = "".join(f"{at:.3f}\n" for at in opened) + f"refused {fake.ws_refused}\n"
+            Path(options.openings_out).write_text(text)
     return 0
 
 

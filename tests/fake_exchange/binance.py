@@ -604,6 +604,9 @@ class _Connection(shared.WsConnection):
 class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
     """Binance USDⓈ-M futures on 127.0.0.1, scripted from tests. See the module docstring."""
 
+    # "300 connections per attempt every 5 minutes" per IP (developers.binance.com, WebSocket
+    # API, Connection limits; the USDⓈ-M futures pages state no cap of their own)
+    WS_OPENINGS_PER_IP: ClassVar[tuple[int, float] | None] = (300, 300.0)
     CCXT_OPTIONS: ClassVar[dict[str, Any]] = {
         # binance's fetchCurrencies calls spot wallet endpoints (sapi/v1/capital/config/getall)
         # whenever an API key is set; a USDⓈ-M server does not serve them, and load_markets would

@@ -410,6 +410,9 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
     NAME: ClassVar[str] = "Bybit v5 (UTA, USDT perpetuals)"
     BAN_DURATION_S: ClassVar[float] = 600.0  # Bybit's IP ban lasts at least 10 minutes
     # Options alertd passes to ccxt.pro.bybit for this server (and for Bybit itself):
+    # "Do not establish more than 500 connections within a 5-minute window" (per IP;
+    # bybit-exchange.github.io/docs/v5/rate-limit, "Websocket IP limit")
+    WS_OPENINGS_PER_IP: ClassVar[tuple[int, float] | None] = (500, 300.0)
     CCXT_OPTIONS: ClassVar[dict[str, Any]] = {
         # ccxt otherwise probes /v5/user/query-api and /v5/account/info before its first
         # private call to learn the account type; with both set it skips the probe and

@@ -205,6 +205,9 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
     BAN_DURATION_S: ClassVar[float] = 300.0
     PASSPHRASE: ClassVar[str] = "fake-passphrase"  # every account's unless add_account says
     CCXT_OPTIONS: ClassVar[dict[str, Any]] = {"defaultType": "swap"}
+    # "Connection limit: 3 requests per second (based on IP)" (www.okx.com/docs-v5/en/
+    # #overview-websocket-connect)
+    WS_OPENINGS_PER_IP: ClassVar[tuple[int, float] | None] = (3, 1.0)
 
     def __init__(self, *, mark_interval_s: float | None = None) -> None:
         super().__init__(mark_interval_s=mark_interval_s)
