@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from alertd.feeds.adapter import FrameError
 from tests.fake_exchange.base import FakeExchangeServer
 from tests.fake_exchange.bybit import FakeBybit
 from tests.support.aio import async_test
+from tests.support.fakes import ccxt_client
 from tests.support.process import alertd
 from tests.test_feed_matrix import VENUES, World, world
 from tests.test_snapshot_exchanges import (
@@ -83,6 +84,59 @@ def test_a_gst_paying_account_s_figures_match_bybit_s(
     assert sorted(ours) == sorted(theirs)
     for key, reported in theirs.items():
         assert abs(ours[key] - reported) <= fake.tick(key[0]), (key, ours[key], reported)
+
+
+def test_snapshot_and_calc_show_how_low_an_unknown_gst_leaves_the_mm(
+    tmp_path: Path, fake_in_thread: Callable[..., FakeExchangeServer[Any, Any]]
+) -> None:
+    """A GST-paying account whose fills and KYC region Bybit both refuses: ``alertd snapshot``
+    says the fee to close lacks the GST and writes the gap into the snapshot; ``alertd calc``
+    says by how much the maintenance margin is low at most, and that is what Bybit's own
+    positions' MM (with the GST) holds above alertd's."""
+    fake = fake_in_thread("bybit")
+    _open_book(fake, "bybit", BOOK)
+    key = _key("bybit", "india")
+    fake.set_gst(key, GST)  # type: ignore[attr-defined]
+    fake.script_fills(key, refuse=10005)  # type: ignore[attr-defined]
+    fake.script_key_info(key, refuse=10005)  # type: ignore[attr-defined]
+    config, env = _config(tmp_path, fake, "bybit", BOOK)
+
+    table = alertd("snapshot", "-c", str(config), env=env)
+    assert table.returncode == 0 and "Traceback" not in table.stderr, table.stderr
+    said = " ".join(table.stdout.split())
+    gap = "fee to close without the GST an India-KYC account pays (18% on the fee)"
+    assert f"warning: india: {gap}: maintenance margin up to " in said, said
+    written = alertd("snapshot", "-c", str(config), "--json", "--account", "india", env=env)
+    assert written.returncode == 0, written.stderr
+    assert "without the GST" in written.stderr
+    snapshot = json.loads(written.stdout)
+    assert snapshot["fee_gap"] == {"what": "the GST an India-KYC account pays", "share": "0.18"}
+    assert {p["fee_rate"] for p in snapshot["positions"]} == {"0.00055"}
+    path = tmp_path / "india.json"
+    path.write_text(written.stdout)
+
+    calc = alertd("calc", str(path), "--json", env=env)
+    assert calc.returncode == 0, calc.stderr
+    out = json.loads(calc.stdout, parse_float=Decimal)
+    left = Decimal(out["fee_gap"]["maintenance_margin_left_out"])
+    ours = sum(Decimal(p["maintenance_margin"]) for p in out["positions"])
+    theirs = asyncio.run(_reported_maintenance_margins(fake, key))
+    # Bybit's MM holds the fee to close with the GST: above alertd's by what calc says, to
+    # Bybit's 8 decimals a position
+    assert abs(theirs - ours - left) <= Decimal("1e-8") * len(out["positions"]), (theirs, ours)
+    assert Decimal(out["fee_gap"]["share_of_maintenance_margin"]) == left / ours
+    shown = alertd("calc", str(path), env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert f"maintenance margin up to {left.quantize(Decimal('0.01'), ROUND_CEILING)} USDT (" in (
+        " ".join(shown.stderr.split())
+    ), shown.stderr
+
+
+async def _reported_maintenance_margins(fake: FakeExchangeServer[Any, Any], key: str) -> Decimal:
+    """The sum of Bybit's own ``positionMM`` of the account's positions."""
+    async with ccxt_client(fake, "bybit", key, "secret-india") as client:
+        positions = await client.fetch_positions()
+    return sum((Decimal(str(p["info"]["positionMM"])) for p in positions), Decimal(0))
 
 
 # Ways GET /v5/execution/list can fail an account's read of its GST: a key without the

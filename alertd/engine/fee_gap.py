@@ -20,7 +20,11 @@ class FeeGap:
     share: Decimal
 
     def describe(self) -> str:
-        return f"fee to close without {self.what} ({self.share * 100:f}% on the fee)"
+        return f"fee to close without {self.what} ({(self.share * 100).normalize():f}% on the fee)"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.share <= 1:
+            raise ValueError(f"a fee gap's share is above 0 and at most 1, not {self.share}")
 
 
 @dataclass(frozen=True, slots=True)

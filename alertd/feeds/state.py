@@ -697,6 +697,7 @@ class AccountState:
             self.margin_assets,
             self.stops,
             tuple(self.fee_rates.items()),
+            self.fee_gap,
             tuple(self.markets.get(symbol) for symbol in held),
             tuple(self.tiers.get(symbol) for symbol in held),
             self.wallet_includes_isolated,
