@@ -23,6 +23,7 @@ from alertd.engine.margin import AccountMetrics, compute
 from alertd.engine.model import MarginAsset, MarginMode, Side
 from alertd.engine.tiers import Tier, TierBasis, TierTable, deduction_warnings
 from alertd.exchanges.bybit import (
+    GST_GAP,
     BybitAdapter,
     coin_wallet,
     collateral_ratio,
@@ -1416,6 +1417,14 @@ def test_bybit_a_closed_isolated_hedge_leg_reads_no_margin() -> None:
 # --- the account's own fee rates --------------------------------------------------------------
 
 
+# bybit-exchange/docs, docs/v5/user/apikey-info.mdx, "Get API Key Information" response
+# example: the fields alertd reads
+BYBIT_KEY_INFO = {
+    "retCode": 0,
+    "result": {"readOnly": 1, "kycLevel": "LEVEL_1", "kycRegion": "MYS"},
+}
+
+
 class FeeStandIn(StandIn):
     """Answers the fee endpoints with the exchanges' documented examples."""
 
@@ -1438,6 +1447,9 @@ class FeeStandIn(StandIn):
         )
         self.bybit_rows, self.gate_rows, self.okx_rows = bybit_rows, gate_rows, okx_rows
         self.bybit_fills = bybit_fills or []
+        # "Get API Key Information" answers in turn (an exception: raised); by default the
+        # docs' example region (bybit-exchange/docs, docs/v5/user/apikey-info.mdx)
+        self.bybit_key_info: list[Any] = [BYBIT_KEY_INFO]
 
     async def privateGetV5AccountFeeRate(self, params: Any) -> Any:
         return self.answer("fee-rate", params, {"retCode": 0, "result": {"list": self.bybit_rows}})
@@ -1445,6 +1457,14 @@ class FeeStandIn(StandIn):
     async def privateGetV5ExecutionList(self, params: Any) -> Any:
         answer = {"retCode": 0, "result": {"list": self.bybit_fills, "category": "linear"}}
         return self.answer("execution", params, answer)
+
+    async def privateGetV5UserQueryApi(self, params: Any = None) -> Any:
+        answers = self.bybit_key_info  # the last one again once the others are used
+        answer = answers.pop(0) if len(answers) > 1 else answers[0]
+        answer = self.answer("query-api", params or {}, answer)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
     async def privateFuturesGetSettleFee(self, params: Any) -> Any:
         return self.answer("futures fee", params, self.gate_rows)
@@ -1468,16 +1488,22 @@ def test_bybit_reads_the_account_s_taker_rate_of_held_symbols() -> None:
     }
     # one symbol is asked by name; several in one answer for every linear symbol, and a
     # symbol the answer leaves out keeps the base rate (no entry). The account's latest fills
-    # tell the GST on its fee: none in the last 7 days, so it is unknown (no GST counted) and
-    # asked again only once the account holds another symbol (it traded), not at every read
+    # tell the GST on its fee: none in the last 7 days, so its key's KYC region tells (kyc=MYS:
+    # no tax), read once; the fills are asked again only once the account holds another
+    # symbol (it traded), not at every read
     fills = ("execution", {"category": "linear", "limit": 20})
-    assert exchange.calls == [("fee-rate", {"category": "linear", "symbol": "ETHUSDT"}), fills]
-    assert adapter.gst_share is None
+    assert exchange.calls == [
+        ("fee-rate", {"category": "linear", "symbol": "ETHUSDT"}),
+        fills,
+        ("query-api", {}),
+    ]
+    assert adapter.gst_share is None and adapter.kyc_region == "MYS"
+    assert adapter.fee_rates_unread() is None
     rates = run(adapter.fetch_fee_rates(exchange, ["ETH/USDT:USDT", "BTC/USDT:USDT"]))
     assert rates == {"ETH/USDT:USDT": D("0.0006")}
-    assert exchange.calls[2:] == [("fee-rate", {"category": "linear"}), fills]
+    assert exchange.calls[3:] == [("fee-rate", {"category": "linear"}), fills]
     run(adapter.fetch_fee_rates(exchange, ["ETH/USDT:USDT", "BTC/USDT:USDT"]))
-    assert exchange.calls[4:] == [("fee-rate", {"category": "linear"})]
+    assert exchange.calls[5:] == [("fee-rate", {"category": "linear"})]
 
 
 # A live GST-paying (kyc=IND) Bybit account, 2025-10-02, the same moment on its private
@@ -1505,10 +1531,12 @@ BYBIT_GST_POSITION = {
 class FillsStandIn(FeeStandIn):
     """Bybit answering its fills with each of ``answers`` in turn (an exception: raised)."""
 
-    def __init__(self, answers: list[Any]) -> None:
+    def __init__(self, answers: list[Any], key_info: list[Any] | None = None) -> None:
         fee_row = {"symbol": "ETHUSDT", "takerFeeRate": "0.00055", "makerFeeRate": "0.0002"}
         super().__init__([fee_row], {})
         self.answers = answers
+        if key_info is not None:
+            self.bybit_key_info = key_info
 
     async def privateGetV5ExecutionList(self, params: Any) -> Any:
         answer = self.answer("execution", params, self.answers.pop(0))
@@ -1518,24 +1546,33 @@ class FillsStandIn(FeeStandIn):
 
 
 def test_bybit_fills_alertd_cannot_read_leave_the_gst_unknown() -> None:
-    """A fills answer that is no answer leaves the GST unknown (the rate Bybit quotes), told as
-    malformed, and is not asked again for the same holding; a timeout is asked again at the
-    next read, which then tells the GST."""
+    """A fills answer that is no answer, with a key whose region cannot be read either (a
+    refusal), leaves the GST unknown (the rate Bybit quotes), told as malformed, and neither is
+    asked again for the same holding; a timeout is asked again at the next read, which then
+    tells the GST."""
     eth = ["ETH/USDT:USDT"]
-    exchange = FillsStandIn([["not", "an", "answer"]])
+    refused = ccxt.PermissionDenied("bybit 10005 Permission denied")
+    exchange = FillsStandIn([["not", "an", "answer"]], [refused])
     adapter = BybitAdapter()
     assert run(adapter.fetch_fee_rates(exchange, eth)) == {"ETH/USDT:USDT": D("0.00055")}
     unread = adapter.fee_rates_unread()
-    assert unread is not None and unread.malformed and "GST" in unread.what
+    assert unread is not None and unread.malformed and unread.gap == GST_GAP
+    assert "/v5/execution/list" in unread.reason and "/v5/user/query-api" in unread.reason
     run(adapter.fetch_fee_rates(exchange, eth))
-    assert [c[0] for c in exchange.calls] == ["fee-rate", "execution", "fee-rate"]
+    assert [c[0] for c in exchange.calls] == ["fee-rate", "execution", "query-api", "fee-rate"]
+    # the region read, the same malformed fills tell it: India's documented 18%
+    exchange = FillsStandIn([["not", "an", "answer"]], [{"result": {"kycRegion": "IND"}}])
+    adapter = BybitAdapter()
+    assert run(adapter.fetch_fee_rates(exchange, eth)) == {"ETH/USDT:USDT": D("0.000649")}
+    assert adapter.fee_rates_unread() is None
     for malformed in ({"result": "x"}, {"result": {"list": "x"}}, None):
         with pytest.raises(FrameError, match="execution list: not an answer with a list"):
             execution_rows(malformed)
     assert execution_rows({"retCode": 0, "result": {}}) == []  # no fill: nothing listed
 
     answer = {"retCode": 0, "result": {"list": [BYBIT_GST_FILL], "category": "linear"}}
-    exchange = FillsStandIn([ccxt.RequestTimeout("bybit GET timed out"), answer])
+    timeout = ccxt.RequestTimeout("bybit GET timed out")
+    exchange = FillsStandIn([timeout, answer], [timeout])
     adapter = BybitAdapter()
     assert run(adapter.fetch_fee_rates(exchange, eth)) == {"ETH/USDT:USDT": D("0.00055")}
     unread = adapter.fee_rates_unread()

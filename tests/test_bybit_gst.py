@@ -12,16 +12,19 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from alertd.engine.model import Side
+from alertd.exchanges.bybit import GST_GAP, kyc_region
+from alertd.feeds.adapter import FrameError
 from tests.fake_exchange.base import FakeExchangeServer
 from tests.fake_exchange.bybit import FakeBybit
 from tests.support.aio import async_test
+from tests.support.fakes import ccxt_client
 from tests.support.process import alertd
 from tests.test_feed_matrix import VENUES, World, world
 from tests.test_snapshot_exchanges import (
@@ -83,6 +86,59 @@ def test_a_gst_paying_account_s_figures_match_bybit_s(
         assert abs(ours[key] - reported) <= fake.tick(key[0]), (key, ours[key], reported)
 
 
+def test_snapshot_and_calc_show_how_low_an_unknown_gst_leaves_the_mm(
+    tmp_path: Path, fake_in_thread: Callable[..., FakeExchangeServer[Any, Any]]
+) -> None:
+    """A GST-paying account whose fills and KYC region Bybit both refuses: ``alertd snapshot``
+    says the fee to close lacks the GST and writes the gap into the snapshot; ``alertd calc``
+    says by how much the maintenance margin is low at most, and that is what Bybit's own
+    positions' MM (with the GST) holds above alertd's."""
+    fake = fake_in_thread("bybit")
+    _open_book(fake, "bybit", BOOK)
+    key = _key("bybit", "india")
+    fake.set_gst(key, GST)  # type: ignore[attr-defined]
+    fake.script_fills(key, refuse=10005)  # type: ignore[attr-defined]
+    fake.script_key_info(key, refuse=10005)  # type: ignore[attr-defined]
+    config, env = _config(tmp_path, fake, "bybit", BOOK)
+
+    table = alertd("snapshot", "-c", str(config), env=env)
+    assert table.returncode == 0 and "Traceback" not in table.stderr, table.stderr
+    said = " ".join(table.stdout.split())
+    gap = "fee to close without the GST an India-KYC account pays (18% on the fee)"
+    assert f"warning: india: {gap}: maintenance margin up to " in said, said
+    written = alertd("snapshot", "-c", str(config), "--json", "--account", "india", env=env)
+    assert written.returncode == 0, written.stderr
+    assert "without the GST" in written.stderr
+    snapshot = json.loads(written.stdout)
+    assert snapshot["fee_gap"] == {"what": "the GST an India-KYC account pays", "share": "0.18"}
+    assert {p["fee_rate"] for p in snapshot["positions"]} == {"0.00055"}
+    path = tmp_path / "india.json"
+    path.write_text(written.stdout)
+
+    calc = alertd("calc", str(path), "--json", env=env)
+    assert calc.returncode == 0, calc.stderr
+    out = json.loads(calc.stdout, parse_float=Decimal)
+    left = Decimal(out["fee_gap"]["maintenance_margin_left_out"])
+    ours = sum(Decimal(p["maintenance_margin"]) for p in out["positions"])
+    theirs = asyncio.run(_reported_maintenance_margins(fake, key))
+    # Bybit's MM holds the fee to close with the GST: above alertd's by what calc says, to
+    # Bybit's 8 decimals a position
+    assert abs(theirs - ours - left) <= Decimal("1e-8") * len(out["positions"]), (theirs, ours)
+    assert Decimal(out["fee_gap"]["share_of_maintenance_margin"]) == left / ours
+    shown = alertd("calc", str(path), env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert f"maintenance margin up to {left.quantize(Decimal('0.01'), ROUND_CEILING)} USDT (" in (
+        " ".join(shown.stderr.split())
+    ), shown.stderr
+
+
+async def _reported_maintenance_margins(fake: FakeExchangeServer[Any, Any], key: str) -> Decimal:
+    """The sum of Bybit's own ``positionMM`` of the account's positions."""
+    async with ccxt_client(fake, "bybit", key, "secret-india") as client:
+        positions = await client.fetch_positions()
+    return sum((Decimal(str(p["info"]["positionMM"])) for p in positions), Decimal(0))
+
+
 # Ways GET /v5/execution/list can fail an account's read of its GST: a key without the
 # permission (retCode 10005, "Permission denied", bybit v5 "Error Codes"), a request Bybit
 # refuses (10001), and fills whose ``extraFees`` alertd cannot read (not JSON, a GST row with no
@@ -104,19 +160,21 @@ def _bybit(w: World) -> FakeBybit:
 
 @pytest.mark.parametrize("fills", list(UNREADABLE_FILLS.values()), ids=list(UNREADABLE_FILLS))
 @async_test(120)
-async def test_unreadable_fills_leave_the_gst_unknown_not_the_account_stopped(
+async def test_unreadable_fills_and_region_leave_the_gst_unknown_and_shown(
     fills: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     """The GST is a part of the fee term (15% of it for India's 18%); fills alertd cannot read
-    leave it unknown, logged once, and the account computed at its fee rate without it, as one
-    with no recent fill is: not stopped (the old code stopped it on a refusal) nor kept from
-    bootstrapping (a malformed answer failed every try)."""
+    and a KYC region it cannot read leave it unknown: logged once, the gap kept in the state
+    (status, snapshots and calc show it), and the account computed at its fee rate without
+    it: not stopped (the old code stopped it on a refusal) nor kept from bootstrapping (a
+    malformed answer failed every try)."""
     venue = VENUES["bybit"]
     caplog.set_level(logging.WARNING)
 
     def setup(w: World) -> None:
         _bybit(w).set_gst(venue.key, GST)
         _bybit(w).script_fills(venue.key, **fills)
+        _bybit(w).script_key_info(venue.key, refuse=10005)
 
     async with world(venue, setup=setup) as w:
         state = w.feed.state
@@ -124,20 +182,72 @@ async def test_unreadable_fills_leave_the_gst_unknown_not_the_account_stopped(
         assert state.fatal is None
         # Bybit's own taker rate, without the GST it could not read
         assert state.fee_rates == {venue.btc: Decimal("0.00055")}
+        assert state.fee_gap == GST_GAP
         await w.feed.reconcile()
         await w.feed.reconcile()
         assert state.fatal is None and state.fee_rates == {venue.btc: Decimal("0.00055")}
+        assert state.fee_gap == GST_GAP
         # asked at the bootstrap, not again while the account holds the same symbols
         assert _bybit(w).fills_asked(venue.key) == 1
+        assert _bybit(w).key_info_asked(venue.key) == 1
     told = [r.getMessage() for r in caplog.records if "GST" in r.getMessage()]
     assert len(told) == 1, told
+    assert "/v5/user/query-api" in told[0], told
+
+
+# How GET /v5/execution/list tells nothing of the GST while the key's KYC region does: no fill
+# in the 7 days Bybit lists, or fills refused (10005)
+SILENT_FILLS = {"no fill in 7 days": {"listed": False}, "fills refused": {"refuse": 10005}}
+
+
+@pytest.mark.parametrize("fills", list(SILENT_FILLS.values()), ids=list(SILENT_FILLS))
+@pytest.mark.parametrize(
+    ("region", "share"),
+    [("IND", GST), ("MYS", "0")],
+    ids=["kyc=IND pays 18%", "kyc=MYS pays none"],
+)
+@async_test(120)
+async def test_without_a_fill_the_kyc_region_tells_the_gst(
+    fills: dict[str, Any], region: str, share: str
+) -> None:
+    """Where no fill tells, the key's KYC region does (GET /v5/user/query-api ``kycRegion``,
+    readable with any permission): India's documented 18% GST on the fee for kyc=IND (help
+    centre, "FAQ — GST and TDS in India"), no tax elsewhere; nothing left unknown."""
+    venue = VENUES["bybit"]
+
+    def setup(w: World) -> None:
+        _bybit(w).set_gst(venue.key, share)
+        _bybit(w).set_kyc_region(venue.key, region)
+        _bybit(w).script_fills(venue.key, **fills)
+
+    async with world(venue, setup=setup) as w:
+        state = w.feed.state
+        await w.until(lambda: state.fatal is not None or state.connected, "bootstrap")
+        assert state.fatal is None and state.fee_gap is None
+        assert state.fee_rates == {venue.btc: Decimal("0.00055") * (1 + Decimal(share))}
+        await w.feed.reconcile()
+        assert state.fee_rates == {venue.btc: Decimal("0.00055") * (1 + Decimal(share))}
+        assert _bybit(w).key_info_asked(venue.key) == 1
+
+
+@async_test(120)
+async def test_a_fill_that_tells_asks_no_region() -> None:
+    """A fill that tells the GST is the account's own answer: the key's region is not asked."""
+    venue = VENUES["bybit"]
+
+    async with world(venue, setup=lambda w: _bybit(w).set_gst(venue.key, GST)) as w:
+        state = w.feed.state
+        await w.until(lambda: state.connected, "bootstrap")
+        assert state.fee_rates == {venue.btc: Decimal("0.000649")}
+        assert _bybit(w).key_info_asked(venue.key) == 0
 
 
 @async_test(120)
 async def test_fills_refused_at_a_later_reconcile_do_not_stop_a_live_account() -> None:
-    """No fill in Bybit's 7-day window at the bootstrap leaves the GST unknown; once the account
-    trades another symbol the fills are asked again at the reconcile, and a key refused them
-    then (10005) leaves the live account running (it stopped it)."""
+    """No fill in Bybit's 7-day window at the bootstrap: the KYC region tells the GST; once the
+    account trades another symbol the fills are asked again at the reconcile, and a key
+    refused them then (10005) leaves the live account running (it stopped it) at the
+    region's GST."""
     venue = VENUES["bybit"]
 
     def setup(w: World) -> None:
@@ -156,4 +266,17 @@ async def test_fills_refused_at_a_later_reconcile_do_not_stop_a_live_account() -
         await w.feed.reconcile()
         assert state.fatal is None and state.connected
         assert _bybit(w).fills_asked(venue.key) == 2
-        assert set(state.fee_rates.values()) == {Decimal("0.00055")}
+        # the region (kyc=IND) told the GST at the bootstrap already
+        assert set(state.fee_rates.values()) == {Decimal("0.000649")}
+        assert _bybit(w).key_info_asked(venue.key) == 1
+
+
+def test_the_kyc_region_as_bybit_answers_it() -> None:
+    """ "Get API Key Information"'s example answer (bybit-exchange/docs,
+    docs/v5/user/apikey-info.mdx: ``"kycLevel": "LEVEL_1", "kycRegion": "MYS"``); an answer
+    without a region is one alertd cannot read, never "no tax"."""
+    example = {"retCode": 0, "result": {"kycLevel": "LEVEL_1", "kycRegion": "MYS"}}
+    assert kyc_region(example) == "MYS"
+    for malformed in ({"result": {"kycLevel": "LEVEL_1"}}, {"result": None}, [], {"result": 7}):
+        with pytest.raises(FrameError, match="kycRegion"):
+            kyc_region(malformed)

@@ -295,3 +295,22 @@ def test_the_key_figures_fit_the_terminal(example: Path, width: int) -> None:
         assert fmt.price(pm.liquidation_price) in row
         assert fmt.price(pm.position.mark_price) in row
         assert fmt.percent(pm.liquidation_distance) in row
+
+
+@pytest.mark.parametrize(
+    ("gap", "problem"),
+    [
+        ({"what": "a tax", "share": "1.5"}, "fee_gap.share: input should be less than or equal"),
+        ({"what": "a tax", "share": "0"}, "fee_gap.share: must be greater than 0"),
+        ({"share": "0.18"}, "fee_gap.what: missing"),
+    ],
+)
+def test_a_fee_gap_calc_cannot_use_names_its_field(
+    tmp_path: Path, gap: dict[str, Any], problem: str
+) -> None:
+    """A snapshot's ``fee_gap`` (a part of the fee rates no read could tell) is checked as every
+    other field: one line naming it, exit 2."""
+    data = {**snapshot("bybit", "1000", [good_position()]), "schema": 2, "fee_gap": gap}
+    err = bad(tmp_path, data)
+    assert err.startswith(f"alertd: {problem}"), err
+    assert err.count("\n") == 1

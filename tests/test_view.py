@@ -31,7 +31,8 @@ LIVE_ACCOUNT_KEYS = [
     "name", "bootstrapped", "connected", "fatal", "stale", "margin_ratio", "buffer",
     "crash_distance", "effective_leverage", "concentration", "margin_concentration", "settle",
     "pools", "positions", "exchange", "mode", "coverage", "mode_limits", "incomplete",
-    "alerts_kept", "margin_ratio_source", "exchange_margin_ratio", "exchange_margin_ratio_moved",
+    "fee_gap", "alerts_kept", "margin_ratio_source", "exchange_margin_ratio",
+    "exchange_margin_ratio_moved",
 ]  # fmt: skip
 # the same from the state file when the daemon is not running: what was saved
 SAVED_ACCOUNT_KEYS = [
@@ -369,3 +370,38 @@ def test_status_names_the_position_alerts_kept_while_the_figures_are_incomplete(
     render_status(data, console)
     text = " ".join(console.export_text().replace("│", " ").split())
     assert "alerts kept as they are meanwhile: BTC/USDT:USDT long" in text, text
+
+
+def test_status_shows_a_fee_gap_beside_the_figures() -> None:
+    """A fee rate no read could tell (Bybit's GST where neither the fills nor the KYC region
+    told) is shown in ``alertd status`` and its JSON (``/status``), the figures kept."""
+    from alertd.views.status import render_status
+
+    gap = "fee to close without the GST (18% on the fee): maintenance margin up to 1.20 USDT low"
+    data = status_json(view(account(fee_gap=gap)))
+    assert data["accounts"][0]["fee_gap"] == gap
+    assert data["accounts"][0]["margin_ratio"] is not None
+    console = Console(record=True, width=400)
+    render_status(data, console)
+    text = " ".join(console.export_text().replace("│", " ").split())
+    assert gap in text, text
+    assert status_json(view(account()))["accounts"][0]["fee_gap"] is None
+
+
+def test_the_daemon_s_view_carries_the_feed_s_fee_gap(tmp_path: Path) -> None:
+    """The fee gap a feed keeps (``AccountState.fee_gap``) reaches the daemon's view, which
+    ``alertd status`` and ``/status`` show; gone once a read tells the rate."""
+    from alertd.engine.fee_gap import FeeGap
+
+    service = make(tmp_path)
+    assert service.manager and service.publisher and service.store
+    feed = service.manager.feeds["hl"]
+    feed.state.bootstrapped = True  # as after a bootstrap, nothing held
+    feed.state.wallet_balance = D(20_000)
+    gap = FeeGap("a tax on the fee", D("0.18"))
+    feed.state.fee_gap = gap
+    shown = service.publisher.publish({"hl"}, engine_updates=0).accounts[0].fee_gap
+    assert shown == "fee to close without a tax on the fee (18% on the fee)"
+    feed.state.fee_gap = None
+    assert service.publisher.publish({"hl"}, engine_updates=0).accounts[0].fee_gap is None
+    service.store.close()

@@ -21,7 +21,7 @@ from alertd.engine.margin import compute
 from alertd.errors import InputError
 from alertd.rules.messages import book_notes
 from alertd.snapshot.format import load_book, load_snapshot
-from alertd.views.report import metrics_json, render
+from alertd.views.report import fee_gap_json, fee_gap_line, metrics_json, render
 
 NEEDS_CONFIG = False
 JSON_HELP = "print the result as JSON"
@@ -93,12 +93,19 @@ def run(args: argparse.Namespace) -> int:
 
     for warning in loaded.warnings:
         warn(warning)
+    gap = loaded.fee_gap
+    if gap is not None:
+        # at the marks computed (after --mark and --move)
+        warn(f"{loaded.account.name}: {fee_gap_line(pools, gap)}")
     main, *more = [compute(pool, target) for pool in pools]
     if args.json:
-        out = metrics_json(main, books, book_notes)
-        if more:
+        out, *others = [metrics_json(m, books, book_notes) for m in (main, *more)]
+        if gap is not None:
+            for pool, written in zip(pools, (out, *others), strict=True):
+                written["fee_gap"] = fee_gap_json(pool, gap)
+        if others:
             # the other margin assets' pools, each computed on its own
-            out["pools"] = [metrics_json(m, books, book_notes) for m in more]
+            out["pools"] = others
         print(json.dumps(out, indent=2))
     else:
         for m in (main, *more):

@@ -23,7 +23,7 @@ from alertd.engine.margin import compute
 from alertd.errors import InputError
 from alertd.feeds.state import Coverage
 from alertd.snapshot.format import account_to_json
-from alertd.views.report import render, render_comparison
+from alertd.views.report import fee_gap_line, render, render_comparison
 
 if TYPE_CHECKING:
     from alertd.snapshot.live import LiveSnapshot
@@ -45,19 +45,30 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--json prints one account: add --account NAME (one of {names})")
     results = asyncio.run(take_snapshots(config, accounts))
     if args.json:
-        if (note := mode_note(results[0])) is not None:
+        for note in notes(results[0]):
             print(note, file=sys.stderr)  # the JSON itself stays the snapshot calc reads
-        print(json.dumps(account_to_json(results[0].account), indent=2))
+        written = account_to_json(results[0].account, results[0].state.fee_gap)
+        print(json.dumps(written, indent=2))
         return EXIT_OK
     screen = console()
     for result in results:
         screen.print(f"{result.account.name}: account mode {result.state.mode.label}")
-        if (note := mode_note(result)) is not None:
+        for note in notes(result):
             screen.print(note, markup=False, highlight=False)
         for pool in compute(result.account, Decimal("0.5")).by_pool:
             render(pool, screen)  # each margin asset's pool on its own
         render_comparison(result, screen)
     return EXIT_OK
+
+
+def notes(result: LiveSnapshot) -> list[str]:
+    """What a user must know before reading alertd's figures of the account: a mode alertd
+    does not compute, a part of the fee rates no read could tell."""
+    out = [note] if (note := mode_note(result)) is not None else []
+    if (gap := result.state.fee_gap) is not None:
+        line = fee_gap_line(result.account.pool_accounts(), gap)
+        out.append(f"warning: {result.account.name}: {line}")
+    return out
 
 
 def mode_note(result: LiveSnapshot) -> str | None:

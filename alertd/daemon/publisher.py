@@ -49,6 +49,7 @@ from alertd.feeds.feed import AccountFeed
 from alertd.feeds.state import Coverage
 from alertd.rules.metrics import QUIET, pool_values, published_values
 from alertd.rules.model import FeedStatus
+from alertd.views.report import fee_gap_line
 
 
 class Publisher:
@@ -182,6 +183,7 @@ class Publisher:
             exchange_ratio=exchange_ratio if state.bootstrapped else None,
             exchange_ratio_moved=moved and state.bootstrapped,
             missing=tuple(state.incomplete()) if state.bootstrapped else (),
+            fee_gap=self._fee_gap(feed),
             held_alerts=self.alerting.held_positions(name),
             exchange_positions=state.exchange_ratio_positions()
             if state.bootstrapped and state.mode.coverage is not Coverage.COMPUTED
@@ -233,6 +235,16 @@ class Publisher:
             result = replace(result, crash_distance=crash, crash_at=crash_at, values=values)
         self._kept[name] = _Kept(live, marks, result, solved)
         return result
+
+    def _fee_gap(self, feed: AccountFeed) -> str | None:
+        """The account's fee gap (``AccountState.fee_gap``) with the maintenance margin it
+        leaves out at the current marks; computed for the few accounts that have one."""
+        state = feed.state
+        if state.fee_gap is None:
+            return None
+        if not state.computable:
+            return state.fee_gap.describe()
+        return fee_gap_line(state.to_account().pool_accounts(), state.fee_gap)
 
     def _live(self, feed: AccountFeed) -> LiveAccount | None:
         """The account's figures in the book, once its data is complete (as the evaluation

@@ -607,7 +607,8 @@ class Service:
                 refreshed += 1
         with self.store.batch():
             for name in holdings:
-                snapshot = account_to_json(feeds[name].state.to_account())
+                state = feeds[name].state
+                snapshot = account_to_json(state.to_account(), state.fee_gap)
                 self.store.save_snapshot(name, snapshot, wall)
             for name, feed in feeds.items():
                 state = feed.state

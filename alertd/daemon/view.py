@@ -163,6 +163,9 @@ class AccountView:
     exchange_ratio: Decimal | None = None
     exchange_ratio_moved: bool = False
     missing: tuple[str, ...] = ()  # what keeps the account's data incomplete
+    # a part of the fee rates no read could tell, and how low it makes alertd's maintenance
+    # margin at most (Bybit's GST where neither the fills nor the KYC region told)
+    fee_gap: str | None = None
     # while incomplete for a while, the positions whose alerts alertd keeps as they are
     # ("BTC/USDT:USDT long"): read on the exchange's figures meanwhile, they would resolve
     held_alerts: tuple[str, ...] = ()

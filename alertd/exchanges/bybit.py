@@ -33,6 +33,7 @@ from alertd.engine.collateral import (
     RatioTier,
     SettleTerms,
 )
+from alertd.engine.fee_gap import FeeGap
 from alertd.engine.model import MarginAsset, MarginMode, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile, FeeTerm
 from alertd.engine.stops import StopKind, StopOrder, Trigger
@@ -453,6 +454,30 @@ def execution_rows(answer: Any) -> list[Any]:
     return rows
 
 
+# The tax on the trading fee by the account's KYC region, as a share of the fee, where Bybit
+# documents one: "an 18% GST applies to any service or trading fees charged by crypto
+# exchanges ... Bybit users in India must also pay an additional 18% GST", derivatives
+# included (help centre, "FAQ — GST and TDS in India",
+# bybit.com/en/help-center/article/FAQ-Goods-and-Services-Tax-GST-in-India); the GST row of
+# a fill is "Only for kyc=Indian users" (v5 enums, extraFees.feeType). A kyc=ARE account's
+# "VAT" (same enum, 2025-07-22) has no rate Bybit documents, nor a frame showing its MM holds
+# it: not applied. Every other region pays no tax on the fee.
+FEE_TAX_BY_REGION = {"IND": Decimal("0.18")}
+GST_GAP = FeeGap("the GST an India-KYC account pays", FEE_TAX_BY_REGION["IND"])
+
+
+def kyc_region(answer: Any) -> str:
+    """The account's KYC region from "Get API Key Information" (``GET /v5/user/query-api``,
+    ``kycRegion``: "Personal account kyc region", an ISO 3166 alpha-3 code such as "MYS" in
+    Bybit's example; any key may read it, "Any permission can access this endpoint",
+    bybit-exchange.github.io/docs/v5/user/apikey-info). "" where the account has none."""
+    result = answer.get("result") if isinstance(answer, dict) else None
+    region = result.get("kycRegion") if isinstance(result, dict) else None
+    if not isinstance(region, str):
+        raise FrameError(f"query-api kycRegion: not a region: {region!r:.80}")
+    return region.strip().upper()
+
+
 class BybitAdapter(ExchangeAdapter):
     exchange_id = "bybit"
     market_filter = MARKETS
@@ -484,7 +509,10 @@ class BybitAdapter(ExchangeAdapter):
         # reconcile
         self.gst_share: Decimal | None = None
         self._fills_asked_holding: frozenset[str] | None = None
-        self._gst_unread: UnreadFee | None = None  # why the last read of the fills failed
+        # the account's KYC region (:func:`kyc_region`), read once where no fill tells the
+        # GST: the documented tax of its region stands in (FEE_TAX_BY_REGION); None: not read
+        self.kyc_region: str | None = None
+        self._gst_unread: UnreadFee | None = None  # why neither the fills nor the region told
 
     async def fetch_tiers(self, exchange: Any, symbols: list[str]) -> dict[str, TierTable]:
         """Each symbol's risk limits: "Get Risk Limit" (GET /v5/market/risk-limit) is public
@@ -632,9 +660,7 @@ class BybitAdapter(ExchangeAdapter):
         """The account's taker rates from "Get Fee Rate" (``GET /v5/account/fee-rate``,
         category linear: one symbol asked by name, several in one answer for every linear
         symbol): the rate of Bybit's estimated fee to close in IM and MM, with the GST an
-        India-KYC account pays on it (:func:`gst_share`, from its latest linear fill in "Get
-        Trade History", ``GET /v5/execution/list``: one request at the bootstrap of an account
-        that traded in the last 7 days; otherwise again when it holds another symbol)."""
+        India-KYC account pays on it (:attr:`fee_tax_share`)."""
         wanted = {exchange.market(s)["id"]: s for s in symbols}
         request = {"category": "linear"}
         if len(wanted) == 1:
@@ -646,40 +672,65 @@ class BybitAdapter(ExchangeAdapter):
         holding = frozenset(symbols)
         if self.gst_share is None and holding != self._fills_asked_holding:
             await self._read_gst(exchange, holding)
-        if not self.gst_share:
+        share = self.fee_tax_share
+        if not share:
             return rates
-        with_gst = 1 + self.gst_share
         base = {s: PROFILE.default_fee_rate for s in wanted.values()}
-        return {s: rate * with_gst for s, rate in {**base, **rates}.items()}
+        return {s: rate * (1 + share) for s, rate in {**base, **rates}.items()}
+
+    @property
+    def fee_tax_share(self) -> Decimal | None:
+        """The tax on the account's trading fee as a share of it: the GST share of its latest
+        linear fill (:func:`gst_share`) where one told; else its KYC region's documented tax
+        (FEE_TAX_BY_REGION, none elsewhere) where the region was read; None: unknown."""
+        if self.gst_share is not None:
+            return self.gst_share
+        if self.kyc_region is not None:
+            return FEE_TAX_BY_REGION.get(self.kyc_region, Decimal(0))
+        return None
 
     async def _read_gst(self, exchange: Any, holding: frozenset[str]) -> None:
-        """:attr:`gst_share` from the account's latest fills. The GST is a part of the fee
-        term (India's 18% on the fee: the term 15% low without it), not worth the account:
-        fills Bybit refuses (a key without the permission: 10005) or answers malformed leave
-        it unknown, told once (:meth:`fee_rates_unread`), and not asked again until the
-        account holds other symbols; a network error or a rate limit, at the next read."""
+        """:attr:`gst_share` from the account's latest fills (``GET /v5/execution/list``: one
+        request at the bootstrap of an account that traded in the last 7 days); where none
+        tells (no fill in those 7 days, or fills refused: a key without the permission,
+        10005, or answered malformed), the KYC region (``GET /v5/user/query-api``, once).
+        The GST is a part of the fee term (India's 18% on the fee: the term 15% low without
+        it), not worth the account: where neither tells it stays unknown, told once and shown
+        (:meth:`fee_rates_unread`), and both are asked again only once the account holds
+        other symbols; after a network error or a rate limit, at the next read."""
         # here, not at the top: the exchange modules load without ccxt (registry); a feed has it
         import ccxt
 
         from alertd.feeds.ccxt_exchange import describe
 
+        failed: list[tuple[str, Exception]] = []
         try:
             answer = await exchange.privateGetV5ExecutionList({"category": "linear", "limit": 20})
             self.gst_share = gst_share(execution_rows(answer))
         except (FrameError, ccxt.BaseError) as exc:
+            failed.append(("/v5/execution/list", exc))
+        if self.gst_share is None and self.kyc_region is None:
+            try:
+                self.kyc_region = kyc_region(await exchange.privateGetV5UserQueryApi())
+            except (FrameError, ccxt.BaseError) as exc:
+                failed.append(("/v5/user/query-api", exc))
+        if self.fee_tax_share is None:
+            reasons = [f"{path}: {describe(exc)}" for path, exc in failed]
+            if len(failed) < 2:
+                reasons.insert(0, "no fill in the 7 days Bybit lists")
             self._gst_unread = UnreadFee(
-                "GST on the fee to close unknown (an India-KYC account's fee term 15% low)",
-                f"/v5/execution/list: {describe(exc)}",
-                malformed=isinstance(exc, FrameError),
+                GST_GAP,
+                "; ".join(reasons),
+                malformed=any(isinstance(exc, FrameError) for _, exc in failed),
             )
-            if isinstance(exc, ccxt.NetworkError):
-                return
         else:
             self._gst_unread = None
+        if any(isinstance(exc, ccxt.NetworkError) for _, exc in failed):
+            return
         self._fills_asked_holding = holding
 
     def fee_rates_unread(self) -> UnreadFee | None:
-        return self._gst_unread if self.gst_share is None else None
+        return self._gst_unread if self.fee_tax_share is None else None
 
     async def fetch_collateral(self, exchange: Any) -> tuple[Collateral, ...]:
         self._margin_assets = ()

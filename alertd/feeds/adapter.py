@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from alertd.clock import Clock
 from alertd.engine.collateral import Collateral, SettleTerms
+from alertd.engine.fee_gap import FeeGap
 from alertd.engine.model import MarginAsset
 from alertd.engine.orderbook import Level, OrderBook
 from alertd.engine.reported import ExchangeRatioPosition
@@ -43,11 +44,11 @@ class FrameError(ValueError):
 
 @dataclass(frozen=True)
 class UnreadFee:
-    """A part of the fee rates left out for want of a read: ``what`` it is and what leaving
-    it out does, ``reason`` the read's error; ``malformed``: the exchange answered something
-    alertd cannot read (told as a malformed frame), else it refused or failed the request."""
+    """A part of the fee rates left out for want of a read: ``gap`` what it is and the most it
+    adds, ``reason`` the reads' errors; ``malformed``: the exchange answered something alertd
+    cannot read (told as a malformed frame), else it refused or failed the request."""
 
-    what: str
+    gap: FeeGap
     reason: str
     malformed: bool
 
@@ -396,8 +397,9 @@ class ExchangeAdapter:
 
     def fee_rates_unread(self) -> UnreadFee | None:
         """A part of the account's fee rates the last :meth:`fetch_fee_rates` could not read
-        and left out (Bybit: the GST of an India-KYC account whose fills were refused or
-        malformed), for the feed to tell once; None where nothing was left out."""
+        and left out (Bybit: the GST of an India-KYC account when neither its fills nor its
+        key's KYC region could be read), for the feed to tell once and show; None where
+        nothing was left out."""
         return None
 
     async def fetch_stops(self, exchange: Any, symbols: list[str]) -> list[StopOrder] | None:

@@ -1101,13 +1101,16 @@ class AccountFeed:
 
     def _tell_unread_fee(self, unread: UnreadFee | None) -> None:
         """A part of the fee rates left out (:meth:`ExchangeAdapter.fee_rates_unread`),
-        logged once until it changes: the account runs on without it."""
+        logged once until it changes and kept in the state (``fee_gap``: status, snapshots
+        and ``calc`` show it): the account runs on without it."""
         if unread is not None and unread != self._unread_fee_told:
+            what = unread.gap.describe()
             if unread.malformed:
-                self.on_malformed(unread.what, unread.reason)
+                self.on_malformed(what, unread.reason)
             else:
-                log.warning("%s: %s: %s", self.config.name, unread.what, unread.reason)
+                log.warning("%s: %s: %s", self.config.name, what, unread.reason)
         self._unread_fee_told = unread
+        self.state.fee_gap = None if unread is None else unread.gap
 
     def on_malformed(self, kind: str, detail: str) -> None:
         count = self.malformed.get(kind, 0) + 1

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from alertd.engine.collateral import Collateral, SettleTerms
+from alertd.engine.fee_gap import FeeGap
 from alertd.engine.margin import isolated_margin_liquidating_at
 from alertd.engine.model import Account, MarginAsset, MarginMode, Pool, Position, Side
 from alertd.engine.profiles import ExchangeProfile
@@ -303,6 +304,9 @@ class AccountState:
     # a fee (``ExchangeProfile.uses_fee``), read at every snapshot; a symbol without one (held
     # since the last read) counts at the profile's base rate until the next
     fee_rates: dict[str, Decimal] = field(default_factory=dict)
+    # a part of those rates no read could tell (Bybit's GST where neither the fills nor the
+    # KYC region told): alertd's requirement is low by it at most, and says so
+    fee_gap: FeeGap | None = None
     # open conditional orders, read at every snapshot (None: the adapter reads none)
     stops: tuple[StopOrder, ...] | None = None
     events: deque[AccountEvent] = field(default_factory=lambda: deque(maxlen=100))
@@ -741,6 +745,7 @@ class AccountState:
             self.margin_assets,
             self.stops,
             tuple(self.fee_rates.items()),
+            self.fee_gap,
             tuple(self.markets.get(symbol) for symbol in held),
             tuple(self.tiers.get(symbol) for symbol in held),
             self.wallet_includes_isolated,

@@ -31,6 +31,7 @@ from alertd.engine.collateral import (
     RatioTier,
     SettleTerms,
 )
+from alertd.engine.fee_gap import FeeGap
 from alertd.engine.model import Account, MarginAsset, MarginMode, Pool, Position, Side
 from alertd.engine.orderbook import OrderBook
 from alertd.engine.profiles import ExchangeProfile
@@ -230,6 +231,14 @@ class BookFileIn(BookIn):
     symbol: Annotated[str, Field(min_length=1)]
 
 
+class FeeGapIn(_Model):
+    """A part of the fee rates no read could tell (Bybit's GST where neither the fills nor the
+    KYC region told): ``what`` in words, ``share`` the most it adds to each ``fee_rate``."""
+
+    what: Annotated[str, Field(min_length=1, max_length=200)]
+    share: Annotated[Decimal, BeforeValidator(_decimal), Field(gt=0, le=1)]
+
+
 class SnapshotInV2(_Model):
     """A snapshot file (schema 2): what ``alertd calc`` reads and ``alertd snapshot`` writes."""
 
@@ -246,6 +255,9 @@ class SnapshotInV2(_Model):
     orders: list[StopOrderIn] | None = None
     # the order books of held symbols (optional): calc shows the close slippage and gap risk
     order_books: dict[str, BookIn] = {}
+    # absent: every fee rate is as the exchange charges it; present: calc says how low the
+    # maintenance margin is at most without what it names
+    fee_gap: FeeGapIn | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +270,7 @@ class LoadedSnapshot:
     pools: tuple[Account, ...] = ()
     # the order books the snapshot carries, by symbol, sizes in the positions' units
     books: Mapping[str, OrderBook] = field(default_factory=dict)
+    fee_gap: FeeGap | None = None  # what the fee rates leave out (``SnapshotInV2.fee_gap``)
 
 
 def _build_ratio(c: CollateralIn, where: str, problems: list[str]) -> CollateralRatio | None:
@@ -542,7 +555,9 @@ def build_account(snap: SnapshotIn | SnapshotInV2) -> LoadedSnapshot:
         tuple(Pool(pool.asset, pool.wallet_balance, pool_coins) for pool, pool_coins in more),
         shared,
     )
-    return LoadedSnapshot(account, tuple(warnings), account.pool_accounts(), books)
+    raw_gap = snap.fee_gap if isinstance(snap, SnapshotInV2) else None
+    gap = None if raw_gap is None else FeeGap(raw_gap.what, raw_gap.share)
+    return LoadedSnapshot(account, tuple(warnings), account.pool_accounts(), books, gap)
 
 
 def _build_settle_terms(
@@ -818,11 +833,14 @@ def _settle_terms_json(terms: SettleTerms | None) -> dict[str, Any]:
     return out
 
 
-def account_to_json(account: Account) -> dict[str, Any]:
-    """The snapshot object for ``account``: what :func:`parse_snapshot` reads back."""
+def account_to_json(account: Account, fee_gap: FeeGap | None = None) -> dict[str, Any]:
+    """The snapshot object for ``account`` (its fee rates lacking ``fee_gap`` where given):
+    what :func:`parse_snapshot` reads back."""
     out = _account_json(account)
     if account.stops is not None:
         out["orders"] = [_stop_json(s) for s in account.stops]
+    if fee_gap is not None:
+        out["fee_gap"] = {"what": fee_gap.what, "share": decimal_str(fee_gap.share)}
     return out
 
 

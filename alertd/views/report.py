@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -12,6 +12,7 @@ from rich.table import Table
 
 import alertd.views.format as fmt
 from alertd.engine.collateral import RatioBasis
+from alertd.engine.fee_gap import FeeGap, margin_left_out
 from alertd.engine.margin import (
     AccountMetrics,
     CollateralMetrics,
@@ -28,6 +29,33 @@ from alertd.views.tables import figures_table
 
 if TYPE_CHECKING:
     from alertd.snapshot.live import LiveSnapshot
+
+
+def fee_gap_line(pools: Iterable[Account], gap: FeeGap) -> str:
+    """What the requirement leaves out for want of a fee rate, and how low it makes alertd's
+    maintenance margin at most, pool by pool (each an account: ``Account.pool_accounts``):
+    what ``alertd status``, ``/status``, ``snapshot`` and ``calc`` say of a :class:`FeeGap`."""
+    lows = []
+    for pool in pools:
+        if pool.positions:
+            left = margin_left_out(pool, gap)
+            low = fmt.money(left.amount, pool.settle, up=True)
+            if left.share is not None:
+                low += f" ({fmt.percent(left.share, 1, rounding=ROUND_UP)})"
+            lows.append(low)
+    by = f": maintenance margin up to {', '.join(lows)} low" if lows else ""
+    return f"{gap.describe()}{by}"
+
+
+def fee_gap_json(pool: Account, gap: FeeGap) -> dict[str, Any]:
+    """``calc --json``'s ``fee_gap`` of one pool: :func:`fee_gap_line`'s figures."""
+    left = margin_left_out(pool, gap)
+    return {
+        "what": gap.what,
+        "share": decimal_str(gap.share),
+        "maintenance_margin_left_out": decimal_str(left.amount),
+        "share_of_maintenance_margin": decimal_str(left.share),
+    }
 
 
 def _stops(m: AccountMetrics, pm: PositionMetrics) -> StopFigures | None:

@@ -144,6 +144,7 @@ def _account_json(a: AccountView, source: Source) -> dict[str, Any]:
         "coverage": a.coverage or None,
         "mode_limits": a.mode_limits,
         "incomplete": list(a.missing),
+        "fee_gap": a.fee_gap,
         # the positions whose alerts are kept as they are while alertd's figures are incomplete
         "alerts_kept": list(a.held_alerts),
         "margin_ratio_source": _ratio_source(computed, figures["margin_ratio"]),
@@ -441,6 +442,8 @@ def render_status(data: dict[str, Any], console: Console) -> None:
             feed = "stale: " + ", ".join(a["stale"]) if a["stale"] else "fresh"
         if a.get("incomplete"):
             feed += "; incomplete: " + "; ".join(a["incomplete"])
+        if a.get("fee_gap"):
+            feed += "; " + a["fee_gap"]
         if a.get("alerts_kept"):
             feed += "; alerts kept as they are meanwhile: " + ", ".join(a["alerts_kept"])
         buffer = fmt.money(_d(a["buffer"]), a["settle"] or "")

@@ -367,6 +367,12 @@ class _Account(shared.Credentials):
     fills_listed: bool = True
     fills_extra: Any = None
     fills_asked: int = 0  # how many times /v5/execution/list was asked
+    # the key's "Get API Key Information" (GET /v5/user/query-api): the account's KYC region
+    # (an ISO 3166 alpha-3 code, "MYS" in Bybit's example; None: the field left out), or
+    # refused with this retCode (``script_key_info``); how many times it was asked
+    kyc_region: str | None = "MYS"
+    key_info_refused: int | None = None
+    key_info_asked: int = 0
 
 
 @dataclass
@@ -686,6 +692,8 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         "0.18"): its fills list it in ``extraFees`` and its positions' fee to close holds it."""
         account = self._account(api_key)
         account.gst = _dec(share, "share")
+        # Bybit charges it to kyc=IND accounts alone (v5 enums, extraFees.feeType "GST")
+        account.kyc_region = "IND" if account.gst else "MYS"
         for position in account.positions.values():
             position.gst = account.gst
 
@@ -706,6 +714,22 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         account.fills_refused = refuse
         account.fills_listed = listed
         account.fills_extra = extra_fees
+
+    @scripted
+    def script_key_info(self, api_key: str, *, refuse: int | None = None) -> None:
+        """``/v5/user/query-api`` refused with retCode ``refuse`` from now on (None: answered)."""
+        self._account(api_key).key_info_refused = refuse
+
+    @scripted
+    def set_kyc_region(self, api_key: str, region: str | None) -> None:
+        """The account's KYC region as ``/v5/user/query-api`` answers it (None: the field left
+        out, as an answer alertd cannot read)."""
+        self._account(api_key).kyc_region = region
+
+    @scripted
+    def key_info_asked(self, api_key: str) -> int:
+        """How many times the account's ``/v5/user/query-api`` was asked."""
+        return self._account(api_key).key_info_asked
 
     @scripted
     def fills_asked(self, api_key: str) -> int:
@@ -1608,6 +1632,12 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
 
     @staticmethod
     def _query_api(account: _Account, params: dict[str, str]) -> dict[str, Any]:
+        # "Get API Key Information" (bybit-exchange/docs, docs/v5/user/apikey-info.mdx): any
+        # permission can read it; ``kycLevel`` and ``kycRegion`` since 2023-10-17 (changelog)
+        account.key_info_asked += 1
+        if account.key_info_refused is not None:
+            raise _ApiError(account.key_info_refused, "Permission denied")
+        region = {} if account.kyc_region is None else {"kycRegion": account.kyc_region}
         return {
             "id": "13770661",
             "note": "fake",
@@ -1640,6 +1670,9 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             "affiliateID": 0,
             "rsaPublicKey": "",
             "isMaster": True,
+            "parentUid": "0",
+            "kycLevel": "LEVEL_2",
+            **region,
         }
 
     def _execution_list(self, account: _Account, params: dict[str, str]) -> dict[str, Any]:
