@@ -317,6 +317,20 @@ def test_the_health_line_says_what_the_view_says(tmp_path: Path) -> None:
     service.store.close()
 
 
+def start_filled_to_save(path: Path, names: dict[str, str], clock: ManualClock) -> Service:
+    """A service whose accounts hold random positions on their hubs' marks (seed 7), its
+    health interval the 60 s and the marks' deadline the 600 s the snapshot tests count in."""
+    rng = random.Random(7)
+    service = start(path, names, [], clock)
+    assert service.manager is not None
+    assert service.health_interval_s == 60 and SNAPSHOT_MARKS_SAVED_EVERY_S == 600
+    for feed in service.manager.feeds.values():
+        fill(feed, rng, {s: D(rng.randint(50, 100_000)) for s in SYMBOLS}, clock())
+        subscribe(feed)
+        feed._notify(Change.ACCOUNT)
+    return service
+
+
 def test_snapshots_are_saved_when_their_holdings_change_and_for_their_marks_within_ten_minutes(
     tmp_path: Path,
 ) -> None:
@@ -326,17 +340,11 @@ def test_snapshots_are_saved_when_their_holdings_change_and_for_their_marks_with
     (11% of a firing daemon's CPU at 1,000 accounts, benchmarks.md tenth pass); its marks are
     saved again within SNAPSHOT_MARKS_SAVED_EVERY_S, those saved longest ago first, a share of
     the accounts each interval. At shutdown every one, with the time the daemon last held it."""
-    rng = random.Random(7)
     clock = ManualClock(100.0)
     names = {"a": "binanceusdm", "b": "bybit", "c": "binanceusdm"}
-    service = start(tmp_path, names, [], clock)
+    service = start_filled_to_save(tmp_path, names, clock)
     assert service.manager is not None and service.store is not None
-    assert service.health_interval_s == 60 and SNAPSHOT_MARKS_SAVED_EVERY_S == 600
     feeds = service.manager.feeds
-    for feed in feeds.values():
-        fill(feed, rng, {s: D(rng.randint(50, 100_000)) for s in SYMBOLS}, clock())
-        subscribe(feed)
-        feed._notify(Change.ACCOUNT)
     store = service.store
     a, b, c = (feeds[name].state for name in names)
 
@@ -421,17 +429,11 @@ def test_saved_marks_stay_within_ten_minutes_through_a_start_and_a_funding_payme
     the group over ten more intervals: the last saved again 19 minutes after its marks
     (worst 1,140 s at 20 accounts, a tenth an interval). Every due one is saved, and the
     interval's share is topped up with the oldest not yet due, which spreads the group out."""
-    rng = random.Random(7)
     clock = ManualClock(100.0)
     names = {f"a{i}": "binanceusdm" for i in range(20)}
-    service = start(tmp_path, names, [], clock)
+    service = start_filled_to_save(tmp_path, names, clock)
     assert service.manager is not None and service.store is not None
-    assert service.health_interval_s == 60 and SNAPSHOT_MARKS_SAVED_EVERY_S == 600
     feeds = service.manager.feeds
-    for feed in feeds.values():
-        fill(feed, rng, {s: D(rng.randint(50, 100_000)) for s in SYMBOLS}, clock())
-        subscribe(feed)
-        feed._notify(Change.ACCOUNT)
     service.save_snapshots()  # the first: every account
     oldest: list[float] = []
     saved_per_minute: list[int] = []

@@ -77,6 +77,16 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
 
 _classes: dict[str, type] = {}
 
+# ccxt builds every exchange object's endpoint table (``api``: 181 KiB at Binance USD-M) and
+# error-code map (``exceptions``: 22 KiB) afresh from its ``describe()``. Both are the
+# exchange's, the same for every account (alertd passes neither), and only read once built:
+# ccxt's Python calls its endpoints through the class's generated methods, and matches an
+# error's code against ``exceptions``. So the first object's pair serves every later one of
+# the exchange: at 1,000 Binance accounts about 200 MB less (benchmarks.md, eleventh pass).
+# Not ``options`` or ``urls``: ccxt writes into those per object.
+_READ_ONLY_TABLES = ("api", "exceptions")
+_read_only_tables: dict[str, dict[str, Any]] = {}
+
 
 def _guarded_class(exchange_id: str) -> type:
     if exchange_id in _classes:
@@ -842,6 +852,11 @@ def make_exchange(
         params["session"] = shared.session()
         params["ssl_context"] = shared.ssl_context
     exchange = _guarded_class(account.exchange)(params)
+    tables = _read_only_tables.setdefault(
+        account.exchange, {name: getattr(exchange, name) for name in _READ_ONLY_TABLES}
+    )
+    for name, table in tables.items():
+        setattr(exchange, name, table)
     exchange.alertd_sink = sink
     if shared is not None:
         shared.adopt(exchange)
