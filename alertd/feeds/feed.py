@@ -407,6 +407,7 @@ class AccountFeed:
         self.state.set_collateral(collateral, marks, marks_sent)
         self.state.settle_terms = self.adapter.settle_terms()
         self.state.margin_assets = self.adapter.margin_assets()
+        self.state.pool_wallets.update(self.adapter.unlined_wallets())
         # the snapshot's rates are the truth at each read: the asset index moves them from
         # here on (its stream, or its REST read while the stream is stale: feeds/rates.py)
         self.state.pool_read = self.state.pool_rates
