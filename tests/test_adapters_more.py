@@ -1518,6 +1518,13 @@ def test_bybit_s_fee_to_close_holds_the_gst_its_fills_pay() -> None:
     assert gst_share([funding, BYBIT_GST_FILL]) == D("0.18")
     with pytest.raises(FrameError, match="extraFees: not a list"):
         gst_share([{**BYBIT_GST_FILL, "extraFees": "{GST"}])
+    # numbers whose share overflows Decimal's context are malformed fills, not an error that
+    # escapes the read of the GST (decimal.Overflow failed every bootstrap: review10's
+    # probe_gst_overflow.py)
+    for fee, gst in (("0.00055", "1e999999"), ("1e-999999999", "0.000099")):
+        fill = {**BYBIT_GST_FILL, "feeRate": fee, "extraFees": [{"feeType": "GST", "feeRate": gst}]}
+        with pytest.raises(FrameError, match="execution"):
+            gst_share([fill])
 
     fee_row = {"symbol": "ETHUSDT", "takerFeeRate": "0.00055", "makerFeeRate": "0.0002"}
     exchange = FeeStandIn([fee_row], {}, bybit_fills=[BYBIT_GST_FILL])

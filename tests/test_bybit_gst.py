@@ -86,7 +86,8 @@ def test_a_gst_paying_account_s_figures_match_bybit_s(
 # Ways GET /v5/execution/list can fail an account's read of its GST: a key without the
 # permission (retCode 10005, "Permission denied", bybit v5 "Error Codes"), a request Bybit
 # refuses (10001), and fills whose ``extraFees`` alertd cannot read (not JSON, a GST row with no
-# rate, an object where a list belongs, a GST rate 9,090 times the fee: no tax is)
+# rate, an object where a list belongs, a GST rate 9,090 times the fee: no tax is, one whose
+# share of the fee overflows Decimal's context: decimal.Overflow failed every bootstrap)
 UNREADABLE_FILLS = {
     "permission denied": {"refuse": 10005},
     "params error": {"refuse": 10001},
@@ -94,6 +95,7 @@ UNREADABLE_FILLS = {
     "GST row without feeRate": {"extra_fees": [{"feeType": "GST", "feeCoin": "USDT"}]},
     "extraFees an object": {"extra_fees": {}},
     "GST above the fee": {"extra_fees": [{"feeType": "GST", "feeRate": "5"}]},
+    "GST overflowing": {"extra_fees": [{"feeType": "GST", "feeRate": "1e999999"}]},
 }
 
 

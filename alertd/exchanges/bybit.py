@@ -460,15 +460,20 @@ def gst_share(fills: list[Any]) -> Decimal | None:
                 raise FrameError(f"execution extraFees: not a list: {extra[:80]!r}") from None
         if not isinstance(extra, list):
             raise FrameError(f"execution extraFees: not a list: {extra!r:.80}")
-        tax = sum(
-            (
-                dec(row.get("feeRate"), "extraFees feeRate")
-                for row in extra
-                if isinstance(row, dict) and row.get("feeType") == "GST"
-            ),
-            Decimal(0),
-        )
-        share = tax / rate
+        try:
+            tax = sum(
+                (
+                    dec(row.get("feeRate"), "extraFees feeRate")
+                    for row in extra
+                    if isinstance(row, dict) and row.get("feeType") == "GST"
+                ),
+                Decimal(0),
+            )
+            share = tax / rate
+        except ArithmeticError:  # decimal.Overflow: a GST or a fee rate past Decimal's range
+            raise FrameError(
+                f"execution extraFees: a GST share of a fee rate of {rate} past Decimal's range"
+            ) from None
         if not 0 <= share <= 1:
             # a tax on the fee is a share of it: a negative one or one above the fee itself
             # is no GST (India's is 18%)
