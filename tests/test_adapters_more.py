@@ -28,6 +28,7 @@ from alertd.exchanges.bybit import (
     execution_rows,
     gst_share,
     isolated_margin,
+    settle_usd,
     unified_collateral,
     unified_margin_assets,
 )
@@ -1732,3 +1733,20 @@ def test_bybit_keeps_only_a_whole_coin_s_usd_value_and_names_the_wallets_it_cann
         assert adapter.unlined_wallets() == {}
 
     run(body())
+
+
+def test_a_bybit_usdt_dust_row_does_not_skew_every_price_over_it() -> None:
+    """USDT's own USD value per coin, which every line's ``p`` and every coin's price is
+    over, is read at the same floor as the lines' (an equity of at least LINE_MIN_EQUITY),
+    1 below it: a USDT equity of 0.0000015 (its wallet borrowed against its perpetuals' PnL),
+    ``usdValue`` 0.00000149 (0.9933), counted USDC 0.67% high (the reviewer's
+    probe_settle_usd_dust.py: p 1.00661 for 0.9999)."""
+    rows = [
+        {"coin": "USDT", "equity": "0.0000015", "usdValue": "0.00000149", "walletBalance": "-500"},
+        {"coin": "USDC", "equity": "10000", "usdValue": "9999", "walletBalance": "10000"},
+    ]
+    assert settle_usd(rows, "USDT") == 1
+    ratios = {"USDC": CollateralRatio.flat(Decimal(1))}
+    (usdc,) = unified_margin_assets(rows, ratios, "USDT", ("USDC",), held={"USDC"})
+    assert usdc.terms is not None
+    assert usdc.terms.rates == ConversionRates(D("0.9999"), D("0.9999"))

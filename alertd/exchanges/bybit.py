@@ -185,9 +185,12 @@ def usd_per_coin(row: dict[str, Any], min_equity: Decimal = Decimal(0)) -> Decim
 
 
 def settle_usd(coins: list[dict[str, Any]], settle: str) -> Decimal:
-    """The settle coin's USD value per coin (1 where its row gives none): Bybit values the
-    pool in USD, alertd in the settle coin; every price over it keeps the ratio the same."""
-    return next((usd_per_coin(r) for r in coins if r.get("coin") == settle), None) or Decimal(1)
+    """The settle coin's USD value per coin (1 where its row gives none, or gives it from an
+    equity below :data:`LINE_MIN_EQUITY`: every line's ``p`` and every coin's price is over
+    it, so a rounded dust row would skew them all): Bybit values the pool in USD, alertd in
+    the settle coin; every price over it keeps the ratio the same."""
+    rows = (r for r in coins if r.get("coin") == settle)
+    return next((usd_per_coin(r, LINE_MIN_EQUITY) for r in rows), None) or Decimal(1)
 
 
 def line_rates(
