@@ -30,6 +30,7 @@ from alertd.exchanges.bybit import (
     execution_rows,
     gst_share,
     isolated_margin,
+    settle_usd,
     unified_collateral,
     unified_margin_assets,
 )
@@ -1072,11 +1073,12 @@ def test_bybit_unified_pool_reproduces_bybit_s_margin_balance() -> None:
 
 def test_a_bybit_usdc_line_needs_a_usd_value_never_par() -> None:
     """A USDC perpetual held without a USDC row (its equity 0: Bybit leaves zero coins out,
-    "Get Wallet Balance"), with an equity of 0 or a tiny one (``usdValue`` rounded over it:
-    0.0000015 gave 0.9933) gives no USD value: the last one read stands in, and with none
-    USDC has no line (the account incomplete naming it, its USDT positions still read; the
-    snapshot failed whole before) rather than count its perpetuals' MM at par. A settle coin
-    with neither a wallet nor a position has no line."""
+    "Get Wallet Balance") or with an equity of 0 gives no USD value: the last one read stands
+    in, and with none USDC has no line (the account incomplete naming it, its USDT positions
+    still read; the snapshot failed whole before) rather than count its perpetuals' MM at
+    par. A tiny equity (``usdValue`` rounded over it: 0.0000015 gave 0.9933) gives way to the
+    last p read, and gives its own where none was. A settle coin with neither a wallet nor a
+    position has no line."""
     usdt_only = [row for row in BYBIT_WALLET_2024_09_08 if row["coin"] == "USDT"]
     ratios = {"USDC": CollateralRatio.flat(Decimal(1))}
     assert unified_margin_assets(usdt_only, ratios, "USDT", ("USDC",)) == ()
@@ -1084,12 +1086,19 @@ def test_a_bybit_usdc_line_needs_a_usd_value_never_par() -> None:
     for equity, usd in (("0", "0"), ("0.0000015", "0.00000149")):
         tiny = [*usdt_only, {"coin": "USDC", "equity": equity, "usdValue": usd,
                              "walletBalance": "0", "spotBorrow": "0"}]  # fmt: skip
-        assert unified_margin_assets(tiny, ratios, "USDT", ("USDC",), held={"USDC"}) == ()
         (usdc,) = unified_margin_assets(
             tiny, ratios, "USDT", ("USDC",), {"USDC"}, {"USDC": Decimal("0.9991")}
         )
         assert usdc.terms is not None
         assert usdc.terms.rates == ConversionRates(Decimal("0.9991"), Decimal("0.9991"))
+        lines = unified_margin_assets(tiny, ratios, "USDT", ("USDC",), held={"USDC"})
+        if equity == "0":
+            assert lines == ()
+        else:
+            (usdc,) = lines
+            assert usdc.terms is not None and usdc.terms.rates is not None
+            over = D(usdt_only[0]["usdValue"]) / D(usdt_only[0]["equity"])
+            assert usdc.terms.rates.bid == D("0.00000149") / D("0.0000015") / over
     (usdc,) = unified_margin_assets(
         usdt_only, ratios, "USDT", ("USDC",), {"USDC"}, {"USDC": Decimal("0.9991")}
     )
@@ -1162,6 +1171,19 @@ def test_a_recorded_usdc_perpetual_s_line_and_requirement_are_bybit_s() -> None:
     ratios = {"USDC": CollateralRatio.flat(Decimal(1))}
     frame_coins = BYBIT_USDC_WALLET_FRAME["coin"]
     assert unified_margin_assets(frame_coins, ratios, "USDT", ("USDC",), held={"USDC"}) == ()
+def test_a_bybit_usdc_below_one_coin_with_no_earlier_p_is_lined_at_its_own() -> None:
+    """A USDC perpetual held, USDC equity 0.5 (wallet -0.05 of fees, PnL 0.55), no USD value
+    read before: ``usdValue`` 0.4995 gives p = 0.999 (to 1e-8 at Bybit's 8 decimals), and
+    USDC is lined at it. Before, the equity floor dropped it: no line, the whole account
+    incomplete (the reviewer's probe_usdc_floor.py)."""
+    rows = [
+        {"coin": "USDT", "equity": "8000", "usdValue": "8000", "walletBalance": "8000"},
+        {"coin": "USDC", "equity": "0.5", "usdValue": "0.4995", "walletBalance": "-0.05"},
+    ]
+    ratios = {"USDC": CollateralRatio.flat(Decimal(1))}
+    (usdc,) = unified_margin_assets(rows, ratios, "USDT", ("USDC",), held={"USDC"})
+    assert usdc.wallet_balance == D("-0.05")
+    assert usdc.terms is not None and usdc.terms.rates == ConversionRates(D("0.999"), D("0.999"))
 
 
 class BybitStandIn(StandIn):
@@ -1601,6 +1623,13 @@ def test_bybit_s_fee_to_close_holds_the_gst_its_fills_pay() -> None:
     assert gst_share([funding, BYBIT_GST_FILL]) == D("0.18")
     with pytest.raises(FrameError, match="extraFees: not a list"):
         gst_share([{**BYBIT_GST_FILL, "extraFees": "{GST"}])
+    # numbers whose share overflows Decimal's context are malformed fills, not an error that
+    # escapes the read of the GST (decimal.Overflow failed every bootstrap: review10's
+    # probe_gst_overflow.py)
+    for fee, gst in (("0.00055", "1e999999"), ("1e-999999999", "0.000099")):
+        fill = {**BYBIT_GST_FILL, "feeRate": fee, "extraFees": [{"feeType": "GST", "feeRate": gst}]}
+        with pytest.raises(FrameError, match="execution"):
+            gst_share([fill])
 
     fee_row = {"symbol": "ETHUSDT", "takerFeeRate": "0.00055", "makerFeeRate": "0.0002"}
     exchange = FeeStandIn([fee_row], {}, bybit_fills=[BYBIT_GST_FILL])
@@ -1760,3 +1789,68 @@ def test_a_bybit_wallet_push_row_without_its_wallet_skips_that_row_only() -> Non
         assert await adapter.watch_balances(exchange) == {"USDT": D(700)}
 
     run(body())
+
+
+def test_bybit_keeps_only_a_whole_coin_s_usd_value_and_names_the_wallets_it_cannot_line() -> None:
+    """Snapshots of a unified cross wallet whose USDC row changes: a dust row (0.0000015,
+    ``usdValue`` 0.00000149: p 0.9933) lines USDC at its own p but is not kept as the last
+    p read, so a later row of 0.5 (p 0.999) is lined at its own, not at the dust's; a whole
+    coin's p is kept for a later row with none (``usdValue`` rounded to 0). A USDC wallet
+    with no USD value at all and none known is no line and is named
+    (``unlined_wallets``): the feed keeps it unlined after the snapshot as after its push."""
+
+    class Rows(BybitStandIn):
+        usdc: tuple[str, str, str] = ("0", "0", "0")
+
+        async def privateGetV5AccountWalletBalance(self, params: dict[str, Any]) -> Any:
+            equity, usd, wallet = self.usdc
+            coins = [{"coin": "USDT", "equity": "500", "usdValue": "500", "walletBalance": "500"},
+                     {"coin": "USDC", "equity": equity, "usdValue": usd,
+                      "walletBalance": wallet}]  # fmt: skip
+            return self.answer("wallet-balance", params, {"result": {"list": [{"coin": coins}]}})
+
+    async def snapshot(exchange: Rows, adapter: BybitAdapter) -> Decimal | None:
+        await adapter.fetch_balance(exchange)
+        await adapter.fetch_collateral(exchange)
+        lines = adapter.margin_assets()
+        if not lines:
+            return None
+        (usdc,) = lines
+        assert usdc.terms is not None and usdc.terms.rates is not None
+        return usdc.terms.rates.bid
+
+    async def body() -> None:
+        exchange, adapter = Rows(), BybitAdapter()
+        adapter.tables, adapter.account_cross = PublicTables(), True
+        exchange.usdc = ("0.00000001", "0", "0.00000001")
+        assert await snapshot(exchange, adapter) is None
+        assert adapter.unlined_wallets() == {"USDC": D("0.00000001")}
+        exchange.usdc = ("0.0000015", "0.00000149", "0.0000015")
+        assert await snapshot(exchange, adapter) == D("0.00000149") / D("0.0000015")
+        assert adapter.unlined_wallets() == {}
+        exchange.usdc = ("0.5", "0.4995", "0.5")
+        assert await snapshot(exchange, adapter) == D("0.999")
+        exchange.usdc = ("2", "1.996", "2")
+        assert await snapshot(exchange, adapter) == D("0.998")
+        exchange.usdc = ("0.00000001", "0", "0.00000001")
+        assert await snapshot(exchange, adapter) == D("0.998")
+        assert adapter.unlined_wallets() == {}
+
+    run(body())
+
+
+def test_a_bybit_usdt_dust_row_does_not_skew_every_price_over_it() -> None:
+    """USDT's own USD value per coin, which every line's ``p`` and every coin's price is
+    over, is read at the same floor as the lines' (an equity of at least LINE_MIN_EQUITY),
+    1 below it: a USDT equity of 0.0000015 (its wallet borrowed against its perpetuals' PnL),
+    ``usdValue`` 0.00000149 (0.9933), counted USDC 0.67% high (the reviewer's
+    probe_settle_usd_dust.py: p 1.00661 for 0.9999)."""
+    rows = [
+        {"coin": "USDT", "equity": "0.0000015", "usdValue": "0.00000149", "walletBalance": "-500"},
+        {"coin": "USDC", "equity": "10000", "usdValue": "9999", "walletBalance": "10000"},
+    ]
+    assert settle_usd(rows, "USDT") == 1
+    ratios = {"USDC": CollateralRatio.flat(Decimal(1))}
+    (usdc,) = unified_margin_assets(rows, ratios, "USDT", ("USDC",), held={"USDC"})
+    assert usdc.terms is not None
+    assert usdc.terms.rates == ConversionRates(D("0.9999"), D("0.9999"))

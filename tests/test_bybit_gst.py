@@ -142,7 +142,8 @@ async def _reported_maintenance_margins(fake: FakeExchangeServer[Any, Any], key:
 # Ways GET /v5/execution/list can fail an account's read of its GST: a key without the
 # permission (retCode 10005, "Permission denied", bybit v5 "Error Codes"), a request Bybit
 # refuses (10001), and fills whose ``extraFees`` alertd cannot read (not JSON, a GST row with no
-# rate, an object where a list belongs, a GST rate 9,090 times the fee: no tax is)
+# rate, an object where a list belongs, a GST rate 9,090 times the fee: no tax is, one whose
+# share of the fee overflows Decimal's context: decimal.Overflow failed every bootstrap)
 UNREADABLE_FILLS = {
     "permission denied": {"refuse": 10005},
     "params error": {"refuse": 10001},
@@ -150,6 +151,7 @@ UNREADABLE_FILLS = {
     "GST row without feeRate": {"extra_fees": [{"feeType": "GST", "feeCoin": "USDT"}]},
     "extraFees an object": {"extra_fees": {}},
     "GST above the fee": {"extra_fees": [{"feeType": "GST", "feeRate": "5"}]},
+    "GST overflowing": {"extra_fees": [{"feeType": "GST", "feeRate": "1e999999"}]},
 }
 
 

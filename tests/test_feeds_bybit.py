@@ -6,10 +6,13 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
 from pathlib import Path
+
+import pytest
 
 from alertd.config import RuleConfig
 from alertd.engine.margin import compute
@@ -394,5 +397,90 @@ def test_a_usdc_equity_of_0_leaves_usdc_unlined_not_the_bootstrap_failed() -> No
             assert state.bootstrapped and not state.computable
             assert state.unlined_margin_assets() == ["USDC"]
             assert any(s == BTC for s, _ in state.positions)
+
+    run(body())
+
+
+def _resyncs_for_unlined(caplog: pytest.LogCaptureFixture) -> int:
+    return sum("resynced for the unlined" in r.getMessage() for r in caplog.records)
+
+
+@contextlib.asynccontextmanager
+async def _usdc_dust_pushed(
+    usdc_usd: str, dust: str, pushes: int
+) -> AsyncIterator[tuple[FakeBybit, AccountFeed]]:
+    """A unified cross account (a USDT long, USDC at ``usdc_usd``, the reconcile an hour
+    away) streamed past its start; a USDC wallet of ``dust`` pushed (again until the wallet
+    subscription carries it) and the snapshot it asks landed; then ``pushes`` USDT changes
+    (fees, fills, funding: each a ``wallet`` frame carrying the USDC row again)."""
+    async with started(FakeBybit(mark_interval_s=0.3), [("key-b", "secret-b", "8000")]) as fake:
+        fake.set_mark(BTC, "60000")
+        fake.add_symbol(USDC_BTC, "60000")
+        fake.set_usd_price("USDC", usdc_usd)
+        fake.open_position("key-b", BTC, "long", "1", "60000")
+        slow = FAST.model_copy(update={"reconcile_interval_s": 3600})
+        feed = AccountFeed(
+            account_config("b", "bybit", fake), secrets("key-b", "secret-b"), slow, FAST_OPTIONS
+        )
+        async with streaming(feed):
+            state = feed.state
+            await eventually(lambda: state.computable, what="computable")
+            await asyncio.sleep(4)  # past the start's settle resync
+            for _ in range(40):
+                fake.set_balance("key-b", dust, coin="USDC")
+                await asyncio.sleep(0.5)
+                if "USDC" in state.pool_wallets or state.margin_assets:
+                    break
+            await asyncio.sleep(2)  # the snapshot the push asked for lands
+            for i in range(pushes):
+                fake.set_balance("key-b", str(8000 + i))
+                await asyncio.sleep(1)
+            yield fake, feed
+
+
+def test_a_usdc_dust_wallet_is_lined_at_its_own_usd_value(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """0.5 USDC of dust (equity below LINE_MIN_EQUITY, no USD value read before): its own
+    ``usdValue / equity`` lines it (0.4995 / 0.5: 0.999 to 1e-8), the account computed; the
+    USDT pushes that follow ask no snapshot. Before, USDC stayed unlined and every wallet
+    push (each snapshot clears the pushed wallets) asked a full REST snapshot again: 7 for
+    6 pushes (the reviewer's test_usdc_dust_resyncs.py)."""
+    caplog.set_level(logging.INFO)
+
+    async def body() -> None:
+        async with _usdc_dust_pushed("0.999", "0.5", pushes=4) as (fake, feed):
+            before = _resyncs_for_unlined(caplog)
+            assert before <= 1  # the dust's own push, if it came before the snapshot
+            state = feed.state
+            assert [m.asset for m in state.margin_assets] == ["USDC"]
+            (usdc,) = state.margin_assets
+            assert usdc.terms is not None and usdc.terms.rates is not None
+            assert usdc.terms.rates.bid == D("0.999")
+            assert state.computable and state.unlined_margin_assets() == []
+            for i in range(3):
+                fake.set_balance("key-b", str(9000 + i))
+                await asyncio.sleep(1)
+            assert _resyncs_for_unlined(caplog) == before
+
+    run(body())
+
+
+def test_a_usdc_wallet_without_any_usd_value_asks_one_snapshot_not_one_per_push(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A USDC wallet whose ``usdValue`` rounds to 0 (1e-8 USDC at an index of 0.4: Bybit's
+    8 decimals) gives no USD value at all: USDC stays unlined, the account incomplete naming
+    it (after the snapshot as after the push), and its push asks one snapshot; the USDT
+    pushes that follow carry the same USDC row (the same cause) and ask none. Before, every
+    wallet push asked a full REST snapshot, which cleared USDC until the next push."""
+    caplog.set_level(logging.INFO)
+
+    async def body() -> None:
+        async with _usdc_dust_pushed("0.4", "0.00000001", pushes=4) as (_, feed):
+            state = feed.state
+            assert state.margin_assets == ()
+            assert state.unlined_margin_assets() == ["USDC"] and not state.computable
+            assert _resyncs_for_unlined(caplog) == 1
 
     run(body())

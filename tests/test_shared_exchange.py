@@ -53,6 +53,7 @@ from alertd.feeds.manager import (
     RECONCILE_BUDGET_SHARE,
     FeedManager,
     live_after_s,
+    rescaled_delay_s,
     spread_starts,
 )
 from alertd.feeds.marks import MarkHub
@@ -1939,3 +1940,47 @@ def test_a_bootstrap_that_keeps_failing_does_not_mask_other_accounts_stale_strea
             await manager.close()
 
     run(body(), timeout_s=240)
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        [(0, 600), (0, 200), (60, 60)],
+        [(0, 600), (0, 400), (60, 250), (120, 150), (180, 90)],
+        [(0, 300), (0, 150), (60, 100)],
+        [(0, 60), (0, 200), (60, 600)],
+    ],
+    ids=["600-200-60", "600-400-250-150-90", "300-150-100", "grows"],
+)
+def test_replans_in_a_row_keep_each_account_within_the_stale_allowance(
+    plan: list[tuple[float, float]],
+) -> None:
+    """Reconcile jobs spread over one interval, run as the scheduler runs them, and replans a
+    minute apart that move the interval (each job rescaled by :func:`rescaled_delay_s`, from
+    its last run as its feed timed it, as ``replan_reconciles`` does): no account may go
+    longer between two reconciles than its private streams' stale allowance at that moment
+    (2 * interval + stale_after_s, ``publisher.stale_streams``). Before, a job's last run was
+    taken as one old interval before its next, which a first rescale had moved: two shrinks
+    600 -> 200 -> 60 s left an account 180 s between reconciles where 150 s were allowed
+    (the reviewer's sim_replan2.py, 20 s stale; 600 -> ... -> 90: 31.5 s)."""
+    stale_after_s, step_s, jobs = 30.0, 0.5, 200
+    _, interval = plan[0]
+    last = [-interval * (i + 0.5) / jobs for i in range(jobs)]
+    upcoming = [at + interval for at in last]
+    replans = sorted(plan[1:])
+    end = replans[-1][0] + 3 * max(i for _, i in plan)
+    worst_over_s = 0.0
+    for tick in range(int(end / step_s)):
+        now = tick * step_s
+        while replans and replans[0][0] <= now:
+            before, interval = interval, replans.pop(0)[1]
+            upcoming = [
+                now + rescaled_delay_s(at - now, before, interval, now - ran)
+                for at, ran in zip(upcoming, last, strict=True)
+            ]
+        for i in range(jobs):
+            if upcoming[i] <= now:
+                last[i], upcoming[i] = now, now + interval
+        allowance = 2 * interval + stale_after_s
+        worst_over_s = max(worst_over_s, *(now - ran - allowance for ran in last))
+    assert worst_over_s <= 0

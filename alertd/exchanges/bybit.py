@@ -193,9 +193,45 @@ def usd_per_coin(row: dict[str, Any], min_equity: Decimal = Decimal(0)) -> Decim
 
 
 def settle_usd(coins: list[dict[str, Any]], settle: str) -> Decimal:
-    """The settle coin's USD value per coin (1 where its row gives none): Bybit values the
-    pool in USD, alertd in the settle coin; every price over it keeps the ratio the same."""
-    return next((usd_per_coin(r) for r in coins if r.get("coin") == settle), None) or Decimal(1)
+    """The settle coin's USD value per coin (1 where its row gives none, or gives it from an
+    equity below :data:`LINE_MIN_EQUITY`: every line's ``p`` and every coin's price is over
+    it, so a rounded dust row would skew them all): Bybit values the pool in USD, alertd in
+    the settle coin; every price over it keeps the ratio the same."""
+    rows = (r for r in coins if r.get("coin") == settle)
+    return next((usd_per_coin(r, LINE_MIN_EQUITY) for r in rows), None) or Decimal(1)
+
+
+def line_rates(
+    coins: list[dict[str, Any]], settle: str, assets: tuple[str, ...]
+) -> dict[str, Decimal]:
+    """The settle coins ``assets``' USD values per coin over the settle coin's, each from a
+    row with an equity of at least :data:`LINE_MIN_EQUITY` (a value worth keeping: the last
+    one read stands in for a later row that gives none)."""
+    over = settle_usd(coins, settle)
+    out = {}
+    for row in coins:
+        coin = row.get("coin")
+        if isinstance(coin, str) and coin in assets:
+            usd = usd_per_coin(row, LINE_MIN_EQUITY)
+            if usd is not None and usd > 0:
+                out[coin] = usd / over
+    return out
+
+
+def unlined_wallets(
+    coins: list[dict[str, Any]], assets: tuple[str, ...], lines: tuple[MarginAsset, ...]
+) -> dict[str, Decimal]:
+    """The wallets of the settle coins ``assets`` the snapshot read but could not line (no
+    USD value: :func:`unified_margin_assets`): by coin, those not 0."""
+    lined = {line.asset for line in lines}
+    out = {}
+    for row in coins:
+        coin = row.get("coin")
+        if isinstance(coin, str) and coin in assets and coin not in lined:
+            wallet = coin_wallet(row)
+            if wallet != 0:
+                out[coin] = wallet
+    return out
 
 
 def unified_margin_assets(
@@ -222,21 +258,28 @@ def unified_margin_assets(
     ("Set Collateral Coin": "USDT, USDC cannot be set").
 
     An asset with neither a wallet nor a position (``held``) has no line (nothing of it
-    counts). A row with no equity (or one below :data:`LINE_MIN_EQUITY`) gives no USD value:
-    the last one read (``known_rates``, by asset, as ``p``) stands in; with none the asset
-    has no line (never at par) and the account is incomplete naming it while it holds a
-    position of it (``AccountState.unlined_margin_assets``), its USDT positions still read.
-    An asset without a collateral ratio table is a :class:`FrameError` naming it."""
+    counts). Its ``p`` is read from its row at an equity of :data:`LINE_MIN_EQUITY` or more
+    (:func:`line_rates`); below it, the last one so read stands in (``known_rates``, by
+    asset), and with none its own row's rougher ``usdValue / equity`` (dust of 0.5 USDC,
+    ``usdValue`` 0.4995: still 0.999 to 1e-8; the account incomplete for it before). A row
+    with no USD value at all (equity 0, or ``usdValue`` rounded to 0) and none known leaves
+    the asset without a line (never at par): the account is incomplete naming it while it
+    holds a wallet or a position of it (:func:`unlined_wallets`,
+    ``AccountState.unlined_margin_assets``), its USDT positions still read. An asset without
+    a collateral ratio table is a :class:`FrameError` naming it."""
     rows = {r.get("coin"): r for r in coins}
     over = settle_usd(coins, settle)
+    read = line_rates(coins, settle, assets)
     out = []
     for asset in assets:
         row = rows.get(asset)
         wallet = coin_wallet(row) if row is not None else Decimal(0)
         if wallet == 0 and asset not in held:
             continue
-        usd = usd_per_coin(row, LINE_MIN_EQUITY) if row is not None else None
-        rate = usd / over if usd is not None else (known_rates or {}).get(asset)
+        rough = usd_per_coin(row) if row is not None else None
+        rate = read.get(asset) or (known_rates or {}).get(asset)
+        if rate is None and rough is not None:
+            rate = rough / over
         if rate is None or rate <= 0:
             continue  # no USD value yet: unlined, the account incomplete naming the asset
         ratio = ratios.get(asset)
@@ -428,15 +471,20 @@ def gst_share(fills: list[Any]) -> Decimal | None:
                 raise FrameError(f"execution extraFees: not a list: {extra[:80]!r}") from None
         if not isinstance(extra, list):
             raise FrameError(f"execution extraFees: not a list: {extra!r:.80}")
-        tax = sum(
-            (
-                dec(row.get("feeRate"), "extraFees feeRate")
-                for row in extra
-                if isinstance(row, dict) and row.get("feeType") == "GST"
-            ),
-            Decimal(0),
-        )
-        share = tax / rate
+        try:
+            tax = sum(
+                (
+                    dec(row.get("feeRate"), "extraFees feeRate")
+                    for row in extra
+                    if isinstance(row, dict) and row.get("feeType") == "GST"
+                ),
+                Decimal(0),
+            )
+            share = tax / rate
+        except ArithmeticError:  # decimal.Overflow: a GST or a fee rate past Decimal's range
+            raise FrameError(
+                f"execution extraFees: a GST share of a fee rate of {rate} past Decimal's range"
+            ) from None
         if not 0 <= share <= 1:
             # a tax on the fee is a share of it: a negative one or one above the fee itself
             # is no GST (India's is 18%)
@@ -499,6 +547,7 @@ class BybitAdapter(ExchangeAdapter):
         # USD rate each was last read at (a row with no equity gives none)
         self._margin_assets: tuple[MarginAsset, ...] = ()
         self._line_rates: dict[str, Decimal] = {}
+        self._unlined_wallets: dict[str, Decimal] = {}  # of those it could not line
         # the positions' own stop-losses, from the last position snapshot (fetch_stops adds
         # them to the open orders)
         self.position_stops: list[StopOrder] = []
@@ -733,7 +782,7 @@ class BybitAdapter(ExchangeAdapter):
         return self._gst_unread if self.fee_tax_share is None else None
 
     async def fetch_collateral(self, exchange: Any) -> tuple[Collateral, ...]:
-        self._margin_assets = ()
+        self._margin_assets, self._unlined_wallets = (), {}
         if not self.account_cross:
             return ()  # isolated: each position on its own margin; portfolio: Bybit's ratio
         assets = self.market_filter.margin_assets(exchange.markets)
@@ -767,12 +816,17 @@ class BybitAdapter(ExchangeAdapter):
         )
         coins = unified_collateral(self._coins, ratios, self.settle, exchange.markets, assets)
         self._margin_assets = lines
-        for line in lines:
-            self._line_rates[line.asset] = line.terms.mm_rate if line.terms else Decimal(1)
+        self._unlined_wallets = unlined_wallets(self._coins, assets, lines)
+        # only a p read at a whole coin or more is kept: a dust row's rounder one would
+        # otherwise stand in for every later row, a better one included
+        self._line_rates.update(line_rates(self._coins, self.settle, assets))
         return coins
 
     def margin_assets(self) -> tuple[MarginAsset, ...]:
         return self._margin_assets
+
+    def unlined_wallets(self) -> dict[str, Decimal]:
+        return self._unlined_wallets
 
     # in unified cross margin every other settle coin held needs its line: one a push gave
     # (a position or a wallet since the last snapshot) is missing until a snapshot reads it

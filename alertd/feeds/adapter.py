@@ -342,6 +342,13 @@ class ExchangeAdapter:
         them; none by default."""
         return ()
 
+    def unlined_wallets(self) -> dict[str, Decimal]:
+        """The wallets of the other margin assets the last snapshot read but could not line
+        (Bybit: no USD value for USDC), by asset: the account stays incomplete naming them
+        until a snapshot lines them, as after a push of one (a snapshot that left them out
+        made each later push ask another); none by default."""
+        return {}
+
     # the exchange streams the asset index its pooled mode counts the margin assets and coins
     # at (Binance multi-assets: "Multi-Assets Mode Asset Index"): one subscription per
     # exchange (:class:`~alertd.feeds.rates.AssetIndexStream`), the rates of an account in

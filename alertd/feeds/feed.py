@@ -215,6 +215,9 @@ class AccountFeed:
         self._stops_for: frozenset[str] = frozenset()  # the symbols of the last stops read
         self._reconciles = 0
         self._gave_way = False  # the last reconcile gave way to the host's bootstraps
+        # when the last reconcile that read (not gave way) began, on this feed's clock: what a
+        # replan rescales the next one from (FeedManager.replan_reconciles)
+        self._reconcile_started: float | None = None
         self._markets_reloaded_at = -float("inf")
         self._markets_of: Any = None  # the catalogue ``state.markets`` was built from
         self._stops_read_at = -float("inf")
@@ -535,6 +538,7 @@ class AccountFeed:
         self.state.set_collateral(collateral, marks, marks_sent)
         self.state.settle_terms = self.adapter.settle_terms()
         self.state.margin_assets = self.adapter.margin_assets()
+        self.state.pool_wallets.update(self.adapter.unlined_wallets())
         # the snapshot's rates are the truth at each read: the asset index moves them from
         # here on (its stream, or its REST read while the stream is stale: feeds/rates.py)
         self.state.pool_read = self.state.pool_rates
@@ -568,6 +572,7 @@ class AccountFeed:
             self._gave_way = True
             return
         self._gave_way = False
+        self._reconcile_started = self._clock()
         # with the order stream up, the stops' REST read is a net for a missed push: every
         # n-th reconcile (feeds.stops_reconcile_every)
         self._reconciles += 1
@@ -584,6 +589,11 @@ class AccountFeed:
         except Exception as exc:
             if not self._is_fatal(exc):
                 log.warning("%s: reconcile failed: %s", self.config.name, describe(exc))
+
+    def since_reconcile_s(self) -> float | None:
+        """Seconds since the last reconcile that read began; None before the first."""
+        started = self._reconcile_started
+        return None if started is None else self._clock() - started
 
     def reconcile_weight(self) -> float | None:
         """This account's weight per reconcile, on average, in its exchange's per-IP budget:

@@ -99,19 +99,26 @@ def spread_starts(count: int, interval_s: float) -> list[float]:
     return [interval_s * (1 + i / count) for i in range(count)]
 
 
-def rescaled_delay_s(remaining_s: float, before_s: float, interval_s: float) -> float:
+def rescaled_delay_s(
+    remaining_s: float, before_s: float, interval_s: float, since_last_s: float | None
+) -> float:
     """When a reconcile job next runs after its interval moved from ``before_s`` to
-    ``interval_s``, ``remaining_s`` before its next run on the old plan: at the same phase of
-    the new interval, so the jobs stay spread as they were and no account waits longer between
-    two runs than the longer of the two intervals. Starting every job over one to two new
-    intervals from now, whatever its last run, let an account wait the old interval and two
-    new ones: past its private streams' stale allowance (2 intervals and ``stale_after_s``,
+    ``interval_s``, ``remaining_s`` before its next run on the old plan, ``since_last_s``
+    after its last run began (None: not run yet): at the same phase of the new interval, so
+    the jobs stay spread as they were and no account waits longer between two runs than the
+    longer of the two intervals. Starting every job over one to two new intervals from now,
+    whatever its last run, let an account wait the old interval and two new ones: past its
+    private streams' stale allowance (2 intervals and ``stale_after_s``,
     ``publisher.stale_streams``), a quiet healthy account called stale. Never later than two
-    new intervals after its last run either (a shrink by more than half). A job not run yet
-    (its first run one to two intervals after the start) keeps its place in the spread."""
-    remaining_s = max(remaining_s, 0.0)
-    since_last_s = before_s - remaining_s  # below 0: no run yet
-    return max(0.0, min(remaining_s * interval_s / before_s, 2 * interval_s - since_last_s))
+    new intervals after its last run either (a shrink by more than half): that run as the
+    account's feed timed it, not one ``before_s`` before the next (after a rescale the two
+    are no longer an interval apart: two shrinks a minute apart, 600, 200, then 60 s, left an
+    account 180 s between reconciles where 150 s were allowed). A job not run yet (its first
+    run one to two intervals after the start) keeps its place in the spread."""
+    phase_s = max(remaining_s, 0.0) * interval_s / before_s
+    if since_last_s is None:
+        return phase_s
+    return max(0.0, min(phase_s, 2 * interval_s - since_last_s))
 
 
 def live_after_s(live_weight: float, weight_per_minute: float) -> float:
@@ -560,7 +567,9 @@ class FeedManager:
                 job_id = f"reconcile:{feed.config.name}"
                 upcoming = scheduler.get_job(job_id).next_run_time
                 if upcoming is not None:
-                    delay = rescaled_delay_s((upcoming - now).total_seconds(), before, interval)
+                    remaining = (upcoming - now).total_seconds()
+                    since_last = feed.since_reconcile_s()
+                    delay = rescaled_delay_s(remaining, before, interval, since_last)
                 start = now + timedelta(seconds=delay)
                 scheduler.reschedule_job(
                     job_id, trigger="interval", seconds=interval, start_date=start

@@ -272,7 +272,8 @@ class AccountState:
     settle_terms: SettleTerms | None = None
     # the other margin assets sharing the settle currency's pool at their own rates (Binance
     # multi-assets: USDC), as of the last REST snapshot; a wallet a push gave since
-    # (``pool_wallets``, cleared at each snapshot in that mode) stands for the one read
+    # (``pool_wallets``, at each snapshot in that mode the wallets it read of assets it
+    # could not line, ExchangeAdapter.unlined_wallets) stands for the one read
     margin_assets: tuple[MarginAsset, ...] = ()
     # the modes that count each other margin asset on a line of its own (Binance
     # multi-assets: at its <asset>USD rates; Bybit unified cross: at its USD value), so one
