@@ -1144,11 +1144,11 @@ def test_a_recorded_usdc_perpetual_s_line_and_requirement_are_bybit_s() -> None:
     alertd reproduces: 0.4% of its value at the mark plus the fee to close at the bankruptcy
     price at the account's own rate (0.1%, its fill's fee over its value), the fee the
     position's IM holds too (IM less a tenth of the value at the mark). The row's equity,
-    under 1 USDC, gives alertd no USD value (``usdValue`` -0.06794174 is rounded): the last
-    one read stands in. What the frame cannot show: the USD totals hold the USDT side (its
-    row was not pushed), so Bybit's conversion of USDC's MM to USD and the collateral ratio
-    on USDC's equity stay unchecked (docs/exchanges.md, Bybit "UTA cross with USDC
-    perpetuals")."""
+    under 1 USDC, gives no whole coin's USD value (``usdValue`` -0.06794174 is rounded): the
+    last one read stands in, and with none the row's own, rougher. What the frame cannot
+    show: the USD totals hold the USDT side (its row was not pushed), so Bybit's conversion
+    of USDC's MM to USD and the collateral ratio on USDC's equity stay unchecked
+    (docs/exchanges.md, Bybit "UTA cross with USDC perpetuals")."""
     (usdc,) = BYBIT_USDC_WALLET_FRAME["coin"]
     row = BYBIT_BTCPERP_FRAME
     size, entry, mark = D(row["size"]), D(row["entryPrice"]), D(row["markPrice"])
@@ -1170,7 +1170,17 @@ def test_a_recorded_usdc_perpetual_s_line_and_requirement_are_bybit_s() -> None:
     assert D(row["positionIM"]) - size * mark / D(row["leverage"]) == close_fee
     ratios = {"USDC": CollateralRatio.flat(Decimal(1))}
     frame_coins = BYBIT_USDC_WALLET_FRAME["coin"]
-    assert unified_margin_assets(frame_coins, ratios, "USDT", ("USDC",), held={"USDC"}) == ()
+    (line,) = unified_margin_assets(frame_coins, ratios, "USDT", ("USDC",), held={"USDC"})
+    assert line.wallet_balance == coin_wallet(usdc)
+    own = D(usdc["usdValue"]) / D(usdc["equity"])
+    assert line.terms is not None and line.terms.rates == ConversionRates(own, own)
+    kept = {"USDC": D("0.9998")}
+    (line,) = unified_margin_assets(frame_coins, ratios, "USDT", ("USDC",), {"USDC"}, kept)
+    assert line.terms is not None and line.terms.rates == ConversionRates(
+        *kept.values(), *kept.values()
+    )
+
+
 def test_a_bybit_usdc_below_one_coin_with_no_earlier_p_is_lined_at_its_own() -> None:
     """A USDC perpetual held, USDC equity 0.5 (wallet -0.05 of fees, PnL 0.55), no USD value
     read before: ``usdValue`` 0.4995 gives p = 0.999 (to 1e-8 at Bybit's 8 decimals), and
