@@ -1077,8 +1077,9 @@ def test_a_bybit_usdc_line_needs_a_usd_value_never_par() -> None:
     in, and with none USDC has no line (the account incomplete naming it, its USDT positions
     still read; the snapshot failed whole before) rather than count its perpetuals' MM at
     par. A tiny equity (``usdValue`` rounded over it: 0.0000015 gave 0.9933) gives way to the
-    last p read, and gives its own where none was. A settle coin with neither a wallet nor a
-    position has no line."""
+    last p read, and gives none where none was (the account incomplete: a guess of 0.9933, or
+    0.6667 at 0.000000015, would count the perpetuals' MM low). A settle coin with neither a
+    wallet nor a position has no line."""
     usdt_only = [row for row in BYBIT_WALLET_2024_09_08 if row["coin"] == "USDT"]
     ratios = {"USDC": CollateralRatio.flat(Decimal(1))}
     assert unified_margin_assets(usdt_only, ratios, "USDT", ("USDC",)) == ()
@@ -1091,14 +1092,10 @@ def test_a_bybit_usdc_line_needs_a_usd_value_never_par() -> None:
         )
         assert usdc.terms is not None
         assert usdc.terms.rates == ConversionRates(Decimal("0.9991"), Decimal("0.9991"))
-        lines = unified_margin_assets(tiny, ratios, "USDT", ("USDC",), held={"USDC"})
-        if equity == "0":
-            assert lines == ()
-        else:
-            (usdc,) = lines
-            assert usdc.terms is not None and usdc.terms.rates is not None
-            over = D(usdt_only[0]["usdValue"]) / D(usdt_only[0]["equity"])
-            assert usdc.terms.rates.bid == D("0.00000149") / D("0.0000015") / over
+        assert unified_margin_assets(tiny, ratios, "USDT", ("USDC",), held={"USDC"}) == ()
+    hostile = [*usdt_only, {"coin": "USDC", "equity": "1e-999999", "usdValue": "10",
+                            "walletBalance": "0", "spotBorrow": "0"}]  # fmt: skip
+    assert unified_margin_assets(hostile, ratios, "USDT", ("USDC",), held={"USDC"}) == ()
     (usdc,) = unified_margin_assets(
         usdt_only, ratios, "USDT", ("USDC",), {"USDC"}, {"USDC": Decimal("0.9991")}
     )
@@ -1802,8 +1799,8 @@ def test_a_bybit_wallet_push_row_without_its_wallet_skips_that_row_only() -> Non
 
 
 def test_bybit_keeps_only_a_whole_coin_s_usd_value_and_names_the_wallets_it_cannot_line() -> None:
-    """Snapshots of a unified cross wallet whose USDC row changes: a dust row (0.0000015,
-    ``usdValue`` 0.00000149: p 0.9933) lines USDC at its own p but is not kept as the last
+    """Snapshots of a unified cross wallet whose USDC row changes: a dust row (0.05,
+    ``usdValue`` 0.04994: p 0.9988) lines USDC at its own p but is not kept as the last
     p read, so a later row of 0.5 (p 0.999) is lined at its own, not at the dust's; a whole
     coin's p is kept for a later row with none (``usdValue`` rounded to 0). A USDC wallet
     with no USD value at all and none known is no line and is named
@@ -1836,7 +1833,10 @@ def test_bybit_keeps_only_a_whole_coin_s_usd_value_and_names_the_wallets_it_cann
         assert await snapshot(exchange, adapter) is None
         assert adapter.unlined_wallets() == {"USDC": D("0.00000001")}
         exchange.usdc = ("0.0000015", "0.00000149", "0.0000015")
-        assert await snapshot(exchange, adapter) == D("0.00000149") / D("0.0000015")
+        assert await snapshot(exchange, adapter) is None
+        assert adapter.unlined_wallets() == {"USDC": D("0.0000015")}
+        exchange.usdc = ("0.05", "0.04994", "0.05")
+        assert await snapshot(exchange, adapter) == D("0.9988")
         assert adapter.unlined_wallets() == {}
         exchange.usdc = ("0.5", "0.4995", "0.5")
         assert await snapshot(exchange, adapter) == D("0.999")

@@ -181,6 +181,10 @@ def coin_wallet(row: dict[str, Any]) -> Decimal:
 # rounds ``usdValue`` (a USDC equity of 0.0000015 gave 0.9933), an error of its last digit
 # over the equity; from one coin up it is below 1e-8 of a stablecoin's value
 LINE_MIN_EQUITY = Decimal(1)
+# and with none read so, a line takes its own row's rougher value from this much up (an error
+# of at most 5e-7 at Bybit's 8 decimals); below it no value: the account incomplete naming the
+# coin, never a guess (0.000000015 over 0.00000001 would count its perpetuals' MM at two thirds)
+ROUGH_MIN_EQUITY = Decimal("0.01")
 
 
 def usd_per_coin(row: dict[str, Any], min_equity: Decimal = Decimal(0)) -> Decimal | None:
@@ -189,7 +193,10 @@ def usd_per_coin(row: dict[str, Any], min_equity: Decimal = Decimal(0)) -> Decim
     equity, usd = dec_or_none(row.get("equity")), dec_or_none(row.get("usdValue"))
     if equity is None or usd is None or not equity or abs(equity) < min_equity:
         return None
-    return usd / equity
+    try:
+        return usd / equity
+    except ArithmeticError:  # a hostile row's exponents (1e-999999): no value, not a crash
+        return None
 
 
 def settle_usd(coins: list[dict[str, Any]], settle: str) -> Decimal:
@@ -260,9 +267,10 @@ def unified_margin_assets(
     An asset with neither a wallet nor a position (``held``) has no line (nothing of it
     counts). Its ``p`` is read from its row at an equity of :data:`LINE_MIN_EQUITY` or more
     (:func:`line_rates`); below it, the last one so read stands in (``known_rates``, by
-    asset), and with none its own row's rougher ``usdValue / equity`` (dust of 0.5 USDC,
-    ``usdValue`` 0.4995: still 0.999 to 1e-8; the account incomplete for it before). A row
-    with no USD value at all (equity 0, or ``usdValue`` rounded to 0) and none known leaves
+    asset), and with none its own row's rougher ``usdValue / equity`` from an equity of
+    :data:`ROUGH_MIN_EQUITY` (dust of 0.5 USDC, ``usdValue`` 0.4995: still 0.999 to 1e-8; the
+    account incomplete for it before). A row with no USD value at all (equity 0, below
+    :data:`ROUGH_MIN_EQUITY`, or ``usdValue`` rounded to 0) and none known leaves
     the asset without a line (never at par): the account is incomplete naming it while it
     holds a wallet or a position of it (:func:`unlined_wallets`,
     ``AccountState.unlined_margin_assets``), its USDT positions still read. An asset without
@@ -276,7 +284,7 @@ def unified_margin_assets(
         wallet = coin_wallet(row) if row is not None else Decimal(0)
         if wallet == 0 and asset not in held:
             continue
-        rough = usd_per_coin(row) if row is not None else None
+        rough = usd_per_coin(row, ROUGH_MIN_EQUITY) if row is not None else None
         rate = read.get(asset) or (known_rates or {}).get(asset)
         if rate is None and rough is not None:
             rate = rough / over
