@@ -825,6 +825,9 @@ def test_reconciles_read_the_fresh_streamed_index_and_rest_once_per_interval() -
             await asyncio.sleep(4)
             reconciled = sum(f._reconciles for f in feeds) - reconciles
             assert reconciled >= 6
-            assert _asset_index_reads(fake) - reads <= reconciled / 2
+            # one read an interval serves both accounts (two reconciles an interval); the
+            # window's edges may hold one more read than its reconciles pay for (7 reconciles,
+            # 4 reads, seen at load 15); before, 7 reconciles read it 5 times
+            assert _asset_index_reads(fake) - reads <= reconciled / 2 + 1
 
     run(body())
