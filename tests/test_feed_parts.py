@@ -345,21 +345,34 @@ def test_a_follower_that_fails_on_the_asset_index_stops_neither_the_stream_nor_t
 ) -> None:
     """A follower's bug in ``on_asset_index`` or ``on_malformed`` is logged with its
     traceback and the other followers still get the frame; the stream goes on (review of
-    rates11: the exception ended the hub's task and the daemon)."""
+    rates11: the exception ended the hub's task and the daemon). Its first failure only:
+    the later ones at debug, until it succeeds again (review10: a traceback per frame per
+    follower, every second)."""
     clock = [0.0]
     stream = _index_stream(clock)
     failing, other = _IndexRecorder(fails=True), _IndexRecorder()
     stream.follow(failing)
     stream.follow(other)
-    with caplog.at_level(logging.ERROR, logger="alertd.feeds.rates"):
-        for second in range(3):
+
+    def frames(first: int, count: int) -> None:
+        for second in range(first, first + count):
             clock[0] = float(second)
             rows, problems = streamed_index_rows([_USDT_EVENT, {"s": "XYZUSD"}])
             for problem in problems:
                 stream.on_malformed("asset index: bad row", problem)
             stream.deliver(rows)
-    assert len(other.handed) == len(failing.handed) == 3
-    assert len(other.malformed) == 3
-    assert stream.frames == 3
-    failed = [r for r in caplog.records if r.exc_info is not None]
-    assert len(failed) == 6, [r.getMessage() for r in caplog.records]
+
+    with caplog.at_level(logging.DEBUG, logger="alertd.feeds.rates"):
+        frames(0, 3)
+        failing.fails = False
+        frames(3, 2)
+        failing.fails = True
+        frames(5, 3)
+    assert len(other.handed) == len(failing.handed) == 8
+    assert len(other.malformed) == 8
+    assert stream.frames == 8
+    said = [(r.levelno, r.exc_info is not None) for r in caplog.records]
+    # each call's (on_asset_index, on_malformed) first failure of each run with its
+    # traceback, the others' at debug
+    assert said.count((logging.ERROR, True)) == 2 * 2, [r.getMessage() for r in caplog.records]
+    assert said.count((logging.DEBUG, True)) == 2 * 6 - 2 * 2

@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 
 # what a follower reports of a row the stream sent malformed (skipped, the others applied)
 BAD_ROW = "asset index: bad row"
+# what a follower failed on: each call's failures logged apart
+_INDEX = "the asset index"
+_MALFORMED = "a malformed frame"
 
 
 class IndexFollower(Protocol):
@@ -94,6 +97,10 @@ class AssetIndexStream:
         self._clock = clock
         self._sleep = sleep
         self.followers: set[IndexFollower] = set()
+        # the followers whose last call of a kind failed (by follower and what it was
+        # handed): its traceback logged at the first failure, the later ones at debug until
+        # that call succeeds again (not once a frame, every second)
+        self._failing: set[tuple[IndexFollower, str]] = set()
         self.rows: dict[str, Mapping[str, Any]] = {}  # the latest row per symbol
         # monotonic time each symbol's good row last came (a frame or a REST read)
         self.row_at: dict[str, float] = {}
@@ -140,6 +147,7 @@ class AssetIndexStream:
 
     def unfollow(self, follower: IndexFollower) -> None:
         self.followers.discard(follower)
+        self._failing -= {(follower, _INDEX), (follower, _MALFORMED)}
 
     async def run(self) -> None:
         """Stream from the first follower on, and read over REST while the stream is
@@ -264,7 +272,9 @@ class AssetIndexStream:
             try:
                 follower.on_asset_index(standing, changed, now, streamed, expired)
             except Exception:
-                self._follower_failed(follower, "the asset index")
+                self._follower_failed(follower, _INDEX)
+            else:
+                self._failing.discard((follower, _INDEX))
 
     def _say_expired(self, expired: Mapping[str, float]) -> None:
         """Each row's expiry logged once for the stream, and its return."""
@@ -287,9 +297,23 @@ class AssetIndexStream:
             try:
                 follower.on_malformed(kind, detail)
             except Exception:
-                self._follower_failed(follower, "a malformed frame")
+                self._follower_failed(follower, _MALFORMED)
+            else:
+                self._failing.discard((follower, _MALFORMED))
 
     def _follower_failed(self, follower: IndexFollower, what: str) -> None:
         # one follower's bug is its account's, not the stream's: the task that runs this
-        # stream runs every account's rates (and the hub with it)
-        log.exception("%s: a follower (%r) failed on %s", self.name, follower, what)
+        # stream runs every account's rates (and the hub with it); its traceback once per run
+        # of failures, the bug being the same each frame
+        if (follower, what) in self._failing:
+            log.debug(
+                "%s: a follower (%r) failed again on %s", self.name, follower, what, exc_info=True
+            )
+            return
+        self._failing.add((follower, what))
+        log.exception(
+            "%s: a follower (%r) failed on %s (its next failures at debug, until it succeeds)",
+            self.name,
+            follower,
+            what,
+        )
