@@ -3,7 +3,8 @@ subscription per exchange, shared by every account that follows it.
 
 Binance's multi-assets mode values each margin asset (USDT, USDC) at its ``<asset>USD`` row's
 bid and ask rates and each collateral coin at its index less a buffer. The REST read
-(``GET /fapi/v1/assetIndex``) is the truth, at a bootstrap and once per reconcile interval;
+(``GET /fapi/v1/assetIndex``) is the truth, at a bootstrap and once per reconcile interval
+(the longest its accounts' plan gives, see below);
 between reads the exchange's "Multi-Assets Mode Asset Index" stream (``!assetIndex@arr``,
 every second) moves them: a depeg counts within a second, not a reconcile interval later.
 The rows are public and the same for every account, so like the marks
@@ -24,10 +25,14 @@ log says it once for the stream (not once per follower), and once when it is bac
 meanwhile its subscription alone is renewed, at most once per ``stale_after_s``
 (:meth:`~alertd.feeds.adapter.ExchangeAdapter.renew_asset_index`): the marks on the same
 hub keep streaming, where a reconnect of the hub would gap every one of them.
-While it is fresh, REST is read once per configured reconcile interval for all of them
-(the truth the rows are corrected by: this stream's own read, or a follower's reconcile's,
-:meth:`AssetIndexStream.read`), and their reconciles take the rows from here
-(:meth:`AssetIndexStream.fresh_rows`) instead of each reading the same public rows again.
+While it is fresh, REST is read once per ``read_every_s`` for all of them: the longest
+planned reconcile interval of its accounts (``feeds.reconcile_interval_s``, or longer where
+the plan stretches it within the IP's budget; set at every plan and replan,
+:meth:`~alertd.feeds.manager.FeedManager._pace_index_reads`), the truth the rows are
+corrected by (this stream's own read, or a follower's reconcile's,
+:meth:`AssetIndexStream.read`); their reconciles take the rows from here
+(:meth:`AssetIndexStream.fresh_rows`) instead of each reading the same public rows again,
+but for a row that expired, which a reconcile reads over REST.
 """
 
 from __future__ import annotations
@@ -159,9 +164,10 @@ class AssetIndexStream:
 
     async def _read_over_rest(self) -> None:
         """The REST read, for every follower at once: while the stream is stale, once per
-        ``stale_after_s``; otherwise once per ``read_every_s`` (the configured reconcile
-        interval), the truth the stream is checked against, which the followers' own
-        reconciles then read from :meth:`fresh_rows` rather than each asking REST again."""
+        ``stale_after_s``; otherwise once per ``read_every_s`` (the longest planned
+        reconcile interval of its accounts), the truth the stream is checked against, which
+        the followers' own reconciles then read from :meth:`fresh_rows` rather than each
+        asking REST again."""
         while True:
             await self._sleep(min(self.stale_after_s, self.read_every_s))
             now = self._clock()
