@@ -851,6 +851,10 @@ def test_a_usdc_row_rejected_in_every_frame_keeps_its_depeg_and_is_named_stale()
             feed = AccountFeed(config, secrets("key-a", "secret-a"), settings, FAST_OPTIONS)
             async with streaming(feed):
                 state = feed.state
+
+                def usdc_rates() -> tuple[Decimal, Decimal] | None:
+                    return _rates(state.margin_assets[0].terms)
+
                 await fake.wait_for_subscription("!assetIndex@arr")
                 fake.asset_index_paused = True
                 await asyncio.sleep(3)  # past the start's settle resync: the snapshot is at par
@@ -859,9 +863,7 @@ def test_a_usdc_row_rejected_in_every_frame_keeps_its_depeg_and_is_named_stale()
                 usdc = usdt | {"s": "USDCUSD", "i": "0.95", "b": "0.01", "B": "0.9405"}
                 usdc |= {"A": "0.950095"}
                 fake.push_asset_index_frame([usdc, usdt])
-                await eventually(
-                    lambda: _rates(state.margin_assets[0].terms) is not None, what="depeg"
-                )
+                await eventually(lambda: usdc_rates() is not None, what="the depeg")
                 assert state.pool_read is not None
                 assert _rates(state.pool_read.margin_assets[0].terms) is None  # the snapshot: par
                 bad = usdc | {"B": None}
@@ -869,18 +871,23 @@ def test_a_usdc_row_rejected_in_every_frame_keeps_its_depeg_and_is_named_stale()
                     moved = usdt | {"i": f"1.0000{second}", "B": f"0.9999{second}"}
                     fake.push_asset_index_frame([bad, moved])
                     await asyncio.sleep(1.0)
-                    seen.append(_rates(state.margin_assets[0].terms))
+                    seen.append(usdc_rates())
                 assert seen == [(Decimal("0.9405"), Decimal("0.950095"))] * 12
                 # USDT moved all along
                 assert _rates(state.settle_terms) == (Decimal(moved["B"]), Decimal("1.0001"))
                 stale = [f for f in state.freshness(time.monotonic(), 5.0, 60.0) if f.stale]
                 assert [(f.stream, f.key) for f in stale] == [(Stream.INDEX, "USDCUSD")]
-                # a good row back: its rates, and no longer named
+                # a reconcile reads the expired row over REST (the stream's rows lack it):
+                # the local Binance's REST row (par) is the truth, the row no longer expired
+                read = _asset_index_reads(fake)
+                await feed.reconcile()
+                assert _asset_index_reads(fake) == read + 1
+                assert usdc_rates() is None
+                assert not [f for f in state.freshness(time.monotonic(), 5.0, 60.0) if f.stale]
+                # a good row on the stream again: its rates, nothing named
                 fake.push_asset_index_frame([usdc | {"B": "0.96", "A": "0.97"}, moved])
                 await eventually(
-                    lambda: (
-                        _rates(state.margin_assets[0].terms) == (Decimal("0.96"), Decimal("0.97"))
-                    ),
+                    lambda: usdc_rates() == (Decimal("0.96"), Decimal("0.97")),
                     what="USDC's row back",
                 )
                 assert not [f for f in state.freshness(time.monotonic(), 5.0, 60.0) if f.stale]
