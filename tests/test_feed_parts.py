@@ -17,7 +17,7 @@ from alertd.exchanges.bybit import risk_limits_to_table
 from alertd.exchanges.registry import get_spec
 from alertd.feeds.backoff import Backoff
 from alertd.feeds.ccxt_exchange import ErrorKind, classify, deep_merge, describe
-from alertd.feeds.rates import AssetIndexStream
+from alertd.feeds.rates import AssetIndexStream, rejected_symbols
 from alertd.feeds.state import AccountState, MarketInfo, PositionState, Stream
 
 D = Decimal
@@ -198,6 +198,7 @@ class _IndexRecorder:
     def __init__(self, fails: bool = False) -> None:
         self.fails = fails
         self.handed: list[set[str]] = []
+        self.expired: list[dict[str, float]] = []
         self.malformed: list[str] = []
 
     def on_asset_index(
@@ -206,8 +207,10 @@ class _IndexRecorder:
         changed: Set[str],
         now: float,
         streamed: bool = True,
+        expired: Mapping[str, float] | None = None,
     ) -> None:
         self.handed.append(set(rows))
+        self.expired.append(dict(expired or {}))
         if self.fails:
             raise RuntimeError("a follower's bug")
 
@@ -258,8 +261,8 @@ def test_a_streamed_index_row_that_stops_coming_is_not_served_as_fresh() -> None
     for second in range(1, 280):
         clock[0] = float(second)
         rows, problems = streamed_index_rows([_USDT_EVENT, rejected])
-        assert len(problems) == 1
-        stream.deliver(rows)
+        assert rejected_symbols(problems) == {"USDCUSD"}
+        stream.deliver(rows, rejected=rejected_symbols(problems))
         fresh = stream.fresh_rows()
         assert fresh is not None
         assert ("USDCUSD" in fresh) == (second <= 30), second
@@ -270,26 +273,106 @@ def test_a_streamed_index_row_that_stops_coming_is_not_served_as_fresh() -> None
     assert set(stream.fresh_rows() or {}) == {"USDTUSD", "USDCUSD"}
 
 
+def test_a_quiet_index_row_stands_while_the_stream_is_fresh(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """USDCUSD read over REST at t=0, then 279 frames of USDTUSD alone: the stream's docs
+    ("Multi-Assets Mode Asset Index", ``!assetIndex@arr``, update speed 1s) promise no row in
+    every frame, so a row that merely does not come is no evidence against it: it stays among
+    the fresh rows and the followers', none named expired, nothing logged (before: expired
+    after ``stale_after_s``, a quiet stable coin "stale", its reconciles reading REST)."""
+    clock = [0.0]
+    stream = _index_stream(clock)
+    follower = _IndexRecorder()
+    stream.follow(follower)
+    stream.read(streamed_index_rows([_USDT_EVENT, _USDC_EVENT])[0])
+    with caplog.at_level(logging.INFO, logger="alertd.feeds.rates"):
+        for second in range(1, 280):
+            clock[0] = float(second)
+            stream.deliver(streamed_index_rows([_USDT_EVENT])[0])
+            assert set(stream.fresh_rows() or {}) == {"USDTUSD", "USDCUSD"}, second
+            assert follower.handed[-1] == {"USDTUSD", "USDCUSD"}
+            assert follower.expired[-1] == {}
+    assert not caplog.records
+
+
+def test_an_expired_index_row_is_said_once_handed_as_expired_and_back_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """USDCUSD rejected in every frame from t=1: expired past ``stale_after_s`` (30 s) after
+    its t=0 row, handed to the followers as expired (when its last good row came), logged
+    once for the stream however many frames, and once when a good row is back."""
+    clock = [0.0]
+    stream = _index_stream(clock)
+    follower = _IndexRecorder()
+    stream.follow(follower)
+    stream.read(streamed_index_rows([_USDT_EVENT, _USDC_EVENT])[0])
+    rejected = _USDC_EVENT | {"B": None}
+    with caplog.at_level(logging.INFO, logger="alertd.feeds.rates"):
+        for second in range(1, 100):
+            clock[0] = float(second)
+            rows, problems = streamed_index_rows([_USDT_EVENT, rejected])
+            stream.deliver(rows, rejected=rejected_symbols(problems))
+            assert follower.expired[-1] == ({"USDCUSD": 0.0} if second > 30 else {}), second
+        stream.deliver(streamed_index_rows([_USDT_EVENT, _USDC_EVENT])[0])
+    assert follower.expired[-1] == {}
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        "binanceusdm asset index: no good USDCUSD row in 30s (rejected since): its accounts "
+        "keep its last good rates, named stale, and their reconciles read it over REST until "
+        "one comes",
+        "binanceusdm asset index: USDCUSD row good again: the rates follow it",
+    ]
+
+
+def test_a_row_a_rest_read_lacks_expires() -> None:
+    """A REST read is every row there is: a row it lacks (delisted, or malformed there) is
+    rejected, and expires ``stale_after_s`` after its last good one, however fresh the
+    frames of the others."""
+    clock = [0.0]
+    stream = _index_stream(clock)
+    stream.read(streamed_index_rows([_USDT_EVENT, _USDC_EVENT])[0])
+    clock[0] = 1.0
+    stream.read(streamed_index_rows([_USDT_EVENT])[0])
+    for second in range(2, 40):
+        clock[0] = float(second)
+        stream.deliver(streamed_index_rows([_USDT_EVENT])[0])
+        assert ("USDCUSD" in (stream.fresh_rows() or {})) == (second <= 30), second
+
+
 def test_a_follower_that_fails_on_the_asset_index_stops_neither_the_stream_nor_the_others(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A follower's bug in ``on_asset_index`` or ``on_malformed`` is logged with its
     traceback and the other followers still get the frame; the stream goes on (review of
-    rates11: the exception ended the hub's task and the daemon)."""
+    rates11: the exception ended the hub's task and the daemon). Its first failure only:
+    the later ones at debug, until it succeeds again (review10: a traceback per frame per
+    follower, every second)."""
     clock = [0.0]
     stream = _index_stream(clock)
     failing, other = _IndexRecorder(fails=True), _IndexRecorder()
     stream.follow(failing)
     stream.follow(other)
-    with caplog.at_level(logging.ERROR, logger="alertd.feeds.rates"):
-        for second in range(3):
+
+    def frames(first: int, count: int) -> None:
+        for second in range(first, first + count):
             clock[0] = float(second)
             rows, problems = streamed_index_rows([_USDT_EVENT, {"s": "XYZUSD"}])
             for problem in problems:
                 stream.on_malformed("asset index: bad row", problem)
             stream.deliver(rows)
-    assert len(other.handed) == len(failing.handed) == 3
-    assert len(other.malformed) == 3
-    assert stream.frames == 3
-    failed = [r for r in caplog.records if r.exc_info is not None]
-    assert len(failed) == 6, [r.getMessage() for r in caplog.records]
+
+    with caplog.at_level(logging.DEBUG, logger="alertd.feeds.rates"):
+        frames(0, 3)
+        failing.fails = False
+        frames(3, 2)
+        failing.fails = True
+        frames(5, 3)
+    assert len(other.handed) == len(failing.handed) == 8
+    assert len(other.malformed) == 8
+    assert stream.frames == 8
+    said = [(r.levelno, r.exc_info is not None) for r in caplog.records]
+    # each call's (on_asset_index, on_malformed) first failure of each run with its
+    # traceback, the others' at debug
+    assert said.count((logging.ERROR, True)) == 2 * 2, [r.getMessage() for r in caplog.records]
+    assert said.count((logging.DEBUG, True)) == 2 * 6 - 2 * 2

@@ -831,3 +831,68 @@ def test_reconciles_read_the_fresh_streamed_index_and_rest_once_per_interval() -
             assert _asset_index_reads(fake) - reads <= reconciled / 2 + 1
 
     run(body())
+
+
+def test_a_usdc_row_rejected_in_every_frame_keeps_its_depeg_and_is_named_stale() -> None:
+    """USDC depegs on the stream (bid rate 0.9405), then every frame's USDCUSD row is
+    malformed while USDTUSD keeps coming and moving: once the USDCUSD row expires
+    (``stale_after_s`` after its last good one), each USDT move re-rates the account from the
+    rows it is handed, USDCUSD not among them; USDC keeps the rates it counts at (the depeg),
+    not the last snapshot's par, and the account names the row stale ("asset index USDCUSD":
+    the health line, status) until a good one comes (review10's probe of fix11d: 0.9405 for
+    5 s, then par for 7 s, nothing said)."""
+    seen: list[tuple[Decimal, Decimal] | None] = []
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [("key-a", "secret-a", "400")]) as fake:
+            _usdc_listed(fake)
+            fake.set_multi_assets_coins("key-a", {"USDC": "100"})
+            settings = FAST.model_copy(
+                update={"stale_after_s": 5.0, "reconcile_interval_s": 3600.0}
+            )
+            config = account_config("a", "binanceusdm", fake)
+            feed = AccountFeed(config, secrets("key-a", "secret-a"), settings, FAST_OPTIONS)
+            async with streaming(feed):
+                state = feed.state
+
+                def usdc_rates() -> tuple[Decimal, Decimal] | None:
+                    return _rates(state.margin_assets[0].terms)
+
+                await fake.wait_for_subscription("!assetIndex@arr")
+                fake.asset_index_paused = True
+                await asyncio.sleep(3)  # past the start's settle resync: the snapshot is at par
+                usdt = {"e": "assetIndexUpdate", "E": 1, "s": "USDTUSD", "i": "1.0"}
+                usdt |= {"b": "0.0001", "a": "0.0001", "B": "0.9999", "A": "1.0001"}
+                usdc = usdt | {"s": "USDCUSD", "i": "0.95", "b": "0.01", "B": "0.9405"}
+                usdc |= {"A": "0.950095"}
+                fake.push_asset_index_frame([usdc, usdt])
+                await eventually(lambda: usdc_rates() is not None, what="the depeg")
+                assert state.pool_read is not None
+                assert _rates(state.pool_read.margin_assets[0].terms) is None  # the snapshot: par
+                bad = usdc | {"B": None}
+                for second in range(12):
+                    moved = usdt | {"i": f"1.0000{second}", "B": f"0.9999{second}"}
+                    fake.push_asset_index_frame([bad, moved])
+                    await asyncio.sleep(1.0)
+                    seen.append(usdc_rates())
+                assert seen == [(Decimal("0.9405"), Decimal("0.950095"))] * 12
+                # USDT moved all along
+                assert _rates(state.settle_terms) == (Decimal(moved["B"]), Decimal("1.0001"))
+                stale = [f for f in state.freshness(time.monotonic(), 5.0, 60.0) if f.stale]
+                assert [(f.stream, f.key) for f in stale] == [(Stream.INDEX, "USDCUSD")]
+                # a reconcile reads the expired row over REST (the stream's rows lack it):
+                # the local Binance's REST row (par) is the truth, the row no longer expired
+                read = _asset_index_reads(fake)
+                await feed.reconcile()
+                assert _asset_index_reads(fake) == read + 1
+                assert usdc_rates() is None
+                assert not [f for f in state.freshness(time.monotonic(), 5.0, 60.0) if f.stale]
+                # a good row on the stream again: its rates, nothing named
+                fake.push_asset_index_frame([usdc | {"B": "0.96", "A": "0.97"}, moved])
+                await eventually(
+                    lambda: usdc_rates() == (Decimal("0.96"), Decimal("0.97")),
+                    what="USDC's row back",
+                )
+                assert not [f for f in state.freshness(time.monotonic(), 5.0, 60.0) if f.stale]
+
+    run(body(), timeout_s=120)

@@ -50,6 +50,7 @@ from alertd.exchanges.spec import (
 from alertd.feeds.adapter import (
     ExchangeAdapter,
     FrameError,
+    RejectedRow,
     Snapshot,
     checked_stops,
     dec,
@@ -497,7 +498,7 @@ def checked_index_rows(rows: list[Any]) -> tuple[list[dict[str, Any]], list[str]
             _coin_terms(row, symbol.removesuffix("USD"))
             _row_rates(row, symbol)
         except FrameError as exc:
-            problems.append(str(exc))
+            problems.append(RejectedRow(str(exc), symbol))
             continue
         good.append({name: row.get(name) for name in _STREAM_FIELDS.values()})
     return good, problems
@@ -510,11 +511,13 @@ def rerated(
     lines: tuple[MarginAsset, ...],
     coins: tuple[Collateral, ...],
 ) -> tuple[SettleTerms | None, tuple[MarginAsset, ...], tuple[Collateral, ...]]:
-    """A multi-assets pool as the snapshot read it (``terms``: the settle currency's rates,
-    ``lines``, ``coins``) at the asset index ``rows`` streamed since (by symbol, checked by
-    :func:`streamed_index_rows`): each line's and the settle currency's rates, each coin's
-    buffers from its row; the wallets and amounts as read. An asset without a row keeps what
-    the snapshot read (never par).
+    """A multi-assets pool as it counts now (``terms``: the settle currency's rates,
+    ``lines``, ``coins``: the snapshot's, moved by the rows before) at the asset index
+    ``rows`` streamed since (by symbol, checked by :func:`streamed_index_rows`): each line's
+    and the settle currency's rates, each coin's buffers from its row; the wallets and
+    amounts as read. An asset without a row (an expired one: rejected in every frame since)
+    keeps the rates it counts at now: never the snapshot's, which a depeg streamed since
+    has left (par for USDC), nor par.
 
     A coin with a perpetual keeps the price it moves with that perpetual's mark (the
     snapshot's index and its basis to the mark): the index stream and the mark stream tick

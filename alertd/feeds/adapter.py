@@ -42,6 +42,20 @@ class FrameError(ValueError):
     """An exchange message alertd cannot use; the feed logs it once per kind and skips it."""
 
 
+class RejectedRow(str):
+    """What was wrong with one row of an asset index frame or read, a problem logged as any
+    other, naming the row's ``symbol``: the exchange's word on that row is unusable, so its
+    last good one expires (:class:`~alertd.feeds.rates.AssetIndexStream`) where a row that
+    merely did not come keeps standing."""
+
+    symbol: str
+
+    def __new__(cls, detail: str, symbol: str) -> RejectedRow:
+        problem = super().__new__(cls, detail)
+        problem.symbol = symbol
+        return problem
+
+
 @dataclass(frozen=True)
 class UnreadFee:
     """A part of the fee rates left out for want of a read: ``gap`` what it is and the most it

@@ -852,26 +852,35 @@ class AccountFeed:
         changed: Set[str],
         now: float,
         streamed: bool = True,
+        expired: Mapping[str, float] | None = None,
     ) -> None:
-        """The asset index's rows (every symbol so far, ``changed`` this frame's; not
-        ``streamed``: read over REST while the stream is stale): the pool's rates as the
-        snapshot read them, at the rows of its currencies (its settle currency's, its margin
+        """The asset index's rows (every standing symbol, ``changed`` this frame's; not
+        ``streamed``: read over REST while the stream is stale): the pool's rates as they
+        count now, moved to the rows of its currencies (its settle currency's, its margin
         asset lines', its coins'). Only a change of one of those rebuilds the account, once
-        the index's rates stand."""
+        the index's rates stand. A row of those ``expired`` (rejected since its last good
+        one) keeps the rates it last gave, named stale until a good one comes."""
         state, read = self.state, self.state.pool_read
         if not state.follows_index or read is None:
             return
         if streamed:
             state.last_seen[(Stream.INDEX, "")] = now
-        assets = (
-            state.settle,
-            *(line.asset for line in read.margin_assets),
-            *(coin.asset for coin in read.collateral),
-        )
-        if state.rates_streamed and not any(f"{a}USD" in changed for a in assets):
+        symbols = {
+            f"{asset}USD"
+            for asset in (
+                state.settle,
+                *(line.asset for line in read.margin_assets),
+                *(coin.asset for coin in read.collateral),
+            )
+        }
+        state.expired_index_rows = {s: at for s, at in (expired or {}).items() if s in symbols}
+        if state.rates_streamed and not symbols & changed:
             return
+        # from the rates it counts at now, not the snapshot's: an asset whose row is missing
+        # keeps them (a USDC depeg streamed since, where the snapshot's rates were par)
+        now_rates = state.pool_rates
         terms, lines, coins = self.adapter.rerated(
-            rows, read.settle_terms, read.margin_assets, read.collateral
+            rows, now_rates.settle_terms, now_rates.margin_assets, now_rates.collateral
         )
         if state.set_pool_rates(PoolRates(terms, lines, coins)):
             self._notify(Change.ACCOUNT)

@@ -3,14 +3,20 @@ subscription per exchange, shared by every account that follows it.
 
 Binance's multi-assets mode values each margin asset (USDT, USDC) at its ``<asset>USD`` row's
 bid and ask rates and each collateral coin at its index less a buffer. The REST read
-(``GET /fapi/v1/assetIndex``) is the truth, at a bootstrap and once per reconcile interval;
+(``GET /fapi/v1/assetIndex``) is the truth, at a bootstrap and once per reconcile interval
+(the longest its accounts' plan gives, see below);
 between reads the exchange's "Multi-Assets Mode Asset Index" stream (``!assetIndex@arr``,
 every second) moves them: a depeg counts within a second, not a reconcile interval later.
 The rows are public and the same for every account, so like the marks
 (:class:`~alertd.feeds.marks.MarkHub`, which owns this stream and its exchange) one stream
-serves all of them: each frame's rows are kept
-(the latest per symbol, for ``stale_after_s`` after it last came) and handed to every
-follower with the symbols whose row changed.
+serves all of them: each frame's rows are kept (the latest good one per symbol) and handed
+to every follower with the symbols whose row changed. The docs promise no row in every frame
+(the stream "updates" every second; where Binance sends only the changed ones, as its ticker
+streams, it says so), so a row that does not come stands while the stream is fresh. A row
+the exchange sends malformed (or a REST read lacks) expires ``stale_after_s`` after its last
+good one: it is handed to none, a reconcile reads REST for it, the followers keep the rates
+it last gave (never the snapshot's, never par) and name it stale (the health line, status:
+"asset index USDCUSD"); the log says it once for the stream, and once when it is good again.
 While no frame came for ``stale_after_s`` (a stream down, or never up), the index is read
 over REST instead, once per ``stale_after_s`` for every follower (weight 10 at Binance, in
 the IP's budget with the marks): the rates never stay at the stream's last word nor fall to
@@ -19,10 +25,14 @@ log says it once for the stream (not once per follower), and once when it is bac
 meanwhile its subscription alone is renewed, at most once per ``stale_after_s``
 (:meth:`~alertd.feeds.adapter.ExchangeAdapter.renew_asset_index`): the marks on the same
 hub keep streaming, where a reconnect of the hub would gap every one of them.
-While it is fresh, REST is read once per configured reconcile interval for all of them
-(the truth the rows are corrected by: this stream's own read, or a follower's reconcile's,
-:meth:`AssetIndexStream.read`), and their reconciles take the rows from here
-(:meth:`AssetIndexStream.fresh_rows`) instead of each reading the same public rows again.
+While it is fresh, REST is read once per ``read_every_s`` for all of them: the longest
+planned reconcile interval of its accounts (``feeds.reconcile_interval_s``, or longer where
+the plan stretches it within the IP's budget; set at every plan and replan,
+:meth:`~alertd.feeds.manager.FeedManager._pace_index_reads`), the truth the rows are
+corrected by (this stream's own read, or a follower's reconcile's,
+:meth:`AssetIndexStream.read`); their reconciles take the rows from here
+(:meth:`AssetIndexStream.fresh_rows`) instead of each reading the same public rows again,
+but for a row that expired, which a reconcile reads over REST.
 """
 
 from __future__ import annotations
@@ -35,7 +45,7 @@ from typing import Any, Protocol
 import ccxt
 
 from alertd.clock import Clock, Sleep
-from alertd.feeds.adapter import ExchangeAdapter, FrameError
+from alertd.feeds.adapter import ExchangeAdapter, FrameError, RejectedRow
 from alertd.feeds.backoff import Backoff
 from alertd.feeds.ccxt_exchange import SubscriptionRenewed, describe
 
@@ -43,6 +53,9 @@ log = logging.getLogger(__name__)
 
 # what a follower reports of a row the stream sent malformed (skipped, the others applied)
 BAD_ROW = "asset index: bad row"
+# what a follower failed on: each call's failures logged apart
+_INDEX = "the asset index"
+_MALFORMED = "a malformed frame"
 
 
 class IndexFollower(Protocol):
@@ -52,11 +65,20 @@ class IndexFollower(Protocol):
         changed: Set[str],
         now: float,
         streamed: bool = True,
+        expired: Mapping[str, float] | None = None,
     ) -> None:
-        """Every row so far (by symbol, checked), ``changed`` the symbols this frame changed,
-        at monotonic ``now``; not ``streamed``: read over REST while the stream is stale."""
+        """Every standing row (by symbol, checked), ``changed`` the symbols this frame changed,
+        at monotonic ``now``; not ``streamed``: read over REST while the stream is stale;
+        ``expired``: the rows rejected since their last good one (by symbol: when it came)
+        for ``stale_after_s``, not among ``rows``."""
 
     def on_malformed(self, kind: str, detail: str) -> None: ...
+
+
+def rejected_symbols(problems: list[str]) -> set[str]:
+    """The symbols of the rows an asset index frame or read rejected (its problems that name
+    one: :class:`~alertd.feeds.adapter.RejectedRow`)."""
+    return {problem.symbol for problem in problems if isinstance(problem, RejectedRow)}
 
 
 class AssetIndexStream:
@@ -80,11 +102,18 @@ class AssetIndexStream:
         self._clock = clock
         self._sleep = sleep
         self.followers: set[IndexFollower] = set()
+        # the followers whose last call of a kind failed (by follower and what it was
+        # handed): its traceback logged at the first failure, the later ones at debug until
+        # that call succeeds again (not once a frame, every second)
+        self._failing: set[tuple[IndexFollower, str]] = set()
         self.rows: dict[str, Mapping[str, Any]] = {}  # the latest row per symbol
-        # monotonic time each symbol's row last came (a frame or a REST read): a row that
-        # stops coming (a delisted coin, or malformed in every frame) expires on its own,
-        # however fresh the frames around it
+        # monotonic time each symbol's good row last came (a frame or a REST read)
         self.row_at: dict[str, float] = {}
+        # and when it was last rejected since (malformed in a frame, or lacking from a REST
+        # read: a delisted coin): the evidence a row expires on, ``stale_after_s`` after its
+        # last good one, however fresh the frames around it
+        self.rejected_at: dict[str, float] = {}
+        self._expired_said: set[str] = set()  # the expired rows logged, until good again
         self.frames = 0
         self.reconnects = 0
         self.polls = 0  # REST reads (stale stream, or the periodic one)
@@ -98,18 +127,24 @@ class AssetIndexStream:
         self._wanted = asyncio.Event()
 
     def fresh_rows(self) -> Mapping[str, Mapping[str, Any]] | None:
-        """The rows that came within ``stale_after_s`` while a frame did too and REST was
-        read within ``read_every_s``; None otherwise (the stream stale or never up, no REST
-        read yet): a reconcile then reads REST itself, as it does for a row it needs that is
-        missing here."""
+        """The standing rows (none expired) while a frame came within ``stale_after_s`` and
+        REST was read within ``read_every_s``; None otherwise (the stream stale or never up,
+        no REST read yet): a reconcile then reads REST itself, as it does for a row it needs
+        that is missing here (an expired one)."""
         now = self._clock()
         fresh = now - self.frame_at <= self.stale_after_s
-        return self._rows_seen(now) if fresh and now - self.read_at < self.read_every_s else None
+        if not fresh or now - self.read_at >= self.read_every_s:
+            return None
+        expired = self._expired(now)
+        return {s: row for s, row in self.rows.items() if s not in expired}
 
-    def _rows_seen(self, now: float) -> dict[str, Mapping[str, Any]]:
-        """The rows that came within ``stale_after_s`` of ``now``."""
+    def _expired(self, now: float) -> dict[str, float]:
+        """The rows rejected since their last good one, that one more than ``stale_after_s``
+        before ``now``: by symbol, when it came."""
         since = now - self.stale_after_s
-        return {s: row for s, row in self.rows.items() if self.row_at[s] >= since}
+        return {
+            s: self.row_at[s] for s in self.rejected_at if s in self.rows and self.row_at[s] < since
+        }
 
     def follow(self, follower: IndexFollower) -> None:
         self.followers.add(follower)
@@ -117,6 +152,7 @@ class AssetIndexStream:
 
     def unfollow(self, follower: IndexFollower) -> None:
         self.followers.discard(follower)
+        self._failing -= {(follower, _INDEX), (follower, _MALFORMED)}
 
     async def run(self) -> None:
         """Stream from the first follower on, and read over REST while the stream is
@@ -128,9 +164,10 @@ class AssetIndexStream:
 
     async def _read_over_rest(self) -> None:
         """The REST read, for every follower at once: while the stream is stale, once per
-        ``stale_after_s``; otherwise once per ``read_every_s`` (the configured reconcile
-        interval), the truth the stream is checked against, which the followers' own
-        reconciles then read from :meth:`fresh_rows` rather than each asking REST again."""
+        ``stale_after_s``; otherwise once per ``read_every_s`` (the longest planned
+        reconcile interval of its accounts), the truth the stream is checked against, which
+        the followers' own reconciles then read from :meth:`fresh_rows` rather than each
+        asking REST again."""
         while True:
             await self._sleep(min(self.stale_after_s, self.read_every_s))
             now = self._clock()
@@ -176,9 +213,11 @@ class AssetIndexStream:
     def read(self, rows: list[dict[str, Any]]) -> None:
         """A REST read's checked rows (this stream's own, or a follower's reconcile's: the
         index is public, one read serves all): kept and handed to every follower; the next
-        periodic read is due ``read_every_s`` from now."""
+        periodic read is due ``read_every_s`` from now. A row it lacks (rejected as malformed,
+        or no longer listed) counts as rejected: the read is every row there is."""
         self.read_at = self._clock()
-        self.deliver(rows, streamed=False)
+        lacking = self.rows.keys() - {str(row["symbol"]) for row in rows}
+        self.deliver(rows, streamed=False, rejected=lacking)
 
     async def _stream(self) -> None:
         backoff = self._backoff_factory()
@@ -207,11 +246,13 @@ class AssetIndexStream:
                 continue
             for problem in problems:
                 self.on_malformed(BAD_ROW, problem)
-            self.deliver(rows)
+            self.deliver(rows, rejected=rejected_symbols(problems))
 
-    def deliver(self, rows: list[dict[str, Any]], streamed: bool = True) -> None:
-        """One frame's checked rows (or a REST read's: not ``streamed``): kept, and handed to
-        every follower."""
+    def deliver(
+        self, rows: list[dict[str, Any]], streamed: bool = True, rejected: Set[str] = frozenset()
+    ) -> None:
+        """One frame's checked rows (or a REST read's: not ``streamed``) and the symbols whose
+        rows it ``rejected``: kept, and handed to every follower."""
         if streamed:
             self.frames += 1
             self.frame_at = self._clock()
@@ -220,18 +261,40 @@ class AssetIndexStream:
                 log.info("%s: stream back: the rates follow it again", self.name)
         now = self._clock()
         changed = set()
+        for symbol in rejected:
+            self.rejected_at[symbol] = now
         for row in rows:
             symbol = str(row["symbol"])
             self.row_at[symbol] = now
+            self.rejected_at.pop(symbol, None)
             if self.rows.get(symbol) != row:
                 changed.add(symbol)
                 self.rows[symbol] = row
-        seen = self._rows_seen(now)  # an expired row is handed to none (it keeps the read)
+        expired = self._expired(now)
+        self._say_expired(expired)
+        # an expired row is handed to none: each follower keeps the rates it last gave
+        standing = {s: row for s, row in self.rows.items() if s not in expired}
         for follower in list(self.followers):
             try:
-                follower.on_asset_index(seen, changed, now, streamed)
+                follower.on_asset_index(standing, changed, now, streamed, expired)
             except Exception:
-                self._follower_failed(follower, "the asset index")
+                self._follower_failed(follower, _INDEX)
+            else:
+                self._failing.discard((follower, _INDEX))
+
+    def _say_expired(self, expired: Mapping[str, float]) -> None:
+        """Each row's expiry logged once for the stream, and its return."""
+        for symbol in sorted(expired.keys() - self._expired_said):
+            log.warning(
+                "%s: no good %s row in %.0fs (rejected since): its accounts keep its last good "
+                "rates, named stale, and their reconciles read it over REST until one comes",
+                self.name,
+                symbol,
+                self.stale_after_s,
+            )
+        for symbol in sorted(self._expired_said - expired.keys()):
+            log.info("%s: %s row good again: the rates follow it", self.name, symbol)
+        self._expired_said = set(expired)
 
     def on_malformed(self, kind: str, detail: str) -> None:
         if not self.followers:
@@ -240,9 +303,23 @@ class AssetIndexStream:
             try:
                 follower.on_malformed(kind, detail)
             except Exception:
-                self._follower_failed(follower, "a malformed frame")
+                self._follower_failed(follower, _MALFORMED)
+            else:
+                self._failing.discard((follower, _MALFORMED))
 
     def _follower_failed(self, follower: IndexFollower, what: str) -> None:
         # one follower's bug is its account's, not the stream's: the task that runs this
-        # stream runs every account's rates (and the hub with it)
-        log.exception("%s: a follower (%r) failed on %s", self.name, follower, what)
+        # stream runs every account's rates (and the hub with it); its traceback once per run
+        # of failures, the bug being the same each frame
+        if (follower, what) in self._failing:
+            log.debug(
+                "%s: a follower (%r) failed again on %s", self.name, follower, what, exc_info=True
+            )
+            return
+        self._failing.add((follower, what))
+        log.exception(
+            "%s: a follower (%r) failed on %s (its next failures at debug, until it succeeds)",
+            self.name,
+            follower,
+            what,
+        )

@@ -288,6 +288,9 @@ class AccountState:
     follows_index: bool = False
     # its rates are the index's since the snapshot (False: the snapshot's own)
     rates_streamed: bool = False
+    # the rows of its currencies the index stream expired (rejected since their last good
+    # one, monotonic time it came): their rates kept at that one, each named stale
+    expired_index_rows: dict[str, float] = field(default_factory=dict)
     # Bybit reports a wallet balance that still holds isolated positions' margin; Binance
     # reports the cross wallet alone
     wallet_includes_isolated: bool = False
@@ -484,6 +487,8 @@ class AccountState:
             seen = self.last_seen.get((Stream.INDEX, ""))
             age = None if seen is None else now - seen
             out.append(Freshness(Stream.INDEX, "", age, _stale(age, stale_after_s)))
+            for symbol, at in sorted(self.expired_index_rows.items()):
+                out.append(Freshness(Stream.INDEX, symbol, now - at, True))
         return out
 
     @property
