@@ -19,14 +19,19 @@ that propagate, ccxt, aiohttp, urllib3, are covered), tracebacks included.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 MASK = "***"
 # Shorter registered values are not masked on their own: "alerts" or "main" would blank out
-# ordinary words. A credential that short is not worth much anyway.
+# ordinary words. A credential that short is not worth much anyway. A longer value that is an
+# ordinary word is still masked (a revealed receiver URL "position", a typo `alertd check`
+# refuses, masks that word from then on): the word can be the credential itself, an ntfy
+# topic "is essentially a password" (https://docs.ntfy.sh/publish/), and an exchange
+# passphrase is the user's choice; a garbled log line is the lesser harm than a leaked one.
 MIN_SECRET_CHARS = 6
 # A URL part must be this long to be registered: parts of receiver URLs are often words.
 MIN_PART_CHARS = 8
@@ -98,6 +103,17 @@ class SecretIndex:
                 self._index[gram] = (*self._index.get(gram, ()), (offset, value))
             self._values.add(value)
 
+    @contextlib.contextmanager
+    def scoped(self) -> Iterator[None]:
+        """Forget, at the block's end, every secret added within it."""
+        with self._lock:
+            values, index = set(self._values), dict(self._index)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._values, self._index = values, index
+
     def mask(self, text: str) -> str:
         """``text`` with every registered secret in it replaced by :data:`MASK`."""
         index = self._index
@@ -125,6 +141,14 @@ class SecretIndex:
 
 
 _registered = SecretIndex()
+
+
+def scoped_secrets() -> contextlib.AbstractContextManager[None]:
+    """Secrets revealed within the block are forgotten at its end: for one process that runs
+    one configuration after another (the test suite, where a receiver URL's part one test
+    revealed masked that word in every later test's output), never for the daemon, whose
+    secrets are masked for as long as it runs."""
+    return _registered.scoped()
 
 
 def register(value: str, min_chars: int = MIN_SECRET_CHARS) -> None:

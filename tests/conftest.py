@@ -3,6 +3,7 @@
 from tests.support.fixtures import (  # noqa: F401
     fake_in_thread,
     http_receiver,
+    secrets_forgotten_after_each_test,
     smtp_receiver,
     world,
 )

@@ -116,6 +116,21 @@ def test_revealed_secrets_are_masked_wherever_they_appear() -> None:
     assert redact.redact("0 alerts firing") == "0 alerts firing"
 
 
+def test_secrets_revealed_within_scoped_secrets_are_forgotten_at_its_end() -> None:
+    """A process running one configuration after another (the test suite: test_hostile's
+    fuzzed receiver URL "position" was revealed by `alertd check`, and a later test on that
+    worker read "gap_risk is a *** metric") forgets what each revealed; what was registered
+    before stays."""
+    before = Secret("scoped-secret-kept-1")
+    before.reveal()
+    with redact.scoped_secrets():
+        Secret("scoped-secret-gone-2").reveal()
+        assert redact.redact("scoped-secret-gone-2 scoped-secret-kept-1") == "*** ***"
+    assert redact.redact("scoped-secret-gone-2 scoped-secret-kept-1") == (
+        "scoped-secret-gone-2 ***"
+    )
+
+
 def one_pattern(secrets: list[str], text: str) -> str:
     """What masking did as one regex of every secret, longest first (alertd before
     2026-12-07): the reference the index must agree with."""

@@ -66,7 +66,15 @@ from tests.fake_exchange.binance import REQUEST_WEIGHTS, FakeBinanceUSDM
 from tests.support.aio import background, run
 from tests.support.clock import ManualClock, VirtualTime
 from tests.support.fakes import FAKES, started
-from tests.support.feeds import BTC, FAST, account_config, btc_long, fast_backoff, secrets
+from tests.support.feeds import (
+    BTC,
+    FAST,
+    account_config,
+    btc_long,
+    fast_backoff,
+    mark_arrives,
+    secrets,
+)
 from tests.support.poll import eventually
 
 ACCOUNTS = 6
@@ -1105,6 +1113,43 @@ def test_a_listen_key_refused_at_start_keeps_the_grace_unless_it_keeps_failing(
                 "l: its private stream's first opening keeps failing (failures in a row over "
                 "63 s): feed-down no longer waits for the paced start"
             )
+            await feed.close()
+
+    run(body(), timeout_s=60)
+
+
+def test_a_mark_seeded_before_a_paced_tiers_read_is_not_stale_when_its_stream_subscribes() -> None:
+    """Issue 14: at a paced start on the local Binance, 10 of 1,000 accounts fired and resolved
+    feed-stale ("feed stale for 56s") as they went live. The resync seeds the held symbols'
+    marks from its positions answer, then reads the leverage brackets, which waited 56 s for
+    the next window of the per-IP budget; the mark streams subscribe only after that, so the
+    seed was 56 s old before any stream could tick. The seed's age counts from the stream's
+    subscription (as the asset index's does): a stream has a staleness interval to deliver a
+    mark. A stream that delivers nothing in that interval is stale, as before."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [("key-s", "secret-s", "2000")]) as fake:
+            feed, time = on_virtual_time(fake, "s")
+            alerting = alerting_for(Config(version=1, accounts=[feed.config]))
+            state = feed.state
+            # the tiers read waits, as for the per-IP budget's next window
+            fake.hold_rest("/fapi/v1/leverageBracket")
+            async with background(feed.run(watchdog=False)):
+                await eventually(lambda: fake.held_answers() == 1, what="the tiers read held")
+                assert state.marks[BTC] == D("60000") and state.mark_seen(BTC) == 0
+                await time.advance_to(56)
+                fake.release_rest()
+                await eventually(lambda: BTC in feed.hub.subscribers, what="BTC subscribed")
+                assert state.bootstrapped
+                assert alerting.feed_status(feed, 56).stale_s == 0  # was 56: feed-stale fired
+                assert state.stale_marks(56, FAST.stale_after_s) == []
+                # subscribed and no mark for longer than the staleness interval: stale
+                assert alerting.feed_status(feed, 57).stale_s == 1
+                assert state.stale_marks(57, FAST.stale_after_s) == [BTC]
+                await time.advance_to(57)
+                await fake.wait_for_subscription("btcusdt@markPrice@1s", 10)
+                await mark_arrives(fake, feed, "60100")
+                assert alerting.feed_status(feed, 57).stale_s == 0
             await feed.close()
 
     run(body(), timeout_s=60)

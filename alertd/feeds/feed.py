@@ -905,10 +905,19 @@ class AccountFeed:
 
     def _sync_hub(self, hub: MarkHub, subscribed: set[str], held: set[str]) -> None:
         """Subscribe to ``hub``'s marks of ``held`` symbols not in ``subscribed`` yet, and
-        drop those no longer held (their marks with them)."""
+        drop those no longer held (their marks with them).
+
+        A mark seeded over REST before its stream is subscribed counts its age from the
+        subscription (as the asset index's seed does): the stream has a staleness interval
+        to deliver one. The seed can be much older by then: a paced start's tiers read
+        waited 56 s for the per-IP budget's next window after the resync seeded the marks,
+        and 10 of 1,000 Binance accounts fired feed-stale as they went live (issue 14)."""
+        now = self._clock()
         for symbol in sorted(held - subscribed):
             subscribed.add(symbol)
             hub.subscribe(symbol, self)
+            if symbol in self.state.marks:
+                self.state.last_seen[(Stream.MARK, symbol)] = now
         for symbol in sorted(subscribed - held):
             subscribed.discard(symbol)
             hub.unsubscribe(symbol, self)
