@@ -29,6 +29,7 @@ DIGEST = "daily-digest"
 TEST = "test-message"
 HEARTBEAT = "heartbeat"
 IP_BANNED = "ip-banned"  # an exchange banned this host's IP: every account of it waits
+IP_BAN_SEVERITY = Severity.CRITICAL  # the ban's and its resolution's
 MAX_PUSH_CHARS = 400  # of an exchange's own text in a message
 
 
@@ -147,7 +148,7 @@ def heartbeat(receiver: str, at: float, interval_s: float) -> SystemMessage:
 def ip_banned(host: str, status: int, until: float, at: float) -> SystemMessage:
     """The exchange banned this host's IP until ``until`` (epoch seconds): one message for
     every account on it, which wait for its end and resume by themselves."""
-    severity = Severity.CRITICAL
+    severity = IP_BAN_SEVERITY
     ends = fmt.utc_until(until, at)
     title = f"{severity.label.upper()} {host}: this IP is banned until {ends} ({status})"
     body = (
@@ -160,9 +161,11 @@ def ip_banned(host: str, status: int, until: float, at: float) -> SystemMessage:
 
 
 def ip_ban_over(host: str, at: float) -> SystemMessage:
-    """The ban of :func:`ip_banned` ended: its resolution."""
+    """The ban of :func:`ip_banned` ended: its resolution, with the ban's severity and labels
+    (as a rule alert's resolution keeps its alert's), so that routes and silences by severity
+    send it where the ban went."""
     title = f"RESOLVED {host}: the IP ban is over"
     body = f"{host} answers this IP again: every account of it resumes by itself."
     return SystemMessage(
-        SystemKind.IP_BAN_OVER, IP_BANNED, Severity.INFO, title, body, at, exchange=host
+        SystemKind.IP_BAN_OVER, IP_BANNED, IP_BAN_SEVERITY, title, body, at, exchange=host
     )
