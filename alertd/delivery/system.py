@@ -40,7 +40,8 @@ class SystemKind(enum.Enum):
     LIQUIDATION_WARNING = "liquidation_warning"
     HEARTBEAT = "heartbeat"
     IP_BANNED = "ip_banned"
-    IP_BAN_OVER = "ip_ban_over"
+    # the ban's end: a resolution, as a rule alert's (Alertmanager resolves the same alert)
+    IP_BAN_OVER = "resolved"
 
 
 # what each exchange push is called in feeds/ (AccountEvent.kind)
@@ -74,6 +75,7 @@ class SystemMessage:
     exchange: str | None = None
     receiver: str | None = None  # addressed to this receiver, not routed
     expires_at: float | None = None  # epoch seconds: not delivered by then, not delivered
+    ends_at: float | None = None  # epoch seconds: what it says ends by itself then (a ban)
 
     @property
     def replaces_earlier(self) -> bool:
@@ -104,6 +106,7 @@ class SystemMessage:
             "title": self.title,
             "body": self.body,
             "expires_at": self.expires_at,
+            "ends_at": self.ends_at,
         }
 
 
@@ -157,7 +160,9 @@ def ip_banned(host: str, status: int, until: float, at: float) -> SystemMessage:
         "to it until then; the accounts' streams go on, their snapshots, reconciles and "
         "restarts wait, and every account resumes by itself when the ban ends."
     )
-    return SystemMessage(SystemKind.IP_BANNED, IP_BANNED, severity, title, body, at, exchange=host)
+    return SystemMessage(
+        SystemKind.IP_BANNED, IP_BANNED, severity, title, body, at, exchange=host, ends_at=until
+    )
 
 
 def ip_ban_over(host: str, at: float) -> SystemMessage:
