@@ -157,8 +157,10 @@ def ip_banned(host: str, status: int, until: float, at: float) -> SystemMessage:
     body = (
         f"{host} refuses every request from this IP until {ends}: too many requests were "
         "sent from it (alertd's, or another program's on the same IP). alertd sends nothing "
-        "to it until then; the accounts' streams go on, their snapshots, reconciles and "
-        "restarts wait, and every account resumes by itself when the ban ends."
+        "to it until then: the accounts' snapshots, reconciles and restarts wait, their open "
+        "streams go on only as long as the exchange keeps them (a Binance listen key lapses "
+        "an hour after its last keep-alive, which waits too), and every account resumes by "
+        "itself, its streams with it, when the ban ends."
     )
     return SystemMessage(
         SystemKind.IP_BANNED, IP_BANNED, severity, title, body, at, exchange=host, ends_at=until
