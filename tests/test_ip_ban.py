@@ -34,6 +34,7 @@ from alertd.feeds.ccxt_exchange import (
     make_exchange,
     new_ssl_context,
 )
+from alertd.feeds.feed import AccountFeed
 from alertd.feeds.options import FeedOptions
 from alertd.views.status import render_status, status_json
 from tests.fake_exchange.binance import FakeBinanceUSDM
@@ -313,3 +314,36 @@ def test_an_ip_ban_is_told_once_for_its_host_and_its_end_too(
         service.log_health()
     assert "banned" not in caplog.records[-1].getMessage()
     assert status_json(service.view())["ip_bans"] == []
+
+
+def test_runs_skipped_during_a_ban_are_said_to_wait_for_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Reconciles skipped while the host is banned wait for the ban's end: the summary names
+    the ban, not a saturated rate limit or REST slots (the reviewer's finding on ban11)."""
+
+    class SlowFeed(AccountFeed):
+        async def reconcile(self) -> None:
+            await asyncio.sleep(2.5)  # four intervals of FAST's 0.5 s: later runs skipped
+
+    async def body() -> None:
+        fake = FakeBinanceUSDM()
+        async with started(fake):
+            manager = manager_for(
+                fake, "binanceusdm", Built(), 1, settings=FAST, feed_factory=SlowFeed
+            )
+            async with background(manager.run()):
+                await eventually(lambda: manager.skipped.get("reconcile", 0) >= 1, what="skip")
+                manager.report_skips(every_s=0)
+                (feed,) = manager.feeds.values()
+                assert feed.shared is not None
+                feed.shared.ip_budget.refused(418, {"Retry-After": "600"}, "banned")
+                await eventually(lambda: manager.skipped.get("reconcile", 0) >= 1, what="skip")
+                manager.report_skips(every_s=0)
+
+    with caplog.at_level(logging.WARNING):
+        run(body(), timeout_s=60)
+    lines = [r.getMessage() for r in caplog.records if "reconcile runs skipped" in r.getMessage()]
+    before, during = lines
+    assert "saturated" in before and "banned" not in before
+    assert "binanceusdm IP banned until" in during and "saturated" not in during
