@@ -159,7 +159,7 @@ def test_a_429_s_retry_after_holds_every_account_of_the_host() -> None:
     ("fake_class", "exchange", "status", "lasts_s"),
     [
         (FakeBinanceUSDM, "binanceusdm", 418, 100.0),  # its Retry-After: the ban's end
-        (FakeBybit, "bybit", 403, 600.0),  # no Retry-After: "at least 10 minutes"
+        (FakeBybit, "bybit", 403, 660.0),  # no Retry-After: "at least 10 minutes", and a minute
     ],
     ids=["binance 418", "bybit 403"],
 )
@@ -172,7 +172,7 @@ def test_each_exchange_s_ban_answer_bans_the_host_until_its_end(
 ) -> None:
     """The local exchange bans the IP for 100 s and answers as the exchange does: the host is
     banned until the ban's end as the answer gives it (Binance's Retry-After; Bybit's
-    documented 10 minutes), and the error is transient (it was fatal on Binance)."""
+    documented 10 minutes and a minute), and the error is transient (it was fatal on Binance)."""
 
     async def body() -> None:
         async with started(fake_class()) as fake:
@@ -347,3 +347,32 @@ def test_runs_skipped_during_a_ban_are_said_to_wait_for_it(
     before, during = lines
     assert "saturated" in before and "banned" not in before
     assert "binanceusdm IP banned until" in during and "saturated" not in during
+
+
+def test_a_ban_whose_end_moves_later_is_told_again(tmp_path: Path) -> None:
+    """A later refusal that moves the ban's end later re-announces it with its new end (the
+    first message's end would be wrong); an end moved within the minute the title shows, or
+    the same ban seen again, is not told again."""
+    accounts = [{"name": "b", "exchange": "binanceusdm", "api_key_env": "K", "secret_env": "S"}]
+    alerting = alerting_for(load_config(write_config(tmp_path, accounts)))
+
+    def ban(until_wall: float) -> HostBan:
+        return HostBan("binanceusdm", 418, until_wall, until_wall)
+
+    (first,) = alerting.host_bans([ban(600.0)])
+    assert first.title == "CRITICAL binanceusdm: this IP is banned until 00:10 UTC (418)"
+    assert alerting.host_bans([ban(600.0)]) == []
+    assert alerting.host_bans([ban(630.0)]) == []  # still "until 00:10 UTC"
+    (later,) = alerting.host_bans([ban(7200.0)])
+    assert later.title == "CRITICAL binanceusdm: this IP is banned until 02:00 UTC (418)"
+    assert later.labels == first.labels
+    assert alerting.host_bans([ban(7200.0)]) == []
+    (over,) = alerting.host_bans([])
+    assert over.title == "RESOLVED binanceusdm: the IP ban is over"
+
+
+def test_bybit_s_ban_is_waited_out_a_little_past_its_documented_least() -> None:
+    """Bybit: "wait for at least 10 minutes" (bybit-exchange.github.io/docs/v5/rate-limit,
+    "IP Limit"): a request at exactly 10 minutes may still meet the ban."""
+    ban = get_spec("bybit").capabilities.ip_ban
+    assert ban is not None and ban.lasts_s > 600
