@@ -238,8 +238,9 @@ def test_only_the_documented_ban_answer_bans_the_host() -> None:
     okx = IpBudget.of(get_spec("okx").capabilities, "okx", clock)
     okx.refused(418, {"Retry-After": "30"}, "banned")  # not OKX's answer to anything
     assert okx.banned() is None and okx.paused_until == -float("inf")
+    # OKX's private limits are per user: its 429 is the account's own (see below)
     okx.refused(429, {"Retry-After": "5"}, '{"code":"50011","msg":"Rate limit reached"}')
-    assert okx.banned() is None and okx.paused_until == 5.0
+    assert okx.banned() is None and okx.paused_until == -float("inf")
 
 
 def test_a_ban_met_alone_keeps_the_account_s_feed_retrying() -> None:
@@ -376,3 +377,32 @@ def test_bybit_s_ban_is_waited_out_a_little_past_its_documented_least() -> None:
     "IP Limit"): a request at exactly 10 minutes may still meet the ban."""
     ban = get_spec("bybit").capabilities.ip_ban
     assert ban is not None and ban.lasts_s > 600
+
+
+@pytest.mark.parametrize(
+    ("exchange", "host_waits"),
+    [
+        # request weight per IP ("General Info", Limits:
+        # https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info)
+        ("binanceusdm", True),
+        # "REST requests share an aggregated weight limit of 1200 per minute" per IP
+        ("hyperliquid", True),
+        ("bybit", True),  # an IP cap on top of the per-UID limits ("IP Limit")
+        # private endpoints limited per user ID ("Rate Limits", 50011:
+        # https://www.okx.com/docs-v5/en/#overview-rate-limits)
+        ("okx", False),
+        # "rate limiting primarily at the UID level, except for public API" (Gate, "Latest
+        # Announcement on API Rate Limit Adjustments", 2024-01-14)
+        ("gate", False),
+    ],
+)
+def test_a_429_pauses_the_host_only_where_the_limit_is_per_ip(
+    exchange: str, host_waits: bool
+) -> None:
+    """Where the exchange limits a user's or key's requests, one account's 429 is its own (its
+    retry waits its Retry-After: ``retry_delay``); the other accounts of the IP go on."""
+    clock = ManualClock(500.0)
+    budget = IpBudget.of(get_spec(exchange).capabilities, exchange, clock, wall_clock=lambda: WALL)
+    body = '{"code":"50011","msg":"Too Many Requests"}'
+    budget.refused(429, {"Retry-After": "30"}, body)
+    assert budget.paused_until == (530.0 if host_waits else -float("inf"))

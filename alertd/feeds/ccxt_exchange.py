@@ -537,11 +537,14 @@ class IpBudget:
 
     def refused(self, status: int, headers: Mapping[object, object], body: str) -> None:
         """An answer refusing a request: a ban of the IP pauses the host until its end, a 429
-        with a Retry-After for that long; any other refusal is the request's own."""
+        with a Retry-After for that long where the exchange limits the IP's requests; any
+        other refusal is the request's own (where the limits are per user or key, OKX's and
+        Gate's private ones, one account's 429 is its own: its retry waits the Retry-After,
+        ``retry_delay``, and the other accounts of the IP go on)."""
         ban = self._ip_ban
         if ban is not None and status == ban.status and ban.text.lower() in body.lower():
             self._pause(self._ban_s(ban, headers, body), status)
-        elif status == 429:
+        elif status == 429 and (self.rest_limit_per_ip or self._requests_per_ip is not None):
             wait = retry_after_in(headers, EXCHANGE_MAX_RETRY_AFTER_S)
             if wait:
                 self._pause(wait, None)
