@@ -406,3 +406,58 @@ def test_a_429_pauses_the_host_only_where_the_limit_is_per_ip(
     body = '{"code":"50011","msg":"Too Many Requests"}'
     budget.refused(429, {"Retry-After": "30"}, body)
     assert budget.paused_until == (530.0 if host_waits else -float("inf"))
+
+
+def test_an_ip_ban_survives_a_restart(tmp_path: Path) -> None:
+    """The ban is kept in the state file (real SQLite): a restart during it holds the host's
+    requests until its end and tells no second ban; a restart after it ended tells its end."""
+    accounts = [{"name": "b", "exchange": "binanceusdm", "api_key_env": "K", "secret_env": "S"}]
+    path = write_config(tmp_path, accounts, receivers=[HOOK])
+
+    def start(clock: ManualClock, wall: float) -> Service:
+        service = Service(
+            load_config(path),
+            config_path=tmp_path / "config.yaml",
+            secrets={},
+            wall_clock=lambda: wall,
+            feeds=FeedOptions(clock=clock, wall_clock=lambda: wall),
+        )
+        service._startup()
+        return service
+
+    first = start(ManualClock(1000.0), NOON)
+    assert first.manager is not None and first.store is not None
+    (feed,) = first.manager.feeds.values()
+    assert feed.shared is not None
+    feed.shared.ip_budget.refused(418, {"Retry-After": "600"}, "banned")
+    first.step(1000.0, True)
+    (banned,) = first.store.pending()
+    first.store.close()
+
+    # restarted 100 s into the ban, on a new monotonic clock
+    clock = ManualClock(50.0)
+    during = start(clock, NOON + 100)
+    assert during.manager is not None and during.store is not None
+    (ban,) = during.manager.ip_bans()
+    assert (ban.host, ban.status, ban.until, ban.until_wall) == (
+        "binanceusdm",
+        418,
+        550.0,
+        NOON + 600,
+    )
+    (feed,) = during.manager.feeds.values()
+    assert feed.shared is not None and feed.shared.ip_budget.paused_until == 550.0
+    during.step(clock.t, True)
+    assert [r.title for r in during.store.pending()] == [banned.title]  # no second ban
+    during.store.close()
+
+    # restarted after the ban's end
+    after = start(ManualClock(10.0), NOON + 700)
+    assert after.manager is not None and after.store is not None
+    assert after.manager.ip_bans() == []
+    after.step(10.0, True)
+    titles = [r.title for r in after.store.pending()]
+    assert titles == [banned.title, "RESOLVED binanceusdm: the IP ban is over"]
+    after.step(10.0, True)
+    assert len(after.store.pending()) == 2
+    after.store.close()

@@ -14,7 +14,7 @@ from typing import Any
 
 from alertd.clock import Clock
 from alertd.config import ConditionConfig, Config, RuleConfig, StopRules
-from alertd.daemon.store import Store
+from alertd.daemon.store import SavedBan, Store
 from alertd.delivery.deliverer import Deliverer
 from alertd.delivery.system import PUSHES, SystemMessage, exchange_push, ip_ban_over, ip_banned
 from alertd.engine.book import Book, LiveAccount
@@ -263,8 +263,8 @@ class Alerting:
         self._bands: dict[str, Band] = {}
         self.skipped = 0  # evaluations a band proved idle
         # the exchange hosts whose IP ban was told (until it ends), with the end told
-        # (epoch seconds)
-        self._bans_told: dict[str, float] = {}
+        # (epoch seconds); kept in the store, so that a restart tells its end, not it again
+        self._bans_told = store.ip_bans()
         self.notifications = 0
         self.commits = 0  # store commits of alert states: the firing alerts may have changed
         self.margin_calls = config.builtin_rules.margin_call
@@ -561,11 +561,13 @@ class Alerting:
         messages = [ip_ban_over(host, wall) for host in told if host not in now]
         self._bans_told = {}
         for host, ban in now.items():
-            told_end = told.get(host)
-            if told_end is None or ban.until_wall >= told_end + BAN_END_TOLD_TO_S:
+            before = told.get(host)
+            if before is None or ban.until_wall >= before.until_wall + BAN_END_TOLD_TO_S:
                 messages.append(ip_banned(host, ban.status, ban.until_wall, wall))
-                told_end = ban.until_wall
-            self._bans_told[host] = told_end
+                before = SavedBan(ban.status, ban.until_wall)
+            self._bans_told[host] = before
+        if self._bans_told != told:
+            self.store.save_ip_bans(self._bans_told)
         sent = [m for m in messages if not self.engine.muted(m.labels, wall)]
         for m in sent:
             self.deliverer.enqueue(m)

@@ -526,6 +526,13 @@ class IpBudget:
             log.info("%s: the IP ban is over: every account of it resumes", self.host)
         return ban
 
+    def restore_ban(self, status: int, until_wall: float) -> None:
+        """A ban met before a restart (epoch seconds ``until_wall``): the host waits for its
+        end again, on this process's clock (nothing if it is over)."""
+        left = until_wall - self._wall_clock()
+        if left > 0:
+            self._pause(left, status)
+
     async def resumed(self) -> None:
         """Return once no pause holds the host's requests (at once when none does)."""
         # one sleep per pause: again only where another answer moved its end meanwhile

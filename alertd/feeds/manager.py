@@ -252,6 +252,14 @@ class FeedManager:
             )
         return self._ip_budgets[host]
 
+    def restore_ip_bans(self, bans: Mapping[str, tuple[int, float]]) -> None:
+        """The bans of the hosts' IPs met before a restart, by host: (HTTP status, end in
+        epoch seconds); every account of such a host waits for its end again
+        (:meth:`IpBudget.restore_ban`), none sends into it."""
+        for budget in self._ip_budgets.values():
+            if budget.host in bans:
+                budget.restore_ban(*bans[budget.host])
+
     def ip_bans(self) -> list[HostBan]:
         """The exchange hosts whose IP is banned now, each once (every account of one waits
         for the ban's end: :class:`IpBudget`)."""
