@@ -23,7 +23,14 @@ from alertd.daemon.store import NewMessage, Store
 from alertd.delivery.deliverer import Deliverer
 from alertd.delivery.routing import Receiver
 from alertd.delivery.senders import Outgoing, Transport
-from alertd.delivery.senders.alertmanager import AlertmanagerSender, alert_of, label_name
+from alertd.delivery.senders.alertmanager import (
+    RESOLVED,
+    AlertmanagerSender,
+    alert_of,
+    iso,
+    label_name,
+)
+from alertd.delivery.system import SystemMessage, ip_ban_over, ip_banned
 from tests.fake_exchange.binance import FakeBinanceUSDM
 from tests.receivers import HttpReceiver
 from tests.support.alertmanager import LocalAlertmanager, alertmanager_binary
@@ -146,6 +153,38 @@ def test_after_a_restart_what_still_fires_is_re_sent(
     held = alertmanager.alerts()
     assert [a["labels"]["alertname"] for a in held] == ["ratio-warning"]
     store.close()
+
+
+def _outgoing(message: SystemMessage) -> Outgoing:
+    return Outgoing(message.title, message.body, message.severity.label, message.payload())
+
+
+@needs_alertmanager
+def test_an_ip_ban_fires_until_its_end_and_its_end_resolves_the_same_alert(
+    alertmanager: LocalAlertmanager, http_receiver: HttpReceiver
+) -> None:
+    """A two-hour ban stays firing in Alertmanager (re-sent, valid until the ban's end, not
+    four re-send intervals) and its end resolves that alert, not a new one."""
+    url = Secret(alertmanager.url)
+    sender = AlertmanagerSender()
+    now = time.time()
+    ban = _outgoing(ip_banned("binanceusdm", 418, now + 7200, now))
+    over = _outgoing(ip_ban_over("binanceusdm", now))
+    assert alert_of(ban)[1] is True  # kept alive by refresh
+    assert over.payload["kind"] == RESOLVED and over.payload["labels"] == ban.payload["labels"]
+    assert asyncio.run(sender.send(url, ban)).ok
+    wait_for(lambda: webhooks(http_receiver, "firing"), what="firing webhook", timeout_s=30)
+    (held,) = alertmanager.alerts()
+    assert held["endsAt"][:19] == iso(now + 7200)[:19]  # the ban's end
+    assert asyncio.run(sender.refresh(url)).ok
+    (held,) = alertmanager.alerts()
+    assert held["endsAt"][:19] == iso(now + 7200)[:19]
+    assert asyncio.run(sender.send(url, over)).ok
+    assert sender.active[url.reveal()] == {}
+    wait_for(lambda: webhooks(http_receiver, "resolved"), what="resolved webhook", timeout_s=30)
+    (resolved,) = webhooks(http_receiver, "resolved")
+    assert [a["labels"]["alertname"] for a in resolved["alerts"]] == ["ip-banned"]
+    assert all(a["status"]["state"] != "active" for a in alertmanager.alerts())
 
 
 def _instance(tmp_path: Path, name: str, fake: FakeBinanceUSDM, am: LocalAlertmanager) -> Daemon:

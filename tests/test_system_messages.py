@@ -6,7 +6,15 @@ from dataclasses import replace
 from pathlib import Path
 
 from alertd.config import RouteConfig
-from alertd.delivery.system import SystemKind, digest, exchange_push, receiver_check
+from alertd.delivery.routing import route
+from alertd.delivery.system import (
+    SystemKind,
+    digest,
+    exchange_push,
+    ip_ban_over,
+    ip_banned,
+    receiver_check,
+)
 from alertd.feeds.state import AccountEvent
 from alertd.rules.model import Severity, Silence
 
@@ -127,3 +135,16 @@ def test_the_dead_mans_switch_is_an_http_url_and_owns_its_receiver_name(tmp_path
         result = alertd(command, "-c", str(path))
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert "heartbeat.deadman_url: an http:// or https:// URL" in result.stderr
+
+
+BAN_AT = 1_765_100_000.0  # epoch seconds
+
+
+def test_the_ip_ban_s_resolution_goes_where_the_ban_went() -> None:
+    """A route by severity sends the ban's RESOLVED to the receivers it sent the ban to, as a
+    rule alert's resolution keeps the alert's severity (the reviewer's finding on ban11)."""
+    ban = ip_banned("binanceusdm", 418, BAN_AT + 7200, BAN_AT)
+    over = ip_ban_over("binanceusdm", BAN_AT + 7200)
+    assert over.labels == ban.labels and over.severity is ban.severity
+    routes = [RouteConfig(severities=["critical"], receivers=["pager"])]
+    assert route(routes, ["mail"], over.labels, over.severity.label) == [("pager", None)]

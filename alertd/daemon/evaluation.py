@@ -14,7 +14,7 @@ from typing import Any
 
 from alertd.clock import Clock
 from alertd.config import ConditionConfig, Config, RuleConfig, StopRules
-from alertd.daemon.store import Store
+from alertd.daemon.store import SavedBan, Store
 from alertd.delivery.deliverer import Deliverer
 from alertd.delivery.system import PUSHES, SystemMessage, exchange_push, ip_ban_over, ip_banned
 from alertd.engine.book import Book, LiveAccount
@@ -40,6 +40,10 @@ from alertd.rules.model import Condition, QuietHours, Rule, Scope, Severity, Sub
 from alertd.snapshot.compare import rounding
 
 log = logging.getLogger(__name__)
+
+# an IP ban's end is told to the minute ("until 09:42 UTC"): an end moved later by less is
+# not told again
+BAN_END_TOLD_TO_S = 60.0
 ZERO = Decimal(0)
 
 
@@ -258,8 +262,9 @@ class Alerting:
         # breach (rules/band.py), so that an evaluation there would change nothing
         self._bands: dict[str, Band] = {}
         self.skipped = 0  # evaluations a band proved idle
-        # the exchange hosts whose IP ban was told (until it ends)
-        self._bans_told: set[str] = set()
+        # the exchange hosts whose IP ban was told (until it ends), with the end told
+        # (epoch seconds); kept in the store, so that a restart tells its end, not it again
+        self._bans_told = store.ip_bans()
         self.notifications = 0
         self.commits = 0  # store commits of alert states: the firing alerts may have changed
         self.margin_calls = config.builtin_rules.margin_call
@@ -547,14 +552,22 @@ class Alerting:
 
     def host_bans(self, bans: Sequence[HostBan]) -> list[SystemMessage]:
         """The exchange hosts whose IP is banned now: one message per host as its ban begins
-        (not one per account: each account of it waits for the same end), one as it ends;
-        unless silenced (``alertname=ip-banned``). Returns what was sent."""
+        (not one per account: each account of it waits for the same end), again when a later
+        refusal moves its end later than the minute told, one as it ends; unless silenced
+        (``alertname=ip-banned``). Returns what was sent."""
         wall = self._wall()
         now = {ban.host: ban for ban in bans}
-        begun = [ip_banned(h, b.status, b.until_wall, wall) for h, b in now.items()]
-        messages = [m for m in begun if m.exchange not in self._bans_told]
-        messages += [ip_ban_over(host, wall) for host in self._bans_told if host not in now]
-        self._bans_told = set(now)
+        told = self._bans_told
+        messages = [ip_ban_over(host, wall) for host in told if host not in now]
+        self._bans_told = {}
+        for host, ban in now.items():
+            before = told.get(host)
+            if before is None or ban.until_wall >= before.until_wall + BAN_END_TOLD_TO_S:
+                messages.append(ip_banned(host, ban.status, ban.until_wall, wall))
+                before = SavedBan(ban.status, ban.until_wall)
+            self._bans_told[host] = before
+        if self._bans_told != told:
+            self.store.save_ip_bans(self._bans_told)
         sent = [m for m in messages if not self.engine.muted(m.labels, wall)]
         for m in sent:
             self.deliverer.enqueue(m)

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from alertd.redact import redact
 from alertd.rules.lifecycle import AlertState
@@ -52,6 +52,9 @@ CREATE TABLE IF NOT EXISTS snapshots (
 CREATE TABLE IF NOT EXISTS modes (
     account TEXT PRIMARY KEY, updated_at REAL NOT NULL, mode TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS ip_bans (
+    host TEXT PRIMARY KEY, status INTEGER NOT NULL, until_wall REAL NOT NULL
+);
 """
 SCHEMA_VERSION = "1"
 
@@ -87,6 +90,14 @@ class NewMessage:
 class SavedSnapshot:
     updated_at: float
     snapshot: str  # JSON, as alertd snapshot writes it
+
+
+class SavedBan(NamedTuple):
+    """An exchange's ban of this host's IP as told to the operator: the HTTP status it was
+    answered with and its end (epoch seconds)."""
+
+    status: int
+    until_wall: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,6 +342,22 @@ class Store:
             "INSERT OR REPLACE INTO modes (account, updated_at, mode) VALUES (?,?,?)",
             (account, mode.updated_at, json.dumps(saved)),
         )
+
+    # --- IP bans ------------------------------------------------------------------------
+
+    def ip_bans(self) -> dict[str, SavedBan]:
+        """The bans told and not yet told over, by exchange host (what a restart restores)."""
+        rows = self.db.execute("SELECT host, status, until_wall FROM ip_bans").fetchall()
+        return {r["host"]: SavedBan(r["status"], r["until_wall"]) for r in rows}
+
+    def save_ip_bans(self, bans: Mapping[str, SavedBan]) -> None:
+        """Replace the bans kept with ``bans``."""
+        with self._transaction():
+            self.db.execute("DELETE FROM ip_bans")
+            self.db.executemany(
+                "INSERT INTO ip_bans (host, status, until_wall) VALUES (?,?,?)",
+                [(host, b.status, b.until_wall) for host, b in bans.items()],
+            )
 
     def _transaction(self) -> _Tx:
         return _Tx(self.db)

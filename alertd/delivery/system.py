@@ -29,6 +29,7 @@ DIGEST = "daily-digest"
 TEST = "test-message"
 HEARTBEAT = "heartbeat"
 IP_BANNED = "ip-banned"  # an exchange banned this host's IP: every account of it waits
+IP_BAN_SEVERITY = Severity.CRITICAL  # the ban's and its resolution's
 MAX_PUSH_CHARS = 400  # of an exchange's own text in a message
 
 
@@ -39,7 +40,8 @@ class SystemKind(enum.Enum):
     LIQUIDATION_WARNING = "liquidation_warning"
     HEARTBEAT = "heartbeat"
     IP_BANNED = "ip_banned"
-    IP_BAN_OVER = "ip_ban_over"
+    # the ban's end: a resolution, as a rule alert's (Alertmanager resolves the same alert)
+    IP_BAN_OVER = "resolved"
 
 
 # what each exchange push is called in feeds/ (AccountEvent.kind)
@@ -73,6 +75,7 @@ class SystemMessage:
     exchange: str | None = None
     receiver: str | None = None  # addressed to this receiver, not routed
     expires_at: float | None = None  # epoch seconds: not delivered by then, not delivered
+    ends_at: float | None = None  # epoch seconds: what it says ends by itself then (a ban)
 
     @property
     def replaces_earlier(self) -> bool:
@@ -103,6 +106,7 @@ class SystemMessage:
             "title": self.title,
             "body": self.body,
             "expires_at": self.expires_at,
+            "ends_at": self.ends_at,
         }
 
 
@@ -147,22 +151,28 @@ def heartbeat(receiver: str, at: float, interval_s: float) -> SystemMessage:
 def ip_banned(host: str, status: int, until: float, at: float) -> SystemMessage:
     """The exchange banned this host's IP until ``until`` (epoch seconds): one message for
     every account on it, which wait for its end and resume by themselves."""
-    severity = Severity.CRITICAL
+    severity = IP_BAN_SEVERITY
     ends = fmt.utc_until(until, at)
     title = f"{severity.label.upper()} {host}: this IP is banned until {ends} ({status})"
     body = (
         f"{host} refuses every request from this IP until {ends}: too many requests were "
         "sent from it (alertd's, or another program's on the same IP). alertd sends nothing "
-        "to it until then; the accounts' streams go on, their snapshots, reconciles and "
-        "restarts wait, and every account resumes by itself when the ban ends."
+        "to it until then: the accounts' snapshots, reconciles and restarts wait, their open "
+        "streams go on only as long as the exchange keeps them (a Binance listen key lapses "
+        "an hour after its last keep-alive, which waits too), and every account resumes by "
+        "itself, its streams with it, when the ban ends."
     )
-    return SystemMessage(SystemKind.IP_BANNED, IP_BANNED, severity, title, body, at, exchange=host)
+    return SystemMessage(
+        SystemKind.IP_BANNED, IP_BANNED, severity, title, body, at, exchange=host, ends_at=until
+    )
 
 
 def ip_ban_over(host: str, at: float) -> SystemMessage:
-    """The ban of :func:`ip_banned` ended: its resolution."""
+    """The ban of :func:`ip_banned` ended: its resolution, with the ban's severity and labels
+    (as a rule alert's resolution keeps its alert's), so that routes and silences by severity
+    send it where the ban went."""
     title = f"RESOLVED {host}: the IP ban is over"
     body = f"{host} answers this IP again: every account of it resumes by itself."
     return SystemMessage(
-        SystemKind.IP_BAN_OVER, IP_BANNED, Severity.INFO, title, body, at, exchange=host
+        SystemKind.IP_BAN_OVER, IP_BANNED, IP_BAN_SEVERITY, title, body, at, exchange=host
     )

@@ -536,6 +536,13 @@ class IpBudget:
             log.info("%s: the IP ban is over: every account of it resumes", self.host)
         return ban
 
+    def restore_ban(self, status: int, until_wall: float) -> None:
+        """A ban met before a restart (epoch seconds ``until_wall``): the host waits for its
+        end again, on this process's clock (nothing if it is over)."""
+        left = until_wall - self._wall_clock()
+        if left > 0:
+            self._pause(left, status)
+
     async def resumed(self) -> None:
         """Return once no pause holds the host's requests (at once when none does)."""
         # one sleep per pause: again only where another answer moved its end meanwhile
@@ -547,11 +554,14 @@ class IpBudget:
 
     def refused(self, status: int, headers: Mapping[object, object], body: str) -> None:
         """An answer refusing a request: a ban of the IP pauses the host until its end, a 429
-        with a Retry-After for that long; any other refusal is the request's own."""
+        with a Retry-After for that long where the exchange limits the IP's requests; any
+        other refusal is the request's own (where the limits are per user or key, OKX's and
+        Gate's private ones, one account's 429 is its own: its retry waits the Retry-After,
+        ``retry_delay``, and the other accounts of the IP go on)."""
         ban = self._ip_ban
         if ban is not None and status == ban.status and ban.text.lower() in body.lower():
             self._pause(self._ban_s(ban, headers, body), status)
-        elif status == 429:
+        elif status == 429 and (self.rest_limit_per_ip or self._requests_per_ip is not None):
             wait = retry_after_in(headers, EXCHANGE_MAX_RETRY_AFTER_S)
             if wait:
                 self._pause(wait, None)

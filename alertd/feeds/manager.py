@@ -203,6 +203,8 @@ class FeedManager:
         self._replanned_at = options.clock()
         self._running_jobs: set[asyncio.Task[Any]] = set()  # periodic runs in flight
         self.skipped: dict[str, int] = {}  # periodic runs skipped since the last report, by kind
+        # by kind, the ban of the host's IP the last of those skipped met: it held the run
+        self._skips_banned: dict[str, HostBan] = {}
         self._skips_reported_at = options.clock()
 
     @staticmethod
@@ -256,6 +258,14 @@ class FeedManager:
                 self.options.wall_clock,
             )
         return self._ip_budgets[host]
+
+    def restore_ip_bans(self, bans: Mapping[str, tuple[int, float]]) -> None:
+        """The bans of the hosts' IPs met before a restart, by host: (HTTP status, end in
+        epoch seconds); every account of such a host waits for its end again
+        (:meth:`IpBudget.restore_ban`), none sends into it."""
+        for budget in self._ip_budgets.values():
+            if budget.host in bans:
+                budget.restore_ban(*bans[budget.host])
 
     def ip_bans(self) -> list[HostBan]:
         """The exchange hosts whose IP is banned now, each once (every account of one waits
@@ -607,8 +617,12 @@ class FeedManager:
                 self.replan_reconciles()
 
     def _on_skipped(self, event: JobSubmissionEvent) -> None:
-        kind = str(event.job_id).split(":", 1)[0]
+        kind, _, account = str(event.job_id).partition(":")
         self.skipped[kind] = self.skipped.get(kind, 0) + 1
+        feed = self.feeds.get(account)
+        ban = feed.host_ban() if feed is not None else None
+        if ban is not None:
+            self._skips_banned[kind] = ban
 
     def report_skips(self, every_s: float = SKIPS_REPORTED_EVERY_S) -> None:
         """One line per kind of periodic job whose runs were skipped since the last report."""
@@ -617,19 +631,27 @@ class FeedManager:
             return
         self._skips_reported_at = now
         settings = self.config.feeds
+        wall = self.options.wall_clock()
         for kind, count in sorted(self.skipped.items()):
             setting = _INTERVAL_SETTING.get(kind, "reconcile_interval_s")
+            ban = self._skips_banned.get(kind)
+            cause = (
+                "the exchange's rate limit or the REST slots (feeds.rest_concurrency) are saturated"
+                if ban is None
+                else f"{ban.said(wall)}: its requests wait for the ban's end"
+            )
             log.warning(
                 "%d %s runs skipped in the last %.0f s: an account's previous run was still "
-                "going after feeds.%s (%g s): the exchange's rate limit or the REST slots "
-                "(feeds.rest_concurrency) are saturated",
+                "going after feeds.%s (%g s): %s",
                 count,
                 kind,
                 every_s,
                 setting,
                 getattr(settings, setting),
+                cause,
             )
         self.skipped.clear()
+        self._skips_banned.clear()
 
     async def _run_one(self, name: str, feed: AccountFeed) -> None:
         await feed.run(watchdog=False)

@@ -14,9 +14,10 @@ What is sent, per message (the outbox row's payload):
   ``value`` and ``threshold`` where a rule has them.
 - ``startsAt``: when the alert started firing. ``endsAt``: for a firing alert, now plus four
   re-send intervals (as Prometheus does: Alertmanager resolves an alert that stops being
-  re-sent, after that); for a resolved one, when it resolved. A system message (an exchange's
-  margin call, the digest, the test message) has no resolution: it is sent valid for four
-  intervals and then expires.
+  re-sent, after that), or the end it gives itself (an IP ban's: ``ends_at``); for a resolved
+  one, when it resolved. An IP ban is kept firing as a rule alert is, and its end resolves it.
+  Other system messages (an exchange's margin call, the digest, the test message) have no
+  resolution: each is sent valid for four intervals and then expires.
 
 Alertmanager forgets a firing alert whose ``endsAt`` passes, so every firing alert is re-sent
 every ``resend_interval`` (:meth:`AlertmanagerSender.refresh`, called by the outbox worker);
@@ -45,7 +46,8 @@ from alertd.delivery.senders import Outgoing, SendResult, http_call
 TIMEOUT_S = 10.0
 DEFAULT_RESEND_S = 60.0
 VALID_FOR_RESENDS = 4  # an alert not re-sent for this many intervals is resolved by Alertmanager
-FIRING_KINDS = frozenset({"firing", "repeat"})
+# the kinds re-sent until resolved: a rule's alert, and an IP ban (SystemKind.IP_BANNED)
+FIRING_KINDS = frozenset({"firing", "repeat", "ip_banned"})
 RESOLVED = "resolved"
 API_PATH = "/api/v2/alerts"
 _LABEL_NAME = re.compile(r"[^a-zA-Z0-9_]")
@@ -69,8 +71,8 @@ def label_name(name: str) -> str:
 
 
 def alert_of(message: Outgoing) -> tuple[Alert, bool]:
-    """The alert ``message`` says, without ``endsAt``, and whether it is a firing rule alert
-    (to be re-sent until it resolves)."""
+    """The alert ``message`` says, without ``endsAt`` unless it gives its own end (an IP
+    ban's), and whether it fires until it resolves (to be re-sent until then)."""
     payload = message.payload
     raw = payload.get("labels") or {"alertname": "alertd", "severity": message.severity}
     labels = {label_name(str(k)): str(v) for k, v in raw.items()}
@@ -82,6 +84,8 @@ def alert_of(message: Outgoing) -> tuple[Alert, bool]:
     alert: Alert = {"labels": labels, "annotations": annotations}
     if started is not None:
         alert["startsAt"] = iso(float(started))
+    if payload.get("ends_at") is not None:
+        alert["endsAt"] = iso(float(payload["ends_at"]))
     return alert, payload.get("kind") in FIRING_KINDS
 
 
@@ -113,18 +117,18 @@ class AlertmanagerSender:
 
     async def send(self, url: Secret, message: Outgoing) -> SendResult:
         key = url.reveal()
-        alert, firing = alert_of(message)
+        kept, firing = alert_of(message)
         now = self._clock()
         kind = message.payload.get("kind")
         if kind == RESOLVED:
-            alert["endsAt"] = iso(float(message.payload.get("at") or now))
+            alert = {**kept, "endsAt": iso(float(message.payload.get("at") or now))}
         else:
-            alert["endsAt"] = iso(now + self._valid_s(key))
+            alert = {"endsAt": iso(now + self._valid_s(key)), **kept}
         result = await self._post(url, [alert])
         if result.ok:
             mine = self.active.setdefault(key, {})
             if firing:
-                mine[fingerprint(alert)] = {k: v for k, v in alert.items() if k != "endsAt"}
+                mine[fingerprint(alert)] = kept
             elif kind == RESOLVED:
                 mine.pop(fingerprint(alert), None)
         return result
@@ -143,13 +147,14 @@ class AlertmanagerSender:
                 mine.pop(fingerprint(alert), None)
 
     async def refresh(self, url: Secret) -> SendResult:
-        """Re-send every firing alert with a fresh ``endsAt`` (nothing to send: nothing done)."""
+        """Re-send every firing alert with a fresh ``endsAt``, or the end it gives itself
+        (nothing to send: nothing done)."""
         key = url.reveal()
         alerts = list(self.active.get(key, {}).values())
         if not alerts:
             return SendResult(True)
         ends = iso(self._clock() + self._valid_s(key))
-        return await self._post(url, [{**a, "endsAt": ends} for a in alerts])
+        return await self._post(url, [{"endsAt": ends, **a} for a in alerts])
 
     async def _post(self, url: Secret, alerts: list[Alert]) -> SendResult:
         try:
