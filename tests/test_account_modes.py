@@ -650,6 +650,42 @@ def test_binance_portfolio_coin_m_position_follows_its_coin_m_mark_between_recon
     run(body())
 
 
+def test_binance_portfolio_coin_m_hedge_s_gain_counts_at_most_at_its_collateral_rate() -> None:
+    """A hedge: UM long 1 BTC and a COIN-M short of 60,000 USD, a BTC wallet of 0.01 counted at
+    BTC's collateral rate 0.95 (the local Binance's uniMMR counts each coin's equity as
+    min(equity x rate, equity): Binance FAQ "What Is the Unified Account Maintenance Margin
+    Ratio (uniMMR)"). BTC halves: the short's gain counts at 0.95 at Binance; alertd, which
+    does not read the rate, counts none of it, so its moved ratio is never below Binance's."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+            fake.set_portfolio_margin(KEY)
+            fake.set_mark(BTC, "60000")
+            fake.open_position(KEY, BTC, "long", "1", "60000")
+            fake.set_cm_mark("BTCUSD_PERP", "60000")
+            fake.set_cm_coin(KEY, "BTC", "0.01", "0.95")
+            fake.open_cm_position(KEY, "BTCUSD_PERP", "-600", "60000", "90000")
+            feed = make_feed(portfolio_margin_config(fake), KEY, SECRET)
+            async with streaming(feed):
+                state = feed.state
+                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                fake.set_mark(BTC, "30000")
+                fake.set_cm_mark("BTCUSD_PERP", "30000")
+                marks = {COIN_M_BTC: D(30000), BTC: D(30000)}
+                await eventually(
+                    lambda: all(state.marks.get(s) == m for s, m in marks.items()),
+                    what="the COIN-M and UM marks",
+                )
+                ratio, moved = state.exchange_ratio()
+                theirs = binance.PORTFOLIO_LIQUIDATION_UNI_MMR / D(
+                    fake.portfolio_account(KEY)["uniMMR"]
+                )
+                assert moved and ratio is not None
+                assert ratio >= theirs, f"alertd {ratio:.1%} < Binance {theirs:.1%}"
+
+    run(body())
+
+
 def test_binance_portfolio_margin_stream_s_coin_m_push_updates_the_listed_position() -> None:
     """A COIN-M fill's push on the portfolio margin stream (``ACCOUNT_UPDATE`` with ``fs``
     CM: ``pa``, ``ep``) between reconciles: the listed COIN-M position takes its size and
