@@ -686,6 +686,33 @@ def test_binance_portfolio_coin_m_hedge_s_gain_counts_at_most_at_its_collateral_
     run(body())
 
 
+@pytest.mark.parametrize("status", [503, 403, 451, 400, 418])
+def test_binance_portfolio_coin_m_catalogue_failing_lists_the_coin_m_position_as_read(
+    status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The COIN-M catalogue (``GET /dapi/v1/exchangeInfo``) failing, whatever the answer (a
+    proxy or region that passes only fapi/papi: 403, 451; an outage: 503; a ban of /dapi:
+    418; a refusal: 400): the bootstrap succeeds, the account is not stopped, the COIN-M
+    position is listed as Binance read it (as before COIN-M positions were followed), and
+    the failure is logged once, not at every reconcile."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = portfolio_with_coin_m_long(fake)
+            fake.fail_rest(status, 1000, path_prefix="/dapi/")
+            async with kept_open(feed):
+                state = feed.state
+                assert state.bootstrapped and state.fatal is None
+                assert [p.as_read for p in state.listed_positions] == [True]
+                await feed.reconcile()
+                assert [p.as_read for p in state.listed_positions] == [True]
+
+    with caplog.at_level(logging.WARNING):
+        run(body())
+    said = [r for r in caplog.records if "COIN-M catalogue" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]
+
+
 def test_binance_portfolio_margin_stream_s_coin_m_push_updates_the_listed_position() -> None:
     """A COIN-M fill's push on the portfolio margin stream (``ACCOUNT_UPDATE`` with ``fs``
     CM: ``pa``, ``ep``) between reconciles: the listed COIN-M position takes its size and
