@@ -713,6 +713,51 @@ def test_binance_portfolio_coin_m_catalogue_failing_lists_the_coin_m_position_as
     assert len(said) == 1, [r.getMessage() for r in said]
 
 
+@pytest.mark.parametrize("left", ["0", "30"])
+def test_binance_portfolio_coin_m_reduce_push_keeps_the_realized_loss(left: str) -> None:
+    """A COIN-M long (300 BTCUSD_PERP, 30,000 USD at 60,000) beside the UM long, its mark
+    fallen to 57,100 (Binance's ratio 84.0%: critical), then reduced to ``left`` contracts at
+    57,100: the closed part's loss is realized into the BTC wallet, which uniMMR keeps
+    (1,900 - 1,450 = 450 USD of equity). The push's size alone would drop it from the moved
+    ratio (pm11: 19.9%): the push settles with a REST read, and the ratio is Binance's again."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+            fake.set_portfolio_margin(KEY, open_loss="100")
+            fake.set_mark(BTC, "60000")
+            fake.open_position(KEY, BTC, "long", "1", "60000")
+            fake.set_cm_mark("BTCUSD_PERP", "60000")
+            fake.open_cm_position(KEY, "BTCUSD_PERP", "300", "60000", "45000")
+            feed = make_feed(portfolio_margin_config(fake), KEY, SECRET)
+            async with streaming(feed):
+                state = feed.state
+                await fake.wait_for_user_stream(KEY, 10)
+                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                fake.set_cm_mark("BTCUSD_PERP", "57100")
+                await eventually(lambda: state.marks.get(COIN_M_BTC) == 57100, what="the mark")
+                assert f"{state.exchange_ratio()[0]:.1%}" == "84.0%"
+                fake.reduce_cm_position(KEY, "BTCUSD_PERP", left)
+                row = {"s": "BTCUSD_PERP", "pa": left, "ep": "60000" if left != "0" else "0",
+                       "cr": "0", "up": "0", "mt": "cross", "iw": "0", "ps": "BOTH"}  # fmt: skip
+                fake.push_cm_position_update(KEY, row)
+                theirs = binance.PORTFOLIO_LIQUIDATION_UNI_MMR / D(
+                    fake.portfolio_account(KEY)["uniMMR"]
+                )
+                # the closed part's loss in the BTC wallet: equity 450, MM 240 and the rest's
+                assert theirs > D("0.5")
+
+                def ratio() -> Decimal | None:
+                    return state.exchange_ratio()[0]
+
+                await eventually(
+                    lambda: (r := ratio()) is not None and abs(r / theirs - 1) < D("1e-6"),
+                    timeout_s=10,
+                    what=f"Binance's ratio {theirs:.1%} after the fill",
+                )
+
+    run(body())
+
+
 def test_binance_portfolio_margin_stream_s_coin_m_push_updates_the_listed_position() -> None:
     """A COIN-M fill's push on the portfolio margin stream (``ACCOUNT_UPDATE`` with ``fs``
     CM: ``pa``, ``ep``) between reconciles: the listed COIN-M position takes its size and

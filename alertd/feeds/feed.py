@@ -995,7 +995,7 @@ class AccountFeed:
                 try:
                     async with rest_slot(self.shared):
                         await self.resync()
-                    if name.startswith("unlined"):
+                    if name.startswith(("unlined", "COIN-M")):
                         log.info("%s: resynced for the %s", self.config.name, name)
                     elif name != "start":
                         log.info("%s: resynced after losing the %s stream", self.config.name, name)
@@ -1081,6 +1081,10 @@ class AccountFeed:
             self.state.listed_positions = listed
             self._sync_mark_streams()
             self._notify(Change.ACCOUNT)
+            # a reduced or closed COIN-M position realized its PnL since the read into the
+            # coin's wallet, which the exchange's ratio keeps and the push does not carry:
+            # read the account again rather than drop that loss from the moved ratio
+            self._settle_resync(now, "COIN-M fill")
         event = self.adapter.event(message, now)
         if event is not None:
             self._event(event)

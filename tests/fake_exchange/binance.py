@@ -1002,6 +1002,26 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             shared.positive(collateral_rate, "collateral_rate"),
         )
 
+    @scripted
+    def reduce_cm_position(self, api_key: str, market_id: str, contracts: Num) -> None:
+        """A COIN-M fill at the market's mark reducing the held position to ``contracts``
+        (signed, 0: closed): the closed part's PnL, in the coin, realized into the coin's
+        wallet (COIN-M's realized PnL is the coin's: Binance COIN-M FAQ "Leverage and Margin
+        of COIN-Margined Futures"), so uniMMR keeps it."""
+        account = self._account(api_key)
+        market = self._coin_markets[market_id]
+        held, entry, liquidation = account.cm_held[market_id]
+        left = _dec(contracts)
+        if left * held < 0 or abs(left) > abs(held):
+            raise ValueError("reduce_cm_position: only a reduction of the held position")
+        closed = (held - left) * market.contract_size
+        wallet, rate = account.cm_coins.get(market.base, (Decimal(0), Decimal(1)))
+        account.cm_coins[market.base] = (wallet + closed * (1 / entry - 1 / market.mark), rate)
+        if left == 0:
+            del account.cm_held[market_id]
+        else:
+            account.cm_held[market_id] = (left, entry, liquidation)
+
     def _cm_figures(self, account: _Account) -> list[tuple[_CoinMarket, Decimal, Decimal]]:
         """Each held COIN-M position: its market, size in USD (signed) and entry price."""
         out = []
@@ -1014,11 +1034,11 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         """The COIN-M coins' equity as uniMMR counts it (each coin's wallet and positions' PnL
         at its mark, at most at its collateral rate) and the positions' maintenance margin, in
         USD."""
-        equity: dict[str, Decimal] = {}  # by coin, in USD
+        marks = {m.base: m.mark for m in self._coin_markets.values()}  # the coin's index
+        equity = {coin: wallet * marks[coin] for coin, (wallet, _) in account.cm_coins.items()}
         mm = Decimal(0)
         for market, size, entry in self._cm_figures(account):
-            wallet = account.cm_coins.get(market.base, (Decimal(0), Decimal(1)))[0]
-            equity.setdefault(market.base, wallet * market.mark)
+            equity.setdefault(market.base, Decimal(0))
             equity[market.base] += size * (1 / entry - 1 / market.mark) * market.mark
             mm += abs(size) / market.mark * CM_MAINT_MARGIN_RATE * market.mark
         counted = Decimal(0)
