@@ -758,6 +758,40 @@ def test_binance_portfolio_coin_m_reduce_push_keeps_the_realized_loss(left: str)
     run(body())
 
 
+COIN_M_ROW = {"s": "BTCUSD_PERP", "pa": "3", "ep": "62000", "cr": "0", "up": "0",
+              "mt": "cross", "iw": "0", "ps": "BOTH"}  # fmt: skip
+
+
+def test_binance_portfolio_malformed_coin_m_push_is_skipped_not_the_stream(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A COIN-M push whose size Decimal cannot hold (``pa`` 1E+999999: decimal.Overflow, an
+    ArithmeticError, not a FrameError) is skipped and logged as malformed; the private stream
+    goes on (pm11: the error escaped ccxt's receive loop and the stream died silently), so the
+    next COIN-M fill's push is applied."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = portfolio_with_coin_m_long(fake)
+            async with streaming(feed):
+                state = feed.state
+                await fake.wait_for_user_stream(KEY, 10)
+                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                fake.push_cm_position_update(KEY, COIN_M_ROW | {"pa": "1E+999999"})
+                await eventually(lambda: bool(feed.malformed), what="the malformed push")
+                fake.open_cm_position(KEY, "BTCUSD_PERP", "5", "62000", "40000")
+                fake.push_cm_position_update(KEY, COIN_M_ROW | {"pa": "5"})
+                await eventually(
+                    lambda: [p.contracts for p in state.listed_positions] == [5],
+                    timeout_s=10,
+                    what="the next push on the private stream",
+                )
+
+    with caplog.at_level(logging.WARNING):
+        run(body())
+    assert any("skipped a malformed frame" in r.getMessage() for r in caplog.records)
+
+
 def test_binance_portfolio_margin_stream_s_coin_m_push_updates_the_listed_position() -> None:
     """A COIN-M fill's push on the portfolio margin stream (``ACCOUNT_UPDATE`` with ``fs``
     CM: ``pa``, ``ep``) between reconciles: the listed COIN-M position takes its size and

@@ -1074,8 +1074,10 @@ class AccountFeed:
         now = self._clock()
         try:
             listed = self.adapter.pushed_listed(message, self.state.listed_positions)
-        except FrameError as exc:
-            self.on_malformed("listed positions: bad frame", str(exc))
+        except (FrameError, ArithmeticError) as exc:
+            # ArithmeticError: a figure Decimal holds but cannot compute with (``pa`` 1E+999999
+            # overflows the size's arithmetic), as malformed as a missing one
+            self.on_malformed("listed positions: bad frame", describe(exc))
             listed = None
         if listed is not None:
             self.state.listed_positions = listed
