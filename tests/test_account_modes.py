@@ -792,6 +792,28 @@ def test_binance_portfolio_malformed_coin_m_push_is_skipped_not_the_stream(
     assert any("skipped a malformed frame" in r.getMessage() for r in caplog.records)
 
 
+def test_binance_portfolio_coin_m_push_without_an_entry_is_malformed() -> None:
+    """A COIN-M push of an open position (``pa`` 4) with no entry (``ep`` 0) is malformed:
+    skipped, the position kept as it was, so uniMMR still moves with the UM mark (pm11: the
+    entry 0 left the COIN-M leg without a PnL, which froze the whole ratio as read)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = portfolio_with_coin_m_long(fake)
+            async with streaming(feed):
+                state = feed.state
+                await fake.wait_for_user_stream(KEY, 10)
+                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                fake.push_cm_position_update(KEY, COIN_M_ROW | {"pa": "4", "ep": "0"})
+                await eventually(lambda: bool(feed.malformed), what="the malformed push")
+                assert [p.contracts for p in state.listed_positions] == [3]
+                fake.set_mark(BTC, "58000")
+                await eventually(lambda: state.marks.get(BTC) == 58000, what="the UM mark")
+                assert state.exchange_ratio()[1], "uniMMR left as read: the UM fall ignored"
+
+    run(body())
+
+
 def test_binance_portfolio_margin_stream_s_coin_m_push_updates_the_listed_position() -> None:
     """A COIN-M fill's push on the portfolio margin stream (``ACCOUNT_UPDATE`` with ``fs``
     CM: ``pa``, ``ep``) between reconciles: the listed COIN-M position takes its size and

@@ -1039,12 +1039,19 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                 if amount == 0:
                     del out[key]
                     continue
+                entry = dec(raw.get("ep"), f"CM ACCOUNT_UPDATE {raw['s']} ep")
+                if entry <= 0:
+                    # an open position with no entry has no PnL: its leg, and with it the
+                    # whole moved ratio, would stand as read
+                    raise FrameError(
+                        f"CM ACCOUNT_UPDATE {raw['s']} ep: {entry} of an open position"
+                    )
                 contracts = abs(amount)
                 out[key] = dataclasses.replace(
                     p,
                     contracts=contracts,
                     quantity=p.quantity / p.contracts * contracts,
-                    entry_price=dec(raw.get("ep"), f"CM ACCOUNT_UPDATE {raw['s']} ep"),
+                    entry_price=entry,
                 )
         changed = tuple(out.values())
         return None if changed == listed else changed
