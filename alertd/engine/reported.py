@@ -67,8 +67,11 @@ class CoinLeg:
     """An inverse position in an account whose figures are in USD (a Binance portfolio margin
     account's COIN-M position, beside its USDⓈ-M ones in uniMMR): its PnL, in the coin, counts
     at the coin's mark, ``quantity x (mark / entry - 1)`` in USD; its requirement, in the coin,
-    is its notional in the coin (``|quantity| / mark``) times a rate, so in USD it stays
-    ``|quantity| x rate`` while its tier holds: the USD requirement read with it stands."""
+    is its notional in the coin (``|quantity| / mark``) times a rate less its bracket's
+    deduction in the coin (``cum``), so in USD ``|quantity| x rate - cum x mark``: constant only
+    in the first bracket (``cum`` 0), where the USD requirement read with it stands exactly; in
+    a higher one it grows as the mark falls (by ``cum`` x the fall), which the requirement as
+    read leaves out until the next read."""
 
     symbol: str
     quantity: Decimal  # signed: positive long; quote (USD) units
