@@ -814,6 +814,33 @@ def test_binance_portfolio_coin_m_push_without_an_entry_is_malformed() -> None:
     run(body())
 
 
+def test_binance_portfolio_coin_m_push_of_an_unlisted_position_is_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A COIN-M push of a position not listed (ETHUSD_PERP, opened since the read) is left to
+    the next reconcile, and said once per market, not at every push."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = portfolio_with_coin_m_long(fake)
+            async with streaming(feed):
+                state = feed.state
+                await fake.wait_for_user_stream(KEY, 10)
+                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                for pa in ("2", "4"):
+                    fake.push_cm_position_update(KEY, COIN_M_ROW | {"s": "ETHUSD_PERP", "pa": pa})
+                fake.open_cm_position(KEY, "BTCUSD_PERP", "5", "62000", "40000")
+                fake.push_cm_position_update(KEY, COIN_M_ROW | {"pa": "5"})  # after them
+                await eventually(
+                    lambda: [p.contracts for p in state.listed_positions] == [5], what="the push"
+                )
+
+    with caplog.at_level(logging.INFO):
+        run(body())
+    said = [r for r in caplog.records if "ETHUSD_PERP, a position not listed" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]
+
+
 def test_binance_portfolio_margin_stream_s_coin_m_push_updates_the_listed_position() -> None:
     """A COIN-M fill's push on the portfolio margin stream (``ACCOUNT_UPDATE`` with ``fs``
     CM: ``pa``, ``ep``) between reconciles: the listed COIN-M position takes its size and

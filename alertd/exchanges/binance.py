@@ -686,6 +686,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._coin_m_catalogue: Any = None
         # why the COIN-M catalogue last failed to load (None: it did not)
         self._coin_m_catalogue_failing: str | None = None
+        # the COIN-M markets a push named with no listed position (said once each)
+        self._coin_m_unlisted_pushed: set[str] = set()
         # what the last snapshot weighed in the per-IP budget, by its mode (None: none yet)
         self._snapshot_weight: float | None = None
 
@@ -1035,6 +1037,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                 key = (str(market["symbol"]), side)
                 p = out.get(key)
                 if p is None or p.quantity is None:
+                    if amount != 0:
+                        self._said_unlisted_push(raw["s"])
                     continue
                 if amount == 0:
                     del out[key]
@@ -1055,6 +1059,17 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                 )
         changed = tuple(out.values())
         return None if changed == listed else changed
+
+    def _said_unlisted_push(self, market_id: str) -> None:
+        """Say, once per COIN-M market, that its push names a position not listed (opened since
+        the last read, or in a market the COIN-M catalogue does not hold)."""
+        if market_id not in self._coin_m_unlisted_pushed:
+            self._coin_m_unlisted_pushed.add(market_id)
+            log.info(
+                "a COIN-M push of %s, a position not listed (opened since the last read, or "
+                "not in the COIN-M catalogue): left to the next reconcile",
+                market_id,
+            )
 
     def listed_marks(self, options: Mapping[str, Any]) -> ExchangeAdapter | None:
         # a portfolio margin account's COIN-M positions: their catalogue (``listed_catalogue``,
