@@ -870,6 +870,7 @@ def test_binance_portfolio_margin_stream_s_coin_m_push_updates_the_listed_positi
                 assert cm.unrealized_pnl is not None
                 assert cm.unrealized_pnl.quantize(EIGHT) == D(served["unRealizedProfit"])
                 assert list(state.positions) == [(BTC, Side.LONG)]  # not a UM position
+                fake.reduce_cm_position(KEY, "BTCUSD_PERP", "0")  # the REST read that follows
                 fake.push_cm_position_update(KEY, row | {"pa": "0", "ep": "0"})
                 await eventually(lambda: coin_m() == [], what="the CM close's push")
                 assert COIN_M_BTC not in state.marks
