@@ -650,6 +650,197 @@ def test_binance_portfolio_coin_m_position_follows_its_coin_m_mark_between_recon
     run(body())
 
 
+def test_binance_portfolio_coin_m_hedge_s_gain_counts_at_most_at_its_collateral_rate() -> None:
+    """A hedge: UM long 1 BTC and a COIN-M short of 60,000 USD, a BTC wallet of 0.01 counted at
+    BTC's collateral rate 0.95 (the local Binance's uniMMR counts each coin's equity as
+    min(equity x rate, equity): Binance FAQ "What Is the Unified Account Maintenance Margin
+    Ratio (uniMMR)"). BTC halves: the short's gain counts at 0.95 at Binance; alertd, which
+    does not read the rate, counts none of it, so its moved ratio is never below Binance's."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+            fake.set_portfolio_margin(KEY)
+            fake.set_mark(BTC, "60000")
+            fake.open_position(KEY, BTC, "long", "1", "60000")
+            fake.set_cm_mark("BTCUSD_PERP", "60000")
+            fake.set_cm_coin(KEY, "BTC", "0.01", "0.95")
+            fake.open_cm_position(KEY, "BTCUSD_PERP", "-600", "60000", "90000")
+            feed = make_feed(portfolio_margin_config(fake), KEY, SECRET)
+            async with streaming(feed):
+                state = feed.state
+                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                fake.set_mark(BTC, "30000")
+                fake.set_cm_mark("BTCUSD_PERP", "30000")
+                marks = {COIN_M_BTC: D(30000), BTC: D(30000)}
+                await eventually(
+                    lambda: all(state.marks.get(s) == m for s, m in marks.items()),
+                    what="the COIN-M and UM marks",
+                )
+                ratio, moved = state.exchange_ratio()
+                theirs = binance.PORTFOLIO_LIQUIDATION_UNI_MMR / D(
+                    fake.portfolio_account(KEY)["uniMMR"]
+                )
+                assert moved and ratio is not None
+                assert ratio >= theirs, f"alertd {ratio:.1%} < Binance {theirs:.1%}"
+
+    run(body())
+
+
+@pytest.mark.parametrize("status", [503, 403, 451, 400, 418])
+def test_binance_portfolio_coin_m_catalogue_failing_lists_the_coin_m_position_as_read(
+    status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The COIN-M catalogue (``GET /dapi/v1/exchangeInfo``) failing, whatever the answer (a
+    proxy or region that passes only fapi/papi: 403, 451; an outage: 503; a ban of /dapi:
+    418; a refusal: 400): the bootstrap succeeds, the account is not stopped, the COIN-M
+    position is listed as Binance read it (as before COIN-M positions were followed), and
+    the failure is logged once, not at every reconcile."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = portfolio_with_coin_m_long(fake)
+            fake.fail_rest(status, 1000, path_prefix="/dapi/")
+            async with kept_open(feed):
+                state = feed.state
+                assert state.bootstrapped and state.fatal is None
+                assert [p.as_read for p in state.listed_positions] == [True]
+                await feed.reconcile()
+                assert [p.as_read for p in state.listed_positions] == [True]
+
+    with caplog.at_level(logging.WARNING):
+        run(body())
+    said = [r for r in caplog.records if "COIN-M catalogue" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]
+
+
+@pytest.mark.parametrize("left", ["0", "30"])
+def test_binance_portfolio_coin_m_reduce_push_keeps_the_realized_loss(left: str) -> None:
+    """A COIN-M long (300 BTCUSD_PERP, 30,000 USD at 60,000) beside the UM long, its mark
+    fallen to 57,100 (Binance's ratio 84.0%: critical), then reduced to ``left`` contracts at
+    57,100: the closed part's loss is realized into the BTC wallet, which uniMMR keeps
+    (1,900 - 1,450 = 450 USD of equity). The push's size alone would drop it from the moved
+    ratio (pm11: 19.9%): the push settles with a REST read, and the ratio is Binance's again."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+            fake.set_portfolio_margin(KEY, open_loss="100")
+            fake.set_mark(BTC, "60000")
+            fake.open_position(KEY, BTC, "long", "1", "60000")
+            fake.set_cm_mark("BTCUSD_PERP", "60000")
+            fake.open_cm_position(KEY, "BTCUSD_PERP", "300", "60000", "45000")
+            feed = make_feed(portfolio_margin_config(fake), KEY, SECRET)
+            async with streaming(feed):
+                state = feed.state
+                await fake.wait_for_user_stream(KEY, 10)
+                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                fake.set_cm_mark("BTCUSD_PERP", "57100")
+                await eventually(lambda: state.marks.get(COIN_M_BTC) == 57100, what="the mark")
+                assert f"{state.exchange_ratio()[0]:.1%}" == "84.0%"
+                fake.reduce_cm_position(KEY, "BTCUSD_PERP", left)
+                row = {"s": "BTCUSD_PERP", "pa": left, "ep": "60000" if left != "0" else "0",
+                       "cr": "0", "up": "0", "mt": "cross", "iw": "0", "ps": "BOTH"}  # fmt: skip
+                fake.push_cm_position_update(KEY, row)
+                theirs = binance.PORTFOLIO_LIQUIDATION_UNI_MMR / D(
+                    fake.portfolio_account(KEY)["uniMMR"]
+                )
+                # the closed part's loss in the BTC wallet: equity 450, MM 240 and the rest's
+                assert theirs > D("0.5")
+
+                def ratio() -> Decimal | None:
+                    return state.exchange_ratio()[0]
+
+                await eventually(
+                    lambda: (r := ratio()) is not None and abs(r / theirs - 1) < D("1e-6"),
+                    timeout_s=10,
+                    what=f"Binance's ratio {theirs:.1%} after the fill",
+                )
+
+    run(body())
+
+
+COIN_M_ROW = {"s": "BTCUSD_PERP", "pa": "3", "ep": "62000", "cr": "0", "up": "0",
+              "mt": "cross", "iw": "0", "ps": "BOTH"}  # fmt: skip
+
+
+def test_binance_portfolio_malformed_coin_m_push_is_skipped_not_the_stream(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A COIN-M push whose size Decimal cannot hold (``pa`` 1E+999999: decimal.Overflow, an
+    ArithmeticError, not a FrameError) is skipped and logged as malformed; the private stream
+    goes on (pm11: the error escaped ccxt's receive loop and the stream died silently), so the
+    next COIN-M fill's push is applied."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = portfolio_with_coin_m_long(fake)
+            async with streaming(feed):
+                state = feed.state
+                await fake.wait_for_user_stream(KEY, 10)
+                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                fake.push_cm_position_update(KEY, COIN_M_ROW | {"pa": "1E+999999"})
+                await eventually(lambda: bool(feed.malformed), what="the malformed push")
+                fake.open_cm_position(KEY, "BTCUSD_PERP", "5", "62000", "40000")
+                fake.push_cm_position_update(KEY, COIN_M_ROW | {"pa": "5"})
+                await eventually(
+                    lambda: [p.contracts for p in state.listed_positions] == [5],
+                    timeout_s=10,
+                    what="the next push on the private stream",
+                )
+
+    with caplog.at_level(logging.WARNING):
+        run(body())
+    assert any("skipped a malformed frame" in r.getMessage() for r in caplog.records)
+
+
+def test_binance_portfolio_coin_m_push_without_an_entry_is_malformed() -> None:
+    """A COIN-M push of an open position (``pa`` 4) with no entry (``ep`` 0) is malformed:
+    skipped, the position kept as it was, so uniMMR still moves with the UM mark (pm11: the
+    entry 0 left the COIN-M leg without a PnL, which froze the whole ratio as read)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = portfolio_with_coin_m_long(fake)
+            async with streaming(feed):
+                state = feed.state
+                await fake.wait_for_user_stream(KEY, 10)
+                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                fake.push_cm_position_update(KEY, COIN_M_ROW | {"pa": "4", "ep": "0"})
+                await eventually(lambda: bool(feed.malformed), what="the malformed push")
+                assert [p.contracts for p in state.listed_positions] == [3]
+                fake.set_mark(BTC, "58000")
+                await eventually(lambda: state.marks.get(BTC) == 58000, what="the UM mark")
+                assert state.exchange_ratio()[1], "uniMMR left as read: the UM fall ignored"
+
+    run(body())
+
+
+def test_binance_portfolio_coin_m_push_of_an_unlisted_position_is_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A COIN-M push of a position not listed (ETHUSD_PERP, opened since the read) is left to
+    the next reconcile, and said once per market, not at every push."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = portfolio_with_coin_m_long(fake)
+            async with streaming(feed):
+                state = feed.state
+                await fake.wait_for_user_stream(KEY, 10)
+                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                for pa in ("2", "4"):
+                    fake.push_cm_position_update(KEY, COIN_M_ROW | {"s": "ETHUSD_PERP", "pa": pa})
+                fake.open_cm_position(KEY, "BTCUSD_PERP", "5", "62000", "40000")
+                fake.push_cm_position_update(KEY, COIN_M_ROW | {"pa": "5"})  # after them
+                await eventually(
+                    lambda: [p.contracts for p in state.listed_positions] == [5], what="the push"
+                )
+
+    with caplog.at_level(logging.INFO):
+        run(body())
+    said = [r for r in caplog.records if "ETHUSD_PERP, a position not listed" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]
+
+
 def test_binance_portfolio_margin_stream_s_coin_m_push_updates_the_listed_position() -> None:
     """A COIN-M fill's push on the portfolio margin stream (``ACCOUNT_UPDATE`` with ``fs``
     CM: ``pa``, ``ep``) between reconciles: the listed COIN-M position takes its size and
@@ -679,6 +870,7 @@ def test_binance_portfolio_margin_stream_s_coin_m_push_updates_the_listed_positi
                 assert cm.unrealized_pnl is not None
                 assert cm.unrealized_pnl.quantize(EIGHT) == D(served["unRealizedProfit"])
                 assert list(state.positions) == [(BTC, Side.LONG)]  # not a UM position
+                fake.reduce_cm_position(KEY, "BTCUSD_PERP", "0")  # the REST read that follows
                 fake.push_cm_position_update(KEY, row | {"pa": "0", "ep": "0"})
                 await eventually(lambda: coin_m() == [], what="the CM close's push")
                 assert COIN_M_BTC not in state.marks

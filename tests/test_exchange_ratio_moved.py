@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from alertd.engine.margin import compute
 from alertd.engine.model import MarginMode, Side
-from alertd.engine.reported import Exposure, exchange_ratio_position, moved_ratio
+from alertd.engine.reported import CoinLeg, Exposure, exchange_ratio_position, moved_ratio
 from alertd.exchanges.registry import get_spec
 from alertd.feeds.state import AccountState, MarketInfo, PositionState, ReportedAccount
 
@@ -99,6 +99,33 @@ def test_inverse_moves_in_the_coin() -> None:
         {"BTC/USD:BTC": D(40_000)},
     )
     assert moved == D("0.01") * D("0.25") / D("0.2") / D("0.95")
+
+
+def test_a_coin_m_gain_counts_at_most_at_binance_s_collateral_rate() -> None:
+    """Binance FAQ "What Is the Unified Account Maintenance Margin Ratio (uniMMR)": each asset's
+    equity counts as min(assetEquity x index x collateralRate, assetEquity x index), the
+    COIN-M PnL inside the coin's asset equity. A hedge (UM long 1 BTC, COIN-M short 60,000
+    USD, 2,000 USDT; BTC's collateral rate 0.95, illustrative: any rate below 1 shows it) at
+    40,000: Binance's ratio, by hand, is never above the moved one (the gain's rate unread)."""
+    um, cm, rate = BTC, "BTC/USD:BTC", D("0.95")
+    then, mark = {um: D(60000), cm: D(60000)}, D(40000)
+    leg = CoinLeg(cm, D(-60000), D(60000), requirement=D("1.05") * 240)
+    ours = moved_ratio(
+        D("1.05") * 480 / 2000,
+        D(2000),
+        [Exposure(um, D(1), False)],
+        then,
+        {um: mark, cm: mark},
+        [leg],
+    )
+    btc_usd = D(-60000) * (1 / D(60000) - 1 / mark) * mark  # the short's gain, 1 BTC
+    equity = 2000 + (mark - 60000) + min(btc_usd * rate, btc_usd)
+    theirs = D("1.05") * (mark * D("0.004") + 240) / equity
+    assert ours is not None and ours >= theirs, f"alertd {ours:.1%} < Binance {theirs:.1%}"
+    # a loss counts in full, whatever the rate
+    rises = {um: D(60600), cm: D(60600)}
+    lost = moved_ratio(D("1.05") * 480 / 2000, D(2000), [], then, rises, [leg])
+    assert lost == D("1.05") * 480 / (2000 - 600)  # the short loses 60,000 x 1% USD
 
 
 def test_the_account_state_moves_cross_positions_and_keeps_an_unknown_market_as_read() -> None:

@@ -67,8 +67,11 @@ class CoinLeg:
     """An inverse position in an account whose figures are in USD (a Binance portfolio margin
     account's COIN-M position, beside its USDⓈ-M ones in uniMMR): its PnL, in the coin, counts
     at the coin's mark, ``quantity x (mark / entry - 1)`` in USD; its requirement, in the coin,
-    is its notional in the coin (``|quantity| / mark``) times a rate, so in USD it stays
-    ``|quantity| x rate`` while its tier holds: the USD requirement read with it stands."""
+    is its notional in the coin (``|quantity| / mark``) times a rate less its bracket's
+    deduction in the coin (``cum``), so in USD ``|quantity| x rate - cum x mark``: constant only
+    in the first bracket (``cum`` 0), where the USD requirement read with it stands exactly; in
+    a higher one it grows as the mark falls (by ``cum`` x the fall), which the requirement as
+    read leaves out until the next read."""
 
     symbol: str
     quantity: Decimal  # signed: positive long; quote (USD) units
@@ -78,6 +81,12 @@ class CoinLeg:
     # Binance's uniMMR ratio requires 1.05 x MM); None: not reported (then moved with the
     # linear positions' notional, as the rest of the requirement is)
     requirement: Decimal | None = None
+    # the share of a gain in USD that Binance's uniMMR counts: the coin's collateral rate
+    # (Binance FAQ "What Is the Unified Account Maintenance Margin Ratio (uniMMR)": each
+    # asset's equity counts as min(assetEquity x index x collateralRate, assetEquity x
+    # index), the COIN-M PnL inside the coin's assetEquity); 0 while the rate is not read:
+    # a gain since the read is then not counted at all, a loss always in full (the safe side)
+    collateral_rate: Decimal = ZERO
 
     def pnl_usd(self, mark: Decimal) -> Decimal:
         return self.quantity * (mark / self.entry - 1)
@@ -86,14 +95,17 @@ class CoinLeg:
 def _coin_pnl(
     legs: Sequence[CoinLeg], then: Mapping[str, Decimal], now: Mapping[str, Decimal]
 ) -> Decimal | None:
-    """The USD PnL of ``legs`` from the marks ``then`` to ``now``; None: a mark or entry
-    missing."""
+    """The USD PnL of ``legs`` from the marks ``then`` to ``now`` as uniMMR's equity counts
+    it: each leg's loss in full, its gain at most at its coin's collateral rate (per leg, never
+    netted against another leg's loss: a coin's equity counted at its rate is never more);
+    None: a mark or entry missing."""
     pnl = ZERO
     for leg in legs:
         before, after = then.get(leg.symbol), now.get(leg.symbol)
         if before is None or after is None or before <= 0 or after <= 0 or leg.entry <= 0:
             return None
-        pnl += leg.pnl_usd(after) - leg.pnl_usd(before)
+        change = leg.pnl_usd(after) - leg.pnl_usd(before)
+        pnl += min(change, change * leg.collateral_rate)
     return pnl
 
 

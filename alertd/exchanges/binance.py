@@ -21,7 +21,8 @@ the same option.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Collection, Mapping, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -65,6 +66,8 @@ from alertd.feeds.state import (
     PositionState,
     ReportedAccount,
 )
+
+log = logging.getLogger(__name__)
 
 USDM_PROFILE = ExchangeProfile(
     id="binanceusdm",
@@ -684,6 +687,10 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._coin_m_pushed: set[str] = set()
         # the COIN-M catalogue once loaded (``listed_catalogue``): names a pushed COIN-M row
         self._coin_m_catalogue: Any = None
+        # why the COIN-M catalogue last failed to load (None: it did not)
+        self._coin_m_catalogue_failing: str | None = None
+        # the COIN-M markets a push named with no listed position (said once each)
+        self._coin_m_unlisted_pushed: set[str] = set()
         # what the last snapshot weighed in the per-IP budget, by its mode (None: none yet)
         self._snapshot_weight: float | None = None
 
@@ -731,6 +738,34 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         except (FrameError, ccxt.ExchangeError) as exc:
             self._coin_m_unlisted = describe(exc)
 
+    async def _loaded_coin_m_catalogue(
+        self, exchange: Any, load: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        """The COIN-M catalogue, or ``exchange`` (whose catalogue lists no COIN-M market: the
+        positions are then listed as Binance read them) where /dapi cannot be reached: a proxy
+        or region that passes only fapi and papi (403, 451), an outage (5xx), a ban of it
+        (418, waited out by its host, never the account's end). Logged when it begins and
+        when it loads again, not at every reconcile; the next reconcile tries again."""
+        import ccxt
+
+        from alertd.feeds.ccxt_exchange import describe
+
+        try:
+            self._coin_m_catalogue = await load()
+        except ccxt.BaseError as exc:
+            if self._coin_m_catalogue_failing is None:
+                log.warning(
+                    "the COIN-M catalogue (/dapi) cannot be loaded: COIN-M positions listed "
+                    "as Binance reads them, not followed, until it loads (%s)",
+                    describe(exc),
+                )
+            self._coin_m_catalogue_failing = describe(exc)
+            return exchange if self._coin_m_catalogue is None else self._coin_m_catalogue
+        if self._coin_m_catalogue_failing is not None:
+            log.info("the COIN-M catalogue (/dapi) is loaded: COIN-M positions followed again")
+            self._coin_m_catalogue_failing = None
+        return self._coin_m_catalogue
+
     async def _coin_m_positions(self, exchange: Any) -> tuple[ExchangeRatioPosition, ...]:
         """A portfolio margin account's COIN-M positions (:func:`cm_positions`), each with its
         protective stops: "Query All Current CM Open Conditional Orders" (``GET
@@ -744,7 +779,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         # loads no COIN-M market (nor, in the feed, opens a COIN-M mark stream)
         catalogue = exchange
         if held and self.listed_catalogue is not None:
-            catalogue = self._coin_m_catalogue = await self.listed_catalogue()
+            catalogue = await self._loaded_coin_m_catalogue(exchange, self.listed_catalogue)
 
         def market_of(market_id: str) -> Any:
             return catalogue.safe_market(market_id, None, None, "swap")
@@ -1005,19 +1040,39 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                 key = (str(market["symbol"]), side)
                 p = out.get(key)
                 if p is None or p.quantity is None:
+                    if amount != 0:
+                        self._said_unlisted_push(raw["s"])
                     continue
                 if amount == 0:
                     del out[key]
                     continue
+                entry = dec(raw.get("ep"), f"CM ACCOUNT_UPDATE {raw['s']} ep")
+                if entry <= 0:
+                    # an open position with no entry has no PnL: its leg, and with it the
+                    # whole moved ratio, would stand as read
+                    raise FrameError(
+                        f"CM ACCOUNT_UPDATE {raw['s']} ep: {entry} of an open position"
+                    )
                 contracts = abs(amount)
                 out[key] = dataclasses.replace(
                     p,
                     contracts=contracts,
                     quantity=p.quantity / p.contracts * contracts,
-                    entry_price=dec(raw.get("ep"), f"CM ACCOUNT_UPDATE {raw['s']} ep"),
+                    entry_price=entry,
                 )
         changed = tuple(out.values())
         return None if changed == listed else changed
+
+    def _said_unlisted_push(self, market_id: str) -> None:
+        """Say, once per COIN-M market, that its push names a position not listed (opened since
+        the last read, or in a market the COIN-M catalogue does not hold)."""
+        if market_id not in self._coin_m_unlisted_pushed:
+            self._coin_m_unlisted_pushed.add(market_id)
+            log.info(
+                "a COIN-M push of %s, a position not listed (opened since the last read, or "
+                "not in the COIN-M catalogue): left to the next reconcile",
+                market_id,
+            )
 
     def listed_marks(self, options: Mapping[str, Any]) -> ExchangeAdapter | None:
         # a portfolio margin account's COIN-M positions: their catalogue (``listed_catalogue``,

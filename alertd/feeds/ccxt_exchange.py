@@ -166,7 +166,12 @@ def _guarded_class(exchange_id: str) -> type:
         def handle_message(self, client: Any, message: Any) -> None:
             sink = self.alertd_sink
             if sink is not None:
-                sink.on_frame(message)
+                try:
+                    sink.on_frame(message)
+                except Exception as exc:
+                    # raised here, it would leave ccxt's receive loop and end the stream
+                    # with no error a watch sees: the frame is skipped, the stream goes on
+                    sink.on_malformed("frame", describe(exc))
             own = stream_hash(message) if stream_hash is not None else None
             if own is not None:
                 client.resolve(message, own)

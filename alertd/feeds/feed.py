@@ -1013,7 +1013,7 @@ class AccountFeed:
                 try:
                     async with rest_slot(self.shared):
                         await self.resync()
-                    if name.startswith("unlined"):
+                    if name.startswith(("unlined", "COIN-M")):
                         log.info("%s: resynced for the %s", self.config.name, name)
                     elif name != "start":
                         log.info("%s: resynced after losing the %s stream", self.config.name, name)
@@ -1092,13 +1092,19 @@ class AccountFeed:
         now = self._clock()
         try:
             listed = self.adapter.pushed_listed(message, self.state.listed_positions)
-        except FrameError as exc:
-            self.on_malformed("listed positions: bad frame", str(exc))
+        except (FrameError, ArithmeticError) as exc:
+            # ArithmeticError: a figure Decimal holds but cannot compute with (``pa`` 1E+999999
+            # overflows the size's arithmetic), as malformed as a missing one
+            self.on_malformed("listed positions: bad frame", describe(exc))
             listed = None
         if listed is not None:
             self.state.listed_positions = listed
             self._sync_mark_streams()
             self._notify(Change.ACCOUNT)
+            # a reduced or closed COIN-M position realized its PnL since the read into the
+            # coin's wallet, which the exchange's ratio keeps and the push does not carry:
+            # read the account again rather than drop that loss from the moved ratio
+            self._settle_resync(now, "COIN-M fill")
         event = self.adapter.event(message, now)
         if event is not None:
             self._event(event)

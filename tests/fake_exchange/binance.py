@@ -546,6 +546,9 @@ class _Account(shared.Credentials):
     # its COIN-M positions held in this server's COIN-M markets (open_cm_position), by market
     # id: (contracts, signed; entry price; Binance's liquidation price of the account, scripted)
     cm_held: dict[str, tuple[Decimal, Decimal, Decimal]] = field(default_factory=dict)
+    # its COIN-M coins' wallets (in the coin) and collateral rates (set_cm_coin): a coin's
+    # equity (its wallet and its COIN-M positions' PnL) counts in uniMMR at its rate
+    cm_coins: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)
 
 
 @dataclass
@@ -988,6 +991,37 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             _dec(liquidation),
         )
 
+    @scripted
+    def set_cm_coin(self, api_key: str, coin: str, wallet: Num, collateral_rate: Num) -> None:
+        """A portfolio margin account's ``wallet`` of ``coin`` (COIN-M's margin) and the coin's
+        collateral rate: the coin's equity, its wallet and its COIN-M positions' PnL, counts
+        in uniMMR at the coin's mark as min(equity x rate, equity) (Binance FAQ "What Is the
+        Unified Account Maintenance Margin Ratio (uniMMR)"). Without it: no wallet, rate 1."""
+        self._account(api_key).cm_coins[coin.upper()] = (
+            _dec(wallet),
+            shared.positive(collateral_rate, "collateral_rate"),
+        )
+
+    @scripted
+    def reduce_cm_position(self, api_key: str, market_id: str, contracts: Num) -> None:
+        """A COIN-M fill at the market's mark reducing the held position to ``contracts``
+        (signed, 0: closed): the closed part's PnL, in the coin, realized into the coin's
+        wallet (COIN-M's realized PnL is the coin's: Binance COIN-M FAQ "Leverage and Margin
+        of COIN-Margined Futures"), so uniMMR keeps it."""
+        account = self._account(api_key)
+        market = self._coin_markets[market_id]
+        held, entry, liquidation = account.cm_held[market_id]
+        left = _dec(contracts)
+        if left * held < 0 or abs(left) > abs(held):
+            raise ValueError("reduce_cm_position: only a reduction of the held position")
+        closed = (held - left) * market.contract_size
+        wallet, rate = account.cm_coins.get(market.base, (Decimal(0), Decimal(1)))
+        account.cm_coins[market.base] = (wallet + closed * (1 / entry - 1 / market.mark), rate)
+        if left == 0:
+            del account.cm_held[market_id]
+        else:
+            account.cm_held[market_id] = (left, entry, liquidation)
+
     def _cm_figures(self, account: _Account) -> list[tuple[_CoinMarket, Decimal, Decimal]]:
         """Each held COIN-M position: its market, size in USD (signed) and entry price."""
         out = []
@@ -997,12 +1031,21 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         return out
 
     def _cm_usd(self, account: _Account) -> tuple[Decimal, Decimal]:
-        """The COIN-M positions' PnL and maintenance margin in USD (each coin's at its mark)."""
-        pnl = mm = Decimal(0)
+        """The COIN-M coins' equity as uniMMR counts it (each coin's wallet and positions' PnL
+        at its mark, at most at its collateral rate) and the positions' maintenance margin, in
+        USD."""
+        marks = {m.base: m.mark for m in self._coin_markets.values()}  # the coin's index
+        equity = {coin: wallet * marks[coin] for coin, (wallet, _) in account.cm_coins.items()}
+        mm = Decimal(0)
         for market, size, entry in self._cm_figures(account):
-            pnl += size * (1 / entry - 1 / market.mark) * market.mark
+            equity.setdefault(market.base, Decimal(0))
+            equity[market.base] += size * (1 / entry - 1 / market.mark) * market.mark
             mm += abs(size) / market.mark * CM_MAINT_MARGIN_RATE * market.mark
-        return pnl, mm
+        counted = Decimal(0)
+        for coin, usd in equity.items():
+            rate = account.cm_coins.get(coin, (Decimal(0), Decimal(1)))[1]
+            counted += min(usd * rate, usd)
+        return counted, mm
 
     def cm_position_risk(self, api_key: str) -> list[dict[str, Any]]:
         """The body of "Query CM Position Information" for this account now, for assertions."""
@@ -1676,10 +1719,11 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
 
     def _portfolio_equity(self, account: _Account, upnl: Decimal) -> Decimal:
         """A portfolio margin account's equity in USD with its UM positions' PnL ``upnl``
-        (USDT and USDC at par): the wallet and the coins at their index."""
-        cm_pnl, _ = self._cm_usd(account)
+        (USDT and USDC at par): the wallet, the coins at their index, the COIN-M coins at
+        their collateral rate."""
+        cm_equity, _ = self._cm_usd(account)
         wallet = self._cross_wallet(account, account.asset)
-        return wallet + self._coins_usd(account) + upnl + cm_pnl
+        return wallet + self._coins_usd(account) + upnl + cm_equity
 
     def _portfolio_liquidation(
         self, account: _Account, figures: dict[tuple[str, str], _Figures], market_id: str
