@@ -39,8 +39,8 @@ SAVED_ACCOUNT_KEYS = [
     "name", "saved_at", "positions", "margin_ratio", "buffer", "crash_distance",
     "effective_leverage", "concentration", "margin_concentration", "settle", "pools", "stale",
     "fatal",
-    "exchange", "mode", "coverage", "mode_limits", "margin_ratio_source", "exchange_margin_ratio",
-    "mode_saved_at",
+    "exchange", "mode", "coverage", "mode_limits", "fee_gap", "margin_ratio_source",
+    "exchange_margin_ratio", "mode_saved_at",
 ]  # fmt: skip
 
 
@@ -386,6 +386,33 @@ def test_status_shows_a_fee_gap_beside_the_figures() -> None:
     text = " ".join(console.export_text().replace("│", " ").split())
     assert gap in text, text
     assert status_json(view(account()))["accounts"][0]["fee_gap"] is None
+
+
+def test_offline_status_keeps_the_saved_fee_gap(tmp_path: Path) -> None:
+    """``alertd status`` without the daemon shows the fee gap its last snapshot saved (a GST
+    no read could tell) beside the figures computed from it, as the running daemon did."""
+    from alertd.config import load_config
+    from alertd.daemon.store import Store
+    from alertd.views.status import render_status, status_from_store
+    from tests.support.configs import write_config
+    from tests.support.snapshots import position, snapshot, tiers
+
+    accounts = [{"name": "a", "exchange": "hyperliquid", "wallet_address": "0x1"}]
+    config = load_config(write_config(tmp_path, accounts))
+    store = Store(config.state_path)
+    btc = position("BTC/USDC:USDC", "long", "1", "60000", "58350", tiers([(None, "0.004", "0")]))
+    saved = snapshot("hyperliquid", "2000", [btc], "USDC")
+    saved.update(schema=2, fee_gap={"what": "a tax on the fee", "share": "0.18"})
+    store.save_snapshot("a", saved, 100.0)
+    store.close()
+    (a,) = status_from_store(config, now=300.0)["accounts"]
+    assert a["positions"] and a["fee_gap"] is not None
+    assert a["fee_gap"].startswith("fee to close without a tax on the fee (18% on the fee): ")
+    assert "maintenance margin up to" in a["fee_gap"]
+    console = Console(record=True, width=400)
+    render_status({"source": "state file", **status_from_store(config, now=300.0)}, console)
+    text = " ".join(console.export_text().replace("│", " ").split())
+    assert a["fee_gap"] in text, text
 
 
 def test_the_daemon_s_view_carries_the_feed_s_fee_gap(tmp_path: Path) -> None:
