@@ -160,6 +160,16 @@ def _bybit(w: World) -> FakeBybit:
     return w.fake
 
 
+async def _bootstraps_without_the_gst(w: World) -> None:
+    """The account bootstraps, not stopped, at Bybit's own taker rate without the GST it could
+    not read, the gap kept in its state."""
+    state = w.feed.state
+    await w.until(lambda: state.fatal is not None or state.connected, "bootstrap")
+    assert state.fatal is None
+    assert state.fee_rates == {VENUES["bybit"].btc: Decimal("0.00055")}
+    assert state.fee_gap == GST_GAP
+
+
 @pytest.mark.parametrize("fills", list(UNREADABLE_FILLS.values()), ids=list(UNREADABLE_FILLS))
 @async_test(120)
 async def test_unreadable_fills_and_region_leave_the_gst_unknown_and_shown(
@@ -180,11 +190,7 @@ async def test_unreadable_fills_and_region_leave_the_gst_unknown_and_shown(
 
     async with world(venue, setup=setup) as w:
         state = w.feed.state
-        await w.until(lambda: state.fatal is not None or state.connected, "bootstrap")
-        assert state.fatal is None
-        # Bybit's own taker rate, without the GST it could not read
-        assert state.fee_rates == {venue.btc: Decimal("0.00055")}
-        assert state.fee_gap == GST_GAP
+        await _bootstraps_without_the_gst(w)
         await w.feed.reconcile()
         await w.feed.reconcile()
         assert state.fatal is None and state.fee_rates == {venue.btc: Decimal("0.00055")}
@@ -276,9 +282,47 @@ async def test_fills_refused_at_a_later_reconcile_do_not_stop_a_live_account() -
 def test_the_kyc_region_as_bybit_answers_it() -> None:
     """ "Get API Key Information"'s example answer (bybit-exchange/docs,
     docs/v5/user/apikey-info.mdx: ``"kycLevel": "LEVEL_1", "kycRegion": "MYS"``); an answer
-    without a region is one alertd cannot read, never "no tax"."""
+    without a region is one alertd cannot read, never "no tax": "" (the same docs' answer of an
+    account without KYC, ``"kycLevel": "LEVEL_DEFAULT", "kycRegion": ""``) tells none, and
+    anything but an ISO 3166 alpha-3 code ("India", "IN") is malformed."""
     example = {"retCode": 0, "result": {"kycLevel": "LEVEL_1", "kycRegion": "MYS"}}
     assert kyc_region(example) == "MYS"
+    assert kyc_region({"result": {"kycRegion": " ind "}}) == "IND"
+    assert kyc_region({"result": {"kycLevel": "LEVEL_DEFAULT", "kycRegion": ""}}) is None
     for malformed in ({"result": {"kycLevel": "LEVEL_1"}}, {"result": None}, [], {"result": 7}):
         with pytest.raises(FrameError, match="kycRegion"):
             kyc_region(malformed)
+    for code in ("India", "IN", "I1D", "ÍND", "IND,MYS"):
+        with pytest.raises(FrameError, match="kycRegion"):
+            kyc_region({"result": {"kycRegion": code}})
+
+
+# kycRegion answers that do not tell the GST: none (an account without KYC, as Bybit's docs
+# answer it; a sub-account's key, undocumented) or not a region code
+UNTOLD_REGIONS = {"no region (no KYC)": ("", False), "not a code": ("India", True)}
+
+
+@pytest.mark.parametrize(("region", "malformed"), UNTOLD_REGIONS.values(), ids=UNTOLD_REGIONS)
+@async_test(120)
+async def test_a_region_that_is_no_code_leaves_the_gst_unknown_and_shown(
+    region: str, malformed: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No fill in Bybit's 7 days and a ``kycRegion`` that names no region: the GST is unknown
+    (Bybit's GST FAQ taxes an Indian proof of address or declared address too, so no KYC
+    region is no proof of no tax), the gap shown and told once, the account computed at
+    Bybit's rate without it; it was read as "no tax" silently."""
+    venue = VENUES["bybit"]
+    caplog.set_level(logging.WARNING)
+
+    def setup(w: World) -> None:
+        _bybit(w).set_gst(venue.key, GST)
+        _bybit(w).set_kyc_region(venue.key, region)
+        _bybit(w).script_fills(venue.key, listed=False)
+
+    async with world(venue, setup=setup) as w:
+        await _bootstraps_without_the_gst(w)
+        await w.feed.reconcile()
+        assert w.feed.state.fee_gap == GST_GAP and _bybit(w).key_info_asked(venue.key) == 1
+        assert (w.feed.malformed != {}) is malformed
+    told = [r.getMessage() for r in caplog.records if "GST" in r.getMessage()]
+    assert len(told) == 1 and "kycRegion" in told[0], told
