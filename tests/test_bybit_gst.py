@@ -16,6 +16,7 @@ from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import Any
 
+import ccxt
 import pytest
 
 from alertd.engine.model import Side
@@ -326,3 +327,34 @@ async def test_a_region_that_is_no_code_leaves_the_gst_unknown_and_shown(
         assert (w.feed.malformed != {}) is malformed
     told = [r.getMessage() for r in caplog.records if "GST" in r.getMessage()]
     assert len(told) == 1 and "kycRegion" in told[0], told
+
+
+@async_test(120)
+async def test_a_reconcile_failed_at_the_stops_keeps_the_gap_with_the_rates_it_was_read_for() -> (
+    None
+):
+    """The fee gap goes with the fee rates it was read with: a reconcile whose stops' read
+    fails (after the fee rates were read, before they are kept) keeps both as they were. The
+    gap was set at once, so fills that told the GST at last cleared it while the rates kept
+    were still without the GST: figures low and nothing said."""
+    venue = VENUES["bybit"]
+
+    def setup(w: World) -> None:
+        _bybit(w).set_gst(venue.key, GST)
+        _bybit(w).script_key_info(venue.key, refuse=10005)
+        # the fills' read fails (asked again at the next read), the region is refused
+        w.fake.fail_rest(500, 1_000, path_prefix="/v5/execution/list")
+
+    async with world(venue, setup=setup) as w:
+        state = w.feed.state
+        await _bootstraps_without_the_gst(w)
+        w.fake.stop_failing()  # the fills now tell the GST
+        w.fake.fail_rest(500, 1_000, path_prefix="/v5/order/realtime")
+        with pytest.raises(ccxt.BaseError):  # what a reconcile logs as failed
+            await w.feed.resync()  # a reconcile's read, the stops with it
+        assert state.fee_rates == {venue.btc: Decimal("0.00055")}
+        assert state.fee_gap == GST_GAP  # still: the rates kept are without the GST
+        w.fake.stop_failing()
+        await w.feed.resync()
+        assert state.fee_gap is None
+        assert state.fee_rates == {venue.btc: Decimal("0.000649")}
