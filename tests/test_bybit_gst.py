@@ -87,6 +87,20 @@ def test_a_gst_paying_account_s_figures_match_bybit_s(
         assert abs(ours[key] - reported) <= fake.tick(key[0]), (key, ours[key], reported)
 
 
+def _gst_untold(
+    fake_in_thread: Callable[..., FakeExchangeServer[Any, Any]],
+) -> tuple[FakeExchangeServer[Any, Any], str]:
+    """The local Bybit with the book's GST-paying account ``india`` (and its key), whose
+    fills and KYC region Bybit both refuses (10005)."""
+    fake = fake_in_thread("bybit")
+    _open_book(fake, "bybit", BOOK)
+    key = _key("bybit", "india")
+    fake.set_gst(key, GST)  # type: ignore[attr-defined]
+    fake.script_fills(key, refuse=10005)  # type: ignore[attr-defined]
+    fake.script_key_info(key, refuse=10005)  # type: ignore[attr-defined]
+    return fake, key
+
+
 def test_snapshot_and_calc_show_how_low_an_unknown_gst_leaves_the_mm(
     tmp_path: Path, fake_in_thread: Callable[..., FakeExchangeServer[Any, Any]]
 ) -> None:
@@ -94,12 +108,7 @@ def test_snapshot_and_calc_show_how_low_an_unknown_gst_leaves_the_mm(
     says the fee to close lacks the GST and writes the gap into the snapshot; ``alertd calc``
     says by how much the maintenance margin is low at most, and that is what Bybit's own
     positions' MM (with the GST) holds above alertd's."""
-    fake = fake_in_thread("bybit")
-    _open_book(fake, "bybit", BOOK)
-    key = _key("bybit", "india")
-    fake.set_gst(key, GST)  # type: ignore[attr-defined]
-    fake.script_fills(key, refuse=10005)  # type: ignore[attr-defined]
-    fake.script_key_info(key, refuse=10005)  # type: ignore[attr-defined]
+    fake, key = _gst_untold(fake_in_thread)
     config, env = _config(tmp_path, fake, "bybit", BOOK)
 
     table = alertd("snapshot", "-c", str(config), env=env)
@@ -131,6 +140,23 @@ def test_snapshot_and_calc_show_how_low_an_unknown_gst_leaves_the_mm(
     assert f"maintenance margin up to {left.quantize(Decimal('0.01'), ROUND_CEILING)} USDT (" in (
         " ".join(shown.stderr.split())
     ), shown.stderr
+
+
+def test_an_account_alertd_does_not_compute_shows_no_gst_gap(
+    tmp_path: Path, fake_in_thread: Callable[..., FakeExchangeServer[Any, Any]]
+) -> None:
+    """A portfolio-margin account (Bybit's own ratio, which holds Bybit's GST, stands in for
+    alertd's): ``alertd snapshot`` says alertd does not compute it, and no fee gap, though
+    neither the fills nor the region told the GST: the gap is of alertd's own figures."""
+    fake, key = _gst_untold(fake_in_thread)
+    fake.set_margin_mode(key, "PORTFOLIO_MARGIN")  # type: ignore[attr-defined]
+    config, env = _config(tmp_path, fake, "bybit", BOOK)
+
+    table = alertd("snapshot", "-c", str(config), env=env)
+    assert table.returncode == 0 and "Traceback" not in table.stderr, table.stderr
+    said = " ".join(table.stdout.split())
+    assert "warning: india: alertd does not compute Bybit portfolio margin" in said, said
+    assert "without the GST" not in said, said
 
 
 async def _reported_maintenance_margins(fake: FakeExchangeServer[Any, Any], key: str) -> Decimal:

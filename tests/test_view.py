@@ -432,3 +432,20 @@ def test_the_daemon_s_view_carries_the_feed_s_fee_gap(tmp_path: Path) -> None:
     feed.state.fee_gap = None
     assert service.publisher.publish({"hl"}, engine_updates=0).accounts[0].fee_gap is None
     service.store.close()
+
+
+def test_an_account_alertd_does_not_compute_shows_no_fee_gap(tmp_path: Path) -> None:
+    """In a mode alertd does not compute (portfolio margin) the ratio shown is the exchange's
+    own, its fees in: a fee rate alertd could not read leaves nothing shown out."""
+    from alertd.engine.fee_gap import FeeGap
+    from alertd.feeds.state import ModeReading
+
+    service = make(tmp_path)
+    assert service.manager and service.publisher and service.store
+    feed = service.manager.feeds["hl"]
+    feed.state.bootstrapped = True
+    feed.state.wallet_balance = D(20_000)
+    feed.state.mode = ModeReading.portfolio_margin("accountType PM", "the exchange's")
+    feed.state.fee_gap = FeeGap("a tax on the fee", D("0.18"))
+    assert service.publisher.publish({"hl"}, engine_updates=0).accounts[0].fee_gap is None
+    service.store.close()

@@ -240,11 +240,12 @@ class Publisher:
         """The account's fee gap (``AccountState.fee_gap``) with the maintenance margin it
         leaves out at the current marks; computed for the few accounts that have one."""
         state = feed.state
-        if state.fee_gap is None:
+        gap = state.shown_fee_gap
+        if gap is None:
             return None
         if not state.computable:
-            return state.fee_gap.describe()
-        return fee_gap_line(state.to_account().pool_accounts(), state.fee_gap)
+            return gap.describe()
+        return fee_gap_line(state.to_account().pool_accounts(), gap)
 
     def _live(self, feed: AccountFeed) -> LiveAccount | None:
         """The account's figures in the book, once its data is complete (as the evaluation
