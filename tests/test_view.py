@@ -449,3 +449,47 @@ def test_an_account_alertd_does_not_compute_shows_no_fee_gap(tmp_path: Path) -> 
     feed.state.fee_gap = FeeGap("a tax on the fee", D("0.18"))
     assert service.publisher.publish({"hl"}, engine_updates=0).accounts[0].fee_gap is None
     service.store.close()
+
+
+def test_the_fee_gap_line_is_kept_while_nothing_moves_and_follows_the_marks(
+    tmp_path: Path,
+) -> None:
+    """The fee gap's line (two computes per pool) is not redone at every publish: while the
+    book's account and its marks stay it is the same line; at moved marks it is the line at
+    those marks, as ``fee_gap_line`` of the account then."""
+    import random
+
+    from alertd.exchanges.bybit import GST_GAP
+    from alertd.feeds.feed import Change
+    from alertd.feeds.state import AccountMode, ModeReading
+    from alertd.views.report import fee_gap_line
+    from tests.support.clock import ManualClock
+    from tests.test_mark_fanout import SYMBOLS, fill, start
+
+    rng = random.Random(7)
+    clock = ManualClock(100.0)
+    service = start(tmp_path, {"by": "bybit"}, [], clock)
+    assert service.manager and service.publisher and service.store
+    feed = service.manager.feeds["by"]
+    fill(feed, rng, {s: D(rng.randint(50, 100_000)) for s in SYMBOLS}, clock())
+    feed.state.mode = ModeReading(AccountMode.UNIFIED_CROSS, "marginMode REGULAR_MARGIN")
+    feed.state.fee_gap = GST_GAP
+    feed._notify(Change.ACCOUNT)
+    service.step(clock(), True)
+
+    def shown() -> str | None:
+        return service.publisher.publish({"by"}, engine_updates=0).accounts[0].fee_gap  # type: ignore[union-attr]
+
+    def expected() -> str:
+        return fee_gap_line(feed.state.to_account().pool_accounts(), GST_GAP)
+
+    first = shown()
+    assert first == expected() and "maintenance margin up to" in first
+    assert shown() is first  # nothing moved: the same line, not computed again
+    symbol = sorted(feed.state.held_symbols)[0]
+    mark = feed.state.marks[symbol] * D("0.7")
+    feed.state.set_mark(symbol, mark, clock())
+    service.book.apply_mark(symbol, mark, feed.hub)
+    moved = shown()
+    assert moved == expected() != first
+    service.store.close()
