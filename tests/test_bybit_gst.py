@@ -265,15 +265,26 @@ async def test_without_a_fill_the_kyc_region_tells_the_gst(
         assert _bybit(w).key_info_asked(venue.key) == 1
 
 
+@pytest.mark.parametrize(
+    ("share", "rate"),
+    [(GST, "0.000649"), ("0", "0.00055")],
+    ids=["a fill with GST", "a fill without GST, kyc=IND"],
+)
 @async_test(120)
-async def test_a_fill_that_tells_asks_no_region() -> None:
-    """A fill that tells the GST is the account's own answer: the key's region is not asked."""
+async def test_a_fill_that_tells_asks_no_region(share: str, rate: str) -> None:
+    """A fill that tells the GST is the account's own answer: the key's region is not asked.
+    A kyc=IND account whose fill pays no GST (an exemption the region cannot show) pays none:
+    the fill outranks the region (docs/exchanges.md, the UTA cross row)."""
     venue = VENUES["bybit"]
 
-    async with world(venue, setup=lambda w: _bybit(w).set_gst(venue.key, GST)) as w:
+    def setup(w: World) -> None:
+        _bybit(w).set_gst(venue.key, share)
+        _bybit(w).set_kyc_region(venue.key, "IND")
+
+    async with world(venue, setup=setup) as w:
         state = w.feed.state
         await w.until(lambda: state.connected, "bootstrap")
-        assert state.fee_rates == {venue.btc: Decimal("0.000649")}
+        assert state.fee_rates == {venue.btc: Decimal(rate)} and state.fee_gap is None
         assert _bybit(w).key_info_asked(venue.key) == 0
 
 
