@@ -16,6 +16,7 @@ from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import Any
 
+import ccxt
 import pytest
 
 from alertd.engine.model import Side
@@ -86,6 +87,20 @@ def test_a_gst_paying_account_s_figures_match_bybit_s(
         assert abs(ours[key] - reported) <= fake.tick(key[0]), (key, ours[key], reported)
 
 
+def _gst_untold(
+    fake_in_thread: Callable[..., FakeExchangeServer[Any, Any]],
+) -> tuple[FakeExchangeServer[Any, Any], str]:
+    """The local Bybit with the book's GST-paying account ``india`` (and its key), whose
+    fills and KYC region Bybit both refuses (10005)."""
+    fake = fake_in_thread("bybit")
+    _open_book(fake, "bybit", BOOK)
+    key = _key("bybit", "india")
+    fake.set_gst(key, GST)  # type: ignore[attr-defined]
+    fake.script_fills(key, refuse=10005)  # type: ignore[attr-defined]
+    fake.script_key_info(key, refuse=10005)  # type: ignore[attr-defined]
+    return fake, key
+
+
 def test_snapshot_and_calc_show_how_low_an_unknown_gst_leaves_the_mm(
     tmp_path: Path, fake_in_thread: Callable[..., FakeExchangeServer[Any, Any]]
 ) -> None:
@@ -93,12 +108,7 @@ def test_snapshot_and_calc_show_how_low_an_unknown_gst_leaves_the_mm(
     says the fee to close lacks the GST and writes the gap into the snapshot; ``alertd calc``
     says by how much the maintenance margin is low at most, and that is what Bybit's own
     positions' MM (with the GST) holds above alertd's."""
-    fake = fake_in_thread("bybit")
-    _open_book(fake, "bybit", BOOK)
-    key = _key("bybit", "india")
-    fake.set_gst(key, GST)  # type: ignore[attr-defined]
-    fake.script_fills(key, refuse=10005)  # type: ignore[attr-defined]
-    fake.script_key_info(key, refuse=10005)  # type: ignore[attr-defined]
+    fake, key = _gst_untold(fake_in_thread)
     config, env = _config(tmp_path, fake, "bybit", BOOK)
 
     table = alertd("snapshot", "-c", str(config), env=env)
@@ -132,6 +142,23 @@ def test_snapshot_and_calc_show_how_low_an_unknown_gst_leaves_the_mm(
     ), shown.stderr
 
 
+def test_an_account_alertd_does_not_compute_shows_no_gst_gap(
+    tmp_path: Path, fake_in_thread: Callable[..., FakeExchangeServer[Any, Any]]
+) -> None:
+    """A portfolio-margin account (Bybit's own ratio, which holds Bybit's GST, stands in for
+    alertd's): ``alertd snapshot`` says alertd does not compute it, and no fee gap, though
+    neither the fills nor the region told the GST: the gap is of alertd's own figures."""
+    fake, key = _gst_untold(fake_in_thread)
+    fake.set_margin_mode(key, "PORTFOLIO_MARGIN")  # type: ignore[attr-defined]
+    config, env = _config(tmp_path, fake, "bybit", BOOK)
+
+    table = alertd("snapshot", "-c", str(config), env=env)
+    assert table.returncode == 0 and "Traceback" not in table.stderr, table.stderr
+    said = " ".join(table.stdout.split())
+    assert "warning: india: alertd does not compute Bybit portfolio margin" in said, said
+    assert "without the GST" not in said, said
+
+
 async def _reported_maintenance_margins(fake: FakeExchangeServer[Any, Any], key: str) -> Decimal:
     """The sum of Bybit's own ``positionMM`` of the account's positions."""
     async with ccxt_client(fake, "bybit", key, "secret-india") as client:
@@ -160,6 +187,16 @@ def _bybit(w: World) -> FakeBybit:
     return w.fake
 
 
+async def _bootstraps_without_the_gst(w: World) -> None:
+    """The account bootstraps, not stopped, at Bybit's own taker rate without the GST it could
+    not read, the gap kept in its state."""
+    state = w.feed.state
+    await w.until(lambda: state.fatal is not None or state.connected, "bootstrap")
+    assert state.fatal is None
+    assert state.fee_rates == {VENUES["bybit"].btc: Decimal("0.00055")}
+    assert state.fee_gap == GST_GAP
+
+
 @pytest.mark.parametrize("fills", list(UNREADABLE_FILLS.values()), ids=list(UNREADABLE_FILLS))
 @async_test(120)
 async def test_unreadable_fills_and_region_leave_the_gst_unknown_and_shown(
@@ -180,11 +217,7 @@ async def test_unreadable_fills_and_region_leave_the_gst_unknown_and_shown(
 
     async with world(venue, setup=setup) as w:
         state = w.feed.state
-        await w.until(lambda: state.fatal is not None or state.connected, "bootstrap")
-        assert state.fatal is None
-        # Bybit's own taker rate, without the GST it could not read
-        assert state.fee_rates == {venue.btc: Decimal("0.00055")}
-        assert state.fee_gap == GST_GAP
+        await _bootstraps_without_the_gst(w)
         await w.feed.reconcile()
         await w.feed.reconcile()
         assert state.fatal is None and state.fee_rates == {venue.btc: Decimal("0.00055")}
@@ -232,15 +265,26 @@ async def test_without_a_fill_the_kyc_region_tells_the_gst(
         assert _bybit(w).key_info_asked(venue.key) == 1
 
 
+@pytest.mark.parametrize(
+    ("share", "rate"),
+    [(GST, "0.000649"), ("0", "0.00055")],
+    ids=["a fill with GST", "a fill without GST, kyc=IND"],
+)
 @async_test(120)
-async def test_a_fill_that_tells_asks_no_region() -> None:
-    """A fill that tells the GST is the account's own answer: the key's region is not asked."""
+async def test_a_fill_that_tells_asks_no_region(share: str, rate: str) -> None:
+    """A fill that tells the GST is the account's own answer: the key's region is not asked.
+    A kyc=IND account whose fill pays no GST (an exemption the region cannot show) pays none:
+    the fill outranks the region (docs/exchanges.md, the UTA cross row)."""
     venue = VENUES["bybit"]
 
-    async with world(venue, setup=lambda w: _bybit(w).set_gst(venue.key, GST)) as w:
+    def setup(w: World) -> None:
+        _bybit(w).set_gst(venue.key, share)
+        _bybit(w).set_kyc_region(venue.key, "IND")
+
+    async with world(venue, setup=setup) as w:
         state = w.feed.state
         await w.until(lambda: state.connected, "bootstrap")
-        assert state.fee_rates == {venue.btc: Decimal("0.000649")}
+        assert state.fee_rates == {venue.btc: Decimal(rate)} and state.fee_gap is None
         assert _bybit(w).key_info_asked(venue.key) == 0
 
 
@@ -276,9 +320,78 @@ async def test_fills_refused_at_a_later_reconcile_do_not_stop_a_live_account() -
 def test_the_kyc_region_as_bybit_answers_it() -> None:
     """ "Get API Key Information"'s example answer (bybit-exchange/docs,
     docs/v5/user/apikey-info.mdx: ``"kycLevel": "LEVEL_1", "kycRegion": "MYS"``); an answer
-    without a region is one alertd cannot read, never "no tax"."""
+    without a region is one alertd cannot read, never "no tax": "" (the same docs' answer of an
+    account without KYC, ``"kycLevel": "LEVEL_DEFAULT", "kycRegion": ""``) tells none, and
+    anything but an ISO 3166 alpha-3 code ("India", "IN") is malformed."""
     example = {"retCode": 0, "result": {"kycLevel": "LEVEL_1", "kycRegion": "MYS"}}
     assert kyc_region(example) == "MYS"
+    assert kyc_region({"result": {"kycRegion": " ind "}}) == "IND"
+    assert kyc_region({"result": {"kycLevel": "LEVEL_DEFAULT", "kycRegion": ""}}) is None
     for malformed in ({"result": {"kycLevel": "LEVEL_1"}}, {"result": None}, [], {"result": 7}):
         with pytest.raises(FrameError, match="kycRegion"):
             kyc_region(malformed)
+    for code in ("India", "IN", "I1D", "ÍND", "IND,MYS"):
+        with pytest.raises(FrameError, match="kycRegion"):
+            kyc_region({"result": {"kycRegion": code}})
+
+
+# kycRegion answers that do not tell the GST: none (an account without KYC, as Bybit's docs
+# answer it; a sub-account's key, undocumented) or not a region code
+UNTOLD_REGIONS = {"no region (no KYC)": ("", False), "not a code": ("India", True)}
+
+
+@pytest.mark.parametrize(("region", "malformed"), UNTOLD_REGIONS.values(), ids=UNTOLD_REGIONS)
+@async_test(120)
+async def test_a_region_that_is_no_code_leaves_the_gst_unknown_and_shown(
+    region: str, malformed: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No fill in Bybit's 7 days and a ``kycRegion`` that names no region: the GST is unknown
+    (Bybit's GST FAQ taxes an Indian proof of address or declared address too, so no KYC
+    region is no proof of no tax), the gap shown and told once, the account computed at
+    Bybit's rate without it; it was read as "no tax" silently."""
+    venue = VENUES["bybit"]
+    caplog.set_level(logging.WARNING)
+
+    def setup(w: World) -> None:
+        _bybit(w).set_gst(venue.key, GST)
+        _bybit(w).set_kyc_region(venue.key, region)
+        _bybit(w).script_fills(venue.key, listed=False)
+
+    async with world(venue, setup=setup) as w:
+        await _bootstraps_without_the_gst(w)
+        await w.feed.reconcile()
+        assert w.feed.state.fee_gap == GST_GAP and _bybit(w).key_info_asked(venue.key) == 1
+        assert (w.feed.malformed != {}) is malformed
+    told = [r.getMessage() for r in caplog.records if "GST" in r.getMessage()]
+    assert len(told) == 1 and "kycRegion" in told[0], told
+
+
+@async_test(120)
+async def test_a_reconcile_failed_at_the_stops_keeps_the_gap_with_the_rates_it_was_read_for() -> (
+    None
+):
+    """The fee gap goes with the fee rates it was read with: a reconcile whose stops' read
+    fails (after the fee rates were read, before they are kept) keeps both as they were. The
+    gap was set at once, so fills that told the GST at last cleared it while the rates kept
+    were still without the GST: figures low and nothing said."""
+    venue = VENUES["bybit"]
+
+    def setup(w: World) -> None:
+        _bybit(w).set_gst(venue.key, GST)
+        _bybit(w).script_key_info(venue.key, refuse=10005)
+        # the fills' read fails (asked again at the next read), the region is refused
+        w.fake.fail_rest(500, 1_000, path_prefix="/v5/execution/list")
+
+    async with world(venue, setup=setup) as w:
+        state = w.feed.state
+        await _bootstraps_without_the_gst(w)
+        w.fake.stop_failing()  # the fills now tell the GST
+        w.fake.fail_rest(500, 1_000, path_prefix="/v5/order/realtime")
+        with pytest.raises(ccxt.BaseError):  # what a reconcile logs as failed
+            await w.feed.resync()  # a reconcile's read, the stops with it
+        assert state.fee_rates == {venue.btc: Decimal("0.00055")}
+        assert state.fee_gap == GST_GAP  # still: the rates kept are without the GST
+        w.fake.stop_failing()
+        await w.feed.resync()
+        assert state.fee_gap is None
+        assert state.fee_rates == {venue.btc: Decimal("0.000649")}

@@ -39,8 +39,8 @@ SAVED_ACCOUNT_KEYS = [
     "name", "saved_at", "positions", "margin_ratio", "buffer", "crash_distance",
     "effective_leverage", "concentration", "margin_concentration", "settle", "pools", "stale",
     "fatal",
-    "exchange", "mode", "coverage", "mode_limits", "margin_ratio_source", "exchange_margin_ratio",
-    "mode_saved_at",
+    "exchange", "mode", "coverage", "mode_limits", "fee_gap", "margin_ratio_source",
+    "exchange_margin_ratio", "mode_saved_at",
 ]  # fmt: skip
 
 
@@ -388,6 +388,33 @@ def test_status_shows_a_fee_gap_beside_the_figures() -> None:
     assert status_json(view(account()))["accounts"][0]["fee_gap"] is None
 
 
+def test_offline_status_keeps_the_saved_fee_gap(tmp_path: Path) -> None:
+    """``alertd status`` without the daemon shows the fee gap its last snapshot saved (a GST
+    no read could tell) beside the figures computed from it, as the running daemon did."""
+    from alertd.config import load_config
+    from alertd.daemon.store import Store
+    from alertd.views.status import render_status, status_from_store
+    from tests.support.configs import write_config
+    from tests.support.snapshots import position, snapshot, tiers
+
+    accounts = [{"name": "a", "exchange": "hyperliquid", "wallet_address": "0x1"}]
+    config = load_config(write_config(tmp_path, accounts))
+    store = Store(config.state_path)
+    btc = position("BTC/USDC:USDC", "long", "1", "60000", "58350", tiers([(None, "0.004", "0")]))
+    saved = snapshot("hyperliquid", "2000", [btc], "USDC")
+    saved.update(schema=2, fee_gap={"what": "a tax on the fee", "share": "0.18"})
+    store.save_snapshot("a", saved, 100.0)
+    store.close()
+    (a,) = status_from_store(config, now=300.0)["accounts"]
+    assert a["positions"] and a["fee_gap"] is not None
+    assert a["fee_gap"].startswith("fee to close without a tax on the fee (18% on the fee): ")
+    assert "maintenance margin up to" in a["fee_gap"]
+    console = Console(record=True, width=400)
+    render_status({"source": "state file", **status_from_store(config, now=300.0)}, console)
+    text = " ".join(console.export_text().replace("│", " ").split())
+    assert a["fee_gap"] in text, text
+
+
 def test_the_daemon_s_view_carries_the_feed_s_fee_gap(tmp_path: Path) -> None:
     """The fee gap a feed keeps (``AccountState.fee_gap``) reaches the daemon's view, which
     ``alertd status`` and ``/status`` show; gone once a read tells the rate."""
@@ -404,4 +431,65 @@ def test_the_daemon_s_view_carries_the_feed_s_fee_gap(tmp_path: Path) -> None:
     assert shown == "fee to close without a tax on the fee (18% on the fee)"
     feed.state.fee_gap = None
     assert service.publisher.publish({"hl"}, engine_updates=0).accounts[0].fee_gap is None
+    service.store.close()
+
+
+def test_an_account_alertd_does_not_compute_shows_no_fee_gap(tmp_path: Path) -> None:
+    """In a mode alertd does not compute (portfolio margin) the ratio shown is the exchange's
+    own, its fees in: a fee rate alertd could not read leaves nothing shown out."""
+    from alertd.engine.fee_gap import FeeGap
+    from alertd.feeds.state import ModeReading
+
+    service = make(tmp_path)
+    assert service.manager and service.publisher and service.store
+    feed = service.manager.feeds["hl"]
+    feed.state.bootstrapped = True
+    feed.state.wallet_balance = D(20_000)
+    feed.state.mode = ModeReading.portfolio_margin("accountType PM", "the exchange's")
+    feed.state.fee_gap = FeeGap("a tax on the fee", D("0.18"))
+    assert service.publisher.publish({"hl"}, engine_updates=0).accounts[0].fee_gap is None
+    service.store.close()
+
+
+def test_the_fee_gap_line_is_kept_while_nothing_moves_and_follows_the_marks(
+    tmp_path: Path,
+) -> None:
+    """The fee gap's line (two computes per pool) is not redone at every publish: while the
+    book's account and its marks stay it is the same line; at moved marks it is the line at
+    those marks, as ``fee_gap_line`` of the account then."""
+    import random
+
+    from alertd.exchanges.bybit import GST_GAP
+    from alertd.feeds.feed import Change
+    from alertd.feeds.state import AccountMode, ModeReading
+    from alertd.views.report import fee_gap_line
+    from tests.support.clock import ManualClock
+    from tests.test_mark_fanout import SYMBOLS, fill, start
+
+    rng = random.Random(7)
+    clock = ManualClock(100.0)
+    service = start(tmp_path, {"by": "bybit"}, [], clock)
+    assert service.manager and service.publisher and service.store
+    feed = service.manager.feeds["by"]
+    fill(feed, rng, {s: D(rng.randint(50, 100_000)) for s in SYMBOLS}, clock())
+    feed.state.mode = ModeReading(AccountMode.UNIFIED_CROSS, "marginMode REGULAR_MARGIN")
+    feed.state.fee_gap = GST_GAP
+    feed._notify(Change.ACCOUNT)
+    service.step(clock(), True)
+
+    def shown() -> str | None:
+        return service.publisher.publish({"by"}, engine_updates=0).accounts[0].fee_gap  # type: ignore[union-attr]
+
+    def expected() -> str:
+        return fee_gap_line(feed.state.to_account().pool_accounts(), GST_GAP)
+
+    first = shown()
+    assert first == expected() and "maintenance margin up to" in first
+    assert shown() is first  # nothing moved: the same line, not computed again
+    symbol = sorted(feed.state.held_symbols)[0]
+    mark = feed.state.marks[symbol] * D("0.7")
+    feed.state.set_mark(symbol, mark, clock())
+    service.book.apply_mark(symbol, mark, feed.hub)
+    moved = shown()
+    assert moved == expected() != first
     service.store.close()

@@ -65,7 +65,7 @@ def notes(result: LiveSnapshot) -> list[str]:
     """What a user must know before reading alertd's figures of the account: a mode alertd
     does not compute, a part of the fee rates no read could tell."""
     out = [note] if (note := mode_note(result)) is not None else []
-    if (gap := result.state.fee_gap) is not None:
+    if (gap := result.state.shown_fee_gap) is not None:
         line = fee_gap_line(result.account.pool_accounts(), gap)
         out.append(f"warning: {result.account.name}: {line}")
     return out

@@ -76,6 +76,8 @@ class Publisher:
         self._crash = crash  # the crash distance (it moves every position: the costliest)
         self._crash_every_s = crash_every_s
         self._kept: dict[str, _Kept] = {}  # each account's last figures, and what they are of
+        # each account's last fee gap line (``_fee_gap``), and what it is of
+        self._gap_lines: dict[str, tuple[tuple[object, ...], str]] = {}
         self._accounts: dict[str, AccountView] = {}
         self._firing: tuple[FiringAlert, ...] = ()
         self._undelivered: tuple[Undelivered, ...] = ()
@@ -239,12 +241,21 @@ class Publisher:
     def _fee_gap(self, feed: AccountFeed) -> str | None:
         """The account's fee gap (``AccountState.fee_gap``) with the maintenance margin it
         leaves out at the current marks; computed for the few accounts that have one."""
-        state = feed.state
-        if state.fee_gap is None:
-            return None
-        if not state.computable:
-            return state.fee_gap.describe()
-        return fee_gap_line(state.to_account().pool_accounts(), state.fee_gap)
+        name = feed.config.name
+        gap = feed.state.shown_fee_gap
+        live = self._live(feed) if gap is not None else None
+        if gap is None or live is None:
+            self._gap_lines.pop(name, None)
+            return None if gap is None else gap.describe()
+        # two computes per pool: kept while the book's account and its marks stay (a publish
+        # of an account whose marks did not move cost 6x one without a gap)
+        of = (live, *(lp.mark for lp in live.positions), *(c.price for c in live.coins), gap)
+        kept = self._gap_lines.get(name)
+        if kept is not None and kept[0] == of:
+            return kept[1]
+        line = fee_gap_line(live.current().pool_accounts(), gap)
+        self._gap_lines[name] = (of, line)
+        return line
 
     def _live(self, feed: AccountFeed) -> LiveAccount | None:
         """The account's figures in the book, once its data is complete (as the evaluation

@@ -522,16 +522,25 @@ FEE_TAX_BY_REGION = {"IND": Decimal("0.18")}
 GST_GAP = FeeGap("the GST an India-KYC account pays", FEE_TAX_BY_REGION["IND"])
 
 
-def kyc_region(answer: Any) -> str:
+def kyc_region(answer: Any) -> str | None:
     """The account's KYC region from "Get API Key Information" (``GET /v5/user/query-api``,
     ``kycRegion``: "Personal account kyc region", an ISO 3166 alpha-3 code such as "MYS" in
     Bybit's example; any key may read it, "Any permission can access this endpoint",
-    bybit-exchange.github.io/docs/v5/user/apikey-info). "" where the account has none."""
+    bybit-exchange.github.io/docs/v5/user/apikey-info). None where it names none: "" is the
+    same docs' answer of an account without KYC (``"kycLevel": "LEVEL_DEFAULT"``), and what a
+    sub-account's key answers is undocumented; which tells no tax, since Bybit's GST FAQ taxes
+    an Indian proof of address or declared address too. Anything but a 3-letter code ("India",
+    "IN") is a malformed answer, not a region of no tax."""
     result = answer.get("result") if isinstance(answer, dict) else None
     region = result.get("kycRegion") if isinstance(result, dict) else None
     if not isinstance(region, str):
         raise FrameError(f"query-api kycRegion: not a region: {region!r:.80}")
-    return region.strip().upper()
+    code = region.strip().upper()
+    if not code:
+        return None
+    if len(code) != 3 or not (code.isascii() and code.isalpha()):
+        raise FrameError(f"query-api kycRegion: not an ISO 3166 alpha-3 code: {region!r:.80}")
+    return code
 
 
 class BybitAdapter(ExchangeAdapter):
@@ -567,7 +576,8 @@ class BybitAdapter(ExchangeAdapter):
         self.gst_share: Decimal | None = None
         self._fills_asked_holding: frozenset[str] | None = None
         # the account's KYC region (:func:`kyc_region`), read once where no fill tells the
-        # GST: the documented tax of its region stands in (FEE_TAX_BY_REGION); None: not read
+        # GST: the documented tax of its region stands in (FEE_TAX_BY_REGION); None: not read,
+        # or the answer named no region (asked again with the fills)
         self.kyc_region: str | None = None
         self._gst_unread: UnreadFee | None = None  # why neither the fills nor the region told
 
@@ -760,29 +770,33 @@ class BybitAdapter(ExchangeAdapter):
 
         from alertd.feeds.ccxt_exchange import describe
 
-        failed: list[tuple[str, Exception]] = []
+        failed: list[Exception] = []
+        untold: list[str] = []  # why each read told nothing
         try:
             answer = await exchange.privateGetV5ExecutionList({"category": "linear", "limit": 20})
             self.gst_share = gst_share(execution_rows(answer))
+            if self.gst_share is None:
+                untold.append("no fill in the 7 days Bybit lists")
         except (FrameError, ccxt.BaseError) as exc:
-            failed.append(("/v5/execution/list", exc))
+            failed.append(exc)
+            untold.append(f"/v5/execution/list: {describe(exc)}")
         if self.gst_share is None and self.kyc_region is None:
             try:
                 self.kyc_region = kyc_region(await exchange.privateGetV5UserQueryApi())
+                if self.kyc_region is None:
+                    untold.append("/v5/user/query-api: no kycRegion (an account without KYC)")
             except (FrameError, ccxt.BaseError) as exc:
-                failed.append(("/v5/user/query-api", exc))
+                failed.append(exc)
+                untold.append(f"/v5/user/query-api: {describe(exc)}")
         if self.fee_tax_share is None:
-            reasons = [f"{path}: {describe(exc)}" for path, exc in failed]
-            if len(failed) < 2:
-                reasons.insert(0, "no fill in the 7 days Bybit lists")
             self._gst_unread = UnreadFee(
                 GST_GAP,
-                "; ".join(reasons),
-                malformed=any(isinstance(exc, FrameError) for _, exc in failed),
+                "; ".join(untold),
+                malformed=any(isinstance(exc, FrameError) for exc in failed),
             )
         else:
             self._gst_unread = None
-        if any(isinstance(exc, ccxt.NetworkError) for _, exc in failed):
+        if any(isinstance(exc, ccxt.NetworkError) for exc in failed):
             return
         self._fills_asked_holding = holding
 

@@ -501,7 +501,7 @@ class AccountFeed:
         collateral = await self.adapter.fetch_collateral(exchange)
         held = set(self._known({p.symbol for p in positions}))
         fee_rates = await self.adapter.fetch_fee_rates(exchange, sorted(held)) if held else {}
-        self._tell_unread_fee(self.adapter.fee_rates_unread())
+        unread_fee = self.adapter.fee_rates_unread()
         if stops or (self.state.stops is not None and held - self._stops_for):
             self.state.stops = await self._fetch_stops(exchange, held)
         now = self._clock()
@@ -513,6 +513,8 @@ class AccountFeed:
         self.state.pool_wallets = {asset: pool_wallet for asset, (pool_wallet, _) in pools.items()}
         self.state.reported_pools = {asset: figures for asset, (_, figures) in pools.items()}
         self.state.fee_rates = fee_rates
+        # with the rates it was read with: a read that fails before them keeps both
+        self._tell_unread_fee(unread_fee)
         self._set_mode(self._settled(mode, account_figures))
         coin_symbols = {c.price_symbol for c in collateral if c.price_symbol is not None}
         self.state.listed_stops = self.adapter.listed_stops()

@@ -731,6 +731,13 @@ class AccountState:
         return (*out, *(self._followed(p) for p in self.listed_positions))
 
     @property
+    def shown_fee_gap(self) -> FeeGap | None:
+        """:attr:`fee_gap` where it is one of the figures shown: alertd's own, in a mode it
+        computes. Elsewhere the ratio shown is the exchange's (portfolio margin), its fees in,
+        and the fee rates leave nothing of it out."""
+        return self.fee_gap if self.mode.coverage is Coverage.COMPUTED else None
+
+    @property
     def computable(self) -> bool:
         """alertd computes this account's figures: bootstrapped, in a mode it models, with
         every market, mark and tier table it holds."""

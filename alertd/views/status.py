@@ -37,6 +37,7 @@ from alertd.engine.stops import StopFigures
 from alertd.errors import StartupError
 from alertd.snapshot.format import parse_snapshot
 from alertd.views.format import decimal_str as dec
+from alertd.views.report import fee_gap_line
 from alertd.views.tables import figures_table
 
 
@@ -122,6 +123,7 @@ def _account_json(a: AccountView, source: Source) -> dict[str, Any]:
             "mode": a.mode or None,
             "coverage": a.coverage or None,
             "mode_limits": a.mode_limits,
+            "fee_gap": a.fee_gap,
             "margin_ratio_source": _ratio_source(computed, figures["margin_ratio"]),
             "exchange_margin_ratio": dec(a.exchange_ratio),
             "mode_saved_at": a.mode_saved_at,
@@ -269,8 +271,13 @@ def view_from_store(config: Config, now: float) -> DaemonView:
             row = saved.get(account.name)
             mode = modes.get(account.name)
             figures = None
+            fee_gap = None
             if row is not None and (mode is None or mode.limits is None):
-                figures = AccountFigures.of(compute(parse_snapshot(row.snapshot).account))
+                loaded = parse_snapshot(row.snapshot)
+                figures = AccountFigures.of(compute(loaded.account))
+                if loaded.fee_gap is not None:
+                    # what the saved fee rates left out, at the saved marks, as the daemon said
+                    fee_gap = fee_gap_line(loaded.account.pool_accounts(), loaded.fee_gap)
             # the mode row is saved as often as the exchange's ratio moves, the snapshot as
             # rarely as every 10 minutes for its marks: each figure carries its own row's time
             figures_row = row if figures is not None else mode
@@ -290,6 +297,7 @@ def view_from_store(config: Config, now: float) -> DaemonView:
                     coverage="" if mode is None else mode.coverage,
                     mode_limits=None if mode is None else mode.limits,
                     exchange_ratio=None if mode is None else mode.exchange_ratio,
+                    fee_gap=fee_gap,
                 )
             )
         # the daemon's rules are the config's plus the built-in ones: the same list here
