@@ -709,6 +709,33 @@ def test_a_stale_asset_index_stream_is_said_and_read_over_rest(
     assert "a asset index: no frame in 1s" in said[0] and "stream back" in said[1]
 
 
+def test_a_half_dead_asset_index_connection_does_not_hold_its_rest_read() -> None:
+    """The index's own connection goes half-dead (the server reads nothing more from it and
+    never answers the CLOSE of its renewal): the rates are still read over REST within a few
+    ``stale_after_s`` (before: the renewal in front of the REST read waited out aiohttp's 10 s
+    for the CLOSE reply, every REST fallback 10 s late, the stale rates kept meanwhile). The
+    reconciles are hourly: the stream's own REST read is the only one."""
+
+    async def body() -> None:
+        async with usdc_multi_assets_account() as fake:
+            hourly = FAST.model_copy(update={"reconcile_interval_s": 3600})
+            config = account_config("a", "binanceusdm", fake)
+            feed = AccountFeed(config, secrets("key-a", "secret-a"), hourly, FAST_OPTIONS)
+            async with streaming(feed):
+                state = feed.state
+                await eventually(lambda: state.rates_streamed, what="the stream's first frame")
+                fake.asset_index_paused = True
+                fake.stall_connections("!assetIndex@arr")
+                fake.set_asset_index("USDC", "0.99", "0.01", "0.005")
+                await eventually(
+                    lambda: _rates(state.margin_assets[0].terms) == (D("0.9801"), D("0.99495")),
+                    what="USDC's rates over REST, well before aiohttp's 10 s close timeout",
+                    timeout_s=6,
+                )
+
+    run(body())
+
+
 def test_a_stale_asset_index_stream_is_said_once_for_all_its_accounts(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

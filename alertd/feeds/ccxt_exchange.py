@@ -997,6 +997,12 @@ class SubscriptionRenewed(ccxt.NetworkError):  # type: ignore[misc]  # ccxt is u
     """A watch failed on purpose by :func:`renew_subscription`: watch again at once."""
 
 
+# how long a dropped socket waits for the peer's CLOSE reply: a live one answers within a round
+# trip; a half-dead one never does, and aiohttp's own wait (ClientWSTimeout.ws_close) is 10 s,
+# which would hold whoever drops it (a REST fallback behind a renewal) as long
+CLOSE_REPLY_WAIT_S = 1.0
+
+
 async def drop_connection(
     exchange: Any, url: str, reason: str, error: type[ccxt.NetworkError] = ccxt.NetworkError
 ) -> None:
@@ -1009,7 +1015,10 @@ async def drop_connection(
     client.error = error(f"alertd: {reason}")
     client.reject(client.error)
     try:
-        await client.close()
+        # cancelled in its wait for the reply, aiohttp closes the transport all the same
+        await asyncio.wait_for(client.close(), CLOSE_REPLY_WAIT_S)
+    except TimeoutError:
+        log.debug("closing %s: no CLOSE reply in %.0fs, closed without", url, CLOSE_REPLY_WAIT_S)
     except Exception as exc:
         log.debug("closing %s: %s", url, exc)
 

@@ -11,8 +11,9 @@ nothing about any exchange's wire format. It owns:
   (``ban_ip``: every REST request, answered by ``_ip_ban_response``);
 - the registry of websocket connections with one ordered outbound queue each, and their failure
   modes: abrupt drops (``drop_connections``), unanswered pings (``stop_answering_pings``, which
-  an exchange's application-level ping handler also honours through ``answers_pings``), and
-  malformed frames (``send_malformed``, the frames themselves from ``_malformed_frames``);
+  an exchange's application-level ping handler also honours through ``answers_pings``),
+  half-dead connections (``stall_connections``) and malformed frames (``send_malformed``, the
+  frames themselves from ``_malformed_frames``);
 - marks: validation, the periodic push (``mark_interval_s``, paused with ``marks_paused``) and
   the random walk of the command line.
 
@@ -328,6 +329,15 @@ class WsConnection:
         transport = self.request.transport
         if transport is not None:
             transport.abort()
+
+    def stall(self) -> None:
+        """Half-dead, the TCP connection left open: nothing more is read from it (the client's
+        frames, pings and CLOSE go unanswered) and nothing sent, as when a path between the
+        two fails without either end closing."""
+        self._sender.cancel()
+        transport = self.request.transport
+        if transport is not None:
+            transport.pause_reading()
 
     async def close(self, code: int) -> None:
         self._sender.cancel()
@@ -1019,6 +1029,13 @@ class FakeExchangeServer(Generic[A, C]):
                 await conn.close(code)
         # let the handlers observe the closed sockets before the caller carries on
         await asyncio.sleep(0)
+
+    @scripted
+    def stall_connections(self, stream: str) -> None:
+        """Every connection subscribing ``stream`` goes half-dead (``WsConnection.stall``): a
+        client that closes it waits for a CLOSE reply that never comes."""
+        for conn in self._subscribers(stream):
+            conn.stall()
 
     @scripted
     def stop_answering_pings(self, stop: bool = True) -> None:
