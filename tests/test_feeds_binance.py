@@ -736,6 +736,40 @@ def test_a_half_dead_asset_index_connection_does_not_hold_its_rest_read() -> Non
     run(body())
 
 
+def test_renewing_an_asset_index_connection_still_dialling_leaves_no_live_socket() -> None:
+    """The index stream is renewed while its connection's handshake is slow (the renewal
+    comes before the dial completes): once the stream is back, one connection subscribes the
+    index (before: each renewal dropped a client still dialling, which closed nothing; the
+    dial completed, subscribed, and lived on outside ccxt's clients, one more per renewal)."""
+
+    async def body() -> None:
+        async with usdc_multi_assets_account() as fake:
+            feed = make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
+            async with streaming(feed):
+                rates = feed.hub.rates
+                assert rates is not None
+                await eventually(lambda: feed.state.rates_streamed, what="the first frame")
+                subscribes = fake.asset_index_subscribes
+                fake.handshake_delay_s = 2 * feed.settings.stale_after_s
+                fake.asset_index_paused = True
+                await eventually(
+                    lambda: fake.asset_index_subscribes >= subscribes + 3,
+                    what="the index subscribed again three times over slow handshakes",
+                    timeout_s=20,
+                )
+                fake.handshake_delay_s = 0.0
+                fake.asset_index_paused = False
+                frames = rates.frames
+                await eventually(lambda: rates.frames > frames, what="the index streams again")
+                await eventually(
+                    lambda: fake.asset_index_subscriptions() == 1,
+                    what="one connection subscribing the index",
+                    timeout_s=4,
+                )
+
+    run(body())
+
+
 def test_a_stale_asset_index_stream_is_said_once_for_all_its_accounts(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

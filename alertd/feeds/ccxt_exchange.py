@@ -1003,6 +1003,10 @@ class SubscriptionRenewed(ccxt.NetworkError):  # type: ignore[misc]  # ccxt is u
 CLOSE_REPLY_WAIT_S = 1.0
 
 
+# the closes of dropped clients whose dial completed after the drop (held until done)
+_late_closes: set[asyncio.Task[None]] = set()
+
+
 async def drop_connection(
     exchange: Any, url: str, reason: str, error: type[ccxt.NetworkError] = ccxt.NetworkError
 ) -> None:
@@ -1014,6 +1018,21 @@ async def drop_connection(
     # the exchange's client of the same URL alone (a watch may have opened a new one already)
     client.error = error(f"alertd: {reason}")
     client.reject(client.error)
+    if not client.connected.done():
+        # still dialling: there is no socket to close yet; once the dial completes ccxt
+        # subscribes on it, and it would live on outside exchange.clients, never closed
+        client.connected.add_done_callback(lambda _: _close_late(client, url))
+        return
+    await _close(client, url)
+
+
+def _close_late(client: Any, url: str) -> None:
+    task = asyncio.ensure_future(_close(client, url))
+    _late_closes.add(task)
+    task.add_done_callback(_late_closes.discard)
+
+
+async def _close(client: Any, url: str) -> None:
     try:
         # cancelled in its wait for the reply, aiohttp closes the transport all the same
         await asyncio.wait_for(client.close(), CLOSE_REPLY_WAIT_S)
@@ -1030,9 +1049,11 @@ async def renew_subscription(
     it (the next watch of ``subscribe_hash`` subscribes again), ``unsubscribe`` is sent first
     (the exchange's own request), and the pending watch of ``subscribe_hash`` fails with a
     :class:`SubscriptionRenewed`. A socket that carries nothing else is closed instead
-    (:func:`drop_connection`): a half-dead one is reopened, and no other stream is on it."""
+    (:func:`drop_connection`): a half-dead one is reopened, and no other stream is on it.
+    Nothing is done where the socket is still dialling (its subscription is sent once the
+    dial completes: there is none to renew yet) or there is none."""
     client = (exchange.clients or {}).get(url)
-    if client is None:
+    if client is None or not client.connected.done():
         return
     if not client.subscriptions.keys() - {subscribe_hash}:
         await drop_connection(exchange, url, reason, SubscriptionRenewed)

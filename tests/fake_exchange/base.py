@@ -12,8 +12,8 @@ nothing about any exchange's wire format. It owns:
 - the registry of websocket connections with one ordered outbound queue each, and their failure
   modes: abrupt drops (``drop_connections``), unanswered pings (``stop_answering_pings``, which
   an exchange's application-level ping handler also honours through ``answers_pings``),
-  half-dead connections (``stall_connections``) and malformed frames (``send_malformed``, the
-  frames themselves from ``_malformed_frames``);
+  half-dead connections (``stall_connections``), slow handshakes (``handshake_delay_s``) and
+  malformed frames (``send_malformed``, the frames themselves from ``_malformed_frames``);
 - marks: validation, the periodic push (``mark_interval_s``, paused with ``marks_paused``) and
   the random walk of the command line.
 
@@ -389,6 +389,8 @@ class FakeExchangeServer(Generic[A, C]):
         self.ws_openings_cap: tuple[int, float] | None = None
         self.ws_openings: dict[str, list[float]] = {}
         self.ws_refused: int = 0
+        # each websocket upgrade answered this late: a slow handshake, the client still dialling
+        self.handshake_delay_s = 0.0
         self.ccxt_options: dict[str, Any] = dict(self.CCXT_OPTIONS)
         self._accounts: dict[str, A] = {}
         self._markets: dict[str, Any] = {}  # by exchange id; an exchange's market type
@@ -973,6 +975,8 @@ class FakeExchangeServer(Generic[A, C]):
         ``on_text`` until it closes."""
         if self._refuses_opening(request):
             return self._ws_over_cap()
+        if self.handshake_delay_s:
+            await asyncio.sleep(self.handshake_delay_s)
         # autoping off: pings reach this loop, so that answering them can be switched off
         ws = web.WebSocketResponse(autoping=False, heartbeat=None, max_msg_size=1 << 20)
         await ws.prepare(request)
