@@ -740,7 +740,9 @@ def test_renewing_an_asset_index_connection_still_dialling_leaves_no_live_socket
     """The index stream is renewed while its connection's handshake is slow (the renewal
     comes before the dial completes): once the stream is back, one connection subscribes the
     index (before: each renewal dropped a client still dialling, which closed nothing; the
-    dial completed, subscribed, and lived on outside ccxt's clients, one more per renewal)."""
+    dial completed, subscribed, and lived on outside ccxt's clients, one more per renewal).
+    The stream counts the renewals it made, each followed by a subscription (before: also
+    those it skipped while the dial was under way)."""
 
     async def body() -> None:
         async with usdc_multi_assets_account() as fake:
@@ -749,7 +751,7 @@ def test_renewing_an_asset_index_connection_still_dialling_leaves_no_live_socket
                 rates = feed.hub.rates
                 assert rates is not None
                 await eventually(lambda: feed.state.rates_streamed, what="the first frame")
-                subscribes = fake.asset_index_subscribes
+                subscribes, renewals = fake.asset_index_subscribes, rates.renewals
                 fake.handshake_delay_s = 2 * feed.settings.stale_after_s
                 fake.asset_index_paused = True
                 await eventually(
@@ -765,6 +767,13 @@ def test_renewing_an_asset_index_connection_still_dialling_leaves_no_live_socket
                     lambda: fake.asset_index_subscriptions() == 1,
                     what="one connection subscribing the index",
                     timeout_s=4,
+                )
+                await eventually(
+                    lambda: (
+                        0 < rates.renewals - renewals <= fake.asset_index_subscribes - subscribes
+                    ),
+                    what="a subscription after each renewal counted",
+                    timeout_s=2,
                 )
 
     run(body())
@@ -796,7 +805,7 @@ def test_a_stale_asset_index_stream_is_said_once_for_all_its_accounts(
                 what="USDC's rates over REST on both",
             )
             subscribes = fake.asset_index_subscribes
-            # a stale_after_s more, quiet: each account's watchdog (every 0.2 s) has looked
+            # a stale_after_s more, quiet: the stream's own REST loop renews its subscription
             await eventually(lambda: fake.asset_index_subscribes > subscribes, what="renewed")
             fake.asset_index_paused = False
             await eventually(lambda: not any(_index_stale(f) for f in feeds), what="fresh on both")

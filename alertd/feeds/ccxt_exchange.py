@@ -1044,23 +1044,24 @@ async def _close(client: Any, url: str) -> None:
 
 async def renew_subscription(
     exchange: Any, url: str, subscribe_hash: str, unsubscribe: dict[str, Any], reason: str
-) -> None:
+) -> bool:
     """One subscription on the socket of ``url`` renewed, the others on it kept: ccxt forgets
     it (the next watch of ``subscribe_hash`` subscribes again), ``unsubscribe`` is sent first
     (the exchange's own request), and the pending watch of ``subscribe_hash`` fails with a
     :class:`SubscriptionRenewed`. A socket that carries nothing else is closed instead
     (:func:`drop_connection`): a half-dead one is reopened, and no other stream is on it.
-    Nothing is done where the socket is still dialling (its subscription is sent once the
-    dial completes: there is none to renew yet) or there is none."""
+    Nothing is done (False) where the socket is still dialling (its subscription is sent once
+    the dial completes: there is none to renew yet) or there is none."""
     client = (exchange.clients or {}).get(url)
     if client is None or not client.connected.done():
-        return
+        return False
     if not client.subscriptions.keys() - {subscribe_hash}:
         await drop_connection(exchange, url, reason, SubscriptionRenewed)
-        return
+        return True
     client.subscriptions.pop(subscribe_hash, None)
     try:
         await client.send(unsubscribe)
     except Exception as exc:  # the socket is gone: every stream on it reconnects anyway
         log.debug("unsubscribing %s on %s failed: %s", subscribe_hash, url, exc)
     client.reject(SubscriptionRenewed(f"alertd: {reason}"), subscribe_hash)
+    return True
