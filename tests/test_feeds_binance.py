@@ -709,6 +709,76 @@ def test_a_stale_asset_index_stream_is_said_and_read_over_rest(
     assert "a asset index: no frame in 1s" in said[0] and "stream back" in said[1]
 
 
+def test_a_half_dead_asset_index_connection_does_not_hold_its_rest_read() -> None:
+    """The index's own connection goes half-dead (the server reads nothing more from it and
+    never answers the CLOSE of its renewal): the rates are still read over REST within a few
+    ``stale_after_s`` (before: the renewal in front of the REST read waited out aiohttp's 10 s
+    for the CLOSE reply, every REST fallback 10 s late, the stale rates kept meanwhile). The
+    reconciles are hourly: the stream's own REST read is the only one."""
+
+    async def body() -> None:
+        async with usdc_multi_assets_account() as fake:
+            hourly = FAST.model_copy(update={"reconcile_interval_s": 3600})
+            config = account_config("a", "binanceusdm", fake)
+            feed = AccountFeed(config, secrets("key-a", "secret-a"), hourly, FAST_OPTIONS)
+            async with streaming(feed):
+                state = feed.state
+                await eventually(lambda: state.rates_streamed, what="the stream's first frame")
+                fake.asset_index_paused = True
+                fake.stall_connections("!assetIndex@arr")
+                fake.set_asset_index("USDC", "0.99", "0.01", "0.005")
+                await eventually(
+                    lambda: _rates(state.margin_assets[0].terms) == (D("0.9801"), D("0.99495")),
+                    what="USDC's rates over REST, well before aiohttp's 10 s close timeout",
+                    timeout_s=6,
+                )
+
+    run(body())
+
+
+def test_renewing_an_asset_index_connection_still_dialling_leaves_no_live_socket() -> None:
+    """The index stream is renewed while its connection's handshake is slow (the renewal
+    comes before the dial completes): once the stream is back, one connection subscribes the
+    index (before: each renewal dropped a client still dialling, which closed nothing; the
+    dial completed, subscribed, and lived on outside ccxt's clients, one more per renewal).
+    The stream counts the renewals it made, each followed by a subscription (before: also
+    those it skipped while the dial was under way)."""
+
+    async def body() -> None:
+        async with usdc_multi_assets_account() as fake:
+            feed = make_feed(account_config("a", "binanceusdm", fake), "key-a", "secret-a")
+            async with streaming(feed):
+                rates = feed.hub.rates
+                assert rates is not None
+                await eventually(lambda: feed.state.rates_streamed, what="the first frame")
+                subscribes, renewals = fake.asset_index_subscribes, rates.renewals
+                fake.handshake_delay_s = 2 * feed.settings.stale_after_s
+                fake.asset_index_paused = True
+                await eventually(
+                    lambda: fake.asset_index_subscribes >= subscribes + 3,
+                    what="the index subscribed again three times over slow handshakes",
+                    timeout_s=20,
+                )
+                fake.handshake_delay_s = 0.0
+                fake.asset_index_paused = False
+                frames = rates.frames
+                await eventually(lambda: rates.frames > frames, what="the index streams again")
+                await eventually(
+                    lambda: fake.asset_index_subscriptions() == 1,
+                    what="one connection subscribing the index",
+                    timeout_s=4,
+                )
+                await eventually(
+                    lambda: (
+                        0 < rates.renewals - renewals <= fake.asset_index_subscribes - subscribes
+                    ),
+                    what="a subscription after each renewal counted",
+                    timeout_s=2,
+                )
+
+    run(body())
+
+
 def test_a_stale_asset_index_stream_is_said_once_for_all_its_accounts(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -735,7 +805,7 @@ def test_a_stale_asset_index_stream_is_said_once_for_all_its_accounts(
                 what="USDC's rates over REST on both",
             )
             subscribes = fake.asset_index_subscribes
-            # a stale_after_s more, quiet: each account's watchdog (every 0.2 s) has looked
+            # a stale_after_s more, quiet: the stream's own REST loop renews its subscription
             await eventually(lambda: fake.asset_index_subscribes > subscribes, what="renewed")
             fake.asset_index_paused = False
             await eventually(lambda: not any(_index_stale(f) for f in feeds), what="fresh on both")

@@ -1164,7 +1164,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         )
         return streamed_index_rows(frame)
 
-    async def renew_asset_index(self, exchange: Any, reason: str) -> None:
+    async def renew_asset_index(self, exchange: Any, reason: str) -> bool:
         """``UNSUBSCRIBE`` ``!assetIndex@arr`` on its connection, and the next watch sends
         ``SUBSCRIBE`` again (developers.binance.com, USDⓈ-M futures, websocket market streams,
         "Live Subscribing/Unsubscribing to streams": both on an open connection, its other
@@ -1180,7 +1180,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             "params": [ASSET_INDEX_STREAM],
             "id": exchange.request_id(url),
         }
-        await renew_subscription(exchange, url, ASSET_INDEX_HASH, request, reason)
+        return await renew_subscription(exchange, url, ASSET_INDEX_HASH, request, reason)
 
     async def fetch_asset_index(self, exchange: Any) -> tuple[list[dict[str, Any]], list[str]]:
         answer = await exchange.fapiPublicGetAssetIndex()  # every index: weight 10

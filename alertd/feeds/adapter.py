@@ -387,10 +387,11 @@ class ExchangeAdapter:
         :attr:`streams_asset_index`."""
         raise NotImplementedError(f"{self.exchange_id}: no asset index stream")
 
-    async def renew_asset_index(self, exchange: Any, reason: str) -> None:
+    async def renew_asset_index(self, exchange: Any, reason: str) -> bool:
         """The asset index subscription fell silent: renew it alone, so that the pending
         :meth:`watch_asset_index` fails (a NetworkError) and the next one subscribes again,
-        leaving every other stream on the exchange (the marks) as it is. Only where
+        leaving every other stream on the exchange (the marks) as it is; False where there
+        was nothing to renew (no socket, or one still dialling). Only where
         :attr:`streams_asset_index`."""
         raise NotImplementedError(f"{self.exchange_id}: no asset index stream")
 

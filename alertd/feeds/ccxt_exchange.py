@@ -1012,6 +1012,16 @@ class SubscriptionRenewed(ccxt.NetworkError):  # type: ignore[misc]  # ccxt is u
     """A watch failed on purpose by :func:`renew_subscription`: watch again at once."""
 
 
+# how long a dropped socket waits for the peer's CLOSE reply: a live one answers within a round
+# trip; a half-dead one never does, and aiohttp's own wait (ClientWSTimeout.ws_close) is 10 s,
+# which would hold whoever drops it (a REST fallback behind a renewal) as long
+CLOSE_REPLY_WAIT_S = 1.0
+
+
+# the closes of dropped clients whose dial completed after the drop (held until done)
+_late_closes: set[asyncio.Task[None]] = set()
+
+
 async def drop_connection(
     exchange: Any, url: str, reason: str, error: type[ccxt.NetworkError] = ccxt.NetworkError
 ) -> None:
@@ -1023,29 +1033,50 @@ async def drop_connection(
     # the exchange's client of the same URL alone (a watch may have opened a new one already)
     client.error = error(f"alertd: {reason}")
     client.reject(client.error)
+    if not client.connected.done():
+        # still dialling: there is no socket to close yet; once the dial completes ccxt
+        # subscribes on it, and it would live on outside exchange.clients, never closed
+        client.connected.add_done_callback(lambda _: _close_late(client, url))
+        return
+    await _close(client, url)
+
+
+def _close_late(client: Any, url: str) -> None:
+    task = asyncio.ensure_future(_close(client, url))
+    _late_closes.add(task)
+    task.add_done_callback(_late_closes.discard)
+
+
+async def _close(client: Any, url: str) -> None:
     try:
-        await client.close()
+        # cancelled in its wait for the reply, aiohttp closes the transport all the same
+        await asyncio.wait_for(client.close(), CLOSE_REPLY_WAIT_S)
+    except TimeoutError:
+        log.debug("closing %s: no CLOSE reply in %.0fs, closed without", url, CLOSE_REPLY_WAIT_S)
     except Exception as exc:
         log.debug("closing %s: %s", url, exc)
 
 
 async def renew_subscription(
     exchange: Any, url: str, subscribe_hash: str, unsubscribe: dict[str, Any], reason: str
-) -> None:
+) -> bool:
     """One subscription on the socket of ``url`` renewed, the others on it kept: ccxt forgets
     it (the next watch of ``subscribe_hash`` subscribes again), ``unsubscribe`` is sent first
     (the exchange's own request), and the pending watch of ``subscribe_hash`` fails with a
     :class:`SubscriptionRenewed`. A socket that carries nothing else is closed instead
-    (:func:`drop_connection`): a half-dead one is reopened, and no other stream is on it."""
+    (:func:`drop_connection`): a half-dead one is reopened, and no other stream is on it.
+    Nothing is done (False) where the socket is still dialling (its subscription is sent once
+    the dial completes: there is none to renew yet) or there is none."""
     client = (exchange.clients or {}).get(url)
-    if client is None:
-        return
+    if client is None or not client.connected.done():
+        return False
     if not client.subscriptions.keys() - {subscribe_hash}:
         await drop_connection(exchange, url, reason, SubscriptionRenewed)
-        return
+        return True
     client.subscriptions.pop(subscribe_hash, None)
     try:
         await client.send(unsubscribe)
     except Exception as exc:  # the socket is gone: every stream on it reconnects anyway
         log.debug("unsubscribing %s on %s failed: %s", subscribe_hash, url, exc)
     client.reject(SubscriptionRenewed(f"alertd: {reason}"), subscribe_hash)
+    return True

@@ -203,12 +203,14 @@ class AssetIndexStream:
         if now - self._renewed_at < self.stale_after_s:
             return
         self._renewed_at = now
-        self.renewals += 1
         try:
             exchange = await self._ready_exchange()
-            await self.adapter.renew_asset_index(exchange, "stale asset index stream")
+            renewed = await self.adapter.renew_asset_index(exchange, "stale asset index stream")
         except Exception as exc:
             log.warning("%s: subscription not renewed: %s", self.name, describe(exc))
+            return
+        if renewed:  # not where there was no socket, or one still dialling
+            self.renewals += 1
 
     def read(self, rows: list[dict[str, Any]]) -> None:
         """A REST read's checked rows (this stream's own, or a follower's reconcile's: the

@@ -11,7 +11,8 @@ nothing about any exchange's wire format. It owns:
   (``ban_ip``: every REST request, answered by ``_ip_ban_response``);
 - the registry of websocket connections with one ordered outbound queue each, and their failure
   modes: abrupt drops (``drop_connections``), unanswered pings (``stop_answering_pings``, which
-  an exchange's application-level ping handler also honours through ``answers_pings``), and
+  an exchange's application-level ping handler also honours through ``answers_pings``),
+  half-dead connections (``stall_connections``), slow handshakes (``handshake_delay_s``) and
   malformed frames (``send_malformed``, the frames themselves from ``_malformed_frames``);
 - marks: validation, the periodic push (``mark_interval_s``, paused with ``marks_paused``) and
   the random walk of the command line.
@@ -329,6 +330,15 @@ class WsConnection:
         if transport is not None:
             transport.abort()
 
+    def stall(self) -> None:
+        """Half-dead, the TCP connection left open: nothing more is read from it (the client's
+        frames, pings and CLOSE go unanswered) and nothing sent, as when a path between the
+        two fails without either end closing."""
+        self._sender.cancel()
+        transport = self.request.transport
+        if transport is not None:
+            transport.pause_reading()
+
     async def close(self, code: int) -> None:
         self._sender.cancel()
         with contextlib.suppress(Exception):
@@ -379,6 +389,8 @@ class FakeExchangeServer(Generic[A, C]):
         self.ws_openings_cap: tuple[int, float] | None = None
         self.ws_openings: dict[str, list[float]] = {}
         self.ws_refused: int = 0
+        # each websocket upgrade answered this late: a slow handshake, the client still dialling
+        self.handshake_delay_s = 0.0
         self.ccxt_options: dict[str, Any] = dict(self.CCXT_OPTIONS)
         self._accounts: dict[str, A] = {}
         self._markets: dict[str, Any] = {}  # by exchange id; an exchange's market type
@@ -963,6 +975,8 @@ class FakeExchangeServer(Generic[A, C]):
         ``on_text`` until it closes."""
         if self._refuses_opening(request):
             return self._ws_over_cap()
+        if self.handshake_delay_s:
+            await asyncio.sleep(self.handshake_delay_s)
         # autoping off: pings reach this loop, so that answering them can be switched off
         ws = web.WebSocketResponse(autoping=False, heartbeat=None, max_msg_size=1 << 20)
         await ws.prepare(request)
@@ -1019,6 +1033,13 @@ class FakeExchangeServer(Generic[A, C]):
                 await conn.close(code)
         # let the handlers observe the closed sockets before the caller carries on
         await asyncio.sleep(0)
+
+    @scripted
+    def stall_connections(self, stream: str) -> None:
+        """Every connection subscribing ``stream`` goes half-dead (``WsConnection.stall``): a
+        client that closes it waits for a CLOSE reply that never comes."""
+        for conn in self._subscribers(stream):
+            conn.stall()
 
     @scripted
     def stop_answering_pings(self, stop: bool = True) -> None:
