@@ -13,6 +13,7 @@ import asyncio
 import logging
 from typing import Any
 
+import ccxt
 import pytest
 
 from alertd.config import AccountConfig, Config
@@ -26,7 +27,7 @@ from tests.support.clock import VirtualTime
 from tests.support.fakes import FAKES, started
 from tests.support.feeds import fast_backoff
 from tests.support.poll import eventually
-from tests.test_shared_exchange import Built, alerting_for, manager_for
+from tests.test_shared_exchange import Built, alerting_for, manager_for, production_backoff
 
 # a cap small enough for a test to pass it with a few accounts where the real one takes
 # hundreds (Binance's 300, Bybit's 500 in 5 minutes): given to the local exchange and to
@@ -176,23 +177,23 @@ def test_accounts_started_at_once_open_within_the_exchange_s_cap_and_none_is_ref
 
 
 def test_an_account_queued_for_its_turn_to_open_a_websocket_is_not_down() -> None:
-    """Every turn of the OKX host taken (by the test, standing for the accounts before it in a
-    start of 1,000): the account, bootstrapped, waits for its turn 100 s, nothing failed. It
-    is not down, and the health line says why it is not live; once it has its turn it opens
-    and streams."""
-    clock = [0.0]
+    """Its host's turns one a 100 s window (its own two connections take 100 s at that pace),
+    the one turn taken (by the test, standing for the accounts before it in a start of 1,000):
+    the account, bootstrapped, waits for its turn 100 s, nothing failed. It is not down, and the
+    health line says why it is not live; once it has its turn it opens and streams. The clock
+    and the sleep are one virtual time: the pacer's wake-ups follow the clock the test moves."""
 
     async def body() -> None:
         fake = FAKES["okx"](mark_interval_s=0.2)
         fake.cap_ws_openings()
         async with started(fake):
-            options = FeedOptions(backoff=fast_backoff, clock=lambda: clock[0])
+            time = VirtualTime()
+            options = FeedOptions(backoff=fast_backoff, clock=time, sleep=time.sleep)
             manager = manager_for(fake, "okx", Built(), 1, options=options)
             (feed,) = manager.feeds.values()
             (budget,) = {s.ip_budget for s in manager.shared.values()}
-            pacer = budget.openings
-            assert pacer is not None
-            taken = [await pacer.turn() for _ in range(pacer.count)]
+            pacer = budget.openings = OpeningPacer(1, 100.0, time, time.sleep)
+            taken = await pacer.turn()
             alerting = alerting_for(manager.config)
             publisher = Publisher(
                 manager.feeds,
@@ -200,24 +201,25 @@ def test_an_account_queued_for_its_turn_to_open_a_websocket_is_not_down() -> Non
                 alerting,
                 alerting.store,
                 alerting.deliverer,
-                clock=lambda: clock[0],
+                clock=time,
                 wall_clock=lambda: 0.0,
             )
             async with background(manager.run()):
                 await eventually(feed.waiting_for_opening_turn, 30, "queued for its turn")
                 assert feed.state.bootstrapped and not feed.state.connected
                 assert alerting.feed_status(feed, 0).down_s == 0
-                clock[0] = 100.0
+                await time.advance_to(100.0)
+                await drain()
                 # queued 100 s behind the others' openings: not down (was 100 s down)
+                assert feed.waiting_for_opening_turn()
                 assert alerting.feed_status(feed, 100).down_s == 0
                 assert publisher.health().not_live == (
                     f"{feed.config.name} waiting for its turn to open a websocket",
                 )
-                for opening in taken:
-                    opening.ended()
-                clock[0] = 102.0  # a window after they ended
+                taken.ended()  # its place frees a window later
+                await time.advance_to(200.0)
                 await eventually(lambda: feed.state.connected, 30, "streaming")
-                assert alerting.feed_status(feed, 102).down_s == 0
+                assert alerting.feed_status(feed, 200).down_s == 0
                 assert fake.ws_refused == 0
 
     run(body(), timeout_s=90)
@@ -258,3 +260,92 @@ def test_the_start_s_pace_counts_the_websocket_openings(caplog: pytest.LogCaptur
             await manager.close()
 
     run(body(), timeout_s=60)
+
+
+def dropped_account_with_a_crowd(
+    fake: Any, time: VirtualTime, crowd: int
+) -> tuple[FeedManager, Any, list[asyncio.Task[None]]]:
+    """One OKX account that streamed, then dropped, and ``crowd`` others on its host each
+    taking a turn a minute (their openings failing too: an outage, a ban, 429s at the
+    handshake): the host's queue long. Scheduled (the start's pace set) but not run."""
+    options = FeedOptions(backoff=production_backoff, clock=time, sleep=time.sleep)
+    manager = manager_for(fake, "okx", Built(), 1, options=options)
+    manager.schedule()
+    (feed,) = manager.feeds.values()
+    pacer = feed.shared.ip_budget.openings
+    assert pacer is not None
+    feed.state.bootstrapped = True
+    feed.on_open()  # it streamed
+    feed.state.connected = False  # and dropped
+
+    async def other_account() -> None:
+        while True:
+            (await pacer.turn()).ended()
+            await time.sleep(60.0)
+
+    return manager, feed, [asyncio.create_task(other_account()) for _ in range(crowd)]
+
+
+async def stopped(manager: FeedManager, tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await manager.close()
+
+
+def test_an_account_whose_reopenings_fail_is_down_however_long_the_host_s_queue() -> None:
+    """Every reopening fails (429 at the handshake) while 300 other accounts retry on its host:
+    the time it queued for those turns is not a wait through no failure. It counts down from
+    the drop, as without the pace (before: the waits of every failed retry were credited, 1,000
+    retrying held feed-down off 3,000 s, reviewer's probe_waited)."""
+
+    async def body() -> None:
+        fake = FAKES["okx"]()
+        async with started(fake):
+            time = VirtualTime()
+            manager, feed, crowd = dropped_account_with_a_crowd(fake, time, 300)
+            alerting = alerting_for(manager.config)
+            alerting.feed_status(feed, 0.0)
+            attempts = [0]
+
+            async def refused_opening() -> None:
+                attempts[0] += 1
+                raise ccxt.NetworkError("429 at the handshake")
+
+            loop = asyncio.create_task(feed._loop("positions", refused_opening))
+            for t in range(1, 601):
+                await time.advance_to(float(t))
+                await drain()
+            assert attempts[0] > 2 and not feed.state.connected
+            assert alerting.feed_status(feed, 600.0).down_s == 600
+            await stopped(manager, [*crowd, loop])
+
+    run(body(), timeout_s=120)
+
+
+def test_the_wait_for_turns_credited_is_at_most_the_host_s_own_pace() -> None:
+    """Dropped, its reopening queued behind 300 others (nothing failed): not down for as long
+    as its host's own accounts' openings take at its pace (one account, two connections, two
+    a second: no wait at all), past that it is (before: any wait credited)."""
+
+    async def body() -> None:
+        fake = FAKES["okx"]()
+        async with started(fake):
+            time = VirtualTime()
+            manager, feed, crowd = dropped_account_with_a_crowd(fake, time, 300)
+            alerting = alerting_for(manager.config)
+            alerting.feed_status(feed, 0.0)
+            opened = asyncio.Event()
+
+            async def opening() -> None:
+                await opened.wait()
+
+            loop = asyncio.create_task(feed._loop("positions", opening))
+            for t in range(1, 61):
+                await time.advance_to(float(t))
+                await drain()
+            assert feed.waiting_for_opening_turn()
+            assert alerting.feed_status(feed, 60.0).down_s == 60
+            await stopped(manager, [*crowd, loop])
+
+    run(body(), timeout_s=120)

@@ -246,6 +246,13 @@ class AccountFeed:
         # the one going on began (None: none)
         self._turns_waited_s = 0.0
         self._turns_waited_since: float | None = None
+        # an opening of its own failed since it last streamed (a 429 at the handshake, a ban,
+        # an outage): its waits for turns are then no longer waits through no failure
+        self._opening_failed = False
+        # the longest its host's pace can keep an opening waiting: every private connection of
+        # the host's accounts at its count a window (the manager sets it with the start's
+        # pace; 0: not scheduled, or all open at once)
+        self.openings_paced_s = 0.0
 
     def waiting_first_turn(self) -> bool:
         """Not connected yet through no failure of its own: its bootstrap, or after it its
@@ -279,9 +286,15 @@ class AccountFeed:
 
     def waited_for_turns_s(self, now: float) -> float:
         """How long, since it last streamed, it has waited for turns to open its private
-        connections (the wait going on at ``now`` included): time not down."""
+        connections (the wait going on at ``now`` included): time not down. None once one of
+        its openings failed meanwhile (each retry's wait credited held a dropped OKX account
+        3,000 s from feed-down with 999 others retrying), and never more than its host's own
+        accounts' openings take at its pace (:attr:`openings_paced_s`)."""
+        if self._opening_failed:
+            return 0.0
         since = self._turns_waited_since
-        return self._turns_waited_s + (0.0 if since is None else max(0.0, now - since))
+        waited = self._turns_waited_s + (0.0 if since is None else max(0.0, now - since))
+        return min(waited, self.openings_paced_s)
 
     async def _opening_turn(self, connection: str, seen: int) -> Opening | None:
         """Wait for the turn to open ``connection`` where its host paces openings, unless a
@@ -460,6 +473,7 @@ class AccountFeed:
         failures in a row of its start are over."""
         self.state.connected = True
         self._turns_waited_s = 0.0
+        self._opening_failed = False
         if not self._connected_once:
             self._connected_once = True
             self.state.start_step_done()
@@ -921,6 +935,9 @@ class AccountFeed:
             except FrameError as exc:
                 self.on_malformed(f"{name}: bad frame", str(exc))
             except Exception as exc:
+                if opening is not None and opening in self._openings:
+                    # failed before its socket opened (on_open ends the opening it held)
+                    self._opening_failed = True
                 self._opening_ended(opening)
                 seen = self._turns.get(connection, 0)
                 if classify(exc) is ErrorKind.FATAL:

@@ -393,10 +393,12 @@ class FeedManager:
         self._reconcile_intervals = intervals
         for host, interval in zip(self._hosts, intervals, strict=True):
             paced_s = self._say_pace(host)
+            openings_s, _ = self._openings_pace(host)
             self._warn_stretched(host, interval)
             for feed in host:
                 feed.reconcile_interval_s = interval
                 feed.paced_start_s = paced_s
+                feed.openings_paced_s = openings_s
         self._pace_index_reads()
         jobs: list[tuple[str, float, list[tuple[str, Callable[[], Awaitable[None]]]]]] = [
             ("reconcile", interval, [(f.config.name, f.reconcile) for f in host])
