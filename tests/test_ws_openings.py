@@ -10,24 +10,34 @@ after every connection dropped at once; an account queued for its turn is not do
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from typing import Any
 
 import ccxt
 import pytest
+from aiohttp import web
 
 from alertd.config import AccountConfig, Config
 from alertd.daemon.publisher import Publisher
+from alertd.exchanges.okx import ALGO_TYPES
 from alertd.exchanges.registry import get_spec
 from alertd.feeds.ccxt_exchange import OPENING_CAP_SHARE, IpBudget, OpeningPacer
 from alertd.feeds.manager import FeedManager
 from alertd.feeds.options import FeedOptions
+from tests.fake_exchange.okx import FakeOKX
 from tests.support.aio import background, run
 from tests.support.clock import VirtualTime
 from tests.support.fakes import FAKES, started
 from tests.support.feeds import fast_backoff
 from tests.support.poll import eventually
-from tests.test_shared_exchange import Built, alerting_for, manager_for, production_backoff
+from tests.test_shared_exchange import (
+    SETTINGS,
+    Built,
+    alerting_for,
+    manager_for,
+    production_backoff,
+)
 
 # a cap small enough for a test to pass it with a few accounts where the real one takes
 # hundreds (Binance's 300, Bybit's 500 in 5 minutes): given to the local exchange and to
@@ -349,3 +359,58 @@ def test_the_wait_for_turns_credited_is_at_most_the_host_s_own_pace() -> None:
             await stopped(manager, [*crowd, loop])
 
     run(body(), timeout_s=120)
+
+
+class OpeningsByPath(FakeOKX):
+    """The local OKX counting the openings it accepted by path (private, business, public)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.by_path: collections.Counter[str] = collections.Counter()
+
+    def _refuses_opening(self, request: web.Request) -> bool:
+        refused = super()._refuses_opening(request)
+        if not refused:
+            self.by_path[request.path] += 1
+        return refused
+
+
+def test_a_connection_closed_while_its_stream_reads_over_rest_reopens_in_its_turn() -> None:
+    """OKX's algo orders stream (the business connection) is in its REST read of the stops when
+    every connection drops: its watch never failed, but ccxt's next one opens the business
+    connection again, and that opening takes its turn as every other private one (before: it
+    opened with none, and its open ended another connection's opening early; reviewer's
+    probe_unpaced)."""
+
+    async def body() -> None:
+        fake = OpeningsByPath(mark_interval_s=0.2)
+        async with started(fake):
+            # marks fresh and a long stale allowance: no stream reopened but by the drop
+            settings = SETTINGS.model_copy(update={"stale_after_s": 30.0})
+            manager = manager_for(fake, "okx", Built(), 1, settings)
+            (feed,) = manager.feeds.values()
+            pacer = feed.shared.ip_budget.openings
+            assert pacer is not None
+            private = ("/ws/v5/private", "/ws/v5/business")
+
+            def reads(suffix: str) -> int:
+                return sum(path.endswith(suffix) for _, path in fake.requests)
+
+            async with background(manager.run()):
+                await eventually(
+                    lambda: feed.state.connected and fake.by_path[private[1]] == 1, 30, "live"
+                )
+                # the bootstrap's and the start's resync's reads of the stops done (one a type
+                # each, ALGO_TYPES): the next read of them is the orders stream's, after a push
+                stops_reads = 2 * len(ALGO_TYPES)
+                await eventually(lambda: reads("orders-algo-pending") >= stops_reads, 30, "read")
+                fake.hold_rest("orders-algo-pending")
+                fake.add_stop("key0", "BTC/USDT:USDT", "long", 20000)
+                await eventually(lambda: fake.held_answers() == 1, 30, "stops read held")
+                await fake.drop_connections()
+                await eventually(lambda: fake.by_path[private[0]] == 2, 30, "private reopened")
+                fake.release_rest()
+                await eventually(lambda: fake.by_path[private[1]] == 2, 30, "business reopened")
+                assert pacer.turns == sum(fake.by_path[p] for p in private) == 4
+
+    run(body(), timeout_s=90)

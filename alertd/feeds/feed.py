@@ -249,6 +249,12 @@ class AccountFeed:
         # an opening of its own failed since it last streamed (a 429 at the handshake, a ban,
         # an outage): its waits for turns are then no longer waits through no failure
         self._opening_failed = False
+        # how many times one of its private websockets closed or failed, and its connections'
+        # turns at the last of those: a stream whose socket closed while it read over REST
+        # (the stops after an order push) never saw its watch fail, and ccxt's next watch
+        # opens the connection again
+        self._closes = 0
+        self._turns_at_close: dict[str, int] = {}
         # the longest its host's pace can keep an opening waiting: every private connection of
         # the host's accounts at its count a window (the manager sets it with the start's
         # pace; 0: not scheduled, or all open at once)
@@ -323,6 +329,12 @@ class AccountFeed:
             self.opening_turn_at = self._clock()
             self._openings.append(opening)
             return opening
+
+    def on_closed(self) -> None:
+        """One of its private websockets closed or failed: the next step of each stream takes
+        a turn to open its connection unless one was taken since (:meth:`_loop`)."""
+        self._closes += 1
+        self._turns_at_close = dict(self._turns)
 
     def _opening_ended(self, opening: Opening | None) -> None:
         if opening is not None:
@@ -925,9 +937,17 @@ class AccountFeed:
         backoff = self._backoff_factory()
         connection = self.adapter.stream_connection(name)
         seen = 0  # its connection's turns to open when this stream last lost it
+        closes = self._closes  # the closes of its sockets seen by its last step
         while True:
             opening: Opening | None = None
             try:
+                if self._closes != closes:
+                    # a socket closed since its last step, its own maybe while it read over
+                    # REST, its watch not failed: ccxt's next watch opens it again, in its turn
+                    # unless one was taken for it since (unpaced, its open also ended another
+                    # connection's opening early)
+                    closes = self._closes
+                    seen = max(seen, self._turns_at_close.get(connection, 0))
                 opening = await self._opening_turn(connection, seen)
                 await step()
                 self._connected()
