@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 
 from alertd.config import AccountConfig, Config
+from alertd.daemon.evaluation import Alerting
 from alertd.daemon.publisher import Publisher
 from alertd.exchanges.okx import ALGO_TYPES
 from alertd.exchanges.registry import get_spec
@@ -186,6 +187,19 @@ def test_accounts_started_at_once_open_within_the_exchange_s_cap_and_none_is_ref
     run(body(), timeout_s=240)
 
 
+def publisher_for(manager: FeedManager, alerting: Alerting, time: VirtualTime) -> Publisher:
+    """The daemon's health line over ``manager``'s feeds, on the feeds' clock."""
+    return Publisher(
+        manager.feeds,
+        manager.config.feeds,
+        alerting,
+        alerting.store,
+        alerting.deliverer,
+        clock=time,
+        wall_clock=lambda: 0.0,
+    )
+
+
 def test_an_account_queued_for_its_turn_to_open_a_websocket_is_not_down() -> None:
     """Its host's turns one a 100 s window (its own two connections take 100 s at that pace),
     the one turn taken (by the test, standing for the accounts before it in a start of 1,000):
@@ -205,15 +219,7 @@ def test_an_account_queued_for_its_turn_to_open_a_websocket_is_not_down() -> Non
             pacer = budget.openings = OpeningPacer(1, 100.0, time, time.sleep)
             taken = await pacer.turn()
             alerting = alerting_for(manager.config)
-            publisher = Publisher(
-                manager.feeds,
-                manager.config.feeds,
-                alerting,
-                alerting.store,
-                alerting.deliverer,
-                clock=time,
-                wall_clock=lambda: 0.0,
-            )
+            publisher = publisher_for(manager, alerting, time)
             async with background(manager.run()):
                 await eventually(feed.waiting_for_opening_turn, 30, "queued for its turn")
                 assert feed.state.bootstrapped and not feed.state.connected
@@ -412,5 +418,37 @@ def test_a_connection_closed_while_its_stream_reads_over_rest_reopens_in_its_tur
                 fake.release_rest()
                 await eventually(lambda: fake.by_path[private[1]] == 2, 30, "business reopened")
                 assert pacer.turns == sum(fake.by_path[p] for p in private) == 4
+
+    run(body(), timeout_s=90)
+
+
+def test_a_streaming_account_with_a_stale_mark_is_stale_while_a_connection_waits_its_turn() -> None:
+    """OKX: one connection opened in its turn (the account streams), the other queued for its
+    own, and the account's mark not seen for 500 s: the health line calls it stale, not
+    waiting for its turn (before: the wait masked the staleness; reviewer's
+    probe_health_mask)."""
+
+    async def body() -> None:
+        fake = FAKES["okx"]()  # no mark pushed after the snapshot's
+        async with started(fake):
+            time = VirtualTime()
+            options = FeedOptions(backoff=fast_backoff, clock=time, sleep=time.sleep)
+            manager = manager_for(fake, "okx", Built(), 1, options=options)
+            (feed,) = manager.feeds.values()
+            (budget,) = {s.ip_budget for s in manager.shared.values()}
+            budget.openings = OpeningPacer(1, 1000.0, time, time.sleep)  # one, then none
+            alerting = alerting_for(manager.config)
+            publisher = publisher_for(manager, alerting, time)
+            async with background(manager.run()):
+                await eventually(
+                    lambda: feed.state.connected and feed.waiting_for_opening_turn(),
+                    30,
+                    "one connection open, the other queued",
+                )
+                await time.advance_to(500.0)
+                await drain()
+                assert feed.waiting_for_opening_turn()
+                assert publisher.health().stale == (feed.config.name,)
+                assert publisher.health().not_live == ()
 
     run(body(), timeout_s=90)
