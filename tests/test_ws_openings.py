@@ -263,11 +263,11 @@ def test_the_start_s_pace_counts_the_websocket_openings(caplog: pytest.LogCaptur
             paces = sorted(r.getMessage() for r in caplog.records if "go live at" in r.message)
             assert len(paces) == 2
             assert paces[0].startswith(
-                "1000 Bybit accounts go live at their per-IP budget's pace: all after about 600 "
+                "1000 Bybit accounts go live at their per-IP budget's pace: all after at least 600 "
                 "s (1000 websocket openings, 400 every 300 s); the health line counts"
             ), paces[0]
             assert paces[1].startswith(
-                "1000 OKX accounts go live at their per-IP budget's pace: all after about 999 s "
+                "1000 OKX accounts go live at their per-IP budget's pace: all after at least 999 s "
                 "(2000 websocket openings, 2 every 1 s); the health line counts"
             ), paces[1]
             assert manager.feeds["okx7"].paced_start_s == 999
