@@ -694,7 +694,7 @@ def test_reconciles_of_many_binance_accounts_are_stretched_to_fit_the_per_ip_bud
             # and their 1,000 websocket openings, 240 every 5 minutes (Binance's 300): the
             # fifth turn after 1,200 s, longer than the REST budget's 300 s
             assert (
-                "all after about 1200 s (12 weight each, 2160 a minute; 1000 websocket "
+                "all after at least 1200 s (12 weight each, 2160 a minute; 1000 websocket "
                 "openings, 240 every 300 s)" in pace
             )
             assert "feed-down fires for one still waiting builtin_rules.feed_down_after_s" in pace
@@ -771,7 +771,7 @@ def test_portfolio_margin_accounts_go_live_at_the_pace_of_their_papi_reads(
                 assert manager.feeds["b0"].paced_start_s == 1200
                 (pace,) = [r.getMessage() for r in caplog.records if "go live at" in r.message]
                 openings = "1000 websocket openings, 240 every 300 s"
-                assert f"all after about 1200 s ({said}, 2160 a minute; {openings})" in pace
+                assert f"all after at least 1200 s ({said}, 2160 a minute; {openings})" in pace
             finally:
                 await manager.close()
 

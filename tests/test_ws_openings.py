@@ -10,23 +10,35 @@ after every connection dropped at once; an account queued for its turn is not do
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from typing import Any
 
+import ccxt
 import pytest
+from aiohttp import web
 
 from alertd.config import AccountConfig, Config
+from alertd.daemon.evaluation import Alerting
 from alertd.daemon.publisher import Publisher
+from alertd.exchanges.okx import ALGO_TYPES
 from alertd.exchanges.registry import get_spec
 from alertd.feeds.ccxt_exchange import OPENING_CAP_SHARE, IpBudget, OpeningPacer
 from alertd.feeds.manager import FeedManager
 from alertd.feeds.options import FeedOptions
+from tests.fake_exchange.okx import FakeOKX
 from tests.support.aio import background, run
 from tests.support.clock import VirtualTime
 from tests.support.fakes import FAKES, started
 from tests.support.feeds import fast_backoff
 from tests.support.poll import eventually
-from tests.test_shared_exchange import Built, alerting_for, manager_for
+from tests.test_shared_exchange import (
+    SETTINGS,
+    Built,
+    alerting_for,
+    manager_for,
+    production_backoff,
+)
 
 # a cap small enough for a test to pass it with a few accounts where the real one takes
 # hundreds (Binance's 300, Bybit's 500 in 5 minutes): given to the local exchange and to
@@ -175,49 +187,55 @@ def test_accounts_started_at_once_open_within_the_exchange_s_cap_and_none_is_ref
     run(body(), timeout_s=240)
 
 
+def publisher_for(manager: FeedManager, alerting: Alerting, time: VirtualTime) -> Publisher:
+    """The daemon's health line over ``manager``'s feeds, on the feeds' clock."""
+    return Publisher(
+        manager.feeds,
+        manager.config.feeds,
+        alerting,
+        alerting.store,
+        alerting.deliverer,
+        clock=time,
+        wall_clock=lambda: 0.0,
+    )
+
+
 def test_an_account_queued_for_its_turn_to_open_a_websocket_is_not_down() -> None:
-    """Every turn of the OKX host taken (by the test, standing for the accounts before it in a
-    start of 1,000): the account, bootstrapped, waits for its turn 100 s, nothing failed. It
-    is not down, and the health line says why it is not live; once it has its turn it opens
-    and streams."""
-    clock = [0.0]
+    """Its host's turns one a 100 s window (its own two connections take 100 s at that pace),
+    the one turn taken (by the test, standing for the accounts before it in a start of 1,000):
+    the account, bootstrapped, waits for its turn 100 s, nothing failed. It is not down, and the
+    health line says why it is not live; once it has its turn it opens and streams. The clock
+    and the sleep are one virtual time: the pacer's wake-ups follow the clock the test moves."""
 
     async def body() -> None:
         fake = FAKES["okx"](mark_interval_s=0.2)
         fake.cap_ws_openings()
         async with started(fake):
-            options = FeedOptions(backoff=fast_backoff, clock=lambda: clock[0])
+            time = VirtualTime()
+            options = FeedOptions(backoff=fast_backoff, clock=time, sleep=time.sleep)
             manager = manager_for(fake, "okx", Built(), 1, options=options)
             (feed,) = manager.feeds.values()
             (budget,) = {s.ip_budget for s in manager.shared.values()}
-            pacer = budget.openings
-            assert pacer is not None
-            taken = [await pacer.turn() for _ in range(pacer.count)]
+            pacer = budget.openings = OpeningPacer(1, 100.0, time, time.sleep)
+            taken = await pacer.turn()
             alerting = alerting_for(manager.config)
-            publisher = Publisher(
-                manager.feeds,
-                manager.config.feeds,
-                alerting,
-                alerting.store,
-                alerting.deliverer,
-                clock=lambda: clock[0],
-                wall_clock=lambda: 0.0,
-            )
+            publisher = publisher_for(manager, alerting, time)
             async with background(manager.run()):
                 await eventually(feed.waiting_for_opening_turn, 30, "queued for its turn")
                 assert feed.state.bootstrapped and not feed.state.connected
                 assert alerting.feed_status(feed, 0).down_s == 0
-                clock[0] = 100.0
+                await time.advance_to(100.0)
+                await drain()
                 # queued 100 s behind the others' openings: not down (was 100 s down)
+                assert feed.waiting_for_opening_turn()
                 assert alerting.feed_status(feed, 100).down_s == 0
                 assert publisher.health().not_live == (
                     f"{feed.config.name} waiting for its turn to open a websocket",
                 )
-                for opening in taken:
-                    opening.ended()
-                clock[0] = 102.0  # a window after they ended
+                taken.ended()  # its place frees a window later
+                await time.advance_to(200.0)
                 await eventually(lambda: feed.state.connected, 30, "streaming")
-                assert alerting.feed_status(feed, 102).down_s == 0
+                assert alerting.feed_status(feed, 200).down_s == 0
                 assert fake.ws_refused == 0
 
     run(body(), timeout_s=90)
@@ -245,11 +263,11 @@ def test_the_start_s_pace_counts_the_websocket_openings(caplog: pytest.LogCaptur
             paces = sorted(r.getMessage() for r in caplog.records if "go live at" in r.message)
             assert len(paces) == 2
             assert paces[0].startswith(
-                "1000 Bybit accounts go live at their per-IP budget's pace: all after about 600 "
+                "1000 Bybit accounts go live at their per-IP budget's pace: all after at least 600 "
                 "s (1000 websocket openings, 400 every 300 s); the health line counts"
             ), paces[0]
             assert paces[1].startswith(
-                "1000 OKX accounts go live at their per-IP budget's pace: all after about 999 s "
+                "1000 OKX accounts go live at their per-IP budget's pace: all after at least 999 s "
                 "(2000 websocket openings, 2 every 1 s); the health line counts"
             ), paces[1]
             assert manager.feeds["okx7"].paced_start_s == 999
@@ -258,3 +276,179 @@ def test_the_start_s_pace_counts_the_websocket_openings(caplog: pytest.LogCaptur
             await manager.close()
 
     run(body(), timeout_s=60)
+
+
+def dropped_account_with_a_crowd(
+    fake: Any, time: VirtualTime, crowd: int
+) -> tuple[FeedManager, Any, list[asyncio.Task[None]]]:
+    """One OKX account that streamed, then dropped, and ``crowd`` others on its host each
+    taking a turn a minute (their openings failing too: an outage, a ban, 429s at the
+    handshake): the host's queue long. Scheduled (the start's pace set) but not run."""
+    options = FeedOptions(backoff=production_backoff, clock=time, sleep=time.sleep)
+    manager = manager_for(fake, "okx", Built(), 1, options=options)
+    manager.schedule()
+    (feed,) = manager.feeds.values()
+    pacer = feed.shared.ip_budget.openings
+    assert pacer is not None
+    feed.state.bootstrapped = True
+    feed.on_open()  # it streamed
+    feed.state.connected = False  # and dropped
+
+    async def other_account() -> None:
+        while True:
+            (await pacer.turn()).ended()
+            await time.sleep(60.0)
+
+    return manager, feed, [asyncio.create_task(other_account()) for _ in range(crowd)]
+
+
+async def stopped(manager: FeedManager, tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await manager.close()
+
+
+def test_an_account_whose_reopenings_fail_is_down_however_long_the_host_s_queue() -> None:
+    """Every reopening fails (429 at the handshake) while 300 other accounts retry on its host:
+    the time it queued for those turns is not a wait through no failure. It counts down from
+    the drop, as without the pace (before: the waits of every failed retry were credited, 1,000
+    retrying held feed-down off 3,000 s, reviewer's probe_waited)."""
+
+    async def body() -> None:
+        fake = FAKES["okx"]()
+        async with started(fake):
+            time = VirtualTime()
+            manager, feed, crowd = dropped_account_with_a_crowd(fake, time, 300)
+            alerting = alerting_for(manager.config)
+            alerting.feed_status(feed, 0.0)
+            attempts = [0]
+
+            async def refused_opening() -> None:
+                attempts[0] += 1
+                raise ccxt.NetworkError("429 at the handshake")
+
+            loop = asyncio.create_task(feed._loop("positions", refused_opening))
+            for t in range(1, 601):
+                await time.advance_to(float(t))
+                await drain()
+            assert attempts[0] > 2 and not feed.state.connected
+            assert alerting.feed_status(feed, 600.0).down_s == 600
+            await stopped(manager, [*crowd, loop])
+
+    run(body(), timeout_s=120)
+
+
+def test_the_wait_for_turns_credited_is_at_most_the_host_s_own_pace() -> None:
+    """Dropped, its reopening queued behind 300 others (nothing failed): not down for as long
+    as its host's own accounts' openings take at its pace (one account, two connections, two
+    a second: no wait at all), past that it is (before: any wait credited)."""
+
+    async def body() -> None:
+        fake = FAKES["okx"]()
+        async with started(fake):
+            time = VirtualTime()
+            manager, feed, crowd = dropped_account_with_a_crowd(fake, time, 300)
+            alerting = alerting_for(manager.config)
+            alerting.feed_status(feed, 0.0)
+            opened = asyncio.Event()
+
+            async def opening() -> None:
+                await opened.wait()
+
+            loop = asyncio.create_task(feed._loop("positions", opening))
+            for t in range(1, 61):
+                await time.advance_to(float(t))
+                await drain()
+            assert feed.waiting_for_opening_turn()
+            assert alerting.feed_status(feed, 60.0).down_s == 60
+            await stopped(manager, [*crowd, loop])
+
+    run(body(), timeout_s=120)
+
+
+class OpeningsByPath(FakeOKX):
+    """The local OKX counting the openings it accepted by path (private, business, public)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.by_path: collections.Counter[str] = collections.Counter()
+
+    def _refuses_opening(self, request: web.Request) -> bool:
+        refused = super()._refuses_opening(request)
+        if not refused:
+            self.by_path[request.path] += 1
+        return refused
+
+
+def test_a_connection_closed_while_its_stream_reads_over_rest_reopens_in_its_turn() -> None:
+    """OKX's algo orders stream (the business connection) is in its REST read of the stops when
+    every connection drops: its watch never failed, but ccxt's next one opens the business
+    connection again, and that opening takes its turn as every other private one (before: it
+    opened with none, and its open ended another connection's opening early; reviewer's
+    probe_unpaced)."""
+
+    async def body() -> None:
+        fake = OpeningsByPath(mark_interval_s=0.2)
+        async with started(fake):
+            # marks fresh and a long stale allowance: no stream reopened but by the drop
+            settings = SETTINGS.model_copy(update={"stale_after_s": 30.0})
+            manager = manager_for(fake, "okx", Built(), 1, settings)
+            (feed,) = manager.feeds.values()
+            pacer = feed.shared.ip_budget.openings
+            assert pacer is not None
+            private = ("/ws/v5/private", "/ws/v5/business")
+
+            def reads(suffix: str) -> int:
+                return sum(path.endswith(suffix) for _, path in fake.requests)
+
+            async with background(manager.run()):
+                await eventually(
+                    lambda: feed.state.connected and fake.by_path[private[1]] == 1, 30, "live"
+                )
+                # the bootstrap's and the start's resync's reads of the stops done (one a type
+                # each, ALGO_TYPES): the next read of them is the orders stream's, after a push
+                stops_reads = 2 * len(ALGO_TYPES)
+                await eventually(lambda: reads("orders-algo-pending") >= stops_reads, 30, "read")
+                fake.hold_rest("orders-algo-pending")
+                fake.add_stop("key0", "BTC/USDT:USDT", "long", 20000)
+                await eventually(lambda: fake.held_answers() == 1, 30, "stops read held")
+                await fake.drop_connections()
+                await eventually(lambda: fake.by_path[private[0]] == 2, 30, "private reopened")
+                fake.release_rest()
+                await eventually(lambda: fake.by_path[private[1]] == 2, 30, "business reopened")
+                assert pacer.turns == sum(fake.by_path[p] for p in private) == 4
+
+    run(body(), timeout_s=90)
+
+
+def test_a_streaming_account_with_a_stale_mark_is_stale_while_a_connection_waits_its_turn() -> None:
+    """OKX: one connection opened in its turn (the account streams), the other queued for its
+    own, and the account's mark not seen for 500 s: the health line calls it stale, not
+    waiting for its turn (before: the wait masked the staleness; reviewer's
+    probe_health_mask)."""
+
+    async def body() -> None:
+        fake = FAKES["okx"]()  # no mark pushed after the snapshot's
+        async with started(fake):
+            time = VirtualTime()
+            options = FeedOptions(backoff=fast_backoff, clock=time, sleep=time.sleep)
+            manager = manager_for(fake, "okx", Built(), 1, options=options)
+            (feed,) = manager.feeds.values()
+            (budget,) = {s.ip_budget for s in manager.shared.values()}
+            budget.openings = OpeningPacer(1, 1000.0, time, time.sleep)  # one, then none
+            alerting = alerting_for(manager.config)
+            publisher = publisher_for(manager, alerting, time)
+            async with background(manager.run()):
+                await eventually(
+                    lambda: feed.state.connected and feed.waiting_for_opening_turn(),
+                    30,
+                    "one connection open, the other queued",
+                )
+                await time.advance_to(500.0)
+                await drain()
+                assert feed.waiting_for_opening_turn()
+                assert publisher.health().stale == (feed.config.name,)
+                assert publisher.health().not_live == ()
+
+    run(body(), timeout_s=90)

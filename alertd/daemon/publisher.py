@@ -276,6 +276,7 @@ class Publisher:
         for name, feed in self.feeds.items():
             positions += len(feed.state.positions)
             failed = feed.state.start_retrying()
+            queued = feed.waiting_for_opening_turn()
             if feed.state.fatal:
                 stopped.append(name)
             elif failed:  # its bootstrap, or then its private stream's first opening
@@ -285,10 +286,15 @@ class Publisher:
                     waiting.append(f"{name} waiting for a REST slot")
                 else:
                     waiting.append(name)
-            elif feed.waiting_for_opening_turn():
+            elif queued and not feed.state.connected:
+                # none of its connections open yet: its private streams are old by the wait
                 waiting.append(f"{name} waiting for its turn to open a websocket")
             elif stale_streams(feed, self.settings, now):
+                # streaming, a stale mark is not hidden by another connection queued for its
+                # turn (OKX's business one)
                 stale.append(name)
+            elif queued:
+                waiting.append(f"{name} waiting for its turn to open a websocket")
             live = self._live(feed)
             if live is not None:
                 ratios.append((live.worst_ratio, name))

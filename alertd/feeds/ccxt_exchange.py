@@ -64,6 +64,10 @@ class FrameSink(Protocol):
     def on_open(self) -> None:
         """One of the exchange object's websockets opened (ccxt's ``client.connected``)."""
 
+    def on_closed(self) -> None:
+        """One of the exchange object's websockets closed or failed (ccxt's ``on_close``,
+        ``on_error``), whatever watch waited on it: one may be waiting on none."""
+
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
@@ -202,6 +206,19 @@ def _guarded_class(exchange_id: str) -> type:
                 client.alertd_guarded = True
                 client.connected.add_done_callback(self._alertd_opened)
             return client
+
+        def on_error(self, client: Any, error: Any) -> None:
+            super().on_error(client, error)
+            self._alertd_closed()
+
+        def on_close(self, client: Any, error: Any) -> None:
+            super().on_close(client, error)
+            self._alertd_closed()
+
+        def _alertd_closed(self) -> None:
+            sink = self.alertd_sink
+            if sink is not None:
+                sink.on_closed()
 
         def _alertd_opened(self, connected: Any) -> None:
             sink = self.alertd_sink

@@ -246,6 +246,19 @@ class AccountFeed:
         # the one going on began (None: none)
         self._turns_waited_s = 0.0
         self._turns_waited_since: float | None = None
+        # an opening of its own failed since it last streamed (a 429 at the handshake, a ban,
+        # an outage): its waits for turns are then no longer waits through no failure
+        self._opening_failed = False
+        # how many times one of its private websockets closed or failed, and its connections'
+        # turns at the last of those: a stream whose socket closed while it read over REST
+        # (the stops after an order push) never saw its watch fail, and ccxt's next watch
+        # opens the connection again
+        self._closes = 0
+        self._turns_at_close: dict[str, int] = {}
+        # the longest its host's pace can keep an opening waiting: every private connection of
+        # the host's accounts at its count a window (the manager sets it with the start's
+        # pace; 0: not scheduled, or all open at once)
+        self.openings_paced_s = 0.0
 
     def waiting_first_turn(self) -> bool:
         """Not connected yet through no failure of its own: its bootstrap, or after it its
@@ -279,9 +292,15 @@ class AccountFeed:
 
     def waited_for_turns_s(self, now: float) -> float:
         """How long, since it last streamed, it has waited for turns to open its private
-        connections (the wait going on at ``now`` included): time not down."""
+        connections (the wait going on at ``now`` included): time not down. None once one of
+        its openings failed meanwhile (each retry's wait credited held a dropped OKX account
+        3,000 s from feed-down with 999 others retrying), and never more than its host's own
+        accounts' openings take at its pace (:attr:`openings_paced_s`)."""
+        if self._opening_failed:
+            return 0.0
         since = self._turns_waited_since
-        return self._turns_waited_s + (0.0 if since is None else max(0.0, now - since))
+        waited = self._turns_waited_s + (0.0 if since is None else max(0.0, now - since))
+        return min(waited, self.openings_paced_s)
 
     async def _opening_turn(self, connection: str, seen: int) -> Opening | None:
         """Wait for the turn to open ``connection`` where its host paces openings, unless a
@@ -310,6 +329,12 @@ class AccountFeed:
             self.opening_turn_at = self._clock()
             self._openings.append(opening)
             return opening
+
+    def on_closed(self) -> None:
+        """One of its private websockets closed or failed: the next step of each stream takes
+        a turn to open its connection unless one was taken since (:meth:`_loop`)."""
+        self._closes += 1
+        self._turns_at_close = dict(self._turns)
 
     def _opening_ended(self, opening: Opening | None) -> None:
         if opening is not None:
@@ -460,6 +485,7 @@ class AccountFeed:
         failures in a row of its start are over."""
         self.state.connected = True
         self._turns_waited_s = 0.0
+        self._opening_failed = False
         if not self._connected_once:
             self._connected_once = True
             self.state.start_step_done()
@@ -931,9 +957,17 @@ class AccountFeed:
         backoff = self._backoff_factory()
         connection = self.adapter.stream_connection(name)
         seen = 0  # its connection's turns to open when this stream last lost it
+        closes = self._closes  # the closes of its sockets seen by its last step
         while True:
             opening: Opening | None = None
             try:
+                if self._closes != closes:
+                    # a socket closed since its last step, its own maybe while it read over
+                    # REST, its watch not failed: ccxt's next watch opens it again, in its turn
+                    # unless one was taken for it since (unpaced, its open also ended another
+                    # connection's opening early)
+                    closes = self._closes
+                    seen = max(seen, self._turns_at_close.get(connection, 0))
                 opening = await self._opening_turn(connection, seen)
                 await step()
                 self._connected()
@@ -941,6 +975,9 @@ class AccountFeed:
             except FrameError as exc:
                 self.on_malformed(f"{name}: bad frame", str(exc))
             except Exception as exc:
+                if opening is not None and opening in self._openings:
+                    # failed before its socket opened (on_open ends the opening it held)
+                    self._opening_failed = True
                 self._opening_ended(opening)
                 seen = self._turns.get(connection, 0)
                 if classify(exc) is ErrorKind.FATAL:

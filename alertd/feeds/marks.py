@@ -318,6 +318,9 @@ class MarkHub:
     def on_open(self) -> None:
         return None  # a mark stream is alive when its marks arrive (the staleness watchdog)
 
+    def on_closed(self) -> None:
+        return None  # public connections open unpaced (the mark streams reopen on their own)
+
     def on_malformed(self, kind: str, detail: str) -> None:
         # the asset index shares the connection's frames: its followers hear of them too
         holders: set[MarkSubscriber | IndexFollower] = {
