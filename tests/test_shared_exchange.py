@@ -1554,7 +1554,7 @@ def test_the_plan_of_a_host_counts_every_group_of_its_accounts(
             # and their 2,000 websocket openings, 240 every 5 minutes: the ninth turn
             assert pace.startswith(
                 "2000 Binance USDⓈ-M accounts go live at their per-IP budget's pace: all after "
-                "about 2400 s (12 to 13.2 weight each, 24600 in all, 2160 a minute; 2000 "
+                "at least 2400 s (12 to 13.2 weight each, 24600 in all, 2160 a minute; 2000 "
                 "websocket openings, 240 every 300 s)"
             ), pace
             binance_feeds = [manager.feeds[f"b{i}"] for i in range(2000)]
