@@ -604,6 +604,18 @@ def portfolio_with_coin_m_long(fake: FakeBinanceUSDM) -> AccountFeed:
     return feed
 
 
+@contextlib.asynccontextmanager
+async def coin_m_streaming() -> AsyncIterator[tuple[FakeBinanceUSDM, AccountFeed]]:
+    """The local Binance serving :func:`portfolio_with_coin_m_long`'s account (20,000 USDT)
+    and its feed streaming, its user stream and COIN-M mark stream subscribed."""
+    async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+        feed = portfolio_with_coin_m_long(fake)
+        async with streaming(feed):
+            await fake.wait_for_user_stream(KEY, 10)
+            await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+            yield fake, feed
+
+
 def test_binance_portfolio_coin_m_position_follows_its_coin_m_mark_between_reconciles() -> None:
     """A COIN-M long (3 BTCUSD_PERP contracts of 100 USD at 62,000) beside the UM long: named
     by the COIN-M catalogue (GET /dapi/v1/exchangeInfo), its mark followed on the COIN-M mark
@@ -771,21 +783,17 @@ def test_binance_portfolio_malformed_coin_m_push_is_skipped_not_the_stream(
     next COIN-M fill's push is applied."""
 
     async def body() -> None:
-        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
-            feed = portfolio_with_coin_m_long(fake)
-            async with streaming(feed):
-                state = feed.state
-                await fake.wait_for_user_stream(KEY, 10)
-                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
-                fake.push_cm_position_update(KEY, COIN_M_ROW | {"pa": "1E+999999"})
-                await eventually(lambda: bool(feed.malformed), what="the malformed push")
-                fake.open_cm_position(KEY, "BTCUSD_PERP", "5", "62000", "40000")
-                fake.push_cm_position_update(KEY, COIN_M_ROW | {"pa": "5"})
-                await eventually(
-                    lambda: [p.contracts for p in state.listed_positions] == [5],
-                    timeout_s=10,
-                    what="the next push on the private stream",
-                )
+        async with coin_m_streaming() as (fake, feed):
+            state = feed.state
+            fake.push_cm_position_update(KEY, COIN_M_ROW | {"pa": "1E+999999"})
+            await eventually(lambda: bool(feed.malformed), what="the malformed push")
+            fake.open_cm_position(KEY, "BTCUSD_PERP", "5", "62000", "40000")
+            fake.push_cm_position_update(KEY, COIN_M_ROW | {"pa": "5"})
+            await eventually(
+                lambda: [p.contracts for p in state.listed_positions] == [5],
+                timeout_s=10,
+                what="the next push on the private stream",
+            )
 
     with caplog.at_level(logging.WARNING):
         run(body())
@@ -798,18 +806,14 @@ def test_binance_portfolio_coin_m_push_without_an_entry_is_malformed() -> None:
     entry 0 left the COIN-M leg without a PnL, which froze the whole ratio as read)."""
 
     async def body() -> None:
-        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
-            feed = portfolio_with_coin_m_long(fake)
-            async with streaming(feed):
-                state = feed.state
-                await fake.wait_for_user_stream(KEY, 10)
-                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
-                fake.push_cm_position_update(KEY, COIN_M_ROW | {"pa": "4", "ep": "0"})
-                await eventually(lambda: bool(feed.malformed), what="the malformed push")
-                assert [p.contracts for p in state.listed_positions] == [3]
-                fake.set_mark(BTC, "58000")
-                await eventually(lambda: state.marks.get(BTC) == 58000, what="the UM mark")
-                assert state.exchange_ratio()[1], "uniMMR left as read: the UM fall ignored"
+        async with coin_m_streaming() as (fake, feed):
+            state = feed.state
+            fake.push_cm_position_update(KEY, COIN_M_ROW | {"pa": "4", "ep": "0"})
+            await eventually(lambda: bool(feed.malformed), what="the malformed push")
+            assert [p.contracts for p in state.listed_positions] == [3]
+            fake.set_mark(BTC, "58000")
+            await eventually(lambda: state.marks.get(BTC) == 58000, what="the UM mark")
+            assert state.exchange_ratio()[1], "uniMMR left as read: the UM fall ignored"
 
     run(body())
 
@@ -821,19 +825,15 @@ def test_binance_portfolio_coin_m_push_of_an_unlisted_position_is_said_once(
     the next reconcile, and said once per market, not at every push."""
 
     async def body() -> None:
-        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
-            feed = portfolio_with_coin_m_long(fake)
-            async with streaming(feed):
-                state = feed.state
-                await fake.wait_for_user_stream(KEY, 10)
-                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
-                for pa in ("2", "4"):
-                    fake.push_cm_position_update(KEY, COIN_M_ROW | {"s": "ETHUSD_PERP", "pa": pa})
-                fake.open_cm_position(KEY, "BTCUSD_PERP", "5", "62000", "40000")
-                fake.push_cm_position_update(KEY, COIN_M_ROW | {"pa": "5"})  # after them
-                await eventually(
-                    lambda: [p.contracts for p in state.listed_positions] == [5], what="the push"
-                )
+        async with coin_m_streaming() as (fake, feed):
+            state = feed.state
+            for pa in ("2", "4"):
+                fake.push_cm_position_update(KEY, COIN_M_ROW | {"s": "ETHUSD_PERP", "pa": pa})
+            fake.open_cm_position(KEY, "BTCUSD_PERP", "5", "62000", "40000")
+            fake.push_cm_position_update(KEY, COIN_M_ROW | {"pa": "5"})  # after them
+            await eventually(
+                lambda: [p.contracts for p in state.listed_positions] == [5], what="the push"
+            )
 
     with caplog.at_level(logging.INFO):
         run(body())
@@ -848,34 +848,30 @@ def test_binance_portfolio_margin_stream_s_coin_m_push_updates_the_listed_positi
     price stays as read; a close's push removes it and its COIN-M mark stream."""
 
     async def body() -> None:
-        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
-            feed = portfolio_with_coin_m_long(fake)
-            async with streaming(feed):
-                state = feed.state
-                await fake.wait_for_user_stream(KEY, 10)
-                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
-                fake.open_cm_position(KEY, "BTCUSD_PERP", "5", "61500", "40000")
-                row = {"s": "BTCUSD_PERP", "pa": "5", "ep": "61500", "cr": "0", "up": "0",
-                       "mt": "cross", "iw": "0", "ps": "BOTH"}  # fmt: skip
-                fake.push_cm_position_update(KEY, row)
+        async with coin_m_streaming() as (fake, feed):
+            state = feed.state
+            fake.open_cm_position(KEY, "BTCUSD_PERP", "5", "61500", "40000")
+            row = {"s": "BTCUSD_PERP", "pa": "5", "ep": "61500", "cr": "0", "up": "0",
+                   "mt": "cross", "iw": "0", "ps": "BOTH"}  # fmt: skip
+            fake.push_cm_position_update(KEY, row)
 
-                def coin_m() -> list[Any]:
-                    return [p for p in state.exchange_ratio_positions() if p.inverse]
+            def coin_m() -> list[Any]:
+                return [p for p in state.exchange_ratio_positions() if p.inverse]
 
-                await eventually(lambda: coin_m()[0].contracts == 5, what="the CM push")
-                (cm,) = coin_m()
-                (served,) = fake.cm_position_risk(KEY)
-                assert (cm.entry_price, cm.liquidation_price) == (61500, 40000)
-                assert [p.quantity for p in state.listed_positions] == [500]
-                assert cm.unrealized_pnl is not None
-                assert cm.unrealized_pnl.quantize(EIGHT) == D(served["unRealizedProfit"])
-                assert list(state.positions) == [(BTC, Side.LONG)]  # not a UM position
-                fake.reduce_cm_position(KEY, "BTCUSD_PERP", "0")  # the REST read that follows
-                fake.push_cm_position_update(KEY, row | {"pa": "0", "ep": "0"})
-                await eventually(lambda: coin_m() == [], what="the CM close's push")
-                assert COIN_M_BTC not in state.marks
-                listed = feed.listed_hub
-                assert listed is not None and COIN_M_BTC not in listed.subscribers
+            await eventually(lambda: coin_m()[0].contracts == 5, what="the CM push")
+            (cm,) = coin_m()
+            (served,) = fake.cm_position_risk(KEY)
+            assert (cm.entry_price, cm.liquidation_price) == (61500, 40000)
+            assert [p.quantity for p in state.listed_positions] == [500]
+            assert cm.unrealized_pnl is not None
+            assert cm.unrealized_pnl.quantize(EIGHT) == D(served["unRealizedProfit"])
+            assert list(state.positions) == [(BTC, Side.LONG)]  # not a UM position
+            fake.reduce_cm_position(KEY, "BTCUSD_PERP", "0")  # the REST read that follows
+            fake.push_cm_position_update(KEY, row | {"pa": "0", "ep": "0"})
+            await eventually(lambda: coin_m() == [], what="the CM close's push")
+            assert COIN_M_BTC not in state.marks
+            listed = feed.listed_hub
+            assert listed is not None and COIN_M_BTC not in listed.subscribers
 
     run(body())
 
