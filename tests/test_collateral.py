@@ -850,23 +850,10 @@ def test_a_rest_row_and_a_streamed_one_of_the_same_rates_are_the_same_row() -> N
     read counted every row changed and re-rated every follower (review of rates11, 6). The
     docs' REST example row ("Multi-Assets Mode Asset Index", GET /fapi/v1/assetIndex) and
     the same rates streamed check to one row."""
-    rest = {
-        "symbol": "ADAUSD",
-        "time": 1635740268004,
-        "index": "1.92957370",
-        "bidBuffer": "0.10000000",
-        "askBuffer": "0.10000000",
-        "bidRate": "1.73661633",
-        "askRate": "2.12253107",
-        "autoExchangeBidBuffer": "0.05000000",
-        "autoExchangeAskBuffer": "0.05000000",
-        "autoExchangeBidRate": "1.83309501",
-        "autoExchangeAskRate": "2.02605238",
-    }
     event = {"e": "assetIndexUpdate", "E": 1635740268004, "s": "ADAUSD", "i": "1.92957370"}
     event |= {"b": "0.10000000", "a": "0.10000000", "B": "1.73661633", "A": "2.12253107"}
     event |= {"q": "0.05000000", "g": "0.05000000", "Q": "1.83309501", "G": "2.02605238"}
-    (from_rest,), rest_problems = checked_index_rows([rest])
+    (from_rest,), rest_problems = checked_index_rows([ADA_INDEX])
     (streamed,), stream_problems = streamed_index_rows([event])
     assert rest_problems == stream_problems == []
     assert from_rest == streamed
