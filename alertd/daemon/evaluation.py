@@ -345,12 +345,13 @@ class Alerting:
             paced = waiting and feed.paced_start_s > 0
             progress = self._start_stalled.get(name, feed.host_start_progress_at())
             if paced and progress is not None:
-                # the paced start's grace is an estimate, and a floor: the handshakes, the
-                # machine's load, the listen-key POST waiting in the REST budget after its
-                # opening turn (not a turn's wait, not credited above) and the live accounts'
-                # own reads in that budget make the real start longer. 1,000 Binance accounts
-                # were all live after 1,431 s where the start said "at least 1200 s", and 12
-                # bootstrapped or bootstrapping at 1,200 s fired feed-down at 1,263 s, resolved
+                # the paced start's grace is an estimate from the exchange's limits alone, a
+                # floor: the machine's load makes each bootstrap, listen-key POST (after its
+                # opening turn: not a turn's wait, not credited above) and handshake longer.
+                # 1,000 Binance accounts were all live after 1,431 s where the start said "at
+                # least 1200 s" (load 11 to 13; the REST budget averaged 565 of its 2,160
+                # weight a minute meanwhile), and 12 bootstrapped or bootstrapping at 1,200 s,
+                # their turns' waits credited 2 s at most, fired feed-down at 1,263 s, resolved
                 # a second later (issue 14, firing1000). So it also holds while its host's
                 # start makes progress (an account of it bootstrapped or first opened its
                 # private stream): down counts from the later of the estimate's end and that
