@@ -932,6 +932,115 @@ def test_an_account_queued_for_a_rest_slot_is_not_down_until_its_bootstrap_has_o
     run(body(), timeout_s=120)
 
 
+@contextlib.asynccontextmanager
+async def gated_paced_start(
+    count: int, estimate_s: float, clock: list[float]
+) -> AsyncIterator[tuple[FakeBinanceUSDM, FeedManager, Alerting, dict[str, asyncio.Queue[None]]]]:
+    """``count`` accounts a0.. on the local Binance, their manager running on ``clock``, each
+    first bootstrap held in its REST slot until the test puts a None in its gate (as acct933's
+    waited 80 s in the per-IP budget, firing1000), the start's estimate ``estimate_s`` (as the
+    manager sets it for 1,000 accounts; a few need no pace), every account first seen at 0."""
+    gates: dict[str, asyncio.Queue[None]] = {f"a{i}": asyncio.Queue() for i in range(count)}
+    in_slot: list[str] = []
+
+    class GatedFeed(AccountFeed):
+        async def resync(self, stops: bool = True) -> None:
+            if not self.state.bootstrapped:
+                in_slot.append(self.config.name)
+                await gates[self.config.name].get()
+            await super().resync(stops)
+
+    fake = FakeBinanceUSDM()
+    settings = SETTINGS.model_copy(update={"rest_concurrency": count})
+    built = Built()
+    options = FeedOptions(exchange_factory=built, backoff=fast_backoff, clock=lambda: clock[0])
+    async with started(fake):
+        manager = manager_for(
+            fake, "binanceusdm", built, count, settings, options, feed_factory=GatedFeed
+        )
+        async with background(manager.run()):
+            await eventually(lambda: len(in_slot) == count, what="every bootstrap in its slot")
+            alerting = alerting_for(manager.config)
+            for feed in manager.feeds.values():
+                feed.paced_start_s = estimate_s
+                assert alerting.feed_status(feed, 0).down_s == 0  # first seen at start
+            yield fake, manager, alerting, gates
+
+
+async def goes_live(feed: AccountFeed, gate: asyncio.Queue[None]) -> None:
+    gate.put_nowait(None)
+    await eventually(lambda: feed.state.connected, what=f"{feed.config.name} live")
+
+
+def test_a_paced_start_slower_than_its_estimate_pages_none_while_its_host_goes_live() -> None:
+    """1,000 Binance accounts, "all after at least 1200 s": all were live after 1,431 s (a
+    loaded machine, the live accounts' reads in the same per-IP budget), and 12 fired
+    feed-down at 1,263 s and resolved it a second later (issue 14, firing1000): bootstrapped
+    about a minute before, their listen key's POST waited in the budget after their opening
+    turn (not a turn's wait), or their bootstrap in its slot; the grace was the estimate alone.
+    Here the estimate is 300 s: a0 goes live at 290; a2 bootstraps at 330 and its listen key
+    answers slowly; a1 goes live at 350: at 395 a2 is not down past feed_down_after_s (was 95
+    s down: paged); its host's start stalling after a1, it is down 60 s after a1 went live."""
+    clock = [0.0]  # the feeds' and the evaluation's one monotonic clock
+
+    async def body() -> None:
+        async with gated_paced_start(3, 300.0, clock) as (fake, manager, alerting, gates):
+            a0, a1, a2 = (manager.feeds[f"a{i}"] for i in range(3))
+            clock[0] = 290.0
+            await goes_live(a0, gates["a0"])
+            clock[0] = 330.0
+            fake.hold_rest("/fapi/v1/listenKey")
+            gates["a2"].put_nowait(None)
+            await eventually(
+                lambda: a2.state.bootstrapped and fake.held_answers() == 1,
+                what="a2 bootstrapped, its listen key's answer held",
+            )
+            clock[0] = 350.0
+            await goes_live(a1, gates["a1"])
+            assert not a2.state.connected and a2.waiting_first_turn()
+            assert alerting.feed_status(a2, 395).down_s == 45  # was 95: feed-down fired
+            assert alerting.feed_status(a2, 409).down_s == 59
+            assert alerting.feed_status(a2, 410).down_s == 60  # nothing since a1: down
+            fake.release_rest()
+            await eventually(lambda: a2.state.connected, what="a2 live at last")
+            assert alerting.feed_status(a2, 411).down_s == 0
+
+    run(body(), timeout_s=60)
+
+
+def test_a_paced_start_that_stalls_still_pages_feed_down_after_s_after_its_last_progress() -> None:
+    """The grace that follows the host's progress ends where the progress stops: an account
+    still in its bootstrap is down feed_down_after_s after the estimate where nothing of its
+    host went through since (as before: the estimate is a floor), and feed_down_after_s after
+    the host's last progress where that came later; once down, it stays down when another
+    account goes live later (not resolved and fired again)."""
+    clock = [0.0]
+
+    async def body() -> None:
+        async with gated_paced_start(4, 300.0, clock) as (_, manager, alerting, gates):
+            a0, a1, a2, a3 = (manager.feeds[f"a{i}"] for i in range(4))
+            clock[0] = 100.0
+            await goes_live(a0, gates["a0"])
+            # nothing more goes through: a1 and a2, still in their bootstrap, down at 360
+            for feed in (a1, a2):
+                assert alerting.feed_status(feed, 359).down_s == 59
+            assert alerting.feed_status(a1, 360).down_s == 60
+            # a3 goes live at 370, then the start stalls: a2 (not yet evaluated past 359)
+            # down 60 s after it (was 99 s down at 399)
+            clock[0] = 370.0
+            await goes_live(a3, gates["a3"])
+            assert alerting.feed_status(a2, 399).down_s == 29
+            assert alerting.feed_status(a2, 430).down_s == 60
+            # a1, down since 360, stays down through a3's progress (and a2's later)
+            assert alerting.feed_status(a1, 430).down_s == 130
+            clock[0] = 440.0
+            await goes_live(a2, gates["a2"])
+            assert alerting.feed_status(a1, 450).down_s == 150
+            assert alerting.feed_status(a2, 450).down_s == 0
+
+    run(body(), timeout_s=60)
+
+
 def test_a_retried_bootstrap_keeps_its_group_s_grace_unless_it_keeps_failing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -250,6 +250,10 @@ class Alerting:
             quiet_hours=quiet_hours(config),
         )
         self._down_since: dict[str, float] = {}
+        # per account waiting for its first turn that came to be down (feed_down_after_s)
+        # all the same: its host's start progress then, which later progress no longer moves
+        self._start_stalled: dict[str, float | None] = {}
+        self.down_after_s = config.builtin_rules.feed_down_after_s
         self._computable: dict[str, bool] = {}  # complete, in a mode alertd computes
         self._missing: dict[str, tuple[str, ...]] = {}  # what keeps each account incomplete
         # per account whose figures alertd computes but are incomplete for a while: since when
@@ -286,6 +290,7 @@ class Alerting:
         self.margin_calls = config.builtin_rules.margin_call
         self.insurance_window_s = config.builtin_rules.insurance_fund_window
         self.hold_s = config.builtin_rules.incomplete_data_for
+        self.down_after_s = config.builtin_rules.feed_down_after_s
         self._use_rules()
 
     def refresh_silences(self) -> None:
@@ -306,6 +311,7 @@ class Alerting:
         name = feed.config.name
         if state.connected or state.fatal is not None:
             self._down_since.pop(name, None)
+            self._start_stalled.pop(name, None)
             down = 0.0
         else:
             since = self._down_since.setdefault(name, now)
@@ -313,7 +319,8 @@ class Alerting:
                 # its exchange host's IP is banned: the host's one ip-banned message says so
                 # (not a feed-down per account), and down counts from the ban's end
                 self._down_since[name] = since = now
-            if feed.waiting_first_turn():
+            waiting = feed.waiting_first_turn()
+            if waiting:
                 # waiting for its turn in the per-IP budget's pace (said at start), or retrying
                 # after a failure in that crowd (a 429, a timeout): not down until its group
                 # could all be live. Its private stream opens after its bootstrap with one more
@@ -335,7 +342,28 @@ class Alerting:
             # host's pace (OKX: 3 openings a second per IP), at a start or after a drop of
             # every account at once: the time it waited is not counted down
             since += feed.waited_for_turns_s(now)
+            paced = waiting and feed.paced_start_s > 0
+            progress = self._start_stalled.get(name, feed.host_start_progress_at())
+            if paced and progress is not None:
+                # the paced start's grace is an estimate from the exchange's limits alone, a
+                # floor: the machine's load makes each bootstrap, listen-key POST (after its
+                # opening turn: not a turn's wait, not credited above) and handshake longer.
+                # 1,000 Binance accounts were all live after 1,431 s where the start said "at
+                # least 1200 s" (load 11 to 13; the REST budget averaged 565 of its 2,160
+                # weight a minute meanwhile), and 12 bootstrapped or bootstrapping at 1,200 s,
+                # their turns' waits credited 2 s at most, fired feed-down at 1,263 s, resolved
+                # a second later (issue 14, firing1000). So it also holds while its host's
+                # start makes progress (an account of it bootstrapped or first opened its
+                # private stream): down counts from the later of the estimate's end and that
+                # last progress. A start that stalls (nothing of the host goes through) fires
+                # feed_down_after_s after its last progress, or after the estimate if later;
+                # its own failures in a row end the wait as before (``waiting`` False). Once
+                # down so, later progress no longer moves it: its feed-down, fired, stays
+                # (it would resolve at another account's progress and fire again)
+                since = max(since, progress)
             down = max(0.0, now - since)
+            if paced and down >= self.down_after_s:
+                self._start_stalled.setdefault(name, progress)
         opened = state.last_seen.get((Stream.POSITIONS, ""), now)
         seen = [state.mark_seen(symbol) for symbol in state.price_symbols]
         ages = [now - (opened if at is None else at) for at in seen]

@@ -495,6 +495,10 @@ class IpBudget:
         # (monotonic) the last first try ended (:meth:`bootstrap`)
         self._bootstraps = {False: 0, True: 0}
         self._first_bootstraps_ended_at = -float("inf")
+        # when (the feeds' clock) one of its accounts last bootstrapped or first opened its
+        # private stream (None: none yet): its start's real progress, which a paced start's
+        # feed-down grace follows where its estimate falls short (:meth:`start_progressed`)
+        self.start_progress_at: float | None = None
         # the turns of the accounts' private websocket openings (None: the exchange caps none)
         self.openings = (
             None
@@ -535,6 +539,12 @@ class IpBudget:
             self._bootstraps[again] -= 1
             if not again and not self._bootstraps[False]:
                 self._first_bootstraps_ended_at = self._clock()
+
+    def start_progressed(self, at: float) -> None:
+        """One of the host's accounts took a step of its start at ``at`` (the feed's clock):
+        its bootstrap went through, or its private stream first opened."""
+        if self.start_progress_at is None or at > self.start_progress_at:
+            self.start_progress_at = at
 
     @property
     def bootstrapping(self) -> int:

@@ -268,6 +268,11 @@ class AccountFeed:
         in the exchange's paced start (:attr:`paced_start_s`)."""
         return not self._connected_once and not self.state.start_kept_failing
 
+    def host_start_progress_at(self) -> float | None:
+        """When (its clock) an account of its exchange host (its own included) last
+        bootstrapped or first opened its private stream; None: none yet, or no host shared."""
+        return self.shared.ip_budget.start_progress_at if self.shared is not None else None
+
     def waiting_for_first_slot(self) -> bool:
         """Its first bootstrap is queued for one of the exchange's REST slots, not given one
         yet (1,000 Bybit accounts at 8 slots: the last waits minutes, through no failure)."""
@@ -430,7 +435,7 @@ class AccountFeed:
             self.state.settle,
             f" (after {backoff.attempt} failed tries)" if backoff.attempt else "",
         )
-        self.state.start_step_done()
+        self._start_step_done()
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
@@ -488,7 +493,14 @@ class AccountFeed:
         self._opening_failed = False
         if not self._connected_once:
             self._connected_once = True
-            self.state.start_step_done()
+            self._start_step_done()
+
+    def _start_step_done(self) -> None:
+        """Its bootstrap, or its private stream's first opening, went through: its failures
+        in a row are over, and its host's start made progress (:meth:`host_start_progress_at`)."""
+        self.state.start_step_done()
+        if self.shared is not None:
+            self.shared.ip_budget.start_progressed(self._clock())
 
     async def _stop_on_fatal(self) -> None:
         # a fatal error seen by a periodic job (outside the task group) ends the streams too

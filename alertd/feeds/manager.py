@@ -528,7 +528,8 @@ class FeedManager:
             after_s,
             "; ".join(said for s, said in paces if s > 0),
             f", and feed-down fires for one still waiting builtin_rules.feed_down_after_s "
-            f"({builtin.feed_down_after_s:g} s) after that, or once its bootstrap, or its "
+            f"({builtin.feed_down_after_s:g} s) after that (or after the last of them to "
+            "bootstrap or first open its stream, if later), or once its bootstrap, or its "
             "private stream's first opening, keeps failing (failures in a row over more than "
             f"{START_KEEPS_FAILING_S:g} s)"
             if builtin.feed_down
