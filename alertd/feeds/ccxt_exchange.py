@@ -673,10 +673,19 @@ class SharedExchange:
         *,
         rest_concurrency: int,
         ip_budget: IpBudget,
+        source_address: str | None = None,
+        catalogue_of: SharedExchange | None = None,
     ) -> None:
+        """``source_address``: the machine's address its connections leave from (None: the
+        system's choice); ``catalogue_of``: the group of the same accounts on another source
+        address, whose market catalogue and public tables this one uses (one per exchange,
+        not per address: they are public, and the same from every IP)."""
         self.name = name
-        # the limits of its host, shared with the other groups that reach it
+        # the limits of its host from its source address, shared with the other groups that
+        # reach that host from there
         self.ip_budget = ip_budget
+        self.source_address = source_address
+        self._catalogue_of = catalogue_of
         self.ssl_context = ssl_context
         self._build_public = build_public
         self.rest_concurrency = rest_concurrency  # its REST slots
@@ -690,7 +699,7 @@ class SharedExchange:
         self._derived: dict[Hashable, Any] = {}
         # the exchange's public tables the adapters read (OKX's discount and borrowing tiers),
         # read once for every account, dropped at each market refresh
-        self.tables = PublicTables()
+        self.tables: PublicTables = PublicTables() if catalogue_of is None else catalogue_of.tables
         self.closed = False
 
     def session(self) -> aiohttp.ClientSession:
@@ -698,6 +707,15 @@ class SharedExchange:
         if self.closed:
             raise RuntimeError(f"{self.name}: shared resources already closed")
         if self._session is None:
+            # bound to the source address, every connection of the pool leaves from it: REST
+            # and websockets alike (ccxt.pro opens its websockets with the exchange object's
+            # session: ``watch``/``watch_multiple`` in ccxt/async_support/base/exchange.py pass
+            # ``self.session`` to ``client.connect``, which calls ``session.ws_connect``), and
+            # only to hosts of its own family (an IPv4 source cannot reach an IPv6 address)
+            address = self.source_address
+            family = socket.AF_UNSPEC
+            if address is not None:
+                family = socket.AF_INET6 if ":" in address else socket.AF_INET
             connector = aiohttp.TCPConnector(
                 ssl=self.ssl_context,
                 # ccxt's own settings (dual stack, happy eyeballs), but no cap on connections:
@@ -705,8 +723,9 @@ class SharedExchange:
                 # would leave the 101st stream waiting forever); REST is bounded by rest_slot
                 limit=0,
                 enable_cleanup_closed=True,
-                family=socket.AF_UNSPEC,
+                family=family,
                 happy_eyeballs_delay=0,
+                local_addr=None if address is None else (address, 0),
             )
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
@@ -717,6 +736,9 @@ class SharedExchange:
 
     async def share_markets(self, exchange: Any) -> None:
         """Give ``exchange`` the catalogue, loading it first if nobody has yet."""
+        if self._catalogue_of is not None:
+            await self._catalogue_of.share_markets(exchange)
+            return
         catalogue = self._catalogue
         if catalogue is not None and catalogue.markets and exchange.markets is catalogue.markets:
             return  # already given (the mark hub asks before every watch)
@@ -737,7 +759,11 @@ class SharedExchange:
         """Reload the catalogue (new listings, changed precisions) and re-point every client.
 
         A failure keeps the catalogue as it was; the next refresh tries again. The public
-        tables are dropped either way: the next account to need one reads it afresh."""
+        tables are dropped either way: the next account to need one reads it afresh. A group
+        on another source address has nothing of its own to refresh (its catalogue's group
+        re-points its clients)."""
+        if self._catalogue_of is not None:
+            return
         self.tables.clear()
         if self._catalogue is None or not self._catalogue.markets:
             return  # not loaded yet: the first account to bootstrap loads it
@@ -753,6 +779,8 @@ class SharedExchange:
 
     def derived(self, key: Hashable, build: Callable[[], T]) -> T:
         """What every account derives alike from the catalogue, built once per catalogue."""
+        if self._catalogue_of is not None:
+            return self._catalogue_of.derived(key, build)
         if key not in self._derived:
             self._derived[key] = build()
         value: T = self._derived[key]
