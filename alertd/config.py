@@ -171,8 +171,8 @@ def source_address(account: AccountConfig, addresses: list[str]) -> str | None:
     others (each from its own old address), an address removed hands only its own on. Each
     address keeps what the exchange knows of it (its bans, the weight it spent this minute):
     an account moved between addresses would carry its load into the other's budget. The
-    price is balance: the accounts split as by chance (1,000 over 8 addresses: 125 each on
-    average, the fullest about 145), and the start's pace line names each address's count."""
+    price is balance: the accounts split as by chance (acct0..acct999 over 8 addresses: 125
+    each on average, the fullest 146), and the start's pace line names each address's count."""
     if account.source_address is not None:
         return account.source_address
     if not addresses:
