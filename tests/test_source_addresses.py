@@ -12,12 +12,13 @@ import asyncio
 from typing import Any
 
 from alertd.config import AccountConfig, Config, source_address
+from alertd.feeds.ccxt_exchange import make_exchange
 from alertd.feeds.manager import FeedManager, by_host
 from alertd.feeds.options import FeedOptions
 from tests.fake_exchange.binance import FakeBinanceUSDM
 from tests.support.aio import background, run
 from tests.support.fakes import started
-from tests.support.feeds import account_config, btc_long, fast_backoff, secrets
+from tests.support.feeds import BTC, account_config, btc_long, fast_backoff, secrets
 from tests.support.poll import eventually
 from tests.test_shared_exchange import SETTINGS, Built, alerting_for, market_requests
 
@@ -160,3 +161,34 @@ def test_the_listed_addresses_spread_the_accounts() -> None:
         got[name] = feed.shared.source_address
     assert got == wanted
     assert len(manager.shared) == len(set(wanted.values())) > 1
+
+
+def test_an_exchange_alone_sends_from_its_address_too() -> None:
+    """What `alertd check --keys`, `alertd snapshot` and `fetch-history` build (an exchange
+    object with no shared pool, ccxt's own session) sends from the account's address as the
+    daemon does: a key whitelisted for that address only is not refused from another. Its
+    own address, or the one ``feeds.source_addresses`` gives it; REST and websockets."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM()) as fake:
+            fake.set_mark(BTC, "60000")
+            own = account_config("a", "binanceusdm", fake, source_address="127.0.0.3")
+            listed = account_config("b", "binanceusdm", fake)
+            settings = QUIET.model_copy(update={"source_addresses": ["127.0.0.4"]})
+            for config, address in ((own, "127.0.0.3"), (listed, "127.0.0.4")):
+                exchange = make_exchange(config, {}, settings)
+                try:
+                    await exchange.fapiPublicGetTime()
+                    watch = asyncio.ensure_future(exchange.watch_mark_price(BTC))
+                    await eventually(
+                        lambda at=address: at in fake.ws_openings,
+                        what="a handshake",
+                    )
+                    watch.cancel()
+                finally:
+                    await exchange.close()
+                assert set(fake.rest_peers) <= {"127.0.0.3", "127.0.0.4"}
+                assert fake.rest_peers[address] >= 1
+            assert set(fake.ws_openings) == {"127.0.0.3", "127.0.0.4"}
+
+    run(body(), timeout_s=60)

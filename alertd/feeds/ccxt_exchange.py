@@ -42,7 +42,7 @@ from ccxt.async_support.base.throttler import Throttler
 
 import alertd.views.format as fmt
 from alertd.clock import Clock, Sleep
-from alertd.config import AccountConfig, FeedSettings, Secret
+from alertd.config import AccountConfig, FeedSettings, Secret, source_address
 from alertd.errors import AccountRefused
 from alertd.exchanges.registry import get_spec
 from alertd.exchanges.spec import Capabilities, Credential, IpBanAnswer
@@ -125,6 +125,24 @@ def _guarded_class(exchange_id: str) -> type:
 
         # the limits of the host it sends to (:meth:`IpBudget.adopt`); None: alone
         alertd_ip_budget: IpBudget | None = None
+        # alone (no shared pool), the address its own session's connections leave from
+        alertd_source_address: str | None = None
+
+        def open(self, *args: Any, **kwargs: Any) -> Any:
+            """ccxt's own session, bound to the source address where one is configured
+            (`alertd check --keys`, `alertd snapshot`: a key whitelisted for that address only
+            would be refused from another); ccxt still owns it and closes it."""
+            address = self.alertd_source_address
+            ccxt_self: Any = self  # ccxt's attributes, untyped
+            if address is not None and ccxt_self.own_session and ccxt_self.session is None:
+                if ccxt_self.ssl_context is None:
+                    ccxt_self.ssl_context = new_ssl_context()
+                connector = bound_connector(ccxt_self.ssl_context, address)
+                ccxt_self.tcp_connector = connector
+                ccxt_self.session = aiohttp.ClientSession(
+                    connector=connector, trust_env=ccxt_self.aiohttp_trust_env
+                )
+            return super().open(*args, **kwargs)
 
         async def throttle(self, cost: Any = None) -> Any:
             """ccxt's limiter, and the host's pause (a ban, a 429's Retry-After) before and
@@ -645,6 +663,26 @@ class IpBudget:
         exchange.throttler = self._throttler
 
 
+def bound_connector(
+    ssl_context: ssl.SSLContext, address: str | None, limit: int = 100
+) -> aiohttp.TCPConnector:
+    """An aiohttp connector as ccxt makes its own (dual stack, happy eyeballs), its connections
+    sent from ``address`` where one is given (None: the system's choice), and then only to
+    hosts of its family (an IPv4 source cannot reach an IPv6 address); ``limit``: its cap on
+    connections (aiohttp's default 100; 0: none)."""
+    family = socket.AF_UNSPEC
+    if address is not None:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    return aiohttp.TCPConnector(
+        ssl=ssl_context,
+        limit=limit,
+        enable_cleanup_closed=True,
+        family=family,
+        happy_eyeballs_delay=0,
+        local_addr=None if address is None else (address, 0),
+    )
+
+
 class SharedExchange:
     """What the accounts that reach one exchange the same way share; the feed manager owns it.
 
@@ -712,21 +750,10 @@ class SharedExchange:
             # session: ``watch``/``watch_multiple`` in ccxt/async_support/base/exchange.py pass
             # ``self.session`` to ``client.connect``, which calls ``session.ws_connect``), and
             # only to hosts of its own family (an IPv4 source cannot reach an IPv6 address)
-            address = self.source_address
-            family = socket.AF_UNSPEC
-            if address is not None:
-                family = socket.AF_INET6 if ":" in address else socket.AF_INET
-            connector = aiohttp.TCPConnector(
-                ssl=self.ssl_context,
-                # ccxt's own settings (dual stack, happy eyeballs), but no cap on connections:
-                # every account's websockets live in this pool (aiohttp's default cap of 100
-                # would leave the 101st stream waiting forever); REST is bounded by rest_slot
-                limit=0,
-                enable_cleanup_closed=True,
-                family=family,
-                happy_eyeballs_delay=0,
-                local_addr=None if address is None else (address, 0),
-            )
+            # no cap on connections: every account's websockets live in this pool (aiohttp's
+            # default cap of 100 would leave the 101st stream waiting forever); REST is bounded
+            # by rest_slot
+            connector = bound_connector(self.ssl_context, self.source_address, limit=0)
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
@@ -920,6 +947,8 @@ def make_exchange(
     exchange.alertd_sink = sink
     if shared is not None:
         shared.adopt(exchange)
+    else:
+        exchange.alertd_source_address = source_address(account, settings.source_addresses)
     if account.sandbox:
         exchange.set_sandbox_mode(True)
     if account.urls:
