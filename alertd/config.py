@@ -9,9 +9,12 @@ are read into :class:`Secret` values that do not print.
 from __future__ import annotations
 
 import difflib
+import hashlib
+import ipaddress
 import math
 import os
 import re
+import socket
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -135,6 +138,78 @@ class OrderBookSettings(_Model):
         return self
 
 
+# more source addresses than this is a list gone wrong (an IPv6 /64 written out)
+MAX_SOURCE_ADDRESSES = 256
+
+
+def ip_literal(value: str) -> str:
+    """An IPv4 or IPv6 address as written in a config (``203.0.113.7``, ``2001:db8::7``), in
+    its canonical form; a host name, a network or anything else is refused."""
+    try:
+        address = ipaddress.ip_address(value.strip())
+    except ValueError:
+        raise ValueError(
+            f"{short(value)} is not an IP address (an IPv4 or IPv6 literal this machine owns)"
+        ) from None
+    if address.is_unspecified or address.is_multicast:
+        raise ValueError(f"{address} is not an address a connection can be sent from")
+    return str(address)
+
+
+def _rank(account: str, address: str) -> bytes:
+    return hashlib.sha256(f"{account}\0{address}".encode()).digest()
+
+
+def source_address(account: AccountConfig, addresses: list[str]) -> str | None:
+    """The address ``account``'s requests and websockets leave from: its own
+    ``source_address``, else one of ``feeds.source_addresses`` by rendezvous hashing (the
+    address ranking highest for the account's name), else None (the system's choice).
+
+    Rendezvous hashing, not round-robin in config order: an account keeps its address
+    whatever is done to the other accounts (added, removed, reordered, renamed) and across
+    restarts, and an address added to the list takes about 1/n of the accounts from the
+    others (each from its own old address), an address removed hands only its own on. Each
+    address keeps what the exchange knows of it (its bans, the weight it spent this minute):
+    an account moved between addresses would carry its load into the other's budget. The
+    price is balance: the accounts split as by chance (acct0..acct999 over 8 addresses: 125
+    each on average, the fullest 146), and the start's pace line names each address's count."""
+    if account.source_address is not None:
+        return account.source_address
+    if not addresses:
+        return None
+    return max(addresses, key=lambda address: _rank(account.name, address))
+
+
+def source_address_problems(config: Config) -> list[str]:
+    """One line per configured source address this machine does not have: one that cannot be
+    bound (``EADDRNOTAVAIL``), found by binding a socket to it (port 0, no connection)."""
+    problems = []
+    listed = config.feeds.source_addresses
+    places = [(f"feeds.source_addresses[{i}]", a) for i, a in enumerate(listed)]
+    places += [
+        (f"accounts[{i}].source_address", a.source_address)
+        for i, a in enumerate(config.accounts)
+        if a.source_address is not None and a.enabled
+    ]
+    for where, address in places:
+        problem = unbindable(address)
+        if problem is not None:
+            problems.append(f"{where}: {address} {problem}")
+    return problems
+
+
+def unbindable(address: str) -> str | None:
+    """Why connections cannot be sent from ``address`` on this machine; None: they can."""
+    family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((address, 0))
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        return f"is not an address of this machine ({reason}): add it to an interface or remove it"
+    return None
+
+
 class FeedSettings(_Model):
     reconcile_interval_s: PositiveSeconds = 60.0
     tier_refresh_interval_s: PositiveSeconds = 86_400.0
@@ -152,6 +227,21 @@ class FeedSettings(_Model):
     stops_reconcile_every: Annotated[int, Field(ge=1, le=1000)] = 5
     backoff: BackoffSettings = BackoffSettings()
     order_books: OrderBookSettings = OrderBookSettings()
+    # the machine's own addresses the accounts' requests and websockets are sent from, the
+    # accounts spread over them (:func:`source_address`): each address has the exchanges'
+    # per-IP limits of its own (docs/scaling.md, "Several source addresses")
+    source_addresses: Annotated[list[str], Field(max_length=MAX_SOURCE_ADDRESSES)] = Field(
+        default_factory=list
+    )
+
+    @field_validator("source_addresses")
+    @classmethod
+    def _source_addresses(cls, value: list[str]) -> list[str]:
+        addresses = [ip_literal(address) for address in value]
+        for i, address in enumerate(addresses):
+            if address in addresses[:i]:
+                raise ValueError(f"{address} is listed twice (item {i})")
+        return addresses
 
 
 class AccountConfig(_Model):
@@ -164,6 +254,9 @@ class AccountConfig(_Model):
     password_env: str | None = None
     password_file: Path | None = None
     wallet_address: str | None = None
+    # the machine's own address this account's requests and websockets leave from (an IP
+    # literal); None: feeds.source_addresses assigns one, or the system's default route
+    source_address: str | None = None
     sandbox: bool = False
     symbols: list[str] | None = None
     # Merged over ccxt's exchange.urls['api'] with the same keys: for proxies and for tests.
@@ -189,6 +282,11 @@ class AccountConfig(_Model):
                 f"{short(value)} is not an environment variable name (letters, digits, '_')"
             )
         return value
+
+    @field_validator("source_address")
+    @classmethod
+    def _source_address(cls, value: str | None) -> str | None:
+        return None if value is None else ip_literal(value)
 
     @field_validator("exchange")
     @classmethod

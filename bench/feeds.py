@@ -32,6 +32,11 @@ asset on its own line) and BTC (a coin following its mark) beside the same posit
 USDT's and USDC's asset indices every mark interval: every frame of the asset index stream
 (``!assetIndex@arr``, one subscription) then moves every account's rates, its worst case.
 
+``--source-addresses N`` spreads the accounts over N addresses of the machine, 127.0.0.2,
+127.0.0.3, ... (``feeds.source_addresses``; Linux routes all of 127/8 to the loopback), which
+the local exchange counts its per-IP limits by (the request weight and websocket openings per
+address are printed), as a VPS's extra IPs are to an exchange.
+
 ``--exchange bybit`` or ``okx`` runs that exchange's local server and accounts instead (Bybit
 and OKX limit private requests per UID, each account its own, where Binance limits them per
 IP: docs/scaling.md); their requests are counted, not weighed.
@@ -110,6 +115,27 @@ def machine() -> str:
     return f"{model}, nproc {os.cpu_count()}, load {load}, Python {platform.python_version()}"
 
 
+def source_addresses(count: int) -> list[str]:
+    """127.0.0.2, 127.0.0.3, ...: addresses of their own to the local exchange (Linux routes
+    all of 127.0.0.0/8 to the loopback interface), as a VPS's extra IPs are to an exchange."""
+    return [f"127.0.0.{2 + i}" for i in range(count)]
+
+
+def most_in_window(
+    times: list[float], window_s: float, weights: list[float] | None = None
+) -> float:
+    """The most (weight, or count) within any ``window_s`` of sorted ``times``."""
+    weights = weights or [1.0] * len(times)
+    most, first, inside = 0.0, 0, 0.0
+    for last, at in enumerate(times):
+        inside += weights[last]
+        while times[first] <= at - window_s:
+            inside -= weights[first]
+            first += 1
+        most = max(most, inside)
+    return most
+
+
 def bench_config(args: argparse.Namespace, urls: Any, options: Any, state: str) -> dict[str, Any]:
     accounts = [
         {
@@ -131,6 +157,8 @@ def bench_config(args: argparse.Namespace, urls: Any, options: Any, state: str) 
         feeds["order_books"] = {"stream": False}
     if args.rest_concurrency is not None:
         feeds["rest_concurrency"] = args.rest_concurrency
+    if args.source_addresses:
+        feeds["source_addresses"] = source_addresses(args.source_addresses)
     if feeds:
         config["feeds"] = feeds
     if args.firing:
@@ -167,8 +195,9 @@ def request_weights(
     config = AccountConfig(name="w", exchange="binanceusdm", api_key_env="K", secret_env="S")
     exchange = make_exchange(config, {}, FeedSettings())  # its limiter's weights, no I/O
     rows: dict[str, list[float]] = {}  # endpoint -> [count, weight, count live, weight live]
+    by_ip: dict[str, tuple[list[float], list[float]]] = {}  # address -> (times, weights)
     for line in path.read_text().splitlines():
-        at, method, url_path, query = [*line.split("\t"), ""][:4]
+        at, method, url_path, query, ip = [*line.split("\t"), "", ""][:5]
         # as ccxt is given them: numbers as numbers (the depth's weight goes by its limit)
         params = {k: int(v) if v.isdigit() else v for k, v in parse_qsl(query)}
         weight, every = 1.0, False
@@ -191,6 +220,9 @@ def request_weights(
         if float(at) <= live_at:
             row[2] += 1
             row[3] += weight
+        times, weights = by_ip.setdefault(ip, ([], []))
+        times.append(float(at))
+        weights.append(weight)
     lines = [
         f"  {key:38} {int(r[2]):>6} ({r[3]:>7.0f} w) {int(r[0]):>6} ({r[1]:>7.0f} w)"
         for key, r in sorted(rows.items(), key=lambda kv: -kv[1][1])
@@ -202,7 +234,12 @@ def request_weights(
         f"  {'per account':38} {live_weight / accounts:>17.1f} {total / accounts:>17.1f}"
         f"   ({(live_at - start):.0f} s to all live)"
     )
-    return [head, *lines, foot]
+    most = max((most_in_window(times, 60.0, weights), ip) for ip, (times, weights) in by_ip.items())
+    per_ip = (
+        f"  from {len(by_ip)} address(es); the most one spent in any 60 s: {most[0]:.0f} "
+        f"({most[1]})"
+    )
+    return [head, *lines, foot, per_ip]
 
 
 # alertd.daemon.evaluation logs each notification as "<kind> <rule>: <title>" (Alerting._commit)
@@ -216,19 +253,20 @@ def openings(path: Path, started_at: float, cap: tuple[int, float] | None) -> li
     refused, the most in any window of the exchange's cap, and when the last one came."""
     lines = path.read_text().splitlines()
     refused = int(lines[-1].split()[1])
-    opened = [float(line) - started_at for line in lines[:-1]]
+    rows = [line.split("\t") for line in lines[:-1]]
+    opened = [float(row[0]) - started_at for row in rows]
     if not opened:
         return [f"ws openings : none accepted, {refused} refused"]
     count, window_s = cap or (1, 1.0)
-    most, first = 0, 0
-    for last, at in enumerate(opened):
-        while opened[first] <= at - window_s:
-            first += 1
-        most = max(most, last - first + 1)
+    by_ip: dict[str, list[float]] = {}  # the cap is per IP: the most from one address
+    for at, row in zip(opened, rows, strict=True):
+        by_ip.setdefault(row[1] if len(row) > 1 else "", []).append(at)
+    most = max(int(most_in_window(times, window_s)) for times in by_ip.values())
     per_s = [sum(1 for at in opened if s <= at < s + 1) for s in range(int(opened[-1]) + 1)]
     return [
-        f"ws openings  : {len(opened)} accepted, {refused} refused; most in any {window_s:g} s: "
-        f"{most} (cap {count if cap else 'none'}); most in a second: {max(per_s)}",
+        f"ws openings  : {len(opened)} accepted, {refused} refused, from {len(by_ip)} "
+        f"address(es); most from one in any {window_s:g} s: {most} (cap "
+        f"{count if cap else 'none'}); most in a second (all): {max(per_s)}",
         f"              first {opened[0]:.1f} s, last {opened[-1]:.1f} s after alertd's start",
     ]
 
@@ -316,6 +354,13 @@ def main() -> int:
         "--ws-cap",
         action="store_true",
         help="the local exchange refuses websocket openings past its documented per-IP cap",
+    )
+    parser.add_argument(
+        "--source-addresses",
+        type=int,
+        default=0,
+        metavar="N",
+        help="spread the accounts over N source addresses, 127.0.0.2.. (feeds.source_addresses)",
     )
     parser.add_argument(
         "--multi-assets",
@@ -419,6 +464,8 @@ def main() -> int:
         mode += ", every stop rule" if args.stops else ""
         mode += f", {args.rest_concurrency} REST slots" if args.rest_concurrency else ""
         mode += ", multi-assets, rates walking" if args.multi_assets else ""
+        if args.source_addresses:
+            mode += f", {args.source_addresses} source addresses"
         depth_requests = log.count("order book")  # warnings about books, if any
         print(f"machine      : {machine()}")
         print(f"exchange     : {args.exchange} (the local server)")

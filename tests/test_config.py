@@ -17,6 +17,7 @@ from alertd.config import (
     load_config,
     parse_config,
     read_secrets,
+    source_address,
 )
 
 from .support.process import alertd
@@ -307,3 +308,73 @@ def test_check_refuses_a_bad_horizon_in_one_line(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         "alertd: rules[0].horizon: not a duration: '-1h' (use seconds, or 30s, 5m, 1h, 1d, 1w)"
     ]
+
+
+def sources(addresses: str, extra: str = "") -> str:
+    """A config of 40 accounts spread over ``addresses`` (a YAML list's items)."""
+    accounts = "".join(
+        f"  - {{name: acct{i}, exchange: hyperliquid, wallet_address: '0xabc'}}\n"
+        for i in range(40)
+    )
+    return f"version: 1\nfeeds:\n  source_addresses: [{addresses}]\naccounts:\n{accounts}{extra}"
+
+
+def test_source_addresses_are_ip_literals_listed_once() -> None:
+    found = problems(
+        sources(
+            "127.0.0.2, example.com, 127.0.0.2",
+            "  - {name: own, exchange: hyperliquid, wallet_address: '0xabc',"
+            " source_address: '::g'}\n",
+        )
+    )
+    assert found == [
+        "accounts[40].source_address: '::g' is not an IP address (an IPv4 or IPv6 literal "
+        "this machine owns)",
+        "feeds.source_addresses: 'example.com' is not an IP address (an IPv4 or IPv6 literal "
+        "this machine owns)",
+    ]
+    assert problems(sources("127.0.0.2, 127.0.0.2")) == [
+        "feeds.source_addresses: 127.0.0.2 is listed twice (item 1)"
+    ]
+    assert problems(sources("0.0.0.0")) == [
+        "feeds.source_addresses: 0.0.0.0 is not an address a connection can be sent from"
+    ]
+
+
+def test_an_account_keeps_its_source_address_whatever_happens_to_the_others() -> None:
+    addresses = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    config = parse_config(sources(", ".join(addresses)))
+    before = {a.name: source_address(a, config.feeds.source_addresses) for a in config.accounts}
+    # every address serves some of the 40
+    assert set(before.values()) == set(addresses)
+    # the others removed and the order of the list changed: each keeps its own
+    for account in config.accounts[::3]:
+        assert source_address(account, addresses[::-1]) == before[account.name]
+    # an address added takes accounts only for itself; the rest stay where they were
+    after = {a.name: source_address(a, [*addresses, "127.0.0.5"]) for a in config.accounts}
+    moved = {name for name in before if after[name] != before[name]}
+    assert moved and all(after[name] == "127.0.0.5" for name in moved)
+    # an address removed hands on only its own accounts
+    fewer = {a.name: source_address(a, addresses[1:]) for a in config.accounts}
+    assert all(fewer[n] == before[n] for n in before if before[n] != addresses[0])
+    # an account's own address wins over the list's
+    own = config.accounts[0].model_copy(update={"source_address": "127.0.0.9"})
+    assert source_address(own, addresses) == "127.0.0.9"
+    assert source_address(config.accounts[0], []) is None
+
+
+def test_check_refuses_an_address_the_machine_does_not_have(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    # 127.0.0.0/8 is all loopback on Linux; 192.0.2.0/24 is TEST-NET-1 (RFC 5737), no host's
+    path.write_text(sources("127.0.0.2, 192.0.2.1"))
+    for command in ("check", "run"):
+        result = alertd(command, "-c", str(path), env={"PATH": "/usr/bin:/bin"})
+        assert result.returncode == 2, (command, result.stderr)
+        assert result.stderr.strip() == (
+            "alertd: feeds.source_addresses[1]: 192.0.2.1 is not an address of this machine "
+            "(Cannot assign requested address): add it to an interface or remove it"
+        ), command
+        assert "Traceback" not in result.stderr
+    path.write_text(sources("127.0.0.2, 127.0.0.3"))
+    ok = alertd("check", "-c", str(path), env={"PATH": "/usr/bin:/bin"})
+    assert ok.returncode == 0, ok.stderr

@@ -16,7 +16,14 @@ from alertd.cli.common import (
     EXIT_OK,
     warn,
 )
-from alertd.config import ConfigError, config_warnings, expand_env, load_config, read_secrets
+from alertd.config import (
+    ConfigError,
+    config_warnings,
+    expand_env,
+    load_config,
+    read_secrets,
+    source_address_problems,
+)
 from alertd.delivery.routing import alertmanager_problem, deadman_receiver
 
 
@@ -77,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
             expand_env("${" + http.token_env + "}", "http.token_env")
         except ConfigError as exc:
             problems.extend(exc.problems)
+    problems += source_address_problems(config)
     if config.state_path.is_dir():
         problems.append(f"state_path: {config.state_path} is a directory, not a file")
     if problems:

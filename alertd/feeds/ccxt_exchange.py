@@ -42,7 +42,7 @@ from ccxt.async_support.base.throttler import Throttler
 
 import alertd.views.format as fmt
 from alertd.clock import Clock, Sleep
-from alertd.config import AccountConfig, FeedSettings, Secret
+from alertd.config import AccountConfig, FeedSettings, Secret, source_address
 from alertd.errors import AccountRefused
 from alertd.exchanges.registry import get_spec
 from alertd.exchanges.spec import Capabilities, Credential, IpBanAnswer
@@ -125,6 +125,24 @@ def _guarded_class(exchange_id: str) -> type:
 
         # the limits of the host it sends to (:meth:`IpBudget.adopt`); None: alone
         alertd_ip_budget: IpBudget | None = None
+        # alone (no shared pool), the address its own session's connections leave from
+        alertd_source_address: str | None = None
+
+        def open(self, *args: Any, **kwargs: Any) -> Any:
+            """ccxt's own session, bound to the source address where one is configured
+            (`alertd check --keys`, `alertd snapshot`: a key whitelisted for that address only
+            would be refused from another); ccxt still owns it and closes it."""
+            address = self.alertd_source_address
+            ccxt_self: Any = self  # ccxt's attributes, untyped
+            if address is not None and ccxt_self.own_session and ccxt_self.session is None:
+                if ccxt_self.ssl_context is None:
+                    ccxt_self.ssl_context = new_ssl_context()
+                connector = bound_connector(ccxt_self.ssl_context, address)
+                ccxt_self.tcp_connector = connector
+                ccxt_self.session = aiohttp.ClientSession(
+                    connector=connector, trust_env=ccxt_self.aiohttp_trust_env
+                )
+            return super().open(*args, **kwargs)
 
         async def throttle(self, cost: Any = None) -> Any:
             """ccxt's limiter, and the host's pause (a ban, a 429's Retry-After) before and
@@ -655,6 +673,26 @@ class IpBudget:
         exchange.throttler = self._throttler
 
 
+def bound_connector(
+    ssl_context: ssl.SSLContext, address: str | None, limit: int = 100
+) -> aiohttp.TCPConnector:
+    """An aiohttp connector as ccxt makes its own (dual stack, happy eyeballs), its connections
+    sent from ``address`` where one is given (None: the system's choice), and then only to
+    hosts of its family (an IPv4 source cannot reach an IPv6 address); ``limit``: its cap on
+    connections (aiohttp's default 100; 0: none)."""
+    family = socket.AF_UNSPEC
+    if address is not None:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    return aiohttp.TCPConnector(
+        ssl=ssl_context,
+        limit=limit,
+        enable_cleanup_closed=True,
+        family=family,
+        happy_eyeballs_delay=0,
+        local_addr=None if address is None else (address, 0),
+    )
+
+
 class SharedExchange:
     """What the accounts that reach one exchange the same way share; the feed manager owns it.
 
@@ -683,10 +721,19 @@ class SharedExchange:
         *,
         rest_concurrency: int,
         ip_budget: IpBudget,
+        source_address: str | None = None,
+        catalogue_of: SharedExchange | None = None,
     ) -> None:
+        """``source_address``: the machine's address its connections leave from (None: the
+        system's choice); ``catalogue_of``: the group of the same accounts on another source
+        address, whose market catalogue and public tables this one uses (one per exchange,
+        not per address: they are public, and the same from every IP)."""
         self.name = name
-        # the limits of its host, shared with the other groups that reach it
+        # the limits of its host from its source address, shared with the other groups that
+        # reach that host from there
         self.ip_budget = ip_budget
+        self.source_address = source_address
+        self._catalogue_of = catalogue_of
         self.ssl_context = ssl_context
         self._build_public = build_public
         self.rest_concurrency = rest_concurrency  # its REST slots
@@ -700,7 +747,7 @@ class SharedExchange:
         self._derived: dict[Hashable, Any] = {}
         # the exchange's public tables the adapters read (OKX's discount and borrowing tiers),
         # read once for every account, dropped at each market refresh
-        self.tables = PublicTables()
+        self.tables: PublicTables = PublicTables() if catalogue_of is None else catalogue_of.tables
         self.closed = False
 
     def session(self) -> aiohttp.ClientSession:
@@ -708,16 +755,15 @@ class SharedExchange:
         if self.closed:
             raise RuntimeError(f"{self.name}: shared resources already closed")
         if self._session is None:
-            connector = aiohttp.TCPConnector(
-                ssl=self.ssl_context,
-                # ccxt's own settings (dual stack, happy eyeballs), but no cap on connections:
-                # every account's websockets live in this pool (aiohttp's default cap of 100
-                # would leave the 101st stream waiting forever); REST is bounded by rest_slot
-                limit=0,
-                enable_cleanup_closed=True,
-                family=socket.AF_UNSPEC,
-                happy_eyeballs_delay=0,
-            )
+            # bound to the source address, every connection of the pool leaves from it: REST
+            # and websockets alike (ccxt.pro opens its websockets with the exchange object's
+            # session: ``watch``/``watch_multiple`` in ccxt/async_support/base/exchange.py pass
+            # ``self.session`` to ``client.connect``, which calls ``session.ws_connect``), and
+            # only to hosts of its own family (an IPv4 source cannot reach an IPv6 address)
+            # no cap on connections: every account's websockets live in this pool (aiohttp's
+            # default cap of 100 would leave the 101st stream waiting forever); REST is bounded
+            # by rest_slot
+            connector = bound_connector(self.ssl_context, self.source_address, limit=0)
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
@@ -727,6 +773,9 @@ class SharedExchange:
 
     async def share_markets(self, exchange: Any) -> None:
         """Give ``exchange`` the catalogue, loading it first if nobody has yet."""
+        if self._catalogue_of is not None:
+            await self._catalogue_of.share_markets(exchange)
+            return
         catalogue = self._catalogue
         if catalogue is not None and catalogue.markets and exchange.markets is catalogue.markets:
             return  # already given (the mark hub asks before every watch)
@@ -747,7 +796,11 @@ class SharedExchange:
         """Reload the catalogue (new listings, changed precisions) and re-point every client.
 
         A failure keeps the catalogue as it was; the next refresh tries again. The public
-        tables are dropped either way: the next account to need one reads it afresh."""
+        tables are dropped either way: the next account to need one reads it afresh. A group
+        on another source address has nothing of its own to refresh (its catalogue's group
+        re-points its clients)."""
+        if self._catalogue_of is not None:
+            return
         self.tables.clear()
         if self._catalogue is None or not self._catalogue.markets:
             return  # not loaded yet: the first account to bootstrap loads it
@@ -763,6 +816,8 @@ class SharedExchange:
 
     def derived(self, key: Hashable, build: Callable[[], T]) -> T:
         """What every account derives alike from the catalogue, built once per catalogue."""
+        if self._catalogue_of is not None:
+            return self._catalogue_of.derived(key, build)
         if key not in self._derived:
             self._derived[key] = build()
         value: T = self._derived[key]
@@ -902,6 +957,8 @@ def make_exchange(
     exchange.alertd_sink = sink
     if shared is not None:
         shared.adopt(exchange)
+    else:
+        exchange.alertd_source_address = source_address(account, settings.source_addresses)
     if account.sandbox:
         exchange.set_sandbox_mode(True)
     if account.urls:

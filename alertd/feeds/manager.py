@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from alertd.config import AccountConfig, Config, FeedSettings, Secret
+from alertd.config import AccountConfig, Config, FeedSettings, Secret, source_address
 from alertd.exchanges.registry import get_spec
 from alertd.feeds.books import Covers, OrderBooks
 from alertd.feeds.ccxt_exchange import (
@@ -152,6 +152,15 @@ def by_host(feeds: Iterable[AccountFeed]) -> list[list[AccountFeed]]:
     return list(hosts.values())
 
 
+def _accounts_of(host: Sequence[AccountFeed]) -> str:
+    """``Binance USDⓈ-M accounts``, ``... accounts from 127.0.0.2`` where the host's accounts
+    send from a source address of their own (each address paced on its own)."""
+    shared = host[0].shared
+    address = shared.source_address if shared is not None else None
+    where = f" from {address}" if address is not None else ""
+    return f"{host[0].spec.profile.name} accounts{where}"
+
+
 def _insurance_poll(hub: MarkHub, window_s: float) -> Callable[[], Awaitable[None]]:
     async def poll() -> None:
         await hub.refresh_insurance(window_s)
@@ -176,7 +185,10 @@ class FeedManager:
         self.options = options
         self.dynamics_span_s = dynamics_span_s  # the rules' longest price-dynamics window
         self.hubs: dict[str, MarkHub] = {}
+        # by how accounts reach the exchange and from which source address
         self.shared: dict[str, SharedExchange] = {}
+        # by how accounts reach the exchange: the group holding its market catalogue
+        self._first_shared: dict[str, SharedExchange] = {}
         self._ip_budgets: dict[str, IpBudget] = {}  # by exchange host: what one IP may send
         self.feeds: dict[str, AccountFeed] = {}
         self._ssl_context: ssl.SSLContext | None = None
@@ -218,43 +230,66 @@ class FeedManager:
             default=str,
         )
 
+    def _source_address(self, account: AccountConfig) -> str | None:
+        return source_address(account, self.config.feeds.source_addresses)
+
     def _shared_for(self, key: str, account: AccountConfig) -> SharedExchange:
-        if key not in self.shared:
+        """The group of accounts that reach the same exchange the same way from the same source
+        address: its own HTTP pool bound to that address and the address's per-IP limits; the
+        market catalogue is the first group's of the exchange (``catalogue_of``)."""
+        address = self._source_address(account)
+        full = json.dumps([key, address])
+        if full not in self.shared:
             if self._ssl_context is None:
                 self._ssl_context = new_ssl_context()
             settings = self.config.feeds
             factory = self.options.exchange_factory
+            first = self._first_shared.get(key)
 
             def catalogue_exchange(shared: SharedExchange, account: AccountConfig = account) -> Any:
                 return factory(account, {}, settings, None, shared)  # markets are public
 
-            self.shared[key] = SharedExchange(
-                f"{account.exchange} shared" + (f" #{len(self.shared)}" if self.shared else ""),
+            groups = list(self._first_shared)
+            index = groups.index(key) if key in groups else len(groups)
+            self.shared[full] = SharedExchange(
+                f"{account.exchange} shared"
+                + (f" #{index}" if index else "")
+                + (f" from {address}" if address is not None else ""),
                 catalogue_exchange,
                 self._ssl_context,
                 rest_concurrency=(
                     settings.rest_concurrency
                     or get_spec(account.exchange).capabilities.rest_concurrency
                 ),
-                ip_budget=self._ip_budget_for(account),
+                ip_budget=self._ip_budget_for(account, address),
+                source_address=address,
+                catalogue_of=first,
             )
-        return self.shared[key]
+            self._first_shared.setdefault(key, self.shared[full])
+        return self.shared[full]
 
-    def _ip_budget_for(self, account: AccountConfig) -> IpBudget:
-        """One per exchange host: accounts whose ccxt options differ (their own groups, with
-        their own catalogue and REST slots) still send from the one IP (review4: two groups
-        of Bybit accounts, each held within the IP's cap, together passed it). The same URLs
-        written in another key order are the same host (sorted: two budgets would send twice
-        the cap)."""
+    def _ip_budget_for(self, account: AccountConfig, address: str | None) -> IpBudget:
+        """One per exchange host and source address: accounts whose ccxt options differ
+        (their own groups, with their own catalogue and REST slots) still send from the one
+        IP (review4: two groups of Bybit accounts, each held within the IP's cap, together
+        passed it). The same URLs written in another key order are the same host (sorted: two
+        budgets would send twice the cap). Each source address is an IP of its own to the
+        exchange: its own weight budget, openings, bans."""
         host = json.dumps(
-            [account.exchange, account.sandbox, account.urls], sort_keys=True, default=str
+            [account.exchange, account.sandbox, account.urls, address], sort_keys=True, default=str
         )
         if host not in self._ip_budgets:
-            # named as the operator knows it: the exchange, numbered where it has more hosts
-            same = sum(b.host.split(" #")[0] == account.exchange for b in self._ip_budgets.values())
+            # named as the operator knows it: the exchange, numbered where it has more hosts,
+            # and the address it is reached from where one is configured
+            where = f" from {address}" if address is not None else ""
+            same = sum(
+                b.host.split(" #")[0].split(" from ")[0] == account.exchange
+                and b.host.endswith(where)
+                for b in self._ip_budgets.values()
+            )
             self._ip_budgets[host] = IpBudget.of(
                 get_spec(account.exchange).capabilities,
-                account.exchange + (f" #{same + 1}" if same else ""),
+                account.exchange + (f" #{same + 1}" if same else "") + where,
                 self.options.clock,
                 self.options.sleep,
                 self.options.wall_clock,
@@ -521,10 +556,10 @@ class FeedManager:
             return 0.0
         builtin = self.config.builtin_rules
         log.info(
-            "%d %s accounts go live at their per-IP budget's pace: all after at least %.0f s "
+            "%d %s go live at their per-IP budget's pace: all after at least %.0f s "
             "(%s); the health line counts the others not live meanwhile%s",
             len(host),
-            host[0].spec.profile.name,
+            _accounts_of(host),
             after_s,
             "; ".join(said for s, said in paces if s > 0),
             f", and feed-down fires for one still waiting builtin_rules.feed_down_after_s "
@@ -543,11 +578,11 @@ class FeedManager:
             return
         capabilities = host[0].spec.capabilities
         log.warning(
-            "%d %s accounts share one per-IP request budget (%d weight a minute): each is "
+            "%d %s share one per-IP request budget (%d weight a minute): each is "
             "reconciled every %.0f s, not every %g s (feeds.reconcile_interval_s); the "
             "streams keep them current meanwhile (docs/scaling.md: splitting accounts over IPs)",
             len(host),
-            host[0].spec.profile.name,
+            _accounts_of(host),
             capabilities.rest_weight_per_minute,
             interval,
             configured,
@@ -570,10 +605,10 @@ class FeedManager:
                 continue
             self._reconcile_intervals[i] = interval
             log.info(
-                "%d %s accounts: reconciled every %.0f s (was %.0f s), their modes' snapshots "
+                "%d %s: reconciled every %.0f s (was %.0f s), their modes' snapshots "
                 "and their stop-order reads counted in the per-IP budget",
                 len(host),
-                host[0].spec.profile.name,
+                _accounts_of(host),
                 interval,
                 before,
             )

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import enum
@@ -69,6 +70,12 @@ Num = str | int | float | Decimal
 P = ParamSpec("P")
 R = TypeVar("R")
 S = TypeVar("S", bound="FakeExchangeServer[Any, Any]")
+
+
+def peer(request: web.Request) -> str:
+    """The client address a request or handshake came from: what an exchange's per-IP limits
+    count by."""
+    return request.remote or LOOPBACK
 
 
 def now_ms() -> int:
@@ -383,6 +390,7 @@ class FakeExchangeServer(Generic[A, C]):
         # (monotonic time, method, path, query) of every REST request, when kept (benchmarks:
         # what a client spent on the exchange's request weight, and when)
         self.timed_requests: list[tuple[float, str, str, str]] | None = None
+        self.timed_peers: list[str] = []  # the client address of each of those, in order
         self.ws_connections: int = 0
         # the per-IP opening cap enforced (``cap_ws_openings``; None: every opening accepted),
         # the monotonic times of the openings accepted by remote address, and those refused
@@ -411,9 +419,14 @@ class FakeExchangeServer(Generic[A, C]):
         # order books by market id: bids best first, asks best first, (price, size) as text
         self._books: dict[str, BookSides] = {}
         self.book_requests: list[str] = []  # the market ids whose order book was asked for
-        # the IP ban (``ban_ip``): until when (epoch ms), and the REST requests it refused
-        self._ip_banned_until_ms: int | None = None
+        # the IP bans (``ban_ip``): until when (epoch ms) by client address (None: whatever
+        # the address), and the REST requests they refused
+        self._ip_bans: dict[str | None, int] = {}
         self.refused_while_banned: int = 0
+        # the REST requests by client address (the peer of the request: 127.0.0.2, 127.0.0.3,
+        # ... are other IPs to the server, as they are to an exchange), the per-IP limits'
+        # unit: a client sending from several addresses has each one's budget
+        self.rest_peers: collections.Counter[str] = collections.Counter()
 
     # ---- to be provided by an exchange ----------------------------------------------------------
 
@@ -684,9 +697,11 @@ class FakeExchangeServer(Generic[A, C]):
                 self.timed_requests.append(
                     (time.monotonic(), request.method, request.path, request.query_string)
                 )
+                self.timed_peers.append(peer(request))
+            self.rest_peers[peer(request)] += 1
             self._count_request(request)
-            until = self._ip_banned_until_ms
-            if until is not None and until > now_ms():
+            until = max(self._ip_bans.get(None, 0), self._ip_bans.get(peer(request), 0))
+            if until > now_ms():
                 self.refused_while_banned += 1
                 return self._ip_ban_response(until)
             failure = self._take_failure(request.path)
@@ -900,12 +915,13 @@ class FakeExchangeServer(Generic[A, C]):
         self._account(api_key).banned_until_ms = now_ms() + int(seconds * 1000)
 
     @scripted
-    def ban_ip(self, duration_s: float | None = None) -> None:
+    def ban_ip(self, duration_s: float | None = None, address: str | None = None) -> None:
         """Every REST request, whatever its key (public ones too), is refused as the exchange
         refuses a banned IP for ``duration_s`` (the exchange's usual ban by default): the ban
-        the exchange lifts by itself, of every account on the loopback address at once."""
+        the exchange lifts by itself, of every account sending from ``address`` at once (None:
+        from any address)."""
         seconds = self.BAN_DURATION_S if duration_s is None else duration_s
-        self._ip_banned_until_ms = now_ms() + int(seconds * 1000)
+        self._ip_bans[address] = now_ms() + int(seconds * 1000)
 
     @scripted
     def unban(self, api_key: str) -> None:
@@ -942,9 +958,8 @@ class FakeExchangeServer(Generic[A, C]):
 
     def _refuses_opening(self, request: web.Request) -> bool:
         """Whether this opening is over the per-IP cap; an accepted one is counted."""
-        remote = request.remote or LOOPBACK
         now = time.monotonic()
-        opened = self.ws_openings.setdefault(remote, [])
+        opened = self.ws_openings.setdefault(peer(request), [])
         if self.ws_openings_cap is not None:
             count, window_s = self.ws_openings_cap
             recent = sum(1 for at in reversed(opened[-count:]) if at > now - window_s)
@@ -1256,11 +1271,15 @@ async def _serve(
                 await task
         await fake.stop()
         if options.requests_out and fake.timed_requests is not None:
-            lines = (f"{t:.3f}\t{m}\t{p}\t{q}\n" for t, m, p, q in fake.timed_requests)
+            lines = (
+                f"{t:.3f}\t{m}\t{p}\t{q}\t{ip}\n"
+                for (t, m, p, q), ip in zip(fake.timed_requests, fake.timed_peers, strict=True)
+            )
             Path(options.requests_out).write_text("".join(lines))
         if options.openings_out:
-            opened = sorted(at for times in fake.ws_openings.values() for at in times)
-            text = "".join(f"{at:.3f}\n" for at in opened) + f"refused {fake.ws_refused}\n"
+            opened = sorted((at, ip) for ip, times in fake.ws_openings.items() for at in times)
+            text = "".join(f"{at:.3f}\t{ip}\n" for at, ip in opened)
+            text += f"refused {fake.ws_refused}\n"
             Path(options.openings_out).write_text(text)
     return 0
 

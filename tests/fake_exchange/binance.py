@@ -96,6 +96,7 @@ from tests.fake_exchange.base import (
     Reject,
     StopOrderSpec,
     now_ms,
+    peer,
     scripted,
 )
 from tests.fake_exchange.base import to_decimal as _dec
@@ -630,6 +631,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         # the request weight spent per API (fapi, papi) since reset_weight(), at Binance's
         # documented weights (REQUEST_WEIGHTS), and the paths sent that have none listed
         self.used_weight: dict[str, int] = dict.fromkeys(REQUEST_WEIGHTS, 0)
+        # the same by client address: Binance counts the weight per IP
+        self.used_weight_by_ip: dict[str, dict[str, int]] = {}
         self.unweighed: list[str] = []
         # conditional orders placed before the Algo Service (as_strategy_order): a portfolio
         # margin account's are listed by /papi/v1/um/conditional/openOrders, not the algo one
@@ -1115,13 +1118,19 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
     @scripted
     def reset_weight(self) -> None:
         self.used_weight = dict.fromkeys(REQUEST_WEIGHTS, 0)
+        self.used_weight_by_ip = {}
         self.unweighed = []
 
     def _count_request(self, request: web.Request) -> None:
         for api, weights in REQUEST_WEIGHTS.items():
             weight = weights.get(request.path)
             if weight is not None:
-                self.used_weight[api] += weight[0 if "symbol" in request.query else 1]
+                spent = weight[0 if "symbol" in request.query else 1]
+                self.used_weight[api] += spent
+                by_ip = self.used_weight_by_ip.setdefault(
+                    peer(request), dict.fromkeys(REQUEST_WEIGHTS, 0)
+                )
+                by_ip[api] += spent
                 return
         self.unweighed.append(request.path)
 

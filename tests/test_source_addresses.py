@@ -1,0 +1,194 @@
+"""Accounts spread over the machine's source addresses, each with per-IP limits of its own
+(issue 14: 1,000 accounts live in 30 s cannot be had from one IP within the exchanges' caps).
+
+The local exchanges count their per-IP limits by the client address of each request and
+handshake, and Linux routes all of 127.0.0.0/8 to the loopback interface: 127.0.0.2 and
+127.0.0.3 are two IPs to the local Binance, as two addresses of a VPS are to the real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from alertd.config import AccountConfig, Config, source_address
+from alertd.feeds.ccxt_exchange import make_exchange
+from alertd.feeds.manager import FeedManager, by_host
+from alertd.feeds.options import FeedOptions
+from tests.fake_exchange.binance import FakeBinanceUSDM
+from tests.support.aio import background, run
+from tests.support.fakes import started
+from tests.support.feeds import BTC, account_config, btc_long, fast_backoff, secrets
+from tests.support.poll import eventually
+from tests.test_shared_exchange import SETTINGS, Built, alerting_for, market_requests
+
+SOURCES = ["127.0.0.2", "127.0.0.3"]
+# no periodic run meanwhile: the tests send the reconciles themselves
+QUIET = SETTINGS.model_copy(
+    update={"reconcile_interval_s": 600, "listen_key_renew_interval_s": 600}
+)
+
+
+def offline(name: str, **extra: Any) -> AccountConfig:
+    """A Binance account the test only plans (nothing is sent)."""
+    return AccountConfig(
+        name=name, exchange="binanceusdm", api_key_env="K", secret_env="S", **extra
+    )
+
+
+def two_addresses(fake: Any, built: Built, **own: str) -> FeedManager:
+    """Accounts a (on 127.0.0.2) and b (on 127.0.0.3), each named to its address, long BTC."""
+    for name in ("a", "b"):
+        fake.add_account(f"key-{name}", f"secret-{name}", wallet_balance=100_000)
+        btc_long(fake, f"key-{name}")
+    accounts = [
+        account_config(name, "binanceusdm", fake, source_address=address)
+        for name, address in zip(("a", "b"), SOURCES, strict=True)
+    ]
+    keys = {name: secrets(f"key-{name}", f"secret-{name}") for name in ("a", "b")}
+    options = FeedOptions(exchange_factory=built, backoff=fast_backoff)
+    return FeedManager(Config(version=1, accounts=accounts, feeds=QUIET), keys, options)
+
+
+async def both_live(fake: Any, manager: FeedManager) -> None:
+    feeds = list(manager.feeds.values())
+    await eventually(
+        lambda: (
+            all(f.state.bootstrapped and f.state.connected for f in feeds)
+            and market_requests(fake, "/fapi/v1/openAlgoOrders") == len(feeds)
+        ),
+        what="both accounts live, resynced",
+        timeout_s=60,
+    )
+
+
+def test_each_address_sends_its_own_accounts_requests_and_websockets() -> None:
+    """Two accounts on two addresses: the local exchange sees each one's REST requests and
+    websocket handshakes come from its own address, none from the default 127.0.0.1; each
+    address has a weight budget of its own (its own limiter), and the market catalogue is
+    loaded once for both."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM()) as fake:
+            built = Built()
+            manager = two_addresses(fake, built)
+            async with background(manager.run()):
+                await both_live(fake, manager)
+                a, b = manager.feeds["a"], manager.feeds["b"]
+                assert set(fake.rest_peers) == set(SOURCES)
+                assert set(fake.ws_openings) == set(SOURCES)
+                # each account's own reads were weighed against its own address
+                weights = {ip: used["fapi"] for ip, used in fake.used_weight_by_ip.items()}
+                assert weights["127.0.0.3"] >= 12, weights  # b's bootstrap at least
+                before = dict(fake.rest_peers)
+                await b.reconcile()
+                assert fake.rest_peers["127.0.0.2"] == before["127.0.0.2"]
+                assert fake.rest_peers["127.0.0.3"] > before["127.0.0.3"]
+                # two IPs: two budgets, two limiters, one catalogue
+                assert a.shared is not None and b.shared is not None
+                assert a.shared.ip_budget is not b.shared.ip_budget
+                assert a.exchange.throttler is not b.exchange.throttler
+                assert a.exchange.markets is b.exchange.markets
+                assert market_requests(fake, "/fapi/v1/exchangeInfo") == 1
+                assert [s.ip_budget.host for s in manager.shared.values()] == [
+                    "binanceusdm from 127.0.0.2",
+                    "binanceusdm from 127.0.0.3",
+                ]
+
+    run(body(), timeout_s=120)
+
+
+def test_a_ban_of_one_address_holds_only_its_accounts() -> None:
+    """The local Binance bans 127.0.0.2 for 3 s: a, on it, meets the 418 and its host waits
+    for the ban's end; b, on 127.0.0.3, reconciles at once all the while. One message names
+    the banned address."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM()) as fake:
+            manager = two_addresses(fake, Built())
+            async with background(manager.run()):
+                await both_live(fake, manager)
+                a, b = manager.feeds["a"], manager.feeds["b"]
+                fake.ban_ip(3.0, address="127.0.0.2")
+                await a.reconcile()  # meets the ban
+                (ban,) = manager.ip_bans()
+                assert (ban.host, ban.status) == ("binanceusdm from 127.0.0.2", 418)
+                (told,) = alerting_for(manager.config).host_bans(manager.ip_bans())
+                assert told.title.startswith(
+                    "CRITICAL binanceusdm from 127.0.0.2: this IP is banned until "
+                )
+                loop = asyncio.get_running_loop()
+                began, sent = loop.time(), fake.rest_peers["127.0.0.3"]
+                await asyncio.wait_for(b.reconcile(), 10)
+                # b neither waited for a's ban nor met it
+                assert loop.time() - began < 2.0
+                assert fake.rest_peers["127.0.0.3"] > sent
+                assert fake.refused_while_banned == 1
+                assert b.host_ban() is None and a.host_ban() is not None
+                assert b.state.fatal is None and a.state.fatal is None
+
+    run(body(), timeout_s=120)
+
+
+def test_the_start_is_paced_per_address() -> None:
+    """360 Binance accounts spend 4,320 weight to go live: from one address past its
+    2,160 a minute (the second minute), from two (180 each, 2,160) all at once. Each address's
+    accounts are one host: their own pace, their own reconcile plan."""
+
+    def hosts(addresses: list[str]) -> list[tuple[float, int]]:
+        accounts = [offline(f"a{i}", source_address=address) for i, address in enumerate(addresses)]
+        config = Config(version=1, accounts=accounts, feeds=QUIET)
+        manager = FeedManager(config, {}, FeedOptions(exchange_factory=Built()))
+        return [
+            (FeedManager._rest_pace(host)[0], len(host)) for host in by_host(manager.feeds.values())
+        ]
+
+    assert hosts(["127.0.0.2"] * 360) == [(60.0, 360)]
+    assert hosts(["127.0.0.2", "127.0.0.3"] * 180) == [(0.0, 180), (0.0, 180)]
+
+
+def test_the_listed_addresses_spread_the_accounts() -> None:
+    """``feeds.source_addresses``: each account's feed sends from the address
+    :func:`source_address` gives it, one group per address used."""
+    accounts = [offline(f"acct{i}") for i in range(12)]
+    feeds = QUIET.model_copy(update={"source_addresses": [*SOURCES, "127.0.0.4"]})
+    config = Config(version=1, accounts=accounts, feeds=feeds)
+    manager = FeedManager(config, {}, FeedOptions(exchange_factory=Built()))
+    wanted = {a.name: source_address(a, feeds.source_addresses) for a in accounts}
+    got = {}
+    for name, feed in manager.feeds.items():
+        assert feed.shared is not None
+        got[name] = feed.shared.source_address
+    assert got == wanted
+    assert len(manager.shared) == len(set(wanted.values())) > 1
+
+
+def test_an_exchange_alone_sends_from_its_address_too() -> None:
+    """What `alertd check --keys`, `alertd snapshot` and `fetch-history` build (an exchange
+    object with no shared pool, ccxt's own session) sends from the account's address as the
+    daemon does: a key whitelisted for that address only is not refused from another. Its
+    own address, or the one ``feeds.source_addresses`` gives it; REST and websockets."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM()) as fake:
+            fake.set_mark(BTC, "60000")
+            own = account_config("a", "binanceusdm", fake, source_address="127.0.0.3")
+            listed = account_config("b", "binanceusdm", fake)
+            settings = QUIET.model_copy(update={"source_addresses": ["127.0.0.4"]})
+            for config, address in ((own, "127.0.0.3"), (listed, "127.0.0.4")):
+                exchange = make_exchange(config, {}, settings)
+                try:
+                    await exchange.fapiPublicGetTime()
+                    watch = asyncio.ensure_future(exchange.watch_mark_price(BTC))
+                    await eventually(
+                        lambda at=address: at in fake.ws_openings,
+                        what="a handshake",
+                    )
+                    watch.cancel()
+                finally:
+                    await exchange.close()
+                assert set(fake.rest_peers) <= {"127.0.0.3", "127.0.0.4"}
+                assert fake.rest_peers[address] >= 1
+            assert set(fake.ws_openings) == {"127.0.0.3", "127.0.0.4"}
+
+    run(body(), timeout_s=60)
