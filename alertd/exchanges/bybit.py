@@ -475,7 +475,7 @@ def gst_share(fills: list[Any]) -> Decimal | None:
             # the REST docs type it a string (their example: ""), the stream a list
             try:
                 extra = json.loads(extra) if extra.strip() else []
-            except ValueError:
+            except (ValueError, RecursionError):  # nested past the parser: no ValueError
                 raise FrameError(f"execution extraFees: not a list: {extra[:80]!r}") from None
         if not isinstance(extra, list):
             raise FrameError(f"execution extraFees: not a list: {extra!r:.80}")
