@@ -33,6 +33,7 @@ from alertd.engine.dynamics import (
     to_decimal,
     touch_probability,
 )
+from alertd.engine.fee_gap import most_left_out
 from alertd.engine.margin import AccountMetrics, compute
 from alertd.engine.model import Side
 from alertd.engine.orderbook import CloseCost, ForcedClose, OrderBook, close_cost, gap_shortfall
@@ -225,6 +226,13 @@ def _abs(value: Decimal | None) -> Decimal | None:
 
 def _flag(on: bool) -> Decimal:
     return Decimal(1 if on else 0)
+
+
+def _fee_gap(f: Figures) -> Decimal:
+    """:func:`~alertd.engine.fee_gap.most_left_out` of the account's fee gap, at its current
+    marks (two computes per pool, only for an account with a gap)."""
+    gap = f.feed.fee_gap
+    return Decimal(0) if gap is None else most_left_out(f.account.current().pool_accounts(), gap)
 
 
 def _ratio(of_account: Callable[[LiveAccount], Decimal]) -> Callable[[Figures], Decimal | None]:
@@ -1018,6 +1026,20 @@ METRICS: tuple[Metric, ...] = (
         "margin pool it does not compute, a missing tier table or price), else 0",
         Needs.FEED,
         lambda f: _flag(bool(f.feed.missing)),
+    ),
+    Metric(
+        "fee_gap",
+        A,
+        Unit.FRACTION,
+        "above",
+        "the largest share of a pool's maintenance margin that alertd's figures leave out for "
+        "a part of the fee rates no read could tell (Bybit: the GST an India-KYC account pays "
+        "on the fee to close, where neither its fills nor its key's KYC region tell it), at "
+        "the current marks; 0 where nothing is left out",
+        Needs.POOL,
+        _fee_gap,
+        title="maintenance margin up to {value} low: a fee rate unread",
+        resolved_title="fee rates read: maintenance margin complete",
     ),
     *_predictive_metrics(A),
     *_GUARD_ACCOUNT_METRICS,
