@@ -20,7 +20,7 @@ import ccxt
 import pytest
 
 from alertd.engine.model import Side
-from alertd.exchanges.bybit import GST_GAP, kyc_region
+from alertd.exchanges.bybit import GST_GAP, UNRATED_TAX_BY_REGION, kyc_region
 from alertd.feeds.adapter import FrameError
 from tests.fake_exchange.base import FakeExchangeServer
 from tests.fake_exchange.bybit import FakeBybit
@@ -440,3 +440,43 @@ async def test_a_hostile_key_info_answer_is_a_malformed_answer_not_the_end_of_th
     told = [r.getMessage() for r in caplog.records if "GST" in r.getMessage()]
     assert len(told) == 1 and "/v5/user/query-api" in told[0], told
     assert "Traceback" not in caplog.text
+
+
+# a kyc=ARE fill's VAT row (v5 enums, extraFees.feeType "VAT": "ARE VAT tax. Only for kyc=ARE
+# users"; subFeeType "ARE_VAT"), here at 5% of the 0.055% taker fee
+ARE_VAT = [{"feeCoin": "USDT", "feeType": "VAT", "subFeeType": "ARE_VAT", "feeRate": "0.0000275"}]
+
+
+# (how the fills answer, the fee rate alertd uses, the gap it shows)
+UAE_READS = {
+    "a fill with VAT": ({"extra_fees": ARE_VAT}, "0.0005775", None),
+    "no fill in 7 days": ({"listed": False}, "0.00055", UNRATED_TAX_BY_REGION["ARE"]),
+}
+
+
+@pytest.mark.parametrize(("fills", "rate", "gap"), UAE_READS.values(), ids=UAE_READS)
+@async_test(120)
+async def test_a_uae_account_s_vat_is_read_from_its_fill_else_unknown_and_shown(
+    fills: dict[str, Any], rate: str, gap: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """kyc=ARE: a fill carries its VAT beside the fee as an India-KYC account's carries its
+    GST, and the fee to close counts it (0.055% x 1.05; the old code read GST rows only).
+    Without a fill the tax is unknown and shown: Bybit taxes the fee ("VAT") at a rate it
+    does not document, so the region tells no rate (the gap at most the UAE's standard 5%),
+    never "no tax" as the old code read any region but India; told once."""
+    venue = VENUES["bybit"]
+    caplog.set_level(logging.WARNING)
+
+    def setup(w: World) -> None:
+        _bybit(w).set_kyc_region(venue.key, "ARE")
+        _bybit(w).script_fills(venue.key, **fills)
+
+    async with world(venue, setup=setup) as w:
+        state = w.feed.state
+        await w.until(lambda: state.fatal is not None or state.connected, "bootstrap")
+        await w.feed.reconcile()
+        assert state.fatal is None and state.fee_rates == {venue.btc: Decimal(rate)}
+        assert state.fee_gap == gap
+        assert _bybit(w).key_info_asked(venue.key) == (0 if gap is None else 1)
+    told = [r.getMessage() for r in caplog.records if "VAT" in r.getMessage()]
+    assert told == [] if gap is None else len(told) == 1 and "kycRegion ARE" in told[0], told

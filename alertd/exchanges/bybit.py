@@ -450,13 +450,22 @@ def position_stop(raw: dict[str, Any], symbol: str, side: Side) -> StopOrder | N
     return StopOrder(symbol, side, StopKind.STOP, trigger, price, None, "position stopLoss")
 
 
+# The ``extraFees`` rows that tax the trading fee by the account's KYC region (v5 enums,
+# extraFees.feeType): "GST" ("Indian GST tax. Only for kyc=Indian users", 2025-06-30) and
+# "VAT" ("ARE VAT tax. Only for kyc=ARE users", 2025-07-22). The enum's other taxes are of
+# other sites' spot orders (TAX, CFX: Indonesia; WHT: the EU), never a linear fill. Whether
+# Bybit's fee to close in MM holds the VAT as it holds the GST (a live position shows that:
+# :func:`gst_share`) no source tells: counted, the safe side (a higher MM alerts earlier).
+FEE_TAXES = frozenset({"GST", "VAT"})
+
+
 def gst_share(fills: list[Any]) -> Decimal | None:
-    """The GST on the account's trading fee, as a share of it, from its fills (Get Trade
-    History, newest first): the first trade (``execType`` "Trade": not a funding or delivery
-    row, whose ``feeRate`` is no trading fee) that paid a fee tells, its ``extraFees`` rows of
-    ``feeType`` "GST" ("Indian GST tax. Only for kyc=Indian users", v5 enums,
-    extraFees.feeType; added 2025-06-30) over its ``feeRate``; 0 where that fill paid none;
-    None where no fill paid a fee (no fill in the 7 days Bybit lists by default).
+    """The tax on the account's trading fee (India's GST, the UAE's VAT: ``FEE_TAXES``), as a
+    share of it, from its fills (Get Trade History, newest first): the first trade
+    (``execType`` "Trade": not a funding or delivery row, whose ``feeRate`` is no trading
+    fee) that paid a fee tells, its ``extraFees`` rows of those fee types over its
+    ``feeRate``; 0 where that fill paid none; None where no fill paid a fee (no fill in the 7
+    days Bybit lists by default).
 
     Bybit's fee to close in IM and MM holds that GST: a live cross SOLUSDT position of a
     GST-paying account (2025-10-02: 0.2 long at 233.02, 10x, mark 233.029) has
@@ -484,7 +493,7 @@ def gst_share(fills: list[Any]) -> Decimal | None:
                 (
                     dec(row.get("feeRate"), "extraFees feeRate")
                     for row in extra
-                    if isinstance(row, dict) and row.get("feeType") == "GST"
+                    if isinstance(row, dict) and row.get("feeType") in FEE_TAXES
                 ),
                 Decimal(0),
             )
@@ -515,11 +524,18 @@ def execution_rows(answer: Any) -> list[Any]:
 # exchanges ... Bybit users in India must also pay an additional 18% GST", derivatives
 # included (help centre, "FAQ — GST and TDS in India",
 # bybit.com/en/help-center/article/FAQ-Goods-and-Services-Tax-GST-in-India); the GST row of
-# a fill is "Only for kyc=Indian users" (v5 enums, extraFees.feeType). A kyc=ARE account's
-# "VAT" (same enum, 2025-07-22) has no rate Bybit documents, nor a frame showing its MM holds
-# it: not applied. Every other region pays no tax on the fee.
+# a fill is "Only for kyc=Indian users" (v5 enums, extraFees.feeType). Every region but those
+# below pays no tax on the fee.
 FEE_TAX_BY_REGION = {"IND": Decimal("0.18")}
 GST_GAP = FeeGap("the GST an India-KYC account pays", FEE_TAX_BY_REGION["IND"])
+# Regions Bybit taxes the fee of without documenting the rate: a kyc=ARE account pays "VAT"
+# (v5 enums, extraFees.feeType "ARE VAT tax. Only for kyc=ARE users"; no help-centre article
+# or payload gives its rate). Its fills tell it; without one the tax stays unknown and shown
+# (never "no tax"), at most the UAE's standard VAT rate, 5% (Federal Decree-Law No. 8 of 2017
+# on Value Added Tax, article 3), as the gap's "up to".
+UNRATED_TAX_BY_REGION = {
+    "ARE": FeeGap("the VAT a UAE-KYC account pays (rate not documented by Bybit)", Decimal("0.05"))
+}
 
 
 def kyc_region(answer: Any) -> str | None:
@@ -747,12 +763,13 @@ class BybitAdapter(ExchangeAdapter):
 
     @property
     def fee_tax_share(self) -> Decimal | None:
-        """The tax on the account's trading fee as a share of it: the GST share of its latest
+        """The tax on the account's trading fee as a share of it: the tax share of its latest
         linear fill (:func:`gst_share`) where one told; else its KYC region's documented tax
-        (FEE_TAX_BY_REGION, none elsewhere) where the region was read; None: unknown."""
+        (FEE_TAX_BY_REGION, none elsewhere) where the region was read; None: unknown (not
+        read, or a region taxed at a rate Bybit does not document: UNRATED_TAX_BY_REGION)."""
         if self.gst_share is not None:
             return self.gst_share
-        if self.kyc_region is not None:
+        if self.kyc_region is not None and self.kyc_region not in UNRATED_TAX_BY_REGION:
             return FEE_TAX_BY_REGION.get(self.kyc_region, Decimal(0))
         return None
 
@@ -788,9 +805,11 @@ class BybitAdapter(ExchangeAdapter):
             except (FrameError, ccxt.BaseError) as exc:
                 failed.append(exc)
                 untold.append(f"/v5/user/query-api: {describe(exc)}")
+        if self.gst_share is None and self.kyc_region in UNRATED_TAX_BY_REGION:
+            untold.append(f"kycRegion {self.kyc_region}: taxed at a rate Bybit does not document")
         if self.fee_tax_share is None:
             self._gst_unread = UnreadFee(
-                GST_GAP,
+                UNRATED_TAX_BY_REGION.get(self.kyc_region or "", GST_GAP),
                 "; ".join(untold),
                 malformed=any(isinstance(exc, FrameError) for exc in failed),
             )
