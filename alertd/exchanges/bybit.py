@@ -473,40 +473,49 @@ def gst_share(fills: list[Any]) -> Decimal | None:
     0.055% x 1.18, and the same account's fill at that moment has ``feeRate`` 0.00055 and an
     ``extraFees`` GST row at ``feeRate`` 0.000099 = 0.00055 x 0.18: the trading fee rate is
     without the tax, which comes beside it (tests/test_adapters_more.py)."""
+    told = paid_trade(fills)
+    if told is None:
+        return None
+    fill, rate = told
+    extra = fill.get("extraFees")
+    if isinstance(extra, str):
+        # the REST docs type it a string (their example: ""), the stream a list
+        try:
+            extra = json.loads(extra) if extra.strip() else []
+        except (ValueError, RecursionError):  # nested past the parser: no ValueError
+            raise FrameError(f"execution extraFees: not a list: {extra[:80]!r}") from None
+    if not isinstance(extra, list):
+        raise FrameError(f"execution extraFees: not a list: {extra!r:.80}")
+    try:
+        tax = sum(
+            (
+                dec(row.get("feeRate"), "extraFees feeRate")
+                for row in extra
+                if isinstance(row, dict) and row.get("feeType") in FEE_TAXES
+            ),
+            Decimal(0),
+        )
+        share = tax / rate
+    except ArithmeticError:  # decimal.Overflow: a GST or a fee rate past Decimal's range
+        raise FrameError(
+            f"execution extraFees: a GST share of a fee rate of {rate} past Decimal's range"
+        ) from None
+    if not 0 <= share <= 1:
+        # a tax on the fee is a share of it: a negative one or one above the fee itself
+        # is no GST (India's is 18%)
+        raise FrameError(f"execution extraFees: a GST rate of {tax} on a fee rate of {rate}")
+    return share
+
+
+def paid_trade(fills: list[Any]) -> tuple[dict[str, Any], Decimal] | None:
+    """The newest trade of ``fills`` that paid a fee (``execType`` "Trade", ``feeRate`` above
+    0) and its fee rate; None: none did."""
     for fill in fills:
         if not isinstance(fill, dict) or fill.get("execType") != "Trade":
             continue
         rate = dec_or_none(fill.get("feeRate"))
-        if rate is None or rate <= 0:
-            continue
-        extra = fill.get("extraFees")
-        if isinstance(extra, str):
-            # the REST docs type it a string (their example: ""), the stream a list
-            try:
-                extra = json.loads(extra) if extra.strip() else []
-            except (ValueError, RecursionError):  # nested past the parser: no ValueError
-                raise FrameError(f"execution extraFees: not a list: {extra[:80]!r}") from None
-        if not isinstance(extra, list):
-            raise FrameError(f"execution extraFees: not a list: {extra!r:.80}")
-        try:
-            tax = sum(
-                (
-                    dec(row.get("feeRate"), "extraFees feeRate")
-                    for row in extra
-                    if isinstance(row, dict) and row.get("feeType") in FEE_TAXES
-                ),
-                Decimal(0),
-            )
-            share = tax / rate
-        except ArithmeticError:  # decimal.Overflow: a GST or a fee rate past Decimal's range
-            raise FrameError(
-                f"execution extraFees: a GST share of a fee rate of {rate} past Decimal's range"
-            ) from None
-        if not 0 <= share <= 1:
-            # a tax on the fee is a share of it: a negative one or one above the fee itself
-            # is no GST (India's is 18%)
-            raise FrameError(f"execution extraFees: a GST rate of {tax} on a fee rate of {rate}")
-        return share
+        if rate is not None and rate > 0:
+            return fill, rate
     return None
 
 
@@ -590,6 +599,9 @@ class BybitAdapter(ExchangeAdapter):
         # they are asked again once the account holds another symbol (a trade), not at every
         # reconcile
         self.gst_share: Decimal | None = None
+        # the taker fill that told a tax (its market id and untaxed ``feeRate``): the fee-rate
+        # answer of its symbol shows whether Bybit's takerFeeRate holds the tax (fee_rates)
+        self._taxed_fill: tuple[str, Decimal] | None = None
         self._fills_asked_holding: frozenset[str] | None = None
         # the account's KYC region (:func:`kyc_region`), read once where no fill tells the
         # GST: the documented tax of its region stands in (FEE_TAX_BY_REGION); None: not read,
@@ -759,7 +771,22 @@ class BybitAdapter(ExchangeAdapter):
         if not share:
             return rates
         base = {s: PROFILE.default_fee_rate for s in wanted.values()}
+        if self._quotes_the_tax(by_id, share):
+            return {**{s: rate * (1 + share) for s, rate in base.items()}, **rates}
         return {s: rate * (1 + share) for s, rate in {**base, **rates}.items()}
+
+    def _quotes_the_tax(self, by_id: dict[str, Any], share: Decimal) -> bool:
+        """Whether this fee-rate answer's ``takerFeeRate`` holds the tax already: no source
+        says whether it does (docs/exchanges.md, "Fee rates"), so alertd adds the tax to it
+        (at worst counted twice: the safe side) unless the account's own answers show it:
+        the taker fill that told the tax has the untaxed rate as its ``feeRate`` (the tax
+        beside it in ``extraFees``), and the answer quotes that rate with the tax on it."""
+        if self._taxed_fill is None:
+            return False
+        market_id, untaxed = self._taxed_fill
+        row = by_id.get(market_id)
+        quoted = dec_or_none(row.get("takerFeeRate")) if isinstance(row, dict) else None
+        return quoted is not None and quoted != untaxed and quoted == untaxed * (1 + share)
 
     @property
     def fee_tax_share(self) -> Decimal | None:
@@ -791,7 +818,11 @@ class BybitAdapter(ExchangeAdapter):
         untold: list[str] = []  # why each read told nothing
         try:
             answer = await exchange.privateGetV5ExecutionList({"category": "linear", "limit": 20})
-            self.gst_share = gst_share(execution_rows(answer))
+            fills = execution_rows(answer)
+            self.gst_share = gst_share(fills)
+            told = paid_trade(fills) if self.gst_share else None
+            if told is not None and told[0].get("isMaker") is False:
+                self._taxed_fill = (str(told[0].get("symbol")), told[1])
             if self.gst_share is None:
                 untold.append("no fill in the 7 days Bybit lists")
         except (FrameError, ccxt.BaseError) as exc:
