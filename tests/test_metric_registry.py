@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 
 from alertd.engine.book import Book
-from alertd.engine.fee_gap import FeeGap, margin_left_out
+from alertd.engine.fee_gap import FeeGap, margin_left_out, pools_left_out
 from alertd.engine.margin import AccountMetrics, PositionMetrics, compute
 from alertd.engine.model import Account
 from alertd.rules.lifecycle import Kind, Notification
@@ -224,6 +224,20 @@ def test_a_fee_gap_is_the_share_of_the_mm_it_leaves_out_and_its_message_says_how
         f"{left.amount.quantize(D('0.01'), rounding='ROUND_CEILING')} USDT "
         f"({(left.share * 100).quantize(D('0.1'), rounding='ROUND_UP')}%) low"
     )
+
+
+@settings(max_examples=100, deadline=None)
+@given(accounts(hedge=True))
+def test_the_fee_gap_from_the_book_is_the_full_computation_s(account: Account) -> None:
+    """The ``fee_gap`` the rules read from the book's running figures (O(positions)) is the
+    largest pool share :func:`margin_left_out` gives from two full computes, on any account
+    (every exchange's fee term, isolated and cross, several pools), to Decimal's precision."""
+    book = Book()
+    book.set_account("a", account)
+    gap = FeeGap("a tax on the fee", D("0.18"))
+    (observed,) = observe("a", "x", book.live("a"), replace(FEED, fee_gap=gap), {"fee_gap"})
+    shares = [left.share or D(0) for _, left in pools_left_out(account.pool_accounts(), gap)]
+    assert abs(observed.metrics["fee_gap"] - max(shares, default=D(0))) <= D("1e-20")
 
 
 @pytest.mark.parametrize(

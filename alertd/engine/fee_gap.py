@@ -57,11 +57,3 @@ def pools_left_out(pools: Iterable[Account], gap: FeeGap) -> list[tuple[str, Mar
     """:func:`margin_left_out` of each pool that holds a position (each an account:
     ``Account.pool_accounts``), with the pool's settle currency."""
     return [(pool.settle, margin_left_out(pool, gap)) for pool in pools if pool.positions]
-
-
-def most_left_out(pools: Iterable[Account], gap: FeeGap) -> Decimal:
-    """The largest share of a pool's maintenance margin that ``gap`` leaves out (0: none, or
-    no position held)."""
-    return max(
-        (left.share or Decimal(0) for _, left in pools_left_out(pools, gap)), default=Decimal(0)
-    )

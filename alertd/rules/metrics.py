@@ -33,7 +33,6 @@ from alertd.engine.dynamics import (
     to_decimal,
     touch_probability,
 )
-from alertd.engine.fee_gap import most_left_out
 from alertd.engine.margin import AccountMetrics, compute
 from alertd.engine.model import Side
 from alertd.engine.orderbook import CloseCost, ForcedClose, OrderBook, close_cost, gap_shortfall
@@ -229,10 +228,28 @@ def _flag(on: bool) -> Decimal:
 
 
 def _fee_gap(f: Figures) -> Decimal:
-    """:func:`~alertd.engine.fee_gap.most_left_out` of the account's fee gap, at its current
-    marks (two computes per pool, only for an account with a gap)."""
+    """:func:`~alertd.engine.fee_gap.most_left_out` of the account's fee gap at its current
+    marks, from the book's running figures: a position's requirement is linear in its fee
+    rate, so raising the rate by the gap's share adds that share of its fee terms (the fee
+    to close, fixed per position; a fee in the maintenance rate, at the mark or, where the
+    requirement is valued at entry, at the entry). O(positions): two full computes per pool
+    cost 100x an evaluation without it (1 ms against 10 us CPU, 5 positions)."""
     gap = f.feed.fee_gap
-    return Decimal(0) if gap is None else most_left_out(f.account.current().pool_accounts(), gap)
+    if gap is None:
+        return Decimal(0)
+    live = f.account
+    pools: dict[str, tuple[Decimal, Decimal]] = {}  # per pool (Account.pool_accounts): fees, MM
+    settle = live.account.settle
+    for lp in live.positions:
+        leg = lp.leg
+        u = leg.entry_u if leg.fixed_mm is not None else lp.u
+        pool = "" if lp.position.pool in (None, settle) else str(lp.position.pool)
+        fees, mm = pools.get(pool, (Decimal(0), Decimal(0)))
+        pools[pool] = (
+            fees + leg.quantity * (leg.close_fee + u * leg.fee_rate),
+            mm + lp.mm,
+        )
+    return max((gap.share * fees / mm for fees, mm in pools.values() if mm), default=Decimal(0))
 
 
 def _ratio(of_account: Callable[[LiveAccount], Decimal]) -> Callable[[Figures], Decimal | None]:
