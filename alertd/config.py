@@ -632,6 +632,9 @@ class BuiltinRules(_Model):
     # incomplete_data_for: the account's figures are missing, never silently
     incomplete_data: bool = True
     incomplete_data_for: Duration = 30.0
+    # a part of the fee rates in the requirement no read could tell (Bybit: the GST an
+    # India-KYC account pays on the fee to close): alertd's maintenance margin is low by it
+    fee_gap: bool = True
     margin_call: bool = True  # Binance MARGIN_CALL, OKX liquidation-warning pushes
     stops: StopRules = StopRules()
     # --- the guide's defences: leverage, concentration, ADL (docs/rules.md) ---

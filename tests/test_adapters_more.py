@@ -1864,3 +1864,27 @@ def test_a_bybit_usdt_dust_row_does_not_skew_every_price_over_it() -> None:
     (usdc,) = unified_margin_assets(rows, ratios, "USDT", ("USDC",), held={"USDC"})
     assert usdc.terms is not None
     assert usdc.terms.rates == ConversionRates(D("0.9999"), D("0.9999"))
+
+
+@pytest.mark.parametrize(
+    ("quoted", "rate"),
+    [("0.00055", "0.000649"), ("0.000649", "0.000649"), ("0.0004", "0.000472")],
+    ids=["untaxed: taxed by alertd", "taxed already: not twice", "another rate: taxed"],
+)
+def test_bybit_s_fee_rate_answer_holding_the_tax_is_not_taxed_twice(quoted: str, rate: str) -> None:
+    """No source says whether ``takerFeeRate`` holds the GST (docs/exchanges.md, "Fee rates"):
+    alertd adds the tax (at worst twice: the safe side) unless the account's own answers show
+    it there: its taker fill's ``feeRate`` is the untaxed rate (the recorded kyc=IND fill,
+    0.00055, the GST beside it) and the answer quotes that rate x 1.18 for the fill's symbol:
+    then the answer's rates stand as quoted (the old code made 0.00076582 of 0.000649). A
+    rate that is neither (a VIP level since) is taxed as ever; the base rate of a symbol the
+    answer leaves out, untaxed, is taxed either way."""
+    fill = {**BYBIT_GST_FILL, "symbol": "ETHUSDT"}
+    fee_row = {"symbol": "ETHUSDT", "takerFeeRate": quoted, "makerFeeRate": "0.0002"}
+    exchange = FeeStandIn([fee_row], {}, bybit_fills=[fill])
+    rates = run(BybitAdapter().fetch_fee_rates(exchange, ["ETH/USDT:USDT", "BTC/USDT:USDT"]))
+    assert rates == {"ETH/USDT:USDT": D(rate), "BTC/USDT:USDT": D("0.000649")}
+    # a maker fill's feeRate is the maker rate: it tells nothing of takerFeeRate
+    exchange = FeeStandIn([fee_row], {}, bybit_fills=[{**fill, "isMaker": True}])
+    rates = run(BybitAdapter().fetch_fee_rates(exchange, ["ETH/USDT:USDT"]))
+    assert rates == {"ETH/USDT:USDT": D(quoted) * D("1.18")}

@@ -20,7 +20,7 @@ import ccxt
 import pytest
 
 from alertd.engine.model import Side
-from alertd.exchanges.bybit import GST_GAP, kyc_region
+from alertd.exchanges.bybit import GST_GAP, UNRATED_TAX_BY_REGION, kyc_region
 from alertd.feeds.adapter import FrameError
 from tests.fake_exchange.base import FakeExchangeServer
 from tests.fake_exchange.bybit import FakeBybit
@@ -179,6 +179,9 @@ UNREADABLE_FILLS = {
     "extraFees an object": {"extra_fees": {}},
     "GST above the fee": {"extra_fees": [{"feeType": "GST", "feeRate": "5"}]},
     "GST overflowing": {"extra_fees": [{"feeType": "GST", "feeRate": "1e999999"}]},
+    # a string of JSON (as the REST docs type it) nested past Python's parser: its
+    # RecursionError is no ValueError, and escaped the read
+    "extraFees nested past the parser": {"extra_fees": "[" * 100_000 + "]" * 100_000},
 }
 
 
@@ -395,3 +398,85 @@ async def test_a_reconcile_failed_at_the_stops_keeps_the_gap_with_the_rates_it_w
         await w.feed.resync()
         assert state.fee_gap is None
         assert state.fee_rates == {venue.btc: Decimal("0.000649")}
+
+
+# "Get API Key Information" answers alertd cannot read, served as the HTTP 200 body (the fake's
+# ``script_key_info(body=...)``): none of them is a ccxt error or a region
+HOSTILE_KEY_INFO = {
+    "kycRegion a number": '{"retCode":0,"retMsg":"OK","result":{"kycRegion":356}}',
+    "kycRegion a list": '{"retCode":0,"retMsg":"OK","result":{"kycRegion":["IND"]}}',
+    "result a list": '{"retCode":0,"retMsg":"OK","result":[{"kycRegion":"IND"}]}',
+    "the JSON a list": '[{"retCode":0,"result":{"kycRegion":"IND"}}]',
+    "the JSON a string": '"IND"',
+    "the JSON null": "null",
+    "the JSON a number": "0",
+    "nested past the parser's depth": "[" * 100_000 + "]" * 100_000,
+    "not JSON": "<html>bad gateway</html>",
+}
+
+
+@pytest.mark.parametrize("body", list(HOSTILE_KEY_INFO.values()), ids=list(HOSTILE_KEY_INFO))
+@async_test(120)
+async def test_a_hostile_key_info_answer_is_a_malformed_answer_not_the_end_of_the_account(
+    body: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No fill in Bybit's 7 days, and a ``/v5/user/query-api`` answer that is no answer: logged
+    once as malformed and skipped, the gap shown, the account live at Bybit's rate without the
+    GST. An exception that was not a ccxt error (a list where ccxt's error check reads a dict,
+    a JSON nested past Python's recursion limit) escaped the read and failed the bootstrap."""
+    venue = VENUES["bybit"]
+    caplog.set_level(logging.WARNING)
+
+    def setup(w: World) -> None:
+        _bybit(w).set_gst(venue.key, GST)
+        _bybit(w).script_fills(venue.key, listed=False)
+        _bybit(w).script_key_info(venue.key, body=body)
+
+    async with world(venue, setup=setup) as w:
+        await _bootstraps_without_the_gst(w)
+        await w.feed.reconcile()
+        assert w.feed.state.fatal is None and w.feed.state.connected
+        assert w.feed.state.fee_gap == GST_GAP and _bybit(w).key_info_asked(venue.key) == 1
+    told = [r.getMessage() for r in caplog.records if "GST" in r.getMessage()]
+    assert len(told) == 1 and "/v5/user/query-api" in told[0], told
+    assert "Traceback" not in caplog.text
+
+
+# a kyc=ARE fill's VAT row (v5 enums, extraFees.feeType "VAT": "ARE VAT tax. Only for kyc=ARE
+# users"; subFeeType "ARE_VAT"), here at 5% of the 0.055% taker fee
+ARE_VAT = [{"feeCoin": "USDT", "feeType": "VAT", "subFeeType": "ARE_VAT", "feeRate": "0.0000275"}]
+
+
+# (how the fills answer, the fee rate alertd uses, the gap it shows)
+UAE_READS = {
+    "a fill with VAT": ({"extra_fees": ARE_VAT}, "0.0005775", None),
+    "no fill in 7 days": ({"listed": False}, "0.00055", UNRATED_TAX_BY_REGION["ARE"]),
+}
+
+
+@pytest.mark.parametrize(("fills", "rate", "gap"), UAE_READS.values(), ids=UAE_READS)
+@async_test(120)
+async def test_a_uae_account_s_vat_is_read_from_its_fill_else_unknown_and_shown(
+    fills: dict[str, Any], rate: str, gap: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """kyc=ARE: a fill carries its VAT beside the fee as an India-KYC account's carries its
+    GST, and the fee to close counts it (0.055% x 1.05; the old code read GST rows only).
+    Without a fill the tax is unknown and shown: Bybit taxes the fee ("VAT") at a rate it
+    does not document, so the region tells no rate (the gap at most the UAE's standard 5%),
+    never "no tax" as the old code read any region but India; told once."""
+    venue = VENUES["bybit"]
+    caplog.set_level(logging.WARNING)
+
+    def setup(w: World) -> None:
+        _bybit(w).set_kyc_region(venue.key, "ARE")
+        _bybit(w).script_fills(venue.key, **fills)
+
+    async with world(venue, setup=setup) as w:
+        state = w.feed.state
+        await w.until(lambda: state.fatal is not None or state.connected, "bootstrap")
+        await w.feed.reconcile()
+        assert state.fatal is None and state.fee_rates == {venue.btc: Decimal(rate)}
+        assert state.fee_gap == gap
+        assert _bybit(w).key_info_asked(venue.key) == (0 if gap is None else 1)
+    told = [r.getMessage() for r in caplog.records if "VAT" in r.getMessage()]
+    assert told == [] if gap is None else len(told) == 1 and "kycRegion ARE" in told[0], told

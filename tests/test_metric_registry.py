@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -10,10 +11,11 @@ import pytest
 from hypothesis import given, settings
 
 from alertd.engine.book import Book
+from alertd.engine.fee_gap import FeeGap, margin_left_out, pools_left_out
 from alertd.engine.margin import AccountMetrics, PositionMetrics, compute
 from alertd.engine.model import Account
 from alertd.rules.lifecycle import Kind, Notification
-from alertd.rules.messages import fmt_metric
+from alertd.rules.messages import fmt_metric, render
 from alertd.rules.metrics import (
     ACCOUNT_METRICS,
     METRICS,
@@ -94,6 +96,7 @@ def _expected_account(m: AccountMetrics) -> dict[str, Decimal | None]:
         "ratio_drift": None,
         "mode_not_computed": D(0),
         "incomplete_data": D(0),
+        "fee_gap": D(0),  # FEED has no fee gap
         "concentration": m.concentration,
         "margin_concentration": m.margin_concentration,
     }
@@ -194,6 +197,47 @@ def test_a_sent_notification_carries_the_full_figures() -> None:
     assert metrics == compute(one, D("0.5"))
     assert full[1].context.position == metrics.positions[0]
     assert full[1].context.metrics is metrics  # computed once per account
+
+
+def test_a_fee_gap_is_the_share_of_the_mm_it_leaves_out_and_its_message_says_how_much() -> None:
+    """``fee_gap``: 0 without a gap; with one, the share of alertd's maintenance margin that
+    the fee rates raised by the gap add (margin_left_out), at the book's marks. The fee-gap
+    warning's message names what is missing and the MM left out, rounded up."""
+    btc = _btc_long()
+    one = replace(btc, positions=(replace(btc.positions[0], fee_rate=D("0.00055")),))
+    book = Book()
+    book.set_account("a", one)
+    gap = FeeGap("a tax on the fee", D("0.18"))
+    assert observe("a", "bybit", book.live("a"), FEED, {"fee_gap"})[0].metrics == {"fee_gap": D(0)}
+    taxed = replace(FEED, fee_gap=gap)
+    (observed,) = observe("a", "bybit", book.live("a"), taxed, {"fee_gap"})
+    left = margin_left_out(one, gap)
+    assert left.share is not None and observed.metrics == {"fee_gap": left.share}
+    rule = _rule("fee_gap", Scope.ACCOUNT)
+    note = Notification(Kind.FIRING, rule, observed.subject, 1.0, 1.0, left.share, observed.context)
+    (full,) = with_full_metrics([note])
+    message = render(full)
+    # the fee to close at 0.055%, 18% of it left out: rounded up, as status shows it
+    assert message.title == "WARNING a: maintenance margin low, a fee rate unread"
+    assert message.body.splitlines()[0] == (
+        "fee to close without a tax on the fee (18% on the fee): maintenance margin up to "
+        f"{left.amount.quantize(D('0.01'), rounding='ROUND_CEILING')} USDT "
+        f"({(left.share * 100).quantize(D('0.1'), rounding='ROUND_UP')}%) low"
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(accounts(hedge=True))
+def test_the_fee_gap_from_the_book_is_the_full_computation_s(account: Account) -> None:
+    """The ``fee_gap`` the rules read from the book's running figures (O(positions)) is the
+    largest pool share :func:`margin_left_out` gives from two full computes, on any account
+    (every exchange's fee term, isolated and cross, several pools), to Decimal's precision."""
+    book = Book()
+    book.set_account("a", account)
+    gap = FeeGap("a tax on the fee", D("0.18"))
+    (observed,) = observe("a", "x", book.live("a"), replace(FEED, fee_gap=gap), {"fee_gap"})
+    shares = [left.share or D(0) for _, left in pools_left_out(account.pool_accounts(), gap)]
+    assert abs(observed.metrics["fee_gap"] - max(shares, default=D(0))) <= D("1e-20")
 
 
 @pytest.mark.parametrize(

@@ -462,7 +462,7 @@ def test_the_fee_gap_line_is_kept_while_nothing_moves_and_follows_the_marks(
     from alertd.exchanges.bybit import GST_GAP
     from alertd.feeds.feed import Change
     from alertd.feeds.state import AccountMode, ModeReading
-    from alertd.views.report import fee_gap_line
+    from alertd.views.format import fee_gap_line
     from tests.support.clock import ManualClock
     from tests.test_mark_fanout import SYMBOLS, fill, start
 

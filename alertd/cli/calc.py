@@ -21,7 +21,8 @@ from alertd.engine.margin import compute
 from alertd.errors import InputError
 from alertd.rules.messages import book_notes
 from alertd.snapshot.format import load_book, load_snapshot
-from alertd.views.report import fee_gap_json, fee_gap_line, metrics_json, render
+from alertd.views.format import fee_gap_line
+from alertd.views.report import fee_gap_json, metrics_json, render
 
 NEEDS_CONFIG = False
 JSON_HELP = "print the result as JSON"

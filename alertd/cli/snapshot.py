@@ -23,7 +23,8 @@ from alertd.engine.margin import compute
 from alertd.errors import InputError
 from alertd.feeds.state import Coverage
 from alertd.snapshot.format import account_to_json
-from alertd.views.report import fee_gap_line, render, render_comparison
+from alertd.views.format import fee_gap_line
+from alertd.views.report import render, render_comparison
 
 if TYPE_CHECKING:
     from alertd.snapshot.live import LiveSnapshot

@@ -143,6 +143,7 @@ def builtin_rules(config: Config) -> list[Rule]:
             b.incomplete_data,
             _builtin("incomplete-data", "incomplete_data", above=ZERO, for_s=b.incomplete_data_for),
         ),
+        (b.fee_gap, _builtin("fee-gap", "fee_gap", above=ZERO)),
         *((True, rule) for rule in stop_rules(b.stops)),
         (
             b.leverage,
@@ -387,6 +388,7 @@ class Alerting:
             ratio_pool=feed.ratio_pool if ratios is not None else None,
             ratio_rounding=Decimal(0) if ratios is None else rounding(ratios[1]),
             missing=missing if watched else (),
+            fee_gap=state.shown_fee_gap if watched else None,
             insurance_drops=self._insurance_drops(feed),
             # the stop and liquidation-distance rules read them where alertd has no figures
             positions=state.exchange_ratio_positions() if stands_in else (),

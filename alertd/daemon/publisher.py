@@ -49,7 +49,7 @@ from alertd.feeds.feed import AccountFeed
 from alertd.feeds.state import Coverage
 from alertd.rules.metrics import QUIET, pool_values, published_values
 from alertd.rules.model import FeedStatus
-from alertd.views.report import fee_gap_line
+from alertd.views.format import fee_gap_line
 
 
 class Publisher:
@@ -208,6 +208,7 @@ class Publisher:
             *(fund.latest for fund in feed.hub.insurance.values()),
             *(coin.price for coin in live.coins),
             *(books.get(lp.symbol) for lp in live.positions),
+            state.shown_fee_gap,  # the fee_gap gauge's: read at a reconcile
         )
         kept = self._kept.get(name)
         if kept is not None and kept.live is live and kept.marks == marks:
@@ -230,6 +231,7 @@ class Publisher:
             Decimal(0),
             state.fatal,
             insurance_drops=insurance_drops(feed, self.alerting.insurance_window_s),
+            fee_gap=state.shown_fee_gap,
         )
         result = figures(live, False, books, feed.hub.dynamics or None, status)
         if crash is not None:

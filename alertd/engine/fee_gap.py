@@ -4,6 +4,7 @@ close, when neither its fills nor its key's KYC region say whether it pays it)."
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
@@ -50,3 +51,9 @@ def margin_left_out(account: Account, gap: FeeGap) -> MarginLeftOut:
         for a in (account, raised)
     )
     return MarginLeftOut(theirs - ours, (theirs - ours) / ours if ours else None)
+
+
+def pools_left_out(pools: Iterable[Account], gap: FeeGap) -> list[tuple[str, MarginLeftOut]]:
+    """:func:`margin_left_out` of each pool that holds a position (each an account:
+    ``Account.pool_accounts``), with the pool's settle currency."""
+    return [(pool.settle, margin_left_out(pool, gap)) for pool in pools if pool.positions]

@@ -450,13 +450,22 @@ def position_stop(raw: dict[str, Any], symbol: str, side: Side) -> StopOrder | N
     return StopOrder(symbol, side, StopKind.STOP, trigger, price, None, "position stopLoss")
 
 
+# The ``extraFees`` rows that tax the trading fee by the account's KYC region (v5 enums,
+# extraFees.feeType): "GST" ("Indian GST tax. Only for kyc=Indian users", 2025-06-30) and
+# "VAT" ("ARE VAT tax. Only for kyc=ARE users", 2025-07-22). The enum's other taxes are of
+# other sites' spot orders (TAX, CFX: Indonesia; WHT: the EU), never a linear fill. Whether
+# Bybit's fee to close in MM holds the VAT as it holds the GST (a live position shows that:
+# :func:`gst_share`) no source tells: counted, the safe side (a higher MM alerts earlier).
+FEE_TAXES = frozenset({"GST", "VAT"})
+
+
 def gst_share(fills: list[Any]) -> Decimal | None:
-    """The GST on the account's trading fee, as a share of it, from its fills (Get Trade
-    History, newest first): the first trade (``execType`` "Trade": not a funding or delivery
-    row, whose ``feeRate`` is no trading fee) that paid a fee tells, its ``extraFees`` rows of
-    ``feeType`` "GST" ("Indian GST tax. Only for kyc=Indian users", v5 enums,
-    extraFees.feeType; added 2025-06-30) over its ``feeRate``; 0 where that fill paid none;
-    None where no fill paid a fee (no fill in the 7 days Bybit lists by default).
+    """The tax on the account's trading fee (India's GST, the UAE's VAT: ``FEE_TAXES``), as a
+    share of it, from its fills (Get Trade History, newest first): the first trade
+    (``execType`` "Trade": not a funding or delivery row, whose ``feeRate`` is no trading
+    fee) that paid a fee tells, its ``extraFees`` rows of those fee types over its
+    ``feeRate``; 0 where that fill paid none; None where no fill paid a fee (no fill in the 7
+    days Bybit lists by default).
 
     Bybit's fee to close in IM and MM holds that GST: a live cross SOLUSDT position of a
     GST-paying account (2025-10-02: 0.2 long at 233.02, 10x, mark 233.029) has
@@ -464,40 +473,49 @@ def gst_share(fills: list[Any]) -> Decimal | None:
     0.055% x 1.18, and the same account's fill at that moment has ``feeRate`` 0.00055 and an
     ``extraFees`` GST row at ``feeRate`` 0.000099 = 0.00055 x 0.18: the trading fee rate is
     without the tax, which comes beside it (tests/test_adapters_more.py)."""
+    told = paid_trade(fills)
+    if told is None:
+        return None
+    fill, rate = told
+    extra = fill.get("extraFees")
+    if isinstance(extra, str):
+        # the REST docs type it a string (their example: ""), the stream a list
+        try:
+            extra = json.loads(extra) if extra.strip() else []
+        except (ValueError, RecursionError):  # nested past the parser: no ValueError
+            raise FrameError(f"execution extraFees: not a list: {extra[:80]!r}") from None
+    if not isinstance(extra, list):
+        raise FrameError(f"execution extraFees: not a list: {extra!r:.80}")
+    try:
+        tax = sum(
+            (
+                dec(row.get("feeRate"), "extraFees feeRate")
+                for row in extra
+                if isinstance(row, dict) and row.get("feeType") in FEE_TAXES
+            ),
+            Decimal(0),
+        )
+        share = tax / rate
+    except ArithmeticError:  # decimal.Overflow: a GST or a fee rate past Decimal's range
+        raise FrameError(
+            f"execution extraFees: a GST share of a fee rate of {rate} past Decimal's range"
+        ) from None
+    if not 0 <= share <= 1:
+        # a tax on the fee is a share of it: a negative one or one above the fee itself
+        # is no GST (India's is 18%)
+        raise FrameError(f"execution extraFees: a GST rate of {tax} on a fee rate of {rate}")
+    return share
+
+
+def paid_trade(fills: list[Any]) -> tuple[dict[str, Any], Decimal] | None:
+    """The newest trade of ``fills`` that paid a fee (``execType`` "Trade", ``feeRate`` above
+    0) and its fee rate; None: none did."""
     for fill in fills:
         if not isinstance(fill, dict) or fill.get("execType") != "Trade":
             continue
         rate = dec_or_none(fill.get("feeRate"))
-        if rate is None or rate <= 0:
-            continue
-        extra = fill.get("extraFees")
-        if isinstance(extra, str):
-            # the REST docs type it a string (their example: ""), the stream a list
-            try:
-                extra = json.loads(extra) if extra.strip() else []
-            except ValueError:
-                raise FrameError(f"execution extraFees: not a list: {extra[:80]!r}") from None
-        if not isinstance(extra, list):
-            raise FrameError(f"execution extraFees: not a list: {extra!r:.80}")
-        try:
-            tax = sum(
-                (
-                    dec(row.get("feeRate"), "extraFees feeRate")
-                    for row in extra
-                    if isinstance(row, dict) and row.get("feeType") == "GST"
-                ),
-                Decimal(0),
-            )
-            share = tax / rate
-        except ArithmeticError:  # decimal.Overflow: a GST or a fee rate past Decimal's range
-            raise FrameError(
-                f"execution extraFees: a GST share of a fee rate of {rate} past Decimal's range"
-            ) from None
-        if not 0 <= share <= 1:
-            # a tax on the fee is a share of it: a negative one or one above the fee itself
-            # is no GST (India's is 18%)
-            raise FrameError(f"execution extraFees: a GST rate of {tax} on a fee rate of {rate}")
-        return share
+        if rate is not None and rate > 0:
+            return fill, rate
     return None
 
 
@@ -515,11 +533,18 @@ def execution_rows(answer: Any) -> list[Any]:
 # exchanges ... Bybit users in India must also pay an additional 18% GST", derivatives
 # included (help centre, "FAQ — GST and TDS in India",
 # bybit.com/en/help-center/article/FAQ-Goods-and-Services-Tax-GST-in-India); the GST row of
-# a fill is "Only for kyc=Indian users" (v5 enums, extraFees.feeType). A kyc=ARE account's
-# "VAT" (same enum, 2025-07-22) has no rate Bybit documents, nor a frame showing its MM holds
-# it: not applied. Every other region pays no tax on the fee.
+# a fill is "Only for kyc=Indian users" (v5 enums, extraFees.feeType). Every region but those
+# below pays no tax on the fee.
 FEE_TAX_BY_REGION = {"IND": Decimal("0.18")}
 GST_GAP = FeeGap("the GST an India-KYC account pays", FEE_TAX_BY_REGION["IND"])
+# Regions Bybit taxes the fee of without documenting the rate: a kyc=ARE account pays "VAT"
+# (v5 enums, extraFees.feeType "ARE VAT tax. Only for kyc=ARE users"; no help-centre article
+# or payload gives its rate). Its fills tell it; without one the tax stays unknown and shown
+# (never "no tax"), at most the UAE's standard VAT rate, 5% (Federal Decree-Law No. 8 of 2017
+# on Value Added Tax, article 3), as the gap's "up to".
+UNRATED_TAX_BY_REGION = {
+    "ARE": FeeGap("the VAT a UAE-KYC account pays (rate not documented by Bybit)", Decimal("0.05"))
+}
 
 
 def kyc_region(answer: Any) -> str | None:
@@ -574,6 +599,9 @@ class BybitAdapter(ExchangeAdapter):
         # they are asked again once the account holds another symbol (a trade), not at every
         # reconcile
         self.gst_share: Decimal | None = None
+        # the taker fill that told a tax (its market id and untaxed ``feeRate``): the fee-rate
+        # answer of its symbol shows whether Bybit's takerFeeRate holds the tax (fee_rates)
+        self._taxed_fill: tuple[str, Decimal] | None = None
         self._fills_asked_holding: frozenset[str] | None = None
         # the account's KYC region (:func:`kyc_region`), read once where no fill tells the
         # GST: the documented tax of its region stands in (FEE_TAX_BY_REGION); None: not read,
@@ -743,16 +771,32 @@ class BybitAdapter(ExchangeAdapter):
         if not share:
             return rates
         base = {s: PROFILE.default_fee_rate for s in wanted.values()}
+        if self._quotes_the_tax(by_id, share):
+            return {**{s: rate * (1 + share) for s, rate in base.items()}, **rates}
         return {s: rate * (1 + share) for s, rate in {**base, **rates}.items()}
+
+    def _quotes_the_tax(self, by_id: dict[str, Any], share: Decimal) -> bool:
+        """Whether this fee-rate answer's ``takerFeeRate`` holds the tax already: no source
+        says whether it does (docs/exchanges.md, "Fee rates"), so alertd adds the tax to it
+        (at worst counted twice: the safe side) unless the account's own answers show it:
+        the taker fill that told the tax has the untaxed rate as its ``feeRate`` (the tax
+        beside it in ``extraFees``), and the answer quotes that rate with the tax on it."""
+        if self._taxed_fill is None:
+            return False
+        market_id, untaxed = self._taxed_fill
+        row = by_id.get(market_id)
+        quoted = dec_or_none(row.get("takerFeeRate")) if isinstance(row, dict) else None
+        return quoted is not None and quoted != untaxed and quoted == untaxed * (1 + share)
 
     @property
     def fee_tax_share(self) -> Decimal | None:
-        """The tax on the account's trading fee as a share of it: the GST share of its latest
+        """The tax on the account's trading fee as a share of it: the tax share of its latest
         linear fill (:func:`gst_share`) where one told; else its KYC region's documented tax
-        (FEE_TAX_BY_REGION, none elsewhere) where the region was read; None: unknown."""
+        (FEE_TAX_BY_REGION, none elsewhere) where the region was read; None: unknown (not
+        read, or a region taxed at a rate Bybit does not document: UNRATED_TAX_BY_REGION)."""
         if self.gst_share is not None:
             return self.gst_share
-        if self.kyc_region is not None:
+        if self.kyc_region is not None and self.kyc_region not in UNRATED_TAX_BY_REGION:
             return FEE_TAX_BY_REGION.get(self.kyc_region, Decimal(0))
         return None
 
@@ -774,7 +818,11 @@ class BybitAdapter(ExchangeAdapter):
         untold: list[str] = []  # why each read told nothing
         try:
             answer = await exchange.privateGetV5ExecutionList({"category": "linear", "limit": 20})
-            self.gst_share = gst_share(execution_rows(answer))
+            fills = execution_rows(answer)
+            self.gst_share = gst_share(fills)
+            told = paid_trade(fills) if self.gst_share else None
+            if told is not None and told[0].get("isMaker") is False:
+                self._taxed_fill = (str(told[0].get("symbol")), told[1])
             if self.gst_share is None:
                 untold.append("no fill in the 7 days Bybit lists")
         except (FrameError, ccxt.BaseError) as exc:
@@ -788,9 +836,11 @@ class BybitAdapter(ExchangeAdapter):
             except (FrameError, ccxt.BaseError) as exc:
                 failed.append(exc)
                 untold.append(f"/v5/user/query-api: {describe(exc)}")
+        if self.gst_share is None and self.kyc_region in UNRATED_TAX_BY_REGION:
+            untold.append(f"kycRegion {self.kyc_region}: taxed at a rate Bybit does not document")
         if self.fee_tax_share is None:
             self._gst_unread = UnreadFee(
-                GST_GAP,
+                UNRATED_TAX_BY_REGION.get(self.kyc_region or "", GST_GAP),
                 "; ".join(untold),
                 malformed=any(isinstance(exc, FrameError) for exc in failed),
             )

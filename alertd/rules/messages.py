@@ -502,12 +502,16 @@ def _about_alertd(
     n: Notification, head: str, who: str, value: str, feed: FeedStatus | None
 ) -> Message | None:
     """The messages of the built-in rules that watch alertd's own figures: a mode it does not
-    compute, a drift from the exchange's numbers, incomplete data. None for any other."""
+    compute, a drift from the exchange's numbers, incomplete data, a fee rate unread. None for
+    any other."""
     metric = n.rule.metric
-    if metric not in ("mode_not_computed", "ratio_drift", "incomplete_data") or feed is None:
+    about = ("mode_not_computed", "ratio_drift", "incomplete_data", "fee_gap")
+    if metric not in about or feed is None:
         return None
     exchange = feed.exchange_name or n.subject.exchange
     since = fmt.duration(n.at - n.since)
+    if metric == "fee_gap":
+        return _fee_gap_message(n, head, who, value, feed, since)
     if metric == "ratio_drift":
         if n.kind is Kind.RESOLVED:
             most = fmt_metric(metric, n.rule.condition.threshold)
@@ -548,6 +552,35 @@ def _about_alertd(
         kept = ", ".join(f"{symbol} {side}" for symbol, side in feed.kept_positions)
         lines.append(f"alerts on {kept} are kept as they are until then")
     return Message(f"{head} {who}: incomplete data", "\n".join(lines))
+
+
+def _fee_gap_message(
+    n: Notification, head: str, who: str, value: str, feed: FeedStatus, since: str
+) -> Message:
+    """The fee-gap warning: what the fee rates leave out and the maintenance margin it leaves
+    out of alertd's figures, at the marks of the moment; resolved once a read tells it."""
+    if n.kind is Kind.RESOLVED:
+        return Message(
+            f"{head} {who}: fee rates complete again",
+            f"alertd's maintenance margin left out part of the fee to close for {since}",
+        )
+    # the account at the marks of the moment (with_full_metrics put it in the live's place)
+    metrics, live = n.context.metrics, n.context.live
+    account = metrics.account if metrics is not None else live.current() if live else None
+    gap = feed.fee_gap
+    if gap is None:  # not told since (a repeat after the read): the value is all there is
+        what = f"fee to close without a part alertd could not read: MM up to {value} low"
+    elif account is None:
+        what = gap.describe()
+    else:
+        what = fmt.fee_gap_line(account.pool_accounts(), gap)
+    lines = [
+        what,
+        "alertd's margin ratio reads low by as much and its liquidation prices far (the "
+        "unsafe side) while the account pays it; `alertd status` says why it is unread, and "
+        "this resolves once a read tells it",
+    ]
+    return Message(f"{head} {who}: maintenance margin low, a fee rate unread", "\n".join(lines))
 
 
 def _exchange_ratio(feed: FeedStatus) -> str:

@@ -13,6 +13,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from alertd.engine.book import LiveAccount
+from alertd.engine.fee_gap import FeeGap
 from alertd.engine.margin import AccountMetrics, PositionMetrics
 from alertd.engine.orderbook import OrderBook
 from alertd.engine.reported import ExchangeRatioPosition
@@ -285,6 +286,10 @@ class FeedStatus:
     # it is no drift
     ratio_rounding: Decimal = Decimal(0)
     missing: tuple[str, ...] = ()  # what keeps the account's data incomplete
+    # a part of the account's fee rates no read could tell (Bybit: the GST an India-KYC
+    # account pays on the fee to close), where alertd computes the account: its figures leave
+    # out the maintenance margin it adds (``fee_gap`` metric, the fee-gap warning)
+    fee_gap: FeeGap | None = None
     # per held symbol, the fall of the insurance fund behind it from its high over the
     # configured window (builtin_rules.insurance_fund; none where it is not watched)
     insurance_drops: Mapping[str, Decimal] = field(default_factory=dict)

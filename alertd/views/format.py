@@ -1,6 +1,7 @@
 """Numbers as alertd shows them: the one home for every figure in a table, a message or JSON.
 
-Pure: ``Decimal`` in, text out (no clock, no I/O). The house rules:
+Pure: ``Decimal`` in, text out (no clock, no I/O; a fee gap's line computes the maintenance
+margin it leaves out with the engine). The house rules:
 
 - **money**: thousands separators and two decimals from 1 up (``1,234.56 USDT``); below 1,
   six significant digits (a BTC pool's ``0.0000043301 BTC`` is not ``0.00``); the unit after.
@@ -19,8 +20,11 @@ Pure: ``Decimal`` in, text out (no clock, no I/O). The house rules:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal
+from collections.abc import Callable, Iterable
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_UP, Context, Decimal
+
+from alertd.engine.fee_gap import FeeGap, pools_left_out
+from alertd.engine.model import Account
 
 NONE = "-"
 NO_PRICE = "--"  # the exchanges' own way of showing "no liquidation price"
@@ -94,6 +98,19 @@ def money(value: Decimal | None, unit: str = "", *, up: bool = False) -> str:
     else:
         text = _trim(_fixed(value, _places(value, MONEY_DIGITS, 2), rounding), 2)
     return f"{text} {unit}" if unit else text
+
+
+def fee_gap_line(pools: Iterable[Account], gap: FeeGap) -> str:
+    """What the requirement leaves out for want of a fee rate, and how low it makes alertd's
+    maintenance margin at most, pool by pool (each an account: ``Account.pool_accounts``),
+    rounded up: what ``alertd status``, ``/status``, ``snapshot``, ``calc`` and the
+    ``fee-gap`` warning say of a :class:`FeeGap`."""
+    lows = [
+        money(left.amount, settle, up=True)
+        + ("" if left.share is None else f" ({percent(left.share, 1, rounding=ROUND_UP)})")
+        for settle, left in pools_left_out(pools, gap)
+    ]
+    return gap.describe() + (f": maintenance margin up to {', '.join(lows)} low" if lows else "")
 
 
 def price(value: Decimal | None) -> str:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from decimal import ROUND_UP, Decimal
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -29,22 +29,6 @@ from alertd.views.tables import figures_table
 
 if TYPE_CHECKING:
     from alertd.snapshot.live import LiveSnapshot
-
-
-def fee_gap_line(pools: Iterable[Account], gap: FeeGap) -> str:
-    """What the requirement leaves out for want of a fee rate, and how low it makes alertd's
-    maintenance margin at most, pool by pool (each an account: ``Account.pool_accounts``):
-    what ``alertd status``, ``/status``, ``snapshot`` and ``calc`` say of a :class:`FeeGap`."""
-    lows = []
-    for pool in pools:
-        if pool.positions:
-            left = margin_left_out(pool, gap)
-            low = fmt.money(left.amount, pool.settle, up=True)
-            if left.share is not None:
-                low += f" ({fmt.percent(left.share, 1, rounding=ROUND_UP)})"
-            lows.append(low)
-    by = f": maintenance margin up to {', '.join(lows)} low" if lows else ""
-    return f"{gap.describe()}{by}"
 
 
 def fee_gap_json(pool: Account, gap: FeeGap) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from alertd.engine.stops import StopFigures
 from alertd.errors import StartupError
 from alertd.snapshot.format import parse_snapshot
 from alertd.views.format import decimal_str as dec
-from alertd.views.report import fee_gap_line
+from alertd.views.format import fee_gap_line
 from alertd.views.tables import figures_table
 
 

@@ -372,6 +372,7 @@ class _Account(shared.Credentials):
     # refused with this retCode (``script_key_info``); how many times it was asked
     kyc_region: str | None = "MYS"
     key_info_refused: int | None = None
+    key_info_body: str | None = None  # served as is, in place of the answer (``script_key_info``)
     key_info_asked: int = 0
 
 
@@ -716,9 +717,13 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         account.fills_extra = extra_fees
 
     @scripted
-    def script_key_info(self, api_key: str, *, refuse: int | None = None) -> None:
-        """``/v5/user/query-api`` refused with retCode ``refuse`` from now on (None: answered)."""
-        self._account(api_key).key_info_refused = refuse
+    def script_key_info(
+        self, api_key: str, *, refuse: int | None = None, body: str | None = None
+    ) -> None:
+        """``/v5/user/query-api`` refused with retCode ``refuse`` from now on (None: answered);
+        ``body`` (not None): the HTTP 200 body served as is, a hostile or malformed answer."""
+        account = self._account(api_key)
+        account.key_info_refused, account.key_info_body = refuse, body
 
     @scripted
     def set_kyc_region(self, api_key: str, region: str | None) -> None:
@@ -1258,6 +1263,9 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
                     "X-Bapi-Limit-Status": "49",
                     "X-Bapi-Limit-Reset-Timestamp": str(now_ms()),
                 }
+                if path == "/v5/user/query-api" and account.key_info_body is not None:
+                    account.key_info_asked += 1
+                    return web.Response(text=account.key_info_body, content_type="application/json")
                 return self._answer(private[path](account, params), headers)
         except _ApiError as error:
             return self._api_error(error)
