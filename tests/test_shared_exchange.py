@@ -823,7 +823,7 @@ def test_an_account_waiting_its_turn_is_not_down_until_its_group_could_all_be_li
             assert alerting.feed_status(streaming, 1000).down_s == 0
             assert alerting.feed_status(streaming, 2260).down_s == 60
             # once its stream opened, a drop is down from then, as any feed's
-            streaming.on_open()
+            streaming.on_open("wss://private")
             assert alerting.feed_status(streaming, 2300).down_s == 0
             streaming.state.connected = False
             assert alerting.feed_status(streaming, 2310).down_s == 0

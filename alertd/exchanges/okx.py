@@ -560,6 +560,11 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
         # #order-book-trading-algo-trading-ws-algo-orders-channel: URL Path /ws/v5/business)
         return "business" if stream == "orders" else "private"
 
+    def socket_connection(self, url: str) -> str:
+        # the business connection's path is /ws/v5/business, the private one's /ws/v5/private
+        # (www.okx.com/docs-v5/en/#overview-production-trading-services)
+        return "business" if "/ws/v5/business" in url else "private"
+
     def is_stop_event(self, raw: dict[str, Any]) -> bool:
         return raw.get("ordType") in ("conditional", "oco", "trigger", "move_order_stop")
 

@@ -61,12 +61,14 @@ class FrameSink(Protocol):
 
     def on_malformed(self, kind: str, detail: str) -> None: ...
 
-    def on_open(self) -> None:
-        """One of the exchange object's websockets opened (ccxt's ``client.connected``)."""
+    def on_open(self, url: str) -> None:
+        """The exchange object's websocket of ``url`` opened (ccxt's ``client.connected``)."""
 
-    def on_closed(self) -> None:
-        """One of the exchange object's websockets closed or failed (ccxt's ``on_close``,
-        ``on_error``), whatever watch waited on it: one may be waiting on none."""
+    def on_closed(self, url: str, opening_failed: bool) -> None:
+        """The exchange object's websocket of ``url`` closed or failed (ccxt's ``on_close``,
+        ``on_error``), whatever watch waited on it: one may be waiting on none.
+        ``opening_failed``: it failed before it opened (its handshake refused, a 429, a
+        timeout: ccxt's ``connected`` never resolved)."""
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -204,26 +206,36 @@ def _guarded_class(exchange_id: str) -> type:
 
                 client.handle_text_or_binary_message = guarded_decode
                 client.alertd_guarded = True
-                client.connected.add_done_callback(self._alertd_opened)
+                client.connected.add_done_callback(lambda done: self._alertd_opened(client, done))
             return client
 
         def on_error(self, client: Any, error: Any) -> None:
+            # ccxt resolves ``connected`` once the handshake succeeded, never on a failed one
+            # (``WsClient.open``): an error before it is the opening's own
+            dialling = not client.connected.done()
             super().on_error(client, error)
-            self._alertd_closed()
+            self._alertd_closed(client, dialling)
 
         def on_close(self, client: Any, error: Any) -> None:
+            dialling = not client.connected.done()
             super().on_close(client, error)
-            self._alertd_closed()
+            self._alertd_closed(client, dialling)
 
-        def _alertd_closed(self) -> None:
+        def _alertd_closed(self, client: Any, dialling: bool) -> None:
             sink = self.alertd_sink
             if sink is not None:
-                sink.on_closed()
+                sink.on_closed(str(client.url), dialling)
 
-        def _alertd_opened(self, connected: Any) -> None:
+        def _alertd_opened(self, client: Any, connected: Any) -> None:
             sink = self.alertd_sink
-            if sink is not None and not connected.cancelled() and connected.exception() is None:
-                sink.on_open()
+            if sink is None or connected.cancelled() or connected.exception() is not None:
+                return
+            # a socket dropped while it dialled (drop_connection) opens outside
+            # ``clients`` and is closed at once: not the opening in progress of its URL
+            url = str(client.url)
+            current: Any = (self.clients or {}).get(url)
+            if current is client:
+                sink.on_open(url)
 
     Guarded.__name__ = f"Guarded_{exchange_id}"
     _classes[exchange_id] = Guarded

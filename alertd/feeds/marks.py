@@ -315,10 +315,10 @@ class MarkHub:
     def on_frame(self, message: Any) -> None:
         return None
 
-    def on_open(self) -> None:
+    def on_open(self, url: str) -> None:
         return None  # a mark stream is alive when its marks arrive (the staleness watchdog)
 
-    def on_closed(self) -> None:
+    def on_closed(self, url: str, opening_failed: bool) -> None:
         return None  # public connections open unpaced (the mark streams reopen on their own)
 
     def on_malformed(self, kind: str, detail: str) -> None:
