@@ -425,7 +425,8 @@ def test_a_connection_closed_while_its_stream_reads_over_rest_reopens_in_its_tur
                 await eventually(lambda: fake.by_path[private[0]] == 2, 30, "private reopened")
                 fake.release_rest()
                 await eventually(lambda: fake.by_path[private[1]] == 2, 30, "business reopened")
-                assert pacer.turns == sum(fake.by_path[p] for p in private) == 4
+                assert sum(fake.by_path[p] for p in private) == 4
+                assert pacer.turns == sum(fake.by_path.values())  # the mark hub's too
 
     run(body(), timeout_s=90)
 
@@ -484,7 +485,7 @@ def test_a_business_connection_closed_takes_no_turn_for_the_private_connection_s
                 await drain()
                 assert fake.by_path[private] == 1
                 assert not feed.waiting_for_opening_turn()
-                assert pacer.turns == 3
+                assert pacer.turns == 3 + fake.by_path["/ws/v5/public"]  # the mark hub's
 
     run(body(), timeout_s=90)
 
@@ -541,3 +542,32 @@ def test_a_failed_opening_is_seen_though_another_connection_opened_meanwhile() -
             await stopped(manager, [*crowd, loop, private])
 
     run(body(), timeout_s=120)
+
+
+def test_the_mark_hub_s_public_openings_take_turns_in_the_same_pace() -> None:
+    """OKX counts every websocket opening of the IP, public ones too (3 a second): the mark
+    hub's public connection takes its turn in the host's pace beside the accounts' private
+    ones, at the start and after every connection dropped (before: it opened unpaced, the
+    pace blind to it in a reconnect storm of hubs)."""
+
+    async def body() -> None:
+        fake = OpeningsByPath(mark_interval_s=0.2)
+        async with started(fake):
+            manager, feed, pacer = one_okx_account(fake)
+            paths = ("/ws/v5/public", "/ws/v5/private", "/ws/v5/business")
+
+            def opened() -> int:
+                return sum(fake.by_path[p] for p in paths)
+
+            async with background(manager.run()):
+                await eventually(
+                    lambda: feed.state.connected and opened() == 3, 30, "every connection open"
+                )
+                assert pacer.turns == 3
+                await fake.drop_connections()
+                await eventually(lambda: opened() == 6, 30, "every connection opened again")
+                await eventually(lambda: feed.state.connected, 30, "streaming")
+                await drain()
+                assert fake.by_path[paths[0]] == 2 and pacer.turns == 6
+
+    run(body(), timeout_s=90)
