@@ -4,7 +4,6 @@ at the handshake (issue 14): nothing lost, no account stopped, no feed-down."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import time
 from collections.abc import Callable
@@ -14,9 +13,9 @@ from typing import Any
 
 from tests.fake_exchange.base import FakeExchangeServer
 from tests.receivers import HttpReceiver
-from tests.support.configs import exchange_account, write_config
 from tests.support.process import Daemon
 from tests.test_e2e_exchanges import MARKETS, QUIET_S, _alerts, _await, daemon_for  # noqa: F401
+from tests.test_e2e_ip_ban import longs_running
 
 ACCOUNTS = 3
 # one opening a second from the IP: half of alertd's pace at OKX (2 of its documented 3), so
@@ -46,23 +45,10 @@ def test_openings_refused_at_the_handshake_lose_nothing_and_stop_no_account(
     fake.cap_ws_openings(*CAP)
     entry = fake.mark(market.symbol)
     wallet = (entry / 10).quantize(Decimal(1))
-    accounts, env = [], {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    for i in range(ACCOUNTS):
-        key = f"key-cap{i}"
-        account, secrets = exchange_account(fake, f"cap{i}", "okx", key, "secret-cap")
-        fake.add_account(key, "secret-cap", wallet_balance=wallet)
-        fake.open_position(key, market.symbol, "long", market.contracts, entry)
-        accounts.append(account)
-        env.update(secrets)
-    config = write_config(
-        tmp_path,
-        accounts,
-        feeds={"stale_after_s": 30, "reconcile_interval_s": 60, "backoff": {"max_s": 1}},
-        receivers=[{"name": "hook", "url": http_receiver.url()}],
-        delivery={"retry_initial": 0.2, "retry_max": 1, "drain_on_shutdown": 5},
+    long = (market.symbol, market.contracts, wallet)
+    daemon = longs_running(
+        tmp_path, fake, "okx", "cap", long, 60.0, http_receiver, daemon_for, ACCOUNTS
     )
-    daemon = daemon_for(config, env)
-    daemon.start()
     every = 2 * ACCOUNTS + 1
     _await(daemon, lambda: opened(fake) >= every, "every connection open")
     time.sleep(1.0)
