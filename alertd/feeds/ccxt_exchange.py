@@ -49,7 +49,7 @@ from alertd.exchanges.spec import Capabilities, Credential, IpBanAnswer
 from alertd.feeds.adapter import PublicTables
 from alertd.feeds.backoff import Backoff
 from alertd.redact import redact
-from alertd.retry_after import retry_after_in
+from alertd.retry_after import reset_in, retry_after_in
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ def _guarded_class(exchange_id: str) -> type:
 
     spec = get_spec(exchange_id)
     request_weight = spec.capabilities.request_weight
+    reset_header = spec.capabilities.rate_limit_reset_header
     # the frames of streams alertd watches itself, which ccxt has no handler for (Binance's
     # asset index): resolved here for the watch that waits on their hash
     stream_hash = spec.adapter.stream_hash if spec.adapter is not None else None
@@ -154,7 +155,7 @@ def _guarded_class(exchange_id: str) -> type:
             try:
                 return super().handle_errors(code, reason, url, method, headers, body, *rest)
             except ccxt.BaseError as exc:
-                _carry_retry_after(exc, headers)
+                _carry_retry_after(exc, headers, reset_header)
                 _tell_host(self.alertd_ip_budget, code, headers, body)
                 raise
 
@@ -165,7 +166,7 @@ def _guarded_class(exchange_id: str) -> type:
             try:
                 return super().handle_http_status_code(code, reason, url, method, body)
             except ccxt.BaseError as exc:
-                _carry_retry_after(exc, headers)
+                _carry_retry_after(exc, headers, reset_header)
                 _tell_host(self.alertd_ip_budget, code, headers, body)
                 raise
 
@@ -977,16 +978,23 @@ def _tell_host(budget: IpBudget | None, code: Any, headers: Any, body: Any) -> N
         log.debug("unreadable answer %s", code, exc_info=True)
 
 
-def _carry_retry_after(exc: ccxt.BaseError, headers: Any) -> None:
-    """Give the error raised on an answer that answer's Retry-After (:func:`retry_after_of`).
-    Never raises: it runs in ccxt's handle_errors, where an exception of its own would replace
-    the answer's error (a 418 ban become another error, retried into the ban)."""
+def _carry_retry_after(exc: ccxt.BaseError, headers: Any, reset_header: str | None) -> None:
+    """Give the error raised on an answer that answer's Retry-After (:func:`retry_after_of`),
+    or where it has none, the wait until the limit's reset its ``reset_header`` gives (Gate's,
+    epoch time: read on the wall clock). Never raises: it runs in ccxt's handle_errors, where
+    an exception of its own would replace the answer's error (a 418 ban become another error,
+    retried into the ban)."""
     try:
-        wait = (
-            retry_after_in(headers, EXCHANGE_MAX_RETRY_AFTER_S)
-            if isinstance(headers, Mapping)
-            else None
-        )
+        wait = None
+        if isinstance(headers, Mapping):
+            wait = retry_after_in(headers, EXCHANGE_MAX_RETRY_AFTER_S)
+            # on every answer, the header is the current time where the limit is not hit
+            if (
+                wait is None
+                and reset_header is not None
+                and isinstance(exc, ccxt.RateLimitExceeded)
+            ):
+                wait = reset_in(headers, reset_header, time.time(), EXCHANGE_MAX_RETRY_AFTER_S)
     except Exception:  # a headers object that cannot be read: the backoff's delay applies
         log.debug("unreadable headers on %s", type(exc).__name__, exc_info=True)
         return
