@@ -812,6 +812,9 @@ SPEC = ExchangeSpec(
         # resets if you have exceeded your rate_limit" (Gate API v4 docs, "Rate limit"); Gate
         # sends no Retry-After
         rate_limit_reset_header="X-Gate-RateLimit-Reset-Timestamp",
+        # "Public endpoints ... 200r/10s per endpoint ... IP" against the private ones' "UID"
+        # (Gate API v4 docs, "Frequency limit rule")
+        public_limit_window_s=10.0,
     ),
     markets=MARKETS,
     credentials=(Credential.API_KEY, Credential.SECRET),

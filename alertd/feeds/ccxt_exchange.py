@@ -26,6 +26,7 @@ import copy
 import dataclasses
 import enum
 import logging
+import math
 import re
 import socket
 import ssl
@@ -128,6 +129,22 @@ def _guarded_class(exchange_id: str) -> type:
 
         # the limits of the host it sends to (:meth:`IpBudget.adopt`); None: alone
         alertd_ip_budget: IpBudget | None = None
+
+        async def fetch2(
+            self, path: Any, api: Any = "public", method: Any = "GET", *rest: Any, **kw: Any
+        ) -> Any:
+            """ccxt's request; a public one (OKX's, Gate's ``api[0]``) waits for the host's
+            public pause first, and a 429 on it pauses the host's public requests."""
+            budget = self.alertd_ip_budget
+            name = api[0] if isinstance(api, list | tuple) and api else api
+            if budget is None or name != "public":
+                return await super().fetch2(path, api, method, *rest, **kw)
+            await budget.resumed(public=True)
+            try:
+                return await super().fetch2(path, api, method, *rest, **kw)
+            except ccxt.RateLimitExceeded as exc:
+                budget.public_refused(retry_after_of(exc))
+                raise
 
         async def throttle(self, cost: Any = None) -> Any:
             """ccxt's limiter, and the host's pause (a ban, a 429's Retry-After) before and
@@ -482,6 +499,7 @@ class IpBudget:
         requests_per_ip: tuple[int, float] | None = None,
         ip_ban: IpBanAnswer | None = None,
         ws_openings_per_ip: tuple[int, float] | None = None,
+        public_limit_window_s: float | None = None,
         host: str = "exchange",
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
@@ -495,8 +513,11 @@ class IpBudget:
         self._clock = clock
         self._sleep = sleep
         self._wall_clock = wall_clock
-        # monotonic: until when every request waits (-inf: none), and the ban behind it
+        # monotonic: until when every request waits (-inf: none), and the ban behind it;
+        # until when the public ones wait (a public endpoint's 429 where those are per IP)
         self.paused_until = -float("inf")
+        self.public_paused_until = -float("inf")
+        self._public_limit_window_s = public_limit_window_s
         self.ban: HostBan | None = None
         self.rest_limit_per_ip = rest_limit_per_ip
         self._weight_per_minute = rest_weight_per_minute
@@ -531,6 +552,7 @@ class IpBudget:
             requests_per_ip=capabilities.requests_per_ip,
             ip_ban=capabilities.ip_ban,
             ws_openings_per_ip=capabilities.ws_openings_per_ip,
+            public_limit_window_s=capabilities.public_limit_window_s,
             host=host,
             clock=clock,
             sleep=sleep,
@@ -578,14 +600,34 @@ class IpBudget:
         if left > 0:
             self._pause(left, status)
 
-    async def resumed(self) -> None:
-        """Return once no pause holds the host's requests (at once when none does)."""
+    async def resumed(self, public: bool = False) -> None:
+        """Return once no pause holds the host's requests (``public``: its public ones, which
+        its public pause holds too), at once when none does."""
         # one sleep per pause: again only where another answer moved its end meanwhile
         for _ in range(MAX_PAUSES_WAITED):
-            left = self.paused_until - self._clock()
+            until = max(self.paused_until, self.public_paused_until if public else -math.inf)
+            left = until - self._clock()
             if left <= 0:
                 return
             await self._sleep(left)
+
+    def public_refused(self, wait_s: float) -> None:
+        """A 429 on a public endpoint, where those are limited per IP and the private ones per
+        user (OKX, Gate): every public request of the host waits ``wait_s`` (the answer's
+        Retry-After or reset), else the limits' window; the private ones go on."""
+        window = self._public_limit_window_s
+        if window is None:
+            return
+        now = self._clock()
+        seconds = wait_s or window
+        if self.public_paused_until <= now:
+            log.warning(
+                "%s: a public endpoint rate limited (429), asked to wait %.0f s: every public "
+                "request of this IP waits",
+                self.host,
+                seconds,
+            )
+        self.public_paused_until = max(self.public_paused_until, now + seconds)
 
     def refused(self, status: int, headers: Mapping[object, object], body: str) -> None:
         """An answer refusing a request: a ban of the IP pauses the host until its end, a 429
