@@ -25,6 +25,22 @@ def retry_after_s(header: str | None, cap_s: int) -> float | None:
     return float(min(int(digits), cap_s))
 
 
+def reset_in(headers: Mapping[object, object], name: str, now_s: float, cap_s: int) -> float | None:
+    """How long until the epoch time in header ``name`` (seconds, or milliseconds where it has
+    the digits of one: past the year 5138 in seconds), from ``now_s``, at most ``cap_s``; None
+    where it is missing, not digits, or already past. Never raises."""
+    found = next(
+        (v for k, v in headers.items() if isinstance(k, str) and k.lower() == name.lower()),
+        None,
+    )
+    text = found.strip() if isinstance(found, str) else ""
+    if _DELAY_SECONDS.fullmatch(text) is None or len(text) > 16:
+        return None
+    at = int(text) / (1000 if len(text) >= 12 else 1)
+    left = at - now_s
+    return min(left, float(cap_s)) if left > 0 else None
+
+
 def retry_after_in(headers: Mapping[object, object], cap_s: int) -> float | None:
     """:func:`retry_after_s` of ``headers``, whose names are as the server wrote them (HTTP
     names are case-insensitive); None where it is not text."""

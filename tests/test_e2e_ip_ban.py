@@ -17,6 +17,45 @@ from tests.support.process import Daemon
 from tests.test_e2e_exchanges import QUIET_S, _await, daemon_for  # noqa: F401
 
 
+def longs_running(
+    tmp_path: Path,
+    fake: FakeExchangeServer[Any, Any],
+    exchange: str,
+    name: str,
+    long: tuple[str, str, Any],
+    reconcile_interval_s: float,
+    http_receiver: HttpReceiver,
+    make_daemon: Callable[[Path, dict[str, str]], Daemon],
+    count: int = 3,
+) -> Daemon:
+    """``alertd run`` started on ``count`` accounts of ``fake`` (``exchange``'s; ``name``
+    numbered), each
+    holding one long (symbol, contracts, the wallet), the default rules, the receiver."""
+    symbol, contracts, wallet = long
+    accounts, env = [], {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    for i in range(count):
+        key = f"key-{name}{i}"
+        account, secrets = exchange_account(fake, f"{name}{i}", exchange, key, f"secret-{name}")
+        fake.add_account(key, f"secret-{name}", wallet_balance=wallet)
+        fake.open_position(key, symbol, "long", contracts, fake.mark(symbol))
+        accounts.append(account)
+        env.update(secrets)
+    config = write_config(
+        tmp_path,
+        accounts,
+        feeds={
+            "stale_after_s": 30,
+            "reconcile_interval_s": reconcile_interval_s,
+            "backoff": {"max_s": 1},
+        },
+        receivers=[{"name": "hook", "url": http_receiver.url()}],
+        delivery={"retry_initial": 0.2, "retry_max": 1, "drain_on_shutdown": 5},
+    )
+    daemon = make_daemon(config, env)
+    daemon.start()
+    return daemon
+
+
 def test_an_ip_ban_is_one_message_for_the_host_and_every_account_resumes(
     tmp_path: Path,
     fake_in_thread: Callable[..., FakeExchangeServer[Any, Any]],
@@ -28,23 +67,10 @@ def test_an_ip_ban_is_one_message_for_the_host_and_every_account_resumes(
     banned until ..." once and "RESOLVED binanceusdm: the IP ban is over" once; no
     account-error (each account stopped for good with one before), all reconcile after."""
     fake = fake_in_thread("binanceusdm", mark_interval_s=0.3)
-    accounts, env = [], {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    for i in range(3):
-        key = f"key-ban{i}"
-        account, secrets = exchange_account(fake, f"ban{i}", "binanceusdm", key, "secret-ban")
-        fake.add_account(key, "secret-ban", wallet_balance="100000")
-        fake.open_position(key, "BTC/USDT:USDT", "long", "0.1", fake.mark("BTC/USDT:USDT"))
-        accounts.append(account)
-        env.update(secrets)
-    config = write_config(
-        tmp_path,
-        accounts,
-        feeds={"stale_after_s": 30, "reconcile_interval_s": 2, "backoff": {"max_s": 1}},
-        receivers=[{"name": "hook", "url": http_receiver.url()}],
-        delivery={"retry_initial": 0.2, "retry_max": 1, "drain_on_shutdown": 5},
+    btc = "BTC/USDT:USDT"
+    daemon = longs_running(
+        tmp_path, fake, "binanceusdm", "ban", (btc, "0.1", "100000"), 2.0, http_receiver, daemon_for
     )
-    daemon = daemon_for(config, env)
-    daemon.start()
     _await(daemon, lambda: daemon.text().count("bootstrapped") == 3, "three accounts live")
     time.sleep(1.0)
     assert http_receiver.posts == [], http_receiver.titles()

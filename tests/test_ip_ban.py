@@ -21,7 +21,7 @@ import ccxt
 import pytest
 from rich.console import Console
 
-from alertd.config import load_config
+from alertd.config import Secret, load_config
 from alertd.daemon.service import Service
 from alertd.exchanges.registry import get_spec
 from alertd.feeds.ccxt_exchange import (
@@ -39,11 +39,12 @@ from alertd.feeds.options import FeedOptions
 from alertd.views.status import render_status, status_json
 from tests.fake_exchange.binance import FakeBinanceUSDM
 from tests.fake_exchange.bybit import FakeBybit
+from tests.fake_exchange.okx import FakeOKX
 from tests.support.aio import background, run
 from tests.support.clock import ManualClock, VirtualTime
 from tests.support.configs import write_config
 from tests.support.fakes import started
-from tests.support.feeds import FAST, account_config
+from tests.support.feeds import FAST, account_config, secrets
 from tests.support.poll import eventually
 from tests.support.service import HOOK, NOON
 from tests.test_shared_exchange import (
@@ -461,3 +462,43 @@ def test_an_ip_ban_survives_a_restart(tmp_path: Path) -> None:
     after.step(10.0, True)
     assert len(after.store.pending()) == 2
     after.store.close()
+
+
+def test_a_public_endpoint_s_429_pauses_the_host_s_public_requests_only() -> None:
+    """OKX limits its public endpoints per IP ("Rate limit rule: IP") and its private ones per
+    User ID (www.okx.com/docs-v5/en/#overview-rate-limits): one account's 429 on a public
+    endpoint holds every public request of the host (another account's too) for the limits'
+    2 s window, OKX sending no Retry-After; a private request goes on (before: only the account
+    that met the 429 waited, the others kept sending public requests into the spent limit)."""
+
+    async def body() -> None:
+        fake = FakeOKX()
+        async with started(fake, [("key-p0", "secret", "1000"), ("key-p1", "secret", "1000")]):
+            time = VirtualTime()
+            budget = IpBudget.of(get_spec("okx").capabilities, "okx", time, time.sleep)
+            exchanges = []
+            for i in range(2):
+                config = account_config(f"p{i}", "okx", fake)
+                keys = secrets(f"key-p{i}", "secret")
+                keys["password"] = Secret(fake.PASSPHRASE)
+                exchange = make_exchange(config, keys, FAST)
+                budget.adopt(exchange)
+                exchanges.append(exchange)
+            first, second = exchanges
+            try:
+                fake.fail_rest(429, path_prefix="/api/v5/public/mark-price")
+                with pytest.raises(ccxt.RateLimitExceeded):
+                    await first.publicGetPublicMarkPrice({"instType": "SWAP"})
+                public = asyncio.create_task(second.publicGetPublicMarkPrice({"instType": "SWAP"}))
+                # the private limits are the user's: two round trips while the public one waits
+                for _ in range(2):
+                    await second.privateGetAccountBalance()
+                marks = [p for _, p in fake.requests if p == "/api/v5/public/mark-price"]
+                assert len(marks) == 1 and not public.done()  # was sent, and answered
+                await time.advance_to(2.0)
+                assert (await asyncio.wait_for(public, 10))["code"] == "0"
+            finally:
+                for exchange in exchanges:
+                    await exchange.close()
+
+    run(body(), timeout_s=60)

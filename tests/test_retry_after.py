@@ -19,7 +19,7 @@ from alertd.feeds.ccxt_exchange import (
     classify,
     retry_after_of,
 )
-from alertd.retry_after import retry_after_s
+from alertd.retry_after import reset_in, retry_after_s
 from tests.receivers import HttpReceiver
 from tests.support.aio import run
 from tests.support.clock import ManualClock
@@ -139,3 +139,21 @@ def test_an_exchange_s_retry_after_is_capped_shorter_than_a_receiver_s(
     assert asked > EXCHANGE_MAX_RETRY_AFTER_S or not capped
     url = f"http://127.0.0.1:{http_receiver.port}/ping/x"
     assert run(http_call("GET", url, timeout_s=5)).retry_after_s == asked
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1700000030", 30.0),  # epoch seconds
+        ("1700000030000", 30.0),  # epoch milliseconds (the local Gate's)
+        ("1700000000", None),  # now: Gate's value on an answer within the limit
+        ("1699999990", None),  # past
+        ("1700009999", 120.0),  # capped
+        ("soon", None),
+        ("9" * 40, None),  # not a time
+    ],
+)
+def test_a_reset_timestamp_is_read_as_the_wait_until_it(value: str, expected: float | None) -> None:
+    """Gate's X-Gate-RateLimit-Reset-Timestamp ("Rate limit", Gate API v4 docs), any case."""
+    headers = {"x-gate-ratelimit-reset-timestamp": value}
+    assert reset_in(headers, "X-Gate-RateLimit-Reset-Timestamp", 1_700_000_000.0, 120) == expected

@@ -63,6 +63,7 @@ from alertd.rules.lifecycle import Kind, Notification
 from alertd.rules.messages import render
 from alertd.rules.model import Context, Subject
 from tests.fake_exchange.binance import REQUEST_WEIGHTS, FakeBinanceUSDM
+from tests.fake_exchange.gate import FakeGate
 from tests.support.aio import background, run
 from tests.support.clock import ManualClock, VirtualTime
 from tests.support.fakes import FAKES, started
@@ -100,13 +101,15 @@ def production_backoff() -> Backoff:
     return Backoff.configured(BackoffSettings(jitter=0))
 
 
-def on_virtual_time(fake: FakeBinanceUSDM, name: str) -> tuple[AccountFeed, VirtualTime]:
-    """Account ``name`` (key-<name>, long BTC) on the local Binance, its feed on a clock and
-    sleep the test moves, with the default backoff without its jitter."""
+def on_virtual_time(
+    fake: Any, name: str, exchange: str = "binanceusdm"
+) -> tuple[AccountFeed, VirtualTime]:
+    """Account ``name`` (key-<name>, long BTC) on the local exchange (Binance), its feed on a
+    clock and sleep the test moves, with the default backoff without its jitter."""
     btc_long(fake, f"key-{name}")
     time = VirtualTime()
     options = FeedOptions(backoff=production_backoff, sleep=time.sleep, clock=time)
-    config = account_config(name, "binanceusdm", fake)
+    config = account_config(name, exchange, fake)
     return AccountFeed(config, secrets(f"key-{name}", f"secret-{name}"), FAST, options), time
 
 
@@ -823,7 +826,7 @@ def test_an_account_waiting_its_turn_is_not_down_until_its_group_could_all_be_li
             assert alerting.feed_status(streaming, 1000).down_s == 0
             assert alerting.feed_status(streaming, 2260).down_s == 60
             # once its stream opened, a drop is down from then, as any feed's
-            streaming.on_open()
+            streaming.on_open("wss://private")
             assert alerting.feed_status(streaming, 2300).down_s == 0
             streaming.state.connected = False
             assert alerting.feed_status(streaming, 2310).down_s == 0
@@ -1299,6 +1302,32 @@ def test_a_429_s_retry_after_is_waited_before_the_retry(
                     assert not feed.state.connected
                     await time.advance_to(30)
                     await eventually(lambda: feed.state.connected, what="live after 30 s")
+            await feed.close()
+
+    run(body(), timeout_s=60)
+
+
+def test_a_gate_429_is_waited_until_the_limit_s_reset(caplog: pytest.LogCaptureFixture) -> None:
+    """Gate sends no Retry-After: its 429 says when the limit resets, "X-Gate-RateLimit-Reset-
+    Timestamp - the timestamp indicating when your request limit resets if you have exceeded
+    your rate_limit" (Gate API v4 docs, "Rate limit"). The local Gate answers the bootstrap's
+    positions read 429 with the reset 30 s ahead: the bootstrap retries after about 30 s, not
+    after the backoff's 1 s (it did before: a retry into the window Gate said was spent)."""
+
+    async def body() -> None:
+        async with started(FakeGate(), [("key-g", "secret-g", "2000")]) as fake:
+            feed, _time = on_virtual_time(fake, "g", "gate")
+            path = "/api/v4/futures/usdt/positions"
+            fake.fail_rest(429, count=10_000, path_prefix=path, retry_after_s=30)
+
+            def delays() -> list[float]:
+                lines = [r.getMessage() for r in caplog.records if "RateLimit" in r.getMessage()]
+                return [float(line.rsplit(" ", 1)[1].rstrip("s")) for line in lines]
+
+            with caplog.at_level(logging.WARNING, logger="alertd.feeds.feed"):
+                async with background(feed.run(watchdog=False)):
+                    await eventually(lambda: len(delays()) >= 1, what="the 429")
+                    assert 29 <= delays()[0] <= 30, delays()  # was 1.0
             await feed.close()
 
     run(body(), timeout_s=60)

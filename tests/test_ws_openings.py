@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import ccxt
@@ -24,6 +25,7 @@ from alertd.daemon.publisher import Publisher
 from alertd.exchanges.okx import ALGO_TYPES
 from alertd.exchanges.registry import get_spec
 from alertd.feeds.ccxt_exchange import OPENING_CAP_SHARE, IpBudget, OpeningPacer
+from alertd.feeds.feed import AccountFeed
 from alertd.feeds.manager import FeedManager
 from alertd.feeds.options import FeedOptions
 from tests.fake_exchange.okx import FakeOKX
@@ -291,7 +293,7 @@ def dropped_account_with_a_crowd(
     pacer = feed.shared.ip_budget.openings
     assert pacer is not None
     feed.state.bootstrapped = True
-    feed.on_open()  # it streamed
+    feed.on_open("wss://private")  # it streamed
     feed.state.connected = False  # and dropped
 
     async def other_account() -> None:
@@ -381,6 +383,17 @@ class OpeningsByPath(FakeOKX):
         return refused
 
 
+def one_okx_account(fake: OpeningsByPath) -> tuple[FeedManager, AccountFeed, OpeningPacer]:
+    """One account on the local OKX, its marks fresh and a long stale allowance (no stream
+    reopened but by a drop), and its host's pacer."""
+    settings = SETTINGS.model_copy(update={"stale_after_s": 30.0})
+    manager = manager_for(fake, "okx", Built(), 1, settings)
+    (feed,) = manager.feeds.values()
+    pacer = feed.shared.ip_budget.openings
+    assert pacer is not None
+    return manager, feed, pacer
+
+
 def test_a_connection_closed_while_its_stream_reads_over_rest_reopens_in_its_turn() -> None:
     """OKX's algo orders stream (the business connection) is in its REST read of the stops when
     every connection drops: its watch never failed, but ccxt's next one opens the business
@@ -391,12 +404,7 @@ def test_a_connection_closed_while_its_stream_reads_over_rest_reopens_in_its_tur
     async def body() -> None:
         fake = OpeningsByPath(mark_interval_s=0.2)
         async with started(fake):
-            # marks fresh and a long stale allowance: no stream reopened but by the drop
-            settings = SETTINGS.model_copy(update={"stale_after_s": 30.0})
-            manager = manager_for(fake, "okx", Built(), 1, settings)
-            (feed,) = manager.feeds.values()
-            pacer = feed.shared.ip_budget.openings
-            assert pacer is not None
+            manager, feed, pacer = one_okx_account(fake)
             private = ("/ws/v5/private", "/ws/v5/business")
 
             def reads(suffix: str) -> int:
@@ -417,7 +425,8 @@ def test_a_connection_closed_while_its_stream_reads_over_rest_reopens_in_its_tur
                 await eventually(lambda: fake.by_path[private[0]] == 2, 30, "private reopened")
                 fake.release_rest()
                 await eventually(lambda: fake.by_path[private[1]] == 2, 30, "business reopened")
-                assert pacer.turns == sum(fake.by_path[p] for p in private) == 4
+                assert sum(fake.by_path[p] for p in private) == 4
+                assert pacer.turns == sum(fake.by_path.values())  # the mark hub's too
 
     run(body(), timeout_s=90)
 
@@ -450,5 +459,115 @@ def test_a_streaming_account_with_a_stale_mark_is_stale_while_a_connection_waits
                 assert feed.waiting_for_opening_turn()
                 assert publisher.health().stale == (feed.config.name,)
                 assert publisher.health().not_live == ()
+
+    run(body(), timeout_s=90)
+
+
+def test_a_business_connection_closed_takes_no_turn_for_the_private_connection_s_streams() -> None:
+    """OKX: only the business connection (the algo orders) drops and reopens in its turn; the
+    private connection stays open, and its streams' next steps take no turn (before: the close
+    was counted per feed, and the positions' or balance's next step took a turn for a
+    connection that never closed, a place in the host's pace wasted)."""
+
+    async def body() -> None:
+        fake = OpeningsByPath(mark_interval_s=0.2)
+        async with started(fake):
+            manager, feed, pacer = one_okx_account(fake)
+            private, business = "/ws/v5/private", "/ws/v5/business"
+            async with background(manager.run()):
+                await eventually(
+                    lambda: feed.state.connected and fake.by_path[business] == 1, 30, "live"
+                )
+                await fake.drop_connections(kind="business")
+                await eventually(lambda: fake.by_path[business] == 2, 30, "business reopened")
+                fake.set_balance("key0", 123_456)  # the balance stream's next step
+                await eventually(lambda: feed.state.wallet_balance == 123_456, 30, "balance pushed")
+                await drain()
+                assert fake.by_path[private] == 1
+                assert not feed.waiting_for_opening_turn()
+                assert pacer.turns == 3 + fake.by_path["/ws/v5/public"]  # the mark hub's
+
+    run(body(), timeout_s=90)
+
+
+def test_a_failed_opening_is_seen_though_another_connection_opened_meanwhile() -> None:
+    """OKX: the business connection's turn taken, then the private one's, and the private
+    socket opens; then the business handshake fails (a 429). Its later waits for turns, queued
+    behind 300 others, are not credited: the account counts down from the drop (before: the
+    private socket's open ended the oldest opening, the business one's, and its failure was
+    missed: the waits were credited, the account not down)."""
+
+    async def body() -> None:
+        fake = FAKES["okx"]()
+        async with started(fake):
+            time = VirtualTime()
+            manager, feed, crowd = dropped_account_with_a_crowd(fake, time, 300)
+            feed.openings_paced_s = 999.0  # its host's start of 1,000 accounts
+            alerting = alerting_for(manager.config)
+            alerting.feed_status(feed, 0.0)
+            refused = asyncio.Event()
+            attempts = [0]
+
+            async def business_refused() -> None:
+                attempts[0] += 1
+                await refused.wait()
+                if attempts[0] == 1:  # the first, refused; the retry opens (no end seen)
+                    raise ccxt.NetworkError("429 at the handshake")
+                await asyncio.Event().wait()
+
+            async def until(done: Callable[[], bool]) -> None:
+                for _ in range(1000):  # bounded: the queue serves two a second
+                    await drain()
+                    if done():
+                        return
+                    await time.advance_to(time() + 1.0)
+                raise AssertionError("never given its turn")
+
+            loop = asyncio.create_task(feed._loop("orders", business_refused))
+            await until(lambda: feed.opening_turn_at is not None)  # the business one's turn
+            private = asyncio.create_task(feed._opening_turn("private", 0))
+            await until(private.done)
+            assert private.result() is not None
+            feed.on_open("wss://ws.okx.com:8443/ws/v5/private")
+            assert alerting.feed_status(feed, time()).down_s == 0  # it streams
+            refused.set()
+            await drain()
+            failed_at = time()
+            assert alerting.feed_status(feed, failed_at).down_s == 0  # down from here
+            for t in range(int(failed_at) + 1, int(failed_at) + 61):
+                await time.advance_to(float(t))
+                await drain()
+            assert not feed.state.connected and feed.waiting_for_opening_turn()
+            assert alerting.feed_status(feed, time()).down_s == 60
+            await stopped(manager, [*crowd, loop, private])
+
+    run(body(), timeout_s=120)
+
+
+def test_the_mark_hub_s_public_openings_take_turns_in_the_same_pace() -> None:
+    """OKX counts every websocket opening of the IP, public ones too (3 a second): the mark
+    hub's public connection takes its turn in the host's pace beside the accounts' private
+    ones, at the start and after every connection dropped (before: it opened unpaced, the
+    pace blind to it in a reconnect storm of hubs)."""
+
+    async def body() -> None:
+        fake = OpeningsByPath(mark_interval_s=0.2)
+        async with started(fake):
+            manager, feed, pacer = one_okx_account(fake)
+            paths = ("/ws/v5/public", "/ws/v5/private", "/ws/v5/business")
+
+            def opened() -> int:
+                return sum(fake.by_path[p] for p in paths)
+
+            async with background(manager.run()):
+                await eventually(
+                    lambda: feed.state.connected and opened() == 3, 30, "every connection open"
+                )
+                assert pacer.turns == 3
+                await fake.drop_connections()
+                await eventually(lambda: opened() == 6, 30, "every connection opened again")
+                await eventually(lambda: feed.state.connected, 30, "streaming")
+                await drain()
+                assert fake.by_path[paths[0]] == 2 and pacer.turns == 6
 
     run(body(), timeout_s=90)

@@ -806,7 +806,16 @@ class GateAdapter(ComputedPoolReads, ExchangeAdapter):
 SPEC = ExchangeSpec(
     profile=PROFILE,
     adapter=GateAdapter,
-    capabilities=Capabilities(tier_source=TierSource.RISK_LIMITS),
+    capabilities=Capabilities(
+        tier_source=TierSource.RISK_LIMITS,
+        # "X-Gate-RateLimit-Reset-Timestamp - the timestamp indicating when your request limit
+        # resets if you have exceeded your rate_limit" (Gate API v4 docs, "Rate limit"); Gate
+        # sends no Retry-After
+        rate_limit_reset_header="X-Gate-RateLimit-Reset-Timestamp",
+        # "Public endpoints ... 200r/10s per endpoint ... IP" against the private ones' "UID"
+        # (Gate API v4 docs, "Frequency limit rule")
+        public_limit_window_s=10.0,
+    ),
     markets=MARKETS,
     credentials=(Credential.API_KEY, Credential.SECRET),
     ccxt_options={

@@ -560,6 +560,11 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
         # #order-book-trading-algo-trading-ws-algo-orders-channel: URL Path /ws/v5/business)
         return "business" if stream == "orders" else "private"
 
+    def socket_connection(self, url: str) -> str:
+        # the business connection's path is /ws/v5/business, the private one's /ws/v5/private
+        # (www.okx.com/docs-v5/en/#overview-production-trading-services)
+        return "business" if "/ws/v5/business" in url else "private"
+
     def is_stop_event(self, raw: dict[str, Any]) -> bool:
         return raw.get("ordType") in ("conditional", "oco", "trigger", "move_order_stop")
 
@@ -738,6 +743,10 @@ SPEC = ExchangeSpec(
         # (www.okx.com/docs-v5/en/#overview-websocket-connect); an account opens two (the
         # private connection, the business one for the algo orders)
         ws_openings_per_ip=(3, 1.0),
+        # the public endpoints' limits are per IP ("Rate limit rule: IP", e.g. "Get position
+        # tiers: 10 requests per 2 seconds"), the private ones' per User ID
+        # (www.okx.com/docs-v5/en/#overview-rate-limits): most count over 2 s
+        public_limit_window_s=2.0,
     ),
     markets=MARKETS,
     credentials=(Credential.API_KEY, Credential.SECRET, Credential.PASSWORD),

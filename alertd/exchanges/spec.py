@@ -145,6 +145,15 @@ class Capabilities:
     # Bybit's 403 "access too frequent"): every account of that host then waits out the ban
     # (IpBudget), none is stopped. None: the exchange documents no such answer.
     ip_ban: IpBanAnswer | None = None
+    # The header in which the exchange's 429 says when its limit resets, in epoch seconds or
+    # milliseconds, where it sends no Retry-After (Gate's X-Gate-RateLimit-Reset-Timestamp):
+    # the retry waits until then. None: none documented.
+    rate_limit_reset_header: str | None = None
+    # Where the exchange limits its public endpoints per IP while its private ones are per user
+    # (OKX, Gate): the window of those public limits, seconds. A 429 on a public endpoint then
+    # pauses every public request of the host for its wait (Retry-After, the reset header),
+    # else this window; private requests go on. None: no such split.
+    public_limit_window_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

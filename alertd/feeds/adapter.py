@@ -455,6 +455,12 @@ class ExchangeAdapter:
         default."""
         return "private"
 
+    def socket_connection(self, url: str) -> str:
+        """The name (:meth:`stream_connection`'s) of the connection a websocket of ``url``
+        is: what its opening or its close is counted against. One private connection by
+        default."""
+        return "private"
+
     async def watch_positions(self, exchange: Any) -> list[PositionState]:
         raise NotImplementedError
 

@@ -26,6 +26,7 @@ import copy
 import dataclasses
 import enum
 import logging
+import math
 import re
 import socket
 import ssl
@@ -49,7 +50,7 @@ from alertd.exchanges.spec import Capabilities, Credential, IpBanAnswer
 from alertd.feeds.adapter import PublicTables
 from alertd.feeds.backoff import Backoff
 from alertd.redact import redact
-from alertd.retry_after import retry_after_in
+from alertd.retry_after import reset_in, retry_after_in
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +62,14 @@ class FrameSink(Protocol):
 
     def on_malformed(self, kind: str, detail: str) -> None: ...
 
-    def on_open(self) -> None:
-        """One of the exchange object's websockets opened (ccxt's ``client.connected``)."""
+    def on_open(self, url: str) -> None:
+        """The exchange object's websocket of ``url`` opened (ccxt's ``client.connected``)."""
 
-    def on_closed(self) -> None:
-        """One of the exchange object's websockets closed or failed (ccxt's ``on_close``,
-        ``on_error``), whatever watch waited on it: one may be waiting on none."""
+    def on_closed(self, url: str, opening_failed: bool) -> None:
+        """The exchange object's websocket of ``url`` closed or failed (ccxt's ``on_close``,
+        ``on_error``), whatever watch waited on it: one may be waiting on none.
+        ``opening_failed``: it failed before it opened (its handshake refused, a 429, a
+        timeout: ccxt's ``connected`` never resolved)."""
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -99,6 +102,7 @@ def _guarded_class(exchange_id: str) -> type:
 
     spec = get_spec(exchange_id)
     request_weight = spec.capabilities.request_weight
+    reset_header = spec.capabilities.rate_limit_reset_header
     # the frames of streams alertd watches itself, which ccxt has no handler for (Binance's
     # asset index): resolved here for the watch that waits on their hash
     stream_hash = spec.adapter.stream_hash if spec.adapter is not None else None
@@ -144,6 +148,22 @@ def _guarded_class(exchange_id: str) -> type:
                 )
             return super().open(*args, **kwargs)
 
+        async def fetch2(
+            self, path: Any, api: Any = "public", method: Any = "GET", *rest: Any, **kw: Any
+        ) -> Any:
+            """ccxt's request; a public one (OKX's, Gate's ``api[0]``) waits for the host's
+            public pause first, and a 429 on it pauses the host's public requests."""
+            budget = self.alertd_ip_budget
+            name = api[0] if isinstance(api, list | tuple) and api else api
+            if budget is None or name != "public":
+                return await super().fetch2(path, api, method, *rest, **kw)
+            await budget.resumed(public=True)
+            try:
+                return await super().fetch2(path, api, method, *rest, **kw)
+            except ccxt.RateLimitExceeded as exc:
+                budget.public_refused(retry_after_of(exc))
+                raise
+
         async def throttle(self, cost: Any = None) -> Any:
             """ccxt's limiter, and the host's pause (a ban, a 429's Retry-After) before and
             after it: a request that waited its turn in the limiter while the pause began
@@ -170,7 +190,7 @@ def _guarded_class(exchange_id: str) -> type:
             try:
                 return super().handle_errors(code, reason, url, method, headers, body, *rest)
             except ccxt.BaseError as exc:
-                _carry_retry_after(exc, headers)
+                _carry_retry_after(exc, headers, reset_header)
                 _tell_host(self.alertd_ip_budget, code, headers, body)
                 raise
 
@@ -181,7 +201,7 @@ def _guarded_class(exchange_id: str) -> type:
             try:
                 return super().handle_http_status_code(code, reason, url, method, body)
             except ccxt.BaseError as exc:
-                _carry_retry_after(exc, headers)
+                _carry_retry_after(exc, headers, reset_header)
                 _tell_host(self.alertd_ip_budget, code, headers, body)
                 raise
 
@@ -222,26 +242,36 @@ def _guarded_class(exchange_id: str) -> type:
 
                 client.handle_text_or_binary_message = guarded_decode
                 client.alertd_guarded = True
-                client.connected.add_done_callback(self._alertd_opened)
+                client.connected.add_done_callback(lambda done: self._alertd_opened(client, done))
             return client
 
         def on_error(self, client: Any, error: Any) -> None:
+            # ccxt resolves ``connected`` once the handshake succeeded, never on a failed one
+            # (``WsClient.open``): an error before it is the opening's own
+            dialling = not client.connected.done()
             super().on_error(client, error)
-            self._alertd_closed()
+            self._alertd_closed(client, dialling)
 
         def on_close(self, client: Any, error: Any) -> None:
+            dialling = not client.connected.done()
             super().on_close(client, error)
-            self._alertd_closed()
+            self._alertd_closed(client, dialling)
 
-        def _alertd_closed(self) -> None:
+        def _alertd_closed(self, client: Any, dialling: bool) -> None:
             sink = self.alertd_sink
             if sink is not None:
-                sink.on_closed()
+                sink.on_closed(str(client.url), dialling)
 
-        def _alertd_opened(self, connected: Any) -> None:
+        def _alertd_opened(self, client: Any, connected: Any) -> None:
             sink = self.alertd_sink
-            if sink is not None and not connected.cancelled() and connected.exception() is None:
-                sink.on_open()
+            if sink is None or connected.cancelled() or connected.exception() is not None:
+                return
+            # a socket dropped while it dialled (drop_connection) opens outside
+            # ``clients`` and is closed at once: not the opening in progress of its URL
+            url = str(client.url)
+            current: Any = (self.clients or {}).get(url)
+            if current is client:
+                sink.on_open(url)
 
     Guarded.__name__ = f"Guarded_{exchange_id}"
     _classes[exchange_id] = Guarded
@@ -487,6 +517,7 @@ class IpBudget:
         requests_per_ip: tuple[int, float] | None = None,
         ip_ban: IpBanAnswer | None = None,
         ws_openings_per_ip: tuple[int, float] | None = None,
+        public_limit_window_s: float | None = None,
         host: str = "exchange",
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
@@ -500,8 +531,11 @@ class IpBudget:
         self._clock = clock
         self._sleep = sleep
         self._wall_clock = wall_clock
-        # monotonic: until when every request waits (-inf: none), and the ban behind it
+        # monotonic: until when every request waits (-inf: none), and the ban behind it;
+        # until when the public ones wait (a public endpoint's 429 where those are per IP)
         self.paused_until = -float("inf")
+        self.public_paused_until = -float("inf")
+        self._public_limit_window_s = public_limit_window_s
         self.ban: HostBan | None = None
         self.rest_limit_per_ip = rest_limit_per_ip
         self._weight_per_minute = rest_weight_per_minute
@@ -540,6 +574,7 @@ class IpBudget:
             requests_per_ip=capabilities.requests_per_ip,
             ip_ban=capabilities.ip_ban,
             ws_openings_per_ip=capabilities.ws_openings_per_ip,
+            public_limit_window_s=capabilities.public_limit_window_s,
             host=host,
             clock=clock,
             sleep=sleep,
@@ -593,14 +628,34 @@ class IpBudget:
         if left > 0:
             self._pause(left, status)
 
-    async def resumed(self) -> None:
-        """Return once no pause holds the host's requests (at once when none does)."""
+    async def resumed(self, public: bool = False) -> None:
+        """Return once no pause holds the host's requests (``public``: its public ones, which
+        its public pause holds too), at once when none does."""
         # one sleep per pause: again only where another answer moved its end meanwhile
         for _ in range(MAX_PAUSES_WAITED):
-            left = self.paused_until - self._clock()
+            until = max(self.paused_until, self.public_paused_until if public else -math.inf)
+            left = until - self._clock()
             if left <= 0:
                 return
             await self._sleep(left)
+
+    def public_refused(self, wait_s: float) -> None:
+        """A 429 on a public endpoint, where those are limited per IP and the private ones per
+        user (OKX, Gate): every public request of the host waits ``wait_s`` (the answer's
+        Retry-After or reset), else the limits' window; the private ones go on."""
+        window = self._public_limit_window_s
+        if window is None:
+            return
+        now = self._clock()
+        seconds = wait_s or window
+        if self.public_paused_until <= now:
+            log.warning(
+                "%s: a public endpoint rate limited (429), asked to wait %.0f s: every public "
+                "request of this IP waits",
+                self.host,
+                seconds,
+            )
+        self.public_paused_until = max(self.public_paused_until, now + seconds)
 
     def refused(self, status: int, headers: Mapping[object, object], body: str) -> None:
         """An answer refusing a request: a ban of the IP pauses the host until its end, a 429
@@ -1032,16 +1087,23 @@ def _tell_host(budget: IpBudget | None, code: Any, headers: Any, body: Any) -> N
         log.debug("unreadable answer %s", code, exc_info=True)
 
 
-def _carry_retry_after(exc: ccxt.BaseError, headers: Any) -> None:
-    """Give the error raised on an answer that answer's Retry-After (:func:`retry_after_of`).
-    Never raises: it runs in ccxt's handle_errors, where an exception of its own would replace
-    the answer's error (a 418 ban become another error, retried into the ban)."""
+def _carry_retry_after(exc: ccxt.BaseError, headers: Any, reset_header: str | None) -> None:
+    """Give the error raised on an answer that answer's Retry-After (:func:`retry_after_of`),
+    or where it has none, the wait until the limit's reset its ``reset_header`` gives (Gate's,
+    epoch time: read on the wall clock). Never raises: it runs in ccxt's handle_errors, where
+    an exception of its own would replace the answer's error (a 418 ban become another error,
+    retried into the ban)."""
     try:
-        wait = (
-            retry_after_in(headers, EXCHANGE_MAX_RETRY_AFTER_S)
-            if isinstance(headers, Mapping)
-            else None
-        )
+        wait = None
+        if isinstance(headers, Mapping):
+            wait = retry_after_in(headers, EXCHANGE_MAX_RETRY_AFTER_S)
+            # on every answer, the header is the current time where the limit is not hit
+            if (
+                wait is None
+                and reset_header is not None
+                and isinstance(exc, ccxt.RateLimitExceeded)
+            ):
+                wait = reset_in(headers, reset_header, time.time(), EXCHANGE_MAX_RETRY_AFTER_S)
     except Exception:  # a headers object that cannot be read: the backoff's delay applies
         log.debug("unreadable headers on %s", type(exc).__name__, exc_info=True)
         return

@@ -17,7 +17,6 @@ scheduled by :class:`~alertd.feeds.manager.FeedManager`.
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import enum
 import functools
@@ -235,11 +234,11 @@ class AccountFeed:
         self._connected_once = False
         self._fatal_event = asyncio.Event()
         # the turns taken to open each of its private connections (by the name its adapter
-        # gives it), one taken at a time per connection; the openings not ended yet, oldest
-        # first; how many of its connections wait for their turn; when it last got one
+        # gives it), one taken at a time per connection; each connection's opening not ended
+        # yet; how many of its connections wait for their turn; when it last got one
         self._turns: dict[str, int] = {}
         self._turn_locks: dict[str, asyncio.Lock] = {}
-        self._openings: collections.deque[Opening] = collections.deque()
+        self._openings: dict[str, Opening] = {}
         self._turns_waited = 0
         self.opening_turn_at: float | None = None
         # how long it waited for those turns since it last streamed: the waits ended, and when
@@ -249,11 +248,11 @@ class AccountFeed:
         # an opening of its own failed since it last streamed (a 429 at the handshake, a ban,
         # an outage): its waits for turns are then no longer waits through no failure
         self._opening_failed = False
-        # how many times one of its private websockets closed or failed, and its connections'
-        # turns at the last of those: a stream whose socket closed while it read over REST
-        # (the stops after an order push) never saw its watch fail, and ccxt's next watch
-        # opens the connection again
-        self._closes = 0
+        # per connection, how many times its websocket closed or failed, and its turns at the
+        # last of those: a stream whose socket closed while it read over REST (the stops after
+        # an order push) never saw its watch fail, and ccxt's next watch opens the connection
+        # again; another connection's close is not its own (OKX's business connection's)
+        self._closes: dict[str, int] = {}
         self._turns_at_close: dict[str, int] = {}
         # the longest its host's pace can keep an opening waiting: every private connection of
         # the host's accounts at its count a window (the manager sets it with the start's
@@ -332,20 +331,27 @@ class AccountFeed:
                     self._turns_waited_since = None
             self._turns[connection] = self._turns.get(connection, 0) + 1
             self.opening_turn_at = self._clock()
-            self._openings.append(opening)
+            self._openings[connection] = opening
             return opening
 
-    def on_closed(self) -> None:
-        """One of its private websockets closed or failed: the next step of each stream takes
-        a turn to open its connection unless one was taken since (:meth:`_loop`)."""
-        self._closes += 1
-        self._turns_at_close = dict(self._turns)
+    def on_closed(self, url: str, opening_failed: bool) -> None:
+        """Its websocket of ``url`` closed or failed: the next step of each stream on that
+        connection takes a turn to open it unless one was taken since (:meth:`_loop`). One
+        that failed before it opened is a failed opening of its own, whichever stream's turn
+        it was, or none's (a watch that opened it again after its turn's step returned)."""
+        connection = self.adapter.socket_connection(url)
+        self._closes[connection] = self._closes.get(connection, 0) + 1
+        self._turns_at_close[connection] = self._turns.get(connection, 0)
+        if opening_failed:
+            self._opening_failed = True
+            self._opening_ended(self._openings.get(connection))
 
     def _opening_ended(self, opening: Opening | None) -> None:
         if opening is not None:
             opening.ended()
-            if opening in self._openings:
-                self._openings.remove(opening)
+            for connection, held in list(self._openings.items()):
+                if held is opening:
+                    del self._openings[connection]
 
     def reconciles_held_until(self, now: float) -> float:
         """Until when (monotonic) its periodic reconciles last gave way to the first
@@ -969,16 +975,16 @@ class AccountFeed:
         backoff = self._backoff_factory()
         connection = self.adapter.stream_connection(name)
         seen = 0  # its connection's turns to open when this stream last lost it
-        closes = self._closes  # the closes of its sockets seen by its last step
+        closes = self._closes.get(connection, 0)  # its connection's closes by its last step
         while True:
             opening: Opening | None = None
             try:
-                if self._closes != closes:
-                    # a socket closed since its last step, its own maybe while it read over
-                    # REST, its watch not failed: ccxt's next watch opens it again, in its turn
-                    # unless one was taken for it since (unpaced, its open also ended another
-                    # connection's opening early)
-                    closes = self._closes
+                if self._closes.get(connection, 0) != closes:
+                    # its socket closed since its last step, maybe while it read over REST,
+                    # its watch not failed: ccxt's next watch opens it again, in its turn
+                    # unless one was taken for it since (unpaced, it would open outside the
+                    # host's pace)
+                    closes = self._closes.get(connection, 0)
                     seen = max(seen, self._turns_at_close.get(connection, 0))
                 opening = await self._opening_turn(connection, seen)
                 await step()
@@ -987,8 +993,9 @@ class AccountFeed:
             except FrameError as exc:
                 self.on_malformed(f"{name}: bad frame", str(exc))
             except Exception as exc:
-                if opening is not None and opening in self._openings:
-                    # failed before its socket opened (on_open ends the opening it held)
+                if opening is not None and self._openings.get(connection) is opening:
+                    # failed before its socket opened (its open ends the opening it held):
+                    # the handshake, or what comes before it (Binance's listen key)
                     self._opening_failed = True
                 self._opening_ended(opening)
                 seen = self._turns.get(connection, 0)
@@ -1163,15 +1170,15 @@ class AccountFeed:
             self._event(AccountEvent("listen_key_expired", now, "private stream key expired"))
             asyncio.get_running_loop().create_task(self.force_reconnect("listen key expired"))
 
-    def on_open(self) -> None:
+    def on_open(self, url: str) -> None:
         """A private websocket opened: the account streams (a quiet account may send nothing
         for hours; its first frame is not what says it is connected). Opened again after a
         lost stream, it is resynced once more, shortly after it subscribes: the resync that
         followed the loss may have run while the socket was still down, and a change made
-        between that snapshot and the new subscription would be seen by neither. The oldest
-        opening in progress ended: its place in the host's pace counts a window from here."""
-        if self._openings:
-            self._opening_ended(self._openings[0])
+        between that snapshot and the new subscription would be seen by neither. Its
+        connection's opening in progress ended: its place in the host's pace counts a window
+        from here."""
+        self._opening_ended(self._openings.get(self.adapter.socket_connection(url)))
         if not self.state.bootstrapped or self.state.fatal is not None:
             return
         reopened = not self.state.connected and self._last_failure > -float("inf")

@@ -36,6 +36,7 @@ from alertd.feeds.adapter import ExchangeAdapter, FrameError
 from alertd.feeds.backoff import Backoff
 from alertd.feeds.books import OrderBooks
 from alertd.feeds.ccxt_exchange import (
+    Opening,
     SharedExchange,
     describe,
     drop_connections,
@@ -93,6 +94,12 @@ class MarkHub:
         self._group: asyncio.TaskGroup | None = None
         self._forced_at = -float("inf")
         self.reconnects = 0
+        # its public connection's turns to open in its host's pace (the host's private
+        # openings' pacer, where the exchange caps openings per IP): the turns taken, one at a
+        # time, and the opening in progress
+        self._turns = 0
+        self._turn_lock = asyncio.Lock()
+        self._opening: Opening | None = None
         self._wall = wall_clock
         # per symbol, while some rule reads price dynamics (a span of 0: none does)
         self.dynamics: dict[str, MarkWindow] = {}
@@ -250,21 +257,45 @@ class MarkHub:
         except Exception as exc:  # the subscription dies with the next reconnect anyway
             log.debug("%s: unsubscribing %s failed: %s", self.name, symbol, describe(exc))
 
+    async def _opening_turn(self, seen: int) -> None:
+        """Wait for the turn to open the hub's public connection in its host's pace, unless
+        one was taken since the stream asking last lost it (``seen``: the turns then): the
+        symbols' streams share the connection, the first to ask takes the one turn, at a start
+        and after a drop (a reconnect storm of hubs stays within the exchange's cap, with the
+        accounts' private openings: OKX's 3 a second per IP count every websocket)."""
+        pacer = self._shared.ip_budget.openings if self._shared is not None else None
+        if pacer is None:
+            return
+        async with self._turn_lock:
+            if self._turns > seen:
+                return
+            self._opening_ended()
+            self._opening = await pacer.turn()
+            self._turns += 1
+
+    def _opening_ended(self) -> None:
+        if self._opening is not None:
+            opening, self._opening = self._opening, None
+            opening.ended()
+
     async def _stream(self, symbol: str) -> None:
         backoff = self._backoff_factory()
         if self.dynamics_span_s > 0 and self._group is not None:
             # beside the stream, not before it: a slow candle request delays no mark
             self._group.create_task(self._seed(symbol), name=f"seed {symbol}")
+        seen = 0  # the connection's turns when this stream last lost it
         while True:
             try:
                 exchange = self._exchange()
                 await load_markets(exchange, self._shared)
+                await self._opening_turn(seen)
                 price = await self.adapter.watch_mark(exchange, symbol)
                 backoff.healthy(self._clock())
             except FrameError as exc:
                 self.on_malformed(f"mark {symbol}: bad frame", str(exc))
                 continue
             except Exception as exc:
+                seen = self._turns
                 if not isinstance(exc, ccxt.BaseError):
                     log.exception("%s: mark stream %s failed unexpectedly", self.name, symbol)
                 delay = retry_delay(backoff, exc)
@@ -315,11 +346,15 @@ class MarkHub:
     def on_frame(self, message: Any) -> None:
         return None
 
-    def on_open(self) -> None:
-        return None  # a mark stream is alive when its marks arrive (the staleness watchdog)
+    def on_open(self, url: str) -> None:
+        # a mark stream is alive when its marks arrive (the staleness watchdog); its opening's
+        # place in the host's pace counts a window from here
+        self._opening_ended()
 
-    def on_closed(self) -> None:
-        return None  # public connections open unpaced (the mark streams reopen on their own)
+    def on_closed(self, url: str, opening_failed: bool) -> None:
+        # every stream waiting on it fails and the first to watch again takes a turn
+        if opening_failed:
+            self._opening_ended()
 
     def on_malformed(self, kind: str, detail: str) -> None:
         # the asset index shares the connection's frames: its followers hear of them too

@@ -1029,19 +1029,20 @@ class FakeExchangeServer(Generic[A, C]):
         """Wait until some connection subscribed ``stream``: pushes before that are not seen."""
         await self.wait_until(lambda: stream in self.subscriptions(), timeout_s)
 
-    async def drop_connections(self, *, code: int | None = None) -> None:
-        """Close every websocket. By default abruptly (TCP abort, no closing handshake, as a
-        network failure); with ``code`` a server-initiated close frame is sent instead (Binance
-        sends one when it ends a connection at the 24-hour mark)."""
+    async def drop_connections(self, *, code: int | None = None, kind: str | None = None) -> None:
+        """Close every websocket (``kind``: of that kind only, OKX's ``business``). By default
+        abruptly (TCP abort, no closing handshake, as a network failure); with ``code`` a
+        server-initiated close frame is sent instead (Binance sends one when it ends a
+        connection at the 24-hour mark)."""
         loop = self._loop
         if loop is not None and loop is not asyncio.get_running_loop():
-            future = asyncio.run_coroutine_threadsafe(self._drop(code), loop)
+            future = asyncio.run_coroutine_threadsafe(self._drop(code, kind), loop)
             await asyncio.wrap_future(future)
         else:
-            await self._drop(code)
+            await self._drop(code, kind)
 
-    async def _drop(self, code: int | None) -> None:
-        for conn in list(self._connections):
+    async def _drop(self, code: int | None, kind: str | None = None) -> None:
+        for conn in self._connections_of(kind):
             if code is None:
                 conn.abort()
             else:
