@@ -24,8 +24,8 @@ every ``resend_interval`` (:meth:`AlertmanagerSender.refresh`, called by the out
 after a restart the alerts still firing are found in the outbox's history
 (:meth:`AlertmanagerSender.seed`). An alert is never re-sent past the end it gives itself
 (an IP ban's, resolved or not), nor is a ban the older code delivered without its end; the
-older code's end of a ban (kind ``ip_ban_over``, severity info) resolves that ban. Re-sends are idempotent and not written to the outbox: a
-failed one is simply followed by the next.
+older code's end of a ban (kind ``ip_ban_over``, severity info) resolves that ban. Re-sends
+are idempotent and not written to the outbox: a failed one is simply followed by the next.
 
 Answers: 2xx delivered; 429 or 503 with ``Retry-After`` handed to the outbox worker as the
 receiver's own delay; anything else a failure the outbox retries, with Alertmanager's error
