@@ -725,6 +725,24 @@ def test_binance_portfolio_coin_m_catalogue_failing_lists_the_coin_m_position_as
     assert len(said) == 1, [r.getMessage() for r in said]
 
 
+@contextlib.asynccontextmanager
+async def coin_m_300() -> AsyncIterator[tuple[FakeBinanceUSDM, AccountFeed]]:
+    """A portfolio margin account (2,000 USDT, a UM long of 1 BTC at 60,000 and a COIN-M long
+    of 300 BTCUSD_PERP at 60,000) on the local Binance, its feed streaming, its user stream
+    and COIN-M mark stream subscribed."""
+    async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+        fake.set_portfolio_margin(KEY, open_loss="100")
+        fake.set_mark(BTC, "60000")
+        fake.open_position(KEY, BTC, "long", "1", "60000")
+        fake.set_cm_mark("BTCUSD_PERP", "60000")
+        fake.open_cm_position(KEY, "BTCUSD_PERP", "300", "60000", "45000")
+        feed = make_feed(portfolio_margin_config(fake), KEY, SECRET)
+        async with streaming(feed):
+            await fake.wait_for_user_stream(KEY, 10)
+            await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+            yield fake, feed
+
+
 @pytest.mark.parametrize("left", ["0", "30"])
 def test_binance_portfolio_coin_m_reduce_push_keeps_the_realized_loss(left: str) -> None:
     """A COIN-M long (300 BTCUSD_PERP, 30,000 USD at 60,000) beside the UM long, its mark
@@ -734,40 +752,85 @@ def test_binance_portfolio_coin_m_reduce_push_keeps_the_realized_loss(left: str)
     ratio (pm11: 19.9%): the push settles with a REST read, and the ratio is Binance's again."""
 
     async def body() -> None:
-        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
-            fake.set_portfolio_margin(KEY, open_loss="100")
-            fake.set_mark(BTC, "60000")
-            fake.open_position(KEY, BTC, "long", "1", "60000")
-            fake.set_cm_mark("BTCUSD_PERP", "60000")
-            fake.open_cm_position(KEY, "BTCUSD_PERP", "300", "60000", "45000")
-            feed = make_feed(portfolio_margin_config(fake), KEY, SECRET)
-            async with streaming(feed):
-                state = feed.state
-                await fake.wait_for_user_stream(KEY, 10)
-                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
-                fake.set_cm_mark("BTCUSD_PERP", "57100")
-                await eventually(lambda: state.marks.get(COIN_M_BTC) == 57100, what="the mark")
-                assert f"{state.exchange_ratio()[0]:.1%}" == "84.0%"
-                fake.reduce_cm_position(KEY, "BTCUSD_PERP", left)
-                row = {"s": "BTCUSD_PERP", "pa": left, "ep": "60000" if left != "0" else "0",
-                       "cr": "0", "up": "0", "mt": "cross", "iw": "0", "ps": "BOTH"}  # fmt: skip
-                fake.push_cm_position_update(KEY, row)
-                theirs = binance.PORTFOLIO_LIQUIDATION_UNI_MMR / D(
-                    fake.portfolio_account(KEY)["uniMMR"]
-                )
-                # the closed part's loss in the BTC wallet: equity 450, MM 240 and the rest's
-                assert theirs > D("0.5")
+        async with coin_m_300() as (fake, feed):
+            state = feed.state
+            fake.set_cm_mark("BTCUSD_PERP", "57100")
+            await eventually(lambda: state.marks.get(COIN_M_BTC) == 57100, what="the mark")
+            assert f"{state.exchange_ratio()[0]:.1%}" == "84.0%"
+            fake.reduce_cm_position(KEY, "BTCUSD_PERP", left)
+            row = {"s": "BTCUSD_PERP", "pa": left, "ep": "60000" if left != "0" else "0",
+                   "cr": "0", "up": "0", "mt": "cross", "iw": "0", "ps": "BOTH"}  # fmt: skip
+            fake.push_cm_position_update(KEY, row)
+            theirs = binance.PORTFOLIO_LIQUIDATION_UNI_MMR / D(
+                fake.portfolio_account(KEY)["uniMMR"]
+            )
+            # the closed part's loss in the BTC wallet: equity 450, MM 240 and the rest's
+            assert theirs > D("0.5")
 
-                def ratio() -> Decimal | None:
-                    return state.exchange_ratio()[0]
+            def ratio() -> Decimal | None:
+                return state.exchange_ratio()[0]
 
-                await eventually(
-                    lambda: (r := ratio()) is not None and abs(r / theirs - 1) < D("1e-6"),
-                    timeout_s=10,
-                    what=f"Binance's ratio {theirs:.1%} after the fill",
-                )
+            await eventually(
+                lambda: (r := ratio()) is not None and abs(r / theirs - 1) < D("1e-6"),
+                timeout_s=10,
+                what=f"Binance's ratio {theirs:.1%} after the fill",
+            )
 
     run(body())
+
+
+def test_binance_portfolio_coin_m_pushes_read_the_account_once_an_interval_on_a_reduce() -> None:
+    """A COIN-M push that adds to a listed position realizes nothing (the push's size and
+    entry are all that moved): no REST read. Reduces realize PnL into the coin's wallet, which
+    the push does not carry: read again, but at most once per reconcile interval, the fills
+    meanwhile read together at its end (the reviewer's probe_cm_push_resyncs: a fill a second
+    made a full portfolio margin snapshot each, 104 requests in 20 s outside the reconcile
+    plan). The last read still gives Binance's ratio after the last reduce."""
+
+    def snapshots(fake: FakeBinanceUSDM) -> int:
+        return sum(path == "/papi/v1/account" for _, path in fake.requests)
+
+    def push(fake: FakeBinanceUSDM, size: int) -> None:
+        row = {"s": "BTCUSD_PERP", "pa": str(size), "ep": "60000", "cr": "0", "up": "0",
+               "mt": "cross", "iw": "0", "ps": "BOTH"}  # fmt: skip
+        fake.push_cm_position_update(KEY, row)
+
+    async def body() -> None:
+        async with coin_m_300() as (fake, feed):
+            feed.reconcile_interval_s = 4.0  # as the manager sets it; no reconcile runs here
+            state = feed.state
+            await eventually(lambda: state.marks.get(COIN_M_BTC) is not None)
+            await asyncio.sleep(0.5)  # the start's own settle resync
+            before = snapshots(fake)
+            for size in range(301, 306):  # adds: nothing realized
+                fake.open_cm_position(KEY, "BTCUSD_PERP", str(size), "60000", "45000")
+                push(fake, size)
+                await asyncio.sleep(0.2)
+            await eventually(
+                lambda: [p.contracts for p in state.listed_positions] == [305], what="adds"
+            )
+            await asyncio.sleep(0.5)
+            assert snapshots(fake) == before
+            fake.set_cm_mark("BTCUSD_PERP", "57100")
+            await eventually(lambda: state.marks.get(COIN_M_BTC) == 57100, what="the mark")
+            for size in range(304, 294, -1):  # ten reduces within 2 s
+                fake.reduce_cm_position(KEY, "BTCUSD_PERP", str(size))
+                push(fake, size)
+                await asyncio.sleep(0.2)
+            theirs = binance.PORTFOLIO_LIQUIDATION_UNI_MMR / D(
+                fake.portfolio_account(KEY)["uniMMR"]
+            )
+            await eventually(
+                lambda: (
+                    (r := state.exchange_ratio()[0]) is not None and abs(r / theirs - 1) < D("1e-6")
+                ),
+                timeout_s=15,
+                what=f"Binance's ratio {theirs:.1%} after the last reduce",
+            )
+            # the first reduce's read, and one at the interval's end for the nine after
+            assert snapshots(fake) - before <= 2
+
+    run(body(), timeout_s=60)
 
 
 COIN_M_ROW = {"s": "BTCUSD_PERP", "pa": "3", "ep": "62000", "cr": "0", "up": "0",

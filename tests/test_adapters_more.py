@@ -9,6 +9,7 @@ exchanges' own API documentation examples, and captures published in other publi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import json
@@ -17,6 +18,8 @@ from typing import Any
 
 import ccxt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alertd.engine.collateral import CollateralRatio, ConversionRates, SettleTerms
 from alertd.engine.margin import AccountMetrics, compute
@@ -30,6 +33,7 @@ from alertd.exchanges.bybit import (
     execution_rows,
     gst_share,
     isolated_margin,
+    line_rates,
     settle_usd,
     unified_collateral,
     unified_margin_assets,
@@ -1101,6 +1105,93 @@ def test_a_bybit_usdc_line_needs_a_usd_value_never_par() -> None:
     )
     assert usdc.wallet_balance == 0 and usdc.terms is not None
     assert usdc.terms.rates == ConversionRates(Decimal("0.9991"), Decimal("0.9991"))
+
+
+def test_a_bybit_settle_row_s_hostile_usd_value_is_a_frame_error_naming_it() -> None:
+    """A USDT row at equity 1 (kept: LINE_MIN_EQUITY) with ``usdValue`` 1e-999999 makes every
+    other coin's value over USDT's out of Decimal's range: a FrameError naming both coins, not
+    decimal.Overflow out of every bootstrap (reviewer's probe_bybit_over_overflow; 3ef14e8
+    guarded ``usdValue / equity`` only)."""
+    coins = [
+        {"coin": "USDT", "equity": "1", "usdValue": "1e-999999", "walletBalance": "1",
+         "spotBorrow": "0"},
+        {"coin": "USDC", "equity": "1", "usdValue": "10", "walletBalance": "1",
+         "spotBorrow": "0"},
+        {"coin": "BTC", "equity": "1", "usdValue": "60000", "walletBalance": "1",
+         "spotBorrow": "0", "marginCollateral": True, "collateralSwitch": True},
+    ]  # fmt: skip
+    ratios = {c: CollateralRatio.flat(Decimal(1)) for c in ("USDC", "BTC")}
+    said = "wallet-balance: the USDC usdValue over the USDT one's is out of range"
+    with pytest.raises(FrameError, match=said):
+        line_rates(coins, "USDT", ("USDC",))
+    with pytest.raises(FrameError, match=said):
+        unified_margin_assets(coins, ratios, "USDT", ("USDC",), held={"USDC"})
+    # its own row's rough value, the one read at LINE_MIN_EQUITY being none
+    rough = [coins[0], {**coins[1], "equity": "0.5", "usdValue": "5"}]
+    with pytest.raises(FrameError, match=said):
+        unified_margin_assets(rough, ratios, "USDT", ("USDC",), held={"USDC"})
+    with pytest.raises(FrameError, match="the BTC usdValue over the USDT one's is out of range"):
+        unified_collateral(coins, ratios, "USDT", {}, ("USDC",))
+
+
+def test_a_bybit_adapter_s_hostile_settle_row_fails_its_collateral_read_by_name() -> None:
+    """The adapter's read of the same wallet: fetch_collateral raises the FrameError (the
+    snapshot's error, named), decimal.Overflow escaped it (reviewer's
+    test_probe_bybit_over_adapter)."""
+
+    class Hostile(BybitStandIn):
+        async def privateGetV5AccountWalletBalance(self, params: dict[str, Any]) -> Any:
+            coins = [
+                {"coin": "USDT", "equity": "1", "usdValue": "1e-999999", "walletBalance": "1"},
+                {"coin": "USDC", "equity": "500", "usdValue": "5000", "walletBalance": "500"},
+            ]
+            return self.answer("wallet-balance", params, {"result": {"list": [{"coin": coins}]}})
+
+    async def body() -> None:
+        exchange, adapter = Hostile(), BybitAdapter()
+        adapter.tables, adapter.account_cross = PublicTables(), True
+        await adapter.fetch_balance(exchange)
+        with pytest.raises(FrameError, match="USDC usdValue over the USDT one's"):
+            await adapter.fetch_collateral(exchange)
+
+    run(body(), timeout_s=30)
+
+
+# a coin row's usdValue and equity as a hostile or broken answer could give them: Decimal's
+# extremes, signs, zero, text that is no number, nothing; and plain values
+HOSTILE_NUMBERS = st.one_of(
+    st.sampled_from(["0", "-0", "1e-999999", "1e999999", "-1e-999999", "9e999998", "1E+5",
+                     "NaN", "Infinity", "-Infinity", "", "abc", "0.00000001", "1", "0.5"]),
+    st.decimals(allow_nan=False, allow_infinity=False).map(str),
+    st.none(),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(st.tuples(HOSTILE_NUMBERS, HOSTILE_NUMBERS), min_size=3, max_size=3),
+    present=st.lists(st.booleans(), min_size=3, max_size=3),
+)
+def test_a_bybit_wallet_s_values_give_lines_or_a_frame_error_never_a_crash(
+    values: list[tuple[str | None, str | None]], present: list[bool]
+) -> None:
+    """Whatever usdValue and equity the wallet's USDT, USDC and BTC rows give, the pool's
+    lines and coins are read or refused with a FrameError (the snapshot's error, named),
+    never another exception."""
+    coins = [
+        {"coin": coin, "equity": equity, "usdValue": usd, "walletBalance": "1",
+         "spotBorrow": "0", "marginCollateral": True, "collateralSwitch": True}
+        for coin, (equity, usd), kept in zip(("USDT", "USDC", "BTC"), values, present, strict=True)
+        if kept
+    ]  # fmt: skip
+    ratios = {c: CollateralRatio.flat(Decimal(1)) for c in ("USDC", "BTC")}
+    for read in (
+        lambda: line_rates(coins, "USDT", ("USDC",)),
+        lambda: unified_margin_assets(coins, ratios, "USDT", ("USDC",), held={"USDC"}),
+        lambda: unified_collateral(coins, ratios, "USDT", {}, ("USDC",)),
+    ):
+        with contextlib.suppress(FrameError):
+            read()
 
 
 # Private stream frames of one Bybit unified account (uid 140894896), pushed together at

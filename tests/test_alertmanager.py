@@ -126,6 +126,19 @@ def test_refused_alerts_and_an_unreachable_alertmanager_are_failures(
     assert not closed.ok and closed.error == "Alertmanager was not reached: ClientConnectorError"
 
 
+def restarted_refresh(store: Store, alertmanager: LocalAlertmanager) -> None:
+    """A new process's first refresh of receiver 'am' (Alertmanager, re-sent every 0.5 s):
+    seeded from what the outbox delivered to it."""
+    receiver = Receiver(
+        "am", Secret(alertmanager.url), 0.0, "http", (), Transport.ALERTMANAGER, 0.5
+    )
+    sender = AlertmanagerSender()
+    deliverer = Deliverer(
+        store, {"am": receiver}, [], DeliverySettings(), {Transport.ALERTMANAGER: sender}
+    )
+    asyncio.run(deliverer.refresh_due())
+
+
 @needs_alertmanager
 def test_after_a_restart_what_still_fires_is_re_sent(
     tmp_path: Path, alertmanager: LocalAlertmanager
@@ -142,14 +155,7 @@ def test_after_a_restart_what_still_fires_is_re_sent(
     ]
     for row_id in store.enqueue(rows, now):
         store.mark_delivered(row_id, now)
-    receiver = Receiver(
-        "am", Secret(alertmanager.url), 0.0, "http", (), Transport.ALERTMANAGER, 0.5
-    )
-    sender = AlertmanagerSender()
-    deliverer = Deliverer(
-        store, {"am": receiver}, [], DeliverySettings(), {Transport.ALERTMANAGER: sender}
-    )
-    asyncio.run(deliverer.refresh_due())
+    restarted_refresh(store, alertmanager)
     held = alertmanager.alerts()
     assert [a["labels"]["alertname"] for a in held] == ["ratio-warning"]
     store.close()
@@ -185,6 +191,67 @@ def test_an_ip_ban_fires_until_its_end_and_its_end_resolves_the_same_alert(
     (resolved,) = webhooks(http_receiver, "resolved")
     assert [a["labels"]["alertname"] for a in resolved["alerts"]] == ["ip-banned"]
     assert all(a["status"]["state"] != "active" for a in alertmanager.alerts())
+
+
+def _legacy_ban(kind: str, severity: str, at: float) -> dict[str, Any]:
+    """An IP ban's row as alertd before session 11 (409469e) wrote it: no ``ends_at``, its end
+    of kind ``ip_ban_over`` and severity info (neither a resolution nor the ban's labels)."""
+    labels = {"alertname": "ip-banned", "severity": severity, "exchange": "binanceusdm"}
+    return {"kind": kind, "rule": "ip-banned", "severity": severity, "labels": labels,
+            "value": None, "threshold": None, "at": at, "since": at, "title": "t", "body": "b",
+            "expires_at": None}  # fmt: skip
+
+
+@needs_alertmanager
+def test_after_an_upgrade_no_ip_ban_is_re_sent_past_its_end(
+    tmp_path: Path, alertmanager: LocalAlertmanager
+) -> None:
+    """The outbox keeps every delivered row: a restart seeds Alertmanager from them. A ban the
+    older code delivered and ended (its end of kind ip_ban_over, severity info) and one it
+    delivered without its end (no ``ends_at``: when it ends is unknown) are not re-sent as
+    firing criticals at every refresh (they were, for ever: reviewer's probe_am_old_ban_A/B);
+    a rule's alert and a ban still on are."""
+    store = Store(tmp_path / "state.sqlite")
+    now = time.time()
+    old = now - 86_400
+    bybit = ip_banned("bybit", 403, now + 3600, now - 60)
+    rows = [
+        NewMessage("am", "critical", "t", "b", _legacy_ban("ip_banned", "critical", old)),
+        NewMessage("am", "info", "t", "b", _legacy_ban("ip_ban_over", "info", old + 600)),
+        # a ban of the older code not followed by its end (it ended while alertd was down)
+        NewMessage("am", "critical", "t", "b", _legacy_ban("ip_banned", "critical", old + 900)),
+        NewMessage("am", "warning", "w", "b", {"kind": "firing", "labels": LABELS, "since": now}),
+        NewMessage("am", "critical", "t", "b", _outgoing(bybit).payload),
+    ]
+    for row_id in store.enqueue(rows[:2], old):
+        store.mark_delivered(row_id, old + 600)
+    for row_id in store.enqueue(rows[2:], now):
+        store.mark_delivered(row_id, now)
+    restarted_refresh(store, alertmanager)
+    held = sorted(
+        (a["labels"]["alertname"], a["labels"]["exchange"]) for a in alertmanager.alerts()
+    )
+    assert held == [("ip-banned", "bybit"), ("ratio-warning", "binanceusdm")]
+    store.close()
+
+
+def test_a_firing_alert_is_never_re_sent_past_its_own_end() -> None:
+    """A ban whose end passes while no resolution reaches the receiver (the outbox gave up on
+    it, a restart after its end) leaves the re-sent alerts: an ended ban seeded is not kept,
+    and one that ends while kept is dropped at the refresh past its end (nothing posted:
+    nothing listens at the URL)."""
+    clock = [1_800_000_000.0]
+    sender = AlertmanagerSender(clock=lambda: clock[0])
+    url = Secret("http://127.0.0.2:9")
+    ended = _outgoing(ip_banned("okx", 418, clock[0] - 1, clock[0] - 600))
+    on = _outgoing(ip_banned("binanceusdm", 418, clock[0] + 100, clock[0]))
+    sender.seed(url, [ended, on], 60.0)
+    assert [a["labels"]["exchange"] for a in sender.active[url.reveal()].values()] == [
+        "binanceusdm"
+    ]
+    clock[0] += 101
+    assert asyncio.run(sender.refresh(url)).ok
+    assert sender.active[url.reveal()] == {}
 
 
 def _instance(tmp_path: Path, name: str, fake: FakeBinanceUSDM, am: LocalAlertmanager) -> Daemon:

@@ -22,7 +22,9 @@ import pytest
 from rich.console import Console
 
 from alertd.config import Secret, load_config
+from alertd.daemon.evaluation import Alerting
 from alertd.daemon.service import Service
+from alertd.engine.book import Book
 from alertd.exchanges.registry import get_spec
 from alertd.feeds.ccxt_exchange import (
     BAN_MAX_S,
@@ -371,6 +373,44 @@ def test_a_ban_whose_end_moves_later_is_told_again(tmp_path: Path) -> None:
     assert alerting.host_bans([ban(7200.0)]) == []
     (over,) = alerting.host_bans([])
     assert over.title == "RESOLVED binanceusdm: the IP ban is over"
+
+
+def test_the_saved_ban_end_is_the_real_one_and_the_told_one_stays_apart(tmp_path: Path) -> None:
+    """A later refusal that moves the ban's end by less than the minute told is not told
+    again, but the state file keeps the real end: a restart waits for it, not for the end told
+    (which sent requests up to 59 s into the ban, reviewer's probe_ban_told_end_restored); the
+    end told is kept apart, so the restarted daemon re-announces only past it."""
+    accounts = [{"name": "b", "exchange": "binanceusdm", "api_key_env": "K", "secret_env": "S"}]
+    config = load_config(write_config(tmp_path, accounts))
+    alerting = alerting_for(config)
+
+    def ban(until_wall: float) -> HostBan:
+        return HostBan("binanceusdm", 418, until_wall, until_wall)
+
+    (told,) = alerting.host_bans([ban(600.0)])
+    assert alerting.host_bans([ban(645.0)]) == []  # still "until 00:10 UTC"
+    assert alerting.store.ip_bans()["binanceusdm"].until_wall == 645.0
+    # a restart on the same state file: the end told is still 600
+    again = Alerting(
+        config, alerting.store, alerting.deliverer, book=Book(), wall_clock=lambda: 0.0
+    )
+    assert again.host_bans([ban(655.0)]) == []
+    (moved,) = again.host_bans([ban(660.0)])
+    assert moved.title == "CRITICAL binanceusdm: this IP is banned until 00:11 UTC (418)"
+    assert moved.labels == told.labels
+
+
+def test_a_restored_ban_waits_at_most_the_longest_ban() -> None:
+    """A saved end further than ``BAN_MAX_S`` away (a clock set back, a corrupted state file)
+    holds the host's requests no longer than any ban met live would."""
+    clock = ManualClock(500.0)
+    budget = IpBudget.of(
+        get_spec("binanceusdm").capabilities, "binanceusdm", clock, wall_clock=lambda: WALL
+    )
+    budget.restore_ban(418, WALL + 30 * 86_400)
+    assert budget.paused_until == 500.0 + BAN_MAX_S
+    ban = budget.banned()
+    assert ban is not None and ban.until_wall == WALL + BAN_MAX_S
 
 
 def test_bybit_s_ban_is_waited_out_a_little_past_its_documented_least() -> None:

@@ -267,8 +267,9 @@ class Alerting:
         # breach (rules/band.py), so that an evaluation there would change nothing
         self._bands: dict[str, Band] = {}
         self.skipped = 0  # evaluations a band proved idle
-        # the exchange hosts whose IP ban was told (until it ends), with the end told
-        # (epoch seconds); kept in the store, so that a restart tells its end, not it again
+        # the exchange hosts whose IP ban was told (until it ends), with its real end and the
+        # end told (epoch seconds); kept in the store, so that a restart waits for its real
+        # end and tells its end, not it again
         self._bans_told = store.ip_bans()
         self.notifications = 0
         self.commits = 0  # store commits of alert states: the firing alerts may have changed
@@ -592,10 +593,12 @@ class Alerting:
         self._bans_told = {}
         for host, ban in now.items():
             before = told.get(host)
-            if before is None or ban.until_wall >= before.until_wall + BAN_END_TOLD_TO_S:
+            told_wall = before.told_wall if before is not None else -float("inf")
+            if ban.until_wall >= told_wall + BAN_END_TOLD_TO_S:
                 messages.append(ip_banned(host, ban.status, ban.until_wall, wall))
-                before = SavedBan(ban.status, ban.until_wall)
-            self._bans_told[host] = before
+                told_wall = ban.until_wall
+            # the real end saved (a restart waits for it), the end told kept apart
+            self._bans_told[host] = SavedBan(ban.status, ban.until_wall, told_wall)
         if self._bans_told != told:
             self.store.save_ip_bans(self._bans_told)
         sent = [m for m in messages if not self.engine.muted(m.labels, wall)]

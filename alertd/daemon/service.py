@@ -200,8 +200,10 @@ class Service:
             dynamics_span_s=dynamics_span_s(self.alerting.rules),
             book_covers=book_covers(self.alerting.rules),
         )
-        # a ban met before the restart still holds the hosts' requests (told: Alerting)
-        self.manager.restore_ip_bans(self.store.ip_bans())
+        # a ban met before the restart still holds the hosts' requests until its real end
+        # (told: Alerting)
+        bans = self.store.ip_bans()
+        self.manager.restore_ip_bans({h: (b.status, b.until_wall) for h, b in bans.items()})
         for feed in self.manager.feeds.values():
             feed.listeners.append(self._on_change)  # what changed but the marks
         for hub in self.manager.hubs.values():

@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS modes (
     account TEXT PRIMARY KEY, updated_at REAL NOT NULL, mode TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS ip_bans (
-    host TEXT PRIMARY KEY, status INTEGER NOT NULL, until_wall REAL NOT NULL
+    host TEXT PRIMARY KEY, status INTEGER NOT NULL, until_wall REAL NOT NULL, told_wall REAL
 );
 """
 SCHEMA_VERSION = "1"
@@ -93,11 +93,13 @@ class SavedSnapshot:
 
 
 class SavedBan(NamedTuple):
-    """An exchange's ban of this host's IP as told to the operator: the HTTP status it was
-    answered with and its end (epoch seconds)."""
+    """An exchange's ban of this host's IP: the HTTP status it was answered with, its real end
+    (epoch seconds: what a restart waits for) and the end told to the operator (a later
+    refusal moving the end by less than the minute told is not told again)."""
 
     status: int
     until_wall: float
+    told_wall: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +127,9 @@ class Store:
         columns = {r["name"] for r in self.db.execute("PRAGMA table_info(silences)")}
         if "until_resolved" not in columns:  # a state file from before acknowledgements
             self.db.execute("ALTER TABLE silences ADD COLUMN until_resolved TEXT")
+        columns = {r["name"] for r in self.db.execute("PRAGMA table_info(ip_bans)")}
+        if "told_wall" not in columns:  # a state file from before the real end was kept apart
+            self.db.execute("ALTER TABLE ip_bans ADD COLUMN told_wall REAL")
         self.db.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
         )
@@ -347,16 +352,20 @@ class Store:
 
     def ip_bans(self) -> dict[str, SavedBan]:
         """The bans told and not yet told over, by exchange host (what a restart restores)."""
-        rows = self.db.execute("SELECT host, status, until_wall FROM ip_bans").fetchall()
-        return {r["host"]: SavedBan(r["status"], r["until_wall"]) for r in rows}
+        rows = self.db.execute("SELECT host, status, until_wall, told_wall FROM ip_bans")
+        # a row from before told_wall kept the end told only: both
+        return {
+            r["host"]: SavedBan(r["status"], r["until_wall"], r["told_wall"] or r["until_wall"])
+            for r in rows
+        }
 
     def save_ip_bans(self, bans: Mapping[str, SavedBan]) -> None:
         """Replace the bans kept with ``bans``."""
         with self._transaction():
             self.db.execute("DELETE FROM ip_bans")
             self.db.executemany(
-                "INSERT INTO ip_bans (host, status, until_wall) VALUES (?,?,?)",
-                [(host, b.status, b.until_wall) for host, b in bans.items()],
+                "INSERT INTO ip_bans (host, status, until_wall, told_wall) VALUES (?,?,?,?)",
+                [(host, b.status, b.until_wall, b.told_wall) for host, b in bans.items()],
             )
 
     def _transaction(self) -> _Tx:

@@ -208,6 +208,19 @@ def settle_usd(coins: list[dict[str, Any]], settle: str) -> Decimal:
     return next((usd_per_coin(r, LINE_MIN_EQUITY) for r in rows), None) or Decimal(1)
 
 
+def over_settle(usd: Decimal, over: Decimal, coin: str, settle: str) -> Decimal:
+    """``coin``'s USD value per coin ``usd`` over the settle coin's ``over``: every price of
+    the pool is one. A quotient out of Decimal's range (a hostile settle row: ``usdValue``
+    1e-999999 at equity 1) is a :class:`FrameError` naming both coins, never
+    ``decimal.Overflow`` out of every snapshot of the account."""
+    try:
+        return usd / over
+    except ArithmeticError:
+        raise FrameError(
+            f"wallet-balance: the {coin} usdValue over the {settle} one's is out of range"
+        ) from None
+
+
 def line_rates(
     coins: list[dict[str, Any]], settle: str, assets: tuple[str, ...]
 ) -> dict[str, Decimal]:
@@ -221,7 +234,7 @@ def line_rates(
         if isinstance(coin, str) and coin in assets:
             usd = usd_per_coin(row, LINE_MIN_EQUITY)
             if usd is not None and usd > 0:
-                out[coin] = usd / over
+                out[coin] = over_settle(usd, over, coin, settle)
     return out
 
 
@@ -287,7 +300,7 @@ def unified_margin_assets(
         rough = usd_per_coin(row, ROUGH_MIN_EQUITY) if row is not None else None
         rate = read.get(asset) or (known_rates or {}).get(asset)
         if rate is None and rough is not None:
-            rate = rough / over
+            rate = over_settle(rough, over, asset, settle)
         if rate is None or rate <= 0:
             continue  # no USD value yet: unlined, the account incomplete naming the asset
         ratio = ratios.get(asset)
@@ -335,7 +348,9 @@ def unified_collateral(
         ratio = ratios.get(coin)
         if ratio is None:
             raise FrameError(f"spot-margin-trade/collateral: no collateral ratio for {coin}")
-        out.append(usd_pool_coin(coin, amount, price, over, ratio, settle, markets))
+        # priced over the settle coin here, where a quotient out of range is named
+        price = over_settle(price, over, coin, settle)
+        out.append(usd_pool_coin(coin, amount, price, Decimal(1), ratio, settle, markets))
     return tuple(out)
 
 

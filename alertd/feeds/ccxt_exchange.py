@@ -623,10 +623,11 @@ class IpBudget:
 
     def restore_ban(self, status: int, until_wall: float) -> None:
         """A ban met before a restart (epoch seconds ``until_wall``): the host waits for its
-        end again, on this process's clock (nothing if it is over)."""
+        end again, on this process's clock (nothing if it is over), at most ``BAN_MAX_S``
+        as any ban met live (a wall clock set back meanwhile, a state file edited)."""
         left = until_wall - self._wall_clock()
         if left > 0:
-            self._pause(left, status)
+            self._pause(min(left, BAN_MAX_S), status)
 
     async def resumed(self, public: bool = False) -> None:
         """Return once no pause holds the host's requests (``public``: its public ones, which

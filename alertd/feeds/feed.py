@@ -30,6 +30,7 @@ import ccxt
 
 from alertd.config import AccountConfig, FeedSettings, Secret
 from alertd.engine.margin import compute
+from alertd.engine.reported import ExchangeRatioPosition
 from alertd.engine.stops import StopOrder
 from alertd.errors import AccountRefused
 from alertd.exchanges.registry import get_spec
@@ -104,6 +105,19 @@ def listed_marks_hub(
         min_reconnect_interval_s=settings.stale_after_s,
         wall_clock=options.wall_clock,
         stale_after_s=settings.stale_after_s,
+    )
+
+
+def realizes(
+    before: tuple[ExchangeRatioPosition, ...], after: tuple[ExchangeRatioPosition, ...]
+) -> bool:
+    """Whether a push taking the listed positions from ``before`` to ``after`` reduced,
+    closed or flipped one (a flip in one-way mode closes the side held: its position gone):
+    the only fills that realize PnL into the wallet. An add or a new entry price realizes
+    nothing the push's size and entry do not carry."""
+    now = {(p.symbol, p.side): p.contracts for p in after}
+    return any(
+        (p.symbol, p.side) not in now or now[(p.symbol, p.side)] < p.contracts for p in before
     )
 
 
@@ -226,6 +240,11 @@ class AccountFeed:
         self._stops_applied = 0
         self._group: asyncio.TaskGroup | None = None
         self._resync_lock = asyncio.Lock()
+        # a push's realized fill (:meth:`_fill_resync`): the last one's time, whether a read
+        # for it waits, and before when (the feed's clock) no other read for one starts
+        self._fill_at = -float("inf")
+        self._fill_resync_waits = False
+        self._fill_resync_after = -float("inf")
         # when the last successful resync began: one begun after a disconnect (or a reopen)
         # covers it; one that failed covers nothing
         self._last_resync_started = -float("inf")
@@ -1047,6 +1066,32 @@ class AccountFeed:
 
         group.create_task(later())
 
+    def _fill_resync(self, now: float) -> None:
+        """A push reduced, closed or flipped a listed position (Binance portfolio margin's
+        COIN-M): its PnL since the read is realized into the coin's wallet, which the
+        exchange's ratio keeps and the push does not carry: read the account again rather than
+        drop that loss from the moved ratio. At most one such read per reconcile interval
+        (each is a full snapshot, weighed in the host's per-IP budget as every request is):
+        the fills meanwhile wait for one read at the interval's end, skipped where a snapshot
+        (a reconcile) began after the last of them."""
+        self._fill_at = now
+        group = self._group
+        if self._fill_resync_waits or group is None:
+            return  # the read waiting reads this fill too
+        self._fill_resync_waits = True
+        settle_s = min(1.0, self.settings.stale_after_s / 4)
+        wait_s = max(settle_s, self._fill_resync_after - now)
+
+        async def later() -> None:
+            try:
+                await self._sleep(wait_s)
+            finally:
+                self._fill_resync_waits = False
+            self._fill_resync_after = self._clock() + self.reconcile_interval_s
+            await self._resync_after(self._fill_at, "COIN-M fill")
+
+        group.create_task(later())
+
     def _reline(self) -> None:
         """Snapshot at once (after the settle delay) when a push gives a margin asset with
         no equity line (a deposit or a first position of it since the last snapshot): the
@@ -1156,13 +1201,11 @@ class AccountFeed:
             self.on_malformed("listed positions: bad frame", describe(exc))
             listed = None
         if listed is not None:
-            self.state.listed_positions = listed
+            before, self.state.listed_positions = self.state.listed_positions, listed
             self._sync_mark_streams()
             self._notify(Change.ACCOUNT)
-            # a reduced or closed COIN-M position realized its PnL since the read into the
-            # coin's wallet, which the exchange's ratio keeps and the push does not carry:
-            # read the account again rather than drop that loss from the moved ratio
-            self._settle_resync(now, "COIN-M fill")
+            if realizes(before, listed):
+                self._fill_resync(now)
         event = self.adapter.event(message, now)
         if event is not None:
             self._event(event)

@@ -22,8 +22,10 @@ What is sent, per message (the outbox row's payload):
 Alertmanager forgets a firing alert whose ``endsAt`` passes, so every firing alert is re-sent
 every ``resend_interval`` (:meth:`AlertmanagerSender.refresh`, called by the outbox worker);
 after a restart the alerts still firing are found in the outbox's history
-(:meth:`AlertmanagerSender.seed`). Re-sends are idempotent and not written to the outbox: a
-failed one is simply followed by the next.
+(:meth:`AlertmanagerSender.seed`). An alert is never re-sent past the end it gives itself
+(an IP ban's, resolved or not), nor is a ban the older code delivered without its end; the
+older code's end of a ban (kind ``ip_ban_over``, severity info) resolves that ban. Re-sends
+are idempotent and not written to the outbox: a failed one is simply followed by the next.
 
 Answers: 2xx delivered; 429 or 503 with ``Retry-After`` handed to the outbox worker as the
 receiver's own delay; anything else a failure the outbox retries, with Alertmanager's error
@@ -49,6 +51,12 @@ VALID_FOR_RESENDS = 4  # an alert not re-sent for this many intervals is resolve
 # the kinds re-sent until resolved: a rule's alert, and an IP ban (SystemKind.IP_BANNED)
 FIRING_KINDS = frozenset({"firing", "repeat", "ip_banned"})
 RESOLVED = "resolved"
+# the end of an IP ban as alertd before session 11 wrote it to the outbox: severity info, not
+# the ban's labels; a restart seeding from that history reads it as the ban's resolution
+LEGACY_BAN_OVER = "ip_ban_over"
+# a kind whose alert gives its own end (``ends_at``): one without it is from the older code,
+# its end unknown, and is not re-sent
+ENDS_BY_ITSELF = frozenset({"ip_banned"})
 API_PATH = "/api/v2/alerts"
 _LABEL_NAME = re.compile(r"[^a-zA-Z0-9_]")
 
@@ -94,9 +102,25 @@ def fingerprint(alert: Alert) -> str:
     return json.dumps(alert["labels"], sort_keys=True)
 
 
+def own_end(alert: Alert) -> float | None:
+    """The end an alert gives itself (epoch seconds; an IP ban's), None where it has none."""
+    ends = alert.get("endsAt")
+    return None if ends is None else datetime.fromisoformat(ends).timestamp()
+
+
+def over_by_itself(alert: Alert, now: float) -> bool:
+    """Whether an alert's own end has passed: never to be re-sent as firing again."""
+    ends = own_end(alert)
+    return ends is not None and ends <= now
+
+
 def endpoint(url: Secret) -> str:
     base = url.reveal().rstrip("/")
     return base if base.endswith(API_PATH) else base + API_PATH
+
+
+def _without_severity(alert: Alert) -> str:
+    return json.dumps({k: v for k, v in alert["labels"].items() if k != "severity"}, sort_keys=True)
 
 
 class AlertmanagerSender:
@@ -139,21 +163,33 @@ class AlertmanagerSender:
         key = url.reveal()
         self.resend_s[key] = resend_s
         mine = self.active.setdefault(key, {})
+        now = self._clock()
         for message in delivered:
             alert, firing = alert_of(message)
-            if firing:
+            kind = message.payload.get("kind")
+            if kind == LEGACY_BAN_OVER:  # severity info: resolves the ban of its other labels
+                same = _without_severity(alert)
+                for fp in [fp for fp, a in mine.items() if _without_severity(a) == same]:
+                    del mine[fp]
+            elif not firing:
+                if kind == RESOLVED:
+                    mine.pop(fingerprint(alert), None)
+            elif over_by_itself(alert, now) or (kind in ENDS_BY_ITSELF and "endsAt" not in alert):
+                mine.pop(fingerprint(alert), None)  # over: this row supersedes any before it
+            else:
                 mine[fingerprint(alert)] = alert
-            elif message.payload.get("kind") == RESOLVED:
-                mine.pop(fingerprint(alert), None)
 
     async def refresh(self, url: Secret) -> SendResult:
         """Re-send every firing alert with a fresh ``endsAt``, or the end it gives itself
         (nothing to send: nothing done)."""
         key = url.reveal()
-        alerts = list(self.active.get(key, {}).values())
+        mine, now = self.active.get(key, {}), self._clock()
+        for fp in [fp for fp, a in mine.items() if over_by_itself(a, now)]:
+            del mine[fp]  # never re-sent past its own end, resolution or not
+        alerts = list(mine.values())
         if not alerts:
             return SendResult(True)
-        ends = iso(self._clock() + self._valid_s(key))
+        ends = iso(now + self._valid_s(key))
         return await self._post(url, [{"endsAt": ends, **a} for a in alerts])
 
     async def _post(self, url: Secret, alerts: list[Alert]) -> SendResult:
