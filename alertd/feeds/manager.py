@@ -326,6 +326,9 @@ class FeedManager:
                 get_spec(account.exchange).new_adapter(),
                 self.config.feeds,
                 self.options,
+                # its own exchange's catalogue (refreshed with the others: markets job) and
+                # its own host's budget: /dapi is another host with its own per-IP limit
+                lambda public: self._shared_for(self._key(public), public),
             )
             if hub is None:
                 return None
