@@ -696,10 +696,15 @@ def test_binance_portfolio_coin_m_hedge_counts_gains_and_wallets_at_binance_s_co
             fake.set_cm_mark("BTCUSD_PERP", "60000")
             fake.set_cm_coin(KEY, "BTC", wallet, "0.95")
             fake.open_cm_position(KEY, "BTCUSD_PERP", "-600", "60000", "90000")
-            feed = make_feed(portfolio_margin_config(fake), KEY, SECRET)
+            # no stale reconnects on a loaded machine between the marks set and streamed
+            settings = FAST.model_copy(update={"stale_after_s": 30.0})
+            config = portfolio_margin_config(fake)
+            feed = AccountFeed(config, secrets(KEY, SECRET), settings, FAST_OPTIONS)
             async with streaming(feed):
                 state = feed.state
+                # both marks streamed before they move (the local Binance pushes a change once)
                 await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                await fake.wait_for_subscription("btcusdt@markPrice@1s", 10)
                 for mark in ("49800", "30000"):
                     await both_marks_at(fake, state, mark, mark)
                     ratio, moved = state.exchange_ratio()
@@ -713,6 +718,14 @@ def test_binance_portfolio_coin_m_hedge_counts_gains_and_wallets_at_binance_s_co
                 assert fake.collateral_rate_reads == 1
 
     run(body())
+
+
+async def markets_refreshed(manager: FeedManager) -> None:
+    """Each run of the manager's periodic market refresh ("markets" jobs), once."""
+    scheduler = manager.schedule()  # not started: its jobs are run here
+    for job in scheduler.get_jobs():
+        if job.id.startswith("markets:"):
+            await job.func()
 
 
 def test_binance_portfolio_coin_m_hub_is_refreshed_and_banned_as_its_own_host() -> None:
@@ -735,12 +748,10 @@ def test_binance_portfolio_coin_m_hub_is_refreshed_and_banned_as_its_own_host() 
                     return fake.requests.count(("GET", "/dapi/v1/exchangeInfo"))
 
                 read = catalogue_reads()
-                for shared in list(manager.shared.values()):
-                    await shared.refresh_markets()
+                await markets_refreshed(manager)
                 assert catalogue_reads() == read + 1
                 fake.fail_rest(418, 1, path_prefix="/dapi/", retry_after_s=600)
-                for shared in list(manager.shared.values()):
-                    await shared.refresh_markets()
+                await markets_refreshed(manager)
                 assert [ban.host for ban in manager.ip_bans()] == ["binancecoinm"]
                 (feed,) = manager.feeds.values()
                 assert feed.state.fatal is None

@@ -176,7 +176,10 @@ class FeedManager:
         self.options = options
         self.dynamics_span_s = dynamics_span_s  # the rules' longest price-dynamics window
         self.hubs: dict[str, MarkHub] = {}
-        self.shared: dict[str, SharedExchange] = {}
+        self.shared: dict[str, SharedExchange] = {}  # the accounts' groups
+        # the exchanges only the listed-marks hubs reach (Binance portfolio margin's COIN-M:
+        # binancecoinm), shared by those hubs alike: refreshed and closed with the others
+        self.listed_shared: dict[str, SharedExchange] = {}
         self._ip_budgets: dict[str, IpBudget] = {}  # by exchange host: what one IP may send
         self.feeds: dict[str, AccountFeed] = {}
         self._ssl_context: ssl.SSLContext | None = None
@@ -218,8 +221,11 @@ class FeedManager:
             default=str,
         )
 
-    def _shared_for(self, key: str, account: AccountConfig) -> SharedExchange:
-        if key not in self.shared:
+    def _shared_for(self, key: str, account: AccountConfig, listed: bool = False) -> SharedExchange:
+        """The shared resources of ``account``'s group (``listed``: of a listed-marks hub's
+        exchange, :attr:`listed_shared`)."""
+        groups = self.listed_shared if listed else self.shared
+        if key not in groups:
             if self._ssl_context is None:
                 self._ssl_context = new_ssl_context()
             settings = self.config.feeds
@@ -228,8 +234,8 @@ class FeedManager:
             def catalogue_exchange(shared: SharedExchange, account: AccountConfig = account) -> Any:
                 return factory(account, {}, settings, None, shared)  # markets are public
 
-            self.shared[key] = SharedExchange(
-                f"{account.exchange} shared" + (f" #{len(self.shared)}" if self.shared else ""),
+            groups[key] = SharedExchange(
+                f"{account.exchange} shared" + (f" #{len(groups)}" if groups else ""),
                 catalogue_exchange,
                 self._ssl_context,
                 rest_concurrency=(
@@ -238,7 +244,11 @@ class FeedManager:
                 ),
                 ip_budget=self._ip_budget_for(account),
             )
-        return self.shared[key]
+        return groups[key]
+
+    def _every_shared(self) -> list[SharedExchange]:
+        """The accounts' groups and the listed-marks hubs' exchanges."""
+        return [*self.shared.values(), *self.listed_shared.values()]
 
     def _ip_budget_for(self, account: AccountConfig) -> IpBudget:
         """One per exchange host: accounts whose ccxt options differ (their own groups, with
@@ -328,7 +338,7 @@ class FeedManager:
                 self.options,
                 # its own exchange's catalogue (refreshed with the others: markets job) and
                 # its own host's budget: /dapi is another host with its own per-IP limit
-                lambda public: self._shared_for(self._key(public), public),
+                lambda public: self._shared_for(self._key(public), public, listed=True),
             )
             if hub is None:
                 return None
@@ -429,7 +439,7 @@ class FeedManager:
             (
                 "markets",
                 settings.tier_refresh_interval_s,
-                [(s.name, s.refresh_markets) for s in self.shared.values()],
+                [(s.name, s.refresh_markets) for s in self._every_shared()],
             ),
         ]
         builtin = self.config.builtin_rules
@@ -684,4 +694,4 @@ class FeedManager:
         await asyncio.gather(*(feed.close() for feed in self.feeds.values()))
         await asyncio.gather(*(hub.close() for hub in self.hubs.values()))
         # last: every account's and hub's exchange is closed, nothing uses the pools any more
-        await asyncio.gather(*(shared.close() for shared in self.shared.values()))
+        await asyncio.gather(*(shared.close() for shared in self._every_shared()))
