@@ -31,6 +31,7 @@ from alertd.engine.stops import StopKind, Trigger
 from alertd.exchanges import binance, bybit, gate, hyperliquid, okx
 from alertd.feeds.adapter import FrameError
 from alertd.feeds.feed import AccountFeed, Change
+from alertd.feeds.manager import FeedManager
 from alertd.feeds.state import AccountMode, AccountState, Coverage, ModeReading
 from alertd.rules.model import Context, Subject
 
@@ -43,7 +44,7 @@ from .fake_exchange.binance import (
 from .fake_exchange.bybit import ACCOUNT_INFO_EXAMPLE, FakeBybit
 from .fake_exchange.hyperliquid import FakeHyperliquid
 from .fake_exchange.okx import FakeOKX
-from .support.aio import run
+from .support.aio import background, run
 from .support.fakes import ccxt_client, started
 from .support.feeds import (
     BTC,
@@ -52,6 +53,7 @@ from .support.feeds import (
     account_config,
     kept_open,
     make_feed,
+    secrets,
     streaming,
 )
 from .support.poll import eventually
@@ -421,14 +423,16 @@ def test_binance_portfolio_snapshot_weight_is_its_papi_reads() -> None:
                     await feed.reconcile()
                     fake.reset_weight()
                     await feed.resync(stops=False)
-                    # the COIN-M catalogue (dapi) was loaded once, at the first COIN-M position
-                    assert fake.used_weight == {"fapi": 0, "papi": papi, "dapi": 0}
+                    # the COIN-M catalogue (dapi) was loaded once, at the first COIN-M position,
+                    # and the collateral rates (sapi) read once for the exchange with it
+                    assert fake.used_weight == {"fapi": 0, "papi": papi, "dapi": 0, "sapi": 0}
                     assert feed.adapter.snapshot_weight() == pytest.approx(spent_weight(fake))
                 # its UM stops are read at every reconcile (no push says one was cancelled),
                 # per held symbol under /papi: the reconcile's weight is all it sends
                 fake.reset_weight()
                 await feed.resync()
-                assert fake.used_weight == {"fapi": 0, "papi": 31 + 1 + 5 + 2, "dapi": 0}
+                assert fake.used_weight == {"fapi": 0, "papi": 31 + 1 + 5 + 2, "dapi": 0, "sapi": 0}
+                assert fake.collateral_rate_reads == 1
                 assert feed.reconcile_weight() == pytest.approx(spent_weight(fake))
 
     run(body())
@@ -616,6 +620,18 @@ async def coin_m_streaming() -> AsyncIterator[tuple[FakeBinanceUSDM, AccountFeed
             yield fake, feed
 
 
+async def both_marks_at(fake: FakeBinanceUSDM, state: Any, um_mark: str, cm_mark: str) -> None:
+    """The local Binance's BTC marks moved, USDⓈ-M's to ``um_mark`` and BTCUSD_PERP's to
+    ``cm_mark``, and both streamed into ``state``."""
+    fake.set_mark(BTC, um_mark)
+    fake.set_cm_mark("BTCUSD_PERP", cm_mark)
+    marks = {COIN_M_BTC: D(cm_mark), BTC: D(um_mark)}
+    await eventually(
+        lambda: all(state.marks.get(s) == m for s, m in marks.items()),
+        what="the COIN-M and UM marks",
+    )
+
+
 def test_binance_portfolio_coin_m_position_follows_its_coin_m_mark_between_reconciles() -> None:
     """A COIN-M long (3 BTCUSD_PERP contracts of 100 USD at 62,000) beside the UM long: named
     by the COIN-M catalogue (GET /dapi/v1/exchangeInfo), its mark followed on the COIN-M mark
@@ -635,13 +651,7 @@ def test_binance_portfolio_coin_m_position_follows_its_coin_m_mark_between_recon
                 assert [p.quantity for p in state.listed_positions] == [300]  # in USD
                 assert cm.stop_loss is None  # in the coin: no loss of the account's USDT
                 for um_mark, cm_mark in (("60000", "55000"), ("58000", "52000")):
-                    fake.set_mark(BTC, um_mark)
-                    fake.set_cm_mark("BTCUSD_PERP", cm_mark)
-                    marks = {COIN_M_BTC: D(cm_mark), BTC: D(um_mark)}
-                    await eventually(
-                        lambda marks=marks: all(state.marks.get(s) == m for s, m in marks.items()),
-                        what="the COIN-M and UM marks",
-                    )
+                    await both_marks_at(fake, state, um_mark, cm_mark)
                     (row,) = fake.cm_position_risk(KEY)
                     (cm,) = [p for p in state.exchange_ratio_positions() if p.inverse]
                     assert not cm.as_read and cm.mark_price == D(cm_mark)
@@ -662,12 +672,21 @@ def test_binance_portfolio_coin_m_position_follows_its_coin_m_mark_between_recon
     run(body())
 
 
-def test_binance_portfolio_coin_m_hedge_s_gain_counts_at_most_at_its_collateral_rate() -> None:
-    """A hedge: UM long 1 BTC and a COIN-M short of 60,000 USD, a BTC wallet of 0.01 counted at
-    BTC's collateral rate 0.95 (the local Binance's uniMMR counts each coin's equity as
-    min(equity x rate, equity): Binance FAQ "What Is the Unified Account Maintenance Margin
-    Ratio (uniMMR)"). BTC halves: the short's gain counts at 0.95 at Binance; alertd, which
-    does not read the rate, counts none of it, so its moved ratio is never below Binance's."""
+@pytest.mark.parametrize("wallet", ["0", "0.01", "-0.015"])
+def test_binance_portfolio_coin_m_hedge_counts_gains_and_wallets_at_binance_s_collateral_rate(
+    wallet: str,
+) -> None:
+    """The hedge of issue 11: UM long 1 BTC, COIN-M short 600 BTCUSD_PERP (60,000 USD) at
+    60,000, 2,000 USDT, a COIN-M wallet of ``wallet`` BTC; BTC's collateral rate 0.95 as
+    "Portfolio Margin Pro Tiered Collateral Rate" lists it (GET
+    /sapi/v2/portfolio/collateralRate). uniMMR counts the coin's equity, the wallet and the
+    short's PnL, as min(equity x index x rate, equity x index) (Binance FAQ "What Is the
+    Unified Account Maintenance Margin Ratio (uniMMR)"). As BTC falls 17% and 50% with no
+    reconcile, the moved ratio is the local Binance's next uniMMR (within its 8 decimals):
+    the short's gain counts at 0.95, the wallet moves with the mark (a negative one, a loss
+    realized in the coin, in full until the gain lifts it above zero). Before the rates were
+    read the gain counted 0: critical (above 100%) after a 17% fall. The rates are read once
+    for the exchange, not at every reconcile."""
 
     async def body() -> None:
         async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
@@ -675,25 +694,67 @@ def test_binance_portfolio_coin_m_hedge_s_gain_counts_at_most_at_its_collateral_
             fake.set_mark(BTC, "60000")
             fake.open_position(KEY, BTC, "long", "1", "60000")
             fake.set_cm_mark("BTCUSD_PERP", "60000")
-            fake.set_cm_coin(KEY, "BTC", "0.01", "0.95")
+            fake.set_cm_coin(KEY, "BTC", wallet, "0.95")
             fake.open_cm_position(KEY, "BTCUSD_PERP", "-600", "60000", "90000")
-            feed = make_feed(portfolio_margin_config(fake), KEY, SECRET)
+            # no stale reconnects on a loaded machine between the marks set and streamed
+            settings = FAST.model_copy(update={"stale_after_s": 30.0})
+            config = portfolio_margin_config(fake)
+            feed = AccountFeed(config, secrets(KEY, SECRET), settings, FAST_OPTIONS)
             async with streaming(feed):
                 state = feed.state
+                # both marks streamed before they move (the local Binance pushes a change once)
                 await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
-                fake.set_mark(BTC, "30000")
-                fake.set_cm_mark("BTCUSD_PERP", "30000")
-                marks = {COIN_M_BTC: D(30000), BTC: D(30000)}
-                await eventually(
-                    lambda: all(state.marks.get(s) == m for s, m in marks.items()),
-                    what="the COIN-M and UM marks",
-                )
-                ratio, moved = state.exchange_ratio()
-                theirs = binance.PORTFOLIO_LIQUIDATION_UNI_MMR / D(
-                    fake.portfolio_account(KEY)["uniMMR"]
-                )
-                assert moved and ratio is not None
-                assert ratio >= theirs, f"alertd {ratio:.1%} < Binance {theirs:.1%}"
+                await fake.wait_for_subscription("btcusdt@markPrice@1s", 10)
+                for mark in ("49800", "30000"):
+                    await both_marks_at(fake, state, mark, mark)
+                    ratio, moved = state.exchange_ratio()
+                    assert moved and ratio is not None
+                    theirs = D(fake.portfolio_account(KEY)["uniMMR"])
+                    ours = binance.PORTFOLIO_LIQUIDATION_UNI_MMR / ratio
+                    assert abs(ours / theirs - 1) < D("1e-7"), (mark, ours, theirs)
+                    if mark == "49800":  # 17%: critical before the rates were read
+                        assert ratio < 1, f"{ratio:.1%} at {mark}: critical where Binance is not"
+                await feed.reconcile()
+                assert fake.collateral_rate_reads == 1
+
+    run(body())
+
+
+async def markets_refreshed(manager: FeedManager) -> None:
+    """Each run of the manager's periodic market refresh ("markets" jobs), once."""
+    scheduler = manager.schedule()  # not started: its jobs are run here
+    for job in scheduler.get_jobs():
+        if job.id.startswith("markets:"):
+            await job.func()
+
+
+def test_binance_portfolio_coin_m_hub_is_refreshed_and_banned_as_its_own_host() -> None:
+    """Run by the manager, the COIN-M mark hub's exchange (binancecoinm, dapi.binance.com) is
+    one of the manager's shared exchanges: its catalogue (GET /dapi/v1/exchangeInfo) is
+    reloaded by the markets refresh, as the USDⓈ-M one is (before, loaded once and never
+    again), and it sends within its host's IpBudget: a 418 on /dapi bans that host until
+    its end (one ``ip-banned`` for binancecoinm; before, the hub sent into the ban), not the
+    USDⓈ-M accounts' host (COIN-M's per-IP limit is its own: docs/exchanges.md)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            portfolio_with_coin_m_long(fake)
+            config = Config(version=1, accounts=[portfolio_margin_config(fake)], feeds=FAST)
+            manager = FeedManager(config, {"p": secrets(KEY, SECRET)}, FAST_OPTIONS)
+            async with background(manager.run()):
+                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+
+                def catalogue_reads() -> int:
+                    return fake.requests.count(("GET", "/dapi/v1/exchangeInfo"))
+
+                read = catalogue_reads()
+                await markets_refreshed(manager)
+                assert catalogue_reads() == read + 1
+                fake.fail_rest(418, 1, path_prefix="/dapi/", retry_after_s=600)
+                await markets_refreshed(manager)
+                assert [ban.host for ban in manager.ip_bans()] == ["binancecoinm"]
+                (feed,) = manager.feeds.values()
+                assert feed.state.fatal is None
 
     run(body())
 
@@ -935,6 +996,37 @@ def test_binance_portfolio_margin_stream_s_coin_m_push_updates_the_listed_positi
             assert COIN_M_BTC not in state.marks
             listed = feed.listed_hub
             assert listed is not None and COIN_M_BTC not in listed.subscribers
+
+    run(body())
+
+
+@pytest.mark.parametrize("closed_by", ["push", "reconcile"])
+def test_binance_portfolio_last_coin_m_close_ends_the_coin_m_mark_stream(closed_by: str) -> None:
+    """The last COIN-M position closed (its push, or a reconcile that no longer reads it): the
+    account's subscription to its COIN-M mark is released, the hub's stream of it ends and
+    the local Binance's dstream subscription (``btcusd_perp@markPrice@1s``) is gone."""
+
+    async def body() -> None:
+        async with coin_m_streaming() as (fake, feed):
+            listed = feed.listed_hub
+            assert listed is not None
+            fake.reduce_cm_position(KEY, "BTCUSD_PERP", "0")
+            if closed_by == "push":
+                row = {"s": "BTCUSD_PERP", "pa": "0", "ep": "0", "cr": "0", "up": "0",
+                       "mt": "cross", "iw": "0", "ps": "BOTH"}  # fmt: skip
+                fake.push_cm_position_update(KEY, row)
+            else:
+                await feed.reconcile()
+            await eventually(lambda: not feed.state.listed_positions, what="the close")
+            await eventually(lambda: not listed.subscribers, what="the subscription released")
+            await fake.wait_until(
+                lambda: "btcusd_perp@markPrice@1s" not in fake.subscriptions(), 10
+            )
+            # and the COIN-M connection it was on closed: no public websocket left idle
+            # (the USDⓈ-M marks' stays, with its stream)
+            await fake.wait_until(
+                lambda: all(c.streams for c in fake._connections_of("public")), 10
+            )
 
     run(body())
 

@@ -126,7 +126,9 @@ def test_portfolio_margin_alerts_on_binance_s_uni_mmr_as_the_mark_falls(
     held = CM_ACCOUNT_EXAMPLE["positions"][0] | {
         "positionAmt": "1", "positionSide": "LONG", "maintMargin": "0.00001697",
     }  # fmt: skip
-    fake.set_cm_account("key-e2e", CM_ACCOUNT_EXAMPLE | {"positions": [held]})
+    # no COIN-M wallet: the docs' example's 0.00241969 BTC would count in uniMMR (the local
+    # Binance's too), off the figures above
+    fake.set_cm_account("key-e2e", CM_ACCOUNT_EXAMPLE | {"positions": [held], "assets": []})
     fake.add_stop("key-e2e", BTC, "long", "59000", "0.5")  # a UM algo stop, half the long
     in_portfolio_margin(world)
     base = _serve_status(world, reconcile_interval_s=3600)

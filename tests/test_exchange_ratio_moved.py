@@ -6,15 +6,24 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alertd.engine.margin import compute
 from alertd.engine.model import MarginMode, Side
-from alertd.engine.reported import CoinLeg, Exposure, exchange_ratio_position, moved_ratio
+from alertd.engine.reported import (
+    CoinLeg,
+    Exposure,
+    counted_change,
+    exchange_ratio_position,
+    moved_ratio,
+)
+from alertd.exchanges import binance
 from alertd.exchanges.registry import get_spec
 from alertd.feeds.state import AccountState, MarketInfo, PositionState, ReportedAccount
 
+from .fake_exchange.binance import COLLATERAL_RATE_EXAMPLE
 from .support.snapshots import account, position, snapshot, tiers
 
 D = Decimal
@@ -172,3 +181,39 @@ def test_positions_beside_the_exchange_s_ratio_keep_its_liquidation_price() -> N
     blind = exchange_ratio_position(Exposure(BTC, D(1), False), D(1), D(60000), None, D(5))
     assert (blind.notional, blind.unrealized_pnl, blind.liquidation_distance) == (None,) * 3
     assert blind.liquidation_price == 5
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "counted"),
+    [
+        ("100", "300", "190"),  # a rise above zero at the lowest rate
+        ("300", "100", "-200"),  # a fall above zero at the highest rate
+        ("-100", "-40", "60"),  # below zero in full, both ways
+        ("-40", "-100", "-60"),
+        ("-100", "100", "195"),  # 100 in full to zero, then 100 at 0.95
+        ("100", "-100", "-200"),  # 100 at 1 to zero, then 100 in full
+    ],
+)
+def test_a_coin_s_equity_counts_in_full_below_zero_and_at_its_rates_above(
+    before: str, after: str, counted: str
+) -> None:
+    """Binance FAQ "What Is the Unified Account Maintenance Margin Ratio (uniMMR)": an asset's
+    equity counts as min(equity x index x collateralRate, equity x index). Tiers 0.95 to 1,
+    the tier not known: a rise above zero at 0.95, a fall at 1 (never more than Binance)."""
+    assert counted_change(D(before), D(after), D("0.95"), D(1)) == D(counted)
+
+
+def test_portfolio_margin_collateral_rates_read_the_docs_example() -> None:
+    """ "Portfolio Margin Pro Tiered Collateral Rate" (GET /sapi/v2/portfolio/collateralRate),
+    the docs' response example: each asset's lowest and highest tier rate; a malformed row
+    is named and left out, the others kept."""
+    rates, problems = binance.pm_collateral_rates(COLLATERAL_RATE_EXAMPLE)
+    assert rates == {"BNB": (D("0.9"), D(1)), "USDT": (D("0.9999"), D(1))}
+    assert problems == []
+    bad = [{"asset": "BTC", "collateralInfo": [{"collateralRate": "1.5"}]}, {"asset": "ETH"}]
+    rates, problems = binance.pm_collateral_rates([*COLLATERAL_RATE_EXAMPLE, *bad])
+    assert set(rates) == {"BNB", "USDT"}
+    assert [p.split(":")[0] for p in problems] == [
+        "portfolio/collateralRate BTC collateralRate",
+        "portfolio/collateralRate",
+    ]

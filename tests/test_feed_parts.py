@@ -17,8 +17,11 @@ from alertd.exchanges.bybit import risk_limits_to_table
 from alertd.exchanges.registry import get_spec
 from alertd.feeds.backoff import Backoff
 from alertd.feeds.ccxt_exchange import ErrorKind, classify, deep_merge, describe
+from alertd.feeds.marks import SharedRead
 from alertd.feeds.rates import AssetIndexStream, rejected_symbols
 from alertd.feeds.state import AccountState, MarketInfo, PositionState, Stream
+
+from .support.aio import run
 
 D = Decimal
 
@@ -376,3 +379,42 @@ def test_a_follower_that_fails_on_the_asset_index_stops_neither_the_stream_nor_t
     # traceback, the others' at debug
     assert said.count((logging.ERROR, True)) == 2 * 2, [r.getMessage() for r in caplog.records]
     assert said.count((logging.DEBUG, True)) == 2 * 6 - 2 * 2
+
+
+def test_a_shared_read_is_read_once_per_interval_and_kept_through_a_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One answer for every account of an exchange (Binance portfolio margin's collateral
+    rates): read by the first caller once due, then served as read until ``every_s`` has
+    passed; a failed read keeps the answer as last read, is logged once, and is tried again
+    ``retry_s`` later, not by every caller meanwhile."""
+    now = [0.0]
+    shared = SharedRead("rates", lambda: now[0], every_s=100.0, retry_s=10.0)
+    reads: list[str] = []
+
+    async def ok() -> str:
+        reads.append("ok")
+        return f"answer {len(reads)}"
+
+    async def failing() -> str:
+        reads.append("failed")
+        raise ccxt.NetworkError("down")
+
+    async def body() -> None:
+        assert await shared.get(ok) == "answer 1"
+        now[0] = 99.0
+        assert await shared.get(ok) == "answer 1"  # not due
+        now[0] = 100.0
+        assert await shared.get(failing) == "answer 1"  # kept as last read
+        now[0] = 105.0
+        assert await shared.get(failing) == "answer 1"  # retried only after retry_s
+        now[0] = 110.0
+        assert await shared.get(failing) == "answer 1"
+        now[0] = 120.0
+        assert await shared.get(ok) == "answer 4"
+
+    with caplog.at_level(logging.INFO):
+        run(body())
+    assert reads == ["ok", "failed", "failed", "ok"]
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rates:")]
+    assert len(said) == 2 and "cannot be read" in said[0] and "read again" in said[1], said

@@ -11,7 +11,9 @@ positions are left out: their PnL and requirement are their own margin's, not th
 Its limits, stated wherever the figure is shown ("moved with the marks since ..."): a tier
 crossed since the read, portfolio margin's cross-asset offsets and scenario requirements, and
 collateral coins' haircuts are not re-applied; collateral coins themselves are not moved
-(alertd sees their prices only in the modes it computes). The next read replaces the estimate.
+(alertd sees their prices only in the modes it computes), but for Binance portfolio margin's
+COIN-M wallets, which move with their coin's COIN-M mark at the coin's collateral rate
+(:func:`counted_change`). The next read replaces the estimate.
 A position whose market or mark alertd does not know leaves the figure as read: half a move is
 not given as a whole one.
 """
@@ -81,31 +83,64 @@ class CoinLeg:
     # Binance's uniMMR ratio requires 1.05 x MM); None: not reported (then moved with the
     # linear positions' notional, as the rest of the requirement is)
     requirement: Decimal | None = None
-    # the share of a gain in USD that Binance's uniMMR counts: the coin's collateral rate
-    # (Binance FAQ "What Is the Unified Account Maintenance Margin Ratio (uniMMR)": each
-    # asset's equity counts as min(assetEquity x index x collateralRate, assetEquity x
-    # index), the COIN-M PnL inside the coin's assetEquity); 0 while the rate is not read:
-    # a gain since the read is then not counted at all, a loss always in full (the safe side)
+    # the coin's collateral rates (:class:`CoinEquity`): what a rise of the coin's equity
+    # counts at (the lowest of its tiers) and a fall (the highest); 0 and 1 while not read: a
+    # gain since the read is then not counted at all, a loss always in full (the safe side)
     collateral_rate: Decimal = ZERO
+    collateral_rate_high: Decimal = Decimal(1)
+    # the coin whose equity its PnL is in (legs of one coin count together, with its
+    # wallet); "": a coin of its own
+    coin: str = ""
 
     def pnl_usd(self, mark: Decimal) -> Decimal:
         return self.quantity * (mark / self.entry - 1)
 
 
+def counted_change(before: Decimal, after: Decimal, low: Decimal, high: Decimal) -> Decimal:
+    """The change of a coin's equity (in USD, ``before`` to ``after``) as uniMMR counts it:
+    each asset's equity counts as min(assetEquity x index x collateralRate, assetEquity x
+    index) (Binance FAQ "What Is the Unified Account Maintenance Margin Ratio (uniMMR)"), so
+    below zero in full and above zero at its collateral rate, the rate of the tier the
+    equity is in. Where the tier is not known, a rise above zero counts at ``low`` (the
+    lowest rate of the coin's tiers) and a fall above zero at ``high`` (the highest): never
+    more equity than Binance counts; exact for a coin with one rate (``low`` = ``high``)."""
+    positive = max(after, ZERO) - max(before, ZERO)
+    negative = min(after, ZERO) - min(before, ZERO)
+    return positive * (low if positive > 0 else high) + negative
+
+
 def _coin_pnl(
-    legs: Sequence[CoinLeg], then: Mapping[str, Decimal], now: Mapping[str, Decimal]
+    legs: Sequence[CoinLeg],
+    then: Mapping[str, Decimal],
+    now: Mapping[str, Decimal],
+    wallets: Mapping[str, Decimal],
 ) -> Decimal | None:
-    """The USD PnL of ``legs`` from the marks ``then`` to ``now`` as uniMMR's equity counts
-    it: each leg's loss in full, its gain at most at its coin's collateral rate (per leg, never
-    netted against another leg's loss: a coin's equity counted at its rate is never more);
-    None: a mark or entry missing."""
-    pnl = ZERO
+    """The USD change from the marks ``then`` to ``now`` of the coins' equity as uniMMR counts
+    it (:func:`counted_change`): per coin, its ``wallets`` amount (in the coin, as read: the
+    COIN-M wallet) at its first leg's mark and its legs' PnL (never one coin's gain netted
+    against another's loss); None: a mark or entry missing."""
+    coins: dict[str, list[CoinLeg]] = {}
     for leg in legs:
-        before, after = then.get(leg.symbol), now.get(leg.symbol)
-        if before is None or after is None or before <= 0 or after <= 0 or leg.entry <= 0:
-            return None
-        change = leg.pnl_usd(after) - leg.pnl_usd(before)
-        pnl += min(change, change * leg.collateral_rate)
+        coins.setdefault(leg.coin or leg.symbol, []).append(leg)
+    pnl = ZERO
+    for coin, held in coins.items():
+        marks = [(then.get(leg.symbol), now.get(leg.symbol)) for leg in held]
+        for (before, after), leg in zip(marks, held, strict=True):
+            if before is None or after is None or before <= 0 or after <= 0 or leg.entry <= 0:
+                return None
+        wallet = wallets.get(coin, ZERO) if held[0].coin else ZERO
+        first_then, first_now = marks[0]
+        assert first_then is not None and first_now is not None  # checked above
+        equity_then = wallet * first_then
+        equity_now = wallet * first_now
+        for (before, after), leg in zip(marks, held, strict=True):
+            assert before is not None and after is not None
+            equity_then += leg.pnl_usd(before)
+            equity_now += leg.pnl_usd(after)
+        first = held[0]
+        pnl += counted_change(
+            equity_then, equity_now, first.collateral_rate, first.collateral_rate_high
+        )
     return pnl
 
 
@@ -115,11 +150,12 @@ def _moved_all(
     coin_legs: Sequence[CoinLeg],
     then: Mapping[str, Decimal],
     now: Mapping[str, Decimal],
+    wallets: Mapping[str, Decimal],
 ) -> tuple[Decimal, Decimal] | None:
     """The requirement and the PnL at ``now`` of what was read at ``then``: the coin legs'
     USD requirement as read, the rest scaled with the linear exposures' notional; None when a
     mark is missing or nothing is held."""
-    coin_pnl = _coin_pnl(coin_legs, then, now)
+    coin_pnl = _coin_pnl(coin_legs, then, now, wallets)
     if coin_pnl is None:
         return None
     if not exposures:
@@ -140,6 +176,7 @@ def moved_ratio(
     then: Mapping[str, Decimal],
     now: Mapping[str, Decimal],
     coin_legs: Sequence[CoinLeg] = (),
+    coin_wallets: Mapping[str, Decimal] | None = None,
 ) -> Decimal | None:
     """The exchange's ratio (requirement over ``margin_balance``) read at the marks ``then``,
     at the marks ``now``: the requirement scaled with the notional (the ``coin_legs``' share
@@ -148,7 +185,7 @@ def moved_ratio(
     stands as read)."""
     if margin_balance <= 0:
         return None
-    moved = _moved_all(ratio * margin_balance, exposures, coin_legs, then, now)
+    moved = _moved_all(ratio * margin_balance, exposures, coin_legs, then, now, coin_wallets or {})
     if moved is None:
         return None
     requirement, pnl = moved
@@ -161,10 +198,11 @@ def moved_equity(
     then: Mapping[str, Decimal],
     now: Mapping[str, Decimal],
     coin_legs: Sequence[CoinLeg] = (),
+    coin_wallets: Mapping[str, Decimal] | None = None,
 ) -> Decimal | None:
     """The exchange's ``margin_balance`` read at the marks ``then``, at the marks ``now`` (moved
     by the PnL, as :func:`moved_ratio` moves it); None where it cannot be moved."""
-    moved = _moved_all(ZERO, exposures, coin_legs, then, now)
+    moved = _moved_all(ZERO, exposures, coin_legs, then, now, coin_wallets or {})
     return None if moved is None else margin_balance + moved[1]
 
 
@@ -205,6 +243,12 @@ class ExchangeRatioPosition:
     # coin-margined one's in the coin); None: the exchange reports none (Binance's COIN-M
     # positions of a portfolio margin account: "Get CM Account Detail")
     maintenance_margin: Decimal | None = None
+    # the collateral rates a rise and a fall of its coin's equity count at in the exchange's
+    # equity (Binance portfolio margin's COIN-M positions: :class:`CoinLeg`); None: not read
+    collateral_rates: tuple[Decimal, Decimal] | None = None
+    # its coin's wallet as read, in the coin, that moves with its mark in the exchange's
+    # equity (Binance portfolio margin's COIN-M wallet of the coin); None: not read
+    coin_wallet: Decimal | None = None
 
     @property
     def unrealized_pnl_usd(self) -> Decimal | None:

@@ -139,8 +139,9 @@ def portfolio_mode(coin_m_unlisted: str | None = None) -> ModeReading:
         f"{PORTFOLIO_LIQUIDATION_UNI_MMR} where Binance liquidates)",
         "Binance's portfolio margin requirement spans the USDⓈ-M and COIN-M futures and the "
         "cross margin account (loans, collateral rates), more than the USDⓈ-M positions alertd "
-        f"reads (the marks move the UM positions' share of it and the COIN-M positions' "
-        f"PnL; loans and coins stay as read; {coin_m})",
+        f"reads (the marks move the UM positions' share of it, and the COIN-M positions' "
+        f"PnL and COIN-M wallets at their coin's collateral rate; loans and other coins stay "
+        f"as read; {coin_m})",
     )
 
 
@@ -218,6 +219,70 @@ def cm_maintenance_margins(
             continue
         side = _side(str(raw.get("positionSide", "BOTH")), amount)
         out[(symbol_of(raw["symbol"]), side)] = dec(raw.get("maintMargin"), f"{where} maintMargin")
+    return out
+
+
+def pm_collateral_rates(
+    answer: Any,
+) -> tuple[dict[str, tuple[Decimal, Decimal]], list[str]]:
+    """Each asset's collateral rates, the lowest and the highest of its tiers, from Binance's
+    "Portfolio Margin Pro Tiered Collateral Rate" (``GET /sapi/v2/portfolio/collateralRate``,
+    USER_DATA, weight 50 of the spot API's per-IP limit; developers.binance.com, Derivatives,
+    Portfolio Margin Pro, market data; the ``/sapi/v1`` one is "Classic Portfolio Margin"'s,
+    flat): rows of
+    ``asset`` and ``collateralInfo``, the tiers of the asset's equity with their
+    ``collateralRate`` (and ``cum``, "account equity quick addition number").
+
+    uniMMR counts an asset's equity as min(equity x index x collateralRate, equity x index)
+    (Binance FAQ "What Is the Unified Account Maintenance Margin Ratio (uniMMR)"), at the
+    rate of the tier the equity is in. alertd does not read the coin's whole equity (its
+    cross margin, UM and COIN-M wallets together), so it cannot place it in a tier: a rise
+    counts at the lowest of the asset's tiers' rates, a fall at the highest
+    (:func:`~alertd.engine.reported.counted_change`); exact for an asset with one rate (the
+    local Binance's), never more equity than Binance counts otherwise. Also the problems: a
+    malformed row is left out (its asset's gain then counts 0 and its loss in full, as before
+    the rates were read), named."""
+    if not isinstance(answer, list):
+        raise FrameError("portfolio/collateralRate: expected a list of assets")
+    rates: dict[str, tuple[Decimal, Decimal]] = {}
+    problems = []
+    for raw in answer:
+        asset = raw.get("asset") if isinstance(raw, dict) else None
+        where = f"portfolio/collateralRate {asset}" if isinstance(asset, str) else None
+        tiers = raw.get("collateralInfo") if isinstance(raw, dict) else None
+        if not isinstance(asset, str) or where is None or not isinstance(tiers, list) or not tiers:
+            problems.append("portfolio/collateralRate: a row without an asset or its tiers")
+            continue
+        try:
+            found = []
+            for tier in tiers:
+                if not isinstance(tier, dict):
+                    raise FrameError(f"{where}: a tier is not an object")
+                rate = dec(tier.get("collateralRate"), f"{where} collateralRate")
+                if not 0 <= rate <= 1:
+                    raise FrameError(f"{where} collateralRate: {rate} is not within 0 and 1")
+                found.append(rate)
+        except FrameError as exc:
+            problems.append(str(exc))
+            continue
+        rates[asset] = (min(found), max(found))
+    return rates, problems
+
+
+def cm_wallets(answer: Any) -> dict[str, Decimal]:
+    """Each coin's COIN-M wallet, in the coin, as "Get CM Account Detail" (``GET
+    /papi/v1/cm/account``) lists it: ``assets[]`` with ``asset`` and ``crossWalletBalance``
+    (the docs' example: BTC 0.00241969). Its value moves with the coin's index in uniMMR's
+    equity of the coin (:func:`pm_collateral_rates`)."""
+    assets = answer.get("assets", []) if isinstance(answer, dict) else None
+    if not isinstance(assets, list):
+        raise FrameError("cm/account: expected an object with a list of assets")
+    out: dict[str, Decimal] = {}
+    for raw in assets:
+        if not isinstance(raw, dict) or not isinstance(raw.get("asset"), str):
+            raise FrameError("cm/account: an asset is not an object with its name")
+        where = f"cm/account {raw['asset']} crossWalletBalance"
+        out[raw["asset"]] = dec(raw.get("crossWalletBalance"), where)
     return out
 
 
@@ -794,6 +859,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             return dec(str(size), f"{market_id} contractSize") if inverse and size else None
 
         held = cm_positions(rows, symbol_of, contract_size_of)
+        rates = await self._collateral_rates(exchange) if held else {}
         # the rows are checked: each position's Binance id by its symbol
         ids = {symbol_of(row["symbol"]): row["symbol"] for row in rows}
         held_ids = sorted({ids[p.symbol] for p in held})
@@ -810,6 +876,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         # nothing to show of an empty COIN-M account: its weight (5) only while one is held
         answer = await exchange.papiGetCmAccount() if held else {}
         margins = cm_maintenance_margins(answer, symbol_of)
+        wallets = cm_wallets(answer)
         out = []
         for p in held:
             if p.mark_price is not None:  # always, as Binance reads it
@@ -817,8 +884,40 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                     found, p.symbol, p.side, p.contracts, p.mark_price, p.liquidation_price
                 )
                 p = dataclasses.replace(p, stop=figures)
-            out.append(dataclasses.replace(p, maintenance_margin=margins.get((p.symbol, p.side))))
+            # a position the catalogue names (BTC/USD:BTC) is in its settle coin's equity; one
+            # named by Binance's id is listed as read, not followed
+            coin = p.symbol.rpartition(":")[2] if ":" in p.symbol else None
+            out.append(
+                dataclasses.replace(
+                    p,
+                    maintenance_margin=margins.get((p.symbol, p.side)),
+                    collateral_rates=rates.get(coin) if coin else None,
+                    coin_wallet=wallets.get(coin, Decimal(0)) if coin else None,
+                )
+            )
         return tuple(out)
+
+    async def _collateral_rates(self, exchange: Any) -> Mapping[str, tuple[Decimal, Decimal]]:
+        """The portfolio margin collateral rates (:func:`pm_collateral_rates`), read once per
+        exchange for its accounts (:attr:`listed_read`, on the catalogue's schedule) with this
+        account's key; empty where none is shared (a feed without a listed-marks hub) or
+        none could be read yet (each COIN-M gain then counts 0, the safe side)."""
+        if self.listed_read is None:
+            return {}
+
+        async def read() -> dict[str, tuple[Decimal, Decimal]]:
+            # not in ccxt's implicit API (it lists the /sapi/v1 one only): its generic request,
+            # signed as every sapiV2 path is (binance.sign)
+            answer = await exchange.request(*COLLATERAL_RATE_REQUEST)
+            rates, problems = pm_collateral_rates(answer)
+            for problem in problems:
+                log.warning(
+                    "a malformed collateral rate, left out (its gains count 0): %s", problem
+                )
+            return rates
+
+        rates = await self.listed_read(read)
+        return rates if isinstance(rates, dict) else {}
 
     def _keep(self, rows: Any, account: Any, family: str) -> None:
         """One snapshot's positions and account answers (``family``: the endpoints' prefix
@@ -1349,6 +1448,9 @@ class CoinMMarks(ExchangeAdapter):
 
     exchange_id = "binancecoinm"
     market_filter = MarketFilter(settle="BTC")
+    # the portfolio margin collateral rates (pm_collateral_rates): the exchange's, read with
+    # an account's key once per exchange for all its accounts
+    shared_read_name = "portfolio margin collateral rates (GET /sapi/v2/portfolio/collateralRate)"
 
     async def watch_mark(self, exchange: Any, symbol: str) -> Decimal:
         return await watch_mark(exchange, symbol)
@@ -1453,9 +1555,24 @@ PORTFOLIO_LIVE_WEIGHT = (
 )
 
 
+# "Portfolio Margin Pro Tiered Collateral Rate": GET /sapi/v2/portfolio/collateralRate,
+# "Request Weight(IP) 50" of the spot API's "REQUEST_WEIGHT 6000" a minute (api.binance.com),
+# in the pacing window's units as the /papi ones are; read once per exchange on the market
+# catalogue's schedule (BinanceUSDMAdapter._collateral_rates)
+COLLATERAL_RATE_REQUEST: tuple[str, list[str], str, dict[str, Any]] = (
+    "portfolio/collateralRate",
+    ["sapiV2"],
+    "GET",
+    {},
+)
+COLLATERAL_RATE_WEIGHT = 50 * USDM_WEIGHT_PER_MINUTE / 6000
+
+
 def usdm_request_weight(api: str, method: str, path: str, params: Any) -> float | None:
     if api == "papi":
         return papi_weight(path, params)
+    if (api, path) == ("sapiV2", COLLATERAL_RATE_REQUEST[0]):
+        return COLLATERAL_RATE_WEIGHT
     return USDM_WEIGHTS.get((api, method, path))
 
 
@@ -1466,6 +1583,11 @@ def usdm_stops_weight(symbols: int) -> int:
     symbols on."""
     return 2 * min(symbols, ALL_SYMBOLS_WEIGHT)
 
+
+USDM_IP_BAN = IpBanAnswer(418, lasts_s=120.0, until_ms=r"banned until (\d{10,16})")
+# COIN-M futures' own per-IP limit: "REQUEST_WEIGHT 2400" a minute (its exchangeInfo's
+# rateLimits; developers.binance.com, COIN-M Futures, General Info, Limits)
+COINM_WEIGHT_PER_MINUTE = 2400
 
 USDM = ExchangeSpec(
     profile=USDM_PROFILE,
@@ -1493,7 +1615,7 @@ USDM = ExchangeSpec(
         # is over" (USDⓈ-M futures, "General Info", Limits:
         # https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info);
         # its body, code -1003: "Way too many requests; IP(...) banned until 1592391478000."
-        ip_ban=IpBanAnswer(418, lasts_s=120.0, until_ms=r"banned until (\d{10,16})"),
+        ip_ban=USDM_IP_BAN,
         # "There is a limit of 300 connections per attempt every 5 minutes", per IP
         # (developers.binance.com, WebSocket API, Connection limits: the one cap Binance
         # documents; the USDⓈ-M pages state none of their own); an account opens one, its
@@ -1522,5 +1644,15 @@ USDM = ExchangeSpec(
 COINM = ExchangeSpec(
     profile=COINM_PROFILE,
     adapter=None,
-    capabilities=Capabilities(tier_source=TierSource.SNAPSHOT),
+    capabilities=Capabilities(
+        tier_source=TierSource.SNAPSHOT,
+        # a portfolio margin account's COIN-M mark hub reads its catalogue here (GET
+        # /dapi/v1/exchangeInfo, weight 1): dapi.binance.com, another host than fapi with a
+        # per-IP limit of its own ("REQUEST_WEIGHT" 2400 a minute, COIN-M Futures, General
+        # Info, Limits), and the same 418 ban answer as USDⓈ-M's (its Retry-After, "banned
+        # until"): one IpBudget of its own, which a ban pauses (FeedManager._listed_hub_for)
+        rest_limit_per_ip=True,
+        rest_weight_per_minute=COINM_WEIGHT_PER_MINUTE,
+        ip_ban=USDM_IP_BAN,
+    ),
 )

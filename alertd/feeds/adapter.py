@@ -216,6 +216,14 @@ class ExchangeAdapter:
         # are in, where another ccxt exchange serves them: that exchange with its markets
         # loaded, from the feed's listed-marks hub (:meth:`listed_marks`); None: none
         self.listed_catalogue: Callable[[], Awaitable[Any]] | None = None
+        # one answer read for every account of the exchange (:class:`~alertd.feeds.marks.
+        # SharedRead` of the listed-marks hub, where its adapter names one:
+        # ``shared_read_name``): given the read, it returns the answer as last read
+        self.listed_read: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]] | None = None
+
+    # a listed-marks hub's adapter (:meth:`listed_marks`): what its accounts read once for all
+    # of them (:attr:`listed_read`); None: nothing
+    shared_read_name: str | None = None
 
     # the depths the exchange's order book endpoint accepts (None: any up to the limit)
     book_limits: tuple[int, ...] | None = None

@@ -53,7 +53,7 @@ from alertd.feeds.ccxt_exchange import (
     rest_slot,
     retry_delay,
 )
-from alertd.feeds.marks import MarkHub, bad_mark
+from alertd.feeds.marks import MarkHub, SharedRead, bad_mark
 from alertd.feeds.options import PRODUCTION, FeedOptions
 from alertd.feeds.state import (
     AccountEvent,
@@ -84,20 +84,25 @@ def listed_marks_hub(
     adapter: ExchangeAdapter,
     settings: FeedSettings,
     options: FeedOptions,
+    shared: Callable[[AccountConfig], SharedExchange] | None = None,
 ) -> MarkHub | None:
     """The mark hub of the markets ``config``'s account lists beside its own
     (:meth:`ExchangeAdapter.listed_marks`: a Binance portfolio margin account's COIN-M
     positions, on binancecoinm's public streams), reached the way the account reaches its
     exchange (its URLs, sandbox) with no secrets; its exchange connects only once a symbol is
     subscribed (an account without such a position opens no connection). None: it lists
-    nothing alertd follows."""
+    nothing alertd follows. ``shared``: the manager's resources of the hub's exchange (its
+    catalogue, refreshed on the USDⓈ-M one's schedule, and its host's :class:`IpBudget`, so
+    that a ban of that host pauses the hub), given the hub's public account; None: alone (a
+    feed without a manager loads its catalogue once)."""
     marks = adapter.listed_marks(config.options)
     if marks is None:
         return None
     public = config.model_copy(update={"exchange": marks.exchange_id, "options": {}})
-    return MarkHub(
+    resources = shared(public) if shared is not None else None
+    hub = MarkHub(
         name,
-        lambda sink: options.exchange_factory(public, {}, settings, sink, None),
+        lambda sink: options.exchange_factory(public, {}, settings, sink, resources),
         marks,
         options.backoff_factory(settings.backoff),
         options.clock,
@@ -105,7 +110,19 @@ def listed_marks_hub(
         min_reconnect_interval_s=settings.stale_after_s,
         wall_clock=options.wall_clock,
         stale_after_s=settings.stale_after_s,
+        shared=resources,
     )
+    hub.close_when_idle = True  # its marks only: idle once the listed positions close
+    if marks.shared_read_name is not None:
+        # read once per exchange for its accounts, on the market catalogue's and the tiers'
+        # schedule (feeds.tier_refresh_interval_s)
+        hub.shared_read = SharedRead(
+            f"{name}: {marks.shared_read_name}",
+            options.clock,
+            settings.tier_refresh_interval_s,
+            settings.stale_after_s,
+        )
+    return hub
 
 
 def realizes(
@@ -212,6 +229,8 @@ class AccountFeed:
         )
         if self.listed_hub is not None:
             self.adapter.listed_catalogue = self.listed_hub.ready_exchange
+            if self.listed_hub.shared_read is not None:
+                self.adapter.listed_read = self.listed_hub.shared_read.get
         self._listed_subscribed: set[str] = set()
         # how often the manager reconciles this account: the setting, or longer where many
         # accounts share one per-IP budget (a quiet private stream is fresh while reconciles

@@ -185,10 +185,16 @@ class FeedManager:
         self.options = options
         self.dynamics_span_s = dynamics_span_s  # the rules' longest price-dynamics window
         self.hubs: dict[str, MarkHub] = {}
-        # by how accounts reach the exchange and from which source address
+        # by how accounts reach the exchange and from which source address: the accounts'
+        # groups, and the exchanges only the listed-marks hubs reach (Binance portfolio
+        # margin's COIN-M: binancecoinm), shared by those hubs alike: refreshed and closed
+        # with the others
         self.shared: dict[str, SharedExchange] = {}
-        # by how accounts reach the exchange: the group holding its market catalogue
+        self.listed_shared: dict[str, SharedExchange] = {}
+        # by how accounts reach the exchange: the group holding its market catalogue (the
+        # accounts' and the listed-marks hubs' apart)
         self._first_shared: dict[str, SharedExchange] = {}
+        self._first_listed: dict[str, SharedExchange] = {}
         self._ip_budgets: dict[str, IpBudget] = {}  # by exchange host: what one IP may send
         self.feeds: dict[str, AccountFeed] = {}
         self._ssl_context: ssl.SSLContext | None = None
@@ -233,25 +239,32 @@ class FeedManager:
     def _source_address(self, account: AccountConfig) -> str | None:
         return source_address(account, self.config.feeds.source_addresses)
 
-    def _shared_for(self, key: str, account: AccountConfig) -> SharedExchange:
+    def _shared_for(self, key: str, account: AccountConfig, listed: bool = False) -> SharedExchange:
         """The group of accounts that reach the same exchange the same way from the same source
         address: its own HTTP pool bound to that address and the address's per-IP limits; the
-        market catalogue is the first group's of the exchange (``catalogue_of``)."""
+        market catalogue is the first group's of the exchange (``catalogue_of``). ``listed``:
+        of a listed-marks hub's exchange (:attr:`listed_shared`), from the address of the
+        account that needs it (its collateral rates read signs with that account's key)."""
+        groups, firsts = (
+            (self.listed_shared, self._first_listed)
+            if listed
+            else (self.shared, self._first_shared)
+        )
         address = self._source_address(account)
         full = json.dumps([key, address])
-        if full not in self.shared:
+        if full not in groups:
             if self._ssl_context is None:
                 self._ssl_context = new_ssl_context()
             settings = self.config.feeds
             factory = self.options.exchange_factory
-            first = self._first_shared.get(key)
+            first = firsts.get(key)
 
             def catalogue_exchange(shared: SharedExchange, account: AccountConfig = account) -> Any:
                 return factory(account, {}, settings, None, shared)  # markets are public
 
-            groups = list(self._first_shared)
-            index = groups.index(key) if key in groups else len(groups)
-            self.shared[full] = SharedExchange(
+            names = list(firsts)
+            index = names.index(key) if key in names else len(names)
+            groups[full] = SharedExchange(
                 f"{account.exchange} shared"
                 + (f" #{index}" if index else "")
                 + (f" from {address}" if address is not None else ""),
@@ -265,8 +278,12 @@ class FeedManager:
                 source_address=address,
                 catalogue_of=first,
             )
-            self._first_shared.setdefault(key, self.shared[full])
-        return self.shared[full]
+            firsts.setdefault(key, groups[full])
+        return groups[full]
+
+    def _every_shared(self) -> list[SharedExchange]:
+        """The accounts' groups and the listed-marks hubs' exchanges."""
+        return [*self.shared.values(), *self.listed_shared.values()]
 
     def _ip_budget_for(self, account: AccountConfig, address: str | None) -> IpBudget:
         """One per exchange host and source address: accounts whose ccxt options differ
@@ -361,6 +378,9 @@ class FeedManager:
                 get_spec(account.exchange).new_adapter(),
                 self.config.feeds,
                 self.options,
+                # its own exchange's catalogue (refreshed with the others: markets job) and
+                # its own host's budget: /dapi is another host with its own per-IP limit
+                lambda public: self._shared_for(self._key(public), public, listed=True),
             )
             if hub is None:
                 return None
@@ -461,7 +481,7 @@ class FeedManager:
             (
                 "markets",
                 settings.tier_refresh_interval_s,
-                [(s.name, s.refresh_markets) for s in self.shared.values()],
+                [(s.name, s.refresh_markets) for s in self._every_shared()],
             ),
         ]
         builtin = self.config.builtin_rules
@@ -717,4 +737,4 @@ class FeedManager:
         await asyncio.gather(*(feed.close() for feed in self.feeds.values()))
         await asyncio.gather(*(hub.close() for hub in self.hubs.values()))
         # last: every account's and hub's exchange is closed, nothing uses the pools any more
-        await asyncio.gather(*(shared.close() for shared in self.shared.values()))
+        await asyncio.gather(*(shared.close() for shared in self._every_shared()))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Set
+from collections.abc import Awaitable, Callable, Set
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -61,6 +61,53 @@ class MarkSubscriber(Protocol):
 
 # (hub, symbol, price, its holders): one call per tick once every holder recorded the mark
 TickListener = Callable[["MarkHub", str, Decimal, Set[MarkSubscriber]], None]
+
+
+class SharedRead:
+    """One answer read for every account of the hub's exchange, at most once per
+    ``every_s`` (monotonic ``clock``): data that is the exchange's, not an account's, though
+    the endpoint wants a key (Binance portfolio margin's collateral rates), read with the key
+    of whichever account asks first once the answer is due. A failed read (ccxt's errors, a
+    malformed answer) keeps the answer as it was (None before any), is logged when it begins
+    and when a read succeeds again, and is tried again ``retry_s`` later, not by every account
+    at once."""
+
+    def __init__(self, name: str, clock: Clock, every_s: float, retry_s: float) -> None:
+        self.name = name
+        self._clock = clock
+        self.every_s = every_s
+        self._retry_s = retry_s
+        self.value: Any = None
+        self._due = -float("inf")
+        self._failing: str | None = None
+        self._lock = asyncio.Lock()
+        self.reads = 0
+
+    async def get(self, read: Callable[[], Awaitable[Any]]) -> Any:
+        """The answer, read with ``read`` first where it is due."""
+        async with self._lock:
+            now = self._clock()
+            if now < self._due:
+                return self.value
+            self.reads += 1
+            try:
+                self.value = await read()
+            except (ccxt.BaseError, FrameError) as exc:
+                self._due = now + self._retry_s
+                if self._failing is None:
+                    log.warning(
+                        "%s: cannot be read (%s): kept as last read; tried again in %.0f s",
+                        self.name,
+                        describe(exc),
+                        self._retry_s,
+                    )
+                self._failing = describe(exc)
+                return self.value
+            self._due = now + self.every_s
+            if self._failing is not None:
+                log.info("%s: read again", self.name)
+                self._failing = None
+            return self.value
 
 
 class MarkHub:
@@ -115,6 +162,12 @@ class MarkHub:
         # the exchange's asset index stream, where it has one (Binance multi-assets): public
         # like the marks, one subscription on this hub's exchange for every account following it
         self.rates: AssetIndexStream | None = None
+        # an answer of the exchange its accounts share though it wants a key (where the
+        # adapter names one: ``shared_read_name``), set by whoever makes the hub
+        self.shared_read: SharedRead | None = None
+        # close the connection once no mark is streamed (a listed-marks hub: nothing else,
+        # asset index nor order books, runs on its exchange)
+        self.close_when_idle = False
         if adapter.streams_asset_index:
             self.rates = AssetIndexStream(
                 f"{name} asset index".replace(" marks", ""),
@@ -256,6 +309,11 @@ class MarkHub:
             await self.adapter.unwatch_mark(self._exchange(), symbol)
         except Exception as exc:  # the subscription dies with the next reconnect anyway
             log.debug("%s: unsubscribing %s failed: %s", self.name, symbol, describe(exc))
+        if self.close_when_idle and not self._tasks and self.exchange is not None:
+            # nothing streams on it any more (a portfolio margin account's last COIN-M
+            # position closed): its connection closed too, not left open and idle; the next
+            # subscription opens one again
+            await drop_connections(self.exchange, "no mark streamed")
 
     async def _opening_turn(self, seen: int) -> None:
         """Wait for the turn to open the hub's public connection in its host's pace, unless

@@ -640,8 +640,21 @@ class AccountState:
             margin, mark = p.maintenance_margin, p.mark_price
             known = margin is not None and mark is not None and terms is not None
             requirement = margin * mark * terms if known else None  # type: ignore[operator]
-            legs.append(CoinLeg(p.symbol, p.side * p.quantity, p.entry_price, requirement))
+            low, high = p.collateral_rates or (Decimal(0), Decimal(1))
+            coin = p.symbol.rpartition(":")[2] if p.coin_wallet is not None else ""
+            legs.append(
+                CoinLeg(p.symbol, p.side * p.quantity, p.entry_price, requirement, low, high, coin)
+            )
         return legs
+
+    def _coin_wallets(self) -> dict[str, Decimal]:
+        """The coins' wallets as read with the listed inverse positions (Binance portfolio
+        margin's COIN-M wallets), by coin: they move with the coin's mark (:func:`moved_ratio`)."""
+        return {
+            p.symbol.rpartition(":")[2]: p.coin_wallet
+            for p in self.listed_positions
+            if p.inverse and p.coin_wallet is not None
+        }
 
     def _followed(self, p: ExchangeRatioPosition) -> ExchangeRatioPosition:
         """A listed position at its live mark where it follows one (its size known, its
@@ -662,7 +675,14 @@ class AccountState:
         )
         # no loss at its stop (``quantity`` left out): in the coin, it is no amount of the
         # account's settle currency nor a share of the exchange's USD equity
-        return replace(figures, stop=stop, maintenance_margin=p.maintenance_margin, quantity=None)
+        return replace(
+            figures,
+            stop=stop,
+            maintenance_margin=p.maintenance_margin,
+            collateral_rates=p.collateral_rates,
+            coin_wallet=p.coin_wallet,
+            quantity=None,
+        )
 
     def exchange_ratio(self) -> tuple[Decimal | None, bool]:
         """The exchange's own account ratio, and whether it was moved with the marks since it
@@ -682,6 +702,7 @@ class AccountState:
                 self.reported_marks,
                 self.marks,
                 self._coin_legs(),
+                self._coin_wallets(),
             )
         )
         return (read.margin_ratio, False) if moved is None else (moved, True)
@@ -697,7 +718,14 @@ class AccountState:
         moved = (
             None
             if exposures is None
-            else moved_equity(read, exposures, self.reported_marks, self.marks, self._coin_legs())
+            else moved_equity(
+                read,
+                exposures,
+                self.reported_marks,
+                self.marks,
+                self._coin_legs(),
+                self._coin_wallets(),
+            )
         )
         return read if moved is None else moved
 

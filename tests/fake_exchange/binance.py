@@ -174,6 +174,47 @@ ALGO_ORDER_EXAMPLE: dict[str, Any] = {
     "goodTillDate": 0,
 }
 
+# "Portfolio Margin Pro Tiered Collateral Rate" (GET /sapi/v2/portfolio/collateralRate,
+# USER_DATA: signed), the docs' response example (developers.binance.com, Derivatives,
+# Portfolio Margin Pro, market data): per asset, tiers of its equity's value with a rate and a
+# ``cum`` ("account equity quick addition number")
+COLLATERAL_RATE_EXAMPLE: list[dict[str, Any]] = [
+    {
+        "asset": "BNB",
+        "collateralInfo": [
+            {
+                "tierFloor": "0.0000",
+                "tierCap": "1000.0000",
+                "collateralRate": "1.0000",
+                "cum": "0.0000",
+            },
+            {
+                "tierFloor": "1000.0000",
+                "tierCap": "2000.0000",
+                "collateralRate": "0.9000",
+                "cum": "0.0000",
+            },
+        ],
+    },
+    {
+        "asset": "USDT",
+        "collateralInfo": [
+            {
+                "tierFloor": "0.0000",
+                "tierCap": "1000.0000",
+                "collateralRate": "1.0000",
+                "cum": "0.0000",
+            },
+            {
+                "tierFloor": "1000.0000",
+                "tierCap": "2000.0000",
+                "collateralRate": "0.9999",
+                "cum": "0.0000",
+            },
+        ],
+    },
+]
+
 # "Get CM Account Detail" (GET /papi/v1/cm/account), the docs' response example
 # (developers.binance.com, Portfolio Margin, account REST API)
 CM_ACCOUNT_EXAMPLE: dict[str, Any] = {
@@ -249,7 +290,13 @@ REQUEST_WEIGHTS["dapi"] = {
     # weight 1 (developers.binance.com, COIN-M Futures, market data REST API)
     "/dapi/v1/exchangeInfo": (1, 1),
 }
-WEIGHT_PER_MINUTE = {"fapi": 2400, "papi": 6000, "dapi": 2400}
+REQUEST_WEIGHTS["sapi"] = {
+    # "Portfolio Margin Pro Tiered Collateral Rate" (GET /sapi/v2/portfolio/collateralRate):
+    # "Request Weight(IP) 50" (developers.binance.com, Derivatives, Portfolio Margin Pro,
+    # market data), counted against the spot API's own per-IP limit (api.binance.com)
+    "/sapi/v2/portfolio/collateralRate": (50, 50),
+}
+WEIGHT_PER_MINUTE = {"fapi": 2400, "papi": 6000, "dapi": 2400, "sapi": 6000}
 
 BRACKETS_FILE = Path(__file__).with_name("data") / "binance_usdm_brackets.json"
 DEFAULT_RECV_WINDOW_MS = 5000
@@ -634,6 +681,10 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         # the same by client address: Binance counts the weight per IP
         self.used_weight_by_ip: dict[str, dict[str, int]] = {}
         self.unweighed: list[str] = []
+        # "Portfolio Margin Pro Tiered Collateral Rate": the exchange's tiers per coin, and how
+        # often they were read
+        self.collateral_tiers: dict[str, list[dict[str, Any]]] = {}
+        self.collateral_rate_reads = 0
         # conditional orders placed before the Algo Service (as_strategy_order): a portfolio
         # margin account's are listed by /papi/v1/um/conditional/openOrders, not the algo one
         self._strategy_orders: set[str] = set()
@@ -1000,10 +1051,27 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         collateral rate: the coin's equity, its wallet and its COIN-M positions' PnL, counts
         in uniMMR at the coin's mark as min(equity x rate, equity) (Binance FAQ "What Is the
         Unified Account Maintenance Margin Ratio (uniMMR)"). Without it: no wallet, rate 1."""
-        self._account(api_key).cm_coins[coin.upper()] = (
-            _dec(wallet),
-            shared.positive(collateral_rate, "collateral_rate"),
-        )
+        rate = shared.positive(collateral_rate, "collateral_rate")
+        self._account(api_key).cm_coins[coin.upper()] = (_dec(wallet), rate)
+        # the rate as "Portfolio Margin Pro Tiered Collateral Rate" lists it: one tier
+        self.collateral_tiers[coin.upper()] = [
+            {
+                "tierFloor": "0.0000",
+                "tierCap": "999999999999.0000",
+                "collateralRate": _plain(rate),
+                "cum": "0.0000",
+            }
+        ]
+
+    @scripted
+    def set_collateral_tiers(self, coin: str, tiers: list[dict[str, Any]] | None) -> None:
+        """What "Portfolio Margin Pro Tiered Collateral Rate" answers for ``coin``: its rows
+        (``collateralInfo``) as given; None: the coin not listed. The exchange's, not an
+        account's: the same for every key."""
+        if tiers is None:
+            self.collateral_tiers.pop(coin.upper(), None)
+        else:
+            self.collateral_tiers[coin.upper()] = [dict(t) for t in tiers]
 
     @scripted
     def reduce_cm_position(self, api_key: str, market_id: str, contracts: Num) -> None:
@@ -1018,7 +1086,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         if left * held < 0 or abs(left) > abs(held):
             raise ValueError("reduce_cm_position: only a reduction of the held position")
         closed = (held - left) * market.contract_size
-        wallet, rate = account.cm_coins.get(market.base, (Decimal(0), Decimal(1)))
+        wallet, rate = self._cm_coins(account).get(market.base, (Decimal(0), Decimal(1)))
         account.cm_coins[market.base] = (wallet + closed * (1 / entry - 1 / market.mark), rate)
         if left == 0:
             del account.cm_held[market_id]
@@ -1038,7 +1106,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         at its mark, at most at its collateral rate) and the positions' maintenance margin, in
         USD."""
         marks = {m.base: m.mark for m in self._coin_markets.values()}  # the coin's index
-        equity = {coin: wallet * marks[coin] for coin, (wallet, _) in account.cm_coins.items()}
+        coins = self._cm_coins(account)
+        equity = {coin: wallet * marks[coin] for coin, (wallet, _) in coins.items()}
         mm = Decimal(0)
         for market, size, entry in self._cm_figures(account):
             equity.setdefault(market.base, Decimal(0))
@@ -1046,9 +1115,18 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             mm += abs(size) / market.mark * CM_MAINT_MARGIN_RATE * market.mark
         counted = Decimal(0)
         for coin, usd in equity.items():
-            rate = account.cm_coins.get(coin, (Decimal(0), Decimal(1)))[1]
+            rate = coins.get(coin, (Decimal(0), Decimal(1)))[1]
             counted += min(usd * rate, usd)
         return counted, mm
+
+    def _cm_coins(self, account: _Account) -> dict[str, tuple[Decimal, Decimal]]:
+        """Each coin's COIN-M wallet and collateral rate: a scripted "Get CM Account Detail"
+        asset's ``crossWalletBalance`` (rate 1 unless set), then ``set_cm_coin``'s."""
+        coins = {
+            str(a["asset"]): (Decimal(str(a["crossWalletBalance"])), Decimal(1))
+            for a in account.cm_account.get("assets", [])
+        }
+        return coins | account.cm_coins
 
     def cm_position_risk(self, api_key: str) -> list[dict[str, Any]]:
         """The body of "Query CM Position Information" for this account now, for assertions."""
@@ -1089,6 +1167,12 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
                 }
             )
         body["positions"] = [*body.get("positions", []), *held]
+        # the COIN-M wallets the uniMMR here counts (set_cm_coin's beside the scripted ones)
+        assets = {a["asset"]: a for a in body.get("assets", [])}
+        for coin, (wallet, _) in account.cm_coins.items():
+            row = assets.get(coin, CM_ACCOUNT_EXAMPLE["assets"][0])
+            assets[coin] = row | {"asset": coin, "crossWalletBalance": _f8(wallet)}
+        body["assets"] = list(assets.values())
         return body
 
     @scripted
@@ -1819,6 +1903,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             web.get("/fapi/v1/openAlgoOrders", self._open_algo_orders),
             web.get("/fapi/v1/assetIndex", self._asset_index_get),
             web.get("/sapi/v1/account/apiRestrictions", self._api_restrictions),
+            web.get("/sapi/v2/portfolio/collateralRate", self._collateral_rate),
             web.get("/fapi/v1/klines", self._klines),
             web.get("/fapi/v1/insuranceBalance", self._insurance_balance),
             web.get("/fapi/v1/depth", self._depth),
@@ -2521,6 +2606,18 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         )
 
     # ---- REST: portfolio margin (/papi) ------------------------------------------------------
+
+    async def _collateral_rate(self, request: web.Request) -> web.Response:
+        """ "Portfolio Margin Pro Tiered Collateral Rate": signed (USER_DATA), the exchange's
+        table (:meth:`set_collateral_tiers`, :meth:`set_cm_coin`) for any key."""
+        await self._signed(request)
+        self.collateral_rate_reads += 1
+        return self._json(
+            [
+                {"asset": coin, "collateralInfo": tiers}
+                for coin, tiers in self.collateral_tiers.items()
+            ]
+        )
 
     async def _portfolio_signed(self, request: web.Request) -> _Account:
         account, _ = await self._signed(request)
