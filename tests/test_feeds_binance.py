@@ -609,6 +609,71 @@ def test_one_asset_index_subscription_serves_every_multi_assets_account() -> Non
     run(body())
 
 
+def test_an_index_frame_is_handed_to_the_holders_of_its_changed_rows_alone() -> None:
+    """Two multi-assets accounts, both with USDC on its own line, "b" alone holding BNB: a
+    frame moving BNB's index and buffers is handed to "b" alone (before: to every follower,
+    each frame), and a USDC depeg to both; each re-rates only the rows that changed, and its
+    rates and figures equal a full re-rate's (every standing row, from the snapshot's)."""
+
+    async def body() -> None:
+        fake = FakeBinanceUSDM()
+        accounts = [("key-a", "secret-a", "400"), ("key-b", "secret-b", "400")]
+        async with started(fake, accounts):
+            _usdc_listed(fake)
+            fake.set_asset_index("BNB", "600", "0.05", "0.05")
+            fake.set_multi_assets_coins("key-a", {"USDC": "100"})
+            fake.set_multi_assets_coins("key-b", {"USDC": "100", "BNB": "1"})
+            configs_ = [account_config(n, "binanceusdm", fake) for n in ("a", "b")]
+            settings = FAST.model_copy(update={"reconcile_interval_s": 3600.0})
+            manager = FeedManager(
+                Config(version=1, accounts=configs_, feeds=settings),
+                {"a": secrets("key-a", "secret-a"), "b": secrets("key-b", "secret-b")},
+                FAST_OPTIONS,
+            )
+            async with background(manager.run()):
+                a, b = manager.feeds["a"], manager.feeds["b"]
+                await eventually(
+                    lambda: a.state.rates_streamed and b.state.rates_streamed,
+                    what="both following the stream",
+                )
+                (hub,) = manager.hubs.values()
+                rates = hub.rates
+                assert rates is not None
+                handed = rates.handed
+                fake.set_asset_index("BNB", "540", "0.06", "0.07")
+                await eventually(
+                    lambda: {c.asset: c.price for c in b.state.collateral}["BNB"] == D(540),
+                    what="BNB's row on b",
+                )
+                assert rates.handed - handed == 1
+                fake.set_asset_index("USDC", "0.99", "0.01", "0.005")
+                await eventually(
+                    lambda: all(
+                        _rates(f.state.margin_assets[0].terms) == (D("0.9801"), D("0.99495"))
+                        for f in (a, b)
+                    ),
+                    what="USDC's rates on both accounts",
+                )
+                assert rates.handed - handed == 3
+                for feed in (a, b):
+                    state, read = feed.state, feed.state.pool_read
+                    assert read is not None
+                    full = feed.adapter.rerated(
+                        rates.rows, read.settle_terms, read.margin_assets, read.collateral
+                    )
+                    now = state.pool_rates
+                    assert (now.settle_terms, now.margin_assets, now.collateral) == full
+                    rerated = dataclasses.replace(
+                        state.to_account(),
+                        settle_terms=full[0],
+                        margin_assets=full[1],
+                        collateral=full[2],
+                    )
+                    assert compute(state.to_account()) == compute(rerated)
+
+    run(body())
+
+
 def test_malformed_asset_index_frames_are_logged_and_skipped(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -53,12 +53,18 @@ log = logging.getLogger(__name__)
 
 # what a follower reports of a row the stream sent malformed (skipped, the others applied)
 BAD_ROW = "asset index: bad row"
+# what a follower holds that follows every row (handed every delivery)
+EVERY_ROW = "*"
 # what a follower failed on: each call's failures logged apart
 _INDEX = "the asset index"
 _MALFORMED = "a malformed frame"
 
 
 class IndexFollower(Protocol):
+    def on_index_frame(self, now: float) -> None:
+        """A frame came at monotonic ``now`` that changed none of its rows: the stream is
+        fresh (the one thing a follower is told of a frame that moves nothing of its)."""
+
     def on_asset_index(
         self,
         rows: Mapping[str, Mapping[str, Any]],
@@ -102,6 +108,15 @@ class AssetIndexStream:
         self._clock = clock
         self._sleep = sleep
         self.followers: set[IndexFollower] = set()
+        # the followers by the symbol of each row they count at (``follow``): a frame is
+        # handed to the holders of the rows it changed, not to every follower (one frame a
+        # second, 1,000 accounts: most hold no row a calm frame moves)
+        self._holders: dict[str, set[IndexFollower]] = {}
+        self._holding: dict[IndexFollower, frozenset[str]] = {}
+        # the followers to hand the next delivery whatever it changed (new, or their rates
+        # read again by a snapshot: they re-rate from every standing row once)
+        self._unserved: set[IndexFollower] = set()
+        self.handed = 0  # frames and reads handed to a follower (its rows re-rated)
         # the followers whose last call of a kind failed (by follower and what it was
         # handed): its traceback logged at the first failure, the later ones at debug until
         # that call succeeds again (not once a frame, every second)
@@ -146,13 +161,39 @@ class AssetIndexStream:
             s: self.row_at[s] for s in self.rejected_at if s in self.rows and self.row_at[s] < since
         }
 
-    def follow(self, follower: IndexFollower) -> None:
+    def follow(
+        self, follower: IndexFollower, symbols: Set[str] | None = None, unserved: bool = True
+    ) -> None:
+        """``follower`` counts at the rows of ``symbols`` (``USDTUSD``...): handed each frame
+        or read that changes one of them (or their expiry); None: every delivery;
+        ``unserved``: the next one whatever it changes (its rates are a snapshot's, not yet
+        the stream's)."""
+        held = frozenset((EVERY_ROW,) if symbols is None else symbols)
+        before = self._holding.get(follower)
+        if before != held:
+            for symbol in before or ():
+                self._drop_holder(symbol, follower)
+            for symbol in held:
+                self._holders.setdefault(symbol, set()).add(follower)
+            self._holding[follower] = held
+        if unserved or before is None:
+            self._unserved.add(follower)
         self.followers.add(follower)
         self._wanted.set()
 
     def unfollow(self, follower: IndexFollower) -> None:
         self.followers.discard(follower)
+        for symbol in self._holding.pop(follower, ()):
+            self._drop_holder(symbol, follower)
+        self._unserved.discard(follower)
         self._failing -= {(follower, _INDEX), (follower, _MALFORMED)}
+
+    def _drop_holder(self, symbol: str, follower: IndexFollower) -> None:
+        holders = self._holders.get(symbol)
+        if holders is not None:
+            holders.discard(follower)
+            if not holders:
+                del self._holders[symbol]
 
     async def run(self) -> None:
         """Stream from the first follower on, and read over REST while the stream is
@@ -273,12 +314,24 @@ class AssetIndexStream:
                 changed.add(symbol)
                 self.rows[symbol] = row
         expired = self._expired(now)
+        # the rows that expired with this delivery, or came back: their holders told
+        moved = changed | (expired.keys() ^ self._expired_said)
         self._say_expired(expired)
         # an expired row is handed to none: each follower keeps the rates it last gave
         standing = {s: row for s, row in self.rows.items() if s not in expired}
+        # the holders of a row it moved (and those not served yet), not every follower: the
+        # others' rates are what they were (cost proportional to what changed)
+        handed = set(self._unserved)
+        self._unserved.clear()
+        for symbol in (*moved, EVERY_ROW):
+            handed |= self._holders.get(symbol, set())
+        self.handed += len(handed)
         for follower in list(self.followers):
             try:
-                follower.on_asset_index(standing, changed, now, streamed, expired)
+                if follower in handed:
+                    follower.on_asset_index(standing, changed, now, streamed, expired)
+                elif streamed:
+                    follower.on_index_frame(now)
             except Exception:
                 self._follower_failed(follower, _INDEX)
             else:
