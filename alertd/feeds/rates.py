@@ -259,15 +259,18 @@ class AssetIndexStream:
                 self.expiry_reads += 1
                 await self._poll()
 
+    @property
+    def renewing(self) -> bool:
+        """A renewal of the subscription is under way (:meth:`_renew_beside`)."""
+        return self._renewal is not None and not self._renewal.done()
+
     def _renew_beside(self, now: float) -> None:
         """:meth:`_renew` in a task of its own, one at a time, beside the REST read rather
         than in front of it: a renewal that drops a half-dead socket waits up to
         ``CLOSE_REPLY_WAIT_S`` for its CLOSE reply, the rates on REST meanwhile. The task is
         the stream's (its task group): cancelled with it, where aiohttp closes the transport
         all the same (no socket left open)."""
-        if self._renewal is not None and not self._renewal.done():
-            return
-        if self._group is None:
+        if self.renewing or self._group is None:
             return
         self._renewal = self._group.create_task(self._renew(now), name=f"{self.name} renewal")
 
