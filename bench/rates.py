@@ -33,11 +33,18 @@ from decimal import Decimal
 # bench/engine.py, beside this script (its directory is on the path when run)
 from engine import alerting, build, load_tables, machine
 
+from alertd.config import AccountConfig, FeedSettings
 from alertd.daemon.evaluation import FeedStatus
 from alertd.engine.book import Book
 from alertd.engine.collateral import ConversionRates, SettleTerms
 from alertd.engine.model import Account
-from alertd.exchanges.binance import rerated
+from alertd.exchanges.binance import (
+    multi_assets_collateral,
+    rerated,
+    settle_rates,
+    shared_margin_assets,
+)
+from alertd.feeds.feed import AccountFeed
 
 AT_PAR = SettleTerms.of(None, Decimal(0), None, ConversionRates(Decimal(1), Decimal(1)))
 
@@ -118,6 +125,57 @@ def measure(accounts: list[Account], frame_rows: list[dict[str, dict[str, object
     print(f"  one frame a second: {statistics.median(total) / 1e7:.1f}% of one core", flush=True)
 
 
+def dispatch(count: int, holders_share: float, frame_count: int) -> None:
+    """What one frame costs the asset index stream and its followers (feeds/rates.py
+    ``AssetIndexStream.deliver``, feeds/feed.py ``on_asset_index``): ``count`` multi-assets
+    accounts (real ``AccountFeed`` objects, their pools read from an asset index answer: 400
+    USDT, 100 USDC on its own line, and 1 BNB, a coin without a perpetual, in
+    ``holders_share`` of them), one stream followed by all. Two kinds of frame, each
+    ``frame_count`` times: one moving USDT's and USDC's rows (every account re-rated: the
+    worst case) and one moving BNB's index alone (its holders' price). The rebuild and
+    evaluation that follow a re-rate (the ``measure`` stages) are not in these figures."""
+    config = FeedSettings()
+    rng = random.Random(11)
+    base = {"USDT": Decimal("0.99988"), "USDC": Decimal("0.99995"), "BNB": Decimal(600)}
+    feeds = []
+    for i in range(count):
+        feed = AccountFeed(AccountConfig(name=f"a{i}", exchange="binanceusdm"), {}, config)
+        coins = {"USDC": "100", **({"BNB": "1"} if i < count * holders_share else {})}
+        answer = {"assets": [{"asset": a, "crossWalletBalance": w} for a, w in coins.items()]}
+        rows = [index_row(a, price) for a, price in base.items()]
+        state = feed.state
+        state.margin_assets = shared_margin_assets(answer, rows, ["USDC"])
+        state.collateral = multi_assets_collateral(answer, rows, "USDT", {}, ["USDC"])
+        state.settle_terms = settle_rates(rows, "USDT")
+        state.pool_read = state.pool_rates
+        state.follows_index = state.rates_streamed = True
+        feeds.append(feed)
+    stream = feeds[0].hub.rates
+    assert stream is not None
+    stream.deliver([index_row(a, price) for a, price in base.items()])
+    for feed in feeds:
+        try:  # since idx12: the rows it holds
+            stream.follow(feed, feed._index_symbols(), unserved=False)  # type: ignore[call-arg]
+        except TypeError:  # before: every follower handed every frame
+            stream.follow(feed)
+    clock = time.thread_time_ns
+    for kind, moving in (("USDT+USDC", ("USDT", "USDC")), ("BNB alone", ("BNB",))):
+        costs = []
+        for _ in range(frame_count):
+            for asset in moving:
+                base[asset] += base[asset] * Decimal(rng.randint(-100, 100)) / 1_000_000
+            rows = [index_row(a, price) for a, price in base.items()]
+            t0 = clock()
+            stream.deliver(rows)
+            costs.append(clock() - t0)
+        median = statistics.median(costs)
+        print(
+            f"  dispatch {kind:<9}: {median / 1e6:8.2f} ms CPU a frame (median of "
+            f"{len(costs)}), {count} followers, BNB held by {holders_share:.0%}",
+            flush=True,
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", default="200,1000")
@@ -125,6 +183,8 @@ def main() -> int:
     parser.add_argument("--symbols", type=int, default=50)
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--holders", type=float, default=0.01, help="share holding BNB")
+    parser.add_argument("--dispatch-only", action="store_true")
     args = parser.parse_args()
     load: Callable[[], str] = lambda: " ".join(f"{x:.2f}" for x in os.getloadavg())  # noqa: E731
     print(f"machine      : {machine()}", flush=True)
@@ -134,8 +194,10 @@ def main() -> int:
     print(f"tier tables  : {source}", flush=True)
     frame_rows = frames(rng, args.frames)
     for count in (int(c) for c in args.accounts.split(",")):
-        accounts, _ = build(rng, count, args.positions, symbols, tables, False, AT_PAR, AT_PAR)
-        measure(accounts, frame_rows)
+        if not args.dispatch_only:
+            accounts, _ = build(rng, count, args.positions, symbols, tables, False, AT_PAR, AT_PAR)
+            measure(accounts, frame_rows)
+        dispatch(count, args.holders, args.frames)
     print(f"load after   : {load()}", flush=True)
     return 0
 

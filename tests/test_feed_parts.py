@@ -322,8 +322,8 @@ def test_an_expired_index_row_is_said_once_handed_as_expired_and_back_once(
     said = [r.getMessage() for r in caplog.records]
     assert said == [
         "binanceusdm asset index: no good USDCUSD row in 30s (rejected since): its accounts "
-        "keep its last good rates, named stale, and their reconciles read it over REST until "
-        "one comes",
+        "keep its last good rates, named stale, until one comes; reading the index over REST "
+        "now",
         "binanceusdm asset index: USDCUSD row good again: the rates follow it",
     ]
 

@@ -609,6 +609,71 @@ def test_one_asset_index_subscription_serves_every_multi_assets_account() -> Non
     run(body())
 
 
+def test_an_index_frame_is_handed_to_the_holders_of_its_changed_rows_alone() -> None:
+    """Two multi-assets accounts, both with USDC on its own line, "b" alone holding BNB: a
+    frame moving BNB's index and buffers is handed to "b" alone (before: to every follower,
+    each frame), and a USDC depeg to both; each re-rates only the rows that changed, and its
+    rates and figures equal a full re-rate's (every standing row, from the snapshot's)."""
+
+    async def body() -> None:
+        fake = FakeBinanceUSDM()
+        accounts = [("key-a", "secret-a", "400"), ("key-b", "secret-b", "400")]
+        async with started(fake, accounts):
+            _usdc_listed(fake)
+            fake.set_asset_index("BNB", "600", "0.05", "0.05")
+            fake.set_multi_assets_coins("key-a", {"USDC": "100"})
+            fake.set_multi_assets_coins("key-b", {"USDC": "100", "BNB": "1"})
+            configs_ = [account_config(n, "binanceusdm", fake) for n in ("a", "b")]
+            settings = FAST.model_copy(update={"reconcile_interval_s": 3600.0})
+            manager = FeedManager(
+                Config(version=1, accounts=configs_, feeds=settings),
+                {"a": secrets("key-a", "secret-a"), "b": secrets("key-b", "secret-b")},
+                FAST_OPTIONS,
+            )
+            async with background(manager.run()):
+                a, b = manager.feeds["a"], manager.feeds["b"]
+                await eventually(
+                    lambda: a.state.rates_streamed and b.state.rates_streamed,
+                    what="both following the stream",
+                )
+                (hub,) = manager.hubs.values()
+                rates = hub.rates
+                assert rates is not None
+                handed = rates.handed
+                fake.set_asset_index("BNB", "540", "0.06", "0.07")
+                await eventually(
+                    lambda: {c.asset: c.price for c in b.state.collateral}["BNB"] == D(540),
+                    what="BNB's row on b",
+                )
+                assert rates.handed - handed == 1
+                fake.set_asset_index("USDC", "0.99", "0.01", "0.005")
+                await eventually(
+                    lambda: all(
+                        _rates(f.state.margin_assets[0].terms) == (D("0.9801"), D("0.99495"))
+                        for f in (a, b)
+                    ),
+                    what="USDC's rates on both accounts",
+                )
+                assert rates.handed - handed == 3
+                for feed in (a, b):
+                    state, read = feed.state, feed.state.pool_read
+                    assert read is not None
+                    full = feed.adapter.rerated(
+                        rates.rows, read.settle_terms, read.margin_assets, read.collateral
+                    )
+                    now = state.pool_rates
+                    assert (now.settle_terms, now.margin_assets, now.collateral) == full
+                    rerated = dataclasses.replace(
+                        state.to_account(),
+                        settle_terms=full[0],
+                        margin_assets=full[1],
+                        collateral=full[2],
+                    )
+                    assert compute(state.to_account()) == compute(rerated)
+
+    run(body())
+
+
 def test_malformed_asset_index_frames_are_logged_and_skipped(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -713,8 +778,11 @@ def test_a_half_dead_asset_index_connection_does_not_hold_its_rest_read() -> Non
     """The index's own connection goes half-dead (the server reads nothing more from it and
     never answers the CLOSE of its renewal): the rates are still read over REST within a few
     ``stale_after_s`` (before: the renewal in front of the REST read waited out aiohttp's 10 s
-    for the CLOSE reply, every REST fallback 10 s late, the stale rates kept meanwhile). The
-    reconciles are hourly: the stream's own REST read is the only one."""
+    for the CLOSE reply, every REST fallback 10 s late, the stale rates kept meanwhile), and
+    while that renewal still waits for its CLOSE reply (``CLOSE_REPLY_WAIT_S``): it runs in a
+    task of its own beside the read (before: in front of it, the read a second late); it then
+    completes, the index subscribed again. The reconciles are hourly: the stream's own REST
+    read is the only one."""
 
     async def body() -> None:
         async with usdc_multi_assets_account() as fake:
@@ -727,11 +795,16 @@ def test_a_half_dead_asset_index_connection_does_not_hold_its_rest_read() -> Non
                 fake.asset_index_paused = True
                 fake.stall_connections("!assetIndex@arr")
                 fake.set_asset_index("USDC", "0.99", "0.01", "0.005")
+                rates = feed.hub.rates
+                assert rates is not None
+                renewals = rates.renewals
                 await eventually(
                     lambda: _rates(state.margin_assets[0].terms) == (D("0.9801"), D("0.99495")),
                     what="USDC's rates over REST, well before aiohttp's 10 s close timeout",
                     timeout_s=6,
                 )
+                assert rates.renewals == renewals  # its renewal still waits for the CLOSE reply
+                await eventually(lambda: rates.renewals > renewals, what="the renewal done")
 
     run(body())
 
@@ -839,8 +912,10 @@ def test_a_silent_asset_index_stream_is_renewed_alone_the_marks_kept(shared: boo
             async with streaming(feed):
                 rates = feed.hub.rates
                 assert rates is not None
+                # a frame, and no renewal of the start still under way (the REST read beside
+                # it may have given the rates already)
                 await eventually(
-                    lambda: feed.state.rates_streamed and BTC in feed.state.marks,
+                    lambda: rates.frames > 0 and not rates.renewing and BTC in feed.state.marks,
                     what="the index's first frame and BTC's mark",
                 )
                 marks_lost, subscribes = feed.hub.reconnects, fake.asset_index_subscribes
@@ -903,6 +978,80 @@ def test_reconciles_read_the_fresh_streamed_index_and_rest_once_per_interval() -
     run(body())
 
 
+def _usdc_hourly_feed(fake: FakeBinanceUSDM, stale_after_s: float) -> AccountFeed:
+    """Account "a" of ``fake`` with 100 USDC (ETHUSDC listed) in multi-assets mode, reconciled
+    hourly: the asset index stream's own reads are the only ones."""
+    _usdc_listed(fake)
+    fake.set_multi_assets_coins("key-a", {"USDC": "100"})
+    settings = FAST.model_copy(
+        update={"stale_after_s": stale_after_s, "reconcile_interval_s": 3600.0}
+    )
+    config = account_config("a", "binanceusdm", fake)
+    return AccountFeed(config, secrets("key-a", "secret-a"), settings, FAST_OPTIONS)
+
+
+# asset index events as the stream sends them: USDT at par, USDC depegged to 0.95 (bid rate
+# 0.9405 at a 1% buffer)
+_USDT_AT_PAR = {"e": "assetIndexUpdate", "E": 1, "s": "USDTUSD", "i": "1.0"}
+_USDT_AT_PAR |= {"b": "0.0001", "a": "0.0001", "B": "0.9999", "A": "1.0001"}
+_USDC_DEPEG = _USDT_AT_PAR | {"s": "USDCUSD", "i": "0.95", "b": "0.01", "B": "0.9405"}
+_USDC_DEPEG |= {"A": "0.950095"}
+
+
+def test_an_expired_index_row_asks_a_rest_read_at_once_and_is_stale_until_it_comes() -> None:
+    """USDC depegs on the stream, then every frame's USDCUSD row is malformed (reconciles
+    hourly, the stream's periodic read with them): once the row expires, one REST read of the
+    index is asked at once (through the hub's exchange, in the host's per-IP budget), not at
+    the next reconcile (before: none for the hour); while its answer is on the way the depeg
+    stands, the row named stale, and no second read is asked; the answer's row (0.96 and its
+    buffers) then counts, the row no longer stale."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [("key-a", "secret-a", "400")]) as fake:
+            feed = _usdc_hourly_feed(fake, stale_after_s=2.0)
+            async with streaming(feed):
+                state = feed.state
+                rates = feed.hub.rates
+                assert rates is not None
+                await fake.wait_for_subscription("!assetIndex@arr")
+                fake.asset_index_paused = True
+                await asyncio.sleep(3)  # past the start's settle resync
+                usdt, usdc = _USDT_AT_PAR, _USDC_DEPEG
+                fake.push_asset_index_frame([usdc, usdt])
+                depeg = (D("0.9405"), D("0.950095"))
+                await eventually(
+                    lambda: _rates(state.margin_assets[0].terms) == depeg, what="the depeg"
+                )
+                fake.set_asset_index("USDC", "0.96", "0.01", "0.005")  # REST's row (paused)
+                fake.hold_rest("/fapi/v1/assetIndex")
+                read = _asset_index_reads(fake)
+
+                def usdc_stale() -> bool:
+                    fresh = state.freshness(time.monotonic(), 2.0, 3600.0)
+                    return any(f.stale and f.key == "USDCUSD" for f in fresh)
+
+                async def bad_frames(count: int) -> None:
+                    for _ in range(count):
+                        fake.push_asset_index_frame([usdc | {"B": None}, usdt])
+                        await asyncio.sleep(0.25)
+
+                async with background(bad_frames(200)):
+                    await eventually(lambda: fake.held_answers() == 1, what="the read asked")
+                    await eventually(usdc_stale, what="USDCUSD named stale")
+                    await asyncio.sleep(1.0)  # frames on, the answer held
+                    assert _rates(state.margin_assets[0].terms) == depeg
+                    assert usdc_stale()
+                    assert _asset_index_reads(fake) == read + 1 and rates.expiry_reads == 1
+                    fake.release_rest()
+                    await eventually(
+                        lambda: _rates(state.margin_assets[0].terms) == (D("0.9504"), D("0.9648")),
+                        what="REST's USDC row",
+                    )
+                    assert not usdc_stale()
+
+    run(body(), timeout_s=60)
+
+
 def test_a_usdc_row_rejected_in_every_frame_keeps_its_depeg_and_is_named_stale() -> None:
     """USDC depegs on the stream (bid rate 0.9405), then every frame's USDCUSD row is
     malformed while USDTUSD keeps coming and moving: once the USDCUSD row expires
@@ -915,13 +1064,7 @@ def test_a_usdc_row_rejected_in_every_frame_keeps_its_depeg_and_is_named_stale()
 
     async def body() -> None:
         async with started(FakeBinanceUSDM(), [("key-a", "secret-a", "400")]) as fake:
-            _usdc_listed(fake)
-            fake.set_multi_assets_coins("key-a", {"USDC": "100"})
-            settings = FAST.model_copy(
-                update={"stale_after_s": 5.0, "reconcile_interval_s": 3600.0}
-            )
-            config = account_config("a", "binanceusdm", fake)
-            feed = AccountFeed(config, secrets("key-a", "secret-a"), settings, FAST_OPTIONS)
+            feed = _usdc_hourly_feed(fake, stale_after_s=5.0)
             async with streaming(feed):
                 state = feed.state
 
@@ -931,14 +1074,14 @@ def test_a_usdc_row_rejected_in_every_frame_keeps_its_depeg_and_is_named_stale()
                 await fake.wait_for_subscription("!assetIndex@arr")
                 fake.asset_index_paused = True
                 await asyncio.sleep(3)  # past the start's settle resync: the snapshot is at par
-                usdt = {"e": "assetIndexUpdate", "E": 1, "s": "USDTUSD", "i": "1.0"}
-                usdt |= {"b": "0.0001", "a": "0.0001", "B": "0.9999", "A": "1.0001"}
-                usdc = usdt | {"s": "USDCUSD", "i": "0.95", "b": "0.01", "B": "0.9405"}
-                usdc |= {"A": "0.950095"}
+                usdt, usdc = _USDT_AT_PAR, _USDC_DEPEG
                 fake.push_asset_index_frame([usdc, usdt])
                 await eventually(lambda: usdc_rates() is not None, what="the depeg")
                 assert state.pool_read is not None
                 assert _rates(state.pool_read.margin_assets[0].terms) is None  # the snapshot: par
+                # the REST read the row's expiry asks (at 5 s) is answered late, after the
+                # frames below: meanwhile the depeg stands, named stale
+                fake.hold_rest("/fapi/v1/assetIndex")
                 bad = usdc | {"B": None}
                 for second in range(12):
                     moved = usdt | {"i": f"1.0000{second}", "B": f"0.9999{second}"}
@@ -956,6 +1099,7 @@ def test_a_usdc_row_rejected_in_every_frame_keeps_its_depeg_and_is_named_stale()
                 await feed.reconcile()
                 assert _asset_index_reads(fake) == read + 1
                 assert usdc_rates() is None
+                fake.release_rest()  # the expiry's read, at par too
                 assert not [f for f in state.freshness(time.monotonic(), 5.0, 60.0) if f.stale]
                 # a good row on the stream again: its rates, nothing named
                 fake.push_asset_index_frame([usdc | {"B": "0.96", "A": "0.97"}, moved])

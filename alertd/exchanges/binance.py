@@ -21,6 +21,7 @@ the same option.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from decimal import Decimal
@@ -437,19 +438,41 @@ def multi_assets_collateral(
     return tuple(coins)
 
 
+# Every follower of the asset index stream re-rates from the same rows (one frame a second,
+# up to 1,000 accounts): each distinct row is read once, its figures shared (they are frozen).
+# Keyed by the row's raw fields where they hash (a JSON string or number); a field that does
+# not (a malformed list) is read uncached, to be named as usual.
+_ROW_CACHE_SIZE = 1024
+
+
+def _hashable(*fields: Any) -> bool:
+    # not a bool: True would find the entry of 1 (equal, same hash), a malformed field read
+    return all(type(f) in (str, int, float, type(None)) for f in fields)
+
+
 def _coin_terms(row: Mapping[str, Any], asset: str) -> tuple[Decimal, CollateralRatio, Decimal]:
     """A coin's price, ratio and liability ratio from its ``<asset>USD`` row of the asset
     index: its index, ``1 - bidBuffer`` held and ``1 + askBuffer`` owed."""
-    price = dec(row.get("index"), f"assetIndex {asset}USD index")
+    fields = (row.get("index"), row.get("bidBuffer"), row.get("askBuffer"))
+    if _hashable(*fields):
+        return _read_coin_terms(asset, *fields)
+    return _read_coin_terms.__wrapped__(asset, *fields)
+
+
+@functools.lru_cache(maxsize=_ROW_CACHE_SIZE)
+def _read_coin_terms(
+    asset: str, index: Any, bid: Any, ask: Any
+) -> tuple[Decimal, CollateralRatio, Decimal]:
+    price = dec(index, f"assetIndex {asset}USD index")
     if price <= 0:
         raise FrameError(f"assetIndex: {asset}USD index is {price}")
     # a bid buffer discounts the coin (0 to all of it) and an ask buffer surcharges a debt:
     # one outside that is a bad row, named like any other (never a TierTableError that would
     # fail the frame or the reconcile around it)
-    bid_buffer = dec(row.get("bidBuffer"), f"assetIndex {asset}USD bidBuffer")
+    bid_buffer = dec(bid, f"assetIndex {asset}USD bidBuffer")
     if not 0 <= bid_buffer <= 1:
         raise FrameError(f"assetIndex: {asset}USD bidBuffer {bid_buffer} is outside [0, 1]")
-    ask_buffer = dec(row.get("askBuffer"), f"assetIndex {asset}USD askBuffer")
+    ask_buffer = dec(ask, f"assetIndex {asset}USD askBuffer")
     if ask_buffer < 0:
         raise FrameError(f"assetIndex: {asset}USD askBuffer {ask_buffer} is below 0")
     return price, CollateralRatio.flat(1 - bid_buffer), 1 + ask_buffer
@@ -507,8 +530,16 @@ def settle_rates(asset_index: list[dict[str, Any]], settle: str) -> SettleTerms 
 
 def _row_rates(row: Mapping[str, Any], key: str) -> SettleTerms | None:
     """The rates of one asset index row (``key``: its symbol, for the problem's words)."""
-    bid = dec(row.get("bidRate"), f"assetIndex {key} bidRate")
-    ask = dec(row.get("askRate"), f"assetIndex {key} askRate")
+    fields = (row.get("bidRate"), row.get("askRate"))
+    if _hashable(*fields):
+        return _read_rates(key, *fields)
+    return _read_rates.__wrapped__(key, *fields)
+
+
+@functools.lru_cache(maxsize=_ROW_CACHE_SIZE)
+def _read_rates(key: str, bid_rate: Any, ask_rate: Any) -> SettleTerms | None:
+    bid = dec(bid_rate, f"assetIndex {key} bidRate")
+    ask = dec(ask_rate, f"assetIndex {key} askRate")
     if bid <= 0 or ask < bid:
         raise FrameError(f"assetIndex: {key} bidRate {bid} and askRate {ask} (bid > 0, ask >= bid)")
     return SettleTerms.of(None, Decimal(0), None, ConversionRates(bid, ask))

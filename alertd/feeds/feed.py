@@ -949,17 +949,13 @@ class AccountFeed:
             return
         if streamed:
             state.last_seen[(Stream.INDEX, "")] = now
-        symbols = {
-            f"{asset}USD"
-            for asset in (
-                state.settle,
-                *(line.asset for line in read.margin_assets),
-                *(coin.asset for coin in read.collateral),
-            )
-        }
+        symbols = self._index_symbols()
         state.expired_index_rows = {s: at for s, at in (expired or {}).items() if s in symbols}
-        if state.rates_streamed and not symbols & changed:
-            return
+        if state.rates_streamed:
+            # only the rows that changed: the others gave the rates it counts at now
+            rows = {s: rows[s] for s in symbols & changed if s in rows}
+            if not rows:
+                return
         # from the rates it counts at now, not the snapshot's: an asset whose row is missing
         # keeps them (a USDC depeg streamed since, where the snapshot's rates were par)
         now_rates = state.pool_rates
@@ -969,6 +965,26 @@ class AccountFeed:
         if state.set_pool_rates(PoolRates(terms, lines, coins)):
             self._notify(Change.ACCOUNT)
 
+    def on_index_frame(self, now: float) -> None:
+        """An asset index frame that moved none of its rows: the stream is fresh."""
+        if self.state.follows_index:
+            self.state.last_seen[(Stream.INDEX, "")] = now
+
+    def _index_symbols(self) -> set[str]:
+        """The asset index rows its pool counts at (its snapshot's currencies): the settle
+        currency's, its margin asset lines', its coins'."""
+        read = self.state.pool_read
+        if read is None:
+            return set()
+        return {
+            f"{asset}USD"
+            for asset in (
+                self.state.settle,
+                *(line.asset for line in read.margin_assets),
+                *(coin.asset for coin in read.collateral),
+            )
+        }
+
     def _sync_mark_streams(self) -> None:
         """Subscribe to the marks of newly held symbols (positions and coins that move with
         a symbol); drop those no longer held. Follow the asset index stream while the
@@ -977,7 +993,7 @@ class AccountFeed:
             return
         rates = self.hub.rates
         if rates is not None and self.state.follows_index:
-            rates.follow(self)
+            rates.follow(self, self._index_symbols(), unserved=not self.state.rates_streamed)
         elif rates is not None:
             rates.unfollow(self)
             self.state.last_seen.pop((Stream.INDEX, ""), None)

@@ -14,9 +14,11 @@ to every follower with the symbols whose row changed. The docs promise no row in
 (the stream "updates" every second; where Binance sends only the changed ones, as its ticker
 streams, it says so), so a row that does not come stands while the stream is fresh. A row
 the exchange sends malformed (or a REST read lacks) expires ``stale_after_s`` after its last
-good one: it is handed to none, a reconcile reads REST for it, the followers keep the rates
-it last gave (never the snapshot's, never par) and name it stale (the health line, status:
-"asset index USDCUSD"); the log says it once for the stream, and once when it is good again.
+good one: it is handed to none, the followers keep the rates it last gave (never the
+snapshot's, never par) and name it stale (the health line, status: "asset index USDCUSD")
+until a good one comes, and its expiry asks one REST read of the index at once (not the next
+reconcile's, up to its interval later; a reconcile meanwhile reads REST for it too); the log
+says it once for the stream, and once when it is good again.
 While no frame came for ``stale_after_s`` (a stream down, or never up), the index is read
 over REST instead, once per ``stale_after_s`` for every follower (weight 10 at Binance, in
 the IP's budget with the marks): the rates never stay at the stream's last word nor fall to
@@ -24,7 +26,9 @@ par, and the followers' freshness says the stream is stale (the health line, sta
 log says it once for the stream (not once per follower), and once when it is back;
 meanwhile its subscription alone is renewed, at most once per ``stale_after_s``
 (:meth:`~alertd.feeds.adapter.ExchangeAdapter.renew_asset_index`): the marks on the same
-hub keep streaming, where a reconnect of the hub would gap every one of them.
+hub keep streaming, where a reconnect of the hub would gap every one of them. The renewal
+runs in a task of its own beside the REST read, never in front of it (dropping a half-dead
+socket waits up to a second for its CLOSE reply).
 While it is fresh, REST is read once per ``read_every_s`` for all of them: the longest
 planned reconcile interval of its accounts (``feeds.reconcile_interval_s``, or longer where
 the plan stretches it within the IP's budget; set at every plan and replan,
@@ -53,12 +57,18 @@ log = logging.getLogger(__name__)
 
 # what a follower reports of a row the stream sent malformed (skipped, the others applied)
 BAD_ROW = "asset index: bad row"
+# what a follower holds that follows every row (handed every delivery)
+EVERY_ROW = "*"
 # what a follower failed on: each call's failures logged apart
 _INDEX = "the asset index"
 _MALFORMED = "a malformed frame"
 
 
 class IndexFollower(Protocol):
+    def on_index_frame(self, now: float) -> None:
+        """A frame came at monotonic ``now`` that changed none of its rows: the stream is
+        fresh (the one thing a follower is told of a frame that moves nothing of its)."""
+
     def on_asset_index(
         self,
         rows: Mapping[str, Mapping[str, Any]],
@@ -102,6 +112,15 @@ class AssetIndexStream:
         self._clock = clock
         self._sleep = sleep
         self.followers: set[IndexFollower] = set()
+        # the followers by the symbol of each row they count at (``follow``): a frame is
+        # handed to the holders of the rows it changed, not to every follower (one frame a
+        # second, 1,000 accounts: most hold no row a calm frame moves)
+        self._holders: dict[str, set[IndexFollower]] = {}
+        self._holding: dict[IndexFollower, frozenset[str]] = {}
+        # the followers to hand the next delivery whatever it changed (new, or their rates
+        # read again by a snapshot: they re-rate from every standing row once)
+        self._unserved: set[IndexFollower] = set()
+        self.handed = 0  # frames and reads handed to a follower (its rows re-rated)
         # the followers whose last call of a kind failed (by follower and what it was
         # handed): its traceback logged at the first failure, the later ones at debug until
         # that call succeeds again (not once a frame, every second)
@@ -122,6 +141,10 @@ class AssetIndexStream:
         self._stale_said = False  # the staleness logged, until a frame comes
         self.frame_at = -float("inf")  # monotonic time of the last frame
         self.read_at = -float("inf")  # and of the last REST read
+        self.expiry_reads = 0  # REST reads asked by a row's expiry (``_read_expired``)
+        self._read_soon = asyncio.Event()  # a row expired: read REST now
+        self._renewal: asyncio.Task[None] | None = None  # the renewal under way
+        self._group: asyncio.TaskGroup | None = None  # ``run``'s, while it runs
         # subscribed on the first follower only: an exchange without a multi-assets account
         # never opens it
         self._wanted = asyncio.Event()
@@ -146,21 +169,49 @@ class AssetIndexStream:
             s: self.row_at[s] for s in self.rejected_at if s in self.rows and self.row_at[s] < since
         }
 
-    def follow(self, follower: IndexFollower) -> None:
+    def follow(
+        self, follower: IndexFollower, symbols: Set[str] | None = None, unserved: bool = True
+    ) -> None:
+        """``follower`` counts at the rows of ``symbols`` (``USDTUSD``...): handed each frame
+        or read that changes one of them (or their expiry); None: every delivery;
+        ``unserved``: the next one whatever it changes (its rates are a snapshot's, not yet
+        the stream's)."""
+        held = frozenset((EVERY_ROW,) if symbols is None else symbols)
+        before = self._holding.get(follower)
+        if before != held:
+            for symbol in before or ():
+                self._drop_holder(symbol, follower)
+            for symbol in held:
+                self._holders.setdefault(symbol, set()).add(follower)
+            self._holding[follower] = held
+        if unserved or before is None:
+            self._unserved.add(follower)
         self.followers.add(follower)
         self._wanted.set()
 
     def unfollow(self, follower: IndexFollower) -> None:
         self.followers.discard(follower)
+        for symbol in self._holding.pop(follower, ()):
+            self._drop_holder(symbol, follower)
+        self._unserved.discard(follower)
         self._failing -= {(follower, _INDEX), (follower, _MALFORMED)}
+
+    def _drop_holder(self, symbol: str, follower: IndexFollower) -> None:
+        holders = self._holders.get(symbol)
+        if holders is not None:
+            holders.discard(follower)
+            if not holders:
+                del self._holders[symbol]
 
     async def run(self) -> None:
         """Stream from the first follower on, and read over REST while the stream is
         stale, until cancelled."""
         await self._wanted.wait()
         async with asyncio.TaskGroup() as group:
+            self._group = group
             group.create_task(self._stream(), name=self.name)
             group.create_task(self._read_over_rest(), name=f"{self.name} REST")
+            group.create_task(self._read_expired(), name=f"{self.name} REST for expired rows")
 
     async def _read_over_rest(self) -> None:
         """The REST read, for every follower at once: while the stream is stale, once per
@@ -173,20 +224,55 @@ class AssetIndexStream:
             now = self._clock()
             stale = now - self.frame_at > self.stale_after_s
             if self.followers and stale:
-                await self._renew(now)
+                self._renew_beside(now)
             if not self.followers or not (stale or now - self.read_at >= self.read_every_s):
                 continue
-            try:
-                rows, problems = await self.adapter.fetch_asset_index(await self._ready_exchange())
-            except Exception as exc:
-                if not isinstance(exc, ccxt.BaseError | FrameError):
-                    log.exception("%s: reading the asset index failed unexpectedly", self.name)
-                log.warning("%s: asset index not read: %s", self.name, describe(exc))
-                continue
-            self.polls += 1
-            for problem in problems:
-                self.on_malformed(BAD_ROW, problem)
-            self.read(rows)
+            await self._poll()
+
+    async def _poll(self) -> None:
+        """One REST read of the index for every follower (through the hub's exchange: paced
+        by the host's per-IP budget with the marks, weight 10 at Binance); a failure is
+        logged, the next read due as before."""
+        try:
+            rows, problems = await self.adapter.fetch_asset_index(await self._ready_exchange())
+        except Exception as exc:
+            if not isinstance(exc, ccxt.BaseError | FrameError):
+                log.exception("%s: reading the asset index failed unexpectedly", self.name)
+            log.warning("%s: asset index not read: %s", self.name, describe(exc))
+            return
+        self.polls += 1
+        for problem in problems:
+            self.on_malformed(BAD_ROW, problem)
+        self.read(rows)
+
+    async def _read_expired(self) -> None:
+        """A row that expires (rejected in the frames, or lacking from a read, for
+        ``stale_after_s`` since its last good one) asks one REST read at once, for every row
+        that expired with it: its followers name it stale until a good one comes, which would
+        otherwise wait for the next reconcile's read (up to its interval, 60 s and more).
+        Once per expiry: a read that lacks the row too (delisted), or fails, leaves it expired
+        to the reconciles' and periodic reads, as before."""
+        while True:
+            await self._read_soon.wait()
+            self._read_soon.clear()
+            if self.followers:
+                self.expiry_reads += 1
+                await self._poll()
+
+    @property
+    def renewing(self) -> bool:
+        """A renewal of the subscription is under way (:meth:`_renew_beside`)."""
+        return self._renewal is not None and not self._renewal.done()
+
+    def _renew_beside(self, now: float) -> None:
+        """:meth:`_renew` in a task of its own, one at a time, beside the REST read rather
+        than in front of it: a renewal that drops a half-dead socket waits up to
+        ``CLOSE_REPLY_WAIT_S`` for its CLOSE reply, the rates on REST meanwhile. The task is
+        the stream's (its task group): cancelled with it, where aiohttp closes the transport
+        all the same (no socket left open)."""
+        if self.renewing or self._group is None:
+            return
+        self._renewal = self._group.create_task(self._renew(now), name=f"{self.name} renewal")
 
     async def _renew(self, now: float) -> None:
         """No frame within ``stale_after_s``: said once, and the subscription renewed, once
@@ -273,12 +359,26 @@ class AssetIndexStream:
                 changed.add(symbol)
                 self.rows[symbol] = row
         expired = self._expired(now)
+        # the rows that expired with this delivery, or came back: their holders told
+        moved = changed | (expired.keys() ^ self._expired_said)
+        if expired.keys() - self._expired_said:
+            self._read_soon.set()  # a REST read at once, not at the next reconcile
         self._say_expired(expired)
         # an expired row is handed to none: each follower keeps the rates it last gave
         standing = {s: row for s, row in self.rows.items() if s not in expired}
+        # the holders of a row it moved (and those not served yet), not every follower: the
+        # others' rates are what they were (cost proportional to what changed)
+        handed = set(self._unserved)
+        self._unserved.clear()
+        for symbol in (*moved, EVERY_ROW):
+            handed |= self._holders.get(symbol, set())
+        self.handed += len(handed)
         for follower in list(self.followers):
             try:
-                follower.on_asset_index(standing, changed, now, streamed, expired)
+                if follower in handed:
+                    follower.on_asset_index(standing, changed, now, streamed, expired)
+                elif streamed:
+                    follower.on_index_frame(now)
             except Exception:
                 self._follower_failed(follower, _INDEX)
             else:
@@ -289,7 +389,7 @@ class AssetIndexStream:
         for symbol in sorted(expired.keys() - self._expired_said):
             log.warning(
                 "%s: no good %s row in %.0fs (rejected since): its accounts keep its last good "
-                "rates, named stale, and their reconciles read it over REST until one comes",
+                "rates, named stale, until one comes; reading the index over REST now",
                 self.name,
                 symbol,
                 self.stale_after_s,
