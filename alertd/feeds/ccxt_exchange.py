@@ -167,6 +167,7 @@ def _guarded_class(exchange_id: str) -> type:
     # the frames of streams alertd watches itself, which ccxt has no handler for (Binance's
     # asset index): resolved here for the watch that waits on their hash
     stream_hash = spec.adapter.stream_hash if spec.adapter is not None else None
+    refused_login = spec.adapter.refused_login if spec.adapter is not None else None
 
     class Guarded(base):  # type: ignore[misc, valid-type]
         alertd_sink: FrameSink | None = None
@@ -257,6 +258,9 @@ def _guarded_class(exchange_id: str) -> type:
                 if sink is None:
                     raise
                 sink.on_malformed("unparsable frame", f"{type(exc).__name__}: {exc}")
+            login = refused_login(message) if refused_login is not None else None
+            if login is not None:  # the next watch logs in again (ExchangeAdapter)
+                client.subscriptions.pop(login, None)
 
         def client(self, url: str) -> Any:
             client = super().client(url)
