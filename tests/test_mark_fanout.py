@@ -20,7 +20,8 @@ from __future__ import annotations
 import copy
 import json
 import random
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import fields, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,14 @@ from alertd.engine.stops import StopKind, StopOrder, Trigger
 from alertd.engine.tiers import TierBasis
 from alertd.feeds.feed import AccountFeed, Change
 from alertd.feeds.options import FeedOptions
-from alertd.feeds.state import AccountMode, MarketInfo, ModeReading, PositionState, Stream
+from alertd.feeds.state import (
+    AccountMode,
+    AccountState,
+    MarketInfo,
+    ModeReading,
+    PositionState,
+    Stream,
+)
 from alertd.rules.metrics import QUIET, observe
 from alertd.snapshot.format import account_to_json
 from tests.support.clock import ManualClock
@@ -419,6 +427,46 @@ def test_snapshots_are_saved_when_their_holdings_change_and_for_their_marks_with
     assert saved_at() == {n: (first + 780, first + 780) for n in names}
     assert all(saved_as_held(n) for n in names)
     store.close()
+
+
+# fields of AccountState that to_account reads and holdings() need not: the account's own,
+# set when its feed is made (lined_modes: its adapter's) and never changed
+SET_AT_START = {"name", "profile", "settle", "lined_modes"}
+
+
+def _fields_read(state: AccountState, call: Callable[[AccountState], object]) -> set[str]:
+    """The fields of ``state`` that ``call`` reads (on a copy that records them)."""
+    read: set[str] = set()
+
+    class Recording(AccountState):
+        def __getattribute__(self, name: str) -> Any:
+            read.add(name)
+            return super().__getattribute__(name)
+
+    recording = copy.copy(state)
+    recording.__class__ = Recording
+    call(recording)
+    return read & {f.name for f in fields(AccountState)}
+
+
+def test_holdings_hold_every_field_the_account_is_built_from_but_its_marks(
+    tmp_path: Path,
+) -> None:
+    """``AccountState.holdings()`` lists by hand what :meth:`to_account` reads: a snapshot is
+    saved again only when its holdings change (the test above), so a field added to what
+    the account is built from and not to the list would leave the saved snapshot behind
+    whenever only that field changed. Every field to_account reads (with every account
+    mode's data the filled accounts hold), but the marks and what is set at the start,
+    holdings() reads too."""
+    names = {"a": "binanceusdm", "b": "bybit", "c": "gate"}
+    service = start_filled_to_save(tmp_path, names, ManualClock(100.0))
+    assert service.manager is not None and service.store is not None
+    for feed in service.manager.feeds.values():
+        built_from = _fields_read(feed.state, lambda state: state.to_account())
+        assert {"positions", "wallet_balance", "tiers"} <= built_from  # it records
+        held = _fields_read(feed.state, lambda state: state.holdings())
+        assert built_from - held - SET_AT_START == {"marks"}, feed.config.exchange
+    service.store.close()
 
 
 def test_saved_marks_stay_within_ten_minutes_through_a_start_and_a_funding_payment(

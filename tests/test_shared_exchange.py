@@ -12,13 +12,16 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import sys
 import time
+import types
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from decimal import Decimal as D
 from typing import Any
 
 import ccxt
+import ccxt.async_support as ccxt_async
 import ccxt.pro as ccxtpro
 import pytest
 import yaml
@@ -456,6 +459,93 @@ def test_accounts_of_one_exchange_share_its_endpoint_and_error_tables(exchange_i
         one, two = made
         assert one.api is two.api and one.api == plain.api
         assert one.exceptions is two.exceptions and one.exceptions == plain.exceptions
+        assert one.options is not two.options and one.urls is not two.urls
+    finally:
+        run(plain.close(), timeout_s=10)
+        for exchange in made:
+            run(exchange.close(), timeout_s=10)
+
+
+LIVE_EXCHANGES = ["binanceusdm", "bybit", "okx", "gate", "hyperliquid"]
+
+
+def _same_description(ours: Any, theirs: Any, owner: Any, plain: Any) -> bool:
+    """Equal, with each description's own methods bound to its own object."""
+    if isinstance(ours, dict):
+        return (
+            type(theirs) is dict
+            and ours.keys() == theirs.keys()
+            and all(_same_description(ours[k], theirs[k], owner, plain) for k in ours)
+        )
+    if isinstance(ours, list):
+        return (
+            type(theirs) is list
+            and len(ours) == len(theirs)
+            and all(
+                _same_description(a, b, owner, plain) for a, b in zip(ours, theirs, strict=True)
+            )
+        )
+    if isinstance(ours, types.MethodType):
+        return (
+            isinstance(theirs, types.MethodType)
+            and ours.__func__ is theirs.__func__
+            and ours.__self__ is owner
+            and theirs.__self__ is plain
+        )
+    return type(ours) is type(theirs) and bool(ours == theirs)
+
+
+def _containers(value: Any) -> set[int]:
+    if isinstance(value, dict):
+        return {id(value)}.union(*(_containers(item) for item in value.values()))
+    if isinstance(value, list):
+        return {id(value)}.union(*(_containers(item) for item in value))
+    return set()
+
+
+@pytest.mark.parametrize("exchange_id", LIVE_EXCHANGES)
+def test_accounts_of_one_exchange_are_built_from_one_description(exchange_id: str) -> None:
+    """ccxt's constructor starts from ``describe()``, rebuilt for every object from each
+    class's literal, and ccxt pro's Binance USD-M builds a whole REST exchange object for
+    it: half of the 15 ms of CPU an account's object cost at load 11 (benchmarks.md,
+    session 12). An account's object after the exchange's first runs none of ccxt's describe
+    code, and its description equals ccxt's (the endpoint and error tables the exchange's
+    pair), its own methods (``streaming.ping``) bound to itself, none of its dicts or lists
+    another's."""
+    plain = getattr(ccxtpro, exchange_id)({})
+    codes = {
+        cls.__dict__[name].__code__
+        for root in (getattr(ccxtpro, exchange_id), getattr(ccxt_async, exchange_id))
+        for cls in root.__mro__
+        for name in ("describe", "describe_data")
+        if name in cls.__dict__
+    }
+    ran: list[str] = []
+
+    def watch(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code in codes:
+            ran.append(frame.f_code.co_qualname)
+
+    made: list[Any] = []
+    try:
+        for name in ("a", "b"):
+            config = AccountConfig(name=name, exchange=exchange_id, api_key_env="K", secret_env="S")
+            sys.setprofile(watch if made else None)
+            try:
+                made.append(make_exchange(config, {}, FAST))
+            finally:
+                sys.setprofile(None)
+        one, two = made
+        assert ran == []
+        # the endpoint and error tables are the exchange's one pair (the test above)
+        ours = [{**e.describe(), "api": e.api, "exceptions": e.exceptions} for e in made]
+        for exchange, described in zip(made, ours, strict=True):
+            assert _same_description(described, plain.describe(), exchange, plain)
+        ours = [one.describe(), two.describe()]
+        assert not _containers(ours[0]) & _containers(ours[1])
+        if "ping" in plain.streaming:
+            assert one.streaming["ping"].__self__ is one
+            assert two.streaming["ping"].__self__ is two
         assert one.options is not two.options and one.urls is not two.urls
     finally:
         run(plain.close(), timeout_s=10)

@@ -389,6 +389,14 @@ class ExchangeAdapter:
         a stream that ccxt has no handler for (the guard resolves it); None for the others."""
         return None
 
+    @staticmethod
+    def refused_login(message: Any) -> str | None:
+        """Where ``message`` refuses a websocket login that ccxt would go on taking for
+        sent (so that no later watch on the connection logs in again, and each waits
+        forever): the subscription ccxt keeps for the login, which the guard then drops;
+        None for every other frame."""
+        return None
+
     async def watch_asset_index(self, exchange: Any) -> tuple[list[dict[str, Any]], list[str]]:
         """The next frame of the asset index stream: its rows (the REST snapshot's shape,
         checked) and what was wrong with the rows skipped. Only where

@@ -31,6 +31,7 @@ import re
 import socket
 import ssl
 import time
+import types
 import weakref
 from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping
 from typing import Any, Protocol, TypeVar
@@ -92,7 +93,71 @@ _classes: dict[str, type] = {}
 # the exchange: at 1,000 Binance accounts about 200 MB less (benchmarks.md, eleventh pass).
 # Not ``options`` or ``urls``: ccxt writes into those per object.
 _READ_ONLY_TABLES = ("api", "exceptions")
-_read_only_tables: dict[str, dict[str, Any]] = {}
+
+
+class _Described:
+    """One exchange class's ``describe()``, built once, and its read-only tables, shared.
+
+    ccxt's constructor starts from ``describe()``: the exchange's whole description
+    (endpoints, options, fees, error codes, features), each class's literal deep-extended over
+    its parent's; ccxt pro's Binance USD-M builds a whole second (REST) exchange object for
+    it, the constructor's work run twice. It depends on the class alone: ccxt calls it in the
+    constructor before it applies the object's config, and the description's only values not
+    literal are the object's own methods (``streaming.ping`` of Bybit, OKX, Hyperliquid),
+    which each copy binds to its own object. So the first object's description is kept, those
+    methods unbound, and every later object gets a copy of it: new dicts and lists (ccxt
+    writes into ``options`` and ``urls``), the same strings, numbers and exception classes;
+    without the read-only tables, which ccxt would copy twice more only for
+    :meth:`share_tables` to replace them (benchmarks.md, session 12).
+    """
+
+    def __init__(self) -> None:
+        self._template: dict[str, Any] | None = None
+        self._tables: dict[str, Any] | None = None
+
+    def copy_for(self, exchange: object, build: Callable[[], Any]) -> Any:
+        """``exchange``'s description: ccxt's own (``build``) for the first object, a copy
+        of it, the read-only tables left out, for every later one."""
+        if self._template is None:
+            described = build()
+            kept = {k: v for k, v in described.items() if k not in _READ_ONLY_TABLES}
+            self._template = _unbound(kept, exchange)
+            return described
+        return _bound(self._template, exchange)
+
+    def share_tables(self, exchange: Any) -> None:
+        """Give ``exchange`` the read-only tables of the exchange's first object."""
+        if self._tables is None:
+            self._tables = {name: getattr(exchange, name) for name in _READ_ONLY_TABLES}
+        for name, table in self._tables.items():
+            setattr(exchange, name, table)
+
+
+@dataclasses.dataclass(frozen=True)
+class _OwnMethod:
+    """A method of the described object, in a kept description: bound again to each copy's."""
+
+    function: Any
+
+
+def _unbound(value: Any, exchange: object) -> Any:
+    if isinstance(value, dict):
+        return {key: _unbound(item, exchange) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_unbound(item, exchange) for item in value]
+    if isinstance(value, types.MethodType) and value.__self__ is exchange:
+        return _OwnMethod(value.__func__)
+    return value
+
+
+def _bound(value: Any, exchange: object) -> Any:
+    if type(value) is dict:
+        return {key: _bound(item, exchange) for key, item in value.items()}
+    if type(value) is list:
+        return [_bound(item, exchange) for item in value]
+    if type(value) is _OwnMethod:
+        return types.MethodType(value.function, exchange)
+    return value
 
 
 def _guarded_class(exchange_id: str) -> type:
@@ -106,9 +171,16 @@ def _guarded_class(exchange_id: str) -> type:
     # the frames of streams alertd watches itself, which ccxt has no handler for (Binance's
     # asset index): resolved here for the watch that waits on their hash
     stream_hash = spec.adapter.stream_hash if spec.adapter is not None else None
+    refused_login = spec.adapter.refused_login if spec.adapter is not None else None
 
     class Guarded(base):  # type: ignore[misc, valid-type]
         alertd_sink: FrameSink | None = None
+
+        alertd_described = _Described()
+
+        def describe(self) -> Any:
+            """ccxt's description of the exchange, built once (:class:`_Described`)."""
+            return self.alertd_described.copy_for(self, super().describe)
 
         def calculate_rate_limiter_cost(
             self, api: Any, method: Any, path: Any, params: Any, config: Any = None
@@ -224,6 +296,9 @@ def _guarded_class(exchange_id: str) -> type:
                 if sink is None:
                     raise
                 sink.on_malformed("unparsable frame", f"{type(exc).__name__}: {exc}")
+            login = refused_login(message) if refused_login is not None else None
+            if login is not None:  # the next watch logs in again (ExchangeAdapter)
+                client.subscriptions.pop(login, None)
 
         def client(self, url: str) -> Any:
             client = super().client(url)
@@ -1005,11 +1080,7 @@ def make_exchange(
         params["session"] = shared.session()
         params["ssl_context"] = shared.ssl_context
     exchange = _guarded_class(account.exchange)(params)
-    tables = _read_only_tables.setdefault(
-        account.exchange, {name: getattr(exchange, name) for name in _READ_ONLY_TABLES}
-    )
-    for name, table in tables.items():
-        setattr(exchange, name, table)
+    exchange.alertd_described.share_tables(exchange)
     exchange.alertd_sink = sink
     if shared is not None:
         shared.adopt(exchange)

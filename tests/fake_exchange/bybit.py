@@ -432,6 +432,10 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         super().__init__(mark_interval_s=mark_interval_s)
         self._markets: dict[str, _Market] = {}
         self._seq = itertools.count(8_327_597_863)
+        # API keys whose next websocket login arrives past its ``expires`` (:meth:`late_login`)
+        self._late_logins: set[str] = set()
+        # every websocket login's outcome, in order: (API key, accepted)
+        self.logins: list[tuple[str, bool]] = []
         # collateral coins' USD prices: coin -> (price, market id whose mark moves it, or None)
         self._coin_prices: dict[str, tuple[Decimal, str | None]] = {}
         # GET /v5/spot-margin-trade/collateral: coin -> [(maxQty or None, collateralRatio)];
@@ -1788,6 +1792,8 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             conn.send(reply)
         elif op == "auth" and conn.kind == "private":
             ok = self._ws_auth(conn, msg.get("args"))
+            args = msg.get("args")
+            self.logins.append((str(args[0]) if isinstance(args, list) and args else "", ok))
             reply.update(success=ok, ret_msg="" if ok else "Params Error", op="auth")
             conn.send(reply)
         elif op in ("subscribe", "unsubscribe"):
@@ -1796,15 +1802,24 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             reply.update(success=False, ret_msg="error:invalid op", op=op or "")
             conn.send(reply)
 
+    def late_login(self, api_key: str) -> None:
+        """The key's next websocket login arrives after its ``expires`` (signed more than
+        ccxt's 10 s before it reaches the exchange: a starved client): refused as any
+        expired one, with Bybit's ``Params Error``."""
+        self._late_logins.add(api_key)
+
     def _ws_auth(self, conn: _Connection, args: Any) -> bool:
         if not isinstance(args, list) or len(args) != 3:
             return False
         key, expires, signature = (str(a) for a in args)
         account = self._authorize(key)
+        late = key in self._late_logins
+        self._late_logins.discard(key)
         if (
             isinstance(account, shared.KeyRejection)
             or not expires.isdigit()
             or int(expires) <= now_ms()
+            or late
         ):
             return False
         origin = f"GET/realtime{expires}"
