@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from alertd.config import AccountConfig, Config, source_address
 from alertd.feeds.ccxt_exchange import make_exchange
 from alertd.feeds.manager import FeedManager, by_host
@@ -192,3 +194,47 @@ def test_an_exchange_alone_sends_from_its_address_too() -> None:
             assert set(fake.ws_openings) == {"127.0.0.3", "127.0.0.4"}
 
     run(body(), timeout_s=60)
+
+
+DOGE = "DOGE/USDT:USDT"
+
+
+@pytest.mark.parametrize("which", ["a", "b"])
+def test_an_account_on_any_address_reloads_the_catalogue_for_a_new_listing(which: str) -> None:
+    """A market listed after start, first held by an account: its feed reloads the catalogue
+    and computes the position, whichever address the account is on. Before, b's group (on
+    the second address, its catalogue a's group's) had nothing to refresh: b stayed
+    "unknown market" until the daily refresh (review of srcip12, finding 1)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM()) as fake:
+            manager = two_addresses(fake, Built())
+            async with background(manager.run()):
+                await both_live(fake, manager)
+                feed = manager.feeds[which]
+                before = market_requests(fake, "/fapi/v1/exchangeInfo")
+                fake.add_symbol(DOGE, "0.2")
+                fake.open_position(f"key-{which}", DOGE, "long", "1000", "0.2")
+                await feed.reconcile()
+                assert market_requests(fake, "/fapi/v1/exchangeInfo") == before + 1
+                assert DOGE in feed.state.markets, feed.state.missing()
+                assert not feed.state.missing()
+                # the other account's exchange follows the one catalogue too
+                other = manager.feeds["b" if which == "a" else "a"]
+                assert other.exchange.markets is feed.exchange.markets
+
+    run(body(), timeout_s=120)
+
+
+def test_the_daily_market_refresh_runs_once_per_catalogue() -> None:
+    """Two addresses, one catalogue: one markets job (the second group's refresh is its
+    holder's, so a job of its own would reload the catalogue twice)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM()) as fake:
+            manager = two_addresses(fake, Built())
+            scheduler = manager.schedule()  # planned, not started
+            jobs = [j.id for j in scheduler.get_jobs() if j.id.startswith("markets:")]
+            assert jobs == ["markets:binanceusdm shared from 127.0.0.2"]
+
+    run(body(), timeout_s=30)

@@ -853,9 +853,11 @@ class SharedExchange:
 
         A failure keeps the catalogue as it was; the next refresh tries again. The public
         tables are dropped either way: the next account to need one reads it afresh. A group
-        on another source address has nothing of its own to refresh (its catalogue's group
-        re-points its clients)."""
+        on another source address refreshes the catalogue it uses, its holder's (whose
+        clients its accounts' exchanges are): an account of it that holds a market listed
+        since the load (the feed's reload) sees it too."""
         if self._catalogue_of is not None:
+            await self._catalogue_of.refresh_markets()
             return
         self.tables.clear()
         if self._catalogue is None or not self._catalogue.markets:
@@ -869,6 +871,11 @@ class SharedExchange:
         self._derived.clear()
         for exchange in list(self._clients):
             exchange.set_markets_from_exchange(self._catalogue)
+
+    @property
+    def holds_catalogue(self) -> bool:
+        """Whether the market catalogue it uses is its own (not another group's)."""
+        return self._catalogue_of is None
 
     def derived(self, key: Hashable, build: Callable[[], T]) -> T:
         """What every account derives alike from the catalogue, built once per catalogue."""

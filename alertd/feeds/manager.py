@@ -481,7 +481,8 @@ class FeedManager:
             (
                 "markets",
                 settings.tier_refresh_interval_s,
-                [(s.name, s.refresh_markets) for s in self._every_shared()],
+                # once per catalogue: a group on another address refreshes its holder's
+                [(s.name, s.refresh_markets) for s in self._every_shared() if s.holds_catalogue],
             ),
         ]
         builtin = self.config.builtin_rules
