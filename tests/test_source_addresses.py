@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import ccxt
 import pytest
 
-from alertd.config import AccountConfig, Config, source_address
+from alertd.config import AccountConfig, Config, FeedSettings, source_address
 from alertd.feeds.ccxt_exchange import make_exchange
 from alertd.feeds.manager import FeedManager, by_host
 from alertd.feeds.options import FeedOptions
@@ -236,5 +237,23 @@ def test_the_daily_market_refresh_runs_once_per_catalogue() -> None:
             scheduler = manager.schedule()  # planned, not started
             jobs = [j.id for j in scheduler.get_jobs() if j.id.startswith("markets:")]
             assert jobs == ["markets:binanceusdm shared from 127.0.0.2"]
+
+    run(body(), timeout_s=30)
+
+
+def test_an_exchange_closed_builds_no_session_for_a_late_request() -> None:
+    """ccxt refuses a request's lazy open after close() (ExchangeClosedByUser, ccxt issue
+    #27418): alertd's bound session is not built for it either (it would be left open, with
+    its connector, nobody's). Before, the override built it first (finding 3)."""
+
+    async def body() -> None:
+        for address in (None, "127.0.0.2"):
+            config = offline("a", source_address=address)
+            exchange = make_exchange(config, {}, FeedSettings())
+            exchange.open()
+            await exchange.close()
+            with pytest.raises(ccxt.ExchangeClosedByUser):
+                exchange.open(True)  # what ccxt's fetch does for an orphaned request
+            assert exchange.session is None, address
 
     run(body(), timeout_s=30)

@@ -132,13 +132,21 @@ def _guarded_class(exchange_id: str) -> type:
         # alone (no shared pool), the address its own session's connections leave from
         alertd_source_address: str | None = None
 
-        def open(self, *args: Any, **kwargs: Any) -> Any:
+        def open(self, lazy: bool = False) -> Any:
             """ccxt's own session, bound to the source address where one is configured
             (`alertd check --keys`, `alertd snapshot`: a key whitelisted for that address only
-            would be refused from another); ccxt still owns it and closes it."""
+            would be refused from another); ccxt still owns it and closes it. None built for a
+            request's lazy open after close(), which ccxt's open refuses
+            (ExchangeClosedByUser, ccxt issue #27418): it would be left open, nobody's."""
             address = self.alertd_source_address
             ccxt_self: Any = self  # ccxt's attributes, untyped
-            if address is not None and ccxt_self.own_session and ccxt_self.session is None:
+            refused = lazy and ccxt_self.closed_by_user
+            if (
+                address is not None
+                and not refused
+                and ccxt_self.own_session
+                and ccxt_self.session is None
+            ):
                 if ccxt_self.ssl_context is None:
                     ccxt_self.ssl_context = new_ssl_context()
                 connector = bound_connector(ccxt_self.ssl_context, address)
@@ -146,7 +154,7 @@ def _guarded_class(exchange_id: str) -> type:
                 ccxt_self.session = aiohttp.ClientSession(
                     connector=connector, trust_env=ccxt_self.aiohttp_trust_env
                 )
-            return super().open(*args, **kwargs)
+            return super().open(lazy)
 
         async def fetch2(
             self, path: Any, api: Any = "public", method: Any = "GET", *rest: Any, **kw: Any
