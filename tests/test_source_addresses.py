@@ -257,3 +257,35 @@ def test_an_exchange_closed_builds_no_session_for_a_late_request() -> None:
             assert exchange.session is None, address
 
     run(body(), timeout_s=30)
+
+
+def test_the_default_route_host_keeps_its_name_beside_bound_ones() -> None:
+    """The host name is the key a saved IP ban is restored by: the default route's stays
+    "binanceusdm" whatever address-bound hosts exist; numbers count only the hosts of the
+    same exchange and address (finding 5: it was "binanceusdm #2" beside a bound one)."""
+
+    def names(accounts: list[AccountConfig]) -> list[str]:
+        config = Config(version=1, accounts=accounts, feeds=QUIET)
+        manager = FeedManager(config, {}, FeedOptions(exchange_factory=Built()))
+        return [b.host for b in manager._ip_budgets.values()]
+
+    assert names([offline("a", source_address="127.0.0.2"), offline("b")]) == [
+        "binanceusdm from 127.0.0.2",
+        "binanceusdm",
+    ]
+    assert names([offline("b")]) == ["binanceusdm"]
+    # another host of the exchange (a proxy) is numbered among the same address's only
+    proxied = {"urls": {"fapiPublic": "http://127.0.0.1:1/fapi/v1"}}
+    assert names(
+        [
+            offline("a", source_address="127.0.0.2"),
+            offline("b"),
+            offline("c", **proxied),
+            offline("d", source_address="127.0.0.2", **proxied),
+        ]
+    ) == [
+        "binanceusdm from 127.0.0.2",
+        "binanceusdm",
+        "binanceusdm #2",
+        "binanceusdm #2 from 127.0.0.2",
+    ]
