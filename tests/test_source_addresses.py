@@ -14,7 +14,7 @@ from typing import Any
 import ccxt
 import pytest
 
-from alertd.config import AccountConfig, Config, FeedSettings, source_address
+from alertd.config import AccountConfig, Config, FeedSettings, config_warnings, source_address
 from alertd.feeds.ccxt_exchange import make_exchange
 from alertd.feeds.manager import FeedManager, by_host
 from alertd.feeds.options import FeedOptions
@@ -23,6 +23,7 @@ from tests.support.aio import background, run
 from tests.support.fakes import started
 from tests.support.feeds import BTC, account_config, btc_long, fast_backoff, secrets
 from tests.support.poll import eventually
+from tests.test_config import problems
 from tests.test_shared_exchange import SETTINGS, Built, alerting_for, market_requests
 
 SOURCES = ["127.0.0.2", "127.0.0.3"]
@@ -241,6 +242,40 @@ def test_the_daily_market_refresh_runs_once_per_catalogue() -> None:
     run(body(), timeout_s=30)
 
 
+def test_mixing_an_account_address_with_none_is_warned() -> None:
+    """Accounts of one exchange, some naming a source address and others none, and no
+    feeds.source_addresses: those without leave from the machine's default address, which
+    may be the named one: one IP, two budgets. alertd cannot tell, so it says so, one line
+    naming the field (review of srcip12, finding 2)."""
+
+    def warned(accounts: list[AccountConfig], **feeds: Any) -> list[str]:
+        settings = QUIET.model_copy(update=feeds)
+        return config_warnings(Config(version=1, accounts=accounts, feeds=settings))
+
+    mixed = [offline("d0"), offline("p0", source_address="127.0.0.1"), offline("d1")]
+    assert warned(mixed) == [
+        "accounts[1].source_address: 127.0.0.1, while 2 binanceusdm account(s) have none "
+        "(accounts[0] first) and feeds.source_addresses is empty: those leave from the "
+        "machine's default address, counted as another IP; if it is one of the named "
+        "addresses, that IP gets two request budgets, twice the exchange's limit (a ban): "
+        "give every binanceusdm account a source_address, or list the addresses in "
+        "feeds.source_addresses"
+    ]
+    # every account spread over listed addresses, every one named, none named, a disabled one
+    assert warned(mixed, source_addresses=["127.0.0.2"]) == []
+    assert (
+        warned(
+            [offline("p0", source_address="127.0.0.1"), offline("p1", source_address="127.0.0.2")]
+        )
+        == []
+    )
+    assert warned([offline("d0"), offline("d1")]) == []
+    assert warned([offline("d0", enabled=False), offline("p0", source_address="127.0.0.1")]) == []
+    # another exchange's accounts are another host
+    bybit = AccountConfig(name="y", exchange="bybit", api_key_env="K", secret_env="S")
+    assert warned([bybit, offline("p0", source_address="127.0.0.1")]) == []
+
+
 def test_an_exchange_closed_builds_no_session_for_a_late_request() -> None:
     """ccxt refuses a request's lazy open after close() (ExchangeClosedByUser, ccxt issue
     #27418): alertd's bound session is not built for it either (it would be left open, with
@@ -257,6 +292,22 @@ def test_an_exchange_closed_builds_no_session_for_a_late_request() -> None:
             assert exchange.session is None, address
 
     run(body(), timeout_s=30)
+
+
+def test_an_ipv4_mapped_address_is_refused() -> None:
+    """::ffff:127.0.0.2 binds, but a socket bound to it reaches no IPv4 host (aiohttp's
+    AssertionError, retried forever): refused with the address to write (finding 4)."""
+    found = problems(
+        "version: 1\nfeeds:\n  source_addresses: ['::ffff:127.0.0.2']\naccounts:\n"
+        "  - {name: a, exchange: hyperliquid, wallet_address: '0xabc',"
+        " source_address: '::ffff:7f00:3'}\n"
+    )
+    assert found == [
+        "accounts[0].source_address: ::ffff:7f00:3 is an IPv4-mapped IPv6 address, which "
+        "reaches no host: write 127.0.0.3",
+        "feeds.source_addresses: ::ffff:7f00:2 is an IPv4-mapped IPv6 address, which "
+        "reaches no host: write 127.0.0.2",
+    ]
 
 
 def test_the_default_route_host_keeps_its_name_beside_bound_ones() -> None:
