@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from alertd.config import AccountConfig, Config, source_address
+import ccxt
+import pytest
+
+from alertd.config import AccountConfig, Config, FeedSettings, config_warnings, source_address
 from alertd.feeds.ccxt_exchange import make_exchange
 from alertd.feeds.manager import FeedManager, by_host
 from alertd.feeds.options import FeedOptions
@@ -20,6 +23,7 @@ from tests.support.aio import background, run
 from tests.support.fakes import started
 from tests.support.feeds import BTC, account_config, btc_long, fast_backoff, secrets
 from tests.support.poll import eventually
+from tests.test_config import problems
 from tests.test_shared_exchange import SETTINGS, Built, alerting_for, market_requests
 
 SOURCES = ["127.0.0.2", "127.0.0.3"]
@@ -192,3 +196,147 @@ def test_an_exchange_alone_sends_from_its_address_too() -> None:
             assert set(fake.ws_openings) == {"127.0.0.3", "127.0.0.4"}
 
     run(body(), timeout_s=60)
+
+
+DOGE = "DOGE/USDT:USDT"
+
+
+@pytest.mark.parametrize("which", ["a", "b"])
+def test_an_account_on_any_address_reloads_the_catalogue_for_a_new_listing(which: str) -> None:
+    """A market listed after start, first held by an account: its feed reloads the catalogue
+    and computes the position, whichever address the account is on. Before, b's group (on
+    the second address, its catalogue a's group's) had nothing to refresh: b stayed
+    "unknown market" until the daily refresh (review of srcip12, finding 1)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM()) as fake:
+            manager = two_addresses(fake, Built())
+            async with background(manager.run()):
+                await both_live(fake, manager)
+                feed = manager.feeds[which]
+                before = market_requests(fake, "/fapi/v1/exchangeInfo")
+                fake.add_symbol(DOGE, "0.2")
+                fake.open_position(f"key-{which}", DOGE, "long", "1000", "0.2")
+                await feed.reconcile()
+                assert market_requests(fake, "/fapi/v1/exchangeInfo") == before + 1
+                assert DOGE in feed.state.markets, feed.state.missing()
+                assert not feed.state.missing()
+                # the other account's exchange follows the one catalogue too
+                other = manager.feeds["b" if which == "a" else "a"]
+                assert other.exchange.markets is feed.exchange.markets
+
+    run(body(), timeout_s=120)
+
+
+def test_the_daily_market_refresh_runs_once_per_catalogue() -> None:
+    """Two addresses, one catalogue: one markets job (the second group's refresh is its
+    holder's, so a job of its own would reload the catalogue twice)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM()) as fake:
+            manager = two_addresses(fake, Built())
+            scheduler = manager.schedule()  # planned, not started
+            jobs = [j.id for j in scheduler.get_jobs() if j.id.startswith("markets:")]
+            assert jobs == ["markets:binanceusdm shared from 127.0.0.2"]
+
+    run(body(), timeout_s=30)
+
+
+def test_mixing_an_account_address_with_none_is_warned() -> None:
+    """Accounts of one exchange, some naming a source address and others none, and no
+    feeds.source_addresses: those without leave from the machine's default address, which
+    may be the named one: one IP, two budgets. alertd cannot tell, so it says so, one line
+    naming the field (review of srcip12, finding 2)."""
+
+    def warned(accounts: list[AccountConfig], **feeds: Any) -> list[str]:
+        settings = QUIET.model_copy(update=feeds)
+        return config_warnings(Config(version=1, accounts=accounts, feeds=settings))
+
+    mixed = [offline("d0"), offline("p0", source_address="127.0.0.1"), offline("d1")]
+    assert warned(mixed) == [
+        "accounts[1].source_address: 127.0.0.1, while 2 binanceusdm account(s) have none "
+        "(accounts[0] first) and feeds.source_addresses is empty: those leave from the "
+        "machine's default address, counted as another IP; if it is one of the named "
+        "addresses, that IP gets two request budgets, twice the exchange's limit (a ban): "
+        "give every binanceusdm account a source_address, or list the addresses in "
+        "feeds.source_addresses"
+    ]
+    # every account spread over listed addresses, every one named, none named, a disabled one
+    assert warned(mixed, source_addresses=["127.0.0.2"]) == []
+    assert (
+        warned(
+            [offline("p0", source_address="127.0.0.1"), offline("p1", source_address="127.0.0.2")]
+        )
+        == []
+    )
+    assert warned([offline("d0"), offline("d1")]) == []
+    assert warned([offline("d0", enabled=False), offline("p0", source_address="127.0.0.1")]) == []
+    # another exchange's accounts are another host
+    bybit = AccountConfig(name="y", exchange="bybit", api_key_env="K", secret_env="S")
+    assert warned([bybit, offline("p0", source_address="127.0.0.1")]) == []
+
+
+def test_an_exchange_closed_builds_no_session_for_a_late_request() -> None:
+    """ccxt refuses a request's lazy open after close() (ExchangeClosedByUser, ccxt issue
+    #27418): alertd's bound session is not built for it either (it would be left open, with
+    its connector, nobody's). Before, the override built it first (finding 3)."""
+
+    async def body() -> None:
+        for address in (None, "127.0.0.2"):
+            config = offline("a", source_address=address)
+            exchange = make_exchange(config, {}, FeedSettings())
+            exchange.open()
+            await exchange.close()
+            with pytest.raises(ccxt.ExchangeClosedByUser):
+                exchange.open(True)  # what ccxt's fetch does for an orphaned request
+            assert exchange.session is None, address
+
+    run(body(), timeout_s=30)
+
+
+def test_an_ipv4_mapped_address_is_refused() -> None:
+    """::ffff:127.0.0.2 binds, but a socket bound to it reaches no IPv4 host (aiohttp's
+    AssertionError, retried forever): refused with the address to write (finding 4)."""
+    found = problems(
+        "version: 1\nfeeds:\n  source_addresses: ['::ffff:127.0.0.2']\naccounts:\n"
+        "  - {name: a, exchange: hyperliquid, wallet_address: '0xabc',"
+        " source_address: '::ffff:7f00:3'}\n"
+    )
+    assert found == [
+        "accounts[0].source_address: ::ffff:7f00:3 is an IPv4-mapped IPv6 address, which "
+        "reaches no host: write 127.0.0.3",
+        "feeds.source_addresses: ::ffff:7f00:2 is an IPv4-mapped IPv6 address, which "
+        "reaches no host: write 127.0.0.2",
+    ]
+
+
+def test_the_default_route_host_keeps_its_name_beside_bound_ones() -> None:
+    """The host name is the key a saved IP ban is restored by: the default route's stays
+    "binanceusdm" whatever address-bound hosts exist; numbers count only the hosts of the
+    same exchange and address (finding 5: it was "binanceusdm #2" beside a bound one)."""
+
+    def names(accounts: list[AccountConfig]) -> list[str]:
+        config = Config(version=1, accounts=accounts, feeds=QUIET)
+        manager = FeedManager(config, {}, FeedOptions(exchange_factory=Built()))
+        return [b.host for b in manager._ip_budgets.values()]
+
+    assert names([offline("a", source_address="127.0.0.2"), offline("b")]) == [
+        "binanceusdm from 127.0.0.2",
+        "binanceusdm",
+    ]
+    assert names([offline("b")]) == ["binanceusdm"]
+    # another host of the exchange (a proxy) is numbered among the same address's only
+    proxied = {"urls": {"fapiPublic": "http://127.0.0.1:1/fapi/v1"}}
+    assert names(
+        [
+            offline("a", source_address="127.0.0.2"),
+            offline("b"),
+            offline("c", **proxied),
+            offline("d", source_address="127.0.0.2", **proxied),
+        ]
+    ) == [
+        "binanceusdm from 127.0.0.2",
+        "binanceusdm",
+        "binanceusdm #2",
+        "binanceusdm #2 from 127.0.0.2",
+    ]
