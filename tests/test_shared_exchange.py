@@ -31,6 +31,7 @@ from alertd.config import (
     BackoffSettings,
     Config,
     FeedSettings,
+    RuleConfig,
     Secret,
     parse_config,
 )
@@ -46,6 +47,7 @@ from alertd.feeds.backoff import Backoff
 from alertd.feeds.ccxt_exchange import (
     REST_BUDGET_SHARE,
     IpBudget,
+    OpeningPacer,
     RestSlots,
     SharedExchange,
     make_exchange,
@@ -900,8 +902,10 @@ def test_an_account_waiting_its_turn_is_not_down_until_its_group_could_all_be_li
             # after it: down from its slot (the later of the two starts)
             waiting.first_slot_at = 2100.0
             assert alerting.feed_status(waiting, 2260).down_s == 60
-            waiting.first_slot_at = 2230.0
-            assert alerting.feed_status(waiting, 2260).down_s == 30
+            waiting.first_slot_at = 2230.0  # another start (its down never drops meanwhile)
+            later = alerting_for(config)
+            assert later.feed_status(waiting, 1000).down_s == 0
+            assert later.feed_status(waiting, 2260).down_s == 30
             waiting.first_slot_at = None
             # its bootstrap then goes through, no stream open yet: still down since first
             # seen (the grace, once ended, stays ended; it came back and resolved feed-down
@@ -1114,15 +1118,15 @@ def test_a_paced_start_that_stalls_still_pages_feed_down_after_s_after_its_last_
             a0, a1, a2, a3 = (manager.feeds[f"a{i}"] for i in range(4))
             clock[0] = 100.0
             await goes_live(a0, gates["a0"])
-            # nothing more goes through: a1 and a2, still in their bootstrap, down at 360
+            # nothing more goes through: a1 and a2, still in their bootstrap, down past 360
             for feed in (a1, a2):
                 assert alerting.feed_status(feed, 359).down_s == 59
-            assert alerting.feed_status(a1, 360).down_s == 60
-            # a3 goes live at 370, then the start stalls: a2 (not yet evaluated past 359)
-            # down 60 s after it (was 99 s down at 399)
+            assert alerting.feed_status(a1, 361).down_s == 61  # feed-down fires
+            # a3 goes live at 370, then the start stalls: a2 (not evaluated past 359) is
+            # down 60 s after it (was 99 s down at 399), never less than its 59 s before
             clock[0] = 370.0
             await goes_live(a3, gates["a3"])
-            assert alerting.feed_status(a2, 399).down_s == 29
+            assert alerting.feed_status(a2, 399).down_s == 59
             assert alerting.feed_status(a2, 430).down_s == 60
             # a1, down since 360, stays down through a3's progress (and a2's later)
             assert alerting.feed_status(a1, 430).down_s == 130
@@ -1130,6 +1134,96 @@ def test_a_paced_start_that_stalls_still_pages_feed_down_after_s_after_its_last_
             await goes_live(a2, gates["a2"])
             assert alerting.feed_status(a1, 450).down_s == 150
             assert alerting.feed_status(a2, 450).down_s == 0
+
+    run(body(), timeout_s=60)
+
+
+def test_a_user_rule_on_feed_down_below_the_builtin_fires_once_through_a_slow_paced_start() -> None:
+    """A user's rule on feed_down_s at 30 s (below feed_down_after_s) fired and resolved
+    ("feed connected again") at every progress of the host while a3 never connected: down
+    went back to 0 at each (reviewer's probe_user_rule_flap: 3 firings in 130 s). Down now
+    never drops while it waits: the rule fires once, at the first 30 s the host went without
+    progress past the estimate, and stays; feed-down itself still waits for 60 s of none."""
+    clock = [0.0]
+    events: list[str] = []
+
+    async def body() -> None:
+        async with gated_paced_start(4, 300.0, clock) as (_, manager, _alerting, gates):
+            rule = RuleConfig.model_validate(
+                {"name": "feed-slow", "metric": "feed_down_s", "above": 30, "severity": "warning"}
+            )
+            alerting = alerting_for(manager.config.model_copy(update={"rules": [rule]}))
+            a3 = manager.feeds["a3"]
+            alerting.evaluate(a3, 0.0)  # first seen at 0
+            lives = {310.0: "a0", 350.0: "a1", 390.0: "a2"}
+            for t in range(300, 431):
+                if float(t) in lives:
+                    clock[0] = float(t)
+                    await goes_live(manager.feeds[lives[t]], gates[lives[t]])
+                events.extend(
+                    f"{t} {note.kind.name} {note.rule.name}"
+                    for note in alerting.evaluate(a3, float(t), changed=False)
+                )
+            assert not a3.state.connected
+            assert events == ["341 FIRING feed-slow"]
+            assert alerting.feed_status(a3, 430).down_s == 40  # 310 to 350: the longest gap
+
+    run(body(), timeout_s=60)
+
+
+def test_a_wait_for_an_opening_turn_after_the_host_s_last_progress_is_not_down() -> None:
+    """After the estimate, a1 bootstraps at 250 (the host's last progress) and waits for its
+    websocket opening turn, the host's pace full (one opening a 300 s window, taken by a0 at
+    100): nothing of the host can go through meanwhile. Its wait counted on the estimate only
+    (max(estimate + waits, progress)) added nothing: down 61 s at 311, paged while waiting
+    its turn (reviewer's probe_turn_wait). Its waits after the progress count on top of it."""
+    clock = [0.0]
+
+    async def body() -> None:
+        async with gated_paced_start(4, 100.0, clock) as (_, manager, alerting, gates):
+            feeds = [manager.feeds[f"a{i}"] for i in range(4)]
+            budget = feeds[0].shared.ip_budget if feeds[0].shared is not None else None
+            assert budget is not None
+            budget.openings = OpeningPacer(1, 300.0, lambda: clock[0], asyncio.sleep)
+            for feed in feeds:
+                feed.openings_paced_s = 1000.0  # as the manager sets it for a paced host
+            clock[0] = 100.0
+            await goes_live(feeds[0], gates["a0"])  # the window's one opening
+            for name, at in (("a2", 150.0), ("a3", 200.0), ("a1", 250.0)):
+                clock[0] = at
+                gates[name].put_nowait(None)
+                feed = manager.feeds[name]
+                await eventually(
+                    lambda feed=feed: feed.waiting_for_opening_turn(),
+                    what=f"{name} bootstrapped, waiting for its opening turn",
+                )
+            a1 = feeds[1]
+            for now in (300.0, 311.0, 340.0):
+                assert alerting.feed_status(a1, now).down_s == 0  # was 61 at 311
+            assert a1.waited_for_turns_s(311.0) == 61
+            assert a1.waited_for_turns_s(311.0, after=260.0) == 51
+
+    run(body(), timeout_s=60)
+
+
+def test_a_paced_start_is_kept_down_only_where_feed_down_fires() -> None:
+    """The stall was kept at down >= feed_down_after_s on the float, where feed-down fires
+    at > on the 3-decimal value: at 360.0004 a1 showed 60.000 (no page), yet was kept down
+    after a2 went live at 361, paged at 362 (reviewer's probe_freeze_edge). Kept only where
+    it fires: at 362 it shows the 60.000 it had, not 62."""
+    clock = [0.0]
+
+    async def body() -> None:
+        async with gated_paced_start(3, 300.0, clock) as (_, manager, alerting, gates):
+            a0, a1, a2 = (manager.feeds[f"a{i}"] for i in range(3))
+            clock[0] = 300.0
+            await goes_live(a0, gates["a0"])
+            assert alerting.feed_status(a1, 360.0004).down_s == D("60.000")  # no page
+            clock[0] = 361.0
+            await goes_live(a2, gates["a2"])
+            assert alerting.feed_status(a1, 362.0).down_s == D("60.000")  # was 62.000
+            assert alerting.feed_status(a1, 421.0).down_s == 60  # 60 s after a2: no page yet
+            assert alerting.feed_status(a1, 422.0).down_s == 61  # feed-down fires
 
     run(body(), timeout_s=60)
 
@@ -1177,8 +1271,12 @@ def test_a_retried_bootstrap_keeps_its_group_s_grace_unless_it_keeps_failing(
                 async with background(feed.run()):
                     await eventually(lambda: state.start_failed is not None, what="a 429")
                     assert " 429 " in str(state.start_failed)
+                    # evaluated ahead apart (its down never drops while it waits: a second
+                    # evaluation at 1100 after 1360 would hold the 60)
+                    ahead = alerting_for(config)
+                    assert ahead.feed_status(feed, 1000).down_s == 0
                     for now, down in ((1100, 0), (1299, 0), (1360, 60)):  # was 100, 299, 360
-                        assert alerting.feed_status(feed, now).down_s == D(down)
+                        assert ahead.feed_status(feed, now).down_s == D(down)
                     assert stale_streams(feed, FAST, 1100) == (
                         f"not bootstrapped (retrying after {state.start_failed})",
                     )
@@ -1257,8 +1355,12 @@ def test_a_listen_key_refused_at_start_keeps_the_grace_unless_it_keeps_failing(
                     await eventually(lambda: state.start_failed is not None, what="a 429")
                     assert state.bootstrapped and " 429 " in str(state.start_failed)
                     assert not state.connected
+                    # evaluated ahead apart (its down never drops while it waits: a second
+                    # evaluation at 1100 after 1360 would hold the 60)
+                    ahead = alerting_for(config)
+                    assert ahead.feed_status(feed, 1000).down_s == 0
                     for now, down in ((1100, 0), (1299, 0), (1360, 60)):  # was 100, 299, 360
-                        assert alerting.feed_status(feed, now).down_s == D(down)
+                        assert ahead.feed_status(feed, now).down_s == D(down)
                     # each stream's retries at 1, 3, 7, 15, 31 s: within Binance's minute
                     for at in (1, 3, 7, 15, 31):
                         await time.advance_to(at)

@@ -251,10 +251,13 @@ class Alerting:
             quiet_hours=quiet_hours(config),
         )
         self._down_since: dict[str, float] = {}
-        # per account waiting for its first turn that came to be down (feed_down_after_s)
-        # all the same: its host's start progress then, which later progress no longer moves
+        # per account waiting for its first turn at a paced start: the most down it was
+        # counted while it waits (never less after: :meth:`feed_status`), and once that came
+        # past feed_down_after_s, its host's start progress then, which later progress no
+        # longer moves
+        self._start_down: dict[str, float] = {}
         self._start_stalled: dict[str, float | None] = {}
-        self.down_after_s = config.builtin_rules.feed_down_after_s
+        self.down_after = Decimal(str(config.builtin_rules.feed_down_after_s))
         self._computable: dict[str, bool] = {}  # complete, in a mode alertd computes
         self._missing: dict[str, tuple[str, ...]] = {}  # what keeps each account incomplete
         # per account whose figures alertd computes but are incomplete for a while: since when
@@ -292,7 +295,7 @@ class Alerting:
         self.margin_calls = config.builtin_rules.margin_call
         self.insurance_window_s = config.builtin_rules.insurance_fund_window
         self.hold_s = config.builtin_rules.incomplete_data_for
-        self.down_after_s = config.builtin_rules.feed_down_after_s
+        self.down_after = Decimal(str(config.builtin_rules.feed_down_after_s))
         self._use_rules()
 
     def refresh_silences(self) -> None:
@@ -313,6 +316,7 @@ class Alerting:
         name = feed.config.name
         if state.connected or state.fatal is not None:
             self._down_since.pop(name, None)
+            self._start_down.pop(name, None)
             self._start_stalled.pop(name, None)
             down = 0.0
         else:
@@ -321,6 +325,8 @@ class Alerting:
                 # its exchange host's IP is banned: the host's one ip-banned message says so
                 # (not a feed-down per account), and down counts from the ban's end
                 self._down_since[name] = since = now
+                self._start_down.pop(name, None)
+                self._start_stalled.pop(name, None)
             waiting = feed.waiting_first_turn()
             if waiting:
                 # waiting for its turn in the per-IP budget's pace (said at start), or retrying
@@ -358,14 +364,32 @@ class Alerting:
                 # start makes progress (an account of it bootstrapped or first opened its
                 # private stream): down counts from the later of the estimate's end and that
                 # last progress. A start that stalls (nothing of the host goes through) fires
-                # feed_down_after_s after its last progress, or after the estimate if later;
+                # feed_down_after_s after its last progress, or after the estimate if later
+                # (a stall within the estimate pages after it only, as before: the estimate is
+                # a floor, and bootstraps came 45-49 s apart under load, firing1000);
                 # its own failures in a row end the wait as before (``waiting`` False). Once
                 # down so, later progress no longer moves it: its feed-down, fired, stays
-                # (it would resolve at another account's progress and fire again)
-                since = max(since, progress)
+                # (it would resolve at another account's progress and fire again).
+                # Its own waits for an opening turn after that progress (the host's pace
+                # full: nothing of the host can go through meanwhile) count on top of it, as
+                # they do on top of the estimate (reviewer's probe_turn_wait)
+                since = max(since, progress + feed.waited_for_turns_s(now, after=progress))
             down = max(0.0, now - since)
-            if paced and down >= self.down_after_s:
-                self._start_stalled.setdefault(name, progress)
+            if paced:
+                # never less than it was while it waits: the progress above moves ``since``
+                # forward, and a rule on feed_down_s below feed_down_after_s (a user's 30 s
+                # warning) fired and resolved at every progress of its host while it never
+                # connected (reviewer's probe_user_rule_flap). So down is the longest it went
+                # without its host's progress past the estimate: a rule fires once, at its own
+                # threshold, and stays until it connects; feed-down itself is not moved by
+                # other rules' thresholds (freezing at the lowest would page a host's 30 s
+                # gaps between bootstraps: 45-49 s under load, firing1000). Once down past
+                # feed_down_after_s, tested as the feed-down rule tests it (the 3-decimal
+                # value above it), its stall's progress is kept (above)
+                down = max(down, self._start_down.get(name, 0.0))
+                self._start_down[name] = down
+                if Decimal(f"{down:.3f}") > self.down_after:
+                    self._start_stalled.setdefault(name, progress)
         opened = state.last_seen.get((Stream.POSITIONS, ""), now)
         seen = [state.mark_seen(symbol) for symbol in state.price_symbols]
         ages = [now - (opened if at is None else at) for at in seen]

@@ -279,9 +279,10 @@ class AccountFeed:
         self._openings: dict[str, Opening] = {}
         self._turns_waited = 0
         self.opening_turn_at: float | None = None
-        # how long it waited for those turns since it last streamed: the waits ended, and when
-        # the one going on began (None: none)
-        self._turns_waited_s = 0.0
+        # when it waited for those turns since it last streamed: the waits ended (from, to;
+        # none added once an opening of its own failed: a few at most), and when the one
+        # going on began (None: none)
+        self._turn_waits: list[tuple[float, float]] = []
         self._turns_waited_since: float | None = None
         # an opening of its own failed since it last streamed (a 429 at the handshake, a ban,
         # an outage): its waits for turns are then no longer waits through no failure
@@ -332,16 +333,18 @@ class AccountFeed:
         1,000 accounts take minutes), nothing failed meanwhile."""
         return self._turns_waited > 0
 
-    def waited_for_turns_s(self, now: float) -> float:
-        """How long, since it last streamed, it has waited for turns to open its private
-        connections (the wait going on at ``now`` included): time not down. None once one of
-        its openings failed meanwhile (each retry's wait credited held a dropped OKX account
-        3,000 s from feed-down with 999 others retrying), and never more than its host's own
-        accounts' openings take at its pace (:attr:`openings_paced_s`)."""
+    def waited_for_turns_s(self, now: float, after: float = -float("inf")) -> float:
+        """How long, since it last streamed (and after ``after``), it has waited for turns to
+        open its private connections (the wait going on at ``now`` included): time not down.
+        None once one of its openings failed meanwhile (each retry's wait credited held a
+        dropped OKX account 3,000 s from feed-down with 999 others retrying), and never more
+        than its host's own accounts' openings take at its pace (:attr:`openings_paced_s`)."""
         if self._opening_failed:
             return 0.0
-        since = self._turns_waited_since
-        waited = self._turns_waited_s + (0.0 if since is None else max(0.0, now - since))
+        waits = list(self._turn_waits)
+        if self._turns_waited_since is not None:
+            waits.append((self._turns_waited_since, now))
+        waited = sum(max(0.0, end - max(begin, after)) for begin, end in waits)
         return min(waited, self.openings_paced_s)
 
     async def _opening_turn(self, connection: str, seen: int) -> Opening | None:
@@ -365,7 +368,8 @@ class AccountFeed:
             finally:
                 self._turns_waited -= 1
                 if not self._turns_waited and self._turns_waited_since is not None:
-                    self._turns_waited_s += self._clock() - self._turns_waited_since
+                    if not self._opening_failed:
+                        self._turn_waits.append((self._turns_waited_since, self._clock()))
                     self._turns_waited_since = None
             self._turns[connection] = self._turns.get(connection, 0) + 1
             self.opening_turn_at = self._clock()
@@ -533,7 +537,7 @@ class AccountFeed:
         """A private stream delivered or opened: the account streams; the first time, the
         failures in a row of its start are over."""
         self.state.connected = True
-        self._turns_waited_s = 0.0
+        self._turn_waits.clear()
         self._opening_failed = False
         if not self._connected_once:
             self._connected_once = True
