@@ -1777,6 +1777,83 @@ OKX_FEE_ROW = {
 }  # fmt: skip
 
 
+def test_a_bybit_fill_s_fee_rate_above_1_is_a_malformed_fill_not_an_overflow_kept() -> None:
+    """A taker fill whose ``feeRate`` is past any fee (9E+999999: a fee above the trade's
+    value) with a GST row at 8/9 of it passed the share's check, was kept as the fill that
+    told the tax, and its rate with the tax on it overflowed Decimal at every fee-rate read
+    after (review of bybit12, p1.py). It is a malformed fill: the GST unknown, the key's
+    region tells (the docs' example, kyc=MYS: no tax)."""
+    fill = {
+        **BYBIT_GST_FILL,
+        "symbol": "ETHUSDT",
+        "feeRate": "9E+999999",
+        "extraFees": [{"feeType": "GST", "feeRate": "8E+999999"}],
+    }
+    with pytest.raises(FrameError, match="execution feeRate"):
+        gst_share([fill])
+    with pytest.raises(FrameError, match="execution feeRate"):
+        gst_share([{**BYBIT_GST_FILL, "feeRate": "1.5"}])
+    fee_row = {"symbol": "ETHUSDT", "takerFeeRate": "0.00055", "makerFeeRate": "0.0002"}
+    exchange = FeeStandIn([fee_row], {}, bybit_fills=[fill])
+    adapter = BybitAdapter()
+    for _ in range(2):
+        rates = run(adapter.fetch_fee_rates(exchange, ["ETH/USDT:USDT"]))
+        assert rates == {"ETH/USDT:USDT": D("0.00055")}
+    assert adapter.gst_share is None and adapter.kyc_region == "MYS"
+
+
+# hostile values of a fee field: numbers past Decimal's range either way, not numbers, not
+# finite, negative, above 1, other JSON types
+HOSTILE_NUMBERS = st.one_of(
+    st.sampled_from(
+        ["9E+999999", "1E-999999", "-1", "0", "1", "2", "NaN", "-Infinity", "", "abc", " "]
+    ),
+    st.sampled_from([None, True, 5, 1e308, [], {}, ["0.1"], {"x": 1}]),
+    st.decimals(allow_nan=False, allow_infinity=False).map(str),
+    st.just("0.00055"),
+)
+FEE_TYPES = st.sampled_from(["GST", "VAT", "TAX", None, 1, ["GST"], {"GST": 1}, ""])
+EXTRA_FEES = st.one_of(
+    st.lists(
+        st.one_of(
+            st.fixed_dictionaries({"feeType": FEE_TYPES, "feeRate": HOSTILE_NUMBERS}),
+            st.sampled_from([None, "GST", 1, []]),
+        ),
+        max_size=3,
+    ),
+    st.sampled_from(["", "[", "{}", "null", '[{"feeType": ["GST"], "feeRate": "1"}]']),
+    st.sampled_from([None, {}, 1]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(fill_rate=HOSTILE_NUMBERS, extra=EXTRA_FEES, taker=HOSTILE_NUMBERS, maker=st.booleans())
+def test_hostile_bybit_fee_fields_give_rates_or_a_frame_error_never_a_crash(
+    fill_rate: Any, extra: Any, taker: Any, maker: bool
+) -> None:
+    """Whatever a fill's ``feeRate`` and ``extraFees`` and the fee-rate answer's
+    ``takerFeeRate`` hold, reading the fee rates (twice: the second read weighs the answer
+    against the fill kept from the first) gives taker rates in [0, 2] (a fee, its tax at
+    most the fee again) or a malformed answer (:class:`FrameError`), never another
+    exception (an unhashable feeType's TypeError, a decimal.Overflow)."""
+    fill = {**BYBIT_GST_FILL, "symbol": "ETHUSDT", "feeRate": fill_rate, "isMaker": maker}
+    fill["extraFees"] = extra
+    fee_row = {"symbol": "ETHUSDT", "takerFeeRate": taker, "makerFeeRate": "0.0002"}
+    exchange = FeeStandIn([fee_row], {}, bybit_fills=[fill])
+    adapter = BybitAdapter()
+    for _ in range(2):
+        try:
+            rates = run(adapter.fetch_fee_rates(exchange, ["ETH/USDT:USDT", "BTC/USDT:USDT"]))
+        except FrameError as exc:
+            assert "takerFeeRate" in str(exc), exc
+            continue
+        # a symbol the answer leaves out (or with no rate) has an entry only with a tax
+        assert rates.keys() <= {"ETH/USDT:USDT", "BTC/USDT:USDT"}
+        assert all(0 <= rate <= 2 for rate in rates.values()), rates
+    share = adapter.fee_tax_share
+    assert share is None or 0 <= share <= 1
+
+
 def test_okx_reads_the_account_s_taker_rate_by_settle_coin() -> None:
     exchange = FeeStandIn([], {}, [OKX_FEE_ROW])
     held = ["BTC/USDT:USDT", "BTC/USDC:USDC", "BTC/USD:BTC"]

@@ -93,3 +93,34 @@ def test_the_warning_turned_off_leaves_the_gauge(world: dict[str, Any]) -> None:
     wait_for(lambda: computed_account(base) and _gauge(base), what="the fee-gap gauge")
     stopped_cleanly(daemon)
     assert http.posts == [], http.titles()
+
+
+def test_a_closed_position_is_no_read_of_the_gst(world: dict[str, Any]) -> None:
+    """The warning watches the gap itself, not the margin it leaves out: the account closes
+    its position (nothing left out, the ``fee_gap`` gauge 0) while no read told the GST (fills
+    and key information still refused), and the warning stays firing; reopening sends it not
+    again (it resolved "fee rates complete again" at the close and fired at the reopening:
+    review of bybit12, test_rvprobe_e2e_close.py). A user's rule on the maintenance margin
+    resolves at the close and fires again at the reopening: it marks the evaluations that
+    resolved the warning before."""
+    fake, http, daemon, base = world["fake"], world["http"], world["daemon"], world["base"]
+    _config(world)
+    config = json.loads(world["path"].read_text())
+    held = {"name": "mm-held", "metric": "maintenance_margin", "above": 1, "severity": "info"}
+    world["path"].write_text(json.dumps({**config, "rules": [held]}))
+
+    def held_posts() -> list[str]:
+        return [t for t in http.titles() if t.startswith("INFO main")]
+
+    started(daemon)
+    wait_for(lambda: TITLE in http.titles() and held_posts(), what="both warnings")
+    fake.close_position(KEYS[0], BTC)
+    wait_for(lambda: any(t.startswith("RESOLVED") for t in http.titles()), what="mm-held resolved")
+    assert (computed_account(base) or {})["fee_gap"] is not None  # still unread
+    fake.open_position(KEYS[0], BTC, "long", "0.5", "60000")
+    wait_for(lambda: len(held_posts()) == 2, what="mm-held firing again")
+    titles = http.titles()
+    stopped_cleanly(daemon)
+    assert titles.count(TITLE) == 1, titles
+    resolved = [t for t in titles if t.startswith("RESOLVED")]
+    assert len(resolved) == 1 and "fee rates" not in resolved[0], titles

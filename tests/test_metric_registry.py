@@ -97,6 +97,7 @@ def _expected_account(m: AccountMetrics) -> dict[str, Decimal | None]:
         "mode_not_computed": D(0),
         "incomplete_data": D(0),
         "fee_gap": D(0),  # FEED has no fee gap
+        "fee_rate_unread": D(0),
         "concentration": m.concentration,
         "margin_concentration": m.margin_concentration,
     }
@@ -177,6 +178,7 @@ def test_only_the_wanted_metrics_are_read_and_incomplete_data_gives_feed_metrics
         "ratio_drift": None,
         "mode_not_computed": D(0),
         "incomplete_data": D(0),
+        "fee_rate_unread": D(0),
     }
     assert blind[0].context.fatal == "banned"
 
@@ -258,3 +260,40 @@ def test_messages_format_by_unit(metric: str, value: Decimal, shown: str) -> Non
     entry = lookup(metric)
     if entry is not None and entry.unit in (Unit.RATIO, Unit.FRACTION):
         assert shown.endswith("%") or not value.is_finite()
+
+
+def test_the_fee_gap_warning_stands_until_a_read_tells_the_fee_rate() -> None:
+    """The built-in ``fee-gap`` warning reads whether a fee rate stands unread
+    (``fee_rate_unread``), not the margin it leaves out (``fee_gap``, 0 without a position):
+    it stays firing while the account holds no position and while its data is incomplete
+    (no figures of its own), and resolves only once the gap is gone (a read told it). On
+    ``fee_gap`` it resolved "fee rates complete again" at the close and fired again at the
+    next position (review of bybit12)."""
+    from alertd.config import Config
+    from alertd.daemon.evaluation import builtin_rules
+    from alertd.rules.lifecycle import AlertEngine
+
+    from .support.configs import WALLET_ACCOUNT
+
+    config = Config(version=1, accounts=[WALLET_ACCOUNT])
+    rule = next(r for r in builtin_rules(config) if r.name == "fee-gap")
+    engine = AlertEngine([rule])
+    btc = _btc_long()
+    held = replace(btc, positions=(replace(btc.positions[0], fee_rate=D("0.00055")),))
+    gap = FeeGap("a tax on the fee", D("0.18"))
+    taxed = replace(FEED, fee_gap=gap)
+
+    def kinds(account: Account | None, feed: FeedStatus, at: float) -> list[Kind]:
+        live = None
+        if account is not None:
+            book = Book()
+            book.set_account("a", account)
+            live = book.live("a")
+        observed = observe("a", "bybit", live, feed, {rule.series})
+        return [n.kind for n in engine.evaluate(observed, at)]
+
+    assert kinds(held, taxed, 1.0) == [Kind.FIRING]
+    assert kinds(replace(held, positions=()), taxed, 2.0) == []  # closed: still unread
+    assert kinds(None, replace(taxed, missing=("BTC/USDT:USDT: no tier table",)), 3.0) == []
+    assert kinds(held, taxed, 4.0) == []  # reopened: not sent again
+    assert kinds(held, FEED, 5.0) == [Kind.RESOLVED]  # a read told it

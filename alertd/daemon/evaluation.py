@@ -143,7 +143,9 @@ def builtin_rules(config: Config) -> list[Rule]:
             b.incomplete_data,
             _builtin("incomplete-data", "incomplete_data", above=ZERO, for_s=b.incomplete_data_for),
         ),
-        (b.fee_gap, _builtin("fee-gap", "fee_gap", above=ZERO)),
+        # the gap's presence, not its size: the size is 0 without a position, and the
+        # warning resolves only once a read tells the fee rate (fee_gap is its gauge)
+        (b.fee_gap, _builtin("fee-gap", "fee_rate_unread", above=ZERO)),
         *((True, rule) for rule in stop_rules(b.stops)),
         (
             b.leverage,

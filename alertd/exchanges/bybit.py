@@ -501,12 +501,18 @@ def gst_share(fills: list[Any]) -> Decimal | None:
             raise FrameError(f"execution extraFees: not a list: {extra[:80]!r}") from None
     if not isinstance(extra, list):
         raise FrameError(f"execution extraFees: not a list: {extra!r:.80}")
+    rows = [row for row in extra if isinstance(row, dict)]
+    for row in rows:
+        # an enum of the v5 docs (extraFees.feeType: "GST", "VAT", ...): a list or an object
+        # there is no fee type (and unhashable: no member of FEE_TAXES to ask)
+        if not isinstance(row.get("feeType"), str | None):
+            raise FrameError(f"execution extraFees: feeType not a string: {row['feeType']!r:.80}")
     try:
         tax = sum(
             (
                 dec(row.get("feeRate"), "extraFees feeRate")
-                for row in extra
-                if isinstance(row, dict) and row.get("feeType") in FEE_TAXES
+                for row in rows
+                if row.get("feeType") in FEE_TAXES
             ),
             Decimal(0),
         )
@@ -524,11 +530,14 @@ def gst_share(fills: list[Any]) -> Decimal | None:
 
 def paid_trade(fills: list[Any]) -> tuple[dict[str, Any], Decimal] | None:
     """The newest trade of ``fills`` that paid a fee (``execType`` "Trade", ``feeRate`` above
-    0) and its fee rate; None: none did."""
+    0) and its fee rate; None: none did. A fee rate above 1 (a fee above the trade's value)
+    is no fee rate: :class:`FrameError` (a negative one, a maker's rebate, paid none)."""
     for fill in fills:
         if not isinstance(fill, dict) or fill.get("execType") != "Trade":
             continue
         rate = dec_or_none(fill.get("feeRate"))
+        if rate is not None and rate > 1:
+            raise FrameError(f"execution feeRate: {rate} is no fee rate (above 1)")
         if rate is not None and rate > 0:
             return fill, rate
     return None
@@ -821,7 +830,10 @@ class BybitAdapter(ExchangeAdapter):
         market_id, untaxed = self._taxed_fill
         row = by_id.get(market_id)
         quoted = dec_or_none(row.get("takerFeeRate")) if isinstance(row, dict) else None
-        return quoted is not None and quoted != untaxed and quoted == untaxed * (1 + share)
+        try:
+            return quoted is not None and quoted != untaxed and quoted == untaxed * (1 + share)
+        except ArithmeticError:  # past Decimal's range: not shown to hold it (the safe side)
+            return False
 
     @property
     def fee_tax_share(self) -> Decimal | None:

@@ -153,16 +153,17 @@ def taker_fee_rates(
 ) -> dict[str, Decimal]:
     """The account's taker fee rates of the ``wanted`` markets (exchange id -> unified
     symbol) from ``rows`` keyed by exchange id, each row's rate in ``field``. A market the
-    answer leaves out keeps the profile's base rate; a rate that is not a number, or is
-    negative (a taker pays), is a :class:`~alertd.feeds.adapter.FrameError` naming it."""
+    answer leaves out keeps the profile's base rate; a rate that is not a number, is
+    negative (a taker pays) or above 1 (a fee above the trade's value) is a
+    :class:`~alertd.feeds.adapter.FrameError` naming it."""
     out = {}
     for market_id, symbol in wanted.items():
         row = rows.get(market_id)
         if not isinstance(row, Mapping) or row.get(field) in (None, ""):
             continue
         rate = dec(row.get(field), f"{market_id} {field}")
-        if rate < 0:
-            raise FrameError(f"{market_id} {field}: a negative taker fee rate: {rate}")
+        if not 0 <= rate <= 1:
+            raise FrameError(f"{market_id} {field}: no taker fee rate: {rate}")
         out[symbol] = rate
     return out
 

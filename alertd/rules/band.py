@@ -289,7 +289,13 @@ def _account_rule(rule: Rule, live: LiveAccount, feed: FeedStatus, limits: _Limi
     elif metric == "feed_down_s":
         if not limits.connected and feed.fatal is None:
             limits.age(rule, feed.down_s)  # disconnected: grows (Band.holds sees a reconnection)
-    elif metric in ("account_error", "mode_not_computed", "incomplete_data", "ratio_drift"):
+    elif metric in (
+        "account_error",
+        "mode_not_computed",
+        "incomplete_data",
+        "ratio_drift",
+        "fee_rate_unread",
+    ):
         pass  # read at a snapshot, a reconcile or a fatal error: changes the band does not cover
     elif metric == "fee_gap":
         # above 0 from the fee rates' read (a reconcile) while a position is held: the marks

@@ -505,12 +505,12 @@ def _about_alertd(
     compute, a drift from the exchange's numbers, incomplete data, a fee rate unread. None for
     any other."""
     metric = n.rule.metric
-    about = ("mode_not_computed", "ratio_drift", "incomplete_data", "fee_gap")
+    about = ("mode_not_computed", "ratio_drift", "incomplete_data", "fee_gap", "fee_rate_unread")
     if metric not in about or feed is None:
         return None
     exchange = feed.exchange_name or n.subject.exchange
     since = fmt.duration(n.at - n.since)
-    if metric == "fee_gap":
+    if metric in ("fee_gap", "fee_rate_unread"):
         return _fee_gap_message(n, head, who, value, feed, since)
     if metric == "ratio_drift":
         if n.kind is Kind.RESOLVED:
@@ -569,7 +569,9 @@ def _fee_gap_message(
     account = metrics.account if metrics is not None else live.current() if live else None
     gap = feed.fee_gap
     if gap is None:  # not told since (a repeat after the read): the value is all there is
-        what = f"fee to close without a part alertd could not read: MM up to {value} low"
+        what = "fee to close without a part alertd could not read"
+        if n.rule.metric == "fee_gap":
+            what += f": MM up to {value} low"
     elif account is None:
         what = gap.describe()
     else:

@@ -1058,6 +1058,19 @@ METRICS: tuple[Metric, ...] = (
         title="maintenance margin up to {value} low: a fee rate unread",
         resolved_title="fee rates read: maintenance margin complete",
     ),
+    Metric(
+        "fee_rate_unread",
+        A,
+        Unit.FLAG,
+        "above",
+        "1 while a part of the account's fee rates stands unread (`fee_gap` says how much "
+        "maintenance margin it leaves out: 0 without a position, though still unread), also "
+        "while its data is incomplete; 0 once a read tells it",
+        Needs.FEED,
+        lambda f: _flag(f.feed.fee_gap is not None),
+        title="a fee rate unread",
+        resolved_title="fee rates read: maintenance margin complete",
+    ),
     *_predictive_metrics(A),
     *_GUARD_ACCOUNT_METRICS,
     Metric(
