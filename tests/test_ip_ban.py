@@ -542,3 +542,43 @@ def test_a_public_endpoint_s_429_pauses_the_host_s_public_requests_only() -> Non
                     await exchange.close()
 
     run(body(), timeout_s=60)
+
+
+def test_a_public_request_queued_in_ccxt_s_limiter_waits_for_the_public_pause() -> None:
+    """A public request already queued in ccxt's limiter (the same exchange object) when
+    another public request meets a 429 (OKX: public endpoints limited per IP) is not sent until
+    the host's public pause ends (before: the check after the limiter was the host's pause
+    alone, and it went out into the spent limit)."""
+
+    async def body() -> None:
+        fake = FakeOKX()
+        async with started(fake, [("key-p0", "secret", "1000")]):
+            time = VirtualTime()
+            budget = IpBudget.of(get_spec("okx").capabilities, "okx", time, time.sleep)
+            config = account_config("p0", "okx", fake)
+            keys = secrets("key-p0", "secret")
+            keys["password"] = Secret(fake.PASSPHRASE)
+            exchange = make_exchange(config, keys, FAST)
+            budget.adopt(exchange)
+            try:
+                fake.fail_rest(429, path_prefix="/api/v5/public/mark-price")
+                # a slow limiter (as after a burst): the second request surely waits in it
+                # while the first meets its 429
+                exchange.rateLimit = 1000
+                exchange.throttler.config["refillRate"] = 1 / 1000
+                params = {"instType": "SWAP"}
+                first = asyncio.create_task(exchange.publicGetPublicMarkPrice(params))
+                queued = asyncio.create_task(exchange.publicGetPublicMarkPrice(params))
+                with pytest.raises(ccxt.RateLimitExceeded):
+                    await first
+                await eventually(lambda: not exchange.throttler.queue, 30, "out of the limiter")
+                for _ in range(20):
+                    await asyncio.sleep(0.01)
+                marks = [p for _, p in fake.requests if p == "/api/v5/public/mark-price"]
+                assert len(marks) == 1 and not queued.done()
+                await time.advance_to(2.0)  # OKX's limits' window: no Retry-After
+                assert (await asyncio.wait_for(queued, 10))["code"] == "0"
+            finally:
+                await exchange.close()
+
+    run(body(), timeout_s=60)

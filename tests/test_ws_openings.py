@@ -13,26 +13,34 @@ import asyncio
 import collections
 import logging
 from collections.abc import Callable
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, ClassVar
 
 import ccxt
 import pytest
 from aiohttp import web
 
-from alertd.config import AccountConfig, Config
+from alertd.config import AccountConfig, Config, Secret
 from alertd.daemon.evaluation import Alerting
 from alertd.daemon.publisher import Publisher
 from alertd.exchanges.okx import ALGO_TYPES
 from alertd.exchanges.registry import get_spec
-from alertd.feeds.ccxt_exchange import OPENING_CAP_SHARE, IpBudget, OpeningPacer
+from alertd.feeds.ccxt_exchange import (
+    OPENING_CAP_SHARE,
+    IpBudget,
+    OpeningPacer,
+    drop_connection,
+    make_exchange,
+)
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.manager import FeedManager
+from alertd.feeds.marks import MarkHub
 from alertd.feeds.options import FeedOptions
 from tests.fake_exchange.okx import FakeOKX
 from tests.support.aio import background, run
 from tests.support.clock import VirtualTime
 from tests.support.fakes import FAKES, started
-from tests.support.feeds import fast_backoff
+from tests.support.feeds import FAST, account_config, fast_backoff, secrets
 from tests.support.poll import eventually
 from tests.test_shared_exchange import (
     SETTINGS,
@@ -82,27 +90,50 @@ def test_at_most_count_openings_a_window_each_counted_until_a_window_after_it_en
     run(body())
 
 
+async def order_of_turns(asks: list[tuple[str, bool]], cancelled: str | None = None) -> list[str]:
+    """The order in which ``asks`` (name, asked first), asked in that order while the one
+    place is held, get their turns, the ``cancelled`` one cancelled while it waits; one a
+    second."""
+    time = VirtualTime()
+    pacer = OpeningPacer(1, 1.0, time, time.sleep)
+    held = await pacer.turn()
+    order: list[str] = []
+
+    async def ask(name: str, first: bool) -> None:
+        opening = await pacer.turn(first=first)
+        order.append(name)
+        opening.ended()
+
+    tasks = {}
+    for name, first in asks:
+        tasks[name] = asyncio.create_task(ask(name, first))
+        await drain()
+    assert pacer.waiting() == len(asks)
+    if cancelled is not None:
+        tasks[cancelled].cancel()
+    held.ended()
+    for t in range(1, len(asks) + 1):
+        await time.advance_to(float(t))
+        await drain()
+    assert pacer.waiting() == 0
+    return order
+
+
 def test_turns_go_in_order_of_asking_and_a_cancelled_waiter_gives_its_place_on() -> None:
     async def body() -> None:
-        time = VirtualTime()
-        pacer = OpeningPacer(1, 1.0, time, time.sleep)
-        held = await pacer.turn()
-        order: list[str] = []
+        asks = [("a", False), ("b", False), ("c", False)]
+        assert await order_of_turns(asks, cancelled="b") == ["a", "c"]
 
-        async def ask(name: str) -> None:
-            opening = await pacer.turn()
-            order.append(name)
-            opening.ended()
+    run(body())
 
-        tasks = {n: asyncio.create_task(ask(n)) for n in ("a", "b", "c")}
-        await drain()
-        tasks["b"].cancel()
-        held.ended()
-        for t in (1.0, 2.0, 3.0):
-            await time.advance_to(t)
-            await drain()
-        assert order == ["a", "c"]
-        assert pacer.waiting() == 0
+
+def test_a_turn_asked_first_takes_the_next_place_ahead_of_the_queued_ones() -> None:
+    """The mark hubs' turns (:meth:`MarkHub._opening_turn`), in order of asking among them."""
+
+    async def body() -> None:
+        asks = [("a", False), ("hub1", True), ("b", False), ("hub2", True)]
+        assert await order_of_turns(asks) == ["hub1", "hub2", "a", "b"]
+        assert await order_of_turns(asks, cancelled="hub1") == ["hub2", "a", "b"]
 
     run(body())
 
@@ -236,8 +267,12 @@ def test_an_account_queued_for_its_turn_to_open_a_websocket_is_not_down() -> Non
                 )
                 taken.ended()  # its place frees a window later
                 await time.advance_to(200.0)
+                # the mark hub's public connection first (every account's marks), opened
+                await eventually(lambda: pacer.turns == 2 and not pacer._open, 30, "hub open")
+                assert feed.waiting_for_opening_turn()
+                await time.advance_to(300.0)
                 await eventually(lambda: feed.state.connected, 30, "streaming")
-                assert alerting.feed_status(feed, 200).down_s == 0
+                assert alerting.feed_status(feed, 300).down_s == 0
                 assert fake.ws_refused == 0
 
     run(body(), timeout_s=90)
@@ -472,7 +507,7 @@ def test_a_business_connection_closed_takes_no_turn_for_the_private_connection_s
     async def body() -> None:
         fake = OpeningsByPath(mark_interval_s=0.2)
         async with started(fake):
-            manager, feed, pacer = one_okx_account(fake)
+            manager, feed, _ = one_okx_account(fake)
             private, business = "/ws/v5/private", "/ws/v5/business"
             async with background(manager.run()):
                 await eventually(
@@ -485,7 +520,10 @@ def test_a_business_connection_closed_takes_no_turn_for_the_private_connection_s
                 await drain()
                 assert fake.by_path[private] == 1
                 assert not feed.waiting_for_opening_turn()
-                assert pacer.turns == 3 + fake.by_path["/ws/v5/public"]  # the mark hub's
+                # the private connection's one turn, its opening's (the pacer's count alone
+                # told nothing: a wasted private turn and an unpaced hub opening cancelled out)
+                assert feed._turns.get("private") == 1
+                assert feed._turns.get("business") == 2
 
     run(body(), timeout_s=90)
 
@@ -571,3 +609,142 @@ def test_the_mark_hub_s_public_openings_take_turns_in_the_same_pace() -> None:
                 assert fake.by_path[paths[0]] == 2 and pacer.turns == 6
 
     run(body(), timeout_s=90)
+
+
+OKX = get_spec("okx")
+
+
+def okx_openings() -> tuple[VirtualTime, IpBudget, OpeningPacer]:
+    """A virtual time, and OKX's budget and openings' pacer on it."""
+    time = VirtualTime()
+    budget = IpBudget.of(OKX.capabilities, "okx", time, time.sleep)
+    assert budget.openings is not None
+    return time, budget, budget.openings
+
+
+def test_the_mark_hub_s_opening_goes_ahead_of_a_storm_of_private_openings() -> None:
+    """The mark hub's public connection carries every account's marks: in a reconnect storm
+    of 200 OKX accounts (400 private openings queued, 2 a second) it takes the next place,
+    not the last (before: it waited 200 s behind them, every account without marks)."""
+
+    async def body() -> None:
+        time, budget, pacer = okx_openings()
+        shared: Any = SimpleNamespace(ip_budget=budget)
+        hub = MarkHub(
+            "okx marks", lambda h: None, OKX.adapter(), fast_backoff, time, time.sleep,
+            shared=shared,
+        )  # fmt: skip
+
+        async def account_opening() -> None:
+            (await pacer.turn()).ended()  # a fast handshake
+
+        accounts = [asyncio.create_task(account_opening()) for _ in range(400)]
+        await drain()
+        hub_turn = asyncio.create_task(hub._opening_turn(0))
+        await drain()
+        while not hub_turn.done() and time() < 300:  # bounded: 400 turns take 200 s
+            await time.advance_to(time() + 0.5)
+            await drain()
+        assert hub_turn.done() and time() <= 1.0
+        for account in accounts:
+            account.cancel()
+        await asyncio.gather(*accounts, return_exceptions=True)
+
+    run(body(), timeout_s=120)
+
+
+class _SymbolRefused(ccxt.BadSymbol):  # type: ignore[misc]  # ccxt is untyped
+    pass
+
+
+def test_a_mark_stream_failing_with_its_socket_open_takes_no_turn() -> None:
+    """A mark subscription refused (OKX 60018 "doesn't exist"), or a REST error before the
+    watch, leaves the hub's public socket open: its retries take no turn (before: each took
+    one, no socket opened to end it, and it held one of OKX's 2 places a second for 30 s).
+    A close of the socket takes one."""
+
+    async def body() -> None:
+        time, budget, pacer = okx_openings()
+        base: Any = OKX.adapter
+
+        class Adapter(base):  # type: ignore[misc,valid-type]
+            async def watch_mark(self, exchange: Any, symbol: str) -> Any:
+                if symbol == "BAD":
+                    raise _SymbolRefused("okx 60018 instrument doesn't exist")
+                await asyncio.Event().wait()  # the good symbol: its marks flow
+
+        async def share_markets(exchange: Any) -> None:
+            return None
+
+        shared: Any = SimpleNamespace(ip_budget=budget, share_markets=share_markets)
+        hub = MarkHub(
+            "okx marks", lambda h: object(), Adapter(), production_backoff, time, time.sleep,
+            shared=shared,
+        )  # fmt: skip
+        url = "wss://ws.okx.com:8443/ws/v5/public"
+        good = asyncio.create_task(hub._stream("GOOD"))
+        await drain()
+        hub.on_open(url)  # its one socket opened
+        assert pacer.turns == 1
+        bad = asyncio.create_task(hub._stream("BAD"))
+        for t in range(1, 121):  # two minutes of retries, 1 s x2 up to 60 s
+            await time.advance_to(float(t))
+            await drain()
+        assert pacer.turns == 1 and not pacer._open
+        hub.on_closed(url, False)  # the socket closed: the next retry opens it, in a turn
+        await time.advance_to(200.0)
+        await drain()
+        assert pacer.turns == 2
+        for task in (good, bad):
+            task.cancel()
+        await asyncio.gather(good, bad, return_exceptions=True)
+
+    run(body(), timeout_s=60)
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.closed: list[tuple[str, bool]] = []
+
+    def on_frame(self, message: object) -> None: ...
+    def on_malformed(self, kind: str, detail: str) -> None: ...
+    def on_open(self, url: str) -> None: ...
+    def on_closed(self, url: str, opening_failed: bool) -> None:
+        self.closed.append((url, opening_failed))
+
+
+class _NoUrls:
+    """No local exchange: the exchange's own URLs, never dialled."""
+
+    ccxt_options: ClassVar[dict[str, object]] = {}
+
+    def ccxt_urls(self) -> dict[str, object]:
+        return {}
+
+
+def test_a_dropped_socket_s_failed_dial_is_not_the_new_socket_s_opening() -> None:
+    """A socket alertd dropped while it dialled (drop_connection) whose dial then fails (a 429
+    at the handshake) is not told as a failed opening of its URL, whose new socket, in a newer
+    turn, is dialling (before: the feed ended the new socket's opening and took it for
+    failed). The drop itself is told, once, as a close."""
+
+    async def body() -> None:
+        keys = secrets("k", "s")
+        keys["password"] = Secret("p")
+        sink = _Sink()
+        exchange = make_exchange(account_config("a", "okx", _NoUrls()), keys, FAST, sink=sink)
+        url = "wss://ws.okx.com:8443/ws/v5/private"
+        try:
+            old = exchange.client(url)  # dialling (``connected`` not resolved)
+            await drop_connection(exchange, url, "stale")
+            new = exchange.client(url)  # the stream's next watch: a new socket
+            assert new is not old and exchange.clients[url] is new
+            old.on_error(ccxt.NetworkError("429 at the handshake"))  # ccxt's WsClient.open
+            assert (url, True) not in sink.closed
+            assert sink.closed == [(url, False)]  # the drop's
+            new.on_error(ccxt.NetworkError("429 at the handshake"))  # the current one's: told
+            assert sink.closed == [(url, False), (url, True)]
+        finally:
+            await exchange.close()
+
+    run(body(), timeout_s=30)

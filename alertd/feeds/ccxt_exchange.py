@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import copy
 import dataclasses
 import enum
@@ -160,6 +161,13 @@ def _bound(value: Any, exchange: object) -> Any:
     return value
 
 
+# whether the request this task is making is a public one (set by ``Guarded.fetch2`` for the
+# ``throttle`` it calls: ccxt's limiter is told the cost only, not the endpoint)
+_PUBLIC_REQUEST: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "alertd_public_request", default=False
+)
+
+
 def _guarded_class(exchange_id: str) -> type:
     if exchange_id in _classes:
         return _classes[exchange_id]
@@ -238,22 +246,26 @@ def _guarded_class(exchange_id: str) -> type:
             if budget is None or name != "public":
                 return await super().fetch2(path, api, method, *rest, **kw)
             await budget.resumed(public=True)
+            public = _PUBLIC_REQUEST.set(True)
             try:
                 return await super().fetch2(path, api, method, *rest, **kw)
             except ccxt.RateLimitExceeded as exc:
                 budget.public_refused(retry_after_of(exc))
                 raise
+            finally:
+                _PUBLIC_REQUEST.reset(public)
 
         async def throttle(self, cost: Any = None) -> Any:
             """ccxt's limiter, and the host's pause (a ban, a 429's Retry-After) before and
             after it: a request that waited its turn in the limiter while the pause began
-            waits for its end too."""
+            waits for its end too; a public one for the end of the host's public pause too
+            (begun by a 429 on another public request while it waited)."""
             budget = self.alertd_ip_budget
             if budget is not None:
                 await budget.resumed()
             result = await super().throttle(cost)
             if budget is not None:
-                await budget.resumed()
+                await budget.resumed(public=_PUBLIC_REQUEST.get())
             return result
 
         def handle_errors(
@@ -332,17 +344,28 @@ def _guarded_class(exchange_id: str) -> type:
             # ccxt resolves ``connected`` once the handshake succeeded, never on a failed one
             # (``WsClient.open``): an error before it is the opening's own
             dialling = not client.connected.done()
+            current = self._alertd_current(client)  # before ccxt forgets it
             super().on_error(client, error)
-            self._alertd_closed(client, dialling)
+            self._alertd_closed(client, dialling, current)
 
         def on_close(self, client: Any, error: Any) -> None:
             dialling = not client.connected.done()
+            current = self._alertd_current(client)
             super().on_close(client, error)
-            self._alertd_closed(client, dialling)
+            self._alertd_closed(client, dialling, current)
 
-        def _alertd_closed(self, client: Any, dialling: bool) -> None:
+        def _alertd_current(self, client: Any) -> bool:
+            """Whether ``client`` is the exchange's socket of its URL: not one alertd dropped
+            (drop_connection pops it, its streams' watches failed then), whose URL may have
+            a new socket dialling in a newer turn since."""
+            current: Any = (self.clients or {}).get(str(client.url))
+            return current is client
+
+        def _alertd_closed(self, client: Any, dialling: bool, current: bool) -> None:
             sink = self.alertd_sink
-            if sink is not None:
+            if sink is not None and current:
+                # a dropped socket's end (its dial failing late, a 429 at its handshake) is
+                # not the URL's: it would end the opening of the socket dialling now
                 sink.on_closed(str(client.url), dialling)
 
         def _alertd_opened(self, client: Any, connected: Any) -> None:
@@ -351,10 +374,8 @@ def _guarded_class(exchange_id: str) -> type:
                 return
             # a socket dropped while it dialled (drop_connection) opens outside
             # ``clients`` and is closed at once: not the opening in progress of its URL
-            url = str(client.url)
-            current: Any = (self.clients or {}).get(url)
-            if current is client:
-                sink.on_open(url)
+            if self._alertd_current(client):
+                sink.on_open(str(client.url))
 
     Guarded.__name__ = f"Guarded_{exchange_id}"
     _classes[exchange_id] = Guarded
@@ -458,7 +479,7 @@ class Opening:
 
 class OpeningPacer:
     """Turns to open a websocket on one exchange host from one IP, at most ``count`` in any
-    ``window_s``, in order of asking.
+    ``window_s``, in order of asking (a turn asked ``first`` ahead of the others).
 
     The exchange counts an opening when its handshake arrives, somewhere between the turn and
     the end of the attempt as alertd sees it; so each opening holds its place from its turn
@@ -487,6 +508,7 @@ class OpeningPacer:
         self._open: dict[Opening, None] = {}  # in progress, in order of their turns
         self._ended: list[float] = []  # when the openings of the last window ended
         self._waiters: collections.deque[asyncio.Future[Opening]] = collections.deque()
+        self._first: collections.deque[asyncio.Future[Opening]] = collections.deque()
         self._timer: asyncio.Task[None] | None = None
         self._timer_at = float("inf")
         self.turns = 0  # turns given, since the start
@@ -500,14 +522,20 @@ class OpeningPacer:
 
     def waiting(self) -> int:
         """How many wait for their turn."""
-        return sum(not w.done() for w in self._waiters)
+        return sum(not w.done() for w in (*self._first, *self._waiters))
 
-    async def turn(self) -> Opening:
-        """Wait for a turn to open one websocket; the caller ends the opening it got."""
-        if not any(not w.done() for w in self._waiters) and self._room(self._clock()):
+    async def turn(self, first: bool = False) -> Opening:
+        """Wait for a turn to open one websocket; the caller ends the opening it got.
+
+        ``first``: the next place, ahead of the turns queued without it (in order of asking
+        among those with it): a mark hub's public connection carries the marks of every
+        account on the host, so it does not wait behind a storm of private openings (200 OKX
+        accounts' 400 at 2 a second: 200 s without a mark for any of them)."""
+        ahead = self._first if first else (*self._first, *self._waiters)
+        if not any(not w.done() for w in ahead) and self._room(self._clock()):
             return self._give(self._clock())
         waiter: asyncio.Future[Opening] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        (self._first if first else self._waiters).append(waiter)
         self._arm()
         try:
             return await waiter
@@ -546,18 +574,21 @@ class OpeningPacer:
 
     def _dispatch(self) -> None:
         now = self._clock()
-        while self._waiters:
-            if self._waiters[0].done():  # cancelled while waiting
-                self._waiters.popleft()
-            elif self._room(now):
-                self._waiters.popleft().set_result(self._give(now))
-            else:
+        for queue in (self._first, self._waiters):
+            while queue:
+                if queue[0].done():  # cancelled while waiting
+                    queue.popleft()
+                elif self._room(now):
+                    queue.popleft().set_result(self._give(now))
+                else:
+                    break
+            if queue:  # no room left: the rest wait behind it
                 break
         self._arm()
 
     def _arm(self) -> None:
         """Wake the queue when its next place frees (sooner than the wake-up set, if any)."""
-        if not self._waiters:
+        if not self._waiters and not self._first:
             return
         at = self._next_room_at()
         if self._timer is not None and not self._timer.done():
@@ -1262,6 +1293,11 @@ async def drop_connection(
     client = (exchange.clients or {}).pop(url, None)
     if client is None:
         return
+    sink: FrameSink | None = getattr(exchange, "alertd_sink", None)
+    if sink is not None:
+        # its close, told now: no longer the exchange's socket of ``url``, its own close or
+        # failed dial later is not told (``Guarded._alertd_current``)
+        sink.on_closed(url, False)
     # its error set: ccxt takes the close that follows for ours, not the server's, and leaves
     # the exchange's client of the same URL alone (a watch may have opened a new one already)
     client.error = error(f"alertd: {reason}")

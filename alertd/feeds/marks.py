@@ -147,6 +147,10 @@ class MarkHub:
         self._turns = 0
         self._turn_lock = asyncio.Lock()
         self._opening: Opening | None = None
+        # its sockets' closes, and its turns at the last: a stream takes a turn after a close
+        # only (a refused symbol or a REST error leaves the socket open)
+        self._closes = 0
+        self._turns_at_close = 0
         self._wall = wall_clock
         # per symbol, while some rule reads price dynamics (a span of 0: none does)
         self.dynamics: dict[str, MarkWindow] = {}
@@ -320,7 +324,9 @@ class MarkHub:
         one was taken since the stream asking last lost it (``seen``: the turns then): the
         symbols' streams share the connection, the first to ask takes the one turn, at a start
         and after a drop (a reconnect storm of hubs stays within the exchange's cap, with the
-        accounts' private openings: OKX's 3 a second per IP count every websocket)."""
+        accounts' private openings: OKX's 3 a second per IP count every websocket). Its turn
+        is the next place, ahead of the accounts' queued ones: it carries every account's
+        marks."""
         pacer = self._shared.ip_budget.openings if self._shared is not None else None
         if pacer is None:
             return
@@ -328,7 +334,7 @@ class MarkHub:
             if self._turns > seen:
                 return
             self._opening_ended()
-            self._opening = await pacer.turn()
+            self._opening = await pacer.turn(first=True)
             self._turns += 1
 
     def _opening_ended(self) -> None:
@@ -342,7 +348,13 @@ class MarkHub:
             # beside the stream, not before it: a slow candle request delays no mark
             self._group.create_task(self._seed(symbol), name=f"seed {symbol}")
         seen = 0  # the connection's turns when this stream last lost it
+        closes = self._closes  # the connection's closes by its last watch
         while True:
+            if self._closes != closes:
+                # its socket closed since (as AccountFeed._loop): the next watch opens it
+                # again, in a turn unless one was taken since the close
+                closes = self._closes
+                seen = max(seen, self._turns_at_close)
             try:
                 exchange = self._exchange()
                 await load_markets(exchange, self._shared)
@@ -353,7 +365,6 @@ class MarkHub:
                 self.on_malformed(f"mark {symbol}: bad frame", str(exc))
                 continue
             except Exception as exc:
-                seen = self._turns
                 if not isinstance(exc, ccxt.BaseError):
                     log.exception("%s: mark stream %s failed unexpectedly", self.name, symbol)
                 delay = retry_delay(backoff, exc)
@@ -411,6 +422,8 @@ class MarkHub:
 
     def on_closed(self, url: str, opening_failed: bool) -> None:
         # every stream waiting on it fails and the first to watch again takes a turn
+        self._closes += 1
+        self._turns_at_close = self._turns
         if opening_failed:
             self._opening_ended()
 
