@@ -301,21 +301,29 @@ def wait_live(alertd: subprocess.Popen[bytes], log_path: Path, want: int, limit_
 # alertd.daemon.service's health line, once a minute: "health: N accounts, F fresh, S stale, L
 # not live (...)"; an account bootstrapped but still waiting for its turn to open its private
 # websocket (the per-IP openings' pace) is not live
-NOT_LIVE = re.compile(r" health: \d+ accounts, \d+ fresh, \d+ stale.*?, (\d+) not live")
+# the health line's counts (alertd.daemon.service): stale and not live
+HEALTH_COUNTS = re.compile(r" health: \d+ accounts?, \d+ fresh, (\d+) stale.*?, (\d+) not live")
+
+
+def all_live(log: str) -> bool:
+    """Whether the log's last health line says every account streams: none not live and
+    none stale. An account whose private stream never came up after its bootstrap (a login
+    refused: measure12's 19 blind Bybit accounts) is counted stale, never not live."""
+    found = HEALTH_COUNTS.findall(log)
+    return bool(found) and found[-1] == ("0", "0")
 
 
 def wait_streaming(alertd: subprocess.Popen[bytes], log_path: Path, limit_s: float) -> float:
-    """Seconds from now until a health line says no account is not live (inf past limit):
-    bootstrapped is not live while the account waits for its turn to open its private
-    websocket (``--ws-cap``); the health line comes once a minute, so this is late by up to
-    one (the local exchange's log of openings dates the last one)."""
+    """Seconds from now until a health line says every account streams (:func:`all_live`;
+    inf past limit): bootstrapped is not live while the account waits for its turn to open
+    its private websocket (``--ws-cap``); the health line comes once a minute, so this is
+    late by up to one (the local exchange's log of openings dates the last one)."""
     start = time.monotonic()
     while time.monotonic() - start < limit_s:
         if alertd.poll() is not None:
             print(log_path.read_text()[-3000:])
             raise SystemExit("alertd exited while going live")
-        found = NOT_LIVE.findall(log_path.read_text())
-        if found and found[-1] == "0":
+        if all_live(log_path.read_text()):
             return time.monotonic() - start
         time.sleep(1.0)
     return float("inf")

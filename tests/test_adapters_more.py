@@ -56,6 +56,7 @@ from alertd.feeds.state import (
 
 from .support import snapshots as snaps
 from .support.aio import run
+from .support.hostile import HOSTILE_NUMBERS
 
 D = Decimal
 
@@ -1155,16 +1156,6 @@ def test_a_bybit_adapter_s_hostile_settle_row_fails_its_collateral_read_by_name(
             await adapter.fetch_collateral(exchange)
 
     run(body(), timeout_s=30)
-
-
-# a coin row's usdValue and equity as a hostile or broken answer could give them: Decimal's
-# extremes, signs, zero, text that is no number, nothing; and plain values
-HOSTILE_NUMBERS = st.one_of(
-    st.sampled_from(["0", "-0", "1e-999999", "1e999999", "-1e-999999", "9e999998", "1E+5",
-                     "NaN", "Infinity", "-Infinity", "", "abc", "0.00000001", "1", "0.5"]),
-    st.decimals(allow_nan=False, allow_infinity=False).map(str),
-    st.none(),
-)  # fmt: skip
 
 
 @settings(max_examples=300, deadline=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Set
 from decimal import Decimal
@@ -223,7 +224,9 @@ class _IndexRecorder:
             raise RuntimeError("a follower's bug")
 
 
-def _index_stream(clock: list[float]) -> AssetIndexStream:
+def _index_stream(
+    clock: list[float], adapter: BinanceUSDMAdapter | None = None
+) -> AssetIndexStream:
     async def no_exchange() -> None:
         return None
 
@@ -233,7 +236,7 @@ def _index_stream(clock: list[float]) -> AssetIndexStream:
     return AssetIndexStream(
         "binanceusdm asset index",
         no_exchange,
-        BinanceUSDMAdapter(),
+        adapter or BinanceUSDMAdapter(),
         Backoff,
         lambda: clock[0],
         no_sleep,
@@ -418,3 +421,88 @@ def test_a_shared_read_is_read_once_per_interval_and_kept_through_a_failure(
     assert reads == ["ok", "failed", "failed", "ok"]
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rates:")]
     assert len(said) == 2 and "cannot be read" in said[0] and "read again" in said[1], said
+
+
+class _FrameCounter(_IndexRecorder):
+    """A follower that also counts the frames it is not handed rows of."""
+
+    frames = 0
+
+    def on_index_frame(self, now: float) -> None:
+        self.frames += 1
+
+
+class _IndexAnswer(BinanceUSDMAdapter):
+    """Binance's adapter whose REST read of the index answers ``events`` (the stream's
+    fields, checked as a frame's), counting the reads."""
+
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.events = events
+        self.reads = 0
+
+    async def fetch_asset_index(self, exchange: Any) -> tuple[list[dict[str, Any]], list[str]]:
+        self.reads += 1
+        return streamed_index_rows(self.events)
+
+
+async def _settle() -> None:
+    """Let the stream's waiting tasks (its read for expired rows) run."""
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+def test_a_row_a_rest_read_lets_expire_asks_no_second_read() -> None:
+    """USDCUSD no longer in REST's answer (delisted), its last good frame long ago: it
+    expires at the periodic read that lacks it, which asks no second read at once (before:
+    the expiry asked one, which could only lack it again: weight 10 wasted, rv idx12 probe);
+    a frame's expiry still does (test_feeds_binance, the expired row read at once)."""
+
+    async def body() -> None:
+        clock = [0.0]
+        adapter = _IndexAnswer([_USDT_EVENT])
+        stream = _index_stream(clock, adapter)
+        stream.follow(_FrameCounter(), {"USDTUSD", "USDCUSD"})
+        stream.deliver(streamed_index_rows([_USDT_EVENT, _USDC_EVENT])[0])
+        clock[0] = 100.0
+        stream.deliver(streamed_index_rows([_USDT_EVENT])[0])  # frames go on without USDC
+        expired_reads = asyncio.ensure_future(stream._read_expired())
+        try:
+            await stream._poll()  # the periodic read: it lacks USDCUSD
+            await _settle()
+        finally:
+            expired_reads.cancel()
+        assert "USDCUSD" in stream._expired(clock[0])
+        assert (adapter.reads, stream.expiry_reads) == (1, 0)
+
+    run(body(), timeout_s=10)
+
+
+def test_a_row_no_account_holds_expires_once_without_a_rest_read(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """USDCUSD malformed in every frame (REST has it good), held by no follower: its expiry
+    is said once and asks no REST read (before: the read brought it back, it expired again
+    ``stale_after_s`` later, a read and two log lines every 31 s forever, rv idx12 probe)."""
+
+    async def body() -> None:
+        clock = [0.0]
+        adapter = _IndexAnswer([_USDT_EVENT, _USDC_EVENT])
+        stream = _index_stream(clock, adapter)
+        stream.follow(_FrameCounter(), {"USDTUSD"})
+        stream.deliver(streamed_index_rows([_USDT_EVENT, _USDC_EVENT])[0])
+        expired_reads = asyncio.ensure_future(stream._read_expired())
+        try:
+            for second in range(1, 301):  # 5 minutes of frames, USDCUSD malformed in each
+                clock[0] = float(second)
+                stream.deliver(streamed_index_rows([_USDT_EVENT])[0], rejected={"USDCUSD"})
+                await _settle()
+        finally:
+            expired_reads.cancel()
+        assert (adapter.reads, stream.expiry_reads) == (0, 0)
+
+    with caplog.at_level(logging.INFO, logger="alertd.feeds.rates"):
+        run(body(), timeout_s=30)
+    said = [r.getMessage() for r in caplog.records if r.name == "alertd.feeds.rates"]
+    assert len(said) == 1 and "no good USDCUSD row in 30s" in said[0], said
+    assert "reading the index over REST" not in said[0]

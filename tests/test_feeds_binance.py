@@ -13,12 +13,14 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from alertd.config import Config
 from alertd.engine.margin import compute
 from alertd.engine.model import MarginMode, Side
+from alertd.feeds.ccxt_exchange import make_exchange
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.manager import FeedManager
 from alertd.feeds.state import Stream
@@ -779,16 +781,25 @@ def test_a_half_dead_asset_index_connection_does_not_hold_its_rest_read() -> Non
     never answers the CLOSE of its renewal): the rates are still read over REST within a few
     ``stale_after_s`` (before: the renewal in front of the REST read waited out aiohttp's 10 s
     for the CLOSE reply, every REST fallback 10 s late, the stale rates kept meanwhile), and
-    while that renewal still waits for its CLOSE reply (``CLOSE_REPLY_WAIT_S``): it runs in a
-    task of its own beside the read (before: in front of it, the read a second late); it then
-    completes, the index subscribed again. The reconciles are hourly: the stream's own REST
-    read is the only one."""
+    while that renewal still waits for its CLOSE reply: it runs in a task of its own beside
+    the read (before: in front of it, the read a second late). The renewal waits for the
+    reply until the connection answers (the exchange's wait passed in far longer than the
+    test), so the order does not hang on a wall clock: once the path is back, it completes,
+    the index subscribed again. The reconciles are hourly: the stream's own REST read is the
+    only one."""
+
+    def patient(*args: Any, **kwargs: Any) -> Any:
+        exchange = make_exchange(*args, **kwargs)
+        exchange.alertd_close_reply_wait_s = 3600.0  # until the fake answers the CLOSE
+        return exchange
+
+    options = dataclasses.replace(FAST_OPTIONS, exchange_factory=patient)
 
     async def body() -> None:
         async with usdc_multi_assets_account() as fake:
             hourly = FAST.model_copy(update={"reconcile_interval_s": 3600})
             config = account_config("a", "binanceusdm", fake)
-            feed = AccountFeed(config, secrets("key-a", "secret-a"), hourly, FAST_OPTIONS)
+            feed = AccountFeed(config, secrets("key-a", "secret-a"), hourly, options)
             async with streaming(feed):
                 state = feed.state
                 await eventually(lambda: state.rates_streamed, what="the stream's first frame")
@@ -803,7 +814,9 @@ def test_a_half_dead_asset_index_connection_does_not_hold_its_rest_read() -> Non
                     what="USDC's rates over REST, well before aiohttp's 10 s close timeout",
                     timeout_s=6,
                 )
-                assert rates.renewals == renewals  # its renewal still waits for the CLOSE reply
+                # its renewal still waits for the CLOSE reply, which no answer has come to
+                assert rates.renewing and rates.renewals == renewals
+                fake.unstall_connections()
                 await eventually(lambda: rates.renewals > renewals, what="the renewal done")
 
     run(body())

@@ -31,7 +31,8 @@ from hypothesis import strategies as st
 
 from alertd.config import load_config
 from alertd.daemon.service import SNAPSHOT_MARKS_SAVED_EVERY_S, Service
-from alertd.engine.model import MarginMode, Side
+from alertd.engine.collateral import Collateral, CollateralRatio, ConversionRates, SettleTerms
+from alertd.engine.model import MarginAsset, MarginMode, Side
 from alertd.engine.stops import StopKind, StopOrder, Trigger
 from alertd.engine.tiers import TierBasis
 from alertd.feeds.feed import AccountFeed, Change
@@ -449,6 +450,39 @@ def _fields_read(state: AccountState, call: Callable[[AccountState], object]) ->
     return read & {f.name for f in fields(AccountState)}
 
 
+def _every_branch(state: AccountState) -> AccountState:
+    """A copy of a filled ``state`` that takes every branch of to_account: an isolated
+    position with the exchange's liquidation price (its margin implied), the wallet holding
+    it, collateral priced over a mark, a margin asset on a line of its own, and (where the
+    mode keeps each settle coin apart) a position in a pool of another settle coin."""
+    out = copy.copy(state)
+    out.positions = dict(state.positions)
+    out.markets, out.tiers, out.marks = dict(state.markets), dict(state.tiers), dict(state.marks)
+    out.pool_wallets = dict(state.pool_wallets)
+    (symbol, side), held = next(iter(state.positions.items()))
+    liquidation = held.entry_price / 2 if side is Side.LONG else held.entry_price * 2
+    out.positions[symbol, side] = replace(
+        held,
+        margin_mode=MarginMode.ISOLATED,
+        isolated_margin=held.entry_price * held.contracts,
+        exchange_liquidation_price=liquidation,
+    )
+    out.wallet_includes_isolated = True
+    ratio = CollateralRatio.flat(Decimal("0.9"))
+    coin = Collateral("ETH", Decimal(1), Decimal(3000), ratio, symbol, price_over_mark=Decimal(1))
+    out.collateral = (*state.collateral, coin)
+    rates = ConversionRates(Decimal("0.999"), Decimal("1.001"))
+    line = MarginAsset("FDUSD", Decimal(10), SettleTerms.of(None, Decimal(0), ratio, rates))
+    out.margin_assets = (*state.margin_assets, line)
+    if not state.pools_settle_coins:
+        other = f"{symbol}-OTHER"
+        out.markets[other] = replace(state.markets[symbol], symbol=other, settle="OTHERUSD")
+        out.tiers[other], out.marks[other] = state.tiers[symbol], state.marks[symbol]
+        out.positions[other, Side.LONG] = replace(held, symbol=other, side=Side.LONG)
+        out.pool_wallets["OTHERUSD"] = Decimal(1000)
+    return out
+
+
 def test_holdings_hold_every_field_the_account_is_built_from_but_its_marks(
     tmp_path: Path,
 ) -> None:
@@ -462,10 +496,11 @@ def test_holdings_hold_every_field_the_account_is_built_from_but_its_marks(
     service = start_filled_to_save(tmp_path, names, ManualClock(100.0))
     assert service.manager is not None and service.store is not None
     for feed in service.manager.feeds.values():
-        built_from = _fields_read(feed.state, lambda state: state.to_account())
-        assert {"positions", "wallet_balance", "tiers"} <= built_from  # it records
-        held = _fields_read(feed.state, lambda state: state.holdings())
-        assert built_from - held - SET_AT_START == {"marks"}, feed.config.exchange
+        for filled in (feed.state, _every_branch(feed.state)):
+            built_from = _fields_read(filled, lambda state: state.to_account())
+            assert {"positions", "wallet_balance", "tiers"} <= built_from  # it records
+            held = _fields_read(filled, lambda state: state.holdings())
+            assert built_from - held - SET_AT_START == {"marks"}, feed.config.exchange
     service.store.close()
 
 

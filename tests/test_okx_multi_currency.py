@@ -8,14 +8,18 @@ adjEq, mmr, mgnRatio and liquidation prices by OKX's documented rules
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alertd.config import Config, Secret
+from alertd.engine.collateral import CollateralRatio
 from alertd.engine.margin import compute
 from alertd.engine.model import Side
 from alertd.errors import SnapshotError
@@ -40,6 +44,7 @@ from .support.feeds import (
     fast_backoff,
     streaming,
 )
+from .support.hostile import HOSTILE_NUMBERS
 from .support.poll import eventually
 
 D = Decimal
@@ -589,3 +594,53 @@ def test_a_coin_s_mark_is_read_once_for_every_account_holding_it() -> None:
                 assert reads() == 2
 
     run(body(), timeout_s=120)
+
+
+# a hostile "Get balance" answer (rv fixrev probe): a settle row valued at 1e-999999 USD, a
+# row whose eq is 1e-999999 (a price of 1E+999999 per coin), and two prices each in range whose
+# quotient (the coin's price in the settle currency) is not
+HOSTILE_ROWS = [
+    ([{"ccy": "USDT", "eq": "1", "eqUsd": "1e-999999"}, {"ccy": "BTC", "eq": "1", "eqUsd": "6e4"}],
+     "USDT eqUsd over its eq"),
+    ([{"ccy": "USDT", "eq": "1", "eqUsd": "1e-400000"},
+      {"ccy": "BTC", "eq": "1", "eqUsd": "1e400000"}], "BTC eqUsd over the USDT one's"),
+    ([{"ccy": "USDT", "eq": "1", "eqUsd": "1"}, {"ccy": "BTC", "eq": "1e-999999", "eqUsd": "1"}],
+     "BTC eqUsd over its eq"),
+    ([{"ccy": "USDT", "eq": "1e-999999", "eqUsd": "1"}], "USDT eqUsd over its eq"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("rows", "named"), HOSTILE_ROWS)
+def test_a_pool_price_out_of_range_is_a_frame_error_naming_the_row(
+    rows: list[dict[str, Any]], named: str
+) -> None:
+    """A USD value over an equity, or over the settle currency's USD price, out of Decimal's
+    range is refused naming the row, never decimal.Overflow nor a price of 1E+999999."""
+    ratios = {c: CollateralRatio.flat(D("0.98")) for c in ("BTC", "USDT")}
+    with pytest.raises(FrameError, match=f"account/balance: the {named}"):
+        okx.multi_currency_pool({"details": rows}, ratios, "USDT", {})
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(st.tuples(HOSTILE_NUMBERS, HOSTILE_NUMBERS), min_size=3, max_size=3),
+    present=st.lists(st.booleans(), min_size=3, max_size=3),
+)
+def test_an_okx_pool_s_values_give_coins_or_a_frame_error_never_a_crash(
+    values: list[tuple[str | None, str | None]], present: list[bool]
+) -> None:
+    """Whatever eq and eqUsd the USDT, BTC and ETH rows give, the pool is read or refused with
+    a FrameError (the snapshot's error, named), never another exception; every price it keeps
+    can be multiplied by an amount of its size."""
+    rows = [
+        {"ccy": ccy, "eq": eq, "eqUsd": usd}
+        for ccy, (eq, usd), kept in zip(("USDT", "BTC", "ETH"), values, present, strict=True)
+        if kept
+    ]
+    ratios = {c: CollateralRatio.flat(D("0.9")) for c in ("USDT", "BTC", "ETH")}
+    tiers = okx.borrowing_tiers(DOCS_USDC_BORROWING, "USDC")
+    borrowing = {c: tiers for c in ("USDT", "BTC", "ETH") if tiers is not None}
+    with contextlib.suppress(FrameError):
+        pool = okx.multi_currency_pool({"details": rows}, ratios, "USDT", {}, borrowing)
+        for coin in pool.coins:
+            assert coin.price * coin.price is not None

@@ -50,6 +50,7 @@ from alertd.feeds.ccxt_exchange import (
     OpeningPacer,
     RestSlots,
     SharedExchange,
+    _guarded_class,
     make_exchange,
     new_ssl_context,
 )
@@ -552,6 +553,31 @@ def test_accounts_of_one_exchange_are_built_from_one_description(exchange_id: st
     finally:
         run(plain.close(), timeout_s=10)
         for exchange in made:
+            run(exchange.close(), timeout_s=10)
+
+
+@pytest.mark.parametrize("exchange_id", LIVE_EXCHANGES)
+def test_a_guarded_object_built_without_make_exchange_has_the_exchange_s_tables(
+    exchange_id: str,
+) -> None:
+    """Every guarded object, built by make_exchange or straight from its class (as a test
+    does), has the endpoint and error tables its shared description leaves out: an
+    exchange's error answer is ccxt's mapped error, not a KeyError of an empty table."""
+    plain = getattr(ccxtpro, exchange_id)({})
+    made = [_guarded_class(exchange_id)({}) for _ in range(2)]
+    try:
+        for exchange in made:
+            assert exchange.api == plain.api and exchange.exceptions == plain.exceptions
+        if exchange_id == "bybit":  # "API key is invalid." (Bybit v5 error codes: 10003)
+            body = '{"retCode":10003,"retMsg":"API key is invalid.","result":{},"time":1}'
+            url = "https://api.bybit.com/v5/account/wallet-balance"
+            for exchange in made:
+                with pytest.raises(ccxt.AuthenticationError):
+                    exchange.handle_errors(
+                        200, "OK", url, "GET", {}, body, exchange.parse_json(body), {}, None
+                    )
+    finally:
+        for exchange in (plain, *made):
             run(exchange.close(), timeout_s=10)
 
 

@@ -41,6 +41,7 @@ from alertd.engine.tiers import TierTable, TierTableError
 from alertd.exchanges.common import (
     AdlScale,
     closed_both_sides,
+    over_settle,
     risk_tiers,
     taker_fee_rates,
     usd_pool_coin,
@@ -206,19 +207,6 @@ def settle_usd(coins: list[dict[str, Any]], settle: str) -> Decimal:
     the settle coin; every price over it keeps the ratio the same."""
     rows = (r for r in coins if r.get("coin") == settle)
     return next((usd_per_coin(r, LINE_MIN_EQUITY) for r in rows), None) or Decimal(1)
-
-
-def over_settle(usd: Decimal, over: Decimal, coin: str, settle: str) -> Decimal:
-    """``coin``'s USD value per coin ``usd`` over the settle coin's ``over``: every price of
-    the pool is one. A quotient out of Decimal's range (a hostile settle row: ``usdValue``
-    1e-999999 at equity 1) is a :class:`FrameError` naming both coins, never
-    ``decimal.Overflow`` out of every snapshot of the account."""
-    try:
-        return usd / over
-    except ArithmeticError:
-        raise FrameError(
-            f"wallet-balance: the {coin} usdValue over the {settle} one's is out of range"
-        ) from None
 
 
 def line_rates(

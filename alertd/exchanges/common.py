@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, Subnormal, Underflow, localcontext
 from typing import Any, Protocol
 
 from alertd.engine.collateral import Collateral, CollateralRatio, SettleTerms
@@ -168,6 +168,40 @@ def taker_fee_rates(
     return out
 
 
+def price_quotient(numerator: Decimal, denominator: Decimal, what: str) -> Decimal:
+    """``numerator / denominator``, a price read from an exchange's row (a USD value over an
+    amount, or over the settle coin's USD price). A quotient out of range is a
+    :class:`FrameError` naming ``what`` (the row and its fields), never ``decimal.Overflow``
+    out of every snapshot of the account: one the division itself cannot hold (a hostile row's
+    exponents: ``eqUsd`` 1e-999999 at ``eq`` 1), and one whose square leaves Decimal's normal
+    range (``eq`` 1e-999999 gives a price of 1E+999999, which the engine, multiplying prices
+    by amounts and rates of like size, would overflow on later)."""
+    try:
+        with localcontext() as ctx:
+            ctx.traps[Underflow] = ctx.traps[Subnormal] = True
+            price = numerator / denominator
+            if price:
+                price * price
+                1 / (price * price)
+    except ArithmeticError:
+        raise FrameError(f"{what} is out of range ({numerator} / {denominator})") from None
+    return price
+
+
+def over_settle(
+    usd: Decimal,
+    over: Decimal,
+    coin: str,
+    settle: str,
+    source: str = "wallet-balance",
+    field: str = "usdValue",
+) -> Decimal:
+    """``coin``'s USD value per coin ``usd`` over the settle coin's ``over``: every price of a
+    pool the exchange values in USD is one. Out of range (a hostile settle row: its USD value
+    1e-999999 at equity 1): a :class:`FrameError` naming both coins' rows in ``source``."""
+    return price_quotient(usd, over, f"{source}: the {coin} {field} over the {settle} one's")
+
+
 def usd_pool_coin(
     coin: str,
     amount: Decimal,
@@ -176,14 +210,17 @@ def usd_pool_coin(
     ratio: CollateralRatio,
     settle: str,
     markets: Mapping[str, Any],
+    source: str = "wallet-balance",
+    field: str = "usdValue",
 ) -> Collateral:
     """A coin of a pool the exchange values in USD (Bybit's unified account, OKX's
     multi-currency margin), priced in the pool's settle coin (its USD price over the settle
-    coin's: the ratio is the same), moving with its perpetual's mark where one is listed."""
+    coin's: the ratio is the same), moving with its perpetual's mark where one is listed.
+    A price out of range is a :class:`FrameError` naming the rows (:func:`over_settle`)."""
     return Collateral(
         asset=coin,
         amount=amount,
-        price=usd_price / settle_usd,
+        price=over_settle(usd_price, settle_usd, coin, settle, source, field),
         ratio=ratio,
         price_symbol=coin_price_symbol(coin, settle, markets),
     )

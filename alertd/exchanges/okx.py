@@ -84,6 +84,7 @@ from alertd.exchanges.common import (
     ComputedPoolReads,
     closed_both_sides,
     first_row_mark,
+    price_quotient,
     side_of,
     signed_position,
     ticker_mark,
@@ -242,6 +243,10 @@ class CurrencyPool:
     settle_terms: SettleTerms | None = None
 
 
+# "Get balance" (GET /api/v5/account/balance): the rows a pool's figures are read from
+BALANCE = "account/balance"
+
+
 def _cross_equity(detail: dict[str, Any], ccy: str) -> Decimal:
     """A currency's equity in the cross pool: its equity less its isolated positions'."""
     eq = dec(detail.get("eq") or "0", f"{ccy} eq")
@@ -279,8 +284,15 @@ def multi_currency_pool(
     not_reproduced: list[str] = []
 
     def usd_price(detail: dict[str, Any]) -> Decimal | None:
+        # out of range (a hostile row's exponents) a FrameError naming the row's fields
         eq, usd = dec_or_none(detail.get("eq")), dec_or_none(detail.get("eqUsd"))
-        return usd / eq if eq is not None and usd is not None else None
+        if eq is None or usd is None:
+            return None
+        return price_quotient(usd, eq, f"{BALANCE}: the {detail.get('ccy')} eqUsd over its eq")
+
+    def in_settle(value: Decimal | None, field: str) -> Decimal | None:
+        what = f"{BALANCE}: {field} over the {settle} USD price"
+        return price_quotient(value, settle_usd, what) if value is not None else None
 
     settle_row = details.get(settle) or {}
     # with no settle equity to price it, the pool is counted in USD: the ratio, liquidation
@@ -311,8 +323,9 @@ def multi_currency_pool(
                 missing = "a USD value (eqUsd)" if tiers is not None else "borrowing tiers"
                 not_reproduced.append(f"a {ccy} liability with no {missing}")
                 continue
+            flat = CollateralRatio.flat(Decimal(1))
             coin = usd_pool_coin(
-                ccy, amount, price, settle_usd, CollateralRatio.flat(Decimal(1)), settle, markets
+                ccy, amount, price, settle_usd, flat, settle, markets, BALANCE, "eqUsd"
             )
             coins.append(dataclasses.replace(coin, liability_tiers=tiers))
             continue
@@ -324,12 +337,15 @@ def multi_currency_pool(
             missing = "a USD value (eqUsd)" if ratio is not None else "discount tiers"
             not_reproduced.append(f"{ccy} held with no {missing}")
             continue
-        coins.append(usd_pool_coin(ccy, amount, price, settle_usd, ratio, settle, markets))
+        coin = usd_pool_coin(
+            ccy, amount, price, settle_usd, ratio, settle, markets, BALANCE, "eqUsd"
+        )
+        coins.append(coin)
     mgn_ratio = dec_or_none(account.get("mgnRatio"))
     adj_eq, mmr = dec_or_none(account.get("adjEq")), dec_or_none(account.get("mmr"))
     reported = ReportedAccount(
-        mmr / settle_usd if mmr is not None else None,
-        adj_eq / settle_usd if adj_eq is not None else None,
+        in_settle(mmr, "mmr"),
+        in_settle(adj_eq, "adjEq"),
         # OKX's mgnRatio is adjEq / (mmr + liquidation fee): alertd's ratio is its reciprocal
         1 / mgn_ratio if mgn_ratio else None,
     )

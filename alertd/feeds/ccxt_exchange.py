@@ -186,6 +186,12 @@ def _guarded_class(exchange_id: str) -> type:
 
         alertd_described = _Described()
 
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            # every object gets the endpoint and error tables its description left out (an
+            # object built without make_exchange too: ccxt maps an error with ``exceptions``)
+            super().__init__(*args, **kwargs)
+            self.alertd_described.share_tables(self)
+
         def describe(self) -> Any:
             """ccxt's description of the exchange, built once (:class:`_Described`)."""
             return self.alertd_described.copy_for(self, super().describe)
@@ -211,6 +217,9 @@ def _guarded_class(exchange_id: str) -> type:
         alertd_ip_budget: IpBudget | None = None
         # alone (no shared pool), the address its own session's connections leave from
         alertd_source_address: str | None = None
+        # how long a socket it drops waits for the peer's CLOSE reply (a test that must see
+        # what happens while a drop still waits passes a longer one in its exchange factory)
+        alertd_close_reply_wait_s: float = CLOSE_REPLY_WAIT_S
 
         def open(self, lazy: bool = False) -> Any:
             """ccxt's own session, bound to the source address where one is configured
@@ -1126,7 +1135,6 @@ def make_exchange(
         params["session"] = shared.session()
         params["ssl_context"] = shared.ssl_context
     exchange = _guarded_class(account.exchange)(params)
-    exchange.alertd_described.share_tables(exchange)
     exchange.alertd_sink = sink
     if shared is not None:
         shared.adopt(exchange)
@@ -1302,26 +1310,27 @@ async def drop_connection(
     # the exchange's client of the same URL alone (a watch may have opened a new one already)
     client.error = error(f"alertd: {reason}")
     client.reject(client.error)
+    wait_s = getattr(exchange, "alertd_close_reply_wait_s", CLOSE_REPLY_WAIT_S)
     if not client.connected.done():
         # still dialling: there is no socket to close yet; once the dial completes ccxt
         # subscribes on it, and it would live on outside exchange.clients, never closed
-        client.connected.add_done_callback(lambda _: _close_late(client, url))
+        client.connected.add_done_callback(lambda _: _close_late(client, url, wait_s))
         return
-    await _close(client, url)
+    await _close(client, url, wait_s)
 
 
-def _close_late(client: Any, url: str) -> None:
-    task = asyncio.ensure_future(_close(client, url))
+def _close_late(client: Any, url: str, wait_s: float) -> None:
+    task = asyncio.ensure_future(_close(client, url, wait_s))
     _late_closes.add(task)
     task.add_done_callback(_late_closes.discard)
 
 
-async def _close(client: Any, url: str) -> None:
+async def _close(client: Any, url: str, wait_s: float) -> None:
     try:
         # cancelled in its wait for the reply, aiohttp closes the transport all the same
-        await asyncio.wait_for(client.close(), CLOSE_REPLY_WAIT_S)
+        await asyncio.wait_for(client.close(), wait_s)
     except TimeoutError:
-        log.debug("closing %s: no CLOSE reply in %.0fs, closed without", url, CLOSE_REPLY_WAIT_S)
+        log.debug("closing %s: no CLOSE reply in %.0fs, closed without", url, wait_s)
     except Exception as exc:
         log.debug("closing %s: %s", url, exc)
 

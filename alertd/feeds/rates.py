@@ -361,9 +361,13 @@ class AssetIndexStream:
         expired = self._expired(now)
         # the rows that expired with this delivery, or came back: their holders told
         moved = changed | (expired.keys() ^ self._expired_said)
-        if expired.keys() - self._expired_said:
-            self._read_soon.set()  # a REST read at once, not at the next reconcile
-        self._say_expired(expired)
+        # a REST read at once, not at the next reconcile, for a row a frame let expire that an
+        # account counts at: a read's own expiry (a row it lacks) a second read would lack
+        # again, and an unheld row's read would only bring it back to expire again
+        reading = streamed and any(self._held(s) for s in expired.keys() - self._expired_said)
+        if reading:
+            self._read_soon.set()
+        self._say_expired(expired, reading)
         # an expired row is handed to none: each follower keeps the rates it last gave
         standing = {s: row for s, row in self.rows.items() if s not in expired}
         # the holders of a row it moved (and those not served yet), not every follower: the
@@ -384,15 +388,21 @@ class AssetIndexStream:
             else:
                 self._failing.discard((follower, _INDEX))
 
-    def _say_expired(self, expired: Mapping[str, float]) -> None:
-        """Each row's expiry logged once for the stream, and its return."""
+    def _held(self, symbol: str) -> bool:
+        """Whether an account counts at ``symbol``'s row (or at every row)."""
+        return bool(self._holders.get(symbol) or self._holders.get(EVERY_ROW))
+
+    def _say_expired(self, expired: Mapping[str, float], reading: bool) -> None:
+        """Each row's expiry logged once for the stream (``reading``: with a REST read asked
+        now), and its return."""
         for symbol in sorted(expired.keys() - self._expired_said):
             log.warning(
                 "%s: no good %s row in %.0fs (rejected since): its accounts keep its last good "
-                "rates, named stale, until one comes; reading the index over REST now",
+                "rates, named stale, until one comes%s",
                 self.name,
                 symbol,
                 self.stale_after_s,
+                "; reading the index over REST now" if reading and self._held(symbol) else "",
             )
         for symbol in sorted(self._expired_said - expired.keys()):
             log.info("%s: %s row good again: the rates follow it", self.name, symbol)

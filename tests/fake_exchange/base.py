@@ -308,6 +308,7 @@ class WsConnection:
         self.streams: set[str] = set()  # stream names or topics, in the exchange's spelling
         self.owner: str | None = None  # API key of an authenticated private connection
         self.live = True  # False once the exchange stopped sending on it (an expired key)
+        self.stalled = False  # half-dead (:meth:`stall`)
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._sender = asyncio.get_running_loop().create_task(self._send_loop())
 
@@ -342,9 +343,18 @@ class WsConnection:
         frames, pings and CLOSE go unanswered) and nothing sent, as when a path between the
         two fails without either end closing."""
         self._sender.cancel()
+        self.stalled = True
         transport = self.request.transport
         if transport is not None:
             transport.pause_reading()
+
+    def unstall(self) -> None:
+        """Reading again (sending nothing still): a CLOSE the client sent meanwhile is read and
+        answered, as when the path comes back."""
+        self.stalled = False
+        transport = self.request.transport
+        if transport is not None:
+            transport.resume_reading()
 
     async def close(self, code: int) -> None:
         self._sender.cancel()
@@ -1056,6 +1066,14 @@ class FakeExchangeServer(Generic[A, C]):
         client that closes it waits for a CLOSE reply that never comes."""
         for conn in self._subscribers(stream):
             conn.stall()
+
+    @scripted
+    def unstall_connections(self) -> None:
+        """Every half-dead connection reads again (``WsConnection.unstall``): a client still
+        waiting for its CLOSE reply gets it."""
+        for conn in self._connections:
+            if conn.stalled:
+                conn.unstall()
 
     @scripted
     def stop_answering_pings(self, stop: bool = True) -> None:
