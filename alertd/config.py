@@ -153,6 +153,13 @@ def ip_literal(value: str) -> str:
         ) from None
     if address.is_unspecified or address.is_multicast:
         raise ValueError(f"{address} is not an address a connection can be sent from")
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    if mapped is not None:
+        # it binds, but an AF_INET6 socket bound to it reaches no IPv4 host (and no IPv6
+        # one): every request would fail, retried forever
+        raise ValueError(
+            f"{address} is an IPv4-mapped IPv6 address, which reaches no host: write {mapped}"
+        )
     return str(address)
 
 
@@ -865,6 +872,34 @@ def config_warnings(config: Config) -> list[str]:
             out.append(
                 f"builtin_rules.stops.accounts[{k}]: no account named {short(name)}"
                 f"{did_you_mean(name, names)}: the stop rules watch nothing there"
+            )
+    return out + _default_route_warnings(config)
+
+
+def _default_route_warnings(config: Config) -> list[str]:
+    """One line per exchange whose enabled accounts mix a ``source_address`` with none (and
+    no ``feeds.source_addresses``): those without one leave from the machine's default
+    address, which alertd does not resolve; where a named one is that very address (a key
+    whitelisted for the VPS's only IP), one IP gets two per-IP budgets, together twice the
+    exchange's limit: a ban (docs/scaling.md, "Several source addresses")."""
+    if config.feeds.source_addresses:
+        return []
+    out = []
+    enabled = [(i, a) for i, a in enumerate(config.accounts) if a.enabled]
+    for exchange in sorted({a.exchange for _, a in enabled}):
+        mine = [(i, a) for i, a in enabled if a.exchange == exchange]
+        bound = [(i, a.source_address) for i, a in mine if a.source_address is not None]
+        unbound = [i for i, a in mine if a.source_address is None]
+        if bound and unbound:
+            i, address = bound[0]
+            out.append(
+                f"accounts[{i}].source_address: {address}, while {len(unbound)} {exchange} "
+                f"account(s) have none (accounts[{unbound[0]}] first) and "
+                "feeds.source_addresses is empty: those leave from the machine's default "
+                "address, counted as another IP; if it is one of the named addresses, that IP "
+                "gets two request budgets, twice the exchange's limit (a ban): give every "
+                f"{exchange} account a source_address, or list the addresses in "
+                "feeds.source_addresses"
             )
     return out
 

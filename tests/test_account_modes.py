@@ -530,6 +530,31 @@ def test_binance_portfolio_coin_m_positions_are_listed_as_binance_reads_them() -
         binance.cm_positions({"code": -1}, str)
 
 
+def test_binance_coin_m_position_s_coin_is_its_market_s_settle_or_the_row_s_margin_asset() -> None:
+    """A COIN-M position's coin: its market's settle in the COIN-M catalogue (``marginAsset``
+    of GET /dapi/v1/exchangeInfo), BTC for the quarterly BTCUSD_201225 whose ccxt symbol is
+    BTC/USD:BTC-201225 (before, cut from the symbol: "BTC-201225", no rate, no wallet); where
+    the catalogue does not know the market, the row's own ``marginAsset`` where Binance sends
+    one (the /dapi rows do; the /papi docs' example has none: then None, not a guess)."""
+    quarterly = "BTC/USD:BTC-201225"
+
+    def symbol_of(market_id: str) -> str:
+        return quarterly if market_id == "BTCUSD_201225" else market_id
+
+    def coin_of(market_id: str) -> str | None:
+        return "BTC" if market_id == "BTCUSD_201225" else None
+
+    unknown = CM_POSITION_EXAMPLE | {"symbol": "ETHUSD_PERP", "marginAsset": "ETH"}
+    bare = CM_POSITION_EXAMPLE | {"symbol": "BNBUSD_PERP"}
+    rows = [CM_POSITION_EXAMPLE, unknown, bare]
+    listed = binance.cm_positions(rows, symbol_of, lambda i: None, coin_of)
+    assert [(p.symbol, p.coin) for p in listed] == [
+        (quarterly, "BTC"),
+        ("ETHUSD_PERP", "ETH"),
+        ("BNBUSD_PERP", None),
+    ]
+
+
 def test_binance_coin_m_maintenance_margins_are_binance_s_cm_account_rows() -> None:
     """ "Get CM Account Detail" (GET /papi/v1/cm/account): the docs' example (every symbol
     listed, this one empty: left out) and a held row in each position mode, by symbol and
@@ -620,12 +645,23 @@ async def coin_m_streaming() -> AsyncIterator[tuple[FakeBinanceUSDM, AccountFeed
             yield fake, feed
 
 
-async def both_marks_at(fake: FakeBinanceUSDM, state: Any, um_mark: str, cm_mark: str) -> None:
-    """The local Binance's BTC marks moved, USDⓈ-M's to ``um_mark`` and BTCUSD_PERP's to
-    ``cm_mark``, and both streamed into ``state``."""
+async def both_marks_at(
+    fake: FakeBinanceUSDM,
+    state: Any,
+    um_mark: str,
+    cm_mark: str,
+    cm_market: tuple[str, str] = ("BTCUSD_PERP", COIN_M_BTC),
+) -> None:
+    """The local Binance's BTC marks moved, USDⓈ-M's to ``um_mark`` and the COIN-M market's
+    (``cm_market``: its id and ccxt symbol, BTCUSD_PERP's by default) to ``cm_mark``, and
+    both streamed into ``state``; another COIN-M market's moves BTCUSD_PERP's with it (the
+    coin's index on the local Binance)."""
+    market_id, symbol = cm_market
     fake.set_mark(BTC, um_mark)
     fake.set_cm_mark("BTCUSD_PERP", cm_mark)
-    marks = {COIN_M_BTC: D(cm_mark), BTC: D(um_mark)}
+    if market_id != "BTCUSD_PERP":
+        fake.set_cm_mark(market_id, cm_mark)
+    marks = {symbol: D(cm_mark), BTC: D(um_mark)}
     await eventually(
         lambda: all(state.marks.get(s) == m for s, m in marks.items()),
         what="the COIN-M and UM marks",
@@ -672,6 +708,26 @@ def test_binance_portfolio_coin_m_position_follows_its_coin_m_mark_between_recon
     run(body())
 
 
+def hedged_600_short(
+    fake: FakeBinanceUSDM, wallet: str, market_id: str = "BTCUSD_PERP"
+) -> AccountFeed:
+    """The hedge of issue 11 on the local Binance: a portfolio margin account long 1 BTC on
+    USDⓈ-M at 60,000, short 600 contracts (60,000 USD) of the COIN-M ``market_id`` at 60,000
+    (its mark and BTCUSD_PERP's, the coin's index here, at 60,000; Binance's liquidation price
+    of the account 90,000), a COIN-M wallet of ``wallet`` BTC, BTC's collateral rate 0.95;
+    and its feed (not started)."""
+    fake.set_portfolio_margin(KEY)
+    fake.set_mark(BTC, "60000")
+    fake.open_position(KEY, BTC, "long", "1", "60000")
+    fake.set_cm_mark("BTCUSD_PERP", "60000")
+    fake.set_cm_mark(market_id, "60000")
+    fake.set_cm_coin(KEY, "BTC", wallet, "0.95")
+    fake.open_cm_position(KEY, market_id, "-600", "60000", "90000")
+    # no stale reconnects on a loaded machine between the marks set and streamed
+    settings = FAST.model_copy(update={"stale_after_s": 30.0})
+    return AccountFeed(portfolio_margin_config(fake), secrets(KEY, SECRET), settings, FAST_OPTIONS)
+
+
 @pytest.mark.parametrize("wallet", ["0", "0.01", "-0.015"])
 def test_binance_portfolio_coin_m_hedge_counts_gains_and_wallets_at_binance_s_collateral_rate(
     wallet: str,
@@ -690,16 +746,7 @@ def test_binance_portfolio_coin_m_hedge_counts_gains_and_wallets_at_binance_s_co
 
     async def body() -> None:
         async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
-            fake.set_portfolio_margin(KEY)
-            fake.set_mark(BTC, "60000")
-            fake.open_position(KEY, BTC, "long", "1", "60000")
-            fake.set_cm_mark("BTCUSD_PERP", "60000")
-            fake.set_cm_coin(KEY, "BTC", wallet, "0.95")
-            fake.open_cm_position(KEY, "BTCUSD_PERP", "-600", "60000", "90000")
-            # no stale reconnects on a loaded machine between the marks set and streamed
-            settings = FAST.model_copy(update={"stale_after_s": 30.0})
-            config = portfolio_margin_config(fake)
-            feed = AccountFeed(config, secrets(KEY, SECRET), settings, FAST_OPTIONS)
+            feed = hedged_600_short(fake, wallet)
             async with streaming(feed):
                 state = feed.state
                 # both marks streamed before they move (the local Binance pushes a change once)
@@ -716,6 +763,42 @@ def test_binance_portfolio_coin_m_hedge_counts_gains_and_wallets_at_binance_s_co
                         assert ratio < 1, f"{ratio:.1%} at {mark}: critical where Binance is not"
                 await feed.reconcile()
                 assert fake.collateral_rate_reads == 1
+
+    run(body())
+
+
+COIN_M_BTC_Q = "BTC/USD:BTC-261225"  # BTCUSD_261225, a quarterly, in ccxt's binancecoinm
+
+
+def test_binance_portfolio_coin_m_quarterly_hedge_counts_at_its_coin_s_rate_and_wallet() -> None:
+    """The hedge of issue 11 with a COIN-M quarterly (delivery) short: UM long 1 BTC, COIN-M
+    short 600 BTCUSD_261225 (60,000 USD) at 60,000, 2,000 USDT, a COIN-M wallet of 0.01 BTC,
+    BTC's collateral rate 0.95. The quarterly's ccxt symbol is BTC/USD:BTC-261225: its coin is
+    its market's settle (``marginAsset`` BTC in GET /dapi/v1/exchangeInfo), not the symbol's
+    tail, so its gain counts at BTC's rate and BTC's wallet moves with it. Before, cut from
+    the symbol ("BTC-261225"), it had no rate and no wallet: its gain counted 0, critical
+    (above 100%) after a 17% fall where Binance's uniMMR is not. The quarterly's mark is kept
+    at the perpetual's (the index here): alertd moves the coin's equity at the leg's mark."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+            feed = hedged_600_short(fake, "0.01", "BTCUSD_261225")
+            async with streaming(feed):
+                state = feed.state
+                await fake.wait_for_subscription("btcusd_261225@markPrice@1s", 10)
+                await fake.wait_for_subscription("btcusdt@markPrice@1s", 10)
+                (cm,) = state.listed_positions
+                assert (cm.symbol, cm.coin_wallet) == (COIN_M_BTC_Q, D("0.01"))
+                assert cm.collateral_rates == (D("0.95"), D("0.95"))
+                for mark in ("49800", "30000"):
+                    await both_marks_at(fake, state, mark, mark, ("BTCUSD_261225", COIN_M_BTC_Q))
+                    ratio, moved = state.exchange_ratio()
+                    assert moved and ratio is not None
+                    theirs = D(fake.portfolio_account(KEY)["uniMMR"])
+                    ours = binance.PORTFOLIO_LIQUIDATION_UNI_MMR / ratio
+                    assert abs(ours / theirs - 1) < D("1e-7"), (mark, ours, theirs)
+                    if mark == "49800":
+                        assert ratio < 1, f"{ratio:.1%} at {mark}: critical where Binance is not"
 
     run(body())
 

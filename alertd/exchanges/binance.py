@@ -153,6 +153,7 @@ def cm_positions(
     rows: Any,
     symbol_of: Callable[[str], str],
     contract_size_of: Callable[[str], Decimal | None] = lambda market_id: None,
+    coin_of: Callable[[str], str | None] = lambda market_id: None,
 ) -> tuple[ExchangeRatioPosition, ...]:
     """A portfolio margin account's COIN-M positions as Binance's "Query CM Position
     Information" (``GET /papi/v1/cm/positionRisk``, developers.binance.com, Portfolio Margin)
@@ -164,7 +165,11 @@ def cm_positions(
     from the COIN-M catalogue (``contractSize`` of "Exchange Information", GET
     /dapi/v1/exchangeInfo): a position with one has its size in USD and follows its market's
     mark between reconciles (``AccountState.exchange_ratio_positions``); without one it is
-    listed as read."""
+    listed as read. ``coin_of`` gives its settle coin from the catalogue (the market's
+    ``marginAsset``, ccxt's ``settle``); where it knows none, the row's own ``marginAsset``
+    where Binance sends one (COIN-M's /dapi positionRisk rows carry it; the /papi docs'
+    example, a quarterly's BTCUSD_201225, has none), else None: never cut
+    from the symbol (a quarterly's, BTCUSD_261225, is BTC/USD:BTC-261225 in ccxt)."""
     if not isinstance(rows, list):
         raise FrameError("cm/positionRisk: expected a list of positions")
     out = []
@@ -181,6 +186,8 @@ def cm_positions(
             raise FrameError(f"{where} markPrice: not positive: {mark}")
         liquidation = dec_or_none(raw.get("liquidationPrice"))
         size = contract_size_of(raw["symbol"])
+        margin_asset = raw.get("marginAsset")
+        coin = coin_of(raw["symbol"]) or (margin_asset if isinstance(margin_asset, str) else None)
         out.append(
             ExchangeRatioPosition(
                 symbol=symbol_of(raw["symbol"]),
@@ -195,6 +202,7 @@ def cm_positions(
                 as_read=True,
                 quantity=None if size is None else abs(amount) * size,
                 inverse=size is not None,
+                coin=coin or None,
             )
         )
     return tuple(out)
@@ -889,7 +897,13 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             inverse = market.get("inverse") and market.get("id") == market_id
             return dec(str(size), f"{market_id} contractSize") if inverse and size else None
 
-        held = cm_positions(rows, symbol_of, contract_size_of)
+        def coin_of(market_id: str) -> str | None:
+            # the catalogue's market (not the default safe_market makes of an unknown id)
+            market = market_of(market_id)
+            settle = market.get("settle") if market.get("id") == market_id else None
+            return settle if isinstance(settle, str) and settle else None
+
+        held = cm_positions(rows, symbol_of, contract_size_of, coin_of)
         rates = await self._collateral_rates(exchange) if held else {}
         # the rows are checked: each position's Binance id by its symbol
         ids = {symbol_of(row["symbol"]): row["symbol"] for row in rows}
@@ -915,9 +929,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                     found, p.symbol, p.side, p.contracts, p.mark_price, p.liquidation_price
                 )
                 p = dataclasses.replace(p, stop=figures)
-            # a position the catalogue names (BTC/USD:BTC) is in its settle coin's equity; one
-            # named by Binance's id is listed as read, not followed
-            coin = p.symbol.rpartition(":")[2] if ":" in p.symbol else None
+            # in its settle coin's equity (BTC for BTC/USD:BTC and BTC/USD:BTC-261225 alike)
+            coin = p.coin
             out.append(
                 dataclasses.replace(
                     p,

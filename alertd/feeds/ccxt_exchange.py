@@ -204,13 +204,21 @@ def _guarded_class(exchange_id: str) -> type:
         # alone (no shared pool), the address its own session's connections leave from
         alertd_source_address: str | None = None
 
-        def open(self, *args: Any, **kwargs: Any) -> Any:
+        def open(self, lazy: bool = False) -> Any:
             """ccxt's own session, bound to the source address where one is configured
             (`alertd check --keys`, `alertd snapshot`: a key whitelisted for that address only
-            would be refused from another); ccxt still owns it and closes it."""
+            would be refused from another); ccxt still owns it and closes it. None built for a
+            request's lazy open after close(), which ccxt's open refuses
+            (ExchangeClosedByUser, ccxt issue #27418): it would be left open, nobody's."""
             address = self.alertd_source_address
             ccxt_self: Any = self  # ccxt's attributes, untyped
-            if address is not None and ccxt_self.own_session and ccxt_self.session is None:
+            refused = lazy and ccxt_self.closed_by_user
+            if (
+                address is not None
+                and not refused
+                and ccxt_self.own_session
+                and ccxt_self.session is None
+            ):
                 if ccxt_self.ssl_context is None:
                     ccxt_self.ssl_context = new_ssl_context()
                 connector = bound_connector(ccxt_self.ssl_context, address)
@@ -218,7 +226,7 @@ def _guarded_class(exchange_id: str) -> type:
                 ccxt_self.session = aiohttp.ClientSession(
                     connector=connector, trust_env=ccxt_self.aiohttp_trust_env
                 )
-            return super().open(*args, **kwargs)
+            return super().open(lazy)
 
         async def fetch2(
             self, path: Any, api: Any = "public", method: Any = "GET", *rest: Any, **kw: Any
@@ -928,9 +936,11 @@ class SharedExchange:
 
         A failure keeps the catalogue as it was; the next refresh tries again. The public
         tables are dropped either way: the next account to need one reads it afresh. A group
-        on another source address has nothing of its own to refresh (its catalogue's group
-        re-points its clients)."""
+        on another source address refreshes the catalogue it uses, its holder's (whose
+        clients its accounts' exchanges are): an account of it that holds a market listed
+        since the load (the feed's reload) sees it too."""
         if self._catalogue_of is not None:
+            await self._catalogue_of.refresh_markets()
             return
         self.tables.clear()
         if self._catalogue is None or not self._catalogue.markets:
@@ -944,6 +954,11 @@ class SharedExchange:
         self._derived.clear()
         for exchange in list(self._clients):
             exchange.set_markets_from_exchange(self._catalogue)
+
+    @property
+    def holds_catalogue(self) -> bool:
+        """Whether the market catalogue it uses is its own (not another group's)."""
+        return self._catalogue_of is None
 
     def derived(self, key: Hashable, build: Callable[[], T]) -> T:
         """What every account derives alike from the catalogue, built once per catalogue."""

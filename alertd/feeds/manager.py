@@ -298,11 +298,13 @@ class FeedManager:
         if host not in self._ip_budgets:
             # named as the operator knows it: the exchange, numbered where it has more hosts,
             # and the address it is reached from where one is configured
+            # numbered among the hosts of the same exchange and the same address only (the
+            # name is the key a saved ban is restored by: a default-route host must stay
+            # "binanceusdm" whatever address-bound hosts the config adds or removes)
             where = f" from {address}" if address is not None else ""
             same = sum(
-                b.host.split(" #")[0].split(" from ")[0] == account.exchange
-                and b.host.endswith(where)
-                for b in self._ip_budgets.values()
+                exchange == account.exchange and other == address
+                for exchange, _, _, other in map(json.loads, self._ip_budgets)
             )
             self._ip_budgets[host] = IpBudget.of(
                 get_spec(account.exchange).capabilities,
@@ -481,7 +483,8 @@ class FeedManager:
             (
                 "markets",
                 settings.tier_refresh_interval_s,
-                [(s.name, s.refresh_markets) for s in self._every_shared()],
+                # once per catalogue: a group on another address refreshes its holder's
+                [(s.name, s.refresh_markets) for s in self._every_shared() if s.holds_catalogue],
             ),
         ]
         builtin = self.config.builtin_rules
