@@ -923,6 +923,43 @@ def test_binance_portfolio_coin_m_reduce_push_keeps_the_realized_loss(left: str)
     run(body())
 
 
+def test_binance_portfolio_coin_m_partial_close_push_gives_the_coin_s_new_wallet() -> None:
+    """The hedge (:func:`hedged_600_short`, wallet 0, 20,000 USDT) read at 50,000, then half
+    the COIN-M short closed at 50,000 and pushed (ACCOUNT_UPDATE fs CM: ``a.P`` the position
+    left, ``a.B`` BTC's new "Cross Wallet Balance" ``cw``, the 0.1 BTC realized), right after
+    a reconcile (the push's own REST read waits for the interval). Before, the push's size
+    was applied but the wallet stayed as read (0): the realized BTC did not move with the
+    mark and alertd counted more equity than Binance's uniMMR does (a safer ratio than
+    Binance's) until the next read (reviewer's probe test_rvprobe_push_wallet). Now alertd's
+    equity at 40,000 is Binance's."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = hedged_600_short(fake, "0")
+            async with streaming(feed):
+                state = feed.state
+                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                await fake.wait_for_subscription("btcusdt@markPrice@1s", 10)
+                await fake.wait_for_user_stream(KEY, 10)
+                await both_marks_at(fake, state, "50000", "50000")
+                await feed.reconcile()  # read at 50,000, the COIN-M wallet 0
+                fake.reduce_cm_position(KEY, "BTCUSD_PERP", "-300")  # 0.1 BTC realized
+                row = {"s": "BTCUSD_PERP", "pa": "-300", "ep": "60000", "cr": "0", "up": "0",
+                       "mt": "cross", "iw": "0", "ps": "BOTH"}  # fmt: skip
+                fake.push_cm_position_update(KEY, row)
+                await eventually(
+                    lambda: [p.contracts for p in state.listed_positions] == [300], what="push"
+                )
+                assert [p.coin_wallet for p in state.listed_positions] == [D("0.1")]
+                await both_marks_at(fake, state, "40000", "40000")
+                account = fake.portfolio_account(KEY)
+                theirs = D(account["uniMMR"]) * D(account["accountMaintMargin"])
+                ours = state.exchange_equity()
+                assert ours is not None and abs(ours - theirs) < D("0.01"), (ours, theirs)
+
+    run(body())
+
+
 def test_binance_portfolio_coin_m_pushes_read_the_account_once_an_interval_on_a_reduce() -> None:
     """A COIN-M push that adds to a listed position realizes nothing (the push's size and
     entry are all that moved): no REST read. Reduces realize PnL into the coin's wallet, which

@@ -1157,16 +1157,21 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         COIN-M positions it names: size and entry, the liquidation price staying Binance's as
         read (the whole account's, not in the push); a closed one is gone. A row of a position
         not listed, or of a market the COIN-M catalogue does not hold, is left to the next
-        reconcile (its mark and Binance's figures of it are not known yet). None: not such a
-        push, or nothing listed changed."""
+        reconcile (its mark and Binance's figures of it are not known yet). Its ``a.B[]`` rows
+        (``a`` the asset, ``cw`` its "Cross Wallet Balance": the COIN-M wallet Get CM Account
+        Detail's ``crossWalletBalance`` reads, a close's realized PnL and fee in it, a funding
+        fee's push has B alone) give the listed positions of that coin their wallet
+        (:meth:`_pushed_wallets`). None: not such a push, or nothing listed changed."""
         if not isinstance(message, dict) or message.get("fs") != "CM":
             return None
         catalogue = self._coin_m_catalogue
         update = message.get("a")
-        rows = update.get("P") if isinstance(update, dict) else None
-        if catalogue is None or not isinstance(rows, list):
+        if catalogue is None or not isinstance(update, dict):
             return None
-        out = {(p.symbol, p.side): p for p in listed}
+        rows = update.get("P", [])
+        if not isinstance(rows, list):
+            raise FrameError("CM ACCOUNT_UPDATE: a.P is not a list of positions")
+        out = {(p.symbol, p.side): p for p in self._pushed_wallets(update.get("B", []), listed)}
         for raw in rows:
             if not isinstance(raw, dict) or not isinstance(raw.get("s"), str):
                 raise FrameError("CM ACCOUNT_UPDATE: a position row without a symbol")
@@ -1205,6 +1210,26 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                 )
         changed = tuple(out.values())
         return None if changed == listed else changed
+
+    @staticmethod
+    def _pushed_wallets(
+        balances: Any, listed: tuple[ExchangeRatioPosition, ...]
+    ) -> tuple[ExchangeRatioPosition, ...]:
+        """The listed positions with their coin's COIN-M wallet as a CM push's ``a.B[]`` gives
+        it (``a``, ``cw``); a position whose wallet was not read (listed as read) stays so."""
+        if not isinstance(balances, list):
+            raise FrameError("CM ACCOUNT_UPDATE: a.B is not a list of balances")
+        wallets = {}
+        for raw in balances:
+            if not isinstance(raw, dict) or not isinstance(raw.get("a"), str):
+                raise FrameError("CM ACCOUNT_UPDATE: a balance row without an asset")
+            wallets[raw["a"]] = dec(raw.get("cw"), f"CM ACCOUNT_UPDATE {raw['a']} cw")
+        return tuple(
+            dataclasses.replace(p, coin_wallet=wallets[p.coin])
+            if p.coin in wallets and p.coin_wallet is not None
+            else p
+            for p in listed
+        )
 
     def _said_unlisted_push(self, market_id: str) -> None:
         """Say, once per COIN-M market, that its push names a position not listed (opened since

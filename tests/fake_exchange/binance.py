@@ -1193,11 +1193,15 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
     def push_cm_position_update(self, api_key: str, row: dict[str, Any]) -> None:
         """A COIN-M fill's push on a portfolio margin account's stream: "Event: Futures
         Balance and Position Update" with ``fs`` CM (the business unit), its ``a.B`` the
-        coin's wallet and ``a.P`` the COIN-M position (``s``, ``pa``, ``ep``, ``ps``, ...),
-        as the Portfolio Margin user data stream docs list them."""
+        coin's wallet (``cw`` "Cross Wallet Balance": the account's COIN-M wallet of the row's
+        coin now, as "Get CM Account Detail" lists it) and ``a.P`` the COIN-M position (``s``,
+        ``pa``, ``ep``, ``ps``, ...), as the Portfolio Margin user data stream docs list them."""
         account = self._account(api_key)
         stamp = now_ms()
-        coin = {"a": "BTC", "wb": "0.00241969", "cw": "0.00241969", "bc": "0"}
+        market = self._coin_markets.get(str(row.get("s")))
+        base = market.base if market is not None else "BTC"
+        wallet = _f8(self._cm_coins(account).get(base, (Decimal(0), Decimal(1)))[0])
+        coin = {"a": base, "wb": wallet, "cw": wallet, "bc": "0"}
         event = {
             "e": "ACCOUNT_UPDATE",
             "fs": "CM",
