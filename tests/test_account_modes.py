@@ -842,6 +842,42 @@ def test_binance_portfolio_coin_m_hub_is_refreshed_and_banned_as_its_own_host() 
     run(body())
 
 
+def test_binance_portfolio_collateral_rate_ban_is_the_spot_host_s_alone() -> None:
+    """A 418 (ban, Retry-After 600 s) on GET /sapi/v2/portfolio/collateralRate, the
+    collateral rates' read: /sapi is api.binance.com, the spot API with its own per-IP limit.
+    Its ban is that host's: no ``ip-banned`` of binanceusdm (before, the answer reached the
+    fapi/papi IpBudget and held every portfolio margin account of the IP for the spot host's
+    ban: reviewer's probe test_rvprobe_sapi_ban), the reconciles go on, and the read is not
+    sent again into the ban (its own budget waits for the ban's end, not the 0.8 s retry)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            portfolio_with_coin_m_long(fake)
+            fake.fail_rest(418, 1, path_prefix="/sapi/", retry_after_s=600)
+            config = Config(version=1, accounts=[portfolio_margin_config(fake)], feeds=FAST)
+            manager = FeedManager(config, {"p": secrets(KEY, SECRET)}, FAST_OPTIONS)
+
+            def count(path: str) -> int:
+                return fake.requests.count(("GET", path))
+
+            async with background(manager.run()):
+                rates = "/sapi/v2/portfolio/collateralRate"
+                await eventually(lambda: count(rates) == 1, what="the /sapi 418")
+                read = count("/papi/v1/account")
+                # reconciles every 0.5 s, the read's retry 0.8 s: several of each in 3 s
+                await eventually(
+                    lambda: count("/papi/v1/account") >= read + 3,
+                    timeout_s=10,
+                    what="the portfolio margin accounts read on, unbanned",
+                )
+                assert [ban.host for ban in manager.ip_bans()] == []
+                assert count(rates) == 1
+                (feed,) = manager.feeds.values()
+                assert feed.state.fatal is None
+
+    run(body())
+
+
 @pytest.mark.parametrize("status", [503, 403, 451, 400, 418])
 def test_binance_portfolio_coin_m_catalogue_failing_lists_the_coin_m_position_as_read(
     status: int, caplog: pytest.LogCaptureFixture

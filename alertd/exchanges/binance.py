@@ -756,6 +756,10 @@ class BinanceUSDMAdapter(ExchangeAdapter):
     reads_insurance_fund = True
     # multi-assets mode counts each margin asset at its own <asset>USD rates
     lined_modes = frozenset({AccountMode.MULTI_ASSETS})
+    # the spot API (api.binance.com: /sapi, "REQUEST_WEIGHT 6000" a minute of its own, spot
+    # "General Info", Limits), where the portfolio margin collateral rates and the key's
+    # permissions are read: not fapi/papi's budget
+    other_host_apis = frozenset({"sapi", "sapiV2", "sapiV3", "sapiV4"})
 
     async def fetch_insurance_fund(self, exchange: Any, symbol: str) -> Decimal:
         market = exchange.market(symbol)
@@ -1507,6 +1511,12 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         await exchange.keep_alive_listen_key({"type": "future"})
 
 
+# the spot API's ban (api.binance.com: "HTTP 418 return code is used when an IP has been
+# auto-banned for continuing to send requests after receiving 429 codes", with a Retry-After;
+# spot "General Info", Limits), as USDⓈ-M's words it
+SPOT_IP_BAN = IpBanAnswer(418, lasts_s=120.0, until_ms=r"banned until (\d{10,16})")
+
+
 class CoinMMarks(ExchangeAdapter):
     """The COIN-M marks a portfolio margin account's COIN-M positions follow, on a mark hub of
     their own (``binancecoinm``): "Mark Price Stream" ``<symbol>@markPrice@1s`` on
@@ -1520,6 +1530,9 @@ class CoinMMarks(ExchangeAdapter):
     # the portfolio margin collateral rates (pm_collateral_rates): the exchange's, read with
     # an account's key once per exchange for all its accounts
     shared_read_name = "portfolio margin collateral rates (GET /sapi/v2/portfolio/collateralRate)"
+    # on the spot API's host, whose bans and 429s are its own (not fapi's, papi's or dapi's)
+    shared_read_host = "api.binance.com"
+    shared_read_ban = SPOT_IP_BAN
 
     async def watch_mark(self, exchange: Any, symbol: str) -> Decimal:
         return await watch_mark(exchange, symbol)
@@ -1625,23 +1638,20 @@ PORTFOLIO_LIVE_WEIGHT = (
 
 
 # "Portfolio Margin Pro Tiered Collateral Rate": GET /sapi/v2/portfolio/collateralRate,
-# "Request Weight(IP) 50" of the spot API's "REQUEST_WEIGHT 6000" a minute (api.binance.com),
-# in the pacing window's units as the /papi ones are; read once per exchange on the market
-# catalogue's schedule (BinanceUSDMAdapter._collateral_rates)
+# "Request Weight(IP) 50" of the spot API's "REQUEST_WEIGHT 6000" a minute (api.binance.com):
+# not in the fapi/papi window (``other_host_apis``); read once per exchange on the market
+# catalogue's schedule (BinanceUSDMAdapter._collateral_rates), 50 of 6,000 once an interval
 COLLATERAL_RATE_REQUEST: tuple[str, list[str], str, dict[str, Any]] = (
     "portfolio/collateralRate",
     ["sapiV2"],
     "GET",
     {},
 )
-COLLATERAL_RATE_WEIGHT = 50 * USDM_WEIGHT_PER_MINUTE / 6000
 
 
 def usdm_request_weight(api: str, method: str, path: str, params: Any) -> float | None:
     if api == "papi":
         return papi_weight(path, params)
-    if (api, path) == ("sapiV2", COLLATERAL_RATE_REQUEST[0]):
-        return COLLATERAL_RATE_WEIGHT
     return USDM_WEIGHTS.get((api, method, path))
 
 
