@@ -530,6 +530,31 @@ def test_binance_portfolio_coin_m_positions_are_listed_as_binance_reads_them() -
         binance.cm_positions({"code": -1}, str)
 
 
+def test_binance_coin_m_position_s_coin_is_its_market_s_settle_or_the_row_s_margin_asset() -> None:
+    """A COIN-M position's coin: its market's settle in the COIN-M catalogue (``marginAsset``
+    of GET /dapi/v1/exchangeInfo), BTC for the quarterly BTCUSD_201225 whose ccxt symbol is
+    BTC/USD:BTC-201225 (before, cut from the symbol: "BTC-201225", no rate, no wallet); where
+    the catalogue does not know the market, the row's own ``marginAsset`` where Binance sends
+    one (the /dapi rows do; the /papi docs' example has none: then None, not a guess)."""
+    quarterly = "BTC/USD:BTC-201225"
+
+    def symbol_of(market_id: str) -> str:
+        return quarterly if market_id == "BTCUSD_201225" else market_id
+
+    def coin_of(market_id: str) -> str | None:
+        return "BTC" if market_id == "BTCUSD_201225" else None
+
+    unknown = CM_POSITION_EXAMPLE | {"symbol": "ETHUSD_PERP", "marginAsset": "ETH"}
+    bare = CM_POSITION_EXAMPLE | {"symbol": "BNBUSD_PERP"}
+    rows = [CM_POSITION_EXAMPLE, unknown, bare]
+    listed = binance.cm_positions(rows, symbol_of, lambda i: None, coin_of)
+    assert [(p.symbol, p.coin) for p in listed] == [
+        (quarterly, "BTC"),
+        ("ETHUSD_PERP", "ETH"),
+        ("BNBUSD_PERP", None),
+    ]
+
+
 def test_binance_coin_m_maintenance_margins_are_binance_s_cm_account_rows() -> None:
     """ "Get CM Account Detail" (GET /papi/v1/cm/account): the docs' example (every symbol
     listed, this one empty: left out) and a held row in each position mode, by symbol and
@@ -620,12 +645,23 @@ async def coin_m_streaming() -> AsyncIterator[tuple[FakeBinanceUSDM, AccountFeed
             yield fake, feed
 
 
-async def both_marks_at(fake: FakeBinanceUSDM, state: Any, um_mark: str, cm_mark: str) -> None:
-    """The local Binance's BTC marks moved, USDⓈ-M's to ``um_mark`` and BTCUSD_PERP's to
-    ``cm_mark``, and both streamed into ``state``."""
+async def both_marks_at(
+    fake: FakeBinanceUSDM,
+    state: Any,
+    um_mark: str,
+    cm_mark: str,
+    cm_market: tuple[str, str] = ("BTCUSD_PERP", COIN_M_BTC),
+) -> None:
+    """The local Binance's BTC marks moved, USDⓈ-M's to ``um_mark`` and the COIN-M market's
+    (``cm_market``: its id and ccxt symbol, BTCUSD_PERP's by default) to ``cm_mark``, and
+    both streamed into ``state``; another COIN-M market's moves BTCUSD_PERP's with it (the
+    coin's index on the local Binance)."""
+    market_id, symbol = cm_market
     fake.set_mark(BTC, um_mark)
     fake.set_cm_mark("BTCUSD_PERP", cm_mark)
-    marks = {COIN_M_BTC: D(cm_mark), BTC: D(um_mark)}
+    if market_id != "BTCUSD_PERP":
+        fake.set_cm_mark(market_id, cm_mark)
+    marks = {symbol: D(cm_mark), BTC: D(um_mark)}
     await eventually(
         lambda: all(state.marks.get(s) == m for s, m in marks.items()),
         what="the COIN-M and UM marks",
@@ -672,6 +708,26 @@ def test_binance_portfolio_coin_m_position_follows_its_coin_m_mark_between_recon
     run(body())
 
 
+def hedged_600_short(
+    fake: FakeBinanceUSDM, wallet: str, market_id: str = "BTCUSD_PERP"
+) -> AccountFeed:
+    """The hedge of issue 11 on the local Binance: a portfolio margin account long 1 BTC on
+    USDⓈ-M at 60,000, short 600 contracts (60,000 USD) of the COIN-M ``market_id`` at 60,000
+    (its mark and BTCUSD_PERP's, the coin's index here, at 60,000; Binance's liquidation price
+    of the account 90,000), a COIN-M wallet of ``wallet`` BTC, BTC's collateral rate 0.95;
+    and its feed (not started)."""
+    fake.set_portfolio_margin(KEY)
+    fake.set_mark(BTC, "60000")
+    fake.open_position(KEY, BTC, "long", "1", "60000")
+    fake.set_cm_mark("BTCUSD_PERP", "60000")
+    fake.set_cm_mark(market_id, "60000")
+    fake.set_cm_coin(KEY, "BTC", wallet, "0.95")
+    fake.open_cm_position(KEY, market_id, "-600", "60000", "90000")
+    # no stale reconnects on a loaded machine between the marks set and streamed
+    settings = FAST.model_copy(update={"stale_after_s": 30.0})
+    return AccountFeed(portfolio_margin_config(fake), secrets(KEY, SECRET), settings, FAST_OPTIONS)
+
+
 @pytest.mark.parametrize("wallet", ["0", "0.01", "-0.015"])
 def test_binance_portfolio_coin_m_hedge_counts_gains_and_wallets_at_binance_s_collateral_rate(
     wallet: str,
@@ -690,16 +746,7 @@ def test_binance_portfolio_coin_m_hedge_counts_gains_and_wallets_at_binance_s_co
 
     async def body() -> None:
         async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
-            fake.set_portfolio_margin(KEY)
-            fake.set_mark(BTC, "60000")
-            fake.open_position(KEY, BTC, "long", "1", "60000")
-            fake.set_cm_mark("BTCUSD_PERP", "60000")
-            fake.set_cm_coin(KEY, "BTC", wallet, "0.95")
-            fake.open_cm_position(KEY, "BTCUSD_PERP", "-600", "60000", "90000")
-            # no stale reconnects on a loaded machine between the marks set and streamed
-            settings = FAST.model_copy(update={"stale_after_s": 30.0})
-            config = portfolio_margin_config(fake)
-            feed = AccountFeed(config, secrets(KEY, SECRET), settings, FAST_OPTIONS)
+            feed = hedged_600_short(fake, wallet)
             async with streaming(feed):
                 state = feed.state
                 # both marks streamed before they move (the local Binance pushes a change once)
@@ -716,6 +763,42 @@ def test_binance_portfolio_coin_m_hedge_counts_gains_and_wallets_at_binance_s_co
                         assert ratio < 1, f"{ratio:.1%} at {mark}: critical where Binance is not"
                 await feed.reconcile()
                 assert fake.collateral_rate_reads == 1
+
+    run(body())
+
+
+COIN_M_BTC_Q = "BTC/USD:BTC-261225"  # BTCUSD_261225, a quarterly, in ccxt's binancecoinm
+
+
+def test_binance_portfolio_coin_m_quarterly_hedge_counts_at_its_coin_s_rate_and_wallet() -> None:
+    """The hedge of issue 11 with a COIN-M quarterly (delivery) short: UM long 1 BTC, COIN-M
+    short 600 BTCUSD_261225 (60,000 USD) at 60,000, 2,000 USDT, a COIN-M wallet of 0.01 BTC,
+    BTC's collateral rate 0.95. The quarterly's ccxt symbol is BTC/USD:BTC-261225: its coin is
+    its market's settle (``marginAsset`` BTC in GET /dapi/v1/exchangeInfo), not the symbol's
+    tail, so its gain counts at BTC's rate and BTC's wallet moves with it. Before, cut from
+    the symbol ("BTC-261225"), it had no rate and no wallet: its gain counted 0, critical
+    (above 100%) after a 17% fall where Binance's uniMMR is not. The quarterly's mark is kept
+    at the perpetual's (the index here): alertd moves the coin's equity at the leg's mark."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+            feed = hedged_600_short(fake, "0.01", "BTCUSD_261225")
+            async with streaming(feed):
+                state = feed.state
+                await fake.wait_for_subscription("btcusd_261225@markPrice@1s", 10)
+                await fake.wait_for_subscription("btcusdt@markPrice@1s", 10)
+                (cm,) = state.listed_positions
+                assert (cm.symbol, cm.coin_wallet) == (COIN_M_BTC_Q, D("0.01"))
+                assert cm.collateral_rates == (D("0.95"), D("0.95"))
+                for mark in ("49800", "30000"):
+                    await both_marks_at(fake, state, mark, mark, ("BTCUSD_261225", COIN_M_BTC_Q))
+                    ratio, moved = state.exchange_ratio()
+                    assert moved and ratio is not None
+                    theirs = D(fake.portfolio_account(KEY)["uniMMR"])
+                    ours = binance.PORTFOLIO_LIQUIDATION_UNI_MMR / ratio
+                    assert abs(ours / theirs - 1) < D("1e-7"), (mark, ours, theirs)
+                    if mark == "49800":
+                        assert ratio < 1, f"{ratio:.1%} at {mark}: critical where Binance is not"
 
     run(body())
 
@@ -753,6 +836,42 @@ def test_binance_portfolio_coin_m_hub_is_refreshed_and_banned_as_its_own_host() 
                 fake.fail_rest(418, 1, path_prefix="/dapi/", retry_after_s=600)
                 await markets_refreshed(manager)
                 assert [ban.host for ban in manager.ip_bans()] == ["binancecoinm"]
+                (feed,) = manager.feeds.values()
+                assert feed.state.fatal is None
+
+    run(body())
+
+
+def test_binance_portfolio_collateral_rate_ban_is_the_spot_host_s_alone() -> None:
+    """A 418 (ban, Retry-After 600 s) on GET /sapi/v2/portfolio/collateralRate, the
+    collateral rates' read: /sapi is api.binance.com, the spot API with its own per-IP limit.
+    Its ban is that host's: no ``ip-banned`` of binanceusdm (before, the answer reached the
+    fapi/papi IpBudget and held every portfolio margin account of the IP for the spot host's
+    ban: reviewer's probe test_rvprobe_sapi_ban), the reconciles go on, and the read is not
+    sent again into the ban (its own budget waits for the ban's end, not the 0.8 s retry)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            portfolio_with_coin_m_long(fake)
+            fake.fail_rest(418, 1, path_prefix="/sapi/", retry_after_s=600)
+            config = Config(version=1, accounts=[portfolio_margin_config(fake)], feeds=FAST)
+            manager = FeedManager(config, {"p": secrets(KEY, SECRET)}, FAST_OPTIONS)
+
+            def count(path: str) -> int:
+                return fake.requests.count(("GET", path))
+
+            async with background(manager.run()):
+                rates = "/sapi/v2/portfolio/collateralRate"
+                await eventually(lambda: count(rates) == 1, what="the /sapi 418")
+                read = count("/papi/v1/account")
+                # reconciles every 0.5 s, the read's retry 0.8 s: several of each in 3 s
+                await eventually(
+                    lambda: count("/papi/v1/account") >= read + 3,
+                    timeout_s=10,
+                    what="the portfolio margin accounts read on, unbanned",
+                )
+                assert [ban.host for ban in manager.ip_bans()] == []
+                assert count(rates) == 1
                 (feed,) = manager.feeds.values()
                 assert feed.state.fatal is None
 
@@ -836,6 +955,43 @@ def test_binance_portfolio_coin_m_reduce_push_keeps_the_realized_loss(left: str)
                 timeout_s=10,
                 what=f"Binance's ratio {theirs:.1%} after the fill",
             )
+
+    run(body())
+
+
+def test_binance_portfolio_coin_m_partial_close_push_gives_the_coin_s_new_wallet() -> None:
+    """The hedge (:func:`hedged_600_short`, wallet 0, 20,000 USDT) read at 50,000, then half
+    the COIN-M short closed at 50,000 and pushed (ACCOUNT_UPDATE fs CM: ``a.P`` the position
+    left, ``a.B`` BTC's new "Cross Wallet Balance" ``cw``, the 0.1 BTC realized), right after
+    a reconcile (the push's own REST read waits for the interval). Before, the push's size
+    was applied but the wallet stayed as read (0): the realized BTC did not move with the
+    mark and alertd counted more equity than Binance's uniMMR does (a safer ratio than
+    Binance's) until the next read (reviewer's probe test_rvprobe_push_wallet). Now alertd's
+    equity at 40,000 is Binance's."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = hedged_600_short(fake, "0")
+            async with streaming(feed):
+                state = feed.state
+                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                await fake.wait_for_subscription("btcusdt@markPrice@1s", 10)
+                await fake.wait_for_user_stream(KEY, 10)
+                await both_marks_at(fake, state, "50000", "50000")
+                await feed.reconcile()  # read at 50,000, the COIN-M wallet 0
+                fake.reduce_cm_position(KEY, "BTCUSD_PERP", "-300")  # 0.1 BTC realized
+                row = {"s": "BTCUSD_PERP", "pa": "-300", "ep": "60000", "cr": "0", "up": "0",
+                       "mt": "cross", "iw": "0", "ps": "BOTH"}  # fmt: skip
+                fake.push_cm_position_update(KEY, row)
+                await eventually(
+                    lambda: [p.contracts for p in state.listed_positions] == [300], what="push"
+                )
+                assert [p.coin_wallet for p in state.listed_positions] == [D("0.1")]
+                await both_marks_at(fake, state, "40000", "40000")
+                account = fake.portfolio_account(KEY)
+                theirs = D(account["uniMMR"]) * D(account["accountMaintMargin"])
+                ours = state.exchange_equity()
+                assert ours is not None and abs(ours - theirs) < D("0.01"), (ours, theirs)
 
     run(body())
 

@@ -249,6 +249,10 @@ class ExchangeRatioPosition:
     # its coin's wallet as read, in the coin, that moves with its mark in the exchange's
     # equity (Binance portfolio margin's COIN-M wallet of the coin); None: not read
     coin_wallet: Decimal | None = None
+    # the coin its equity is in, where it is another than the account's (a COIN-M position's
+    # settle coin: its market's ``settle``, Binance's ``marginAsset``; "BTC" for BTCUSD_PERP
+    # and BTCUSD_261225 alike, whose ccxt symbols end in BTC and BTC-261225); None: not known
+    coin: str | None = None
 
     @property
     def unrealized_pnl_usd(self) -> Decimal | None:

@@ -153,6 +153,7 @@ def cm_positions(
     rows: Any,
     symbol_of: Callable[[str], str],
     contract_size_of: Callable[[str], Decimal | None] = lambda market_id: None,
+    coin_of: Callable[[str], str | None] = lambda market_id: None,
 ) -> tuple[ExchangeRatioPosition, ...]:
     """A portfolio margin account's COIN-M positions as Binance's "Query CM Position
     Information" (``GET /papi/v1/cm/positionRisk``, developers.binance.com, Portfolio Margin)
@@ -164,7 +165,11 @@ def cm_positions(
     from the COIN-M catalogue (``contractSize`` of "Exchange Information", GET
     /dapi/v1/exchangeInfo): a position with one has its size in USD and follows its market's
     mark between reconciles (``AccountState.exchange_ratio_positions``); without one it is
-    listed as read."""
+    listed as read. ``coin_of`` gives its settle coin from the catalogue (the market's
+    ``marginAsset``, ccxt's ``settle``); where it knows none, the row's own ``marginAsset``
+    where Binance sends one (COIN-M's /dapi positionRisk rows carry it; the /papi docs'
+    example, a quarterly's BTCUSD_201225, has none), else None: never cut
+    from the symbol (a quarterly's, BTCUSD_261225, is BTC/USD:BTC-261225 in ccxt)."""
     if not isinstance(rows, list):
         raise FrameError("cm/positionRisk: expected a list of positions")
     out = []
@@ -181,6 +186,8 @@ def cm_positions(
             raise FrameError(f"{where} markPrice: not positive: {mark}")
         liquidation = dec_or_none(raw.get("liquidationPrice"))
         size = contract_size_of(raw["symbol"])
+        margin_asset = raw.get("marginAsset")
+        coin = coin_of(raw["symbol"]) or (margin_asset if isinstance(margin_asset, str) else None)
         out.append(
             ExchangeRatioPosition(
                 symbol=symbol_of(raw["symbol"]),
@@ -195,6 +202,7 @@ def cm_positions(
                 as_read=True,
                 quantity=None if size is None else abs(amount) * size,
                 inverse=size is not None,
+                coin=coin or None,
             )
         )
     return tuple(out)
@@ -748,6 +756,10 @@ class BinanceUSDMAdapter(ExchangeAdapter):
     reads_insurance_fund = True
     # multi-assets mode counts each margin asset at its own <asset>USD rates
     lined_modes = frozenset({AccountMode.MULTI_ASSETS})
+    # the spot API (api.binance.com: /sapi, "REQUEST_WEIGHT 6000" a minute of its own, spot
+    # "General Info", Limits), where the portfolio margin collateral rates and the key's
+    # permissions are read: not fapi/papi's budget
+    other_host_apis = frozenset({"sapi", "sapiV2", "sapiV3", "sapiV4"})
 
     async def fetch_insurance_fund(self, exchange: Any, symbol: str) -> Decimal:
         market = exchange.market(symbol)
@@ -889,7 +901,13 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             inverse = market.get("inverse") and market.get("id") == market_id
             return dec(str(size), f"{market_id} contractSize") if inverse and size else None
 
-        held = cm_positions(rows, symbol_of, contract_size_of)
+        def coin_of(market_id: str) -> str | None:
+            # the catalogue's market (not the default safe_market makes of an unknown id)
+            market = market_of(market_id)
+            settle = market.get("settle") if market.get("id") == market_id else None
+            return settle if isinstance(settle, str) and settle else None
+
+        held = cm_positions(rows, symbol_of, contract_size_of, coin_of)
         rates = await self._collateral_rates(exchange) if held else {}
         # the rows are checked: each position's Binance id by its symbol
         ids = {symbol_of(row["symbol"]): row["symbol"] for row in rows}
@@ -915,9 +933,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                     found, p.symbol, p.side, p.contracts, p.mark_price, p.liquidation_price
                 )
                 p = dataclasses.replace(p, stop=figures)
-            # a position the catalogue names (BTC/USD:BTC) is in its settle coin's equity; one
-            # named by Binance's id is listed as read, not followed
-            coin = p.symbol.rpartition(":")[2] if ":" in p.symbol else None
+            # in its settle coin's equity (BTC for BTC/USD:BTC and BTC/USD:BTC-261225 alike)
+            coin = p.coin
             out.append(
                 dataclasses.replace(
                     p,
@@ -1144,16 +1161,21 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         COIN-M positions it names: size and entry, the liquidation price staying Binance's as
         read (the whole account's, not in the push); a closed one is gone. A row of a position
         not listed, or of a market the COIN-M catalogue does not hold, is left to the next
-        reconcile (its mark and Binance's figures of it are not known yet). None: not such a
-        push, or nothing listed changed."""
+        reconcile (its mark and Binance's figures of it are not known yet). Its ``a.B[]`` rows
+        (``a`` the asset, ``cw`` its "Cross Wallet Balance": the COIN-M wallet Get CM Account
+        Detail's ``crossWalletBalance`` reads, a close's realized PnL and fee in it, a funding
+        fee's push has B alone) give the listed positions of that coin their wallet
+        (:meth:`_pushed_wallets`). None: not such a push, or nothing listed changed."""
         if not isinstance(message, dict) or message.get("fs") != "CM":
             return None
         catalogue = self._coin_m_catalogue
         update = message.get("a")
-        rows = update.get("P") if isinstance(update, dict) else None
-        if catalogue is None or not isinstance(rows, list):
+        if catalogue is None or not isinstance(update, dict):
             return None
-        out = {(p.symbol, p.side): p for p in listed}
+        rows = update.get("P", [])
+        if not isinstance(rows, list):
+            raise FrameError("CM ACCOUNT_UPDATE: a.P is not a list of positions")
+        out = {(p.symbol, p.side): p for p in self._pushed_wallets(update.get("B", []), listed)}
         for raw in rows:
             if not isinstance(raw, dict) or not isinstance(raw.get("s"), str):
                 raise FrameError("CM ACCOUNT_UPDATE: a position row without a symbol")
@@ -1192,6 +1214,26 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                 )
         changed = tuple(out.values())
         return None if changed == listed else changed
+
+    @staticmethod
+    def _pushed_wallets(
+        balances: Any, listed: tuple[ExchangeRatioPosition, ...]
+    ) -> tuple[ExchangeRatioPosition, ...]:
+        """The listed positions with their coin's COIN-M wallet as a CM push's ``a.B[]`` gives
+        it (``a``, ``cw``); a position whose wallet was not read (listed as read) stays so."""
+        if not isinstance(balances, list):
+            raise FrameError("CM ACCOUNT_UPDATE: a.B is not a list of balances")
+        wallets = {}
+        for raw in balances:
+            if not isinstance(raw, dict) or not isinstance(raw.get("a"), str):
+                raise FrameError("CM ACCOUNT_UPDATE: a balance row without an asset")
+            wallets[raw["a"]] = dec(raw.get("cw"), f"CM ACCOUNT_UPDATE {raw['a']} cw")
+        return tuple(
+            dataclasses.replace(p, coin_wallet=wallets[p.coin])
+            if p.coin in wallets and p.coin_wallet is not None
+            else p
+            for p in listed
+        )
 
     def _said_unlisted_push(self, market_id: str) -> None:
         """Say, once per COIN-M market, that its push names a position not listed (opened since
@@ -1469,6 +1511,12 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         await exchange.keep_alive_listen_key({"type": "future"})
 
 
+# the spot API's ban (api.binance.com: "HTTP 418 return code is used when an IP has been
+# auto-banned for continuing to send requests after receiving 429 codes", with a Retry-After;
+# spot "General Info", Limits), as USDⓈ-M's words it
+SPOT_IP_BAN = IpBanAnswer(418, lasts_s=120.0, until_ms=r"banned until (\d{10,16})")
+
+
 class CoinMMarks(ExchangeAdapter):
     """The COIN-M marks a portfolio margin account's COIN-M positions follow, on a mark hub of
     their own (``binancecoinm``): "Mark Price Stream" ``<symbol>@markPrice@1s`` on
@@ -1482,6 +1530,9 @@ class CoinMMarks(ExchangeAdapter):
     # the portfolio margin collateral rates (pm_collateral_rates): the exchange's, read with
     # an account's key once per exchange for all its accounts
     shared_read_name = "portfolio margin collateral rates (GET /sapi/v2/portfolio/collateralRate)"
+    # on the spot API's host, whose bans and 429s are its own (not fapi's, papi's or dapi's)
+    shared_read_host = "api.binance.com"
+    shared_read_ban = SPOT_IP_BAN
 
     async def watch_mark(self, exchange: Any, symbol: str) -> Decimal:
         return await watch_mark(exchange, symbol)
@@ -1587,23 +1638,20 @@ PORTFOLIO_LIVE_WEIGHT = (
 
 
 # "Portfolio Margin Pro Tiered Collateral Rate": GET /sapi/v2/portfolio/collateralRate,
-# "Request Weight(IP) 50" of the spot API's "REQUEST_WEIGHT 6000" a minute (api.binance.com),
-# in the pacing window's units as the /papi ones are; read once per exchange on the market
-# catalogue's schedule (BinanceUSDMAdapter._collateral_rates)
+# "Request Weight(IP) 50" of the spot API's "REQUEST_WEIGHT 6000" a minute (api.binance.com):
+# not in the fapi/papi window (``other_host_apis``); read once per exchange on the market
+# catalogue's schedule (BinanceUSDMAdapter._collateral_rates), 50 of 6,000 once an interval
 COLLATERAL_RATE_REQUEST: tuple[str, list[str], str, dict[str, Any]] = (
     "portfolio/collateralRate",
     ["sapiV2"],
     "GET",
     {},
 )
-COLLATERAL_RATE_WEIGHT = 50 * USDM_WEIGHT_PER_MINUTE / 6000
 
 
 def usdm_request_weight(api: str, method: str, path: str, params: Any) -> float | None:
     if api == "papi":
         return papi_weight(path, params)
-    if (api, path) == ("sapiV2", COLLATERAL_RATE_REQUEST[0]):
-        return COLLATERAL_RATE_WEIGHT
     return USDM_WEIGHTS.get((api, method, path))
 
 

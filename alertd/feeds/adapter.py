@@ -21,7 +21,7 @@ from alertd.engine.orderbook import Level, OrderBook
 from alertd.engine.reported import ExchangeRatioPosition
 from alertd.engine.stops import StopOrder
 from alertd.engine.tiers import TierTable
-from alertd.exchanges.spec import MarketFilter
+from alertd.exchanges.spec import IpBanAnswer, MarketFilter
 from alertd.feeds.state import (
     AccountEvent,
     AccountMode,
@@ -224,6 +224,15 @@ class ExchangeAdapter:
     # a listed-marks hub's adapter (:meth:`listed_marks`): what its accounts read once for all
     # of them (:attr:`listed_read`); None: nothing
     shared_read_name: str | None = None
+    # where that read goes to another host than the hub's exchange (Binance's collateral rates:
+    # api.binance.com): the host's name and its ban answer; the read waits out that host's bans
+    # and 429s in an IpBudget of its own (:class:`~alertd.feeds.marks.SharedRead`)
+    shared_read_host: str | None = None
+    shared_read_ban: IpBanAnswer | None = None
+    # the ccxt APIs (``api[0]`` of its implicit methods) an account's exchange object sends to
+    # another host, with a per-IP limit of its own (Binance USDⓈ-M's sapi*: api.binance.com,
+    # the spot API): never paced in, nor a ban or 429 of them told to, the exchange's IpBudget
+    other_host_apis: frozenset[str] = frozenset()
 
     # the depths the exchange's order book endpoint accepts (None: any up to the limit)
     book_limits: tuple[int, ...] | None = None

@@ -180,6 +180,7 @@ def _guarded_class(exchange_id: str) -> type:
     # asset index): resolved here for the watch that waits on their hash
     stream_hash = spec.adapter.stream_hash if spec.adapter is not None else None
     refused_login = spec.adapter.refused_login if spec.adapter is not None else None
+    other_host_apis = spec.adapter.other_host_apis if spec.adapter is not None else frozenset()
 
     class Guarded(base):  # type: ignore[misc, valid-type]
         alertd_sink: FrameSink | None = None
@@ -252,6 +253,13 @@ def _guarded_class(exchange_id: str) -> type:
             public pause first, and a 429 on it pauses the host's public requests."""
             budget = self.alertd_ip_budget
             name = api[0] if isinstance(api, list | tuple) and api else api
+            if name in other_host_apis:
+                # another host's request (Binance's /sapi): not this host's budget
+                token = _OTHER_HOST.set(True)
+                try:
+                    return await super().fetch2(path, api, method, *rest, **kw)
+                finally:
+                    _OTHER_HOST.reset(token)
             if budget is None or name != "public":
                 return await super().fetch2(path, api, method, *rest, **kw)
             await budget.resumed(public=True)
@@ -269,6 +277,10 @@ def _guarded_class(exchange_id: str) -> type:
             after it: a request that waited its turn in the limiter while the pause began
             waits for its end too; a public one for the end of the host's public pause too
             (begun by a 429 on another public request while it waited)."""
+            if _OTHER_HOST.get():
+                # another host's request: neither this host's pause nor its window (ccxt's
+                # limiter, shared by the host's objects) holds or counts it
+                return None
             budget = self.alertd_ip_budget
             if budget is not None:
                 await budget.resumed()
@@ -292,7 +304,7 @@ def _guarded_class(exchange_id: str) -> type:
                 return super().handle_errors(code, reason, url, method, headers, body, *rest)
             except ccxt.BaseError as exc:
                 _carry_retry_after(exc, headers, reset_header)
-                _tell_host(self.alertd_ip_budget, code, headers, body)
+                _tell_host(self.alertd_ip_budget, exc, code, headers, body)
                 raise
 
         def handle_http_status_code(
@@ -303,7 +315,7 @@ def _guarded_class(exchange_id: str) -> type:
                 return super().handle_http_status_code(code, reason, url, method, body)
             except ccxt.BaseError as exc:
                 _carry_retry_after(exc, headers, reset_header)
-                _tell_host(self.alertd_ip_budget, code, headers, body)
+                _tell_host(self.alertd_ip_budget, exc, code, headers, body)
                 raise
 
         def handle_message(self, client: Any, message: Any) -> None:
@@ -1201,16 +1213,53 @@ BAN_MAX_S = 3 * 86_400
 MAX_PAUSES_WAITED = 16
 
 
-def _tell_host(budget: IpBudget | None, code: Any, headers: Any, body: Any) -> None:
-    """Show an answer that raised to the host's budget (:meth:`IpBudget.refused`). Never
-    raises, as :func:`_carry_retry_after`."""
-    if budget is None or not isinstance(code, int):
+# set while an exchange object sends a request to another host than its budget's (the
+# adapter's ``other_host_apis``: Binance USDⓈ-M's /sapi, api.binance.com): per task, so the
+# object's other requests in flight meanwhile are not taken for it
+_OTHER_HOST: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "alertd_other_host", default=False
+)
+
+
+def _tell_host(
+    budget: IpBudget | None, exc: ccxt.BaseError, code: Any, headers: Any, body: Any
+) -> None:
+    """Show an answer that raised to the host's budget (:meth:`IpBudget.refused`); another
+    host's answer (:data:`_OTHER_HOST`) is not its: it goes with ``exc`` instead, for its
+    reader to show its own host (:func:`other_host_answer`). Never raises, as
+    :func:`_carry_retry_after`."""
+    if not isinstance(code, int):
         return
     try:
         answer = headers if isinstance(headers, Mapping) else {}
-        budget.refused(code, answer, body if isinstance(body, str) else "")
+        text = body if isinstance(body, str) else ""
+        if _OTHER_HOST.get():
+            exc.alertd_other_host_answer = (code, answer, text)
+        elif budget is not None:
+            budget.refused(code, answer, text)
     except Exception:
         log.debug("unreadable answer %s", code, exc_info=True)
+
+
+def other_host_answer(exc: BaseException) -> tuple[int, Mapping[object, object], str] | None:
+    """The answer (status, headers, body) that raised ``exc`` on another host's request
+    (:data:`_OTHER_HOST`), looked for along the chain of causes; None: none."""
+    answer = _carried(exc, "alertd_other_host_answer", tuple)
+    return answer if isinstance(answer, tuple) else None
+
+
+def _carried(exc: BaseException, name: str, kind: type) -> object:
+    """The first ``name`` attribute of the ``kind`` given along ``exc``'s chain of causes (a
+    translated error's, a few deep); None: none."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            break
+        value = getattr(seen, name, None)
+        if isinstance(value, kind):
+            return value
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _carry_retry_after(exc: ccxt.BaseError, headers: Any, reset_header: str | None) -> None:
@@ -1243,15 +1292,8 @@ def retry_after_of(exc: BaseException) -> float:
     wait, in the case of a 429, to prevent a ban"; "General Info", Limits:
     https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info),
     looked for along the chain of causes; 0 where it asked nothing."""
-    seen: BaseException | None = exc
-    for _ in range(8):  # a translated error's causes, a few deep
-        if seen is None:
-            break
-        wait = getattr(seen, "alertd_retry_after_s", None)
-        if isinstance(wait, float):
-            return wait
-        seen = seen.__cause__ or seen.__context__
-    return 0.0
+    wait = _carried(exc, "alertd_retry_after_s", float)
+    return wait if isinstance(wait, float) else 0.0
 
 
 def retry_delay(backoff: Backoff, exc: BaseException) -> float:

@@ -44,6 +44,7 @@ from alertd.feeds.adapter import (
 from alertd.feeds.ccxt_exchange import (
     ErrorKind,
     HostBan,
+    IpBudget,
     Opening,
     SharedExchange,
     classify,
@@ -116,11 +117,27 @@ def listed_marks_hub(
     if marks.shared_read_name is not None:
         # read once per exchange for its accounts, on the market catalogue's and the tiers'
         # schedule (feeds.tier_refresh_interval_s)
+        host = marks.shared_read_host
+        # another host's read: its bans and 429s paused in a budget of its own, per hub (a hub
+        # per source address: an IP's)
+        budget = (
+            None
+            if host is None
+            else IpBudget(
+                rest_limit_per_ip=True,
+                ip_ban=marks.shared_read_ban,
+                host=host,
+                clock=options.clock,
+                sleep=options.sleep,
+                wall_clock=options.wall_clock,
+            )
+        )
         hub.shared_read = SharedRead(
             f"{name}: {marks.shared_read_name}",
             options.clock,
             settings.tier_refresh_interval_s,
             settings.stale_after_s,
+            budget,
         )
     return hub
 

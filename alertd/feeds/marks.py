@@ -36,11 +36,13 @@ from alertd.feeds.adapter import ExchangeAdapter, FrameError
 from alertd.feeds.backoff import Backoff
 from alertd.feeds.books import OrderBooks
 from alertd.feeds.ccxt_exchange import (
+    IpBudget,
     Opening,
     SharedExchange,
     describe,
     drop_connections,
     load_markets,
+    other_host_answer,
     retry_delay,
 )
 from alertd.feeds.rates import AssetIndexStream, IndexFollower
@@ -70,10 +72,21 @@ class SharedRead:
     of whichever account asks first once the answer is due. A failed read (ccxt's errors, a
     malformed answer) keeps the answer as it was (None before any), is logged when it begins
     and when a read succeeds again, and is tried again ``retry_s`` later, not by every account
-    at once."""
+    at once. Where the read goes to another host than the accounts' (``budget``: that host's
+    own, Binance's api.binance.com), a ban or 429 of it (:func:`other_host_answer`) is that
+    host's: ``budget`` pauses until its end and the read is not tried before, while the
+    accounts' host goes on."""
 
-    def __init__(self, name: str, clock: Clock, every_s: float, retry_s: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        clock: Clock,
+        every_s: float,
+        retry_s: float,
+        budget: IpBudget | None = None,
+    ) -> None:
         self.name = name
+        self.budget = budget
         self._clock = clock
         self.every_s = every_s
         self._retry_s = retry_s
@@ -93,13 +106,18 @@ class SharedRead:
             try:
                 self.value = await read()
             except (ccxt.BaseError, FrameError) as exc:
-                self._due = now + self._retry_s
+                wait = self._retry_s
+                answer = other_host_answer(exc)
+                if self.budget is not None and answer is not None:
+                    self.budget.refused(*answer)
+                    wait = max(wait, self.budget.paused_until - now)
+                self._due = now + wait
                 if self._failing is None:
                     log.warning(
                         "%s: cannot be read (%s): kept as last read; tried again in %.0f s",
                         self.name,
                         describe(exc),
-                        self._retry_s,
+                        wait,
                     )
                 self._failing = describe(exc)
                 return self.value

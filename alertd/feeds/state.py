@@ -641,7 +641,7 @@ class AccountState:
             known = margin is not None and mark is not None and terms is not None
             requirement = margin * mark * terms if known else None  # type: ignore[operator]
             low, high = p.collateral_rates or (Decimal(0), Decimal(1))
-            coin = p.symbol.rpartition(":")[2] if p.coin_wallet is not None else ""
+            coin = (p.coin or "") if p.coin_wallet is not None else ""
             legs.append(
                 CoinLeg(p.symbol, p.side * p.quantity, p.entry_price, requirement, low, high, coin)
             )
@@ -651,9 +651,9 @@ class AccountState:
         """The coins' wallets as read with the listed inverse positions (Binance portfolio
         margin's COIN-M wallets), by coin: they move with the coin's mark (:func:`moved_ratio`)."""
         return {
-            p.symbol.rpartition(":")[2]: p.coin_wallet
+            p.coin: p.coin_wallet
             for p in self.listed_positions
-            if p.inverse and p.coin_wallet is not None
+            if p.inverse and p.coin and p.coin_wallet is not None
         }
 
     def _followed(self, p: ExchangeRatioPosition) -> ExchangeRatioPosition:
@@ -681,6 +681,7 @@ class AccountState:
             maintenance_margin=p.maintenance_margin,
             collateral_rates=p.collateral_rates,
             coin_wallet=p.coin_wallet,
+            coin=p.coin,
             quantity=None,
         )
 

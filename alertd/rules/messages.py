@@ -650,8 +650,10 @@ def _about_stop(n: Notification, head: str, who: str) -> Message | None:
         if reported.quantity is None:
             return None  # a position listed as read: no size to figure a loss from
         quantity, entry, inverse = reported.quantity, reported.entry_price, reported.inverse
-        # ccxt's unified contract symbol names its settle currency: BASE/QUOTE:SETTLE
-        settle = reported.symbol.rpartition(":")[2] if ":" in reported.symbol else ""
+        # its coin where read (a COIN-M quarterly's symbol ends in BTC-261225); else ccxt's
+        # unified contract symbol names its settle currency: BASE/QUOTE:SETTLE
+        symbol_settle = reported.symbol.rpartition(":")[2] if ":" in reported.symbol else ""
+        settle = reported.coin or symbol_settle
     else:
         assert metrics is not None and pm is not None
         p = pm.position

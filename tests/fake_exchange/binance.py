@@ -490,25 +490,32 @@ _KNOWN_QUOTES = ("USDT", "USDC", "FDUSD", "BUSD")
 
 @dataclass
 class _CoinMarket:
-    """A COIN-M perpetual (``/dapi/v1/exchangeInfo``): inverse, settled in its coin, each
-    contract ``contract_size`` USD ("Exchange Information", COIN-M Futures: ``contractSize``
-    100 for BTCUSD_PERP, 10 for the others)."""
+    """A COIN-M perpetual or delivery (quarterly) contract (``/dapi/v1/exchangeInfo``):
+    inverse, settled in its coin (``marginAsset``), each contract ``contract_size`` USD
+    ("Exchange Information", COIN-M Futures: ``contractSize`` 100 for BTCUSD_PERP and
+    BTCUSD_<yymmdd>, 10 for the others); a delivery one's ``deliveryDate`` in epoch ms."""
 
     id: str
     base: str
     contract_size: Decimal
     mark: Decimal
     funding_rate: Decimal = Decimal("0.00010000")
+    delivery_ms: int | None = None  # None: a perpetual
 
     @property
     def symbol(self) -> str:
-        return f"{self.base}/USD:{self.base}"
+        """ccxt's unified symbol (a delivery contract's ends in its expiry: BTC/USD:BTC-261225)."""
+        if self.delivery_ms is None:
+            return f"{self.base}/USD:{self.base}"
+        return f"{self.base}/USD:{self.base}-{self.id.rpartition('_')[2]}"
 
 
-# (market id, base, contract size in USD, mark)
-_DEFAULT_COIN_MARKETS = (
-    ("BTCUSD_PERP", "BTC", "100", "97000.0"),
-    ("ETHUSD_PERP", "ETH", "10", "3400.00"),
+# (market id, base, contract size in USD, mark, delivery date in epoch ms: None, perpetual)
+_DEFAULT_COIN_MARKETS: tuple[tuple[str, str, str, str, int | None], ...] = (
+    ("BTCUSD_PERP", "BTC", "100", "97000.0", None),
+    ("ETHUSD_PERP", "ETH", "10", "3400.00", None),
+    # a quarterly: "contractType" CURRENT_QUARTER, delivered 2026-12-25 08:00 UTC
+    ("BTCUSD_261225", "BTC", "100", "97000.0", 1798185600000),
 )
 # a COIN-M position's maintenance margin rate here: one bracket, its notional in the coin
 # times this (Binance's first COIN-M bracket of BTCUSD_PERP, "maintMarginRatio" 0.004)
@@ -691,8 +698,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         self._markets: dict[str, _Market] = {}
         # the COIN-M perpetuals (/dapi/v1/exchangeInfo, dstream marks), by market id
         self._coin_markets = {
-            market_id: _CoinMarket(market_id, base, _dec(size), _dec(mark))
-            for market_id, base, size, mark in _DEFAULT_COIN_MARKETS
+            market_id: _CoinMarket(market_id, base, _dec(size), _dec(mark), delivery_ms=delivery)
+            for market_id, base, size, mark, delivery in _DEFAULT_COIN_MARKETS
         }
         # markets whose leverage brackets GET /fapi/v1/leverageBracket leaves out
         self._brackets_withheld: set[str] = set()
@@ -1105,7 +1112,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         """The COIN-M coins' equity as uniMMR counts it (each coin's wallet and positions' PnL
         at its mark, at most at its collateral rate) and the positions' maintenance margin, in
         USD."""
-        marks = {m.base: m.mark for m in self._coin_markets.values()}  # the coin's index
+        # the coin's index: its perpetual's mark here (a quarterly's mark carries its basis)
+        marks = {m.base: m.mark for m in self._coin_markets.values() if m.delivery_ms is None}
         coins = self._cm_coins(account)
         equity = {coin: wallet * marks[coin] for coin, (wallet, _) in coins.items()}
         mm = Decimal(0)
@@ -1185,11 +1193,15 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
     def push_cm_position_update(self, api_key: str, row: dict[str, Any]) -> None:
         """A COIN-M fill's push on a portfolio margin account's stream: "Event: Futures
         Balance and Position Update" with ``fs`` CM (the business unit), its ``a.B`` the
-        coin's wallet and ``a.P`` the COIN-M position (``s``, ``pa``, ``ep``, ``ps``, ...),
-        as the Portfolio Margin user data stream docs list them."""
+        coin's wallet (``cw`` "Cross Wallet Balance": the account's COIN-M wallet of the row's
+        coin now, as "Get CM Account Detail" lists it) and ``a.P`` the COIN-M position (``s``,
+        ``pa``, ``ep``, ``ps``, ...), as the Portfolio Margin user data stream docs list them."""
         account = self._account(api_key)
         stamp = now_ms()
-        coin = {"a": "BTC", "wb": "0.00241969", "cw": "0.00241969", "bc": "0"}
+        market = self._coin_markets.get(str(row.get("s")))
+        base = market.base if market is not None else "BTC"
+        wallet = _f8(self._cm_coins(account).get(base, (Decimal(0), Decimal(1)))[0])
+        coin = {"a": base, "wb": wallet, "cw": wallet, "bc": "0"}
         event = {
             "e": "ACCOUNT_UPDATE",
             "fs": "CM",
@@ -2147,6 +2159,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
                 "marginAsset": market.base,
                 "equalQtyPrecision": 4,
             }
+            if market.delivery_ms is not None:
+                row |= {"contractType": "CURRENT_QUARTER", "deliveryDate": market.delivery_ms}
             symbols.append(row)
         return self._json(
             {
