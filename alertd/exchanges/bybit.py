@@ -336,9 +336,7 @@ def unified_collateral(
         ratio = ratios.get(coin)
         if ratio is None:
             raise FrameError(f"spot-margin-trade/collateral: no collateral ratio for {coin}")
-        # priced over the settle coin here, where a quotient out of range is named
-        price = over_settle(price, over, coin, settle)
-        out.append(usd_pool_coin(coin, amount, price, Decimal(1), ratio, settle, markets))
+        out.append(usd_pool_coin(coin, amount, price, over, ratio, settle, markets))
     return tuple(out)
 
 
