@@ -178,7 +178,7 @@ def test_only_the_wanted_metrics_are_read_and_incomplete_data_gives_feed_metrics
         "ratio_drift": None,
         "mode_not_computed": D(0),
         "incomplete_data": D(0),
-        "fee_rate_unread": D(0),
+        # not known once stopped: a fee-gap warning stays as it is (idx13)
     }
     assert blind[0].context.fatal == "banned"
 
@@ -297,3 +297,59 @@ def test_the_fee_gap_warning_stands_until_a_read_tells_the_fee_rate() -> None:
     assert kinds(None, replace(taxed, missing=("BTC/USDT:USDT: no tier table",)), 3.0) == []
     assert kinds(held, taxed, 4.0) == []  # reopened: not sent again
     assert kinds(held, FEED, 5.0) == [Kind.RESOLVED]  # a read told it
+
+
+def test_the_fee_gap_warning_stays_while_stopped_and_resolves_saying_why_in_another_mode() -> None:
+    """What a user expects of the ``fee-gap`` warning when alertd stops reading the account
+    (idx13, issue 11). Stopped (a fatal error): the rate is as unread as before and alertd
+    will leave it out again once restarted, so the warning stays firing beside the
+    account-error (it resolved "fee rates complete again" though nothing was read), and a
+    read after the restart resolves it. In a mode alertd does not compute (portfolio
+    margin), the exchange's own ratio is shown, its fees in: the unread rate leaves nothing
+    out of it, so it resolves, saying so, not "fee rates complete again"."""
+    from alertd.config import Config
+    from alertd.daemon.evaluation import builtin_rules
+    from alertd.rules.lifecycle import AlertEngine
+    from alertd.rules.messages import render
+
+    from .support.configs import WALLET_ACCOUNT
+
+    config = Config(version=1, accounts=[WALLET_ACCOUNT])
+    rule = next(r for r in builtin_rules(config) if r.name == "fee-gap")
+    btc = _btc_long()
+    held = replace(btc, positions=(replace(btc.positions[0], fee_rate=D("0.00055")),))
+    taxed = replace(FEED, fee_gap=FeeGap("a tax on the fee", D("0.18")), exchange_name="Bybit")
+
+    def step(engine: AlertEngine, feed: FeedStatus, at: float, figures: bool) -> list[Notification]:
+        live = None
+        if figures:
+            book = Book()
+            book.set_account("a", held)
+            live = book.live("a")
+        return engine.evaluate(observe("a", "bybit", live, feed, {rule.series}), at)
+
+    stopped = replace(FEED, fatal="AuthenticationError: bybit 10003 invalid key")
+    engine = AlertEngine([rule])
+    assert [n.kind for n in step(engine, taxed, 1.0, True)] == [Kind.FIRING]
+    assert step(engine, stopped, 2.0, False) == []  # stopped: still firing
+    assert [s.phase.value for s in engine.states_of("a")] == ["firing"]
+    assert step(engine, taxed, 3.0, True) == []  # restarted, still unread: not sent again
+    assert [n.kind for n in step(engine, FEED, 4.0, True)] == [Kind.RESOLVED]  # read
+
+    portfolio = replace(
+        FEED,
+        exchange_name="Bybit",
+        mode="portfolio margin",
+        mode_limits="scenario-based requirements",
+        exchange_ratio=D("0.2"),
+        exchange_ratio_stands_in=True,
+    )
+    engine = AlertEngine([rule])
+    step(engine, taxed, 1.0, True)
+    (resolved,) = step(engine, portfolio, 61.0, False)
+    assert resolved.kind is Kind.RESOLVED
+    message = render(resolved)
+    assert "fee rates complete again" not in message.title
+    assert "no longer counts: Bybit's own ratio is shown" in message.title
+    assert "account mode portfolio margin" in message.body
+    assert "still unread leaves nothing out of it" in message.body

@@ -30,6 +30,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import replace
 from decimal import Decimal
 from itertools import pairwise
+from typing import cast
 
 from alertd.engine.collateral import Collateral, CollateralTerm, Owed, SettleTerms
 from alertd.engine.legs import Leg, MonotoneRoot, Term, monotone, nearest_root, to_u
@@ -59,6 +60,8 @@ INFINITY = Decimal("Infinity")
 # Head room over the bounds below: far above Decimal's rounding in the running sums and the
 # solver, far below anything a threshold could tell apart.
 SAFETY = Decimal("1.000000001")
+# the most figures kept with one tier table (TierTable.memo): its few fee terms
+MEMO_KEYS = 64
 
 
 def slope_bound(leg: Leg, pnl_rate: Decimal = ONE) -> Decimal:
@@ -67,8 +70,11 @@ def slope_bound(leg: Leg, pnl_rate: Decimal = ONE) -> Decimal:
     ``SettleTerms.fastest_rate``)."""
     if leg.fixed_mm is not None:
         return leg.quantity * pnl_rate
-    steepest = max(t.mmr for t in leg.tiers.tiers)
-    return leg.quantity * (pnl_rate + steepest + leg.fee_rate)
+    memo = leg.tiers.memo
+    steepest = memo.get("steepest")
+    if steepest is None:
+        steepest = memo["steepest"] = max(t.mmr for t in leg.tiers.tiers)
+    return leg.quantity * (pnl_rate + cast(Decimal, steepest) + leg.fee_rate)
 
 
 def step_bound(leg: Leg) -> Decimal:
@@ -77,12 +83,14 @@ def step_bound(leg: Leg) -> Decimal:
     table = leg.tiers
     if not leg.moves_tier or table.continuous:
         return ZERO
-    tiers = table.tiers
-    total = ZERO
-    for lower, upper in pairwise(tiers):
-        assert lower.cap is not None  # only the last tier is uncapped
-        total += abs(lower.cap * (upper.mmr - lower.mmr) - (upper.deduction - lower.deduction))
-    return total
+    total = table.memo.get("steps")
+    if total is None:  # the table's alone: made once (TierTable.memo)
+        total = ZERO
+        for lower, upper in pairwise(table.tiers):
+            assert lower.cap is not None  # only the last tier is uncapped
+            total += abs(lower.cap * (upper.mmr - lower.mmr) - (upper.deduction - lower.deduction))
+        table.memo["steps"] = total
+    return cast(Decimal, total)
 
 
 def requirement_rate(leg: Leg) -> Decimal | None:
@@ -94,6 +102,22 @@ def requirement_rate(leg: Leg) -> Decimal | None:
         return None
     if leg.fixed_mm is not None:
         return ZERO if leg.fixed_mm >= 0 else None  # a constant: its share falls towards 0
+    # the rest reads the quantity only in ``q x close_fee``: the same for every position in
+    # the table with the same fee terms (every account holding the symbol, at one rate: an
+    # asset index frame re-rating them all derives it once), kept with the table
+    close = q * leg.close_fee
+    key = ("requirement_rate", leg.fee_rate, close, leg.fixed_tier)
+    memo = leg.tiers.memo
+    if key in memo:
+        return cast(Decimal | None, memo[key])
+    found = _requirement_rate(leg, close)
+    if len(memo) < MEMO_KEYS:  # a fee to close differs by quantity: not kept for each
+        memo[key] = found
+    return found
+
+
+def _requirement_rate(leg: Leg, close: Decimal) -> Decimal | None:
+    """:func:`requirement_rate` of a leg with a tier table, ``close`` its ``q x close_fee``."""
     fee, tiers = leg.fee_rate, leg.tiers.tiers
     if leg.fixed_tier is not None:
         spans: list[tuple[Tier, Decimal, Decimal | None]] = [(tiers[leg.fixed_tier], ZERO, None)]
@@ -111,7 +135,7 @@ def requirement_rate(leg: Leg) -> Decimal | None:
     for tier, lower, upper in spans:
         # mm / notional = mmr + fee + c / notional: monotonic in the notional, so its least
         # value on the span is at one of its ends
-        c = q * leg.close_fee - tier.deduction
+        c = close - tier.deduction
         if c >= 0:
             rate = tier.mmr + fee + (ZERO if upper is None else c / upper)
         elif lower > 0:

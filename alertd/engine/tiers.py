@@ -12,8 +12,9 @@ import enum
 import functools
 from bisect import bisect_left
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from typing import cast
 
 ZERO = Decimal(0)
 
@@ -56,6 +57,19 @@ class TierTable:
     caps: tuple[Decimal, ...]  # the finite caps, ascending, for bisection
     # MM is continuous in size (bracket deductions that satisfy the recursion exactly)
     continuous: bool = False
+    # what is derived from the table alone, made once (its hash; the figures of
+    # alertd.engine.book's bounds, by their inputs): a table is shared by every position in
+    # its symbol and, scaled at a rate (:meth:`scaled`), by every account converting at that
+    # rate, so an asset index frame re-rating a thousand accounts derives them once a symbol
+    memo: dict[object, object] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        # the generated hash hashed every tier's Decimals on each call (``scaled``'s cache
+        # is keyed by the table): kept, as the table is frozen
+        found = self.memo.get("hash")
+        if found is None:
+            found = self.memo["hash"] = hash((self.tiers, self.basis, self.caps, self.continuous))
+        return cast(int, found)
 
     @classmethod
     def build(cls, tiers: Sequence[Tier], basis: TierBasis = TierBasis.NOTIONAL) -> TierTable:

@@ -560,6 +560,18 @@ def _fee_gap_message(
     """The fee-gap warning: what the fee rates leave out and the maintenance margin it leaves
     out of alertd's figures, at the marks of the moment; resolved once a read tells it."""
     if n.kind is Kind.RESOLVED:
+        if feed.mode_limits is not None:
+            # a mode alertd does not compute (portfolio margin): the exchange's own ratio is
+            # shown, its fees in, so the unread rate leaves nothing out of what is shown
+            exchange = feed.exchange_name or n.subject.exchange
+            return Message(
+                f"{head} {who}: the unread fee rate no longer counts: {exchange}'s own "
+                "ratio is shown",
+                f"account mode {feed.mode or 'changed'}: alertd shows {exchange}'s margin "
+                "ratio, its fees in, so the fee rate still unread leaves nothing out of it "
+                f"(left out of alertd's maintenance margin for {since}; this warns again if "
+                "alertd computes the account again with the rate unread)",
+            )
         return Message(
             f"{head} {who}: fee rates complete again",
             f"alertd's maintenance margin left out part of the fee to close for {since}",

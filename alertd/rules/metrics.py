@@ -152,9 +152,14 @@ class Metric:
     # an account ratio for which the exchange's own stands in while alertd has no figures
     # of its own for the account (a mode it does not compute, incomplete data)
     exchange_stands_in: bool = False
+    # a value the feed reads, not known once it stopped (a fatal error): its alerts stay as
+    # they are, where its 0 would resolve them as if a read had told it
+    unknown_when_stopped: bool = False
 
     def observable(self, feed: FeedStatus) -> bool:
         """Whether it has a value while alertd has no figures of its own for the account."""
+        if self.unknown_when_stopped and feed.fatal is not None:
+            return False
         stands_in = self.exchange_stands_in and feed.exchange_ratio_stands_in
         return self.needs is Needs.FEED or stands_in
 
@@ -1070,6 +1075,9 @@ METRICS: tuple[Metric, ...] = (
         lambda f: _flag(f.feed.fee_gap is not None),
         title="a fee rate unread",
         resolved_title="fee rates read: maintenance margin complete",
+        # a stopped account's rate is as unread as before: kept firing beside its
+        # account-error, resolved by the read after its restart (idx13)
+        unknown_when_stopped=True,
     ),
     *_predictive_metrics(A),
     *_GUARD_ACCOUNT_METRICS,
