@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any
@@ -885,6 +886,23 @@ def test_binance_portfolio_collateral_rate_ban_is_the_spot_host_s_alone() -> Non
                 assert count(rates) == 1
                 (feed,) = manager.feeds.values()
                 assert feed.state.fatal is None
+
+    run(body())
+
+
+def test_binance_portfolio_collateral_rate_ban_is_restored_after_a_restart() -> None:
+    """A /sapi ban told before a restart (the store keeps it by host, api.binance.com) holds
+    the collateral rates' read again until its real end, named with what ages: not told over
+    at once for a host no budget of the new manager knew (the accounts' hosts alone were
+    restored)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            manager = sapi_banned(fake, retry_after_s=600)
+            manager.restore_ip_bans({"api.binance.com": (418, time.time() + 600)})
+            assert [(ban.host, ban.status, ban.holds) for ban in manager.ip_bans()] == [
+                ("api.binance.com", 418, binance.CoinMMarks.shared_read_name)
+            ]
 
     run(body())
 
