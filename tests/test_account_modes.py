@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any
@@ -842,6 +843,15 @@ def test_binance_portfolio_coin_m_hub_is_refreshed_and_banned_as_its_own_host() 
     run(body())
 
 
+def sapi_banned(fake: FakeBinanceUSDM, retry_after_s: float) -> FeedManager:
+    """A portfolio margin account with a COIN-M long on the local Binance, run by a manager,
+    its collateral rates' first read (/sapi) answered with a 418 ban for ``retry_after_s``."""
+    portfolio_with_coin_m_long(fake)
+    fake.fail_rest(418, 1, path_prefix="/sapi/", retry_after_s=retry_after_s)
+    config = Config(version=1, accounts=[portfolio_margin_config(fake)], feeds=FAST)
+    return FeedManager(config, {"p": secrets(KEY, SECRET)}, FAST_OPTIONS)
+
+
 def test_binance_portfolio_collateral_rate_ban_is_the_spot_host_s_alone() -> None:
     """A 418 (ban, Retry-After 600 s) on GET /sapi/v2/portfolio/collateralRate, the
     collateral rates' read: /sapi is api.binance.com, the spot API with its own per-IP limit.
@@ -852,10 +862,7 @@ def test_binance_portfolio_collateral_rate_ban_is_the_spot_host_s_alone() -> Non
 
     async def body() -> None:
         async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
-            portfolio_with_coin_m_long(fake)
-            fake.fail_rest(418, 1, path_prefix="/sapi/", retry_after_s=600)
-            config = Config(version=1, accounts=[portfolio_margin_config(fake)], feeds=FAST)
-            manager = FeedManager(config, {"p": secrets(KEY, SECRET)}, FAST_OPTIONS)
+            manager = sapi_banned(fake, retry_after_s=600)
 
             def count(path: str) -> int:
                 return fake.requests.count(("GET", path))
@@ -870,8 +877,74 @@ def test_binance_portfolio_collateral_rate_ban_is_the_spot_host_s_alone() -> Non
                     timeout_s=10,
                     what="the portfolio margin accounts read on, unbanned",
                 )
-                assert [ban.host for ban in manager.ip_bans()] == []
+                # the spot host's ban alone, named with what it holds (an ip-banned of its
+                # own: the next test)
+                bans = manager.ip_bans()
+                assert [(ban.host, ban.holds) for ban in bans] == [
+                    ("api.binance.com", binance.CoinMMarks.shared_read_name)
+                ]
                 assert count(rates) == 1
+                (feed,) = manager.feeds.values()
+                assert feed.state.fatal is None
+
+    run(body())
+
+
+def test_binance_portfolio_collateral_rate_ban_is_restored_after_a_restart() -> None:
+    """A /sapi ban told before a restart (the store keeps it by host, api.binance.com) holds
+    the collateral rates' read again until its real end, named with what ages: not told over
+    at once for a host no budget of the new manager knew (the accounts' hosts alone were
+    restored)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            manager = sapi_banned(fake, retry_after_s=600)
+            manager.restore_ip_bans({"api.binance.com": (418, time.time() + 600)})
+            assert [(ban.host, ban.status, ban.holds) for ban in manager.ip_bans()] == [
+                ("api.binance.com", 418, binance.CoinMMarks.shared_read_name)
+            ]
+
+    run(body())
+
+
+def test_binance_portfolio_collateral_rate_ban_is_told_and_resolved_naming_what_ages() -> None:
+    """The /sapi host's ban (418, Retry-After 2 s, on the collateral rates' read) was only
+    logged: a portfolio margin account's collateral rates then aged unseen, for as long as
+    Binance bans (up to 3 days). It is now one ``ip-banned`` for api.binance.com, as any
+    host's ban, naming what ages (the collateral rates, kept as last read); resolved when the
+    ban ends, the rates read again then; no ban of the accounts' own host."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            manager = sapi_banned(fake, retry_after_s=2)
+            config = manager.config
+            store = Store(":memory:")
+            deliverer = Deliverer(store, {}, config.routes, config.delivery)
+            alerting = Alerting(config, store, deliverer, book=Book(), wall_clock=lambda: 0.0)
+            told: list[str] = []
+
+            def tell() -> bool:
+                told.extend(f"{m.title}\n{m.body}" for m in alerting.host_bans(manager.ip_bans()))
+                return bool(told)
+
+            rates = "/sapi/v2/portfolio/collateralRate"
+            async with background(manager.run()):
+                await eventually(tell, what="the /sapi ban told")
+                (banned,) = told
+                title, text = banned.split("\n")
+                assert title.startswith("CRITICAL api.binance.com: this IP is banned until ")
+                assert "(418): the portfolio margin collateral rates" in title
+                assert "kept as last read and age until the ban ends" in text
+                await eventually(lambda: tell() and len(told) == 2, what="the ban's end told")
+                assert told[1].split("\n") == [
+                    "RESOLVED api.binance.com: the IP ban is over",
+                    "api.binance.com answers this IP again: the portfolio margin collateral "
+                    "rates (GET /sapi/v2/portfolio/collateralRate) are read again.",
+                ]
+                await eventually(
+                    lambda: fake.requests.count(("GET", rates)) == 2, what="the rates read again"
+                )
+                assert [m.title for m in alerting.host_bans(manager.ip_bans())] == []
                 (feed,) = manager.feeds.values()
                 assert feed.state.fatal is None
 

@@ -13,6 +13,7 @@ import contextlib
 import copy
 import dataclasses
 import json
+import re
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
@@ -37,6 +38,7 @@ from alertd.exchanges.bybit import (
     settle_usd,
     unified_collateral,
     unified_margin_assets,
+    unlined_wallets,
 )
 from alertd.exchanges.gate import GateAdapter, risk_limit_tiers_to_table
 from alertd.exchanges.hyperliquid import HyperliquidAdapter
@@ -1108,21 +1110,27 @@ def test_a_bybit_usdc_line_needs_a_usd_value_never_par() -> None:
     assert usdc.terms.rates == ConversionRates(Decimal("0.9991"), Decimal("0.9991"))
 
 
-def test_a_bybit_settle_row_s_hostile_usd_value_is_a_frame_error_naming_it() -> None:
-    """A USDT row at equity 1 (kept: LINE_MIN_EQUITY) with ``usdValue`` 1e-999999 makes every
-    other coin's value over USDT's out of Decimal's range: a FrameError naming both coins, not
-    decimal.Overflow out of every bootstrap (reviewer's probe_bybit_over_overflow; 3ef14e8
-    guarded ``usdValue / equity`` only)."""
+def usdt_usdc_btc(*rows: tuple[str, str]) -> list[dict[str, Any]]:
+    """ "Get Wallet Balance" coin rows of USDT, USDC and BTC (collateral), each (equity,
+    usdValue), its wallet its equity."""
     coins = [
-        {"coin": "USDT", "equity": "1", "usdValue": "1e-999999", "walletBalance": "1",
-         "spotBorrow": "0"},
-        {"coin": "USDC", "equity": "1", "usdValue": "10", "walletBalance": "1",
-         "spotBorrow": "0"},
-        {"coin": "BTC", "equity": "1", "usdValue": "60000", "walletBalance": "1",
-         "spotBorrow": "0", "marginCollateral": True, "collateralSwitch": True},
+        {"coin": coin, "equity": equity, "usdValue": usd, "walletBalance": equity,
+         "spotBorrow": "0"}
+        for coin, (equity, usd) in zip(("USDT", "USDC", "BTC"), rows, strict=True)
     ]  # fmt: skip
+    coins[2] |= {"marginCollateral": True, "collateralSwitch": True}
+    return coins
+
+
+def test_a_bybit_settle_row_s_hostile_usd_value_is_a_frame_error_naming_it() -> None:
+    """A USDT row at equity 1 (kept: LINE_MIN_EQUITY) with ``usdValue`` 1e-999999 made every
+    other coin's value over USDT's out of Decimal's range: a FrameError naming the row, not
+    decimal.Overflow out of every bootstrap (reviewer's probe_bybit_over_overflow; 3ef14e8
+    guarded ``usdValue / equity`` only). Its own value is out of range already: the USDT row
+    is named (usd_per_coin's one policy: docs/exchanges.md, Bybit)."""
+    coins = usdt_usdc_btc(("1", "1e-999999"), ("1", "10"), ("1", "60000"))
     ratios = {c: CollateralRatio.flat(Decimal(1)) for c in ("USDC", "BTC")}
-    said = "wallet-balance: the USDC usdValue over the USDT one's is out of range"
+    said = "wallet-balance: the USDT usdValue over its equity is out of range"
     with pytest.raises(FrameError, match=said):
         line_rates(coins, "USDT", ("USDC",))
     with pytest.raises(FrameError, match=said):
@@ -1131,6 +1139,10 @@ def test_a_bybit_settle_row_s_hostile_usd_value_is_a_frame_error_naming_it() -> 
     rough = [coins[0], {**coins[1], "equity": "0.5", "usdValue": "5"}]
     with pytest.raises(FrameError, match=said):
         unified_margin_assets(rough, ratios, "USDT", ("USDC",), held={"USDC"})
+    with pytest.raises(FrameError, match=said):
+        unified_collateral(coins, ratios, "USDT", {}, ("USDC",))
+    # a settle row in range, a coin whose value over it is not: both coins named
+    coins[0]["usdValue"] = "1e-499996"
     with pytest.raises(FrameError, match="the BTC usdValue over the USDT one's is out of range"):
         unified_collateral(coins, ratios, "USDT", {}, ("USDC",))
 
@@ -1152,10 +1164,75 @@ def test_a_bybit_adapter_s_hostile_settle_row_fails_its_collateral_read_by_name(
         exchange, adapter = Hostile(), BybitAdapter()
         adapter.tables, adapter.account_cross = PublicTables(), True
         await adapter.fetch_balance(exchange)
-        with pytest.raises(FrameError, match="USDC usdValue over the USDT one's"):
+        with pytest.raises(FrameError, match="USDT usdValue over its equity is out of range"):
             await adapter.fetch_collateral(exchange)
 
     run(body(), timeout_s=30)
+
+
+# one policy for a bad usdValue or equity of a Bybit "Get Wallet Balance" coin row, each field
+# of each row alertd prices (usd_per_coin; docs/exchanges.md, Bybit): no value (0, or an equity
+# below the reader's minimum) is the reader's to say: the settle coin (USDT) at par, a settle
+# coin on its own line (USDC) unlined (the account incomplete naming it), a collateral coin
+# (BTC) "no USD value" naming it; a wrong value (a negative price, out of range, not a finite
+# number) is a malformed frame naming the row's fields, whichever row
+NO_PRICE = "usdValue over its equity is no price"
+OUT_OF_RANGE = "usdValue over its equity is out of range"
+
+
+@pytest.mark.parametrize(
+    ("coin", "field", "value", "said"),
+    [
+        ("USDT", "usdValue", "0", "par"),
+        ("USDT", "equity", "0", "par"),
+        ("USDC", "usdValue", "0", "unlined"),
+        ("USDC", "equity", "0", "unlined"),
+        ("BTC", "usdValue", "0", "no USD value for the BTC balance"),
+        ("BTC", "equity", "0", "no USD value for the BTC balance"),
+        *((c, f, "-5", f"the {c} {NO_PRICE}") for c in ("USDT", "USDC", "BTC") for f in
+          ("usdValue", "equity")),
+        *((c, "usdValue", "1e-999999", f"the {c} {OUT_OF_RANGE}") for c in ("USDT", "USDC", "BTC")),
+        # an equity below the reader's minimum gives no value before any division
+        ("USDT", "equity", "1e-999999", "par"),
+        ("USDC", "equity", "1e-999999", "unlined"),
+        ("BTC", "equity", "1e-999999", f"the BTC {OUT_OF_RANGE}"),
+        *((c, f, "9E+999999", f"the {c} {OUT_OF_RANGE}") for c in ("USDT", "USDC", "BTC") for f in
+          ("usdValue", "equity")),
+        *((c, f, v, f"the {c} {f}: not {kind}") for c in ("USDT", "USDC", "BTC") for f in
+          ("usdValue", "equity") for v, kind in (("NaN", "finite"), ("Infinity", "finite"),
+                                                 ("abc", "a number"), ("1,000", "a number"))),
+    ],
+)  # fmt: skip
+def test_a_bybit_coin_row_s_bad_usd_value_or_equity_follows_one_policy(
+    coin: str, field: str, value: str, said: str
+) -> None:
+    """Before, ``usd_per_coin`` read a value that is not a number (NaN, "abc"), a negative
+    price and one out of range as no value: the USDT row's then priced USDT at par, a silent
+    estimate, and a negative USDT value priced every collateral coin below zero (BTC at
+    -1,198,800 USDT); while ``over_settle``
+    raised a FrameError for others. Now each field of each row follows the one policy above."""
+    coins = usdt_usdc_btc(("100", "99.9"), ("50", "49.95"), ("1", "59940"))
+    next(row for row in coins if row["coin"] == coin)[field] = value
+    ratios = {c: CollateralRatio.flat(Decimal(1)) for c in ("USDC", "BTC")}
+
+    def read() -> tuple[tuple[MarginAsset, ...], Any]:
+        lines = unified_margin_assets(coins, ratios, "USDT", ("USDC",), held={"USDC"})
+        return lines, unified_collateral(coins, ratios, "USDT", {}, ("USDC",))
+
+    if said in ("par", "unlined"):
+        lines, (btc,) = read()
+        par = said == "par"
+        assert btc.price == (Decimal(59940) if par else Decimal(60000))
+        if par:
+            (usdc,) = lines
+            assert usdc.terms is not None
+            assert usdc.terms.rates == ConversionRates(Decimal("0.999"), Decimal("0.999"))
+        else:
+            assert lines == ()  # the account incomplete naming USDC (unlined_wallets)
+            assert unlined_wallets(coins, ("USDC",), lines) == {"USDC": Decimal(50)}
+    else:
+        with pytest.raises(FrameError, match=re.escape(said)):
+            read()
 
 
 @settings(max_examples=300, deadline=None)

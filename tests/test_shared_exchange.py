@@ -1164,6 +1164,42 @@ def test_a_paced_start_that_stalls_still_pages_feed_down_after_s_after_its_last_
     run(body(), timeout_s=60)
 
 
+def test_an_account_s_down_count_begins_again_whole_after_its_host_s_ban() -> None:
+    """What feed_status counts for an account not connected (since when, the most down it
+    was at a paced start, the start's progress it stalled at) is one record: a ban of its
+    host begins it again whole. a1 stalls at 361 (down 61: feed-down); its host is banned
+    until 461 (one ip-banned, not a feed-down per account); after the ban its paced start's
+    grace counts from the ban's end (460 + 300 s), neither its 61 s nor its stall kept
+    (either left behind would say 61 s or more at 470); connected (evaluated so), nothing of
+    it is left."""
+    clock = [0.0]
+
+    async def body() -> None:
+        async with gated_paced_start(3, 300.0, clock) as (_, manager, alerting, gates):
+            a0, a1 = manager.feeds["a0"], manager.feeds["a1"]
+            clock[0] = 100.0
+            await goes_live(a0, gates["a0"])
+            assert alerting.feed_status(a1, 361).down_s == 61  # stalled: feed-down
+            budget = a1.shared.ip_budget if a1.shared is not None else None
+            assert budget is not None
+            clock[0] = 361.0
+            answer = "Way too many requests; IP(127.0.0.1) banned until 0."
+            budget.refused(418, {"Retry-After": "100"}, answer)
+            for now in (362.0, 400.0, 460.0):
+                clock[0] = now
+                assert alerting.feed_status(a1, now).down_s == 0  # the ban's message says it
+            clock[0] = 470.0
+            assert a1.host_ban() is None
+            assert alerting.feed_status(a1, 470).down_s == 0
+            assert alerting.feed_status(a1, 819).down_s == 59
+            assert alerting.feed_status(a1, 821).down_s == 61
+            await goes_live(a1, gates["a1"])
+            assert alerting.feed_status(a1, 830).down_s == 0
+            assert "a1" not in alerting.counting_down()
+
+    run(body(), timeout_s=60)
+
+
 def test_a_user_rule_on_feed_down_below_the_builtin_fires_once_through_a_slow_paced_start() -> None:
     """A user's rule on feed_down_s at 30 s (below feed_down_after_s) fired and resolved
     ("feed connected again") at every progress of the host while a3 never connected: down

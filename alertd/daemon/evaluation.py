@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -231,6 +232,21 @@ def quiet_hours(config: Config) -> QuietHours | None:
     return QuietHours(dt.time.fromisoformat(q.start), dt.time.fromisoformat(q.end), q.timezone)
 
 
+@dataclass(slots=True)
+class _Down:
+    """One account's count of down time while it is not connected (:meth:`Alerting.feed_status`),
+    one record so that its parts begin, reset and end together: dropped as a whole once the
+    account connects or stops, begun again as a whole when its host's IP is banned."""
+
+    since: float  # first seen not connected, or its host's ban last seen (monotonic)
+    # waiting for its first turn at a paced start: the most down it was counted while it
+    # waits (never less after), and once that came past feed_down_after_s (``stalled``), its
+    # host's start progress then (None: none yet), which later progress no longer moves
+    start_down: float = 0.0
+    stalled: bool = False
+    stalled_progress: float | None = None
+
+
 class Alerting:
     def __init__(
         self,
@@ -252,13 +268,7 @@ class Alerting:
             silences=store.silences(),
             quiet_hours=quiet_hours(config),
         )
-        self._down_since: dict[str, float] = {}
-        # per account waiting for its first turn at a paced start: the most down it was
-        # counted while it waits (never less after: :meth:`feed_status`), and once that came
-        # past feed_down_after_s, its host's start progress then, which later progress no
-        # longer moves
-        self._start_down: dict[str, float] = {}
-        self._start_stalled: dict[str, float | None] = {}
+        self._down: dict[str, _Down] = {}  # per account not connected (:class:`_Down`)
         self.down_after = Decimal(str(config.builtin_rules.feed_down_after_s))
         self._computable: dict[str, bool] = {}  # complete, in a mode alertd computes
         self._missing: dict[str, tuple[str, ...]] = {}  # what keeps each account incomplete
@@ -276,6 +286,8 @@ class Alerting:
         # end told (epoch seconds); kept in the store, so that a restart waits for its real
         # end and tells its end, not it again
         self._bans_told = store.ip_bans()
+        # of those that hold one shared read only, what ages (HostBan.holds), as last seen
+        self._bans_hold: dict[str, str] = {}
         self.notifications = 0
         self.commits = 0  # store commits of alert states: the firing alerts may have changed
         self.margin_calls = config.builtin_rules.margin_call
@@ -317,18 +329,16 @@ class Alerting:
         state = feed.state
         name = feed.config.name
         if state.connected or state.fatal is not None:
-            self._down_since.pop(name, None)
-            self._start_down.pop(name, None)
-            self._start_stalled.pop(name, None)
+            self._down.pop(name, None)
             down = 0.0
         else:
-            since = self._down_since.setdefault(name, now)
-            if feed.host_ban() is not None:
-                # its exchange host's IP is banned: the host's one ip-banned message says so
-                # (not a feed-down per account), and down counts from the ban's end
-                self._down_since[name] = since = now
-                self._start_down.pop(name, None)
-                self._start_stalled.pop(name, None)
+            record = self._down.get(name)
+            if record is None or feed.host_ban() is not None:
+                # first seen down; or its exchange host's IP is banned: the host's one
+                # ip-banned message says so (not a feed-down per account), and down counts
+                # from the ban's end, its paced start's count begun again
+                record = self._down[name] = _Down(now)
+            since = record.since
             waiting = feed.waiting_first_turn()
             if waiting:
                 # waiting for its turn in the per-IP budget's pace (said at start), or retrying
@@ -353,7 +363,7 @@ class Alerting:
             # every account at once: the time it waited is not counted down
             since += feed.waited_for_turns_s(now)
             paced = waiting and feed.paced_start_s > 0
-            progress = self._start_stalled.get(name, feed.host_start_progress_at())
+            progress = record.stalled_progress if record.stalled else feed.host_start_progress_at()
             if paced and progress is not None:
                 # the paced start's grace is an estimate from the exchange's limits alone, a
                 # floor: the machine's load makes each bootstrap, listen-key POST (after its
@@ -388,10 +398,10 @@ class Alerting:
                 # gaps between bootstraps: 45-49 s under load, firing1000). Once down past
                 # feed_down_after_s, tested as the feed-down rule tests it (the 3-decimal
                 # value above it), its stall's progress is kept (above)
-                down = max(down, self._start_down.get(name, 0.0))
-                self._start_down[name] = down
-                if Decimal(f"{down:.3f}") > self.down_after:
-                    self._start_stalled.setdefault(name, progress)
+                down = record.start_down = max(down, record.start_down)
+                if not record.stalled and Decimal(f"{down:.3f}") > self.down_after:
+                    record.stalled = True
+                    record.stalled_progress = progress
         opened = state.last_seen.get((Stream.POSITIONS, ""), now)
         seen = [state.mark_seen(symbol) for symbol in state.price_symbols]
         ages = [now - (opened if at is None else at) for at in seen]
@@ -423,6 +433,10 @@ class Alerting:
             # its bootstrap retrying, or then its private stream's first opening
             not_live=state.start_retrying(),
         )
+
+    def counting_down(self) -> frozenset[str]:
+        """The accounts whose down time :meth:`feed_status` counts: not connected, last seen."""
+        return frozenset(self._down)
 
     def _kept_positions(
         self, feed: AccountFeed, now: float, stands_in: bool
@@ -615,13 +629,18 @@ class Alerting:
         wall = self._wall()
         now = {ban.host: ban for ban in bans}
         told = self._bans_told
-        messages = [ip_ban_over(host, wall) for host in told if host not in now]
+        holds = self._bans_hold
+        messages = [
+            ip_ban_over(host, wall, holds.pop(host, None)) for host in told if host not in now
+        ]
         self._bans_told = {}
         for host, ban in now.items():
+            if ban.holds is not None:
+                holds[host] = ban.holds
             before = told.get(host)
             told_wall = before.told_wall if before is not None else -float("inf")
             if ban.until_wall >= told_wall + BAN_END_TOLD_TO_S:
-                messages.append(ip_banned(host, ban.status, ban.until_wall, wall))
+                messages.append(ip_banned(host, ban.status, ban.until_wall, wall, ban.holds))
                 told_wall = ban.until_wall
             # the real end saved (a restart waits for it), the end told kept apart
             self._bans_told[host] = SavedBan(ban.status, ban.until_wall, told_wall)

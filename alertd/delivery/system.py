@@ -148,12 +148,27 @@ def heartbeat(receiver: str, at: float, interval_s: float) -> SystemMessage:
     )
 
 
-def ip_banned(host: str, status: int, until: float, at: float) -> SystemMessage:
+def ip_banned(
+    host: str, status: int, until: float, at: float, holds: str | None = None
+) -> SystemMessage:
     """The exchange banned this host's IP until ``until`` (epoch seconds): one message for
-    every account on it, which wait for its end and resume by themselves."""
+    every account on it, which wait for its end and resume by themselves; ``holds``: where
+    only that read of alertd's goes to the host (:attr:`HostBan.holds`), what ages."""
     severity = IP_BAN_SEVERITY
     ends = fmt.utc_until(until, at)
     title = f"{severity.label.upper()} {host}: this IP is banned until {ends} ({status})"
+    if holds is not None:
+        title += f": the {holds} age until then"
+        body = (
+            f"{host} refuses every request from this IP until {ends}: too many requests were "
+            f"sent from it (alertd's, or another program's on the same IP). alertd reads only "
+            f"the {holds} from it: they are kept as last read and age until the ban ends, "
+            "when they are read again; the accounts' own requests and streams go to their own "
+            "hosts and go on."
+        )
+        return SystemMessage(
+            SystemKind.IP_BANNED, IP_BANNED, severity, title, body, at, exchange=host, ends_at=until
+        )
     body = (
         f"{host} refuses every request from this IP until {ends}: too many requests were "
         "sent from it (alertd's, or another program's on the same IP). alertd sends nothing "
@@ -167,12 +182,15 @@ def ip_banned(host: str, status: int, until: float, at: float) -> SystemMessage:
     )
 
 
-def ip_ban_over(host: str, at: float) -> SystemMessage:
+def ip_ban_over(host: str, at: float, holds: str | None = None) -> SystemMessage:
     """The ban of :func:`ip_banned` ended: its resolution, with the ban's severity and labels
     (as a rule alert's resolution keeps its alert's), so that routes and silences by severity
-    send it where the ban went."""
+    send it where the ban went; ``holds`` as there."""
     title = f"RESOLVED {host}: the IP ban is over"
-    body = f"{host} answers this IP again: every account of it resumes by itself."
+    resumes = "every account of it resumes by itself"
+    if holds is not None:
+        resumes = f"the {holds} are read again"
+    body = f"{host} answers this IP again: {resumes}."
     return SystemMessage(
         SystemKind.IP_BAN_OVER, IP_BANNED, IP_BAN_SEVERITY, title, body, at, exchange=host
     )

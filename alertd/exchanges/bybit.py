@@ -42,6 +42,7 @@ from alertd.exchanges.common import (
     AdlScale,
     closed_both_sides,
     over_settle,
+    price_quotient,
     risk_tiers,
     taker_fee_rates,
     usd_pool_coin,
@@ -188,16 +189,36 @@ LINE_MIN_EQUITY = Decimal(1)
 ROUGH_MIN_EQUITY = Decimal("0.01")
 
 
+def _row_number(row: dict[str, Any], field: str) -> Decimal | None:
+    """A coin row's ``field``: None where it is left out, ``""`` or 0 (Bybit's ``usdValue``
+    of a dust balance rounds to 0); one that is not a finite number is a :class:`FrameError`
+    naming the coin's field."""
+    value = row.get(field)
+    if value in (None, ""):
+        return None
+    return dec(value, f"wallet-balance: the {row.get('coin')} {field}") or None
+
+
 def usd_per_coin(row: dict[str, Any], min_equity: Decimal = Decimal(0)) -> Decimal | None:
-    """A coin row's USD value per coin, ``usdValue / equity`` (its USD index); None where the
-    row gives none (no equity, or one below ``min_equity``)."""
-    equity, usd = dec_or_none(row.get("equity")), dec_or_none(row.get("usdValue"))
-    if equity is None or usd is None or not equity or abs(equity) < min_equity:
+    """A coin row's USD value per coin, ``usdValue / equity`` (its USD index, positive: a
+    liability's two are both negative).
+
+    The one policy for a bad value of either field, whatever reads it (docs/exchanges.md,
+    Bybit): a row that gives no value (``usdValue`` or ``equity`` left out, ``""`` or 0, or
+    an equity below ``min_equity``) gives None, and its reader says what then (the account
+    incomplete naming the coin, or its line at the value last read); a row whose value is
+    wrong (not a finite number: a string, NaN, Infinity; a quotient out of Decimal's range:
+    1e-999999, 9E+999999; the two of opposite signs: no price) is a malformed frame, a
+    :class:`FrameError` naming the coin's fields, the snapshot skipped and logged."""
+    coin = row.get("coin")
+    equity, usd = _row_number(row, "equity"), _row_number(row, "usdValue")
+    if equity is None or usd is None or abs(equity) < min_equity:
         return None
-    try:
-        return usd / equity
-    except ArithmeticError:  # a hostile row's exponents (1e-999999): no value, not a crash
-        return None
+    what = f"wallet-balance: the {coin} usdValue over its equity"
+    price = price_quotient(usd, equity, what)
+    if price < 0:
+        raise FrameError(f"{what} is no price ({usd} / {equity})")
+    return price
 
 
 def settle_usd(coins: list[dict[str, Any]], settle: str) -> Decimal:

@@ -462,12 +462,16 @@ class RestSlots:
 @dataclasses.dataclass(frozen=True, slots=True)
 class HostBan:
     """An exchange's ban of this host's IP: until when, on the feeds' monotonic clock and in
-    epoch seconds (what the operator is told), and the HTTP status it was answered with."""
+    epoch seconds (what the operator is told), and the HTTP status it was answered with;
+    ``holds``: what alertd reads from the host and is kept as last read meanwhile, where that
+    is one shared read and not the accounts' own requests (Binance's /sapi host: the portfolio
+    margin collateral rates); None: every account of the host waits."""
 
     host: str
     status: int
     until: float
     until_wall: float
+    holds: str | None = None
 
     def said(self, wall: float) -> str:
         """``binanceusdm IP banned until 09:42 UTC (418)``, at epoch seconds ``wall``."""

@@ -119,14 +119,16 @@ def listed_marks_hub(
         # schedule (feeds.tier_refresh_interval_s)
         host = marks.shared_read_host
         # another host's read: its bans and 429s paused in a budget of its own, per hub (a hub
-        # per source address: an IP's)
+        # per source address: an IP's, named with it as the accounts' hosts are, so that two
+        # addresses' bans are told apart)
+        address = resources.source_address if resources is not None else None
         budget = (
             None
             if host is None
             else IpBudget(
                 rest_limit_per_ip=True,
                 ip_ban=marks.shared_read_ban,
-                host=host,
+                host=host + (f" from {address}" if address is not None else ""),
                 clock=options.clock,
                 sleep=options.sleep,
                 wall_clock=options.wall_clock,

@@ -12,6 +12,7 @@ reconciles do not hit the exchange in the same second.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import logging
@@ -319,14 +320,31 @@ class FeedManager:
         """The bans of the hosts' IPs met before a restart, by host: (HTTP status, end in
         epoch seconds); every account of such a host waits for its end again
         (:meth:`IpBudget.restore_ban`), none sends into it."""
-        for budget in self._ip_budgets.values():
+        budgets = [*self._ip_budgets.values(), *(b for b, _ in self._shared_read_budgets())]
+        for budget in budgets:
             if budget.host in bans:
                 budget.restore_ban(*bans[budget.host])
 
+    def _shared_read_budgets(self) -> list[tuple[IpBudget, str]]:
+        """The budgets of the hosts only a hub's shared read reaches (Binance's /sapi,
+        api.binance.com: the portfolio margin collateral rates), with what that read is."""
+        return [
+            (hub.shared_read.budget, hub.adapter.shared_read_name or hub.shared_read.name)
+            for hub in self.hubs.values()
+            if hub.shared_read is not None and hub.shared_read.budget is not None
+        ]
+
     def ip_bans(self) -> list[HostBan]:
         """The exchange hosts whose IP is banned now, each once (every account of one waits
-        for the ban's end: :class:`IpBudget`)."""
-        bans = (budget.banned() for budget in self._ip_budgets.values())
+        for the ban's end: :class:`IpBudget`); a host only a shared read reaches, with what
+        ages meanwhile (:attr:`HostBan.holds`): its ban was only logged, and a portfolio
+        margin account's collateral rates aged unseen."""
+        bans = [budget.banned() for budget in self._ip_budgets.values()]
+        bans += [
+            dataclasses.replace(ban, holds=what)
+            for budget, what in self._shared_read_budgets()
+            if (ban := budget.banned()) is not None
+        ]
         return [ban for ban in bans if ban is not None]
 
     def _hub_for(self, key: str, account: AccountConfig) -> MarkHub:
