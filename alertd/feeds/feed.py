@@ -1070,10 +1070,15 @@ class AccountFeed:
             except Exception as exc:
                 if opening is not None and self._openings.get(connection) is opening:
                     # failed before its socket opened (its open ends the opening it held):
-                    # the handshake, or what comes before it (Binance's listen key)
+                    # the handshake, or what comes before it (Binance's listen key); its
+                    # retry opens one, in a turn of its own
                     self._opening_failed = True
+                    seen = self._turns.get(connection, 0)
+                # else its socket opened and is open still (a refused subscription, a REST
+                # read after a push failed): its retry opens nothing and takes no turn, as
+                # the mark hub's (:meth:`MarkHub._stream`); a close since takes one at the
+                # next step (``_closes``)
                 self._opening_ended(opening)
-                seen = self._turns.get(connection, 0)
                 if classify(exc) is ErrorKind.FATAL:
                     self._stop(exc)
                 if not isinstance(exc, ccxt.BaseError):
