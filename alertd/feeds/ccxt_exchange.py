@@ -34,7 +34,7 @@ import ssl
 import time
 import types
 import weakref
-from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator, Mapping
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
@@ -218,6 +218,11 @@ def _guarded_class(exchange_id: str) -> type:
         alertd_ip_budget: IpBudget | None = None
         # alone (no shared pool), the address its own session's connections leave from
         alertd_source_address: str | None = None
+        # the host's pace of websocket openings, where every socket this object dials takes a
+        # turn in it at the dial (a mark hub's public exchange: MarkHub._exchange); None: its
+        # openings are paced before the watch (an account's, whose login is signed after its
+        # turn: AccountFeed._opening_turn), or not at all
+        alertd_public_openings: OpeningPacer | None = None
         # how long a socket it drops waits for the peer's CLOSE reply (a test that must see
         # what happens while a drop still waits passes a longer one in its exchange factory)
         alertd_close_reply_wait_s: float = CLOSE_REPLY_WAIT_S
@@ -358,6 +363,9 @@ def _guarded_class(exchange_id: str) -> type:
 
                 client.handle_text_or_binary_message = guarded_decode
                 client.alertd_guarded = True
+                pacer = self.alertd_public_openings
+                if pacer is not None:
+                    client.open = _paced_open(client, pacer)
                 client.connected.add_done_callback(lambda done: self._alertd_opened(client, done))
             return client
 
@@ -401,6 +409,29 @@ def _guarded_class(exchange_id: str) -> type:
     Guarded.__name__ = f"Guarded_{exchange_id}"
     _classes[exchange_id] = Guarded
     return Guarded
+
+
+def _paced_open(client: Any, pacer: OpeningPacer) -> Callable[..., Awaitable[None]]:
+    """ccxt's ``WsClient.open`` of a public socket (``client``'s), in a turn of the host's
+    pace taken first: the turn's opening ends when the dial does (``open`` returns once the
+    socket is open or its failure told), its place counted a window from then. The mark hubs'
+    turns go ahead of the accounts' queued ones (``first``): they carry every account's
+    marks. A client dropped while it waits for its turn (a stale stream's reconnect) gives its
+    place on and never dials (:func:`drop_connection`)."""
+    dial = client.open
+
+    async def paced(*args: Any, **kwargs: Any) -> None:
+        client.alertd_turn_wait = asyncio.current_task()
+        try:
+            opening = await pacer.turn(first=True)
+        finally:
+            client.alertd_turn_wait = None
+        try:
+            await dial(*args, **kwargs)
+        finally:
+            opening.ended()
+
+    return paced
 
 
 def new_ssl_context() -> ssl.SSLContext:
@@ -1352,6 +1383,12 @@ async def drop_connection(
     # the exchange's client of the same URL alone (a watch may have opened a new one already)
     client.error = error(f"alertd: {reason}")
     client.reject(client.error)
+    waiting: asyncio.Task[None] | None = getattr(client, "alertd_turn_wait", None)
+    if waiting is not None:
+        # waiting for its turn to dial (:func:`_paced_open`): no socket; its place given on
+        # to the socket the next watch dials, not taken to open one closed at once
+        waiting.cancel()
+        return
     wait_s = getattr(exchange, "alertd_close_reply_wait_s", CLOSE_REPLY_WAIT_S)
     if not client.connected.done():
         # still dialling: there is no socket to close yet; once the dial completes ccxt
