@@ -582,3 +582,54 @@ def test_a_public_request_queued_in_ccxt_s_limiter_waits_for_the_public_pause() 
                 await exchange.close()
 
     run(body(), timeout_s=60)
+
+
+def test_a_public_pause_is_shown_in_the_status_and_the_health_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 429 on OKX's public endpoints pauses the host's public requests (its Retry-After, else
+    OKX's 2 s window): said in ``/status``, ``alertd status`` and the health line while it
+    lasts, as the host's ban is, not a reason the daemon is unhealthy (the marks stream on; a
+    mark it starves goes stale, which is one). Before: a log line only (issue 14, ws13)."""
+    accounts: list[dict[str, Any]] = [
+        {
+            "name": f"o{i}",
+            "exchange": "okx",
+            "api_key_env": "K",
+            "secret_env": "S",
+            "password_env": "P",
+        }
+        for i in range(2)
+    ]
+    clock = ManualClock(1000.0)
+    service = Service(
+        load_config(write_config(tmp_path, accounts, receivers=[HOOK])),
+        config_path=tmp_path / "config.yaml",
+        secrets={},
+        wall_clock=lambda: NOON,
+        feeds=FeedOptions(clock=clock, wall_clock=lambda: NOON),
+    )
+    service._startup()
+    assert service.manager is not None and service.publisher is not None
+    feeds = list(service.manager.feeds.values())
+    budget = feeds[0].shared.ip_budget if feeds[0].shared is not None else None
+    assert budget is not None
+    budget.public_refused(12.0)  # a public 429 with a Retry-After of 12 s
+    service.step(clock.t, True)
+    said = "okx public requests paused 12 s more (429)"
+    status = status_json(service.view())
+    assert status["public_pauses"] == [said] and said not in status["reasons"]
+    shown = io.StringIO()
+    render_status(status, Console(file=shown, width=200))
+    assert f"{said}: its public reads wait, private requests and streams go on" in (
+        shown.getvalue()
+    )
+    with caplog.at_level(logging.INFO, logger="alertd.daemon.service"):
+        service.log_health()
+    assert said in caplog.records[-1].getMessage()
+    clock.t += 12
+    service.step(clock.t, True)
+    assert status_json(service.view())["public_pauses"] == []
+    with caplog.at_level(logging.INFO, logger="alertd.daemon.service"):
+        service.log_health()
+    assert "paused" not in caplog.records[-1].getMessage()

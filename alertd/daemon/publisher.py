@@ -44,7 +44,7 @@ from alertd.engine.book import LiveAccount
 from alertd.engine.dynamics import MarkWindow
 from alertd.engine.orderbook import OrderBook
 from alertd.engine.stops import stop_figures
-from alertd.feeds.ccxt_exchange import HostBan
+from alertd.feeds.ccxt_exchange import HostBan, PublicPause
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.state import Coverage
 from alertd.rules.metrics import QUIET, pool_values, published_values
@@ -139,6 +139,7 @@ class Publisher:
         self._stamp = stamp
         accounts = tuple(self._accounts[name] for name in self.feeds if name in self._accounts)
         bans = tuple(ban.said(wall) for ban in self._bans())
+        pauses = tuple(pause.said(wall) for pause in self._public_pauses())
         self._view = DaemonView(
             source=Source.DAEMON,
             at=wall,
@@ -154,6 +155,7 @@ class Publisher:
             reasons=health_reasons(accounts, self._undelivered, wall, bans),
             funds=self._funds(),
             bans=bans,
+            public_pauses=pauses,
         )
         self.published += 1
         return self._view
@@ -310,7 +312,17 @@ class Publisher:
             len(self.alerting.engine.firing()),
             len(self.store.pending()),
             self._bans(),
+            self._public_pauses(),
         )
+
+    def _public_pauses(self) -> tuple[PublicPause, ...]:
+        """The pauses of the feeds' exchange hosts' public requests, each host once."""
+        pauses: dict[str, PublicPause] = {}
+        for feed in self.feeds.values():
+            pause = feed.host_public_pause()
+            if pause is not None:
+                pauses[pause.host] = pause
+        return tuple(pauses.values())
 
     def _bans(self) -> tuple[HostBan, ...]:
         """The bans of the feeds' exchange hosts, each host once."""
@@ -381,6 +393,8 @@ class Health:
     firing: int
     queued: int
     bans: tuple[HostBan, ...] = ()  # the exchange hosts whose IP is banned, each once
+    # the exchange hosts whose public requests wait after a 429 (OKX, Gate), each once
+    public_pauses: tuple[PublicPause, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -491,6 +491,23 @@ class RestSlots:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class PublicPause:
+    """A 429 on a public endpoint of an exchange limiting those per IP (OKX, Gate): every
+    public request of the host waits until then (monotonic ``until``, epoch ``until_wall``);
+    the private ones go on."""
+
+    host: str
+    until: float
+    until_wall: float
+
+    def said(self, wall: float) -> str:
+        """``okx public requests paused 12 s more (429)``, at epoch ``wall`` (seconds: OKX's
+        public limits count over 2 s, Gate's reset within its 10 s window)."""
+        left = max(0.0, self.until_wall - wall)
+        return f"{self.host} public requests paused {left:.0f} s more (429)"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class HostBan:
     """An exchange's ban of this host's IP: until when, on the feeds' monotonic clock and in
     epoch seconds (what the operator is told), and the HTTP status it was answered with."""
@@ -701,6 +718,7 @@ class IpBudget:
         # until when the public ones wait (a public endpoint's 429 where those are per IP)
         self.paused_until = -float("inf")
         self.public_paused_until = -float("inf")
+        self.public_pause: PublicPause | None = None  # the one going on (or just over)
         self._public_limit_window_s = public_limit_window_s
         self.ban: HostBan | None = None
         self.rest_limit_per_ip = rest_limit_per_ip
@@ -822,7 +840,18 @@ class IpBudget:
                 self.host,
                 seconds,
             )
+        if now + seconds > self.public_paused_until:
+            self.public_pause = PublicPause(self.host, now + seconds, self._wall_clock() + seconds)
         self.public_paused_until = max(self.public_paused_until, now + seconds)
+
+    def public_paused(self) -> PublicPause | None:
+        """The pause of the host's public requests while it lasts (:meth:`public_refused`):
+        shown in ``/status`` and ``alertd status`` (the marks streamed go on; what waits is
+        read over REST: tier tables, catalogues, order books where not streamed)."""
+        pause = self.public_pause
+        if pause is not None and pause.until <= self._clock():
+            self.public_pause = pause = None
+        return pause
 
     def refused(self, status: int, headers: Mapping[object, object], body: str) -> None:
         """An answer refusing a request: a ban of the IP pauses the host until its end, a 429

@@ -46,6 +46,7 @@ from alertd.feeds.ccxt_exchange import (
     HostBan,
     IpBudget,
     Opening,
+    PublicPause,
     SharedExchange,
     classify,
     describe,
@@ -332,6 +333,11 @@ class AccountFeed:
         """Its first bootstrap is queued for one of the exchange's REST slots, not given one
         yet (1,000 Bybit accounts at 8 slots: the last waits minutes, through no failure)."""
         return self._first_slot_queued and self.first_slot_at is None
+
+    def host_public_pause(self) -> PublicPause | None:
+        """The pause of its exchange host's public requests while it lasts (a 429 on a public
+        endpoint limited per IP: OKX's, Gate's), its own public reads waiting too."""
+        return self.shared.ip_budget.public_paused() if self.shared is not None else None
 
     def host_ban(self) -> HostBan | None:
         """The ban of its exchange host's IP while it lasts: every REST request of the host
