@@ -252,6 +252,20 @@ def test_a_ban_met_alone_keeps_the_account_s_feed_retrying() -> None:
     assert classify(exc) is ErrorKind.TRANSIENT
 
 
+def started_at(path: Path, clock: ManualClock, wall: float = NOON) -> Service:
+    """The daemon of the config at ``path`` started (not run), its feeds on ``clock``, the
+    wall clock standing at ``wall``."""
+    service = Service(
+        load_config(path),
+        config_path=path,
+        secrets={},
+        wall_clock=lambda: wall,
+        feeds=FeedOptions(clock=clock, wall_clock=lambda: wall),
+    )
+    service._startup()
+    return service
+
+
 def test_an_ip_ban_is_told_once_for_its_host_and_its_end_too(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -263,14 +277,7 @@ def test_an_ip_ban_is_told_once_for_its_host_and_its_end_too(
         for i in range(3)
     ]
     clock = ManualClock(1000.0)
-    service = Service(
-        load_config(write_config(tmp_path, accounts, receivers=[HOOK])),
-        config_path=tmp_path / "config.yaml",
-        secrets={},
-        wall_clock=lambda: NOON,
-        feeds=FeedOptions(clock=clock, wall_clock=lambda: NOON),
-    )
-    service._startup()
+    service = started_at(write_config(tmp_path, accounts, receivers=[HOOK]), clock)
     assert service.manager is not None and service.store is not None
     assert service.alerting is not None and service.publisher is not None
     feeds = list(service.manager.feeds.values())
@@ -456,15 +463,7 @@ def test_an_ip_ban_survives_a_restart(tmp_path: Path) -> None:
     path = write_config(tmp_path, accounts, receivers=[HOOK])
 
     def start(clock: ManualClock, wall: float) -> Service:
-        service = Service(
-            load_config(path),
-            config_path=tmp_path / "config.yaml",
-            secrets={},
-            wall_clock=lambda: wall,
-            feeds=FeedOptions(clock=clock, wall_clock=lambda: wall),
-        )
-        service._startup()
-        return service
+        return started_at(path, clock, wall)
 
     first = start(ManualClock(1000.0), NOON)
     assert first.manager is not None and first.store is not None
@@ -602,14 +601,7 @@ def test_a_public_pause_is_shown_in_the_status_and_the_health_line(
         for i in range(2)
     ]
     clock = ManualClock(1000.0)
-    service = Service(
-        load_config(write_config(tmp_path, accounts, receivers=[HOOK])),
-        config_path=tmp_path / "config.yaml",
-        secrets={},
-        wall_clock=lambda: NOON,
-        feeds=FeedOptions(clock=clock, wall_clock=lambda: NOON),
-    )
-    service._startup()
+    service = started_at(write_config(tmp_path, accounts, receivers=[HOOK]), clock)
     assert service.manager is not None and service.publisher is not None
     feeds = list(service.manager.feeds.values())
     budget = feeds[0].shared.ip_budget if feeds[0].shared is not None else None

@@ -17,9 +17,10 @@ costliest: every mark moved at once; only with ``crash``) is solved at most once
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from typing import TypeVar
 
 from alertd.clock import Clock
 from alertd.config import FeedSettings
@@ -50,6 +51,9 @@ from alertd.feeds.state import Coverage
 from alertd.rules.metrics import QUIET, pool_values, published_values
 from alertd.rules.model import FeedStatus
 from alertd.views.format import fee_gap_line
+
+# what holds an exchange host (a ban, a public pause), named by its host
+Held = TypeVar("Held", HostBan, PublicPause)
 
 
 class Publisher:
@@ -317,21 +321,17 @@ class Publisher:
 
     def _public_pauses(self) -> tuple[PublicPause, ...]:
         """The pauses of the feeds' exchange hosts' public requests, each host once."""
-        pauses: dict[str, PublicPause] = {}
-        for feed in self.feeds.values():
-            pause = feed.host_public_pause()
-            if pause is not None:
-                pauses[pause.host] = pause
-        return tuple(pauses.values())
+        return self._per_host([feed.host_public_pause() for feed in self.feeds.values()])
 
     def _bans(self) -> tuple[HostBan, ...]:
         """The bans of the feeds' exchange hosts, each host once."""
-        bans: dict[str, HostBan] = {}
-        for feed in self.feeds.values():
-            ban = feed.host_ban()
-            if ban is not None:
-                bans[ban.host] = ban
-        return tuple(bans.values())
+        return self._per_host([feed.host_ban() for feed in self.feeds.values()])
+
+    @staticmethod
+    def _per_host(found: Sequence[Held | None]) -> tuple[Held, ...]:
+        """What holds the feeds' exchange hosts, each host once (the last seen of one)."""
+        held = {item.host: item for item in found if item is not None}
+        return tuple(held.values())
 
     def _funds(self) -> tuple[FundView, ...]:
         found = {
