@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import time as wall_time
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from alertd.feeds.options import FeedOptions
 from alertd.views.status import render_status, status_json
 from tests.fake_exchange.binance import FakeBinanceUSDM
 from tests.fake_exchange.bybit import FakeBybit
+from tests.fake_exchange.gate import FakeGate
 from tests.fake_exchange.okx import FakeOKX
 from tests.support.aio import background, run
 from tests.support.clock import ManualClock, VirtualTime
@@ -625,3 +627,35 @@ def test_a_public_pause_is_shown_in_the_status_and_the_health_line(
     with caplog.at_level(logging.INFO, logger="alertd.daemon.service"):
         service.log_health()
     assert "paused" not in caplog.records[-1].getMessage()
+
+
+def test_gate_s_reset_time_is_read_on_the_feeds_wall_clock() -> None:
+    """Gate's 429 on a public endpoint says when the limit resets in epoch milliseconds
+    ("X-Gate-RateLimit-Reset-Timestamp", Gate API v4 docs, "Rate limit"): the wait is read
+    against the wall clock the feeds are given (FeedOptions.wall_clock, through the host's
+    IpBudget), not the system's (before: ``time.time()`` inside the guard, not injectable).
+    The local Gate sets the reset 30 s past its own clock; alertd's wall stands 20 s later:
+    the host's public requests wait 10 s."""
+
+    async def body() -> None:
+        fake = FakeGate()
+        async with started(fake):
+            time = VirtualTime()
+            budget = IpBudget.of(
+                get_spec("gate").capabilities,
+                "gate",
+                time,
+                time.sleep,
+                lambda: wall_time.time() + 20.0,
+            )
+            exchange = make_exchange(account_config("g", "gate", fake), {}, FAST)
+            budget.adopt(exchange)
+            try:
+                fake.fail_rest(429, path_prefix="/api/v4/futures/usdt/contracts", retry_after_s=30)
+                with pytest.raises(ccxt.RateLimitExceeded):
+                    await exchange.publicFuturesGetSettleContracts({"settle": "usdt"})
+                assert 9.0 <= budget.public_paused_until - time() <= 10.5
+            finally:
+                await exchange.close()
+
+    run(body(), timeout_s=60)

@@ -214,6 +214,9 @@ def _guarded_class(exchange_id: str) -> type:
         # read later, after other accounts' answers on the same object may have replaced it
         alertd_answer_headers: Any = None
 
+        # the epoch clock a 429's reset time is read on: its host's (the feeds', passed in:
+        # :meth:`IpBudget.adopt`), alone the system's
+        alertd_wall_clock: Clock = staticmethod(time.time)
         # the limits of the host it sends to (:meth:`IpBudget.adopt`); None: alone
         alertd_ip_budget: IpBudget | None = None
         # alone (no shared pool), the address its own session's connections leave from
@@ -308,7 +311,7 @@ def _guarded_class(exchange_id: str) -> type:
             try:
                 return super().handle_errors(code, reason, url, method, headers, body, *rest)
             except ccxt.BaseError as exc:
-                _carry_retry_after(exc, headers, reset_header)
+                _carry_retry_after(exc, headers, reset_header, self.alertd_wall_clock)
                 _tell_host(self.alertd_ip_budget, exc, code, headers, body)
                 raise
 
@@ -319,7 +322,7 @@ def _guarded_class(exchange_id: str) -> type:
             try:
                 return super().handle_http_status_code(code, reason, url, method, body)
             except ccxt.BaseError as exc:
-                _carry_retry_after(exc, headers, reset_header)
+                _carry_retry_after(exc, headers, reset_header, self.alertd_wall_clock)
                 _tell_host(self.alertd_ip_budget, exc, code, headers, body)
                 raise
 
@@ -909,6 +912,8 @@ class IpBudget:
         the IP's cap on top of its own (where the exchange caps an IP's requests too), and the
         host's pauses."""
         exchange.alertd_ip_budget = self
+        # a reset header's epoch time is read on the feeds' wall clock (:func:`_carry_retry_after`)
+        exchange.alertd_wall_clock = self._wall_clock
         if self._requests_per_ip is not None and not self.rest_limit_per_ip:
             if self._ip_window is None:
                 count, window_s = self._requests_per_ip
@@ -1322,10 +1327,12 @@ def _carried(exc: BaseException, name: str, kind: type) -> object:
     return None
 
 
-def _carry_retry_after(exc: ccxt.BaseError, headers: Any, reset_header: str | None) -> None:
+def _carry_retry_after(
+    exc: ccxt.BaseError, headers: Any, reset_header: str | None, wall_clock: Clock
+) -> None:
     """Give the error raised on an answer that answer's Retry-After (:func:`retry_after_of`),
     or where it has none, the wait until the limit's reset its ``reset_header`` gives (Gate's,
-    epoch time: read on the wall clock). Never raises: it runs in ccxt's handle_errors, where
+    epoch time: read on ``wall_clock``, the feeds'). Never raises: it runs in ccxt's handle_errors, where
     an exception of its own would replace the answer's error (a 418 ban become another error,
     retried into the ban)."""
     try:
@@ -1338,7 +1345,7 @@ def _carry_retry_after(exc: ccxt.BaseError, headers: Any, reset_header: str | No
                 and reset_header is not None
                 and isinstance(exc, ccxt.RateLimitExceeded)
             ):
-                wait = reset_in(headers, reset_header, time.time(), EXCHANGE_MAX_RETRY_AFTER_S)
+                wait = reset_in(headers, reset_header, wall_clock(), EXCHANGE_MAX_RETRY_AFTER_S)
     except Exception:  # a headers object that cannot be read: the backoff's delay applies
         log.debug("unreadable headers on %s", type(exc).__name__, exc_info=True)
         return
