@@ -704,6 +704,16 @@ def test_a_public_socket_takes_a_turn_at_its_dial_only() -> None:
             await drop_connection(exchange, url + "?2", "stale")
             await drain()
             assert waiting.cancelled() and pacer.waiting() == 0 and not other_dials
+            # nor one waiting when its exchange closes
+            last = exchange.client(url + "?3")
+            last.open = other_dial
+            last.open = _paced_open(last, pacer)
+            waiting = asyncio.create_task(last.open(None))
+            await drain()
+            assert pacer.waiting() == 1
+            await exchange.close()
+            await drain()
+            assert waiting.cancelled() and pacer.waiting() == 0 and not other_dials
             for opening in held:
                 opening.ended()
         finally:

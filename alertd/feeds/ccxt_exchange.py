@@ -372,6 +372,15 @@ def _guarded_class(exchange_id: str) -> type:
                 client.connected.add_done_callback(lambda done: self._alertd_opened(client, done))
             return client
 
+        async def close(self) -> Any:
+            """ccxt's close; a socket still waiting for its turn to dial (``_paced_open``)
+            gives its place on and never dials (ccxt's close knows no such wait)."""
+            for client in list((self.clients or {}).values()):
+                waiting: asyncio.Task[None] | None = getattr(client, "alertd_turn_wait", None)
+                if waiting is not None:
+                    waiting.cancel()
+            return await super().close()
+
         def on_error(self, client: Any, error: Any) -> None:
             # ccxt resolves ``connected`` once the handshake succeeded, never on a failed one
             # (``WsClient.open``): an error before it is the opening's own
@@ -1332,9 +1341,9 @@ def _carry_retry_after(
 ) -> None:
     """Give the error raised on an answer that answer's Retry-After (:func:`retry_after_of`),
     or where it has none, the wait until the limit's reset its ``reset_header`` gives (Gate's,
-    epoch time: read on ``wall_clock``, the feeds'). Never raises: it runs in ccxt's handle_errors, where
-    an exception of its own would replace the answer's error (a 418 ban become another error,
-    retried into the ban)."""
+    epoch time: read on ``wall_clock``, the feeds'). Never raises: it runs in ccxt's
+    handle_errors, where an exception of its own would replace the answer's error (a 418 ban
+    become another error, retried into the ban)."""
     try:
         wait = None
         if isinstance(headers, Mapping):
