@@ -15,7 +15,7 @@ import math
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -847,8 +847,14 @@ class Config(_Model):
         raise InputError(f"no account named {short(name)}{hint}")
 
 
-def config_warnings(config: Config) -> list[str]:
-    """What is valid but cannot be meant: rule filters that match no configured account."""
+# account -> (the address its connections leave from when it names none, or None; why not):
+# alertd.feeds.route.default_route_address, passed in (config reads no exchange's URLs)
+DefaultRoute = Callable[["AccountConfig"], tuple[str | None, str]]
+
+
+def config_warnings(config: Config, default_route: DefaultRoute | None = None) -> list[str]:
+    """What is valid but cannot be meant: rule filters that match no configured account; one
+    IP that may get two budgets (``default_route``: None, not resolved)."""
     names = [a.name for a in config.accounts]
     exchanges = sorted({a.exchange for a in config.accounts})
     out = []
@@ -873,15 +879,16 @@ def config_warnings(config: Config) -> list[str]:
                 f"builtin_rules.stops.accounts[{k}]: no account named {short(name)}"
                 f"{did_you_mean(name, names)}: the stop rules watch nothing there"
             )
-    return out + _default_route_warnings(config)
+    return out + _default_route_warnings(config, default_route)
 
 
-def _default_route_warnings(config: Config) -> list[str]:
+def _default_route_warnings(config: Config, default_route: DefaultRoute | None) -> list[str]:
     """One line per exchange whose enabled accounts mix a ``source_address`` with none (and
-    no ``feeds.source_addresses``): those without one leave from the machine's default
-    address, which alertd does not resolve; where a named one is that very address (a key
-    whitelisted for the VPS's only IP), one IP gets two per-IP budgets, together twice the
-    exchange's limit: a ban (docs/scaling.md, "Several source addresses")."""
+    no ``feeds.source_addresses``) where the default route's address to the exchange cannot
+    be resolved: those without one leave from it, and where a named one is that very address
+    (a key whitelisted for the VPS's only IP), one IP gets two per-IP budgets, together twice
+    the exchange's limit: a ban (docs/scaling.md, "Several source addresses"). Resolved, the
+    feeds share one budget where it is named (FeedManager): nothing to warn of."""
     if config.feeds.source_addresses:
         return []
     out = []
@@ -891,15 +898,20 @@ def _default_route_warnings(config: Config) -> list[str]:
         bound = [(i, a.source_address) for i, a in mine if a.source_address is not None]
         unbound = [i for i, a in mine if a.source_address is None]
         if bound and unbound:
+            why = "alertd was not asked to resolve it"
+            if default_route is not None:
+                route, why = default_route(config.accounts[unbound[0]])
+                if route is not None:
+                    continue
             i, address = bound[0]
             out.append(
                 f"accounts[{i}].source_address: {address}, while {len(unbound)} {exchange} "
                 f"account(s) have none (accounts[{unbound[0]}] first) and "
                 "feeds.source_addresses is empty: those leave from the machine's default "
-                "address, counted as another IP; if it is one of the named addresses, that IP "
-                "gets two request budgets, twice the exchange's limit (a ban): give every "
-                f"{exchange} account a source_address, or list the addresses in "
-                "feeds.source_addresses"
+                f"address, which alertd cannot resolve ({why[:200]}), counted as another "
+                "IP; if it is one of the named addresses, that IP gets two request budgets, "
+                f"twice the exchange's limit (a ban): give every {exchange} account a "
+                "source_address, or list the addresses in feeds.source_addresses"
             )
     return out
 

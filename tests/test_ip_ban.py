@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import time as wall_time
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from alertd.feeds.options import FeedOptions
 from alertd.views.status import render_status, status_json
 from tests.fake_exchange.binance import FakeBinanceUSDM
 from tests.fake_exchange.bybit import FakeBybit
+from tests.fake_exchange.gate import FakeGate
 from tests.fake_exchange.okx import FakeOKX
 from tests.support.aio import background, run
 from tests.support.clock import ManualClock, VirtualTime
@@ -252,6 +254,20 @@ def test_a_ban_met_alone_keeps_the_account_s_feed_retrying() -> None:
     assert classify(exc) is ErrorKind.TRANSIENT
 
 
+def started_at(path: Path, clock: ManualClock, wall: float = NOON) -> Service:
+    """The daemon of the config at ``path`` started (not run), its feeds on ``clock``, the
+    wall clock standing at ``wall``."""
+    service = Service(
+        load_config(path),
+        config_path=path,
+        secrets={},
+        wall_clock=lambda: wall,
+        feeds=FeedOptions(clock=clock, wall_clock=lambda: wall),
+    )
+    service._startup()
+    return service
+
+
 def test_an_ip_ban_is_told_once_for_its_host_and_its_end_too(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -263,14 +279,7 @@ def test_an_ip_ban_is_told_once_for_its_host_and_its_end_too(
         for i in range(3)
     ]
     clock = ManualClock(1000.0)
-    service = Service(
-        load_config(write_config(tmp_path, accounts, receivers=[HOOK])),
-        config_path=tmp_path / "config.yaml",
-        secrets={},
-        wall_clock=lambda: NOON,
-        feeds=FeedOptions(clock=clock, wall_clock=lambda: NOON),
-    )
-    service._startup()
+    service = started_at(write_config(tmp_path, accounts, receivers=[HOOK]), clock)
     assert service.manager is not None and service.store is not None
     assert service.alerting is not None and service.publisher is not None
     feeds = list(service.manager.feeds.values())
@@ -456,15 +465,7 @@ def test_an_ip_ban_survives_a_restart(tmp_path: Path) -> None:
     path = write_config(tmp_path, accounts, receivers=[HOOK])
 
     def start(clock: ManualClock, wall: float) -> Service:
-        service = Service(
-            load_config(path),
-            config_path=tmp_path / "config.yaml",
-            secrets={},
-            wall_clock=lambda: wall,
-            feeds=FeedOptions(clock=clock, wall_clock=lambda: wall),
-        )
-        service._startup()
-        return service
+        return started_at(path, clock, wall)
 
     first = start(ManualClock(1000.0), NOON)
     assert first.manager is not None and first.store is not None
@@ -578,6 +579,82 @@ def test_a_public_request_queued_in_ccxt_s_limiter_waits_for_the_public_pause() 
                 assert len(marks) == 1 and not queued.done()
                 await time.advance_to(2.0)  # OKX's limits' window: no Retry-After
                 assert (await asyncio.wait_for(queued, 10))["code"] == "0"
+            finally:
+                await exchange.close()
+
+    run(body(), timeout_s=60)
+
+
+def test_a_public_pause_is_shown_in_the_status_and_the_health_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 429 on OKX's public endpoints pauses the host's public requests (its Retry-After, else
+    OKX's 2 s window): said in ``/status``, ``alertd status`` and the health line while it
+    lasts, as the host's ban is, not a reason the daemon is unhealthy (the marks stream on; a
+    mark it starves goes stale, which is one). Before: a log line only (issue 14, ws13)."""
+    accounts: list[dict[str, Any]] = [
+        {
+            "name": f"o{i}",
+            "exchange": "okx",
+            "api_key_env": "K",
+            "secret_env": "S",
+            "password_env": "P",
+        }
+        for i in range(2)
+    ]
+    clock = ManualClock(1000.0)
+    service = started_at(write_config(tmp_path, accounts, receivers=[HOOK]), clock)
+    assert service.manager is not None and service.publisher is not None
+    feeds = list(service.manager.feeds.values())
+    budget = feeds[0].shared.ip_budget if feeds[0].shared is not None else None
+    assert budget is not None
+    budget.public_refused(12.0)  # a public 429 with a Retry-After of 12 s
+    service.step(clock.t, True)
+    said = "okx public requests paused 12 s more (429)"
+    status = status_json(service.view())
+    assert status["public_pauses"] == [said] and said not in status["reasons"]
+    shown = io.StringIO()
+    render_status(status, Console(file=shown, width=200))
+    assert f"{said}: its public reads wait, private requests and streams go on" in (
+        shown.getvalue()
+    )
+    with caplog.at_level(logging.INFO, logger="alertd.daemon.service"):
+        service.log_health()
+    assert said in caplog.records[-1].getMessage()
+    clock.t += 12
+    service.step(clock.t, True)
+    assert status_json(service.view())["public_pauses"] == []
+    with caplog.at_level(logging.INFO, logger="alertd.daemon.service"):
+        service.log_health()
+    assert "paused" not in caplog.records[-1].getMessage()
+
+
+def test_gate_s_reset_time_is_read_on_the_feeds_wall_clock() -> None:
+    """Gate's 429 on a public endpoint says when the limit resets in epoch milliseconds
+    ("X-Gate-RateLimit-Reset-Timestamp", Gate API v4 docs, "Rate limit"): the wait is read
+    against the wall clock the feeds are given (FeedOptions.wall_clock, through the host's
+    IpBudget), not the system's (before: ``time.time()`` inside the guard, not injectable).
+    The local Gate sets the reset 30 s past its own clock; alertd's wall stands 20 s later:
+    the host's public requests wait 10 s."""
+
+    async def body() -> None:
+        fake = FakeGate()
+        async with started(fake):
+            time = VirtualTime()
+            budget = IpBudget.of(
+                get_spec("gate").capabilities,
+                "gate",
+                time,
+                time.sleep,
+                lambda: wall_time.time() + 20.0,
+            )
+            exchange = make_exchange(account_config("g", "gate", fake), {}, FAST)
+            budget.adopt(exchange)
+            try:
+                fake.fail_rest(429, path_prefix="/api/v4/futures/usdt/contracts", retry_after_s=30)
+                with pytest.raises(ccxt.RateLimitExceeded):
+                    await exchange.publicFuturesGetSettleContracts({"settle": "usdt"})
+                assert 9.0 <= budget.public_paused_until - time() <= 10.5
             finally:
                 await exchange.close()
 

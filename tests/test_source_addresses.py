@@ -9,6 +9,7 @@ handshake, and Linux routes all of 127.0.0.0/8 to the loopback interface: 127.0.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import ccxt
@@ -18,6 +19,7 @@ from alertd.config import AccountConfig, Config, FeedSettings, config_warnings, 
 from alertd.feeds.ccxt_exchange import make_exchange
 from alertd.feeds.manager import FeedManager, by_host
 from alertd.feeds.options import FeedOptions
+from alertd.feeds.route import default_route_address, route_source_address
 from tests.fake_exchange.binance import FakeBinanceUSDM
 from tests.support.aio import background, run
 from tests.support.fakes import started
@@ -256,9 +258,10 @@ def test_mixing_an_account_address_with_none_is_warned() -> None:
     assert warned(mixed) == [
         "accounts[1].source_address: 127.0.0.1, while 2 binanceusdm account(s) have none "
         "(accounts[0] first) and feeds.source_addresses is empty: those leave from the "
-        "machine's default address, counted as another IP; if it is one of the named "
-        "addresses, that IP gets two request budgets, twice the exchange's limit (a ban): "
-        "give every binanceusdm account a source_address, or list the addresses in "
+        "machine's default address, which alertd cannot resolve (alertd was not asked to "
+        "resolve it), counted as another IP; if it is one of the named addresses, that IP "
+        "gets two request budgets, twice the exchange's limit (a ban): give every "
+        "binanceusdm account a source_address, or list the addresses in "
         "feeds.source_addresses"
     ]
     # every account spread over listed addresses, every one named, none named, a disabled one
@@ -340,3 +343,67 @@ def test_the_default_route_host_keeps_its_name_beside_bound_ones() -> None:
         "binanceusdm #2",
         "binanceusdm #2 from 127.0.0.2",
     ]
+
+
+def warnings_with(route: tuple[str | None, str], accounts: list[AccountConfig]) -> list[str]:
+    asked: list[str] = []
+
+    def default_route(account: AccountConfig) -> tuple[str | None, str]:
+        asked.append(account.name)
+        return route
+
+    config = Config(version=1, accounts=accounts, feeds=QUIET)
+    warned = config_warnings(config, default_route)
+    assert asked == ["d0"]  # the first account naming none, once per exchange
+    return warned
+
+
+def test_the_mix_is_warned_only_where_the_default_route_cannot_be_resolved() -> None:
+    """``check`` and ``run`` resolve the default route's address as the feeds do: resolved,
+    the accounts naming it share its one budget (or it is another IP): nothing to warn of;
+    unresolved, the warning says why (issue 14, ws13)."""
+    mixed = [offline("d0"), offline("p0", source_address="127.0.0.1")]
+    assert warnings_with(("127.0.0.1", ""), mixed) == []
+    assert warnings_with(("127.0.0.5", ""), mixed) == []
+    (line,) = warnings_with((None, "fapi.binance.com: [Errno -2] Name or service not known"), mixed)
+    assert line.startswith("accounts[1].source_address: 127.0.0.1, while 1 binanceusdm ")
+    assert "which alertd cannot resolve (fapi.binance.com: [Errno -2] Name or service" in line
+
+
+def loopback(name: str, **extra: Any) -> AccountConfig:
+    """A Binance account whose every URL names the loopback (nothing is sent)."""
+    urls = {
+        "fapiPublic": "http://127.0.0.1:9/fapi/v1",
+        "fapiPrivate": "http://127.0.0.1:9/fapi/v1",
+        "ws": {"future": "ws://127.0.0.1:9/ws"},
+    }
+    return offline(name, urls=urls, **extra)
+
+
+def test_the_default_route_s_accounts_and_those_naming_its_address_share_one_budget() -> None:
+    """Accounts naming no address leave from the kernel's choice for the exchange's host
+    (the loopback's 127.0.0.1 for 127.0.0.1); accounts naming 127.0.0.1 send from the same IP:
+    one per-IP budget, one pace, one ban (before: two, twice the exchange's limit; check and
+    run only warned). Accounts naming another address are another IP. A ban saved under
+    either name before the restart holds the one budget (issue 14, ws13)."""
+    assert route_source_address("127.0.0.1", 443) == ("127.0.0.1", "")
+    assert default_route_address(loopback("x")) == ("127.0.0.1", "")
+
+    def budgets(accounts: list[AccountConfig]) -> tuple[FeedManager, list[list[str]]]:
+        config = Config(version=1, accounts=accounts, feeds=QUIET)
+        manager = FeedManager(config, {}, FeedOptions(exchange_factory=Built()))
+        hosts = by_host(manager.feeds.values())
+        return manager, [sorted(f.config.name for f in host) for host in hosts]
+
+    named = [loopback("d0"), loopback("p0", source_address="127.0.0.1"), loopback("d1")]
+    manager, hosts = budgets(named)
+    assert hosts == [["d0", "d1", "p0"]]
+    (budget,) = {f.shared.ip_budget for f in manager.feeds.values()}
+    assert budget.host == "binanceusdm"
+    # the groups stay apart (the named address's HTTP pool is bound to it)
+    assert {f.shared.source_address for f in manager.feeds.values()} == {None, "127.0.0.1"}
+    manager.restore_ip_bans({"binanceusdm from 127.0.0.1": (418, time.time() + 600)})
+    assert budget.banned() is not None
+    # another address is another IP
+    other = [loopback("d0"), loopback("p0", source_address="127.0.0.2")]
+    assert sorted(budgets(other)[1]) == [["d0"], ["p0"]]

@@ -110,7 +110,8 @@ def test_endpoint_renders_the_view_it_is_given() -> None:
 
 def test_status_json_keeps_its_shape_for_both_sources() -> None:
     live = status_json(view(account()))
-    keys = ["source", "healthy", "reasons", "ip_bans", "accounts", "firing", "undelivered"]
+    keys = ["source", "healthy", "reasons", "ip_bans", "public_pauses", "accounts", "firing"]
+    keys += ["undelivered"]
     assert list(live) == keys
     assert list(live["accounts"][0]) == LIVE_ACCOUNT_KEYS
     saved = DaemonView(Source.STATE_FILE, 0.0, (account(saved_at=5.0),), (), (), Counters(), ())

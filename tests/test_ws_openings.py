@@ -29,13 +29,14 @@ from alertd.feeds.ccxt_exchange import (
     OPENING_CAP_SHARE,
     IpBudget,
     OpeningPacer,
+    _paced_open,
     drop_connection,
     make_exchange,
 )
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.manager import FeedManager
-from alertd.feeds.marks import MarkHub
 from alertd.feeds.options import FeedOptions
+from tests.fake_exchange.binance import FakeBinanceUSDM
 from tests.fake_exchange.okx import FakeOKX
 from tests.support.aio import background, run
 from tests.support.clock import VirtualTime
@@ -623,29 +624,30 @@ def okx_openings() -> tuple[VirtualTime, IpBudget, OpeningPacer]:
 
 
 def test_the_mark_hub_s_opening_goes_ahead_of_a_storm_of_private_openings() -> None:
-    """The mark hub's public connection carries every account's marks: in a reconnect storm
-    of 200 OKX accounts (400 private openings queued, 2 a second) it takes the next place,
-    not the last (before: it waited 200 s behind them, every account without marks)."""
+    """The mark hub's public sockets carry every account's marks: in a reconnect storm of 200
+    OKX accounts (400 private openings queued, 2 a second) its dial takes the next place,
+    not the last (before the ws12 review: it waited 200 s behind them, every account
+    without marks)."""
 
     async def body() -> None:
-        time, budget, pacer = okx_openings()
-        shared: Any = SimpleNamespace(ip_budget=budget)
-        hub = MarkHub(
-            "okx marks", lambda h: None, OKX.adapter(), fast_backoff, time, time.sleep,
-            shared=shared,
-        )  # fmt: skip
+        time, _, pacer = okx_openings()
+        dials: list[float] = []
+
+        async def dial(session: object, backoff_delay: float = 0) -> None:
+            dials.append(time())
 
         async def account_opening() -> None:
             (await pacer.turn()).ended()  # a fast handshake
 
         accounts = [asyncio.create_task(account_opening()) for _ in range(400)]
         await drain()
-        hub_turn = asyncio.create_task(hub._opening_turn(0))
+        client: Any = SimpleNamespace(open=dial)
+        hub_dial = asyncio.create_task(_paced_open(client, pacer)(None))
         await drain()
-        while not hub_turn.done() and time() < 300:  # bounded: 400 turns take 200 s
+        while not hub_dial.done() and time() < 300:  # bounded: 400 turns take 200 s
             await time.advance_to(time() + 0.5)
             await drain()
-        assert hub_turn.done() and time() <= 1.0
+        assert hub_dial.done() and dials and dials[0] <= 1.0
         for account in accounts:
             account.cancel()
         await asyncio.gather(*accounts, return_exceptions=True)
@@ -653,51 +655,69 @@ def test_the_mark_hub_s_opening_goes_ahead_of_a_storm_of_private_openings() -> N
     run(body(), timeout_s=120)
 
 
-class _SymbolRefused(ccxt.BadSymbol):  # type: ignore[misc]  # ccxt is untyped
-    pass
-
-
-def test_a_mark_stream_failing_with_its_socket_open_takes_no_turn() -> None:
-    """A mark subscription refused (OKX 60018 "doesn't exist"), or a REST error before the
-    watch, leaves the hub's public socket open: its retries take no turn (before: each took
-    one, no socket opened to end it, and it held one of OKX's 2 places a second for 30 s).
-    A close of the socket takes one."""
+def test_a_public_socket_takes_a_turn_at_its_dial_only() -> None:
+    """The hub's exchange dials each public socket in a turn (``alertd_public_openings``),
+    held until the dial ends: a mark subscription refused or a REST error on an open socket
+    dials nothing and takes no turn (before the ws12 review: each retry took one, no socket
+    opened to end it); a socket closed and dialled again takes one."""
 
     async def body() -> None:
-        time, budget, pacer = okx_openings()
-        base: Any = OKX.adapter
+        time, _, pacer = okx_openings()
+        exchange = make_exchange(account_config("m", "okx", _NoUrls()), {}, FAST)
+        exchange.alertd_public_openings = pacer
+        dialled: list[str] = []
+        ready = asyncio.Event()
 
-        class Adapter(base):  # type: ignore[misc,valid-type]
-            async def watch_mark(self, exchange: Any, symbol: str) -> Any:
-                if symbol == "BAD":
-                    raise _SymbolRefused("okx 60018 instrument doesn't exist")
-                await asyncio.Event().wait()  # the good symbol: its marks flow
+        async def dial(session: object, backoff_delay: float = 0) -> None:
+            assert pacer._open  # in its turn, its place held while it dials
+            dialled.append("dial")
+            await ready.wait()
 
-        async def share_markets(exchange: Any) -> None:
-            return None
-
-        shared: Any = SimpleNamespace(ip_budget=budget, share_markets=share_markets)
-        hub = MarkHub(
-            "okx marks", lambda h: object(), Adapter(), production_backoff, time, time.sleep,
-            shared=shared,
-        )  # fmt: skip
-        url = "wss://ws.okx.com:8443/ws/v5/public"
-        good = asyncio.create_task(hub._stream("GOOD"))
-        await drain()
-        hub.on_open(url)  # its one socket opened
-        assert pacer.turns == 1
-        bad = asyncio.create_task(hub._stream("BAD"))
-        for t in range(1, 121):  # two minutes of retries, 1 s x2 up to 60 s
-            await time.advance_to(float(t))
+        try:
+            url = "wss://ws.okx.com:8443/ws/v5/public"
+            client = exchange.client(url)
+            assert client.open.__qualname__.startswith("_paced_open")  # the guard wrapped it
+            # ccxt's own open; the test's dial stands for the network's
+            client.open = dial
+            client.open = _paced_open(client, pacer)
+            task = asyncio.create_task(client.open(None))
             await drain()
-        assert pacer.turns == 1 and not pacer._open
-        hub.on_closed(url, False)  # the socket closed: the next retry opens it, in a turn
-        await time.advance_to(200.0)
-        await drain()
-        assert pacer.turns == 2
-        for task in (good, bad):
-            task.cancel()
-        await asyncio.gather(good, bad, return_exceptions=True)
+            assert dialled == ["dial"] and pacer.turns == 1 and pacer._open
+            ready.set()
+            await task
+            assert not pacer._open  # the dial ended: its place counts a window from here
+            assert exchange.client(url) is client and pacer.turns == 1  # no dial, no turn
+            # a socket dropped while it waits for its turn (a stale stream's reconnect) never
+            # dials: its place goes to the next
+            held = [await pacer.turn() for _ in range(pacer.count - 1)]  # the first: a window
+            other = exchange.client(url + "?2")
+            other_dials: list[float] = []
+
+            async def other_dial(session: object, backoff_delay: float = 0) -> None:
+                other_dials.append(time())
+
+            other.open = other_dial
+            other.open = _paced_open(other, pacer)
+            waiting = asyncio.create_task(other.open(None))
+            await drain()
+            assert pacer.waiting() == 1
+            await drop_connection(exchange, url + "?2", "stale")
+            await drain()
+            assert waiting.cancelled() and pacer.waiting() == 0 and not other_dials
+            # nor one waiting when its exchange closes
+            last = exchange.client(url + "?3")
+            last.open = other_dial
+            last.open = _paced_open(last, pacer)
+            waiting = asyncio.create_task(last.open(None))
+            await drain()
+            assert pacer.waiting() == 1
+            await exchange.close()
+            await drain()
+            assert waiting.cancelled() and pacer.waiting() == 0 and not other_dials
+            for opening in held:
+                opening.ended()
+        finally:
+            await exchange.close()
 
     run(body(), timeout_s=60)
 
@@ -748,3 +768,84 @@ def test_a_dropped_socket_s_failed_dial_is_not_the_new_socket_s_opening() -> Non
             await exchange.close()
 
     run(body(), timeout_s=30)
+
+
+def test_an_account_stream_failing_with_its_socket_open_takes_no_turn() -> None:
+    """An account's stream whose step fails with its private socket open (an error frame the
+    exchange answers a subscription with, a REST read after a push failing) retries without a
+    turn, as the mark hub's (before: each retry took one, no socket opened to end it, and it
+    held one of OKX's 2 places a second for 30 s). A close of the socket takes one; so does
+    an opening that failed before its socket opened (Binance's listen key refused)."""
+
+    async def body() -> None:
+        time = VirtualTime()
+        account = AccountConfig(name="a", exchange="okx", api_key_env="K", secret_env="S")
+        config = Config(version=1, accounts=[account], feeds=SETTINGS)
+        options = FeedOptions(
+            exchange_factory=Built(), backoff=production_backoff, clock=time, sleep=time.sleep
+        )
+        manager = FeedManager(config, {}, options)
+        (feed,) = manager.feeds.values()
+        pacer = feed.shared.ip_budget.openings
+        assert pacer is not None
+        url = "wss://ws.okx.com:8443/ws/v5/private"
+        connection = feed.adapter.stream_connection("positions")
+        assert feed.adapter.socket_connection(url) == connection
+        fail_before_open = False
+
+        async def step() -> None:
+            if fail_before_open:
+                raise ccxt.ExchangeNotAvailable("refused before the socket opened")
+            if not feed._closes.get(connection) and pacer.turns == 1 and pacer._open:
+                feed.on_open(url)  # its socket opened, in its first turn
+            raise ccxt.ExchangeError("okx 60012 invalid request")
+
+        task = asyncio.create_task(feed._loop("positions", step))
+        for t in range(1, 121):  # two minutes of retries, 1 s x2 up to 60 s
+            await time.advance_to(float(t))
+            await drain()
+        assert pacer.turns == 1 and not pacer._open
+        feed.on_closed(url, False)  # the socket closed: the next retry opens it, in a turn
+        await time.advance_to(200.0)
+        await drain()
+        assert pacer.turns == 2
+        fail_before_open = True  # no socket opened for that turn: the retry takes another
+        await time.advance_to(300.0)
+        await drain()
+        assert pacer.turns >= 3
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    run(body(), timeout_s=60)
+
+
+def test_every_public_socket_of_the_mark_hub_opens_in_a_turn() -> None:
+    """ccxt's Binance gives each market subscription a connection of its own until 50 are
+    open (``streamLimits``): an account holding three symbols has its hub open three public
+    sockets, each one more opening of the IP (Binance: 300 in 5 minutes). Each takes a turn in
+    the host's pace, not only the hub's first (before: the others opened unpaced, refused
+    past the cap)."""
+
+    async def body() -> None:
+        fake = FakeBinanceUSDM(mark_interval_s=0.2)
+        async with started(fake):
+            manager = manager_for(fake, "binanceusdm", Built(), 1)
+            for symbol, mark in (("ETH/USDT:USDT", "3400"), ("SOL/USDT:USDT", "180")):
+                fake.set_mark(symbol, mark)
+                fake.open_position("key0", symbol, "long", "1", mark)
+            capped(fake, "binanceusdm", manager)
+            (feed,) = manager.feeds.values()
+            pacer = feed.shared.ip_budget.openings
+            assert pacer is not None
+
+            def opened() -> int:
+                return sum(len(at) for at in fake.ws_openings.values())
+
+            async with background(manager.run()):
+                # the private socket and one public socket a symbol
+                await eventually(lambda: feed.state.connected and opened() >= 4, 60, "open")
+                await drain()
+                assert fake.ws_refused == 0
+                assert pacer.turns == opened()
+
+    run(body(), timeout_s=120)

@@ -89,7 +89,10 @@ def run(args: argparse.Namespace) -> int:
         problems.append(f"state_path: {config.state_path} is a directory, not a file")
     if problems:
         raise ConfigError(problems)
-    warnings = config_warnings(config)
+    from alertd.feeds.route import default_route_address  # ccxt: loaded only here
+
+    # the default route resolved as the feeds resolve it: warned only where it cannot be
+    warnings = config_warnings(config, default_route_address)
     warnings += _permission_warnings(config, args.config, args.env_file)
     if args.keys:
         warnings += asyncio.run(_key_warnings(config))

@@ -25,6 +25,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(problems)
     # a daemon logs its lifecycle and health line (INFO) by default; -v adds every message (DEBUG)
     logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    for warning in config_warnings(config):  # what check warns about, in the journal too
+    from alertd.feeds.route import default_route_address
+
+    # what check warns about, in the journal too
+    for warning in config_warnings(config, default_route_address):
         log.warning("config: %s", warning)
     return Service(config, config_path=args.config).run()

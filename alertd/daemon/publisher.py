@@ -17,9 +17,10 @@ costliest: every mark moved at once; only with ``crash``) is solved at most once
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from typing import TypeVar
 
 from alertd.clock import Clock
 from alertd.config import FeedSettings
@@ -44,12 +45,15 @@ from alertd.engine.book import LiveAccount
 from alertd.engine.dynamics import MarkWindow
 from alertd.engine.orderbook import OrderBook
 from alertd.engine.stops import stop_figures
-from alertd.feeds.ccxt_exchange import HostBan
+from alertd.feeds.ccxt_exchange import HostBan, PublicPause
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.state import Coverage
 from alertd.rules.metrics import QUIET, pool_values, published_values
 from alertd.rules.model import FeedStatus
 from alertd.views.format import fee_gap_line
+
+# what holds an exchange host (a ban, a public pause), named by its host
+Held = TypeVar("Held", HostBan, PublicPause)
 
 
 class Publisher:
@@ -139,6 +143,7 @@ class Publisher:
         self._stamp = stamp
         accounts = tuple(self._accounts[name] for name in self.feeds if name in self._accounts)
         bans = tuple(ban.said(wall) for ban in self._bans())
+        pauses = tuple(pause.said(wall) for pause in self._public_pauses())
         self._view = DaemonView(
             source=Source.DAEMON,
             at=wall,
@@ -154,6 +159,7 @@ class Publisher:
             reasons=health_reasons(accounts, self._undelivered, wall, bans),
             funds=self._funds(),
             bans=bans,
+            public_pauses=pauses,
         )
         self.published += 1
         return self._view
@@ -310,16 +316,22 @@ class Publisher:
             len(self.alerting.engine.firing()),
             len(self.store.pending()),
             self._bans(),
+            self._public_pauses(),
         )
+
+    def _public_pauses(self) -> tuple[PublicPause, ...]:
+        """The pauses of the feeds' exchange hosts' public requests, each host once."""
+        return self._per_host([feed.host_public_pause() for feed in self.feeds.values()])
 
     def _bans(self) -> tuple[HostBan, ...]:
         """The bans of the feeds' exchange hosts, each host once."""
-        bans: dict[str, HostBan] = {}
-        for feed in self.feeds.values():
-            ban = feed.host_ban()
-            if ban is not None:
-                bans[ban.host] = ban
-        return tuple(bans.values())
+        return self._per_host([feed.host_ban() for feed in self.feeds.values()])
+
+    @staticmethod
+    def _per_host(found: Sequence[Held | None]) -> tuple[Held, ...]:
+        """What holds the feeds' exchange hosts, each host once (the last seen of one)."""
+        held = {item.host: item for item in found if item is not None}
+        return tuple(held.values())
 
     def _funds(self) -> tuple[FundView, ...]:
         found = {
@@ -381,6 +393,8 @@ class Health:
     firing: int
     queued: int
     bans: tuple[HostBan, ...] = ()  # the exchange hosts whose IP is banned, each once
+    # the exchange hosts whose public requests wait after a 429 (OKX, Gate), each once
+    public_pauses: tuple[PublicPause, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -690,6 +690,7 @@ class Service:
         stale, stopped, not_live = h.stale, h.stopped, h.not_live
         wall = self._wall()
         bans = "".join(f", {ban.said(wall)}" for ban in h.bans)
+        bans += "".join(f", {pause.said(wall)}" for pause in h.public_pauses)
         log.info(
             "health: %s, %d fresh, %d stale%s, %d not live%s, %d stopped%s%s, %s, %s, worst "
             "ratio %s, %s firing, %s queued",

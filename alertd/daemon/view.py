@@ -249,6 +249,10 @@ class DaemonView:
     # the exchange hosts whose IP is banned ("binanceusdm IP banned until 09:42 UTC (418)"):
     # every account of one waits for the ban's end
     bans: tuple[str, ...] = ()
+    # the exchange hosts whose public requests wait after a 429 on a public endpoint limited
+    # per IP ("okx public requests paused 12 s more (429)"): degraded, not unhealthy
+    # (the marks stream on; a mark starved long enough is stale, which is)
+    public_pauses: tuple[str, ...] = ()
 
     @property
     def healthy(self) -> bool | None:

@@ -34,7 +34,7 @@ import ssl
 import time
 import types
 import weakref
-from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator, Mapping
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
@@ -214,10 +214,18 @@ def _guarded_class(exchange_id: str) -> type:
         # read later, after other accounts' answers on the same object may have replaced it
         alertd_answer_headers: Any = None
 
+        # the epoch clock a 429's reset time is read on: its host's (the feeds', passed in:
+        # :meth:`IpBudget.adopt`), alone the system's
+        alertd_wall_clock: Clock = staticmethod(time.time)
         # the limits of the host it sends to (:meth:`IpBudget.adopt`); None: alone
         alertd_ip_budget: IpBudget | None = None
         # alone (no shared pool), the address its own session's connections leave from
         alertd_source_address: str | None = None
+        # the host's pace of websocket openings, where every socket this object dials takes a
+        # turn in it at the dial (a mark hub's public exchange: MarkHub._exchange); None: its
+        # openings are paced before the watch (an account's, whose login is signed after its
+        # turn: AccountFeed._opening_turn), or not at all
+        alertd_public_openings: OpeningPacer | None = None
         # how long a socket it drops waits for the peer's CLOSE reply (a test that must see
         # what happens while a drop still waits passes a longer one in its exchange factory)
         alertd_close_reply_wait_s: float = CLOSE_REPLY_WAIT_S
@@ -303,7 +311,7 @@ def _guarded_class(exchange_id: str) -> type:
             try:
                 return super().handle_errors(code, reason, url, method, headers, body, *rest)
             except ccxt.BaseError as exc:
-                _carry_retry_after(exc, headers, reset_header)
+                _carry_retry_after(exc, headers, reset_header, self.alertd_wall_clock)
                 _tell_host(self.alertd_ip_budget, exc, code, headers, body)
                 raise
 
@@ -314,7 +322,7 @@ def _guarded_class(exchange_id: str) -> type:
             try:
                 return super().handle_http_status_code(code, reason, url, method, body)
             except ccxt.BaseError as exc:
-                _carry_retry_after(exc, headers, reset_header)
+                _carry_retry_after(exc, headers, reset_header, self.alertd_wall_clock)
                 _tell_host(self.alertd_ip_budget, exc, code, headers, body)
                 raise
 
@@ -358,8 +366,20 @@ def _guarded_class(exchange_id: str) -> type:
 
                 client.handle_text_or_binary_message = guarded_decode
                 client.alertd_guarded = True
+                pacer = self.alertd_public_openings
+                if pacer is not None:
+                    client.open = _paced_open(client, pacer)
                 client.connected.add_done_callback(lambda done: self._alertd_opened(client, done))
             return client
+
+        async def close(self) -> Any:
+            """ccxt's close; a socket still waiting for its turn to dial (``_paced_open``)
+            gives its place on and never dials (ccxt's close knows no such wait)."""
+            for client in list((self.clients or {}).values()):
+                waiting: asyncio.Task[None] | None = getattr(client, "alertd_turn_wait", None)
+                if waiting is not None:
+                    waiting.cancel()
+            return await super().close()
 
         def on_error(self, client: Any, error: Any) -> None:
             # ccxt resolves ``connected`` once the handshake succeeded, never on a failed one
@@ -401,6 +421,29 @@ def _guarded_class(exchange_id: str) -> type:
     Guarded.__name__ = f"Guarded_{exchange_id}"
     _classes[exchange_id] = Guarded
     return Guarded
+
+
+def _paced_open(client: Any, pacer: OpeningPacer) -> Callable[..., Awaitable[None]]:
+    """ccxt's ``WsClient.open`` of a public socket (``client``'s), in a turn of the host's
+    pace taken first: the turn's opening ends when the dial does (``open`` returns once the
+    socket is open or its failure told), its place counted a window from then. The mark hubs'
+    turns go ahead of the accounts' queued ones (``first``): they carry every account's
+    marks. A client dropped while it waits for its turn (a stale stream's reconnect) gives its
+    place on and never dials (:func:`drop_connection`)."""
+    dial = client.open
+
+    async def paced(*args: Any, **kwargs: Any) -> None:
+        client.alertd_turn_wait = asyncio.current_task()
+        try:
+            opening = await pacer.turn(first=True)
+        finally:
+            client.alertd_turn_wait = None
+        try:
+            await dial(*args, **kwargs)
+        finally:
+            opening.ended()
+
+    return paced
 
 
 def new_ssl_context() -> ssl.SSLContext:
@@ -457,6 +500,23 @@ class RestSlots:
                     waiter.set_result(None)
                     return
         self._free += 1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PublicPause:
+    """A 429 on a public endpoint of an exchange limiting those per IP (OKX, Gate): every
+    public request of the host waits until then (monotonic ``until``, epoch ``until_wall``);
+    the private ones go on."""
+
+    host: str
+    until: float
+    until_wall: float
+
+    def said(self, wall: float) -> str:
+        """``okx public requests paused 12 s more (429)``, at epoch ``wall`` (seconds: OKX's
+        public limits count over 2 s, Gate's reset within its 10 s window)."""
+        left = max(0.0, self.until_wall - wall)
+        return f"{self.host} public requests paused {left:.0f} s more (429)"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -674,6 +734,7 @@ class IpBudget:
         # until when the public ones wait (a public endpoint's 429 where those are per IP)
         self.paused_until = -float("inf")
         self.public_paused_until = -float("inf")
+        self.public_pause: PublicPause | None = None  # the one going on (or just over)
         self._public_limit_window_s = public_limit_window_s
         self.ban: HostBan | None = None
         self.rest_limit_per_ip = rest_limit_per_ip
@@ -795,7 +856,18 @@ class IpBudget:
                 self.host,
                 seconds,
             )
+        if now + seconds > self.public_paused_until:
+            self.public_pause = PublicPause(self.host, now + seconds, self._wall_clock() + seconds)
         self.public_paused_until = max(self.public_paused_until, now + seconds)
+
+    def public_paused(self) -> PublicPause | None:
+        """The pause of the host's public requests while it lasts (:meth:`public_refused`):
+        shown in ``/status`` and ``alertd status`` (the marks streamed go on; what waits is
+        read over REST: tier tables, catalogues, order books where not streamed)."""
+        pause = self.public_pause
+        if pause is not None and pause.until <= self._clock():
+            self.public_pause = pause = None
+        return pause
 
     def refused(self, status: int, headers: Mapping[object, object], body: str) -> None:
         """An answer refusing a request: a ban of the IP pauses the host until its end, a 429
@@ -853,6 +925,8 @@ class IpBudget:
         the IP's cap on top of its own (where the exchange caps an IP's requests too), and the
         host's pauses."""
         exchange.alertd_ip_budget = self
+        # a reset header's epoch time is read on the feeds' wall clock (:func:`_carry_retry_after`)
+        exchange.alertd_wall_clock = self._wall_clock
         if self._requests_per_ip is not None and not self.rest_limit_per_ip:
             if self._ip_window is None:
                 count, window_s = self._requests_per_ip
@@ -1266,12 +1340,14 @@ def _carried(exc: BaseException, name: str, kind: type) -> object:
     return None
 
 
-def _carry_retry_after(exc: ccxt.BaseError, headers: Any, reset_header: str | None) -> None:
+def _carry_retry_after(
+    exc: ccxt.BaseError, headers: Any, reset_header: str | None, wall_clock: Clock
+) -> None:
     """Give the error raised on an answer that answer's Retry-After (:func:`retry_after_of`),
     or where it has none, the wait until the limit's reset its ``reset_header`` gives (Gate's,
-    epoch time: read on the wall clock). Never raises: it runs in ccxt's handle_errors, where
-    an exception of its own would replace the answer's error (a 418 ban become another error,
-    retried into the ban)."""
+    epoch time: read on ``wall_clock``, the feeds'). Never raises: it runs in ccxt's
+    handle_errors, where an exception of its own would replace the answer's error (a 418 ban
+    become another error, retried into the ban)."""
     try:
         wait = None
         if isinstance(headers, Mapping):
@@ -1282,7 +1358,7 @@ def _carry_retry_after(exc: ccxt.BaseError, headers: Any, reset_header: str | No
                 and reset_header is not None
                 and isinstance(exc, ccxt.RateLimitExceeded)
             ):
-                wait = reset_in(headers, reset_header, time.time(), EXCHANGE_MAX_RETRY_AFTER_S)
+                wait = reset_in(headers, reset_header, wall_clock(), EXCHANGE_MAX_RETRY_AFTER_S)
     except Exception:  # a headers object that cannot be read: the backoff's delay applies
         log.debug("unreadable headers on %s", type(exc).__name__, exc_info=True)
         return
@@ -1356,6 +1432,12 @@ async def drop_connection(
     # the exchange's client of the same URL alone (a watch may have opened a new one already)
     client.error = error(f"alertd: {reason}")
     client.reject(client.error)
+    waiting: asyncio.Task[None] | None = getattr(client, "alertd_turn_wait", None)
+    if waiting is not None:
+        # waiting for its turn to dial (:func:`_paced_open`): no socket; its place given on
+        # to the socket the next watch dials, not taken to open one closed at once
+        waiting.cancel()
+        return
     wait_s = getattr(exchange, "alertd_close_reply_wait_s", CLOSE_REPLY_WAIT_S)
     if not client.connected.done():
         # still dialling: there is no socket to close yet; once the dial completes ccxt

@@ -46,6 +46,7 @@ from alertd.feeds.ccxt_exchange import (
     HostBan,
     IpBudget,
     Opening,
+    PublicPause,
     SharedExchange,
     classify,
     describe,
@@ -334,6 +335,11 @@ class AccountFeed:
         """Its first bootstrap is queued for one of the exchange's REST slots, not given one
         yet (1,000 Bybit accounts at 8 slots: the last waits minutes, through no failure)."""
         return self._first_slot_queued and self.first_slot_at is None
+
+    def host_public_pause(self) -> PublicPause | None:
+        """The pause of its exchange host's public requests while it lasts (a 429 on a public
+        endpoint limited per IP: OKX's, Gate's), its own public reads waiting too."""
+        return self.shared.ip_budget.public_paused() if self.shared is not None else None
 
     def host_ban(self) -> HostBan | None:
         """The ban of its exchange host's IP while it lasts: every REST request of the host
@@ -1072,10 +1078,15 @@ class AccountFeed:
             except Exception as exc:
                 if opening is not None and self._openings.get(connection) is opening:
                     # failed before its socket opened (its open ends the opening it held):
-                    # the handshake, or what comes before it (Binance's listen key)
+                    # the handshake, or what comes before it (Binance's listen key); its
+                    # retry opens one, in a turn of its own
                     self._opening_failed = True
+                    seen = self._turns.get(connection, 0)
+                # else its socket opened and is open still (a refused subscription, a REST
+                # read after a push failed): its retry opens nothing and takes no turn, as
+                # the mark hub's (:meth:`MarkHub._stream`); a close since takes one at the
+                # next step (``_closes``)
                 self._opening_ended(opening)
-                seen = self._turns.get(connection, 0)
                 if classify(exc) is ErrorKind.FATAL:
                     self._stop(exc)
                 if not isinstance(exc, ccxt.BaseError):

@@ -197,6 +197,16 @@ class FeedManager:
         self._first_shared: dict[str, SharedExchange] = {}
         self._first_listed: dict[str, SharedExchange] = {}
         self._ip_budgets: dict[str, IpBudget] = {}  # by exchange host: what one IP may send
+        # by every name a host's budget is known by (a saved ban is restored by it): the
+        # default route's accounts' and those naming its address share one budget, named as
+        # whichever came first, known by both names
+        self._budget_names: dict[str, IpBudget] = {}
+        # by exchange host: the exchange and the address its name was given by (the first
+        # account's: None, the default route's)
+        self._named_as: dict[str, tuple[str, str | None]] = {}
+        # by exchange host whose accounts mix a source address with none: the address those
+        # without one leave from (the kernel's route), None where it cannot be told
+        self._default_routes = self._default_routes_of(config)
         self.feeds: dict[str, AccountFeed] = {}
         self._ssl_context: ssl.SSLContext | None = None
         for account in config.accounts:
@@ -286,15 +296,51 @@ class FeedManager:
         """The accounts' groups and the listed-marks hubs' exchanges."""
         return [*self.shared.values(), *self.listed_shared.values()]
 
+    @staticmethod
+    def _host_of(account: AccountConfig) -> str:
+        """How an account reaches its exchange's host, whatever its ccxt options."""
+        return json.dumps(
+            [account.exchange, account.sandbox, account.urls], sort_keys=True, default=str
+        )
+
+    def _default_routes_of(self, config: Config) -> dict[str, str | None]:
+        """Per exchange host whose enabled accounts mix a source address with none: the address
+        the kernel's default route gives those without one (:mod:`alertd.feeds.route`), or None
+        (unresolved: two budgets, which ``check`` and ``run`` warn of). Not asked elsewhere:
+        where no account names one, no address is compared."""
+        used: dict[str, set[str | None]] = {}
+        first: dict[str, AccountConfig] = {}
+        for account in config.accounts:
+            if account.enabled:
+                host = self._host_of(account)
+                used.setdefault(host, set()).add(self._source_address(account))
+                first.setdefault(host, account)
+        routes: dict[str, str | None] = {}
+        for host, addresses in used.items():
+            if None in addresses and len(addresses) > 1:
+                address, _ = self.options.default_route(first[host])
+                routes[host] = address
+                if address is not None and address in addresses:
+                    log.info(
+                        "%s accounts without a source_address leave from %s, the address "
+                        "others name: one IP, one budget",
+                        first[host].exchange,
+                        address,
+                    )
+        return routes
+
     def _ip_budget_for(self, account: AccountConfig, address: str | None) -> IpBudget:
         """One per exchange host and source address: accounts whose ccxt options differ
         (their own groups, with their own catalogue and REST slots) still send from the one
         IP (review4: two groups of Bybit accounts, each held within the IP's cap, together
         passed it). The same URLs written in another key order are the same host (sorted: two
         budgets would send twice the cap). Each source address is an IP of its own to the
-        exchange: its own weight budget, openings, bans."""
+        exchange: its own weight budget, openings, bans; the accounts naming none leave from
+        the default route's address, one with those naming it (:meth:`_default_routes_of`)."""
+        route = self._default_routes.get(self._host_of(account))
+        real = address if address is not None else route
         host = json.dumps(
-            [account.exchange, account.sandbox, account.urls, address], sort_keys=True, default=str
+            [account.exchange, account.sandbox, account.urls, real], sort_keys=True, default=str
         )
         if host not in self._ip_budgets:
             # named as the operator knows it: the exchange, numbered where it has more hosts,
@@ -303,10 +349,8 @@ class FeedManager:
             # name is the key a saved ban is restored by: a default-route host must stay
             # "binanceusdm" whatever address-bound hosts the config adds or removes)
             where = f" from {address}" if address is not None else ""
-            same = sum(
-                exchange == account.exchange and other == address
-                for exchange, _, _, other in map(json.loads, self._ip_budgets)
-            )
+            same = sum(named == (account.exchange, address) for named in self._named_as.values())
+            self._named_as[host] = (account.exchange, address)
             self._ip_budgets[host] = IpBudget.of(
                 get_spec(account.exchange).capabilities,
                 account.exchange + (f" #{same + 1}" if same else "") + where,
@@ -314,16 +358,27 @@ class FeedManager:
                 self.options.sleep,
                 self.options.wall_clock,
             )
-        return self._ip_budgets[host]
+        budget = self._ip_budgets[host]
+        self._budget_names.setdefault(budget.host, budget)
+        if real is not None and real == route:
+            # shared by the default route's accounts and those naming its address: a ban
+            # saved under either name (a config that named it, or not, before) is this IP's
+            plain = budget.host.removesuffix(f" from {real}")
+            self._budget_names.setdefault(plain, budget)
+            self._budget_names.setdefault(f"{plain} from {real}", budget)
+        return budget
 
     def restore_ip_bans(self, bans: Mapping[str, tuple[int, float]]) -> None:
         """The bans of the hosts' IPs met before a restart, by host: (HTTP status, end in
         epoch seconds); every account of such a host waits for its end again
         (:meth:`IpBudget.restore_ban`), none sends into it."""
-        budgets = [*self._ip_budgets.values(), *(b for b, _ in self._shared_read_budgets())]
-        for budget in budgets:
-            if budget.host in bans:
-                budget.restore_ban(*bans[budget.host])
+        named = [
+            *self._budget_names.items(),
+            *((b.host, b) for b, _ in self._shared_read_budgets()),
+        ]
+        for name, budget in named:
+            if name in bans:
+                budget.restore_ban(*bans[name])
 
     def _shared_read_budgets(self) -> list[tuple[IpBudget, str]]:
         """The budgets of the hosts only a hub's shared read reaches (Binance's /sapi,

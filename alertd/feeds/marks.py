@@ -37,7 +37,6 @@ from alertd.feeds.backoff import Backoff
 from alertd.feeds.books import OrderBooks
 from alertd.feeds.ccxt_exchange import (
     IpBudget,
-    Opening,
     SharedExchange,
     describe,
     drop_connections,
@@ -159,16 +158,6 @@ class MarkHub:
         self._group: asyncio.TaskGroup | None = None
         self._forced_at = -float("inf")
         self.reconnects = 0
-        # its public connection's turns to open in its host's pace (the host's private
-        # openings' pacer, where the exchange caps openings per IP): the turns taken, one at a
-        # time, and the opening in progress
-        self._turns = 0
-        self._turn_lock = asyncio.Lock()
-        self._opening: Opening | None = None
-        # its sockets' closes, and its turns at the last: a stream takes a turn after a close
-        # only (a refused symbol or a REST error leaves the socket open)
-        self._closes = 0
-        self._turns_at_close = 0
         self._wall = wall_clock
         # per symbol, while some rule reads price dynamics (a span of 0: none does)
         self.dynamics: dict[str, MarkWindow] = {}
@@ -275,6 +264,14 @@ class MarkHub:
     def _exchange(self) -> Any:
         if self.exchange is None:
             self.exchange = self._factory(self)
+            pacer = self._shared.ip_budget.openings if self._shared is not None else None
+            if pacer is not None:
+                # every public socket its exchange dials takes a turn in the host's pace of
+                # openings, ahead of the accounts' queued private ones (it carries every
+                # account's marks): ccxt's Binance gives each subscription a connection of its
+                # own until 50 are open (``streamLimits``), and the order books' and the asset
+                # index's streams dial on it too; taken at the dial (no login to sign)
+                self.exchange.alertd_public_openings = pacer
         return self.exchange
 
     async def ready_exchange(self) -> Any:
@@ -337,46 +334,15 @@ class MarkHub:
             # subscription opens one again
             await drop_connections(self.exchange, "no mark streamed")
 
-    async def _opening_turn(self, seen: int) -> None:
-        """Wait for the turn to open the hub's public connection in its host's pace, unless
-        one was taken since the stream asking last lost it (``seen``: the turns then): the
-        symbols' streams share the connection, the first to ask takes the one turn, at a start
-        and after a drop (a reconnect storm of hubs stays within the exchange's cap, with the
-        accounts' private openings: OKX's 3 a second per IP count every websocket). Its turn
-        is the next place, ahead of the accounts' queued ones: it carries every account's
-        marks."""
-        pacer = self._shared.ip_budget.openings if self._shared is not None else None
-        if pacer is None:
-            return
-        async with self._turn_lock:
-            if self._turns > seen:
-                return
-            self._opening_ended()
-            self._opening = await pacer.turn(first=True)
-            self._turns += 1
-
-    def _opening_ended(self) -> None:
-        if self._opening is not None:
-            opening, self._opening = self._opening, None
-            opening.ended()
-
     async def _stream(self, symbol: str) -> None:
         backoff = self._backoff_factory()
         if self.dynamics_span_s > 0 and self._group is not None:
             # beside the stream, not before it: a slow candle request delays no mark
             self._group.create_task(self._seed(symbol), name=f"seed {symbol}")
-        seen = 0  # the connection's turns when this stream last lost it
-        closes = self._closes  # the connection's closes by its last watch
         while True:
-            if self._closes != closes:
-                # its socket closed since (as AccountFeed._loop): the next watch opens it
-                # again, in a turn unless one was taken since the close
-                closes = self._closes
-                seen = max(seen, self._turns_at_close)
             try:
                 exchange = self._exchange()
                 await load_markets(exchange, self._shared)
-                await self._opening_turn(seen)
                 price = await self.adapter.watch_mark(exchange, symbol)
                 backoff.healthy(self._clock())
             except FrameError as exc:
@@ -434,16 +400,13 @@ class MarkHub:
         return None
 
     def on_open(self, url: str) -> None:
-        # a mark stream is alive when its marks arrive (the staleness watchdog); its opening's
-        # place in the host's pace counts a window from here
-        self._opening_ended()
+        # a mark stream is alive when its marks arrive (the staleness watchdog); its opening
+        # took its turn in the host's pace at the socket (``alertd_public_openings``)
+        return None
 
     def on_closed(self, url: str, opening_failed: bool) -> None:
-        # every stream waiting on it fails and the first to watch again takes a turn
-        self._closes += 1
-        self._turns_at_close = self._turns
-        if opening_failed:
-            self._opening_ended()
+        # every stream waiting on it fails; ccxt's next watch dials again, in a turn
+        return None
 
     def on_malformed(self, kind: str, detail: str) -> None:
         # the asset index shares the connection's frames: its followers hear of them too

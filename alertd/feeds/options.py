@@ -15,6 +15,7 @@ from alertd.clock import Clock, Sleep
 from alertd.config import AccountConfig, BackoffSettings, FeedSettings, Secret
 from alertd.feeds.backoff import Backoff
 from alertd.feeds.ccxt_exchange import SharedExchange, make_exchange
+from alertd.feeds.route import default_route_address
 
 
 class ExchangeFactory(Protocol):
@@ -32,6 +33,8 @@ class ExchangeFactory(Protocol):
 
 
 BackoffFactory = Callable[[], Backoff]
+# account -> (the address its connections leave from when it names none, or None; why not)
+DefaultRoute = Callable[[AccountConfig], tuple[str | None, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,9 @@ class FeedOptions:
     sleep: Sleep = asyncio.sleep
     # epoch seconds: when a mark arrived, for the price dynamics (which candles seed)
     wall_clock: Clock = time.time
+    # the default route's source address to an account's exchange (alertd.feeds.route): asked
+    # only where one exchange host's accounts mix a named source address with none
+    default_route: DefaultRoute = default_route_address
 
     def backoff_factory(self, settings: BackoffSettings) -> BackoffFactory:
         if self.backoff is not None:

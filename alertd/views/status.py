@@ -205,6 +205,7 @@ def status_json(view: DaemonView) -> dict[str, Any]:
         "healthy": view.healthy,
         "reasons": list(view.reasons),
         "ip_bans": list(view.bans),
+        "public_pauses": list(view.public_pauses),
         "accounts": [_account_json(a, view.source) for a in view.accounts],
         "firing": [
             {
@@ -430,6 +431,8 @@ def render_status(data: dict[str, Any], console: Console) -> None:
         console.print("healthy" if health else "UNHEALTHY: " + "; ".join(data["reasons"]))
     for ban in data.get("ip_bans", ()):
         console.print(f"{ban}: every account of it waits for the ban's end, none is stopped")
+    for pause in data.get("public_pauses", ()):
+        console.print(f"{pause}: its public reads wait, private requests and streams go on")
     columns = (
         "Account",
         "Mode",
