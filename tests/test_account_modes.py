@@ -406,8 +406,8 @@ def test_binance_portfolio_snapshot_weight_is_its_papi_reads() -> None:
     Portfolio Margin API's own 6,000 a minute: Account Information 20, the UM positions and
     account 5 each, the COIN-M positions 1 (31 papi weight, 12.4 in the pacing window, not
     the single-asset 10 the plan counted); with a COIN-M position held, its conditional orders
-    (1) and the COIN-M account (5) too. Going live it adds the UM brackets and the listen
-    key, known from its config before anything is read."""
+    (1), the COIN-M account (5) and brackets (1) too. Going live it adds the UM brackets and
+    the listen key, known from its config before anything is read."""
 
     async def body() -> None:
         async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
@@ -418,7 +418,7 @@ def test_binance_portfolio_snapshot_weight_is_its_papi_reads() -> None:
                 # the bootstrap: the snapshot, its UM stops (2, per held symbol) and brackets;
                 # the listen key comes with the streams
                 assert fake.used_weight["papi"] == 31 + 2 + 1
-                for cm_rows, papi in (([], 31), ([CM_POSITION_EXAMPLE], 31 + 1 + 5)):
+                for cm_rows, papi in (([], 31), ([CM_POSITION_EXAMPLE], 31 + 1 + 5 + 1)):
                     fake.set_cm_positions(KEY, cm_rows)
                     await feed.reconcile()
                     fake.reset_weight()
@@ -431,7 +431,8 @@ def test_binance_portfolio_snapshot_weight_is_its_papi_reads() -> None:
                 # per held symbol under /papi: the reconcile's weight is all it sends
                 fake.reset_weight()
                 await feed.resync()
-                assert fake.used_weight == {"fapi": 0, "papi": 31 + 1 + 5 + 2, "dapi": 0, "sapi": 0}
+                papi = 31 + 1 + 5 + 1 + 2
+                assert fake.used_weight == {"fapi": 0, "papi": papi, "dapi": 0, "sapi": 0}
                 assert fake.collateral_rate_reads == 1
                 assert feed.reconcile_weight() == pytest.approx(spent_weight(fake))
 
@@ -992,6 +993,73 @@ def test_binance_portfolio_coin_m_partial_close_push_gives_the_coin_s_new_wallet
                 theirs = D(account["uniMMR"]) * D(account["accountMaintMargin"])
                 ours = state.exchange_equity()
                 assert ours is not None and abs(ours - theirs) < D("0.01"), (ours, theirs)
+
+    run(body())
+
+
+# BTCUSD_PERP's brackets scripted on the local Binance (GET /papi/v1/cm/leverageBracket's
+# fields): 0.5 BTC of notional at 0.4%, to 1 BTC at 5%, above at 10%; each ``cum`` the
+# recursion's (0.5 x (0.05 - 0.004) = 0.023; 0.023 + 1 x (0.1 - 0.05) = 0.073), so that a
+# 300-contract long (30,000 USD, 0.5 BTC at 60,000) crosses into the second as BTC falls
+CM_BRACKETS_THREE = [
+    {"bracket": 1, "initialLeverage": 125, "qtyCap": 0.5, "qtyFloor": 0,
+     "maintMarginRatio": 0.004, "cum": 0.0},
+    {"bracket": 2, "initialLeverage": 20, "qtyCap": 1, "qtyFloor": 0.5,
+     "maintMarginRatio": 0.05, "cum": 0.023},
+    {"bracket": 3, "initialLeverage": 10, "qtyCap": 999999, "qtyFloor": 1,
+     "maintMarginRatio": 0.1, "cum": 0.073},
+]  # fmt: skip
+
+
+def test_binance_portfolio_coin_m_requirement_moves_across_its_brackets_and_pushed_size() -> None:
+    """A COIN-M long of 300 BTCUSD_PERP (30,000 USD) at 60,000 beside a UM long of 1 BTC,
+    20,000 USDT, its brackets read with it ("Query CM Notional and Leverage Brackets", GET
+    /papi/v1/cm/leverageBracket: :data:`CM_BRACKETS_THREE`). With no reconcile, BTC's COIN-M
+    mark falls from 60,000 (0.5 BTC, the first bracket) to 59,000 and 55,000 (0.508 and
+    0.545 BTC: the second), then a fill adds 100 contracts (pushed: ``pa`` 400, nothing
+    realized, no REST read): the moved ratio is the local Binance's next uniMMR to 1e-7 each
+    time. Before, the COIN-M requirement stayed as read in USD (0.002 BTC x 60,000 = 120
+    USD where the second bracket asks 235 at 55,000), the pushed size moving the PnL alone."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            fake.set_portfolio_margin(KEY)
+            fake.set_mark(BTC, "60000")
+            fake.open_position(KEY, BTC, "long", "1", "60000")
+            fake.set_cm_mark("BTCUSD_PERP", "60000")
+            fake.set_cm_brackets("BTCUSD_PERP", CM_BRACKETS_THREE)
+            fake.open_cm_position(KEY, "BTCUSD_PERP", "300", "60000", "45000")
+            feed = make_feed(portfolio_margin_config(fake), KEY, SECRET)
+            async with streaming(feed):
+                feed.reconcile_interval_s = 60.0  # no read but the bootstrap's
+                state = feed.state
+                await fake.wait_for_user_stream(KEY, 10)
+                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                await eventually(  # the bootstrap's read and the start's settle resync
+                    lambda: fake.requests.count(("GET", "/papi/v1/account")) >= 2,
+                    what="the start's reads",
+                )
+
+                def matches() -> bool:
+                    ratio, moved = state.exchange_ratio()
+                    theirs = D(fake.portfolio_account(KEY)["uniMMR"])
+                    if not moved or ratio is None:
+                        return False
+                    ours = binance.PORTFOLIO_LIQUIDATION_UNI_MMR / ratio
+                    return abs(ours / theirs - 1) < D("1e-7")
+
+                for mark in ("59000", "55000"):
+                    fake.set_cm_mark("BTCUSD_PERP", mark)
+                    await eventually(lambda m=mark: state.marks.get(COIN_M_BTC) == D(m))
+                    assert matches(), (mark, state.exchange_ratio(), fake.portfolio_account(KEY))
+                reads = fake.requests.count(("GET", "/papi/v1/account"))
+                fake.open_cm_position(KEY, "BTCUSD_PERP", "400", "60000", "45000")
+                fake.push_cm_position_update(KEY, COIN_M_ROW | {"pa": "400", "ep": "60000"})
+                await eventually(
+                    lambda: [p.contracts for p in state.listed_positions] == [400], what="push"
+                )
+                assert matches(), (state.exchange_ratio(), fake.portfolio_account(KEY))
+                assert fake.requests.count(("GET", "/papi/v1/account")) == reads
 
     run(body())
 

@@ -27,6 +27,7 @@ from decimal import Decimal
 from alertd.engine.margin import margin_ratio
 from alertd.engine.model import Side
 from alertd.engine.stops import StopFigures, loss_at
+from alertd.engine.tiers import TierTable
 
 ZERO = Decimal(0)
 
@@ -91,9 +92,26 @@ class CoinLeg:
     # the coin whose equity its PnL is in (legs of one coin count together, with its
     # wallet); "": a coin of its own
     coin: str = ""
+    # its market's brackets, by its notional in the coin (Binance's "Query CM Notional and
+    # Leverage Brackets"), and the ratio's requirement per unit of maintenance margin (the
+    # terms of ``requirement``): with both, its requirement moves with its mark and size
+    # (:meth:`requirement_at`); None: stays as read
+    brackets: TierTable | None = None
+    terms: Decimal = Decimal(1)
 
     def pnl_usd(self, mark: Decimal) -> Decimal:
         return self.quantity * (mark / self.entry - 1)
+
+    def requirement_at(self, mark: Decimal) -> Decimal:
+        """Its share of the requirement at ``mark``, in USD: from its brackets, the bracket
+        its notional in the coin (``|quantity| / mark``) is in, ``(notional x rate - cum) x
+        mark`` in the ratio's terms (a tier crossed since the read re-applied, a pushed size
+        counted); as read without brackets."""
+        if self.requirement is None or self.brackets is None:
+            return self.requirement or ZERO
+        notional = abs(self.quantity) / mark
+        tier = self.brackets.tier_for(notional)
+        return (notional * tier.mmr - tier.deduction) * mark * self.terms
 
 
 def counted_change(before: Decimal, after: Decimal, low: Decimal, high: Decimal) -> Decimal:
@@ -153,20 +171,22 @@ def _moved_all(
     wallets: Mapping[str, Decimal],
 ) -> tuple[Decimal, Decimal] | None:
     """The requirement and the PnL at ``now`` of what was read at ``then``: the coin legs'
-    USD requirement as read, the rest scaled with the linear exposures' notional; None when a
-    mark is missing or nothing is held."""
+    USD requirement at their marks now (:meth:`CoinLeg.requirement_at`), the rest scaled with
+    the linear exposures' notional; None when a mark is missing or nothing is held."""
     coin_pnl = _coin_pnl(coin_legs, then, now, wallets)
     if coin_pnl is None:
         return None
+    fixed = sum((leg.requirement or ZERO for leg in coin_legs), ZERO)
+    # _coin_pnl checked every leg's mark now
+    legs_now = sum((leg.requirement_at(now[leg.symbol]) for leg in coin_legs), ZERO)
     if not exposures:
-        return (requirement, coin_pnl) if coin_legs else None
+        return (requirement - fixed + legs_now, coin_pnl) if coin_legs else None
     moved = _moved(exposures, then, now)
     if moved is None:
         return None
     pnl, notional_then, notional_now = moved
-    fixed = sum((leg.requirement or ZERO for leg in coin_legs), ZERO)
     scaled = (requirement - fixed) * notional_now / notional_then
-    return scaled + fixed, pnl + coin_pnl
+    return scaled + legs_now, pnl + coin_pnl
 
 
 def moved_ratio(
@@ -243,6 +263,9 @@ class ExchangeRatioPosition:
     # coin-margined one's in the coin); None: the exchange reports none (Binance's COIN-M
     # positions of a portfolio margin account: "Get CM Account Detail")
     maintenance_margin: Decimal | None = None
+    # its market's brackets by its notional in the coin (Binance's COIN-M brackets, "Query CM
+    # Notional and Leverage Brackets"): its requirement moves with them; None: not read
+    coin_brackets: TierTable | None = None
     # the collateral rates a rise and a fall of its coin's equity count at in the exchange's
     # equity (Binance portfolio margin's COIN-M positions: :class:`CoinLeg`); None: not read
     collateral_rates: tuple[Decimal, Decimal] | None = None

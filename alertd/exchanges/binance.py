@@ -33,7 +33,7 @@ from alertd.engine.model import MarginAsset, MarginMode, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
 from alertd.engine.reported import ExchangeRatioPosition, liquidation_distance
 from alertd.engine.stops import StopKind, StopOrder, Trigger, protection
-from alertd.engine.tiers import Tier, TierTable
+from alertd.engine.tiers import Tier, TierTable, TierTableError
 from alertd.exchanges.common import (
     AdlScale,
     closed_both_sides,
@@ -229,6 +229,50 @@ def cm_maintenance_margins(
         side = _side(str(raw.get("positionSide", "BOTH")), amount)
         out[(symbol_of(raw["symbol"]), side)] = dec(raw.get("maintMargin"), f"{where} maintMargin")
     return out
+
+
+def cm_brackets(
+    answer: Any, symbol_of: Callable[[str], str]
+) -> tuple[dict[str, TierTable], list[str]]:
+    """Each COIN-M market's leverage brackets, by symbol, as a tier table of its notional in
+    the coin, from Binance's "Query CM Notional and Leverage Brackets" (``GET
+    /papi/v1/cm/leverageBracket``, USER_DATA, weight 1; developers.binance.com, Portfolio
+    Margin, account REST API): rows of ``symbol`` and ``brackets[]`` with ``qtyFloor`` and
+    ``qtyCap`` (the bracket's edges in the coin), ``maintMarginRatio`` and ``cum`` (in the
+    coin): a position's maintenance margin in the coin is its notional in the coin times its
+    bracket's rate less ``cum`` (Binance COIN-M FAQ "Leverage and Margin of COIN-Margined
+    Futures"). Also the problems: a malformed symbol's brackets are left out (its
+    requirement then stays as read), named."""
+    if not isinstance(answer, list):
+        raise FrameError("cm/leverageBracket: expected a list of symbols")
+    out: dict[str, TierTable] = {}
+    problems = []
+    for raw in answer:
+        market_id = raw.get("symbol") if isinstance(raw, dict) else None
+        rows = raw.get("brackets") if isinstance(raw, dict) else None
+        if not isinstance(market_id, str) or not isinstance(rows, list) or not rows:
+            problems.append("cm/leverageBracket: a row without a symbol or its brackets")
+            continue
+        where = f"cm/leverageBracket {market_id}"
+        try:
+            if not all(isinstance(row, dict) for row in rows):
+                raise FrameError(f"{where}: a bracket is not an object")
+            ordered = sorted(rows, key=lambda b: dec(b.get("qtyFloor"), f"{where} qtyFloor"))
+            last = len(ordered) - 1
+            tiers = [
+                Tier(
+                    None if i == last else dec(b.get("qtyCap"), f"{where} qtyCap"),
+                    dec(b.get("maintMarginRatio"), f"{where} maintMarginRatio"),
+                    dec(b.get("cum"), f"{where} cum"),
+                )
+                for i, b in enumerate(ordered)
+            ]
+            out[symbol_of(market_id)] = TierTable.build(tiers)
+        except FrameError as exc:
+            problems.append(str(exc))
+        except TierTableError as exc:
+            problems.append(f"{where} brackets[{exc.index}] {exc.field}: {exc.reason}")
+    return out, problems
 
 
 def pm_collateral_rates(
@@ -926,6 +970,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         answer = await exchange.papiGetCmAccount() if held else {}
         margins = cm_maintenance_margins(answer, symbol_of)
         wallets = cm_wallets(answer)
+        brackets = await self._cm_brackets(exchange, symbol_of) if held else {}
         out = []
         for p in held:
             if p.mark_price is not None:  # always, as Binance reads it
@@ -939,11 +984,24 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                 dataclasses.replace(
                     p,
                     maintenance_margin=margins.get((p.symbol, p.side)),
+                    coin_brackets=brackets.get(p.symbol),
                     collateral_rates=rates.get(coin) if coin else None,
                     coin_wallet=wallets.get(coin, Decimal(0)) if coin else None,
                 )
             )
         return tuple(out)
+
+    async def _cm_brackets(
+        self, exchange: Any, symbol_of: Callable[[str], str]
+    ) -> dict[str, TierTable]:
+        """The COIN-M markets' brackets (:func:`cm_brackets`), read with the COIN-M positions
+        while one is held (weight 1 for every symbol), so that a position's requirement moves
+        with its mark and its pushed size between reads, across its brackets; a malformed
+        symbol's are logged and left out (its requirement as read)."""
+        found, problems = cm_brackets(await exchange.papiGetCmLeverageBracket(), symbol_of)
+        for problem in problems:
+            log.warning("malformed COIN-M brackets, left out (requirement as read): %s", problem)
+        return found
 
     async def _collateral_rates(self, exchange: Any) -> Mapping[str, tuple[Decimal, Decimal]]:
         """The portfolio margin collateral rates (:func:`pm_collateral_rates`), read once per
@@ -1584,13 +1642,14 @@ USDM_GOING_LIVE_WEIGHT = 2
 PAPI_WEIGHT_PER_MINUTE = 6000
 # Binance's documented weights of the /papi requests alertd sends (Portfolio Margin API,
 # each endpoint's "Request Weight"): Account Information 20, Query UM/CM Position Information
-# 5/1, Get UM/CM Account Detail 5/5, UM Notional and Leverage Brackets 1, the listen key 1
+# 5/1, Get UM/CM Account Detail 5/5, UM/CM Notional and Leverage Brackets 1/1, the listen key 1
 PAPI_WEIGHTS = {
     "account": 20,
     "um/positionRisk": 5,
     "um/account": 5,
     "cm/positionRisk": 1,
     "cm/account": 5,
+    "cm/leverageBracket": 1,
     "um/leverageBracket": 1,
     "listenKey": 1,
 }
@@ -1621,11 +1680,12 @@ def papi_weight(path: str, params: Any) -> float | None:
 def portfolio_snapshot_weight(coin_m_symbols: int) -> float:
     """A portfolio margin account's snapshot in the pacing window's units: Account Information,
     the UM positions and account, the COIN-M positions, and with ``coin_m_symbols`` held
-    their conditional orders per symbol and the COIN-M account (``_coin_m_positions``)."""
+    their conditional orders per symbol, the COIN-M account and brackets
+    (``_coin_m_positions``)."""
     reads = ("account", "um/positionRisk", "um/account", "cm/positionRisk")
     weight = sum(PAPI_WEIGHTS[path] for path in reads)
     if coin_m_symbols:
-        weight += coin_m_symbols + PAPI_WEIGHTS["cm/account"]
+        weight += coin_m_symbols + PAPI_WEIGHTS["cm/account"] + PAPI_WEIGHTS["cm/leverageBracket"]
     return weight * PAPI_SHARE
 
 

@@ -643,7 +643,17 @@ class AccountState:
             low, high = p.collateral_rates or (Decimal(0), Decimal(1))
             coin = (p.coin or "") if p.coin_wallet is not None else ""
             legs.append(
-                CoinLeg(p.symbol, p.side * p.quantity, p.entry_price, requirement, low, high, coin)
+                CoinLeg(
+                    p.symbol,
+                    p.side * p.quantity,
+                    p.entry_price,
+                    requirement,
+                    low,
+                    high,
+                    coin,
+                    p.coin_brackets if terms is not None else None,
+                    terms or Decimal(1),
+                )
             )
         return legs
 
@@ -679,6 +689,7 @@ class AccountState:
             figures,
             stop=stop,
             maintenance_margin=p.maintenance_margin,
+            coin_brackets=p.coin_brackets,
             collateral_rates=p.collateral_rates,
             coin_wallet=p.coin_wallet,
             coin=p.coin,
