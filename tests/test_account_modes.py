@@ -406,8 +406,9 @@ def test_binance_portfolio_snapshot_weight_is_its_papi_reads() -> None:
     Portfolio Margin API's own 6,000 a minute: Account Information 20, the UM positions and
     account 5 each, the COIN-M positions 1 (31 papi weight, 12.4 in the pacing window, not
     the single-asset 10 the plan counted); with a COIN-M position held, its conditional orders
-    (1), the COIN-M account (5) and brackets (1) too. Going live it adds the UM brackets and
-    the listen key, known from its config before anything is read."""
+    (1), the COIN-M account (5), its brackets (1) and the account's balances (20) too. Going
+    live it adds the UM brackets and the listen key, known from its config before anything
+    is read."""
 
     async def body() -> None:
         async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
@@ -418,7 +419,7 @@ def test_binance_portfolio_snapshot_weight_is_its_papi_reads() -> None:
                 # the bootstrap: the snapshot, its UM stops (2, per held symbol) and brackets;
                 # the listen key comes with the streams
                 assert fake.used_weight["papi"] == 31 + 2 + 1
-                for cm_rows, papi in (([], 31), ([CM_POSITION_EXAMPLE], 31 + 1 + 5 + 1)):
+                for cm_rows, papi in (([], 31), ([CM_POSITION_EXAMPLE], 31 + 1 + 5 + 1 + 20)):
                     fake.set_cm_positions(KEY, cm_rows)
                     await feed.reconcile()
                     fake.reset_weight()
@@ -431,7 +432,7 @@ def test_binance_portfolio_snapshot_weight_is_its_papi_reads() -> None:
                 # per held symbol under /papi: the reconcile's weight is all it sends
                 fake.reset_weight()
                 await feed.resync()
-                papi = 31 + 1 + 5 + 1 + 2
+                papi = 31 + 1 + 5 + 1 + 20 + 2
                 assert fake.used_weight == {"fapi": 0, "papi": papi, "dapi": 0, "sapi": 0}
                 assert fake.collateral_rate_reads == 1
                 assert feed.reconcile_weight() == pytest.approx(spent_weight(fake))
@@ -729,6 +730,17 @@ def hedged_600_short(
     return AccountFeed(portfolio_margin_config(fake), secrets(KEY, SECRET), settings, FAST_OPTIONS)
 
 
+def moved_as_binance_s_next(fake: FakeBinanceUSDM, state: Any, what: str) -> Decimal:
+    """The account's ratio moved with the marks, checked to be the local Binance's next
+    uniMMR (as 1.05 / uniMMR) within 1e-7; returned."""
+    ratio, moved = state.exchange_ratio()
+    assert moved and ratio is not None
+    theirs = D(fake.portfolio_account(KEY)["uniMMR"])
+    ours = binance.PORTFOLIO_LIQUIDATION_UNI_MMR / ratio
+    assert abs(ours / theirs - 1) < D("1e-7"), (what, ours, theirs)
+    return Decimal(ratio)
+
+
 @pytest.mark.parametrize("wallet", ["0", "0.01", "-0.015"])
 def test_binance_portfolio_coin_m_hedge_counts_gains_and_wallets_at_binance_s_collateral_rate(
     wallet: str,
@@ -755,15 +767,56 @@ def test_binance_portfolio_coin_m_hedge_counts_gains_and_wallets_at_binance_s_co
                 await fake.wait_for_subscription("btcusdt@markPrice@1s", 10)
                 for mark in ("49800", "30000"):
                     await both_marks_at(fake, state, mark, mark)
-                    ratio, moved = state.exchange_ratio()
-                    assert moved and ratio is not None
-                    theirs = D(fake.portfolio_account(KEY)["uniMMR"])
-                    ours = binance.PORTFOLIO_LIQUIDATION_UNI_MMR / ratio
-                    assert abs(ours / theirs - 1) < D("1e-7"), (mark, ours, theirs)
+                    ratio = moved_as_binance_s_next(fake, state, mark)
                     if mark == "49800":  # 17%: critical before the rates were read
                         assert ratio < 1, f"{ratio:.1%} at {mark}: critical where Binance is not"
                 await feed.reconcile()
                 assert fake.collateral_rate_reads == 1
+
+    run(body())
+
+
+# BTC's collateral tiers scripted on the local Binance ("Portfolio Margin Pro Tiered Collateral
+# Rate" fields): 95% of the value to 100,000 USD, 90% of the part to 200,000, 80% above
+BTC_COLLATERAL_TIERS = [
+    {"tierFloor": "0.0000", "tierCap": "100000.0000", "collateralRate": "0.9500",
+     "cum": "0.0000"},
+    {"tierFloor": "100000.0000", "tierCap": "200000.0000", "collateralRate": "0.9000",
+     "cum": "5000.0000"},
+    {"tierFloor": "200000.0000", "tierCap": "999999999.0000", "collateralRate": "0.8000",
+     "cum": "25000.0000"},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("mark", ["49800", "30000", "70000"])
+def test_binance_portfolio_coin_s_whole_equity_moves_and_is_placed_in_its_collateral_tiers(
+    mark: str,
+) -> None:
+    """The hedge (:func:`hedged_600_short`, a COIN-M wallet of 0.01 BTC) with BTC also in the
+    cross margin account (2 BTC, 0.5 borrowed, 0.001 of interest) and the UM wallet (0.3),
+    as "Account Balance" (GET /papi/v1/balance) lists them, and BTC's tiered collateral
+    rates (:data:`BTC_COLLATERAL_TIERS`). BTC's equity, 1.809 BTC (108,540 USD at 60,000:
+    the second tier) and the short's PnL, moves with the mark, and uniMMR counts each tier's
+    rate on the part of the value within it. With no reconcile, at ``mark`` (across the
+    100,000 USD edge at 49,800 and 30,000, up at 70,000) the moved ratio is the local
+    Binance's next uniMMR to 1e-7. Before, the cross margin and UM BTC stood as read in USD
+    and a tiered coin's change counted at its lowest or highest rate."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+            feed = hedged_600_short(fake, "0.01")
+            fake.set_collateral_tiers("BTC", BTC_COLLATERAL_TIERS)
+            fake.set_pm_coin_balance(
+                KEY, "BTC", cross_margin="2", borrowed="0.5", interest="0.001", um_wallet="0.3"
+            )
+            async with streaming(feed):
+                state = feed.state
+                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                await fake.wait_for_subscription("btcusdt@markPrice@1s", 10)
+                (cm,) = state.listed_positions
+                assert cm.coin_other == D("1.799")  # 2 - 0.5 - 0.001 + 0.3
+                await both_marks_at(fake, state, mark, mark)
+                moved_as_binance_s_next(fake, state, mark)
 
     run(body())
 

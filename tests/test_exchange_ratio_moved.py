@@ -15,6 +15,7 @@ from alertd.engine.model import MarginMode, Side
 from alertd.engine.reported import (
     CoinLeg,
     Exposure,
+    collateral_value,
     counted_change,
     exchange_ratio_position,
     moved_ratio,
@@ -231,6 +232,20 @@ def test_coin_m_brackets_read_the_docs_example_and_move_a_coin_leg_s_requirement
     # 60 BTC at 50,000: the second bracket, 60 x 1% - 0.3 = 0.3 BTC
     assert leg.requirement_at(D(50000)) == D("0.3") * 50000 * D("1.05")
     assert CoinLeg("X", D(1), D(1), D(7)).requirement_at(D(2)) == 7
+
+
+def test_portfolio_margin_collateral_tiers_place_a_coin_s_equity_slice_by_slice() -> None:
+    """ "Portfolio Margin Pro Tiered Collateral Rate", the docs' example: BNB at 100% of its
+    value to 1,000 USD and 90% of the part from 1,000 (to 2,000, and past the last cap
+    read): 1,500 USD of BNB counts 1,450, below zero in full; a change between two values
+    counts the difference of the two."""
+    tiers, problems = binance.pm_collateral_tiers(COLLATERAL_RATE_EXAMPLE)
+    assert problems == []
+    bnb = tiers["BNB"]
+    assert collateral_value(D(1500), bnb) == 1450
+    assert collateral_value(D(2500), bnb) == 1000 + D("0.9") * 1500
+    assert collateral_value(D(-300), bnb) == -300
+    assert counted_change(D(900), D(1500), D("0.9"), D(1), bnb) == 1450 - 900
 
 
 def test_portfolio_margin_collateral_rates_read_the_docs_example() -> None:

@@ -98,6 +98,10 @@ class CoinLeg:
     # (:meth:`requirement_at`); None: stays as read
     brackets: TierTable | None = None
     terms: Decimal = Decimal(1)
+    # the coin's collateral tiers: with them, its equity (the whole coin's: its wallets,
+    # loans and legs' PnL) is placed in them (:func:`collateral_value`); empty: bounded by
+    # ``collateral_rate`` and ``collateral_rate_high``
+    collateral_tiers: CollateralTiers = ()
 
     def pnl_usd(self, mark: Decimal) -> Decimal:
         return self.quantity * (mark / self.entry - 1)
@@ -114,14 +118,43 @@ class CoinLeg:
         return (notional * tier.mmr - tier.deduction) * mark * self.terms
 
 
-def counted_change(before: Decimal, after: Decimal, low: Decimal, high: Decimal) -> Decimal:
+# a coin's collateral tiers: (floor, cap, rate) of its equity's USD value, ascending; the last
+# one's cap None (its rate past the last cap read)
+CollateralTiers = tuple[tuple[Decimal, Decimal | None, Decimal], ...]
+
+
+def collateral_value(usd: Decimal, tiers: CollateralTiers) -> Decimal:
+    """A coin's equity of ``usd`` as uniMMR counts it with its tiered collateral rates: in
+    full below zero (min(equity x rate, equity)); above, each tier's rate on the part of the
+    value within the tier (Binance's "Portfolio Margin Pro Tiered Collateral Rate": tiers of
+    the asset's value, ``tierFloor`` to ``tierCap``, each with its ``collateralRate``)."""
+    if usd <= 0:
+        return usd
+    value = ZERO
+    for floor, cap, rate in tiers:
+        top = usd if cap is None else min(usd, cap)
+        if top > floor:
+            value += (top - floor) * rate
+    return value
+
+
+def counted_change(
+    before: Decimal,
+    after: Decimal,
+    low: Decimal,
+    high: Decimal,
+    tiers: CollateralTiers = (),
+) -> Decimal:
     """The change of a coin's equity (in USD, ``before`` to ``after``) as uniMMR counts it:
     each asset's equity counts as min(assetEquity x index x collateralRate, assetEquity x
     index) (Binance FAQ "What Is the Unified Account Maintenance Margin Ratio (uniMMR)"), so
     below zero in full and above zero at its collateral rate, the rate of the tier the
     equity is in. Where the tier is not known, a rise above zero counts at ``low`` (the
     lowest rate of the coin's tiers) and a fall above zero at ``high`` (the highest): never
-    more equity than Binance counts; exact for a coin with one rate (``low`` = ``high``)."""
+    more equity than Binance counts; exact for a coin with one rate (``low`` = ``high``).
+    With the coin's ``tiers`` and its whole equity, placed in them (:func:`collateral_value`)."""
+    if tiers:
+        return collateral_value(after, tiers) - collateral_value(before, tiers)
     positive = max(after, ZERO) - max(before, ZERO)
     negative = min(after, ZERO) - min(before, ZERO)
     return positive * (low if positive > 0 else high) + negative
@@ -157,7 +190,11 @@ def _coin_pnl(
             equity_now += leg.pnl_usd(after)
         first = held[0]
         pnl += counted_change(
-            equity_then, equity_now, first.collateral_rate, first.collateral_rate_high
+            equity_then,
+            equity_now,
+            first.collateral_rate,
+            first.collateral_rate_high,
+            first.collateral_tiers,
         )
     return pnl
 
@@ -272,6 +309,13 @@ class ExchangeRatioPosition:
     # its coin's wallet as read, in the coin, that moves with its mark in the exchange's
     # equity (Binance portfolio margin's COIN-M wallet of the coin); None: not read
     coin_wallet: Decimal | None = None
+    # the rest of its coin's equity as read, in the coin, moving with it (Binance portfolio
+    # margin's cross margin account, less loans and interest, and UM wallet of the coin:
+    # "Account Balance"); None: not read
+    coin_other: Decimal | None = None
+    # its coin's collateral tiers (:data:`CollateralTiers`); empty: not read, or not
+    # placed (its equity's other parts unknown)
+    collateral_tiers: CollateralTiers = ()
     # the coin its equity is in, where it is another than the account's (a COIN-M position's
     # settle coin: its market's ``settle``, Binance's ``marginAsset``; "BTC" for BTCUSD_PERP
     # and BTCUSD_261225 alike, whose ccxt symbols end in BTC and BTC-261225); None: not known

@@ -31,7 +31,7 @@ from alertd.engine.collateral import Collateral, CollateralRatio, ConversionRate
 from alertd.engine.margin import margin_ratio
 from alertd.engine.model import MarginAsset, MarginMode, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
-from alertd.engine.reported import ExchangeRatioPosition, liquidation_distance
+from alertd.engine.reported import CollateralTiers, ExchangeRatioPosition, liquidation_distance
 from alertd.engine.stops import StopKind, StopOrder, Trigger, protection
 from alertd.engine.tiers import Tier, TierTable, TierTableError
 from alertd.exchanges.common import (
@@ -275,29 +275,24 @@ def cm_brackets(
     return out, problems
 
 
-def pm_collateral_rates(
-    answer: Any,
-) -> tuple[dict[str, tuple[Decimal, Decimal]], list[str]]:
-    """Each asset's collateral rates, the lowest and the highest of its tiers, from Binance's
-    "Portfolio Margin Pro Tiered Collateral Rate" (``GET /sapi/v2/portfolio/collateralRate``,
-    USER_DATA, weight 50 of the spot API's per-IP limit; developers.binance.com, Derivatives,
-    Portfolio Margin Pro, market data; the ``/sapi/v1`` one is "Classic Portfolio Margin"'s,
-    flat): rows of
-    ``asset`` and ``collateralInfo``, the tiers of the asset's equity with their
-    ``collateralRate`` (and ``cum``, "account equity quick addition number").
+def pm_collateral_tiers(answer: Any) -> tuple[dict[str, CollateralTiers], list[str]]:
+    """Each asset's collateral tiers from Binance's "Portfolio Margin Pro Tiered Collateral
+    Rate" (``GET /sapi/v2/portfolio/collateralRate``, USER_DATA, weight 50 of the spot API's
+    per-IP limit; developers.binance.com, Derivatives, Portfolio Margin Pro, market data; the
+    ``/sapi/v1`` one is "Classic Portfolio Margin"'s, flat): rows of ``asset`` and
+    ``collateralInfo``, the tiers of the asset's equity value (``tierFloor`` to ``tierCap``)
+    with their ``collateralRate`` (and ``cum``, "account equity quick addition number",
+    0 in the docs' example where a second tier's rate is lower: not read, the tiers' slices
+    are summed instead: :func:`~alertd.engine.reported.collateral_value`).
 
     uniMMR counts an asset's equity as min(equity x index x collateralRate, equity x index)
-    (Binance FAQ "What Is the Unified Account Maintenance Margin Ratio (uniMMR)"), at the
-    rate of the tier the equity is in. alertd does not read the coin's whole equity (its
-    cross margin, UM and COIN-M wallets together), so it cannot place it in a tier: a rise
-    counts at the lowest of the asset's tiers' rates, a fall at the highest
-    (:func:`~alertd.engine.reported.counted_change`); exact for an asset with one rate (the
-    local Binance's), never more equity than Binance counts otherwise. Also the problems: a
-    malformed row is left out (its asset's gain then counts 0 and its loss in full, as before
-    the rates were read), named."""
+    (Binance FAQ "What Is the Unified Account Maintenance Margin Ratio (uniMMR)"), each
+    tier's rate on the part of the value within it. Also the problems: a malformed row is
+    left out (its asset's gain then counts 0 and its loss in full, as before the rates were
+    read), named."""
     if not isinstance(answer, list):
         raise FrameError("portfolio/collateralRate: expected a list of assets")
-    rates: dict[str, tuple[Decimal, Decimal]] = {}
+    out: dict[str, CollateralTiers] = {}
     problems = []
     for raw in answer:
         asset = raw.get("asset") if isinstance(raw, dict) else None
@@ -314,12 +309,55 @@ def pm_collateral_rates(
                 rate = dec(tier.get("collateralRate"), f"{where} collateralRate")
                 if not 0 <= rate <= 1:
                     raise FrameError(f"{where} collateralRate: {rate} is not within 0 and 1")
-                found.append(rate)
+                floor = dec(tier.get("tierFloor", "0"), f"{where} tierFloor")
+                cap = dec_or_none(tier.get("tierCap"))
+                found.append((floor, cap, rate))
         except FrameError as exc:
             problems.append(str(exc))
             continue
-        rates[asset] = (min(found), max(found))
-    return rates, problems
+        found.sort(key=lambda t: t[0])
+        # past the last cap read, its rate goes on
+        out[asset] = (*found[:-1], (found[-1][0], None, found[-1][2]))
+    return out, problems
+
+
+def pm_collateral_rates(
+    answer: Any,
+) -> tuple[dict[str, tuple[Decimal, Decimal]], list[str]]:
+    """Each asset's lowest and highest collateral rate of its tiers
+    (:func:`pm_collateral_tiers`): what a rise and a fall of its equity count at where the
+    coin's whole equity is not read, so that it cannot be placed in its tiers
+    (:func:`~alertd.engine.reported.counted_change`): never more equity than Binance counts,
+    exact for an asset with one rate. Also the problems."""
+    tiers, problems = pm_collateral_tiers(answer)
+    return {asset: _bounds(rows) for asset, rows in tiers.items()}, problems
+
+
+def pm_coin_balances(answer: Any) -> dict[str, Decimal]:
+    """Each asset's equity, in the asset, outside its COIN-M wallet and positions, as
+    "Account Balance" (``GET /papi/v1/balance``, weight 20; developers.binance.com, Portfolio
+    Margin, account REST API) lists it: the cross margin account's ``crossMarginAsset`` less
+    ``crossMarginBorrowed`` and ``crossMarginInterest`` (its loans), and the UM
+    ``umWalletBalance`` and ``umUnrealizedPNL``. With the COIN-M wallet and positions' PnL it
+    is the asset's equity that uniMMR counts at its index and collateral rate."""
+    if not isinstance(answer, list):
+        raise FrameError("balance: expected a list of assets")
+    out: dict[str, Decimal] = {}
+    for raw in answer:
+        if not isinstance(raw, dict) or not isinstance(raw.get("asset"), str):
+            raise FrameError("balance: an asset is not an object with its name")
+        where = f"balance {raw['asset']}"
+        fields = ("crossMarginAsset", "crossMarginBorrowed", "crossMarginInterest")
+        held, borrowed, interest = (dec(raw.get(f, "0"), f"{where} {f}") for f in fields)
+        um = dec(raw.get("umWalletBalance", "0"), f"{where} umWalletBalance")
+        um += dec(raw.get("umUnrealizedPNL", "0"), f"{where} umUnrealizedPNL")
+        out[raw["asset"]] = held - borrowed - interest + um
+    return out
+
+
+def _bounds(tiers: CollateralTiers) -> tuple[Decimal, Decimal]:
+    """The lowest and the highest rate of a coin's collateral tiers."""
+    return min(r for _, _, r in tiers), max(r for _, _, r in tiers)
 
 
 def cm_wallets(answer: Any) -> dict[str, Decimal]:
@@ -952,7 +990,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             return settle if isinstance(settle, str) and settle else None
 
         held = cm_positions(rows, symbol_of, contract_size_of, coin_of)
-        rates = await self._collateral_rates(exchange) if held else {}
+        tiers = await self._collateral_rates(exchange) if held else {}
         # the rows are checked: each position's Binance id by its symbol
         ids = {symbol_of(row["symbol"]): row["symbol"] for row in rows}
         held_ids = sorted({ids[p.symbol] for p in held})
@@ -971,6 +1009,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         margins = cm_maintenance_margins(answer, symbol_of)
         wallets = cm_wallets(answer)
         brackets = await self._cm_brackets(exchange, symbol_of) if held else {}
+        others = pm_coin_balances(await exchange.papiGetBalance()) if held else {}
         out = []
         for p in held:
             if p.mark_price is not None:  # always, as Binance reads it
@@ -985,8 +1024,10 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                     p,
                     maintenance_margin=margins.get((p.symbol, p.side)),
                     coin_brackets=brackets.get(p.symbol),
-                    collateral_rates=rates.get(coin) if coin else None,
+                    collateral_rates=_bounds(tiers[coin]) if coin and coin in tiers else None,
+                    collateral_tiers=tiers.get(coin, ()) if coin else (),
                     coin_wallet=wallets.get(coin, Decimal(0)) if coin else None,
+                    coin_other=others.get(coin, Decimal(0)) if coin else None,
                 )
             )
         return tuple(out)
@@ -1003,19 +1044,19 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             log.warning("malformed COIN-M brackets, left out (requirement as read): %s", problem)
         return found
 
-    async def _collateral_rates(self, exchange: Any) -> Mapping[str, tuple[Decimal, Decimal]]:
-        """The portfolio margin collateral rates (:func:`pm_collateral_rates`), read once per
+    async def _collateral_rates(self, exchange: Any) -> Mapping[str, CollateralTiers]:
+        """The portfolio margin collateral tiers (:func:`pm_collateral_tiers`), read once per
         exchange for its accounts (:attr:`listed_read`, on the catalogue's schedule) with this
         account's key; empty where none is shared (a feed without a listed-marks hub) or
         none could be read yet (each COIN-M gain then counts 0, the safe side)."""
         if self.listed_read is None:
             return {}
 
-        async def read() -> dict[str, tuple[Decimal, Decimal]]:
+        async def read() -> dict[str, CollateralTiers]:
             # not in ccxt's implicit API (it lists the /sapi/v1 one only): its generic request,
             # signed as every sapiV2 path is (binance.sign)
             answer = await exchange.request(*COLLATERAL_RATE_REQUEST)
-            rates, problems = pm_collateral_rates(answer)
+            rates, problems = pm_collateral_tiers(answer)
             for problem in problems:
                 log.warning(
                     "a malformed collateral rate, left out (its gains count 0): %s", problem
@@ -1650,6 +1691,7 @@ PAPI_WEIGHTS = {
     "cm/positionRisk": 1,
     "cm/account": 5,
     "cm/leverageBracket": 1,
+    "balance": 20,
     "um/leverageBracket": 1,
     "listenKey": 1,
 }
@@ -1680,12 +1722,13 @@ def papi_weight(path: str, params: Any) -> float | None:
 def portfolio_snapshot_weight(coin_m_symbols: int) -> float:
     """A portfolio margin account's snapshot in the pacing window's units: Account Information,
     the UM positions and account, the COIN-M positions, and with ``coin_m_symbols`` held
-    their conditional orders per symbol, the COIN-M account and brackets
-    (``_coin_m_positions``)."""
+    their conditional orders per symbol, the COIN-M account and brackets and the account's
+    balances (``_coin_m_positions``)."""
     reads = ("account", "um/positionRisk", "um/account", "cm/positionRisk")
     weight = sum(PAPI_WEIGHTS[path] for path in reads)
     if coin_m_symbols:
-        weight += coin_m_symbols + PAPI_WEIGHTS["cm/account"] + PAPI_WEIGHTS["cm/leverageBracket"]
+        held = ("cm/account", "cm/leverageBracket", "balance")
+        weight += coin_m_symbols + sum(PAPI_WEIGHTS[path] for path in held)
     return weight * PAPI_SHARE
 
 

@@ -653,15 +653,18 @@ class AccountState:
                     coin,
                     p.coin_brackets if terms is not None else None,
                     terms or Decimal(1),
+                    # placed in its tiers only with the coin's whole equity read
+                    p.collateral_tiers if p.coin_other is not None and coin else (),
                 )
             )
         return legs
 
     def _coin_wallets(self) -> dict[str, Decimal]:
         """The coins' wallets as read with the listed inverse positions (Binance portfolio
-        margin's COIN-M wallets), by coin: they move with the coin's mark (:func:`moved_ratio`)."""
+        margin's COIN-M wallets, with the coin's cross margin equity and UM wallet where read),
+        by coin: they move with the coin's mark (:func:`moved_ratio`)."""
         return {
-            p.coin: p.coin_wallet
+            p.coin: p.coin_wallet + (p.coin_other or Decimal(0))
             for p in self.listed_positions
             if p.inverse and p.coin and p.coin_wallet is not None
         }
@@ -691,7 +694,9 @@ class AccountState:
             maintenance_margin=p.maintenance_margin,
             coin_brackets=p.coin_brackets,
             collateral_rates=p.collateral_rates,
+            collateral_tiers=p.collateral_tiers,
             coin_wallet=p.coin_wallet,
+            coin_other=p.coin_other,
             coin=p.coin,
             quantity=None,
         )

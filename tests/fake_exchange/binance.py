@@ -646,6 +646,10 @@ class _Account(shared.Credentials):
     # its COIN-M coins' wallets (in the coin) and collateral rates (set_cm_coin): a coin's
     # equity (its wallet and its COIN-M positions' PnL) counts in uniMMR at its rate
     cm_coins: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)
+    # its coins' other balances, in the coin (set_pm_coin_balance): "Account Balance"'s
+    # crossMarginAsset, crossMarginBorrowed, crossMarginInterest and umWalletBalance; each
+    # counts in its coin's equity in uniMMR beside the COIN-M wallet
+    pm_balances: dict[str, dict[str, Decimal]] = field(default_factory=dict)
 
 
 @dataclass
@@ -1157,6 +1161,59 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             out.append((market, contracts * market.contract_size, entry))
         return out
 
+    @scripted
+    def set_pm_coin_balance(
+        self,
+        api_key: str,
+        coin: str,
+        *,
+        cross_margin: Num = "0",
+        borrowed: Num = "0",
+        interest: Num = "0",
+        um_wallet: Num = "0",
+    ) -> None:
+        """A portfolio margin account's ``coin`` in its cross margin account (held,
+        ``borrowed`` and its ``interest``) and UM wallet, in the coin: "Account Balance" (GET
+        /papi/v1/balance) lists them, and they count in the coin's equity in uniMMR at its
+        index with its COIN-M wallet and positions' PnL (Binance FAQ "What Is the Unified
+        Account Maintenance Margin Ratio (uniMMR)": each asset's equity)."""
+        self._account(api_key).pm_balances[coin.upper()] = {
+            "crossMarginAsset": _dec(cross_margin),
+            "crossMarginBorrowed": _dec(borrowed),
+            "crossMarginInterest": _dec(interest),
+            "umWalletBalance": _dec(um_wallet),
+        }
+
+    def _collateral_value(self, coin: str, usd: Decimal, rate: Decimal) -> Decimal:
+        """The coin's equity of ``usd`` as uniMMR counts it: in full below zero; above, each
+        tier's rate on the part of the value within the tier (``tierFloor`` to ``tierCap``
+        of "Portfolio Margin Pro Tiered Collateral Rate"; past the last cap its rate), or
+        ``rate`` where the coin has no tiers."""
+        tiers = self.collateral_tiers.get(coin)
+        if usd <= 0 or not tiers:
+            return min(usd * rate, usd)
+        ordered = sorted(tiers, key=lambda t: Decimal(str(t["tierFloor"])))
+        value = Decimal(0)
+        for i, tier in enumerate(ordered):
+            floor = Decimal(str(tier["tierFloor"]))
+            cap = None if i == len(ordered) - 1 else Decimal(str(tier["tierCap"]))
+            top = usd if cap is None else min(usd, cap)
+            if top > floor:
+                value += (top - floor) * Decimal(str(tier["collateralRate"]))
+        return value
+
+    def _pm_other(self, account: _Account, coin: str) -> Decimal:
+        """The coin's cross margin equity and UM wallet, in the coin (set_pm_coin_balance)."""
+        row = account.pm_balances.get(coin)
+        if row is None:
+            return Decimal(0)
+        return (
+            row["crossMarginAsset"]
+            - row["crossMarginBorrowed"]
+            - row["crossMarginInterest"]
+            + row["umWalletBalance"]
+        )
+
     def _cm_usd(self, account: _Account) -> tuple[Decimal, Decimal]:
         """The COIN-M coins' equity as uniMMR counts it (each coin's wallet and positions' PnL
         at its mark, at most at its collateral rate) and the positions' maintenance margin, in
@@ -1165,6 +1222,10 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         marks = {m.base: m.mark for m in self._coin_markets.values() if m.delivery_ms is None}
         coins = self._cm_coins(account)
         equity = {coin: wallet * marks[coin] for coin, (wallet, _) in coins.items()}
+        for coin in account.pm_balances:
+            equity[coin] = (
+                equity.get(coin, Decimal(0)) + self._pm_other(account, coin) * marks[coin]
+            )
         mm = Decimal(0)
         for market, size, entry in self._cm_figures(account):
             equity.setdefault(market.base, Decimal(0))
@@ -1173,7 +1234,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         counted = Decimal(0)
         for coin, usd in equity.items():
             rate = coins.get(coin, (Decimal(0), Decimal(1)))[1]
-            counted += min(usd * rate, usd)
+            counted += self._collateral_value(coin, usd, rate)
         return counted, mm
 
     def _cm_coins(self, account: _Account) -> dict[str, tuple[Decimal, Decimal]]:
@@ -2784,7 +2845,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
 
     async def _papi_balance(self, request: web.Request) -> web.Response:
         """ "Account Balance" (GET /papi/v1/balance): the settle asset's row in the docs'
-        fields (UM wallet and PnL; nothing in cross margin or COIN-M here)."""
+        fields (UM wallet and PnL), then each coin's (set_pm_coin_balance, the COIN-M
+        wallets and PnL)."""
         account = await self._portfolio_signed(request)
         t = self._totals(account)
         row = {
@@ -2802,7 +2864,36 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             "updateTime": account.update_ms,
             "negativeBalance": "0",
         }
-        return self._json([row])
+        rows = [row]
+        # the coins' rows: cross margin, UM and COIN-M wallets in the coin
+        cm = {coin: wallet for coin, (wallet, _) in self._cm_coins(account).items()}
+        pnl: dict[str, Decimal] = {}
+        for market, size, entry in self._cm_figures(account):
+            pnl[market.base] = pnl.get(market.base, Decimal(0)) + size * (
+                1 / entry - 1 / market.mark
+            )
+        for coin in sorted(set(account.pm_balances) | set(cm) | set(pnl)):
+            zero = Decimal(0)
+            other = account.pm_balances.get(coin, {})
+            cross = other.get("crossMarginAsset", zero)
+            um, wallet = other.get("umWalletBalance", zero), cm.get(coin, zero)
+            rows.append(
+                row
+                | {
+                    "asset": coin,
+                    "totalWalletBalance": _f8(cross + um + wallet),
+                    "crossMarginAsset": _f8(cross),
+                    "crossMarginBorrowed": _f8(other.get("crossMarginBorrowed", zero)),
+                    "crossMarginFree": _f8(cross),
+                    "crossMarginInterest": _f8(other.get("crossMarginInterest", zero)),
+                    "crossMarginLocked": "0.00000000",
+                    "umWalletBalance": _f8(um),
+                    "umUnrealizedPNL": "0.00000000",
+                    "cmWalletBalance": _f8(wallet),
+                    "cmUnrealizedPNL": _f8(pnl.get(coin, zero)),
+                }
+            )
+        return self._json(rows)
 
     async def _position_mode(self, request: web.Request) -> web.Response:
         checked = await self._signed(request)
