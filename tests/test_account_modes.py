@@ -1117,6 +1117,54 @@ def test_binance_portfolio_coin_m_requirement_moves_across_its_brackets_and_push
     run(body())
 
 
+def test_binance_portfolio_coin_m_position_opened_by_a_push_is_listed_and_followed() -> None:
+    """The hedge's account (:func:`hedged_600_short`: UM long 1 BTC, COIN-M short 600
+    BTCUSD_PERP at 60,000, a COIN-M wallet of 0.01 BTC, BTC's rate 0.95), the brackets of
+    BTCUSD_261225 scripted (:data:`CM_BRACKETS_THREE`), then a quarterly short of 300
+    BTCUSD_261225 opened at 60,000 and pushed (ACCOUNT_UPDATE fs CM, a position the last
+    read did not list). Without a reconcile it is listed (``BTC/USD:BTC-261225``, its size
+    the push's) and followed on its COIN-M mark; at 45,000 the moved ratio is the local
+    Binance's next uniMMR to 1e-7 (its gain at BTC's rate, its requirement from its
+    brackets), with no REST read. Before, the moved ratio left its PnL and requirement out
+    until the next reconcile (uniMMR 19.56 where the local Binance's is 9.95 at 45,000)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+            fake.set_cm_brackets("BTCUSD_261225", CM_BRACKETS_THREE)
+            feed = hedged_600_short(fake, "0.01")
+            async with streaming(feed):
+                feed.reconcile_interval_s = 60.0  # no read but the bootstrap's
+                state = feed.state
+                await fake.wait_for_user_stream(KEY, 10)
+                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                await fake.wait_for_subscription("btcusdt@markPrice@1s", 10)
+                await eventually(  # the bootstrap's read and the start's settle resync
+                    lambda: fake.requests.count(("GET", "/papi/v1/account")) >= 2,
+                    what="the start's reads",
+                )
+                reads = fake.requests.count(("GET", "/papi/v1/account"))
+                fake.set_cm_mark("BTCUSD_261225", "60000")
+                fake.open_cm_position(KEY, "BTCUSD_261225", "-300", "60000", "90000")
+                row = {"s": "BTCUSD_261225", "pa": "-300", "ep": "60000", "cr": "0", "up": "0",
+                       "mt": "cross", "iw": "0", "ps": "BOTH"}  # fmt: skip
+                fake.push_cm_position_update(KEY, row)
+                await eventually(
+                    lambda: (
+                        sorted(p.symbol for p in state.listed_positions)
+                        == [COIN_M_BTC, COIN_M_BTC_Q]
+                    ),
+                    what="the opened position listed",
+                )
+                await fake.wait_for_subscription("btcusd_261225@markPrice@1s", 10)
+                (opened,) = [p for p in state.listed_positions if p.symbol == COIN_M_BTC_Q]
+                assert (opened.contracts, opened.quantity) == (300, 30000)
+                await both_marks_at(fake, state, "45000", "45000", ("BTCUSD_261225", COIN_M_BTC_Q))
+                moved_as_binance_s_next(fake, state, "45000")
+                assert fake.requests.count(("GET", "/papi/v1/account")) == reads
+
+    run(body())
+
+
 def test_binance_portfolio_coin_m_pushes_read_the_account_once_an_interval_on_a_reduce() -> None:
     """A COIN-M push that adds to a listed position realizes nothing (the push's size and
     entry are all that moved): no REST read. Reduces realize PnL into the coin's wallet, which
@@ -1222,14 +1270,16 @@ def test_binance_portfolio_coin_m_push_without_an_entry_is_malformed() -> None:
 def test_binance_portfolio_coin_m_push_of_an_unlisted_position_is_said_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A COIN-M push of a position not listed (ETHUSD_PERP, opened since the read) is left to
-    the next reconcile, and said once per market, not at every push."""
+    """A COIN-M push of a position not listed in a market the COIN-M catalogue does not hold
+    (XRPUSD_PERP here: listed since the catalogue was loaded) is left to the next reconcile,
+    and said once per market, not at every push (one in a market it holds is listed:
+    ``test_binance_portfolio_coin_m_position_opened_by_a_push_is_listed_and_followed``)."""
 
     async def body() -> None:
         async with coin_m_streaming() as (fake, feed):
             state = feed.state
             for pa in ("2", "4"):
-                fake.push_cm_position_update(KEY, COIN_M_ROW | {"s": "ETHUSD_PERP", "pa": pa})
+                fake.push_cm_position_update(KEY, COIN_M_ROW | {"s": "XRPUSD_PERP", "pa": pa})
             fake.open_cm_position(KEY, "BTCUSD_PERP", "5", "62000", "40000")
             fake.push_cm_position_update(KEY, COIN_M_ROW | {"pa": "5"})  # after them
             await eventually(
@@ -1238,7 +1288,7 @@ def test_binance_portfolio_coin_m_push_of_an_unlisted_position_is_said_once(
 
     with caplog.at_level(logging.INFO):
         run(body())
-    said = [r for r in caplog.records if "ETHUSD_PERP, a position not listed" in r.getMessage()]
+    said = [r for r in caplog.records if "XRPUSD_PERP, a position not listed" in r.getMessage()]
     assert len(said) == 1, [r.getMessage() for r in said]
 
 

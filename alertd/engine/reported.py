@@ -102,6 +102,9 @@ class CoinLeg:
     # loans and legs' PnL) is placed in them (:func:`collateral_value`); empty: bounded by
     # ``collateral_rate`` and ``collateral_rate_high``
     collateral_tiers: CollateralTiers = ()
+    # opened since the read (a pushed position): not in the equity read, its PnL counted
+    # from its entry
+    opened: bool = False
 
     def pnl_usd(self, mark: Decimal) -> Decimal:
         return self.quantity * (mark / self.entry - 1)
@@ -177,18 +180,26 @@ def _coin_pnl(
     for coin, held in coins.items():
         marks = [(then.get(leg.symbol), now.get(leg.symbol)) for leg in held]
         for (before, after), leg in zip(marks, held, strict=True):
+            if leg.opened:  # not read: no mark of the read needed
+                before = after
             if before is None or after is None or before <= 0 or after <= 0 or leg.entry <= 0:
                 return None
-        wallet = wallets.get(coin, ZERO) if held[0].coin else ZERO
-        first_then, first_now = marks[0]
+        # the coin's mark: its first leg read with the account's (an opened one has none)
+        index = next((i for i, leg in enumerate(held) if not leg.opened), 0)
+        first = held[index]
+        wallet = wallets.get(coin, ZERO) if first.coin else ZERO
+        first_then, first_now = marks[index]
+        if first.opened:
+            first_then = first_now
         assert first_then is not None and first_now is not None  # checked above
         equity_then = wallet * first_then
         equity_now = wallet * first_now
         for (before, after), leg in zip(marks, held, strict=True):
-            assert before is not None and after is not None
-            equity_then += leg.pnl_usd(before)
+            assert after is not None
+            if not leg.opened:
+                assert before is not None
+                equity_then += leg.pnl_usd(before)
             equity_now += leg.pnl_usd(after)
-        first = held[0]
         pnl += counted_change(
             equity_then,
             equity_now,
@@ -316,6 +327,9 @@ class ExchangeRatioPosition:
     # its coin's collateral tiers (:data:`CollateralTiers`); empty: not read, or not
     # placed (its equity's other parts unknown)
     collateral_tiers: CollateralTiers = ()
+    # opened since the account was read (a pushed position the read did not list): none of
+    # its PnL or requirement is in the exchange's figures as read
+    opened: bool = False
     # the coin its equity is in, where it is another than the account's (a COIN-M position's
     # settle coin: its market's ``settle``, Binance's ``marginAsset``; "BTC" for BTCUSD_PERP
     # and BTCUSD_261225 alike, whose ccxt symbols end in BTC and BTC-261225); None: not known

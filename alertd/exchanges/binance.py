@@ -879,6 +879,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._coin_m_catalogue: Any = None
         # why the COIN-M catalogue last failed to load (None: it did not)
         self._coin_m_catalogue_failing: str | None = None
+        # every COIN-M market's brackets as last read (a position opened by a push uses them)
+        self._coin_m_brackets: dict[str, TierTable] = {}
         # the COIN-M markets a push named with no listed position (said once each)
         self._coin_m_unlisted_pushed: set[str] = set()
         # what the last snapshot weighed in the per-IP budget, by its mode (None: none yet)
@@ -1042,6 +1044,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         found, problems = cm_brackets(await exchange.papiGetCmLeverageBracket(), symbol_of)
         for problem in problems:
             log.warning("malformed COIN-M brackets, left out (requirement as read): %s", problem)
+        self._coin_m_brackets = found  # a position pushed before the next read has its own
         return found
 
     async def _collateral_rates(self, exchange: Any) -> Mapping[str, CollateralTiers]:
@@ -1290,12 +1293,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             for side in sides or (pushed,):
                 key = (str(market["symbol"]), side)
                 p = out.get(key)
-                if p is None or p.quantity is None:
-                    if amount != 0:
-                        self._said_unlisted_push(raw["s"])
-                    continue
                 if amount == 0:
-                    del out[key]
+                    out.pop(key, None)
                     continue
                 entry = dec(raw.get("ep"), f"CM ACCOUNT_UPDATE {raw['s']} ep")
                 if entry <= 0:
@@ -1304,6 +1303,13 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                     raise FrameError(
                         f"CM ACCOUNT_UPDATE {raw['s']} ep: {entry} of an open position"
                     )
+                if p is None:
+                    p = self._opened_by_push(market, raw["s"], side, tuple(out.values()))
+                    if p is None:
+                        continue
+                    out[key] = p
+                if p.quantity is None:
+                    continue
                 contracts = abs(amount)
                 out[key] = dataclasses.replace(
                     p,
@@ -1332,6 +1338,53 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             if p.coin in wallets and p.coin_wallet is not None
             else p
             for p in listed
+        )
+
+    def _opened_by_push(
+        self,
+        market: Any,
+        market_id: str,
+        side: Side,
+        listed: tuple[ExchangeRatioPosition, ...],
+    ) -> ExchangeRatioPosition | None:
+        """A COIN-M position a push names that the last read did not list (opened since): in
+        a market of the COIN-M catalogue, a position of one contract (its size and entry
+        set by the push) that follows its mark from here, its PnL counted from its entry
+        (none at the read: ``opened``), its requirement from its market's brackets as last
+        read (none at the read), its coin's wallet, rates and balances those of a listed
+        position of its coin (else none: a gain counts 0, a loss in full); no liquidation
+        price of Binance's until the next read. None: a market the catalogue does not hold
+        (left to the next reconcile, said once)."""
+        size = market.get("contractSize")
+        if market.get("id") != market_id or not market.get("inverse") or not size:
+            self._said_unlisted_push(market_id)
+            return None
+        symbol, coin = str(market["symbol"]), market.get("settle")
+        sibling = next((p for p in listed if coin and p.coin == coin), None)
+        opened = ExchangeRatioPosition(
+            symbol=symbol,
+            side=side,
+            contracts=Decimal(1),
+            entry_price=Decimal(1),
+            mark_price=Decimal(1),
+            notional=None,
+            unrealized_pnl=None,
+            liquidation_price=None,
+            liquidation_distance=None,
+            quantity=dec(str(size), f"{market_id} contractSize"),
+            inverse=True,
+            coin_brackets=self._coin_m_brackets.get(symbol),
+            coin=coin if isinstance(coin, str) and coin else None,
+            opened=True,
+        )
+        if sibling is None:
+            return opened
+        return dataclasses.replace(
+            opened,
+            collateral_rates=sibling.collateral_rates,
+            collateral_tiers=sibling.collateral_tiers,
+            coin_wallet=sibling.coin_wallet,
+            coin_other=sibling.coin_other,
         )
 
     def _said_unlisted_push(self, market_id: str) -> None:

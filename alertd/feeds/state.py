@@ -640,6 +640,8 @@ class AccountState:
             margin, mark = p.maintenance_margin, p.mark_price
             known = margin is not None and mark is not None and terms is not None
             requirement = margin * mark * terms if known else None  # type: ignore[operator]
+            if p.opened:  # none of it in the requirement read: from its brackets alone
+                requirement = Decimal(0)
             low, high = p.collateral_rates or (Decimal(0), Decimal(1))
             coin = (p.coin or "") if p.coin_wallet is not None else ""
             legs.append(
@@ -655,6 +657,7 @@ class AccountState:
                     terms or Decimal(1),
                     # placed in its tiers only with the coin's whole equity read
                     p.collateral_tiers if p.coin_other is not None and coin else (),
+                    p.opened,
                 )
             )
         return legs
@@ -697,6 +700,7 @@ class AccountState:
             collateral_tiers=p.collateral_tiers,
             coin_wallet=p.coin_wallet,
             coin_other=p.coin_other,
+            opened=p.opened,
             coin=p.coin,
             quantity=None,
         )
