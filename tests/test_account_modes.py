@@ -821,6 +821,33 @@ def test_binance_portfolio_coin_s_whole_equity_moves_and_is_placed_in_its_collat
     run(body())
 
 
+def test_binance_portfolio_balance_refused_keeps_the_coin_m_positions_listed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """ "Account Balance" (GET /papi/v1/balance) refused (Binance's -2015: the key's
+    permissions; a malformed answer alike): the COIN-M positions are still listed, their coin's
+    other wallets unknown (``coin_other`` None: its tiers bounded as before, not placed),
+    logged once, not at every reconcile; read again, they are known."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = portfolio_with_coin_m_long(fake)
+            fake.fail_rest(401, 2, path_prefix="/papi/v1/balance")  # -2015, the key refused
+            async with kept_open(feed):
+                state = feed.state
+                assert [(p.symbol, p.coin_other) for p in state.listed_positions] == [
+                    (COIN_M_BTC, None)
+                ]
+                await feed.reconcile()
+                await feed.reconcile()
+                assert [p.coin_other for p in state.listed_positions] == [D(0)]
+
+    with caplog.at_level(logging.WARNING):
+        run(body())
+    said = [r for r in caplog.records if "/papi/v1/balance" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]
+
+
 COIN_M_BTC_Q = "BTC/USD:BTC-261225"  # BTCUSD_261225, a quarterly, in ccxt's binancecoinm
 
 

@@ -879,6 +879,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._coin_m_catalogue: Any = None
         # why the COIN-M catalogue last failed to load (None: it did not)
         self._coin_m_catalogue_failing: str | None = None
+        # "Account Balance" failed at the last read (said when it begins)
+        self._balances_failing = False
         # every COIN-M market's brackets as last read (a position opened by a push uses them)
         self._coin_m_brackets: dict[str, TierTable] = {}
         # the COIN-M markets a push named with no listed position (said once each)
@@ -1011,7 +1013,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         margins = cm_maintenance_margins(answer, symbol_of)
         wallets = cm_wallets(answer)
         brackets = await self._cm_brackets(exchange, symbol_of) if held else {}
-        others = pm_coin_balances(await exchange.papiGetBalance()) if held else {}
+        others = await self._coin_balances(exchange) if held else {}
         out = []
         for p in held:
             if p.mark_price is not None:  # always, as Binance reads it
@@ -1029,10 +1031,34 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                     collateral_rates=_bounds(tiers[coin]) if coin and coin in tiers else None,
                     collateral_tiers=tiers.get(coin, ()) if coin else (),
                     coin_wallet=wallets.get(coin, Decimal(0)) if coin else None,
-                    coin_other=others.get(coin, Decimal(0)) if coin else None,
+                    coin_other=(
+                        others.get(coin, Decimal(0)) if coin and others is not None else None
+                    ),
                 )
             )
         return tuple(out)
+
+    async def _coin_balances(self, exchange: Any) -> dict[str, Decimal] | None:
+        """Each coin's equity outside COIN-M (:func:`pm_coin_balances`), or None where "Account
+        Balance" is refused or malformed (logged when it begins): the COIN-M positions are
+        still listed, their coins' other wallets then as read and their tiers bounded."""
+        import ccxt
+
+        from alertd.feeds.ccxt_exchange import describe
+
+        try:
+            found = pm_coin_balances(await exchange.papiGetBalance())
+        except (FrameError, ccxt.ExchangeError) as exc:
+            if not self._balances_failing:
+                log.warning(
+                    "the portfolio margin balances (GET /papi/v1/balance) cannot be read: the "
+                    "coins' cross margin and UM wallets stay as read (%s)",
+                    describe(exc),
+                )
+            self._balances_failing = True
+            return None
+        self._balances_failing = False
+        return found
 
     async def _cm_brackets(
         self, exchange: Any, symbol_of: Callable[[str], str]
