@@ -407,8 +407,9 @@ def test_binance_portfolio_snapshot_weight_is_its_papi_reads() -> None:
     Portfolio Margin API's own 6,000 a minute: Account Information 20, the UM positions and
     account 5 each, the COIN-M positions 1 (31 papi weight, 12.4 in the pacing window, not
     the single-asset 10 the plan counted); with a COIN-M position held, its conditional orders
-    (1) and the COIN-M account (5) too. Going live it adds the UM brackets and the listen
-    key, known from its config before anything is read."""
+    (1), the COIN-M account (5), its brackets (1) and the account's balances (20) too. Going
+    live it adds the UM brackets and the listen key, known from its config before anything
+    is read."""
 
     async def body() -> None:
         async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
@@ -419,7 +420,7 @@ def test_binance_portfolio_snapshot_weight_is_its_papi_reads() -> None:
                 # the bootstrap: the snapshot, its UM stops (2, per held symbol) and brackets;
                 # the listen key comes with the streams
                 assert fake.used_weight["papi"] == 31 + 2 + 1
-                for cm_rows, papi in (([], 31), ([CM_POSITION_EXAMPLE], 31 + 1 + 5)):
+                for cm_rows, papi in (([], 31), ([CM_POSITION_EXAMPLE], 31 + 1 + 5 + 1 + 20)):
                     fake.set_cm_positions(KEY, cm_rows)
                     await feed.reconcile()
                     fake.reset_weight()
@@ -432,7 +433,8 @@ def test_binance_portfolio_snapshot_weight_is_its_papi_reads() -> None:
                 # per held symbol under /papi: the reconcile's weight is all it sends
                 fake.reset_weight()
                 await feed.resync()
-                assert fake.used_weight == {"fapi": 0, "papi": 31 + 1 + 5 + 2, "dapi": 0, "sapi": 0}
+                papi = 31 + 1 + 5 + 1 + 20 + 2
+                assert fake.used_weight == {"fapi": 0, "papi": papi, "dapi": 0, "sapi": 0}
                 assert fake.collateral_rate_reads == 1
                 assert feed.reconcile_weight() == pytest.approx(spent_weight(fake))
 
@@ -729,6 +731,17 @@ def hedged_600_short(
     return AccountFeed(portfolio_margin_config(fake), secrets(KEY, SECRET), settings, FAST_OPTIONS)
 
 
+def moved_as_binance_s_next(fake: FakeBinanceUSDM, state: Any, what: str) -> Decimal:
+    """The account's ratio moved with the marks, checked to be the local Binance's next
+    uniMMR (as 1.05 / uniMMR) within 1e-7; returned."""
+    ratio, moved = state.exchange_ratio()
+    assert moved and ratio is not None
+    theirs = D(fake.portfolio_account(KEY)["uniMMR"])
+    ours = binance.PORTFOLIO_LIQUIDATION_UNI_MMR / ratio
+    assert abs(ours / theirs - 1) < D("1e-7"), (what, ours, theirs)
+    return Decimal(ratio)
+
+
 @pytest.mark.parametrize("wallet", ["0", "0.01", "-0.015"])
 def test_binance_portfolio_coin_m_hedge_counts_gains_and_wallets_at_binance_s_collateral_rate(
     wallet: str,
@@ -755,17 +768,85 @@ def test_binance_portfolio_coin_m_hedge_counts_gains_and_wallets_at_binance_s_co
                 await fake.wait_for_subscription("btcusdt@markPrice@1s", 10)
                 for mark in ("49800", "30000"):
                     await both_marks_at(fake, state, mark, mark)
-                    ratio, moved = state.exchange_ratio()
-                    assert moved and ratio is not None
-                    theirs = D(fake.portfolio_account(KEY)["uniMMR"])
-                    ours = binance.PORTFOLIO_LIQUIDATION_UNI_MMR / ratio
-                    assert abs(ours / theirs - 1) < D("1e-7"), (mark, ours, theirs)
+                    ratio = moved_as_binance_s_next(fake, state, mark)
                     if mark == "49800":  # 17%: critical before the rates were read
                         assert ratio < 1, f"{ratio:.1%} at {mark}: critical where Binance is not"
                 await feed.reconcile()
                 assert fake.collateral_rate_reads == 1
 
     run(body())
+
+
+# BTC's collateral tiers scripted on the local Binance ("Portfolio Margin Pro Tiered Collateral
+# Rate" fields): 95% of the value to 100,000 USD, 90% of the part to 200,000, 80% above
+BTC_COLLATERAL_TIERS = [
+    {"tierFloor": "0.0000", "tierCap": "100000.0000", "collateralRate": "0.9500",
+     "cum": "0.0000"},
+    {"tierFloor": "100000.0000", "tierCap": "200000.0000", "collateralRate": "0.9000",
+     "cum": "5000.0000"},
+    {"tierFloor": "200000.0000", "tierCap": "999999999.0000", "collateralRate": "0.8000",
+     "cum": "25000.0000"},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("mark", ["49800", "30000", "70000"])
+def test_binance_portfolio_coin_s_whole_equity_moves_and_is_placed_in_its_collateral_tiers(
+    mark: str,
+) -> None:
+    """The hedge (:func:`hedged_600_short`, a COIN-M wallet of 0.01 BTC) with BTC also in the
+    cross margin account (2 BTC, 0.5 borrowed, 0.001 of interest) and the UM wallet (0.3),
+    as "Account Balance" (GET /papi/v1/balance) lists them, and BTC's tiered collateral
+    rates (:data:`BTC_COLLATERAL_TIERS`). BTC's equity, 1.809 BTC (108,540 USD at 60,000:
+    the second tier) and the short's PnL, moves with the mark, and uniMMR counts each tier's
+    rate on the part of the value within it. With no reconcile, at ``mark`` (across the
+    100,000 USD edge at 49,800 and 30,000, up at 70,000) the moved ratio is the local
+    Binance's next uniMMR to 1e-7. Before, the cross margin and UM BTC stood as read in USD
+    and a tiered coin's change counted at its lowest or highest rate."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+            feed = hedged_600_short(fake, "0.01")
+            fake.set_collateral_tiers("BTC", BTC_COLLATERAL_TIERS)
+            fake.set_pm_coin_balance(
+                KEY, "BTC", cross_margin="2", borrowed="0.5", interest="0.001", um_wallet="0.3"
+            )
+            async with streaming(feed):
+                state = feed.state
+                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                await fake.wait_for_subscription("btcusdt@markPrice@1s", 10)
+                (cm,) = state.listed_positions
+                assert cm.coin_other == D("1.799")  # 2 - 0.5 - 0.001 + 0.3
+                await both_marks_at(fake, state, mark, mark)
+                moved_as_binance_s_next(fake, state, mark)
+
+    run(body())
+
+
+def test_binance_portfolio_balance_refused_keeps_the_coin_m_positions_listed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """ "Account Balance" (GET /papi/v1/balance) refused (Binance's -2015: the key's
+    permissions; a malformed answer alike): the COIN-M positions are still listed, their coin's
+    other wallets unknown (``coin_other`` None: its tiers bounded as before, not placed),
+    logged once, not at every reconcile; read again, they are known."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = portfolio_with_coin_m_long(fake)
+            fake.fail_rest(401, 2, path_prefix="/papi/v1/balance")  # -2015, the key refused
+            async with kept_open(feed):
+                state = feed.state
+                assert [(p.symbol, p.coin_other) for p in state.listed_positions] == [
+                    (COIN_M_BTC, None)
+                ]
+                await feed.reconcile()
+                await feed.reconcile()
+                assert [p.coin_other for p in state.listed_positions] == [D(0)]
+
+    with caplog.at_level(logging.WARNING):
+        run(body())
+    said = [r for r in caplog.records if "/papi/v1/balance" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]
 
 
 COIN_M_BTC_Q = "BTC/USD:BTC-261225"  # BTCUSD_261225, a quarterly, in ccxt's binancecoinm
@@ -1069,6 +1150,121 @@ def test_binance_portfolio_coin_m_partial_close_push_gives_the_coin_s_new_wallet
     run(body())
 
 
+# BTCUSD_PERP's brackets scripted on the local Binance (GET /papi/v1/cm/leverageBracket's
+# fields): 0.5 BTC of notional at 0.4%, to 1 BTC at 5%, above at 10%; each ``cum`` the
+# recursion's (0.5 x (0.05 - 0.004) = 0.023; 0.023 + 1 x (0.1 - 0.05) = 0.073), so that a
+# 300-contract long (30,000 USD, 0.5 BTC at 60,000) crosses into the second as BTC falls
+CM_BRACKETS_THREE = [
+    {"bracket": 1, "initialLeverage": 125, "qtyCap": 0.5, "qtyFloor": 0,
+     "maintMarginRatio": 0.004, "cum": 0.0},
+    {"bracket": 2, "initialLeverage": 20, "qtyCap": 1, "qtyFloor": 0.5,
+     "maintMarginRatio": 0.05, "cum": 0.023},
+    {"bracket": 3, "initialLeverage": 10, "qtyCap": 999999, "qtyFloor": 1,
+     "maintMarginRatio": 0.1, "cum": 0.073},
+]  # fmt: skip
+
+
+def test_binance_portfolio_coin_m_requirement_moves_across_its_brackets_and_pushed_size() -> None:
+    """A COIN-M long of 300 BTCUSD_PERP (30,000 USD) at 60,000 beside a UM long of 1 BTC,
+    20,000 USDT, its brackets read with it ("Query CM Notional and Leverage Brackets", GET
+    /papi/v1/cm/leverageBracket: :data:`CM_BRACKETS_THREE`). With no reconcile, BTC's COIN-M
+    mark falls from 60,000 (0.5 BTC, the first bracket) to 59,000 and 55,000 (0.508 and
+    0.545 BTC: the second), then a fill adds 100 contracts (pushed: ``pa`` 400, nothing
+    realized, no REST read): the moved ratio is the local Binance's next uniMMR to 1e-7 each
+    time. Before, the COIN-M requirement stayed as read in USD (0.002 BTC x 60,000 = 120
+    USD where the second bracket asks 235 at 55,000), the pushed size moving the PnL alone."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            fake.set_portfolio_margin(KEY)
+            fake.set_mark(BTC, "60000")
+            fake.open_position(KEY, BTC, "long", "1", "60000")
+            fake.set_cm_mark("BTCUSD_PERP", "60000")
+            fake.set_cm_brackets("BTCUSD_PERP", CM_BRACKETS_THREE)
+            fake.open_cm_position(KEY, "BTCUSD_PERP", "300", "60000", "45000")
+            feed = make_feed(portfolio_margin_config(fake), KEY, SECRET)
+            async with streaming(feed):
+                feed.reconcile_interval_s = 60.0  # no read but the bootstrap's
+                state = feed.state
+                await fake.wait_for_user_stream(KEY, 10)
+                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                await eventually(  # the bootstrap's read and the start's settle resync
+                    lambda: fake.requests.count(("GET", "/papi/v1/account")) >= 2,
+                    what="the start's reads",
+                )
+
+                def matches() -> bool:
+                    ratio, moved = state.exchange_ratio()
+                    theirs = D(fake.portfolio_account(KEY)["uniMMR"])
+                    if not moved or ratio is None:
+                        return False
+                    ours = binance.PORTFOLIO_LIQUIDATION_UNI_MMR / ratio
+                    return abs(ours / theirs - 1) < D("1e-7")
+
+                for mark in ("59000", "55000"):
+                    fake.set_cm_mark("BTCUSD_PERP", mark)
+                    await eventually(lambda m=mark: state.marks.get(COIN_M_BTC) == D(m))
+                    assert matches(), (mark, state.exchange_ratio(), fake.portfolio_account(KEY))
+                reads = fake.requests.count(("GET", "/papi/v1/account"))
+                fake.open_cm_position(KEY, "BTCUSD_PERP", "400", "60000", "45000")
+                fake.push_cm_position_update(KEY, COIN_M_ROW | {"pa": "400", "ep": "60000"})
+                await eventually(
+                    lambda: [p.contracts for p in state.listed_positions] == [400], what="push"
+                )
+                assert matches(), (state.exchange_ratio(), fake.portfolio_account(KEY))
+                assert fake.requests.count(("GET", "/papi/v1/account")) == reads
+
+    run(body())
+
+
+def test_binance_portfolio_coin_m_position_opened_by_a_push_is_listed_and_followed() -> None:
+    """The hedge's account (:func:`hedged_600_short`: UM long 1 BTC, COIN-M short 600
+    BTCUSD_PERP at 60,000, a COIN-M wallet of 0.01 BTC, BTC's rate 0.95), the brackets of
+    BTCUSD_261225 scripted (:data:`CM_BRACKETS_THREE`), then a quarterly short of 300
+    BTCUSD_261225 opened at 60,000 and pushed (ACCOUNT_UPDATE fs CM, a position the last
+    read did not list). Without a reconcile it is listed (``BTC/USD:BTC-261225``, its size
+    the push's) and followed on its COIN-M mark; at 45,000 the moved ratio is the local
+    Binance's next uniMMR to 1e-7 (its gain at BTC's rate, its requirement from its
+    brackets), with no REST read. Before, the moved ratio left its PnL and requirement out
+    until the next reconcile (uniMMR 19.56 where the local Binance's is 9.95 at 45,000)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+            fake.set_cm_brackets("BTCUSD_261225", CM_BRACKETS_THREE)
+            feed = hedged_600_short(fake, "0.01")
+            async with streaming(feed):
+                feed.reconcile_interval_s = 60.0  # no read but the bootstrap's
+                state = feed.state
+                await fake.wait_for_user_stream(KEY, 10)
+                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                await fake.wait_for_subscription("btcusdt@markPrice@1s", 10)
+                await eventually(  # the bootstrap's read and the start's settle resync
+                    lambda: fake.requests.count(("GET", "/papi/v1/account")) >= 2,
+                    what="the start's reads",
+                )
+                reads = fake.requests.count(("GET", "/papi/v1/account"))
+                fake.set_cm_mark("BTCUSD_261225", "60000")
+                fake.open_cm_position(KEY, "BTCUSD_261225", "-300", "60000", "90000")
+                row = {"s": "BTCUSD_261225", "pa": "-300", "ep": "60000", "cr": "0", "up": "0",
+                       "mt": "cross", "iw": "0", "ps": "BOTH"}  # fmt: skip
+                fake.push_cm_position_update(KEY, row)
+                await eventually(
+                    lambda: (
+                        sorted(p.symbol for p in state.listed_positions)
+                        == [COIN_M_BTC, COIN_M_BTC_Q]
+                    ),
+                    what="the opened position listed",
+                )
+                await fake.wait_for_subscription("btcusd_261225@markPrice@1s", 10)
+                (opened,) = [p for p in state.listed_positions if p.symbol == COIN_M_BTC_Q]
+                assert (opened.contracts, opened.quantity) == (300, 30000)
+                await both_marks_at(fake, state, "45000", "45000", ("BTCUSD_261225", COIN_M_BTC_Q))
+                moved_as_binance_s_next(fake, state, "45000")
+                assert fake.requests.count(("GET", "/papi/v1/account")) == reads
+
+    run(body())
+
+
 def test_binance_portfolio_coin_m_pushes_read_the_account_once_an_interval_on_a_reduce() -> None:
     """A COIN-M push that adds to a listed position realizes nothing (the push's size and
     entry are all that moved): no REST read. Reduces realize PnL into the coin's wallet, which
@@ -1174,14 +1370,16 @@ def test_binance_portfolio_coin_m_push_without_an_entry_is_malformed() -> None:
 def test_binance_portfolio_coin_m_push_of_an_unlisted_position_is_said_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A COIN-M push of a position not listed (ETHUSD_PERP, opened since the read) is left to
-    the next reconcile, and said once per market, not at every push."""
+    """A COIN-M push of a position not listed in a market the COIN-M catalogue does not hold
+    (XRPUSD_PERP here: listed since the catalogue was loaded) is left to the next reconcile,
+    and said once per market, not at every push (one in a market it holds is listed:
+    ``test_binance_portfolio_coin_m_position_opened_by_a_push_is_listed_and_followed``)."""
 
     async def body() -> None:
         async with coin_m_streaming() as (fake, feed):
             state = feed.state
             for pa in ("2", "4"):
-                fake.push_cm_position_update(KEY, COIN_M_ROW | {"s": "ETHUSD_PERP", "pa": pa})
+                fake.push_cm_position_update(KEY, COIN_M_ROW | {"s": "XRPUSD_PERP", "pa": pa})
             fake.open_cm_position(KEY, "BTCUSD_PERP", "5", "62000", "40000")
             fake.push_cm_position_update(KEY, COIN_M_ROW | {"pa": "5"})  # after them
             await eventually(
@@ -1190,7 +1388,7 @@ def test_binance_portfolio_coin_m_push_of_an_unlisted_position_is_said_once(
 
     with caplog.at_level(logging.INFO):
         run(body())
-    said = [r for r in caplog.records if "ETHUSD_PERP, a position not listed" in r.getMessage()]
+    said = [r for r in caplog.records if "XRPUSD_PERP, a position not listed" in r.getMessage()]
     assert len(said) == 1, [r.getMessage() for r in said]
 
 

@@ -15,6 +15,7 @@ from alertd.engine.model import MarginMode, Side
 from alertd.engine.reported import (
     CoinLeg,
     Exposure,
+    collateral_value,
     counted_change,
     exchange_ratio_position,
     moved_ratio,
@@ -23,7 +24,7 @@ from alertd.exchanges import binance
 from alertd.exchanges.registry import get_spec
 from alertd.feeds.state import AccountState, MarketInfo, PositionState, ReportedAccount
 
-from .fake_exchange.binance import COLLATERAL_RATE_EXAMPLE
+from .fake_exchange.binance import CM_LEVERAGE_BRACKET_EXAMPLE, COLLATERAL_RATE_EXAMPLE
 from .support.snapshots import account, position, snapshot, tiers
 
 D = Decimal
@@ -201,6 +202,50 @@ def test_a_coin_s_equity_counts_in_full_below_zero_and_at_its_rates_above(
     equity counts as min(equity x index x collateralRate, equity x index). Tiers 0.95 to 1,
     the tier not known: a rise above zero at 0.95, a fall at 1 (never more than Binance)."""
     assert counted_change(D(before), D(after), D("0.95"), D(1)) == D(counted)
+
+
+def test_coin_m_brackets_read_the_docs_example_and_move_a_coin_leg_s_requirement() -> None:
+    """ "Query CM Notional and Leverage Brackets" (GET /papi/v1/cm/leverageBracket), the docs'
+    example: BTCUSD_PERP's one bracket, 0.4% of the notional in the coin; a malformed symbol
+    is named and left out. A coin leg with brackets requires ``(notional x rate - cum) x
+    mark`` (in the ratio's terms) at each mark, its bracket re-found (a second one from 50
+    BTC at 1%, ``cum`` 0.3); without, its requirement as read."""
+    found, problems = binance.cm_brackets(CM_LEVERAGE_BRACKET_EXAMPLE, str)
+    assert problems == []
+    (table,) = found.values()
+    assert list(found) == ["BTCUSD_PERP"] and table.tier_for(D(50)).mmr == D("0.004")
+    bad = [{"symbol": "ETHUSD_PERP", "brackets": [{"qtyFloor": 0, "cum": 0}]}, {"x": 1}]
+    found, problems = binance.cm_brackets([*CM_LEVERAGE_BRACKET_EXAMPLE, *bad], str)
+    assert list(found) == ["BTCUSD_PERP"]
+    assert [p.split(":")[0] for p in problems] == [
+        "cm/leverageBracket ETHUSD_PERP maintMarginRatio",
+        "cm/leverageBracket",
+    ]
+    two = [
+        *CM_LEVERAGE_BRACKET_EXAMPLE[0]["brackets"],
+        {"qtyFloor": 50, "qtyCap": 100, "maintMarginRatio": "0.01", "cum": "0.3"},
+    ]
+    found, _ = binance.cm_brackets([{"symbol": "BTCUSD_PERP", "brackets": two}], str)
+    leg = CoinLeg("BTC/USD:BTC", D(-3_000_000), D(60000), D(1), brackets=found["BTCUSD_PERP"],
+                  terms=D("1.05"))  # fmt: skip
+    assert leg.requirement_at(D(60000)) == D("0.004") * 3_000_000 * D("1.05")  # 50 BTC
+    # 60 BTC at 50,000: the second bracket, 60 x 1% - 0.3 = 0.3 BTC
+    assert leg.requirement_at(D(50000)) == D("0.3") * 50000 * D("1.05")
+    assert CoinLeg("X", D(1), D(1), D(7)).requirement_at(D(2)) == 7
+
+
+def test_portfolio_margin_collateral_tiers_place_a_coin_s_equity_slice_by_slice() -> None:
+    """ "Portfolio Margin Pro Tiered Collateral Rate", the docs' example: BNB at 100% of its
+    value to 1,000 USD and 90% of the part from 1,000 (to 2,000, and past the last cap
+    read): 1,500 USD of BNB counts 1,450, below zero in full; a change between two values
+    counts the difference of the two."""
+    tiers, problems = binance.pm_collateral_tiers(COLLATERAL_RATE_EXAMPLE)
+    assert problems == []
+    bnb = tiers["BNB"]
+    assert collateral_value(D(1500), bnb) == 1450
+    assert collateral_value(D(2500), bnb) == 1000 + D("0.9") * 1500
+    assert collateral_value(D(-300), bnb) == -300
+    assert counted_change(D(900), D(1500), D("0.9"), D(1), bnb) == 1450 - 900
 
 
 def test_portfolio_margin_collateral_rates_read_the_docs_example() -> None:

@@ -27,6 +27,7 @@ from decimal import Decimal
 from alertd.engine.margin import margin_ratio
 from alertd.engine.model import Side
 from alertd.engine.stops import StopFigures, loss_at
+from alertd.engine.tiers import TierTable
 
 ZERO = Decimal(0)
 
@@ -91,19 +92,72 @@ class CoinLeg:
     # the coin whose equity its PnL is in (legs of one coin count together, with its
     # wallet); "": a coin of its own
     coin: str = ""
+    # its market's brackets, by its notional in the coin (Binance's "Query CM Notional and
+    # Leverage Brackets"), and the ratio's requirement per unit of maintenance margin (the
+    # terms of ``requirement``): with both, its requirement moves with its mark and size
+    # (:meth:`requirement_at`); None: stays as read
+    brackets: TierTable | None = None
+    terms: Decimal = Decimal(1)
+    # the coin's collateral tiers: with them, its equity (the whole coin's: its wallets,
+    # loans and legs' PnL) is placed in them (:func:`collateral_value`); empty: bounded by
+    # ``collateral_rate`` and ``collateral_rate_high``
+    collateral_tiers: CollateralTiers = ()
+    # opened since the read (a pushed position): not in the equity read, its PnL counted
+    # from its entry
+    opened: bool = False
 
     def pnl_usd(self, mark: Decimal) -> Decimal:
         return self.quantity * (mark / self.entry - 1)
 
+    def requirement_at(self, mark: Decimal) -> Decimal:
+        """Its share of the requirement at ``mark``, in USD: from its brackets, the bracket
+        its notional in the coin (``|quantity| / mark``) is in, ``(notional x rate - cum) x
+        mark`` in the ratio's terms (a tier crossed since the read re-applied, a pushed size
+        counted); as read without brackets."""
+        if self.requirement is None or self.brackets is None:
+            return self.requirement or ZERO
+        notional = abs(self.quantity) / mark
+        tier = self.brackets.tier_for(notional)
+        return (notional * tier.mmr - tier.deduction) * mark * self.terms
 
-def counted_change(before: Decimal, after: Decimal, low: Decimal, high: Decimal) -> Decimal:
+
+# a coin's collateral tiers: (floor, cap, rate) of its equity's USD value, ascending; the last
+# one's cap None (its rate past the last cap read)
+CollateralTiers = tuple[tuple[Decimal, Decimal | None, Decimal], ...]
+
+
+def collateral_value(usd: Decimal, tiers: CollateralTiers) -> Decimal:
+    """A coin's equity of ``usd`` as uniMMR counts it with its tiered collateral rates: in
+    full below zero (min(equity x rate, equity)); above, each tier's rate on the part of the
+    value within the tier (Binance's "Portfolio Margin Pro Tiered Collateral Rate": tiers of
+    the asset's value, ``tierFloor`` to ``tierCap``, each with its ``collateralRate``)."""
+    if usd <= 0:
+        return usd
+    value = ZERO
+    for floor, cap, rate in tiers:
+        top = usd if cap is None else min(usd, cap)
+        if top > floor:
+            value += (top - floor) * rate
+    return value
+
+
+def counted_change(
+    before: Decimal,
+    after: Decimal,
+    low: Decimal,
+    high: Decimal,
+    tiers: CollateralTiers = (),
+) -> Decimal:
     """The change of a coin's equity (in USD, ``before`` to ``after``) as uniMMR counts it:
     each asset's equity counts as min(assetEquity x index x collateralRate, assetEquity x
     index) (Binance FAQ "What Is the Unified Account Maintenance Margin Ratio (uniMMR)"), so
     below zero in full and above zero at its collateral rate, the rate of the tier the
     equity is in. Where the tier is not known, a rise above zero counts at ``low`` (the
     lowest rate of the coin's tiers) and a fall above zero at ``high`` (the highest): never
-    more equity than Binance counts; exact for a coin with one rate (``low`` = ``high``)."""
+    more equity than Binance counts; exact for a coin with one rate (``low`` = ``high``).
+    With the coin's ``tiers`` and its whole equity, placed in them (:func:`collateral_value`)."""
+    if tiers:
+        return collateral_value(after, tiers) - collateral_value(before, tiers)
     positive = max(after, ZERO) - max(before, ZERO)
     negative = min(after, ZERO) - min(before, ZERO)
     return positive * (low if positive > 0 else high) + negative
@@ -126,20 +180,32 @@ def _coin_pnl(
     for coin, held in coins.items():
         marks = [(then.get(leg.symbol), now.get(leg.symbol)) for leg in held]
         for (before, after), leg in zip(marks, held, strict=True):
+            if leg.opened:  # not read: no mark of the read needed
+                before = after
             if before is None or after is None or before <= 0 or after <= 0 or leg.entry <= 0:
                 return None
-        wallet = wallets.get(coin, ZERO) if held[0].coin else ZERO
-        first_then, first_now = marks[0]
+        # the coin's mark: its first leg read with the account's (an opened one has none)
+        index = next((i for i, leg in enumerate(held) if not leg.opened), 0)
+        first = held[index]
+        wallet = wallets.get(coin, ZERO) if first.coin else ZERO
+        first_then, first_now = marks[index]
+        if first.opened:
+            first_then = first_now
         assert first_then is not None and first_now is not None  # checked above
         equity_then = wallet * first_then
         equity_now = wallet * first_now
         for (before, after), leg in zip(marks, held, strict=True):
-            assert before is not None and after is not None
-            equity_then += leg.pnl_usd(before)
+            assert after is not None
+            if not leg.opened:
+                assert before is not None
+                equity_then += leg.pnl_usd(before)
             equity_now += leg.pnl_usd(after)
-        first = held[0]
         pnl += counted_change(
-            equity_then, equity_now, first.collateral_rate, first.collateral_rate_high
+            equity_then,
+            equity_now,
+            first.collateral_rate,
+            first.collateral_rate_high,
+            first.collateral_tiers,
         )
     return pnl
 
@@ -153,20 +219,22 @@ def _moved_all(
     wallets: Mapping[str, Decimal],
 ) -> tuple[Decimal, Decimal] | None:
     """The requirement and the PnL at ``now`` of what was read at ``then``: the coin legs'
-    USD requirement as read, the rest scaled with the linear exposures' notional; None when a
-    mark is missing or nothing is held."""
+    USD requirement at their marks now (:meth:`CoinLeg.requirement_at`), the rest scaled with
+    the linear exposures' notional; None when a mark is missing or nothing is held."""
     coin_pnl = _coin_pnl(coin_legs, then, now, wallets)
     if coin_pnl is None:
         return None
+    fixed = sum((leg.requirement or ZERO for leg in coin_legs), ZERO)
+    # _coin_pnl checked every leg's mark now
+    legs_now = sum((leg.requirement_at(now[leg.symbol]) for leg in coin_legs), ZERO)
     if not exposures:
-        return (requirement, coin_pnl) if coin_legs else None
+        return (requirement - fixed + legs_now, coin_pnl) if coin_legs else None
     moved = _moved(exposures, then, now)
     if moved is None:
         return None
     pnl, notional_then, notional_now = moved
-    fixed = sum((leg.requirement or ZERO for leg in coin_legs), ZERO)
     scaled = (requirement - fixed) * notional_now / notional_then
-    return scaled + fixed, pnl + coin_pnl
+    return scaled + legs_now, pnl + coin_pnl
 
 
 def moved_ratio(
@@ -243,12 +311,25 @@ class ExchangeRatioPosition:
     # coin-margined one's in the coin); None: the exchange reports none (Binance's COIN-M
     # positions of a portfolio margin account: "Get CM Account Detail")
     maintenance_margin: Decimal | None = None
+    # its market's brackets by its notional in the coin (Binance's COIN-M brackets, "Query CM
+    # Notional and Leverage Brackets"): its requirement moves with them; None: not read
+    coin_brackets: TierTable | None = None
     # the collateral rates a rise and a fall of its coin's equity count at in the exchange's
     # equity (Binance portfolio margin's COIN-M positions: :class:`CoinLeg`); None: not read
     collateral_rates: tuple[Decimal, Decimal] | None = None
     # its coin's wallet as read, in the coin, that moves with its mark in the exchange's
     # equity (Binance portfolio margin's COIN-M wallet of the coin); None: not read
     coin_wallet: Decimal | None = None
+    # the rest of its coin's equity as read, in the coin, moving with it (Binance portfolio
+    # margin's cross margin account, less loans and interest, and UM wallet of the coin:
+    # "Account Balance"); None: not read
+    coin_other: Decimal | None = None
+    # its coin's collateral tiers (:data:`CollateralTiers`); empty: not read, or not
+    # placed (its equity's other parts unknown)
+    collateral_tiers: CollateralTiers = ()
+    # opened since the account was read (a pushed position the read did not list): none of
+    # its PnL or requirement is in the exchange's figures as read
+    opened: bool = False
     # the coin its equity is in, where it is another than the account's (a COIN-M position's
     # settle coin: its market's ``settle``, Binance's ``marginAsset``; "BTC" for BTCUSD_PERP
     # and BTCUSD_261225 alike, whose ccxt symbols end in BTC and BTC-261225); None: not known

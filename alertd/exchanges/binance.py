@@ -31,9 +31,9 @@ from alertd.engine.collateral import Collateral, CollateralRatio, ConversionRate
 from alertd.engine.margin import margin_ratio
 from alertd.engine.model import MarginAsset, MarginMode, Side
 from alertd.engine.profiles import DisplayedRatio, ExchangeProfile
-from alertd.engine.reported import ExchangeRatioPosition, liquidation_distance
+from alertd.engine.reported import CollateralTiers, ExchangeRatioPosition, liquidation_distance
 from alertd.engine.stops import StopKind, StopOrder, Trigger, protection
-from alertd.engine.tiers import Tier, TierTable
+from alertd.engine.tiers import Tier, TierTable, TierTableError
 from alertd.exchanges.common import (
     AdlScale,
     closed_both_sides,
@@ -231,29 +231,68 @@ def cm_maintenance_margins(
     return out
 
 
-def pm_collateral_rates(
-    answer: Any,
-) -> tuple[dict[str, tuple[Decimal, Decimal]], list[str]]:
-    """Each asset's collateral rates, the lowest and the highest of its tiers, from Binance's
-    "Portfolio Margin Pro Tiered Collateral Rate" (``GET /sapi/v2/portfolio/collateralRate``,
-    USER_DATA, weight 50 of the spot API's per-IP limit; developers.binance.com, Derivatives,
-    Portfolio Margin Pro, market data; the ``/sapi/v1`` one is "Classic Portfolio Margin"'s,
-    flat): rows of
-    ``asset`` and ``collateralInfo``, the tiers of the asset's equity with their
-    ``collateralRate`` (and ``cum``, "account equity quick addition number").
+def cm_brackets(
+    answer: Any, symbol_of: Callable[[str], str]
+) -> tuple[dict[str, TierTable], list[str]]:
+    """Each COIN-M market's leverage brackets, by symbol, as a tier table of its notional in
+    the coin, from Binance's "Query CM Notional and Leverage Brackets" (``GET
+    /papi/v1/cm/leverageBracket``, USER_DATA, weight 1; developers.binance.com, Portfolio
+    Margin, account REST API): rows of ``symbol`` and ``brackets[]`` with ``qtyFloor`` and
+    ``qtyCap`` (the bracket's edges in the coin), ``maintMarginRatio`` and ``cum`` (in the
+    coin): a position's maintenance margin in the coin is its notional in the coin times its
+    bracket's rate less ``cum`` (Binance COIN-M FAQ "Leverage and Margin of COIN-Margined
+    Futures"). Also the problems: a malformed symbol's brackets are left out (its
+    requirement then stays as read), named."""
+    if not isinstance(answer, list):
+        raise FrameError("cm/leverageBracket: expected a list of symbols")
+    out: dict[str, TierTable] = {}
+    problems = []
+    for raw in answer:
+        market_id = raw.get("symbol") if isinstance(raw, dict) else None
+        rows = raw.get("brackets") if isinstance(raw, dict) else None
+        if not isinstance(market_id, str) or not isinstance(rows, list) or not rows:
+            problems.append("cm/leverageBracket: a row without a symbol or its brackets")
+            continue
+        where = f"cm/leverageBracket {market_id}"
+        try:
+            if not all(isinstance(row, dict) for row in rows):
+                raise FrameError(f"{where}: a bracket is not an object")
+            ordered = sorted(rows, key=lambda b: dec(b.get("qtyFloor"), f"{where} qtyFloor"))
+            last = len(ordered) - 1
+            tiers = [
+                Tier(
+                    None if i == last else dec(b.get("qtyCap"), f"{where} qtyCap"),
+                    dec(b.get("maintMarginRatio"), f"{where} maintMarginRatio"),
+                    dec(b.get("cum"), f"{where} cum"),
+                )
+                for i, b in enumerate(ordered)
+            ]
+            out[symbol_of(market_id)] = TierTable.build(tiers)
+        except FrameError as exc:
+            problems.append(str(exc))
+        except TierTableError as exc:
+            problems.append(f"{where} brackets[{exc.index}] {exc.field}: {exc.reason}")
+    return out, problems
+
+
+def pm_collateral_tiers(answer: Any) -> tuple[dict[str, CollateralTiers], list[str]]:
+    """Each asset's collateral tiers from Binance's "Portfolio Margin Pro Tiered Collateral
+    Rate" (``GET /sapi/v2/portfolio/collateralRate``, USER_DATA, weight 50 of the spot API's
+    per-IP limit; developers.binance.com, Derivatives, Portfolio Margin Pro, market data; the
+    ``/sapi/v1`` one is "Classic Portfolio Margin"'s, flat): rows of ``asset`` and
+    ``collateralInfo``, the tiers of the asset's equity value (``tierFloor`` to ``tierCap``)
+    with their ``collateralRate`` (and ``cum``, "account equity quick addition number",
+    0 in the docs' example where a second tier's rate is lower: not read, the tiers' slices
+    are summed instead: :func:`~alertd.engine.reported.collateral_value`).
 
     uniMMR counts an asset's equity as min(equity x index x collateralRate, equity x index)
-    (Binance FAQ "What Is the Unified Account Maintenance Margin Ratio (uniMMR)"), at the
-    rate of the tier the equity is in. alertd does not read the coin's whole equity (its
-    cross margin, UM and COIN-M wallets together), so it cannot place it in a tier: a rise
-    counts at the lowest of the asset's tiers' rates, a fall at the highest
-    (:func:`~alertd.engine.reported.counted_change`); exact for an asset with one rate (the
-    local Binance's), never more equity than Binance counts otherwise. Also the problems: a
-    malformed row is left out (its asset's gain then counts 0 and its loss in full, as before
-    the rates were read), named."""
+    (Binance FAQ "What Is the Unified Account Maintenance Margin Ratio (uniMMR)"), each
+    tier's rate on the part of the value within it. Also the problems: a malformed row is
+    left out (its asset's gain then counts 0 and its loss in full, as before the rates were
+    read), named."""
     if not isinstance(answer, list):
         raise FrameError("portfolio/collateralRate: expected a list of assets")
-    rates: dict[str, tuple[Decimal, Decimal]] = {}
+    out: dict[str, CollateralTiers] = {}
     problems = []
     for raw in answer:
         asset = raw.get("asset") if isinstance(raw, dict) else None
@@ -270,12 +309,55 @@ def pm_collateral_rates(
                 rate = dec(tier.get("collateralRate"), f"{where} collateralRate")
                 if not 0 <= rate <= 1:
                     raise FrameError(f"{where} collateralRate: {rate} is not within 0 and 1")
-                found.append(rate)
+                floor = dec(tier.get("tierFloor", "0"), f"{where} tierFloor")
+                cap = dec_or_none(tier.get("tierCap"))
+                found.append((floor, cap, rate))
         except FrameError as exc:
             problems.append(str(exc))
             continue
-        rates[asset] = (min(found), max(found))
-    return rates, problems
+        found.sort(key=lambda t: t[0])
+        # past the last cap read, its rate goes on
+        out[asset] = (*found[:-1], (found[-1][0], None, found[-1][2]))
+    return out, problems
+
+
+def pm_collateral_rates(
+    answer: Any,
+) -> tuple[dict[str, tuple[Decimal, Decimal]], list[str]]:
+    """Each asset's lowest and highest collateral rate of its tiers
+    (:func:`pm_collateral_tiers`): what a rise and a fall of its equity count at where the
+    coin's whole equity is not read, so that it cannot be placed in its tiers
+    (:func:`~alertd.engine.reported.counted_change`): never more equity than Binance counts,
+    exact for an asset with one rate. Also the problems."""
+    tiers, problems = pm_collateral_tiers(answer)
+    return {asset: _bounds(rows) for asset, rows in tiers.items()}, problems
+
+
+def pm_coin_balances(answer: Any) -> dict[str, Decimal]:
+    """Each asset's equity, in the asset, outside its COIN-M wallet and positions, as
+    "Account Balance" (``GET /papi/v1/balance``, weight 20; developers.binance.com, Portfolio
+    Margin, account REST API) lists it: the cross margin account's ``crossMarginAsset`` less
+    ``crossMarginBorrowed`` and ``crossMarginInterest`` (its loans), and the UM
+    ``umWalletBalance`` and ``umUnrealizedPNL``. With the COIN-M wallet and positions' PnL it
+    is the asset's equity that uniMMR counts at its index and collateral rate."""
+    if not isinstance(answer, list):
+        raise FrameError("balance: expected a list of assets")
+    out: dict[str, Decimal] = {}
+    for raw in answer:
+        if not isinstance(raw, dict) or not isinstance(raw.get("asset"), str):
+            raise FrameError("balance: an asset is not an object with its name")
+        where = f"balance {raw['asset']}"
+        fields = ("crossMarginAsset", "crossMarginBorrowed", "crossMarginInterest")
+        held, borrowed, interest = (dec(raw.get(f, "0"), f"{where} {f}") for f in fields)
+        um = dec(raw.get("umWalletBalance", "0"), f"{where} umWalletBalance")
+        um += dec(raw.get("umUnrealizedPNL", "0"), f"{where} umUnrealizedPNL")
+        out[raw["asset"]] = held - borrowed - interest + um
+    return out
+
+
+def _bounds(tiers: CollateralTiers) -> tuple[Decimal, Decimal]:
+    """The lowest and the highest rate of a coin's collateral tiers."""
+    return min(r for _, _, r in tiers), max(r for _, _, r in tiers)
 
 
 def cm_wallets(answer: Any) -> dict[str, Decimal]:
@@ -797,6 +879,10 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._coin_m_catalogue: Any = None
         # why the COIN-M catalogue last failed to load (None: it did not)
         self._coin_m_catalogue_failing: str | None = None
+        # "Account Balance" failed at the last read (said when it begins)
+        self._balances_failing = False
+        # every COIN-M market's brackets as last read (a position opened by a push uses them)
+        self._coin_m_brackets: dict[str, TierTable] = {}
         # the COIN-M markets a push named with no listed position (said once each)
         self._coin_m_unlisted_pushed: set[str] = set()
         # what the last snapshot weighed in the per-IP budget, by its mode (None: none yet)
@@ -908,7 +994,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             return settle if isinstance(settle, str) and settle else None
 
         held = cm_positions(rows, symbol_of, contract_size_of, coin_of)
-        rates = await self._collateral_rates(exchange) if held else {}
+        tiers = await self._collateral_rates(exchange) if held else {}
         # the rows are checked: each position's Binance id by its symbol
         ids = {symbol_of(row["symbol"]): row["symbol"] for row in rows}
         held_ids = sorted({ids[p.symbol] for p in held})
@@ -926,6 +1012,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         answer = await exchange.papiGetCmAccount() if held else {}
         margins = cm_maintenance_margins(answer, symbol_of)
         wallets = cm_wallets(answer)
+        brackets = await self._cm_brackets(exchange, symbol_of) if held else {}
+        others = await self._coin_balances(exchange) if held else {}
         out = []
         for p in held:
             if p.mark_price is not None:  # always, as Binance reads it
@@ -939,25 +1027,65 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                 dataclasses.replace(
                     p,
                     maintenance_margin=margins.get((p.symbol, p.side)),
-                    collateral_rates=rates.get(coin) if coin else None,
+                    coin_brackets=brackets.get(p.symbol),
+                    collateral_rates=_bounds(tiers[coin]) if coin and coin in tiers else None,
+                    collateral_tiers=tiers.get(coin, ()) if coin else (),
                     coin_wallet=wallets.get(coin, Decimal(0)) if coin else None,
+                    coin_other=(
+                        others.get(coin, Decimal(0)) if coin and others is not None else None
+                    ),
                 )
             )
         return tuple(out)
 
-    async def _collateral_rates(self, exchange: Any) -> Mapping[str, tuple[Decimal, Decimal]]:
-        """The portfolio margin collateral rates (:func:`pm_collateral_rates`), read once per
+    async def _coin_balances(self, exchange: Any) -> dict[str, Decimal] | None:
+        """Each coin's equity outside COIN-M (:func:`pm_coin_balances`), or None where "Account
+        Balance" is refused or malformed (logged when it begins): the COIN-M positions are
+        still listed, their coins' other wallets then as read and their tiers bounded."""
+        import ccxt
+
+        from alertd.feeds.ccxt_exchange import describe
+
+        try:
+            found = pm_coin_balances(await exchange.papiGetBalance())
+        except (FrameError, ccxt.ExchangeError) as exc:
+            if not self._balances_failing:
+                log.warning(
+                    "the portfolio margin balances (GET /papi/v1/balance) cannot be read: the "
+                    "coins' cross margin and UM wallets stay as read (%s)",
+                    describe(exc),
+                )
+            self._balances_failing = True
+            return None
+        self._balances_failing = False
+        return found
+
+    async def _cm_brackets(
+        self, exchange: Any, symbol_of: Callable[[str], str]
+    ) -> dict[str, TierTable]:
+        """The COIN-M markets' brackets (:func:`cm_brackets`), read with the COIN-M positions
+        while one is held (weight 1 for every symbol), so that a position's requirement moves
+        with its mark and its pushed size between reads, across its brackets; a malformed
+        symbol's are logged and left out (its requirement as read)."""
+        found, problems = cm_brackets(await exchange.papiGetCmLeverageBracket(), symbol_of)
+        for problem in problems:
+            log.warning("malformed COIN-M brackets, left out (requirement as read): %s", problem)
+        self._coin_m_brackets = found  # a position pushed before the next read has its own
+        return found
+
+    async def _collateral_rates(self, exchange: Any) -> Mapping[str, CollateralTiers]:
+        """The portfolio margin collateral tiers (:func:`pm_collateral_tiers`), read once per
         exchange for its accounts (:attr:`listed_read`, on the catalogue's schedule) with this
         account's key; empty where none is shared (a feed without a listed-marks hub) or
         none could be read yet (each COIN-M gain then counts 0, the safe side)."""
         if self.listed_read is None:
             return {}
 
-        async def read() -> dict[str, tuple[Decimal, Decimal]]:
+        async def read() -> dict[str, CollateralTiers]:
             # not in ccxt's implicit API (it lists the /sapi/v1 one only): its generic request,
             # signed as every sapiV2 path is (binance.sign)
             answer = await exchange.request(*COLLATERAL_RATE_REQUEST)
-            rates, problems = pm_collateral_rates(answer)
+            rates, problems = pm_collateral_tiers(answer)
             for problem in problems:
                 log.warning(
                     "a malformed collateral rate, left out (its gains count 0): %s", problem
@@ -1191,12 +1319,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             for side in sides or (pushed,):
                 key = (str(market["symbol"]), side)
                 p = out.get(key)
-                if p is None or p.quantity is None:
-                    if amount != 0:
-                        self._said_unlisted_push(raw["s"])
-                    continue
                 if amount == 0:
-                    del out[key]
+                    out.pop(key, None)
                     continue
                 entry = dec(raw.get("ep"), f"CM ACCOUNT_UPDATE {raw['s']} ep")
                 if entry <= 0:
@@ -1205,6 +1329,13 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                     raise FrameError(
                         f"CM ACCOUNT_UPDATE {raw['s']} ep: {entry} of an open position"
                     )
+                if p is None:
+                    p = self._opened_by_push(market, raw["s"], side, tuple(out.values()))
+                    if p is None:
+                        continue
+                    out[key] = p
+                if p.quantity is None:
+                    continue
                 contracts = abs(amount)
                 out[key] = dataclasses.replace(
                     p,
@@ -1233,6 +1364,53 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             if p.coin in wallets and p.coin_wallet is not None
             else p
             for p in listed
+        )
+
+    def _opened_by_push(
+        self,
+        market: Any,
+        market_id: str,
+        side: Side,
+        listed: tuple[ExchangeRatioPosition, ...],
+    ) -> ExchangeRatioPosition | None:
+        """A COIN-M position a push names that the last read did not list (opened since): in
+        a market of the COIN-M catalogue, a position of one contract (its size and entry
+        set by the push) that follows its mark from here, its PnL counted from its entry
+        (none at the read: ``opened``), its requirement from its market's brackets as last
+        read (none at the read), its coin's wallet, rates and balances those of a listed
+        position of its coin (else none: a gain counts 0, a loss in full); no liquidation
+        price of Binance's until the next read. None: a market the catalogue does not hold
+        (left to the next reconcile, said once)."""
+        size = market.get("contractSize")
+        if market.get("id") != market_id or not market.get("inverse") or not size:
+            self._said_unlisted_push(market_id)
+            return None
+        symbol, coin = str(market["symbol"]), market.get("settle")
+        sibling = next((p for p in listed if coin and p.coin == coin), None)
+        opened = ExchangeRatioPosition(
+            symbol=symbol,
+            side=side,
+            contracts=Decimal(1),
+            entry_price=Decimal(1),
+            mark_price=Decimal(1),
+            notional=None,
+            unrealized_pnl=None,
+            liquidation_price=None,
+            liquidation_distance=None,
+            quantity=dec(str(size), f"{market_id} contractSize"),
+            inverse=True,
+            coin_brackets=self._coin_m_brackets.get(symbol),
+            coin=coin if isinstance(coin, str) and coin else None,
+            opened=True,
+        )
+        if sibling is None:
+            return opened
+        return dataclasses.replace(
+            opened,
+            collateral_rates=sibling.collateral_rates,
+            collateral_tiers=sibling.collateral_tiers,
+            coin_wallet=sibling.coin_wallet,
+            coin_other=sibling.coin_other,
         )
 
     def _said_unlisted_push(self, market_id: str) -> None:
@@ -1584,13 +1762,15 @@ USDM_GOING_LIVE_WEIGHT = 2
 PAPI_WEIGHT_PER_MINUTE = 6000
 # Binance's documented weights of the /papi requests alertd sends (Portfolio Margin API,
 # each endpoint's "Request Weight"): Account Information 20, Query UM/CM Position Information
-# 5/1, Get UM/CM Account Detail 5/5, UM Notional and Leverage Brackets 1, the listen key 1
+# 5/1, Get UM/CM Account Detail 5/5, UM/CM Notional and Leverage Brackets 1/1, the listen key 1
 PAPI_WEIGHTS = {
     "account": 20,
     "um/positionRisk": 5,
     "um/account": 5,
     "cm/positionRisk": 1,
     "cm/account": 5,
+    "cm/leverageBracket": 1,
+    "balance": 20,
     "um/leverageBracket": 1,
     "listenKey": 1,
 }
@@ -1621,11 +1801,13 @@ def papi_weight(path: str, params: Any) -> float | None:
 def portfolio_snapshot_weight(coin_m_symbols: int) -> float:
     """A portfolio margin account's snapshot in the pacing window's units: Account Information,
     the UM positions and account, the COIN-M positions, and with ``coin_m_symbols`` held
-    their conditional orders per symbol and the COIN-M account (``_coin_m_positions``)."""
+    their conditional orders per symbol, the COIN-M account and brackets and the account's
+    balances (``_coin_m_positions``)."""
     reads = ("account", "um/positionRisk", "um/account", "cm/positionRisk")
     weight = sum(PAPI_WEIGHTS[path] for path in reads)
     if coin_m_symbols:
-        weight += coin_m_symbols + PAPI_WEIGHTS["cm/account"]
+        held = ("cm/account", "cm/leverageBracket", "balance")
+        weight += coin_m_symbols + sum(PAPI_WEIGHTS[path] for path in held)
     return weight * PAPI_SHARE
 
 

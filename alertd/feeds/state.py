@@ -640,18 +640,34 @@ class AccountState:
             margin, mark = p.maintenance_margin, p.mark_price
             known = margin is not None and mark is not None and terms is not None
             requirement = margin * mark * terms if known else None  # type: ignore[operator]
+            if p.opened:  # none of it in the requirement read: from its brackets alone
+                requirement = Decimal(0)
             low, high = p.collateral_rates or (Decimal(0), Decimal(1))
             coin = (p.coin or "") if p.coin_wallet is not None else ""
             legs.append(
-                CoinLeg(p.symbol, p.side * p.quantity, p.entry_price, requirement, low, high, coin)
+                CoinLeg(
+                    p.symbol,
+                    p.side * p.quantity,
+                    p.entry_price,
+                    requirement,
+                    low,
+                    high,
+                    coin,
+                    p.coin_brackets if terms is not None else None,
+                    terms or Decimal(1),
+                    # placed in its tiers only with the coin's whole equity read
+                    p.collateral_tiers if p.coin_other is not None and coin else (),
+                    p.opened,
+                )
             )
         return legs
 
     def _coin_wallets(self) -> dict[str, Decimal]:
         """The coins' wallets as read with the listed inverse positions (Binance portfolio
-        margin's COIN-M wallets), by coin: they move with the coin's mark (:func:`moved_ratio`)."""
+        margin's COIN-M wallets, with the coin's cross margin equity and UM wallet where read),
+        by coin: they move with the coin's mark (:func:`moved_ratio`)."""
         return {
-            p.coin: p.coin_wallet
+            p.coin: p.coin_wallet + (p.coin_other or Decimal(0))
             for p in self.listed_positions
             if p.inverse and p.coin and p.coin_wallet is not None
         }
@@ -679,8 +695,12 @@ class AccountState:
             figures,
             stop=stop,
             maintenance_margin=p.maintenance_margin,
+            coin_brackets=p.coin_brackets,
             collateral_rates=p.collateral_rates,
+            collateral_tiers=p.collateral_tiers,
             coin_wallet=p.coin_wallet,
+            coin_other=p.coin_other,
+            opened=p.opened,
             coin=p.coin,
             quantity=None,
         )

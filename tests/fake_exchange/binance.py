@@ -17,7 +17,8 @@ What it serves (paths as on fapi.binance.com / papi.binance.com / fstream.binanc
 - Portfolio margin (``set_portfolio_margin``), signed: ``/papi/v1/account`` (uniMMR from the
   account's state: it moves with the marks), ``/papi/v1/um/positionRisk``,
   ``/papi/v1/um/account``, ``/papi/v1/balance``, ``/papi/v1/um/leverageBracket``,
-  ``/papi/v1/cm/positionRisk``, ``/papi/v1/cm/account`` and
+  ``/papi/v1/cm/positionRisk``, ``/papi/v1/cm/account``, ``/papi/v1/cm/leverageBracket``
+  (``set_cm_brackets``) and
   ``/papi/v1/cm/conditional/openOrders`` (scripted: ``set_cm_positions``,
   ``set_cm_account``, ``set_cm_conditional_orders``), its UM open
   conditional orders on ``/papi/v1/um/algo/openAlgoOrders`` and (``as_strategy_order``)
@@ -278,6 +279,7 @@ REQUEST_WEIGHTS: dict[str, dict[str, tuple[int, int]]] = {
         "/papi/v1/um/account": (5, 5),
         "/papi/v1/cm/positionRisk": (1, 1),
         "/papi/v1/cm/account": (5, 5),
+        "/papi/v1/cm/leverageBracket": (1, 1),
         "/papi/v1/um/leverageBracket": (1, 1),
         "/papi/v1/listenKey": (1, 1),
         "/papi/v1/um/conditional/openOrders": (1, 40),
@@ -488,6 +490,31 @@ _DEFAULT_MARKETS = (
 _KNOWN_QUOTES = ("USDT", "USDC", "FDUSD", "BUSD")
 
 
+# "Query CM Notional and Leverage Brackets" (GET /papi/v1/cm/leverageBracket), the docs'
+# response example (developers.binance.com, Portfolio Margin, account REST API): the edges in
+# the coin (``qtyFloor``, ``qtyCap``), the rate and ``cum`` ("速算数", quick calculation)
+CM_LEVERAGE_BRACKET_EXAMPLE: list[dict[str, Any]] = [
+    {
+        "symbol": "BTCUSD_PERP",
+        "brackets": [
+            {
+                "bracket": 1,
+                "initialLeverage": 125,
+                "qtyCap": 50,
+                "qtyFloor": 0,
+                "maintMarginRatio": 0.004,
+                "cum": 0.0,
+            }
+        ],
+    }
+]
+# a COIN-M market's one bracket unless set (set_cm_brackets): the docs' example's, without a
+# cap (one bracket for every size)
+CM_BRACKET_FIRST: dict[str, Any] = CM_LEVERAGE_BRACKET_EXAMPLE[0]["brackets"][0] | {
+    "qtyCap": 999999999
+}
+
+
 @dataclass
 class _CoinMarket:
     """A COIN-M perpetual or delivery (quarterly) contract (``/dapi/v1/exchangeInfo``):
@@ -501,6 +528,24 @@ class _CoinMarket:
     mark: Decimal
     funding_rate: Decimal = Decimal("0.00010000")
     delivery_ms: int | None = None  # None: a perpetual
+    # its leverage brackets as "Query CM Notional and Leverage Brackets" (GET
+    # /papi/v1/cm/leverageBracket) lists them: ``qtyFloor``/``qtyCap`` in the coin (the
+    # position's notional in the coin), ``maintMarginRatio``, ``cum`` in the coin
+    brackets: list[dict[str, Any]] = field(default_factory=lambda: [dict(CM_BRACKET_FIRST)])
+
+    def maint_margin(self, size: Decimal) -> Decimal:
+        """The maintenance margin, in the coin, of a position of ``size`` USD (signed) at the
+        mark: its notional in the coin (``|size| / mark``) times its bracket's rate less the
+        bracket's ``cum`` (Binance COIN-M FAQ "Leverage and Margin of COIN-Margined
+        Futures": maintenance margin = notional x rate - cum)."""
+        notional = abs(size) / self.mark
+        bracket = self.brackets[-1]
+        for row in self.brackets:
+            if notional <= Decimal(str(row["qtyCap"])):
+                bracket = row
+                break
+        rate, cum = Decimal(str(bracket["maintMarginRatio"])), Decimal(str(bracket["cum"]))
+        return notional * rate - cum
 
     @property
     def symbol(self) -> str:
@@ -517,9 +562,6 @@ _DEFAULT_COIN_MARKETS: tuple[tuple[str, str, str, str, int | None], ...] = (
     # a quarterly: "contractType" CURRENT_QUARTER, delivered 2026-12-25 08:00 UTC
     ("BTCUSD_261225", "BTC", "100", "97000.0", 1798185600000),
 )
-# a COIN-M position's maintenance margin rate here: one bracket, its notional in the coin
-# times this (Binance's first COIN-M bracket of BTCUSD_PERP, "maintMarginRatio" 0.004)
-CM_MAINT_MARGIN_RATE = Decimal("0.004")
 
 
 def _book_diff(before: list[tuple[str, str]], after: list[tuple[str, str]]) -> list[list[str]]:
@@ -604,6 +646,10 @@ class _Account(shared.Credentials):
     # its COIN-M coins' wallets (in the coin) and collateral rates (set_cm_coin): a coin's
     # equity (its wallet and its COIN-M positions' PnL) counts in uniMMR at its rate
     cm_coins: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)
+    # its coins' other balances, in the coin (set_pm_coin_balance): "Account Balance"'s
+    # crossMarginAsset, crossMarginBorrowed, crossMarginInterest and umWalletBalance; each
+    # counts in its coin's equity in uniMMR beside the COIN-M wallet
+    pm_balances: dict[str, dict[str, Decimal]] = field(default_factory=dict)
 
 
 @dataclass
@@ -1042,15 +1088,22 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         then on: "Query CM Position Information" (``unRealizedProfit`` = contracts x contract
         size x (1 / entry - 1 / mark) and ``notionalValue`` = contracts x contract size / mark,
         in the coin: Binance COIN-M FAQ "Leverage and Margin of COIN-Margined Futures"), its
-        maintenance margin in "Get CM Account Detail" (``CM_MAINT_MARGIN_RATE`` of the
-        notional), and uniMMR (the PnL counted at the coin's mark, the index here; the margin
-        likewise). ``liquidation``: Binance's price of the whole account, as scripted."""
+        maintenance margin in "Get CM Account Detail" (its market's brackets:
+        ``set_cm_brackets``), and uniMMR (the PnL counted at the coin's mark, the index here;
+        the margin likewise). ``liquidation``: Binance's price of the whole account, as scripted."""
         self._coin_markets[market_id]  # a market this server lists
         self._account(api_key).cm_held[market_id] = (
             _dec(contracts),
             shared.positive(entry, "entry"),
             _dec(liquidation),
         )
+
+    @scripted
+    def set_cm_brackets(self, market_id: str, brackets: list[dict[str, Any]]) -> None:
+        """The COIN-M market's leverage brackets (``CM_BRACKET_FIRST``'s fields, ascending),
+        as "Query CM Notional and Leverage Brackets" lists them and as its positions'
+        maintenance margin is computed from then on."""
+        self._coin_markets[market_id].brackets = [dict(row) for row in brackets]
 
     @scripted
     def set_cm_coin(self, api_key: str, coin: str, wallet: Num, collateral_rate: Num) -> None:
@@ -1108,6 +1161,59 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             out.append((market, contracts * market.contract_size, entry))
         return out
 
+    @scripted
+    def set_pm_coin_balance(
+        self,
+        api_key: str,
+        coin: str,
+        *,
+        cross_margin: Num = "0",
+        borrowed: Num = "0",
+        interest: Num = "0",
+        um_wallet: Num = "0",
+    ) -> None:
+        """A portfolio margin account's ``coin`` in its cross margin account (held,
+        ``borrowed`` and its ``interest``) and UM wallet, in the coin: "Account Balance" (GET
+        /papi/v1/balance) lists them, and they count in the coin's equity in uniMMR at its
+        index with its COIN-M wallet and positions' PnL (Binance FAQ "What Is the Unified
+        Account Maintenance Margin Ratio (uniMMR)": each asset's equity)."""
+        self._account(api_key).pm_balances[coin.upper()] = {
+            "crossMarginAsset": _dec(cross_margin),
+            "crossMarginBorrowed": _dec(borrowed),
+            "crossMarginInterest": _dec(interest),
+            "umWalletBalance": _dec(um_wallet),
+        }
+
+    def _collateral_value(self, coin: str, usd: Decimal, rate: Decimal) -> Decimal:
+        """The coin's equity of ``usd`` as uniMMR counts it: in full below zero; above, each
+        tier's rate on the part of the value within the tier (``tierFloor`` to ``tierCap``
+        of "Portfolio Margin Pro Tiered Collateral Rate"; past the last cap its rate), or
+        ``rate`` where the coin has no tiers."""
+        tiers = self.collateral_tiers.get(coin)
+        if usd <= 0 or not tiers:
+            return min(usd * rate, usd)
+        ordered = sorted(tiers, key=lambda t: Decimal(str(t["tierFloor"])))
+        value = Decimal(0)
+        for i, tier in enumerate(ordered):
+            floor = Decimal(str(tier["tierFloor"]))
+            cap = None if i == len(ordered) - 1 else Decimal(str(tier["tierCap"]))
+            top = usd if cap is None else min(usd, cap)
+            if top > floor:
+                value += (top - floor) * Decimal(str(tier["collateralRate"]))
+        return value
+
+    def _pm_other(self, account: _Account, coin: str) -> Decimal:
+        """The coin's cross margin equity and UM wallet, in the coin (set_pm_coin_balance)."""
+        row = account.pm_balances.get(coin)
+        if row is None:
+            return Decimal(0)
+        return (
+            row["crossMarginAsset"]
+            - row["crossMarginBorrowed"]
+            - row["crossMarginInterest"]
+            + row["umWalletBalance"]
+        )
+
     def _cm_usd(self, account: _Account) -> tuple[Decimal, Decimal]:
         """The COIN-M coins' equity as uniMMR counts it (each coin's wallet and positions' PnL
         at its mark, at most at its collateral rate) and the positions' maintenance margin, in
@@ -1116,15 +1222,19 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         marks = {m.base: m.mark for m in self._coin_markets.values() if m.delivery_ms is None}
         coins = self._cm_coins(account)
         equity = {coin: wallet * marks[coin] for coin, (wallet, _) in coins.items()}
+        for coin in account.pm_balances:
+            equity[coin] = (
+                equity.get(coin, Decimal(0)) + self._pm_other(account, coin) * marks[coin]
+            )
         mm = Decimal(0)
         for market, size, entry in self._cm_figures(account):
             equity.setdefault(market.base, Decimal(0))
             equity[market.base] += size * (1 / entry - 1 / market.mark) * market.mark
-            mm += abs(size) / market.mark * CM_MAINT_MARGIN_RATE * market.mark
+            mm += market.maint_margin(size) * market.mark
         counted = Decimal(0)
         for coin, usd in equity.items():
             rate = coins.get(coin, (Decimal(0), Decimal(1)))[1]
-            counted += min(usd * rate, usd)
+            counted += self._collateral_value(coin, usd, rate)
         return counted, mm
 
     def _cm_coins(self, account: _Account) -> dict[str, tuple[Decimal, Decimal]]:
@@ -1170,7 +1280,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
                     "symbol": market.id,
                     "positionAmt": _plain(account.cm_held[market.id][0]),
                     "entryPrice": _f8(entry),
-                    "maintMargin": _f8(abs(size) / market.mark * CM_MAINT_MARGIN_RATE),
+                    "maintMargin": _f8(market.maint_margin(size)),
                     "unrealizedProfit": _f8(size * (1 / entry - 1 / market.mark)),
                 }
             )
@@ -1928,6 +2038,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             web.get("/papi/v1/um/leverageBracket", self._leverage_bracket),
             web.get("/papi/v1/cm/positionRisk", self._papi_cm_position_risk),
             web.get("/papi/v1/cm/account", self._papi_cm_account),
+            web.get("/papi/v1/cm/leverageBracket", self._papi_cm_leverage_bracket),
             web.get("/papi/v1/cm/conditional/openOrders", self._papi_cm_conditional_orders),
             web.get("/papi/v1/um/algo/openAlgoOrders", self._papi_algo_orders),
             web.get("/papi/v1/um/conditional/openOrders", self._papi_conditional_orders),
@@ -2675,6 +2786,19 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         account = await self._portfolio_signed(request)
         return self._json(self._cm_account_body(account))
 
+    async def _papi_cm_leverage_bracket(self, request: web.Request) -> web.Response:
+        """ "Query CM Notional and Leverage Brackets": every COIN-M market's brackets, or the
+        ``symbol``'s."""
+        await self._portfolio_signed(request)
+        wanted = request.query.get("symbol")
+        return self._json(
+            [
+                {"symbol": market.id, "brackets": market.brackets}
+                for market in self._coin_markets.values()
+                if wanted is None or market.id == wanted
+            ]
+        )
+
     async def _papi_cm_conditional_orders(self, request: web.Request) -> web.Response:
         account = await self._portfolio_signed(request)
         wanted = request.query.get("symbol")
@@ -2721,7 +2845,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
 
     async def _papi_balance(self, request: web.Request) -> web.Response:
         """ "Account Balance" (GET /papi/v1/balance): the settle asset's row in the docs'
-        fields (UM wallet and PnL; nothing in cross margin or COIN-M here)."""
+        fields (UM wallet and PnL), then each coin's (set_pm_coin_balance, the COIN-M
+        wallets and PnL)."""
         account = await self._portfolio_signed(request)
         t = self._totals(account)
         row = {
@@ -2739,7 +2864,36 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             "updateTime": account.update_ms,
             "negativeBalance": "0",
         }
-        return self._json([row])
+        rows = [row]
+        # the coins' rows: cross margin, UM and COIN-M wallets in the coin
+        cm = {coin: wallet for coin, (wallet, _) in self._cm_coins(account).items()}
+        pnl: dict[str, Decimal] = {}
+        for market, size, entry in self._cm_figures(account):
+            pnl[market.base] = pnl.get(market.base, Decimal(0)) + size * (
+                1 / entry - 1 / market.mark
+            )
+        for coin in sorted(set(account.pm_balances) | set(cm) | set(pnl)):
+            zero = Decimal(0)
+            other = account.pm_balances.get(coin, {})
+            cross = other.get("crossMarginAsset", zero)
+            um, wallet = other.get("umWalletBalance", zero), cm.get(coin, zero)
+            rows.append(
+                row
+                | {
+                    "asset": coin,
+                    "totalWalletBalance": _f8(cross + um + wallet),
+                    "crossMarginAsset": _f8(cross),
+                    "crossMarginBorrowed": _f8(other.get("crossMarginBorrowed", zero)),
+                    "crossMarginFree": _f8(cross),
+                    "crossMarginInterest": _f8(other.get("crossMarginInterest", zero)),
+                    "crossMarginLocked": "0.00000000",
+                    "umWalletBalance": _f8(um),
+                    "umUnrealizedPNL": "0.00000000",
+                    "cmWalletBalance": _f8(wallet),
+                    "cmUnrealizedPNL": _f8(pnl.get(coin, zero)),
+                }
+            )
+        return self._json(rows)
 
     async def _position_mode(self, request: web.Request) -> web.Response:
         checked = await self._signed(request)
