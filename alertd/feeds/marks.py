@@ -101,6 +101,11 @@ class SharedRead:
             now = self._clock()
             if now < self._due:
                 return self.value
+            if self.budget is not None and self.budget.paused_until > now:
+                # a ban restored after a restart: a request into it lengthens it (Binance:
+                # "scale in duration for repeat offenders")
+                self._due = self.budget.paused_until
+                return self.value
             self.reads += 1
             try:
                 self.value = await read()
