@@ -49,6 +49,7 @@ from alertd.feeds.ccxt_exchange import (
     IpBudget,
     OpeningPacer,
     RestSlots,
+    RollingWindow,
     SharedExchange,
     _guarded_class,
     make_exchange,
@@ -2385,3 +2386,37 @@ def test_replans_in_a_row_keep_each_account_within_the_stale_allowance(
         allowance = 2 * interval + stale_after_s
         worst_over_s = max(worst_over_s, *(now - ran - allowance for ran in last))
     assert worst_over_s <= 0
+
+
+def test_the_rolling_window_admits_its_weight_and_holds_the_rest_until_the_oldest_leaves() -> None:
+    """The per-IP window (ccxt's rolling-window rule, alertd's deque: ccxt's loop summed its
+    whole window at each admission): within ``maxWeight`` over ``windowSize`` requests go at
+    once, in their order; the next waits until the oldest leave the window, not longer; a
+    request costlier than the whole window goes alone rather than never."""
+
+    async def body() -> None:
+        time_ = VirtualTime(100.0)
+        loop = asyncio.get_running_loop()
+        # 10 weight over any 1,000 ms (ccxt's maxWeight: windowSize / rateLimit)
+        window = RollingWindow({"windowSize": 1000.0, "rateLimit": 100.0}, loop, time_, time_.sleep)
+        assert window.config["maxWeight"] == 10
+        a, b, c = window(4), window(4), window(4)
+        await asyncio.wait_for(asyncio.gather(a, b), 5)
+        for t in (100.0, 100.5, 100.999):
+            await time_.advance_to(t)
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert not c.done(), t
+        await time_.advance_to(101.0)  # the first two leave the window: c's 4 fits
+        await asyncio.wait_for(c, 5)
+        d = window(7)  # 4 + 7 > 10: until c leaves at 102.0
+        await time_.advance_to(101.5)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not d.done()
+        await time_.advance_to(102.0)
+        await asyncio.wait_for(d, 5)
+        await time_.advance_to(103.0)
+        await asyncio.wait_for(window(25), 5)  # alone in an empty window
+
+    run(body(), timeout_s=30)
