@@ -7,7 +7,9 @@ Binance's all-market mark stream); then starts ``alertd run`` on a config with t
 accounts and measures:
 
 - time until every account is live (bootstrapped; with ``--ws-cap`` also streaming, by the
-  health line), from the start of the process;
+  health line), from the start of the process; and exactly, by each account's own
+  "streaming" log line (its private stream's first opening), the last one's timestamp, with
+  alertd's CPU seconds by then (``all streaming``: the health line comes once a minute);
 - alertd's CPU use (% of one core) and RSS (peak and now) over a window once all are live;
 - errors: REST timeouts and failed bootstraps during the run (the log's lines), ERROR lines;
 - the notifications by kind and rule (what fired, resolved, repeated: a "calm" run in which
@@ -285,14 +287,17 @@ def notifications(log: str) -> tuple[collections.Counter[tuple[str, str]], dict[
     return counts, example
 
 
-def wait_live(alertd: subprocess.Popen[bytes], log_path: Path, want: int, limit_s: float) -> float:
-    """Seconds from now until the log shows ``want`` bootstrapped accounts (inf past limit)."""
+def wait_lines(
+    alertd: subprocess.Popen[bytes], log_path: Path, marker: str, want: int, limit_s: float
+) -> float:
+    """Seconds from now until the log holds ``want`` lines with ``marker`` (inf past limit):
+    ": bootstrapped: " or the accounts' ": streaming: " lines."""
     start = time.monotonic()
     while time.monotonic() - start < limit_s:
         if alertd.poll() is not None:
             print(log_path.read_text()[-3000:])
-            raise SystemExit("alertd exited while bootstrapping")
-        if log_path.read_text().count(": bootstrapped: ") >= want:
+            raise SystemExit(f"alertd exited waiting for {want} {marker!r} lines")
+        if log_path.read_text().count(marker) >= want:
             return time.monotonic() - start
         time.sleep(0.25)
     return float("inf")
@@ -327,6 +332,23 @@ def wait_streaming(alertd: subprocess.Popen[bytes], log_path: Path, limit_s: flo
             return time.monotonic() - start
         time.sleep(1.0)
     return float("inf")
+
+
+# alertd.feeds.feed's line once per account, at its private stream's first opening (the
+# moment it streams: bootstrapped and its websocket open), dated by the log's own timestamp
+STREAMING_LINE = ": streaming: its private stream open"
+STREAMING = re.compile(r"^(\S+ \S+) INFO alertd\.feeds\.feed: \S+: streaming: ", re.MULTILINE)
+
+
+def last_streaming_s(log: str, started_wall: float) -> float:
+    """Seconds from ``started_wall`` (time.time() as alertd was started) to the last
+    account's streaming line, by the line's own timestamp (the log's local time, ms)."""
+    stamps = STREAMING.findall(log)
+    if not stamps:
+        return float("inf")
+    last = max(stamps)  # "YYYY-MM-DD HH:MM:SS,mmm" sorts as it dates
+    at = time.mktime(time.strptime(last[:19], "%Y-%m-%d %H:%M:%S")) + int(last[20:]) / 1000
+    return at - started_wall
 
 
 def main() -> int:
@@ -450,6 +472,7 @@ def main() -> int:
             with log_path.open("w") as log_file:
                 profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
                 started_at = time.monotonic()
+                started_wall = time.time()
                 alertd = subprocess.Popen(
                     [sys.executable, *profile, "-m", "alertd", "run", "-c", str(config)],
                     cwd=ROOT,
@@ -457,9 +480,17 @@ def main() -> int:
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
                 )
-                live_s = wait_live(alertd, log_path, args.accounts, args.live_timeout)
+                live_s = wait_lines(
+                    alertd, log_path, ": bootstrapped: ", args.accounts, args.live_timeout
+                )
                 booted_s = live_s
+                # every account streaming (its own log line): the exact all-live, and alertd's
+                # CPU then (read within 0.25 s of the last line: the poll)
+                left_s = args.live_timeout - (time.monotonic() - started_at)
+                streams = wait_lines(alertd, log_path, STREAMING_LINE, args.accounts, left_s)
+                cpu_streaming = cpu_seconds(alertd.pid)
                 if args.ws_cap:  # bootstrapped, not yet live: the openings' pace
+                    live_s = time.monotonic() - started_at
                     live_s += wait_streaming(alertd, log_path, args.live_timeout - live_s)
                 live_at = time.monotonic()
                 cpu_live = cpu_seconds(alertd.pid)  # what going live cost, its retries too
@@ -506,8 +537,13 @@ def main() -> int:
         print(f"exchange     : {args.exchange} (the local server)")
         print(f"accounts     : {args.accounts} ({bootstrapped} bootstrapped), {mode}")
         print(f"markets      : {args.markets or 3} listed")
+        streaming_s = last_streaming_s(log, started_wall) if streams < float("inf") else streams
+        print(f"bootstrapped : {booted_s:.1f} s after start")
+        print(
+            f"all streaming: {streaming_s:.1f} s after start, exact (the last account's "
+            f"'streaming' log line); {cpu_streaming:.1f} CPU s of alertd's by then"
+        )
         if args.ws_cap:
-            print(f"bootstrapped : {booted_s:.1f} s after start")
             print(
                 f"all live     : {live_s:.1f} s after start by the health line (one a minute: "
                 f"up to 60 s late; limit {args.live_timeout:.0f} s)"
@@ -517,7 +553,8 @@ def main() -> int:
         print(f"window       : {t1 - t0:.1f} s, {args.settle:.0f} s after all live")
         print(f"load average : {load_before} at the window's start (the end's: machine line)")
         print(f"alertd CPU   : {cpu_pct:.2f}% of one core")
-        print(f"going live   : {cpu_live:.1f} CPU s of alertd's until all were live")
+        by = " (by the health line)" if args.ws_cap else ""
+        print(f"going live   : {cpu_live:.1f} CPU s of alertd's until all were live{by}")
         print(
             f"alertd RSS   : peak {rss_peak / 1024:.0f} MB (at all-live {rss_live / 1024:.0f} MB), "
             f"now {rss_now / 1024:.0f} MB"

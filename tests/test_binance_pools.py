@@ -107,6 +107,10 @@ def test_every_settle_currency_of_the_catalogue_is_a_margin_asset() -> None:
     # a margin asset listed later (a reloaded catalogue) is one more pool
     listed = {**CATALOGUE, "ETH/BUSD:BUSD": _market("ETHBUSD", "ETH", "BUSD")}
     assert USDM_MARKETS.margin_assets(listed) == ("BUSD", "FDUSD", "USDC")
+    # found once per catalogue (each snapshot of each account asks): another catalogue, even
+    # an older one, is its own answer
+    assert USDM_MARKETS.margin_assets(listed) == ("BUSD", "FDUSD", "USDC")
+    assert USDM_MARKETS.margin_assets(CATALOGUE) == ("FDUSD", "USDC")
 
 
 def test_each_margin_asset_s_pool_is_read_from_its_own_row() -> None:

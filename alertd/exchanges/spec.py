@@ -79,7 +79,19 @@ class MarketFilter:
     def margin_assets(self, markets: Mapping[str, Mapping[str, Any]] | None) -> tuple[str, ...]:
         """The margin assets besides ``settle`` whose contracts the catalogue ``markets``
         lists among those accepted, sorted: ``pooled`` and, with ``every_settle``, each
-        listed settle currency (none known before the catalogue is loaded)."""
+        listed settle currency (none known before the catalogue is loaded). Found once per
+        catalogue and filter: every snapshot of every account asks (a Binance account's
+        pools), and a catalogue is a new dict when it loads (ccxt's ``set_markets``), never
+        changed in place; a scan of 550 markets per snapshot was 3 of the 69 CPU s of a
+        start of 1,000 Binance accounts under cProfile."""
+        if not self.every_settle or not markets:
+            return self._margin_assets(markets)
+        kept = _MARGIN_ASSETS.get(self)
+        if kept is None or kept[0] is not markets:
+            kept = _MARGIN_ASSETS[self] = (markets, self._margin_assets(markets))
+        return kept[1]
+
+    def _margin_assets(self, markets: Mapping[str, Mapping[str, Any]] | None) -> tuple[str, ...]:
         assets = set(self.pooled)
         if self.every_settle:
             assets.update(
@@ -89,6 +101,11 @@ class MarketFilter:
             )
         assets.discard(self.settle)
         return tuple(sorted(assets))
+
+
+# per market filter, the last catalogue it was asked about and its margin assets there (one
+# catalogue kept alive per filter: the exchange's current one)
+_MARGIN_ASSETS: dict[MarketFilter, tuple[Mapping[str, Mapping[str, Any]], tuple[str, ...]]] = {}
 
 
 @dataclass(frozen=True, slots=True)

@@ -566,6 +566,8 @@ class AccountFeed:
         self._opening_failed = False
         if not self._connected_once:
             self._connected_once = True
+            # once per account: the moment it is live (bench/feeds.py times a start by it)
+            log.info("%s: streaming: its private stream open", self.config.name)
             self._start_step_done()
 
     def _start_step_done(self) -> None:
