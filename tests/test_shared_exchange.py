@@ -2458,6 +2458,40 @@ def test_the_rolling_window_admits_its_weight_and_holds_the_rest_until_the_oldes
     run(body(), timeout_s=30)
 
 
+def test_the_rolling_window_admits_a_request_that_fits_exactly_with_fractional_costs() -> None:
+    """Fractional costs (ccxt lists some: dapiPrivate 0.5, papi 0.2) leave a float residue in
+    a running total: 7.5 weight over 100 ms, 0.1, 0.1, 0.5, 2 and 2 admitted at 0, 1, 3, 7 and
+    11 ms; a 3 asked at 13 ms fits exactly (0.5 + 2 + 2 + 3) once both 0.1s leave at 101 ms,
+    and goes then, as ccxt's loop (summing the window afresh) lets it (review of live13:
+    the running total held it until 103 ms)."""
+
+    async def body() -> None:
+        time_ = VirtualTime(1000.0)
+        window = RollingWindow(
+            {"windowSize": 100.0, "rateLimit": 100.0 / 7.5},
+            asyncio.get_running_loop(),
+            time_,
+            time_.sleep,
+        )
+        plan = {0: 0.1, 1: 0.1, 3: 0.5, 7: 2.0, 11: 2.0, 13: 3.0}
+        last = None
+        for ms in range(120):
+            await time_.advance_to(1000.0 + ms / 1000)
+            for _ in range(3):
+                await asyncio.sleep(0)
+            if ms in plan:
+                asked = window(plan[ms])
+                last = asked if ms == 13 else last
+            for _ in range(3):
+                await asyncio.sleep(0)
+            if last is not None and last.done():
+                assert ms == 101
+                return
+        raise AssertionError("the 3 was never admitted")
+
+    run(body(), timeout_s=30)
+
+
 @pytest.mark.parametrize("exchange_id", LIVE_EXCHANGES)
 def test_a_later_object_of_an_exchange_walks_no_method_and_has_ccxt_s_attributes(
     exchange_id: str,

@@ -1204,8 +1204,14 @@ class RollingWindow(Throttler):  # type: ignore[misc]  # ccxt's class is untyped
                 self._total -= window.popleft()[1]
             if not window:
                 self._total = 0.0  # no float residue from the subtractions
+            fits = self._total + cost <= self.config["maxWeight"]
+            if not fits and window:
+                # summed afresh before a wait, as ccxt sums at every admission: the running
+                # total's float residue (fractional costs) never holds a request that fits
+                self._total = math.fsum(c for _, c in window)
+                fits = self._total + cost <= self.config["maxWeight"]
             # one request costlier than the whole window goes alone (ccxt's loop fails on it)
-            if self._total + cost <= self.config["maxWeight"] or not window:
+            if fits or not window:
                 window.append((now, cost))
                 self._total += cost
                 if not future.done():
