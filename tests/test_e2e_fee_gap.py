@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -124,3 +125,31 @@ def test_a_closed_position_is_no_read_of_the_gst(world: dict[str, Any]) -> None:
     assert titles.count(TITLE) == 1, titles
     resolved = [t for t in titles if t.startswith("RESOLVED")]
     assert len(resolved) == 1 and "fee rates" not in resolved[0], titles
+
+
+def test_a_restart_keeps_the_warning_through_the_bootstrap(world: dict[str, Any]) -> None:
+    """The warning fired, the daemon stops and starts again: the firing warning is loaded
+    from the state file while the account bootstraps (nothing read yet, no fatal error), and
+    stays: it resolved "fee rates complete again" then, with nothing read, and fired again
+    once the bootstrap read the gap: a false all-clear and a second page (review of idx13).
+    The bootstrap is held at its wallet read for three sweeps (the once-a-second evaluation
+    of every account, bootstrapping ones too)."""
+    fake, http, daemon, base = world["fake"], world["http"], world["daemon"], world["base"]
+    _config(world)
+    started(daemon)
+    wait_for(lambda: TITLE in http.titles(), what="fee-gap warning")
+    stopped_cleanly(daemon)
+    fake.hold_rest("/v5/account/wallet-balance")
+    daemon.start()
+    wait_for(lambda: fake.held_answers() == 1, 60, what="the restart's bootstrap held")
+    time.sleep(3)  # three sweeps while it bootstraps
+    assert http.titles() == [TITLE], http.titles()
+    fake.release_rest()
+    wait_for(
+        lambda: (computed_account(base) or {}).get("fee_gap") is not None,
+        60,
+        what="bootstrapped, the gap read again",
+    )
+    stopped_cleanly(daemon)  # the outbox drained: whatever the evaluations sent is posted
+    assert http.titles() == [TITLE], http.titles()
+

@@ -432,6 +432,7 @@ class Alerting:
             kept_positions=self._kept_positions(feed, now, stands_in),
             # its bootstrap retrying, or then its private stream's first opening
             not_live=state.start_retrying(),
+            watched=watched,
         )
 
     def counting_down(self) -> frozenset[str]:
