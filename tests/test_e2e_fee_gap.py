@@ -18,6 +18,7 @@ from tests.fake_exchange.bybit import FakeBybit
 from tests.support.endpoint import computed_account, get
 from tests.support.fixtures import started, status_world_fixture, stopped_cleanly
 from tests.support.poll import wait_for
+from tests.support.process import alertd
 
 KEYS = ("key-e2e", "secret-e2e")
 BTC, ETH = "BTC/USDT:USDT", "ETH/USDT:USDT"
@@ -153,3 +154,42 @@ def test_a_restart_keeps_the_warning_through_the_bootstrap(world: dict[str, Any]
     stopped_cleanly(daemon)  # the outbox drained: whatever the evaluations sent is posted
     assert http.titles() == [TITLE], http.titles()
 
+
+def _firing(world: dict[str, Any]) -> list[tuple[str, str]]:
+    """(rule, subject) of the firing alerts ``alertd status`` shows, the daemon stopped."""
+    shown = alertd("status", "-c", str(world["path"]), "--json", env=world["daemon"].env)
+    assert shown.returncode == 0, shown.stderr
+    return [(f["rule"], f["subject"]) for f in json.loads(shown.stdout)["firing"]]
+
+
+def test_an_account_removed_from_the_config_ends_its_alerts_at_the_next_start(
+    world: dict[str, Any],
+) -> None:
+    """The fee-gap warning fired for ``main``; the daemon stops and the config no longer
+    holds ``main`` (renamed ``renamed``, the same key). Its saved warning is no longer shown
+    by ``alertd status`` (the daemon stopped), and at the next start it ends, through the
+    normal delivery, saying why (it stayed firing in the state file for ever, and shown:
+    nothing evaluates an account the config lacks; review of idx13). The renamed account is
+    a new one: its own warning."""
+    http, daemon = world["http"], world["daemon"]
+    _config(world)
+    started(daemon)
+    wait_for(lambda: TITLE in http.titles(), what="fee-gap warning")
+    stopped_cleanly(daemon)
+    assert _firing(world) == [("fee-gap", "main")]
+    config = json.loads(world["path"].read_text())
+    (account,) = config["accounts"]
+    renamed = {**config, "accounts": [{**account, "name": "renamed"}]}
+    world["path"].write_text(json.dumps(renamed))
+    assert _firing(world) == []
+    started(daemon)
+    ended = "RESOLVED main: account removed from the config, no longer watched"
+    wait_for(lambda: ended in http.titles(), what="main's warning ended")
+    wait_for(lambda: len(http.posts) == 3, what="renamed's own warning")
+    stopped_cleanly(daemon)
+    titles = http.titles()
+    assert titles[:2] == [TITLE, ended], titles
+    assert titles[2] == TITLE.replace("main:", "renamed:"), titles
+    body = http.posts[1]["message"]
+    assert "fee-gap was firing for" in body and "(a fee rate unread)" in body, body
+    assert _firing(world) == [("fee-gap", "renamed")]
