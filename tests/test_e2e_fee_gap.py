@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +18,7 @@ from tests.fake_exchange.bybit import FakeBybit
 from tests.support.endpoint import computed_account, get
 from tests.support.fixtures import started, status_world_fixture, stopped_cleanly
 from tests.support.poll import wait_for
+from tests.support.process import alertd
 
 KEYS = ("key-e2e", "secret-e2e")
 BTC, ETH = "BTC/USDT:USDT", "ETH/USDT:USDT"
@@ -124,3 +126,70 @@ def test_a_closed_position_is_no_read_of_the_gst(world: dict[str, Any]) -> None:
     assert titles.count(TITLE) == 1, titles
     resolved = [t for t in titles if t.startswith("RESOLVED")]
     assert len(resolved) == 1 and "fee rates" not in resolved[0], titles
+
+
+def test_a_restart_keeps_the_warning_through_the_bootstrap(world: dict[str, Any]) -> None:
+    """The warning fired, the daemon stops and starts again: the firing warning is loaded
+    from the state file while the account bootstraps (nothing read yet, no fatal error), and
+    stays: it resolved "fee rates complete again" then, with nothing read, and fired again
+    once the bootstrap read the gap: a false all-clear and a second page (review of idx13).
+    The bootstrap is held at its wallet read for three sweeps (the once-a-second evaluation
+    of every account, bootstrapping ones too)."""
+    fake, http, daemon, base = world["fake"], world["http"], world["daemon"], world["base"]
+    _config(world)
+    started(daemon)
+    wait_for(lambda: TITLE in http.titles(), what="fee-gap warning")
+    stopped_cleanly(daemon)
+    fake.hold_rest("/v5/account/wallet-balance")
+    daemon.start()
+    wait_for(lambda: fake.held_answers() == 1, 60, what="the restart's bootstrap held")
+    time.sleep(3)  # three sweeps while it bootstraps
+    assert http.titles() == [TITLE], http.titles()
+    fake.release_rest()
+    wait_for(
+        lambda: (computed_account(base) or {}).get("fee_gap") is not None,
+        60,
+        what="bootstrapped, the gap read again",
+    )
+    stopped_cleanly(daemon)  # the outbox drained: whatever the evaluations sent is posted
+    assert http.titles() == [TITLE], http.titles()
+
+
+def _firing(world: dict[str, Any]) -> list[tuple[str, str]]:
+    """(rule, subject) of the firing alerts ``alertd status`` shows, the daemon stopped."""
+    shown = alertd("status", "-c", str(world["path"]), "--json", env=world["daemon"].env)
+    assert shown.returncode == 0, shown.stderr
+    return [(f["rule"], f["subject"]) for f in json.loads(shown.stdout)["firing"]]
+
+
+def test_an_account_removed_from_the_config_ends_its_alerts_at_the_next_start(
+    world: dict[str, Any],
+) -> None:
+    """The fee-gap warning fired for ``main``; the daemon stops and the config no longer
+    holds ``main`` (renamed ``renamed``, the same key). Its saved warning is no longer shown
+    by ``alertd status`` (the daemon stopped), and at the next start it ends, through the
+    normal delivery, saying why (it stayed firing in the state file for ever, and shown:
+    nothing evaluates an account the config lacks; review of idx13). The renamed account is
+    a new one: its own warning."""
+    http, daemon = world["http"], world["daemon"]
+    _config(world)
+    started(daemon)
+    wait_for(lambda: TITLE in http.titles(), what="fee-gap warning")
+    stopped_cleanly(daemon)
+    assert _firing(world) == [("fee-gap", "main")]
+    config = json.loads(world["path"].read_text())
+    (account,) = config["accounts"]
+    renamed = {**config, "accounts": [{**account, "name": "renamed"}]}
+    world["path"].write_text(json.dumps(renamed))
+    assert _firing(world) == []
+    started(daemon)
+    ended = "RESOLVED main: account removed from the config, no longer watched"
+    wait_for(lambda: ended in http.titles(), what="main's warning ended")
+    wait_for(lambda: len(http.posts) == 3, what="renamed's own warning")
+    stopped_cleanly(daemon)
+    titles = http.titles()
+    assert titles[:2] == [TITLE, ended], titles
+    assert titles[2] == TITLE.replace("main:", "renamed:"), titles
+    body = http.posts[1]["message"]
+    assert "fee-gap was firing for" in body and "(a fee rate unread)" in body, body
+    assert _firing(world) == [("fee-gap", "renamed")]

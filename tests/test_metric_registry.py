@@ -303,8 +303,12 @@ def test_the_fee_gap_warning_stays_while_stopped_and_resolves_saying_why_in_anot
     """What a user expects of the ``fee-gap`` warning when alertd stops reading the account
     (idx13, issue 11). Stopped (a fatal error): the rate is as unread as before and alertd
     will leave it out again once restarted, so the warning stays firing beside the
-    account-error (it resolved "fee rates complete again" though nothing was read), and a
-    read after the restart resolves it. In a mode alertd does not compute (portfolio
+    account-error (it resolved "fee rates complete again" though nothing was read), also
+    where the book still holds the account's figures (an evaluation after the fatal error:
+    review of idx13, finding 4); while the restart bootstraps (fatal None, not yet
+    bootstrapped: nothing read either) it stays (it resolved, then fired again once the
+    bootstrap read the gap: a second page; reviewer's probe_bootstrap_window_after_restart),
+    and a read after the restart resolves it. In a mode alertd does not compute (portfolio
     margin), the exchange's own ratio is shown, its fees in: the unread rate leaves nothing
     out of it, so it resolves, saying so, not "fee rates complete again"."""
     from alertd.config import Config
@@ -328,13 +332,20 @@ def test_the_fee_gap_warning_stays_while_stopped_and_resolves_saying_why_in_anot
             live = book.live("a")
         return engine.evaluate(observe("a", "bybit", live, feed, {rule.series}), at)
 
+    # what the daemon's feed_status gives an account it does not watch: no fee gap shown
     stopped = replace(FEED, fatal="AuthenticationError: bybit 10003 invalid key")
+    booting = replace(FEED, exchange_name="Bybit", watched=False)
     engine = AlertEngine([rule])
     assert [n.kind for n in step(engine, taxed, 1.0, True)] == [Kind.FIRING]
     assert step(engine, stopped, 2.0, False) == []  # stopped: still firing
+    assert step(engine, stopped, 3.0, True) == []  # the book's figures as last read
+    assert step(engine, booting, 4.0, False) == []  # restarted, bootstrapping
+    assert (
+        step(engine, replace(booting, not_live="retrying after RequestTimeout"), 5.0, False) == []
+    )
     assert [s.phase.value for s in engine.states_of("a")] == ["firing"]
-    assert step(engine, taxed, 3.0, True) == []  # restarted, still unread: not sent again
-    assert [n.kind for n in step(engine, FEED, 4.0, True)] == [Kind.RESOLVED]  # read
+    assert step(engine, taxed, 6.0, True) == []  # bootstrapped, still unread: not sent again
+    assert [n.kind for n in step(engine, FEED, 7.0, True)] == [Kind.RESOLVED]  # read
 
     portfolio = replace(
         FEED,

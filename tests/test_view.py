@@ -494,3 +494,27 @@ def test_the_fee_gap_line_is_kept_while_nothing_moves_and_follows_the_marks(
     moved = shown()
     assert moved == expected() != first
     service.store.close()
+
+
+def test_offline_status_shows_only_the_configured_accounts_alerts(tmp_path: Path) -> None:
+    """``alertd status`` with the daemon stopped lists the firing alerts of the configured
+    accounts only: one removed from the config kept its saved warning firing there for ever
+    (nothing evaluates it; the daemon ends it at its next start). Review of idx13,
+    probe_removed_account_keeps_fee_gap_firing."""
+    from decimal import Decimal
+
+    from alertd.config import load_config
+    from alertd.daemon.store import Store
+    from alertd.rules.lifecycle import AlertState, Phase
+    from alertd.rules.model import Subject
+    from alertd.views.status import status_from_store
+    from tests.support.configs import WALLET_ACCOUNT, write_config
+
+    config = load_config(write_config(tmp_path, [WALLET_ACCOUNT]))
+    store = Store(config.state_path)
+    for name in ("gone", "hl"):
+        state = AlertState("fee-gap", Subject(name, "bybit"), Phase.FIRING, 1.0, Decimal(1))
+        store.commit_evaluation([state], [name], [], 1.0)
+    store.close()
+    shown = status_from_store(config, now=100.0)["firing"]
+    assert [(f["rule"], f["subject"]) for f in shown] == [("fee-gap", "hl")]

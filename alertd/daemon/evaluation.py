@@ -8,7 +8,7 @@ state, the clocks, and writes to the store.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -262,9 +262,10 @@ class Alerting:
         self.book = book  # kept current by the feeds' changes; the figures rules read
         self._wall = wall_clock
         self.rules = build_rules(config)
+        saved = store.load_states()
         self.engine = AlertEngine(
             self.rules,
-            states=store.load_states(),
+            states=saved,
             silences=store.silences(),
             quiet_hours=quiet_hours(config),
         )
@@ -294,6 +295,21 @@ class Alerting:
         self.insurance_window_s = config.builtin_rules.insurance_fund_window
         self.hold_s = config.builtin_rules.incomplete_data_for
         self._use_rules()
+        self._end_removed(config, {s.subject.account for s in saved})
+
+    def _end_removed(self, config: Config, saved: Collection[str]) -> None:
+        """At a start: the alerts saved for accounts no longer in the config end, told
+        through the normal delivery (a user paged by one sees it end; nothing would
+        evaluate them again, and ``alertd status`` listed them as firing for ever: review of
+        idx13). ``saved``: the accounts with states loaded; their rows in the store go too
+        (those of rules no longer configured, which the engine dropped, with them)."""
+        configured = {a.name for a in config.accounts}
+        wall = self._wall()
+        notes = self.engine.resolve_removed(configured, wall)
+        for account in sorted(set(saved) - configured):
+            mine = [n for n in notes if n.subject.account == account]
+            log.info("account %s removed from the config: its %d alerts ended", account, len(mine))
+            self._commit(account, mine, wall)
 
     def _use_rules(self) -> None:
         self.target = ratio_target(self.rules)
@@ -432,6 +448,7 @@ class Alerting:
             kept_positions=self._kept_positions(feed, now, stands_in),
             # its bootstrap retrying, or then its private stream's first opening
             not_live=state.start_retrying(),
+            watched=watched,
         )
 
     def counting_down(self) -> frozenset[str]:

@@ -50,6 +50,7 @@ class Resolution(enum.Enum):
     CLEARED = "cleared"  # back on the safe side of its clear threshold
     NO_VALUE = "no value"  # the metric has no figure any more (no liquidation price, say)
     GONE = "no longer observed"  # its subject went away: a closed position
+    REMOVED = "account removed from the config"  # seen at a start: no longer watched
 
 
 @dataclass
@@ -285,6 +286,17 @@ class AlertEngine:
             gone = Observation(state.subject, {})
             self._resolve(rule, state, gone, now, out, Resolution.GONE)
         self._release_held(now, out, scope, observations)
+        return out
+
+    def resolve_removed(self, configured: Collection[str], now: float) -> list[Notification]:
+        """End the alerts of the accounts not in ``configured`` (removed from the config: seen
+        at a start, nothing will evaluate them again), each with
+        :attr:`Resolution.REMOVED`; a firing one that notified tells its end."""
+        out: list[Notification] = []
+        for account in [a for a in self._by_account if a not in configured]:
+            for state in list(self._by_account[account].values()):
+                gone = Observation(state.subject, {})
+                self._resolve(self.rules[state.rule], state, gone, now, out, Resolution.REMOVED)
         return out
 
     def _observe(

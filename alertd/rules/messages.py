@@ -402,6 +402,17 @@ def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
     threshold = fmt_metric(metric, rule.condition.threshold)
     metrics = n.context.metrics
 
+    if n.reason is Resolution.REMOVED:
+        # not a resolution a figure told (a user's message or a resolved title would say
+        # "fee rates read", "back below"): the alert ends unwatched, and says so
+        entry = lookup(metric, rule.scope)
+        was = entry.headline(value) if entry is not None else f"{metric.replace('_', ' ')} {value}"
+        return Message(
+            f"{head} {who}: {Resolution.REMOVED.value}, no longer watched",
+            f"{rule.name} was firing for {fmt.duration(n.at - n.since)} ({was}); "
+            "alertd stopped watching the account, so it cannot tell whether that still holds",
+        )
+
     if rule.message:
         text = rule.message.format_map(_fields(n, value, threshold))
         title, _, rest = text.partition("\n")

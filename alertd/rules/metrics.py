@@ -152,13 +152,18 @@ class Metric:
     # an account ratio for which the exchange's own stands in while alertd has no figures
     # of its own for the account (a mode it does not compute, incomplete data)
     exchange_stands_in: bool = False
-    # a value the feed reads, not known once it stopped (a fatal error): its alerts stay as
-    # they are, where its 0 would resolve them as if a read had told it
-    unknown_when_stopped: bool = False
+    # a value the feed reads, unknown while the account is not watched (bootstrapping, or
+    # stopped by a fatal error: :attr:`FeedStatus.watched`), with or without figures: its
+    # alerts stay as they are, where its 0 would resolve them as if a read had told it
+    unknown_unwatched: bool = False
+
+    def known(self, feed: FeedStatus) -> bool:
+        """Whether the feed's status gives it a value at all (see :attr:`unknown_unwatched`)."""
+        return (feed.watched and feed.fatal is None) or not self.unknown_unwatched
 
     def observable(self, feed: FeedStatus) -> bool:
         """Whether it has a value while alertd has no figures of its own for the account."""
-        if self.unknown_when_stopped and feed.fatal is not None:
+        if not self.known(feed):
             return False
         stands_in = self.exchange_stands_in and feed.exchange_ratio_stands_in
         return self.needs is Needs.FEED or stands_in
@@ -1076,8 +1081,10 @@ METRICS: tuple[Metric, ...] = (
         title="a fee rate unread",
         resolved_title="fee rates read: maintenance margin complete",
         # a stopped account's rate is as unread as before: kept firing beside its
-        # account-error, resolved by the read after its restart (idx13)
-        unknown_when_stopped=True,
+        # account-error, resolved by the read after its restart (idx13); unknown too while
+        # the account bootstraps, at every start (a warning loaded from the store resolved
+        # "fee rates read" with nothing read, then fired again: review of idx13)
+        unknown_unwatched=True,
     ),
     *_predictive_metrics(A),
     *_GUARD_ACCOUNT_METRICS,
@@ -1366,7 +1373,8 @@ def observe(
         observed = [Observation(subject, values, Context(fatal=feed.fatal, feed=feed))]
         return observed + _reported(account, exchange, feed, position_metrics)
     figures = Figures(feed, live)
-    values = {m.name: m.extract(figures) for m in account_metrics}
+    # figures while not watched: the book's, as last read (an evaluation after a fatal error)
+    values = {m.name: m.extract(figures) for m in account_metrics if m.known(feed)}
     for key, m, horizon, window in account_series:
         values[key] = m.extract(Figures(feed, live, -1, dynamics, horizon, window))
     out = [Observation(subject, values, Context(fatal=feed.fatal, live=live, feed=feed))]

@@ -303,10 +303,13 @@ def view_from_store(config: Config, now: float) -> DaemonView:
             )
         # the daemon's rules are the config's plus the built-in ones: the same list here
         rules = {rule.name: rule for rule in build_rules(config)}
+        # the configured accounts' only, as the daemon: it ends those of an account removed
+        # from the config at its next start (Alerting), and until then nothing watches them
+        configured = {a.name for a in config.accounts}
         firing = tuple(
             FiringAlert.of(s, rules.get(s.rule))
             for s in store.load_states()
-            if s.phase.value == "firing"
+            if s.phase.value == "firing" and s.subject.account in configured
         )
         undelivered = tuple(Undelivered.of(row) for row in store.pending())
     finally:
