@@ -111,6 +111,35 @@ def test_sender_fires_refreshes_and_resolves(
 
 
 @needs_alertmanager
+def test_an_account_removed_from_one_instance_lapses_there_and_stays_firing_from_another(
+    alertmanager: LocalAlertmanager, http_receiver: HttpReceiver
+) -> None:
+    """Sharding by config, an account moved from one instance to another: the first, started
+    without it, ends its alert with "account removed from the config" (reason ``removed``).
+    To Alertmanager that is no resolution: the first stops re-sending it (it lapses at its
+    ``endsAt`` unless watched elsewhere), and the instance that watches the account now keeps
+    it firing, no "resolved" webhook. A resolution for any other reason ends it."""
+    url = Secret(alertmanager.url)
+    moved_from, moved_to = AlertmanagerSender(), AlertmanagerSender()
+    assert asyncio.run(moved_from.send(url, firing())).ok
+    assert asyncio.run(moved_to.send(url, firing())).ok
+    wait_for(lambda: webhooks(http_receiver, "firing"), what="firing webhook", timeout_s=30)
+    removed = firing("resolved")
+    removed = Outgoing(removed.title, removed.body, removed.severity,
+                       {**removed.payload, "reason": "removed"})  # fmt: skip
+    assert asyncio.run(moved_from.send(url, removed)).ok
+    assert moved_from.active[url.reveal()] == {}  # not re-sent by the first any more
+    assert [a["labels"]["alertname"] for a in alertmanager.alerts()] == ["ratio-warning"]
+    assert asyncio.run(moved_to.refresh(url)).ok
+    assert [a["labels"]["alertname"] for a in alertmanager.alerts()] == ["ratio-warning"]
+    cleared = firing("resolved")
+    cleared = Outgoing(cleared.title, cleared.body, cleared.severity,
+                       {**cleared.payload, "reason": "cleared"})  # fmt: skip
+    assert asyncio.run(moved_to.send(url, cleared)).ok
+    wait_for(lambda: alertmanager.alerts() == [], what="the alert ended", timeout_s=30)
+
+
+@needs_alertmanager
 def test_refused_alerts_and_an_unreachable_alertmanager_are_failures(
     alertmanager: LocalAlertmanager,
 ) -> None:

@@ -803,4 +803,7 @@ def notification_json(n: Notification, message: Message) -> Mapping[str, Any]:
         "since": n.since,
         "title": message.title,
         "body": message.body,
+        # why it resolved ("cleared", "removed", ...): a receiver shared by several instances
+        # lets an alert of an account this instance no longer watches lapse, not end
+        "reason": None if n.reason is None else n.reason.name.lower(),
     }

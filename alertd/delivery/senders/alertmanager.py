@@ -16,6 +16,8 @@ What is sent, per message (the outbox row's payload):
   re-send intervals (as Prometheus does: Alertmanager resolves an alert that stops being
   re-sent, after that), or the end it gives itself (an IP ban's: ``ends_at``); for a resolved
   one, when it resolved. An IP ban is kept firing as a rule alert is, and its end resolves it.
+  An alert of an account removed from the config is not resolved but no longer re-sent: it
+  lapses at its ``endsAt`` unless an instance now watching the account keeps it firing.
   Other system messages (an exchange's margin call, the digest, the test message) have no
   resolution: each is sent valid for four intervals and then expires.
 
@@ -51,6 +53,8 @@ VALID_FOR_RESENDS = 4  # an alert not re-sent for this many intervals is resolve
 # the kinds re-sent until resolved: a rule's alert, and an IP ban (SystemKind.IP_BANNED)
 FIRING_KINDS = frozenset({"firing", "repeat", "ip_banned"})
 RESOLVED = "resolved"
+# a resolution's reason (the payload's ``reason``) for an account removed from the config
+NO_LONGER_WATCHED = "removed"
 # the end of an IP ban as alertd before session 11 wrote it to the outbox: severity info, not
 # the ban's labels; a restart seeding from that history reads it as the ban's resolution
 LEGACY_BAN_OVER = "ip_ban_over"
@@ -144,6 +148,13 @@ class AlertmanagerSender:
         kept, firing = alert_of(message)
         now = self._clock()
         kind = message.payload.get("kind")
+        if kind == RESOLVED and message.payload.get("reason") == NO_LONGER_WATCHED:
+            # this instance no longer watches the account (removed from its config): it stops
+            # re-sending the alert, which Alertmanager ends by itself at its ``endsAt`` unless
+            # another instance that watches the account now (sharding by config, an account
+            # moved) keeps it firing; a resolution sent here would end that one's alert
+            self.active.get(key, {}).pop(fingerprint(kept), None)
+            return SendResult(True)
         if kind == RESOLVED:
             alert = {**kept, "endsAt": iso(float(message.payload.get("at") or now))}
         else:
