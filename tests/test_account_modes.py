@@ -1161,6 +1161,97 @@ def test_binance_portfolio_coin_m_partial_close_push_gives_the_coin_s_new_wallet
     run(body())
 
 
+def test_binance_portfolio_coin_m_reduce_pushed_at_another_mark_than_the_read_s() -> None:
+    """The hedge (:func:`hedged_600_short`, wallet 0) read at 50,000, a reduce to 500 and its
+    own read at 50,000; then both marks at 55,000 and a second reduce, to 300, filled at
+    55,000 and pushed (``a.P`` the size left, ``a.B`` the wallet with the PnL it realized),
+    its read held by the reconcile interval. Binance's equity is the 300 left and the wallet
+    at 55,000; the read's, the 500 and the wallet as read at 50,000. Before, both sides of the
+    moved equity were the pushed size and wallet (the read's at 50,000 too): the PnL the fill
+    realized between 50,000 and 55,000 was in neither, alertd's equity 3,800 USD above
+    Binance's (review12 finding 1, probe A). Now the ratio is Binance's next uniMMR to 1e-7."""
+
+    def push(fake: FakeBinanceUSDM, size: str) -> None:
+        row = {"s": "BTCUSD_PERP", "pa": size, "ep": "60000", "cr": "0", "up": "0",
+               "mt": "cross", "iw": "0", "ps": "BOTH"}  # fmt: skip
+        fake.push_cm_position_update(KEY, row)
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = hedged_600_short(fake, "0")
+            async with streaming(feed):
+                feed.reconcile_interval_s = 60.0  # the second reduce's read waits for it
+                state = feed.state
+                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                await fake.wait_for_subscription("btcusdt@markPrice@1s", 10)
+                await fake.wait_for_user_stream(KEY, 10)
+                await both_marks_at(fake, state, "50000", "50000")
+                await feed.reconcile()
+                await asyncio.sleep(1.5)  # past the start's settle resync
+                fake.reduce_cm_position(KEY, "BTCUSD_PERP", "-500")
+                push(fake, "-500")
+                await eventually(
+                    lambda: [p.contracts for p in state.listed_as_read] == [500],
+                    timeout_s=10,
+                    what="the first reduce's read",
+                )
+                await both_marks_at(fake, state, "55000", "55000")
+                moved_as_binance_s_next(fake, state, "at 55,000")
+                fake.reduce_cm_position(KEY, "BTCUSD_PERP", "-300")  # realized at 55,000
+                push(fake, "-300")
+                await eventually(
+                    lambda: [p.contracts for p in state.listed_positions] == [300], what="push"
+                )
+                assert [p.contracts for p in state.listed_as_read] == [500]  # no read since
+                moved_as_binance_s_next(fake, state, "after the reduce at 55,000")
+                account = fake.portfolio_account(KEY)
+                theirs = D(account["uniMMR"]) * D(account["accountMaintMargin"])
+                ours = state.exchange_equity()
+                assert ours is not None and abs(ours - theirs) < D("0.01"), (ours, theirs)
+
+    run(body(), timeout_s=60)
+
+
+@pytest.mark.parametrize("reason", ["WITHDRAW", "ASSET_TRANSFER", "FUNDING_FEE"])
+def test_binance_portfolio_coin_m_wallet_push_counts_at_the_live_mark(reason: str) -> None:
+    """The hedge (:func:`hedged_600_short`, a COIN-M wallet of 10 BTC) read at 60,000, both
+    marks then at 50,000; 9 BTC leave the COIN-M wallet and Binance pushes its ``cw`` alone
+    (ACCOUNT_UPDATE fs CM, ``a.m`` ``reason``, ``a.B`` the wallet, no ``a.P``): a fill that
+    realizes nothing, so no read follows until the reconcile. Before, the new wallet stood on
+    both sides of the moved equity (the read's at 60,000 too): the 9 BTC's 540,000 USD as
+    read stayed in alertd's equity (580,000 USD against Binance's 67,000; ratio 0.08% where
+    Binance's is 0.69%: review12 finding 1, probe A2). Now the ratio is Binance's next uniMMR
+    to 1e-7."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = hedged_600_short(fake, "10")
+            async with streaming(feed):
+                feed.reconcile_interval_s = 60.0
+                state = feed.state
+                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                await fake.wait_for_subscription("btcusdt@markPrice@1s", 10)
+                await fake.wait_for_user_stream(KEY, 10)
+                await both_marks_at(fake, state, "60000", "60000")
+                await feed.reconcile()  # read at 60,000: wallet 10 BTC
+                await both_marks_at(fake, state, "50000", "50000")
+                moved_as_binance_s_next(fake, state, "at 50,000")
+                fake.set_cm_coin(KEY, "BTC", "1", "0.95")  # 9 BTC leave the COIN-M wallet
+                fake.push_cm_balance_update(KEY, "BTC", reason)
+                await eventually(
+                    lambda: [p.coin_wallet for p in state.listed_positions] == [1],
+                    what="the pushed wallet",
+                )
+                assert [p.coin_wallet for p in state.listed_as_read] == [10]  # no read since
+                moved_as_binance_s_next(fake, state, f"after the {reason} push")
+                account = fake.portfolio_account(KEY)
+                theirs = D(account["uniMMR"]) * D(account["accountMaintMargin"])
+                ours = state.exchange_equity()
+                assert ours is not None and abs(ours - theirs) < D("0.01"), (ours, theirs)
+
+    run(body(), timeout_s=60)
+
+
 # BTCUSD_PERP's brackets scripted on the local Binance (GET /papi/v1/cm/leverageBracket's
 # fields): 0.5 BTC of notional at 0.4%, to 1 BTC at 5%, above at 10%; each ``cum`` the
 # recursion's (0.5 x (0.05 - 0.004) = 0.023; 0.023 + 1 x (0.1 - 0.05) = 0.073), so that a

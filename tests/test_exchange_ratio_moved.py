@@ -18,6 +18,7 @@ from alertd.engine.reported import (
     collateral_value,
     counted_change,
     exchange_ratio_position,
+    moved_equity,
     moved_ratio,
 )
 from alertd.exchanges import binance
@@ -136,6 +137,31 @@ def test_a_coin_m_gain_counts_at_most_at_binance_s_collateral_rate() -> None:
     rises = {um: D(60600), cm: D(60600)}
     lost = moved_ratio(D("1.05") * 480 / 2000, D(2000), [], then, rises, [leg])
     assert lost == D("1.05") * 480 / (2000 - 600)  # the short loses 60,000 x 1% USD
+
+
+def test_coin_legs_pushed_since_the_read_count_at_the_live_marks_the_read_s_at_its() -> None:
+    """The COIN-M short of 60,000 USD at 60,000 and a wallet of 0.1 BTC read at 60,000 (BTC's
+    rate 0.95, illustrative); since the read a push halved the short, filled at 50,000 (its
+    PnL, 0.1 BTC, realized into the wallet: 0.2), the marks now at 50,000. The read's coin
+    equity is the read's wallet and legs at 60,000 (6,000 USD), the pushed ones' at 50,000
+    (0.2 x 50,000 + the 30,000 left's 5,000 = 15,000): the change counts 9,000 x 0.95 (review12
+    finding 1: the pushed legs and wallet at both marks gave 3,000 x 0.95). The closed half's
+    requirement leaves the figure; a coin whose legs all closed since stays as read."""
+    cm, then, now = "BTC/USD:BTC", {"BTC/USD:BTC": D(60000)}, {"BTC/USD:BTC": D(50000)}
+    rate = D("0.95")
+
+    def leg(quantity: int, requirement: int) -> CoinLeg:
+        return CoinLeg(cm, D(quantity), D(60000), D(requirement), rate, rate, "BTC")
+
+    read, pushed = [leg(-60000, 240)], [leg(-30000, 120)]
+    as_read = {"BTC": D("0.1")}
+    wallet = {"BTC": D("0.2")}
+    equity = moved_equity(D(2000), [], then, now, pushed, wallet, read, as_read)
+    assert equity == 2000 + 9000 * rate
+    ratio = moved_ratio(D("0.3"), D(2000), [], then, now, pushed, wallet, read, as_read)
+    assert ratio == (D(600) - 240 + 120) / (2000 + 9000 * rate)
+    closed = moved_equity(D(2000), [], then, now, [], {}, read, as_read)
+    assert closed == 2000  # its mark no longer followed
 
 
 def test_the_account_state_moves_cross_positions_and_keeps_an_unknown_market_as_read() -> None:

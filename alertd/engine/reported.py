@@ -163,49 +163,58 @@ def counted_change(
     return positive * (low if positive > 0 else high) + negative
 
 
-def _coin_pnl(
-    legs: Sequence[CoinLeg],
-    then: Mapping[str, Decimal],
-    now: Mapping[str, Decimal],
-    wallets: Mapping[str, Decimal],
-) -> Decimal | None:
-    """The USD change from the marks ``then`` to ``now`` of the coins' equity as uniMMR counts
-    it (:func:`counted_change`): per coin, its ``wallets`` amount (in the coin, as read: the
-    COIN-M wallet) at its first leg's mark and its legs' PnL (never one coin's gain netted
-    against another's loss); None: a mark or entry missing."""
+def _coin_equities(
+    legs: Sequence[CoinLeg], marks: Mapping[str, Decimal], wallets: Mapping[str, Decimal]
+) -> dict[str, tuple[Decimal, CoinLeg]] | None:
+    """Each coin's equity in USD at ``marks`` as ``legs`` and ``wallets`` hold it: its
+    ``wallets`` amount (in the coin: the COIN-M wallet, with the coin's other wallets where
+    read) at its first leg's mark (a leg read with the account's before one opened since) and
+    its legs' PnL, with the leg whose rates count it; None: a mark or entry missing."""
     coins: dict[str, list[CoinLeg]] = {}
     for leg in legs:
         coins.setdefault(leg.coin or leg.symbol, []).append(leg)
-    pnl = ZERO
+    out = {}
     for coin, held in coins.items():
-        marks = [(then.get(leg.symbol), now.get(leg.symbol)) for leg in held]
-        for (before, after), leg in zip(marks, held, strict=True):
-            if leg.opened:  # not read: no mark of the read needed
-                before = after
-            if before is None or after is None or before <= 0 or after <= 0 or leg.entry <= 0:
-                return None
-        # the coin's mark: its first leg read with the account's (an opened one has none)
-        index = next((i for i, leg in enumerate(held) if not leg.opened), 0)
-        first = held[index]
-        wallet = wallets.get(coin, ZERO) if first.coin else ZERO
-        first_then, first_now = marks[index]
-        if first.opened:
-            first_then = first_now
-        assert first_then is not None and first_now is not None  # checked above
-        equity_then = wallet * first_then
-        equity_now = wallet * first_now
-        for (before, after), leg in zip(marks, held, strict=True):
-            assert after is not None
-            if not leg.opened:
-                assert before is not None
-                equity_then += leg.pnl_usd(before)
-            equity_now += leg.pnl_usd(after)
+        prices = [marks.get(leg.symbol) for leg in held]
+        if any(m is None or m <= 0 for m in prices) or any(leg.entry <= 0 for leg in held):
+            return None
+        first = next((leg for leg in held if not leg.opened), held[0])
+        mark = marks[first.symbol]
+        equity = (wallets.get(coin, ZERO) if first.coin else ZERO) * mark
+        for leg in held:
+            equity += leg.pnl_usd(marks[leg.symbol])
+        out[coin] = (equity, first)
+    return out
+
+
+def _coin_pnl(
+    read: Sequence[CoinLeg],
+    legs: Sequence[CoinLeg],
+    then: Mapping[str, Decimal],
+    now: Mapping[str, Decimal],
+    read_wallets: Mapping[str, Decimal],
+    wallets: Mapping[str, Decimal],
+) -> Decimal | None:
+    """The USD change of the coins' equity as uniMMR counts it (:func:`counted_change`), per
+    coin (never one coin's gain netted against another's loss): from the legs and wallets as
+    ``read`` at the marks ``then`` to the ``legs`` and ``wallets`` held now (a push's size,
+    entry and wallet: what a fill realized or a transfer moved) at the marks ``now``. A coin
+    read that no leg holds now (its last position closed since) stays as read: its mark is no
+    longer followed. None: a mark or entry missing."""
+    before = _coin_equities([leg for leg in read if not leg.opened], then, read_wallets)
+    after = _coin_equities(legs, now, wallets)
+    if before is None or after is None:
+        return None
+    pnl = ZERO
+    for coin, (equity, rated) in after.items():
+        # opened since the read (none of it read): from nothing
+        equity_then = before[coin][0] if coin in before else ZERO
         pnl += counted_change(
             equity_then,
-            equity_now,
-            first.collateral_rate,
-            first.collateral_rate_high,
-            first.collateral_tiers,
+            equity,
+            rated.collateral_rate,
+            rated.collateral_rate_high,
+            rated.collateral_tiers,
         )
     return pnl
 
@@ -217,18 +226,24 @@ def _moved_all(
     then: Mapping[str, Decimal],
     now: Mapping[str, Decimal],
     wallets: Mapping[str, Decimal],
+    read_legs: Sequence[CoinLeg] | None,
+    read_wallets: Mapping[str, Decimal] | None,
 ) -> tuple[Decimal, Decimal] | None:
-    """The requirement and the PnL at ``now`` of what was read at ``then``: the coin legs'
-    USD requirement at their marks now (:meth:`CoinLeg.requirement_at`), the rest scaled with
-    the linear exposures' notional; None when a mark is missing or nothing is held."""
-    coin_pnl = _coin_pnl(coin_legs, then, now, wallets)
+    """The requirement and the PnL at ``now`` of what was read at ``then``: the coin legs as
+    read less their USD requirement as read, those held now at their marks now
+    (:meth:`CoinLeg.requirement_at`), the rest scaled with the linear exposures' notional;
+    None when a mark is missing or nothing is held."""
+    read = coin_legs if read_legs is None else read_legs
+    coin_pnl = _coin_pnl(
+        read, coin_legs, then, now, wallets if read_wallets is None else read_wallets, wallets
+    )
     if coin_pnl is None:
         return None
-    fixed = sum((leg.requirement or ZERO for leg in coin_legs), ZERO)
+    fixed = sum((leg.requirement or ZERO for leg in read if not leg.opened), ZERO)
     # _coin_pnl checked every leg's mark now
     legs_now = sum((leg.requirement_at(now[leg.symbol]) for leg in coin_legs), ZERO)
     if not exposures:
-        return (requirement - fixed + legs_now, coin_pnl) if coin_legs else None
+        return (requirement - fixed + legs_now, coin_pnl) if coin_legs or read else None
     moved = _moved(exposures, then, now)
     if moved is None:
         return None
@@ -245,15 +260,28 @@ def moved_ratio(
     now: Mapping[str, Decimal],
     coin_legs: Sequence[CoinLeg] = (),
     coin_wallets: Mapping[str, Decimal] | None = None,
+    read_legs: Sequence[CoinLeg] | None = None,
+    read_wallets: Mapping[str, Decimal] | None = None,
 ) -> Decimal | None:
     """The exchange's ratio (requirement over ``margin_balance``) read at the marks ``then``,
-    at the marks ``now``: the requirement scaled with the notional (the ``coin_legs``' share
-    of it as read, in USD), the balance moved by the PnL (theirs in USD at their marks). None
+    at the marks ``now``: the requirement scaled with the notional (the coin legs' share of
+    it as read, in USD), the balance moved by the PnL (theirs in USD at their marks). The
+    coin legs and wallets held now are ``coin_legs`` and ``coin_wallets``, those the read
+    holds ``read_legs`` and ``read_wallets`` (None: the same: nothing pushed since). None
     when a mark is missing on either side, or nothing is held (nothing moves it: the figure
     stands as read)."""
     if margin_balance <= 0:
         return None
-    moved = _moved_all(ratio * margin_balance, exposures, coin_legs, then, now, coin_wallets or {})
+    moved = _moved_all(
+        ratio * margin_balance,
+        exposures,
+        coin_legs,
+        then,
+        now,
+        coin_wallets or {},
+        read_legs,
+        read_wallets,
+    )
     if moved is None:
         return None
     requirement, pnl = moved
@@ -267,10 +295,14 @@ def moved_equity(
     now: Mapping[str, Decimal],
     coin_legs: Sequence[CoinLeg] = (),
     coin_wallets: Mapping[str, Decimal] | None = None,
+    read_legs: Sequence[CoinLeg] | None = None,
+    read_wallets: Mapping[str, Decimal] | None = None,
 ) -> Decimal | None:
     """The exchange's ``margin_balance`` read at the marks ``then``, at the marks ``now`` (moved
     by the PnL, as :func:`moved_ratio` moves it); None where it cannot be moved."""
-    moved = _moved_all(ZERO, exposures, coin_legs, then, now, coin_wallets or {})
+    moved = _moved_all(
+        ZERO, exposures, coin_legs, then, now, coin_wallets or {}, read_legs, read_wallets
+    )
     return None if moved is None else margin_balance + moved[1]
 
 

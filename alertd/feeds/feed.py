@@ -622,7 +622,7 @@ class AccountFeed:
         self.state.reported_positions = reported
         self.state.set_wallet_balance(wallet, now)
         self.state.reported_account = account_figures
-        self.state.listed_positions = listed
+        self.state.listed_positions = self.state.listed_as_read = listed
         self.state.pool_wallets = {asset: pool_wallet for asset, (pool_wallet, _) in pools.items()}
         self.state.reported_pools = {asset: figures for asset, (_, figures) in pools.items()}
         self.state.fee_rates = fee_rates

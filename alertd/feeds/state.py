@@ -299,6 +299,9 @@ class AccountState:
     # positions the exchange reports beside those alertd holds, with its own figures as the
     # last snapshot read them (a portfolio margin account's COIN-M positions)
     listed_positions: tuple[ExchangeRatioPosition, ...] = ()
+    # those positions as the last snapshot read them, before any push since (a fill's size,
+    # a wallet's transfer): what the exchange's figures read hold, at ``reported_marks``
+    listed_as_read: tuple[ExchangeRatioPosition, ...] = ()
     # their protective stops as read with them: re-figured at their live marks
     listed_stops: tuple[StopOrder, ...] = ()
     # the marks alertd held when reported_account was read: the exchange's ratio moves from them
@@ -624,8 +627,8 @@ class AccountState:
             exposures.append(Exposure(symbol, size, market.inverse))
         return exposures
 
-    def _coin_legs(self) -> list[CoinLeg]:
-        """The listed inverse positions that follow their marks, as they move the exchange's
+    def _coin_legs(self, listed: tuple[ExchangeRatioPosition, ...]) -> list[CoinLeg]:
+        """The ``listed`` inverse positions that follow their marks, as they move the exchange's
         USD figures (Binance portfolio margin's uniMMR: the COIN-M positions' PnL at the coin's
         mark; their maintenance margin read, in the coin, at the mark of the read, in the
         terms of the ratio's requirement: the ratio's requirement over the account's
@@ -634,7 +637,7 @@ class AccountState:
         ratio, balance, mm = read.margin_ratio, read.margin_balance, read.maintenance_margin
         terms = None if ratio is None or balance is None or not mm else ratio * balance / mm
         legs = []
-        for p in self.listed_positions:
+        for p in listed:
             if p.quantity is None or not p.inverse:
                 continue
             margin, mark = p.maintenance_margin, p.mark_price
@@ -662,15 +665,31 @@ class AccountState:
             )
         return legs
 
-    def _coin_wallets(self) -> dict[str, Decimal]:
-        """The coins' wallets as read with the listed inverse positions (Binance portfolio
-        margin's COIN-M wallets, with the coin's cross margin equity and UM wallet where read),
-        by coin: they move with the coin's mark (:func:`moved_ratio`)."""
+    @staticmethod
+    def _coin_wallets(listed: tuple[ExchangeRatioPosition, ...]) -> dict[str, Decimal]:
+        """The coins' wallets with the ``listed`` inverse positions (Binance portfolio margin's
+        COIN-M wallets, with the coin's cross margin equity and UM wallet where read), by coin:
+        they move with the coin's mark (:func:`moved_ratio`)."""
         return {
             p.coin: p.coin_wallet + (p.coin_other or Decimal(0))
-            for p in self.listed_positions
+            for p in listed
             if p.inverse and p.coin and p.coin_wallet is not None
         }
+
+    def _coin_moves(
+        self,
+    ) -> tuple[list[CoinLeg], dict[str, Decimal], list[CoinLeg], dict[str, Decimal]]:
+        """The coin legs and wallets :func:`moved_ratio` moves: those held now (pushed since
+        the read) at the live marks, those the snapshot read at its marks (review12: both
+        sides from the pushed ones left what a push moved, priced at the read's mark, out of
+        the exchange's equity)."""
+        listed, read = self.listed_positions, self.listed_as_read
+        return (
+            self._coin_legs(listed),
+            self._coin_wallets(listed),
+            self._coin_legs(read),
+            self._coin_wallets(read),
+        )
 
     def _followed(self, p: ExchangeRatioPosition) -> ExchangeRatioPosition:
         """A listed position at its live mark where it follows one (its size known, its
@@ -722,8 +741,7 @@ class AccountState:
                 exposures,
                 self.reported_marks,
                 self.marks,
-                self._coin_legs(),
-                self._coin_wallets(),
+                *self._coin_moves(),
             )
         )
         return (read.margin_ratio, False) if moved is None else (moved, True)
@@ -744,8 +762,7 @@ class AccountState:
                 exposures,
                 self.reported_marks,
                 self.marks,
-                self._coin_legs(),
-                self._coin_wallets(),
+                *self._coin_moves(),
             )
         )
         return read if moved is None else moved

@@ -1322,6 +1322,26 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         self._on_loop(self._push_user, account.api_key, event)
 
     @scripted
+    def push_cm_balance_update(self, api_key: str, coin: str, reason: str) -> None:
+        """A portfolio margin account's push of ``coin``'s COIN-M wallet alone (a transfer, a
+        withdrawal, a funding fee: "Event: Futures Balance and Position Update" with ``fs`` CM,
+        ``a.m`` the event reason type ``reason`` (WITHDRAW, ASSET_TRANSFER, FUNDING_FEE, ...),
+        ``a.B`` the coin's wallet now, ``a.P`` empty), as the Portfolio Margin user data
+        stream docs list it."""
+        account = self._account(api_key)
+        stamp = now_ms()
+        wallet = _f8(self._cm_coins(account).get(coin.upper(), (Decimal(0), Decimal(1)))[0])
+        balance = {"a": coin.upper(), "wb": wallet, "cw": wallet, "bc": "0"}
+        event = {
+            "e": "ACCOUNT_UPDATE",
+            "fs": "CM",
+            "E": stamp,
+            "T": stamp - 1,
+            "a": {"m": reason, "B": [balance], "P": []},
+        }
+        self._on_loop(self._push_user, account.api_key, event)
+
+    @scripted
     def reset_weight(self) -> None:
         self.used_weight = dict.fromkeys(REQUEST_WEIGHTS, 0)
         self.used_weight_by_ip = {}
