@@ -849,6 +849,43 @@ def test_binance_portfolio_balance_refused_keeps_the_coin_m_positions_listed(
     assert len(said) == 1, [r.getMessage() for r in said]
 
 
+def test_binance_portfolio_brackets_refused_keep_the_coin_m_positions_listed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """ "Query CM Notional and Leverage Brackets" (GET /papi/v1/cm/leverageBracket) refused
+    (Binance's -2015): the COIN-M positions are still listed and the account's limits do not
+    say them unlisted; with no brackets read before, none (each requirement as read), and
+    once read, refused again, the brackets as last read; logged when each failure begins, not
+    at every reconcile. Before, the refusal unlisted every COIN-M position until a read
+    succeeded (the moved ratio without their PnL and wallets)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = portfolio_with_coin_m_long(fake)
+            fake.fail_rest(401, 1, path_prefix="/papi/v1/cm/leverageBracket")
+            async with kept_open(feed):
+                state = feed.state
+                assert [(p.symbol, p.coin_brackets) for p in state.listed_positions] == [
+                    (COIN_M_BTC, None)
+                ]
+                assert "not listed" not in state.mode.limits
+                await feed.reconcile()
+                (read,) = [p.coin_brackets for p in state.listed_positions]
+                assert read is not None
+                fake.fail_rest(401, 2, path_prefix="/papi/v1/cm/leverageBracket")
+                await feed.reconcile()
+                await feed.reconcile()
+                assert [(p.symbol, p.coin_brackets) for p in state.listed_positions] == [
+                    (COIN_M_BTC, read)
+                ]
+                assert "not listed" not in state.mode.limits
+
+    with caplog.at_level(logging.WARNING):
+        run(body())
+    said = [r for r in caplog.records if "/papi/v1/cm/leverageBracket" in r.getMessage()]
+    assert len(said) == 2, [r.getMessage() for r in said]
+
+
 COIN_M_BTC_Q = "BTC/USD:BTC-261225"  # BTCUSD_261225, a quarterly, in ccxt's binancecoinm
 
 

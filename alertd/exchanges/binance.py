@@ -883,6 +883,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._balances_failing = False
         # every COIN-M market's brackets as last read (a position opened by a push uses them)
         self._coin_m_brackets: dict[str, TierTable] = {}
+        # the COIN-M brackets' read failed at the last read (said when it begins)
+        self._brackets_failing = False
         # the COIN-M markets a push named with no listed position (said once each)
         self._coin_m_unlisted_pushed: set[str] = set()
         # what the last snapshot weighed in the per-IP budget, by its mode (None: none yet)
@@ -1066,8 +1068,27 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         """The COIN-M markets' brackets (:func:`cm_brackets`), read with the COIN-M positions
         while one is held (weight 1 for every symbol), so that a position's requirement moves
         with its mark and its pushed size between reads, across its brackets; a malformed
-        symbol's are logged and left out (its requirement as read)."""
-        found, problems = cm_brackets(await exchange.papiGetCmLeverageBracket(), symbol_of)
+        symbol's are logged and left out (its requirement as read). Refused or malformed as a
+        whole (an exchange error, an answer that is not a list), the brackets as last read
+        (none before: each requirement as read), logged when it begins: the COIN-M positions
+        stay listed, as for "Account Balance" (:meth:`_coin_balances`)."""
+        import ccxt
+
+        from alertd.feeds.ccxt_exchange import describe
+
+        try:
+            found, problems = cm_brackets(await exchange.papiGetCmLeverageBracket(), symbol_of)
+        except (FrameError, ccxt.ExchangeError) as exc:
+            if not self._brackets_failing:
+                log.warning(
+                    "the COIN-M brackets (GET /papi/v1/cm/leverageBracket) cannot be read: "
+                    "the COIN-M requirements move with the brackets as last read, or stay as "
+                    "read (%s)",
+                    describe(exc),
+                )
+            self._brackets_failing = True
+            return self._coin_m_brackets
+        self._brackets_failing = False
         for problem in problems:
             log.warning("malformed COIN-M brackets, left out (requirement as read): %s", problem)
         self._coin_m_brackets = found  # a position pushed before the next read has its own
