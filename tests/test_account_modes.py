@@ -886,6 +886,44 @@ def test_binance_portfolio_brackets_refused_keep_the_coin_m_positions_listed(
     assert len(said) == 2, [r.getMessage() for r in said]
 
 
+def test_binance_portfolio_coin_m_brackets_in_dapi_spelling_are_read_and_malformed_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """BTCUSD_PERP's brackets with the lower edge spelt ``qtylFloor``, as the COIN-M docs
+    spell it (GET /dapi/v2/leverageBracket: "lower edge of base asset quantity"), are read;
+    ETHUSD_PERP's, malformed (no ``maintMarginRatio``), are left out and said once over three
+    reads, not at every reconcile. Before, a row without ``qtyFloor`` dropped its symbol's
+    brackets (the requirement then stayed as read) and each malformed symbol was logged at
+    every reconcile."""
+    dapi_spelling = [
+        {"bracket": 1, "initialLeverage": 125, "qtyCap": 50, "qtylFloor": 0,
+         "maintMarginRatio": 0.004, "cum": 0.0},
+        {"bracket": 2, "initialLeverage": 100, "qtyCap": 999999999, "qtylFloor": 50,
+         "maintMarginRatio": 0.005, "cum": 0.05},
+    ]  # fmt: skip
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = portfolio_with_coin_m_long(fake)
+            fake.set_cm_brackets("BTCUSD_PERP", dapi_spelling)
+            fake.set_cm_brackets("ETHUSD_PERP", [{"bracket": 1, "qtyCap": 5, "cum": 0}])
+            async with kept_open(feed):
+                state = feed.state
+                await feed.reconcile()
+                await feed.reconcile()
+                (table,) = [p.coin_brackets for p in state.listed_positions]
+                assert table is not None
+                assert (table.tier_for(D(60)).mmr, table.tier_for(D(60)).deduction) == (
+                    D("0.005"),
+                    D("0.05"),
+                )
+
+    with caplog.at_level(logging.WARNING):
+        run(body())
+    said = [r.getMessage() for r in caplog.records if "malformed COIN-M brackets" in r.getMessage()]
+    assert len(said) == 1 and "ETHUSD_PERP maintMarginRatio" in said[0], said
+
+
 COIN_M_BTC_Q = "BTC/USD:BTC-261225"  # BTCUSD_261225, a quarterly, in ccxt's binancecoinm
 
 

@@ -234,6 +234,30 @@ def test_coin_m_brackets_read_the_docs_example_and_move_a_coin_leg_s_requirement
     assert CoinLeg("X", D(1), D(1), D(7)).requirement_at(D(2)) == 7
 
 
+def test_coin_m_brackets_are_ordered_by_either_spelling_of_the_lower_edge_or_their_level() -> None:
+    """The COIN-M docs spell a bracket's lower edge ``qtylFloor`` ("Notional Bracket for
+    Symbol", GET /dapi/v2/leverageBracket; the /papi example ``qtyFloor``): BTCUSD_PERP's two
+    brackets, listed highest first, are read in order by it, or by ``bracket`` (their level)
+    where a row has no edge; with none of the three, the symbol is named and left out."""
+    rows = [
+        {"bracket": 2, "qtyCap": 10, "qtylFloor": 5, "maintMarginRatio": 0.005, "cum": 0.005},
+        {"bracket": 1, "qtyCap": 5, "qtylFloor": 0, "maintMarginRatio": 0.004, "cum": 0.0},
+    ]
+    levels = [{k: v for k, v in row.items() if k != "qtylFloor"} for row in rows]
+    for brackets in (rows, levels):
+        found, problems = binance.cm_brackets(
+            [{"symbol": "BTCUSD_PERP", "brackets": brackets}], str
+        )
+        assert problems == []
+        table = found["BTCUSD_PERP"]
+        assert (table.tier_for(D(4)).mmr, table.tier_for(D(7)).mmr) == (D("0.004"), D("0.005"))
+    bare = [{k: v for k, v in row.items() if k != "bracket"} for row in levels]
+    found, problems = binance.cm_brackets([{"symbol": "BTCUSD_PERP", "brackets": bare}], str)
+    assert found == {} and [p.split(":")[0] for p in problems] == [
+        "cm/leverageBracket BTCUSD_PERP qtyFloor"
+    ]
+
+
 def test_portfolio_margin_collateral_tiers_place_a_coin_s_equity_slice_by_slice() -> None:
     """ "Portfolio Margin Pro Tiered Collateral Rate", the docs' example: BNB at 100% of its
     value to 1,000 USD and 90% of the part from 1,000 (to 2,000, and past the last cap

@@ -241,8 +241,11 @@ def cm_brackets(
     ``qtyCap`` (the bracket's edges in the coin), ``maintMarginRatio`` and ``cum`` (in the
     coin): a position's maintenance margin in the coin is its notional in the coin times its
     bracket's rate less ``cum`` (Binance COIN-M FAQ "Leverage and Margin of COIN-Margined
-    Futures"). Also the problems: a malformed symbol's brackets are left out (its
-    requirement then stays as read), named."""
+    Futures"). The lower edge is spelt ``qtylFloor`` by the COIN-M docs ("Notional Bracket
+    for Symbol", GET /dapi/v2/leverageBracket, and the pair's v1: "lower edge of base asset
+    quantity") and ``qtyFloor`` by the /papi docs' example: either is read, and it only
+    orders the rows (:func:`_brackets_in_order`). Also the problems: a malformed symbol's
+    brackets are left out (its requirement then stays as read), named."""
     if not isinstance(answer, list):
         raise FrameError("cm/leverageBracket: expected a list of symbols")
     out: dict[str, TierTable] = {}
@@ -257,7 +260,7 @@ def cm_brackets(
         try:
             if not all(isinstance(row, dict) for row in rows):
                 raise FrameError(f"{where}: a bracket is not an object")
-            ordered = sorted(rows, key=lambda b: dec(b.get("qtyFloor"), f"{where} qtyFloor"))
+            ordered = _brackets_in_order(rows, where)
             last = len(ordered) - 1
             tiers = [
                 Tier(
@@ -273,6 +276,17 @@ def cm_brackets(
         except TierTableError as exc:
             problems.append(f"{where} brackets[{exc.index}] {exc.field}: {exc.reason}")
     return out, problems
+
+
+def _brackets_in_order(rows: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
+    """A COIN-M market's bracket rows, ascending: by their lower edge where every row has
+    one (``qtyFloor``, or ``qtylFloor`` as the /dapi docs spell it), else by their level
+    (``bracket``, 1 the lowest, in every docs' example); the caps are checked ascending by
+    :meth:`TierTable.build`."""
+    for field in ("qtyFloor", "qtylFloor", "bracket"):
+        if all(row.get(field) is not None for row in rows):
+            return sorted(rows, key=lambda b: dec(b[field], f"{where} {field}"))
+    raise FrameError(f"{where} qtyFloor: missing (nor qtylFloor, nor bracket)")
 
 
 def pm_collateral_tiers(answer: Any) -> tuple[dict[str, CollateralTiers], list[str]]:
@@ -885,6 +899,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._coin_m_brackets: dict[str, TierTable] = {}
         # the COIN-M brackets' read failed at the last read (said when it begins)
         self._brackets_failing = False
+        # the malformed COIN-M symbols' brackets at the last read (each said when it begins)
+        self._bracket_problems: set[str] = set()
         # the COIN-M markets a push named with no listed position (said once each)
         self._coin_m_unlisted_pushed: set[str] = set()
         # what the last snapshot weighed in the per-IP budget, by its mode (None: none yet)
@@ -1089,8 +1105,13 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             self._brackets_failing = True
             return self._coin_m_brackets
         self._brackets_failing = False
+        # each malformed symbol said once while it stays so, not at every reconcile
         for problem in problems:
-            log.warning("malformed COIN-M brackets, left out (requirement as read): %s", problem)
+            if problem not in self._bracket_problems:
+                log.warning(
+                    "malformed COIN-M brackets, left out (requirement as read): %s", problem
+                )
+        self._bracket_problems = set(problems)
         self._coin_m_brackets = found  # a position pushed before the next read has its own
         return found
 
