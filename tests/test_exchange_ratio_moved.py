@@ -258,6 +258,47 @@ def test_coin_m_brackets_are_ordered_by_either_spelling_of_the_lower_edge_or_the
     ]
 
 
+def _bnb_tiers(first: dict[str, str], second: dict[str, str]) -> list[dict[str, object]]:
+    """BNB's rows of the docs' example (:data:`COLLATERAL_RATE_EXAMPLE`), each tier updated
+    with ``first`` and ``second`` (a value None: the field left out)."""
+    rows = []
+    for tier, change in zip(
+        COLLATERAL_RATE_EXAMPLE[0]["collateralInfo"], (first, second), strict=True
+    ):
+        merged = tier | change
+        rows.append({k: v for k, v in merged.items() if v is not None})
+    return [{"asset": "BNB", "collateralInfo": rows}]
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "named"),
+    [
+        ({"tierFloor": None}, {}, "collateralInfo[0] tierFloor: missing"),
+        ({"tierCap": "abc"}, {}, "collateralInfo[0] tierCap: not a number"),
+        ({"tierCap": None}, {}, "collateralInfo[0] tierCap: missing"),
+        ({"tierCap": "0"}, {}, "collateralInfo[0] tierCap: 0 is not above its tierFloor"),
+        ({}, {"tierFloor": "500"}, "collateralInfo[1] tierFloor: 500 is not the previous cap"),
+        ({}, {"tierFloor": "1500"}, "collateralInfo[1] tierFloor: 1500 is not the previous cap"),
+        ({"tierFloor": "10"}, {}, "collateralInfo[0] tierFloor: 10 is the first tier's floor"),
+    ],
+)
+def test_malformed_collateral_tiers_are_named_and_left_out(
+    first: dict[str, str], second: dict[str, str], named: str
+) -> None:
+    """BNB's tiers of the docs' example with a floor missing, a cap missing, not a number or
+    not above its floor, an overlap, a gap, or a first floor that is not 0: the asset is left
+    out (its gains then count 0) and the row and field named. Before, a missing floor was read
+    as 0 and such a cap as none, and the overlapping tiers counted 1,500 USD of BNB as 2,350
+    or 1,950; ``collateral_value`` now never counts more than the value, whatever tiers it is
+    given."""
+    tiers, problems = binance.pm_collateral_tiers(_bnb_tiers(first, second))
+    assert tiers == {}
+    (problem,) = problems
+    assert problem.removeprefix("portfolio/collateralRate BNB ").startswith(named)
+    overlapping = ((D(0), D(1000), D(1)), (D(0), None, D("0.9")))
+    assert collateral_value(D(1500), overlapping) == 1500
+
+
 def test_portfolio_margin_collateral_tiers_place_a_coin_s_equity_slice_by_slice() -> None:
     """ "Portfolio Margin Pro Tiered Collateral Rate", the docs' example: BNB at 100% of its
     value to 1,000 USD and 90% of the part from 1,000 (to 2,000, and past the last cap
@@ -283,6 +324,6 @@ def test_portfolio_margin_collateral_rates_read_the_docs_example() -> None:
     rates, problems = binance.pm_collateral_rates([*COLLATERAL_RATE_EXAMPLE, *bad])
     assert set(rates) == {"BNB", "USDT"}
     assert [p.split(":")[0] for p in problems] == [
-        "portfolio/collateralRate BTC collateralRate",
+        "portfolio/collateralRate BTC collateralInfo[0] collateralRate",
         "portfolio/collateralRate",
     ]

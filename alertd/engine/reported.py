@@ -130,7 +130,8 @@ def collateral_value(usd: Decimal, tiers: CollateralTiers) -> Decimal:
     """A coin's equity of ``usd`` as uniMMR counts it with its tiered collateral rates: in
     full below zero (min(equity x rate, equity)); above, each tier's rate on the part of the
     value within the tier (Binance's "Portfolio Margin Pro Tiered Collateral Rate": tiers of
-    the asset's value, ``tierFloor`` to ``tierCap``, each with its ``collateralRate``)."""
+    the asset's value, ``tierFloor`` to ``tierCap``, each with its ``collateralRate``); never
+    more than the value itself (min(equity x rate, equity), whatever tiers it is given)."""
     if usd <= 0:
         return usd
     value = ZERO
@@ -138,7 +139,7 @@ def collateral_value(usd: Decimal, tiers: CollateralTiers) -> Decimal:
         top = usd if cap is None else min(usd, cap)
         if top > floor:
             value += (top - floor) * rate
-    return value
+    return min(value, usd)
 
 
 def counted_change(

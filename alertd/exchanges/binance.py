@@ -316,23 +316,46 @@ def pm_collateral_tiers(answer: Any) -> tuple[dict[str, CollateralTiers], list[s
             problems.append("portfolio/collateralRate: a row without an asset or its tiers")
             continue
         try:
-            found = []
-            for tier in tiers:
-                if not isinstance(tier, dict):
-                    raise FrameError(f"{where}: a tier is not an object")
-                rate = dec(tier.get("collateralRate"), f"{where} collateralRate")
-                if not 0 <= rate <= 1:
-                    raise FrameError(f"{where} collateralRate: {rate} is not within 0 and 1")
-                floor = dec(tier.get("tierFloor", "0"), f"{where} tierFloor")
-                cap = dec_or_none(tier.get("tierCap"))
-                found.append((floor, cap, rate))
+            out[asset] = _collateral_tiers(tiers, where)
         except FrameError as exc:
             problems.append(str(exc))
-            continue
-        found.sort(key=lambda t: t[0])
-        # past the last cap read, its rate goes on
-        out[asset] = (*found[:-1], (found[-1][0], None, found[-1][2]))
     return out, problems
+
+
+def _collateral_tiers(tiers: list[Any], where: str) -> CollateralTiers:
+    """One asset's ``collateralInfo`` rows as its tiers, ascending, or :class:`FrameError`
+    naming the row and field: each needs its ``tierFloor``, ``tierCap`` (but the last, whose
+    rate goes on past it) and ``collateralRate`` within 0 and 1; the tiers must cover the value
+    from 0 without a gap or an overlap (the first floor 0, each floor the previous cap, each
+    cap above its floor), as the docs' example does: a missing floor or an unreadable cap
+    read as 0 or none made tiers overlap, which counted the same dollars twice."""
+    found = []
+    for i, tier in enumerate(tiers):
+        if not isinstance(tier, dict):
+            raise FrameError(f"{where}: a tier is not an object")
+        row = f"{where} collateralInfo[{i}]"
+        rate = dec(tier.get("collateralRate"), f"{row} collateralRate")
+        if not 0 <= rate <= 1:
+            raise FrameError(f"{row} collateralRate: {rate} is not within 0 and 1")
+        floor = dec(tier.get("tierFloor"), f"{row} tierFloor")
+        cap = tier.get("tierCap")
+        found.append((floor, None if cap is None else dec(cap, f"{row} tierCap"), rate, row))
+    found.sort(key=lambda t: t[0])
+    out = []
+    edge = Decimal(0)
+    for i, (floor, cap, rate, row) in enumerate(found):
+        if floor != edge:
+            what = "the first tier's floor, not 0" if i == 0 else f"not the previous cap {edge}"
+            raise FrameError(f"{row} tierFloor: {floor} is {what}")
+        last = i == len(found) - 1
+        if not last and cap is None:
+            raise FrameError(f"{row} tierCap: missing")
+        if cap is not None and cap <= floor:
+            raise FrameError(f"{row} tierCap: {cap} is not above its tierFloor {floor}")
+        # past the last cap read, its rate goes on
+        out.append((floor, None if last else cap, rate))
+        edge = cap if cap is not None else edge
+    return tuple(out)
 
 
 def pm_collateral_rates(
