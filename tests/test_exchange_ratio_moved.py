@@ -295,22 +295,41 @@ def test_malformed_collateral_tiers_are_named_and_left_out(
     assert tiers == {}
     (problem,) = problems
     assert problem.removeprefix("portfolio/collateralRate BNB ").startswith(named)
-    overlapping = ((D(0), D(1000), D(1)), (D(0), None, D("0.9")))
+    overlapping = ((D(0), D(1000), D(1), None), (D(0), None, D("0.9"), None))
     assert collateral_value(D(1500), overlapping) == 1500
 
 
-def test_portfolio_margin_collateral_tiers_place_a_coin_s_equity_slice_by_slice() -> None:
+def test_portfolio_margin_collateral_tiers_count_the_lower_of_the_slices_and_cum() -> None:
     """ "Portfolio Margin Pro Tiered Collateral Rate", the docs' example: BNB at 100% of its
-    value to 1,000 USD and 90% of the part from 1,000 (to 2,000, and past the last cap
-    read): 1,500 USD of BNB counts 1,450, below zero in full; a change between two values
-    counts the difference of the two."""
+    value to 1,000 USD and 90% from 1,000 (to 2,000, and past the last cap read), each tier's
+    ``cum`` ("account equity quick addition number") 0. 1,500 USD of BNB counts 1,350, the
+    lower of ``value x rate + cum`` (1,350) and the slices (1,450); below zero in full; a
+    change between two values counts the difference of the two. Where ``cum`` is the slices'
+    sum below its tier (BTC's tiers of the local Binance) the two agree; with no ``cum`` the
+    slices count. Before, ``cum`` was not read and 1,500 USD of BNB counted 1,450: more than
+    the docs' own figure."""
     tiers, problems = binance.pm_collateral_tiers(COLLATERAL_RATE_EXAMPLE)
     assert problems == []
     bnb = tiers["BNB"]
-    assert collateral_value(D(1500), bnb) == 1450
-    assert collateral_value(D(2500), bnb) == 1000 + D("0.9") * 1500
+    assert collateral_value(D(1500), bnb) == 1350
+    assert collateral_value(D(1000), bnb) == 1000
+    assert collateral_value(D(2500), bnb) == D("0.9") * 2500
     assert collateral_value(D(-300), bnb) == -300
-    assert counted_change(D(900), D(1500), D("0.9"), D(1), bnb) == 1450 - 900
+    assert counted_change(D(900), D(1500), D("0.9"), D(1), bnb) == 1350 - 900
+    # 95% to 100,000 USD, 90% to 200,000, 80% above; cum 5,000 and 25,000: the slices below
+    btc_rows = [
+        {"tierFloor": floor, "tierCap": cap, "collateralRate": rate, "cum": cum}
+        for floor, cap, rate, cum in (
+            ("0", "100000", "0.95", "0"),
+            ("100000", "200000", "0.9", "5000"),
+            ("200000", "999999999", "0.8", "25000"),
+        )
+    ]
+    (btc,) = binance.pm_collateral_tiers([{"asset": "BTC", "collateralInfo": btc_rows}])[0].values()
+    for usd, slices in ((50_000, 47_500), (150_000, 140_000), (300_000, 265_000)):
+        assert collateral_value(D(usd), btc) == slices
+    no_cum = tuple((floor, cap, rate, None) for floor, cap, rate, _ in bnb)
+    assert collateral_value(D(1500), no_cum) == 1450
 
 
 def test_portfolio_margin_collateral_rates_read_the_docs_example() -> None:

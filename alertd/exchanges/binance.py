@@ -295,9 +295,10 @@ def pm_collateral_tiers(answer: Any) -> tuple[dict[str, CollateralTiers], list[s
     per-IP limit; developers.binance.com, Derivatives, Portfolio Margin Pro, market data; the
     ``/sapi/v1`` one is "Classic Portfolio Margin"'s, flat): rows of ``asset`` and
     ``collateralInfo``, the tiers of the asset's equity value (``tierFloor`` to ``tierCap``)
-    with their ``collateralRate`` (and ``cum``, "account equity quick addition number",
-    0 in the docs' example where a second tier's rate is lower: not read, the tiers' slices
-    are summed instead: :func:`~alertd.engine.reported.collateral_value`).
+    with their ``collateralRate`` and ``cum`` ("account equity quick addition number", 0 in
+    the docs' example where a second tier's rate is lower; where a row has none, None): the
+    value counts the lower of the tiers' slices and ``value x rate + cum``
+    (:func:`~alertd.engine.reported.collateral_value`).
 
     uniMMR counts an asset's equity as min(equity x index x collateralRate, equity x index)
     (Binance FAQ "What Is the Unified Account Maintenance Margin Ratio (uniMMR)"), each
@@ -339,11 +340,20 @@ def _collateral_tiers(tiers: list[Any], where: str) -> CollateralTiers:
             raise FrameError(f"{row} collateralRate: {rate} is not within 0 and 1")
         floor = dec(tier.get("tierFloor"), f"{row} tierFloor")
         cap = tier.get("tierCap")
-        found.append((floor, None if cap is None else dec(cap, f"{row} tierCap"), rate, row))
+        cum = tier.get("cum")
+        found.append(
+            (
+                floor,
+                None if cap is None else dec(cap, f"{row} tierCap"),
+                rate,
+                None if cum is None else dec(cum, f"{row} cum"),
+                row,
+            )
+        )
     found.sort(key=lambda t: t[0])
     out = []
     edge = Decimal(0)
-    for i, (floor, cap, rate, row) in enumerate(found):
+    for i, (floor, cap, rate, cum, row) in enumerate(found):
         if floor != edge:
             what = "the first tier's floor, not 0" if i == 0 else f"not the previous cap {edge}"
             raise FrameError(f"{row} tierFloor: {floor} is {what}")
@@ -353,7 +363,7 @@ def _collateral_tiers(tiers: list[Any], where: str) -> CollateralTiers:
         if cap is not None and cap <= floor:
             raise FrameError(f"{row} tierCap: {cap} is not above its tierFloor {floor}")
         # past the last cap read, its rate goes on
-        out.append((floor, None if last else cap, rate))
+        out.append((floor, None if last else cap, rate, cum))
         edge = cap if cap is not None else edge
     return tuple(out)
 
@@ -394,7 +404,7 @@ def pm_coin_balances(answer: Any) -> dict[str, Decimal]:
 
 def _bounds(tiers: CollateralTiers) -> tuple[Decimal, Decimal]:
     """The lowest and the highest rate of a coin's collateral tiers."""
-    return min(r for _, _, r in tiers), max(r for _, _, r in tiers)
+    return min(t[2] for t in tiers), max(t[2] for t in tiers)
 
 
 def cm_wallets(answer: Any) -> dict[str, Decimal]:
