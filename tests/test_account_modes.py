@@ -215,6 +215,19 @@ def test_binance_portfolio_account_is_binance_s_uni_mmr_over_its_liquidation_lev
         binance.portfolio_account([])
 
 
+def test_binance_portfolio_mode_limits_say_what_moves_with_the_marks() -> None:
+    """The portfolio margin mode's limits (status, snapshot, the mode's message) say what
+    moves between reads as the code moves it: the COIN-M positions' requirement across their
+    brackets and their coins' whole equity (cross margin less loans beside the COIN-M and UM
+    wallets) at the coin's collateral tiers; only the other coins and their loans stay as
+    read. Before, they said "loans and other coins stay as read" (review of pm13)."""
+    limits = binance.PORTFOLIO_MODE.limits
+    for said in ("brackets", "cross margin less loans", "collateral tiers"):
+        assert said in limits, said
+    assert "other coins and their loans stay as read" in limits
+    assert "loans and other coins" not in limits
+
+
 def test_binance_risk_level_change_push_is_a_margin_call_naming_uni_mmr() -> None:
     # developers.binance.com, Portfolio Margin user data streams, "Event: riskLevelChange":
     # the documented example

@@ -11,9 +11,13 @@ positions are left out: their PnL and requirement are their own margin's, not th
 Its limits, stated wherever the figure is shown ("moved with the marks since ..."): a tier
 crossed since the read, portfolio margin's cross-asset offsets and scenario requirements, and
 collateral coins' haircuts are not re-applied; collateral coins themselves are not moved
-(alertd sees their prices only in the modes it computes), but for Binance portfolio margin's
-COIN-M wallets, which move with their coin's COIN-M mark at the coin's collateral rate
-(:func:`counted_change`). The next read replaces the estimate.
+(alertd sees their prices only in the modes it computes). Binance portfolio margin's COIN-M
+positions are the exception: their PnL and requirement move with their COIN-M mark, the
+requirement across their brackets (:meth:`CoinLeg.requirement_at`), and their coins' whole
+equity (the COIN-M wallet, the cross margin account less its loans, the UM wallet) moves with
+the mark and counts at the coin's collateral tiers (:func:`counted_change`,
+:func:`collateral_value`); other coins and their loans stay as read. The next read replaces
+the estimate.
 A position whose market or mark alertd does not know leaves the figure as read: half a move is
 not given as a whole one.
 """

@@ -140,9 +140,10 @@ def portfolio_mode(coin_m_unlisted: str | None = None) -> ModeReading:
         f"{PORTFOLIO_LIQUIDATION_UNI_MMR} where Binance liquidates)",
         "Binance's portfolio margin requirement spans the USDⓈ-M and COIN-M futures and the "
         "cross margin account (loans, collateral rates), more than the USDⓈ-M positions alertd "
-        f"reads (the marks move the UM positions' share of it, and the COIN-M positions' "
-        f"PnL and COIN-M wallets at their coin's collateral rate; loans and other coins stay "
-        f"as read; {coin_m})",
+        "reads (the marks move the UM positions' share of it, the COIN-M positions' PnL and "
+        "requirement (their brackets), and their coins' whole equity (COIN-M wallet, cross "
+        "margin less loans, UM wallet) at the coin's collateral tiers; other coins and their "
+        f"loans stay as read; {coin_m})",
     )
 
 
