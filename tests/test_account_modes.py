@@ -215,6 +215,19 @@ def test_binance_portfolio_account_is_binance_s_uni_mmr_over_its_liquidation_lev
         binance.portfolio_account([])
 
 
+def test_binance_portfolio_mode_limits_say_what_moves_with_the_marks() -> None:
+    """The portfolio margin mode's limits (status, snapshot, the mode's message) say what
+    moves between reads as the code moves it: the COIN-M positions' requirement across their
+    brackets and their coins' whole equity (cross margin less loans beside the COIN-M and UM
+    wallets) at the coin's collateral tiers; only the other coins and their loans stay as
+    read. Before, they said "loans and other coins stay as read" (review of pm13)."""
+    limits = binance.PORTFOLIO_MODE.limits
+    for said in ("brackets", "cross margin less loans", "collateral tiers"):
+        assert said in limits, said
+    assert "other coins and their loans stay as read" in limits
+    assert "loans and other coins" not in limits
+
+
 def test_binance_risk_level_change_push_is_a_margin_call_naming_uni_mmr() -> None:
     # developers.binance.com, Portfolio Margin user data streams, "Event: riskLevelChange":
     # the documented example
@@ -847,6 +860,81 @@ def test_binance_portfolio_balance_refused_keeps_the_coin_m_positions_listed(
         run(body())
     said = [r for r in caplog.records if "/papi/v1/balance" in r.getMessage()]
     assert len(said) == 1, [r.getMessage() for r in said]
+
+
+def test_binance_portfolio_brackets_refused_keep_the_coin_m_positions_listed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """ "Query CM Notional and Leverage Brackets" (GET /papi/v1/cm/leverageBracket) refused
+    (Binance's -2015): the COIN-M positions are still listed and the account's limits do not
+    say them unlisted; with no brackets read before, none (each requirement as read), and
+    once read, refused again, the brackets as last read; logged when each failure begins, not
+    at every reconcile. Before, the refusal unlisted every COIN-M position until a read
+    succeeded (the moved ratio without their PnL and wallets)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = portfolio_with_coin_m_long(fake)
+            fake.fail_rest(401, 1, path_prefix="/papi/v1/cm/leverageBracket")
+            async with kept_open(feed):
+                state = feed.state
+                assert [(p.symbol, p.coin_brackets) for p in state.listed_positions] == [
+                    (COIN_M_BTC, None)
+                ]
+                assert "not listed" not in state.mode.limits
+                await feed.reconcile()
+                (read,) = [p.coin_brackets for p in state.listed_positions]
+                assert read is not None
+                fake.fail_rest(401, 2, path_prefix="/papi/v1/cm/leverageBracket")
+                await feed.reconcile()
+                await feed.reconcile()
+                assert [(p.symbol, p.coin_brackets) for p in state.listed_positions] == [
+                    (COIN_M_BTC, read)
+                ]
+                assert "not listed" not in state.mode.limits
+
+    with caplog.at_level(logging.WARNING):
+        run(body())
+    said = [r for r in caplog.records if "/papi/v1/cm/leverageBracket" in r.getMessage()]
+    assert len(said) == 2, [r.getMessage() for r in said]
+
+
+def test_binance_portfolio_coin_m_brackets_in_dapi_spelling_are_read_and_malformed_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """BTCUSD_PERP's brackets with the lower edge spelt ``qtylFloor``, as the COIN-M docs
+    spell it (GET /dapi/v2/leverageBracket: "lower edge of base asset quantity"), are read;
+    ETHUSD_PERP's, malformed (no ``maintMarginRatio``), are left out and said once over three
+    reads, not at every reconcile. Before, a row without ``qtyFloor`` dropped its symbol's
+    brackets (the requirement then stayed as read) and each malformed symbol was logged at
+    every reconcile."""
+    dapi_spelling = [
+        {"bracket": 1, "initialLeverage": 125, "qtyCap": 50, "qtylFloor": 0,
+         "maintMarginRatio": 0.004, "cum": 0.0},
+        {"bracket": 2, "initialLeverage": 100, "qtyCap": 999999999, "qtylFloor": 50,
+         "maintMarginRatio": 0.005, "cum": 0.05},
+    ]  # fmt: skip
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = portfolio_with_coin_m_long(fake)
+            fake.set_cm_brackets("BTCUSD_PERP", dapi_spelling)
+            fake.set_cm_brackets("ETHUSD_PERP", [{"bracket": 1, "qtyCap": 5, "cum": 0}])
+            async with kept_open(feed):
+                state = feed.state
+                await feed.reconcile()
+                await feed.reconcile()
+                (table,) = [p.coin_brackets for p in state.listed_positions]
+                assert table is not None
+                assert (table.tier_for(D(60)).mmr, table.tier_for(D(60)).deduction) == (
+                    D("0.005"),
+                    D("0.05"),
+                )
+
+    with caplog.at_level(logging.WARNING):
+        run(body())
+    said = [r.getMessage() for r in caplog.records if "malformed COIN-M brackets" in r.getMessage()]
+    assert len(said) == 1 and "ETHUSD_PERP maintMarginRatio" in said[0], said
 
 
 COIN_M_BTC_Q = "BTC/USD:BTC-261225"  # BTCUSD_261225, a quarterly, in ccxt's binancecoinm

@@ -260,18 +260,102 @@ def test_coin_m_brackets_read_the_docs_example_and_move_a_coin_leg_s_requirement
     assert CoinLeg("X", D(1), D(1), D(7)).requirement_at(D(2)) == 7
 
 
-def test_portfolio_margin_collateral_tiers_place_a_coin_s_equity_slice_by_slice() -> None:
+def test_coin_m_brackets_are_ordered_by_either_spelling_of_the_lower_edge_or_their_level() -> None:
+    """The COIN-M docs spell a bracket's lower edge ``qtylFloor`` ("Notional Bracket for
+    Symbol", GET /dapi/v2/leverageBracket; the /papi example ``qtyFloor``): BTCUSD_PERP's two
+    brackets, listed highest first, are read in order by it, or by ``bracket`` (their level)
+    where a row has no edge; with none of the three, the symbol is named and left out."""
+    rows = [
+        {"bracket": 2, "qtyCap": 10, "qtylFloor": 5, "maintMarginRatio": 0.005, "cum": 0.005},
+        {"bracket": 1, "qtyCap": 5, "qtylFloor": 0, "maintMarginRatio": 0.004, "cum": 0.0},
+    ]
+    levels = [{k: v for k, v in row.items() if k != "qtylFloor"} for row in rows]
+    for brackets in (rows, levels):
+        found, problems = binance.cm_brackets(
+            [{"symbol": "BTCUSD_PERP", "brackets": brackets}], str
+        )
+        assert problems == []
+        table = found["BTCUSD_PERP"]
+        assert (table.tier_for(D(4)).mmr, table.tier_for(D(7)).mmr) == (D("0.004"), D("0.005"))
+    bare = [{k: v for k, v in row.items() if k != "bracket"} for row in levels]
+    found, problems = binance.cm_brackets([{"symbol": "BTCUSD_PERP", "brackets": bare}], str)
+    assert found == {} and [p.split(":")[0] for p in problems] == [
+        "cm/leverageBracket BTCUSD_PERP qtyFloor"
+    ]
+
+
+def _bnb_tiers(first: dict[str, str], second: dict[str, str]) -> list[dict[str, object]]:
+    """BNB's rows of the docs' example (:data:`COLLATERAL_RATE_EXAMPLE`), each tier updated
+    with ``first`` and ``second`` (a value None: the field left out)."""
+    rows = []
+    for tier, change in zip(
+        COLLATERAL_RATE_EXAMPLE[0]["collateralInfo"], (first, second), strict=True
+    ):
+        merged = tier | change
+        rows.append({k: v for k, v in merged.items() if v is not None})
+    return [{"asset": "BNB", "collateralInfo": rows}]
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "named"),
+    [
+        ({"tierFloor": None}, {}, "collateralInfo[0] tierFloor: missing"),
+        ({"tierCap": "abc"}, {}, "collateralInfo[0] tierCap: not a number"),
+        ({"tierCap": None}, {}, "collateralInfo[0] tierCap: missing"),
+        ({"tierCap": "0"}, {}, "collateralInfo[0] tierCap: 0 is not above its tierFloor"),
+        ({}, {"tierFloor": "500"}, "collateralInfo[1] tierFloor: 500 is not the previous cap"),
+        ({}, {"tierFloor": "1500"}, "collateralInfo[1] tierFloor: 1500 is not the previous cap"),
+        ({"tierFloor": "10"}, {}, "collateralInfo[0] tierFloor: 10 is the first tier's floor"),
+    ],
+)
+def test_malformed_collateral_tiers_are_named_and_left_out(
+    first: dict[str, str], second: dict[str, str], named: str
+) -> None:
+    """BNB's tiers of the docs' example with a floor missing, a cap missing, not a number or
+    not above its floor, an overlap, a gap, or a first floor that is not 0: the asset is left
+    out (its gains then count 0) and the row and field named. Before, a missing floor was read
+    as 0 and such a cap as none, and the overlapping tiers counted 1,500 USD of BNB as 2,350
+    or 1,950; ``collateral_value`` now never counts more than the value, whatever tiers it is
+    given."""
+    tiers, problems = binance.pm_collateral_tiers(_bnb_tiers(first, second))
+    assert tiers == {}
+    (problem,) = problems
+    assert problem.removeprefix("portfolio/collateralRate BNB ").startswith(named)
+    overlapping = ((D(0), D(1000), D(1), None), (D(0), None, D("0.9"), None))
+    assert collateral_value(D(1500), overlapping) == 1500
+
+
+def test_portfolio_margin_collateral_tiers_count_the_lower_of_the_slices_and_cum() -> None:
     """ "Portfolio Margin Pro Tiered Collateral Rate", the docs' example: BNB at 100% of its
-    value to 1,000 USD and 90% of the part from 1,000 (to 2,000, and past the last cap
-    read): 1,500 USD of BNB counts 1,450, below zero in full; a change between two values
-    counts the difference of the two."""
+    value to 1,000 USD and 90% from 1,000 (to 2,000, and past the last cap read), each tier's
+    ``cum`` ("account equity quick addition number") 0. 1,500 USD of BNB counts 1,350, the
+    lower of ``value x rate + cum`` (1,350) and the slices (1,450); below zero in full; a
+    change between two values counts the difference of the two. Where ``cum`` is the slices'
+    sum below its tier (BTC's tiers of the local Binance) the two agree; with no ``cum`` the
+    slices count. Before, ``cum`` was not read and 1,500 USD of BNB counted 1,450: more than
+    the docs' own figure."""
     tiers, problems = binance.pm_collateral_tiers(COLLATERAL_RATE_EXAMPLE)
     assert problems == []
     bnb = tiers["BNB"]
-    assert collateral_value(D(1500), bnb) == 1450
-    assert collateral_value(D(2500), bnb) == 1000 + D("0.9") * 1500
+    assert collateral_value(D(1500), bnb) == 1350
+    assert collateral_value(D(1000), bnb) == 1000
+    assert collateral_value(D(2500), bnb) == D("0.9") * 2500
     assert collateral_value(D(-300), bnb) == -300
-    assert counted_change(D(900), D(1500), D("0.9"), D(1), bnb) == 1450 - 900
+    assert counted_change(D(900), D(1500), D("0.9"), D(1), bnb) == 1350 - 900
+    # 95% to 100,000 USD, 90% to 200,000, 80% above; cum 5,000 and 25,000: the slices below
+    btc_rows = [
+        {"tierFloor": floor, "tierCap": cap, "collateralRate": rate, "cum": cum}
+        for floor, cap, rate, cum in (
+            ("0", "100000", "0.95", "0"),
+            ("100000", "200000", "0.9", "5000"),
+            ("200000", "999999999", "0.8", "25000"),
+        )
+    ]
+    (btc,) = binance.pm_collateral_tiers([{"asset": "BTC", "collateralInfo": btc_rows}])[0].values()
+    for usd, slices in ((50_000, 47_500), (150_000, 140_000), (300_000, 265_000)):
+        assert collateral_value(D(usd), btc) == slices
+    no_cum = tuple((floor, cap, rate, None) for floor, cap, rate, _ in bnb)
+    assert collateral_value(D(1500), no_cum) == 1450
 
 
 def test_portfolio_margin_collateral_rates_read_the_docs_example() -> None:
@@ -285,6 +369,6 @@ def test_portfolio_margin_collateral_rates_read_the_docs_example() -> None:
     rates, problems = binance.pm_collateral_rates([*COLLATERAL_RATE_EXAMPLE, *bad])
     assert set(rates) == {"BNB", "USDT"}
     assert [p.split(":")[0] for p in problems] == [
-        "portfolio/collateralRate BTC collateralRate",
+        "portfolio/collateralRate BTC collateralInfo[0] collateralRate",
         "portfolio/collateralRate",
     ]

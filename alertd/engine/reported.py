@@ -11,9 +11,13 @@ positions are left out: their PnL and requirement are their own margin's, not th
 Its limits, stated wherever the figure is shown ("moved with the marks since ..."): a tier
 crossed since the read, portfolio margin's cross-asset offsets and scenario requirements, and
 collateral coins' haircuts are not re-applied; collateral coins themselves are not moved
-(alertd sees their prices only in the modes it computes), but for Binance portfolio margin's
-COIN-M wallets, which move with their coin's COIN-M mark at the coin's collateral rate
-(:func:`counted_change`). The next read replaces the estimate.
+(alertd sees their prices only in the modes it computes). Binance portfolio margin's COIN-M
+positions are the exception: their PnL and requirement move with their COIN-M mark, the
+requirement across their brackets (:meth:`CoinLeg.requirement_at`), and their coins' whole
+equity (the COIN-M wallet, the cross margin account less its loans, the UM wallet) moves with
+the mark and counts at the coin's collateral tiers (:func:`counted_change`,
+:func:`collateral_value`); other coins and their loans stay as read. The next read replaces
+the estimate.
 A position whose market or mark alertd does not know leaves the figure as read: half a move is
 not given as a whole one.
 """
@@ -121,24 +125,33 @@ class CoinLeg:
         return (notional * tier.mmr - tier.deduction) * mark * self.terms
 
 
-# a coin's collateral tiers: (floor, cap, rate) of its equity's USD value, ascending; the last
-# one's cap None (its rate past the last cap read)
-CollateralTiers = tuple[tuple[Decimal, Decimal | None, Decimal], ...]
+# a coin's collateral tiers: (floor, cap, rate, cum) of its equity's USD value, ascending;
+# the last one's cap None (its rate past the last cap read); cum None: not given
+CollateralTiers = tuple[tuple[Decimal, Decimal | None, Decimal, Decimal | None], ...]
 
 
 def collateral_value(usd: Decimal, tiers: CollateralTiers) -> Decimal:
     """A coin's equity of ``usd`` as uniMMR counts it with its tiered collateral rates: in
-    full below zero (min(equity x rate, equity)); above, each tier's rate on the part of the
-    value within the tier (Binance's "Portfolio Margin Pro Tiered Collateral Rate": tiers of
-    the asset's value, ``tierFloor`` to ``tierCap``, each with its ``collateralRate``)."""
+    full below zero (min(equity x rate, equity)); above, the lower of two readings of
+    Binance's "Portfolio Margin Pro Tiered Collateral Rate" (tiers of the asset's value,
+    ``tierFloor`` to ``tierCap``, each with its ``collateralRate`` and ``cum``, "account equity
+    quick addition number"): each tier's rate on the part of the value within the tier (the
+    slices), and ``value x rate + cum`` of the tier the value is in (the quick addition, as
+    ``cum`` is used in Binance's brackets). They agree where ``cum`` is the slices' sum below
+    the tier (``cum`` = the previous tier's + its cap x (its rate - this rate)); the docs'
+    example gives 0 where that would be 100, and which one Binance applies is not documented:
+    the lower is never more than Binance counts. Never more than the value itself."""
     if usd <= 0:
         return usd
     value = ZERO
-    for floor, cap, rate in tiers:
+    quick = usd
+    for floor, cap, rate, cum in tiers:
         top = usd if cap is None else min(usd, cap)
         if top > floor:
             value += (top - floor) * rate
-    return value
+            if cum is not None and top == usd:  # the tier the value is in
+                quick = usd * rate + cum
+    return min(value, quick, usd)
 
 
 def counted_change(

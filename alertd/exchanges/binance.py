@@ -140,9 +140,10 @@ def portfolio_mode(coin_m_unlisted: str | None = None) -> ModeReading:
         f"{PORTFOLIO_LIQUIDATION_UNI_MMR} where Binance liquidates)",
         "Binance's portfolio margin requirement spans the USDⓈ-M and COIN-M futures and the "
         "cross margin account (loans, collateral rates), more than the USDⓈ-M positions alertd "
-        f"reads (the marks move the UM positions' share of it, and the COIN-M positions' "
-        f"PnL and COIN-M wallets at their coin's collateral rate; loans and other coins stay "
-        f"as read; {coin_m})",
+        "reads (the marks move the UM positions' share of it, the COIN-M positions' PnL and "
+        "requirement (their brackets), and their coins' whole equity (COIN-M wallet, cross "
+        "margin less loans, UM wallet) at the coin's collateral tiers; other coins and their "
+        f"loans stay as read; {coin_m})",
     )
 
 
@@ -241,8 +242,11 @@ def cm_brackets(
     ``qtyCap`` (the bracket's edges in the coin), ``maintMarginRatio`` and ``cum`` (in the
     coin): a position's maintenance margin in the coin is its notional in the coin times its
     bracket's rate less ``cum`` (Binance COIN-M FAQ "Leverage and Margin of COIN-Margined
-    Futures"). Also the problems: a malformed symbol's brackets are left out (its
-    requirement then stays as read), named."""
+    Futures"). The lower edge is spelt ``qtylFloor`` by the COIN-M docs ("Notional Bracket
+    for Symbol", GET /dapi/v2/leverageBracket, and the pair's v1: "lower edge of base asset
+    quantity") and ``qtyFloor`` by the /papi docs' example: either is read, and it only
+    orders the rows (:func:`_brackets_in_order`). Also the problems: a malformed symbol's
+    brackets are left out (its requirement then stays as read), named."""
     if not isinstance(answer, list):
         raise FrameError("cm/leverageBracket: expected a list of symbols")
     out: dict[str, TierTable] = {}
@@ -257,7 +261,7 @@ def cm_brackets(
         try:
             if not all(isinstance(row, dict) for row in rows):
                 raise FrameError(f"{where}: a bracket is not an object")
-            ordered = sorted(rows, key=lambda b: dec(b.get("qtyFloor"), f"{where} qtyFloor"))
+            ordered = _brackets_in_order(rows, where)
             last = len(ordered) - 1
             tiers = [
                 Tier(
@@ -275,15 +279,27 @@ def cm_brackets(
     return out, problems
 
 
+def _brackets_in_order(rows: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
+    """A COIN-M market's bracket rows, ascending: by their lower edge where every row has
+    one (``qtyFloor``, or ``qtylFloor`` as the /dapi docs spell it), else by their level
+    (``bracket``, 1 the lowest, in every docs' example); the caps are checked ascending by
+    :meth:`TierTable.build`."""
+    for field in ("qtyFloor", "qtylFloor", "bracket"):
+        if all(row.get(field) is not None for row in rows):
+            return sorted(rows, key=lambda b: dec(b[field], f"{where} {field}"))
+    raise FrameError(f"{where} qtyFloor: missing (nor qtylFloor, nor bracket)")
+
+
 def pm_collateral_tiers(answer: Any) -> tuple[dict[str, CollateralTiers], list[str]]:
     """Each asset's collateral tiers from Binance's "Portfolio Margin Pro Tiered Collateral
     Rate" (``GET /sapi/v2/portfolio/collateralRate``, USER_DATA, weight 50 of the spot API's
     per-IP limit; developers.binance.com, Derivatives, Portfolio Margin Pro, market data; the
     ``/sapi/v1`` one is "Classic Portfolio Margin"'s, flat): rows of ``asset`` and
     ``collateralInfo``, the tiers of the asset's equity value (``tierFloor`` to ``tierCap``)
-    with their ``collateralRate`` (and ``cum``, "account equity quick addition number",
-    0 in the docs' example where a second tier's rate is lower: not read, the tiers' slices
-    are summed instead: :func:`~alertd.engine.reported.collateral_value`).
+    with their ``collateralRate`` and ``cum`` ("account equity quick addition number", 0 in
+    the docs' example where a second tier's rate is lower; where a row has none, None): the
+    value counts the lower of the tiers' slices and ``value x rate + cum``
+    (:func:`~alertd.engine.reported.collateral_value`).
 
     uniMMR counts an asset's equity as min(equity x index x collateralRate, equity x index)
     (Binance FAQ "What Is the Unified Account Maintenance Margin Ratio (uniMMR)"), each
@@ -302,23 +318,55 @@ def pm_collateral_tiers(answer: Any) -> tuple[dict[str, CollateralTiers], list[s
             problems.append("portfolio/collateralRate: a row without an asset or its tiers")
             continue
         try:
-            found = []
-            for tier in tiers:
-                if not isinstance(tier, dict):
-                    raise FrameError(f"{where}: a tier is not an object")
-                rate = dec(tier.get("collateralRate"), f"{where} collateralRate")
-                if not 0 <= rate <= 1:
-                    raise FrameError(f"{where} collateralRate: {rate} is not within 0 and 1")
-                floor = dec(tier.get("tierFloor", "0"), f"{where} tierFloor")
-                cap = dec_or_none(tier.get("tierCap"))
-                found.append((floor, cap, rate))
+            out[asset] = _collateral_tiers(tiers, where)
         except FrameError as exc:
             problems.append(str(exc))
-            continue
-        found.sort(key=lambda t: t[0])
-        # past the last cap read, its rate goes on
-        out[asset] = (*found[:-1], (found[-1][0], None, found[-1][2]))
     return out, problems
+
+
+def _collateral_tiers(tiers: list[Any], where: str) -> CollateralTiers:
+    """One asset's ``collateralInfo`` rows as its tiers, ascending, or :class:`FrameError`
+    naming the row and field: each needs its ``tierFloor``, ``tierCap`` (but the last, whose
+    rate goes on past it) and ``collateralRate`` within 0 and 1; the tiers must cover the value
+    from 0 without a gap or an overlap (the first floor 0, each floor the previous cap, each
+    cap above its floor), as the docs' example does: a missing floor or an unreadable cap
+    read as 0 or none made tiers overlap, which counted the same dollars twice."""
+    found = []
+    for i, tier in enumerate(tiers):
+        if not isinstance(tier, dict):
+            raise FrameError(f"{where}: a tier is not an object")
+        row = f"{where} collateralInfo[{i}]"
+        rate = dec(tier.get("collateralRate"), f"{row} collateralRate")
+        if not 0 <= rate <= 1:
+            raise FrameError(f"{row} collateralRate: {rate} is not within 0 and 1")
+        floor = dec(tier.get("tierFloor"), f"{row} tierFloor")
+        cap = tier.get("tierCap")
+        cum = tier.get("cum")
+        found.append(
+            (
+                floor,
+                None if cap is None else dec(cap, f"{row} tierCap"),
+                rate,
+                None if cum is None else dec(cum, f"{row} cum"),
+                row,
+            )
+        )
+    found.sort(key=lambda t: t[0])
+    out = []
+    edge = Decimal(0)
+    for i, (floor, cap, rate, cum, row) in enumerate(found):
+        if floor != edge:
+            what = "the first tier's floor, not 0" if i == 0 else f"not the previous cap {edge}"
+            raise FrameError(f"{row} tierFloor: {floor} is {what}")
+        last = i == len(found) - 1
+        if not last and cap is None:
+            raise FrameError(f"{row} tierCap: missing")
+        if cap is not None and cap <= floor:
+            raise FrameError(f"{row} tierCap: {cap} is not above its tierFloor {floor}")
+        # past the last cap read, its rate goes on
+        out.append((floor, None if last else cap, rate, cum))
+        edge = cap if cap is not None else edge
+    return tuple(out)
 
 
 def pm_collateral_rates(
@@ -357,7 +405,7 @@ def pm_coin_balances(answer: Any) -> dict[str, Decimal]:
 
 def _bounds(tiers: CollateralTiers) -> tuple[Decimal, Decimal]:
     """The lowest and the highest rate of a coin's collateral tiers."""
-    return min(r for _, _, r in tiers), max(r for _, _, r in tiers)
+    return min(t[2] for t in tiers), max(t[2] for t in tiers)
 
 
 def cm_wallets(answer: Any) -> dict[str, Decimal]:
@@ -883,6 +931,10 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._balances_failing = False
         # every COIN-M market's brackets as last read (a position opened by a push uses them)
         self._coin_m_brackets: dict[str, TierTable] = {}
+        # the COIN-M brackets' read failed at the last read (said when it begins)
+        self._brackets_failing = False
+        # the malformed COIN-M symbols' brackets at the last read (each said when it begins)
+        self._bracket_problems: set[str] = set()
         # the COIN-M markets a push named with no listed position (said once each)
         self._coin_m_unlisted_pushed: set[str] = set()
         # what the last snapshot weighed in the per-IP budget, by its mode (None: none yet)
@@ -1066,10 +1118,34 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         """The COIN-M markets' brackets (:func:`cm_brackets`), read with the COIN-M positions
         while one is held (weight 1 for every symbol), so that a position's requirement moves
         with its mark and its pushed size between reads, across its brackets; a malformed
-        symbol's are logged and left out (its requirement as read)."""
-        found, problems = cm_brackets(await exchange.papiGetCmLeverageBracket(), symbol_of)
+        symbol's are logged and left out (its requirement as read). Refused or malformed as a
+        whole (an exchange error, an answer that is not a list), the brackets as last read
+        (none before: each requirement as read), logged when it begins: the COIN-M positions
+        stay listed, as for "Account Balance" (:meth:`_coin_balances`)."""
+        import ccxt
+
+        from alertd.feeds.ccxt_exchange import describe
+
+        try:
+            found, problems = cm_brackets(await exchange.papiGetCmLeverageBracket(), symbol_of)
+        except (FrameError, ccxt.ExchangeError) as exc:
+            if not self._brackets_failing:
+                log.warning(
+                    "the COIN-M brackets (GET /papi/v1/cm/leverageBracket) cannot be read: "
+                    "the COIN-M requirements move with the brackets as last read, or stay as "
+                    "read (%s)",
+                    describe(exc),
+                )
+            self._brackets_failing = True
+            return self._coin_m_brackets
+        self._brackets_failing = False
+        # each malformed symbol said once while it stays so, not at every reconcile
         for problem in problems:
-            log.warning("malformed COIN-M brackets, left out (requirement as read): %s", problem)
+            if problem not in self._bracket_problems:
+                log.warning(
+                    "malformed COIN-M brackets, left out (requirement as read): %s", problem
+                )
+        self._bracket_problems = set(problems)
         self._coin_m_brackets = found  # a position pushed before the next read has its own
         return found
 
