@@ -372,12 +372,12 @@ def test_the_mix_is_warned_only_where_the_default_route_cannot_be_resolved() -> 
     assert "which alertd cannot resolve (fapi.binance.com: [Errno -2] Name or service" in line
 
 
-def loopback(name: str, **extra: Any) -> AccountConfig:
-    """A Binance account whose every URL names the loopback (nothing is sent)."""
+def loopback(name: str, host: str = "127.0.0.1", **extra: Any) -> AccountConfig:
+    """A Binance account whose every URL names ``host``, the loopback (nothing is sent)."""
     urls = {
-        "fapiPublic": "http://127.0.0.1:9/fapi/v1",
-        "fapiPrivate": "http://127.0.0.1:9/fapi/v1",
-        "ws": {"future": "ws://127.0.0.1:9/ws"},
+        "fapiPublic": f"http://{host}:9/fapi/v1",
+        "fapiPrivate": f"http://{host}:9/fapi/v1",
+        "ws": {"future": f"ws://{host}:9/ws"},
     }
     return offline(name, urls=urls, **extra)
 
@@ -425,13 +425,8 @@ def dual_stack(host: str, port: int) -> list[tuple[Any, ...]]:
 
 
 def on_dual_stack(name: str, **extra: Any) -> AccountConfig:
-    """A Binance account whose every URL names ``exchange.test`` (nothing is sent)."""
-    urls = {
-        "fapiPublic": "http://exchange.test:9/fapi/v1",
-        "fapiPrivate": "http://exchange.test:9/fapi/v1",
-        "ws": {"future": "ws://exchange.test:9/ws"},
-    }
-    return offline(name, urls=urls, **extra)
+    """A Binance account whose every URL names ``exchange.test`` (:func:`dual_stack`)."""
+    return loopback(name, "exchange.test", **extra)
 
 
 def test_a_dual_stack_host_s_route_is_read_for_each_family() -> None:
