@@ -21,7 +21,7 @@ from alertd.config import AccountConfig, Config, FeedSettings, config_warnings, 
 from alertd.feeds.ccxt_exchange import make_exchange
 from alertd.feeds.manager import FeedManager, by_host
 from alertd.feeds.options import FeedOptions
-from alertd.feeds.route import default_route_address, route_source_addresses
+from alertd.feeds.route import default_route_address, exchange_host, route_source_addresses
 from tests.fake_exchange.binance import FakeBinanceUSDM
 from tests.support.aio import background, run
 from tests.support.fakes import started
@@ -461,3 +461,15 @@ def test_a_dual_stack_host_s_route_is_read_for_each_family() -> None:
     assert line.startswith("accounts[1].source_address: 127.0.0.1, while 1 binanceusdm ")
     assert "which is ::1 or 127.0.0.1 (the host's address families route" in line
     assert "they share ::1's request budget, and 127.0.0.1 gets two" in line
+
+
+def test_the_route_is_read_for_the_host_the_feed_s_requests_go_to() -> None:
+    """Binance USDⓈ-M's feed reads fapi.binance.com (its user-data stream is fstream's); ccxt's
+    URLs name api.binance.com (sapi, spot) more often: the spec's ``api_url`` picks fapi
+    (before: api.binance.com, whose IPv6 records may not be fapi's). Elsewhere, and for an
+    account's own ``urls``, the host most named."""
+    assert exchange_host(offline("x")) == ("fapi.binance.com", 443)
+    assert exchange_host(offline("x", sandbox=True)) == ("testnet.binancefuture.com", 443)
+    assert exchange_host(loopback("x")) == ("127.0.0.1", 9)
+    bybit = AccountConfig(name="b", exchange="bybit", api_key_env="K", secret_env="S")
+    assert exchange_host(bybit) == ("api.bybit.com", 443)

@@ -24,6 +24,7 @@ from typing import Any
 import ccxt
 
 from alertd.config import AccountConfig
+from alertd.exchanges.registry import get_spec
 
 DEFAULT_PORTS = {"https": 443, "wss": 443, "http": 80, "ws": 80}
 
@@ -31,13 +32,18 @@ DEFAULT_PORTS = {"https": 443, "wss": 443, "http": 80, "ws": 80}
 def exchange_host(account: AccountConfig) -> tuple[str, int]:
     """The host (and port) most of the account's API URLs name: its own ``urls`` where it
     has them (a proxy, a local exchange in tests: where it connects), else ccxt's
-    ``urls['api']`` of its exchange (its sandbox's where ``sandbox``). One host stands for the
-    exchange's several (Binance's fapi, fstream, api): a machine's routes to one exchange's
+    ``urls['api']`` of its exchange (its sandbox's where ``sandbox``): the one its feed's REST
+    requests go to where the spec names it (``ExchangeSpec.api_url``: Binance USDⓈ-M's fapi,
+    not the spot and sapi hosts its other URLs name), else the most named. One host stands for
+    the exchange's several (Binance's fapi, fstream): a machine's routes to one exchange's
     hosts are alike but for policy routing. Raises ValueError where it names none."""
     exchange: Any = getattr(ccxt, account.exchange)({})
     if account.sandbox:
         exchange.set_sandbox_mode(True)
     urls = account.urls if _strings(account.urls) else exchange.urls["api"]
+    own = get_spec(account.exchange).api_url
+    if urls is exchange.urls["api"] and own is not None and _strings(urls.get(own)):
+        urls = urls[own]
     hosts: collections.Counter[tuple[str, int]] = collections.Counter()
     for url in _strings(urls):
         parts = urllib.parse.urlsplit(exchange.implode_hostname(url))
