@@ -847,9 +847,10 @@ class Config(_Model):
         raise InputError(f"no account named {short(name)}{hint}")
 
 
-# account -> (the address its connections leave from when it names none, or None; why not):
+# account -> (the addresses its connections may leave from when it names none, one per family
+# its exchange's host resolves to, () where none can be told; why not):
 # alertd.feeds.route.default_route_address, passed in (config reads no exchange's URLs)
-DefaultRoute = Callable[["AccountConfig"], tuple[str | None, str]]
+DefaultRoute = Callable[["AccountConfig"], tuple[tuple[str, ...], str]]
 
 
 def config_warnings(config: Config, default_route: DefaultRoute | None = None) -> list[str]:
@@ -888,7 +889,9 @@ def _default_route_warnings(config: Config, default_route: DefaultRoute | None) 
     be resolved: those without one leave from it, and where a named one is that very address
     (a key whitelisted for the VPS's only IP), one IP gets two per-IP budgets, together twice
     the exchange's limit: a ban (docs/scaling.md, "Several source addresses"). Resolved, the
-    feeds share one budget where it is named (FeedManager): nothing to warn of."""
+    feeds share one budget where it is named (FeedManager): nothing to warn of, unless the
+    host's families route from two named addresses (a dual-stack host: the connections leave
+    over either), which one budget cannot both be."""
     if config.feeds.source_addresses:
         return []
     out = []
@@ -897,21 +900,36 @@ def _default_route_warnings(config: Config, default_route: DefaultRoute | None) 
         mine = [(i, a) for i, a in enabled if a.exchange == exchange]
         bound = [(i, a.source_address) for i, a in mine if a.source_address is not None]
         unbound = [i for i, a in mine if a.source_address is None]
-        if bound and unbound:
-            why = "alertd was not asked to resolve it"
-            if default_route is not None:
-                route, why = default_route(config.accounts[unbound[0]])
-                if route is not None:
-                    continue
-            i, address = bound[0]
+        if not (bound and unbound):
+            continue
+        head = (
+            f"accounts[{bound[0][0]}].source_address: {bound[0][1]}, while {len(unbound)} "
+            f"{exchange} account(s) have none (accounts[{unbound[0]}] first) and "
+            "feeds.source_addresses is empty: those leave from the machine's default address"
+        )
+        advice = (
+            f"twice the exchange's limit (a ban): give every {exchange} account a "
+            "source_address, or list the addresses in feeds.source_addresses"
+        )
+        why = "alertd was not asked to resolve it"
+        routes: tuple[str, ...] = ()
+        if default_route is not None:
+            routes, why = default_route(config.accounts[unbound[0]])
+        if not routes:
             out.append(
-                f"accounts[{i}].source_address: {address}, while {len(unbound)} {exchange} "
-                f"account(s) have none (accounts[{unbound[0]}] first) and "
-                "feeds.source_addresses is empty: those leave from the machine's default "
-                f"address, which alertd cannot resolve ({why[:200]}), counted as another "
-                "IP; if it is one of the named addresses, that IP gets two request budgets, "
-                f"twice the exchange's limit (a ban): give every {exchange} account a "
-                "source_address, or list the addresses in feeds.source_addresses"
+                f"{head}, which alertd cannot resolve ({why[:200]}), counted as another IP; "
+                f"if it is one of the named addresses, that IP gets two request budgets, {advice}"
+            )
+            continue
+        named = [address for address in routes if address in {a for _, a in bound}]
+        if len(named) > 1:
+            # FeedManager shares the first's budget: connections over the other family leave
+            # from an address with a budget of its own as well
+            out.append(
+                f"{head}, which is {' or '.join(named)} (the host's address families route "
+                "from different addresses and alertd's connections try them all at once, the "
+                f"first to connect kept), each named by an account: they share {named[0]}'s "
+                f"request budget, and {', '.join(named[1:])} gets two, {advice}"
             )
     return out
 

@@ -9,6 +9,8 @@ handshake, and Linux routes all of 127.0.0.0/8 to the loopback interface: 127.0.
 from __future__ import annotations
 
 import asyncio
+import functools
+import socket
 import time
 from typing import Any
 
@@ -19,7 +21,7 @@ from alertd.config import AccountConfig, Config, FeedSettings, config_warnings, 
 from alertd.feeds.ccxt_exchange import make_exchange
 from alertd.feeds.manager import FeedManager, by_host
 from alertd.feeds.options import FeedOptions
-from alertd.feeds.route import default_route_address, route_source_address
+from alertd.feeds.route import default_route_address, exchange_host, route_source_addresses
 from tests.fake_exchange.binance import FakeBinanceUSDM
 from tests.support.aio import background, run
 from tests.support.fakes import started
@@ -345,10 +347,10 @@ def test_the_default_route_host_keeps_its_name_beside_bound_ones() -> None:
     ]
 
 
-def warnings_with(route: tuple[str | None, str], accounts: list[AccountConfig]) -> list[str]:
+def warnings_with(route: tuple[tuple[str, ...], str], accounts: list[AccountConfig]) -> list[str]:
     asked: list[str] = []
 
-    def default_route(account: AccountConfig) -> tuple[str | None, str]:
+    def default_route(account: AccountConfig) -> tuple[tuple[str, ...], str]:
         asked.append(account.name)
         return route
 
@@ -363,19 +365,19 @@ def test_the_mix_is_warned_only_where_the_default_route_cannot_be_resolved() -> 
     the accounts naming it share its one budget (or it is another IP): nothing to warn of;
     unresolved, the warning says why (issue 14, ws13)."""
     mixed = [offline("d0"), offline("p0", source_address="127.0.0.1")]
-    assert warnings_with(("127.0.0.1", ""), mixed) == []
-    assert warnings_with(("127.0.0.5", ""), mixed) == []
-    (line,) = warnings_with((None, "fapi.binance.com: [Errno -2] Name or service not known"), mixed)
+    assert warnings_with((("127.0.0.1",), ""), mixed) == []
+    assert warnings_with((("127.0.0.5",), ""), mixed) == []
+    (line,) = warnings_with(((), "fapi.binance.com: [Errno -2] Name or service not known"), mixed)
     assert line.startswith("accounts[1].source_address: 127.0.0.1, while 1 binanceusdm ")
     assert "which alertd cannot resolve (fapi.binance.com: [Errno -2] Name or service" in line
 
 
-def loopback(name: str, **extra: Any) -> AccountConfig:
-    """A Binance account whose every URL names the loopback (nothing is sent)."""
+def loopback(name: str, host: str = "127.0.0.1", **extra: Any) -> AccountConfig:
+    """A Binance account whose every URL names ``host``, the loopback (nothing is sent)."""
     urls = {
-        "fapiPublic": "http://127.0.0.1:9/fapi/v1",
-        "fapiPrivate": "http://127.0.0.1:9/fapi/v1",
-        "ws": {"future": "ws://127.0.0.1:9/ws"},
+        "fapiPublic": f"http://{host}:9/fapi/v1",
+        "fapiPrivate": f"http://{host}:9/fapi/v1",
+        "ws": {"future": f"ws://{host}:9/ws"},
     }
     return offline(name, urls=urls, **extra)
 
@@ -386,8 +388,8 @@ def test_the_default_route_s_accounts_and_those_naming_its_address_share_one_bud
     one per-IP budget, one pace, one ban (before: two, twice the exchange's limit; check and
     run only warned). Accounts naming another address are another IP. A ban saved under
     either name before the restart holds the one budget (issue 14, ws13)."""
-    assert route_source_address("127.0.0.1", 443) == ("127.0.0.1", "")
-    assert default_route_address(loopback("x")) == ("127.0.0.1", "")
+    assert route_source_addresses("127.0.0.1", 443) == (("127.0.0.1",), "")
+    assert default_route_address(loopback("x")) == (("127.0.0.1",), "")
 
     def budgets(accounts: list[AccountConfig]) -> tuple[FeedManager, list[list[str]]]:
         config = Config(version=1, accounts=accounts, feeds=QUIET)
@@ -407,3 +409,67 @@ def test_the_default_route_s_accounts_and_those_naming_its_address_share_one_bud
     # another address is another IP
     other = [loopback("d0"), loopback("p0", source_address="127.0.0.2")]
     assert sorted(budgets(other)[1]) == [["d0"], ["p0"]]
+
+
+def dual_stack(host: str, port: int) -> list[tuple[Any, ...]]:
+    """A resolver answering for ``exchange.test`` as for a dual-stack host: its AAAA record
+    first (RFC 6724 puts IPv6 ahead where the machine has it), then its A record; on this
+    machine ::1 and 127.0.0.1. Any other name: not known."""
+    if host != "exchange.test":
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    return [
+        (socket.AF_INET6, socket.SOCK_DGRAM, 17, "", ("::1", port, 0, 0)),
+        (socket.AF_INET6, socket.SOCK_DGRAM, 17, "", ("::1", port + 1, 0, 0)),
+        (socket.AF_INET, socket.SOCK_DGRAM, 17, "", ("127.0.0.1", port)),
+    ]
+
+
+def on_dual_stack(name: str, **extra: Any) -> AccountConfig:
+    """A Binance account whose every URL names ``exchange.test`` (:func:`dual_stack`)."""
+    return loopback(name, "exchange.test", **extra)
+
+
+def test_a_dual_stack_host_s_route_is_read_for_each_family() -> None:
+    """alertd's connector with no address dials every resolved address at once (AF_UNSPEC,
+    happy eyeballs with no delay) and keeps the first to connect: a host with an AAAA record
+    whose IPv6 path is slow or broken is reached over IPv4, from the IPv4 route's address.
+    The route is read for each family, so accounts naming that IPv4 address share the budget
+    of those naming none (before: read for the first address only, ::1, two budgets for
+    127.0.0.1 and no warning: review of ws13, family_probe.py)."""
+    resolve = functools.partial(default_route_address, resolve=dual_stack)
+    assert resolve(on_dual_stack("x")) == (("::1", "127.0.0.1"), "")
+
+    def budgets(accounts: list[AccountConfig]) -> list[str]:
+        config = Config(version=1, accounts=accounts, feeds=QUIET)
+        options = FeedOptions(exchange_factory=Built(), default_route=resolve)
+        manager = FeedManager(config, {}, options)
+        return sorted({f.shared.ip_budget.host for f in manager.feeds.values()})
+
+    mixed = [on_dual_stack("d0"), on_dual_stack("p0", source_address="127.0.0.1")]
+    assert budgets(mixed) == ["binanceusdm"]
+    assert budgets([on_dual_stack("d0"), on_dual_stack("p6", source_address="::1")]) == [
+        "binanceusdm"
+    ]
+    # neither family's route is named: another IP (whichever family connects), no warning
+    other = [on_dual_stack("d0"), on_dual_stack("p0", source_address="127.0.0.2")]
+    assert budgets(other) == ["binanceusdm", "binanceusdm from 127.0.0.2"]
+    assert config_warnings(Config(version=1, accounts=other, feeds=QUIET), resolve) == []
+    assert config_warnings(Config(version=1, accounts=mixed, feeds=QUIET), resolve) == []
+    # both families' routes named: one budget cannot be both, the second IP gets two: warned
+    both = [*mixed, on_dual_stack("p6", source_address="::1")]
+    (line,) = config_warnings(Config(version=1, accounts=both, feeds=QUIET), resolve)
+    assert line.startswith("accounts[1].source_address: 127.0.0.1, while 1 binanceusdm ")
+    assert "which is ::1 or 127.0.0.1 (the host's address families route" in line
+    assert "they share ::1's request budget, and 127.0.0.1 gets two" in line
+
+
+def test_the_route_is_read_for_the_host_the_feed_s_requests_go_to() -> None:
+    """Binance USDⓈ-M's feed reads fapi.binance.com (its user-data stream is fstream's); ccxt's
+    URLs name api.binance.com (sapi, spot) more often: the spec's ``api_url`` picks fapi
+    (before: api.binance.com, whose IPv6 records may not be fapi's). Elsewhere, and for an
+    account's own ``urls``, the host most named."""
+    assert exchange_host(offline("x")) == ("fapi.binance.com", 443)
+    assert exchange_host(offline("x", sandbox=True)) == ("testnet.binancefuture.com", 443)
+    assert exchange_host(loopback("x")) == ("127.0.0.1", 9)
+    bybit = AccountConfig(name="b", exchange="bybit", api_key_env="K", secret_env="S")
+    assert exchange_host(bybit) == ("api.bybit.com", 443)

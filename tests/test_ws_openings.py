@@ -722,6 +722,81 @@ def test_a_public_socket_takes_a_turn_at_its_dial_only() -> None:
     run(body(), timeout_s=60)
 
 
+def test_a_public_socket_sleeps_its_dial_backoff_before_its_turn() -> None:
+    """ccxt 4.5's ``WsClient.open`` sleeps the URL's dial backoff first (after a failed dial
+    up to 30 s, or the handshake's Retry-After): a hub socket dialled again sleeps it before
+    its turn, the host's other openings going on meanwhile, then dials in a turn with no
+    backoff left, its place held through the dial (before: the turn taken first, the place
+    held through the sleep, the account's opening waiting behind it, and past
+    ``held_at_most_s`` the real dial came outside any place: review of ws13,
+    backoff_probe.py). Dropped in its backoff, it never dials."""
+
+    async def body() -> None:
+        time = VirtualTime()
+        pacer = OpeningPacer(1, 0.1, time, time.sleep, held_at_most_s=1.0)
+        dials: list[tuple[float, float, bool]] = []
+
+        async def dial(session: object, backoff_delay: float = 0) -> None:
+            dials.append((time(), backoff_delay, bool(pacer._open)))
+
+        client: Any = SimpleNamespace(open=dial)
+        hub = asyncio.create_task(_paced_open(client, pacer)(None, 2.0))
+        await drain()
+        assert not pacer._open and client.alertd_turn_wait is hub  # sleeping, no place held
+        other = await asyncio.wait_for(pacer.turn(), 1)  # an account's opening: at once
+        assert other.turn_at == 0.0
+        other.ended()
+        await time.advance_to(2.0)
+        await asyncio.wait_for(hub, 1)
+        assert dials == [(2.0, 0, True)]  # in a turn of its own, nothing left to sleep
+        assert not pacer._open and pacer.turns == 2
+        # a socket dropped in its backoff (the hub's stale stream) never dials, holds nothing
+        dropped: Any = SimpleNamespace(open=dial)
+        waiting = asyncio.create_task(_paced_open(dropped, pacer)(None, 5.0))
+        await drain()
+        dropped.alertd_turn_wait.cancel()  # as drop_connection and the exchange's close do
+        await asyncio.gather(waiting, return_exceptions=True)
+        await time.advance_to(10.0)
+        await drain()
+        assert waiting.cancelled() and len(dials) == 1 and pacer.turns == 2
+
+    run(body(), timeout_s=60)
+
+
+def test_an_account_s_opening_sleeps_ccxt_s_dial_backoff_before_its_turn() -> None:
+    """An account's turn comes before its watch (ccxt signs the login after the wait), and
+    ccxt's watch sleeps the URL's dial backoff in ``WsClient.open``: a failed dial's backoff
+    (ccxt's ``ws_dial_backoff``, as its ``on_error`` leaves it) is slept first, the place
+    taken after it, so that ccxt's open has nothing left to sleep in the turn on the real
+    clock (before: the place held through it: review of ws13). Another connection's backoff
+    is not this one's."""
+
+    async def body() -> None:
+        fake = FAKES["okx"]()
+        async with started(fake):
+            time = VirtualTime()
+            manager, feed, _ = dropped_account_with_a_crowd(fake, time, 0)
+            pacer = feed.shared.ip_budget.openings
+            exchange = feed._exchange()
+            url = "wss://ws.okx.com:8443/ws/v5/private"
+            now_ms = exchange.milliseconds()
+            exchange.ws_dial_backoff = {
+                url: {"attempts": 3, "until": now_ms + 5_000},
+                url.replace("private", "business"): {"attempts": 9, "until": now_ms + 30_000},
+            }
+            turns = pacer.turns
+            private = asyncio.create_task(feed._opening_turn("private", 0))
+            await drain()
+            assert not private.done() and pacer.turns == turns and not pacer._open
+            await time.advance_to(5.0)
+            opening = await asyncio.wait_for(private, 1)
+            assert opening is not None and pacer.turns == turns + 1
+            opening.ended()
+            await stopped(manager, [])
+
+    run(body(), timeout_s=60)
+
+
 class _Sink:
     def __init__(self) -> None:
         self.closed: list[tuple[str, bool]] = []

@@ -1977,6 +1977,10 @@ USDM = ExchangeSpec(
         "watchOrderBookRate": "500",
     },
     inverse_spec="binancecoinm",
+    # the USDⓈ-M futures REST API, https://fapi.binance.com (USDⓈ-M futures docs, "General
+    # Info", General API Information), where its positions, balances and brackets are read;
+    # its user-data stream is fstream.binance.com's
+    api_url="fapiPrivate",
 )
 COINM = ExchangeSpec(
     profile=COINM_PROFILE,

@@ -204,6 +204,11 @@ class ExchangeSpec:
     # The spec whose profile models this exchange's coin-margined (inverse) markets, where a
     # separate ccxt id serves them (binanceusdm -> binancecoinm)
     inverse_spec: str | None = None
+    # The key in ccxt's ``urls['api']`` its feed's REST requests go to, whose host stands for
+    # the exchange's where the machine's route to it is read (alertd.feeds.route); None: the
+    # host most of its URLs name (one for all but Binance's, whose sapi and spot URLs
+    # outnumber the futures' own fapi)
+    api_url: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ccxt_options", MappingProxyType(dict(self.ccxt_options)))

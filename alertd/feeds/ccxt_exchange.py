@@ -409,8 +409,9 @@ def _guarded_class(exchange_id: str) -> type:
             return client
 
         async def close(self) -> Any:
-            """ccxt's close; a socket still waiting for its turn to dial (``_paced_open``)
-            gives its place on and never dials (ccxt's close knows no such wait)."""
+            """ccxt's close; a socket still waiting for its turn to dial, or its backoff
+            before it (``_paced_open``), gives its place on and never dials (ccxt's close
+            knows no such wait)."""
             for client in list((self.clients or {}).values()):
                 waiting: asyncio.Task[None] | None = getattr(client, "alertd_turn_wait", None)
                 if waiting is not None:
@@ -461,25 +462,46 @@ def _guarded_class(exchange_id: str) -> type:
 
 def _paced_open(client: Any, pacer: OpeningPacer) -> Callable[..., Awaitable[None]]:
     """ccxt's ``WsClient.open`` of a public socket (``client``'s), in a turn of the host's
-    pace taken first: the turn's opening ends when the dial does (``open`` returns once the
-    socket is open or its failure told), its place counted a window from then. The mark hubs'
-    turns go ahead of the accounts' queued ones (``first``): they carry every account's
-    marks. A client dropped while it waits for its turn (a stale stream's reconnect) gives its
-    place on and never dials (:func:`drop_connection`)."""
+    pace: the turn's opening ends when the dial does (``open`` returns once the socket is open
+    or its failure told), its place counted a window from then. The mark hubs' turns go ahead
+    of the accounts' queued ones (``first``): they carry every account's marks. A client
+    dropped while it waits for its turn (a stale stream's reconnect) gives its place on and
+    never dials (:func:`drop_connection`).
+
+    ccxt's dial backoff of the URL (``backoff_delay``: ccxt 4.5's ``ws_dial_delay``, after a
+    failed dial up to 30 s, or the failed handshake's Retry-After) is slept before the turn,
+    not in it (ccxt's ``open`` sleeps it first thing): held through it, the place kept the
+    host's other openings waiting, and past ``held_at_most_s`` it was counted ended while the
+    real dial came later, outside any place (review of ws13). The dial then has no backoff
+    left to sleep. A client dropped in its backoff never dials either."""
     dial = client.open
 
-    async def paced(*args: Any, **kwargs: Any) -> None:
+    async def paced(session: Any, backoff_delay: float = 0) -> None:
         client.alertd_turn_wait = asyncio.current_task()
         try:
+            if backoff_delay > 0:
+                await pacer.pause(backoff_delay)
             opening = await pacer.turn(first=True)
         finally:
             client.alertd_turn_wait = None
         try:
-            await dial(*args, **kwargs)
+            await dial(session, 0)
         finally:
             opening.ended()
 
     return paced
+
+
+def dial_backoff_s(exchange: Any, picks: Callable[[str], bool]) -> float:
+    """The longest dial backoff ccxt keeps for the websocket URLs of ``exchange`` that
+    ``picks`` (seconds; 0 where none): ccxt 4.5 counts a failed dial against its URL
+    (``on_error``: ``ws_dial_backoff``, up to 30 s, or the handshake's Retry-After) and its
+    next watch sleeps what is left of it (``ws_dial_delay``) in ``WsClient.open``, before
+    dialling. An account's turn to open is taken before its watch (:class:`OpeningPacer`):
+    sleeping this first keeps the place from being held through ccxt's sleep."""
+    backoffs = getattr(exchange, "ws_dial_backoff", None) or {}
+    delays = [float(exchange.ws_dial_delay(url)) for url in list(backoffs) if picks(str(url))]
+    return max(delays, default=0.0)
 
 
 def new_ssl_context() -> ssl.SSLContext:
@@ -640,6 +662,10 @@ class OpeningPacer:
         ``OPENING_CAP_SHARE`` of it."""
         count, window_s = cap
         return cls(max(1, int(count * OPENING_CAP_SHARE)), window_s, clock, sleep)
+
+    async def pause(self, seconds: float) -> None:
+        """Wait ``seconds`` on the pacer's clock, outside any turn (a dial's backoff)."""
+        await self._sleep(seconds)
 
     def waiting(self) -> int:
         """How many wait for their turn."""
@@ -1524,8 +1550,9 @@ async def drop_connection(
     client.reject(client.error)
     waiting: asyncio.Task[None] | None = getattr(client, "alertd_turn_wait", None)
     if waiting is not None:
-        # waiting for its turn to dial (:func:`_paced_open`): no socket; its place given on
-        # to the socket the next watch dials, not taken to open one closed at once
+        # waiting for its turn to dial or its backoff before it (:func:`_paced_open`): no
+        # socket; its place given on to the socket the next watch dials, not taken to open
+        # one closed at once
         waiting.cancel()
         return
     wait_s = getattr(exchange, "alertd_close_reply_wait_s", CLOSE_REPLY_WAIT_S)

@@ -50,6 +50,7 @@ from alertd.feeds.ccxt_exchange import (
     SharedExchange,
     classify,
     describe,
+    dial_backoff_s,
     drop_connections,
     load_markets,
     rest_slot,
@@ -377,7 +378,8 @@ class AccountFeed:
         turn was taken since the stream asking last lost it (``seen``: the connection's turns
         then): the streams sharing one connection (OKX's positions and balance) take one turn
         for it, whichever asks first, after a drop too. Taken before the stream's watch, so
-        that ccxt signs its login after the wait (OKX's timestamp expires in 30 s)."""
+        that ccxt signs its login after the wait (OKX's timestamp expires in 30 s), and after
+        ccxt's dial backoff of the connection (:func:`dial_backoff_s`), not through it."""
         pacer = self.shared.ip_budget.openings if self.shared is not None else None
         if pacer is None:
             return None
@@ -385,6 +387,16 @@ class AccountFeed:
         async with lock:
             if self._turns.get(connection, 0) > seen:
                 return None
+            exchange = self.exchange
+            if exchange is not None:
+                # ccxt's dial backoff of the connection's URL after a failed dial, slept before
+                # the turn: the watch would sleep it in ccxt's open, in the turn, its place
+                # held meanwhile (review of ws13)
+                backoff_s = dial_backoff_s(
+                    exchange, lambda url: self.adapter.socket_connection(url) == connection
+                )
+                if backoff_s > 0:
+                    await self._sleep(backoff_s)
             if not self._turns_waited:
                 self._turns_waited_since = self._clock()
             self._turns_waited += 1

@@ -306,8 +306,12 @@ class FeedManager:
     def _default_routes_of(self, config: Config) -> dict[str, str | None]:
         """Per exchange host whose enabled accounts mix a source address with none: the address
         the kernel's default route gives those without one (:mod:`alertd.feeds.route`), or None
-        (unresolved: two budgets, which ``check`` and ``run`` warn of). Not asked elsewhere:
-        where no account names one, no address is compared."""
+        (unresolved: two budgets, which ``check`` and ``run`` warn of). The route is one per
+        address family the host resolves to (the connections try every family at once): where
+        one of them is a named address, those without one share its budget (a dual-stack host
+        whose IPv6 fails is reached from the IPv4 route's address); where none is, they are
+        another IP (either family's: one budget of their own). Not asked elsewhere: where no
+        account names one, no address is compared."""
         used: dict[str, set[str | None]] = {}
         first: dict[str, AccountConfig] = {}
         for account in config.accounts:
@@ -318,14 +322,18 @@ class FeedManager:
         routes: dict[str, str | None] = {}
         for host, addresses in used.items():
             if None in addresses and len(addresses) > 1:
-                address, _ = self.options.default_route(first[host])
-                routes[host] = address
-                if address is not None and address in addresses:
+                sources, _ = self.options.default_route(first[host])
+                named = [address for address in sources if address in addresses]
+                # two families routed from two named addresses: the first's budget is shared,
+                # and check and run warn of the other's two
+                routes[host] = named[0] if named else (sources[0] if sources else None)
+                if named:
                     log.info(
-                        "%s accounts without a source_address leave from %s, the address "
-                        "others name: one IP, one budget",
+                        "%s accounts without a source_address leave from %s; %s is an "
+                        "address others name: one IP, one budget",
                         first[host].exchange,
-                        address,
+                        " or ".join(sources),
+                        named[0],
                     )
         return routes
 

@@ -33,8 +33,9 @@ class ExchangeFactory(Protocol):
 
 
 BackoffFactory = Callable[[], Backoff]
-# account -> (the address its connections leave from when it names none, or None; why not)
-DefaultRoute = Callable[[AccountConfig], tuple[str | None, str]]
+# account -> (the addresses its connections may leave from when it names none, one per family
+# of its exchange's host, () where none can be told; why not)
+DefaultRoute = Callable[[AccountConfig], tuple[tuple[str, ...], str]]
 
 
 @dataclass(frozen=True, slots=True)
