@@ -358,6 +358,31 @@ def test_portfolio_margin_collateral_tiers_count_the_lower_of_the_slices_and_cum
     assert collateral_value(D(1500), no_cum) == 1450
 
 
+def test_a_change_across_a_tier_counts_the_lower_reading_s_change_and_a_hostile_cum_is_named() -> (
+    None
+):
+    """The change is applied to Binance's own figure as read, so the safe side is the lower
+    of the two readings' *changes*, not the change of the lower level: BNB of the docs'
+    example (cum 0) falling from 1,500 to 900 USD counts -550 (the slices': 1,450 to 900;
+    ``value x rate + cum`` gives -450), where the lower level at each end (1,350 to 900)
+    counted -450, 100 USD of equity Binance does not count if it takes the slices (review
+    of fixpm13b). A ``cum`` below 0 or above ``floor x (1 - rate)`` (the quick reading above
+    the value at the tier's floor) is named and the asset left out: a cum of -1,000,000 let
+    a 20 USD rise count as a 1,000,081 USD fall."""
+    tiers, _ = binance.pm_collateral_tiers(COLLATERAL_RATE_EXAMPLE)
+    bnb = tiers["BNB"]
+    assert counted_change(D(1500), D(900), D("0.9"), D(1), bnb) == -550
+    assert counted_change(D(900), D(1500), D("0.9"), D(1), bnb) == 450  # the quick one's rise
+    assert counted_change(D(1500), D(-100), D("0.9"), D(1), bnb) == -1450 - 100
+    for cum in ("-1000000", "-0.01", "100.01"):
+        found, problems = binance.pm_collateral_tiers(_bnb_tiers({}, {"cum": cum}))
+        assert found == {}
+        (problem,) = problems
+        assert problem.endswith(f"collateralInfo[1] cum: {cum} is not within 0 and 100"), cum
+    found, problems = binance.pm_collateral_tiers(_bnb_tiers({}, {"cum": "100"}))
+    assert problems == [] and collateral_value(D(1500), found["BNB"]) == 1450
+
+
 def test_portfolio_margin_collateral_rates_read_the_docs_example() -> None:
     """ "Portfolio Margin Pro Tiered Collateral Rate" (GET /sapi/v2/portfolio/collateralRate),
     the docs' response example: each asset's lowest and highest tier rate; a malformed row

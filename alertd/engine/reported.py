@@ -130,6 +130,21 @@ class CoinLeg:
 CollateralTiers = tuple[tuple[Decimal, Decimal | None, Decimal, Decimal | None], ...]
 
 
+def _readings(usd: Decimal, tiers: CollateralTiers) -> tuple[Decimal, Decimal | None]:
+    """A positive ``usd`` counted by the two readings of the tiers (:func:`collateral_value`):
+    the slices, and ``value x rate + cum`` of the tier it is in (None where that tier gives
+    no ``cum``), each never more than the value itself."""
+    slices = ZERO
+    quick = None
+    for floor, cap, rate, cum in tiers:
+        top = usd if cap is None else min(usd, cap)
+        if top > floor:
+            slices += (top - floor) * rate
+            if top == usd:  # the tier the value is in
+                quick = None if cum is None else min(usd * rate + cum, usd)
+    return min(slices, usd), quick
+
+
 def collateral_value(usd: Decimal, tiers: CollateralTiers) -> Decimal:
     """A coin's equity of ``usd`` as uniMMR counts it with its tiered collateral rates: in
     full below zero (min(equity x rate, equity)); above, the lower of two readings of
@@ -143,15 +158,25 @@ def collateral_value(usd: Decimal, tiers: CollateralTiers) -> Decimal:
     the lower is never more than Binance counts. Never more than the value itself."""
     if usd <= 0:
         return usd
-    value = ZERO
-    quick = usd
-    for floor, cap, rate, cum in tiers:
-        top = usd if cap is None else min(usd, cap)
-        if top > floor:
-            value += (top - floor) * rate
-            if cum is not None and top == usd:  # the tier the value is in
-                quick = usd * rate + cum
-    return min(value, quick, usd)
+    slices, quick = _readings(usd, tiers)
+    return slices if quick is None else min(slices, quick)
+
+
+def _tiered_change(before: Decimal, after: Decimal, tiers: CollateralTiers) -> Decimal:
+    """The change of a coin's counted equity from ``before`` to ``after`` (USD) under the
+    reading that counts it lower: the change is applied to Binance's own figure as read, so
+    the lower *change* is the safe side, not the change of the lower level (which mixes the
+    readings: a fall from 1,500 to 900 across a cum-0 tier edge counted -450 where the
+    slices give -550; review of fixpm13b). Below zero both count the equity in full."""
+
+    def counted(usd: Decimal) -> tuple[Decimal, Decimal | None]:
+        return (usd, usd) if usd <= 0 else _readings(usd, tiers)
+
+    (slices_before, quick_before), (slices_after, quick_after) = counted(before), counted(after)
+    change = slices_after - slices_before
+    if quick_before is not None and quick_after is not None:
+        change = min(change, quick_after - quick_before)
+    return change
 
 
 def counted_change(
@@ -168,9 +193,9 @@ def counted_change(
     equity is in. Where the tier is not known, a rise above zero counts at ``low`` (the
     lowest rate of the coin's tiers) and a fall above zero at ``high`` (the highest): never
     more equity than Binance counts; exact for a coin with one rate (``low`` = ``high``).
-    With the coin's ``tiers`` and its whole equity, placed in them (:func:`collateral_value`)."""
+    With the coin's ``tiers`` and its whole equity, placed in them (:func:`_tiered_change`)."""
     if tiers:
-        return collateral_value(after, tiers) - collateral_value(before, tiers)
+        return _tiered_change(before, after, tiers)
     positive = max(after, ZERO) - max(before, ZERO)
     negative = min(after, ZERO) - min(before, ZERO)
     return positive * (low if positive > 0 else high) + negative

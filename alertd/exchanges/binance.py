@@ -363,6 +363,11 @@ def _collateral_tiers(tiers: list[Any], where: str) -> CollateralTiers:
             raise FrameError(f"{row} tierCap: missing")
         if cap is not None and cap <= floor:
             raise FrameError(f"{row} tierCap: {cap} is not above its tierFloor {floor}")
+        bound = floor * (1 - rate)
+        if cum is not None and not 0 <= cum <= bound:
+            # value x rate + cum above the value itself at the tier's floor, or below the
+            # value's own rate: a hostile cum that min() would pick (a 1,000,000 fall counted)
+            raise FrameError(f"{row} cum: {cum} is not within 0 and {bound.normalize():f}")
         # past the last cap read, its rate goes on
         out.append((floor, None if last else cap, rate, cum))
         edge = cap if cap is not None else edge
