@@ -1230,12 +1230,14 @@ class RollingWindow(Throttler):  # type: ignore[misc]  # ccxt's class is untyped
                 self._total -= window.popleft()[1]
             if not window:
                 self._total = 0.0  # no float residue from the subtractions
-            fits = self._total + cost <= self.config["maxWeight"]
-            if not fits and window:
-                # summed afresh before a wait, as ccxt sums at every admission: the running
-                # total's float residue (fractional costs) never holds a request that fits
+            limit = self.config["maxWeight"]
+            fits = self._total + cost <= limit
+            if not fits and window and self._total + cost - limit <= 1e-9 * limit:
+                # a miss within float noise is summed afresh, as ccxt sums at every
+                # admission: the running total's residue (fractional costs) never holds a
+                # request that fits; a real miss (whole weights) waits with no re-sum
                 self._total = math.fsum(c for _, c in window)
-                fits = self._total + cost <= self.config["maxWeight"]
+                fits = self._total + cost <= limit
             # one request costlier than the whole window goes alone (ccxt's loop fails on it)
             if fits or not window:
                 window.append((now, cost))
