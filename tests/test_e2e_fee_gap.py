@@ -183,7 +183,7 @@ def test_an_account_removed_from_the_config_ends_its_alerts_at_the_next_start(
     world["path"].write_text(json.dumps(renamed))
     assert _firing(world) == []
     started(daemon)
-    ended = "RESOLVED main: account removed from the config, no longer watched"
+    ended = "RESOLVED main: account removed from the config or disabled, no longer watched"
     wait_for(lambda: ended in http.titles(), what="main's warning ended")
     wait_for(lambda: len(http.posts) == 3, what="renamed's own warning")
     stopped_cleanly(daemon)
@@ -193,3 +193,26 @@ def test_an_account_removed_from_the_config_ends_its_alerts_at_the_next_start(
     body = http.posts[1]["message"]
     assert "fee-gap was firing for" in body and "(a fee rate unread)" in body, body
     assert _firing(world) == [("fee-gap", "renamed")]
+
+
+def test_a_disabled_account_ends_its_alerts_at_the_next_start(world: dict[str, Any]) -> None:
+    """``enabled: false`` gives the account no feed, so nothing evaluates its saved alerts:
+    they end at the next start as a removed account's do, and ``alertd status`` no longer
+    shows them (they stayed firing for ever where the disabled account counted as configured:
+    review13fix). Another account on the same key fires its own."""
+    http, daemon = world["http"], world["daemon"]
+    _config(world)
+    started(daemon)
+    wait_for(lambda: TITLE in http.titles(), what="fee-gap warning")
+    stopped_cleanly(daemon)
+    config = json.loads(world["path"].read_text())
+    (account,) = config["accounts"]
+    disabled = [{**account, "enabled": False}, {**account, "name": "other"}]
+    world["path"].write_text(json.dumps({**config, "accounts": disabled}))
+    assert _firing(world) == []
+    started(daemon)
+    ended = "RESOLVED main: account removed from the config or disabled, no longer watched"
+    wait_for(lambda: ended in http.titles(), what="main's warning ended")
+    wait_for(lambda: len(http.posts) == 3, what="other's own warning")
+    stopped_cleanly(daemon)
+    assert _firing(world) == [("fee-gap", "other")]

@@ -303,12 +303,16 @@ class Alerting:
         evaluate them again, and ``alertd status`` listed them as firing for ever: review of
         idx13). ``saved``: the accounts with states loaded; their rows in the store go too
         (those of rules no longer configured, which the engine dropped, with them)."""
-        configured = {a.name for a in config.accounts}
+        configured = {a.name for a in config.accounts if a.enabled}  # a disabled one has no feed
         wall = self._wall()
         notes = self.engine.resolve_removed(configured, wall)
         for account in sorted(set(saved) - configured):
             mine = [n for n in notes if n.subject.account == account]
-            log.info("account %s removed from the config: its %d alerts ended", account, len(mine))
+            log.info(
+                "account %s removed from the config or disabled: its %d alerts ended",
+                account,
+                len(mine),
+            )
             self._commit(account, mine, wall)
 
     def _use_rules(self) -> None:

@@ -50,7 +50,7 @@ class Resolution(enum.Enum):
     CLEARED = "cleared"  # back on the safe side of its clear threshold
     NO_VALUE = "no value"  # the metric has no figure any more (no liquidation price, say)
     GONE = "no longer observed"  # its subject went away: a closed position
-    REMOVED = "account removed from the config"  # seen at a start: no longer watched
+    REMOVED = "account removed from the config or disabled"  # seen at a start: not watched
 
 
 @dataclass

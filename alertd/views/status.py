@@ -305,7 +305,7 @@ def view_from_store(config: Config, now: float) -> DaemonView:
         rules = {rule.name: rule for rule in build_rules(config)}
         # the configured accounts' only, as the daemon: it ends those of an account removed
         # from the config at its next start (Alerting), and until then nothing watches them
-        configured = {a.name for a in config.accounts}
+        configured = {a.name for a in config.accounts if a.enabled}
         firing = tuple(
             FiringAlert.of(s, rules.get(s.rule))
             for s in store.load_states()
