@@ -83,6 +83,68 @@ def test_ccxt_rest_and_watch_return_what_was_scripted() -> None:
     run(body())
 
 
+def test_the_local_okx_lists_hundreds_of_swaps_sized_as_okx_lists_them() -> None:
+    """``--markets 550`` (bench/feeds.py): the local OKX serves 550 markets in all, the seeded
+    BTC and ETH swaps and BTC future plus generic USDT swaps whose contract value, tick and
+    tiers are OKX's at their price (one contract 100-1,000 USDT, five significant digits, maxSz
+    in contracts), and a generic swap holds a position, its tiers and its marks as a seeded one.
+    """
+
+    async def body() -> None:
+        async with started_fake() as fake:
+            fake.list_markets(550)
+            fake.add_symbol("DOGE/USDT:USDT", "0.15")
+            fake.add_symbol("SOL/USDT:USDT", "150", (("100", "0.02", "0.04", "25"),))
+            with pytest.raises(ValueError, match="BASE/USDT:USDT"):
+                fake.add_symbol("SOL/USD:SOL", "150")
+            async with ccxt_client(fake, "okx", "key-o", "secret-o", password=PASS) as ex:
+                await ex.load_markets()
+                swaps = [m for m in ex.markets.values() if m["swap"]]
+                assert len(swaps) == 551  # 549 listed swaps (with the future: 550) + DOGE, SOL
+                assert len(ex.markets) == 552
+                # as OKX lists DOGE-USDT-SWAP and SOL-USDT-SWAP
+                doge, sol = ex.market("DOGE/USDT:USDT"), ex.market("SOL/USDT:USDT")
+                assert (doge["contractSize"], doge["precision"]["price"]) == (1000.0, 0.00001)
+                assert (sol["contractSize"], sol["precision"]["price"]) == (1.0, 0.01)
+                assert ex.market(BTC)["contractSize"] == 0.01  # the seeded ones unchanged
+                assert all(m["linear"] and m["settle"] == "USDT" for m in swaps)
+                generic = ex.market("XAAB/USDT:USDT")
+                tick = D(generic["info"]["tickSz"])
+                assert generic["info"]["instId"] == "XAAB-USDT-SWAP"
+                tiers = await ex.publicGetPublicPositionTiers(
+                    {"instType": "SWAP", "tdMode": "cross", "instFamily": "XAAB-USDT"}
+                )
+                rows = tiers["data"]
+                assert [r["mmr"] for r in rows] == ["0.01", "0.015", "0.025", "0.05"]
+                price = D(
+                    (
+                        await ex.publicGetPublicMarkPrice(
+                            {"instType": "SWAP", "instId": "XAAB-USDT-SWAP"}
+                        )
+                    )["data"][0]["markPx"]
+                )
+                contract = D(generic["info"]["ctVal"]) * price
+                assert 100 <= contract < 1000
+                assert len(price.normalize().as_tuple().digits) <= 5 and price % tick == 0
+                # tier 1 holds 50,000 USDT of contracts at the listing mark
+                assert D(rows[0]["maxSz"]) == (50_000 / contract).to_integral_value()
+                sol_tiers = await ex.publicGetPublicPositionTiers(
+                    {"instType": "SWAP", "tdMode": "cross", "instFamily": "SOL-USDT"}
+                )
+                assert [(r["maxSz"], r["mmr"]) for r in sol_tiers["data"]] == [("100", "0.02")]
+                fake.open_position("key-o", "XAAB/USDT:USDT", "long", "10", str(price))
+                (position,) = await ex.fetch_positions()
+                assert position["symbol"] == "XAAB/USDT:USDT"
+                # pos * ctVal * mark * the first tier's mmr
+                assert D(position["info"]["mmr"]) == 10 * contract * D("0.01")
+                assert (await ex.watch_mark_price("XAAB/USDT:USDT"))["markPrice"] == float(price)
+                fake.set_mark("XAAB/USDT:USDT", price * 2)
+                pushed = await ex.watch_mark_price("XAAB/USDT:USDT")
+                assert D(str(pushed["markPrice"])) == price * 2
+
+    run(body())
+
+
 def test_bad_key_and_passphrase_are_authentication_errors() -> None:
     async def body() -> None:
         async with started_fake() as fake:

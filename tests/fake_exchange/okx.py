@@ -123,6 +123,29 @@ BORROWING: dict[str, tuple[tuple[str, str, str, str], ...]] = {
 }
 
 
+# "Get position tiers" of a market added without tiers (``add_symbol``, ``list_markets``): a
+# mid-cap's steps as (notional cap in USDT, mmr, imr, maxLever), turned into contracts at the
+# listing mark (OKX's maxSz counts contracts); illustrative rates in the shape of the docs'
+# example (mmr rising with the tier, maxLever falling)
+_GENERIC_TIERS = (
+    (Decimal(50_000), "0.01", "0.02", "50"),
+    (Decimal(200_000), "0.015", "0.03", "33"),
+    (Decimal(1_000_000), "0.025", "0.05", "20"),
+    (Decimal(5_000_000), "0.05", "0.1", "10"),
+)
+
+
+def _generic_contract(mark: Decimal) -> tuple[Decimal, Decimal]:
+    """(ctVal, tickSz) of a USDT swap listed at ``mark``, as OKX sizes its listings: one
+    contract worth 100-1,000 USDT (ctVal 0.01 BTC at 60,000, 0.1 ETH at 3,000, 1 SOL at 150,
+    100 XRP at 2.5, 1,000 DOGE at 0.15) and prices to five significant digits (tickSz 0.01
+    SOL, 0.0001 XRP, 0.00001 DOGE): "Get instruments" (okx.com/docs-v5/en/
+    #public-data-rest-api-get-instruments) answers of those swaps."""
+    magnitude = mark.adjusted()  # floor(log10(mark))
+    ct_val = Decimal(1).scaleb((Decimal(1000) / mark).adjusted())
+    return ct_val, Decimal(1).scaleb(magnitude - 4)
+
+
 def _s(value: Decimal) -> str:
     return format(value.normalize(), "f") if value else "0"
 
@@ -250,11 +273,46 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
     def _market_id(self, symbol: str) -> str:
         if symbol in self._markets:
             return symbol
+        swap = f"{symbol.split('/')[0]}-USDT-SWAP"
+        if swap in self._markets and self._markets[swap].symbol == symbol:
+            return swap  # without a walk through hundreds of listed markets
         for market in self._markets.values():
             if market.symbol == symbol:
                 return market.id
         base = symbol.split("/")[0]
         return f"{base}-USDT-SWAP"
+
+    @scripted
+    def add_symbol(
+        self,
+        symbol: str,
+        mark: Num,
+        tiers: tuple[tuple[str, str, str, str], ...] | None = None,
+        *,
+        tick_size: Num | None = None,
+        ct_val: Num | None = None,
+    ) -> None:
+        """Add (or replace) a USDT perpetual swap ``BASE/USDT:USDT`` (``BASE-USDT-SWAP``).
+        ``tiers`` as (maxSz in contracts, mmr, imr, maxLever); without them a mid-cap's
+        (``_GENERIC_TIERS``); ``tick_size`` and ``ct_val`` default to what OKX lists at that
+        price (``_generic_contract``)."""
+        base, _slash, tail = symbol.partition("/")
+        if not base or tail not in ("USDT:USDT", "USDT"):
+            raise ValueError(f"{symbol!r}: the local OKX lists USDT swaps 'BASE/USDT:USDT'")
+        price = shared.positive(mark, "mark")
+        generic_ct_val, generic_tick = _generic_contract(price)
+        size = _dec(ct_val, "ct_val") if ct_val is not None else generic_ct_val
+        tick = _dec(tick_size, "tick_size") if tick_size is not None else generic_tick
+        if tiers is None:
+            contract = size * price
+            tiers = tuple(
+                (_s((cap / contract).to_integral_value()), mmr, imr, lever)
+                for cap, mmr, imr, lever in _GENERIC_TIERS
+            )
+        inst_id = f"{base}-USDT-SWAP"
+        self._markets[inst_id] = _Market(
+            f"{base}/USDT:USDT", inst_id, base, price.quantize(tick), tick, size, tiers
+        )
 
     @scripted
     def set_mark(self, symbol: str, price: Num, *, push: bool = True) -> None:
