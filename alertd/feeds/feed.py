@@ -671,12 +671,14 @@ class AccountFeed:
         self, exchange: Any, held: set[str], read: bool
     ) -> tuple[dict[str, Decimal], UnreadFee | None]:
         """The held symbols' fee rates and what their read left out: read where ``read``,
-        at the first snapshot or where the held symbols changed; else the last read's (the
-        same symbols: the exchange sets an account's rates once a day,
-        ``feeds.fee_rates_reconcile_every``)."""
+        at the first snapshot, where the held symbols changed or the last read left a part
+        out; else the last read's (the same symbols: the exchange sets an account's rates
+        once a day, ``feeds.fee_rates_reconcile_every``)."""
         symbols = frozenset(held)
         last = self._fee_read
-        if not read and last is not None and last[0] == symbols:
+        # a read that left a part out (Bybit's GST: its fills' read failed) is read again at
+        # the next snapshot, as before
+        if not read and last is not None and last[0] == symbols and last[2] is None:
             return dict(last[1]), last[2]
         rates = await self.adapter.fetch_fee_rates(exchange, sorted(held)) if held else {}
         unread = self.adapter.fee_rates_unread()
