@@ -232,6 +232,14 @@ class FeedSettings(_Model):
     # requests per held symbol on Binance: at 50 accounts, every reconcile doubles alertd's
     # CPU (docs/benchmarks.md)
     stops_reconcile_every: Annotated[int, Field(ge=1, le=1000)] = 5
+    # the account's fee rates (Bybit's GET /v5/account/fee-rate, OKX's GET
+    # /api/v5/account/trade-fee) follow its VIP level, which both exchanges set once a day
+    # (Bybit: "VIP levels are refreshed daily at 7:00 AM UTC", help center article
+    # 000001634; OKX: "Tiers are updated daily", www.okx.com/help/360002550331): read at the
+    # bootstrap, whenever the held symbols change, and again at every n-th reconcile; 1: at
+    # every reconcile. Bybit's answer lists every linear symbol (550 at 550 markets): it
+    # was the largest part of a calm reconcile's CPU (docs/benchmarks.md, calm13)
+    fee_rates_reconcile_every: Annotated[int, Field(ge=1, le=1000)] = 10
     backoff: BackoffSettings = BackoffSettings()
     order_books: OrderBookSettings = OrderBookSettings()
     # the machine's own addresses the accounts' requests and websockets are sent from, the

@@ -513,3 +513,48 @@ def test_a_usdc_wallet_without_any_usd_value_asks_one_snapshot_not_one_per_push(
             assert _resyncs_for_unlined(caplog) == 1
 
     run(body())
+
+
+def test_fee_rates_are_read_again_every_n_th_reconcile_and_when_the_holdings_change() -> None:
+    """Bybit's fee-rate answer lists every linear symbol once more than one is held (the
+    largest part of a calm reconcile's CPU at 550 markets, docs/benchmarks.md calm13); the
+    account's rates follow its VIP level, set once a day: read at the bootstrap, at every
+    ``fee_rates_reconcile_every``-th reconcile and whenever the held symbols change, the
+    last read's rates kept between (the same figures). Before, every reconcile read them."""
+
+    async def body() -> None:
+        async with started_fake() as fake:
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-b", BTC, "long", "1", "60000")
+            fake.set_mark(ETH, "3000")
+            fake.open_position("key-b", ETH, "long", "10", "3000")
+            settings = FAST.model_copy(update={"fee_rates_reconcile_every": 3})
+            feed = AccountFeed(
+                account_config("b", "bybit", fake),
+                secrets("key-b", "secret-b"),
+                settings,
+                FAST_OPTIONS,
+            )
+
+            def fee_reads() -> int:
+                return sum(path == "/v5/account/fee-rate" for _, path in fake.requests)
+
+            async with kept_open(feed):
+                assert fee_reads() == 1  # the bootstrap's
+                rates = dict(feed.state.fee_rates)
+                assert set(rates) == {BTC, ETH}
+                reads = []
+                for _ in range(6):
+                    await feed.reconcile()
+                    reads.append(fee_reads())
+                    assert feed.state.fee_rates == rates  # kept or read again: the same
+                # the 3rd and 6th reconciles read them
+                assert reads == [1, 1, 2, 2, 2, 3]
+                # a symbol newly held: read at the next snapshot, whichever reconcile it is
+                fake.set_mark("SOL/USDT:USDT", "150")
+                fake.open_position("key-b", "SOL/USDT:USDT", "long", "10", "150")
+                await feed.reconcile()
+                assert fee_reads() == 4
+                assert set(feed.state.fee_rates) == {BTC, ETH, "SOL/USDT:USDT"}
+
+    run(body())

@@ -341,13 +341,13 @@ def test_concurrent_rest_work_is_bounded_per_exchange(caplog: pytest.LogCaptureF
     active = 0
 
     class CountingFeed(AccountFeed):
-        async def resync(self, stops: bool = True) -> None:
+        async def resync(self, stops: bool = True, fees: bool = False) -> None:
             nonlocal peak, active
             active += 1
             peak = max(peak, active)
             try:
                 await asyncio.sleep(0.05)  # long enough for the others to pile up
-                await super().resync(stops)
+                await super().resync(stops, fees)
             finally:
                 active -= 1
 
@@ -975,13 +975,13 @@ def test_an_account_queued_for_a_rest_slot_is_not_down_until_its_bootstrap_has_o
     class GatedFeed(AccountFeed):
         """Its bootstrap, in its REST slot, goes on only when the test lets it (or fails)."""
 
-        async def resync(self, stops: bool = True) -> None:
+        async def resync(self, stops: bool = True, fees: bool = False) -> None:
             if not self.state.bootstrapped:
                 in_slot.append(self.config.name)
                 failure = await gates[self.config.name].get()
                 if failure is not None:
                     raise failure
-            await super().resync(stops)
+            await super().resync(stops, fees)
 
     async def body() -> None:
         gates.update((f"a{i}", asyncio.Queue()) for i in range(2))
@@ -1068,11 +1068,11 @@ async def gated_paced_start(
     in_slot: list[str] = []
 
     class GatedFeed(AccountFeed):
-        async def resync(self, stops: bool = True) -> None:
+        async def resync(self, stops: bool = True, fees: bool = False) -> None:
             if not self.state.bootstrapped:
                 in_slot.append(self.config.name)
                 await gates[self.config.name].get()
-            await super().resync(stops)
+            await super().resync(stops, fees)
 
     fake = FakeBinanceUSDM()
     settings = SETTINGS.model_copy(update={"rest_concurrency": count})
@@ -1700,14 +1700,14 @@ def test_a_bootstrap_that_timed_out_is_retried_before_live_accounts_rest_work(
                 raise
             order.append(("live", self.config.name))
 
-        async def resync(self, stops: bool = True) -> None:
+        async def resync(self, stops: bool = True, fees: bool = False) -> None:
             if self.state.bootstrapped:  # a live account's: the start resync, a reconcile
                 order.append(("resync", self.config.name))
             elif self.config.name == "a2" and not order.count(("failed", "a2")):
                 # a2's first bootstrap, in its slot: its positions answer comes only after
                 # the request timed out (a0 and a1 are live by now, their resyncs due)
                 fake.hold_rest("/fapi/v3/positionRisk")
-            await super().resync(stops)
+            await super().resync(stops, fees)
 
     async def body() -> None:
         # one slot: the queue for it is the whole story; a request held past the timeout
@@ -2080,11 +2080,11 @@ def test_reconciles_give_way_to_bootstraps_of_every_group_of_their_host() -> Non
     class GatedFeed(AccountFeed):
         """Its first bootstrap goes on only when the test lets it."""
 
-        async def resync(self, stops: bool = True) -> None:
+        async def resync(self, stops: bool = True, fees: bool = False) -> None:
             if not self.state.bootstrapped and self.config.name == "a1":
                 gated.append(self.config.name)
                 await gate.get()
-            await super().resync(stops)
+            await super().resync(stops, fees)
 
     async def body() -> None:
         fake = FakeBinanceUSDM()
@@ -2174,11 +2174,11 @@ def test_a_live_account_is_not_stale_while_its_reconciles_give_way_to_bootstraps
     class GatedFeed(AccountFeed):
         """The second account's bootstrap goes on only when the test lets it."""
 
-        async def resync(self, stops: bool = True) -> None:
+        async def resync(self, stops: bool = True, fees: bool = False) -> None:
             if not self.state.bootstrapped and self.config.name == "a1":
                 held.append(self.config.name)
                 await gate.get()
-            await super().resync(stops)
+            await super().resync(stops, fees)
 
     async def body() -> None:
         fake = FAKES[exchange]()
@@ -2339,13 +2339,13 @@ def test_a_bootstrap_that_keeps_failing_does_not_mask_other_accounts_stale_strea
     attempts: list[float] = []
 
     class Feed(AccountFeed):
-        async def resync(self, stops: bool = True) -> None:
+        async def resync(self, stops: bool = True, fees: bool = False) -> None:
             if self.config.name == "a1" and not self.state.bootstrapped:
                 attempts.append(clock[0])
                 raise ccxt.RequestTimeout("okx GET /api/v5/account/balance timed out")
             if self.config.name == "a0" and reconciles_fail[0]:
                 raise ccxt.ExchangeNotAvailable("okx 503 Service Unavailable")
-            await super().resync(stops)
+            await super().resync(stops, fees)
 
     async def body() -> None:
         fake = FAKES["okx"]()

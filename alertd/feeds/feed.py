@@ -206,6 +206,9 @@ class AccountFeed:
         self.state.line_source = self.adapter.line_source
         self._unlined_warned: set[str] = set()  # margin assets named in the log once each
         self._unread_fee_told: UnreadFee | None = None  # the fee-rate gap last logged
+        # the held symbols the fee rates were last read for, the rates and what the read left
+        # out (:meth:`_fee_rates`): kept until those symbols change or a reconcile reads again
+        self._fee_read: tuple[frozenset[str], dict[str, Decimal], UnreadFee | None] | None = None
         # the unlined margin assets a snapshot was last asked for (:meth:`_reline`)
         self._relining: frozenset[str] = frozenset()
         self._secrets = secrets
@@ -596,9 +599,10 @@ class AccountFeed:
 
     # --- REST ---------------------------------------------------------------------------
 
-    async def resync(self, stops: bool = True) -> None:
+    async def resync(self, stops: bool = True, fees: bool = False) -> None:
         """Positions and balance over REST (a full snapshot), then any missing tiers; the
-        open stop orders too unless ``stops`` is False (they are then kept as they are)."""
+        open stop orders too unless ``stops`` is False (they are then kept as they are); the
+        fee rates where ``fees``, or where the held symbols differ from their last read's."""
         started = self._clock()
         exchange = self._exchange()
         if not exchange.markets:  # a client made afresh after a close: the adapters need them
@@ -625,8 +629,7 @@ class AccountFeed:
         listed = await self.adapter.fetch_listed_positions(exchange)
         collateral = await self.adapter.fetch_collateral(exchange)
         held = set(self._known({p.symbol for p in positions}))
-        fee_rates = await self.adapter.fetch_fee_rates(exchange, sorted(held)) if held else {}
-        unread_fee = self.adapter.fee_rates_unread()
+        fee_rates, unread_fee = await self._fee_rates(exchange, held, fees)
         if stops or (self.state.stops is not None and held - self._stops_for):
             self.state.stops = await self._fetch_stops(exchange, held)
         now = self._clock()
@@ -686,6 +689,24 @@ class AccountFeed:
         self._sync_mark_streams()
         self._notify(Change.ACCOUNT)
 
+    async def _fee_rates(
+        self, exchange: Any, held: set[str], read: bool
+    ) -> tuple[dict[str, Decimal], UnreadFee | None]:
+        """The held symbols' fee rates and what their read left out: read where ``read``,
+        at the first snapshot, where the held symbols changed or the last read left a part
+        out; else the last read's (the same symbols: the exchange sets an account's rates
+        once a day, ``feeds.fee_rates_reconcile_every``)."""
+        symbols = frozenset(held)
+        last = self._fee_read
+        # a read that left a part out (Bybit's GST: its fills' read failed) is read again at
+        # the next snapshot, as before
+        if not read and last is not None and last[0] == symbols and last[2] is None:
+            return dict(last[1]), last[2]
+        rates = await self.adapter.fetch_fee_rates(exchange, sorted(held)) if held else {}
+        unread = self.adapter.fee_rates_unread()
+        self._fee_read = (symbols, dict(rates), unread)
+        return rates, unread
+
     async def reconcile(self) -> None:
         """The periodic REST reconcile; transient errors are logged, fatal ones stop the feed."""
         if self.state.fatal is not None or not self.state.bootstrapped:
@@ -710,9 +731,10 @@ class AccountFeed:
             and self._last_failure < self._stops_read_at
         )
         stops = not streamed or self._reconciles % self.settings.stops_reconcile_every == 0
+        fees = self._reconciles % self.settings.fee_rates_reconcile_every == 0
         try:
             async with self._resync_lock, rest_slot(self.shared):
-                await self.resync(stops=stops)
+                await self.resync(stops=stops, fees=fees)
         except Exception as exc:
             if not self._is_fatal(exc):
                 log.warning("%s: reconcile failed: %s", self.config.name, describe(exc))
