@@ -558,3 +558,36 @@ def test_fee_rates_are_read_again_every_n_th_reconcile_and_when_the_holdings_cha
                 assert set(feed.state.fee_rates) == {BTC, ETH, "SOL/USDT:USDT"}
 
     run(body())
+
+
+def test_a_failed_reconcile_due_to_read_the_fee_rates_leaves_them_due_at_the_next() -> None:
+    """Every 3rd reconcile reads the rates; the account's VIP level changes after the 2nd
+    and the 3rd fails (a 503 on the positions): the 4th reads them, not the 6th (review of
+    calm13: the count alone decided, so a failed n-th reconcile pushed the read a cycle)."""
+
+    async def body() -> None:
+        async with started_fake() as fake:
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-b", BTC, "long", "1", "60000")
+            fake.set_mark(ETH, "3000")
+            fake.open_position("key-b", ETH, "long", "10", "3000")
+            settings = FAST.model_copy(update={"fee_rates_reconcile_every": 3})
+            feed = AccountFeed(
+                account_config("b", "bybit", fake),
+                secrets("key-b", "secret-b"),
+                settings,
+                FAST_OPTIONS,
+            )
+            async with kept_open(feed):
+                old = feed.state.fee_rates[BTC]
+                await feed.reconcile()
+                await feed.reconcile()
+                fake.set_fee_rate("key-b", "0.0004")  # a new VIP level
+                fake.fail_rest(503, path_prefix="/v5/position/list")
+                seen = []
+                for _ in range(3):
+                    await feed.reconcile()
+                    seen.append(feed.state.fee_rates[BTC])
+                assert seen == [old, Decimal("0.0004"), Decimal("0.0004")]
+
+    run(body())

@@ -195,7 +195,8 @@ class DebtBucket(Throttler):  # type: ignore[misc]
     (account config 4, positions 2, balance 2, trade fee 4 at 110 ms a unit) is about 1.3 s
     of debt: some 1,300 wake-ups an account a minute, the largest part of a calm OKX
     account's CPU (docs/benchmarks.md, calm13). Here the wait is the debt's own refill time
-    (at least ``delay``): the same admissions in the same order, each no sooner than ccxt's.
+    (at least ``delay``): the same admissions in the same order, never one while in debt
+    (ccxt's accounting; ccxt's 1 ms polling admits up to a tick after the debt is paid).
     """
 
     def __init__(self, config: Any, loop: Any = None) -> None:

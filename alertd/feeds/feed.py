@@ -270,6 +270,7 @@ class AccountFeed:
         self._first_slot_queued = False
         self._stops_for: frozenset[str] = frozenset()  # the symbols of the last stops read
         self._reconciles = 0
+        self._fees_read_at = 0  # the reconcile count at the last fee rates' read
         self._gave_way = False  # the last reconcile gave way to the host's bootstraps
         # when the last reconcile that read (not gave way) began, on this feed's clock: what a
         # replan rescales the next one from (FeedManager.replan_reconciles)
@@ -705,6 +706,7 @@ class AccountFeed:
         rates = await self.adapter.fetch_fee_rates(exchange, sorted(held)) if held else {}
         unread = self.adapter.fee_rates_unread()
         self._fee_read = (symbols, dict(rates), unread)
+        self._fees_read_at = self._reconciles
         return rates, unread
 
     async def reconcile(self) -> None:
@@ -731,7 +733,9 @@ class AccountFeed:
             and self._last_failure < self._stops_read_at
         )
         stops = not streamed or self._reconciles % self.settings.stops_reconcile_every == 0
-        fees = self._reconciles % self.settings.fee_rates_reconcile_every == 0
+        # counted from the last read, not by the count alone: a failed n-th reconcile leaves
+        # them due at the next, not at the 2n-th
+        fees = self._reconciles - self._fees_read_at >= self.settings.fee_rates_reconcile_every
         try:
             async with self._resync_lock, rest_slot(self.shared):
                 await self.resync(stops=stops, fees=fees)
