@@ -515,6 +515,18 @@ def test_a_usdc_wallet_without_any_usd_value_asks_one_snapshot_not_one_per_push(
     run(body())
 
 
+def _fee_rates_every_third_reconcile(fake: FakeBybit) -> AccountFeed:
+    """Account b holding a BTC and an ETH long, its fee rates read every 3rd reconcile."""
+    fake.set_mark(BTC, "60000")
+    fake.open_position("key-b", BTC, "long", "1", "60000")
+    fake.set_mark(ETH, "3000")
+    fake.open_position("key-b", ETH, "long", "10", "3000")
+    settings = FAST.model_copy(update={"fee_rates_reconcile_every": 3})
+    return AccountFeed(
+        account_config("b", "bybit", fake), secrets("key-b", "secret-b"), settings, FAST_OPTIONS
+    )
+
+
 def test_fee_rates_are_read_again_every_n_th_reconcile_and_when_the_holdings_change() -> None:
     """Bybit's fee-rate answer lists every linear symbol once more than one is held (the
     largest part of a calm reconcile's CPU at 550 markets, docs/benchmarks.md calm13); the
@@ -524,17 +536,7 @@ def test_fee_rates_are_read_again_every_n_th_reconcile_and_when_the_holdings_cha
 
     async def body() -> None:
         async with started_fake() as fake:
-            fake.set_mark(BTC, "60000")
-            fake.open_position("key-b", BTC, "long", "1", "60000")
-            fake.set_mark(ETH, "3000")
-            fake.open_position("key-b", ETH, "long", "10", "3000")
-            settings = FAST.model_copy(update={"fee_rates_reconcile_every": 3})
-            feed = AccountFeed(
-                account_config("b", "bybit", fake),
-                secrets("key-b", "secret-b"),
-                settings,
-                FAST_OPTIONS,
-            )
+            feed = _fee_rates_every_third_reconcile(fake)
 
             def fee_reads() -> int:
                 return sum(path == "/v5/account/fee-rate" for _, path in fake.requests)
@@ -567,17 +569,7 @@ def test_a_failed_reconcile_due_to_read_the_fee_rates_leaves_them_due_at_the_nex
 
     async def body() -> None:
         async with started_fake() as fake:
-            fake.set_mark(BTC, "60000")
-            fake.open_position("key-b", BTC, "long", "1", "60000")
-            fake.set_mark(ETH, "3000")
-            fake.open_position("key-b", ETH, "long", "10", "3000")
-            settings = FAST.model_copy(update={"fee_rates_reconcile_every": 3})
-            feed = AccountFeed(
-                account_config("b", "bybit", fake),
-                secrets("key-b", "secret-b"),
-                settings,
-                FAST_OPTIONS,
-            )
+            feed = _fee_rates_every_third_reconcile(fake)
             async with kept_open(feed):
                 old = feed.state.fee_rates[BTC]
                 await feed.reconcile()
