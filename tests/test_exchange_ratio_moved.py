@@ -381,6 +381,20 @@ def test_a_change_across_a_tier_counts_the_lower_reading_s_change_and_a_hostile_
         assert problem.endswith(f"collateralInfo[1] cum: {cum} is not within 0 and 100"), cum
     found, problems = binance.pm_collateral_tiers(_bnb_tiers({}, {"cum": "100"}))
     assert problems == [] and collateral_value(D(1500), found["BNB"]) == 1450
+    # a cum given for some tiers only: an end without one reads its slices under either
+    # reading, so the other end's lower reading still counts (the first tier's cum left out
+    # counted a fall from 1,500 to 900 as a rise of 350; review of the lead's commits)
+    halved = [
+        {"tierFloor": "0", "tierCap": "1000", "collateralRate": "1"},
+        {"tierFloor": "1000", "tierCap": "2000", "collateralRate": "0.5", "cum": "0"},
+    ]
+    (partial,) = binance.pm_collateral_tiers([{"asset": "X", "collateralInfo": halved}])[0].values()
+    halved[0]["cum"] = "0"
+    (whole,) = binance.pm_collateral_tiers([{"asset": "X", "collateralInfo": halved}])[0].values()
+    for before, after in ((D(900), D(1500)), (D(1500), D(900)), (D(900), D("1000.01"))):
+        change = counted_change(before, after, D("0.5"), D(1), partial)
+        assert change == counted_change(before, after, D("0.5"), D(1), whole), (before, after)
+    assert counted_change(D(900), D(1500), D("0.5"), D(1), partial) == -150
 
 
 def test_portfolio_margin_collateral_rates_read_the_docs_example() -> None:

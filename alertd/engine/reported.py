@@ -174,9 +174,12 @@ def _tiered_change(before: Decimal, after: Decimal, tiers: CollateralTiers) -> D
 
     (slices_before, quick_before), (slices_after, quick_after) = counted(before), counted(after)
     change = slices_after - slices_before
-    if quick_before is not None and quick_after is not None:
-        change = min(change, quick_after - quick_before)
-    return change
+    if quick_before is None and quick_after is None:
+        return change
+    # an end without cum reads its slices under either reading
+    quick_b = slices_before if quick_before is None else quick_before
+    quick_a = slices_after if quick_after is None else quick_after
+    return min(change, quick_a - quick_b)
 
 
 def counted_change(

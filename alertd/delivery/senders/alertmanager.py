@@ -16,8 +16,9 @@ What is sent, per message (the outbox row's payload):
   re-send intervals (as Prometheus does: Alertmanager resolves an alert that stops being
   re-sent, after that), or the end it gives itself (an IP ban's: ``ends_at``); for a resolved
   one, when it resolved. An IP ban is kept firing as a rule alert is, and its end resolves it.
-  An alert of an account removed from the config is not resolved but no longer re-sent: it
-  lapses at its ``endsAt`` unless an instance now watching the account keeps it firing.
+  An alert of an account removed from the config, or disabled, is not resolved but no longer
+  re-sent: it lapses at its ``endsAt`` (four re-send intervals) unless an instance now
+  watching the account keeps it firing.
   Other system messages (an exchange's margin call, the digest, the test message) have no
   resolution: each is sent valid for four intervals and then expires.
 
