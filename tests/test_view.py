@@ -496,25 +496,37 @@ def test_the_fee_gap_line_is_kept_while_nothing_moves_and_follows_the_marks(
     service.store.close()
 
 
-def test_offline_status_shows_only_the_configured_accounts_alerts(tmp_path: Path) -> None:
-    """``alertd status`` with the daemon stopped lists the firing alerts of the configured
-    accounts only: one removed from the config kept its saved warning firing there for ever
-    (nothing evaluates it; the daemon ends it at its next start). Review of idx13,
-    probe_removed_account_keeps_fee_gap_firing."""
+def test_offline_status_names_the_alerts_of_accounts_no_longer_watched(tmp_path: Path) -> None:
+    """``alertd status`` from the state file shows the firing alerts of an account removed
+    from the config or disabled, saying nothing watches it any more and that the daemon ends
+    them at its next start: a daemon not restarted since the edit still watches and fires for
+    it, so hiding them (session 13) hid live alerts; shown bare, one kept firing for ever."""
     from decimal import Decimal
+
+    from rich.console import Console
 
     from alertd.config import load_config
     from alertd.daemon.store import Store
     from alertd.rules.lifecycle import AlertState, Phase
     from alertd.rules.model import Subject
-    from alertd.views.status import status_from_store
+    from alertd.views.status import render_status, status_from_store
     from tests.support.configs import WALLET_ACCOUNT, write_config
 
-    config = load_config(write_config(tmp_path, [WALLET_ACCOUNT]))
+    off = {**WALLET_ACCOUNT, "name": "off", "enabled": False}
+    config = load_config(write_config(tmp_path, [WALLET_ACCOUNT, off]))
     store = Store(config.state_path)
-    for name in ("gone", "hl"):
+    for name in ("gone", "hl", "off"):
         state = AlertState("fee-gap", Subject(name, "bybit"), Phase.FIRING, 1.0, Decimal(1))
         store.commit_evaluation([state], [name], [], 1.0)
     store.close()
     shown = status_from_store(config, now=100.0)["firing"]
-    assert [(f["rule"], f["subject"]) for f in shown] == [("fee-gap", "hl")]
+    assert sorted((f["subject"], f["unwatched"]) for f in shown) == [
+        ("gone", "account not in the config: ends when alertd next starts"),
+        ("hl", None),
+        ("off", "account disabled in the config: ends when alertd next starts"),
+    ]
+    console = Console(record=True, width=200)
+    render_status({"source": "state file", **status_from_store(config, now=100.0)}, console)
+    text = console.export_text()
+    assert "gone (account not in the config: ends when alertd next starts)" in text
+    assert "hl (account" not in text

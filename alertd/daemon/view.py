@@ -195,12 +195,21 @@ class FiringAlert:
     since: float
     value: Decimal | None
     notified: bool
+    # why nothing watches it any more (read from the state file: its account is no longer
+    # configured or is disabled); None while its account is watched
+    unwatched: str | None = None
 
     @classmethod
-    def of(cls, state: AlertState, rule: Rule | None) -> FiringAlert:
+    def of(cls, state: AlertState, rule: Rule | None, unwatched: str | None = None) -> FiringAlert:
         severity = rule.severity.label if rule is not None else None
         return cls(
-            state.rule, severity, state.subject.key, state.since, state.value, state.notified
+            state.rule,
+            severity,
+            state.subject.key,
+            state.since,
+            state.value,
+            state.notified,
+            unwatched,
         )
 
 

@@ -215,6 +215,7 @@ def status_json(view: DaemonView) -> dict[str, Any]:
                 "since": f.since,
                 "value": dec(f.value),
                 "notified": f.notified,
+                "unwatched": f.unwatched,
             }
             for f in view.firing
         ],
@@ -261,6 +262,12 @@ def _saved_state(config: Config) -> Store:
     return Store(config.state_path)
 
 
+_UNWATCHED = {
+    False: "account not in the config: ends when alertd next starts",
+    True: "account disabled in the config: ends when alertd next starts",
+}
+
+
 def view_from_store(config: Config, now: float) -> DaemonView:
     """The daemon's view as its state file keeps it: last snapshots, alert states, outbox."""
     store = _saved_state(config)
@@ -303,13 +310,21 @@ def view_from_store(config: Config, now: float) -> DaemonView:
             )
         # the daemon's rules are the config's plus the built-in ones: the same list here
         rules = {rule.name: rule for rule in build_rules(config)}
-        # the configured accounts' only, as the daemon: it ends those of an account removed
-        # from the config at its next start (Alerting), and until then nothing watches them
-        configured = {a.name for a in config.accounts if a.enabled}
+        # an account removed from the config or disabled keeps its alerts firing in the file
+        # until the daemon next starts and ends them; a daemon not restarted since the edit
+        # still watches it: shown, saying which
+        watched = {a.name for a in config.accounts if a.enabled}
+        configured = {a.name for a in config.accounts}
         firing = tuple(
-            FiringAlert.of(s, rules.get(s.rule))
+            FiringAlert.of(
+                s,
+                rules.get(s.rule),
+                None
+                if s.subject.account in watched
+                else _UNWATCHED[s.subject.account in configured],
+            )
             for s in store.load_states()
-            if s.phase.value == "firing" and s.subject.account in configured
+            if s.phase.value == "firing"
         )
         undelivered = tuple(Undelivered.of(row) for row in store.pending())
     finally:
@@ -484,7 +499,7 @@ def render_status(data: dict[str, Any], console: Console) -> None:
         firing.add_row(
             f["rule"],
             f["severity"] or "-",
-            f["subject"],
+            f["subject"] if not f.get("unwatched") else f"{f['subject']} ({f['unwatched']})",
             fmt.timestamp(f["since"]),
             f["value"] or "-",
             "yes" if f["notified"] else "held",
