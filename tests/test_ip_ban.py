@@ -409,6 +409,27 @@ def test_the_saved_ban_end_is_the_real_one_and_the_told_one_stays_apart(tmp_path
     assert moved.labels == told.labels
 
 
+def test_a_shared_read_s_ban_ended_while_down_is_resolved_naming_what_aged(
+    tmp_path: Path,
+) -> None:
+    """A ban holding one shared read only (Binance's /sapi host: the collateral rates) that
+    ends while alertd is down is resolved at the restart naming what is read again, as it
+    was told: what aged was kept in memory only, so the restarted daemon resolved it with the
+    generic "every account of it resumes" (session 13's note, cosmetic but untrue)."""
+    accounts = [{"name": "b", "exchange": "binanceusdm", "api_key_env": "K", "secret_env": "S"}]
+    config = load_config(write_config(tmp_path, accounts))
+    alerting = alerting_for(config)
+    rates = "portfolio margin collateral rates"
+    (told,) = alerting.host_bans([HostBan("api.binance.com", 418, 600.0, 600.0, holds=rates)])
+    assert f"the {rates} age until then" in told.title
+    again = Alerting(
+        config, alerting.store, alerting.deliverer, book=Book(), wall_clock=lambda: 700.0
+    )
+    (over,) = again.host_bans([])  # the ban ended while down
+    assert over.title == "RESOLVED api.binance.com: the IP ban is over"
+    assert over.body == f"api.binance.com answers this IP again: the {rates} are read again."
+
+
 def test_a_restored_ban_waits_at_most_the_longest_ban() -> None:
     """A saved end further than ``BAN_MAX_S`` away (a clock set back, a corrupted state file)
     holds the host's requests no longer than any ban met live would."""

@@ -92,4 +92,7 @@ def test_ip_bans_in_a_state_file_from_before_the_end_told_was_kept_apart(tmp_pat
     assert store.ip_bans() == {"binanceusdm": SavedBan(418, 600.0, 600.0)}
     store.save_ip_bans({"bybit": SavedBan(403, 700.0, 660.0)})
     assert store.ip_bans() == {"bybit": SavedBan(403, 700.0, 660.0)}
+    # and, from before a ban's end named what aged, the column for it
+    store.save_ip_bans({"api.binance.com": SavedBan(418, 700.0, 700.0, "the rates")})
+    assert store.ip_bans() == {"api.binance.com": SavedBan(418, 700.0, 700.0, "the rates")}
     store.close()

@@ -284,11 +284,9 @@ class Alerting:
         self._bands: dict[str, Band] = {}
         self.skipped = 0  # evaluations a band proved idle
         # the exchange hosts whose IP ban was told (until it ends), with its real end and the
-        # end told (epoch seconds); kept in the store, so that a restart waits for its real
-        # end and tells its end, not it again
+        # end told (epoch seconds) and what ages where it holds one shared read only; kept in
+        # the store, so that a restart waits for its real end and tells its end, not it again
         self._bans_told = store.ip_bans()
-        # of those that hold one shared read only, what ages (HostBan.holds), as last seen
-        self._bans_hold: dict[str, str] = {}
         self.notifications = 0
         self.commits = 0  # store commits of alert states: the firing alerts may have changed
         self.margin_calls = config.builtin_rules.margin_call
@@ -650,21 +648,18 @@ class Alerting:
         wall = self._wall()
         now = {ban.host: ban for ban in bans}
         told = self._bans_told
-        holds = self._bans_hold
         messages = [
-            ip_ban_over(host, wall, holds.pop(host, None)) for host in told if host not in now
+            ip_ban_over(host, wall, saved.holds) for host, saved in told.items() if host not in now
         ]
         self._bans_told = {}
         for host, ban in now.items():
-            if ban.holds is not None:
-                holds[host] = ban.holds
             before = told.get(host)
             told_wall = before.told_wall if before is not None else -float("inf")
             if ban.until_wall >= told_wall + BAN_END_TOLD_TO_S:
                 messages.append(ip_banned(host, ban.status, ban.until_wall, wall, ban.holds))
                 told_wall = ban.until_wall
             # the real end saved (a restart waits for it), the end told kept apart
-            self._bans_told[host] = SavedBan(ban.status, ban.until_wall, told_wall)
+            self._bans_told[host] = SavedBan(ban.status, ban.until_wall, told_wall, ban.holds)
         if self._bans_told != told:
             self.store.save_ip_bans(self._bans_told)
         sent = [m for m in messages if not self.engine.muted(m.labels, wall)]

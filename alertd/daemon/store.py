@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS modes (
     account TEXT PRIMARY KEY, updated_at REAL NOT NULL, mode TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS ip_bans (
-    host TEXT PRIMARY KEY, status INTEGER NOT NULL, until_wall REAL NOT NULL, told_wall REAL
+    host TEXT PRIMARY KEY, status INTEGER NOT NULL, until_wall REAL NOT NULL, told_wall REAL,
+    holds TEXT
 );
 """
 SCHEMA_VERSION = "1"
@@ -95,11 +96,14 @@ class SavedSnapshot:
 class SavedBan(NamedTuple):
     """An exchange's ban of this host's IP: the HTTP status it was answered with, its real end
     (epoch seconds: what a restart waits for) and the end told to the operator (a later
-    refusal moving the end by less than the minute told is not told again)."""
+    refusal moving the end by less than the minute told is not told again); ``holds``: where
+    only one shared read of alertd's goes to the host, what ages (its end, told after a
+    restart, names it)."""
 
     status: int
     until_wall: float
     told_wall: float
+    holds: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +134,8 @@ class Store:
         columns = {r["name"] for r in self.db.execute("PRAGMA table_info(ip_bans)")}
         if "told_wall" not in columns:  # a state file from before the real end was kept apart
             self.db.execute("ALTER TABLE ip_bans ADD COLUMN told_wall REAL")
+        if "holds" not in columns:  # a state file from before a ban's end named what aged
+            self.db.execute("ALTER TABLE ip_bans ADD COLUMN holds TEXT")
         self.db.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
         )
@@ -352,10 +358,12 @@ class Store:
 
     def ip_bans(self) -> dict[str, SavedBan]:
         """The bans told and not yet told over, by exchange host (what a restart restores)."""
-        rows = self.db.execute("SELECT host, status, until_wall, told_wall FROM ip_bans")
+        rows = self.db.execute("SELECT host, status, until_wall, told_wall, holds FROM ip_bans")
         # a row from before told_wall kept the end told only: both
         return {
-            r["host"]: SavedBan(r["status"], r["until_wall"], r["told_wall"] or r["until_wall"])
+            r["host"]: SavedBan(
+                r["status"], r["until_wall"], r["told_wall"] or r["until_wall"], r["holds"]
+            )
             for r in rows
         }
 
@@ -364,8 +372,9 @@ class Store:
         with self._transaction():
             self.db.execute("DELETE FROM ip_bans")
             self.db.executemany(
-                "INSERT INTO ip_bans (host, status, until_wall, told_wall) VALUES (?,?,?,?)",
-                [(host, b.status, b.until_wall, b.told_wall) for host, b in bans.items()],
+                "INSERT INTO ip_bans (host, status, until_wall, told_wall, holds) "
+                "VALUES (?,?,?,?,?)",
+                [(host, b.status, b.until_wall, b.told_wall, b.holds) for host, b in bans.items()],
             )
 
     def _transaction(self) -> _Tx:
