@@ -1670,7 +1670,7 @@ def test_binance_portfolio_stale_coin_m_mark_stream_is_named_and_reconnected(
                     await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
                     hub, listed = feed.hub, feed.listed_hub
                     assert listed is not None
-                    for _ in range(300):  # the UM mark ticks, the COIN-M one does not (30 s bound: load)
+                    for _ in range(300):  # the UM mark ticks, the COIN-M one not (30 s: load)
                         fake.set_mark(BTC, "60000")
                         await asyncio.sleep(0.1)
                         if listed.reconnects:
