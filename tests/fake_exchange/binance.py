@@ -741,6 +741,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         # conditional orders placed before the Algo Service (as_strategy_order): a portfolio
         # margin account's are listed by /papi/v1/um/conditional/openOrders, not the algo one
         self._strategy_orders: set[str] = set()
+        # user-stream pushes held back per account (delay_user_pushes), in the order made
+        self._delayed_pushes: dict[str, list[dict[str, Any]]] = {}
         self._markets: dict[str, _Market] = {}
         # the COIN-M perpetuals (/dapi/v1/exchangeInfo, dstream marks), by market id
         self._coin_markets = {
@@ -1092,6 +1094,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         ``set_cm_brackets``), and uniMMR (the PnL counted at the coin's mark, the index here;
         the margin likewise). ``liquidation``: Binance's price of the whole account, as scripted."""
         self._coin_markets[market_id]  # a market this server lists
+        # a fill: its row's "updateTime" (the account's stamp here) moves with it
+        self._account(api_key).update_ms = now_ms()
         self._account(api_key).cm_held[market_id] = (
             _dec(contracts),
             shared.positive(entry, "entry"),
@@ -1146,6 +1150,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         if left * held < 0 or abs(left) > abs(held):
             raise ValueError("reduce_cm_position: only a reduction of the held position")
         closed = (held - left) * market.contract_size
+        account.update_ms = now_ms()  # a fill: its row's "updateTime" moves with it
         wallet, rate = self._cm_coins(account).get(market.base, (Decimal(0), Decimal(1)))
         account.cm_coins[market.base] = (wallet + closed * (1 / entry - 1 / market.mark), rate)
         if left == 0:
@@ -1893,7 +1898,34 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             event["fs"] = "UM"  # Balance and Position Update": ``fs`` the business unit)
         self._on_loop(self._push_user, account.api_key, event)
 
+    @scripted
+    def delay_user_pushes(self, api_key: str) -> None:
+        """Hold the account's user-stream pushes from now on, each stamped (``E``, ``T``) as
+        it is made: a slow delivery, the frames arriving late and in order, at
+        :meth:`release_user_pushes`."""
+        self._delayed_pushes.setdefault(api_key, [])
+
+    @scripted
+    def release_user_pushes(self, api_key: str, count: int | None = None) -> None:
+        """Send the first ``count`` pushes held, in order (None: all of them, and pushes are
+        sent at once again)."""
+        held = self._delayed_pushes.get(api_key, [])
+        sent, rest = (held, []) if count is None else (held[:count], held[count:])
+        if count is None:
+            self._delayed_pushes.pop(api_key, None)
+        else:
+            self._delayed_pushes[api_key] = rest
+        for event in sent:
+            self._send_user(api_key, event)
+
     def _push_user(self, api_key: str, event: dict[str, Any]) -> None:
+        held = self._delayed_pushes.get(api_key)
+        if held is not None:
+            held.append(event)
+            return
+        self._send_user(api_key, event)
+
+    def _send_user(self, api_key: str, event: dict[str, Any]) -> None:
         account = self._accounts[api_key]
         for conn in self._connections_of("private"):
             if conn.owner == api_key and conn.live and conn.listen_key == account.listen_key:
