@@ -116,21 +116,25 @@ def test_binance_wallet_pushed_during_the_snapshot_s_read_survives_it() -> None:
     run(body())
 
 
-def test_binance_a_push_older_than_the_snapshot_does_not_roll_it_back() -> None:
-    """The account's pushes are delivered late (held by the local Binance, stamped ``E`` as
-    made): the long goes to 0.6, 0.7 and 0.8 BTC, one push each. A reconcile reads 0.8 (its
-    row's ``updateTime`` the 0.8 fill's). The 0.6 push arrives during that read and the 0.7
-    push after it landed: neither rolls the account back from 0.8 (before, the 0.7 push set
-    it back to 0.7 until the next push; a naive replay of the 0.6 push would have too)."""
+# what stamps a position's push and its REST row alike
+STAMPED_BY = {"binanceusdm": "E / updateTime", "bybit": "updatedTime"}
+
+
+@pytest.mark.parametrize("exchange", sorted(STAMPED_BY))
+def test_a_push_older_than_the_snapshot_does_not_roll_it_back(exchange: str) -> None:
+    """The account's pushes are delivered late (held by the local exchange, stamped as made:
+    :data:`STAMPED_BY`): the long goes to 0.6, 0.7 and 0.8 BTC, one push each. A reconcile
+    reads 0.8 (its row stamped by the 0.8 fill). The 0.6 push arrives during that read and the
+    0.7 push after it landed: neither rolls the account back from 0.8 (before, the 0.7 push
+    set it back to 0.7 until the next push; a replay blind to the stamps, the 0.6 push)."""
 
     async def body() -> None:
-        async with long_half_btc("binanceusdm") as (fake, feed):
-            assert isinstance(fake, FakeBinanceUSDM)
-            fake.delay_user_pushes(KEY)
+        async with long_half_btc(exchange) as (fake, feed):
+            fake.delay_pushes(KEY)
             for size in ("0.6", "0.7", "0.8"):
                 fake.open_position(KEY, BTC, "long", size, "60000")
                 await asyncio.sleep(0.01)  # each fill its own millisecond
-            fake.hold_rest(POSITIONS_READ["binanceusdm"])
+            fake.hold_rest(POSITIONS_READ[exchange])
             reconcile = asyncio.create_task(feed.reconcile())
             await eventually(lambda: fake.held_answers() == 1, what="the positions read held")
 
@@ -138,17 +142,17 @@ def test_binance_a_push_older_than_the_snapshot_does_not_roll_it_back() -> None:
                 return feed.state.last_seen.get((Stream.POSITIONS, ""))
 
             seen = delivered()
-            fake.release_user_pushes(KEY, 1)  # the 0.6 push, during the read
+            fake.release_pushes(KEY, 1)  # the 0.6 push, during the read
             await eventually(lambda: delivered() != seen, what="the 0.6 push")
             assert contracts(feed) == D("0.6")  # nothing newer known yet: applied
             fake.release_rest()
             await reconcile
             assert contracts(feed) == D("0.8")
             seen = delivered()
-            fake.release_user_pushes(KEY, 1)  # the 0.7 push, after the read landed
+            fake.release_pushes(KEY, 1)  # the 0.7 push, after the read landed
             await eventually(lambda: delivered() != seen, what="the 0.7 push")
             assert contracts(feed) == D("0.8")
-            fake.release_user_pushes(KEY)  # the 0.8 push: the same fill as the snapshot's
+            fake.release_pushes(KEY)  # the 0.8 push: the same fill as the snapshot's
             await asyncio.sleep(0.2)
             assert contracts(feed) == D("0.8")
             assert feed.state.fatal is None
@@ -214,7 +218,7 @@ def test_binance_portfolio_coin_m_push_older_than_the_snapshot_does_not_roll_it_
     async def body() -> None:
         async with coin_m_300_settled() as (fake, feed):
             state = feed.state
-            fake.delay_user_pushes(PM_KEY)
+            fake.delay_pushes(PM_KEY)
             for size in ("301", "302"):
                 push_cm_long(fake, size)
                 await asyncio.sleep(0.01)  # each fill its own millisecond
@@ -225,7 +229,7 @@ def test_binance_portfolio_coin_m_push_older_than_the_snapshot_does_not_roll_it_
                 lambda f, change, symbol: seen.append([p.contracts for p in state.listed_positions])
             )
             fake.push_margin_call(PM_KEY)  # held behind them: its arrival says they came
-            fake.release_user_pushes(PM_KEY)  # the 301 push, late, then the 302 one
+            fake.release_pushes(PM_KEY)  # the 301 push, late, then the 302 one
             await eventually(lambda: state.events, what="the pushes after the snapshot")
             assert [301] not in seen, seen
             assert [p.contracts for p in state.listed_positions] == [302]

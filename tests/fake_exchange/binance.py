@@ -73,6 +73,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import hmac
 import json
@@ -741,8 +742,6 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         # conditional orders placed before the Algo Service (as_strategy_order): a portfolio
         # margin account's are listed by /papi/v1/um/conditional/openOrders, not the algo one
         self._strategy_orders: set[str] = set()
-        # user-stream pushes held back per account (delay_user_pushes), in the order made
-        self._delayed_pushes: dict[str, list[dict[str, Any]]] = {}
         self._markets: dict[str, _Market] = {}
         # the COIN-M perpetuals (/dapi/v1/exchangeInfo, dstream marks), by market id
         self._coin_markets = {
@@ -1898,32 +1897,9 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             event["fs"] = "UM"  # Balance and Position Update": ``fs`` the business unit)
         self._on_loop(self._push_user, account.api_key, event)
 
-    @scripted
-    def delay_user_pushes(self, api_key: str) -> None:
-        """Hold the account's user-stream pushes from now on, each stamped (``E``, ``T``) as
-        it is made: a slow delivery, the frames arriving late and in order, at
-        :meth:`release_user_pushes`."""
-        self._delayed_pushes.setdefault(api_key, [])
-
-    @scripted
-    def release_user_pushes(self, api_key: str, count: int | None = None) -> None:
-        """Send the first ``count`` pushes held, in order (None: all of them, and pushes are
-        sent at once again)."""
-        held = self._delayed_pushes.get(api_key, [])
-        sent, rest = (held, []) if count is None else (held[:count], held[count:])
-        if count is None:
-            self._delayed_pushes.pop(api_key, None)
-        else:
-            self._delayed_pushes[api_key] = rest
-        for event in sent:
-            self._send_user(api_key, event)
-
     def _push_user(self, api_key: str, event: dict[str, Any]) -> None:
-        held = self._delayed_pushes.get(api_key)
-        if held is not None:
-            held.append(event)
-            return
-        self._send_user(api_key, event)
+        if not self._held_push(api_key, functools.partial(self._send_user, api_key, event)):
+            self._send_user(api_key, event)
 
     def _send_user(self, api_key: str, event: dict[str, Any]) -> None:
         account = self._accounts[api_key]
