@@ -1476,10 +1476,11 @@ def test_binance_portfolio_coin_m_pushes_read_the_account_once_an_interval_on_a_
             feed.reconcile_interval_s = 4.0  # as the manager sets it; no reconcile runs here
             state = feed.state
             await eventually(lambda: state.marks.get(COIN_M_BTC) is not None)
-            # the start's own settle resync (the bootstrap's snapshot and its), done: a
-            # snapshot whose read began before the pushes below and ended after would list the
-            # size it read (a race of the product's own: the note of session 13), and no read
-            # follows an add; waited for, not slept (0.5 s was too short under load)
+            # the start's own settle resync (the bootstrap's snapshot and its), done, so that
+            # ``before`` counts every read of the start (waited for, not slept: 0.5 s was too
+            # short under load). A snapshot whose read began before the pushes below and ended
+            # after no longer lists the size it read over them (race14: PushesDuringReads;
+            # tests/test_push_during_snapshot.py)
             await eventually(
                 lambda: snapshots(fake) >= 2 and not feed._resync_lock.locked(),
                 what="the start's settle resync",

@@ -57,6 +57,7 @@ from alertd.feeds.adapter import (
     checked_stops,
     dec,
     dec_or_none,
+    stamp_or_none,
 )
 from alertd.feeds.state import (
     AccountEvent,
@@ -66,6 +67,7 @@ from alertd.feeds.state import (
     ModeReading,
     PositionState,
     ReportedAccount,
+    older,
 )
 
 log = logging.getLogger(__name__)
@@ -942,8 +944,12 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._bracket_problems: set[str] = set()
         # the COIN-M markets a push named with no listed position (said once each)
         self._coin_m_unlisted_pushed: set[str] = set()
+        # the COIN-M rows' update times as the last snapshot read them (pushed_listed)
+        self._coin_m_read_ms: dict[tuple[str, str], int] = {}
         # what the last snapshot weighed in the per-IP budget, by its mode (None: none yet)
         self._snapshot_weight: float | None = None
+        # each wallet's update time as the last snapshot read it (wallet_times)
+        self._wallet_times: dict[str, int] = {}
 
     async def _read_portfolio_snapshot(self, exchange: Any) -> None:
         """A portfolio margin account's snapshot: its USDⓈ-M positions ("Query UM Position
@@ -1026,6 +1032,13 @@ class BinanceUSDMAdapter(ExchangeAdapter):
 
         rows = await exchange.papiGetCmPositionRisk()
         held = cm_positions(rows, str)
+        # each row's "updateTime" (every symbol's row is listed, a closed one's too), by its
+        # market id and position side: a push older than it does not change what was read
+        self._coin_m_read_ms = {
+            (str(row["symbol"]), str(row.get("positionSide", "BOTH"))): at
+            for row in rows
+            if (at := stamp_or_none(row.get("updateTime"))) is not None
+        }
         # the COIN-M catalogue only once a COIN-M position is held: an account without one
         # loads no COIN-M market (nor, in the feed, opens a COIN-M mark stream)
         catalogue = exchange
@@ -1315,6 +1328,9 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             margin_mode=mode,
             isolated_margin=isolated_wallet if mode is MarginMode.ISOLATED else None,
             leverage=dec(leverage, "leverage") if leverage is not None else None,
+            # a REST row's "updateTime" (Position Information V3; a push's row carries none:
+            # its event's time is given by watch_positions)
+            version=stamp_or_none(raw.get("updateTime")),
         )
         return with_adl(state, raw, "adl", ADL)
 
@@ -1334,6 +1350,14 @@ class BinanceUSDMAdapter(ExchangeAdapter):
     async def fetch_balance(self, exchange: Any) -> tuple[Decimal, ReportedAccount]:
         info = await self._snapshot_account(exchange)
         wallet = None
+        # each asset's "updateTime" (Account Information V2, and a portfolio margin account's
+        # Get UM Account Detail): what a balance push must be newer than
+        self._wallet_times = {
+            str(asset["asset"]): at
+            for asset in info.get("assets", [])
+            if isinstance(asset, dict)
+            and (at := stamp_or_none(asset.get("updateTime"))) is not None
+        }
         for asset in info.get("assets", []):
             if asset.get("asset") == self.settle:
                 wallet = dec(asset.get("crossWalletBalance"), "crossWalletBalance")
@@ -1348,6 +1372,9 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         balance = dec_or_none(info.get("totalMarginBalance"))
         ratio = mm / balance if mm is not None and balance else None
         return wallet, ReportedAccount(mm, balance, ratio)
+
+    def wallet_times(self) -> dict[str, int]:
+        return dict(self._wallet_times)
 
     async def fetch_pools(self, exchange: Any) -> dict[str, tuple[Decimal, ReportedAccount]]:
         account = await self._snapshot_account(exchange)
@@ -1385,12 +1412,18 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         if not isinstance(rows, list):
             raise FrameError("CM ACCOUNT_UPDATE: a.P is not a list of positions")
         out = {(p.symbol, p.side): p for p in self._pushed_wallets(update.get("B", []), listed)}
+        # the event's time "E" (as a UM push's, watch_positions) against the row's
+        # "updateTime" the last read gave: a row older than the read is already in it or
+        # overtaken (a push that came late, or applied again over that read)
+        at = stamp_or_none(message.get("E"))
         for raw in rows:
             if not isinstance(raw, dict) or not isinstance(raw.get("s"), str):
                 raise FrameError("CM ACCOUNT_UPDATE: a position row without a symbol")
             market = catalogue.safe_market(raw["s"], None, None, "swap")
             amount = dec(raw.get("pa"), f"CM ACCOUNT_UPDATE {raw['s']} pa")
             position_side = str(raw.get("ps", "BOTH"))
+            if older(at, self._coin_m_read_ms.get((raw["s"], position_side))):
+                continue
             pushed = _side(position_side, amount)
             if position_side == "BOTH" and amount != 0:
                 # one-way: a signed size ends the other side's position (a "0" closes either)
@@ -1684,12 +1717,17 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                 # with the UM ones: not one of this account's markets (the reconcile lists
                 # the COIN-M positions as Binance reads them)
                 continue
-            p = self._position(exchange, raw)
+            # the push's event time ("E" of "Event: Balance and Position Update", which ccxt
+            # gives each of its positions as ``timestamp``), against a REST row's "updateTime"
+            # (developers.binance.com/docs/derivatives/usds-margined-futures/user-data-streams/
+            # Event-Balance-and-Position-Update; .../trade/rest-api/Position-Information-V3)
+            at = stamp_or_none(position.get("timestamp"))
+            p = dataclasses.replace(self._position(exchange, raw), version=at)
             one_way = str(raw.get("positionSide", raw.get("ps", "BOTH"))) == "BOTH"
             if one_way and p.contracts == 0:
                 # a one-way close ("pa": "0", "ps": "BOTH") says nothing of the side it closes:
                 # a short closed must not stay open as the long that "0" would parse to
-                out.extend(closed_both_sides(p.symbol))
+                out.extend(closed_both_sides(p.symbol, at))
             else:
                 out.append(p)
         return out
@@ -1707,6 +1745,9 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         data = message.get("a") if isinstance(message, dict) else None
         if not isinstance(data, dict):
             return {}
+        # its event time "E", as the positions' (watch_positions), against the assets'
+        # "updateTime" of Account Information V2 (fetch_balance)
+        self.balance_pushed_ms = stamp_or_none(message.get("E"))
         wanted = (self.settle, *self.market_filter.margin_assets(exchange.markets))
         return {
             entry["a"]: dec(entry.get("cw"), f"B[{entry['a']}].cw")

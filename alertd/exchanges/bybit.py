@@ -63,6 +63,7 @@ from alertd.feeds.adapter import (
     UnreadFee,
     dec,
     dec_or_none,
+    stamp_or_none,
 )
 from alertd.feeds.state import AccountMode, Coverage, ModeReading, PositionState, ReportedAccount
 
@@ -705,6 +706,9 @@ class BybitAdapter(ExchangeAdapter):
             isolated_margin=isolated_margin(raw) if isolated and size else None,
             leverage=dec(leverage, "leverage") if leverage not in (None, "") else None,
             exchange_liquidation_price=liquidation_price_for_margin(raw) if isolated else None,
+            # "updatedTime", the position's last update (ms), in the REST list and the push
+            # alike (bybit-exchange.github.io/docs/v5/position and /v5/websocket/private/position)
+            version=stamp_or_none(raw.get("updatedTime")),
         )
         return with_adl(state, raw, "adlRankIndicator", ADL)
 
@@ -972,7 +976,9 @@ class BybitAdapter(ExchangeAdapter):
             elif raw.get("symbol"):
                 # a one-way close arrives with side "" and size 0: close both possible keys
                 market = exchange.safe_market(raw.get("symbol"), None, None, "swap")
-                out.extend(closed_both_sides(market["symbol"]))
+                out.extend(
+                    closed_both_sides(market["symbol"], stamp_or_none(raw.get("updatedTime")))
+                )
         return out
 
     async def watch_balances(self, exchange: Any) -> dict[str, Decimal]:
@@ -981,6 +987,10 @@ class BybitAdapter(ExchangeAdapter):
         balance = await exchange.watch_balance()
         info = balance.get("info") or {}
         accounts = info.get("data") if isinstance(info, dict) else info
+        # no time to order it by: ccxt hands over the push's "data" without its "creationTime",
+        # and the REST wallet-balance answer gives its coins none (bybit-exchange.github.io/
+        # docs/v5/account/wallet-balance): a push that comes while it is read wins over it
+        self.balance_pushed_ms = None
         if isinstance(accounts, dict):
             accounts = [accounts]
         wanted = {self.settle, *self.market_filter.margin_assets(exchange.markets)}

@@ -27,10 +27,13 @@ def side_of(declared: Side | None, size: Decimal) -> Side | None:
     return Side.LONG if size > 0 else Side.SHORT
 
 
-def closed_both_sides(symbol: str) -> list[PositionState]:
+def closed_both_sides(symbol: str, version: int | None = None) -> list[PositionState]:
     """Both possible keys of a symbol, closed (zero contracts): a one-way close does not say
-    which side it closed."""
-    return [PositionState(symbol, s, Decimal(0), Decimal(1), MarginMode.CROSS) for s in Side]
+    which side it closed. ``version``: the close's own order (``PositionState.version``)."""
+    return [
+        PositionState(symbol, s, Decimal(0), Decimal(1), MarginMode.CROSS, version=version)
+        for s in Side
+    ]
 
 
 def signed_position(

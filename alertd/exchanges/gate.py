@@ -79,7 +79,14 @@ from alertd.exchanges.common import (
     with_adl,
 )
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
-from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
+from alertd.feeds.adapter import (
+    ExchangeAdapter,
+    FrameError,
+    Snapshot,
+    dec,
+    dec_or_none,
+    stamp_or_none,
+)
 from alertd.feeds.state import AccountMode, Coverage, ModeReading, PositionState, ReportedAccount
 
 PROFILE = ExchangeProfile(
@@ -650,8 +657,13 @@ class GateAdapter(ComputedPoolReads, ExchangeAdapter):
         symbol = market["symbol"]
         size = dec(raw.get("size", "0"), "size")
         side = side_of(_MODES.get(str(raw.get("mode") or "single")), size)
+        # "update_id", raised by one at each update of the position, in the REST position and
+        # the futures.positions push alike (Gate APIv4, Position; WebSocket futures.positions):
+        # the push's "time_ms" has no counterpart in the REST row (its "update_time" is in
+        # seconds), the sequence orders both
+        version = stamp_or_none(raw.get("update_id"))
         if side is None:
-            return closed_both_sides(symbol)
+            return closed_both_sides(symbol, version)
         isolated = _isolated(raw)
         if isolated:
             leverage = dec_or_none(raw.get("lever")) or dec_or_none(raw.get("leverage"))
@@ -660,7 +672,7 @@ class GateAdapter(ComputedPoolReads, ExchangeAdapter):
         state = signed_position(
             raw, symbol, side, size, entry="entry_price", isolated=isolated, leverage=leverage
         )
-        return [with_adl(state, raw, "adl_ranking", ADL)]
+        return [with_adl(dataclasses.replace(state, version=version), raw, "adl_ranking", ADL)]
 
     async def _position_rows(self, exchange: Any) -> Any:
         return await exchange.privateFuturesGetSettlePositions(

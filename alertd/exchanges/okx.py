@@ -92,7 +92,14 @@ from alertd.exchanges.common import (
     with_adl,
 )
 from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, MarketFilter, TierSource
-from alertd.feeds.adapter import ExchangeAdapter, FrameError, Snapshot, dec, dec_or_none
+from alertd.feeds.adapter import (
+    ExchangeAdapter,
+    FrameError,
+    Snapshot,
+    dec,
+    dec_or_none,
+    stamp_or_none,
+)
 from alertd.feeds.state import (
     AccountEvent,
     AccountMode,
@@ -449,6 +456,8 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
         # a multi-currency account's pool, read with its mode at every snapshot (None in
         # the other modes): fetch_balance and fetch_collateral give its parts
         self._pool: CurrencyPool | None = None
+        # the settle currency's wallet time as the last snapshot read it (wallet_times)
+        self._wallet_times: dict[str, int] = {}
 
     async def fetch_mode(self, exchange: Any) -> ModeReading:
         mode = account_mode(await exchange.privateGetAccountConfig())
@@ -546,14 +555,18 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
         symbol = market["symbol"]
         pos = dec(raw.get("pos") or "0", "pos")
         side = side_of(_POS_SIDES.get(str(raw.get("posSide") or "net")), pos)
+        # "uTime", the "latest time position was adjusted" (ms), in the REST answer and the
+        # positions channel alike (www.okx.com/docs-v5/en/#trading-account-rest-api-get-
+        # positions, #trading-account-websocket-positions-channel); "pTime" is only the push's
+        version = stamp_or_none(raw.get("uTime"))
         if side is None:
-            return closed_both_sides(symbol)
+            return closed_both_sides(symbol, version)
         isolated = raw.get("mgnMode") == "isolated"
         leverage = dec_or_none(raw.get("lever"))
         state = signed_position(
             raw, symbol, side, pos, entry="avgPx", isolated=isolated, leverage=leverage
         )
-        return [with_adl(state, raw, "adl", ADL)]
+        return [with_adl(dataclasses.replace(state, version=version), raw, "adl", ADL)]
 
     async def fetch_positions(self, exchange: Any) -> Snapshot:
         # every product in one answer (no instType): swaps and expiry futures are kept
@@ -614,7 +627,11 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
                 return dict(detail)
         return None
 
+    def wallet_times(self) -> dict[str, int]:
+        return dict(self._wallet_times)
+
     async def fetch_balance(self, exchange: Any) -> tuple[Decimal, ReportedAccount]:
+        self._wallet_times = {}
         if self._pool is not None:  # multi-currency: read with the mode
             return self._pool.wallet, self._pool.reported
         response = await exchange.privateGetAccountBalance({"ccy": self.settle})
@@ -623,6 +640,11 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
             raise FrameError("account/balance: no account in the answer")
         account = accounts[0]
         detail = self._detail(account) or {}
+        # the currency's "uTime", "update time of currency balance information" (ms), in the
+        # REST answer and the account channel alike (www.okx.com/docs-v5/en/#trading-account-
+        # rest-api-get-balance, #trading-account-websocket-account-channel)
+        at = stamp_or_none(detail.get("uTime"))
+        self._wallet_times = {} if at is None else {self.settle: at}
         wallet = dec(detail.get("cashBal") or "0", "cashBal")
         ratio = dec_or_none(detail.get("mgnRatio"))
         mm = dec_or_none(detail.get("mmr"))
@@ -677,6 +699,7 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
         for account in accounts:
             detail = self._detail(account)
             if detail is not None and detail.get("cashBal") not in (None, ""):
+                self.balance_pushed_ms = stamp_or_none(detail.get("uTime"))  # as fetch_balance's
                 return dec(detail.get("cashBal"), "cashBal")
         return None  # a push without the settle currency (OKX sends changed currencies only)
 

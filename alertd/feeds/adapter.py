@@ -80,6 +80,20 @@ def dec(value: Any, field: str = "value") -> Decimal:
     return d
 
 
+def stamp_or_none(value: Any) -> int | None:
+    """An exchange's stamp of a row (a time in milliseconds, or an update sequence: an integer
+    or its decimal string), None where it gives none or an unusable one (missing, 0:
+    Binance's "never updated", not a number): a stamp only orders a push against a snapshot,
+    so a bad one is no frame error."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    try:
+        ms = int(value)
+    except ValueError:
+        return None
+    return ms if ms > 0 else None
+
+
 def dec_or_none(value: Any) -> Decimal | None:
     try:
         d = dec(value)
@@ -495,9 +509,22 @@ class ExchangeAdapter:
     async def watch_balances(self, exchange: Any) -> dict[str, Decimal]:
         """The cross wallet balances a balance push changed, by margin asset: the settle
         currency's and, where the adapter reads pools of other assets (:meth:`fetch_pools`),
-        theirs; empty when the push changed none."""
+        theirs; empty when the push changed none. The push's own time, where it carries one,
+        is left in :attr:`balance_pushed_ms` for the caller."""
         wallet = await self.watch_balance(exchange)
         return {} if wallet is None else {self.settle: wallet}
+
+    # the exchange's own time (ms) of the balance push the last :meth:`watch_balances` (or
+    # :meth:`watch_balance`) returned, where the push carries one; None: it gave none. Read by
+    # the feed as the call returns, before any other await (no other push in between)
+    balance_pushed_ms: int | None = None
+
+    def wallet_times(self) -> dict[str, int]:
+        """The exchange's own update time (ms) of each wallet (by margin asset) the last
+        :meth:`fetch_balance` and :meth:`fetch_pools` read, where its answer gives one: a
+        balance push older than it does not replace the wallet read. None by default: a
+        push that arrives after the read began is then taken as the newer."""
+        return {}
 
     def _snapshot_into(
         self,

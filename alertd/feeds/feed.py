@@ -66,6 +66,7 @@ from alertd.feeds.state import (
     MarketInfo,
     ModeReading,
     PoolRates,
+    PositionState,
     ReportedAccount,
     Stream,
 )
@@ -157,6 +158,49 @@ def realizes(
     return any(
         (p.symbol, p.side) not in now or now[(p.symbol, p.side)] < p.contracts for p in before
     )
+
+
+class PushesDuringReads:
+    """The pushes applied while a REST snapshot of the account is being read (issue 11): the
+    read's answer predates them, so once it lands they are applied again on top of it, in the
+    order they came. Each is a function that applies one push to the state and says whether
+    it changed it; a push older, by the exchange's own time, than the value the snapshot read
+    (``AccountState.update_positions``, ``_set_wallet``; the listed positions' push) is
+    dropped there, so a late push never rolls a newer snapshot back. Every REST snapshot of
+    the account goes through :meth:`AccountFeed.resync` (the bootstrap, the settle resync
+    after going live or a reconnect, the reconcile, a COIN-M fill's read), which opens a
+    window here as it begins and closes it where the state is written: the one place."""
+
+    def __init__(self) -> None:
+        self._applied: list[Callable[[], bool]] = []
+        self._reads = 0  # snapshot reads in flight
+
+    def begin(self) -> int:
+        """A snapshot read begins: where its pushes start in the log."""
+        self._reads += 1
+        return len(self._applied)
+
+    def apply(self, push: Callable[[], bool], again: Callable[[], bool] | None = None) -> bool:
+        """Apply a push now, and keep it while a read is in flight: ``again`` where applying
+        it over a snapshot differs from ``push`` (a push that is a change of what it meets)."""
+        if self._reads:
+            self._applied.append(again or push)
+        return push()
+
+    def kept(self, since: int) -> bool:
+        """Whether any push came since ``since``."""
+        return len(self._applied) > since
+
+    def again(self, since: int) -> int:
+        """The pushes kept since ``since`` applied again, in order, over the snapshot just
+        written; how many were not dropped as older than it."""
+        return sum(push() for push in self._applied[since:])
+
+    def end(self) -> None:
+        """A snapshot read ended (landed or failed); the last one drops the log."""
+        self._reads -= 1
+        if not self._reads:
+            self._applied.clear()
 
 
 class Change(enum.Enum):
@@ -284,6 +328,8 @@ class AccountFeed:
         self._stops_applied = 0
         self._group: asyncio.TaskGroup | None = None
         self._resync_lock = asyncio.Lock()
+        # the pushes applied while a snapshot is read, applied again once it lands
+        self._pushes = PushesDuringReads()
         # a push's realized fill (:meth:`_fill_resync`): the last one's time, whether a read
         # for it waits, and before when (the feed's clock) no other read for one starts
         self._fill_at = -float("inf")
@@ -603,7 +649,16 @@ class AccountFeed:
     async def resync(self, stops: bool = True, fees: bool = False) -> None:
         """Positions and balance over REST (a full snapshot), then any missing tiers; the
         open stop orders too unless ``stops`` is False (they are then kept as they are); the
-        fee rates where ``fees``, or where the held symbols differ from their last read's."""
+        fee rates where ``fees``, or where the held symbols differ from their last read's.
+        The pushes that arrive while it reads are applied again on top of what it read
+        (:class:`PushesDuringReads`)."""
+        since = self._pushes.begin()
+        try:
+            await self._resync(since, stops, fees)
+        finally:
+            self._pushes.end()
+
+    async def _resync(self, since: int, stops: bool, fees: bool) -> None:
         started = self._clock()
         exchange = self._exchange()
         if not exchange.markets:  # a client made afresh after a close: the adapters need them
@@ -636,10 +691,10 @@ class AccountFeed:
         now = self._clock()
         self.state.replace_positions(positions, now)
         self.state.reported_positions = reported
-        self.state.set_wallet_balance(wallet, now)
+        pool_wallets = {asset: pool_wallet for asset, (pool_wallet, _) in pools.items()}
+        self.state.read_wallets(wallet, pool_wallets, self.adapter.wallet_times(), now)
         self.state.reported_account = account_figures
         self.state.listed_positions = self.state.listed_as_read = listed
-        self.state.pool_wallets = {asset: pool_wallet for asset, (pool_wallet, _) in pools.items()}
         self.state.reported_pools = {asset: figures for asset, (_, figures) in pools.items()}
         self.state.fee_rates = fee_rates
         # with the rates it was read with: a read that fails before them keeps both
@@ -670,6 +725,20 @@ class AccountFeed:
         self.state.settle_terms = self.adapter.settle_terms()
         self.state.margin_assets = self.adapter.margin_assets()
         self.state.pool_wallets.update(self.adapter.unlined_wallets())
+        # the pushes that came while it read, newer than what it read: on top of it (a fill
+        # pushed during a settle resync kept its older size until the next reconcile). Most
+        # are of a change the answer already holds: only a state they change is told
+        pushed = False
+        if self._pushes.kept(since):
+            read = (self.state.holdings(), self.state.listed_positions)
+            pushed = self._pushes.again(since) > 0
+            pushed = pushed and (self.state.holdings(), self.state.listed_positions) != read
+        if pushed:
+            log.info(
+                "%s: pushes that came while the snapshot was read are newer than it: "
+                "applied on top of it",
+                self.config.name,
+            )
         # the snapshot's rates are the truth at each read: the asset index moves them from
         # here on (its stream, or its REST read while the stream is stale: feeds/rates.py)
         self.state.pool_read = self.state.pool_rates
@@ -686,7 +755,10 @@ class AccountFeed:
         self.state.reported_marks = {**self.state.marks, **marks, **listed_marks}
         await self._ensure_tiers()
         self._last_resync_started = started  # a snapshot taken entirely after ``started``
-        self._measure_drift(marks)
+        if not pushed:
+            # with pushes on top, alertd's figures are no longer those of the exchange's
+            # answer: no like-with-like comparison (the last one stands)
+            self._measure_drift(marks)
         self._sync_mark_streams()
         self._notify(Change.ACCOUNT)
 
@@ -913,7 +985,9 @@ class AccountFeed:
         wanted = self.config.symbols
         if wanted is not None:
             changed = [p for p in changed if p.symbol in wanted]
-        self.state.update_positions(changed, self._clock())
+        applied = self._pushes.apply(functools.partial(self._push_positions, changed))
+        if changed and not applied:
+            log.debug("%s: a position push older than the snapshot: dropped", self.config.name)
         await self._ensure_tiers()
         await self._seed_marks()
         self._sync_mark_streams()
@@ -975,15 +1049,21 @@ class AccountFeed:
         async with rest_slot(self.shared):
             self.state.stops = await self._fetch_stops(self._exchange(), self.state.held_symbols)
 
+    def _push_positions(self, changed: list[PositionState]) -> bool:
+        return self.state.update_positions(changed, self._clock())
+
     async def _balance_step(self) -> None:
         balances = await self.adapter.watch_balances(self._exchange())
-        for asset, wallet in balances.items():
-            if asset == self.state.settle:
-                self.state.set_wallet_balance(wallet, self._clock())
-            else:
-                self.state.set_pool_wallet(asset, wallet, self._clock())
+        at_ms = self.adapter.balance_pushed_ms  # this push's: no await since it returned
         if balances:
+            if not self._pushes.apply(functools.partial(self._push_wallets, balances, at_ms)):
+                log.debug("%s: a balance push older than the snapshot: dropped", self.config.name)
             self._notify(Change.ACCOUNT)
+
+    def _push_wallets(self, balances: Mapping[str, Decimal], at_ms: int | None) -> bool:
+        now = self._clock()
+        applied = [self.state.set_pool_wallet(a, w, now, at_ms) for a, w in balances.items()]
+        return any(applied)
 
     def on_mark(self, symbol: str, price: Decimal) -> None:
         """A mark from the hub; symbols this account no longer holds are ignored."""
@@ -1310,7 +1390,11 @@ class AccountFeed:
             self.on_malformed("listed positions: bad frame", describe(exc))
             listed = None
         if listed is not None:
-            before, self.state.listed_positions = self.state.listed_positions, listed
+            before = self.state.listed_positions
+            self._pushes.apply(
+                functools.partial(self._push_listed, message, listed),
+                functools.partial(self._push_listed, message),
+            )
             self._sync_mark_streams()
             self._notify(Change.ACCOUNT)
             if realizes(before, listed):
@@ -1321,6 +1405,23 @@ class AccountFeed:
         if self.adapter.listen_key_expired(message):
             self._event(AccountEvent("listen_key_expired", now, "private stream key expired"))
             asyncio.get_running_loop().create_task(self.force_reconnect("listen key expired"))
+
+    def _push_listed(
+        self, message: Any, listed: tuple[ExchangeRatioPosition, ...] | None = None
+    ) -> bool:
+        """A push of the listed positions applied: ``listed`` as it made them from those held
+        when it came, or, applied again over a snapshot, made anew from the snapshot's (a row
+        older than the one read is left as read: ``pushed_listed``). Whether it changed them."""
+        if listed is None:
+            try:
+                listed = self.adapter.pushed_listed(message, self.state.listed_positions)
+            except (FrameError, ArithmeticError):
+                return False  # told when it first came
+            if listed is None:
+                return False
+        changed = listed != self.state.listed_positions
+        self.state.listed_positions = listed
+        return changed
 
     def on_open(self, url: str) -> None:
         """A private websocket opened: the account streams (a quiet account may send nothing

@@ -168,6 +168,20 @@ class PositionState:
     # (Bybit: ``positionBalance`` deprecated, ``isolated_margin`` then its Position IM, without
     # margin added by hand): the margin it implies stands in (``to_account``)
     exchange_liquidation_price: Decimal | None = None
+    # the exchange's own order of this row, the same field in its REST rows and its pushes: a
+    # time in ms (a REST row's last update, a push's event time) or an update sequence (Gate's
+    # ``update_id``); None: the payload gives none. Not part of the position's value (equal
+    # rows are the same position whenever they were stamped): only what orders a push against
+    # a snapshot (:meth:`AccountState.update_positions`)
+    version: int | None = field(default=None, compare=False)
+
+
+def older(at: int | None, than: int | None) -> bool:
+    """Whether a push stamped ``at`` by the exchange predates what the state holds, stamped
+    ``than`` (times in ms, or update sequences): only where both carry the exchange's own (a
+    push without one, or over a value read without one, is taken as the newer: it came after
+    the value was read)."""
+    return at is not None and than is not None and at < than
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +333,11 @@ class AccountState:
     events: deque[AccountEvent] = field(default_factory=lambda: deque(maxlen=100))
     # monotonic time of the last message per (stream, key)
     last_seen: dict[tuple[Stream, str], float] = field(default_factory=dict)
+    # the exchange's own order (PositionState.version) of each position's value held, and
+    # its time (ms) of each wallet's, where the snapshot row or the push that gave it carried
+    # one: a push older than it is dropped
+    position_versions: dict[tuple[str, Side], int] = field(default_factory=dict)
+    wallet_ms: dict[str, int] = field(default_factory=dict)
     connected: bool = False
     fatal: str | None = None  # why this account's feed stopped for good
     bootstrapped: bool = False
@@ -376,14 +395,26 @@ class AccountState:
     # --- updates -------------------------------------------------------------------------
 
     def replace_positions(self, positions: list[PositionState], now: float) -> None:
-        """A full snapshot (REST): whatever it does not list is closed."""
+        """A full snapshot (REST): whatever it does not list is closed. Each row's time (its
+        last update, where the exchange gives one) is what a push must be newer than."""
         self.positions = {(p.symbol, p.side): p for p in positions if p.contracts > 0}
+        self.position_versions = {
+            (p.symbol, p.side): p.version for p in positions if p.version is not None
+        }
         self.last_seen[(Stream.POSITIONS, "")] = now
 
-    def update_positions(self, positions: list[PositionState], now: float) -> None:
-        """Changed positions only (a stream frame); zero contracts closes one."""
+    def update_positions(self, positions: list[PositionState], now: float) -> bool:
+        """Changed positions only (a stream frame); zero contracts closes one. A row older by
+        the exchange's own time than the value held (a snapshot read after it, a later push)
+        is dropped. True when any row was applied."""
+        applied = False
         for p in positions:
             key = (p.symbol, p.side)
+            if older(p.version, self.position_versions.get(key)):
+                continue
+            applied = True
+            if p.version is not None:
+                self.position_versions[key] = p.version  # a close's too: no older open reopens it
             if p.contracts > 0:
                 held = self.positions.get(key)
                 if not p.adl_given and held is not None:
@@ -393,14 +424,40 @@ class AccountState:
                 self.positions.pop(key, None)
                 self.reported_positions.pop(key, None)
         self.last_seen[(Stream.POSITIONS, "")] = now
+        return applied
 
-    def set_wallet_balance(self, balance: Decimal, now: float) -> None:
-        self.wallet_balance = balance
+    def set_wallet_balance(self, balance: Decimal, now: float, at_ms: int | None = None) -> bool:
+        """The settle currency's wallet as a push gave it (stamped ``at_ms`` by the exchange,
+        where it is); dropped (False) where it is older than the value held."""
+        return self._set_wallet(self.settle, balance, now, at_ms)
+
+    def set_pool_wallet(
+        self, asset: str, balance: Decimal, now: float, at_ms: int | None = None
+    ) -> bool:
+        """Another margin asset's cross wallet balance (its own pool), as a push gave it;
+        dropped (False) where it is older than the value held."""
+        return self._set_wallet(asset, balance, now, at_ms)
+
+    def _set_wallet(self, asset: str, balance: Decimal, now: float, at_ms: int | None) -> bool:
+        if older(at_ms, self.wallet_ms.get(asset)):
+            return False
+        if at_ms is not None:
+            self.wallet_ms[asset] = at_ms
+        if asset == self.settle:
+            self.wallet_balance = balance
+        else:
+            self.pool_wallets[asset] = balance
         self.last_seen[(Stream.BALANCE, "")] = now
+        return True
 
-    def set_pool_wallet(self, asset: str, balance: Decimal, now: float) -> None:
-        """Another margin asset's cross wallet balance (its own pool), as a push gave it."""
-        self.pool_wallets[asset] = balance
+    def read_wallets(
+        self, wallet: Decimal, pools: Mapping[str, Decimal], read_ms: Mapping[str, int], now: float
+    ) -> None:
+        """A snapshot's wallets (the settle currency's, the other pools'), replacing those
+        held, with the exchange's time of each where its answer gives one (``read_ms``)."""
+        self.wallet_balance = wallet
+        self.pool_wallets = dict(pools)
+        self.wallet_ms = dict(read_ms)
         self.last_seen[(Stream.BALANCE, "")] = now
 
     def set_mark(self, symbol: str, price: Decimal, now: float) -> bool:

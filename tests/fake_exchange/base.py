@@ -415,6 +415,8 @@ class FakeExchangeServer(Generic[A, C]):
         self._connections: set[C] = set()
         self._failures: list[RestFailure] = []
         self._holds: list[HeldAnswer] = []
+        # each account's private pushes held back (delay_pushes): how to send each, in order
+        self._held_pushes: dict[str, list[Callable[[], None]]] = {}
         self._answer_pings = True
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -744,6 +746,35 @@ class FakeExchangeServer(Generic[A, C]):
     def release_rest(self) -> None:
         for hold in self._holds:
             hold.released.set()
+
+    @scripted
+    def delay_pushes(self, api_key: str) -> None:
+        """Hold the account's private pushes from now on, each made (and stamped by the
+        exchange) as it happens: a slow delivery, the frames arriving late and in order, at
+        :meth:`release_pushes`. An exchange module sends its private pushes through
+        :meth:`_held_push`."""
+        self._held_pushes.setdefault(api_key, [])
+
+    @scripted
+    def release_pushes(self, api_key: str, count: int | None = None) -> None:
+        """Send the first ``count`` pushes held, in order (None: all of them, and pushes are
+        sent at once again)."""
+        held = self._held_pushes.get(api_key, [])
+        sent = held if count is None else held[:count]
+        if count is None:
+            self._held_pushes.pop(api_key, None)
+        else:
+            del held[:count]
+        for send in sent:
+            send()
+
+    def _held_push(self, api_key: str, send: Callable[[], None]) -> bool:
+        """Whether the account's pushes are held (:meth:`delay_pushes`): ``send`` then waits
+        its turn; else the caller sends it now."""
+        held = self._held_pushes.get(api_key)
+        if held is not None:
+            held.append(send)
+        return held is not None
 
     @scripted
     def fail_rest(

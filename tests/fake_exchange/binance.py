@@ -73,6 +73,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import hmac
 import json
@@ -1092,6 +1093,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         ``set_cm_brackets``), and uniMMR (the PnL counted at the coin's mark, the index here;
         the margin likewise). ``liquidation``: Binance's price of the whole account, as scripted."""
         self._coin_markets[market_id]  # a market this server lists
+        # a fill: its row's "updateTime" (the account's stamp here) moves with it
+        self._account(api_key).update_ms = now_ms()
         self._account(api_key).cm_held[market_id] = (
             _dec(contracts),
             shared.positive(entry, "entry"),
@@ -1146,6 +1149,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         if left * held < 0 or abs(left) > abs(held):
             raise ValueError("reduce_cm_position: only a reduction of the held position")
         closed = (held - left) * market.contract_size
+        account.update_ms = now_ms()  # a fill: its row's "updateTime" moves with it
         wallet, rate = self._cm_coins(account).get(market.base, (Decimal(0), Decimal(1)))
         account.cm_coins[market.base] = (wallet + closed * (1 / entry - 1 / market.mark), rate)
         if left == 0:
@@ -1894,6 +1898,10 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         self._on_loop(self._push_user, account.api_key, event)
 
     def _push_user(self, api_key: str, event: dict[str, Any]) -> None:
+        if not self._held_push(api_key, functools.partial(self._send_user, api_key, event)):
+            self._send_user(api_key, event)
+
+    def _send_user(self, api_key: str, event: dict[str, Any]) -> None:
         account = self._accounts[api_key]
         for conn in self._connections_of("private"):
             if conn.owner == api_key and conn.live and conn.listen_key == account.listen_key:

@@ -72,6 +72,7 @@ server's loop or from another thread.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import itertools
@@ -870,6 +871,12 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
         return account.wallet if coin == SETTLE else account.settle_wallets.get(coin, Decimal(0))
 
     def _push_private(self, api_key: str, topic: str, data: list[dict[str, Any]]) -> None:
+        if not self._held_push(
+            api_key, functools.partial(self._send_private, api_key, topic, data)
+        ):
+            self._send_private(api_key, topic, data)
+
+    def _send_private(self, api_key: str, topic: str, data: list[dict[str, Any]]) -> None:
         targets = []
         for conn in self._connections:
             if conn.kind != "private" or conn.owner != api_key:
