@@ -517,3 +517,26 @@ def test_a_stop_loss_share_band_counts_the_pnl_at_an_ask_rate_above_one() -> Non
         book.apply_mark(btc.symbol, mark)
         assert found.holds({btc.symbol: mark}, 0.5, True, None, lambda s: 0.0)
         assert share() <= D("0.5"), mark
+
+
+def test_an_unread_fee_rate_gives_no_band_to_a_fee_gap_rule_above_zero() -> None:
+    """A rule on ``fee_gap`` at a level above 0 (a user's "fee_gap above 0.05") while a fee
+    rate stands unread: the marks move the share it leaves out across the level, so no band
+    (before, the band passed fee_gap unbounded, sound only for the built-in level 0: the
+    account's evaluations were skipped as the share crossed the user's level; idx14's
+    note). With every rate read the value is 0 whatever the marks: a band."""
+    from alertd.engine.fee_gap import FeeGap
+
+    rule = RuleConfig.model_validate(
+        {"name": "gap", "metric": "fee_gap", "scope": "account", "above": "0.5"}
+    )
+    config = Config(version=1, accounts=[AccountConfig(name="a", exchange="bybit")], rules=[rule])
+    rules = [r for r in build_rules(config) if r.name == "gap"]
+    assert len(rules) == 1
+    book = Book()
+    book.set_account("calm", calm_btc_long("20000"))
+    subject = Subject("a", "bybit")
+    read = FeedStatus(D(0), D(0), None)
+    unread = replace(read, fee_gap=FeeGap("GST", D("0.18")))
+    assert band(rules, subject, book.live("calm"), read, 0.0, connected=True) is not None
+    assert band(rules, subject, book.live("calm"), unread, 0.0, connected=True) is None

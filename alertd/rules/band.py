@@ -298,9 +298,11 @@ def _account_rule(rule: Rule, live: LiveAccount, feed: FeedStatus, limits: _Limi
     ):
         pass  # read at a snapshot, a reconcile or a fatal error: changes the band does not cover
     elif metric == "fee_gap":
-        # above 0 from the fee rates' read (a reconcile) while a position is held: the marks
-        # move its value, never across 0
-        pass
+        # 0 while no fee rate stands unread, until a read; one unread, the marks move the
+        # share it leaves out (the fee to close is fixed, the requirement moves), which a
+        # rule's level above 0 may cross: no bound here (the built-in above 0 fires then)
+        if feed.fee_gap is not None:
+            raise _NoBand
     else:
         raise _NoBand
 
