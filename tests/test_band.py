@@ -76,7 +76,12 @@ FEED_LEVELS = {"feed_stale_s": (5, 40), "feed_down_s": (5, 60), "account_error":
 
 
 def random_rule(
-    rng: random.Random, i: int, seen: Mapping[str, list[Decimal]], covered_only: bool
+    rng: random.Random,
+    i: int,
+    seen: Mapping[str, list[Decimal]],
+    covered_only: bool,
+    world: World | None = None,
+    scoping: random.Random | None = None,
 ) -> RuleConfig:
     names = list(METRICS)[:-2] if covered_only else list(METRICS)
     metric = rng.choice(names)
@@ -101,6 +106,12 @@ def random_rule(
         if rng.random() < 0.5:
             kw["clear_above"] = level + abs(level) * D(rng.randint(0, 500)) / 10_000
     kw.update(random_timings(rng))
+    if world is not None and scoping is not None and scoping.random() < 0.3:
+        # for some of the world's subjects only (band.py reads a rule naming none without
+        # asking each subject); drawn apart, the world's own draws as they were
+        scoped = scoping.choice(["accounts", "exchanges", "symbols"])
+        pool = {"accounts": world.names, "exchanges": EXCHANGES, "symbols": world.symbols}[scoped]
+        kw[scoped] = scoping.sample(pool, scoping.randint(1, len(pool)))
     severity = rng.choice(["info", "warning", "critical"])
     return RuleConfig.model_validate(
         {"name": f"r{i}", "metric": metric, "scope": scope, "severity": severity, **kw}
@@ -201,7 +212,9 @@ def run_world(seed: int, steps: int, covered_only: bool) -> tuple[int, int, int,
             for metric, value in o.metrics.items():
                 if value is not None and value.is_finite():
                     seen.setdefault(metric, []).append(value)
-    rules = [random_rule(rng, i, seen, covered_only) for i in range(rng.randint(1, 6))]
+    scoping = random.Random(seed + 1)
+    count = rng.randint(1, 6)
+    rules = [random_rule(rng, i, seen, covered_only, world, scoping) for i in range(count)]
     config = Config(
         version=1,
         accounts=[AccountConfig(name=n, exchange="binanceusdm") for n in world.names],

@@ -24,7 +24,7 @@ from alertd.engine.orderbook import OrderBook
 from alertd.feeds.ccxt_exchange import HostBan
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.state import AccountEvent, AccountState, Coverage, Stream
-from alertd.rules.band import Band, band
+from alertd.rules.band import Band, BandRules, band
 from alertd.rules.lifecycle import AlertEngine, Kind, Notification
 from alertd.rules.messages import render
 from alertd.rules.metrics import (
@@ -323,6 +323,7 @@ class Alerting:
         self.target = ratio_target(self.rules)
         self._wanted = wanted_of(self.rules)  # observe only what a rule reads
         self._proofs = shortcuts(self.rules)  # and solve nothing that provably breaches none
+        self._band_rules = BandRules.of(self.rules)  # the rules as band() reads them
         self._needs_crash = needs_of(self.rules) is Needs.CRASH
         self._bands.clear()
         self._rerated.clear()
@@ -605,9 +606,8 @@ class Alerting:
         give one (:func:`alertd.rules.band.band`)."""
         if live is None or name in self.engine.alerted_accounts:
             return
-        found = band(
-            self.rules, Subject(name, exchange), live, status, now, connected=connected, books=books
-        )
+        subject = Subject(name, exchange)
+        found = band(self._band_rules, subject, live, status, now, connected=connected, books=books)
         if found is not None:
             self._bands[name] = found
 
