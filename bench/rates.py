@@ -8,8 +8,10 @@ frame (feeds/feed.py ``on_asset_index``, daemon/service.py ``_on_change`` and ``
 
 - rerate: the adapter's ``rerated`` of the account's snapshot terms at the frame's rows;
 - book: the account rebuilt at those terms and set in the book (``Book.set_account``);
-- evaluate: its band dropped (what it assumed changed), evaluated with the default and
-  built-in rules (``Alerting.evaluate_figures``) and its band computed again (``keep_band``).
+- evaluate: since idx14, its band proven again at the new rates where it held
+  (``Alerting.band_rerated``), else (before idx14, always) its band dropped, evaluated with
+  the default and built-in rules (``Alerting.evaluate_figures``) and its band computed again
+  (``keep_band``).
 
 Accounts as bench/engine.py builds them (real Binance tier tables from ../shared/data when
 present), calm (2-5x, entries within 1%: the rules idle, bands found), half the positions
@@ -34,8 +36,8 @@ from decimal import Decimal
 from engine import alerting, build, load_tables, machine
 
 from alertd.config import AccountConfig, FeedSettings
-from alertd.daemon.evaluation import FeedStatus
-from alertd.engine.book import Book
+from alertd.daemon.evaluation import Alerting, FeedStatus
+from alertd.engine.book import Book, LiveAccount
 from alertd.engine.collateral import ConversionRates, SettleTerms
 from alertd.engine.model import Account
 from alertd.exchanges.binance import (
@@ -74,6 +76,24 @@ def frames(rng: random.Random, count: int) -> list[dict[str, dict[str, object]]]
     return out
 
 
+def rerated_band(
+    alerts: Alerting,
+    name: str,
+    exchange: str,
+    live: LiveAccount,
+    status: FeedStatus,
+    now: float,
+    marks: dict[str, Decimal],
+) -> bool:
+    """What the daemon does first with a re-rated account (daemon/evaluation.py
+    ``Alerting.evaluate``): its band proven again at the new rates, where it held; False
+    before idx14 (no such path: every re-rated account evaluated)."""
+    if not hasattr(alerts, "band_rerated"):
+        return False
+    alerts.rerated(name)
+    return alerts.band_rerated(name, exchange, live, status, now, True, None, marks, lambda _: now)
+
+
 def measure(accounts: list[Account], frame_rows: list[dict[str, dict[str, object]]]) -> None:
     clock = time.thread_time_ns
     book = Book()
@@ -102,10 +122,12 @@ def measure(accounts: list[Account], frame_rows: list[dict[str, dict[str, object
             current[name] = account
             book.set_account(name, account)
             t2 = clock()
-            alerts.forget(name)
             live = book.live(name)
-            alerts.evaluate_figures(name, exchange, live, fresh)
-            alerts.keep_band(name, exchange, live, fresh, wall[0], True, None)
+            marks = {lp.symbol: lp.mark for lp in live.positions}
+            if not rerated_band(alerts, name, exchange, live, fresh, wall[0], marks):
+                alerts.forget(name)
+                alerts.evaluate_figures(name, exchange, live, fresh)
+                alerts.keep_band(name, exchange, live, fresh, wall[0], True, None)
             t3 = clock()
             spent["rerate"] += t1 - t0
             spent["book"] += t2 - t1

@@ -76,7 +76,12 @@ FEED_LEVELS = {"feed_stale_s": (5, 40), "feed_down_s": (5, 60), "account_error":
 
 
 def random_rule(
-    rng: random.Random, i: int, seen: Mapping[str, list[Decimal]], covered_only: bool
+    rng: random.Random,
+    i: int,
+    seen: Mapping[str, list[Decimal]],
+    covered_only: bool,
+    world: World | None = None,
+    scoping: random.Random | None = None,
 ) -> RuleConfig:
     names = list(METRICS)[:-2] if covered_only else list(METRICS)
     metric = rng.choice(names)
@@ -101,6 +106,12 @@ def random_rule(
         if rng.random() < 0.5:
             kw["clear_above"] = level + abs(level) * D(rng.randint(0, 500)) / 10_000
     kw.update(random_timings(rng))
+    if world is not None and scoping is not None and scoping.random() < 0.3:
+        # for some of the world's subjects only (band.py reads a rule naming none without
+        # asking each subject); drawn apart, the world's own draws as they were
+        scoped = scoping.choice(["accounts", "exchanges", "symbols"])
+        pool = {"accounts": world.names, "exchanges": EXCHANGES, "symbols": world.symbols}[scoped]
+        kw[scoped] = scoping.sample(pool, scoping.randint(1, len(pool)))
     severity = rng.choice(["info", "warning", "critical"])
     return RuleConfig.model_validate(
         {"name": f"r{i}", "metric": metric, "scope": scope, "severity": severity, **kw}
@@ -152,6 +163,10 @@ class Evaluator:
         status = self.status(name, now, world)
         live = self.book.get(name)
         exchange = world.exchanges[name]
+        if self.banded and self.alerting.band_rerated(
+            name, exchange, live, status, now, connected, books, world.marks, seen
+        ):
+            return []  # re-rated: its band proven again at the new rates
         notes = self.alerting.evaluate_figures(name, exchange, live, status, None, books)
         if self.banded:
             self.alerting.keep_band(name, exchange, live, status, now, connected, books)
@@ -182,8 +197,9 @@ class World:
         }
 
 
-def run_world(seed: int, steps: int, covered_only: bool) -> tuple[int, int]:
-    """Both paths through one random world; returns (notifications, evaluations skipped)."""
+def run_world(seed: int, steps: int, covered_only: bool) -> tuple[int, int, int, int]:
+    """Both paths through one random world; returns (notifications, evaluations skipped,
+    re-rates, re-rated accounts whose band was proven again)."""
     rng = random.Random(seed)
     world = World(rng)
     seen: dict[str, list[Decimal]] = {}
@@ -196,7 +212,9 @@ def run_world(seed: int, steps: int, covered_only: bool) -> tuple[int, int]:
             for metric, value in o.metrics.items():
                 if value is not None and value.is_finite():
                     seen.setdefault(metric, []).append(value)
-    rules = [random_rule(rng, i, seen, covered_only) for i in range(rng.randint(1, 6))]
+    scoping = random.Random(seed + 1)
+    count = rng.randint(1, 6)
+    rules = [random_rule(rng, i, seen, covered_only, world, scoping) for i in range(count)]
     config = Config(
         version=1,
         accounts=[AccountConfig(name=n, exchange="binanceusdm") for n in world.names],
@@ -223,7 +241,7 @@ def run_world(seed: int, steps: int, covered_only: bool) -> tuple[int, int]:
     every = Evaluator(config, every_book, False, wall)
     banded = Evaluator(config, banded_book, True, wall)
     now = 0.0
-    notified = 0
+    notified = rerates = 0
 
     def evaluate(name: str) -> None:
         nonlocal notified
@@ -243,7 +261,29 @@ def run_world(seed: int, steps: int, covered_only: bool) -> tuple[int, int]:
         now += dt
         wall[0] += dt
         roll = rng.random()
-        if roll < 0.62 and ticking:  # a mark tick: every holder
+        rated = [n for n in world.names if multi_assets(world.held[n])]
+        if rated and rng.random() < 0.25:
+            # an asset index frame (Binance multi-assets): the pool's rates alone move, an
+            # index's step (0.0001 a second, as bench/feeds.py's local Binance walks it) or,
+            # at times, a depeg; at the current marks, as the feed's state gives them
+            name = rng.choice(rated)
+            a = world.held[name]
+            big = rng.random() < 0.4
+            a = replace(
+                a,
+                positions=tuple(replace(p, mark_price=world.marks[p.symbol]) for p in a.positions),
+                settle_terms=moved_terms(rng, a.settle_terms, big),
+                margin_assets=tuple(
+                    replace(m, terms=moved_terms(rng, m.terms, big)) for m in a.margin_assets
+                ),
+            )
+            world.held[name] = a
+            every_book.set_account(name, a)
+            banded_book.set_account(name, a)
+            banded.alerting.rerated(name)  # as the daemon does at Change.RATES
+            rerates += 1
+            evaluate(name)
+        elif roll < 0.62 and ticking:  # a mark tick: every holder
             symbol = rng.choice(ticking)
             big = rng.random() < 0.1
             step = rng.randint(-1500, 1500) if big else rng.randint(-30, 30)
@@ -287,7 +327,38 @@ def run_world(seed: int, steps: int, covered_only: bool) -> tuple[int, int]:
                 every_book.set_account(name, world.held[name])
                 banded_book.set_account(name, world.held[name])
             evaluate(name)
-    return notified, banded.alerting.skipped
+    return notified, banded.alerting.skipped, rerates, banded.alerting.reproven
+
+
+def multi_assets(account: Account) -> bool:
+    """A Binance account that may be in multi-assets mode (one pool, cross positions only),
+    its settle currency at par (its rates at 1, or no terms) or at rates."""
+    terms = account.settle_terms
+    return (
+        account.profile.id == "binanceusdm"
+        and not account.pools
+        and not any(p.is_isolated for p in account.positions)
+        and (terms is None or (terms.rates is not None and terms.tiers is None))
+    )
+
+
+def moved_terms(rng: random.Random, terms: SettleTerms | None, big: bool) -> SettleTerms | None:
+    """A margin asset's terms at the next frame's rates (at par without terms): its bid and
+    ask each moved by up to 0.0001 (or by up to 0.2: a depeg, as USDC's to 0.87 in March
+    2023), its other terms as they were."""
+    rates = ConversionRates(Decimal(1), Decimal(1)) if terms is None else terms.rates
+    if rates is None:
+        return terms
+    step = 2000 if big else 1
+
+    def move(rate: Decimal) -> Decimal:
+        return max(D("0.5"), rate + D(rng.randint(-step, step)) / 10_000)
+
+    bid = move(rates.bid)
+    moved = ConversionRates(bid, max(bid, move(rates.ask)))
+    if terms is None:
+        return SettleTerms.of(None, D(0), None, moved)
+    return SettleTerms.of(terms.tiers, terms.borrowed, terms.discount, moved)
 
 
 @settings(max_examples=60, deadline=None)
@@ -301,12 +372,16 @@ def test_skipping_within_the_band_alerts_exactly_as_evaluating_every_tick(
 def test_the_worlds_compared_skip_evaluations_and_alert() -> None:
     """The comparison means something only if evaluations are skipped there while alerts
     fire, repeat and resolve."""
-    notified = skipped = 0
+    notified = skipped = rerates = reproven = 0
     for seed in range(16):
-        n, s = run_world(seed, 150, covered_only=True)
+        n, s, r, p = run_world(seed, 150, covered_only=True)
         notified += n
         skipped += s
+        rerates += r
+        reproven += p
     assert notified > 30 and skipped > 200, (notified, skipped)
+    # re-rated accounts whose evaluation a band proven again at the new rates stood in for
+    assert rerates > 20 and reproven > 5, (rerates, reproven)
 
 
 def test_a_calm_account_has_a_band_and_leaves_it_at_its_edge() -> None:

@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 
 from alertd.config import load_config
 from alertd.daemon.service import SNAPSHOT_MARKS_SAVED_EVERY_S, Service
+from alertd.engine.book import Book
 from alertd.engine.collateral import Collateral, CollateralRatio, ConversionRates, SettleTerms
 from alertd.engine.model import MarginAsset, MarginMode, Side
 from alertd.engine.stops import StopKind, StopOrder, Trigger
@@ -541,3 +542,45 @@ def test_saved_marks_stay_within_ten_minutes_through_a_start_and_a_funding_payme
     # share saved in any one minute: every account within the 540 s before it falls due (saved
     # then, its marks would be 600 s old at the next interval), ceil(20 x 60 s / 540 s) = 3
     assert max(saved_per_minute[30:]) == 3
+
+
+def test_a_re_rate_keeps_the_band_proven_at_the_new_rates_and_other_changes_drop_it(
+    tmp_path: Path,
+) -> None:
+    """The service's path for an asset index frame (``Change.RATES``): the account rebuilt
+    in the book at its new rates (the figures a rebuild from its state gives), its band set
+    aside and, at the next turn, proven again at those rates instead of an evaluation; any
+    other change (``Change.ACCOUNT``) drops the band and evaluates it."""
+    clock = ManualClock(100.0)
+    service = start(tmp_path, {"a": "binanceusdm"}, [], clock)
+    assert service.manager is not None and service.alerting is not None
+    feed = service.manager.feeds["a"]
+    alerting = service.alerting
+    for seed in range(40):  # the first calm account of the seeds: one with a band
+        feed.state.positions.clear()
+        fill(feed, random.Random(seed), {s: D(50_000) for s in SYMBOLS}, clock())
+        subscribe(feed)
+        feed._notify(Change.ACCOUNT)
+        service.step(clock(), False)
+        if "a" in alerting._bands:
+            break
+    assert "a" in alerting._bands
+    before = alerting.reproven
+    usdt = SettleTerms.of(None, D(0), None, ConversionRates(D("0.9999"), D("1.0002")))
+    for frame in range(3):
+        clock.t += 1.0
+        feed.state.settle_terms = usdt
+        feed._notify(Change.RATES)
+        assert "a" not in alerting._bands  # set aside until proven at the new rates
+        service.step(clock(), False)
+        assert alerting.reproven == before + frame + 1
+        rebuilt = Book()
+        rebuilt.set_account("a", feed.state.to_account())
+        assert service.book.live("a").worst_ratio == rebuilt.live("a").worst_ratio
+        assert service.book.live("a").cross.mm == rebuilt.live("a").cross.mm
+        usdt = SettleTerms.of(None, D(0), None, ConversionRates(D("0.9998"), D("1.0001")))
+    clock.t += 1.0
+    feed._notify(Change.ACCOUNT)
+    assert "a" not in alerting._rerated and "a" not in alerting._bands
+    service.step(clock(), False)
+    assert alerting.reproven == before + 3  # evaluated

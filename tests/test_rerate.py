@@ -13,12 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alertd.config import AccountConfig, Config
-from alertd.daemon.evaluation import build_rules
+from alertd.daemon.evaluation import Alerting, build_rules
+from alertd.daemon.store import Store
+from alertd.delivery.deliverer import Deliverer
 from alertd.engine import tiers as tier_module
 from alertd.engine.book import Book, LiveAccount, _requirement_rate, requirement_rate
 from alertd.engine.collateral import ConversionRates, SettleTerms
 from alertd.engine.margin import compute
-from alertd.engine.model import Account
+from alertd.engine.model import Account, MarginAsset
 from alertd.engine.tiers import TierTable
 from alertd.rules.band import band
 from alertd.rules.metrics import FeedStatus
@@ -139,3 +141,65 @@ def test_a_rate_s_table_figures_are_derived_once_for_every_account() -> None:
         ("requirement_rate", D(0), D(0), None)
     ]
     assert b.requirement_rate() == found and requirement_rate(b.leg) == found
+
+
+def test_a_re_rated_account_is_evaluated_only_where_its_band_fails_at_the_new_rates() -> None:
+    """The daemon's path for an asset index frame (``Change.RATES``: ``Alerting.rerated``,
+    then ``band_rerated`` at the evaluation): 2,500 USDT and 3,000 USDC on its own line, a
+    BTC long requiring 2,500 (ratio 0.455, the warning at 0.5). A frame moving the rates by
+    0.0001 proves the band again at the new rates: no evaluation, no alert. USDC's index
+    falling to 0.80 (a depeg: its bid 0.7999) takes the equity to 4,899.45 and the ratio to
+    0.5103: the band fails there, the account is evaluated and the warning fires at that
+    frame, as evaluating every frame would."""
+    btc = snapshots.position(
+        "BTC/USDT:USDT", "long", "1", "50000", "50000", snapshots.tiers([(None, "0.05", "0")])
+    )
+    base = snapshots.account(snapshots.snapshot("binanceusdm", "2500", [btc]))
+
+    def at(usdc_bid: str, usdc_ask: str) -> Account:
+        usdt = SettleTerms.of(None, D(0), None, ConversionRates(D("0.9999"), D("1.0001")))
+        usdc = SettleTerms.of(None, D(0), None, ConversionRates(D(usdc_bid), D(usdc_ask)))
+        return replace(base, settle_terms=usdt, margin_assets=(MarginAsset("USDC", D(3000), usdc),))
+
+    config = Config(version=1, accounts=[AccountConfig(name="a", exchange="binanceusdm")])
+    store = Store(":memory:")
+    wall = [1.0e9]
+    book = Book()
+    alerting = Alerting(
+        config,
+        store,
+        Deliverer(store, {}, config.routes, config.delivery),
+        book=book,
+        wall_clock=lambda: wall[0],
+    )
+    status = FeedStatus(D(0), D(0), None)
+    marks = {"BTC/USDT:USDT": D(50000)}
+
+    def seen(_: str) -> float:
+        return wall[0]
+
+    def frame(account: Account) -> list[str]:
+        """The account re-rated at ``wall``: the alerts its evaluation fired (none where the
+        band, proven again, stood in for it)."""
+        wall[0] += 1.0
+        book.set_account("a", account)
+        alerting.rerated("a")
+        live = book.live("a")
+        if alerting.band_rerated(
+            "a", "binanceusdm", live, status, wall[0], True, None, marks, seen
+        ):
+            return []
+        notes = alerting.evaluate_figures("a", "binanceusdm", live, status)
+        alerting.keep_band("a", "binanceusdm", live, status, wall[0], True, None)
+        return [n.rule.name for n in notes]
+
+    book.set_account("a", at("0.9999", "1.0001"))
+    live = book.live("a")
+    assert alerting.evaluate_figures("a", "binanceusdm", live, status) == []
+    alerting.keep_band("a", "binanceusdm", live, status, wall[0], True, None)
+    assert live.worst_ratio.quantize(D("0.001")) == D("0.455")
+    assert frame(at("0.9998", "1.0002")) == []
+    assert (alerting.skipped, alerting.reproven) == (1, 1)  # not evaluated
+    assert frame(at("0.7999", "0.8001")) == ["margin-ratio-warning"]
+    assert book.live("a").worst_ratio.quantize(D("0.0001")) == D("0.5103")
+    assert alerting.reproven == 1  # evaluated: the band failed at the new rates

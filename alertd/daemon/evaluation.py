@@ -24,7 +24,7 @@ from alertd.engine.orderbook import OrderBook
 from alertd.feeds.ccxt_exchange import HostBan
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.state import AccountEvent, AccountState, Coverage, Stream
-from alertd.rules.band import Band, band
+from alertd.rules.band import Band, BandRules, band
 from alertd.rules.lifecycle import AlertEngine, Kind, Notification
 from alertd.rules.messages import render
 from alertd.rules.metrics import (
@@ -282,7 +282,11 @@ class Alerting:
         # per account with no alert state: the marks and time within which no rule can
         # breach (rules/band.py), so that an evaluation there would change nothing
         self._bands: dict[str, Band] = {}
+        # per account re-rated since its band was set (:meth:`rerated`): that band, proven at
+        # the rates before, until its next evaluation proves one at the new rates
+        self._rerated: dict[str, Band] = {}
         self.skipped = 0  # evaluations a band proved idle
+        self.reproven = 0  # of those, re-rated accounts' (:meth:`band_rerated`)
         # the exchange hosts whose IP ban was told (until it ends), with its real end and the
         # end told (epoch seconds) and what ages where it holds one shared read only; kept in
         # the store, so that a restart waits for its real end and tells its end, not it again
@@ -317,8 +321,10 @@ class Alerting:
         self.target = ratio_target(self.rules)
         self._wanted = wanted_of(self.rules)  # observe only what a rule reads
         self._proofs = shortcuts(self.rules)  # and solve nothing that provably breaches none
+        self._band_rules = BandRules.of(self.rules)  # the rules as band() reads them
         self._needs_crash = needs_of(self.rules) is Needs.CRASH
         self._bands.clear()
+        self._rerated.clear()
 
     def reload(self, config: Config) -> None:
         self.rules = build_rules(config)
@@ -338,6 +344,16 @@ class Alerting:
         """Something but a mark changed for ``name`` (a snapshot, stops, mode, a fatal error):
         its band no longer says anything."""
         self._bands.pop(name, None)
+        self._rerated.pop(name, None)
+
+    def rerated(self, name: str) -> None:
+        """The pool's rates of ``name`` alone moved (an asset index frame): its positions,
+        stops, mode and feed are as its band assumed, its figures are not. The band is set
+        aside until its next evaluation (:meth:`evaluate`), which proves one at the new rates
+        where that band still holds, instead of observing every rule."""
+        held = self._bands.pop(name, None)
+        if held is not None:
+            self._rerated[name] = held
 
     def feed_status(
         self, feed: AccountFeed, now: float, missing: tuple[str, ...] = ()
@@ -529,6 +545,7 @@ class Alerting:
         state = feed.state
         name = feed.config.name
         books = feed.hub.books.books if feed.hub.books is not None else None
+        # (a band set aside at a re-rate is not there: proven again below)
         if self.within_band(name, state.marks, now, state.connected, books, state.mark_seen):
             return []
         if changed or name not in self._computable:
@@ -544,6 +561,10 @@ class Alerting:
         # read from the book each time: it reprices the account at the marks ticked since
         live = self.book.get(name) if self._computable[name] else None
         exchange = feed.config.exchange
+        if self.band_rerated(
+            name, exchange, live, status, now, state.connected, books, state.marks, state.mark_seen
+        ):
+            return []
         notes = self.evaluate_figures(name, exchange, live, status, feed.hub.dynamics, books)
         self.keep_band(name, exchange, live, status, now, state.connected, books)
         return notes
@@ -583,11 +604,57 @@ class Alerting:
         give one (:func:`alertd.rules.band.band`)."""
         if live is None or name in self.engine.alerted_accounts:
             return
-        found = band(
-            self.rules, Subject(name, exchange), live, status, now, connected=connected, books=books
-        )
+        subject = Subject(name, exchange)
+        found = band(self._band_rules, subject, live, status, now, connected=connected, books=books)
         if found is not None:
             self._bands[name] = found
+
+    def band_rerated(
+        self,
+        name: str,
+        exchange: str,
+        live: LiveAccount | None,
+        status: FeedStatus,
+        now: float,
+        connected: bool,
+        books: Mapping[str, OrderBook] | None,
+        marks: Mapping[str, Decimal],
+        seen: Callable[[str], float | None],
+    ) -> bool:
+        """An account whose rates alone moved since its band was set (:meth:`rerated`), that
+        band still holding now (at the marks, time, connection and books as they are): True,
+        and its band set again, where a band found at its new figures holds too; then
+        evaluating it would change nothing (counted in :attr:`skipped`). False proves
+        nothing: evaluate it (its band at the rates before is dropped either way).
+
+        Why this is the evaluation's outcome: with no alert state (it had a band), an
+        evaluation changes something only where a rule's value breaches
+        (``AlertEngine.idle``). A value that does not read the pool's rates (the stops'
+        coverage, price and loss, the ADL rank, the feed's age, the mode, the last
+        reconcile's drift, incomplete data while its figures are computed) is what it would
+        be at the rates before, where the band held: none breaches. Every value that reads
+        them (the pool's ratio, buffer, equity, requirement and leverage, the liquidation
+        distances, the stop's share of the equity and its place past the liquidation price,
+        gap risk) is one ``rules/band.py`` bounds from the figures at the new rates, and the
+        band found there exists only where each is on its safe side now. A rule it does not
+        bound gives no band: evaluated. The fee gap's share reads the requirement and is
+        not bounded by the band (only marks move it, never across 0): evaluated where one is
+        read."""
+        before = self._rerated.pop(name, None)
+        if (
+            before is None
+            or status.fee_gap is not None
+            or not before.holds(marks, now, connected, books, seen)
+        ):
+            return False
+        self.keep_band(name, exchange, live, status, now, connected, books)
+        found = self._bands.get(name)
+        if found is None or not found.holds(marks, now, connected, books, seen):
+            self._bands.pop(name, None)
+            return False
+        self.skipped += 1
+        self.reproven += 1
+        return True
 
     def evaluate_figures(
         self,

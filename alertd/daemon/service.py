@@ -495,11 +495,16 @@ class Service:
             self._changed.add(name)
             return
         assert self.alerting is not None
-        self.alerting.forget(name)  # what its band assumed may have changed
+        if change is Change.RATES and not feed.state.missing():
+            # its rates alone moved (an asset index frame, once a second): its band is
+            # proven again at them when it is evaluated, the rest of what it assumed as it was
+            self.alerting.rerated(name)
+        else:
+            self.alerting.forget(name)  # what its band assumed may have changed
         if change is Change.EVENT:
             if feed.state.events:
                 self._events.append((feed, feed.state.events[-1]))
-        elif change in (Change.ACCOUNT, Change.MARK):
+        elif change in (Change.ACCOUNT, Change.RATES, Change.MARK):
             if not feed.state.missing():
                 self.book.set_account(name, feed.state.to_account(), venue=feed.hub)
                 self.ticks += 1

@@ -208,6 +208,9 @@ class Change(enum.Enum):
 
     MARK = "mark"  # one symbol's mark price: the engine can update incrementally
     ACCOUNT = "account"  # positions, balance or tiers: rebuild the account
+    # the pool's rates alone (Binance's asset index): rebuild the account; its positions,
+    # stops, mode and feed as they were (what the daemon's band of it may be proven again at)
+    RATES = "rates"
     EVENT = "event"  # an exchange push (margin call ...)
     FATAL = "fatal"  # the feed stopped for good
 
@@ -1112,7 +1115,7 @@ class AccountFeed:
             rows, now_rates.settle_terms, now_rates.margin_assets, now_rates.collateral
         )
         if state.set_pool_rates(PoolRates(terms, lines, coins)):
-            self._notify(Change.ACCOUNT)
+            self._notify(Change.RATES)
 
     def on_index_frame(self, now: float) -> None:
         """An asset index frame that moved none of its rows: the stream is fresh."""
@@ -1466,7 +1469,7 @@ class AccountFeed:
             log.debug("%s: skipped malformed frame #%d (%s)", self.config.name, count, kind)
 
     def _notify(self, change: Change, symbol: str | None = None) -> None:
-        if change is Change.ACCOUNT:
+        if change is Change.ACCOUNT or change is Change.RATES:
             self._reline()
             for asset in self.state.unlined_margin_assets():
                 if asset not in self._unlined_warned:

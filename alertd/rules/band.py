@@ -448,8 +448,33 @@ def _gap_risk(rule: Rule, live: LiveAccount, index: int, limits: _Limits) -> Non
     limits.gap(proof)
 
 
+@dataclass(frozen=True, slots=True)
+class BandRules:
+    """Rules as :func:`band` reads them, sorted once (the daemon's, at each reload): each
+    with whether it applies to every subject of its scope (no accounts, exchanges or
+    symbols named: no ``applies_to`` per subject), and whether any reads a metric no band
+    bounds (then no account has one)."""
+
+    account: tuple[tuple[Rule, bool], ...]
+    position: tuple[tuple[Rule, bool], ...]
+    unbounded: bool
+
+    @classmethod
+    def of(cls, rules: Iterable[Rule]) -> BandRules:
+        account: list[tuple[Rule, bool]] = []
+        position: list[tuple[Rule, bool]] = []
+        unbounded = False
+        for rule in rules:
+            m = lookup(rule.metric, rule.scope)
+            if m is None or (m.dynamic and rule.metric != "adl_risk"):
+                unbounded = True
+            every = rule.accounts is None and rule.exchanges is None and rule.symbols is None
+            (account if rule.scope is Scope.ACCOUNT else position).append((rule, every))
+        return cls(tuple(account), tuple(position), unbounded)
+
+
 def band(
-    rules: Iterable[Rule],
+    rules: Iterable[Rule] | BandRules,
     subject: Subject,
     live: LiveAccount,
     feed: FeedStatus,
@@ -459,24 +484,31 @@ def band(
     books: Mapping[str, OrderBook] | None = None,
 ) -> Band | None:
     """The band of the account ``subject`` (its figures ``live``, its feed's status, at
-    monotonic ``now``) for ``rules``; ``None`` when some rule gives no bound or the band is
-    empty. Call it only for an account with no alert state whose values breach no rule."""
+    monotonic ``now``) for ``rules`` (or :meth:`BandRules.of` them); ``None`` when some
+    rule gives no bound or the band is empty. Call it only for an account with no alert
+    state whose values breach no rule."""
     if not live.bounded:
         return None  # coins moving with a mark, a currency owed, two cross pools: no bound here
+    plan = rules if isinstance(rules, BandRules) else BandRules.of(rules)
+    if plan.unbounded:
+        return None
     limits = _Limits(now, connected, books)
-    positions = [
-        Subject(subject.account, subject.exchange, lp.symbol, lp.position.side.label)
-        for lp in live.positions
-    ]
+    count = len(live.positions)
+    positions: list[Subject] | None = None  # made for the first rule naming its subjects
     try:
-        for rule in rules:
-            m = lookup(rule.metric, rule.scope)
-            if m is None or (m.dynamic and rule.metric != "adl_risk"):
-                return None
-            if rule.scope is Scope.ACCOUNT:
-                if rule.applies_to(subject):
-                    _account_rule(rule, live, feed, limits)
+        for rule, every in plan.account:
+            if every or rule.applies_to(subject):
+                _account_rule(rule, live, feed, limits)
+        for rule, every in plan.position:
+            if every:
+                for i in range(count):
+                    _position_rule(rule, live, i, limits)
                 continue
+            if positions is None:
+                positions = [
+                    Subject(subject.account, subject.exchange, lp.symbol, lp.position.side.label)
+                    for lp in live.positions
+                ]
             for i, position in enumerate(positions):
                 if rule.applies_to(position):
                     _position_rule(rule, live, i, limits)
