@@ -109,3 +109,37 @@ def test_importing_the_core_loads_no_io_library() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"the pure core loads {result.stdout.strip()}"
+
+
+def test_commands_that_read_no_exchange_load_no_exchange_library(tmp_path: Path) -> None:
+    """``status``, ``history``, ``calc``, ``silence`` and ``schema`` read files and the local
+    endpoint only: they start without ccxt and its HTTP stack (a second of CPU a command)."""
+    config = tmp_path / "alertd.yaml"
+    config.write_text(
+        "version: 1\naccounts: [{name: h, exchange: hyperliquid, wallet_address: '0x1'}]\n"
+        f"state_path: {tmp_path / 'alertd.sqlite'}\n"
+    )
+    commands = [
+        ["status", "-c", str(config)],
+        ["history", "-c", str(config)],
+        ["calc", "examples/binanceusdm.json"],
+        ["silence", "-c", str(config), "list"],
+        ["schema"],
+    ]
+    code = (
+        "import io, sys\n"
+        "from contextlib import redirect_stderr, redirect_stdout\n"
+        "from alertd.cli.main import main\n"
+        f"for argv in {commands!r}:\n"
+        "    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):\n"
+        "        print(argv[0], main(argv), file=sys.__stdout__)\n"
+        "loaded = ('ccxt', 'aiohttp', 'websockets', 'apprise', 'telegram', 'apscheduler')\n"
+        "print('loaded:', ','.join(m for m in loaded if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    # each ran (status and history: no state file yet, exit 3) and none loaded them
+    assert lines == ["status 3", "history 3", "calc 0", "silence 0", "schema 0", "loaded: "]

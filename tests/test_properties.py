@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from decimal import Decimal
+from functools import cache
 
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
@@ -36,12 +37,17 @@ def close(a: Decimal, b: Decimal, rel: Decimal = REL) -> bool:
     return abs(a - b) <= rel * max(abs(a), abs(b), D(1))
 
 
+# The strategies drawn inside others are built once per set of arguments (``cache``): a new
+# strategy object is validated again at its first draw, which cost hypothesis more than the
+# engine's work on each example. The same strategies draw the same values.
+@cache
 def dec(lo: int, hi: int, places: int) -> st.SearchStrategy[Decimal]:
     """Decimals in [lo, hi] with ``places`` decimals, drawn exactly (no floats)."""
     scale = 10**places
     return st.integers(lo * scale, hi * scale).map(lambda n: D(n) / scale)
 
 
+@cache
 @st.composite
 def tier_tables(draw: st.DrawFn, profile: ExchangeProfile) -> TierTable:
     n = draw(st.integers(1, 6))
@@ -67,6 +73,7 @@ def tier_tables(draw: st.DrawFn, profile: ExchangeProfile) -> TierTable:
     )
 
 
+@cache
 @st.composite
 def positions(
     draw: st.DrawFn,
@@ -321,6 +328,7 @@ def usd_value_terms(draw: st.DrawFn, scale: Decimal) -> SettleTerms:
     return terms
 
 
+@cache
 @st.composite
 def conversion_rates(draw: st.DrawFn) -> ConversionRates:
     """A margin asset's assetIndex rates: the index in a depeg or at par, buffers up to 2%."""

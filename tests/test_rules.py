@@ -334,15 +334,22 @@ _METRICS = {
 }
 
 
+# built once, not at each draw (hypothesis validates a new strategy object at its first draw)
+_SUBJECT_LISTS = st.lists(st.sampled_from(_SUBJECTS), unique=True)
+_METRIC_DICTS = {
+    scope: st.dictionaries(st.sampled_from(names), _VALUES) for scope, names in _METRICS.items()
+}
+_ACCOUNT_LISTS = st.sampled_from([None, ["main"], ["b"], ["main", "b"]])
+
+
 @st.composite
 def _evaluation(draw: st.DrawFn) -> tuple[str, Any]:
     observations = []
-    for subject in draw(st.lists(st.sampled_from(_SUBJECTS), unique=True)):
-        names = _METRICS[subject.scope]
-        metrics = draw(st.dictionaries(st.sampled_from(names), _VALUES))
+    for subject in draw(_SUBJECT_LISTS):
+        metrics = draw(_METRIC_DICTS[subject.scope])
         values = {k: None if v is None else D(v) for k, v in metrics.items()}
         observations.append(Observation(subject, values))
-    accounts = draw(st.sampled_from([None, ["main"], ["b"], ["main", "b"]]))
+    accounts = draw(_ACCOUNT_LISTS)
     return "evaluate", (observations, draw(st.integers(0, 10)), accounts, draw(st.booleans()))
 
 

@@ -11,18 +11,15 @@ import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alertd.clock import Clock
 from alertd.config import ConditionConfig, Config, RuleConfig, StopRules
 from alertd.daemon.store import SavedBan, Store
-from alertd.delivery.deliverer import Deliverer
 from alertd.delivery.system import PUSHES, SystemMessage, exchange_push, ip_ban_over, ip_banned
 from alertd.engine.book import Book, LiveAccount
 from alertd.engine.dynamics import MarkWindow
 from alertd.engine.orderbook import OrderBook
-from alertd.feeds.ccxt_exchange import HostBan
-from alertd.feeds.feed import AccountFeed
 from alertd.feeds.state import AccountEvent, AccountState, Coverage, Stream
 from alertd.rules.band import Band, BandRules, band
 from alertd.rules.lifecycle import AlertEngine, Kind, Notification
@@ -39,6 +36,11 @@ from alertd.rules.metrics import (
 )
 from alertd.rules.model import Condition, QuietHours, Rule, Scope, Severity, Subject
 from alertd.snapshot.compare import rounding
+
+if TYPE_CHECKING:  # the daemon's parts: `alertd status` builds the rules without ccxt
+    from alertd.delivery.deliverer import Deliverer
+    from alertd.feeds.ccxt_exchange import HostBan
+    from alertd.feeds.feed import AccountFeed
 
 log = logging.getLogger(__name__)
 
