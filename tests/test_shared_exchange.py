@@ -43,6 +43,7 @@ from alertd.engine.book import Book
 from alertd.engine.model import MarginMode, Side
 from alertd.exchanges.binance import ALL_SYMBOLS_WEIGHT, USDM_WEIGHT_PER_MINUTE, usdm_stops_weight
 from alertd.exchanges.registry import get_spec
+from alertd.feeds.adapter import AlikeAnswers, alike_answers
 from alertd.feeds.backoff import Backoff
 from alertd.feeds.ccxt_exchange import (
     REST_BUDGET_SHARE,
@@ -1848,6 +1849,29 @@ def test_every_symbol_s_brackets_are_parsed_once_for_accounts_alike_each_keeping
     (shared,) = manager.shared.values()
     # a0's and a1's answer parsed once; a2's, its own; a0's after the listings, anew
     assert (shared.answers.parses, shared.answers.reused) == (3, 1)
+
+
+def test_alike_answers_are_parsed_once_only_where_asked_and_the_least_used_leaves_first() -> None:
+    parsed: list[str] = []
+
+    def parse(body: str) -> list[str]:
+        parsed.append(body)
+        return [body]
+
+    answers = AlikeAnswers(size=2)
+    assert answers.parse("[1]", parse) == ["[1]"]
+    assert answers.parse("[1]", parse) == ["[1]"]
+    assert parsed == ["[1]", "[1]"]  # not asked within alike_answers(): parsed each time
+    with alike_answers():
+        first = answers.parse("[1]", parse)
+        assert answers.parse("[1]", parse) is first
+        answers.parse("[2]", parse)
+        answers.parse("[1]", parse)  # used again: "[2]" is now the least recently used
+        answers.parse("[3]", parse)  # "[2]" leaves
+        assert answers.parse("[1]", parse) is first
+        answers.parse("[2]", parse)
+    assert parsed == ["[1]", "[1]", "[1]", "[2]", "[3]", "[2]"]
+    assert (answers.parses, answers.reused) == (4, 3)
 
 
 def test_rest_slots_serve_bootstraps_first_each_queue_in_order_and_lose_no_slot() -> None:
