@@ -184,12 +184,18 @@ def bench_config(args: argparse.Namespace, urls: Any, options: Any, state: str) 
 
 
 def request_weights(
-    path: Path, start: float, live_at: float, accounts: int, exchange_id: str
+    path: Path,
+    start: float,
+    marks: tuple[float, float],
+    accounts: int,
+    exchange_id: str,
 ) -> list[str]:
     """Lines on the REST requests alertd sent (the local exchange's log of them): per
     endpoint, the count and the request weight as alertd's per-IP limiter counts it (Binance's
-    documented weights; elsewhere each request counts 1), until every account was live and in
-    all."""
+    documented weights; elsewhere each request counts 1), until every account streamed (the
+    last account's own line, exact), until the health line said all were live (up to a minute
+    later: the live accounts' settle resyncs and stop reads in it) and in all. ``marks``: those
+    two moments, on the monotonic clock the local exchange dates its log by."""
     from urllib.parse import parse_qsl
 
     from alertd.config import AccountConfig, FeedSettings
@@ -197,7 +203,8 @@ def request_weights(
 
     config = AccountConfig(name="w", exchange="binanceusdm", api_key_env="K", secret_env="S")
     exchange = make_exchange(config, {}, FeedSettings())  # its limiter's weights, no I/O
-    rows: dict[str, list[float]] = {}  # endpoint -> [count, weight, count live, weight live]
+    # endpoint -> [count, weight] in all, then until all streamed, then until all live
+    rows: dict[str, list[float]] = {}
     by_ip: dict[str, tuple[list[float], list[float]]] = {}  # address -> (times, weights)
     for line in path.read_text().splitlines():
         at, method, url_path, query, ip = [*line.split("\t"), "", ""][:5]
@@ -217,25 +224,24 @@ def request_weights(
             weight = float(cost)
             every = "noSymbol" in limits and "symbol" not in params  # every symbol's at once
         key = f"{method} {url_path}" + (" (no symbol)" if every else "")
-        row = rows.setdefault(key, [0.0, 0.0, 0.0, 0.0])
-        row[0] += 1
-        row[1] += weight
-        if float(at) <= live_at:
-            row[2] += 1
-            row[3] += weight
+        row = rows.setdefault(key, [0.0] * 6)
+        for column, until in enumerate((float("inf"), *marks)):
+            if float(at) <= until:
+                row[2 * column] += 1
+                row[2 * column + 1] += weight
         times, weights = by_ip.setdefault(ip, ([], []))
         times.append(float(at))
         weights.append(weight)
     lines = [
-        f"  {key:38} {int(r[2]):>6} ({r[3]:>7.0f} w) {int(r[0]):>6} ({r[1]:>7.0f} w)"
+        f"  {key:38}" + "".join(f" {int(r[i]):>6} ({r[i + 1]:>7.0f} w)" for i in (2, 4, 0))
         for key, r in sorted(rows.items(), key=lambda kv: -kv[1][1])
     ]
-    live_weight = sum(r[3] for r in rows.values())
-    total = sum(r[1] for r in rows.values())
-    head = f"  {'endpoint':38} {'until all live':>17} {'in all':>17}"
+    per_account = [sum(r[i] for r in rows.values()) / accounts for i in (3, 5, 1)]
+    head = f"  {'endpoint':38} {'until streaming':>17} {'until all live':>17} {'in all':>17}"
     foot = (
-        f"  {'per account':38} {live_weight / accounts:>17.1f} {total / accounts:>17.1f}"
-        f"   ({(live_at - start):.0f} s to all live)"
+        f"  {'per account':38}"
+        + "".join(f" {weight:>17.1f}" for weight in per_account)
+        + f"   ({marks[0] - start:.0f} s to all streaming, {marks[1] - start:.0f} s to all live)"
     )
     most = max((most_in_window(times, 60.0, weights), ip) for ip, (times, weights) in by_ip.items())
     per_ip = (
@@ -580,7 +586,8 @@ def main() -> int:
         for line in openings(openings_out, started_at, server_class.WS_OPENINGS_PER_IP):
             print(line)
         print("REST requests (the local exchange's log; weight as alertd's limiter counts it):")
-        weights = request_weights(requests_out, started_at, live_at, args.accounts, args.exchange)
+        marks = (started_at + streaming_s, live_at)
+        weights = request_weights(requests_out, started_at, marks, args.accounts, args.exchange)
         for line in weights:
             print(line)
         return 0

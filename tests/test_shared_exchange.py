@@ -43,6 +43,7 @@ from alertd.engine.book import Book
 from alertd.engine.model import MarginMode, Side
 from alertd.exchanges.binance import ALL_SYMBOLS_WEIGHT, USDM_WEIGHT_PER_MINUTE, usdm_stops_weight
 from alertd.exchanges.registry import get_spec
+from alertd.feeds.adapter import AlikeAnswers, alike_answers
 from alertd.feeds.backoff import Backoff
 from alertd.feeds.ccxt_exchange import (
     REST_BUDGET_SHARE,
@@ -1755,6 +1756,19 @@ def test_a_bootstrap_that_timed_out_is_retried_before_live_accounts_rest_work(
         run(body(), timeout_s=120)
 
 
+@contextlib.asynccontextmanager
+async def running_live(manager: FeedManager) -> AsyncIterator[list[AccountFeed]]:
+    """``manager`` running, once every account of it bootstrapped: its feeds."""
+    feeds = list(manager.feeds.values())
+    async with background(manager.run()):
+        await eventually(
+            lambda: all(f.state.bootstrapped for f in feeds),
+            what="every account live",
+            timeout_s=30,
+        )
+        yield feeds
+
+
 def test_brackets_whose_all_symbol_answer_timed_out_are_read_per_symbol_not_the_bootstrap_again(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -1774,13 +1788,8 @@ def test_brackets_whose_all_symbol_answer_timed_out_are_read_per_symbol_not_the_
             for key in ("key0", "key1"):
                 fake.open_position(key, "ETH/USDT:USDT", "short", "2", "3100")
             fake.hold_rest("/fapi/v1/leverageBracket")  # a0's, the first account's
-            feeds = list(manager.feeds.values())
-            async with background(manager.run()):
-                await eventually(
-                    lambda: all(f.state.bootstrapped for f in feeds),
-                    what="both accounts live",
-                    timeout_s=30,
-                )
+            async with running_live(manager) as feeds:
+                pass
             fake.release_rest()
         a0, a1 = (f.state.tiers for f in feeds)
         assert set(a0) == set(a1) == {BTC, "ETH/USDT:USDT"}
@@ -1796,6 +1805,73 @@ def test_brackets_whose_all_symbol_answer_timed_out_are_read_per_symbol_not_the_
     lines = [r.getMessage() for r in caplog.records]
     assert not [m for m in lines if "bootstrap failed" in m], lines
     assert [m for m in lines if m.startswith("a0: bootstrapped") and "failed" not in m]
+
+
+def test_every_symbol_s_brackets_are_parsed_once_for_accounts_alike_each_keeping_its_own() -> None:
+    """Issue 14 (live14): every symbol's brackets in one answer (about 580 KB at 550 markets)
+    were parsed for each of 1,000 accounts, the largest part of going live's CPU. An answer
+    equal to one parsed before is now that parse; an account whose brackets Binance adjusted
+    (``notionalCoef``: its own answer) keeps its own."""
+    fake = FAKES["binanceusdm"]()
+    eth = "ETH/USDT:USDT"
+
+    async def body() -> tuple[FeedManager, list[AccountFeed]]:
+        async with started(fake):
+            manager = manager_for(fake, "binanceusdm", Built(), 3)
+            for key in ("key0", "key1", "key2"):
+                fake.open_position(key, eth, "short", "120", "3100")
+            fake.adjust_brackets("key2", eth, "2")
+            async with running_live(manager) as feeds:
+                # two symbols listed and held later: read (both in one answer, parsed anew:
+                # the listing changed it) before the account is computed; one Binance serves
+                # no brackets for leaves the account incomplete, as before
+                for symbol, mark in ((sol, "150"), (xrp, "0.5")):
+                    fake.add_symbol(symbol, mark)
+                    fake.open_position("key0", symbol, "long", "10", mark)
+                fake.withhold_brackets(xrp)
+                await feeds[0].reconcile()
+                assert sol in feeds[0].state.tiers and xrp not in feeds[0].state.tiers
+                assert feeds[0].state.missing() == [f"{xrp} long: no tier table"]
+        return manager, feeds
+
+    sol, xrp = "SOL/USDT:USDT", "XRP/USDT:USDT"
+    manager, feeds = run(body(), timeout_s=120)
+    a0, a1, a2 = (f.state.tiers for f in feeds)
+    assert set(a1) == set(a2) == {BTC, eth}
+    assert a0 == a1 | {sol: a0[sol]}
+    assert a2[BTC] == a0[BTC]
+    # its own brackets: the notional edges twice the others' (a 372,000 USDT short: the
+    # others' second bracket, its first)
+    assert a2[eth] != a0[eth]
+    assert [t.cap for t in a2[eth].tiers][:3] == [2 * t.cap for t in a0[eth].tiers[:3]]
+    notional = D(120) * D(3100)
+    assert a2[eth].tier_for(notional).mmr < a0[eth].tier_for(notional).mmr
+    (shared,) = manager.shared.values()
+    # a0's and a1's answer parsed once; a2's, its own; a0's after the listings, anew
+    assert (shared.answers.parses, shared.answers.reused) == (3, 1)
+
+
+def test_alike_answers_are_parsed_once_only_where_asked_and_the_least_used_leaves_first() -> None:
+    parsed: list[str] = []
+
+    def parse(body: str) -> list[str]:
+        parsed.append(body)
+        return [body]
+
+    answers = AlikeAnswers(size=2)
+    assert answers.parse("[1]", parse) == ["[1]"]
+    assert answers.parse("[1]", parse) == ["[1]"]
+    assert parsed == ["[1]", "[1]"]  # not asked within alike_answers(): parsed each time
+    with alike_answers():
+        first = answers.parse("[1]", parse)
+        assert answers.parse("[1]", parse) is first
+        answers.parse("[2]", parse)
+        answers.parse("[1]", parse)  # used again: "[2]" is now the least recently used
+        answers.parse("[3]", parse)  # "[2]" leaves
+        assert answers.parse("[1]", parse) is first
+        answers.parse("[2]", parse)
+    assert parsed == ["[1]", "[1]", "[1]", "[2]", "[3]", "[2]"]
+    assert (answers.parses, answers.reused) == (4, 3)
 
 
 def test_rest_slots_serve_bootstraps_first_each_queue_in_order_and_lose_no_slot() -> None:

@@ -54,6 +54,7 @@ from alertd.feeds.adapter import (
     FrameError,
     RejectedRow,
     Snapshot,
+    alike_answers,
     checked_stops,
     dec,
     dec_or_none,
@@ -1274,7 +1275,10 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             rows = await self._brackets_by_symbol(exchange, read, symbols)
         else:
             try:
-                rows = await read()
+                # the same answer for every account whose brackets Binance did not adjust:
+                # parsed once for them all (read-only here)
+                with alike_answers():
+                    rows = await read()
             except Exception as exc:
                 import ccxt  # loaded by then: the adapter runs on ccxt objects (registry.py)
 

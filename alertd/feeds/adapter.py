@@ -8,7 +8,10 @@ where ccxt's unified ones are unreliable for margin (ccxt.md), and never compute
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+import collections
+import contextlib
+import contextvars
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
@@ -160,6 +163,61 @@ def parse_order_book(raw: Any, contract_size: Decimal, depth: int) -> OrderBook:
     if bids and asks and bids[0][0] >= asks[0][0]:
         raise FrameError(f"order book: crossed (bid {bids[0][0]} >= ask {asks[0][0]})")
     return book
+
+
+# whether the answer ccxt is parsing is one asked within :func:`alike_answers`
+_ALIKE: contextvars.ContextVar[bool] = contextvars.ContextVar("alertd_alike", default=False)
+
+
+@contextlib.contextmanager
+def alike_answers() -> Iterator[None]:
+    """The requests made within it (in the same task) are answered much alike for every
+    account: an answer's body equal to one parsed before, another account's, is not parsed
+    again (:class:`AlikeAnswers`). Its caller must only read what it gets."""
+    token = _ALIKE.set(True)
+    try:
+        yield
+    finally:
+        _ALIKE.reset(token)
+
+
+class AlikeAnswers:
+    """The last ``size`` bodies of answers asked within :func:`alike_answers`, each with
+    its parse, by the body's exact text: an answer equal to one of them is its parse, not a
+    parse again (the same text parses to the same value, so nothing differs but the CPU).
+    For a signed answer that is the same for most accounts and costly to parse: Binance's
+    leverage brackets of every listed symbol (about 1 KB a market, 580 KB at 550: 4-6 ms of
+    orjson each and the garbage collections its 6,000 objects set off, for every account at
+    its bootstrap). An account whose answer differs (its own ``notionalCoef``: its brackets
+    adjusted) is parsed and kept as its own; the least recently used body leaves first.
+
+    One per exchange (the feed manager's :class:`~alertd.feeds.ccxt_exchange.SharedExchange`
+    holds it); its parses are shared, so read-only. ``parses`` and ``reused`` count."""
+
+    def __init__(self, size: int = 4) -> None:
+        self._size = size
+        self._parsed: collections.OrderedDict[str, Any] = collections.OrderedDict()
+        self.parses = 0
+        self.reused = 0
+
+    def parse(self, body: Any, parse: Callable[[Any], Any]) -> Any:
+        """``body`` parsed by ``parse`` (ccxt's, None where it is not JSON), or the parse of
+        an equal body kept; ``parse`` as ccxt calls it where not asked within
+        :func:`alike_answers`."""
+        if not _ALIKE.get() or not isinstance(body, str):
+            return parse(body)
+        kept = self._parsed.get(body)
+        if kept is not None:
+            self._parsed.move_to_end(body)
+            self.reused += 1
+            return kept
+        value = parse(body)
+        if value is not None:
+            self.parses += 1
+            self._parsed[body] = value
+            while len(self._parsed) > self._size:
+                self._parsed.popitem(last=False)
+        return value
 
 
 class PublicTables:

@@ -49,7 +49,7 @@ from alertd.config import AccountConfig, FeedSettings, Secret, source_address
 from alertd.errors import AccountRefused
 from alertd.exchanges.registry import get_spec
 from alertd.exchanges.spec import Capabilities, Credential, IpBanAnswer
-from alertd.feeds.adapter import PublicTables
+from alertd.feeds.adapter import AlikeAnswers, PublicTables
 from alertd.feeds.backoff import Backoff
 from alertd.redact import redact
 from alertd.retry_after import reset_in, retry_after_in
@@ -309,6 +309,9 @@ def _guarded_class(exchange_id: str) -> type:
         # openings are paced before the watch (an account's, whose login is signed after its
         # turn: AccountFeed._opening_turn), or not at all
         alertd_public_openings: OpeningPacer | None = None
+        # the answers alike for every account of its exchange, parsed once (its shared group's,
+        # :meth:`SharedExchange.adopt`); None: alone, each parsed
+        alertd_answers: AlikeAnswers | None = None
         # how long a socket it drops waits for the peer's CLOSE reply (a test that must see
         # what happens while a drop still waits passes a longer one in its exchange factory)
         alertd_close_reply_wait_s: float = CLOSE_REPLY_WAIT_S
@@ -336,6 +339,15 @@ def _guarded_class(exchange_id: str) -> type:
                     connector=connector, trust_env=ccxt_self.aiohttp_trust_env
                 )
             return super().open(lazy)
+
+        def parse_json(self, http_response: Any) -> Any:
+            """ccxt's parse of an answer's body; one asked within ``alike_answers`` (the
+            adapters' reads of answers alike for most accounts) parsed once for all of them
+            (:class:`~alertd.feeds.adapter.AlikeAnswers`)."""
+            answers = self.alertd_answers
+            if answers is None:
+                return super().parse_json(http_response)
+            return answers.parse(http_response, super().parse_json)
 
         async def fetch2(
             self, path: Any, api: Any = "public", method: Any = "GET", *rest: Any, **kw: Any
@@ -1126,6 +1138,11 @@ class SharedExchange:
         # the exchange's public tables the adapters read (OKX's discount and borrowing tiers),
         # read once for every account, dropped at each market refresh
         self.tables: PublicTables = PublicTables() if catalogue_of is None else catalogue_of.tables
+        # the signed answers alike for most accounts (Binance's every-symbol leverage brackets),
+        # parsed once for the exchange's accounts on every address
+        self.answers: AlikeAnswers = (
+            AlikeAnswers() if catalogue_of is None else catalogue_of.answers
+        )
         self.closed = False
 
     def session(self) -> aiohttp.ClientSession:
@@ -1146,8 +1163,10 @@ class SharedExchange:
         return self._session
 
     def adopt(self, exchange: Any) -> None:
-        """Give a new exchange object its host's limits (:meth:`IpBudget.adopt`)."""
+        """Give a new exchange object its host's limits (:meth:`IpBudget.adopt`) and the
+        answers its accounts' reads share (:class:`~alertd.feeds.adapter.AlikeAnswers`)."""
         self.ip_budget.adopt(exchange)
+        exchange.alertd_answers = self.answers
 
     async def share_markets(self, exchange: Any) -> None:
         """Give ``exchange`` the catalogue, loading it first if nobody has yet."""

@@ -639,6 +639,8 @@ class _Account(shared.Credentials):
     # scripted whole: this server holds no COIN-M market
     cm_rows: list[dict[str, Any]] = field(default_factory=list)
     cm_orders: list[dict[str, Any]] = field(default_factory=list)  # its CM conditional orders
+    # its brackets adjusted (adjust_brackets): market id -> "notionalCoef"
+    bracket_coefs: dict[str, Decimal] = field(default_factory=dict)
     # its "Get CM Account Detail" answer (set_cm_account)
     cm_account: dict[str, Any] = field(default_factory=lambda: {"assets": [], "positions": []})
     # its COIN-M positions held in this server's COIN-M markets (open_cm_position), by market
@@ -878,6 +880,43 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             self._brackets_withheld.add(market_id)
         else:
             self._brackets_withheld.discard(market_id)
+
+    @scripted
+    def adjust_brackets(self, api_key: str, symbol: str, coef: str) -> None:
+        """Adjust one account's brackets of ``symbol``: its answer to GET
+        /fapi/v1/leverageBracket carries ``notionalCoef`` ("user symbol bracket multiplier,
+        only appears when user's symbol bracket is adjusted", Binance's "Notional and Leverage
+        Brackets (USER_DATA)") and, this server's reading of it, the market's notional edges
+        times it (``cum`` derived again); its figures here follow them."""
+        self._account(api_key).bracket_coefs[self._market(symbol).id] = Decimal(coef)
+
+    def _account_brackets(self, account: _Account, market: _Market) -> list[dict[str, Any]]:
+        """The account's brackets of ``market``: the market's, or adjusted (adjust_brackets)."""
+        coef = account.bracket_coefs.get(market.id)
+        if coef is None:
+            return market.brackets
+        edges = ("notionalFloor", "notionalCap")
+        return _normalize_brackets(
+            [
+                {k: v for k, v in b.items() if k != "cum"}
+                | {k: float(_dec(b[k]) * coef) for k in edges}
+                for b in market.brackets
+            ]
+        )
+
+    def _account_tiers(self, account: _Account, market: _Market) -> list[_Tier]:
+        if market.id not in account.bracket_coefs:
+            return market.tiers
+        return _tiers(self._account_brackets(account, market))
+
+    def _bracket_row(self, account: _Account, market: _Market) -> dict[str, Any]:
+        """The account's row of ``market`` in GET /fapi/v1/leverageBracket."""
+        coef = account.bracket_coefs.get(market.id)
+        row: dict[str, Any] = {"symbol": market.id}
+        if coef is not None:
+            row["notionalCoef"] = float(coef)
+        withheld = market.id in self._brackets_withheld
+        return row | {"brackets": [] if withheld else self._account_brackets(account, market)}
 
     @scripted
     def set_tiers(self, symbol: str, brackets: list[dict[str, Any]]) -> None:
@@ -1912,7 +1951,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         for key, position in account.positions.items():
             market = self._markets[position.market_id]
             notional = position.amount * market.mark
-            tier = _tier_for(market.tiers, abs(notional))
+            tier = _tier_for(self._account_tiers(account, market), abs(notional))
             figures[key] = _Figures(
                 notional=notional,
                 upnl=position.amount * (market.mark - position.entry),
@@ -1923,7 +1962,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         for key, position in account.positions.items():
             market = self._markets[position.market_id]
             if position.margin_type == "isolated":
-                legs = [(position.amount, position.entry, market.tiers)]
+                legs = [(position.amount, position.entry, self._account_tiers(account, market))]
                 base = position.isolated_wallet
             else:
                 # the position's pool: its margin asset's cross wallet and positions (single-
@@ -1944,7 +1983,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
                     and p.market_id != position.market_id
                     and self._pool_asset(account, p) == asset
                 ]
-                legs = [(p.amount, p.entry, market.tiers) for p in same]
+                tiers = self._account_tiers(account, market)
+                legs = [(p.amount, p.entry, tiers) for p in same]
                 base = cross_wallet - sum((f.mm for f in others), Decimal(0))
                 base += sum((f.upnl for f in others), Decimal(0))
             if account.portfolio:
@@ -2439,14 +2479,13 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
 
     async def _leverage_bracket(self, request: web.Request) -> web.Response:
         checked = await self._signed(request)
-        _, params = checked
+        account, params = checked
         market = self._symbol_filter(params)
         if market is not None:  # one object, not a list, when a symbol is sent
-            brackets = [] if market.id in self._brackets_withheld else market.brackets
-            return self._json({"symbol": market.id, "brackets": brackets})
+            return self._json(self._bracket_row(account, market))
         return self._json(
             [
-                {"symbol": m.id, "brackets": m.brackets}
+                self._bracket_row(account, m)
                 for m in self._markets.values()
                 if m.id not in self._brackets_withheld
             ]
