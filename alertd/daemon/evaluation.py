@@ -283,6 +283,7 @@ class Alerting:
         # breach (rules/band.py), so that an evaluation there would change nothing
         self._bands: dict[str, Band] = {}
         self.skipped = 0  # evaluations a band proved idle
+        self.evaluations = 0  # evaluations done (not skipped): what a firing daemon's CPU is
         # the exchange hosts whose IP ban was told (until it ends), with its real end and the
         # end told (epoch seconds); kept in the store, so that a restart waits for its real
         # end and tells its end, not it again
@@ -533,6 +534,7 @@ class Alerting:
         books = feed.hub.books.books if feed.hub.books is not None else None
         if self.within_band(name, state.marks, now, state.connected, books, state.mark_seen):
             return []
+        self.evaluations += 1
         if changed or name not in self._computable:
             self._missing[name] = tuple(state.incomplete()) if state.bootstrapped else ()
             self._computable[name] = (
