@@ -357,6 +357,32 @@ def last_streaming_s(log: str, started_wall: float) -> float:
     return at - started_wall
 
 
+# the health line's running counts (alertd.daemon.service): engine updates and evaluations
+HEALTH_RUNNING = re.compile(
+    r"^(\S+ \S+) INFO alertd\.daemon\.service: health: .*?, ([\d,]+) engine updates?, "
+    r"([\d,]+) evaluations?,",
+    re.MULTILINE,
+)
+
+
+def window_rates(log: str, start_wall: float, end_wall: float) -> str | None:
+    """Engine updates and evaluations a second between the first and last health lines
+    logged within the window (wall-clock ``start_wall`` to ``end_wall``; one a minute: None
+    if fewer than two fall in it)."""
+    found = []
+    for stamp, updates, evaluations in HEALTH_RUNNING.findall(log):
+        at = time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S")) + int(stamp[20:]) / 1000
+        if start_wall <= at <= end_wall:
+            found.append((at, int(updates.replace(",", "")), int(evaluations.replace(",", ""))))
+    if len(found) < 2:
+        return None
+    (t0, u0, e0), (t1, u1, e1) = found[0], found[-1]
+    return (
+        f"{(u1 - u0) / (t1 - t0):.0f} engine updates/s, {(e1 - e0) / (t1 - t0):.0f} "
+        f"evaluations/s (health lines {t1 - t0:.0f} s apart)"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=50)
@@ -383,6 +409,18 @@ def main() -> int:
         "resyncs and first reconciles done)",
     )
     parser.add_argument("--profile", metavar="OUT", help="run alertd under cProfile into OUT")
+    parser.add_argument(
+        "--profile-window",
+        metavar="OUT",
+        help="cProfile of alertd over a second window of --seconds after the measured one "
+        "(bench/profiled.py: the steady state only, the measured window unprofiled)",
+    )
+    parser.add_argument(
+        "--py-spy",
+        metavar="OUT",
+        help="py-spy's samples of alertd (collapsed stacks, 100 a second, not pausing it) over "
+        "a second window of --seconds after the measured one (py-spy installed in the venv)",
+    )
     parser.add_argument(
         "--timeout-bootstrap",
         type=int,
@@ -477,10 +515,13 @@ def main() -> int:
             log_path = Path(tmp) / "alertd.log"
             with log_path.open("w") as log_file:
                 profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
+                profile += ["-m", "alertd"]
+                if args.profile_window:
+                    profile = [str(ROOT / "bench" / "profiled.py"), args.profile_window]
                 started_at = time.monotonic()
                 started_wall = time.time()
                 alertd = subprocess.Popen(
-                    [sys.executable, *profile, "-m", "alertd", "run", "-c", str(config)],
+                    [sys.executable, *profile, "run", "-c", str(config)],
                     cwd=ROOT,
                     env=env,
                     stdout=log_file,
@@ -503,11 +544,25 @@ def main() -> int:
                 rss_live = status_kb(alertd.pid, "VmHWM")
                 time.sleep(args.settle)
                 load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
-                c0, t0 = cpu_seconds(alertd.pid), time.monotonic()
+                c0, t0, w0 = cpu_seconds(alertd.pid), time.monotonic(), time.time()
                 time.sleep(args.seconds)
-                c1, t1 = cpu_seconds(alertd.pid), time.monotonic()
+                c1, t1, w1 = cpu_seconds(alertd.pid), time.monotonic(), time.time()
                 rss_peak = status_kb(alertd.pid, "VmHWM")
                 rss_now = status_kb(alertd.pid, "VmRSS")
+                if args.profile_window:  # a second window, profiled (bench/profiled.py)
+                    alertd.send_signal(signal.SIGUSR1)
+                    time.sleep(args.seconds)
+                    alertd.send_signal(signal.SIGUSR2)
+                    time.sleep(5)  # its dump
+                if args.py_spy:  # a second window, sampled from outside
+                    spy = Path(sys.executable).with_name("py-spy")
+                    record = ["record", "--pid", str(alertd.pid), "--rate", "100", "--nonblocking"]
+                    record += ["--duration", str(int(args.seconds)), "--format", "raw"]
+                    subprocess.run(
+                        [str(spy), *record, "--output", args.py_spy],
+                        check=False,
+                        capture_output=True,
+                    )
                 fake_cpu = cpu_seconds(fake.pid)
                 alertd.send_signal(signal.SIGTERM)
                 code = alertd.wait(60)
@@ -558,7 +613,8 @@ def main() -> int:
             print(f"all live     : {live_s:.1f} s after start (limit {args.live_timeout:.0f} s)")
         print(f"window       : {t1 - t0:.1f} s, {args.settle:.0f} s after all live")
         print(f"load average : {load_before} at the window's start (the end's: machine line)")
-        print(f"alertd CPU   : {cpu_pct:.2f}% of one core")
+        print(f"alertd CPU   : {cpu_pct:.2f}% of one core ({c1 - c0:.1f} CPU s)")
+        print(f"in the window: {window_rates(log, w0, w1) or '(fewer than two health lines)'}")
         by = " (by the health line)" if args.ws_cap else ""
         print(f"going live   : {cpu_live:.1f} CPU s of alertd's until all were live{by}")
         print(

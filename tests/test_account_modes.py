@@ -2424,3 +2424,38 @@ def test_a_position_in_a_market_alertd_does_not_know_is_not_closed() -> None:
                 assert state.incomplete() == []
 
     run(body())
+
+
+def test_the_exchange_ratio_is_moved_only_where_it_stands_in_or_a_rule_reads_it() -> None:
+    """Binance's own ratio moved with the marks was computed at every evaluation of every
+    account, a twentieth of a firing daemon's CPU at 1,000 accounts (firing14), though for an
+    account alertd computes nothing reads it: its status carries none then. A rule on
+    ``exchange_margin_ratio`` reads it, and where it stands in for alertd's (a mode alertd
+    does not compute, incomplete data) it is there as before, moved with the marks."""
+
+    async def body() -> None:
+        fake = FakeBinanceUSDM()
+        async with long_btc(fake, "binanceusdm", "2000", "1") as (feed, state):
+            assert state.mode.coverage is C.COMPUTED and state.computable
+            fake.set_mark(BTC, "59000")
+            state.set_mark(BTC, D("59000"), 1.0)  # as the mark stream sets it
+            moved, was_moved = state.exchange_ratio()
+            assert was_moved and moved is not None
+
+            def status(rules: list[RuleConfig], missing: tuple[str, ...] = ()) -> Any:
+                config = Config(version=1, accounts=[feed.config], rules=rules)
+                store = Store(":memory:")
+                deliverer = Deliverer(store, {}, config.routes, config.delivery)
+                alerting = Alerting(config, store, deliverer, book=Book(), wall_clock=lambda: 0.0)
+                return alerting.feed_status(feed, 2.0, missing)
+
+            plain = status([])
+            assert plain.exchange_ratio is None and not plain.exchange_ratio_stands_in
+            theirs = RuleConfig(name="theirs", metric="exchange_margin_ratio", above=D("0.8"))
+            read = status([theirs])
+            assert (read.exchange_ratio, read.exchange_ratio_moved) == (moved, True)
+            assert not read.exchange_ratio_stands_in
+            stands_in = status([], ("BTC/USDT:USDT tier table",))
+            assert stands_in.exchange_ratio == moved and stands_in.exchange_ratio_stands_in
+
+    run(body())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from bench.feeds import all_live
+import time
+
+from bench.feeds import all_live, window_rates
 
 # alertd.daemon.service's health line, as measure12's Bybit run 2 logged it at 939 s: 19
 # accounts whose login was refused never streamed (counted stale, not "not live")
@@ -27,3 +29,32 @@ def test_all_live_needs_no_account_stale_nor_not_live() -> None:
     assert not all_live("")
     one = LIVE.replace("1000 accounts, 1000 fresh", "1 account, 1 fresh")
     assert all_live(one)
+
+
+def test_the_window_s_rates_come_from_the_health_lines_within_it() -> None:
+    """Engine updates and evaluations a second over the window, from the running counts of
+    the health lines logged in it (firing14: a firing daemon's CPU is its evaluations, and how
+    many it does a second falls under load, when ticks queue and one evaluation takes several:
+    the window's CPU alone compared runs with different work)."""
+
+    def line(at: str, updates: str, evaluations: str) -> str:
+        return LIVE.replace("2026-12-07 12:15:00", f"2026-12-07 {at},000").replace(
+            "1 engine update,", f"{updates} engine updates, {evaluations} evaluations,"
+        )
+
+    log = "\n".join(
+        [
+            line("12:14:00", "100", "50"),  # before the window
+            line("12:15:00", "1,000", "500"),
+            line("12:16:00", "121,000", "60,500"),
+            line("12:17:00", "241,000", "120,500"),
+            line("12:18:00", "999,999", "999,999"),  # after it
+        ]
+    )
+
+    def wall(at: str) -> float:
+        return time.mktime(time.strptime(f"2026-12-07 {at}", "%Y-%m-%d %H:%M:%S"))
+
+    rates = window_rates(log, wall("12:14:30"), wall("12:17:30"))
+    assert rates == "2000 engine updates/s, 1000 evaluations/s (health lines 120 s apart)"
+    assert window_rates(log, wall("12:14:30"), wall("12:15:30")) is None  # one line in it

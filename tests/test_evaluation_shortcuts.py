@@ -49,6 +49,8 @@ from alertd.rules.lifecycle import (
 from alertd.rules.messages import render
 from alertd.rules.metrics import (
     FeedStatus,
+    Figures,
+    Metric,
     Needs,
     metric_scope,
     needs_of,
@@ -58,6 +60,7 @@ from alertd.rules.metrics import (
     with_full_metrics,
 )
 from alertd.rules.model import (
+    Condition,
     Observation,
     Rule,
     Scope,
@@ -659,3 +662,42 @@ def test_a_usdc_line_with_a_tiered_collateral_ratio_keeps_the_bound() -> None:
     book.set_account("a", Account(profile, "a", "USDT", D(8000), (btc,), margin_assets=usdc))
     live = book.live("a")
     assert live.liquidations_beyond(D("0.01")) and live.liquidation_beyond(0, D("0.01"))
+
+
+def test_a_proof_is_not_run_for_a_metric_a_positions_alert_reads() -> None:
+    """A crash day (issue 14, firing14): each position alerted on its liquidation distance
+    is observed with it whatever its proof says, so the proof (a bound on the liquidation)
+    is not run for it; it was at every evaluation, a tenth of a firing daemon's samples at
+    1,000 accounts. A position with no state on that metric still has it proven, and the
+    observations are the same as with the proof run."""
+    near = rule_on("liquidation_distance", Scope.POSITION, name="near", below=D("0.03"))
+    far = rule_on("liquidation_distance", Scope.POSITION, name="far", below=D("5"))
+    book = Book()
+    book.set_account("a", calm_btc_long("20000"))  # liquidation about 67% below
+    live = book.live("a")
+    healthy = FeedStatus(D(0), D(0), None)
+    rules = [near, far]
+    runs: list[int] = []
+
+    def counted(m: Metric) -> Metric:
+        proof = m.clear
+        assert proof is not None
+
+        def clear(f: Figures, c: Condition) -> bool:
+            runs.append(f.index)
+            return proof(f, c)
+
+        return replace(m, clear=clear)
+
+    proofs = [(counted(m), on) for m, on in shortcuts(rules)]
+    args = ("a", "binanceusdm", live, healthy, wanted_of(rules))
+    (_, position) = observe(*args, proofs=proofs)  # no alert: proven per position
+    assert 0 in runs and set(position.metrics) == {"liquidation_distance"}  # far breaches
+    engine = AlertEngine(rules)
+    engine.evaluate(observe(*args), 0.0)
+    alerted = engine.alerted_metrics("a")
+    assert alerted == {position.subject.key: {"liquidation_distance"}}
+    runs.clear()
+    (_, held) = observe(*args, proofs=proofs, alerted=alerted)
+    assert 0 not in runs  # the account's bound (index -1) may run; the position's does not
+    assert held == observe(*args, proofs=shortcuts(rules), alerted=alerted)[1]

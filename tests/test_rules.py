@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -401,3 +401,35 @@ def test_alerted_metrics_kept_with_the_states_are_the_rebuilt_ones(steps: list[A
         for account in ("main", "b"):
             kept = {k: set(v) for k, v in engine.alerted_metrics(account).items()}
             assert kept == rebuilt_alerted_metrics(engine, account), (kind, account)
+
+
+def test_only_a_restricted_rule_is_asked_whether_it_applies_and_both_are_stepped() -> None:
+    """The rule engine steps every rule on every observation (22 per account at 1,000
+    accounts firing, firing14): whether a rule applies is asked only of one restricted to
+    some accounts, exchanges or symbols; one for every subject of its scope applies without
+    asking. Both step as before: the one for another account does not fire here, and a rule
+    whose ``also`` series is missing from the observation leaves its alert as it is."""
+    asked: list[str] = []
+
+    @dataclass(frozen=True)
+    class Asked(Rule):
+        def applies_to(self, subject: Subject) -> bool:
+            asked.append(self.name)
+            return Rule.applies_to(self, subject)
+
+    def warning(name: str, **options: Any) -> Rule:
+        return Asked(name, Condition("worst_ratio", Scope.ACCOUNT, above=D("0.5")), **options)
+
+    also = (Condition("margin_ratio", Scope.ACCOUNT, above=D("0.5")),)
+    rules = [
+        warning("everywhere", severity=Severity.WARNING),
+        warning("elsewhere", severity=Severity.WARNING, accounts=frozenset({"other"})),
+        warning("mine", severity=Severity.WARNING, accounts=frozenset({"main"})),
+        warning("both", severity=Severity.WARNING, also=also),
+    ]
+    engine = AlertEngine(rules)
+    notes = engine.evaluate([obs("0.6")], 0.0)
+    assert kinds(notes) == [("firing", "everywhere"), ("firing", "mine")]
+    assert sorted(asked) == ["elsewhere", "mine"]
+    both = Observation(MAIN, {"worst_ratio": D("0.6"), "margin_ratio": D("0.6")})
+    assert kinds(engine.evaluate([both], 1.0)) == [("firing", "both")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import re
 import socket
 import sqlite3
 import subprocess
@@ -146,6 +147,11 @@ def test_a_feed_task_that_dies_stops_the_service_in_order_and_exits_non_zero(
     assert starting.startswith("starting: 1 account, "), starting
     stopped = next(m for m in messages if m.startswith("stopped in"))
     assert ": 1 account, " in stopped and "0 notifications" in stopped, stopped
+    # the evaluations done beside those skipped: what a firing daemon's CPU is (firing14)
+    counts = re.search(
+        r"\d+ engine updates?, (\d+) evaluations? \(0 skipped within bands\)", stopped
+    )
+    assert counts is not None and int(counts[1]) == service.alerting.evaluations, stopped
 
 
 def test_a_delivery_task_that_dies_exits_non_zero(

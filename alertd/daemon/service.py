@@ -405,11 +405,13 @@ class Service:
                 log.warning("shutdown: accounts not saved to the state file: %s", exc)
             self.store.close()
         log.info(
-            "stopped in %.1fs: %s, %s (%s skipped within bands), %s, %d delivered, %d undelivered",
+            "stopped in %.1fs: %s, %s, %s (%d skipped within bands), %s, %d delivered, "
+            "%d undelivered",
             self._clock() - started,
             fmt.count(len(self.manager.feeds) if self.manager else 0, "account"),
             fmt.count(self.ticks, "engine update"),
-            fmt.count(self.alerting.skipped if self.alerting else 0, "evaluation"),
+            fmt.count(self.alerting.evaluations if self.alerting else 0, "evaluation"),
+            self.alerting.skipped if self.alerting else 0,
             fmt.count(self.alerting.notifications if self.alerting else 0, "notification"),
             self.deliverer.sent if self.deliverer else 0,
             left,
@@ -697,8 +699,8 @@ class Service:
         bans = "".join(f", {ban.said(wall)}" for ban in h.bans)
         bans += "".join(f", {pause.said(wall)}" for pause in h.public_pauses)
         log.info(
-            "health: %s, %d fresh, %d stale%s, %d not live%s, %d stopped%s%s, %s, %s, worst "
-            "ratio %s, %s firing, %s queued",
+            "health: %s, %d fresh, %d stale%s, %d not live%s, %d stopped%s%s, %s, %s, %s, "
+            "worst ratio %s, %s firing, %s queued",
             fmt.count(h.accounts, "account"),
             h.accounts - len(stale) - len(stopped) - len(not_live),
             len(stale),
@@ -710,6 +712,7 @@ class Service:
             bans,
             fmt.count(h.positions, "position"),
             fmt.count(self.ticks, "engine update"),
+            fmt.count(self.alerting.evaluations if self.alerting else 0, "evaluation"),
             f"{fmt.ratio(h.worst[0])} ({h.worst[1]})" if h.worst else "-",
             fmt.count(h.firing, "alert"),
             fmt.count(h.queued, "message"),

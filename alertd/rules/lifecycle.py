@@ -180,8 +180,23 @@ class AlertEngine:
         # critical first: a gap straight past both thresholds notifies only the critical
         ordered = sorted(rules, key=lambda r: -r.severity)
         self.rules = {r.name: r for r in ordered}
-        # an observation is stepped by its own scope's rules only, in the same order
-        self._scoped = {s: [r for r in ordered if r.scope is s] for s in Scope}
+        # an observation is stepped by its own scope's rules only, in the same order, each
+        # with the series it reads (its own, its ``also`` ones') and whether it applies to
+        # every subject of its scope: read once here, not per rule and observation (a firing
+        # daemon steps every rule on every observation, 22 per account at 1,000 accounts)
+        self._scoped = {
+            s: [
+                (
+                    r,
+                    r.series,
+                    tuple(c.series for c in r.also),
+                    r.accounts is None and r.exchanges is None and r.symbols is None,
+                )
+                for r in ordered
+                if r.scope is s
+            ]
+            for s in Scope
+        }
         for state in [s for s in self.states.values() if s.rule not in self.rules]:
             self._drop(state)
         # a rule kept by name may read other metrics now
@@ -304,11 +319,15 @@ class AlertEngine:
     ) -> None:
         """Step every rule on every observation that carries the rule's metric."""
         for obs in observations:
-            for rule in self._scoped[obs.subject.scope]:
+            subject, metrics = obs.subject, obs.metrics
+            for rule, series, also, everywhere in self._scoped[subject.scope]:
                 # a metric missing from an observation (an account whose data is incomplete)
                 # leaves its alerts as they are: no data is not "all clear"
-                if rule.applies_to(obs.subject) and rule.observed_in(obs.metrics):
-                    self._step(rule, obs, obs.metrics[rule.series], now, out)
+                # (Rule.observed_in and Rule.applies_to, with what they read read once)
+                if series not in metrics or (also and not all(a in metrics for a in also)):
+                    continue
+                if everywhere or rule.applies_to(subject):
+                    self._step(rule, obs, metrics[series], now, out)
 
     def idle(self, observations: Sequence[Observation]) -> bool:
         """True when :meth:`evaluate` would do nothing: no alert of these accounts exists and

@@ -1400,9 +1400,15 @@ def observe(
             # a crash day: every position has an alert (on its distance to liquidation, say),
             # and the other metrics it is observed with (gap risk, stops) need no reading
             # while they provably breach nothing and no rule with a state reads them
-            spared = everywhere | _cleared(figures, proofs) if proofs else everywhere
             if held:
+                # a metric a rule with a state here reads is read whatever its proof says:
+                # not proven (on a crash day every position's distance is alerted, and its
+                # proof, a bound on the liquidation, was a tenth of a firing evaluation)
+                unheld = [(m, on) for m, on in proofs if m.name not in held]
+                spared = everywhere | _cleared(figures, unheld) if unheld else everywhere
                 spared = spared.difference(held)
+            else:
+                spared = everywhere | _cleared(figures, proofs) if proofs else everywhere
             values = {m.name: m.extract(figures) for m in position_metrics if m.name not in spared}
             if held is None and not values and not position_series:
                 continue
