@@ -156,6 +156,30 @@ def test_single_asset_reads_a_pool_for_every_margin_asset_the_catalogue_lists() 
     }
 
 
+def test_an_asset_row_without_its_name_is_skipped_not_the_snapshot() -> None:
+    """An account answer's asset row without "asset" is skipped as before (the wallets'
+    update times, read for ordering pushes against the snapshot, indexed it: KeyError, every
+    snapshot failed and retried for ever; review of race14)."""
+    account = dict(
+        SINGLE_ASSET, assets=[*SINGLE_ASSET["assets"], {"walletBalance": "0", "updateTime": 5}]
+    )
+
+    class Binance:
+        markets = CATALOGUE
+        options: ClassVar[dict[str, Any]] = {}
+
+        async def fapiPrivateV3GetPositionRisk(self) -> list[Any]:
+            return []
+
+        async def fapiPrivateV2GetAccount(self) -> dict[str, Any]:
+            return json.loads(json.dumps(account))
+
+    adapter = BinanceUSDMAdapter()
+    wallet, _ = run(adapter.fetch_balance(Binance()))
+    assert wallet == D("23.72469206")
+    assert set(run(adapter.fetch_pools(Binance()))) == {"FDUSD", "USDC"}
+
+
 class _Pushes:
     """ccxt's binanceusdm as the adapter sees it: its market catalogue, and ``watch_balance``
     handing back each ``ACCOUNT_UPDATE`` as its ``info``."""

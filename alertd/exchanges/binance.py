@@ -1357,9 +1357,10 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         # each asset's "updateTime" (Account Information V2, and a portfolio margin account's
         # Get UM Account Detail): what a balance push must be newer than
         self._wallet_times = {
-            str(asset["asset"]): at
+            name: at
             for asset in info.get("assets", [])
             if isinstance(asset, dict)
+            and isinstance(name := asset.get("asset"), str)
             and (at := stamp_or_none(asset.get("updateTime"))) is not None
         }
         for asset in info.get("assets", []):
