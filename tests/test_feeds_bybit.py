@@ -29,6 +29,7 @@ from .support.feeds import (
     FAST_OPTIONS,
     account_config,
     bootstrapped,
+    counted_reconciles,
     kept_open,
     make_feed,
     mark_arrives,
@@ -581,5 +582,53 @@ def test_a_failed_reconcile_due_to_read_the_fee_rates_leaves_them_due_at_the_nex
                     await feed.reconcile()
                     seen.append(feed.state.fee_rates[BTC])
                 assert seen == [old, Decimal("0.0004"), Decimal("0.0004")]
+
+    run(body())
+
+
+def test_the_usdc_positions_are_listed_while_held_or_pushed_and_at_every_net_reconcile() -> None:
+    """An account holding USDT perpetuals and a USDC wallet, streaming: its reconciles list
+    USDT positions only, the USDC list
+    asked at every ``stops_reconcile_every``-th (the net for a missed push); a USDC short
+    opened (pushed on the all-in-one ``position`` topic) is listed from the next reconcile
+    on and kept by it, not dropped as a position the snapshot left out. Before, every
+    reconcile asked for the USDC list: a second position request per calm reconcile."""
+
+    async def body() -> None:
+        async with started_fake() as fake:
+            fake.timed_requests = []
+            fake.add_symbol(USDC_BTC, "60000")
+            # a USDC wallet: USDC lined from the start, so the push asks no snapshot of its own
+            fake.set_balance("key-b", "1000", coin="USDC")
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-b", BTC, "long", "1", "60000")
+            settings = FAST.model_copy(update={"stops_reconcile_every": 3})
+            feed = AccountFeed(
+                account_config("b", "bybit", fake),
+                secrets("key-b", "secret-b"),
+                settings,
+                FAST_OPTIONS,
+            )
+
+            def usdc_lists() -> int:
+                assert fake.timed_requests is not None
+                return sum(
+                    path == "/v5/position/list" and "settleCoin=USDC" in query
+                    for _, _, path, query in fake.timed_requests
+                )
+
+            async with streaming(feed):
+                first, seen = await counted_reconciles(feed, usdc_lists, 3)
+                assert seen == [0, 0, 1]  # the 3rd reconcile is the net
+                fake.open_position("key-b", USDC_BTC, "short", "0.5", "60000")
+                await eventually(
+                    lambda: USDC_BTC in feed.state.held_symbols, what="the USDC short pushed"
+                )
+                await feed.reconcile()  # the 4th: not a net, but USDC was pushed
+                assert usdc_lists() - first == 2
+                assert USDC_BTC in feed.state.held_symbols  # kept by the snapshot
+                await feed.reconcile()  # held: listed again
+                assert usdc_lists() - first == 3
+                assert USDC_BTC in feed.state.held_symbols
 
     run(body())
