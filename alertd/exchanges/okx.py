@@ -122,6 +122,9 @@ MARKETS = MarketFilter(settle="USDT")
 ADL = AdlScale(lowest=0, highest=5)
 LIQUIDATION_WARNING = "liquidation_warning"  # the event kind of a liquidation-warning push
 
+# websocket error codes that refuse a login (OKX v5 "Error Code", websocket public and private)
+LOGIN_ERRORS = frozenset({"60004", "60005", "60006", "60007", "60009", "60024"})
+
 # The id OKX echoes in its answer to alertd's own subscription: an error answer then rejects
 # only this subscription's future instead of every future on the private connection.
 WARNING_SUBSCRIPTION = "alertdliqwarn"
@@ -443,6 +446,26 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
     # cashBal holds no isolated margin: a real single-currency answer with one isolated
     # position (cited in tests/fake_exchange/okx.py) reads eq = cashBal + isoEq
     wallet_includes_isolated = False
+
+    @staticmethod
+    def refused_login(message: Any) -> str | None:
+        """OKX refuses a websocket login with an error frame of no ``id``: ``{"event":
+        "error", "code": "60006", "msg": "Timestamp request expired"}`` among others (OKX v5
+        "Error Code" list, websocket: 60004 invalid timestamp, 60005 invalid apiKey, 60006
+        timestamp expired, 60007 invalid sign, 60009 login failed, 60024 wrong passphrase;
+        60006 when it arrives more than 30 s after ccxt signed it: 9 of 1,000 accounts at a
+        start at load 10-13, benchmarks.md calm14). ccxt 4.5's ``handle_error_message``
+        rejects the connection's pending futures but keeps its ``authenticated``
+        subscription, so the retried watches on the still open connection never log in again
+        and wait for ever (the reconciles keep such an account fresh: it stayed blind,
+        feed-down firing). Dropping it makes the next watch log in afresh."""
+        if (
+            isinstance(message, dict)
+            and message.get("event") == "error"
+            and str(message.get("code")) in LOGIN_ERRORS
+        ):
+            return "authenticated"
+        return None
 
     def __init__(self) -> None:
         super().__init__()
