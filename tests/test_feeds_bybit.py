@@ -632,3 +632,36 @@ def test_the_usdc_positions_are_listed_while_held_or_pushed_and_at_every_net_rec
                 assert USDC_BTC in feed.state.held_symbols
 
     run(body())
+
+
+def test_a_usdc_position_pushed_before_a_failed_reconcile_is_listed_by_the_next() -> None:
+    """A USDC short pushed, then a reconcile that fails before it lists the positions (a 503
+    on the account info): the next reconcile, not a net one, still lists the USDC positions
+    and keeps the short (review of calm14: the push was forgotten when the failed snapshot
+    began, and the next snapshot dropped the short until the next net reconcile)."""
+
+    async def body() -> None:
+        async with started_fake() as fake:
+            fake.add_symbol(USDC_BTC, "60000")
+            fake.set_balance("key-b", "1000", coin="USDC")
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-b", BTC, "long", "1", "60000")
+            settings = FAST.model_copy(update={"stops_reconcile_every": 5})
+            feed = AccountFeed(
+                account_config("b", "bybit", fake),
+                secrets("key-b", "secret-b"),
+                settings,
+                FAST_OPTIONS,
+            )
+            async with streaming(feed):
+                await eventually(lambda: feed.state.stops is not None, what="the start's resync")
+                fake.open_position("key-b", USDC_BTC, "short", "0.5", "60000")
+                await eventually(
+                    lambda: USDC_BTC in feed.state.held_symbols, what="the USDC short pushed"
+                )
+                fake.fail_rest(503, path_prefix="/v5/account/info")
+                await feed.reconcile()  # the 1st: fails at its first read
+                await feed.reconcile()  # the 2nd: not a net
+                assert USDC_BTC in feed.state.held_symbols
+
+    run(body())

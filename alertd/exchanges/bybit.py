@@ -636,9 +636,12 @@ class BybitAdapter(ExchangeAdapter):
         # the settle coins of the positions of the last snapshot: a USDC perpetual held gives
         # USDC a line even without a wallet
         self._held_settles: set[str] = set()
-        # the settle coins a position push named since the last snapshot began, and the ones
-        # the snapshot under way lists positions of (None: every settle coin; snapshot_begins)
+        # the settle coins a position push named since the last listing of positions, those
+        # of them known when the snapshot under way began (forgotten only once it lists
+        # them: a snapshot that fails keeps them for the next), and the coins it lists
+        # positions of (None: every settle coin; snapshot_begins)
         self._pushed_settles: set[str] = set()
+        self._pushes_seen: frozenset[str] = frozenset()
         self._listed_settles: tuple[str, ...] | None = None
         # the other settle coins' lines of the last snapshot (unified cross only), and the
         # USD rate each was last read at (a row with no equity gives none)
@@ -729,7 +732,7 @@ class BybitAdapter(ExchangeAdapter):
         else:
             named = self._held_settles | self._pushed_settles
             self._listed_settles = (self.settle, *(c for c in pooled if c in named))
-        self._pushed_settles = set()
+        self._pushes_seen = frozenset(self._pushed_settles)
 
     async def fetch_mode(self, exchange: Any) -> ModeReading:
         info = (await exchange.privateGetV5AccountInfo()).get("result") or {}
@@ -771,6 +774,8 @@ class BybitAdapter(ExchangeAdapter):
             for p in snapshot[0]
             if p.symbol in exchange.markets
         }
+        # listed: the pushes known when the snapshot began are in it (a later one is kept)
+        self._pushed_settles -= self._pushes_seen
         return snapshot
 
     # the private "order" topic carries conditional orders too (stopOrderType)
