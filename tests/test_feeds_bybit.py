@@ -586,6 +586,19 @@ def test_a_failed_reconcile_due_to_read_the_fee_rates_leaves_them_due_at_the_nex
     run(body())
 
 
+def _usdt_long_and_usdc_wallet(fake: FakeBybit, net_every: int) -> AccountFeed:
+    """Account b: a BTC long (USDT) and a USDC wallet (USDC lined from the start, so a USDC
+    position pushed asks no snapshot of its own); every ``net_every``-th reconcile a net."""
+    fake.add_symbol(USDC_BTC, "60000")
+    fake.set_balance("key-b", "1000", coin="USDC")
+    fake.set_mark(BTC, "60000")
+    fake.open_position("key-b", BTC, "long", "1", "60000")
+    settings = FAST.model_copy(update={"stops_reconcile_every": net_every})
+    return AccountFeed(
+        account_config("b", "bybit", fake), secrets("key-b", "secret-b"), settings, FAST_OPTIONS
+    )
+
+
 def test_the_usdc_positions_are_listed_while_held_or_pushed_and_at_every_net_reconcile() -> None:
     """An account holding USDT perpetuals and a USDC wallet, streaming: its reconciles list
     USDT positions only, the USDC list
@@ -597,18 +610,7 @@ def test_the_usdc_positions_are_listed_while_held_or_pushed_and_at_every_net_rec
     async def body() -> None:
         async with started_fake() as fake:
             fake.timed_requests = []
-            fake.add_symbol(USDC_BTC, "60000")
-            # a USDC wallet: USDC lined from the start, so the push asks no snapshot of its own
-            fake.set_balance("key-b", "1000", coin="USDC")
-            fake.set_mark(BTC, "60000")
-            fake.open_position("key-b", BTC, "long", "1", "60000")
-            settings = FAST.model_copy(update={"stops_reconcile_every": 3})
-            feed = AccountFeed(
-                account_config("b", "bybit", fake),
-                secrets("key-b", "secret-b"),
-                settings,
-                FAST_OPTIONS,
-            )
+            feed = _usdt_long_and_usdc_wallet(fake, net_every=3)
 
             def usdc_lists() -> int:
                 assert fake.timed_requests is not None
@@ -642,17 +644,7 @@ def test_a_usdc_position_pushed_before_a_failed_reconcile_is_listed_by_the_next(
 
     async def body() -> None:
         async with started_fake() as fake:
-            fake.add_symbol(USDC_BTC, "60000")
-            fake.set_balance("key-b", "1000", coin="USDC")
-            fake.set_mark(BTC, "60000")
-            fake.open_position("key-b", BTC, "long", "1", "60000")
-            settings = FAST.model_copy(update={"stops_reconcile_every": 5})
-            feed = AccountFeed(
-                account_config("b", "bybit", fake),
-                secrets("key-b", "secret-b"),
-                settings,
-                FAST_OPTIONS,
-            )
+            feed = _usdt_long_and_usdc_wallet(fake, net_every=5)
             async with streaming(feed):
                 await eventually(lambda: feed.state.stops is not None, what="the start's resync")
                 fake.open_position("key-b", USDC_BTC, "short", "0.5", "60000")
