@@ -17,6 +17,7 @@ import pytest
 from alertd.config import RuleConfig
 from alertd.engine.margin import compute
 from alertd.engine.model import MarginMode, Side
+from alertd.exchanges.bybit import BybitAdapter
 from alertd.feeds.feed import AccountFeed
 from alertd.snapshot.format import account_to_json
 
@@ -655,5 +656,29 @@ def test_a_usdc_position_pushed_before_a_failed_reconcile_is_listed_by_the_next(
                 await feed.reconcile()  # the 1st: fails at its first read
                 await feed.reconcile()  # the 2nd: not a net
                 assert USDC_BTC in feed.state.held_symbols
+
+    run(body())
+
+
+def test_a_position_pushed_in_a_usdc_market_listed_since_the_start_is_read_at_once() -> None:
+    """A USDC perpetual listed after the account's catalogue was loaded, and a position
+    opened in it (pushed: a market ccxt does not know, so no settle coin): the next
+    reconcile, not a net one, lists the USDC positions, reloads the catalogue for it and
+    holds it (review of calm14: the unknown market named no settle coin, so the USDC list
+    waited for the next net reconcile)."""
+
+    async def body() -> None:
+        async with started_fake() as fake:
+            feed = _usdt_long_and_usdc_wallet(fake, net_every=5)
+            async with streaming(feed):
+                await eventually(lambda: feed.state.stops is not None, what="the start's resync")
+                eth_usdc = "ETH/USDC:USDC"
+                fake.add_symbol(eth_usdc, "3000")
+                fake.open_position("key-b", eth_usdc, "short", "2", "3000")
+                adapter = feed.adapter
+                assert isinstance(adapter, BybitAdapter)
+                await eventually(lambda: adapter.pushed_settles, what="the push")
+                await feed.reconcile()  # the 1st: not a net
+                assert eth_usdc in feed.state.held_symbols
 
     run(body())

@@ -715,6 +715,11 @@ class BybitAdapter(ExchangeAdapter):
         )
         return with_adl(state, raw, "adlRankIndicator", ADL)
 
+    @property
+    def pushed_settles(self) -> frozenset[str]:
+        """The settle coins position pushes named since the last listing of positions."""
+        return frozenset(self._pushed_settles)
+
     def snapshot_begins(self, net: bool) -> None:
         """The settle coins whose positions this snapshot lists: every one where ``net``;
         else the settle coin's and each other one's (USDC) the account held at the last
@@ -998,8 +1003,10 @@ class BybitAdapter(ExchangeAdapter):
             market = None
             if raw.get("symbol"):
                 market = exchange.safe_market(raw.get("symbol"), None, None, "swap")
-                # its settle coin's positions are listed from the next snapshot on
-                self._pushed_settles.add(str(market.get("settle")))
+                # its settle coin's positions are listed from the next snapshot on; a market
+                # the catalogue does not list yet (a new listing) names none: every one
+                settle = market.get("settle")
+                self._pushed_settles.update([str(settle)] if settle else MARKETS.pooled)
             p = self._position(exchange, raw)
             if p is not None:
                 out.append(p)
