@@ -682,3 +682,28 @@ def test_a_position_pushed_in_a_usdc_market_listed_since_the_start_is_read_at_on
                 assert eth_usdc in feed.state.held_symbols
 
     run(body())
+
+
+def test_a_usdc_position_pushed_while_a_reconcile_lists_is_listed_by_it() -> None:
+    """The reconcile's USDT list answered slowly (as the state was when it arrived); a USDC
+    short opened and pushed meanwhile: the same reconcile lists the USDC positions too, and
+    its snapshot, which replaces the positions, keeps the short (review of calm14: it listed
+    USDT only and dropped the pushed short until the next reconcile)."""
+
+    async def body() -> None:
+        async with started_fake() as fake:
+            feed = _usdt_long_and_usdc_wallet(fake, net_every=5)
+            adapter = feed.adapter
+            assert isinstance(adapter, BybitAdapter)
+            async with streaming(feed):
+                await eventually(lambda: feed.state.stops is not None, what="the start's resync")
+                fake.hold_rest("/v5/position/list")
+                reconcile = asyncio.create_task(feed.reconcile())  # the 1st: not a net
+                await eventually(lambda: fake.held_answers() == 1, what="the USDT list held")
+                fake.open_position("key-b", USDC_BTC, "short", "0.5", "60000")
+                await eventually(lambda: adapter.pushed_settles, what="the push")
+                fake.release_rest()
+                await reconcile
+                assert USDC_BTC in feed.state.held_symbols
+
+    run(body())

@@ -760,7 +760,7 @@ class BybitAdapter(ExchangeAdapter):
             return [p]
 
         # USDC perpetuals share the unified pool: Bybit lists positions per settle coin
-        listed = self._listed_settles or (self.settle, *MARKETS.pooled)
+        listed = list(self._listed_settles or (self.settle, *MARKETS.pooled))
         for settle in listed:
             cursor = None
             while True:
@@ -774,6 +774,9 @@ class BybitAdapter(ExchangeAdapter):
                 cursor = result.get("nextPageCursor")
                 if not cursor:
                     break
+            # a coin pushed while this snapshot lists (after it began) is listed too (the loop
+            # goes on to it): else the snapshot, which replaces the positions, would drop it
+            listed += [c for c in MARKETS.pooled if c in self._pushed_settles - {*listed}]
         self._held_settles = {
             str(exchange.markets[p.symbol].get("settle"))
             for p in snapshot[0]
