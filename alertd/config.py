@@ -230,7 +230,9 @@ class FeedSettings(_Model):
     # reads the stops again), its open orders are also read over REST at every n-th
     # reconcile, as a net for a missed push; 1: at every reconcile. Each read is one or two
     # requests per held symbol on Binance: at 50 accounts, every reconcile doubles alertd's
-    # CPU (docs/benchmarks.md)
+    # CPU (docs/benchmarks.md). The same n-th reconcile reads what else a push or another
+    # answer tells between: Bybit's positions of a settle coin none is held of (USDC), OKX's
+    # account configuration (ExchangeAdapter.snapshot_begins)
     stops_reconcile_every: Annotated[int, Field(ge=1, le=1000)] = 5
     # the account's fee rates (Bybit's GET /v5/account/fee-rate, OKX's GET
     # /api/v5/account/trade-fee) follow its VIP level, which both exchanges set once a day

@@ -17,6 +17,7 @@ import pytest
 from alertd.config import RuleConfig
 from alertd.engine.margin import compute
 from alertd.engine.model import MarginMode, Side
+from alertd.exchanges.bybit import BybitAdapter
 from alertd.feeds.feed import AccountFeed
 from alertd.snapshot.format import account_to_json
 
@@ -29,6 +30,7 @@ from .support.feeds import (
     FAST_OPTIONS,
     account_config,
     bootstrapped,
+    counted_reconciles,
     kept_open,
     make_feed,
     mark_arrives,
@@ -581,5 +583,127 @@ def test_a_failed_reconcile_due_to_read_the_fee_rates_leaves_them_due_at_the_nex
                     await feed.reconcile()
                     seen.append(feed.state.fee_rates[BTC])
                 assert seen == [old, Decimal("0.0004"), Decimal("0.0004")]
+
+    run(body())
+
+
+def _usdt_long_and_usdc_wallet(fake: FakeBybit, net_every: int) -> AccountFeed:
+    """Account b: a BTC long (USDT) and a USDC wallet (USDC lined from the start, so a USDC
+    position pushed asks no snapshot of its own); every ``net_every``-th reconcile a net."""
+    fake.add_symbol(USDC_BTC, "60000")
+    fake.set_balance("key-b", "1000", coin="USDC")
+    fake.set_mark(BTC, "60000")
+    fake.open_position("key-b", BTC, "long", "1", "60000")
+    settings = FAST.model_copy(update={"stops_reconcile_every": net_every})
+    return AccountFeed(
+        account_config("b", "bybit", fake), secrets("key-b", "secret-b"), settings, FAST_OPTIONS
+    )
+
+
+def test_the_usdc_positions_are_listed_while_held_or_pushed_and_at_every_net_reconcile() -> None:
+    """An account holding USDT perpetuals and a USDC wallet, streaming: its reconciles list
+    USDT positions only, the USDC list
+    asked at every ``stops_reconcile_every``-th (the net for a missed push); a USDC short
+    opened (pushed on the all-in-one ``position`` topic) is listed from the next reconcile
+    on and kept by it, not dropped as a position the snapshot left out. Before, every
+    reconcile asked for the USDC list: a second position request per calm reconcile."""
+
+    async def body() -> None:
+        async with started_fake() as fake:
+            fake.timed_requests = []
+            feed = _usdt_long_and_usdc_wallet(fake, net_every=3)
+
+            def usdc_lists() -> int:
+                assert fake.timed_requests is not None
+                return sum(
+                    path == "/v5/position/list" and "settleCoin=USDC" in query
+                    for _, _, path, query in fake.timed_requests
+                )
+
+            async with streaming(feed):
+                first, seen = await counted_reconciles(feed, usdc_lists, 3)
+                assert seen == [0, 0, 1]  # the 3rd reconcile is the net
+                fake.open_position("key-b", USDC_BTC, "short", "0.5", "60000")
+                await eventually(
+                    lambda: USDC_BTC in feed.state.held_symbols, what="the USDC short pushed"
+                )
+                await feed.reconcile()  # the 4th: not a net, but USDC was pushed
+                assert usdc_lists() - first == 2
+                assert USDC_BTC in feed.state.held_symbols  # kept by the snapshot
+                await feed.reconcile()  # held: listed again
+                assert usdc_lists() - first == 3
+                assert USDC_BTC in feed.state.held_symbols
+
+    run(body())
+
+
+def test_a_usdc_position_pushed_before_a_failed_reconcile_is_listed_by_the_next() -> None:
+    """A USDC short pushed, then a reconcile that fails before it lists the positions (a 503
+    on the account info): the next reconcile, not a net one, still lists the USDC positions
+    and keeps the short (review of calm14: the push was forgotten when the failed snapshot
+    began, and the next snapshot dropped the short until the next net reconcile)."""
+
+    async def body() -> None:
+        async with started_fake() as fake:
+            feed = _usdt_long_and_usdc_wallet(fake, net_every=5)
+            async with streaming(feed):
+                await eventually(lambda: feed.state.stops is not None, what="the start's resync")
+                fake.open_position("key-b", USDC_BTC, "short", "0.5", "60000")
+                await eventually(
+                    lambda: USDC_BTC in feed.state.held_symbols, what="the USDC short pushed"
+                )
+                fake.fail_rest(503, path_prefix="/v5/account/info")
+                await feed.reconcile()  # the 1st: fails at its first read
+                await feed.reconcile()  # the 2nd: not a net
+                assert USDC_BTC in feed.state.held_symbols
+
+    run(body())
+
+
+def test_a_position_pushed_in_a_usdc_market_listed_since_the_start_is_read_at_once() -> None:
+    """A USDC perpetual listed after the account's catalogue was loaded, and a position
+    opened in it (pushed: a market ccxt does not know, so no settle coin): the next
+    reconcile, not a net one, lists the USDC positions, reloads the catalogue for it and
+    holds it (review of calm14: the unknown market named no settle coin, so the USDC list
+    waited for the next net reconcile)."""
+
+    async def body() -> None:
+        async with started_fake() as fake:
+            feed = _usdt_long_and_usdc_wallet(fake, net_every=5)
+            async with streaming(feed):
+                await eventually(lambda: feed.state.stops is not None, what="the start's resync")
+                eth_usdc = "ETH/USDC:USDC"
+                fake.add_symbol(eth_usdc, "3000")
+                fake.open_position("key-b", eth_usdc, "short", "2", "3000")
+                adapter = feed.adapter
+                assert isinstance(adapter, BybitAdapter)
+                await eventually(lambda: adapter.pushed_settles, what="the push")
+                await feed.reconcile()  # the 1st: not a net
+                assert eth_usdc in feed.state.held_symbols
+
+    run(body())
+
+
+def test_a_usdc_position_pushed_while_a_reconcile_lists_is_listed_by_it() -> None:
+    """The reconcile's USDT list answered slowly (as the state was when it arrived); a USDC
+    short opened and pushed meanwhile: the same reconcile lists the USDC positions too, and
+    its snapshot, which replaces the positions, keeps the short (review of calm14: it listed
+    USDT only and dropped the pushed short until the next reconcile)."""
+
+    async def body() -> None:
+        async with started_fake() as fake:
+            feed = _usdt_long_and_usdc_wallet(fake, net_every=5)
+            adapter = feed.adapter
+            assert isinstance(adapter, BybitAdapter)
+            async with streaming(feed):
+                await eventually(lambda: feed.state.stops is not None, what="the start's resync")
+                fake.hold_rest("/v5/position/list")
+                reconcile = asyncio.create_task(feed.reconcile())  # the 1st: not a net
+                await eventually(lambda: fake.held_answers() == 1, what="the USDT list held")
+                fake.open_position("key-b", USDC_BTC, "short", "0.5", "60000")
+                await eventually(lambda: adapter.pushed_settles, what="the push")
+                fake.release_rest()
+                await reconcile
+                assert USDC_BTC in feed.state.held_symbols
 
     run(body())

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alertd.config import Config, Secret
+from alertd.config import Config, FeedSettings, Secret
 from alertd.engine.collateral import CollateralRatio
 from alertd.engine.margin import compute
 from alertd.engine.model import Side
@@ -41,6 +41,7 @@ from .support.feeds import (
     FAST_OPTIONS,
     account_config,
     bootstrapped,
+    counted_reconciles,
     fast_backoff,
     streaming,
 )
@@ -202,13 +203,13 @@ def test_what_alertd_does_not_reproduce_keeps_okx_s_own_ratio_and_says_why() -> 
     assert discounted.settle_terms.counted(D(6_000_000)) == D(5_950_000)
 
 
-def okx_feed(fake: FakeOKX, key: str = "key-o") -> AccountFeed:
+def okx_feed(fake: FakeOKX, key: str = "key-o", settings: FeedSettings = FAST) -> AccountFeed:
     secrets = {
         "api_key": Secret(key),
         "secret": Secret("secret-o"),
         "password": Secret(FakeOKX.PASSPHRASE),
     }
-    return AccountFeed(account_config("o", "okx", fake), secrets, FAST, FAST_OPTIONS)
+    return AccountFeed(account_config("o", "okx", fake), secrets, settings, FAST_OPTIONS)
 
 
 def multi_currency_account(fake: FakeOKX, key: str = "key-o") -> None:
@@ -346,6 +347,54 @@ def test_a_mode_switch_and_a_liability_are_picked_up_at_reconcile() -> None:
                 assert state.collateral == ()
             finally:
                 await feed.close()
+
+    run(body())
+
+
+def test_streaming_the_config_is_read_at_net_reconciles_and_when_the_balance_tells_a_switch() -> (
+    None
+):
+    """An OKX account streaming: "Get account configuration" is read at every
+    ``stops_reconcile_every``-th reconcile (the net), not at every one (a fourth of a calm
+    reconcile's requests: docs/benchmarks.md calm14); a switch to multi-currency margin
+    and back, which the balance answer read at every reconcile shows (the account's adjEq),
+    is picked up at the very next reconcile, without a restart; one to portfolio margin from
+    multi-currency margin, which it does not show, at the next net reconcile. Before, every
+    reconcile read the configuration."""
+
+    async def body() -> None:
+        async with started(FakeOKX(), [("key-o", "secret-o", "1000")]) as fake:
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-o", BTC, "long", "100", "60000")
+            feed = okx_feed(fake, settings=FAST.model_copy(update={"stops_reconcile_every": 3}))
+
+            def config_reads() -> int:
+                return sum(path == "/api/v5/account/config" for _, path in fake.requests)
+
+            async with streaming(feed):
+                state = feed.state
+                first, seen = await counted_reconciles(feed, config_reads, 3)
+                assert seen == [0, 0, 1]  # the 3rd reconcile is the net
+                assert state.mode.mode is AccountMode.SINGLE_ASSET
+                fake.set_currency("key-o", "BTC", "0.05", "60000", follows=BTC)
+                fake.set_account_level("key-o", "3")
+                await feed.reconcile()  # the 4th: the balance's adjEq tells the switch
+                assert config_reads() - first == 2
+                assert state.mode.mode is AccountMode.MULTI_ASSETS and state.computable
+                assert [c.asset for c in state.collateral] == ["BTC"]
+                assert feed.comparison is not None and feed.comparison.mismatches == ()
+                fake.set_account_level("key-o", "4")
+                await feed.reconcile()  # the 5th: adjEq in both modes: kept
+                assert config_reads() - first == 2
+                assert state.mode.mode is AccountMode.MULTI_ASSETS
+                await feed.reconcile()  # the 6th, the net: read
+                assert config_reads() - first == 3
+                assert state.mode.mode is AccountMode.PORTFOLIO
+                fake.set_account_level("key-o", "2")
+                await feed.reconcile()  # the 7th: no adjEq: read at once
+                assert config_reads() - first == 4
+                assert state.mode.mode is AccountMode.SINGLE_ASSET and state.computable
+                assert state.collateral == ()
 
     run(body())
 

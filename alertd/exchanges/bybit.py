@@ -637,6 +637,13 @@ class BybitAdapter(ExchangeAdapter):
         # the settle coins of the positions of the last snapshot: a USDC perpetual held gives
         # USDC a line even without a wallet
         self._held_settles: set[str] = set()
+        # the settle coins a position push named since the last listing of positions, those
+        # of them known when the snapshot under way began (forgotten only once it lists
+        # them: a snapshot that fails keeps them for the next), and the coins it lists
+        # positions of (None: every settle coin; snapshot_begins)
+        self._pushed_settles: set[str] = set()
+        self._pushes_seen: frozenset[str] = frozenset()
+        self._listed_settles: tuple[str, ...] | None = None
         # the other settle coins' lines of the last snapshot (unified cross only), and the
         # USD rate each was last read at (a row with no equity gives none)
         self._margin_assets: tuple[MarginAsset, ...] = ()
@@ -712,6 +719,30 @@ class BybitAdapter(ExchangeAdapter):
         )
         return with_adl(state, raw, "adlRankIndicator", ADL)
 
+    @property
+    def pushed_settles(self) -> frozenset[str]:
+        """The settle coins position pushes named since the last listing of positions."""
+        return frozenset(self._pushed_settles)
+
+    def snapshot_begins(self, net: bool) -> None:
+        """The settle coins whose positions this snapshot lists: every one where ``net``;
+        else the settle coin's and each other one's (USDC) the account held at the last
+        snapshot or a push named since. "Get Position Info" takes one settle coin a request
+        (``settleCoin``, "for linear, either symbol or settleCoin is required",
+        bybit-exchange.github.io/docs/v5/position), so a USDC list read at every reconcile
+        was a second request for accounts that hold no USDC perpetual; the private
+        ``position`` topic that ccxt subscribes to is Bybit's all-in-one topic ("All-In-One
+        Topic: position", .../docs/v5/websocket/private/position): it pushes a USDC
+        perpetual opened, so the list is asked from the next snapshot on, and the net
+        snapshots list it whatever the pushes said."""
+        pooled = MARKETS.pooled
+        if net:
+            self._listed_settles = (self.settle, *pooled)
+        else:
+            named = self._held_settles | self._pushed_settles
+            self._listed_settles = (self.settle, *(c for c in pooled if c in named))
+        self._pushes_seen = frozenset(self._pushed_settles)
+
     async def fetch_mode(self, exchange: Any) -> ModeReading:
         info = (await exchange.privateGetV5AccountInfo()).get("result") or {}
         mode = account_mode(info)
@@ -733,7 +764,8 @@ class BybitAdapter(ExchangeAdapter):
             return [p]
 
         # USDC perpetuals share the unified pool: Bybit lists positions per settle coin
-        for settle in (self.settle, *MARKETS.pooled):
+        listed = list(self._listed_settles or (self.settle, *MARKETS.pooled))
+        for settle in listed:
             cursor = None
             while True:
                 request = {"category": "linear", "settleCoin": settle, "limit": 200}
@@ -746,11 +778,16 @@ class BybitAdapter(ExchangeAdapter):
                 cursor = result.get("nextPageCursor")
                 if not cursor:
                     break
+            # a coin pushed while this snapshot lists (after it began) is listed too (the loop
+            # goes on to it): else the snapshot, which replaces the positions, would drop it
+            listed += [c for c in MARKETS.pooled if c in self._pushed_settles - {*listed}]
         self._held_settles = {
             str(exchange.markets[p.symbol].get("settle"))
             for p in snapshot[0]
             if p.symbol in exchange.markets
         }
+        # listed: the pushes known when the snapshot began are in it (a later one is kept)
+        self._pushed_settles -= self._pushes_seen
         return snapshot
 
     # the private "order" topic carries conditional orders too (stopOrderType)
@@ -970,12 +1007,18 @@ class BybitAdapter(ExchangeAdapter):
             raw = position.get("info") or {}
             if raw.get("category") not in (None, "linear"):
                 continue
+            market = None
+            if raw.get("symbol"):
+                market = exchange.safe_market(raw.get("symbol"), None, None, "swap")
+                # its settle coin's positions are listed from the next snapshot on; a market
+                # the catalogue does not list yet (a new listing) names none: every one
+                settle = market.get("settle")
+                self._pushed_settles.update([str(settle)] if settle else MARKETS.pooled)
             p = self._position(exchange, raw)
             if p is not None:
                 out.append(p)
-            elif raw.get("symbol"):
+            elif market is not None:
                 # a one-way close arrives with side "" and size 0: close both possible keys
-                market = exchange.safe_market(raw.get("symbol"), None, None, "swap")
                 out.extend(
                     closed_both_sides(market["symbol"], stamp_or_none(raw.get("updatedTime")))
                 )

@@ -129,6 +129,9 @@ MARKETS = MarketFilter(settle="USDT")
 ADL = AdlScale(lowest=0, highest=5)
 LIQUIDATION_WARNING = "liquidation_warning"  # the event kind of a liquidation-warning push
 
+# websocket error codes that refuse a login (OKX v5 "Error Code", websocket public and private)
+LOGIN_ERRORS = frozenset({"60004", "60005", "60006", "60007", "60009", "60024"})
+
 # The id OKX echoes in its answer to alertd's own subscription: an error answer then rejects
 # only this subscription's future instead of every future on the private connection.
 WARNING_SUBSCRIPTION = "alertdliqwarn"
@@ -451,6 +454,26 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
     # position (cited in tests/fake_exchange/okx.py) reads eq = cashBal + isoEq
     wallet_includes_isolated = False
 
+    @staticmethod
+    def refused_login(message: Any) -> str | None:
+        """OKX refuses a websocket login with an error frame of no ``id``: ``{"event":
+        "error", "code": "60006", "msg": "Timestamp request expired"}`` among others (OKX v5
+        "Error Code" list, websocket: 60004 invalid timestamp, 60005 invalid apiKey, 60006
+        timestamp expired, 60007 invalid sign, 60009 login failed, 60024 wrong passphrase;
+        60006 when it arrives more than 30 s after ccxt signed it: 9 of 1,000 accounts at a
+        start at load 10-13, benchmarks.md calm14). ccxt 4.5's ``handle_error_message``
+        rejects the connection's pending futures but keeps its ``authenticated``
+        subscription, so the retried watches on the still open connection never log in again
+        and wait for ever (the reconciles keep such an account fresh: it stayed blind,
+        feed-down firing). Dropping it makes the next watch log in afresh."""
+        if (
+            isinstance(message, dict)
+            and message.get("event") == "error"
+            and str(message.get("code")) in LOGIN_ERRORS
+        ):
+            return "authenticated"
+        return None
+
     def __init__(self) -> None:
         super().__init__()
         # a multi-currency account's pool, read with its mode at every snapshot (None in
@@ -458,20 +481,77 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
         self._pool: CurrencyPool | None = None
         # the settle currency's wallet time as the last snapshot read it (wallet_times)
         self._wallet_times: dict[str, int] = {}
+        # the mode of the last account configuration read, kept until a net snapshot or a
+        # balance answer of another mode (:meth:`fetch_mode`); None: read it at the next
+        self._mode_read: ModeReading | None = None
+        # the balance answer fetch_mode read with the mode (single-currency margin and
+        # portfolio margin), for fetch_balance; None: fetch_balance reads it
+        self._balance: dict[str, Any] | None = None
+
+    def snapshot_begins(self, net: bool) -> None:
+        if net:
+            self._mode_read = None
+
+    async def _read_mode(self, exchange: Any) -> ModeReading:
+        mode = account_mode(await exchange.privateGetAccountConfig())
+        # spot mode is refused: read again at every snapshot, never kept
+        self._mode_read = None if mode.coverage is Coverage.REFUSED else mode
+        return mode
+
+    async def _read_balance(self, exchange: Any, params: dict[str, str]) -> dict[str, Any]:
+        """The account of one "Get balance" answer (GET /api/v5/account/balance)."""
+        response = await exchange.privateGetAccountBalance(params)
+        accounts = response.get("data") or []
+        if not accounts or not isinstance(accounts[0], dict):
+            raise FrameError("account/balance: no account in the answer")
+        account: dict[str, Any] = accounts[0]
+        return account
 
     async def fetch_mode(self, exchange: Any) -> ModeReading:
-        mode = account_mode(await exchange.privateGetAccountConfig())
-        self._pool = None
-        if mode.mode is not AccountMode.MULTI_ASSETS:
+        """The account's mode (:func:`account_mode`) and its balance answer, read together.
+
+        "Get account configuration" is read at a net snapshot (the bootstrap, a resync after
+        a stream was lost, every ``feeds.stops_reconcile_every``-th reconcile) and whenever
+        the balance answer, read at every snapshot anyway, is of another mode than the one
+        last read; in between its ``acctLv`` is kept (one request of the four a calm
+        reconcile sent, docs/benchmarks.md calm14). "Get balance" tells the
+        pooled modes from single-currency margin: the account's ``adjEq`` is "Applicable to
+        Spot mode/Multi-currency margin/Portfolio margin" (www.okx.com/docs-v5/en/
+        #trading-account-rest-api-get-balance; "" in single-currency margin, where the
+        currency's own ``mgnRatio`` and ``mmr`` are filled instead), so a switch between
+        single-currency margin and multi-currency or portfolio margin is read at the
+        snapshot that first sees it; one between multi-currency and portfolio margin, which
+        the balance does not tell apart, or to spot mode without borrowing, at the next
+        net snapshot."""
+        self._pool = self._balance = None
+        mode = self._mode_read
+        read_now = mode is None
+        if mode is None:
+            mode = await self._read_mode(exchange)
+        account, asked = None, None
+        while True:
+            if mode.coverage is Coverage.REFUSED:
+                return mode
+            pooled = mode.mode is not AccountMode.SINGLE_ASSET
+            # a multi-currency account's pool is every currency's: the whole answer
+            multi = mode.mode is AccountMode.MULTI_ASSETS
+            params = {} if multi else {"ccy": self.settle}
+            if account is None or params != asked:
+                account, asked = await self._read_balance(exchange, params), params
+            if read_now or (account.get("adjEq") not in (None, "")) == pooled:
+                break
+            log.info(
+                "okx: the balance answer is of another account mode than %s: reading the "
+                "account configuration again",
+                mode.detail,
+            )
+            mode, read_now = await self._read_mode(exchange), True
+        if not multi:
+            self._balance = account
             return mode
         # the pool decides whether alertd reproduces the account (settled_mode): read once,
         # with the mode; its wallet (cashBal) holds no PnL, so the positions read after it
         # cannot disagree with it as Gate's equity can
-        response = await exchange.privateGetAccountBalance()
-        accounts = response.get("data") or []
-        if not accounts or not isinstance(accounts[0], dict):
-            raise FrameError("account/balance: no account in the answer")
-        account = accounts[0]
         held, owed = [], []
         for d in account.get("details") or []:
             if not isinstance(d, dict) or not isinstance(d.get("ccy"), str):
@@ -634,11 +714,9 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
         self._wallet_times = {}
         if self._pool is not None:  # multi-currency: read with the mode
             return self._pool.wallet, self._pool.reported
-        response = await exchange.privateGetAccountBalance({"ccy": self.settle})
-        accounts = response.get("data") or []
-        if not accounts:
-            raise FrameError("account/balance: no account in the answer")
-        account = accounts[0]
+        account, self._balance = self._balance, None  # read with the mode, where it was
+        if account is None:
+            account = await self._read_balance(exchange, {"ccy": self.settle})
         detail = self._detail(account) or {}
         # the currency's "uTime", "update time of currency balance information" (ms), in the
         # REST answer and the account channel alike (www.okx.com/docs-v5/en/#trading-account-

@@ -350,6 +350,14 @@ class ExchangeAdapter:
         any private watch: read what the streams need (Gate's user id). Raises
         :class:`~alertd.errors.AccountRefused` when the account cannot be served."""
 
+    def snapshot_begins(self, net: bool) -> None:
+        """Called first at every snapshot. ``net``: the snapshot is the net for what the
+        streams tell (the bootstrap, a resync after a stream was lost, every
+        ``feeds.stops_reconcile_every``-th reconcile, every reconcile while the streams are
+        not up): read everything. Otherwise the adapter may leave out a read whose change
+        its streams push or its other answers show (OKX's account configuration, Bybit's
+        positions of a settle coin the account holds none of). Nothing by default."""
+
     async def fetch_mode(self, exchange: Any) -> ModeReading:
         """The account's mode as the exchange reports it, read first at every snapshot (the
         other ``fetch_*`` calls may depend on it). A reading with

@@ -653,8 +653,10 @@ class AccountFeed:
         """Positions and balance over REST (a full snapshot), then any missing tiers; the
         open stop orders too unless ``stops`` is False (they are then kept as they are); the
         fee rates where ``fees``, or where the held symbols differ from their last read's.
-        The pushes that arrive while it reads are applied again on top of what it read
-        (:class:`PushesDuringReads`)."""
+        ``stops`` also makes it a net snapshot for the adapter
+        (:meth:`~alertd.feeds.adapter.ExchangeAdapter.snapshot_begins`): with it False, what
+        the streams push or other answers show may be left unread. The pushes that arrive
+        while it reads are applied again on top of what it read (:class:`PushesDuringReads`)."""
         since = self._pushes.begin()
         try:
             await self._resync(since, stops, fees)
@@ -669,6 +671,8 @@ class AccountFeed:
         # the catalogue may have been reloaded since (the daily refresh, another account's
         # new listing): the markets this account reads follow it
         self._follow_catalogue(exchange)
+        # ``stops``: this snapshot is the net for a missed push (:meth:`reconcile`)
+        self.adapter.snapshot_begins(net=stops)
         mode = await self.adapter.fetch_mode(exchange)
         if mode.coverage is Coverage.REFUSED:
             self._set_mode(mode)

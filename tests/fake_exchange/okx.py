@@ -256,6 +256,15 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
         # currencies whose borrowing tiers "Get position tiers" leaves out (OKX still
         # requires their borrowing MM)
         self._unlisted_borrowing: set[str] = set()
+        # API keys whose next websocket login arrives past OKX's 30 s (:meth:`late_login`),
+        # and every login's key, connection (private, business) and whether it was accepted
+        self._late_logins: set[str] = set()
+        self.logins: list[tuple[str, str, bool]] = []
+
+    def late_login(self, api_key: str) -> None:
+        """The key's next websocket login arrives more than 30 s after its timestamp (a
+        starved client): refused as any expired one, "60006 Timestamp request expired"."""
+        self._late_logins.add(api_key)
 
     def _routes(self) -> list[web.RouteDef]:
         return [
@@ -1205,7 +1214,10 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
                 self._ws_error(conn, "60005", "Invalid OK-ACCESS-KEY")
             return
         stamp = str(arg.get("timestamp", ""))
-        if not stamp.isdigit() or abs(int(stamp) - time.time()) > 30:
+        late = checked.api_key in self._late_logins
+        self._late_logins.discard(checked.api_key)
+        if not stamp.isdigit() or abs(int(stamp) - time.time()) > 30 or late:
+            self.logins.append((checked.api_key, conn.kind, False))
             self._ws_error(conn, "60006", "Timestamp request expired")
             return
         if arg.get("passphrase") != checked.passphrase:
@@ -1217,6 +1229,7 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             self._ws_error(conn, "60007", "Invalid sign")
             return
         conn.owner = checked.api_key
+        self.logins.append((checked.api_key, conn.kind, True))
         conn.send({"event": "login", "code": "0", "msg": "", "connId": conn.conn_id})
 
     def _ws_subscribe(self, conn: _Connection, msg: dict[str, Any], op: str) -> None:

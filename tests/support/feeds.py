@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -98,6 +98,20 @@ async def streaming(feed: AccountFeed) -> AsyncIterator[asyncio.Task[None]]:
     async with running(feed) as task:
         await eventually(lambda: feed.state.connected, what="streams up")
         yield task
+
+
+async def counted_reconciles(
+    feed: AccountFeed, count: Callable[[], int], reconciles: int
+) -> tuple[int, list[int]]:
+    """Once a streaming feed's start resync is done (a net snapshot: it reads the stops),
+    ``reconciles`` reconciles: ``count()`` then, and after each reconcile how many more."""
+    await eventually(lambda: feed.state.stops is not None, what="the start's resync")
+    first = count()
+    seen = []
+    for _ in range(reconciles):
+        await feed.reconcile()
+        seen.append(count() - first)
+    return first, seen
 
 
 async def mark_arrives(fake: Any, feed: AccountFeed, price: str, what: str = "mark") -> None:
