@@ -671,8 +671,9 @@ class AccountFeed:
         # the catalogue may have been reloaded since (the daily refresh, another account's
         # new listing): the markets this account reads follow it
         self._follow_catalogue(exchange)
-        # ``stops``: this snapshot is the net for a missed push (:meth:`reconcile`)
-        self.adapter.snapshot_begins(net=stops)
+        # ``stops``: this snapshot is the net for a missed push (:meth:`reconcile`); so is
+        # the first, the daemon's bootstrap (which reads no stops): nothing told yet
+        self.adapter.snapshot_begins(net=stops or not self.state.bootstrapped)
         mode = await self.adapter.fetch_mode(exchange)
         if mode.coverage is Coverage.REFUSED:
             self._set_mode(mode)
