@@ -351,16 +351,13 @@ def test_a_mode_switch_and_a_liability_are_picked_up_at_reconcile() -> None:
     run(body())
 
 
-def test_streaming_the_config_is_read_at_net_reconciles_and_when_the_balance_tells_a_switch() -> (
-    None
-):
-    """An OKX account streaming: "Get account configuration" is read at every
-    ``stops_reconcile_every``-th reconcile (the net), not at every one (a fourth of a calm
-    reconcile's requests: docs/benchmarks.md calm14); a switch to multi-currency margin
-    and back, which the balance answer read at every reconcile shows (the account's adjEq),
-    is picked up at the very next reconcile, without a restart; one to portfolio margin from
-    multi-currency margin, which it does not show, at the next net reconcile. Before, every
-    reconcile read the configuration."""
+def test_streaming_the_config_is_read_at_every_reconcile_and_a_switch_picked_up_at_once() -> None:
+    """An OKX account streaming: "Get account configuration" is read at every reconcile
+    (issue 11: the mode at every reconcile), so each switch is picked up at the very next
+    one without a restart: to multi-currency margin, from it to portfolio margin (which the
+    balance answer does not tell apart: calm14 read the configuration at every 5th reconcile
+    only, computing a portfolio margin account as multi-currency meanwhile), and back to
+    single-currency margin."""
 
     async def body() -> None:
         async with started(FakeOKX(), [("key-o", "secret-o", "1000")]) as fake:
@@ -374,27 +371,22 @@ def test_streaming_the_config_is_read_at_net_reconciles_and_when_the_balance_tel
             async with streaming(feed):
                 state = feed.state
                 first, seen = await counted_reconciles(feed, config_reads, 3)
-                assert seen == [0, 0, 1]  # the 3rd reconcile is the net
+                assert seen == [1, 2, 3]
                 assert state.mode.mode is AccountMode.SINGLE_ASSET
                 fake.set_currency("key-o", "BTC", "0.05", "60000", follows=BTC)
                 fake.set_account_level("key-o", "3")
-                await feed.reconcile()  # the 4th: the balance's adjEq tells the switch
-                assert config_reads() - first == 2
+                await feed.reconcile()
                 assert state.mode.mode is AccountMode.MULTI_ASSETS and state.computable
                 assert [c.asset for c in state.collateral] == ["BTC"]
                 assert feed.comparison is not None and feed.comparison.mismatches == ()
                 fake.set_account_level("key-o", "4")
-                await feed.reconcile()  # the 5th: adjEq in both modes: kept
-                assert config_reads() - first == 2
-                assert state.mode.mode is AccountMode.MULTI_ASSETS
-                await feed.reconcile()  # the 6th, the net: read
-                assert config_reads() - first == 3
+                await feed.reconcile()  # adjEq in both modes: the configuration tells it
                 assert state.mode.mode is AccountMode.PORTFOLIO
                 fake.set_account_level("key-o", "2")
-                await feed.reconcile()  # the 7th: no adjEq: read at once
-                assert config_reads() - first == 4
+                await feed.reconcile()
                 assert state.mode.mode is AccountMode.SINGLE_ASSET and state.computable
                 assert state.collateral == ()
+                assert config_reads() - first == 6
 
     run(body())
 

@@ -489,8 +489,11 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
         self._balance: dict[str, Any] | None = None
 
     def snapshot_begins(self, net: bool) -> None:
-        if net:
-            self._mode_read = None
+        # read at every snapshot, net or not: a switch between multi-currency and portfolio
+        # margin, which the balance answer does not tell apart, would otherwise be computed
+        # as the mode before (alertd's own figures for a mode it does not compute) until the
+        # next net one: issue 11 asks every reconcile to read the mode
+        self._mode_read = None
 
     async def _read_mode(self, exchange: Any) -> ModeReading:
         mode = account_mode(await exchange.privateGetAccountConfig())
@@ -510,19 +513,12 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
     async def fetch_mode(self, exchange: Any) -> ModeReading:
         """The account's mode (:func:`account_mode`) and its balance answer, read together.
 
-        "Get account configuration" is read at a net snapshot (the bootstrap, a resync after
-        a stream was lost, every ``feeds.stops_reconcile_every``-th reconcile) and whenever
-        the balance answer, read at every snapshot anyway, is of another mode than the one
-        last read; in between its ``acctLv`` is kept (one request of the four a calm
-        reconcile sent, docs/benchmarks.md calm14). "Get balance" tells the
-        pooled modes from single-currency margin: the account's ``adjEq`` is "Applicable to
-        Spot mode/Multi-currency margin/Portfolio margin" (www.okx.com/docs-v5/en/
-        #trading-account-rest-api-get-balance; "" in single-currency margin, where the
-        currency's own ``mgnRatio`` and ``mmr`` are filled instead), so a switch between
-        single-currency margin and multi-currency or portfolio margin is read at the
-        snapshot that first sees it; one between multi-currency and portfolio margin, which
-        the balance does not tell apart, or to spot mode without borrowing, at the next
-        net snapshot."""
+        "Get account configuration" is read at every snapshot (:meth:`snapshot_begins`);
+        the balance answer read after it is checked against it: the account's ``adjEq`` is
+        "Applicable to Spot mode/Multi-currency margin/Portfolio margin" (www.okx.com/
+        docs-v5/en/#trading-account-rest-api-get-balance; "" in single-currency margin,
+        where the currency's own ``mgnRatio`` and ``mmr`` are filled instead), so a switch
+        made between the two reads is read again at once."""
         self._pool = self._balance = None
         mode = self._mode_read
         read_now = mode is None
