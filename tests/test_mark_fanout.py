@@ -584,3 +584,50 @@ def test_a_re_rate_keeps_the_band_proven_at_the_new_rates_and_other_changes_drop
     assert "a" not in alerting._rerated and "a" not in alerting._bands
     service.step(clock(), False)
     assert alerting.reproven == before + 3  # evaluated
+
+
+def test_a_tick_past_a_stop_and_a_re_rate_in_one_turn_fire_at_that_turn(tmp_path: Path) -> None:
+    """A mark tick past a stop's trigger (not yet evaluated) and an asset index frame of the
+    same account in one turn of the daemon: the re-rated account's band, set before the tick,
+    no longer holds at the new mark, so it is evaluated and `stop_missing` fires at that
+    turn. The band found at the new rates checks only the values the rates move, so without
+    that check the warning was lost (the ticks after stay inside the new band). The random
+    worlds of test_band never re-rate after an unevaluated tick; review of idx14, finding 1."""
+    btc = "BTC/USDT:USDT"
+    rules = [
+        {
+            "name": "no-stop",
+            "metric": "stop_missing",
+            "scope": "position",
+            "above": 0,
+            "severity": "warning",
+        }
+    ]
+    clock = ManualClock(100.0)
+    service = start(tmp_path, {"a": "binanceusdm"}, rules, clock)
+    assert service.manager is not None and service.alerting is not None
+    feed = service.manager.feeds["a"]
+    state = feed.state
+    state.markets[btc] = MarketInfo(btc, D(1), False, state.settle, D("0.01"))
+    state.tiers[btc] = table(random.Random(1), TierBasis.NOTIONAL, True)
+    state.set_mark(btc, D(50000), clock())
+    state.positions[(btc, Side.LONG)] = PositionState(
+        btc, Side.LONG, D(1), D(50000), MarginMode.CROSS, None, D(5)
+    )
+    state.set_wallet_balance(D(40000), clock())
+    state.last_seen[(Stream.POSITIONS, "")] = clock()
+    state.stops = (StopOrder(btc, Side.LONG, StopKind.STOP, Trigger.CROSS, D(49000), None),)
+    state.mode = ModeReading(AccountMode.SINGLE_ASSET, "test")
+    state.bootstrapped = state.connected = True
+    subscribe(feed)
+    feed._notify(Change.ACCOUNT)
+    service.step(clock(), False)
+    assert "a" in service.alerting._bands  # calm: a band
+    assert outbox(service) == []
+    clock.t += 0.5
+    feed.hub.deliver(btc, D(48900))  # past the stop's trigger: it no longer protects
+    state.settle_terms = SettleTerms.of(None, D(0), None, ConversionRates(D("0.9999"), D("1.0001")))
+    feed._notify(Change.RATES)
+    service.step(clock(), False)
+    titles = [title for _, title, _, _ in outbox(service)]
+    assert len(titles) == 1 and "no stop-loss" in titles[0]
