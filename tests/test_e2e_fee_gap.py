@@ -155,19 +155,21 @@ def test_a_restart_keeps_the_warning_through_the_bootstrap(world: dict[str, Any]
     assert http.titles() == [TITLE], http.titles()
 
 
-def _firing(world: dict[str, Any]) -> list[tuple[str, str]]:
-    """(rule, subject) of the firing alerts ``alertd status`` shows, the daemon stopped."""
+def _firing(world: dict[str, Any]) -> list[tuple[str, str, str | None]]:
+    """(rule, subject, why nothing watches it) of the firing alerts ``alertd status`` shows,
+    the daemon stopped."""
     shown = alertd("status", "-c", str(world["path"]), "--json", env=world["daemon"].env)
     assert shown.returncode == 0, shown.stderr
-    return [(f["rule"], f["subject"]) for f in json.loads(shown.stdout)["firing"]]
+    firing = json.loads(shown.stdout)["firing"]
+    return [(f["rule"], f["subject"], f["unwatched"]) for f in firing]
 
 
 def test_an_account_removed_from_the_config_ends_its_alerts_at_the_next_start(
     world: dict[str, Any],
 ) -> None:
     """The fee-gap warning fired for ``main``; the daemon stops and the config no longer
-    holds ``main`` (renamed ``renamed``, the same key). Its saved warning is no longer shown
-    by ``alertd status`` (the daemon stopped), and at the next start it ends, through the
+    holds ``main`` (renamed ``renamed``, the same key). ``alertd status`` shows its saved
+    warning saying the account is not in the config, and at the next start it ends, through the
     normal delivery, saying why (it stayed firing in the state file for ever, and shown:
     nothing evaluates an account the config lacks; review of idx13). The renamed account is
     a new one: its own warning."""
@@ -176,12 +178,13 @@ def test_an_account_removed_from_the_config_ends_its_alerts_at_the_next_start(
     started(daemon)
     wait_for(lambda: TITLE in http.titles(), what="fee-gap warning")
     stopped_cleanly(daemon)
-    assert _firing(world) == [("fee-gap", "main")]
+    assert _firing(world) == [("fee-gap", "main", None)]
     config = json.loads(world["path"].read_text())
     (account,) = config["accounts"]
     renamed = {**config, "accounts": [{**account, "name": "renamed"}]}
     world["path"].write_text(json.dumps(renamed))
-    assert _firing(world) == []
+    gone = "account not in the config: ends when alertd next starts"
+    assert _firing(world) == [("fee-gap", "main", gone)]
     started(daemon)
     ended = "RESOLVED main: account removed from the config or disabled, no longer watched"
     wait_for(lambda: ended in http.titles(), what="main's warning ended")
@@ -192,14 +195,15 @@ def test_an_account_removed_from_the_config_ends_its_alerts_at_the_next_start(
     assert titles[2] == TITLE.replace("main:", "renamed:"), titles
     body = http.posts[1]["message"]
     assert "fee-gap was firing for" in body and "(a fee rate unread)" in body, body
-    assert _firing(world) == [("fee-gap", "renamed")]
+    assert _firing(world) == [("fee-gap", "renamed", None)]
 
 
 def test_a_disabled_account_ends_its_alerts_at_the_next_start(world: dict[str, Any]) -> None:
     """``enabled: false`` gives the account no feed, so nothing evaluates its saved alerts:
-    they end at the next start as a removed account's do, and ``alertd status`` no longer
-    shows them (they stayed firing for ever where the disabled account counted as configured:
-    review13fix). Another account on the same key fires its own."""
+    they end at the next start as a removed account's do, and ``alertd status`` shows them
+    until then saying the account is disabled (they stayed firing for ever where the disabled
+    account counted as configured: review13fix). Another account on the same key fires its
+    own."""
     http, daemon = world["http"], world["daemon"]
     _config(world)
     started(daemon)
@@ -209,10 +213,11 @@ def test_a_disabled_account_ends_its_alerts_at_the_next_start(world: dict[str, A
     (account,) = config["accounts"]
     disabled = [{**account, "enabled": False}, {**account, "name": "other"}]
     world["path"].write_text(json.dumps({**config, "accounts": disabled}))
-    assert _firing(world) == []
+    off = "account disabled in the config: ends when alertd next starts"
+    assert _firing(world) == [("fee-gap", "main", off)]
     started(daemon)
     ended = "RESOLVED main: account removed from the config or disabled, no longer watched"
     wait_for(lambda: ended in http.titles(), what="main's warning ended")
     wait_for(lambda: len(http.posts) == 3, what="other's own warning")
     stopped_cleanly(daemon)
-    assert _firing(world) == [("fee-gap", "other")]
+    assert _firing(world) == [("fee-gap", "other", None)]

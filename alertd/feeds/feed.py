@@ -1058,7 +1058,25 @@ class AccountFeed:
             self.state.stops = await self._fetch_stops(self._exchange(), self.state.held_symbols)
 
     def _push_positions(self, changed: list[PositionState]) -> bool:
-        return self.state.update_positions(changed, self._clock())
+        return self.state.update_positions(self._named_by_catalogue(changed), self._clock())
+
+    def _named_by_catalogue(self, changed: list[PositionState]) -> list[PositionState]:
+        """A pushed position of a market the catalogue did not list when it came (ccxt
+        names it by the exchange's id) named by its market once the catalogue lists it: a
+        push applied again over the snapshot that reloaded the catalogue for it would
+        otherwise stand beside the snapshot's own row as an unknown market."""
+        markets = self.state.markets
+        by_id = getattr(self.exchange, "markets_by_id", None) or {}
+        named = []
+        for p in changed:
+            if p.symbol not in markets and p.symbol in by_id:
+                found = by_id[p.symbol]
+                listed = [m.get("symbol") for m in (found if isinstance(found, list) else [found])]
+                symbol = next((s for s in listed if s in markets), None)
+                if symbol is not None:
+                    p = dataclasses.replace(p, symbol=symbol)
+            named.append(p)
+        return named
 
     async def _balance_step(self) -> None:
         balances = await self.adapter.watch_balances(self._exchange())
