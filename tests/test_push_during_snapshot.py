@@ -38,11 +38,16 @@ POSITIONS_READ = {
     "bybit": "/v5/position/list",
     "okx": "/api/v5/account/positions",
 }
+ETH = "ETH/USDT:USDT"
 
 
 def contracts(feed: AccountFeed) -> D | None:
     held = feed.state.positions.get((BTC, Side.LONG))
     return None if held is None else held.contracts
+
+
+def stop_symbols(feed: AccountFeed) -> set[str]:
+    return {s.symbol for s in feed.state.stops or ()}
 
 
 def reads(fake: FakeExchangeServer[Any, Any], path: str) -> int:
@@ -112,6 +117,36 @@ def test_binance_wallet_pushed_during_the_snapshot_s_read_survives_it() -> None:
             await reconcile
             assert feed.state.fatal is None
             assert feed.state.wallet_balance == 12345
+
+    run(body())
+
+
+def test_binance_a_position_pushed_during_the_snapshot_s_read_has_its_stop_read() -> None:
+    """Binance USD-M reads the open stop orders per held symbol. A stop is placed on ETH
+    before any ETH position; a reconcile that reads the stops has its positions answer (BTC
+    only) held while an ETH long is opened and pushed. Once the reconcile landed, the ETH
+    long is held (applied again over the snapshot) and its stop known (before: the
+    snapshot's stop read, of BTC only, overtook the one the push made: "no stop-loss" on
+    ETH until the next reconcile read them)."""
+
+    async def body() -> None:
+        async with long_half_btc("binanceusdm") as (fake, feed):
+            fake.set_mark(ETH, "3400")
+            fake.add_stop(KEY, ETH, "long", "3000")  # placed before the position
+            # every reconcile reads the stops (with the order stream up, every n-th)
+            feed.settings = feed.settings.model_copy(update={"stops_reconcile_every": 1})
+            fake.hold_rest(POSITIONS_READ["binanceusdm"])
+            reconcile = asyncio.create_task(feed.reconcile())
+            await eventually(lambda: fake.held_answers() == 1, what="the positions read held")
+            fake.open_position(KEY, ETH, "long", "1", "3400")
+            await eventually(
+                lambda: ETH in stop_symbols(feed), what="the push and its own stop read"
+            )
+            fake.release_rest()
+            await reconcile
+            assert feed.state.fatal is None
+            assert (ETH, Side.LONG) in feed.state.positions
+            assert stop_symbols(feed) == {ETH}
 
     run(body())
 

@@ -689,7 +689,8 @@ class AccountFeed:
         collateral = await self.adapter.fetch_collateral(exchange)
         held = set(self._known({p.symbol for p in positions}))
         fee_rates, unread_fee = await self._fee_rates(exchange, held, fees)
-        if stops or (self.state.stops is not None and held - self._stops_for):
+        read_stops = stops or (self.state.stops is not None and bool(held - self._stops_for))
+        if read_stops:
             self.state.stops = await self._fetch_stops(exchange, held)
         now = self._clock()
         self.state.replace_positions(positions, now)
@@ -742,6 +743,11 @@ class AccountFeed:
                 "applied on top of it",
                 self.config.name,
             )
+            # a position they opened is held now: its stops were read by its push
+            # (:meth:`_positions_step`), a read this snapshot's, of its own symbols only (Binance
+            # reads per symbol, Bybit per settle coin held), overtook: read them again
+            if read_stops and set(self._known(self.state.held_symbols)) - self._stops_for:
+                self.state.stops = await self._fetch_stops(exchange, self.state.held_symbols)
         # the snapshot's rates are the truth at each read: the asset index moves them from
         # here on (its stream, or its REST read while the stream is stale: feeds/rates.py)
         self.state.pool_read = self.state.pool_rates
