@@ -151,6 +151,33 @@ def test_binance_a_position_pushed_during_the_snapshot_s_read_has_its_stop_read(
     run(body())
 
 
+def test_binance_a_snapshot_failing_after_its_read_keeps_the_pushes_of_its_read() -> None:
+    """Binance USD-M in multi-assets mode with an ETH coin, whose mark (no ETH position held)
+    the snapshot reads over REST (``GET /fapi/v1/premiumIndex``), and that read fails (503).
+    Its positions answer (0.5 BTC) held while the long is raised to 0.8 BTC and pushed: the
+    failed reconcile leaves 0.8 (before: the snapshot's 0.5 was written before that read
+    failed, and the push was never applied again: 0.5 until the next snapshot)."""
+
+    async def body() -> None:
+        async with long_half_btc("binanceusdm") as (fake, feed):
+            fake.set_mark(ETH, "3400")
+            fake.set_asset_index("ETH", "3400", "0.06", "0.06", follows=ETH)
+            fake.set_multi_assets_coins(KEY, {"ETH": "0.5"})  # a transfer in: a new coin
+            fake.fail_rest(503, path_prefix="/fapi/v1/premiumIndex")
+            fake.hold_rest(POSITIONS_READ["binanceusdm"])
+            reconcile = asyncio.create_task(feed.reconcile())
+            await eventually(lambda: fake.held_answers() == 1, what="the positions read held")
+            fake.open_position(KEY, BTC, "long", "0.8", "60000")
+            await eventually(lambda: contracts(feed) == D("0.8"), what="the push")
+            fake.release_rest()
+            await reconcile  # logged: "reconcile failed"
+            assert reads(fake, "/fapi/v1/premiumIndex") == 1  # the read that failed
+            assert feed.state.fatal is None
+            assert contracts(feed) == D("0.8")
+
+    run(body())
+
+
 # what stamps a position's push and its REST row alike
 STAMPED_BY = {"binanceusdm": "E / updateTime", "bybit": "updatedTime"}
 
