@@ -214,8 +214,9 @@ def test_a_push_older_than_the_snapshot_does_not_roll_it_back(exchange: str) -> 
             fake.release_pushes(KEY, 1)  # the 0.7 push, after the read landed
             await eventually(lambda: delivered() != seen, what="the 0.7 push")
             assert contracts(feed) == D("0.8")
+            seen = delivered()
             fake.release_pushes(KEY)  # the 0.8 push: the same fill as the snapshot's
-            await asyncio.sleep(0.2)
+            await eventually(lambda: delivered() != seen, what="the 0.8 push")
             assert contracts(feed) == D("0.8")
             assert feed.state.fatal is None
 
