@@ -773,7 +773,10 @@ class AccountFeed:
         self._last_resync_started = started  # a snapshot taken entirely after ``started``
         if not pushed:
             # with pushes on top, alertd's figures are no longer those of the exchange's
-            # answer: no like-with-like comparison (the last one stands)
+            # answer; nor are the answer's own reads of one moment: the account's, read after
+            # the positions', may hold the pushed change already (a 0.8 BTC long's maintenance
+            # margin beside the positions answer's 0.5): no like-with-like comparison (the
+            # last one stands)
             self._measure_drift(marks)
         self._sync_mark_streams()
         self._notify(Change.ACCOUNT)
