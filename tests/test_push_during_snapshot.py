@@ -38,11 +38,16 @@ POSITIONS_READ = {
     "bybit": "/v5/position/list",
     "okx": "/api/v5/account/positions",
 }
+ETH = "ETH/USDT:USDT"
 
 
 def contracts(feed: AccountFeed) -> D | None:
     held = feed.state.positions.get((BTC, Side.LONG))
     return None if held is None else held.contracts
+
+
+def stop_symbols(feed: AccountFeed) -> set[str]:
+    return {s.symbol for s in feed.state.stops or ()}
 
 
 def reads(fake: FakeExchangeServer[Any, Any], path: str) -> int:
@@ -116,6 +121,63 @@ def test_binance_wallet_pushed_during_the_snapshot_s_read_survives_it() -> None:
     run(body())
 
 
+def test_binance_a_position_pushed_during_the_snapshot_s_read_has_its_stop_read() -> None:
+    """Binance USD-M reads the open stop orders per held symbol. A stop is placed on ETH
+    before any ETH position; a reconcile that reads the stops has its positions answer (BTC
+    only) held while an ETH long is opened and pushed. Once the reconcile landed, the ETH
+    long is held (applied again over the snapshot) and its stop known (before: the
+    snapshot's stop read, of BTC only, overtook the one the push made: "no stop-loss" on
+    ETH until the next reconcile read them)."""
+
+    async def body() -> None:
+        async with long_half_btc("binanceusdm") as (fake, feed):
+            fake.set_mark(ETH, "3400")
+            fake.add_stop(KEY, ETH, "long", "3000")  # placed before the position
+            # every reconcile reads the stops (with the order stream up, every n-th)
+            feed.settings = feed.settings.model_copy(update={"stops_reconcile_every": 1})
+            fake.hold_rest(POSITIONS_READ["binanceusdm"])
+            reconcile = asyncio.create_task(feed.reconcile())
+            await eventually(lambda: fake.held_answers() == 1, what="the positions read held")
+            fake.open_position(KEY, ETH, "long", "1", "3400")
+            await eventually(
+                lambda: ETH in stop_symbols(feed), what="the push and its own stop read"
+            )
+            fake.release_rest()
+            await reconcile
+            assert feed.state.fatal is None
+            assert (ETH, Side.LONG) in feed.state.positions
+            assert stop_symbols(feed) == {ETH}
+
+    run(body())
+
+
+def test_binance_a_snapshot_failing_after_its_read_keeps_the_pushes_of_its_read() -> None:
+    """Binance USD-M in multi-assets mode with an ETH coin, whose mark (no ETH position held)
+    the snapshot reads over REST (``GET /fapi/v1/premiumIndex``), and that read fails (503).
+    Its positions answer (0.5 BTC) held while the long is raised to 0.8 BTC and pushed: the
+    failed reconcile leaves 0.8 (before: the snapshot's 0.5 was written before that read
+    failed, and the push was never applied again: 0.5 until the next snapshot)."""
+
+    async def body() -> None:
+        async with long_half_btc("binanceusdm") as (fake, feed):
+            fake.set_mark(ETH, "3400")
+            fake.set_asset_index("ETH", "3400", "0.06", "0.06", follows=ETH)
+            fake.set_multi_assets_coins(KEY, {"ETH": "0.5"})  # a transfer in: a new coin
+            fake.fail_rest(503, path_prefix="/fapi/v1/premiumIndex")
+            fake.hold_rest(POSITIONS_READ["binanceusdm"])
+            reconcile = asyncio.create_task(feed.reconcile())
+            await eventually(lambda: fake.held_answers() == 1, what="the positions read held")
+            fake.open_position(KEY, BTC, "long", "0.8", "60000")
+            await eventually(lambda: contracts(feed) == D("0.8"), what="the push")
+            fake.release_rest()
+            await reconcile  # logged: "reconcile failed"
+            assert reads(fake, "/fapi/v1/premiumIndex") == 1  # the read that failed
+            assert feed.state.fatal is None
+            assert contracts(feed) == D("0.8")
+
+    run(body())
+
+
 # what stamps a position's push and its REST row alike
 STAMPED_BY = {"binanceusdm": "E / updateTime", "bybit": "updatedTime"}
 
@@ -152,8 +214,9 @@ def test_a_push_older_than_the_snapshot_does_not_roll_it_back(exchange: str) -> 
             fake.release_pushes(KEY, 1)  # the 0.7 push, after the read landed
             await eventually(lambda: delivered() != seen, what="the 0.7 push")
             assert contracts(feed) == D("0.8")
+            seen = delivered()
             fake.release_pushes(KEY)  # the 0.8 push: the same fill as the snapshot's
-            await asyncio.sleep(0.2)
+            await eventually(lambda: delivered() != seen, what="the 0.8 push")
             assert contracts(feed) == D("0.8")
             assert feed.state.fatal is None
 

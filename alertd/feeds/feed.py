@@ -694,8 +694,25 @@ class AccountFeed:
         collateral = await self.adapter.fetch_collateral(exchange)
         held = set(self._known({p.symbol for p in positions}))
         fee_rates, unread_fee = await self._fee_rates(exchange, held, fees)
-        if stops or (self.state.stops is not None and held - self._stops_for):
+        read_stops = stops or (self.state.stops is not None and bool(held - self._stops_for))
+        if read_stops:
             self.state.stops = await self._fetch_stops(exchange, held)
+        coin_symbols = {c.price_symbol for c in collateral if c.price_symbol is not None}
+        # the listed positions that follow a mark were read at the exchange's own (their
+        # figures, and its ratio, are of that mark): it seeds their stream
+        listed_marks = {
+            p.symbol: p.mark_price
+            for p in listed
+            if p.quantity is not None and p.mark_price is not None
+        }
+        # a coin that moves with a symbol nobody holds: its mark over REST, so that the coin's
+        # index keeps its basis to the mark the stream then moves. Read before the state is
+        # written: from the write to the pushes applied again on top of it there is no await,
+        # so a read failing there cannot leave the snapshot written and those pushes dropped
+        seeded = {s for s, m in {**marks, **listed_marks}.items() if m.is_finite() and m > 0}
+        coin_marks: dict[str, tuple[Decimal, float]] = {}
+        for symbol in sorted(coin_symbols - self.state.marks.keys() - seeded):
+            coin_marks[symbol] = await self._public_mark(exchange, symbol)
         now = self._clock()
         self.state.replace_positions(positions, now)
         self.state.reported_positions = reported
@@ -708,15 +725,7 @@ class AccountFeed:
         # with the rates it was read with: a read that fails before them keeps both
         self._tell_unread_fee(unread_fee)
         self._set_mode(self._settled(mode, account_figures))
-        coin_symbols = {c.price_symbol for c in collateral if c.price_symbol is not None}
         self.state.listed_stops = self.adapter.listed_stops()
-        # the listed positions that follow a mark were read at the exchange's own (their
-        # figures, and its ratio, are of that mark): it seeds their stream
-        listed_marks = {
-            p.symbol: p.mark_price
-            for p in listed
-            if p.quantity is not None and p.mark_price is not None
-        }
         for symbol, mark in marks.items():
             # a REST mark seeds a symbol; the stream keeps it fresh after that
             wanted_mark = symbol in self.state.held_symbols or symbol in coin_symbols
@@ -725,10 +734,9 @@ class AccountFeed:
         for symbol, mark in listed_marks.items():
             if symbol not in self.state.marks:
                 self.state.set_mark(symbol, mark, now)
-        for symbol in sorted(coin_symbols - self.state.marks.keys()):
-            # a coin that moves with a symbol nobody holds: its mark over REST, so that the
-            # coin's index keeps its basis to the mark the stream then moves
-            self.state.set_mark(symbol, *await self._public_mark(exchange, symbol))
+        for symbol, (mark, at) in coin_marks.items():
+            if symbol not in self.state.marks:  # else the stream's, newer
+                self.state.set_mark(symbol, mark, at)
         self.state.set_collateral(collateral, marks, marks_sent)
         self.state.settle_terms = self.adapter.settle_terms()
         self.state.margin_assets = self.adapter.margin_assets()
@@ -747,6 +755,11 @@ class AccountFeed:
                 "applied on top of it",
                 self.config.name,
             )
+            # a position they opened is held now: its stops were read by its push
+            # (:meth:`_positions_step`), a read this snapshot's, of its own symbols only (Binance
+            # reads per symbol, Bybit per settle coin held), overtook: read them again
+            if read_stops and set(self._known(self.state.held_symbols)) - self._stops_for:
+                self.state.stops = await self._fetch_stops(exchange, self.state.held_symbols)
         # the snapshot's rates are the truth at each read: the asset index moves them from
         # here on (its stream, or its REST read while the stream is stale: feeds/rates.py)
         self.state.pool_read = self.state.pool_rates
@@ -765,7 +778,10 @@ class AccountFeed:
         self._last_resync_started = started  # a snapshot taken entirely after ``started``
         if not pushed:
             # with pushes on top, alertd's figures are no longer those of the exchange's
-            # answer: no like-with-like comparison (the last one stands)
+            # answer; nor are the answer's own reads of one moment: the account's, read after
+            # the positions', may hold the pushed change already (a 0.8 BTC long's maintenance
+            # margin beside the positions answer's 0.5): no like-with-like comparison (the
+            # last one stands)
             self._measure_drift(marks)
         self._sync_mark_streams()
         self._notify(Change.ACCOUNT)
