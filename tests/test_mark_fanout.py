@@ -631,3 +631,51 @@ def test_a_tick_past_a_stop_and_a_re_rate_in_one_turn_fire_at_that_turn(tmp_path
     service.step(clock(), False)
     titles = [title for _, title, _, _ in outbox(service)]
     assert len(titles) == 1 and "no stop-loss" in titles[0]
+
+
+def test_a_re_rate_while_a_snapshot_is_written_drops_the_band(tmp_path: Path) -> None:
+    """An asset index frame while a snapshot of the account is in flight (its stops and
+    positions written before its own notify, with awaits between): the frame is an account
+    change, the band dropped and the account evaluated, so a stop the snapshot found gone is
+    told at that frame, not at the snapshot's own notify (later by its remaining reads, or by
+    a retry's backoff where they fail). Review of idx14, finding 2."""
+    btc = "BTC/USDT:USDT"
+    rules = [
+        {
+            "name": "no-stop",
+            "metric": "stop_missing",
+            "scope": "position",
+            "above": 0,
+            "severity": "warning",
+        }
+    ]
+    clock = ManualClock(100.0)
+    service = start(tmp_path, {"a": "binanceusdm"}, rules, clock)
+    assert service.manager is not None and service.alerting is not None
+    feed = service.manager.feeds["a"]
+    state = feed.state
+    state.markets[btc] = MarketInfo(btc, D(1), False, state.settle, D("0.01"))
+    state.tiers[btc] = table(random.Random(1), TierBasis.NOTIONAL, True)
+    state.set_mark(btc, D(50000), clock())
+    state.positions[(btc, Side.LONG)] = PositionState(
+        btc, Side.LONG, D(1), D(50000), MarginMode.CROSS, None, D(5)
+    )
+    state.set_wallet_balance(D(40000), clock())
+    state.last_seen[(Stream.POSITIONS, "")] = clock()
+    state.stops = (StopOrder(btc, Side.LONG, StopKind.STOP, Trigger.CROSS, D(49000), None),)
+    state.mode = ModeReading(AccountMode.SINGLE_ASSET, "test")
+    state.bootstrapped = state.connected = True
+    subscribe(feed)
+    feed._notify(Change.ACCOUNT)
+    service.step(clock(), False)
+    assert "a" in service.alerting._bands
+    assert outbox(service) == []
+    feed._pushes.begin()  # a snapshot read in flight (AccountFeed.resync)
+    clock.t += 0.5
+    state.stops = ()  # written by it: the stop is gone; its notify comes after its awaits
+    state.settle_terms = SettleTerms.of(None, D(0), None, ConversionRates(D("0.9999"), D("1.0001")))
+    feed._notify(Change.RATES)  # an index frame meanwhile
+    service.step(clock(), False)
+    titles = [title for _, title, _, _ in outbox(service)]
+    assert len(titles) == 1 and "no stop-loss" in titles[0]
+    feed._pushes.end()

@@ -187,6 +187,11 @@ class PushesDuringReads:
             self._applied.append(again or push)
         return push()
 
+    @property
+    def reading(self) -> bool:
+        """Whether a snapshot read is in flight."""
+        return self._reads > 0
+
     def kept(self, since: int) -> bool:
         """Whether any push came since ``since``."""
         return len(self._applied) > since
@@ -1508,6 +1513,11 @@ class AccountFeed:
             log.debug("%s: skipped malformed frame #%d (%s)", self.config.name, count, kind)
 
     def _notify(self, change: Change, symbol: str | None = None) -> None:
+        if change is Change.RATES and self._pushes.reading:
+            # a snapshot in flight writes its stops, positions and wallets before its own
+            # notify, with awaits between: more than the rates may have moved since the
+            # daemon's band was proven (review of idx14, finding 2)
+            change = Change.ACCOUNT
         if change is Change.ACCOUNT or change is Change.RATES:
             self._reline()
             for asset in self.state.unlined_margin_assets():
