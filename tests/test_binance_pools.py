@@ -125,6 +125,24 @@ def test_each_margin_asset_s_pool_is_read_from_its_own_row() -> None:
         single_asset_pools(broken, ("USDC",))
 
 
+class _Snapshot:
+    """ccxt's binanceusdm: its catalogue, its options and the snapshot's two answers (no
+    position, ``account`` as the account answer)."""
+
+    markets = CATALOGUE
+    options: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, account: dict[str, Any]) -> None:
+        self.account = account
+
+    async def fapiPrivateV3GetPositionRisk(self) -> list[Any]:
+        return []
+
+    async def fapiPrivateV2GetAccount(self) -> dict[str, Any]:
+        answer: dict[str, Any] = json.loads(json.dumps(self.account))
+        return answer
+
+
 def test_single_asset_reads_a_pool_for_every_margin_asset_the_catalogue_lists() -> None:
     # the docs' answer with an FDUSD row in the same shape: 80 FDUSD holding a long 4.5 in
     # loss; BNB has a row too (a spot-wallet asset, no contract settles in it): no pool
@@ -137,19 +155,7 @@ def test_single_asset_reads_a_pool_for_every_margin_asset_the_catalogue_lists() 
         ],
     )
 
-    class Binance:
-        """ccxt's binanceusdm: its catalogue, its options and the snapshot's two answers."""
-
-        markets = CATALOGUE
-        options: ClassVar[dict[str, Any]] = {}
-
-        async def fapiPrivateV3GetPositionRisk(self) -> list[Any]:
-            return []
-
-        async def fapiPrivateV2GetAccount(self) -> dict[str, Any]:
-            return json.loads(json.dumps(account))
-
-    pools = run(BinanceUSDMAdapter().fetch_pools(Binance()))
+    pools = run(BinanceUSDMAdapter().fetch_pools(_Snapshot(account)))
     assert pools == {
         "FDUSD": (D(80), ReportedAccount(D("2.5"), D("75.5"), D("2.5") / D("75.5"))),
         "USDC": (D(500), ReportedAccount(D(35), D(450), D(35) / D(450))),
@@ -164,20 +170,10 @@ def test_an_asset_row_without_its_name_is_skipped_not_the_snapshot() -> None:
         SINGLE_ASSET, assets=[*SINGLE_ASSET["assets"], {"walletBalance": "0", "updateTime": 5}]
     )
 
-    class Binance:
-        markets = CATALOGUE
-        options: ClassVar[dict[str, Any]] = {}
-
-        async def fapiPrivateV3GetPositionRisk(self) -> list[Any]:
-            return []
-
-        async def fapiPrivateV2GetAccount(self) -> dict[str, Any]:
-            return json.loads(json.dumps(account))
-
     adapter = BinanceUSDMAdapter()
-    wallet, _ = run(adapter.fetch_balance(Binance()))
+    wallet, _ = run(adapter.fetch_balance(_Snapshot(account)))
     assert wallet == D("23.72469206")
-    assert set(run(adapter.fetch_pools(Binance()))) == {"FDUSD", "USDC"}
+    assert set(run(adapter.fetch_pools(_Snapshot(account)))) == {"FDUSD", "USDC"}
 
 
 class _Pushes:

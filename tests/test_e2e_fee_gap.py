@@ -164,6 +164,31 @@ def _firing(world: dict[str, Any]) -> list[tuple[str, str, str | None]]:
     return [(f["rule"], f["subject"], f["unwatched"]) for f in firing]
 
 
+ENDED = "RESOLVED main: account removed from the config or disabled, no longer watched"
+
+
+def _fired_and_stopped(world: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``main``'s fee-gap warning sent, the daemon stopped: its config and its account."""
+    http, daemon = world["http"], world["daemon"]
+    _config(world)
+    started(daemon)
+    wait_for(lambda: TITLE in http.titles(), what="fee-gap warning")
+    stopped_cleanly(daemon)
+    config: dict[str, Any] = json.loads(world["path"].read_text())
+    (account,) = config["accounts"]
+    return config, account
+
+
+def _restarted_until_main_ended(world: dict[str, Any], newcomer: str) -> None:
+    """The daemon started on the edited config until ``main``'s warning ended and the
+    ``newcomer`` account's own was sent, then stopped."""
+    http, daemon = world["http"], world["daemon"]
+    started(daemon)
+    wait_for(lambda: ENDED in http.titles(), what="main's warning ended")
+    wait_for(lambda: len(http.posts) == 3, what=f"{newcomer}'s own warning")
+    stopped_cleanly(daemon)
+
+
 def test_an_account_removed_from_the_config_ends_its_alerts_at_the_next_start(
     world: dict[str, Any],
 ) -> None:
@@ -173,25 +198,16 @@ def test_an_account_removed_from_the_config_ends_its_alerts_at_the_next_start(
     normal delivery, saying why (it stayed firing in the state file for ever, and shown:
     nothing evaluates an account the config lacks; review of idx13). The renamed account is
     a new one: its own warning."""
-    http, daemon = world["http"], world["daemon"]
-    _config(world)
-    started(daemon)
-    wait_for(lambda: TITLE in http.titles(), what="fee-gap warning")
-    stopped_cleanly(daemon)
+    http = world["http"]
+    config, account = _fired_and_stopped(world)
     assert _firing(world) == [("fee-gap", "main", None)]
-    config = json.loads(world["path"].read_text())
-    (account,) = config["accounts"]
     renamed = {**config, "accounts": [{**account, "name": "renamed"}]}
     world["path"].write_text(json.dumps(renamed))
     gone = "account not in the config: ends when alertd next starts"
     assert _firing(world) == [("fee-gap", "main", gone)]
-    started(daemon)
-    ended = "RESOLVED main: account removed from the config or disabled, no longer watched"
-    wait_for(lambda: ended in http.titles(), what="main's warning ended")
-    wait_for(lambda: len(http.posts) == 3, what="renamed's own warning")
-    stopped_cleanly(daemon)
+    _restarted_until_main_ended(world, "renamed")
     titles = http.titles()
-    assert titles[:2] == [TITLE, ended], titles
+    assert titles[:2] == [TITLE, ENDED], titles
     assert titles[2] == TITLE.replace("main:", "renamed:"), titles
     body = http.posts[1]["message"]
     assert "fee-gap was firing for" in body and "(a fee rate unread)" in body, body
@@ -204,20 +220,10 @@ def test_a_disabled_account_ends_its_alerts_at_the_next_start(world: dict[str, A
     until then saying the account is disabled (they stayed firing for ever where the disabled
     account counted as configured: review13fix). Another account on the same key fires its
     own."""
-    http, daemon = world["http"], world["daemon"]
-    _config(world)
-    started(daemon)
-    wait_for(lambda: TITLE in http.titles(), what="fee-gap warning")
-    stopped_cleanly(daemon)
-    config = json.loads(world["path"].read_text())
-    (account,) = config["accounts"]
+    config, account = _fired_and_stopped(world)
     disabled = [{**account, "enabled": False}, {**account, "name": "other"}]
     world["path"].write_text(json.dumps({**config, "accounts": disabled}))
     off = "account disabled in the config: ends when alertd next starts"
     assert _firing(world) == [("fee-gap", "main", off)]
-    started(daemon)
-    ended = "RESOLVED main: account removed from the config or disabled, no longer watched"
-    wait_for(lambda: ended in http.titles(), what="main's warning ended")
-    wait_for(lambda: len(http.posts) == 3, what="other's own warning")
-    stopped_cleanly(daemon)
+    _restarted_until_main_ended(world, "other")
     assert _firing(world) == [("fee-gap", "other", None)]

@@ -586,13 +586,9 @@ def test_a_re_rate_keeps_the_band_proven_at_the_new_rates_and_other_changes_drop
     assert alerting.reproven == before + 3  # evaluated
 
 
-def test_a_tick_past_a_stop_and_a_re_rate_in_one_turn_fire_at_that_turn(tmp_path: Path) -> None:
-    """A mark tick past a stop's trigger (not yet evaluated) and an asset index frame of the
-    same account in one turn of the daemon: the re-rated account's band, set before the tick,
-    no longer holds at the new mark, so it is evaluated and `stop_missing` fires at that
-    turn. The band found at the new rates checks only the values the rates move, so without
-    that check the warning was lost (the ticks after stay inside the new band). The random
-    worlds of test_band never re-rate after an unevaluated tick; review of idx14, finding 1."""
+def calm_long_with_a_stop(tmp_path: Path) -> tuple[Service, AccountFeed, ManualClock]:
+    """A daemon watching one calm Binance BTC long with a cross stop at 49,000 under the rule
+    `stop_missing above 0`, evaluated once: it has a band and nothing was sent."""
     btc = "BTC/USDT:USDT"
     rules = [
         {
@@ -622,8 +618,20 @@ def test_a_tick_past_a_stop_and_a_re_rate_in_one_turn_fire_at_that_turn(tmp_path
     subscribe(feed)
     feed._notify(Change.ACCOUNT)
     service.step(clock(), False)
-    assert "a" in service.alerting._bands  # calm: a band
+    assert service.alerting is not None and "a" in service.alerting._bands  # calm: a band
     assert outbox(service) == []
+    return service, feed, clock
+
+
+def test_a_tick_past_a_stop_and_a_re_rate_in_one_turn_fire_at_that_turn(tmp_path: Path) -> None:
+    """A mark tick past a stop's trigger (not yet evaluated) and an asset index frame of the
+    same account in one turn of the daemon: the re-rated account's band, set before the tick,
+    no longer holds at the new mark, so it is evaluated and `stop_missing` fires at that
+    turn. The band found at the new rates checks only the values the rates move, so without
+    that check the warning was lost (the ticks after stay inside the new band). The random
+    worlds of test_band never re-rate after an unevaluated tick; review of idx14, finding 1."""
+    service, feed, clock = calm_long_with_a_stop(tmp_path)
+    btc, state = "BTC/USDT:USDT", feed.state
     clock.t += 0.5
     feed.hub.deliver(btc, D(48900))  # past the stop's trigger: it no longer protects
     state.settle_terms = SettleTerms.of(None, D(0), None, ConversionRates(D("0.9999"), D("1.0001")))
@@ -639,37 +647,8 @@ def test_a_re_rate_while_a_snapshot_is_written_drops_the_band(tmp_path: Path) ->
     change, the band dropped and the account evaluated, so a stop the snapshot found gone is
     told at that frame, not at the snapshot's own notify (later by its remaining reads, or by
     a retry's backoff where they fail). Review of idx14, finding 2."""
-    btc = "BTC/USDT:USDT"
-    rules = [
-        {
-            "name": "no-stop",
-            "metric": "stop_missing",
-            "scope": "position",
-            "above": 0,
-            "severity": "warning",
-        }
-    ]
-    clock = ManualClock(100.0)
-    service = start(tmp_path, {"a": "binanceusdm"}, rules, clock)
-    assert service.manager is not None and service.alerting is not None
-    feed = service.manager.feeds["a"]
+    service, feed, clock = calm_long_with_a_stop(tmp_path)
     state = feed.state
-    state.markets[btc] = MarketInfo(btc, D(1), False, state.settle, D("0.01"))
-    state.tiers[btc] = table(random.Random(1), TierBasis.NOTIONAL, True)
-    state.set_mark(btc, D(50000), clock())
-    state.positions[(btc, Side.LONG)] = PositionState(
-        btc, Side.LONG, D(1), D(50000), MarginMode.CROSS, None, D(5)
-    )
-    state.set_wallet_balance(D(40000), clock())
-    state.last_seen[(Stream.POSITIONS, "")] = clock()
-    state.stops = (StopOrder(btc, Side.LONG, StopKind.STOP, Trigger.CROSS, D(49000), None),)
-    state.mode = ModeReading(AccountMode.SINGLE_ASSET, "test")
-    state.bootstrapped = state.connected = True
-    subscribe(feed)
-    feed._notify(Change.ACCOUNT)
-    service.step(clock(), False)
-    assert "a" in service.alerting._bands
-    assert outbox(service) == []
     feed._pushes.begin()  # a snapshot read in flight (AccountFeed.resync)
     clock.t += 0.5
     state.stops = ()  # written by it: the stop is gone; its notify comes after its awaits

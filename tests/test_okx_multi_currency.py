@@ -301,6 +301,18 @@ def test_a_liability_is_computed_as_the_local_okx_reports_it() -> None:
     run(body())
 
 
+async def switched_to_multi_currency_with_btc(fake: FakeOKX, feed: AccountFeed) -> None:
+    """The account switched to multi-currency margin holding 0.05 BTC: the next reconcile
+    computes it, BTC its collateral, with no mismatch against OKX's figures."""
+    fake.set_currency("key-o", "BTC", "0.05", "60000", follows=BTC)
+    fake.set_account_level("key-o", "3")
+    await feed.reconcile()
+    state = feed.state
+    assert state.mode.mode is AccountMode.MULTI_ASSETS and state.computable
+    assert [c.asset for c in state.collateral] == ["BTC"]
+    assert feed.comparison is not None and feed.comparison.mismatches == ()
+
+
 def test_a_mode_switch_and_a_liability_are_picked_up_at_reconcile() -> None:
     async def body() -> None:
         async with started(FakeOKX(), [("key-o", "secret-o", "1000")]) as fake:
@@ -311,12 +323,7 @@ def test_a_mode_switch_and_a_liability_are_picked_up_at_reconcile() -> None:
                 await feed.bootstrap()
                 state = feed.state
                 assert state.mode.mode is AccountMode.SINGLE_ASSET and state.collateral == ()
-                fake.set_currency("key-o", "BTC", "0.05", "60000", follows=BTC)
-                fake.set_account_level("key-o", "3")
-                await feed.reconcile()
-                assert state.mode.mode is AccountMode.MULTI_ASSETS and state.computable
-                assert [c.asset for c in state.collateral] == ["BTC"]
-                assert feed.comparison is not None and feed.comparison.mismatches == ()
+                await switched_to_multi_currency_with_btc(fake, feed)
                 # a USDC liability: computed with its borrowing MM
                 fake.set_currency("key-o", "USDC", "-500", "1")
                 await feed.reconcile()
@@ -373,12 +380,7 @@ def test_streaming_the_config_is_read_at_every_reconcile_and_a_switch_picked_up_
                 first, seen = await counted_reconciles(feed, config_reads, 3)
                 assert seen == [1, 2, 3]
                 assert state.mode.mode is AccountMode.SINGLE_ASSET
-                fake.set_currency("key-o", "BTC", "0.05", "60000", follows=BTC)
-                fake.set_account_level("key-o", "3")
-                await feed.reconcile()
-                assert state.mode.mode is AccountMode.MULTI_ASSETS and state.computable
-                assert [c.asset for c in state.collateral] == ["BTC"]
-                assert feed.comparison is not None and feed.comparison.mismatches == ()
+                await switched_to_multi_currency_with_btc(fake, feed)
                 fake.set_account_level("key-o", "4")
                 await feed.reconcile()  # adjEq in both modes: the configuration tells it
                 assert state.mode.mode is AccountMode.PORTFOLIO
