@@ -183,6 +183,11 @@ def _walked_besides_methods(exchange: object) -> frozenset[str]:
 _PUBLIC_REQUEST: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "alertd_public_request", default=False
 )
+# the weight windows' admissions of the request this task is making, held until its end
+# (set by ``Guarded.fetch2``, filled by its ``throttle``: :class:`Admitted`)
+_HELD: contextvars.ContextVar[list[Admitted] | None] = contextvars.ContextVar(
+    "alertd_held", default=None
+)
 
 
 class DebtBucket(Throttler):  # type: ignore[misc]
@@ -352,8 +357,22 @@ def _guarded_class(exchange_id: str) -> type:
         async def fetch2(
             self, path: Any, api: Any = "public", method: Any = "GET", *rest: Any, **kw: Any
         ) -> Any:
-            """ccxt's request; a public one (OKX's, Gate's ``api[0]``) waits for the host's
-            public pause first, and a 429 on it pauses the host's public requests."""
+            """ccxt's request, its weight held in the host's window until it ended
+            (:class:`RollingWindow`)."""
+            held: list[Admitted] = []
+            token = _HELD.set(held)
+            try:
+                return await self._alertd_fetch2(path, api, method, *rest, **kw)
+            finally:
+                _HELD.reset(token)
+                for admitted in held:
+                    admitted.ended()
+
+        async def _alertd_fetch2(
+            self, path: Any, api: Any, method: Any, *rest: Any, **kw: Any
+        ) -> Any:
+            """A public request (OKX's, Gate's ``api[0]``) waits for the host's public pause
+            first, and a 429 on it pauses the host's public requests."""
             budget = self.alertd_ip_budget
             name = api[0] if isinstance(api, list | tuple) and api else api
             if name in other_host_apis:
@@ -388,6 +407,10 @@ def _guarded_class(exchange_id: str) -> type:
             if budget is not None:
                 await budget.resumed()
             result = await super().throttle(cost)
+            held = _HELD.get()
+            if held is not None and isinstance(result, Admitted):
+                result.holds()  # until fetch2 tells its end
+                held.append(result)
             if budget is not None:
                 await budget.resumed(public=_PUBLIC_REQUEST.get())
             return result
@@ -833,7 +856,8 @@ class IpBudget:
         self,
         *,
         rest_limit_per_ip: bool,
-        rest_weight_per_minute: int | None = None,
+        rest_weight_per_minute: float | None = None,
+        weight_window_s: float = 60.0,
         requests_per_ip: tuple[int, float] | None = None,
         ip_ban: IpBanAnswer | None = None,
         ws_openings_per_ip: tuple[int, float] | None = None,
@@ -844,7 +868,8 @@ class IpBudget:
         wall_clock: Clock = time.time,
     ) -> None:
         """The exchange's limits (:class:`~alertd.exchanges.spec.Capabilities`, of the same
-        names; :meth:`of` reads them); ``host``: what the log and the operator call it; the
+        names; :meth:`of` reads them; ``weight_window_s``: the window the weight a minute
+        counts over, a test's shorter); ``host``: what the log and the operator call it; the
         feeds' clocks and sleep (they time the pauses and pace the websocket openings)."""
         self.host = host
         self._ip_ban = ip_ban
@@ -860,6 +885,7 @@ class IpBudget:
         self.ban: HostBan | None = None
         self.rest_limit_per_ip = rest_limit_per_ip
         self._weight_per_minute = rest_weight_per_minute
+        self._weight_window_s = weight_window_s  # its minute (a test's shorter)
         self._requests_per_ip = requests_per_ip
         self._ip_window: Any = None
         self._throttler: Any = None
@@ -1059,7 +1085,13 @@ class IpBudget:
         if self._throttler is None:
             self._throttler = exchange.throttler
             if self._weight_per_minute is not None:
-                self._throttler = weight_window(self._weight_per_minute, exchange.asyncio_loop)
+                self._throttler = weight_window(
+                    self._weight_per_minute,
+                    exchange.asyncio_loop,
+                    self._weight_window_s,
+                    self._clock,
+                    self._sleep,
+                )
         exchange.throttler = self._throttler
 
 
@@ -1259,16 +1291,60 @@ REST_BUDGET_SHARE = 0.9
 REQUEST_CAP_SHARE = 0.8
 
 
+# The longest a request admitted by a weight window holds its weight past its admission when
+# nothing tells its end (:class:`Admitted`): the longest request timeout the config allows
+# (feeds.request_timeout_s, at most 600 s); every request alertd sends is told ended before.
+HELD_AT_MOST_S = 600.0
+
+
+class Admitted:
+    """One request's weight in a :class:`RollingWindow`, from its admission: ended then,
+    unless its sender :meth:`holds` it until it tells the request's end (:meth:`ended`)."""
+
+    __slots__ = ("_window", "at_ms", "cost", "until_ms")
+
+    def __init__(self, window: RollingWindow, at_ms: float, cost: float) -> None:
+        self._window = window
+        self.at_ms = at_ms
+        self.cost = cost
+        self.until_ms = at_ms  # when it ended (inf: in flight)
+
+    def holds(self) -> None:
+        """The request is being sent: its weight stays in the window until :meth:`ended`."""
+        self.until_ms = math.inf
+
+    def ended(self) -> None:
+        """The request's answer came, or it failed: its weight leaves a window after now."""
+        self.until_ms = self._window.now_ms()
+
+    def leaves_ms(self, now_ms: float, window_ms: float) -> float:
+        """When its weight leaves the window: a window after its end; in flight, a window
+        after now at the earliest."""
+        return min(self.until_ms, now_ms, self.at_ms + HELD_AT_MOST_S * 1000) + window_ms
+
+
 class RollingWindow(Throttler):  # type: ignore[misc]  # ccxt's class is untyped
     """ccxt's rolling-window limiter (its ``Throttler`` with ``algorithm: rollingWindow``),
-    its rule unchanged: a request is admitted while the costs admitted within the last
-    ``windowSize`` ms and its own stay within ``maxWeight``, else it waits for the oldest to
-    leave the window; requests in their order. ccxt's loop sums and copies every request
-    still in the window at each admission, O(window) each: 4.1 s of the 69 CPU s a start
-    of 1,000 Binance accounts over 7 addresses took under cProfile (a window holds up to
-    about 2,200 of an IP's requests). Here the window is a deque in admission order with its
-    running total, the expired ones dropped from its front; on ``clock``, monotonic seconds
-    (ccxt's reads the wall clock, which can step)."""
+    its rule kept: a request is admitted while the costs within the last ``windowSize`` ms
+    and its own stay within ``maxWeight``, else it waits for the oldest to leave the window;
+    requests in their order. ccxt's loop sums and copies every request still in the window
+    at each admission, O(window) each: 4.1 s of the 69 CPU s a start of 1,000 Binance
+    accounts over 7 addresses took under cProfile (a window holds up to about 2,200 of an
+    IP's requests). Here the window is a deque in admission order with its running total,
+    the expired ones dropped from its front; on ``clock``, monotonic seconds (ccxt's reads the
+    wall clock, which can step).
+
+    The exchange counts a request when it arrives, somewhere between its admission here and
+    its answer, so a request its sender :meth:`Admitted.holds` (every request an exchange
+    object sends: ``fetch2``) stays in the window from its admission until a window after its
+    answer or failure (:meth:`Admitted.ended`): every window of the exchange's then holds
+    at most ``maxWeight`` of arrivals, however long each took to arrive (any window's
+    arrivals are all held at its last instant). Counted from the admission alone, a cold
+    start's requests, arriving late on new connections, and the next window's, sent on warm
+    ones, arrived within one window: 2,206-2,220 weight against the 2,160 admitted (1,000
+    Binance accounts over 7 addresses, and 300 from one; docs/benchmarks.md, "Session 15,
+    live15"). The front's end holds the ones behind it (a request lasts at most its
+    timeout); a request's future gives its :class:`Admitted`."""
 
     running: bool  # ccxt's: its loop runs while requests queue
 
@@ -1282,18 +1358,21 @@ class RollingWindow(Throttler):  # type: ignore[misc]  # ccxt's class is untyped
         super().__init__({**config, "algorithm": "rollingWindow"}, loop)
         self._clock = clock
         self._sleep = sleep
-        self._window: collections.deque[tuple[float, float]] = collections.deque()
+        self._window: collections.deque[Admitted] = collections.deque()
         self._total = 0.0
+
+    def now_ms(self) -> float:
+        return self._clock() * 1000
 
     async def rolling_window_loop(self) -> None:
         window_ms = self.config["windowSize"]
         while self.running:
             future, cost = self.queue[0]
             cost = self.config["cost"] if cost is None else cost
-            now = self._clock() * 1000
+            now = self.now_ms()
             window = self._window
-            while window and window[0][0] <= now - window_ms:
-                self._total -= window.popleft()[1]
+            while window and window[0].leaves_ms(now, window_ms) <= now:
+                self._total -= window.popleft().cost
             if not window:
                 self._total = 0.0  # no float residue from the subtractions
             limit = self.config["maxWeight"]
@@ -1302,20 +1381,22 @@ class RollingWindow(Throttler):  # type: ignore[misc]  # ccxt's class is untyped
                 # a miss within float noise is summed afresh, as ccxt sums at every
                 # admission: the running total's residue (fractional costs) never holds a
                 # request that fits; a real miss (whole weights) waits with no re-sum
-                self._total = math.fsum(c for _, c in window)
+                self._total = math.fsum(admitted.cost for admitted in window)
                 fits = self._total + cost <= limit
             # one request costlier than the whole window goes alone (ccxt's loop fails on it)
             if fits or not window:
-                window.append((now, cost))
+                admitted = Admitted(self, now, cost)
+                window.append(admitted)
                 self._total += cost
                 if not future.done():
-                    future.set_result(None)
+                    future.set_result(admitted)
                 self.queue.popleft()
                 await self._sleep(0)  # as ccxt's: let the admitted request go first
                 if not self.queue:
                     self.running = False
             else:
-                await self._sleep((window[0][0] + window_ms - now) / 1000)
+                # the front's end, or while it is in flight the earliest it can leave
+                await self._sleep((window[0].leaves_ms(now, window_ms) - now) / 1000)
 
 
 def request_window(count: int, window_s: float, loop: Any) -> Any:
@@ -1348,14 +1429,24 @@ class BothLimits:
         self.own.loop = loop
 
 
-def weight_window(weight_per_minute: int, loop: Any) -> Any:
+def weight_window(
+    weight_per_minute: float,
+    loop: Any,
+    window_s: float = 60.0,
+    clock: Clock = time.monotonic,
+    sleep: Sleep = asyncio.sleep,
+) -> Any:
     """A rolling-window limiter holding every request within ``REST_BUDGET_SHARE`` of the
-    exchange's per-minute weight budget over any 60 s (so within any calendar minute too).
-    A cold start may spend the minute's budget at once (a thousand accounts going live);
-    after that requests wait for the oldest to leave the window."""
+    exchange's per-minute weight budget over any 60 s (``window_s``; so within any calendar
+    minute too), as the exchange receives them (:class:`RollingWindow`). A cold start may
+    spend the minute's budget at once (a thousand accounts going live); after that requests
+    wait for the oldest to leave the window."""
     budget = weight_per_minute * REST_BUDGET_SHARE
+    window_ms = window_s * 1000
     # ccxt's window allows windowSize / rateLimit weight
-    return RollingWindow({"windowSize": 60_000.0, "rateLimit": 60_000.0 / budget}, loop)
+    return RollingWindow(
+        {"windowSize": window_ms, "rateLimit": window_ms / budget}, loop, clock, sleep
+    )
 
 
 async def load_markets(exchange: Any, shared: SharedExchange | None) -> None:
