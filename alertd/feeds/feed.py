@@ -1384,23 +1384,31 @@ class AccountFeed:
             await self._sleep(period)
             await self.check_stale()
 
+    def marks_may_be_stale(self) -> bool:
+        """Whether :meth:`check_stale` has anything to look at: False while the account
+        holds the symbols of its last check that found none stale and none of their marks
+        can be stale yet (the watchdog asks every account every second, without a coroutine
+        for those)."""
+        state = self.state
+        fresh = self._marks_fresh
+        return not (
+            fresh is not None
+            and self._clock() <= fresh[0]
+            and fresh[1] is state.collateral
+            and fresh[2] is state.listed_positions
+            and state.positions.keys() == fresh[3]
+        )
+
     async def check_stale(self) -> None:
         """Stale marks on a connection that looks open: force a reconnect (and say so)."""
         if not self.state.bootstrapped or self.state.fatal is not None:
             return
         # a stale asset index stream is the hub's to say and renew, once for all its
         # followers (feeds/rates.py): a reconnect of the hub would gap every mark on it
+        if not self.marks_may_be_stale():
+            return  # the same symbols, none of whose marks can be stale yet
         now = self._clock()
         state = self.state
-        fresh = self._marks_fresh
-        if (
-            fresh is not None
-            and now <= fresh[0]
-            and fresh[1] is state.collateral
-            and fresh[2] is state.listed_positions
-            and state.positions.keys() == fresh[3]
-        ):
-            return  # the same symbols, none of whose marks can be stale yet
         stale, until = state.stale_marks_until(now, self.settings.stale_after_s)
         self._marks_fresh = None
         if not stale:
