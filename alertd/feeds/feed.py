@@ -1228,6 +1228,7 @@ class AccountFeed:
             hub.unsubscribe(symbol, self)
             self.state.marks.pop(symbol, None)
             self.state.last_seen.pop((Stream.MARK, symbol), None)
+            self._marks_fresh = None  # the watchdog's moment counted its time
 
     async def _loop(self, name: str, step: Callable[[], Awaitable[None]]) -> None:
         """Run one stream forever: skip bad frames, reconnect on network errors."""
