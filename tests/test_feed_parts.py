@@ -177,6 +177,15 @@ def test_stale_marks_are_the_marks_freshness_calls_stale() -> None:
         assert state.stale_marks(now, 30) == from_rows(now)
     assert state.stale_marks(130, 30) == ["ETH/USDT:USDT"]  # BTC exactly 30 s old: not yet
     assert state.stale_marks(131, 30) == ["BTC/USDT:USDT", "ETH/USDT:USDT"]
+    # what the watchdog skips on: with ETH's first mark, none is stale until BTC's 30 s end
+    # (the earliest of the others; not after it), and SOL's ticks do not move that
+    state.set_mark("ETH/USDT:USDT", D(3000), now=120)
+    assert state.stale_marks_until(125, 30) == ([], 130)
+    state.set_mark("SOL/USDT:USDT", D(151), now=126)
+    for now in (125, 129.5, 130):
+        assert state.stale_marks_until(now, 30) == ([], 130)
+    assert state.stale_marks_until(130.25, 30) == (["BTC/USDT:USDT"], 150)
+    assert state.stale_marks_until(500, 30) == (from_rows(500), float("inf"))
 
 
 def test_market_info_reads_the_tick_and_the_lot() -> None:

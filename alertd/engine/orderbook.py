@@ -25,6 +25,7 @@ bound on the loss) and the size that fits is at most the visible depth.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -47,6 +48,12 @@ class OrderBook:
     # walks already done on this book, by (long, quantity, inverse): the daemon evaluates
     # every position at every mark, and the book changes only when it is fetched again
     _walks: dict[tuple[bool, Decimal, bool], Fill] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    # each closing side's running sums, by (long, inverse) (:class:`_Sums`): a walk for
+    # another size is then a search, not a pass over the levels (a thousand accounts' sizes in
+    # one symbol walked every book again at each fetch: 8% of a calm daemon's samples)
+    _sums: dict[tuple[bool, bool], _Sums] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
     mid: Decimal | None = field(init=False, repr=False, compare=False)
@@ -80,7 +87,10 @@ class OrderBook:
         if found is None:
             if len(self._walks) >= MAX_WALKS:
                 self._walks.clear()
-            found = self._walks[key] = walk(self.closing(long), quantity, inverse)
+            sums = self._sums.get((long, inverse))
+            if sums is None:
+                sums = self._sums[long, inverse] = _Sums.of(self.closing(long), inverse)
+            found = self._walks[key] = sums.walk(quantity)
         return found
 
     def depth(self, long: bool) -> Decimal:
@@ -143,6 +153,52 @@ def walk(levels: Iterable[Level], quantity: Decimal, inverse: bool = False) -> F
         left -= take
         last = price
     return Fill(quantity, quantity - left, u_total, last, inverse)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sums:
+    """A side's levels of a positive size with the running sums :func:`walk` adds up over
+    them: after level ``i``, the sizes taken (``sizes[i]``, rising) and ``size x u``
+    (``u_totals[i]``), each added in the walk's own order, so that a walk read from them
+    is the walk's own figures."""
+
+    prices: tuple[Decimal, ...]
+    us: tuple[Decimal, ...]
+    sizes: tuple[Decimal, ...]
+    u_totals: tuple[Decimal, ...]
+    inverse: bool
+
+    @classmethod
+    def of(cls, levels: Iterable[Level], inverse: bool) -> _Sums:
+        prices, us, sizes, u_totals = [], [], [], []
+        size_sum, u_total = ZERO, ZERO
+        for price, size in levels:
+            if size <= 0:
+                continue
+            u = to_u(price, inverse)
+            size_sum += size
+            u_total += size * u
+            prices.append(price)
+            us.append(u)
+            sizes.append(size_sum)
+            u_totals.append(u_total)
+        return cls(tuple(prices), tuple(us), tuple(sizes), tuple(u_totals), inverse)
+
+    def walk(self, quantity: Decimal) -> Fill:
+        """:func:`walk` of these levels: the levels whose running size stays below
+        ``quantity`` are taken whole (the walk takes a level whole while its size is below
+        what is left), the next one takes what is left."""
+        if quantity < 0:
+            raise ValueError("quantity must not be negative")
+        whole = bisect_left(self.sizes, quantity)
+        left = quantity - self.sizes[whole - 1] if whole else quantity
+        u_total = self.u_totals[whole - 1] if whole else ZERO
+        if whole == len(self.sizes) or left <= 0:  # too thin a book, or nothing asked for
+            last = self.prices[whole - 1] if whole else None
+            return Fill(quantity, quantity - left, u_total, last, self.inverse)
+        u_total += left * self.us[whole]
+        # what is left once the last level took it: ``left - left``, as the walk has it
+        return Fill(quantity, quantity - (left - left), u_total, self.prices[whole], self.inverse)
 
 
 def _sign(long: bool, inverse: bool) -> int:

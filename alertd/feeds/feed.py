@@ -30,6 +30,7 @@ import ccxt
 
 from alertd.config import AccountConfig, FeedSettings, Secret
 from alertd.engine.margin import compute
+from alertd.engine.model import Side
 from alertd.engine.reported import ExchangeRatioPosition
 from alertd.engine.stops import StopOrder
 from alertd.errors import AccountRefused
@@ -347,6 +348,14 @@ class AccountFeed:
         # covers it; one that failed covers nothing
         self._last_resync_started = -float("inf")
         self._forced_at = -float("inf")
+        # the watchdog's last finding of no stale mark: until when none can be, for the
+        # symbols of these coins, listed positions and positions (tuples replaced, never
+        # changed in place; the positions' keys as they were). Its check of every account
+        # every second was 5% of a calm daemon's samples at 1,000 Bybit accounts
+        # (benchmarks.md, "Session 15, calm15"); a mark arriving only moves the moment later
+        self._marks_fresh: (
+            tuple[float, tuple[Any, ...], tuple[Any, ...], frozenset[tuple[str, Side]]] | None
+        ) = None
         self._last_failure = -float("inf")
         self._connected_once = False
         self._fatal_event = asyncio.Event()
@@ -1219,6 +1228,7 @@ class AccountFeed:
             hub.unsubscribe(symbol, self)
             self.state.marks.pop(symbol, None)
             self.state.last_seen.pop((Stream.MARK, symbol), None)
+            self._marks_fresh = None  # the watchdog's moment counted its time
 
     async def _loop(self, name: str, step: Callable[[], Awaitable[None]]) -> None:
         """Run one stream forever: skip bad frames, reconnect on network errors."""
@@ -1375,14 +1385,36 @@ class AccountFeed:
             await self._sleep(period)
             await self.check_stale()
 
+    def marks_may_be_stale(self) -> bool:
+        """Whether :meth:`check_stale` has anything to look at: False while the account
+        holds the symbols of its last check that found none stale and none of their marks
+        can be stale yet (the watchdog asks every account every second, without a coroutine
+        for those)."""
+        state = self.state
+        fresh = self._marks_fresh
+        return not (
+            fresh is not None
+            and self._clock() <= fresh[0]
+            and fresh[1] is state.collateral
+            and fresh[2] is state.listed_positions
+            and state.positions.keys() == fresh[3]
+        )
+
     async def check_stale(self) -> None:
         """Stale marks on a connection that looks open: force a reconnect (and say so)."""
         if not self.state.bootstrapped or self.state.fatal is not None:
             return
         # a stale asset index stream is the hub's to say and renew, once for all its
         # followers (feeds/rates.py): a reconnect of the hub would gap every mark on it
+        if not self.marks_may_be_stale():
+            return  # the same symbols, none of whose marks can be stale yet
         now = self._clock()
-        stale = self.state.stale_marks(now, self.settings.stale_after_s)
+        state = self.state
+        stale, until = state.stale_marks_until(now, self.settings.stale_after_s)
+        self._marks_fresh = None
+        if not stale:
+            symbols = frozenset(state.positions)
+            self._marks_fresh = (until, state.collateral, state.listed_positions, symbols)
         if stale and now - self._forced_at > self.settings.stale_after_s:
             self._forced_at = now
             log.warning(

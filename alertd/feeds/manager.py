@@ -753,7 +753,8 @@ class FeedManager:
         while True:
             await self.options.sleep(period)
             for feed in list(self.feeds.values()):
-                await feed.check_stale()
+                if feed.marks_may_be_stale():
+                    await feed.check_stale()
             self.report_skips()
             now = self.options.clock()
             if now - self._replanned_at >= REPLAN_EVERY_S:

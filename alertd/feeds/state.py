@@ -573,12 +573,20 @@ class AccountState:
     def stale_marks(self, now: float, stale_after_s: float) -> list[str]:
         """The symbols whose marks :meth:`freshness` calls stale, sorted, without a row per
         stream: what the staleness watchdog asks of every account every second."""
+        return self.stale_marks_until(now, stale_after_s)[0]
+
+    def stale_marks_until(self, now: float, stale_after_s: float) -> tuple[list[str], float]:
+        """:meth:`stale_marks`, and the first moment one of the others can be stale: none
+        before it while the symbols are the same and their marks only arrive (inf: none)."""
         stale = []
+        until = float("inf")
         for symbol in self.price_symbols:
             seen = self.mark_seen(symbol)
             if _stale(None if seen is None else now - seen, stale_after_s):
                 stale.append(symbol)
-        return sorted(stale)
+            elif seen is not None and seen + stale_after_s < until:
+                until = seen + stale_after_s
+        return sorted(stale), until
 
     def missing(self) -> list[str]:
         """What keeps the state from being a complete account, one reason per item."""
