@@ -165,9 +165,13 @@ class Reject(Exception):
 @dataclass
 class HeldAnswer:
     """A scripted slow answer: the next REST request whose path ends with ``path_suffix`` is
-    answered as of its arrival, but sent only once ``released`` is set."""
+    answered as of its arrival, but sent only once ``released`` is set; with ``body``, the next
+    one whose body holds it (Hyperliquid's info requests share one path); ``skip`` such
+    requests answered at once before it."""
 
     path_suffix: str
+    body: str | None = None
+    skip: int = 0
     released: asyncio.Event = field(default_factory=asyncio.Event)
     waiting: bool = False
 
@@ -723,19 +727,28 @@ class FakeExchangeServer(Generic[A, C]):
             response = await handler(request)
         except Reject as rejected:
             return rejected.response
-        hold = next((h for h in self._holds if request.path.endswith(h.path_suffix)), None)
-        if hold is not None and not hold.waiting:
+        hold = None
+        for held in self._holds:
+            # the body as the handler read it (aiohttp keeps it)
+            matches = held.body is None or held.body in await request.text()
+            if request.path.endswith(held.path_suffix) and matches:
+                hold = held
+                break
+        if hold is not None and not hold.waiting and hold.skip:
+            hold.skip -= 1
+        elif hold is not None and not hold.waiting:
             hold.waiting = True
             await hold.released.wait()
             self._holds.remove(hold)
         return response
 
     @scripted
-    def hold_rest(self, path_suffix: str) -> None:
-        """Answer the next REST request whose path ends with ``path_suffix`` as the state is
-        when it arrives, but send that answer only at :meth:`release_rest`: a slow answer that
-        later requests overtake."""
-        self._holds.append(HeldAnswer(path_suffix))
+    def hold_rest(self, path_suffix: str, body: str | None = None, skip: int = 0) -> None:
+        """Answer the next REST request whose path ends with ``path_suffix`` (and whose body
+        holds ``body``, where given; after ``skip`` of them) as the state is when it arrives,
+        but send that answer only at :meth:`release_rest`: a slow answer that later requests
+        overtake."""
+        self._holds.append(HeldAnswer(path_suffix, body, skip))
 
     @scripted
     def held_answers(self) -> int:
