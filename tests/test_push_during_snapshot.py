@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from decimal import Decimal as D
 from typing import Any
@@ -76,13 +76,16 @@ def reads(fake: FakeExchangeServer[Any, Any], path: str) -> int:
 
 @asynccontextmanager
 async def long_half_btc(
-    exchange: str,
+    exchange: str, listed: Mapping[str, str] | None = None
 ) -> AsyncIterator[tuple[FakeExchangeServer[Any, Any], AccountFeed]]:
     """``exchange``'s local server with one account long 0.5 BTC at 60,000, its feed streaming
-    and the start's own snapshots (the bootstrap's and the settle resync's) landed."""
+    and the start's own snapshots (the bootstrap's and the settle resync's) landed; the
+    markets ``listed`` (symbol: mark) listed beside its default ones before it starts."""
     key, btc = key_of(exchange), btc_of(exchange)
     # marks ticking on their own, as live ones do (the feeds' staleness is a second)
     async with started(make_fake(exchange, mark_interval_s=0.2), [(key, SECRET, "10000")]) as fake:
+        for symbol, mark in (listed or {}).items():
+            fake.add_symbol(symbol, mark)
         fake.set_mark(btc, "60000")
         fake.open_position(key, btc, "long", "0.5", "60000")
         keys = secrets(KEY, SECRET)
@@ -162,32 +165,45 @@ def test_a_wallet_pushed_during_the_snapshot_s_read_survives_it(exchange: str) -
     run(body())
 
 
-def test_binance_a_position_pushed_during_the_snapshot_s_read_has_its_stop_read() -> None:
-    """Binance USD-M reads the open stop orders per held symbol. A stop is placed on ETH
-    before any ETH position; a reconcile that reads the stops has its positions answer (BTC
-    only) held while an ETH long is opened and pushed. Once the reconcile landed, the ETH
-    long is held (applied again over the snapshot) and its stop known (before: the
-    snapshot's stop read, of BTC only, overtook the one the push made: "no stop-loss" on
-    ETH until the next reconcile read them)."""
+# a symbol whose stops the snapshot's own read leaves out until a position is held in it:
+# Binance reads them per held symbol, Bybit per settle coin held (a USDC perpetual beside the
+# USDT ones: "Get Open & Closed Orders" by ``settleCoin``); and the read of the snapshot held
+# while the position is opened: one after the positions' (Bybit lists a settle coin pushed
+# before its positions read is done: calm14), before the stops'
+STOPS_READ_APART = {
+    "binanceusdm": (ETH, "3400", POSITIONS_READ["binanceusdm"]),
+    "bybit": ("BTC/USDC:USDC", "60000", ("/v5/account/wallet-balance", None)),
+}
+
+
+@pytest.mark.parametrize("exchange", sorted(STOPS_READ_APART))
+def test_a_position_pushed_during_the_snapshot_s_read_has_its_stop_read(exchange: str) -> None:
+    """A stop is placed on a symbol the account holds nothing of and whose stops its snapshot
+    does not read (:data:`STOPS_READ_APART`); a reconcile that reads the stops has a read
+    after its positions answer (the BTC/USDT long only) held while a long in that symbol is
+    opened and pushed. Once the reconcile landed, the long is held (applied again over the
+    snapshot) and its stop known (before fixrace14: the snapshot's stop read, of its own
+    symbols or settle coins, overtook the one the push made: "no stop-loss" until the next
+    reconcile read them). Bybit: proven since race15."""
+    symbol, mark, held_read = STOPS_READ_APART[exchange]
 
     async def body() -> None:
-        async with long_half_btc("binanceusdm") as (fake, feed):
-            fake.set_mark(ETH, "3400")
-            fake.add_stop(KEY, ETH, "long", "3000")  # placed before the position
+        async with long_half_btc(exchange, {symbol: mark}) as (fake, feed):
+            fake.add_stop(KEY, symbol, "long", str(int(D(mark) * D("0.9"))))  # before it
             # every reconcile reads the stops (with the order stream up, every n-th)
             feed.settings = feed.settings.model_copy(update={"stops_reconcile_every": 1})
-            hold_positions(fake, "binanceusdm")
+            fake.hold_rest(*held_read)
             reconcile = asyncio.create_task(feed.reconcile())
-            await eventually(lambda: fake.held_answers() == 1, what="the positions read held")
-            fake.open_position(KEY, ETH, "long", "1", "3400")
+            await eventually(lambda: fake.held_answers() == 1, what="the read held")
+            fake.open_position(KEY, symbol, "long", "1", mark)
             await eventually(
-                lambda: ETH in stop_symbols(feed), what="the push and its own stop read"
+                lambda: symbol in stop_symbols(feed), what="the push and its own stop read"
             )
             fake.release_rest()
             await reconcile
             assert feed.state.fatal is None
-            assert (ETH, Side.LONG) in feed.state.positions
-            assert stop_symbols(feed) == {ETH}
+            assert (symbol, Side.LONG) in feed.state.positions
+            assert stop_symbols(feed) == {symbol}
 
     run(body())
 
