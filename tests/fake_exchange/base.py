@@ -575,6 +575,9 @@ class FakeExchangeServer(Generic[A, C]):
 
     # ---- open stop orders (served by each exchange in its own format) ---------------------------
 
+    # the kinds of conditional order :meth:`add_stop` places (an exchange serving more adds them)
+    STOP_KINDS: ClassVar[tuple[str, ...]] = ("stop", "take_profit")
+
     @scripted
     def add_stop(
         self,
@@ -590,8 +593,9 @@ class FakeExchangeServer(Generic[A, C]):
         """Place a conditional order closing ``contracts`` (None: the whole position) of the
         ``side`` position in ``symbol`` when the price reaches ``trigger``; its id. The
         exchange's order stream pushes it where the exchange has one."""
-        if side not in ("long", "short") or kind not in ("stop", "take_profit"):
-            raise ValueError(f"side long/short and kind stop/take_profit, not {side}/{kind}")
+        if side not in ("long", "short") or kind not in self.STOP_KINDS:
+            kinds = "/".join(self.STOP_KINDS)
+            raise ValueError(f"side long/short and kind {kinds}, not {side}/{kind}")
         if api_key not in self._accounts:
             raise KeyError(f"no account {api_key!r}")
         self._stop_seq += 1
