@@ -3,7 +3,10 @@ websocket's login."""
 
 from __future__ import annotations
 
+from decimal import Decimal as D
+
 from alertd.engine.model import Side
+from alertd.engine.stops import StopKind
 
 from .fake_exchange.okx import FakeOKX
 from .support.aio import run
@@ -45,5 +48,38 @@ def test_a_login_refused_as_expired_is_sent_again_and_the_account_streams() -> N
                     lambda: feed.state.positions[key].contracts == 300,
                     what="the pushed position (the private stream logged in again)",
                 )
+
+    run(body(), timeout_s=60)
+
+
+def test_a_trailing_stop_placed_or_cancelled_is_read_at_its_push() -> None:
+    """OKX pushes a trailing stop (``move_order_stop``) on the business connection's
+    "algo-advance" channel, not on "orders-algo" (www.okx.com/docs-v5/en/#order-book-trading-
+    algo-trading-ws-advance-algo-orders-channel: "advance algo orders (including Iceberg order,
+    TWAP order, Trailing order)"). Streaming, with no reconcile within the test: a trailing
+    stop placed on the long is in the stop view at its push, with its current trigger, and
+    gone at its cancellation's push (before: alertd watched "orders-algo" only, and the
+    trailing stop stayed unseen until the next reconcile that read the stops)."""
+
+    async def body() -> None:
+        async with started(FakeOKX(), [("key-o", "secret-o", "100000")]) as fake:
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-o", BTC, "long", "100", "60000")
+            feed = okx_feed(fake, settings=FAST.model_copy(update={"stale_after_s": 120}))
+            async with running(feed):
+                await eventually(lambda: feed.state.stops == (), what="the stops read: none")
+                await eventually(
+                    lambda: "algo-advance" in fake.subscriptions(), what="algo-advance"
+                )
+                order = fake.add_stop("key-o", BTC, "long", "57000", kind="trailing")
+                await eventually(
+                    lambda: (
+                        [(s.kind, s.trigger_price) for s in feed.state.stops or ()]
+                        == [(StopKind.TRAILING, D(57000))]
+                    ),
+                    what="the trailing stop at its push",
+                )
+                fake.cancel_stop("key-o", order)
+                await eventually(lambda: feed.state.stops == (), what="its cancellation")
 
     run(body(), timeout_s=60)

@@ -11,7 +11,8 @@ through ccxt's own REST and websocket code.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from decimal import Decimal as D
 from typing import Any
@@ -26,23 +27,42 @@ from alertd.feeds.state import Stream
 from .fake_exchange.base import FakeExchangeServer
 from .fake_exchange.binance import FakeBinanceUSDM
 from .support.aio import run
-from .support.fakes import KEY, SECRET, make_fake, with_one_account
+from .support.fakes import KEY, SECRET, make_fake, started
 from .support.feeds import BTC, FAST, FAST_OPTIONS, account_config, secrets, streaming
 from .support.poll import eventually
 from .test_account_modes import COIN_M_BTC, coin_m_300
 from .test_account_modes import KEY as PM_KEY
 
-# the request of each exchange's snapshot that answers the positions
-POSITIONS_READ = {
-    "binanceusdm": "/fapi/v3/positionRisk",
-    "bybit": "/v5/position/list",
-    "okx": "/api/v5/account/positions",
+# the request of each exchange's snapshot that answers the positions: its path, and what its
+# body holds where requests share one path (Hyperliquid's info endpoint)
+POSITIONS_READ: dict[str, tuple[str, str | None]] = {
+    "binanceusdm": ("/fapi/v3/positionRisk", None),
+    "bybit": ("/v5/position/list", None),
+    "gate": ("/futures/usdt/positions", None),
+    "hyperliquid": ("/info", '"clearinghouseState"'),
+    "okx": ("/api/v5/account/positions", None),
 }
 ETH = "ETH/USDT:USDT"
+# Hyperliquid's account is its wallet address; its perpetuals settle in USDC
+ADDRESS = "0x" + "5c" * 20
+HL_BTC = "BTC/USDC:USDC"
+
+
+def key_of(exchange: str) -> str:
+    return ADDRESS if exchange == "hyperliquid" else KEY
+
+
+def btc_of(exchange: str) -> str:
+    return HL_BTC if exchange == "hyperliquid" else BTC
+
+
+def hold_positions(fake: FakeExchangeServer[Any, Any], exchange: str) -> None:
+    """Hold the answer of the next positions read of ``exchange``'s snapshot."""
+    fake.hold_rest(*POSITIONS_READ[exchange])
 
 
 def contracts(feed: AccountFeed) -> D | None:
-    held = feed.state.positions.get((BTC, Side.LONG))
+    held = feed.state.positions.get((btc_of(feed.config.exchange), Side.LONG))
     return None if held is None else held.contracts
 
 
@@ -51,28 +71,38 @@ def stop_symbols(feed: AccountFeed) -> set[str]:
 
 
 def reads(fake: FakeExchangeServer[Any, Any], path: str) -> int:
-    return sum(p == path for _, p in fake.requests)
+    return sum(p.endswith(path) for _, p in fake.requests)
 
 
 @asynccontextmanager
 async def long_half_btc(
-    exchange: str,
+    exchange: str, listed: Mapping[str, str] | None = None
 ) -> AsyncIterator[tuple[FakeExchangeServer[Any, Any], AccountFeed]]:
     """``exchange``'s local server with one account long 0.5 BTC at 60,000, its feed streaming
-    and the start's own snapshots (the bootstrap's and the settle resync's) landed."""
-    async with with_one_account(make_fake(exchange)) as fake:
-        fake.set_mark(BTC, "60000")
-        fake.open_position(KEY, BTC, "long", "0.5", "60000")
+    and the start's own snapshots (the bootstrap's and the settle resync's) landed; the
+    markets ``listed`` (symbol: mark) listed beside its default ones before it starts."""
+    key, btc = key_of(exchange), btc_of(exchange)
+    # marks ticking on their own, as live ones do (the feeds' staleness is a second)
+    async with started(make_fake(exchange, mark_interval_s=0.2), [(key, SECRET, "10000")]) as fake:
+        for symbol, mark in (listed or {}).items():
+            fake.add_symbol(symbol, mark)
+        fake.set_mark(btc, "60000")
+        fake.open_position(key, btc, "long", "0.5", "60000")
         keys = secrets(KEY, SECRET)
+        extra: dict[str, Any] = {}
         if exchange == "okx":
             keys["password"] = Secret(fake.PASSPHRASE)
-        feed = AccountFeed(account_config("a", exchange, fake), keys, FAST, FAST_OPTIONS)
+        if exchange == "hyperliquid":  # read by its address, no keys
+            keys, extra = {}, {"wallet_address": key}
+        config = account_config("a", exchange, fake, **extra)
+        feed = AccountFeed(config, keys, FAST, FAST_OPTIONS)
         feed.reconcile_interval_s = 3600.0  # no read of the fill's (COIN-M only) either
+        path, _ = POSITIONS_READ[exchange]
+        # Hyperliquid's snapshot reads the perpetuals state twice (positions, then balance)
+        start_reads = 4 if exchange == "hyperliquid" else 2
         async with streaming(feed):
             await eventually(
-                lambda: (
-                    reads(fake, POSITIONS_READ[exchange]) >= 2 and not feed._resync_lock.locked()
-                ),
+                lambda: reads(fake, path) >= start_reads and not feed._resync_lock.locked(),
                 what="the start's settle resync",
             )
             assert contracts(feed) == D("0.5")
@@ -87,10 +117,10 @@ def test_a_position_pushed_during_the_snapshot_s_read_survives_it(exchange: str)
 
     async def body() -> None:
         async with long_half_btc(exchange) as (fake, feed):
-            fake.hold_rest(POSITIONS_READ[exchange])
+            hold_positions(fake, exchange)
             reconcile = asyncio.create_task(feed.reconcile())
             await eventually(lambda: fake.held_answers() == 1, what="the positions read held")
-            fake.open_position(KEY, BTC, "long", "0.8", "60000")
+            fake.open_position(key_of(exchange), btc_of(exchange), "long", "0.8", "60000")
             await eventually(lambda: contracts(feed) == D("0.8"), what="the push")
             fake.release_rest()
             await reconcile
@@ -100,18 +130,32 @@ def test_a_position_pushed_during_the_snapshot_s_read_survives_it(exchange: str)
     run(body())
 
 
-def test_binance_wallet_pushed_during_the_snapshot_s_read_survives_it() -> None:
-    """Binance USD-M: the account answer of a reconcile (Account Information V2, the wallet)
-    is held; a deposit raises the wallet from 10,000 to 12,345 USDT and is pushed meanwhile
-    (ACCOUNT_UPDATE, ``a.B[].cw``). The snapshot's 10,000 does not replace it (before: it
-    did, until the next balance push or reconcile)."""
+# the request of each exchange's snapshot that answers the wallet, as POSITIONS_READ, and how
+# many such requests of the snapshot come before it (the account mode's read; Hyperliquid's
+# positions, read from the same perpetuals state)
+WALLET_READ: dict[str, tuple[str, str | None, int]] = {
+    "binanceusdm": ("/fapi/v2/account", None, 0),
+    "bybit": ("/v5/account/wallet-balance", None, 0),
+    "gate": ("/futures/usdt/accounts", None, 1),
+    "hyperliquid": ("/info", '"clearinghouseState"', 1),
+    "okx": ("/api/v5/account/balance", None, 0),
+}
+
+
+@pytest.mark.parametrize("exchange", sorted(WALLET_READ))
+def test_a_wallet_pushed_during_the_snapshot_s_read_survives_it(exchange: str) -> None:
+    """The wallet answer of a reconcile is held (:data:`WALLET_READ`); a deposit raises the
+    wallet from 10,000 to 12,345 and is pushed meanwhile (Binance ``ACCOUNT_UPDATE``
+    ``a.B[].cw``, Bybit ``wallet``, OKX ``account``, Gate ``futures.balances``, Hyperliquid
+    ``clearinghouseState``). The snapshot's 10,000 does not replace it (Binance before race14:
+    it did, until the next balance push or reconcile)."""
 
     async def body() -> None:
-        async with long_half_btc("binanceusdm") as (fake, feed):
-            fake.hold_rest("/fapi/v2/account")
+        async with long_half_btc(exchange) as (fake, feed):
+            fake.hold_rest(*WALLET_READ[exchange])
             reconcile = asyncio.create_task(feed.reconcile())
-            await eventually(lambda: fake.held_answers() == 1, what="the account read held")
-            fake.set_balance(KEY, "12345")
+            await eventually(lambda: fake.held_answers() == 1, what="the wallet read held")
+            fake.set_balance(key_of(exchange), "12345")
             await eventually(lambda: feed.state.wallet_balance == 12345, what="the push")
             fake.release_rest()
             await reconcile
@@ -121,32 +165,45 @@ def test_binance_wallet_pushed_during_the_snapshot_s_read_survives_it() -> None:
     run(body())
 
 
-def test_binance_a_position_pushed_during_the_snapshot_s_read_has_its_stop_read() -> None:
-    """Binance USD-M reads the open stop orders per held symbol. A stop is placed on ETH
-    before any ETH position; a reconcile that reads the stops has its positions answer (BTC
-    only) held while an ETH long is opened and pushed. Once the reconcile landed, the ETH
-    long is held (applied again over the snapshot) and its stop known (before: the
-    snapshot's stop read, of BTC only, overtook the one the push made: "no stop-loss" on
-    ETH until the next reconcile read them)."""
+# a symbol whose stops the snapshot's own read leaves out until a position is held in it:
+# Binance reads them per held symbol, Bybit per settle coin held (a USDC perpetual beside the
+# USDT ones: "Get Open & Closed Orders" by ``settleCoin``); and the read of the snapshot held
+# while the position is opened: one after the positions' (Bybit lists a settle coin pushed
+# before its positions read is done: calm14), before the stops'
+STOPS_READ_APART = {
+    "binanceusdm": (ETH, "3400", POSITIONS_READ["binanceusdm"]),
+    "bybit": ("BTC/USDC:USDC", "60000", ("/v5/account/wallet-balance", None)),
+}
+
+
+@pytest.mark.parametrize("exchange", sorted(STOPS_READ_APART))
+def test_a_position_pushed_during_the_snapshot_s_read_has_its_stop_read(exchange: str) -> None:
+    """A stop is placed on a symbol the account holds nothing of and whose stops its snapshot
+    does not read (:data:`STOPS_READ_APART`); a reconcile that reads the stops has a read
+    after its positions answer (the BTC/USDT long only) held while a long in that symbol is
+    opened and pushed. Once the reconcile landed, the long is held (applied again over the
+    snapshot) and its stop known (before fixrace14: the snapshot's stop read, of its own
+    symbols or settle coins, overtook the one the push made: "no stop-loss" until the next
+    reconcile read them). Bybit: proven since race15."""
+    symbol, mark, held_read = STOPS_READ_APART[exchange]
 
     async def body() -> None:
-        async with long_half_btc("binanceusdm") as (fake, feed):
-            fake.set_mark(ETH, "3400")
-            fake.add_stop(KEY, ETH, "long", "3000")  # placed before the position
+        async with long_half_btc(exchange, {symbol: mark}) as (fake, feed):
+            fake.add_stop(KEY, symbol, "long", str(int(D(mark) * D("0.9"))))  # before it
             # every reconcile reads the stops (with the order stream up, every n-th)
             feed.settings = feed.settings.model_copy(update={"stops_reconcile_every": 1})
-            fake.hold_rest(POSITIONS_READ["binanceusdm"])
+            fake.hold_rest(*held_read)
             reconcile = asyncio.create_task(feed.reconcile())
-            await eventually(lambda: fake.held_answers() == 1, what="the positions read held")
-            fake.open_position(KEY, ETH, "long", "1", "3400")
+            await eventually(lambda: fake.held_answers() == 1, what="the read held")
+            fake.open_position(KEY, symbol, "long", "1", mark)
             await eventually(
-                lambda: ETH in stop_symbols(feed), what="the push and its own stop read"
+                lambda: symbol in stop_symbols(feed), what="the push and its own stop read"
             )
             fake.release_rest()
             await reconcile
             assert feed.state.fatal is None
-            assert (ETH, Side.LONG) in feed.state.positions
-            assert stop_symbols(feed) == {ETH}
+            assert (symbol, Side.LONG) in feed.state.positions
+            assert stop_symbols(feed) == {symbol}
 
     run(body())
 
@@ -164,7 +221,7 @@ def test_binance_a_snapshot_failing_after_its_read_keeps_the_pushes_of_its_read(
             fake.set_asset_index("ETH", "3400", "0.06", "0.06", follows=ETH)
             fake.set_multi_assets_coins(KEY, {"ETH": "0.5"})  # a transfer in: a new coin
             fake.fail_rest(503, path_prefix="/fapi/v1/premiumIndex")
-            fake.hold_rest(POSITIONS_READ["binanceusdm"])
+            hold_positions(fake, "binanceusdm")
             reconcile = asyncio.create_task(feed.reconcile())
             await eventually(lambda: fake.held_answers() == 1, what="the positions read held")
             fake.open_position(KEY, BTC, "long", "0.8", "60000")
@@ -179,7 +236,23 @@ def test_binance_a_snapshot_failing_after_its_read_keeps_the_pushes_of_its_read(
 
 
 # what stamps a position's push and its REST row alike
-STAMPED_BY = {"binanceusdm": "E / updateTime", "bybit": "updatedTime"}
+STAMPED_BY = {
+    "binanceusdm": "E / updateTime",
+    "bybit": "updatedTime",
+    # within one life of the position: the push's time_ms, the row's update_time and open_time
+    "gate": "update_id",
+}
+
+
+async def next_wall_second() -> None:
+    """Wait until the wall clock's second turns (Gate stamps a REST row's update and its
+    position's opening in seconds: an update in a later second than the opening is surely of
+    the life it opened, and its ``update_id`` orders it; bounded)."""
+    second = int(time.time())
+    for _ in range(100):
+        if int(time.time()) > second:
+            return
+        await asyncio.sleep(0.02)
 
 
 @pytest.mark.parametrize("exchange", sorted(STAMPED_BY))
@@ -192,11 +265,12 @@ def test_a_push_older_than_the_snapshot_does_not_roll_it_back(exchange: str) -> 
 
     async def body() -> None:
         async with long_half_btc(exchange) as (fake, feed):
+            await next_wall_second()  # the fills in a later second than the opening (Gate)
             fake.delay_pushes(KEY)
             for size in ("0.6", "0.7", "0.8"):
                 fake.open_position(KEY, BTC, "long", size, "60000")
                 await asyncio.sleep(0.01)  # each fill its own millisecond
-            fake.hold_rest(POSITIONS_READ[exchange])
+            hold_positions(fake, exchange)
             reconcile = asyncio.create_task(feed.reconcile())
             await eventually(lambda: fake.held_answers() == 1, what="the positions read held")
 
@@ -219,6 +293,39 @@ def test_a_push_older_than_the_snapshot_does_not_roll_it_back(exchange: str) -> 
             await eventually(lambda: delivered() != seen, what="the 0.8 push")
             assert contracts(feed) == D("0.8")
             assert feed.state.fatal is None
+
+    run(body())
+
+
+@pytest.mark.parametrize("during_read", [False, True], ids=["streaming", "during-a-read"])
+def test_gate_a_position_closed_and_reopened_is_held_reopened(during_read: bool) -> None:
+    """Gate's position ``update_id`` may be numbered afresh in each life of the position (no
+    source says it runs on; the local Gate counts each life from 1). The long of 0.5 BTC is
+    raised to 0.7 (update 3 of its life, in a later second than its opening), closed (4) and
+    opened again at 0.3 (1 of the new life), each pushed; ``during_read``: while a reconcile's
+    positions answer (0.7, update 3) is held, then lands with the pushes applied again over it.
+    The account holds 0.3 (before: the reopening's push, 1 against the close's 4, was dropped
+    as older: no position until the next reconcile)."""
+
+    async def body() -> None:
+        async with long_half_btc("gate") as (fake, feed):
+            await next_wall_second()
+            for size in ("0.6", "0.7"):
+                fake.open_position(KEY, BTC, "long", size, "60000")
+            await eventually(lambda: contracts(feed) == D("0.7"), what="the 0.7 push")
+            if during_read:
+                hold_positions(fake, "gate")
+                reconcile = asyncio.create_task(feed.reconcile())
+                await eventually(lambda: fake.held_answers() == 1, what="the positions read held")
+            fake.close_position(KEY, BTC)
+            await eventually(lambda: contracts(feed) is None, what="the close")
+            fake.open_position(KEY, BTC, "long", "0.3", "60000")
+            await eventually(lambda: contracts(feed) == D("0.3"), what="the reopening's push")
+            if during_read:
+                fake.release_rest()
+                await reconcile
+            assert feed.state.fatal is None
+            assert contracts(feed) == D("0.3")
 
     run(body())
 

@@ -14,7 +14,7 @@ from alertd.engine.collateral import Collateral, CollateralRatio, SettleTerms
 from alertd.engine.model import MarginMode, Side
 from alertd.engine.tiers import Tier, TierTable, derive_deductions
 from alertd.feeds.adapter import FrameError, dec
-from alertd.feeds.state import Coverage, ModeReading, PositionState
+from alertd.feeds.state import Coverage, LifeSequence, ModeReading, PositionState
 
 
 def side_of(declared: Side | None, size: Decimal) -> Side | None:
@@ -27,7 +27,9 @@ def side_of(declared: Side | None, size: Decimal) -> Side | None:
     return Side.LONG if size > 0 else Side.SHORT
 
 
-def closed_both_sides(symbol: str, version: int | None = None) -> list[PositionState]:
+def closed_both_sides(
+    symbol: str, version: int | LifeSequence | None = None
+) -> list[PositionState]:
     """Both possible keys of a symbol, closed (zero contracts): a one-way close does not say
     which side it closed. ``version``: the close's own order (``PositionState.version``)."""
     return [

@@ -87,7 +87,14 @@ from alertd.feeds.adapter import (
     dec_or_none,
     stamp_or_none,
 )
-from alertd.feeds.state import AccountMode, Coverage, ModeReading, PositionState, ReportedAccount
+from alertd.feeds.state import (
+    AccountMode,
+    Coverage,
+    LifeSequence,
+    ModeReading,
+    PositionState,
+    ReportedAccount,
+)
 
 PROFILE = ExchangeProfile(
     id="gate",
@@ -124,6 +131,31 @@ def _isolated(raw: dict[str, Any]) -> bool:
     if mode in ("isolated", "cross"):
         return bool(mode == "isolated")
     return dec_or_none(raw.get("leverage")) is not None  # leverage 0 means cross
+
+
+def _life_sequence(raw: dict[str, Any]) -> LifeSequence | None:
+    """A position row's order against another: its ``update_id`` ("Update ID. The value
+    increments by 1 each time the position is updated", Gate APIv4 Position, since v4.86.0;
+    ``futures.positions``: "Message sequence number", since 2023-06-20) with when it was
+    made: a push's ``time_ms`` ("Update unix timestamp in milliseconds"), a REST row's
+    ``update_time`` ("Last update time", seconds) and ``open_time`` ("First Open Time" of the
+    position's life: ``first_open_time`` in its close history). No source says whether
+    ``update_id`` runs on when a closed position is reopened or starts again (the recorded
+    answers of a freshly opened position hold 1, ccxt's gate.py samples; the channel's sample
+    of a reopened one 170919), so it orders two updates of one life only: ``LifeSequence``.
+    None: no update id or no time (the push then wins)."""
+    sequence = stamp_or_none(raw.get("update_id"))
+    if sequence is None:
+        return None
+    pushed_ms = stamp_or_none(raw.get("time_ms"))
+    if pushed_ms is not None:
+        return LifeSequence(sequence, pushed_ms, pushed_ms)
+    updated_s = stamp_or_none(raw.get("update_time"))
+    if updated_s is None:
+        return None
+    opened_s = stamp_or_none(raw.get("open_time"))
+    opened_to_ms = None if opened_s is None else opened_s * 1000 + 999
+    return LifeSequence(sequence, updated_s * 1000, updated_s * 1000 + 999, opened_to_ms)
 
 
 def _user_id(value: Any, source: str) -> str:
@@ -657,11 +689,7 @@ class GateAdapter(ComputedPoolReads, ExchangeAdapter):
         symbol = market["symbol"]
         size = dec(raw.get("size", "0"), "size")
         side = side_of(_MODES.get(str(raw.get("mode") or "single")), size)
-        # "update_id", raised by one at each update of the position, in the REST position and
-        # the futures.positions push alike (Gate APIv4, Position; WebSocket futures.positions):
-        # the push's "time_ms" has no counterpart in the REST row (its "update_time" is in
-        # seconds), the sequence orders both
-        version = stamp_or_none(raw.get("update_id"))
+        version = _life_sequence(raw)
         if side is None:
             return closed_both_sides(symbol, version)
         isolated = _isolated(raw)

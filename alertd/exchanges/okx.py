@@ -135,6 +135,8 @@ LOGIN_ERRORS = frozenset({"60004", "60005", "60006", "60007", "60009", "60024"})
 # The id OKX echoes in its answer to alertd's own subscription: an error answer then rejects
 # only this subscription's future instead of every future on the private connection.
 WARNING_SUBSCRIPTION = "alertdliqwarn"
+# the id of alertd's own subscription to "algo-advance" (business connection)
+ADVANCE_SUBSCRIPTION = "alertdalgoadvance"
 
 
 def position_tiers_to_table(rows: list[dict[str, Any]]) -> TierTable:
@@ -436,9 +438,27 @@ def algo_stops(raw: dict[str, Any], symbol: str) -> list[StopOrder]:
 
 
 def _consume(future: Any) -> None:
-    """Retrieve the outcome of the warning subscription's future (it only ever fails)."""
+    """Retrieve the outcome of a subscription's future alertd made itself (the liquidation
+    warnings', the advance algo orders'; it only ever fails)."""
     if not future.cancelled() and future.exception() is not None:
-        log.debug("okx liquidation-warning subscription ended: %s", future.exception())
+        log.debug("okx subscription ended: %s", future.exception())
+
+
+def _subscribe_once(exchange: Any, url: str, subscription: str, channel: str) -> None:
+    """Subscribe ``url``'s connection to ``channel`` (every instrument type) under alertd's
+    own id ``subscription``, unless it is: ccxt neither subscribes to nor handles the channel.
+    The subscription is kept in the connection's own bookkeeping, so a reconnect (a new
+    connection) subscribes again."""
+    if subscription in exchange.client(url).subscriptions:
+        return
+    request = {
+        "id": subscription,
+        "op": "subscribe",
+        "args": [{"channel": channel, "instType": "ANY"}],
+    }
+    future = exchange.watch(url, subscription, request, subscription)
+    if isinstance(future, asyncio.Future):
+        future.add_done_callback(_consume)
 
 
 class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
@@ -673,6 +693,34 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
     def is_stop_event(self, raw: dict[str, Any]) -> bool:
         return raw.get("ordType") in ("conditional", "oco", "trigger", "move_order_stop")
 
+    async def watch_stop_changes(self, exchange: Any) -> bool:
+        # a trailing stop (``move_order_stop``) is an advance algo order: pushed on the
+        # business connection's "algo-advance" channel ("Retrieve advance algo orders
+        # (including Iceberg order, TWAP order, Trailing order) ... pushed when triggered by
+        # events such as placing/canceling order"), not on "orders-algo" ("trigger order, oco
+        # order, conditional order"): www.okx.com/docs-v5/en/#order-book-trading-algo-trading-
+        # ws-advance-algo-orders-channel. ccxt neither subscribes to nor handles it: alertd
+        # subscribes, and reads its frames before ccxt drops them (:meth:`stops_pushed`)
+        await exchange.authenticate({"access": "business"})
+        self._subscribe_advance(exchange)
+        return await super().watch_stop_changes(exchange)
+
+    def _subscribe_advance(self, exchange: Any) -> None:
+        """Subscribe the business connection to ``algo-advance``, once per connection."""
+        url = exchange.get_url("orders-algo", "business")
+        _subscribe_once(exchange, url, ADVANCE_SUBSCRIPTION, "algo-advance")
+
+    def stops_pushed(self, message: Any) -> bool:
+        # an "algo-advance" push of a trailing stop: placed, cancelled, triggered (its
+        # trigger's moves are not said to be pushed: read at the next stop read)
+        arg = message.get("arg") if isinstance(message, dict) else None
+        if not isinstance(arg, dict) or arg.get("channel") != "algo-advance":
+            return False
+        rows = message.get("data")
+        return isinstance(rows, list) and any(
+            isinstance(row, dict) and self.is_stop_event(row) for row in rows
+        )
+
     async def fetch_stops(self, exchange: Any, symbols: list[str]) -> list[StopOrder]:
         out = []
         for ord_type in ALGO_TYPES:
@@ -742,23 +790,9 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
         return wallet, ReportedAccount(mm, balance, 1 / ratio if ratio else None)
 
     def _subscribe_warnings(self, exchange: Any) -> None:
-        """Subscribe the private connection to ``liquidation-warning``, once per connection.
-
-        ccxt neither subscribes to nor handles this channel. The subscription is kept in the
-        connection's own bookkeeping, so a reconnect (a new connection) subscribes again.
-        """
+        """Subscribe the private connection to ``liquidation-warning``, once per connection."""
         url = exchange.get_url("liquidation-warning", "private")
-        client = exchange.client(url)
-        if WARNING_SUBSCRIPTION in client.subscriptions:
-            return
-        request = {
-            "id": WARNING_SUBSCRIPTION,
-            "op": "subscribe",
-            "args": [{"channel": "liquidation-warning", "instType": "ANY"}],
-        }
-        future = exchange.watch(url, WARNING_SUBSCRIPTION, request, WARNING_SUBSCRIPTION)
-        if isinstance(future, asyncio.Future):
-            future.add_done_callback(_consume)
+        _subscribe_once(exchange, url, WARNING_SUBSCRIPTION, "liquidation-warning")
 
     async def watch_positions(self, exchange: Any) -> list[PositionState]:
         await exchange.authenticate()

@@ -550,6 +550,12 @@ class ExchangeAdapter:
         orders = await exchange.watch_orders(params=dict(self.watch_orders_params))
         return any(self.is_stop_event(order.get("info") or {}) for order in orders or ())
 
+    def stops_pushed(self, message: Any) -> bool:
+        """Whether a decoded frame ccxt does not handle says the conditional orders changed
+        (OKX's "algo-advance": trailing stops): the stops are then read again, as after
+        :meth:`watch_stop_changes`."""
+        return False
+
     def is_stop_event(self, raw: dict[str, Any]) -> bool:
         """Whether one raw order push is about a conditional order."""
         return False

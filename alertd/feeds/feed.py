@@ -1478,6 +1478,8 @@ class AccountFeed:
             self._notify(Change.ACCOUNT)
             if realizes(before, listed):
                 self._fill_resync(now)
+        if self.adapter.stops_pushed(message) and self._group is not None:
+            self._group.create_task(self._read_stops_now())
         event = self.adapter.event(message, now)
         if event is not None:
             self._event(event)

@@ -173,15 +173,55 @@ class PositionState:
     # ``update_id``); None: the payload gives none. Not part of the position's value (equal
     # rows are the same position whenever they were stamped): only what orders a push against
     # a snapshot (:meth:`AccountState.update_positions`)
-    version: int | None = field(default=None, compare=False)
+    version: int | LifeSequence | None = field(default=None, compare=False)
 
 
-def older(at: int | None, than: int | None) -> bool:
+@dataclass(frozen=True, slots=True)
+class LifeSequence:
+    """A position's update sequence where no source says it runs on across the position's
+    lives (Gate's ``update_id``, "increments by 1 each time the position is updated": a
+    closed and reopened position may number its updates afresh), with the span of the
+    exchange's clock (ms) the update was made in: a push's own millisecond, a REST row's
+    second (its update time is in seconds). Only the time orders two updates of different
+    spans; the sequence orders two of one span where both are surely of one life
+    (:func:`older`)."""
+
+    sequence: int
+    made_from_ms: int
+    made_to_ms: int
+    # the end of the span the life holding this update opened in (a REST row's open time);
+    # None: not given (a push)
+    opened_to_ms: int | None = None
+
+
+def older(at: int | LifeSequence | None, than: int | LifeSequence | None) -> bool:
     """Whether a push stamped ``at`` by the exchange predates what the state holds, stamped
     ``than`` (times in ms, or update sequences): only where both carry the exchange's own (a
     push without one, or over a value read without one, is taken as the newer: it came after
     the value was read)."""
-    return at is not None and than is not None and at < than
+    if isinstance(at, LifeSequence) and isinstance(than, LifeSequence):
+        return _older_in_life(at, than)
+    if isinstance(at, int) and isinstance(than, int):
+        return at < than
+    return False
+
+
+def _older_in_life(at: LifeSequence, than: LifeSequence) -> bool:
+    """A push made before the held update's span is older, one made after it newer. Within
+    the span, its sequence orders it only where the held value is a REST row whose life opened
+    in an earlier span: an update of an earlier life cannot fall in a span the held life
+    covered from its start, and a later life begins with a close (or, in one-way mode, a flip
+    to the other side: another key) whose push comes first and is held from then on. Else
+    (the held life opened in that very span, or the held value is a push of the same
+    millisecond) the push is taken as the newer: a sequence numbered afresh would drop a
+    newer push, where this applies at worst an older one until the next push or read."""
+    if at.made_to_ms < than.made_from_ms:
+        return True
+    if at.made_from_ms > than.made_to_ms:
+        return False
+    opened = than.opened_to_ms
+    one_life = opened is not None and opened < than.made_from_ms
+    return one_life and at.sequence < than.sequence
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,7 +376,7 @@ class AccountState:
     # the exchange's own order (PositionState.version) of each position's value held, and
     # its time (ms) of each wallet's, where the snapshot row or the push that gave it carried
     # one: a push older than it is dropped
-    position_versions: dict[tuple[str, Side], int] = field(default_factory=dict)
+    position_versions: dict[tuple[str, Side], int | LifeSequence] = field(default_factory=dict)
     wallet_ms: dict[str, int] = field(default_factory=dict)
     connected: bool = False
     fatal: str | None = None  # why this account's feed stopped for good

@@ -165,9 +165,13 @@ class Reject(Exception):
 @dataclass
 class HeldAnswer:
     """A scripted slow answer: the next REST request whose path ends with ``path_suffix`` is
-    answered as of its arrival, but sent only once ``released`` is set."""
+    answered as of its arrival, but sent only once ``released`` is set; with ``body``, the next
+    one whose body holds it (Hyperliquid's info requests share one path); ``skip`` such
+    requests answered at once before it."""
 
     path_suffix: str
+    body: str | None = None
+    skip: int = 0
     released: asyncio.Event = field(default_factory=asyncio.Event)
     waiting: bool = False
 
@@ -571,6 +575,9 @@ class FakeExchangeServer(Generic[A, C]):
 
     # ---- open stop orders (served by each exchange in its own format) ---------------------------
 
+    # the kinds of conditional order :meth:`add_stop` places (an exchange serving more adds them)
+    STOP_KINDS: ClassVar[tuple[str, ...]] = ("stop", "take_profit")
+
     @scripted
     def add_stop(
         self,
@@ -586,8 +593,9 @@ class FakeExchangeServer(Generic[A, C]):
         """Place a conditional order closing ``contracts`` (None: the whole position) of the
         ``side`` position in ``symbol`` when the price reaches ``trigger``; its id. The
         exchange's order stream pushes it where the exchange has one."""
-        if side not in ("long", "short") or kind not in ("stop", "take_profit"):
-            raise ValueError(f"side long/short and kind stop/take_profit, not {side}/{kind}")
+        if side not in ("long", "short") or kind not in self.STOP_KINDS:
+            kinds = "/".join(self.STOP_KINDS)
+            raise ValueError(f"side long/short and kind {kinds}, not {side}/{kind}")
         if api_key not in self._accounts:
             raise KeyError(f"no account {api_key!r}")
         self._stop_seq += 1
@@ -723,19 +731,28 @@ class FakeExchangeServer(Generic[A, C]):
             response = await handler(request)
         except Reject as rejected:
             return rejected.response
-        hold = next((h for h in self._holds if request.path.endswith(h.path_suffix)), None)
-        if hold is not None and not hold.waiting:
+        hold = None
+        for held in self._holds:
+            # the body as the handler read it (aiohttp keeps it)
+            matches = held.body is None or held.body in await request.text()
+            if request.path.endswith(held.path_suffix) and matches:
+                hold = held
+                break
+        if hold is not None and not hold.waiting and hold.skip:
+            hold.skip -= 1
+        elif hold is not None and not hold.waiting:
             hold.waiting = True
             await hold.released.wait()
             self._holds.remove(hold)
         return response
 
     @scripted
-    def hold_rest(self, path_suffix: str) -> None:
-        """Answer the next REST request whose path ends with ``path_suffix`` as the state is
-        when it arrives, but send that answer only at :meth:`release_rest`: a slow answer that
-        later requests overtake."""
-        self._holds.append(HeldAnswer(path_suffix))
+    def hold_rest(self, path_suffix: str, body: str | None = None, skip: int = 0) -> None:
+        """Answer the next REST request whose path ends with ``path_suffix`` (and whose body
+        holds ``body``, where given; after ``skip`` of them) as the state is when it arrives,
+        but send that answer only at :meth:`release_rest`: a slow answer that later requests
+        overtake."""
+        self._holds.append(HeldAnswer(path_suffix, body, skip))
 
     @scripted
     def held_answers(self) -> int:

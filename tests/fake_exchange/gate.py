@@ -79,7 +79,7 @@ import secrets
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
 from typing import Any, ClassVar
 from urllib.parse import unquote
@@ -206,7 +206,11 @@ class _Position:
     leverage: Decimal
     mode: str  # single / dual_long / dual_short
     open_time: int
+    # Position ``update_id``, "increments by 1 each time the position is updated": counted
+    # here from 1 in each life of the position (a close and a reopen start it again), the case
+    # no Gate source rules out (alertd/exchanges/gate.py::_life_sequence)
     update_id: int
+    updated_ms: int  # when it was last updated: the push's ``time_ms``, the row's update_time
 
 
 @dataclass
@@ -328,7 +332,6 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
         super().__init__(mark_interval_s=mark_interval_s)
         self._markets: dict[str, _Market] = {}
         self._user_ids = itertools.count(FIRST_USER_ID)
-        self._update_ids = itertools.count(1)
         for contract, mark, quanto, tick, cap, mmr, lev in _DEFAULT_MARKETS:
             self._markets[contract] = _Market(
                 contract,
@@ -517,7 +520,8 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
             leverage=order.leverage,
             mode=mode,
             open_time=old.open_time if old else int(time.time()),
-            update_id=next(self._update_ids),
+            update_id=old.update_id + 1 if old else 1,
+            updated_ms=now_ms(),
         )
         if hedge:
             account.positions.pop((market.id, "single"), None)
@@ -539,7 +543,8 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
             position = account.positions.pop((market.id, mode), None)
             if position is not None:
                 position.size = Decimal(0)
-                position.update_id = next(self._update_ids)
+                position.update_id += 1
+                position.updated_ms = now_ms()
                 self._push_position(account, position)
                 return
 
@@ -560,13 +565,31 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
             "user": str(account.user_id),
         }
         frame = self._update("futures.balances", [entry])
-        for conn in self._private_subscribers(account, "futures.balances"):
-            conn.send(frame)
+        self._push_private(account, "futures.balances", lambda conn: frame)
 
     def _push_position(self, account: _Account, position: _Position) -> None:
-        for conn in self._private_subscribers(account, "futures.positions"):
-            row = self._position_row(account, position, conn.size_decimal, ws=True)
-            conn.send(self._update("futures.positions", [row]))
+        made = replace(position)  # as it is now, sent now or, held, later
+        self._push_private(
+            account,
+            "futures.positions",
+            lambda conn: self._update(
+                "futures.positions",
+                [self._position_row(account, made, conn.size_decimal, ws=True)],
+            ),
+        )
+
+    def _push_private(
+        self, account: _Account, channel: str, frame: Callable[[_Connection], dict[str, Any]]
+    ) -> None:
+        """Send a private push to the account's subscribers of ``channel`` now, or in its
+        turn where its pushes are held (:meth:`delay_pushes`)."""
+
+        def send() -> None:
+            for conn in self._private_subscribers(account, channel):
+                conn.send(frame(conn))
+
+        if not self._held_push(account.api_key, send):
+            send()
 
     def _private_subscribers(self, account: _Account, channel: str) -> list[_Connection]:
         return [c for c in self._subscribers(channel) if c.owner == account.api_key and c.live]
@@ -647,7 +670,7 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
             "margin": _fmt(position.margin if position.isolated else im, 8),
             "last_close_pnl": "0",
             "liq_price": _fmt(self._liq_price(account, position)),
-            "update_time": int(time.time()),
+            "update_time": position.updated_ms // 1000,
             "update_id": str(position.update_id),
             "initial_margin": _fmt(im, 8),
             "maintenance_margin": _fmt(mm, 8),
@@ -657,14 +680,17 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
             "lever": _fmt(position.leverage),
         }
         if ws:
-            now = now_ms()
             numeric = ("entry_price", "leverage", "cross_leverage_limit", "liq_price", "margin")
-            row = {k: v for k, v in row.items() if k not in ("value", "mark_price", "close_order")}
+            # the channel's fields (futures.positions, "Positions notification"; ccxt's recorded
+            # push): no value, mark, close order, update or open time of the REST row
+            rest_only = ("value", "mark_price", "close_order", "update_time", "open_time")
+            row = {k: v for k, v in row.items() if k not in rest_only}
             for key in (*numeric, "maintenance_rate", "leverage_max", "risk_limit"):
                 row[key] = float(row[key])
             if not size_decimal:
                 row["size"] = size
-            row.update(time=now // 1000, time_ms=now, update_id=position.update_id)
+            made = position.updated_ms
+            row.update(time=made // 1000, time_ms=made, update_id=position.update_id)
         return row
 
     @scripted
@@ -1099,8 +1125,8 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
         row = self._price_order(account, stop)
         if event != "new":
             row.update(status="finished", finish_as="cancelled")
-        for conn in self._private_subscribers(account, "futures.autoorders"):
-            conn.send(self._update("futures.autoorders", [row]))
+        frame = self._update("futures.autoorders", [row])
+        self._push_private(account, "futures.autoorders", lambda conn: frame)
 
     def _price_orders(self, account: _Account, params: dict[str, str]) -> list[Any]:
         if params.get("status") not in ("open", "finished"):

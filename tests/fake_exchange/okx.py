@@ -70,7 +70,7 @@ SETTLE = "USDT"
 LIQ_FEE = Decimal("0.0005")  # OKX adds the taker fee to the MM in mgnRatio
 PRIVATE_CHANNELS = frozenset({"positions", "account", "liquidation-warning", "orders"})
 # private channels on the business connection (/ws/v5/business, after login): algo orders
-BUSINESS_CHANNELS = frozenset({"orders-algo"})
+BUSINESS_CHANNELS = frozenset({"orders-algo", "algo-advance"})
 UID = "448097284125409280"  # the uid in OKX's websocket doc examples
 
 # (instId, mark, tickSz, ctVal, position tiers as (maxSz, mmr, imr, maxLever)); the tier rows
@@ -231,6 +231,8 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
     # "Connection limit: 3 requests per second (based on IP)" (www.okx.com/docs-v5/en/
     # #overview-websocket-connect)
     WS_OPENINGS_PER_IP: ClassVar[tuple[int, float] | None] = (3, 1.0)
+    # a trailing stop: a move_order_stop algo order, its trigger where it stands now
+    STOP_KINDS: ClassVar[tuple[str, ...]] = ("stop", "take_profit", "trailing")
 
     def __init__(self, *, mark_interval_s: float | None = None) -> None:
         super().__init__(mark_interval_s=mark_interval_s)
@@ -1070,9 +1072,13 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
     def _algo_row(self, stop: StopOrderSpec) -> dict[str, Any]:
         """A stop as a pending ``conditional`` algo order, the docs' response example's fields:
         ``slTriggerPx`` for a stop, ``tpTriggerPx`` for a take-profit; ``closeFraction`` 1
-        (and no ``sz``) closes the whole position."""
+        (and no ``sz``) closes the whole position. A ``trailing`` one is a ``move_order_stop``
+        order, its current trigger in ``moveTriggerPx`` (1% callback)."""
         full = stop.contracts is None
+        trailing = stop.kind == "trailing"
         sl, tp = (stop.trigger, None) if stop.kind == "stop" else (None, stop.trigger)
+        if trailing:
+            sl = tp = None
         return {
             "activePx": "",
             "actualPx": "",
@@ -1082,7 +1088,7 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             "algoId": f"68109694465527{stop.order_id}",
             "attachAlgoOrds": [],
             "cTime": str(stop.created_ms),
-            "callbackRatio": "",
+            "callbackRatio": "0.01" if trailing else "",
             "callbackSpread": "",
             "ccy": "",
             "clOrdId": "",
@@ -1093,11 +1099,11 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             "last": str(stop.market.mark),
             "lever": "10",
             "linkedOrd": {"ordId": ""},
-            "moveTriggerPx": "",
+            "moveTriggerPx": str(stop.trigger) if trailing else "",
             "ordId": "",
             "ordIdList": [],
             "ordPx": "",
-            "ordType": "conditional",
+            "ordType": "move_order_stop" if trailing else "conditional",
             "posSide": stop.side if stop.hedge else "net",
             "quickMgnType": "",
             "reduceOnly": "true",
@@ -1120,22 +1126,27 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
 
     def _push_stop(self, api_key: str, stop: StopOrderSpec, event: str) -> None:
         """The business connection's ``orders-algo`` channel: the algo order, ``state``
-        "live" when placed, "canceled" when cancelled."""
+        "live" when placed, "canceled" when cancelled; a trailing stop on ``algo-advance``
+        (advance algo orders: iceberg, TWAP, trailing; its push data has ``pTime``)."""
         row = {**self._algo_row(stop), "uTime": str(now_ms())}
         if event != "new":
             row["state"] = "canceled"
+        if stop.kind == "trailing":
+            row["pTime"] = row.pop("uTime")
+            self._push_private(self._accounts[api_key], "algo-advance", [row])
+            return
         self._push_private(self._accounts[api_key], "orders-algo", [row])
 
     def _algo_pending(self, account: _Account, params: dict[str, str]) -> list[Any]:
         # one ordType a request, but "conditional,oco" together
         kinds = set((params.get("ordType") or "").split(","))
-        if "conditional" not in kinds:
-            return []  # the fake's stops are all conditional orders
+        # the fake's stops are conditional orders, its trailing ones move_order_stop orders
         wanted = params.get("instId")
         return [
             self._algo_row(stop)
             for stop in reversed(self.stops(account.api_key))  # newest first
             if wanted is None or stop.market.id == wanted
+            if ("move_order_stop" if stop.kind == "trailing" else "conditional") in kinds
         ]
 
     def _positions(self, account: _Account, params: dict[str, str]) -> list[Any]:
