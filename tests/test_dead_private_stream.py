@@ -1,0 +1,106 @@
+"""A private stream dead while its socket lives must not hide behind the reconciles (issue 11/14).
+
+Session 14 found an OKX account whose login was refused, its connection open and its watches
+pending for ever: the 60 s REST reconciles kept it "fresh" and no alert said it was blind to
+pushes. Here each local exchange silently stops pushing on the account's private connections
+open now (``mute_pushes``: the socket stays open and answers pings) while its REST answers
+change; the periodic reconcile (``AccountFeed.reconcile``, which the manager runs every
+``feeds.reconcile_interval_s``) must find the change no push told, say it, reopen the private
+stream, and end the miss once pushes come again. A quiet account, and one whose pushes come,
+must not be called blind however many reconciles run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from alertd.daemon.publisher import stale_streams
+from alertd.engine.model import Side
+from alertd.feeds.state import MissedChange
+from tests.support.aio import async_test
+from tests.test_feed_matrix import FEEDS, TEST_TIMEOUT_S, Venue, World, every_exchange, streaming
+
+D = Decimal
+GRACE_S = 0.5  # the push's grace: short, the muted pushes never come
+SETTINGS: dict[str, Any] = {**FEEDS, "missed_push_grace_s": GRACE_S}
+
+
+@contextlib.asynccontextmanager
+async def live(venue: Venue) -> AsyncIterator[World]:
+    """``main`` streaming with its private streams subscribed on the exchange, and the
+    snapshot that follows their subscribing read (a change it reads is not a reconcile's)."""
+    async with streaming(venue, feeds=SETTINGS) as w:
+        await w.private_ready()
+        await w.until(lambda: w.feed.snapshots >= 2, "the bootstrap and the settle resync")
+        yield w
+
+
+def missed(w: World) -> str | None:
+    """What the health line and status say the account's private stream missed (None)."""
+    settings = w.manager.config.feeds
+    said = [s for s in stale_streams(w.feed, settings, w.clock()) if "missed" in s]
+    return said[0] if said else None
+
+
+async def reconcile(w: World) -> None:
+    """One periodic reconcile that reads (not one that gives way to bootstraps)."""
+    count = w.feed._reconciles
+    while w.feed._reconciles == count:
+        await w.feed.reconcile()
+
+
+@pytest.mark.parametrize("venue", every_exchange())
+@async_test(TEST_TIMEOUT_S)
+async def test_a_dead_private_stream_is_found_by_one_reconcile_reopened_and_ends(
+    venue: Venue,
+) -> None:
+    async with live(venue) as w:
+        state = w.feed.state
+        connections = w.fake.ws_connections
+        w.fake.mute_pushes(venue.key)
+        # a position opened on the exchange: its REST answers have it, no push tells it
+        w.fake.set_mark(venue.eth, "3000")
+        eth = w.open(venue.eth, "long", "2", "3000")
+        assert state.connected and missed(w) is None
+        await reconcile(w)
+        # the reconcile read it (the account's figures have it at once) ...
+        assert state.positions[(venue.eth, Side.LONG)].contracts == eth
+        # ... and, no push coming within the grace, says the stream missed it: the account
+        # is stale in the health line and status, naming what was missed and how late
+        said = await w.until(lambda: missed(w), "the miss said")
+        assert said.startswith(f"private stream missed {venue.eth} long opened ("), said
+        assert said.endswith(" late)"), said
+        assert state.missed is not None
+        assert state.missed.changes == (MissedChange(venue.eth, Side.LONG, D(0), eth),)
+        # the private stream is reopened (its connections dropped, the watches open them
+        # again); the new connection pushes
+        await w.until(lambda: w.fake.ws_connections > connections, "private stream reopened")
+        await w.private_ready()
+        w.fake.set_balance(venue.key, "12345")
+        await w.until(lambda: state.wallet_balance == D(12345), "a push again")
+        await w.until(lambda: not missed(w), "the miss ended")
+        assert state.missed is None and state.fatal is None
+
+
+@pytest.mark.parametrize("venue", every_exchange())
+@async_test(TEST_TIMEOUT_S)
+async def test_no_miss_on_a_quiet_account_nor_one_whose_pushes_come(venue: Venue) -> None:
+    async with live(venue) as w:
+        state = w.feed.state
+        for _ in range(5):  # quiet: nothing changes, nothing is pushed
+            await reconcile(w)
+        # a change the stream pushes, then reconciles: it told it, nothing missed
+        w.fake.set_mark(venue.eth, "3000")
+        w.open(venue.eth, "long", "2", "3000")
+        await w.until(lambda: (venue.eth, Side.LONG) in state.positions, "ETH pushed")
+        for _ in range(3):
+            await reconcile(w)
+        await asyncio.sleep(3 * GRACE_S)  # past every grace those reconciles gave
+        assert missed(w) is None
+        assert w.feed.reconnects == 0
