@@ -24,7 +24,15 @@ from alertd.daemon.publisher import stale_streams
 from alertd.engine.model import Side
 from alertd.feeds.state import MissedChange
 from tests.support.aio import async_test
-from tests.test_feed_matrix import FEEDS, TEST_TIMEOUT_S, Venue, World, every_exchange, streaming
+from tests.test_feed_matrix import (
+    FEEDS,
+    TEST_TIMEOUT_S,
+    VENUES,
+    Venue,
+    World,
+    every_exchange,
+    streaming,
+)
 
 D = Decimal
 GRACE_S = 0.5  # the push's grace: short, the muted pushes never come
@@ -104,3 +112,30 @@ async def test_no_miss_on_a_quiet_account_nor_one_whose_pushes_come(venue: Venue
         await asyncio.sleep(3 * GRACE_S)  # past every grace those reconciles gave
         assert missed(w) is None
         assert w.feed.reconnects == 0
+
+
+@pytest.mark.parametrize(
+    "venue", [VENUES["binanceusdm"], VENUES["bybit"]], ids=["binance", "bybit"]
+)
+@async_test(TEST_TIMEOUT_S)
+async def test_a_push_that_comes_after_the_rest_answer_within_the_grace_is_no_miss(
+    venue: Venue,
+) -> None:
+    """The exchange's push of a fill is slower than the reconcile's REST answer (which holds
+    the fill already): it comes within ``feeds.missed_push_grace_s``, so nothing was missed.
+    Only the local Binance and Bybit can hold an account's pushes and send them late."""
+    settings = {**FEEDS, "missed_push_grace_s": 3.0}
+    async with streaming(venue, feeds=settings) as w:
+        await w.private_ready()
+        await w.until(lambda: w.feed.snapshots >= 2, "the bootstrap and the settle resync")
+        state = w.feed.state
+        w.fake.delay_pushes(venue.key)
+        w.fake.set_mark(venue.eth, "3000")
+        eth = w.open(venue.eth, "long", "2", "3000")
+        await reconcile(w)
+        assert state.positions[(venue.eth, Side.LONG)].contracts == eth  # read over REST
+        pushes = w.feed.private_pushes
+        w.fake.release_pushes(venue.key)  # the push, late but within the grace
+        await w.until(lambda: w.feed.private_pushes > pushes, "the late push")
+        await asyncio.sleep(2 * 3.0)  # past the grace
+        assert missed(w) is None and w.feed.reconnects == 0
