@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from decimal import Decimal
-from typing import Any
 
 import pytest
 
@@ -36,14 +35,14 @@ from tests.test_feed_matrix import (
 
 D = Decimal
 GRACE_S = 0.5  # the push's grace: short, the muted pushes never come
-SETTINGS: dict[str, Any] = {**FEEDS, "missed_push_grace_s": GRACE_S}
 
 
 @contextlib.asynccontextmanager
-async def live(venue: Venue) -> AsyncIterator[World]:
+async def live(venue: Venue, grace_s: float = GRACE_S) -> AsyncIterator[World]:
     """``main`` streaming with its private streams subscribed on the exchange, and the
-    snapshot that follows their subscribing read (a change it reads is not a reconcile's)."""
-    async with streaming(venue, feeds=SETTINGS) as w:
+    snapshot that follows their subscribing read (a change it reads is not a reconcile's);
+    ``grace_s``: ``feeds.missed_push_grace_s``."""
+    async with streaming(venue, feeds={**FEEDS, "missed_push_grace_s": grace_s}) as w:
         await w.private_ready()
         await w.until(lambda: w.feed.snapshots >= 2, "the bootstrap and the settle resync")
         yield w
@@ -124,10 +123,7 @@ async def test_a_push_that_comes_after_the_rest_answer_within_the_grace_is_no_mi
     """The exchange's push of a fill is slower than the reconcile's REST answer (which holds
     the fill already): it comes within ``feeds.missed_push_grace_s``, so nothing was missed.
     Only the local Binance and Bybit can hold an account's pushes and send them late."""
-    settings = {**FEEDS, "missed_push_grace_s": 3.0}
-    async with streaming(venue, feeds=settings) as w:
-        await w.private_ready()
-        await w.until(lambda: w.feed.snapshots >= 2, "the bootstrap and the settle resync")
+    async with live(venue, grace_s=3.0) as w:
         state = w.feed.state
         w.fake.delay_pushes(venue.key)
         w.fake.set_mark(venue.eth, "3000")
@@ -139,3 +135,21 @@ async def test_a_push_that_comes_after_the_rest_answer_within_the_grace_is_no_mi
         await w.until(lambda: w.feed.private_pushes > pushes, "the late push")
         await asyncio.sleep(2 * 3.0)  # past the grace
         assert missed(w) is None and w.feed.reconnects == 0
+
+
+@async_test(TEST_TIMEOUT_S)
+async def test_a_dead_positions_channel_is_found_though_balance_pushes_go_on() -> None:
+    """OKX's ``positions`` channel stops on the open connection while its ``account`` channel
+    (the wallet) goes on pushing, one push within the grace: the position change is missed
+    all the same (only position pushes say the positions stream lives)."""
+    venue = VENUES["okx"]
+    async with live(venue, grace_s=3.0) as w:
+        state = w.feed.state
+        w.fake.mute_pushes(venue.key, channels=["positions"])
+        w.fake.set_mark(venue.eth, "3000")
+        w.open(venue.eth, "long", "2", "3000")
+        await reconcile(w)
+        w.fake.set_balance(venue.key, "12345")  # pushed on the account channel, in the grace
+        await w.until(lambda: state.wallet_balance == D(12345), "the balance push")
+        said = await w.until(lambda: missed(w), "the miss said")
+        assert said.startswith(f"private stream missed {venue.eth} long opened ("), said

@@ -352,12 +352,13 @@ class AccountFeed:
         self._last_resync_started = -float("inf")
         self._forced_at = -float("inf")
         self._last_failure = -float("inf")
-        # the private pushes seen (a watch of positions, balance or orders returned), when a
-        # position push last named each symbol, and when the last snapshot written began: a
-        # periodic reconcile that finds a position changed that no push named since, and no
-        # push at all while it reads nor for a grace after, is the stream's miss
-        # (:meth:`_judge_reconcile`)
+        # the private pushes seen (a watch of positions, balance or orders returned), those of
+        # positions, when a position push last named each symbol, and when the last snapshot
+        # written began: a periodic reconcile that finds a position changed that no push named
+        # since, and no position push at all while it reads nor for a grace after, is the
+        # stream's miss (:meth:`_judge_reconcile`)
         self.private_pushes = 0
+        self.position_pushes = 0
         self._pushed_at: dict[str, float] = {}
         self.snapshots = 0  # the snapshots written (a bootstrap, a resync, a reconcile)
         self._snapshot_started: float | None = None
@@ -859,7 +860,7 @@ class AccountFeed:
             async with self._resync_lock, rest_slot(self.shared):
                 # what the snapshot before and the pushes since hold, and whether the private
                 # stream looks open: what this reconcile's snapshot is judged against
-                held, pushes = self.state.sizes(), self.private_pushes
+                held, pushes = self.state.sizes(), self.position_pushes
                 before, streaming = self._snapshot_started, self.state.connected
                 await self.resync(stops=stops, fees=fees)
         except Exception as exc:
@@ -877,9 +878,11 @@ class AccountFeed:
     ) -> None:
         """A periodic reconcile read the positions: one changed since the snapshot before
         (begun at ``before``) that no position push named since, while the stream looked
-        open and no private push at all came while it read (``pushes`` the count as it
-        began), is a change the stream missed unless a push comes within
-        ``feeds.missed_push_grace_s`` (:meth:`_confirm_missed`). A push of its symbol since
+        open and no position push at all came while it read (``pushes`` their count as it
+        began), is a change the stream missed unless one comes within
+        ``feeds.missed_push_grace_s`` (:meth:`_confirm_missed`); balance and order pushes do
+        not count (a stream whose positions died while its balance pushes go on misses
+        changes all the same). A push of its symbol since
         the snapshot before explains a difference (a REST answer a little older than the push,
         a side named otherwise): never called missed. Every exchange pushes each
         change of a position on its private stream (Binance ACCOUNT_UPDATE, Bybit
@@ -893,7 +896,7 @@ class AccountFeed:
             for change in missed_changes(held, self.state.sizes())
             if before is None or told.get(change.symbol, -float("inf")) < before
         )
-        alive = self.private_pushes != pushes
+        alive = self.position_pushes != pushes
         if changes and not alive and streaming and self.state.connected and before is not None:
             if self._group is not None:
                 self._group.create_task(self._confirm_missed(changes, pushes, before))
@@ -903,11 +906,12 @@ class AccountFeed:
     async def _confirm_missed(
         self, changes: tuple[MissedChange, ...], pushes: int, before: float
     ) -> None:
-        """The changes a reconcile found are missed unless a push comes within the grace (one
-        in flight as the REST answer was read): then said, and the private stream reopened
-        (its connections dropped: the watches fail and open them again, logging in afresh)."""
+        """The changes a reconcile found are missed unless a position push comes within the
+        grace (one in flight as the REST answer was read): then said, and the private stream
+        reopened (its connections dropped: the watches fail and open them again, logging in
+        afresh)."""
         await self._sleep(self.settings.missed_push_grace_s)
-        if self.private_pushes != pushes or self.state.fatal is not None:
+        if self.position_pushes != pushes or self.state.fatal is not None:
             return
         if not self.state.connected:
             return  # lost meanwhile: feed-down's, and the resync after it reads it all
@@ -1109,6 +1113,7 @@ class AccountFeed:
     async def _positions_step(self) -> None:
         changed = await self.adapter.watch_positions(self._exchange())
         self._pushed()
+        self.position_pushes += 1
         now = self._clock()
         for p in changed:
             self._pushed_at[p.symbol] = now
