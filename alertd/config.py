@@ -222,6 +222,10 @@ class FeedSettings(_Model):
     tier_refresh_interval_s: PositiveSeconds = 86_400.0
     listen_key_renew_interval_s: PositiveSeconds = 1_800.0
     stale_after_s: PositiveSeconds = 30.0
+    # a periodic reconcile that finds a position changed which no private push told since the
+    # snapshot before it gives the push this long to come before calling it missed (a push
+    # in flight as the REST answer was read): then the private stream is dead though open
+    missed_push_grace_s: PositiveSeconds = 5.0
     request_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
     # at most this many accounts per exchange bootstrap or resync over REST at once; None:
     # the exchange's own default (Capabilities.rest_concurrency: 8, Bybit 32, OKX 64)
@@ -636,6 +640,9 @@ class BuiltinRules(_Model):
     feed_stale: bool = True  # no mark price for feeds.stale_after_s while positions are open
     feed_down: bool = True  # streams disconnected for longer than feed_down_after_s
     feed_down_after_s: Duration = 60.0
+    # a reconcile found a position change no private push told (the stream open but dead):
+    # the stream is reopened; resolved at the next push, or a reconcile missing nothing
+    private_stream_missed: bool = True
     account_error: bool = True  # a feed stopped for good (bad key, banned IP)
     # an account in a mode alertd does not compute (its figures withheld, the exchange's ratio
     # shown where it reports one)

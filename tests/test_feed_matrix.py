@@ -321,11 +321,15 @@ def as_secrets(values: Mapping[str, str]) -> dict[str, Secret]:
 
 @contextlib.asynccontextmanager
 async def world(
-    venue: Venue, *, with_bad_account: bool = False, setup: Callable[[World], None] | None = None
+    venue: Venue,
+    *,
+    with_bad_account: bool = False,
+    setup: Callable[[World], None] | None = None,
+    feeds: Mapping[str, Any] = FEEDS,
 ) -> AsyncIterator[World]:
     """The venue's fake with account ``main`` (10,000 in the settle currency, 0.5 BTC long at
     62,000, the mark at 60,000), ``setup(world)`` applied, and a running ``FeedManager`` for
-    ``main`` (and ``bad``, which the exchange refuses for good)."""
+    ``main`` (and ``bad``, which the exchange refuses for good), with ``feeds:`` settings."""
     fake = make_fake(venue.exchange, mark_interval_s=MARK_INTERVAL_S, **venue.fake_options)
     async with started(fake, [(venue.key, venue.secrets.get("secret", ""), "10000")]):
         accounts = [account_entry(venue, fake, "main")]
@@ -333,7 +337,7 @@ async def world(
         if with_bad_account:
             accounts.append(account_entry(venue, fake, "bad", **venue.bad_config))
             secrets["bad"] = as_secrets(venue.bad_secrets)
-        config = Config.model_validate({"version": 1, "accounts": accounts, "feeds": FEEDS})
+        config = Config.model_validate({"version": 1, "accounts": accounts, "feeds": feeds})
         clock, delays = SkewClock(), list[float]()
         options = FeedOptions(backoff=lambda: RecordingBackoff(delays), clock=clock)
         manager = FeedManager(config, secrets, options)

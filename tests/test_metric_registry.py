@@ -91,6 +91,7 @@ def _expected_account(m: AccountMetrics) -> dict[str, Decimal | None]:
         "maintenance_margin": pool.maintenance_margin,
         "feed_stale_s": FEED.stale_s,
         "feed_down_s": FEED.down_s,
+        "private_stream_missed": D(0),
         "account_error": D(0),
         "exchange_margin_ratio": None,  # FEED reports none
         "ratio_drift": None,
@@ -173,6 +174,7 @@ def test_only_the_wanted_metrics_are_read_and_incomplete_data_gives_feed_metrics
     assert blind[0].metrics == {
         "feed_stale_s": D(0),
         "feed_down_s": D(75),
+        "private_stream_missed": D(0),
         "account_error": D(1),
         "exchange_margin_ratio": None,
         "ratio_drift": None,

@@ -63,11 +63,11 @@ def test_reload_keeps_the_old_config_when_the_new_one_is_bad(tmp_path: Path) -> 
     assert service.config_path is not None
     service.config_path.write_text("version: 1\naccounts: [")
     assert service.reload() is False
-    # still the running config: 3 default rules and 12 built-in ones (feed-stale, feed-down,
-    # account-error, account-mode, ratio-drift, incomplete-data, fee-gap,
-    # stop-beyond-liquidation, leverage-high, concentrated, adl-front, gap-risk), with margin
-    # calls on (they are system messages, not rules)
-    assert service.alerting is not None and len(service.alerting.rules) == 15
+    # still the running config: 3 default rules and 13 built-in ones (feed-stale, feed-down,
+    # private-stream-missed, account-error, account-mode, ratio-drift, incomplete-data,
+    # fee-gap, stop-beyond-liquidation, leverage-high, concentrated, adl-front, gap-risk), with
+    # margin calls on (they are system messages, not rules)
+    assert service.alerting is not None and len(service.alerting.rules) == 16
     assert service.alerting.margin_calls
     assert service.store is not None
     service.store.close()

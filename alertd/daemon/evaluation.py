@@ -128,6 +128,10 @@ def builtin_rules(config: Config) -> list[Rule]:
             _builtin("feed-down", "feed_down_s", severity=Severity.CRITICAL, above=down_after),
         ),
         (
+            b.private_stream_missed,
+            _builtin("private-stream-missed", "private_stream_missed", above=ZERO),
+        ),
+        (
             b.account_error,
             _builtin(
                 "account-error",
@@ -478,6 +482,7 @@ class Alerting:
             kept_positions=self._kept_positions(feed, now, stands_in),
             # its bootstrap retrying, or then its private stream's first opening
             not_live=state.start_retrying(),
+            missed=state.missed.describe() if watched and state.missed is not None else None,
             watched=watched,
         )
 

@@ -368,11 +368,13 @@ def stale_streams(feed: AccountFeed, settings: FeedSettings, now: float) -> tupl
     # nor while the reconciles give way to other accounts' bootstraps (a start of 1,000 OKX
     # accounts: up to 861 live ones "stale" in a health line, benchmarks.md tenth pass)
     held = feed.reconciles_held_until(now)
-    return tuple(
+    stale = tuple(
         f"{f.stream.value} {f.key}".strip()
         for f in state.freshness(now, settings.stale_after_s, private_after, held)
         if f.stale
     )
+    # its private stream looks open, but a reconcile found a change it never pushed
+    return stale if state.missed is None else (*stale, state.missed.describe())
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,11 +65,14 @@ from alertd.feeds.state import (
     AccountState,
     Coverage,
     MarketInfo,
+    MissedChange,
+    MissedPushes,
     ModeReading,
     PoolRates,
     PositionState,
     ReportedAccount,
     Stream,
+    missed_changes,
 )
 from alertd.snapshot.compare import Comparison, compare
 
@@ -357,6 +360,19 @@ class AccountFeed:
             tuple[float, tuple[Any, ...], tuple[Any, ...], frozenset[tuple[str, Side]]] | None
         ) = None
         self._last_failure = -float("inf")
+        # the private pushes seen (a watch of positions, balance or orders returned), those of
+        # positions, when a position push last named each symbol, and when the last snapshot
+        # written began: a periodic reconcile that finds a position changed that no push named
+        # since, and no position push at all while it reads nor for a grace after, is the
+        # stream's miss (:meth:`_judge_reconcile`)
+        self.private_pushes = 0
+        self.position_pushes = 0
+        self._pushed_at: dict[str, float] = {}
+        self.snapshots = 0  # the snapshots written (a bootstrap, a resync, a reconcile)
+        self._snapshot_started: float | None = None
+        # its private stream opened again since a miss was found: the next push, or a
+        # reconcile that misses nothing, ends the miss
+        self._reopened_since_miss = False
         self._connected_once = False
         self._fatal_event = asyncio.Event()
         # the turns taken to open each of its private connections (by the name its adapter
@@ -790,6 +806,8 @@ class AccountFeed:
         self.state.reported_marks = {**self.state.marks, **marks, **listed_marks}
         await self._ensure_tiers()
         self._last_resync_started = started  # a snapshot taken entirely after ``started``
+        self._snapshot_started = started
+        self.snapshots += 1
         if not pushed:
             # with pushes on top, alertd's figures are no longer those of the exchange's
             # answer; nor are the answer's own reads of one moment: the account's, read after
@@ -848,10 +866,92 @@ class AccountFeed:
         fees = self._reconciles - self._fees_read_at >= self.settings.fee_rates_reconcile_every
         try:
             async with self._resync_lock, rest_slot(self.shared):
+                # what the snapshot before and the pushes since hold, and whether the private
+                # stream looks open: what this reconcile's snapshot is judged against
+                held, pushes = self.state.sizes(), self.position_pushes
+                before, streaming = self._snapshot_started, self.state.connected
                 await self.resync(stops=stops, fees=fees)
         except Exception as exc:
             if not self._is_fatal(exc):
                 log.warning("%s: reconcile failed: %s", self.config.name, describe(exc))
+            return
+        self._judge_reconcile(held, pushes, before, streaming)
+
+    def _judge_reconcile(
+        self,
+        held: Mapping[tuple[str, Side], Decimal],
+        pushes: int,
+        before: float | None,
+        streaming: bool,
+    ) -> None:
+        """A periodic reconcile read the positions: one changed since the snapshot before
+        (begun at ``before``) that no position push named since, while the stream looked
+        open and no position push at all came while it read (``pushes`` their count as it
+        began), is a change the stream missed unless one comes within
+        ``feeds.missed_push_grace_s`` (:meth:`_confirm_missed`); balance and order pushes do
+        not count (a stream whose positions died while its balance pushes go on misses
+        changes all the same). A push of its symbol since
+        the snapshot before explains a difference (a REST answer a little older than the push,
+        a side named otherwise): never called missed. Every exchange pushes each
+        change of a position on its private stream (Binance ACCOUNT_UPDATE, Bybit
+        ``position``, OKX ``positions``, Gate ``futures.positions``, Hyperliquid
+        ``clearinghouseState``: docs/exchanges.md, "A dead private stream"), and a quiet
+        account's positions do not change: nothing to miss, nothing said. A reconcile that
+        finds nothing missed once the stream was reopened after a miss ends it."""
+        told = self._pushed_at
+        changes = tuple(
+            change
+            for change in missed_changes(held, self.state.sizes())
+            if before is None or told.get(change.symbol, -float("inf")) < before
+        )
+        alive = self.position_pushes != pushes
+        if changes and not alive and streaming and self.state.connected and before is not None:
+            if self._group is not None:
+                self._group.create_task(self._confirm_missed(changes, pushes, before))
+        elif self.state.missed is not None and self._reopened_since_miss and not changes:
+            self._end_miss("a reconcile since it was reopened missed nothing")
+
+    async def _confirm_missed(
+        self, changes: tuple[MissedChange, ...], pushes: int, before: float
+    ) -> None:
+        """The changes a reconcile found are missed unless a position push comes within the
+        grace (one in flight as the REST answer was read): then said, and the private stream
+        reopened (its connections dropped: the watches fail and open them again, logging in
+        afresh)."""
+        await self._sleep(self.settings.missed_push_grace_s)
+        if self.position_pushes != pushes or self.state.fatal is not None:
+            return
+        if not self.state.connected:
+            return  # lost meanwhile: feed-down's, and the resync after it reads it all
+        now = self._clock()
+        missed = self.state.missed = MissedPushes(changes, now, now - before)
+        self._reopened_since_miss = False
+        log.warning(
+            "%s: %s: no push told it; reopening the private stream",
+            self.config.name,
+            missed.describe(),
+        )
+        self._notify(Change.ACCOUNT)
+        await self.force_reconnect("private stream missed a change")
+
+    def _pushed(self) -> None:
+        """A private push came: the stream lives; after a miss, once reopened, it delivers
+        again."""
+        self.private_pushes += 1
+        if self.state.missed is not None and self._reopened_since_miss:
+            self._end_miss("pushes are seen again")
+
+    def _end_miss(self, why: str) -> None:
+        missed = self.state.missed
+        self.state.missed = None
+        if missed is not None:
+            log.info(
+                "%s: private stream delivering again (%s) %.0f s after it missed a change",
+                self.config.name,
+                why,
+                self._clock() - missed.found_at,
+            )
+        self._notify(Change.ACCOUNT)
 
     def since_reconcile_s(self) -> float | None:
         """Seconds since the last reconcile that read began; None before the first."""
@@ -1020,6 +1120,11 @@ class AccountFeed:
 
     async def _positions_step(self) -> None:
         changed = await self.adapter.watch_positions(self._exchange())
+        self._pushed()
+        self.position_pushes += 1
+        now = self._clock()
+        for p in changed:
+            self._pushed_at[p.symbol] = now
         wanted = self.config.symbols
         if wanted is not None:
             changed = [p for p in changed if p.symbol in wanted]
@@ -1070,6 +1175,7 @@ class AccountFeed:
         """A conditional order changed on the order stream: read the stops again."""
         if not await self.adapter.watch_stop_changes(self._exchange()):
             return
+        self._pushed()
         await self._refresh_stops()
         self._notify(Change.ACCOUNT)
 
@@ -1111,6 +1217,7 @@ class AccountFeed:
     async def _balance_step(self) -> None:
         balances = await self.adapter.watch_balances(self._exchange())
         at_ms = self.adapter.balance_pushed_ms  # this push's: no await since it returned
+        self._pushed()
         if balances:
             if not self._pushes.apply(functools.partial(self._push_wallets, balances, at_ms)):
                 log.debug("%s: a balance push older than the snapshot: dropped", self.config.name)
@@ -1513,6 +1620,8 @@ class AccountFeed:
         connection's opening in progress ended: its place in the host's pace counts a window
         from here."""
         self._opening_ended(self._openings.get(self.adapter.socket_connection(url)))
+        if self.state.missed is not None:
+            self._reopened_since_miss = True
         if not self.state.bootstrapped or self.state.fatal is not None:
             return
         reopened = not self.state.connected and self._last_failure > -float("inf")

@@ -29,6 +29,7 @@ from alertd.engine.reported import (
 )
 from alertd.engine.stops import StopOrder, protection
 from alertd.engine.tiers import TierTable
+from alertd.views import format as fmt
 
 
 class AccountMode(enum.Enum):
@@ -285,6 +286,58 @@ class AccountEvent:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class MissedChange:
+    """One position's size as held before a reconcile (from the snapshot before it and the
+    pushes since) and as the reconcile read it, in contracts; 0: none held."""
+
+    symbol: str
+    side: Side
+    held: Decimal
+    read: Decimal
+
+    def describe(self) -> str:
+        what = f"{self.symbol} {self.side.label}"
+        if not self.held:
+            return f"{what} opened ({fmt.quantity(self.read)} contracts)"
+        if not self.read:
+            return f"{what} closed (was {fmt.quantity(self.held)} contracts)"
+        return f"{what} {fmt.quantity(self.held)} -> {fmt.quantity(self.read)} contracts"
+
+
+@dataclass(frozen=True, slots=True)
+class MissedPushes:
+    """Position changes a periodic reconcile found that no private push told, the private
+    stream open: a stream dead while its connection lives (a login refused, the watches
+    pending for ever), which the reconciles alone kept looking fresh (session 14)."""
+
+    changes: tuple[MissedChange, ...]
+    found_at: float  # monotonic, the feed's clock
+    # how late alertd saw them at most: from the snapshot before (the last one they were not
+    # in) to the reconcile that found them
+    late_s: float
+
+    def describe(self) -> str:
+        what = "; ".join(c.describe() for c in self.changes)
+        late = fmt.duration(self.late_s)
+        return f"private stream missed {what} (found by a reconcile, up to {late} late)"
+
+
+def missed_changes(
+    held: Mapping[tuple[str, Side], Decimal], read: Mapping[tuple[str, Side], Decimal]
+) -> tuple[MissedChange, ...]:
+    """The positions whose sizes differ between ``held`` and ``read``, in order."""
+    if held == read:  # every reconcile of every account: the usual answer, cheaply
+        return ()
+    keys = sorted(held.keys() | read.keys(), key=lambda k: (k[0], k[1].label))
+    zero = Decimal(0)
+    return tuple(
+        MissedChange(symbol, side, held.get((symbol, side), zero), read.get((symbol, side), zero))
+        for symbol, side in keys
+        if held.get((symbol, side), zero) != read.get((symbol, side), zero)
+    )
+
+
 def _unknown_market(held: str) -> str:
     return f"{held}: unknown market"
 
@@ -379,6 +432,9 @@ class AccountState:
     position_versions: dict[tuple[str, Side], int | LifeSequence] = field(default_factory=dict)
     wallet_ms: dict[str, int] = field(default_factory=dict)
     connected: bool = False
+    # position changes its private stream missed, found by a reconcile, until pushes are seen
+    # again (or a reconcile after the stream was reopened misses nothing)
+    missed: MissedPushes | None = None
     fatal: str | None = None  # why this account's feed stopped for good
     bootstrapped: bool = False
     # why its last try to go live failed while it retries: its bootstrap (then not live for
@@ -442,6 +498,10 @@ class AccountState:
             (p.symbol, p.side): p.version for p in positions if p.version is not None
         }
         self.last_seen[(Stream.POSITIONS, "")] = now
+
+    def sizes(self) -> dict[tuple[str, Side], Decimal]:
+        """Each held position's size in contracts, as :func:`missed_changes` compares them."""
+        return {key: p.contracts for key, p in self.positions.items()}
 
     def update_positions(self, positions: list[PositionState], now: float) -> bool:
         """Changed positions only (a stream frame); zero contracts closes one. A row older by

@@ -295,6 +295,7 @@ def _account_rule(rule: Rule, live: LiveAccount, feed: FeedStatus, limits: _Limi
         "incomplete_data",
         "ratio_drift",
         "fee_rate_unread",
+        "private_stream_missed",
     ):
         pass  # read at a snapshot, a reconcile or a fatal error: changes the band does not cover
     elif metric == "fee_gap":

@@ -516,11 +516,30 @@ def _about_alertd(
     compute, a drift from the exchange's numbers, incomplete data, a fee rate unread. None for
     any other."""
     metric = n.rule.metric
-    about = ("mode_not_computed", "ratio_drift", "incomplete_data", "fee_gap", "fee_rate_unread")
+    about = (
+        "mode_not_computed",
+        "ratio_drift",
+        "incomplete_data",
+        "fee_gap",
+        "fee_rate_unread",
+        "private_stream_missed",
+    )
     if metric not in about or feed is None:
         return None
     exchange = feed.exchange_name or n.subject.exchange
     since = fmt.duration(n.at - n.since)
+    if metric == "private_stream_missed":
+        if n.kind is Kind.RESOLVED:
+            return Message(
+                f"{head} {who}: private stream delivering again",
+                f"it had missed a change; reopened, for {since} until it delivered",
+            )
+        body = (
+            f"{feed.missed or 'private stream missed a change'}\n"
+            f"its websocket looked open but pushed nothing of it: alertd reopens it; until "
+            f"it delivers, {exchange} changes reach alertd only at each reconcile"
+        )
+        return Message(f"{head} {who}: private stream missed a change", body)
     if metric in ("fee_gap", "fee_rate_unread"):
         return _fee_gap_message(n, head, who, value, feed, since)
     if metric == "ratio_drift":

@@ -1000,6 +1000,20 @@ METRICS: tuple[Metric, ...] = (
         resolved_title="feed connected again",
     ),
     Metric(
+        "private_stream_missed",
+        A,
+        Unit.FLAG,
+        "above",
+        "1 while a change of a position that a reconcile found was never pushed on the "
+        "account's private stream, which looked open (a dead stream the reconciles alone "
+        "would keep fresh), else 0; the stream is reopened, and it ends at the next push or "
+        "at a reconcile since that misses nothing",
+        Needs.FEED,
+        lambda f: _flag(f.feed.missed is not None),
+        title="private stream missed a change",
+        resolved_title="private stream delivering again",
+    ),
+    Metric(
         "account_error",
         A,
         Unit.FLAG,

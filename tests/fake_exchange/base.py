@@ -312,6 +312,10 @@ class WsConnection:
         self.streams: set[str] = set()  # stream names or topics, in the exchange's spelling
         self.owner: str | None = None  # API key of an authenticated private connection
         self.live = True  # False once the exchange stopped sending on it (an expired key)
+        # its private pushes silently stop, the socket open and answering (:meth:`mute_pushes`):
+        # all of them, or those of the channels named
+        self.muted = False
+        self.muted_channels: frozenset[str] = frozenset()
         self.stalled = False  # half-dead (:meth:`stall`)
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._sender = asyncio.get_running_loop().create_task(self._send_loop())
@@ -784,6 +788,21 @@ class FakeExchangeServer(Generic[A, C]):
             del held[:count]
         for send in sent:
             send()
+
+    @scripted
+    def mute_pushes(self, api_key: str, channels: Iterable[str] | None = None) -> None:
+        """The account's private pushes stop on its connections open now, which stay open,
+        answer pings and subscriptions: a private stream dead while its socket lives (session
+        14: an OKX login refused, the watches pending for ever). ``channels``: those alone
+        (where the exchange module honours ``muted_channels``: OKX). A connection opened after
+        this pushes again. An exchange module's private pushes skip a ``muted`` connection."""
+        key = api_key.lower()
+        for conn in self._connections:
+            if conn.owner == api_key or any(key in stream.lower() for stream in conn.streams):
+                if channels is None:
+                    conn.muted = True
+                else:
+                    conn.muted_channels = frozenset(channels)
 
     def _held_push(self, api_key: str, send: Callable[[], None]) -> bool:
         """Whether the account's pushes are held (:meth:`delay_pushes`): ``send`` then waits

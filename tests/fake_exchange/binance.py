@@ -1943,7 +1943,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
     def _send_user(self, api_key: str, event: dict[str, Any]) -> None:
         account = self._accounts[api_key]
         for conn in self._connections_of("private"):
-            if conn.owner == api_key and conn.live and conn.listen_key == account.listen_key:
+            mine = conn.owner == api_key and conn.listen_key == account.listen_key
+            if mine and conn.live and not conn.muted:
                 self._send(conn, conn.listen_key or "", event)
 
     def _figures(self, account: _Account) -> dict[tuple[str, str], _Figures]:

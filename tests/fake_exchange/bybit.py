@@ -879,7 +879,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
     def _send_private(self, api_key: str, topic: str, data: list[dict[str, Any]]) -> None:
         targets = []
         for conn in self._connections:
-            if conn.kind != "private" or conn.owner != api_key:
+            if conn.kind != "private" or conn.owner != api_key or conn.muted:
                 continue
             for name in (topic, f"{topic}.linear"):
                 if name in conn.streams:

@@ -592,7 +592,11 @@ class FakeGate(FakeExchangeServer[_Account, _Connection]):
             send()
 
     def _private_subscribers(self, account: _Account, channel: str) -> list[_Connection]:
-        return [c for c in self._subscribers(channel) if c.owner == account.api_key and c.live]
+        return [
+            c
+            for c in self._subscribers(channel)
+            if c.owner == account.api_key and c.live and not c.muted
+        ]
 
     # ---- figures -------------------------------------------------------------------------------
 

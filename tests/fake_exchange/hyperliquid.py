@@ -350,7 +350,7 @@ class FakeHyperliquid(FakeExchangeServer[_Account, _Connection]):
                     conn.send(self._ctx_frame(self._markets[coin]))
                 elif kind == "allMids":
                     conn.send({"channel": "allMids", "data": {"mids": self._mids()}})
-                elif kind in ("clearinghouseState", "spotState"):
+                elif kind in ("clearinghouseState", "spotState") and not conn.muted:
                     self._snapshot(conn, key)  # user states stream on, changed or not
 
     # ---- accounts and positions --------------------------------------------------------------
@@ -414,9 +414,13 @@ class FakeHyperliquid(FakeExchangeServer[_Account, _Connection]):
     def _push_state(self, account: _Account) -> None:
         user = account.api_key
         for conn in self._subscribers(f"clearinghouseState:{user}"):
+            if conn.muted:
+                continue
             state = self._clearinghouse(account)
             conn.send({"channel": "clearinghouseState", "data": self._user_data(user, state)})
         for conn in self._subscribers(f"spotState:{user}"):
+            if conn.muted:
+                continue
             spot = {"spotState": self._spot(account)}
             conn.send({"channel": "spotState", "data": {"user": user, **spot}})
 
@@ -646,7 +650,7 @@ class FakeHyperliquid(FakeExchangeServer[_Account, _Connection]):
         }
         key = f"orderUpdates:{api_key.lower()}"
         for conn in list(self._connections):
-            if key in conn.streams:
+            if key in conn.streams and not conn.muted:
                 conn.send({"channel": "orderUpdates", "data": [update]})
 
     def _frontend_open_orders(self, account: _Account | None) -> list[Any]:

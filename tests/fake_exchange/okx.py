@@ -518,7 +518,8 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
 
     def _push_private(self, account: _Account, channel: str, data: list[Any]) -> None:
         for conn in self._subscribers(channel):
-            if conn.owner == account.api_key and conn.live:
+            muted = conn.muted or channel in conn.muted_channels
+            if conn.owner == account.api_key and conn.live and not muted:
                 conn.send(self._private_frame(channel, data))
 
     def _push_positions(self, account: _Account, positions: list[_Position]) -> None:

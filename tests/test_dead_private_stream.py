@@ -1,0 +1,155 @@
+"""A private stream dead while its socket lives must not hide behind the reconciles (issue 11/14).
+
+Session 14 found an OKX account whose login was refused, its connection open and its watches
+pending for ever: the 60 s REST reconciles kept it "fresh" and no alert said it was blind to
+pushes. Here each local exchange silently stops pushing on the account's private connections
+open now (``mute_pushes``: the socket stays open and answers pings) while its REST answers
+change; the periodic reconcile (``AccountFeed.reconcile``, which the manager runs every
+``feeds.reconcile_interval_s``) must find the change no push told, say it, reopen the private
+stream, and end the miss once pushes come again. A quiet account, and one whose pushes come,
+must not be called blind however many reconciles run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import pytest
+
+from alertd.daemon.publisher import stale_streams
+from alertd.engine.model import Side
+from alertd.feeds.state import MissedChange
+from tests.support.aio import async_test
+from tests.test_feed_matrix import (
+    FEEDS,
+    TEST_TIMEOUT_S,
+    VENUES,
+    Venue,
+    World,
+    every_exchange,
+    streaming,
+)
+
+D = Decimal
+GRACE_S = 0.5  # the push's grace: short, the muted pushes never come
+
+
+@contextlib.asynccontextmanager
+async def live(venue: Venue, grace_s: float = GRACE_S) -> AsyncIterator[World]:
+    """``main`` streaming with its private streams subscribed on the exchange, and the
+    snapshot that follows their subscribing read (a change it reads is not a reconcile's);
+    ``grace_s``: ``feeds.missed_push_grace_s``."""
+    async with streaming(venue, feeds={**FEEDS, "missed_push_grace_s": grace_s}) as w:
+        await w.private_ready()
+        await w.until(lambda: w.feed.snapshots >= 2, "the bootstrap and the settle resync")
+        yield w
+
+
+def missed(w: World) -> str | None:
+    """What the health line and status say the account's private stream missed (None)."""
+    settings = w.manager.config.feeds
+    said = [s for s in stale_streams(w.feed, settings, w.clock()) if "missed" in s]
+    return said[0] if said else None
+
+
+async def reconcile(w: World) -> None:
+    """One periodic reconcile that reads (not one that gives way to bootstraps)."""
+    count = w.feed._reconciles
+    while w.feed._reconciles == count:
+        await w.feed.reconcile()
+
+
+@pytest.mark.parametrize("venue", every_exchange())
+@async_test(TEST_TIMEOUT_S)
+async def test_a_dead_private_stream_is_found_by_one_reconcile_reopened_and_ends(
+    venue: Venue,
+) -> None:
+    async with live(venue) as w:
+        state = w.feed.state
+        connections = w.fake.ws_connections
+        w.fake.mute_pushes(venue.key)
+        # a position opened on the exchange: its REST answers have it, no push tells it
+        w.fake.set_mark(venue.eth, "3000")
+        eth = w.open(venue.eth, "long", "2", "3000")
+        assert state.connected and missed(w) is None
+        await reconcile(w)
+        # the reconcile read it (the account's figures have it at once) ...
+        assert state.positions[(venue.eth, Side.LONG)].contracts == eth
+        # ... and, no push coming within the grace, says the stream missed it: the account
+        # is stale in the health line and status, naming what was missed and how late
+        said = await w.until(lambda: missed(w), "the miss said")
+        assert said.startswith(f"private stream missed {venue.eth} long opened ("), said
+        assert said.endswith(" late)"), said
+        assert state.missed is not None
+        assert state.missed.changes == (MissedChange(venue.eth, Side.LONG, D(0), eth),)
+        # the private stream is reopened (its connections dropped, the watches open them
+        # again); the new connection pushes
+        await w.until(lambda: w.fake.ws_connections > connections, "private stream reopened")
+        await w.private_ready()
+        w.fake.set_balance(venue.key, "12345")
+        await w.until(lambda: state.wallet_balance == D(12345), "a push again")
+        await w.until(lambda: not missed(w), "the miss ended")
+        assert state.missed is None and state.fatal is None
+
+
+@pytest.mark.parametrize("venue", every_exchange())
+@async_test(TEST_TIMEOUT_S)
+async def test_no_miss_on_a_quiet_account_nor_one_whose_pushes_come(venue: Venue) -> None:
+    async with live(venue) as w:
+        state = w.feed.state
+        for _ in range(5):  # quiet: nothing changes, nothing is pushed
+            await reconcile(w)
+        # a change the stream pushes, then reconciles: it told it, nothing missed
+        w.fake.set_mark(venue.eth, "3000")
+        w.open(venue.eth, "long", "2", "3000")
+        await w.until(lambda: (venue.eth, Side.LONG) in state.positions, "ETH pushed")
+        for _ in range(3):
+            await reconcile(w)
+        await asyncio.sleep(3 * GRACE_S)  # past every grace those reconciles gave
+        assert missed(w) is None
+        assert w.feed.reconnects == 0
+
+
+@pytest.mark.parametrize(
+    "venue", [VENUES["binanceusdm"], VENUES["bybit"]], ids=["binance", "bybit"]
+)
+@async_test(TEST_TIMEOUT_S)
+async def test_a_push_that_comes_after_the_rest_answer_within_the_grace_is_no_miss(
+    venue: Venue,
+) -> None:
+    """The exchange's push of a fill is slower than the reconcile's REST answer (which holds
+    the fill already): it comes within ``feeds.missed_push_grace_s``, so nothing was missed.
+    Only the local Binance and Bybit can hold an account's pushes and send them late."""
+    async with live(venue, grace_s=3.0) as w:
+        state = w.feed.state
+        w.fake.delay_pushes(venue.key)
+        w.fake.set_mark(venue.eth, "3000")
+        eth = w.open(venue.eth, "long", "2", "3000")
+        await reconcile(w)
+        assert state.positions[(venue.eth, Side.LONG)].contracts == eth  # read over REST
+        pushes = w.feed.private_pushes
+        w.fake.release_pushes(venue.key)  # the push, late but within the grace
+        await w.until(lambda: w.feed.private_pushes > pushes, "the late push")
+        await asyncio.sleep(2 * 3.0)  # past the grace
+        assert missed(w) is None and w.feed.reconnects == 0
+
+
+@async_test(TEST_TIMEOUT_S)
+async def test_a_dead_positions_channel_is_found_though_balance_pushes_go_on() -> None:
+    """OKX's ``positions`` channel stops on the open connection while its ``account`` channel
+    (the wallet) goes on pushing, one push within the grace: the position change is missed
+    all the same (only position pushes say the positions stream lives)."""
+    venue = VENUES["okx"]
+    async with live(venue, grace_s=3.0) as w:
+        state = w.feed.state
+        w.fake.mute_pushes(venue.key, channels=["positions"])
+        w.fake.set_mark(venue.eth, "3000")
+        w.open(venue.eth, "long", "2", "3000")
+        await reconcile(w)
+        w.fake.set_balance(venue.key, "12345")  # pushed on the account channel, in the grace
+        await w.until(lambda: state.wallet_balance == D(12345), "the balance push")
+        said = await w.until(lambda: missed(w), "the miss said")
+        assert said.startswith(f"private stream missed {venue.eth} long opened ("), said
