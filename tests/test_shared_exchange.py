@@ -55,6 +55,7 @@ from alertd.feeds.ccxt_exchange import (
     _guarded_class,
     make_exchange,
     new_ssl_context,
+    weight_window,
 )
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.manager import (
@@ -2669,6 +2670,106 @@ def test_the_rolling_window_admits_a_request_that_fits_exactly_with_fractional_c
                 assert ms == 101
                 return
         raise AssertionError("the 3 was never admitted")
+
+    run(body(), timeout_s=30)
+
+
+async def _settled() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def _ten_a_second(time_: VirtualTime) -> RollingWindow:
+    """A window of 10 weight over any 1 s on ``time_``, in the running loop."""
+    return RollingWindow(
+        {"windowSize": 1000.0, "rateLimit": 100.0}, asyncio.get_running_loop(), time_, time_.sleep
+    )
+
+
+def test_a_slow_request_holds_only_its_own_weight_not_the_ones_admitted_after_it() -> None:
+    """Each held request's weight leaves the window a window after its OWN end (review of
+    live15: kept in admission order, a slow request at the front held every later one's until
+    its end): 10 weight over 1 s; a slow request (1) admitted at 100 and answered only at 103,
+    nine quick ones (1 each) answered at once; at 101.2 only the slow one's 1 is in any window
+    the exchange counts: a 5 goes at once (before: at 104, the slow one's end + a window),
+    and the slow one's 1 is still counted (a 5 more waits until the first 5 leaves)."""
+
+    async def body() -> None:
+        time_ = VirtualTime(100.0)
+        window = _ten_a_second(time_)
+        slow = await asyncio.wait_for(window(1), 5)
+        slow.holds()
+        quick = [await asyncio.wait_for(window(1), 5) for _ in range(9)]
+        for admitted in quick:
+            admitted.holds()
+            admitted.ended()
+        await time_.advance_to(101.2)
+        five = window(5)
+        await _settled()
+        assert five.done()
+        more = window(5)  # 1 (the slow one, in flight) + 5 + 5 > 10
+        await time_.advance_to(102.1)
+        await _settled()
+        assert not more.done()
+        await time_.advance_to(102.2)  # the first 5 (not held: ended at its admission) leaves
+        await asyncio.wait_for(more, 5)
+        await time_.advance_to(103.0)
+        slow.ended()
+
+    run(body(), timeout_s=30)
+
+
+def test_a_window_of_requests_all_in_flight_admits_the_next_a_window_after_the_first_end() -> None:
+    """With every request in the window still in flight, the next waits for an end (no
+    earlier), then a window after it: 10 weight over 1 s, ten held requests of 1; the 11th
+    waits past 105 (nothing ended), one ends at 105: admitted at 106, not before."""
+
+    async def body() -> None:
+        time_ = VirtualTime(100.0)
+        window = _ten_a_second(time_)
+        held = [await asyncio.wait_for(window(1), 5) for _ in range(10)]
+        for admitted in held:
+            admitted.holds()
+        eleventh = window(1)
+        for t in (100.5, 101.0, 105.0):
+            await time_.advance_to(t)
+            await _settled()
+            assert not eleventh.done(), t
+        held[3].ended()
+        for t in (105.0, 105.999):
+            await time_.advance_to(t)
+            await _settled()
+            assert not eleventh.done(), t
+        await time_.advance_to(106.0)
+        await asyncio.wait_for(eleventh, 5)
+        for admitted in held:
+            admitted.ended()
+
+    run(body(), timeout_s=30)
+
+
+def test_a_request_held_through_a_ban_s_pause_keeps_its_weight_until_its_end() -> None:
+    """A request admitted as a ban began waits for the ban's end before it is sent
+    (``Guarded.throttle``'s second pause): held, its weight stays in the window however long
+    the pause (review of live15: it left after 600 s, and at a 20-minute ban's end 2,160
+    fresh weight was admitted beside its 40, sent then too). Binance's plan, 2,160 over 60 s:
+    at the ban's end only 2,120 fresh goes; the rest a window after the held one's end."""
+
+    async def body() -> None:
+        time_ = VirtualTime(0.0)
+        window = weight_window(2400, asyncio.get_running_loop(), 60.0, time_, time_.sleep)
+        paused = await asyncio.wait_for(window(40), 5)
+        paused.holds()
+        await time_.advance_to(20 * 60.0)  # the ban's end: still unsent
+        fresh = [window(40) for _ in range(54)]
+        await _settled()
+        assert sum(40 for f in fresh if f.done()) == 2120
+        paused.ended()  # sent and answered at the ban's end
+        await time_.advance_to(20 * 60.0 + 59.9)
+        await _settled()
+        assert not fresh[-1].done()
+        await time_.advance_to(20 * 60.0 + 60.0)
+        await asyncio.wait_for(fresh[-1], 5)
 
     run(body(), timeout_s=30)
 

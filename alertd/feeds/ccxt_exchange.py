@@ -1292,36 +1292,48 @@ REST_BUDGET_SHARE = 0.9
 REQUEST_CAP_SHARE = 0.8
 
 
-# The longest a request admitted by a weight window holds its weight past its admission when
-# nothing tells its end (:class:`Admitted`): the longest request timeout the config allows
-# (feeds.request_timeout_s, at most 600 s); every request alertd sends is told ended before.
-HELD_AT_MOST_S = 600.0
+class _Ended:
+    """A request's weight in a :class:`RollingWindow`'s ended deque: it leaves a window after
+    ``end_ms``, unless the request was held after all (``live`` false: counted in flight)."""
+
+    __slots__ = ("cost", "end_ms", "live")
+
+    def __init__(self, end_ms: float, cost: float) -> None:
+        self.end_ms = end_ms
+        self.cost = cost
+        self.live = True
 
 
 class Admitted:
     """One request's weight in a :class:`RollingWindow`, from its admission: ended then,
     unless its sender :meth:`holds` it until it tells the request's end (:meth:`ended`)."""
 
-    __slots__ = ("_window", "at_ms", "cost", "until_ms")
+    __slots__ = ("_entry", "_held_once", "_window", "at_ms", "cost", "until_ms")
 
     def __init__(self, window: RollingWindow, at_ms: float, cost: float) -> None:
         self._window = window
         self.at_ms = at_ms
         self.cost = cost
         self.until_ms = at_ms  # when it ended (inf: in flight)
+        self._entry = window._ended_at(at_ms, cost)
+        self._held_once = False
 
     def holds(self) -> None:
-        """The request is being sent: its weight stays in the window until :meth:`ended`."""
+        """The request is being sent: its weight stays in the window until :meth:`ended`,
+        however long that takes (a ban's pause between its admission and its sending
+        included: ``fetch2``'s ``finally`` tells every held request's end)."""
+        if self._held_once:
+            return
+        self._held_once = True
         self.until_ms = math.inf
+        self._window._held(self)
 
     def ended(self) -> None:
         """The request's answer came, or it failed: its weight leaves a window after now."""
+        if self.until_ms != math.inf:
+            return  # never held (ended at its admission), or told already
         self.until_ms = self._window.now_ms()
-
-    def leaves_ms(self, now_ms: float, window_ms: float) -> float:
-        """When its weight leaves the window: a window after its end; in flight, a window
-        after now at the earliest."""
-        return min(self.until_ms, now_ms, self.at_ms + HELD_AT_MOST_S * 1000) + window_ms
+        self._window._ending(self)
 
 
 class RollingWindow(Throttler):  # type: ignore[misc]  # ccxt's class is untyped
@@ -1331,21 +1343,24 @@ class RollingWindow(Throttler):  # type: ignore[misc]  # ccxt's class is untyped
     requests in their order. ccxt's loop sums and copies every request still in the window
     at each admission, O(window) each: 4.1 s of the 69 CPU s a start of 1,000 Binance
     accounts over 7 addresses took under cProfile (a window holds up to about 2,200 of an
-    IP's requests). Here the window is a deque in admission order with its running total,
-    the expired ones dropped from its front; on ``clock``, monotonic seconds (ccxt's reads the
-    wall clock, which can step).
+    IP's requests). Here the window is the requests in flight (a set and its running total)
+    and a deque of the ended ones in the order of their ends, with its running total, those
+    a window past their end dropped from its front; on ``clock``, monotonic seconds (ccxt's
+    reads the wall clock, which can step).
 
     The exchange counts a request when it arrives, somewhere between its admission here and
     its answer, so a request its sender :meth:`Admitted.holds` (every request an exchange
     object sends: ``fetch2``) stays in the window from its admission until a window after its
-    answer or failure (:meth:`Admitted.ended`): every window of the exchange's then holds
+    own answer or failure (:meth:`Admitted.ended`): every window of the exchange's then holds
     at most ``maxWeight`` of arrivals, however long each took to arrive (any window's
     arrivals are all held at its last instant). Counted from the admission alone, a cold
     start's requests, arriving late on new connections, and the next window's, sent on warm
     ones, arrived within one window: 2,206-2,220 weight against the 2,160 admitted (1,000
     Binance accounts over 7 addresses, and 300 from one; docs/benchmarks.md, "Session 15,
-    live15"). The front's end holds the ones behind it (a request lasts at most its
-    timeout); a request's future gives its :class:`Admitted`."""
+    live15"). Each request's weight leaves on its own end: one slow request holds only its
+    own (kept in admission order, the front's end held every later one's: review of live15).
+    A request that does not fit waits for the earliest ended one to leave, or, with none
+    ended, for a request's end; a request's future gives its :class:`Admitted`."""
 
     running: bool  # ccxt's: its loop runs while requests queue
 
@@ -1359,45 +1374,89 @@ class RollingWindow(Throttler):  # type: ignore[misc]  # ccxt's class is untyped
         super().__init__({**config, "algorithm": "rollingWindow"}, loop)
         self._clock = clock
         self._sleep = sleep
-        self._window: collections.deque[Admitted] = collections.deque()
-        self._total = 0.0
+        self._in_flight: set[Admitted] = set()
+        self._in_flight_total = 0.0
+        # in the order of their ends (the clock's order: ends are told as they come)
+        self._ended: collections.deque[_Ended] = collections.deque()
+        self._ended_live = 0
+        self._ended_total = 0.0
+        self._an_end: asyncio.Event | None = None  # set by a held request's end
 
     def now_ms(self) -> float:
         return self._clock() * 1000
 
+    def _ended_at(self, end_ms: float, cost: float) -> _Ended:
+        entry = _Ended(end_ms, cost)
+        self._ended.append(entry)
+        self._ended_live += 1
+        self._ended_total += cost
+        return entry
+
+    def _held(self, admitted: Admitted) -> None:
+        """``admitted``, counted as ended at its admission, is in flight instead."""
+        if admitted._entry.live:
+            admitted._entry.live = False
+            self._forget_ended(admitted.cost)
+        self._in_flight.add(admitted)
+        self._in_flight_total += admitted.cost
+
+    def _ending(self, admitted: Admitted) -> None:
+        """``admitted``, in flight, ended now: its weight leaves a window later."""
+        self._in_flight.discard(admitted)
+        self._in_flight_total -= admitted.cost
+        if not self._in_flight:
+            self._in_flight_total = 0.0  # no float residue from the subtractions
+        admitted._entry = self._ended_at(admitted.until_ms, admitted.cost)
+        if self._an_end is not None:
+            self._an_end.set()
+
+    def _forget_ended(self, cost: float) -> None:
+        self._ended_live -= 1
+        self._ended_total -= cost
+        if not self._ended_live:
+            self._ended_total = 0.0  # no float residue from the subtractions
+
+    def _weight(self) -> float:
+        return self._in_flight_total + self._ended_total
+
     async def rolling_window_loop(self) -> None:
         window_ms = self.config["windowSize"]
+        ended = self._ended
         while self.running:
             future, cost = self.queue[0]
             cost = self.config["cost"] if cost is None else cost
             now = self.now_ms()
-            window = self._window
-            while window and window[0].leaves_ms(now, window_ms) <= now:
-                self._total -= window.popleft().cost
-            if not window:
-                self._total = 0.0  # no float residue from the subtractions
+            while ended and (not ended[0].live or ended[0].end_ms + window_ms <= now):
+                entry = ended.popleft()
+                if entry.live:
+                    entry.live = False
+                    self._forget_ended(entry.cost)
             limit = self.config["maxWeight"]
-            fits = self._total + cost <= limit
-            if not fits and window and self._total + cost - limit <= 1e-9 * limit:
+            empty = not self._in_flight and not self._ended_live
+            fits = self._weight() + cost <= limit
+            if not fits and not empty and self._weight() + cost - limit <= 1e-9 * limit:
                 # a miss within float noise is summed afresh, as ccxt sums at every
-                # admission: the running total's residue (fractional costs) never holds a
+                # admission: the running totals' residue (fractional costs) never holds a
                 # request that fits; a real miss (whole weights) waits with no re-sum
-                self._total = math.fsum(admitted.cost for admitted in window)
-                fits = self._total + cost <= limit
+                self._in_flight_total = math.fsum(held.cost for held in self._in_flight)
+                self._ended_total = math.fsum(e.cost for e in ended if e.live)
+                fits = self._weight() + cost <= limit
             # one request costlier than the whole window goes alone (ccxt's loop fails on it)
-            if fits or not window:
+            if fits or empty:
                 admitted = Admitted(self, now, cost)
-                window.append(admitted)
-                self._total += cost
                 if not future.done():
                     future.set_result(admitted)
                 self.queue.popleft()
                 await self._sleep(0)  # as ccxt's: let the admitted request go first
                 if not self.queue:
                     self.running = False
+            elif ended:
+                # the earliest ended one leaves a window after its end
+                await self._sleep((ended[0].end_ms + window_ms - now) / 1000)
             else:
-                # the front's end, or while it is in flight the earliest it can leave
-                await self._sleep((window[0].leaves_ms(now, window_ms) - now) / 1000)
+                # all in flight: nothing leaves before a request's end
+                self._an_end = asyncio.Event()
+                await self._an_end.wait()
 
 
 def request_window(count: int, window_s: float, loop: Any) -> Any:
