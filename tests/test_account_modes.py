@@ -1594,7 +1594,8 @@ def test_binance_portfolio_margin_stream_s_coin_m_push_updates_the_listed_positi
     """A COIN-M fill's push on the portfolio margin stream (``ACCOUNT_UPDATE`` with ``fs``
     CM: ``pa``, ``ep``) between reconciles: the listed COIN-M position takes its size and
     entry (its PnL at the live mark is then Binance's at the new size), Binance's liquidation
-    price stays as read; a close's push removes it and its COIN-M mark stream."""
+    price stays as read; a close's push removes it, and the close's read its COIN-M mark
+    stream."""
 
     async def body() -> None:
         async with coin_m_streaming() as (fake, feed):
@@ -1618,7 +1619,8 @@ def test_binance_portfolio_margin_stream_s_coin_m_push_updates_the_listed_positi
             fake.reduce_cm_position(KEY, "BTCUSD_PERP", "0")  # the REST read that follows
             fake.push_cm_position_update(KEY, row | {"pa": "0", "ep": "0"})
             await eventually(lambda: coin_m() == [], what="the CM close's push")
-            assert COIN_M_BTC not in state.marks
+            # its coin's wallet followed on its mark until the close's own read (session 15)
+            await eventually(lambda: COIN_M_BTC not in state.marks, what="the close's read")
             listed = feed.listed_hub
             assert listed is not None and COIN_M_BTC not in listed.subscribers
 

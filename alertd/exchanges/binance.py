@@ -1433,13 +1433,13 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             if position_side == "BOTH" and amount != 0:
                 # one-way: a signed size ends the other side's position (a "0" closes either)
                 other = Side.SHORT if pushed is Side.LONG else Side.LONG
-                out.pop((str(market["symbol"]), other), None)
+                _closed_by_push(out, (str(market["symbol"]), other))
             sides = (Side.LONG, Side.SHORT) if position_side == "BOTH" and amount == 0 else ()
             for side in sides or (pushed,):
                 key = (str(market["symbol"]), side)
                 p = out.get(key)
                 if amount == 0:
-                    out.pop(key, None)
+                    _closed_by_push(out, key)
                     continue
                 entry = dec(raw.get("ep"), f"CM ACCOUNT_UPDATE {raw['s']} ep")
                 if entry <= 0:
@@ -1456,11 +1456,15 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                 if p.quantity is None:
                     continue
                 contracts = abs(amount)
+                # a contract's size in USD: the position's, or its market's where a push
+                # closed it since the read (held with no size: _closed_by_push)
+                size = (
+                    p.quantity / p.contracts
+                    if p.contracts
+                    else dec(str(market.get("contractSize")), f"{raw['s']} contractSize")
+                )
                 out[key] = dataclasses.replace(
-                    p,
-                    contracts=contracts,
-                    quantity=p.quantity / p.contracts * contracts,
-                    entry_price=entry,
+                    p, contracts=contracts, quantity=size * contracts, entry_price=entry
                 )
         changed = tuple(out.values())
         return None if changed == listed else changed
@@ -1820,6 +1824,22 @@ class BinanceUSDMAdapter(ExchangeAdapter):
 # auto-banned for continuing to send requests after receiving 429 codes", with a Retry-After;
 # spot "General Info", Limits), as USDⓈ-M's words it
 SPOT_IP_BAN = IpBanAnswer(418, lasts_s=120.0, until_ms=r"banned until (\d{10,16})")
+
+
+def _closed_by_push(
+    listed: dict[tuple[str, Side], ExchangeRatioPosition], key: tuple[str, Side]
+) -> None:
+    """A listed COIN-M position a push closed: held with no size until the next read where it
+    follows its mark (its coin's wallet, the close's realized PnL in it, is still the coin's
+    equity that uniMMR counts, moving with the coin's mark: dropped, the coin's equity
+    snapped back to as read until the fill's read), gone where it is listed as read."""
+    p = listed.get(key)
+    if p is None:
+        return
+    if p.quantity is None:
+        del listed[key]
+    else:
+        listed[key] = dataclasses.replace(p, contracts=Decimal(0), quantity=Decimal(0))
 
 
 class CoinMMarks(ExchangeAdapter):

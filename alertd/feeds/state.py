@@ -510,7 +510,8 @@ class AccountState:
     @property
     def listed_symbols(self) -> set[str]:
         """The symbols of the listed positions that follow their marks between reconciles
-        (a portfolio margin account's COIN-M positions in markets of the COIN-M catalogue)."""
+        (a portfolio margin account's COIN-M positions in markets of the COIN-M catalogue;
+        one a push closed too, until the next read: its coin's wallet moves with its mark)."""
         return {p.symbol for p in self.listed_positions if p.quantity is not None}
 
     @property
@@ -851,7 +852,10 @@ class AccountState:
                 stop = protection(self.stops, symbol, side, p.contracts, mark, liquidation)
                 figures = replace(figures, stop=stop)
             out.append(replace(figures, equity=equity, equity_unit=unit))
-        return (*out, *(self._followed(p) for p in self.listed_positions))
+        # a listed position a push closed is held without a size until the next read (its
+        # coin's wallet moving on with its mark: reported.py): closed, it is not shown
+        listed = (self._followed(p) for p in self.listed_positions if p.contracts > 0)
+        return (*out, *listed)
 
     @property
     def shown_fee_gap(self) -> FeeGap | None:
