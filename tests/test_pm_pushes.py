@@ -11,6 +11,10 @@ import asyncio
 from decimal import Decimal
 from typing import Any
 
+import pytest
+
+from alertd.exchanges import binance
+from alertd.feeds.adapter import FrameError
 from alertd.feeds.feed import AccountFeed
 
 from .fake_exchange.binance import FakeBinanceUSDM
@@ -19,6 +23,7 @@ from .support.fakes import started
 from .support.feeds import streaming
 from .support.poll import eventually
 from .test_account_modes import (
+    BTC_COLLATERAL_TIERS,
     COIN_M_BTC,
     KEY,
     SECRET,
@@ -87,3 +92,108 @@ def test_binance_portfolio_last_coin_m_close_keeps_the_coin_s_equity_until_its_r
                 assert COIN_M_BTC in state.listed_symbols
 
     run(body(), timeout_s=60)
+
+
+@pytest.mark.parametrize("change", ["transfer", "interest"])
+def test_binance_portfolio_cross_margin_pushes_move_the_coin_s_equity(change: str) -> None:
+    """The hedge (:func:`hedged_600_short`, a COIN-M wallet of 1 BTC) with 0.5 BTC in the
+    cross margin account, 0.2 of it borrowed, and BTC's tiered collateral rates
+    (:data:`BTC_COLLATERAL_TIERS`), read at 50,000. Then, with no read:
+
+    - ``transfer``: 0.8 BTC moved from the COIN-M wallet to the cross margin account, pushed
+      as Binance pushes it: the COIN-M wallet (ACCOUNT_UPDATE fs CM, ``a.B[].cw``) and the
+      cross margin balance (``outboundAccountPosition``: ``f`` + ``l``);
+    - ``interest``: 0.01 BTC of interest charged on the loan (``liabilityChange``: ``l`` the
+      total liability), nothing else.
+
+    BTC's equity in uniMMR is its COIN-M wallet, cross margin less loans and UM wallet
+    together: a transfer between them leaves it, interest lowers it. Before, the cross margin
+    account had no push path: the transfer counted as 0.8 BTC less (40,000 USD at 50,000)
+    and the interest not at all until the next read. Now the moved ratio is the local
+    Binance's next uniMMR to 1e-7 after the pushes, at 50,000 and at 45,000."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = hedged_600_short(fake, "1")
+            fake.set_collateral_tiers("BTC", BTC_COLLATERAL_TIERS)
+            fake.set_pm_coin_balance(KEY, "BTC", cross_margin="0.5", borrowed="0.2")
+            async with streaming(feed):
+                state = feed.state
+                await hedge_streaming(fake, feed)
+                (cm,) = state.listed_positions
+                assert (cm.coin_wallet, cm.coin_other) == (1, D("0.3"))
+                if change == "transfer":
+                    fake.set_cm_coin(KEY, "BTC", "0.2", "0.95")
+                    fake.set_collateral_tiers("BTC", BTC_COLLATERAL_TIERS)  # set_cm_coin's
+                    fake.push_cm_balance_update(KEY, "BTC", "MARGIN_TRANSFER")
+                    fake.set_pm_coin_balance(KEY, "BTC", cross_margin="1.3", borrowed="0.2")
+                    fake.push_margin_account_update(KEY, "BTC")
+                    pushed = (D("0.2"), D("1.1"))
+                else:
+                    fake.set_pm_coin_balance(
+                        KEY, "BTC", cross_margin="0.5", borrowed="0.2", interest="0.01"
+                    )
+                    fake.push_liability_change(KEY, "BTC", "INTEREST", interest="0.01")
+                    pushed = (D(1), D("0.29"))
+                await eventually(
+                    lambda: (
+                        [(p.coin_wallet, p.coin_other) for p in state.listed_positions] == [pushed]
+                    ),
+                    what="the pushes",
+                )
+                moved_as_binance_s_next(fake, state, f"after the {change}")
+                await both_marks_at(fake, state, "45000", "45000")
+                moved_as_binance_s_next(fake, state, f"at 45,000 after the {change}")
+                assert [p.coin_other for p in state.listed_as_read] == [D("0.3")]  # no read
+
+    run(body(), timeout_s=60)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"e": "outboundAccountPosition", "u": 1, "B": {"a": "BTC"}},
+        {"e": "outboundAccountPosition", "u": 1, "B": [{"f": "1", "l": "0"}]},
+        {"e": "outboundAccountPosition", "u": 1, "B": [{"a": "BTC", "f": "x", "l": "0"}]},
+        {"e": "liabilityChange", "E": 1, "a": "BTC", "t": "BORROW"},
+        {"e": "liabilityChange", "E": 1, "t": "BORROW", "l": "1"},
+    ],
+)
+def test_malformed_cross_margin_push_is_a_frame_error(message: dict[str, Any]) -> None:
+    """A malformed cross margin push (a balance row without its asset or a number, a
+    liability without its total or asset) is a frame error naming the field: the feed logs
+    and skips it (``on_frame``), the balances staying as they were."""
+    with pytest.raises(FrameError):
+        binance.pushed_cross_margin(message)
+
+
+def test_cross_margin_pushes_read_as_the_docs_examples() -> None:
+    """The Portfolio Margin user data stream docs' examples: "Event: Margin Account Update"
+    (ETH free 10000, locked 0, ``u`` 1564034571073) and "Event: Liability Update" (BTC, ``l``
+    1.03476851, ``E`` 1573200697110)."""
+    margin = {
+        "e": "outboundAccountPosition",
+        "E": 1564034571105,
+        "u": 1564034571073,
+        "U": 1027053479517,
+        "B": [{"a": "ETH", "f": "10000.000000", "l": "0.000000"}],
+    }
+    liability = {
+        "e": "liabilityChange",
+        "E": 1573200697110,
+        "a": "BTC",
+        "t": "BORROW",
+        "T": 1352286576452864727,
+        "p": "1.03453430",
+        "i": "0",
+        "l": "1.03476851",
+    }
+    assert binance.pushed_cross_margin(margin) == (
+        {"ETH": ("cross", D("10000"))},
+        1564034571073,
+    )
+    assert binance.pushed_cross_margin(liability) == (
+        {"BTC": ("liability", D("1.03476851"))},
+        1573200697110,
+    )
+    assert binance.pushed_cross_margin({"e": "balanceUpdate", "a": "BTC", "d": "1"}) == ({}, None)

@@ -401,6 +401,13 @@ class ExchangeRatioPosition:
     # margin's cross margin account, less loans and interest, and UM wallet of the coin:
     # "Account Balance"); None: not read
     coin_other: Decimal | None = None
+    # the part of ``coin_other`` in the cross margin account, each as read or pushed since
+    # (Binance portfolio margin's "Account Balance" ``crossMarginAsset``, free + locked, and
+    # ``crossMarginBorrowed`` + ``crossMarginInterest``; pushed: ``outboundAccountPosition``
+    # ``f`` + ``l``, ``liabilityChange`` ``l``): what a push of either replaces in it; None:
+    # not read
+    coin_cross: Decimal | None = None
+    coin_liability: Decimal | None = None
     # its coin's collateral tiers (:data:`CollateralTiers`); empty: not read, or not
     # placed (its equity's other parts unknown)
     collateral_tiers: CollateralTiers = ()

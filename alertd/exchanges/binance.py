@@ -389,16 +389,33 @@ def pm_collateral_rates(
     return {asset: _bounds(rows) for asset, rows in tiers.items()}, problems
 
 
-def pm_coin_balances(answer: Any) -> dict[str, Decimal]:
+@dataclasses.dataclass(frozen=True, slots=True)
+class PmBalance:
+    """An asset's equity outside its COIN-M wallet and positions, in the asset, as "Account
+    Balance" lists it (:func:`pm_coin_balances`), in the parts the portfolio margin stream
+    pushes apart."""
+
+    cross: Decimal  # crossMarginAsset: the cross margin account's, free + locked
+    liability: Decimal  # crossMarginBorrowed + crossMarginInterest: its loans
+    um: Decimal  # umWalletBalance + umUnrealizedPNL
+    updated_ms: int | None  # the row's updateTime (a push older than it is in it)
+
+    @property
+    def other(self) -> Decimal:
+        return self.cross - self.liability + self.um
+
+
+def pm_coin_balances(answer: Any) -> dict[str, PmBalance]:
     """Each asset's equity, in the asset, outside its COIN-M wallet and positions, as
     "Account Balance" (``GET /papi/v1/balance``, weight 20; developers.binance.com, Portfolio
-    Margin, account REST API) lists it: the cross margin account's ``crossMarginAsset`` less
-    ``crossMarginBorrowed`` and ``crossMarginInterest`` (its loans), and the UM
-    ``umWalletBalance`` and ``umUnrealizedPNL``. With the COIN-M wallet and positions' PnL it
-    is the asset's equity that uniMMR counts at its index and collateral rate."""
+    Margin, account REST API) lists it: the cross margin account's ``crossMarginAsset`` ("=
+    crossMarginFree + crossMarginLocked") less ``crossMarginBorrowed`` and
+    ``crossMarginInterest`` (its loans), and the UM ``umWalletBalance`` and
+    ``umUnrealizedPNL``. With the COIN-M wallet and positions' PnL it is the asset's equity
+    that uniMMR counts at its index and collateral rate."""
     if not isinstance(answer, list):
         raise FrameError("balance: expected a list of assets")
-    out: dict[str, Decimal] = {}
+    out: dict[str, PmBalance] = {}
     for raw in answer:
         if not isinstance(raw, dict) or not isinstance(raw.get("asset"), str):
             raise FrameError("balance: an asset is not an object with its name")
@@ -407,8 +424,51 @@ def pm_coin_balances(answer: Any) -> dict[str, Decimal]:
         held, borrowed, interest = (dec(raw.get(f, "0"), f"{where} {f}") for f in fields)
         um = dec(raw.get("umWalletBalance", "0"), f"{where} umWalletBalance")
         um += dec(raw.get("umUnrealizedPNL", "0"), f"{where} umUnrealizedPNL")
-        out[raw["asset"]] = held - borrowed - interest + um
+        at = stamp_or_none(raw.get("updateTime"))
+        out[raw["asset"]] = PmBalance(held, borrowed + interest, um, at)
     return out
+
+
+def pushed_cross_margin(message: Any) -> tuple[dict[str, tuple[str, Decimal]], int | None]:
+    """What a portfolio margin stream's push of the cross margin account tells, by asset: the
+    part of "Account Balance" it replaces (``cross``: ``crossMarginAsset``; ``liability``:
+    ``crossMarginBorrowed`` + ``crossMarginInterest``) and its new value, with the push's
+    stamp. Binance's Portfolio Margin user data streams (developers.binance.com, derivatives,
+    portfolio-margin, user-data-streams): "Event: Margin Account Update"
+    (``outboundAccountPosition``, "sent any time an account balance has changed": ``B[]`` of
+    ``a`` the asset, ``f`` free, ``l`` locked, absolute; ``u`` "Time of last account update")
+    gives ``cross`` = ``f`` + ``l``; "Event: Liability Update" (``liabilityChange``, on a
+    borrow, a repay, interest: ``a``, ``p`` the principal and ``i`` the interest of the
+    change, ``l`` "Total Liability", the asset's whole debt after it; ``E``) gives
+    ``liability`` = ``l`` (read as the loans and their interest together, as "Account
+    Balance" splits them: the docs' example's ``l`` is above its ``p`` + ``i``, the debt
+    before the change in it). "Event: Margin Balance Update" (``balanceUpdate``: ``d`` a
+    delta) is not applied: the ``outboundAccountPosition`` that follows every balance change
+    gives the balance itself, and a delta counted too would count it twice. Empty: not such
+    a push."""
+    if not isinstance(message, dict):
+        return {}, None
+    event = message.get("e")
+    if event == "outboundAccountPosition":
+        rows = message.get("B")
+        if not isinstance(rows, list):
+            raise FrameError("outboundAccountPosition: B is not a list of balances")
+        out = {}
+        for raw in rows:
+            if not isinstance(raw, dict) or not isinstance(raw.get("a"), str):
+                raise FrameError("outboundAccountPosition: a balance row without an asset")
+            where = f"outboundAccountPosition {raw['a']}"
+            free, locked = dec(raw.get("f"), f"{where} f"), dec(raw.get("l"), f"{where} l")
+            out[raw["a"]] = ("cross", free + locked)
+        at = stamp_or_none(message.get("u"))
+        return out, at if at is not None else stamp_or_none(message.get("E"))
+    if event == "liabilityChange":
+        asset = message.get("a")
+        if not isinstance(asset, str):
+            raise FrameError("liabilityChange: no asset")
+        total = dec(message.get("l"), f"liabilityChange {asset} l")
+        return {asset: ("liability", total)}, stamp_or_none(message.get("E"))
+    return {}, None
 
 
 def _bounds(tiers: CollateralTiers) -> tuple[Decimal, Decimal]:
@@ -947,6 +1007,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._coin_m_unlisted_pushed: set[str] = set()
         # the COIN-M rows' update times as the last snapshot read them (pushed_listed)
         self._coin_m_read_ms: dict[tuple[str, str], int] = {}
+        # each asset's "Account Balance" update time as the last snapshot read it
+        self._balance_read_ms: dict[str, int] = {}
         # what the last snapshot weighed in the per-IP budget, by its mode (None: none yet)
         self._snapshot_weight: float | None = None
         # each wallet's update time as the last snapshot read it (wallet_times)
@@ -1102,14 +1164,12 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                     collateral_rates=_bounds(tiers[coin]) if coin and coin in tiers else None,
                     collateral_tiers=tiers.get(coin, ()) if coin else (),
                     coin_wallet=wallets.get(coin, Decimal(0)) if coin else None,
-                    coin_other=(
-                        others.get(coin, Decimal(0)) if coin and others is not None else None
-                    ),
+                    **_other_parts(coin, others),
                 )
             )
         return tuple(out)
 
-    async def _coin_balances(self, exchange: Any) -> dict[str, Decimal] | None:
+    async def _coin_balances(self, exchange: Any) -> dict[str, PmBalance] | None:
         """Each coin's equity outside COIN-M (:func:`pm_coin_balances`), or None where "Account
         Balance" is refused or malformed (logged when it begins): the COIN-M positions are
         still listed, their coins' other wallets then as read and their tiers bounded."""
@@ -1127,8 +1187,12 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                     describe(exc),
                 )
             self._balances_failing = True
+            self._balance_read_ms = {}
             return None
         self._balances_failing = False
+        self._balance_read_ms = {
+            asset: b.updated_ms for asset, b in found.items() if b.updated_ms is not None
+        }
         return found
 
     async def _cm_brackets(
@@ -1407,6 +1471,9 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         Detail's ``crossWalletBalance`` reads, a close's realized PnL and fee in it, a funding
         fee's push has B alone) give the listed positions of that coin their wallet
         (:meth:`_pushed_wallets`). None: not such a push, or nothing listed changed."""
+        cross, at_ms = pushed_cross_margin(message)
+        if cross:
+            return self._pushed_cross_margin(cross, at_ms, listed)
         if not isinstance(message, dict) or message.get("fs") != "CM":
             return None
         catalogue = self._coin_m_catalogue
@@ -1467,6 +1534,43 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                     p, contracts=contracts, quantity=size * contracts, entry_price=entry
                 )
         changed = tuple(out.values())
+        return None if changed == listed else changed
+
+    def _pushed_cross_margin(
+        self,
+        pushed: dict[str, tuple[str, Decimal]],
+        at_ms: int | None,
+        listed: tuple[ExchangeRatioPosition, ...],
+    ) -> tuple[ExchangeRatioPosition, ...] | None:
+        """The listed positions with their coin's cross margin balance or loans as a push
+        gives them (:func:`pushed_cross_margin`): the part it replaces in the coin's other
+        equity (``coin_other``), so that a transfer between the coin's COIN-M wallet and its
+        cross margin account, or a margin loan or repay, moves the coin's equity as it moves
+        Binance's (before, the COIN-M side moved and the cross margin side stood as read: a
+        change until the next read). A push older than the asset's row as read is in it; a
+        coin whose balances were not read (refused) stays so. None: nothing changed."""
+        out = []
+        for p in listed:
+            change = pushed.get(p.coin) if p.coin else None
+            other, cross, liability = p.coin_other, p.coin_cross, p.coin_liability
+            read_ms = self._balance_read_ms.get(p.coin) if p.coin else None
+            if (
+                change is None
+                or other is None
+                or cross is None
+                or liability is None
+                or older(at_ms, read_ms)
+            ):
+                out.append(p)
+                continue
+            part, value = change
+            if part == "cross":
+                p = dataclasses.replace(p, coin_other=other - cross + value, coin_cross=value)
+            else:
+                other += liability - value
+                p = dataclasses.replace(p, coin_other=other, coin_liability=value)
+            out.append(p)
+        changed = tuple(out)
         return None if changed == listed else changed
 
     @staticmethod
@@ -1534,6 +1638,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             collateral_tiers=sibling.collateral_tiers,
             coin_wallet=sibling.coin_wallet,
             coin_other=sibling.coin_other,
+            coin_cross=sibling.coin_cross,
+            coin_liability=sibling.coin_liability,
         )
 
     def _said_unlisted_push(self, market_id: str) -> None:
@@ -1824,6 +1930,16 @@ class BinanceUSDMAdapter(ExchangeAdapter):
 # auto-banned for continuing to send requests after receiving 429 codes", with a Retry-After;
 # spot "General Info", Limits), as USDⓈ-M's words it
 SPOT_IP_BAN = IpBanAnswer(418, lasts_s=120.0, until_ms=r"banned until (\d{10,16})")
+
+
+def _other_parts(coin: str | None, others: Mapping[str, PmBalance] | None) -> dict[str, Any]:
+    """A COIN-M position's coin's equity outside COIN-M (:class:`PmBalance`): in all, and the
+    parts the stream pushes (none of it where "Account Balance" was not read; 0 for a coin it
+    does not list)."""
+    if not coin or others is None:
+        return {"coin_other": None, "coin_cross": None, "coin_liability": None}
+    found = others.get(coin, PmBalance(Decimal(0), Decimal(0), Decimal(0), None))
+    return {"coin_other": found.other, "coin_cross": found.cross, "coin_liability": found.liability}
 
 
 def _closed_by_push(

@@ -777,6 +777,8 @@ class AccountState:
             collateral_tiers=p.collateral_tiers,
             coin_wallet=p.coin_wallet,
             coin_other=p.coin_other,
+            coin_cross=p.coin_cross,
+            coin_liability=p.coin_liability,
             opened=p.opened,
             coin=p.coin,
             quantity=None,

@@ -1385,6 +1385,42 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         self._on_loop(self._push_user, account.api_key, event)
 
     @scripted
+    def push_margin_account_update(self, api_key: str, coin: str) -> None:
+        """A portfolio margin account's push of ``coin``'s cross margin balance as
+        ``set_pm_coin_balance`` left it: "Event: Margin Account Update"
+        (``outboundAccountPosition``, ``B[]`` of ``a``, ``f`` free and ``l`` locked, all of it
+        free here; ``u`` the time of the last account update), as the Portfolio Margin user
+        data stream docs list it."""
+        account = self._account(api_key)
+        stamp = now_ms()
+        row = account.pm_balances.get(coin.upper(), {})
+        held = row.get("crossMarginAsset", Decimal(0))
+        balance = {"a": coin.upper(), "f": _f8(held), "l": "0.00000000"}
+        event = {"e": "outboundAccountPosition", "E": stamp, "u": stamp - 1, "U": stamp,
+                 "B": [balance]}  # fmt: skip
+        self._on_loop(self._push_user, account.api_key, event)
+
+    @scripted
+    def push_liability_change(
+        self, api_key: str, coin: str, kind: str, principal: Num = "0", interest: Num = "0"
+    ) -> None:
+        """A portfolio margin account's push of ``coin``'s margin loan as ``set_pm_coin_balance``
+        left it: "Event: Liability Update" (``liabilityChange``: ``t`` the ``kind`` (BORROW,
+        REPAY, INTEREST...), ``p`` and ``i`` the change's principal and interest, ``l`` the
+        total liability, borrowed and interest), as the Portfolio Margin user data stream docs
+        list it."""
+        account = self._account(api_key)
+        stamp = now_ms()
+        row = account.pm_balances.get(coin.upper(), {})
+        total = row.get("crossMarginBorrowed", Decimal(0)) + row.get(
+            "crossMarginInterest", Decimal(0)
+        )
+        event = {"e": "liabilityChange", "E": stamp, "a": coin.upper(), "t": kind,
+                 "T": stamp, "p": _f8(_dec(principal)), "i": _f8(_dec(interest)),
+                 "l": _f8(total)}  # fmt: skip
+        self._on_loop(self._push_user, account.api_key, event)
+
+    @scripted
     def reset_weight(self) -> None:
         self.used_weight = dict.fromkeys(REQUEST_WEIGHTS, 0)
         self.used_weight_by_ip = {}
