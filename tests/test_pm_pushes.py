@@ -13,23 +13,27 @@ from typing import Any
 
 import pytest
 
+from alertd.config import RuleConfig
 from alertd.exchanges import binance
 from alertd.feeds.adapter import FrameError
 from alertd.feeds.feed import AccountFeed
+from alertd.rules.messages import render
 
 from .fake_exchange.binance import FakeBinanceUSDM
 from .support.aio import run
 from .support.fakes import started
-from .support.feeds import streaming
+from .support.feeds import BTC, FAST, FAST_OPTIONS, secrets, streaming
 from .support.poll import eventually
 from .test_account_modes import (
     BTC_COLLATERAL_TIERS,
     COIN_M_BTC,
     KEY,
     SECRET,
+    Evaluated,
     both_marks_at,
     hedged_600_short,
     moved_as_binance_s_next,
+    portfolio_margin_config,
 )
 
 D = Decimal
@@ -197,3 +201,78 @@ def test_cross_margin_pushes_read_as_the_docs_examples() -> None:
         1573200697110,
     )
     assert binance.pushed_cross_margin({"e": "balanceUpdate", "a": "BTC", "d": "1"}) == ({}, None)
+
+
+@pytest.mark.parametrize("held", ["ETH", "none"])
+def test_binance_portfolio_coin_m_opened_in_a_coin_not_read_is_incomplete_then_read(
+    held: str,
+) -> None:
+    """A portfolio margin account (a UM long of 1 BTC, 20,000 USDT) holding no BTC COIN-M
+    position at its read (``held``: an ETH one, or none, so that the COIN-M catalogue is not
+    loaded either), so that none of BTC's equity outside UM was read (its COIN-M wallet of
+    0.5 BTC, 1 BTC in the cross margin account) nor its collateral tiers; then a COIN-M short
+    of 300 BTCUSD_PERP opened and pushed. The push carries the position and BTC's COIN-M
+    wallet now, not what Binance's equity as read holds of BTC: its gain cannot be placed in
+    BTC's tiers (and, with no catalogue, the position cannot be named). So the account is
+    incomplete, naming the position and what is missing, in the ratio alert's message too,
+    and Binance's ratio stands as read (not moved); the account is read again at once (the
+    read held here, then released). After the read the moved ratio is the local Binance's
+    next uniMMR to 1e-7 at 45,000. Before, the short counted from nothing (its gain at 0:
+    uniMMR lower than Binance's), or with no catalogue not at all, until the reconcile: no
+    read followed the push, nothing was said."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            fake.set_portfolio_margin(KEY)
+            fake.set_mark(BTC, "60000")
+            fake.open_position(KEY, BTC, "long", "1", "60000")
+            fake.set_cm_mark("BTCUSD_PERP", "60000")
+            if held == "ETH":
+                fake.set_cm_mark("ETHUSD_PERP", "3000")
+                fake.open_cm_position(KEY, "ETHUSD_PERP", "10", "3000", "1000")
+            fake.set_cm_coin(KEY, "BTC", "0.5", "0.95")
+            fake.set_collateral_tiers("BTC", BTC_COLLATERAL_TIERS)
+            fake.set_pm_coin_balance(KEY, "BTC", cross_margin="1")
+            # no stale reconnects on a loaded machine between the marks set and streamed
+            settings = FAST.model_copy(update={"stale_after_s": 30.0})
+            config = portfolio_margin_config(fake)
+            feed = AccountFeed(config, secrets(KEY, SECRET), settings, FAST_OPTIONS)
+            async with streaming(feed):
+                feed.reconcile_interval_s = 60.0  # no reconcile: the push's own read alone
+                state = feed.state
+                await fake.wait_for_user_stream(KEY, 10)
+                await fake.wait_for_subscription("btcusdt@markPrice@1s", 10)
+                await eventually(  # the bootstrap's read and the start's settle resync
+                    lambda: fake.requests.count(("GET", "/papi/v1/account")) >= 2,
+                    what="the start's reads",
+                )
+                await asyncio.sleep(1.5)  # past the start's settle resync
+                fake.hold_rest("/papi/v1/account")  # the push's read waits
+                fake.open_cm_position(KEY, "BTCUSD_PERP", "-300", "60000", "90000")
+                fake.push_cm_position_update(KEY, cm_row("-300"))
+                await eventually(lambda: fake.held_answers() == 1, what="the push's read")
+                (missing,) = state.incomplete()
+                said = (
+                    f"{COIN_M_BTC} short: opened by a push in BTC"
+                    if held == "ETH"
+                    else "BTCUSD_PERP: a position pushed that the last read did not list"
+                )
+                assert missing.startswith(said), missing
+                # Binance's as read, not moved
+                assert state.exchange_ratio() == (state.reported_account.margin_ratio, False)
+                ratio = RuleConfig(name="ratio", metric="margin_ratio", above=D(0))
+                notes = Evaluated(feed, ratio).alerting.evaluate(feed, 1.0)
+                (note,) = [n for n in notes if n.rule.name == "ratio"]
+                text = render(note).body
+                assert "incomplete data: " + missing in text, text
+                fake.release_rest()
+                await eventually(
+                    lambda: [p.opened for p in state.listed_as_read if p.coin == "BTC"] == [False],
+                    what="the read",
+                )
+                assert state.incomplete() == []
+                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                await both_marks_at(fake, state, "45000", "45000")
+                moved_as_binance_s_next(fake, state, "at 45,000")
+
+    run(body(), timeout_s=60)

@@ -1005,6 +1005,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._bracket_problems: set[str] = set()
         # the COIN-M markets a push named with no listed position (said once each)
         self._coin_m_unlisted_pushed: set[str] = set()
+        # those pushed open since the last read, not listed (pushed_unlisted)
+        self._pushed_unlisted: set[str] = set()
         # the COIN-M rows' update times as the last snapshot read them (pushed_listed)
         self._coin_m_read_ms: dict[tuple[str, str], int] = {}
         # each asset's "Account Balance" update time as the last snapshot read it
@@ -1024,6 +1026,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._coin_m = ()
         self._coin_m_unlisted = None
         self._not_portfolio = False
+        # this read lists what was pushed before it (one pushed while it reads is named again)
+        self._pushed_unlisted = set()
         try:
             portfolio = await exchange.papiGetAccount()
         except Exception as exc:
@@ -1478,16 +1482,27 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             return None
         catalogue = self._coin_m_catalogue
         update = message.get("a")
-        if catalogue is None or not isinstance(update, dict):
+        if not isinstance(update, dict):
             return None
         rows = update.get("P", [])
         if not isinstance(rows, list):
             raise FrameError("CM ACCOUNT_UPDATE: a.P is not a list of positions")
-        out = {(p.symbol, p.side): p for p in self._pushed_wallets(update.get("B", []), listed)}
         # the event's time "E" (as a UM push's, watch_positions) against the row's
         # "updateTime" the last read gave: a row older than the read is already in it or
         # overtaken (a push that came late, or applied again over that read)
         at = stamp_or_none(message.get("E"))
+        if catalogue is None:
+            # no COIN-M position at the read: its catalogue not loaded, a position opened
+            # since cannot be named or followed until a read (which loads it)
+            for raw in rows:
+                if not isinstance(raw, dict) or not isinstance(raw.get("s"), str):
+                    raise FrameError("CM ACCOUNT_UPDATE: a position row without a symbol")
+                amount = dec(raw.get("pa"), f"CM ACCOUNT_UPDATE {raw['s']} pa")
+                ps = str(raw.get("ps", "BOTH"))
+                if amount != 0 and not older(at, self._coin_m_read_ms.get((raw["s"], ps))):
+                    self._said_unlisted_push(raw["s"])
+            return None
+        out = {(p.symbol, p.side): p for p in self._pushed_wallets(update.get("B", []), listed)}
         for raw in rows:
             if not isinstance(raw, dict) or not isinstance(raw.get("s"), str):
                 raise FrameError("CM ACCOUNT_UPDATE: a position row without a symbol")
@@ -1645,6 +1660,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
     def _said_unlisted_push(self, market_id: str) -> None:
         """Say, once per COIN-M market, that its push names a position not listed (opened since
         the last read, or in a market the COIN-M catalogue does not hold)."""
+        self._pushed_unlisted.add(market_id)
         if market_id not in self._coin_m_unlisted_pushed:
             self._coin_m_unlisted_pushed.add(market_id)
             log.info(
@@ -1652,6 +1668,9 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                 "not in the COIN-M catalogue): left to the next reconcile",
                 market_id,
             )
+
+    def pushed_unlisted(self) -> frozenset[str]:
+        return frozenset(self._pushed_unlisted)
 
     def listed_marks(self, options: Mapping[str, Any]) -> ExchangeAdapter | None:
         # a portfolio margin account's COIN-M positions: their catalogue (``listed_catalogue``,

@@ -731,6 +731,7 @@ class AccountFeed:
         self._tell_unread_fee(unread_fee)
         self._set_mode(self._settled(mode, account_figures))
         self.state.listed_stops = self.adapter.listed_stops()
+        self.state.listed_pushed_unlisted = self.adapter.pushed_unlisted()
         for symbol, mark in marks.items():
             # a REST mark seeds a symbol; the stream keeps it fresh after that
             wanted_mark = symbol in self.state.held_symbols or symbol in coin_symbols
@@ -1438,6 +1439,7 @@ class AccountFeed:
             listed = None
         if listed is not None:
             before = self.state.listed_positions
+            unplaced = {(p.symbol, p.side) for p in self.state.listed_unplaced()}
             self._pushes.apply(
                 functools.partial(self._push_listed, message, listed),
                 functools.partial(self._push_listed, message),
@@ -1446,6 +1448,17 @@ class AccountFeed:
             self._notify(Change.ACCOUNT)
             if realizes(before, listed):
                 self._fill_resync(now)
+            elif {(p.symbol, p.side) for p in self.state.listed_unplaced()} - unplaced:
+                # opened in a coin the last read held none of: what the exchange's equity as
+                # read holds of the coin is only in a read (the account incomplete meanwhile)
+                self._settle_resync(now, "COIN-M position opened in a coin not read")
+        unlisted = self.adapter.pushed_unlisted()
+        if unlisted != self.state.listed_pushed_unlisted:
+            new = unlisted - self.state.listed_pushed_unlisted
+            self.state.listed_pushed_unlisted = unlisted
+            self._notify(Change.ACCOUNT)
+            if new:  # a position the pushes cannot list: a read lists it
+                self._settle_resync(now, "COIN-M position pushed, not listed")
         event = self.adapter.event(message, now)
         if event is not None:
             self._event(event)

@@ -318,6 +318,9 @@ class AccountState:
     listed_as_read: tuple[ExchangeRatioPosition, ...] = ()
     # their protective stops as read with them: re-figured at their live marks
     listed_stops: tuple[StopOrder, ...] = ()
+    # the exchange's ids of positions pushed since the last read that could not be listed
+    # (ExchangeAdapter.pushed_unlisted): the account is incomplete until a read lists them
+    listed_pushed_unlisted: frozenset[str] = frozenset()
     # the marks alertd held when reported_account was read: the exchange's ratio moves from them
     reported_marks: dict[str, Decimal] = field(default_factory=dict)
     mode: ModeReading = NOT_READ  # read at bootstrap and at every reconcile
@@ -637,7 +640,35 @@ class AccountState:
         Deliver 6: an account that stays incomplete says what is missing)."""
         if self.mode.coverage is Coverage.COMPUTED:
             return self.missing()
-        return [_unknown_market(f"{s} {side.label}") for s, side in self.unknown_positions()]
+        unknown = [_unknown_market(f"{s} {side.label}") for s, side in self.unknown_positions()]
+        return (
+            unknown
+            + [
+                f"{p.symbol} {p.side.label}: opened by a push in {p.coin or 'a coin'} with no "
+                "position of it read, whose equity as read (its COIN-M wallet, cross margin and "
+                "UM balances) and collateral tiers the pushes do not carry: the exchange's ratio "
+                "stands as read until the account is read again (at once)"
+                for p in self.listed_unplaced()
+            ]
+            + [
+                f"{market_id}: a position pushed that the last read did not list (its market's "
+                "catalogue not loaded): not in the exchange's ratio until the account is read "
+                "again (at once)"
+                for market_id in sorted(self.listed_pushed_unlisted)
+            ]
+        )
+
+    def listed_unplaced(self) -> list[ExchangeRatioPosition]:
+        """The listed positions a push opened in a coin the last read held none of (Binance
+        portfolio margin's COIN-M: no wallet, balances or collateral tiers of the coin were
+        read, and its pushes carry only its COIN-M wallet now, not what the exchange's
+        equity as read holds of it): their PnL cannot be placed in the exchange's figures
+        (a gain at the coin's collateral tiers, a loss in full below zero) until a read."""
+        return [
+            p
+            for p in self.listed_positions
+            if p.opened and p.coin_wallet is None and p.contracts > 0 and p.quantity is not None
+        ]
 
     def unknown_positions(self) -> list[tuple[str, Side]]:
         """The held positions in markets alertd does not know (a market listed since the
@@ -794,7 +825,7 @@ class AccountState:
         exposures = self._exchange_exposures()
         moved = (
             None
-            if exposures is None
+            if exposures is None or self.listed_unplaced() or self.listed_pushed_unlisted
             else moved_ratio(
                 read.margin_ratio,
                 read.margin_balance,
@@ -816,7 +847,7 @@ class AccountState:
         exposures = self._exchange_exposures()
         moved = (
             None
-            if exposures is None
+            if exposures is None or self.listed_unplaced() or self.listed_pushed_unlisted
             else moved_equity(
                 read,
                 exposures,
