@@ -22,7 +22,7 @@ from alertd.rules.messages import render
 from .fake_exchange.binance import FakeBinanceUSDM
 from .support.aio import run
 from .support.fakes import started
-from .support.feeds import BTC, FAST, FAST_OPTIONS, secrets, streaming
+from .support.feeds import FAST, FAST_OPTIONS, secrets, streaming
 from .support.poll import eventually
 from .test_account_modes import (
     BTC_COLLATERAL_TIERS,
@@ -33,6 +33,7 @@ from .test_account_modes import (
     both_marks_at,
     hedged_600_short,
     moved_as_binance_s_next,
+    portfolio_long_btc,
     portfolio_margin_config,
 )
 
@@ -223,9 +224,7 @@ def test_binance_portfolio_coin_m_opened_in_a_coin_not_read_is_incomplete_then_r
 
     async def body() -> None:
         async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
-            fake.set_portfolio_margin(KEY)
-            fake.set_mark(BTC, "60000")
-            fake.open_position(KEY, BTC, "long", "1", "60000")
+            portfolio_long_btc(fake)  # its feed with stale marks after 30 s: below
             fake.set_cm_mark("BTCUSD_PERP", "60000")
             if held == "ETH":
                 fake.set_cm_mark("ETHUSD_PERP", "3000")
