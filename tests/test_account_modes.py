@@ -1354,6 +1354,14 @@ CM_BRACKETS_THREE = [
 ]  # fmt: skip
 
 
+async def start_reads(fake: FakeBinanceUSDM) -> None:
+    """Until a streaming portfolio margin account's start has read it twice: its bootstrap's
+    read and the start's settle resync."""
+    await eventually(
+        lambda: fake.requests.count(("GET", "/papi/v1/account")) >= 2, what="the start's reads"
+    )
+
+
 def test_binance_portfolio_coin_m_requirement_moves_across_its_brackets_and_pushed_size() -> None:
     """A COIN-M long of 300 BTCUSD_PERP (30,000 USD) at 60,000 beside a UM long of 1 BTC,
     20,000 USDT, its brackets read with it ("Query CM Notional and Leverage Brackets", GET
@@ -1378,10 +1386,7 @@ def test_binance_portfolio_coin_m_requirement_moves_across_its_brackets_and_push
                 state = feed.state
                 await fake.wait_for_user_stream(KEY, 10)
                 await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
-                await eventually(  # the bootstrap's read and the start's settle resync
-                    lambda: fake.requests.count(("GET", "/papi/v1/account")) >= 2,
-                    what="the start's reads",
-                )
+                await start_reads(fake)
 
                 def matches() -> bool:
                     ratio, moved = state.exchange_ratio()
@@ -1428,10 +1433,7 @@ def test_binance_portfolio_coin_m_position_opened_by_a_push_is_listed_and_follow
                 await fake.wait_for_user_stream(KEY, 10)
                 await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
                 await fake.wait_for_subscription("btcusdt@markPrice@1s", 10)
-                await eventually(  # the bootstrap's read and the start's settle resync
-                    lambda: fake.requests.count(("GET", "/papi/v1/account")) >= 2,
-                    what="the start's reads",
-                )
+                await start_reads(fake)
                 reads = fake.requests.count(("GET", "/papi/v1/account"))
                 fake.set_cm_mark("BTCUSD_261225", "60000")
                 fake.open_cm_position(KEY, "BTCUSD_261225", "-300", "60000", "90000")

@@ -35,6 +35,7 @@ from .test_account_modes import (
     moved_as_binance_s_next,
     portfolio_long_btc,
     portfolio_margin_config,
+    start_reads,
 )
 
 D = Decimal
@@ -241,10 +242,7 @@ def test_binance_portfolio_coin_m_opened_in_a_coin_not_read_is_incomplete_then_r
                 state = feed.state
                 await fake.wait_for_user_stream(KEY, 10)
                 await fake.wait_for_subscription("btcusdt@markPrice@1s", 10)
-                await eventually(  # the bootstrap's read and the start's settle resync
-                    lambda: fake.requests.count(("GET", "/papi/v1/account")) >= 2,
-                    what="the start's reads",
-                )
+                await start_reads(fake)
                 await asyncio.sleep(1.5)  # past the start's settle resync
                 fake.hold_rest("/papi/v1/account")  # the push's read waits
                 fake.open_cm_position(KEY, "BTCUSD_PERP", "-300", "60000", "90000")
