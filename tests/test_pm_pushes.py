@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from alertd.config import RuleConfig
+from alertd.engine.reported import collateral_value
 from alertd.exchanges import binance
 from alertd.feeds.adapter import FrameError
 from alertd.feeds.feed import AccountFeed
@@ -273,3 +274,20 @@ def test_binance_portfolio_coin_m_opened_in_a_coin_not_read_is_incomplete_then_r
                 moved_as_binance_s_next(fake, state, "at 45,000")
 
     run(body(), timeout_s=60)
+
+
+def test_the_cross_margin_faq_s_tiered_example_is_the_slices() -> None:
+    """Binance's one published worked example of tiered collateral ("Binance Cross Margin
+    Collateral Haircuts", Example 1, Scenario 1): 6,000 BTC at 20,000 USDT, BTC's tiers 100%
+    to 100,000,000 USDT, 97.5% to 120,000,000, 95% to 150,000,000, 90% to 180,000,000, 85% to
+    200,000,000, counts (100,000,000) x 100% + (120,000,000 - 100,000,000) x 97.5% =
+    119,500,000. It is the cross margin account's collateral value, not portfolio margin's
+    uniMMR, and gives no ``cum``: alertd's slices reproduce it; which reading of the portfolio
+    margin tiers' ``cum`` Binance applies stays undocumented (docs/exchanges.md)."""
+    edges = [0, 100_000_000, 120_000_000, 150_000_000, 180_000_000, 200_000_000]
+    rates = ["1", "0.975", "0.95", "0.9", "0.85"]
+    tiers = tuple(
+        (D(edges[i]), D(edges[i + 1]) if i + 1 < len(rates) else None, D(rate), None)
+        for i, rate in enumerate(rates)
+    )
+    assert collateral_value(D(6000) * 20000, tiers) == 119_500_000
