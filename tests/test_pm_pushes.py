@@ -70,7 +70,8 @@ def test_binance_portfolio_last_coin_m_close_keeps_the_coin_s_equity_until_its_r
     snapped back to the coin's equity as read at 50,000 until the fill's read (a firing ratio
     alert could resolve, then fire again at the read). Now the moved ratio is the local
     Binance's next uniMMR to 1e-7 at the close and as BTC falls to 45,000 after it, with no
-    read, the COIN-M mark still followed until the read."""
+    read, the COIN-M mark still followed until the read; and after a short of 200 opened
+    again at 45,000 and pushed before the read, at 42,000."""
 
     async def body() -> None:
         async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
@@ -97,6 +98,15 @@ def test_binance_portfolio_last_coin_m_close_keeps_the_coin_s_equity_until_its_r
                 moved_as_binance_s_next(fake, state, "at 45,000 after the close")
                 assert [p.contracts for p in state.listed_as_read] == [300]  # no read since
                 assert COIN_M_BTC in state.listed_symbols
+                # opened again before the read: the held leg takes the push's size and entry
+                fake.open_cm_position(KEY, "BTCUSD_PERP", "-200", "45000", "90000")
+                fake.push_cm_position_update(KEY, cm_row("-200", "45000"))
+                await eventually(
+                    lambda: [p.quantity for p in state.listed_positions] == [20000],
+                    what="the reopening push",
+                )
+                await both_marks_at(fake, state, "42000", "42000")
+                moved_as_binance_s_next(fake, state, "reopened, at 42,000")
 
     run(body(), timeout_s=60)
 
