@@ -8,6 +8,8 @@ coin the last read held none of.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -59,6 +61,21 @@ async def hedge_streaming(fake: FakeBinanceUSDM, feed: AccountFeed) -> None:
     await both_marks_at(fake, feed.state, "50000", "50000")
     await feed.reconcile()
     await asyncio.sleep(1.5)  # past the start's settle resync
+
+
+@contextlib.asynccontextmanager
+async def cross_margin_hedge(
+    cash: str, wallet: str, **balances: str
+) -> AsyncIterator[tuple[FakeBinanceUSDM, AccountFeed]]:
+    """The hedge (:func:`hedged_600_short`, ``cash`` USDT, a COIN-M wallet of ``wallet``
+    BTC) with BTC's cross margin and UM ``balances`` (``set_pm_coin_balance``), streaming and
+    read at 50,000 (:func:`hedge_streaming`)."""
+    async with started(FakeBinanceUSDM(), [(KEY, SECRET, cash)]) as fake:
+        feed = hedged_600_short(fake, wallet)
+        fake.set_pm_coin_balance(KEY, "BTC", **balances)
+        async with streaming(feed):
+            await hedge_streaming(fake, feed)
+            yield fake, feed
 
 
 def test_binance_portfolio_last_coin_m_close_keeps_the_coin_s_equity_until_its_read() -> None:
@@ -166,6 +183,88 @@ def test_binance_portfolio_cross_margin_pushes_move_the_coin_s_equity(change: st
     run(body(), timeout_s=60)
 
 
+def test_binance_portfolio_margin_trade_s_push_with_another_asset_is_left_as_read() -> None:
+    """The hedge (:func:`hedged_600_short`, a COIN-M wallet of 1 BTC) with 0.5 BTC in the
+    cross margin account and 100,000 USDT, read at 50,000. A margin trade buys 1 BTC with
+    50,000 USDT: Binance pushes one ``outboundAccountPosition`` with both rows (BTC 1.5, USDT
+    50,000). uniMMR counts the BTC at 0.95 and the USDT in full: Binance's equity falls by
+    the haircut, 2,500 USD. alertd moves BTC and not USDT, whose half of the trade it cannot
+    count: it leaves the trade as read (2,500 above Binance's until a read), taking BTC's
+    1.5 as seen, so that a transfer of 0.5 BTC from the COIN-M wallet to the cross margin
+    account after it moves nothing; after a read the moved ratio is Binance's next uniMMR
+    to 1e-7 again. Before, BTC's row alone was applied: +47,500 USD where Binance's fell by
+    2,500 (uniMMR 496 where Binance's was 382; review of pm15, finding 1)."""
+
+    async def body() -> None:
+        async with cross_margin_hedge("100000", "1", cross_margin="0.5") as (fake, feed):
+            state = feed.state
+            moved_as_binance_s_next(fake, state, "before the trade")
+            before = state.exchange_equity()
+            fake.spend_margin_usdt(KEY, "50000")
+            fake.set_pm_coin_balance(KEY, "BTC", cross_margin="1.5")
+            fake.push_margin_account_update(KEY, "BTC", also={"USDT": "50000"})
+            await eventually(
+                lambda: [p.coin_cross for p in state.listed_positions] == [D("1.5")],
+                what="the trade's push",
+            )
+            assert [p.coin_other for p in state.listed_positions] == [D("0.5")]
+            theirs = D(fake.portfolio_account(KEY)["accountEquity"])
+            assert state.exchange_equity() == before
+            assert abs(before - theirs - 2500) < D("1e-5")  # Binance's in 8 decimals
+            fake.set_cm_coin(KEY, "BTC", "0.5", "0.95")
+            fake.push_cm_balance_update(KEY, "BTC", "MARGIN_TRANSFER")
+            fake.set_pm_coin_balance(KEY, "BTC", cross_margin="2")
+            fake.push_margin_account_update(KEY, "BTC")
+            await eventually(
+                lambda: (
+                    [(p.coin_wallet, p.coin_cross) for p in state.listed_positions]
+                    == [(D("0.5"), D(2))]
+                ),
+                what="the transfer's pushes",
+            )
+            assert state.exchange_equity() == before  # the transfer moved nothing
+            await feed.reconcile()
+            moved_as_binance_s_next(fake, state, "read after the trade")
+            await both_marks_at(fake, state, "45000", "45000")
+            moved_as_binance_s_next(fake, state, "at 45,000 after the trade's read")
+
+    run(body(), timeout_s=60)
+
+
+def test_binance_portfolio_fund_collection_moves_the_um_wallet_too() -> None:
+    """The hedge (:func:`hedged_600_short`, a COIN-M wallet of 0.01 BTC) with 0.5 BTC in the
+    cross margin account and 0.3 BTC in the UM wallet, read at 50,000. "Fund Collection by
+    Asset" (POST /papi/v1/asset-collection) moves BTC from the futures wallets into the cross
+    margin account: pushed on each side, the COIN-M wallet (ACCOUNT_UPDATE fs CM, ``cw``),
+    the UM wallet (ACCOUNT_UPDATE fs UM, ``wb``) and the cross margin balance
+    (``outboundAccountPosition``). BTC's equity in uniMMR stays; the moved ratio is the local
+    Binance's next uniMMR to 1e-7 after the pushes, at 50,000 and at 45,000. Before, the UM
+    side had no push path: its 0.3 BTC counted twice (uniMMR 164 where Binance's was 132;
+    review of pm15, finding 2)."""
+
+    async def body() -> None:
+        hedge = cross_margin_hedge("20000", "0.01", cross_margin="0.5", um_wallet="0.3")
+        async with hedge as (fake, feed):
+            state = feed.state
+            moved_as_binance_s_next(fake, state, "before the collection")
+            fake.set_cm_coin(KEY, "BTC", "0", "0.95")
+            fake.set_pm_coin_balance(KEY, "BTC", cross_margin="0.81", um_wallet="0")
+            fake.push_cm_balance_update(KEY, "BTC", "MARGIN_TRANSFER")
+            fake.push_um_coin_balance(KEY, "BTC", "MARGIN_TRANSFER")
+            fake.push_margin_account_update(KEY, "BTC")  # the last: the others before it
+            await eventually(
+                lambda: [p.coin_cross for p in state.listed_positions] == [D("0.81")],
+                what="the pushes",
+            )
+            moved_as_binance_s_next(fake, state, "after the collection")
+            assert [(p.coin_wallet, p.coin_um) for p in state.listed_positions] == [(0, 0)]
+            await both_marks_at(fake, state, "45000", "45000")
+            moved_as_binance_s_next(fake, state, "at 45,000 after the collection")
+            assert [p.coin_other for p in state.listed_as_read] == [D("0.8")]  # no read
+
+    run(body(), timeout_s=60)
+
+
 @pytest.mark.parametrize(
     "message",
     [
@@ -174,14 +273,18 @@ def test_binance_portfolio_cross_margin_pushes_move_the_coin_s_equity(change: st
         {"e": "outboundAccountPosition", "u": 1, "B": [{"a": "BTC", "f": "x", "l": "0"}]},
         {"e": "liabilityChange", "E": 1, "a": "BTC", "t": "BORROW"},
         {"e": "liabilityChange", "E": 1, "t": "BORROW", "l": "1"},
+        {"e": "ACCOUNT_UPDATE", "fs": "UM", "E": 1, "a": {"B": {"a": "BTC"}}},
+        {"e": "ACCOUNT_UPDATE", "fs": "UM", "E": 1, "a": {"B": [{"wb": "1"}]}},
+        {"e": "ACCOUNT_UPDATE", "fs": "UM", "E": 1, "a": {"B": [{"a": "BTC", "wb": "x"}]}},
     ],
 )
 def test_malformed_cross_margin_push_is_a_frame_error(message: dict[str, Any]) -> None:
     """A malformed cross margin push (a balance row without its asset or a number, a
-    liability without its total or asset) is a frame error naming the field: the feed logs
-    and skips it (``on_frame``), the balances staying as they were."""
+    liability without its total or asset) or UM wallet push is a frame error naming the
+    field: the feed logs and skips it (``on_frame``), the balances staying as they were."""
+    um = message.get("fs") == "UM"
     with pytest.raises(FrameError):
-        binance.pushed_cross_margin(message)
+        (binance.pushed_um_wallets if um else binance.pushed_cross_margin)(message)
 
 
 def test_cross_margin_pushes_read_as_the_docs_examples() -> None:

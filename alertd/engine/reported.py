@@ -401,13 +401,16 @@ class ExchangeRatioPosition:
     # margin's cross margin account, less loans and interest, and UM wallet of the coin:
     # "Account Balance"); None: not read
     coin_other: Decimal | None = None
-    # the part of ``coin_other`` in the cross margin account, each as read or pushed since
-    # (Binance portfolio margin's "Account Balance" ``crossMarginAsset``, free + locked, and
-    # ``crossMarginBorrowed`` + ``crossMarginInterest``; pushed: ``outboundAccountPosition``
-    # ``f`` + ``l``, ``liabilityChange`` ``l``): what a push of either replaces in it; None:
+    # the parts of ``coin_other`` the stream pushes apart, each the last value seen, read or
+    # pushed since (Binance portfolio margin's "Account Balance" ``crossMarginAsset``, free +
+    # locked, ``crossMarginBorrowed`` + ``crossMarginInterest`` and ``umWalletBalance``;
+    # pushed: ``outboundAccountPosition`` ``f`` + ``l``, ``liabilityChange`` ``l``, a UM
+    # ``ACCOUNT_UPDATE``'s ``a.B[].wb``): a push moves ``coin_other`` by its change from it,
+    # or, one whose other half alertd cannot see, only this (the move left as read); None:
     # not read
     coin_cross: Decimal | None = None
     coin_liability: Decimal | None = None
+    coin_um: Decimal | None = None
     # its coin's collateral tiers (:data:`CollateralTiers`); empty: not read, or not
     # placed (its equity's other parts unknown)
     collateral_tiers: CollateralTiers = ()

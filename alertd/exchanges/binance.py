@@ -397,12 +397,13 @@ class PmBalance:
 
     cross: Decimal  # crossMarginAsset: the cross margin account's, free + locked
     liability: Decimal  # crossMarginBorrowed + crossMarginInterest: its loans
-    um: Decimal  # umWalletBalance + umUnrealizedPNL
+    um_wallet: Decimal  # umWalletBalance
+    um_pnl: Decimal  # umUnrealizedPNL
     updated_ms: int | None  # the row's updateTime (a push older than it is in it)
 
     @property
     def other(self) -> Decimal:
-        return self.cross - self.liability + self.um
+        return self.cross - self.liability + self.um_wallet + self.um_pnl
 
 
 def pm_coin_balances(answer: Any) -> dict[str, PmBalance]:
@@ -423,9 +424,9 @@ def pm_coin_balances(answer: Any) -> dict[str, PmBalance]:
         fields = ("crossMarginAsset", "crossMarginBorrowed", "crossMarginInterest")
         held, borrowed, interest = (dec(raw.get(f, "0"), f"{where} {f}") for f in fields)
         um = dec(raw.get("umWalletBalance", "0"), f"{where} umWalletBalance")
-        um += dec(raw.get("umUnrealizedPNL", "0"), f"{where} umUnrealizedPNL")
+        pnl = dec(raw.get("umUnrealizedPNL", "0"), f"{where} umUnrealizedPNL")
         at = stamp_or_none(raw.get("updateTime"))
-        out[raw["asset"]] = PmBalance(held, borrowed + interest, um, at)
+        out[raw["asset"]] = PmBalance(held, borrowed + interest, um, pnl, at)
     return out
 
 
@@ -450,13 +451,8 @@ def pushed_cross_margin(message: Any) -> tuple[dict[str, tuple[str, Decimal]], i
         return {}, None
     event = message.get("e")
     if event == "outboundAccountPosition":
-        rows = message.get("B")
-        if not isinstance(rows, list):
-            raise FrameError("outboundAccountPosition: B is not a list of balances")
         out = {}
-        for raw in rows:
-            if not isinstance(raw, dict) or not isinstance(raw.get("a"), str):
-                raise FrameError("outboundAccountPosition: a balance row without an asset")
+        for raw in _balance_rows(message.get("B"), "outboundAccountPosition: B"):
             where = f"outboundAccountPosition {raw['a']}"
             free, locked = dec(raw.get("f"), f"{where} f"), dec(raw.get("l"), f"{where} l")
             out[raw["a"]] = ("cross", free + locked)
@@ -469,6 +465,35 @@ def pushed_cross_margin(message: Any) -> tuple[dict[str, tuple[str, Decimal]], i
         total = dec(message.get("l"), f"liabilityChange {asset} l")
         return {asset: ("liability", total)}, stamp_or_none(message.get("E"))
     return {}, None
+
+
+def pushed_um_wallets(message: Any) -> tuple[dict[str, tuple[str, Decimal]], int | None]:
+    """The UM wallets a portfolio margin stream's UM update gives, by asset, as
+    :func:`pushed_cross_margin` gives its parts: "Event: Futures Balance and Position Update"
+    (``ACCOUNT_UPDATE`` with ``fs`` UM; "pushed only when update happens on user's account,
+    including changes on balances": ``a.B[]`` of ``a`` the asset and ``wb`` its "Wallet
+    Balance", "Account Balance"'s ``umWalletBalance``; ``E``). A coin moved between its UM
+    wallet and its cross margin account (POST /papi/v1/asset-collection "Fund Collection by
+    Asset", /papi/v1/auto-collection, /papi/v1/bnb-transfer) is pushed on both sides: this
+    one and ``outboundAccountPosition``. Empty: not such a push."""
+    if not isinstance(message, dict) or message.get("fs") != "UM":
+        return {}, None
+    update = message.get("a")
+    rows = update.get("B", []) if isinstance(update, dict) else None
+    out = {}
+    for raw in _balance_rows(rows, "UM ACCOUNT_UPDATE: a.B"):
+        out[raw["a"]] = ("um", dec(raw.get("wb"), f"UM ACCOUNT_UPDATE {raw['a']} wb"))
+    return out, stamp_or_none(message.get("E"))
+
+
+def _balance_rows(rows: Any, where: str) -> list[dict[str, Any]]:
+    """A push's balance rows (``B[]``), each an object naming its asset (``a``)."""
+    if not isinstance(rows, list):
+        raise FrameError(f"{where} is not a list of balances")
+    for raw in rows:
+        if not isinstance(raw, dict) or not isinstance(raw.get("a"), str):
+            raise FrameError(f"{where}: a balance row without an asset")
+    return rows
 
 
 def _bounds(tiers: CollateralTiers) -> tuple[Decimal, Decimal]:
@@ -1475,9 +1500,13 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         Detail's ``crossWalletBalance`` reads, a close's realized PnL and fee in it, a funding
         fee's push has B alone) give the listed positions of that coin their wallet
         (:meth:`_pushed_wallets`). None: not such a push, or nothing listed changed."""
-        cross, at_ms = pushed_cross_margin(message)
-        if cross:
-            return self._pushed_cross_margin(cross, at_ms, listed)
+        parts, at_ms = pushed_cross_margin(message)
+        if parts:
+            return self._pushed_coin_parts(parts, at_ms, listed)
+        if any(p.coin_other is not None for p in listed):
+            parts, at_ms = pushed_um_wallets(message)
+            if parts:
+                return self._pushed_coin_parts(parts, at_ms, listed)
         if not isinstance(message, dict) or message.get("fs") != "CM":
             return None
         catalogue = self._coin_m_catalogue
@@ -1551,39 +1580,49 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         changed = tuple(out.values())
         return None if changed == listed else changed
 
-    def _pushed_cross_margin(
+    def _pushed_coin_parts(
         self,
         pushed: dict[str, tuple[str, Decimal]],
         at_ms: int | None,
         listed: tuple[ExchangeRatioPosition, ...],
     ) -> tuple[ExchangeRatioPosition, ...] | None:
-        """The listed positions with their coin's cross margin balance or loans as a push
-        gives them (:func:`pushed_cross_margin`): the part it replaces in the coin's other
-        equity (``coin_other``), so that a transfer between the coin's COIN-M wallet and its
-        cross margin account, or a margin loan or repay, moves the coin's equity as it moves
-        Binance's (before, the COIN-M side moved and the cross margin side stood as read: a
-        change until the next read). A push older than the asset's row as read is in it; a
-        coin whose balances were not read (refused) stays so. None: nothing changed."""
+        """The listed positions with their coin's cross margin balance, loans or UM wallet as
+        a push gives them (:func:`pushed_cross_margin`, :func:`pushed_um_wallets`): the coin's
+        other equity (``coin_other``) moved by the part's change from its value last seen, so
+        that a transfer between the coin's COIN-M wallet, UM wallet and cross margin account,
+        or a margin loan or repay, moves the coin's equity as it moves Binance's.
+
+        A push is one move: one carrying an asset alertd does not move beside a coin it does
+        (a margin trade, BTC bought with USDT: "contains the assets that were possibly changed
+        by the event", both rows in one ``outboundAccountPosition``; a fee in another asset)
+        has a half alertd cannot see (the USDT's change, at its own rate). Its coins' equity
+        is then left as read, the parts' values taken as seen (the next push of them moves
+        from there), until a read gives both halves. A push older than the asset's row as
+        read is in it; a coin whose balances were not read (refused) stays so. None: nothing
+        changed."""
+        moved = {p.coin for p in listed if p.coin and p.coin_other is not None}
+        whole = set(pushed) <= moved
         out = []
         for p in listed:
             change = pushed.get(p.coin) if p.coin else None
-            other, cross, liability = p.coin_other, p.coin_cross, p.coin_liability
             read_ms = self._balance_read_ms.get(p.coin) if p.coin else None
-            if (
-                change is None
-                or other is None
-                or cross is None
-                or liability is None
-                or older(at_ms, read_ms)
-            ):
+            if change is None or p.coin_other is None or older(at_ms, read_ms):
                 out.append(p)
                 continue
             part, value = change
+            seen = {"cross": p.coin_cross, "liability": p.coin_liability, "um": p.coin_um}[part]
+            if seen is None:
+                out.append(p)
+                continue
+            # a loan is equity less: its rise lowers the coin's equity
+            step = (seen - value if part == "liability" else value - seen) if whole else 0
+            p = dataclasses.replace(p, coin_other=p.coin_other + step)
             if part == "cross":
-                p = dataclasses.replace(p, coin_other=other - cross + value, coin_cross=value)
+                p = dataclasses.replace(p, coin_cross=value)
+            elif part == "liability":
+                p = dataclasses.replace(p, coin_liability=value)
             else:
-                other += liability - value
-                p = dataclasses.replace(p, coin_other=other, coin_liability=value)
+                p = dataclasses.replace(p, coin_um=value)
             out.append(p)
         changed = tuple(out)
         return None if changed == listed else changed
@@ -1655,6 +1694,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             coin_other=sibling.coin_other,
             coin_cross=sibling.coin_cross,
             coin_liability=sibling.coin_liability,
+            coin_um=sibling.coin_um,
         )
 
     def _said_unlisted_push(self, market_id: str) -> None:
@@ -1956,9 +1996,15 @@ def _other_parts(coin: str | None, others: Mapping[str, PmBalance] | None) -> di
     parts the stream pushes (none of it where "Account Balance" was not read; 0 for a coin it
     does not list)."""
     if not coin or others is None:
-        return {"coin_other": None, "coin_cross": None, "coin_liability": None}
-    found = others.get(coin, PmBalance(Decimal(0), Decimal(0), Decimal(0), None))
-    return {"coin_other": found.other, "coin_cross": found.cross, "coin_liability": found.liability}
+        return {"coin_other": None, "coin_cross": None, "coin_liability": None, "coin_um": None}
+    zero = Decimal(0)
+    found = others.get(coin, PmBalance(zero, zero, zero, zero, None))
+    return {
+        "coin_other": found.other,
+        "coin_cross": found.cross,
+        "coin_liability": found.liability,
+        "coin_um": found.um_wallet,
+    }
 
 
 def _closed_by_push(

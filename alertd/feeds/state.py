@@ -810,6 +810,7 @@ class AccountState:
             coin_other=p.coin_other,
             coin_cross=p.coin_cross,
             coin_liability=p.coin_liability,
+            coin_um=p.coin_um,
             opened=p.opened,
             coin=p.coin,
             quantity=None,
