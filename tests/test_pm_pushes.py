@@ -265,6 +265,32 @@ def test_binance_portfolio_fund_collection_moves_the_um_wallet_too() -> None:
     run(body(), timeout_s=60)
 
 
+def test_binance_portfolio_cross_margin_push_older_than_its_read_is_left() -> None:
+    """The hedge with 0.5 BTC in the cross margin account, read; then a push of 9 BTC whose
+    ``u`` (the time of the last account update) is before BTC's "Account Balance" row
+    (``updateTime``), then a loan's push after it: the late push is in the read (or
+    overtaken), and rolls nothing back, the loan's is applied. Review of pm15, finding 3:
+    with the staleness check dropped no test failed."""
+
+    async def body() -> None:
+        async with cross_margin_hedge("20000", "1", cross_margin="0.5") as (fake, feed):
+            state = feed.state
+            read_ms = fake.balance_updated_ms(KEY)
+            fake.set_pm_coin_balance(KEY, "BTC", cross_margin="9")
+            fake.push_margin_account_update(KEY, "BTC", updated_ms=read_ms - 10)
+            fake.set_pm_coin_balance(KEY, "BTC", cross_margin="0.5", borrowed="0.1")
+            fake.push_liability_change(KEY, "BTC", "BORROW", principal="0.1")
+            await eventually(
+                lambda: [p.coin_liability for p in state.listed_positions] == [D("0.1")],
+                what="the loan's push",
+            )
+            assert [(p.coin_cross, p.coin_other) for p in state.listed_positions] == [
+                (D("0.5"), D("0.4"))
+            ]
+
+    run(body(), timeout_s=60)
+
+
 @pytest.mark.parametrize(
     "message",
     [
