@@ -430,3 +430,38 @@ def test_the_cross_margin_faq_s_tiered_example_is_the_slices() -> None:
         for i, rate in enumerate(rates)
     )
     assert collateral_value(D(6000) * 20000, tiers) == 119_500_000
+
+
+def test_binance_portfolio_failed_read_leaves_a_pushed_unlisted_position_named() -> None:
+    """An account with no COIN-M position at its read (no COIN-M catalogue loaded); a COIN-M
+    short pushed: named incomplete, the account read at once. That read fails (503, retried)
+    and a UM deposit's push follows: the account stays incomplete until a read lists the
+    position. Before, the adapter's set, emptied as the read began, was copied into the state
+    on the next private frame: called complete, the position counted nowhere (review of pm15,
+    finding 5)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = portfolio_long_btc(fake)
+            fake.set_cm_mark("BTCUSD_PERP", "60000")
+            async with streaming(feed):
+                feed.reconcile_interval_s = 600.0
+                state = feed.state
+                await fake.wait_for_user_stream(KEY, 10)
+                await start_reads(fake)
+                await asyncio.sleep(1.5)  # past the start's settle resync
+                fake.fail_rest(503, 1000, path_prefix="/papi/v1/account")
+                fake.open_cm_position(KEY, "BTCUSD_PERP", "-300", "60000", "90000")
+                fake.push_cm_position_update(KEY, cm_row("-300"))
+                await eventually(lambda: bool(state.listed_pushed_unlisted), what="named")
+                reads = len(fake.requests)
+                await eventually(
+                    lambda: any(r[1] == "/papi/v1/account" for r in fake.requests[reads:]),
+                    what="the read at once (failing)",
+                )
+                fake.set_balance(KEY, "20001")  # any private frame: a UM deposit's push
+                await eventually(lambda: state.wallet_balance == 20001, what="the UM push")
+                assert state.listed_pushed_unlisted == {"BTCUSD_PERP"}
+                assert state.incomplete()
+
+    run(body(), timeout_s=90)

@@ -1452,13 +1452,14 @@ class AccountFeed:
                 # opened in a coin the last read held none of: what the exchange's equity as
                 # read holds of the coin is only in a read (the account incomplete meanwhile)
                 self._settle_resync(now, "COIN-M position opened in a coin not read")
-        unlisted = self.adapter.pushed_unlisted()
-        if unlisted != self.state.listed_pushed_unlisted:
-            new = unlisted - self.state.listed_pushed_unlisted
-            self.state.listed_pushed_unlisted = unlisted
+        # a position the pushes cannot list: a read lists it. Added here, cleared only where a
+        # read's snapshot is written (_resync): the adapter forgets them as a read begins, and
+        # a read that fails must not leave the account called complete (review of pm15, 5)
+        new = self.adapter.pushed_unlisted() - self.state.listed_pushed_unlisted
+        if new:
+            self.state.listed_pushed_unlisted |= new
             self._notify(Change.ACCOUNT)
-            if new:  # a position the pushes cannot list: a read lists it
-                self._settle_resync(now, "COIN-M position pushed, not listed")
+            self._settle_resync(now, "COIN-M position pushed, not listed")
         event = self.adapter.event(message, now)
         if event is not None:
             self._event(event)
