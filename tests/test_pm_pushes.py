@@ -28,6 +28,7 @@ from .support.fakes import started
 from .support.feeds import FAST, FAST_OPTIONS, secrets, streaming
 from .support.poll import eventually
 from .test_account_modes import (
+    BTC,
     BTC_COLLATERAL_TIERS,
     COIN_M_BTC,
     KEY,
@@ -38,6 +39,7 @@ from .test_account_modes import (
     moved_as_binance_s_next,
     portfolio_long_btc,
     portfolio_margin_config,
+    portfolio_with_coin_m_long,
     start_reads,
 )
 
@@ -76,6 +78,15 @@ async def cross_margin_hedge(
         async with streaming(feed):
             await hedge_streaming(fake, feed)
             yield fake, feed
+
+
+async def reads_done(fake: FakeBinanceUSDM, feed: AccountFeed) -> None:
+    """The feed's user stream open, past the start's reads and its settle resync, the next
+    reconcile 600 s away."""
+    feed.reconcile_interval_s = 600.0
+    await fake.wait_for_user_stream(KEY, 10)
+    await start_reads(fake)
+    await asyncio.sleep(1.5)  # past the start's settle resync
 
 
 def test_binance_portfolio_last_coin_m_close_keeps_the_coin_s_equity_until_its_read() -> None:
@@ -445,11 +456,8 @@ def test_binance_portfolio_failed_read_leaves_a_pushed_unlisted_position_named()
             feed = portfolio_long_btc(fake)
             fake.set_cm_mark("BTCUSD_PERP", "60000")
             async with streaming(feed):
-                feed.reconcile_interval_s = 600.0
                 state = feed.state
-                await fake.wait_for_user_stream(KEY, 10)
-                await start_reads(fake)
-                await asyncio.sleep(1.5)  # past the start's settle resync
+                await reads_done(fake, feed)
                 fake.fail_rest(503, 1000, path_prefix="/papi/v1/account")
                 fake.open_cm_position(KEY, "BTCUSD_PERP", "-300", "60000", "90000")
                 fake.push_cm_position_update(KEY, cm_row("-300"))
@@ -463,5 +471,39 @@ def test_binance_portfolio_failed_read_leaves_a_pushed_unlisted_position_named()
                 await eventually(lambda: state.wallet_balance == 20001, what="the UM push")
                 assert state.listed_pushed_unlisted == {"BTCUSD_PERP"}
                 assert state.incomplete()
+
+    run(body(), timeout_s=90)
+
+
+def test_binance_portfolio_coin_m_fills_with_dapi_refused_stay_as_read() -> None:
+    """A portfolio margin account whose /dapi is refused (403: a proxy or region passing only
+    fapi and papi): its COIN-M long listed as read (no catalogue). The UM mark falls to
+    58,000, then three COIN-M fills of that position are pushed: the ratio keeps moving with
+    the UM mark, nothing is named missing, and no read follows (the position stands as read
+    until the reconcile, as before pm15). Before, each fill named the listed position "pushed,
+    not listed", froze the whole ratio as read (the fall gone) and brought a full read at
+    once, one a fill (review of pm15, finding 4)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = portfolio_with_coin_m_long(fake)
+            fake.fail_rest(403, 100000, path_prefix="/dapi/")
+            async with streaming(feed):
+                state = feed.state
+                await reads_done(fake, feed)
+                assert [p.as_read for p in state.listed_positions] == [True]
+                fake.set_mark(BTC, "58000")
+                await eventually(lambda: state.marks.get(BTC) == 58000, what="the mark")
+                assert state.exchange_ratio()[1]
+                reads = sum(1 for r in fake.requests if r[1] == "/papi/v1/account")
+                for n, wallet in ((4, "20001"), (5, "20002"), (6, "20003")):
+                    fake.open_cm_position(KEY, "BTCUSD_PERP", str(n), "62000", "40000")
+                    fake.push_cm_position_update(KEY, cm_row(str(n), "62000"))
+                    fake.set_balance(KEY, wallet)  # a push after it: the fill's handled
+                    pushed = D(wallet)
+                    await eventually(lambda w=pushed: state.wallet_balance == w, what="pushes")
+                    assert state.exchange_ratio()[1] and state.incomplete() == []
+                await asyncio.sleep(1.5)  # a read at once would have begun
+                assert sum(1 for r in fake.requests if r[1] == "/papi/v1/account") == reads
 
     run(body(), timeout_s=90)

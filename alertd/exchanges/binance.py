@@ -1521,14 +1521,19 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         # overtaken (a push that came late, or applied again over that read)
         at = stamp_or_none(message.get("E"))
         if catalogue is None:
-            # no COIN-M position at the read: its catalogue not loaded, a position opened
-            # since cannot be named or followed until a read (which loads it)
+            # no COIN-M position at the read, or its catalogue not loaded (/dapi refused or
+            # failing: the positions listed as read, under Binance's ids): a position opened
+            # since in a market the read did not list cannot be named or followed until a
+            # read (which loads it); one the read listed stays as read until the next
+            read = {p.symbol for p in listed}
             for raw in rows:
                 if not isinstance(raw, dict) or not isinstance(raw.get("s"), str):
                     raise FrameError("CM ACCOUNT_UPDATE: a position row without a symbol")
                 amount = dec(raw.get("pa"), f"CM ACCOUNT_UPDATE {raw['s']} pa")
                 ps = str(raw.get("ps", "BOTH"))
-                if amount != 0 and not older(at, self._coin_m_read_ms.get((raw["s"], ps))):
+                if raw["s"] in read or amount == 0:
+                    continue
+                if not older(at, self._coin_m_read_ms.get((raw["s"], ps))):
                     self._said_unlisted_push(raw["s"])
             return None
         out = {(p.symbol, p.side): p for p in self._pushed_wallets(update.get("B", []), listed)}
