@@ -368,7 +368,7 @@ def test_binance_portfolio_coin_m_opened_in_a_coin_not_read_is_incomplete_then_r
     wallet now, not what Binance's equity as read holds of BTC: its gain cannot be placed in
     BTC's tiers (and, with no catalogue, the position cannot be named). So the account is
     incomplete, naming the position and what is missing, in the ratio alert's message too,
-    and Binance's ratio stands as read (not moved); the account is read again at once (the
+    and Binance's ratio moves without it; the account is read again at once (the
     read held here, then released). After the read the moved ratio is the local Binance's
     next uniMMR to 1e-7 at 45,000. Before, the short counted from nothing (its gain at 0:
     uniMMR lower than Binance's), or with no catalogue not at all, until the reconcile: no
@@ -406,8 +406,8 @@ def test_binance_portfolio_coin_m_opened_in_a_coin_not_read_is_incomplete_then_r
                     else "BTCUSD_PERP: a position pushed that the last read did not list"
                 )
                 assert missing.startswith(said), missing
-                # Binance's as read, not moved
-                assert state.exchange_ratio() == (state.reported_account.margin_ratio, False)
+                # moved without it (the UM long's moves kept), named missing
+                assert state.exchange_ratio()[1]
                 ratio = RuleConfig(name="ratio", metric="margin_ratio", above=D(0))
                 notes = Evaluated(feed, ratio).alerting.evaluate(feed, 1.0)
                 (note,) = [n for n in notes if n.rule.name == "ratio"]
@@ -505,5 +505,48 @@ def test_binance_portfolio_coin_m_fills_with_dapi_refused_stay_as_read() -> None
                     assert state.exchange_ratio()[1] and state.incomplete() == []
                 await asyncio.sleep(1.5)  # a read at once would have begun
                 assert sum(1 for r in fake.requests if r[1] == "/papi/v1/account") == reads
+
+    run(body(), timeout_s=90)
+
+
+def test_binance_portfolio_position_pushed_in_a_coin_not_read_keeps_the_ratio_moving() -> None:
+    """A portfolio margin account (UM long 1 BTC, 2,000 USDT) with no COIN-M position at its
+    read; BTC falls below 60,000 and a ratio rule between the ratio as read and moved fires.
+    Then a COIN-M short is opened and pushed (the account incomplete, its read held): the
+    ratio keeps the fall's move, the short left out and named, and the rule neither resolves
+    nor fires again, before or after the read. Before, the whole ratio stood as read while
+    incomplete: the rule resolved at the push and fired again at the read (review of pm15,
+    finding 7)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+            portfolio_long_btc(fake)
+            fake.set_cm_mark("BTCUSD_PERP", "60000")
+            settings = FAST.model_copy(update={"stale_after_s": 30.0})
+            config = portfolio_margin_config(fake)
+            feed = AccountFeed(config, secrets(KEY, SECRET), settings, FAST_OPTIONS)
+            async with streaming(feed):
+                state = feed.state
+                await fake.wait_for_subscription("btcusdt@markPrice@1s", 10)
+                await reads_done(fake, feed)
+                as_read = state.exchange_ratio()[0]
+                assert as_read is not None
+                fake.set_mark(BTC, "59000")
+                fake.set_cm_mark("BTCUSD_PERP", "59000")
+                await eventually(lambda: state.marks.get(BTC) == 59000, what="the fall")
+                moved, was_moved = state.exchange_ratio()
+                assert was_moved and moved is not None and moved > as_read
+                rule = RuleConfig(name="ratio", metric="margin_ratio", above=(as_read + moved) / 2)
+                evaluated = Evaluated(feed, rule)
+                assert evaluated(1.0) == [("firing", "p", None)]
+                fake.hold_rest("/papi/v1/account")
+                fake.open_cm_position(KEY, "BTCUSD_PERP", "-300", "59000", "90000")
+                fake.push_cm_position_update(KEY, cm_row("-300", "59000"))
+                await eventually(lambda: bool(state.incomplete()), what="incomplete")
+                assert state.exchange_ratio() == (moved, True)
+                assert evaluated(2.0) == []
+                fake.release_rest()
+                await eventually(lambda: not state.incomplete(), what="the read")
+                assert evaluated(3.0) == []
 
     run(body(), timeout_s=90)

@@ -646,8 +646,8 @@ class AccountState:
             + [
                 f"{p.symbol} {p.side.label}: opened by a push in {p.coin or 'a coin'} with no "
                 "position of it read, whose equity as read (its COIN-M wallet, cross margin and "
-                "UM balances) and collateral tiers the pushes do not carry: the exchange's ratio "
-                "stands as read until the account is read again (at once)"
+                "UM balances) and collateral tiers the pushes do not carry: left out of the "
+                "exchange's ratio (moved without it) until the account is read again (at once)"
                 for p in self.listed_unplaced()
             ]
             + [
@@ -772,7 +772,11 @@ class AccountState:
         the read) at the live marks, those the snapshot read at its marks (review12: both
         sides from the pushed ones left what a push moved, priced at the read's mark, out of
         the exchange's equity)."""
-        listed, read = self.listed_positions, self.listed_as_read
+        # a position opened by a push in a coin not read (listed_unplaced) is left out: its
+        # PnL cannot be placed in the exchange's figures until a read (named incomplete)
+        unplaced = self.listed_unplaced()
+        listed = tuple(p for p in self.listed_positions if p not in unplaced)
+        read = self.listed_as_read
         return (
             self._coin_legs(listed),
             self._coin_wallets(listed),
@@ -819,14 +823,18 @@ class AccountState:
     def exchange_ratio(self) -> tuple[Decimal | None, bool]:
         """The exchange's own account ratio, and whether it was moved with the marks since it
         was read (``alertd/engine/reported.py``); as read when it cannot be moved (an unknown
-        market, a mark missing, no margin balance reported)."""
+        market, a mark missing, no margin balance reported). A position the pushes opened but
+        cannot place (:meth:`listed_unplaced`, :attr:`listed_pushed_unlisted`) is left out,
+        the rest moved, the account named incomplete until a read: frozen as read, the moves
+        since the read were dropped with it, a firing ratio alert resolving and firing again
+        (review of pm15, finding 7)."""
         read = self.reported_account
         if read.margin_ratio is None or read.margin_balance is None:
             return read.margin_ratio, False
         exposures = self._exchange_exposures()
         moved = (
             None
-            if exposures is None or self.listed_unplaced() or self.listed_pushed_unlisted
+            if exposures is None
             else moved_ratio(
                 read.margin_ratio,
                 read.margin_balance,
@@ -848,7 +856,7 @@ class AccountState:
         exposures = self._exchange_exposures()
         moved = (
             None
-            if exposures is None or self.listed_unplaced() or self.listed_pushed_unlisted
+            if exposures is None
             else moved_equity(
                 read,
                 exposures,
