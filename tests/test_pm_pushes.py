@@ -550,3 +550,18 @@ def test_binance_portfolio_position_pushed_in_a_coin_not_read_keeps_the_ratio_mo
                 assert evaluated(3.0) == []
 
     run(body(), timeout_s=90)
+
+
+def test_um_order_update_is_no_wallet_push() -> None:
+    """The portfolio margin stream's UM order update ("Event: Futures Order update":
+    ``ORDER_TRADE_UPDATE`` with ``fs`` UM and no ``a``, the docs' fields) carries no wallet:
+    not read as one. Before, it was taken for a UM ``ACCOUNT_UPDATE`` without balances and
+    every order update logged and counted as a malformed frame (review of pm15, finding 8)."""
+    order = {"e": "ORDER_TRADE_UPDATE", "fs": "UM", "E": 1, "T": 1, "i": "",
+             "o": {"s": "BTCUSDT", "c": "TEST", "S": "SELL", "o": "LIMIT", "f": "GTC",
+                   "q": "0.001", "p": "90000", "ap": "0", "sp": "0", "x": "NEW", "X": "NEW",
+                   "i": 8886774, "l": "0", "z": "0", "L": "0", "N": "USDT", "n": "0", "T": 1,
+                   "t": 0, "b": "0", "a": "0", "m": False, "R": False, "ps": "BOTH",
+                   "rp": "0", "st": "C_TAKE_PROFIT", "si": 0, "ss": 0, "V": "EXPIRE_TAKER",
+                   "pm": "NONE", "gtd": 0}}  # fmt: skip
+    assert binance.pushed_um_wallets(order) == ({}, None)

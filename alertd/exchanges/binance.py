@@ -478,6 +478,8 @@ def pushed_um_wallets(message: Any) -> tuple[dict[str, tuple[str, Decimal]], int
     one and ``outboundAccountPosition``. Empty: not such a push."""
     if not isinstance(message, dict) or message.get("fs") != "UM":
         return {}, None
+    if message.get("e") != "ACCOUNT_UPDATE":
+        return {}, None  # an order's ("Event: Futures Order update", ORDER_TRADE_UPDATE)
     update = message.get("a")
     rows = update.get("B", []) if isinstance(update, dict) else None
     out = {}
