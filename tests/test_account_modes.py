@@ -1631,9 +1631,10 @@ def test_binance_portfolio_margin_stream_s_coin_m_push_updates_the_listed_positi
 
 @pytest.mark.parametrize("closed_by", ["push", "reconcile"])
 def test_binance_portfolio_last_coin_m_close_ends_the_coin_m_mark_stream(closed_by: str) -> None:
-    """The last COIN-M position closed (its push, or a reconcile that no longer reads it): the
-    account's subscription to its COIN-M mark is released, the hub's stream of it ends and
-    the local Binance's dstream subscription (``btcusd_perp@markPrice@1s``) is gone."""
+    """The last COIN-M position closed (its push and the read that follows it, the push
+    keeping the leg with no size and its mark until then; or a reconcile that no longer reads
+    it): the account's subscription to its COIN-M mark is released, the hub's stream of it
+    ends and the local Binance's dstream subscription (``btcusd_perp@markPrice@1s``) is gone."""
 
     async def body() -> None:
         async with coin_m_streaming() as (fake, feed):
