@@ -565,3 +565,40 @@ def test_um_order_update_is_no_wallet_push() -> None:
                    "rp": "0", "st": "C_TAKE_PROFIT", "si": 0, "ss": 0, "V": "EXPIRE_TAKER",
                    "pm": "NONE", "gtd": 0}}  # fmt: skip
     assert binance.pushed_um_wallets(order) == ({}, None)
+
+
+def test_binance_portfolio_reads_for_unlisted_pushes_take_the_fill_reads_cap() -> None:
+    """A portfolio margin account with no COIN-M position at its read and /dapi refused (no
+    COIN-M catalogue ever loads). A short of BTCUSD_PERP pushed: named, read at once, the
+    read listing it (as read). Then one of ETHUSD_PERP pushed within the reconcile interval:
+    named, its read waiting for the interval's end, as a fill's does: one read per interval
+    at most. Before, each market's push brought a full read at once (review of pm15, finding
+    4: a bot opening and closing COIN-M positions, a read each)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = portfolio_long_btc(fake)
+            fake.set_cm_mark("BTCUSD_PERP", "60000")
+            fake.set_cm_mark("ETHUSD_PERP", "3000")
+            fake.fail_rest(403, 100000, path_prefix="/dapi/")
+            async with streaming(feed):
+                state = feed.state
+                await reads_done(fake, feed)
+                reads = lambda: sum(1 for r in fake.requests if r[1] == "/papi/v1/account")  # noqa: E731
+                start = reads()
+                fake.open_cm_position(KEY, "BTCUSD_PERP", "-300", "60000", "90000")
+                fake.push_cm_position_update(KEY, cm_row("-300"))
+                await eventually(
+                    lambda: [p.symbol for p in state.listed_as_read] == ["BTCUSD_PERP"],
+                    what="the read at once",
+                )
+                assert reads() == start + 1
+                fake.open_cm_position(KEY, "ETHUSD_PERP", "-10", "3000", "9000")
+                fake.push_cm_position_update(KEY, cm_row("-10", "3000", "ETHUSD_PERP"))
+                await eventually(
+                    lambda: state.listed_pushed_unlisted == {"ETHUSD_PERP"}, what="named"
+                )
+                await asyncio.sleep(2.0)  # a read at once would have begun
+                assert reads() == start + 1
+
+    run(body(), timeout_s=90)
