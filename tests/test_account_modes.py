@@ -1354,6 +1354,14 @@ CM_BRACKETS_THREE = [
 ]  # fmt: skip
 
 
+async def start_reads(fake: FakeBinanceUSDM) -> None:
+    """Until a streaming portfolio margin account's start has read it twice: its bootstrap's
+    read and the start's settle resync."""
+    await eventually(
+        lambda: fake.requests.count(("GET", "/papi/v1/account")) >= 2, what="the start's reads"
+    )
+
+
 def test_binance_portfolio_coin_m_requirement_moves_across_its_brackets_and_pushed_size() -> None:
     """A COIN-M long of 300 BTCUSD_PERP (30,000 USD) at 60,000 beside a UM long of 1 BTC,
     20,000 USDT, its brackets read with it ("Query CM Notional and Leverage Brackets", GET
@@ -1378,10 +1386,7 @@ def test_binance_portfolio_coin_m_requirement_moves_across_its_brackets_and_push
                 state = feed.state
                 await fake.wait_for_user_stream(KEY, 10)
                 await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
-                await eventually(  # the bootstrap's read and the start's settle resync
-                    lambda: fake.requests.count(("GET", "/papi/v1/account")) >= 2,
-                    what="the start's reads",
-                )
+                await start_reads(fake)
 
                 def matches() -> bool:
                     ratio, moved = state.exchange_ratio()
@@ -1428,10 +1433,7 @@ def test_binance_portfolio_coin_m_position_opened_by_a_push_is_listed_and_follow
                 await fake.wait_for_user_stream(KEY, 10)
                 await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
                 await fake.wait_for_subscription("btcusdt@markPrice@1s", 10)
-                await eventually(  # the bootstrap's read and the start's settle resync
-                    lambda: fake.requests.count(("GET", "/papi/v1/account")) >= 2,
-                    what="the start's reads",
-                )
+                await start_reads(fake)
                 reads = fake.requests.count(("GET", "/papi/v1/account"))
                 fake.set_cm_mark("BTCUSD_261225", "60000")
                 fake.open_cm_position(KEY, "BTCUSD_261225", "-300", "60000", "90000")
@@ -1594,7 +1596,8 @@ def test_binance_portfolio_margin_stream_s_coin_m_push_updates_the_listed_positi
     """A COIN-M fill's push on the portfolio margin stream (``ACCOUNT_UPDATE`` with ``fs``
     CM: ``pa``, ``ep``) between reconciles: the listed COIN-M position takes its size and
     entry (its PnL at the live mark is then Binance's at the new size), Binance's liquidation
-    price stays as read; a close's push removes it and its COIN-M mark stream."""
+    price stays as read; a close's push removes it, and the close's read its COIN-M mark
+    stream."""
 
     async def body() -> None:
         async with coin_m_streaming() as (fake, feed):
@@ -1618,7 +1621,8 @@ def test_binance_portfolio_margin_stream_s_coin_m_push_updates_the_listed_positi
             fake.reduce_cm_position(KEY, "BTCUSD_PERP", "0")  # the REST read that follows
             fake.push_cm_position_update(KEY, row | {"pa": "0", "ep": "0"})
             await eventually(lambda: coin_m() == [], what="the CM close's push")
-            assert COIN_M_BTC not in state.marks
+            # its coin's wallet followed on its mark until the close's own read (session 15)
+            await eventually(lambda: COIN_M_BTC not in state.marks, what="the close's read")
             listed = feed.listed_hub
             assert listed is not None and COIN_M_BTC not in listed.subscribers
 
@@ -1627,9 +1631,10 @@ def test_binance_portfolio_margin_stream_s_coin_m_push_updates_the_listed_positi
 
 @pytest.mark.parametrize("closed_by", ["push", "reconcile"])
 def test_binance_portfolio_last_coin_m_close_ends_the_coin_m_mark_stream(closed_by: str) -> None:
-    """The last COIN-M position closed (its push, or a reconcile that no longer reads it): the
-    account's subscription to its COIN-M mark is released, the hub's stream of it ends and
-    the local Binance's dstream subscription (``btcusd_perp@markPrice@1s``) is gone."""
+    """The last COIN-M position closed (its push and the read that follows it, the push
+    keeping the leg with no size and its mark until then; or a reconcile that no longer reads
+    it): the account's subscription to its COIN-M mark is released, the hub's stream of it
+    ends and the local Binance's dstream subscription (``btcusd_perp@markPrice@1s``) is gone."""
 
     async def body() -> None:
         async with coin_m_streaming() as (fake, feed):
@@ -1788,6 +1793,10 @@ def test_binance_portfolio_margin_stream_s_coin_m_push_is_not_a_um_position() ->
                 await eventually(lambda: state.wallet_balance == 2500, what="the UM push")
                 assert list(state.positions) == [(BTC, Side.LONG)]
                 assert state.missing() == [] and state.fatal is None
+                # with no COIN-M position read, its catalogue is not loaded: the pushed one
+                # is named until the read it brings on at once (session 15), which here,
+                # the local Binance holding none, lists none
+                await eventually(lambda: not state.listed_pushed_unlisted, what="the read")
                 fake.set_mark(BTC, "59000")
                 state.set_mark(BTC, D("59000"), 1.0)
                 assert state.exchange_ratio()[1]  # still moved with the marks

@@ -118,6 +118,8 @@ class CoinLeg:
         its notional in the coin (``|quantity| / mark``) is in, ``(notional x rate - cum) x
         mark`` in the ratio's terms (a tier crossed since the read re-applied, a pushed size
         counted); as read without brackets."""
+        if self.quantity == 0:  # closed since the read: nothing required of it
+            return ZERO
         if self.requirement is None or self.brackets is None:
             return self.requirement or ZERO
         notional = abs(self.quantity) / mark
@@ -239,9 +241,11 @@ def _coin_pnl(
     """The USD change of the coins' equity as uniMMR counts it (:func:`counted_change`), per
     coin (never one coin's gain netted against another's loss): from the legs and wallets as
     ``read`` at the marks ``then`` to the ``legs`` and ``wallets`` held now (a push's size,
-    entry and wallet: what a fill realized or a transfer moved) at the marks ``now``. A coin
-    read that no leg holds now (its last position closed since) stays as read: its mark is no
-    longer followed. None: a mark or entry missing."""
+    entry and wallet: what a fill realized or a transfer moved) at the marks ``now``. A leg
+    closed by a push since the read is held with no size (``quantity`` 0) until the next
+    read: its coin's wallet, the close's realized PnL in it, moves on with its mark. A coin
+    read that no leg holds now (a position listed as read) stays as read: its mark is not
+    followed. None: a mark or entry missing."""
     before = _coin_equities([leg for leg in read if not leg.opened], then, read_wallets)
     after = _coin_equities(legs, now, wallets)
     if before is None or after is None:
@@ -397,6 +401,16 @@ class ExchangeRatioPosition:
     # margin's cross margin account, less loans and interest, and UM wallet of the coin:
     # "Account Balance"); None: not read
     coin_other: Decimal | None = None
+    # the parts of ``coin_other`` the stream pushes apart, each the last value seen, read or
+    # pushed since (Binance portfolio margin's "Account Balance" ``crossMarginAsset``, free +
+    # locked, ``crossMarginBorrowed`` + ``crossMarginInterest`` and ``umWalletBalance``;
+    # pushed: ``outboundAccountPosition`` ``f`` + ``l``, ``liabilityChange`` ``l``, a UM
+    # ``ACCOUNT_UPDATE``'s ``a.B[].wb``): a push moves ``coin_other`` by its change from it,
+    # or, one whose other half alertd cannot see, only this (the move left as read); None:
+    # not read
+    coin_cross: Decimal | None = None
+    coin_liability: Decimal | None = None
+    coin_um: Decimal | None = None
     # its coin's collateral tiers (:data:`CollateralTiers`); empty: not read, or not
     # placed (its equity's other parts unknown)
     collateral_tiers: CollateralTiers = ()

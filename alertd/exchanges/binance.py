@@ -389,16 +389,34 @@ def pm_collateral_rates(
     return {asset: _bounds(rows) for asset, rows in tiers.items()}, problems
 
 
-def pm_coin_balances(answer: Any) -> dict[str, Decimal]:
+@dataclasses.dataclass(frozen=True, slots=True)
+class PmBalance:
+    """An asset's equity outside its COIN-M wallet and positions, in the asset, as "Account
+    Balance" lists it (:func:`pm_coin_balances`), in the parts the portfolio margin stream
+    pushes apart."""
+
+    cross: Decimal  # crossMarginAsset: the cross margin account's, free + locked
+    liability: Decimal  # crossMarginBorrowed + crossMarginInterest: its loans
+    um_wallet: Decimal  # umWalletBalance
+    um_pnl: Decimal  # umUnrealizedPNL
+    updated_ms: int | None  # the row's updateTime (a push older than it is in it)
+
+    @property
+    def other(self) -> Decimal:
+        return self.cross - self.liability + self.um_wallet + self.um_pnl
+
+
+def pm_coin_balances(answer: Any) -> dict[str, PmBalance]:
     """Each asset's equity, in the asset, outside its COIN-M wallet and positions, as
     "Account Balance" (``GET /papi/v1/balance``, weight 20; developers.binance.com, Portfolio
-    Margin, account REST API) lists it: the cross margin account's ``crossMarginAsset`` less
-    ``crossMarginBorrowed`` and ``crossMarginInterest`` (its loans), and the UM
-    ``umWalletBalance`` and ``umUnrealizedPNL``. With the COIN-M wallet and positions' PnL it
-    is the asset's equity that uniMMR counts at its index and collateral rate."""
+    Margin, account REST API) lists it: the cross margin account's ``crossMarginAsset`` ("=
+    crossMarginFree + crossMarginLocked") less ``crossMarginBorrowed`` and
+    ``crossMarginInterest`` (its loans), and the UM ``umWalletBalance`` and
+    ``umUnrealizedPNL``. With the COIN-M wallet and positions' PnL it is the asset's equity
+    that uniMMR counts at its index and collateral rate."""
     if not isinstance(answer, list):
         raise FrameError("balance: expected a list of assets")
-    out: dict[str, Decimal] = {}
+    out: dict[str, PmBalance] = {}
     for raw in answer:
         if not isinstance(raw, dict) or not isinstance(raw.get("asset"), str):
             raise FrameError("balance: an asset is not an object with its name")
@@ -406,9 +424,78 @@ def pm_coin_balances(answer: Any) -> dict[str, Decimal]:
         fields = ("crossMarginAsset", "crossMarginBorrowed", "crossMarginInterest")
         held, borrowed, interest = (dec(raw.get(f, "0"), f"{where} {f}") for f in fields)
         um = dec(raw.get("umWalletBalance", "0"), f"{where} umWalletBalance")
-        um += dec(raw.get("umUnrealizedPNL", "0"), f"{where} umUnrealizedPNL")
-        out[raw["asset"]] = held - borrowed - interest + um
+        pnl = dec(raw.get("umUnrealizedPNL", "0"), f"{where} umUnrealizedPNL")
+        at = stamp_or_none(raw.get("updateTime"))
+        out[raw["asset"]] = PmBalance(held, borrowed + interest, um, pnl, at)
     return out
+
+
+def pushed_cross_margin(message: Any) -> tuple[dict[str, tuple[str, Decimal]], int | None]:
+    """What a portfolio margin stream's push of the cross margin account tells, by asset: the
+    part of "Account Balance" it replaces (``cross``: ``crossMarginAsset``; ``liability``:
+    ``crossMarginBorrowed`` + ``crossMarginInterest``) and its new value, with the push's
+    stamp. Binance's Portfolio Margin user data streams (developers.binance.com, derivatives,
+    portfolio-margin, user-data-streams): "Event: Margin Account Update"
+    (``outboundAccountPosition``, "sent any time an account balance has changed": ``B[]`` of
+    ``a`` the asset, ``f`` free, ``l`` locked, absolute; ``u`` "Time of last account update")
+    gives ``cross`` = ``f`` + ``l``; "Event: Liability Update" (``liabilityChange``, on a
+    borrow, a repay, interest: ``a``, ``p`` the principal and ``i`` the interest of the
+    change, ``l`` "Total Liability", the asset's whole debt after it; ``E``) gives
+    ``liability`` = ``l`` (read as the loans and their interest together, as "Account
+    Balance" splits them: the docs' example's ``l`` is above its ``p`` + ``i``, the debt
+    before the change in it). "Event: Margin Balance Update" (``balanceUpdate``: ``d`` a
+    delta) is not applied: the ``outboundAccountPosition`` that follows every balance change
+    gives the balance itself, and a delta counted too would count it twice. Empty: not such
+    a push."""
+    if not isinstance(message, dict):
+        return {}, None
+    event = message.get("e")
+    if event == "outboundAccountPosition":
+        out = {}
+        for raw in _balance_rows(message.get("B"), "outboundAccountPosition: B"):
+            where = f"outboundAccountPosition {raw['a']}"
+            free, locked = dec(raw.get("f"), f"{where} f"), dec(raw.get("l"), f"{where} l")
+            out[raw["a"]] = ("cross", free + locked)
+        at = stamp_or_none(message.get("u"))
+        return out, at if at is not None else stamp_or_none(message.get("E"))
+    if event == "liabilityChange":
+        asset = message.get("a")
+        if not isinstance(asset, str):
+            raise FrameError("liabilityChange: no asset")
+        total = dec(message.get("l"), f"liabilityChange {asset} l")
+        return {asset: ("liability", total)}, stamp_or_none(message.get("E"))
+    return {}, None
+
+
+def pushed_um_wallets(message: Any) -> tuple[dict[str, tuple[str, Decimal]], int | None]:
+    """The UM wallets a portfolio margin stream's UM update gives, by asset, as
+    :func:`pushed_cross_margin` gives its parts: "Event: Futures Balance and Position Update"
+    (``ACCOUNT_UPDATE`` with ``fs`` UM; "pushed only when update happens on user's account,
+    including changes on balances": ``a.B[]`` of ``a`` the asset and ``wb`` its "Wallet
+    Balance", "Account Balance"'s ``umWalletBalance``; ``E``). A coin moved between its UM
+    wallet and its cross margin account (POST /papi/v1/asset-collection "Fund Collection by
+    Asset", /papi/v1/auto-collection, /papi/v1/bnb-transfer) is pushed on both sides: this
+    one and ``outboundAccountPosition``. Empty: not such a push."""
+    if not isinstance(message, dict) or message.get("fs") != "UM":
+        return {}, None
+    if message.get("e") != "ACCOUNT_UPDATE":
+        return {}, None  # an order's ("Event: Futures Order update", ORDER_TRADE_UPDATE)
+    update = message.get("a")
+    rows = update.get("B", []) if isinstance(update, dict) else None
+    out = {}
+    for raw in _balance_rows(rows, "UM ACCOUNT_UPDATE: a.B"):
+        out[raw["a"]] = ("um", dec(raw.get("wb"), f"UM ACCOUNT_UPDATE {raw['a']} wb"))
+    return out, stamp_or_none(message.get("E"))
+
+
+def _balance_rows(rows: Any, where: str) -> list[dict[str, Any]]:
+    """A push's balance rows (``B[]``), each an object naming its asset (``a``)."""
+    if not isinstance(rows, list):
+        raise FrameError(f"{where} is not a list of balances")
+    for raw in rows:
+        if not isinstance(raw, dict) or not isinstance(raw.get("a"), str):
+            raise FrameError(f"{where}: a balance row without an asset")
+    return rows
 
 
 def _bounds(tiers: CollateralTiers) -> tuple[Decimal, Decimal]:
@@ -945,8 +1032,12 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._bracket_problems: set[str] = set()
         # the COIN-M markets a push named with no listed position (said once each)
         self._coin_m_unlisted_pushed: set[str] = set()
+        # those pushed open since the last read, not listed (pushed_unlisted)
+        self._pushed_unlisted: set[str] = set()
         # the COIN-M rows' update times as the last snapshot read them (pushed_listed)
         self._coin_m_read_ms: dict[tuple[str, str], int] = {}
+        # each asset's "Account Balance" update time as the last snapshot read it
+        self._balance_read_ms: dict[str, int] = {}
         # what the last snapshot weighed in the per-IP budget, by its mode (None: none yet)
         self._snapshot_weight: float | None = None
         # each wallet's update time as the last snapshot read it (wallet_times)
@@ -962,6 +1053,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._coin_m = ()
         self._coin_m_unlisted = None
         self._not_portfolio = False
+        # this read lists what was pushed before it (one pushed while it reads is named again)
+        self._pushed_unlisted = set()
         try:
             portfolio = await exchange.papiGetAccount()
         except Exception as exc:
@@ -1102,14 +1195,12 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                     collateral_rates=_bounds(tiers[coin]) if coin and coin in tiers else None,
                     collateral_tiers=tiers.get(coin, ()) if coin else (),
                     coin_wallet=wallets.get(coin, Decimal(0)) if coin else None,
-                    coin_other=(
-                        others.get(coin, Decimal(0)) if coin and others is not None else None
-                    ),
+                    **_other_parts(coin, others),
                 )
             )
         return tuple(out)
 
-    async def _coin_balances(self, exchange: Any) -> dict[str, Decimal] | None:
+    async def _coin_balances(self, exchange: Any) -> dict[str, PmBalance] | None:
         """Each coin's equity outside COIN-M (:func:`pm_coin_balances`), or None where "Account
         Balance" is refused or malformed (logged when it begins): the COIN-M positions are
         still listed, their coins' other wallets then as read and their tiers bounded."""
@@ -1127,8 +1218,12 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                     describe(exc),
                 )
             self._balances_failing = True
+            self._balance_read_ms = {}
             return None
         self._balances_failing = False
+        self._balance_read_ms = {
+            asset: b.updated_ms for asset, b in found.items() if b.updated_ms is not None
+        }
         return found
 
     async def _cm_brackets(
@@ -1407,20 +1502,43 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         Detail's ``crossWalletBalance`` reads, a close's realized PnL and fee in it, a funding
         fee's push has B alone) give the listed positions of that coin their wallet
         (:meth:`_pushed_wallets`). None: not such a push, or nothing listed changed."""
+        parts, at_ms = pushed_cross_margin(message)
+        if parts:
+            return self._pushed_coin_parts(parts, at_ms, listed)
+        if any(p.coin_other is not None for p in listed):
+            parts, at_ms = pushed_um_wallets(message)
+            if parts:
+                return self._pushed_coin_parts(parts, at_ms, listed)
         if not isinstance(message, dict) or message.get("fs") != "CM":
             return None
         catalogue = self._coin_m_catalogue
         update = message.get("a")
-        if catalogue is None or not isinstance(update, dict):
+        if not isinstance(update, dict):
             return None
         rows = update.get("P", [])
         if not isinstance(rows, list):
             raise FrameError("CM ACCOUNT_UPDATE: a.P is not a list of positions")
-        out = {(p.symbol, p.side): p for p in self._pushed_wallets(update.get("B", []), listed)}
         # the event's time "E" (as a UM push's, watch_positions) against the row's
         # "updateTime" the last read gave: a row older than the read is already in it or
         # overtaken (a push that came late, or applied again over that read)
         at = stamp_or_none(message.get("E"))
+        if catalogue is None:
+            # no COIN-M position at the read, or its catalogue not loaded (/dapi refused or
+            # failing: the positions listed as read, under Binance's ids): a position opened
+            # since in a market the read did not list cannot be named or followed until a
+            # read (which loads it); one the read listed stays as read until the next
+            read = {p.symbol for p in listed}
+            for raw in rows:
+                if not isinstance(raw, dict) or not isinstance(raw.get("s"), str):
+                    raise FrameError("CM ACCOUNT_UPDATE: a position row without a symbol")
+                amount = dec(raw.get("pa"), f"CM ACCOUNT_UPDATE {raw['s']} pa")
+                ps = str(raw.get("ps", "BOTH"))
+                if raw["s"] in read or amount == 0:
+                    continue
+                if not older(at, self._coin_m_read_ms.get((raw["s"], ps))):
+                    self._said_unlisted_push(raw["s"])
+            return None
+        out = {(p.symbol, p.side): p for p in self._pushed_wallets(update.get("B", []), listed)}
         for raw in rows:
             if not isinstance(raw, dict) or not isinstance(raw.get("s"), str):
                 raise FrameError("CM ACCOUNT_UPDATE: a position row without a symbol")
@@ -1433,13 +1551,13 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             if position_side == "BOTH" and amount != 0:
                 # one-way: a signed size ends the other side's position (a "0" closes either)
                 other = Side.SHORT if pushed is Side.LONG else Side.LONG
-                out.pop((str(market["symbol"]), other), None)
+                _closed_by_push(out, (str(market["symbol"]), other))
             sides = (Side.LONG, Side.SHORT) if position_side == "BOTH" and amount == 0 else ()
             for side in sides or (pushed,):
                 key = (str(market["symbol"]), side)
                 p = out.get(key)
                 if amount == 0:
-                    out.pop(key, None)
+                    _closed_by_push(out, key)
                     continue
                 entry = dec(raw.get("ep"), f"CM ACCOUNT_UPDATE {raw['s']} ep")
                 if entry <= 0:
@@ -1456,13 +1574,64 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                 if p.quantity is None:
                     continue
                 contracts = abs(amount)
+                # a contract's size in USD: the position's, or its market's where a push
+                # closed it since the read (held with no size: _closed_by_push)
+                size = (
+                    p.quantity / p.contracts
+                    if p.contracts
+                    else dec(str(market.get("contractSize")), f"{raw['s']} contractSize")
+                )
                 out[key] = dataclasses.replace(
-                    p,
-                    contracts=contracts,
-                    quantity=p.quantity / p.contracts * contracts,
-                    entry_price=entry,
+                    p, contracts=contracts, quantity=size * contracts, entry_price=entry
                 )
         changed = tuple(out.values())
+        return None if changed == listed else changed
+
+    def _pushed_coin_parts(
+        self,
+        pushed: dict[str, tuple[str, Decimal]],
+        at_ms: int | None,
+        listed: tuple[ExchangeRatioPosition, ...],
+    ) -> tuple[ExchangeRatioPosition, ...] | None:
+        """The listed positions with their coin's cross margin balance, loans or UM wallet as
+        a push gives them (:func:`pushed_cross_margin`, :func:`pushed_um_wallets`): the coin's
+        other equity (``coin_other``) moved by the part's change from its value last seen, so
+        that a transfer between the coin's COIN-M wallet, UM wallet and cross margin account,
+        or a margin loan or repay, moves the coin's equity as it moves Binance's.
+
+        A push is one move: one carrying an asset alertd does not move beside a coin it does
+        (a margin trade, BTC bought with USDT: "contains the assets that were possibly changed
+        by the event", both rows in one ``outboundAccountPosition``; a fee in another asset)
+        has a half alertd cannot see (the USDT's change, at its own rate). Its coins' equity
+        is then left as read, the parts' values taken as seen (the next push of them moves
+        from there), until a read gives both halves. A push older than the asset's row as
+        read is in it; a coin whose balances were not read (refused) stays so. None: nothing
+        changed."""
+        moved = {p.coin for p in listed if p.coin and p.coin_other is not None}
+        whole = set(pushed) <= moved
+        out = []
+        for p in listed:
+            change = pushed.get(p.coin) if p.coin else None
+            read_ms = self._balance_read_ms.get(p.coin) if p.coin else None
+            if change is None or p.coin_other is None or older(at_ms, read_ms):
+                out.append(p)
+                continue
+            part, value = change
+            seen = {"cross": p.coin_cross, "liability": p.coin_liability, "um": p.coin_um}[part]
+            if seen is None:
+                out.append(p)
+                continue
+            # a loan is equity less: its rise lowers the coin's equity
+            step = (seen - value if part == "liability" else value - seen) if whole else 0
+            p = dataclasses.replace(p, coin_other=p.coin_other + step)
+            if part == "cross":
+                p = dataclasses.replace(p, coin_cross=value)
+            elif part == "liability":
+                p = dataclasses.replace(p, coin_liability=value)
+            else:
+                p = dataclasses.replace(p, coin_um=value)
+            out.append(p)
+        changed = tuple(out)
         return None if changed == listed else changed
 
     @staticmethod
@@ -1530,11 +1699,15 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             collateral_tiers=sibling.collateral_tiers,
             coin_wallet=sibling.coin_wallet,
             coin_other=sibling.coin_other,
+            coin_cross=sibling.coin_cross,
+            coin_liability=sibling.coin_liability,
+            coin_um=sibling.coin_um,
         )
 
     def _said_unlisted_push(self, market_id: str) -> None:
         """Say, once per COIN-M market, that its push names a position not listed (opened since
         the last read, or in a market the COIN-M catalogue does not hold)."""
+        self._pushed_unlisted.add(market_id)
         if market_id not in self._coin_m_unlisted_pushed:
             self._coin_m_unlisted_pushed.add(market_id)
             log.info(
@@ -1542,6 +1715,9 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                 "not in the COIN-M catalogue): left to the next reconcile",
                 market_id,
             )
+
+    def pushed_unlisted(self) -> frozenset[str]:
+        return frozenset(self._pushed_unlisted)
 
     def listed_marks(self, options: Mapping[str, Any]) -> ExchangeAdapter | None:
         # a portfolio margin account's COIN-M positions: their catalogue (``listed_catalogue``,
@@ -1820,6 +1996,38 @@ class BinanceUSDMAdapter(ExchangeAdapter):
 # auto-banned for continuing to send requests after receiving 429 codes", with a Retry-After;
 # spot "General Info", Limits), as USDⓈ-M's words it
 SPOT_IP_BAN = IpBanAnswer(418, lasts_s=120.0, until_ms=r"banned until (\d{10,16})")
+
+
+def _other_parts(coin: str | None, others: Mapping[str, PmBalance] | None) -> dict[str, Any]:
+    """A COIN-M position's coin's equity outside COIN-M (:class:`PmBalance`): in all, and the
+    parts the stream pushes (none of it where "Account Balance" was not read; 0 for a coin it
+    does not list)."""
+    if not coin or others is None:
+        return {"coin_other": None, "coin_cross": None, "coin_liability": None, "coin_um": None}
+    zero = Decimal(0)
+    found = others.get(coin, PmBalance(zero, zero, zero, zero, None))
+    return {
+        "coin_other": found.other,
+        "coin_cross": found.cross,
+        "coin_liability": found.liability,
+        "coin_um": found.um_wallet,
+    }
+
+
+def _closed_by_push(
+    listed: dict[tuple[str, Side], ExchangeRatioPosition], key: tuple[str, Side]
+) -> None:
+    """A listed COIN-M position a push closed: held with no size until the next read where it
+    follows its mark (its coin's wallet, the close's realized PnL in it, is still the coin's
+    equity that uniMMR counts, moving with the coin's mark: dropped, the coin's equity
+    snapped back to as read until the fill's read), gone where it is listed as read."""
+    p = listed.get(key)
+    if p is None:
+        return
+    if p.quantity is None:
+        del listed[key]
+    else:
+        listed[key] = dataclasses.replace(p, contracts=Decimal(0), quantity=Decimal(0))
 
 
 class CoinMMarks(ExchangeAdapter):

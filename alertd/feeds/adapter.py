@@ -410,6 +410,13 @@ class ExchangeAdapter:
         frame changes none of them (by default, none does)."""
         return None
 
+    def pushed_unlisted(self) -> frozenset[str]:
+        """The exchange's ids of the positions pushed since the last snapshot that
+        :meth:`pushed_listed` could not list (Binance portfolio margin: a COIN-M position in a
+        market of a catalogue not loaded, the account holding none at its read): not in the
+        exchange's figures as read, nor moved; none by default."""
+        return frozenset()
+
     def listed_stops(self) -> tuple[StopOrder, ...]:
         """The protective stops of :meth:`fetch_listed_positions`' positions, read with them
         (their figures follow those positions' marks); none by default."""

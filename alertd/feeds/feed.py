@@ -345,6 +345,7 @@ class AccountFeed:
         # a push's realized fill (:meth:`_fill_resync`): the last one's time, whether a read
         # for it waits, and before when (the feed's clock) no other read for one starts
         self._fill_at = -float("inf")
+        self._fill_why = "COIN-M fill"  # what the waiting read is for
         self._fill_resync_waits = False
         self._fill_resync_after = -float("inf")
         # when the last successful resync began: one begun after a disconnect (or a reopen)
@@ -756,6 +757,7 @@ class AccountFeed:
         self._tell_unread_fee(unread_fee)
         self._set_mode(self._settled(mode, account_figures))
         self.state.listed_stops = self.adapter.listed_stops()
+        self.state.listed_pushed_unlisted = self.adapter.pushed_unlisted()
         for symbol, mark in marks.items():
             # a REST mark seeds a symbol; the stream keeps it fresh after that
             wanted_mark = symbol in self.state.held_symbols or symbol in coin_symbols
@@ -1419,15 +1421,17 @@ class AccountFeed:
 
         group.create_task(later())
 
-    def _fill_resync(self, now: float) -> None:
+    def _fill_resync(self, now: float, why: str = "COIN-M fill") -> None:
         """A push reduced, closed or flipped a listed position (Binance portfolio margin's
         COIN-M): its PnL since the read is realized into the coin's wallet, which the
         exchange's ratio keeps and the push does not carry: read the account again rather than
-        drop that loss from the moved ratio. At most one such read per reconcile interval
-        (each is a full snapshot, weighed in the host's per-IP budget as every request is):
-        the fills meanwhile wait for one read at the interval's end, skipped where a snapshot
-        (a reconcile) began after the last of them."""
+        drop that loss from the moved ratio. Likewise a position a push opened that only a
+        read places (``why``). At most one such read per reconcile interval (each is a full
+        snapshot, weighed in the host's per-IP budget as every request is): the pushes
+        meanwhile wait for one read at the interval's end, skipped where a snapshot (a
+        reconcile) began after the last of them."""
         self._fill_at = now
+        self._fill_why = why
         group = self._group
         if self._fill_resync_waits or group is None:
             return  # the read waiting reads this fill too
@@ -1441,7 +1445,7 @@ class AccountFeed:
             finally:
                 self._fill_resync_waits = False
             self._fill_resync_after = self._clock() + self.reconcile_interval_s
-            await self._resync_after(self._fill_at, "COIN-M fill")
+            await self._resync_after(self._fill_at, self._fill_why)
 
         group.create_task(later())
 
@@ -1577,6 +1581,7 @@ class AccountFeed:
             listed = None
         if listed is not None:
             before = self.state.listed_positions
+            unplaced = {(p.symbol, p.side) for p in self.state.listed_unplaced()}
             self._pushes.apply(
                 functools.partial(self._push_listed, message, listed),
                 functools.partial(self._push_listed, message),
@@ -1585,6 +1590,18 @@ class AccountFeed:
             self._notify(Change.ACCOUNT)
             if realizes(before, listed):
                 self._fill_resync(now)
+            elif {(p.symbol, p.side) for p in self.state.listed_unplaced()} - unplaced:
+                # opened in a coin the last read held none of: what the exchange's equity as
+                # read holds of the coin is only in a read (the account incomplete meanwhile)
+                self._fill_resync(now, "COIN-M position opened in a coin not read")
+        # a position the pushes cannot list: a read lists it. Added here, cleared only where a
+        # read's snapshot is written (_resync): the adapter forgets them as a read begins, and
+        # a read that fails must not leave the account called complete (review of pm15, 5)
+        new = self.adapter.pushed_unlisted() - self.state.listed_pushed_unlisted
+        if new:
+            self.state.listed_pushed_unlisted |= new
+            self._notify(Change.ACCOUNT)
+            self._fill_resync(now, "COIN-M position pushed, not listed")
         if self.adapter.stops_pushed(message) and self._group is not None:
             self._group.create_task(self._read_stops_now())
         event = self.adapter.event(message, now)

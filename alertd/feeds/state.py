@@ -411,6 +411,9 @@ class AccountState:
     listed_as_read: tuple[ExchangeRatioPosition, ...] = ()
     # their protective stops as read with them: re-figured at their live marks
     listed_stops: tuple[StopOrder, ...] = ()
+    # the exchange's ids of positions pushed since the last read that could not be listed
+    # (ExchangeAdapter.pushed_unlisted): the account is incomplete until a read lists them
+    listed_pushed_unlisted: frozenset[str] = frozenset()
     # the marks alertd held when reported_account was read: the exchange's ratio moves from them
     reported_marks: dict[str, Decimal] = field(default_factory=dict)
     mode: ModeReading = NOT_READ  # read at bootstrap and at every reconcile
@@ -610,7 +613,8 @@ class AccountState:
     @property
     def listed_symbols(self) -> set[str]:
         """The symbols of the listed positions that follow their marks between reconciles
-        (a portfolio margin account's COIN-M positions in markets of the COIN-M catalogue)."""
+        (a portfolio margin account's COIN-M positions in markets of the COIN-M catalogue;
+        one a push closed too, until the next read: its coin's wallet moves with its mark)."""
         return {p.symbol for p in self.listed_positions if p.quantity is not None}
 
     @property
@@ -744,7 +748,35 @@ class AccountState:
         Deliver 6: an account that stays incomplete says what is missing)."""
         if self.mode.coverage is Coverage.COMPUTED:
             return self.missing()
-        return [_unknown_market(f"{s} {side.label}") for s, side in self.unknown_positions()]
+        unknown = [_unknown_market(f"{s} {side.label}") for s, side in self.unknown_positions()]
+        return (
+            unknown
+            + [
+                f"{p.symbol} {p.side.label}: opened by a push in {p.coin or 'a coin'} with no "
+                "position of it read, whose equity as read (its COIN-M wallet, cross margin and "
+                "UM balances) and collateral tiers the pushes do not carry: left out of the "
+                "exchange's ratio (moved without it) until the account is read again (at once)"
+                for p in self.listed_unplaced()
+            ]
+            + [
+                f"{market_id}: a position pushed that the last read did not list (its market's "
+                "catalogue not loaded): not in the exchange's ratio until the account is read "
+                "again (at once)"
+                for market_id in sorted(self.listed_pushed_unlisted)
+            ]
+        )
+
+    def listed_unplaced(self) -> list[ExchangeRatioPosition]:
+        """The listed positions a push opened in a coin the last read held none of (Binance
+        portfolio margin's COIN-M: no wallet, balances or collateral tiers of the coin were
+        read, and its pushes carry only its COIN-M wallet now, not what the exchange's
+        equity as read holds of it): their PnL cannot be placed in the exchange's figures
+        (a gain at the coin's collateral tiers, a loss in full below zero) until a read."""
+        return [
+            p
+            for p in self.listed_positions
+            if p.opened and p.coin_wallet is None and p.contracts > 0 and p.quantity is not None
+        ]
 
     def unknown_positions(self) -> list[tuple[str, Side]]:
         """The held positions in markets alertd does not know (a market listed since the
@@ -848,7 +880,11 @@ class AccountState:
         the read) at the live marks, those the snapshot read at its marks (review12: both
         sides from the pushed ones left what a push moved, priced at the read's mark, out of
         the exchange's equity)."""
-        listed, read = self.listed_positions, self.listed_as_read
+        # a position opened by a push in a coin not read (listed_unplaced) is left out: its
+        # PnL cannot be placed in the exchange's figures until a read (named incomplete)
+        unplaced = self.listed_unplaced()
+        listed = tuple(p for p in self.listed_positions if p not in unplaced)
+        read = self.listed_as_read
         return (
             self._coin_legs(listed),
             self._coin_wallets(listed),
@@ -884,6 +920,9 @@ class AccountState:
             collateral_tiers=p.collateral_tiers,
             coin_wallet=p.coin_wallet,
             coin_other=p.coin_other,
+            coin_cross=p.coin_cross,
+            coin_liability=p.coin_liability,
+            coin_um=p.coin_um,
             opened=p.opened,
             coin=p.coin,
             quantity=None,
@@ -892,7 +931,11 @@ class AccountState:
     def exchange_ratio(self) -> tuple[Decimal | None, bool]:
         """The exchange's own account ratio, and whether it was moved with the marks since it
         was read (``alertd/engine/reported.py``); as read when it cannot be moved (an unknown
-        market, a mark missing, no margin balance reported)."""
+        market, a mark missing, no margin balance reported). A position the pushes opened but
+        cannot place (:meth:`listed_unplaced`, :attr:`listed_pushed_unlisted`) is left out,
+        the rest moved, the account named incomplete until a read: frozen as read, the moves
+        since the read were dropped with it, a firing ratio alert resolving and firing again
+        (review of pm15, finding 7)."""
         read = self.reported_account
         if read.margin_ratio is None or read.margin_balance is None:
             return read.margin_ratio, False
@@ -959,7 +1002,10 @@ class AccountState:
                 stop = protection(self.stops, symbol, side, p.contracts, mark, liquidation)
                 figures = replace(figures, stop=stop)
             out.append(replace(figures, equity=equity, equity_unit=unit))
-        return (*out, *(self._followed(p) for p in self.listed_positions))
+        # a listed position a push closed is held without a size until the next read (its
+        # coin's wallet moving on with its mark: reported.py): closed, it is not shown
+        listed = (self._followed(p) for p in self.listed_positions if p.contracts > 0)
+        return (*out, *listed)
 
     @property
     def shown_fee_gap(self) -> FeeGap | None:

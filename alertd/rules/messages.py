@@ -454,7 +454,8 @@ def render(n: Notification, target_ratio: Decimal = Decimal("0.5")) -> Message:
         lines[0] += f", firing for {fmt.duration(n.at - n.since)}"
     if feed is not None and feed.exchange_ratio_stands_in and unit_of(metric) is Unit.RATIO:
         # no figures of alertd's own: the value is the exchange's, and the message says so
-        why = feed.mode_limits or "incomplete data: " + "; ".join(feed.missing)
+        incomplete = "incomplete data: " + "; ".join(feed.missing) if feed.missing else ""
+        why = "; ".join(filter(None, (feed.mode_limits, incomplete)))
         how = "read over REST" + (
             ", moved with the marks since" if feed.exchange_ratio_moved else ""
         )

@@ -81,6 +81,7 @@ import random
 import string
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
@@ -1382,6 +1383,81 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             "T": stamp - 1,
             "a": {"m": reason, "B": [balance], "P": []},
         }
+        self._on_loop(self._push_user, account.api_key, event)
+
+    @scripted
+    def push_margin_account_update(
+        self,
+        api_key: str,
+        coin: str,
+        also: Mapping[str, Num] | None = None,
+        updated_ms: int | None = None,
+    ) -> None:
+        """A portfolio margin account's push of ``coin``'s cross margin balance as
+        ``set_pm_coin_balance`` left it: "Event: Margin Account Update"
+        (``outboundAccountPosition``, ``B[]`` of ``a``, ``f`` free and ``l`` locked, all of it
+        free here; ``u`` the time of the last account update, ``updated_ms`` if given), as the
+        Portfolio Margin user data stream docs list it; with a row of each asset of ``also``,
+        its free balance as given (one event "contains the assets that were possibly changed
+        by the event": a margin trade's two)."""
+        account = self._account(api_key)
+        stamp = now_ms()
+        row = account.pm_balances.get(coin.upper(), {})
+        held = row.get("crossMarginAsset", Decimal(0))
+        balances = [{"a": coin.upper(), "f": _f8(held), "l": "0.00000000"}]
+        for asset, free in (also or {}).items():
+            balances.append({"a": asset, "f": _f8(_dec(free)), "l": "0.00000000"})
+        updated = stamp - 1 if updated_ms is None else updated_ms
+        event = {"e": "outboundAccountPosition", "E": stamp, "u": updated, "U": stamp,
+                 "B": balances}  # fmt: skip
+        self._on_loop(self._push_user, account.api_key, event)
+
+    @scripted
+    def spend_margin_usdt(self, api_key: str, amount: Num) -> None:
+        """``amount`` USDT spent in a portfolio margin account's cross margin account (a margin
+        buy): the local Binance holds the account's USDT as one wallet, counted in full in
+        uniMMR. Nothing pushed: the trade's ``outboundAccountPosition`` is
+        ``push_margin_account_update``'s."""
+        self._account(api_key).wallet -= _dec(amount)
+
+    @scripted
+    def balance_updated_ms(self, api_key: str) -> int:
+        """The ``updateTime`` of the account's rows of "Account Balance" as read now."""
+        return self._account(api_key).update_ms
+
+    @scripted
+    def push_um_coin_balance(self, api_key: str, coin: str, reason: str) -> None:
+        """A portfolio margin account's push of ``coin``'s UM wallet as ``set_pm_coin_balance``
+        left it (a fund collection, a BNB transfer): "Event: Futures Balance and Position
+        Update" with ``fs`` UM, ``a.m`` the event reason type ``reason``, ``a.B`` the coin's
+        row (``wb`` the wallet balance, ``cw`` the cross wallet balance: the same, no isolated
+        position here), ``a.P`` empty, as the Portfolio Margin user data stream docs list it."""
+        account = self._account(api_key)
+        stamp = now_ms()
+        held = _f8(account.pm_balances.get(coin.upper(), {}).get("umWalletBalance", Decimal(0)))
+        balance = {"a": coin.upper(), "wb": held, "cw": held, "bc": "0"}
+        event = {"e": "ACCOUNT_UPDATE", "fs": "UM", "E": stamp, "T": stamp - 1,
+                 "a": {"m": reason, "B": [balance], "P": []}}  # fmt: skip
+        self._on_loop(self._push_user, account.api_key, event)
+
+    @scripted
+    def push_liability_change(
+        self, api_key: str, coin: str, kind: str, principal: Num = "0", interest: Num = "0"
+    ) -> None:
+        """A portfolio margin account's push of ``coin``'s margin loan as ``set_pm_coin_balance``
+        left it: "Event: Liability Update" (``liabilityChange``: ``t`` the ``kind`` (BORROW,
+        REPAY, INTEREST...), ``p`` and ``i`` the change's principal and interest, ``l`` the
+        total liability, borrowed and interest), as the Portfolio Margin user data stream docs
+        list it."""
+        account = self._account(api_key)
+        stamp = now_ms()
+        row = account.pm_balances.get(coin.upper(), {})
+        total = row.get("crossMarginBorrowed", Decimal(0)) + row.get(
+            "crossMarginInterest", Decimal(0)
+        )
+        event = {"e": "liabilityChange", "E": stamp, "a": coin.upper(), "t": kind,
+                 "T": stamp, "p": _f8(_dec(principal)), "i": _f8(_dec(interest)),
+                 "l": _f8(total)}  # fmt: skip
         self._on_loop(self._push_user, account.api_key, event)
 
     @scripted

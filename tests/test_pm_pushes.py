@@ -1,0 +1,604 @@
+"""Binance portfolio margin between reads (issue 11, session 15): what the portfolio margin user
+data stream pushes moves Binance's uniMMR as alertd moves it, matched against the local
+Binance's next uniMMR: a COIN-M leg's close, the cross margin account's balances and loans
+(``outboundAccountPosition``, ``liabilityChange``), a COIN-M position opened by a push in a
+coin the last read held none of.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from alertd.config import RuleConfig
+from alertd.engine.reported import collateral_value
+from alertd.exchanges import binance
+from alertd.feeds.adapter import FrameError
+from alertd.feeds.feed import AccountFeed
+from alertd.rules.messages import render
+
+from .fake_exchange.binance import FakeBinanceUSDM
+from .support.aio import run
+from .support.fakes import started
+from .support.feeds import FAST, FAST_OPTIONS, secrets, streaming
+from .support.poll import eventually
+from .test_account_modes import (
+    BTC,
+    BTC_COLLATERAL_TIERS,
+    COIN_M_BTC,
+    KEY,
+    SECRET,
+    Evaluated,
+    both_marks_at,
+    hedged_600_short,
+    moved_as_binance_s_next,
+    portfolio_long_btc,
+    portfolio_margin_config,
+    portfolio_with_coin_m_long,
+    start_reads,
+)
+
+D = Decimal
+
+
+def cm_row(size: str, entry: str = "60000", market_id: str = "BTCUSD_PERP") -> dict[str, Any]:
+    """A COIN-M position row of "Event: Futures Balance and Position Update" (``a.P[]``)."""
+    return {"s": market_id, "pa": size, "ep": entry, "cr": "0", "up": "0", "mt": "cross",
+            "iw": "0", "ps": "BOTH"}  # fmt: skip
+
+
+async def hedge_streaming(fake: FakeBinanceUSDM, feed: AccountFeed) -> None:
+    """The hedge's feed streaming (its user stream and both marks subscribed), read at
+    50,000 and past the start's settle resync; its fills' reads held by a 60 s interval
+    after the first."""
+    feed.reconcile_interval_s = 60.0
+    await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+    await fake.wait_for_subscription("btcusdt@markPrice@1s", 10)
+    await fake.wait_for_user_stream(KEY, 10)
+    await both_marks_at(fake, feed.state, "50000", "50000")
+    await feed.reconcile()
+    await asyncio.sleep(1.5)  # past the start's settle resync
+
+
+@contextlib.asynccontextmanager
+async def cross_margin_hedge(
+    cash: str, wallet: str, **balances: str
+) -> AsyncIterator[tuple[FakeBinanceUSDM, AccountFeed]]:
+    """The hedge (:func:`hedged_600_short`, ``cash`` USDT, a COIN-M wallet of ``wallet``
+    BTC) with BTC's cross margin and UM ``balances`` (``set_pm_coin_balance``), streaming and
+    read at 50,000 (:func:`hedge_streaming`)."""
+    async with started(FakeBinanceUSDM(), [(KEY, SECRET, cash)]) as fake:
+        feed = hedged_600_short(fake, wallet)
+        fake.set_pm_coin_balance(KEY, "BTC", **balances)
+        async with streaming(feed):
+            await hedge_streaming(fake, feed)
+            yield fake, feed
+
+
+async def reads_done(fake: FakeBinanceUSDM, feed: AccountFeed) -> None:
+    """The feed's user stream open, past the start's reads and its settle resync, the next
+    reconcile 600 s away."""
+    feed.reconcile_interval_s = 600.0
+    await fake.wait_for_user_stream(KEY, 10)
+    await start_reads(fake)
+    await asyncio.sleep(1.5)  # past the start's settle resync
+
+
+def test_binance_portfolio_last_coin_m_close_keeps_the_coin_s_equity_until_its_read() -> None:
+    """The hedge (:func:`hedged_600_short`, a COIN-M wallet of 0.01 BTC) read at 50,000; a
+    reduce to 300 contracts and its own read; then, at 55,000, the last 300 closed and pushed
+    (``pa`` 0, ``a.B`` the wallet with the PnL the close realized), its read held by the
+    reconcile interval. Binance's equity keeps the coin's wallet, the realized PnL in it,
+    moving with BTC's mark. Before, the close dropped the coin from the moved equity: it
+    snapped back to the coin's equity as read at 50,000 until the fill's read (a firing ratio
+    alert could resolve, then fire again at the read). Now the moved ratio is the local
+    Binance's next uniMMR to 1e-7 at the close and as BTC falls to 45,000 after it, with no
+    read, the COIN-M mark still followed until the read; and after a short of 200 opened
+    again at 45,000 and pushed before the read, at 42,000."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = hedged_600_short(fake, "0.01")
+            async with streaming(feed):
+                state = feed.state
+                await hedge_streaming(fake, feed)
+                fake.reduce_cm_position(KEY, "BTCUSD_PERP", "-300")
+                fake.push_cm_position_update(KEY, cm_row("-300"))
+                await eventually(
+                    lambda: [p.contracts for p in state.listed_as_read] == [300],
+                    timeout_s=10,
+                    what="the first reduce's read",
+                )
+                await both_marks_at(fake, state, "55000", "55000")
+                fake.reduce_cm_position(KEY, "BTCUSD_PERP", "0")  # realized at 55,000
+                fake.push_cm_position_update(KEY, cm_row("0", "0"))
+                await eventually(
+                    lambda: not any(p.inverse for p in state.exchange_ratio_positions()),
+                    what="the close's push",
+                )
+                moved_as_binance_s_next(fake, state, "at the close")
+                await both_marks_at(fake, state, "45000", "45000")
+                moved_as_binance_s_next(fake, state, "at 45,000 after the close")
+                assert [p.contracts for p in state.listed_as_read] == [300]  # no read since
+                assert COIN_M_BTC in state.listed_symbols
+                # opened again before the read: the held leg takes the push's size and entry
+                fake.open_cm_position(KEY, "BTCUSD_PERP", "-200", "45000", "90000")
+                fake.push_cm_position_update(KEY, cm_row("-200", "45000"))
+                await eventually(
+                    lambda: [p.quantity for p in state.listed_positions] == [20000],
+                    what="the reopening push",
+                )
+                await both_marks_at(fake, state, "42000", "42000")
+                moved_as_binance_s_next(fake, state, "reopened, at 42,000")
+
+    run(body(), timeout_s=60)
+
+
+@pytest.mark.parametrize("change", ["transfer", "interest"])
+def test_binance_portfolio_cross_margin_pushes_move_the_coin_s_equity(change: str) -> None:
+    """The hedge (:func:`hedged_600_short`, a COIN-M wallet of 1 BTC) with 0.5 BTC in the
+    cross margin account, 0.2 of it borrowed, and BTC's tiered collateral rates
+    (:data:`BTC_COLLATERAL_TIERS`), read at 50,000. Then, with no read:
+
+    - ``transfer``: 0.8 BTC moved from the COIN-M wallet to the cross margin account, pushed
+      as Binance pushes it: the COIN-M wallet (ACCOUNT_UPDATE fs CM, ``a.B[].cw``) and the
+      cross margin balance (``outboundAccountPosition``: ``f`` + ``l``);
+    - ``interest``: 0.01 BTC of interest charged on the loan (``liabilityChange``: ``l`` the
+      total liability), nothing else.
+
+    BTC's equity in uniMMR is its COIN-M wallet, cross margin less loans and UM wallet
+    together: a transfer between them leaves it, interest lowers it. Before, the cross margin
+    account had no push path: the transfer counted as 0.8 BTC less (40,000 USD at 50,000)
+    and the interest not at all until the next read. Now the moved ratio is the local
+    Binance's next uniMMR to 1e-7 after the pushes, at 50,000 and at 45,000."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = hedged_600_short(fake, "1")
+            fake.set_collateral_tiers("BTC", BTC_COLLATERAL_TIERS)
+            fake.set_pm_coin_balance(KEY, "BTC", cross_margin="0.5", borrowed="0.2")
+            async with streaming(feed):
+                state = feed.state
+                await hedge_streaming(fake, feed)
+                (cm,) = state.listed_positions
+                assert (cm.coin_wallet, cm.coin_other) == (1, D("0.3"))
+                if change == "transfer":
+                    fake.set_cm_coin(KEY, "BTC", "0.2", "0.95")
+                    fake.set_collateral_tiers("BTC", BTC_COLLATERAL_TIERS)  # set_cm_coin's
+                    fake.push_cm_balance_update(KEY, "BTC", "MARGIN_TRANSFER")
+                    fake.set_pm_coin_balance(KEY, "BTC", cross_margin="1.3", borrowed="0.2")
+                    fake.push_margin_account_update(KEY, "BTC")
+                    pushed = (D("0.2"), D("1.1"))
+                else:
+                    fake.set_pm_coin_balance(
+                        KEY, "BTC", cross_margin="0.5", borrowed="0.2", interest="0.01"
+                    )
+                    fake.push_liability_change(KEY, "BTC", "INTEREST", interest="0.01")
+                    pushed = (D(1), D("0.29"))
+                await eventually(
+                    lambda: (
+                        [(p.coin_wallet, p.coin_other) for p in state.listed_positions] == [pushed]
+                    ),
+                    what="the pushes",
+                )
+                moved_as_binance_s_next(fake, state, f"after the {change}")
+                await both_marks_at(fake, state, "45000", "45000")
+                moved_as_binance_s_next(fake, state, f"at 45,000 after the {change}")
+                assert [p.coin_other for p in state.listed_as_read] == [D("0.3")]  # no read
+
+    run(body(), timeout_s=60)
+
+
+def test_binance_portfolio_margin_trade_s_push_with_another_asset_is_left_as_read() -> None:
+    """The hedge (:func:`hedged_600_short`, a COIN-M wallet of 1 BTC) with 0.5 BTC in the
+    cross margin account and 100,000 USDT, read at 50,000. A margin trade buys 1 BTC with
+    50,000 USDT: Binance pushes one ``outboundAccountPosition`` with both rows (BTC 1.5, USDT
+    50,000). uniMMR counts the BTC at 0.95 and the USDT in full: Binance's equity falls by
+    the haircut, 2,500 USD. alertd moves BTC and not USDT, whose half of the trade it cannot
+    count: it leaves the trade as read (2,500 above Binance's until a read), taking BTC's
+    1.5 as seen, so that a transfer of 0.5 BTC from the COIN-M wallet to the cross margin
+    account after it moves nothing; after a read the moved ratio is Binance's next uniMMR
+    to 1e-7 again. Before, BTC's row alone was applied: +47,500 USD where Binance's fell by
+    2,500 (uniMMR 496 where Binance's was 382; review of pm15, finding 1)."""
+
+    async def body() -> None:
+        async with cross_margin_hedge("100000", "1", cross_margin="0.5") as (fake, feed):
+            state = feed.state
+            moved_as_binance_s_next(fake, state, "before the trade")
+            before = state.exchange_equity()
+            fake.spend_margin_usdt(KEY, "50000")
+            fake.set_pm_coin_balance(KEY, "BTC", cross_margin="1.5")
+            fake.push_margin_account_update(KEY, "BTC", also={"USDT": "50000"})
+            await eventually(
+                lambda: [p.coin_cross for p in state.listed_positions] == [D("1.5")],
+                what="the trade's push",
+            )
+            assert [p.coin_other for p in state.listed_positions] == [D("0.5")]
+            theirs = D(fake.portfolio_account(KEY)["accountEquity"])
+            assert state.exchange_equity() == before
+            assert abs(before - theirs - 2500) < D("1e-5")  # Binance's in 8 decimals
+            fake.set_cm_coin(KEY, "BTC", "0.5", "0.95")
+            fake.push_cm_balance_update(KEY, "BTC", "MARGIN_TRANSFER")
+            fake.set_pm_coin_balance(KEY, "BTC", cross_margin="2")
+            fake.push_margin_account_update(KEY, "BTC")
+            await eventually(
+                lambda: (
+                    [(p.coin_wallet, p.coin_cross) for p in state.listed_positions]
+                    == [(D("0.5"), D(2))]
+                ),
+                what="the transfer's pushes",
+            )
+            assert state.exchange_equity() == before  # the transfer moved nothing
+            await feed.reconcile()
+            moved_as_binance_s_next(fake, state, "read after the trade")
+            await both_marks_at(fake, state, "45000", "45000")
+            moved_as_binance_s_next(fake, state, "at 45,000 after the trade's read")
+
+    run(body(), timeout_s=60)
+
+
+def test_binance_portfolio_fund_collection_moves_the_um_wallet_too() -> None:
+    """The hedge (:func:`hedged_600_short`, a COIN-M wallet of 0.01 BTC) with 0.5 BTC in the
+    cross margin account and 0.3 BTC in the UM wallet, read at 50,000. "Fund Collection by
+    Asset" (POST /papi/v1/asset-collection) moves BTC from the futures wallets into the cross
+    margin account: pushed on each side, the COIN-M wallet (ACCOUNT_UPDATE fs CM, ``cw``),
+    the UM wallet (ACCOUNT_UPDATE fs UM, ``wb``) and the cross margin balance
+    (``outboundAccountPosition``). BTC's equity in uniMMR stays; the moved ratio is the local
+    Binance's next uniMMR to 1e-7 after the pushes, at 50,000 and at 45,000. Before, the UM
+    side had no push path: its 0.3 BTC counted twice (uniMMR 164 where Binance's was 132;
+    review of pm15, finding 2)."""
+
+    async def body() -> None:
+        hedge = cross_margin_hedge("20000", "0.01", cross_margin="0.5", um_wallet="0.3")
+        async with hedge as (fake, feed):
+            state = feed.state
+            moved_as_binance_s_next(fake, state, "before the collection")
+            fake.set_cm_coin(KEY, "BTC", "0", "0.95")
+            fake.set_pm_coin_balance(KEY, "BTC", cross_margin="0.81", um_wallet="0")
+            fake.push_cm_balance_update(KEY, "BTC", "MARGIN_TRANSFER")
+            fake.push_um_coin_balance(KEY, "BTC", "MARGIN_TRANSFER")
+            fake.push_margin_account_update(KEY, "BTC")  # the last: the others before it
+            await eventually(
+                lambda: [p.coin_cross for p in state.listed_positions] == [D("0.81")],
+                what="the pushes",
+            )
+            moved_as_binance_s_next(fake, state, "after the collection")
+            assert [(p.coin_wallet, p.coin_um) for p in state.listed_positions] == [(0, 0)]
+            await both_marks_at(fake, state, "45000", "45000")
+            moved_as_binance_s_next(fake, state, "at 45,000 after the collection")
+            assert [p.coin_other for p in state.listed_as_read] == [D("0.8")]  # no read
+
+    run(body(), timeout_s=60)
+
+
+def test_binance_portfolio_cross_margin_push_older_than_its_read_is_left() -> None:
+    """The hedge with 0.5 BTC in the cross margin account, read; then a push of 9 BTC whose
+    ``u`` (the time of the last account update) is before BTC's "Account Balance" row
+    (``updateTime``), then a loan's push after it: the late push is in the read (or
+    overtaken), and rolls nothing back, the loan's is applied. Review of pm15, finding 3:
+    with the staleness check dropped no test failed."""
+
+    async def body() -> None:
+        async with cross_margin_hedge("20000", "1", cross_margin="0.5") as (fake, feed):
+            state = feed.state
+            read_ms = fake.balance_updated_ms(KEY)
+            fake.set_pm_coin_balance(KEY, "BTC", cross_margin="9")
+            fake.push_margin_account_update(KEY, "BTC", updated_ms=read_ms - 10)
+            fake.set_pm_coin_balance(KEY, "BTC", cross_margin="0.5", borrowed="0.1")
+            fake.push_liability_change(KEY, "BTC", "BORROW", principal="0.1")
+            await eventually(
+                lambda: [p.coin_liability for p in state.listed_positions] == [D("0.1")],
+                what="the loan's push",
+            )
+            assert [(p.coin_cross, p.coin_other) for p in state.listed_positions] == [
+                (D("0.5"), D("0.4"))
+            ]
+
+    run(body(), timeout_s=60)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"e": "outboundAccountPosition", "u": 1, "B": {"a": "BTC"}},
+        {"e": "outboundAccountPosition", "u": 1, "B": [{"f": "1", "l": "0"}]},
+        {"e": "outboundAccountPosition", "u": 1, "B": [{"a": "BTC", "f": "x", "l": "0"}]},
+        {"e": "liabilityChange", "E": 1, "a": "BTC", "t": "BORROW"},
+        {"e": "liabilityChange", "E": 1, "t": "BORROW", "l": "1"},
+        {"e": "ACCOUNT_UPDATE", "fs": "UM", "E": 1, "a": {"B": {"a": "BTC"}}},
+        {"e": "ACCOUNT_UPDATE", "fs": "UM", "E": 1, "a": {"B": [{"wb": "1"}]}},
+        {"e": "ACCOUNT_UPDATE", "fs": "UM", "E": 1, "a": {"B": [{"a": "BTC", "wb": "x"}]}},
+    ],
+)
+def test_malformed_cross_margin_push_is_a_frame_error(message: dict[str, Any]) -> None:
+    """A malformed cross margin push (a balance row without its asset or a number, a
+    liability without its total or asset) or UM wallet push is a frame error naming the
+    field: the feed logs and skips it (``on_frame``), the balances staying as they were."""
+    um = message.get("fs") == "UM"
+    with pytest.raises(FrameError):
+        (binance.pushed_um_wallets if um else binance.pushed_cross_margin)(message)
+
+
+def test_cross_margin_pushes_read_as_the_docs_examples() -> None:
+    """The Portfolio Margin user data stream docs' examples: "Event: Margin Account Update"
+    (ETH free 10000, locked 0, ``u`` 1564034571073) and "Event: Liability Update" (BTC, ``l``
+    1.03476851, ``E`` 1573200697110)."""
+    margin = {
+        "e": "outboundAccountPosition",
+        "E": 1564034571105,
+        "u": 1564034571073,
+        "U": 1027053479517,
+        "B": [{"a": "ETH", "f": "10000.000000", "l": "0.000000"}],
+    }
+    liability = {
+        "e": "liabilityChange",
+        "E": 1573200697110,
+        "a": "BTC",
+        "t": "BORROW",
+        "T": 1352286576452864727,
+        "p": "1.03453430",
+        "i": "0",
+        "l": "1.03476851",
+    }
+    assert binance.pushed_cross_margin(margin) == (
+        {"ETH": ("cross", D("10000"))},
+        1564034571073,
+    )
+    assert binance.pushed_cross_margin(liability) == (
+        {"BTC": ("liability", D("1.03476851"))},
+        1573200697110,
+    )
+    assert binance.pushed_cross_margin({"e": "balanceUpdate", "a": "BTC", "d": "1"}) == ({}, None)
+
+
+@pytest.mark.parametrize("held", ["ETH", "none"])
+def test_binance_portfolio_coin_m_opened_in_a_coin_not_read_is_incomplete_then_read(
+    held: str,
+) -> None:
+    """A portfolio margin account (a UM long of 1 BTC, 20,000 USDT) holding no BTC COIN-M
+    position at its read (``held``: an ETH one, or none, so that the COIN-M catalogue is not
+    loaded either), so that none of BTC's equity outside UM was read (its COIN-M wallet of
+    0.5 BTC, 1 BTC in the cross margin account) nor its collateral tiers; then a COIN-M short
+    of 300 BTCUSD_PERP opened and pushed. The push carries the position and BTC's COIN-M
+    wallet now, not what Binance's equity as read holds of BTC: its gain cannot be placed in
+    BTC's tiers (and, with no catalogue, the position cannot be named). So the account is
+    incomplete, naming the position and what is missing, in the ratio alert's message too,
+    and Binance's ratio moves without it; the account is read again at once (the
+    read held here, then released). After the read the moved ratio is the local Binance's
+    next uniMMR to 1e-7 at 45,000. Before, the short counted from nothing (its gain at 0:
+    uniMMR lower than Binance's), or with no catalogue not at all, until the reconcile: no
+    read followed the push, nothing was said."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            portfolio_long_btc(fake)  # its feed with stale marks after 30 s: below
+            fake.set_cm_mark("BTCUSD_PERP", "60000")
+            if held == "ETH":
+                fake.set_cm_mark("ETHUSD_PERP", "3000")
+                fake.open_cm_position(KEY, "ETHUSD_PERP", "10", "3000", "1000")
+            fake.set_cm_coin(KEY, "BTC", "0.5", "0.95")
+            fake.set_collateral_tiers("BTC", BTC_COLLATERAL_TIERS)
+            fake.set_pm_coin_balance(KEY, "BTC", cross_margin="1")
+            # no stale reconnects on a loaded machine between the marks set and streamed
+            settings = FAST.model_copy(update={"stale_after_s": 30.0})
+            config = portfolio_margin_config(fake)
+            feed = AccountFeed(config, secrets(KEY, SECRET), settings, FAST_OPTIONS)
+            async with streaming(feed):
+                feed.reconcile_interval_s = 60.0  # no reconcile: the push's own read alone
+                state = feed.state
+                await fake.wait_for_user_stream(KEY, 10)
+                await fake.wait_for_subscription("btcusdt@markPrice@1s", 10)
+                await start_reads(fake)
+                await asyncio.sleep(1.5)  # past the start's settle resync
+                fake.hold_rest("/papi/v1/account")  # the push's read waits
+                fake.open_cm_position(KEY, "BTCUSD_PERP", "-300", "60000", "90000")
+                fake.push_cm_position_update(KEY, cm_row("-300"))
+                await eventually(lambda: fake.held_answers() == 1, what="the push's read")
+                (missing,) = state.incomplete()
+                said = (
+                    f"{COIN_M_BTC} short: opened by a push in BTC"
+                    if held == "ETH"
+                    else "BTCUSD_PERP: a position pushed that the last read did not list"
+                )
+                assert missing.startswith(said), missing
+                # moved without it (the UM long's moves kept), named missing
+                assert state.exchange_ratio()[1]
+                ratio = RuleConfig(name="ratio", metric="margin_ratio", above=D(0))
+                notes = Evaluated(feed, ratio).alerting.evaluate(feed, 1.0)
+                (note,) = [n for n in notes if n.rule.name == "ratio"]
+                text = render(note).body
+                assert "incomplete data: " + missing in text, text
+                fake.release_rest()
+                await eventually(
+                    lambda: [p.opened for p in state.listed_as_read if p.coin == "BTC"] == [False],
+                    what="the read",
+                )
+                assert state.incomplete() == []
+                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                await both_marks_at(fake, state, "45000", "45000")
+                moved_as_binance_s_next(fake, state, "at 45,000")
+
+    run(body(), timeout_s=60)
+
+
+def test_the_cross_margin_faq_s_tiered_example_is_the_slices() -> None:
+    """Binance's one published worked example of tiered collateral ("Binance Cross Margin
+    Collateral Haircuts", Example 1, Scenario 1): 6,000 BTC at 20,000 USDT, BTC's tiers 100%
+    to 100,000,000 USDT, 97.5% to 120,000,000, 95% to 150,000,000, 90% to 180,000,000, 85% to
+    200,000,000, counts (100,000,000) x 100% + (120,000,000 - 100,000,000) x 97.5% =
+    119,500,000. It is the cross margin account's collateral value, not portfolio margin's
+    uniMMR, and gives no ``cum``: alertd's slices reproduce it; which reading of the portfolio
+    margin tiers' ``cum`` Binance applies stays undocumented (docs/exchanges.md)."""
+    edges = [0, 100_000_000, 120_000_000, 150_000_000, 180_000_000, 200_000_000]
+    rates = ["1", "0.975", "0.95", "0.9", "0.85"]
+    tiers = tuple(
+        (D(edges[i]), D(edges[i + 1]) if i + 1 < len(rates) else None, D(rate), None)
+        for i, rate in enumerate(rates)
+    )
+    assert collateral_value(D(6000) * 20000, tiers) == 119_500_000
+
+
+def test_binance_portfolio_failed_read_leaves_a_pushed_unlisted_position_named() -> None:
+    """An account with no COIN-M position at its read (no COIN-M catalogue loaded); a COIN-M
+    short pushed: named incomplete, the account read at once. That read fails (503, retried)
+    and a UM deposit's push follows: the account stays incomplete until a read lists the
+    position. Before, the adapter's set, emptied as the read began, was copied into the state
+    on the next private frame: called complete, the position counted nowhere (review of pm15,
+    finding 5)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = portfolio_long_btc(fake)
+            fake.set_cm_mark("BTCUSD_PERP", "60000")
+            async with streaming(feed):
+                state = feed.state
+                await reads_done(fake, feed)
+                fake.fail_rest(503, 1000, path_prefix="/papi/v1/account")
+                fake.open_cm_position(KEY, "BTCUSD_PERP", "-300", "60000", "90000")
+                fake.push_cm_position_update(KEY, cm_row("-300"))
+                await eventually(lambda: bool(state.listed_pushed_unlisted), what="named")
+                reads = len(fake.requests)
+                await eventually(
+                    lambda: any(r[1] == "/papi/v1/account" for r in fake.requests[reads:]),
+                    what="the read at once (failing)",
+                )
+                fake.set_balance(KEY, "20001")  # any private frame: a UM deposit's push
+                await eventually(lambda: state.wallet_balance == 20001, what="the UM push")
+                assert state.listed_pushed_unlisted == {"BTCUSD_PERP"}
+                assert state.incomplete()
+
+    run(body(), timeout_s=90)
+
+
+def test_binance_portfolio_coin_m_fills_with_dapi_refused_stay_as_read() -> None:
+    """A portfolio margin account whose /dapi is refused (403: a proxy or region passing only
+    fapi and papi): its COIN-M long listed as read (no catalogue). The UM mark falls to
+    58,000, then three COIN-M fills of that position are pushed: the ratio keeps moving with
+    the UM mark, nothing is named missing, and no read follows (the position stands as read
+    until the reconcile, as before pm15). Before, each fill named the listed position "pushed,
+    not listed", froze the whole ratio as read (the fall gone) and brought a full read at
+    once, one a fill (review of pm15, finding 4)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = portfolio_with_coin_m_long(fake)
+            fake.fail_rest(403, 100000, path_prefix="/dapi/")
+            async with streaming(feed):
+                state = feed.state
+                await reads_done(fake, feed)
+                assert [p.as_read for p in state.listed_positions] == [True]
+                fake.set_mark(BTC, "58000")
+                await eventually(lambda: state.marks.get(BTC) == 58000, what="the mark")
+                assert state.exchange_ratio()[1]
+                reads = sum(1 for r in fake.requests if r[1] == "/papi/v1/account")
+                for n, wallet in ((4, "20001"), (5, "20002"), (6, "20003")):
+                    fake.open_cm_position(KEY, "BTCUSD_PERP", str(n), "62000", "40000")
+                    fake.push_cm_position_update(KEY, cm_row(str(n), "62000"))
+                    fake.set_balance(KEY, wallet)  # a push after it: the fill's handled
+                    pushed = D(wallet)
+                    await eventually(lambda w=pushed: state.wallet_balance == w, what="pushes")
+                    assert state.exchange_ratio()[1] and state.incomplete() == []
+                await asyncio.sleep(1.5)  # a read at once would have begun
+                assert sum(1 for r in fake.requests if r[1] == "/papi/v1/account") == reads
+
+    run(body(), timeout_s=90)
+
+
+def test_binance_portfolio_position_pushed_in_a_coin_not_read_keeps_the_ratio_moving() -> None:
+    """A portfolio margin account (UM long 1 BTC, 2,000 USDT) with no COIN-M position at its
+    read; BTC falls below 60,000 and a ratio rule between the ratio as read and moved fires.
+    Then a COIN-M short is opened and pushed (the account incomplete, its read held): the
+    ratio keeps the fall's move, the short left out and named, and the rule neither resolves
+    nor fires again, before or after the read. Before, the whole ratio stood as read while
+    incomplete: the rule resolved at the push and fired again at the read (review of pm15,
+    finding 7)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+            portfolio_long_btc(fake)
+            fake.set_cm_mark("BTCUSD_PERP", "60000")
+            settings = FAST.model_copy(update={"stale_after_s": 30.0})
+            config = portfolio_margin_config(fake)
+            feed = AccountFeed(config, secrets(KEY, SECRET), settings, FAST_OPTIONS)
+            async with streaming(feed):
+                state = feed.state
+                await fake.wait_for_subscription("btcusdt@markPrice@1s", 10)
+                await reads_done(fake, feed)
+                as_read = state.exchange_ratio()[0]
+                assert as_read is not None
+                fake.set_mark(BTC, "59000")
+                fake.set_cm_mark("BTCUSD_PERP", "59000")
+                await eventually(lambda: state.marks.get(BTC) == 59000, what="the fall")
+                moved, was_moved = state.exchange_ratio()
+                assert was_moved and moved is not None and moved > as_read
+                rule = RuleConfig(name="ratio", metric="margin_ratio", above=(as_read + moved) / 2)
+                evaluated = Evaluated(feed, rule)
+                assert evaluated(1.0) == [("firing", "p", None)]
+                fake.hold_rest("/papi/v1/account")
+                fake.open_cm_position(KEY, "BTCUSD_PERP", "-300", "59000", "90000")
+                fake.push_cm_position_update(KEY, cm_row("-300", "59000"))
+                await eventually(lambda: bool(state.incomplete()), what="incomplete")
+                assert state.exchange_ratio() == (moved, True)
+                assert evaluated(2.0) == []
+                fake.release_rest()
+                await eventually(lambda: not state.incomplete(), what="the read")
+                assert evaluated(3.0) == []
+
+    run(body(), timeout_s=90)
+
+
+def test_um_order_update_is_no_wallet_push() -> None:
+    """The portfolio margin stream's UM order update ("Event: Futures Order update":
+    ``ORDER_TRADE_UPDATE`` with ``fs`` UM and no ``a``, the docs' fields) carries no wallet:
+    not read as one. Before, it was taken for a UM ``ACCOUNT_UPDATE`` without balances and
+    every order update logged and counted as a malformed frame (review of pm15, finding 8)."""
+    order = {"e": "ORDER_TRADE_UPDATE", "fs": "UM", "E": 1, "T": 1, "i": "",
+             "o": {"s": "BTCUSDT", "c": "TEST", "S": "SELL", "o": "LIMIT", "f": "GTC",
+                   "q": "0.001", "p": "90000", "ap": "0", "sp": "0", "x": "NEW", "X": "NEW",
+                   "i": 8886774, "l": "0", "z": "0", "L": "0", "N": "USDT", "n": "0", "T": 1,
+                   "t": 0, "b": "0", "a": "0", "m": False, "R": False, "ps": "BOTH",
+                   "rp": "0", "st": "C_TAKE_PROFIT", "si": 0, "ss": 0, "V": "EXPIRE_TAKER",
+                   "pm": "NONE", "gtd": 0}}  # fmt: skip
+    assert binance.pushed_um_wallets(order) == ({}, None)
+
+
+def test_binance_portfolio_reads_for_unlisted_pushes_take_the_fill_reads_cap() -> None:
+    """A portfolio margin account with no COIN-M position at its read and /dapi refused (no
+    COIN-M catalogue ever loads). A short of BTCUSD_PERP pushed: named, read at once, the
+    read listing it (as read). Then one of ETHUSD_PERP pushed within the reconcile interval:
+    named, its read waiting for the interval's end, as a fill's does: one read per interval
+    at most. Before, each market's push brought a full read at once (review of pm15, finding
+    4: a bot opening and closing COIN-M positions, a read each)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            feed = portfolio_long_btc(fake)
+            fake.set_cm_mark("BTCUSD_PERP", "60000")
+            fake.set_cm_mark("ETHUSD_PERP", "3000")
+            fake.fail_rest(403, 100000, path_prefix="/dapi/")
+            async with streaming(feed):
+                state = feed.state
+                await reads_done(fake, feed)
+                reads = lambda: sum(1 for r in fake.requests if r[1] == "/papi/v1/account")  # noqa: E731
+                start = reads()
+                fake.open_cm_position(KEY, "BTCUSD_PERP", "-300", "60000", "90000")
+                fake.push_cm_position_update(KEY, cm_row("-300"))
+                await eventually(
+                    lambda: [p.symbol for p in state.listed_as_read] == ["BTCUSD_PERP"],
+                    what="the read at once",
+                )
+                assert reads() == start + 1
+                fake.open_cm_position(KEY, "ETHUSD_PERP", "-10", "3000", "9000")
+                fake.push_cm_position_update(KEY, cm_row("-10", "3000", "ETHUSD_PERP"))
+                await eventually(
+                    lambda: state.listed_pushed_unlisted == {"ETHUSD_PERP"}, what="named"
+                )
+                await asyncio.sleep(2.0)  # a read at once would have begun
+                assert reads() == start + 1
+
+    run(body(), timeout_s=90)
