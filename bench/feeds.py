@@ -96,6 +96,10 @@ def free_port() -> int:
         return port
 
 
+def py_spy() -> Path:
+    return Path(sys.executable).with_name("py-spy")
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
@@ -422,6 +426,13 @@ def main() -> int:
         "a second window of --seconds after the measured one (py-spy installed in the venv)",
     )
     parser.add_argument(
+        "--fake-py-spy",
+        metavar="OUT",
+        help="py-spy's samples of the local exchange (collapsed stacks, 100 a second, not "
+        "pausing it) from alertd's start until every account streams: what serving the start "
+        "costs the stand-in (py-spy installed in the venv)",
+    )
+    parser.add_argument(
         "--timeout-bootstrap",
         type=int,
         metavar="N",
@@ -518,6 +529,15 @@ def main() -> int:
                 profile += ["-m", "alertd"]
                 if args.profile_window:
                     profile = [str(ROOT / "bench" / "profiled.py"), args.profile_window]
+                fake_spy = None
+                if args.fake_py_spy:
+                    record = ["record", "--pid", str(fake.pid), "--rate", "100", "--nonblocking"]
+                    fake_spy = subprocess.Popen(
+                        [str(py_spy()), *record, "--format", "raw", "--output", args.fake_py_spy],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                fake_cpu_start = cpu_seconds(fake.pid)
                 started_at = time.monotonic()
                 started_wall = time.time()
                 alertd = subprocess.Popen(
@@ -536,6 +556,10 @@ def main() -> int:
                 left_s = args.live_timeout - (time.monotonic() - started_at)
                 streams = wait_lines(alertd, log_path, STREAMING_LINE, args.accounts, left_s)
                 cpu_streaming = cpu_seconds(alertd.pid)
+                fake_cpu_streaming = cpu_seconds(fake.pid) - fake_cpu_start
+                if fake_spy is not None:  # SIGINT: py-spy writes what it sampled and exits
+                    fake_spy.send_signal(signal.SIGINT)
+                    fake_spy.wait(60)
                 if args.ws_cap:  # bootstrapped, not yet live: the openings' pace
                     live_s = time.monotonic() - started_at
                     live_s += wait_streaming(alertd, log_path, args.live_timeout - live_s)
@@ -555,7 +579,7 @@ def main() -> int:
                     alertd.send_signal(signal.SIGUSR2)
                     time.sleep(5)  # its dump
                 if args.py_spy:  # a second window, sampled from outside
-                    spy = Path(sys.executable).with_name("py-spy")
+                    spy = py_spy()
                     record = ["record", "--pid", str(alertd.pid), "--rate", "100", "--nonblocking"]
                     record += ["--duration", str(int(args.seconds)), "--format", "raw"]
                     subprocess.run(
@@ -628,7 +652,10 @@ def main() -> int:
         print(f"jobs skipped : {skipped} periodic runs (the previous one still running)")
         print(f"book warnings: {depth_requests} log lines about order books")
         print(f"exit         : {code}")
-        print(f"fake server  : {fake_cpu:.1f} CPU s in total (not counted above)")
+        print(
+            f"fake server  : {fake_cpu:.1f} CPU s in total (not counted above), "
+            f"{fake_cpu_streaming:.1f} from alertd's start until all streaming"
+        )
         # alertd's own summary: engine updates, evaluations skipped within bands, notifications
         for line in log.splitlines():
             if "stopped in" in line:

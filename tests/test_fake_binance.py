@@ -509,6 +509,107 @@ async def test_raw_rest_errors_have_binance_status_and_body() -> None:
 
 
 @async_test
+async def test_bracket_answers_follow_scripted_changes_after_one_was_served() -> None:
+    """Each account's GET /fapi/v1/leverageBracket, served once, then after a scripted change to
+    a market's brackets, a withheld symbol and one account's adjusted brackets: every answer is
+    what the scripted state says (each row as built for that account, compact JSON), the
+    adjustment in its own account's answer only."""
+    other, other_secret = "key-b", "secret-b"
+    accounts = [(KEY, SECRET, "1000"), (other, other_secret, "1000")]
+    async with (
+        started(FakeBinanceUSDM(), accounts) as fake,
+        aiohttp.ClientSession(base_url=fake.base_url) as http,
+    ):
+
+        async def answer(key: str, secret: str) -> tuple[str, dict[str, Any]]:
+            url = "/fapi/v1/leverageBracket?" + signed_query(secret)
+            async with http.get(url, headers={"X-MBX-APIKEY": key}) as response:
+                assert response.status == 200
+                text = await response.text()
+            return text, {row["symbol"]: row for row in json.loads(text)}
+
+        def built(key: str) -> str:  # every listed row as _bracket_row builds it, compact
+            account = fake._account(key)
+            listed = (m for m in fake._markets.values() if m.id not in fake._brackets_withheld)
+            return json.dumps(
+                [fake._bracket_row(account, m) for m in listed], separators=(",", ":")
+            )
+
+        first, rows = await answer(KEY, SECRET)
+        assert first == built(KEY)
+        assert rows["BTCUSDT"]["brackets"] == BRACKETS["BTCUSDT"] and "ETHUSDT" in rows
+        assert (await answer(other, other_secret))[0] == first
+
+        fake.set_tiers(
+            "BTCUSDT",
+            [
+                {
+                    "notionalFloor": 0,
+                    "notionalCap": 1000,
+                    "initialLeverage": 20,
+                    "maintMarginRatio": 1,
+                }
+            ],
+        )
+        fake.withhold_brackets("ETHUSDT")
+        fake.adjust_brackets(KEY, "SOLUSDT", "2")
+        text, rows = await answer(KEY, SECRET)
+        other_text, other_rows = await answer(other, other_secret)
+        assert [b["notionalCap"] for b in rows["BTCUSDT"]["brackets"]] == [1000]
+        assert other_rows["BTCUSDT"] == rows["BTCUSDT"]
+        assert "ETHUSDT" not in rows and "ETHUSDT" not in other_rows
+        assert rows["SOLUSDT"]["notionalCoef"] == 2.0
+        assert other_rows["SOLUSDT"]["brackets"] == BRACKETS["SOLUSDT"]
+        assert "notionalCoef" not in other_rows["SOLUSDT"]
+        assert [b["notionalCap"] for b in rows["SOLUSDT"]["brackets"]] == [
+            2 * b["notionalCap"] for b in BRACKETS["SOLUSDT"]
+        ]
+        assert (text, other_text) == (built(KEY), built(other))
+
+
+@async_test
+async def test_v2_account_rows_follow_leverage_and_brackets_after_one_was_served() -> None:
+    """GET /fapi/v2/account lists every symbol (the flat ones too): served, then after a
+    position's close left its symbol flat at another leverage than before and a market's
+    brackets changed, the rows say so; the answer stays compact JSON."""
+    async with (
+        started(FakeBinanceUSDM(), [(KEY, SECRET, "100000")]) as fake,
+        aiohttp.ClientSession(base_url=fake.base_url) as http,
+    ):
+
+        async def positions() -> dict[str, dict[str, Any]]:
+            url = "/fapi/v2/account?" + signed_query(SECRET)
+            async with http.get(url, headers={"X-MBX-APIKEY": KEY}) as response:
+                text = await response.text()
+            body = json.loads(text)
+            assert text == json.dumps(body, separators=(",", ":"))
+            assert list(body)[-1] == "positions"
+            return {row["symbol"]: row for row in body["positions"]}
+
+        assert (await positions())["SOLUSDT"]["leverage"] == "20"  # flat at the default
+        fake.open_position(KEY, "SOLUSDT", "long", "10", "150", leverage=10)
+        rows = await positions()
+        assert next(iter(rows)) == "SOLUSDT" and rows["SOLUSDT"]["positionAmt"] != "0"
+        assert (rows["ETHUSDT"]["leverage"], rows["ETHUSDT"]["maxNotional"]) == ("20", "65000000")
+        fake.close_position(KEY, "SOLUSDT")
+        fake.set_tiers(
+            "ETHUSDT",
+            [
+                {
+                    "notionalFloor": 0,
+                    "notionalCap": 1000,
+                    "initialLeverage": 20,
+                    "maintMarginRatio": 1,
+                }
+            ],
+        )
+        rows = await positions()
+        assert (rows["SOLUSDT"]["leverage"], rows["SOLUSDT"]["positionAmt"]) == ("10", "0")
+        assert rows["SOLUSDT"]["initialMargin"] == "0"
+        assert rows["ETHUSDT"]["maxNotional"] == "1000"
+
+
+@async_test
 async def test_raw_websocket_subscription_protocol_and_malformed_frames() -> None:
     async with (
         started(FakeBinanceUSDM()) as fake,

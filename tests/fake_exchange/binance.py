@@ -81,7 +81,7 @@ import random
 import string
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
@@ -366,6 +366,11 @@ def _plain(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
+def _json_text(text: str) -> web.Response:
+    """An answer already serialised as compact JSON (shared.json_response's headers)."""
+    return web.Response(text=text, content_type="application/json")
+
+
 def _decimals(step: str) -> int:
     exponent = Decimal(step).normalize().as_tuple().exponent
     return max(0, -exponent) if isinstance(exponent, int) else 0
@@ -462,6 +467,10 @@ class _Market:
     sub_type: list[str]
     funding_rate: Decimal = Decimal("0.00010000")
     tiers: list[_Tier] = field(init=False)
+    # rows of answers that follow from the market's brackets and fixed fields alone, serialised
+    # once for every account they fit (a 550-symbol leverageBracket answer is 580 KB an
+    # account), by what else they depend on; set_brackets drops them
+    _rows_json: dict[tuple[Any, ...], str] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.set_brackets(self.brackets)
@@ -469,6 +478,14 @@ class _Market:
     def set_brackets(self, brackets: list[dict[str, Any]]) -> None:
         self.brackets = _normalize_brackets(brackets)
         self.tiers = _tiers(self.brackets)
+        self._rows_json.clear()
+
+    def row_json(self, key: tuple[Any, ...], build: Callable[[], Any]) -> str:
+        """``build()``'s compact JSON, kept under ``key`` until the brackets change."""
+        text = self._rows_json.get(key)
+        if text is None:
+            text = self._rows_json[key] = shared.compact(build())
+        return text
 
     @property
     def symbol(self) -> str:
@@ -2560,15 +2577,18 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         market = self._symbol_filter(params)
         if market is not None:  # one object, not a list, when a symbol is sent
             return self._json(self._bracket_row(account, market))
-        return self._json(
-            [
-                self._bracket_row(account, m)
-                for m in self._markets.values()
-                if m.id not in self._brackets_withheld
-            ]
-        )
+        rows = [
+            shared.compact(self._bracket_row(account, m))
+            if m.id in account.bracket_coefs  # the account's own
+            else m.row_json(("leverageBracket",), lambda m=m: self._bracket_row(account, m))
+            for m in self._markets.values()
+            if m.id not in self._brackets_withheld
+        ]
+        return _json_text(f"[{','.join(rows)}]")
 
-    def _risk_rows(self, account: _Account, version: int) -> list[dict[str, Any]]:
+    def _risk_rows(
+        self, account: _Account, version: int, *, flat: bool = True
+    ) -> list[dict[str, Any]]:
         figures = self._figures(account)
         rows: list[dict[str, Any]] = []
         for key, position in account.positions.items():
@@ -2617,13 +2637,19 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
                         "updateTime": position.update_ms,
                     }
                 )
-        if version == 2:  # v2 also lists every flat symbol/side
-            sides = ("LONG", "SHORT") if account.dual_side else ("BOTH",)
-            for market in self._markets.values():
-                for slot in sides:
-                    if (market.id, slot) not in account.positions:
-                        rows.append(self._flat_row_v2(account, market, slot))
+        if version == 2 and flat:  # v2 also lists every flat symbol/side
+            rows += [self._flat_row_v2(account, m, slot) for m, slot in self._flat_slots(account)]
         return rows
+
+    def _flat_slots(self, account: _Account) -> list[tuple[_Market, str]]:
+        """Every symbol and side ``account`` holds no position in."""
+        sides = ("LONG", "SHORT") if account.dual_side else ("BOTH",)
+        return [
+            (market, slot)
+            for market in self._markets.values()
+            for slot in sides
+            if (market.id, slot) not in account.positions
+        ]
 
     @staticmethod
     def _max_notional(market: _Market, leverage: int) -> str:
@@ -2811,36 +2837,23 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         body = self.account_v3(account.api_key)
         for asset in body["assets"]:
             asset["marginAvailable"] = True
-        rows = {(r["symbol"], r["positionSide"]): r for r in self._risk_rows(account, 2)}
-        positions = []
-        for (market_id, slot), row in rows.items():
-            raw = next(
-                (
-                    p
-                    for p in body["positions"]
-                    if p["symbol"] == market_id and p["positionSide"] == slot
-                ),
-                None,
+        held = {(p["symbol"], p["positionSide"]): p for p in body["positions"]}
+        # the held positions first, then every flat symbol and side (v2 lists them all: 550
+        # an account, each serialised once per leverage: nothing in it moves with the mark)
+        positions = [
+            shared.compact(
+                self._v2_account_position(row, held.get((row["symbol"], row["positionSide"])))
             )
+            for row in self._risk_rows(account, 2, flat=False)
+        ]
+        for market, slot in self._flat_slots(account):
+            leverage = account.leverage.get(market.id, DEFAULT_LEVERAGE)
+            flat = functools.partial(self._flat_row_v2, account, market, slot)
             positions.append(
-                {
-                    "symbol": market_id,
-                    "initialMargin": raw["initialMargin"] if raw else "0",
-                    "maintMargin": raw["maintMargin"] if raw else "0",
-                    "unrealizedProfit": row["unRealizedProfit"],
-                    "positionInitialMargin": raw["initialMargin"] if raw else "0",
-                    "openOrderInitialMargin": "0",
-                    "leverage": row["leverage"],
-                    "isolated": row["marginType"] == "isolated",
-                    "entryPrice": row["entryPrice"],
-                    "breakEvenPrice": row["breakEvenPrice"],
-                    "maxNotional": row["maxNotionalValue"],
-                    "bidNotional": "0",
-                    "askNotional": "0",
-                    "positionSide": slot,
-                    "positionAmt": row["positionAmt"],
-                    "updateTime": row["updateTime"],
-                }
+                market.row_json(
+                    ("v2 account", slot, leverage),
+                    lambda flat=flat: self._v2_account_position(flat(), None),
+                )
             )
         head = {
             "feeTier": 0,
@@ -2852,7 +2865,33 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
             "multiAssetsMargin": account.multi_assets,
             "tradeGroupId": -1,
         }
-        return self._json(head | body | {"positions": positions})
+        body.pop("positions")  # last, after the head and the body
+        return _json_text(
+            f'{shared.compact(head | body)[:-1]},"positions":[{",".join(positions)}]}}'
+        )
+
+    @staticmethod
+    def _v2_account_position(row: dict[str, Any], raw: dict[str, Any] | None) -> dict[str, Any]:
+        """A ``positions`` row of GET /fapi/v2/account from its positionRisk v2 row and, for a
+        held one, its v3 account row."""
+        return {
+            "symbol": row["symbol"],
+            "initialMargin": raw["initialMargin"] if raw else "0",
+            "maintMargin": raw["maintMargin"] if raw else "0",
+            "unrealizedProfit": row["unRealizedProfit"],
+            "positionInitialMargin": raw["initialMargin"] if raw else "0",
+            "openOrderInitialMargin": "0",
+            "leverage": row["leverage"],
+            "isolated": row["marginType"] == "isolated",
+            "entryPrice": row["entryPrice"],
+            "breakEvenPrice": row["breakEvenPrice"],
+            "maxNotional": row["maxNotionalValue"],
+            "bidNotional": "0",
+            "askNotional": "0",
+            "positionSide": row["positionSide"],
+            "positionAmt": row["positionAmt"],
+            "updateTime": row["updateTime"],
+        }
 
     async def _balance(self, request: web.Request) -> web.Response:
         checked = await self._signed(request)
