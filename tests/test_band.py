@@ -34,9 +34,17 @@ from alertd.engine.orderbook import OrderBook
 from alertd.engine.tiers import Tier, TierTable
 from alertd.rules.band import band
 from alertd.rules.lifecycle import Notification
-from alertd.rules.metrics import FeedStatus, observe, wanted_of
-from alertd.rules.model import Observation, Subject
+from alertd.rules.metrics import (
+    FeedStatus,
+    gap_proof,
+    observe,
+    position_shortfall,
+    shortcuts,
+    wanted_of,
+)
+from alertd.rules.model import Observation, Scope, Subject
 from tests.support.rules import random_timings
+from tests.support.rules import rule as rule_on
 from tests.test_evaluation_shortcuts import (
     EXCHANGES,
     account,
@@ -615,3 +623,68 @@ def test_an_unread_fee_rate_gives_no_band_to_a_fee_gap_rule_above_zero() -> None
     unread = replace(read, fee_gap=FeeGap("GST", D("0.18")))
     assert band(rules, subject, book.live("calm"), read, 0.0, connected=True) is not None
     assert band(rules, subject, book.live("calm"), unread, 0.0, connected=True) is None
+
+
+def book_around(mid: Decimal, size: str, step: int = 10) -> OrderBook:
+    """Eight levels a side, ``step`` apart, ``size`` each, around ``mid``."""
+    bids = tuple((mid - 5 - step * k, D(size)) for k in range(8))
+    asks = tuple((mid + 5 + step * k, D(size)) for k in range(8))
+    return OrderBook(bids, asks)
+
+
+def test_a_gap_risk_the_book_proves_zero_is_not_computed() -> None:
+    """A crash day (issue 14, fire15): every position's gap risk (its liquidation and
+    bankruptcy prices, the book's walk moved to the liquidation price) was computed at every
+    evaluation, a tenth of a firing daemon's at 1,000 accounts, where the book takes the
+    position whole at its liquidation price: its shortfall is 0 wherever the marks go (the
+    band's proof, ``gap_proof``: the book's average fill within the leg's least requirement
+    rate of the mid). Proven so, it is left out of the observation as a distance proven
+    beyond its threshold is; a thin book is not proven and is read; an alert on the
+    position's gap risk reads it whatever the proof says."""
+    gap = rule_on("gap_risk", Scope.POSITION, name="gap-risk", above=D(0))
+    book = Book()
+    book.set_account("a", calm_btc_long("1500"))  # liquidation about 2% below
+    live = book.live("a")
+    healthy = FeedStatus(D(0), D(0), None)
+    args = ("a", "binanceusdm", live, healthy, wanted_of([gap]))
+    proofs = shortcuts([gap])
+    deep = {"BTC/USDT:USDT": book_around(D(60_000), "5")}
+    assert position_shortfall(live, 0, deep["BTC/USDT:USDT"]) == 0
+    assert observe(*args, proofs=proofs, books=deep) == observe(*args, proofs=proofs)[:1]
+    thin = {"BTC/USDT:USDT": book_around(D(60_000), "0.2", step=1_000)}
+    (_, position) = observe(*args, proofs=proofs, books=thin)
+    shortfall = position.metrics["gap_risk"]
+    assert shortfall is not None and shortfall > 0  # past bankruptcy: read, and it breaches
+    alerted = {position.subject.key: {"gap_risk"}}
+    (_, held) = observe(*args, proofs=proofs, alerted=alerted, books=deep)
+    assert held.metrics == {"gap_risk": D(0)}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_a_gap_risk_proven_zero_is_zero(seed: int) -> None:
+    """Where ``gap_risk``'s proof holds for a book and a threshold, the computed shortfall
+    is 0 or has no value (at or below any threshold of 0 or more), at the marks of the proof
+    and after moves of them: random accounts of every exchange's conventions (inverse,
+    isolated, hedged, tiered), random books from deep to thin or one-sided."""
+    rng = random.Random(seed)
+    symbols = [f"S{i}/USDT:USDT" for i in range(rng.randint(1, 3))]
+    marks = {s: D(rng.randint(50, 100_000)) for s in symbols}
+    books = {s: random_book(rng, marks[s]) for s in symbols}
+    book = Book()
+    book.set_account("a", account(rng, "a", marks, rng.choice(EXCHANGES)))
+    live = book.live("a")
+    threshold = rng.choice([D(0), D("0.5"), D(100)])
+    proven = [
+        i
+        for i, lp in enumerate(live.positions)
+        if gap_proof(live, i, threshold).fits(books[lp.symbol])
+    ]
+    for _ in range(rng.randint(1, 6)):
+        for i in proven:
+            value = position_shortfall(live, i, books[live.positions[i].symbol])
+            assert value is None or value == 0, (seed, i, value)
+        symbol = rng.choice(symbols)
+        marks[symbol] = max(D("0.5"), marks[symbol] * (1 + D(rng.randint(-3000, 3000)) / 10_000))
+        book.apply_mark(symbol, marks[symbol])
+        live = book.live("a")
