@@ -442,10 +442,13 @@ class Alerting:
                 if not record.stalled and Decimal(f"{down:.3f}") > self.down_after:
                     record.stalled = True
                     record.stalled_progress = progress
-        opened = state.last_seen.get((Stream.POSITIONS, ""), now)
-        seen = [state.mark_seen(symbol) for symbol in state.price_symbols]
-        ages = [now - (opened if at is None else at) for at in seen]
-        stale = max(ages, default=0.0) if state.bootstrapped else 0.0
+        stale = 0.0
+        if state.bootstrapped:
+            # the oldest held mark's age (a symbol never marked: since the positions
+            # stream opened); the same float as the largest of the ages, read once
+            opened = state.last_seen.get((Stream.POSITIONS, ""), now)
+            oldest = state.oldest_mark_seen(opened)
+            stale = 0.0 if oldest is None else now - oldest
         computed = state.mode.coverage is Coverage.COMPUTED
         watched = state.bootstrapped and state.fatal is None
         exchange_ratio, moved = None, False
