@@ -50,6 +50,8 @@ EXCHANGE_RATIO = "exchange_margin_ratio"
 # not told again
 BAN_END_TOLD_TO_S = 60.0
 ZERO = Decimal(0)
+# a connected feed's down time, as its 3-decimal figure reads (made once: every evaluation)
+NOT_DOWN = Decimal("0.000")
 
 
 def _condition(c: ConditionConfig, scope: Scope) -> Condition:
@@ -462,7 +464,7 @@ class Alerting:
         stands_in = watched and exchange_ratio is not None and (bool(missing) or not computed)
         return FeedStatus(
             Decimal(f"{stale:.3f}"),
-            Decimal(f"{down:.3f}"),
+            NOT_DOWN if down == 0.0 else Decimal(f"{down:.3f}"),
             state.fatal,
             exchange_name=feed.spec.name,
             mode=state.mode.label,
