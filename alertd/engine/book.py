@@ -309,6 +309,7 @@ class LivePosition:
         "leg",
         "line",
         "mark",
+        "memo",
         "mm",
         "pnl_rate",
         "pool",
@@ -338,6 +339,10 @@ class LivePosition:
         self.mark = self.u = position.mark_price
         self.slope = slope_bound(leg, self.pnl_rate)
         self._rate: tuple[Decimal | None] | None = None  # requirement_rate, once asked
+        # what readers derive once from figures that do not move with the marks (the leg,
+        # its pool, the account's other legs: fixed for this object's life, a snapshot
+        # making new ones), by the reader's key
+        self.memo: dict[Hashable, object] = {}
         pool.leeway += self.slope * tick + step_bound(leg)
         if position.inverse:
             pool.linear = False

@@ -901,7 +901,19 @@ def _gap_clear(f: Figures, rule: Condition) -> bool:
     (fire15), where the book takes every position at its liquidation price."""
     if f.index < 0 or rule.above is None or rule.above < 0:
         return False
-    return gap_proof(f.account, f.index, rule.above).fits(_book(f))
+    live, index = f.account, f.index
+    lp = live.positions[index]
+    book = _book(f)
+    # the proof reads no mark (but which cross pool is the account's, where it has several),
+    # and a book is replaced whole at each fetch: its verdict is kept with the position for
+    # the book it was found for (derived at every evaluation, it cost what it spared)
+    key = ("gap_clear", lp.pool is live.cross)
+    kept = lp.memo.get(key)
+    if isinstance(kept, tuple) and kept[0] is book:
+        return bool(kept[1])
+    fits = gap_proof(live, index, rule.above).fits(book)
+    lp.memo[key] = (book, fits)
+    return fits
 
 
 _BOOK_LIMITS = (
