@@ -29,9 +29,10 @@ from alertd.daemon.store import Store
 from alertd.delivery.deliverer import Deliverer
 from alertd.engine.book import Book, LiveAccount, requirement_rate
 from alertd.engine.collateral import ConversionRates, SettleTerms
-from alertd.engine.model import Account, Pool
+from alertd.engine.model import Account, MarginMode, Pool, Position, Side
 from alertd.engine.orderbook import OrderBook
 from alertd.engine.tiers import Tier, TierTable
+from alertd.exchanges.registry import get_spec
 from alertd.rules.band import band
 from alertd.rules.lifecycle import Notification
 from alertd.rules.metrics import (
@@ -658,6 +659,59 @@ def test_a_gap_risk_the_book_proves_zero_is_not_computed() -> None:
     alerted = {position.subject.key: {"gap_risk"}}
     (_, held) = observe(*args, proofs=proofs, alerted=alerted, books=deep)
     assert held.metrics == {"gap_risk": D(0)}
+
+
+def test_a_gap_risk_in_a_second_cross_pool_is_read() -> None:
+    """fire15's review, finding 1: a Binance single-asset account whose USDC pool is not its
+    riskiest (``live.cross`` is the USDT pool) holds, beside the USDC position asked about, a
+    USDC leg whose tier table's deduction is off its recursion (its requirement below 0 at
+    its size). The pool is then liquidated past the position's bankruptcy price: the
+    shortfall is above 0 and the rule is due. The proof needs every other term of the
+    pool's requirement at least 0; it checked the other legs only for ``live.cross`` and
+    took this position for an isolated one, so ``gap_risk`` was never read: a lost alert.
+    The proof now holds only where the band's precondition does (``live.bounded``: one
+    cross pool holding positions), the position's own pool's legs checked."""
+    profile = get_spec("binanceusdm").profile
+
+    def long(symbol: str, qty: str, mark: str, tiers: TierTable, pool: str | None) -> Position:
+        return Position(
+            symbol=symbol,
+            side=Side.LONG,
+            contracts=D(qty),
+            contract_size=D(1),
+            inverse=False,
+            entry_price=D(mark),
+            mark_price=D(mark),
+            margin_mode=MarginMode.CROSS,
+            tiers=tiers,
+            fee_rate=profile.default_fee_rate,
+            pool=pool,
+        )
+
+    plain = TierTable.build([Tier(None, D("0.01"), D(0))])
+    # a deduction past the table's recursion (continuous: 10): the requirement below 0 at 2,000
+    stepped = TierTable.build([Tier(D(1000), D("0.01"), D(0)), Tier(None, D("0.02"), D(200))])
+    positions = (
+        long("BTC/USDT:USDT", "1", "60000", plain, None),  # the USDT pool: ratio about 0.6
+        long("ETH/USDC:USDC", "5", "2000", plain, "USDC"),  # 10,000 notional, requires 100
+        long("SOL/USDC:USDC", "20", "100", stepped, "USDC"),  # 2,000 notional, requires -160
+    )
+    pools = (Pool("USDC", D(500)),)
+    book = Book()
+    book.set_account("a", Account(profile, "a", "USDT", D(1000), positions, pools=pools))
+    live = book.live("a")
+    assert live.positions[1].pool is not live.cross
+    books = {lp.symbol: book_around(lp.mark, "1000", step=1) for lp in live.positions}
+    shortfall = position_shortfall(live, 1, books["ETH/USDC:USDC"])
+    assert shortfall is not None and shortfall > 0  # the rule breaches: an alert is due
+    assert not gap_proof(live, 1, D(0)).fits(books["ETH/USDC:USDC"])
+    gap = rule_on("gap_risk", Scope.POSITION, name="gap-risk", above=D(0))
+    args = ("a", "binanceusdm", live, FeedStatus(D(0), D(0), None), wanted_of([gap]))
+    fast = {
+        o.subject.symbol: o.metrics.get("gap_risk")
+        for o in observe(*args, proofs=shortcuts([gap]), books=books)
+    }
+    assert fast.get("ETH/USDC:USDC") == shortfall
 
 
 @settings(max_examples=300, deadline=None)

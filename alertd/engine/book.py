@@ -710,6 +710,21 @@ class LiveAccount:
         group = self._groups[index]
         return len(group.members) == 1 and not group.coins
 
+    def others_require_no_less_than_zero(self, index: int) -> bool:
+        """Every other term of position ``index``'s pool's requirement is at least 0 at every
+        price, so that the pool's requirement is at least the leg's own: only where
+        :attr:`bounded` holds (no coin moving with a mark, no currency lent on tiers, one
+        cross pool holding positions), each other leg of its pool with a least requirement
+        rate (:func:`requirement_rate`), and what its held liabilities require (fixed) at
+        least 0. ``False`` proves nothing."""
+        if not self.bounded:
+            return False
+        lp = self.positions[index]
+        pool = lp.pool
+        if not lp.position.is_isolated and self._held_requirement[pool.asset] < 0:
+            return False
+        return all(o.requirement_rate() is not None for o in self.positions if o.pool is pool)
+
     def liquidation_beyond(self, index: int, d: Decimal) -> bool:
         """True when position ``index``'s :meth:`liquidation_distance` is provably above ``d``
         (or it has no liquidation price), from running figures, with no solve. ``False``

@@ -865,7 +865,11 @@ def gap_proof(live: LiveAccount, index: int, above: Decimal | None) -> GapProof:
     linear leg liquidated alone, the equity is a line of slope ``quantity`` in its price,
     zero at ``b`` and equal to the pool's requirement at ``liq``, which is at least the leg's
     own, at least ``rate x quantity x liq`` (:func:`~alertd.engine.book.requirement_rate`;
-    every other leg's at least 0): ``|liq - b| >= rate x liq`` wherever the marks go. So
+    every other term of the pool's requirement at least 0: its other legs', its liabilities',
+    no coin, no lending tier, one cross pool holding positions, the band's own precondition,
+    :meth:`~alertd.engine.book.LiveAccount.others_require_no_less_than_zero`; fire15's
+    review found a second cross pool's legs unchecked): ``|liq - b| >= rate x liq`` wherever
+    the marks go. So
     ``phi >= 1 - rate`` (a long; ``phi <= 1 + rate`` a short) proves the value 0, whatever
     the marks. Rounding the liquidation price towards the mark only widens the gap. Where
     that does not apply (an inverse leg, a hedged twin, a rule that fires at 0 or below), the
@@ -883,10 +887,7 @@ def gap_proof(live: LiveAccount, index: int, above: Decimal | None) -> GapProof:
         and not p.inverse
         and live.alone(index)
         and rate is not None
-        and (
-            lp.pool is not live.cross
-            or all(other.requirement_rate() is not None for other in live.positions)
-        )
+        and live.others_require_no_less_than_zero(index)
     ):
         if long:
             return GapProof(lp.symbol, long, lp.leg.quantity, floor=1 - rate + GAP_MARGIN)
@@ -904,10 +905,11 @@ def _gap_clear(f: Figures, rule: Condition) -> bool:
     live, index = f.account, f.index
     lp = live.positions[index]
     book = _book(f)
-    # the proof reads no mark (but which cross pool is the account's, where it has several),
-    # and a book is replaced whole at each fetch: its verdict is kept with the position for
-    # the book it was found for (derived at every evaluation, it cost what it spared)
-    key = ("gap_clear", lp.pool is live.cross)
+    # the proof reads no mark and nothing the marks move (the account's shape, fixed for the
+    # position's life), and a book is replaced whole at each fetch: its verdict is kept with
+    # the position for the book it was found for (derived at every evaluation, it cost what
+    # it spared)
+    key = "gap_clear"
     kept = lp.memo.get(key)
     if isinstance(kept, tuple) and kept[0] is book:
         return bool(kept[1])
