@@ -12,7 +12,9 @@ from typing import Any
 import ccxt
 import pytest
 
+from alertd.engine.collateral import Collateral, CollateralRatio
 from alertd.engine.model import MarginMode, Side
+from alertd.engine.reported import ExchangeRatioPosition
 from alertd.engine.tiers import Tier, TierTable
 from alertd.exchanges.binance import BinanceUSDMAdapter, brackets_to_table, streamed_index_rows
 from alertd.exchanges.bybit import risk_limits_to_table
@@ -509,6 +511,14 @@ def test_a_row_no_account_holds_expires_once_without_a_rest_read(
     assert "reading the index over REST" not in said[0]
 
 
+def listed_position(symbol: str, quantity: Decimal | None) -> ExchangeRatioPosition:
+    """A position the exchange's ratio covers, with its size in coins or not known."""
+    d = Decimal
+    return ExchangeRatioPosition(
+        symbol, Side.LONG, d(3), d(60_000), None, None, None, None, None, quantity=quantity
+    )
+
+
 @pytest.mark.parametrize("seed", range(300))
 def test_the_complete_check_and_the_oldest_mark_read_as_their_long_forms(seed: int) -> None:
     """Read at every tick's evaluation of every account (fire15): whether it is complete,
@@ -540,6 +550,23 @@ def test_the_complete_check_and_the_oldest_mark_read_as_their_long_forms(seed: i
         state.wallet_balance = Decimal(1000)
     if rng.random() < 0.3:
         state.pool_wallets["USDC"] = Decimal(rng.choice([0, 50]))
+    # a coin valued at a symbol's mark, a listed position (COIN-M beside a portfolio margin
+    # account) with and without its size: their marks count too, seen or not (fire15's
+    # review: the test passed with both left out of the oldest mark)
+    extra = {
+        "coin": "BNB/USDT:USDT",
+        "listed": "BTC/USD:BTC",
+    }
+    for kind, symbol in extra.items():
+        if rng.random() < 0.5:
+            continue
+        if rng.random() < 0.7:
+            state.last_seen[(Stream.MARK, symbol)] = rng.uniform(0, 100)
+        if kind == "coin":
+            ratio = CollateralRatio.flat(Decimal(1))
+            state.collateral = (Collateral("BNB", Decimal(2), Decimal(600), ratio, symbol),)
+        else:
+            state.listed_positions = (listed_position(symbol, rng.choice([None, Decimal(3)])),)
     assert state._complete() == (not state._problems()), seed
     assert state.missing() == state._problems(), seed
     never = rng.uniform(0, 100)
