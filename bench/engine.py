@@ -202,7 +202,7 @@ def main() -> int:
         "--books",
         action="store_true",
         help="a deep order book per symbol (20 levels a side, 1 bp apart, 50,000 USDT each, "
-        "around its first mark, never replaced): the gap-risk rule reads it",
+        "around its last mark of the run, never replaced): the gap-risk rule reads it",
     )
     parser.add_argument(
         "--usdt-rates",
@@ -242,6 +242,8 @@ def main() -> int:
 
     books = None
     if args.books:
+        # made after the ticks are drawn: each book sits around its symbol's last mark (the
+        # gap model moves it to the liquidation price, so where it sits does not matter)
         books = {symbol: deep_book(mark) for symbol, mark in marks.items()}
         print("order books  : one per symbol, 20 levels a side, 50,000 USDT each", flush=True)
 
