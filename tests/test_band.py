@@ -28,7 +28,7 @@ from alertd.daemon.evaluation import Alerting, build_rules
 from alertd.daemon.store import Store
 from alertd.delivery.deliverer import Deliverer
 from alertd.engine.book import Book, LiveAccount, requirement_rate
-from alertd.engine.collateral import ConversionRates, SettleTerms
+from alertd.engine.collateral import Collateral, CollateralRatio, ConversionRates, SettleTerms
 from alertd.engine.model import Account, MarginMode, Pool, Position, Side
 from alertd.engine.orderbook import OrderBook
 from alertd.engine.tiers import Tier, TierTable
@@ -50,6 +50,7 @@ from tests.test_evaluation_shortcuts import (
     EXCHANGES,
     account,
     calm_btc_long,
+    random_book,
     signature,
     states,
     table,
@@ -125,16 +126,6 @@ def random_rule(
     return RuleConfig.model_validate(
         {"name": f"r{i}", "metric": metric, "scope": scope, "severity": severity, **kw}
     )
-
-
-def random_book(rng: random.Random, mark: Decimal) -> OrderBook:
-    """Levels around the mark, from a deep book (nothing lost) to a thin or gapped one."""
-    spread = mark * D(rng.choice([rng.randint(1, 50), rng.randint(500, 5000)])) / 100_000
-    step = mark * D(rng.randint(1, 400)) / 100_000
-    size = D(rng.choice(["0.01", "0.5", "5", "500"]))
-    bids = tuple((mark - spread - step * k, size) for k in range(rng.randint(0, 8)))
-    asks = tuple((mark + spread + step * k, size) for k in range(rng.randint(0, 8)))
-    return OrderBook(tuple(b for b in bids if b[0] > 0), asks)
 
 
 class Evaluator:
@@ -661,6 +652,28 @@ def test_a_gap_risk_the_book_proves_zero_is_not_computed() -> None:
     assert held.metrics == {"gap_risk": D(0)}
 
 
+BINANCE = get_spec("binanceusdm").profile
+
+
+def cross_long(
+    symbol: str, qty: str, mark: str, tiers: TierTable, pool: str | None = None
+) -> Position:
+    """A linear cross long of Binance USD-M at its entry price, in ``pool``'s margin asset."""
+    return Position(
+        symbol=symbol,
+        side=Side.LONG,
+        contracts=D(qty),
+        contract_size=D(1),
+        inverse=False,
+        entry_price=D(mark),
+        mark_price=D(mark),
+        margin_mode=MarginMode.CROSS,
+        tiers=tiers,
+        fee_rate=BINANCE.default_fee_rate,
+        pool=pool,
+    )
+
+
 def test_a_gap_risk_in_a_second_cross_pool_is_read() -> None:
     """fire15's review, finding 1: a Binance single-asset account whose USDC pool is not its
     riskiest (``live.cross`` is the USDT pool) holds, beside the USDC position asked about, a
@@ -671,34 +684,17 @@ def test_a_gap_risk_in_a_second_cross_pool_is_read() -> None:
     took this position for an isolated one, so ``gap_risk`` was never read: a lost alert.
     The proof now holds only where the band's precondition does (``live.bounded``: one
     cross pool holding positions), the position's own pool's legs checked."""
-    profile = get_spec("binanceusdm").profile
-
-    def long(symbol: str, qty: str, mark: str, tiers: TierTable, pool: str | None) -> Position:
-        return Position(
-            symbol=symbol,
-            side=Side.LONG,
-            contracts=D(qty),
-            contract_size=D(1),
-            inverse=False,
-            entry_price=D(mark),
-            mark_price=D(mark),
-            margin_mode=MarginMode.CROSS,
-            tiers=tiers,
-            fee_rate=profile.default_fee_rate,
-            pool=pool,
-        )
-
     plain = TierTable.build([Tier(None, D("0.01"), D(0))])
     # a deduction past the table's recursion (continuous: 10): the requirement below 0 at 2,000
     stepped = TierTable.build([Tier(D(1000), D("0.01"), D(0)), Tier(None, D("0.02"), D(200))])
     positions = (
-        long("BTC/USDT:USDT", "1", "60000", plain, None),  # the USDT pool: ratio about 0.6
-        long("ETH/USDC:USDC", "5", "2000", plain, "USDC"),  # 10,000 notional, requires 100
-        long("SOL/USDC:USDC", "20", "100", stepped, "USDC"),  # 2,000 notional, requires -160
+        cross_long("BTC/USDT:USDT", "1", "60000", plain, None),  # the USDT pool: ratio about 0.6
+        cross_long("ETH/USDC:USDC", "5", "2000", plain, "USDC"),  # 10,000 notional, requires 100
+        cross_long("SOL/USDC:USDC", "20", "100", stepped, "USDC"),  # 2,000 notional, requires -160
     )
     pools = (Pool("USDC", D(500)),)
     book = Book()
-    book.set_account("a", Account(profile, "a", "USDT", D(1000), positions, pools=pools))
+    book.set_account("a", Account(BINANCE, "a", "USDT", D(1000), positions, pools=pools))
     live = book.live("a")
     assert live.positions[1].pool is not live.cross
     books = {lp.symbol: book_around(lp.mark, "1000", step=1) for lp in live.positions}
@@ -712,6 +708,28 @@ def test_a_gap_risk_in_a_second_cross_pool_is_read() -> None:
         for o in observe(*args, proofs=shortcuts([gap]), books=books)
     }
     assert fast.get("ETH/USDC:USDC") == shortfall
+
+
+def test_a_gap_risk_beside_a_liability_requiring_less_than_zero_is_read() -> None:
+    """fire15's review, finding 1's sibling: the proof needs every term of the pool's
+    requirement but the leg's own at least 0, a held liability's too. A BNB loan whose tier
+    deduction is off its recursion requires below 0 (10 owed at 600: 60 less 200), so the
+    one-cross-pool account (``live.bounded``) is liquidated past the position's bankruptcy
+    price: the shortfall is above 0, and the proof must not call it 0."""
+    position = cross_long(
+        "ETH/USDT:USDT", "5", "2000", TierTable.build([Tier(None, D("0.01"), D(0))])
+    )
+    owing = TierTable.build([Tier(None, D("0.01"), D(200))])
+    loan = Collateral("BNB", D(-10), D(600), CollateralRatio.flat(D(1)), liability_tiers=owing)
+    assert loan.requirement < 0
+    book = Book()
+    book.set_account("a", Account(BINANCE, "a", "USDT", D(7000), (position,), collateral=(loan,)))
+    live = book.live("a")
+    assert live.bounded
+    deep = book_around(D(2000), "1000", step=1)
+    shortfall = position_shortfall(live, 0, deep)
+    assert shortfall is not None and shortfall > 0
+    assert not gap_proof(live, 0, D(0)).fits(deep)
 
 
 @settings(max_examples=300, deadline=None)
