@@ -24,7 +24,7 @@ kink at USDT's zero equity in every solve. ``--usdc-rates`` puts every other pos
 USDC's own line at those rates (a third of the wallet in USDC): two kinks in every solve.
 
     python bench/engine.py [--accounts 1000] [--positions 10] [--symbols 200] [--ticks 20000]
-                           [--stressed] [--usdt-rates BID,ASK] [--usdc-rates BID,ASK]
+                           [--stressed] [--books] [--usdt-rates BID,ASK] [--usdc-rates BID,ASK]
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from alertd.engine.book import Book
 from alertd.engine.collateral import ConversionRates, SettleTerms
 from alertd.engine.margin import compute
 from alertd.engine.model import Account, MarginAsset, MarginMode, Position, Side
+from alertd.engine.orderbook import OrderBook
 from alertd.engine.tiers import Tier, TierTable, derive_deductions
 from alertd.exchanges.registry import get_spec
 from alertd.rules.metrics import FeedStatus
@@ -176,6 +177,15 @@ def machine() -> str:
     )
 
 
+def deep_book(mark: Decimal) -> OrderBook:
+    """20 levels a side, one basis point apart, 50,000 USDT each, around ``mark``."""
+    size = (Decimal(50_000) / mark).quantize(Decimal("0.001"))
+    step = mark / 10_000
+    bids = tuple((mark - step * (k + 1), size) for k in range(20))
+    asks = tuple((mark + step * (k + 1), size) for k in range(20))
+    return OrderBook(bids, asks)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=1000)
@@ -187,6 +197,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
         "--stressed", action="store_true", help="many accounts near liquidation (alerts firing)"
+    )
+    parser.add_argument(
+        "--books",
+        action="store_true",
+        help="a deep order book per symbol (20 levels a side, 1 bp apart, 50,000 USDT each, "
+        "around its last mark of the run, never replaced): the gap-risk rule reads it",
     )
     parser.add_argument(
         "--usdt-rates",
@@ -224,6 +240,13 @@ def main() -> int:
         )
         ticks.append((symbol, marks[symbol]))
 
+    books = None
+    if args.books:
+        # made after the ticks are drawn: each book sits around its symbol's last mark (the
+        # gap model moves it to the liquidation price, so where it sits does not matter)
+        books = {symbol: deep_book(mark) for symbol, mark in marks.items()}
+        print("order books  : one per symbol, 20 levels a side, 50,000 USDT each", flush=True)
+
     def fresh_book() -> Book:
         book = Book()
         for account in held:
@@ -246,7 +269,9 @@ def main() -> int:
         t0 = clock()
         wall[0] += 0.005
         for key in book.apply_mark(symbol, mark):
-            notified += len(alerts.evaluate_figures(str(key), exchange, book.live(key), fresh))
+            live = book.live(key)
+            notes = alerts.evaluate_figures(str(key), exchange, live, fresh, books=books)
+            notified += len(notes)
             evaluations += 1
         costs.append(clock() - t0)
         updates += book.holders(symbol)

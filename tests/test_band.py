@@ -28,19 +28,29 @@ from alertd.daemon.evaluation import Alerting, build_rules
 from alertd.daemon.store import Store
 from alertd.delivery.deliverer import Deliverer
 from alertd.engine.book import Book, LiveAccount, requirement_rate
-from alertd.engine.collateral import ConversionRates, SettleTerms
-from alertd.engine.model import Account, Pool
+from alertd.engine.collateral import Collateral, CollateralRatio, ConversionRates, SettleTerms
+from alertd.engine.model import Account, MarginMode, Pool, Position, Side
 from alertd.engine.orderbook import OrderBook
 from alertd.engine.tiers import Tier, TierTable
+from alertd.exchanges.registry import get_spec
 from alertd.rules.band import band
 from alertd.rules.lifecycle import Notification
-from alertd.rules.metrics import FeedStatus, observe, wanted_of
-from alertd.rules.model import Observation, Subject
+from alertd.rules.metrics import (
+    FeedStatus,
+    gap_proof,
+    observe,
+    position_shortfall,
+    shortcuts,
+    wanted_of,
+)
+from alertd.rules.model import Observation, Scope, Subject
 from tests.support.rules import random_timings
+from tests.support.rules import rule as rule_on
 from tests.test_evaluation_shortcuts import (
     EXCHANGES,
     account,
     calm_btc_long,
+    random_book,
     signature,
     states,
     table,
@@ -116,16 +126,6 @@ def random_rule(
     return RuleConfig.model_validate(
         {"name": f"r{i}", "metric": metric, "scope": scope, "severity": severity, **kw}
     )
-
-
-def random_book(rng: random.Random, mark: Decimal) -> OrderBook:
-    """Levels around the mark, from a deep book (nothing lost) to a thin or gapped one."""
-    spread = mark * D(rng.choice([rng.randint(1, 50), rng.randint(500, 5000)])) / 100_000
-    step = mark * D(rng.randint(1, 400)) / 100_000
-    size = D(rng.choice(["0.01", "0.5", "5", "500"]))
-    bids = tuple((mark - spread - step * k, size) for k in range(rng.randint(0, 8)))
-    asks = tuple((mark + spread + step * k, size) for k in range(rng.randint(0, 8)))
-    return OrderBook(tuple(b for b in bids if b[0] > 0), asks)
 
 
 class Evaluator:
@@ -615,3 +615,148 @@ def test_an_unread_fee_rate_gives_no_band_to_a_fee_gap_rule_above_zero() -> None
     unread = replace(read, fee_gap=FeeGap("GST", D("0.18")))
     assert band(rules, subject, book.live("calm"), read, 0.0, connected=True) is not None
     assert band(rules, subject, book.live("calm"), unread, 0.0, connected=True) is None
+
+
+def book_around(mid: Decimal, size: str, step: int = 10) -> OrderBook:
+    """Eight levels a side, ``step`` apart, ``size`` each, around ``mid``."""
+    bids = tuple((mid - 5 - step * k, D(size)) for k in range(8))
+    asks = tuple((mid + 5 + step * k, D(size)) for k in range(8))
+    return OrderBook(bids, asks)
+
+
+def test_a_gap_risk_the_book_proves_zero_is_not_computed() -> None:
+    """A crash day (issue 14, fire15): every position's gap risk (its liquidation and
+    bankruptcy prices, the book's walk moved to the liquidation price) was computed at every
+    evaluation, a tenth of a firing daemon's at 1,000 accounts, where the book takes the
+    position whole at its liquidation price: its shortfall is 0 wherever the marks go (the
+    band's proof, ``gap_proof``: the book's average fill within the leg's least requirement
+    rate of the mid). Proven so, it is left out of the observation as a distance proven
+    beyond its threshold is; a thin book is not proven and is read; an alert on the
+    position's gap risk reads it whatever the proof says."""
+    gap = rule_on("gap_risk", Scope.POSITION, name="gap-risk", above=D(0))
+    book = Book()
+    book.set_account("a", calm_btc_long("1500"))  # liquidation about 2% below
+    live = book.live("a")
+    healthy = FeedStatus(D(0), D(0), None)
+    args = ("a", "binanceusdm", live, healthy, wanted_of([gap]))
+    proofs = shortcuts([gap])
+    deep = {"BTC/USDT:USDT": book_around(D(60_000), "5")}
+    assert position_shortfall(live, 0, deep["BTC/USDT:USDT"]) == 0
+    assert observe(*args, proofs=proofs, books=deep) == observe(*args, proofs=proofs)[:1]
+    thin = {"BTC/USDT:USDT": book_around(D(60_000), "0.2", step=1_000)}
+    (_, position) = observe(*args, proofs=proofs, books=thin)
+    shortfall = position.metrics["gap_risk"]
+    assert shortfall is not None and shortfall > 0  # past bankruptcy: read, and it breaches
+    alerted = {position.subject.key: {"gap_risk"}}
+    (_, held) = observe(*args, proofs=proofs, alerted=alerted, books=deep)
+    assert held.metrics == {"gap_risk": D(0)}
+
+
+BINANCE = get_spec("binanceusdm").profile
+
+
+def cross_long(
+    symbol: str, qty: str, mark: str, tiers: TierTable, pool: str | None = None
+) -> Position:
+    """A linear cross long of Binance USD-M at its entry price, in ``pool``'s margin asset."""
+    return Position(
+        symbol=symbol,
+        side=Side.LONG,
+        contracts=D(qty),
+        contract_size=D(1),
+        inverse=False,
+        entry_price=D(mark),
+        mark_price=D(mark),
+        margin_mode=MarginMode.CROSS,
+        tiers=tiers,
+        fee_rate=BINANCE.default_fee_rate,
+        pool=pool,
+    )
+
+
+def test_a_gap_risk_in_a_second_cross_pool_is_read() -> None:
+    """fire15's review, finding 1: a Binance single-asset account whose USDC pool is not its
+    riskiest (``live.cross`` is the USDT pool) holds, beside the USDC position asked about, a
+    USDC leg whose tier table's deduction is off its recursion (its requirement below 0 at
+    its size). The pool is then liquidated past the position's bankruptcy price: the
+    shortfall is above 0 and the rule is due. The proof needs every other term of the
+    pool's requirement at least 0; it checked the other legs only for ``live.cross`` and
+    took this position for an isolated one, so ``gap_risk`` was never read: a lost alert.
+    The proof now holds only where the band's precondition does (``live.bounded``: one
+    cross pool holding positions), the position's own pool's legs checked."""
+    plain = TierTable.build([Tier(None, D("0.01"), D(0))])
+    # a deduction past the table's recursion (continuous: 10): the requirement below 0 at 2,000
+    stepped = TierTable.build([Tier(D(1000), D("0.01"), D(0)), Tier(None, D("0.02"), D(200))])
+    positions = (
+        cross_long("BTC/USDT:USDT", "1", "60000", plain, None),  # the USDT pool: ratio about 0.6
+        cross_long("ETH/USDC:USDC", "5", "2000", plain, "USDC"),  # 10,000 notional, requires 100
+        cross_long("SOL/USDC:USDC", "20", "100", stepped, "USDC"),  # 2,000 notional, requires -160
+    )
+    pools = (Pool("USDC", D(500)),)
+    book = Book()
+    book.set_account("a", Account(BINANCE, "a", "USDT", D(1000), positions, pools=pools))
+    live = book.live("a")
+    assert live.positions[1].pool is not live.cross
+    books = {lp.symbol: book_around(lp.mark, "1000", step=1) for lp in live.positions}
+    shortfall = position_shortfall(live, 1, books["ETH/USDC:USDC"])
+    assert shortfall is not None and shortfall > 0  # the rule breaches: an alert is due
+    assert not gap_proof(live, 1, D(0)).fits(books["ETH/USDC:USDC"])
+    gap = rule_on("gap_risk", Scope.POSITION, name="gap-risk", above=D(0))
+    args = ("a", "binanceusdm", live, FeedStatus(D(0), D(0), None), wanted_of([gap]))
+    fast = {
+        o.subject.symbol: o.metrics.get("gap_risk")
+        for o in observe(*args, proofs=shortcuts([gap]), books=books)
+    }
+    assert fast.get("ETH/USDC:USDC") == shortfall
+
+
+def test_a_gap_risk_beside_a_liability_requiring_less_than_zero_is_read() -> None:
+    """fire15's review, finding 1's sibling: the proof needs every term of the pool's
+    requirement but the leg's own at least 0, a held liability's too. A BNB loan whose tier
+    deduction is off its recursion requires below 0 (10 owed at 600: 60 less 200), so the
+    one-cross-pool account (``live.bounded``) is liquidated past the position's bankruptcy
+    price: the shortfall is above 0, and the proof must not call it 0."""
+    position = cross_long(
+        "ETH/USDT:USDT", "5", "2000", TierTable.build([Tier(None, D("0.01"), D(0))])
+    )
+    owing = TierTable.build([Tier(None, D("0.01"), D(200))])
+    loan = Collateral("BNB", D(-10), D(600), CollateralRatio.flat(D(1)), liability_tiers=owing)
+    assert loan.requirement < 0
+    book = Book()
+    book.set_account("a", Account(BINANCE, "a", "USDT", D(7000), (position,), collateral=(loan,)))
+    live = book.live("a")
+    assert live.bounded
+    deep = book_around(D(2000), "1000", step=1)
+    shortfall = position_shortfall(live, 0, deep)
+    assert shortfall is not None and shortfall > 0
+    assert not gap_proof(live, 0, D(0)).fits(deep)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_a_gap_risk_proven_zero_is_zero(seed: int) -> None:
+    """Where ``gap_risk``'s proof holds for a book and a threshold, the computed shortfall
+    is 0 or has no value (at or below any threshold of 0 or more), at the marks of the proof
+    and after moves of them: random accounts of every exchange's conventions (inverse,
+    isolated, hedged, tiered), random books from deep to thin or one-sided."""
+    rng = random.Random(seed)
+    symbols = [f"S{i}/USDT:USDT" for i in range(rng.randint(1, 3))]
+    marks = {s: D(rng.randint(50, 100_000)) for s in symbols}
+    books = {s: random_book(rng, marks[s]) for s in symbols}
+    book = Book()
+    book.set_account("a", account(rng, "a", marks, rng.choice(EXCHANGES)))
+    live = book.live("a")
+    threshold = rng.choice([D(0), D("0.5"), D(100)])
+    proven = [
+        i
+        for i, lp in enumerate(live.positions)
+        if gap_proof(live, i, threshold).fits(books[lp.symbol])
+    ]
+    for _ in range(rng.randint(1, 6)):
+        for i in proven:
+            value = position_shortfall(live, i, books[live.positions[i].symbol])
+            assert value is None or value == 0, (seed, i, value)
+        symbol = rng.choice(symbols)
+        marks[symbol] = max(D("0.5"), marks[symbol] * (1 + D(rng.randint(-3000, 3000)) / 10_000))
+        book.apply_mark(symbol, marks[symbol])
+        live = book.live("a")

@@ -37,6 +37,7 @@ from alertd.engine.collateral import (
     SettleTerms,
 )
 from alertd.engine.model import Account, MarginAsset, MarginMode, Pool, Position, Side
+from alertd.engine.orderbook import OrderBook
 from alertd.engine.stops import StopKind, StopOrder, Trigger
 from alertd.engine.tiers import Tier, TierBasis, TierTable, derive_deductions
 from alertd.exchanges.registry import get_spec
@@ -117,6 +118,7 @@ class Straightforward:
     target: Decimal
     crash: bool
     commits: int = 0
+    books: Mapping[str, OrderBook] | None = None  # the order books both paths read
 
     def saved(self, account: str) -> str:
         states = []
@@ -130,7 +132,7 @@ class Straightforward:
     def evaluate(
         self, name: str, exchange: str, live: object, status: FeedStatus, wall: float
     ) -> list[Notification]:
-        observations = observe(name, exchange, live, status, self.wanted)  # type: ignore[arg-type]
+        observations = observe(name, exchange, live, status, self.wanted, books=self.books)  # type: ignore[arg-type]
         if self.engine.idle(observations):
             return []
         before = self.saved(name)
@@ -413,9 +415,39 @@ def states(engine_states: Mapping[tuple[str, str], AlertState]) -> dict[tuple[st
     return out
 
 
-def run_world(seed: int, steps: int) -> tuple[int, int]:
+def random_book(rng: random.Random, mark: Decimal) -> OrderBook:
+    """Levels around the mark, from a deep book (nothing lost) to a thin or gapped one."""
+    spread = mark * D(rng.choice([rng.randint(1, 50), rng.randint(500, 5000)])) / 100_000
+    step = mark * D(rng.randint(1, 400)) / 100_000
+    size = D(rng.choice(["0.01", "0.5", "5", "500"]))
+    bids = tuple((mark - spread - step * k, size) for k in range(rng.randint(0, 8)))
+    asks = tuple((mark + spread + step * k, size) for k in range(rng.randint(0, 8)))
+    return OrderBook(tuple(b for b in bids if b[0] > 0), asks)
+
+
+def gap_rule(rng: random.Random, i: int) -> RuleConfig:
+    """A ``gap_risk`` rule: thresholds where the proof applies (0 and up) and one where it
+    does not, some with hysteresis or a ``while`` on the liquidation distance."""
+    level = rng.choice([D(0), D(0), D("0.5"), D(5), D(100), D(-1)])
+    body: dict[str, object] = {
+        "name": f"gap{i}",
+        "metric": "gap_risk",
+        "severity": rng.choice(["warning", "critical"]),
+        "above": level,
+        **random_timings(rng, (0.4, 0.5, 0.5)),
+    }
+    if rng.random() < 0.3:
+        body["clear_below"] = level - 1
+    if rng.random() < 0.25:
+        body["while"] = [{"metric": "liquidation_distance", "below": D(rng.randint(1, 900)) / 1000}]
+    return RuleConfig.model_validate(body)
+
+
+def run_world(seed: int, steps: int, gap: bool = False) -> tuple[int, int]:
     """Both paths through one random world; returns (notifications, commits) to show it was
-    not a quiet one."""
+    not a quiet one. With ``gap``, 1-3 ``gap_risk`` rules too and order books both paths
+    read, fetched again or dropped at sweeps (fire15's review: the gap risk's proof had no
+    world of its own)."""
     rng = random.Random(seed)
     symbols = [f"S{i}/USDT:USDT" for i in range(rng.randint(2, 5))]
     marks = {s: D(rng.randint(50, 100_000)) for s in symbols}
@@ -431,6 +463,10 @@ def run_world(seed: int, steps: int) -> tuple[int, int]:
                 if value is not None and value.is_finite():
                     seen.setdefault(metric, []).append(value)
     rules = [rule(rng, i, names, symbols, seen) for i in range(rng.randint(1, 6))]
+    books: dict[str, OrderBook] | None = None
+    if gap:
+        rules += [gap_rule(rng, i) for i in range(rng.randint(1, 3))]
+        books = {s: random_book(rng, marks[s]) for s in symbols if rng.random() < 0.9}
     quiet = None
     if rng.random() < 0.3:
         quiet = QuietHoursConfig(start="00:10", end="00:40")
@@ -458,6 +494,7 @@ def run_world(seed: int, steps: int) -> tuple[int, int]:
         {c.metric for r in daemon.rules for c in r.conditions},
         daemon.target,
         needs_of(daemon.rules) is Needs.CRASH,
+        books=books,
     )
     healthy = FeedStatus(D(0), D(0), None)
     status = dict.fromkeys(names, healthy)
@@ -466,7 +503,8 @@ def run_world(seed: int, steps: int) -> tuple[int, int]:
     def evaluate(name: str) -> None:
         nonlocal notified
         commits, plain_commits = daemon.commits, plain.commits
-        ours = daemon.evaluate_figures(name, exchanges[name], daemon_book.get(name), status[name])
+        live = daemon_book.get(name)
+        ours = daemon.evaluate_figures(name, exchanges[name], live, status[name], books=books)
         theirs = plain.evaluate(name, exchanges[name], plain_book.get(name), status[name], wall[0])
         assert signature(ours, daemon.target) == signature(theirs, plain.target), (seed, name)
         assert states(daemon.engine.states) == states(plain.engine.states), (seed, name)
@@ -489,6 +527,12 @@ def run_world(seed: int, steps: int) -> tuple[int, int]:
             for key in sorted(touched, key=str):
                 evaluate(str(key))
         elif roll < 0.8:  # the sweep: time passes, no new value
+            if books is not None and rng.random() < 0.6:  # a book fetched again, or dropped
+                symbol = rng.choice(symbols)
+                if rng.random() < 0.85:
+                    books[symbol] = random_book(rng, marks[symbol])
+                else:
+                    books.pop(symbol, None)
             for name in names:
                 evaluate(name)
         elif roll < 0.88:  # a reconcile: a fresh snapshot, maybe a position closed
@@ -536,6 +580,15 @@ def test_the_daemon_path_alerts_exactly_as_the_straightforward_one(seed: int) ->
     run_world(seed, 120)
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_the_daemon_path_alerts_on_gap_risk_exactly_as_the_straightforward_one(seed: int) -> None:
+    """The gap risk's proof (a book that takes the position whole at its liquidation price
+    leaves nothing past bankruptcy: not solved) against every position's gap risk solved, in
+    worlds with order books fetched again and dropped (fire15's review, finding 3)."""
+    run_world(seed, 120, gap=True)
+
+
 def test_the_worlds_compared_are_not_quiet_ones() -> None:
     """The comparison above means something only if alerts fire, repeat and resolve there."""
     notified = commits = 0
@@ -544,6 +597,8 @@ def test_the_worlds_compared_are_not_quiet_ones() -> None:
         notified += n
         commits += c
     assert notified > 40 and commits > 40, (notified, commits)
+    gaps = sum(run_world(seed, 120, gap=True)[0] for seed in range(6))
+    assert gaps > 40, gaps
 
 
 # --- the bounds --------------------------------------------------------------------------------

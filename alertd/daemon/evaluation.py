@@ -50,6 +50,8 @@ EXCHANGE_RATIO = "exchange_margin_ratio"
 # not told again
 BAN_END_TOLD_TO_S = 60.0
 ZERO = Decimal(0)
+# a connected feed's down time, as its 3-decimal figure reads (made once: every evaluation)
+NOT_DOWN = Decimal("0.000")
 
 
 def _condition(c: ConditionConfig, scope: Scope) -> Condition:
@@ -446,10 +448,13 @@ class Alerting:
                 if not record.stalled and Decimal(f"{down:.3f}") > self.down_after:
                     record.stalled = True
                     record.stalled_progress = progress
-        opened = state.last_seen.get((Stream.POSITIONS, ""), now)
-        seen = [state.mark_seen(symbol) for symbol in state.price_symbols]
-        ages = [now - (opened if at is None else at) for at in seen]
-        stale = max(ages, default=0.0) if state.bootstrapped else 0.0
+        stale = 0.0
+        if state.bootstrapped:
+            # the oldest held mark's age (a symbol never marked: since the positions
+            # stream opened); the same float as the largest of the ages, read once
+            opened = state.last_seen.get((Stream.POSITIONS, ""), now)
+            oldest = state.oldest_mark_seen(opened)
+            stale = 0.0 if oldest is None else now - oldest
         computed = state.mode.coverage is Coverage.COMPUTED
         watched = state.bootstrapped and state.fatal is None
         exchange_ratio, moved = None, False
@@ -463,7 +468,7 @@ class Alerting:
         stands_in = watched and exchange_ratio is not None and (bool(missing) or not computed)
         return FeedStatus(
             Decimal(f"{stale:.3f}"),
-            Decimal(f"{down:.3f}"),
+            NOT_DOWN if down == 0.0 else Decimal(f"{down:.3f}"),
             state.fatal,
             exchange_name=feed.spec.name,
             mode=state.mode.label,

@@ -309,6 +309,7 @@ class LivePosition:
         "leg",
         "line",
         "mark",
+        "memo",
         "mm",
         "pnl_rate",
         "pool",
@@ -338,6 +339,10 @@ class LivePosition:
         self.mark = self.u = position.mark_price
         self.slope = slope_bound(leg, self.pnl_rate)
         self._rate: tuple[Decimal | None] | None = None  # requirement_rate, once asked
+        # what readers derive once from figures that do not move with the marks (the leg,
+        # its pool, the account's other legs: fixed for this object's life, a snapshot
+        # making new ones), by the reader's key
+        self.memo: dict[Hashable, object] = {}
         pool.leeway += self.slope * tick + step_bound(leg)
         if position.inverse:
             pool.linear = False
@@ -704,6 +709,21 @@ class LiveAccount:
         cross leg of its symbol: no hedged twin, no coin moving with it)."""
         group = self._groups[index]
         return len(group.members) == 1 and not group.coins
+
+    def others_require_no_less_than_zero(self, index: int) -> bool:
+        """Every other term of position ``index``'s pool's requirement is at least 0 at every
+        price, so that the pool's requirement is at least the leg's own: only where
+        :attr:`bounded` holds (no coin moving with a mark, no currency lent on tiers, one
+        cross pool holding positions), each other leg of its pool with a least requirement
+        rate (:func:`requirement_rate`), and what its held liabilities require (fixed) at
+        least 0. ``False`` proves nothing."""
+        if not self.bounded:
+            return False
+        lp = self.positions[index]
+        pool = lp.pool
+        if not lp.position.is_isolated and self._held_requirement[pool.asset] < 0:
+            return False
+        return all(o.requirement_rate() is not None for o in self.positions if o.pool is pool)
 
     def liquidation_beyond(self, index: int, d: Decimal) -> bool:
         """True when position ``index``'s :meth:`liquidation_distance` is provably above ``d``

@@ -35,9 +35,8 @@ from decimal import Decimal
 
 from alertd.engine.book import SAFETY, LiveAccount, LivePool, LivePosition
 from alertd.engine.legs import from_u
-from alertd.engine.model import Side
 from alertd.engine.orderbook import OrderBook
-from alertd.rules.metrics import QUIET, Figures, lookup
+from alertd.rules.metrics import QUIET, Figures, GapProof, gap_proof, lookup
 from alertd.rules.model import FeedStatus, Rule, Scope, Subject
 
 ZERO = Decimal(0)
@@ -45,38 +44,6 @@ ONE = Decimal(1)
 INFINITY = Decimal("Infinity")
 # a feed's age is shown to the millisecond (rounded): a breach is judged on the rounded value
 AGE_MARGIN_S = 0.002
-# the gap-risk proof compares a ratio of two solved prices: far above the solver's rounding
-GAP_MARGIN = Decimal("1e-9")
-
-
-@dataclass(frozen=True, slots=True)
-class GapProof:
-    """Closing a position at its liquidation price loses nothing past its bankruptcy price
-    with a book whose walk for the position's size averages ``phi`` of the mid at or above
-    ``floor`` (a long) or at or below ``ceiling`` (a short): see :func:`_gap_risk`. Without
-    both (``None``), only while there is no book."""
-
-    symbol: str
-    long: bool
-    quantity: Decimal
-    floor: Decimal | None = None
-    ceiling: Decimal | None = None
-
-    def fits(self, book: OrderBook | None) -> bool:
-        if book is None:
-            return True  # no book: no value
-        fill = book.close(self.long, self.quantity, False)
-        mid = book.mid
-        if fill.last is None or mid is None or self.quantity <= 0:
-            return True  # no value (an empty side), or nothing asked for
-        if self.floor is None and self.ceiling is None:
-            return False
-        q = self.quantity
-        phi = (fill.u_total + (q - fill.filled) * fill.last) / (q * mid)
-        if self.floor is not None:
-            return phi >= self.floor
-        assert self.ceiling is not None
-        return phi <= self.ceiling
 
 
 @dataclass(slots=True)
@@ -413,40 +380,10 @@ def _stop_beyond(rule: Rule, live: LiveAccount, index: int, limits: _Limits) -> 
 
 
 def _gap_risk(rule: Rule, live: LiveAccount, index: int, limits: _Limits) -> None:
-    """Closing at the liquidation price into the book moved there fills at ``phi x liq`` on
-    average (``phi`` from the book's walk for the position's size alone); nothing is lost past
-    the bankruptcy price ``b`` while ``b <= phi x liq`` (a long; ``>=`` a short). For one
-    linear leg liquidated alone, the equity is a line of slope ``quantity`` in its price,
-    zero at ``b`` and equal to the pool's requirement at ``liq``, which is at least the leg's
-    own, at least ``rate x quantity x liq`` (:func:`~alertd.engine.book.requirement_rate`;
-    every other leg's at least 0): ``|liq - b| >= rate x liq`` wherever the marks go. So
-    ``phi >= 1 - rate`` (a long; ``phi <= 1 + rate`` a short) proves the value 0, whatever
-    the marks; a book fetched again is checked again (:meth:`Band.holds`). Rounding the
-    liquidation price towards the mark only widens the gap."""
-    lp = live.positions[index]
-    p = lp.position
-    long = p.side is Side.LONG
-    proof = GapProof(lp.symbol, long, lp.leg.quantity)
-    rate = lp.requirement_rate()
-    if rate is not None:
-        # the equity's slope is at most quantity x pnl_rate: the gap at least rate / pnl_rate
-        rate /= lp.pnl_rate
-    if (
-        rule.condition.above is not None
-        and rule.condition.above >= 0
-        and not p.inverse
-        and live.alone(index)
-        and rate is not None
-        and (
-            lp.pool is not live.cross
-            or all(other.requirement_rate() is not None for other in live.positions)
-        )
-    ):
-        if long:
-            proof = GapProof(lp.symbol, long, lp.leg.quantity, floor=1 - rate + GAP_MARGIN)
-        else:
-            proof = GapProof(lp.symbol, long, lp.leg.quantity, ceiling=1 + rate - GAP_MARGIN)
-    limits.gap(proof)
+    """The position's gap risk stays 0 (or without a value) wherever the marks go while its
+    book fits :func:`~alertd.rules.metrics.gap_proof`; a book fetched again is checked again
+    (:meth:`Band.holds`)."""
+    limits.gap(gap_proof(live, index, rule.condition.above))
 
 
 @dataclass(frozen=True, slots=True)

@@ -819,6 +819,105 @@ def _gap_risk(f: Figures) -> Decimal | None:
     return None if book is None else position_shortfall(f.account, f.index, book)
 
 
+# the gap-risk proof compares a ratio of two solved prices: far above the solver's rounding
+GAP_MARGIN = Decimal("1e-9")
+
+
+@dataclass(frozen=True, slots=True)
+class GapProof:
+    """Closing a position at its liquidation price loses nothing past its bankruptcy price
+    with a book whose walk for the position's size averages ``phi`` of the mid at or above
+    ``floor`` (a long) or at or below ``ceiling`` (a short): see :func:`gap_proof`. Without
+    both (``None``), only while there is no book."""
+
+    symbol: str
+    long: bool
+    quantity: Decimal
+    floor: Decimal | None = None
+    ceiling: Decimal | None = None
+
+    def fits(self, book: OrderBook | None) -> bool:
+        """The position's ``gap_risk`` is 0 or has no value with ``book``, wherever the
+        marks are."""
+        if book is None:
+            return True  # no book: no value
+        fill = book.close(self.long, self.quantity, False)
+        mid = book.mid
+        if fill.last is None or mid is None or self.quantity <= 0:
+            return True  # no value (an empty side), or nothing asked for
+        if self.floor is None and self.ceiling is None:
+            return False
+        q = self.quantity
+        phi = (fill.u_total + (q - fill.filled) * fill.last) / (q * mid)
+        if self.floor is not None:
+            return phi >= self.floor
+        assert self.ceiling is not None
+        return phi <= self.ceiling
+
+
+def gap_proof(live: LiveAccount, index: int, above: Decimal | None) -> GapProof:
+    """What proves position ``index``'s ``gap_risk`` at most an "above" rule's ``above``
+    (0 or no value), whatever the marks, from the book's walk alone.
+
+    Closing at the liquidation price into the book moved there fills at ``phi x liq`` on
+    average (``phi`` from the book's walk for the position's size alone); nothing is lost past
+    the bankruptcy price ``b`` while ``b <= phi x liq`` (a long; ``>=`` a short). For one
+    linear leg liquidated alone, the equity is a line of slope ``quantity`` in its price,
+    zero at ``b`` and equal to the pool's requirement at ``liq``, which is at least the leg's
+    own, at least ``rate x quantity x liq`` (:func:`~alertd.engine.book.requirement_rate`;
+    every other term of the pool's requirement at least 0: its other legs', its liabilities',
+    no coin, no lending tier, one cross pool holding positions, the band's own precondition,
+    :meth:`~alertd.engine.book.LiveAccount.others_require_no_less_than_zero`; fire15's
+    review found a second cross pool's legs unchecked): ``|liq - b| >= rate x liq`` wherever
+    the marks go. So
+    ``phi >= 1 - rate`` (a long; ``phi <= 1 + rate`` a short) proves the value 0, whatever
+    the marks. Rounding the liquidation price towards the mark only widens the gap. Where
+    that does not apply (an inverse leg, a hedged twin, a rule that fires at 0 or below), the
+    proof holds only without a book (no value)."""
+    lp = live.positions[index]
+    p = lp.position
+    long = p.side is Side.LONG
+    rate = lp.requirement_rate()
+    if rate is not None:
+        # the equity's slope is at most quantity x pnl_rate: the gap at least rate / pnl_rate
+        rate /= lp.pnl_rate
+    if (
+        above is not None
+        and above >= 0
+        and not p.inverse
+        and live.alone(index)
+        and rate is not None
+        and live.others_require_no_less_than_zero(index)
+    ):
+        if long:
+            return GapProof(lp.symbol, long, lp.leg.quantity, floor=1 - rate + GAP_MARGIN)
+        return GapProof(lp.symbol, long, lp.leg.quantity, ceiling=1 + rate - GAP_MARGIN)
+    return GapProof(lp.symbol, long, lp.leg.quantity)
+
+
+def _gap_clear(f: Figures, rule: Condition) -> bool:
+    """The position's gap risk is provably 0 or has no value, at or below an "above" rule's
+    threshold of 0 or more (:func:`gap_proof`): the shortfall's solves (the bankruptcy
+    price, the moved walk) were a tenth of a firing daemon's evaluation at 1,000 accounts
+    (fire15), where the book takes every position at its liquidation price."""
+    if f.index < 0 or rule.above is None or rule.above < 0:
+        return False
+    live, index = f.account, f.index
+    lp = live.positions[index]
+    book = _book(f)
+    # the proof reads no mark and nothing the marks move (the account's shape, fixed for the
+    # position's life), and a book is replaced whole at each fetch: its verdict is kept with
+    # the position for the book it was found for (derived at every evaluation, it cost what
+    # it spared)
+    key = "gap_clear"
+    kept = lp.memo.get(key)
+    if isinstance(kept, tuple) and kept[0] is book:
+        return bool(kept[1])
+    fits = gap_proof(live, index, rule.above).fits(book)
+    lp.memo[key] = (book, fits)
+    return fits
+
+
 _BOOK_LIMITS = (
     '; no value without a fresh order book (docs/rules.md, "Gap risk": the model and its limits)'
 )
@@ -861,6 +960,7 @@ def _gap_metrics() -> tuple[Metric, ...]:
             "with a book too thin for the size, a lower bound" + _BOOK_LIMITS,
             Needs.LIQUIDATION,
             _gap_risk,
+            clear=_gap_clear,
             title="gap risk: {value} past bankruptcy at liq.",
             resolved_title="gap risk gone: the book takes the position at liq.",
             reads_book=True,
