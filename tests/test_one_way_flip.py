@@ -20,10 +20,14 @@ from alertd.exchanges.registry import get_spec
 from alertd.feeds.feed import AccountFeed
 from alertd.feeds.state import AccountState, LifeSequence, PositionState
 
+from .fake_exchange.binance import FakeBinanceUSDM
 from .support.aio import run
-from .support.fakes import KEY
-from .support.feeds import BTC
+from .support.fakes import KEY, started
+from .support.feeds import BTC, streaming
 from .support.poll import eventually
+from .test_account_modes import KEY as PM_KEY
+from .test_account_modes import SECRET as PM_SECRET
+from .test_account_modes import portfolio_long_btc
 from .test_push_during_snapshot import long_half_btc
 
 # Gate, Binance and OKX push a one-way position with a signed size, Bybit with a side and its
@@ -54,6 +58,24 @@ def test_a_one_way_long_flipped_to_a_short_by_one_fill_is_held_short_only(exchan
             await eventually(lambda: Side.LONG in held(feed), what="the flip back's push")
             assert held(feed) == {Side.LONG: D("0.2")}
             assert feed.state.fatal is None
+
+    run(body())
+
+
+def test_a_binance_portfolio_margin_um_long_flipped_by_one_fill_is_held_short_only() -> None:
+    """Binance portfolio margin: the UM long of 1 BTC flipped to a short of 0.3 by one fill,
+    pushed on the portfolio margin stream (``ACCOUNT_UPDATE`` with ``fs`` UM, ``pa`` -0.3,
+    ``ps`` BOTH): the account holds the short alone (before: the long beside it)."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(PM_KEY, PM_SECRET, "2000")]) as fake:
+            feed = portfolio_long_btc(fake)
+            async with streaming(feed):
+                await fake.wait_for_user_stream(PM_KEY, 10)
+                fake.open_position(PM_KEY, BTC, "short", "0.3", "60000")
+                await eventually(lambda: Side.SHORT in held(feed), what="the flip's push")
+                assert held(feed) == {Side.SHORT: D("0.3")}
+                assert feed.state.fatal is None
 
     run(body())
 
