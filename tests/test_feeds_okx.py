@@ -3,6 +3,7 @@ websocket's login."""
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal as D
 
 from alertd.engine.model import Side
@@ -81,5 +82,38 @@ def test_a_trailing_stop_placed_or_cancelled_is_read_at_its_push() -> None:
                 )
                 fake.cancel_stop("key-o", order)
                 await eventually(lambda: feed.state.stops == (), what="its cancellation")
+
+    run(body(), timeout_s=60)
+
+
+def test_a_burst_of_trailing_stop_pushes_is_read_once_not_once_a_push() -> None:
+    """Twenty trailing stops placed at once push twenty "algo-advance" frames; a stop read
+    queued and not begun yet covers every push before it, so the burst costs a few reads
+    (3 requests each: one per algo type; pushes arriving while one is read queue one more),
+    not one a push (review of race15: 21 reads, 63 requests, each holding one of the host's
+    REST slots before the reconciles'; 4 reads with the queue, at load 16)."""
+    count = 20
+
+    def stop_reads(fake: FakeOKX) -> int:
+        return sum(p.endswith("/trade/orders-algo-pending") for _, p in fake.requests)
+
+    async def body() -> None:
+        async with started(FakeOKX(), [("key-o", "secret-o", "100000")]) as fake:
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-o", BTC, "long", "100", "60000")
+            feed = okx_feed(fake, settings=FAST.model_copy(update={"stale_after_s": 120}))
+            async with running(feed):
+                await eventually(lambda: feed.state.stops == (), what="the stops read: none")
+                await eventually(
+                    lambda: "algo-advance" in fake.subscriptions(), what="algo-advance"
+                )
+                before = stop_reads(fake)
+                for i in range(count):
+                    fake.add_stop("key-o", BTC, "long", str(57000 + i), kind="trailing")
+                await eventually(
+                    lambda: len(feed.state.stops or ()) == count, what="every trailing stop"
+                )
+                await asyncio.sleep(1.0)  # any read the burst still queued
+                assert stop_reads(fake) - before <= 3 * count // 2  # half a read a push
 
     run(body(), timeout_s=60)

@@ -76,18 +76,19 @@ def reads(fake: FakeExchangeServer[Any, Any], path: str) -> int:
 
 @asynccontextmanager
 async def long_half_btc(
-    exchange: str, listed: Mapping[str, str] | None = None
+    exchange: str, listed: Mapping[str, str] | None = None, *, hedge: bool = False
 ) -> AsyncIterator[tuple[FakeExchangeServer[Any, Any], AccountFeed]]:
-    """``exchange``'s local server with one account long 0.5 BTC at 60,000, its feed streaming
-    and the start's own snapshots (the bootstrap's and the settle resync's) landed; the
-    markets ``listed`` (symbol: mark) listed beside its default ones before it starts."""
+    """``exchange``'s local server with one account long 0.5 BTC at 60,000 (a hedge-mode leg
+    where ``hedge``), its feed streaming and the start's own snapshots (the bootstrap's and
+    the settle resync's) landed; the markets ``listed`` (symbol: mark) listed beside its
+    default ones before it starts."""
     key, btc = key_of(exchange), btc_of(exchange)
     # marks ticking on their own, as live ones do (the feeds' staleness is a second)
     async with started(make_fake(exchange, mark_interval_s=0.2), [(key, SECRET, "10000")]) as fake:
         for symbol, mark in (listed or {}).items():
             fake.add_symbol(symbol, mark)
         fake.set_mark(btc, "60000")
-        fake.open_position(key, btc, "long", "0.5", "60000")
+        fake.open_position(key, btc, "long", "0.5", "60000", hedge=hedge)
         keys = secrets(KEY, SECRET)
         extra: dict[str, Any] = {}
         if exchange == "okx":

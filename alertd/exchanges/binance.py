@@ -1910,7 +1910,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                 # a short closed must not stay open as the long that "0" would parse to
                 out.extend(closed_both_sides(p.symbol, at))
             else:
-                out.append(p)
+                # one-way, open: a flip's one row (the signed "pa") ends the other side
+                out.append(dataclasses.replace(p, one_way=one_way))
         return out
 
     async def watch_balance(self, exchange: Any) -> Decimal | None:

@@ -716,6 +716,9 @@ class BybitAdapter(ExchangeAdapter):
             # "updatedTime", the position's last update (ms), in the REST list and the push
             # alike (bybit-exchange.github.io/docs/v5/position and /v5/websocket/private/position)
             version=stamp_or_none(raw.get("updatedTime")),
+            # "positionIdx" 0: one-way mode, one position a symbol; 1 and 2 hedge mode's legs
+            # (bybit-exchange.github.io/docs/v5/websocket/private/position)
+            one_way=str(raw.get("positionIdx", "0")) == "0",
         )
         return with_adl(state, raw, "adlRankIndicator", ADL)
 

@@ -688,7 +688,9 @@ class GateAdapter(ComputedPoolReads, ExchangeAdapter):
             return []
         symbol = market["symbol"]
         size = dec(raw.get("size", "0"), "size")
-        side = side_of(_MODES.get(str(raw.get("mode") or "single")), size)
+        # "mode": single (one-way), dual_long or dual_short (Gate API v4, Position model)
+        declared = _MODES.get(str(raw.get("mode") or "single"))
+        side = side_of(declared, size)
         version = _life_sequence(raw)
         if side is None:
             return closed_both_sides(symbol, version)
@@ -700,7 +702,8 @@ class GateAdapter(ComputedPoolReads, ExchangeAdapter):
         state = signed_position(
             raw, symbol, side, size, entry="entry_price", isolated=isolated, leverage=leverage
         )
-        return [with_adl(dataclasses.replace(state, version=version), raw, "adl_ranking", ADL)]
+        state = dataclasses.replace(state, version=version, one_way=declared is None)
+        return [with_adl(state, raw, "adl_ranking", ADL)]
 
     async def _position_rows(self, exchange: Any) -> Any:
         return await exchange.privateFuturesGetSettlePositions(

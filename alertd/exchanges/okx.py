@@ -650,7 +650,10 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
             return []
         symbol = market["symbol"]
         pos = dec(raw.get("pos") or "0", "pos")
-        side = side_of(_POS_SIDES.get(str(raw.get("posSide") or "net")), pos)
+        # "posSide": long or short in long/short (hedge) mode, net in net mode, its "pos"
+        # signed (www.okx.com/docs-v5/en/#trading-account-websocket-positions-channel)
+        declared = _POS_SIDES.get(str(raw.get("posSide") or "net"))
+        side = side_of(declared, pos)
         # "uTime", the "latest time position was adjusted" (ms), in the REST answer and the
         # positions channel alike (www.okx.com/docs-v5/en/#trading-account-rest-api-get-
         # positions, #trading-account-websocket-positions-channel); "pTime" is only the push's
@@ -662,7 +665,8 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
         state = signed_position(
             raw, symbol, side, pos, entry="avgPx", isolated=isolated, leverage=leverage
         )
-        return [with_adl(dataclasses.replace(state, version=version), raw, "adl", ADL)]
+        state = dataclasses.replace(state, version=version, one_way=declared is None)
+        return [with_adl(state, raw, "adl", ADL)]
 
     async def fetch_positions(self, exchange: Any) -> Snapshot:
         # every product in one answer (no instType): swaps and expiry futures are kept

@@ -643,6 +643,9 @@ class ExchangeAdapter:
             if marker not in raw:
                 continue
             for p in parse(raw):
+                # moved to the end: a one-way row ends the other side, so the rows of a
+                # flip and a flip back are applied in the order they came
+                out.pop((p.symbol, p.side), None)
                 out[(p.symbol, p.side)] = p
         return list(out.values())
 

@@ -337,6 +337,7 @@ class AccountFeed:
         # stop reads numbered as they begin, and the last one applied: a read overtaken by one
         # begun after it (an order push's, during a reconcile's) answers older news
         self._stops_reads = 0
+        self._stops_read_queued = False  # a push-asked read of the stops waits for a slot
         self._stops_applied = 0
         self._group: asyncio.TaskGroup | None = None
         self._resync_lock = asyncio.Lock()
@@ -1193,6 +1194,7 @@ class AccountFeed:
 
     async def _refresh_stops(self) -> None:
         async with rest_slot(self.shared):
+            self._stops_read_queued = False  # a push from here on needs a read after this one
             self.state.stops = await self._fetch_stops(self._exchange(), self.state.held_symbols)
 
     def _push_positions(self, changed: list[PositionState]) -> bool:
@@ -1602,7 +1604,15 @@ class AccountFeed:
             self.state.listed_pushed_unlisted |= new
             self._notify(Change.ACCOUNT)
             self._fill_resync(now, "COIN-M position pushed, not listed")
-        if self.adapter.stops_pushed(message) and self._group is not None:
+        # a read queued and not begun yet covers this push too: a burst of pushes (twenty
+        # trailing stops placed at once, the channel's snapshot at each subscribe) is one
+        # read, not one a push (each 3 requests on OKX)
+        if (
+            self.adapter.stops_pushed(message)
+            and self._group is not None
+            and not self._stops_read_queued
+        ):
+            self._stops_read_queued = True
             self._group.create_task(self._read_stops_now())
         event = self.adapter.event(message, now)
         if event is not None:

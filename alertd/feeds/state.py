@@ -175,6 +175,11 @@ class PositionState:
     # rows are the same position whenever they were stamped): only what orders a push against
     # a snapshot (:meth:`AccountState.update_positions`)
     version: int | LifeSequence | None = field(default=None, compare=False)
+    # one-way (net) mode: the exchange holds one position a symbol, so this row, open, is the
+    # symbol's whole position and ends the other side's (a fill flipping a long of 0.5 into a
+    # short of 0.3 is pushed as one row of the signed size -0.3: :meth:`AccountState.
+    # update_positions`). False in hedge mode, where both sides are held on purpose
+    one_way: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -523,11 +528,25 @@ class AccountState:
                 if not p.adl_given and held is not None:
                     p = replace(p, adl_rank=held.adl_rank, adl_given=held.adl_given)
                 self.positions[key] = p
+                if p.one_way:
+                    self._end_other_side(p)
             else:
                 self.positions.pop(key, None)
                 self.reported_positions.pop(key, None)
         self.last_seen[(Stream.POSITIONS, "")] = now
         return applied
+
+    def _end_other_side(self, p: PositionState) -> None:
+        """A one-way position applied open closes its symbol's other side, stamped with its
+        own order: a push of the other side (a flip back) is then ordered against this one,
+        not against the older value it replaced."""
+        other = (p.symbol, Side.SHORT if p.side is Side.LONG else Side.LONG)
+        self.positions.pop(other, None)
+        self.reported_positions.pop(other, None)
+        if p.version is None:
+            self.position_versions.pop(other, None)  # the next push of that side wins
+        else:
+            self.position_versions[other] = p.version
 
     def set_wallet_balance(self, balance: Decimal, now: float, at_ms: int | None = None) -> bool:
         """The settle currency's wallet as a push gave it (stamped ``at_ms`` by the exchange,
