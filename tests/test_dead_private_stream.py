@@ -49,10 +49,13 @@ async def live(venue: Venue, grace_s: float = GRACE_S) -> AsyncIterator[World]:
 
 
 def missed(w: World) -> str | None:
-    """What the health line and status say the account's private stream missed (None)."""
-    settings = w.manager.config.feeds
-    said = [s for s in stale_streams(w.feed, settings, w.clock()) if "missed" in s]
-    return said[0] if said else None
+    """What the status says the account's private stream missed (None)."""
+    return None if w.feed.state.missed is None else w.feed.state.missed.describe()
+
+
+def stale(w: World) -> tuple[str, ...]:
+    """The account's stale streams, as the health check and the dead-man's heartbeat judge."""
+    return stale_streams(w.feed, w.manager.config.feeds, w.clock())
 
 
 async def reconcile(w: World) -> None:
@@ -153,3 +156,18 @@ async def test_a_dead_positions_channel_is_found_though_balance_pushes_go_on() -
         await w.until(lambda: state.wallet_balance == D(12345), "the balance push")
         said = await w.until(lambda: missed(w), "the miss said")
         assert said.startswith(f"private stream missed {venue.eth} long opened ("), said
+
+
+@pytest.mark.parametrize("venue", [VENUES["bybit"]], ids=["bybit"])
+@async_test(TEST_TIMEOUT_S)
+async def test_a_miss_is_said_but_leaves_the_account_fresh(venue: Venue) -> None:
+    """The reconcile that found the miss applied its snapshot and the stream is reopened: the
+    account's data is current. The miss is said (the warning, the status, the health line)
+    but the account is not stale: /healthz does not fail, the dead-man's heartbeat goes on."""
+    async with live(venue) as w:
+        w.fake.mute_pushes(venue.key)
+        w.fake.set_mark(venue.eth, "3000")
+        w.open(venue.eth, "long", "2", "3000")
+        await reconcile(w)
+        await w.until(lambda: missed(w), "the miss said")
+        assert stale(w) == ()
