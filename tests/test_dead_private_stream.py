@@ -171,3 +171,20 @@ async def test_a_miss_is_said_but_leaves_the_account_fresh(venue: Venue) -> None
         await reconcile(w)
         await w.until(lambda: missed(w), "the miss said")
         assert stale(w) == ()
+
+
+@pytest.mark.parametrize("venue", every_exchange())
+@async_test(TEST_TIMEOUT_S)
+async def test_a_pushed_position_in_a_new_listing_is_no_miss(venue: Venue) -> None:
+    """A market listed after the catalogue was loaded: its position's push names it by the
+    exchange's raw id (ccxt cannot map it), the reconcile that reloads the catalogue reads it
+    under its unified symbol. One position under two names, pushed: nothing missed."""
+    async with live(venue) as w:
+        doge = "DOGE/USDT:USDT" if venue.settle == "USDT" else "DOGE/USDC:USDC"
+        w.fake.add_symbol(doge, "0.2")
+        pushes = w.feed.position_pushes
+        w.fake.open_position(venue.key, doge, "long", "1000", "0.2")
+        await w.until(lambda: w.feed.position_pushes > pushes, "its push")
+        await reconcile(w)
+        await asyncio.sleep(3 * GRACE_S)  # past the grace that reconcile gave
+        assert missed(w) is None and w.feed.reconnects == 0

@@ -862,12 +862,13 @@ class AccountFeed:
                 # stream looks open: what this reconcile's snapshot is judged against
                 held, pushes = self.state.sizes(), self.position_pushes
                 before, streaming = self._snapshot_started, self.state.connected
+                catalogue = self._exchange().markets
                 await self.resync(stops=stops, fees=fees)
         except Exception as exc:
             if not self._is_fatal(exc):
                 log.warning("%s: reconcile failed: %s", self.config.name, describe(exc))
             return
-        self._judge_reconcile(held, pushes, before, streaming)
+        self._judge_reconcile(held, pushes, before, streaming, catalogue)
 
     def _judge_reconcile(
         self,
@@ -875,6 +876,7 @@ class AccountFeed:
         pushes: int,
         before: float | None,
         streaming: bool,
+        catalogue: Mapping[str, Any] | None,
     ) -> None:
         """A periodic reconcile read the positions: one changed since the snapshot before
         (begun at ``before``) that no position push named since, while the stream looked
@@ -889,12 +891,18 @@ class AccountFeed:
         ``position``, OKX ``positions``, Gate ``futures.positions``, Hyperliquid
         ``clearinghouseState``: docs/exchanges.md, "A dead private stream"), and a quiet
         account's positions do not change: nothing to miss, nothing said. A reconcile that
-        finds nothing missed once the stream was reopened after a miss ends it."""
+        finds nothing missed once the stream was reopened after a miss ends it.
+
+        A symbol the market ``catalogue`` did not list as the reconcile began is not judged:
+        a new listing's position, pushed under the exchange's raw id ("DOGEUSDT": ccxt cannot
+        name a market it has not loaded) and read under its unified symbol once the
+        reconcile reloaded the catalogue, is one position under two names, not a change."""
         told = self._pushed_at
         changes = tuple(
             change
             for change in missed_changes(held, self.state.sizes())
-            if before is None or told.get(change.symbol, -float("inf")) < before
+            if (before is None or told.get(change.symbol, -float("inf")) < before)
+            and (not catalogue or change.symbol in catalogue)
         )
         alive = self.position_pushes != pushes
         if changes and not alive and streaming and self.state.connected and before is not None:
