@@ -188,3 +188,28 @@ async def test_a_pushed_position_in_a_new_listing_is_no_miss(venue: Venue) -> No
         await reconcile(w)
         await asyncio.sleep(3 * GRACE_S)  # past the grace that reconcile gave
         assert missed(w) is None and w.feed.reconnects == 0
+
+
+@pytest.mark.parametrize("venue", [VENUES["bybit"]], ids=["bybit"])
+@async_test(TEST_TIMEOUT_S)
+async def test_a_change_made_while_the_socket_was_down_is_no_miss(venue: Venue) -> None:
+    """The private socket drops while a reconcile reads, a position opens while no socket
+    is up (nothing can push it: Bybit sends no snapshot on subscribing), the socket is back
+    before the reconcile ends: the change is feed-down's business, read by the resync after
+    the reopen, not a dead stream's miss."""
+    async with live(venue) as w:
+        state, fake = w.feed.state, w.fake
+        fake.hold_rest("/v5/account/info")  # the reconcile's first read waits
+        task = asyncio.get_running_loop().create_task(reconcile(w))
+        await w.until(lambda: fake.held_answers() >= 1, "the reconcile reading")
+        fake.cap_ws_openings(0, 600)  # the network down: no socket opens
+        await fake.drop_connections(kind="private")
+        await w.until(lambda: not state.connected, "the socket lost")
+        w.fake.set_mark(venue.eth, "3000")
+        w.open(venue.eth, "long", "2", "3000")  # no socket: nothing can push it
+        fake.ws_openings_cap = None  # the network back
+        await w.until(lambda: state.connected, "the socket back")
+        fake.release_rest()
+        await task
+        await asyncio.sleep(3 * GRACE_S)  # past the grace that reconcile gave
+        assert missed(w) is None

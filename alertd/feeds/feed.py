@@ -905,7 +905,13 @@ class AccountFeed:
             and (not catalogue or change.symbol in catalogue)
         )
         alive = self.position_pushes != pushes
-        if changes and not alive and streaming and self.state.connected and before is not None:
+        if (
+            changes
+            and not alive
+            and streaming
+            and before is not None
+            and self._unbroken_since(before)
+        ):
             if self._group is not None:
                 self._group.create_task(self._confirm_missed(changes, pushes, before))
         elif self.state.missed is not None and self._reopened_since_miss and not changes:
@@ -921,7 +927,7 @@ class AccountFeed:
         await self._sleep(self.settings.missed_push_grace_s)
         if self.position_pushes != pushes or self.state.fatal is not None:
             return
-        if not self.state.connected:
+        if not self._unbroken_since(before):
             return  # lost meanwhile: feed-down's, and the resync after it reads it all
         now = self._clock()
         missed = self.state.missed = MissedPushes(changes, now, now - before)
@@ -933,6 +939,14 @@ class AccountFeed:
         )
         self._notify(Change.ACCOUNT)
         await self.force_reconnect("private stream missed a change")
+
+    def _unbroken_since(self, before: float) -> bool:
+        """The private stream open now and no stream failed since ``before`` (the snapshot
+        before a reconcile began): a change made while no socket was up is not the stream's
+        miss but feed-down's business (Binance, Bybit and Gate push no snapshot on
+        subscribing: the change is never pushed), and the resync that follows the reopen
+        (:meth:`_settle_resync`) reads it."""
+        return self.state.connected and self._last_failure < before
 
     def _pushed(self) -> None:
         """A private push came: the stream lives; after a miss, once reopened, it delivers
