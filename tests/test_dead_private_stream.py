@@ -213,3 +213,24 @@ async def test_a_change_made_while_the_socket_was_down_is_no_miss(venue: Venue) 
         await task
         await asyncio.sleep(3 * GRACE_S)  # past the grace that reconcile gave
         assert missed(w) is None
+
+
+@pytest.mark.parametrize(
+    "venue", [VENUES["binanceusdm"], VENUES["bybit"]], ids=["binance", "bybit"]
+)
+@async_test(TEST_TIMEOUT_S)
+async def test_a_change_after_an_earlier_push_of_its_symbol_is_found(venue: Venue) -> None:
+    """ETH opened and pushed; the stream dies; later a stop fills (ETH closed, never pushed).
+    The push of ETH, long before the reconcile's read, does not explain the close: missed."""
+    async with live(venue) as w:
+        state = w.feed.state
+        w.fake.set_mark(venue.eth, "3000")
+        w.open(venue.eth, "long", "2", "3000")
+        await w.until(lambda: (venue.eth, Side.LONG) in state.positions, "ETH pushed")
+        w.fake.mute_pushes(venue.key)  # the stream dies
+        await asyncio.sleep(2 * GRACE_S)  # the stop fills later than the grace
+        w.fake.close_position(venue.key, venue.eth)
+        await reconcile(w)
+        assert (venue.eth, Side.LONG) not in state.positions  # the reconcile read it
+        said = await w.until(lambda: missed(w), "the miss said")
+        assert said.startswith(f"private stream missed {venue.eth} long closed ("), said

@@ -863,12 +863,16 @@ class AccountFeed:
                 held, pushes = self.state.sizes(), self.position_pushes
                 before, streaming = self._snapshot_started, self.state.connected
                 catalogue = self._exchange().markets
+                # a push of a symbol explains its change only if it came this close to the
+                # read: a REST answer a little older than the push, not a push a whole
+                # interval before that the stream's death left the last one
+                told_after = self._clock() - self.settings.missed_push_grace_s
                 await self.resync(stops=stops, fees=fees)
         except Exception as exc:
             if not self._is_fatal(exc):
                 log.warning("%s: reconcile failed: %s", self.config.name, describe(exc))
             return
-        self._judge_reconcile(held, pushes, before, streaming, catalogue)
+        self._judge_reconcile(held, pushes, before, streaming, catalogue, told_after)
 
     def _judge_reconcile(
         self,
@@ -877,6 +881,7 @@ class AccountFeed:
         before: float | None,
         streaming: bool,
         catalogue: Mapping[str, Any] | None,
+        told_after: float,
     ) -> None:
         """A periodic reconcile read the positions: one changed since the snapshot before
         (begun at ``before``) that no position push named since, while the stream looked
@@ -884,9 +889,12 @@ class AccountFeed:
         began), is a change the stream missed unless one comes within
         ``feeds.missed_push_grace_s`` (:meth:`_confirm_missed`); balance and order pushes do
         not count (a stream whose positions died while its balance pushes go on misses
-        changes all the same). A push of its symbol since
-        the snapshot before explains a difference (a REST answer a little older than the push,
-        a side named otherwise): never called missed. Every exchange pushes each
+        changes all the same). A push of its symbol since the
+        snapshot before and no earlier than ``told_after`` (the grace before the read began)
+        explains a difference (a REST answer a little older than the push, a side named
+        otherwise): never called missed. An earlier push does not: the stream may have died
+        after it (ETH opened and pushed, the stream dead 10 s later, the stop filled 30 s
+        later: the close never pushed). Every exchange pushes each
         change of a position on its private stream (Binance ACCOUNT_UPDATE, Bybit
         ``position``, OKX ``positions``, Gate ``futures.positions``, Hyperliquid
         ``clearinghouseState``: docs/exchanges.md, "A dead private stream"), and a quiet
@@ -901,7 +909,7 @@ class AccountFeed:
         changes = tuple(
             change
             for change in missed_changes(held, self.state.sizes())
-            if (before is None or told.get(change.symbol, -float("inf")) < before)
+            if (before is None or told.get(change.symbol, -float("inf")) < max(before, told_after))
             and (not catalogue or change.symbol in catalogue)
         )
         alive = self.position_pushes != pushes
