@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
@@ -22,11 +23,15 @@ import pytest
 from alertd.daemon.publisher import stale_streams
 from alertd.engine.model import Side
 from alertd.feeds.state import MissedChange
+from tests.fake_exchange.okx import FakeOKX
 from tests.support.aio import async_test
+from tests.support.poll import eventually
 from tests.test_feed_matrix import (
     FEEDS,
+    REPUSH_S,
     TEST_TIMEOUT_S,
     VENUES,
+    WAIT_S,
     Venue,
     World,
     every_exchange,
@@ -56,6 +61,20 @@ def missed(w: World) -> str | None:
 def stale(w: World) -> tuple[str, ...]:
     """The account's stale streams, as the health check and the dead-man's heartbeat judge."""
     return stale_streams(w.feed, w.manager.config.feeds, w.clock())
+
+
+async def position_pushed(w: World, symbol: str) -> None:
+    """Change ``symbol``'s long on the exchange, again at each poll (a push sent before
+    ccxt's new watch waits is lost to it), until the feed counts a position push."""
+    pushes, sizes = w.feed.position_pushes, itertools.cycle(("3", "2"))
+
+    def pushed() -> bool:
+        if w.feed.position_pushes > pushes:
+            return True
+        w.open(symbol, "long", next(sizes), "3000")
+        return False
+
+    await eventually(pushed, WAIT_S, "a position push", interval_s=REPUSH_S)
 
 
 async def reconcile(w: World) -> None:
@@ -92,10 +111,13 @@ async def test_a_dead_private_stream_is_found_by_one_reconcile_reopened_and_ends
         # again); the new connection pushes
         await w.until(lambda: w.fake.ws_connections > connections, "private stream reopened")
         await w.private_ready()
-        w.fake.set_balance(venue.key, "12345")
-        await w.until(lambda: state.wallet_balance == D(12345), "a push again")
+        # a position push on the new connection ends the miss (a balance push would not: a
+        # positions channel may stay dead); counted as the feed receives it, not read off
+        # the REST-visible position (the reopen's resync reads that without any push)
+        await position_pushed(w, venue.eth)
         await w.until(lambda: not missed(w), "the miss ended")
         assert state.missed is None and state.fatal is None
+        assert state.miss_ended == "a position push since it was reopened"
 
 
 @pytest.mark.parametrize("venue", every_exchange())
@@ -234,3 +256,29 @@ async def test_a_change_after_an_earlier_push_of_its_symbol_is_found(venue: Venu
         assert (venue.eth, Side.LONG) not in state.positions  # the reconcile read it
         said = await w.until(lambda: missed(w), "the miss said")
         assert said.startswith(f"private stream missed {venue.eth} long closed ("), said
+
+
+@async_test(TEST_TIMEOUT_S)
+async def test_a_balance_push_after_the_reopen_does_not_end_a_positions_miss() -> None:
+    """OKX's ``positions`` channel pushes nothing on any connection, the reopened one too,
+    while its ``account`` channel pushes: the miss stands through the reopen and a balance
+    push (the positions still reach alertd only at a reconcile), and ends at a reconcile
+    since the reopen that misses nothing, saying so."""
+    venue = VENUES["okx"]
+    async with live(venue) as w:
+        state, fake = w.feed.state, w.fake
+        assert isinstance(fake, FakeOKX)
+        fake.dead_channels = frozenset({"positions"})
+        fake.set_mark(venue.eth, "3000")
+        w.open(venue.eth, "long", "2", "3000")
+        await reconcile(w)
+        await w.until(lambda: missed(w), "the miss said")
+        connections = fake.ws_connections
+        await w.until(lambda: fake.ws_connections > connections, "private stream reopened")
+        await w.private_ready()
+        fake.set_balance(venue.key, "12345")
+        await w.until(lambda: state.wallet_balance == D(12345), "the balance push")
+        assert missed(w) is not None, "ended by a balance push, the positions still dead"
+        await reconcile(w)  # nothing changed since: it misses nothing
+        await w.until(lambda: not missed(w), "the miss ended")
+        assert state.miss_ended == "a reconcile since it was reopened missed nothing"

@@ -5,7 +5,7 @@ open now, which stay open and answer pings; a position is opened on it. Within o
 the built-in ``private-stream-missed`` warning is sent, naming the account, the position it
 missed and how late; ``/status`` says it (``private_stream_missed``) without calling the account
 stale, so ``/healthz`` stays healthy (the reconcile read the account; the warning carries the
-miss); the private stream is reopened and, at its next push, the warning resolves."""
+miss); the private stream is reopened and, at its next position push, the warning resolves."""
 
 from __future__ import annotations
 
@@ -68,7 +68,9 @@ def test_a_dead_private_stream_is_warned_within_a_reconcile_reopened_and_resolve
     assert get(f"{base}/healthz")[0] == 200
     wait_for(lambda: fake.ws_connections > connections, what="the private stream reopened")
     wait_for(lambda: {"positions", "account"} <= fake.subscriptions(), what="subscribed again")
-    fake.set_balance(KEYS[0], "11000")  # pushed on the reopened stream
+    # a position push on the reopened stream ends it (the subscription's own snapshot may
+    # already have)
+    fake.open_position(KEYS[0], ETH, "long", "30", "3000")
     wait_for(lambda: RESOLVED in http.titles(), what="the resolution")
     assert _missed(base) == []
     stopped_cleanly(daemon)

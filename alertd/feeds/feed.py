@@ -21,7 +21,7 @@ import dataclasses
 import enum
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Set
+from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
 from contextlib import nullcontext
 from decimal import Decimal
 from typing import Any
@@ -957,15 +957,26 @@ class AccountFeed:
         return self.state.connected and self._last_failure < before
 
     def _pushed(self) -> None:
-        """A private push came: the stream lives; after a miss, once reopened, it delivers
-        again."""
+        """A private push came (positions, balance or orders)."""
         self.private_pushes += 1
+
+    def _position_pushed(self, changed: Sequence[PositionState]) -> None:
+        """A position push came: the positions stream lives; after a miss, once reopened, it
+        delivers again. Only a position push ends the miss: a balance or order push comes on
+        a stream whose positions channel may still be dead (a positions subscription refused
+        at each login while OKX's ``account`` channel pushes its snapshot)."""
+        self._pushed()
+        self.position_pushes += 1
+        now = self._clock()
+        for p in changed:
+            self._pushed_at[p.symbol] = now
         if self.state.missed is not None and self._reopened_since_miss:
-            self._end_miss("pushes are seen again")
+            self._end_miss("a position push since it was reopened")
 
     def _end_miss(self, why: str) -> None:
         missed = self.state.missed
         self.state.missed = None
+        self.state.miss_ended = why
         if missed is not None:
             log.info(
                 "%s: private stream delivering again (%s) %.0f s after it missed a change",
@@ -1142,11 +1153,7 @@ class AccountFeed:
 
     async def _positions_step(self) -> None:
         changed = await self.adapter.watch_positions(self._exchange())
-        self._pushed()
-        self.position_pushes += 1
-        now = self._clock()
-        for p in changed:
-            self._pushed_at[p.symbol] = now
+        self._position_pushed(changed)
         wanted = self.config.symbols
         if wanted is not None:
             changed = [p for p in changed if p.symbol in wanted]
