@@ -282,3 +282,21 @@ async def test_a_balance_push_after_the_reopen_does_not_end_a_positions_miss() -
         await reconcile(w)  # nothing changed since: it misses nothing
         await w.until(lambda: not missed(w), "the miss ended")
         assert state.miss_ended == "a reconcile since it was reopened missed nothing"
+
+
+@async_test(TEST_TIMEOUT_S)
+async def test_detection_switched_off_says_and_reopens_nothing() -> None:
+    """``feeds.detect_missed_pushes: false``: a change the muted stream never pushed is read
+    by the reconcile, and nothing is said nor reopened."""
+    venue = VENUES["bybit"]
+    feeds = {**FEEDS, "missed_push_grace_s": GRACE_S, "detect_missed_pushes": False}
+    async with streaming(venue, feeds=feeds) as w:
+        await w.private_ready()
+        await w.until(lambda: w.feed.snapshots >= 2, "the bootstrap and the settle resync")
+        w.fake.mute_pushes(venue.key)
+        w.fake.set_mark(venue.eth, "3000")
+        w.open(venue.eth, "long", "2", "3000")
+        await reconcile(w)
+        assert (venue.eth, Side.LONG) in w.feed.state.positions
+        await asyncio.sleep(3 * GRACE_S)  # past the grace that reconcile gave
+        assert missed(w) is None and w.feed.reconnects == 0

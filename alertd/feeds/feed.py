@@ -872,7 +872,8 @@ class AccountFeed:
             if not self._is_fatal(exc):
                 log.warning("%s: reconcile failed: %s", self.config.name, describe(exc))
             return
-        self._judge_reconcile(held, pushes, before, streaming, catalogue, told_after)
+        if self.settings.detect_missed_pushes:
+            self._judge_reconcile(held, pushes, before, streaming, catalogue, told_after)
 
     def _judge_reconcile(
         self,
