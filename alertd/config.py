@@ -226,6 +226,9 @@ class FeedSettings(_Model):
     # snapshot before it gives the push this long to come before calling it missed (a push
     # in flight as the REST answer was read): then the private stream is dead though open
     missed_push_grace_s: PositiveSeconds = 5.0
+    # false: no reconcile judges what the private stream missed (nothing said, nothing
+    # reopened); ``builtin_rules.private_stream_missed: false`` silences only the alert
+    detect_missed_pushes: bool = True
     request_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
     # at most this many accounts per exchange bootstrap or resync over REST at once; None:
     # the exchange's own default (Capabilities.rest_concurrency: 8, Bybit 32, OKX 64)

@@ -28,8 +28,9 @@ from .support.views import D, account, view
 
 # an account in `alertd status --json` from the running daemon, in order
 LIVE_ACCOUNT_KEYS = [
-    "name", "bootstrapped", "connected", "fatal", "stale", "margin_ratio", "buffer",
-    "crash_distance", "effective_leverage", "concentration", "margin_concentration", "settle",
+    "name", "bootstrapped", "connected", "fatal", "stale", "private_stream_missed",
+    "margin_ratio", "buffer", "crash_distance", "effective_leverage", "concentration",
+    "margin_concentration", "settle",
     "pools", "positions", "exchange", "mode", "coverage", "mode_limits", "incomplete",
     "fee_gap", "alerts_kept", "margin_ratio_source", "exchange_margin_ratio",
     "exchange_margin_ratio_moved",

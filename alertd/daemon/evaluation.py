@@ -488,6 +488,7 @@ class Alerting:
             # its bootstrap retrying, or then its private stream's first opening
             not_live=state.start_retrying(),
             missed=state.missed.describe() if watched and state.missed is not None else None,
+            miss_ended=state.miss_ended,
             watched=watched,
         )
 

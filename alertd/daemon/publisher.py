@@ -177,6 +177,7 @@ class Publisher:
             connected=state.connected,
             fatal=state.fatal,
             stale=stale_streams(feed, self.settings, now),
+            missed=state.missed.describe() if state.missed is not None else None,
             open_positions=len(state.positions),
             figures=self._figures_of(feed, now, wall),
             reconnects=feed.reconnects,
@@ -276,6 +277,7 @@ class Publisher:
         outbox as they are now: no account's view is built for it."""
         now = self._clock()
         stale: list[str] = []
+        missed: list[str] = []
         stopped: list[str] = []
         waiting: list[str] = []
         retrying: list[str] = []
@@ -306,6 +308,8 @@ class Publisher:
             live = self._live(feed)
             if live is not None:
                 ratios.append((live.worst_ratio, name))
+            if feed.state.missed is not None and not feed.state.fatal:
+                missed.append(name)
         return Health(
             len(self.feeds),
             tuple(stale),
@@ -317,6 +321,7 @@ class Publisher:
             len(self.store.pending()),
             self._bans(),
             self._public_pauses(),
+            tuple(missed),
         )
 
     def _public_pauses(self) -> tuple[PublicPause, ...]:
@@ -368,13 +373,15 @@ def stale_streams(feed: AccountFeed, settings: FeedSettings, now: float) -> tupl
     # nor while the reconciles give way to other accounts' bootstraps (a start of 1,000 OKX
     # accounts: up to 861 live ones "stale" in a health line, benchmarks.md tenth pass)
     held = feed.reconciles_held_until(now)
-    stale = tuple(
+    # a change its private stream missed (``state.missed``) is no staleness: the reconcile
+    # that found it applied its snapshot and the stream is reopened; the warning alert and
+    # the status's ``private_stream_missed`` say it, without failing /healthz nor withholding
+    # the dead-man's heartbeat
+    return tuple(
         f"{f.stream.value} {f.key}".strip()
         for f in state.freshness(now, settings.stale_after_s, private_after, held)
         if f.stale
     )
-    # its private stream looks open, but a reconcile found a change it never pushed
-    return stale if state.missed is None else (*stale, state.missed.describe())
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,6 +404,8 @@ class Health:
     bans: tuple[HostBan, ...] = ()  # the exchange hosts whose IP is banned, each once
     # the exchange hosts whose public requests wait after a 429 (OKX, Gate), each once
     public_pauses: tuple[PublicPause, ...] = ()
+    # the accounts whose private stream missed a change a reconcile found (said, not stale)
+    missed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -699,7 +699,7 @@ class Service:
         bans = "".join(f", {ban.said(wall)}" for ban in h.bans)
         bans += "".join(f", {pause.said(wall)}" for pause in h.public_pauses)
         log.info(
-            "health: %s, %d fresh, %d stale%s, %d not live%s, %d stopped%s%s, %s, %s, %s, "
+            "health: %s, %d fresh, %d stale%s, %d not live%s, %d stopped%s%s%s, %s, %s, %s, "
             "worst ratio %s, %s firing, %s queued",
             fmt.count(h.accounts, "account"),
             h.accounts - len(stale) - len(stopped) - len(not_live),
@@ -709,6 +709,10 @@ class Service:
             f" ({', '.join(not_live[:5])})" if not_live else "",
             len(stopped),
             f" ({', '.join(stopped[:5])})" if stopped else "",
+            # fresh all the same: the reconcile that found the miss read the account
+            f", {len(h.missed)} private stream missed ({', '.join(h.missed[:5])})"
+            if h.missed
+            else "",
             bans,
             fmt.count(h.positions, "position"),
             fmt.count(self.ticks, "engine update"),

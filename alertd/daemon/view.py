@@ -172,6 +172,10 @@ class AccountView:
     # where the exchange's ratio stands in (a mode alertd does not compute): the positions
     # with their notional and PnL at the live mark and the exchange's own liquidation prices
     exchange_positions: tuple[ExchangeRatioPosition, ...] = ()
+    # what its private stream missed, as a reconcile found it: said here and by the
+    # ``private-stream-missed`` warning, not stale (the reconcile's snapshot is applied and
+    # the stream reopened): it neither fails /healthz nor withholds the dead-man's heartbeat
+    missed: str | None = None
 
     @property
     def worst_ratio(self) -> Decimal | None:

@@ -21,7 +21,7 @@ import dataclasses
 import enum
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Set
+from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
 from contextlib import nullcontext
 from decimal import Decimal
 from typing import Any
@@ -873,12 +873,18 @@ class AccountFeed:
                 # stream looks open: what this reconcile's snapshot is judged against
                 held, pushes = self.state.sizes(), self.position_pushes
                 before, streaming = self._snapshot_started, self.state.connected
+                catalogue = self._exchange().markets
+                # a push of a symbol explains its change only if it came this close to the
+                # read: a REST answer a little older than the push, not a push a whole
+                # interval before that the stream's death left the last one
+                told_after = self._clock() - self.settings.missed_push_grace_s
                 await self.resync(stops=stops, fees=fees)
         except Exception as exc:
             if not self._is_fatal(exc):
                 log.warning("%s: reconcile failed: %s", self.config.name, describe(exc))
             return
-        self._judge_reconcile(held, pushes, before, streaming)
+        if self.settings.detect_missed_pushes:
+            self._judge_reconcile(held, pushes, before, streaming, catalogue, told_after)
 
     def _judge_reconcile(
         self,
@@ -886,6 +892,8 @@ class AccountFeed:
         pushes: int,
         before: float | None,
         streaming: bool,
+        catalogue: Mapping[str, Any] | None,
+        told_after: float,
     ) -> None:
         """A periodic reconcile read the positions: one changed since the snapshot before
         (begun at ``before``) that no position push named since, while the stream looked
@@ -893,22 +901,37 @@ class AccountFeed:
         began), is a change the stream missed unless one comes within
         ``feeds.missed_push_grace_s`` (:meth:`_confirm_missed`); balance and order pushes do
         not count (a stream whose positions died while its balance pushes go on misses
-        changes all the same). A push of its symbol since
-        the snapshot before explains a difference (a REST answer a little older than the push,
-        a side named otherwise): never called missed. Every exchange pushes each
+        changes all the same). A push of its symbol since the
+        snapshot before and no earlier than ``told_after`` (the grace before the read began)
+        explains a difference (a REST answer a little older than the push, a side named
+        otherwise): never called missed. An earlier push does not: the stream may have died
+        after it (ETH opened and pushed, the stream dead 10 s later, the stop filled 30 s
+        later: the close never pushed). Every exchange pushes each
         change of a position on its private stream (Binance ACCOUNT_UPDATE, Bybit
         ``position``, OKX ``positions``, Gate ``futures.positions``, Hyperliquid
         ``clearinghouseState``: docs/exchanges.md, "A dead private stream"), and a quiet
         account's positions do not change: nothing to miss, nothing said. A reconcile that
-        finds nothing missed once the stream was reopened after a miss ends it."""
+        finds nothing missed once the stream was reopened after a miss ends it.
+
+        A symbol the market ``catalogue`` did not list as the reconcile began is not judged:
+        a new listing's position, pushed under the exchange's raw id ("DOGEUSDT": ccxt cannot
+        name a market it has not loaded) and read under its unified symbol once the
+        reconcile reloaded the catalogue, is one position under two names, not a change."""
         told = self._pushed_at
         changes = tuple(
             change
             for change in missed_changes(held, self.state.sizes())
-            if before is None or told.get(change.symbol, -float("inf")) < before
+            if (before is None or told.get(change.symbol, -float("inf")) < max(before, told_after))
+            and (not catalogue or change.symbol in catalogue)
         )
         alive = self.position_pushes != pushes
-        if changes and not alive and streaming and self.state.connected and before is not None:
+        if (
+            changes
+            and not alive
+            and streaming
+            and before is not None
+            and self._unbroken_since(before)
+        ):
             if self._group is not None:
                 self._group.create_task(self._confirm_missed(changes, pushes, before))
         elif self.state.missed is not None and self._reopened_since_miss and not changes:
@@ -924,7 +947,7 @@ class AccountFeed:
         await self._sleep(self.settings.missed_push_grace_s)
         if self.position_pushes != pushes or self.state.fatal is not None:
             return
-        if not self.state.connected:
+        if not self._unbroken_since(before):
             return  # lost meanwhile: feed-down's, and the resync after it reads it all
         now = self._clock()
         missed = self.state.missed = MissedPushes(changes, now, now - before)
@@ -937,16 +960,35 @@ class AccountFeed:
         self._notify(Change.ACCOUNT)
         await self.force_reconnect("private stream missed a change")
 
+    def _unbroken_since(self, before: float) -> bool:
+        """The private stream open now and no stream failed since ``before`` (the snapshot
+        before a reconcile began): a change made while no socket was up is not the stream's
+        miss but feed-down's business (Binance, Bybit and Gate push no snapshot on
+        subscribing: the change is never pushed), and the resync that follows the reopen
+        (:meth:`_settle_resync`) reads it."""
+        return self.state.connected and self._last_failure < before
+
     def _pushed(self) -> None:
-        """A private push came: the stream lives; after a miss, once reopened, it delivers
-        again."""
+        """A private push came (positions, balance or orders)."""
         self.private_pushes += 1
+
+    def _position_pushed(self, changed: Sequence[PositionState]) -> None:
+        """A position push came: the positions stream lives; after a miss, once reopened, it
+        delivers again. Only a position push ends the miss: a balance or order push comes on
+        a stream whose positions channel may still be dead (a positions subscription refused
+        at each login while OKX's ``account`` channel pushes its snapshot)."""
+        self._pushed()
+        self.position_pushes += 1
+        now = self._clock()
+        for p in changed:
+            self._pushed_at[p.symbol] = now
         if self.state.missed is not None and self._reopened_since_miss:
-            self._end_miss("pushes are seen again")
+            self._end_miss("a position push since it was reopened")
 
     def _end_miss(self, why: str) -> None:
         missed = self.state.missed
         self.state.missed = None
+        self.state.miss_ended = why
         if missed is not None:
             log.info(
                 "%s: private stream delivering again (%s) %.0f s after it missed a change",
@@ -1123,11 +1165,7 @@ class AccountFeed:
 
     async def _positions_step(self) -> None:
         changed = await self.adapter.watch_positions(self._exchange())
-        self._pushed()
-        self.position_pushes += 1
-        now = self._clock()
-        for p in changed:
-            self._pushed_at[p.symbol] = now
+        self._position_pushed(changed)
         wanted = self.config.symbols
         if wanted is not None:
             changed = [p for p in changed if p.symbol in wanted]

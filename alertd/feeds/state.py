@@ -443,6 +443,9 @@ class AccountState:
     # position changes its private stream missed, found by a reconcile, until pushes are seen
     # again (or a reconcile after the stream was reopened misses nothing)
     missed: MissedPushes | None = None
+    # what ended the last miss: "a position push since it was reopened", "a reconcile since
+    # it was reopened missed nothing" (the resolution says which)
+    miss_ended: str | None = None
     fatal: str | None = None  # why this account's feed stopped for good
     bootstrapped: bool = False
     # why its last try to go live failed while it retries: its bootstrap (then not live for

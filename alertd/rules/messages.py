@@ -533,7 +533,8 @@ def _about_alertd(
         if n.kind is Kind.RESOLVED:
             return Message(
                 f"{head} {who}: private stream delivering again",
-                f"it had missed a change; reopened, for {since} until it delivered",
+                f"it had missed a change; reopened, for {since} until it delivered "
+                f"({feed.miss_ended or 'its pushes seen again'})",
             )
         body = (
             f"{feed.missed or 'private stream missed a change'}\n"

@@ -1106,8 +1106,8 @@ METRICS: tuple[Metric, ...] = (
         "above",
         "1 while a change of a position that a reconcile found was never pushed on the "
         "account's private stream, which looked open (a dead stream the reconciles alone "
-        "would keep fresh), else 0; the stream is reopened, and it ends at the next push or "
-        "at a reconcile since that misses nothing",
+        "would keep fresh), else 0; the stream is reopened, and it ends at the next position "
+        "push or at a reconcile since that misses nothing",
         Needs.FEED,
         lambda f: _flag(f.feed.missed is not None),
         title="private stream missed a change",

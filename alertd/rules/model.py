@@ -307,6 +307,8 @@ class FeedStatus:
     # what its private stream missed, as a reconcile found it (the stream looked open; it is
     # reopened): "private stream missed BTC/USDT:USDT long 0.5 -> 0.8 contracts (...)"
     missed: str | None = None
+    # what ended its last miss ("a position push since it was reopened")
+    miss_ended: str | None = None
     # alertd reads the account: bootstrapped and not stopped by a fatal error. False while it
     # bootstraps (at every start: a firing alert loaded from the store meanwhile) or once
     # stopped: what only a read tells (``Metric.unknown_unwatched``) is then unknown, not 0

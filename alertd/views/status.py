@@ -140,6 +140,7 @@ def _account_json(a: AccountView, source: Source) -> dict[str, Any]:
         "connected": a.connected,
         "fatal": a.fatal,
         "stale": list(a.stale),
+        "private_stream_missed": a.missed,
         **figures,
         "exchange": a.exchange,
         "mode": a.mode or None,

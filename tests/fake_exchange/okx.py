@@ -236,6 +236,10 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
 
     def __init__(self, *, mark_interval_s: float | None = None) -> None:
         super().__init__(mark_interval_s=mark_interval_s)
+        # private channels that push nothing on any connection, those opened later too: a
+        # subscription the exchange accepts at each login yet never serves (a failure that
+        # outlives a reopen, unlike ``mute_pushes``)
+        self.dead_channels: frozenset[str] = frozenset()
         self._markets: dict[str, _Market] = {}
         self._next_id = 1_000_000_000_000_000_000
         for inst_id, mark, tick, ct_val, tiers in _MARKETS:
@@ -518,7 +522,7 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
 
     def _push_private(self, account: _Account, channel: str, data: list[Any]) -> None:
         for conn in self._subscribers(channel):
-            muted = conn.muted or channel in conn.muted_channels
+            muted = conn.muted or channel in conn.muted_channels | self.dead_channels
             if conn.owner == account.api_key and conn.live and not muted:
                 conn.send(self._private_frame(channel, data))
 
@@ -1295,6 +1299,8 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             account = self._accounts.get(conn.owner or "")
             if account is not None:
                 for arg in args:
+                    if arg.get("channel") in self.dead_channels:
+                        continue
                     if arg.get("channel") == "positions":
                         rows = [self._position_row(account, p) for p in account.positions.values()]
                         frame = self._private_frame("positions", rows)
