@@ -4,10 +4,13 @@ websocket's login."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal as D
 
 from alertd.engine.model import Side
 from alertd.engine.stops import StopKind
+from alertd.feeds.feed import AccountFeed
 
 from .fake_exchange.okx import FakeOKX
 from .support.aio import run
@@ -53,6 +56,20 @@ def test_a_login_refused_as_expired_is_sent_again_and_the_account_streams() -> N
     run(body(), timeout_s=60)
 
 
+@asynccontextmanager
+async def streaming_a_long_with_algo_advance() -> AsyncIterator[tuple[FakeOKX, AccountFeed]]:
+    """A BTC long streaming on the local OKX, its stops read (none) and "algo-advance"
+    subscribed: where a trailing stop's push can be watched."""
+    async with started(FakeOKX(), [("key-o", "secret-o", "100000")]) as fake:
+        fake.set_mark(BTC, "60000")
+        fake.open_position("key-o", BTC, "long", "100", "60000")
+        feed = okx_feed(fake, settings=FAST.model_copy(update={"stale_after_s": 120}))
+        async with running(feed):
+            await eventually(lambda: feed.state.stops == (), what="the stops read: none")
+            await eventually(lambda: "algo-advance" in fake.subscriptions(), what="algo-advance")
+            yield fake, feed
+
+
 def test_a_trailing_stop_placed_or_cancelled_is_read_at_its_push() -> None:
     """OKX pushes a trailing stop (``move_order_stop``) on the business connection's
     "algo-advance" channel, not on "orders-algo" (www.okx.com/docs-v5/en/#order-book-trading-
@@ -63,25 +80,17 @@ def test_a_trailing_stop_placed_or_cancelled_is_read_at_its_push() -> None:
     trailing stop stayed unseen until the next reconcile that read the stops)."""
 
     async def body() -> None:
-        async with started(FakeOKX(), [("key-o", "secret-o", "100000")]) as fake:
-            fake.set_mark(BTC, "60000")
-            fake.open_position("key-o", BTC, "long", "100", "60000")
-            feed = okx_feed(fake, settings=FAST.model_copy(update={"stale_after_s": 120}))
-            async with running(feed):
-                await eventually(lambda: feed.state.stops == (), what="the stops read: none")
-                await eventually(
-                    lambda: "algo-advance" in fake.subscriptions(), what="algo-advance"
-                )
-                order = fake.add_stop("key-o", BTC, "long", "57000", kind="trailing")
-                await eventually(
-                    lambda: (
-                        [(s.kind, s.trigger_price) for s in feed.state.stops or ()]
-                        == [(StopKind.TRAILING, D(57000))]
-                    ),
-                    what="the trailing stop at its push",
-                )
-                fake.cancel_stop("key-o", order)
-                await eventually(lambda: feed.state.stops == (), what="its cancellation")
+        async with streaming_a_long_with_algo_advance() as (fake, feed):
+            order = fake.add_stop("key-o", BTC, "long", "57000", kind="trailing")
+            await eventually(
+                lambda: (
+                    [(s.kind, s.trigger_price) for s in feed.state.stops or ()]
+                    == [(StopKind.TRAILING, D(57000))]
+                ),
+                what="the trailing stop at its push",
+            )
+            fake.cancel_stop("key-o", order)
+            await eventually(lambda: feed.state.stops == (), what="its cancellation")
 
     run(body(), timeout_s=60)
 
@@ -98,22 +107,14 @@ def test_a_burst_of_trailing_stop_pushes_is_read_once_not_once_a_push() -> None:
         return sum(p.endswith("/trade/orders-algo-pending") for _, p in fake.requests)
 
     async def body() -> None:
-        async with started(FakeOKX(), [("key-o", "secret-o", "100000")]) as fake:
-            fake.set_mark(BTC, "60000")
-            fake.open_position("key-o", BTC, "long", "100", "60000")
-            feed = okx_feed(fake, settings=FAST.model_copy(update={"stale_after_s": 120}))
-            async with running(feed):
-                await eventually(lambda: feed.state.stops == (), what="the stops read: none")
-                await eventually(
-                    lambda: "algo-advance" in fake.subscriptions(), what="algo-advance"
-                )
-                before = stop_reads(fake)
-                for i in range(count):
-                    fake.add_stop("key-o", BTC, "long", str(57000 + i), kind="trailing")
-                await eventually(
-                    lambda: len(feed.state.stops or ()) == count, what="every trailing stop"
-                )
-                await asyncio.sleep(1.0)  # any read the burst still queued
-                assert stop_reads(fake) - before <= 3 * count // 2  # half a read a push
+        async with streaming_a_long_with_algo_advance() as (fake, feed):
+            before = stop_reads(fake)
+            for i in range(count):
+                fake.add_stop("key-o", BTC, "long", str(57000 + i), kind="trailing")
+            await eventually(
+                lambda: len(feed.state.stops or ()) == count, what="every trailing stop"
+            )
+            await asyncio.sleep(1.0)  # any read the burst still queued
+            assert stop_reads(fake) - before <= 3 * count // 2  # half a read a push
 
     run(body(), timeout_s=60)
