@@ -155,9 +155,9 @@ async def test_a_push_that_comes_after_the_rest_answer_within_the_grace_is_no_mi
         eth = w.open(venue.eth, "long", "2", "3000")
         await reconcile(w)
         assert state.positions[(venue.eth, Side.LONG)].contracts == eth  # read over REST
-        pushes = w.feed.private_pushes
+        pushes = w.feed.position_pushes
         w.fake.release_pushes(venue.key)  # the push, late but within the grace
-        await w.until(lambda: w.feed.private_pushes > pushes, "the late push")
+        await w.until(lambda: w.feed.position_pushes > pushes, "the late push")
         await asyncio.sleep(2 * 3.0)  # past the grace
         assert missed(w) is None and w.feed.reconnects == 0
 

@@ -367,7 +367,6 @@ class AccountFeed:
         # written began: a periodic reconcile that finds a position changed that no push named
         # since, and no position push at all while it reads nor for a grace after, is the
         # stream's miss (:meth:`_judge_reconcile`)
-        self.private_pushes = 0
         self.position_pushes = 0
         self._pushed_at: dict[str, float] = {}
         self.snapshots = 0  # the snapshots written (a bootstrap, a resync, a reconcile)
@@ -968,16 +967,11 @@ class AccountFeed:
         (:meth:`_settle_resync`) reads it."""
         return self.state.connected and self._last_failure < before
 
-    def _pushed(self) -> None:
-        """A private push came (positions, balance or orders)."""
-        self.private_pushes += 1
-
     def _position_pushed(self, changed: Sequence[PositionState]) -> None:
         """A position push came: the positions stream lives; after a miss, once reopened, it
         delivers again. Only a position push ends the miss: a balance or order push comes on
         a stream whose positions channel may still be dead (a positions subscription refused
         at each login while OKX's ``account`` channel pushes its snapshot)."""
-        self._pushed()
         self.position_pushes += 1
         now = self._clock()
         for p in changed:
@@ -1216,7 +1210,6 @@ class AccountFeed:
         """A conditional order changed on the order stream: read the stops again."""
         if not await self.adapter.watch_stop_changes(self._exchange()):
             return
-        self._pushed()
         await self._refresh_stops()
         self._notify(Change.ACCOUNT)
 
@@ -1259,7 +1252,6 @@ class AccountFeed:
     async def _balance_step(self) -> None:
         balances = await self.adapter.watch_balances(self._exchange())
         at_ms = self.adapter.balance_pushed_ms  # this push's: no await since it returned
-        self._pushed()
         if balances:
             if not self._pushes.apply(functools.partial(self._push_wallets, balances, at_ms)):
                 log.debug("%s: a balance push older than the snapshot: dropped", self.config.name)
