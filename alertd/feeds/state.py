@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
@@ -643,7 +643,14 @@ class AccountState:
     def price_symbols(self) -> set[str]:
         """Every symbol whose mark moves the account: its positions' (the listed ones that
         follow a mark too) and its coins'."""
-        return self.held_symbols | self.coin_symbols | self.listed_symbols
+        return set(self._marked_symbols())
+
+    def _marked_symbols(self) -> Iterator[str]:
+        """:attr:`price_symbols` one by one, a symbol held twice given twice: what the
+        evaluations read at every tick without building the set."""
+        yield from (symbol for symbol, _ in self.positions)
+        yield from (c.price_symbol for c in self.collateral if c.price_symbol is not None)
+        yield from (p.symbol for p in self.listed_positions if p.quantity is not None)
 
     def freshness(
         self,
@@ -702,15 +709,10 @@ class AccountState:
         evaluation: no set of the symbols is built."""
         seen = self.last_seen
         oldest: float | None = None
-        for symbols in (
-            (symbol for symbol, _ in self.positions),
-            (c.price_symbol for c in self.collateral if c.price_symbol is not None),
-            (p.symbol for p in self.listed_positions if p.quantity is not None),
-        ):
-            for symbol in symbols:
-                at = seen.get((Stream.MARK, symbol), never)
-                if oldest is None or at < oldest:
-                    oldest = at
+        for symbol in self._marked_symbols():
+            at = seen.get((Stream.MARK, symbol), never)
+            if oldest is None or at < oldest:
+                oldest = at
         return oldest
 
     def stale_marks(self, now: float, stale_after_s: float) -> list[str]:
