@@ -628,11 +628,6 @@ class AccountState:
         return {symbol for symbol, _ in self.positions}
 
     @property
-    def coin_symbols(self) -> set[str]:
-        """The symbols whose marks move the pool's coins."""
-        return {c.price_symbol for c in self.collateral if c.price_symbol is not None}
-
-    @property
     def listed_symbols(self) -> set[str]:
         """The symbols of the listed positions that follow their marks between reconciles
         (a portfolio margin account's COIN-M positions in markets of the COIN-M catalogue;
