@@ -790,6 +790,43 @@ def test_binance_portfolio_coin_m_hedge_counts_gains_and_wallets_at_binance_s_co
     run(body())
 
 
+def test_binance_portfolio_collateral_rates_refused_are_named_in_the_limits() -> None:
+    """The hedge above with "Portfolio Margin Pro Tiered Collateral Rate" refused (-21001):
+    Binance's FAQ "How to Use the Binance Portfolio Margin Pro Program APIs" says its
+    endpoints "will not be available for Portfolio Margin (unless under exceptional
+    circumstances)", so a portfolio margin account may never be served the tiers. The
+    short's gain then counts 0 between reconciles (the moved ratio above Binance's next:
+    early, never late), and the account's limits (status, snapshot) say so, naming BTC;
+    before, only a log line said the read failed. Served, no such words."""
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "2000")]) as fake:
+            fake.collateral_rates_refused = True
+            feed = hedged_600_short(fake, "0")
+            async with streaming(feed):
+                state = feed.state
+                assert state.fatal is None and state.mode.mode is M.PORTFOLIO
+                assert (
+                    "no collateral rate read for BTC (GET /sapi/v2/portfolio/collateralRate, "
+                    "a Portfolio Margin Pro endpoint): its COIN-M gains count 0 between "
+                    "reconciles" in state.mode.limits
+                )
+                await fake.wait_for_subscription("btcusd_perp@markPrice@1s", 10)
+                await fake.wait_for_subscription("btcusdt@markPrice@1s", 10)
+                await both_marks_at(fake, state, "49800", "49800")
+                ratio, moved = state.exchange_ratio()
+                assert moved and ratio is not None
+                theirs = D(fake.portfolio_account(KEY)["uniMMR"])
+                assert ratio > binance.PORTFOLIO_LIQUIDATION_UNI_MMR / theirs
+            fake.collateral_rates_refused = False
+            feed = hedged_600_short(fake, "0")
+            async with streaming(feed):
+                assert "no collateral rate read" not in feed.state.mode.limits
+                assert fake.collateral_rate_reads >= 2
+
+    run(body())
+
+
 # BTC's collateral tiers scripted on the local Binance ("Portfolio Margin Pro Tiered Collateral
 # Rate" fields): 95% of the value to 100,000 USD, 90% of the part to 200,000, 80% above
 BTC_COLLATERAL_TIERS = [

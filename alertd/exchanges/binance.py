@@ -128,15 +128,31 @@ def brackets_to_table(brackets: list[dict[str, Any]]) -> TierTable:
 PORTFOLIO_LIQUIDATION_UNI_MMR = Decimal("1.05")
 
 
-def portfolio_mode(coin_m_unlisted: str | None = None) -> ModeReading:
+def portfolio_mode(
+    coin_m_unlisted: str | None = None, coins_unrated: tuple[str, ...] = ()
+) -> ModeReading:
     """A portfolio margin account's reading. ``coin_m_unlisted``: why its COIN-M positions
     could not be read this time (a refused request, a malformed row); uniMMR still counts
     them, the UM positions are still followed, and the reason stands in the account's
-    limits (status, snapshot; logged once, as a change of mode is)."""
+    limits (status, snapshot; logged once, as a change of mode is). ``coins_unrated``: the
+    coins of held COIN-M positions without collateral tiers read (the read refused or
+    failing, the coin's row missing or malformed: :func:`pm_collateral_tiers`), whose gains
+    count 0 between reconciles, said there too. The tiers' one source is "Portfolio Margin
+    Pro Tiered Collateral Rate", a Portfolio Margin Pro endpoint, and Binance's FAQ "How to
+    Use the Binance Portfolio Margin Pro Program APIs" says "the Portfolio Margin Pro API
+    endpoints are compatible with Binance Portfolio Margin Pro, and will not be available for
+    Portfolio Margin (unless under exceptional circumstances)": a portfolio margin account
+    may well be refused them, which its status should say, not leave to a log line."""
     if coin_m_unlisted is None:
         coin_m = "COIN-M positions follow their COIN-M marks between reconciles"
     else:
         coin_m = f"COIN-M positions not listed ({coin_m_unlisted})"
+    if coins_unrated:
+        coin_m += (
+            f"; no collateral rate read for {', '.join(coins_unrated)} (GET "
+            "/sapi/v2/portfolio/collateralRate, a Portfolio Margin Pro endpoint): its COIN-M "
+            "gains count 0 between reconciles, the early side"
+        )
     return ModeReading.portfolio_margin(
         "options.portfolioMargin",
         f"Binance's own uniMMR as {PORTFOLIO_LIQUIDATION_UNI_MMR} / uniMMR (100% at the uniMMR "
@@ -1009,6 +1025,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         # the COIN-M marks), or why they could not be (the mode's limits say it)
         self._coin_m: tuple[ExchangeRatioPosition, ...] = ()
         self._coin_m_unlisted: str | None = None
+        # the coins of those positions without collateral tiers read (portfolio_mode)
+        self._coins_unrated: tuple[str, ...] = ()
         # their protective stops as read with them (re-figured at the live COIN-M marks)
         self._coin_m_stops: tuple[StopOrder, ...] = ()
         # multi-assets mode: the settle currency's rates, read with the coins at every snapshot
@@ -1084,6 +1102,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._coin_m_unlisted = None
         self._coin_m_symbols = 0
         self._coin_m_stops = ()
+        self._coins_unrated = ()
         try:
             self._coin_m = await self._coin_m_positions(exchange)
         except (FrameError, ccxt.ExchangeError) as exc:
@@ -1159,6 +1178,9 @@ class BinanceUSDMAdapter(ExchangeAdapter):
 
         held = cm_positions(rows, symbol_of, contract_size_of, coin_of)
         tiers = await self._collateral_rates(exchange) if held else {}
+        if self.listed_read is not None:  # a feed, whose marks move the gains between reads
+            coins = {p.coin for p in held if p.coin is not None}
+            self._coins_unrated = tuple(sorted(coins - tiers.keys()))
         # the rows are checked: each position's Binance id by its symbol
         ids = {symbol_of(row["symbol"]): row["symbol"] for row in rows}
         held_ids = sorted({ids[p.symbol] for p in held})
@@ -1325,7 +1347,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             return NOT_PORTFOLIO
         if self._portfolio is not None:
             self._snapshot_weight = portfolio_snapshot_weight(self._coin_m_symbols)
-            return portfolio_mode(self._coin_m_unlisted)
+            return portfolio_mode(self._coin_m_unlisted, self._coins_unrated)
         mode = usdm_mode(self._account)
         # fetch_collateral reads the index, over REST unless the stream has it fresh (and
         # says which it read)

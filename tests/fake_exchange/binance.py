@@ -759,6 +759,11 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         # often they were read
         self.collateral_tiers: dict[str, list[dict[str, Any]]] = {}
         self.collateral_rate_reads = 0
+        # the tiers refused to every key, answered as Binance answers a Portfolio Margin Pro
+        # endpoint for an account that is not one (-21001, "How to Use the Binance Portfolio
+        # Margin Pro Program APIs": its endpoints "will not be available for Portfolio Margin
+        # (unless under exceptional circumstances)")
+        self.collateral_rates_refused = False
         # conditional orders placed before the Algo Service (as_strategy_order): a portfolio
         # margin account's are listed by /papi/v1/um/conditional/openOrders, not the algo one
         self._strategy_orders: set[str] = set()
@@ -2920,6 +2925,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         table (:meth:`set_collateral_tiers`, :meth:`set_cm_coin`) for any key."""
         await self._signed(request)
         self.collateral_rate_reads += 1
+        if self.collateral_rates_refused:
+            raise Reject(self._error(400, *ERR_NOT_PORTFOLIO))
         return self._json(
             [
                 {"asset": coin, "collateralInfo": tiers}
