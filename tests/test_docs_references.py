@@ -5,7 +5,8 @@ own ratio, refused) with every cell backed by a test. A cell names its tests as
 ``file.py::name``, ``::name`` (the same file as the last one the cell named), ``name[id]`` or
 ``[id]`` (a parametrized case, of the last test named); a renamed or moved test left its cell
 backed by nothing (proof16 found six such names and seven given under another file's name).
-This reads the tables' cells and the tests' own definitions with ``ast``: nothing is run.
+The other pages' tables and the README's Status table are held to the same. This reads
+the tables' cells and the tests' own definitions with ``ast``: nothing is run.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "exchanges.md"
@@ -97,6 +100,18 @@ def unbacked_references(doc: str) -> list[str]:
 
 def test_every_test_the_exchanges_tables_name_exists_in_the_file_they_give() -> None:
     problems = unbacked_references(DOC.read_text(encoding="utf-8"))
+    assert problems == [], "\n".join(problems)
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [*sorted(p.name for p in (ROOT / "docs").glob("*.md") if p != DOC), "README.md"],
+)
+def test_every_test_the_other_docs_tables_name_exists(doc: str) -> None:
+    """The same for every table of the other pages and the README's Status table (docs/
+    rules.md's fee-gap row named a test renamed since, with the behaviour it tested)."""
+    path = ROOT / doc if doc == "README.md" else ROOT / "docs" / doc
+    problems = unbacked_references(path.read_text(encoding="utf-8"))
     assert problems == [], "\n".join(problems)
 
 
