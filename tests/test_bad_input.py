@@ -500,7 +500,8 @@ def test_replay_a_zip_bomb_is_refused_by_its_size(tmp_path: Path) -> None:
         (["--position", SPEC, "--exchange", "nope"], "unknown exchange 'nope'"),
         (["--position", SPEC, "--plot", "/nonexistent/out.png"], "--plot /nonexistent/out.png: no"),
         (["--position", SPEC, "--start", "0001-01-01T00:00:00+01:00"], "--start: "),
-        (["--position", SPEC, "--sweep", "--every", "1ms"], ""),
+        # one leverage: the limit is per leverage, and five made five times the sweep
+        (["--position", SPEC, "--sweep", "--every", "1ms", "--leverage", "5"], ""),
     ],
 )
 def test_replay_arguments(tmp_path: Path, args: list[str], expected: str) -> None:

@@ -83,6 +83,9 @@ def test_no_stop_then_a_stop_beyond_liquidation_then_a_good_stop(
         feeds={
             "stale_after_s": 30,
             "reconcile_interval_s": 3600 if via == "stream" else 1,
+            # the net for a missed push read at every reconcile, not every 5th (its cadence is
+            # test_shared_exchange's): each step's stops in 1 s, not up to 5
+            "stops_reconcile_every": 1,
             "backoff": {"initial_s": 0.1, "max_s": 1},
         },
         # the account-mode warning (a portfolio margin account is not computed) aside: the
