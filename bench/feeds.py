@@ -193,13 +193,16 @@ def request_weights(
     marks: tuple[float, float],
     accounts: int,
     exchange_id: str,
+    window: tuple[float, float] | None = None,
 ) -> list[str]:
     """Lines on the REST requests alertd sent (the local exchange's log of them): per
     endpoint, the count and the request weight as alertd's per-IP limiter counts it (Binance's
     documented weights; elsewhere each request counts 1), until every account streamed (the
     last account's own line, exact), until the health line said all were live (up to a minute
     later: the live accounts' settle resyncs and stop reads in it) and in all. ``marks``: those
-    two moments, on the monotonic clock the local exchange dates its log by."""
+    two moments, on the monotonic clock the local exchange dates its log by. ``window``: the
+    measured window's start and end on that clock, whose requests get a column of their own
+    (a calm window's reconciles: one an account a reconcile interval, or fewer)."""
     from urllib.parse import parse_qsl
 
     from alertd.config import AccountConfig, FeedSettings
@@ -209,6 +212,7 @@ def request_weights(
     exchange = make_exchange(config, {}, FeedSettings())  # its limiter's weights, no I/O
     # endpoint -> [count, weight] in all, then until all streamed, then until all live
     rows: dict[str, list[float]] = {}
+    in_window: dict[str, int] = {}
     by_ip: dict[str, tuple[list[float], list[float]]] = {}  # address -> (times, weights)
     for line in path.read_text().splitlines():
         at, method, url_path, query, ip = [*line.split("\t"), "", ""][:5]
@@ -233,15 +237,20 @@ def request_weights(
             if float(at) <= until:
                 row[2 * column] += 1
                 row[2 * column + 1] += weight
+        if window is not None and window[0] <= float(at) <= window[1]:
+            in_window[key] = in_window.get(key, 0) + 1
         times, weights = by_ip.setdefault(ip, ([], []))
         times.append(float(at))
         weights.append(weight)
     lines = [
-        f"  {key:38}" + "".join(f" {int(r[i]):>6} ({r[i + 1]:>7.0f} w)" for i in (2, 4, 0))
+        f"  {key:38}"
+        + "".join(f" {int(r[i]):>6} ({r[i + 1]:>7.0f} w)" for i in (2, 4, 0))
+        + (f" {in_window.get(key, 0):>9}" if window is not None else "")
         for key, r in sorted(rows.items(), key=lambda kv: -kv[1][1])
     ]
     per_account = [sum(r[i] for r in rows.values()) / accounts for i in (3, 5, 1)]
     head = f"  {'endpoint':38} {'until streaming':>17} {'until all live':>17} {'in all':>17}"
+    head += f" {'in window':>9}" if window is not None else ""
     foot = (
         f"  {'per account':38}"
         + "".join(f" {weight:>17.1f}" for weight in per_account)
@@ -670,7 +679,9 @@ def main() -> int:
             print(line)
         print("REST requests (the local exchange's log; weight as alertd's limiter counts it):")
         marks = (started_at + streaming_s, live_at)
-        weights = request_weights(requests_out, started_at, marks, args.accounts, args.exchange)
+        weights = request_weights(
+            requests_out, started_at, marks, args.accounts, args.exchange, (t0, t1)
+        )
         for line in weights:
             print(line)
         return 0

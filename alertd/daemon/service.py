@@ -146,6 +146,8 @@ class Service:
         # saved again only when changed; the snapshots' wall times, oldest first (their marks
         # saved again from the front)
         self._saved_holdings: dict[str, tuple[object, ...]] = {}
+        # what each account in the book was built from but its marks (:meth:`_built_from`)
+        self._built: dict[str, tuple[object, ...]] = {}
         self._snapshots_saved_at: dict[str, float] = {}
         self._saved_modes: dict[str, ModeRow] = {}
         self.http_port: int | None = None
@@ -508,14 +510,29 @@ class Service:
                 self._events.append((feed, feed.state.events[-1]))
         elif change in (Change.ACCOUNT, Change.RATES, Change.MARK):
             if not feed.state.missing():
-                self.book.set_account(name, feed.state.to_account(), venue=feed.hub)
+                built = self._built_from(feed)
+                if name not in self.book or self._built.get(name) != built:
+                    self.book.set_account(name, feed.state.to_account(), venue=feed.hub)
+                    self._built[name] = built
+                # else a reconcile that read what the state held: the book's account is
+                # what set_account would build (its marks are the state's, every tick
+                # applied to both), and a calm account's reconciles mostly read that
                 self.ticks += 1
             else:
                 self.book.remove_account(name)
         elif change is Change.FATAL:
             self.book.remove_account(name)
+        if name not in self.book:
+            self._built.pop(name, None)
         self._dirty.add(name)
         self._changed.add(name)
+
+    @staticmethod
+    def _built_from(feed: AccountFeed) -> tuple[object, ...]:
+        """What the book's account of ``feed`` is built from but the marks' values
+        (``AccountState.holdings``), which symbols have a mark (a coin's price follows its
+        symbol's mark only once it has one: ``to_account``) and the venue its marks come from."""
+        return (feed.hub, feed.state.holdings(), frozenset(feed.state.marks))
 
     def step(self, now: float, full: bool) -> None:
         """One turn of the main loop's evaluation at monotonic ``now``: the accounts that
