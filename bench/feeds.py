@@ -255,6 +255,20 @@ def request_weights(
     return [head, *lines, foot, per_ip]
 
 
+def window_requests(path: Path, window: tuple[float, float]) -> list[str]:
+    """Per endpoint, how many requests the local exchange received in the measured window
+    (its log dated on the monotonic clock), and at what rate: a calm window's reconciles
+    counted (Bybit's account info is read once a reconcile), so a window that did less work
+    than its accounts' reconcile interval asks is seen as such."""
+    counts: collections.Counter[str] = collections.Counter()
+    for line in path.read_text().splitlines():
+        at, method, url_path = [*line.split("\t"), "", ""][:3]
+        if window[0] <= float(at) <= window[1]:
+            counts[f"{method} {url_path}"] += 1
+    span_s = window[1] - window[0]
+    return [f"  {key:38} {n:>7} ({n / span_s:6.2f}/s)" for key, n in counts.most_common()]
+
+
 # alertd.daemon.evaluation logs each notification as "<kind> <rule>: <title>" (Alerting._commit)
 NOTIFICATION = re.compile(
     r" INFO alertd\.daemon\.evaluation: (firing|resolved|repeat) (\S+): (.*)$"
@@ -672,6 +686,9 @@ def main() -> int:
         marks = (started_at + streaming_s, live_at)
         weights = request_weights(requests_out, started_at, marks, args.accounts, args.exchange)
         for line in weights:
+            print(line)
+        print(f"REST requests in the measured window ({t1 - t0:.0f} s; a second a row):")
+        for line in window_requests(requests_out, (t0, t1)):
             print(line)
         return 0
     finally:
