@@ -204,6 +204,9 @@ def run_world(tmp_path: Path, seed: int, steps: int) -> tuple[int, int]:
         assert states(batched.alerting.engine.states) == states(alone.alerting.engine.states)
         for service in services:
             at_feed_marks(service)
+            for name in feeds(service):
+                if name in service.book:  # kept through reads of what it held, or rebuilt
+                    as_rebuilt(service, name, ulps=1000)
 
     turn(True)
     for _ in range(steps):
@@ -232,12 +235,12 @@ def run_world(tmp_path: Path, seed: int, steps: int) -> tuple[int, int]:
             for service in services:
                 state = feeds(service)[name].state
                 state.connected = not state.connected
-        else:  # a snapshot: a position closed or resized, the wallet moved
+        else:  # a snapshot: a position closed or resized, the wallet moved, or as held
             name = rng.choice(sorted(names))
             held = sorted(feeds(batched)[name].state.positions, key=str)
             key = rng.choice(held) if held else None
-            change = rng.choice([D(0), D("0.5"), D(2)])
-            wallet = D(rng.randint(80, 120)) / 100
+            change = rng.choice([D(0), D("0.5"), D(2), D(1), D(1)])
+            wallet = D(rng.randint(80, 120)) / 100 if change != 1 else D(1)
             for service in services:
                 feed = feeds(service)[name]
                 state = feed.state
@@ -706,4 +709,69 @@ def test_a_snapshot_that_read_what_the_state_held_keeps_the_books_account(
         feed._notify(Change.ACCOUNT)
         assert book.live(name) is not before
         assert figures(book.live(name)) == rebuilt(feed)
+
+
+def as_rebuilt(service: Service, name: str, ulps: int = 0) -> None:
+    """The book's account of ``name`` has the figures a rebuild from its feed's state gives
+    (at the state's marks, the venue's ticks): to the digit, or within ``ulps`` of Decimal's
+    28 digits where its running sums took many ticks (each rounds in the last digit, as
+    between two reconciles before a read of what it held stopped rebuilding it)."""
+    assert service.manager is not None
+    rebuilt = Book()
+    rebuilt.set_account(name, service.manager.feeds[name].state.to_account())
+    live, fresh = service.book.live(name), rebuilt.live(name)
+    pairs = [
+        (live.worst_ratio, fresh.worst_ratio),
+        (live.cross.mm, fresh.cross.mm),
+        (live.cross.upnl, fresh.cross.upnl),
+    ]
+    for ours, theirs in pairs:
+        if ours.is_finite() and theirs.is_finite():
+            assert abs(ours - theirs) <= D(ulps) * D("1e-27") * max(D(1), abs(theirs)), name
+        else:
+            assert ours == theirs, name
+    assert [lp.mark for lp in live.positions] == [lp.mark for lp in fresh.positions], name
+
+
+def test_a_snapshot_reading_what_the_account_holds_keeps_its_book_account(
+    tmp_path: Path,
+) -> None:
+    """A calm reconcile reads what the streams told (``Change.ACCOUNT`` with the same
+    holdings): the book's account is kept, not built again, and stands at the figures a
+    rebuild gives at the ticks since; the band is still dropped and the account evaluated
+    (the exchange's figures it compares with are new). A read that differs (the wallet, a
+    position) builds it again."""
+    clock = ManualClock(100.0)
+    names = {"a": "binanceusdm", "b": "bybit"}
+    service = start_filled_to_save(tmp_path, names, clock)
+    assert service.manager is not None and service.alerting is not None
+    feeds = service.manager.feeds
+    service.step(clock(), True)
+    kept = {name: service.book._accounts[name] for name in names}
+    evaluations = service.alerting.evaluations
+    for name, feed in feeds.items():
+        for symbol in sorted(feed.state.held_symbols):  # ticks: the venue's, then a read
+            clock.t += 0.5
+            feed.hub.deliver(symbol, feed.state.marks[symbol] * D("1.003"))
+        updates = service.ticks
+        feed._notify(Change.ACCOUNT)  # the reconcile's snapshot, as held
+        assert service.ticks == updates  # no rebuild counted as an engine update
+        assert name not in service.alerting._bands
+    service.step(clock(), False)
+    for name in names:
+        assert service.book._accounts[name] is kept[name], name  # not built again
+        as_rebuilt(service, name)
+    assert service.alerting.evaluations == evaluations + len(names)  # each evaluated
+    wallet = feeds["a"].state.wallet_balance
+    assert wallet is not None
+    feeds["a"].state.set_wallet_balance(wallet * D("0.9"), clock())
+    feeds["a"]._notify(Change.ACCOUNT)
+    assert service.book._accounts["a"] is not kept["a"]
+    as_rebuilt(service, "a")
+    position = sorted(feeds["b"].state.positions.values(), key=str)[0]
+    feeds["b"].state.update_positions([replace(position, contracts=position.contracts * 2)], 1.0)
+    feeds["b"]._notify(Change.ACCOUNT)
+    assert service.book._accounts["b"] is not kept["b"]
+    as_rebuilt(service, "b")
+    assert service.store is not None
     service.store.close()

@@ -514,10 +514,10 @@ class Service:
                 if name not in self.book or self._built.get(name) != built:
                     self.book.set_account(name, feed.state.to_account(), venue=feed.hub)
                     self._built[name] = built
+                    self.ticks += 1  # an engine update (none where the account is kept)
                 # else a reconcile that read what the state held: the book's account is
                 # what set_account would build (its marks are the state's, every tick
                 # applied to both), and a calm account's reconciles mostly read that
-                self.ticks += 1
             else:
                 self.book.remove_account(name)
         elif change is Change.FATAL:
