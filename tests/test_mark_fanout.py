@@ -33,6 +33,7 @@ from alertd.config import load_config
 from alertd.daemon.service import SNAPSHOT_MARKS_SAVED_EVERY_S, Service
 from alertd.engine.book import Book
 from alertd.engine.collateral import Collateral, CollateralRatio, ConversionRates, SettleTerms
+from alertd.engine.insurance import FundHistory
 from alertd.engine.model import MarginAsset, MarginMode, Side
 from alertd.engine.stops import StopKind, StopOrder, Trigger
 from alertd.engine.tiers import TierBasis
@@ -773,5 +774,43 @@ def test_a_snapshot_reading_what_the_account_holds_keeps_its_book_account(
     feeds["b"]._notify(Change.ACCOUNT)
     assert service.book._accounts["b"] is not kept["b"]
     as_rebuilt(service, "b")
+    assert service.store is not None
+    service.store.close()
+
+
+def test_a_snapshot_that_keeps_the_books_account_still_figures_the_shown_values_again(
+    tmp_path: Path,
+) -> None:
+    """The shown figures (status, metrics) are kept while the book's account and its marks
+    are the same; a kept account (a snapshot that read what the state held) is the same
+    object, yet values that move with time, not with the marks, must be figured again at
+    it as at a rebuild: an insurance fund's drop whose high left the window (its latest
+    balance the same) read 0.5 until a mark moved (review of calm16, finding 1)."""
+    clock = ManualClock(100.0)
+    service = start_filled_to_save(tmp_path, {"a": "binanceusdm"}, clock)
+    assert service.manager is not None and service.publisher is not None
+    assert service.alerting is not None
+    feed = service.manager.feeds["a"]
+    window = service.alerting.insurance_window_s
+    symbol = sorted(feed.state.held_symbols)[0]
+    fund = FundHistory(window * 10)
+    fund.add(0.0, D(200))
+    fund.add(1.0, D(100))  # a 50% drop
+    feed.hub.insurance[symbol] = fund
+
+    def drop(wall: float) -> object:
+        assert service.publisher is not None
+        shown = service.publisher._figures_of(feed, clock(), wall)
+        assert shown is not None
+        return {
+            str(p.values.get("insurance_fund_drop")) for p in shown.positions if p.symbol == symbol
+        }
+
+    assert drop(1.0) == {"0.5"}
+    fund.add(window + 5.0, D(100))  # the high of 200 left the window: no drop now
+    kept = service.book.live("a")
+    feed._notify(Change.ACCOUNT)  # a calm reconcile: the same holdings
+    assert service.book.live("a") is kept
+    assert drop(2.0) == {"0"}
     assert service.store is not None
     service.store.close()

@@ -199,6 +199,11 @@ class Publisher:
             else (),
         )
 
+    def refigure(self, name: str) -> None:
+        """The account's figures are figured again at the next publish though its book
+        account and marks are the same (a snapshot that read what the state held)."""
+        self._kept.pop(name, None)
+
     def _figures_of(self, feed: AccountFeed, now: float, wall: float) -> AccountFigures | None:
         """The account's figures in the book, once its data is complete (as the evaluation)."""
         state = feed.state
@@ -412,7 +417,7 @@ class Health:
 class _Kept:
     """An account's last published figures and what they were computed from."""
 
-    live: LiveAccount  # the book's account (a new snapshot is a new one)
+    live: LiveAccount  # the book's account (a snapshot rebuilds it, or refigure() drops this)
     marks: tuple[object, ...]  # the marks, then the order books, of its positions
     figures: AccountFigures
     solved: float  # monotonic time the crash distance in ``figures`` was solved

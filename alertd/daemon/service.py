@@ -515,9 +515,13 @@ class Service:
                     self.book.set_account(name, feed.state.to_account(), venue=feed.hub)
                     self._built[name] = built
                     self.ticks += 1  # an engine update (none where the account is kept)
-                # else a reconcile that read what the state held: the book's account is
-                # what set_account would build (its marks are the state's, every tick
-                # applied to both), and a calm account's reconciles mostly read that
+                elif self.publisher is not None:
+                    # a reconcile that read what the state held: the book's account is what
+                    # set_account would build (its marks are the state's, every tick applied
+                    # to both), and a calm account's reconciles mostly read that; its shown
+                    # figures are still figured again, as at a rebuild (an insurance fund's
+                    # drop, the price history's values move with time, not with the marks)
+                    self.publisher.refigure(name)
             else:
                 self.book.remove_account(name)
         elif change is Change.FATAL:
