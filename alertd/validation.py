@@ -6,11 +6,12 @@ from __future__ import annotations
 import reprlib
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Any
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from alertd.limits import MAX_DIGITS, MAX_EXPONENT, MAX_NUMBER_CHARS
+
+if TYPE_CHECKING:  # pydantic is imported by the models, not by every command's start
+    from pydantic import ValidationError
 
 _SHORT = reprlib.Repr()
 _SHORT.maxstring = 60

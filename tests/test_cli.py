@@ -3,10 +3,15 @@ without its config says, and help that shows the defaults."""
 
 from __future__ import annotations
 
+import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from alertd.cli.common import module_summary
+from alertd.cli.main import COMMANDS
 from tests.support.inprocess import alertd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,3 +91,47 @@ def test_status_before_any_run_says_there_is_no_state(config: Path, command: str
         "(alertd run -c CONFIG keeps its state there)"
     ]
     assert not state.exists()
+
+
+def test_the_command_list_is_each_command_modules_own() -> None:
+    """``alertd --help`` lists the commands from :data:`alertd.cli.main.COMMANDS` without
+    importing their modules: each name and summary there is the module docstring's."""
+    for name, module_name, summary in COMMANDS:
+        module = importlib.import_module(f"alertd.cli.{module_name}")
+        first = (module.__doc__ or "").strip().partition("\n")[0]
+        assert first == f"``alertd {name}``: {summary}."
+        assert module_summary(module) == f"{summary}."
+
+
+# what each start imports: the command's module and what it needs, not every command's
+STARTS = [
+    (["--help"], [], ["alertd.cli.calc", "alertd.config", "pydantic", "rich", "ccxt"]),
+    (["status", "--help"], ["alertd.cli.status"], ["alertd.cli.calc", "ccxt", "apprise"]),
+    (["check", "--help"], ["alertd.cli.check"], ["alertd.cli.replay", "alertd.snapshot.format"]),
+    (["calc", "--help"], ["alertd.cli.calc"], ["alertd.cli.replay", "alertd.config", "ccxt"]),
+    (["schema"], ["alertd.cli.schema"], ["alertd.cli.calc", "alertd.snapshot.format", "ccxt"]),
+]
+
+
+@pytest.mark.parametrize(("argv", "loaded", "not_loaded"), STARTS)
+def test_a_start_imports_only_its_command(
+    argv: list[str], loaded: list[str], not_loaded: list[str]
+) -> None:
+    """Every test and every user's command starts a process: its cost is its imports (0.7 CPU
+    s for ``alertd --help`` when each start imported every command's module)."""
+    code = (
+        "import contextlib, io, sys\n"
+        "from alertd.cli.main import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    code = main({argv!r})\n"
+        "print(code, sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('alertd', 'pydantic', 'rich', 'ccxt', 'apprise')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    code_text, _, modules_text = out.stdout.strip().partition(" ")
+    assert code_text == "0", out
+    modules = {m.strip("'") for m in modules_text.strip("[]").split(", ")}
+    for name in loaded:
+        assert name in modules
+    for name in not_loaded:
+        assert not any(m == name or m.startswith(f"{name}.") for m in modules), name

@@ -14,20 +14,18 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeAlias
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from alertd import redact
 from alertd.errors import InputError, StartupError
 from alertd.validation import decimal_value, short
 
+if TYPE_CHECKING:  # rich is imported by the commands that print with it
+    from rich.console import Console
+
 EXIT_OK = 0
 EXIT_BUG = 1
 EXIT_INPUT = 2
-
-# argparse's type for the object ``add_subparsers`` returns
-Subparsers: TypeAlias = "argparse._SubParsersAction[Parser]"
 
 
 class Parser(argparse.ArgumentParser):
@@ -50,23 +48,20 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def command(sub: Subparsers, module: ModuleType) -> argparse.ArgumentParser:
-    """A command's parser, from its module: the docstring's first line (after the command's
-    name) is the summary ``alertd --help`` lists and the rest its description; ``NEEDS_CONFIG``
+def command(parser: argparse.ArgumentParser, module: ModuleType) -> None:
+    """A command's options, from its module: the docstring's first line (after the command's
+    name) is the summary ``alertd --help`` lists (:data:`alertd.cli.main.COMMANDS` holds it
+    too, so that listing imports no command) and the rest its description; ``NEEDS_CONFIG``
     (default true) adds ``-c CONFIG``, ``JSON_HELP`` a ``--json`` flag, ``add_arguments`` the
     command's own options.
 
     ``-c`` is accepted before the command too (``alertd -c x.yaml run``): here its default is
     suppressed so that a value given there survives, and :func:`alertd.cli.main` checks that a
     command that needs a config got one."""
-    first, _, rest = (module.__doc__ or "").strip().partition("\n")
-    name, _, summary = first.removeprefix("``alertd ").partition("``: ")
-    parser = sub.add_parser(
-        name,
-        help=summary.rstrip("."),
-        description=" ".join(rest.split()) or summary,
-        formatter_class=HelpFormatter,
-    )
+    summary = module_summary(module)
+    rest = (module.__doc__ or "").strip().partition("\n")[2]
+    parser.description = " ".join(rest.split()) or summary
+    parser.formatter_class = HelpFormatter
     if getattr(module, "NEEDS_CONFIG", True):
         parser.add_argument(
             *CONFIG_FLAGS, metavar="CONFIG.yaml", default=argparse.SUPPRESS, help="the config file"
@@ -78,7 +73,12 @@ def command(sub: Subparsers, module: ModuleType) -> argparse.ArgumentParser:
     add_arguments = getattr(module, "add_arguments", None)
     if add_arguments is not None:
         add_arguments(parser)
-    return parser
+
+
+def module_summary(module: ModuleType) -> str:
+    """The summary in a command module's docstring: ``alertd calc``: *this*."""
+    first = (module.__doc__ or "").strip().partition("\n")[0]
+    return first.partition("``: ")[2]
 
 
 def decimal_arg(text: str, what: str) -> Decimal:
@@ -132,6 +132,8 @@ def console() -> Console:
     Markup and emoji codes are off: account names, symbols and rule names come from files,
     and ``[/]`` in one must print as written, not raise rich's MarkupError.
     """
+    from rich.console import Console
+
     width = None if sys.stdout.isatty() else max(shutil.get_terminal_size((200, 24))[0], 200)
     return Console(width=width, highlight=False, markup=False, emoji=False)
 
