@@ -30,11 +30,13 @@ from .support.feeds import (
     FAST_OPTIONS,
     account_config,
     bootstrapped,
+    btc_long,
     counted_reconciles,
     kept_open,
     make_feed,
     mark_arrives,
     running,
+    running_manager,
     secrets,
     streaming,
 )
@@ -122,6 +124,57 @@ def test_a_login_refused_as_expired_is_sent_again_and_the_account_streams() -> N
                 )
 
     run(body(), timeout_s=60)
+
+
+def test_a_quiet_account_whose_login_was_refused_is_connected_once_it_logs_in_again() -> None:
+    """A refused login fails the private watches on a socket that stays open: the account
+    is no longer connected. The retried watch logs in on that same socket, so no opening
+    follows to say it streams again, and a quiet account pushes nothing: it stayed
+    disconnected for good, feed-down fired and never resolved while its stream was up (5 of
+    1,000 accounts at a start at load 14-15, twice refused in a row as well; issue 14,
+    session 16). Now the accepted login says it: connected again, with no push."""
+
+    async def body() -> None:
+        async with started_fake() as fake:
+            btc_long(fake, "key-b")
+            fake.late_login("key-b")
+            feed = make_feed(account_config("b", "bybit", fake), "key-b", "secret-b")
+            async with running(feed):
+                await eventually(lambda: len(fake.logins) == 1, what="the refused login")
+                fake.late_login("key-b")  # the retry refused as well
+                await connected_after(fake, feed, [False, False, True])
+
+    run(body(), timeout_s=60)
+
+
+def test_a_login_refused_after_a_drop_in_the_hosts_pace_is_connected_once_in_again() -> None:
+    """As above, with the host's pace of openings (a manager's account): the private socket
+    dropped, opened again in its turn (connected), its login then refused as expired fails
+    its watches on the open socket; the retry's accepted login, with no opening and no push,
+    says it streams again."""
+
+    async def body() -> None:
+        async with started_fake() as fake:
+            btc_long(fake, "key-b")
+            accounts = [account_config("b", "bybit", fake)]
+            async with running_manager(accounts, {"b": ("key-b", "secret-b")}) as manager:
+                feed = manager.feeds["b"]
+                assert feed.shared is not None and feed.shared.ip_budget.openings is not None
+                await eventually(lambda: fake.logins == [("key-b", True)], what="logged in")
+                await eventually(lambda: feed.state.connected, what="streaming")
+                fake.late_login("key-b")
+                await fake.drop_connections(kind="private")
+                await connected_after(fake, feed, [True, False, True])
+
+    run(body(), timeout_s=60)
+
+
+async def connected_after(fake: FakeBybit, feed: AccountFeed, accepted: list[bool]) -> None:
+    """Once "key-b"'s logins were refused or ``accepted`` so, the last accepted on a socket
+    that stayed open, the feed is connected (with no opening and no push after it)."""
+    logins = [("key-b", ok) for ok in accepted]
+    await eventually(lambda: fake.logins == logins, what=f"the logins {accepted}")
+    await eventually(lambda: feed.state.connected, what="connected again (its login accepted)")
 
 
 def test_an_isolated_position_whose_position_balance_is_deprecated_reads_its_im() -> None:

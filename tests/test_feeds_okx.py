@@ -56,6 +56,42 @@ def test_a_login_refused_as_expired_is_sent_again_and_the_account_streams() -> N
     run(body(), timeout_s=60)
 
 
+def test_a_login_refused_twice_after_a_drop_is_connected_again() -> None:
+    """As Bybit's (tests/test_feeds_bybit.py), after a drop: the socket opened again (the
+    account connected), then its login refused as expired, twice in a row, fails the private
+    watches on a socket that stays open, and the retry's login on it is followed by no
+    opening. Unlike Bybit, OKX pushes a snapshot of the positions and account channels on
+    subscribing (OKX v5 "Positions channel": "Initial snapshot will be pushed"; the local OKX
+    does), so the retried watches deliver and the account was connected again before the
+    accepted login told it too: this guards that path, and passed before that change."""
+
+    async def body() -> None:
+        async with started(FakeOKX(), [("key-o", "secret-o", "100000")]) as fake:
+            fake.set_mark(BTC, "60000")
+            fake.open_position("key-o", BTC, "long", "100", "60000")
+            # no staleness within the test: a stale private stream is reconnected (a new
+            # socket, opened): in the daemon the reconciles keep a quiet account fresh
+            feed = okx_feed(fake, settings=FAST.model_copy(update={"stale_after_s": 120}))
+
+            def private() -> list[tuple[str, str, bool]]:
+                return [x for x in fake.logins if x[1] == "private"]
+
+            async with running(feed):
+                await eventually(lambda: private() == [("key-o", "private", True)], what="in")
+                await eventually(lambda: feed.state.connected, what="streaming")
+                fake.late_login("key-o")
+                await fake.drop_connections(kind="private")
+                await eventually(lambda: len(private()) == 2, what="the refused login")
+                fake.late_login("key-o")  # the retry refused as well
+                logins = [("key-o", "private", ok) for ok in (True, False, False, True)]
+                await eventually(lambda: private() == logins, what="a fourth login")
+                await eventually(
+                    lambda: feed.state.connected, what="connected again (its login accepted)"
+                )
+
+    run(body(), timeout_s=60)
+
+
 @asynccontextmanager
 async def streaming_a_long_with_algo_advance() -> AsyncIterator[tuple[FakeOKX, AccountFeed]]:
     """A BTC long streaming on the local OKX, its stops read (none) and "algo-advance"

@@ -625,6 +625,18 @@ class BybitAdapter(ExchangeAdapter):
             return "authenticated"
         return None
 
+    @staticmethod
+    def accepted_login(message: Any) -> bool:
+        """Bybit accepts an ``auth`` with ``{"success": true, "ret_msg": "", "op": "auth",
+        "conn_id": ...}``, or in its newer shape ``{"retCode": 0, "retMsg": "OK", "op":
+        "auth", ...}`` (Bybit v5 "Websocket Connect": authentication; both as ccxt 4.5's
+        ``handle_authenticate`` reads them)."""
+        return (
+            isinstance(message, dict)
+            and message.get("op") == "auth"
+            and (message.get("success") is True or message.get("retCode") == 0)
+        )
+
     def __init__(self) -> None:
         # On a unified account isolation is account-wide ("ISOLATED_MARGIN" in
         # /v5/account/info) and tradeMode is always 0; classic accounts set tradeMode per

@@ -494,6 +494,16 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
             return "authenticated"
         return None
 
+    @staticmethod
+    def accepted_login(message: Any) -> bool:
+        """OKX accepts a websocket login with ``{"event": "login", "code": "0", "msg": "",
+        "connId": ...}`` (OKX v5 "Websocket: Login")."""
+        return (
+            isinstance(message, dict)
+            and message.get("event") == "login"
+            and str(message.get("code")) == "0"
+        )
+
     def __init__(self) -> None:
         super().__init__()
         # a multi-currency account's pool, read with its mode at every snapshot (None in

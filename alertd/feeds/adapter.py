@@ -493,6 +493,13 @@ class ExchangeAdapter:
         None for every other frame."""
         return None
 
+    @staticmethod
+    def accepted_login(message: Any) -> bool:
+        """Whether ``message`` accepts a websocket login: the account streams on that socket
+        again where a refused one (:meth:`refused_login`) failed its watches while it stayed
+        open, so no opening follows to say so (the guard tells the feed)."""
+        return False
+
     async def watch_asset_index(self, exchange: Any) -> tuple[list[dict[str, Any]], list[str]]:
         """The next frame of the asset index stream: its rows (the REST snapshot's shape,
         checked) and what was wrong with the rows skipped. Only where

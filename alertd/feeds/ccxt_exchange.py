@@ -67,6 +67,9 @@ class FrameSink(Protocol):
     def on_open(self, url: str) -> None:
         """The exchange object's websocket of ``url`` opened (ccxt's ``client.connected``)."""
 
+    def on_login(self, url: str) -> None:
+        """The exchange object's websocket of ``url`` logged in (its login accepted)."""
+
     def on_closed(self, url: str, opening_failed: bool) -> None:
         """The exchange object's websocket of ``url`` closed or failed (ccxt's ``on_close``,
         ``on_error``), whatever watch waited on it: one may be waiting on none.
@@ -244,6 +247,7 @@ def _guarded_class(exchange_id: str) -> type:
     # asset index): resolved here for the watch that waits on their hash
     stream_hash = spec.adapter.stream_hash if spec.adapter is not None else None
     refused_login = spec.adapter.refused_login if spec.adapter is not None else None
+    accepted_login = spec.adapter.accepted_login if spec.adapter is not None else None
     other_host_apis = spec.adapter.other_host_apis if spec.adapter is not None else frozenset()
 
     class Guarded(base):  # type: ignore[misc, valid-type]
@@ -466,6 +470,8 @@ def _guarded_class(exchange_id: str) -> type:
             login = refused_login(message) if refused_login is not None else None
             if login is not None:  # the next watch logs in again (ExchangeAdapter)
                 client.subscriptions.pop(login, None)
+            elif sink is not None and accepted_login is not None and accepted_login(message):
+                sink.on_login(str(client.url))
 
         def client(self, url: str) -> Any:
             client = super().client(url)

@@ -1689,6 +1689,19 @@ class AccountFeed:
         if reopened:
             self._settle_resync(self._clock(), "reopened")
 
+    def on_login(self, url: str) -> None:
+        """A private websocket's login accepted. After a login refused on a socket that stayed
+        open (expired in a crowded start: Bybit's "Params Error", OKX's 60006), the retried
+        watch logs in on that socket: no opening follows (:meth:`on_open`), and a quiet
+        account pushes nothing for hours, so it stayed disconnected for good, feed-down firing
+        while its stream was up (5 of 1,000 Bybit accounts at load 14-15, issue 14, session
+        16). The accepted login says it streams again; resynced once more, as at a reopening
+        (a change between the resync after the refusal and the new subscriptions)."""
+        if not self.state.bootstrapped or self.state.fatal is not None or self.state.connected:
+            return
+        self._connected()
+        self._settle_resync(self._clock(), "private")
+
     def _event(self, event: AccountEvent) -> None:
         self.state.add_event(event)
         log.warning("%s: exchange pushed %s: %s", self.config.name, event.kind, event.detail)

@@ -409,6 +409,9 @@ class MarkHub:
         # took its turn in the host's pace at the socket (``alertd_public_openings``)
         return None
 
+    def on_login(self, url: str) -> None:
+        return None  # public sockets log in to nothing
+
     def on_closed(self, url: str, opening_failed: bool) -> None:
         # every stream waiting on it fails; ccxt's next watch dials again, in a turn
         return None
