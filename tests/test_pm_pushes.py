@@ -194,47 +194,59 @@ def test_binance_portfolio_cross_margin_pushes_move_the_coin_s_equity(change: st
     run(body(), timeout_s=60)
 
 
-def test_binance_portfolio_margin_trade_s_push_with_another_asset_is_left_as_read() -> None:
+ETH_AT_090 = [{"tierFloor": "0", "tierCap": "999999999", "collateralRate": "0.9", "cum": "0"}]
+
+
+@pytest.mark.parametrize("bought", ["BTC", "ETH"])
+def test_binance_portfolio_margin_trade_s_push_with_another_asset_is_read_at_once(
+    bought: str,
+) -> None:
     """The hedge (:func:`hedged_600_short`, a COIN-M wallet of 1 BTC) with 0.5 BTC in the
-    cross margin account and 100,000 USDT, read at 50,000. A margin trade buys 1 BTC with
-    50,000 USDT: Binance pushes one ``outboundAccountPosition`` with both rows (BTC 1.5, USDT
-    50,000). uniMMR counts the BTC at 0.95 and the USDT in full: Binance's equity falls by
-    the haircut, 2,500 USD. alertd moves BTC and not USDT, whose half of the trade it cannot
-    count: it leaves the trade as read (2,500 above Binance's until a read), taking BTC's
-    1.5 as seen, so that a transfer of 0.5 BTC from the COIN-M wallet to the cross margin
-    account after it moves nothing; after a read the moved ratio is Binance's next uniMMR
-    to 1e-7 again. Before, BTC's row alone was applied: +47,500 USD where Binance's fell by
-    2,500 (uniMMR 496 where Binance's was 382; review of pm15, finding 1)."""
+    cross margin account and 100,000 USDT, read at 50,000. A margin trade buys with USDT:
+    ``BTC``, 1 BTC for 50,000 USDT; ``ETH``, 2 ETH for 6,800 USDT (ETH at 3,400, its
+    collateral rate 0.9, no COIN-M position of it). Binance pushes one
+    ``outboundAccountPosition`` with both rows ("contains the assets that were possibly
+    changed by the event"; Portfolio Margin user data streams, "Event: Margin Account
+    Update"). uniMMR counts the bought coin at its index times its collateral rate and the
+    USDT in full (Binance FAQ "What Is the Unified Account Maintenance Margin Ratio
+    (uniMMR)"): Binance's equity falls by the haircut, 2,500 or 680 USD. alertd follows
+    neither USDT nor a coin without a COIN-M position: it leaves the trade as read (never
+    the BTC half alone: +47,500 USD, review of pm15, finding 1), names the account
+    incomplete (the assets named) and reads it at once; after that read, with no reconcile,
+    the moved ratio is Binance's uniMMR to 1e-7, at 50,000 and at 45,000. Before, the trade
+    was left as read silently until the next reconcile (up to its interval, here 600 s):
+    2,500 (680) USD above Binance's equity, the account called complete."""
 
     async def body() -> None:
         async with cross_margin_hedge("100000", "1", cross_margin="0.5") as (fake, feed):
             state = feed.state
+            feed.reconcile_interval_s = 600.0  # no reconcile: only the push's own read
             moved_as_binance_s_next(fake, state, "before the trade")
             before = state.exchange_equity()
-            fake.spend_margin_usdt(KEY, "50000")
-            fake.set_pm_coin_balance(KEY, "BTC", cross_margin="1.5")
-            fake.push_margin_account_update(KEY, "BTC", also={"USDT": "50000"})
-            await eventually(
-                lambda: [p.coin_cross for p in state.listed_positions] == [D("1.5")],
-                what="the trade's push",
-            )
-            assert [p.coin_other for p in state.listed_positions] == [D("0.5")]
+            fake.hold_rest("/papi/v1/account")  # the read the push asks for, held
+            if bought == "BTC":
+                fake.spend_margin_usdt(KEY, "50000")
+                fake.set_pm_coin_balance(KEY, "BTC", cross_margin="1.5")
+                haircut = D(2500)
+            else:
+                fake.set_collateral_tiers("ETH", ETH_AT_090)
+                fake.spend_margin_usdt(KEY, "6800")
+                fake.set_pm_coin_balance(KEY, "ETH", cross_margin="2")
+                haircut = D(680)
+            fake.push_margin_account_update(KEY, bought, also={"USDT": "50000"})
+            await eventually(lambda: fake.held_answers() == 1, what="the trade's read")
+            named = {"USDT"} if bought == "BTC" else {"ETH", "USDT"}
+            assert state.pushed_unfollowed == named
+            assert [line.split(":")[0] for line in state.incomplete()] == sorted(named)
             theirs = D(fake.portfolio_account(KEY)["accountEquity"])
-            assert state.exchange_equity() == before
-            assert abs(before - theirs - 2500) < D("1e-5")  # Binance's in 8 decimals
-            fake.set_cm_coin(KEY, "BTC", "0.5", "0.95")
-            fake.push_cm_balance_update(KEY, "BTC", "MARGIN_TRANSFER")
-            fake.set_pm_coin_balance(KEY, "BTC", cross_margin="2")
-            fake.push_margin_account_update(KEY, "BTC")
+            assert state.exchange_equity() == before  # as read: no half of the trade
+            assert abs(before - theirs - haircut) < D("1e-5")  # Binance's in 8 decimals
+            fake.release_rest()
             await eventually(
-                lambda: (
-                    [(p.coin_wallet, p.coin_cross) for p in state.listed_positions]
-                    == [(D("0.5"), D(2))]
-                ),
-                what="the transfer's pushes",
+                lambda: not state.pushed_unfollowed and state.exchange_equity() != before,
+                what="the trade's read landed",
             )
-            assert state.exchange_equity() == before  # the transfer moved nothing
-            await feed.reconcile()
+            assert state.incomplete() == []
             moved_as_binance_s_next(fake, state, "read after the trade")
             await both_marks_at(fake, state, "45000", "45000")
             moved_as_binance_s_next(fake, state, "at 45,000 after the trade's read")

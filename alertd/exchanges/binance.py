@@ -1034,6 +1034,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._coin_m_unlisted_pushed: set[str] = set()
         # those pushed open since the last read, not listed (pushed_unlisted)
         self._pushed_unlisted: set[str] = set()
+        # the assets pushed since the last read whose change is not followed (pushed_unfollowed)
+        self._pushed_unfollowed: set[str] = set()
         # the COIN-M rows' update times as the last snapshot read them (pushed_listed)
         self._coin_m_read_ms: dict[tuple[str, str], int] = {}
         # each asset's "Account Balance" update time as the last snapshot read it
@@ -1055,6 +1057,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._not_portfolio = False
         # this read lists what was pushed before it (one pushed while it reads is named again)
         self._pushed_unlisted = set()
+        self._pushed_unfollowed = set()
         try:
             portfolio = await exchange.papiGetAccount()
         except Exception as exc:
@@ -1604,11 +1607,19 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         by the event", both rows in one ``outboundAccountPosition``; a fee in another asset)
         has a half alertd cannot see (the USDT's change, at its own rate). Its coins' equity
         is then left as read, the parts' values taken as seen (the next push of them moves
-        from there), until a read gives both halves. A push older than the asset's row as
-        read is in it; a coin whose balances were not read (refused) stays so. None: nothing
-        changed."""
+        from there), until a read gives both halves: the push's assets not followed are named
+        (:meth:`pushed_unfollowed`: the account incomplete, read again at once). So is a push
+        of such assets alone (ETH bought with USDT, with no COIN-M position of ETH: uniMMR
+        counts the ETH at its index less its haircut, a change no push carries). A push older
+        than the asset's row as read is in it; a coin whose balances were not read (refused)
+        stays so. None: nothing changed."""
         moved = {p.coin for p in listed if p.coin and p.coin_other is not None}
         whole = set(pushed) <= moved
+        self._pushed_unfollowed |= {
+            asset
+            for asset in set(pushed) - moved
+            if not older(at_ms, self._balance_read_ms.get(asset))
+        }
         out = []
         for p in listed:
             change = pushed.get(p.coin) if p.coin else None
@@ -1718,6 +1729,9 @@ class BinanceUSDMAdapter(ExchangeAdapter):
 
     def pushed_unlisted(self) -> frozenset[str]:
         return frozenset(self._pushed_unlisted)
+
+    def pushed_unfollowed(self) -> frozenset[str]:
+        return frozenset(self._pushed_unfollowed)
 
     def listed_marks(self, options: Mapping[str, Any]) -> ExchangeAdapter | None:
         # a portfolio margin account's COIN-M positions: their catalogue (``listed_catalogue``,

@@ -417,6 +417,14 @@ class ExchangeAdapter:
         exchange's figures as read, nor moved; none by default."""
         return frozenset()
 
+    def pushed_unfollowed(self) -> frozenset[str]:
+        """The assets of the pushes since the last snapshot that moved the exchange's figures
+        in a way alertd does not follow (Binance portfolio margin: a margin trade's or loan's
+        push of an asset whose equity alertd does not move, USDT bought or sold, a coin held
+        in no COIN-M position): the exchange's figures moved by them are not known until a
+        read; none by default."""
+        return frozenset()
+
     def listed_stops(self) -> tuple[StopOrder, ...]:
         """The protective stops of :meth:`fetch_listed_positions`' positions, read with them
         (their figures follow those positions' marks); none by default."""

@@ -758,6 +758,7 @@ class AccountFeed:
         self._set_mode(self._settled(mode, account_figures))
         self.state.listed_stops = self.adapter.listed_stops()
         self.state.listed_pushed_unlisted = self.adapter.pushed_unlisted()
+        self.state.pushed_unfollowed = self.adapter.pushed_unfollowed()
         for symbol, mark in marks.items():
             # a REST mark seeds a symbol; the stream keeps it fresh after that
             wanted_mark = symbol in self.state.held_symbols or symbol in coin_symbols
@@ -1505,7 +1506,7 @@ class AccountFeed:
                 try:
                     async with rest_slot(self.shared):
                         await self.resync()
-                    if name.startswith(("unlined", "COIN-M")):
+                    if name.startswith(("unlined", "COIN-M", "margin")):
                         log.info("%s: resynced for the %s", self.config.name, name)
                     elif name != "start":
                         log.info("%s: resynced after losing the %s stream", self.config.name, name)
@@ -1634,6 +1635,12 @@ class AccountFeed:
             self.state.listed_pushed_unlisted |= new
             self._notify(Change.ACCOUNT)
             self._fill_resync(now, "COIN-M position pushed, not listed")
+        # likewise an asset's push whose change alertd cannot follow (a margin trade)
+        unfollowed = self.adapter.pushed_unfollowed() - self.state.pushed_unfollowed
+        if unfollowed:
+            self.state.pushed_unfollowed |= unfollowed
+            self._notify(Change.ACCOUNT)
+            self._fill_resync(now, "margin push of " + ", ".join(sorted(unfollowed)))
         # a read queued and not begun yet covers this push too: a burst of pushes (twenty
         # trailing stops placed at once, the channel's snapshot at each subscribe) is one
         # read, not one a push (each 3 requests on OKX)

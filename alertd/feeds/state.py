@@ -428,6 +428,9 @@ class AccountState:
     # the exchange's ids of positions pushed since the last read that could not be listed
     # (ExchangeAdapter.pushed_unlisted): the account is incomplete until a read lists them
     listed_pushed_unlisted: frozenset[str] = frozenset()
+    # the assets pushed since the last read whose change alertd does not follow
+    # (ExchangeAdapter.pushed_unfollowed): the account is incomplete until a read gives them
+    pushed_unfollowed: frozenset[str] = frozenset()
     # the marks alertd held when reported_account was read: the exchange's ratio moves from them
     reported_marks: dict[str, Decimal] = field(default_factory=dict)
     mode: ModeReading = NOT_READ  # read at bootstrap and at every reconcile
@@ -841,6 +844,13 @@ class AccountState:
                 "catalogue not loaded): not in the exchange's ratio until the account is read "
                 "again (at once)"
                 for market_id in sorted(self.listed_pushed_unlisted)
+            ]
+            + [
+                f"{asset}: a balance or loan pushed (a margin trade, a transfer, a loan) whose "
+                "value alertd does not follow (its index and collateral rate): the exchange's "
+                "ratio stands without the push's change until the account is read again (at "
+                "once)"
+                for asset in sorted(self.pushed_unfollowed)
             ]
         )
 
