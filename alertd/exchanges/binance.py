@@ -443,7 +443,10 @@ def pushed_cross_margin(message: Any) -> tuple[dict[str, tuple[str, Decimal]], i
     change, ``l`` "Total Liability", the asset's whole debt after it; ``E``) gives
     ``liability`` = ``l`` (read as the loans and their interest together, as "Account
     Balance" splits them: the docs' example's ``l`` is above its ``p`` + ``i``, the debt
-    before the change in it). "Event: Margin Balance Update" (``balanceUpdate``: ``d`` a
+    before the change in it; undocumented beyond "Total Liability", Binance's own SDK model
+    ``LiabilityChange`` included, and Binance's margin account names its total asset less
+    net asset, each net asset less ``borrowed`` and ``interest``, "total liability":
+    docs/exchanges.md). "Event: Margin Balance Update" (``balanceUpdate``: ``d`` a
     delta) is not applied: the ``outboundAccountPosition`` that follows every balance change
     gives the balance itself, and a delta counted too would count it twice. Empty: not such
     a push."""
