@@ -67,13 +67,16 @@ async def hedge_streaming(fake: FakeBinanceUSDM, feed: AccountFeed) -> None:
 
 @contextlib.asynccontextmanager
 async def cross_margin_hedge(
-    cash: str, wallet: str, **balances: str
+    cash: str, wallet: str, *, tiered: bool = False, **balances: str
 ) -> AsyncIterator[tuple[FakeBinanceUSDM, AccountFeed]]:
     """The hedge (:func:`hedged_600_short`, ``cash`` USDT, a COIN-M wallet of ``wallet``
     BTC) with BTC's cross margin and UM ``balances`` (``set_pm_coin_balance``), streaming and
-    read at 50,000 (:func:`hedge_streaming`)."""
+    read at 50,000 (:func:`hedge_streaming`); ``tiered``: BTC's tiered collateral rates
+    (:data:`BTC_COLLATERAL_TIERS`)."""
     async with started(FakeBinanceUSDM(), [(KEY, SECRET, cash)]) as fake:
         feed = hedged_600_short(fake, wallet)
+        if tiered:
+            fake.set_collateral_tiers("BTC", BTC_COLLATERAL_TIERS)
         fake.set_pm_coin_balance(KEY, "BTC", **balances)
         async with streaming(feed):
             await hedge_streaming(fake, feed)
@@ -614,3 +617,81 @@ def test_binance_portfolio_reads_for_unlisted_pushes_take_the_fill_reads_cap() -
                 assert reads() == start + 1
 
     run(body(), timeout_s=90)
+
+
+@pytest.mark.parametrize("reason", ["MARGIN_TRANSFER", "ASSET_TRANSFER"])
+def test_binance_portfolio_transfer_halves_pushed_apart_never_show_half_a_transfer(
+    reason: str,
+) -> None:
+    """The hedge (:func:`hedged_600_short`, a COIN-M wallet of 1 BTC) with 0.5 BTC in the
+    cross margin account, 0.2 of it borrowed, read at 50,000. 0.8 BTC moves from the COIN-M
+    wallet to the cross margin account, pushed as Binance pushes it, in two events on the
+    portfolio margin stream ("Event: Futures Balance and Position Update" with ``fs`` CM,
+    ``a.m`` the reason, ``a.B[].cw``; then "Event: Margin Account Update",
+    ``outboundAccountPosition``), 300 ms apart. Every state the feed tells its listeners of
+    (what the daemon evaluates) has the ratio Binance's uniMMR gives before and after the
+    transfer (the same: BTC's equity is its wallets together). Before, the COIN-M half was
+    applied alone: for 300 ms the account had 40,000 USD less (0.8 BTC gone from one wallet,
+    in no other), a ratio rule with no ``for`` firing and resolving on nothing (the ratio
+    0.57% -> 1.07% -> 0.57%). Now no evaluation at any of the states told sends anything."""
+
+    async def body() -> None:
+        hedge = cross_margin_hedge("20000", "1", tiered=True, cross_margin="0.5", borrowed="0.2")
+        async with hedge as (fake, feed):
+            state = feed.state
+            ratio = moved_as_binance_s_next(fake, state, "before the transfer")
+            # fires, with no ``for`` (0), at a ratio half the transfer alone reaches
+            rule = RuleConfig(name="ratio", metric="margin_ratio", above=ratio * 3 / 2)
+            evaluated = Evaluated(feed, rule)
+            assert evaluated(1.0) == []
+            told: list[Decimal] = []
+            sent: list[tuple[str, str, str | None]] = []
+
+            def evaluate(f: AccountFeed, change: Any, symbol: str | None) -> None:
+                # as the daemon evaluates between two frames: every state it is told of
+                told.append(f.state.exchange_ratio()[0])
+                sent.extend(evaluated(2.0 + len(told)))
+
+            feed.listeners.append(evaluate)
+            fake.set_cm_coin(KEY, "BTC", "0.2", "0.95")
+            fake.set_collateral_tiers("BTC", BTC_COLLATERAL_TIERS)  # set_cm_coin's
+            fake.push_cm_balance_update(KEY, "BTC", reason)
+            await asyncio.sleep(0.3)  # the other half, later on the same stream
+            fake.set_pm_coin_balance(KEY, "BTC", cross_margin="1.3", borrowed="0.2")
+            fake.push_margin_account_update(KEY, "BTC")
+            await eventually(
+                lambda: (
+                    [(p.coin_wallet, p.coin_cross) for p in state.listed_positions]
+                    == [(D("0.2"), D("1.3"))]
+                ),
+                what="the transfer's pushes",
+            )
+            moved_as_binance_s_next(fake, state, "after the transfer")
+            assert told
+            assert sent == []  # no alert fired and resolved on half a transfer
+            assert all(abs(r / ratio - 1) < D("1e-12") for r in told), (ratio, told)
+
+    run(body(), timeout_s=60)
+
+
+def test_binance_portfolio_transfer_half_without_its_other_half_is_applied_after_a_bound() -> None:
+    """The hedge with a COIN-M wallet of 1 BTC: 0.8 BTC moved out of the COIN-M wallet to a
+    wallet outside the portfolio margin account (a transfer to spot: ``a.m`` ASSET_TRANSFER;
+    no cross margin push follows). The held half is applied alone once its bound
+    (``TRANSFER_HALF_HOLD_S``) passes, not held until the next read: the moved ratio is the
+    local Binance's uniMMR to 1e-7."""
+
+    async def body() -> None:
+        async with cross_margin_hedge("20000", "1", cross_margin="0.5") as (fake, feed):
+            state = feed.state
+            feed.reconcile_interval_s = 600.0
+            fake.set_cm_coin(KEY, "BTC", "0.2", "0.95")
+            fake.push_cm_balance_update(KEY, "BTC", "ASSET_TRANSFER")
+            await eventually(
+                lambda: [p.coin_wallet for p in state.listed_positions] == [D("0.2")],
+                what="the half applied after its bound",
+            )
+            moved_as_binance_s_next(fake, state, "after the transfer out")
+            assert [p.coin_wallet for p in state.listed_as_read] == [D(1)]  # no read
+
+    run(body(), timeout_s=60)

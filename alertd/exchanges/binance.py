@@ -470,6 +470,12 @@ def pushed_cross_margin(message: Any) -> tuple[dict[str, tuple[str, Decimal]], i
     return {}, None
 
 
+# the event reason types (``a.m``) of "Event: Futures Balance and Position Update" that move
+# money between the account's own wallets (Portfolio Margin user data streams; the full list
+# also holds DEPOSIT, WITHDRAW, ORDER, FUNDING_FEE, ...): the other side is pushed apart
+TRANSFER_REASONS = frozenset({"MARGIN_TRANSFER", "ASSET_TRANSFER"})
+
+
 def pushed_um_wallets(message: Any) -> tuple[dict[str, tuple[str, Decimal]], int | None]:
     """The UM wallets a portfolio margin stream's UM update gives, by asset, as
     :func:`pushed_cross_margin` gives its parts: "Event: Futures Balance and Position Update"
@@ -489,6 +495,13 @@ def pushed_um_wallets(message: Any) -> tuple[dict[str, tuple[str, Decimal]], int
     for raw in _balance_rows(rows, "UM ACCOUNT_UPDATE: a.B"):
         out[raw["a"]] = ("um", dec(raw.get("wb"), f"UM ACCOUNT_UPDATE {raw['a']} wb"))
     return out, stamp_or_none(message.get("E"))
+
+
+def _row_assets(rows: Any) -> frozenset[str]:
+    """The assets a push's balance rows (``B[]``) name; none where they are not a list."""
+    if not isinstance(rows, list):
+        return frozenset()
+    return frozenset(r["a"] for r in rows if isinstance(r, dict) and isinstance(r.get("a"), str))
 
 
 def _balance_rows(rows: Any, where: str) -> list[dict[str, Any]]:
@@ -1735,6 +1748,28 @@ class BinanceUSDMAdapter(ExchangeAdapter):
 
     def pushed_unfollowed(self) -> frozenset[str]:
         return frozenset(self._pushed_unfollowed)
+
+    def transfer_half(self, message: Any) -> frozenset[str]:
+        """A portfolio margin stream's COIN-M or UM wallet push of a transfer ("Event: Futures
+        Balance and Position Update", ``fs`` CM or UM, ``a.m`` the event reason type
+        MARGIN_TRANSFER or ASSET_TRANSFER, no position rows): the coin moved to or from its
+        cross margin account, whose balance Binance pushes in another event, "Event: Margin
+        Account Update" (``outboundAccountPosition``). The assets of its ``a.B[]``."""
+        if not isinstance(message, dict) or message.get("e") != "ACCOUNT_UPDATE":
+            return frozenset()
+        update = message.get("a")
+        if message.get("fs") not in ("CM", "UM") or not isinstance(update, dict):
+            return frozenset()
+        if update.get("m") not in TRANSFER_REASONS or update.get("P"):
+            return frozenset()
+        return _row_assets(update.get("B"))  # malformed: applied at once, said there
+
+    def transfer_other_half(self, message: Any) -> frozenset[str]:
+        """The assets of an ``outboundAccountPosition`` (``B[].a``): the cross margin side of
+        a transfer (:meth:`transfer_half`)."""
+        if not isinstance(message, dict) or message.get("e") != "outboundAccountPosition":
+            return frozenset()
+        return _row_assets(message.get("B"))
 
     def listed_marks(self, options: Mapping[str, Any]) -> ExchangeAdapter | None:
         # a portfolio margin account's COIN-M positions: their catalogue (``listed_catalogue``,

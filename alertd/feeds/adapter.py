@@ -417,6 +417,19 @@ class ExchangeAdapter:
         exchange's figures as read, nor moved; none by default."""
         return frozenset()
 
+    def transfer_half(self, message: Any) -> frozenset[str]:
+        """The assets a private frame moves where it is one half of a transfer between the
+        account's wallets whose other half comes in another frame (Binance portfolio margin:
+        a COIN-M or UM wallet's push of a transfer, the cross margin balance's in its own
+        ``outboundAccountPosition``); the feed holds it for its other half
+        (:meth:`transfer_other_half`). Empty by default: no such frame."""
+        return frozenset()
+
+    def transfer_other_half(self, message: Any) -> frozenset[str]:
+        """The assets of a frame that may be the other half of a held transfer half
+        (:meth:`transfer_half`); empty by default."""
+        return frozenset()
+
     def pushed_unfollowed(self) -> frozenset[str]:
         """The assets of the pushes since the last snapshot that moved the exchange's figures
         in a way alertd does not follow (Binance portfolio margin: a margin trade's or loan's

@@ -84,6 +84,11 @@ MARKET_RELOAD_EVERY_S = 300.0
 # per symbol a second, two in OKX's window of 10 per 2 s per IP and instrument (the rest for
 # the other groups on the IP); a second old, as fresh as the stream's ticks it is seeding
 MARK_SHARED_FOR_S = 1.0
+# how long one half of a transfer between an account's wallets waits for its other half,
+# pushed apart (:meth:`AccountFeed._hold_half`): the exchange sends both as the transfer
+# lands, so a second is past any delivery gap of one socket; held longer, the transfer's
+# change shows that much later, a wallet drained by it too
+TRANSFER_HALF_HOLD_S = 1.0
 
 
 def listed_marks_hub(
@@ -349,6 +354,10 @@ class AccountFeed:
         self._fill_why = "COIN-M fill"  # what the waiting read is for
         self._fill_resync_waits = False
         self._fill_resync_after = -float("inf")
+        # the halves of a transfer held for their other half (:meth:`_hold_half`): each frame
+        # with its time, and the assets they move
+        self._held_halves: list[tuple[Any, float]] = []
+        self._held_assets: frozenset[str] = frozenset()
         # when the last successful resync began: one begun after a disconnect (or a reopen)
         # covers it; one that failed covers nothing
         self._last_resync_started = -float("inf")
@@ -1605,6 +1614,57 @@ class AccountFeed:
     def on_frame(self, message: Any) -> None:
         """Every decoded frame, before ccxt handles it: catch what ccxt drops."""
         now = self._clock()
+        # held only where it moves a coin the listed positions follow (else nothing to split)
+        half = self.adapter.transfer_half(message) & {
+            p.coin for p in self.state.listed_positions if p.coin
+        }
+        if half:
+            self._hold_half(message, now, half)
+        elif self._held_halves and self.adapter.transfer_other_half(message) & self._held_assets:
+            # the other half: both applied before anyone is told, so no evaluation sees a
+            # transfer out without its way in
+            changed = self._release_halves()
+            if self._listed_frame(message, now) or changed:
+                self._notify(Change.ACCOUNT)
+        elif self._listed_frame(message, now):
+            self._notify(Change.ACCOUNT)
+        self._after_frame(message, now)
+
+    def _hold_half(self, message: Any, now: float, assets: frozenset[str]) -> None:
+        """Hold a push that is one half of a transfer between the account's wallets (the
+        adapter's :meth:`~ExchangeAdapter.transfer_half`: Binance portfolio margin's COIN-M or
+        UM wallet pushed apart from the cross margin balance it moved to or from) until its
+        other half comes (applied together) or :data:`TRANSFER_HALF_HOLD_S` passes (then
+        applied alone): applied alone at once, the money is gone from one wallet and in no
+        other until the next frame, and a rule with ``for_s: 0`` fires and resolves on
+        nothing."""
+        if not self._held_halves and self._group is not None:
+
+            async def bound() -> None:
+                await self._sleep(TRANSFER_HALF_HOLD_S)
+                if self._release_halves():
+                    self._notify(Change.ACCOUNT)
+
+            self._group.create_task(bound())
+        self._held_halves.append((message, now))
+        self._held_assets |= assets
+        # nothing to bound the hold with: applied at once
+        if self._group is None and self._release_halves():
+            self._notify(Change.ACCOUNT)
+
+    def _release_halves(self) -> bool:
+        """Apply the held halves of a transfer, in the order they came; whether any changed
+        the listed positions (told by the caller, once)."""
+        held, self._held_halves, self._held_assets = self._held_halves, [], frozenset()
+        changed = False
+        for message, at in held:
+            changed = self._listed_frame(message, at) or changed
+        return changed
+
+    def _listed_frame(self, message: Any, now: float) -> bool:
+        """A frame's change of the listed positions applied (:meth:`ExchangeAdapter.
+        pushed_listed`), a read asked for where only a read can place it; whether it changed
+        them (the caller tells the listeners)."""
         try:
             listed = self.adapter.pushed_listed(message, self.state.listed_positions)
         except (FrameError, ArithmeticError) as exc:
@@ -1612,21 +1672,26 @@ class AccountFeed:
             # overflows the size's arithmetic), as malformed as a missing one
             self.on_malformed("listed positions: bad frame", describe(exc))
             listed = None
-        if listed is not None:
-            before = self.state.listed_positions
-            unplaced = {(p.symbol, p.side) for p in self.state.listed_unplaced()}
-            self._pushes.apply(
-                functools.partial(self._push_listed, message, listed),
-                functools.partial(self._push_listed, message),
-            )
-            self._sync_mark_streams()
-            self._notify(Change.ACCOUNT)
-            if realizes(before, listed):
-                self._fill_resync(now)
-            elif {(p.symbol, p.side) for p in self.state.listed_unplaced()} - unplaced:
-                # opened in a coin the last read held none of: what the exchange's equity as
-                # read holds of the coin is only in a read (the account incomplete meanwhile)
-                self._fill_resync(now, "COIN-M position opened in a coin not read")
+        if listed is None:
+            return False
+        before = self.state.listed_positions
+        unplaced = {(p.symbol, p.side) for p in self.state.listed_unplaced()}
+        self._pushes.apply(
+            functools.partial(self._push_listed, message, listed),
+            functools.partial(self._push_listed, message),
+        )
+        self._sync_mark_streams()
+        if realizes(before, listed):
+            self._fill_resync(now)
+        elif {(p.symbol, p.side) for p in self.state.listed_unplaced()} - unplaced:
+            # opened in a coin the last read held none of: what the exchange's equity as
+            # read holds of the coin is only in a read (the account incomplete meanwhile)
+            self._fill_resync(now, "COIN-M position opened in a coin not read")
+        return True
+
+    def _after_frame(self, message: Any, now: float) -> None:
+        """What a frame tells beside the listed positions: positions not listed, assets not
+        followed, stops, events, an expired listen key."""
         # a position the pushes cannot list: a read lists it. Added here, cleared only where a
         # read's snapshot is written (_resync): the adapter forgets them as a read begins, and
         # a read that fails must not leave the account called complete (review of pm15, 5)
