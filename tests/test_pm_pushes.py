@@ -257,6 +257,30 @@ def test_binance_portfolio_margin_trade_s_push_with_another_asset_is_read_at_onc
     run(body(), timeout_s=60)
 
 
+def test_binance_portfolio_um_wallet_push_of_usdt_names_nothing_unfollowed() -> None:
+    """The hedge with 0.5 BTC in the cross margin account: a UM fill's push of the USDT UM
+    wallet ("Event: Futures Balance and Position Update", ``fs`` UM, ``a.m`` ORDER, ``a.B``
+    USDT), then a cross margin push of BTC. The USDT push is no margin trade: the account is
+    not named incomplete nor read again for it (the UM positions' PnL it realizes is followed
+    with them)."""
+
+    async def body() -> None:
+        async with cross_margin_hedge("20000", "1", cross_margin="0.5") as (fake, feed):
+            state = feed.state
+            feed.reconcile_interval_s = 600.0
+            fake.push_um_coin_balance(KEY, "USDT", "ORDER")
+            fake.set_pm_coin_balance(KEY, "BTC", cross_margin="0.6")
+            fake.push_margin_account_update(KEY, "BTC")  # after it on the same stream
+            await eventually(
+                lambda: [p.coin_cross for p in state.listed_positions] == [D("0.6")],
+                what="the pushes",
+            )
+            assert state.pushed_unfollowed == frozenset()
+            assert state.incomplete() == []
+
+    run(body(), timeout_s=60)
+
+
 def test_binance_portfolio_fund_collection_moves_the_um_wallet_too() -> None:
     """The hedge (:func:`hedged_600_short`, a COIN-M wallet of 0.01 BTC) with 0.5 BTC in the
     cross margin account and 0.3 BTC in the UM wallet, read at 50,000. "Fund Collection by

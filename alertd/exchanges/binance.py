@@ -1523,7 +1523,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         (:meth:`_pushed_wallets`). None: not such a push, or nothing listed changed."""
         parts, at_ms = pushed_cross_margin(message)
         if parts:
-            return self._pushed_coin_parts(parts, at_ms, listed)
+            return self._pushed_coin_parts(parts, at_ms, listed, cross=True)
         if any(p.coin_other is not None for p in listed):
             parts, at_ms = pushed_um_wallets(message)
             if parts:
@@ -1611,6 +1611,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         pushed: dict[str, tuple[str, Decimal]],
         at_ms: int | None,
         listed: tuple[ExchangeRatioPosition, ...],
+        cross: bool = False,
     ) -> tuple[ExchangeRatioPosition, ...] | None:
         """The listed positions with their coin's cross margin balance, loans or UM wallet as
         a push gives them (:func:`pushed_cross_margin`, :func:`pushed_um_wallets`): the coin's
@@ -1623,19 +1624,22 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         by the event", both rows in one ``outboundAccountPosition``; a fee in another asset)
         has a half alertd cannot see (the USDT's change, at its own rate). Its coins' equity
         is then left as read, the parts' values taken as seen (the next push of them moves
-        from there), until a read gives both halves: the push's assets not followed are named
-        (:meth:`pushed_unfollowed`: the account incomplete, read again at once). So is a push
-        of such assets alone (ETH bought with USDT, with no COIN-M position of ETH: uniMMR
-        counts the ETH at its index less its haircut, a change no push carries). A push older
+        from there), until a read gives both halves: a ``cross`` margin push's assets not
+        followed are named (:meth:`pushed_unfollowed`: the account incomplete, read again at
+        once). So is a push of such assets alone (ETH bought with USDT, with no COIN-M position
+        of ETH: uniMMR counts the ETH at its index less its haircut, a change no push carries).
+        A UM wallet push of another asset (USDT's, at each UM fill) is not: the UM positions'
+        PnL it realizes is followed with them. A push older
         than the asset's row as read is in it; a coin whose balances were not read (refused)
         stays so. None: nothing changed."""
         moved = {p.coin for p in listed if p.coin and p.coin_other is not None}
         whole = set(pushed) <= moved
-        self._pushed_unfollowed |= {
-            asset
-            for asset in set(pushed) - moved
-            if not older(at_ms, self._balance_read_ms.get(asset))
-        }
+        if cross:
+            self._pushed_unfollowed |= {
+                asset
+                for asset in set(pushed) - moved
+                if not older(at_ms, self._balance_read_ms.get(asset))
+            }
         out = []
         for p in listed:
             change = pushed.get(p.coin) if p.coin else None
