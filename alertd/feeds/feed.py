@@ -358,6 +358,7 @@ class AccountFeed:
         # with its time, and the assets they move
         self._held_halves: list[tuple[Any, float]] = []
         self._held_assets: frozenset[str] = frozenset()
+        self._halves_released = 0  # how many times held halves were applied
         # when the last successful resync began: one begun after a disconnect (or a reopen)
         # covers it; one that failed covers nothing
         self._last_resync_started = -float("inf")
@@ -1639,10 +1640,12 @@ class AccountFeed:
         other until the next frame, and a rule with ``for_s: 0`` fires and resolves on
         nothing."""
         if not self._held_halves and self._group is not None:
+            released = self._halves_released
 
             async def bound() -> None:
                 await self._sleep(TRANSFER_HALF_HOLD_S)
-                if self._release_halves():
+                # these halves, not later ones held after their other half came
+                if self._halves_released == released and self._release_halves():
                     self._notify(Change.ACCOUNT)
 
             self._group.create_task(bound())
@@ -1656,6 +1659,7 @@ class AccountFeed:
         """Apply the held halves of a transfer, in the order they came; whether any changed
         the listed positions (told by the caller, once)."""
         held, self._held_halves, self._held_assets = self._held_halves, [], frozenset()
+        self._halves_released += 1
         changed = False
         for message, at in held:
             changed = self._listed_frame(message, at) or changed
