@@ -1616,9 +1616,9 @@ class AccountFeed:
         """Every decoded frame, before ccxt handles it: catch what ccxt drops."""
         now = self._clock()
         # held only where it moves a coin the listed positions follow (else nothing to split)
-        half = self.adapter.transfer_half(message) & {
-            p.coin for p in self.state.listed_positions if p.coin
-        }
+        half = self.adapter.transfer_half(message)
+        if half:
+            half &= {p.coin for p in self.state.listed_positions if p.coin}
         if half:
             self._hold_half(message, now, half)
         elif self._held_halves and self.adapter.transfer_other_half(message) & self._held_assets:
