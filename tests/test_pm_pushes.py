@@ -92,6 +92,29 @@ async def reads_done(fake: FakeBinanceUSDM, feed: AccountFeed) -> None:
     await asyncio.sleep(1.5)  # past the start's settle resync
 
 
+def told_states(
+    fake: FakeBinanceUSDM, feed: AccountFeed, above: Decimal
+) -> tuple[Decimal, list[Decimal], list[tuple[str, str, str | None]]]:
+    """Binance's ratio now (the local Binance's next uniMMR, alertd's moved one matching it),
+    and, from here on, the ratio of every state the feed tells its listeners of (what the
+    daemon evaluates between two frames) and what a ratio rule with no ``for`` (0) firing
+    above that ratio x ``above`` sends when evaluated at each."""
+    ratio = moved_as_binance_s_next(fake, feed.state, "before")
+    evaluated = Evaluated(
+        feed, RuleConfig(name="ratio", metric="margin_ratio", above=ratio * above)
+    )
+    assert evaluated(1.0) == []
+    told: list[Decimal] = []
+    sent: list[tuple[str, str, str | None]] = []
+
+    def evaluate(f: AccountFeed, change: Any, symbol: str | None) -> None:
+        told.append(f.state.exchange_ratio()[0])
+        sent.extend(evaluated(2.0 + len(told)))
+
+    feed.listeners.append(evaluate)
+    return ratio, told, sent
+
+
 def test_binance_portfolio_last_coin_m_close_keeps_the_coin_s_equity_until_its_read() -> None:
     """The hedge (:func:`hedged_600_short`, a COIN-M wallet of 0.01 BTC) read at 50,000; a
     reduce to 300 contracts and its own read; then, at 55,000, the last 300 closed and pushed
@@ -663,20 +686,8 @@ def test_binance_portfolio_transfer_halves_pushed_apart_never_show_half_a_transf
         hedge = cross_margin_hedge("20000", "1", tiered=True, cross_margin="0.5", borrowed="0.2")
         async with hedge as (fake, feed):
             state = feed.state
-            ratio = moved_as_binance_s_next(fake, state, "before the transfer")
-            # fires, with no ``for`` (0), at a ratio half the transfer alone reaches
-            rule = RuleConfig(name="ratio", metric="margin_ratio", above=ratio * 3 / 2)
-            evaluated = Evaluated(feed, rule)
-            assert evaluated(1.0) == []
-            told: list[Decimal] = []
-            sent: list[tuple[str, str, str | None]] = []
-
-            def evaluate(f: AccountFeed, change: Any, symbol: str | None) -> None:
-                # as the daemon evaluates between two frames: every state it is told of
-                told.append(f.state.exchange_ratio()[0])
-                sent.extend(evaluated(2.0 + len(told)))
-
-            feed.listeners.append(evaluate)
+            # fires at a ratio half the transfer alone reaches
+            ratio, told, sent = told_states(fake, feed, D("1.5"))
             fake.set_cm_coin(KEY, "BTC", "0.2", "0.95")
             fake.set_collateral_tiers("BTC", BTC_COLLATERAL_TIERS)  # set_cm_coin's
             fake.push_cm_balance_update(KEY, "BTC", reason)
@@ -717,5 +728,115 @@ def test_binance_portfolio_transfer_half_without_its_other_half_is_applied_after
             )
             moved_as_binance_s_next(fake, state, "after the transfer out")
             assert [p.coin_wallet for p in state.listed_as_read] == [D(1)]  # no read
+
+    run(body(), timeout_s=60)
+
+
+@pytest.mark.parametrize(
+    ("cross_margin", "cm_wallet"),
+    [("0.1", "1.4"), ("0.9", "0.6")],
+    ids=["cross-to-coin-m", "coin-m-to-cross"],
+)
+def test_binance_portfolio_transfer_s_cross_margin_half_first_never_shows_half_a_transfer(
+    cross_margin: str, cm_wallet: str
+) -> None:
+    """The hedge with 0.5 BTC in the cross margin account (0.2 borrowed) and 1 BTC in the
+    COIN-M wallet: 0.4 BTC moved between them, the cross margin push
+    (``outboundAccountPosition``) first, the COIN-M wallet's (``a.m`` MARGIN_TRANSFER) 300 ms
+    later. Every state told has the ratio Binance's uniMMR gives before and after (the same).
+    Before, the cross margin half was applied at once and only a COIN-M half was held: to
+    COIN-M, the coin was missing for the gap (the ratio x1.31: a rule with no ``for`` fired
+    and resolved), then the COIN-M half was held 1 s more for a half that had come; from
+    COIN-M, the coin counted twice (review of pm16, 1)."""
+
+    async def body() -> None:
+        hedge = cross_margin_hedge("20000", "1", tiered=True, cross_margin="0.5", borrowed="0.2")
+        async with hedge as (fake, feed):
+            state = feed.state
+            ratio, told, sent = told_states(fake, feed, D("1.2"))
+            fake.set_pm_coin_balance(KEY, "BTC", cross_margin=cross_margin, borrowed="0.2")
+            fake.push_margin_account_update(KEY, "BTC")  # the cross margin half first
+            await asyncio.sleep(0.3)
+            fake.set_cm_coin(KEY, "BTC", cm_wallet, "0.95")
+            fake.set_collateral_tiers("BTC", BTC_COLLATERAL_TIERS)  # set_cm_coin's
+            fake.push_cm_balance_update(KEY, "BTC", "MARGIN_TRANSFER")
+            await eventually(
+                lambda: (
+                    [(p.coin_wallet, p.coin_cross) for p in state.listed_positions]
+                    == [(D(cm_wallet), D(cross_margin))]
+                ),
+                what="both halves applied",
+            )
+            moved_as_binance_s_next(fake, state, "after the transfer")
+            assert told
+            assert sent == []
+            assert all(abs(r / ratio - 1) < D("1e-12") for r in told), (ratio, told)
+
+    run(body(), timeout_s=60)
+
+
+def test_binance_portfolio_transfer_held_within_another_s_bound_waits_for_its_own_half() -> None:
+    """Two transfers of BTC from the COIN-M wallet to the cross margin account, each pushed
+    COIN-M half first and cross margin half 300 ms later, the second's COIN-M half 0.8 s after
+    the first's: within the first hold's bound (``TRANSFER_HALF_HOLD_S``). Every state told
+    has Binance's ratio before (the same after each transfer). Before, the first hold's bound
+    released the second transfer's COIN-M half alone at 1 s (0.1 BTC gone: the ratio x1.06,
+    a rule with no ``for`` fired and resolved) (review of pm16, 2; the guard of 7808d83)."""
+
+    async def body() -> None:
+        hedge = cross_margin_hedge("20000", "1", tiered=True, cross_margin="0.5", borrowed="0.2")
+        async with hedge as (fake, feed):
+            state = feed.state
+            ratio, told, sent = told_states(fake, feed, D("1.05"))
+            for cm_wallet, cross_margin, pause in (("0.2", "1.3", 0.5), ("0.1", "1.4", 0.0)):
+                fake.set_cm_coin(KEY, "BTC", cm_wallet, "0.95")
+                fake.set_collateral_tiers("BTC", BTC_COLLATERAL_TIERS)
+                fake.push_cm_balance_update(KEY, "BTC", "MARGIN_TRANSFER")
+                await asyncio.sleep(0.3)
+                fake.set_pm_coin_balance(KEY, "BTC", cross_margin=cross_margin, borrowed="0.2")
+                fake.push_margin_account_update(KEY, "BTC")
+                await asyncio.sleep(pause)
+            await eventually(
+                lambda: (
+                    [(p.coin_wallet, p.coin_cross) for p in state.listed_positions]
+                    == [(D("0.1"), D("1.4"))]
+                ),
+                what="both transfers applied",
+            )
+            await asyncio.sleep(1.0)  # past every bound
+            moved_as_binance_s_next(fake, state, "after both transfers")
+            assert sent == []
+            assert all(abs(r / ratio - 1) < D("1e-12") for r in told), (ratio, told)
+
+    run(body(), timeout_s=60)
+
+
+def test_binance_portfolio_coin_m_push_between_a_transfer_s_halves_is_applied_after_them() -> None:
+    """0.8 BTC moved from the COIN-M wallet to the cross margin account, its COIN-M half
+    pushed (wallet 0.2, held for its other half); 100 ms later a funding fee of 0.05 BTC from
+    the COIN-M wallet is pushed (wallet 0.15), 200 ms later the cross margin half. The COIN-M
+    wallet is Binance's 0.15, the moved ratio the local Binance's uniMMR. Before, the fee's
+    push was applied at once and the held older half (0.2) over it when its other half came:
+    the fee undone until the next COIN-M push or read (review of pm16, 4)."""
+
+    async def body() -> None:
+        async with cross_margin_hedge("20000", "1", cross_margin="0.5") as (fake, feed):
+            state = feed.state
+            feed.reconcile_interval_s = 600.0
+            fake.set_cm_coin(KEY, "BTC", "0.2", "0.95")
+            fake.push_cm_balance_update(KEY, "BTC", "MARGIN_TRANSFER")
+            await asyncio.sleep(0.1)
+            fake.set_cm_coin(KEY, "BTC", "0.15", "0.95")
+            fake.push_cm_balance_update(KEY, "BTC", "FUNDING_FEE")
+            await asyncio.sleep(0.2)
+            fake.set_pm_coin_balance(KEY, "BTC", cross_margin="1.3")
+            fake.push_margin_account_update(KEY, "BTC")
+            await eventually(
+                lambda: [p.coin_cross for p in state.listed_positions] == [D("1.3")],
+                what="the cross margin half",
+            )
+            await asyncio.sleep(1.2)  # past the bound
+            assert [p.coin_wallet for p in state.listed_positions] == [D("0.15")]
+            moved_as_binance_s_next(fake, state, "after the transfer and the fee")
 
     run(body(), timeout_s=60)

@@ -1775,6 +1775,21 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             return frozenset()
         return _row_assets(message.get("B"))
 
+    def listed_assets(self, message: Any) -> frozenset[str]:
+        """The assets of a COIN-M or UM wallet push (``a.B[].a``, any reason, with position
+        rows or none), a cross margin balance push (``B[].a``) or a loan's
+        (``liabilityChange``'s ``a``): each moves the listed positions' coin parts."""
+        if not isinstance(message, dict):
+            return frozenset()
+        event = message.get("e")
+        if event == "ACCOUNT_UPDATE" and message.get("fs") in ("CM", "UM"):
+            update = message.get("a")
+            return _row_assets(update.get("B")) if isinstance(update, dict) else frozenset()
+        if event == "liabilityChange":
+            asset = message.get("a")
+            return frozenset({asset}) if isinstance(asset, str) else frozenset()
+        return self.transfer_other_half(message)
+
     def listed_marks(self, options: Mapping[str, Any]) -> ExchangeAdapter | None:
         # a portfolio margin account's COIN-M positions: their catalogue (``listed_catalogue``,
         # GET /dapi/v1/exchangeInfo) and marks (dstream) are binancecoinm's

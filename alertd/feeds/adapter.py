@@ -426,8 +426,16 @@ class ExchangeAdapter:
         return frozenset()
 
     def transfer_other_half(self, message: Any) -> frozenset[str]:
-        """The assets of a frame that may be the other half of a held transfer half
-        (:meth:`transfer_half`); empty by default."""
+        """The assets of a frame that may be the other half of a transfer half
+        (:meth:`transfer_half`), held itself for it where it arrives first; empty by
+        default."""
+        return frozenset()
+
+    def listed_assets(self, message: Any) -> frozenset[str]:
+        """The assets whose listed figures a private frame may move (Binance portfolio
+        margin: a wallet's or the cross margin account's push): a frame of a coin whose
+        transfer half is held waits behind it, applied after it in the order they came;
+        empty by default."""
         return frozenset()
 
     def pushed_unfollowed(self) -> frozenset[str]:

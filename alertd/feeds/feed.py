@@ -21,6 +21,7 @@ import dataclasses
 import enum
 import functools
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
 from contextlib import nullcontext
 from decimal import Decimal
@@ -217,6 +218,19 @@ class PushesDuringReads:
             self._applied.clear()
 
 
+@dataclasses.dataclass(eq=False)
+class HeldFrame:
+    """A private frame held by :meth:`AccountFeed._hold`: as it came, the coins it moves, and
+    ``side`` ("wallet" or "cross") where it is a transfer's half, ``waits`` while it waits for
+    its other half (else it waits only behind an earlier held frame of its coins)."""
+
+    message: Any
+    at: float
+    assets: frozenset[str]
+    side: str | None
+    waits: bool = False
+
+
 class Change(enum.Enum):
     """What a listener is told changed."""
 
@@ -354,11 +368,11 @@ class AccountFeed:
         self._fill_why = "COIN-M fill"  # what the waiting read is for
         self._fill_resync_waits = False
         self._fill_resync_after = -float("inf")
-        # the halves of a transfer held for their other half (:meth:`_hold_half`): each frame
-        # with its time, and the assets they move
-        self._held_halves: list[tuple[Any, float]] = []
-        self._held_assets: frozenset[str] = frozenset()
-        self._halves_released = 0  # how many times held halves were applied
+        # the halves of a transfer held for their other half and the frames of their coins
+        # queued behind them, in the order they came (:meth:`_hold`); when each coin's side
+        # of a transfer was last applied alone, its other half not come by its bound
+        self._held: list[HeldFrame] = []
+        self._alone_at: dict[tuple[str, str], float] = {}
         # when the last successful resync began: one begun after a disconnect (or a reopen)
         # covers it; one that failed covers nothing
         self._last_resync_started = -float("inf")
@@ -1615,54 +1629,83 @@ class AccountFeed:
     def on_frame(self, message: Any) -> None:
         """Every decoded frame, before ccxt handles it: catch what ccxt drops."""
         now = self._clock()
-        # held only where it moves a coin the listed positions follow (else nothing to split)
-        half = self.adapter.transfer_half(message)
-        if half:
-            half &= {p.coin for p in self.state.listed_positions if p.coin}
-        if half:
-            self._hold_half(message, now, half)
-        elif self._held_halves and self.adapter.transfer_other_half(message) & self._held_assets:
-            # the other half: both applied before anyone is told, so no evaluation sees a
-            # transfer out without its way in
-            changed = self._release_halves()
-            if self._listed_frame(message, now) or changed:
-                self._notify(Change.ACCOUNT)
-        elif self._listed_frame(message, now):
+        if not self._hold(message, now) and self._listed_frame(message, now):
             self._notify(Change.ACCOUNT)
         self._after_frame(message, now)
 
-    def _hold_half(self, message: Any, now: float, assets: frozenset[str]) -> None:
-        """Hold a push that is one half of a transfer between the account's wallets (the
-        adapter's :meth:`~ExchangeAdapter.transfer_half`: Binance portfolio margin's COIN-M or
-        UM wallet pushed apart from the cross margin balance it moved to or from) until its
-        other half comes (applied together) or :data:`TRANSFER_HALF_HOLD_S` passes (then
-        applied alone): applied alone at once, the money is gone from one wallet and in no
-        other until the next frame, and a rule with ``for_s: 0`` fires and resolves on
-        nothing."""
-        if not self._held_halves and self._group is not None:
-            released = self._halves_released
+    def _hold(self, message: Any, now: float) -> bool:
+        """Hold a push that is one half of a transfer between the account's wallets, pushed
+        apart from its other half (the adapter's :meth:`~ExchangeAdapter.transfer_half` and
+        :meth:`~ExchangeAdapter.transfer_other_half`: Binance portfolio margin's COIN-M or UM
+        wallet push and the cross margin account's ``outboundAccountPosition``, in either
+        order), until its other half comes (applied together) or :data:`TRANSFER_HALF_HOLD_S`
+        passes (then applied alone): applied alone at once, the coin is gone from one wallet
+        and in no other (or in both) until the next frame, and a rule with ``for_s: 0`` fires
+        and resolves on nothing. A cross margin push holding an asset no listed position
+        follows (a margin trade against USDT) is no transfer's and is not held. A later frame
+        of a held coin waits behind it (applied after it, as they came: applied first, the
+        held older wallet would overwrite it). Whether the frame was taken here (held, or
+        applied with those it released); not: the caller applies it."""
+        followed = frozenset(p.coin for p in self.state.listed_positions if p.coin)
+        if not followed or self._group is None:
+            return False  # nothing to split, or nothing to bound a hold with
+        wallet = self.adapter.transfer_half(message) & followed
+        cross = self.adapter.transfer_other_half(message)
+        side = "wallet" if wallet else "cross" if cross & followed else None
+        assets = wallet or cross & followed or self.adapter.listed_assets(message) & followed
+        if not assets:
+            return False
+        held = HeldFrame(message, now, assets, side)
+        if side is not None:
+            other = "cross" if side == "wallet" else "wallet"
+            waiting = [h for h in self._held if h.waits and h.side == other and h.assets & assets]
+            for pair in waiting:
+                pair.waits = False
+            # its other half applied alone at its bound: this one is it, late
+            late = any(self._alone_at.pop((a, other), -math.inf) >= now - TRANSFER_HALF_HOLD_S
+                       for a in assets)  # fmt: skip
+            held.waits = not waiting and not late and (side == "wallet" or cross <= followed)
+        if not held.waits and not any(h.assets & assets for h in self._held):
+            return False  # nothing held before it: applied at once
+        self._held.append(held)
+        if held.waits:
+            self._group.create_task(self._hold_bound(held))
+        if self._release_held():
+            self._notify(Change.ACCOUNT)
+        return True
 
-            async def bound() -> None:
-                await self._sleep(TRANSFER_HALF_HOLD_S)
-                # these halves, not later ones held after their other half came
-                if self._halves_released == released and self._release_halves():
-                    self._notify(Change.ACCOUNT)
-
-            self._group.create_task(bound())
-        self._held_halves.append((message, now))
-        self._held_assets |= assets
-        # nothing to bound the hold with: applied at once
-        if self._group is None and self._release_halves():
+    async def _hold_bound(self, held: HeldFrame) -> None:
+        """``held``'s other half not come by :data:`TRANSFER_HALF_HOLD_S`: applied alone, with
+        the frames queued behind it (this hold's own bound: another's ends its own)."""
+        await self._sleep(TRANSFER_HALF_HOLD_S)
+        if not held.waits:
+            return  # its other half came
+        held.waits = False
+        now = self._clock()
+        for asset in held.assets:
+            self._alone_at[(asset, held.side or "")] = now
+        if self._release_held():
             self._notify(Change.ACCOUNT)
 
-    def _release_halves(self) -> bool:
-        """Apply the held halves of a transfer, in the order they came; whether any changed
-        the listed positions (told by the caller, once)."""
-        held, self._held_halves, self._held_assets = self._held_halves, [], frozenset()
-        self._halves_released += 1
+    def _release_held(self) -> bool:
+        """Apply the held frames no waiting half holds back (one waiting holds back every
+        later frame of its coins), in the order they came; whether any changed the listed
+        positions (told by the caller, once)."""
+        blocked: set[str] = set()
+        kept: list[HeldFrame] = []
+        ready: list[HeldFrame] = []
+        for held in self._held:
+            if held.waits or held.assets & blocked:
+                blocked |= held.assets
+                kept.append(held)
+            else:
+                ready.append(held)
+        self._held = kept
         changed = False
-        for message, at in held:
-            changed = self._listed_frame(message, at) or changed
+        for held in ready:
+            changed = self._listed_frame(held.message, held.at) or changed
+        if ready:
+            self._named_unread(self._clock())
         return changed
 
     def _listed_frame(self, message: Any, now: float) -> bool:
@@ -1696,20 +1739,7 @@ class AccountFeed:
     def _after_frame(self, message: Any, now: float) -> None:
         """What a frame tells beside the listed positions: positions not listed, assets not
         followed, stops, events, an expired listen key."""
-        # a position the pushes cannot list: a read lists it. Added here, cleared only where a
-        # read's snapshot is written (_resync): the adapter forgets them as a read begins, and
-        # a read that fails must not leave the account called complete (review of pm15, 5)
-        new = self.adapter.pushed_unlisted() - self.state.listed_pushed_unlisted
-        if new:
-            self.state.listed_pushed_unlisted |= new
-            self._notify(Change.ACCOUNT)
-            self._fill_resync(now, "COIN-M position pushed, not listed")
-        # likewise an asset's push whose change alertd cannot follow (a margin trade)
-        unfollowed = self.adapter.pushed_unfollowed() - self.state.pushed_unfollowed
-        if unfollowed:
-            self.state.pushed_unfollowed |= unfollowed
-            self._notify(Change.ACCOUNT)
-            self._fill_resync(now, "margin push of " + ", ".join(sorted(unfollowed)))
+        self._named_unread(now)
         # a read queued and not begun yet covers this push too: a burst of pushes (twenty
         # trailing stops placed at once, the channel's snapshot at each subscribe) is one
         # read, not one a push (each 3 requests on OKX)
@@ -1726,6 +1756,24 @@ class AccountFeed:
         if self.adapter.listen_key_expired(message):
             self._event(AccountEvent("listen_key_expired", now, "private stream key expired"))
             asyncio.get_running_loop().create_task(self.force_reconnect("listen key expired"))
+
+    def _named_unread(self, now: float) -> None:
+        """The positions the pushes could not list and the assets whose pushes alertd
+        cannot follow, named and read (a frame applied, or held ones released)."""
+        # a position the pushes cannot list: a read lists it. Added here, cleared only where a
+        # read's snapshot is written (_resync): the adapter forgets them as a read begins, and
+        # a read that fails must not leave the account called complete (review of pm15, 5)
+        new = self.adapter.pushed_unlisted() - self.state.listed_pushed_unlisted
+        if new:
+            self.state.listed_pushed_unlisted |= new
+            self._notify(Change.ACCOUNT)
+            self._fill_resync(now, "COIN-M position pushed, not listed")
+        # likewise an asset's push whose change alertd cannot follow (a margin trade)
+        unfollowed = self.adapter.pushed_unfollowed() - self.state.pushed_unfollowed
+        if unfollowed:
+            self.state.pushed_unfollowed |= unfollowed
+            self._notify(Change.ACCOUNT)
+            self._fill_resync(now, "margin push of " + ", ".join(sorted(unfollowed)))
 
     def _push_listed(
         self, message: Any, listed: tuple[ExchangeRatioPosition, ...] | None = None
