@@ -1431,7 +1431,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         market = exchange.safe_market(raw.get("symbol") or raw.get("s"), None, None, "swap")
         symbol = market["symbol"]
         amount = dec(raw.get("positionAmt", raw.get("pa")), "positionAmt")
-        side = _side(str(raw.get("positionSide", raw.get("ps", "BOTH"))), amount)
+        position_side = str(raw.get("positionSide", raw.get("ps", "BOTH")))
+        side = _side(position_side, amount)
         margin_type = raw.get("marginType", raw.get("mt"))
         isolated_wallet = dec(raw.get("isolatedWallet", raw.get("iw", "0")), "isolatedWallet")
         if margin_type is None:
@@ -1449,6 +1450,10 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             # a REST row's "updateTime" (Position Information V3; a push's row carries none:
             # its event's time is given by watch_positions)
             version=stamp_or_none(raw.get("updateTime")),
+            # one-way mode ("positionSide" BOTH, Position Information V3; "ps" in a push):
+            # the row is the symbol's whole position, a REST row's time the symbol's
+            # (AccountState.replace_positions: a flip's push older than it is dropped)
+            one_way=position_side == "BOTH",
         )
         return with_adl(state, raw, "adl", ADL)
 
@@ -1975,14 +1980,13 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             # Event-Balance-and-Position-Update; .../trade/rest-api/Position-Information-V3)
             at = stamp_or_none(position.get("timestamp"))
             p = dataclasses.replace(self._position(exchange, raw), version=at)
-            one_way = str(raw.get("positionSide", raw.get("ps", "BOTH"))) == "BOTH"
-            if one_way and p.contracts == 0:
+            if p.one_way and p.contracts == 0:
                 # a one-way close ("pa": "0", "ps": "BOTH") says nothing of the side it closes:
                 # a short closed must not stay open as the long that "0" would parse to
                 out.extend(closed_both_sides(p.symbol, at))
             else:
                 # one-way, open: a flip's one row (the signed "pa") ends the other side
-                out.append(dataclasses.replace(p, one_way=one_way))
+                out.append(p)
         return out
 
     async def watch_balance(self, exchange: Any) -> Decimal | None:
