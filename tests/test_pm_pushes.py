@@ -280,6 +280,48 @@ def test_binance_portfolio_margin_trade_s_push_with_another_asset_is_read_at_onc
     run(body(), timeout_s=60)
 
 
+def test_binance_portfolio_margin_trade_pushed_during_the_last_one_s_read_is_read_too() -> None:
+    """The hedge with 100,000 USDT: a margin trade buys 2 ETH for 6,800 USDT (ETH at 3,400,
+    its collateral rate 0.9), its read (asked at its push) held; during it a second trade
+    buys 3 ETH more for 10,200 USDT, pushed, naming the same assets. Once the first read
+    lands (its answer of before the second trade), the account is read again at the fill
+    reads' cap (one such read per reconcile interval, here 3 s; no reconcile in this
+    harness), after which nothing is named and the equity is Binance's. Before, the second
+    push named nothing new, no read was asked, and the snapshot left ETH and USDT named
+    with the equity 1,020 USD (the second trade's haircut) above Binance's until the next
+    reconcile (review of pm16, 3)."""
+
+    async def body() -> None:
+        async with cross_margin_hedge("100000", "1", cross_margin="0.5") as (fake, feed):
+            state = feed.state
+            feed.reconcile_interval_s = 3.0  # the fill reads' cap
+            await asyncio.sleep(3.0)  # past the start's reads' cap
+            fake.hold_rest("/papi/v1/account")
+            fake.set_collateral_tiers("ETH", ETH_AT_090)
+            fake.spend_margin_usdt(KEY, "6800")
+            fake.set_pm_coin_balance(KEY, "ETH", cross_margin="2")
+            fake.push_margin_account_update(KEY, "ETH", also={"USDT": "93200"})
+            await eventually(lambda: fake.held_answers() == 1, what="the first trade's read")
+            fake.spend_margin_usdt(KEY, "10200")
+            fake.set_pm_coin_balance(KEY, "ETH", cross_margin="5")
+            fake.push_margin_account_update(KEY, "ETH", also={"USDT": "83000"})
+            await asyncio.sleep(0.3)
+            fake.release_rest()
+            theirs = D(fake.portfolio_account(KEY)["accountEquity"])
+            await eventually(
+                lambda: (
+                    not state.pushed_unfollowed
+                    and abs(state.exchange_equity() - theirs) < D("1e-5")
+                ),
+                what="a read after the second trade",
+                timeout_s=15,
+            )
+            assert state.incomplete() == []
+            moved_as_binance_s_next(fake, state, "read after both trades")
+
+    run(body(), timeout_s=60)
+
+
 def test_binance_portfolio_um_wallet_push_of_usdt_names_nothing_unfollowed() -> None:
     """The hedge with 0.5 BTC in the cross margin account: a UM fill's push of the USDT UM
     wallet ("Event: Futures Balance and Position Update", ``fs`` UM, ``a.m`` ORDER, ``a.B``

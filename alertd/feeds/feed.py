@@ -843,6 +843,13 @@ class AccountFeed:
             # last one stands)
             self._measure_drift(marks)
         self._sync_mark_streams()
+        # a push during the read named what only a read places (a second margin trade while
+        # the first's read was in flight, of the same assets): its own read asked, as at a
+        # push outside a read (the fill reads' cap), where before none was and the account
+        # stayed named incomplete, its figure off, until the next reconcile (review of pm16, 3)
+        unread = self.state.listed_pushed_unlisted | self.state.pushed_unfollowed
+        if unread:
+            self._fill_resync(now, "pushed during a read: " + ", ".join(sorted(unread)))
         self._notify(Change.ACCOUNT)
 
     async def _fee_rates(
