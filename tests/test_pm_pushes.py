@@ -882,3 +882,55 @@ def test_binance_portfolio_coin_m_push_between_a_transfer_s_halves_is_applied_af
             moved_as_binance_s_next(fake, state, "after the transfer and the fee")
 
     run(body(), timeout_s=60)
+
+
+@pytest.mark.parametrize("loan_first", [True, False], ids=["loan-first", "balance-first"])
+@pytest.mark.parametrize("kind", ["BORROW", "REPAY"])
+def test_binance_portfolio_loan_s_two_pushes_never_show_half_a_loan(
+    kind: str, loan_first: bool
+) -> None:
+    """The hedge with BTC in the cross margin account: 0.4 BTC borrowed (0.5 -> 0.9 BTC,
+    0.4 owed) or repaid (0.9 -> 0.5, 0.4 owed -> 0), pushed as Binance pushes it, in two
+    events ("Event: Liability Update", ``liabilityChange`` ``t`` BORROW/REPAY, and "Event:
+    Margin Account Update", ``outboundAccountPosition``), 300 ms apart in either order.
+    Binance's equity does not move (the coin credited or debited is the loan's change); every
+    state told has the equity as before, and the moved ratio is the local Binance's after.
+    Before, the loan's push was applied alone: a borrow showed 0.4 BTC (20,000 USD) of equity
+    gone for the gap, a repay as much added (review of pm16, 9: with the balance first, held
+    for a wallet half since 57ba15c, the gap was 1 s)."""
+    borrowed = kind == "BORROW"
+    start, end = ("0.5", "0.9") if borrowed else ("0.9", "0.5")
+    owed = ("0", "0.4") if borrowed else ("0.4", "0")
+
+    async def body() -> None:
+        hedge = cross_margin_hedge("20000", "1", cross_margin=start, borrowed=owed[0])
+        async with hedge as (fake, feed):
+            state = feed.state
+            feed.reconcile_interval_s = 600.0
+            before = state.exchange_equity()
+            told: list[Decimal] = []
+
+            def listen(f: AccountFeed, change: Any, symbol: str | None) -> None:
+                told.append(f.state.exchange_equity())
+
+            feed.listeners.append(listen)
+            fake.set_pm_coin_balance(KEY, "BTC", cross_margin=end, borrowed=owed[1])
+            pushes = [
+                lambda: fake.push_liability_change(KEY, "BTC", kind, principal="0.4"),
+                lambda: fake.push_margin_account_update(KEY, "BTC"),
+            ]
+            for push in pushes if loan_first else pushes[::-1]:
+                push()
+                await asyncio.sleep(0.3)
+            await eventually(
+                lambda: (
+                    [(p.coin_cross, p.coin_liability) for p in state.listed_positions]
+                    == [(D(end), D(owed[1]))]
+                ),
+                what="both pushes applied",
+            )
+            assert told
+            assert all(abs(e - before) < D("1e-8") for e in told), (before, told)
+            moved_as_binance_s_next(fake, state, "after the " + kind.lower())
+
+    run(body(), timeout_s=60)

@@ -1780,6 +1780,19 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             return frozenset()
         return _row_assets(message.get("B"))
 
+    def loan_half(self, message: Any) -> frozenset[str]:
+        """A ``liabilityChange`` ("Event: Liability Update") of a loan's change other than
+        interest (``t`` BORROW, REPAY, ...): the coin borrowed is credited to, or the repaid
+        debited from, the cross margin balance, which Binance pushes in its own
+        ``outboundAccountPosition``. An INTEREST one moves the liability alone (no balance
+        push follows): not held."""
+        if not isinstance(message, dict) or message.get("e") != "liabilityChange":
+            return frozenset()
+        asset = message.get("a")
+        if message.get("t") == "INTEREST" or not isinstance(asset, str):
+            return frozenset()
+        return frozenset({asset})
+
     def listed_assets(self, message: Any) -> frozenset[str]:
         """The assets of a COIN-M or UM wallet push (``a.B[].a``, any reason, with position
         rows or none), a cross margin balance push (``B[].a``) or a loan's

@@ -431,6 +431,13 @@ class ExchangeAdapter:
         default."""
         return frozenset()
 
+    def loan_half(self, message: Any) -> frozenset[str]:
+        """The assets of a private frame that is one half of a loan or repay whose other half
+        (the balance it credits or debits) comes in another frame (Binance portfolio margin's
+        ``liabilityChange`` of a borrow or repay, the balance in its
+        ``outboundAccountPosition``); held like a transfer half. Empty by default."""
+        return frozenset()
+
     def listed_assets(self, message: Any) -> frozenset[str]:
         """The assets whose listed figures a private frame may move (Binance portfolio
         margin: a wallet's or the cross margin account's push): a frame of a coin whose

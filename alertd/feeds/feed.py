@@ -220,9 +220,10 @@ class PushesDuringReads:
 
 @dataclasses.dataclass(eq=False)
 class HeldFrame:
-    """A private frame held by :meth:`AccountFeed._hold`: as it came, the coins it moves, and
-    ``side`` ("wallet" or "cross") where it is a transfer's half, ``waits`` while it waits for
-    its other half (else it waits only behind an earlier held frame of its coins)."""
+    """A private frame held by :meth:`AccountFeed._hold`: as it came, the coins it moves,
+    ``side`` ("wallet", "loan" or "cross") where it is a transfer's or a loan's half, and
+    ``waits`` while it waits for its other half (else it waits only behind an earlier held
+    frame of its coins)."""
 
     message: Any
     at: float
@@ -1648,30 +1649,35 @@ class AccountFeed:
         order), until its other half comes (applied together) or :data:`TRANSFER_HALF_HOLD_S`
         passes (then applied alone): applied alone at once, the coin is gone from one wallet
         and in no other (or in both) until the next frame, and a rule with ``for_s: 0`` fires
-        and resolves on nothing. A cross margin push holding an asset no listed position
-        follows (a margin trade against USDT) is no transfer's and is not held. A later frame
-        of a held coin waits behind it (applied after it, as they came: applied first, the
-        held older wallet would overwrite it). Whether the frame was taken here (held, or
-        applied with those it released); not: the caller applies it."""
+        and resolves on nothing. Likewise a loan's or repay's push and the balance it moves
+        (:meth:`~ExchangeAdapter.loan_half`). A cross margin push holding an asset no listed
+        position follows (a margin trade against USDT) is no transfer's and is not held. A
+        later frame of a held coin waits behind it (applied after it, as they came: applied
+        first, the held older wallet would overwrite it). Whether the frame was taken here
+        (held, or applied with those it released); not: the caller applies it."""
         followed = frozenset(p.coin for p in self.state.listed_positions if p.coin)
         if not followed or self._group is None:
             return False  # nothing to split, or nothing to bound a hold with
         wallet = self.adapter.transfer_half(message) & followed
+        loan = self.adapter.loan_half(message) & followed
         cross = self.adapter.transfer_other_half(message)
-        side = "wallet" if wallet else "cross" if cross & followed else None
-        assets = wallet or cross & followed or self.adapter.listed_assets(message) & followed
+        side = "wallet" if wallet else "loan" if loan else "cross" if cross & followed else None
+        assets = (
+            wallet or loan or cross & followed or self.adapter.listed_assets(message) & followed
+        )
         if not assets:
             return False
         held = HeldFrame(message, now, assets, side)
         if side is not None:
-            other = "cross" if side == "wallet" else "wallet"
-            waiting = [h for h in self._held if h.waits and h.side == other and h.assets & assets]
+            # a wallet's or a loan's half pairs with the cross margin balance's
+            others = ("cross",) if side != "cross" else ("wallet", "loan")
+            waiting = [h for h in self._held if h.waits and h.side in others and h.assets & assets]
             for pair in waiting:
                 pair.waits = False
             # its other half applied alone at its bound: this one is it, late
-            late = any(self._alone_at.pop((a, other), -math.inf) >= now - TRANSFER_HALF_HOLD_S
-                       for a in assets)  # fmt: skip
-            held.waits = not waiting and not late and (side == "wallet" or cross <= followed)
+            since = now - TRANSFER_HALF_HOLD_S
+            late = [self._alone_at.pop((a, o), -math.inf) >= since for a in assets for o in others]
+            held.waits = not waiting and not any(late) and (side != "cross" or cross <= followed)
         if not held.waits and not any(h.assets & assets for h in self._held):
             return False  # nothing held before it: applied at once
         self._held.append(held)
