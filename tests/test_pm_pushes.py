@@ -406,6 +406,36 @@ def test_binance_portfolio_cross_margin_push_older_than_its_read_is_left() -> No
     run(body(), timeout_s=60)
 
 
+def test_binance_portfolio_margin_trade_s_push_older_than_its_read_names_nothing() -> None:
+    """The hedge with 100,000 USDT, read; then a margin trade's push (BTC and USDT, one
+    ``outboundAccountPosition``) whose ``u`` is before the assets' "Account Balance" rows
+    (``updateTime``): the trade is in the read (or overtaken). Nothing is named unfollowed and
+    no read is asked (review of pm16, 7: the stamp check was untested)."""
+
+    async def body() -> None:
+        async with cross_margin_hedge("100000", "1", cross_margin="0.5") as (fake, feed):
+            state = feed.state
+            feed.reconcile_interval_s = 600.0
+            await asyncio.sleep(1.0)  # past the start's reads
+            reads = fake.requests.count(("GET", "/papi/v1/account"))
+            read_ms = fake.balance_updated_ms(KEY)
+            fake.push_margin_account_update(
+                KEY, "BTC", also={"USDT": "100000"}, updated_ms=read_ms - 10
+            )
+            fake.set_pm_coin_balance(KEY, "BTC", cross_margin="0.5", borrowed="0.1")
+            fake.push_liability_change(KEY, "BTC", "BORROW", principal="0.1")
+            await eventually(
+                lambda: [p.coin_liability for p in state.listed_positions] == [D("0.1")],
+                what="the pushes after it",
+            )
+            await asyncio.sleep(1.5)  # a read at once (1 s settle) would have begun
+            assert state.pushed_unfollowed == frozenset()
+            assert state.incomplete() == []
+            assert fake.requests.count(("GET", "/papi/v1/account")) == reads
+
+    run(body(), timeout_s=60)
+
+
 @pytest.mark.parametrize(
     "message",
     [
