@@ -18,7 +18,7 @@ import pytest
 from alertd.engine.model import MarginMode, Side
 from alertd.exchanges.registry import get_spec
 from alertd.feeds.feed import AccountFeed
-from alertd.feeds.state import AccountState, LifeSequence, PositionState
+from alertd.feeds.state import AccountState, LifeSequence, PositionState, Stream
 
 from .fake_exchange.binance import FakeBinanceUSDM
 from .support.aio import run
@@ -28,7 +28,7 @@ from .support.poll import eventually
 from .test_account_modes import KEY as PM_KEY
 from .test_account_modes import SECRET as PM_SECRET
 from .test_account_modes import portfolio_long_btc
-from .test_push_during_snapshot import long_half_btc
+from .test_push_during_snapshot import btc_of, key_of, long_half_btc, next_wall_second
 
 # Gate, Binance and OKX push a one-way position with a signed size, Bybit with a side and its
 # one-way slot (positionIdx 0). Hyperliquid pushes the whole clearinghouse state, every
@@ -118,3 +118,48 @@ def test_a_gate_flip_back_in_the_read_s_second_is_ordered_against_the_flip() -> 
     assert {k[1]: p.contracts for k, p in state.positions.items()} == {Side.SHORT: D("0.3")}
     assert state.update_positions([pos(Side.LONG, "0.2", LifeSequence(1, s + 600, s + 600))], 2.0)
     assert {k[1]: p.contracts for k, p in state.positions.items()} == {Side.LONG: D("0.2")}
+
+
+@pytest.mark.parametrize("exchange", ["gate", "binanceusdm", "bybit"])
+def test_a_flip_pushed_after_a_newer_read_holds_no_wrong_side(exchange: str) -> None:
+    """One-way: the long of 0.5 BTC flipped to a short of 0.3 (one fill), then, in a later
+    second, back to a long of 0.2, both pushes delivered late (held by the local exchange,
+    each stamped as made: Gate's ``time_ms``, ``update_id``; Binance's event time ``E``;
+    Bybit's ``updatedTime``). A reconcile reads the long of 0.2 (its row's time the flip
+    back's second: Gate's ``update_time``, Binance's Position Information V3 ``updateTime``
+    with ``positionSide`` BOTH, Bybit's ``updatedTime`` with ``positionIdx`` 0); then the
+    flip's push arrives: the exchange's own stamps say it is older than the row read (made
+    in an earlier second), so it is dropped and the account holds the long of 0.2 alone.
+    Before, the read stamped only the long's key, the flip's push (the short's key) was
+    ordered against nothing and applied: the short of 0.3 held, the long ended, until the
+    next push or read (a wrong side held); on Binance until fixpm16 (its REST rows were not
+    marked one-way: review of pm16, 6)."""
+    key, btc = key_of(exchange), btc_of(exchange)
+
+    def held(feed: AccountFeed) -> dict[Side, D]:
+        return {s: p.contracts for (sym, s), p in feed.state.positions.items() if sym == btc}
+
+    async def body() -> None:
+        async with long_half_btc(exchange) as (fake, feed):
+            await next_wall_second()
+            fake.delay_pushes(key)
+            fake.open_position(key, btc, "short", "0.3", "60000")  # the flip
+            await next_wall_second()
+            fake.open_position(key, btc, "long", "0.2", "60000")  # the flip back
+            await feed.reconcile()
+            assert held(feed) == {Side.LONG: D("0.2")}
+
+            def delivered() -> float | None:
+                return feed.state.last_seen.get((Stream.POSITIONS, ""))
+
+            seen = delivered()
+            fake.release_pushes(key, 1)  # the flip's, after the newer read
+            await eventually(lambda: delivered() != seen, what="the flip's push")
+            assert held(feed) == {Side.LONG: D("0.2")}
+            seen = delivered()
+            fake.release_pushes(key)  # the flip back's: the read's own fill
+            await eventually(lambda: delivered() != seen, what="the flip back's push")
+            assert held(feed) == {Side.LONG: D("0.2")}
+            assert feed.state.fatal is None
+
+    run(body())

@@ -67,13 +67,16 @@ async def hedge_streaming(fake: FakeBinanceUSDM, feed: AccountFeed) -> None:
 
 @contextlib.asynccontextmanager
 async def cross_margin_hedge(
-    cash: str, wallet: str, **balances: str
+    cash: str, wallet: str, *, tiered: bool = False, **balances: str
 ) -> AsyncIterator[tuple[FakeBinanceUSDM, AccountFeed]]:
     """The hedge (:func:`hedged_600_short`, ``cash`` USDT, a COIN-M wallet of ``wallet``
     BTC) with BTC's cross margin and UM ``balances`` (``set_pm_coin_balance``), streaming and
-    read at 50,000 (:func:`hedge_streaming`)."""
+    read at 50,000 (:func:`hedge_streaming`); ``tiered``: BTC's tiered collateral rates
+    (:data:`BTC_COLLATERAL_TIERS`)."""
     async with started(FakeBinanceUSDM(), [(KEY, SECRET, cash)]) as fake:
         feed = hedged_600_short(fake, wallet)
+        if tiered:
+            fake.set_collateral_tiers("BTC", BTC_COLLATERAL_TIERS)
         fake.set_pm_coin_balance(KEY, "BTC", **balances)
         async with streaming(feed):
             await hedge_streaming(fake, feed)
@@ -87,6 +90,29 @@ async def reads_done(fake: FakeBinanceUSDM, feed: AccountFeed) -> None:
     await fake.wait_for_user_stream(KEY, 10)
     await start_reads(fake)
     await asyncio.sleep(1.5)  # past the start's settle resync
+
+
+def told_states(
+    fake: FakeBinanceUSDM, feed: AccountFeed, above: Decimal
+) -> tuple[Decimal, list[Decimal], list[tuple[str, str, str | None]]]:
+    """Binance's ratio now (the local Binance's next uniMMR, alertd's moved one matching it),
+    and, from here on, the ratio of every state the feed tells its listeners of (what the
+    daemon evaluates between two frames) and what a ratio rule with no ``for`` (0) firing
+    above that ratio x ``above`` sends when evaluated at each."""
+    ratio = moved_as_binance_s_next(fake, feed.state, "before")
+    evaluated = Evaluated(
+        feed, RuleConfig(name="ratio", metric="margin_ratio", above=ratio * above)
+    )
+    assert evaluated(1.0) == []
+    told: list[Decimal] = []
+    sent: list[tuple[str, str, str | None]] = []
+
+    def evaluate(f: AccountFeed, change: Any, symbol: str | None) -> None:
+        told.append(f.state.exchange_ratio()[0])
+        sent.extend(evaluated(2.0 + len(told)))
+
+    feed.listeners.append(evaluate)
+    return ratio, told, sent
 
 
 def test_binance_portfolio_last_coin_m_close_keeps_the_coin_s_equity_until_its_read() -> None:
@@ -194,50 +220,128 @@ def test_binance_portfolio_cross_margin_pushes_move_the_coin_s_equity(change: st
     run(body(), timeout_s=60)
 
 
-def test_binance_portfolio_margin_trade_s_push_with_another_asset_is_left_as_read() -> None:
+ETH_AT_090 = [{"tierFloor": "0", "tierCap": "999999999", "collateralRate": "0.9", "cum": "0"}]
+
+
+@pytest.mark.parametrize("bought", ["BTC", "ETH"])
+def test_binance_portfolio_margin_trade_s_push_with_another_asset_is_read_at_once(
+    bought: str,
+) -> None:
     """The hedge (:func:`hedged_600_short`, a COIN-M wallet of 1 BTC) with 0.5 BTC in the
-    cross margin account and 100,000 USDT, read at 50,000. A margin trade buys 1 BTC with
-    50,000 USDT: Binance pushes one ``outboundAccountPosition`` with both rows (BTC 1.5, USDT
-    50,000). uniMMR counts the BTC at 0.95 and the USDT in full: Binance's equity falls by
-    the haircut, 2,500 USD. alertd moves BTC and not USDT, whose half of the trade it cannot
-    count: it leaves the trade as read (2,500 above Binance's until a read), taking BTC's
-    1.5 as seen, so that a transfer of 0.5 BTC from the COIN-M wallet to the cross margin
-    account after it moves nothing; after a read the moved ratio is Binance's next uniMMR
-    to 1e-7 again. Before, BTC's row alone was applied: +47,500 USD where Binance's fell by
-    2,500 (uniMMR 496 where Binance's was 382; review of pm15, finding 1)."""
+    cross margin account and 100,000 USDT, read at 50,000. A margin trade buys with USDT:
+    ``BTC``, 1 BTC for 50,000 USDT; ``ETH``, 2 ETH for 6,800 USDT (ETH at 3,400, its
+    collateral rate 0.9, no COIN-M position of it). Binance pushes one
+    ``outboundAccountPosition`` with both rows ("contains the assets that were possibly
+    changed by the event"; Portfolio Margin user data streams, "Event: Margin Account
+    Update"). uniMMR counts the bought coin at its index times its collateral rate and the
+    USDT in full (Binance FAQ "What Is the Unified Account Maintenance Margin Ratio
+    (uniMMR)"): Binance's equity falls by the haircut, 2,500 or 680 USD. alertd follows
+    neither USDT nor a coin without a COIN-M position: it leaves the trade as read (never
+    the BTC half alone: +47,500 USD, review of pm15, finding 1), names the account
+    incomplete (the assets named) and reads it at once; after that read, with no reconcile,
+    the moved ratio is Binance's uniMMR to 1e-7, at 50,000 and at 45,000. Before, the trade
+    was left as read silently until the next reconcile (up to its interval, here 600 s):
+    2,500 (680) USD above Binance's equity, the account called complete."""
 
     async def body() -> None:
         async with cross_margin_hedge("100000", "1", cross_margin="0.5") as (fake, feed):
             state = feed.state
+            feed.reconcile_interval_s = 600.0  # no reconcile: only the push's own read
             moved_as_binance_s_next(fake, state, "before the trade")
             before = state.exchange_equity()
-            fake.spend_margin_usdt(KEY, "50000")
-            fake.set_pm_coin_balance(KEY, "BTC", cross_margin="1.5")
-            fake.push_margin_account_update(KEY, "BTC", also={"USDT": "50000"})
-            await eventually(
-                lambda: [p.coin_cross for p in state.listed_positions] == [D("1.5")],
-                what="the trade's push",
-            )
-            assert [p.coin_other for p in state.listed_positions] == [D("0.5")]
+            fake.hold_rest("/papi/v1/account")  # the read the push asks for, held
+            if bought == "BTC":
+                fake.spend_margin_usdt(KEY, "50000")
+                fake.set_pm_coin_balance(KEY, "BTC", cross_margin="1.5")
+                haircut = D(2500)
+            else:
+                fake.set_collateral_tiers("ETH", ETH_AT_090)
+                fake.spend_margin_usdt(KEY, "6800")
+                fake.set_pm_coin_balance(KEY, "ETH", cross_margin="2")
+                haircut = D(680)
+            fake.push_margin_account_update(KEY, bought, also={"USDT": "50000"})
+            await eventually(lambda: fake.held_answers() == 1, what="the trade's read")
+            named = {"USDT"} if bought == "BTC" else {"ETH", "USDT"}
+            assert state.pushed_unfollowed == named
+            assert [line.split(":")[0] for line in state.incomplete()] == sorted(named)
             theirs = D(fake.portfolio_account(KEY)["accountEquity"])
-            assert state.exchange_equity() == before
-            assert abs(before - theirs - 2500) < D("1e-5")  # Binance's in 8 decimals
-            fake.set_cm_coin(KEY, "BTC", "0.5", "0.95")
-            fake.push_cm_balance_update(KEY, "BTC", "MARGIN_TRANSFER")
-            fake.set_pm_coin_balance(KEY, "BTC", cross_margin="2")
-            fake.push_margin_account_update(KEY, "BTC")
+            assert state.exchange_equity() == before  # as read: no half of the trade
+            assert abs(before - theirs - haircut) < D("1e-5")  # Binance's in 8 decimals
+            fake.release_rest()
             await eventually(
-                lambda: (
-                    [(p.coin_wallet, p.coin_cross) for p in state.listed_positions]
-                    == [(D("0.5"), D(2))]
-                ),
-                what="the transfer's pushes",
+                lambda: not state.pushed_unfollowed and state.exchange_equity() != before,
+                what="the trade's read landed",
             )
-            assert state.exchange_equity() == before  # the transfer moved nothing
-            await feed.reconcile()
+            assert state.incomplete() == []
             moved_as_binance_s_next(fake, state, "read after the trade")
             await both_marks_at(fake, state, "45000", "45000")
             moved_as_binance_s_next(fake, state, "at 45,000 after the trade's read")
+
+    run(body(), timeout_s=60)
+
+
+def test_binance_portfolio_margin_trade_pushed_during_the_last_one_s_read_is_read_too() -> None:
+    """The hedge with 100,000 USDT: a margin trade buys 2 ETH for 6,800 USDT (ETH at 3,400,
+    its collateral rate 0.9), its read (asked at its push) held; during it a second trade
+    buys 3 ETH more for 10,200 USDT, pushed, naming the same assets. Once the first read
+    lands (its answer of before the second trade), the account is read again at the fill
+    reads' cap (one such read per reconcile interval, here 3 s; no reconcile in this
+    harness), after which nothing is named and the equity is Binance's. Before, the second
+    push named nothing new, no read was asked, and the snapshot left ETH and USDT named
+    with the equity 1,020 USD (the second trade's haircut) above Binance's until the next
+    reconcile (review of pm16, 3)."""
+
+    async def body() -> None:
+        async with cross_margin_hedge("100000", "1", cross_margin="0.5") as (fake, feed):
+            state = feed.state
+            feed.reconcile_interval_s = 3.0  # the fill reads' cap
+            await asyncio.sleep(3.0)  # past the start's reads' cap
+            fake.hold_rest("/papi/v1/account")
+            fake.set_collateral_tiers("ETH", ETH_AT_090)
+            fake.spend_margin_usdt(KEY, "6800")
+            fake.set_pm_coin_balance(KEY, "ETH", cross_margin="2")
+            fake.push_margin_account_update(KEY, "ETH", also={"USDT": "93200"})
+            await eventually(lambda: fake.held_answers() == 1, what="the first trade's read")
+            fake.spend_margin_usdt(KEY, "10200")
+            fake.set_pm_coin_balance(KEY, "ETH", cross_margin="5")
+            fake.push_margin_account_update(KEY, "ETH", also={"USDT": "83000"})
+            await asyncio.sleep(0.3)
+            fake.release_rest()
+            theirs = D(fake.portfolio_account(KEY)["accountEquity"])
+            await eventually(
+                lambda: (
+                    not state.pushed_unfollowed
+                    and abs(state.exchange_equity() - theirs) < D("1e-5")
+                ),
+                what="a read after the second trade",
+                timeout_s=15,
+            )
+            assert state.incomplete() == []
+            moved_as_binance_s_next(fake, state, "read after both trades")
+
+    run(body(), timeout_s=60)
+
+
+def test_binance_portfolio_um_wallet_push_of_usdt_names_nothing_unfollowed() -> None:
+    """The hedge with 0.5 BTC in the cross margin account: a UM fill's push of the USDT UM
+    wallet ("Event: Futures Balance and Position Update", ``fs`` UM, ``a.m`` ORDER, ``a.B``
+    USDT), then a cross margin push of BTC. The USDT push is no margin trade: the account is
+    not named incomplete nor read again for it (the UM positions' PnL it realizes is followed
+    with them)."""
+
+    async def body() -> None:
+        async with cross_margin_hedge("20000", "1", cross_margin="0.5") as (fake, feed):
+            state = feed.state
+            feed.reconcile_interval_s = 600.0
+            fake.push_um_coin_balance(KEY, "USDT", "ORDER")
+            fake.set_pm_coin_balance(KEY, "BTC", cross_margin="0.6")
+            fake.push_margin_account_update(KEY, "BTC")  # after it on the same stream
+            await eventually(
+                lambda: [p.coin_cross for p in state.listed_positions] == [D("0.6")],
+                what="the pushes",
+            )
+            assert state.pushed_unfollowed == frozenset()
+            assert state.incomplete() == []
 
     run(body(), timeout_s=60)
 
@@ -298,6 +402,36 @@ def test_binance_portfolio_cross_margin_push_older_than_its_read_is_left() -> No
             assert [(p.coin_cross, p.coin_other) for p in state.listed_positions] == [
                 (D("0.5"), D("0.4"))
             ]
+
+    run(body(), timeout_s=60)
+
+
+def test_binance_portfolio_margin_trade_s_push_older_than_its_read_names_nothing() -> None:
+    """The hedge with 100,000 USDT, read; then a margin trade's push (BTC and USDT, one
+    ``outboundAccountPosition``) whose ``u`` is before the assets' "Account Balance" rows
+    (``updateTime``): the trade is in the read (or overtaken). Nothing is named unfollowed and
+    no read is asked (review of pm16, 7: the stamp check was untested)."""
+
+    async def body() -> None:
+        async with cross_margin_hedge("100000", "1", cross_margin="0.5") as (fake, feed):
+            state = feed.state
+            feed.reconcile_interval_s = 600.0
+            await asyncio.sleep(1.0)  # past the start's reads
+            reads = fake.requests.count(("GET", "/papi/v1/account"))
+            read_ms = fake.balance_updated_ms(KEY)
+            fake.push_margin_account_update(
+                KEY, "BTC", also={"USDT": "100000"}, updated_ms=read_ms - 10
+            )
+            fake.set_pm_coin_balance(KEY, "BTC", cross_margin="0.5", borrowed="0.1")
+            fake.push_liability_change(KEY, "BTC", "BORROW", principal="0.1")
+            await eventually(
+                lambda: [p.coin_liability for p in state.listed_positions] == [D("0.1")],
+                what="the pushes after it",
+            )
+            await asyncio.sleep(1.5)  # a read at once (1 s settle) would have begun
+            assert state.pushed_unfollowed == frozenset()
+            assert state.incomplete() == []
+            assert fake.requests.count(("GET", "/papi/v1/account")) == reads
 
     run(body(), timeout_s=60)
 
@@ -602,3 +736,231 @@ def test_binance_portfolio_reads_for_unlisted_pushes_take_the_fill_reads_cap() -
                 assert reads() == start + 1
 
     run(body(), timeout_s=90)
+
+
+@pytest.mark.parametrize("reason", ["MARGIN_TRANSFER", "ASSET_TRANSFER"])
+def test_binance_portfolio_transfer_halves_pushed_apart_never_show_half_a_transfer(
+    reason: str,
+) -> None:
+    """The hedge (:func:`hedged_600_short`, a COIN-M wallet of 1 BTC) with 0.5 BTC in the
+    cross margin account, 0.2 of it borrowed, read at 50,000. 0.8 BTC moves from the COIN-M
+    wallet to the cross margin account, pushed as Binance pushes it, in two events on the
+    portfolio margin stream ("Event: Futures Balance and Position Update" with ``fs`` CM,
+    ``a.m`` the reason, ``a.B[].cw``; then "Event: Margin Account Update",
+    ``outboundAccountPosition``), 300 ms apart. Every state the feed tells its listeners of
+    (what the daemon evaluates) has the ratio Binance's uniMMR gives before and after the
+    transfer (the same: BTC's equity is its wallets together). Before, the COIN-M half was
+    applied alone: for 300 ms the account had 40,000 USD less (0.8 BTC gone from one wallet,
+    in no other), a ratio rule with no ``for`` firing and resolving on nothing (the ratio
+    0.57% -> 1.07% -> 0.57%). Now no evaluation at any of the states told sends anything."""
+
+    async def body() -> None:
+        hedge = cross_margin_hedge("20000", "1", tiered=True, cross_margin="0.5", borrowed="0.2")
+        async with hedge as (fake, feed):
+            state = feed.state
+            # fires at a ratio half the transfer alone reaches
+            ratio, told, sent = told_states(fake, feed, D("1.5"))
+            fake.set_cm_coin(KEY, "BTC", "0.2", "0.95")
+            fake.set_collateral_tiers("BTC", BTC_COLLATERAL_TIERS)  # set_cm_coin's
+            fake.push_cm_balance_update(KEY, "BTC", reason)
+            await asyncio.sleep(0.3)  # the other half, later on the same stream
+            fake.set_pm_coin_balance(KEY, "BTC", cross_margin="1.3", borrowed="0.2")
+            fake.push_margin_account_update(KEY, "BTC")
+            await eventually(
+                lambda: (
+                    [(p.coin_wallet, p.coin_cross) for p in state.listed_positions]
+                    == [(D("0.2"), D("1.3"))]
+                ),
+                what="the transfer's pushes",
+            )
+            moved_as_binance_s_next(fake, state, "after the transfer")
+            assert told
+            assert sent == []  # no alert fired and resolved on half a transfer
+            assert all(abs(r / ratio - 1) < D("1e-12") for r in told), (ratio, told)
+
+    run(body(), timeout_s=60)
+
+
+def test_binance_portfolio_transfer_half_without_its_other_half_is_applied_after_a_bound() -> None:
+    """The hedge with a COIN-M wallet of 1 BTC: 0.8 BTC moved out of the COIN-M wallet to a
+    wallet outside the portfolio margin account (a transfer to spot: ``a.m`` ASSET_TRANSFER;
+    no cross margin push follows). The held half is applied alone once its bound
+    (``TRANSFER_HALF_HOLD_S``) passes, not held until the next read: the moved ratio is the
+    local Binance's uniMMR to 1e-7."""
+
+    async def body() -> None:
+        async with cross_margin_hedge("20000", "1", cross_margin="0.5") as (fake, feed):
+            state = feed.state
+            feed.reconcile_interval_s = 600.0
+            fake.set_cm_coin(KEY, "BTC", "0.2", "0.95")
+            fake.push_cm_balance_update(KEY, "BTC", "ASSET_TRANSFER")
+            await eventually(
+                lambda: [p.coin_wallet for p in state.listed_positions] == [D("0.2")],
+                what="the half applied after its bound",
+            )
+            moved_as_binance_s_next(fake, state, "after the transfer out")
+            assert [p.coin_wallet for p in state.listed_as_read] == [D(1)]  # no read
+
+    run(body(), timeout_s=60)
+
+
+@pytest.mark.parametrize(
+    ("cross_margin", "cm_wallet"),
+    [("0.1", "1.4"), ("0.9", "0.6")],
+    ids=["cross-to-coin-m", "coin-m-to-cross"],
+)
+def test_binance_portfolio_transfer_s_cross_margin_half_first_never_shows_half_a_transfer(
+    cross_margin: str, cm_wallet: str
+) -> None:
+    """The hedge with 0.5 BTC in the cross margin account (0.2 borrowed) and 1 BTC in the
+    COIN-M wallet: 0.4 BTC moved between them, the cross margin push
+    (``outboundAccountPosition``) first, the COIN-M wallet's (``a.m`` MARGIN_TRANSFER) 300 ms
+    later. Every state told has the ratio Binance's uniMMR gives before and after (the same).
+    Before, the cross margin half was applied at once and only a COIN-M half was held: to
+    COIN-M, the coin was missing for the gap (the ratio x1.31: a rule with no ``for`` fired
+    and resolved), then the COIN-M half was held 1 s more for a half that had come; from
+    COIN-M, the coin counted twice (review of pm16, 1)."""
+
+    async def body() -> None:
+        hedge = cross_margin_hedge("20000", "1", tiered=True, cross_margin="0.5", borrowed="0.2")
+        async with hedge as (fake, feed):
+            state = feed.state
+            ratio, told, sent = told_states(fake, feed, D("1.2"))
+            fake.set_pm_coin_balance(KEY, "BTC", cross_margin=cross_margin, borrowed="0.2")
+            fake.push_margin_account_update(KEY, "BTC")  # the cross margin half first
+            await asyncio.sleep(0.3)
+            fake.set_cm_coin(KEY, "BTC", cm_wallet, "0.95")
+            fake.set_collateral_tiers("BTC", BTC_COLLATERAL_TIERS)  # set_cm_coin's
+            fake.push_cm_balance_update(KEY, "BTC", "MARGIN_TRANSFER")
+            await eventually(
+                lambda: (
+                    [(p.coin_wallet, p.coin_cross) for p in state.listed_positions]
+                    == [(D(cm_wallet), D(cross_margin))]
+                ),
+                what="both halves applied",
+            )
+            moved_as_binance_s_next(fake, state, "after the transfer")
+            assert told
+            assert sent == []
+            assert all(abs(r / ratio - 1) < D("1e-12") for r in told), (ratio, told)
+
+    run(body(), timeout_s=60)
+
+
+def test_binance_portfolio_transfer_held_within_another_s_bound_waits_for_its_own_half() -> None:
+    """Two transfers of BTC from the COIN-M wallet to the cross margin account, each pushed
+    COIN-M half first and cross margin half 300 ms later, the second's COIN-M half 0.8 s after
+    the first's: within the first hold's bound (``TRANSFER_HALF_HOLD_S``). Every state told
+    has Binance's ratio before (the same after each transfer). Before, the first hold's bound
+    released the second transfer's COIN-M half alone at 1 s (0.1 BTC gone: the ratio x1.06,
+    a rule with no ``for`` fired and resolved) (review of pm16, 2; the guard of 7808d83)."""
+
+    async def body() -> None:
+        hedge = cross_margin_hedge("20000", "1", tiered=True, cross_margin="0.5", borrowed="0.2")
+        async with hedge as (fake, feed):
+            state = feed.state
+            ratio, told, sent = told_states(fake, feed, D("1.05"))
+            for cm_wallet, cross_margin, pause in (("0.2", "1.3", 0.5), ("0.1", "1.4", 0.0)):
+                fake.set_cm_coin(KEY, "BTC", cm_wallet, "0.95")
+                fake.set_collateral_tiers("BTC", BTC_COLLATERAL_TIERS)
+                fake.push_cm_balance_update(KEY, "BTC", "MARGIN_TRANSFER")
+                await asyncio.sleep(0.3)
+                fake.set_pm_coin_balance(KEY, "BTC", cross_margin=cross_margin, borrowed="0.2")
+                fake.push_margin_account_update(KEY, "BTC")
+                await asyncio.sleep(pause)
+            await eventually(
+                lambda: (
+                    [(p.coin_wallet, p.coin_cross) for p in state.listed_positions]
+                    == [(D("0.1"), D("1.4"))]
+                ),
+                what="both transfers applied",
+            )
+            await asyncio.sleep(1.0)  # past every bound
+            moved_as_binance_s_next(fake, state, "after both transfers")
+            assert sent == []
+            assert all(abs(r / ratio - 1) < D("1e-12") for r in told), (ratio, told)
+
+    run(body(), timeout_s=60)
+
+
+def test_binance_portfolio_coin_m_push_between_a_transfer_s_halves_is_applied_after_them() -> None:
+    """0.8 BTC moved from the COIN-M wallet to the cross margin account, its COIN-M half
+    pushed (wallet 0.2, held for its other half); 100 ms later a funding fee of 0.05 BTC from
+    the COIN-M wallet is pushed (wallet 0.15), 200 ms later the cross margin half. The COIN-M
+    wallet is Binance's 0.15, the moved ratio the local Binance's uniMMR. Before, the fee's
+    push was applied at once and the held older half (0.2) over it when its other half came:
+    the fee undone until the next COIN-M push or read (review of pm16, 4)."""
+
+    async def body() -> None:
+        async with cross_margin_hedge("20000", "1", cross_margin="0.5") as (fake, feed):
+            state = feed.state
+            feed.reconcile_interval_s = 600.0
+            fake.set_cm_coin(KEY, "BTC", "0.2", "0.95")
+            fake.push_cm_balance_update(KEY, "BTC", "MARGIN_TRANSFER")
+            await asyncio.sleep(0.1)
+            fake.set_cm_coin(KEY, "BTC", "0.15", "0.95")
+            fake.push_cm_balance_update(KEY, "BTC", "FUNDING_FEE")
+            await asyncio.sleep(0.2)
+            fake.set_pm_coin_balance(KEY, "BTC", cross_margin="1.3")
+            fake.push_margin_account_update(KEY, "BTC")
+            await eventually(
+                lambda: [p.coin_cross for p in state.listed_positions] == [D("1.3")],
+                what="the cross margin half",
+            )
+            await asyncio.sleep(1.2)  # past the bound
+            assert [p.coin_wallet for p in state.listed_positions] == [D("0.15")]
+            moved_as_binance_s_next(fake, state, "after the transfer and the fee")
+
+    run(body(), timeout_s=60)
+
+
+@pytest.mark.parametrize("loan_first", [True, False], ids=["loan-first", "balance-first"])
+@pytest.mark.parametrize("kind", ["BORROW", "REPAY"])
+def test_binance_portfolio_loan_s_two_pushes_never_show_half_a_loan(
+    kind: str, loan_first: bool
+) -> None:
+    """The hedge with BTC in the cross margin account: 0.4 BTC borrowed (0.5 -> 0.9 BTC,
+    0.4 owed) or repaid (0.9 -> 0.5, 0.4 owed -> 0), pushed as Binance pushes it, in two
+    events ("Event: Liability Update", ``liabilityChange`` ``t`` BORROW/REPAY, and "Event:
+    Margin Account Update", ``outboundAccountPosition``), 300 ms apart in either order.
+    Binance's equity does not move (the coin credited or debited is the loan's change); every
+    state told has the equity as before, and the moved ratio is the local Binance's after.
+    Before, the loan's push was applied alone: a borrow showed 0.4 BTC (20,000 USD) of equity
+    gone for the gap, a repay as much added (review of pm16, 9: with the balance first, held
+    for a wallet half since 57ba15c, the gap was 1 s)."""
+    borrowed = kind == "BORROW"
+    start, end = ("0.5", "0.9") if borrowed else ("0.9", "0.5")
+    owed = ("0", "0.4") if borrowed else ("0.4", "0")
+
+    async def body() -> None:
+        hedge = cross_margin_hedge("20000", "1", cross_margin=start, borrowed=owed[0])
+        async with hedge as (fake, feed):
+            state = feed.state
+            feed.reconcile_interval_s = 600.0
+            before = state.exchange_equity()
+            told: list[Decimal] = []
+
+            def listen(f: AccountFeed, change: Any, symbol: str | None) -> None:
+                told.append(f.state.exchange_equity())
+
+            feed.listeners.append(listen)
+            fake.set_pm_coin_balance(KEY, "BTC", cross_margin=end, borrowed=owed[1])
+            pushes = [
+                lambda: fake.push_liability_change(KEY, "BTC", kind, principal="0.4"),
+                lambda: fake.push_margin_account_update(KEY, "BTC"),
+            ]
+            for push in pushes if loan_first else pushes[::-1]:
+                push()
+                await asyncio.sleep(0.3)
+            await eventually(
+                lambda: (
+                    [(p.coin_cross, p.coin_liability) for p in state.listed_positions]
+                    == [(D(end), D(owed[1]))]
+                ),
+                what="both pushes applied",
+            )
+            assert told
+            assert all(abs(e - before) < D("1e-8") for e in told), (before, told)
+            moved_as_binance_s_next(fake, state, "after the " + kind.lower())
+
+    run(body(), timeout_s=60)

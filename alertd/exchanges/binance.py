@@ -459,7 +459,10 @@ def pushed_cross_margin(message: Any) -> tuple[dict[str, tuple[str, Decimal]], i
     change, ``l`` "Total Liability", the asset's whole debt after it; ``E``) gives
     ``liability`` = ``l`` (read as the loans and their interest together, as "Account
     Balance" splits them: the docs' example's ``l`` is above its ``p`` + ``i``, the debt
-    before the change in it). "Event: Margin Balance Update" (``balanceUpdate``: ``d`` a
+    before the change in it; undocumented beyond "Total Liability", Binance's own SDK model
+    ``LiabilityChange`` included, and Binance's margin account names its total asset less
+    net asset, each net asset less ``borrowed`` and ``interest``, "total liability":
+    docs/exchanges.md). "Event: Margin Balance Update" (``balanceUpdate``: ``d`` a
     delta) is not applied: the ``outboundAccountPosition`` that follows every balance change
     gives the balance itself, and a delta counted too would count it twice. Empty: not such
     a push."""
@@ -483,6 +486,12 @@ def pushed_cross_margin(message: Any) -> tuple[dict[str, tuple[str, Decimal]], i
     return {}, None
 
 
+# the event reason types (``a.m``) of "Event: Futures Balance and Position Update" that move
+# money between the account's own wallets (Portfolio Margin user data streams; the full list
+# also holds DEPOSIT, WITHDRAW, ORDER, FUNDING_FEE, ...): the other side is pushed apart
+TRANSFER_REASONS = frozenset({"MARGIN_TRANSFER", "ASSET_TRANSFER"})
+
+
 def pushed_um_wallets(message: Any) -> tuple[dict[str, tuple[str, Decimal]], int | None]:
     """The UM wallets a portfolio margin stream's UM update gives, by asset, as
     :func:`pushed_cross_margin` gives its parts: "Event: Futures Balance and Position Update"
@@ -502,6 +511,13 @@ def pushed_um_wallets(message: Any) -> tuple[dict[str, tuple[str, Decimal]], int
     for raw in _balance_rows(rows, "UM ACCOUNT_UPDATE: a.B"):
         out[raw["a"]] = ("um", dec(raw.get("wb"), f"UM ACCOUNT_UPDATE {raw['a']} wb"))
     return out, stamp_or_none(message.get("E"))
+
+
+def _row_assets(rows: Any) -> frozenset[str]:
+    """The assets a push's balance rows (``B[]``) name; none where they are not a list."""
+    if not isinstance(rows, list):
+        return frozenset()
+    return frozenset(r["a"] for r in rows if isinstance(r, dict) and isinstance(r.get("a"), str))
 
 
 def _balance_rows(rows: Any, where: str) -> list[dict[str, Any]]:
@@ -1052,6 +1068,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._coin_m_unlisted_pushed: set[str] = set()
         # those pushed open since the last read, not listed (pushed_unlisted)
         self._pushed_unlisted: set[str] = set()
+        # the assets pushed since the last read whose change is not followed (pushed_unfollowed)
+        self._pushed_unfollowed: set[str] = set()
         # the COIN-M rows' update times as the last snapshot read them (pushed_listed)
         self._coin_m_read_ms: dict[tuple[str, str], int] = {}
         # each asset's "Account Balance" update time as the last snapshot read it
@@ -1073,6 +1091,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._not_portfolio = False
         # this read lists what was pushed before it (one pushed while it reads is named again)
         self._pushed_unlisted = set()
+        self._pushed_unfollowed = set()
         try:
             portfolio = await exchange.papiGetAccount()
         except Exception as exc:
@@ -1434,7 +1453,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         market = exchange.safe_market(raw.get("symbol") or raw.get("s"), None, None, "swap")
         symbol = market["symbol"]
         amount = dec(raw.get("positionAmt", raw.get("pa")), "positionAmt")
-        side = _side(str(raw.get("positionSide", raw.get("ps", "BOTH"))), amount)
+        position_side = str(raw.get("positionSide", raw.get("ps", "BOTH")))
+        side = _side(position_side, amount)
         margin_type = raw.get("marginType", raw.get("mt"))
         isolated_wallet = dec(raw.get("isolatedWallet", raw.get("iw", "0")), "isolatedWallet")
         if margin_type is None:
@@ -1452,6 +1472,10 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             # a REST row's "updateTime" (Position Information V3; a push's row carries none:
             # its event's time is given by watch_positions)
             version=stamp_or_none(raw.get("updateTime")),
+            # one-way mode ("positionSide" BOTH, Position Information V3; "ps" in a push):
+            # the row is the symbol's whole position, a REST row's time the symbol's
+            # (AccountState.replace_positions: a flip's push older than it is dropped)
+            one_way=position_side == "BOTH",
         )
         return with_adl(state, raw, "adl", ADL)
 
@@ -1526,7 +1550,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         (:meth:`_pushed_wallets`). None: not such a push, or nothing listed changed."""
         parts, at_ms = pushed_cross_margin(message)
         if parts:
-            return self._pushed_coin_parts(parts, at_ms, listed)
+            return self._pushed_coin_parts(parts, at_ms, listed, cross=True)
         if any(p.coin_other is not None for p in listed):
             parts, at_ms = pushed_um_wallets(message)
             if parts:
@@ -1614,6 +1638,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         pushed: dict[str, tuple[str, Decimal]],
         at_ms: int | None,
         listed: tuple[ExchangeRatioPosition, ...],
+        cross: bool = False,
     ) -> tuple[ExchangeRatioPosition, ...] | None:
         """The listed positions with their coin's cross margin balance, loans or UM wallet as
         a push gives them (:func:`pushed_cross_margin`, :func:`pushed_um_wallets`): the coin's
@@ -1626,11 +1651,22 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         by the event", both rows in one ``outboundAccountPosition``; a fee in another asset)
         has a half alertd cannot see (the USDT's change, at its own rate). Its coins' equity
         is then left as read, the parts' values taken as seen (the next push of them moves
-        from there), until a read gives both halves. A push older than the asset's row as
-        read is in it; a coin whose balances were not read (refused) stays so. None: nothing
-        changed."""
+        from there), until a read gives both halves: a ``cross`` margin push's assets not
+        followed are named (:meth:`pushed_unfollowed`: the account incomplete, read again at
+        once). So is a push of such assets alone (ETH bought with USDT, with no COIN-M position
+        of ETH: uniMMR counts the ETH at its index less its haircut, a change no push carries).
+        A UM wallet push of another asset (USDT's, at each UM fill) is not: the UM positions'
+        PnL it realizes is followed with them. A push older
+        than the asset's row as read is in it; a coin whose balances were not read (refused)
+        stays so. None: nothing changed."""
         moved = {p.coin for p in listed if p.coin and p.coin_other is not None}
         whole = set(pushed) <= moved
+        if cross:
+            self._pushed_unfollowed |= {
+                asset
+                for asset in set(pushed) - moved
+                if not older(at_ms, self._balance_read_ms.get(asset))
+            }
         out = []
         for p in listed:
             change = pushed.get(p.coin) if p.coin else None
@@ -1740,6 +1776,59 @@ class BinanceUSDMAdapter(ExchangeAdapter):
 
     def pushed_unlisted(self) -> frozenset[str]:
         return frozenset(self._pushed_unlisted)
+
+    def pushed_unfollowed(self) -> frozenset[str]:
+        return frozenset(self._pushed_unfollowed)
+
+    def transfer_half(self, message: Any) -> frozenset[str]:
+        """A portfolio margin stream's COIN-M or UM wallet push of a transfer ("Event: Futures
+        Balance and Position Update", ``fs`` CM or UM, ``a.m`` the event reason type
+        MARGIN_TRANSFER or ASSET_TRANSFER, no position rows): the coin moved to or from its
+        cross margin account, whose balance Binance pushes in another event, "Event: Margin
+        Account Update" (``outboundAccountPosition``). The assets of its ``a.B[]``."""
+        if not isinstance(message, dict) or message.get("e") != "ACCOUNT_UPDATE":
+            return frozenset()
+        update = message.get("a")
+        if message.get("fs") not in ("CM", "UM") or not isinstance(update, dict):
+            return frozenset()
+        if update.get("m") not in TRANSFER_REASONS or update.get("P"):
+            return frozenset()
+        return _row_assets(update.get("B"))  # malformed: applied at once, said there
+
+    def transfer_other_half(self, message: Any) -> frozenset[str]:
+        """The assets of an ``outboundAccountPosition`` (``B[].a``): the cross margin side of
+        a transfer (:meth:`transfer_half`)."""
+        if not isinstance(message, dict) or message.get("e") != "outboundAccountPosition":
+            return frozenset()
+        return _row_assets(message.get("B"))
+
+    def loan_half(self, message: Any) -> frozenset[str]:
+        """A ``liabilityChange`` ("Event: Liability Update") of a loan's change other than
+        interest (``t`` BORROW, REPAY, ...): the coin borrowed is credited to, or the repaid
+        debited from, the cross margin balance, which Binance pushes in its own
+        ``outboundAccountPosition``. An INTEREST one moves the liability alone (no balance
+        push follows): not held."""
+        if not isinstance(message, dict) or message.get("e") != "liabilityChange":
+            return frozenset()
+        asset = message.get("a")
+        if message.get("t") == "INTEREST" or not isinstance(asset, str):
+            return frozenset()
+        return frozenset({asset})
+
+    def listed_assets(self, message: Any) -> frozenset[str]:
+        """The assets of a COIN-M or UM wallet push (``a.B[].a``, any reason, with position
+        rows or none), a cross margin balance push (``B[].a``) or a loan's
+        (``liabilityChange``'s ``a``): each moves the listed positions' coin parts."""
+        if not isinstance(message, dict):
+            return frozenset()
+        event = message.get("e")
+        if event == "ACCOUNT_UPDATE" and message.get("fs") in ("CM", "UM"):
+            update = message.get("a")
+            return _row_assets(update.get("B")) if isinstance(update, dict) else frozenset()
+        if event == "liabilityChange":
+            asset = message.get("a")
+            return frozenset({asset}) if isinstance(asset, str) else frozenset()
+        return self.transfer_other_half(message)
 
     def listed_marks(self, options: Mapping[str, Any]) -> ExchangeAdapter | None:
         # a portfolio margin account's COIN-M positions: their catalogue (``listed_catalogue``,
@@ -1926,14 +2015,13 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             # Event-Balance-and-Position-Update; .../trade/rest-api/Position-Information-V3)
             at = stamp_or_none(position.get("timestamp"))
             p = dataclasses.replace(self._position(exchange, raw), version=at)
-            one_way = str(raw.get("positionSide", raw.get("ps", "BOTH"))) == "BOTH"
-            if one_way and p.contracts == 0:
+            if p.one_way and p.contracts == 0:
                 # a one-way close ("pa": "0", "ps": "BOTH") says nothing of the side it closes:
                 # a short closed must not stay open as the long that "0" would parse to
                 out.extend(closed_both_sides(p.symbol, at))
             else:
                 # one-way, open: a flip's one row (the signed "pa") ends the other side
-                out.append(dataclasses.replace(p, one_way=one_way))
+                out.append(p)
         return out
 
     async def watch_balance(self, exchange: Any) -> Decimal | None:

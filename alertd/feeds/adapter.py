@@ -417,6 +417,42 @@ class ExchangeAdapter:
         exchange's figures as read, nor moved; none by default."""
         return frozenset()
 
+    def transfer_half(self, message: Any) -> frozenset[str]:
+        """The assets a private frame moves where it is one half of a transfer between the
+        account's wallets whose other half comes in another frame (Binance portfolio margin:
+        a COIN-M or UM wallet's push of a transfer, the cross margin balance's in its own
+        ``outboundAccountPosition``); the feed holds it for its other half
+        (:meth:`transfer_other_half`). Empty by default: no such frame."""
+        return frozenset()
+
+    def transfer_other_half(self, message: Any) -> frozenset[str]:
+        """The assets of a frame that may be the other half of a transfer half
+        (:meth:`transfer_half`), held itself for it where it arrives first; empty by
+        default."""
+        return frozenset()
+
+    def loan_half(self, message: Any) -> frozenset[str]:
+        """The assets of a private frame that is one half of a loan or repay whose other half
+        (the balance it credits or debits) comes in another frame (Binance portfolio margin's
+        ``liabilityChange`` of a borrow or repay, the balance in its
+        ``outboundAccountPosition``); held like a transfer half. Empty by default."""
+        return frozenset()
+
+    def listed_assets(self, message: Any) -> frozenset[str]:
+        """The assets whose listed figures a private frame may move (Binance portfolio
+        margin: a wallet's or the cross margin account's push): a frame of a coin whose
+        transfer half is held waits behind it, applied after it in the order they came;
+        empty by default."""
+        return frozenset()
+
+    def pushed_unfollowed(self) -> frozenset[str]:
+        """The assets of the pushes since the last snapshot that moved the exchange's figures
+        in a way alertd does not follow (Binance portfolio margin: a margin trade's or loan's
+        push of an asset whose equity alertd does not move, USDT bought or sold, a coin held
+        in no COIN-M position): the exchange's figures moved by them are not known until a
+        read; none by default."""
+        return frozenset()
+
     def listed_stops(self) -> tuple[StopOrder, ...]:
         """The protective stops of :meth:`fetch_listed_positions`' positions, read with them
         (their figures follow those positions' marks); none by default."""

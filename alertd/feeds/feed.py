@@ -21,6 +21,7 @@ import dataclasses
 import enum
 import functools
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
 from contextlib import nullcontext
 from decimal import Decimal
@@ -84,6 +85,11 @@ MARKET_RELOAD_EVERY_S = 300.0
 # per symbol a second, two in OKX's window of 10 per 2 s per IP and instrument (the rest for
 # the other groups on the IP); a second old, as fresh as the stream's ticks it is seeding
 MARK_SHARED_FOR_S = 1.0
+# how long one half of a transfer between an account's wallets waits for its other half,
+# pushed apart (:meth:`AccountFeed._hold_half`): the exchange sends both as the transfer
+# lands, so a second is past any delivery gap of one socket; held longer, the transfer's
+# change shows that much later, a wallet drained by it too
+TRANSFER_HALF_HOLD_S = 1.0
 
 
 def listed_marks_hub(
@@ -210,6 +216,20 @@ class PushesDuringReads:
         self._reads -= 1
         if not self._reads:
             self._applied.clear()
+
+
+@dataclasses.dataclass(eq=False)
+class HeldFrame:
+    """A private frame held by :meth:`AccountFeed._hold`: as it came, the coins it moves,
+    ``side`` ("wallet", "loan" or "cross") where it is a transfer's or a loan's half, and
+    ``waits`` while it waits for its other half (else it waits only behind an earlier held
+    frame of its coins)."""
+
+    message: Any
+    at: float
+    assets: frozenset[str]
+    side: str | None
+    waits: bool = False
 
 
 class Change(enum.Enum):
@@ -349,6 +369,11 @@ class AccountFeed:
         self._fill_why = "COIN-M fill"  # what the waiting read is for
         self._fill_resync_waits = False
         self._fill_resync_after = -float("inf")
+        # the halves of a transfer held for their other half and the frames of their coins
+        # queued behind them, in the order they came (:meth:`_hold`); when each coin's side
+        # of a transfer was last applied alone, its other half not come by its bound
+        self._held: list[HeldFrame] = []
+        self._alone_at: dict[tuple[str, str], float] = {}
         # when the last successful resync began: one begun after a disconnect (or a reopen)
         # covers it; one that failed covers nothing
         self._last_resync_started = -float("inf")
@@ -758,6 +783,7 @@ class AccountFeed:
         self._set_mode(self._settled(mode, account_figures))
         self.state.listed_stops = self.adapter.listed_stops()
         self.state.listed_pushed_unlisted = self.adapter.pushed_unlisted()
+        self.state.pushed_unfollowed = self.adapter.pushed_unfollowed()
         for symbol, mark in marks.items():
             # a REST mark seeds a symbol; the stream keeps it fresh after that
             wanted_mark = symbol in self.state.held_symbols or symbol in coin_symbols
@@ -818,6 +844,13 @@ class AccountFeed:
             # last one stands)
             self._measure_drift(marks)
         self._sync_mark_streams()
+        # a push during the read named what only a read places (a second margin trade while
+        # the first's read was in flight, of the same assets): its own read asked, as at a
+        # push outside a read (the fill reads' cap), where before none was and the account
+        # stayed named incomplete, its figure off, until the next reconcile (review of pm16, 3)
+        unread = self.state.listed_pushed_unlisted | self.state.pushed_unfollowed
+        if unread:
+            self._fill_resync(now, "pushed during a read: " + ", ".join(sorted(unread)))
         self._notify(Change.ACCOUNT)
 
     async def _fee_rates(
@@ -1508,7 +1541,7 @@ class AccountFeed:
                 try:
                     async with rest_slot(self.shared):
                         await self.resync()
-                    if name.startswith(("unlined", "COIN-M")):
+                    if name.startswith(("unlined", "COIN-M", "margin")):
                         log.info("%s: resynced for the %s", self.config.name, name)
                     elif name != "start":
                         log.info("%s: resynced after losing the %s stream", self.config.name, name)
@@ -1607,6 +1640,94 @@ class AccountFeed:
     def on_frame(self, message: Any) -> None:
         """Every decoded frame, before ccxt handles it: catch what ccxt drops."""
         now = self._clock()
+        if not self._hold(message, now) and self._listed_frame(message, now):
+            self._notify(Change.ACCOUNT)
+        self._after_frame(message, now)
+
+    def _hold(self, message: Any, now: float) -> bool:
+        """Hold a push that is one half of a transfer between the account's wallets, pushed
+        apart from its other half (the adapter's :meth:`~ExchangeAdapter.transfer_half` and
+        :meth:`~ExchangeAdapter.transfer_other_half`: Binance portfolio margin's COIN-M or UM
+        wallet push and the cross margin account's ``outboundAccountPosition``, in either
+        order), until its other half comes (applied together) or :data:`TRANSFER_HALF_HOLD_S`
+        passes (then applied alone): applied alone at once, the coin is gone from one wallet
+        and in no other (or in both) until the next frame, and a rule with ``for_s: 0`` fires
+        and resolves on nothing. Likewise a loan's or repay's push and the balance it moves
+        (:meth:`~ExchangeAdapter.loan_half`). A cross margin push holding an asset no listed
+        position follows (a margin trade against USDT) is no transfer's and is not held. A
+        later frame of a held coin waits behind it (applied after it, as they came: applied
+        first, the held older wallet would overwrite it). Whether the frame was taken here
+        (held, or applied with those it released); not: the caller applies it."""
+        followed = frozenset(p.coin for p in self.state.listed_positions if p.coin)
+        if not followed or self._group is None:
+            return False  # nothing to split, or nothing to bound a hold with
+        wallet = self.adapter.transfer_half(message) & followed
+        loan = self.adapter.loan_half(message) & followed
+        cross = self.adapter.transfer_other_half(message)
+        side = "wallet" if wallet else "loan" if loan else "cross" if cross & followed else None
+        assets = (
+            wallet or loan or cross & followed or self.adapter.listed_assets(message) & followed
+        )
+        if not assets:
+            return False
+        held = HeldFrame(message, now, assets, side)
+        if side is not None:
+            # a wallet's or a loan's half pairs with the cross margin balance's
+            others = ("cross",) if side != "cross" else ("wallet", "loan")
+            waiting = [h for h in self._held if h.waits and h.side in others and h.assets & assets]
+            for pair in waiting:
+                pair.waits = False
+            # its other half applied alone at its bound: this one is it, late
+            since = now - TRANSFER_HALF_HOLD_S
+            late = [self._alone_at.pop((a, o), -math.inf) >= since for a in assets for o in others]
+            held.waits = not waiting and not any(late) and (side != "cross" or cross <= followed)
+        if not held.waits and not any(h.assets & assets for h in self._held):
+            return False  # nothing held before it: applied at once
+        self._held.append(held)
+        if held.waits:
+            self._group.create_task(self._hold_bound(held))
+        if self._release_held():
+            self._notify(Change.ACCOUNT)
+        return True
+
+    async def _hold_bound(self, held: HeldFrame) -> None:
+        """``held``'s other half not come by :data:`TRANSFER_HALF_HOLD_S`: applied alone, with
+        the frames queued behind it (this hold's own bound: another's ends its own)."""
+        await self._sleep(TRANSFER_HALF_HOLD_S)
+        if not held.waits:
+            return  # its other half came
+        held.waits = False
+        now = self._clock()
+        for asset in held.assets:
+            self._alone_at[(asset, held.side or "")] = now
+        if self._release_held():
+            self._notify(Change.ACCOUNT)
+
+    def _release_held(self) -> bool:
+        """Apply the held frames no waiting half holds back (one waiting holds back every
+        later frame of its coins), in the order they came; whether any changed the listed
+        positions (told by the caller, once)."""
+        blocked: set[str] = set()
+        kept: list[HeldFrame] = []
+        ready: list[HeldFrame] = []
+        for held in self._held:
+            if held.waits or held.assets & blocked:
+                blocked |= held.assets
+                kept.append(held)
+            else:
+                ready.append(held)
+        self._held = kept
+        changed = False
+        for held in ready:
+            changed = self._listed_frame(held.message, held.at) or changed
+        if ready:
+            self._named_unread(self._clock())
+        return changed
+
+    def _listed_frame(self, message: Any, now: float) -> bool:
+        """A frame's change of the listed positions applied (:meth:`ExchangeAdapter.
+        pushed_listed`), a read asked for where only a read can place it; whether it changed
+        them (the caller tells the listeners)."""
         try:
             listed = self.adapter.pushed_listed(message, self.state.listed_positions)
         except (FrameError, ArithmeticError) as exc:
@@ -1614,29 +1735,27 @@ class AccountFeed:
             # overflows the size's arithmetic), as malformed as a missing one
             self.on_malformed("listed positions: bad frame", describe(exc))
             listed = None
-        if listed is not None:
-            before = self.state.listed_positions
-            unplaced = {(p.symbol, p.side) for p in self.state.listed_unplaced()}
-            self._pushes.apply(
-                functools.partial(self._push_listed, message, listed),
-                functools.partial(self._push_listed, message),
-            )
-            self._sync_mark_streams()
-            self._notify(Change.ACCOUNT)
-            if realizes(before, listed):
-                self._fill_resync(now)
-            elif {(p.symbol, p.side) for p in self.state.listed_unplaced()} - unplaced:
-                # opened in a coin the last read held none of: what the exchange's equity as
-                # read holds of the coin is only in a read (the account incomplete meanwhile)
-                self._fill_resync(now, "COIN-M position opened in a coin not read")
-        # a position the pushes cannot list: a read lists it. Added here, cleared only where a
-        # read's snapshot is written (_resync): the adapter forgets them as a read begins, and
-        # a read that fails must not leave the account called complete (review of pm15, 5)
-        new = self.adapter.pushed_unlisted() - self.state.listed_pushed_unlisted
-        if new:
-            self.state.listed_pushed_unlisted |= new
-            self._notify(Change.ACCOUNT)
-            self._fill_resync(now, "COIN-M position pushed, not listed")
+        if listed is None:
+            return False
+        before = self.state.listed_positions
+        unplaced = {(p.symbol, p.side) for p in self.state.listed_unplaced()}
+        self._pushes.apply(
+            functools.partial(self._push_listed, message, listed),
+            functools.partial(self._push_listed, message),
+        )
+        self._sync_mark_streams()
+        if realizes(before, listed):
+            self._fill_resync(now)
+        elif {(p.symbol, p.side) for p in self.state.listed_unplaced()} - unplaced:
+            # opened in a coin the last read held none of: what the exchange's equity as
+            # read holds of the coin is only in a read (the account incomplete meanwhile)
+            self._fill_resync(now, "COIN-M position opened in a coin not read")
+        return True
+
+    def _after_frame(self, message: Any, now: float) -> None:
+        """What a frame tells beside the listed positions: positions not listed, assets not
+        followed, stops, events, an expired listen key."""
+        self._named_unread(now)
         # a read queued and not begun yet covers this push too: a burst of pushes (twenty
         # trailing stops placed at once, the channel's snapshot at each subscribe) is one
         # read, not one a push (each 3 requests on OKX)
@@ -1653,6 +1772,24 @@ class AccountFeed:
         if self.adapter.listen_key_expired(message):
             self._event(AccountEvent("listen_key_expired", now, "private stream key expired"))
             asyncio.get_running_loop().create_task(self.force_reconnect("listen key expired"))
+
+    def _named_unread(self, now: float) -> None:
+        """The positions the pushes could not list and the assets whose pushes alertd
+        cannot follow, named and read (a frame applied, or held ones released)."""
+        # a position the pushes cannot list: a read lists it. Added here, cleared only where a
+        # read's snapshot is written (_resync): the adapter forgets them as a read begins, and
+        # a read that fails must not leave the account called complete (review of pm15, 5)
+        new = self.adapter.pushed_unlisted() - self.state.listed_pushed_unlisted
+        if new:
+            self.state.listed_pushed_unlisted |= new
+            self._notify(Change.ACCOUNT)
+            self._fill_resync(now, "COIN-M position pushed, not listed")
+        # likewise an asset's push whose change alertd cannot follow (a margin trade)
+        unfollowed = self.adapter.pushed_unfollowed() - self.state.pushed_unfollowed
+        if unfollowed:
+            self.state.pushed_unfollowed |= unfollowed
+            self._notify(Change.ACCOUNT)
+            self._fill_resync(now, "margin push of " + ", ".join(sorted(unfollowed)))
 
     def _push_listed(
         self, message: Any, listed: tuple[ExchangeRatioPosition, ...] | None = None

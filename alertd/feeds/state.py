@@ -212,6 +212,15 @@ def older(at: int | LifeSequence | None, than: int | LifeSequence | None) -> boo
     return False
 
 
+def _time_only(version: int | LifeSequence) -> int | LifeSequence:
+    """``version`` ordering a push of another life of the position: a time as it is, an update
+    sequence by its span of time alone (no life opened before the span: :func:`_older_in_life`
+    orders by the span only)."""
+    if isinstance(version, LifeSequence):
+        return replace(version, opened_to_ms=None)
+    return version
+
+
 def _older_in_life(at: LifeSequence, than: LifeSequence) -> bool:
     """A push made before the held update's span is older, one made after it newer. Within
     the span, its sequence orders it only where the held value is a REST row whose life opened
@@ -419,6 +428,9 @@ class AccountState:
     # the exchange's ids of positions pushed since the last read that could not be listed
     # (ExchangeAdapter.pushed_unlisted): the account is incomplete until a read lists them
     listed_pushed_unlisted: frozenset[str] = frozenset()
+    # the assets pushed since the last read whose change alertd does not follow
+    # (ExchangeAdapter.pushed_unfollowed): the account is incomplete until a read gives them
+    pushed_unfollowed: frozenset[str] = frozenset()
     # the marks alertd held when reported_account was read: the exchange's ratio moves from them
     reported_marks: dict[str, Decimal] = field(default_factory=dict)
     mode: ModeReading = NOT_READ  # read at bootstrap and at every reconcile
@@ -505,9 +517,19 @@ class AccountState:
         """A full snapshot (REST): whatever it does not list is closed. Each row's time (its
         last update, where the exchange gives one) is what a push must be newer than."""
         self.positions = {(p.symbol, p.side): p for p in positions if p.contracts > 0}
-        self.position_versions = {
-            (p.symbol, p.side): p.version for p in positions if p.version is not None
-        }
+        self.position_versions = {}
+        for p in positions:
+            if p.version is None:
+                continue
+            self.position_versions[(p.symbol, p.side)] = p.version
+            if p.one_way and p.contracts > 0:
+                # one-way: the row is the symbol's whole position, its time the symbol's: a
+                # push of the other side made before it (a flip the read has overtaken,
+                # delivered late) is older too, where it was ordered against nothing and
+                # applied. By time alone: a flip begins another life, whose update sequence
+                # may be numbered afresh (LifeSequence), so the row's is not compared
+                other = (p.symbol, Side.SHORT if p.side is Side.LONG else Side.LONG)
+                self.position_versions.setdefault(other, _time_only(p.version))
         self.last_seen[(Stream.POSITIONS, "")] = now
 
     def sizes(self) -> dict[tuple[str, Side], Decimal]:
@@ -822,6 +844,13 @@ class AccountState:
                 "catalogue not loaded): not in the exchange's ratio until the account is read "
                 "again (at once)"
                 for market_id in sorted(self.listed_pushed_unlisted)
+            ]
+            + [
+                f"{asset}: a balance or loan pushed (a margin trade, a transfer, a loan) whose "
+                "value alertd does not follow (its index and collateral rate): the exchange's "
+                "ratio stands without the push's change until the account is read again (at "
+                "once)"
+                for asset in sorted(self.pushed_unfollowed)
             ]
         )
 
