@@ -17,6 +17,7 @@ scheduled by :class:`~alertd.feeds.manager.FeedManager`.
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import enum
 import functools
@@ -74,7 +75,7 @@ from alertd.feeds.state import (
     Stream,
     missed_changes,
 )
-from alertd.snapshot.compare import Comparison, compare
+from alertd.snapshot.compare import Comparison, closest, compare
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +176,13 @@ class PushesDuringReads:
     after going live or a reconnect, the reconcile, a COIN-M fill's read), which opens a
     window here as it begins and closes it where the state is written: the one place."""
 
-    def __init__(self) -> None:
+    def __init__(self, moment: Callable[[], AccountState] | None = None) -> None:
         self._applied: list[Callable[[], bool]] = []
         self._reads = 0  # snapshot reads in flight
+        # the state as each kept push found it (``moment``: a copy of it), for the drift
+        # check's moments of the read (:class:`MomentsOfRead`)
+        self._moment = moment
+        self._before: list[AccountState] = []
 
     def begin(self) -> int:
         """A snapshot read begins: where its pushes start in the log."""
@@ -189,7 +194,13 @@ class PushesDuringReads:
         it over a snapshot differs from ``push`` (a push that is a change of what it meets)."""
         if self._reads:
             self._applied.append(again or push)
+            if self._moment is not None:
+                self._before.append(self._moment())
         return push()
+
+    def before(self, since: int) -> list[AccountState]:
+        """The state as each push kept since ``since`` found it, live, in order."""
+        return self._before[since:]
 
     @property
     def reading(self) -> bool:
@@ -200,16 +211,94 @@ class PushesDuringReads:
         """Whether any push came since ``since``."""
         return len(self._applied) > since
 
-    def again(self, since: int) -> int:
+    def again(self, since: int, step: Callable[[], None] | None = None) -> int:
         """The pushes kept since ``since`` applied again, in order, over the snapshot just
-        written; how many were not dropped as older than it."""
-        return sum(push() for push in self._applied[since:])
+        written; how many were not dropped as older than it. ``step`` is called after each
+        one applied (:class:`MomentsOfRead`)."""
+        applied = 0
+        for push in self._applied[since:]:
+            if push():
+                applied += 1
+                if step is not None:
+                    step()
+        return applied
 
     def end(self) -> None:
         """A snapshot read ended (landed or failed); the last one drops the log."""
         self._reads -= 1
         if not self._reads:
             self._applied.clear()
+            self._before.clear()
+
+
+# The most states a snapshot's drift is measured on (:class:`MomentsOfRead`): one computation
+# of the account each, at a snapshot during whose read pushes came (a push adds at most two:
+# the state it found, the state it leaves on top of the read). A read during which pushes
+# made more (a burst of partial fills) measures no drift, the last comparison standing, as
+# every read with pushes did before drift16.
+DRIFT_MOMENTS_MAX = 12
+
+
+def moment_of(state: AccountState) -> AccountState:
+    """A copy of ``state`` that the pushes applied to it later leave as it is: shallow, with
+    the containers a push changes in place (positions, other pools' wallets) copied."""
+    moment = copy.copy(state)
+    moment.positions = dict(state.positions)
+    moment.pool_wallets = dict(state.pool_wallets)
+    return moment
+
+
+class MomentsOfRead:
+    """The states a snapshot's answers may each be of (drift16). The answers are read one
+    after another (Binance: the positions, then the account; OKX: the balance with the
+    mode, then the positions), each of one moment of the read, and each push kept during it
+    is a change the exchange made meanwhile. An answer read before a push is of the state
+    that push found (its ``before``, as alertd held it live); one read after it holds it: of
+    the state as read (which holds what the answers read after the push hold) with the kept
+    pushes applied again on top of it in order, one step each. Every moment is computed at
+    the answer's marks. A moment equal to one before (:meth:`AccountState.holdings`: a push
+    the answer already holds, a push dropped as older than the read) is no moment; the tier
+    tables, markets and marks are the final state's (a symbol a push opened has its tiers
+    read after the pushes were applied)."""
+
+    def __init__(
+        self,
+        state: AccountState,
+        before: Sequence[AccountState] = (),
+        most: int = DRIFT_MOMENTS_MAX,
+    ) -> None:
+        self._state = state
+        self._most = most
+        self._seen: list[tuple[object, ...]] = []
+        self.states: list[AccountState] | None = []  # None: more than ``most``
+        self._add(moment_of(state), state.holdings())
+        for found in before:
+            self._add(found, found.holdings())
+
+    def _add(self, moment: AccountState, holdings: tuple[object, ...]) -> None:
+        if self.states is None or holdings in self._seen:
+            return
+        if len(self.states) >= self._most:
+            self.states = None
+            return
+        self._seen.append(holdings)
+        self.states.append(moment)
+
+    def step(self) -> None:
+        """A push was applied again on top of the read: the state it leaves is a moment."""
+        if self.states is not None:
+            self._add(moment_of(self._state), self._state.holdings())
+
+    def complete(self) -> list[AccountState] | None:
+        """Each moment that is a complete account, with the final state's tier tables,
+        markets and marks (a state a push found before the first snapshot landed is none:
+        no wallet yet); None where there are more than the bound, or none."""
+        if self.states is None:
+            return None
+        final = self._state
+        for moment in self.states:
+            moment.tiers, moment.markets, moment.marks = final.tiers, final.markets, final.marks
+        return [moment for moment in self.states if not moment.missing()] or None
 
 
 class Change(enum.Enum):
@@ -342,7 +431,7 @@ class AccountFeed:
         self._group: asyncio.TaskGroup | None = None
         self._resync_lock = asyncio.Lock()
         # the pushes applied while a snapshot is read, applied again once it lands
-        self._pushes = PushesDuringReads()
+        self._pushes = PushesDuringReads(lambda: moment_of(self.state))
         # a push's realized fill (:meth:`_fill_resync`): the last one's time, whether a read
         # for it waits, and before when (the feed's clock) no other read for one starts
         self._fill_at = -float("inf")
@@ -777,9 +866,11 @@ class AccountFeed:
         # pushed during a settle resync kept its older size until the next reconcile). Most
         # are of a change the answer already holds: only a state they change is told
         pushed = False
+        moments: MomentsOfRead | None = None
         if self._pushes.kept(since):
             read = (self.state.holdings(), self.state.listed_positions)
-            pushed = self._pushes.again(since) > 0
+            moments = MomentsOfRead(self.state, self._pushes.before(since))
+            pushed = self._pushes.again(since, moments.step) > 0
             pushed = pushed and (self.state.holdings(), self.state.listed_positions) != read
         if pushed:
             log.info(
@@ -810,13 +901,14 @@ class AccountFeed:
         self._last_resync_started = started  # a snapshot taken entirely after ``started``
         self._snapshot_started = started
         self.snapshots += 1
-        if not pushed:
-            # with pushes on top, alertd's figures are no longer those of the exchange's
-            # answer; nor are the answer's own reads of one moment: the account's, read after
-            # the positions', may hold the pushed change already (a 0.8 BTC long's maintenance
-            # margin beside the positions answer's 0.5): no like-with-like comparison (the
-            # last one stands)
-            self._measure_drift(marks)
+        # with pushes during the read, its answers are not of one moment: the account's,
+        # read after the positions', may hold the pushed change already (a 0.8 BTC long's
+        # maintenance margin beside the positions answer's 0.5: fixrace14), or the positions',
+        # read after the account's (OKX), hold it where the account's does not. Each figure is
+        # compared at the moment of the read nearest it (drift16: before, a read whose pushes
+        # changed the state measured nothing, so on an active account a model error went
+        # unseen, and one whose answer held them measured a false drift on OKX)
+        self._measure_drift(marks, moments)
         self._sync_mark_streams()
         self._notify(Change.ACCOUNT)
 
@@ -1128,19 +1220,38 @@ class AccountFeed:
                 mode.limits,
             )
 
-    def _measure_drift(self, marks: Mapping[str, Decimal]) -> None:
+    def _measure_drift(
+        self, marks: Mapping[str, Decimal], moments: MomentsOfRead | None = None
+    ) -> None:
         """Compare alertd's figures with the exchange's own, for the log and for metrics: at
         the marks the exchange reported with them (a streamed mark a tick older or newer moves
-        a cross liquidation price with every other leg's PnL: a difference not of the model)."""
+        a cross liquidation price with every other leg's PnL: a difference not of the model).
+        With ``moments`` (pushes came during the read), each figure at the moment of the read
+        where alertd's is nearest the exchange's (:func:`closest`); where there are more
+        moments than the bound, or none complete, the last comparison stands."""
         if self.state.missing():
             self.ratios = self.ratio_pool = None
             return
-        self.comparison = compare(
-            compute(self.state.to_account(marks)),
-            self.state.reported_account,
-            self.state.reported_positions,
-            self.adapter,
-            reported_pools=self.state.reported_pools,
+        states = [self.state] if moments is None else moments.complete()
+        if states is None:
+            log.debug(
+                "%s: pushes during the read made more than %d states of the account, or "
+                "none complete: drift not measured on this snapshot",
+                self.config.name,
+                DRIFT_MOMENTS_MAX,
+            )
+            return
+        self.comparison = closest(
+            [
+                compare(
+                    compute(state.to_account(marks)),
+                    self.state.reported_account,
+                    self.state.reported_positions,
+                    self.adapter,
+                    reported_pools=self.state.reported_pools,
+                )
+                for state in states
+            ]
         )
         self.drift = self.comparison.drift
         self.ratios = self.comparison.margin_ratio
