@@ -27,10 +27,19 @@ from alertd.snapshot.compare import Comparison, Figure, closest, row
 
 from .support.aio import run
 from .support.endpoint import status_account
+from .support.fakes import KEY
 from .support.fixtures import BTC, started
 from .support.poll import eventually, wait_for
 from .test_e2e_modes import BINANCE, _serve_status
-from .test_push_during_snapshot import POSITIONS_READ, btc_of, contracts, key_of, long_half_btc
+from .test_push_during_snapshot import (
+    ETH,
+    POSITIONS_READ,
+    btc_of,
+    contracts,
+    hold_positions,
+    key_of,
+    long_half_btc,
+)
 
 THIRD = D(1) / 3  # |ours - theirs| / theirs with the exchange's MM 1.5 times alertd's
 MM = Figure.MAINTENANCE_MARGIN
@@ -205,3 +214,37 @@ def test_drift_warning_fires_and_resolves_with_a_push_in_every_read(
     fake.release_rest()
     assert daemon.stop() == 0
     assert "Traceback" not in daemon.text()
+
+
+def test_a_fill_realized_between_the_positions_and_the_account_read_is_no_false_drift() -> None:
+    """Binance: 0.5 BTC and 5 ETH long; the positions answer is held and the ETH long is
+    closed meanwhile, 2,000 USDT of profit realized into the wallet (one ``ACCOUNT_UPDATE``).
+    The positions answer's BTC liquidation price is of both longs on the 10,000 wallet, the
+    account answer of the BTC long alone on 12,000; the state as read (both longs on 12,000)
+    is neither: the first is the state the push found, as alertd held it live, the second
+    the push applied again on top of the read. Nothing differs (before drift16: no
+    comparison, the one before the close standing)."""
+
+    async def body() -> None:
+        async with long_half_btc("binanceusdm", {ETH: "3400"}) as (fake, feed):
+            fake.open_position(KEY, ETH, "long", "5", "3000")
+            await eventually(lambda: (ETH, Side.LONG) in feed.state.positions, what="ETH")
+            await feed.reconcile()
+            first = feed.comparison
+            assert first is not None and not first.mismatches, first
+            assert f"{ETH} long liquidation_price" in first.drift
+            hold_positions(fake, "binanceusdm")
+            snapshots = feed.snapshots
+            reconcile = asyncio.create_task(feed.reconcile())
+            await eventually(lambda: fake.held_answers() == 1, what="the positions read held")
+            fake.close_position(KEY, ETH)
+            await eventually(lambda: feed.state.wallet_balance == 12000, what="the close")
+            fake.release_rest()
+            await reconcile
+            assert feed.snapshots == snapshots + 1
+            assert (ETH, Side.LONG) not in feed.state.positions
+            assert not feed.comparison.mismatches, feed.comparison
+            before, after = mm_rows(first), mm_rows(feed.comparison)
+            assert after["maintenance_margin"] != before["maintenance_margin"]
+
+    run(body())
