@@ -241,10 +241,12 @@ DRIFT_MOMENTS_MAX = 12
 
 def moment_of(state: AccountState) -> AccountState:
     """A copy of ``state`` that the pushes applied to it later leave as it is: shallow, with
-    the containers a push changes in place (positions, other pools' wallets) copied."""
+    the containers a push changes in place (positions, other pools' wallets, the marks: a
+    push that closes a position drops its mark live, :meth:`AccountFeed._sync_hub`) copied."""
     moment = copy.copy(state)
     moment.positions = dict(state.positions)
     moment.pool_wallets = dict(state.pool_wallets)
+    moment.marks = dict(state.marks)
     return moment
 
 
@@ -258,8 +260,10 @@ class MomentsOfRead:
     pushes applied again on top of it in order, one step each. Every moment is computed at
     the answer's marks. A moment equal to one before (:meth:`AccountState.holdings`: a push
     the answer already holds, a push dropped as older than the read) is no moment; the tier
-    tables, markets and marks are the final state's (a symbol a push opened has its tiers
-    read after the pushes were applied)."""
+    tables and markets are the final state's (a symbol a push opened has its tiers read
+    after the pushes were applied; tier tables are only ever added), and so are the marks,
+    over the moment's own (a position a push closed keeps the mark it had: the OKX balance
+    answer, read before the positions answer, may be of a position closed meanwhile)."""
 
     def __init__(
         self,
@@ -291,13 +295,15 @@ class MomentsOfRead:
 
     def complete(self) -> list[AccountState] | None:
         """Each moment that is a complete account, with the final state's tier tables,
-        markets and marks (a state a push found before the first snapshot landed is none:
-        no wallet yet); None where there are more than the bound, or none."""
+        markets and marks, its own marks under them (a state a push found before the first
+        snapshot landed is none: no wallet yet); None where there are more than the bound,
+        or none."""
         if self.states is None:
             return None
         final = self._state
         for moment in self.states:
-            moment.tiers, moment.markets, moment.marks = final.tiers, final.markets, final.marks
+            moment.tiers, moment.markets = final.tiers, final.markets
+            moment.marks = {**moment.marks, **final.marks}
         return [moment for moment in self.states if not moment.missing()] or None
 
 
