@@ -13,6 +13,7 @@ sent later) while the push comes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 from decimal import Decimal as D
 from typing import Any
@@ -21,7 +22,8 @@ import pytest
 
 from alertd.engine.model import Side
 from alertd.exchanges.registry import get_spec
-from alertd.feeds.feed import MomentsOfRead, moment_of
+from alertd.feeds.adapter import Part
+from alertd.feeds.feed import KeptPush, MomentsOfRead, moment_of
 from alertd.feeds.state import AccountState
 from alertd.snapshot.compare import Comparison, Figure, closest, row
 
@@ -77,19 +79,45 @@ def test_the_moments_of_a_read_are_bounded_and_said_once_each() -> None:
     state = AccountState("a", get_spec("binanceusdm").profile, "USDT")
     state.wallet_balance = D(100)
     found = moment_of(state)
-    moments = MomentsOfRead(state, [found], most=3)
-    assert moments.states is not None and len(moments.states) == 1  # the same as read
+    push = KeptPush(lambda: True, Part.WALLETS, found, True)
+    moments = MomentsOfRead(state, [push], most=3)
     state.wallet_balance = D(110)
-    moments.step()
-    moments.step()  # nothing changed since
-    assert len(moments.states) == 2
-    assert found.wallet_balance == 100  # a moment is not moved by what follows
+    moments.step(push, True)
+    moments.step(push, True)  # nothing changed since
     state.wallet_balance = D(120)
-    moments.step()
-    assert len(moments.states) == 3
+    moments.step(push, True)
+    assert found.wallet_balance == 100  # a moment is not moved by what follows
+    states = moments.complete()
+    assert states is not None  # the state found is the same as read: once
+    assert [m.wallet_balance for m in states] == [100, 110, 120]
     state.wallet_balance = D(130)
-    moments.step()
-    assert moments.states is None and moments.complete() is None
+    moments.step(push, True)
+    assert moments.complete() is None
+
+
+def test_a_push_the_first_answer_holds_leaves_no_moment_before_it() -> None:
+    """A wallet push (from 90 to 100) the snapshot's wallet already holds: where the wallet
+    is read first (OKX's balance), every answer holds it, and the state it found is no
+    moment; where the positions are read first (Binance), the positions answer may be of
+    that state, and it is one. A push dropped as older than the read is held too; one that
+    changed nothing when it came says nothing of the answer."""
+    state = AccountState("a", get_spec("okx").profile, "USDT")
+    state.wallet_balance = D(90)
+    found = moment_of(state)
+    state.wallet_balance = D(100)  # the push, and the snapshot that holds it
+
+    def wallets(first: Part, push: KeptPush, applied: bool = True) -> list[D | None]:
+        moments = MomentsOfRead(state, [push], first)
+        moments.step(push, applied)  # applied again: the wallet as read, 100
+        states = moments.complete()
+        assert states is not None
+        return [m.wallet_balance for m in states]
+
+    push = KeptPush(lambda: True, Part.WALLETS, found, True)
+    assert wallets(Part.WALLETS, push) == [100]
+    assert wallets(Part.WALLETS, push, applied=False) == [100]
+    assert wallets(Part.POSITIONS, push) == [100, 90]
+    assert wallets(Part.WALLETS, dataclasses.replace(push, changed=False)) == [100, 90]
 
 
 # the first answer of each exchange's snapshot that carries figures the drift check compares
@@ -283,5 +311,39 @@ def test_a_position_closed_while_the_first_answer_is_held_is_no_false_drift(
             assert feed.comparison is not first  # measured on this snapshot
             assert not feed.comparison.mismatches, feed.comparison
             assert feed.drift["maintenance_margin"] <= D("0.005"), feed.drift
+
+    run(body())
+
+
+@pytest.mark.parametrize("exchange", ["binanceusdm", "bybit"])
+def test_a_late_push_of_a_fill_every_answer_holds_hides_no_model_error(exchange: str) -> None:
+    """The exchange's maintenance margin 1.5 times alertd's model; the 0.75 BTC long is
+    reduced to 0.5 and its push delivered late, during the next read, whose positions answer
+    (read first, as of its request) already holds the 0.5. The state the push found (0.75)
+    is of no answer of that read: it is no moment, and the drift stays a third (before
+    fixdrift16: that state was a moment and the drift measured nothing, the model error
+    hidden; the reviewer's probe 2)."""
+
+    async def body() -> None:
+        async with long_half_btc(exchange) as (fake, feed):
+            key, btc = key_of(exchange), btc_of(exchange)
+            fake.open_position(key, btc, "long", "0.75", "60000")
+            await eventually(lambda: contracts(feed) == D("0.75"), what="0.75")
+            fake.set_reported_mm_factor(key, "1.5")
+            await feed.reconcile()
+            assert abs(feed.drift["maintenance_margin"] - THIRD) < D("1e-6"), feed.drift
+            fake.delay_pushes(key)
+            fake.open_position(key, btc, "long", "0.5", "60000")  # its push late
+            hold_positions(fake, exchange)  # answered as of its request: 0.5 already
+            snapshots = feed.snapshots
+            reconcile = asyncio.create_task(feed.reconcile())
+            await eventually(lambda: fake.held_answers() == 1, what="the positions read held")
+            fake.release_pushes(key)  # the late frame of the reduce, during the read
+            await eventually(lambda: contracts(feed) == D("0.5"), what="the late push")
+            fake.release_rest()
+            await reconcile
+            assert feed.snapshots == snapshots + 1
+            assert abs(feed.drift["maintenance_margin"] - THIRD) < D("1e-6"), feed.drift
+            assert abs(feed.drift["margin_ratio"] - THIRD) < D("0.01"), feed.drift
 
     run(body())

@@ -39,6 +39,7 @@ from alertd.exchanges.registry import get_spec
 from alertd.feeds.adapter import (
     ExchangeAdapter,
     FrameError,
+    Part,
     PublicTables,
     UnreadFee,
     checked_stops,
@@ -176,31 +177,39 @@ class PushesDuringReads:
     after going live or a reconnect, the reconcile, a COIN-M fill's read), which opens a
     window here as it begins and closes it where the state is written: the one place."""
 
-    def __init__(self, moment: Callable[[], AccountState] | None = None) -> None:
-        self._applied: list[Callable[[], bool]] = []
+    def __init__(self, state: Callable[[], AccountState] | None = None) -> None:
+        self._kept: list[KeptPush] = []
         self._reads = 0  # snapshot reads in flight
-        # the state as each kept push found it (``moment``: a copy of it), for the drift
-        # check's moments of the read (:class:`MomentsOfRead`)
-        self._moment = moment
-        self._before: list[AccountState] = []
+        # the live state, whose copy as each kept push found it is one of the drift check's
+        # moments of the read (:class:`MomentsOfRead`)
+        self._state = state
 
     def begin(self) -> int:
         """A snapshot read begins: where its pushes start in the log."""
         self._reads += 1
-        return len(self._applied)
+        return len(self._kept)
 
-    def apply(self, push: Callable[[], bool], again: Callable[[], bool] | None = None) -> bool:
-        """Apply a push now, and keep it while a read is in flight: ``again`` where applying
-        it over a snapshot differs from ``push`` (a push that is a change of what it meets)."""
-        if self._reads:
-            self._applied.append(again or push)
-            if self._moment is not None:
-                self._before.append(self._moment())
-        return push()
+    def apply(
+        self,
+        push: Callable[[], bool],
+        again: Callable[[], bool] | None = None,
+        part: Part = Part.POSITIONS,
+    ) -> bool:
+        """Apply a push (of ``part``) now, and keep it while a read is in flight: ``again``
+        where applying it over a snapshot differs from ``push`` (a push that is a change of
+        what it meets)."""
+        if not self._reads:
+            return push()
+        live = None if self._state is None else self._state()
+        found = None if live is None else moment_of(live)
+        applied = push()
+        changed = live is None or found is None or not same_part(found, live, part)
+        self._kept.append(KeptPush(again or push, part, found, changed))
+        return applied
 
-    def before(self, since: int) -> list[AccountState]:
-        """The state as each push kept since ``since`` found it, live, in order."""
-        return self._before[since:]
+    def kept_since(self, since: int) -> list[KeptPush]:
+        """The pushes kept since ``since``, in order."""
+        return self._kept[since:]
 
     @property
     def reading(self) -> bool:
@@ -209,26 +218,44 @@ class PushesDuringReads:
 
     def kept(self, since: int) -> bool:
         """Whether any push came since ``since``."""
-        return len(self._applied) > since
+        return len(self._kept) > since
 
-    def again(self, since: int, step: Callable[[], None] | None = None) -> int:
+    def again(self, since: int, step: Callable[[KeptPush, bool], None] | None = None) -> int:
         """The pushes kept since ``since`` applied again, in order, over the snapshot just
         written; how many were not dropped as older than it. ``step`` is called after each
-        one applied (:class:`MomentsOfRead`)."""
+        one with whether it was (:class:`MomentsOfRead`)."""
         applied = 0
-        for push in self._applied[since:]:
-            if push():
-                applied += 1
-                if step is not None:
-                    step()
+        for kept in self._kept[since:]:
+            done = kept.again()
+            applied += done
+            if step is not None:
+                step(kept, done)
         return applied
 
     def end(self) -> None:
         """A snapshot read ended (landed or failed); the last one drops the log."""
         self._reads -= 1
         if not self._reads:
-            self._applied.clear()
-            self._before.clear()
+            self._kept.clear()
+
+
+@dataclasses.dataclass(frozen=True)
+class KeptPush:
+    """A push kept while a snapshot is read (:class:`PushesDuringReads`)."""
+
+    again: Callable[[], bool]  # applies it again over the snapshot; whether not dropped
+    part: Part  # the part of the state it changes
+    found: AccountState | None  # the state as it found it, live (a copy: :func:`moment_of`)
+    changed: bool  # whether it changed its part when it came (a repeat of a value: not)
+
+
+def same_part(a: AccountState, b: AccountState, part: Part) -> bool:
+    """Whether ``a`` and ``b`` hold the same ``part``."""
+    if part is Part.POSITIONS:
+        return a.positions == b.positions
+    if part is Part.WALLETS:
+        return a.wallet_balance == b.wallet_balance and a.pool_wallets == b.pool_wallets
+    return a.listed_positions == b.listed_positions
 
 
 # The most states a snapshot's drift is measured on (:class:`MomentsOfRead`): one computation
@@ -255,56 +282,87 @@ class MomentsOfRead:
     after another (Binance: the positions, then the account; OKX: the balance with the
     mode, then the positions), each of one moment of the read, and each push kept during it
     is a change the exchange made meanwhile. An answer read before a push is of the state
-    that push found (its ``before``, as alertd held it live); one read after it holds it: of
+    that push found (its ``found``, as alertd held it live); one read after it holds it: of
     the state as read (which holds what the answers read after the push hold) with the kept
     pushes applied again on top of it in order, one step each. Every moment is computed at
-    the answer's marks. A moment equal to one before (:meth:`AccountState.holdings`: a push
-    the answer already holds, a push dropped as older than the read) is no moment; the tier
-    tables and markets are the final state's (a symbol a push opened has its tiers read
-    after the pushes were applied; tier tables are only ever added), and so are the marks,
-    over the moment's own (a position a push closed keeps the mark it had: the OKX balance
-    answer, read before the positions answer, may be of a position closed meanwhile)."""
+    the answer's marks.
+
+    A push of the part the first answer reads (``first``: :attr:`ExchangeAdapter.read_first`)
+    that changed it when it came and changes nothing applied again (or is dropped as older
+    than the read) is one that answer already holds, and so does every answer read after it:
+    the states it and the pushes before it found are of no answer of the read, and are no
+    moments (fixdrift16: a late frame of a fill every answer held made the state before the
+    fill a moment, and a model error the size of the fill measured nothing). A push of
+    another part (Binance's wallet, read after the positions) says nothing of the first
+    answer: the state it found stays a moment.
+
+    A moment equal to another (:meth:`AccountState.holdings`: a push the answer already
+    holds, one dropped as older than the read) is said once; the tier tables and markets are
+    the final state's (a symbol a push opened has its tiers read after the pushes were
+    applied; tier tables are only ever added), and so are the marks, over the moment's own (a
+    position a push closed keeps the mark it had: the OKX balance answer, read before the
+    positions answer, may be of a position closed meanwhile)."""
 
     def __init__(
         self,
         state: AccountState,
-        before: Sequence[AccountState] = (),
+        kept: Sequence[KeptPush] = (),
+        first: Part = Part.POSITIONS,
         most: int = DRIFT_MOMENTS_MAX,
     ) -> None:
         self._state = state
+        self._kept = kept
+        self._first = first
         self._most = most
-        self._seen: list[tuple[object, ...]] = []
-        self.states: list[AccountState] | None = []  # None: more than ``most``
-        self._add(moment_of(state), state.holdings())
-        for found in before:
-            self._add(found, found.holdings())
+        self._read = self._last = moment_of(state)
+        self._seen = [state.holdings()]  # the steps', each said once
+        # the states the pushes applied again leave, each new; None: more than ``most``
+        self._steps: list[AccountState] | None = []
+        self._stepped = 0  # the kept pushes applied again so far
+        self._held = 0  # the kept pushes the first answer holds: the first so many
 
-    def _add(self, moment: AccountState, holdings: tuple[object, ...]) -> None:
-        if self.states is None or holdings in self._seen:
+    def step(self, push: KeptPush, applied: bool) -> None:
+        """A kept push was applied again on top of the read (``applied``: not dropped as
+        older than it): the state it leaves is a moment."""
+        self._stepped += 1
+        if self._steps is None:
             return
-        if len(self.states) >= self._most:
-            self.states = None
-            return
-        self._seen.append(holdings)
-        self.states.append(moment)
-
-    def step(self) -> None:
-        """A push was applied again on top of the read: the state it leaves is a moment."""
-        if self.states is not None:
-            self._add(moment_of(self._state), self._state.holdings())
+        held = not applied
+        if applied:
+            now = moment_of(self._state)
+            held = same_part(self._last, now, push.part)
+            self._last = now
+            holdings = self._state.holdings()
+            if holdings not in self._seen:
+                self._seen.append(holdings)
+                self._steps.append(now)
+                if len(self._steps) > self._most:
+                    self._steps = None
+                    return
+        if held and push.changed and push.part is self._first:
+            self._held = self._stepped
 
     def complete(self) -> list[AccountState] | None:
-        """Each moment that is a complete account, with the final state's tier tables,
-        markets and marks, its own marks under them (a state a push found before the first
-        snapshot landed is none: no wallet yet); None where there are more than the bound,
-        or none."""
-        if self.states is None:
+        """Each moment that is a complete account, said once, with the final state's tier
+        tables, markets and marks, its own marks under them (a state a push found before the
+        first snapshot landed is none: no wallet yet); None where there are more than the
+        bound, or none."""
+        if self._steps is None:
             return None
         final = self._state
-        for moment in self.states:
+        found = (p.found for p in self._kept[self._held :] if p.found is not None)
+        states: list[AccountState] = []
+        seen: list[tuple[object, ...]] = []
+        for moment in (self._read, *found, *self._steps):
             moment.tiers, moment.markets = final.tiers, final.markets
             moment.marks = {**moment.marks, **final.marks}
-        return [moment for moment in self.states if not moment.missing()] or None
+            # an incomplete moment is left out before the equal ones are said once: it
+            # does not hide a complete one
+            if moment.missing() or (holdings := moment.holdings()) in seen:
+                continue
+            seen.append(holdings)
+            states.append(moment)
+        return states if 0 < len(states) <= self._most else None
 
 
 class Change(enum.Enum):
@@ -437,7 +495,7 @@ class AccountFeed:
         self._group: asyncio.TaskGroup | None = None
         self._resync_lock = asyncio.Lock()
         # the pushes applied while a snapshot is read, applied again once it lands
-        self._pushes = PushesDuringReads(lambda: moment_of(self.state))
+        self._pushes = PushesDuringReads(lambda: self.state)
         # a push's realized fill (:meth:`_fill_resync`): the last one's time, whether a read
         # for it waits, and before when (the feed's clock) no other read for one starts
         self._fill_at = -float("inf")
@@ -875,7 +933,9 @@ class AccountFeed:
         moments: MomentsOfRead | None = None
         if self._pushes.kept(since):
             read = (self.state.holdings(), self.state.listed_positions)
-            moments = MomentsOfRead(self.state, self._pushes.before(since))
+            moments = MomentsOfRead(
+                self.state, self._pushes.kept_since(since), self.adapter.read_first
+            )
             pushed = self._pushes.again(since, moments.step) > 0
             pushed = pushed and (self.state.holdings(), self.state.listed_positions) != read
         if pushed:
@@ -1370,7 +1430,8 @@ class AccountFeed:
         balances = await self.adapter.watch_balances(self._exchange())
         at_ms = self.adapter.balance_pushed_ms  # this push's: no await since it returned
         if balances:
-            if not self._pushes.apply(functools.partial(self._push_wallets, balances, at_ms)):
+            wallets = functools.partial(self._push_wallets, balances, at_ms)
+            if not self._pushes.apply(wallets, part=Part.WALLETS):
                 log.debug("%s: a balance push older than the snapshot: dropped", self.config.name)
             self._notify(Change.ACCOUNT)
 
@@ -1734,6 +1795,7 @@ class AccountFeed:
             self._pushes.apply(
                 functools.partial(self._push_listed, message, listed),
                 functools.partial(self._push_listed, message),
+                Part.LISTED,
             )
             self._sync_mark_streams()
             self._notify(Change.ACCOUNT)
