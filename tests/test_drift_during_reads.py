@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from alertd.engine.model import Side
+from alertd.engine.model import MarginMode, Side
 from alertd.exchanges.registry import get_spec
 from alertd.feeds.adapter import Part
-from alertd.feeds.feed import KeptPush, MomentsOfRead, moment_of
-from alertd.feeds.state import AccountState
+from alertd.feeds.feed import KeptPush, MomentsOfRead, moment_of, same_part
+from alertd.feeds.state import AccountState, PositionState
 from alertd.snapshot.compare import Comparison, Figure, closest, row
 
 from .support.aio import run
@@ -347,3 +347,19 @@ def test_a_late_push_of_a_fill_every_answer_holds_hides_no_model_error(exchange:
             assert abs(feed.drift["margin_ratio"] - THIRD) < D("0.01"), feed.drift
 
     run(body())
+
+
+def test_a_fill_is_held_by_its_size_not_by_the_other_fields_of_its_row() -> None:
+    """Whether the first answer holds a position push is seen by the sizes: a push's row and
+    a REST row of one fill may differ in what the push does not carry (Binance's
+    ``ACCOUNT_UPDATE``: no liquidation price, no leverage); the other fields of the row do not
+    make a held fill look new (before: the whole rows compared, the reviewer's doubt)."""
+    pushed = AccountState("a", get_spec("binanceusdm").profile, "USDT")
+    pushed.positions[LONG] = PositionState(BTC, Side.LONG, D("0.5"), D(60000), MarginMode.CROSS)
+    read = moment_of(pushed)
+    read.positions[LONG] = dataclasses.replace(
+        pushed.positions[LONG], leverage=D(10), exchange_liquidation_price=D(41000)
+    )
+    assert same_part(pushed, read, Part.POSITIONS)
+    read.positions[LONG] = dataclasses.replace(read.positions[LONG], contracts=D("0.8"))
+    assert not same_part(pushed, read, Part.POSITIONS)

@@ -246,13 +246,16 @@ class KeptPush:
     again: Callable[[], bool]  # applies it again over the snapshot; whether not dropped
     part: Part  # the part of the state it changes
     found: AccountState | None  # the state as it found it, live (a copy: :func:`moment_of`)
-    changed: bool  # whether it changed its part when it came (a repeat of a value: not)
+    # whether it changed its part when it came (:func:`same_part`; a repeat of a value: not)
+    changed: bool
 
 
 def same_part(a: AccountState, b: AccountState, part: Part) -> bool:
-    """Whether ``a`` and ``b`` hold the same ``part``."""
+    """Whether ``a`` and ``b`` hold the same ``part``: the positions by their sizes (a fill's
+    change; a push's row and a REST row of one fill may differ in fields a push does not
+    carry, Binance's ``ACCOUNT_UPDATE`` has no liquidation price, no leverage)."""
     if part is Part.POSITIONS:
-        return a.positions == b.positions
+        return a.sizes() == b.sizes()
     if part is Part.WALLETS:
         return a.wallet_balance == b.wallet_balance and a.pool_wallets == b.pool_wallets
     return a.listed_positions == b.listed_positions
