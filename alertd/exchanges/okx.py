@@ -95,6 +95,7 @@ from alertd.exchanges.spec import Capabilities, Credential, ExchangeSpec, Market
 from alertd.feeds.adapter import (
     ExchangeAdapter,
     FrameError,
+    Part,
     Snapshot,
     dec,
     dec_or_none,
@@ -473,6 +474,9 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
     # cashBal holds no isolated margin: a real single-currency answer with one isolated
     # position (cited in tests/fake_exchange/okx.py) reads eq = cashBal + isoEq
     wallet_includes_isolated = False
+    # the balance (``mmr``, ``mgnRatio``, the wallet), read with the mode (:meth:`fetch_mode`),
+    # before the positions
+    read_first = Part.WALLETS
 
     @staticmethod
     def refused_login(message: Any) -> str | None:

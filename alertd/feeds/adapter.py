@@ -11,6 +11,7 @@ import asyncio
 import collections
 import contextlib
 import contextvars
+import enum
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -275,8 +276,23 @@ class PublicTables:
         self._recent.clear()
 
 
+class Part(enum.Enum):
+    """The part of an account's state one push changes, and one snapshot answer reads."""
+
+    POSITIONS = "positions"
+    WALLETS = "wallets"  # the settle currency's wallet and the other pools'
+    LISTED = "listed"  # the positions listed beside the computed ones (portfolio margin)
+
+
 class ExchangeAdapter:
     """Base: the unified ccxt calls that are sound for what alertd reads."""
+
+    # the part the snapshot's first answer with figures the drift check compares reads: the
+    # positions (Binance positionRisk before the account, Bybit the position list before the
+    # wallet, Gate the positions before the accounts, Hyperliquid the clearinghouse state's
+    # positions before its margin summary); OKX's balance, read with the mode, comes first
+    # (:class:`~alertd.feeds.feed.MomentsOfRead`)
+    read_first: Part = Part.POSITIONS
 
     # the exchange's public tables, shared by the accounts of one exchange (the feed gives
     # the shared one; an adapter made alone keeps its own)

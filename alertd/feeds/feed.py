@@ -17,6 +17,7 @@ scheduled by :class:`~alertd.feeds.manager.FeedManager`.
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import enum
 import functools
@@ -39,6 +40,7 @@ from alertd.exchanges.registry import get_spec
 from alertd.feeds.adapter import (
     ExchangeAdapter,
     FrameError,
+    Part,
     PublicTables,
     UnreadFee,
     checked_stops,
@@ -75,7 +77,7 @@ from alertd.feeds.state import (
     Stream,
     missed_changes,
 )
-from alertd.snapshot.compare import Comparison, compare
+from alertd.snapshot.compare import Comparison, closest, compare
 
 log = logging.getLogger(__name__)
 
@@ -181,21 +183,39 @@ class PushesDuringReads:
     after going live or a reconnect, the reconcile, a COIN-M fill's read), which opens a
     window here as it begins and closes it where the state is written: the one place."""
 
-    def __init__(self) -> None:
-        self._applied: list[Callable[[], bool]] = []
+    def __init__(self, state: Callable[[], AccountState] | None = None) -> None:
+        self._kept: list[KeptPush] = []
         self._reads = 0  # snapshot reads in flight
+        # the live state, whose copy as each kept push found it is one of the drift check's
+        # moments of the read (:class:`MomentsOfRead`)
+        self._state = state
 
     def begin(self) -> int:
         """A snapshot read begins: where its pushes start in the log."""
         self._reads += 1
-        return len(self._applied)
+        return len(self._kept)
 
-    def apply(self, push: Callable[[], bool], again: Callable[[], bool] | None = None) -> bool:
-        """Apply a push now, and keep it while a read is in flight: ``again`` where applying
-        it over a snapshot differs from ``push`` (a push that is a change of what it meets)."""
-        if self._reads:
-            self._applied.append(again or push)
-        return push()
+    def apply(
+        self,
+        push: Callable[[], bool],
+        again: Callable[[], bool] | None = None,
+        part: Part = Part.POSITIONS,
+    ) -> bool:
+        """Apply a push (of ``part``) now, and keep it while a read is in flight: ``again``
+        where applying it over a snapshot differs from ``push`` (a push that is a change of
+        what it meets)."""
+        if not self._reads:
+            return push()
+        live = None if self._state is None else self._state()
+        found = None if live is None else moment_of(live)
+        applied = push()
+        changed = live is None or found is None or not same_part(found, live, part)
+        self._kept.append(KeptPush(again or push, part, found, changed))
+        return applied
+
+    def kept_since(self, since: int) -> list[KeptPush]:
+        """The pushes kept since ``since``, in order."""
+        return self._kept[since:]
 
     @property
     def reading(self) -> bool:
@@ -204,18 +224,154 @@ class PushesDuringReads:
 
     def kept(self, since: int) -> bool:
         """Whether any push came since ``since``."""
-        return len(self._applied) > since
+        return len(self._kept) > since
 
-    def again(self, since: int) -> int:
+    def again(self, since: int, step: Callable[[KeptPush, bool], None] | None = None) -> int:
         """The pushes kept since ``since`` applied again, in order, over the snapshot just
-        written; how many were not dropped as older than it."""
-        return sum(push() for push in self._applied[since:])
+        written; how many were not dropped as older than it. ``step`` is called after each
+        one with whether it was (:class:`MomentsOfRead`)."""
+        applied = 0
+        for kept in self._kept[since:]:
+            done = kept.again()
+            applied += done
+            if step is not None:
+                step(kept, done)
+        return applied
 
     def end(self) -> None:
         """A snapshot read ended (landed or failed); the last one drops the log."""
         self._reads -= 1
         if not self._reads:
-            self._applied.clear()
+            self._kept.clear()
+
+
+@dataclasses.dataclass(frozen=True)
+class KeptPush:
+    """A push kept while a snapshot is read (:class:`PushesDuringReads`)."""
+
+    again: Callable[[], bool]  # applies it again over the snapshot; whether not dropped
+    part: Part  # the part of the state it changes
+    found: AccountState | None  # the state as it found it, live (a copy: :func:`moment_of`)
+    # whether it changed its part when it came (:func:`same_part`; a repeat of a value: not)
+    changed: bool
+
+
+def same_part(a: AccountState, b: AccountState, part: Part) -> bool:
+    """Whether ``a`` and ``b`` hold the same ``part``: the positions by their sizes (a fill's
+    change; a push's row and a REST row of one fill may differ in fields a push does not
+    carry, Binance's ``ACCOUNT_UPDATE`` has no liquidation price, no leverage)."""
+    if part is Part.POSITIONS:
+        return a.sizes() == b.sizes()
+    if part is Part.WALLETS:
+        return a.wallet_balance == b.wallet_balance and a.pool_wallets == b.pool_wallets
+    return a.listed_positions == b.listed_positions
+
+
+# The most states a snapshot's drift is measured on (:class:`MomentsOfRead`): one computation
+# of the account each, at a snapshot during whose read pushes came (a push adds at most two:
+# the state it found, the state it leaves on top of the read). A read during which pushes
+# made more (a burst of partial fills) measures no drift, the last comparison standing, as
+# every read with pushes did before drift16.
+DRIFT_MOMENTS_MAX = 12
+
+
+def moment_of(state: AccountState) -> AccountState:
+    """A copy of ``state`` that the pushes applied to it later leave as it is: shallow, with
+    the containers a push changes in place (positions, other pools' wallets, the marks: a
+    push that closes a position drops its mark live, :meth:`AccountFeed._sync_hub`) copied."""
+    moment = copy.copy(state)
+    moment.positions = dict(state.positions)
+    moment.pool_wallets = dict(state.pool_wallets)
+    moment.marks = dict(state.marks)
+    return moment
+
+
+class MomentsOfRead:
+    """The states a snapshot's answers may each be of (drift16). The answers are read one
+    after another (Binance: the positions, then the account; OKX: the balance with the
+    mode, then the positions), each of one moment of the read, and each push kept during it
+    is a change the exchange made meanwhile. An answer read before a push is of the state
+    that push found (its ``found``, as alertd held it live); one read after it holds it: of
+    the state as read (which holds what the answers read after the push hold) with the kept
+    pushes applied again on top of it in order, one step each. Every moment is computed at
+    the answer's marks.
+
+    A push of the part the first answer reads (``first``: :attr:`ExchangeAdapter.read_first`)
+    that changed it when it came and changes nothing applied again (or is dropped as older
+    than the read) is one that answer already holds, and so does every answer read after it:
+    the states it and the pushes before it found are of no answer of the read, and are no
+    moments (fixdrift16: a late frame of a fill every answer held made the state before the
+    fill a moment, and a model error the size of the fill measured nothing). A push of
+    another part (Binance's wallet, read after the positions) says nothing of the first
+    answer: the state it found stays a moment.
+
+    A moment equal to another (:meth:`AccountState.holdings`: a push the answer already
+    holds, one dropped as older than the read) is said once; the tier tables and markets are
+    the final state's (a symbol a push opened has its tiers read after the pushes were
+    applied; tier tables are only ever added), and so are the marks, over the moment's own (a
+    position a push closed keeps the mark it had: the OKX balance answer, read before the
+    positions answer, may be of a position closed meanwhile)."""
+
+    def __init__(
+        self,
+        state: AccountState,
+        kept: Sequence[KeptPush] = (),
+        first: Part = Part.POSITIONS,
+        most: int = DRIFT_MOMENTS_MAX,
+    ) -> None:
+        self._state = state
+        self._kept = kept
+        self._first = first
+        self._most = most
+        self._read = self._last = moment_of(state)
+        self._seen = [state.holdings()]  # the steps', each said once
+        # the states the pushes applied again leave, each new; None: more than ``most``
+        self._steps: list[AccountState] | None = []
+        self._stepped = 0  # the kept pushes applied again so far
+        self._held = 0  # the kept pushes the first answer holds: the first so many
+
+    def step(self, push: KeptPush, applied: bool) -> None:
+        """A kept push was applied again on top of the read (``applied``: not dropped as
+        older than it): the state it leaves is a moment."""
+        self._stepped += 1
+        if self._steps is None:
+            return
+        held = not applied
+        if applied:
+            now = moment_of(self._state)
+            held = same_part(self._last, now, push.part)
+            self._last = now
+            holdings = self._state.holdings()
+            if holdings not in self._seen:
+                self._seen.append(holdings)
+                self._steps.append(now)
+                if len(self._steps) > self._most:
+                    self._steps = None
+                    return
+        if held and push.changed and push.part is self._first:
+            self._held = self._stepped
+
+    def complete(self) -> list[AccountState] | None:
+        """Each moment that is a complete account, said once, with the final state's tier
+        tables, markets and marks, its own marks under them (a state a push found before the
+        first snapshot landed is none: no wallet yet); None where there are more than the
+        bound, or none."""
+        if self._steps is None:
+            return None
+        final = self._state
+        found = (p.found for p in self._kept[self._held :] if p.found is not None)
+        states: list[AccountState] = []
+        seen: list[tuple[object, ...]] = []
+        for moment in (self._read, *found, *self._steps):
+            moment.tiers, moment.markets = final.tiers, final.markets
+            moment.marks = {**moment.marks, **final.marks}
+            # an incomplete moment is left out before the equal ones are said once: it
+            # does not hide a complete one
+            if moment.missing() or (holdings := moment.holdings()) in seen:
+                continue
+            seen.append(holdings)
+            states.append(moment)
+        return states if 0 < len(states) <= self._most else None
 
 
 @dataclasses.dataclass(eq=False)
@@ -362,7 +518,7 @@ class AccountFeed:
         self._group: asyncio.TaskGroup | None = None
         self._resync_lock = asyncio.Lock()
         # the pushes applied while a snapshot is read, applied again once it lands
-        self._pushes = PushesDuringReads()
+        self._pushes = PushesDuringReads(lambda: self.state)
         # a push's realized fill (:meth:`_fill_resync`): the last one's time, whether a read
         # for it waits, and before when (the feed's clock) no other read for one starts
         self._fill_at = -float("inf")
@@ -803,9 +959,13 @@ class AccountFeed:
         # pushed during a settle resync kept its older size until the next reconcile). Most
         # are of a change the answer already holds: only a state they change is told
         pushed = False
+        moments: MomentsOfRead | None = None
         if self._pushes.kept(since):
             read = (self.state.holdings(), self.state.listed_positions)
-            pushed = self._pushes.again(since) > 0
+            moments = MomentsOfRead(
+                self.state, self._pushes.kept_since(since), self.adapter.read_first
+            )
+            pushed = self._pushes.again(since, moments.step) > 0
             pushed = pushed and (self.state.holdings(), self.state.listed_positions) != read
         if pushed:
             log.info(
@@ -836,13 +996,14 @@ class AccountFeed:
         self._last_resync_started = started  # a snapshot taken entirely after ``started``
         self._snapshot_started = started
         self.snapshots += 1
-        if not pushed:
-            # with pushes on top, alertd's figures are no longer those of the exchange's
-            # answer; nor are the answer's own reads of one moment: the account's, read after
-            # the positions', may hold the pushed change already (a 0.8 BTC long's maintenance
-            # margin beside the positions answer's 0.5): no like-with-like comparison (the
-            # last one stands)
-            self._measure_drift(marks)
+        # with pushes during the read, its answers are not of one moment: the account's,
+        # read after the positions', may hold the pushed change already (a 0.8 BTC long's
+        # maintenance margin beside the positions answer's 0.5: fixrace14), or the positions',
+        # read after the account's (OKX), hold it where the account's does not. Each figure is
+        # compared at the moment of the read nearest it (drift16: before, a read whose pushes
+        # changed the state measured nothing, so on an active account a model error went
+        # unseen, and one whose answer held them measured a false drift on OKX)
+        self._measure_drift(marks, moments)
         self._sync_mark_streams()
         # a push during the read named what only a read places (a second margin trade while
         # the first's read was in flight, of the same assets): its own read asked, as at a
@@ -1161,22 +1322,41 @@ class AccountFeed:
                 mode.limits,
             )
 
-    def _measure_drift(self, marks: Mapping[str, Decimal]) -> None:
+    def _measure_drift(
+        self, marks: Mapping[str, Decimal], moments: MomentsOfRead | None = None
+    ) -> None:
         """Compare alertd's figures with the exchange's own, for the log and for metrics: at
         the marks the exchange reported with them (a streamed mark a tick older or newer moves
-        a cross liquidation price with every other leg's PnL: a difference not of the model)."""
+        a cross liquidation price with every other leg's PnL: a difference not of the model).
+        With ``moments`` (pushes came during the read), each figure at the moment of the read
+        where alertd's is nearest the exchange's (:func:`closest`); where there are more
+        moments than the bound, or none complete, the last comparison stands."""
         if self.state.missing():
             self.ratios = self.ratio_pool = None
             return
-        # the comparison reads no crash distance (the exchanges report none): not solved,
-        # a fifth of the drift's compute at 1,000 calm Bybit accounts (docs/benchmarks.md,
-        # "Session 16, calmb16")
-        self.comparison = compare(
-            compute(self.state.to_account(marks), crash=False),
-            self.state.reported_account,
-            self.state.reported_positions,
-            self.adapter,
-            reported_pools=self.state.reported_pools,
+        states = [self.state] if moments is None else moments.complete()
+        if states is None:
+            log.debug(
+                "%s: pushes during the read made more than %d states of the account, or "
+                "none complete: drift not measured on this snapshot",
+                self.config.name,
+                DRIFT_MOMENTS_MAX,
+            )
+            return
+        self.comparison = closest(
+            [
+                # the comparison reads no crash distance (the exchanges report none): not
+                # solved, a fifth of the drift's compute at 1,000 calm Bybit accounts
+                # (docs/benchmarks.md, "Session 16, calmb16")
+                compare(
+                    compute(state.to_account(marks), crash=False),
+                    self.state.reported_account,
+                    self.state.reported_positions,
+                    self.adapter,
+                    reported_pools=self.state.reported_pools,
+                )
+                for state in states
+            ]
         )
         self.drift = self.comparison.drift
         self.ratios = self.comparison.margin_ratio
@@ -1289,7 +1469,8 @@ class AccountFeed:
         balances = await self.adapter.watch_balances(self._exchange())
         at_ms = self.adapter.balance_pushed_ms  # this push's: no await since it returned
         if balances:
-            if not self._pushes.apply(functools.partial(self._push_wallets, balances, at_ms)):
+            wallets = functools.partial(self._push_wallets, balances, at_ms)
+            if not self._pushes.apply(wallets, part=Part.WALLETS):
                 log.debug("%s: a balance push older than the snapshot: dropped", self.config.name)
             self._notify(Change.ACCOUNT)
 
@@ -1742,6 +1923,7 @@ class AccountFeed:
         self._pushes.apply(
             functools.partial(self._push_listed, message, listed),
             functools.partial(self._push_listed, message),
+            Part.LISTED,
         )
         self._sync_mark_streams()
         if realizes(before, listed):

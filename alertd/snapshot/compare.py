@@ -22,7 +22,7 @@ margin), its rows say what each side is and compare nothing.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
@@ -300,3 +300,33 @@ def compare(
             "alertd's leaves out the isolated ones"
         )
     return Comparison(tuple(rows), tuple(adjustments))
+
+
+def closest(comparisons: Sequence[Comparison]) -> Comparison:
+    """Each figure's row from the comparison where alertd's figure is closest to the
+    exchange's: the drift of a snapshot whose answers may each be of another moment of its
+    read (drift16). ``comparisons`` are of alertd's figures computed on the state as read and
+    on each step of the pushes kept during the read applied again in order, against the same
+    reported figures; each of the exchange's answers is of one moment, so each figure it
+    carries matches one of these states where alertd's model is right. A model error shows in
+    every step; a figure read at another moment than alertd's state, in some steps at most.
+
+    A row that matches (within tolerance or the exchange's rounding) comes first, then the
+    smallest relative difference; a row without a difference only where no step has one.
+    Rows keep the order they are first seen in (the state as read first)."""
+    if len(comparisons) == 1:
+        return comparisons[0]
+    best: dict[str, Row] = {}
+    for comparison in comparisons:
+        for r in comparison.rows:
+            held = best.get(r.key)
+            if held is None or _nearness(r) < _nearness(held):
+                best[r.key] = r
+    adjustments = dict.fromkeys(a for c in comparisons for a in c.adjustments)
+    return Comparison(tuple(best.values()), tuple(adjustments))
+
+
+def _nearness(r: Row) -> tuple[bool, Decimal]:
+    """How near a row's two figures are: a match first, then the smaller difference."""
+    apart = Decimal("Infinity") if r.difference is None else abs(r.difference)
+    return r.matches is not True, apart

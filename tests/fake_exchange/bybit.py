@@ -375,6 +375,9 @@ class _Account(shared.Credentials):
     key_info_refused: int | None = None
     key_info_body: str | None = None  # served as is, in place of the answer (``script_key_info``)
     key_info_asked: int = 0
+    # the wallet's totalMaintenanceMargin (and accountMMRate) as the server's own times this:
+    # a rule of the exchange alertd does not know (``set_reported_mm_factor``)
+    reported_mm_factor: Decimal = Decimal(1)
 
 
 @dataclass
@@ -656,6 +659,13 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
             slots = [(0, Decimal(10), now_ms())]
         rows = [self._flat_row(account, market, *slot, ws=True) for slot in slots]
         self._push_private(api_key, "position", rows)
+
+    @scripted
+    def set_reported_mm_factor(self, api_key: str, factor: Num) -> None:
+        """Report the wallet's ``totalMaintenanceMargin`` and ``accountMMRate`` as the
+        server's own times ``factor``: an exchange rule alertd does not know, which its drift
+        check must notice (the positions' ``positionMM`` stay the server's own)."""
+        self._account(api_key).reported_mm_factor = _dec(factor, "factor")
 
     @scripted
     def set_balance(self, api_key: str, wallet_balance: Num, coin: str = SETTLE) -> None:
@@ -1173,6 +1183,7 @@ class FakeBybit(FakeExchangeServer[_Account, _Connection]):
                         "cumRealisedPnl": "0",
                     }
                 )
+        mm *= account.reported_mm_factor
         return {
             "accountType": "UNIFIED",
             "accountLTV": "0",
