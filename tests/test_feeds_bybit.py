@@ -796,3 +796,17 @@ def test_a_usdc_position_pushed_while_a_reconcile_lists_is_listed_by_it() -> Non
                 assert USDC_BTC in feed.state.held_symbols
 
     run(body())
+
+
+def test_an_accepted_login_is_told_by_its_code_as_ccxt_reads_it_never_by_a_bool() -> None:
+    """Bybit's accepted ``auth`` in both shapes (its code a number or, as ccxt reads it, a
+    string); a refusal, another op's reply and a malformed ``retCode: false`` (``False ==
+    0`` in Python) are not logins (review of blind16)."""
+    accepted = BybitAdapter.accepted_login
+    assert accepted({"success": True, "ret_msg": "", "op": "auth", "conn_id": "c"})
+    assert accepted({"retCode": 0, "retMsg": "OK", "op": "auth"})
+    assert accepted({"retCode": "0", "retMsg": "OK", "op": "auth"})
+    assert not accepted({"success": False, "ret_msg": "Params Error", "op": "auth"})
+    assert not accepted({"retCode": False, "op": "auth"})
+    assert not accepted({"success": True, "op": "subscribe"})
+    assert not accepted(["auth"])

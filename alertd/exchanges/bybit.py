@@ -634,7 +634,8 @@ class BybitAdapter(ExchangeAdapter):
         return (
             isinstance(message, dict)
             and message.get("op") == "auth"
-            and (message.get("success") is True or message.get("retCode") == 0)
+            # the code as ccxt reads it (a number or its string), never a bool (False == 0)
+            and (message.get("success") is True or str(message.get("retCode")) == "0")
         )
 
     def __init__(self) -> None:
