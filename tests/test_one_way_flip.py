@@ -28,7 +28,13 @@ from .support.poll import eventually
 from .test_account_modes import KEY as PM_KEY
 from .test_account_modes import SECRET as PM_SECRET
 from .test_account_modes import portfolio_long_btc
-from .test_push_during_snapshot import btc_of, key_of, long_half_btc, next_wall_second
+from .test_push_during_snapshot import (
+    btc_of,
+    frames_of_one_fill,
+    key_of,
+    long_half_btc,
+    next_wall_second,
+)
 
 # Gate, Binance and OKX push a one-way position with a signed size, Bybit with a side and its
 # one-way slot (positionIdx 0). Hyperliquid pushes the whole clearinghouse state, every
@@ -120,7 +126,7 @@ def test_a_gate_flip_back_in_the_read_s_second_is_ordered_against_the_flip() -> 
     assert {k[1]: p.contracts for k, p in state.positions.items()} == {Side.LONG: D("0.2")}
 
 
-@pytest.mark.parametrize("exchange", ["gate", "binanceusdm", "bybit"])
+@pytest.mark.parametrize("exchange", ["gate", "binanceusdm", "bybit", "okx"])
 def test_a_flip_pushed_after_a_newer_read_holds_no_wrong_side(exchange: str) -> None:
     """One-way: the long of 0.5 BTC flipped to a short of 0.3 (one fill), then, in a later
     second, back to a long of 0.2, both pushes delivered late (held by the local exchange,
@@ -153,7 +159,7 @@ def test_a_flip_pushed_after_a_newer_read_holds_no_wrong_side(exchange: str) -> 
                 return feed.state.last_seen.get((Stream.POSITIONS, ""))
 
             seen = delivered()
-            fake.release_pushes(key, 1)  # the flip's, after the newer read
+            fake.release_pushes(key, frames_of_one_fill(exchange))  # the flip's, after the read
             await eventually(lambda: delivered() != seen, what="the flip's push")
             assert held(feed) == {Side.LONG: D("0.2")}
             seen = delivered()

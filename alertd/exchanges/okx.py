@@ -521,6 +521,9 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
         # the balance answer fetch_mode read with the mode (single-currency margin and
         # portfolio margin), for fetch_balance; None: fetch_balance reads it
         self._balance: dict[str, Any] | None = None
+        # the account's "uTime" in the balance answer fetch_mode read, before the positions
+        # (first_answer_ms); None: not read this snapshot, or not given
+        self._balance_ms: int | None = None
 
     def snapshot_begins(self, net: bool) -> None:
         # read at every snapshot, net or not: a switch between multi-currency and portfolio
@@ -528,6 +531,21 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
         # as the mode before (alertd's own figures for a mode it does not compute) until the
         # next net one: issue 11 asks every reconcile to read the mode
         self._mode_read = None
+        self._balance_ms = None
+
+    def first_answer_ms(self) -> int | None:
+        """The balance answer's own time, read with the mode before the positions: its
+        account-level ``uTime``, "The latest time to get account information" (www.okx.com/
+        docs-v5/en/#trading-account-websocket-account-channel; the same field of "Get
+        balance", GET /api/v5/account/balance, reads "Update time of account information",
+        and the docs' example answers carry it after every currency's own ``uTime``, the
+        time that currency's balance last changed): the time OKX took the answer, not the
+        time something changed. Each position row carries "uTime", the "Latest time
+        position was adjusted", on the same clock, REST and push alike: a push whose rows
+        were all adjusted before the balance answer was taken is held by it and by the
+        positions answer read after it. A read of the balance after the positions (the
+        fallback in fetch_balance) gives none: it would be later than the positions."""
+        return self._balance_ms
 
     async def _read_mode(self, exchange: Any) -> ModeReading:
         mode = account_mode(await exchange.privateGetAccountConfig())
@@ -568,6 +586,7 @@ class OKXAdapter(ComputedPoolReads, ExchangeAdapter):
             params = {} if multi else {"ccy": self.settle}
             if account is None or params != asked:
                 account, asked = await self._read_balance(exchange, params), params
+                self._balance_ms = stamp_or_none(account.get("uTime"))
             if read_now or (account.get("adjEq") not in (None, "")) == pooled:
                 break
             log.info(

@@ -664,6 +664,16 @@ class ExchangeAdapter:
         push that arrives after the read began is then taken as the newer."""
         return {}
 
+    def first_answer_ms(self) -> int | None:
+        """The exchange's own time (ms) of this snapshot's first answer (:attr:`read_first`),
+        where the answer gives one: what the account held then, every position change made
+        before it, is in that answer and in every answer read after it, the positions
+        answer's too. A position push made before it is then of no moment of the read
+        (:class:`~alertd.feeds.feed.MomentsOfRead`), and one of a position the positions
+        answer does not list is older than the read (``AccountState.update_positions``).
+        None by default: no answer says when it was taken."""
+        return None
+
     def _snapshot_into(
         self,
         rows: Iterable[dict[str, Any]],

@@ -200,17 +200,18 @@ class PushesDuringReads:
         push: Callable[[], bool],
         again: Callable[[], bool] | None = None,
         part: Part = Part.POSITIONS,
+        at: int | None = None,
     ) -> bool:
-        """Apply a push (of ``part``) now, and keep it while a read is in flight: ``again``
-        where applying it over a snapshot differs from ``push`` (a push that is a change of
-        what it meets)."""
+        """Apply a push (of ``part``, made at ``at`` by the exchange's own time, where it
+        says) now, and keep it while a read is in flight: ``again`` where applying it over a
+        snapshot differs from ``push`` (a push that is a change of what it meets)."""
         if not self._reads:
             return push()
         live = None if self._state is None else self._state()
         found = None if live is None else moment_of(live)
         applied = push()
         changed = live is None or found is None or not same_part(found, live, part)
-        self._kept.append(KeptPush(again or push, part, found, changed))
+        self._kept.append(KeptPush(again or push, part, found, changed, at))
         return applied
 
     def kept_since(self, since: int) -> list[KeptPush]:
@@ -254,6 +255,18 @@ class KeptPush:
     found: AccountState | None  # the state as it found it, live (a copy: :func:`moment_of`)
     # whether it changed its part when it came (:func:`same_part`; a repeat of a value: not)
     changed: bool
+    # when the exchange made it (ms, its own stamp: the latest of a position push's rows'
+    # update times), where each row says; None: not said
+    at: int | None = None
+
+
+def made_at(rows: Sequence[PositionState]) -> int | None:
+    """When the exchange made a position push, by its own stamps: the latest of its rows'
+    update times (ms); None where a row carries none (or an update sequence: no time)."""
+    times = [p.version for p in rows]
+    if not times or not all(isinstance(t, int) for t in times):
+        return None
+    return max(t for t in times if isinstance(t, int))
 
 
 def same_part(a: AccountState, b: AccountState, part: Part) -> bool:
@@ -317,11 +330,15 @@ class MomentsOfRead:
         state: AccountState,
         kept: Sequence[KeptPush] = (),
         first: Part = Part.POSITIONS,
+        first_ms: int | None = None,
         most: int = DRIFT_MOMENTS_MAX,
     ) -> None:
         self._state = state
         self._kept = kept
         self._first = first
+        # the first answer's own time, where the exchange gives it (ExchangeAdapter.
+        # first_answer_ms): a push made before it is held by that answer, of any part
+        self._first_ms = first_ms
         self._most = most
         self._read = self._last = moment_of(state)
         self._seen = [state.holdings()]  # the steps', each said once
@@ -348,8 +365,14 @@ class MomentsOfRead:
                 if len(self._steps) > self._most:
                     self._steps = None
                     return
-        if held and push.changed and push.part is self._first:
+        if push.changed and ((held and push.part is self._first) or self._before_first(push)):
             self._held = self._stepped
+
+    def _before_first(self, push: KeptPush) -> bool:
+        """Whether the exchange's own stamps say ``push`` was made before the first answer
+        was taken: that answer holds it, whichever part it changed (OKX: a position push
+        against the balance answer's time; the sizes cannot say it of a wallet answer)."""
+        return push.at is not None and self._first_ms is not None and push.at < self._first_ms
 
     def complete(self) -> list[AccountState] | None:
         """Each moment that is a complete account, said once, with the final state's tier
@@ -926,7 +949,8 @@ class AccountFeed:
         for symbol in sorted(coin_symbols - self.state.marks.keys() - seeded):
             coin_marks[symbol] = await self._public_mark(exchange, symbol)
         now = self._clock()
-        self.state.replace_positions(positions, now)
+        first_ms = self.adapter.first_answer_ms()
+        self.state.replace_positions(positions, now, first_ms)
         self.state.reported_positions = reported
         pool_wallets = {asset: pool_wallet for asset, (pool_wallet, _) in pools.items()}
         self.state.read_wallets(wallet, pool_wallets, self.adapter.wallet_times(), now)
@@ -963,7 +987,7 @@ class AccountFeed:
         if self._pushes.kept(since):
             read = (self.state.holdings(), self.state.listed_positions)
             moments = MomentsOfRead(
-                self.state, self._pushes.kept_since(since), self.adapter.read_first
+                self.state, self._pushes.kept_since(since), self.adapter.read_first, first_ms
             )
             pushed = self._pushes.again(since, moments.step) > 0
             pushed = pushed and (self.state.holdings(), self.state.listed_positions) != read
@@ -1379,7 +1403,9 @@ class AccountFeed:
         wanted = self.config.symbols
         if wanted is not None:
             changed = [p for p in changed if p.symbol in wanted]
-        applied = self._pushes.apply(functools.partial(self._push_positions, changed))
+        applied = self._pushes.apply(
+            functools.partial(self._push_positions, changed), at=made_at(changed)
+        )
         if changed and not applied:
             log.debug("%s: a position push older than the snapshot: dropped", self.config.name)
         await self._ensure_tiers()
@@ -1470,7 +1496,7 @@ class AccountFeed:
         at_ms = self.adapter.balance_pushed_ms  # this push's: no await since it returned
         if balances:
             wallets = functools.partial(self._push_wallets, balances, at_ms)
-            if not self._pushes.apply(wallets, part=Part.WALLETS):
+            if not self._pushes.apply(wallets, part=Part.WALLETS, at=at_ms):
                 log.debug("%s: a balance push older than the snapshot: dropped", self.config.name)
             self._notify(Change.ACCOUNT)
 

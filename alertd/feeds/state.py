@@ -450,6 +450,11 @@ class AccountState:
     # its time (ms) of each wallet's, where the snapshot row or the push that gave it carried
     # one: a push older than it is dropped
     position_versions: dict[tuple[str, Side], int | LifeSequence] = field(default_factory=dict)
+    # the exchange's time (ms) the last snapshot's positions are at least as new as, where an
+    # answer read before them says when it was taken (ExchangeAdapter.first_answer_ms: OKX's
+    # balance): a push made before it of a position the snapshot does not list (closed since,
+    # or never open) is older than the read too
+    positions_read_ms: int | None = None
     wallet_ms: dict[str, int] = field(default_factory=dict)
     connected: bool = False
     # position changes its private stream missed, found by a reconcile, until pushes are seen
@@ -513,11 +518,17 @@ class AccountState:
 
     # --- updates -------------------------------------------------------------------------
 
-    def replace_positions(self, positions: list[PositionState], now: float) -> None:
+    def replace_positions(
+        self, positions: list[PositionState], now: float, read_ms: int | None = None
+    ) -> None:
         """A full snapshot (REST): whatever it does not list is closed. Each row's time (its
-        last update, where the exchange gives one) is what a push must be newer than."""
+        last update, where the exchange gives one) is what a push must be newer than; where
+        the read is known to hold every change made before ``read_ms`` (the exchange's time
+        of an answer read before the positions), so is a push of a position it does not
+        list."""
         self.positions = {(p.symbol, p.side): p for p in positions if p.contracts > 0}
         self.position_versions = {}
+        self.positions_read_ms = read_ms
         for p in positions:
             if p.version is None:
                 continue
@@ -543,7 +554,7 @@ class AccountState:
         applied = False
         for p in positions:
             key = (p.symbol, p.side)
-            if older(p.version, self.position_versions.get(key)):
+            if older(p.version, self.position_versions.get(key, self.positions_read_ms)):
                 continue
             applied = True
             if p.version is not None:

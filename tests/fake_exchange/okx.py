@@ -179,6 +179,9 @@ class _Position:
     leverage: Decimal
     pos_id: str
     c_time: int
+    # "uTime": "Latest time position was adjusted" (ms; www.okx.com/docs-v5/en/#trading-account-
+    # rest-api-get-positions, the positions channel alike): the fill's, not the answer's
+    u_time: int = 0
 
     @property
     def sign(self) -> int:
@@ -211,6 +214,8 @@ class _Account(shared.Credentials):
     interest: dict[str, Decimal] = field(default_factory=dict)
     # the account's taker fee rate (its fee level): OKX's liquidation fee in mgnRatio
     taker_fee: Decimal = LIQ_FEE
+    # a rule of the exchange alertd does not know (``set_reported_mm_factor``)
+    reported_mm_factor: Decimal = Decimal(1)
 
 
 class _Connection(shared.WsConnection):
@@ -378,7 +383,8 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             margin,
             order.leverage,
             str(self._next_id),
-            now_ms(),
+            made := now_ms(),
+            made,
         )
         self._push_positions(account, [account.positions[(market.id, side)]])
         self._push_account(account)
@@ -395,6 +401,7 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
         for p in closed:
             del account.positions[(market.id, p.pos_side)]
             p.pos = Decimal(0)
+            p.u_time = now_ms()
         self._push_positions(account, closed)
         self._push_account(account)
 
@@ -501,6 +508,13 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
         ]
 
     @scripted
+    def set_reported_mm_factor(self, api_key: str, factor: Num) -> None:
+        """Report the USDT pool's cross ``mmr`` (and so its ``mgnRatio``) in the balance as
+        the server's own times ``factor``: an exchange rule alertd does not know, which its
+        drift check must notice (the positions' ``mmr`` stay the server's own)."""
+        self._account(api_key).reported_mm_factor = _dec(factor, "factor")
+
+    @scripted
     def set_balance(self, api_key: str, wallet_balance: Num) -> None:
         account = self._account(api_key)
         account.wallet = _dec(wallet_balance, "wallet")
@@ -521,10 +535,18 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
         return {"arg": arg, "eventType": "event_update", "data": data}
 
     def _push_private(self, account: _Account, channel: str, data: list[Any]) -> None:
-        for conn in self._subscribers(channel):
-            muted = conn.muted or channel in conn.muted_channels | self.dead_channels
-            if conn.owner == account.api_key and conn.live and not muted:
-                conn.send(self._private_frame(channel, data))
+        """Send a private push now, or in its turn where the account's pushes are held
+        (:meth:`delay_pushes`): its frame made, and stamped, now."""
+        frame = self._private_frame(channel, data)
+
+        def send() -> None:
+            for conn in self._subscribers(channel):
+                muted = conn.muted or channel in conn.muted_channels | self.dead_channels
+                if conn.owner == account.api_key and conn.live and not muted:
+                    conn.send(frame)
+
+        if not self._held_push(account.api_key, send):
+            send()
 
     def _push_positions(self, account: _Account, positions: list[_Position]) -> None:
         self._push_private(
@@ -732,7 +754,7 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
             "baseInterest": "",
             "quoteBorrowed": "",
             "quoteInterest": "",
-            "uTime": str(now_ms()),
+            "uTime": str(p.u_time),
             "upl": _s(p.upl()),
             "uplLastPx": _s(p.upl()),
             "uplRatio": "",
@@ -749,6 +771,7 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
     def _balance_row(self, account: _Account) -> dict[str, Any]:
         """An account as in the docs' "Get balance" example (single-currency margin)."""
         eq, mm, notional = self._cross(account)
+        mm *= account.reported_mm_factor
         iso = [p for p in account.positions.values() if p.isolated]
         iso_eq = sum((p.margin + p.upl() for p in iso), Decimal(0))
         denom = mm + notional * account.taker_fee
