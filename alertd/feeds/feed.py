@@ -910,6 +910,8 @@ class AccountFeed:
         # the first, the daemon's bootstrap (which reads no stops): nothing told yet
         self.adapter.snapshot_begins(net=stops or not self.state.bootstrapped)
         mode = await self.adapter.fetch_mode(exchange)
+        # the first answer's own time, where it gives one: read before the positions are
+        first_ms = self.adapter.first_answer_ms()
         if mode.coverage is Coverage.REFUSED:
             self._set_mode(mode)
             raise AccountRefused(mode.limits)
@@ -949,7 +951,6 @@ class AccountFeed:
         for symbol in sorted(coin_symbols - self.state.marks.keys() - seeded):
             coin_marks[symbol] = await self._public_mark(exchange, symbol)
         now = self._clock()
-        first_ms = self.adapter.first_answer_ms()
         self.state.replace_positions(positions, now, first_ms)
         self.state.reported_positions = reported
         pool_wallets = {asset: pool_wallet for asset, (pool_wallet, _) in pools.items()}
