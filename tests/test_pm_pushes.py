@@ -26,7 +26,7 @@ from alertd.rules.messages import render
 from .fake_exchange.binance import FakeBinanceUSDM
 from .support.aio import run
 from .support.fakes import started
-from .support.feeds import FAST, FAST_OPTIONS, secrets, streaming
+from .support.feeds import FAST, FAST_OPTIONS, running, secrets, streaming
 from .support.poll import eventually
 from .test_account_modes import (
     BTC,
@@ -1103,3 +1103,45 @@ def test_binance_portfolio_held_coin_m_half_older_than_a_read_leaves_the_wallet_
                 moved_as_binance_s_next(fake, state, "after the read and the bound")
 
     run(body(), timeout_s=60)
+
+
+def test_binance_portfolio_interest_at_the_hour_on_many_accounts_asks_no_read() -> None:
+    """20 portfolio margin accounts on one local Binance, each with a UM long and a USDT loan:
+    Binance charges every loan's interest at the same hour, pushed to all within one second
+    (``liabilityChange`` ``t`` INTEREST). No account is named incomplete (no
+    ``incomplete-data`` warning to come) and no /papi snapshot is asked: the reads stay those
+    of the reconcile plan (none here, its interval 600 s). Before, every account named USDT
+    and asked a full read at once (12.4 weight each: 12,400 for 1,000 accounts at the top of
+    each hour, the per-IP budget 2,160 a minute; review of pm16, 8)."""
+    keys = [f"pm17-key-{i}" for i in range(20)]
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(k, SECRET, "20000") for k in keys]) as fake:
+            fake.set_mark(BTC, "60000")
+            config = portfolio_margin_config(fake)
+            feeds = []
+            for i, key in enumerate(keys):
+                fake.set_portfolio_margin(key)
+                fake.open_position(key, BTC, "long", "0.1", "60000")
+                account = config.model_copy(update={"name": f"p{i}"})
+                feeds.append(AccountFeed(account, secrets(key, SECRET), FAST, FAST_OPTIONS))
+            async with contextlib.AsyncExitStack() as stack:
+                for feed in feeds:
+                    feed.reconcile_interval_s = 600.0
+                    await stack.enter_async_context(running(feed))
+                await eventually(lambda: all(f.state.connected for f in feeds), what="streams up")
+                reads = lambda: fake.requests.count(("GET", "/papi/v1/account"))  # noqa: E731
+                await eventually(lambda: reads() >= 2 * len(keys), what="the starts' reads")
+                await asyncio.sleep(1.5)  # past the starts' settle resyncs
+                start = reads()
+                for key in keys:
+                    fake.spend_margin_usdt(key, "0.4")
+                    fake.push_liability_change(
+                        key, "USDT", "INTEREST", interest="0.4", total="5000.4"
+                    )
+                await asyncio.sleep(2.0)  # reads asked at once would have begun
+                assert [f.state.incomplete() for f in feeds] == [[]] * len(keys)
+                assert [f.state.pushed_unfollowed for f in feeds] == [frozenset()] * len(keys)
+                assert reads() == start
+
+    run(body(), timeout_s=120)
