@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
@@ -19,13 +20,13 @@ from alertd.config import RuleConfig
 from alertd.engine.reported import collateral_value
 from alertd.exchanges import binance
 from alertd.feeds.adapter import FrameError
-from alertd.feeds.feed import AccountFeed
+from alertd.feeds.feed import TRANSFER_HALF_HOLD_S, AccountFeed
 from alertd.rules.messages import render
 
 from .fake_exchange.binance import FakeBinanceUSDM
 from .support.aio import run
 from .support.fakes import started
-from .support.feeds import FAST, FAST_OPTIONS, secrets, streaming
+from .support.feeds import FAST, FAST_OPTIONS, running, secrets, streaming
 from .support.poll import eventually
 from .test_account_modes import (
     BTC,
@@ -90,6 +91,28 @@ async def reads_done(fake: FakeBinanceUSDM, feed: AccountFeed) -> None:
     await fake.wait_for_user_stream(KEY, 10)
     await start_reads(fake)
     await asyncio.sleep(1.5)  # past the start's settle resync
+
+
+def equities_told(feed: AccountFeed) -> list[Decimal]:
+    """From here on, the exchange equity of every state the feed tells its listeners of."""
+    told: list[Decimal] = []
+
+    def listen(f: AccountFeed, change: Any, symbol: str | None) -> None:
+        told.append(f.state.exchange_equity())
+
+    feed.listeners.append(listen)
+    return told
+
+
+async def read_as_binance(state: Any, theirs: Decimal, what: str) -> None:
+    """Wait (15 s at most) for the read that names nothing and gives Binance's equity
+    ``theirs`` (to its 8 decimals); the account then complete."""
+    await eventually(
+        lambda: not state.pushed_unfollowed and abs(state.exchange_equity() - theirs) < D("1e-5"),
+        what=what,
+        timeout_s=15,
+    )
+    assert state.incomplete() == []
 
 
 def told_states(
@@ -308,15 +331,7 @@ def test_binance_portfolio_margin_trade_pushed_during_the_last_one_s_read_is_rea
             await asyncio.sleep(0.3)
             fake.release_rest()
             theirs = D(fake.portfolio_account(KEY)["accountEquity"])
-            await eventually(
-                lambda: (
-                    not state.pushed_unfollowed
-                    and abs(state.exchange_equity() - theirs) < D("1e-5")
-                ),
-                what="a read after the second trade",
-                timeout_s=15,
-            )
-            assert state.incomplete() == []
+            await read_as_binance(state, theirs, "a read after the second trade")
             moved_as_binance_s_next(fake, state, "read after both trades")
 
     run(body(), timeout_s=60)
@@ -938,12 +953,7 @@ def test_binance_portfolio_loan_s_two_pushes_never_show_half_a_loan(
             state = feed.state
             feed.reconcile_interval_s = 600.0
             before = state.exchange_equity()
-            told: list[Decimal] = []
-
-            def listen(f: AccountFeed, change: Any, symbol: str | None) -> None:
-                told.append(f.state.exchange_equity())
-
-            feed.listeners.append(listen)
+            told = equities_told(feed)
             fake.set_pm_coin_balance(KEY, "BTC", cross_margin=end, borrowed=owed[1])
             pushes = [
                 lambda: fake.push_liability_change(KEY, "BTC", kind, principal="0.4"),
@@ -964,3 +974,174 @@ def test_binance_portfolio_loan_s_two_pushes_never_show_half_a_loan(
             moved_as_binance_s_next(fake, state, "after the " + kind.lower())
 
     run(body(), timeout_s=60)
+
+
+@pytest.mark.parametrize("loan_first", [True, False], ids=["loan-first", "balance-first"])
+@pytest.mark.parametrize("kind", ["BORROW", "REPAY"], ids=["borrow-and-sell", "buy-and-repay"])
+def test_binance_portfolio_loan_with_a_margin_trade_never_shows_the_loan_alone(
+    kind: str, loan_first: bool
+) -> None:
+    """The hedge with 0.5 BTC in the cross margin account. ``borrow-and-sell``: a margin short,
+    0.4 BTC borrowed and sold for 20,000 USDT at 50,000; ``buy-and-repay``: with 0.4 BTC
+    owed, 0.4 BTC bought for 20,000 USDT and repaid. Binance pushes the loan's change
+    ("Event: Liability Update", ``liabilityChange`` ``t`` BORROW or REPAY) and the trade's
+    balances, BTC and USDT in one "Event: Margin Account Update" (``outboundAccountPosition``
+    "contains the assets that were possibly changed by the event"), 300 ms apart in either
+    order. USDT is no asset alertd follows, so the trade's push leaves BTC's equity as read
+    and names the account incomplete, read at once; the loan's push, its pair, is taken as
+    seen too: every state told before the read has the equity as read, and after the read
+    it is Binance's, nothing named. Before, the loan was applied alone (review of pm16, 5): a
+    borrow-and-sell showed 0.4 BTC owed with no USDT for it, the equity 20,000 USD too low
+    (a false critical ratio) until the read; a buy-and-repay as much too high."""
+    borrowed = kind == "BORROW"
+    owed = ("0", "0.4") if borrowed else ("0.4", "0")
+
+    async def body() -> None:
+        hedge = cross_margin_hedge("40000", "1", cross_margin="0.5", borrowed=owed[0])
+        async with hedge as (fake, feed):
+            state = feed.state
+            feed.reconcile_interval_s = 600.0
+            before = state.exchange_equity()
+            told = equities_told(feed)
+            fake.spend_margin_usdt(KEY, "-20000" if borrowed else "20000")
+            fake.set_pm_coin_balance(KEY, "BTC", cross_margin="0.5", borrowed=owed[1])
+            theirs = D(fake.portfolio_account(KEY)["accountEquity"])
+            usdt = "60000" if borrowed else "20000"
+            pushes = [
+                lambda: fake.push_liability_change(KEY, "BTC", kind, principal="0.4"),
+                lambda: fake.push_margin_account_update(KEY, "BTC", also={"USDT": usdt}),
+            ]
+            for push in pushes if loan_first else pushes[::-1]:
+                push()
+                await asyncio.sleep(0.3)
+            await read_as_binance(state, theirs, "the trade's read")
+            read = next(i for i, e in enumerate(told) if abs(e - theirs) < D("1e-5"))
+            assert told[:read] and all(e == before for e in told[:read]), (before, told)
+            moved_as_binance_s_next(fake, state, "after the trade's read")
+
+    run(body(), timeout_s=60)
+
+
+def test_binance_portfolio_interest_on_a_loan_not_followed_is_taken_as_read() -> None:
+    """The hedge with a USDT margin loan of 5,000: Binance charges its hourly interest, 0.4
+    USDT, pushed as "Event: Liability Update" (``liabilityChange`` ``t`` INTEREST, ``i`` the
+    interest, ``l`` the total liability), at the top of the hour for every account with a
+    loan. USDT is no asset alertd follows (its index is not read), so the interest is taken as
+    read: nothing named, no incomplete-data, no read asked (2 s on, the account's equity
+    still as read, within the interest of Binance's), and the next reconcile reads it.
+    Before, each such push named the account incomplete and asked a full /papi read (12.4
+    weight): 1,000 accounts' interest at one hour asked 12,400 where the per-IP budget is
+    2,160 a minute (review of pm16, 8)."""
+
+    async def body() -> None:
+        async with cross_margin_hedge("20000", "1", cross_margin="0.5") as (fake, feed):
+            state = feed.state
+            feed.reconcile_interval_s = 600.0
+            reads = lambda: fake.requests.count(("GET", "/papi/v1/account"))  # noqa: E731
+            start = reads()
+            before = state.exchange_equity()
+            theirs = D(fake.portfolio_account(KEY)["accountEquity"])
+            fake.spend_margin_usdt(KEY, "0.4")  # the interest, USDT counted in full
+            fake.push_liability_change(KEY, "USDT", "INTEREST", interest="0.4", total="5000.4")
+            await asyncio.sleep(2.0)  # a read at once would have landed
+            assert state.pushed_unfollowed == frozenset()
+            assert state.incomplete() == []
+            assert reads() == start
+            assert state.exchange_equity() == before
+            now = D(fake.portfolio_account(KEY)["accountEquity"])
+            assert 0 <= theirs - now <= D("0.4")  # the cost: the interest, until the next read
+            await feed.reconcile()
+            assert abs(state.exchange_equity() - now) < D("1e-5")
+            moved_as_binance_s_next(fake, state, "read after the interest")
+
+    run(body(), timeout_s=60)
+
+
+def test_binance_portfolio_held_coin_m_half_older_than_a_read_leaves_the_wallet_as_read() -> None:
+    """The hedge with a COIN-M wallet of 1 BTC: 0.8 BTC moved out to spot (``a.m``
+    ASSET_TRANSFER, no cross margin push follows), its COIN-M push (``cw`` 0.2) held for an
+    other half. Then a funding fee of 0.05 BTC whose push is not delivered (lost with a
+    dropped socket) and a read landing while the half is held (the hold's bound, passed in
+    as the feed's sleep, let go only after it): the wallet as read is 0.15, its "Get CM
+    Account Detail" ``updateTime`` after the held push's ``E``. When the bound releases the
+    half, the wallet stays 0.15 and the moved ratio is the local Binance's uniMMR. Before,
+    the held ``cw`` (0.2) was applied over the newer read: the fee undone, the equity 0.05
+    BTC too high until the next COIN-M push or read."""
+    bound = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        task = asyncio.current_task()
+        if task is not None and task.get_coro().__qualname__.endswith("._hold_bound"):
+            await bound.wait()
+        await asyncio.sleep(seconds)
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(KEY, SECRET, "20000")]) as fake:
+            made = hedged_600_short(fake, "1")
+            fake.set_pm_coin_balance(KEY, "BTC", cross_margin="0.5")
+            options = dataclasses.replace(FAST_OPTIONS, sleep=sleep)
+            feed = AccountFeed(made.config, secrets(KEY, SECRET), made.settings, options)
+            async with streaming(feed):
+                state = feed.state
+                await hedge_streaming(fake, feed)
+                feed.reconcile_interval_s = 600.0
+                fake.set_cm_coin(KEY, "BTC", "0.2", "0.95")
+                fake.push_cm_balance_update(KEY, "BTC", "ASSET_TRANSFER")
+                await asyncio.sleep(0.3)  # the push held
+                assert [p.coin_wallet for p in state.listed_positions] == [D(1)]
+                fake.set_cm_coin(KEY, "BTC", "0.15", "0.95")  # the fee, its push lost
+                await feed.reconcile()
+                assert [p.coin_wallet for p in state.listed_positions] == [D("0.15")]
+                told: list[Decimal | None] = []
+                feed.listeners.append(
+                    lambda f, change, symbol: told.append(f.state.listed_positions[0].coin_wallet)
+                )
+                bound.set()
+                await asyncio.sleep(TRANSFER_HALF_HOLD_S + 0.3)
+                assert [p.coin_wallet for p in state.listed_positions] == [D("0.15")]
+                assert all(w == D("0.15") for w in told), told
+                moved_as_binance_s_next(fake, state, "after the read and the bound")
+
+    run(body(), timeout_s=60)
+
+
+def test_binance_portfolio_interest_at_the_hour_on_many_accounts_asks_no_read() -> None:
+    """20 portfolio margin accounts on one local Binance, each with a UM long and a USDT loan:
+    Binance charges every loan's interest at the same hour, pushed to all within one second
+    (``liabilityChange`` ``t`` INTEREST). No account is named incomplete (no
+    ``incomplete-data`` warning to come) and no /papi snapshot is asked: the reads stay those
+    of the reconcile plan (none here, its interval 600 s). Before, every account named USDT
+    and asked a full read at once (12.4 weight each: 12,400 for 1,000 accounts at the top of
+    each hour, the per-IP budget 2,160 a minute; review of pm16, 8)."""
+    keys = [f"pm17-key-{i}" for i in range(20)]
+
+    async def body() -> None:
+        async with started(FakeBinanceUSDM(), [(k, SECRET, "20000") for k in keys]) as fake:
+            fake.set_mark(BTC, "60000")
+            config = portfolio_margin_config(fake)
+            feeds = []
+            for i, key in enumerate(keys):
+                fake.set_portfolio_margin(key)
+                fake.open_position(key, BTC, "long", "0.1", "60000")
+                account = config.model_copy(update={"name": f"p{i}"})
+                feeds.append(AccountFeed(account, secrets(key, SECRET), FAST, FAST_OPTIONS))
+            async with contextlib.AsyncExitStack() as stack:
+                for feed in feeds:
+                    feed.reconcile_interval_s = 600.0
+                    await stack.enter_async_context(running(feed))
+                await eventually(lambda: all(f.state.connected for f in feeds), what="streams up")
+                reads = lambda: fake.requests.count(("GET", "/papi/v1/account"))  # noqa: E731
+                await eventually(lambda: reads() >= 2 * len(keys), what="the starts' reads")
+                await asyncio.sleep(1.5)  # past the starts' settle resyncs
+                start = reads()
+                for key in keys:
+                    fake.spend_margin_usdt(key, "0.4")
+                    fake.push_liability_change(
+                        key, "USDT", "INTEREST", interest="0.4", total="5000.4"
+                    )
+                await asyncio.sleep(2.0)  # reads asked at once would have begun
+                assert [f.state.incomplete() for f in feeds] == [[]] * len(keys)
+                assert [f.state.pushed_unfollowed for f in feeds] == [frozenset()] * len(keys)
+                assert reads() == start
+
+    run(body(), timeout_s=120)

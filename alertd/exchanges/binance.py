@@ -552,6 +552,18 @@ def cm_wallets(answer: Any) -> dict[str, Decimal]:
     return out
 
 
+def cm_wallet_times(answer: Any) -> dict[str, int]:
+    """Each coin's COIN-M wallet's ``updateTime`` in "Get CM Account Detail" (``assets[]``;
+    the docs' example: 1625474304765), where it is a time (:func:`cm_wallets` checked the
+    rows): a push stamped before it is in the wallet as read."""
+    assets = answer.get("assets", []) if isinstance(answer, dict) else []
+    return {
+        raw["asset"]: at
+        for raw in assets
+        if (at := stamp_or_none(raw.get("updateTime"))) is not None
+    }
+
+
 # Binance's answer to a /papi request of an account not in portfolio margin (Binance FAQ "How
 # to Use the Binance Portfolio Margin Pro Program APIs": "request ID is not a Portfolio Margin
 # Account"), as ccxt's error text carries the body
@@ -1074,6 +1086,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._coin_m_read_ms: dict[tuple[str, str], int] = {}
         # each asset's "Account Balance" update time as the last snapshot read it
         self._balance_read_ms: dict[str, int] = {}
+        # each coin's COIN-M wallet's update time as the last snapshot read it
+        self._cm_wallet_read_ms: dict[str, int] = {}
         # what the last snapshot weighed in the per-IP budget, by its mode (None: none yet)
         self._snapshot_weight: float | None = None
         # each wallet's update time as the last snapshot read it (wallet_times)
@@ -1217,6 +1231,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         answer = await exchange.papiGetCmAccount() if held else {}
         margins = cm_maintenance_margins(answer, symbol_of)
         wallets = cm_wallets(answer)
+        self._cm_wallet_read_ms = cm_wallet_times(answer)
         brackets = await self._cm_brackets(exchange, symbol_of) if held else {}
         others = await self._coin_balances(exchange) if held else {}
         out = []
@@ -1535,7 +1550,10 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         return self._coin_m_stops if self._portfolio is not None else ()
 
     def pushed_listed(
-        self, message: Any, listed: tuple[ExchangeRatioPosition, ...]
+        self,
+        message: Any,
+        listed: tuple[ExchangeRatioPosition, ...],
+        as_seen: bool = False,
     ) -> tuple[ExchangeRatioPosition, ...] | None:
         """The portfolio margin stream's COIN-M update ("Event: Futures Balance and Position
         Update" with ``fs`` CM: ``a.P[]`` rows of ``s``, ``pa`` the contracts, signed in
@@ -1547,10 +1565,13 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         (``a`` the asset, ``cw`` its "Cross Wallet Balance": the COIN-M wallet Get CM Account
         Detail's ``crossWalletBalance`` reads, a close's realized PnL and fee in it, a funding
         fee's push has B alone) give the listed positions of that coin their wallet
-        (:meth:`_pushed_wallets`). None: not such a push, or nothing listed changed."""
+        (:meth:`_pushed_wallets`). ``as_seen``: a cross margin push or loan taken as seen
+        (:meth:`_pushed_coin_parts`). None: not such a push, or nothing listed changed."""
         parts, at_ms = pushed_cross_margin(message)
         if parts:
-            return self._pushed_coin_parts(parts, at_ms, listed, cross=True)
+            # interest charged on a loan alertd does not follow names nothing (taken as read)
+            names = message.get("e") != "liabilityChange" or message.get("t") != "INTEREST"
+            return self._pushed_coin_parts(parts, at_ms, listed, names=names, as_seen=as_seen)
         if any(p.coin_other is not None for p in listed):
             parts, at_ms = pushed_um_wallets(message)
             if parts:
@@ -1584,7 +1605,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                 if not older(at, self._coin_m_read_ms.get((raw["s"], ps))):
                     self._said_unlisted_push(raw["s"])
             return None
-        out = {(p.symbol, p.side): p for p in self._pushed_wallets(update.get("B", []), listed)}
+        out = {(p.symbol, p.side): p for p in self._pushed_wallets(update.get("B", []), at, listed)}
         for raw in rows:
             if not isinstance(raw, dict) or not isinstance(raw.get("s"), str):
                 raise FrameError("CM ACCOUNT_UPDATE: a position row without a symbol")
@@ -1638,7 +1659,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         pushed: dict[str, tuple[str, Decimal]],
         at_ms: int | None,
         listed: tuple[ExchangeRatioPosition, ...],
-        cross: bool = False,
+        names: bool = False,
+        as_seen: bool = False,
     ) -> tuple[ExchangeRatioPosition, ...] | None:
         """The listed positions with their coin's cross margin balance, loans or UM wallet as
         a push gives them (:func:`pushed_cross_margin`, :func:`pushed_um_wallets`): the coin's
@@ -1656,12 +1678,20 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         once). So is a push of such assets alone (ETH bought with USDT, with no COIN-M position
         of ETH: uniMMR counts the ETH at its index less its haircut, a change no push carries).
         A UM wallet push of another asset (USDT's, at each UM fill) is not: the UM positions'
-        PnL it realizes is followed with them. A push older
+        PnL it realizes is followed with them. ``names``: a cross margin push or a loan's,
+        naming the assets it carries that alertd does not follow, but for interest charged
+        on such a loan (Binance's ``liabilityChange`` ``t`` INTEREST, hourly on every loan:
+        its ``i`` lowers the asset's equity by the interest at the asset's index, a price
+        alertd does not follow; taken as read, its cost docs/exchanges.md says, where a read
+        each would spend 12 weight an account at the top of every hour). ``as_seen``: the
+        push is one half of such a move pushed in two events (a loan of BTC sold for USDT:
+        the loan's ``liabilityChange``, then BTC and USDT in one ``outboundAccountPosition``;
+        :meth:`AccountFeed._hold` pairs them), not whole either. A push older
         than the asset's row as read is in it; a coin whose balances were not read (refused)
         stays so. None: nothing changed."""
         moved = {p.coin for p in listed if p.coin and p.coin_other is not None}
-        whole = set(pushed) <= moved
-        if cross:
+        whole = not as_seen and set(pushed) <= moved
+        if names:
             self._pushed_unfollowed |= {
                 asset
                 for asset in set(pushed) - moved
@@ -1692,12 +1722,14 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         changed = tuple(out)
         return None if changed == listed else changed
 
-    @staticmethod
     def _pushed_wallets(
-        balances: Any, listed: tuple[ExchangeRatioPosition, ...]
+        self, balances: Any, at_ms: int | None, listed: tuple[ExchangeRatioPosition, ...]
     ) -> tuple[ExchangeRatioPosition, ...]:
         """The listed positions with their coin's COIN-M wallet as a CM push's ``a.B[]`` gives
-        it (``a``, ``cw``); a position whose wallet was not read (listed as read) stays so."""
+        it (``a``, ``cw``); a position whose wallet was not read (listed as read) stays so,
+        and so does a wallet the push, stamped ``at_ms`` (``E``), is older than as read
+        (``assets[].updateTime`` of "Get CM Account Detail": a transfer's half held for its
+        other half and released after a read that holds a later change of the wallet)."""
         if not isinstance(balances, list):
             raise FrameError("CM ACCOUNT_UPDATE: a.B is not a list of balances")
         wallets = {}
@@ -1705,6 +1737,8 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             if not isinstance(raw, dict) or not isinstance(raw.get("a"), str):
                 raise FrameError("CM ACCOUNT_UPDATE: a balance row without an asset")
             wallets[raw["a"]] = dec(raw.get("cw"), f"CM ACCOUNT_UPDATE {raw['a']} cw")
+        for coin in [c for c in wallets if older(at_ms, self._cm_wallet_read_ms.get(c))]:
+            del wallets[coin]
         return tuple(
             dataclasses.replace(p, coin_wallet=wallets[p.coin])
             if p.coin in wallets and p.coin_wallet is not None

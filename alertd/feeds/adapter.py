@@ -419,11 +419,17 @@ class ExchangeAdapter:
         return None
 
     def pushed_listed(
-        self, message: Any, listed: tuple[ExchangeRatioPosition, ...]
+        self,
+        message: Any,
+        listed: tuple[ExchangeRatioPosition, ...],
+        as_seen: bool = False,
     ) -> tuple[ExchangeRatioPosition, ...] | None:
         """``listed`` (:meth:`fetch_listed_positions`' positions) with a private frame's
         change of them applied (Binance portfolio margin: a COIN-M fill's push); None: the
-        frame changes none of them (by default, none does)."""
+        frame changes none of them (by default, none does). ``as_seen``: the frame is one
+        half of a move whose other half alertd cannot count (a loan's push paired with a
+        margin trade's balance push carrying another asset): the values it gives are taken
+        as seen and the equity they are part of is left as read, as for that other half."""
         return None
 
     def pushed_unlisted(self) -> frozenset[str]:

@@ -402,13 +402,17 @@ class HeldFrame:
     """A private frame held by :meth:`AccountFeed._hold`: as it came, the coins it moves,
     ``side`` ("wallet", "loan" or "cross") where it is a transfer's or a loan's half, and
     ``waits`` while it waits for its other half (else it waits only behind an earlier held
-    frame of its coins)."""
+    frame of its coins); ``as_seen``: a loan's half whose other half carries an asset alertd
+    does not follow (a margin sell of the borrowed coin), applied as that one is: its
+    values taken as seen, the coin's equity left as read (:meth:`ExchangeAdapter.
+    pushed_listed`)."""
 
     message: Any
     at: float
     assets: frozenset[str]
     side: str | None
     waits: bool = False
+    as_seen: bool = False
 
 
 class Change(enum.Enum):
@@ -553,6 +557,9 @@ class AccountFeed:
         # of a transfer was last applied alone, its other half not come by its bound
         self._held: list[HeldFrame] = []
         self._alone_at: dict[tuple[str, str], float] = {}
+        # when a cross margin push of each coin last came carrying an asset alertd does not
+        # follow (a margin trade's): a loan's push of the coin within the bound is its pair
+        self._partial_at: dict[str, float] = {}
         # when the last successful resync began: one begun after a disconnect (or a reopen)
         # covers it; one that failed covers nothing
         self._last_resync_started = -float("inf")
@@ -1864,7 +1871,12 @@ class AccountFeed:
         (:meth:`~ExchangeAdapter.loan_half`). A cross margin push holding an asset no listed
         position follows (a margin trade against USDT) is no transfer's and is not held. A
         later frame of a held coin waits behind it (applied after it, as they came: applied
-        first, the held older wallet would overwrite it). Whether the frame was taken here
+        first, the held older wallet would overwrite it). A loan's push paired with a cross
+        margin push carrying an asset alertd does not follow (borrow BTC and sell it for
+        USDT: Binance pushes the loan, then BTC and USDT in one ``outboundAccountPosition``)
+        is applied as that push is, neither counted (the coin's equity left as read, the
+        account read at once for the other asset): the loan applied alone would show the
+        borrowed coin owed and not the USDT it was sold for. Whether the frame was taken here
         (held, or applied with those it released); not: the caller applies it."""
         followed = frozenset(p.coin for p in self.state.listed_positions if p.coin)
         if not followed or self._group is None:
@@ -1883,13 +1895,22 @@ class AccountFeed:
             # a wallet's or a loan's half pairs with the cross margin balance's
             others = ("cross",) if side != "cross" else ("wallet", "loan")
             waiting = [h for h in self._held if h.waits and h.side in others and h.assets & assets]
+            # a margin trade's push (another asset in it): a loan it pairs with is not counted
+            partial = side == "cross" and not cross <= followed
             for pair in waiting:
                 pair.waits = False
+                pair.as_seen = pair.as_seen or (partial and pair.side == "loan")
             # its other half applied alone at its bound: this one is it, late
             since = now - TRANSFER_HALF_HOLD_S
             late = [self._alone_at.pop((a, o), -math.inf) >= since for a in assets for o in others]
-            held.waits = not waiting and not any(late) and (side != "cross" or cross <= followed)
-        if not held.waits and not any(h.assets & assets for h in self._held):
+            if partial:
+                self._partial_at.update(dict.fromkeys(assets, now))
+            elif side == "loan":
+                # its margin trade's push came first (applied at once, not whole)
+                paired = [self._partial_at.pop(a, -math.inf) >= since for a in assets]
+                held.as_seen = any(paired)
+            held.waits = not waiting and not any(late) and not held.as_seen and not partial
+        if not held.waits and not held.as_seen and not any(h.assets & assets for h in self._held):
             return False  # nothing held before it: applied at once
         self._held.append(held)
         if held.waits:
@@ -1927,17 +1948,17 @@ class AccountFeed:
         self._held = kept
         changed = False
         for held in ready:
-            changed = self._listed_frame(held.message, held.at) or changed
+            changed = self._listed_frame(held.message, held.at, held.as_seen) or changed
         if ready:
             self._named_unread(self._clock())
         return changed
 
-    def _listed_frame(self, message: Any, now: float) -> bool:
+    def _listed_frame(self, message: Any, now: float, as_seen: bool = False) -> bool:
         """A frame's change of the listed positions applied (:meth:`ExchangeAdapter.
-        pushed_listed`), a read asked for where only a read can place it; whether it changed
-        them (the caller tells the listeners)."""
+        pushed_listed`, ``as_seen`` as it says), a read asked for where only a read can place
+        it; whether it changed them (the caller tells the listeners)."""
         try:
-            listed = self.adapter.pushed_listed(message, self.state.listed_positions)
+            listed = self.adapter.pushed_listed(message, self.state.listed_positions, as_seen)
         except (FrameError, ArithmeticError) as exc:
             # ArithmeticError: a figure Decimal holds but cannot compute with (``pa`` 1E+999999
             # overflows the size's arithmetic), as malformed as a missing one
@@ -1949,7 +1970,7 @@ class AccountFeed:
         unplaced = {(p.symbol, p.side) for p in self.state.listed_unplaced()}
         self._pushes.apply(
             functools.partial(self._push_listed, message, listed),
-            functools.partial(self._push_listed, message),
+            functools.partial(self._push_listed, message, as_seen=as_seen),
             Part.LISTED,
         )
         self._sync_mark_streams()
@@ -2001,14 +2022,17 @@ class AccountFeed:
             self._fill_resync(now, "margin push of " + ", ".join(sorted(unfollowed)))
 
     def _push_listed(
-        self, message: Any, listed: tuple[ExchangeRatioPosition, ...] | None = None
+        self,
+        message: Any,
+        listed: tuple[ExchangeRatioPosition, ...] | None = None,
+        as_seen: bool = False,
     ) -> bool:
         """A push of the listed positions applied: ``listed`` as it made them from those held
         when it came, or, applied again over a snapshot, made anew from the snapshot's (a row
         older than the one read is left as read: ``pushed_listed``). Whether it changed them."""
         if listed is None:
             try:
-                listed = self.adapter.pushed_listed(message, self.state.listed_positions)
+                listed = self.adapter.pushed_listed(message, self.state.listed_positions, as_seen)
             except (FrameError, ArithmeticError):
                 return False  # told when it first came
             if listed is None:

@@ -667,6 +667,9 @@ class _Account(shared.Credentials):
     # its COIN-M coins' wallets (in the coin) and collateral rates (set_cm_coin): a coin's
     # equity (its wallet and its COIN-M positions' PnL) counts in uniMMR at its rate
     cm_coins: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)
+    # when each coin's COIN-M wallet last changed: its "Get CM Account Detail" row's
+    # "updateTime"
+    cm_coin_ms: dict[str, int] = field(default_factory=dict)
     # its coins' other balances, in the coin (set_pm_coin_balance): "Account Balance"'s
     # crossMarginAsset, crossMarginBorrowed, crossMarginInterest and umWalletBalance; each
     # counts in its coin's equity in uniMMR beside the COIN-M wallet
@@ -1178,6 +1181,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         Unified Account Maintenance Margin Ratio (uniMMR)"). Without it: no wallet, rate 1."""
         rate = shared.positive(collateral_rate, "collateral_rate")
         self._account(api_key).cm_coins[coin.upper()] = (_dec(wallet), rate)
+        self._account(api_key).cm_coin_ms[coin.upper()] = now_ms()
         # the rate as "Portfolio Margin Pro Tiered Collateral Rate" lists it: one tier
         self.collateral_tiers[coin.upper()] = [
             {
@@ -1214,6 +1218,7 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         account.update_ms = now_ms()  # a fill: its row's "updateTime" moves with it
         wallet, rate = self._cm_coins(account).get(market.base, (Decimal(0), Decimal(1)))
         account.cm_coins[market.base] = (wallet + closed * (1 / entry - 1 / market.mark), rate)
+        account.cm_coin_ms[market.base] = account.update_ms
         if left == 0:
             del account.cm_held[market_id]
         else:
@@ -1356,6 +1361,8 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
         for coin, (wallet, _) in account.cm_coins.items():
             row = assets.get(coin, CM_ACCOUNT_EXAMPLE["assets"][0])
             assets[coin] = row | {"asset": coin, "crossWalletBalance": _f8(wallet)}
+            if coin in account.cm_coin_ms:
+                assets[coin]["updateTime"] = account.cm_coin_ms[coin]
         body["assets"] = list(assets.values())
         return body
 
@@ -1464,22 +1471,30 @@ class FakeBinanceUSDM(FakeExchangeServer[_Account, _Connection]):
 
     @scripted
     def push_liability_change(
-        self, api_key: str, coin: str, kind: str, principal: Num = "0", interest: Num = "0"
+        self,
+        api_key: str,
+        coin: str,
+        kind: str,
+        principal: Num = "0",
+        interest: Num = "0",
+        total: Num | None = None,
     ) -> None:
         """A portfolio margin account's push of ``coin``'s margin loan as ``set_pm_coin_balance``
         left it: "Event: Liability Update" (``liabilityChange``: ``t`` the ``kind`` (BORROW,
         REPAY, INTEREST...), ``p`` and ``i`` the change's principal and interest, ``l`` the
         total liability, borrowed and interest), as the Portfolio Margin user data stream docs
-        list it."""
+        list it; ``total`` the ``l`` given (a USDT loan: the local Binance holds USDT as one
+        wallet, set_pm_coin_balance being the coins')."""
         account = self._account(api_key)
         stamp = now_ms()
         row = account.pm_balances.get(coin.upper(), {})
-        total = row.get("crossMarginBorrowed", Decimal(0)) + row.get(
-            "crossMarginInterest", Decimal(0)
-        )
+        if total is None:
+            total = row.get("crossMarginBorrowed", Decimal(0)) + row.get(
+                "crossMarginInterest", Decimal(0)
+            )
         event = {"e": "liabilityChange", "E": stamp, "a": coin.upper(), "t": kind,
                  "T": stamp, "p": _f8(_dec(principal)), "i": _f8(_dec(interest)),
-                 "l": _f8(total)}  # fmt: skip
+                 "l": _f8(_dec(total))}  # fmt: skip
         self._on_loop(self._push_user, account.api_key, event)
 
     @scripted
