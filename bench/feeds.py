@@ -143,21 +143,28 @@ def most_in_window(
     return most
 
 
-def bench_config(args: argparse.Namespace, urls: Any, options: Any, state: str) -> dict[str, Any]:
+def bench_accounts(exchange: str, count: int, urls: Any, options: Any) -> list[dict[str, Any]]:
+    """The config's accounts acct0.., their secrets in BENCH_KEY_i, BENCH_SECRET_i (and OKX's
+    passphrase in BENCH_PASSWORD_i)."""
     accounts = [
         {
             "name": f"acct{i}",
-            "exchange": args.exchange,
+            "exchange": exchange,
             "api_key_env": f"BENCH_KEY_{i}",
             "secret_env": f"BENCH_SECRET_{i}",
             "urls": urls,
             "options": options,
         }
-        for i in range(args.accounts)
+        for i in range(count)
     ]
-    if args.exchange == "okx":  # OKX signs with a passphrase too
+    if exchange == "okx":  # OKX signs with a passphrase too
         for i, account in enumerate(accounts):
             account["password_env"] = f"BENCH_PASSWORD_{i}"
+    return accounts
+
+
+def bench_config(args: argparse.Namespace, urls: Any, options: Any, state: str) -> dict[str, Any]:
+    accounts = bench_accounts(args.exchange, args.accounts, urls, options)
     config: dict[str, Any] = {"version": 1, "accounts": accounts, "state_path": state}
     feeds: dict[str, Any] = {}
     if args.no_book_stream:
