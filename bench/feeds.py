@@ -221,8 +221,13 @@ def request_weights(
     rows: dict[str, list[float]] = {}
     in_window: dict[str, int] = {}
     by_ip: dict[str, tuple[list[float], list[float]]] = {}  # address -> (times, weights)
+    # the TCP connections (client address and port) requests came on before the window, in it
+    before: set[tuple[str, str]] = set()
+    used: set[tuple[str, str]] = set()
     for line in path.read_text().splitlines():
-        at, method, url_path, query, ip = [*line.split("\t"), "", ""][:5]
+        at, method, url_path, query, ip, port = [*line.split("\t"), "", "", ""][:6]
+        if window is not None and float(at) < window[0]:
+            before.add((ip, port))
         # as ccxt is given them: numbers as numbers (the depth's weight goes by its limit)
         params = {k: int(v) if v.isdigit() else v for k, v in parse_qsl(query)}
         weight, every = 1.0, False
@@ -246,6 +251,7 @@ def request_weights(
                 row[2 * column + 1] += weight
         if window is not None and window[0] <= float(at) <= window[1]:
             in_window[key] = in_window.get(key, 0) + 1
+            used.add((ip, port))
         times, weights = by_ip.setdefault(ip, ([], []))
         times.append(float(at))
         weights.append(weight)
@@ -268,7 +274,13 @@ def request_weights(
         f"  from {len(by_ip)} address(es); the most one spent in any 60 s: {most[0]:.0f} "
         f"({most[1]})"
     )
-    return [head, *lines, foot, per_ip]
+    connections = []
+    if window is not None:
+        connections.append(
+            f"  the window's requests came on {len(used)} TCP connection(s), "
+            f"{len(used - before)} of them opened in it"
+        )
+    return [head, *lines, foot, per_ip, *connections]
 
 
 # alertd.daemon.evaluation logs each notification as "<kind> <rule>: <title>" (Alerting._commit)
