@@ -143,21 +143,28 @@ def most_in_window(
     return most
 
 
-def bench_config(args: argparse.Namespace, urls: Any, options: Any, state: str) -> dict[str, Any]:
+def bench_accounts(exchange: str, count: int, urls: Any, options: Any) -> list[dict[str, Any]]:
+    """The config's accounts acct0.., their secrets in BENCH_KEY_i, BENCH_SECRET_i (and OKX's
+    passphrase in BENCH_PASSWORD_i)."""
     accounts = [
         {
             "name": f"acct{i}",
-            "exchange": args.exchange,
+            "exchange": exchange,
             "api_key_env": f"BENCH_KEY_{i}",
             "secret_env": f"BENCH_SECRET_{i}",
             "urls": urls,
             "options": options,
         }
-        for i in range(args.accounts)
+        for i in range(count)
     ]
-    if args.exchange == "okx":  # OKX signs with a passphrase too
+    if exchange == "okx":  # OKX signs with a passphrase too
         for i, account in enumerate(accounts):
             account["password_env"] = f"BENCH_PASSWORD_{i}"
+    return accounts
+
+
+def bench_config(args: argparse.Namespace, urls: Any, options: Any, state: str) -> dict[str, Any]:
+    accounts = bench_accounts(args.exchange, args.accounts, urls, options)
     config: dict[str, Any] = {"version": 1, "accounts": accounts, "state_path": state}
     feeds: dict[str, Any] = {}
     if args.no_book_stream:
@@ -214,8 +221,13 @@ def request_weights(
     rows: dict[str, list[float]] = {}
     in_window: dict[str, int] = {}
     by_ip: dict[str, tuple[list[float], list[float]]] = {}  # address -> (times, weights)
+    # the TCP connections (client address and port) requests came on before the window, in it
+    before: set[tuple[str, str]] = set()
+    used: set[tuple[str, str]] = set()
     for line in path.read_text().splitlines():
-        at, method, url_path, query, ip = [*line.split("\t"), "", ""][:5]
+        at, method, url_path, query, ip, port = [*line.split("\t"), "", "", ""][:6]
+        if window is not None and float(at) < window[0]:
+            before.add((ip, port))
         # as ccxt is given them: numbers as numbers (the depth's weight goes by its limit)
         params = {k: int(v) if v.isdigit() else v for k, v in parse_qsl(query)}
         weight, every = 1.0, False
@@ -239,6 +251,7 @@ def request_weights(
                 row[2 * column + 1] += weight
         if window is not None and window[0] <= float(at) <= window[1]:
             in_window[key] = in_window.get(key, 0) + 1
+            used.add((ip, port))
         times, weights = by_ip.setdefault(ip, ([], []))
         times.append(float(at))
         weights.append(weight)
@@ -261,7 +274,13 @@ def request_weights(
         f"  from {len(by_ip)} address(es); the most one spent in any 60 s: {most[0]:.0f} "
         f"({most[1]})"
     )
-    return [head, *lines, foot, per_ip]
+    connections = []
+    if window is not None:
+        connections.append(
+            f"  the window's requests came on {len(used)} TCP connection(s), "
+            f"{len(used - before)} of them opened in it"
+        )
+    return [head, *lines, foot, per_ip, *connections]
 
 
 # alertd.daemon.evaluation logs each notification as "<kind> <rule>: <title>" (Alerting._commit)

@@ -77,3 +77,27 @@ def test_every_account_s_own_limiter_is_the_debt_bucket(exchange: str) -> None:
             await client.close()
 
     run(body())
+
+
+def test_an_idle_account_s_request_goes_at_once_its_debt_refilled_while_it_was_idle() -> None:
+    """A calm account sends a reconcile's requests once a minute: the bucket's debt from the
+    last one was refilled long before. Its next request is admitted at once, without the
+    loop's task (ccxt's loop, started afresh, forgot the idle time and slept the old debt
+    again: a wait and a wake-up a request, the refill unchanged); one asked while in debt
+    still waits for the refill, in its turn."""
+
+    async def body() -> None:
+        bucket = DebtBucket(bucket_config(), asyncio.get_running_loop())
+        await bucket(4)  # 4 units in debt: 80 ms to refill
+        await asyncio.sleep(0.1)  # idle past the refill
+        idle = bucket(2)
+        assert idle.done()  # admitted at its call: no loop, no turn of the event loop
+        assert not bucket.running
+        assert bucket.debt_waits == 0
+        in_debt = bucket(2)  # the refill capped at capacity (1): 1 - 2 leaves it in debt
+        assert not in_debt.done()
+        await asyncio.wait_for(in_debt, 5)
+        assert bucket.debt_waits >= 1
+        assert bucket.at_once == 2
+
+    run(body())

@@ -47,6 +47,7 @@ from alertd.feeds.adapter import AlikeAnswers, alike_answers
 from alertd.feeds.backoff import Backoff
 from alertd.feeds.ccxt_exchange import (
     REST_BUDGET_SHARE,
+    Admitted,
     IpBudget,
     OpeningPacer,
     RestSlots,
@@ -2690,6 +2691,34 @@ def _ten_a_second(time_: VirtualTime) -> RollingWindow:
     return RollingWindow(
         {"windowSize": 1000.0, "rateLimit": 100.0}, asyncio.get_running_loop(), time_, time_.sleep
     )
+
+
+def test_a_request_the_window_has_room_for_is_admitted_at_its_call_and_the_rest_in_order() -> None:
+    """A request the window has room for, none queued, is admitted at its call: its
+    :class:`Admitted` without the loop's task or a turn of the event loop (a calm reconcile's
+    every request: ccxt's loop took a task and two turns a request); once one waits, later
+    ones queue behind it in their order, even one that would fit."""
+
+    async def body() -> None:
+        time_ = VirtualTime(100.0)
+        window = _ten_a_second(time_)
+        first = window(4)
+        assert first.done() and isinstance(first.result(), Admitted)
+        assert not window.running
+        assert window(6).done()  # 10 of 10
+        order: list[int] = []
+        waiting = window(5)
+        small = window(1)  # would fit once the 5 does: still behind it
+        waiting.add_done_callback(lambda _: order.append(5))
+        small.add_done_callback(lambda _: order.append(1))
+        await _settled()
+        assert not waiting.done() and not small.done()
+        await time_.advance_to(101.0)  # the first 10 leave the window
+        await asyncio.wait_for(asyncio.gather(waiting, small), 5)
+        assert order == [5, 1]
+        assert window(4).done()  # 5 + 1 + 4: room, none queued
+
+    run(body(), timeout_s=30)
 
 
 def test_a_slow_request_holds_only_its_own_weight_not_the_ones_admitted_after_it() -> None:

@@ -210,11 +210,37 @@ class DebtBucket(Throttler):  # type: ignore[misc]
     def __init__(self, config: Any, loop: Any = None) -> None:
         super().__init__(config, loop)
         self.debt_waits = 0  # the sleeps taken in debt (one a request in debt, give or take)
+        self.at_once = 0  # the requests admitted without the loop (:meth:`__call__`)
+        # when the tokens were last refilled, on ccxt's own clock for its buckets (ms)
+        self._refilled_at = time.time() * 1000
+
+    def _refill(self) -> None:
+        """The tokens the time since the last refill earned, up to the bucket's capacity: a
+        leaky bucket's refill, which ccxt's loop also makes while it runs (it forgets the time
+        it was stopped, holding an idle account's next request for a debt long refilled)."""
+        bucket = self.config
+        now = time.time() * 1000
+        earned = (now - self._refilled_at) * bucket["refillRate"]
+        bucket["tokens"] = min(bucket["tokens"] + earned, bucket["capacity"])
+        self._refilled_at = now
+
+    def __call__(self, cost: Any = None) -> Any:
+        """A request admitted at once where the loop would admit it at its first look (none
+        queued, the bucket out of debt): no loop task, no turn of the event loop. A calm account's
+        request (one reconcile a minute) is one; the others queue as in ccxt's."""
+        ccxt_self: Any = self  # ccxt's attributes, untyped
+        if not ccxt_self.running and not ccxt_self.queue:
+            self._refill()
+            bucket = self.config
+            if bucket["tokens"] >= 0:
+                bucket["tokens"] -= bucket["cost"] if cost is None else cost
+                self.at_once += 1
+                return _admitted_at_once(None)
+        return super().__call__(cost)
 
     async def leaky_bucket_loop(self) -> None:
         ccxt_self: Any = self  # ccxt's attributes, untyped
         bucket, queue = ccxt_self.config, ccxt_self.queue
-        refilled_at = time.time() * 1000  # ccxt's own clock for its buckets, in ms
         while ccxt_self.running:
             future, cost = queue[0]
             if bucket["tokens"] >= 0:
@@ -229,10 +255,15 @@ class DebtBucket(Throttler):  # type: ignore[misc]
             refill_ms = -bucket["tokens"] / bucket["refillRate"]
             self.debt_waits += 1
             await asyncio.sleep(max(bucket["delay"], refill_ms / 1000))
-            now = time.time() * 1000
-            earned = (now - refilled_at) * bucket["refillRate"]
-            bucket["tokens"] = min(bucket["tokens"] + earned, bucket["capacity"])
-            refilled_at = now
+            self._refill()
+
+
+def _admitted_at_once(result: Any) -> asyncio.Future[Any]:
+    """What a limiter's call gives a request admitted without its loop: a future already done
+    (ccxt's limiter gives a future; awaiting a done one does not suspend)."""
+    future: asyncio.Future[Any] = asyncio.Future()
+    future.set_result(result)
+    return future
 
 
 def _guarded_class(exchange_id: str) -> type:
@@ -1425,6 +1456,40 @@ class RollingWindow(Throttler):  # type: ignore[misc]  # ccxt's class is untyped
     def _weight(self) -> float:
         return self._in_flight_total + self._ended_total
 
+    def _admits(self, cost: float, now: float) -> bool:
+        """Whether a request of ``cost`` fits the window at ``now`` (the ended requests a
+        window past their end dropped first); one costlier than the whole window goes alone
+        (ccxt's loop fails on it)."""
+        ended = self._ended
+        window_ms = self.config["windowSize"]
+        while ended and (not ended[0].live or ended[0].end_ms + window_ms <= now):
+            entry = ended.popleft()
+            if entry.live:
+                entry.live = False
+                self._forget_ended(entry.cost)
+        limit = self.config["maxWeight"]
+        empty = not self._in_flight and not self._ended_live
+        fits = self._weight() + cost <= limit
+        if not fits and not empty and self._weight() + cost - limit <= 1e-9 * limit:
+            # a miss within float noise is summed afresh, as ccxt sums at every admission:
+            # the running totals' residue (fractional costs) never holds a request that fits;
+            # a real miss (whole weights) waits with no re-sum
+            self._in_flight_total = math.fsum(held.cost for held in self._in_flight)
+            self._ended_total = math.fsum(e.cost for e in ended if e.live)
+            fits = self._weight() + cost <= limit
+        return fits or empty
+
+    def __call__(self, cost: Any = None) -> Any:
+        """A request admitted at once where the loop would admit it at its first look (none
+        queued, the window holding room for it): its :class:`Admitted` without a loop task or
+        a turn of the event loop; the others queue for the loop, in their order."""
+        if not self.running and not self.queue:
+            cost = self.config["cost"] if cost is None else cost
+            now = self.now_ms()
+            if self._admits(cost, now):
+                return _admitted_at_once(Admitted(self, now, cost))
+        return super().__call__(cost)
+
     async def rolling_window_loop(self) -> None:
         window_ms = self.config["windowSize"]
         ended = self._ended
@@ -1432,23 +1497,7 @@ class RollingWindow(Throttler):  # type: ignore[misc]  # ccxt's class is untyped
             future, cost = self.queue[0]
             cost = self.config["cost"] if cost is None else cost
             now = self.now_ms()
-            while ended and (not ended[0].live or ended[0].end_ms + window_ms <= now):
-                entry = ended.popleft()
-                if entry.live:
-                    entry.live = False
-                    self._forget_ended(entry.cost)
-            limit = self.config["maxWeight"]
-            empty = not self._in_flight and not self._ended_live
-            fits = self._weight() + cost <= limit
-            if not fits and not empty and self._weight() + cost - limit <= 1e-9 * limit:
-                # a miss within float noise is summed afresh, as ccxt sums at every
-                # admission: the running totals' residue (fractional costs) never holds a
-                # request that fits; a real miss (whole weights) waits with no re-sum
-                self._in_flight_total = math.fsum(held.cost for held in self._in_flight)
-                self._ended_total = math.fsum(e.cost for e in ended if e.live)
-                fits = self._weight() + cost <= limit
-            # one request costlier than the whole window goes alone (ccxt's loop fails on it)
-            if fits or empty:
+            if self._admits(cost, now):
                 admitted = Admitted(self, now, cost)
                 if not future.done():
                     future.set_result(admitted)

@@ -409,6 +409,8 @@ class FakeExchangeServer(Generic[A, C]):
         # what a client spent on the exchange's request weight, and when)
         self.timed_requests: list[tuple[float, str, str, str]] | None = None
         self.timed_peers: list[str] = []  # the client address of each of those, in order
+        # the client port of each of those, in order: its TCP connection, with the address
+        self.timed_ports: list[int] = []
         self.ws_connections: int = 0
         # the per-IP opening cap enforced (``cap_ws_openings``; None: every opening accepted),
         # the monotonic times of the openings accepted by remote address, and those refused
@@ -722,6 +724,10 @@ class FakeExchangeServer(Generic[A, C]):
                     (time.monotonic(), request.method, request.path, request.query_string)
                 )
                 self.timed_peers.append(peer(request))
+                peername = (
+                    request.transport.get_extra_info("peername") if request.transport else None
+                )
+                self.timed_ports.append(int(peername[1]) if peername else 0)
             self.rest_peers[peer(request)] += 1
             self._count_request(request)
             until = max(self._ip_bans.get(None, 0), self._ip_bans.get(peer(request), 0))
@@ -1358,8 +1364,10 @@ async def _serve(
         await fake.stop()
         if options.requests_out and fake.timed_requests is not None:
             lines = (
-                f"{t:.3f}\t{m}\t{p}\t{q}\t{ip}\n"
-                for (t, m, p, q), ip in zip(fake.timed_requests, fake.timed_peers, strict=True)
+                f"{t:.3f}\t{m}\t{p}\t{q}\t{ip}\t{port}\n"
+                for (t, m, p, q), ip, port in zip(
+                    fake.timed_requests, fake.timed_peers, fake.timed_ports, strict=True
+                )
             )
             Path(options.requests_out).write_text("".join(lines))
         if options.openings_out:
