@@ -14,7 +14,10 @@ accounts and measures:
 - errors: REST timeouts and failed bootstraps during the run (the log's lines), ERROR lines;
 - the notifications by kind and rule (what fired, resolved, repeated: a "calm" run in which
   rules fire is not calm, and an account with an alert state costs more per tick), with an
-  example message of each; ``--log FILE`` keeps alertd's whole log.
+  example message of each; ``--log FILE`` keeps alertd's whole log;
+- the private logins refused as expired (``--late-logins N`` has the local Bybit or OKX
+  refuse the first login of N accounts so, as a crowded start under load does) and the
+  ``feed-down`` alerts by account: fired, resolved, and still firing at the end (blind).
 
 ``--rules FILE`` runs the rule set of a YAML list instead of the defaults (e.g. one with
 price-dynamics rules, bench/rulesets/). ``--firing`` adds rules every account and every
@@ -325,6 +328,33 @@ def notifications(log: str) -> tuple[collections.Counter[tuple[str, str]], dict[
     return counts, example
 
 
+# a private login refused as expired, as alertd logs the streams it failed: Bybit's
+# "Params Error" to an auth past its expires, OKX's 60006 "Timestamp request expired"
+REFUSED_LOGIN = re.compile(r" (\S+): \w+ stream (?:error|lost) .*(?:Params Error|60006)")
+
+
+def blindness(log: str) -> list[str]:
+    """The accounts whose private login was refused as expired, and the ``feed-down``
+    alerts by account: fired, resolved, and firing still at the end (an account left blind)."""
+    refused = {found.group(1) for found in map(REFUSED_LOGIN.search, log.splitlines()) if found}
+    fired: collections.Counter[str] = collections.Counter()
+    resolved: collections.Counter[str] = collections.Counter()
+    for line in log.splitlines():
+        found = NOTIFICATION.search(line)
+        if found is None or found.group(2) != "feed-down" or found.group(1) == "repeat":
+            continue
+        account = re.search(r"\bacct\d+\b", found.group(3))  # the bench's account names
+        name = account.group(0) if account else found.group(3)
+        (fired if found.group(1) == "firing" else resolved)[name] += 1
+    blind = sorted(name for name in fired if fired[name] > resolved[name])
+    return [
+        f"logins       : {len(refused)} accounts had a private login refused as expired",
+        f"feed-down    : {sum(fired.values())} fired ({len(fired)} accounts), "
+        f"{sum(resolved.values())} resolved, {len(blind)} firing at the end"
+        + (f": {', '.join(blind[:10])}" if blind else ""),
+    ]
+
+
 def wait_lines(
     alertd: subprocess.Popen[bytes], log_path: Path, marker: str, want: int, limit_s: float
 ) -> float:
@@ -504,9 +534,19 @@ def main() -> int:
         action="store_true",
         help="Binance multi-assets accounts (USDC, BTC), USDT's and USDC's indices walking",
     )
+    parser.add_argument(
+        "--late-logins",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the local Bybit or OKX refuses the first websocket login of N accounts as "
+        "expired (a login starved past its expiry in a crowded start under load)",
+    )
     args = parser.parse_args()
     if args.multi_assets and args.exchange != "binanceusdm":
         parser.error("--multi-assets is Binance's mode")
+    if args.late_logins and args.exchange not in ("bybit", "okx"):
+        parser.error("--late-logins: the local Bybit and OKX only")
 
     sys.path.insert(0, str(ROOT))  # the local exchange lives with the tests
     import importlib
@@ -527,6 +567,8 @@ def main() -> int:
         fake_args.append("--ws-cap")
     if args.multi_assets:
         fake_args.append("--multi-assets")
+    if args.late_logins:
+        fake_args += ["--late-logins", str(args.late_logins)]
     if args.timeout_bootstrap is not None:
         # held past alertd's request timeout (feeds.request_timeout_s, 10 s by default)
         fake_args += ["--slow-request", f"{positions_path}:{args.timeout_bootstrap}:15"]
@@ -701,6 +743,8 @@ def main() -> int:
             print(f"  {n:7d} {kind} {rule}: e.g. {example[rule]}")
         for line in errors[:5]:
             print("  " + line)
+        for line in blindness(log):
+            print(line)
         for line in openings(openings_out, started_at, server_class.WS_OPENINGS_PER_IP):
             print(line)
         print("REST requests (the local exchange's log; weight as alertd's limiter counts it):")

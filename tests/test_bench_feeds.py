@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from bench.feeds import all_live, window_rates
+from bench.feeds import all_live, blindness, window_rates
 
 # alertd.daemon.service's health line, as measure12's Bybit run 2 logged it at 939 s: 19
 # accounts whose login was refused never streamed (counted stale, not "not live")
@@ -58,3 +58,36 @@ def test_the_window_s_rates_come_from_the_health_lines_within_it() -> None:
     rates = window_rates(log, wall("12:14:30"), wall("12:17:30"))
     assert rates == "2000 engine updates/s, 1000 evaluations/s (health lines 120 s apart)"
     assert window_rates(log, wall("12:14:30"), wall("12:15:30")) is None  # one line in it
+
+
+def test_blindness_counts_refused_logins_and_feed_down_left_firing_by_account() -> None:
+    """The accounts whose private login was refused as expired (Bybit's "Params Error", OKX's
+    60006, as alertd logs the streams they failed) and each account's ``feed-down`` fired,
+    resolved and left firing at the end (bench17: blind16's fix measured at 1,000 accounts;
+    lines as alertd logged them in a run of the local Bybit before that fix)."""
+    stamp = "2026-12-08 03:03:35,223 WARNING alertd.feeds.feed: "
+    fired = "2026-12-08 03:04:33,071 INFO alertd.daemon.evaluation: firing feed-down: "
+    log = "\n".join(
+        [
+            f"{stamp}acct0: positions stream error: ExchangeError: bybit Params Error",
+            f"{stamp}acct0: positions stream lost (ExchangeError: bybit Params Error); "
+            "reconnecting in 1.2s",
+            f"{stamp}acct0: balance stream error: ExchangeError: bybit Params Error",
+            f"{stamp}acct7: positions stream lost (ExchangeError: okx "
+            '{"event":"error","code":"60006","msg":"Timestamp request expired"}); '
+            "reconnecting in 1.0s",
+            f"{stamp}acct9: positions stream lost (NetworkError: closed); reconnecting in 1.0s",
+            f"{fired}CRITICAL acct0: feed down for 61s",
+            f"{fired}CRITICAL acct12: feed down for 61s",
+            fired.replace("firing", "resolved") + "CRITICAL acct12: feed down for 61s",
+            fired.replace("firing", "repeat") + "CRITICAL acct0: feed down for 3600s",
+        ]
+    )
+    assert blindness(log) == [
+        "logins       : 2 accounts had a private login refused as expired",
+        "feed-down    : 2 fired (2 accounts), 1 resolved, 1 firing at the end: acct0",
+    ]
+    assert blindness("") == [
+        "logins       : 0 accounts had a private login refused as expired",
+        "feed-down    : 0 fired (0 accounts), 0 resolved, 0 firing at the end",
+    ]

@@ -1227,6 +1227,7 @@ class ServeOptions:
     slow_request: tuple[str, int, float] | None = None
     ws_cap: bool = False  # websocket openings past the exchange's documented cap refused
     openings_out: str | None = None
+    late_logins: int = 0  # accounts whose first websocket login arrives expired (late_login)
 
 
 def slow_request(text: str) -> tuple[str, int, float]:
@@ -1300,6 +1301,15 @@ def serve_main(
         help="once AFTER REST requests whose path ends with SUFFIX were answered, hold the "
         "next one's answer SECONDS (past a client's timeout: a request timing out)",
     )
+    parser.add_argument(
+        "--late-logins",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the first websocket login of N accounts, spread evenly over them, arrives past "
+        "its expiry and is refused as expired (a starved client in a crowded start; Bybit and "
+        "OKX: late_login)",
+    )
     args = parser.parse_args(argv)
     if min(args.accounts, args.markets, args.book_levels, args.book_updates) < 0 or (
         args.mark_interval_s <= 0
@@ -1307,6 +1317,10 @@ def serve_main(
         parser.error(
             "--accounts, --markets, --book-levels, --book-updates >= 0 and --mark-interval-s > 0"
         )
+    if not 0 <= args.late_logins <= args.accounts:
+        parser.error("--late-logins: from 0 to --accounts")
+    if args.late_logins and not hasattr(fake_class, "late_login"):
+        parser.error(f"--late-logins: {fake_class.NAME} refuses no login as expired")
     options = ServeOptions(
         args.port,
         args.accounts,
@@ -1319,6 +1333,7 @@ def serve_main(
         args.slow_request,
         args.ws_cap,
         args.openings_out,
+        args.late_logins,
     )
     return asyncio.run(_serve(options, fake_class, seed_accounts, max_step))
 
@@ -1338,6 +1353,8 @@ async def _serve(
     fake.list_markets(options.markets)
     if options.book_levels:
         fake.seed_order_books(options.book_levels)
+    for i in range(options.late_logins):
+        fake.late_login(f"key{i * options.accounts // options.late_logins}")  # type: ignore[attr-defined]
     try:
         await fake.start(options.port)
     except OSError as exc:
