@@ -18,9 +18,10 @@ account is evaluated as before. An account with an alert state has none either: 
 advance with time (``for``, repeats, ``keep_firing_for``) and quote the current value.
 
 What the band does not see is the caller's to watch: a new snapshot, stops, mode or a fatal
-error (the daemon drops the band on any change but a mark), the private stream's connection,
-the marks' arrival times and the order books an order-book rule read (:meth:`Band.holds`
-compares them).
+error (the daemon drops the band on any change but a mark; a read that left the account's
+figures as they were sets it aside until :func:`reads_hold` checks what it brought), the
+private stream's connection, the marks' arrival times and the order books an order-book rule
+read (:meth:`Band.holds` compares them).
 
 Everything here is a bound: ``None`` or a narrower band only costs an evaluation.
 ``tests/test_band.py`` checks that evaluating at every tick and only outside the band send the
