@@ -150,7 +150,10 @@ class Evaluator:
             down = now - self.down_since.setdefault(name, now)
         held = world.held[name]
         ages = [now - world.last_seen[p.symbol] for p in held.positions]
-        return FeedStatus(D(f"{max(ages, default=0.0):.3f}"), D(f"{down:.3f}"), fatal)
+        ratios = world.ratios.get(name)
+        return FeedStatus(
+            D(f"{max(ages, default=0.0):.3f}"), D(f"{down:.3f}"), fatal, ratios=ratios
+        )
 
     def evaluate(self, name: str, now: float, world: World) -> list[Notification]:
         connected = world.connected[name]
@@ -192,14 +195,17 @@ class World:
         self.last_seen = dict.fromkeys(self.symbols, 0.0)
         self.connected = dict.fromkeys(self.names, True)
         self.fatal: dict[str, str] = {}
+        # (alertd's, the exchange's) margin ratio as the last reconcile compared them
+        self.ratios: dict[str, tuple[Decimal, Decimal]] = {}
         self.books: dict[str, OrderBook] = {
             s: random_book(rng, m) for s, m in self.marks.items() if rng.random() < 0.8
         }
 
 
-def run_world(seed: int, steps: int, covered_only: bool) -> tuple[int, int, int, int]:
+def run_world(seed: int, steps: int, covered_only: bool) -> tuple[int, int, int, int, int]:
     """Both paths through one random world; returns (notifications, evaluations skipped,
-    re-rates, re-rated accounts whose band was proven again)."""
+    re-rates, re-rated accounts whose band was proven again, re-read accounts whose band
+    was kept)."""
     rng = random.Random(seed)
     world = World(rng)
     seen: dict[str, list[Decimal]] = {}
@@ -213,6 +219,9 @@ def run_world(seed: int, steps: int, covered_only: bool) -> tuple[int, int, int,
                 if value is not None and value.is_finite():
                     seen.setdefault(metric, []).append(value)
     scoping = random.Random(seed + 1)
+    reads = random.Random(
+        seed + 2
+    )  # the reads of what an account held (the world's own draws kept)
     count = rng.randint(1, 6)
     rules = [random_rule(rng, i, seen, covered_only, world, scoping) for i in range(count)]
     config = Config(
@@ -224,7 +233,7 @@ def run_world(seed: int, steps: int, covered_only: bool) -> tuple[int, int, int,
             "feed_down": False,
             "account_error": False,
             "account_mode": False,
-            "ratio_drift": False,
+            "ratio_drift": True,  # what a read of the same holdings moves
             "incomplete_data": False,
             "stops": {"beyond_liquidation": False},
             "leverage": False,
@@ -295,6 +304,16 @@ def run_world(seed: int, steps: int, covered_only: bool) -> tuple[int, int, int,
             for key in sorted(touched, key=str):
                 evaluate(str(key))
         elif roll < 0.8:  # the sweep: time passes
+            name = reads.choice(world.names)
+            if name not in world.fatal and reads.random() < 0.5:
+                # with a read of what it held: the daemon keeps the book's account (here, as
+                # it stands) and sets its band aside (Alerting.reread); the drift it measured
+                # moves, within the ratio-drift built-in's 0.1 or, at times, past it
+                theirs = D(reads.randint(1, 90)) / 100
+                past = reads.random() < 0.05
+                drift = D(reads.choice([11, 30] if past else [0, 1, 5, 9])) / 100
+                world.ratios[name] = (theirs * (1 + drift), theirs)
+                banded.alerting.reread(name)
             for name in world.names:
                 evaluate(name)
         elif roll < 0.85:  # a symbol stops ticking for a while, or starts again
@@ -327,7 +346,8 @@ def run_world(seed: int, steps: int, covered_only: bool) -> tuple[int, int, int,
                 every_book.set_account(name, world.held[name])
                 banded_book.set_account(name, world.held[name])
             evaluate(name)
-    return notified, banded.alerting.skipped, rerates, banded.alerting.reproven
+    alerting = banded.alerting
+    return notified, alerting.skipped, rerates, alerting.reproven, alerting.kept_at_read
 
 
 def multi_assets(account: Account) -> bool:
@@ -372,16 +392,19 @@ def test_skipping_within_the_band_alerts_exactly_as_evaluating_every_tick(
 def test_the_worlds_compared_skip_evaluations_and_alert() -> None:
     """The comparison means something only if evaluations are skipped there while alerts
     fire, repeat and resolve."""
-    notified = skipped = rerates = reproven = 0
+    notified = skipped = rerates = reproven = kept = 0
     for seed in range(16):
-        n, s, r, p = run_world(seed, 150, covered_only=True)
+        n, s, r, p, k = run_world(seed, 150, covered_only=True)
         notified += n
         skipped += s
         rerates += r
         reproven += p
+        kept += k
     assert notified > 30 and skipped > 200, (notified, skipped)
     # re-rated accounts whose evaluation a band proven again at the new rates stood in for
     assert rerates > 20 and reproven > 5, (rerates, reproven)
+    # re-read accounts whose band was kept (their drift within the built-in's)
+    assert kept > 20, kept
 
 
 def test_a_calm_account_has_a_band_and_leaves_it_at_its_edge() -> None:

@@ -253,3 +253,29 @@ def test_figures_of_another_scope_say_what_each_side_is_and_compare_nothing() ->
     assert "1.05 / uniMMR" in line("Margin ratio: alertd (UM positions and wallet only)")
     assert "uniMMR x accountMaintMargin" in line("Margin balance: alertd")
     assert "liquidationPrice (the whole account's" in line(f"{LTC} long liq. price: alertd")
+
+
+def test_the_drifts_compute_leaves_out_only_the_bankruptcy_prices() -> None:
+    """What the drift's comparison is computed with (``compute(..., crash=False,
+    bankruptcy=False)``, ``AccountFeed._measure_drift``): every figure as the full compute's
+    but the bankruptcy prices, which ``compare`` does not read (nor the crash distance), on
+    every shipped example (cross and isolated, linear and inverse, several pools)."""
+    from pathlib import Path
+
+    from alertd.snapshot.format import load_snapshot
+
+    examples = sorted((Path(__file__).parent.parent / "examples").glob("*.json"))
+    assert len(examples) >= 7
+    bankrupt = 0
+    for example in examples:
+        account = load_snapshot(example).account
+        full = compute(account, crash=False)
+        lean = compute(account, crash=False, bankruptcy=False)
+        assert all(pm.bankruptcy_price is None for pm in lean.positions), example
+        bankrupt += sum(pm.bankruptcy_price is not None for pm in full.positions)
+        without = [dataclasses.replace(pm, bankruptcy_price=None) for pm in full.positions]
+        assert list(lean.positions) == without, example
+        assert dataclasses.replace(lean, positions=(), pools=()) == dataclasses.replace(
+            full, positions=(), pools=()
+        ), example
+    assert bankrupt  # (the examples have some)

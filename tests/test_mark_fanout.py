@@ -26,6 +26,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -42,7 +43,10 @@ from alertd.feeds.options import FeedOptions
 from alertd.feeds.state import (
     AccountMode,
     AccountState,
+    Coverage,
     MarketInfo,
+    MissedChange,
+    MissedPushes,
     ModeReading,
     PositionState,
     Stream,
@@ -549,26 +553,35 @@ def test_saved_marks_stay_within_ten_minutes_through_a_start_and_a_funding_payme
     assert max(saved_per_minute[30:]) == 3
 
 
-def test_a_re_rate_keeps_the_band_proven_at_the_new_rates_and_other_changes_drop_it(
-    tmp_path: Path,
-) -> None:
-    """The service's path for an asset index frame (``Change.RATES``): the account rebuilt
-    in the book at its new rates (the figures a rebuild from its state gives), its band set
-    aside and, at the next turn, proven again at those rates instead of an evaluation; any
-    other change (``Change.ACCOUNT``) drops the band and evaluates it."""
-    clock = ManualClock(100.0)
-    service = start(tmp_path, {"a": "binanceusdm"}, [], clock)
-    assert service.manager is not None and service.alerting is not None
-    feed = service.manager.feeds["a"]
-    alerting = service.alerting
-    for seed in range(40):  # the first calm account of the seeds: one with a band
+def calm_with_a_band(service: Service, feed: AccountFeed, clock: ManualClock) -> None:
+    """Fill ``feed`` with the first calm account of the seeds, evaluated: one with a band."""
+    assert service.alerting is not None
+    name = feed.config.name
+    for seed in range(40):
         feed.state.positions.clear()
         fill(feed, random.Random(seed), {s: D(50_000) for s in SYMBOLS}, clock())
         subscribe(feed)
         feed._notify(Change.ACCOUNT)
         service.step(clock(), False)
-        if "a" in alerting._bands:
-            break
+        if name in service.alerting._bands:
+            return
+
+
+def test_a_re_rate_keeps_the_band_proven_at_the_new_rates_and_other_changes_drop_it(
+    tmp_path: Path,
+) -> None:
+    """The service's path for an asset index frame (``Change.RATES``): the account rebuilt
+    in the book at its new rates (the figures a rebuild from its state gives), its band set
+    aside and, at the next turn, proven again at those rates instead of an evaluation; a
+    read of what it held (``Change.ACCOUNT``, the same holdings) keeps it, counted skipped
+    (:meth:`Alerting.reread`); any other change (a read of another wallet) drops the band
+    and evaluates it."""
+    clock = ManualClock(100.0)
+    service = start(tmp_path, {"a": "binanceusdm"}, [], clock)
+    assert service.manager is not None and service.alerting is not None
+    feed = service.manager.feeds["a"]
+    alerting = service.alerting
+    calm_with_a_band(service, feed, clock)
     assert "a" in alerting._bands
     before = alerting.reproven
     usdt = SettleTerms.of(None, D(0), None, ConversionRates(D("0.9999"), D("1.0002")))
@@ -585,10 +598,22 @@ def test_a_re_rate_keeps_the_band_proven_at_the_new_rates_and_other_changes_drop
         assert service.book.live("a").cross.mm == rebuilt.live("a").cross.mm
         usdt = SettleTerms.of(None, D(0), None, ConversionRates(D("0.9998"), D("1.0001")))
     clock.t += 1.0
+    kept, skipped = alerting.kept_at_read, alerting.skipped
+    feed._notify(Change.ACCOUNT)  # a read of what it held
+    assert "a" in alerting._rerated and "a" not in alerting._bands  # set aside
+    service.step(clock(), False)
+    assert (alerting.kept_at_read, alerting.skipped) == (kept + 1, skipped + 1)
+    assert "a" in alerting._bands and alerting.reproven == before + 3
+    clock.t += 1.0
+    wallet = feed.state.wallet_balance
+    assert wallet is not None
+    feed.state.set_wallet_balance(wallet + 1, clock())
+    evaluations = alerting.evaluations
     feed._notify(Change.ACCOUNT)
     assert "a" not in alerting._rerated and "a" not in alerting._bands
     service.step(clock(), False)
-    assert alerting.reproven == before + 3  # evaluated
+    assert alerting.reproven == before + 3 and alerting.kept_at_read == kept + 1
+    assert alerting.evaluations == evaluations + 1  # evaluated
 
 
 def calm_long_with_a_stop(tmp_path: Path) -> tuple[Service, AccountFeed, ManualClock]:
@@ -739,9 +764,10 @@ def test_a_snapshot_reading_what_the_account_holds_keeps_its_book_account(
 ) -> None:
     """A calm reconcile reads what the streams told (``Change.ACCOUNT`` with the same
     holdings): the book's account is kept, not built again, and stands at the figures a
-    rebuild gives at the ticks since; the band is still dropped and the account evaluated
-    (the exchange's figures it compares with are new). A read that differs (the wallet, a
-    position) builds it again."""
+    rebuild gives at the ticks since; its band is set aside and, the values the read brought
+    breaching nothing, kept at the next turn without an evaluation (:meth:`Alerting.reread`;
+    an account without a band is evaluated). A read that differs (the wallet, a position)
+    builds it again."""
     clock = ManualClock(100.0)
     names = {"a": "binanceusdm", "b": "bybit"}
     service = start_filled_to_save(tmp_path, names, clock)
@@ -750,6 +776,9 @@ def test_a_snapshot_reading_what_the_account_holds_keeps_its_book_account(
     service.step(clock(), True)
     kept = {name: service.book._accounts[name] for name in names}
     evaluations = service.alerting.evaluations
+    banded = {name for name in names if name in service.alerting._bands}
+    assert banded  # (calm: a band to keep)
+    at_read = service.alerting.kept_at_read
     for name, feed in feeds.items():
         for symbol in sorted(feed.state.held_symbols):  # ticks: the venue's, then a read
             clock.t += 0.5
@@ -762,7 +791,10 @@ def test_a_snapshot_reading_what_the_account_holds_keeps_its_book_account(
     for name in names:
         assert service.book._accounts[name] is kept[name], name  # not built again
         as_rebuilt(service, name)
-    assert service.alerting.evaluations == evaluations + len(names)  # each evaluated
+    # each evaluated, or its band kept
+    assert service.alerting.evaluations == evaluations + len(names) - len(banded)
+    assert service.alerting.kept_at_read == at_read + len(banded)
+    assert set(service.alerting._bands) >= banded
     wallet = feeds["a"].state.wallet_balance
     assert wallet is not None
     feeds["a"].state.set_wallet_balance(wallet * D("0.9"), clock())
@@ -812,5 +844,79 @@ def test_a_snapshot_that_keeps_the_books_account_still_figures_the_shown_values_
     feed._notify(Change.ACCOUNT)  # a calm reconcile: the same holdings
     assert service.book.live("a") is kept
     assert drop(2.0) == {"0"}
+    assert service.store is not None
+    service.store.close()
+
+
+def _drift(feed: AccountFeed) -> None:
+    feed.ratios = (D("0.2000"), D("0.1000"))  # alertd's twice the exchange's (ratio-drift 0.1)
+
+
+def _missed(feed: AccountFeed) -> None:
+    # found a grace after the reconcile that rebuilt the account: the holdings as they were
+    symbol, side = next(iter(feed.state.positions))
+    feed.state.missed = MissedPushes((MissedChange(symbol, side, D(1), D(2)),), 0.0, 60.0)
+
+
+def _missed_and_resized(feed: AccountFeed) -> None:
+    position = sorted(feed.state.positions.values(), key=str)[0]
+    feed.state.update_positions([replace(position, contracts=position.contracts * 2)], 1.0)
+    _missed(feed)
+
+
+def _mode(feed: AccountFeed) -> None:
+    # the same mode, no longer computed (the holdings as they were)
+    mode = feed.state.mode.mode
+    feed.state.mode = ModeReading(mode, "switched", Coverage.NOT_COMPUTED, "not modelled")
+
+
+def _incomplete(feed: AccountFeed) -> None:
+    del feed.state.tiers[sorted(feed.state.held_symbols)[0]]  # its table unread
+
+
+@pytest.mark.parametrize("exchange", ["binanceusdm", "bybit"])
+@pytest.mark.parametrize(
+    ("read", "rule"),
+    [
+        (_drift, "ratio-drift"),
+        (_missed, "private-stream-missed"),
+        (_missed_and_resized, "private-stream-missed"),
+        (_mode, "account-mode"),
+        (_incomplete, "incomplete-data"),
+    ],
+)
+def test_a_read_that_changes_no_figure_keeps_the_band_and_one_that_breaches_is_evaluated(
+    tmp_path: Path, exchange: str, read: Callable[[AccountFeed], None], rule: str
+) -> None:
+    """A calm account's reconcile that read what it held (``Change.ACCOUNT``, the same
+    holdings, a drift within the rule) keeps its band without an evaluation, counted skipped
+    (:meth:`Alerting.reread`); a read whose values breach a rule the band does not bound (a
+    drift past ``ratio-drift``, a missed push found a grace later or with the positions, the
+    mode no longer computed, a tier table gone) is evaluated at the same turn, its alert
+    started there (pending, or firing), as evaluating every read does."""
+    clock = ManualClock(100.0)
+    service = start(tmp_path, {"a": exchange}, [], clock)
+    assert service.manager is not None and service.alerting is not None
+    feed = service.manager.feeds["a"]
+    alerting = service.alerting
+    calm_with_a_band(service, feed, clock)
+    assert "a" in alerting._bands and alerting.engine.states_of("a") == []
+    book_account = service.book._accounts["a"]
+    for turn in range(2):  # calm reads: a drift within the rule, then none measured
+        clock.t += 1.0
+        feed.ratios = (D("0.1050"), D("0.1000")) if turn == 0 else None  # 5%
+        evaluations, skipped = alerting.evaluations, alerting.skipped
+        feed._notify(Change.ACCOUNT)
+        service.step(clock(), False)
+        assert (alerting.evaluations, alerting.skipped) == (evaluations, skipped + 1)
+        assert "a" in alerting._bands and service.book._accounts["a"] is book_account
+    clock.t += 1.0
+    evaluations = alerting.evaluations
+    read(feed)
+    feed._notify(Change.ACCOUNT)
+    service.step(clock(), False)
+    assert alerting.evaluations == evaluations + 1
+    assert [s.rule for s in alerting.engine.states_of("a")] == [rule]
+    assert "a" not in alerting._bands
     assert service.store is not None
     service.store.close()

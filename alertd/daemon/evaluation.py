@@ -21,7 +21,7 @@ from alertd.engine.book import Book, LiveAccount
 from alertd.engine.dynamics import MarkWindow
 from alertd.engine.orderbook import OrderBook
 from alertd.feeds.state import AccountEvent, AccountState, Coverage, Stream
-from alertd.rules.band import Band, BandRules, band
+from alertd.rules.band import Band, BandRules, band, reads_hold
 from alertd.rules.lifecycle import AlertEngine, Kind, Notification
 from alertd.rules.messages import render
 from alertd.rules.metrics import (
@@ -295,8 +295,12 @@ class Alerting:
         # per account re-rated since its band was set (:meth:`rerated`): that band, proven at
         # the rates before, until its next evaluation proves one at the new rates
         self._rerated: dict[str, Band] = {}
+        # of those, the accounts set aside by a read that left their figures as they were
+        # (:meth:`reread`) and by nothing else since: that band holds at their figures
+        self._reread: set[str] = set()
         self.skipped = 0  # evaluations a band proved idle
         self.reproven = 0  # of those, re-rated accounts' (:meth:`band_rerated`)
+        self.kept_at_read = 0  # of those, re-read accounts' whose band was kept (:meth:`reread`)
         self.evaluations = 0  # evaluations done (not skipped): what a firing daemon's CPU is
         # the exchange hosts whose IP ban was told (until it ends), with its real end and the
         # end told (epoch seconds) and what ages where it holds one shared read only; kept in
@@ -337,6 +341,7 @@ class Alerting:
         self._reads_exchange_ratio = EXCHANGE_RATIO in self._wanted
         self._bands.clear()
         self._rerated.clear()
+        self._reread.clear()
 
     def reload(self, config: Config) -> None:
         self.rules = build_rules(config)
@@ -357,6 +362,7 @@ class Alerting:
         its band no longer says anything."""
         self._bands.pop(name, None)
         self._rerated.pop(name, None)
+        self._reread.discard(name)
 
     def rerated(self, name: str) -> None:
         """The pool's rates of ``name`` alone moved (an asset index frame): its positions,
@@ -366,6 +372,20 @@ class Alerting:
         held = self._bands.pop(name, None)
         if held is not None:
             self._rerated[name] = held
+        self._reread.discard(name)  # (one set aside by a read: proven again, at the new rates)
+
+    def reread(self, name: str) -> None:
+        """A read of ``name`` (a reconcile, a push) left the account's figures as its band
+        assumed: the book's account was kept, built from the same holdings (positions,
+        wallets, stops, fee rates, tiers, mode: ``Service._built_from``). What else a read
+        brings (the drift, the flags, incomplete data, the mode's coverage) may have moved.
+        The band is set aside until its next evaluation, which keeps it where it still holds
+        and every value the read brought is on its rules' safe side
+        (:func:`~alertd.rules.band.reads_hold`), instead of observing every rule."""
+        held = self._bands.pop(name, None)
+        if held is not None:
+            self._rerated[name] = held
+            self._reread.add(name)
 
     def feed_status(
         self, feed: AccountFeed, now: float, missing: tuple[str, ...] = ()
@@ -645,18 +665,22 @@ class Alerting:
         marks: Mapping[str, Decimal],
         seen: Callable[[str], float | None],
     ) -> bool:
-        """An account whose rates alone moved since its band was set (:meth:`rerated`), that
-        band still holding now (at the marks, time, connection and books as they are): True,
-        and its band set again, where a band found at its new figures holds too; then
-        evaluating it would change nothing (counted in :attr:`skipped`). False proves
-        nothing: evaluate it (its band at the rates before is dropped either way).
+        """An account whose rates alone moved since its band was set (:meth:`rerated`), or
+        that a read left at the figures the band assumed (:meth:`reread`), that band still
+        holding now (at the marks, time, connection and books as they are) and every value a
+        read sets on its rules' safe side (:func:`~alertd.rules.band.reads_hold`): True, and
+        its band set again (re-read alone: that band, its figures the same; re-rated: where a
+        band found at its new figures holds too); then evaluating it would change nothing
+        (counted in :attr:`skipped`). False proves nothing: evaluate it (its band set aside
+        is dropped either way).
 
         Why this is the evaluation's outcome: with no alert state (it had a band), an
         evaluation changes something only where a rule's value breaches
         (``AlertEngine.idle``). A value that does not read the pool's rates (the stops'
         coverage, price and loss, the ADL rank, the feed's age, the mode, the last
         reconcile's drift, incomplete data while its figures are computed) is what it would
-        be at the rates before, where the band held: none breaches. Every value that reads
+        be at the rates before, where the band held: none breaches (and a read's, checked
+        here: none breaches). Every value that reads
         them (the pool's ratio, buffer, equity, requirement and leverage, the liquidation
         distances, the stop's share of the equity and its place past the liquidation price,
         gap risk) is one ``rules/band.py`` bounds from the figures at the new rates, and the
@@ -665,12 +689,24 @@ class Alerting:
         not bounded by the band (only marks move it, never across 0): evaluated where one is
         read."""
         before = self._rerated.pop(name, None)
+        reread = name in self._reread
+        self._reread.discard(name)
         if (
             before is None
+            or live is None
             or status.fee_gap is not None
             or not before.holds(marks, now, connected, books, seen)
+            or not reads_hold(self._band_rules, Subject(name, exchange), live, status)
         ):
             return False
+        if reread:
+            if name in self.engine.alerted_accounts:
+                return False  # (a band is for an account without an alert state)
+            # the same figures (the book's account kept): the band proven on them holds
+            self._bands[name] = before
+            self.skipped += 1
+            self.kept_at_read += 1
+            return True
         self.keep_band(name, exchange, live, status, now, connected, books)
         found = self._bands.get(name)
         if found is None or not found.holds(marks, now, connected, books, seen):

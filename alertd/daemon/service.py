@@ -499,12 +499,7 @@ class Service:
             self._changed.add(name)
             return
         assert self.alerting is not None
-        if change is Change.RATES and not feed.state.missing():
-            # its rates alone moved (an asset index frame, once a second): its band is
-            # proven again at them when it is evaluated, the rest of what it assumed as it was
-            self.alerting.rerated(name)
-        else:
-            self.alerting.forget(name)  # what its band assumed may have changed
+        kept = False  # the book's account kept: built from what the state holds
         if change is Change.EVENT:
             if feed.state.events:
                 self._events.append((feed, feed.state.events[-1]))
@@ -515,17 +510,30 @@ class Service:
                     self.book.set_account(name, feed.state.to_account(), venue=feed.hub)
                     self._built[name] = built
                     self.ticks += 1  # an engine update (none where the account is kept)
-                elif self.publisher is not None:
+                else:
                     # a reconcile that read what the state held: the book's account is what
                     # set_account would build (its marks are the state's, every tick applied
-                    # to both), and a calm account's reconciles mostly read that; its shown
-                    # figures are still figured again, as at a rebuild (an insurance fund's
-                    # drop, the price history's values move with time, not with the marks)
-                    self.publisher.refigure(name)
+                    # to both), and a calm account's reconciles mostly read that
+                    kept = True
+                    if self.publisher is not None:
+                        # its shown figures are still figured again, as at a rebuild (an
+                        # insurance fund's drop, the price history's values move with time,
+                        # not with the marks)
+                        self.publisher.refigure(name)
             else:
                 self.book.remove_account(name)
         elif change is Change.FATAL:
             self.book.remove_account(name)
+        if change is Change.RATES and not feed.state.missing():
+            # its rates alone moved (an asset index frame, once a second): its band is
+            # proven again at them when it is evaluated, the rest of what it assumed as it was
+            self.alerting.rerated(name)
+        elif change is Change.ACCOUNT and kept:
+            # a read of what it held: its figures are as its band assumed; what the read
+            # brought beside them (drift, flags, mode) is checked when it is evaluated
+            self.alerting.reread(name)
+        else:
+            self.alerting.forget(name)  # what its band assumed may have changed
         if name not in self.book:
             self._built.pop(name, None)
         self._dirty.add(name)

@@ -449,20 +449,28 @@ def margin_to_add(
 
 
 def compute(
-    account: Account, target_ratio: Decimal | None = None, *, crash: bool = True
+    account: Account,
+    target_ratio: Decimal | None = None,
+    *,
+    crash: bool = True,
+    bankruptcy: bool = True,
 ) -> AccountMetrics:
     """All metrics of ``account`` at its current marks.
 
     ``crash=False`` leaves out the crash distance (``None``): solving it moves every position
     at once and costs the most; the daemon asks for it only when a rule uses it.
+    ``bankruptcy=False`` leaves out the positions' bankruptcy prices (``None``): a root
+    solved per symbol that the comparison with the exchange's figures does not read.
 
     An account of several pools (``Account.pools``) is computed pool by pool, each on its own
     wallet, coins and positions (:meth:`~alertd.engine.model.Account.pool_accounts`); the
     account's worst ratio is the worst pool's, its crash distance the first pool to go.
     """
     if not account.pools:
-        return _compute_pool(account, target_ratio, crash)
-    parts = tuple(_compute_pool(a, target_ratio, crash) for a in account.pool_accounts())
+        return _compute_pool(account, target_ratio, crash, bankruptcy)
+    parts = tuple(
+        _compute_pool(a, target_ratio, crash, bankruptcy) for a in account.pool_accounts()
+    )
     figures = {id(pm.position): pm for part in parts for pm in part.positions}
     results = tuple(figures[id(p)] for p in account.positions)
     crashes = [m.crash_distance for m in parts if m.crash_distance is not None]
@@ -479,7 +487,9 @@ def compute(
     )
 
 
-def _compute_pool(account: Account, target_ratio: Decimal | None, crash: bool) -> AccountMetrics:
+def _compute_pool(
+    account: Account, target_ratio: Decimal | None, crash: bool, bankruptcy: bool = True
+) -> AccountMetrics:
     """:func:`compute` of one pool: every position of ``account`` margined against its one
     cross wallet (and coins), or its own isolated margin."""
     profile = account.profile
@@ -572,7 +582,9 @@ def _compute_pool(account: Account, target_ratio: Decimal | None, crash: bool) -
             price_from_root(
                 nearest_root(held + others_upnl, terms, u0, inverse, False, linked, owed),
                 inverse,
-            ),
+            )
+            if bankruptcy
+            else None,
         )
 
     moves: list[Decimal] = []
@@ -588,8 +600,12 @@ def _compute_pool(account: Account, target_ratio: Decimal | None, crash: bool) -
             ratio = margin_ratio(mms[i], equity)
             own: list[Term] = [(leg, ONE)]
             liq = price_from_root(nearest_root(p.isolated_margin, own, u, p.inverse), p.inverse)
-            bankrupt = price_from_root(
-                nearest_root(p.isolated_margin, own, u, p.inverse, False), p.inverse
+            bankrupt = (
+                price_from_root(
+                    nearest_root(p.isolated_margin, own, u, p.inverse, False), p.inverse
+                )
+                if bankruptcy
+                else None
             )
             shown = displayed_ratio(profile, mms[i], equity)
             to_add = max(ZERO, mms[i] / target_ratio - equity) if target_ratio is not None else None

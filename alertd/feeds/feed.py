@@ -1377,11 +1377,12 @@ class AccountFeed:
             return
         self.comparison = closest(
             [
-                # the comparison reads no crash distance (the exchanges report none): not
-                # solved, a fifth of the drift's compute at 1,000 calm Bybit accounts
-                # (docs/benchmarks.md, "Session 16, calmb16")
+                # the comparison reads no crash distance (the exchanges report none) nor
+                # bankruptcy price: not solved (the crash distance a fifth of the drift's
+                # compute at 1,000 calm Bybit accounts, docs/benchmarks.md "Session 16,
+                # calmb16"; the bankruptcy prices: "Session 17, calmeval17")
                 compare(
-                    compute(state.to_account(marks), crash=False),
+                    compute(state.to_account(marks), crash=False, bankruptcy=False),
                     self.state.reported_account,
                     self.state.reported_positions,
                     self.adapter,

@@ -18,9 +18,10 @@ account is evaluated as before. An account with an alert state has none either: 
 advance with time (``for``, repeats, ``keep_firing_for``) and quote the current value.
 
 What the band does not see is the caller's to watch: a new snapshot, stops, mode or a fatal
-error (the daemon drops the band on any change but a mark), the private stream's connection,
-the marks' arrival times and the order books an order-book rule read (:meth:`Band.holds`
-compares them).
+error (the daemon drops the band on any change but a mark; a read that left the account's
+figures as they were sets it aside until :func:`reads_hold` checks what it brought), the
+private stream's connection, the marks' arrival times and the order books an order-book rule
+read (:meth:`Band.holds` compares them).
 
 Everything here is a bound: ``None`` or a narrower band only costs an evaluation.
 ``tests/test_band.py`` checks that evaluating at every tick and only outside the band send the
@@ -231,6 +232,41 @@ def _pool_reach(live: LiveAccount, pool: LivePool) -> Decimal:
     return _reach(lp for lp in live.positions if lp.pool is pool)
 
 
+# The account metrics whose values only a read sets (a snapshot, a reconcile, a fatal error),
+# never the marks or the time: no band bounds them (the daemon sets the band aside at a read,
+# and :func:`reads_hold` checks them at the values it brought)
+READ_VALUES = frozenset(
+    {
+        "account_error",
+        "mode_not_computed",
+        "incomplete_data",
+        "ratio_drift",
+        "fee_rate_unread",
+        "private_stream_missed",
+    }
+)
+
+
+def reads_hold(
+    rules: BandRules, subject: Subject, live: LiveAccount | None, feed: FeedStatus
+) -> bool:
+    """No value of :data:`READ_VALUES` at ``feed`` breaches a rule of ``rules`` on the
+    account ``subject``: what a read brought beside the figures (its drift, flags, incomplete
+    data, mode) leaves every such rule on its safe side, as an evaluation would read them
+    (a metric the feed gives no value, :meth:`~alertd.rules.metrics.Metric.known`, has none).
+    With a band that still holds over the figures, evaluating the account would change
+    nothing (``AlertEngine.idle``: a breach is what would)."""
+    figures = Figures(feed, live)
+    for rule, every in rules.account:
+        if rule.metric in READ_VALUES and (every or rule.applies_to(subject)):
+            metric = lookup(rule.metric, Scope.ACCOUNT)
+            assert metric is not None
+            value = metric.extract(figures) if metric.known(feed) else None
+            if value is not None and rule.breached(value):
+                return False
+    return True
+
+
 def _account_rule(rule: Rule, live: LiveAccount, feed: FeedStatus, limits: _Limits) -> None:
     metric = rule.metric
     cross = live.cross
@@ -256,14 +292,7 @@ def _account_rule(rule: Rule, live: LiveAccount, feed: FeedStatus, limits: _Limi
     elif metric == "feed_down_s":
         if not limits.connected and feed.fatal is None:
             limits.age(rule, feed.down_s)  # disconnected: grows (Band.holds sees a reconnection)
-    elif metric in (
-        "account_error",
-        "mode_not_computed",
-        "incomplete_data",
-        "ratio_drift",
-        "fee_rate_unread",
-        "private_stream_missed",
-    ):
+    elif metric in READ_VALUES:
         pass  # read at a snapshot, a reconcile or a fatal error: changes the band does not cover
     elif metric == "fee_gap":
         # 0 while no fee rate stands unread, until a read; one unread, the marks move the
