@@ -33,7 +33,7 @@ from alertd.engine.model import Account, MarginMode, Pool, Position, Side
 from alertd.engine.orderbook import OrderBook
 from alertd.engine.tiers import Tier, TierTable
 from alertd.exchanges.registry import get_spec
-from alertd.rules.band import band
+from alertd.rules.band import Band, BandIndex, band
 from alertd.rules.lifecycle import Notification
 from alertd.rules.metrics import (
     FeedStatus,
@@ -783,3 +783,103 @@ def test_a_gap_risk_proven_zero_is_zero(seed: int) -> None:
         marks[symbol] = max(D("0.5"), marks[symbol] * (1 + D(rng.randint(-3000, 3000)) / 10_000))
         book.apply_mark(symbol, marks[symbol])
         live = book.live("a")
+
+
+class _Reads(dict[str, Decimal]):
+    """Marks that count how often a symbol's is read."""
+
+    reads = 0
+
+    def get(self, key: str, default: object = None) -> Decimal | None:  # type: ignore[override]
+        _Reads.reads += 1
+        return super().get(key)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_a_bands_index_wakes_the_accounts_a_tick_leaves_as_checking_every_band(seed: int) -> None:
+    """Many accounts on two venues listing the same symbols at different marks, random bands
+    (bounds on one side or both, a time, a freshness), random ticks, time passing, connections
+    dropping, bands replaced: at every turn the accounts found outside their bands through the
+    index (:class:`BandIndex`: marks read only for the accounts a tick's last price left) are
+    those found by reading every ticked account's band, and at the sweep those of the
+    accounts due; the index reads far fewer marks."""
+    rng = random.Random(seed)
+    venues, symbols = ("v1", "v2"), ("A", "B", "C", "D")
+    marks = {v: _Reads({s: D(rng.randint(900, 1100)) for s in symbols}) for v in venues}
+    seen = {v: dict.fromkeys(symbols, 0.0) for v in venues}
+    names = [f"a{i}" for i in range(rng.randint(20, 80))]
+    venue = {n: rng.choice(venues) for n in names}
+    held = {n: rng.sample(symbols, rng.randint(1, 3)) for n in names}
+    connected = dict.fromkeys(names, True)
+    index, indexed, plain = BandIndex(), dict[str, Band](), dict[str, Band]()
+    now = 0.0
+
+    def new_band(name: str) -> Band:
+        prices = {}
+        for s in held[name]:
+            mark = marks[venue[name]][s]
+            lo = D(0) if rng.random() < 0.2 else mark * (1 - D(rng.randint(1, 60)) / 1000)
+            hi = D("Infinity") if rng.random() < 0.2 else mark * (1 + D(rng.randint(1, 60)) / 1000)
+            prices[s] = (lo, hi)
+        until = float("inf") if rng.random() < 0.7 else now + rng.choice([0.5, 3.0, 20.0])
+        fresh = float("inf") if rng.random() < 0.4 else rng.choice([1.5, 5.0, 30.0])
+        return Band(prices, until, connected[name], (), fresh)
+
+    def evaluate(name: str) -> None:  # an evaluation sets a band where none is held
+        if name not in plain and rng.random() < 0.8:
+            plain[name] = new_band(name)
+            indexed[name] = replace(plain[name], _held={})
+            index.add(venue[name], name, indexed[name], indexed)
+
+    for name in names:
+        evaluate(name)
+    reads = {"index": 0, "plain": 0}
+
+    def check(name: str, known: bool) -> None:
+        v = venue[name]
+        if name not in plain:
+            evaluate(name)
+            return
+        _Reads.reads = 0
+        new = indexed[name].holds(marks[v], now, connected[name], None, seen[v].get, known)
+        reads["index"] += _Reads.reads
+        _Reads.reads = 0
+        old = plain[name].holds(marks[v], now, connected[name], None, seen[v].get)
+        reads["plain"] += _Reads.reads
+        assert new == old, (seed, name, now)
+        if not old:
+            del plain[name], indexed[name]
+            evaluate(name)
+
+    for _ in range(120):
+        roll = rng.random()
+        if roll < 0.65:  # ticks, then the turn
+            prices: dict[tuple[str, str], Decimal] = {}
+            for _ in range(rng.randint(1, 4)):
+                v, s = rng.choice(venues), rng.choice(symbols[:3])  # D never ticks
+                move = rng.randint(-80, 80) if rng.random() < 0.1 else rng.randint(-8, 8)
+                marks[v][s] = prices[(v, s)] = (marks[v][s] * (1 + D(move) / 1000)).quantize(
+                    D("0.001")
+                )
+                seen[v][s] = now
+            now += rng.choice([0.0, 0.05])
+            left: set[str] = set()
+            for (v, s), price in prices.items():
+                left.update(index.left(v, s, price, indexed))
+            ticked = [n for n in names if any((venue[n], s) in prices for s in held[n])]
+            for name in ticked:
+                check(name, name not in left)
+        elif roll < 0.9:  # time passes: the sweep of the accounts not ticked
+            now += rng.choice([0.3, 1.0, 2.0, 7.0])
+            for name in rng.sample(names, len(names) // 2):
+                check(name, True)
+        elif roll < 0.95:  # a private stream drops or returns
+            name = rng.choice(names)
+            connected[name] = not connected[name]
+        else:  # a reconcile replaced some bands (the index keeps their old entries)
+            for name in rng.sample(names, len(names) // 4):
+                plain.pop(name, None)
+                indexed.pop(name, None)
+                evaluate(name)
+    assert reads["index"] < reads["plain"] / 2 or reads["plain"] < 50, reads

@@ -206,6 +206,10 @@ def run_world(tmp_path: Path, seed: int, steps: int) -> tuple[int, int]:
             service.step(clock(), full)
         assert outbox(batched) == outbox(alone), (seed, clock())
         assert batched.alerting is not None and alone.alerting is not None
+        # the same accounts evaluated at each turn (the batched one checks its bands through
+        # the index of their bounds, the other reads every band's marks at every mark)
+        evaluated = (batched.alerting.evaluations, batched.alerting.skipped)
+        assert evaluated == (alone.alerting.evaluations, alone.alerting.skipped), seed
         assert states(batched.alerting.engine.states) == states(alone.alerting.engine.states)
         for service in services:
             at_feed_marks(service)
@@ -920,3 +924,75 @@ def test_a_read_that_changes_no_figure_keeps_the_band_and_one_that_breaches_is_e
     assert "a" not in alerting._bands
     assert service.store is not None
     service.store.close()
+
+
+class CountedMarks(dict[str, Decimal]):
+    """A state's marks that count the reads of a symbol's (``get``, as a band check reads)."""
+
+    reads = 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        CountedMarks.reads += 1
+        return super().get(key, default)
+
+
+def test_a_tick_within_every_band_and_the_sweep_read_no_accounts_marks(tmp_path: Path) -> None:
+    """Calm accounts with bands on one hub: a small tick of a symbol they hold is checked
+    against their bands' bounds once (the index of them), not by reading every holder's marks;
+    nor does the sweep read the marks of an account none of whose symbols ticked since its
+    check. A tick past some bands wakes those accounts only, at that turn; a mark grown older
+    than the feed-stale rule allows still ends its band at the turn it is checked (a tick of
+    another symbol, or the sweep), as before."""
+    clock = ManualClock(100.0)
+    names = {f"a{i}": "binanceusdm" for i in range(30)}
+    service = start(tmp_path, names, [], clock)
+    assert service.manager is not None and service.alerting is not None
+    alerting = service.alerting
+    feeds = service.manager.feeds
+    rng = random.Random(7)
+    marks = {s: D(50_000) for s in SYMBOLS}
+    for feed in feeds.values():
+        fill(feed, rng, marks, clock())
+        subscribe(feed)
+        feed._notify(Change.ACCOUNT)
+    service.step(clock(), True)
+    banded = {n for n in names if n in alerting._bands}
+    assert len(banded) >= 10, banded
+    for name in banded:  # (the others, alerting, are evaluated at every tick)
+        feeds[name].state.marks = CountedMarks(feeds[name].state.marks)
+    (hub,) = service.manager.hubs.values()
+    for turn in range(5):
+        CountedMarks.reads = 0
+        clock.t += 0.5
+        for symbol in SYMBOLS:
+            hub.deliver(symbol, D(50_000) + turn)  # a few dollars: within every band
+        service.step(clock(), False)
+        assert {n for n in names if n in alerting._bands} == banded
+        # a band's first check reads the marks it starts from; main: every check of each
+        assert CountedMarks.reads == 0 or not turn, CountedMarks.reads
+    clock.t += 1.5  # no tick: every account due at the sweep
+    service.step(clock(), True)
+    assert {n for n in names if n in alerting._bands} == banded
+    assert CountedMarks.reads == 0
+    # a tick 30% down: the accounts whose BTC interval it leaves are evaluated at this turn
+    # (their band dropped, or a new one set at the new mark), the others keep theirs
+    btc = "BTC/USDT:USDT"
+    bands = alerting._bands
+    old = dict(bands)
+    left = {n for n in banded if btc in old[n].prices and not old[n].prices[btc][0] < 35_000}
+    hub.deliver(btc, D(35_000))
+    service.step(clock(), False)
+    assert left and {n for n in banded if bands.get(n) is not old[n]} == left
+    # BTC then falls silent while ETH and SOL tick on: a band over BTC ends at the turn its
+    # mark is older than the feed-stale rule's 30 s (less 2 ms), not before
+    silent_since = clock()
+    stale = {n for n in names if n in bands and btc in bands[n].prices}
+    kept = {n: bands[n] for n in stale}
+    assert stale
+    for _ in range(32):
+        clock.t += 1.0
+        hub.deliver("ETH/USDT:USDT", D(50_000))
+        hub.deliver("SOL/USDT:USDT", D(50_000))
+        service.step(clock(), False)
+        held = {n for n in stale if bands.get(n) is kept[n]}
+        assert held == (stale if clock() - silent_since <= 30.0 - 0.002 else set()), clock()

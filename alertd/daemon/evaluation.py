@@ -574,7 +574,9 @@ class Alerting:
                 out[symbol] = drop
         return out
 
-    def evaluate(self, feed: AccountFeed, now: float, changed: bool = True) -> list[Notification]:
+    def evaluate(
+        self, feed: AccountFeed, now: float, changed: bool = True, marks_known: bool = False
+    ) -> list[Notification]:
         """Evaluate one account at monotonic ``now``; commit what changed.
 
         The figures are the account's in the book (running sums, liquidation prices solved
@@ -584,12 +586,15 @@ class Alerting:
 
         Within the account's band (set by its last evaluation when it left no alert state)
         nothing is evaluated: no rule's value can breach there, so nothing would change.
+        ``marks_known``: the caller's band index saw every tick since (:meth:`Band.holds`).
         """
         state = feed.state
         name = feed.config.name
         books = feed.hub.books.books if feed.hub.books is not None else None
         # (a band set aside at a re-rate is not there: proven again below)
-        if self.within_band(name, state.marks, now, state.connected, books, state.mark_seen):
+        if self.within_band(
+            name, state.marks, now, state.connected, books, state.mark_seen, marks_known
+        ):
             return []
         if changed or name not in self._computable:
             self._missing[name] = tuple(state.incomplete()) if state.bootstrapped else ()
@@ -621,18 +626,25 @@ class Alerting:
         connected: bool,
         books: Mapping[str, OrderBook] | None,
         seen: Callable[[str], float | None],
+        marks_known: bool = False,
     ) -> bool:
         """The account is within the band its last evaluation set: evaluating it would change
         nothing (counted in :attr:`skipped`). Outside it the band is dropped. ``seen``: when
-        each symbol's last mark arrived (monotonic)."""
+        each symbol's last mark arrived (monotonic); ``marks_known``: see
+        :meth:`Band.holds`."""
         held = self._bands.get(name)
         if held is None:
             return False
-        if held.holds(marks, now, connected, books, seen):
+        if held.holds(marks, now, connected, books, seen, marks_known):
             self.skipped += 1
             return True
         del self._bands[name]
         return False
+
+    @property
+    def bands(self) -> Mapping[str, Band]:
+        """Each account's band as it stands (read only: the daemon's index of their bounds)."""
+        return self._bands
 
     def keep_band(
         self,

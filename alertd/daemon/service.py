@@ -29,7 +29,7 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Set
+from collections.abc import Mapping, Set
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
@@ -66,6 +66,7 @@ from alertd.feeds.manager import FeedFactory, FeedManager
 from alertd.feeds.marks import MarkHub, MarkSubscriber
 from alertd.feeds.options import PRODUCTION, FeedOptions
 from alertd.feeds.state import Coverage
+from alertd.rules.band import BandIndex
 from alertd.rules.metrics import book_covers, dynamics_span_s
 from alertd.snapshot.format import account_to_json
 
@@ -137,6 +138,10 @@ class Service:
         self._dirty: set[str] = set()  # to evaluate this cycle
         self._changed: set[str] = set()  # ... of which the figures changed
         self._ticked: set[str] = set()  # whose marks ticked: their bands checked at the turn
+        # the last mark of each (hub, symbol) that ticked since the last turn, and the bands'
+        # bounds by hub and symbol: a tick wakes only the accounts whose band it leaves
+        self._tick_prices: dict[tuple[MarkHub, str], Decimal] = {}
+        self._band_index = BandIndex()
         # when each account was last evaluated, oldest first (the sweep takes those a second
         # old from the front)
         self._evaluated_at: dict[str, float] = {}
@@ -481,6 +486,7 @@ class Service:
         touched = cast(set[str], self.book.apply_mark(symbol, price, venue=hub))
         self.ticks += len(touched)
         self._ticked |= touched
+        self._tick_prices[(hub, symbol)] = price  # every touched holder's state holds it
         if len(touched) < len(holders):
             # a holder whose book account does not hold the symbol (a position opened since
             # its snapshot, one not complete yet): as a holder alone
@@ -555,17 +561,30 @@ class Service:
             self.alerting.refresh_silences()
         self._dirty.update(self._due(now))
         ticked, self._ticked = self._ticked, set()
-        self._check_bands(ticked, now)
+        prices, self._tick_prices = self._tick_prices, {}
+        self._check_bands(ticked, prices, now)
         self._publish(self._evaluate_dirty(now) | ticked, full)
 
-    def _check_bands(self, ticked: set[str], now: float) -> None:
+    def _check_bands(
+        self, ticked: set[str], prices: Mapping[tuple[MarkHub, str], Decimal], now: float
+    ) -> None:
         """The accounts whose marks ticked since the last turn: those within their bands
         are not evaluated (the band proves it would change nothing: counted as skipped, and
         their sweep second starts again now, as for an evaluation), the others are queued.
-        What :meth:`Alerting.evaluate` checks first, without the call per account."""
+        What :meth:`Alerting.evaluate` checks first, without the call per account.
+
+        The marks are read only for the accounts whose band a tick's last price left (the
+        index of the bands' bounds names them, ``prices``: each hub's symbols' last ticks);
+        the others' marks all stand within their bands, the ticked ones by the index, the
+        rest as at their last check. Their time, connection, marks' ages and books are
+        checked as before."""
         assert self.manager is not None and self.alerting is not None
         dirty, changed, evaluated_at = self._dirty, self._changed, self._evaluated_at
         feeds, within_band = self.manager.feeds, self.alerting.within_band
+        bands, index = self.alerting.bands, self._band_index
+        left: set[str] = set()
+        for (hub, symbol), price in prices.items():
+            left.update(index.left(hub, symbol, price, bands))
         for name in ticked:
             if name in dirty:
                 changed.add(name)
@@ -573,7 +592,8 @@ class Service:
             state = feeds[name].state
             hub = feeds[name].hub
             books = hub.books.books if hub.books is not None else None
-            if within_band(name, state.marks, now, state.connected, books, state.mark_seen):
+            known = name not in left
+            if within_band(name, state.marks, now, state.connected, books, state.mark_seen, known):
                 evaluated_at.pop(name, None)
                 evaluated_at[name] = now  # to the back of the line
             else:
@@ -599,10 +619,18 @@ class Service:
         self.alerting.host_bans(self.manager.ip_bans())
         dirty, self._dirty = self._dirty, set()
         changed, self._changed = self._changed, set()
+        bands, index = self.alerting.bands, self._band_index
         for name in sorted(dirty):
             feed = self.manager.feeds.get(name)
             if feed is not None:
-                self.alerting.evaluate(feed, now, changed=name in changed)
+                # not changed: due at the sweep, no tick since its last check but through
+                # the index (:meth:`_check_bands`), no other change notified
+                self.alerting.evaluate(
+                    feed, now, changed=name in changed, marks_known=name not in changed
+                )
+                held = bands.get(name)
+                if held is not None:
+                    index.add(feed.hub, name, held, bands)
             self._evaluated_at.pop(name, None)
             self._evaluated_at[name] = now  # to the back of the line
         return dirty

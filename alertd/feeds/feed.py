@@ -1526,7 +1526,7 @@ class AccountFeed:
     def record_mark(self, symbol: str, price: Decimal, now: float) -> None:
         """A mark the hub checked, for every holder at once: recorded, no listener told (the
         hub's tick listener is, once for all of them)."""
-        self.state.set_mark(symbol, price, now)
+        self.state.record_mark(symbol, price, now)
 
     def on_asset_index(
         self,

@@ -138,6 +138,11 @@ class Stream(enum.Enum):
     __hash__ = object.__hash__
 
 
+# a member read from the class is an attribute look-up through the enum's metaclass: the
+# marks' path (every holder at every tick) reads it once a module
+MARK = Stream.MARK
+
+
 @dataclass(frozen=True, slots=True)
 class MarketInfo:
     """What a feed keeps of one market from the exchange's catalogue: enough to turn a
@@ -623,8 +628,14 @@ class AccountState:
         if not price.is_finite() or price <= 0:
             return False
         self.marks[symbol] = price
-        self.last_seen[(Stream.MARK, symbol)] = now
+        self.last_seen[(MARK, symbol)] = now
         return True
+
+    def record_mark(self, symbol: str, price: Decimal, now: float) -> None:
+        """A mark its hub checked (finite and positive: :meth:`set_mark`'s test, made once a
+        tick for every holder), recorded."""
+        self.marks[symbol] = price
+        self.last_seen[(MARK, symbol)] = now
 
     def set_collateral(
         self, coins: tuple[Collateral, ...], *read_at: Mapping[str, Decimal]
@@ -729,7 +740,7 @@ class AccountState:
 
     def mark_seen(self, symbol: str) -> float | None:
         """When ``symbol``'s last mark arrived (monotonic; ``None``: never)."""
-        return self.last_seen.get((Stream.MARK, symbol))
+        return self.last_seen.get((MARK, symbol))
 
     def oldest_mark_seen(self, never: float) -> float | None:
         """When the least recently marked of :attr:`price_symbols` last had a mark

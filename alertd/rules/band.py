@@ -30,6 +30,7 @@ same notifications at the same moments.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -62,6 +63,16 @@ class Band:
     fresh_s: float = float("inf")
     # the book each proof (by its index) last held for (a book is replaced at every fetch)
     _held: dict[int, OrderBook | None] = field(default_factory=dict)
+    # in a BandIndex: NEW not yet, IN while each of its bounds is there, OUT for good (a
+    # bound taken out by a tick past it: every check from then on reads the marks)
+    index: int = 0
+    # the marks were within the band at its last check that read them
+    _marks_held: bool = False
+    # the oldest of its symbols' arrival times at the last check that read them all: they
+    # only move later (a tick), so while ``now`` is within ``fresh_s`` of it, so is every one
+    _oldest_seen: float = float("-inf")
+
+    NEW, IN, OUT = 0, 1, -1
 
     def holds(
         self,
@@ -70,22 +81,43 @@ class Band:
         connected: bool,
         books: Mapping[str, OrderBook] | None = None,
         seen: Callable[[str], float | None] | None = None,
+        marks_known: bool = False,
     ) -> bool:
         """The marks (``seen``: when each symbol's last arrived, monotonic), the time, the
-        private stream's connection and the books are within the band."""
+        private stream's connection and the books are within the band.
+
+        ``marks_known``: the caller's :class:`BandIndex` saw every tick of the band's
+        symbols since its last check and none of them left it (the daemon's ticked turns
+        and its sweep); then, once a check has read the marks within it, they are not read
+        again while it stays in the index: the same answer, as no mark outside the band can
+        have come without the index naming the account. Nor are their arrival times, while
+        ``now`` is within ``fresh_s`` of the oldest read before (a tick only moves one
+        later; a symbol no longer held changes the account, which drops its band)."""
         if now >= self.until or connected is not self.connected:
             return False
-        fresh = self.fresh_s < float("inf")
-        if fresh and seen is None:
-            return False
-        for symbol, (lo, hi) in self.prices.items():
-            mark = marks.get(symbol)
-            if mark is None or not lo < mark < hi:
+        known = marks_known and self._marks_held and self.index == Band.IN
+        if not known:
+            self._marks_held = False
+            for symbol, (lo, hi) in self.prices.items():
+                mark = marks.get(symbol)
+                if mark is None or not lo < mark < hi:
+                    return False
+            self._marks_held = True
+        if self.fresh_s < float("inf"):
+            # every mark younger than fresh_s: while the marks are known (the daemon's
+            # states, whose held symbols' arrival times only move later, at a tick), the
+            # oldest one read before bounds them all as long as ``now`` is within it
+            if seen is None:
                 return False
-            if fresh:
-                assert seen is not None
-                at = seen(symbol)
-                if at is None or now - at > self.fresh_s:
+            if not known or now - self._oldest_seen > self.fresh_s:
+                oldest = float("inf")
+                for symbol in self.prices:
+                    at = seen(symbol)
+                    if at is None:
+                        return False
+                    oldest = min(oldest, at)
+                self._oldest_seen = oldest
+                if now - oldest > self.fresh_s:
                     return False
         held = self._held
         for i, proof in enumerate(self.gaps):
@@ -96,6 +128,73 @@ class Band:
                 return False
             held[i] = book
         return True
+
+
+class BandIndex:
+    """Every band's bounds by venue and symbol: the lowest upper bound and the highest
+    lower bound first (heaps), so a tick of a symbol names only the accounts whose interval
+    it leaves, not every holder's band read again.
+
+    A band dropped or replaced elsewhere stays in the heaps until its bound is passed or the
+    heap is compacted (``current``, the bands as they stand, tells which still count). A
+    bound passed takes its band out of the index for good (:attr:`Band.index` OUT): every
+    later check of it reads the marks, as without the index."""
+
+    def __init__(self) -> None:
+        # (venue, symbol) -> heap of (bound, seq, account, band); lower bounds negated
+        self._upper: dict[tuple[object, str], list[tuple[Decimal, int, str, Band]]] = {}
+        self._lower: dict[tuple[object, str], list[tuple[Decimal, int, str, Band]]] = {}
+        self._compacted: dict[tuple[object, str], int] = {}
+        self._seq = 0
+
+    def add(self, venue: object, name: str, held: Band, current: Mapping[str, Band]) -> None:
+        """Index ``held``, the band of ``name`` whose marks come from ``venue``."""
+        if held.index != Band.NEW:
+            return
+        held.index = Band.IN
+        for symbol, (lo, hi) in held.prices.items():
+            key = (venue, symbol)
+            self._seq += 1
+            if hi.is_finite():
+                self._push(self._upper, key, (hi, self._seq, name, held), current)
+            if lo > 0:  # a mark is positive: a lower bound of 0 is never passed
+                self._push(self._lower, key, (-lo, self._seq, name, held), current)
+
+    def _push(
+        self,
+        heaps: dict[tuple[object, str], list[tuple[Decimal, int, str, Band]]],
+        key: tuple[object, str],
+        entry: tuple[Decimal, int, str, Band],
+        current: Mapping[str, Band],
+    ) -> None:
+        heap = heaps.setdefault(key, [])
+        heapq.heappush(heap, entry)
+        if len(heap) > 2 * self._compacted.get(key, 0) + 64:
+            # most entries are of bands replaced since (one an account a reconcile)
+            heap[:] = [e for e in heap if current.get(e[2]) is e[3] and e[3].index == Band.IN]
+            heapq.heapify(heap)
+            self._compacted[key] = len(heap)
+
+    def left(
+        self, venue: object, symbol: str, price: Decimal, current: Mapping[str, Band]
+    ) -> list[str]:
+        """The accounts whose band (as ``current`` holds it) a mark ``price`` of ``symbol``
+        from ``venue`` is outside of (at or past a bound); their bands leave the index."""
+        out: list[str] = []
+        key = (venue, symbol)
+        upper = self._upper.get(key)
+        while upper and upper[0][0] <= price:
+            _, _, name, held = heapq.heappop(upper)
+            if current.get(name) is held and held.index == Band.IN:
+                held.index = Band.OUT
+                out.append(name)
+        lower = self._lower.get(key)
+        while lower and -lower[0][0] >= price:
+            _, _, name, held = heapq.heappop(lower)
+            if current.get(name) is held and held.index == Band.IN:
+                held.index = Band.OUT
+                out.append(name)
+        return out
 
 
 class _NoBand(Exception):
