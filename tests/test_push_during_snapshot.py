@@ -344,8 +344,7 @@ def test_okx_a_late_push_of_a_position_the_read_does_not_list_does_not_reopen_it
                 lambda: (
                     reads(fake, POSITIONS_READ["okx"][0]) > read and not feed._resync_lock.locked()
                 ),
-                10.0,
-                "the read the dropped push asks",
+                what="the read the dropped push asks",
             )
             assert (ETH, Side.LONG) not in feed.state.positions
             assert contracts(feed) == D("0.5")
@@ -375,10 +374,8 @@ def test_okx_a_push_of_a_position_a_lagging_positions_answer_missed_is_read_at_o
             read = reads(fake, path)
             fake.release_pushes(KEY)  # the open's push, late
             # the feed's own bound: one read after the settle delay (a fifth of a second here)
-            await eventually(lambda: reads(fake, path) > read, 10.0, "a read for the push")
-            await eventually(
-                lambda: (ETH, Side.LONG) in feed.state.positions, 10.0, "the long held"
-            )
+            await eventually(lambda: reads(fake, path) > read, what="a read for the push")
+            await eventually(lambda: (ETH, Side.LONG) in feed.state.positions, what="the long held")
             assert feed.state.positions[(ETH, Side.LONG)].contracts == D(5)
             assert contracts(feed) == D("0.5")
             assert feed.state.fatal is None
