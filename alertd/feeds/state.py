@@ -460,6 +460,12 @@ class AccountState:
     # balance): a push made before it of a position the snapshot does not list (closed since,
     # or never open) is older than the read too
     positions_read_ms: int | None = None
+    # the positions a push opened that were dropped on ``positions_read_ms`` alone (no row of
+    # their own in the read): OKX documents no ordering between its balance and positions
+    # answers, so a positions answer served a little behind the balance's (a lagging replica)
+    # may miss a real position opened before the balance's time: the feed asks a read for
+    # them at once (AccountFeed._fill_resync), which decides. Cleared by each snapshot
+    dropped_unlisted: set[tuple[str, Side]] = field(default_factory=set)
     wallet_ms: dict[str, int] = field(default_factory=dict)
     connected: bool = False
     # position changes its private stream missed, found by a reconcile, until pushes are seen
@@ -534,6 +540,7 @@ class AccountState:
         self.positions = {(p.symbol, p.side): p for p in positions if p.contracts > 0}
         self.position_versions = {}
         self.positions_read_ms = read_ms
+        self.dropped_unlisted = set()
         for p in positions:
             if p.version is None:
                 continue
@@ -559,8 +566,16 @@ class AccountState:
         applied = False
         for p in positions:
             key = (p.symbol, p.side)
-            if older(p.version, self.position_versions.get(key, self.positions_read_ms)):
+            own = self.position_versions.get(key)
+            if older(p.version, own):
                 continue
+            if own is None and older(p.version, self.positions_read_ms):
+                if p.contracts > 0:
+                    self.dropped_unlisted.add(key)
+                else:  # closed before the read too: nothing hidden
+                    self.dropped_unlisted.discard(key)
+                continue
+            self.dropped_unlisted.discard(key)
             applied = True
             if p.version is not None:
                 self.position_versions[key] = p.version  # a close's too: no older open reopens it

@@ -245,6 +245,8 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
         # subscription the exchange accepts at each login yet never serves (a failure that
         # outlives a reopen, unlike ``mute_pushes``)
         self.dead_channels: frozenset[str] = frozenset()
+        # an account's positions answer behind by a symbol, once (``lag_positions``)
+        self._positions_behind: dict[str, str] = {}
         self._markets: dict[str, _Market] = {}
         self._next_id = 1_000_000_000_000_000_000
         for inst_id, mark, tick, ct_val, tiers in _MARKETS:
@@ -1178,7 +1180,19 @@ class FakeOKX(FakeExchangeServer[_Account, _Connection]):
         ]
 
     def _positions(self, account: _Account, params: dict[str, str]) -> list[Any]:
-        return [self._position_row(account, p) for p in account.positions.values()]
+        behind = self._positions_behind.pop(account.api_key, None)
+        return [
+            self._position_row(account, p)
+            for p in account.positions.values()
+            if behind is None or p.market.symbol != behind
+        ]
+
+    @scripted
+    def lag_positions(self, api_key: str, symbol: str) -> None:
+        """The account's next positions answer leaves ``symbol``'s positions out, as a
+        positions service a little behind the matching engine (and the balance answer, and
+        the pushes) would: OKX documents no ordering between its REST endpoints."""
+        self._positions_behind[self._account(api_key).api_key] = symbol
 
     @staticmethod
     def _currencies(account: _Account, params: dict[str, str]) -> list[Any]:
