@@ -107,6 +107,7 @@ async def measure(
     await asyncio.sleep(1)
     interval = 1 / args.rate if args.rate else 0.0
     profiler = cProfile.Profile(time.process_time) if args.profile else None  # CPU, not wall
+    buckets_before = own_buckets(feeds)
     started, cpu = time.monotonic(), time.process_time()
     if profiler is not None:
         profiler.enable()
@@ -125,10 +126,28 @@ async def measure(
         profiler.dump_stats(args.profile)
     cpu_s, wall_s = time.process_time() - cpu, time.monotonic() - started
     ended = time.monotonic()
+    at_once, debt_waits = (a - b for a, b in zip(own_buckets(feeds), buckets_before, strict=True))
     for exchange, _ in feeds:
         await exchange.close()
     await shared.close()
-    return {"cpu_s": cpu_s, "wall_s": wall_s, "start": started, "end": ended}
+    return {
+        "cpu_s": cpu_s,
+        "wall_s": wall_s,
+        "start": started,
+        "end": ended,
+        "at_once": at_once,
+        "debt_waits": debt_waits,
+    }
+
+
+def own_buckets(feeds: list[tuple[Any, Any]]) -> tuple[int, int]:
+    """The accounts' own buckets' requests admitted at their call and debt waits, so far."""
+    at_once = debt_waits = 0
+    for exchange, _ in feeds:
+        own = getattr(exchange.throttler, "own", exchange.throttler)  # BothLimits: the bucket
+        at_once += getattr(own, "at_once", 0)
+        debt_waits += getattr(own, "debt_waits", 0)
+    return at_once, debt_waits
 
 
 def main() -> int:
@@ -173,6 +192,10 @@ def main() -> int:
     for path, count in sorted(counts.items()):
         print(f"  {path} {count}")
     print(f"TCP connections the window's requests came on: {connections}, opened in it: {opened}")
+    print(
+        f"the accounts' own buckets: {result['at_once']} requests admitted at their call, "
+        f"{result['debt_waits']} debt waits"
+    )
     cpu_s = result["cpu_s"]
     print(
         f"CPU {cpu_s:.3f} s: {cpu_s / args.reconciles * 1000:.3f} ms a reconcile, "

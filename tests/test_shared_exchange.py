@@ -2702,18 +2702,18 @@ def test_a_request_the_window_has_room_for_is_admitted_at_its_call_and_the_rest_
     async def body() -> None:
         time_ = VirtualTime(100.0)
         window = _ten_a_second(time_)
-        first = window(4)
+        first = window(6)
         assert first.done() and isinstance(first.result(), Admitted)
         assert not window.running
-        assert window(6).done()  # 10 of 10
         order: list[int] = []
-        waiting = window(5)
-        small = window(1)  # would fit once the 5 does: still behind it
+        waiting = window(5)  # 6 + 5 > 10: waits for the 6 to leave
+        small = window(1)  # 6 + 1 fits the window, but the 5 waits ahead of it
         waiting.add_done_callback(lambda _: order.append(5))
         small.add_done_callback(lambda _: order.append(1))
         await _settled()
-        assert not waiting.done() and not small.done()
-        await time_.advance_to(101.0)  # the first 10 leave the window
+        assert not waiting.done()
+        assert not small.done(), "a later request was admitted ahead of a waiting one"
+        await time_.advance_to(101.0)  # the 6 leaves the window
         await asyncio.wait_for(asyncio.gather(waiting, small), 5)
         assert order == [5, 1]
         assert window(4).done()  # 5 + 1 + 4: room, none queued

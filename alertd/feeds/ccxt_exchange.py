@@ -207,30 +207,40 @@ class DebtBucket(Throttler):  # type: ignore[misc]
     (ccxt's accounting; ccxt's 1 ms polling admits up to a tick after the debt is paid).
     """
 
-    def __init__(self, config: Any, loop: Any = None) -> None:
+    def __init__(self, config: Any, loop: Any = None, clock: Clock = time.monotonic) -> None:
         super().__init__(config, loop)
         self.debt_waits = 0  # the sleeps taken in debt (one a request in debt, give or take)
         self.at_once = 0  # the requests admitted without the loop (:meth:`__call__`)
-        # when the tokens were last refilled, on ccxt's own clock for its buckets (ms)
-        self._refilled_at = time.time() * 1000
+        # the refill's clock, monotonic seconds: the last refill is kept across an account's
+        # idle minute, and ccxt's wall clock can step (back: a debt of the whole step, every
+        # account's next request held for it; review of calmreq17)
+        self._clock = clock
+        self._refilled_at = clock() * 1000  # ms, as ccxt's bucket counts
 
-    def _refill(self) -> None:
-        """The tokens the time since the last refill earned, up to the bucket's capacity: a
-        leaky bucket's refill, which ccxt's loop also makes while it runs (it forgets the time
-        it was stopped, holding an idle account's next request for a debt long refilled)."""
+    def _refill(self, most: float) -> None:
+        """The tokens the time since the last refill earned (none for a clock that went back),
+        up to ``most``: a leaky bucket's refill, which ccxt's loop also makes while it runs
+        (it forgets the time it was stopped, holding an idle account's next request for a debt
+        long refilled)."""
         bucket = self.config
-        now = time.time() * 1000
-        earned = (now - self._refilled_at) * bucket["refillRate"]
-        bucket["tokens"] = min(bucket["tokens"] + earned, bucket["capacity"])
+        now = self._clock() * 1000
+        earned = max(0.0, now - self._refilled_at) * bucket["refillRate"]
+        bucket["tokens"] = min(bucket["tokens"] + earned, most)
         self._refilled_at = now
 
     def __call__(self, cost: Any = None) -> Any:
         """A request admitted at once where the loop would admit it at its first look (none
         queued, the bucket out of debt): no loop task, no turn of the event loop. A calm account's
-        request (one reconcile a minute) is one; the others queue as in ccxt's."""
+        request (one reconcile a minute) is one; the others queue as in ccxt's.
+
+        The idle time pays the debt off and credits nothing beyond (tokens up to 0, not the
+        bucket's capacity): an idle account's burst starts as it did in ccxt's loop, which
+        forgot the idle time and admitted its first request at the debt just paid, so N
+        requests of cost c take c * (N - 1) units as there (Bybit's cost-5 reads, 10 a second
+        per UID: 10 in a second, not 11; review of calmreq17)."""
         ccxt_self: Any = self  # ccxt's attributes, untyped
         if not ccxt_self.running and not ccxt_self.queue:
-            self._refill()
+            self._refill(0.0)
             bucket = self.config
             if bucket["tokens"] >= 0:
                 bucket["tokens"] -= bucket["cost"] if cost is None else cost
@@ -255,7 +265,7 @@ class DebtBucket(Throttler):  # type: ignore[misc]
             refill_ms = -bucket["tokens"] / bucket["refillRate"]
             self.debt_waits += 1
             await asyncio.sleep(max(bucket["delay"], refill_ms / 1000))
-            self._refill()
+            self._refill(bucket["capacity"])
 
 
 def _admitted_at_once(result: Any) -> asyncio.Future[Any]:
