@@ -15,6 +15,7 @@ evaluations, or the comparison would prove nothing.
 
 from __future__ import annotations
 
+import gc
 import random
 from collections.abc import Mapping
 from dataclasses import replace
@@ -830,7 +831,7 @@ def test_a_bands_index_wakes_the_accounts_a_tick_leaves_as_checking_every_band(s
         if name not in plain and rng.random() < 0.8:
             plain[name] = new_band(name)
             indexed[name] = replace(plain[name], _held={})
-            index.add(venue[name], name, indexed[name], indexed)
+            index.add(venue[name], name, indexed[name])
 
     for name in names:
         evaluate(name)
@@ -866,7 +867,7 @@ def test_a_bands_index_wakes_the_accounts_a_tick_leaves_as_checking_every_band(s
             now += rng.choice([0.0, 0.05])
             left: set[str] = set()
             for (v, s), price in prices.items():
-                left.update(index.left(v, s, price, indexed))
+                left.update(index.left(v, s, price))
             ticked = [n for n in names if any((venue[n], s) in prices for s in held[n])]
             for name in ticked:
                 check(name, name not in left)
@@ -883,3 +884,72 @@ def test_a_bands_index_wakes_the_accounts_a_tick_leaves_as_checking_every_band(s
                 indexed.pop(name, None)
                 evaluate(name)
     assert reads["index"] < reads["plain"] / 2 or reads["plain"] < 50, reads
+
+
+def _bands_reachable(root: object) -> int:
+    """How many :class:`Band` objects ``root`` reaches (its references, followed)."""
+    seen: set[int] = set()
+    todo, found = [root], 0
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen or isinstance(obj, type):
+            continue
+        seen.add(id(obj))
+        found += isinstance(obj, Band)
+        todo.extend(gc.get_referents(obj))
+    return found
+
+
+def test_a_band_set_aside_and_put_back_is_read_at_a_tick_past_its_bound() -> None:
+    """A band set aside over a turn (the daemon's re-rate or read: the same object put back)
+    while other accounts' bands on its symbol are replaced many times, then a tick past its
+    lower bound: its account is named, or its marks read (the band does not hold); a copy of
+    a watched band (``dataclasses.replace``) is watched by nothing and reads its marks."""
+    index, current = BandIndex(), dict[str, Band]()
+    marks = {"BTC": D(100)}
+    target = Band({"BTC": (D(90), D(110))}, float("inf"), True)
+    current["t"] = target
+    index.add("hub", "t", target)
+    assert target.holds(marks, 0.0, True)  # its first check reads the marks: within
+    del current["t"]  # set aside at a read
+    for i in range(300):  # the others' reconciles: a new band each, indexed
+        for name in ("a", "b", "c"):
+            current[name] = Band({"BTC": (D(95) - i % 3, D(105) + i % 3)}, float("inf"), True)
+            index.add("hub", name, current[name])
+    current["t"] = target  # put back, and indexed as after its evaluation
+    index.add("hub", "t", target)
+    marks["BTC"] = D(80)
+    left = index.left("hub", "BTC", D(80))
+    assert not target.holds(marks, 1.0, True, marks_known="t" not in left)
+    # a watched band, its marks within at its last read, copied: the copy reads them
+    again = Band({"BTC": (D(70), D(120))}, float("inf"), True)
+    index.add("hub", "u", again)
+    assert again.holds(marks, 1.0, True, marks_known=True)
+    copy = replace(again, prices={"BTC": (D(85), D(120))})
+    assert not copy.holds(marks, 1.0, True, marks_known=True)
+
+
+def test_a_bands_index_holds_no_replaced_band_and_entries_in_proportion_to_the_live() -> None:
+    """Accounts whose bands are replaced at every reconcile (with the order books their gap
+    proofs checked) and whose symbols change: after many replacements the index reaches no
+    band (a replaced band is garbage, as without the index), holds at most about twice the
+    live entries, and keeps no (venue, symbol) no band is watched on."""
+    rng = random.Random(17)
+    symbols = [f"S{i}" for i in range(30)]
+    index, current = BandIndex(), dict[str, Band]()
+    held: dict[str, list[str]] = {}
+    for _ in range(200):  # reconciles
+        for n in range(40):
+            name = f"a{n}"
+            if name not in held or rng.random() < 0.05:
+                held[name] = rng.sample(symbols[: 10 + n % 20], rng.randint(1, 3))
+            prices = {s: (D(900) + rng.randint(0, 50), D(1100)) for s in held[name]}
+            current[name] = Band(prices, float("inf"), True)
+            index.add("hub", name, current[name])
+    assert _bands_reachable(index) == 0
+    heaps = [*index._upper.items(), *index._lower.items()]
+    live_keys = {("hub", s) for syms in held.values() for s in syms}
+    assert {key for key, _ in heaps} <= live_keys
+    entries = sum(len(side.heap) for _, side in heaps)
+    live = 2 * sum(len(syms) for syms in held.values())
+    assert entries <= 2 * live + 17 * len(heaps), (entries, live)

@@ -581,10 +581,10 @@ class Service:
         assert self.manager is not None and self.alerting is not None
         dirty, changed, evaluated_at = self._dirty, self._changed, self._evaluated_at
         feeds, within_band = self.manager.feeds, self.alerting.within_band
-        bands, index = self.alerting.bands, self._band_index
+        index = self._band_index
         left: set[str] = set()
         for (hub, symbol), price in prices.items():
-            left.update(index.left(hub, symbol, price, bands))
+            left.update(index.left(hub, symbol, price))
         for name in ticked:
             if name in dirty:
                 changed.add(name)
@@ -630,7 +630,7 @@ class Service:
                 )
                 held = bands.get(name)
                 if held is not None:
-                    index.add(feed.hub, name, held, bands)
+                    index.add(feed.hub, name, held)
             self._evaluated_at.pop(name, None)
             self._evaluated_at[name] = now  # to the back of the line
         return dirty

@@ -63,16 +63,14 @@ class Band:
     fresh_s: float = float("inf")
     # the book each proof (by its index) last held for (a book is replaced at every fetch)
     _held: dict[int, OrderBook | None] = field(default_factory=dict)
-    # in a BandIndex: NEW not yet, IN while each of its bounds is there, OUT for good (a
-    # bound taken out by a tick past it: every check from then on reads the marks)
-    index: int = 0
+    # what a BandIndex watches it by (None: not indexed); the index's own state, never
+    # copied (``dataclasses.replace`` makes a band no index watches)
+    _watch: Watch | None = field(default=None, init=False)
     # the marks were within the band at its last check that read them
-    _marks_held: bool = False
+    _marks_held: bool = field(default=False, init=False)
     # the oldest of its symbols' arrival times at the last check that read them all: they
     # only move later (a tick), so while ``now`` is within ``fresh_s`` of it, so is every one
-    _oldest_seen: float = float("-inf")
-
-    NEW, IN, OUT = 0, 1, -1
+    _oldest_seen: float = field(default=float("-inf"), init=False)
 
     def holds(
         self,
@@ -86,16 +84,18 @@ class Band:
         """The marks (``seen``: when each symbol's last arrived, monotonic), the time, the
         private stream's connection and the books are within the band.
 
-        ``marks_known``: the caller's :class:`BandIndex` saw every tick of the band's
-        symbols since its last check and none of them left it (the daemon's ticked turns
-        and its sweep); then, once a check has read the marks within it, they are not read
-        again while it stays in the index: the same answer, as no mark outside the band can
-        have come without the index naming the account. Nor are their arrival times, while
+        ``marks_known``: every mark the account's state got since the band's last check came
+        through the caller's :class:`BandIndex` (the daemon's ticked turns and its sweep);
+        then, once a check has read the marks within it, they are not read again while the
+        index watches it (:meth:`BandIndex.add`, none of its bounds passed or dropped since):
+        the same answer, as no mark outside the band can have come without the index
+        naming the account and ending its watch. Nor are their arrival times, while
         ``now`` is within ``fresh_s`` of the oldest read before (a tick only moves one
         later; a symbol no longer held changes the account, which drops its band)."""
         if now >= self.until or connected is not self.connected:
             return False
-        known = marks_known and self._marks_held and self.index == Band.IN
+        watch = self._watch
+        known = marks_known and self._marks_held and watch is not None and watch.live
         if not known:
             self._marks_held = False
             for symbol, (lo, hi) in self.prices.items():
@@ -130,71 +130,133 @@ class Band:
         return True
 
 
+class Watch:
+    """A band's place in a :class:`BandIndex`: live while every bound of it is in the heaps
+    (none passed, none dropped). The heaps' entries name it, never the band, so a band
+    replaced or dropped is garbage at once, as without the index (its order books too)."""
+
+    __slots__ = ("live", "sides")
+
+    def __init__(self, sides: list[_Side]) -> None:
+        self.live = True
+        self.sides = sides  # the heaps holding one entry of it each
+
+
+class _Side:
+    """One (venue, symbol)'s heap of bounds on one side, with how many of its entries are
+    of watches ended since (compacted when they are most of it)."""
+
+    __slots__ = ("dead", "heap", "key")
+
+    def __init__(self, key: tuple[object, str]) -> None:
+        self.key = key
+        self.heap: list[tuple[Decimal, int, str, Watch]] = []
+        self.dead = 0
+
+
 class BandIndex:
     """Every band's bounds by venue and symbol: the lowest upper bound and the highest
     lower bound first (heaps), so a tick of a symbol names only the accounts whose interval
     it leaves, not every holder's band read again.
 
-    A band dropped or replaced elsewhere stays in the heaps until its bound is passed or the
-    heap is compacted (``current``, the bands as they stand, tells which still count). A
-    bound passed takes its band out of the index for good (:attr:`Band.index` OUT): every
-    later check of it reads the marks, as without the index."""
+    Each account has at most one band watched (:class:`Watch`, kept on the band): a band
+    added for it ends the watch of the one before, a bound passed ends its band's watch.
+    A band whose watch ended reads its marks at every check (:meth:`Band.holds`), whatever
+    the caller does with it (kept aside, put back, copied), until it is added again. Entries
+    of ended watches are dropped when they are most of their heap: the index holds
+    O(accounts x symbols held) entries and no band."""
 
     def __init__(self) -> None:
-        # (venue, symbol) -> heap of (bound, seq, account, band); lower bounds negated
-        self._upper: dict[tuple[object, str], list[tuple[Decimal, int, str, Band]]] = {}
-        self._lower: dict[tuple[object, str], list[tuple[Decimal, int, str, Band]]] = {}
-        self._compacted: dict[tuple[object, str], int] = {}
+        # (venue, symbol) -> heap of (bound, seq, account, watch); lower bounds negated
+        self._upper: dict[tuple[object, str], _Side] = {}
+        self._lower: dict[tuple[object, str], _Side] = {}
+        self._watching: dict[str, Watch] = {}
         self._seq = 0
 
-    def add(self, venue: object, name: str, held: Band, current: Mapping[str, Band]) -> None:
-        """Index ``held``, the band of ``name`` whose marks come from ``venue``."""
-        if held.index != Band.NEW:
+    def add(self, venue: object, name: str, held: Band) -> None:
+        """Watch ``held``, the band of ``name`` whose marks come from ``venue`` (already
+        watched: nothing). Call it right after a check of ``held`` (or its making) at the
+        marks as they stand: its first check from here reads them."""
+        watch = held._watch
+        if watch is not None and watch.live and self._watching.get(name) is watch:
             return
-        held.index = Band.IN
+        self._end(name)
+        sides: list[_Side] = []
+        watch = Watch(sides)
         for symbol, (lo, hi) in held.prices.items():
             key = (venue, symbol)
             self._seq += 1
             if hi.is_finite():
-                self._push(self._upper, key, (hi, self._seq, name, held), current)
+                sides.append(self._push(self._upper, key, (hi, self._seq, name, watch)))
             if lo > 0:  # a mark is positive: a lower bound of 0 is never passed
-                self._push(self._lower, key, (-lo, self._seq, name, held), current)
+                sides.append(self._push(self._lower, key, (-lo, self._seq, name, watch)))
+        held._watch = watch
+        held._marks_held = False  # (read before it was watched: read again)
+        self._watching[name] = watch
 
+    @staticmethod
     def _push(
-        self,
-        heaps: dict[tuple[object, str], list[tuple[Decimal, int, str, Band]]],
+        sides: dict[tuple[object, str], _Side],
         key: tuple[object, str],
-        entry: tuple[Decimal, int, str, Band],
-        current: Mapping[str, Band],
-    ) -> None:
-        heap = heaps.setdefault(key, [])
-        heapq.heappush(heap, entry)
-        if len(heap) > 2 * self._compacted.get(key, 0) + 64:
-            # most entries are of bands replaced since (one an account a reconcile)
-            heap[:] = [e for e in heap if current.get(e[2]) is e[3] and e[3].index == Band.IN]
-            heapq.heapify(heap)
-            self._compacted[key] = len(heap)
+        entry: tuple[Decimal, int, str, Watch],
+    ) -> _Side:
+        side = sides.get(key)
+        if side is None:
+            side = sides[key] = _Side(key)
+        heapq.heappush(side.heap, entry)
+        return side
 
-    def left(
-        self, venue: object, symbol: str, price: Decimal, current: Mapping[str, Band]
-    ) -> list[str]:
-        """The accounts whose band (as ``current`` holds it) a mark ``price`` of ``symbol``
-        from ``venue`` is outside of (at or past a bound); their bands leave the index."""
+    def _end(self, name: str) -> None:
+        """End the watch of ``name``'s band: its entries are dead."""
+        watch = self._watching.pop(name, None)
+        if watch is None:
+            return
+        watch.live = False
+        for side in watch.sides:
+            side.dead += 1
+            if side.dead * 2 > len(side.heap) + 16 or side.dead == len(side.heap):
+                self._compact(side)
+        watch.sides = []
+
+    def _compact(self, side: _Side) -> None:
+        heap = side.heap
+        heap[:] = [e for e in heap if e[3].live]
+        side.dead = 0
+        if heap:
+            heapq.heapify(heap)
+        else:  # nothing watched there: the key goes
+            sides = self._upper if self._upper.get(side.key) is side else self._lower
+            del sides[side.key]
+
+    def left(self, venue: object, symbol: str, price: Decimal) -> list[str]:
+        """The accounts whose watched band a mark ``price`` of ``symbol`` from ``venue`` is
+        outside of (at or past a bound); their watches end."""
         out: list[str] = []
         key = (venue, symbol)
-        upper = self._upper.get(key)
-        while upper and upper[0][0] <= price:
-            _, _, name, held = heapq.heappop(upper)
-            if current.get(name) is held and held.index == Band.IN:
-                held.index = Band.OUT
-                out.append(name)
-        lower = self._lower.get(key)
-        while lower and -lower[0][0] >= price:
-            _, _, name, held = heapq.heappop(lower)
-            if current.get(name) is held and held.index == Band.IN:
-                held.index = Band.OUT
-                out.append(name)
+        side = self._upper.get(key)
+        if side is not None:
+            heap = side.heap
+            while heap and heap[0][0] <= price:
+                self._pass(self._upper, side, out)
+        side = self._lower.get(key)
+        if side is not None:
+            heap = side.heap
+            while heap and -heap[0][0] >= price:
+                self._pass(self._lower, side, out)
         return out
+
+    def _pass(self, sides: dict[tuple[object, str], _Side], side: _Side, out: list[str]) -> None:
+        """The first entry of ``side`` is passed: its watch (if live) ends, it goes."""
+        heap = side.heap
+        _, _, name, watch = heap[0]
+        if watch.live:
+            self._end(name)  # (counts this entry dead with its others; may compact it away)
+            out.append(name)
+        if heap and heap[0][3] is watch:
+            heapq.heappop(heap)
+            side.dead -= 1
+        if not heap and sides.get(side.key) is side:
+            del sides[side.key]
 
 
 class _NoBand(Exception):
