@@ -552,6 +552,12 @@ def cm_wallets(answer: Any) -> dict[str, Decimal]:
     return out
 
 
+# "Event: Liability Update" ``t`` values alertd knows: BORROW (the PM docs' example), REPAY
+# and INTEREST (the margin risk stream's causes "Repayment", "Interest Calculation"; their
+# strings inferred, not documented)
+LIABILITY_TYPES = frozenset({"BORROW", "REPAY", "INTEREST"})
+
+
 def cm_wallet_times(answer: Any) -> dict[str, int]:
     """Each coin's COIN-M wallet's ``updateTime`` in "Get CM Account Detail" (``assets[]``;
     the docs' example: 1625474304765), where it is a time (:func:`cm_wallets` checked the
@@ -1088,6 +1094,12 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._balance_read_ms: dict[str, int] = {}
         # each coin's COIN-M wallet's update time as the last snapshot read it
         self._cm_wallet_read_ms: dict[str, int] = {}
+        # the liabilityChange types not known that were said (each once)
+        self._liability_types_said: set[str] = set()
+        # those three as the snapshot being read gives them, installed only when it is
+        # written (snapshot_written): a read failing after one of them leaves the state, and
+        # the stamps it is compared with, as the last snapshot's (review of pm17, 2)
+        self._next_read_ms = (self._coin_m_read_ms, self._balance_read_ms, self._cm_wallet_read_ms)
         # what the last snapshot weighed in the per-IP budget, by its mode (None: none yet)
         self._snapshot_weight: float | None = None
         # each wallet's update time as the last snapshot read it (wallet_times)
@@ -1106,6 +1118,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         # this read lists what was pushed before it (one pushed while it reads is named again)
         self._pushed_unlisted = set()
         self._pushed_unfollowed = set()
+        self._next_read_ms = (self._coin_m_read_ms, self._balance_read_ms, self._cm_wallet_read_ms)
         try:
             portfolio = await exchange.papiGetAccount()
         except Exception as exc:
@@ -1180,11 +1193,12 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         held = cm_positions(rows, str)
         # each row's "updateTime" (every symbol's row is listed, a closed one's too), by its
         # market id and position side: a push older than it does not change what was read
-        self._coin_m_read_ms = {
+        coin_m_read_ms = {
             (str(row["symbol"]), str(row.get("positionSide", "BOTH"))): at
             for row in rows
             if (at := stamp_or_none(row.get("updateTime"))) is not None
         }
+        self._next_read_ms = (coin_m_read_ms, *self._next_read_ms[1:])
         # the COIN-M catalogue only once a COIN-M position is held: an account without one
         # loads no COIN-M market (nor, in the feed, opens a COIN-M mark stream)
         catalogue = exchange
@@ -1231,7 +1245,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         answer = await exchange.papiGetCmAccount() if held else {}
         margins = cm_maintenance_margins(answer, symbol_of)
         wallets = cm_wallets(answer)
-        self._cm_wallet_read_ms = cm_wallet_times(answer)
+        self._next_read_ms = (*self._next_read_ms[:2], cm_wallet_times(answer))
         brackets = await self._cm_brackets(exchange, symbol_of) if held else {}
         others = await self._coin_balances(exchange) if held else {}
         out = []
@@ -1274,12 +1288,11 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                     describe(exc),
                 )
             self._balances_failing = True
-            self._balance_read_ms = {}
+            self._next_read_ms = (self._next_read_ms[0], {}, self._next_read_ms[2])
             return None
         self._balances_failing = False
-        self._balance_read_ms = {
-            asset: b.updated_ms for asset, b in found.items() if b.updated_ms is not None
-        }
+        read_ms = {asset: b.updated_ms for asset, b in found.items() if b.updated_ms is not None}
+        self._next_read_ms = (self._next_read_ms[0], read_ms, self._next_read_ms[2])
         return found
 
     async def _cm_brackets(
@@ -1570,7 +1583,10 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         parts, at_ms = pushed_cross_margin(message)
         if parts:
             # interest charged on a loan alertd does not follow names nothing (taken as read)
-            names = message.get("e") != "liabilityChange" or message.get("t") != "INTEREST"
+            loan = message.get("e") == "liabilityChange"
+            if loan:
+                self._said_liability_type(message.get("t"))
+            names = not loan or message.get("t") != "INTEREST"
             return self._pushed_coin_parts(parts, at_ms, listed, names=names, as_seen=as_seen)
         if any(p.coin_other is not None for p in listed):
             parts, at_ms = pushed_um_wallets(message)
@@ -1807,6 +1823,29 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                 "not in the COIN-M catalogue): left to the next reconcile",
                 market_id,
             )
+
+    def _said_liability_type(self, kind: Any) -> None:
+        """Say, once per value, a ``liabilityChange`` ``t`` other than those alertd knows:
+        Binance's PM "Event: Liability Update" documents ``t`` as "Type" with BORROW in its
+        example only; the margin risk stream's "Liability Update" names borrowing, repayment
+        and interest calculation as its causes, not their strings. REPAY and INTEREST are
+        inferred; a push of another ``t`` is taken as a borrow's or repay's (held for its
+        balance push; of an asset not followed, a read asked: interest so, as before pm17)."""
+        shown = repr(kind)[:40]  # any JSON value: a list is not hashable
+        known = isinstance(kind, str) and kind in LIABILITY_TYPES
+        if known or shown in self._liability_types_said or len(self._liability_types_said) > 31:
+            return
+        self._liability_types_said.add(shown)
+        log.info(
+            "a liabilityChange push of type %s, not one alertd knows (BORROW, REPAY, "
+            "INTEREST): taken as a borrow or repay (of an asset not followed, a read asked)",
+            shown,
+        )
+
+    def snapshot_written(self) -> None:
+        """The update times the snapshot read (COIN-M rows, "Account Balance", COIN-M
+        wallets) are those a push is compared with from now on (:meth:`pushed_listed`)."""
+        self._coin_m_read_ms, self._balance_read_ms, self._cm_wallet_read_ms = self._next_read_ms
 
     def pushed_unlisted(self) -> frozenset[str]:
         return frozenset(self._pushed_unlisted)

@@ -374,6 +374,13 @@ class ExchangeAdapter:
         its streams push or its other answers show (OKX's account configuration, Bybit's
         positions of a settle coin the account holds none of). Nothing by default."""
 
+    def snapshot_written(self) -> None:
+        """Called when the snapshot just read is written to the state (after every ``fetch_*``
+        succeeded, before the pushes that came meanwhile are applied again on top of it): what
+        the adapter keeps of a read to judge later pushes by (Binance portfolio margin: the
+        rows' update times) is installed here, not when the read answers, so a snapshot that
+        fails after it leaves it as the state's read. Nothing by default."""
+
     async def fetch_mode(self, exchange: Any) -> ModeReading:
         """The account's mode as the exchange reports it, read first at every snapshot (the
         other ``fetch_*`` calls may depend on it). A reading with

@@ -413,16 +413,18 @@ class HeldFrame:
     """A private frame held by :meth:`AccountFeed._hold`: as it came, the coins it moves,
     ``side`` ("wallet", "loan" or "cross") where it is a transfer's or a loan's half, and
     ``waits`` while it waits for its other half (else it waits only behind an earlier held
-    frame of its coins); ``as_seen``: a loan's half whose other half carries an asset alertd
-    does not follow (a margin sell of the borrowed coin), applied as that one is: its
-    values taken as seen, the coin's equity left as read (:meth:`ExchangeAdapter.
-    pushed_listed`)."""
+    frame of its coins); ``seen_alone``: a loan's half a margin trade's push of its coin
+    came beside (an asset alertd does not follow in it: a margin sell of the borrowed coin),
+    still waiting for its own cross margin push; if its bound passes without one, it is the
+    trade's and ``as_seen``: applied as that push is, its values taken as seen, the coin's
+    equity left as read (:meth:`ExchangeAdapter.pushed_listed`)."""
 
     message: Any
     at: float
     assets: frozenset[str]
     side: str | None
     waits: bool = False
+    seen_alone: bool = False
     as_seen: bool = False
 
 
@@ -969,6 +971,7 @@ class AccountFeed:
         for symbol in sorted(coin_symbols - self.state.marks.keys() - seeded):
             coin_marks[symbol] = await self._public_mark(exchange, symbol)
         now = self._clock()
+        self.adapter.snapshot_written()
         self.state.replace_positions(positions, now, first_ms)
         self.state.reported_positions = reported
         pool_wallets = {asset: pool_wallet for asset, (pool_wallet, _) in pools.items()}
@@ -1903,13 +1906,16 @@ class AccountFeed:
         (:meth:`~ExchangeAdapter.loan_half`). A cross margin push holding an asset no listed
         position follows (a margin trade against USDT) is no transfer's and is not held. A
         later frame of a held coin waits behind it (applied after it, as they came: applied
-        first, the held older wallet would overwrite it). A loan's push paired with a cross
-        margin push carrying an asset alertd does not follow (borrow BTC and sell it for
-        USDT: Binance pushes the loan, then BTC and USDT in one ``outboundAccountPosition``)
-        is applied as that push is, neither counted (the coin's equity left as read, the
-        account read at once for the other asset): the loan applied alone would show the
-        borrowed coin owed and not the USDT it was sold for. Whether the frame was taken here
-        (held, or applied with those it released); not: the caller applies it."""
+        first, the held older wallet would overwrite it). A loan's push beside a cross
+        margin push of its coin carrying an asset alertd does not follow (borrow BTC and sell
+        it for USDT: Binance pushes the loan, then BTC and USDT in one
+        ``outboundAccountPosition``; in either order) still waits for a push of its coin
+        alone (a plain loan's own balance push within the bound: paired whole with it); none
+        by its bound, it was the trade's and is applied as that push is, neither counted (the
+        coin's equity left as read, the account read at once for the other asset): the loan
+        applied alone would show the borrowed coin owed and not the USDT it was sold for.
+        Whether the frame was taken here (held, or applied with those it released); not: the
+        caller applies it."""
         followed = frozenset(p.coin for p in self.state.listed_positions if p.coin)
         if not followed or self._group is None:
             return False  # nothing to split, or nothing to bound a hold with
@@ -1927,22 +1933,25 @@ class AccountFeed:
             # a wallet's or a loan's half pairs with the cross margin balance's
             others = ("cross",) if side != "cross" else ("wallet", "loan")
             waiting = [h for h in self._held if h.waits and h.side in others and h.assets & assets]
-            # a margin trade's push (another asset in it): a loan it pairs with is not counted
+            # a margin trade's push (another asset in it): a loan waiting is its pair only if
+            # the loan's own push of the coin alone does not come by the bound (review of pm17)
             partial = side == "cross" and not cross <= followed
             for pair in waiting:
-                pair.waits = False
-                pair.as_seen = pair.as_seen or (partial and pair.side == "loan")
+                if partial and pair.side == "loan":
+                    pair.seen_alone = True
+                else:
+                    pair.waits = False
             # its other half applied alone at its bound: this one is it, late
             since = now - TRANSFER_HALF_HOLD_S
             late = [self._alone_at.pop((a, o), -math.inf) >= since for a in assets for o in others]
             if partial:
                 self._partial_at.update(dict.fromkeys(assets, now))
-            elif side == "loan":
+            elif side == "loan" and not waiting:
                 # its margin trade's push came first (applied at once, not whole)
                 paired = [self._partial_at.pop(a, -math.inf) >= since for a in assets]
-                held.as_seen = any(paired)
-            held.waits = not waiting and not any(late) and not held.as_seen and not partial
-        if not held.waits and not held.as_seen and not any(h.assets & assets for h in self._held):
+                held.seen_alone = any(paired)
+            held.waits = not waiting and not any(late) and not partial
+        if not held.waits and not any(h.assets & assets for h in self._held):
             return False  # nothing held before it: applied at once
         self._held.append(held)
         if held.waits:
@@ -1958,6 +1967,7 @@ class AccountFeed:
         if not held.waits:
             return  # its other half came
         held.waits = False
+        held.as_seen = held.seen_alone  # a margin trade's loan: taken as seen with the trade
         now = self._clock()
         for asset in held.assets:
             self._alone_at[(asset, held.side or "")] = now
