@@ -31,6 +31,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alertd.config import load_config
+from alertd.daemon.evaluation import Alerting
 from alertd.daemon.service import SNAPSHOT_MARKS_SAVED_EVERY_S, Service
 from alertd.engine.book import Book
 from alertd.engine.collateral import Collateral, CollateralRatio, ConversionRates, SettleTerms
@@ -571,6 +572,18 @@ def calm_with_a_band(service: Service, feed: AccountFeed, clock: ManualClock) ->
             return
 
 
+def calm_account(
+    tmp_path: Path, exchange: str = "binanceusdm"
+) -> tuple[Service, AccountFeed, Alerting, ManualClock]:
+    """A daemon watching one calm account "a" on ``exchange``, evaluated: one with a band."""
+    clock = ManualClock(100.0)
+    service = start(tmp_path, {"a": exchange}, [], clock)
+    assert service.manager is not None and service.alerting is not None
+    feed = service.manager.feeds["a"]
+    calm_with_a_band(service, feed, clock)
+    return service, feed, service.alerting, clock
+
+
 def test_a_re_rate_keeps_the_band_proven_at_the_new_rates_and_other_changes_drop_it(
     tmp_path: Path,
 ) -> None:
@@ -580,12 +593,7 @@ def test_a_re_rate_keeps_the_band_proven_at_the_new_rates_and_other_changes_drop
     read of what it held (``Change.ACCOUNT``, the same holdings) keeps it, counted skipped
     (:meth:`Alerting.reread`); any other change (a read of another wallet) drops the band
     and evaluates it."""
-    clock = ManualClock(100.0)
-    service = start(tmp_path, {"a": "binanceusdm"}, [], clock)
-    assert service.manager is not None and service.alerting is not None
-    feed = service.manager.feeds["a"]
-    alerting = service.alerting
-    calm_with_a_band(service, feed, clock)
+    service, feed, alerting, clock = calm_account(tmp_path)
     assert "a" in alerting._bands
     before = alerting.reproven
     usdt = SettleTerms.of(None, D(0), None, ConversionRates(D("0.9999"), D("1.0002")))
@@ -898,12 +906,7 @@ def test_a_read_that_changes_no_figure_keeps_the_band_and_one_that_breaches_is_e
     drift past ``ratio-drift``, a missed push found a grace later or with the positions, the
     mode no longer computed, a tier table gone) is evaluated at the same turn, its alert
     started there (pending, or firing), as evaluating every read does."""
-    clock = ManualClock(100.0)
-    service = start(tmp_path, {"a": exchange}, [], clock)
-    assert service.manager is not None and service.alerting is not None
-    feed = service.manager.feeds["a"]
-    alerting = service.alerting
-    calm_with_a_band(service, feed, clock)
+    service, feed, alerting, clock = calm_account(tmp_path, exchange)
     assert "a" in alerting._bands and alerting.engine.states_of("a") == []
     book_account = service.book._accounts["a"]
     for turn in range(2):  # calm reads: a drift within the rule, then none measured
@@ -996,3 +999,80 @@ def test_a_tick_within_every_band_and_the_sweep_read_no_accounts_marks(tmp_path:
         service.step(clock(), False)
         held = {n for n in stale if bands.get(n) is kept[n]}
         assert held == (stale if clock() - silent_since <= 30.0 - 0.002 else set()), clock()
+
+
+def _waits_for_a_turn(feed: AccountFeed, now: float) -> None:
+    # its reopening waits for its turn in its host's pace: that wait is not down
+    feed.openings_paced_s = 1000.0
+    feed._turns_waited_since = now
+
+
+def _opening_failed(feed: AccountFeed, now: float) -> None:
+    # that opening failed: the credit withdrawn (AccountFeed.waited_for_turns_s)
+    feed.on_closed("wss://private", opening_failed=True)
+
+
+def _in_a_paced_start(feed: AccountFeed, now: float) -> None:
+    # never live, in its exchange's paced start: its grace is not down; its first try failed
+    feed.paced_start_s = 1000.0
+    feed.state.start_failure("HTTP 429", now)
+
+
+def _start_kept_failing(feed: AccountFeed, now: float) -> None:
+    # its start's failures in a row now span more than START_KEEPS_FAILING_S: the grace
+    # is over for good (AccountFeed.waiting_first_turn)
+    feed.state.start_failure("HTTP 429", now)
+
+
+@pytest.mark.parametrize(
+    ("wait", "jump"),
+    [(_waits_for_a_turn, _opening_failed), (_in_a_paced_start, _start_kept_failing)],
+)
+def test_a_read_while_the_private_stream_is_down_fires_feed_down_once_its_down_time_jumped(
+    tmp_path: Path,
+    wait: Callable[[AccountFeed, float], None],
+    jump: Callable[[AccountFeed, float], None],
+) -> None:
+    """While its private stream is down a calm account's band ends at a time proven from its
+    down time, which grows a second a second but can also jump: an opening that failed
+    withdraws the credit of its waits for a turn; a start that keeps failing ends its paced
+    start's grace. Neither is notified; the next read (a reconcile, which runs while the
+    stream is down) evaluates it, as evaluating every read does: feed-down fires at that read
+    (the band kept at a read only while connected; down, it is proven again at the down time
+    then). Reviewer's probe_down; a band kept there fired 49 s late."""
+    service, feed, alerting, clock = calm_account(tmp_path)
+    assert "a" in alerting._bands
+
+    def fresh() -> None:  # marks keep ticking (feed-stale stays quiet)
+        for s in feed.state.held_symbols:
+            feed.state.set_mark(s, feed.state.marks[s], clock())
+
+    def read(changed: bool) -> list[str]:
+        if changed:
+            wallet = feed.state.wallet_balance
+            assert wallet is not None
+            feed.state.set_wallet_balance(wallet + 1, clock())
+        feed._notify(Change.ACCOUNT)
+        service.step(clock(), False)
+        return [s.rule for s in alerting.engine.states_of("a")]
+
+    feed.state.connected = False  # the private stream drops, or never opened
+    wait(feed, clock())
+    assert read(changed=True) == []  # t=100: first seen down
+    clock.t += 59.0
+    fresh()
+    assert read(changed=True) == []  # t=159: down 0 (not counted): a band
+    assert "a" in alerting._bands
+    assert alerting.feed_status(feed, clock()).down_s == 0
+    clock.t += 1.0
+    fresh()
+    kept = alerting.kept_at_read
+    assert read(changed=False) == []  # a read of what it held, nothing jumped: kept
+    assert "a" in alerting._bands and alerting.kept_at_read == kept + 1
+    clock.t += 10.0
+    fresh()
+    jump(feed, clock())
+    assert alerting.feed_status(feed, clock()).down_s == 70  # past feed_down_after_s (60)
+    assert read(changed=False) == ["feed-down"]  # a read of what it held: at that read
+    assert service.store is not None
+    service.store.close()

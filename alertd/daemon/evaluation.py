@@ -300,7 +300,8 @@ class Alerting:
         self._reread: set[str] = set()
         self.skipped = 0  # evaluations a band proved idle
         self.reproven = 0  # of those, re-rated accounts' (:meth:`band_rerated`)
-        self.kept_at_read = 0  # of those, re-read accounts' whose band was kept (:meth:`reread`)
+        # of those, re-read accounts' whose band was kept (:meth:`reread`; down, proven again)
+        self.kept_at_read = 0
         self.evaluations = 0  # evaluations done (not skipped): what a firing daemon's CPU is
         # the exchange hosts whose IP ban was told (until it ends), with its real end and the
         # end told (epoch seconds) and what ages where it holds one shared read only; kept in
@@ -381,7 +382,8 @@ class Alerting:
         brings (the drift, the flags, incomplete data, the mode's coverage) may have moved.
         The band is set aside until its next evaluation, which keeps it where it still holds
         and every value the read brought is on its rules' safe side
-        (:func:`~alertd.rules.band.reads_hold`), instead of observing every rule."""
+        (:func:`~alertd.rules.band.reads_hold`), instead of observing every rule; while its
+        private stream is down, proves it again at the status then (its down time)."""
         held = self._bands.pop(name, None)
         if held is not None:
             self._rerated[name] = held
@@ -711,21 +713,31 @@ class Alerting:
             or not reads_hold(self._band_rules, Subject(name, exchange), live, status)
         ):
             return False
-        if reread:
+        if reread and connected:
             if name in self.engine.alerted_accounts:
                 return False  # (a band is for an account without an alert state)
-            # the same figures (the book's account kept): the band proven on them holds
+            # the same figures (the book's account kept), connected (its down time 0, no
+            # value the band bounds by time is one a read moves): the band proven on them holds
             self._bands[name] = before
             self.skipped += 1
             self.kept_at_read += 1
             return True
+        # re-rated, or re-read while its private stream is down: proven again at the status
+        # now. Down, the band's ``until`` came from the down time at its evaluation, assumed
+        # to grow a second a second; it can jump (an opening that failed withdraws the credit
+        # of its waits for a turn, ``AccountFeed.waited_for_turns_s``; a start that keeps
+        # failing ends its paced start's grace), and main's evaluation at every read fired
+        # feed-down there (reviewer's probe_down)
         self.keep_band(name, exchange, live, status, now, connected, books)
         found = self._bands.get(name)
         if found is None or not found.holds(marks, now, connected, books, seen):
             self._bands.pop(name, None)
             return False
         self.skipped += 1
-        self.reproven += 1
+        if reread:
+            self.kept_at_read += 1
+        else:
+            self.reproven += 1
         return True
 
     def evaluate_figures(
