@@ -1025,6 +1025,19 @@ async def watch_mark(exchange: Any, symbol: str) -> Decimal:
     return ticker_mark(await exchange.watch_mark_price(symbol), "p")
 
 
+@dataclasses.dataclass(slots=True)
+class ReadStamps:
+    """The update times a portfolio margin snapshot read, each a push is compared with: a
+    push stamped before one is in what was read (:meth:`BinanceUSDMAdapter.pushed_listed`)."""
+
+    # each COIN-M row's, by its market id and position side ("Query CM Position Information")
+    coin_m: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+    # each asset's "Account Balance" row's
+    balances: dict[str, int] = dataclasses.field(default_factory=dict)
+    # each coin's COIN-M wallet's ("Get CM Account Detail" ``assets[]``)
+    cm_wallets: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
 class BinanceUSDMAdapter(ExchangeAdapter):
     exchange_id = "binanceusdm"
     market_filter = USDM_MARKETS
@@ -1088,18 +1101,14 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         self._pushed_unlisted: set[str] = set()
         # the assets pushed since the last read whose change is not followed (pushed_unfollowed)
         self._pushed_unfollowed: set[str] = set()
-        # the COIN-M rows' update times as the last snapshot read them (pushed_listed)
-        self._coin_m_read_ms: dict[tuple[str, str], int] = {}
-        # each asset's "Account Balance" update time as the last snapshot read it
-        self._balance_read_ms: dict[str, int] = {}
-        # each coin's COIN-M wallet's update time as the last snapshot read it
-        self._cm_wallet_read_ms: dict[str, int] = {}
+        # the update times the last snapshot written read (pushed_listed)
+        self._read_ms = ReadStamps()
+        # those the snapshot being read gives, installed only when it is written
+        # (snapshot_written): a read failing after one of them leaves the state, and the
+        # stamps it is compared with, as the last snapshot's (review of pm17, 2)
+        self._next_read_ms = ReadStamps()
         # the liabilityChange types not known that were said (each once)
         self._liability_types_said: set[str] = set()
-        # those three as the snapshot being read gives them, installed only when it is
-        # written (snapshot_written): a read failing after one of them leaves the state, and
-        # the stamps it is compared with, as the last snapshot's (review of pm17, 2)
-        self._next_read_ms = (self._coin_m_read_ms, self._balance_read_ms, self._cm_wallet_read_ms)
         # what the last snapshot weighed in the per-IP budget, by its mode (None: none yet)
         self._snapshot_weight: float | None = None
         # each wallet's update time as the last snapshot read it (wallet_times)
@@ -1118,7 +1127,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         # this read lists what was pushed before it (one pushed while it reads is named again)
         self._pushed_unlisted = set()
         self._pushed_unfollowed = set()
-        self._next_read_ms = (self._coin_m_read_ms, self._balance_read_ms, self._cm_wallet_read_ms)
+        self._next_read_ms = dataclasses.replace(self._read_ms)  # what this read leaves unread
         try:
             portfolio = await exchange.papiGetAccount()
         except Exception as exc:
@@ -1193,12 +1202,11 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         held = cm_positions(rows, str)
         # each row's "updateTime" (every symbol's row is listed, a closed one's too), by its
         # market id and position side: a push older than it does not change what was read
-        coin_m_read_ms = {
+        self._next_read_ms.coin_m = {
             (str(row["symbol"]), str(row.get("positionSide", "BOTH"))): at
             for row in rows
             if (at := stamp_or_none(row.get("updateTime"))) is not None
         }
-        self._next_read_ms = (coin_m_read_ms, *self._next_read_ms[1:])
         # the COIN-M catalogue only once a COIN-M position is held: an account without one
         # loads no COIN-M market (nor, in the feed, opens a COIN-M mark stream)
         catalogue = exchange
@@ -1245,7 +1253,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
         answer = await exchange.papiGetCmAccount() if held else {}
         margins = cm_maintenance_margins(answer, symbol_of)
         wallets = cm_wallets(answer)
-        self._next_read_ms = (*self._next_read_ms[:2], cm_wallet_times(answer))
+        self._next_read_ms.cm_wallets = cm_wallet_times(answer)
         brackets = await self._cm_brackets(exchange, symbol_of) if held else {}
         others = await self._coin_balances(exchange) if held else {}
         out = []
@@ -1288,11 +1296,12 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                     describe(exc),
                 )
             self._balances_failing = True
-            self._next_read_ms = (self._next_read_ms[0], {}, self._next_read_ms[2])
+            self._next_read_ms.balances = {}
             return None
         self._balances_failing = False
-        read_ms = {asset: b.updated_ms for asset, b in found.items() if b.updated_ms is not None}
-        self._next_read_ms = (self._next_read_ms[0], read_ms, self._next_read_ms[2])
+        self._next_read_ms.balances = {
+            asset: b.updated_ms for asset, b in found.items() if b.updated_ms is not None
+        }
         return found
 
     async def _cm_brackets(
@@ -1618,7 +1627,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
                 ps = str(raw.get("ps", "BOTH"))
                 if raw["s"] in read or amount == 0:
                     continue
-                if not older(at, self._coin_m_read_ms.get((raw["s"], ps))):
+                if not older(at, self._read_ms.coin_m.get((raw["s"], ps))):
                     self._said_unlisted_push(raw["s"])
             return None
         out = {(p.symbol, p.side): p for p in self._pushed_wallets(update.get("B", []), at, listed)}
@@ -1628,7 +1637,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             market = catalogue.safe_market(raw["s"], None, None, "swap")
             amount = dec(raw.get("pa"), f"CM ACCOUNT_UPDATE {raw['s']} pa")
             position_side = str(raw.get("ps", "BOTH"))
-            if older(at, self._coin_m_read_ms.get((raw["s"], position_side))):
+            if older(at, self._read_ms.coin_m.get((raw["s"], position_side))):
                 continue
             pushed = _side(position_side, amount)
             if position_side == "BOTH" and amount != 0:
@@ -1711,12 +1720,12 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             self._pushed_unfollowed |= {
                 asset
                 for asset in set(pushed) - moved
-                if not older(at_ms, self._balance_read_ms.get(asset))
+                if not older(at_ms, self._read_ms.balances.get(asset))
             }
         out = []
         for p in listed:
             change = pushed.get(p.coin) if p.coin else None
-            read_ms = self._balance_read_ms.get(p.coin) if p.coin else None
+            read_ms = self._read_ms.balances.get(p.coin) if p.coin else None
             if change is None or p.coin_other is None or older(at_ms, read_ms):
                 out.append(p)
                 continue
@@ -1753,7 +1762,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
             if not isinstance(raw, dict) or not isinstance(raw.get("a"), str):
                 raise FrameError("CM ACCOUNT_UPDATE: a balance row without an asset")
             wallets[raw["a"]] = dec(raw.get("cw"), f"CM ACCOUNT_UPDATE {raw['a']} cw")
-        for coin in [c for c in wallets if older(at_ms, self._cm_wallet_read_ms.get(c))]:
+        for coin in [c for c in wallets if older(at_ms, self._read_ms.cm_wallets.get(c))]:
             del wallets[coin]
         return tuple(
             dataclasses.replace(p, coin_wallet=wallets[p.coin])
@@ -1845,7 +1854,7 @@ class BinanceUSDMAdapter(ExchangeAdapter):
     def snapshot_written(self) -> None:
         """The update times the snapshot read (COIN-M rows, "Account Balance", COIN-M
         wallets) are those a push is compared with from now on (:meth:`pushed_listed`)."""
-        self._coin_m_read_ms, self._balance_read_ms, self._cm_wallet_read_ms = self._next_read_ms
+        self._read_ms = dataclasses.replace(self._next_read_ms)  # (the next read's its own)
 
     def pushed_unlisted(self) -> frozenset[str]:
         return frozenset(self._pushed_unlisted)
