@@ -642,8 +642,7 @@ class AccountState:
         """Record a mark; a non-positive or non-finite price is refused (returns False)."""
         if not price.is_finite() or price <= 0:
             return False
-        self.marks[symbol] = price
-        self.last_seen[(MARK, symbol)] = now
+        self.record_mark(symbol, price, now)
         return True
 
     def record_mark(self, symbol: str, price: Decimal, now: float) -> None:
